@@ -1,0 +1,165 @@
+"""Every exception isoplug raises, in one tree.
+
+Errors are named after who caused them: *Local* means this process broke a rule, *Remote*
+means the other side did; *Closed* means a connection ended in an orderly way, *Broken* means
+it ended without warning. Lower layers' exceptions (``OSError``, ``ssl.SSLError``,
+``msgspec.DecodeError``) are translated at the layer edge with ``raise ... from exc`` so the
+original stays reachable as ``__cause__``::
+
+    IsoplugError
+    ├── AddressError (ValueError)          an address string that does not parse
+    ├── TransportError                     the byte stream failed
+    │   ├── ConnectError                   nothing listens there, or it refused us
+    │   ├── ConnectionClosed               used after an orderly close (ours or the peer's)
+    │   └── ConnectionBroken               the peer vanished: EOF mid-frame, reset, dead process
+    ├── ProtocolError                      the bytes or messages broke the wire protocol
+    │   ├── LocalProtocolError             we tried to send something the protocol forbids now
+    │   └── RemoteProtocolError            the peer sent garbage, an oversized frame, a
+    │                                      message that is wrong for the connection's state
+    ├── HandshakeError                     the session could not be opened
+    │   ├── AuthenticationFailed           wrong session token
+    │   ├── VersionMismatch                no protocol version both sides speak
+    │   └── HandshakeTimeout               no hello / welcome within the deadline
+    ├── RequestTimeout (TimeoutError)      no response within the request's timeout
+    └── RemoteError                        the remote side answered a request with an error
+        ├── MethodNotFound                 no handler is registered for that method
+        ├── InvalidParams                  the parameters do not fit the handler
+        └── RequestCancelled               the remote handler was cancelled before finishing
+
+Catching ``IsoplugError`` catches everything isoplug raises on purpose; anything else escaping
+isoplug is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AddressError",
+    "AuthenticationFailed",
+    "ConnectError",
+    "ConnectionBroken",
+    "ConnectionClosed",
+    "HandshakeError",
+    "HandshakeTimeout",
+    "InvalidParams",
+    "IsoplugError",
+    "LocalProtocolError",
+    "MethodNotFound",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteProtocolError",
+    "RequestCancelled",
+    "RequestTimeout",
+    "TransportError",
+    "VersionMismatch",
+]
+
+
+class IsoplugError(Exception):
+    """Base of every exception isoplug raises deliberately."""
+
+
+class AddressError(IsoplugError, ValueError):
+    """An address is not one of ``unix:/path``, ``tcp://host:port``, ``tls://host:port``."""
+
+
+class TransportError(IsoplugError):
+    """The byte stream under a connection failed."""
+
+
+class ConnectError(TransportError):
+    """Could not connect: nothing listens at the address, or it refused the connection."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection was closed in an orderly way and can no longer be used."""
+
+
+class ConnectionBroken(TransportError):
+    """The peer vanished without an orderly goodbye (EOF mid-frame, reset, process died)."""
+
+
+class ProtocolError(IsoplugError):
+    """The wire protocol was violated; the connection is unusable afterwards."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to do something the protocol does not allow in the current state."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes or a message that the protocol does not allow."""
+
+
+class HandshakeError(IsoplugError):
+    """The connection could not be opened as a session."""
+
+
+class AuthenticationFailed(HandshakeError):
+    """The connecting side presented a wrong session token."""
+
+
+class VersionMismatch(HandshakeError):
+    """The two sides share no protocol version."""
+
+
+class HandshakeTimeout(HandshakeError, TimeoutError):
+    """The handshake did not complete within its deadline."""
+
+
+class RequestTimeout(IsoplugError, TimeoutError):
+    """A request got no response within its timeout; a cancel was sent to the peer."""
+
+
+class RemoteError(IsoplugError):
+    """The remote side answered a request with an error.
+
+    ``remote_type`` is the qualified name of the exception raised remotely (for example
+    ``"builtins.ValueError"``), ``remote_message`` its ``str()``, and ``remote_traceback`` the
+    formatted traceback text from the remote process ("" when the remote sent none).
+    """
+
+    code = "error"
+
+    def __init__(
+        self,
+        method: str,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str = "",
+    ) -> None:
+        self.method = method
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        super().__init__(method, remote_type, remote_message, remote_traceback)
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.method!r} failed on the remote side: {self.remote_type}: {self.remote_message}"
+        )
+        if self.remote_traceback:
+            text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip("\n")
+        return text
+
+
+class MethodNotFound(RemoteError):
+    """The remote side has no handler registered for the requested method."""
+
+    code = "method_not_found"
+
+
+class InvalidParams(RemoteError):
+    """The parameters of a request do not fit the remote handler."""
+
+    code = "invalid_params"
+
+
+class RequestCancelled(RemoteError):
+    """The remote handler was cancelled (by our cancel, or because the remote shut down)."""
+
+    code = "cancelled"
+
+
+REMOTE_ERROR_BY_CODE: dict[str, type[RemoteError]] = {
+    cls.code: cls for cls in (RemoteError, MethodNotFound, InvalidParams, RequestCancelled)
+}

@@ -1,0 +1,154 @@
+"""Opening a session over a stream: the hello/welcome exchange, with a deadline.
+
+Two flavours over one sans-IO :class:`~isoplug.wire.Connection`: :func:`client_handshake` /
+:func:`server_handshake` for asyncio streams, :func:`blocking_client_handshake` for a plain
+blocking socket (used by threads that must not depend on an event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+from isoplug.errors import (
+    ConnectionBroken,
+    HandshakeError,
+    HandshakeTimeout,
+    ProtocolError,
+    TransportError,
+)
+from isoplug.transport.stream import Stream
+from isoplug.wire import Connection, ConnectionState, Message, RejectCode, Role
+
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "blocking_client_handshake",
+    "client_handshake",
+    "server_handshake",
+]
+
+#: A runner connects back within milliseconds of starting; 10 s leaves room for a loaded
+#: machine while keeping a silent or hostile peer from holding a connection open for long.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+async def _drive(
+    stream: Stream, connection: Connection, timeout: float, waiting_for: str
+) -> list[Message]:
+    """Exchange handshake bytes until the connection opens; return messages that followed it."""
+
+    def flush() -> None:
+        data = connection.data_to_send()
+        if data:
+            stream.write(data)
+
+    early: list[Message] = []
+    try:
+        flush()
+        async with asyncio.timeout(timeout):
+            # receive_data/receive_eof raise on every failure, so the loop ends only when open.
+            while connection.state is ConnectionState.HANDSHAKE:
+                data = await stream.receive_some()
+                if not data:
+                    connection.receive_eof()
+                early = connection.receive_data(data)
+                flush()
+    except TimeoutError:
+        reason = f"no {waiting_for} within {timeout:g} s"
+        connection.fail(RejectCode.TIMEOUT, reason)
+        _flush_quietly(stream, connection)
+        await stream.aclose()
+        raise HandshakeTimeout(reason) from None
+    except (HandshakeError, ProtocolError):
+        _flush_quietly(stream, connection)
+        await stream.aclose()
+        raise
+    except BaseException:
+        await stream.aclose()
+        raise
+    return early
+
+
+def _flush_quietly(stream: Stream, connection: Connection) -> None:
+    """Send the reject/goodbye that explains a failure, if the stream still takes bytes."""
+    data = connection.data_to_send()
+    if data:
+        try:
+            stream.write(data)
+        except TransportError:
+            # The peer is already gone; the exception we are about to raise says why.
+            return
+
+
+async def client_handshake(
+    stream: Stream,
+    token: str,
+    *,
+    name: str = "",
+    role: str = "control",
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> tuple[Connection, list[Message]]:
+    """Present ``token`` over ``stream`` and wait for the welcome.
+
+    Returns the open connection and any messages that arrived right behind the welcome.
+    Raises :class:`~isoplug.errors.AuthenticationFailed`,
+    :class:`~isoplug.errors.VersionMismatch`, :class:`~isoplug.errors.HandshakeTimeout` or
+    :class:`~isoplug.errors.RemoteProtocolError`; the stream is closed in every failure.
+    """
+    connection = Connection(Role.CLIENT, token, name=name, pid=os.getpid(), connection_role=role)
+    early = await _drive(stream, connection, timeout, "welcome")
+    return connection, early
+
+
+async def server_handshake(
+    stream: Stream,
+    token: str,
+    *,
+    name: str = "",
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> tuple[Connection, list[Message]]:
+    """Wait for a hello on ``stream`` and check its token and versions.
+
+    On success the connection is open and ``connection.peer_hello`` says who connected. On
+    failure the peer is told why (reject message) before the stream is closed, and the same
+    exceptions as :func:`client_handshake` are raised.
+    """
+    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid())
+    early = await _drive(stream, connection, timeout, "hello")
+    return connection, early
+
+
+def blocking_client_handshake(
+    sock: socket.socket,
+    token: str,
+    *,
+    name: str = "",
+    role: str = "control",
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> tuple[Connection, list[Message]]:
+    """:func:`client_handshake` over a blocking socket; does not close ``sock`` on failure."""
+    connection = Connection(Role.CLIENT, token, name=name, pid=os.getpid(), connection_role=role)
+    deadline = time.monotonic() + timeout
+    previous_timeout = sock.gettimeout()
+    try:
+        sock.sendall(connection.data_to_send())
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HandshakeTimeout(f"no welcome within {timeout:g} s")
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                raise HandshakeTimeout(f"no welcome within {timeout:g} s") from None
+            if not data:
+                connection.receive_eof()
+            early = connection.receive_data(data)
+            if connection.state is ConnectionState.OPEN:
+                return connection, early
+    except OSError as exc:
+        raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
+    finally:
+        sock.settimeout(previous_timeout)

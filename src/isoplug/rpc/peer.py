@@ -1,0 +1,654 @@
+"""The RPC peer: requests, responses, events and cancellation over one connection.
+
+Both ends use the same :class:`Peer` class over any :class:`~isoplug.transport.Stream`. Each
+side registers handlers by method name and may call the other side's at any time, with any
+number of requests in flight in both directions.
+
+Handlers
+--------
+A request handler takes the decoded params and returns the result (anything msgpack can
+carry). ``async def`` handlers run in their own task, so they may take their time and be
+cancelled; plain functions run inline and must be quick. Raising an exception sends an error
+response carrying the exception's type, message and traceback; the caller gets
+:class:`~isoplug.errors.RemoteError`.
+
+Event handlers have the same signature; their return value is ignored. Plain-function event
+handlers run inline, in order of arrival; ``async def`` event handlers run one at a time, in
+order, in a separate task, so that they may await requests on this same peer without blocking
+the reading of the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from isoplug.errors import (
+    REMOTE_ERROR_BY_CODE,
+    ConnectionBroken,
+    ConnectionClosed,
+    IsoplugError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteError,
+    RemoteProtocolError,
+    RequestTimeout,
+    TransportError,
+)
+from isoplug.rpc.handshake import DEFAULT_HANDSHAKE_TIMEOUT, client_handshake, server_handshake
+from isoplug.transport import Address, Listener, Stream, connect, listen
+from isoplug.wire import (
+    Cancel,
+    Connection,
+    ConnectionState,
+    ErrorInfo,
+    ErrorResponse,
+    Event,
+    Goodbye,
+    Hello,
+    LogBatch,
+    Message,
+    Request,
+    Response,
+    decode_value,
+    encode_value,
+)
+
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "serve"]
+
+_log = logging.getLogger("isoplug.rpc")
+
+T = TypeVar("T")
+Handler = Callable[[Any], Any]
+LogBatchHandler = Callable[[LogBatch], None]
+
+#: Default for :meth:`Peer.request`: long enough for real work, short enough that a hung peer
+#: is noticed. Pass ``timeout=None`` to wait forever.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: At most this many incoming requests run at once; past it, the peer stops reading and TCP
+#: flow control slows the sender down, instead of tasks piling up in memory.
+MAX_CONCURRENT_INCOMING = 256
+#: Async event handlers queue up to this many events before the reader waits for them.
+_EVENT_QUEUE_SIZE = 1024
+#: Traceback text sent with an error response is capped so that a deep recursion error does
+#: not produce a frame the size of the limit.
+_MAX_TRACEBACK_CHARS = 64 * 1024
+
+_USE_DEFAULT: Final = object()
+
+
+class _Registered:
+    __slots__ = ("function", "is_async", "params_type")
+
+    def __init__(self, function: Handler, params_type: Any) -> None:
+        self.function = function
+        self.params_type = params_type
+        self.is_async = inspect.iscoroutinefunction(function)
+
+
+def _qualified_name(exc_type: type[BaseException]) -> str:
+    return f"{exc_type.__module__}.{exc_type.__qualname__}"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as str_failure:
+        return f"<str() of {type(exc).__name__} failed: {type(str_failure).__name__}>"
+
+
+def _error_info(code: str, exc: BaseException) -> ErrorInfo:
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > _MAX_TRACEBACK_CHARS:
+        text = (
+            text[: _MAX_TRACEBACK_CHARS // 2]
+            + "\n[... traceback truncated ...]\n"
+            + text[-_MAX_TRACEBACK_CHARS // 2 :]
+        )
+    return ErrorInfo(
+        code=code, type=_qualified_name(type(exc)), message=_safe_str(exc), traceback=text
+    )
+
+
+class Peer:
+    """One end of an open isoplug session.
+
+    Obtain one with :meth:`connect` (client side), :meth:`accept` or :func:`serve` (server
+    side). Use it as ``async with`` or call :meth:`aclose`, which always releases the stream
+    and every task.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        connection: Connection,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        early_messages: Iterable[Message] = (),
+        default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        if connection.state is not ConnectionState.OPEN:
+            raise LocalProtocolError("a Peer needs a connection whose handshake has completed")
+        self._stream = stream
+        self._connection = connection
+        self.default_timeout = default_timeout
+        self._handlers: dict[str, _Registered] = {}
+        self._event_handlers: dict[str, _Registered] = {}
+        for method, function in (handlers or {}).items():
+            self.register(method, function)
+        self._log_batch_handler: LogBatchHandler | None = None
+        self._pending: dict[int, tuple[str, asyncio.Future[Message]]] = {}
+        self._serving: dict[int, asyncio.Task[None]] = {}
+        self._incoming_slots = asyncio.Semaphore(MAX_CONCURRENT_INCOMING)
+        self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
+        self._event_worker: asyncio.Task[None] | None = None
+        self._unknown_events_reported: set[str] = set()
+        self._closing = False
+        self._closed = asyncio.Event()
+        #: Why the session ended: ``None`` while open, else the exception that describes it.
+        self.close_error: TransportError | ProtocolError | None = None
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_loop(list(early_messages)), name=f"isoplug-peer-reader:{self.peer_name}"
+        )
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        address: str | Address,
+        token: str,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        name: str = "",
+        role: str = "control",
+        ssl_context: Any = None,
+        connect_timeout: float | None = 10.0,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> Peer:
+        """Connect to ``address``, present ``token``, and return the open peer.
+
+        Raises :class:`~isoplug.errors.ConnectError` or a
+        :class:`~isoplug.errors.HandshakeError` subclass; nothing stays open on failure.
+        """
+        stream = await connect(address, ssl_context=ssl_context, timeout=connect_timeout)
+        connection, early = await client_handshake(
+            stream, token, name=name, role=role, timeout=handshake_timeout
+        )
+        return cls(
+            stream,
+            connection,
+            handlers=handlers,
+            early_messages=early,
+            default_timeout=default_timeout,
+        )
+
+    @classmethod
+    async def accept(
+        cls,
+        stream: Stream,
+        token: str,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        name: str = "",
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> Peer:
+        """Run the server side of the handshake on ``stream`` and return the open peer."""
+        connection, early = await server_handshake(
+            stream, token, name=name, timeout=handshake_timeout
+        )
+        return cls(
+            stream,
+            connection,
+            handlers=handlers,
+            early_messages=early,
+            default_timeout=default_timeout,
+        )
+
+    async def __aenter__(self) -> Peer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- who is there -----------------------------------------------------------------------
+
+    @property
+    def remote_hello(self) -> Hello | None:
+        """The hello the other side sent (server side only)."""
+        return self._connection.peer_hello
+
+    @property
+    def peer_name(self) -> str:
+        """The name the other side gave in its hello or welcome."""
+        if self._connection.peer_hello is not None:
+            return self._connection.peer_hello.name
+        if self._connection.peer_welcome is not None:
+            return self._connection.peer_welcome.name
+        return ""
+
+    @property
+    def stream(self) -> Stream:
+        return self._stream
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closing and self._connection.state is ConnectionState.OPEN
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def register(self, method: str, handler: Handler, *, params_type: Any = Any) -> None:
+        """Serve requests for ``method`` with ``handler``; ``params_type`` validates params."""
+        self._handlers[method] = _Registered(handler, params_type)
+
+    def on_event(self, method: str, handler: Handler, *, params_type: Any = Any) -> None:
+        """Call ``handler(params)`` for every event named ``method``."""
+        self._event_handlers[method] = _Registered(handler, params_type)
+
+    def on_log_batch(self, handler: LogBatchHandler | None) -> None:
+        """Hand every :class:`~isoplug.wire.LogBatch` received to ``handler`` (inline)."""
+        self._log_batch_handler = handler
+
+    # -- calling the other side -------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        timeout: float | object | None = _USE_DEFAULT,
+        result_type: type[T] | Any = Any,
+    ) -> Any:
+        """Call ``method`` on the other side and return its result. A cancel point.
+
+        Raises :class:`~isoplug.errors.RequestTimeout` after ``timeout`` seconds (default:
+        :attr:`default_timeout`), :class:`~isoplug.errors.RemoteError` (or a subclass) when
+        the remote handler failed, :class:`~isoplug.errors.ConnectionClosed` /
+        :class:`~isoplug.errors.ConnectionBroken` when the session ends first. Cancelling the
+        calling task, or a timeout, sends a cancel to the other side.
+        """
+        limit = self.default_timeout if timeout is _USE_DEFAULT else timeout
+        assert limit is None or isinstance(limit, int | float)
+        self._check_open()
+        connection = self._connection
+        request_id = connection.next_request_id()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._send(Request(id=request_id, method=method, params=encode_value(params)))
+        self._pending[request_id] = (method, future)
+        try:
+            async with asyncio.timeout(limit):
+                answer = await future
+        except TimeoutError:
+            self._cancel_remote(request_id)
+            raise RequestTimeout(
+                f"{method!r} got no response from {self.peer_name or 'the peer'} within {limit:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            self._cancel_remote(request_id)
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+        if type(answer) is Response:
+            try:
+                return decode_value(answer.result, result_type)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise RemoteProtocolError(
+                    f"result of {method!r} does not fit {result_type}: {exc}"
+                ) from exc
+        assert isinstance(answer, ErrorResponse)
+        info = answer.error
+        error_class = REMOTE_ERROR_BY_CODE.get(info.code, RemoteError)
+        raise error_class(method, info.type, info.message, info.traceback)
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        """Send a one-way event. Waits only if the peer reads too slowly (a cancel point)."""
+        self._check_open()
+        self._send(Event(method=method, params=encode_value(params)))
+        await self._stream.drain()
+
+    def notify_nowait(self, method: str, params: Any = None) -> None:
+        """Send a one-way event without waiting for the send buffer to drain."""
+        self._check_open()
+        self._send(Event(method=method, params=encode_value(params)))
+
+    async def send_log_batch(self, batch: LogBatch) -> None:
+        """Send a batch of log records (see :mod:`isoplug.logs`)."""
+        self._check_open()
+        self._send(batch)
+        await self._stream.drain()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    async def aclose(self, reason: str = "closed") -> None:
+        """Say goodbye, stop every task, fail pending requests, close the stream. Idempotent.
+
+        Requests still waiting for an answer raise :class:`~isoplug.errors.ConnectionClosed`.
+        """
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            if self._connection.state is ConnectionState.OPEN:
+                with contextlib.suppress(TransportError, ProtocolError):
+                    self._send(Goodbye(reason=reason))
+            if self.close_error is None:
+                self.close_error = ConnectionClosed(f"closed by this side: {reason}")
+            await self._shutdown()
+        finally:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the session has ended, for whatever reason. A cancel point."""
+        await self._closed.wait()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing or self._connection.state is not ConnectionState.OPEN:
+            error = self.close_error
+            if isinstance(error, ConnectionBroken):
+                raise ConnectionBroken(
+                    f"session with {self.peer_name or 'peer'} is broken: {error}"
+                )
+            raise ConnectionClosed(
+                f"session with {self.peer_name or 'peer'} is closed"
+                + (f": {error}" if error else "")
+            )
+
+    def _send(self, message: Message) -> None:
+        connection = self._connection
+        connection.send(message)
+        self._stream.write(connection.data_to_send())
+
+    def _cancel_remote(self, request_id: int) -> None:
+        if self._closing or self._connection.state is not ConnectionState.OPEN:
+            return
+        try:
+            self._send(Cancel(id=request_id))
+        except TransportError as exc:
+            _log.debug("could not send cancel for request %d: %s", request_id, exc)
+
+    async def _read_loop(self, early: list[Message]) -> None:
+        stream = self._stream
+        connection = self._connection
+        try:
+            if early:
+                await self._dispatch_all(early)
+            while connection.state is ConnectionState.OPEN:
+                data = await stream.receive_some()
+                if not data:
+                    connection.receive_eof()
+                    break
+                messages = connection.receive_data(data)
+                if messages:
+                    await self._dispatch_all(messages)
+            if connection.state is ConnectionState.CLOSED and self.close_error is None:
+                self.close_error = ConnectionClosed(
+                    f"{self.peer_name or 'peer'} ended the session: {connection.close_reason}"
+                )
+        except ProtocolError as exc:
+            self._flush_failure_notice()
+            _log.warning("closing session with %s: %s", self.peer_name or "peer", exc)
+            self.close_error = exc
+        except TransportError as exc:
+            self.close_error = (
+                exc if isinstance(exc, ConnectionBroken) else ConnectionBroken(str(exc))
+            )
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            return
+        except Exception as exc:
+            # A bug in a handler path must end this session visibly, never hang its callers.
+            _log.exception("session with %s failed unexpectedly", self.peer_name or "peer")
+            self.close_error = ConnectionBroken(f"session failed: {type(exc).__name__}: {exc}")
+        if not self._closing:
+            # The session ended from the other side or failed: clean up in the background so
+            # that wait_closed() returns once everything is released.
+            self._closing = True
+            asyncio.get_running_loop().create_task(self._finish_from_reader())
+
+    async def _finish_from_reader(self) -> None:
+        try:
+            await self._shutdown()
+        finally:
+            self._closed.set()
+
+    def _flush_failure_notice(self) -> None:
+        data = self._connection.data_to_send()
+        if data:
+            try:
+                self._stream.write(data)
+            except TransportError:
+                _log.debug("peer already gone; could not tell it why the session failed")
+
+    async def _shutdown(self) -> None:
+        error = self.close_error or ConnectionClosed("session closed")
+        for method, future in self._pending.values():
+            if not future.done():
+                future.set_exception(_pending_failure(method, error))
+        self._pending.clear()
+        tasks: list[asyncio.Task[None]] = list(self._serving.values())
+        if self._event_worker is not None:
+            tasks.append(self._event_worker)
+        if asyncio.current_task() is not self._reader:
+            tasks.append(self._reader)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stream.aclose()
+
+    async def _dispatch_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            message_type = type(message)
+            if message_type is Event:
+                assert isinstance(message, Event)
+                await self._dispatch_event(message)
+            elif message_type is Request:
+                assert isinstance(message, Request)
+                await self._dispatch_request(message)
+            elif message_type is Response or message_type is ErrorResponse:
+                assert isinstance(message, Response | ErrorResponse)
+                pending = self._pending.get(message.id)
+                if pending is not None and not pending[1].done():
+                    pending[1].set_result(message)
+                # else: the caller gave up (timeout or cancel) before the answer came.
+            elif message_type is Cancel:
+                assert isinstance(message, Cancel)
+                task = self._serving.get(message.id)
+                if task is not None:
+                    task.cancel()
+            elif message_type is LogBatch:
+                assert isinstance(message, LogBatch)
+                self._dispatch_log_batch(message)
+            # Goodbye: the connection is now CLOSED and the read loop ends.
+
+    async def _dispatch_request(self, request: Request) -> None:
+        registered = self._handlers.get(request.method)
+        if registered is None:
+            self._answer_error(
+                request.id,
+                ErrorInfo(
+                    code="method_not_found",
+                    type="isoplug.errors.MethodNotFound",
+                    message=f"no handler for method {request.method!r}",
+                ),
+            )
+            return
+        if not registered.is_async:
+            self._answer_inline(request, registered)
+            return
+        await self._incoming_slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._serve_async(request, registered))
+        self._serving[request.id] = task
+
+    def _answer_inline(self, request: Request, registered: _Registered) -> None:
+        try:
+            params = decode_value(request.params, registered.params_type)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._answer_error(request.id, _error_info("invalid_params", exc))
+            return
+        try:
+            result = registered.function(params)
+        except Exception as exc:
+            self._answer_error(request.id, _error_info("error", exc))
+            return
+        self._answer_result(request, result)
+
+    async def _serve_async(self, request: Request, registered: _Registered) -> None:
+        try:
+            try:
+                params = decode_value(request.params, registered.params_type)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                self._answer_error(request.id, _error_info("invalid_params", exc))
+                return
+            try:
+                result = await registered.function(params)
+            except asyncio.CancelledError as exc:
+                if self._closing:
+                    raise
+                self._answer_error(request.id, _error_info("cancelled", exc))
+                return
+            except Exception as exc:
+                self._answer_error(request.id, _error_info("error", exc))
+                return
+            self._answer_result(request, result)
+        finally:
+            self._serving.pop(request.id, None)
+            self._incoming_slots.release()
+
+    def _answer_result(self, request: Request, result: Any) -> None:
+        try:
+            encoded = encode_value(result)
+        except LocalProtocolError as exc:
+            self._answer_error(request.id, _error_info("error", exc))
+            return
+        self._send_answer(Response(id=request.id, result=encoded))
+
+    def _answer_error(self, request_id: int, info: ErrorInfo) -> None:
+        self._send_answer(ErrorResponse(id=request_id, error=info))
+
+    def _send_answer(self, answer: Response | ErrorResponse) -> None:
+        if self._connection.state is not ConnectionState.OPEN:
+            return  # The session ended while the handler ran; nobody is listening.
+        try:
+            self._send(answer)
+        except LocalProtocolError as exc:
+            # Too large for a frame, typically: the caller must still get an answer.
+            _log.warning("cannot send the answer to request %d: %s", answer.id, exc)
+            self._send(
+                ErrorResponse(
+                    id=answer.id,
+                    error=ErrorInfo(
+                        code="error", type=_qualified_name(type(exc)), message=str(exc)
+                    ),
+                )
+            )
+        except TransportError as exc:
+            _log.debug("could not send the answer to request %d: %s", answer.id, exc)
+
+    async def _dispatch_event(self, event: Event) -> None:
+        registered = self._event_handlers.get(event.method)
+        if registered is None:
+            if event.method not in self._unknown_events_reported:
+                self._unknown_events_reported.add(event.method)
+                _log.warning(
+                    "no handler for event %r from %s; ignoring it (reported once)",
+                    event.method,
+                    self.peer_name or "peer",
+                )
+            return
+        if not registered.is_async:
+            self._run_event_handler(registered, event)
+            return
+        if self._event_queue is None:
+            self._event_queue = asyncio.Queue(_EVENT_QUEUE_SIZE)
+            self._event_worker = asyncio.get_running_loop().create_task(self._run_async_events())
+        await self._event_queue.put((registered, event))
+
+    def _run_event_handler(self, registered: _Registered, event: Event) -> None:
+        try:
+            registered.function(decode_value(event.params, registered.params_type))
+        except Exception:
+            _log.exception("handler for event %r failed", event.method)
+
+    async def _run_async_events(self) -> None:
+        assert self._event_queue is not None
+        while True:
+            registered, event = await self._event_queue.get()
+            try:
+                await registered.function(decode_value(event.params, registered.params_type))
+            except Exception:
+                _log.exception("handler for event %r failed", event.method)
+
+    def _dispatch_log_batch(self, batch: LogBatch) -> None:
+        if self._log_batch_handler is None:
+            _log.warning("received a log batch from %s but nothing handles them", self.peer_name)
+            return
+        try:
+            self._log_batch_handler(batch)
+        except Exception:
+            _log.exception("log batch handler failed")
+
+
+def _pending_failure(method: str, error: IsoplugError) -> IsoplugError:
+    text = f"{method!r} has no answer: {error}"
+    if isinstance(error, ConnectionClosed):
+        return ConnectionClosed(text)
+    return ConnectionBroken(text)
+
+
+async def serve(
+    address: str | Address,
+    token: str,
+    on_peer: Callable[[Peer], Awaitable[None]],
+    *,
+    handlers: Mapping[str, Handler] | Callable[[Hello], Mapping[str, Handler]] | None = None,
+    name: str = "",
+    ssl_context: Any = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+) -> Listener:
+    """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
+
+    ``handlers`` is a mapping, or a function that picks the mapping from the client's hello;
+    handlers are in place before the first message is read. The peer is closed when
+    ``on_peer`` returns. Refused connections (wrong token, wrong version, no hello in time,
+    garbage) are logged at WARNING on the ``isoplug.rpc`` logger and never reach ``on_peer``.
+    """
+
+    async def handle(stream: Stream) -> None:
+        try:
+            connection, early = await server_handshake(
+                stream, token, name=name, timeout=handshake_timeout
+            )
+        except IsoplugError as exc:
+            _log.warning("refused a connection on %s: %s", listener.address, exc)
+            return
+        assert connection.peer_hello is not None
+        chosen = handlers(connection.peer_hello) if callable(handlers) else handlers
+        peer = Peer(
+            stream,
+            connection,
+            handlers=chosen,
+            early_messages=early,
+            default_timeout=default_timeout,
+        )
+        try:
+            await on_peer(peer)
+        finally:
+            await peer.aclose()
+
+    listener = await listen(address, handle, ssl_context=ssl_context)
+    return listener

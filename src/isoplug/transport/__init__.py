@@ -1,0 +1,36 @@
+"""Byte streams between processes: unix sockets, TCP, TLS, and an in-memory pair for tests.
+
+Addresses: ``unix:/path`` (``unix:`` alone makes a private directory when listening),
+``tcp://host:port``, ``tls://host:port``.
+"""
+
+from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.blocking import connect_blocking
+from isoplug.transport.memory import MemoryStream, memory_stream_pair
+from isoplug.transport.sockets import (
+    Listener,
+    connect,
+    listen,
+    make_private_socket_dir,
+    tls_client_context,
+    tls_server_context,
+)
+from isoplug.transport.stream import PeerCredentials, SocketStream, Stream
+
+__all__ = [
+    "Address",
+    "Listener",
+    "MemoryStream",
+    "PeerCredentials",
+    "Scheme",
+    "SocketStream",
+    "Stream",
+    "connect",
+    "connect_blocking",
+    "listen",
+    "make_private_socket_dir",
+    "memory_stream_pair",
+    "parse_address",
+    "tls_client_context",
+    "tls_server_context",
+]

@@ -1,0 +1,230 @@
+"""Connecting and listening on unix sockets, TCP and TLS, all through one address syntax.
+
+Unix sockets live in a freshly made private directory: :func:`tempfile.mkdtemp` creates it with
+mode 0700 in one system call, so there is no moment at which another local user could reach the
+socket (no chmod race). The listener removes the socket and the directory when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+from collections.abc import Awaitable, Callable
+
+from isoplug.errors import ConnectError, TransportError
+from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.stream import SocketStream, Stream
+
+__all__ = [
+    "Listener",
+    "connect",
+    "listen",
+    "make_private_socket_dir",
+    "tls_client_context",
+    "tls_server_context",
+]
+
+_log = logging.getLogger("isoplug.transport")
+
+#: sun_path holds 108 bytes on Linux (104 on macOS); stay below both.
+_MAX_UNIX_PATH = 100
+#: How long closing a listener waits for its connection handlers to finish after cancelling them.
+_HANDLER_CANCEL_TIMEOUT = 5.0
+
+ConnectionHandler = Callable[[Stream], Awaitable[None]]
+
+
+def make_private_socket_dir() -> str:
+    """Create a new directory only this user can enter (mode 0700) and return its path.
+
+    Falls back to ``/tmp`` when ``$TMPDIR`` is so deep that a socket path inside it would
+    exceed the kernel's limit.
+    """
+    directory = tempfile.mkdtemp(prefix="isoplug-")
+    if len(os.path.join(directory, "sock")) > _MAX_UNIX_PATH and os.path.isdir("/tmp"):
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="isoplug-", dir="/tmp")
+    return directory
+
+
+def tls_server_context(
+    certfile: str, keyfile: str | None = None, *, client_cafile: str | None = None
+) -> ssl.SSLContext:
+    """A server-side TLS context; with ``client_cafile``, clients must present a certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    if client_cafile is not None:
+        context.load_verify_locations(client_cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def tls_client_context(
+    cafile: str | None = None, *, certfile: str | None = None, keyfile: str | None = None
+) -> ssl.SSLContext:
+    """A client-side TLS context trusting ``cafile`` (or the system store when ``None``)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+async def connect(
+    address: str | Address,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float | None = 10.0,
+) -> Stream:
+    """Open a stream to ``address``.
+
+    ``tls://`` uses ``ssl_context`` (default: the system trust store). Raises
+    :class:`~isoplug.errors.ConnectError` when nothing listens there, the TLS handshake fails or
+    ``timeout`` passes.
+    """
+    parsed = parse_address(address)
+    loop = asyncio.get_running_loop()
+    description = str(parsed)
+    try:
+        async with asyncio.timeout(timeout):
+            if parsed.scheme is Scheme.UNIX:
+                if not parsed.path:
+                    raise ConnectError("cannot connect to 'unix:' without a socket path")
+                _, stream = await loop.create_unix_connection(
+                    lambda: SocketStream(description), parsed.path
+                )
+            else:
+                context = None
+                if parsed.scheme is Scheme.TLS:
+                    context = ssl_context or ssl.create_default_context()
+                _, stream = await loop.create_connection(
+                    lambda: SocketStream(description),
+                    parsed.host,
+                    parsed.port,
+                    ssl=context,
+                    server_hostname=parsed.host if context else None,
+                )
+    except TimeoutError as exc:
+        raise ConnectError(
+            f"cannot connect to {description}: no answer within {timeout} s"
+        ) from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(f"cannot connect to {description}: {exc}") from exc
+    return stream
+
+
+class Listener:
+    """A listening socket that hands every accepted connection to a handler task.
+
+    Use ``async with await listen(...) as listener`` or call :meth:`aclose`; closing stops
+    accepting, cancels running handlers, closes their streams and removes the unix socket and
+    its private directory.
+    """
+
+    def __init__(self, address: Address, handler: ConnectionHandler) -> None:
+        self.address = address
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+        self._private_dir: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _accepted(self, stream: SocketStream) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_handler(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, stream: SocketStream) -> None:
+        try:
+            await self._handler(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A handler bug must not kill the listener or other connections; it must be seen.
+            _log.exception("connection handler for %s failed", self.address)
+        finally:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        """Stop listening and release everything. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_HANDLER_CANCEL_TIMEOUT)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HANDLER_CANCEL_TIMEOUT):
+                    await self._server.wait_closed()
+        if self.address.scheme is Scheme.UNIX:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address.path)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+async def listen(
+    address: str | Address,
+    handler: ConnectionHandler,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 128,
+) -> Listener:
+    """Listen on ``address`` and run ``handler(stream)`` as a task for every connection.
+
+    ``unix:`` without a path makes a private directory for the socket. ``tcp://host:0`` picks a
+    free port; :attr:`Listener.address` tells which. ``tls://`` requires ``ssl_context`` (see
+    :func:`tls_server_context`). The stream is closed when the handler returns. Raises
+    :class:`~isoplug.errors.TransportError` when the address cannot be bound.
+    """
+    parsed = parse_address(address)
+    loop = asyncio.get_running_loop()
+    listener = Listener(parsed, handler)
+
+    def make_stream() -> SocketStream:
+        # The handler starts once the connection is made (after the TLS handshake, for tls).
+        return SocketStream(f"peer of {listener.address}", listener._accepted)
+
+    try:
+        if parsed.scheme is Scheme.UNIX:
+            path = parsed.path
+            if not path:
+                listener._private_dir = make_private_socket_dir()
+                path = os.path.join(listener._private_dir, "sock")
+            listener.address = Address(Scheme.UNIX, path=path)
+            listener._server = await loop.create_unix_server(make_stream, path, backlog=backlog)
+        else:
+            if parsed.scheme is Scheme.TLS and ssl_context is None:
+                raise TransportError(f"listening on {parsed} needs an ssl_context")
+            context = ssl_context if parsed.scheme is Scheme.TLS else None
+            server = await loop.create_server(
+                make_stream, parsed.host, parsed.port, ssl=context, backlog=backlog
+            )
+            listener._server = server
+            host, port = server.sockets[0].getsockname()[:2]
+            listener.address = Address(parsed.scheme, host=host, port=port)
+    except OSError as exc:
+        if listener._private_dir is not None:
+            shutil.rmtree(listener._private_dir, ignore_errors=True)
+        raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
+    return listener

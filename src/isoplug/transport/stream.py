@@ -1,0 +1,247 @@
+"""The byte stream every transport provides, and its asyncio socket implementation.
+
+A :class:`Stream` moves bytes and nothing else. Writing is buffered and never blocks
+(:meth:`Stream.write`); :meth:`Stream.drain` is where a writer waits when the peer reads too
+slowly. Reading returns whatever arrived (:meth:`Stream.receive_some`), ``b""`` once the peer
+closed its end. :meth:`Stream.aclose` always releases the socket, whatever state it is in.
+
+The socket implementation sits directly on :class:`asyncio.Protocol` rather than on
+``asyncio.StreamReader``: it saves a copy and a few layers per read, which matters when
+100,000 small events per second pass through.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import socket
+import struct
+from collections.abc import Callable
+
+from isoplug.errors import ConnectionBroken, ConnectionClosed
+
+__all__ = ["PeerCredentials", "SocketStream", "Stream"]
+
+#: Stop reading from the socket once this much received data waits for the application: the
+#: kernel buffer then fills and the sender is slowed down instead of our memory growing.
+RECEIVE_BUFFER_LIMIT = 1024 * 1024
+#: ``drain()`` waits while more than this is queued for sending.
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+
+
+class PeerCredentials:
+    """Who is at the other end of a unix socket, as the kernel says (not as the peer claims)."""
+
+    __slots__ = ("gid", "pid", "uid")
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+
+    def __repr__(self) -> str:
+        return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid})"
+
+
+class Stream(abc.ABC):
+    """A reliable, ordered, bidirectional byte stream."""
+
+    #: A short description of the other end, for messages ("unix:/tmp/x/sock", "127.0.0.1:5").
+    description: str = ""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for sending; never blocks.
+
+        Raises :class:`~isoplug.errors.ConnectionClosed` after :meth:`aclose` and
+        :class:`~isoplug.errors.ConnectionBroken` once the connection was lost.
+        """
+
+    @abc.abstractmethod
+    async def drain(self) -> None:
+        """Wait until the send buffer is below its high-water mark. A cancel point.
+
+        Raises :class:`~isoplug.errors.ConnectionBroken` if the connection is lost meanwhile.
+        """
+
+    @abc.abstractmethod
+    async def receive_some(self) -> bytes:
+        """Return the next bytes that arrived, or ``b""`` when the peer closed its end.
+
+        A cancel point. Raises :class:`~isoplug.errors.ConnectionBroken` when the connection
+        was reset, :class:`~isoplug.errors.ConnectionClosed` after :meth:`aclose`.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Flush what can be flushed quickly, close, and release everything. Idempotent."""
+
+    @property
+    def peer_credentials(self) -> PeerCredentials | None:
+        """The peer's pid/uid/gid for unix sockets on Linux; ``None`` elsewhere."""
+        return None
+
+
+class SocketStream(Stream, asyncio.Protocol):
+    """A :class:`Stream` over an asyncio socket transport (unix, TCP or TLS)."""
+
+    def __init__(
+        self,
+        description: str = "",
+        on_connection_made: Callable[[SocketStream], None] | None = None,
+    ) -> None:
+        self.description = description
+        self._on_connection_made = on_connection_made
+        self._transport: asyncio.Transport | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._closed = False
+        self._reading_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._connection_lost = asyncio.get_running_loop().create_future()
+        self._credentials: PeerCredentials | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # Without it a small message waits for the peer's delayed ACK: ~40 ms.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            elif sock.family == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
+                raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                pid, uid, gid = struct.unpack("3i", raw)
+                self._credentials = PeerCredentials(pid, uid, gid)
+        if self._on_connection_made is not None:
+            self._on_connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > RECEIVE_BUFFER_LIMIT and not self._reading_paused:
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        # Keep our write side open: the peer may still read our goodbye or last responses.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self._lost is None:
+            self._lost = exc
+        self._eof = True
+        self._wake_reader()
+        error = ConnectionBroken(f"connection to {self.description} lost: {exc}") if exc else None
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+        self._drain_waiters.clear()
+        if not self._connection_lost.done():
+            self._connection_lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- Stream -----------------------------------------------------------------------------
+
+    @property
+    def peer_credentials(self) -> PeerCredentials | None:
+        return self._credentials
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"connection to {self.description} is closed")
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionBroken(
+                f"connection to {self.description} was lost"
+                + (f": {self._lost}" if self._lost else "")
+            )
+        transport.write(data)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"connection to {self.description} is closed")
+        if self._connection_lost.done():
+            raise ConnectionBroken(f"connection to {self.description} was lost")
+        if not self._write_paused:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    async def receive_some(self) -> bytes:
+        while True:
+            if self._closed:
+                raise ConnectionClosed(f"connection to {self.description} is closed")
+            if self._chunks:
+                data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                if self._reading_paused and self._transport is not None:
+                    self._reading_paused = False
+                    self._transport.resume_reading()
+                return data
+            if self._lost is not None:
+                raise ConnectionBroken(
+                    f"connection to {self.description} broke: {self._lost}"
+                ) from self._lost
+            if self._eof:
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_reader()
+        transport = self._transport
+        if transport is None:
+            return
+        transport.close()
+        try:
+            # close() flushes the write buffer first; wait for that, but not forever.
+            async with asyncio.timeout(_CLOSE_FLUSH_TIMEOUT):
+                await asyncio.shield(self._connection_lost)
+        except TimeoutError:
+            transport.abort()
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+#: How long :meth:`SocketStream.aclose` lets queued bytes drain before aborting the socket.
+_CLOSE_FLUSH_TIMEOUT = 5.0

@@ -1,0 +1,71 @@
+"""Turning messages into bytes and back: one msgpack encoder, one typed decoder.
+
+The decoder is typed with the :data:`~isoplug.wire.messages.Message` union, so decoding both
+parses and validates: a frame either becomes exactly one message class with fields of the
+declared types, or :class:`~isoplug.errors.RemoteProtocolError` is raised saying what is wrong.
+Both objects hold no state between calls and never release the GIL, so module-level instances
+are shared safely by every thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from isoplug.errors import LocalProtocolError, RemoteProtocolError
+from isoplug.wire.messages import Message
+
+__all__ = ["decode_message", "decode_value", "encode_message", "encode_value"]
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+_message_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+
+
+def encode_message(message: Message) -> bytes:
+    """Encode one message (without the frame's length prefix)."""
+    return _encoder.encode(message)
+
+
+def encode_message_into(message: Message, buffer: bytearray, offset: int) -> None:
+    """Encode ``message`` into ``buffer`` starting at ``offset``, growing it as needed."""
+    _encoder.encode_into(message, buffer, offset)
+
+
+def decode_message(payload: bytes | memoryview) -> Message:
+    """Decode one frame's payload into a message.
+
+    Raises :class:`~isoplug.errors.RemoteProtocolError` when the bytes are not msgpack, not a
+    known message, or a known message with fields of the wrong type.
+    """
+    try:
+        return _message_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError(f"malformed message: {exc}") from exc
+
+
+def encode_value(value: Any) -> msgspec.Raw:
+    """Encode request params, a result or event data for a ``Raw`` field.
+
+    Raises :class:`~isoplug.errors.LocalProtocolError` for values msgpack cannot carry, so
+    that the caller, not the peer, learns about the mistake.
+    """
+    try:
+        return msgspec.Raw(_encoder.encode(value))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(
+            f"cannot send a value of type {type(value).__name__}: {exc}"
+        ) from exc
+
+
+def decode_value(raw: msgspec.Raw, value_type: type[T] | Any = Any) -> T:
+    """Decode a ``Raw`` field, validating it against ``value_type``.
+
+    Raises ``msgspec.ValidationError`` when the value does not fit ``value_type`` and
+    ``msgspec.DecodeError`` when the bytes are not msgpack; the caller decides whose fault
+    that is.
+    """
+    result: T = msgspec.msgpack.decode(raw, type=value_type)
+    return result

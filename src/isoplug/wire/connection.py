@@ -1,0 +1,373 @@
+"""The protocol state machine of one connection, free of I/O.
+
+A :class:`Connection` is fed the bytes that arrived and returns the messages they complete; it
+is handed messages to send and queues their bytes. It performs the handshake by itself and
+checks every message against the connection's state. It never touches a socket, a clock, a
+thread or an event loop, so the same code runs under asyncio and on a blocking socket.
+
+Contract for integrators
+------------------------
+- Client side: after creating the connection, send :meth:`Connection.data_to_send` (the hello).
+- After every call to :meth:`~Connection.receive_data`, :meth:`~Connection.receive_eof`,
+  :meth:`~Connection.send` or :meth:`~Connection.fail`, and *also after any of them raised*,
+  call :meth:`~Connection.data_to_send` and write what it returns: that is how replies to the
+  handshake, and the reason for a failure, reach the peer.
+- When a method raises :class:`~isoplug.errors.ProtocolError` or
+  :class:`~isoplug.errors.HandshakeError`, the connection is in state ``ERROR``: write the
+  pending bytes, then close the stream. Nothing else may be done with it.
+- When :attr:`~Connection.state` becomes ``CLOSED`` (we or the peer said goodbye), write the
+  pending bytes and close the stream.
+- Handshake deadlines are the I/O layer's job: when it gives up waiting, it calls
+  :meth:`~Connection.fail` with :attr:`RejectCode.TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+
+from isoplug.errors import (
+    AuthenticationFailed,
+    HandshakeError,
+    HandshakeTimeout,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    VersionMismatch,
+)
+from isoplug.wire.codec import decode_message
+from isoplug.wire.framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameWriter
+from isoplug.wire.messages import (
+    MAX_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION,
+    Cancel,
+    ErrorResponse,
+    Event,
+    Goodbye,
+    Hello,
+    LogBatch,
+    Message,
+    Reject,
+    RejectCode,
+    Request,
+    Response,
+    Welcome,
+)
+
+__all__ = ["Connection", "ConnectionState", "Role"]
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    """The side that connects and sends the hello."""
+    SERVER = "server"
+    """The side that listens, checks the hello and answers welcome or reject."""
+
+
+class ConnectionState(enum.Enum):
+    HANDSHAKE = "handshake"
+    """Waiting for the hello (server) or the welcome (client)."""
+    OPEN = "open"
+    """Session established: requests, responses, events flow both ways."""
+    CLOSED = "closed"
+    """A goodbye was sent or received; nothing more flows."""
+    ERROR = "error"
+    """The protocol failed; the stream must be closed."""
+
+
+_HANDSHAKE_ERRORS: dict[str, type[HandshakeError]] = {
+    RejectCode.AUTHENTICATION: AuthenticationFailed,
+    RejectCode.VERSION: VersionMismatch,
+    RejectCode.TIMEOUT: HandshakeTimeout,
+}
+
+_APPLICATION_MESSAGES = (Request, Response, ErrorResponse, Event, Cancel, LogBatch)
+
+
+class Connection:
+    """One side of one isoplug connection.
+
+    ``token`` is the session secret: the client presents it, the server compares it in
+    constant time. ``role_name`` (client only) says what the connection is for; ``name`` and
+    ``pid`` identify this side in the other side's messages.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        token: str,
+        *,
+        name: str = "",
+        pid: int = 0,
+        connection_role: str = "control",
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        min_version: int = MIN_PROTOCOL_VERSION,
+        max_version: int = MAX_PROTOCOL_VERSION,
+    ) -> None:
+        if not min_version <= max_version:
+            raise ValueError(f"min_version {min_version} > max_version {max_version}")
+        self.role = role
+        self.state = ConnectionState.HANDSHAKE
+        self._token = token
+        self._name = name
+        self._pid = pid
+        self._min_version = min_version
+        self._max_version = max_version
+        self._frames = FrameDecoder(max_frame_size)
+        self._out = FrameWriter(max_frame_size)
+        #: The negotiated protocol version, once OPEN.
+        self.version: int | None = None
+        #: The client's hello (server side), once received.
+        self.peer_hello: Hello | None = None
+        #: The server's welcome (client side), once received.
+        self.peer_welcome: Welcome | None = None
+        #: Why the connection ended: the goodbye reason or the error text.
+        self.close_reason: str | None = None
+        self._next_request_id = 1
+        self._sent_requests_open: set[int] = set()
+        self._received_requests_open: set[int] = set()
+        if role is Role.CLIENT:
+            self._out.add(
+                Hello(
+                    min_version=min_version,
+                    max_version=max_version,
+                    token=token,
+                    role=connection_role,
+                    name=name,
+                    pid=pid,
+                )
+            )
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Bytes that must be written to the stream now (possibly empty)."""
+        return self._out.take() if len(self._out) else b""
+
+    def next_request_id(self) -> int:
+        """Allocate the id for a request this side is about to send."""
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        return request_id
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for sending.
+
+        Raises :class:`~isoplug.errors.LocalProtocolError` when the message is not allowed in
+        the current state (before the handshake, after a goodbye, a response to a request that
+        is not open, a request id reused), or when it cannot be encoded or is too large; in
+        the last two cases the connection stays usable.
+        """
+        if self.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(
+                f"cannot send {type(message).__name__} on a connection in state "
+                f"{self.state.value}" + (f" ({self.close_reason})" if self.close_reason else "")
+            )
+        match message:
+            case Request(id=request_id):
+                if request_id in self._sent_requests_open:
+                    raise LocalProtocolError(f"request id {request_id} is already in use")
+                self._out.add(message)
+                self._sent_requests_open.add(request_id)
+            case Response(id=request_id) | ErrorResponse(id=request_id):
+                if request_id not in self._received_requests_open:
+                    raise LocalProtocolError(f"request {request_id} is not open: cannot answer it")
+                self._out.add(message)
+                self._received_requests_open.discard(request_id)
+            case Event() | Cancel() | LogBatch():
+                self._out.add(message)
+            case Goodbye(reason=reason):
+                self._out.add(message)
+                self._close(reason or "closed by this side")
+            case _:
+                raise LocalProtocolError(
+                    f"{type(message).__name__} is a handshake message; it cannot be sent now"
+                )
+
+    def fail(self, code: str, reason: str) -> None:
+        """Abandon the connection because of something the I/O layer saw (a deadline passed).
+
+        Queues a reject (during the server's handshake) or a goodbye carrying ``reason`` so
+        that the peer learns why, and moves to ``ERROR``.
+        """
+        if self.state in (ConnectionState.ERROR, ConnectionState.CLOSED):
+            return
+        if self.role is Role.SERVER and self.state is ConnectionState.HANDSHAKE:
+            self._out.add(Reject(code=code, reason=reason))
+        elif self.state is ConnectionState.OPEN:
+            self._out.add(Goodbye(reason=reason))
+        self.state = ConnectionState.ERROR
+        self.close_reason = reason
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Message]:
+        """Feed bytes from the stream; return the application messages they complete.
+
+        Handshake messages are consumed here (see the module docstring for what to do next).
+        A :class:`~isoplug.wire.messages.Goodbye` from the peer is returned as the last message
+        and moves the connection to ``CLOSED``.
+
+        Raises :class:`~isoplug.errors.RemoteProtocolError` for malformed bytes or a message
+        that is wrong for the state, :class:`~isoplug.errors.HandshakeError` when the
+        handshake fails; either leaves the connection in ``ERROR``.
+        """
+        if self.state is ConnectionState.ERROR:
+            raise LocalProtocolError(f"connection already failed: {self.close_reason}")
+        if self.state is ConnectionState.CLOSED:
+            # Bytes after a goodbye are ignored: the peer may not have seen ours yet.
+            return []
+        try:
+            frames = self._frames.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._protocol_failure(exc)
+            raise
+        if self.state is ConnectionState.OPEN:
+            return self._receive_open(frames)
+        messages: list[Message] = []
+        for index, frame in enumerate(frames):
+            if self._receive_handshake(frame):
+                messages = self._receive_open(frames[index + 1 :])
+                break
+        return messages
+
+    def receive_eof(self) -> None:
+        """Declare that the peer closed its end.
+
+        Raises :class:`~isoplug.errors.RemoteProtocolError` when the stream ended mid-frame,
+        during the handshake, or without a goodbye while open. Afterwards the state is
+        ``CLOSED`` (clean) or ``ERROR``.
+        """
+        if self.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
+            return
+        try:
+            self._frames.receive_eof()
+        except RemoteProtocolError as exc:
+            self._protocol_failure(exc, reply=False)
+            raise
+        during = (
+            "during the handshake"
+            if self.state is ConnectionState.HANDSHAKE
+            else "without a goodbye"
+        )
+        self.state = ConnectionState.ERROR
+        self.close_reason = f"peer closed the connection {during}"
+        raise RemoteProtocolError(self.close_reason)
+
+    @property
+    def open_requests_sent(self) -> frozenset[int]:
+        """Ids of requests we sent that have no answer yet."""
+        return frozenset(self._sent_requests_open)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _receive_open(self, frames: list[bytes | memoryview]) -> list[Message]:
+        messages: list[Message] = []
+        for frame in frames:
+            try:
+                message = decode_message(frame)
+            except RemoteProtocolError as exc:
+                self._protocol_failure(exc)
+                raise
+            # Requests and events dominate traffic: test them first.
+            if type(message) in _APPLICATION_MESSAGES:
+                if type(message) is Request:
+                    if message.id in self._received_requests_open:
+                        self._violation(f"request id {message.id} reused while still open")
+                    self._received_requests_open.add(message.id)
+                elif type(message) is Response or type(message) is ErrorResponse:
+                    if message.id not in self._sent_requests_open:
+                        self._violation(
+                            f"{type(message).__name__} for request {message.id}, which is not open"
+                        )
+                    self._sent_requests_open.discard(message.id)
+                messages.append(message)
+            elif type(message) is Goodbye:
+                messages.append(message)
+                self._close(message.reason or "peer said goodbye")
+                break
+            else:
+                self._violation(f"unexpected {type(message).__name__} after the handshake")
+        return messages
+
+    def _receive_handshake(self, frame: bytes | memoryview) -> bool:
+        """Process one handshake frame; True once the session is open."""
+        try:
+            message = decode_message(frame)
+        except RemoteProtocolError as exc:
+            self._protocol_failure(exc)
+            raise
+        if self.role is Role.SERVER:
+            if type(message) is not Hello:
+                self._violation(f"expected a hello, got {type(message).__name__}")
+            assert isinstance(message, Hello)
+            self._check_hello(message)
+        else:
+            if type(message) is Reject:
+                assert isinstance(message, Reject)
+                self.state = ConnectionState.ERROR
+                self.close_reason = f"rejected by peer: {message.reason}"
+                error_class = _HANDSHAKE_ERRORS.get(message.code, HandshakeError)
+                raise error_class(message.reason)
+            if type(message) is not Welcome:
+                self._violation(f"expected a welcome, got {type(message).__name__}")
+            assert isinstance(message, Welcome)
+            if not self._min_version <= message.version <= self._max_version:
+                self._violation(
+                    f"peer chose protocol version {message.version}, which is outside the "
+                    f"range {self._min_version}..{self._max_version} offered"
+                )
+            self.version = message.version
+            self.peer_welcome = message
+            self.state = ConnectionState.OPEN
+        return True
+
+    def _check_hello(self, hello: Hello) -> None:
+        self.peer_hello = hello
+        if not hmac.compare_digest(hello.token.encode(), self._token.encode()):
+            self._refuse(
+                AuthenticationFailed,
+                RejectCode.AUTHENTICATION,
+                f"wrong session token from {hello.name or 'peer'} (pid {hello.pid})",
+                "wrong session token",
+            )
+        low = max(hello.min_version, self._min_version)
+        high = min(hello.max_version, self._max_version)
+        if low > high:
+            self._refuse(
+                VersionMismatch,
+                RejectCode.VERSION,
+                f"peer speaks protocol versions {hello.min_version}..{hello.max_version}, "
+                f"this side speaks {self._min_version}..{self._max_version}",
+            )
+        self.version = high
+        self._out.add(Welcome(version=high, name=self._name, pid=self._pid))
+        self.state = ConnectionState.OPEN
+
+    def _refuse(
+        self, error: type[HandshakeError], code: str, reason: str, told_peer: str | None = None
+    ) -> None:
+        # The peer hears only what it needs to fix its side; details stay in our exception.
+        self._out.add(Reject(code=code, reason=told_peer or reason))
+        self.state = ConnectionState.ERROR
+        self.close_reason = reason
+        raise error(reason)
+
+    def _violation(self, reason: str) -> None:
+        exc = RemoteProtocolError(reason)
+        self._protocol_failure(exc)
+        raise exc
+
+    def _protocol_failure(self, exc: ProtocolError, *, reply: bool = True) -> None:
+        if reply:
+            reason = f"protocol error: {exc}"
+            if self.state is ConnectionState.OPEN:
+                self._out.add(Goodbye(reason=reason))
+            elif self.role is Role.SERVER and self.state is ConnectionState.HANDSHAKE:
+                self._out.add(Reject(code=RejectCode.PROTOCOL, reason=reason))
+        self.state = ConnectionState.ERROR
+        self.close_reason = str(exc)
+
+    def _close(self, reason: str) -> None:
+        self.state = ConnectionState.CLOSED
+        self.close_reason = reason

@@ -1,0 +1,168 @@
+"""Length-prefixed framing: every message travels as ``uint32 big-endian length + payload``.
+
+:class:`FrameDecoder` is an incremental parser: feed it whatever bytes arrived with
+:meth:`~FrameDecoder.receive_data`, in chunks of any size, and it returns the complete frames
+they finish. :func:`encode_frame` / :class:`FrameWriter` produce frames with the prefix written
+in place, so a message is never copied after encoding.
+"""
+
+from __future__ import annotations
+
+from isoplug.errors import LocalProtocolError, RemoteProtocolError
+from isoplug.wire.codec import encode_message_into
+from isoplug.wire.messages import Message
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HEADER_SIZE",
+    "FrameDecoder",
+    "FrameWriter",
+    "encode_frame",
+]
+
+HEADER_SIZE = 4
+#: 16 MiB: the largest legitimate frame is a log batch, which the sender caps at far less
+#: (records are truncated and batches split well below this); anything bigger is a broken or
+#: hostile peer, and refusing it before buffering keeps a bad length from costing memory.
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: The length prefix can express at most this; a limit above it would be meaningless.
+_PREFIX_LIMIT = 2**32 - 1
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame payloads.
+
+    After :class:`~isoplug.errors.RemoteProtocolError` the stream cannot be resynchronised;
+    the decoder refuses further input and the connection must be closed.
+    """
+
+    __slots__ = ("_buffer", "_failed", "max_frame_size")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if not 0 < max_frame_size <= _PREFIX_LIMIT:
+            raise ValueError(f"max_frame_size must be in 1..{_PREFIX_LIMIT}, got {max_frame_size}")
+        self.max_frame_size = max_frame_size
+        self._buffer = bytearray()
+        self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet form a complete frame."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes) -> list[bytes | memoryview]:
+        """Add ``data`` and return the payloads of every frame it completes, in order.
+
+        Payloads are either ``bytes`` or read-only views of ``data`` (never of an internal
+        buffer that is reused), so they stay valid after the call. Raises
+        :class:`~isoplug.errors.RemoteProtocolError` when a frame announces a length above
+        :attr:`max_frame_size`.
+        """
+        if self._failed:
+            raise RemoteProtocolError("the byte stream already failed framing; close it")
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray = self._buffer
+        else:
+            # Fast path: frames entirely inside ``data`` are sliced from it without a copy.
+            source = data
+        frames: list[bytes | memoryview] = []
+        view = memoryview(source)
+        end = len(source)
+        position = 0
+        max_size = self.max_frame_size
+        while end - position >= HEADER_SIZE:
+            length = int.from_bytes(view[position : position + HEADER_SIZE], "big")
+            if length > max_size:
+                self._failed = True
+                view.release()
+                raise RemoteProtocolError(
+                    f"frame of {length} bytes exceeds the limit of {max_size} bytes"
+                )
+            frame_end = position + HEADER_SIZE + length
+            if frame_end > end:
+                break
+            if source is data:
+                frames.append(view[position + HEADER_SIZE : frame_end])
+            else:
+                frames.append(bytes(view[position + HEADER_SIZE : frame_end]))
+            position = frame_end
+        if source is data:
+            if position < end:
+                self._buffer += view[position:]
+        else:
+            view.release()
+            del self._buffer[:position]
+        return frames
+
+    def receive_eof(self) -> None:
+        """Declare the end of the stream.
+
+        Raises :class:`~isoplug.errors.RemoteProtocolError` when it cuts a frame short.
+        """
+        if self._buffer and not self._failed:
+            self._failed = True
+            pending = len(self._buffer)
+            if pending < HEADER_SIZE:
+                detail = f"{pending} of {HEADER_SIZE} header bytes"
+            else:
+                expected = int.from_bytes(self._buffer[:HEADER_SIZE], "big")
+                detail = f"{pending - HEADER_SIZE} of {expected} payload bytes"
+            raise RemoteProtocolError(f"stream ended in the middle of a frame ({detail})")
+
+
+def _check_size(size: int, max_frame_size: int) -> None:
+    if size > max_frame_size:
+        raise LocalProtocolError(
+            f"refusing to send a frame of {size} bytes: the limit is {max_frame_size} bytes"
+        )
+
+
+def encode_frame(message: Message, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
+    """Encode ``message`` as one complete frame.
+
+    Raises :class:`~isoplug.errors.LocalProtocolError` when it would exceed ``max_frame_size``.
+    """
+    writer = FrameWriter(max_frame_size)
+    writer.add(message)
+    return writer.take()
+
+
+class FrameWriter:
+    """Accumulates frames into one buffer so that many messages go out in one write."""
+
+    __slots__ = ("_buffer", "max_frame_size")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+        self._buffer = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def add(self, message: Message) -> None:
+        """Append ``message`` as a frame.
+
+        Raises :class:`~isoplug.errors.LocalProtocolError` (leaving the buffer as it was)
+        when the frame would exceed ``max_frame_size`` or the message cannot be encoded.
+        """
+        buffer = self._buffer
+        start = len(buffer)
+        try:
+            encode_message_into(message, buffer, start + HEADER_SIZE)
+        except (TypeError, ValueError, OverflowError) as exc:
+            del buffer[start:]
+            raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
+        size = len(buffer) - start - HEADER_SIZE
+        try:
+            _check_size(size, self.max_frame_size)
+        except LocalProtocolError:
+            del buffer[start:]
+            raise
+        buffer[start : start + HEADER_SIZE] = size.to_bytes(HEADER_SIZE, "big")
+
+    def take(self) -> bytes:
+        """Return everything added since the last call and start afresh."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data

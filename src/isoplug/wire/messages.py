@@ -1,0 +1,221 @@
+"""The messages of the isoplug wire protocol.
+
+Every message is a frozen, tagged ``msgspec.Struct`` encoded as a msgpack *array* whose first
+element is the tag (``array_like=True``): compact, and about twice as fast to encode and decode
+as a map. The union :data:`Message` is what a frame carries; one reused typed decoder in
+:mod:`isoplug.wire.codec` turns a frame into exactly one of these classes.
+
+Conversation
+------------
+1. The connecting side sends :class:`Hello` (protocol versions it speaks, session token, role).
+2. The listening side answers :class:`Welcome` (the chosen version) or :class:`Reject` (why not)
+   and, after a reject, closes.
+3. Both sides may then send :class:`Request`, :class:`Event`, :class:`Cancel`,
+   :class:`LogBatch` at any time, and :class:`Response` / :class:`ErrorResponse` for requests
+   they received. Every request is answered exactly once: a cancelled request is answered with
+   an :class:`ErrorResponse` whose code is ``"cancelled"`` (or with its result, if it finished
+   before the cancel arrived), so both sides always agree on which requests are open.
+4. Either side ends the session with :class:`Goodbye` and then closes its end.
+
+Schema-evolution rules (read before touching a class here)
+----------------------------------------------------------
+Because messages are positional arrays, a field's *position* is its identity.
+
+- Never reorder, remove or rename-with-a-new-meaning a field; never change a field's type.
+- A new field goes at the end of its class and must have a default, so that a peer built
+  before it can still be decoded (missing trailing fields take their defaults) and a peer
+  built after it ignores nothing it needs.
+- Decoders accept extra trailing fields they do not know (``forbid_unknown_fields`` is off),
+  so an older peer can read a newer peer's messages as long as it does not need the new fields.
+- A new message type gets a new tag; an old peer rejects it as a protocol error, so only send
+  it once the negotiated version says the peer understands it.
+- Anything that breaks these rules needs a new :data:`PROTOCOL_VERSION`; the handshake
+  (:class:`Hello` / :class:`Welcome` / :class:`Reject`) must stay readable by every version,
+  forever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "MAX_PROTOCOL_VERSION",
+    "MIN_PROTOCOL_VERSION",
+    "PROTOCOL_VERSION",
+    "Cancel",
+    "ErrorInfo",
+    "ErrorResponse",
+    "Event",
+    "Goodbye",
+    "Hello",
+    "LogBatch",
+    "LogRecordData",
+    "Message",
+    "Reject",
+    "RejectCode",
+    "Request",
+    "Response",
+    "Welcome",
+]
+
+#: The protocol version this code speaks best. Bump it when a change breaks the rules above.
+PROTOCOL_VERSION = 1
+#: The oldest version this code still speaks.
+MIN_PROTOCOL_VERSION = 1
+MAX_PROTOCOL_VERSION = PROTOCOL_VERSION
+
+#: An encoded msgpack ``nil``: the params or result of a call that carries none.
+NIL = msgspec.Raw(b"\xc0")
+
+
+class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
+    """Base of every wire message; the tag is each subclass's ``tag=``."""
+
+
+class Hello(_Message, frozen=True, tag="hello"):
+    """First message of the connecting side: who it is, what it speaks, proof it may connect."""
+
+    min_version: int
+    max_version: int
+    token: str
+    #: What this connection is for: ``"control"`` for requests and events, ``"logs"`` for a
+    #: dedicated log connection of the same session.
+    role: str = "control"
+    #: A human-readable name of the connecting side (a runner id), for messages and logs.
+    name: str = ""
+    pid: int = 0
+
+
+class Welcome(_Message, frozen=True, tag="welcome"):
+    """The listening side accepts the session at ``version``."""
+
+    version: int
+    name: str = ""
+    pid: int = 0
+
+
+class RejectCode:
+    """Why a handshake was refused; the connecting side maps each to an exception."""
+
+    AUTHENTICATION = "authentication"
+    VERSION = "version"
+    TIMEOUT = "timeout"
+    PROTOCOL = "protocol"
+
+
+class Reject(_Message, frozen=True, tag="reject"):
+    """The listening side refuses the session; it closes the connection right after."""
+
+    code: str
+    reason: str
+
+
+class Request(_Message, frozen=True, tag="req"):
+    """Call ``method`` on the other side; answered by exactly one Response or ErrorResponse."""
+
+    id: int
+    method: str
+    #: msgpack-encoded parameters, decoded by the handler with the type it expects.
+    params: msgspec.Raw = NIL
+
+
+class Response(_Message, frozen=True, tag="res"):
+    """The successful result of request ``id``."""
+
+    id: int
+    result: msgspec.Raw = NIL
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
+    """What went wrong remotely, in a form that survives the trip between processes."""
+
+    #: One of the codes of :class:`isoplug.errors.RemoteError` and its subclasses.
+    code: str
+    #: Qualified name of the exception type raised remotely, e.g. ``"builtins.ValueError"``.
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class ErrorResponse(_Message, frozen=True, tag="err"):
+    """Request ``id`` failed; ``error`` says how."""
+
+    id: int
+    error: ErrorInfo
+
+
+class Event(_Message, frozen=True, tag="evt"):
+    """A one-way notification; nobody answers it. Events are delivered in the order sent."""
+
+    method: str
+    params: msgspec.Raw = NIL
+
+
+class Cancel(_Message, frozen=True, tag="cancel"):
+    """The sender no longer wants the result of its request ``id``."""
+
+    id: int
+
+
+class Goodbye(_Message, frozen=True, tag="bye"):
+    """The sender is ending the session; it sends nothing more and closes its end."""
+
+    reason: str = ""
+
+
+class LogRecordData(msgspec.Struct, frozen=True, array_like=True):
+    """One log record as it crosses the wire; filled in by :mod:`isoplug.logs`.
+
+    The message is already merged with its arguments in the emitting process. ``extra`` holds
+    the record's non-standard attributes (values msgpack cannot carry arrive as ``repr``);
+    ``event`` holds a structlog event dict when the record's ``msg`` was one.
+    """
+
+    seq: int
+    name: str
+    levelno: int
+    levelname: str
+    message: str
+    created: float
+    pathname: str = ""
+    filename: str = ""
+    module: str = ""
+    lineno: int = 0
+    func_name: str = ""
+    thread: int | None = None
+    thread_name: str | None = None
+    process: int | None = None
+    process_name: str | None = None
+    task_name: str | None = None
+    exc_text: str | None = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    stack_info: str | None = None
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    event: dict[str, Any] | None = None
+
+
+class LogBatch(_Message, frozen=True, tag="logs"):
+    """Log records from the sender, oldest first, plus what it had to drop since the last batch.
+
+    ``dropped`` maps a level number to how many records of that level the sender dropped.
+    """
+
+    records: list[LogRecordData]
+    dropped: dict[int, int] = msgspec.field(default_factory=dict)
+
+
+Message = (
+    Hello
+    | Welcome
+    | Reject
+    | Request
+    | Response
+    | ErrorResponse
+    | Event
+    | Cancel
+    | Goodbye
+    | LogBatch
+)

@@ -1,0 +1,68 @@
+"""Shared test plumbing: ``async def`` tests run in a fresh event loop, and nothing may leak."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+#: An async test that takes longer than this is hung; fail it with a traceback.
+ASYNC_TEST_TIMEOUT = 60.0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests with ``asyncio.run`` so no plugin is needed."""
+    function = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(function):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+
+    async def run() -> None:
+        async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
+            await function(**arguments)
+        # Every task a test started must be finished when it ends: a leftover is a leak.
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not leftovers, f"tasks leaked by the test: {leftovers}"
+
+    asyncio.run(run())
+    return True
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[None]:
+    """Fail the test if it leaves file descriptors open."""
+    gc.collect()
+    before = _open_fds()
+    yield
+    gc.collect()
+    leaked = _open_fds() - before
+    details = {}
+    for fd in leaked:
+        try:
+            details[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            details[fd] = "?"
+    assert not leaked, f"file descriptors leaked: {details}"
+
+
+@pytest.fixture(autouse=True)
+def _unraisable_is_an_error() -> Iterator[None]:
+    """Turn 'Task was destroyed but it is pending' and similar into visible failures."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        yield
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnraisableExceptionWarning")
