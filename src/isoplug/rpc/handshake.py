@@ -21,6 +21,7 @@ from isoplug.errors import (
 )
 from isoplug.transport.stream import Stream
 from isoplug.wire import Connection, ConnectionState, Message, RejectCode, Role
+from isoplug.wire.connection import TokenLookup
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -104,12 +105,16 @@ async def client_handshake(
 
 async def server_handshake(
     stream: Stream,
-    token: str,
+    token: str | TokenLookup,
     *,
     name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> tuple[Connection, list[Message]]:
     """Wait for a hello on ``stream`` and check its token and versions.
+
+    ``token`` is the expected token, or a :data:`~isoplug.wire.connection.TokenLookup` that
+    returns the token expected from the client that sent a given hello (``None`` refuses it
+    as unknown with :class:`~isoplug.errors.AuthenticationFailed`).
 
     On success the connection is open and ``connection.peer_hello`` says who connected. On
     failure the peer is told why (reject message) before the stream is closed, and the same

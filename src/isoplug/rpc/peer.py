@@ -60,6 +60,7 @@ from isoplug.wire import (
     decode_value,
     encode_value,
 )
+from isoplug.wire.connection import TokenLookup
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "serve"]
 
@@ -67,7 +68,7 @@ _log = logging.getLogger("isoplug.rpc")
 
 T = TypeVar("T")
 Handler = Callable[[Any], Any]
-LogBatchHandler = Callable[[LogBatch], None]
+LogBatchHandler = Callable[[LogBatch], Awaitable[None] | None]
 
 #: Default for :meth:`Peer.request`: long enough for real work, short enough that a hung peer
 #: is noticed. Pass ``timeout=None`` to wait forever.
@@ -255,7 +256,11 @@ class Peer:
         self._event_handlers[method] = _Registered(handler, params_type)
 
     def on_log_batch(self, handler: LogBatchHandler | None) -> None:
-        """Hand every :class:`~isoplug.wire.LogBatch` received to ``handler`` (inline)."""
+        """Hand every :class:`~isoplug.wire.LogBatch` received to ``handler``.
+
+        It runs inline in the reader, in order; an async handler is awaited before the next
+        message is read, which applies back-pressure to the sender.
+        """
         self._log_batch_handler = handler
 
     # -- calling the other side -------------------------------------------------------------
@@ -471,7 +476,7 @@ class Peer:
                     task.cancel()
             elif message_type is LogBatch:
                 assert isinstance(message, LogBatch)
-                self._dispatch_log_batch(message)
+                await self._dispatch_log_batch(message)
             # Goodbye: the connection is now CLOSED and the read loop ends.
 
     async def _dispatch_request(self, request: Request) -> None:
@@ -592,12 +597,17 @@ class Peer:
             except Exception:
                 _log.exception("handler for event %r failed", event.method)
 
-    def _dispatch_log_batch(self, batch: LogBatch) -> None:
-        if self._log_batch_handler is None:
+    async def _dispatch_log_batch(self, batch: LogBatch) -> None:
+        handler = self._log_batch_handler
+        if handler is None:
             _log.warning("received a log batch from %s but nothing handles them", self.peer_name)
             return
         try:
-            self._log_batch_handler(batch)
+            result = handler(batch)
+            if inspect.isawaitable(result):
+                # Awaited inline: while a flood is replayed nothing more is read, so the
+                # sender is slowed down by the socket instead of our memory growing.
+                await result
         except Exception:
             _log.exception("log batch handler failed")
 
@@ -611,7 +621,7 @@ def _pending_failure(method: str, error: IsoplugError) -> IsoplugError:
 
 async def serve(
     address: str | Address,
-    token: str,
+    token: str | TokenLookup,
     on_peer: Callable[[Peer], Awaitable[None]],
     *,
     handlers: Mapping[str, Handler] | Callable[[Hello], Mapping[str, Handler]] | None = None,
@@ -621,6 +631,10 @@ async def serve(
     default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
 ) -> Listener:
     """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
+
+    ``token`` is the token every client must present, or a function that returns the token
+    expected from the client that sent a given hello (``None``: unknown client, refused); see
+    :func:`~isoplug.rpc.server_handshake`.
 
     ``handlers`` is a mapping, or a function that picks the mapping from the client's hello;
     handlers are in place before the first message is read. The peer is closed when

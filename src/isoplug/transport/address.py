@@ -76,6 +76,11 @@ def parse_address(text: str | Address) -> Address:
             raise AddressError(f"{text!r}: missing port (expected {scheme.value}://host:port)")
     if not host:
         raise AddressError(f"{text!r}: missing host")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if "[" in host or "]" in host:
+        raise AddressError(f"{text!r}: a host cannot contain '[' or ']'")
+    # ASCII digits only: str.isdigit() also accepts '²', which int() rejects; the length cap
+    # keeps int() away from its limit on huge digit strings.
+    ascii_digits = port_text.isascii() and port_text.isdigit()
+    if not ascii_digits or len(port_text) > 5 or int(port_text) > 65535:
         raise AddressError(f"{text!r}: port must be a number from 0 to 65535")
     return Address(scheme, host=host, port=int(port_text))

@@ -50,6 +50,6 @@ def connect_blocking(
                     sock.close()
                     raise
         sock.settimeout(None)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a host getaddrinfo refuses
         raise ConnectError(f"cannot connect to {parsed}: {exc}") from exc
     return sock

@@ -114,7 +114,8 @@ async def connect(
         raise ConnectError(
             f"cannot connect to {description}: no answer within {timeout} s"
         ) from exc
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ValueError) as exc:
+        # ValueError: a host name getaddrinfo refuses (NUL, an over-long IDNA label).
         raise ConnectError(f"cannot connect to {description}: {exc}") from exc
     return stream
 
@@ -145,6 +146,12 @@ class Listener:
         await self.aclose()
 
     def _accepted(self, stream: SocketStream) -> None:
+        if self._closed:
+            # Accepted just before aclose() (or its TLS handshake finished after): no handler
+            # may start once the listener is closing, or it would run unsupervised.
+            assert stream._transport is not None
+            stream._transport.abort()
+            return
         task = asyncio.get_running_loop().create_task(self._run_handler(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -223,7 +230,7 @@ async def listen(
             listener._server = server
             host, port = server.sockets[0].getsockname()[:2]
             listener.address = Address(parsed.scheme, host=host, port=port)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         if listener._private_dir is not None:
             shutil.rmtree(listener._private_dir, ignore_errors=True)
         raise TransportError(f"cannot listen on {parsed}: {exc}") from exc

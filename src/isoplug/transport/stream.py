@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -138,10 +139,15 @@ class SocketStream(Stream, asyncio.Protocol):
         self._eof = True
         self._wake_reader()
         # Keep our write side open: the peer may still read our goodbye or last responses.
-        return True
+        # TLS cannot half-close: asyncio closes the transport anyway and warns if we say True.
+        transport = self._transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self._lost is None:
+        # EPIPE: we wrote after the peer closed. asyncio closes the socket right after this
+        # call, which would discard what the peer sent before closing (its goodbye); read it.
+        peer_closed = isinstance(exc, BrokenPipeError) and self._read_what_is_left()
+        if exc is not None and self._lost is None and not peer_closed:
             self._lost = exc
         self._eof = True
         self._wake_reader()
@@ -186,7 +192,10 @@ class SocketStream(Stream, asyncio.Protocol):
     async def drain(self) -> None:
         if self._closed:
             raise ConnectionClosed(f"connection to {self.description} is closed")
-        if self._connection_lost.done():
+        transport = self._transport
+        # Closing without our aclose(): lost, or TLS shutting down after the peer's EOF. Either
+        # way write() already refuses, so drain() must not report success.
+        if self._connection_lost.done() or transport is None or transport.is_closing():
             raise ConnectionBroken(f"connection to {self.description} was lost")
         if not self._write_paused:
             return
@@ -236,6 +245,27 @@ class SocketStream(Stream, asyncio.Protocol):
         except asyncio.CancelledError:
             transport.abort()
             raise
+
+    def _read_what_is_left(self) -> bool:
+        """Move the bytes still in the kernel's receive buffer to ours; True if they end in EOF.
+
+        Only for plain sockets: under TLS those bytes are encrypted records.
+        """
+        transport = self._transport
+        if self._closed or transport is None or transport.get_extra_info("sslcontext"):
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return False
+        while True:
+            try:
+                data = os.read(sock.fileno(), 256 * 1024)  # non-blocking, like every asyncio socket
+            except OSError:  # BlockingIOError: nothing more for now; or a reset
+                return False
+            if not data:
+                return True
+            self._chunks.append(data)
+            self._buffered += len(data)
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter

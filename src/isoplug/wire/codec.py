@@ -21,6 +21,12 @@ __all__ = ["decode_message", "decode_value", "encode_message", "encode_value"]
 T = TypeVar("T")
 
 _encoder = msgspec.msgpack.Encoder()
+#: What msgspec raises for bytes it cannot decode: besides ``DecodeError`` (and its subclass
+#: ``ValidationError``), invalid UTF-8 in a string surfaces as ``UnicodeDecodeError`` and
+#: nesting deeper than the interpreter's recursion limit as ``RecursionError``.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: What msgspec raises for values it cannot encode (``RecursionError``: nested too deeply).
+ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
 _message_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
@@ -37,12 +43,13 @@ def encode_message_into(message: Message, buffer: bytearray, offset: int) -> Non
 def decode_message(payload: bytes | memoryview) -> Message:
     """Decode one frame's payload into a message.
 
-    Raises :class:`~isoplug.errors.RemoteProtocolError` when the bytes are not msgpack, not a
-    known message, or a known message with fields of the wrong type.
+    Raises :class:`~isoplug.errors.RemoteProtocolError` when the bytes are not msgpack (which
+    includes strings that are not UTF-8 and nesting too deep to decode), not a known message,
+    or a known message with fields of the wrong type.
     """
     try:
         return _message_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed message: {exc}") from exc
 
 
@@ -54,7 +61,7 @@ def encode_value(value: Any) -> msgspec.Raw:
     """
     try:
         return msgspec.Raw(_encoder.encode(value))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except ENCODE_ERRORS as exc:
         raise LocalProtocolError(
             f"cannot send a value of type {type(value).__name__}: {exc}"
         ) from exc
@@ -67,5 +74,9 @@ def decode_value(raw: msgspec.Raw, value_type: type[T] | Any = Any) -> T:
     ``msgspec.DecodeError`` when the bytes are not msgpack; the caller decides whose fault
     that is.
     """
-    result: T = msgspec.msgpack.decode(raw, type=value_type)
+    try:
+        result: T = msgspec.msgpack.decode(raw, type=value_type)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        # Keep the promise above: undecodable bytes are always a ``DecodeError``.
+        raise msgspec.DecodeError(f"MessagePack data is malformed: {exc}") from exc
     return result

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+from collections.abc import Callable
 
 from isoplug.errors import (
     AuthenticationFailed,
@@ -54,7 +55,11 @@ from isoplug.wire.messages import (
     Welcome,
 )
 
-__all__ = ["Connection", "ConnectionState", "Role"]
+__all__ = ["Connection", "ConnectionState", "Role", "TokenLookup"]
+
+#: A server-side token source that depends on who connects: given the client's hello, return
+#: the token expected from it, or ``None`` when nobody by that name may connect.
+TokenLookup = Callable[[Hello], str | None]
 
 
 class Role(enum.Enum):
@@ -82,20 +87,31 @@ _HANDSHAKE_ERRORS: dict[str, type[HandshakeError]] = {
 }
 
 _APPLICATION_MESSAGES = (Request, Response, ErrorResponse, Event, Cancel, LogBatch)
+#: Longest error text (in characters) sent to the peer in a goodbye or reject.
+_MAX_REPLY_REASON = 1000
+#: Longest close reason kept locally: error texts may quote the peer's bytes at length.
+_MAX_CLOSE_REASON = 4000
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Connection:
     """One side of one isoplug connection.
 
     ``token`` is the session secret: the client presents it, the server compares it in
-    constant time. ``role_name`` (client only) says what the connection is for; ``name`` and
-    ``pid`` identify this side in the other side's messages.
+    constant time. On the server side it may also be a :data:`TokenLookup`, called with the
+    hello to find the token expected from that client (``None``: an unknown client, refused
+    with :class:`~isoplug.errors.AuthenticationFailed`). ``connection_role`` (client only)
+    says what the connection is for; ``name`` and ``pid`` identify this side in the other
+    side's messages.
     """
 
     def __init__(
         self,
         role: Role,
-        token: str,
+        token: str | TokenLookup,
         *,
         name: str = "",
         pid: int = 0,
@@ -106,6 +122,8 @@ class Connection:
     ) -> None:
         if not min_version <= max_version:
             raise ValueError(f"min_version {min_version} > max_version {max_version}")
+        if role is Role.CLIENT and not isinstance(token, str):
+            raise TypeError("a client presents a token: it must be a str, not a lookup")
         self.role = role
         self.state = ConnectionState.HANDSHAKE
         self._token = token
@@ -126,7 +144,7 @@ class Connection:
         self._next_request_id = 1
         self._sent_requests_open: set[int] = set()
         self._received_requests_open: set[int] = set()
-        if role is Role.CLIENT:
+        if isinstance(token, str) and role is Role.CLIENT:
             self._out.add(
                 Hello(
                     min_version=min_version,
@@ -192,12 +210,16 @@ class Connection:
         """
         if self.state in (ConnectionState.ERROR, ConnectionState.CLOSED):
             return
-        if self.role is Role.SERVER and self.state is ConnectionState.HANDSHAKE:
-            self._out.add(Reject(code=code, reason=reason))
-        elif self.state is ConnectionState.OPEN:
-            self._out.add(Goodbye(reason=reason))
+        told = _shorten(reason, _MAX_REPLY_REASON)
+        try:
+            if self.role is Role.SERVER and self.state is ConnectionState.HANDSHAKE:
+                self._out.add(Reject(code=code, reason=told))
+            elif self.state is ConnectionState.OPEN:
+                self._out.add(Goodbye(reason=told))
+        except LocalProtocolError as exc:
+            reason += f" (the peer could not be told: {exc})"
         self.state = ConnectionState.ERROR
-        self.close_reason = reason
+        self.close_reason = _shorten(reason, _MAX_CLOSE_REASON)
 
     # -- incoming ---------------------------------------------------------------------------
 
@@ -324,7 +346,17 @@ class Connection:
 
     def _check_hello(self, hello: Hello) -> None:
         self.peer_hello = hello
-        if not hmac.compare_digest(hello.token.encode(), self._token.encode()):
+        expected = self._token if isinstance(self._token, str) else self._token(hello)
+        if expected is None:
+            self._refuse(
+                AuthenticationFailed,
+                RejectCode.AUTHENTICATION,
+                f"unknown runner {hello.name!r} (pid {hello.pid}): no token is expected from it",
+                "unknown runner",
+            )
+        assert expected is not None
+        # Constant time whatever the lookup returned: the comparison leaks nothing of the token.
+        if not hmac.compare_digest(hello.token.encode(), expected.encode()):
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
@@ -360,13 +392,29 @@ class Connection:
 
     def _protocol_failure(self, exc: ProtocolError, *, reply: bool = True) -> None:
         if reply:
+            # The error text can quote the peer's bytes (an unknown tag, say): shorten it so
+            # that the reply stays small and fits in a frame.
             reason = f"protocol error: {exc}"
+            reason = _shorten(reason, _MAX_REPLY_REASON)
+            reply_failure = self._queue_reply(reason)
+        else:
+            reply_failure = None
+        self.state = ConnectionState.ERROR
+        self.close_reason = _shorten(str(exc), _MAX_CLOSE_REASON)
+        if reply_failure is not None:
+            self.close_reason += f" (the peer could not be told: {reply_failure})"
+
+    def _queue_reply(self, reason: str) -> LocalProtocolError | None:
+        """Queue the goodbye/reject that tells the peer why; return why that failed, if it did."""
+        try:
             if self.state is ConnectionState.OPEN:
                 self._out.add(Goodbye(reason=reason))
             elif self.role is Role.SERVER and self.state is ConnectionState.HANDSHAKE:
                 self._out.add(Reject(code=RejectCode.PROTOCOL, reason=reason))
-        self.state = ConnectionState.ERROR
-        self.close_reason = str(exc)
+        except LocalProtocolError as exc:
+            # A frame limit too small even for a short reason.
+            return exc
+        return None
 
     def _close(self, reason: str) -> None:
         self.state = ConnectionState.CLOSED

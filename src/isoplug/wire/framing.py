@@ -9,7 +9,7 @@ in place, so a message is never copied after encoding.
 from __future__ import annotations
 
 from isoplug.errors import LocalProtocolError, RemoteProtocolError
-from isoplug.wire.codec import encode_message_into
+from isoplug.wire.codec import ENCODE_ERRORS, encode_message_into
 from isoplug.wire.messages import Message
 
 __all__ = [
@@ -98,16 +98,18 @@ class FrameDecoder:
     def receive_eof(self) -> None:
         """Declare the end of the stream.
 
-        Raises :class:`~isoplug.errors.RemoteProtocolError` when it cuts a frame short.
+        Raises :class:`~isoplug.errors.RemoteProtocolError` when it cuts a frame short, saying
+        how many bytes of it arrived and how many are missing.
         """
         if self._buffer and not self._failed:
             self._failed = True
             pending = len(self._buffer)
             if pending < HEADER_SIZE:
-                detail = f"{pending} of {HEADER_SIZE} header bytes"
+                detail = f"{pending} of {HEADER_SIZE} header bytes, {HEADER_SIZE - pending} missing"
             else:
                 expected = int.from_bytes(self._buffer[:HEADER_SIZE], "big")
-                detail = f"{pending - HEADER_SIZE} of {expected} payload bytes"
+                received = pending - HEADER_SIZE
+                detail = f"{received} of {expected} payload bytes, {expected - received} missing"
             raise RemoteProtocolError(f"stream ended in the middle of a frame ({detail})")
 
 
@@ -150,7 +152,7 @@ class FrameWriter:
         start = len(buffer)
         try:
             encode_message_into(message, buffer, start + HEADER_SIZE)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except ENCODE_ERRORS as exc:
             del buffer[start:]
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
         size = len(buffer) - start - HEADER_SIZE

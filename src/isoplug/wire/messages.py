@@ -168,26 +168,30 @@ class Goodbye(_Message, frozen=True, tag="bye"):
 class LogRecordData(msgspec.Struct, frozen=True, array_like=True):
     """One log record as it crosses the wire; filled in by :mod:`isoplug.logs`.
 
-    The message is already merged with its arguments in the emitting process. ``extra`` holds
-    the record's non-standard attributes (values msgpack cannot carry arrive as ``repr``);
-    ``event`` holds a structlog event dict when the record's ``msg`` was one.
+    The field order mirrors how the runner captures a record (the first thirteen fields are
+    read from ``LogRecord.__dict__`` in one step), so the runner may encode a plain tuple in
+    this order instead of building a Struct. The message is already merged with its arguments.
+    ``extra`` holds the record's non-standard attributes (values msgpack cannot carry arrive as
+    ``repr``); ``event`` holds a structlog event dict when the record's ``msg`` was one, and
+    ``event_method`` the structlog method name that produced it.
     """
 
-    seq: int
     name: str
     levelno: int
     levelname: str
-    message: str
     created: float
     pathname: str = ""
     filename: str = ""
     module: str = ""
-    lineno: int = 0
-    func_name: str = ""
+    lineno: int | None = 0
+    func_name: str | None = ""
     thread: int | None = None
     thread_name: str | None = None
     process: int | None = None
     process_name: str | None = None
+    #: Per-sender sequence number of records accepted into its buffer; a gap means loss.
+    seq: int = 0
+    message: str = ""
     task_name: str | None = None
     exc_text: str | None = None
     exc_type: str | None = None
@@ -195,15 +199,20 @@ class LogRecordData(msgspec.Struct, frozen=True, array_like=True):
     stack_info: str | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
     event: dict[str, Any] | None = None
+    event_method: str | None = None
 
 
 class LogBatch(_Message, frozen=True, tag="logs"):
-    """Log records from the sender, oldest first, plus what it had to drop since the last batch.
+    """Log records from the sender, oldest first, and what it has had to drop.
 
-    ``dropped`` maps a level number to how many records of that level the sender dropped.
+    ``dropped`` maps a level number to how many records of that level the sender has dropped
+    since it started (running totals, so a lost batch cannot make a drop go unreported).
     """
 
-    records: list[LogRecordData]
+    #: A msgpack array of records in the layout of :class:`LogRecordData`. Kept raw so that the
+    #: receiver decodes it itself: one malformed record is then rejected on its own instead of
+    #: making the whole connection fail.
+    records: msgspec.Raw
     dropped: dict[int, int] = msgspec.field(default_factory=dict)
 
 

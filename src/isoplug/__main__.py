@@ -1,0 +1,7 @@
+"""``python -m isoplug`` is the ``isoplug`` command."""
+
+import sys
+
+from isoplug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,25 @@
+"""Log forwarding between processes: full-fidelity records, nothing lost silently.
+
+- :class:`ForwardingHandler` — the sending side, a ``logging.Handler``.
+- :func:`forward_logs` — install it in a child process in one call.
+- :class:`LogReceiver` — the receiving side, replaying records into this process's logging.
+- :class:`LogReplayer` — the replay pipeline one connection uses (the plugin host uses it too).
+"""
+
+from isoplug.logs.forward import forward_logs
+from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.receiver import ADDRESS_ENV, TOKEN_ENV, LogReceiver
+from isoplug.logs.replay import LogReplayer, ReplayLimits
+
+__all__ = [
+    "ADDRESS_ENV",
+    "TOKEN_ENV",
+    "DropReason",
+    "ForwardingHandler",
+    "LogMetrics",
+    "LogReceiver",
+    "LogReplayer",
+    "ReplayLimits",
+    "forward_logs",
+]

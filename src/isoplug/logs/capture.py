@@ -1,0 +1,200 @@
+"""Turning a ``logging.LogRecord`` into wire bytes in the emitting process, fast and safely.
+
+This runs inside ``emit()`` on the plugin's own thread, so it is written for speed: the
+standard fields are read from ``record.__dict__`` in one ``itemgetter`` call, and the record is
+encoded as a plain tuple in the layout of :class:`~isoplug.wire.LogRecordData` (no Struct is
+built). It never raises for anything a record can contain: a message whose ``%`` formatting
+fails, an exception whose ``__str__`` raises, or an ``extra`` value msgpack cannot carry all
+become readable text.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from operator import itemgetter
+from typing import Any
+
+import msgspec
+
+__all__ = ["MAX_FIELD_CHARS", "STANDARD_ATTRIBUTES", "capture_record"]
+
+#: Longest message, traceback or stack text sent as is (256 Ki characters). It keeps one record
+#: far below the frame limit; the host applies its own, usually stricter, caps.
+MAX_FIELD_CHARS = 256 * 1024
+
+#: Attributes every LogRecord has, plus those formatters add; everything else is ``extra``.
+#: ``_logger`` is structlog's bound logger (a live object, never sent); ``_name`` is its
+#: method name, sent as ``event_method``.
+STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "_logger",
+    "_name",
+}
+
+_STANDARD_COUNT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+_read_standard = itemgetter(
+    "name",
+    "levelno",
+    "levelname",
+    "created",
+    "pathname",
+    "filename",
+    "module",
+    "lineno",
+    "funcName",
+    "thread",
+    "threadName",
+    "process",
+    "processName",
+)
+
+
+def _unencodable(value: Any) -> str:
+    """msgspec calls this for values it cannot carry: send their ``repr`` instead."""
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<repr() of {type(value).__qualname__} failed: {type(exc).__name__}>"
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_unencodable)
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception as exc:
+        return f"<str() of {type(value).__qualname__} failed: {type(exc).__name__}: {exc}>"
+
+
+def _cap(text: str) -> str:
+    if len(text) <= MAX_FIELD_CHARS:
+        return text
+    cut = len(text) - MAX_FIELD_CHARS
+    return text[:MAX_FIELD_CHARS] + f"... [truncated {cut} characters in the emitting process]"
+
+
+def _message_of(msg: Any, args: Any) -> str:
+    """``record.getMessage()``, except that a broken format string cannot lose the record."""
+    text = msg if type(msg) is str else _safe_str(msg)
+    if args:
+        try:
+            text = text % args
+        except Exception as exc:
+            text = f"{text!r} % {_safe_str(args)} failed: {type(exc).__name__}: {exc}"
+    return text
+
+
+#: ``extra`` / event values nested deeper than this are sent as ``repr``: a receiver decodes
+#: records inside a frame, with less stack to spare than the sender had.
+MAX_NESTING = 32
+#: One encoded record larger than this (1 MiB) is re-encoded with its extras cut down, so that
+#: a single record can never approach the frame limit.
+MAX_RECORD_BYTES = 1024 * 1024
+_ENCODE_FAILURES = (TypeError, ValueError, OverflowError, RecursionError, UnicodeEncodeError)
+
+
+def _too_deep(value: Any, depth: int = 0) -> bool:
+    if depth >= MAX_NESTING:
+        return True
+    if type(value) is dict:
+        return any(_too_deep(item, depth + 1) for item in value.values())
+    if type(value) is list or type(value) is tuple:
+        return any(_too_deep(item, depth + 1) for item in value)
+    return False
+
+
+def _plain_text(value: Any) -> str:
+    """``value`` as text that is valid UTF-8 (lone surrogates escaped)."""
+    text = value if type(value) is str else _safe_str(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _safe_mapping(values: dict[str, Any], value_limit: int) -> dict[str, Any]:
+    """A mapping that always encodes: every value that might not is replaced by its repr."""
+    safe: dict[str, Any] = {}
+    for key, value in values.items():
+        if (
+            value is None
+            or type(value) in (bool, float)
+            or (type(value) is int and -(2**63) <= value < 2**64)
+        ):
+            safe[_plain_text(key)] = value
+        elif type(value) is str:
+            safe[_plain_text(key)] = _plain_text(value[:value_limit])
+        else:
+            safe[_plain_text(key)] = _plain_text(_cap(_unencodable(value))[:value_limit])
+    return safe
+
+
+def capture_record(record: logging.LogRecord, seq: int) -> bytes:
+    """Encode ``record`` with sequence number ``seq``; never raises for record contents."""
+    try:
+        encoded = _capture(record, seq, safe=False)
+    except _ENCODE_FAILURES:
+        # Rare: surrogates, huge ints, deep or cyclic values. Pay for the careful path.
+        return _capture(record, seq, safe=True)
+    if len(encoded) > MAX_RECORD_BYTES:
+        return _capture(record, seq, safe=True)
+    return encoded
+
+
+def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
+    attributes = record.__dict__
+    msg = attributes["msg"]
+    message = _message_of(msg, attributes["args"])
+    if len(message) > MAX_FIELD_CHARS:
+        message = _cap(message)
+    exc_text = exc_type = exc_message = None
+    exc_info = attributes["exc_info"]
+    if exc_info:
+        exc_text = attributes["exc_text"]
+        if isinstance(exc_info, tuple) and exc_info[1] is not None:
+            error = exc_info[1]
+            exc_type = f"{type(error).__module__}.{type(error).__qualname__}"
+            exc_message = _cap(_safe_str(error))
+            if not exc_text:
+                exc_text = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        if exc_text:
+            exc_text = _cap(exc_text)
+    elif attributes["exc_text"]:
+        exc_text = _cap(attributes["exc_text"])
+    stack_info = attributes["stack_info"]
+    if stack_info:
+        stack_info = _cap(stack_info)
+    extra: dict[str, Any] = {}
+    if len(attributes) > _STANDARD_COUNT:
+        extra = {key: value for key, value in attributes.items() if key not in STANDARD_ATTRIBUTES}
+        if any(type(value) in (dict, list, tuple) and _too_deep(value) for value in extra.values()):
+            safe = True
+    event = msg if type(msg) is dict else None
+    standard = _read_standard(attributes)
+    if safe:
+        limit = MAX_RECORD_BYTES // 64
+        extra = _safe_mapping(extra, limit)
+        event = _safe_mapping(event, limit) if event is not None else None
+        message = _plain_text(message)
+        exc_text, exc_message, stack_info = (
+            None if text is None else _plain_text(text)
+            for text in (exc_text, exc_message, stack_info)
+        )
+        standard = tuple(_plain_text(v) if type(v) is str else v for v in standard)
+    return _encoder.encode(
+        (
+            *standard,
+            seq,
+            message,
+            attributes.get("taskName"),
+            exc_text,
+            exc_type,
+            exc_message,
+            stack_info,
+            extra,
+            event,
+            attributes.get("_name") if event is not None else None,
+        )
+    )

@@ -1,0 +1,63 @@
+"""The sending end of standalone log forwarding: one call in each child process."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from isoplug.errors import IsoplugError
+from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.receiver import ADDRESS_ENV, TOKEN_ENV
+
+__all__ = ["forward_logs"]
+
+
+def forward_logs(
+    address: str | None = None,
+    token: str | None = None,
+    *,
+    level: int | None = None,
+    name: str | None = None,
+    replace_handlers: bool = True,
+    block_when_full: bool = False,
+) -> ForwardingHandler:
+    """Send every log record of this process to a :class:`~isoplug.logs.LogReceiver`.
+
+    With no arguments, the address and token come from the environment variables that
+    ``receiver.child_env()`` provides, so this function works as a ``ProcessPoolExecutor`` or
+    ``multiprocessing.Pool`` initializer as is (or pass ``initargs=(address, token)``).
+
+    The handler goes on the root logger. ``replace_handlers`` (default) removes the root
+    logger's other handlers first, so that a forked child does not also print what it
+    forwards; a previous forwarding handler is always replaced. ``level`` sets the root logger's
+    level. The connection is opened before returning; raises
+    :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
+    refuses us (wrong token, nothing listening).
+    """
+    address = address or os.environ.get(ADDRESS_ENV)
+    token = token or os.environ.get(TOKEN_ENV)
+    if not address or not token:
+        raise IsoplugError(
+            f"forward_logs() needs an address and a token: pass them, or set {ADDRESS_ENV} and "
+            f"{TOKEN_ENV} (LogReceiver.child_env() gives both)"
+        )
+    root = logging.getLogger()
+    handler = ForwardingHandler(
+        address,
+        token,
+        name=name or f"pid {os.getpid()}",
+        block_when_full=block_when_full,
+    )
+    if not handler.start():
+        reason = handler.failure or "no connection within the timeout"
+        handler.close(timeout=0)
+        raise IsoplugError(f"cannot forward logs to {address}: {reason}")
+    for existing in list(root.handlers):
+        if replace_handlers or isinstance(existing, ForwardingHandler):
+            root.removeHandler(existing)
+            if isinstance(existing, ForwardingHandler):
+                existing.close(timeout=1.0)
+    root.addHandler(handler)
+    if level is not None:
+        root.setLevel(level)
+    return handler

@@ -1,0 +1,467 @@
+"""The forwarding handler: a ``logging.Handler`` that ships every record to a receiving process.
+
+How a record travels
+--------------------
+``emit()`` encodes the record on the caller's thread (see :mod:`isoplug.logs.capture`) and then
+takes one of two paths:
+
+- **write-through**: when nothing is queued and the record rate is moderate (a token bucket of
+  :data:`WRITE_THROUGH_RATE` records/s), the caller sends the record right away with a
+  non-blocking ``send``. Once ``emit()`` returns the record is in the kernel, so it survives
+  ``os._exit``, SIGKILL or a segfault a microsecond later;
+- **batching**: under pressure (a burst, or the socket momentarily full) the record joins a
+  bounded in-memory queue, and a sender thread ships the queue as batches. The thread never
+  depends on the program's event loop, so logs keep flowing while a plugin blocks its loop.
+
+``emit()`` never blocks on I/O and never raises. When the queue is full, records are dropped
+by level: below INFO once the queue is half full, INFO at 80 %, WARNING and above only when it
+is full; every drop is counted by level and the running totals travel with the next batch, so
+the receiver reports them. ``block_when_full=True`` makes ``emit()`` wait (up to
+``block_timeout``) for room instead: lossless mode.
+
+Records logged by this module's own sender thread never come back into it (no re-entrance).
+After ``os.fork()`` the child gets a fresh, empty handler state and opens its own connection on
+first use; it never writes on the parent's socket.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+import weakref
+
+from isoplug.errors import IsoplugError
+from isoplug.logs.capture import capture_record
+from isoplug.rpc.blocking import BlockingChannel
+from isoplug.transport import Address
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
+from isoplug.wire.logframes import log_batch_frame
+
+__all__ = [
+    "DEFAULT_QUEUE_BYTES",
+    "WRITE_THROUGH_RATE",
+    "ForwardingHandler",
+]
+
+#: 8 MiB of encoded records (~40,000 typical records): rides out a burst of several hundred
+#: milliseconds at full speed while keeping the worst case a small fraction of a process.
+DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024
+#: Records per second that go out one by one, right away; above it records are batched. 20,000
+#: covers the "moderate" rates at which no record may be lost in a crash (10,000/s) with room,
+#: while a burst is batched and costs the caller only the encoding.
+WRITE_THROUGH_RATE = 20_000.0
+#: How many records above the rate may still write through back to back.
+WRITE_THROUGH_BURST = 200.0
+#: Under pressure, the emitting thread itself sends the queue once it holds this many records.
+EMIT_FLUSH_RECORDS = 32
+#: Batches are split at 1 MiB: far below the frame limit, large enough to amortise a send.
+MAX_BATCH_BYTES = 1024 * 1024
+#: Fractions of the queue that records below INFO, and INFO records, may fill.
+_DEBUG_SHARE = 0.5
+_INFO_SHARE = 0.8
+#: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
+DEFAULT_FLUSH_TIMEOUT = 5.0
+
+_live_handlers: weakref.WeakSet[ForwardingHandler] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for handler in list(_live_handlers):
+        handler._after_fork_in_child()
+
+
+def _lock_before_fork() -> None:
+    for handler in list(_live_handlers):
+        handler._queue_lock.acquire()
+
+
+def _unlock_after_fork_in_parent() -> None:
+    for handler in list(_live_handlers):
+        handler._queue_lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_lock_before_fork,
+        after_in_parent=_unlock_after_fork_in_parent,
+        after_in_child=_reset_after_fork,
+    )
+
+
+def _flush_all_at_exit() -> None:
+    for handler in list(_live_handlers):
+        handler.close()
+
+
+atexit.register(_flush_all_at_exit)
+
+
+class ForwardingHandler(logging.Handler):
+    """Forwards every record it handles to a receiver at ``address`` (see the module doc).
+
+    ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
+    reports. The connection is opened lazily, on the first record, by the sender thread.
+    """
+
+    def __init__(
+        self,
+        address: str | Address,
+        token: str,
+        *,
+        name: str = "",
+        level: int = logging.NOTSET,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        block_when_full: bool = False,
+        block_timeout: float = 5.0,
+        write_through_rate: float = WRITE_THROUGH_RATE,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(level)
+        self.address = str(address)
+        self.sender_name = name or f"pid {os.getpid()}"
+        self._token = token
+        self._ssl_context = ssl_context
+        self._connect_timeout = connect_timeout
+        self._queue_bytes = queue_bytes
+        self._debug_limit = int(queue_bytes * _DEBUG_SHARE)
+        self._info_limit = int(queue_bytes * _INFO_SHARE)
+        self._block_when_full = block_when_full
+        self._block_timeout = block_timeout
+        self._write_through_rate = write_through_rate
+        self._init_state()
+        _live_handlers.add(self)
+
+    def _init_state(self) -> None:
+        # Guards the queue, the sequence number and the drop counters; held only briefly.
+        self._queue_lock = threading.Lock()
+        self._queue_changed = threading.Condition(self._queue_lock)
+        # Held while bytes are written to the socket, so frames never interleave.
+        self._send_lock = threading.Lock()
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._seq = 0
+        self._dropped: dict[int, int] = {}
+        self._unsent = b""
+        self._tokens = WRITE_THROUGH_BURST
+        self._last_created = 0.0
+        self._channel: BlockingChannel | None = None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._sender_ident: int | None = None
+        self._failed: str | None = None
+        self._closed = False
+        self._pid = os.getpid()
+
+    # -- logging.Handler ---------------------------------------------------------------------
+
+    def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
+        """Filter and emit without the handler lock: ``emit`` is thread-safe on its own."""
+        result = self.filter(record)
+        if result:
+            if isinstance(result, logging.LogRecord):
+                record = result
+            self.emit(record)
+        return result
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue or send ``record``; never blocks on I/O, never raises."""
+        if record.thread == self._sender_ident or self._closed:
+            # Never loop back: records from our own sender thread (a library it calls, say),
+            # or arriving after close (interpreter shutdown), go to stderr instead of nowhere.
+            self._fallback(
+                record, "log handler closed" if self._closed else "logged by the log sender"
+            )
+            return
+        try:
+            if self._thread is None:
+                self._start()
+            self._enqueue(record)
+        except Exception:
+            self.handleError(record)
+
+    def start(self, timeout: float | None = None) -> bool:
+        """Connect now instead of on the first record; wait up to ``timeout`` for it.
+
+        Returns True once connected; False if still connecting or failed (see :attr:`failure`).
+        """
+        if self._thread is None:
+            self._start()
+        deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
+        with self._queue_changed:
+            while self._sock is None and self._failed is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue_changed.wait(remaining)
+            return self._sock is not None
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far has been handed to the kernel, or ``timeout``.
+
+        Returns early if the connection has failed (those records are counted as dropped).
+        """
+        deadline = time.monotonic() + (DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
+        with self._queue_changed:
+            while (self._queue or self._in_flight) and self._failed is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None:
+                    return
+                self._queue_changed.notify_all()
+                self._queue_changed.wait(remaining)
+
+    def close(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> None:
+        """Flush (up to ``timeout``), say goodbye and release the connection. Idempotent."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        with self._queue_changed:
+            self._closed = True
+            self._queue_changed.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        channel = self._channel
+        if channel is not None and self._pid == os.getpid():
+            # The sender may be stuck in a send to a receiver that stopped reading.
+            if self._send_lock.acquire(timeout=timeout):
+                try:
+                    channel.close("log handler closed")
+                finally:
+                    self._send_lock.release()
+            else:
+                with contextlib.suppress(OSError):
+                    channel.socket.shutdown(socket.SHUT_RDWR)
+                channel.socket.close()
+        _live_handlers.discard(self)
+        super().close()
+
+    # -- statistics --------------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> dict[int, int]:
+        """Records dropped so far, by level number."""
+        with self._queue_lock:
+            return dict(self._dropped)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the connection failed, or ``None`` while it works."""
+        return self._failed
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._queue_lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            thread = threading.Thread(
+                target=self._run_sender, name=f"isoplug-log-sender:{self.sender_name}", daemon=True
+            )
+            self._thread = thread
+        thread.start()
+
+    def _enqueue(self, record: logging.LogRecord) -> None:
+        levelno = record.levelno
+        # Token bucket on the record's own timestamp: no clock call on the hot path.
+        created = record.created
+        tokens = self._tokens + (created - self._last_created) * self._write_through_rate
+        self._last_created = created
+        self._tokens = tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
+        with self._queue_lock:
+            if self._failed is not None:
+                self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
+                return
+            if not self._room_for(levelno) and not self._wait_for_room(levelno):
+                self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
+                return
+            self._seq += 1
+            encoded = capture_record(record, self._seq)
+            if (
+                tokens >= 1.0
+                and not self._queue
+                and not self._in_flight
+                and self._sock is not None
+                and self._send_lock.acquire(blocking=False)
+            ):
+                self._tokens = tokens - 1.0
+                try:
+                    self._write_through(
+                        log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE)
+                    )
+                finally:
+                    self._send_lock.release()
+                return
+            queue = self._queue
+            was_idle = not queue
+            queue.append(encoded)
+            self._queued_bytes += len(encoded)
+            if was_idle:
+                self._queue_changed.notify_all()
+            elif (
+                len(queue) >= EMIT_FLUSH_RECORDS
+                and not self._in_flight
+                and self._sock is not None
+                and self._send_lock.acquire(blocking=False)
+            ):
+                # Under pressure the caller still pushes every few dozen records into the
+                # kernel itself, so what a crash can take is bounded by this count, not by
+                # when the sender thread next gets the GIL.
+                try:
+                    self._send_queue_now()
+                finally:
+                    self._send_lock.release()
+
+    def _room_for(self, levelno: int) -> bool:
+        queued = self._queued_bytes
+        if levelno >= logging.WARNING:
+            return queued < self._queue_bytes
+        if levelno >= logging.INFO:
+            return queued < self._info_limit
+        return queued < self._debug_limit
+
+    def _wait_for_room(self, levelno: int) -> bool:
+        """Lossless mode: wait (queue lock held by the caller) until the record fits."""
+        if not self._block_when_full:
+            return False
+        deadline = time.monotonic() + self._block_timeout
+        while not self._room_for(levelno):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._failed is not None:
+                return False
+            self._queue_changed.wait(remaining)
+        return True
+
+    def _send_queue_now(self) -> None:
+        """Send the whole queue as one batch without blocking (both locks held)."""
+        batch, size = self._take_batch()
+        self._queued_bytes -= size
+        self._write_through(
+            log_batch_frame(batch, self._dropped, DEFAULT_MAX_FRAME_SIZE), len(batch)
+        )
+
+    def _write_through(self, frame: bytes, records: int = 1) -> None:
+        """Send ``frame`` now without blocking; what the kernel does not take is finished by
+        the sender thread before anything else."""
+        sock = self._sock
+        assert sock is not None
+        try:
+            sent = sock.send(frame, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._connection_failed(f"sending failed: {exc}", lost=records)
+            return
+        if sent < len(frame):
+            # The sender thread finishes this frame before anything else.
+            self._unsent = frame[sent:]
+            self._in_flight += 1
+            self._queue_changed.notify_all()
+
+    def _run_sender(self) -> None:
+        self._sender_ident = threading.get_ident()
+        try:
+            channel = BlockingChannel.connect(
+                self.address,
+                self._token,
+                name=self.sender_name,
+                role="logs",
+                ssl_context=self._ssl_context,
+                timeout=self._connect_timeout,
+            )
+        except (IsoplugError, OSError) as exc:
+            with self._queue_lock:
+                self._connection_failed(f"cannot connect to {self.address}: {exc}")
+            return
+        with self._queue_changed:
+            self._channel = channel
+            self._sock = channel.socket
+            self._queue_changed.notify_all()
+        while True:
+            with self._queue_changed:
+                while not self._queue and not self._unsent and not self._closed:
+                    self._queue_changed.wait()
+                if self._closed and not self._queue and not self._unsent:
+                    return
+                batch, size = self._take_batch()
+                self._in_flight += len(batch)
+                dropped = dict(self._dropped)
+            try:
+                with self._send_lock:
+                    if self._unsent:
+                        channel.socket.sendall(self._unsent)
+                        self._unsent = b""
+                        self._in_flight -= 1
+                    if batch:
+                        channel.socket.sendall(
+                            log_batch_frame(batch, dropped, DEFAULT_MAX_FRAME_SIZE)
+                        )
+            except (OSError, IsoplugError) as exc:
+                with self._queue_lock:
+                    self._in_flight -= len(batch)
+                    for _ in batch:
+                        self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + 1
+                    self._connection_failed(f"sending failed: {exc}")
+                return
+            with self._queue_changed:
+                self._in_flight -= len(batch)
+                self._queued_bytes -= size
+                self._queue_changed.notify_all()
+
+    def _take_batch(self) -> tuple[list[bytes], int]:
+        """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held)."""
+        queue = self._queue
+        if self._queued_bytes <= MAX_BATCH_BYTES:
+            self._queue = []
+            return queue, sum(map(len, queue))
+        size = 0
+        for index, encoded in enumerate(queue):
+            size += len(encoded)
+            if size >= MAX_BATCH_BYTES:
+                batch = queue[: index + 1]
+                del queue[: index + 1]
+                return batch, size
+        self._queue = []
+        return queue, size
+
+    def _connection_failed(self, reason: str, lost: int = 0) -> None:
+        """Stop forwarding (queue lock held): count what is lost and say so once on stderr."""
+        if self._failed is not None:
+            return
+        self._failed = reason
+        lost += len(self._queue) + self._in_flight
+        self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
+        self._queue = []
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._queue_changed.notify_all()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(
+                f"isoplug: log forwarding from {self.sender_name} to {self.address} stopped: "
+                f"{reason}; {lost} queued records lost, later records are counted as dropped\n"
+            )
+
+    def _fallback(self, record: logging.LogRecord, why: str) -> None:
+        """Write a record we cannot forward to stderr, where the supervisor still sees it."""
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n")
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's connection and thread, start afresh."""
+        sock = self._sock
+        self._init_state()
+        if sock is not None:
+            # Our copy of the parent's socket; closing it does not disturb the parent.
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def __repr__(self) -> str:
+        return f"<ForwardingHandler to {self.address} ({logging.getLevelName(self.level)})>"

@@ -1,0 +1,47 @@
+"""Counters of what a log receiver did with the records of one sender."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["DropReason", "LogMetrics"]
+
+
+class DropReason:
+    """Why records did not reach the host's logging; keys of :attr:`LogMetrics.dropped`."""
+
+    #: The sender's queue was full (counted by the sender, reported in its batches).
+    SENDER_QUEUE_FULL = "sender_queue_full"
+    #: The sender's connection failed and it could not send what it held.
+    SENDER_CONNECTION_LOST = "sender_connection_lost"
+    #: Over the per-sender rate limit on the receiving side.
+    RATE_LIMITED = "rate_limited"
+    #: A record (or a whole batch) that did not decode or validate.
+    MALFORMED = "malformed"
+    #: Sequence numbers that never arrived and were never reported as dropped.
+    LOST_IN_TRANSIT = "lost_in_transit"
+
+
+@dataclasses.dataclass
+class LogMetrics:
+    """What arrived from one sender and what became of it. Updated in place as records flow."""
+
+    #: Records decoded from the sender's batches.
+    received: int = 0
+    #: Records handed to the host's logging (after level filtering and rate limiting).
+    replayed: int = 0
+    #: Records below the level the host's logger is enabled for (not a loss).
+    filtered: int = 0
+    #: Records lost, by reason (see :class:`DropReason`).
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Bytes of log batches received.
+    bytes: int = 0
+    #: ``time.time()`` when the last record arrived, or None.
+    last_record_time: float | None = None
+
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def snapshot(self) -> LogMetrics:
+        """A copy that no longer changes."""
+        return dataclasses.replace(self, dropped=dict(self.dropped))

@@ -1,0 +1,364 @@
+"""Replaying a sender's log batches into this process's ``logging`` as real ``LogRecord`` objects.
+
+One :class:`LogReplayer` serves one connection. For every batch it:
+
+1. decodes the records (a malformed batch falls back to record-by-record decoding, so one bad
+   record is rejected alone; rejections are counted and reported once);
+2. reports what the sender dropped (the running totals carried by every batch) and any gap in
+   the sequence numbers that no drop report explains;
+3. puts the record under ``<prefix>.<sanitized logger name>`` (the sender's root logger maps to
+   ``<prefix>`` itself), so that a sender can never log as any logger outside its prefix;
+4. neutralizes control characters and caps sizes (:mod:`isoplug.logs.sanitize`);
+5. applies the per-sender rate limit and the host logger's level;
+6. rebuilds a complete ``LogRecord`` — every field from the sender, nothing filled in with the
+   host's own process, thread or task — adds the identity attributes the host vouches for
+   (``plugin_id``, ``runner_pid``...), which always override anything the sender put in
+   ``extra``, and hands it to ``logging.getLogger(name).handle()``.
+
+Reports (drops, gaps, malformed batches) are WARNING records on the ``<prefix>`` logger itself,
+so they reach the same handlers as the sender's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import msgspec
+
+from isoplug.logs.capture import STANDARD_ATTRIBUTES
+from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.ratelimit import TokenBucket
+from isoplug.logs.sanitize import cap_text, clean_block, clean_logger_name, clean_text
+from isoplug.wire import LogBatch, LogRecordData
+
+__all__ = ["LogReplayer", "ReplayLimits"]
+
+_record_list_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
+_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_record_decoder = msgspec.msgpack.Decoder(LogRecordData)
+_value_encoder = msgspec.msgpack.Encoder()
+
+#: Records replayed between two yields to the event loop in :meth:`LogReplayer.replay_async`:
+#: about a millisecond of work, so a flood never stalls the loop for long.
+REPLAY_SLICE = 256
+#: The sender's root logger has one of these names.
+_ROOT_NAMES = frozenset({"", "root"})
+#: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
+_HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender"})
+_LEVEL_NAMES = {
+    level: name for name, level in logging.getLevelNamesMapping().items() if name != "WARN"
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayLimits:
+    """Caps applied to every record from an untrusted sender; each default says why."""
+
+    #: 32 Ki characters: a few screens of text; longer messages are almost always a dump.
+    max_message_chars: int = 32 * 1024
+    #: 64 Ki characters: deep tracebacks with chained causes fit.
+    max_traceback_chars: int = 64 * 1024
+    #: 200 characters of logger name after the prefix.
+    max_logger_name_chars: int = 200
+    #: At most this many ``extra`` (and structlog) keys per record.
+    max_extra_keys: int = 64
+    #: An ``extra`` value longer than this (characters of text or bytes of msgpack) is cut.
+    max_extra_value_chars: int = 4 * 1024
+    #: Records per second per sender before rate limiting; None disables the limit.
+    rate: float | None = 20_000.0
+    #: Records a sender may emit at once above the rate.
+    burst: float = 100_000.0
+    #: Rate-limit drops are reported at most this often (seconds).
+    report_interval: float = 1.0
+
+
+class LogReplayer:
+    """Replays the log batches of one sender; see the module docstring."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        identity: Mapping[str, Any] | None = None,
+        strip_prefixes: tuple[str, ...] = (),
+        limits: ReplayLimits | None = None,
+        description: str = "",
+    ) -> None:
+        self.prefix = prefix
+        self.identity = dict(identity or {})
+        self.limits = limits or ReplayLimits()
+        self.description = description or prefix
+        self.metrics = LogMetrics()
+        self._strip = tuple(sorted((p for p in strip_prefixes if p), key=len, reverse=True))
+        self._bucket = (
+            TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
+        )
+        self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
+        self._names: dict[str, str] = {}
+        self._last_seq = 0
+        self._sender_drops: dict[int, int] = {}
+        self._unreported_rate_drops: dict[int, int] = {}
+        self._last_rate_report = 0.0
+        self._malformed_reported = False
+        self._start_time: float = getattr(logging, "_startTime", time.time())
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def replay(self, batch: LogBatch, size: int = 0) -> None:
+        """Replay a whole batch now (for threads with no event loop to yield to)."""
+        for _ in self._replay_steps(batch, size):
+            pass
+
+    async def replay_async(self, batch: LogBatch, size: int = 0) -> None:
+        """Replay a batch, yielding to the event loop every :data:`REPLAY_SLICE` records."""
+        for _ in self._replay_steps(batch, size):
+            await asyncio.sleep(0)
+
+    def finish(self, *, clean: bool = True) -> None:
+        """Report what is still unreported; call when the sender is gone.
+
+        ``clean=False`` (the connection ended without a goodbye: the sender crashed or was
+        killed) adds a warning that records it had not yet sent are lost.
+        """
+        self._report_rate_drops(force=True)
+        if not clean:
+            self._report(
+                f"{self.description} ended without saying goodbye (it crashed or was killed); "
+                f"the last record received has sequence number {self._last_seq}, and records "
+                "it had not yet sent, if any, are lost"
+            )
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def _replay_steps(self, batch: LogBatch, size: int) -> Iterator[None]:
+        metrics = self.metrics
+        metrics.bytes += size
+        records = self._decode(batch.records)
+        self._account_sender_drops(batch.dropped)
+        metrics.received += len(records)
+        if records:
+            metrics.last_record_time = time.time()
+        replayed_in_slice = 0
+        for data in records:
+            self._check_sequence(data.seq)
+            self._replay_one(data)
+            replayed_in_slice += 1
+            if replayed_in_slice == REPLAY_SLICE:
+                replayed_in_slice = 0
+                yield
+        self._report_rate_drops(force=False)
+
+    def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:
+        try:
+            return _record_list_decoder.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as batch_error:
+            problem = f"{batch_error}"
+        # Salvage what can be salvaged: one bad record must not cost the others.
+        good: list[LogRecordData] = []
+        bad = 0
+        try:
+            items = _raw_list_decoder.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            items = []
+            bad = 1
+        for item in items:
+            try:
+                good.append(_record_decoder.decode(item))
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                bad += 1
+        self.metrics.count_drop(DropReason.MALFORMED, bad)
+        if not self._malformed_reported:
+            self._malformed_reported = True
+            self._report(
+                f"rejected {bad} malformed log record(s) from {self.description}: {problem} "
+                "(reported once; see the log metrics for later counts)"
+            )
+        return good
+
+    def _account_sender_drops(self, totals: dict[int, int]) -> None:
+        new: dict[int, int] = {}
+        for level, total in totals.items():
+            previous = self._sender_drops.get(level, 0)
+            if total > previous:
+                new[level] = total - previous
+                self._sender_drops[level] = total
+        if not new:
+            return
+        queue_full = {level: n for level, n in new.items() if level != logging.NOTSET}
+        lost = new.get(logging.NOTSET, 0)
+        if queue_full:
+            count = sum(queue_full.values())
+            self.metrics.count_drop(DropReason.SENDER_QUEUE_FULL, count)
+            self._report(
+                f"{self.description} dropped {count:,} log records because its log queue was "
+                f"full ({_by_level(queue_full)}); it logs faster than they can be delivered"
+            )
+        if lost:
+            self.metrics.count_drop(DropReason.SENDER_CONNECTION_LOST, lost)
+            self._report(f"{self.description} lost {lost:,} log records in a connection failure")
+
+    def _check_sequence(self, seq: int) -> None:
+        expected = self._last_seq + 1
+        if seq > expected:
+            missing = seq - expected
+            self.metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
+            self._report(
+                f"{missing:,} log records from {self.description} never arrived "
+                f"(sequence numbers {expected} to {seq - 1})"
+            )
+        self._last_seq = max(self._last_seq, seq)
+
+    def _replay_one(self, data: LogRecordData) -> None:
+        levelno = data.levelno
+        if not 1 <= levelno <= 100:
+            # Out of any sensible range: the lowest level there is, or CRITICAL.
+            levelno = logging.CRITICAL if levelno > 100 else 1
+        name = self._logger_name(data.name)
+        logger = logging.getLogger(name)
+        if not logger.isEnabledFor(levelno):
+            self.metrics.filtered += 1
+            return
+        bucket = self._bucket
+        if bucket is not None and not (
+            bucket.take_priority() if levelno >= logging.WARNING else bucket.take()
+        ):
+            self.metrics.count_drop(DropReason.RATE_LIMITED)
+            self._unreported_rate_drops[levelno] = self._unreported_rate_drops.get(levelno, 0) + 1
+            return
+        logger.handle(self._rebuild(data, name, levelno))
+        self.metrics.replayed += 1
+
+    def _logger_name(self, sender_name: str) -> str:
+        name = self._names.get(sender_name)
+        if name is not None:
+            return name
+        suffix = sender_name
+        for strip in self._strip:
+            if suffix == strip:
+                suffix = ""
+                break
+            if suffix.startswith(strip + "."):
+                suffix = suffix[len(strip) + 1 :]
+                break
+        suffix = (
+            ""
+            if suffix in _ROOT_NAMES
+            else clean_logger_name(suffix, self.limits.max_logger_name_chars)
+        )
+        if not self.prefix:
+            name = suffix or "root"
+        else:
+            name = f"{self.prefix}.{suffix}" if suffix else self.prefix
+        if len(self._names) < 10_000:  # bounded: a sender inventing names must not grow it
+            self._names[sender_name] = name
+        return name
+
+    def _rebuild(self, data: LogRecordData, name: str, levelno: int) -> logging.LogRecord:
+        limits = self.limits
+        created = data.created
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        attributes = record.__dict__
+        if data.extra:
+            attributes.update(self._clean_mapping(data.extra, rename_reserved=True))
+        message = clean_text(data.message, limits.max_message_chars)
+        msg: Any = message
+        if data.event is not None:
+            msg = self._clean_mapping(data.event, rename_reserved=False)
+            # structlog's ProcessorFormatter recognises its records by these two attributes.
+            attributes["_logger"] = logging.getLogger(name)
+            attributes["_name"] = clean_text(data.event_method or "info", 32)
+        traceback_limit = limits.max_traceback_chars
+        attributes.update(
+            name=name,
+            msg=msg,
+            args=(),
+            levelname=_LEVEL_NAMES.get(levelno) or clean_text(data.levelname, 32),
+            levelno=levelno,
+            pathname=clean_text(data.pathname, 1024),
+            filename=clean_text(data.filename, 256),
+            module=clean_text(data.module, 256),
+            exc_info=None,
+            exc_text=clean_block(data.exc_text, traceback_limit) if data.exc_text else None,
+            stack_info=clean_block(data.stack_info, traceback_limit) if data.stack_info else None,
+            lineno=data.lineno,
+            funcName=clean_text(data.func_name, 256) if data.func_name else data.func_name,
+            created=created,
+            msecs=int((created - int(created)) * 1000) + 0.0,
+            relativeCreated=(created - self._start_time) * 1000,
+            thread=data.thread,
+            threadName=clean_text(data.thread_name, 256) if data.thread_name else data.thread_name,
+            processName=(
+                clean_text(data.process_name, 256) if data.process_name else data.process_name
+            ),
+            process=data.process,
+            taskName=clean_text(data.task_name, 256) if data.task_name else None,
+            exc_type=clean_text(data.exc_type, 256) if data.exc_type else None,
+            exc_message=(
+                clean_text(data.exc_message, limits.max_message_chars) if data.exc_message else None
+            ),
+            seq=data.seq,
+        )
+        attributes.update(self.identity)
+        return record
+
+    def _clean_mapping(self, values: dict[str, Any], *, rename_reserved: bool) -> dict[str, Any]:
+        limits = self.limits
+        cleaned: dict[str, Any] = {}
+        for index, (sender_key, value) in enumerate(values.items()):
+            if index == limits.max_extra_keys:
+                cleaned["isoplug_truncated_keys"] = len(values) - index
+                break
+            key = clean_text(sender_key, 100)
+            if rename_reserved and (
+                key in STANDARD_ATTRIBUTES or key in _HOST_ATTRIBUTES or key in self.identity
+            ):
+                key = f"extra_{key}"
+            cleaned[key] = self._clean_value(value)
+        return cleaned
+
+    def _clean_value(self, value: Any) -> Any:
+        limit = self.limits.max_extra_value_chars
+        if isinstance(value, str):
+            return clean_text(value, limit)
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        if isinstance(value, bytes):
+            return value if len(value) <= limit else value[:limit] + b"...[truncated]"
+        encoded = _value_encoder.encode(value)
+        if len(encoded) <= limit:
+            return value
+        return cap_text(repr(value), limit)
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def _report_rate_drops(self, *, force: bool) -> None:
+        if not self._unreported_rate_drops:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_rate_report < self.limits.report_interval:
+            return
+        self._last_rate_report = now
+        drops, self._unreported_rate_drops = self._unreported_rate_drops, {}
+        self._report(
+            f"rate limit: dropped {sum(drops.values()):,} log records from {self.description} "
+            f"({_by_level(drops)}); the limit is {self.limits.rate:,.0f} records/s"
+        )
+
+    def _report(self, text: str) -> None:
+        record = self._report_logger.makeRecord(
+            self._report_logger.name, logging.WARNING, "(isoplug)", 0, text, (), None
+        )
+        record.__dict__.update(self.identity)
+        record.__dict__["isoplug_report"] = True
+        self._report_logger.handle(record)
+
+
+def _by_level(counts: dict[int, int]) -> str:
+    return ", ".join(
+        f"{logging.getLevelName(level)}: {count:,}" for level, count in sorted(counts.items())
+    )

@@ -1,0 +1,120 @@
+"""A child process for log-forwarding tests; ``python tests/logs_child.py SCENARIO [N]``.
+
+It forwards its logs with :func:`isoplug.logs.forward_logs` (address and token from the
+environment) and then plays one scenario. Records of numbered scenarios carry ``extra={"n": i}``
+and every emitted number is also written to the file named by ``$PROGRESS_FILE`` (when set)
+*after* the ``logger.info`` call returns, so a test that kills the child knows exactly which
+records had been emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+
+
+def _logged_after_isoplug_closed() -> None:
+    logging.getLogger("child").error("logged after the forwarder closed")
+
+
+if sys.argv[1:2] == ["shutdown-logging"]:
+    # Registered before isoplug is imported, so it runs after isoplug's own exit hook.
+    atexit.register(_logged_after_isoplug_closed)
+
+from isoplug.logs import forward_logs  # noqa: E402
+
+log = logging.getLogger("child.work")
+
+
+def numbered(count: int, rate: float, progress: int | None) -> None:
+    interval = 1.0 / rate if rate else 0.0
+    next_time = time.perf_counter()
+    for index in range(count):
+        log.info("record %d", index, extra={"n": index})
+        if progress is not None:
+            os.pwrite(progress, index.to_bytes(8, "little"), 0)
+        if interval:
+            # No catching up after the machine paused us: the rate never exceeds RATE.
+            next_time = max(next_time + interval, time.perf_counter())
+            while time.perf_counter() < next_time:
+                pass
+
+
+def main() -> None:
+    scenario = sys.argv[1]
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    rate = float(os.environ.get("RATE", "0"))
+    handler = forward_logs(level=logging.DEBUG, name=f"child-{scenario}")
+    progress_path = os.environ.get("PROGRESS_FILE")
+    progress = os.open(progress_path, os.O_RDWR) if progress_path else None
+
+    if scenario == "clean-exit":
+        numbered(count, rate, progress)
+    elif scenario == "uncaught":
+        numbered(count, rate, progress)
+
+        def hook(kind: type[BaseException], error: BaseException, tb: object) -> None:
+            logging.getLogger("child").critical("uncaught", exc_info=(kind, error, tb))  # type: ignore[arg-type]
+
+        sys.excepthook = hook
+        raise RuntimeError("the plugin blew up")
+    elif scenario == "os-exit":
+        numbered(count, rate, progress)
+        os._exit(0)
+    elif scenario == "sigkill-self":
+        numbered(count, rate, progress)
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif scenario == "segfault":
+        import faulthandler
+
+        faulthandler.enable()
+        numbered(count, rate, progress)
+        ctypes.string_at(0)
+    elif scenario == "until-killed":
+        # Logs at RATE until killed from outside.
+        numbered(10**9, rate, progress)
+    elif scenario == "blocked-loop":
+
+        async def block() -> None:
+            log.warning("about to block the event loop")
+            deadline = time.monotonic() + 30
+            # A plugin that blocks its loop; the test tells us (by a file) when it saw the
+            # record above, which proves the logs did not wait for the loop.
+            while time.monotonic() < deadline and not os.path.exists(os.environ["RELEASE_FILE"]):
+                time.sleep(0.01)
+            log.warning("unblocked")
+
+        asyncio.run(block())
+    elif scenario == "fork":
+        log.info("parent before fork")
+        pid = os.fork()
+        if pid == 0:
+            log.info("hello from the forked child")
+            handler.flush(5)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        log.info("parent after fork")
+    elif scenario == "shutdown-logging":
+
+        @atexit.register
+        def late() -> None:  # registered last, so it runs first, before isoplug closes
+            logging.getLogger("child").error("logged during interpreter shutdown")
+
+        log.info("normal record")
+    elif scenario == "levels":
+        for index in range(count):
+            log.debug("debug %d", index)
+            log.info("info %d", index)
+            log.warning("warning %d", index)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+if __name__ == "__main__":
+    main()

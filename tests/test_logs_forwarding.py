@@ -1,0 +1,206 @@
+"""Standalone log forwarding between real processes: fidelity, crash durability, safety."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from isoplug.errors import IsoplugError
+from isoplug.logs import LogReceiver, forward_logs
+
+CHILD = str(Path(__file__).with_name("logs_child.py"))
+PREFIX = "kids"
+
+
+class Collector(logging.Handler):
+    """Keeps every record it handles and lets a test wait for a condition on them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def numbers(self) -> list[int]:
+        return [r.n for r in self.records if hasattr(r, "n")]
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+@asynccontextmanager
+async def receiving() -> AsyncIterator[tuple[LogReceiver, Collector]]:
+    collector = Collector()
+    logger = logging.getLogger(PREFIX)
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(collector)
+    try:
+        async with LogReceiver(prefix=PREFIX, drain_timeout=10) as receiver:
+            yield receiver, collector
+    finally:
+        logger.removeHandler(collector)
+        logger.setLevel(logging.NOTSET)
+
+
+async def run_child(
+    receiver: LogReceiver, *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        CHILD,
+        *args,
+        env={**os.environ, **receiver.child_env(), **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def finish(child: asyncio.subprocess.Process) -> tuple[int, str]:
+    _, stderr = await asyncio.wait_for(child.communicate(), 30)
+    assert child.returncode is not None
+    return child.returncode, stderr.decode(errors="replace")
+
+
+async def test_records_arrive_with_every_field(tmp_path: Path) -> None:
+    """A forwarded record keeps its fields, extras, exception and the child's identity."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "clean-exit", "3")
+        code, _ = await finish(child)
+        await collector.wait_until(lambda: len(collector.numbers()) == 3)
+    assert code == 0
+    record = collector.records[0]
+    assert record.name == "kids.child.work"
+    assert record.getMessage() == "record 0"
+    assert record.levelno == logging.INFO and record.levelname == "INFO"
+    assert record.n == 0  # type: ignore[attr-defined]
+    assert record.process == child.pid and record.sender_pid == child.pid  # type: ignore[attr-defined]
+    assert record.pathname == CHILD and record.filename == "logs_child.py"
+    assert record.module == "logs_child" and record.funcName == "numbered"
+    assert record.threadName == "MainThread" and record.processName == "MainProcess"
+    assert [r.seq for r in collector.records] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "scenario", ["clean-exit", "uncaught", "os-exit", "sigkill-self", "segfault"]
+)
+async def test_no_record_is_lost_when_the_child_dies(scenario: str) -> None:
+    """At 5,000 records/s every record emitted before the child dies arrives, however it dies."""
+    count = 500
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, scenario, str(count), env={"RATE": "5000"})
+        code, stderr = await finish(child)
+        await collector.wait_until(lambda: len(collector.numbers()) >= count)
+    assert collector.numbers() == list(range(count))
+    if scenario == "uncaught":
+        assert code == 1
+        crash = [r for r in collector.records if r.getMessage() == "uncaught"]
+        assert crash and crash[0].exc_type == "builtins.RuntimeError"  # type: ignore[attr-defined]
+        assert crash[0].exc_text and "the plugin blew up" in crash[0].exc_text
+    elif scenario == "sigkill-self":
+        assert code == -signal.SIGKILL
+    elif scenario == "segfault":
+        assert code == -signal.SIGSEGV
+        assert "Fatal Python error: Segmentation fault" in stderr
+
+
+async def test_sigkill_from_outside_loses_nothing_emitted(tmp_path: Path) -> None:
+    """Killing a child logging at 5,000/s loses no record whose logger call had returned."""
+    progress = tmp_path / "progress"
+    progress.write_bytes(b"\xff" * 8)
+    async with receiving() as (receiver, collector):
+        child = await run_child(
+            receiver, "until-killed", env={"RATE": "5000", "PROGRESS_FILE": str(progress)}
+        )
+        await collector.wait_until(lambda: len(collector.numbers()) >= 1000)
+        child.send_signal(signal.SIGKILL)
+        await finish(child)
+        last_emitted = int.from_bytes(progress.read_bytes(), "little")
+        await collector.wait_until(lambda: len(collector.numbers()) > last_emitted)
+    numbers = collector.numbers()
+    assert numbers[: last_emitted + 1] == list(range(last_emitted + 1))
+
+
+async def test_logs_flow_while_the_child_blocks_its_event_loop(tmp_path: Path) -> None:
+    """A child that blocks its event loop still gets its records delivered meanwhile."""
+    release = tmp_path / "release"
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "blocked-loop", env={"RELEASE_FILE": str(release)})
+        await collector.wait_until(lambda: "about to block the event loop" in collector.messages())
+        assert child.returncode is None  # still blocked
+        release.touch()
+        await collector.wait_until(lambda: "unblocked" in collector.messages())
+        code, _ = await finish(child)
+    assert code == 0
+
+
+async def test_a_forked_child_forwards_on_its_own_connection() -> None:
+    """After os.fork() the child's records arrive too, stamped with the child's own pid."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "fork")
+        code, stderr = await finish(child)
+        await collector.wait_until(lambda: "parent after fork" in collector.messages())
+        await collector.wait_until(lambda: "hello from the forked child" in collector.messages())
+    assert code == 0, stderr
+    by_message = {r.getMessage(): r for r in collector.records}
+    forked = by_message["hello from the forked child"]
+    assert forked.sender_pid != child.pid  # type: ignore[attr-defined]
+    assert forked.process == forked.sender_pid  # type: ignore[attr-defined]
+    assert by_message["parent after fork"].sender_pid == child.pid  # type: ignore[attr-defined]
+
+
+async def test_records_logged_during_interpreter_shutdown_are_not_lost() -> None:
+    """A record logged at exit is forwarded, or written to stderr once forwarding has closed."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "shutdown-logging")
+        code, stderr = await finish(child)
+        await collector.wait_until(
+            lambda: "logged during interpreter shutdown" in collector.messages()
+        )
+    assert code == 0
+    assert "logged after the forwarder closed (log handler closed)" in stderr
+
+
+async def test_wrong_token_is_refused_with_a_clear_error() -> None:
+    """forward_logs with a wrong token raises an error that says the token was wrong."""
+    async with receiving() as (receiver, _):
+        with pytest.raises(IsoplugError, match="wrong session token"):
+            await asyncio.to_thread(forward_logs, receiver.address, "not-the-token")
+
+
+async def test_forward_logs_without_configuration_explains_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """forward_logs() with nothing configured names the environment variables to set."""
+    monkeypatch.delenv("ISOPLUG_LOG_ADDRESS", raising=False)
+    monkeypatch.delenv("ISOPLUG_LOG_TOKEN", raising=False)
+    with pytest.raises(IsoplugError, match="ISOPLUG_LOG_ADDRESS"):
+        forward_logs()
+
+
+async def test_receiver_metrics_count_what_arrived() -> None:
+    """The receiver's per-connection metrics count received and replayed records and bytes."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "levels", "10")
+        await finish(child)
+        await collector.wait_until(lambda: len(collector.records) >= 30)
+        metrics = list(receiver.metrics().values())
+    assert len(metrics) == 1
+    assert metrics[0].received == 30 and metrics[0].replayed == 30
+    assert metrics[0].bytes > 0 and metrics[0].last_record_time is not None

@@ -1,0 +1,344 @@
+"""The host side of the log pipeline: what LogReplayer makes of what an untrusted sender sends."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+import structlog
+
+from isoplug.logs import DropReason, LogReplayer, ReplayLimits
+from isoplug.logs.capture import capture_record
+from isoplug.wire import LogBatch, LogRecordData
+from isoplug.wire.logframes import log_batch
+
+PREFIX = "plugin.demo"
+
+
+class Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    """Collects everything that reaches the root logger during the test."""
+    handler = Collector()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def data(seq: int = 1, **fields: Any) -> LogRecordData:
+    values: dict[str, Any] = {
+        "name": "worker",
+        "levelno": logging.INFO,
+        "levelname": "INFO",
+        "created": 1_700_000_000.25,
+        "message": f"message {seq}",
+        "seq": seq,
+    }
+    values.update(fields)
+    return LogRecordData(**values)
+
+
+def replayer(**limits: Any) -> LogReplayer:
+    return LogReplayer(
+        PREFIX,
+        identity={"plugin_id": "demo", "runner_pid": 4242},
+        strip_prefixes=("plugin.demo",),
+        limits=ReplayLimits(**limits),
+        description="plugin demo",
+    )
+
+
+def test_record_keeps_every_field_and_gets_the_hosts_identity(collector: Collector) -> None:
+    """A replayed record has the sender's fields and the identity the host vouches for."""
+    replayer().replay(
+        log_batch(
+            [
+                data(
+                    pathname="/p/worker.py",
+                    filename="worker.py",
+                    module="worker",
+                    lineno=12,
+                    func_name="run",
+                    thread=77,
+                    thread_name="T-1",
+                    process=999,
+                    process_name="Runner",
+                    task_name="task-3",
+                    extra={"user": 42, "plugin_id": "spoofed", "runner_pid": 1},
+                )
+            ]
+        )
+    )
+    (record,) = collector.records
+    assert record.name == "plugin.demo.worker"
+    assert (record.pathname, record.filename, record.module) == (
+        "/p/worker.py",
+        "worker.py",
+        "worker",
+    )
+    assert (record.lineno, record.funcName, record.thread, record.threadName) == (
+        12,
+        "run",
+        77,
+        "T-1",
+    )
+    assert (record.process, record.processName) == (999, "Runner")
+    assert record.taskName == "task-3"  # type: ignore[attr-defined]
+    assert record.created == 1_700_000_000.25 and record.msecs == 250.0
+    assert record.user == 42  # type: ignore[attr-defined]
+    assert record.plugin_id == "demo" and record.runner_pid == 4242  # type: ignore[attr-defined]
+    assert record.extra_plugin_id == "spoofed"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("sender_name", "host_name"),
+    [
+        ("root", "plugin.demo"),
+        ("", "plugin.demo"),
+        ("plugin.demo", "plugin.demo"),
+        ("plugin.demo.db", "plugin.demo.db"),
+        ("host.secrets", "plugin.demo.host.secrets"),
+        ("..evil..name.", "plugin.demo.evil.name"),
+        ("a\nb\x1b[31m", "plugin.demo.a_b_31m"),
+        ("x" * 1_000_000, "plugin.demo." + "x" * 200),
+    ],
+)
+def test_no_sender_can_log_outside_its_prefix(
+    collector: Collector, sender_name: str, host_name: str
+) -> None:
+    """Every logger name lands under the plugin's prefix, cleaned and capped."""
+    replayer().replay(log_batch([data(name=sender_name)]))
+    assert [r.name for r in collector.records] == [host_name]
+
+
+def test_control_characters_and_forged_lines_are_neutralized(collector: Collector) -> None:
+    """Escapes are made visible and no continuation line can pose as a new record."""
+    forged = "ok\n2026-01-01 INFO app.db: transfer approved\x1b[2J\r"
+    fake_traceback = "2026-01-01 ERROR app.auth: admin logged in\nValueError: x"
+    replayer().replay(log_batch([data(message=forged, exc_text=fake_traceback)]))
+    (record,) = collector.records
+    assert record.getMessage() == "ok\n  2026-01-01 INFO app.db: transfer approved\\x1b[2J\\x0d"
+    text = logging.Formatter("%(name)s %(message)s").format(record)
+    assert all(line[:1] in (" ", "") for line in text.splitlines()[1:])
+
+
+def test_sizes_are_capped_and_the_cut_is_marked(collector: Collector) -> None:
+    """Oversized message, traceback and extra values are cut with a visible marker."""
+    replayer(max_message_chars=100, max_traceback_chars=50, max_extra_value_chars=20).replay(
+        log_batch(
+            [
+                data(
+                    message="m" * 1000,
+                    exc_text="t" * 1000,
+                    extra={"blob": "b" * 1000, "list": list(range(100))},
+                )
+            ]
+        )
+    )
+    (record,) = collector.records
+    assert record.getMessage().endswith("[truncated 900 characters]")
+    assert record.exc_text is not None and record.exc_text.endswith("[truncated 950 characters]")
+    assert record.blob.endswith("[truncated 980 characters]")  # type: ignore[attr-defined]
+    assert isinstance(record.list, str) and "truncated" in record.list  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("levelno", "expected"), [(-5, 1), (0, 1), (10**12, 50), (25, 25)])
+def test_absurd_levels_are_clamped(collector: Collector, levelno: int, expected: int) -> None:
+    """Level numbers outside 1..100 become the lowest level there is, or CRITICAL."""
+    logging.getLogger(PREFIX).setLevel(1)
+    try:
+        replayer().replay(log_batch([data(levelno=levelno, levelname="\x1bWHATEVER")]))
+    finally:
+        logging.getLogger(PREFIX).setLevel(logging.NOTSET)
+    (record,) = collector.records
+    assert record.levelno == expected
+    assert "\x1b" not in record.levelname
+
+
+def test_level_names_come_from_the_host_for_known_levels(collector: Collector) -> None:
+    """A sender cannot label an INFO record as CRITICAL."""
+    replayer().replay(log_batch([data(levelno=logging.INFO, levelname="CRITICAL")]))
+    assert collector.records[0].levelname == "INFO"
+
+
+def test_malformed_records_are_rejected_alone_and_reported_once(collector: Collector) -> None:
+    """A batch with bad records keeps its good ones; the rejection is counted and reported once."""
+    good = msgspec.msgpack.encode(data(seq=1))
+    bad = msgspec.msgpack.encode(["worker", "not-a-level", "INFO", 1.0])
+    also_good = msgspec.msgpack.encode(data(seq=2))
+    raw = msgspec.Raw(b"\x93" + good + bad + also_good)
+    target = replayer()
+    target.replay(LogBatch(records=raw))
+    target.replay(LogBatch(records=raw))
+    messages = collector.messages()
+    assert messages.count("message 1") == 2 and messages.count("message 2") == 2
+    reports = [m for m in messages if "malformed" in m]
+    assert len(reports) == 1 and "rejected 1 malformed" in reports[0]
+    assert target.metrics.dropped[DropReason.MALFORMED] == 2
+
+
+def test_garbage_records_field_is_rejected_without_exception(collector: Collector) -> None:
+    """A records field that is not even an array is counted as malformed, nothing raises."""
+    target = replayer()
+    target.replay(LogBatch(records=msgspec.Raw(b"\xc1")))
+    assert target.metrics.dropped[DropReason.MALFORMED] == 1
+
+
+def test_sender_drops_are_reported_once_per_increase(collector: Collector) -> None:
+    """Drop totals from the sender become one WARNING per increase, with counts by level."""
+    target = replayer()
+    target.replay(log_batch([data(seq=1)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
+    target.replay(log_batch([data(seq=2)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
+    target.replay(log_batch([data(seq=3)], dropped={logging.DEBUG: 8, logging.INFO: 2}))
+    reports = [r for r in collector.records if getattr(r, "isoplug_report", False)]
+    assert [r.getMessage() for r in reports] == [
+        "plugin demo dropped 7 log records because its log queue was full (DEBUG: 5, INFO: 2); "
+        "it logs faster than they can be delivered",
+        "plugin demo dropped 3 log records because its log queue was full (DEBUG: 3); "
+        "it logs faster than they can be delivered",
+    ]
+    assert all(r.name == PREFIX and r.levelno == logging.WARNING for r in reports)
+    assert target.metrics.dropped[DropReason.SENDER_QUEUE_FULL] == 10
+
+
+def test_sequence_gaps_are_reported(collector: Collector) -> None:
+    """Records that never arrived are reported with their sequence numbers."""
+    target = replayer()
+    target.replay(log_batch([data(seq=1), data(seq=2), data(seq=6)]))
+    assert (
+        "3 log records from plugin demo never arrived (sequence numbers 3 to 5)"
+        in collector.messages()
+    )
+    assert target.metrics.dropped[DropReason.LOST_IN_TRANSIT] == 3
+
+
+def test_rate_limit_drops_low_levels_first_and_reports(collector: Collector) -> None:
+    """Over the rate limit, INFO is dropped while WARNING still passes, and drops are reported."""
+    target = replayer(rate=1.0, burst=10.0)
+    batch = [data(seq=i) for i in range(1, 31)] + [
+        data(seq=i, levelno=logging.WARNING, levelname="WARNING") for i in range(31, 36)
+    ]
+    target.replay(log_batch(batch))
+    target.finish()
+    replayed = [r for r in collector.records if not getattr(r, "isoplug_report", False)]
+    assert sum(1 for r in replayed if r.levelno == logging.INFO) == 10
+    assert sum(1 for r in replayed if r.levelno == logging.WARNING) == 5
+    assert target.metrics.dropped[DropReason.RATE_LIMITED] == 20
+    assert any("rate limit: dropped 20 log records" in m for m in collector.messages())
+
+
+def test_host_logger_level_filters_and_is_counted(collector: Collector) -> None:
+    """Records below the host logger's level are not handled, and counted as filtered."""
+    logging.getLogger(PREFIX).setLevel(logging.WARNING)
+    try:
+        target = replayer()
+        target.replay(
+            log_batch([data(seq=1), data(seq=2, levelno=logging.ERROR, levelname="ERROR")])
+        )
+    finally:
+        logging.getLogger(PREFIX).setLevel(logging.NOTSET)
+    assert collector.messages() == ["message 2"]
+    assert target.metrics.filtered == 1 and target.metrics.replayed == 1
+
+
+def test_traceback_is_rendered_exactly_once(collector: Collector) -> None:
+    """A forwarded exception shows its traceback once through an ordinary Formatter."""
+    source = logging.getLogger("sender")
+    captured: list[bytes] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(capture_record(record, 1))
+
+    handler = Capture()
+    source.addHandler(handler)
+    source.propagate = False
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            source.exception("it failed")
+    finally:
+        source.removeHandler(handler)
+        source.propagate = True
+    replayer().replay(LogBatch(records=msgspec.Raw(b"\x91" + captured[0])))
+    (record,) = collector.records
+    text = logging.Formatter("%(message)s").format(record)
+    assert text.count("Traceback (most recent call last)") == 1
+    assert text.startswith("it failed\nTraceback")
+    assert record.exc_type == "builtins.ValueError" and record.exc_message == "boom"  # type: ignore[attr-defined]
+
+
+def test_structlog_event_dicts_render_through_processor_formatter() -> None:
+    """A structlog record arrives as an event dict that ProcessorFormatter renders as JSON."""
+    source = logging.getLogger("structured.sender")
+    captured: list[bytes] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(capture_record(record, 1))
+
+    source.addHandler(Capture())
+    source.propagate = False
+    source.setLevel(logging.DEBUG)
+    structlog.configure(
+        processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    try:
+        structlog.get_logger("structured.sender").info("paid", order=17, items=["a", "b"])
+    finally:
+        structlog.reset_defaults()
+        source.handlers.clear()
+        source.propagate = True
+
+    output = io.StringIO()
+    host_handler = logging.StreamHandler(output)
+    host_handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ]
+        )
+    )
+    host_logger = logging.getLogger(PREFIX)
+    host_logger.addHandler(host_handler)
+    host_logger.setLevel(logging.DEBUG)
+    try:
+        replayer().replay(LogBatch(records=msgspec.Raw(b"\x91" + captured[0])))
+    finally:
+        host_logger.removeHandler(host_handler)
+        host_logger.setLevel(logging.NOTSET)
+    rendered = json.loads(output.getvalue())
+    assert rendered == {
+        "event": "paid",
+        "items": ["a", "b"],
+        "logger": "plugin.demo.structured.sender",
+        "order": 17,
+    }

@@ -1,0 +1,566 @@
+"""Units of the log pipeline: batch frames, record capture, text sanitizing, the token bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from isoplug.errors import LocalProtocolError
+from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
+from isoplug.logs.ratelimit import TokenBucket
+from isoplug.logs.sanitize import clean_logger_name, clean_text
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch, LogRecordData, decode_message
+from isoplug.wire.framing import HEADER_SIZE, encode_frame
+from isoplug.wire.logframes import log_batch, log_batch_frame
+from tests.wire_strategies import PROPERTY, drop_counts, log_records
+
+record_decoder = msgspec.msgpack.Decoder(LogRecordData)
+records_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
+
+# -- log batch frames ---------------------------------------------------------------------------
+
+#: The smallest record there is: only the required fields, all empty.
+TINY = LogRecordData(name="", levelno=0, levelname="", created=0.0)
+
+
+def encoded(records: list[LogRecordData]) -> list[bytes]:
+    """Each record encoded on its own, as a sender encodes them when they are emitted."""
+    return [msgspec.msgpack.encode(record) for record in records]
+
+
+@PROPERTY
+@given(records=st.lists(log_records, max_size=4), dropped=drop_counts)
+def test_log_batch_frame_is_byte_identical_to_encoding_a_log_batch(
+    records: list[LogRecordData], dropped: dict[int, int]
+) -> None:
+    """log_batch_frame of pre-encoded records gives exactly the bytes of encode_frame(log_batch)."""
+    frame = log_batch_frame(encoded(records), dropped, DEFAULT_MAX_FRAME_SIZE)
+    assert frame == encode_frame(log_batch(records, dropped))
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 65535, 65536])
+def test_log_batch_frame_matches_at_every_array_header_size(count: int) -> None:
+    """Record counts at the msgpack fixarray, array16 and array32 boundaries frame identically."""
+    dropped = {logging.DEBUG: 3, logging.NOTSET: 1}
+    frame = log_batch_frame([msgspec.msgpack.encode(TINY)] * count, dropped, DEFAULT_MAX_FRAME_SIZE)
+    assert frame == encode_frame(log_batch([TINY] * count, dropped))
+    batch = decode_message(frame[HEADER_SIZE:])
+    assert isinstance(batch, LogBatch)
+    assert batch.dropped == dropped
+    assert records_decoder.decode(batch.records) == [TINY] * count
+
+
+def test_log_batch_without_drop_counts_sends_an_empty_map() -> None:
+    """log_batch(records) with no drop totals carries an empty map, like an empty dict would."""
+    assert log_batch([TINY]) == log_batch([TINY], {})
+    assert log_batch([TINY]).dropped == {}
+
+
+def test_log_batch_frame_over_the_frame_limit_is_a_local_protocol_error() -> None:
+    """A batch one byte over max_frame_size raises LocalProtocolError; at the limit it is sent."""
+    records = [msgspec.msgpack.encode(TINY)] * 100
+    frame = log_batch_frame(records, {}, DEFAULT_MAX_FRAME_SIZE)
+    size = len(frame) - HEADER_SIZE
+    assert log_batch_frame(records, {}, size) == frame
+    with pytest.raises(LocalProtocolError, match=f"{size} bytes exceeds the frame limit"):
+        log_batch_frame(records, {}, size - 1)
+    # encode_frame draws the line at the same place.
+    assert encode_frame(log_batch([TINY] * 100), size) == frame
+    with pytest.raises(LocalProtocolError):
+        encode_frame(log_batch([TINY] * 100), size - 1)
+
+
+# -- capturing records --------------------------------------------------------------------------
+
+
+class Collector(logging.Handler):
+    """Keeps every record it is handed, untouched (no formatting)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep ``record``."""
+        self.records.append(record)
+
+
+class Opaque:
+    """A value msgpack cannot carry, with a fixed repr."""
+
+    def __repr__(self) -> str:
+        return "<Opaque 42>"
+
+
+class BadRepr:
+    """A value msgpack cannot carry whose repr raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+class Unprintable(Exception):
+    """An exception whose ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+@pytest.fixture
+def collector() -> Collector:
+    """A fresh collector."""
+    return Collector()
+
+
+@pytest.fixture
+def log(collector: Collector) -> logging.Logger:
+    """A logger of its own, outside the logging tree, whose records only ``collector`` sees.
+
+    (Being outside the tree keeps pytest's capture handlers, which format every record and
+    would trip over deliberately broken ones, away from it.)
+    """
+    logger = logging.Logger("test.capture", logging.DEBUG)
+    logger.addHandler(collector)
+    return logger
+
+
+def captured(collector: Collector, seq: int = 1) -> tuple[logging.LogRecord, LogRecordData]:
+    """The single record collected so far, and what capture_record made of it."""
+    (record,) = collector.records
+    return record, record_decoder.decode(capture_record(record, seq))
+
+
+def test_captured_records_carry_every_standard_field(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """Decoding capture_record's bytes gives the record's fields and its merged message."""
+    log.warning("hello %s, you are %d", "ann", 42)
+    record, data = captured(collector, seq=7)
+    assert data.name == "test.capture" == record.name
+    assert (data.levelno, data.levelname) == (logging.WARNING, "WARNING")
+    assert data.created == record.created
+    assert (data.pathname, data.filename, data.module) == (
+        record.pathname,
+        record.filename,
+        record.module,
+    )
+    assert (data.lineno, data.func_name) == (record.lineno, record.funcName)
+    assert data.func_name == "test_captured_records_carry_every_standard_field"
+    assert (data.thread, data.thread_name) == (record.thread, record.threadName)
+    assert (data.process, data.process_name) == (record.process, record.processName)
+    assert data.seq == 7
+    assert data.message == "hello ann, you are 42" == record.getMessage()
+    assert data.task_name is None
+    assert (data.exc_text, data.exc_type, data.exc_message, data.stack_info) == (None,) * 4
+    assert (data.extra, data.event, data.event_method) == ({}, None, None)
+
+
+def test_captured_records_carry_the_asyncio_task_name(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """A record logged in a named asyncio task carries its name (Python 3.12+; None before)."""
+
+    async def log_in_a_task() -> None:
+        log.info("in a task")
+
+    async def main() -> None:
+        await asyncio.create_task(log_in_a_task(), name="the-task")
+
+    asyncio.run(main())
+    _, data = captured(collector)
+    assert data.task_name == ("the-task" if sys.version_info >= (3, 12) else None)
+
+
+def test_extra_attributes_arrive_native_or_as_repr(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """Extra values msgpack carries arrive as they are; others, however nested, as their repr."""
+    log.info(
+        "with extras",
+        extra={
+            "user": "ann",
+            "count": 3,
+            "ratio": 1.5,
+            "flag": True,
+            "nothing": None,
+            "blob": b"\x00\xff",
+            "items": [1, "a", None],
+            "mapping": {"k": [1, 2]},
+            "opaque": Opaque(),
+            "nested": {"inner": [Opaque(), 1]},
+            "bad_repr": BadRepr(),
+        },
+    )
+    _, data = captured(collector)
+    assert data.message == "with extras"
+    assert data.extra == {
+        "user": "ann",
+        "count": 3,
+        "ratio": 1.5,
+        "flag": True,
+        "nothing": None,
+        "blob": b"\x00\xff",
+        "items": [1, "a", None],
+        "mapping": {"k": [1, 2]},
+        "opaque": "<Opaque 42>",
+        "nested": {"inner": ["<Opaque 42>", 1]},
+        "bad_repr": "<repr() of BadRepr failed: RuntimeError>",
+    }
+
+
+def test_an_exception_record_carries_its_traceback_once_and_its_type(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """log.exception sends the formatted traceback once, the qualified type and the message."""
+    try:
+        _ = 1 / 0
+    except ZeroDivisionError:
+        log.exception("it failed")
+    _, data = captured(collector)
+    assert data.message == "it failed"
+    assert data.exc_type == "builtins.ZeroDivisionError"
+    assert data.exc_message == "division by zero"
+    assert data.exc_text is not None
+    assert data.exc_text.startswith("Traceback (most recent call last):")
+    assert data.exc_text.count("Traceback (most recent call last):") == 1
+    assert data.exc_text.endswith("ZeroDivisionError: division by zero")
+    assert "test_an_exception_record_carries_its_traceback_once_and_its_type" in data.exc_text
+
+
+def test_a_traceback_a_formatter_already_rendered_is_sent_once_and_not_as_extra(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """A record another handler formatted first keeps one traceback, no message/asctime extra."""
+    try:
+        _ = 1 / 0
+    except ZeroDivisionError:
+        log.exception("it failed")
+    (record,) = collector.records
+    logging.Formatter("%(asctime)s %(message)s").format(record)
+    assert record.exc_text
+    data = record_decoder.decode(capture_record(record, 1))
+    assert data.exc_text == record.exc_text
+    assert data.exc_text.count("Traceback (most recent call last):") == 1
+    assert data.exc_type == "builtins.ZeroDivisionError"
+    assert data.extra == {}
+
+
+def test_an_exception_whose_str_raises_still_encodes_readably(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """An exception whose __str__ raises gives an exc_message naming the type and the failure."""
+    try:
+        raise Unprintable
+    except Unprintable:
+        log.exception("unprintable")
+    _, data = captured(collector)
+    assert data.exc_type == f"{Unprintable.__module__}.Unprintable"
+    assert data.exc_message == "<str() of Unprintable failed: RuntimeError: no str for you>"
+    assert data.exc_text is not None
+    assert "Unprintable" in data.exc_text
+
+
+def test_a_bad_format_string_becomes_a_message_about_the_failure(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """log.info('%d', 'x') is captured with a message saying the formatting failed."""
+    log.info("%d", "x")
+    _, data = captured(collector)
+    assert data.message.startswith("'%d' % ('x',) failed: TypeError: ")
+
+
+def test_stack_info_arrives(log: logging.Logger, collector: Collector) -> None:
+    """A record logged with stack_info=True carries the stack text."""
+    log.info("where am I", stack_info=True)
+    record, data = captured(collector)
+    assert data.stack_info == record.stack_info
+    assert data.stack_info is not None
+    assert data.stack_info.startswith("Stack (most recent call last):")
+    assert "test_stack_info_arrives" in data.stack_info
+
+
+def test_a_structlog_record_sends_its_event_dict_and_method(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """A record whose msg is an event dict sends it as event, with _name as event_method."""
+    event = {"event": "user logged in", "user": "ann", "attempt": 2}
+    log.info(event, extra={"_logger": object(), "_name": "info", "request_id": "r-1"})
+    _, data = captured(collector)
+    assert data.event == event
+    assert data.event_method == "info"
+    assert data.extra == {"request_id": "r-1"}
+    assert "user logged in" in data.message
+
+
+def test_unencodable_values_in_an_event_dict_arrive_as_repr(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """An event dict holding a value msgpack cannot carry sends that value's repr."""
+    log.info({"event": "e", "thing": Opaque()}, extra={"_logger": object(), "_name": "warning"})
+    _, data = captured(collector)
+    assert data.event == {"event": "e", "thing": "<Opaque 42>"}
+    assert data.event_method == "warning"
+
+
+def test_a_plain_record_with_a_name_extra_has_no_event_method(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """_name only becomes event_method when msg is an event dict; it is never an extra."""
+    log.info("plain", extra={"_name": "info"})
+    _, data = captured(collector)
+    assert (data.event, data.event_method, data.extra) == (None, None, {})
+
+
+def test_an_overlong_message_is_truncated_with_a_marker(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """A message longer than MAX_FIELD_CHARS is cut there and says how much was cut."""
+    log.info("%s", "x" * (MAX_FIELD_CHARS + 10))
+    _, data = captured(collector)
+    assert data.message == "x" * MAX_FIELD_CHARS + (
+        "... [truncated 10 characters in the emitting process]"
+    )
+
+
+def test_a_message_of_exactly_max_field_chars_is_kept_whole(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """A message of exactly MAX_FIELD_CHARS characters is sent unchanged."""
+    log.info("y" * MAX_FIELD_CHARS)
+    _, data = captured(collector)
+    assert data.message == "y" * MAX_FIELD_CHARS
+
+
+def test_captured_records_frame_and_decode_as_a_batch(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """capture_record output framed by log_batch_frame decodes back to the same records."""
+    for number in range(20):
+        log.debug("record %d", number, extra={"n": number})
+    frame = log_batch_frame(
+        [capture_record(record, seq) for seq, record in enumerate(collector.records, 1)],
+        {logging.DEBUG: 2},
+        DEFAULT_MAX_FRAME_SIZE,
+    )
+    batch = decode_message(frame[HEADER_SIZE:])
+    assert isinstance(batch, LogBatch)
+    records = records_decoder.decode(batch.records)
+    assert [(r.seq, r.message, r.extra) for r in records] == [
+        (n + 1, f"record {n}", {"n": n}) for n in range(20)
+    ]
+
+
+# -- sanitizing ---------------------------------------------------------------------------------
+
+LIMIT = 10_000
+
+#: Characters clean_text must never let through: C0 controls except tab and newline, DEL, C1
+#: controls, the Unicode line and paragraph separators, bidi embeddings/overrides/isolates and
+#: the left-to-right / right-to-left marks.
+ESCAPED = frozenset(
+    chr(code)
+    for code in (
+        *range(0x00, 0x09),
+        *range(0x0B, 0x20),
+        0x7F,
+        *range(0x80, 0xA0),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        0x200E,
+        0x200F,
+    )
+)
+
+#: Text with plenty of line breaks, white space and characters that must be escaped.
+hostile_texts = st.text(
+    alphabet=st.sampled_from(sorted(ESCAPED | {"\n", "\t", " ", "a", "\u00e9"})) | st.characters(),
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        pytest.param("\x1b[2J", "\\x1b[2J", id="esc"),
+        pytest.param("\r", "\\x0d", id="carriage-return"),
+        pytest.param("\x00", "\\x00", id="nul"),
+        pytest.param("\x08", "\\x08", id="backspace"),
+        pytest.param("\x7f", "\\x7f", id="del"),
+        pytest.param("\x85", "\\x85", id="c1-next-line"),
+        pytest.param("\x9b", "\\x9b", id="c1-csi"),
+        pytest.param("\u2028", "\\u2028", id="line-separator"),
+        pytest.param("\u2029", "\\u2029", id="paragraph-separator"),
+        pytest.param("\u202e", "\\u202e", id="right-to-left-override"),
+        pytest.param("\u2066", "\\u2066", id="left-to-right-isolate"),
+        pytest.param("\u200f", "\\u200f", id="right-to-left-mark"),
+    ],
+)
+def test_clean_text_shows_control_characters_as_visible_escapes(raw: str, shown: str) -> None:
+    """Terminal escapes, controls, separators and bidi controls become visible escapes."""
+    assert clean_text(f"before{raw}after", LIMIT) == f"before{shown}after"
+
+
+def test_clean_text_keeps_tabs_and_printable_text() -> None:
+    """Tabs and ordinary (also non-ASCII) text pass unchanged."""
+    assert clean_text("a\tb \u00e9\u4e2d", LIMIT) == "a\tb \u00e9\u4e2d"
+
+
+def test_clean_text_indents_continuation_lines_that_start_at_column_zero() -> None:
+    """A line break followed by a forged record line gets that line indented by two spaces."""
+    forged = "fine\n2026-01-01 INFO app.db: transfer approved\nmore"
+    assert clean_text(forged, LIMIT) == (
+        "fine\n  2026-01-01 INFO app.db: transfer approved\n  more"
+    )
+
+
+def test_clean_text_leaves_indented_traceback_lines_alone() -> None:
+    """Lines that already start with white space, like a traceback's, are not touched."""
+    traceback_lines = 'boom\n  File "a.py", line 1, in <module>\n    1 / 0\n\tx'
+    assert clean_text(traceback_lines, LIMIT) == traceback_lines
+
+
+def test_clean_text_caps_the_length_with_a_marker() -> None:
+    """Text over the limit is cut to it, with a marker saying how much was cut."""
+    assert clean_text("x" * 25, 10) == "x" * 10 + "... [truncated 15 characters]"
+    assert clean_text("x" * 10, 10) == "x" * 10
+
+
+@PROPERTY
+@given(text=hostile_texts)
+def test_no_cleaned_continuation_line_starts_at_column_zero(text: str) -> None:
+    """For any text, every line of clean_text's result after the first starts with white space."""
+    cleaned = clean_text(text, LIMIT)
+    for line in cleaned.splitlines()[1:]:
+        assert line == "" or line[0] in " \t", (text, cleaned)
+    assert not ESCAPED & set(cleaned), (text, cleaned)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("plugin name/with\x1bjunk", "plugin_name_with_junk", id="junk"),
+        pytest.param("a..b", "a.b", id="empty-component"),
+        pytest.param(".a.b.", "a.b", id="edge-dots"),
+        pytest.param("...", "", id="only-dots"),
+        pytest.param("ok.name-1:x_y", "ok.name-1:x_y", id="already-clean"),
+        pytest.param("../../etc/passwd", "_._etc_passwd", id="path"),
+    ],
+)
+def test_clean_logger_name_replaces_junk_and_drops_empty_components(
+    name: str, expected: str
+) -> None:
+    """Controls, spaces and slashes become '_'; empty components and edge dots disappear."""
+    assert clean_logger_name(name, 100) == expected
+
+
+def test_clean_logger_name_caps_the_length_without_a_trailing_dot() -> None:
+    """A long name is cut to the limit, and a cut that ends on a dot loses the dot."""
+    assert clean_logger_name("a" * 1000, 50) == "a" * 50
+    assert clean_logger_name("a" * 49 + ".b", 50) == "a" * 49
+
+
+@pytest.mark.parametrize("unit", ["x", ".", "a.", "/", "\x1b", ". "])
+def test_clean_logger_name_handles_a_megabyte_quickly(unit: str) -> None:
+    """A 1 MB name of any make-up is cleaned and capped well within a second."""
+    name = unit * (1_000_000 // len(unit))
+    start = time.perf_counter()
+    cleaned = clean_logger_name(name, 200)
+    assert time.perf_counter() - start < 1.0
+    assert len(cleaned) <= 200
+
+
+@PROPERTY
+@given(name=hostile_texts | st.text(alphabet="a._/ ", max_size=40), limit=st.integers(1, 30))
+def test_clean_logger_names_are_always_safe(name: str, limit: int) -> None:
+    """Any name cleans to letters, digits and _-.: only, with no '..' and no edge dots."""
+    cleaned = clean_logger_name(name, limit)
+    assert re.fullmatch(r"[A-Za-z0-9_\-.:]*", cleaned), cleaned
+    assert ".." not in cleaned
+    assert not cleaned.startswith(".")
+    assert not cleaned.endswith(".")
+    assert len(cleaned) <= limit
+
+
+# -- the token bucket ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def takes(take: Any, attempts: int = 100) -> int:
+    """How many of ``attempts`` calls of ``take`` succeed in a row, stopping at the first no."""
+    for count in range(attempts):
+        if not take():
+            return count
+    return attempts
+
+
+def test_take_allows_a_burst_then_refuses() -> None:
+    """A full bucket allows exactly ``burst`` takes, then refuses while the clock stands still."""
+    bucket = TokenBucket(rate=10.0, burst=5, clock=FakeClock())
+    assert takes(bucket.take) == 5
+    assert not bucket.take()
+
+
+def test_take_refills_at_the_rate_up_to_the_burst() -> None:
+    """Tokens come back at ``rate`` per second, never more than ``burst``."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=8.0, burst=5, clock=clock)
+    takes(bucket.take)
+    # Binary fractions of a second, so that the sums below are exact.
+    clock.now += 0.3125  # 2.5 tokens
+    assert takes(bucket.take) == 2
+    clock.now += 0.0625  # 0.5 + 0.5 = 1 token
+    assert takes(bucket.take) == 1
+    clock.now += 3600.0
+    assert takes(bucket.take) == 5
+
+
+def test_take_priority_borrows_beyond_an_empty_bucket_but_is_bounded() -> None:
+    """take_priority goes on where take refuses, refuses past its debt limit, then refills."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10.0, burst=5, clock=clock)
+    assert takes(bucket.take) == 5
+    assert not bucket.take()
+    borrowed = takes(bucket.take_priority)
+    assert 1 <= borrowed <= 5
+    assert not bucket.take_priority()
+    # The debt is paid back before an ordinary take succeeds again.
+    clock.now += borrowed / 10.0 + 0.05
+    assert not bucket.take()
+    assert bucket.take_priority()
+
+
+def test_take_priority_borrows_down_to_minus_burst() -> None:
+    """From a full bucket take_priority allows 2 * burst takes (down to -burst), then refuses."""
+    bucket = TokenBucket(rate=10.0, burst=5, clock=FakeClock())
+    assert takes(bucket.take_priority) == 10
+    assert not bucket.take_priority()
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst"),
+    [(0.0, 5.0), (-1.0, 5.0), (10.0, 0.0), (10.0, 0.5), (10.0, -3.0), (float("nan"), 5.0)],
+)
+def test_invalid_rate_or_burst_is_a_value_error(rate: float, burst: float) -> None:
+    """A rate that is not positive or a burst below one raises ValueError."""
+    with pytest.raises(ValueError, match="rate must be a finite number > 0"):
+        TokenBucket(rate=rate, burst=burst, clock=FakeClock())
