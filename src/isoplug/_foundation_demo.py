@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from isoplug.errors import RemoteError, RequestTimeout
-from isoplug.rpc import Handler, Peer, serve
 from isoplug.logs import LogReplayer
+from isoplug.rpc import Handler, Peer, serve
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 
