@@ -1,7 +1,79 @@
-"""isoplug: run third-party plugins in isolated runner processes without losing their logs."""
+"""isoplug: run third-party plugins in isolated runner processes without losing their logs.
+
+Host side: :class:`Host` (with :class:`SupervisorConfig`, :class:`PluginInfo`,
+:class:`PluginState`). Plugin side: :class:`Plugin`, :func:`method`, :func:`on_event`,
+:class:`PluginContext`. Every exception isoplug raises derives from :class:`IsoplugError`.
+
+The names are imported on first use, so ``import isoplug.wire`` (sans-IO) does not pull in
+asyncio, and a runner process does not import the host's code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from isoplug.errors import IsoplugError
 
-__all__ = ["IsoplugError", "__version__"]
+if TYPE_CHECKING:
+    from isoplug.control import CapabilityDenied
+    from isoplug.host import (
+        ExitAccount,
+        Host,
+        ManifestError,
+        PluginInfo,
+        PluginState,
+        PluginUnavailable,
+        StateChange,
+        SupervisorConfig,
+    )
+    from isoplug.runner.api import Plugin, PluginContext, method, on_event
+
+__all__ = [
+    "CapabilityDenied",
+    "ExitAccount",
+    "Host",
+    "IsoplugError",
+    "ManifestError",
+    "Plugin",
+    "PluginContext",
+    "PluginInfo",
+    "PluginState",
+    "PluginUnavailable",
+    "StateChange",
+    "SupervisorConfig",
+    "__version__",
+    "method",
+    "on_event",
+]
 
 __version__ = "0.1.0.dev0"
+
+_LAZY = {
+    "CapabilityDenied": "isoplug.control",
+    "ExitAccount": "isoplug.host",
+    "Host": "isoplug.host",
+    "ManifestError": "isoplug.host",
+    "PluginInfo": "isoplug.host",
+    "PluginState": "isoplug.host",
+    "PluginUnavailable": "isoplug.host",
+    "StateChange": "isoplug.host",
+    "SupervisorConfig": "isoplug.host",
+    "Plugin": "isoplug.runner.api",
+    "PluginContext": "isoplug.runner.api",
+    "method": "isoplug.runner.api",
+    "on_event": "isoplug.runner.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'isoplug' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

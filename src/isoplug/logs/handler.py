@@ -59,6 +59,10 @@ DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024
 WRITE_THROUGH_RATE = 20_000.0
 #: How many records above the rate may still write through back to back.
 WRITE_THROUGH_BURST = 200.0
+#: Bytes the kernel may hold for us (capped by net.core.wmem_max). Records in the kernel
+#: survive the sender's death, and write-through keeps working while the receiver stalls: at
+#: 4 MiB, several seconds of records at 10,000/s instead of a tenth of a second by default.
+KERNEL_SEND_BUFFER = 4 * 1024 * 1024
 #: Under pressure, the emitting thread itself sends the queue once it holds this many records.
 EMIT_FLUSH_RECORDS = 32
 #: Batches are split at 1 MiB: far below the frame limit, large enough to amortise a send.
@@ -116,6 +120,7 @@ class ForwardingHandler(logging.Handler):
         token: str,
         *,
         name: str = "",
+        role: str = "logs",
         level: int = logging.NOTSET,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         block_when_full: bool = False,
@@ -128,6 +133,7 @@ class ForwardingHandler(logging.Handler):
         self.address = str(address)
         self.sender_name = name or f"pid {os.getpid()}"
         self._token = token
+        self._role = role
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
         self._queue_bytes = queue_bytes
@@ -373,7 +379,7 @@ class ForwardingHandler(logging.Handler):
                 self.address,
                 self._token,
                 name=self.sender_name,
-                role="logs",
+                role=self._role,
                 ssl_context=self._ssl_context,
                 timeout=self._connect_timeout,
             )
@@ -381,6 +387,11 @@ class ForwardingHandler(logging.Handler):
             with self._queue_lock:
                 self._connection_failed(f"cannot connect to {self.address}: {exc}")
             return
+        try:
+            channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+        except OSError as exc:
+            # Not fatal: the default buffer works, it only rides out shorter receiver stalls.
+            sys.stderr.write(f"isoplug: could not enlarge the log socket's buffer: {exc}\n")
         with self._queue_changed:
             self._channel = channel
             self._sock = channel.socket

@@ -31,7 +31,7 @@ from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer, ReplayLimits
 from isoplug.rpc import Peer, serve
 from isoplug.transport import Address, Listener
-from isoplug.wire import Hello, LogBatch
+from isoplug.wire import Hello
 
 __all__ = ["ADDRESS_ENV", "TOKEN_ENV", "LogReceiver"]
 
@@ -146,11 +146,7 @@ class LogReceiver:
             )
             return
         replayer = self._replayer_for(peer, hello)
-
-        async def on_batch(batch: LogBatch) -> None:
-            await replayer.replay_async(batch, len(batch.records))
-
-        peer.on_log_batch(on_batch)
+        peer.on_log_batch(replayer.replay_async)
         self._open_peers.add(peer)
         try:
             await peer.wait_closed()

@@ -86,20 +86,25 @@ class LogReplayer:
         *,
         identity: Mapping[str, Any] | None = None,
         strip_prefixes: tuple[str, ...] = (),
+        routes: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
         limits: ReplayLimits | None = None,
         description: str = "",
+        metrics: LogMetrics | None = None,
     ) -> None:
         self.prefix = prefix
         self.identity = dict(identity or {})
         self.limits = limits or ReplayLimits()
         self.description = description or prefix
-        self.metrics = LogMetrics()
+        self.metrics = metrics if metrics is not None else LogMetrics()
         self._strip = tuple(sorted((p for p in strip_prefixes if p), key=len, reverse=True))
+        # Sender logger prefix -> (host logger prefix, identity overrides): how a runner that
+        # hosts several plugins gets each plugin's records under that plugin's own name.
+        self._routes = sorted((routes or {}).items(), key=lambda item: len(item[0]), reverse=True)
         self._bucket = (
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
         self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
-        self._names: dict[str, str] = {}
+        self._names: dict[str, tuple[str, dict[str, Any]]] = {}
         self._last_seq = 0
         self._sender_drops: dict[int, int] = {}
         self._unreported_rate_drops: dict[int, int] = {}
@@ -109,14 +114,14 @@ class LogReplayer:
 
     # -- entry points -------------------------------------------------------------------------
 
-    def replay(self, batch: LogBatch, size: int = 0) -> None:
+    def replay(self, batch: LogBatch) -> None:
         """Replay a whole batch now (for threads with no event loop to yield to)."""
-        for _ in self._replay_steps(batch, size):
+        for _ in self._replay_steps(batch):
             pass
 
-    async def replay_async(self, batch: LogBatch, size: int = 0) -> None:
+    async def replay_async(self, batch: LogBatch) -> None:
         """Replay a batch, yielding to the event loop every :data:`REPLAY_SLICE` records."""
-        for _ in self._replay_steps(batch, size):
+        for _ in self._replay_steps(batch):
             await asyncio.sleep(0)
 
     def finish(self, *, clean: bool = True) -> None:
@@ -135,9 +140,9 @@ class LogReplayer:
 
     # -- the pipeline -------------------------------------------------------------------------
 
-    def _replay_steps(self, batch: LogBatch, size: int) -> Iterator[None]:
+    def _replay_steps(self, batch: LogBatch) -> Iterator[None]:
         metrics = self.metrics
-        metrics.bytes += size
+        metrics.bytes += len(batch.records)
         records = self._decode(batch.records)
         self._account_sender_drops(batch.dropped)
         metrics.received += len(records)
@@ -218,7 +223,7 @@ class LogReplayer:
         if not 1 <= levelno <= 100:
             # Out of any sensible range: the lowest level there is, or CRITICAL.
             levelno = logging.CRITICAL if levelno > 100 else 1
-        name = self._logger_name(data.name)
+        name, identity = self._logger_name(data.name)
         logger = logging.getLogger(name)
         if not logger.isEnabledFor(levelno):
             self.metrics.filtered += 1
@@ -230,13 +235,24 @@ class LogReplayer:
             self.metrics.count_drop(DropReason.RATE_LIMITED)
             self._unreported_rate_drops[levelno] = self._unreported_rate_drops.get(levelno, 0) + 1
             return
-        logger.handle(self._rebuild(data, name, levelno))
+        logger.handle(self._rebuild(data, name, levelno, identity))
         self.metrics.replayed += 1
 
-    def _logger_name(self, sender_name: str) -> str:
-        name = self._names.get(sender_name)
-        if name is not None:
-            return name
+    def _logger_name(self, sender_name: str) -> tuple[str, dict[str, Any]]:
+        """The host logger name for a sender's logger name, and the identity to stamp."""
+        cached = self._names.get(sender_name)
+        if cached is not None:
+            return cached
+        for sender_prefix, (host_prefix, overrides) in self._routes:
+            if sender_name == sender_prefix or sender_name.startswith(sender_prefix + "."):
+                rest = sender_name[len(sender_prefix) + 1 :]
+                rest = clean_logger_name(rest, self.limits.max_logger_name_chars)
+                routed = (
+                    f"{host_prefix}.{rest}" if rest else host_prefix,
+                    {**self.identity, **overrides},
+                )
+                self._remember(sender_name, routed)
+                return routed
         suffix = sender_name
         for strip in self._strip:
             if suffix == strip:
@@ -254,11 +270,17 @@ class LogReplayer:
             name = suffix or "root"
         else:
             name = f"{self.prefix}.{suffix}" if suffix else self.prefix
-        if len(self._names) < 10_000:  # bounded: a sender inventing names must not grow it
-            self._names[sender_name] = name
-        return name
+        result = (name, self.identity)
+        self._remember(sender_name, result)
+        return result
 
-    def _rebuild(self, data: LogRecordData, name: str, levelno: int) -> logging.LogRecord:
+    def _remember(self, sender_name: str, result: tuple[str, dict[str, Any]]) -> None:
+        if len(self._names) < 10_000:  # bounded: a sender inventing names must not grow it
+            self._names[sender_name] = result
+
+    def _rebuild(
+        self, data: LogRecordData, name: str, levelno: int, identity: dict[str, Any]
+    ) -> logging.LogRecord:
         limits = self.limits
         created = data.created
         record = logging.LogRecord.__new__(logging.LogRecord)
@@ -303,7 +325,7 @@ class LogReplayer:
             ),
             seq=data.seq,
         )
-        attributes.update(self.identity)
+        attributes.update(identity)
         return record
 
     def _clean_mapping(self, values: dict[str, Any], *, rename_reserved: bool) -> dict[str, Any]:
@@ -317,6 +339,7 @@ class LogReplayer:
             if rename_reserved and (
                 key in STANDARD_ATTRIBUTES or key in _HOST_ATTRIBUTES or key in self.identity
             ):
+                # Never let a sender's extra shadow a record field or the host's identity.
                 key = f"extra_{key}"
             cleaned[key] = self._clean_value(value)
         return cleaned

@@ -20,7 +20,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from isoplug.errors import ConnectionBroken, ConnectionClosed
+from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
 
 __all__ = ["PeerCredentials", "SocketStream", "Stream"]
 
@@ -30,6 +30,10 @@ RECEIVE_BUFFER_LIMIT = 1024 * 1024
 #: ``drain()`` waits while more than this is queued for sending.
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
+
+
+DataCallback = Callable[[bytes], None]
+EndCallback = Callable[[TransportError | None], None]
 
 
 class PeerCredentials:
@@ -84,6 +88,23 @@ class Stream(abc.ABC):
         """The peer's pid/uid/gid for unix sockets on Linux; ``None`` elsewhere."""
         return None
 
+    def set_data_listener(self, on_data: DataCallback, on_end: EndCallback) -> bool:
+        """Ask the stream to push what it receives instead of buffering it for receive_some().
+
+        When this returns True, ``on_data(bytes)`` is called with every chunk as it arrives
+        (bytes already buffered are delivered at the next loop iteration), then ``on_end(None)``
+        at a clean end of stream or ``on_end(error)`` when the connection broke, exactly once;
+        :meth:`receive_some` must no longer be used. Streams that cannot push return False.
+        Callbacks must not raise.
+        """
+        return False
+
+    def pause_reading(self) -> None:  # noqa: B027 - optional: pull-only streams have no-op
+        """Stop delivering data to the listener until :meth:`resume_reading` (push mode)."""
+
+    def resume_reading(self) -> None:  # noqa: B027 - optional: pull-only streams have no-op
+        """Resume delivering data to the listener (push mode)."""
+
 
 class SocketStream(Stream, asyncio.Protocol):
     """A :class:`Stream` over an asyncio socket transport (unix, TCP or TLS)."""
@@ -107,6 +128,10 @@ class SocketStream(Stream, asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._connection_lost = asyncio.get_running_loop().create_future()
         self._credentials: PeerCredentials | None = None
+        self._on_data: DataCallback | None = None
+        self._on_end: EndCallback | None = None
+        self._end_delivered = False
+        self._listener_paused = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -127,6 +152,10 @@ class SocketStream(Stream, asyncio.Protocol):
             self._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        on_data = self._on_data
+        if on_data is not None and not self._chunks and not self._listener_paused:
+            on_data(data)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > RECEIVE_BUFFER_LIMIT and not self._reading_paused:
@@ -138,6 +167,7 @@ class SocketStream(Stream, asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake_reader()
+        self._deliver_buffered()
         # Keep our write side open: the peer may still read our goodbye or last responses.
         # TLS cannot half-close: asyncio closes the transport anyway and warns if we say True.
         transport = self._transport
@@ -151,6 +181,8 @@ class SocketStream(Stream, asyncio.Protocol):
             self._lost = exc
         self._eof = True
         self._wake_reader()
+        # Push mode: what _read_what_is_left() rescued must reach the listener before the end.
+        self._deliver_buffered()
         error = ConnectionBroken(f"connection to {self.description} lost: {exc}") if exc else None
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -266,6 +298,52 @@ class SocketStream(Stream, asyncio.Protocol):
                 return True
             self._chunks.append(data)
             self._buffered += len(data)
+
+    def set_data_listener(self, on_data: DataCallback, on_end: EndCallback) -> bool:
+        self._on_data = on_data
+        self._on_end = on_end
+        if self._chunks or self._eof:
+            asyncio.get_running_loop().call_soon(self._deliver_buffered)
+        return True
+
+    def pause_reading(self) -> None:
+        self._listener_paused = True
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not self._reading_paused:
+            transport.pause_reading()
+            self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._listener_paused = False
+        if self._chunks or self._eof:
+            asyncio.get_running_loop().call_soon(self._deliver_buffered)
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
+
+    def _deliver_buffered(self) -> None:
+        """Hand chunks that arrived before the listener (or while paused) to the listener."""
+        on_data = self._on_data
+        if on_data is None or self._closed:
+            return
+        while self._chunks and not self._listener_paused and not self._closed:
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            on_data(chunk)
+        if not self._chunks:
+            self._deliver_end()
+
+    def _deliver_end(self) -> None:
+        """Tell the listener the stream ended, once, after every buffered chunk."""
+        on_end = self._on_end
+        if on_end is None or self._end_delivered or self._chunks or not self._eof:
+            return
+        self._end_delivered = True
+        lost = self._lost
+        on_end(
+            ConnectionBroken(f"connection to {self.description} broke: {lost}") if lost else None
+        )
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter

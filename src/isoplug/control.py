@@ -1,0 +1,186 @@
+"""The control protocol between a host and its runner processes: names and payload shapes.
+
+The host (:mod:`isoplug.host`) and the runner (:mod:`isoplug.runner`) never import each other;
+both import this module, which is the whole contract between them:
+
+1. The host starts ``python -m isoplug.runner`` (:data:`RUNNER_MODULE`) and writes one line of
+   JSON, a :class:`Bootstrap`, on its standard input, then closes it. The token travels there
+   and never on the command line, where every local user could read it.
+2. The runner connects back with role ``"control"``, its runner id as the hello's name, and
+   the token. It imports its plugins, runs their ``setup`` hooks, and sends the request
+   :data:`READY` with a :class:`ReadyReport` (which plugins loaded, which failed and why).
+3. The host calls :data:`PING` (health check), :data:`CALL` (a :class:`CallRequest`, answered
+   by a :class:`CallOutcome`), sends the event :data:`EVENT` (an :class:`EventDelivery`), and
+   finally :data:`SHUTDOWN`. The runner calls :data:`CAPABILITY` (a
+   :class:`CapabilityRequest`) to use a host capability.
+
+Payloads follow the schema-evolution rules of :mod:`isoplug.wire.messages`: new fields go last
+and have defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from isoplug.errors import IsoplugError
+from isoplug.wire import ErrorInfo
+
+__all__ = [
+    "CALL",
+    "CAPABILITY",
+    "CONTROL_ROLE",
+    "EVENT",
+    "EXIT_BAD_BOOTSTRAP",
+    "EXIT_CANNOT_CONNECT",
+    "EXIT_NOTHING_LOADED",
+    "EXIT_SETUP_FAILED",
+    "LOGS_ROLE",
+    "PING",
+    "READY",
+    "RUNNER_MODULE",
+    "SET_LOG_LEVEL",
+    "SHUTDOWN",
+    "Bootstrap",
+    "CallOutcome",
+    "CallRequest",
+    "CapabilityDenied",
+    "CapabilityRequest",
+    "EventDelivery",
+    "LoadFailure",
+    "LoadStage",
+    "LogLevelChange",
+    "PluginEntry",
+    "PluginSummary",
+    "ReadyReport",
+]
+
+#: What the host runs as ``sys.executable -m RUNNER_MODULE``.
+RUNNER_MODULE = "isoplug.runner"
+#: The hello role of the connection that carries requests and events.
+CONTROL_ROLE = "control"
+#: The role of the runner's second connection, which carries its log records.
+LOGS_ROLE = "logs"
+
+# Requests and events on the control connection.
+READY = "runner.ready"
+"""runner -> host request: a :class:`ReadyReport`; answered with ``None``."""
+PING = "runner.ping"
+"""host -> runner request: health check; answered with the runner's pid."""
+SHUTDOWN = "runner.shutdown"
+"""host -> runner request: run teardown hooks, say goodbye, exit. Answered at once."""
+CALL = "plugin.call"
+"""host -> runner request: a :class:`CallRequest`, answered with a :class:`CallOutcome`."""
+EVENT = "plugin.event"
+"""host -> runner event: an :class:`EventDelivery` for the plugins subscribed to it."""
+CAPABILITY = "host.capability"
+"""runner -> host request: a :class:`CapabilityRequest`; answered with the capability's result."""
+SET_LOG_LEVEL = "runner.set_log_level"
+"""host -> runner request: a :class:`LogLevelChange`; filtering then happens at the source."""
+
+# Exit codes of the runner that carry a meaning for the supervisor.
+EXIT_BAD_BOOTSTRAP = 2
+"""The bootstrap line on stdin was missing or malformed: a host bug, never retried."""
+EXIT_SETUP_FAILED = 3
+"""A plugin's ``setup`` raised (reported in the ready report); treated as a crash."""
+EXIT_NOTHING_LOADED = 4
+"""No plugin could be imported (reported in the ready report); retrying cannot help."""
+EXIT_CANNOT_CONNECT = 5
+"""The runner could not connect back to the host."""
+
+
+class CapabilityDenied(IsoplugError, PermissionError):
+    """A plugin called a host capability its manifest does not grant (or nobody registered)."""
+
+
+class PluginEntry(msgspec.Struct, frozen=True):
+    """One plugin a runner must load."""
+
+    id: str
+    #: The plugin's directory: put on ``sys.path`` so that ``entry`` can be imported.
+    path: str
+    #: ``"module:attribute"``, the attribute being a :class:`isoplug.Plugin` subclass.
+    entry: str
+    #: Level of the plugin's logger (``logging`` level name).
+    log_level: str = "INFO"
+    #: Host capabilities the plugin may call; the host checks again on its side.
+    capabilities: tuple[str, ...] = ()
+
+
+class Bootstrap(msgspec.Struct, frozen=True):
+    """The one JSON line the host writes on a runner's stdin."""
+
+    address: str
+    token: str
+    runner_id: str
+    plugins: tuple[PluginEntry, ...]
+    log_level: str = "INFO"
+    #: How long the runner gives all teardown hooks together when asked to shut down.
+    teardown_timeout: float = 3.0
+
+
+class LogLevelChange(msgspec.Struct, frozen=True):
+    """Set ``logger`` (``""``: the runner's root logger) to ``level`` in the runner."""
+
+    logger: str
+    level: int
+
+
+class LoadStage:
+    """Where loading a plugin failed."""
+
+    IMPORT = "import"
+    """Module missing, attribute missing, import raised, not a Plugin: restarting cannot help."""
+    SETUP = "setup"
+    """``setup()`` raised: may be transient (a database down), so the runner is restarted."""
+
+
+class LoadFailure(msgspec.Struct, frozen=True):
+    plugin_id: str
+    stage: str
+    message: str
+    traceback: str = ""
+
+
+class PluginSummary(msgspec.Struct, frozen=True):
+    """What a loaded plugin offers: its callable methods and the events it subscribes to."""
+
+    methods: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+
+
+class ReadyReport(msgspec.Struct, frozen=True):
+    pid: int
+    loaded: dict[str, PluginSummary] = {}
+    failures: tuple[LoadFailure, ...] = ()
+
+
+class CallRequest(msgspec.Struct, frozen=True):
+    plugin: str
+    method: str
+    kwargs: dict[str, Any] = {}
+
+
+class CallOutcome(msgspec.Struct, frozen=True):
+    """The result of a plugin method, or why it failed (``error`` set, ``result`` ignored).
+
+    Failures travel as a value rather than as an error response so that the runner can say
+    *which* failure it was (unknown method, bad arguments, the method raised) with the codes
+    of :class:`isoplug.errors.RemoteError`'s subclasses.
+    """
+
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class EventDelivery(msgspec.Struct, frozen=True):
+    event: str
+    payload: Any = None
+
+
+class CapabilityRequest(msgspec.Struct, frozen=True):
+    #: The calling plugin: must be one of this runner's plugins, and be granted ``name``.
+    plugin: str
+    name: str
+    kwargs: dict[str, Any] = {}

@@ -1,0 +1,31 @@
+"""The host side: find plugins, supervise their runner processes, call them.
+
+:class:`Host` is the entry point; :mod:`isoplug.host.supervisor` runs one runner,
+:mod:`isoplug.host.stdio` captures its output, :mod:`isoplug.host.manifest` and
+:mod:`isoplug.host.registry` read the plugins directory. The host never imports the runner's
+code: it only names the module to start (:data:`isoplug.control.RUNNER_MODULE`).
+"""
+
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.host import Host
+from isoplug.host.manifest import Manifest, ManifestError, RestartPolicy
+from isoplug.host.status import (
+    ExitAccount,
+    PluginInfo,
+    PluginState,
+    PluginUnavailable,
+    StateChange,
+)
+
+__all__ = [
+    "ExitAccount",
+    "Host",
+    "Manifest",
+    "ManifestError",
+    "PluginInfo",
+    "PluginState",
+    "PluginUnavailable",
+    "RestartPolicy",
+    "StateChange",
+    "SupervisorConfig",
+]

@@ -1,0 +1,75 @@
+"""Starting one runner process: its command line, environment and bootstrap line.
+
+The token travels in the bootstrap on stdin, never in argv or the environment, where other
+local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
+from isoplug.host.manifest import Manifest
+from isoplug.host.process import Emit, RunnerProcess
+
+__all__ = ["launch_runner"]
+
+
+async def launch_runner(
+    runner_id: str,
+    manifests: Sequence[Manifest],
+    *,
+    address: str,
+    token: str,
+    log_level: str,
+    teardown_timeout: float,
+    emit: Emit,
+) -> RunnerProcess:
+    """Start ``python -m isoplug.runner`` for ``manifests`` and hand it its bootstrap.
+
+    Raises :class:`OSError` when the process cannot be started.
+    """
+    bootstrap = Bootstrap(
+        address=address,
+        token=token,
+        runner_id=runner_id,
+        plugins=tuple(_entry(m) for m in manifests),
+        log_level=log_level,
+        teardown_timeout=teardown_timeout,
+    )
+    return await RunnerProcess.start(
+        [sys.executable, "-m", RUNNER_MODULE],
+        env=runner_environment(manifests),
+        stdin_line=msgspec.json.encode(bootstrap) + b"\n",
+        emit=emit,
+    )
+
+
+def _entry(manifest: Manifest) -> PluginEntry:
+    return PluginEntry(
+        id=manifest.id,
+        path=str(manifest.directory),
+        entry=manifest.entry,
+        log_level=manifest.log_level,
+        capabilities=manifest.capabilities,
+    )
+
+
+def runner_environment(manifests: Sequence[Manifest]) -> dict[str, str]:
+    """The host's environment, plus the manifests' ``[environment]``, plus what isoplug needs."""
+    env = dict(os.environ)
+    for manifest in manifests:
+        env.update(manifest.environment)
+    # print() in a plugin must reach the host line by line, not in 8 KiB blocks at exit.
+    env["PYTHONUNBUFFERED"] = "1"
+    # The runner imports isoplug from wherever this host imported it (a source checkout too).
+    package_root = str(Path(__file__).resolve().parents[2])
+    paths = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
+    if package_root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
+    return env

@@ -1,0 +1,102 @@
+"""Finding plugins: every directory under a plugins directory that holds a ``plugin.toml``.
+
+A bad plugin never stops the others: :func:`discover` returns the valid manifests and, for the
+rest, one problem each, saying which file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+
+from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+
+__all__ = ["Discovery", "RunnerPlan", "discover", "plan_runners"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover` found: plugins that may start, and problems with the others."""
+
+    manifests: tuple[Manifest, ...]
+    problems: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerPlan:
+    """One runner process to start and the plugins it hosts (all of one group, or one)."""
+
+    runner_id: str
+    manifests: tuple[Manifest, ...]
+
+
+def discover(plugins_dir: Path) -> Discovery:
+    """Validate every ``*/plugin.toml`` under ``plugins_dir``, in name order.
+
+    Directories without a manifest (``__pycache__``, shared helpers) are skipped silently.
+    Raises :class:`FileNotFoundError` / :class:`NotADirectoryError` only when ``plugins_dir``
+    itself is unusable.
+    """
+    if not plugins_dir.exists():
+        raise FileNotFoundError(f"plugins directory {plugins_dir} does not exist")
+    if not plugins_dir.is_dir():
+        raise NotADirectoryError(f"plugins directory {plugins_dir} is not a directory")
+    manifests: list[Manifest] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for directory in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
+        if not (directory / MANIFEST_NAME).exists():
+            continue
+        try:
+            manifest = load_manifest(directory)
+        except ManifestError as exc:
+            problems.append(f"{exc}; plugin skipped")
+            continue
+        if manifest.id in seen:
+            problems.append(
+                f"{manifest.path}: field 'id': {manifest.id!r} is already used by "
+                f"{seen[manifest.id]}; plugin skipped"
+            )
+            continue
+        seen[manifest.id] = manifest.path
+        manifests.append(manifest)
+    return Discovery(tuple(manifests), tuple(problems))
+
+
+def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[str]]:
+    """Group plugins into runners; return the plans and the problems found.
+
+    A group and a plugin id may not share a name (both name a runner). Plugins of one group
+    share one process, so their environments must not disagree; the restart policy of the
+    group is that of its first plugin (by id).
+    """
+    by_runner: dict[str, list[Manifest]] = {}
+    problems: list[str] = []
+    plugin_ids = {m.id for m in manifests}
+    for manifest in sorted(manifests, key=lambda m: m.id):
+        if manifest.group is not None and manifest.group in plugin_ids:
+            problems.append(
+                f"{manifest.path}: field 'group': {manifest.group!r} is also a plugin id; "
+                "plugin skipped"
+            )
+            continue
+        members = by_runner.setdefault(manifest.runner_id, [])
+        clash = _environment_clash(members, manifest)
+        if clash is not None:
+            problems.append(
+                f"{manifest.path}: field 'environment.{clash}': differs from another plugin of "
+                f"group {manifest.group!r} (they share one process); plugin skipped"
+            )
+            continue
+        members.append(manifest)
+    plans = [RunnerPlan(runner_id, tuple(members)) for runner_id, members in by_runner.items()]
+    return [plan for plan in plans if plan.manifests], problems
+
+
+def _environment_clash(members: list[Manifest], manifest: Manifest) -> str | None:
+    for other in members:
+        for name, value in manifest.environment.items():
+            if other.environment.get(name, value) != value:
+                return name
+    return None

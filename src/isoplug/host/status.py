@@ -1,0 +1,119 @@
+"""What the host tells its user about plugins: states, exit accounts, state changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import signal
+
+from isoplug.errors import IsoplugError
+
+__all__ = ["ExitAccount", "PluginInfo", "PluginState", "PluginUnavailable", "StateChange"]
+
+
+class PluginState(enum.Enum):
+    STARTING = "starting"
+    """Its runner is being started, or has not reported ready yet."""
+    READY = "ready"
+    """Loaded and set up: calls and events reach it."""
+    RESTARTING = "restarting"
+    """Its runner exited unexpectedly; waiting (backoff) before starting it again."""
+    FAILED = "failed"
+    """Given up: it cannot be loaded, or it crashed too often. ``host.restart()`` retries."""
+    STOPPED = "stopped"
+    """Stopped on request (``host.stop()`` or host shutdown)."""
+
+
+class PluginUnavailable(IsoplugError):
+    """A call went to a plugin that is failed, stopped, unknown, or not ready in time."""
+
+
+#: Hints for the signals whose meaning a user is most likely to miss.
+_SIGNAL_HINTS = {
+    signal.SIGKILL: "likely killed by the kernel's out-of-memory killer (see `dmesg`), "
+    "or by someone's `kill -9`",
+    signal.SIGSEGV: "a segmentation fault: a crash in native code (a C extension), not in "
+    "Python; the faulthandler text on stderr shows where",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitAccount:
+    """How one runner process ended."""
+
+    runner_id: str
+    pid: int
+    #: As ``Popen.returncode``: the exit code, or minus the signal number.
+    returncode: int
+    uptime: float
+    #: How many times this runner had been restarted before this exit.
+    restarts: int
+    #: Why it ended, when the host knows: ``"stopped on request"``, ``"killed by the host:
+    #: ..."``; ``""`` when the runner exited on its own.
+    reason: str = ""
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.returncode if self.returncode >= 0 else None
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+    @property
+    def clean(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        """One line: what happened, with a hint for SIGKILL and SIGSEGV, uptime, restarts."""
+        if self.returncode >= 0:
+            how = f"exited with code {self.returncode}"
+        else:
+            how = f"was killed by {self.signal_name}"
+            hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
+            if hint and not self.reason.startswith("killed by the host"):
+                how += f" ({hint})"
+        text = f"runner {self.runner_id} (pid {self.pid}) {how}"
+        if self.reason:
+            text += f"; {self.reason}"
+        return f"{text}; uptime {self.uptime:.1f} s, restarts so far {self.restarts}"
+
+    def _known(self) -> bool:
+        try:
+            signal.Signals(-self.returncode)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """A snapshot of one plugin, as returned by ``Host.plugins()``."""
+
+    id: str
+    runner_id: str
+    state: PluginState
+    pid: int | None
+    restarts: int
+    last_exit: ExitAccount | None
+    #: Why the plugin is failed (or last failed to start), with the traceback when known.
+    error: str | None = None
+    methods: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class StateChange:
+    """A plugin (or the runner of a group) changed state; ``message`` says so in a sentence."""
+
+    runner_id: str
+    plugin_ids: tuple[str, ...]
+    state: PluginState
+    message: str
+    level: int = logging.INFO

@@ -1,0 +1,126 @@
+"""The plugin API: what a plugin author writes against.
+
+::
+
+    import isoplug
+
+    class Greeter(isoplug.Plugin):
+        async def setup(self, ctx: isoplug.PluginContext) -> None:
+            self.ctx = ctx                       # keep it: logger, call_host, plugin_id
+
+        @isoplug.method
+        async def greet(self, name: str) -> str:  # host: await host.call("greeter", "greet",
+            return f"hello {name}"                #                       name="Ada")
+
+        @isoplug.method
+        def checksum(self, data: bytes) -> int:  # sync: runs in a worker thread
+            return sum(data)
+
+        @isoplug.on_event("tick")
+        async def on_tick(self, payload: object) -> None:
+            self.ctx.logger.info("tick %s", payload)
+
+Methods take keyword arguments only (what ``host.call(..., **kwargs)`` passes), and return
+anything msgpack can carry. ``async def`` methods run on the runner's event loop and must not
+block it (a blocked loop fails the health check and the runner is restarted); plain ``def``
+methods run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, overload
+
+from isoplug.control import CapabilityDenied
+
+__all__ = ["Plugin", "PluginContext", "method", "on_event"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Attribute set on a function by :func:`method`: the name the host calls it by.
+METHOD_MARK = "__isoplug_method__"
+#: Attribute set on a function by :func:`on_event`: the event names it subscribes to.
+EVENTS_MARK = "__isoplug_events__"
+
+CallHost = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+class PluginContext:
+    """What the runner gives a plugin in :meth:`Plugin.setup`.
+
+    ``plugin_id`` is the id from the manifest; ``logger`` is a standard :mod:`logging` logger
+    named ``plugin.<id>`` (its records reach the host); :meth:`call_host` calls a capability
+    the host registered.
+    """
+
+    def __init__(self, plugin_id: str, capabilities: frozenset[str], call_host: CallHost) -> None:
+        self.plugin_id = plugin_id
+        self.logger = logging.getLogger(f"plugin.{plugin_id}")
+        self.capabilities = capabilities
+        self._call_host = call_host
+
+    async def call_host(self, capability: str, /, **kwargs: Any) -> Any:
+        """Call the host capability ``capability`` with keyword arguments; return its result.
+
+        Raises :class:`~isoplug.control.CapabilityDenied` when the manifest does not list it
+        in ``capabilities`` (the host checks again on its side), and
+        :class:`~isoplug.errors.RemoteError` when the capability itself failed. A cancel point.
+        """
+        if capability not in self.capabilities:
+            granted = ", ".join(sorted(self.capabilities)) or "none"
+            raise CapabilityDenied(
+                f"plugin {self.plugin_id!r} may not call host capability {capability!r}: "
+                f"add it to 'capabilities' in its plugin.toml (granted: {granted})"
+            )
+        return await self._call_host(self.plugin_id, capability, kwargs)
+
+
+class Plugin:
+    """Base class of plugins. Override :meth:`setup` and :meth:`teardown` as needed.
+
+    The runner creates the instance with no arguments, awaits :meth:`setup` before the plugin
+    is reported ready, and awaits :meth:`teardown` when the runner is asked to shut down (not
+    when it crashes). An exception from ``setup`` is reported to the host with its traceback
+    and the runner is restarted according to the plugin's restart policy.
+    """
+
+    async def setup(self, ctx: PluginContext) -> None:
+        """Prepare the plugin; ``ctx`` stays valid for the plugin's lifetime."""
+
+    async def teardown(self) -> None:
+        """Release what :meth:`setup` acquired. Bounded by the runner's teardown deadline."""
+
+
+@overload
+def method(function: F, /) -> F: ...
+@overload
+def method(*, name: str | None = None) -> Callable[[F], F]: ...
+def method(function: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark a plugin method as callable by the host (as ``name``, default: its own name).
+
+    Use as ``@isoplug.method`` or ``@isoplug.method(name="other")``.
+    """
+
+    def mark(target: F) -> F:
+        setattr(target, METHOD_MARK, name or target.__name__)
+        return target
+
+    return mark(function) if function is not None else mark
+
+
+def on_event(*events: str) -> Callable[[F], F]:
+    """Subscribe a plugin method to the host's events named ``events``.
+
+    The method is called with the event's payload as its one argument; ``async def``
+    subscribers run on the loop, plain ones in a worker thread. Events reach one runner in
+    the order the host published them.
+    """
+    if not events or not all(isinstance(e, str) and e for e in events):
+        raise TypeError("on_event() needs one or more event names, e.g. @on_event('tick')")
+
+    def mark(target: F) -> F:
+        setattr(target, EVENTS_MARK, (*getattr(target, EVENTS_MARK, ()), *events))
+        return target
+
+    return mark

@@ -1,0 +1,84 @@
+"""Importing a plugin's entry point (``"module:attribute"``) from its directory.
+
+Every way this can go wrong becomes a :class:`PluginLoadError` whose message says what to fix
+(the module is not there, the attribute is not there, importing raised, the attribute is not a
+:class:`~isoplug.Plugin`), with the import traceback when there is one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+from isoplug.control import PluginEntry
+from isoplug.errors import IsoplugError
+from isoplug.runner.api import Plugin
+
+__all__ = ["PluginLoadError", "load_plugin_class"]
+
+
+class PluginLoadError(IsoplugError):
+    """The entry point of a plugin could not be loaded; ``traceback_text`` has the details."""
+
+    def __init__(self, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+
+def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
+    """Import ``entry.entry`` with ``entry.path`` first on ``sys.path``; return the class.
+
+    Raises :class:`PluginLoadError`.
+    """
+    module_name, _, attribute = entry.entry.partition(":")
+    directory = str(Path(entry.path).resolve())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    top_level = module_name.partition(".")[0]
+    already = sys.modules.get(top_level)
+    if already is not None and not _comes_from(already, directory):
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: module {top_level!r} is already loaded from "
+            f"{getattr(already, '__file__', None) or 'elsewhere'} (another plugin of this group, "
+            "or a standard module): give the plugin's module a distinct name"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise PluginLoadError(
+                f"plugin {entry.id!r}: entry module {module_name!r} not found in {directory} "
+                f"(looked for {module_name.replace('.', '/')}.py and "
+                f"{module_name.replace('.', '/')}/__init__.py)"
+            ) from None
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: importing {module_name!r} failed: {exc}",
+            "".join(traceback.format_exception(exc)),
+        ) from exc
+    except (Exception, SystemExit) as exc:
+        # SystemExit too: a module calling sys.exit() at import must not end the runner.
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc)),
+        ) from exc
+    try:
+        found = getattr(module, attribute)
+    except AttributeError:
+        public = sorted(name for name in vars(module) if not name.startswith("_"))
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: module {module_name!r} ({getattr(module, '__file__', '?')}) "
+            f"has no attribute {attribute!r}; it defines: {', '.join(public) or 'nothing'}"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, Plugin)):
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: {entry.entry!r} is {type(found).__name__} {found!r}, "
+            "not a subclass of isoplug.Plugin"
+        )
+    return found
+
+
+def _comes_from(module: object, directory: str) -> bool:
+    path = getattr(module, "__file__", None)
+    return path is not None and Path(path).resolve().is_relative_to(directory)

@@ -1,0 +1,180 @@
+"""One runner's life: connect back to the host, load plugins, serve, shut down in time.
+
+Order of events (the host's supervisor relies on it):
+
+1. connect to ``bootstrap.address`` with the token, as ``bootstrap.runner_id``;
+2. import every plugin (failures are kept, with their traceback);
+3. run ``setup`` of each imported plugin (a failure is kept and stops further setups);
+4. send :data:`~isoplug.control.READY` with the report; if a setup failed, or nothing could be
+   imported, exit with :data:`~isoplug.control.EXIT_SETUP_FAILED` /
+   :data:`~isoplug.control.EXIT_NOTHING_LOADED`;
+5. serve calls and events until :data:`~isoplug.control.SHUTDOWN` arrives or the host goes
+   away, then run the ``teardown`` hooks within ``bootstrap.teardown_timeout``, say goodbye,
+   and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import traceback
+from typing import Any
+
+from isoplug.control import (
+    CALL,
+    CAPABILITY,
+    CONTROL_ROLE,
+    EVENT,
+    EXIT_CANNOT_CONNECT,
+    EXIT_NOTHING_LOADED,
+    EXIT_SETUP_FAILED,
+    PING,
+    READY,
+    SET_LOG_LEVEL,
+    SHUTDOWN,
+    Bootstrap,
+    CallOutcome,
+    CallRequest,
+    CapabilityDenied,
+    CapabilityRequest,
+    EventDelivery,
+    LoadFailure,
+    LoadStage,
+    LogLevelChange,
+    ReadyReport,
+)
+from isoplug.errors import IsoplugError, RemoteError
+from isoplug.rpc import Peer
+from isoplug.runner.api import PluginContext
+from isoplug.runner.dispatch import LoadedPlugin, PluginTable
+from isoplug.runner.loader import PluginLoadError, load_plugin_class
+from isoplug.runner.logging_setup import apply_log_level
+
+__all__ = ["run_runner"]
+
+_log = logging.getLogger("isoplug.runner")
+
+#: Host capability calls get the same patience as host -> plugin calls by default.
+CAPABILITY_TIMEOUT = 30.0
+_DENIED = f"{CapabilityDenied.__module__}.{CapabilityDenied.__qualname__}"
+
+
+async def run_runner(bootstrap: Bootstrap) -> int:
+    """Run the runner described by ``bootstrap``; return the process exit code."""
+    table = PluginTable()
+    shutdown = asyncio.Event()
+    peer_box: list[Peer] = []
+
+    async def call(request: CallRequest) -> CallOutcome:
+        return await table.call(request)
+
+    async def deliver(delivery: EventDelivery) -> None:
+        await table.deliver(delivery)
+
+    def shutdown_requested(_: Any) -> None:
+        shutdown.set()
+
+    async def call_host(plugin_id: str, capability: str, kwargs: dict[str, Any]) -> Any:
+        request = CapabilityRequest(plugin=plugin_id, name=capability, kwargs=kwargs)
+        try:
+            return await peer_box[0].request(CAPABILITY, request, timeout=CAPABILITY_TIMEOUT)
+        except RemoteError as exc:
+            if exc.remote_type == _DENIED:
+                raise CapabilityDenied(exc.remote_message) from None
+            raise
+
+    try:
+        peer = await Peer.connect(
+            bootstrap.address, bootstrap.token, name=bootstrap.runner_id, role=CONTROL_ROLE
+        )
+    except IsoplugError as exc:
+        _log.critical("runner %s cannot reach the host: %s", bootstrap.runner_id, exc)
+        return EXIT_CANNOT_CONNECT
+    peer_box.append(peer)
+    peer.register(PING, lambda _: os.getpid())
+    peer.register(SHUTDOWN, shutdown_requested)
+    peer.register(CALL, call, params_type=CallRequest)
+    peer.register(SET_LOG_LEVEL, apply_log_level, params_type=LogLevelChange)
+    peer.on_event(EVENT, deliver, params_type=EventDelivery)
+    async with peer:
+        failures = await _load_and_set_up(bootstrap, table, call_host)
+        report = ReadyReport(
+            pid=os.getpid(),
+            loaded={pid: plugin.summary() for pid, plugin in table.plugins.items()},
+            failures=tuple(failures),
+        )
+        await peer.request(READY, report)
+        if any(f.stage == LoadStage.SETUP for f in failures):
+            await _teardown(table, bootstrap.teardown_timeout)
+            await peer.aclose("a plugin's setup failed")
+            return EXIT_SETUP_FAILED
+        if not table.plugins:
+            await peer.aclose("no plugin could be loaded")
+            return EXIT_NOTHING_LOADED
+        closed = asyncio.ensure_future(peer.wait_closed())
+        asked = asyncio.ensure_future(shutdown.wait())
+        try:
+            await asyncio.wait({closed, asked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            asked.cancel()
+        await _teardown(table, bootstrap.teardown_timeout)
+        await peer.aclose("runner shut down")
+    return 0
+
+
+async def _load_and_set_up(
+    bootstrap: Bootstrap, table: PluginTable, call_host: Any
+) -> list[LoadFailure]:
+    failures: list[LoadFailure] = []
+    for entry in bootstrap.plugins:
+        try:
+            plugin_class = load_plugin_class(entry)
+            instance = plugin_class()
+        except PluginLoadError as exc:
+            failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc), exc.traceback_text))
+            continue
+        except Exception as exc:
+            failures.append(
+                LoadFailure(
+                    entry.id,
+                    LoadStage.IMPORT,
+                    f"plugin {entry.id!r}: creating {entry.entry} raised "
+                    f"{type(exc).__name__}: {exc}",
+                    "".join(traceback.format_exception(exc)),
+                )
+            )
+            continue
+        context = PluginContext(entry.id, frozenset(entry.capabilities), call_host)
+        try:
+            await instance.setup(context)
+        except Exception as exc:
+            failures.append(
+                LoadFailure(
+                    entry.id,
+                    LoadStage.SETUP,
+                    f"plugin {entry.id!r}: setup() raised {type(exc).__name__}: {exc}",
+                    "".join(traceback.format_exception(exc)),
+                )
+            )
+            # Plugins of a group share fate: the runner will exit and be restarted.
+            break
+        table.add(LoadedPlugin(entry.id, instance))
+    return failures
+
+
+async def _teardown(table: PluginTable, timeout: float) -> None:
+    """Run every plugin's teardown, together bounded by ``timeout``; failures are logged."""
+    try:
+        async with asyncio.timeout(timeout):
+            for plugin in table.plugins.values():
+                try:
+                    await plugin.instance.teardown()
+                except Exception:
+                    _log.exception("plugin %r: teardown() failed", plugin.plugin_id)
+    except TimeoutError:
+        _log.error("teardown hooks did not finish within %g s; exiting anyway", timeout)
+    with contextlib.suppress(Exception):
+        logging.shutdown()

@@ -1,0 +1,49 @@
+"""A test plugin that logs on request: numbered records, exceptions, forgeries, then dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import isoplug
+
+log = logging.getLogger("chronicler.work")
+
+
+class Chronicler(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+
+    @isoplug.method
+    async def log_numbered(self, count: int, level: int = logging.INFO) -> int:
+        for index in range(count):
+            log.log(level, "record %d", index, extra={"n": index, "user": "ann"})
+        return count
+
+    @isoplug.method
+    async def log_and_die(self, count: int) -> None:
+        for index in range(count):
+            log.info("last words %d", index, extra={"n": index})
+        os._exit(3)
+
+    @isoplug.method
+    async def log_exception(self) -> None:
+        settings: dict[str, str] = {}
+        try:
+            settings["missing"]
+        except KeyError:
+            log.exception("lookup failed")
+
+    @isoplug.method
+    async def forge(self) -> None:
+        logging.getLogger("isoplug.host").critical("I am the host\nINFO isoplug.host: all good")
+
+    @isoplug.method
+    async def log_then_block(self, seconds: float) -> None:
+        self.ctx.logger.warning("blocking the event loop now")
+        time.sleep(seconds)  # a plugin bug: blocks its own event loop
+
+    @isoplug.method
+    async def pid(self) -> int:
+        return os.getpid()

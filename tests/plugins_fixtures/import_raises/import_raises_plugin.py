@@ -1,0 +1,1 @@
+raise ImportError("this plugin needs libfoo 2.0")

@@ -1,0 +1,2 @@
+def helper() -> None:
+    """Not a Plugin subclass: the loader must say so."""

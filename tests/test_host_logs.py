@@ -1,0 +1,114 @@
+"""The log pipeline inside the plugin runtime: a plugin's records in the host's own logging."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from isoplug import Host
+from isoplug.errors import ConnectionBroken
+from isoplug.host import SupervisorConfig
+from tests.plugins_fixtures import FAST, RecordWaiter, plugins_dir
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, config: SupervisorConfig = FAST
+) -> AsyncIterator[tuple[Host, RecordWaiter]]:
+    waiter = RecordWaiter()
+    plugin_logger = logging.getLogger("plugin")
+    plugin_logger.addHandler(waiter)
+    plugin_logger.setLevel(logging.DEBUG)
+    try:
+        async with Host(plugins_dir(tmp_path, "chronicler"), config=config) as host:
+            await host.wait_ready(20)
+            yield host, waiter
+    finally:
+        plugin_logger.removeHandler(waiter)
+        plugin_logger.setLevel(logging.NOTSET)
+
+
+def numbered(waiter: RecordWaiter) -> list[int]:
+    return [r.n for r in waiter.records if hasattr(r, "n")]
+
+
+async def test_plugin_records_arrive_with_their_fields_and_the_hosts_identity(
+    tmp_path: Path,
+) -> None:
+    """A plugin's record lands under plugin.<id>.<logger> with its fields, extras and the
+    plugin id and runner pid stamped by the host."""
+    async with running(tmp_path) as (host, waiter):
+        pid = await host.call("chronicler", "pid")
+        await host.call("chronicler", "log_numbered", count=3)
+        await waiter.wait_until(lambda: waiter.records[2] if len(numbered(waiter)) >= 3 else None)
+        metrics = host.log_metrics("chronicler")
+    record = next(r for r in waiter.records if getattr(r, "n", None) == 0)
+    assert record.name == "plugin.chronicler.chronicler.work"
+    assert record.getMessage() == "record 0"
+    assert record.user == "ann"  # type: ignore[attr-defined]
+    assert record.plugin_id == "chronicler" and record.runner_pid == pid  # type: ignore[attr-defined]
+    assert record.process == pid and record.funcName == "log_numbered"
+    assert record.filename == "chronicler_plugin.py"
+    assert metrics.received >= 3 and metrics.replayed >= 3 and metrics.bytes > 0
+
+
+async def test_exceptions_arrive_with_their_traceback_once(tmp_path: Path) -> None:
+    """log.exception() in a plugin arrives with the traceback text and the exception type."""
+    async with running(tmp_path) as (host, waiter):
+        await host.call("chronicler", "log_exception")
+        record = await waiter.wait_for("plugin.chronicler.chronicler.work", "lookup failed")
+    assert record.exc_text is not None and "KeyError: 'missing'" in record.exc_text
+    assert record.exc_type == "builtins.KeyError"  # type: ignore[attr-defined]
+    formatted = logging.Formatter("%(message)s").format(record)
+    assert formatted.count("Traceback (most recent call last)") == 1
+
+
+async def test_a_plugin_cannot_log_as_the_host(tmp_path: Path) -> None:
+    """A plugin logging as 'isoplug.host' lands under its own prefix, forged line indented."""
+    async with running(tmp_path) as (host, waiter):
+        await host.call("chronicler", "forge")
+        record = await waiter.wait_for("plugin.chronicler.isoplug.host", "I am the host")
+    assert record.getMessage() == "I am the host\n  INFO isoplug.host: all good"
+
+
+async def test_records_logged_right_before_the_runner_dies_arrive(tmp_path: Path) -> None:
+    """Records a plugin logs immediately before os._exit reach the host, all of them."""
+    async with running(tmp_path) as (host, waiter):
+        with contextlib.suppress(ConnectionBroken):  # the runner dies during the call
+            await host.call("chronicler", "log_and_die", count=200)
+        await waiter.wait_until(
+            lambda: waiter.records[-1] if len(numbered(waiter)) >= 200 else None
+        )
+    assert numbered(waiter) == list(range(200))
+
+
+async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) -> None:
+    """A record logged before the plugin blocks its loop arrives while it is still blocked."""
+    patient = dataclasses.replace(FAST, health_timeout=30.0)
+    async with running(tmp_path, patient) as (host, waiter):
+        call = asyncio.create_task(host.call("chronicler", "log_then_block", seconds=3))
+        await waiter.wait_for("plugin.chronicler", "blocking the event loop now", timeout=2.5)
+        assert not call.done()
+        await call
+
+
+async def test_the_host_sets_a_plugins_level_at_the_source(tmp_path: Path) -> None:
+    """After set_log_level(WARNING) INFO records are not even sent; lowering it again works."""
+    async with running(tmp_path) as (host, waiter):
+        await host.set_log_level("chronicler", "WARNING")
+        await host.call("chronicler", "log_numbered", count=5)
+        await host.call("chronicler", "log_numbered", count=1, level=logging.ERROR)
+        await waiter.wait_until(
+            lambda: next((r for r in waiter.records if r.levelno == logging.ERROR), None)
+        )
+        received = host.log_metrics("chronicler").received
+        assert [r.levelno for r in waiter.records if hasattr(r, "n")] == [logging.ERROR]
+        await host.set_log_level("chronicler", logging.DEBUG)
+        await host.call("chronicler", "log_numbered", count=2, level=logging.DEBUG)
+        await waiter.wait_until(lambda: waiter.records[-1] if len(numbered(waiter)) >= 3 else None)
+        assert host.log_metrics("chronicler").received == received + 2

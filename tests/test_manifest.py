@@ -1,0 +1,142 @@
+"""plugin.toml validation and plugin discovery: every problem names the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from isoplug.host.manifest import ManifestError, RestartPolicy, load_manifest
+from isoplug.host.registry import discover, plan_runners
+
+MINIMAL = 'id = "p"\nversion = "1"\nentry = "mod:Plugin"\n'
+
+
+def write_plugin(root: Path, name: str, text: str) -> Path:
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "plugin.toml").write_text(text)
+    return directory
+
+
+def test_a_full_manifest_is_parsed_into_a_frozen_manifest(tmp_path: Path) -> None:
+    """Every documented field is read, with its type."""
+    directory = write_plugin(
+        tmp_path,
+        "weather",
+        'id = "weather"\nversion = "1.2.0"\ndescription = "d"\nentry = "pkg.mod:Weather"\n'
+        'group = "io"\nlog_level = "debug"\ncapabilities = ["http.get"]\n'
+        '[environment]\nUNITS = "metric"\n'
+        '[restart]\npolicy = "never"\nmax_restarts = 2\nwindow = 10\n'
+        "backoff_initial = 0.1\nbackoff_max = 1.5\n",
+    )
+    manifest = load_manifest(directory)
+    assert (manifest.id, manifest.version, manifest.entry) == (
+        "weather",
+        "1.2.0",
+        "pkg.mod:Weather",
+    )
+    assert manifest.group == "io" and manifest.runner_id == "io"
+    assert manifest.log_level == "DEBUG"
+    assert manifest.capabilities == ("http.get",)
+    assert dict(manifest.environment) == {"UNITS": "metric"}
+    assert manifest.restart == RestartPolicy("never", 2, 10.0, 0.1, 1.5)
+    with pytest.raises(AttributeError):
+        manifest.id = "other"  # type: ignore[misc]
+
+
+def test_defaults_apply_to_a_minimal_manifest(tmp_path: Path) -> None:
+    """id, version and entry are enough."""
+    manifest = load_manifest(write_plugin(tmp_path, "p", MINIMAL))
+    assert manifest.runner_id == "p" and manifest.capabilities == ()
+    assert manifest.restart == RestartPolicy()
+
+
+def test_backoff_doubles_up_to_its_maximum() -> None:
+    """Restart delays: initial, twice that, ... capped at backoff_max."""
+    policy = RestartPolicy(backoff_initial=0.5, backoff_max=3.0)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL + 'captabilities = ["x"]\n', "unknown field(s) 'captabilities'"),
+        (MINIMAL + "[restart]\nretries = 3\n", "unknown field(s) 'restart.retries'"),
+        ('version = "1"\nentry = "m:P"\n', "field 'id': is required but missing"),
+        ('id = "p"\nversion = "1"\n', "field 'entry': is required but missing"),
+        ('id = "p"\nversion = "1"\nentry = "m"\n', "field 'entry': must look like 'module:Att"),
+        ('id = "a.b"\nversion = "1"\nentry = "m:P"\n', "field 'id': 'a.b' is not a valid id"),
+        ('id = "p"\nversion = 1\nentry = "m:P"\n', "field 'version': must be a string, got int"),
+        (MINIMAL + 'log_level = "loud"\n', "field 'log_level': must be one of DEBUG"),
+        (MINIMAL + "capabilities = [1]\n", "field 'capabilities[0]': must be a non-empty str"),
+        (MINIMAL + "[environment]\nX = 1\n", "field 'environment.X': must be a string, got int"),
+        (MINIMAL + "[restart]\nmax_restarts = true\n", "'restart.max_restarts': must be an int"),
+        (MINIMAL + "[restart]\nwindow = -1\n", "field 'restart.window': must not be negative"),
+        (MINIMAL + '[restart]\npolicy = "always"\n', "'restart.policy': must be one of"),
+        ("id = ", "is not valid TOML"),
+    ],
+)
+def test_invalid_manifests_name_the_file_the_field_and_the_problem(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Each mistake gives a ManifestError whose text locates and explains it."""
+    directory = write_plugin(tmp_path, "p", text)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(directory)
+    assert str(caught.value).startswith(str(directory / "plugin.toml"))
+    assert message in str(caught.value)
+
+
+def test_a_missing_manifest_is_reported(tmp_path: Path) -> None:
+    """A directory without plugin.toml cannot be loaded as a plugin."""
+    with pytest.raises(ManifestError, match="cannot be read"):
+        load_manifest(tmp_path)
+
+
+def test_discovery_skips_bad_plugins_and_duplicate_ids_but_keeps_the_rest(tmp_path: Path) -> None:
+    """Bad and duplicate plugins become problems; directories without a manifest are ignored."""
+    write_plugin(tmp_path, "a_good", MINIMAL)
+    write_plugin(tmp_path, "b_bad", MINIMAL + "oops = 1\n")
+    write_plugin(tmp_path, "c_same_id", MINIMAL)
+    (tmp_path / "__pycache__").mkdir()
+    found = discover(tmp_path)
+    assert [m.id for m in found.manifests] == ["p"]
+    assert len(found.problems) == 2
+    assert "b_bad/plugin.toml: unknown field(s) 'oops'; plugin skipped" in found.problems[0]
+    assert "c_same_id/plugin.toml: field 'id': 'p' is already used by" in found.problems[1]
+
+
+def test_discovery_of_a_missing_directory_says_so(tmp_path: Path) -> None:
+    """An unusable plugins directory is an error of its own."""
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover(tmp_path / "nope")
+
+
+def test_plugins_of_a_group_share_one_runner(tmp_path: Path) -> None:
+    """Plugins naming the same group get one runner; others get their own."""
+    for name, group in (("a", "io"), ("b", "io"), ("c", None)):
+        text = f'id = "{name}"\nversion = "1"\nentry = "m:P"\n'
+        if group:
+            text += f'group = "{group}"\n'
+        write_plugin(tmp_path, name, text)
+    plans, problems = plan_runners(discover(tmp_path).manifests)
+    assert problems == []
+    assert {p.runner_id: [m.id for m in p.manifests] for p in plans} == {
+        "io": ["a", "b"],
+        "c": ["c"],
+    }
+
+
+def test_a_group_whose_environments_disagree_skips_the_later_plugin(tmp_path: Path) -> None:
+    """Two plugins of one group cannot set one variable to two values in one process."""
+    for name, value in (("a", "1"), ("b", "2")):
+        write_plugin(
+            tmp_path,
+            name,
+            f'id = "{name}"\nversion = "1"\nentry = "m:P"\ngroup = "g"\n'
+            f'[environment]\nMODE = "{value}"\n',
+        )
+    plans, problems = plan_runners(discover(tmp_path).manifests)
+    assert [[m.id for m in p.manifests] for p in plans] == [["a"]]
+    assert "field 'environment.MODE': differs from another plugin of group 'g'" in problems[0]
