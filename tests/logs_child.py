@@ -27,7 +27,7 @@ if sys.argv[1:2] == ["shutdown-logging"]:
     # Registered before isoplug is imported, so it runs after isoplug's own exit hook.
     atexit.register(_logged_after_isoplug_closed)
 
-from isoplug.logs import forward_logs  # noqa: E402
+from isoplug.logs import ForwardingHandler, forward_logs  # noqa: E402
 
 log = logging.getLogger("child.work")
 
@@ -107,6 +107,33 @@ def main() -> None:
             logging.getLogger("child").error("logged during interpreter shutdown")
 
         log.info("normal record")
+    elif scenario == "lossless":
+        # A queue of 4 KiB holds a few dozen records: everything else waits for room.
+        handler.close()
+        lossless = ForwardingHandler(
+            os.environ["ISOPLUG_LOG_ADDRESS"],
+            os.environ["ISOPLUG_LOG_TOKEN"],
+            queue_bytes=4096,
+            block_when_full=True,
+            block_timeout=30,
+            write_through_rate=0.001,
+        )
+        logging.getLogger().handlers[:] = [lossless]
+        numbered(count, 0, None)
+    elif scenario == "flood":
+        # Write-through off and a 2 KiB queue (a few records): a burst must overflow it.
+        handler.close()
+        small = ForwardingHandler(
+            os.environ["ISOPLUG_LOG_ADDRESS"],
+            os.environ["ISOPLUG_LOG_TOKEN"],
+            queue_bytes=2048,
+            write_through_rate=0.001,
+        )
+        logging.getLogger().handlers[:] = [small]
+        for index in range(count):
+            log.debug("debug %d", index, extra={"n": index})
+            log.info("info %d", index, extra={"n": index})
+            log.warning("warning %d", index, extra={"n": index})
     elif scenario == "levels":
         for index in range(count):
             log.debug("debug %d", index)
@@ -114,6 +141,12 @@ def main() -> None:
             log.warning("warning %d", index)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+def pool_work(n: int) -> int:
+    """A pool task (importable by spawned workers): logs one numbered record."""
+    logging.getLogger("pool.work").info("item %d", n, extra={"n": n})
+    return os.getpid()
 
 
 if __name__ == "__main__":

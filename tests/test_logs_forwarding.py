@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -208,3 +211,62 @@ async def test_receiver_metrics_count_what_arrived() -> None:
     assert len(metrics) == 1
     assert metrics[0].received == 30 and metrics[0].replayed == 30
     assert metrics[0].bytes > 0 and metrics[0].last_record_time is not None
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+async def test_forward_logs_works_as_a_process_pool_initializer(start_method: str) -> None:
+    """forward_logs as a ProcessPoolExecutor initializer forwards every worker's records."""
+    from tests.logs_child import pool_work
+
+    async with receiving() as (receiver, collector):
+
+        def run_pool() -> set[int]:
+            context = multiprocessing.get_context(start_method)
+            with concurrent.futures.ProcessPoolExecutor(
+                2,
+                mp_context=context,
+                # The workers' root logger would be at WARNING: ask for INFO as well.
+                initializer=functools.partial(forward_logs, level=logging.INFO),
+                initargs=(receiver.address, receiver.token),
+            ) as pool:
+                return set(pool.map(pool_work, range(40)))
+
+        worker_pids = await asyncio.to_thread(run_pool)
+        await collector.wait_until(lambda: len(collector.numbers()) >= 40)
+    assert sorted(collector.numbers()) == list(range(40))
+    assert {r.sender_pid for r in collector.records if hasattr(r, "n")} <= worker_pids  # type: ignore[attr-defined]
+
+
+async def test_lossless_mode_delivers_a_flood_through_a_tiny_queue(tmp_path: Path) -> None:
+    """With block_when_full, a burst far larger than the queue arrives without a single drop."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "lossless", "20000")
+        code, stderr = await finish(child)
+        await collector.wait_until(lambda: len(collector.numbers()) >= 20000, 60)
+    assert code == 0, stderr
+    assert collector.numbers() == list(range(20000))
+    assert not [r for r in collector.records if getattr(r, "isoplug_report", False)]
+
+
+async def test_a_full_queue_drops_low_levels_first_and_reports_it() -> None:
+    """Flooding a small queue drops DEBUG first, then INFO, WARNING last, and says so."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "flood", "3000")
+        code, stderr = await finish(child)
+    # Leaving the receiver waited for the child's connection to close: everything is in.
+    assert code == 0, stderr
+    by_level = {
+        level: sum(1 for r in collector.records if r.levelno == level and hasattr(r, "n"))
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING)
+    }
+    assert by_level[logging.DEBUG] < by_level[logging.INFO] <= by_level[logging.WARNING]
+    reports = [r.getMessage() for r in collector.records if getattr(r, "isoplug_report", False)]
+    assert any("because its log queue was full" in m and "DEBUG" in m for m in reports)
+    dropped = 3 * 3000 - sum(by_level.values())
+    reported = sum(
+        int(part.split(": ")[1].replace(",", ""))
+        for m in reports
+        if "because its log queue was full" in m
+        for part in m[m.index("(") + 1 : m.index(")")].split(", ")
+    )
+    assert reported == dropped

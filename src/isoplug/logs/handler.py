@@ -156,6 +156,8 @@ class ForwardingHandler(logging.Handler):
         self._in_flight = 0
         self._seq = 0
         self._dropped: dict[int, int] = {}
+        # True while the drop totals changed since they last went out in a frame.
+        self._drops_unsent = False
         self._unsent = b""
         self._tokens = WRITE_THROUGH_BURST
         self._last_created = 0.0
@@ -284,10 +286,10 @@ class ForwardingHandler(logging.Handler):
         self._tokens = tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
         with self._queue_lock:
             if self._failed is not None:
-                self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
+                self._count_drop(levelno)
                 return
             if not self._room_for(levelno) and not self._wait_for_room(levelno):
-                self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
+                self._count_drop(levelno)
                 return
             self._seq += 1
             encoded = capture_record(record, self._seq)
@@ -300,6 +302,7 @@ class ForwardingHandler(logging.Handler):
             ):
                 self._tokens = tokens - 1.0
                 try:
+                    self._drops_unsent = False
                     self._write_through(
                         log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE)
                     )
@@ -326,6 +329,13 @@ class ForwardingHandler(logging.Handler):
                 finally:
                     self._send_lock.release()
 
+    def _count_drop(self, levelno: int) -> None:
+        """Count a dropped record (queue lock held) and make sure the totals get sent."""
+        self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
+        if not self._drops_unsent:
+            self._drops_unsent = True
+            self._queue_changed.notify_all()
+
     def _room_for(self, levelno: int) -> bool:
         queued = self._queued_bytes
         if levelno >= logging.WARNING:
@@ -350,6 +360,7 @@ class ForwardingHandler(logging.Handler):
         """Send the whole queue as one batch without blocking (both locks held)."""
         batch, size = self._take_batch()
         self._queued_bytes -= size
+        self._drops_unsent = False
         self._write_through(
             log_batch_frame(batch, self._dropped, DEFAULT_MAX_FRAME_SIZE), len(batch)
         )
@@ -398,12 +409,16 @@ class ForwardingHandler(logging.Handler):
             self._queue_changed.notify_all()
         while True:
             with self._queue_changed:
-                while not self._queue and not self._unsent and not self._closed:
+                while not (self._queue or self._unsent or self._closed or self._drops_unsent):
                     self._queue_changed.wait()
-                if self._closed and not self._queue and not self._unsent:
+                if self._closed and not (self._queue or self._unsent or self._drops_unsent):
                     return
                 batch, size = self._take_batch()
                 self._in_flight += len(batch)
+                # Drop totals go out even with no record to carry them (an empty batch), so
+                # drops at the end of a burst are reported without waiting for the next record.
+                report_drops = self._drops_unsent
+                self._drops_unsent = False
                 dropped = dict(self._dropped)
             try:
                 with self._send_lock:
@@ -411,16 +426,14 @@ class ForwardingHandler(logging.Handler):
                         channel.socket.sendall(self._unsent)
                         self._unsent = b""
                         self._in_flight -= 1
-                    if batch:
+                    if batch or report_drops:
                         channel.socket.sendall(
                             log_batch_frame(batch, dropped, DEFAULT_MAX_FRAME_SIZE)
                         )
             except (OSError, IsoplugError) as exc:
                 with self._queue_lock:
                     self._in_flight -= len(batch)
-                    for _ in batch:
-                        self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + 1
-                    self._connection_failed(f"sending failed: {exc}")
+                    self._connection_failed(f"sending failed: {exc}", lost=len(batch))
                 return
             with self._queue_changed:
                 self._in_flight -= len(batch)
