@@ -132,10 +132,10 @@ class LogReplayer:
         """
         self._report_rate_drops(force=True)
         if not clean:
+            last = f"record #{self._last_seq}" if self._last_seq else "no record at all"
             self._report(
-                f"{self.description} ended without saying goodbye (it crashed or was killed); "
-                f"the last record received has sequence number {self._last_seq}, and records "
-                "it had not yet sent, if any, are lost"
+                f"{self.description}: log connection ended without a goodbye (crash or kill) "
+                f"after {last}; records it had not sent yet, if any, are lost"
             )
 
     # -- the pipeline -------------------------------------------------------------------------
