@@ -25,6 +25,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, TypeVar
@@ -89,6 +90,10 @@ _MAX_TRACEBACK_CHARS = 64 * 1024
 _USE_DEFAULT: Final = object()
 
 
+class _DeadlinePassed(Exception):
+    """Set on a pending request's future when its timeout passes; never leaves this module."""
+
+
 class _Registered:
     __slots__ = ("function", "is_async", "params_type")
 
@@ -150,6 +155,10 @@ class Peer:
             self.register(method, function)
         self._log_batch_handler: LogBatchHandler | None = None
         self._pending: dict[int, tuple[str, asyncio.Future[Message]]] = {}
+        #: Request id -> loop time at which the request times out (see _arm_deadline_timer).
+        self._deadlines: dict[int, float] = {}
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._serving: dict[int, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
         self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
@@ -303,13 +312,18 @@ class Peer:
         self._check_open()
         connection = self._connection
         request_id = connection.next_request_id()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
         self._send(Request(id=request_id, method=method, params=encode_value(params)))
         self._pending[request_id] = (method, future)
+        if limit is not None:
+            deadline = loop.time() + limit
+            self._deadlines[request_id] = deadline
+            if deadline < self._timer_at:
+                self._arm_deadline_timer(deadline)
         try:
-            async with asyncio.timeout(limit):
-                answer = await future
-        except TimeoutError:
+            answer = await future
+        except _DeadlinePassed:
             self._cancel_remote(request_id)
             raise RequestTimeout(
                 f"{method!r} got no response from {self.peer_name or 'the peer'} within {limit:g} s"
@@ -319,6 +333,7 @@ class Peer:
             raise
         finally:
             self._pending.pop(request_id, None)
+            self._deadlines.pop(request_id, None)
         if type(answer) is Response:
             try:
                 return decode_value(answer.result, result_type)
@@ -347,6 +362,32 @@ class Peer:
         self._check_open()
         self._send(batch)
         await self._stream.drain()
+
+    def _arm_deadline_timer(self, when: float) -> None:
+        # One timer per peer, not one per request: arming and cancelling a timer per call cost
+        # ~6 us (asyncio.timeout ~10 us), a tenth of a round trip. The timer is moved only
+        # when a request's deadline comes before it; when it fires it expires what is due and
+        # re-arms for the earliest deadline left.
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._timer_at = when
+        self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_requests)
+
+    def _expire_requests(self) -> None:
+        self._deadline_timer = None
+        self._timer_at = math.inf
+        now = asyncio.get_running_loop().time()
+        earliest = math.inf
+        for request_id, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[request_id]
+                pending = self._pending.get(request_id)
+                if pending is not None and not pending[1].done():
+                    pending[1].set_exception(_DeadlinePassed())
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest < math.inf:
+            self._arm_deadline_timer(earliest)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -494,6 +535,9 @@ class Peer:
                 _log.debug("peer already gone; could not tell it why the session failed")
 
     async def _shutdown(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         error = self.close_error or ConnectionClosed("session closed")
         for method, future in self._pending.values():
             if not future.done():
