@@ -295,14 +295,7 @@ class Host:
         if hello.role not in self._routes:
             # Refused during the handshake, so the client gets a reject rather than a
             # session that ends as soon as it opens.
-            _log.warning(
-                "refused a connection from runner %r (pid %d): unknown connection role %r "
-                "(known: %s)",
-                hello.name,
-                hello.pid,
-                hello.role,
-                ", ".join(self._routes),
-            )
+            self._warn_unknown_role(hello)
             return None
         supervisor = self._supervisors.get(hello.name)
         return supervisor.expected_token() if supervisor is not None else None
@@ -320,13 +313,17 @@ class Host:
         route = self._routes.get(hello.role)
         supervisor = self._supervisors.get(hello.name)
         if route is None or supervisor is None:
-            _log.warning(
-                "refused a connection from runner %r (pid %d): unknown connection role %r "
-                "(known: %s)",
-                hello.name,
-                hello.pid,
-                hello.role,
-                ", ".join(self._routes),
-            )
+            # The handshake already refuses both; a runner removed meanwhile ends up here.
+            self._warn_unknown_role(hello)
             return
         await route.serve(supervisor, peer)
+
+    def _warn_unknown_role(self, hello: Hello) -> None:
+        _log.warning(
+            "refused a connection from runner %r (pid %d): unknown connection role %r "
+            "(known: %s)",
+            hello.name,
+            hello.pid,
+            hello.role,
+            ", ".join(self._routes),
+        )
