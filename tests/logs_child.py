@@ -134,6 +134,17 @@ def main() -> None:
             log.debug("debug %d", index, extra={"n": index})
             log.info("info %d", index, extra={"n": index})
             log.warning("warning %d", index, extra={"n": index})
+    elif scenario == "loguru":
+        from loguru import logger as loguru_logger
+
+        # loguru takes any logging.Handler as a sink; it builds the LogRecord itself.
+        loguru_logger.remove()
+        loguru_logger.add(handler, format="{message}")
+        loguru_logger.bind(user=42).info("hello {}", "loguru")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            loguru_logger.exception("loguru caught it")
     elif scenario == "levels":
         for index in range(count):
             log.debug("debug %d", index)

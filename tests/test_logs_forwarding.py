@@ -270,3 +270,20 @@ async def test_a_full_queue_drops_low_levels_first_and_reports_it() -> None:
         for part in m[m.index("(") + 1 : m.index(")")].split(", ")
     )
     assert reported == dropped
+
+
+async def test_loguru_records_forwarded_through_a_handler_sink() -> None:
+    """loguru with ForwardingHandler as its sink: message, level, source, bound extras and
+    the traceback (once) arrive."""
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, "loguru")
+        code, stderr = await finish(child)
+    assert code == 0, stderr
+    by_message = {r.getMessage().split("\n")[0]: r for r in collector.records}
+    hello = by_message["hello loguru"]
+    assert hello.levelname == "INFO" and hello.funcName == "main"
+    assert hello.extra == {"user": 42}  # type: ignore[attr-defined]
+    caught = by_message["loguru caught it"]
+    text = logging.Formatter("%(message)s").format(caught)
+    assert caught.levelno == logging.ERROR
+    assert text.count("ZeroDivisionError: division by zero") == 1

@@ -320,8 +320,7 @@ class Host:
 
     def _warn_unknown_role(self, hello: Hello) -> None:
         _log.warning(
-            "refused a connection from runner %r (pid %d): unknown connection role %r "
-            "(known: %s)",
+            "refused a connection from runner %r (pid %d): unknown connection role %r (known: %s)",
             hello.name,
             hello.pid,
             hello.role,
