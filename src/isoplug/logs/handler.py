@@ -10,8 +10,10 @@ takes one of two paths:
   non-blocking ``send``. Once ``emit()`` returns the record is in the kernel, so it survives
   ``os._exit``, SIGKILL or a segfault a microsecond later;
 - **batching**: under pressure (a burst, or the socket momentarily full) the record joins a
-  bounded in-memory queue, and a sender thread ships the queue as batches. The thread never
-  depends on the program's event loop, so logs keep flowing while a plugin blocks its loop.
+  bounded in-memory queue. Every :data:`EMIT_FLUSH_RECORDS` records the emitting thread pushes
+  the queue into the kernel itself (non-blocking); a sender thread ships whatever is left, and
+  the drop totals. The thread never depends on the program's event loop, so logs keep flowing
+  while a plugin blocks its loop.
 
 ``emit()`` never blocks on I/O and never raises. When the queue is full, records are dropped
 by level: below INFO once the queue is half full, INFO at 80 %, WARNING and above only when it
