@@ -16,9 +16,9 @@ Order of events (the host's supervisor relies on it):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+import sys
 import traceback
 from typing import Any
 
@@ -176,5 +176,9 @@ async def _teardown(table: PluginTable, timeout: float) -> None:
                     _log.exception("plugin %r: teardown() failed", plugin.plugin_id)
     except TimeoutError:
         _log.error("teardown hooks did not finish within %g s; exiting anyway", timeout)
-    with contextlib.suppress(Exception):
+    try:
+        # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()
+    except Exception as exc:
+        # Logging itself failed, so say it where the host still listens: stderr.
+        print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.stderr, flush=True)
