@@ -31,6 +31,8 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc_roundtrip.py
+	$(PY) benchmarks/runtime_startup_and_calls.py
+	$(PY) benchmarks/logs_vs_peers.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
