@@ -102,6 +102,16 @@ async def raw_client(address: str) -> tuple[Stream, FrameDecoder]:
     return await connect(address), FrameDecoder()
 
 
+async def open_raw_session(address: str) -> tuple[Stream, FrameDecoder]:
+    """A connection past the handshake, driven by hand: it can then send anything."""
+    stream, frames = await raw_client(address)
+    client = Connection(Role.CLIENT, TOKEN)
+    stream.write(client.data_to_send())
+    while client.state is ConnectionState.HANDSHAKE:
+        client.receive_data(await stream.receive_some())
+    return stream, frames
+
+
 async def read_messages(stream: Stream, frames: FrameDecoder) -> list[Any]:
     """Read until the other side closes; return every message it sent."""
     messages: list[Any] = []
@@ -269,11 +279,7 @@ async def test_bad_bytes_before_the_handshake_close_only_that_connection(
 async def test_response_to_an_unknown_request_closes_the_session_with_a_reason() -> None:
     """A response for a request that was never sent is a protocol error the peer is told about."""
     async with running_host() as host:
-        stream, frames = await raw_client(host.address)
-        client = Connection(Role.CLIENT, TOKEN)
-        stream.write(client.data_to_send())
-        while client.state is ConnectionState.HANDSHAKE:
-            client.receive_data(await stream.receive_some())
+        stream, frames = await open_raw_session(host.address)
         stream.write(encode_frame(Response(id=99)))
         server_peer = await host.next_peer()
         messages = await asyncio.wait_for(read_messages(stream, frames), 20)
@@ -286,11 +292,7 @@ async def test_response_to_an_unknown_request_closes_the_session_with_a_reason()
 async def test_second_hello_after_the_handshake_is_a_protocol_error() -> None:
     """A hello inside an open session closes it with a reason."""
     async with running_host() as host:
-        stream, frames = await raw_client(host.address)
-        client = Connection(Role.CLIENT, TOKEN)
-        stream.write(client.data_to_send())
-        while client.state is ConnectionState.HANDSHAKE:
-            client.receive_data(await stream.receive_some())
+        stream, frames = await open_raw_session(host.address)
         stream.write(encode_frame(Hello(min_version=1, max_version=1, token=TOKEN)))
         messages = await asyncio.wait_for(read_messages(stream, frames), 20)
         await stream.aclose()

@@ -104,7 +104,7 @@ class LogReplayer:
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
         self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
-        self._names: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._names: dict[str, tuple[logging.Logger, dict[str, Any]]] = {}
         self._last_seq = 0
         self._sender_drops: dict[int, int] = {}
         self._unreported_rate_drops: dict[int, int] = {}
@@ -223,8 +223,7 @@ class LogReplayer:
         if not 1 <= levelno <= 100:
             # Out of any sensible range: the lowest level there is, or CRITICAL.
             levelno = logging.CRITICAL if levelno > 100 else 1
-        name, identity = self._logger_name(data.name)
-        logger = logging.getLogger(name)
+        logger, identity = self._logger_for(data.name)
         if not logger.isEnabledFor(levelno):
             self.metrics.filtered += 1
             return
@@ -235,11 +234,12 @@ class LogReplayer:
             self.metrics.count_drop(DropReason.RATE_LIMITED)
             self._unreported_rate_drops[levelno] = self._unreported_rate_drops.get(levelno, 0) + 1
             return
-        logger.handle(self._rebuild(data, name, levelno, identity))
+        logger.handle(self._rebuild(data, logger, levelno, identity))
         self.metrics.replayed += 1
 
-    def _logger_name(self, sender_name: str) -> tuple[str, dict[str, Any]]:
-        """The host logger name for a sender's logger name, and the identity to stamp."""
+    def _logger_for(self, sender_name: str) -> tuple[logging.Logger, dict[str, Any]]:
+        """The host logger for a sender's logger name, and the identity to stamp. Cached, so
+        the hot path does not take logging's module lock in getLogger() for every record."""
         cached = self._names.get(sender_name)
         if cached is not None:
             return cached
@@ -248,7 +248,7 @@ class LogReplayer:
                 rest = sender_name[len(sender_prefix) + 1 :]
                 rest = clean_logger_name(rest, self.limits.max_logger_name_chars)
                 routed = (
-                    f"{host_prefix}.{rest}" if rest else host_prefix,
+                    logging.getLogger(f"{host_prefix}.{rest}" if rest else host_prefix),
                     {**self.identity, **overrides},
                 )
                 self._remember(sender_name, routed)
@@ -270,17 +270,18 @@ class LogReplayer:
             name = suffix or "root"
         else:
             name = f"{self.prefix}.{suffix}" if suffix else self.prefix
-        result = (name, self.identity)
+        result = (logging.getLogger(name), self.identity)
         self._remember(sender_name, result)
         return result
 
-    def _remember(self, sender_name: str, result: tuple[str, dict[str, Any]]) -> None:
+    def _remember(self, sender_name: str, result: tuple[logging.Logger, dict[str, Any]]) -> None:
         if len(self._names) < 10_000:  # bounded: a sender inventing names must not grow it
             self._names[sender_name] = result
 
     def _rebuild(
-        self, data: LogRecordData, name: str, levelno: int, identity: dict[str, Any]
+        self, data: LogRecordData, logger: logging.Logger, levelno: int, identity: dict[str, Any]
     ) -> logging.LogRecord:
+        name = logger.name
         limits = self.limits
         created = data.created
         record = logging.LogRecord.__new__(logging.LogRecord)
@@ -292,7 +293,7 @@ class LogReplayer:
         if data.event is not None:
             msg = self._clean_mapping(data.event, rename_reserved=False)
             # structlog's ProcessorFormatter recognises its records by these two attributes.
-            attributes["_logger"] = logging.getLogger(name)
+            attributes["_logger"] = logger
             attributes["_name"] = clean_text(data.event_method or "info", 32)
         traceback_limit = limits.max_traceback_chars
         attributes.update(
