@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import structlog
 
 from isoplug.logs import DropReason, LogReplayer, ReplayLimits
 from isoplug.logs.capture import capture_record
+from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.wire import LogBatch, LogRecordData
 from isoplug.wire.logframes import log_batch
 
@@ -342,3 +344,32 @@ def test_structlog_event_dicts_render_through_processor_formatter() -> None:
         "logger": "plugin.demo.structured.sender",
         "order": 17,
     }
+
+
+async def test_receive_replays_a_small_batch_at_once_and_a_flood_in_slices(
+    collector: Collector,
+) -> None:
+    """receive() replays at once until REPLAY_SLICE records have gone by since the event loop
+    last ran; the rest comes back as an awaitable that yields between slices. Slices count
+    across batches, so many small batches yield as often as one large one."""
+
+    def replayed() -> list[str]:
+        return [r.getMessage() for r in collector.records if r.name.startswith(PREFIX)]
+
+    target = replayer(rate=None)
+    assert target.receive(log_batch([data(seq=1)])) is None
+    assert replayed() == ["message 1"]
+
+    seq = 1
+    yields = 0
+    for _ in range(3 * REPLAY_SLICE // 10):
+        rest = target.receive(log_batch([data(seq=s) for s in range(seq + 1, seq + 11)]))
+        seq += 10
+        if rest is not None:
+            yields += 1
+            loop_ran = asyncio.Event()
+            asyncio.get_running_loop().call_soon(loop_ran.set)
+            await rest
+            assert loop_ran.is_set()  # the rest waited for the event loop
+    assert yields == seq // REPLAY_SLICE
+    assert replayed() == [f"message {s}" for s in range(1, seq + 1)]

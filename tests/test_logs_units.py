@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from isoplug.errors import LocalProtocolError
+from isoplug.logs import capture
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.sanitize import clean_logger_name, clean_text
@@ -338,6 +339,29 @@ def test_a_message_of_exactly_max_field_chars_is_kept_whole(
     log.info("y" * MAX_FIELD_CHARS)
     _, data = captured(collector)
     assert data.message == "y" * MAX_FIELD_CHARS
+
+
+@PROPERTY
+@given(
+    message=st.text(max_size=40),
+    args=st.one_of(
+        st.just(()),
+        st.tuples(st.integers() | st.text(max_size=10) | st.floats() | st.none()),
+        st.tuples(st.integers(), st.text(max_size=10)),
+    ),
+)
+def test_the_plain_record_fast_path_matches_the_general_path(
+    message: str, args: tuple[Any, ...]
+) -> None:
+    """A plain record (text message, no exception, no extras) is captured by a straight-line
+    path; whatever the message and arguments, even a failing format or a lone surrogate, it
+    gives the same bytes as the general path."""
+    record = logging.LogRecord("app.x", logging.INFO, "/src/app.py", 7, message, args, None)
+    try:
+        general = capture._capture(record, 9, safe=False)
+    except capture._ENCODE_FAILURES:
+        general = capture._capture(record, 9, safe=True)
+    assert capture_record(record, 9) == general
 
 
 def test_captured_records_frame_and_decode_as_a_batch(

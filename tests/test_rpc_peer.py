@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -319,6 +319,47 @@ async def test_log_batches_reach_the_log_batch_handler(peers: PeerFactory) -> No
     assert len(batches) == 1
     assert batches[0].dropped == {10: 3}
     assert msgspec.msgpack.decode(batches[0].records, type=list[LogRecordData]) == [record]
+
+
+async def test_an_awaitable_left_by_the_log_batch_handler_holds_back_later_messages(
+    peers: PeerFactory,
+) -> None:
+    """When the log batch handler returns an awaitable, nothing after that batch is handled
+    until it completes; then everything is handled once, in order."""
+    handled: list[str] = []
+    release = asyncio.Event()
+    first_handled = asyncio.Event()
+
+    async def rest_of_first_batch() -> None:
+        await release.wait()
+        handled.append("first batch finished")
+
+    def handler(batch: LogBatch) -> Awaitable[None] | None:
+        (record,) = msgspec.msgpack.decode(batch.records, type=list[LogRecordData])
+        handled.append(record.message)
+        if record.message != "first":
+            return None
+        first_handled.set()
+        return rest_of_first_batch()
+
+    def echo(value: str) -> str:
+        handled.append(value)
+        return value
+
+    def record(message: str) -> LogRecordData:
+        return LogRecordData(name="x", levelno=20, levelname="INFO", created=1.0, message=message)
+
+    async with peers(server_handlers={"echo": echo}) as (client, server):
+        server.on_log_batch(handler)
+        await client.send_log_batch(log_batch([record("first")]))
+        await client.send_log_batch(log_batch([record("second")]))
+        answer = asyncio.create_task(client.request("echo", "request"))
+        await asyncio.wait_for(first_handled.wait(), 10)
+        await asyncio.sleep(0.05)  # time in which a wrong peer would handle the others
+        assert handled == ["first"]
+        release.set()
+        assert await answer == "request"
+    assert handled == ["first", "first batch finished", "second", "request"]
 
 
 async def test_many_concurrent_incoming_requests_are_bounded(peers: PeerFactory) -> None:

@@ -105,7 +105,7 @@ async def _host_main() -> int:
         replayer = LogReplayer(
             "plugin.demo", identity={"plugin_id": "demo"}, description="demo runner"
         )
-        peer.on_log_batch(replayer.replay_async)
+        peer.on_log_batch(replayer.receive)
         connected.set_result(peer)
         await peer.wait_closed()
 

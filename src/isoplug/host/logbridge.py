@@ -55,7 +55,7 @@ class LogBridge:
                 expected_pid,
             )
         replayer = self._replayer(supervisor, runner_pid)
-        peer.on_log_batch(replayer.replay_async)
+        peer.on_log_batch(replayer.receive)
         try:
             await peer.wait_closed()
         finally:

@@ -131,8 +131,46 @@ def _safe_mapping(values: dict[str, Any], value_limit: int) -> dict[str, Any]:
     return safe
 
 
+_read_variable = itemgetter("msg", "args", "exc_info", "exc_text", "stack_info")
+_NO_EXTRA: dict[str, Any] = {}
+
+
 def capture_record(record: logging.LogRecord, seq: int) -> bytes:
     """Encode ``record`` with sequence number ``seq``; never raises for record contents."""
+    attributes = record.__dict__
+    msg, args, exc_info, exc_text, stack_info = _read_variable(attributes)
+    if (
+        type(msg) is str
+        and exc_info is None
+        and exc_text is None
+        and stack_info is None
+        and len(attributes) == _STANDARD_COUNT
+    ):
+        # The common record (a text message, no exception, no extras) in one straight line:
+        # this runs on the caller's thread for every record.
+        try:
+            message = msg % args if args else msg
+            if len(message) <= MAX_FIELD_CHARS:
+                encoded = _encoder.encode(
+                    (
+                        *_read_standard(attributes),
+                        seq,
+                        message,
+                        attributes.get("taskName"),
+                        None,
+                        None,
+                        None,
+                        None,
+                        _NO_EXTRA,
+                        None,
+                        None,
+                    )
+                )
+                if len(encoded) <= MAX_RECORD_BYTES:
+                    return encoded
+        except Exception:
+            # The general path below turns the failure into readable text (never loses it).
+            encoded = b""
     try:
         encoded = _capture(record, seq, safe=False)
     except _ENCODE_FAILURES:

@@ -67,6 +67,9 @@ WRITE_THROUGH_BURST = 200.0
 KERNEL_SEND_BUFFER = 4 * 1024 * 1024
 #: Under pressure, the emitting thread itself sends the queue once it holds this many records.
 EMIT_FLUSH_RECORDS = 32
+#: How long queued records may wait for the emitting thread to push them before the sender
+#: thread takes over: the most a burst's last few records are delayed.
+SENDER_LINGER = 0.002
 #: Batches are split at 1 MiB: far below the frame limit, large enough to amortise a send.
 MAX_BATCH_BYTES = 1024 * 1024
 #: Fractions of the queue that records below INFO, and INFO records, may fill.
@@ -162,6 +165,10 @@ class ForwardingHandler(logging.Handler):
         self._drops_unsent = False
         self._unsent = b""
         self._tokens = WRITE_THROUGH_BURST
+        # True while the sender thread waits with nothing queued: the next record must wake it.
+        self._sender_idle = False
+        # Threads in flush(): the sender sends at once instead of lingering.
+        self._flushing = 0
         self._last_created = 0.0
         self._channel: BlockingChannel | None = None
         self._sock: socket.socket | None = None
@@ -221,12 +228,16 @@ class ForwardingHandler(logging.Handler):
         """
         deadline = time.monotonic() + (DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
         with self._queue_changed:
-            while (self._queue or self._in_flight) and self._failed is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._thread is None:
-                    return
-                self._queue_changed.notify_all()
-                self._queue_changed.wait(remaining)
+            self._flushing += 1
+            try:
+                while (self._queue or self._in_flight) and self._failed is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._thread is None:
+                        return
+                    self._queue_changed.notify_all()
+                    self._queue_changed.wait(remaining)
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> None:
         """Flush (up to ``timeout``), say goodbye and release the connection. Idempotent."""
@@ -282,10 +293,13 @@ class ForwardingHandler(logging.Handler):
     def _enqueue(self, record: logging.LogRecord) -> None:
         levelno = record.levelno
         # Token bucket on the record's own timestamp: no clock call on the hot path.
+        # Every record takes a token, sent one by one or not, and the debt may grow to a burst:
+        # during a flood records stay batched instead of every few going out alone.
         created = record.created
         tokens = self._tokens + (created - self._last_created) * self._write_through_rate
         self._last_created = created
-        self._tokens = tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
+        tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
+        self._tokens = tokens - 1.0 if tokens > 1.0 - WRITE_THROUGH_BURST else -WRITE_THROUGH_BURST
         with self._queue_lock:
             if self._failed is not None:
                 self._count_drop(levelno)
@@ -302,7 +316,6 @@ class ForwardingHandler(logging.Handler):
                 and self._sock is not None
                 and self._send_lock.acquire(blocking=False)
             ):
-                self._tokens = tokens - 1.0
                 try:
                     self._drops_unsent = False
                     self._write_through(
@@ -312,10 +325,10 @@ class ForwardingHandler(logging.Handler):
                     self._send_lock.release()
                 return
             queue = self._queue
-            was_idle = not queue
             queue.append(encoded)
             self._queued_bytes += len(encoded)
-            if was_idle:
+            if self._sender_idle:
+                self._sender_idle = False
                 self._queue_changed.notify_all()
             elif (
                 len(queue) >= EMIT_FLUSH_RECORDS
@@ -411,8 +424,7 @@ class ForwardingHandler(logging.Handler):
             self._queue_changed.notify_all()
         while True:
             with self._queue_changed:
-                while not (self._queue or self._unsent or self._closed or self._drops_unsent):
-                    self._queue_changed.wait()
+                self._wait_for_work()
                 if self._closed and not (self._queue or self._unsent or self._drops_unsent):
                     return
                 batch, size = self._take_batch()
@@ -441,6 +453,26 @@ class ForwardingHandler(logging.Handler):
                 self._in_flight -= len(batch)
                 self._queued_bytes -= size
                 self._queue_changed.notify_all()
+
+    def _wait_for_work(self) -> None:
+        """Wait (queue lock held) until there is something for the sender thread to send.
+
+        Queued records are left to the emitting thread while it keeps adding to the queue (it
+        pushes the queue itself every EMIT_FLUSH_RECORDS records); the sender takes them once
+        no record came for a whole SENDER_LINGER. Waking this thread for every batch would
+        cost the emitting thread a GIL hand-over each time.
+        """
+        seen_seq = -1
+        while not (self._unsent or self._closed or self._drops_unsent or self._flushing):
+            if self._queue:
+                if self._seq == seen_seq:
+                    return
+                seen_seq = self._seq
+                self._queue_changed.wait(SENDER_LINGER)
+            else:
+                self._sender_idle = True
+                self._queue_changed.wait()
+                self._sender_idle = False
 
     def _take_batch(self) -> tuple[list[bytes], int]:
         """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held)."""

@@ -146,7 +146,7 @@ class LogReceiver:
             )
             return
         replayer = self._replayer_for(peer, hello)
-        peer.on_log_batch(replayer.replay_async)
+        peer.on_log_batch(replayer.receive)
         self._open_peers.add(peer)
         try:
             await peer.wait_closed()

@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -50,6 +50,10 @@ REPLAY_SLICE = 256
 _ROOT_NAMES = frozenset({"", "root"})
 #: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
 _HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender"})
+#: Source and thread names up to this long that need no cleaning are remembered, at most
+#: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
+_SITE_CHARS = 256
+_MAX_SITES = 10_000
 _LEVEL_NAMES = {
     level: name for name, level in logging.getLevelNamesMapping().items() if name != "WARN"
 }
@@ -105,7 +109,10 @@ class LogReplayer:
         )
         self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
         self._names: dict[str, tuple[logging.Logger, dict[str, Any]]] = {}
+        self._sites: dict[str, str] = {}
         self._last_seq = 0
+        # Records replayed since the last yield to the event loop (see receive()).
+        self._since_yield = 0
         self._sender_drops: dict[int, int] = {}
         self._unreported_rate_drops: dict[int, int] = {}
         self._last_rate_report = 0.0
@@ -119,9 +126,29 @@ class LogReplayer:
         for _ in self._replay_steps(batch):
             pass
 
+    def receive(self, batch: LogBatch) -> Awaitable[None] | None:
+        """Replay a batch as a :meth:`Peer.on_log_batch <isoplug.rpc.Peer.on_log_batch>`
+        handler: now, unless a slice of :data:`REPLAY_SLICE` records ends on the way; then the
+        rest is returned as an awaitable that yields to the event loop between slices.
+
+        Slices are counted across batches, so a flood of small batches yields as often as one
+        large batch, while a trickle costs no task switch at all.
+        """
+        steps = self._replay_steps(batch)
+        for _ in steps:
+            return self._replay_rest(steps)
+        return None
+
     async def replay_async(self, batch: LogBatch) -> None:
         """Replay a batch, yielding to the event loop every :data:`REPLAY_SLICE` records."""
-        for _ in self._replay_steps(batch):
+        rest = self.receive(batch)
+        if rest is not None:
+            await rest
+
+    @staticmethod
+    async def _replay_rest(steps: Iterator[None]) -> None:
+        await asyncio.sleep(0)
+        for _ in steps:
             await asyncio.sleep(0)
 
     def finish(self, *, clean: bool = True) -> None:
@@ -148,13 +175,16 @@ class LogReplayer:
         metrics.received += len(records)
         if records:
             metrics.last_record_time = time.time()
-        replayed_in_slice = 0
+        replay_one = self._replay_one
         for data in records:
-            self._check_sequence(data.seq)
-            self._replay_one(data)
-            replayed_in_slice += 1
-            if replayed_in_slice == REPLAY_SLICE:
-                replayed_in_slice = 0
+            if data.seq == self._last_seq + 1:
+                self._last_seq = data.seq
+            else:
+                self._check_sequence(data.seq)
+            replay_one(data)
+            self._since_yield += 1
+            if self._since_yield >= REPLAY_SLICE:
+                self._since_yield = 0
                 yield
         self._report_rate_drops(force=False)
 
@@ -223,7 +253,7 @@ class LogReplayer:
         if not 1 <= levelno <= 100:
             # Out of any sensible range: the lowest level there is, or CRITICAL.
             levelno = logging.CRITICAL if levelno > 100 else 1
-        logger, identity = self._logger_for(data.name)
+        logger, identity = self._names.get(data.name) or self._logger_for(data.name)
         if not logger.isEnabledFor(levelno):
             self.metrics.filtered += 1
             return
@@ -281,53 +311,86 @@ class LogReplayer:
     def _rebuild(
         self, data: LogRecordData, logger: logging.Logger, levelno: int, identity: dict[str, Any]
     ) -> logging.LogRecord:
-        name = logger.name
         limits = self.limits
         created = data.created
-        record = logging.LogRecord.__new__(logging.LogRecord)
-        attributes = record.__dict__
-        if data.extra:
-            attributes.update(self._clean_mapping(data.extra, rename_reserved=True))
-        message = clean_text(data.message, limits.max_message_chars)
+        message = data.message
+        if not message.isprintable() or len(message) > limits.max_message_chars:
+            message = clean_text(message, limits.max_message_chars)
         msg: Any = message
+        extra = self._clean_mapping(data.extra, rename_reserved=True) if data.extra else {}
         if data.event is not None:
             msg = self._clean_mapping(data.event, rename_reserved=False)
             # structlog's ProcessorFormatter recognises its records by these two attributes.
-            attributes["_logger"] = logger
-            attributes["_name"] = clean_text(data.event_method or "info", 32)
-        traceback_limit = limits.max_traceback_chars
-        attributes.update(
-            name=name,
-            msg=msg,
-            args=(),
-            levelname=_LEVEL_NAMES.get(levelno) or clean_text(data.levelname, 32),
-            levelno=levelno,
-            pathname=clean_text(data.pathname, 1024),
-            filename=clean_text(data.filename, 256),
-            module=clean_text(data.module, 256),
-            exc_info=None,
-            exc_text=clean_block(data.exc_text, traceback_limit) if data.exc_text else None,
-            stack_info=clean_block(data.stack_info, traceback_limit) if data.stack_info else None,
-            lineno=data.lineno,
-            funcName=clean_text(data.func_name, 256) if data.func_name else data.func_name,
-            created=created,
-            msecs=int((created - int(created)) * 1000) + 0.0,
-            relativeCreated=(created - self._start_time) * 1000,
-            thread=data.thread,
-            threadName=clean_text(data.thread_name, 256) if data.thread_name else data.thread_name,
-            processName=(
-                clean_text(data.process_name, 256) if data.process_name else data.process_name
+            extra["_logger"] = logger
+            extra["_name"] = clean_text(data.event_method or "info", 32)
+        # The fields that name where a record comes from repeat from record to record: they
+        # are cleaned once and then looked up (see _clean_site).
+        sites = self._sites
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        # One dict, built at once: the sender's extras first, so that neither they nor
+        # anything else can override the record's own fields or the identity the host stamps.
+        record.__dict__ = {
+            **extra,
+            "name": logger.name,
+            "msg": msg,
+            "args": (),
+            "levelname": _LEVEL_NAMES.get(levelno) or clean_text(data.levelname, 32),
+            "levelno": levelno,
+            "pathname": sites.get(data.pathname) or self._clean_site(data.pathname, 1024),
+            "filename": sites.get(data.filename) or self._clean_site(data.filename, 256),
+            "module": sites.get(data.module) or self._clean_site(data.module, 256),
+            "exc_info": None,
+            "exc_text": (
+                clean_block(data.exc_text, limits.max_traceback_chars) if data.exc_text else None
             ),
-            process=data.process,
-            taskName=clean_text(data.task_name, 256) if data.task_name else None,
-            exc_type=clean_text(data.exc_type, 256) if data.exc_type else None,
-            exc_message=(
+            "stack_info": (
+                clean_block(data.stack_info, limits.max_traceback_chars)
+                if data.stack_info
+                else None
+            ),
+            "lineno": data.lineno,
+            "funcName": (
+                sites.get(data.func_name) or self._clean_site(data.func_name, 256)
+                if data.func_name
+                else data.func_name
+            ),
+            "created": created,
+            "msecs": int((created - int(created)) * 1000) + 0.0,
+            "relativeCreated": (created - self._start_time) * 1000,
+            "thread": data.thread,
+            "threadName": (
+                sites.get(data.thread_name) or self._clean_site(data.thread_name, 256)
+                if data.thread_name
+                else data.thread_name
+            ),
+            "processName": (
+                sites.get(data.process_name) or self._clean_site(data.process_name, 256)
+                if data.process_name
+                else data.process_name
+            ),
+            "process": data.process,
+            "taskName": (
+                sites.get(data.task_name) or self._clean_site(data.task_name, 256)
+                if data.task_name
+                else None
+            ),
+            "exc_type": clean_text(data.exc_type, 256) if data.exc_type else None,
+            "exc_message": (
                 clean_text(data.exc_message, limits.max_message_chars) if data.exc_message else None
             ),
-            seq=data.seq,
-        )
-        attributes.update(identity)
+            "seq": data.seq,
+            **identity,
+        }
         return record
+
+    def _clean_site(self, text: str, limit: int) -> str:
+        """``clean_text`` for a source or thread name; remembers names that need no change."""
+        cleaned = clean_text(text, limit)
+        if cleaned is text and len(text) <= _SITE_CHARS and len(self._sites) < _MAX_SITES:
+            # Only texts that pass unchanged under any limit are remembered, so one cache
+            # serves every field whatever its limit.
+            self._sites[text] = text
+        return cleaned
 
     def _clean_mapping(self, values: dict[str, Any], *, rename_reserved: bool) -> dict[str, Any]:
         limits = self.limits

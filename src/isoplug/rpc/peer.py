@@ -168,6 +168,9 @@ class Peer:
         # until the drainer task has worked through them, in order.
         self._backlog: collections.deque[Message] = collections.deque()
         self._drainer: asyncio.Task[None] | None = None
+        # What a log batch handler left to await (the rest of a long replay): the drainer
+        # awaits it before the next message.
+        self._unfinished: Awaitable[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
         #: Why the session ended: ``None`` while open, else the exception that describes it.
@@ -284,8 +287,9 @@ class Peer:
     def on_log_batch(self, handler: LogBatchHandler | None) -> None:
         """Hand every :class:`~isoplug.wire.LogBatch` received to ``handler``.
 
-        It runs inline in the reader, in order; an async handler is awaited before the next
-        message is read, which applies back-pressure to the sender.
+        It runs inline in the reader, in order. When it returns an awaitable (an ``async``
+        handler does; a synchronous one may, for work it could not finish at once), reading
+        pauses until that is done, which applies back-pressure to the sender.
         """
         self._log_batch_handler = handler
 
@@ -543,6 +547,9 @@ class Peer:
             if not future.done():
                 future.set_exception(_pending_failure(method, error))
         self._pending.clear()
+        if inspect.iscoroutine(self._unfinished):
+            self._unfinished.close()  # the drainer never got to it: no "never awaited" warning
+        self._unfinished = None
         tasks: list[asyncio.Task[None]] = list(self._serving.values())
         current = asyncio.current_task()
         for task in (self._event_worker, self._reader, self._drainer):
@@ -576,8 +583,21 @@ class Peer:
         try:
             while backlog:
                 message = backlog[0]
-                if not self._dispatch_now(message):
+                # A message already dispatched may have left work to await (then it is not
+                # dispatched again); one that could not be dispatched at all is awaited whole.
+                if (
+                    self._unfinished is None
+                    and not self._dispatch_now(message)
+                    and self._unfinished is None
+                ):
                     await self._dispatch_waiting(message)
+                unfinished = self._unfinished
+                if unfinished is not None:
+                    self._unfinished = None
+                    try:
+                        await unfinished
+                    except Exception:
+                        _log.exception("log batch handler failed")
                 backlog.popleft()
         except Exception:
             _log.exception("session with %s failed unexpectedly", self.peer_name or "peer")
@@ -588,7 +608,8 @@ class Peer:
             self._stream.resume_reading()
 
     def _dispatch_now(self, message: Message) -> bool:
-        """Handle ``message`` without waiting; False (and nothing done) if it must wait."""
+        """Handle ``message`` without waiting; False if the next message must wait: either
+        nothing was done (see :meth:`_dispatch_waiting`), or :attr:`_unfinished` is set."""
         message_type = type(message)
         if message_type is Response or message_type is ErrorResponse:
             assert isinstance(message, Response | ErrorResponse)
@@ -628,16 +649,6 @@ class Peer:
             registered = self._event_handlers[message.method]
             assert self._event_queue is not None
             await self._event_queue.put((registered, message))
-        elif type(message) is LogBatch:
-            assert isinstance(message, LogBatch)
-            handler = self._log_batch_handler
-            assert handler is not None
-            try:
-                result = handler(message)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                _log.exception("log batch handler failed")
 
     def _dispatch_request(self, request: Request) -> bool:
         registered = self._handlers.get(request.method)
@@ -767,21 +778,17 @@ class Peer:
         if handler is None:
             _log.warning("received a log batch from %s but nothing handles them", self.peer_name)
             return True
-        if _is_async_callable(handler):
-            # Awaited by the backlog drainer while reading is paused: a flood is replayed in
-            # slices and the sender is slowed down by the socket instead of our memory growing.
-            return False
         try:
-            handler(batch)
+            unfinished = handler(batch)
         except Exception:
             _log.exception("log batch handler failed")
-        return True
-
-
-def _is_async_callable(function: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
+            return True
+        if unfinished is None:
+            return True
+        # Awaited by the backlog drainer while reading is paused: a flood is replayed in
+        # slices and the sender is slowed down by the socket instead of our memory growing.
+        self._unfinished = unfinished
+        return False
 
 
 def _pending_failure(method: str, error: IsoplugError) -> IsoplugError:
