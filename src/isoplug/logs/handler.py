@@ -182,15 +182,88 @@ class ForwardingHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
         """Filter and emit without the handler lock: ``emit`` is thread-safe on its own."""
-        result = self.filter(record)
-        if result:
+        if self.filters:
+            result = self.filter(record)
+            if not result:
+                return result
             if isinstance(result, logging.LogRecord):
                 record = result
-            self.emit(record)
-        return result
+        self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue or send ``record``; never blocks on I/O, never raises."""
+        """Queue or send ``record``; never blocks on I/O, never raises.
+
+        One function on purpose: it runs for every record on the caller's thread, and each
+        Python call it saves is a few percent of a ``logger.info()``.
+        """
+        if record.thread == self._sender_ident or self._closed or self._thread is None:
+            self._emit_unusual(record)
+            return
+        try:
+            levelno = record.levelno
+            # Token bucket on the record's own timestamp: no clock call on the hot path. Every
+            # record takes a token, sent alone or not, and the debt may grow to a burst: during
+            # a flood records stay batched instead of every few going out alone.
+            created = record.created
+            tokens = self._tokens + (created - self._last_created) * self._write_through_rate
+            self._last_created = created
+            tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
+            self._tokens = (
+                tokens - 1.0 if tokens > 1.0 - WRITE_THROUGH_BURST else -WRITE_THROUGH_BURST
+            )
+            with self._queue_lock:
+                if self._failed is not None:
+                    self._count_drop(levelno)
+                    return
+                if (
+                    self._queued_bytes >= self._debug_limit  # below it there is room for any level
+                    and not self._room_for(levelno)
+                    and not self._wait_for_room(levelno)
+                ):
+                    self._count_drop(levelno)
+                    return
+                self._seq += 1
+                encoded = capture_record(record, self._seq)
+                if (
+                    tokens >= 1.0
+                    and not self._queue
+                    and not self._in_flight
+                    and self._sock is not None
+                    and self._send_lock.acquire(blocking=False)
+                ):
+                    try:
+                        self._drops_unsent = False
+                        self._write_through(
+                            log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE)
+                        )
+                    finally:
+                        self._send_lock.release()
+                    return
+                queue = self._queue
+                queue.append(encoded)
+                self._queued_bytes += len(encoded)
+                if self._sender_idle:
+                    self._sender_idle = False
+                    self._queue_changed.notify_all()
+                elif (
+                    len(queue) >= EMIT_FLUSH_RECORDS
+                    and not self._in_flight
+                    and self._sock is not None
+                    and self._send_lock.acquire(blocking=False)
+                ):
+                    # Under pressure the caller still pushes every few dozen records into the
+                    # kernel itself, so what a crash can take is bounded by this count, not by
+                    # when the sender thread next gets the GIL.
+                    try:
+                        self._send_queue_now()
+                    finally:
+                        self._send_lock.release()
+        except Exception:
+            self.handleError(record)
+
+    def _emit_unusual(self, record: logging.LogRecord) -> None:
+        """The first record (starts the sender), or one that must not be forwarded."""
         if record.thread == self._sender_ident or self._closed:
             # Never loop back: records from our own sender thread (a library it calls, say),
             # or arriving after close (interpreter shutdown), go to stderr instead of nowhere.
@@ -199,11 +272,11 @@ class ForwardingHandler(logging.Handler):
             )
             return
         try:
-            if self._thread is None:
-                self._start()
-            self._enqueue(record)
+            self._start()
         except Exception:
             self.handleError(record)
+            return
+        self.emit(record)
 
     def start(self, timeout: float | None = None) -> bool:
         """Connect now instead of on the first record; wait up to ``timeout`` for it.
@@ -289,60 +362,6 @@ class ForwardingHandler(logging.Handler):
             )
             self._thread = thread
         thread.start()
-
-    def _enqueue(self, record: logging.LogRecord) -> None:
-        levelno = record.levelno
-        # Token bucket on the record's own timestamp: no clock call on the hot path.
-        # Every record takes a token, sent one by one or not, and the debt may grow to a burst:
-        # during a flood records stay batched instead of every few going out alone.
-        created = record.created
-        tokens = self._tokens + (created - self._last_created) * self._write_through_rate
-        self._last_created = created
-        tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
-        self._tokens = tokens - 1.0 if tokens > 1.0 - WRITE_THROUGH_BURST else -WRITE_THROUGH_BURST
-        with self._queue_lock:
-            if self._failed is not None:
-                self._count_drop(levelno)
-                return
-            if not self._room_for(levelno) and not self._wait_for_room(levelno):
-                self._count_drop(levelno)
-                return
-            self._seq += 1
-            encoded = capture_record(record, self._seq)
-            if (
-                tokens >= 1.0
-                and not self._queue
-                and not self._in_flight
-                and self._sock is not None
-                and self._send_lock.acquire(blocking=False)
-            ):
-                try:
-                    self._drops_unsent = False
-                    self._write_through(
-                        log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE)
-                    )
-                finally:
-                    self._send_lock.release()
-                return
-            queue = self._queue
-            queue.append(encoded)
-            self._queued_bytes += len(encoded)
-            if self._sender_idle:
-                self._sender_idle = False
-                self._queue_changed.notify_all()
-            elif (
-                len(queue) >= EMIT_FLUSH_RECORDS
-                and not self._in_flight
-                and self._sock is not None
-                and self._send_lock.acquire(blocking=False)
-            ):
-                # Under pressure the caller still pushes every few dozen records into the
-                # kernel itself, so what a crash can take is bounded by this count, not by
-                # when the sender thread next gets the GIL.
-                try:
-                    self._send_queue_now()
-                finally:
-                    self._send_lock.release()
 
     def _count_drop(self, levelno: int) -> None:
         """Count a dropped record (queue lock held) and make sure the totals get sent."""
