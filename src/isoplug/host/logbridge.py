@@ -59,7 +59,12 @@ class LogBridge:
         try:
             await peer.wait_closed()
         finally:
-            replayer.finish(clean=isinstance(peer.close_error, ConnectionClosed))
+            # When the runner itself dies, its supervisor reports how (exit code, signal); a
+            # second warning from here would only repeat it. A process the runner forked has
+            # no supervisor, so its abrupt end is reported here.
+            replayer.finish(
+                clean=isinstance(peer.close_error, ConnectionClosed) or runner_pid == expected_pid
+            )
 
     def _replayer(self, supervisor: RunnerSupervisor, runner_pid: int | None) -> LogReplayer:
         runner_id = supervisor.runner_id
