@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/rpc_roundtrip.py
 	$(PY) benchmarks/runtime_startup_and_calls.py
 	$(PY) benchmarks/logs_vs_peers.py
+	@if command -v valgrind >/dev/null; then $(PY) benchmarks/logs_instructions.py; \
+	else echo "skipping benchmarks/logs_instructions.py: it needs valgrind"; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
