@@ -268,11 +268,9 @@ class LogReplayer:
         self.metrics.replayed += 1
 
     def _logger_for(self, sender_name: str) -> tuple[logging.Logger, dict[str, Any]]:
-        """The host logger for a sender's logger name, and the identity to stamp. Cached, so
-        the hot path does not take logging's module lock in getLogger() for every record."""
-        cached = self._names.get(sender_name)
-        if cached is not None:
-            return cached
+        """The host logger for a sender's logger name, and the identity to stamp; called when
+        ``_names`` does not have it yet, which spares the hot path logging's module lock in
+        getLogger() for every record."""
         for sender_prefix, (host_prefix, overrides) in self._routes:
             if sender_name == sender_prefix or sender_name.startswith(sender_prefix + "."):
                 rest = sender_name[len(sender_prefix) + 1 :]
