@@ -13,7 +13,8 @@ from pathlib import Path
 from isoplug import Host
 from isoplug.errors import ConnectionBroken
 from isoplug.host import SupervisorConfig
-from tests.plugins_fixtures import FAST, RecordWaiter, plugins_dir
+from tests.plugins_fixtures import FAST, plugins_dir
+from tests.record_waiter import RecordWaiter
 
 
 @asynccontextmanager

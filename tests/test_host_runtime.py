@@ -21,7 +21,8 @@ from isoplug.errors import (
 )
 from isoplug.host import PluginInfo
 from isoplug.rpc import Peer
-from tests.plugins_fixtures import FAST, RecordWaiter, plugins_dir, process_alive
+from tests.plugins_fixtures import FAST, plugins_dir, process_alive
+from tests.record_waiter import RecordWaiter
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,39 +19,15 @@ import pytest
 
 from isoplug.errors import IsoplugError
 from isoplug.logs import LogReceiver, forward_logs
+from tests.record_waiter import RecordWaiter
 
 CHILD = str(Path(__file__).with_name("logs_child.py"))
 PREFIX = "kids"
 
 
-class Collector(logging.Handler):
-    """Keeps every record it handles and lets a test wait for a condition on them."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self._changed.set()
-
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-    def numbers(self) -> list[int]:
-        return [r.n for r in self.records if hasattr(r, "n")]
-
-    def messages(self) -> list[str]:
-        return [r.getMessage() for r in self.records]
-
-
 @asynccontextmanager
-async def receiving() -> AsyncIterator[tuple[LogReceiver, Collector]]:
-    collector = Collector()
+async def receiving() -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
+    collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
     logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)

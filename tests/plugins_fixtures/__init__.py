@@ -6,10 +6,7 @@ directory, so that a host starts only those runners.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from isoplug.host import SupervisorConfig
@@ -37,39 +34,6 @@ def plugins_dir(tmp_path: Path, *names: str) -> Path:
     for name in names:
         os.symlink(FIXTURES / name, directory / name)
     return directory
-
-
-class RecordWaiter(logging.Handler):
-    """Collects log records; lets a test wait (on the event loop) until one matches."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def matching(self, logger: str, text: str = "") -> list[logging.LogRecord]:
-        return [r for r in self.records if r.name == logger and text in r.getMessage()]
-
-    async def wait_for(
-        self, logger: str, text: str = "", timeout: float = 15.0
-    ) -> logging.LogRecord:
-        return await self.wait_until(lambda: next(iter(self.matching(logger, text)), None), timeout)
-
-    async def wait_until(
-        self, find: Callable[[], logging.LogRecord | None], timeout: float = 15.0
-    ) -> logging.LogRecord:
-        async with asyncio.timeout(timeout):
-            while True:
-                changed = self._changed
-                found = find()
-                if found is not None:
-                    return found
-                await changed.wait()
 
 
 def process_alive(pid: int) -> bool:
