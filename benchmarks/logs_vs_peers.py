@@ -524,9 +524,10 @@ def check_targets(results: Results) -> None:
     )
     p99, peer_p99 = median(ours_p99), median(results.p99[best_p99])
 
-    def per_round(ratios: list[float], fmt: str) -> str:
-        """Each round's own ratio: neighbours in time share the machine's mood of the moment,
-        so these pairs are less noisy than the ratio of the medians."""
+    def per_round(ours: list[float], theirs: list[float], fmt: str) -> str:
+        """Each round's own ratio ours/theirs: neighbours in time share the machine's mood of
+        the moment, so these pairs are less noisy than the ratio of the medians."""
+        ratios = [mine / other for mine, other in zip(ours, theirs, strict=False)]
         if len(ratios) < 2:
             return ""
         shown = ", ".join(f"{ratio:{fmt}}" for ratio in ratios)
@@ -537,22 +538,20 @@ def check_targets(results: Results) -> None:
             verdict(ours_per_call, floor, 1.3, higher=False),
             "per-call cost <= 1.3x floor",
             f"{per_call:.2f} us = {per_call / floor_us:.2f}x floor ({floor_us:.2f} us)"
-            + per_round([a / b for a, b in zip(ours_per_call, floor, strict=False)], ".2f"),
+            + per_round(ours_per_call, floor, ".2f"),
         ),
         (
             verdict(ours_rate, results.rate[fastest], 1.5, higher=True),
             "throughput >= 1.5x fastest peer",
             f"{rate:,.0f}/s = {rate / fastest_rate:.2f}x {fastest} ({fastest_rate:,.0f}/s)"
-            + per_round(
-                [a / b for a, b in zip(ours_rate, results.rate[fastest], strict=False)], ".2f"
-            )
+            + per_round(ours_rate, results.rate[fastest], ".2f")
             + (f"; {burst_lost:,} of the burst not delivered" if burst_lost else ""),
         ),
         (
             verdict(ours_rate, floor_rates, 0.8, higher=True),
             "throughput >= 80% of floor rate",
             f"{rate:,.0f}/s = {rate / floor_rate:.0%} of {floor_rate:,.0f}/s"
-            + per_round([a / b for a, b in zip(ours_rate, floor_rates, strict=False)], ".0%"),
+            + per_round(ours_rate, floor_rates, ".0%"),
         ),
         (
             verdict(ours_p99, results.p99[best_p99], 1.0, higher=False),
