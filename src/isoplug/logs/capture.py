@@ -132,7 +132,8 @@ def _safe_mapping(values: dict[str, Any], value_limit: int) -> dict[str, Any]:
 
 
 _read_variable = itemgetter("msg", "args", "exc_info", "exc_text", "stack_info")
-_NO_EXTRA: dict[str, Any] = {}
+#: Records have a ``taskName`` attribute from Python 3.12 on.
+_HAS_TASK_NAME = "taskName" in logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 
 
 def capture_record(record: logging.LogRecord, seq: int) -> bytes:
@@ -147,25 +148,17 @@ def capture_record(record: logging.LogRecord, seq: int) -> bytes:
         and len(attributes) == _STANDARD_COUNT
     ):
         # The common record (a text message, no exception, no extras) in one straight line:
-        # this runs on the caller's thread for every record.
+        # this runs on the caller's thread for every record. The array stops after the last
+        # field that is set; the receiver fills in the defaults of the fields left out.
         try:
             message = msg % args if args else msg
             if len(message) <= MAX_FIELD_CHARS:
-                encoded = _encoder.encode(
-                    (
-                        *_read_standard(attributes),
-                        seq,
-                        message,
-                        attributes.get("taskName"),
-                        None,
-                        None,
-                        None,
-                        None,
-                        _NO_EXTRA,
-                        None,
-                        None,
-                    )
-                )
+                fields = [*_read_standard(attributes), seq, message]
+                if _HAS_TASK_NAME:
+                    task_name = attributes["taskName"]
+                    if task_name is not None:
+                        fields.append(task_name)
+                encoded = _encoder.encode(fields)
                 if len(encoded) <= MAX_RECORD_BYTES:
                     return encoded
         except Exception:

@@ -2,12 +2,12 @@
 
 How a record travels
 --------------------
-``emit()`` encodes the record on the caller's thread (see :mod:`isoplug.logs.capture`) and then
-takes one of two paths:
+``handle()`` (no handler lock: the queue has its own) encodes the record on the caller's thread
+(see :mod:`isoplug.logs.capture`) and then takes one of two paths:
 
 - **write-through**: when nothing is queued and the record rate is moderate (a token bucket of
   :data:`WRITE_THROUGH_RATE` records/s), the caller sends the record right away with a
-  non-blocking ``send``. Once ``emit()`` returns the record is in the kernel, so it survives
+  non-blocking ``send``. Once ``handle()`` returns the record is in the kernel, so it survives
   ``os._exit``, SIGKILL or a segfault a microsecond later;
 - **batching**: under pressure (a burst, or the socket momentarily full) the record joins a
   bounded in-memory queue. Every :data:`EMIT_FLUSH_RECORDS` records the emitting thread pushes
@@ -15,10 +15,10 @@ takes one of two paths:
   the drop totals. The thread never depends on the program's event loop, so logs keep flowing
   while a plugin blocks its loop.
 
-``emit()`` never blocks on I/O and never raises. When the queue is full, records are dropped
-by level: below INFO once the queue is half full, INFO at 80 %, WARNING and above only when it
-is full; every drop is counted by level and the running totals travel with the next batch, so
-the receiver reports them. ``block_when_full=True`` makes ``emit()`` wait (up to
+``handle()`` and ``emit()`` never block on I/O and never raise. When the queue is full, records
+are dropped by level: below INFO once the queue is half full, INFO at 80 %, WARNING and above
+only when it is full; every drop is counted by level and the running totals travel with the
+next batch, so the receiver reports them. ``block_when_full=True`` makes them wait (up to
 ``block_timeout``) for room instead: lossless mode.
 
 Records logged by this module's own sender thread never come back into it (no re-entrance).
@@ -158,6 +158,9 @@ class ForwardingHandler(logging.Handler):
         self._send_lock = threading.Lock()
         self._queue: list[bytes] = []
         self._queued_bytes = 0
+        # Below this many queued bytes a record joins the queue with no further check (-1 once
+        # forwarding failed: every record is then counted as dropped).
+        self._admit_freely_below = self._debug_limit
         self._in_flight = 0
         self._seq = 0
         self._dropped: dict[int, int] = {}
@@ -181,66 +184,36 @@ class ForwardingHandler(logging.Handler):
     # -- logging.Handler ---------------------------------------------------------------------
 
     def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
-        """Filter and emit without the handler lock: ``emit`` is thread-safe on its own."""
+        """Filter, then queue or send ``record``; never blocks on I/O, never raises.
+
+        No handler lock: the queue has its own. One function on purpose: it runs for every
+        record on the caller's thread, and each Python call it saves is a few percent of a
+        ``logger.info()``.
+        """
         if self.filters:
             result = self.filter(record)
             if not result:
                 return result
             if isinstance(result, logging.LogRecord):
                 record = result
-        self.emit(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Queue or send ``record``; never blocks on I/O, never raises.
-
-        One function on purpose: it runs for every record on the caller's thread, and each
-        Python call it saves is a few percent of a ``logger.info()``.
-        """
-        if record.thread == self._sender_ident or self._closed or self._thread is None:
-            self._emit_unusual(record)
-            return
+        if (
+            record.thread == self._sender_ident or self._closed or self._thread is None
+        ) and not self._may_forward(record):
+            return True
         try:
-            levelno = record.levelno
-            # Token bucket on the record's own timestamp: no clock call on the hot path. Every
-            # record takes a token, sent alone or not, and the debt may grow to a burst: during
-            # a flood records stay batched instead of every few going out alone.
-            created = record.created
-            tokens = self._tokens + (created - self._last_created) * self._write_through_rate
-            self._last_created = created
-            tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
-            self._tokens = (
-                tokens - 1.0 if tokens > 1.0 - WRITE_THROUGH_BURST else -WRITE_THROUGH_BURST
-            )
-            with self._queue_lock:
-                if self._failed is not None:
-                    self._count_drop(levelno)
-                    return
-                if (
-                    self._queued_bytes >= self._debug_limit  # below it there is room for any level
-                    and not self._room_for(levelno)
-                    and not self._wait_for_room(levelno)
+            lock = self._queue_lock
+            # acquire/release rather than `with`: no bound methods built for every record.
+            lock.acquire()
+            try:
+                if self._queued_bytes >= self._admit_freely_below and not self._admit(
+                    record.levelno
                 ):
-                    self._count_drop(levelno)
-                    return
+                    return True
                 self._seq += 1
                 encoded = capture_record(record, self._seq)
-                if (
-                    tokens >= 1.0
-                    and not self._queue
-                    and not self._in_flight
-                    and self._sock is not None
-                    and self._send_lock.acquire(blocking=False)
-                ):
-                    try:
-                        self._drops_unsent = False
-                        self._write_through(
-                            log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE)
-                        )
-                    finally:
-                        self._send_lock.release()
-                    return
                 queue = self._queue
+                if not queue and self._wrote_through(encoded, record.created):
+                    return True
                 queue.append(encoded)
                 self._queued_bytes += len(encoded)
                 if self._sender_idle:
@@ -259,10 +232,17 @@ class ForwardingHandler(logging.Handler):
                         self._send_queue_now()
                     finally:
                         self._send_lock.release()
+            finally:
+                lock.release()
         except Exception:
             self.handleError(record)
+        return True
 
-    def _emit_unusual(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
+        """Forward ``record`` (through :meth:`handle`, so this handler's filters apply too)."""
+        self.handle(record)
+
+    def _may_forward(self, record: logging.LogRecord) -> bool:
         """The first record (starts the sender), or one that must not be forwarded."""
         if record.thread == self._sender_ident or self._closed:
             # Never loop back: records from our own sender thread (a library it calls, say),
@@ -270,13 +250,13 @@ class ForwardingHandler(logging.Handler):
             self._fallback(
                 record, "log handler closed" if self._closed else "logged by the log sender"
             )
-            return
+            return False
         try:
             self._start()
         except Exception:
             self.handleError(record)
-            return
-        self.emit(record)
+            return False
+        return True
 
     def start(self, timeout: float | None = None) -> bool:
         """Connect now instead of on the first record; wait up to ``timeout`` for it.
@@ -369,6 +349,43 @@ class ForwardingHandler(logging.Handler):
         if not self._drops_unsent:
             self._drops_unsent = True
             self._queue_changed.notify_all()
+
+    def _admit(self, levelno: int) -> bool:
+        """Whether a record of ``levelno`` may join the queue (queue lock held): False when
+        forwarding failed or the level's share of the queue is full, and the drop is counted.
+        Called only once the queue holds more than any level may always add."""
+        if self._failed is None and (self._room_for(levelno) or self._wait_for_room(levelno)):
+            return True
+        self._count_drop(levelno)
+        return False
+
+    def _wrote_through(self, encoded: bytes, created: float) -> bool:
+        """Send a record that found the queue empty at once, if the rate allows (both locks
+        free, queue lock held); False when it must be queued.
+
+        Token bucket on the records' own timestamps (no clock call): it refills here, at
+        WRITE_THROUGH_RATE up to WRITE_THROUGH_BURST, and every record pays one token, sent
+        alone or batched (batched ones when the queue is taken, see :meth:`_take_batch`). The
+        debt may grow to a burst, so that during a flood records stay batched instead of every
+        few going out alone; a record in a flood costs no token arithmetic at all.
+        """
+        tokens = self._tokens + (created - self._last_created) * self._write_through_rate
+        self._last_created = created
+        self._tokens = tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
+        if (
+            tokens < 1.0
+            or self._in_flight
+            or self._sock is None
+            or not self._send_lock.acquire(blocking=False)
+        ):
+            return False
+        try:
+            self._tokens = tokens - 1.0
+            self._drops_unsent = False
+            self._write_through(log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE))
+        finally:
+            self._send_lock.release()
+        return True
 
     def _room_for(self, levelno: int) -> bool:
         queued = self._queued_bytes
@@ -494,26 +511,32 @@ class ForwardingHandler(logging.Handler):
                 self._sender_idle = False
 
     def _take_batch(self) -> tuple[list[bytes], int]:
-        """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held)."""
+        """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held), and
+        charge them their write-through tokens (see :meth:`_wrote_through`)."""
         queue = self._queue
         if self._queued_bytes <= MAX_BATCH_BYTES:
             self._queue = []
-            return queue, sum(map(len, queue))
-        size = 0
-        for index, encoded in enumerate(queue):
-            size += len(encoded)
-            if size >= MAX_BATCH_BYTES:
-                batch = queue[: index + 1]
-                del queue[: index + 1]
-                return batch, size
-        self._queue = []
-        return queue, size
+            batch, size = queue, sum(map(len, queue))
+        else:
+            size = 0
+            for index, encoded in enumerate(queue):
+                size += len(encoded)
+                if size >= MAX_BATCH_BYTES:
+                    batch = queue[: index + 1]
+                    del queue[: index + 1]
+                    break
+            else:
+                self._queue = []
+                batch = queue
+        self._tokens = max(self._tokens - len(batch), -WRITE_THROUGH_BURST)
+        return batch, size
 
     def _connection_failed(self, reason: str, lost: int = 0) -> None:
         """Stop forwarding (queue lock held): count what is lost and say so once on stderr."""
         if self._failed is not None:
             return
         self._failed = reason
+        self._admit_freely_below = -1
         lost += len(self._queue) + self._in_flight
         self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
         self._queue = []
