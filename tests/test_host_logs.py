@@ -13,6 +13,7 @@ from pathlib import Path
 from isoplug import Host
 from isoplug.errors import ConnectionBroken
 from isoplug.host import SupervisorConfig
+from isoplug.logs import DropReason
 from tests.plugins_fixtures import FAST, plugins_dir
 from tests.record_waiter import RecordWaiter
 
@@ -90,6 +91,31 @@ async def test_records_logged_right_before_the_runner_dies_arrive(tmp_path: Path
     assert numbered(waiter) == list(range(200))
     # The supervisor reports the death; the log bridge does not repeat it.
     assert not waiter.matching("plugin.chronicler", "without a goodbye")
+
+
+async def test_records_a_dying_runner_never_sent_are_counted(tmp_path: Path) -> None:
+    """At full speed a runner's last records wait in its queue; when it dies with them, the host
+    counts them from the runner's sequence ledger: every record arrived or is counted."""
+    count = 3000
+    async with running(tmp_path) as (host, waiter):
+        with contextlib.suppress(ConnectionBroken):  # the runner dies during the call
+            await host.call("chronicler", "log_and_die", count=count)
+
+        def accounted() -> bool:
+            lost = host.log_metrics("chronicler").dropped.get(DropReason.SENDER_ENDED, 0)
+            return len(numbered(waiter)) + lost == count
+
+        await waiter.wait_until(accounted)
+        lost = count - len(numbered(waiter))
+    assert numbered(waiter) == list(range(count - lost))
+    reports = waiter.matching("plugin.chronicler", "log records it had accepted")
+    if lost:
+        (report,) = reports
+        assert report.getMessage().startswith(
+            f"plugin chronicler ended before sending {lost:,} log records it had accepted"
+        )
+    else:
+        assert not reports
 
 
 async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) -> None:

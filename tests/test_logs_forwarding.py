@@ -100,6 +100,30 @@ async def test_no_record_is_lost_when_the_child_dies(scenario: str) -> None:
         assert "Fatal Python error: Segmentation fault" in stderr
 
 
+@pytest.mark.parametrize("scenario", ["os-exit", "sigkill-self"])
+async def test_a_crash_at_full_speed_reports_exactly_what_it_lost(scenario: str) -> None:
+    """At full speed records are batched, so a crash may take the last few along; the
+    receiver counts them from the sender's sequence ledger: every record either arrived or is
+    in the report's range, and none arrived out of order."""
+    count = 3000
+    ended = "log connection ended without a goodbye"
+    async with receiving() as (receiver, collector):
+        child = await run_child(receiver, scenario, str(count))
+        await finish(child)
+        await collector.wait_until(lambda: any(ended in m for m in collector.messages()))
+    numbers = collector.numbers()
+    (report,) = [m for m in collector.messages() if ended in m]
+    arrived = len(numbers)
+    assert numbers == list(range(arrived))
+    if arrived == count:
+        assert report.endswith(f"after record #{count}; every record it had accepted arrived")
+    else:
+        assert report.endswith(
+            f"after record #{arrived}; {count - arrived:,} records it had accepted "
+            f"(#{arrived + 1} to #{count}) are lost"
+        )
+
+
 async def test_sigkill_from_outside_loses_nothing_emitted(tmp_path: Path) -> None:
     """Killing a child logging at 5,000/s loses no record whose logger call had returned."""
     progress = tmp_path / "progress"

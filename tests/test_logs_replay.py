@@ -6,7 +6,9 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,6 +17,7 @@ import structlog
 
 from isoplug.logs import DropReason, LogReplayer, ReplayLimits
 from isoplug.logs.capture import capture_record
+from isoplug.logs.ledger import SenderLedger
 from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.wire import LogBatch, LogRecordData
 from isoplug.wire.logframes import log_batch
@@ -234,6 +237,107 @@ def test_sequence_gaps_are_reported(collector: Collector) -> None:
         in collector.messages()
     )
     assert target.metrics.dropped[DropReason.LOST_IN_TRANSIT] == 3
+
+
+@pytest.fixture
+def sender_ledger() -> Iterator[SenderLedger]:
+    """A real sequence ledger of this very process, as a sender would announce it."""
+    ledger = SenderLedger.create()
+    if ledger is None:
+        pytest.skip("no memfd on this system")
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def reports(collector: Collector) -> list[str]:
+    return [r.getMessage() for r in collector.records if getattr(r, "isoplug_report", False)]
+
+
+def announced(fd: int, sender_pid: int | None = None) -> LogReplayer:
+    """A replayer whose sender announced ledger descriptor ``fd`` in its first batch."""
+    target = LogReplayer(PREFIX, description="plugin demo", sender_pid=sender_pid)
+    target.replay(LogBatch(records=msgspec.Raw(b"\x90"), ledger_fd=fd))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("accepted", "arrived", "clean", "expected"),
+    [
+        # A crash took the last three: no later record shows the gap, the ledger does.
+        (
+            8,
+            5,
+            False,
+            "plugin demo: log connection ended without a goodbye (crash or kill) after record "
+            "#5; 3 records it had accepted (#6 to #8) are lost",
+        ),
+        # A crash that took nothing says so.
+        (
+            2,
+            2,
+            False,
+            "plugin demo: log connection ended without a goodbye (crash or kill) after record "
+            "#2; every record it had accepted arrived",
+        ),
+        # A goodbye after a flush that timed out leaves accepted records behind: counted too.
+        (
+            4,
+            1,
+            True,
+            "plugin demo ended before sending 3 log records it had accepted (#2 to #4); "
+            "they are lost",
+        ),
+    ],
+)
+def test_the_ledger_counts_what_the_sender_accepted_but_never_sent(
+    collector: Collector,
+    sender_ledger: SenderLedger,
+    *,
+    accepted: int,
+    arrived: int,
+    clean: bool,
+    expected: str,
+) -> None:
+    """At the connection's end the sender's ledger says how many accepted records never
+    arrived; they are reported with their sequence numbers and counted as sender_ended."""
+    target = announced(sender_ledger.fd, sender_pid=os.getpid())
+    sender_ledger.view[0] = accepted
+    target.replay(log_batch([data(seq=n) for n in range(1, arrived + 1)]))
+    target.finish(clean=clean)
+    assert reports(collector) == [expected]
+    assert target.metrics.dropped.get(DropReason.SENDER_ENDED, 0) == accepted - arrived
+
+
+def test_a_descriptor_that_is_not_a_ledger_is_refused_with_a_report(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """A sender naming any other file (here a regular file) gets a report, not a count."""
+    with open(tmp_path / "not-a-ledger", "wb") as other:
+        other.write(bytes(8))
+        other.flush()
+        target = announced(other.fileno(), sender_pid=os.getpid())
+        target.replay(LogBatch(records=msgspec.Raw(b"\x90"), ledger_fd=other.fileno()))
+    target.finish(clean=False)
+    (refused, second, ended) = reports(collector)
+    assert refused.startswith("cannot use the log ledger of plugin demo: descriptor ")
+    assert "not a ledger; a crash will be reported without a count of lost records" in refused
+    assert second == "plugin demo announced a second log ledger; kept the first"
+    assert ended.endswith("records it had not sent yet, if any, are lost")
+
+
+def test_a_ledger_from_a_connection_without_a_pid_is_not_opened(
+    collector: Collector, sender_ledger: SenderLedger
+) -> None:
+    """Without a pid vouched for by the connection, the announced descriptor is never opened."""
+    target = announced(sender_ledger.fd)
+    sender_ledger.view[0] = 9
+    target.finish(clean=True)
+    assert reports(collector) == [
+        "plugin demo announced a log ledger, but its connection does not say which process it "
+        "is; a crash will be reported without a count of lost records"
+    ]
 
 
 def test_rate_limit_drops_low_levels_first_and_reports(collector: Collector) -> None:

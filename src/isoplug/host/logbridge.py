@@ -54,7 +54,9 @@ class LogBridge:
                 credentials.pid,
                 expected_pid,
             )
-        replayer = self._replayer(supervisor, runner_pid)
+        replayer = self._replayer(
+            supervisor, runner_pid, credentials.pid if credentials is not None else None
+        )
         peer.on_log_batch(replayer.receive)
         try:
             await peer.wait_closed()
@@ -66,7 +68,10 @@ class LogBridge:
                 clean=isinstance(peer.close_error, ConnectionClosed) or runner_pid == expected_pid
             )
 
-    def _replayer(self, supervisor: RunnerSupervisor, runner_pid: int | None) -> LogReplayer:
+    def _replayer(
+        self, supervisor: RunnerSupervisor, runner_pid: int | None, connected_pid: int | None
+    ) -> LogReplayer:
+        """``connected_pid`` is the pid the socket vouches for (None when it cannot say)."""
         runner_id = supervisor.runner_id
         members = list(supervisor.manifests)
         identity: dict[str, Any] = {"runner_pid": runner_pid}
@@ -90,4 +95,5 @@ class LogBridge:
             limits=self.limits,
             description=f"plugin {runner_id}",
             metrics=self._metrics.setdefault(runner_id, LogMetrics()),
+            sender_pid=connected_pid,
         )

@@ -39,11 +39,14 @@ import threading
 import time
 import weakref
 
+import msgspec
+
 from isoplug.errors import IsoplugError
 from isoplug.logs.capture import capture_record
+from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
-from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch
 from isoplug.wire.logframes import log_batch_frame
 
 __all__ = [
@@ -77,6 +80,9 @@ _DEBUG_SHARE = 0.5
 _INFO_SHARE = 0.8
 #: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
 DEFAULT_FLUSH_TIMEOUT = 5.0
+
+#: An empty msgpack array: the records of the batch that announces the ledger.
+_NO_RECORDS = msgspec.Raw(b"\x90")
 
 _live_handlers: weakref.WeakSet[ForwardingHandler] = weakref.WeakSet()
 
@@ -163,6 +169,11 @@ class ForwardingHandler(logging.Handler):
         self._admit_freely_below = self._debug_limit
         self._in_flight = 0
         self._seq = 0
+        # The highest sequence number accepted, stored for every record: in shared memory once
+        # connected over a unix socket, so the receiver can count what a crash took (see
+        # isoplug.logs.ledger).
+        self._ledger = private_ledger()
+        self._shared_ledger: SenderLedger | None = None
         self._dropped: dict[int, int] = {}
         # True while the drop totals changed since they last went out in a frame.
         self._drops_unsent = False
@@ -209,8 +220,9 @@ class ForwardingHandler(logging.Handler):
                     record.levelno
                 ):
                     return True
-                self._seq += 1
-                encoded = capture_record(record, self._seq)
+                seq = self._seq = self._seq + 1
+                self._ledger[0] = seq
+                encoded = capture_record(record, seq)
                 queue = self._queue
                 if not queue and self._wrote_through(encoded, record.created):
                     return True
@@ -315,6 +327,11 @@ class ForwardingHandler(logging.Handler):
                 with contextlib.suppress(OSError):
                     channel.socket.shutdown(socket.SHUT_RDWR)
                 channel.socket.close()
+        with self._queue_lock:
+            ledger, self._shared_ledger = self._shared_ledger, None
+            self._ledger = private_ledger()
+        if ledger is not None and self._pid == os.getpid():
+            ledger.close()
         _live_handlers.discard(self)
         super().close()
 
@@ -454,7 +471,20 @@ class ForwardingHandler(logging.Handler):
         except OSError as exc:
             # Not fatal: the default buffer works, it only rides out shorter receiver stalls.
             sys.stderr.write(f"isoplug: could not enlarge the log socket's buffer: {exc}\n")
+        ledger = SenderLedger.create() if channel.socket.family == socket.AF_UNIX else None
+        if ledger is not None:
+            try:
+                channel.send(LogBatch(records=_NO_RECORDS, ledger_fd=ledger.fd))
+            except (OSError, IsoplugError) as exc:
+                ledger.close()
+                with self._queue_lock:
+                    self._connection_failed(f"sending failed: {exc}")
+                return
         with self._queue_changed:
+            if ledger is not None:
+                ledger.view[0] = self._seq
+                self._ledger = ledger.view
+                self._shared_ledger = ledger
             self._channel = channel
             self._sock = channel.socket
             self._queue_changed.notify_all()
@@ -556,8 +586,11 @@ class ForwardingHandler(logging.Handler):
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""
-        sock = self._sock
+        sock, ledger = self._sock, self._shared_ledger
         self._init_state()
+        if ledger is not None:
+            # Our copy of the parent's ledger: the parent keeps writing to its own.
+            ledger.close()
         if sock is not None:
             # Our copy of the parent's socket; closing it does not disturb the parent.
             with contextlib.suppress(OSError):

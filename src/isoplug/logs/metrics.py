@@ -20,6 +20,9 @@ class DropReason:
     MALFORMED = "malformed"
     #: Sequence numbers that never arrived and were never reported as dropped.
     LOST_IN_TRANSIT = "lost_in_transit"
+    #: Accepted by the sender but never sent: it ended first (a crash, a kill, or a last flush
+    #: that timed out), counted from its sequence ledger.
+    SENDER_ENDED = "sender_ended"
 
 
 @dataclasses.dataclass

@@ -164,6 +164,7 @@ class LogReceiver:
             identity={"sender": hello.name, "sender_pid": sender_pid},
             limits=self.limits,
             description=f"log sender {hello.name or '(unnamed)'}",
+            sender_pid=sender_pid,
         )
         self._replayers[self._next_connection] = (label, replayer)
         return replayer

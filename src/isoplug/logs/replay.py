@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
+from isoplug.logs.ledger import LedgerError, ReceiverLedger
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.sanitize import cap_text, clean_block, clean_logger_name, clean_text
@@ -94,6 +95,7 @@ class LogReplayer:
         limits: ReplayLimits | None = None,
         description: str = "",
         metrics: LogMetrics | None = None,
+        sender_pid: int | None = None,
     ) -> None:
         self.prefix = prefix
         self.identity = dict(identity or {})
@@ -118,6 +120,11 @@ class LogReplayer:
         self._last_rate_report = 0.0
         self._malformed_reported = False
         self._start_time: float = getattr(logging, "_startTime", time.time())
+        # The sender's pid as the connection vouches for it (peer credentials), and its
+        # sequence ledger once announced: what lets finish() count what a crash took.
+        self._sender_pid = sender_pid
+        self._ledger: ReceiverLedger | None = None
+        self._ledger_announced = False
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -154,15 +161,69 @@ class LogReplayer:
     def finish(self, *, clean: bool = True) -> None:
         """Report what is still unreported; call when the sender is gone.
 
-        ``clean=False`` (the connection ended without a goodbye: the sender crashed or was
-        killed) adds a warning that records it had not yet sent are lost.
+        Records the sender accepted but never sent (it crashed, was killed, or its last flush
+        timed out) are counted from its sequence ledger and reported, however it ended.
+        ``clean=False`` (the connection ended without a goodbye) says so too, even when nothing
+        was lost; without a ledger, it warns that unsent records, if any, are lost.
         """
         self._report_rate_drops(force=True)
+        accepted = self._read_ledger()
+        last = self._last_seq
+        lost = accepted - last if accepted is not None and accepted > last else 0
+        if lost:
+            self.metrics.count_drop(DropReason.SENDER_ENDED, lost)
+        after = f"record #{last}" if last else "no record at all"
         if not clean:
-            last = f"record #{self._last_seq}" if self._last_seq else "no record at all"
+            if accepted is None:
+                outcome = "records it had not sent yet, if any, are lost"
+            elif lost:
+                outcome = f"{lost:,} records it had accepted (#{last + 1} to #{accepted}) are lost"
+            else:
+                outcome = "every record it had accepted arrived"
             self._report(
                 f"{self.description}: log connection ended without a goodbye (crash or kill) "
-                f"after {last}; records it had not sent yet, if any, are lost"
+                f"after {after}; {outcome}"
+            )
+        elif lost:
+            self._report(
+                f"{self.description} ended before sending {lost:,} log records it had accepted "
+                f"(#{last + 1} to #{accepted}); they are lost"
+            )
+
+    def _read_ledger(self) -> int | None:
+        """The highest sequence number the sender accepted, from its ledger; None if unknown."""
+        ledger, self._ledger = self._ledger, None
+        if ledger is None:
+            return None
+        try:
+            return ledger.read()
+        except OSError as exc:
+            self._report(f"cannot read the log ledger of {self.description}: {exc}")
+            return None
+        finally:
+            ledger.close()
+
+    def _open_ledger(self, fd: int) -> None:
+        """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
+        if self._ledger_announced:
+            self._report(f"{self.description} announced a second log ledger; kept the first")
+            return
+        self._ledger_announced = True
+        if self._sender_pid is None:
+            self._report(
+                f"{self.description} announced a log ledger, but its connection does not say "
+                "which process it is; a crash will be reported without a count of lost records"
+            )
+            return
+        try:
+            self._ledger = ReceiverLedger.open(self._sender_pid, fd)
+        except FileNotFoundError:
+            # Already gone: finish() reports the unclean end, without a count.
+            return
+        except (LedgerError, OSError) as exc:
+            self._report(
+                f"cannot use the log ledger of {self.description}: {exc}; a crash will be "
+                "reported without a count of lost records"
             )
 
     # -- the pipeline -------------------------------------------------------------------------
@@ -170,6 +231,8 @@ class LogReplayer:
     def _replay_steps(self, batch: LogBatch) -> Iterator[None]:
         metrics = self.metrics
         metrics.bytes += len(batch.records)
+        if batch.ledger_fd is not None:
+            self._open_ledger(batch.ledger_fd)
         records = self._decode(batch.records)
         self._account_sender_drops(batch.dropped)
         metrics.received += len(records)

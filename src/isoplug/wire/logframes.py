@@ -19,8 +19,10 @@ from isoplug.wire.messages import LogBatch, LogRecordData
 __all__ = ["log_batch", "log_batch_frame"]
 
 _encoder = msgspec.msgpack.Encoder()
-#: A LogBatch is the array ``["logs", records, dropped]``: fixarray of 3, then the tag.
-_BATCH_HEAD = b"\x93" + _encoder.encode("logs")
+#: A LogBatch is the array ``["logs", records, dropped, ledger_fd]``: fixarray of 4, the tag.
+_BATCH_HEAD = b"\x94" + _encoder.encode("logs")
+#: ``ledger_fd`` is only ever set in a sender's first batch, never in one built here.
+_NO_LEDGER = _encoder.encode(None)
 
 
 def _array_header(count: int) -> bytes:
@@ -46,6 +48,7 @@ def log_batch_frame(
             _array_header(len(encoded_records)),
             *encoded_records,
             _encoder.encode(dropped),
+            _NO_LEDGER,
         )
     )
     if len(body) > max_frame_size:

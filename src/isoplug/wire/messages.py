@@ -214,6 +214,10 @@ class LogBatch(_Message, frozen=True, tag="logs"):
     #: making the whole connection fail.
     records: msgspec.Raw
     dropped: dict[int, int] = msgspec.field(default_factory=dict)
+    #: Set once, in the batch a sender sends right after connecting over a unix socket: the
+    #: number, in the sender's process, of a file descriptor of its sequence ledger (see
+    #: :mod:`isoplug.logs.ledger`), from which the receiver counts what a crash took.
+    ledger_fd: int | None = None
 
 
 Message = (
