@@ -3,7 +3,8 @@
 ``logs_vs_peers.py`` times the same call with a clock. On a shared 2-core VM the clock swings by
 half between runs (the do-nothing floor alone measured 7.7 to 14 us within minutes), so its
 ratios carry that noise. This benchmark counts the instructions the *calling thread* executes
-per call, under valgrind's callgrind: the count repeats exactly, whatever else the machine does.
+per call, under valgrind's callgrind: the count repeats (to 0.01 %), whatever else the machine
+does.
 
 Each kind runs in a child under callgrind twice, logging 2,000 and 12,000 records; the
 difference divided by 10,000 is the cost of one call (start-up and imports cancel out). Only
@@ -13,13 +14,24 @@ includes. Kinds:
 
 - **floor**: a do-nothing handler;
 - **isoplug batched**: ``forward_logs()`` to a real ``LogReceiver``, on the path a burst takes
-  (records queued, pushed into the socket every 32 by the calling thread);
+  (records queued, pushed into the socket every 32 by the calling thread, all of them: the
+  sender thread, which valgrind's slowness would otherwise let take over, is kept out);
 - **isoplug write-through**: the same at a moderate rate, every record sent on its own (valgrind
   slows the child to about that rate, so this is what an unchanged handler does under it);
 - **mp.Queue**: stdlib ``QueueHandler`` on a ``multiprocessing.Queue``, drained by a process;
 - **SocketHandler**: stdlib ``SocketHandler`` to a TCP server that discards the bytes.
 
-Needs valgrind. Run: ``python benchmarks/logs_instructions.py`` (about 4 minutes).
+The receiving side is counted the same way, per record handed to the receiver's ``logging``
+(a do-nothing handler there), from bytes already read off the socket (a file here):
+
+- **receive floor**: ``logger.info()`` in the receiving process itself, what a record costs
+  there when nothing crosses a process boundary;
+- **receive isoplug**: frames split, decoded and replayed by a ``LogReplayer`` (sanitizing,
+  rate limit, identity stamping included), 32 records per batch as a burst sends them;
+- **receive pickle**: the stdlib's receiving side for ``SocketHandler`` (and, but for the queue,
+  ``QueueListener``): unpickle each record's dict, ``logging.makeLogRecord``, ``handle``.
+
+Needs valgrind. Run: ``python benchmarks/logs_instructions.py`` (about 6 minutes).
 """
 
 from __future__ import annotations
@@ -37,6 +49,9 @@ from contextlib import contextmanager
 
 SMALL, LARGE = 2_000, 12_000
 KINDS = ("floor", "isoplug batched", "isoplug write-through", "mp.Queue", "SocketHandler")
+RECEIVE_KINDS = ("receive floor", "receive isoplug", "receive pickle")
+#: Records per batch on the receiving side: what a burst's sender pushes at a time.
+BATCH = 32
 
 CHILD = r"""
 import logging, logging.handlers, multiprocessing, os, sys
@@ -50,14 +65,51 @@ def drain(queue):
     while queue.get() is not None:
         pass
 
-if kind == "floor":
+if kind.startswith("receive"):
+    import pickle, struct
+    root = logging.getLogger()
+    root.handlers[:] = [Nop()]
+    root.setLevel(logging.INFO)
+    data = b""
+    if kind != "receive floor":
+        with open(os.environ["RECEIVE_INPUT"] + "." + str(count), "rb") as file:
+            data = file.read()
+
+    def receive():
+        if kind == "receive floor":
+            info = logging.getLogger("bench").info
+            for index in range(count):
+                info("value %s", index)
+        elif kind == "receive isoplug":
+            from isoplug.logs import LogReplayer
+            from isoplug.wire import FrameDecoder, decode_message
+            replayer = LogReplayer("rx", identity={"sender": "bench", "sender_pid": 1})
+            for frame in FrameDecoder().receive_data(data):
+                replayer.replay(decode_message(frame))
+        else:
+            view, offset = memoryview(data), 0
+            unpack, loads = struct.Struct(">L").unpack_from, pickle.loads
+            make, get_logger = logging.makeLogRecord, logging.getLogger
+            while offset < len(data):
+                (length,) = unpack(view, offset)
+                record = make(loads(view[offset + 4 : offset + 4 + length]))
+                get_logger(record.name).handle(record)
+                offset += 4 + length
+
+    receive()
+    sys.exit(0)
+elif kind == "floor":
     handler = Nop()
 elif kind.startswith("isoplug"):
     from isoplug.logs import forward_logs
     handler = forward_logs()
     if kind == "isoplug batched":
+        import isoplug.logs.handler
         handler._write_through_rate = 0.0  # never earns a token: every record takes the queue
         handler._tokens = float("-inf")
+        # Under valgrind 32 records take longer than the sender thread's 2 ms linger, so it
+        # would take over pushes the calling thread makes in a real burst: keep it out.
+        isoplug.logs.handler.SENDER_LINGER = 3600.0
 elif kind == "mp.Queue":
     queue = multiprocessing.Queue()
     drainer = multiprocessing.Process(target=drain, args=(queue,))
@@ -108,6 +160,46 @@ def tcp_drain() -> Iterator[int]:
         server.close()
 
 
+def write_receive_inputs(path: str) -> None:
+    """What each receiving kind reads: ``path.isoplug.N`` holds N records as the frames a burst
+    sends, ``path.pickle.N`` as SocketHandler sends them (from the same real LogRecords)."""
+    import logging
+    import logging.handlers
+
+    from isoplug.logs.capture import capture_record
+    from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
+    from isoplug.wire.logframes import log_batch_frame
+
+    made: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            made.append(record)
+
+    logger = logging.getLogger("bench")
+    keep = Keep()
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        for index in range(LARGE):
+            logger.info("value %s", index)
+    finally:
+        logger.removeHandler(keep)
+    pickler = logging.handlers.SocketHandler("127.0.0.1", 9)  # makePickle only: never connects
+    for count in (SMALL, LARGE):
+        records = made[:count]
+        with open(f"{path}.isoplug.{count}", "wb") as file:
+            for start in range(0, count, BATCH):
+                encoded = [
+                    capture_record(record, start + offset + 1)
+                    for offset, record in enumerate(records[start : start + BATCH])
+                ]
+                file.write(log_batch_frame(encoded, {}, DEFAULT_MAX_FRAME_SIZE))
+        with open(f"{path}.pickle.{count}", "wb") as file:
+            file.writelines(pickler.makePickle(record) for record in records)
+
+
 def calling_thread_instructions(kind: str, count: int, env: dict[str, str]) -> int:
     """Instructions the child's main thread executed, logging ``count`` records."""
     with tempfile.TemporaryDirectory(prefix="isoplug-callgrind-") as directory:
@@ -148,10 +240,18 @@ def main() -> None:
 
     source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     per_call: dict[str, float] = {}
-    with LogReceiver(prefix="isoplug-bench") as receiver, tcp_drain() as port:
+    with (
+        LogReceiver(prefix="isoplug-bench") as receiver,
+        tcp_drain() as port,
+        tempfile.TemporaryDirectory(prefix="isoplug-receive-") as inputs,
+    ):
+        write_receive_inputs(f"{inputs}/input")
         env = dict(os.environ, **receiver.child_env(), DRAIN_PORT=str(port))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
-        for kind in KINDS:
+        # A fixed hash seed: string hashes decide dict probing, which moved counts by ~1 %.
+        env["PYTHONHASHSEED"] = "0"
+        for kind in KINDS + RECEIVE_KINDS:
+            env["RECEIVE_INPUT"] = f"{inputs}/input.{kind.rpartition(' ')[2]}"
             small = calling_thread_instructions(kind, SMALL, env)
             large = calling_thread_instructions(kind, LARGE, env)
             per_call[kind] = (large - small) / (LARGE - SMALL)
@@ -164,6 +264,13 @@ def main() -> None:
     batched = per_call["isoplug batched"] / floor
     verdict = "PASS" if batched <= 1.3 else "MISS"
     print(f"target: per-call <= 1.3x floor (isoplug batched): {verdict} at {batched:.2f}x")
+    receive_floor = per_call["receive floor"]
+    print("receiving side: instructions per record handed to logging")
+    print(f"   {'':<24}{'instructions':>14}{'x floor':>10}")
+    for kind in RECEIVE_KINDS:
+        print(f"   {kind:<24}{per_call[kind]:>14,.0f}{per_call[kind] / receive_floor:>10.2f}")
+    ours, pickled = per_call["receive isoplug"], per_call["receive pickle"]
+    print(f"isoplug's receiver does {pickled / ours:.2f}x less work per record than pickle's")
 
 
 if __name__ == "__main__":
