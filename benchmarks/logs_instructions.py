@@ -14,8 +14,9 @@ includes. Kinds:
 
 - **floor**: a do-nothing handler;
 - **isoplug batched**: ``forward_logs()`` to a real ``LogReceiver``, on the path a burst takes
-  (records queued, pushed into the socket every 32 by the calling thread, all of them: the
-  sender thread, which valgrind's slowness would otherwise let take over, is kept out);
+  (records queued, pushed into the socket by the calling thread, 64 at a time as a millisecond
+  of a real burst holds; the sender thread, which valgrind's slowness would otherwise let take
+  over, is kept out);
 - **isoplug write-through**: the same at a moderate rate, every record sent on its own (valgrind
   slows the child to about that rate, so this is what an unchanged handler does under it);
 - **mp.Queue**: stdlib ``QueueHandler`` on a ``multiprocessing.Queue``, drained by a process;
@@ -107,8 +108,13 @@ elif kind.startswith("isoplug"):
         import isoplug.logs.handler
         handler._write_through_rate = 0.0  # never earns a token: every record takes the queue
         handler._tokens = float("-inf")
-        # Under valgrind 32 records take longer than the sender thread's 2 ms linger, so it
-        # would take over pushes the calling thread makes in a real burst: keep it out.
+        # Valgrind runs the child ~50 times slower, and the handler's timing is in real time:
+        # the emitting thread would push every record or two instead of once a millisecond,
+        # and the sender thread would take over pushes the calling thread makes in a real
+        # burst. So push by count, as many as a millisecond holds at ~15 us per call, and keep
+        # the sender thread out.
+        isoplug.logs.handler.EMIT_PUSH_INTERVAL = float("inf")
+        isoplug.logs.handler.EMIT_PUSH_RECORDS = 64
         isoplug.logs.handler.SENDER_LINGER = 3600.0
 elif kind == "mp.Queue":
     queue = multiprocessing.Queue()

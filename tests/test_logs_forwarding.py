@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from isoplug.errors import IsoplugError
-from isoplug.logs import LogReceiver, forward_logs
+from isoplug.logs import ForwardingHandler, LogReceiver, forward_logs
+from isoplug.logs import handler as handler_module
 from tests.record_waiter import RecordWaiter
 
 CHILD = str(Path(__file__).with_name("logs_child.py"))
@@ -199,6 +201,39 @@ async def test_forward_logs_without_configuration_explains_what_is_missing(
     monkeypatch.delenv("ISOPLUG_LOG_TOKEN", raising=False)
     with pytest.raises(IsoplugError, match="ISOPLUG_LOG_ADDRESS"):
         forward_logs()
+
+
+@pytest.mark.parametrize(
+    ("queued", "last_created_after"),
+    [
+        # The oldest queued record became EMIT_PUSH_INTERVAL old: pushed.
+        (10, handler_module.EMIT_PUSH_INTERVAL * 1.5),
+        # As many records as EMIT_PUSH_RECORDS, whatever their timestamps: pushed.
+        (handler_module.EMIT_PUSH_RECORDS - 1, 0.0),
+    ],
+)
+async def test_in_a_flood_the_emitting_thread_pushes_the_queue_itself(
+    monkeypatch: pytest.MonkeyPatch, queued: int, last_created_after: float
+) -> None:
+    """Batched records reach the kernel without the sender thread (parked here), so what a
+    crash can take stays bounded by the push interval and count."""
+    monkeypatch.setattr(handler_module, "SENDER_LINGER", 3600.0)
+    async with receiving() as (receiver, collector):
+        handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
+        try:
+            assert await asyncio.to_thread(handler.start, 10)
+            burst = int(handler_module.WRITE_THROUGH_BURST)  # these go out one by one
+            logger = logging.getLogger("flood")
+            created = time.time()
+            for index in range(burst + queued + 1):
+                record = logger.makeRecord("flood", logging.INFO, __file__, 1, "r", (), None)
+                record.n = index
+                record.created = created + (last_created_after if index == burst + queued else 0)
+                handler.handle(record)
+            await collector.wait_until(lambda: len(collector.numbers()) == burst + queued + 1)
+        finally:
+            handler.close()
+    assert collector.numbers() == list(range(burst + queued + 1))
 
 
 async def test_receiver_metrics_count_what_arrived() -> None:
