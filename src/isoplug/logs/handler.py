@@ -387,8 +387,8 @@ class ForwardingHandler(logging.Handler):
         return False
 
     def _wrote_through(self, encoded: bytes, created: float) -> bool:
-        """Send a record that found the queue empty at once, if the rate allows (both locks
-        free, queue lock held); False when it must be queued.
+        """Send a record that found the queue empty at once, if the rate allows and the send
+        lock is free (queue lock held); False when it must be queued.
 
         Token bucket on the records' own timestamps (no clock call): it refills here, at
         WRITE_THROUGH_RATE up to WRITE_THROUGH_BURST, and every record pays one token, sent
