@@ -32,7 +32,7 @@ The receiving side is counted the same way, per record handed to the receiver's 
 - **receive pickle**: the stdlib's receiving side for ``SocketHandler`` (and, but for the queue,
   ``QueueListener``): unpickle each record's dict, ``logging.makeLogRecord``, ``handle``.
 
-Needs valgrind. Run: ``python benchmarks/logs_instructions.py`` (about 6 minutes).
+Needs valgrind. Run: ``python benchmarks/logs_instructions.py`` (about 8 minutes).
 """
 
 from __future__ import annotations
