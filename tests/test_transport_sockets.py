@@ -241,6 +241,26 @@ async def test_explicit_unix_path_is_removed_but_its_dir_kept(tmp_path: Path) ->
     assert tmp_path.is_dir()
 
 
+async def test_an_explicit_unix_path_in_use_is_refused_and_a_stale_one_replaced(
+    tmp_path: Path,
+) -> None:
+    """Listening on a path another listener serves fails clearly (its clients stay its own);
+    a socket file left behind by a dead process is replaced."""
+    path = tmp_path / "shared.sock"
+    async with await listen(f"unix:{path}", echo):
+        with pytest.raises(TransportError, match="another process is listening there"):
+            await listen(f"unix:{path}", echo)
+        stream = await connect(f"unix:{path}")  # the first listener still serves its clients
+        try:
+            await echo_round_trip(stream)
+        finally:
+            await stream.aclose()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(path))
+    async with await listen(f"unix:{path}", echo) as listener:
+        assert listener.address.path == str(path)
+
+
 def test_private_dir_falls_back_to_tmp_when_tmpdir_is_too_deep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

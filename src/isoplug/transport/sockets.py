@@ -12,7 +12,9 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import ssl
+import stat
 import tempfile
 from collections.abc import Awaitable, Callable
 
@@ -37,6 +39,29 @@ _MAX_UNIX_PATH = 100
 _HANDLER_CANCEL_TIMEOUT = 5.0
 
 ConnectionHandler = Callable[[Stream], Awaitable[None]]
+
+
+def _someone_listens_on(path: str) -> bool:
+    """Whether a live process accepts connections on unix socket file ``path``.
+
+    asyncio's ``create_unix_server`` removes an existing socket file before binding, which is
+    right for a stale file left by a crash, and wrong for one another process is serving: it
+    would silently lose its clients to us. A non-blocking connect tells the two apart.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False  # not a socket: binding fails with a clear "address in use"
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False  # stale: nobody listens
+        except BlockingIOError:
+            return True  # a listener whose backlog is full
+        return True
 
 
 def make_private_socket_dir() -> str:
@@ -199,7 +224,8 @@ async def listen(
 ) -> Listener:
     """Listen on ``address`` and run ``handler(stream)`` as a task for every connection.
 
-    ``unix:`` without a path makes a private directory for the socket. ``tcp://host:0`` picks a
+    ``unix:`` without a path makes a private directory for the socket; a given path replaces a
+    stale socket file there, never one a live process listens on. ``tcp://host:0`` picks a
     free port; :attr:`Listener.address` tells which. ``tls://`` requires ``ssl_context`` (see
     :func:`tls_server_context`). The stream is closed when the handler returns. Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
@@ -218,6 +244,11 @@ async def listen(
             if not path:
                 listener._private_dir = make_private_socket_dir()
                 path = os.path.join(listener._private_dir, "sock")
+            elif _someone_listens_on(path):
+                raise TransportError(
+                    f"cannot listen on {parsed}: another process is listening there "
+                    "(choose another path, or stop it first)"
+                )
             listener.address = Address(Scheme.UNIX, path=path)
             listener._server = await loop.create_unix_server(make_stream, path, backlog=backlog)
         else:
