@@ -218,6 +218,7 @@ async def test_in_a_flood_the_emitting_thread_pushes_the_queue_itself(
     """Batched records reach the kernel without the sender thread (parked here), so what a
     crash can take stays bounded by the push interval and count."""
     monkeypatch.setattr(handler_module, "SENDER_LINGER", 3600.0)
+    monkeypatch.setattr(handler_module, "SENDER_LINGER_MAX", 3600.0)
     async with receiving() as (receiver, collector):
         handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
         try:
@@ -234,6 +235,27 @@ async def test_in_a_flood_the_emitting_thread_pushes_the_queue_itself(
         finally:
             handler.close()
     assert collector.numbers() == list(range(burst + queued + 1))
+
+
+async def test_the_last_records_of_a_burst_are_sent_without_a_flush() -> None:
+    """Records queued at the end of a burst, too few and too young for the emitting thread to
+    push, are sent by the sender thread once no more come; no flush() needed."""
+    async with receiving() as (receiver, collector):
+        handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
+        try:
+            assert await asyncio.to_thread(handler.start, 10)
+            count = int(handler_module.WRITE_THROUGH_BURST) + 10  # the last 10 are queued
+            logger = logging.getLogger("burst")
+            created = time.time()
+            for index in range(count):
+                record = logger.makeRecord("burst", logging.INFO, __file__, 1, "r", (), None)
+                record.n = index
+                record.created = created
+                handler.handle(record)
+            await collector.wait_until(lambda: len(collector.numbers()) == count)
+        finally:
+            handler.close()
+    assert collector.numbers() == list(range(count))
 
 
 async def test_receiver_metrics_count_what_arrived() -> None:

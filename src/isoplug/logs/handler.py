@@ -77,8 +77,13 @@ EMIT_PUSH_INTERVAL = 0.001
 #: ... or once it holds this many records, whatever the timestamps say (a clock set back).
 EMIT_PUSH_RECORDS = 256
 #: How long queued records may wait for the emitting thread to push them before the sender
-#: thread takes over: the most a burst's last few records are delayed.
+#: thread takes over: the most a short burst's last few records are delayed.
 SENDER_LINGER = 0.002
+#: While a flood lasts the sender thread looks less and less often, up to this interval (the
+#: emitting thread pushes by itself): each look costs the emitting thread a GIL hand-over,
+#: which at every SENDER_LINGER came to ~7,000 futex calls per 100,000 records. A long
+#: flood's last records are therefore delayed up to about twice this.
+SENDER_LINGER_MAX = 0.02
 #: Batches are split at 1 MiB: far below the frame limit, large enough to amortise a send.
 MAX_BATCH_BYTES = 1024 * 1024
 #: Fractions of the queue that records below INFO, and INFO records, may fill.
@@ -534,21 +539,30 @@ class ForwardingHandler(logging.Handler):
         """Wait (queue lock held) until there is something for the sender thread to send.
 
         Queued records are left to the emitting thread while it keeps adding to the queue (it
-        pushes the queue itself every EMIT_PUSH_INTERVAL); the sender takes them once
-        no record came for a whole SENDER_LINGER. Waking this thread for every batch would
-        cost the emitting thread a GIL hand-over each time.
+        pushes the queue itself every EMIT_PUSH_INTERVAL); the sender takes them once no record
+        came for a whole linger, which starts at SENDER_LINGER and doubles, up to
+        SENDER_LINGER_MAX, while the emitting thread keeps batching. With nothing queued and
+        no batch started since it last looked, the sender sleeps until a record is queued.
+        Waking this thread for every batch would cost the emitting thread a GIL hand-over each
+        time.
         """
-        seen_seq = -1
+        seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
         while not (self._unsent or self._closed or self._drops_unsent or self._flushing):
             if self._queue:
                 if self._seq == seen_seq:
-                    return
-                seen_seq = self._seq
-                self._queue_changed.wait(SENDER_LINGER)
-            else:
+                    return  # nothing added for a whole linger: ours to send
+            elif self._push_due == seen_due:
+                # Empty, and no batch started since the last look (records written through
+                # do not count): idle until the emitting thread queues a record.
                 self._sender_idle = True
                 self._queue_changed.wait()
                 self._sender_idle = False
+                seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
+                continue
+            if seen_seq != -1:
+                linger = min(linger * 2, SENDER_LINGER_MAX)
+            seen_seq, seen_due = self._seq, self._push_due
+            self._queue_changed.wait(linger)
 
     def _take_batch(self) -> tuple[list[bytes], int]:
         """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held), and
