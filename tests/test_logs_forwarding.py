@@ -203,6 +203,27 @@ async def test_forward_logs_without_configuration_explains_what_is_missing(
         forward_logs()
 
 
+async def forward_numbered(
+    receiver: LogReceiver, collector: RecordWaiter, created: list[float]
+) -> None:
+    """Hand records numbered 0, 1, ... with these creation times straight to a
+    ForwardingHandler whose write-through rate is 0 (all after its first burst of tokens are
+    queued), and wait until all of them arrived, without flushing."""
+    handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
+    try:
+        assert await asyncio.to_thread(handler.start, 10)
+        logger = logging.getLogger("flood")
+        for index, when in enumerate(created):
+            record = logger.makeRecord("flood", logging.INFO, __file__, 1, "r", (), None)
+            record.n = index
+            record.created = when
+            handler.handle(record)
+        await collector.wait_until(lambda: len(collector.numbers()) == len(created))
+    finally:
+        handler.close()
+    assert collector.numbers() == list(range(len(created)))
+
+
 @pytest.mark.parametrize(
     ("queued", "last_created_after"),
     [
@@ -219,43 +240,20 @@ async def test_in_a_flood_the_emitting_thread_pushes_the_queue_itself(
     crash can take stays bounded by the push interval and count."""
     monkeypatch.setattr(handler_module, "SENDER_LINGER", 3600.0)
     monkeypatch.setattr(handler_module, "SENDER_LINGER_MAX", 3600.0)
+    burst = int(handler_module.WRITE_THROUGH_BURST)  # these go out one by one
+    now = time.time()
     async with receiving() as (receiver, collector):
-        handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
-        try:
-            assert await asyncio.to_thread(handler.start, 10)
-            burst = int(handler_module.WRITE_THROUGH_BURST)  # these go out one by one
-            logger = logging.getLogger("flood")
-            created = time.time()
-            for index in range(burst + queued + 1):
-                record = logger.makeRecord("flood", logging.INFO, __file__, 1, "r", (), None)
-                record.n = index
-                record.created = created + (last_created_after if index == burst + queued else 0)
-                handler.handle(record)
-            await collector.wait_until(lambda: len(collector.numbers()) == burst + queued + 1)
-        finally:
-            handler.close()
-    assert collector.numbers() == list(range(burst + queued + 1))
+        await forward_numbered(
+            receiver, collector, [now] * (burst + queued) + [now + last_created_after]
+        )
 
 
 async def test_the_last_records_of_a_burst_are_sent_without_a_flush() -> None:
     """Records queued at the end of a burst, too few and too young for the emitting thread to
     push, are sent by the sender thread once no more come; no flush() needed."""
+    burst = int(handler_module.WRITE_THROUGH_BURST)  # these go out one by one; 10 are queued
     async with receiving() as (receiver, collector):
-        handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
-        try:
-            assert await asyncio.to_thread(handler.start, 10)
-            count = int(handler_module.WRITE_THROUGH_BURST) + 10  # the last 10 are queued
-            logger = logging.getLogger("burst")
-            created = time.time()
-            for index in range(count):
-                record = logger.makeRecord("burst", logging.INFO, __file__, 1, "r", (), None)
-                record.n = index
-                record.created = created
-                handler.handle(record)
-            await collector.wait_until(lambda: len(collector.numbers()) == count)
-        finally:
-            handler.close()
-    assert collector.numbers() == list(range(count))
+        await forward_numbered(receiver, collector, [time.time()] * (burst + 10))
 
 
 async def test_receiver_metrics_count_what_arrived() -> None:
