@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -218,6 +219,76 @@ def test_extra_attributes_arrive_native_or_as_repr(
     }
 
 
+class TaggedRecord(logging.LogRecord):
+    """A record class, as a custom record factory makes, that sets an attribute of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tag = "from the factory"
+
+
+def set_request_id(record: logging.LogRecord) -> None:
+    """As a filter or a record factory does (CPython keeps it in the object's inline values)."""
+    record.request_id = 5
+
+
+def set_request_id_in_dict(record: logging.LogRecord) -> None:
+    """As ``Logger.makeRecord`` sets ``extra``."""
+    record.__dict__["request_id"] = 5
+
+
+def delete_unsent_then_set_request_id(record: logging.LogRecord) -> None:
+    """Keeps the attribute count standard: the count alone would miss the extra."""
+    del record.msecs
+    set_request_id(record)
+
+
+def move_module_to_the_end(record: logging.LogRecord) -> None:
+    """A standard attribute set again after deletion comes after the extras in ``__dict__``."""
+    del record.module
+    record.module = "moved"
+    set_request_id(record)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        set_request_id,
+        set_request_id_in_dict,
+        delete_unsent_then_set_request_id,
+        move_module_to_the_end,
+    ],
+)
+def test_attributes_added_after_creation_arrive_as_extra(
+    change: Callable[[logging.LogRecord], None],
+) -> None:
+    """However an attribute got onto a record, it is sent as extra, and nothing standard is."""
+    record = logging.LogRecord("app.x", logging.INFO, "/src/app.py", 7, "plain %s", (1,), None)
+    change(record)
+    data = record_decoder.decode(capture_record(record, 1))
+    assert (data.message, data.extra) == ("plain 1", {"request_id": 5})
+    assert data.module == record.module
+
+
+def test_a_record_subclass_sends_its_own_attributes_as_extra() -> None:
+    """A record class of its own (``logging.setLogRecordFactory``) loses none of its fields."""
+    record = TaggedRecord("app.x", logging.INFO, "/src/app.py", 7, "plain", (), None)
+    data = record_decoder.decode(capture_record(record, 1))
+    assert (data.message, data.extra) == ("plain", {"tag": "from the factory"})
+
+
+@pytest.mark.parametrize("attribute", ["funcName", "msg", "levelname", "exc_info"])
+def test_a_deleted_standard_attribute_is_sent_at_its_default(attribute: str) -> None:
+    """A record someone took a standard attribute from is still sent, with the rest intact."""
+    record = logging.LogRecord("app.x", logging.INFO, "/src/app.py", 7, "plain", (), None)
+    delattr(record, attribute)
+    data = record_decoder.decode(capture_record(record, 1))
+    assert (data.name, data.lineno) == ("app.x", 7)
+    assert data.message == ("" if attribute == "msg" else "plain")
+    assert data.func_name is None
+    assert data.levelname == ("NOTSET" if attribute == "levelname" else "INFO")
+
+
 def test_an_exception_record_carries_its_traceback_once_and_its_type(
     log: logging.Logger, collector: Collector
 ) -> None:
@@ -357,11 +428,13 @@ def test_the_plain_record_fast_path_matches_the_general_path(
     path that leaves out the fields at their defaults; whatever the message and arguments,
     even a failing format or a lone surrogate, it decodes to what the general path gives."""
     record = logging.LogRecord("app.x", logging.INFO, "/src/app.py", 7, message, args, None)
+    # The fast path first: it reads the record before anything has built its __dict__.
+    fast = capture_record(record, 9)
     try:
         general = capture._capture(record, 9, safe=False)
     except capture._ENCODE_FAILURES:
         general = capture._capture(record, 9, safe=True)
-    assert record_decoder.decode(capture_record(record, 9)) == record_decoder.decode(general)
+    assert record_decoder.decode(fast) == record_decoder.decode(general)
 
 
 def test_captured_records_frame_and_decode_as_a_batch(
