@@ -256,6 +256,44 @@ async def test_the_last_records_of_a_burst_are_sent_without_a_flush() -> None:
         await forward_numbered(receiver, collector, [time.time()] * (burst + 10))
 
 
+async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a flush waits for the batch the sender thread is sending, and after, the sender
+    thread sleeps; it does not take the empty queue again and again until the flushing thread
+    gets the GIL back (hundreds of times)."""
+    for name, value in [
+        ("SENDER_LINGER", 3600.0),
+        ("SENDER_LINGER_MAX", 3600.0),
+        ("EMIT_PUSH_INTERVAL", float("inf")),
+        ("EMIT_PUSH_RECORDS", 10**9),
+    ]:
+        monkeypatch.setattr(handler_module, name, value)
+    takes = 0
+    take_batch = ForwardingHandler._take_batch
+
+    def counted(handler: ForwardingHandler) -> tuple[list[bytes], int]:
+        nonlocal takes
+        takes += 1
+        return take_batch(handler)
+
+    monkeypatch.setattr(ForwardingHandler, "_take_batch", counted)
+    async with receiving() as (receiver, collector):
+        handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
+        try:
+            assert await asyncio.to_thread(handler.start, 10)
+            logger = logging.getLogger("flood")
+            count = int(handler_module.WRITE_THROUGH_BURST) + 5_000  # all but a burst queued
+            for index in range(count):
+                record = logger.makeRecord("flood", logging.INFO, __file__, 1, "r", (), None)
+                record.n = index
+                handler.handle(record)
+            assert takes == 0  # nothing pushed them: the flush below hands them over
+            await asyncio.to_thread(handler.flush, 10)
+            await collector.wait_until(lambda: len(collector.numbers()) == count)
+        finally:
+            handler.close()
+    assert 1 <= takes <= 3
+
+
 async def test_receiver_metrics_count_what_arrived() -> None:
     """The receiver's per-connection metrics count received and replayed records and bytes."""
     async with receiving() as (receiver, collector):

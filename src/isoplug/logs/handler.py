@@ -547,7 +547,11 @@ class ForwardingHandler(logging.Handler):
         time.
         """
         seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
-        while not (self._unsent or self._closed or self._drops_unsent or self._flushing):
+        # A flush waiting only for a batch in flight is no work: taking the empty queue would
+        # spin this thread until the flushing thread got the GIL back (milliseconds).
+        while not (
+            self._unsent or self._closed or self._drops_unsent or (self._flushing and self._queue)
+        ):
             if self._queue:
                 if self._seq == seen_seq:
                     return  # nothing added for a whole linger: ours to send
