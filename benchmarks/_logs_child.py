@@ -14,7 +14,8 @@ records ``"value %s"`` from the logger ``bench``, and then, by ``MODE``:
 
 - ``burst``: at full speed; writes ``{"start": wall clock of the first call, "seconds": the
   burst's duration}`` as JSON to ``RESULT``, then exits normally (handlers flush);
-- ``paced``: at ``RATE`` records/s, then exits normally;
+- ``paced``: at ``RATE`` records/s; writes ``{"cpu_seconds": CPU time of the whole process
+  (every thread) while logging}`` to ``RESULT``, then exits normally;
 - ``crash``: at ``RATE`` records/s (full speed when 0), then ``os._exit(0)`` at once.
 """
 
@@ -91,6 +92,7 @@ def log_records(info: Callable[..., None], fmt: str, task: Task) -> None:
         with open(task.result_path, "w") as file:
             json.dump({"start": start, "seconds": seconds}, file)
         return
+    cpu_began = time.process_time()
     if task.rate > 0:
         interval = 1.0 / task.rate
         began = time.perf_counter()
@@ -104,6 +106,8 @@ def log_records(info: Callable[..., None], fmt: str, task: Task) -> None:
             info(fmt, index)
     if task.mode == "crash":
         os._exit(0)
+    with open(task.result_path, "w") as file:
+        json.dump({"cpu_seconds": time.process_time() - cpu_began}, file)
 
 
 def _stdlib_logger(handler: logging.Handler) -> logging.Logger:

@@ -19,7 +19,10 @@ record. Metrics:
 2. end-to-end delivered records/s for a burst: from the child's first call to the parent having
    handled the last record (x the fastest peer, x the floor's rate 1/cost);
 3. delivery latency p50/p99 (handled time - ``record.created``) at 2,000 records/s;
-4. records lost when the child calls ``os._exit(0)`` right after logging (1,000 at full speed;
+4. the child's CPU time per record at 2,000 records/s, all its threads, and how much more than
+   the floor's (whose own is mostly the pacing's sleeps): what delivering each record at once
+   costs a program that logs at a moderate rate;
+5. records lost when the child calls ``os._exit(0)`` right after logging (1,000 at full speed;
    100 at 2,000/s). Waits are bounded: a shutdown that does not finish is reported as hung.
 
 Each measurement is repeated (peers interleaved within a round); the table shows medians and
@@ -319,6 +322,7 @@ class Outcome:
     expected: int
     delivered: int = 0
     per_call_us: float | None = None
+    paced_cpu_us: float | None = None
     rate: float | None = None
     latencies: list[float] = dataclasses.field(default_factory=list)
     hung: bool = False
@@ -370,9 +374,12 @@ def measure(peer: Peer, task: Task, *, measured: bool) -> Outcome:
     outcome.delivered = sink.count
     outcome.reports = list(sink.reports)
     outcome.latencies = sorted(sink.latencies[task.warmup :])
-    if task.mode == "burst" and os.path.exists(task.result_path):
+    if task.mode in ("burst", "paced") and os.path.exists(task.result_path):
         with open(task.result_path) as file:
             result = json.load(file)
+        if task.mode == "paced":
+            outcome.paced_cpu_us = result["cpu_seconds"] / task.count * 1e6
+            return outcome
         outcome.per_call_us = result["seconds"] / task.count * 1e6
         if measured and sink.count > task.warmup:
             outcome.rate = (sink.count - task.warmup) / (sink.last - result["start"])
@@ -403,6 +410,7 @@ class Results:
     p50: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     p99: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     paced_lost: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    paced_cpu: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     crash_fast: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     crash_paced: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     problems: dict[str, list[str]] = dataclasses.field(default_factory=dict)
@@ -470,7 +478,15 @@ def print_table(results: Results, peers: list[str]) -> None:
         lost = results.lost(name, "paced", results.paced_lost.get(name, []))
         print(f"   {name:<26}{p50:>24}{p99:>26}{lost:>16}")
     print()
-    print("4. records lost when the child calls os._exit(0) right after logging")
+    print(f"4. child CPU time per record at {PACED_RATE:,.0f} records/s (all its threads), us")
+    print(f"   {'':<26}{'median (min..max)':>24}{'more than the floor':>21}")
+    paced_floor = statistics.median(results.paced_cpu.get(FLOOR, [float("nan")]))
+    for name in peers:
+        values = results.paced_cpu.get(name, [])
+        extra = statistics.median(values) - paced_floor if values else float("nan")
+        print(f"   {name:<26}{spread(values, '.1f'):>24}{extra:>+21.1f}")
+    print()
+    print("5. records lost when the child calls os._exit(0) right after logging")
     print(f"   {'':<26}{'1,000 at full speed':>26}{'100 at 2,000/s':>26}")
     for name in peers:
         if name == FLOOR:
@@ -601,17 +617,20 @@ def run_round(peers: list[Peer], plan: Plan, results: Results, result_path: str)
                 results.rate.setdefault(peer.name, []).append(outcome.rate)
             results.burst_lost.setdefault(peer.name, []).append(outcome.lost)
     burst_done = time.monotonic()
-    delivering = [peer for peer in peers if peer.name != FLOOR]
-    for peer in delivering:
+    for peer in peers:
         paced_count = int(PACED_RATE * plan.paced_seconds)
-        outcome = measure(peer, task("paced", paced_count, PACED_RATE), measured=True)
+        outcome = measure(peer, task("paced", paced_count, PACED_RATE), measured=peer.name != FLOOR)
+        if outcome.paced_cpu_us is not None:
+            results.paced_cpu.setdefault(peer.name, []).append(outcome.paced_cpu_us)
+        if peer.name == FLOOR:
+            continue
         results.note(peer.name, "paced", outcome)
         results.paced_lost.setdefault(peer.name, []).append(outcome.lost)
         if outcome.latencies:
             results.p50.setdefault(peer.name, []).append(percentile(outcome.latencies, 0.50))
             results.p99.setdefault(peer.name, []).append(percentile(outcome.latencies, 0.99))
     paced_done = time.monotonic()
-    for peer in delivering:
+    for peer in (peer for peer in peers if peer.name != FLOOR):
         fast = measure(peer, task("crash", 1_000, 0.0), measured=True)
         results.note(peer.name, "crash-fast", fast)
         results.crash_fast.setdefault(peer.name, []).append(fast.lost)
