@@ -169,10 +169,10 @@ class LogRecordData(msgspec.Struct, frozen=True, array_like=True):
     """One log record as it crosses the wire; filled in by :mod:`isoplug.logs`.
 
     The runner encodes a plain list in this field order instead of building a Struct, and
-    leaves out trailing fields at their defaults. The message is already merged with its arguments.
-    ``extra`` holds the record's non-standard attributes (values msgpack cannot carry arrive as
-    ``repr``); ``event`` holds a structlog event dict when the record's ``msg`` was one, and
-    ``event_method`` the structlog method name that produced it.
+    leaves out trailing fields at their defaults. The message is already merged with its
+    arguments. ``extra`` holds the record's non-standard attributes (values msgpack cannot
+    carry arrive as ``repr``); ``event`` holds a structlog event dict when the record's ``msg``
+    was one, and ``event_method`` the structlog method name that produced it.
     """
 
     name: str
