@@ -277,6 +277,36 @@ def test_a_record_subclass_sends_its_own_attributes_as_extra() -> None:
     assert (data.message, data.extra) == ("plain", {"tag": "from the factory"})
 
 
+def test_a_message_that_came_with_extras_still_captures_plain_records_right(
+    log: logging.Logger, collector: Collector
+) -> None:
+    """Records of a message once seen with extras skip the straight-line path (a speed hint
+    only): its plain records still arrive without extras, and its extras still arrive."""
+    log.info("mixed %s", 1, extra={"user": "ann"})
+    log.info("mixed %s", 2)
+    log.info("mixed %s", 3, extra={"user": "bob"})
+    decoded = [
+        record_decoder.decode(capture_record(record, seq))
+        for seq, record in enumerate(collector.records, 1)
+    ]
+    assert [(data.message, data.extra) for data in decoded] == [
+        ("mixed 1", {"user": "ann"}),
+        ("mixed 2", {}),
+        ("mixed 3", {"user": "bob"}),
+    ]
+    assert "mixed %s" in capture._MESSAGES_WITH_EXTRAS
+
+
+def test_messages_remembered_for_their_extras_stay_bounded() -> None:
+    """A message made anew for every record (an f-string) with extras cannot grow memory."""
+    limit = capture._MESSAGES_WITH_EXTRAS_LIMIT
+    for number in range(2 * limit + 1):
+        record = logging.LogRecord("app", logging.INFO, "/p.py", 1, f"one {number}", (), None)
+        record.user = number
+        assert record_decoder.decode(capture_record(record, 1)).extra == {"user": number}
+    assert 0 < len(capture._MESSAGES_WITH_EXTRAS) <= limit
+
+
 @pytest.mark.parametrize("attribute", ["funcName", "msg", "levelname", "exc_info"])
 def test_a_deleted_standard_attribute_is_sent_at_its_default(attribute: str) -> None:
     """A record someone took a standard attribute from is still sent, with the rest intact."""

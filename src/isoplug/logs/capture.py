@@ -139,6 +139,20 @@ _LogRecord = logging.LogRecord
 #: Records have a ``taskName`` attribute from Python 3.12 on.
 _HAS_TASK_NAME = "taskName" in _STANDARD_DEFAULTS
 
+#: Messages (format strings: one per call site) whose records came with extras. Their records
+#: skip the straight-line path, whose attribute reads are wasted on a record with extras (its
+#: ``__dict__`` already exists, and each read then costs ~450 instructions, ~10,000 in all).
+#: Only a hint: either path captures any record correctly. While it is empty, as in programs
+#: that never log extras, checking it costs no lookup.
+_MESSAGES_WITH_EXTRAS: set[str] = set()
+_MESSAGES_WITH_EXTRAS_LIMIT = 1024
+
+
+def _remember_extras(msg: str) -> None:
+    if len(_MESSAGES_WITH_EXTRAS) >= _MESSAGES_WITH_EXTRAS_LIMIT:
+        _MESSAGES_WITH_EXTRAS.clear()  # per-record messages (f-strings) must not pile up
+    _MESSAGES_WITH_EXTRAS.add(msg)
+
 
 def capture_record(record: logging.LogRecord, seq: int) -> bytes:
     """Encode ``record`` with sequence number ``seq``; never raises for record contents."""
@@ -152,6 +166,7 @@ def capture_record(record: logging.LogRecord, seq: int) -> bytes:
             msg = record.msg
             if (
                 type(msg) is str
+                and not (_MESSAGES_WITH_EXTRAS and msg in _MESSAGES_WITH_EXTRAS)
                 and record.exc_info is None
                 and record.exc_text is None
                 and record.stack_info is None
@@ -184,7 +199,9 @@ def capture_record(record: logging.LogRecord, seq: int) -> bytes:
                 # Every standard attribute was read above (the two unsent ones here), so a
                 # dict of the standard size holds exactly those: the record has no extras.
                 _unsent = record.msecs, record.relativeCreated
-                if len(record.__dict__) == _STANDARD_COUNT and len(message) <= MAX_FIELD_CHARS:
+                if len(record.__dict__) != _STANDARD_COUNT:
+                    _remember_extras(msg)
+                elif len(message) <= MAX_FIELD_CHARS:
                     encoded = _encoder.encode(fields)
                     if len(encoded) <= MAX_RECORD_BYTES:
                         return encoded
