@@ -23,22 +23,22 @@ __all__ = ["MAX_FIELD_CHARS", "STANDARD_ATTRIBUTES", "capture_record"]
 #: far below the frame limit; the host applies its own, usually stricter, caps.
 MAX_FIELD_CHARS = 256 * 1024
 
+#: What ``LogRecord.__init__`` sets, in the order it sets them (and a record's ``__dict__``
+#: lists them): ``extra`` and later additions come after these.
+_STANDARD_DEFAULTS = logging.LogRecord("", logging.NOTSET, "", 0, "", (), None).__dict__
+_STANDARD_ORDER = list(_STANDARD_DEFAULTS)
+_STANDARD_COUNT = len(_STANDARD_ORDER)
+
 #: Attributes every LogRecord has, plus those formatters add; everything else is ``extra``.
 #: ``_logger`` is structlog's bound logger (a live object, never sent); ``_name`` is its
 #: method name, sent as ``event_method``.
-STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+STANDARD_ATTRIBUTES = frozenset(_STANDARD_DEFAULTS) | {
     "message",
     "asctime",
     "taskName",
     "_logger",
     "_name",
 }
-
-#: What ``LogRecord.__init__`` sets, in the order it sets them (and a record's ``__dict__``
-#: lists them): ``extra`` and later additions come after these.
-_STANDARD_DEFAULTS = logging.LogRecord("", logging.NOTSET, "", 0, "", (), None).__dict__
-_STANDARD_ORDER = list(_STANDARD_DEFAULTS)
-_STANDARD_COUNT = len(_STANDARD_ORDER)
 
 _read_standard = itemgetter(
     "name",
