@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,9 +18,25 @@ class RecordWaiter(logging.Handler):
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
         self._changed = asyncio.Event()
+        # The loop a test waits on; records may be handled in other threads (a receiver's).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+        loop = self._loop
+        if loop is None:
+            return  # nobody waits yet; wait_until() looks at the records before it waits
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake()
+            return
+        with contextlib.suppress(RuntimeError):  # the test's loop is already closed
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -40,6 +57,7 @@ class RecordWaiter(logging.Handler):
 
     async def wait_until(self, find: Callable[[], T | None], timeout: float = 20.0) -> T:
         """Wait until ``find()`` returns something true (a record, ``True``); return it."""
+        self._loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while True:
                 changed = self._changed

@@ -18,24 +18,45 @@ from pathlib import Path
 
 import pytest
 
-from isoplug.errors import IsoplugError
+from isoplug.errors import (
+    ConnectionBroken,
+    ConnectionClosed,
+    IsoplugError,
+    RemoteProtocolError,
+)
 from isoplug.logs import ForwardingHandler, LogReceiver, forward_logs
 from isoplug.logs import handler as handler_module
+from isoplug.rpc import BlockingChannel
 from tests.record_waiter import RecordWaiter
 
 CHILD = str(Path(__file__).with_name("logs_child.py"))
 PREFIX = "kids"
 
 
+#: The receiver's two ways of running: on the test's event loop (``async with``), or in
+#: threads of its own, as a synchronous program uses it (``with``).
+BOTH_MODES = pytest.mark.parametrize("mode", ["loop", "threads"])
+
+
 @asynccontextmanager
-async def receiving() -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
+async def receiving(
+    mode: str = "loop", drain_timeout: float = 10
+) -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
     collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
     logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)
+    receiver = LogReceiver(prefix=PREFIX, drain_timeout=drain_timeout)
     try:
-        async with LogReceiver(prefix=PREFIX, drain_timeout=10) as receiver:
-            yield receiver, collector
+        if mode == "loop":
+            async with receiver:
+                yield receiver, collector
+        else:
+            await asyncio.to_thread(receiver.open)
+            try:
+                yield receiver, collector
+            finally:
+                await asyncio.to_thread(receiver.close)
     finally:
         logger.removeHandler(collector)
         logger.setLevel(logging.NOTSET)
@@ -60,9 +81,10 @@ async def finish(child: asyncio.subprocess.Process) -> tuple[int, str]:
     return child.returncode, stderr.decode(errors="replace")
 
 
-async def test_records_arrive_with_every_field(tmp_path: Path) -> None:
+@BOTH_MODES
+async def test_records_arrive_with_every_field(mode: str, tmp_path: Path) -> None:
     """A forwarded record keeps its fields, extras, exception and the child's identity."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "clean-exit", "3")
         code, _ = await finish(child)
         await collector.wait_until(lambda: len(collector.numbers()) == 3)
@@ -79,13 +101,14 @@ async def test_records_arrive_with_every_field(tmp_path: Path) -> None:
     assert [r.seq for r in collector.records] == [1, 2, 3]  # type: ignore[attr-defined]
 
 
+@BOTH_MODES
 @pytest.mark.parametrize(
     "scenario", ["clean-exit", "uncaught", "os-exit", "sigkill-self", "segfault"]
 )
-async def test_no_record_is_lost_when_the_child_dies(scenario: str) -> None:
+async def test_no_record_is_lost_when_the_child_dies(mode: str, scenario: str) -> None:
     """At 5,000 records/s every record emitted before the child dies arrives, however it dies."""
     count = 500
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, scenario, str(count), env={"RATE": "5000"})
         code, stderr = await finish(child)
         await collector.wait_until(lambda: len(collector.numbers()) >= count)
@@ -102,14 +125,15 @@ async def test_no_record_is_lost_when_the_child_dies(scenario: str) -> None:
         assert "Fatal Python error: Segmentation fault" in stderr
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("scenario", ["os-exit", "sigkill-self"])
-async def test_a_crash_at_full_speed_reports_exactly_what_it_lost(scenario: str) -> None:
+async def test_a_crash_at_full_speed_reports_exactly_what_it_lost(mode: str, scenario: str) -> None:
     """At full speed records are batched, so a crash may take the last few along; the
     receiver counts them from the sender's sequence ledger: every record either arrived or is
     in the report's range, and none arrived out of order."""
     count = 3000
     ended = "log connection ended without a goodbye"
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, scenario, str(count))
         await finish(child)
         await collector.wait_until(lambda: any(ended in m for m in collector.messages()))
@@ -126,11 +150,12 @@ async def test_a_crash_at_full_speed_reports_exactly_what_it_lost(scenario: str)
         )
 
 
-async def test_sigkill_from_outside_loses_nothing_emitted(tmp_path: Path) -> None:
+@BOTH_MODES
+async def test_sigkill_from_outside_loses_nothing_emitted(mode: str, tmp_path: Path) -> None:
     """Killing a child logging at 5,000/s loses no record whose logger call had returned."""
     progress = tmp_path / "progress"
     progress.write_bytes(b"\xff" * 8)
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(
             receiver, "until-killed", env={"RATE": "5000", "PROGRESS_FILE": str(progress)}
         )
@@ -186,9 +211,10 @@ async def test_records_logged_during_interpreter_shutdown_are_not_lost() -> None
     assert "logged after the forwarder closed (log handler closed)" in stderr
 
 
-async def test_wrong_token_is_refused_with_a_clear_error() -> None:
+@BOTH_MODES
+async def test_wrong_token_is_refused_with_a_clear_error(mode: str) -> None:
     """forward_logs with a wrong token raises an error that says the token was wrong."""
-    async with receiving() as (receiver, _):
+    async with receiving(mode) as (receiver, _):
         with pytest.raises(IsoplugError, match="wrong session token"):
             await asyncio.to_thread(forward_logs, receiver.address, "not-the-token")
 
@@ -294,9 +320,10 @@ async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.Monke
     assert 1 <= takes <= 3
 
 
-async def test_receiver_metrics_count_what_arrived() -> None:
+@BOTH_MODES
+async def test_receiver_metrics_count_what_arrived(mode: str) -> None:
     """The receiver's per-connection metrics count received and replayed records and bytes."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "levels", "10")
         await finish(child)
         await collector.wait_until(lambda: len(collector.records) >= 30)
@@ -306,12 +333,15 @@ async def test_receiver_metrics_count_what_arrived() -> None:
     assert metrics[0].bytes > 0 and metrics[0].last_record_time is not None
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
-async def test_forward_logs_works_as_a_process_pool_initializer(start_method: str) -> None:
+async def test_forward_logs_works_as_a_process_pool_initializer(
+    mode: str, start_method: str
+) -> None:
     """forward_logs as a ProcessPoolExecutor initializer forwards every worker's records."""
     from tests.logs_child import pool_work
 
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
 
         def run_pool() -> set[int]:
             context = multiprocessing.get_context(start_method)
@@ -330,9 +360,12 @@ async def test_forward_logs_works_as_a_process_pool_initializer(start_method: st
     assert {r.sender_pid for r in collector.records if hasattr(r, "n")} <= worker_pids  # type: ignore[attr-defined]
 
 
-async def test_lossless_mode_delivers_a_flood_through_a_tiny_queue(tmp_path: Path) -> None:
+@BOTH_MODES
+async def test_lossless_mode_delivers_a_flood_through_a_tiny_queue(
+    mode: str, tmp_path: Path
+) -> None:
     """With block_when_full, a burst far larger than the queue arrives without a single drop."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "lossless", "20000")
         code, stderr = await finish(child)
         await collector.wait_until(lambda: len(collector.numbers()) >= 20000, 60)
@@ -341,9 +374,10 @@ async def test_lossless_mode_delivers_a_flood_through_a_tiny_queue(tmp_path: Pat
     assert not [r for r in collector.records if getattr(r, "isoplug_report", False)]
 
 
-async def test_a_full_queue_drops_low_levels_first_and_reports_it() -> None:
+@BOTH_MODES
+async def test_a_full_queue_drops_low_levels_first_and_reports_it(mode: str) -> None:
     """Flooding a small queue drops DEBUG first, then INFO, WARNING last, and says so."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "flood", "3000")
         code, stderr = await finish(child)
     # Leaving the receiver waited for the child's connection to close: everything is in.
@@ -380,3 +414,76 @@ async def test_loguru_records_forwarded_through_a_handler_sink() -> None:
     text = logging.Formatter("%(message)s").format(caught)
     assert caught.levelno == logging.ERROR
     assert text.count("ZeroDivisionError: division by zero") == 1
+
+
+def read_until_it_ends(channel: BlockingChannel, timeout: float = 10) -> None:
+    """Read what the receiver sends until it ends the session: what that raises propagates;
+    returns if it did not end within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        channel.receive(0.5)
+
+
+@BOTH_MODES
+async def test_a_connection_that_is_not_a_log_sender_is_refused(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client with the right token but another role is told goodbye and reported."""
+    async with receiving(mode) as (receiver, _):
+        channel = await asyncio.to_thread(
+            BlockingChannel.connect, receiver.address, receiver.token, name="ctl", role="control"
+        )
+        try:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.to_thread(read_until_it_ends, channel)
+        finally:
+            channel.close()
+    assert "refused a 'control' connection from ctl: this receiver only takes logs" in caplog.text
+
+
+@BOTH_MODES
+async def test_garbage_from_one_sender_ends_only_its_connection(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender that sends bytes which are no frame is cut off and reported; another sender's
+    records keep arriving."""
+    async with receiving(mode) as (receiver, collector):
+        garbler = await asyncio.to_thread(
+            BlockingChannel.connect, receiver.address, receiver.token, name="garbler", role="logs"
+        )
+        try:
+            garbler.socket.sendall(b"\xff" * 64)  # a frame length far over the limit
+            with pytest.raises((RemoteProtocolError, ConnectionClosed, ConnectionBroken)):
+                await asyncio.to_thread(read_until_it_ends, garbler)
+        finally:
+            garbler.close()
+        child = await run_child(receiver, "clean-exit", "3")
+        code, _ = await finish(child)
+        await collector.wait_until(lambda: len(collector.numbers()) == 3)
+    assert code == 0
+    assert "closing session with garbler" in caplog.text
+
+
+@BOTH_MODES
+async def test_a_sender_still_connected_at_close_is_cut_off_after_the_drain_timeout(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leaving the receiver waits drain_timeout for connected senders, then closes them,
+    says so, and returns; what they sent before arrived."""
+    handler: ForwardingHandler | None = None
+    try:
+        async with receiving(mode, drain_timeout=0.2) as (receiver, collector):
+            handler = ForwardingHandler(receiver.address, receiver.token)
+            assert await asyncio.to_thread(handler.start, 10)
+            logger = logging.getLogger("lingering")
+            record = logger.makeRecord("lingering", logging.INFO, __file__, 1, "sent", (), None)
+            record.n = 0
+            handler.handle(record)
+            await collector.wait_until(lambda: collector.numbers() == [0])
+            began = time.monotonic()
+    finally:
+        if handler is not None:
+            handler.close()
+    assert time.monotonic() - began < 8  # drain_timeout, plus closing: not the 10 s default
+    assert "1 log sender(s) still connected after 0.2 s; closing them" in caplog.text
+    assert "crash or kill" not in caplog.text  # we ended it: no crash to report

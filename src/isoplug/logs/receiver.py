@@ -10,8 +10,11 @@ Use it either way::
     async with LogReceiver() as receiver:      # inside an event loop: runs on that loop
         ...
 
-    with LogReceiver() as receiver:            # in a synchronous program: runs its own thread
+    with LogReceiver() as receiver:            # in a synchronous program: its own threads
         ...
+
+In a synchronous program each sender gets a thread that sleeps in ``recv()``: a record is
+replayed the moment it arrives, with no event loop in between (see :meth:`LogReceiver.open`).
 
 Leaving the block waits (up to ``drain_timeout``) for connected senders to finish, replaying
 what they still send, then closes everything.
@@ -20,18 +23,19 @@ what they still send, then closes everything.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import itertools
 import logging
 import secrets
 import ssl
-import threading
 
-from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.errors import ConnectionBroken, ConnectionClosed, IsoplugError, ProtocolError
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer, ReplayLimits
 from isoplug.rpc import Peer, serve
+from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.transport import Address, Listener
-from isoplug.wire import Hello
+from isoplug.transport.stream import peer_credentials_of
+from isoplug.wire import Goodbye, Hello, LogBatch
 
 __all__ = ["ADDRESS_ENV", "TOKEN_ENV", "LogReceiver"]
 
@@ -71,22 +75,24 @@ class LogReceiver:
         self.limits = limits
         self._ssl_context = ssl_context
         self.drain_timeout = drain_timeout
+        self._address: Address | None = None
+        # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
+        self._server: BlockingServer | None = None
         self._replayers: dict[int, tuple[str, LogReplayer]] = {}
         self._open_peers: set[Peer] = set()
-        self._next_connection = 0
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
-        self._thread_stop: asyncio.Event | None = None
+        self._closing = False
+        # Shared by the sync mode's sender threads: next() on a count is atomic.
+        self._connection_numbers = itertools.count(1)
 
     # -- facts for the children --------------------------------------------------------------
 
     @property
     def address(self) -> str:
         """Where senders connect; available once the receiver runs."""
-        if self._listener is None:
+        if self._address is None:
             raise IsoplugError("the LogReceiver is not running; enter it first")
-        return str(self._listener.address)
+        return str(self._address)
 
     def child_env(self) -> dict[str, str]:
         """Environment variables with which :func:`forward_logs` (no arguments) finds us."""
@@ -94,7 +100,9 @@ class LogReceiver:
 
     def metrics(self) -> dict[str, LogMetrics]:
         """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``."""
-        return {label: replayer.metrics.snapshot() for label, replayer in self._replayers.values()}
+        # list(): sender threads may add a connection meanwhile (sync use).
+        replayers = list(self._replayers.values())
+        return {label: replayer.metrics.snapshot() for label, replayer in replayers}
 
     # -- async use ----------------------------------------------------------------------------
 
@@ -114,6 +122,7 @@ class LogReceiver:
             name="log-receiver",
             ssl_context=self._ssl_context,
         )
+        self._address = self._listener.address
 
     async def aclose(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, then close everything."""
@@ -133,32 +142,39 @@ class LogReceiver:
                     len(still_open),
                     self.drain_timeout,
                 )
+        self._closing = True
         await self._listener.aclose()
 
     async def _on_peer(self, peer: Peer) -> None:
         hello = peer.remote_hello
         assert hello is not None
-        if hello.role != "logs":
-            _log.warning(
-                "refused a %r connection from %s: this receiver only takes logs",
-                hello.role,
-                hello.name or "a sender",
-            )
+        if not self._accepts(hello):
             return
-        replayer = self._replayer_for(peer, hello)
+        credentials = peer.stream.peer_credentials
+        replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         peer.on_log_batch(replayer.receive)
         self._open_peers.add(peer)
         try:
             await peer.wait_closed()
         finally:
             self._open_peers.discard(peer)
-            replayer.finish(clean=isinstance(peer.close_error, ConnectionClosed))
+            # Cut off by aclose() is no crash: only what it had not sent yet is reported.
+            replayer.finish(clean=self._closing or isinstance(peer.close_error, ConnectionClosed))
 
-    def _replayer_for(self, peer: Peer, hello: Hello) -> LogReplayer:
-        credentials = peer.stream.peer_credentials
-        sender_pid = credentials.pid if credentials is not None else None
-        self._next_connection += 1
-        label = f"{hello.name or 'sender'} #{self._next_connection}"
+    @staticmethod
+    def _accepts(hello: Hello) -> bool:
+        if hello.role == "logs":
+            return True
+        _log.warning(
+            "refused a %r connection from %s: this receiver only takes logs",
+            hello.role,
+            hello.name or "a sender",
+        )
+        return False
+
+    def _replayer_for(self, sender_pid: int | None, hello: Hello) -> LogReplayer:
+        number = next(self._connection_numbers)
+        label = f"{hello.name or 'sender'} #{number}"
         replayer = LogReplayer(
             self.prefix,
             identity={"sender": hello.name, "sender_pid": sender_pid},
@@ -166,47 +182,85 @@ class LogReceiver:
             description=f"log sender {hello.name or '(unnamed)'}",
             sender_pid=sender_pid,
         )
-        self._replayers[self._next_connection] = (label, replayer)
+        self._replayers[number] = (label, replayer)
         return replayer
 
-    # -- sync use (own thread) ----------------------------------------------------------------
+    # -- sync use (own threads) ---------------------------------------------------------------
 
     def __enter__(self) -> LogReceiver:
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(
-            target=self._thread_main, args=(started,), name="isoplug-log-receiver", daemon=True
-        )
-        self._thread.start()
-        started.result()
+        self.open()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def open(self) -> None:
+        """Start listening in threads of our own: one accepts, one per sender replays.
+
+        A sender's thread sleeps in ``recv()`` and replays each record the moment it arrives,
+        so no event loop stands between the socket and ``logging``. Back-pressure is the
+        socket's: while a thread replays, it does not read, and a flooding sender waits.
+        """
+        self._server = serve_blocking(
+            self._requested_address,
+            self.token,
+            self._serve_sender,
+            name="log-receiver",
+            ssl_context=self._ssl_context,
+        )
+        self._address = self._server.address
+
     def close(self) -> None:
-        """Stop the receiver thread (after draining senders, see :meth:`aclose`)."""
-        loop, stop, thread = self._thread_loop, self._thread_stop, self._thread
-        if loop is None or stop is None or thread is None:
+        """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;
+        then close everything (see :meth:`aclose`)."""
+        server = self._server
+        if server is None:
             return
-        loop.call_soon_threadsafe(stop.set)
-        thread.join()
-        self._thread = None
+        still_open = server.wait_idle(self.drain_timeout)
+        if still_open:
+            _log.warning(
+                "%d log sender(s) still connected after %.1f s; closing them",
+                still_open,
+                self.drain_timeout,
+            )
+        server.close()
+        self._server = None
 
-    def _thread_main(self, started: concurrent.futures.Future[None]) -> None:
-        async def main() -> None:
-            self._thread_loop = asyncio.get_running_loop()
-            self._thread_stop = asyncio.Event()
-            try:
-                await self.start()
-            except BaseException as exc:
-                started.set_exception(exc)
-                return
-            started.set_result(None)
-            await self._thread_stop.wait()
-            await self.aclose()
-
-        asyncio.run(main())
+    def _serve_sender(self, channel: BlockingChannel) -> None:
+        hello = channel.connection.peer_hello
+        assert hello is not None
+        if not self._accepts(hello):
+            return
+        credentials = peer_credentials_of(channel.socket)
+        replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        clean = False
+        ignored = 0
+        try:
+            while True:
+                for message in channel.receive():
+                    if type(message) is LogBatch:
+                        replayer.replay(message)
+                        continue
+                    if type(message) is Goodbye:
+                        continue  # the connection is closed now: the next receive() says so
+                    ignored += 1
+                    if ignored == 1:  # once: a hostile sender must not flood our own log
+                        _log.warning(
+                            "ignored a %s from log sender %s: this receiver only takes logs",
+                            type(message).__name__,
+                            hello.name or "(unnamed)",
+                        )
+        except ConnectionClosed:
+            clean = True
+        except ConnectionBroken:
+            # The sender vanished, or our own close() cut it after the drain timeout.
+            server = self._server
+            clean = server is None or server.closing
+        except ProtocolError as exc:
+            _log.warning("closing session with %s: %s", hello.name or "log sender", exc)
+        finally:
+            replayer.finish(clean=clean)
 
     def __repr__(self) -> str:
-        where = str(self._listener.address) if self._listener else "not running"
+        where = str(self._address) if self._address else "not running"
         return f"<LogReceiver {where}>"

@@ -1,24 +1,49 @@
-"""A session over a blocking socket, for threads that must not depend on an event loop.
+"""Sessions over blocking sockets, for threads that must not depend on an event loop.
 
-The runner's log sender uses it: a plugin may block its event loop for seconds, and its logs
-must keep flowing. It speaks the same protocol through the same sans-IO
-:class:`~isoplug.wire.Connection` as :class:`~isoplug.rpc.Peer`; it sends events and log
-batches and reads what the other side sends back, but does not serve requests.
+The runner's log sender uses :class:`BlockingChannel`: a plugin may block its event loop for
+seconds, and its logs must keep flowing. A synchronous :class:`~isoplug.logs.LogReceiver`
+uses :func:`serve_blocking`: a thread per sender, woken by the kernel the moment a record
+arrives. Both speak the same protocol through the same sans-IO
+:class:`~isoplug.wire.Connection` as :class:`~isoplug.rpc.Peer`; a channel sends events and
+log batches and reads what the other side sends, but does not serve requests.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
-from isoplug.rpc.handshake import DEFAULT_HANDSHAKE_TIMEOUT, blocking_client_handshake
+from isoplug.errors import (
+    ConnectionBroken,
+    ConnectionClosed,
+    IsoplugError,
+    ProtocolError,
+    TransportError,
+)
+from isoplug.rpc.handshake import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    blocking_client_handshake,
+    blocking_server_handshake,
+)
 from isoplug.transport import Address, connect_blocking
+from isoplug.transport.blocking import BlockingListener, listen_blocking
 from isoplug.wire import ConnectionState, Event, Goodbye, Message, encode_value
-from isoplug.wire.connection import Connection
+from isoplug.wire.connection import Connection, TokenLookup
 
-__all__ = ["BlockingChannel"]
+__all__ = ["BlockingChannel", "BlockingServer", "serve_blocking"]
+
+_log = logging.getLogger("isoplug.rpc")
+
+#: How long closing a server waits for its connections' threads to end.
+_CLOSE_TIMEOUT = 5.0
+
+#: The most one read takes: a flood of log batches is read in few system calls.
+RECEIVE_SIZE = 256 * 1024
 
 
 class BlockingChannel:
@@ -28,6 +53,7 @@ class BlockingChannel:
         self.socket = sock
         self.connection = connection
         self._received: list[Message] = list(early)
+        self._interrupted = False
 
     @classmethod
     def connect(
@@ -64,34 +90,56 @@ class BlockingChannel:
         self.send(Event(method=method, params=encode_value(params)))
 
     def receive(self, timeout: float | None = None) -> list[Message]:
-        """Return messages that arrived, waiting up to ``timeout`` for at least one.
+        """Return messages that arrived, waiting up to ``timeout`` (``None``: for ever) for data.
 
-        Returns ``[]`` on timeout. Raises :class:`~isoplug.errors.ConnectionClosed` once the
-        peer said goodbye, :class:`~isoplug.errors.ConnectionBroken` when it vanished,
-        :class:`~isoplug.errors.RemoteProtocolError` for garbage.
+        Returns ``[]`` on timeout, or when the data held no whole message yet. Raises
+        :class:`~isoplug.errors.ConnectionClosed` once the peer said goodbye,
+        :class:`~isoplug.errors.ConnectionBroken` when it vanished (even mid-frame),
+        :class:`~isoplug.errors.RemoteProtocolError` for garbage (the peer is told why).
         """
         if self._received:
             messages, self._received = self._received, []
             return messages
-        if self.connection.state is not ConnectionState.OPEN:
-            raise ConnectionClosed(f"session closed: {self.connection.close_reason}")
-        self.socket.settimeout(timeout)
+        connection = self.connection
+        if connection.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(f"session closed: {connection.close_reason}")
         try:
-            data = self.socket.recv(65536)
+            if timeout is None:
+                data = self.socket.recv(RECEIVE_SIZE)
+            else:
+                self.socket.settimeout(timeout)
+                try:
+                    data = self.socket.recv(RECEIVE_SIZE)
+                finally:
+                    self.socket.settimeout(None)
         except TimeoutError:
             return []
         except OSError as exc:
+            if self._interrupted:
+                raise ConnectionClosed("session ended by this side") from None
             raise ConnectionBroken(f"connection lost: {exc}") from exc
-        finally:
-            self.socket.settimeout(None)
+        if not data:
+            if self._interrupted:
+                # Our own end, not the peer's: the session stays open for close()'s goodbye.
+                raise ConnectionClosed("session ended by this side")
+            try:
+                connection.receive_eof()
+            except ProtocolError as exc:
+                raise ConnectionBroken(f"connection lost: {exc}") from None
+            return []
         try:
-            if not data:
-                self.connection.receive_eof()
-                return []
-            return self.connection.receive_data(data)
+            return connection.receive_data(data)
         except ProtocolError:
-            self._write_quietly(self.connection.data_to_send())
+            self._write_quietly(connection.data_to_send())
             raise
+
+    def interrupt(self) -> None:
+        """End the session from another thread: the owner's :meth:`receive` raises
+        :class:`~isoplug.errors.ConnectionClosed` at once (after what already arrived), and
+        its :meth:`close` still says goodbye. The one method that is safe from other threads.
+        """
+        self._interrupted = True
+        _shutdown_quietly(self.socket, socket.SHUT_RD)
 
     def close(self, reason: str = "closed") -> None:
         """Say goodbye if the session is still open, then close the socket. Idempotent."""
@@ -114,3 +162,187 @@ class BlockingChannel:
         except OSError:
             # Best effort: the peer is gone, and the caller already knows the session is over.
             return
+
+
+SessionHandler = Callable[[BlockingChannel], None]
+
+
+class BlockingServer:
+    """Sessions served by threads: one accepts, and each connection gets a thread of its own.
+
+    The counterpart of :func:`~isoplug.rpc.serve` for programs without an event loop; made by
+    :func:`serve_blocking`. A thread blocked in ``recv()`` wakes as soon as bytes arrive, with
+    no event loop between the socket and the handler.
+    """
+
+    def __init__(
+        self,
+        listener: BlockingListener,
+        token: str | TokenLookup,
+        on_channel: SessionHandler,
+        *,
+        name: str,
+        handshake_timeout: float,
+    ) -> None:
+        self._listener = listener
+        self._token = token
+        self._on_channel = on_channel
+        self._name = name
+        self._handshake_timeout = handshake_timeout
+        # Connection thread -> its socket while in the handshake (the TLS one once wrapped),
+        # then its channel: what close() ends.
+        self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
+        self._changed = threading.Condition()
+        self._closing = False
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name=f"isoplug-{name or 'server'}-accept", daemon=True
+        )
+        self._acceptor.start()
+
+    @property
+    def address(self) -> Address:
+        return self._listener.address
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began: a session that ends now was ended by us."""
+        return self._closing
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` until no connection is open; return how many still are."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._connections:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return len(self._connections)
+
+    def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
+        """Stop accepting, end every open session (each handler sees its connection end, then
+        says goodbye), and wait up to ``timeout`` for their threads. Idempotent."""
+        with self._changed:
+            self._closing = True
+            connections = list(self._connections.values())
+        self._listener.close()
+        for connection in connections:
+            _end(connection)
+        deadline = time.monotonic() + timeout
+        self._acceptor.join(max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            threads = list(self._connections)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            stuck = list(self._connections.items())
+        for thread, connection in stuck:
+            # Blocked writing to a client that does not read: cut it off entirely.
+            _log.warning(
+                "%s: %s did not end within %g s; closing its socket", self, thread.name, timeout
+            )
+            sock = connection.socket if isinstance(connection, BlockingChannel) else connection
+            _shutdown_quietly(sock, socket.SHUT_RDWR)
+
+    def __str__(self) -> str:
+        return f"{self._name or 'server'} on {self._listener.address}"
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                sock = self._listener.accept()
+            except TransportError as exc:
+                _log.error("%s stopped accepting connections: %s", self, exc)
+                return
+            if sock is None:
+                return
+            thread = threading.Thread(
+                target=self._serve_connection,
+                args=(sock,),
+                name=f"isoplug-{self._name or 'server'}-session",
+                daemon=True,
+            )
+            with self._changed:
+                if self._closing:
+                    sock.close()
+                    return
+                self._connections[thread] = sock
+            thread.start()
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        current = threading.current_thread()
+        try:
+            sock = self._listener.secure(sock, self._handshake_timeout)
+            with self._changed:
+                self._connections[current] = sock
+                if self._closing:
+                    # close() may have missed this socket while TLS swapped it: end it here.
+                    _end(sock)
+            connection, early = blocking_server_handshake(
+                sock, self._token, name=self._name, timeout=self._handshake_timeout
+            )
+        except IsoplugError as exc:
+            if not self._closing:
+                _log.warning("refused a connection on %s: %s", self._listener.address, exc)
+            sock.close()
+            self._forget(current)
+            return
+        channel = BlockingChannel(sock, connection, early)
+        with self._changed:
+            self._connections[current] = channel
+            if self._closing:
+                channel.interrupt()  # close() ended the handshake's socket, not this channel
+        try:
+            self._on_channel(channel)
+        except Exception:
+            # A handler bug must not kill the server or other connections; it must be seen.
+            _log.exception("connection handler for %s failed", self._listener.address)
+        finally:
+            channel.close("server closing" if self._closing else "closed")
+            self._forget(current)
+
+    def _forget(self, thread: threading.Thread) -> None:
+        with self._changed:
+            self._connections.pop(thread, None)
+            self._changed.notify_all()
+
+
+def serve_blocking(
+    address: str | Address,
+    token: str | TokenLookup,
+    on_channel: SessionHandler,
+    *,
+    name: str = "",
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> BlockingServer:
+    """Listen on ``address``; for every connection that passes the handshake, call
+    ``on_channel(channel)`` in a thread of that connection's own.
+
+    Like :func:`~isoplug.rpc.serve`: the channel is closed (with a goodbye) when
+    ``on_channel`` returns; refused connections (wrong token, wrong version, no hello in time,
+    garbage, a failed TLS handshake) are logged at WARNING on the ``isoplug.rpc`` logger and
+    never reach ``on_channel``. Raises :class:`~isoplug.errors.TransportError` when the address
+    cannot be bound.
+    """
+    listener = listen_blocking(address, ssl_context=ssl_context)
+    return BlockingServer(
+        listener, token, on_channel, name=name, handshake_timeout=handshake_timeout
+    )
+
+
+def _end(connection: socket.socket | BlockingChannel) -> None:
+    """End a connection's session from another thread; its own thread says goodbye."""
+    if isinstance(connection, BlockingChannel):
+        connection.interrupt()
+    else:  # still in the handshake: nothing to say goodbye to
+        _shutdown_quietly(connection, socket.SHUT_RDWR)
+
+
+def _shutdown_quietly(sock: socket.socket, how: int) -> None:
+    try:
+        # socket.socket's own: ssl.SSLSocket.shutdown() would also drop the TLS state the
+        # connection's thread is still reading with.
+        socket.socket.shutdown(sock, how)
+    except OSError:
+        return  # already closed by its own thread: nothing left to end

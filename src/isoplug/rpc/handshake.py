@@ -1,8 +1,9 @@
 """Opening a session over a stream: the hello/welcome exchange, with a deadline.
 
 Two flavours over one sans-IO :class:`~isoplug.wire.Connection`: :func:`client_handshake` /
-:func:`server_handshake` for asyncio streams, :func:`blocking_client_handshake` for a plain
-blocking socket (used by threads that must not depend on an event loop).
+:func:`server_handshake` for asyncio streams, :func:`blocking_client_handshake` /
+:func:`blocking_server_handshake` for a plain blocking socket (used by threads that must not
+depend on an event loop).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from isoplug.wire.connection import TokenLookup
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "blocking_client_handshake",
+    "blocking_server_handshake",
     "client_handshake",
     "server_handshake",
 ]
@@ -135,25 +137,70 @@ def blocking_client_handshake(
 ) -> tuple[Connection, list[Message]]:
     """:func:`client_handshake` over a blocking socket; does not close ``sock`` on failure."""
     connection = Connection(Role.CLIENT, token, name=name, pid=os.getpid(), connection_role=role)
+    early = _drive_blocking(sock, connection, timeout, "welcome")
+    return connection, early
+
+
+def blocking_server_handshake(
+    sock: socket.socket,
+    token: str | TokenLookup,
+    *,
+    name: str = "",
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> tuple[Connection, list[Message]]:
+    """:func:`server_handshake` over a blocking socket; does not close ``sock`` on failure.
+
+    A refused client is told why (reject message) before the exception is raised.
+    """
+    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid())
+    early = _drive_blocking(sock, connection, timeout, "hello")
+    return connection, early
+
+
+def _drive_blocking(
+    sock: socket.socket, connection: Connection, timeout: float, waiting_for: str
+) -> list[Message]:
+    """:func:`_drive` over a blocking socket."""
     deadline = time.monotonic() + timeout
     previous_timeout = sock.gettimeout()
+    early: list[Message] = []
     try:
-        sock.sendall(connection.data_to_send())
         while True:
+            data = connection.data_to_send()
+            if data:
+                sock.sendall(data)
+            if connection.state is not ConnectionState.HANDSHAKE:
+                return early
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise HandshakeTimeout(f"no welcome within {timeout:g} s")
-            sock.settimeout(remaining)
             try:
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
                 data = sock.recv(65536)
             except TimeoutError:
-                raise HandshakeTimeout(f"no welcome within {timeout:g} s") from None
-            if not data:
-                connection.receive_eof()
-            early = connection.receive_data(data)
-            if connection.state is ConnectionState.OPEN:
-                return connection, early
+                reason = f"no {waiting_for} within {timeout:g} s"
+                connection.fail(RejectCode.TIMEOUT, reason)
+                _send_quietly(sock, connection)
+                raise HandshakeTimeout(reason) from None
+            try:
+                if not data:
+                    connection.receive_eof()
+                early = connection.receive_data(data)
+            except (HandshakeError, ProtocolError):
+                _send_quietly(sock, connection)
+                raise
     except OSError as exc:
         raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
     finally:
         sock.settimeout(previous_timeout)
+
+
+def _send_quietly(sock: socket.socket, connection: Connection) -> None:
+    """:func:`_flush_quietly` over a blocking socket."""
+    data = connection.data_to_send()
+    if data:
+        try:
+            sock.sendall(data)
+        except OSError:
+            # The peer is already gone; the exception we are about to raise says why.
+            return

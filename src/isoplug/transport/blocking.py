@@ -1,18 +1,26 @@
-"""Blocking sockets for code that must not depend on an event loop (the runner's log thread).
+"""Blocking sockets for code that must not depend on an event loop.
 
-The same addresses and TLS contexts as the asyncio side; the same sans-IO
-:class:`~isoplug.wire.Connection` drives the protocol over it.
+The runner's log thread connects with :func:`connect_blocking`; a synchronous
+:class:`~isoplug.logs.LogReceiver` listens with :func:`listen_blocking` and reads each sender
+in a thread of its own. The same addresses and TLS contexts as the asyncio side; the same
+sans-IO :class:`~isoplug.wire.Connection` drives the protocol over them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import selectors
+import shutil
 import socket
 import ssl
+import threading
 
-from isoplug.errors import ConnectError
+from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.sockets import unix_listening_path
 
-__all__ = ["connect_blocking"]
+__all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
 
 
 def connect_blocking(
@@ -53,3 +61,145 @@ def connect_blocking(
     except (OSError, ValueError) as exc:  # ValueError: a host getaddrinfo refuses
         raise ConnectError(f"cannot connect to {parsed}: {exc}") from exc
     return sock
+
+
+class BlockingListener:
+    """A listening socket for threads: :meth:`accept` blocks until a client or :meth:`close`.
+
+    One thread accepts at a time. Closing from any thread wakes a blocked :meth:`accept`:
+    closing the socket under it would not, on Linux, and would let the descriptor be reused
+    while it waits. The accepting thread then releases the socket itself.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: Address,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        private_dir: str | None,
+    ) -> None:
+        self.address = address
+        self._socket = sock
+        self._ssl_context = ssl_context
+        self._private_dir = private_dir
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+        sock.setblocking(False)
+        self._lock = threading.Lock()
+        self._accepting = False
+        self._closed = False
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    def accept(self) -> socket.socket | None:
+        """The next connection (blocking, still in plain text for TLS: see :meth:`secure`);
+        ``None`` once the listener is closed."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._accepting = True
+        try:
+            while True:
+                self._selector.select()
+                if self._closed:
+                    return None
+                try:
+                    connection, _ = self._socket.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue  # the client gave up before we took it
+                except OSError as exc:
+                    raise TransportError(f"cannot accept on {self.address}: {exc}") from exc
+                connection.setblocking(True)
+                if connection.family in (socket.AF_INET, socket.AF_INET6):
+                    # Without it a small message waits for the peer's delayed ACK: ~40 ms.
+                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return connection
+        finally:
+            with self._lock:
+                self._accepting = False
+                if self._closed:
+                    self._release()
+
+    def secure(self, connection: socket.socket, timeout: float) -> socket.socket:
+        """Run the TLS handshake on an accepted connection (a no-op for unix and TCP).
+
+        Meant for the connection's own thread, so a slow client delays nobody else. Raises
+        :class:`~isoplug.errors.TransportError` when the handshake fails or takes too long;
+        the connection is closed then.
+        """
+        if self._ssl_context is None:
+            return connection
+        connection.settimeout(timeout)
+        try:
+            secured = self._ssl_context.wrap_socket(connection, server_side=True)
+        except (OSError, ValueError) as exc:
+            connection.close()
+            raise TransportError(f"TLS handshake with a client failed: {exc}") from exc
+        secured.settimeout(None)
+        return secured
+
+    def close(self) -> None:
+        """Stop listening (waking :meth:`accept`) and release everything. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._accepting:
+                self._wake_writer.send(b"x")  # the accepting thread releases the rest
+            else:
+                self._release()
+        if self.address.scheme is Scheme.UNIX:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address.path)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+
+    def _release(self) -> None:
+        self._selector.close()
+        self._socket.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+
+def listen_blocking(
+    address: str | Address,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 128,
+) -> BlockingListener:
+    """Listen on ``address`` like :func:`~isoplug.transport.listen`, for threads.
+
+    ``unix:`` without a path makes a private directory for the socket; a given path replaces a
+    stale socket file, never one a live process listens on. ``tcp://host:0`` picks a free port
+    (:attr:`BlockingListener.address` tells which). ``tls://`` requires ``ssl_context``.
+    Raises :class:`~isoplug.errors.TransportError` when the address cannot be bound.
+    """
+    parsed = parse_address(address)
+    private_dir: str | None = None
+    try:
+        if parsed.scheme is Scheme.UNIX:
+            path, private_dir = unix_listening_path(parsed)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+                sock.listen(backlog)
+            except BaseException:
+                sock.close()
+                raise
+            bound = Address(Scheme.UNIX, path=path)
+        else:
+            if parsed.scheme is Scheme.TLS and ssl_context is None:
+                raise TransportError(f"listening on {parsed} needs an ssl_context")
+            sock = socket.create_server((parsed.host, parsed.port), backlog=backlog)
+            host, port = sock.getsockname()[:2]
+            bound = Address(parsed.scheme, host=host, port=port)
+    except (OSError, ValueError) as exc:
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
+        raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
+    context = ssl_context if parsed.scheme is Scheme.TLS else None
+    return BlockingListener(sock, bound, ssl_context=context, private_dir=private_dir)

@@ -29,6 +29,7 @@ __all__ = [
     "make_private_socket_dir",
     "tls_client_context",
     "tls_server_context",
+    "unix_listening_path",
 ]
 
 _log = logging.getLogger("isoplug.transport")
@@ -62,6 +63,27 @@ def _someone_listens_on(path: str) -> bool:
         except BlockingIOError:
             return True  # a listener whose backlog is full
         return True
+
+
+def unix_listening_path(parsed: Address) -> tuple[str, str | None]:
+    """Where to bind a unix listener for ``parsed``, and the private directory made for it.
+
+    ``unix:`` without a path gets a fresh private directory (returned, for the listener to
+    remove when it closes). A given path is freed of a stale socket file, and refused with
+    :class:`~isoplug.errors.TransportError` when a live process listens there.
+    """
+    if not parsed.path:
+        private_dir = make_private_socket_dir()
+        return os.path.join(private_dir, "sock"), private_dir
+    if _someone_listens_on(parsed.path):
+        raise TransportError(
+            f"cannot listen on {parsed}: another process is listening there "
+            "(choose another path, or stop it first)"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(parsed.path).st_mode):
+            os.unlink(parsed.path)  # stale: nobody listens (checked above)
+    return parsed.path, None
 
 
 def make_private_socket_dir() -> str:
@@ -240,15 +262,7 @@ async def listen(
 
     try:
         if parsed.scheme is Scheme.UNIX:
-            path = parsed.path
-            if not path:
-                listener._private_dir = make_private_socket_dir()
-                path = os.path.join(listener._private_dir, "sock")
-            elif _someone_listens_on(path):
-                raise TransportError(
-                    f"cannot listen on {parsed}: another process is listening there "
-                    "(choose another path, or stop it first)"
-                )
+            path, listener._private_dir = unix_listening_path(parsed)
             listener.address = Address(Scheme.UNIX, path=path)
             listener._server = await loop.create_unix_server(make_stream, path, backlog=backlog)
         else:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
 
-__all__ = ["PeerCredentials", "SocketStream", "Stream"]
+__all__ = ["PeerCredentials", "SocketStream", "Stream", "peer_credentials_of"]
 
 #: Stop reading from the socket once this much received data waits for the application: the
 #: kernel buffer then fills and the sender is slowed down instead of our memory growing.
@@ -48,6 +48,15 @@ class PeerCredentials:
 
     def __repr__(self) -> str:
         return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid})"
+
+
+def peer_credentials_of(sock: socket.socket) -> PeerCredentials | None:
+    """Who is connected to ``sock``, if it is a unix socket on a system that can tell."""
+    if sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCredentials(pid, uid, gid)
 
 
 class Stream(abc.ABC):
@@ -144,10 +153,7 @@ class SocketStream(Stream, asyncio.Protocol):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Without it a small message waits for the peer's delayed ACK: ~40 ms.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            elif sock.family == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
-                raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-                pid, uid, gid = struct.unpack("3i", raw)
-                self._credentials = PeerCredentials(pid, uid, gid)
+            self._credentials = peer_credentials_of(sock)
         if self._on_connection_made is not None:
             self._on_connection_made(self)
 

@@ -1,0 +1,292 @@
+"""Blocking listeners and sessions served by threads, over real sockets (no event loop)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from isoplug.errors import (
+    AuthenticationFailed,
+    ConnectionBroken,
+    ConnectionClosed,
+    TransportError,
+)
+from isoplug.rpc import BlockingChannel
+from isoplug.rpc.blocking import BlockingServer, serve_blocking
+from isoplug.transport import connect_blocking, tls_client_context, tls_server_context
+from isoplug.transport.blocking import listen_blocking
+from isoplug.wire import Event
+from tests.test_transport_sockets import Certs, make_certs
+
+TOKEN = "s3cret"
+#: Generous bound on any single wait: a hang fails the test instead of the whole run.
+WAIT = 20.0
+
+
+def wait_for(condition: Callable[[], object], timeout: float = WAIT) -> None:
+    """Wait until ``condition()`` is true; fail the test if it does not become so in time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def read_until_it_ends(channel: BlockingChannel) -> None:
+    """Read until the other side ends the session (what that raises propagates)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        channel.receive(0.5)
+
+
+class Sessions:
+    """A session handler that keeps the events each session received and how it ended."""
+
+    def __init__(self, *, fail_on: str | None = None) -> None:
+        self.events: list[str] = []
+        self.endings: list[BaseException] = []
+        self.server: BlockingServer | None = None
+        self.closing_when_ended: list[bool] = []
+        self._fail_on = fail_on
+
+    def __call__(self, channel: BlockingChannel) -> None:
+        try:
+            while True:
+                for message in channel.receive():
+                    if not isinstance(message, Event):
+                        continue  # the goodbye: the next receive() raises ConnectionClosed
+                    if message.method == self._fail_on:
+                        raise RuntimeError("handler bug")
+                    if message.method == "leave":
+                        return
+                    self.events.append(message.method)
+        except (ConnectionClosed, ConnectionBroken) as exc:
+            self.endings.append(exc)
+            assert self.server is not None
+            self.closing_when_ended.append(self.server.closing)
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[BlockingServer, Sessions]]:
+    sessions = Sessions(fail_on="explode")
+    server = serve_blocking("unix:", TOKEN, sessions, name="test", handshake_timeout=0.5)
+    sessions.server = server
+    try:
+        yield server, sessions
+    finally:
+        server.close()
+
+
+def connect(server: BlockingServer, token: str = TOKEN) -> BlockingChannel:
+    return BlockingChannel.connect(server.address, token, name="client", timeout=WAIT)
+
+
+# -- the listener --------------------------------------------------------------------------------
+
+
+def test_close_wakes_a_thread_blocked_in_accept_and_removes_the_socket() -> None:
+    listener = listen_blocking("unix:")
+    path = listener.address.path
+    directory = os.path.dirname(path)
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(listener.accept()))
+    thread.start()
+    time.sleep(0.05)  # let it block in accept (closing before is covered too: it returns None)
+    listener.close()
+    thread.join(WAIT)
+    assert not thread.is_alive() and results == [None]
+    assert not os.path.exists(path) and not os.path.exists(directory)
+    assert listener.accept() is None  # and again, after close
+
+
+def test_an_explicit_unix_path_in_use_is_refused_and_a_stale_one_replaced(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "blocking.sock"
+    first = listen_blocking(f"unix:{path}")
+    try:
+        with pytest.raises(TransportError, match="another process is listening there"):
+            listen_blocking(f"unix:{path}")
+    finally:
+        first.close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(path))
+    second = listen_blocking(f"unix:{path}")
+    try:
+        assert second.address.path == str(path)
+    finally:
+        second.close()
+    assert not path.exists() and tmp_path.is_dir()
+
+
+def test_tcp_listener_reports_its_port_and_sets_nodelay() -> None:
+    listener = listen_blocking("tcp://127.0.0.1:0")
+    try:
+        assert listener.address.port
+        with connect_blocking(listener.address):
+            accepted = listener.accept()
+            assert accepted is not None
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        listener.close()
+
+
+def test_unusable_addresses_raise_transport_errors(tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="needs an ssl_context"):
+        listen_blocking("tls://127.0.0.1:0")
+    with pytest.raises(TransportError, match="cannot listen on"):
+        listen_blocking(f"unix:{tmp_path}/missing/dir/sock")
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+def test_a_session_runs_its_handler_and_ends_with_a_goodbye(
+    served: tuple[BlockingServer, Sessions],
+) -> None:
+    server, sessions = served
+    channel = connect(server)
+    try:
+        channel.notify("one")
+        channel.notify("two")
+        wait_for(lambda: sessions.events == ["one", "two"])
+        channel.notify("leave")  # the handler returns: the server says goodbye
+        with pytest.raises(ConnectionClosed):
+            read_until_it_ends(channel)
+    finally:
+        channel.close()
+    assert server.wait_idle(WAIT) == 0
+
+
+def test_a_wrong_token_is_refused_and_reported(
+    served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, sessions = served
+    with pytest.raises(AuthenticationFailed, match="wrong session token"):
+        connect(server, token="wrong")
+    wait_for(lambda: "refused a connection on" in caplog.text)
+    assert "wrong session token" in caplog.text
+    assert server.wait_idle(WAIT) == 0 and not sessions.events
+
+
+def test_a_silent_client_is_told_why_and_dropped_after_the_handshake_timeout(
+    served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served
+    with connect_blocking(server.address) as silent:
+        silent.settimeout(WAIT)
+        said = b""
+        while chunk := silent.recv(4096):
+            said += chunk
+    assert b"no hello within 0.5 s" in said  # the reject message
+    wait_for(lambda: "no hello within 0.5 s" in caplog.text)
+
+
+def test_a_failing_handler_is_logged_and_the_server_keeps_serving(
+    served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, sessions = served
+    doomed = connect(server)
+    try:
+        doomed.notify("explode")
+        with pytest.raises(ConnectionClosed):
+            read_until_it_ends(doomed)
+    finally:
+        doomed.close()
+    assert "connection handler for" in caplog.text and "RuntimeError: handler bug" in caplog.text
+    survivor = connect(server)
+    try:
+        survivor.notify("still here")
+        wait_for(lambda: sessions.events == ["still here"])
+    finally:
+        survivor.close()
+
+
+def test_wait_idle_counts_open_sessions(served: tuple[BlockingServer, Sessions]) -> None:
+    server, sessions = served
+    channel = connect(server)
+    try:
+        channel.notify("hello")
+        wait_for(lambda: sessions.events == ["hello"])
+        assert server.wait_idle(0.05) == 1
+    finally:
+        channel.close()
+    assert server.wait_idle(WAIT) == 0
+    assert isinstance(sessions.endings[0], ConnectionClosed)  # the client said goodbye
+
+
+def test_close_ends_open_sessions_and_handshakes_at_once(
+    served: tuple[BlockingServer, Sessions],
+) -> None:
+    server, sessions = served
+    channel = connect(server)
+    silent = connect_blocking(server.address)  # stays in the handshake
+    try:
+        channel.notify("hello")
+        wait_for(lambda: sessions.events == ["hello"])
+        began = time.monotonic()
+        server.close()
+        assert time.monotonic() - began < 5  # not the close timeout: nothing was stuck
+        assert server.wait_idle(0) == 0
+        # The handler saw its session end while the server was closing, then said goodbye.
+        assert len(sessions.endings) == 1 and isinstance(sessions.endings[0], ConnectionClosed)
+        assert sessions.closing_when_ended == [True]
+        with pytest.raises(ConnectionClosed):
+            read_until_it_ends(channel)
+    finally:
+        channel.close()
+        silent.close()
+
+
+def test_sessions_over_tls_and_a_plain_text_client_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    certs: Certs = make_certs(tmp_path)
+    sessions = Sessions()
+    server = serve_blocking(
+        "tls://127.0.0.1:0",
+        TOKEN,
+        sessions,
+        ssl_context=tls_server_context(certs.server),
+        handshake_timeout=2,
+    )
+    sessions.server = server
+    try:
+        with connect_blocking(f"tcp://127.0.0.1:{server.address.port}") as plain:
+            plain.sendall(b"hello? " * 100)
+            plain.settimeout(WAIT)
+            # The server drops it: EOF, or a reset since our bytes went unread.
+            with contextlib.suppress(ConnectionResetError):
+                while plain.recv(4096):
+                    pass
+        wait_for(lambda: "TLS handshake with a client failed" in caplog.text)
+        channel = BlockingChannel.connect(
+            server.address, TOKEN, ssl_context=tls_client_context(certs.ca), timeout=WAIT
+        )
+        try:
+            assert isinstance(channel.socket, ssl.SSLSocket)
+            channel.notify("over tls")
+            wait_for(lambda: sessions.events == ["over tls"])
+        finally:
+            channel.close()
+    finally:
+        server.close()
+
+
+def test_the_refusal_log_names_the_listener(
+    served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served
+    caplog.set_level(logging.WARNING, "isoplug.rpc")
+    with pytest.raises(AuthenticationFailed):
+        connect(server, token="nope")
+    wait_for(lambda: f"refused a connection on {server.address}" in caplog.text)
