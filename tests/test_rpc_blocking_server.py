@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import socket
 import ssl
 import threading
@@ -290,3 +291,36 @@ def test_the_refusal_log_names_the_listener(
     with pytest.raises(AuthenticationFailed):
         connect(server, token="nope")
     wait_for(lambda: f"refused a connection on {server.address}" in caplog.text)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to fill the fd table")
+def test_accept_out_of_file_descriptors_is_reported_and_retried(
+    served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the descriptor table full, accepting fails: the server says so, pauses, and takes
+    the waiting client once descriptors are free again."""
+    server, sessions = served
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    try:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 1, hard)
+        )
+        with contextlib.suppress(OSError):  # EMFILE: every descriptor number is taken
+            while True:
+                fillers.append(os.dup(0))
+        client.connect(server.address.path)  # queued in the backlog; accept() gets EMFILE
+        wait_for(lambda: "retrying in 1 s" in caplog.text)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "Too many open files" in caplog.text
+    client.close()
+    channel = connect(server)  # the server accepts again
+    try:
+        channel.notify("after the pause")
+        wait_for(lambda: "after the pause" in sessions.events)
+    finally:
+        channel.close()

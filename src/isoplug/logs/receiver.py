@@ -253,9 +253,7 @@ class LogReceiver:
         except ConnectionClosed:
             clean = True
         except ConnectionBroken:
-            # The sender vanished, or our own close() cut it after the drain timeout.
-            server = self._server
-            clean = server is None or server.closing
+            clean = False  # it crashed or was killed: finish() reports what that took
         except ProtocolError as exc:
             _log.warning("closing session with %s: %s", hello.name or "log sender", exc)
         finally:

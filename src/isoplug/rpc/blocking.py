@@ -41,6 +41,8 @@ _log = logging.getLogger("isoplug.rpc")
 
 #: How long closing a server waits for its connections' threads to end.
 _CLOSE_TIMEOUT = 5.0
+#: After accept() failed (out of file descriptors...), as asyncio's servers do.
+_ACCEPT_RETRY_DELAY = 1.0
 
 #: The most one read takes: a flood of log batches is read in few system calls.
 RECEIVE_SIZE = 256 * 1024
@@ -194,6 +196,7 @@ class BlockingServer:
         self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
         self._changed = threading.Condition()
         self._closing = False
+        self._closed = threading.Event()  # wakes an accept loop that pauses after an error
         self._acceptor = threading.Thread(
             target=self._accept_loop, name=f"isoplug-{name or 'server'}-accept", daemon=True
         )
@@ -225,6 +228,7 @@ class BlockingServer:
         with self._changed:
             self._closing = True
             connections = list(self._connections.values())
+        self._closed.set()
         self._listener.close()
         for connection in connections:
             _end(connection)
@@ -252,8 +256,10 @@ class BlockingServer:
             try:
                 sock = self._listener.accept()
             except TransportError as exc:
-                _log.error("%s stopped accepting connections: %s", self, exc)
-                return
+                # Out of descriptors or memory, most likely: pause rather than spin or quit.
+                _log.error("%s: %s; retrying in %g s", self, exc, _ACCEPT_RETRY_DELAY)
+                self._closed.wait(_ACCEPT_RETRY_DELAY)
+                continue
             if sock is None:
                 return
             thread = threading.Thread(
