@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from msgspec.msgpack import decode
 
 from isoplug.errors import (
     ConnectionBroken,
@@ -27,6 +28,8 @@ from isoplug.errors import (
 from isoplug.logs import ForwardingHandler, LogReceiver, forward_logs
 from isoplug.logs import handler as handler_module
 from isoplug.rpc import BlockingChannel
+from isoplug.rpc.blocking import serve_blocking
+from isoplug.wire import LogBatch
 from tests.record_waiter import RecordWaiter
 
 CHILD = str(Path(__file__).with_name("logs_child.py"))
@@ -233,8 +236,8 @@ async def forward_numbered(
     receiver: LogReceiver, collector: RecordWaiter, created: list[float]
 ) -> None:
     """Hand records numbered 0, 1, ... with these creation times straight to a
-    ForwardingHandler whose write-through rate is 0 (all after its first burst of tokens are
-    queued), and wait until all of them arrived, without flushing."""
+    ForwardingHandler whose write-through rate is 0 (every record is queued), and wait until
+    all of them arrived, without flushing."""
     handler = ForwardingHandler(receiver.address, receiver.token, write_through_rate=0.0)
     try:
         assert await asyncio.to_thread(handler.start, 10)
@@ -266,20 +269,16 @@ async def test_in_a_flood_the_emitting_thread_pushes_the_queue_itself(
     crash can take stays bounded by the push interval and count."""
     monkeypatch.setattr(handler_module, "SENDER_LINGER", 3600.0)
     monkeypatch.setattr(handler_module, "SENDER_LINGER_MAX", 3600.0)
-    burst = int(handler_module.WRITE_THROUGH_BURST)  # these go out one by one
     now = time.time()
     async with receiving() as (receiver, collector):
-        await forward_numbered(
-            receiver, collector, [now] * (burst + queued) + [now + last_created_after]
-        )
+        await forward_numbered(receiver, collector, [now] * queued + [now + last_created_after])
 
 
 async def test_the_last_records_of_a_burst_are_sent_without_a_flush() -> None:
     """Records queued at the end of a burst, too few and too young for the emitting thread to
     push, are sent by the sender thread once no more come; no flush() needed."""
-    burst = int(handler_module.WRITE_THROUGH_BURST)  # these go out one by one; 10 are queued
     async with receiving() as (receiver, collector):
-        await forward_numbered(receiver, collector, [time.time()] * (burst + 10))
+        await forward_numbered(receiver, collector, [time.time()] * 10)
 
 
 async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,7 +306,7 @@ async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.Monke
         try:
             assert await asyncio.to_thread(handler.start, 10)
             logger = logging.getLogger("flood")
-            count = int(handler_module.WRITE_THROUGH_BURST) + 5_000  # all but a burst queued
+            count = 5_000  # all queued: the write-through rate is 0
             for index in range(count):
                 record = logger.makeRecord("flood", logging.INFO, __file__, 1, "r", (), None)
                 record.n = index
@@ -487,3 +486,55 @@ async def test_a_sender_still_connected_at_close_is_cut_off_after_the_drain_time
     assert time.monotonic() - began < 8  # drain_timeout, plus closing: not the 10 s default
     assert "1 log sender(s) still connected after 0.2 s; closing them" in caplog.text
     assert "crash or kill" not in caplog.text  # we ended it: no crash to report
+
+
+@pytest.mark.parametrize(
+    ("write_through_rate", "batch_sizes"),
+    [(handler_module.WRITE_THROUGH_RATE, [1, 1, 1, 1, 1]), (0.0, [5])],
+)
+async def test_forward_logs_write_through_rate_zero_batches_every_record(
+    monkeypatch: pytest.MonkeyPatch, write_through_rate: float, batch_sizes: list[int]
+) -> None:
+    """By default each record at a moderate rate goes out alone, at once; with
+    write_through_rate=0 not one does (here, with every push parked, they wait for the flush)."""
+    for name, value in [
+        ("SENDER_LINGER", 3600.0),
+        ("SENDER_LINGER_MAX", 3600.0),
+        ("EMIT_PUSH_INTERVAL", float("inf")),
+        ("EMIT_PUSH_RECORDS", 10**9),
+    ]:
+        monkeypatch.setattr(handler_module, name, value)
+    sizes: list[int] = []
+
+    def count_batches(channel: BlockingChannel) -> None:
+        with contextlib.suppress(ConnectionClosed, ConnectionBroken):  # the sender is done
+            while True:
+                for message in channel.receive():
+                    if isinstance(message, LogBatch) and (size := len(decode(message.records))):
+                        sizes.append(size)
+
+    server = serve_blocking("unix:", "token", count_batches)
+    root = logging.getLogger()
+    level = root.level
+    handler: ForwardingHandler | None = None
+    try:
+        handler = await asyncio.to_thread(
+            forward_logs,
+            str(server.address),
+            "token",
+            level=logging.INFO,
+            replace_handlers=False,
+            write_through_rate=write_through_rate,
+        )
+        for index in range(5):
+            logging.getLogger("batching").info("record %d", index)
+        await asyncio.to_thread(handler.flush, 10)
+        await asyncio.to_thread(handler.close)
+        assert await asyncio.to_thread(server.wait_idle, 10) == 0
+    finally:
+        if handler is not None:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        server.close()
+    assert sizes == batch_sizes

@@ -6,7 +6,7 @@ import logging
 import os
 
 from isoplug.errors import IsoplugError
-from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.receiver import ADDRESS_ENV, TOKEN_ENV
 
 __all__ = ["forward_logs"]
@@ -20,6 +20,7 @@ def forward_logs(
     name: str | None = None,
     replace_handlers: bool = True,
     block_when_full: bool = False,
+    write_through_rate: float = WRITE_THROUGH_RATE,
 ) -> ForwardingHandler:
     """Send every log record of this process to a :class:`~isoplug.logs.LogReceiver`.
 
@@ -30,7 +31,9 @@ def forward_logs(
     The handler goes on the root logger. ``replace_handlers`` (default) removes the root
     logger's other handlers first, so that a forked child does not also print what it
     forwards; a previous forwarding handler is always replaced. ``level`` sets the root logger's
-    level. The connection is opened before returning; raises
+    level. ``block_when_full`` makes a full queue wait instead of dropping (lossless mode);
+    ``write_through_rate`` trades CPU against what a crash can take (see
+    :class:`~isoplug.logs.ForwardingHandler`). The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
     refuses us (wrong token, nothing listening).
     """
@@ -47,6 +50,7 @@ def forward_logs(
         token,
         name=name or f"pid {os.getpid()}",
         block_when_full=block_when_full,
+        write_through_rate=write_through_rate,
     )
     if not handler.start():
         reason = handler.failure or "no connection within the timeout"

@@ -134,6 +134,11 @@ class ForwardingHandler(logging.Handler):
 
     ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
     reports. The connection is opened lazily, on the first record, by the sender thread.
+
+    ``write_through_rate`` (records/s) is how fast records may come and each still be sent at
+    once; above it they are batched. Each record sent alone wakes the receiver (35-42 us of
+    this process's CPU on a 2-core VM); ``0`` batches every record, pushed within about a
+    millisecond, for the least CPU at the price of what a crash can take: that millisecond.
     """
 
     def __init__(
@@ -189,7 +194,8 @@ class ForwardingHandler(logging.Handler):
         # True while the drop totals changed since they last went out in a frame.
         self._drops_unsent = False
         self._unsent = b""
-        self._tokens = WRITE_THROUGH_BURST
+        # With write-through off, not even a first burst goes out alone.
+        self._tokens = WRITE_THROUGH_BURST if self._write_through_rate > 0 else 0.0
         # record.created at which the emitting thread pushes the queue (see EMIT_PUSH_INTERVAL).
         self._push_due = 0.0
         # True while the sender thread waits with nothing queued: the next record must wake it.
