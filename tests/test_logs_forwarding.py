@@ -281,10 +281,8 @@ async def test_the_last_records_of_a_burst_are_sent_without_a_flush() -> None:
         await forward_numbered(receiver, collector, [time.time()] * 10)
 
 
-async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """While a flush waits for the batch the sender thread is sending, and after, the sender
-    thread sleeps; it does not take the empty queue again and again until the flushing thread
-    gets the GIL back (hundreds of times)."""
+def park_every_push(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the sender thread nor the emitting thread sends queued records: only a flush."""
     for name, value in [
         ("SENDER_LINGER", 3600.0),
         ("SENDER_LINGER_MAX", 3600.0),
@@ -292,6 +290,13 @@ async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.Monke
         ("EMIT_PUSH_RECORDS", 10**9),
     ]:
         monkeypatch.setattr(handler_module, name, value)
+
+
+async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a flush waits for the batch the sender thread is sending, and after, the sender
+    thread sleeps; it does not take the empty queue again and again until the flushing thread
+    gets the GIL back (hundreds of times)."""
+    park_every_push(monkeypatch)
     takes = 0
     take_batch = ForwardingHandler._take_batch
 
@@ -497,13 +502,7 @@ async def test_forward_logs_write_through_rate_zero_batches_every_record(
 ) -> None:
     """By default each record at a moderate rate goes out alone, at once; with
     write_through_rate=0 not one does (here, with every push parked, they wait for the flush)."""
-    for name, value in [
-        ("SENDER_LINGER", 3600.0),
-        ("SENDER_LINGER_MAX", 3600.0),
-        ("EMIT_PUSH_INTERVAL", float("inf")),
-        ("EMIT_PUSH_RECORDS", 10**9),
-    ]:
-        monkeypatch.setattr(handler_module, name, value)
+    park_every_push(monkeypatch)
     sizes: list[int] = []
 
     def count_batches(channel: BlockingChannel) -> None:
