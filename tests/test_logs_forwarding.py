@@ -29,8 +29,10 @@ from isoplug.logs import ForwardingHandler, LogReceiver, forward_logs
 from isoplug.logs import handler as handler_module
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import serve_blocking
+from isoplug.transport import tls_client_context, tls_server_context
 from isoplug.wire import LogBatch
 from tests.record_waiter import RecordWaiter
+from tests.test_transport_sockets import make_certs
 
 CHILD = str(Path(__file__).with_name("logs_child.py"))
 PREFIX = "kids"
@@ -537,3 +539,44 @@ async def test_forward_logs_write_through_rate_zero_batches_every_record(
         root.setLevel(level)
         server.close()
     assert sizes == batch_sizes
+
+
+@BOTH_MODES
+async def test_records_arrive_over_tls(mode: str, tmp_path: Path) -> None:
+    """A receiver on tls:// takes a sender that trusts its CA; its records arrive in order."""
+    certs = make_certs(tmp_path)
+    collector = RecordWaiter()
+    logger = logging.getLogger(PREFIX)
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(collector)
+    receiver = LogReceiver(
+        "tls://127.0.0.1:0", prefix=PREFIX, ssl_context=tls_server_context(certs.server)
+    )
+    handler: ForwardingHandler | None = None
+    try:
+        if mode == "loop":
+            await receiver.start()
+        else:
+            await asyncio.to_thread(receiver.open)
+        handler = ForwardingHandler(
+            receiver.address, receiver.token, ssl_context=tls_client_context(certs.ca)
+        )
+        assert await asyncio.to_thread(handler.start, 10)
+        for index in range(3):
+            record = logging.getLogger("tls").makeRecord(
+                "tls", logging.INFO, __file__, 1, "over tls %d", (index,), None
+            )
+            record.n = index
+            handler.handle(record)
+        await collector.wait_until(lambda: collector.numbers() == [0, 1, 2])
+        await asyncio.to_thread(handler.close)
+    finally:
+        if handler is not None:
+            handler.close()
+        if mode == "loop":
+            await receiver.aclose()
+        else:
+            await asyncio.to_thread(receiver.close)
+        logger.removeHandler(collector)
+        logger.setLevel(logging.NOTSET)
+    assert collector.messages()[:3] == ["over tls 0", "over tls 1", "over tls 2"]

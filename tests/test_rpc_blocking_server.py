@@ -248,7 +248,7 @@ def test_close_ends_open_sessions_and_handshakes_at_once(
         silent.close()
 
 
-def test_sessions_over_tls_and_a_plain_text_client_refused(
+def test_sessions_over_tls_a_plain_text_client_refused_and_close_says_goodbye(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     certs: Certs = make_certs(tmp_path)
@@ -277,6 +277,10 @@ def test_sessions_over_tls_and_a_plain_text_client_refused(
             assert isinstance(channel.socket, ssl.SSLSocket)
             channel.notify("over tls")
             wait_for(lambda: sessions.events == ["over tls"])
+            server.close()  # ends the open session: the goodbye still goes out over TLS
+            with pytest.raises(ConnectionClosed):
+                read_until_it_ends(channel)
+            assert sessions.closing_when_ended == [True]
         finally:
             channel.close()
     finally:

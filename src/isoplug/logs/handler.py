@@ -121,6 +121,22 @@ if hasattr(os, "register_at_fork"):
     )
 
 
+def _send_tls_without_blocking(sock: ssl.SSLSocket, frame: bytes) -> int:
+    """``send(frame, MSG_DONTWAIT)`` for TLS, which takes no flags: all of it, or 0.
+
+    Python's TLS writes are whole or nothing, and one that could not finish must be retried
+    with the same bytes: the caller leaves the whole frame to the sender thread, which sends
+    it before anything else.
+    """
+    sock.setblocking(False)
+    try:
+        return sock.send(frame)
+    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        return 0
+    finally:
+        sock.setblocking(True)
+
+
 def _flush_all_at_exit() -> None:
     for handler in list(_live_handlers):
         handler.close()
@@ -460,7 +476,10 @@ class ForwardingHandler(logging.Handler):
         sock = self._sock
         assert sock is not None
         try:
-            sent = sock.send(frame, socket.MSG_DONTWAIT)
+            if isinstance(sock, ssl.SSLSocket):
+                sent = _send_tls_without_blocking(sock, frame)
+            else:
+                sent = sock.send(frame, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:

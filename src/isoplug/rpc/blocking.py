@@ -10,7 +10,9 @@ log batches and reads what the other side sends, but does not serve requests.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import selectors
 import socket
 import ssl
 import threading
@@ -49,13 +51,18 @@ RECEIVE_SIZE = 256 * 1024
 
 
 class BlockingChannel:
-    """An open session over a blocking socket. Not thread-safe: one thread owns it."""
+    """An open session over a blocking socket. Not thread-safe: one thread owns it (except
+    for :meth:`interrupt`)."""
 
     def __init__(self, sock: socket.socket, connection: Connection, early: list[Message]) -> None:
         self.socket = sock
         self.connection = connection
         self._received: list[Message] = list(early)
         self._interrupted = False
+        # interrupt() wakes a plain socket's blocked recv() with shutdown(SHUT_RD). Under TLS
+        # that would break the session's TLS state, and the goodbye with it: a TLS channel
+        # waits for data on a selector that a wake-up socket can end instead.
+        self._waker: _Waker | None = _Waker(sock) if isinstance(sock, ssl.SSLSocket) else None
 
     @classmethod
     def connect(
@@ -106,7 +113,13 @@ class BlockingChannel:
         if connection.state is not ConnectionState.OPEN:
             raise ConnectionClosed(f"session closed: {connection.close_reason}")
         try:
-            if timeout is None:
+            if self._waker is not None:
+                data = self._waker.read(RECEIVE_SIZE, timeout)
+                if data is None:
+                    if self._interrupted:
+                        raise ConnectionClosed("session ended by this side")
+                    return []
+            elif timeout is None:
                 data = self.socket.recv(RECEIVE_SIZE)
             else:
                 self.socket.settimeout(timeout)
@@ -141,7 +154,10 @@ class BlockingChannel:
         its :meth:`close` still says goodbye. The one method that is safe from other threads.
         """
         self._interrupted = True
-        _shutdown_quietly(self.socket, socket.SHUT_RD)
+        if self._waker is not None:
+            self._waker.wake()
+        else:
+            _shutdown_quietly(self.socket, socket.SHUT_RD)
 
     def close(self, reason: str = "closed") -> None:
         """Say goodbye if the session is still open, then close the socket. Idempotent."""
@@ -151,6 +167,8 @@ class BlockingChannel:
                 self._write_quietly(self.connection.data_to_send())
         finally:
             self.socket.close()
+            if self._waker is not None:
+                self._waker.close()
 
     def _write(self, data: bytes) -> None:
         try:
@@ -164,6 +182,42 @@ class BlockingChannel:
         except OSError:
             # Best effort: the peer is gone, and the caller already knows the session is over.
             return
+
+
+class _Waker:
+    """Waiting for a TLS socket's data in a way another thread can end (see BlockingChannel)."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._socket = sock
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+
+    def read(self, size: int, timeout: float | None) -> bytes | None:
+        """What arrived (``b""`` at EOF), once it did; ``None`` on timeout, once woken, or
+        while no whole TLS record is in (the wait must stay wakeable: no blocking read)."""
+        sock = self._socket
+        if not sock.pending():  # nothing decrypted yet: wait for the kernel
+            ready = self._selector.select(timeout)
+            if not ready or any(key.fileobj is self._wake_reader for key, _ in ready):
+                return None
+        sock.setblocking(False)
+        try:
+            return sock.recv(size)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        finally:
+            sock.setblocking(True)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # already closed by the owner: nothing to wake
+            self._wake_writer.send(b"x")
+
+    def close(self) -> None:
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
 
 SessionHandler = Callable[[BlockingChannel], None]
