@@ -141,6 +141,28 @@ def test_tcp_listener_reports_its_port_and_sets_nodelay() -> None:
         listener.close()
 
 
+def ipv6_loopback_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback here")
+def test_tcp_listener_on_ipv6() -> None:
+    listener = listen_blocking("tcp://[::1]:0")
+    try:
+        assert listener.address.host == "::1" and listener.address.port
+        with connect_blocking(listener.address):
+            accepted = listener.accept()
+            assert accepted is not None
+            accepted.close()
+    finally:
+        listener.close()
+
+
 def test_unusable_addresses_raise_transport_errors(tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="needs an ssl_context"):
         listen_blocking("tls://127.0.0.1:0")

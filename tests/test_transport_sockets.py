@@ -30,6 +30,7 @@ from isoplug.transport import (
     tls_server_context,
 )
 from isoplug.transport import sockets as sockets_module
+from isoplug.transport.blocking import listen_blocking
 
 SOCKET_KINDS = ["unix", "tcp", "tls"]
 
@@ -399,6 +400,8 @@ async def test_unusable_host_raises_transport_errors(host: str) -> None:
         connect_blocking(f"tcp://{host}:1")
     with pytest.raises(TransportError):
         await listen(f"tcp://{host}:0", echo)
+    with pytest.raises(TransportError):
+        listen_blocking(f"tcp://{host}:0")
 
 
 # -- TLS ----------------------------------------------------------------------------------------

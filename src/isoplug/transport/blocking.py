@@ -194,7 +194,9 @@ def listen_blocking(
         else:
             if parsed.scheme is Scheme.TLS and ssl_context is None:
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
-            sock = socket.create_server((parsed.host, parsed.port), backlog=backlog)
+            # One address, the first the name resolves to (create_server alone assumes IPv4).
+            family = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)[0][0]
+            sock = socket.create_server((parsed.host, parsed.port), family=family, backlog=backlog)
             host, port = sock.getsockname()[:2]
             bound = Address(parsed.scheme, host=host, port=port)
     except (OSError, ValueError) as exc:
