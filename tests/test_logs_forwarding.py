@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -45,13 +46,18 @@ BOTH_MODES = pytest.mark.parametrize("mode", ["loop", "threads"])
 
 @asynccontextmanager
 async def receiving(
-    mode: str = "loop", drain_timeout: float = 10
+    mode: str = "loop",
+    drain_timeout: float = 10,
+    address: str = "unix:",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
     collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
     logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)
-    receiver = LogReceiver(prefix=PREFIX, drain_timeout=drain_timeout)
+    receiver = LogReceiver(
+        address, prefix=PREFIX, drain_timeout=drain_timeout, ssl_context=ssl_context
+    )
     try:
         if mode == "loop":
             async with receiver:
@@ -545,38 +551,21 @@ async def test_forward_logs_write_through_rate_zero_batches_every_record(
 async def test_records_arrive_over_tls(mode: str, tmp_path: Path) -> None:
     """A receiver on tls:// takes a sender that trusts its CA; its records arrive in order."""
     certs = make_certs(tmp_path)
-    collector = RecordWaiter()
-    logger = logging.getLogger(PREFIX)
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(collector)
-    receiver = LogReceiver(
-        "tls://127.0.0.1:0", prefix=PREFIX, ssl_context=tls_server_context(certs.server)
-    )
-    handler: ForwardingHandler | None = None
-    try:
-        if mode == "loop":
-            await receiver.start()
-        else:
-            await asyncio.to_thread(receiver.open)
+    async with receiving(
+        mode, address="tls://127.0.0.1:0", ssl_context=tls_server_context(certs.server)
+    ) as (receiver, collector):
         handler = ForwardingHandler(
             receiver.address, receiver.token, ssl_context=tls_client_context(certs.ca)
         )
-        assert await asyncio.to_thread(handler.start, 10)
-        for index in range(3):
-            record = logging.getLogger("tls").makeRecord(
-                "tls", logging.INFO, __file__, 1, "over tls %d", (index,), None
-            )
-            record.n = index
-            handler.handle(record)
-        await collector.wait_until(lambda: collector.numbers() == [0, 1, 2])
-        await asyncio.to_thread(handler.close)
-    finally:
-        if handler is not None:
-            handler.close()
-        if mode == "loop":
-            await receiver.aclose()
-        else:
-            await asyncio.to_thread(receiver.close)
-        logger.removeHandler(collector)
-        logger.setLevel(logging.NOTSET)
+        try:
+            assert await asyncio.to_thread(handler.start, 10)
+            for index in range(3):
+                record = logging.getLogger("tls").makeRecord(
+                    "tls", logging.INFO, __file__, 1, "over tls %d", (index,), None
+                )
+                record.n = index
+                handler.handle(record)
+            await collector.wait_until(lambda: collector.numbers() == [0, 1, 2])
+        finally:
+            await asyncio.to_thread(handler.close)
     assert collector.messages()[:3] == ["over tls 0", "over tls 1", "over tls 2"]
