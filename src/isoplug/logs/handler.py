@@ -152,7 +152,7 @@ class ForwardingHandler(logging.Handler):
     reports. The connection is opened lazily, on the first record, by the sender thread.
 
     ``write_through_rate`` (records/s) is how fast records may come and each still be sent at
-    once; above it they are batched. Each record sent alone wakes the receiver (35-42 us of
+    once; above it they are batched. Each record sent alone wakes the receiver (28-42 us of
     this process's CPU on a 2-core VM); ``0`` batches every record, pushed within about a
     millisecond, for the least CPU at the price of what a crash can take: that millisecond.
     """
