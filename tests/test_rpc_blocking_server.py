@@ -100,7 +100,7 @@ def test_close_wakes_a_thread_blocked_in_accept_and_removes_the_socket() -> None
     results: list[object] = []
     thread = threading.Thread(target=lambda: results.append(listener.accept()))
     thread.start()
-    time.sleep(0.05)  # let it block in accept (closing before is covered too: it returns None)
+    wait_for(lambda: listener._accepting)  # in accept(), about to wait or waiting
     listener.close()
     thread.join(WAIT)
     assert not thread.is_alive() and results == [None]
