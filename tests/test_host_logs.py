@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import pytest
 
 from isoplug import Host
 from isoplug.errors import ConnectionBroken
 from isoplug.host import SupervisorConfig
 from isoplug.logs import DropReason
-from tests.plugins_fixtures import FAST, plugins_dir
+from isoplug.logs.handler import WRITE_THROUGH_RATE
+from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir
 from tests.record_waiter import RecordWaiter
 
 
@@ -143,3 +147,25 @@ async def test_the_host_sets_a_plugins_level_at_the_source(tmp_path: Path) -> No
         await host.call("chronicler", "log_numbered", count=2, level=logging.DEBUG)
         await waiter.wait_until(lambda: waiter.records[-1] if len(numbered(waiter)) >= 3 else None)
         assert host.log_metrics("chronicler").received == received + 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "rate"), [("", WRITE_THROUGH_RATE), ("0", 0.0), ("500", 500.0)]
+)
+async def test_the_manifest_sets_the_runners_write_through_rate(
+    tmp_path: Path, setting: str, rate: float
+) -> None:
+    """log_write_through_rate in plugin.toml reaches the runner's forwarding handler."""
+    plugin = tmp_path / "plugins" / "chronicler"
+    shutil.copytree(FIXTURES / "chronicler", plugin)
+    manifest = plugin / "plugin.toml"
+    if setting:
+        manifest.write_text(
+            manifest.read_text().replace(
+                'log_level = "DEBUG"\n',
+                f'log_level = "DEBUG"\nlog_write_through_rate = {setting}\n',
+            )
+        )
+    async with Host(tmp_path / "plugins", config=FAST) as host:
+        await host.wait_ready(20)
+        assert await host.call("chronicler", "write_through_rate") == rate

@@ -25,7 +25,8 @@ def test_a_full_manifest_is_parsed_into_a_frozen_manifest(tmp_path: Path) -> Non
         tmp_path,
         "weather",
         'id = "weather"\nversion = "1.2.0"\ndescription = "d"\nentry = "pkg.mod:Weather"\n'
-        'group = "io"\nlog_level = "debug"\ncapabilities = ["http.get"]\n'
+        'group = "io"\nlog_level = "debug"\nlog_write_through_rate = 0\n'
+        'capabilities = ["http.get"]\n'
         '[environment]\nUNITS = "metric"\n'
         '[restart]\npolicy = "never"\nmax_restarts = 2\nwindow = 10\n'
         "backoff_initial = 0.1\nbackoff_max = 1.5\n",
@@ -37,7 +38,7 @@ def test_a_full_manifest_is_parsed_into_a_frozen_manifest(tmp_path: Path) -> Non
         "pkg.mod:Weather",
     )
     assert manifest.group == "io" and manifest.runner_id == "io"
-    assert manifest.log_level == "DEBUG"
+    assert manifest.log_level == "DEBUG" and manifest.log_write_through_rate == 0.0
     assert manifest.capabilities == ("http.get",)
     assert dict(manifest.environment) == {"UNITS": "metric"}
     assert manifest.restart == RestartPolicy("never", 2, 10.0, 0.1, 1.5)
@@ -49,6 +50,7 @@ def test_defaults_apply_to_a_minimal_manifest(tmp_path: Path) -> None:
     """id, version and entry are enough."""
     manifest = load_manifest(write_plugin(tmp_path, "p", MINIMAL))
     assert manifest.runner_id == "p" and manifest.capabilities == ()
+    assert manifest.log_write_through_rate is None  # the handler's own default
     assert manifest.restart == RestartPolicy()
 
 
@@ -69,6 +71,10 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
         ('id = "a.b"\nversion = "1"\nentry = "m:P"\n', "field 'id': 'a.b' is not a valid id"),
         ('id = "p"\nversion = 1\nentry = "m:P"\n', "field 'version': must be a string, got int"),
         (MINIMAL + 'log_level = "loud"\n', "field 'log_level': must be one of DEBUG"),
+        (MINIMAL + "log_write_through_rate = -1\n", "'log_write_through_rate': must be 0 or more"),
+        (MINIMAL + "log_write_through_rate = inf\n", "'log_write_through_rate': must be 0 or more"),
+        (MINIMAL + "log_write_through_rate = true\n", "'log_write_through_rate': must be an int"),
+        (MINIMAL + 'log_write_through_rate = "x"\n', "'log_write_through_rate': must be an int"),
         (MINIMAL + "capabilities = [1]\n", "field 'capabilities[0]': must be a non-empty str"),
         (MINIMAL + "[environment]\nX = 1\n", "field 'environment.X': must be a string, got int"),
         (MINIMAL + "[restart]\nmax_restarts = true\n", "'restart.max_restarts': must be an int"),
@@ -140,3 +146,21 @@ def test_a_group_whose_environments_disagree_skips_the_later_plugin(tmp_path: Pa
     plans, problems = plan_runners(discover(tmp_path).manifests)
     assert [[m.id for m in p.manifests] for p in plans] == [["a"]]
     assert "field 'environment.MODE': differs from another plugin of group 'g'" in problems[0]
+
+
+def test_a_group_whose_write_through_rates_disagree_skips_the_later_plugin(
+    tmp_path: Path,
+) -> None:
+    """One process has one log handler: members may leave the rate unset, not set two."""
+    for name, setting in (("a", "log_write_through_rate = 0\n"), ("b", ""), ("c", "")):
+        write_plugin(
+            tmp_path, name, f'id = "{name}"\nversion = "1"\nentry = "m:P"\ngroup = "g"\n{setting}'
+        )
+    write_plugin(
+        tmp_path,
+        "d",
+        'id = "d"\nversion = "1"\nentry = "m:P"\ngroup = "g"\nlog_write_through_rate = 500\n',
+    )
+    plans, problems = plan_runners(discover(tmp_path).manifests)
+    assert [[m.id for m in p.manifests] for p in plans] == [["a", "b", "c"]]
+    assert "field 'log_write_through_rate': differs from another plugin of group 'g'" in problems[0]

@@ -116,6 +116,8 @@ class Bootstrap(msgspec.Struct, frozen=True):
     runner_id: str
     plugins: tuple[PluginEntry, ...]
     log_level: str = "INFO"
+    #: The forwarding handler's write-through rate (records/s); ``None``: its default.
+    log_write_through_rate: float | None = None
     #: How long the runner gives all teardown hooks together when asked to shut down.
     teardown_timeout: float = 3.0
 

@@ -40,6 +40,11 @@ async def launch_runner(
         runner_id=runner_id,
         plugins=tuple(_entry(m) for m in manifests),
         log_level=log_level,
+        # One handler per process: the members of a group agree on it (see plan_runners).
+        log_write_through_rate=next(
+            (m.log_write_through_rate for m in manifests if m.log_write_through_rate is not None),
+            None,
+        ),
         teardown_timeout=teardown_timeout,
     )
     return await RunnerProcess.start(

@@ -8,6 +8,9 @@ A plugin is a directory holding a ``plugin.toml``::
     entry = "weather:WeatherPlugin"     # required: module:attribute, relative to the directory
     group = "io"                        # optional: plugins of one group share a runner
     log_level = "INFO"                  # optional: DEBUG, INFO, WARNING, ERROR, CRITICAL
+    log_write_through_rate = 20000      # optional: records/s sent one by one, each in the
+                                        # kernel before logging returns; 0 batches them all
+                                        # (less CPU; a crash may take the last millisecond)
     capabilities = ["http.get"]         # optional: host capabilities the plugin may call
 
     [environment]                       # optional: extra environment variables of its runner
@@ -28,6 +31,7 @@ silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -92,6 +96,8 @@ class Manifest:
     description: str = ""
     group: str | None = None
     log_level: str = "INFO"
+    #: ``None``: isoplug's default (``isoplug.logs.handler.WRITE_THROUGH_RATE``).
+    log_write_through_rate: float | None = None
     capabilities: tuple[str, ...] = ()
     environment: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     restart: RestartPolicy = RestartPolicy()
@@ -185,6 +191,12 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
     log_level = (fields.take("log_level", str) or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         raise fields.error("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    write_through_rate = fields.take("log_write_through_rate", (int, float))
+    if write_through_rate is not None and not 0 <= write_through_rate < math.inf:
+        raise fields.error(
+            "log_write_through_rate",
+            f"must be 0 or more records per second, got {write_through_rate!r}",
+        )
     capabilities = fields.take("capabilities", list) or []
     for index, capability in enumerate(capabilities):
         if not isinstance(capability, str) or not capability:
@@ -203,6 +215,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         description=description,
         group=group,
         log_level=log_level,
+        log_write_through_rate=None if write_through_rate is None else float(write_through_rate),
         capabilities=tuple(capabilities),
         environment=MappingProxyType(environment),
         restart=restart,

@@ -68,8 +68,8 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     """Group plugins into runners; return the plans and the problems found.
 
     A group and a plugin id may not share a name (both name a runner). Plugins of one group
-    share one process, so their environments must not disagree; the restart policy of the
-    group is that of its first plugin (by id).
+    share one process, so their environments and log write-through rates must not disagree;
+    the restart policy of the group is that of its first plugin (by id).
     """
     by_runner: dict[str, list[Manifest]] = {}
     problems: list[str] = []
@@ -82,10 +82,10 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
             )
             continue
         members = by_runner.setdefault(manifest.runner_id, [])
-        clash = _environment_clash(members, manifest)
+        clash = _shared_setting_clash(members, manifest)
         if clash is not None:
             problems.append(
-                f"{manifest.path}: field 'environment.{clash}': differs from another plugin of "
+                f"{manifest.path}: field '{clash}': differs from another plugin of "
                 f"group {manifest.group!r} (they share one process); plugin skipped"
             )
             continue
@@ -94,9 +94,14 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     return [plan for plan in plans if plan.manifests], problems
 
 
-def _environment_clash(members: list[Manifest], manifest: Manifest) -> str | None:
+def _shared_setting_clash(members: list[Manifest], manifest: Manifest) -> str | None:
+    """The field of ``manifest`` that sets a process-wide setting otherwise than one of
+    ``members`` does (a plugin that leaves it unset agrees with anything)."""
+    rate = manifest.log_write_through_rate
     for other in members:
         for name, value in manifest.environment.items():
             if other.environment.get(name, value) != value:
-                return name
+                return f"environment.{name}"
+        if rate is not None and other.log_write_through_rate not in (None, rate):
+            return "log_write_through_rate"
     return None

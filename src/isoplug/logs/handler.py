@@ -188,6 +188,11 @@ class ForwardingHandler(logging.Handler):
         self._init_state()
         _live_handlers.add(self)
 
+    @property
+    def write_through_rate(self) -> float:
+        """Records/s that may each go out at once (see the class docstring)."""
+        return self._write_through_rate
+
     def _init_state(self) -> None:
         # Guards the queue, the sequence number and the drop counters; held only briefly.
         self._queue_lock = threading.Lock()

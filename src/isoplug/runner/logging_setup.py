@@ -15,6 +15,7 @@ import sys
 
 from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange
 from isoplug.logs import ForwardingHandler
+from isoplug.logs.handler import WRITE_THROUGH_RATE
 
 __all__ = ["apply_log_level", "configure_runner_logging"]
 
@@ -30,11 +31,13 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     root.setLevel(bootstrap.log_level)
     for plugin in bootstrap.plugins:
         logging.getLogger(f"plugin.{plugin.id}").setLevel(plugin.log_level)
+    rate = bootstrap.log_write_through_rate
     handler = ForwardingHandler(
         bootstrap.address,
         bootstrap.token,
         name=bootstrap.runner_id,
         role=LOGS_ROLE,
+        write_through_rate=WRITE_THROUGH_RATE if rate is None else rate,
         connect_timeout=_CONNECT_TIMEOUT,
     )
     if handler.start(_CONNECT_TIMEOUT):

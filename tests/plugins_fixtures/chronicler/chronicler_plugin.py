@@ -7,6 +7,7 @@ import os
 import time
 
 import isoplug
+from isoplug.logs import ForwardingHandler
 
 log = logging.getLogger("chronicler.work")
 
@@ -47,3 +48,8 @@ class Chronicler(isoplug.Plugin):
     @isoplug.method
     async def pid(self) -> int:
         return os.getpid()
+
+    @isoplug.method
+    async def write_through_rate(self) -> float:
+        (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, ForwardingHandler)]
+        return handler.write_through_rate
