@@ -13,6 +13,7 @@ import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -295,6 +296,34 @@ async def test_tcp_listener_reports_real_port() -> None:
         assert listener.address.port != 0
         assert str(listener) == f"tcp://127.0.0.1:{listener.address.port}"
         client = await connect(f"tcp://127.0.0.1:{listener.address.port}")
+        try:
+            await echo_round_trip(client)
+        finally:
+            await client.aclose()
+
+
+async def test_a_name_with_several_addresses_gets_one_socket_and_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name that resolves to two addresses (as localhost does to ::1 and 127.0.0.1 on many
+    machines; here made so) is bound once, on the first: the port the listener reports is
+    the only one it listens on."""
+    loop = asyncio.get_running_loop()
+    resolve = loop.getaddrinfo
+
+    async def two_addresses(host: object, port: object, **kwargs: object) -> list[Any]:
+        if host != "twice.test":
+            return await resolve(host, port, **kwargs)  # type: ignore[arg-type]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+        ]
+
+    monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+    async with await listen("tcp://twice.test:0", echo) as listener:
+        assert listener._server is not None
+        assert len(listener._server.sockets) == 1
+        client = await connect(listener.address)
         try:
             await echo_round_trip(client)
         finally:

@@ -18,7 +18,7 @@ import threading
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
-from isoplug.transport.sockets import unix_listening_path
+from isoplug.transport.sockets import tcp_listening_socket, unix_listening_path
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
 
@@ -194,9 +194,8 @@ def listen_blocking(
         else:
             if parsed.scheme is Scheme.TLS and ssl_context is None:
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
-            # One address, the first the name resolves to (create_server alone assumes IPv4).
-            family = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)[0][0]
-            sock = socket.create_server((parsed.host, parsed.port), family=family, backlog=backlog)
+            resolved = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+            sock = tcp_listening_socket(resolved, backlog)
             host, port = sock.getsockname()[:2]
             bound = Address(parsed.scheme, host=host, port=port)
     except (OSError, ValueError) as exc:

@@ -17,6 +17,7 @@ import ssl
 import stat
 import tempfile
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
@@ -27,6 +28,7 @@ __all__ = [
     "connect",
     "listen",
     "make_private_socket_dir",
+    "tcp_listening_socket",
     "tls_client_context",
     "tls_server_context",
     "unix_listening_path",
@@ -84,6 +86,13 @@ def unix_listening_path(parsed: Address) -> tuple[str, str | None]:
         if stat.S_ISSOCK(os.stat(parsed.path).st_mode):
             os.unlink(parsed.path)  # stale: nobody listens (checked above)
     return parsed.path, None
+
+
+def tcp_listening_socket(resolved: list[Any], backlog: int) -> socket.socket:
+    """A TCP socket listening on the first of ``resolved`` (what ``getaddrinfo`` returned for
+    the host): one socket, one port, whatever else the name resolves to."""
+    family, _, _, _, sockaddr = resolved[0]
+    return socket.create_server(sockaddr, family=family, backlog=backlog)
 
 
 def make_private_socket_dir() -> str:
@@ -269,9 +278,15 @@ async def listen(
             if parsed.scheme is Scheme.TLS and ssl_context is None:
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
             context = ssl_context if parsed.scheme is Scheme.TLS else None
-            server = await loop.create_server(
-                make_stream, parsed.host, parsed.port, ssl=context, backlog=backlog
-            )
+            # One socket on the first address the name resolves to: given the name, asyncio
+            # binds every address, on as many different ports when the port is 0.
+            infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+            sock = tcp_listening_socket(infos, backlog)
+            try:
+                server = await loop.create_server(make_stream, sock=sock, ssl=context)
+            except BaseException:
+                sock.close()
+                raise
             listener._server = server
             host, port = server.sockets[0].getsockname()[:2]
             listener.address = Address(parsed.scheme, host=host, port=port)
