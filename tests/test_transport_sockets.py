@@ -321,7 +321,7 @@ async def test_a_name_with_several_addresses_gets_one_socket_and_port(
 
     monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
     async with await listen("tcp://twice.test:0", echo) as listener:
-        assert listener._server is not None
+        assert isinstance(listener._server, asyncio.Server)
         assert len(listener._server.sockets) == 1
         client = await connect(listener.address)
         try:
