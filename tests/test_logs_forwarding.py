@@ -182,10 +182,11 @@ async def test_sigkill_from_outside_loses_nothing_emitted(mode: str, tmp_path: P
     assert numbers[: last_emitted + 1] == list(range(last_emitted + 1))
 
 
-async def test_logs_flow_while_the_child_blocks_its_event_loop(tmp_path: Path) -> None:
+@BOTH_MODES
+async def test_logs_flow_while_the_child_blocks_its_event_loop(mode: str, tmp_path: Path) -> None:
     """A child that blocks its event loop still gets its records delivered meanwhile."""
     release = tmp_path / "release"
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "blocked-loop", env={"RELEASE_FILE": str(release)})
         await collector.wait_until(lambda: "about to block the event loop" in collector.messages())
         assert child.returncode is None  # still blocked
@@ -195,9 +196,10 @@ async def test_logs_flow_while_the_child_blocks_its_event_loop(tmp_path: Path) -
     assert code == 0
 
 
-async def test_a_forked_child_forwards_on_its_own_connection() -> None:
+@BOTH_MODES
+async def test_a_forked_child_forwards_on_its_own_connection(mode: str) -> None:
     """After os.fork() the child's records arrive too, stamped with the child's own pid."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "fork")
         code, stderr = await finish(child)
         await collector.wait_until(lambda: "parent after fork" in collector.messages())
@@ -210,9 +212,10 @@ async def test_a_forked_child_forwards_on_its_own_connection() -> None:
     assert by_message["parent after fork"].sender_pid == child.pid  # type: ignore[attr-defined]
 
 
-async def test_records_logged_during_interpreter_shutdown_are_not_lost() -> None:
+@BOTH_MODES
+async def test_records_logged_during_interpreter_shutdown_are_not_lost(mode: str) -> None:
     """A record logged at exit is forwarded, or written to stderr once forwarding has closed."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "shutdown-logging")
         code, stderr = await finish(child)
         await collector.wait_until(
@@ -411,10 +414,11 @@ async def test_a_full_queue_drops_low_levels_first_and_reports_it(mode: str) -> 
     assert reported == dropped
 
 
-async def test_loguru_records_forwarded_through_a_handler_sink() -> None:
+@BOTH_MODES
+async def test_loguru_records_forwarded_through_a_handler_sink(mode: str) -> None:
     """loguru with ForwardingHandler as its sink: message, level, source, bound extras and
     the traceback (once) arrive."""
-    async with receiving() as (receiver, collector):
+    async with receiving(mode) as (receiver, collector):
         child = await run_child(receiver, "loguru")
         code, stderr = await finish(child)
     assert code == 0, stderr
