@@ -137,11 +137,7 @@ class LogReceiver:
             for waiter in still_open:
                 waiter.cancel()
             if still_open:
-                _log.warning(
-                    "%d log sender(s) still connected after %.1f s; closing them",
-                    len(still_open),
-                    self.drain_timeout,
-                )
+                self._warn_still_connected(len(still_open))
         self._closing = True
         await self._listener.aclose()
 
@@ -160,6 +156,11 @@ class LogReceiver:
             self._open_peers.discard(peer)
             # Cut off by aclose() is no crash: only what it had not sent yet is reported.
             replayer.finish(clean=self._closing or isinstance(peer.close_error, ConnectionClosed))
+
+    def _warn_still_connected(self, count: int) -> None:
+        _log.warning(
+            "%d log sender(s) still connected after %.1f s; closing them", count, self.drain_timeout
+        )
 
     @staticmethod
     def _accepts(hello: Hello) -> bool:
@@ -218,11 +219,7 @@ class LogReceiver:
             return
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
-            _log.warning(
-                "%d log sender(s) still connected after %.1f s; closing them",
-                still_open,
-                self.drain_timeout,
-            )
+            self._warn_still_connected(still_open)
         server.close()
         self._server = None
 
