@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -130,6 +131,42 @@ async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) 
         await waiter.wait_for("plugin.chronicler", "blocking the event loop now", timeout=2.5)
         assert not call.done()
         await call
+
+
+class StuckOnFirstRecord(logging.Handler):
+    """A host-side handler that hangs on record 0 (a network logger whose server stalls)
+    until released, and notes whether it had to give up waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck = threading.Event()
+        self.let_go = threading.Event()
+        self.gave_up = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "n", None) == 0:
+            self.stuck.set()
+            self.gave_up = not self.let_go.wait(10)
+
+
+async def test_a_stuck_host_handler_holds_back_only_that_plugins_logs(tmp_path: Path) -> None:
+    """Plugin records are replayed off the host's event loop: while a host handler hangs on
+    one, the host still answers calls; the plugin's later records wait, then all arrive."""
+    handler = StuckOnFirstRecord()
+    logging.getLogger("plugin.chronicler").addHandler(handler)
+    try:
+        async with running(tmp_path) as (host, waiter):
+            await host.call("chronicler", "log_numbered", count=50)
+            assert await asyncio.to_thread(handler.stuck.wait, 10)
+            # The loop is free: a call goes round trip while the handler still hangs.
+            pid = await host.call("chronicler", "pid")
+            handler.let_go.set()
+            await waiter.wait_until(lambda: len(numbered(waiter)) >= 50 or None)
+    finally:
+        logging.getLogger("plugin.chronicler").removeHandler(handler)
+    assert not handler.gave_up, "the call could not run while a log handler hung"
+    assert numbered(waiter) == list(range(50))
+    assert all(r.runner_pid == pid for r in waiter.records)  # type: ignore[attr-defined]
 
 
 async def test_the_host_sets_a_plugins_level_at_the_source(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from isoplug import Host, PluginState, PluginUnavailable, SupervisorConfig
+from isoplug.control import CONTROL_ROLE, LOGS_ROLE
 from isoplug.errors import (
     AuthenticationFailed,
     ConnectionBroken,
@@ -360,9 +361,21 @@ async def test_connections_must_prove_their_runner_and_use_a_known_role(
             await Peer.connect(listener.address, "guess", name="echo")
         with pytest.raises(AuthenticationFailed):
             await Peer.connect(listener.address, token, name="echo", role="metrics")
+        # Log connections go to the log bridge's listener, which takes nothing else.
+        with pytest.raises(AuthenticationFailed):
+            await Peer.connect(listener.address, token, name="echo", role=LOGS_ROLE)
+        log_address = host._log_bridge.address
+        with pytest.raises(AuthenticationFailed):
+            await Peer.connect(log_address, token, name="echo", role=CONTROL_ROLE)
+        with pytest.raises(AuthenticationFailed, match="wrong session token"):
+            await Peer.connect(log_address, "guess", name="echo", role=LOGS_ROLE)
+        with pytest.raises(AuthenticationFailed, match="unknown runner"):
+            await Peer.connect(log_address, token, name="ghost", role=LOGS_ROLE)
         assert await host.call("echo", "echo", value="unaffected") == "unaffected"
     messages = [r.getMessage() for r in caplog.records]
-    assert any("unknown connection role 'metrics' (known: control, logs)" in m for m in messages)
+    assert any("unknown connection role 'metrics' (known: control)" in m for m in messages)
+    assert any("unknown connection role 'logs' (known: control)" in m for m in messages)
+    assert any("refused a 'control' connection from runner 'echo'" in m for m in messages)
     assert any("unknown runner 'ghost'" in m for m in messages)
 
 

@@ -28,10 +28,12 @@ from isoplug.errors import (
 )
 from isoplug.logs import ForwardingHandler, LogReceiver, forward_logs
 from isoplug.logs import handler as handler_module
+from isoplug.logs.capture import capture_record
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import serve_blocking
 from isoplug.transport import tls_client_context, tls_server_context
-from isoplug.wire import LogBatch
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, Event, LogBatch
+from isoplug.wire.logframes import log_batch_frame
 from tests.record_waiter import RecordWaiter
 from tests.test_transport_sockets import make_certs
 
@@ -456,6 +458,28 @@ async def test_a_connection_that_is_not_a_log_sender_is_refused(
         finally:
             channel.close()
     assert "refused a 'control' connection from ctl: this receiver only takes logs" in caplog.text
+
+
+async def test_a_sender_that_sends_other_messages_is_warned_once_and_still_heard(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A log sender that also sends events (a confused or hostile one) gets one warning for
+    all of them, not one each; its log batches around them are replayed."""
+    record = logging.LogRecord("mixed", logging.INFO, __file__, 1, "after the noise", (), None)
+    frame = log_batch_frame([capture_record(record, 1)], {}, DEFAULT_MAX_FRAME_SIZE)
+    async with receiving("threads") as (receiver, collector):
+        sender = await asyncio.to_thread(
+            BlockingChannel.connect, receiver.address, receiver.token, name="noisy", role="logs"
+        )
+        try:
+            for index in range(3):
+                await asyncio.to_thread(sender.send, Event(method=f"noise {index}"))
+            await asyncio.to_thread(sender.socket.sendall, frame)
+            await collector.wait_for(f"{PREFIX}.mixed", "after the noise")
+        finally:
+            sender.close()
+    warnings = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert warnings == ["ignoring what log sender noisy sends besides log batches (first: Event)"]
 
 
 @BOTH_MODES

@@ -115,6 +115,9 @@ class Bootstrap(msgspec.Struct, frozen=True):
     token: str
     runner_id: str
     plugins: tuple[PluginEntry, ...]
+    #: Where the runner's log connection goes (the host serves it apart from the control
+    #: connection, see isoplug.host.logbridge); empty: ``address``.
+    log_address: str = ""
     log_level: str = "INFO"
     #: The forwarding handler's write-through rate (records/s); ``None``: its default.
     log_write_through_rate: float | None = None

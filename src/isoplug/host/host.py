@@ -8,10 +8,13 @@
         print(await host.call("greeter", "greet", name="Ada"))
         await host.publish("tick", {"n": 1})
 
-One listener (a unix socket in a private directory) serves every runner. Each runner process
+Two listeners (unix sockets in private directories) serve every runner. Each runner process
 gets its own random token; the hello's name says which runner it claims to be, and the token
-proves it. Connections are routed by their hello *role* through :attr:`Host._routes`: the
-``"control"`` role goes to the runner's supervisor; other roles are refused with a warning.
+proves it. On the event loop's listener, connections are routed by their hello *role* through
+:attr:`Host._routes`: the ``"control"`` role goes to the runner's supervisor; other roles are
+refused with a warning. Each runner's ``"logs"`` connection goes to the other listener, the
+:class:`~isoplug.host.logbridge.LogBridge`'s, whose threads replay its records: the loop never
+runs a logging handler for a plugin.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from isoplug.control import CONTROL_ROLE, LOGS_ROLE
+from isoplug.control import CONTROL_ROLE
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.logbridge import LogBridge
@@ -83,14 +86,13 @@ class Host:
         self._runner_of: dict[str, RunnerSupervisor] = {}
         self._listener: Listener | None = None
         self._changed = asyncio.Event()
-        self._log_bridge = LogBridge(log_limits)
+        self._log_bridge = LogBridge(self._supervisors.get, log_limits)
         #: Connection roles and who serves them.
         self._routes: dict[str, _Route] = {
             CONTROL_ROLE: _Route(
                 lambda supervisor, _hello: supervisor.control_handlers(),
                 RunnerSupervisor.serve_control,
             ),
-            LOGS_ROLE: _Route(lambda _supervisor, _hello: {}, self._log_bridge.serve),
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -118,11 +120,13 @@ class Host:
             handlers=self._handlers_for,
             name="isoplug-host",
         )
+        self._log_bridge.open()
         address = str(self._listener.address)
         for plan in plans:
             supervisor = RunnerSupervisor(
                 plan,
                 address=address,
+                log_address=self._log_bridge.address,
                 config=self.config,
                 invoke_capability=self._capabilities.invoke,
                 notify=self._state_changed,
@@ -150,6 +154,10 @@ class Host:
         finally:
             if self._listener is not None:
                 await self._listener.aclose()
+            # The runners have stopped: their log connections end as soon as what they sent
+            # last is replayed (a thread of the bridge's replays it; waiting for it here must
+            # not block the loop).
+            await asyncio.to_thread(self._log_bridge.close)
 
     # -- plugins ------------------------------------------------------------------------------
 

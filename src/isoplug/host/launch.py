@@ -25,6 +25,7 @@ async def launch_runner(
     manifests: Sequence[Manifest],
     *,
     address: str,
+    log_address: str,
     token: str,
     log_level: str,
     teardown_timeout: float,
@@ -36,6 +37,7 @@ async def launch_runner(
     """
     bootstrap = Bootstrap(
         address=address,
+        log_address=log_address,
         token=token,
         runner_id=runner_id,
         plugins=tuple(_entry(m) for m in manifests),

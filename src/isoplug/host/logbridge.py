@@ -1,8 +1,11 @@
 """The host end of every runner's log connection: records land in the host's own logging.
 
 Each runner opens a second connection with role ``"logs"`` and its own token (so its identity
-is proven by the token, never by what it claims). The bridge replays that connection's batches
-with a :class:`~isoplug.logs.LogReplayer`:
+is proven by the token, never by what it claims), to a listener of the bridge's own: each log
+connection is served by a thread that sleeps in ``recv()`` and replays every batch with a
+:class:`~isoplug.logs.LogReplayer` the moment it lands (see :mod:`isoplug.logs.session`). So
+the host's event loop never runs a logging handler for a plugin, and a slow handler (a file, a
+network logger) holds back only that runner's logging, through the socket, not the host:
 
 - a runner that hosts one plugin ``p`` has every record put under ``plugin.p`` (its root
   logger is ``plugin.p`` itself; its ``plugin.p.x`` stays ``plugin.p.x``);
@@ -17,32 +20,94 @@ Metrics are kept per runner across restarts, so a crash loop does not reset them
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from isoplug.errors import ConnectionClosed
+from isoplug.control import LOGS_ROLE
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
-from isoplug.rpc import Peer
+from isoplug.logs.session import replay_until_closed
+from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
+from isoplug.transport.stream import peer_credentials_of
+from isoplug.wire import Hello
 
 __all__ = ["LogBridge"]
 
 _log = logging.getLogger("isoplug.host")
 
+#: How long closing the bridge waits for log connections to end by themselves (their runners
+#: have stopped by then: this is for processes a runner forked, still logging).
+DRAIN_TIMEOUT = 5.0
+
 
 class LogBridge:
-    """Serves the log connections of every runner of one host."""
+    """Serves the log connections of every runner of one host.
 
-    def __init__(self, limits: ReplayLimits | None = None) -> None:
+    ``supervisor_named`` finds the supervisor of the runner a connection names in its hello
+    (``None``: no such runner, refused).
+    """
+
+    def __init__(
+        self,
+        supervisor_named: Callable[[str], RunnerSupervisor | None],
+        limits: ReplayLimits | None = None,
+    ) -> None:
         self.limits = limits or ReplayLimits()
+        self._supervisor_named = supervisor_named
         self._metrics: dict[str, LogMetrics] = {}
+        self._server: BlockingServer | None = None
+
+    @property
+    def address(self) -> str:
+        """Where runners open their log connection (once :meth:`open`)."""
+        assert self._server is not None, "the log bridge is not open"
+        return str(self._server.address)
+
+    def open(self) -> None:
+        """Listen on a fresh private unix socket; connections are served by threads."""
+        self._server = serve_blocking(
+            "unix:", self._expected_token, self._serve, name="isoplug-host-logs"
+        )
+
+    def close(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Wait up to ``drain_timeout`` for log connections to end, replaying what they still
+        send, then close the rest and the listener. Blocks: call it off the event loop."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        still_open = server.wait_idle(drain_timeout)
+        if still_open:
+            _log.warning(
+                "%d log connection(s) still open %.1f s after their runners stopped; closing them",
+                still_open,
+                drain_timeout,
+            )
+        server.close()
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
         return self._metrics.setdefault(runner_id, LogMetrics()).snapshot()
 
-    async def serve(self, supervisor: RunnerSupervisor, peer: Peer) -> None:
-        """Own one runner's log connection until it closes."""
-        credentials = peer.stream.peer_credentials
+    def _expected_token(self, hello: Hello) -> str | None:
+        if hello.role != LOGS_ROLE:
+            _log.warning(
+                "refused a %r connection from runner %r (pid %d) on the log listener",
+                hello.role,
+                hello.name,
+                hello.pid,
+            )
+            return None
+        supervisor = self._supervisor_named(hello.name)
+        return supervisor.expected_token() if supervisor is not None else None
+
+    def _serve(self, channel: BlockingChannel) -> None:
+        """Own one runner's log connection until it closes (in the connection's thread)."""
+        hello = channel.connection.peer_hello
+        assert hello is not None
+        supervisor = self._supervisor_named(hello.name)
+        if supervisor is None:
+            return  # the handshake refuses unknown runners; this one was removed meanwhile
+        credentials = peer_credentials_of(channel.socket)
         expected_pid = supervisor.pid
         runner_pid = credentials.pid if credentials is not None else expected_pid
         if credentials is not None and expected_pid is not None and credentials.pid != expected_pid:
@@ -57,16 +122,14 @@ class LogBridge:
         replayer = self._replayer(
             supervisor, runner_pid, credentials.pid if credentials is not None else None
         )
-        peer.on_log_batch(replayer.receive)
+        clean = False
         try:
-            await peer.wait_closed()
+            clean = replay_until_closed(channel, replayer, f"runner {supervisor.runner_id}")
         finally:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a
             # second warning from here would only repeat it. A process the runner forked has
             # no supervisor, so its abrupt end is reported here.
-            replayer.finish(
-                clean=isinstance(peer.close_error, ConnectionClosed) or runner_pid == expected_pid
-            )
+            replayer.finish(clean=clean or runner_pid == expected_pid)
 
     def _replayer(
         self, supervisor: RunnerSupervisor, runner_pid: int | None, connected_pid: int | None

@@ -90,9 +90,10 @@ _RESTART = "restart"
 class RunnerSupervisor:
     """Supervises the runner of ``plan``; see the module docstring for the life cycle.
 
-    ``address`` is the host's listener; ``invoke_capability(name, kwargs)`` runs a host
-    capability (after this supervisor checked the calling plugin may use it); ``notify``
-    receives every :class:`~isoplug.host.status.StateChange`.
+    ``address`` is the host's listener, ``log_address`` its log bridge's;
+    ``invoke_capability(name, kwargs)`` runs a host capability (after this supervisor checked
+    the calling plugin may use it); ``notify`` receives every
+    :class:`~isoplug.host.status.StateChange`.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class RunnerSupervisor:
         plan: RunnerPlan,
         *,
         address: str,
+        log_address: str,
         config: SupervisorConfig,
         invoke_capability: CapabilityInvoker,
         notify: Notify,
@@ -107,6 +109,7 @@ class RunnerSupervisor:
         self.runner_id = plan.runner_id
         self.manifests: dict[str, Manifest] = {m.id: m for m in plan.manifests}
         self._address = address
+        self._log_address = log_address
         self._config = config
         self._invoke_capability = invoke_capability
         self._notify = notify
@@ -425,6 +428,7 @@ class RunnerSupervisor:
                 self.runner_id,
                 entries,
                 address=self._address,
+                log_address=self._log_address,
                 token=self._token,
                 log_level=self._config.log_level,
                 teardown_timeout=self._config.teardown_timeout,

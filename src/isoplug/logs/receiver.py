@@ -28,14 +28,15 @@ import logging
 import secrets
 import ssl
 
-from isoplug.errors import ConnectionBroken, ConnectionClosed, IsoplugError, ProtocolError
+from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer, ReplayLimits
+from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.transport import Address, Listener
 from isoplug.transport.stream import peer_credentials_of
-from isoplug.wire import Goodbye, Hello, LogBatch
+from isoplug.wire import Hello
 
 __all__ = ["ADDRESS_ENV", "TOKEN_ENV", "LogReceiver"]
 
@@ -231,28 +232,8 @@ class LogReceiver:
         credentials = peer_credentials_of(channel.socket)
         replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         clean = False
-        ignored = 0
         try:
-            while True:
-                for message in channel.receive():
-                    if type(message) is LogBatch:
-                        replayer.replay(message)
-                        continue
-                    if type(message) is Goodbye:
-                        continue  # the connection is closed now: the next receive() says so
-                    ignored += 1
-                    if ignored == 1:  # once: a hostile sender must not flood our own log
-                        _log.warning(
-                            "ignored a %s from log sender %s: this receiver only takes logs",
-                            type(message).__name__,
-                            hello.name or "(unnamed)",
-                        )
-        except ConnectionClosed:
-            clean = True
-        except ConnectionBroken:
-            clean = False  # it crashed or was killed: finish() reports what that took
-        except ProtocolError as exc:
-            _log.warning("closing session with %s: %s", hello.name or "log sender", exc)
+            clean = replay_until_closed(channel, replayer, hello.name or "(unnamed)")
         finally:
             replayer.finish(clean=clean)
 

@@ -1,11 +1,12 @@
 """Where the runner's ``logging`` output goes: to the host, record by record, full fidelity.
 
 :func:`configure_runner_logging` puts a :class:`~isoplug.logs.ForwardingHandler` on the root
-logger. It opens the runner's second connection to the host (role ``"logs"``, same token),
-which its own sender thread drives: records keep flowing while a plugin blocks the event loop,
-and at moderate rates each record is in the kernel before ``logger.info()`` returns, so it
-survives the runner being killed. If that connection cannot be opened, records go to stderr
-instead, which the host captures line by line: degraded, never lost.
+logger. It opens the runner's second connection to the host (role ``"logs"``, same token, to
+the host's log listener), which its own sender thread drives: records keep flowing while a
+plugin blocks the event loop, and at moderate rates each record is in the kernel before
+``logger.info()`` returns, so it survives the runner being killed. If that connection cannot be
+opened, records go to stderr instead, which the host captures line by line: degraded, never
+lost.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
         logging.getLogger(f"plugin.{plugin.id}").setLevel(plugin.log_level)
     rate = bootstrap.log_write_through_rate
     handler = ForwardingHandler(
-        bootstrap.address,
+        bootstrap.log_address or bootstrap.address,
         bootstrap.token,
         name=bootstrap.runner_id,
         role=LOGS_ROLE,

@@ -1,0 +1,53 @@
+"""One log sender's connection, served by a thread of its own until it ends.
+
+The thread sleeps in ``recv()`` and replays each batch the moment it arrives: no event loop
+stands between the socket and ``logging``, and a slow handler (a file, a network logger)
+delays only this sender, which waits in turn (back-pressure is the socket's). Both the
+synchronous :class:`~isoplug.logs.LogReceiver` and the plugin host serve log connections so.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
+from isoplug.logs.replay import LogReplayer
+from isoplug.rpc.blocking import BlockingChannel
+from isoplug.wire import Goodbye, LogBatch
+
+__all__ = ["replay_until_closed"]
+
+_log = logging.getLogger("isoplug.logs")
+
+
+def replay_until_closed(channel: BlockingChannel, replayer: LogReplayer, sender: str) -> bool:
+    """Replay every batch ``channel`` brings until the connection ends; return whether it
+    ended cleanly (a goodbye, or our own side closing it).
+
+    ``sender`` names the sender in warnings. Anything but log batches is ignored (said once:
+    a hostile sender must not flood our own log); a protocol error ends the connection, not
+    the caller.
+    """
+    ignored = 0
+    try:
+        while True:
+            for message in channel.receive():
+                if type(message) is LogBatch:
+                    replayer.replay(message)
+                    continue
+                if type(message) is Goodbye:
+                    continue  # the connection is closed now: the next receive() says so
+                ignored += 1
+                if ignored == 1:
+                    _log.warning(
+                        "ignoring what log sender %s sends besides log batches (first: %s)",
+                        sender,
+                        type(message).__name__,
+                    )
+    except ConnectionClosed:
+        return True
+    except ConnectionBroken:
+        return False  # it crashed or was killed: the replayer's finish() reports what it took
+    except ProtocolError as exc:
+        _log.warning("closing session with %s: %s", sender, exc)
+        return False
