@@ -52,13 +52,18 @@ async def receiving(
     drain_timeout: float = 10,
     address: str = "unix:",
     ssl_context: ssl.SSLContext | None = None,
+    max_senders: int = 1024,
 ) -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
     collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
     logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)
     receiver = LogReceiver(
-        address, prefix=PREFIX, drain_timeout=drain_timeout, ssl_context=ssl_context
+        address,
+        prefix=PREFIX,
+        drain_timeout=drain_timeout,
+        ssl_context=ssl_context,
+        max_senders=max_senders,
     )
     try:
         if mode == "loop":
@@ -480,6 +485,26 @@ async def test_a_sender_that_sends_other_messages_is_warned_once_and_still_heard
             sender.close()
     warnings = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
     assert warnings == ["ignoring what log sender noisy sends besides log batches (first: Event)"]
+
+
+async def test_a_sender_past_max_senders_is_refused_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A synchronous receiver serves at most max_senders at once (a thread each); one more is
+    refused and told why, and the receiver warns. (forward_logs() raises: it waits for the
+    connection, so that a program learns at once that its logs would go nowhere.)"""
+    async with receiving("threads", max_senders=1) as (receiver, collector):
+        first = ForwardingHandler(receiver.address, receiver.token, name="first")
+        try:
+            assert await asyncio.to_thread(first.start, 10)
+            child = await run_child(receiver, "clean-exit", "3")
+            code, stderr = await finish(child)
+        finally:
+            await asyncio.to_thread(first.close)
+    assert code == 1
+    assert "refusing new connections: at its limit of 1 open connections" in caplog.text
+    assert "cannot forward logs to" in stderr and "at its limit of 1 open connections" in stderr
+    assert not collector.numbers()
 
 
 @BOTH_MODES

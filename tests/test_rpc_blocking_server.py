@@ -19,6 +19,7 @@ from isoplug.errors import (
     AuthenticationFailed,
     ConnectionBroken,
     ConnectionClosed,
+    HandshakeError,
     TransportError,
 )
 from isoplug.rpc import BlockingChannel
@@ -88,6 +89,16 @@ def served() -> Iterator[tuple[BlockingServer, Sessions]]:
 
 def connect(server: BlockingServer, token: str = TOKEN) -> BlockingChannel:
     return BlockingChannel.connect(server.address, token, name="client", timeout=WAIT)
+
+
+def assert_serving(server: BlockingServer, sessions: Sessions, event: str) -> None:
+    """A new client gets a session, whose handler receives ``event``."""
+    channel = connect(server)
+    try:
+        channel.notify(event)
+        wait_for(lambda: event in sessions.events)
+    finally:
+        channel.close()
 
 
 # -- the listener --------------------------------------------------------------------------------
@@ -226,12 +237,7 @@ def test_a_failing_handler_is_logged_and_the_server_keeps_serving(
     finally:
         doomed.close()
     assert "connection handler for" in caplog.text and "RuntimeError: handler bug" in caplog.text
-    survivor = connect(server)
-    try:
-        survivor.notify("still here")
-        wait_for(lambda: sessions.events == ["still here"])
-    finally:
-        survivor.close()
+    assert_serving(server, sessions, "still here")
 
 
 def test_wait_idle_counts_open_sessions(served: tuple[BlockingServer, Sessions]) -> None:
@@ -344,9 +350,49 @@ def test_accept_out_of_file_descriptors_is_reported_and_retried(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert "Too many open files" in caplog.text
     client.close()
-    channel = connect(server)  # the server accepts again
+    assert_serving(server, sessions, "after the pause")  # the server accepts again
+
+
+def test_connections_past_the_limit_are_refused_and_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At its limit the server refuses new connections at once, telling them why; it says so
+    once, and serves again as soon as a session ends."""
+    sessions = Sessions()
+    server = serve_blocking("unix:", TOKEN, sessions, name="capped", max_connections=2)
+    sessions.server = server
+    channels = [connect(server), connect(server)]
     try:
-        channel.notify("after the pause")
-        wait_for(lambda: "after the pause" in sessions.events)
+        for _ in range(3):
+            with pytest.raises(HandshakeError, match="at its limit of 2 open connections"):
+                connect(server)
+        channels.pop().close()
+        wait_for(lambda: server.wait_idle(0) == 1)
+        channels.append(connect(server))
+        channels[-1].notify("served again")
+        wait_for(lambda: sessions.events == ["served again"])
     finally:
-        channel.close()
+        for channel in channels:
+            channel.close()
+        server.close()
+    refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert refusals == [
+        f"capped on {server.address}: refusing new connections: at its limit of 2 open connections"
+    ]
+    assert f"capped on {server.address}: accepting connections again; 3 refused" in caplog.text
+
+
+def test_a_connection_no_thread_can_be_started_for_is_refused_not_fatal(
+    served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
+) -> None:
+    """When no thread can be started (here: a stack no memory can hold), the connection is
+    refused and reported; the server keeps accepting once threads can start again."""
+    server, sessions = served
+    threading.stack_size(2**40)
+    try:
+        with pytest.raises(HandshakeError, match="cannot start a thread"):
+            connect(server)
+    finally:
+        threading.stack_size(0)
+    assert "refusing new connections: cannot start a thread" in caplog.text
+    assert_serving(server, sessions, "still serving")

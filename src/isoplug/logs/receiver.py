@@ -33,7 +33,12 @@ from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer, ReplayLimits
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer, serve
-from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
+from isoplug.rpc.blocking import (
+    DEFAULT_MAX_CONNECTIONS,
+    BlockingChannel,
+    BlockingServer,
+    serve_blocking,
+)
 from isoplug.transport import Address, Listener
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import Hello
@@ -58,6 +63,10 @@ class LogReceiver:
     ``"app.db"`` into ``"workers.app.db"``); empty keeps the names as they are. Each replayed
     record also carries ``sender`` (the name the child gave) and ``sender_pid`` (the child's pid
     as the kernel reports it, on unix sockets).
+
+    ``max_senders`` bounds the senders served at once in a synchronous program (a thread
+    each); past it a new sender is refused and told so (it reports the records it cannot
+    forward), and a warning here says so once.
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class LogReceiver:
         limits: ReplayLimits = STANDALONE_LIMITS,
         ssl_context: ssl.SSLContext | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        max_senders: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._requested_address = address
         self.token = token or secrets.token_urlsafe(32)
@@ -76,6 +86,7 @@ class LogReceiver:
         self.limits = limits
         self._ssl_context = ssl_context
         self.drain_timeout = drain_timeout
+        self.max_senders = max_senders
         self._address: Address | None = None
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
@@ -209,6 +220,7 @@ class LogReceiver:
             self._serve_sender,
             name="log-receiver",
             ssl_context=self._ssl_context,
+            max_connections=self.max_senders,
         )
         self._address = self._server.address
 

@@ -34,7 +34,16 @@ from isoplug.rpc.handshake import (
 )
 from isoplug.transport import Address, connect_blocking
 from isoplug.transport.blocking import BlockingListener, listen_blocking
-from isoplug.wire import ConnectionState, Event, Goodbye, Message, encode_value
+from isoplug.wire import (
+    ConnectionState,
+    Event,
+    Goodbye,
+    Message,
+    Reject,
+    RejectCode,
+    encode_frame,
+    encode_value,
+)
 from isoplug.wire.connection import Connection, TokenLookup
 
 __all__ = ["BlockingChannel", "BlockingServer", "serve_blocking"]
@@ -45,6 +54,10 @@ _log = logging.getLogger("isoplug.rpc")
 _CLOSE_TIMEOUT = 5.0
 #: After accept() failed (out of file descriptors...), as asyncio's servers do.
 _ACCEPT_RETRY_DELAY = 1.0
+#: Most connections a blocking server serves at once, a thread each; past it new ones are
+#: refused (said once, then counted). Far above a program's children or a host's runners, it
+#: keeps a runaway client (a plugin that forks without end) from taking every thread.
+DEFAULT_MAX_CONNECTIONS = 1024
 
 #: The most one read takes: a flood of log batches is read in few system calls.
 RECEIVE_SIZE = 256 * 1024
@@ -239,12 +252,16 @@ class BlockingServer:
         *,
         name: str,
         handshake_timeout: float,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._listener = listener
         self._token = token
         self._on_channel = on_channel
         self._name = name
         self._handshake_timeout = handshake_timeout
+        self._max_connections = max_connections
+        # Connections refused since the server last accepted one (see _refuse).
+        self._refused = 0
         # Connection thread -> its socket while in the handshake (the TLS one once wrapped),
         # then its channel: what close() ends.
         self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
@@ -326,8 +343,40 @@ class BlockingServer:
                 if self._closing:
                     sock.close()
                     return
-                self._connections[thread] = sock
-            thread.start()
+                full = len(self._connections) >= self._max_connections
+                if not full:
+                    self._connections[thread] = sock
+            if full:
+                self._refuse(sock, f"at its limit of {self._max_connections} open connections")
+                continue
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": out of memory or threads
+                self._forget(thread)
+                self._refuse(sock, f"cannot start a thread for another connection: {exc}")
+                continue
+            if self._refused:
+                _log.warning(
+                    "%s: accepting connections again; %d refused meanwhile", self, self._refused
+                )
+                self._refused = 0
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """Close a connection we cannot serve, telling the client why; its handshake fails.
+        Said here once, until the server accepts again: a client connecting in a loop must not
+        flood the log."""
+        if not self._listener.is_tls:  # in TLS, telling would need a handshake, hence a thread
+            reject = encode_frame(Reject(code=RejectCode.BUSY, reason=f"{self}: {why}"))
+            try:
+                # Non-blocking: the accepting thread must never wait on a client. A fresh
+                # socket's buffer takes this small frame whole.
+                sock.send(reject, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                _log.debug("could not tell a refused client why: %s", exc)
+        sock.close()
+        if not self._refused:
+            _log.warning("%s: refusing new connections: %s", self, why)
+        self._refused += 1
 
     def _serve_connection(self, sock: socket.socket) -> None:
         current = threading.current_thread()
@@ -375,9 +424,14 @@ def serve_blocking(
     name: str = "",
     ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> BlockingServer:
     """Listen on ``address``; for every connection that passes the handshake, call
     ``on_channel(channel)`` in a thread of that connection's own.
+
+    At most ``max_connections`` are served at once; past it, and when no thread can be
+    started, a new connection is closed at once (its client's handshake fails) and a warning
+    says so, once until the server accepts again.
 
     Like :func:`~isoplug.rpc.serve`: the channel is closed (with a goodbye) when
     ``on_channel`` returns; refused connections (wrong token, wrong version, no hello in time,
@@ -387,7 +441,12 @@ def serve_blocking(
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
     return BlockingServer(
-        listener, token, on_channel, name=name, handshake_timeout=handshake_timeout
+        listener,
+        token,
+        on_channel,
+        name=name,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
 
 from isoplug.errors import (
@@ -168,7 +169,13 @@ def _drive_blocking(
         while True:
             data = connection.data_to_send()
             if data:
-                sock.sendall(data)
+                try:
+                    sock.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The peer closed first, and may have said why before it did (a full
+                    # server rejects before reading the hello): a Reject here raises its error.
+                    _read_what_is_there(sock, connection)
+                    raise
             if connection.state is not ConnectionState.HANDSHAKE:
                 return early
             remaining = deadline - time.monotonic()
@@ -193,6 +200,17 @@ def _drive_blocking(
         raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
     finally:
         sock.settimeout(previous_timeout)
+
+
+def _read_what_is_there(sock: socket.socket, connection: Connection) -> None:
+    """Feed ``connection`` what the peer sent before it closed, without waiting for more."""
+    if isinstance(sock, ssl.SSLSocket):
+        return  # takes no recv flags; and a TLS server never rejects before the hello
+    try:
+        data = sock.recv(65536, socket.MSG_DONTWAIT)
+    except OSError:
+        return  # nothing left to read: the caller's error stands
+    connection.receive_data(data)
 
 
 def _send_quietly(sock: socket.socket, connection: Connection) -> None:

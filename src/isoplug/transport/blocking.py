@@ -95,6 +95,11 @@ class BlockingListener:
     def __str__(self) -> str:
         return str(self.address)
 
+    @property
+    def is_tls(self) -> bool:
+        """Whether accepted connections speak TLS (once :meth:`secure` has wrapped them)."""
+        return self._ssl_context is not None
+
     def accept(self) -> socket.socket | None:
         """The next connection (blocking, still in plain text for TLS: see :meth:`secure`);
         ``None`` once the listener is closed."""

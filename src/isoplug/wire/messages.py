@@ -103,6 +103,8 @@ class RejectCode:
     VERSION = "version"
     TIMEOUT = "timeout"
     PROTOCOL = "protocol"
+    #: The listening side serves all the connections it can (sent before the hello is read).
+    BUSY = "busy"
 
 
 class Reject(_Message, frozen=True, tag="reject"):
