@@ -327,8 +327,10 @@ class LogReplayer:
             self.metrics.count_drop(DropReason.RATE_LIMITED)
             self._unreported_rate_drops[levelno] = self._unreported_rate_drops.get(levelno, 0) + 1
             return
-        logger.handle(self._rebuild(data, logger, levelno, identity))
+        # Counted first: whoever sees the record in a handler and then reads the metrics (from
+        # another thread when replay runs in one) finds it counted.
         self.metrics.replayed += 1
+        logger.handle(self._rebuild(data, logger, levelno, identity))
 
     def _logger_for(self, sender_name: str) -> tuple[logging.Logger, dict[str, Any]]:
         """The host logger for a sender's logger name, and the identity to stamp; called when
