@@ -65,8 +65,9 @@ class LogReceiver:
     as the kernel reports it, on unix sockets).
 
     ``max_senders`` bounds the senders served at once in a synchronous program (a thread
-    each); past it a new sender is refused and told so (it reports the records it cannot
-    forward), and a warning here says so once.
+    each); past it a new sender is refused and told why (:func:`forward_logs` raises; a
+    :class:`ForwardingHandler` says so on stderr and counts its records as dropped), and a
+    warning here says so once.
     """
 
     def __init__(

@@ -430,8 +430,8 @@ def serve_blocking(
     ``on_channel(channel)`` in a thread of that connection's own.
 
     At most ``max_connections`` are served at once; past it, and when no thread can be
-    started, a new connection is closed at once (its client's handshake fails) and a warning
-    says so, once until the server accepts again.
+    started, a new connection gets a ``busy`` reject (its client's handshake fails, saying
+    why) and is closed, and a warning says so, once until the server accepts again.
 
     Like :func:`~isoplug.rpc.serve`: the channel is closed (with a goodbye) when
     ``on_channel`` returns; refused connections (wrong token, wrong version, no hello in time,
