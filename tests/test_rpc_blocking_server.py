@@ -385,10 +385,11 @@ def test_connections_past_the_limit_are_refused_and_reported_once(
 def test_a_connection_no_thread_can_be_started_for_is_refused_not_fatal(
     served: tuple[BlockingServer, Sessions], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """When no thread can be started (here: a stack no memory can hold), the connection is
-    refused and reported; the server keeps accepting once threads can start again."""
+    """When no thread can be started (here: a stack larger than the address space, which no
+    overcommit policy grants), the connection is refused and reported; the server keeps
+    accepting once threads can start again."""
     server, sessions = served
-    threading.stack_size(2**40)
+    threading.stack_size(2**48)
     try:
         with pytest.raises(HandshakeError, match="cannot start a thread"):
             connect(server)
