@@ -133,6 +133,30 @@ async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) 
         await call
 
 
+async def test_a_process_the_plugin_forks_logs_under_the_plugin_with_its_own_pid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forked child's records arrive under the plugin, stamped with the child's pid (the
+    kernel's word, not the payload's); the plugin's metrics count both processes' records."""
+    caplog.set_level(logging.INFO, logger="isoplug.host")
+    async with running(tmp_path) as (host, waiter):
+        runner_pid = await host.call("chronicler", "pid")
+        await host.call("chronicler", "log_numbered", count=20)
+        child_pid = await host.call("chronicler", "fork_and_log", count=20)
+        await waiter.wait_until(lambda: len(numbered(waiter)) >= 40 or None)
+        metrics = host.log_metrics("chronicler")
+    assert sorted(numbered(waiter)) == list(range(40))
+    by_number = {r.n: r for r in waiter.records if hasattr(r, "n")}
+    assert {by_number[n].runner_pid for n in range(20)} == {runner_pid}  # type: ignore[attr-defined]
+    assert {by_number[n].runner_pid for n in range(20, 40)} == {child_pid}  # type: ignore[attr-defined]
+    assert {by_number[n].process for n in range(20, 40)} == {child_pid}
+    assert all(by_number[n].plugin_id == "chronicler" for n in range(40))  # type: ignore[attr-defined]
+    assert f"log connection from pid {child_pid}, a child of runner pid {runner_pid}" in (
+        caplog.text
+    )
+    assert metrics.received >= 40 and metrics.replayed >= 40
+
+
 class StuckOnFirstRecord(logging.Handler):
     """A host-side handler that hangs on record 0 (a network logger whose server stalls)
     until released, and notes whether it had to give up waiting."""

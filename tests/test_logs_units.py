@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from isoplug.errors import LocalProtocolError
-from isoplug.logs import capture
+from isoplug.logs import DropReason, LogMetrics, capture
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.sanitize import clean_logger_name, clean_text
@@ -691,3 +691,23 @@ def test_invalid_rate_or_burst_is_a_value_error(rate: float, burst: float) -> No
     """A rate that is not positive or a burst below one raises ValueError."""
     with pytest.raises(ValueError, match="rate must be a finite number > 0"):
         TokenBucket(rate=rate, burst=burst, clock=FakeClock())
+
+
+def test_log_metrics_combined_sums_counts_merges_drops_and_keeps_the_latest_time() -> None:
+    first = LogMetrics(received=3, replayed=2, filtered=1, bytes=100, last_record_time=5.0)
+    first.count_drop(DropReason.RATE_LIMITED, 4)
+    second = LogMetrics(received=7, replayed=7, bytes=50, last_record_time=9.0)
+    second.count_drop(DropReason.RATE_LIMITED)
+    second.count_drop(DropReason.MALFORMED, 2)
+    idle = LogMetrics()
+    total = LogMetrics.combined([first, idle, second])
+    assert total == LogMetrics(
+        received=10,
+        replayed=9,
+        filtered=1,
+        dropped={DropReason.RATE_LIMITED: 5, DropReason.MALFORMED: 2},
+        bytes=150,
+        last_record_time=9.0,
+    )
+    assert LogMetrics.combined([idle]).last_record_time is None
+    assert first.dropped == {DropReason.RATE_LIMITED: 4}  # the parts are left as they were

@@ -14,12 +14,15 @@ network logger) holds back only that runner's logging, through the socket, not t
 - every record carries ``plugin_id`` and ``runner_pid``, set here from the manifest and the
   kernel's view of the socket (``SO_PEERCRED``), overriding anything the runner sent.
 
-Metrics are kept per runner across restarts, so a crash loop does not reset them.
+Metrics are kept per runner across restarts, so a crash loop does not reset them. Each
+connection counts in metrics of its own, updated by its thread alone, and a runner's are summed
+when asked for: two threads adding to one counter could lose counts.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +43,31 @@ _log = logging.getLogger("isoplug.host")
 DRAIN_TIMEOUT = 5.0
 
 
+class _RunnerLogMetrics:
+    """One runner's log metrics: its open connections' (each updated by its own thread) and
+    the totals of those that ended (folded in, so a crash loop does not pile them up)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ended = LogMetrics()
+        self._open: list[LogMetrics] = []
+
+    def for_connection(self) -> LogMetrics:
+        metrics = LogMetrics()
+        with self._lock:
+            self._open.append(metrics)
+        return metrics
+
+    def connection_ended(self, metrics: LogMetrics) -> None:
+        with self._lock:
+            self._open.remove(metrics)
+            self._ended = LogMetrics.combined([self._ended, metrics])
+
+    def snapshot(self) -> LogMetrics:
+        with self._lock:
+            return LogMetrics.combined([self._ended, *self._open])
+
+
 class LogBridge:
     """Serves the log connections of every runner of one host.
 
@@ -54,7 +82,7 @@ class LogBridge:
     ) -> None:
         self.limits = limits or ReplayLimits()
         self._supervisor_named = supervisor_named
-        self._metrics: dict[str, LogMetrics] = {}
+        self._metrics: dict[str, _RunnerLogMetrics] = {}
         self._server: BlockingServer | None = None
 
     @property
@@ -86,7 +114,11 @@ class LogBridge:
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
-        return self._metrics.setdefault(runner_id, LogMetrics()).snapshot()
+        return self._runner_metrics(runner_id).snapshot()
+
+    def _runner_metrics(self, runner_id: str) -> _RunnerLogMetrics:
+        # setdefault is atomic: two connection threads of one runner get the same object.
+        return self._metrics.setdefault(runner_id, _RunnerLogMetrics())
 
     def _expected_token(self, hello: Hello) -> str | None:
         if hello.role != LOGS_ROLE:
@@ -130,6 +162,7 @@ class LogBridge:
             # second warning from here would only repeat it. A process the runner forked has
             # no supervisor, so its abrupt end is reported here.
             replayer.finish(clean=clean or runner_pid == expected_pid)
+            self._runner_metrics(supervisor.runner_id).connection_ended(replayer.metrics)
 
     def _replayer(
         self, supervisor: RunnerSupervisor, runner_pid: int | None, connected_pid: int | None
@@ -157,6 +190,6 @@ class LogBridge:
             routes=routes,
             limits=self.limits,
             description=f"plugin {runner_id}",
-            metrics=self._metrics.setdefault(runner_id, LogMetrics()),
+            metrics=self._runner_metrics(runner_id).for_connection(),
             sender_pid=connected_pid,
         )

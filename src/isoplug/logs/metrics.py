@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 __all__ = ["DropReason", "LogMetrics"]
 
@@ -48,3 +49,19 @@ class LogMetrics:
     def snapshot(self) -> LogMetrics:
         """A copy that no longer changes."""
         return dataclasses.replace(self, dropped=dict(self.dropped))
+
+    @classmethod
+    def combined(cls, parts: Iterable[LogMetrics]) -> LogMetrics:
+        """The totals of several senders' metrics (say, one plugin's connections)."""
+        total = cls()
+        for part in parts:
+            total.received += part.received
+            total.replayed += part.replayed
+            total.filtered += part.filtered
+            total.bytes += part.bytes
+            # list(): the sender's thread may add a reason meanwhile.
+            for reason, count in list(part.dropped.items()):
+                total.count_drop(reason, count)
+            if part.last_record_time is not None:
+                total.last_record_time = max(total.last_record_time or 0.0, part.last_record_time)
+        return total

@@ -46,6 +46,21 @@ class Chronicler(isoplug.Plugin):
         time.sleep(seconds)  # a plugin bug: blocks its own event loop
 
     @isoplug.method
+    async def fork_and_log(self, count: int) -> int:
+        """Fork a child that logs ``count`` numbered records (from ``count`` on) and exits;
+        return its pid once it has exited."""
+        child = os.fork()
+        if child == 0:
+            try:
+                for index in range(count, 2 * count):
+                    log.info("from the child %d", index, extra={"n": index})
+                logging.shutdown()  # flush: the child's handler drains before it goes
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        return child
+
+    @isoplug.method
     async def pid(self) -> int:
         return os.getpid()
 
