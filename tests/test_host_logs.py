@@ -17,7 +17,7 @@ import pytest
 from isoplug import Host
 from isoplug.errors import ConnectionBroken
 from isoplug.host import SupervisorConfig
-from isoplug.logs import DropReason
+from isoplug.logs import DropReason, ReplayLimits
 from isoplug.logs.handler import WRITE_THROUGH_RATE
 from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir
 from tests.record_waiter import RecordWaiter
@@ -25,14 +25,15 @@ from tests.record_waiter import RecordWaiter
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, config: SupervisorConfig = FAST
+    tmp_path: Path, config: SupervisorConfig = FAST, log_limits: ReplayLimits | None = None
 ) -> AsyncIterator[tuple[Host, RecordWaiter]]:
     waiter = RecordWaiter()
     plugin_logger = logging.getLogger("plugin")
     plugin_logger.addHandler(waiter)
     plugin_logger.setLevel(logging.DEBUG)
     try:
-        async with Host(plugins_dir(tmp_path, "chronicler"), config=config) as host:
+        directory = plugins_dir(tmp_path, "chronicler")
+        async with Host(directory, config=config, log_limits=log_limits) as host:
             await host.wait_ready(20)
             yield host, waiter
     finally:
@@ -155,6 +156,23 @@ async def test_a_process_the_plugin_forks_logs_under_the_plugin_with_its_own_pid
         caplog.text
     )
     assert metrics.received >= 40 and metrics.replayed >= 40
+
+
+async def test_a_plugin_cannot_multiply_its_rate_limit_by_forking(tmp_path: Path) -> None:
+    """The runner and the processes it forks draw on one rate limit: 40 + 40 records against
+    a burst of 50 (and 1 more a second) lose about 30, counted and reported."""
+    limits = ReplayLimits(rate=1.0, burst=50)
+    async with running(tmp_path, log_limits=limits) as (host, waiter):
+        await host.call("chronicler", "log_numbered", count=40)
+        await host.call("chronicler", "fork_and_log", count=40)
+
+        def accounted() -> bool:
+            limited = host.log_metrics("chronicler").dropped.get(DropReason.RATE_LIMITED, 0)
+            return len(numbered(waiter)) + limited == 80
+
+        await waiter.wait_until(accounted)
+        await waiter.wait_for("plugin.chronicler", "rate limit")
+    assert 50 <= len(numbered(waiter)) <= 60  # the burst, and what a few seconds refilled
 
 
 class StuckOnFirstRecord(logging.Handler):

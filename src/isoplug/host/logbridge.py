@@ -29,6 +29,7 @@ from typing import Any
 from isoplug.control import LOGS_ROLE
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
+from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.transport.stream import peer_credentials_of
@@ -43,11 +44,16 @@ _log = logging.getLogger("isoplug.host")
 DRAIN_TIMEOUT = 5.0
 
 
-class _RunnerLogMetrics:
-    """One runner's log metrics: its open connections' (each updated by its own thread) and
-    the totals of those that ended (folded in, so a crash loop does not pile them up)."""
+class _RunnerLogState:
+    """What one runner's log connections share: the rate limit, and the metrics, kept as its
+    open connections' (each updated by its own thread) and the totals of those that ended
+    (folded in, so a crash loop does not pile them up)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ReplayLimits) -> None:
+        #: The runner's rate limit, shared by its connections: a plugin cannot multiply its
+        #: budget by forking. Two threads taking at once may let a token or two too many
+        #: through; a lock per record would cost more than that is worth.
+        self.rate_bucket = TokenBucket(limits.rate, limits.burst) if limits.rate else None
         self._lock = threading.Lock()
         self._ended = LogMetrics()
         self._open: list[LogMetrics] = []
@@ -82,7 +88,7 @@ class LogBridge:
     ) -> None:
         self.limits = limits or ReplayLimits()
         self._supervisor_named = supervisor_named
-        self._metrics: dict[str, _RunnerLogMetrics] = {}
+        self._runners: dict[str, _RunnerLogState] = {}
         self._server: BlockingServer | None = None
 
     @property
@@ -114,11 +120,14 @@ class LogBridge:
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
-        return self._runner_metrics(runner_id).snapshot()
+        return self._runner_state(runner_id).snapshot()
 
-    def _runner_metrics(self, runner_id: str) -> _RunnerLogMetrics:
-        # setdefault is atomic: two connection threads of one runner get the same object.
-        return self._metrics.setdefault(runner_id, _RunnerLogMetrics())
+    def _runner_state(self, runner_id: str) -> _RunnerLogState:
+        state = self._runners.get(runner_id)
+        if state is None:
+            # setdefault is atomic: two connection threads of one runner get the same state.
+            state = self._runners.setdefault(runner_id, _RunnerLogState(self.limits))
+        return state
 
     def _expected_token(self, hello: Hello) -> str | None:
         if hello.role != LOGS_ROLE:
@@ -162,13 +171,14 @@ class LogBridge:
             # second warning from here would only repeat it. A process the runner forked has
             # no supervisor, so its abrupt end is reported here.
             replayer.finish(clean=clean or runner_pid == expected_pid)
-            self._runner_metrics(supervisor.runner_id).connection_ended(replayer.metrics)
+            self._runner_state(supervisor.runner_id).connection_ended(replayer.metrics)
 
     def _replayer(
         self, supervisor: RunnerSupervisor, runner_pid: int | None, connected_pid: int | None
     ) -> LogReplayer:
         """``connected_pid`` is the pid the socket vouches for (None when it cannot say)."""
         runner_id = supervisor.runner_id
+        runner = self._runner_state(runner_id)
         members = list(supervisor.manifests)
         identity: dict[str, Any] = {"runner_pid": runner_pid}
         if len(members) == 1:
@@ -190,6 +200,7 @@ class LogBridge:
             routes=routes,
             limits=self.limits,
             description=f"plugin {runner_id}",
-            metrics=self._runner_metrics(runner_id).for_connection(),
+            metrics=runner.for_connection(),
+            rate_bucket=runner.rate_bucket,
             sender_pid=connected_pid,
         )

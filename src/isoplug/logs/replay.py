@@ -74,7 +74,8 @@ class ReplayLimits:
     max_extra_keys: int = 64
     #: An ``extra`` value longer than this (characters of text or bytes of msgpack) is cut.
     max_extra_value_chars: int = 4 * 1024
-    #: Records per second per sender before rate limiting; None disables the limit.
+    #: Records per second per sender before rate limiting (in a Host: per runner, the
+    #: processes it forks included); None disables the limit.
     rate: float | None = 20_000.0
     #: Records a sender may emit at once above the rate.
     burst: float = 100_000.0
@@ -96,6 +97,7 @@ class LogReplayer:
         description: str = "",
         metrics: LogMetrics | None = None,
         sender_pid: int | None = None,
+        rate_bucket: TokenBucket | None = None,
     ) -> None:
         self.prefix = prefix
         self.identity = dict(identity or {})
@@ -106,7 +108,9 @@ class LogReplayer:
         # Sender logger prefix -> (host logger prefix, identity overrides): how a runner that
         # hosts several plugins gets each plugin's records under that plugin's own name.
         self._routes = sorted((routes or {}).items(), key=lambda item: len(item[0]), reverse=True)
-        self._bucket = (
+        # A bucket of the caller's makes one rate limit for several connections (a plugin and
+        # the processes it forks); otherwise each sender has its own.
+        self._bucket = rate_bucket or (
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
         self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
