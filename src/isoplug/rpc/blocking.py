@@ -349,22 +349,26 @@ class BlockingServer:
             if full:
                 self._refuse(sock, f"at its limit of {self._max_connections} open connections")
                 continue
+            if self._refused:
+                # Said before the session starts: whoever it serves finds this logged.
+                _log.warning(
+                    "%s: accepting connections again; %d refused meanwhile", self, self._refused
+                )
+                self._refused = 0
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": out of memory or threads
                 self._forget(thread)
                 self._refuse(sock, f"cannot start a thread for another connection: {exc}")
-                continue
-            if self._refused:
-                _log.warning(
-                    "%s: accepting connections again; %d refused meanwhile", self, self._refused
-                )
-                self._refused = 0
 
     def _refuse(self, sock: socket.socket, why: str) -> None:
         """Close a connection we cannot serve, telling the client why; its handshake fails.
         Said here once, until the server accepts again: a client connecting in a loop must not
         flood the log."""
+        # Said before the client is told: whoever sees the reject finds the warning logged.
+        if not self._refused:
+            _log.warning("%s: refusing new connections: %s", self, why)
+        self._refused += 1
         if not self._listener.is_tls:  # in TLS, telling would need a handshake, hence a thread
             reject = encode_frame(Reject(code=RejectCode.BUSY, reason=f"{self}: {why}"))
             try:
@@ -374,9 +378,6 @@ class BlockingServer:
             except OSError as exc:
                 _log.debug("could not tell a refused client why: %s", exc)
         sock.close()
-        if not self._refused:
-            _log.warning("%s: refusing new connections: %s", self, why)
-        self._refused += 1
 
     def _serve_connection(self, sock: socket.socket) -> None:
         current = threading.current_thread()
