@@ -8,6 +8,11 @@ the stdlib's and loguru's ways. This benchmark runs both at 2,000 records/s, int
 by round, and prints the latency (handled time - ``record.created``) at p50 and p99 with the
 ratio: what the plugin runtime adds around the pipeline, which should be nothing.
 
+Second, what a flood does to the host's event loop: while 100,000 records arrive at full speed,
+how late a task that sleeps 1 ms on the loop wakes. Through the ``Host`` they are replayed by a
+thread per runner log connection; ``async with LogReceiver()`` replays on the loop itself, in
+slices. Both share the loop with the flood in their own way (the GIL, or the slices).
+
 Run: ``python benchmarks/host_log_latency.py [--quick] [--rounds N]``.
 """
 
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from isoplug import Host
@@ -29,6 +35,8 @@ from isoplug.logs import LogReceiver
 
 RATE = 2_000.0
 WARMUP = 20
+#: Within the host's default rate-limit burst, so that every record is replayed.
+FLOOD = 100_000
 CHILD_SCRIPT = Path(__file__).resolve().parent / "_logs_child.py"
 
 PLUGIN_TOML = 'id = "pacer"\nversion = "0.1"\nentry = "pacer_plugin:Pacer"\n'
@@ -45,6 +53,10 @@ log = logging.getLogger("bench")
 
 
 def paced(count: int, rate: float) -> None:
+    if not rate:  # full speed
+        for index in range(count):
+            log.info("value %s", index)
+        return
     interval = 1.0 / rate
     began = time.perf_counter()
     for index in range(count):
@@ -132,6 +144,42 @@ async def standalone(receiver: LogReceiver, sink: LatencySink, count: int) -> li
     return sink.latencies
 
 
+async def loop_stalls_during(work: Awaitable[object]) -> list[float]:
+    """How late a 1 ms sleep on this loop wakes, sampled for as long as ``work`` runs."""
+    stalls: list[float] = []
+    running = asyncio.ensure_future(work)
+    while not running.done():
+        began = time.perf_counter()
+        await asyncio.sleep(0.001)
+        stalls.append(time.perf_counter() - began - 0.001)
+    await running
+    return stalls
+
+
+async def flood_through_host(host: Host, sink: LatencySink) -> None:
+    sink.expect(0)
+    await host.call("pacer", "paced", count=FLOOD, rate=0.0, timeout=120)
+    await wait_for_count(sink, FLOOD, timeout=120)
+
+
+async def flood_into_async_receiver(sink: LatencySink) -> None:
+    sink.expect(WARMUP)
+    async with LogReceiver(prefix="flood") as receiver:
+        with tempfile.TemporaryDirectory(prefix="isoplug-host-bench-") as directory:
+            result = os.path.join(directory, "result.json")
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(CHILD_SCRIPT),
+                "isoplug",
+                *["burst", str(FLOOD), "0", str(WARMUP), result],
+                env={**os.environ, **receiver.child_env()},
+                stdout=subprocess.DEVNULL,
+            )
+            if await child.wait() != 0:
+                raise SystemExit(f"the flooding child failed with code {child.returncode}")
+        await wait_for_count(sink, FLOOD, timeout=120)
+
+
 def row(name: str, p50: list[float], p99: list[float]) -> str:
     def cell(values: list[float]) -> str:
         return (
@@ -146,10 +194,12 @@ async def main(rounds: int, count: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     host_sink = sink_on("plugin.pacer")
     standalone_sink = sink_on("standalone")
+    flood_sink = sink_on("flood")
     results: dict[str, tuple[list[float], list[float]]] = {
         "through a Host (plugin)": ([], []),
         "standalone LogReceiver": ([], []),
     }
+    stalls: dict[str, list[float]] = {"Host (a thread per runner)": [], "async LogReceiver": []}
     with tempfile.TemporaryDirectory(prefix="isoplug-host-bench-plugins-") as plugins:
         plugin_dir = Path(plugins) / "pacer"
         plugin_dir.mkdir()
@@ -171,6 +221,12 @@ async def main(rounds: int, count: int) -> None:
                         latencies = await run
                         results[name][0].append(percentile(latencies, 0.50))
                         results[name][1].append(percentile(latencies, 0.99))
+                    floods = [
+                        ("Host (a thread per runner)", flood_through_host(host, host_sink)),
+                        ("async LogReceiver", flood_into_async_receiver(flood_sink)),
+                    ]
+                    for name, flood in floods:
+                        stalls[name].extend(await loop_stalls_during(flood))
                     print(f"round {number + 1} of {rounds} done", file=sys.stderr)
         finally:
             await asyncio.to_thread(receiver.close)
@@ -187,6 +243,17 @@ async def main(rounds: int, count: int) -> None:
     p50_ratio = statistics.median(hosted[0]) / statistics.median(alone[0])
     p99_ratio = statistics.median(hosted[1]) / statistics.median(alone[1])
     print(f"   host / standalone: p50 x{p50_ratio:.2f}, p99 x{p99_ratio:.2f}")
+    print()
+    print(
+        f"the event loop while {FLOOD:,} records arrive at full speed: how late a 1 ms sleep "
+        "wakes, ms (all rounds' samples)"
+    )
+    print(f"   {'':28s}{'p50':>10s}{'p99':>10s}{'max':>10s}")
+    for name, samples in stalls.items():
+        print(
+            f"   {name:28s}{percentile(samples, 0.50) * 1e3:10.2f}"
+            f"{percentile(samples, 0.99) * 1e3:10.2f}{max(samples) * 1e3:10.1f}"
+        )
 
 
 if __name__ == "__main__":
