@@ -125,21 +125,25 @@ async def through_host(host: Host, sink: LatencySink, count: int) -> list[float]
     return sink.latencies
 
 
-async def standalone(receiver: LogReceiver, sink: LatencySink, count: int) -> list[float]:
-    sink.expect(WARMUP)
+async def run_forwarding_child(receiver: LogReceiver, mode: str, count: int, rate: float) -> None:
+    """Run ``_logs_child.py`` (``forward_logs()`` to ``receiver``) in ``mode``; wait for it."""
     with tempfile.TemporaryDirectory(prefix="isoplug-host-bench-") as directory:
         result = os.path.join(directory, "result.json")
-        task = ["paced", str(count), str(RATE), str(WARMUP), result]
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             str(CHILD_SCRIPT),
             "isoplug",
-            *task,
+            *[mode, str(count), str(rate), str(WARMUP), result],
             env={**os.environ, **receiver.child_env()},
             stdout=subprocess.DEVNULL,
         )
         if await child.wait() != 0:
-            raise SystemExit(f"the standalone child failed with code {child.returncode}")
+            raise SystemExit(f"the {mode} child failed with code {child.returncode}")
+
+
+async def standalone(receiver: LogReceiver, sink: LatencySink, count: int) -> list[float]:
+    sink.expect(WARMUP)
+    await run_forwarding_child(receiver, "paced", count, RATE)
     await wait_for_count(sink, count)
     return sink.latencies
 
@@ -165,18 +169,7 @@ async def flood_through_host(host: Host, sink: LatencySink) -> None:
 async def flood_into_async_receiver(sink: LatencySink) -> None:
     sink.expect(WARMUP)
     async with LogReceiver(prefix="flood") as receiver:
-        with tempfile.TemporaryDirectory(prefix="isoplug-host-bench-") as directory:
-            result = os.path.join(directory, "result.json")
-            child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(CHILD_SCRIPT),
-                "isoplug",
-                *["burst", str(FLOOD), "0", str(WARMUP), result],
-                env={**os.environ, **receiver.child_env()},
-                stdout=subprocess.DEVNULL,
-            )
-            if await child.wait() != 0:
-                raise SystemExit(f"the flooding child failed with code {child.returncode}")
+        await run_forwarding_child(receiver, "burst", FLOOD, 0.0)
         await wait_for_count(sink, FLOOD, timeout=120)
 
 
