@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rpc_roundtrip.py
 	$(PY) benchmarks/runtime_startup_and_calls.py
 	$(PY) benchmarks/logs_vs_peers.py
+	$(PY) benchmarks/logs_cost_breakdown.py
 	$(PY) benchmarks/host_log_latency.py
 	@if command -v valgrind >/dev/null; then $(PY) benchmarks/logs_instructions.py; \
 	else echo "skipping benchmarks/logs_instructions.py: it needs valgrind"; fi

@@ -32,11 +32,18 @@ The receiving side is counted the same way, per record handed to the receiver's 
 - **receive pickle**: the stdlib's receiving side for ``SocketHandler`` (and, but for the queue,
   ``QueueListener``): unpickle each record's dict, ``logging.makeLogRecord``, ``handle``.
 
-Needs valgrind. Run: ``python benchmarks/logs_instructions.py`` (about 8 minutes).
+With ``--misses``, the sending kinds also run under callgrind's model of the first-level
+caches and the branch predictor, which prints how many instruction-cache misses, data-cache
+misses and mispredicted branches each call causes (x the floor's): the interpreter's stalls
+that an instruction count does not show, and one reason the clock's ratios run higher.
+
+Needs valgrind. Run: ``python benchmarks/logs_instructions.py [--misses]`` (about 8 minutes;
+12 with ``--misses``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -207,14 +214,19 @@ def write_receive_inputs(path: str) -> None:
             file.writelines(pickler.makePickle(record) for record in records)
 
 
-def calling_thread_instructions(kind: str, count: int, env: dict[str, str]) -> int:
-    """Instructions the child's main thread executed, logging ``count`` records."""
+def calling_thread_events(
+    kind: str, count: int, env: dict[str, str], *, simulate: bool
+) -> dict[str, int]:
+    """callgrind's totals for the child's main thread, logging ``count`` records: ``Ir``
+    (instructions), and with ``simulate`` its cache and branch-predictor model's events too."""
+    simulation = ["--cache-sim=yes", "--branch-sim=yes"] if simulate else []
     with tempfile.TemporaryDirectory(prefix="isoplug-callgrind-") as directory:
         result = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
                 "--separate-threads=yes",
+                *simulation,
                 f"--callgrind-out-file={directory}/out.%p",
                 sys.executable,
                 "-c",
@@ -234,19 +246,39 @@ def calling_thread_instructions(kind: str, count: int, env: dict[str, str]) -> i
             raise SystemExit(f"{kind}: no callgrind output:\n{result.stderr[-2000:]}")
         # Thread 1 of the process valgrind started (forked helpers write files of their own).
         with open(f"{directory}/out.{pid.group(1)}-01") as file:
-            totals = re.search(r"^totals: (\d+)", file.read(), re.MULTILINE)
-        if totals is None:
+            text = file.read()
+        events = re.search(r"^events: (.+)$", text, re.MULTILINE)
+        totals = re.search(r"^totals: (.+)$", text, re.MULTILINE)
+        if events is None or totals is None:
             raise SystemExit(f"{kind}: callgrind wrote no totals")
-        return int(totals.group(1))
+        return dict(zip(events.group(1).split(), map(int, totals.group(1).split()), strict=True))
+
+
+#: What --misses prints, from callgrind's model of the caches (first level) and of the branch
+#: predictor: front-end stalls a count of instructions does not show.
+MISS_COLUMNS = {
+    "I1mr": "I1 misses",
+    "D1mr": "D1 read misses",
+    "Bcm": "cond. mispredicts",
+    "Bim": "indirect mispredicts",
+}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--misses",
+        action="store_true",
+        help="also simulate caches and branch prediction for the sending kinds (slower)",
+    )
+    args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("this benchmark needs valgrind (Debian: apt install valgrind)")
     from isoplug.logs import LogReceiver
 
     source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     per_call: dict[str, float] = {}
+    misses: dict[str, dict[str, float]] = {}
     with (
         LogReceiver(prefix="isoplug-bench") as receiver,
         tcp_drain() as port,
@@ -259,9 +291,13 @@ def main() -> None:
         env["PYTHONHASHSEED"] = "0"
         for kind in KINDS + RECEIVE_KINDS:
             env["RECEIVE_INPUT"] = f"{inputs}/input.{kind.rpartition(' ')[2]}"
-            small = calling_thread_instructions(kind, SMALL, env)
-            large = calling_thread_instructions(kind, LARGE, env)
-            per_call[kind] = (large - small) / (LARGE - SMALL)
+            simulate = args.misses and kind in KINDS
+            small = calling_thread_events(kind, SMALL, env, simulate=simulate)
+            large = calling_thread_events(kind, LARGE, env, simulate=simulate)
+            per_record = {event: (large[event] - small[event]) / (LARGE - SMALL) for event in large}
+            per_call[kind] = per_record["Ir"]
+            if simulate:
+                misses[kind] = per_record
             print(f"   measured {kind}", file=sys.stderr)
     floor = per_call["floor"]
     print(f"Python {sys.version.split()[0]}; instructions of the calling thread per logger.info()")
@@ -271,6 +307,16 @@ def main() -> None:
     batched = per_call["isoplug batched"] / floor
     verdict = "PASS" if batched <= 1.3 else "MISS"
     print(f"target: per-call <= 1.3x floor (isoplug batched): {verdict} at {batched:.2f}x")
+    if misses:
+        print("callgrind's model of the first-level caches and the branch predictor, per call")
+        print(f"   {'':<24}" + "".join(f"{title:>22}" for title in MISS_COLUMNS.values()))
+        floor_misses = misses["floor"]
+        for kind in KINDS:
+            cells = (
+                f"{misses[kind][event]:>10,.0f} ({misses[kind][event] / floor_misses[event]:.2f}x)"
+                for event in MISS_COLUMNS
+            )
+            print(f"   {kind:<24}" + "".join(f"{cell:>22}" for cell in cells))
     receive_floor = per_call["receive floor"]
     print("receiving side: instructions per record handed to logging")
     print(f"   {'':<24}{'instructions':>14}{'x floor':>10}")
