@@ -13,6 +13,9 @@ background threads (isoplug's sender, mp.Queue's feeder), which the clock-based 
 includes. Kinds:
 
 - **floor**: a do-nothing handler;
+- **stage: capture** and **stage: capture+queue**: two of ``logs_cost_breakdown.py``'s stages
+  (the record encoded and thrown away; encoded under a lock into a queue), which that script
+  times with a clock;
 - **isoplug batched**: ``forward_logs()`` to a real ``LogReceiver``, on the path a burst takes
   (records queued, pushed into the socket by the calling thread, 64 at a time as a millisecond
   of a real burst holds; the sender thread, which valgrind's slowness would otherwise let take
@@ -37,8 +40,8 @@ caches and the branch predictor, which prints how many instruction-cache misses,
 misses and mispredicted branches each call causes (x the floor's): the interpreter's stalls
 that an instruction count does not show, and one reason the clock's ratios run higher.
 
-Needs valgrind. Run: ``python benchmarks/logs_instructions.py [--misses]`` (about 8 minutes;
-12 with ``--misses``).
+Needs valgrind. Run: ``python benchmarks/logs_instructions.py [--misses]`` (about 10 minutes;
+15 with ``--misses``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SMALL, LARGE = 2_000, 12_000
-KINDS = ("floor", "isoplug batched", "isoplug write-through", "mp.Queue", "SocketHandler")
+KINDS = (
+    "floor",
+    "stage: capture",
+    "stage: capture+queue",
+    "isoplug batched",
+    "isoplug write-through",
+    "mp.Queue",
+    "SocketHandler",
+)
 RECEIVE_KINDS = ("receive floor", "receive isoplug", "receive pickle")
 #: Records per batch on the receiving side: what a burst's sender pushes at a time (about a
 #: millisecond of records, see the batched kind).
@@ -109,6 +120,9 @@ if kind.startswith("receive"):
     sys.exit(0)
 elif kind == "floor":
     handler = Nop()
+elif kind.startswith("stage"):
+    import _logs_breakdown_child as stages
+    handler = stages.CaptureOnly() if kind == "stage: capture" else stages.CaptureAndQueue()
 elif kind.startswith("isoplug"):
     from isoplug.logs import forward_logs
     handler = forward_logs()
@@ -286,7 +300,8 @@ def main() -> None:
     ):
         write_receive_inputs(f"{inputs}/input")
         env = dict(os.environ, **receiver.child_env(), DRAIN_PORT=str(port))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+        stages = os.path.dirname(os.path.abspath(__file__))  # the stage kinds' handlers
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, stages, env.get("PYTHONPATH")]))
         # A fixed hash seed: string hashes decide dict probing, which moved counts by ~1 %.
         env["PYTHONHASHSEED"] = "0"
         for kind in KINDS + RECEIVE_KINDS:

@@ -658,7 +658,7 @@ def main() -> None:
         burst=20_000 if quick else 200_000,
         paced_seconds=1.0 if quick else 3.0,
         max_rounds=arguments.rounds or (3 if quick else 5),
-        budget=arguments.budget or (50.0 if quick else 225.0),
+        budget=arguments.budget or (50.0 if quick else 420.0),
     )
     logging.basicConfig(level=logging.WARNING, format="[parent %(name)s] %(message)s")
     peers: list[Peer] = [
