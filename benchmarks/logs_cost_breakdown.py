@@ -46,7 +46,7 @@ CHUNK = 20_000
 
 
 class Counter(logging.Handler):
-    """Counts the records each sender's records arrive under, and the receiver's reports."""
+    """Counts each sender's records, and the receiver's reports apart."""
 
     def __init__(self) -> None:
         super().__init__()
