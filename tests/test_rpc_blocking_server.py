@@ -368,9 +368,8 @@ def test_connections_past_the_limit_are_refused_and_reported_once(
                 connect(server)
         channels.pop().close()
         wait_for(lambda: server.wait_idle(0) == 1)
-        channels.append(connect(server))
-        channels[-1].notify("served again")
-        wait_for(lambda: sessions.events == ["served again"])
+        assert_serving(server, sessions, "served again")
+        assert sessions.events == ["served again"]
     finally:
         for channel in channels:
             channel.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -30,8 +30,10 @@ async def launch_runner(
     log_level: str,
     teardown_timeout: float,
     emit: Emit,
+    spawned: Callable[[RunnerProcess], None] | None = None,
 ) -> RunnerProcess:
-    """Start ``python -m isoplug.runner`` for ``manifests`` and hand it its bootstrap.
+    """Start ``python -m isoplug.runner`` for ``manifests`` and hand it its bootstrap;
+    ``spawned`` is told of the process before the runner can read it (see RunnerProcess.start).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -54,6 +56,7 @@ async def launch_runner(
         env=runner_environment(manifests),
         stdin_line=msgspec.json.encode(bootstrap) + b"\n",
         emit=emit,
+        spawned=spawned,
     )
 
 

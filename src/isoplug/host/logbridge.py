@@ -169,9 +169,8 @@ class LogBridge:
         finally:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a
             # second warning from here would only repeat it. A process the runner forked has
-            # no supervisor, so its abrupt end is reported here. A runner that connected
-            # before its supervisor noted the new process's pid is recognised by the pid now.
-            replayer.finish(clean=clean or runner_pid in (expected_pid, supervisor.pid))
+            # no supervisor, so its abrupt end is reported here.
+            replayer.finish(clean=clean or runner_pid == expected_pid)
             self._runner_state(supervisor.runner_id).connection_ended(replayer.metrics)
 
     def _replayer(

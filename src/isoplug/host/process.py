@@ -59,10 +59,14 @@ class RunnerProcess:
         env: Mapping[str, str],
         stdin_line: bytes,
         emit: Emit,
+        spawned: Callable[[RunnerProcess], None] | None = None,
     ) -> RunnerProcess:
         """Spawn ``argv``, write ``stdin_line`` on its stdin and close it, capture stdio.
 
-        Raises :class:`OSError` when the process cannot be started.
+        ``spawned`` is told of the process as soon as it exists, before it can read its stdin:
+        whatever it connects to may then already know its pid. If starting fails after that,
+        the process is killed before the error is raised. Raises :class:`OSError` when the
+        process cannot be started.
         """
         loop = asyncio.get_running_loop()
         popen = subprocess.Popen(
@@ -83,6 +87,8 @@ class RunnerProcess:
             daemon=True,
         ).start()
         try:
+            if spawned is not None:
+                spawned(process)
             assert popen.stdout is not None
             assert popen.stderr is not None
             for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):

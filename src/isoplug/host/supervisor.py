@@ -433,14 +433,20 @@ class RunnerSupervisor:
                 log_level=self._config.log_level,
                 teardown_timeout=self._config.teardown_timeout,
                 emit=self._emit_stdio,
+                # Noted before the runner can read its bootstrap: its connections (control and
+                # logs) always find its pid known.
+                spawned=self._note_process,
             )
         except OSError as exc:
+            self._process = None  # killed by the launch, if it got as far as spawning
             self._token = None
             account = ExitAccount(
                 self.runner_id, 0, 127, 0.0, self.restarts, f"could not start: {exc}"
             )
             return account, None
-        self._process = process
+        except BaseException:
+            self._process = None  # cancelled: killed by the launch
+            raise
         reason = ""
         permanent: str | None = None
         try:
@@ -469,6 +475,9 @@ class RunnerSupervisor:
             self.runner_id, process.pid, returncode, process.uptime, self.restarts, reason
         )
         return account, permanent
+
+    def _note_process(self, process: RunnerProcess) -> None:
+        self._process = process
 
     async def _until_exit(self, process: RunnerProcess) -> tuple[str, str | None]:
         """Drive one process until it has exited; return (why it ended, permanent failure)."""
