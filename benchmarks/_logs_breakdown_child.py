@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+from _logs_child import Nop
+
 from isoplug.logs import ADDRESS_ENV, TOKEN_ENV, forward_logs
 from isoplug.logs.capture import capture_record
 from isoplug.logs.handler import ForwardingHandler
@@ -28,13 +30,6 @@ WARMUP = 200
 #: The sender names the parent counts each forwarding stage's records by.
 ISOPLUG_SENDER = "breakdown: isoplug"
 NO_WRITES_SENDER = "breakdown: no writes"
-
-
-class Floor(logging.Handler):
-    """The floor: a handler that does nothing (as in ``logs_vs_peers.py``)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        pass
 
 
 class CaptureOnly(logging.Handler):
@@ -92,7 +87,7 @@ def stages(address: str | Address, token: str) -> dict[str, logging.Handler]:
     if not without_writes.start(timeout=10.0):
         raise SystemExit(f"could not connect to {address}: {without_writes.failure}")
     return {
-        "floor": Floor(),
+        "floor": Nop(),
         "capture": CaptureOnly(),
         "capture+queue": CaptureAndQueue(),
         "handler, no writes": without_writes,
