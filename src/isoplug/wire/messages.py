@@ -48,6 +48,8 @@ __all__ = [
     "ErrorInfo",
     "ErrorResponse",
     "Event",
+    "ExceptionData",
+    "FrameData",
     "Goodbye",
     "Hello",
     "LogBatch",
@@ -167,6 +169,41 @@ class Goodbye(_Message, frozen=True, tag="bye"):
     reason: str = ""
 
 
+class FrameData(msgspec.Struct, frozen=True, array_like=True):
+    """One frame of a traceback, as Python's ``traceback.FrameSummary`` has it.
+
+    ``end_lineno``, ``colno`` and ``end_colno`` place the instruction that raised (the carets
+    Python 3.11+ prints under part of a line); None when unknown.
+    """
+
+    filename: str
+    lineno: int | None
+    name: str
+    line: str = ""
+    end_lineno: int | None = None
+    colno: int | None = None
+    end_colno: int | None = None
+
+
+class ExceptionData(msgspec.Struct, frozen=True, array_like=True):
+    """An exception as it was raised in the sender: enough to rebuild an equivalent exception
+    object, with a genuine traceback, in the receiver (see :mod:`isoplug.logs.exceptions`).
+
+    ``cause``/``context`` are the chained exceptions (``__cause__`` / ``__context__``),
+    ``members`` the exceptions of an ``ExceptionGroup``. Senders bound the depth and size.
+    """
+
+    type_name: str
+    module: str
+    message: str
+    frames: list[FrameData] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
+    cause: ExceptionData | None = None
+    context: ExceptionData | None = None
+    suppress_context: bool = False
+    members: list[ExceptionData] = msgspec.field(default_factory=list)
+
+
 class LogRecordData(msgspec.Struct, frozen=True, array_like=True):
     """One log record as it crosses the wire; filled in by :mod:`isoplug.logs`.
 
@@ -201,6 +238,11 @@ class LogRecordData(msgspec.Struct, frozen=True, array_like=True):
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
     event: dict[str, Any] | None = None
     event_method: str | None = None
+    #: The record's ``msg`` when it was a format string with arguments (``message`` is the
+    #: result): the host's record keeps it as ``msg``, so tools that group by template work.
+    template: str | None = None
+    #: The record's exception, structured (``exc_text`` is its text as the sender printed it).
+    exception: ExceptionData | None = None
 
 
 class LogBatch(_Message, frozen=True, tag="logs"):

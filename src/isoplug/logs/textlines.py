@@ -1,0 +1,330 @@
+"""Structure from text: the lines a program prints become records with a level and extras.
+
+Output that is not a log record (a ``print``, a C library writing to fd 2, a child process)
+still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix, a traceback.
+:class:`LineClassifier` reads one stream's lines and returns :class:`TextRecord` objects:
+
+- **JSON lines.** A line that is one JSON object with a message (``message``, ``msg``,
+  ``event`` or hclog's ``@message``) becomes a record at its level (``level``, ``levelname``,
+  ``severity`` or ``@level``; loguru's ``serialize=True`` nests both under ``record``). Its
+  other fields become extras: scalars as they are, anything else as compact JSON text. A level
+  no one knows leaves the stream's default level in place.
+- **Prefixes.** ``ERROR: disk full``, ``[warning] slow``, ``INFO something`` set the level. The
+  text is kept whole.
+- **Blocks.** A Python traceback (``Traceback (most recent call last):`` up to its exception
+  line, with the headers Python prints before one: ``Exception in thread ...:``, ``Exception
+  ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. A
+  faulthandler dump (``Fatal Python error: ...``) is one record at CRITICAL. A block is
+  emitted in parts past :data:`MAX_BLOCK_LINES` lines or :data:`MAX_BLOCK_CHARS` characters,
+  so a block that never ends cannot grow without bound.
+
+A finished traceback may still be followed by a chained one, so the classifier *holds* it
+until the next line says otherwise; a reader that sees its stream go quiet while
+:attr:`LineClassifier.holding` calls :meth:`LineClassifier.flush`.
+
+Nothing here sanitizes: the text is the untrusted sender's, and the receiver cleans every
+record's text and extras the same way whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "MAX_BLOCK_CHARS",
+    "MAX_BLOCK_LINES",
+    "LineClassifier",
+    "TextRecord",
+    "level_from_name",
+]
+
+#: A traceback longer than this many lines (deep recursion prints thousands) is emitted in
+#: parts, so that one record stays a sane size.
+MAX_BLOCK_LINES = 400
+#: ...and one longer than this many characters (a few long lines can be as large).
+MAX_BLOCK_CHARS = 64 * 1024
+#: A JSON line longer than this is not parsed (kept as text): a log line of structured data is
+#: a few hundred bytes; parsing megabytes per line would let a flood cost the reader dearly.
+MAX_JSON_CHARS = 64 * 1024
+#: JSON fields kept as extras, at most; a line with more keeps the first ones.
+MAX_JSON_EXTRAS = 64
+#: A JSON extra that is not a scalar is kept as compact JSON text up to this length.
+MAX_JSON_VALUE_CHARS = 4 * 1024
+
+TRACEBACK_START = "Traceback (most recent call last):"
+_GROUP_START = "Exception Group Traceback (most recent call last):"
+#: Lines Python prints before a traceback, at column 0, that belong to it.
+_BLOCK_HEADERS = (
+    "Exception in thread ",
+    "Exception ignored in: ",
+    "Exception ignored in ",
+    "Unhandled exception in thread started by ",
+)
+#: Lines Python prints between the parts of a chained exception.
+_CHAIN_LINES = frozenset(
+    {
+        "The above exception was the direct cause of the following exception:",
+        "During handling of the above exception, another exception occurred:",
+    }
+)
+_FATAL_START = "Fatal Python error: "
+
+_LEVELS: dict[str, int] = {
+    "TRACE": 5,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "INFORMATION": logging.INFO,
+    "NOTICE": logging.INFO,
+    "SUCCESS": 25,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "ERR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+    "CRIT": logging.CRITICAL,
+    "FATAL": logging.CRITICAL,
+    "ALERT": logging.CRITICAL,
+    "EMERGENCY": logging.CRITICAL,
+    "PANIC": logging.CRITICAL,
+}
+# ``ERROR: x``, ``[error] x``, ``<ERROR> x``: a known level name, bracketed or with a colon, as
+# the first word. A bare first word ("Error handling is hard") is prose, not a level.
+_PREFIX = re.compile(
+    r"(?:\[\s*(?P<bracketed>[A-Za-z]{3,9})\s*\]|<(?P<angled>[A-Za-z]{3,9})>|(?P<colon>[A-Za-z]{3,9}):)"
+    r"(?=\s|$)"
+)
+_MESSAGE_KEYS = ("message", "msg", "event", "@message")
+_LEVEL_KEYS = ("level", "levelname", "severity", "@level", "log.level")
+_json_decoder = msgspec.json.Decoder()
+_json_encoder = msgspec.json.Encoder()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextRecord:
+    """One record made from text: its level, message, extras (from a JSON line), and whether
+    it is a grouped block (a traceback or a crash dump) or holds a cut line."""
+
+    level: int
+    message: str
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    traceback: bool = False
+    truncated: bool = False
+
+
+def level_from_name(value: Any) -> int | None:
+    """A level number for a level as text (``"warn"``, ``"Error"``) or a number in range;
+    None for anything else (an absurd level, a non-scalar)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 1 <= value <= 100 else None
+    if isinstance(value, str) and len(value) <= 16:
+        return _LEVELS.get(value.strip().upper())
+    return None
+
+
+def _plain_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    try:
+        text = _json_encoder.encode(value).decode()
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= MAX_JSON_VALUE_CHARS else text[:MAX_JSON_VALUE_CHARS] + "..."
+
+
+def parse_json_line(line: str) -> tuple[int | None, str, dict[str, Any]] | None:
+    """``(level or None, message, extras)`` for a JSON object line with a message; else None."""
+    if len(line) > MAX_JSON_CHARS:
+        return None
+    try:
+        value = _json_decoder.decode(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    source: dict[str, Any] = value
+    nested = value.get("record")
+    if isinstance(nested, dict) and "message" in nested and "level" in nested:
+        # loguru's serialize=True: {"text": ..., "record": {"level": {"name", "no"}, ...}}.
+        source = nested
+    message: Any = None
+    message_key = None
+    for key in _MESSAGE_KEYS:
+        if key in source:
+            message, message_key = source[key], key
+            break
+    if message_key is None:
+        return None
+    level: int | None = None
+    level_key = None
+    for key in _LEVEL_KEYS:
+        if key in source:
+            raw = source[key]
+            if isinstance(raw, dict):  # loguru: {"name": "SUCCESS", "no": 25}
+                level = level_from_name(raw.get("no")) or level_from_name(raw.get("name"))
+            else:
+                level = level_from_name(raw)
+            level_key = key
+            break
+    extras: dict[str, Any] = {}
+    bound = source.get("extra") if source is not value else None
+    fields = {**source, **bound} if isinstance(bound, dict) else source
+    for key, field in fields.items():
+        if key in (message_key, level_key) or (source is not value and key == "extra"):
+            continue
+        if len(extras) >= MAX_JSON_EXTRAS:
+            extras["isoplug_truncated_keys"] = len(fields) - MAX_JSON_EXTRAS
+            break
+        extras[key] = _plain_value(field)
+    text = message if isinstance(message, str) else _plain_value(message)
+    return level, str(text), extras
+
+
+def level_of_prefix(line: str) -> int | None:
+    """The level a ``LEVEL:`` / ``[LEVEL]`` / ``LEVEL text`` line starts with, if any."""
+    match = _PREFIX.match(line)
+    if match is None:
+        return None
+    return _LEVELS.get((match["bracketed"] or match["angled"] or match["colon"]).upper())
+
+
+class LineClassifier:
+    """One stream's lines in, :class:`TextRecord` objects out (see the module docstring)."""
+
+    def __init__(self, default_level: int) -> None:
+        self.default_level = default_level
+        self._block: list[str] = []
+        self._block_chars = 0
+        self._block_level = logging.ERROR
+        self._block_truncated = False
+        # True inside the drawing of an exception group (``  | ...`` lines).
+        self._in_group = False
+        # "header": before the frames; "frames": inside them; "done": after the exception
+        # line, watching for a chain; "fatal": a crash dump, until the stream ends.
+        self._state = ""
+
+    @property
+    def holding(self) -> bool:
+        """True while lines of an unfinished (or possibly continued) block are held."""
+        return bool(self._block)
+
+    def feed(self, line: str, truncated: bool = False) -> list[TextRecord]:
+        """The records ``line`` completes (often none or one)."""
+        if self._state:
+            return self._feed_block(line, truncated)
+        if self._starts_block(line):
+            return []
+        return [self._single(line, truncated)]
+
+    def flush(self) -> list[TextRecord]:
+        """Whatever is held, as a record (at end of stream, or when the stream went quiet)."""
+        if not self._state:
+            return []
+        lines = self._block
+        # Blank lines held while watching for a chain are not part of the block.
+        while lines and not lines[-1].strip():
+            lines.pop()
+        record = TextRecord(
+            self._block_level, "\n".join(lines), traceback=True, truncated=self._block_truncated
+        )
+        self._block = []
+        self._block_chars = 0
+        self._block_truncated = False
+        self._state = ""
+        self._in_group = False
+        return [record] if lines else []
+
+    # -- blocks ------------------------------------------------------------------------------
+
+    def _starts_block(self, line: str) -> bool:
+        stripped = line.rstrip()
+        if stripped == TRACEBACK_START:
+            self._open(line, "frames", logging.ERROR)
+        elif stripped.lstrip(" +") == _GROUP_START:
+            self._open(line, "frames", logging.ERROR)
+            self._in_group = True
+        elif stripped.startswith(_BLOCK_HEADERS):
+            self._open(line, "header", logging.ERROR)
+        elif stripped.startswith(_FATAL_START):
+            self._open(line, "fatal", logging.CRITICAL)
+        else:
+            return False
+        return True
+
+    def _open(self, line: str, state: str, level: int) -> None:
+        self._in_group = False
+        self._block = [line]
+        self._block_chars = len(line)
+        self._block_level = level
+        self._state = state
+
+    def _feed_block(self, line: str, truncated: bool) -> list[TextRecord]:
+        stripped = line.rstrip()
+        state = self._state
+        records: list[TextRecord] = []
+        if state == "frames" and self._in_group and stripped and line[:1] not in " \t|+":
+            # A group's drawing has no exception line of its own: it ended before this line.
+            state = self._state = "done"
+        if state == "done":
+            if not stripped or stripped in _CHAIN_LINES:
+                self._append(line, truncated)
+                return []
+            if stripped == TRACEBACK_START or stripped.lstrip(" +") == _GROUP_START:
+                self._append(line, truncated)
+                self._state = "frames"
+                self._in_group = stripped != TRACEBACK_START
+                return self._spill()
+            # Not a chain: the held block is complete, and this line starts afresh.
+            records = self.flush()
+            if self._starts_block(line):
+                return records
+            records.append(self._single(line, truncated))
+            return records
+        self._append(line, truncated)
+        if state == "header":
+            # A header is followed by the traceback itself (or the object's repr, for
+            # "Exception ignored in"); anything indented or the traceback line stays in.
+            if stripped == TRACEBACK_START:
+                self._state = "frames"
+            elif stripped.lstrip(" +") == _GROUP_START:
+                self._state = "frames"
+                self._in_group = True
+        elif state == "frames" and not self._in_group and stripped and line[:1] not in " \t|+":
+            # The exception line ends the frames; a chain may follow.
+            self._state = "done"
+        return self._spill()
+
+    def _append(self, line: str, truncated: bool) -> None:
+        self._block.append(line)
+        self._block_chars += len(line) + 1
+        self._block_truncated = self._block_truncated or truncated
+
+    def _spill(self) -> list[TextRecord]:
+        """Emit the block in parts once it reaches a cap (a block that never ends)."""
+        if len(self._block) < MAX_BLOCK_LINES and self._block_chars < MAX_BLOCK_CHARS:
+            return []
+        state = self._state
+        level = self._block_level
+        in_group = self._in_group
+        records = self.flush()
+        if state in ("frames", "fatal", "header"):
+            # The rest of the block continues as another part, at the same level.
+            self._state = state
+            self._block_level = level
+            self._in_group = in_group
+        return records
+
+    def _single(self, line: str, truncated: bool) -> TextRecord:
+        if line[:1] == "{":
+            parsed = parse_json_line(line)
+            if parsed is not None:
+                level, message, extras = parsed
+                return TextRecord(level or self.default_level, message, extras, False, truncated)
+        level = level_of_prefix(line)
+        return TextRecord(level or self.default_level, line, {}, False, truncated)

@@ -1,0 +1,185 @@
+"""Structure from text: JSON lines, level prefixes and tracebacks become records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from isoplug.logs.textlines import (
+    MAX_BLOCK_LINES,
+    LineClassifier,
+    TextRecord,
+    level_from_name,
+    parse_json_line,
+)
+
+
+def classify(text: str, default: int = logging.WARNING) -> list[TextRecord]:
+    classifier = LineClassifier(default)
+    records: list[TextRecord] = []
+    for line in text.split("\n"):
+        records += classifier.feed(line)
+    return records + classifier.flush()
+
+
+def formatted(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error)).rstrip("\n")
+
+
+def raised(make: type[BaseException] | BaseException) -> BaseException:
+    try:
+        raise make
+    except BaseException as error:
+        return error
+
+
+def test_plain_lines_keep_the_default_level() -> None:
+    """A line with no structure is one record at the stream's default level."""
+    assert classify("hello\nworld", logging.INFO) == [
+        TextRecord(logging.INFO, "hello"),
+        TextRecord(logging.INFO, "world"),
+    ]
+
+
+def test_level_prefixes_set_the_level_and_keep_the_text() -> None:
+    """``LEVEL:``, ``[LEVEL]`` and ``<LEVEL>`` set the level; prose that starts with a level
+    word does not."""
+    lines = ["ERROR: disk full", "[warning] slow", "<debug> x", "info: y", "Error handling is hard"]
+    records = classify("\n".join(lines), logging.INFO)
+    assert [(r.level, r.message) for r in records] == [
+        (logging.ERROR, "ERROR: disk full"),
+        (logging.WARNING, "[warning] slow"),
+        (logging.DEBUG, "<debug> x"),
+        (logging.INFO, "info: y"),
+        (logging.INFO, "Error handling is hard"),
+    ]
+
+
+def test_json_lines_of_the_usual_libraries() -> None:
+    """structlog's JSONRenderer, hclog and loguru's serialize=True lines get their level and
+    extras."""
+    structlog_line = json.dumps({"event": "paid", "level": "debug", "user": 42, "tags": [1, 2]})
+    hclog_line = json.dumps({"@level": "error", "@message": "boom", "@module": "db"})
+    loguru_line = json.dumps(
+        {
+            "text": "x",
+            "record": {
+                "level": {"name": "SUCCESS", "no": 25},
+                "message": "done",
+                "extra": {"order": 7},
+            },
+        }
+    )
+    records = classify("\n".join([structlog_line, hclog_line, loguru_line]))
+    assert records[0] == TextRecord(logging.DEBUG, "paid", {"user": 42, "tags": "[1,2]"})
+    assert records[1] == TextRecord(logging.ERROR, "boom", {"@module": "db"})
+    assert records[2].level == 25
+    assert records[2].message == "done"
+    assert records[2].extra["order"] == 7
+
+
+def test_json_lines_with_absurd_content_keep_the_default_level() -> None:
+    """Absurd levels, deep nesting and lines without a message never raise or invent a level."""
+    assert parse_json_line(json.dumps({"level": 10**30, "msg": "x"})) == (None, "x", {})
+    assert parse_json_line(json.dumps({"level": [1], "msg": "x"})) == (None, "x", {})
+    assert parse_json_line('{"a":' * 1000 + "1" + "}" * 1000) is None
+    assert parse_json_line(json.dumps({"no": "message"})) is None
+    deep = {"msg": "x", "v": json.loads('{"a":' * 200 + "1" + "}" * 200)}
+    _level, message, extras = parse_json_line(json.dumps(deep)) or (None, "", {})
+    assert message == "x"
+    assert isinstance(extras["v"], str)
+    many = {"msg": "x", **{f"k{i}": i for i in range(1000)}}
+    assert len((parse_json_line(json.dumps(many)) or (0, "", {}))[2]) <= 65
+    assert level_from_name(True) is None
+    assert level_from_name("Warn") == logging.WARNING
+
+
+def test_a_chained_traceback_is_one_error_record() -> None:
+    """A traceback with its cause and context chain is one record at ERROR."""
+    try:
+        try:
+            raise KeyError("a")
+        except KeyError as error:
+            raise ValueError("b") from error
+    except ValueError as error:
+        text = formatted(error)
+    records = classify(f"before\n{text}\nafter")
+    assert [r.message for r in records] == ["before", text, "after"]
+    assert records[1].level == logging.ERROR
+    assert records[1].traceback
+
+
+def test_thread_and_unraisable_headers_belong_to_their_traceback() -> None:
+    """``Exception in thread`` and ``Exception ignored in`` headers stay with the traceback."""
+    body = formatted(raised(RuntimeError("x")))
+    for header in ("Exception in thread worker (run):", "Exception ignored in: <function f>"):
+        records = classify(f"{header}\n{body}")
+        assert [r.message for r in records] == [f"{header}\n{body}"]
+
+
+def test_an_exception_group_is_one_record() -> None:
+    """An exception group's drawing, nested groups included, is one record."""
+    error = raised(ExceptionGroup("eg", [ValueError("a"), ExceptionGroup("in", [TypeError("b")])]))
+    text = formatted(error)
+    records = classify(f"{text}\nafter")
+    assert [r.message for r in records] == [text, "after"]
+
+
+def test_a_forged_line_after_frames_stays_inside_the_block() -> None:
+    """A forged log line where the exception line belongs is part of the traceback record (the
+    receiver's sanitizer then indents it)."""
+    text = 'Traceback (most recent call last):\n  File "x", line 1\nINFO isoplug.host: fine'
+    assert [r.message for r in classify(text)] == [text]
+
+
+def test_a_block_that_never_ends_is_emitted_in_parts() -> None:
+    """A traceback that never ends comes out in parts of bounded size."""
+    lines = ["Traceback (most recent call last):"] + ["  File 'x', line 1"] * (MAX_BLOCK_LINES * 3)
+    records = classify("\n".join(lines))
+    assert len(records) >= 3
+    assert all(r.message.count("\n") < MAX_BLOCK_LINES for r in records)
+    assert sum(r.message.count("\n") + 1 for r in records) == len(lines)
+
+
+def test_a_crash_dump_is_one_critical_record() -> None:
+    """faulthandler's dump is one record at CRITICAL."""
+    dump = (
+        "Fatal Python error: Segmentation fault\n\nCurrent thread 0x00007f (most recent call "
+        'first):\n  File "p.py", line 3 in crash\n\nExtension modules: msgspec._core (total: 1)'
+    )
+    records = classify(dump)
+    assert [(r.level, r.message) for r in records] == [(logging.CRITICAL, dump)]
+
+
+def test_holding_says_when_a_finished_traceback_waits_for_a_chain() -> None:
+    """After a traceback's last line the classifier holds it until told to flush."""
+    classifier = LineClassifier(logging.WARNING)
+    text = formatted(raised(ValueError("x")))
+    out: list[TextRecord] = []
+    for line in text.split("\n"):
+        out += classifier.feed(line)
+    assert out == []
+    assert classifier.holding
+    assert [r.message for r in classifier.flush()] == [text]
+    assert not classifier.holding
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=80), max_size=60))
+def test_every_line_comes_out_exactly_once(lines: list[str]) -> None:
+    """Whatever the lines, none is lost or duplicated (blank lines around blocks aside)."""
+    lines = [line.replace("\n", " ") for line in lines]
+    classifier = LineClassifier(logging.INFO)
+    records: list[TextRecord] = []
+    for line in lines:
+        records += classifier.feed(line)
+    records += classifier.flush()
+    emitted = [part for r in records for part in r.message.split("\n") if part.strip()]
+    expected = [line for line in lines if line.strip()]
+    # JSON lines come out as their message, not their text: only compare the rest.
+    if not any(line.lstrip().startswith("{") for line in lines):
+        assert emitted == expected
