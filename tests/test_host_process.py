@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
 import pytest
 
 from isoplug.host.process import RunnerProcess
+from isoplug.host.stdio import StdioDestination
+from isoplug.logs import LogReplayer
 
 #: Echoes the line it reads on stdin, as a runner reads its bootstrap.
 ECHO_STDIN = "import sys; print('got', sys.stdin.readline().strip())"
@@ -19,16 +22,35 @@ async def test_spawned_learns_of_the_process_that_start_returns_before_start_ret
     handing the child its line: what the child connects to can already know who it is."""
     told: list[RunnerProcess] = []
     lines: list[str] = []
-    process = await RunnerProcess.start(
-        [sys.executable, "-c", ECHO_STDIN],
-        env={},
-        stdin_line=b"bootstrap\n",
-        emit=lambda _stream, _level, text, _truncated: lines.append(text),
-        spawned=told.append,
-    )
-    assert told == [process] and process.pid > 0
-    assert await asyncio.wait_for(process.exited, 30) == 0
-    await process.close()
+    pids: list[int] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    def open_stdio(pid: int) -> StdioDestination:
+        pids.append(pid)
+        return StdioDestination(LogReplayer("test.process"))
+
+    logger = logging.getLogger("test.process")
+    handler = Lines()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        process = await RunnerProcess.start(
+            [sys.executable, "-c", ECHO_STDIN],
+            env={},
+            stdin_line=b"bootstrap\n",
+            open_stdio=open_stdio,
+            spawned=told.append,
+        )
+        assert told == [process] and process.pid > 0 and pids == [process.pid]
+        assert await asyncio.wait_for(process.exited, 30) == 0
+        await process.close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    # close() returns once what the process wrote has been replayed.
     assert lines == ["got bootstrap"]
 
 
@@ -46,7 +68,7 @@ async def test_a_start_that_fails_after_spawning_kills_the_process_it_told_of() 
             [sys.executable, "-c", ECHO_STDIN],
             env={},
             stdin_line=b"bootstrap\n",
-            emit=lambda *_: None,
+            open_stdio=lambda _pid: StdioDestination(LogReplayer("test.process")),
             spawned=refuse,
         )
     (process,) = told

@@ -275,7 +275,7 @@ async def test_binary_garbage_and_huge_lines_on_stdout_are_delivered_safely(
         with pytest.raises(ConnectionBroken):
             await host.call("echo", "crash")
         partial = await waiter.wait_for("plugin.echo.stdout", "no newline at the end")
-    assert bad.getMessage() == "bad \ufffd\ufffd\x00 bytes"
+    assert bad.getMessage() == "bad \ufffd\ufffd\\x00 bytes"  # sanitized like any record
     assert long.__dict__["truncated"] is True
     assert long.getMessage().endswith("[... line truncated by isoplug]")
     assert len(long.getMessage()) < 20_000

@@ -1,16 +1,45 @@
-"""Turning a runner's raw stdout/stderr bytes into log records: lines, limits, tracebacks."""
+"""A runner's fd-level stdout/stderr: read by host threads, replayed as sanitized, counted records.
+
+The runner tests write with ``os.write`` to fd 1 and fd 2 on the plugin's event loop, as C code
+or a child process would: Python-level output travels the log connection instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
+import pytest
+
+from isoplug import Host, PluginState, SupervisorConfig
+from isoplug.errors import ConnectionBroken
 from isoplug.host.stdio import (
     MAX_LINE_BYTES,
     CapturedLine,
     LineSplitter,
-    StdioPump,
-    TracebackGrouper,
+    StdioCapture,
+    StdioDestination,
 )
+from isoplug.logs import DropReason, LogReplayer
+from isoplug.wire import LogRecordData
+from isoplug.wire.logframes import log_batch
+from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, process_alive
+from tests.record_waiter import RecordWaiter
+
+PLUGIN = "scribbler"
+STDOUT = f"plugin.{PLUGIN}.stdout"
+STDERR = f"plugin.{PLUGIN}.stderr"
+
+
+# -- lines ------------------------------------------------------------------------------------
 
 
 def test_lines_split_across_chunks_are_joined() -> None:
@@ -46,60 +75,398 @@ def test_an_over_long_line_is_cut_marked_and_its_tail_skipped() -> None:
     assert MAX_LINE_BYTES >= 4096
 
 
-def test_a_traceback_block_is_one_record_ending_at_the_exception_line() -> None:
-    """From 'Traceback' through the indented frames to the exception line: one record."""
-    grouper = TracebackGrouper()
-    lines = [
-        "before",
-        "Traceback (most recent call last):",
-        '  File "x.py", line 1, in <module>',
-        "    1 / 0",
-        "    ~~^~~",
-        "ZeroDivisionError: division by zero",
-        "after",
-    ]
-    records = [record for line in lines for record in grouper.feed(line)]
-    assert records == [
-        ("before", False),
-        ("\n".join(lines[1:6]), True),
-        ("after", False),
-    ]
+# -- the capture, over a pipe of the test's own -----------------------------------------------
 
 
-def test_an_unfinished_traceback_is_flushed_at_end_of_stream() -> None:
-    """A process that dies mid-traceback still delivers what it printed."""
-    grouper = TracebackGrouper()
-    assert grouper.feed("Traceback (most recent call last):") == []
-    assert grouper.feed('  File "x.py", line 1') == []
-    assert grouper.flush() == [('Traceback (most recent call last):\n  File "x.py", line 1', True)]
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
-def test_a_huge_traceback_is_emitted_in_bounded_parts() -> None:
-    """Deep recursion does not build one enormous record."""
-    grouper = TracebackGrouper(max_lines=5)
-    records = [r for _ in range(1) for r in grouper.feed("Traceback (most recent call last):")]
-    for index in range(12):
-        records += grouper.feed(f"  frame {index}")
-    assert records and all(text.count("\n") < 5 for text, _ in records)
+@contextmanager
+def collecting(name: str) -> Iterator[ListHandler]:
+    """Every record of logger ``name`` (and below), kept from the root's handlers."""
+    handler = ListHandler()
+    logger = logging.getLogger(name)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
-def test_the_pump_emits_stdout_at_info_and_stderr_tracebacks_at_error() -> None:
-    """StdioPump levels: stdout INFO, stderr WARNING, a stderr traceback ERROR."""
-    emitted: list[tuple[int, str, bool]] = []
+async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them() -> None:
+    """Past the backlog's bound, INFO lines are dropped and each WARNING evicts the newest of
+    them; every drop is counted under HOST_BACKLOG and reported, and nothing is lost unsaid."""
+    read_end, write_end = os.pipe()
+    lines = [f"info {n}" for n in range(30)] + [f"WARNING: warn {n}" for n in range(5)]
+    # One write under PIPE_BUF: the reader finds every line at once, so the outcome is exact.
+    os.write(write_end, ("\n".join(lines) + "\n").encode())
+    os.close(write_end)
+    replayer = LogReplayer(
+        "test.stdio", identity={"plugin_id": "t", "runner_pid": 4321}, description="plugin t"
+    )
+    capture = StdioCapture(
+        4321,
+        {"stdout": read_end},
+        StdioDestination(replayer),
+        loop=asyncio.get_running_loop(),
+        max_records=10,
+    )
+    with collecting("test.stdio") as collected:
+        capture.start()
+        capture.seal()
+        assert await capture.wait_read(20) and await capture.wait_replayed(20)
+    replayed = [r.getMessage() for r in collected.records if r.name == "test.stdio.stdout"]
+    assert replayed == [*lines[:5], *lines[30:]]
+    metrics = replayer.metrics
+    assert metrics.received == 35 and metrics.replayed == 10
+    assert metrics.dropped == {DropReason.HOST_BACKLOG: 25}
+    assert metrics.streams == {"stdout": 35}
+    [report] = [r.getMessage() for r in collected.records if r.name == "test.stdio"]
+    assert "dropped 25 records of the stdout/stderr output of plugin t" in report
+    assert "stdout INFO: 25" in report and "did not keep up" in report
 
-    def emit(level: int, text: str, truncated: bool) -> None:
-        emitted.append((level, text, truncated))
 
-    out = StdioPump("stdout", emit)
-    out.data_received(b"hello\npartial")
-    out.eof_received()
-    err = StdioPump("stderr", emit)
-    err.data_received(b"warn\nTraceback (most recent call last):\n  frame\nKeyError: 1\n")
-    err.connection_lost(None)
-    assert emitted == [
-        (logging.INFO, "hello", False),
-        (logging.INFO, "partial", False),
-        (logging.WARNING, "warn", False),
-        (logging.ERROR, "Traceback (most recent call last):\n  frame\nKeyError: 1", False),
-    ]
-    assert out.closed.is_set() and err.closed.is_set()
+def test_captured_stdout_records_from_the_log_connection_are_counted_per_stream() -> None:
+    """Records carrying an extra ``stream`` on a ``.stdout``/``.stderr`` logger count in
+    ``metrics.streams``; other records, with extras or not, do not."""
+    replayer = LogReplayer("plugin.demo", strip_prefixes=("plugin.demo",))
+
+    def record(seq: int, name: str, **extra: str) -> LogRecordData:
+        return LogRecordData(
+            name=name, levelno=logging.INFO, levelname="INFO", created=1.0, seq=seq, extra=extra
+        )
+
+    replayer.replay(
+        log_batch(
+            [
+                record(1, "plugin.demo.stdout", stream="stdout"),
+                record(2, "plugin.demo.stderr", stream="stderr"),
+                record(3, "plugin.member.stdout", stream="stdout"),
+                record(4, "plugin.demo.worker", stream="stdout"),
+                record(5, "plugin.demo.stdout"),
+                record(6, "plugin.demo.worker", user="x"),
+            ]
+        )
+    )
+    assert replayer.metrics.streams == {"stdout": 2, "stderr": 1}
+    assert replayer.metrics.received == 6
+
+
+# -- real runners -----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, config: SupervisorConfig = FAST
+) -> AsyncIterator[tuple[Host, RecordWaiter]]:
+    """A started host over the scribbler plugin, and a handler seeing every record."""
+    waiter = RecordWaiter()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(waiter)
+    root.setLevel(logging.DEBUG)
+    try:
+        async with Host(plugins_dir(tmp_path, PLUGIN), config=config) as host:
+            await host.wait_ready(20)
+            yield host, waiter
+    finally:
+        root.removeHandler(waiter)
+        root.setLevel(previous)
+
+
+async def test_a_slow_handler_does_not_delay_the_host_loop(tmp_path: Path) -> None:
+    """A handler that takes 2 s on a plugin.<id>.stdout record does not delay a 0.2 s sleep on
+    the host's event loop, which never runs that handler itself."""
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[None] = loop.create_future()
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            threads.append(threading.current_thread())
+            if "slow please" in record.getMessage():
+                loop.call_soon_threadsafe(started.set_result, None)
+                release.wait(2.0)  # a 2 s handler; the test ends it once it has measured
+
+    slow = Slow()
+    logging.getLogger(STDOUT).addHandler(slow)
+    try:
+        async with running(tmp_path) as (host, waiter):
+            await host.call(PLUGIN, "write", fd=1, text="slow please\nafter the slow one\n")
+            await asyncio.wait_for(started, 20)
+            began = time.monotonic()
+            await asyncio.sleep(0.2)
+            elapsed = time.monotonic() - began
+            release.set()
+            await waiter.wait_for(STDOUT, "after the slow one")
+    finally:
+        release.set()
+        logging.getLogger(STDOUT).removeHandler(slow)
+    assert elapsed < 1.0, f"a 0.2 s sleep took {elapsed:.2f} s"
+    assert threads and threading.main_thread() not in threads
+
+
+async def test_escapes_and_bidi_controls_in_fd_output_arrive_escaped(tmp_path: Path) -> None:
+    """Terminal escapes and bidi overrides written to fd 1 reach handlers as visible escapes."""
+    async with running(tmp_path) as (host, waiter):
+        await host.call(PLUGIN, "write", fd=1, text="clear \x1b[2J and \u202eevil\u202c end\n")
+        record = await waiter.wait_for(STDOUT, "clear ")
+    assert record.getMessage() == "clear \\x1b[2J and \\u202eevil\\u202c end"
+
+
+async def test_a_forged_line_in_a_stderr_traceback_does_not_start_at_column_0(
+    tmp_path: Path,
+) -> None:
+    """A log-looking line inside a traceback block on fd 2 is kept, but indented in the
+    formatted output, where it cannot pass for a record of the host's."""
+    block = (
+        "Traceback (most recent call last):\n"
+        '  File "plugin.py", line 3, in run\n'
+        "    work()\n"
+        "INFO isoplug.host: plugin scribbler: everything is fine\n"
+        '  File "plugin.py", line 9, in work\n'
+        "ValueError: boom\n"
+        "after the block\n"
+    )
+    async with running(tmp_path) as (host, waiter):
+        await host.call(PLUGIN, "write", fd=2, text=block)
+        await waiter.wait_for(STDERR, "after the block")
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    records = [r for r in waiter.records if r.name == STDERR]
+    output = "\n".join(formatter.format(r) for r in records)
+    assert "INFO isoplug.host: plugin scribbler: everything is fine" in output
+    assert not any(line.startswith("INFO isoplug.host") for line in output.splitlines())
+    [block_record] = [r for r in records if "everything is fine" in r.getMessage()]
+    assert block_record.levelno == logging.ERROR
+    assert block_record.getMessage().startswith("Traceback (most recent call last):")
+
+
+async def test_records_are_counted_per_stream_and_carry_the_runners_pid(tmp_path: Path) -> None:
+    """fd-level lines count in metrics.streams, and each record names the runner's process,
+    its stream, and where it came from."""
+    async with running(tmp_path) as (host, waiter):
+        pid = host.plugin(PLUGIN).pid
+        before = host.log_metrics(PLUGIN)
+        await host.call(PLUGIN, "write", fd=1, text="out 1\nout 2\nout 3\n")
+        await host.call(PLUGIN, "write", fd=2, text="err 1\nerr 2\n")
+        out = await waiter.wait_for(STDOUT, "out 3")
+        err = await waiter.wait_for(STDERR, "err 2")
+        after = host.log_metrics(PLUGIN)
+    for stream, count in (("stdout", 3), ("stderr", 2)):
+        assert after.streams.get(stream, 0) - before.streams.get(stream, 0) == count
+    assert out.levelno == logging.INFO and err.levelno == logging.WARNING
+    for record, stream in ((out, "stdout"), (err, "stderr")):
+        assert record.process == pid and record.process != os.getpid()
+        assert record.processName == "isoplug-runner"
+        assert record.__dict__["stream"] == stream
+        assert record.__dict__["truncated"] is False
+        assert record.__dict__["plugin_id"] == PLUGIN
+        assert record.__dict__["runner_pid"] == pid
+        assert record.pathname == record.filename == f"<{stream}>"
+        assert isinstance(record.lineno, int)
+
+
+async def test_fd_output_of_a_group_runner_is_attributed_to_the_group(tmp_path: Path) -> None:
+    """fd-level output cannot be told apart by member: it lands on plugin.<group>.stdout,
+    stamped with the group's id."""
+    code = (FIXTURES / PLUGIN / "scribbler_plugin.py").read_text()
+    plugins = tmp_path / "plugins"
+    for member in ("first", "second"):
+        directory = plugins / member
+        directory.mkdir(parents=True)
+        (directory / f"{member}_plugin.py").write_text(code)
+        (directory / "plugin.toml").write_text(
+            f'id = "{member}"\nversion = "1"\nentry = "{member}_plugin:Scribbler"\ngroup = "pair"\n'
+        )
+    waiter = RecordWaiter()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(waiter)
+    root.setLevel(logging.DEBUG)
+    try:
+        async with Host(plugins, config=FAST) as host:
+            await host.wait_ready(20)
+            pid = host.plugin("first").pid
+            await host.call("second", "write", fd=1, text="from a member\n")
+            record = await waiter.wait_for("plugin.pair.stdout", "from a member")
+            streams = host.log_metrics("first").streams
+    finally:
+        root.removeHandler(waiter)
+        root.setLevel(previous)
+    assert record.__dict__["plugin_id"] == "pair" and record.process == pid
+    assert streams.get("stdout") == 1
+
+
+@pytest.mark.slow
+async def test_a_flood_under_a_slow_handler_never_blocks_the_plugin_and_loses_nothing_unsaid(
+    tmp_path: Path,
+) -> None:
+    """100,000 fd-level lines while a handler sleeps 50 ms every 1,000 records: the plugin never
+    blocks (its health checks pass), and every line is delivered or counted dropped."""
+    lines = 100_000
+
+    class SlowCounter(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.count = 0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("flood "):
+                self.count += 1
+                if self.count % 1000 == 0:
+                    time.sleep(0.05)
+
+    config = dataclasses.replace(FAST, health_interval=0.1, health_timeout=1.0)
+    counter = SlowCounter()
+    stdout = logging.getLogger(STDOUT)
+    stdout.addHandler(counter)
+    with collecting(f"plugin.{PLUGIN}") as reports:
+        stdout.propagate = False  # 100,000 records for the counter alone
+        try:
+            async with Host(plugins_dir(tmp_path, PLUGIN), config=config) as host:
+                await host.wait_ready(20)
+                pid = host.plugin(PLUGIN).pid
+                assert await host.call(PLUGIN, "flood", count=lines) == lines
+                info = host.plugin(PLUGIN)
+                assert info.state is PluginState.READY and info.pid == pid and info.restarts == 0
+                assert await host.call(PLUGIN, "pid") == pid
+                # Stopping waits until what was read is replayed: the metrics are final then.
+                info = await host.stop(PLUGIN)
+                metrics = host.log_metrics(PLUGIN)
+        finally:
+            stdout.removeHandler(counter)
+            stdout.propagate = True
+    assert info.last_exit is not None and info.last_exit.reason == "stopped on request"
+    assert info.restarts == 0
+    backlog = metrics.dropped.get(DropReason.HOST_BACKLOG, 0)
+    rate_limited = metrics.dropped.get(DropReason.RATE_LIMITED, 0)
+    assert metrics.streams.get("stdout") == lines
+    assert counter.count + backlog + rate_limited == lines
+    reported = sum(
+        int(match.group(1).replace(",", ""))
+        for record in reports.records
+        if (match := re.search(r"dropped ([\d,]+) records of the stdout", record.getMessage()))
+    )
+    assert reported == backlog
+
+
+@pytest.mark.slow
+async def test_100_mb_of_binary_garbage_without_a_newline_is_one_cut_record(
+    tmp_path: Path,
+) -> None:
+    """100 MB with no newline and no valid UTF-8 becomes one truncated record; the line after
+    it arrives, and the plugin keeps answering."""
+    async with running(tmp_path) as (host, waiter):
+        pid = host.plugin(PLUGIN).pid
+        await host.call(PLUGIN, "garbage", megabytes=100, timeout=60)
+        await waiter.wait_for(STDOUT, "after the garbage")
+        assert await host.call(PLUGIN, "pid") == pid
+    records = [r for r in waiter.records if r.name == STDOUT]
+    assert len(records) == 2
+    cut, after = records
+    assert cut.__dict__["truncated"] is True and len(cut.getMessage()) < 40_000
+    assert "\ufffd" in cut.getMessage() and "\\x01" in cut.getMessage()
+    assert after.getMessage() == "after the garbage"
+
+
+async def test_invalid_utf8_a_10_mb_line_and_a_partial_last_line_are_delivered_safely(
+    tmp_path: Path,
+) -> None:
+    """Invalid UTF-8 is replaced, a 10 MB line is cut and marked, and the partial last line
+    arrives once the runner has exited."""
+    async with running(tmp_path) as (host, waiter):
+        await host.call(PLUGIN, "long_line", size=10 * 1024 * 1024, timeout=60)
+        await waiter.wait_for(STDOUT, "after the long line")
+        with pytest.raises(ConnectionBroken):
+            await host.call(PLUGIN, "crash")
+        partial = await waiter.wait_for(STDOUT, "no newline at the end")
+    records = [r for r in waiter.records if r.name == STDOUT]
+    bad, long, after = records[:3]
+    assert bad.getMessage() == "bad \ufffd\ufffd bytes"
+    assert long.__dict__["truncated"] is True
+    assert long.getMessage().startswith("xxxx")
+    assert long.getMessage().endswith("[... line truncated by isoplug]")
+    assert len(long.getMessage()) < 20_000
+    assert after.getMessage() == "after the long line"
+    assert partial.getMessage() == "no newline at the end"
+
+
+async def test_a_traceback_that_never_ends_is_delivered_when_the_stream_goes_quiet(
+    tmp_path: Path,
+) -> None:
+    """An unfinished traceback on fd 2 is not held until the runner exits: it arrives, as one
+    ERROR record, once the stream has been quiet for a moment."""
+    async with running(tmp_path) as (host, waiter):
+        pid = host.plugin(PLUGIN).pid
+        await host.call(
+            PLUGIN,
+            "write",
+            fd=2,
+            text='Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n',
+        )
+        record = await waiter.wait_for(STDERR, "Traceback (most recent call last):")
+        info = host.plugin(PLUGIN)
+        assert info.pid == pid and info.state is PluginState.READY
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>'
+    )
+
+
+async def test_a_plugin_that_closes_fd_1_and_fd_2_keeps_working(tmp_path: Path) -> None:
+    """Closing both fds ends the capture; calls, health checks and the log connection go on."""
+    async with running(tmp_path) as (host, waiter):
+        pid = host.plugin(PLUGIN).pid
+        await host.call(PLUGIN, "close_stdio")
+        await host.call(PLUGIN, "log", message="still logging")
+        await waiter.wait_for(f"plugin.{PLUGIN}.scribbler", "still logging")
+        assert await host.call(PLUGIN, "pid") == pid
+        info = await host.stop(PLUGIN)
+    assert info.restarts == 0
+    assert info.last_exit is not None and info.last_exit.reason == "stopped on request"
+
+
+@pytest.mark.slow
+async def test_a_child_writing_after_the_runner_died_is_read_until_the_drain_deadline(
+    tmp_path: Path,
+) -> None:
+    """A child of the plugin that writes to the inherited fd 1 after the runner died is read and
+    attributed until the drain deadline; then it is killed, and that end is reported."""
+    loop = asyncio.get_running_loop()
+    async with running(tmp_path) as (host, waiter):
+        pid = host.plugin(PLUGIN).pid
+        child = await host.call(PLUGIN, "spawn_orphan")
+        child_exited: asyncio.Future[None] = loop.create_future()
+        pidfd = os.pidfd_open(child)  # readable once the child has ended
+
+        def ended() -> None:
+            if not child_exited.done():
+                child_exited.set_result(None)
+
+        loop.add_reader(pidfd, ended)
+        try:
+            with pytest.raises(ConnectionBroken):
+                await host.call(PLUGIN, "crash")
+            orphan = await waiter.wait_for(STDOUT, "orphan after exit")
+            report = await waiter.wait_for(f"plugin.{PLUGIN}", "were still open")
+            await waiter.wait_for("isoplug.host", "outlived it; killed them")
+            await asyncio.wait_for(child_exited, 20)
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        assert not process_alive(child)
+    assert orphan.process == pid and orphan.__dict__["runner_pid"] == pid
+    assert f"runner pid {pid}" in report.getMessage()
+    assert "killed its process group" in report.getMessage()

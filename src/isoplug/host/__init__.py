@@ -1,7 +1,7 @@
 """The host side: find plugins, supervise their runner processes, call them.
 
 :class:`Host` is the entry point; :mod:`isoplug.host.supervisor` runs one runner,
-:mod:`isoplug.host.stdio` captures its output, :mod:`isoplug.host.manifest` and
+:mod:`isoplug.host.stdio` reads its fd-level output in threads, :mod:`isoplug.host.manifest` and
 :mod:`isoplug.host.registry` read the plugins directory. The host never imports the runner's
 code: it only names the module to start (:data:`isoplug.control.RUNNER_MODULE`).
 """

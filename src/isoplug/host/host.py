@@ -13,7 +13,8 @@ gets its own random token; the hello's name says which runner it claims to be, a
 proves it. On the event loop's listener, connections are routed by their hello *role* through
 :attr:`Host._routes`: the ``"control"`` role goes to the runner's supervisor; other roles are
 refused with a warning. Each runner's ``"logs"`` connection goes to the other listener, the
-:class:`~isoplug.host.logbridge.LogBridge`'s, whose threads replay its records: the loop never
+:class:`~isoplug.host.logbridge.LogBridge`'s, whose threads replay its records; its stdout and
+stderr pipes are read and replayed by threads too (:mod:`isoplug.host.stdio`): the loop never
 runs a logging handler for a plugin.
 """
 
@@ -130,6 +131,7 @@ class Host:
                 config=self.config,
                 invoke_capability=self._capabilities.invoke,
                 notify=self._state_changed,
+                stdio_destination=self._log_bridge.stdio_destination,
             )
             self._supervisors[plan.runner_id] = supervisor
             for manifest in plan.manifests:

@@ -15,7 +15,7 @@ import msgspec
 
 from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
 from isoplug.host.manifest import Manifest
-from isoplug.host.process import Emit, RunnerProcess
+from isoplug.host.process import OpenStdio, RunnerProcess
 
 __all__ = ["launch_runner"]
 
@@ -29,11 +29,12 @@ async def launch_runner(
     token: str,
     log_level: str,
     teardown_timeout: float,
-    emit: Emit,
+    open_stdio: OpenStdio,
     spawned: Callable[[RunnerProcess], None] | None = None,
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` and hand it its bootstrap;
-    ``spawned`` is told of the process before the runner can read it (see RunnerProcess.start).
+    ``spawned`` is told of the process before the runner can read it, ``open_stdio(pid)`` says
+    where its stdout/stderr output goes (see RunnerProcess.start).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -55,7 +56,7 @@ async def launch_runner(
         [sys.executable, "-m", RUNNER_MODULE],
         env=runner_environment(manifests),
         stdin_line=msgspec.json.encode(bootstrap) + b"\n",
-        emit=emit,
+        open_stdio=open_stdio,
         spawned=spawned,
     )
 

@@ -17,6 +17,11 @@ network logger) holds back only that runner's logging, through the socket, not t
 Metrics are kept per runner across restarts, so a crash loop does not reset them. Each
 connection counts in metrics of its own, updated by its thread alone, and a runner's are summed
 when asked for: two threads adding to one counter could lose counts.
+
+A runner's fd-level stdout/stderr output (read from its pipes by host threads, see
+:mod:`isoplug.host.stdio`) goes through a replayer of the bridge's too
+(:meth:`LogBridge.stdio_destination`): the runner's identity, its shared rate limit, and
+metrics of its own, summed with its connections'.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
+from isoplug.host.stdio import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.ratelimit import TokenBucket
@@ -121,6 +127,24 @@ class LogBridge:
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
         return self._runner_state(runner_id).snapshot()
+
+    def stdio_destination(self, supervisor: RunnerSupervisor, runner_pid: int) -> StdioDestination:
+        """Where the stdout/stderr output of the runner process ``runner_pid`` goes: the
+        records land on ``plugin.<runner id>.stdout`` / ``.stderr`` (for a group, the group's
+        id: fd-level output cannot be told apart by member), stamped with the runner's identity,
+        under the runner's shared rate limit, counted in its metrics."""
+        runner_id = supervisor.runner_id
+        runner = self._runner_state(runner_id)
+        metrics = runner.for_connection()
+        replayer = LogReplayer(
+            f"plugin.{runner_id}",
+            identity={"plugin_id": runner_id, "runner_pid": runner_pid},
+            limits=self.limits,
+            description=f"plugin {runner_id}",
+            metrics=metrics,
+            rate_bucket=runner.rate_bucket,
+        )
+        return StdioDestination(replayer, lambda: runner.connection_ended(metrics))
 
     def _runner_state(self, runner_id: str) -> _RunnerLogState:
         state = self._runners.get(runner_id)

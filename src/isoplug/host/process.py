@@ -8,14 +8,14 @@ The runner is started in a new session (``start_new_session=True``), so:
   is killed with it instead of becoming an orphan that holds the stdout pipe open.
 
 Exit is watched by a thread blocked in ``waitpid`` for this one pid, independent of the pipes:
-a grandchild holding stdout open cannot hide the runner's exit.
+a grandchild holding stdout open cannot hide the runner's exit. The stdout/stderr pipes are read
+by threads too (:class:`~isoplug.host.stdio.StdioCapture`), never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -24,19 +24,27 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from isoplug.host.stdio import StdioPump
+from isoplug.host.stdio import StdioCapture, StdioDestination
 
 __all__ = ["RunnerProcess"]
 
 _log = logging.getLogger("isoplug.host")
 
 #: After the runner exited, how long its stdout/stderr may take to reach end of stream
-#: (the kernel has the last lines buffered; they arrive within milliseconds). Past this, a
-#: process that escaped the group still holds a pipe: stop reading rather than hang.
+#: (the kernel has the last lines buffered; they arrive within milliseconds). Until then,
+#: processes its plugins forked may still write to the pipes they inherited and are read; past
+#: this, the runner's process group is killed.
 STDIO_DRAIN_TIMEOUT = 2.0
+#: After that kill, how long the killed processes may take to release the pipes. Past this, a
+#: process that escaped the group still holds a pipe: stop reading rather than hang.
+_KILLED_DRAIN_TIMEOUT = 1.0
+#: Once reading has ended, how long closing waits for the host's log handlers to replay what
+#: was read. Past this, the rest is counted dropped and reported: a handler that takes seconds
+#: per record must not hold a restart or the host's shutdown for hours.
+STDIO_REPLAY_TIMEOUT = 5.0
 
-Emit = Callable[[str, int, str, bool], None]
-"""``emit(stream, level, text, truncated)`` for one captured record."""
+OpenStdio = Callable[[int], StdioDestination]
+"""``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
 
 
 class RunnerProcess:
@@ -48,8 +56,7 @@ class RunnerProcess:
         self.started = time.monotonic()
         #: Resolves to ``Popen.returncode`` once the runner has exited and been reaped.
         self.exited = exited
-        self._pumps: list[StdioPump] = []
-        self._transports: list[asyncio.ReadTransport] = []
+        self._capture: StdioCapture | None = None
 
     @classmethod
     async def start(
@@ -58,26 +65,39 @@ class RunnerProcess:
         *,
         env: Mapping[str, str],
         stdin_line: bytes,
-        emit: Emit,
+        open_stdio: OpenStdio,
         spawned: Callable[[RunnerProcess], None] | None = None,
     ) -> RunnerProcess:
         """Spawn ``argv``, write ``stdin_line`` on its stdin and close it, capture stdio.
 
         ``spawned`` is told of the process as soon as it exists, before it can read its stdin:
-        whatever it connects to may then already know its pid. If starting fails after that,
-        the process is killed before the error is raised. Raises :class:`OSError` when the
-        process cannot be started.
+        whatever it connects to may then already know its pid. ``open_stdio(pid)`` says where
+        its stdout/stderr output goes (read and replayed by threads, see
+        :class:`~isoplug.host.stdio.StdioCapture`). If starting fails after the spawn, the
+        process is killed before the error is raised. Raises :class:`OSError` when the process
+        cannot be started.
         """
         loop = asyncio.get_running_loop()
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-            close_fds=True,
-        )
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=out_write,
+                stderr=err_write,
+                env=dict(env),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            # The runner has its copies; ours would keep the pipes open after it exits.
+            os.close(out_write)
+            os.close(err_write)
         exited: asyncio.Future[int] = loop.create_future()
         process = cls(popen, exited)
         threading.Thread(
@@ -86,26 +106,31 @@ class RunnerProcess:
             name=f"isoplug-wait-{popen.pid}",
             daemon=True,
         ).start()
+        owned = [out_read, err_read]  # until the capture owns them
         try:
             if spawned is not None:
                 spawned(process)
-            assert popen.stdout is not None
-            assert popen.stderr is not None
-            for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
-                pump = StdioPump(stream, functools.partial(emit, stream))
-                transport, _ = await loop.connect_read_pipe(functools.partial(_same, pump), pipe)
-                process._pumps.append(pump)
-                process._transports.append(transport)
+            capture = StdioCapture(
+                popen.pid,
+                {"stdout": out_read, "stderr": err_read},
+                open_stdio(popen.pid),
+                loop=loop,
+            )
+            owned = []
+            process._capture = capture
+            capture.start()
             # A bootstrap is small, but a write to a pipe can block: keep it off the loop.
             await asyncio.to_thread(process._write_stdin, stdin_line)
         except BaseException:
-            # Cancelled, or the pipes could not be watched: the process must not outlive this.
+            # Cancelled, or the pipes could not be read: the process must not outlive this
+            # (the capture, if started, ends by itself once the killed process's pipes close).
             process.signal_group(signal.SIGKILL)
-            for leftover in (popen.stdin, popen.stdout, popen.stderr):
-                if leftover is not None:
-                    leftover.close()
-            for transport in process._transports:
-                transport.close()
+            if process._capture is not None:
+                process._capture.seal()
+            if popen.stdin is not None:
+                popen.stdin.close()
+            for fd in owned:
+                os.close(fd)
             raise
         return process
 
@@ -195,34 +220,65 @@ class RunnerProcess:
         self.signal_group(signal.SIGKILL)
         await self.wait_exit(None)
 
-    async def close(self, drain_timeout: float = STDIO_DRAIN_TIMEOUT) -> bool:
-        """After the exit: kill leftover descendants, finish reading stdio, release the pipes.
+    async def close(
+        self,
+        drain_timeout: float = STDIO_DRAIN_TIMEOUT,
+        replay_timeout: float = STDIO_REPLAY_TIMEOUT,
+    ) -> bool:
+        """After the exit: finish reading stdio, kill leftover descendants, release the pipes.
 
-        Returns True when processes of the runner's group were still alive (a plugin forked a
-        child that outlived the runner) and had to be killed. Always releases everything.
+        Output still in the pipes, and whatever processes the plugins forked write to them, is
+        read until both pipes end or ``drain_timeout`` passes; then the runner's process group
+        is killed (and that end reported on the plugin's logger when it still held the pipes).
+        Then waits up to ``replay_timeout`` for what was read to be replayed; the rest is
+        counted dropped and reported. Returns True when processes of the runner's group were
+        still alive (a plugin forked a child that outlived the runner) and had to be killed.
+        Always releases everything; never blocks the event loop.
         """
-        leftovers = self.signal_group(signal.SIGKILL)
+        capture = self._capture
+        leftovers = False
         try:
-            waits = [asyncio.ensure_future(p.closed.wait()) for p in self._pumps]
-            _, pending = await asyncio.wait(waits, timeout=drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                _log.warning(
-                    "runner %d: stdout/stderr still open %g s after it exited (a descendant "
-                    "left its process group?); stopped reading them",
-                    self.pid,
-                    drain_timeout,
+            if capture is not None and not await capture.wait_read(drain_timeout):
+                leftovers = self.signal_group(signal.SIGKILL)
+                ended = await capture.wait_read(_KILLED_DRAIN_TIMEOUT)
+                if not ended:
+                    capture.stop_reading()
+                what = (
+                    "killed its process group"
+                    if ended
+                    else "killed its process group, but they stayed open (a process left the "
+                    "group?): stopped reading them, and anything written to them from now on "
+                    "is lost"
                 )
+                capture.report(
+                    f"stdout/stderr of runner pid {self.pid} were still open {drain_timeout:g} s "
+                    f"after it exited (held by processes its plugins forked); {what}"
+                )
+                if not ended:
+                    _log.warning(
+                        "runner %d: stdout/stderr still open after its process group was "
+                        "killed (a descendant left the group?); stopped reading them",
+                        self.pid,
+                    )
+            leftovers = self.signal_group(signal.SIGKILL) or leftovers
+            if capture is not None:
+                capture.stop_reading()
+                await capture.wait_read(_KILLED_DRAIN_TIMEOUT)
+                capture.seal()
+                if not await capture.wait_replayed(replay_timeout):
+                    _log.warning(
+                        "runner %d: the host's log handlers had not replayed its stdout/stderr "
+                        "output %g s after it was read; dropping the rest (counted and reported)",
+                        self.pid,
+                        replay_timeout,
+                    )
         finally:
-            for transport in self._transports:
-                transport.close()
-            # Popen keeps its own file objects: the transports closed the same descriptors.
+            if capture is not None:
+                # No-ops once done; on a cancel, they make sure the threads end.
+                capture.stop_reading()
+                capture.seal()
+                if not capture.replayed:
+                    capture.abandon()
             if self._popen.poll() is None:
                 self._popen.kill()
         return leftovers
-
-
-def _same(pump: StdioPump) -> StdioPump:
-    return pump

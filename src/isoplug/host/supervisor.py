@@ -68,7 +68,8 @@ from isoplug.host.status import (
     PluginUnavailable,
     StateChange,
 )
-from isoplug.host.stdio import stdio_logger
+from isoplug.host.stdio import StdioDestination
+from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
@@ -78,6 +79,9 @@ _log = logging.getLogger("isoplug.host")
 
 CapabilityInvoker = Callable[[str, dict[str, Any]], Awaitable[Any]]
 Notify = Callable[[StateChange], None]
+StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
+"""``stdio_destination(supervisor, pid)``: where the stdout/stderr output of the runner process
+``pid`` goes (in a Host, the log bridge's replayer for the runner)."""
 
 #: After a call lost its connection, how long to wait for the runner's exit status so that
 #: the caller's error can say how it died; the kernel reports an exit within milliseconds.
@@ -93,7 +97,9 @@ class RunnerSupervisor:
     ``address`` is the host's listener, ``log_address`` its log bridge's;
     ``invoke_capability(name, kwargs)`` runs a host capability (after this supervisor checked
     the calling plugin may use it); ``notify`` receives every
-    :class:`~isoplug.host.status.StateChange`.
+    :class:`~isoplug.host.status.StateChange`; ``stdio_destination`` says where each runner
+    process's stdout/stderr output goes (default: a replayer of its own onto
+    ``plugin.<runner id>.stdout`` / ``.stderr``).
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class RunnerSupervisor:
         config: SupervisorConfig,
         invoke_capability: CapabilityInvoker,
         notify: Notify,
+        stdio_destination: StdioDestinations | None = None,
     ) -> None:
         self.runner_id = plan.runner_id
         self.manifests: dict[str, Manifest] = {m.id: m for m in plan.manifests}
@@ -113,6 +120,7 @@ class RunnerSupervisor:
         self._config = config
         self._invoke_capability = invoke_capability
         self._notify = notify
+        self._stdio_destination = stdio_destination
         self.state = PluginState.STOPPED
         self.restarts = 0
         self.last_exit: ExitAccount | None = None
@@ -432,7 +440,7 @@ class RunnerSupervisor:
                 token=self._token,
                 log_level=self._config.log_level,
                 teardown_timeout=self._config.teardown_timeout,
-                emit=self._emit_stdio,
+                open_stdio=self._open_stdio,
                 # Noted before the runner can read its bootstrap: its connections (control and
                 # logs) always find its pid known.
                 spawned=self._note_process,
@@ -641,19 +649,18 @@ class RunnerSupervisor:
         self.error = message if self.error is None else f"{message}\nlast error: {self.error}"
         self._set_state(PluginState.FAILED, f"failed: {message}", logging.ERROR)
 
-    def _emit_stdio(self, stream: str, level: int, text: str, truncated: bool) -> None:
-        process = self._process
-        stdio_logger(self.runner_id, stream).log(
-            level,
-            "%s",
-            text,
-            extra={
-                "plugin_id": self.runner_id,
-                "runner_pid": process.pid if process is not None else None,
-                "stream": stream,
-                "truncated": truncated,
-            },
+    def _open_stdio(self, pid: int) -> StdioDestination:
+        """Where the stdout/stderr output of runner process ``pid`` goes (read and replayed by
+        threads: the event loop never runs a logging handler for it)."""
+        if self._stdio_destination is not None:
+            return self._stdio_destination(self, pid)
+        prefix = f"plugin.{self.runner_id}"
+        replayer = LogReplayer(
+            prefix,
+            identity={"plugin_id": self.runner_id, "runner_pid": pid},
+            description=f"plugin {self.runner_id}",
         )
+        return StdioDestination(replayer)
 
 
 def _command_reason(command: str) -> str:

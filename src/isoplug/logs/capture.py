@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from isoplug.logs.exceptions import exception_data, resolve_exc_info
+
 __all__ = ["MAX_FIELD_CHARS", "STANDARD_ATTRIBUTES", "capture_record"]
 
 #: Longest message, traceback or stack text sent as is (256 Ki characters). It keeps one record
@@ -148,6 +150,11 @@ _MESSAGES_WITH_EXTRAS: set[str] = set()
 _MESSAGES_WITH_EXTRAS_LIMIT = 1024
 
 
+#: The ``extra`` of a record that has none, sent when a later field (the template) is; only
+#: ever encoded, never changed.
+_NO_EXTRA: dict[str, Any] = {}
+
+
 def _remember_extras(msg: str) -> None:
     if len(_MESSAGES_WITH_EXTRAS) >= _MESSAGES_WITH_EXTRAS_LIMIT:
         _MESSAGES_WITH_EXTRAS.clear()  # per-record messages (f-strings) must not pile up
@@ -172,30 +179,62 @@ def capture_record(record: logging.LogRecord, seq: int) -> bytes:
                 and record.stack_info is None
             ):
                 args = record.args
-                message = msg % args if args else msg
                 # The array stops after the last field that is set; the receiver fills in the
                 # defaults of the fields left out (and derives msecs, relativeCreated).
-                fields = [
-                    record.name,
-                    record.levelno,
-                    record.levelname,
-                    record.created,
-                    record.pathname,
-                    record.filename,
-                    record.module,
-                    record.lineno,
-                    record.funcName,
-                    record.thread,
-                    record.threadName,
-                    record.process,
-                    record.processName,
-                    seq,
-                    message,
-                ]
-                if _HAS_TASK_NAME:
-                    task_name = record.taskName  # type: ignore[attr-defined] # 3.12+ only
-                    if task_name is not None:
-                        fields.append(task_name)
+                if args:
+                    message = msg % args
+                    # With arguments, the template (``msg``) is sent too: the last field, after
+                    # the fields between at their defaults (a byte each). One list display, as
+                    # below: extending a list would cost a reallocation on every call.
+                    fields = [
+                        record.name,
+                        record.levelno,
+                        record.levelname,
+                        record.created,
+                        record.pathname,
+                        record.filename,
+                        record.module,
+                        record.lineno,
+                        record.funcName,
+                        record.thread,
+                        record.threadName,
+                        record.process,
+                        record.processName,
+                        seq,
+                        message,
+                        record.taskName if _HAS_TASK_NAME else None,  # type: ignore[attr-defined]
+                        None,  # exc_text, exc_type, exc_message, stack_info
+                        None,
+                        None,
+                        None,
+                        _NO_EXTRA,
+                        None,  # event, event_method
+                        None,
+                        msg if len(msg) <= MAX_FIELD_CHARS else _cap(msg),
+                    ]
+                else:
+                    message = msg
+                    fields = [
+                        record.name,
+                        record.levelno,
+                        record.levelname,
+                        record.created,
+                        record.pathname,
+                        record.filename,
+                        record.module,
+                        record.lineno,
+                        record.funcName,
+                        record.thread,
+                        record.threadName,
+                        record.process,
+                        record.processName,
+                        seq,
+                        message,
+                    ]
+                    if _HAS_TASK_NAME:
+                        task_name = record.taskName  # type: ignore[attr-defined] # 3.12+ only
+                        if task_name is not None:
+                            fields.append(task_name)
                 # Every standard attribute was read above (the two unsent ones here), so a
                 # dict of the standard size holds exactly those: the record has no extras.
                 _unsent = record.msecs, record.relativeCreated
@@ -241,11 +280,20 @@ def _standard_and_extra(attributes: dict[str, Any]) -> tuple[dict[str, Any], dic
 def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
     attributes, extra = _standard_and_extra(record.__dict__)
     msg = attributes["msg"]
-    message = _message_of(msg, attributes["args"])
+    args = attributes["args"]
+    message = _message_of(msg, args)
     if len(message) > MAX_FIELD_CHARS:
         message = _cap(message)
-    exc_text = exc_type = exc_message = None
+    # The format string of a message with arguments, so the receiver can keep it as ``msg``.
+    template = _cap(str.__str__(msg)) if args and isinstance(msg, str) else None
+    exc_text = exc_type = exc_message = exception = None
     exc_info = attributes["exc_info"]
+    if not exc_info and type(msg) is dict and "exc_info" in msg:
+        # A structlog event's exception (``.exception()`` puts ``exc_info=True`` there): only
+        # here, on the thread still handling it, does True name the right exception. The
+        # receiver puts the rebuilt exception back into the event.
+        exc_info = resolve_exc_info(msg["exc_info"])
+        msg = {**msg, "exc_info": exc_info is not None}
     if exc_info:
         exc_text = attributes["exc_text"]
         if isinstance(exc_info, tuple) and exc_info[1] is not None:
@@ -254,6 +302,7 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
             exc_message = _cap(_safe_str(error))
             if not exc_text:
                 exc_text = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+            exception = exception_data(error, exc_info[2], plain=safe)
         if exc_text:
             exc_text = _cap(exc_text)
     elif attributes["exc_text"]:
@@ -272,6 +321,7 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
         extra = _safe_mapping(extra, limit)
         event = _safe_mapping(event, limit) if event is not None else None
         message = _plain_text(message)
+        template = None if template is None else _plain_text(template)
         exc_text, exc_message, stack_info = (
             None if text is None else _plain_text(text)
             for text in (exc_text, exc_message, stack_info)
@@ -290,5 +340,7 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
             extra,
             event,
             attributes.get("_name") if event is not None else None,
+            template,
+            exception,
         )
     )

@@ -24,6 +24,10 @@ class DropReason:
     #: Accepted by the sender but never sent: it ended first (a crash, a kill, or a last flush
     #: that timed out), counted from its sequence ledger.
     SENDER_ENDED = "sender_ended"
+    #: Lines a runner wrote on its stdout/stderr pipes (fd-level output) that the host's log
+    #: handlers could not keep up with: the host never makes a runner wait on its handlers, so
+    #: past a bounded backlog it drops them instead, the least severe first.
+    HOST_BACKLOG = "host_backlog"
 
 
 @dataclasses.dataclass
@@ -42,13 +46,17 @@ class LogMetrics:
     bytes: int = 0
     #: ``time.time()`` when the last record arrived, or None.
     last_record_time: float | None = None
+    #: Records received per output stream (``"stdout"``, ``"stderr"``): a runner's fd-level
+    #: output read from its pipes, and its Python-level output captured as records. Included
+    #: in :attr:`received`.
+    streams: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def count_drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
 
     def snapshot(self) -> LogMetrics:
         """A copy that no longer changes."""
-        return dataclasses.replace(self, dropped=dict(self.dropped))
+        return dataclasses.replace(self, dropped=dict(self.dropped), streams=dict(self.streams))
 
     @classmethod
     def combined(cls, parts: Iterable[LogMetrics]) -> LogMetrics:
@@ -62,6 +70,8 @@ class LogMetrics:
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)
+            for stream, count in list(part.streams.items()):
+                total.streams[stream] = total.streams.get(stream, 0) + count
             if part.last_record_time is not None:
                 total.last_record_time = max(total.last_record_time or 0.0, part.last_record_time)
         return total

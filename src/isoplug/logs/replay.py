@@ -11,7 +11,8 @@ One :class:`LogReplayer` serves one connection. For every batch it:
 4. neutralizes control characters and caps sizes (:mod:`isoplug.logs.sanitize`);
 5. applies the per-sender rate limit and the host logger's level;
 6. rebuilds a complete ``LogRecord`` — every field from the sender, nothing filled in with the
-   host's own process, thread or task — adds the identity attributes the host vouches for
+   host's own process, thread or task; its exception a genuine ``exc_info`` with the sender's
+   traceback (:mod:`isoplug.logs.exceptions`) — adds the identity attributes the host vouches for
    (``plugin_id``, ``runner_pid``...), which always override anything the sender put in
    ``extra``, and hands it to ``logging.getLogger(name).handle()``.
 
@@ -25,19 +26,20 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
+from isoplug.logs.exceptions import ExceptionRebuilder, ExcInfo
 from isoplug.logs.ledger import LedgerError, ReceiverLedger
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.sanitize import cap_text, clean_block, clean_logger_name, clean_text
 from isoplug.wire import LogBatch, LogRecordData
 
-__all__ = ["LogReplayer", "ReplayLimits"]
+__all__ = ["LogReplayer", "LogTemplate", "ReplayLimits"]
 
 _record_list_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
 _raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
@@ -47,6 +49,8 @@ _value_encoder = msgspec.msgpack.Encoder()
 #: Records replayed between two yields to the event loop in :meth:`LogReplayer.replay_async`:
 #: about a millisecond of work, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
+#: The output streams counted in ``LogMetrics.streams``.
+_STD_STREAMS = frozenset({"stdout", "stderr"})
 #: The sender's root logger has one of these names.
 _ROOT_NAMES = frozenset({"", "root"})
 #: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
@@ -55,9 +59,42 @@ _HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender"})
 #: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
 _SITE_CHARS = 256
 _MAX_SITES = 10_000
+#: Templates up to this long are remembered (sanitized, as the LogTemplate every record of
+#: theirs shares), at most _MAX_TEMPLATES of them: at most 4 MiB or so per sender.
+_TEMPLATE_CHARS = 1024
+_MAX_TEMPLATES = 4096
 _LEVEL_NAMES = {
     level: name for name, level in logging.getLevelNamesMapping().items() if name != "WARN"
 }
+
+
+class LogTemplate(str):
+    """The ``msg`` of a replayed record whose sender logged a format string with arguments:
+    the template itself, so that tools which group records by ``msg`` (Sentry) see one
+    template; the record's ``args`` is ``(the message the sender rendered,)``.
+
+    ``LogRecord.getMessage()`` does ``str(msg) % args``: ``__str__`` keeps this object, and
+    ``%`` with a one-string tuple returns that string. The template is never applied to the
+    sender's text, so one that does not match its message (a buggy or hostile sender) cannot
+    make formatting fail; a filter that rewrites ``args[0]`` (redaction) changes the message.
+    Anything else sees an ordinary string: comparisons, hashing, ``json``, string methods use
+    the template's text. One object serves every record of a template.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return self
+
+    def __mod__(self, args: object) -> str:
+        if type(args) is tuple and len(args) == 1 and isinstance(args[0], str):
+            return args[0]
+        # Arguments someone else put on the record: formatted as any record's would be.
+        return str.__mod__(self, args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not str's default (protocols 0 and 1 would recurse through __str__).
+        return (LogTemplate, (str.__str__(self),))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +153,7 @@ class LogReplayer:
         self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
         self._names: dict[str, tuple[logging.Logger, dict[str, Any]]] = {}
         self._sites: dict[str, str] = {}
+        self._templates: dict[str, LogTemplate] = {}
         self._last_seq = 0
         # Records replayed since the last yield to the event loop (see receive()).
         self._since_yield = 0
@@ -129,6 +167,12 @@ class LogReplayer:
         self._sender_pid = sender_pid
         self._ledger: ReceiverLedger | None = None
         self._ledger_announced = False
+        # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.exceptions).
+        self._exceptions = ExceptionRebuilder(
+            max_message_chars=self.limits.max_message_chars,
+            max_text_chars=self.limits.max_traceback_chars,
+        )
+        self._exception_failure_reported = False
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -155,6 +199,31 @@ class LogReplayer:
         rest = self.receive(batch)
         if rest is not None:
             await rest
+
+    def replay_records(self, records: Iterable[LogRecordData]) -> None:
+        """Replay records that did not arrive in a batch (a runner's stdout/stderr lines, read
+        by the host) through the same pipeline: logger mapping under the prefix, level filter,
+        rate limit, sanitizing, rebuild and identity. No wire decoding, no sequence or ledger
+        accounting: their ``seq`` is ignored. Counted in :attr:`metrics` like batches' records.
+        """
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return
+        metrics = self.metrics
+        metrics.received += len(batch)
+        metrics.last_record_time = time.time()
+        for data in batch:
+            if data.extra:
+                self._count_stream(data)
+        replay_one = self._replay_one
+        for data in batch:
+            replay_one(data)
+        self._report_rate_drops(force=False)
+
+    def report(self, text: str) -> None:
+        """Say ``text`` in a WARNING record on the ``<prefix>`` logger, stamped with the
+        identity, as the replayer's own reports (drops, gaps) are."""
+        self._report(text)
 
     @staticmethod
     async def _replay_rest(steps: Iterator[None]) -> None:
@@ -248,12 +317,27 @@ class LogReplayer:
                 self._last_seq = data.seq
             else:
                 self._check_sequence(data.seq)
+            if data.extra:
+                # Only records with extras can be a runner's captured stdout/stderr.
+                self._count_stream(data)
             replay_one(data)
             self._since_yield += 1
             if self._since_yield >= REPLAY_SLICE:
                 self._since_yield = 0
                 yield
         self._report_rate_drops(force=False)
+
+    def _count_stream(self, data: LogRecordData) -> None:
+        """Count in ``metrics.streams`` a record of a runner's stdout or stderr: an extra
+        ``stream`` naming it, on a logger of that name (``stdout``, ``<anything>.stdout``)."""
+        stream = data.extra.get("stream")
+        if (
+            isinstance(stream, str)
+            and stream in _STD_STREAMS
+            and (data.name == stream or data.name.endswith("." + stream))
+        ):
+            streams = self.metrics.streams
+            streams[stream] = streams.get(stream, 0) + 1
 
     def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:
         try:
@@ -321,7 +405,10 @@ class LogReplayer:
             # Out of any sensible range: the lowest level there is, or CRITICAL.
             levelno = logging.CRITICAL if levelno > 100 else 1
         logger, identity = self._names.get(data.name) or self._logger_for(data.name)
-        if not logger.isEnabledFor(levelno):
+        if not logger.isEnabledFor(levelno) and not (
+            # A disabled logger is enabled for no level: looked at only here, off the hot path.
+            logger.disabled and self._enable_again(logger) and logger.isEnabledFor(levelno)
+        ):
             self.metrics.filtered += 1
             return
         bucket = self._bucket
@@ -384,12 +471,27 @@ class LogReplayer:
         if not message.isprintable() or len(message) > limits.max_message_chars:
             message = clean_text(message, limits.max_message_chars)
         msg: Any = message
+        args: tuple[str, ...] = ()
         extra = self._clean_mapping(data.extra, rename_reserved=True) if data.extra else {}
+        exc_info = self._exc_info(data) if data.exception is not None else None
         if data.event is not None:
             msg = self._clean_mapping(data.event, rename_reserved=False)
+            if "exc_info" in msg:
+                # The sender's exception, rebuilt; never True, which structlog would resolve
+                # against this process's own sys.exc_info().
+                msg["exc_info"] = exc_info
             # structlog's ProcessorFormatter recognises its records by these two attributes.
             extra["_logger"] = logger
             extra["_name"] = clean_text(data.event_method or "info", 32)
+        elif data.template is not None:
+            msg = self._templates.get(data.template) or self._template(data.template)
+            # getMessage() formats only when args is non-empty. The sender's arguments do not
+            # cross the wire (turning each into something msgpack carries would cost the
+            # plugin's every call, and "%d" or "%.2f" of their text would not give back what the
+            # plugin printed), so args is the one value the host has: the rendered message. It
+            # is a real tuple, as tools that read args expect (Sentry sends it as "params",
+            # beside "formatted", which is getMessage()).
+            args = (message,)
         # The fields that name where a record comes from repeat from record to record: they
         # are cleaned once and then looked up (see _clean_site).
         sites = self._sites
@@ -400,15 +502,20 @@ class LogReplayer:
             **extra,
             "name": logger.name,
             "msg": msg,
-            "args": (),
+            "args": args,
             "levelname": _LEVEL_NAMES.get(levelno) or clean_text(data.levelname, 32),
             "levelno": levelno,
             "pathname": sites.get(data.pathname) or self._clean_site(data.pathname, 1024),
             "filename": sites.get(data.filename) or self._clean_site(data.filename, 256),
             "module": sites.get(data.module) or self._clean_site(data.module, 256),
-            "exc_info": None,
+            "exc_info": exc_info,
+            # With exc_info, formatters render it (as the sender printed it): no text to repeat.
+            # A blank text stays: loguru sets "\n" so that its message, which holds its own
+            # rendering of the traceback, is not followed by a second one.
             "exc_text": (
-                clean_block(data.exc_text, limits.max_traceback_chars) if data.exc_text else None
+                clean_block(data.exc_text, limits.max_traceback_chars)
+                if data.exc_text and (exc_info is None or data.exc_text.isspace())
+                else None
             ),
             "stack_info": (
                 clean_block(data.stack_info, limits.max_traceback_chars)
@@ -449,6 +556,32 @@ class LogReplayer:
             **identity,
         }
         return record
+
+    def _exc_info(self, data: LogRecordData) -> ExcInfo | None:
+        """The record's exception as a genuine exc_info; None (the record keeps the text) if
+        even a bounded rebuild fails, which is reported once."""
+        assert data.exception is not None
+        try:
+            return self._exceptions.rebuild(data.exception)
+        except Exception as exc:
+            if not self._exception_failure_reported:
+                self._exception_failure_reported = True
+                self._report(
+                    f"cannot rebuild an exception logged by {self.description} "
+                    f"({type(exc).__name__}: {clean_text(str(exc), 200)}); its records show "
+                    "the traceback as text (reported once)"
+                )
+            return None
+
+    def _template(self, text: str) -> LogTemplate:
+        """The sanitized template, as one object for every record that has it (remembered)."""
+        limit = self.limits.max_message_chars
+        template = LogTemplate(
+            text if text.isprintable() and len(text) <= limit else clean_text(text, limit)
+        )
+        if len(text) <= _TEMPLATE_CHARS and len(self._templates) < _MAX_TEMPLATES:
+            self._templates[text] = template
+        return template
 
     def _clean_site(self, text: str, limit: int) -> str:
         """``clean_text`` for a source or thread name; remembers names that need no change."""
@@ -503,7 +636,38 @@ class LogReplayer:
             f"({_by_level(drops)}); the limit is {self.limits.rate:,.0f} records/s"
         )
 
+    def _enable_again(self, logger: logging.Logger) -> bool:
+        """Enable ``logger`` and every other logger of this replayer that has been disabled,
+        and say so in one warning; returns True.
+
+        ``logging.config``'s ``dictConfig()`` and ``fileConfig()`` disable every existing logger
+        that their configuration does not name (nor a child of one it names), unless given
+        ``disable_existing_loggers=False``: a host that configures logging after a plugin has
+        logged would lose every later record of that plugin, counted as filtered and shown
+        nowhere. These loggers are isoplug's, made for the plugin's records, and such a blanket
+        disable is hardly ever aimed at them; the warning says how to silence a plugin for real.
+        """
+        loggers = {logger.name: logger, self._report_logger.name: self._report_logger}
+        for known, _ in self._names.values():
+            loggers.setdefault(known.name, known)
+        disabled = sorted(name for name, known in loggers.items() if known.disabled)
+        for name in disabled:
+            loggers[name].disabled = False
+        shown = ", ".join(disabled[:5]) + (f" and {len(disabled) - 5} more" if disabled[5:] else "")
+        example = self.prefix or logger.name
+        self._report(
+            f"the logger(s) {shown} of {self.description} had been disabled, so its records "
+            "reached no handler; isoplug enabled them again. logging.config's dictConfig() and "
+            "fileConfig() disable every existing logger their configuration does not name, "
+            "unless given disable_existing_loggers=False. To silence a plugin, set the level of "
+            f"its logger: logging.getLogger({example!r}).setLevel(logging.CRITICAL + 1)"
+        )
+        return True
+
     def _report(self, text: str) -> None:
+        if self._report_logger.disabled:
+            # Its reports would vanish (see _enable_again, which reports through here).
+            self._enable_again(self._report_logger)
         record = self._report_logger.makeRecord(
             self._report_logger.name, logging.WARNING, "(isoplug)", 0, text, (), None
         )

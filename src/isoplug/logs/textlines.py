@@ -212,7 +212,7 @@ class LineClassifier:
     @property
     def holding(self) -> bool:
         """True while lines of an unfinished (or possibly continued) block are held."""
-        return bool(self._block)
+        return bool(self._state)
 
     def feed(self, line: str, truncated: bool = False) -> list[TextRecord]:
         """The records ``line`` completes (often none or one)."""

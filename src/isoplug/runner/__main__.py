@@ -13,7 +13,7 @@ import sys
 import msgspec
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
-from isoplug.runner.logging_setup import configure_runner_logging
+from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.session import run_runner
 
 #: The bootstrap is a few hundred bytes per plugin; a line longer than this is not one.
@@ -22,7 +22,8 @@ _MAX_BOOTSTRAP_BYTES = 1024 * 1024
 
 def main() -> int:
     # A fatal crash (segfault in a C extension) prints every thread's stack on stderr, which
-    # the host captures and attributes to this runner.
+    # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
+    # (capture_python_output): it keeps writing to the real file descriptor 2.
     faulthandler.enable()
     line = sys.stdin.buffer.readline(_MAX_BOOTSTRAP_BYTES)
     try:
@@ -34,7 +35,9 @@ def main() -> int:
         )
         return EXIT_BAD_BOOTSTRAP
     sys.stdin.close()
-    configure_runner_logging(bootstrap)
+    if configure_runner_logging(bootstrap) is not None:
+        # Without forwarding, stdout and stderr stay the pipes the host reads.
+        capture_python_output()
     return asyncio.run(run_runner(bootstrap))
 
 

@@ -17,15 +17,22 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSummary
+from isoplug.logs.streams import current_source
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
 from isoplug.wire import ErrorInfo
 
-__all__ = ["LoadedPlugin", "PluginTable"]
+__all__ = ["LoadedPlugin", "PluginTable", "plugin_source"]
 
 _log = logging.getLogger("isoplug.runner")
 
 #: Traceback text returned for a failed call; a deep recursion must not fill a frame.
 _MAX_TRACEBACK_CHARS = 32 * 1024
+
+
+def plugin_source(plugin_id: str) -> str:
+    """The :data:`~isoplug.logs.streams.current_source` of a plugin's code: its logger's name,
+    so that what it prints or fails with lands on ``plugin.<id>.stdout`` / ``plugin.<id>``."""
+    return f"plugin.{plugin_id}"
 
 
 class LoadedPlugin:
@@ -34,6 +41,7 @@ class LoadedPlugin:
     def __init__(self, plugin_id: str, instance: Plugin) -> None:
         self.plugin_id = plugin_id
         self.instance = instance
+        self.source = plugin_source(plugin_id)
         self.methods: dict[str, Callable[..., Any]] = {}
         self.subscriptions: dict[str, list[Callable[..., Any]]] = {}
         for attribute in dir(type(instance)):
@@ -90,6 +98,10 @@ class PluginTable:
                 f"arguments do not fit {plugin.plugin_id}.{request.method}"
                 f"{inspect.signature(function)}: {exc}",
             )
+        # The call's output is the plugin's, in its tasks and worker thread too (to_thread
+        # copies the context). The request runs in a task of its own: the value is reset below
+        # only for tidiness.
+        source = current_source.set(plugin.source)
         try:
             if inspect.iscoroutinefunction(function):
                 result = await function(**request.kwargs)
@@ -102,12 +114,15 @@ class PluginTable:
                 str(exc),
                 _traceback_text(exc),
             )
+        finally:
+            current_source.reset(source)
         return CallOutcome(result=result)
 
     async def deliver(self, delivery: EventDelivery) -> None:
         """Hand an event to every subscriber, one after another; failures are logged."""
         for plugin in self.plugins.values():
             for subscriber in plugin.subscriptions.get(delivery.event, ()):
+                source = current_source.set(plugin.source)
                 try:
                     if inspect.iscoroutinefunction(subscriber):
                         await subscriber(delivery.payload)
@@ -117,6 +132,8 @@ class PluginTable:
                     _log.exception(
                         "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event
                     )
+                finally:
+                    current_source.reset(source)
 
 
 def _failure(code: str, type_name: str, message: str, traceback_text: str = "") -> CallOutcome:

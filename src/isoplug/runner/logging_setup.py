@@ -7,6 +7,13 @@ plugin blocks the event loop, and at moderate rates each record is in the kernel
 ``logger.info()`` returns, so it survives the runner being killed. If that connection cannot be
 opened, records go to stderr instead, which the host captures line by line: degraded, never
 lost.
+
+Once records are forwarded, :func:`capture_python_output` makes every other Python-level way
+out of a plugin a record too: ``print()`` and ``sys.stdout``/``sys.stderr`` writes (which then
+never block on the host, see :mod:`isoplug.logs.streams`), warnings, uncaught exceptions in any
+thread or ``__del__`` (:mod:`isoplug.logs.hooks`), and loguru's default sink
+(:mod:`isoplug.logs.loguru_bridge`). Output at the file descriptor level (C extensions, child
+processes, faulthandler) still goes to the pipes the host reads.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ import sys
 from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.handler import WRITE_THROUGH_RATE
+from isoplug.logs.hooks import install_exception_hooks
+from isoplug.logs.loguru_bridge import install_loguru_bridge
+from isoplug.logs.streams import redirect_stdio
 
-__all__ = ["apply_log_level", "configure_runner_logging"]
+__all__ = ["apply_log_level", "capture_python_output", "configure_runner_logging"]
 
 _FALLBACK_FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: The host answers within milliseconds; past this it is not there.
@@ -52,6 +62,15 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
         "log forwarding to the host failed (%s); logging to stderr instead", handler.failure
     )
     return None
+
+
+def capture_python_output() -> None:
+    """Route print(), sys.stdout/sys.stderr, warnings, uncaught exceptions and loguru into
+    logging. Call after :func:`configure_runner_logging` succeeded: the streams flush their
+    last partial lines before its handler closes."""
+    redirect_stdio()
+    install_exception_hooks()
+    install_loguru_bridge()
 
 
 def apply_log_level(change: LogLevelChange) -> None:

@@ -46,9 +46,11 @@ from isoplug.control import (
     ReadyReport,
 )
 from isoplug.errors import IsoplugError, RemoteError
+from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
+from isoplug.logs.streams import attributed_to
 from isoplug.rpc import Peer
 from isoplug.runner.api import PluginContext
-from isoplug.runner.dispatch import LoadedPlugin, PluginTable
+from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import apply_log_level
 
@@ -63,6 +65,11 @@ _DENIED = f"{CapabilityDenied.__module__}.{CapabilityDenied.__qualname__}"
 
 async def run_runner(bootstrap: Bootstrap) -> int:
     """Run the runner described by ``bootstrap``; return the process exit code."""
+    loop = asyncio.get_running_loop()
+    # "Task exception was never retrieved" and the like: a record with the exception, on the
+    # logger of the plugin whose task it was.
+    loop.set_exception_handler(asyncio_exception_handler)
+    track_task_sources(loop)
     table = PluginTable()
     shutdown = asyncio.Event()
     peer_box: list[Peer] = []
@@ -131,8 +138,11 @@ async def _load_and_set_up(
     failures: list[LoadFailure] = []
     for entry in bootstrap.plugins:
         try:
-            plugin_class = load_plugin_class(entry)
-            instance = plugin_class()
+            # What a plugin prints, warns or fails with is its own (and so in the tasks it
+            # starts): see isoplug.logs.streams.current_source.
+            with attributed_to(plugin_source(entry.id)):
+                plugin_class = load_plugin_class(entry)
+                instance = plugin_class()
         except PluginLoadError as exc:
             failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc), exc.traceback_text))
             continue
@@ -149,7 +159,8 @@ async def _load_and_set_up(
             continue
         context = PluginContext(entry.id, frozenset(entry.capabilities), call_host)
         try:
-            await instance.setup(context)
+            with attributed_to(plugin_source(entry.id)):
+                await instance.setup(context)
         except Exception as exc:
             failures.append(
                 LoadFailure(
@@ -171,7 +182,8 @@ async def _teardown(table: PluginTable, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             for plugin in table.plugins.values():
                 try:
-                    await plugin.instance.teardown()
+                    with attributed_to(plugin_source(plugin.plugin_id)):
+                        await plugin.instance.teardown()
                 except Exception:
                     _log.exception("plugin %r: teardown() failed", plugin.plugin_id)
     except TimeoutError:
@@ -180,5 +192,5 @@ async def _teardown(table: PluginTable, timeout: float) -> None:
         # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()
     except Exception as exc:
-        # Logging itself failed, so say it where the host still listens: stderr.
-        print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.stderr, flush=True)
+        # Logging itself failed, so say it where the host still listens: the real stderr.
+        print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)

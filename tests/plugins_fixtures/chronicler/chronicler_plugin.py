@@ -61,6 +61,12 @@ class Chronicler(isoplug.Plugin):
         return child
 
     @isoplug.method
+    async def log_payments(self, orders: list[str]) -> None:
+        """One record per order, all from the same template."""
+        for order in orders:
+            log.info("paid %s", order)
+
+    @isoplug.method
     async def pid(self) -> int:
         return os.getpid()
 

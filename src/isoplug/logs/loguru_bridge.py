@@ -1,0 +1,155 @@
+"""loguru, when a program uses it, logs through the standard ``logging`` module.
+
+loguru's default sink writes formatted text to stderr, where a log record's level, extras and
+exception would be lost. :func:`install_loguru_bridge` waits for the program to import loguru
+(isoplug never imports it, and does not need it installed), then removes that default sink
+(handler 0, if still there) and adds one that turns each message into a ``logging.LogRecord``
+handed to ``logging.getLogger(<source>.<module>)``'s handlers:
+
+- the level is loguru's, number and name (``SUCCESS`` 25, ``TRACE`` 5, custom levels too);
+- ``logger.bind(user=42)`` / ``contextualize`` values become record attributes (extras); one
+  named like a standard attribute is renamed ``extra_<name>``;
+- an exception (``logger.exception``, ``opt(exception=...)``) is the record's ``exc_info``;
+- the source location, thread, process and time are loguru's record's.
+
+loguru's own ``StandardSink`` (a ``logging.Handler`` as sink) nests the extras under one
+attribute and blanks the exception's text: that is why this sink builds the record itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from isoplug.logs.streams import current_source, deliver
+
+__all__ = ["forward_loguru", "install_loguru_bridge"]
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def install_loguru_bridge() -> None:
+    """Forward loguru to ``logging`` as soon as the program imports loguru (now, if it has)."""
+    module = sys.modules.get("loguru")
+    if module is not None:
+        forward_loguru(module)
+        return
+    if not any(isinstance(finder, _LoguruFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _LoguruFinder())
+
+
+def forward_loguru(module: ModuleType) -> None:
+    """Replace loguru's default stderr sink (if still there) with one into ``logging``."""
+    logger = module.logger
+    with contextlib.suppress(ValueError):
+        logger.remove(0)  # the default sink; gone already if the program removed it
+    # Level 0: every message reaches logging, whose logger levels decide. No exception
+    # formatting with variable values (diagnose): the record carries the exception itself.
+    logger.add(_sink, level=0, format="{message}", backtrace=False, diagnose=False)
+
+
+def _sink(message: Any) -> None:
+    """loguru calls this, in the logging thread, for each message."""
+    record = message.record
+    level = record["level"]
+    source = current_source.get()
+    module_name = record["name"] or "loguru"
+    name = f"{source}.{module_name}" if source else module_name
+    target = logging.getLogger(name)
+    if not target.isEnabledFor(level.no):
+        return
+    exception = record["exception"]
+    exc_info = None
+    if exception is not None and exception.type is not None:
+        exc_info = (exception.type, exception.value, exception.traceback)
+    log_record = logging.LogRecord(
+        name,
+        level.no,
+        record["file"].path,
+        record["line"],
+        record["message"],
+        None,
+        exc_info,
+        record["function"],
+    )
+    log_record.levelname = level.name
+    created = record["time"].timestamp()
+    log_record.created = created
+    log_record.msecs = int((created - int(created)) * 1000) + 0.0
+    log_record.relativeCreated = (created - getattr(logging, "_startTime", created)) * 1000
+    log_record.thread = record["thread"].id
+    log_record.threadName = record["thread"].name
+    log_record.process = record["process"].id
+    log_record.processName = record["process"].name
+    attributes = log_record.__dict__
+    for key, value in record["extra"].items():
+        attributes[f"extra_{key}" if key in _STANDARD else key] = value
+    deliver(target, log_record)
+
+
+class _LoguruFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: lets the other finders find loguru, and wraps its loader so that
+    :func:`forward_loguru` runs right after loguru's module has run. Then leaves
+    ``sys.meta_path``."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "loguru":
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec: importlib.machinery.ModuleSpec | None = find(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and not isinstance(spec.loader, _ForwardingLoader):
+            spec.loader = _ForwardingLoader(spec.loader, self)
+        return spec
+
+
+class _ForwardingLoader(importlib.abc.Loader):
+    """loguru's own loader, and :func:`forward_loguru` once it has loaded the module."""
+
+    def __init__(self, loader: importlib.abc.Loader, finder: _LoguruFinder) -> None:
+        self._loader = loader
+        self._finder = finder
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The module keeps its real loader (importlib.resources and friends ask it).
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._finder)
+        try:
+            forward_loguru(module)
+        except Exception as exc:
+            stream = sys.__stderr__
+            if stream is not None:
+                stream.write(f"isoplug: forwarding loguru to logging failed: {exc!r}\n")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)

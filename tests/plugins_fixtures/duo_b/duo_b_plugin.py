@@ -1,0 +1,44 @@
+"""One of two test plugins of group 'duo': prints in a call, an event and a task it started."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import isoplug
+
+NAME = "duo_b"
+
+
+class Duo(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @isoplug.method
+    async def speak(self) -> None:
+        print(f"{NAME} in a call")
+
+        async def later() -> None:
+            await asyncio.sleep(0)
+            print(f"{NAME} in a task")
+
+        task = asyncio.get_running_loop().create_task(later())
+        self.tasks.add(task)
+        await task
+
+    @isoplug.method
+    def speak_in_thread(self) -> None:
+        print(f"{NAME} in a worker thread")
+
+    @isoplug.method
+    async def fail_in_task(self) -> None:
+        async def fail() -> None:
+            raise LookupError(f"{NAME} task failed")
+
+        asyncio.get_running_loop().create_task(fail())
+        await asyncio.sleep(0.01)
+
+    @isoplug.on_event("chat")
+    async def on_chat(self, payload: Any) -> None:
+        print(f"{NAME} in an event", file=sys.stderr)

@@ -1,0 +1,161 @@
+"""A test plugin that prints, warns and fails in every Python-level way, on request.
+
+Its module-level names (``where``) give the line numbers the tests expect records to carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import gc
+import json
+import os
+import sys
+import threading
+import traceback
+import warnings
+from typing import Any
+
+import isoplug
+
+#: The line of each write in say_all(), as the records should give it.
+LINES: dict[str, int] = {}
+
+
+def _here(name: str) -> None:
+    LINES[name] = sys._getframe(1).f_lineno + 1
+
+
+class Printer(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+        self.background: set[asyncio.Task[None]] = set()
+
+    @isoplug.method
+    async def pid(self) -> int:
+        return os.getpid()
+
+    @isoplug.method
+    async def say_all(self) -> dict[str, int]:
+        """One line through each of print, sys.stdout.write, sys.stderr.write and
+        sys.stdout.buffer.write; return the line number of each call."""
+        _here("print")
+        print("printed line")
+        _here("stdout")
+        sys.stdout.write("written to stdout\n")
+        _here("stderr")
+        sys.stderr.write("written to stderr\n")
+        _here("buffer")
+        sys.stdout.buffer.write("bytes to stdout \xe9\n".encode() + b"bad \xff\n")
+        return dict(LINES)
+
+    @isoplug.method
+    async def stream_api(self) -> dict[str, Any]:
+        """What a plugin may ask of sys.stdout."""
+        out = sys.stdout
+        written = out.write("api line\n")
+        out.writelines(["lines 1\n", "lines 2\n"])
+        out.flush()
+        out.buffer.flush()
+        return {
+            "written": written,
+            "fileno": out.fileno(),
+            "err_fileno": sys.stderr.fileno(),
+            "isatty": out.isatty(),
+            "encoding": out.encoding,
+            "errors": out.errors,
+        }
+
+    @isoplug.method
+    async def structured_stderr(self) -> None:
+        print(
+            json.dumps({"level": "error", "message": "disk full", "disk": "sda"}), file=sys.stderr
+        )
+        print("ERROR: prefixed trouble", file=sys.stderr)
+        empty: dict[str, int] = {}
+        try:
+            empty["missing"]
+        except KeyError:
+            traceback.print_exc()
+
+    @isoplug.method
+    def threads(self, threads: int, lines: int) -> None:
+        """``threads`` threads print ``lines`` lines each, every line in three writes."""
+        start = threading.Barrier(threads)
+
+        def run(index: int) -> None:
+            start.wait()
+            for number in range(lines):
+                sys.stdout.write(f"thread {index} ")
+                sys.stdout.write(f"line {number} ")
+                print("." * (number % 50) + "end")
+
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    @isoplug.method
+    async def partial_line(self, text: str) -> None:
+        sys.stdout.write(text)
+
+    @isoplug.method
+    async def warn(self) -> int:
+        line = sys._getframe().f_lineno + 1
+        warnings.warn("this is deprecated", FutureWarning, stacklevel=1)
+        return line
+
+    @isoplug.method
+    async def thread_raises(self) -> None:
+        def fail() -> None:
+            raise RuntimeError("thread failed")
+
+        worker = threading.Thread(target=fail, name="doomed")
+        worker.start()
+        worker.join()
+
+    @isoplug.method
+    async def unraisable(self) -> None:
+        class Broken:
+            def __del__(self) -> None:
+                raise ValueError("del failed")
+
+        Broken()
+        gc.collect()
+
+    @isoplug.method
+    async def task_exception(self) -> None:
+        async def fail() -> None:
+            raise LookupError("nobody awaited me")
+
+        task = asyncio.get_running_loop().create_task(fail())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        del task
+        gc.collect()
+
+    @isoplug.method
+    async def loguru(self) -> None:
+        from loguru import logger
+
+        logger.info("loguru info")
+        logger.success("loguru success")
+        logger.bind(user=42).warning("loguru bound")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            logger.exception("loguru exception")
+
+    @isoplug.method
+    async def flood(self, count: int) -> int:
+        """``count`` lines ``flood <n>``, yielding to the loop every 500 lines."""
+        for number in range(count):
+            print(f"flood {number}")
+            if number % 500 == 499:
+                await asyncio.sleep(0)
+        return count
+
+    @isoplug.method
+    async def segfault(self) -> None:
+        faulthandler._sigsegv()  # type: ignore[attr-defined] # a real SIGSEGV, for tests

@@ -1,0 +1,659 @@
+"""Replayed records carry a genuine exc_info: the plugin's exception, traceback and chain."""
+
+from __future__ import annotations
+
+import builtins
+import gc
+import io
+import json
+import linecache
+import logging
+import os
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import structlog
+
+from isoplug import Host
+from isoplug.logs import LogReplayer, exceptions
+from isoplug.logs.capture import capture_record
+from isoplug.logs.exceptions import (
+    MAX_DEPTH,
+    MAX_FRAMES,
+    MAX_MEMBERS,
+    ExceptionRebuilder,
+    ExcInfo,
+    exception_data,
+)
+from isoplug.wire import ExceptionData, FrameData, LogRecordData
+from isoplug.wire.logframes import log_batch
+from tests.plugins_fixtures import FAST, plugins_dir
+from tests.record_waiter import RecordWaiter
+
+PREFIX = "plugin.exc"
+record_decoder = msgspec.msgpack.Decoder(LogRecordData)
+
+
+class Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    """Collects what reaches the replayer's loggers during the test."""
+    handler = Collector()
+    logger = logging.getLogger(PREFIX)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+
+
+def replayer() -> LogReplayer:
+    return LogReplayer(PREFIX, description="plugin exc")
+
+
+def captured(error: BaseException, message: str = "failed") -> LogRecordData:
+    """What a sender sends for ``log.exception(message)`` with ``error`` being handled."""
+    record = logging.LogRecord(
+        "worker",
+        logging.ERROR,
+        __file__,
+        10,
+        message,
+        (),
+        (type(error), error, error.__traceback__),
+    )
+    return record_decoder.decode(capture_record(record, 1))
+
+
+def replayed(collector: Collector, *records: LogRecordData) -> list[logging.LogRecord]:
+    """The records replaying ``records`` (in a fresh replayer) produced, reports left out."""
+    before = len(collector.records)
+    replayer().replay(log_batch(list(records)))
+    new = collector.records[before:]
+    return [r for r in new if not getattr(r, "isoplug_report", False)]
+
+
+def round_trip(collector: Collector, error: BaseException) -> logging.LogRecord:
+    (record,) = replayed(collector, captured(error))
+    return record
+
+
+def printed(error: BaseException) -> str:
+    """The traceback as Python prints it, as ``Formatter.formatException`` returns it."""
+    text = "".join(traceback.format_exception(error))
+    return text[:-1] if text.endswith("\n") else text
+
+
+def formatted(record: logging.LogRecord) -> str:
+    assert record.exc_info is not None
+    return logging.Formatter().formatException(record.exc_info)
+
+
+def exc_info_of(record: logging.LogRecord) -> ExcInfo:
+    """The record's exc_info, with its type and value known not to be None."""
+    assert record.exc_info is not None
+    kind, value, tb = record.exc_info
+    assert kind is not None and value is not None
+    return kind, value, tb
+
+
+def raised(function: Callable[[], object]) -> BaseException:
+    try:
+        function()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+# -- what the plugin raises (module level, so that its source lines are in this file) ---------
+
+
+class PluginError(Exception):
+    class Nested(LookupError):
+        pass
+
+
+def fail() -> None:
+    raise ValueError("boom")
+
+
+def parse(text: str) -> int:
+    return int(text) + 1
+
+
+def chained() -> None:
+    try:
+        parse("eighty")
+    except ValueError as exc:
+        raise RuntimeError("cannot configure") from exc
+
+
+def implicit() -> None:
+    try:
+        _ = {"a": 1}["k"]
+    except KeyError:
+        _ = 1 / 0
+
+
+def noted() -> None:
+    try:
+        fail()
+    except ValueError as exc:
+        exc.add_note("while loading settings.toml")
+        exc.add_note("second note")
+        raise
+
+
+def grouped() -> None:
+    raise BaseExceptionGroup("several", [raised(fail), raised(chained), raised(implicit)])
+
+
+def missing_key() -> None:
+    settings: dict[str, str] = {}
+    settings["k"]
+
+
+def plugin_error() -> None:
+    raise PluginError.Nested("no such plugin thing")
+
+
+def multi_line() -> None:
+    values = {"a": 1}
+    _ = len(values) + values["b"]
+
+
+# -- round trips --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "function", [fail, chained, implicit, grouped, missing_key, plugin_error, multi_line]
+)
+def test_format_exception_prints_the_senders_traceback_exactly(
+    collector: Collector, function: Callable[[], None]
+) -> None:
+    """formatException of the replayed exc_info is what Python printed in the sender."""
+    error = raised(function)
+    record = round_trip(collector, error)
+    assert record.exc_info is not None and record.exc_info[2] is not None
+    assert formatted(record) == printed(error)
+
+
+def test_the_class_is_the_senders_by_name_and_a_builtin_stays_one(collector: Collector) -> None:
+    """Type name, qualname, module and str() are the sender's; a KeyError is still a KeyError."""
+    kind, value, _ = exc_info_of(round_trip(collector, raised(missing_key)))
+    assert isinstance(value, KeyError) and kind is type(value)
+    assert (kind.__name__, kind.__qualname__, kind.__module__) == (
+        "KeyError",
+        "KeyError",
+        "builtins",
+    )
+    assert str(value) == "'k'"
+    kind, value, _ = exc_info_of(round_trip(collector, raised(plugin_error)))
+    assert (kind.__name__, kind.__qualname__, kind.__module__) == (
+        "Nested",
+        "PluginError.Nested",
+        __name__,
+    )
+    assert kind is not PluginError.Nested and isinstance(value, Exception)
+    assert str(value) == "no such plugin thing"
+
+
+def test_chains_notes_and_group_members_survive(collector: Collector) -> None:
+    """__cause__, __context__, __suppress_context__, notes and group members are rebuilt."""
+    value = exc_info_of(round_trip(collector, raised(chained)))[1]
+    assert isinstance(value.__cause__, ValueError) and value.__suppress_context__
+    assert value.__cause__.__traceback__ is not None
+    value = exc_info_of(round_trip(collector, raised(implicit)))[1]
+    assert isinstance(value.__context__, KeyError) and not value.__suppress_context__
+    group = exc_info_of(round_trip(collector, raised(grouped)))[1]
+    assert isinstance(group, ExceptionGroup) and group.message == "several"
+    assert [type(e).__name__ for e in group.exceptions] == [
+        "ValueError",
+        "RuntimeError",
+        "ZeroDivisionError",
+    ]
+
+
+def test_a_notes_lines_are_indented_and_nothing_else_changes(collector: Collector) -> None:
+    """Notes survive; their lines are indented so that no plugin text starts at column 0."""
+    error = raised(noted)
+    record = round_trip(collector, error)
+    assert exc_info_of(record)[1].__notes__ == ["  while loading settings.toml", "  second note"]
+    expected = printed(error).replace("\nwhile loading", "\n  while loading")
+    assert formatted(record) == expected.replace("\nsecond note", "\n  second note")
+
+
+def test_formatters_render_the_exception_object_once(collector: Collector) -> None:
+    """exc_text is None, so Formatter.format renders exc_info: the message, then the traceback."""
+    error = raised(chained)
+    record = round_trip(collector, error)
+    # None as replayed; a formatter that ran first (pytest's) caches its rendering there.
+    assert record.exc_text in (None, printed(error))
+    text = logging.Formatter("%(message)s").format(record)
+    assert text == "failed\n" + printed(error)
+    assert text.count("Traceback (most recent call last)") == 2  # the cause's and its own
+
+
+def test_a_blank_exc_text_still_says_render_no_traceback(collector: Collector) -> None:
+    """loguru's exc_text "\\n" (its message holds the traceback) keeps formatters from adding
+    one, while exc_info is there for those that read it."""
+    error = raised(fail)
+    record = logging.LogRecord(
+        "worker", logging.ERROR, __file__, 1, "message with its own traceback", (), None
+    )
+    record.exc_info, record.exc_text = (type(error), error, error.__traceback__), "\n"
+    (replayed_record,) = replayed(collector, record_decoder.decode(capture_record(record, 1)))
+    assert exc_info_of(replayed_record)[1].__traceback__ is not None
+    text = logging.Formatter("%(message)s").format(replayed_record)
+    assert "Traceback" not in text
+
+
+def test_records_of_older_senders_keep_the_text(collector: Collector) -> None:
+    """A record without structured exception keeps exc_info None and the cleaned text."""
+    data = msgspec.structs.replace(captured(raised(fail)), exception=None)
+    (record,) = replayed(collector, data)
+    assert record.exc_info is None
+    assert record.exc_text is not None and record.exc_text.endswith("ValueError: boom")
+
+
+def test_the_frames_carry_the_senders_exact_positions(collector: Collector) -> None:
+    """Every frame's (lineno, end_lineno, colno, end_colno) is the sender's, None included."""
+    frames = [
+        FrameData(__file__, 20, "spans", "", 21, 4, 9),
+        FrameData(__file__, 22, "no_columns", "", 22, None, None),
+        FrameData(__file__, None, "no_line"),
+    ]
+    data = captured(raised(fail))
+    data = msgspec.structs.replace(
+        data, exception=ExceptionData("ValueError", "builtins", "boom", frames)
+    )
+    (record,) = replayed(collector, data)
+    stack = traceback.TracebackException.from_exception(exc_info_of(record)[1]).stack
+    assert [(f.name, f.lineno, f.end_lineno, f.colno, f.end_colno) for f in stack] == [
+        ("spans", 20, 21, 4, 9),
+        ("no_columns", 22, 22, None, None),
+        ("no_line", None, None, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        name
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    ),
+)
+def test_every_builtin_exception_can_be_rebuilt(name: str) -> None:
+    """Each builtin exception type is rebuilt as a subclass of itself, printing its message."""
+    builtin = getattr(builtins, name)
+    members = (
+        [ExceptionData("ValueError", "builtins", "inner")]
+        if issubclass(builtin, BaseExceptionGroup)
+        else []
+    )
+    kind, value, tb = ExceptionRebuilder().rebuild(
+        ExceptionData(
+            name, "builtins", "the message", [FrameData(__file__, 1, "f")], members=members
+        )
+    )
+    assert isinstance(value, builtin) and kind.__name__ == name and tb is not None
+    assert str(value) == "the message"
+    assert traceback.format_exception_only(value)[-1] == f"{name}: the message\n"
+
+
+# -- the sender ---------------------------------------------------------------------------------
+
+
+def recurse(depth: int) -> None:
+    if depth:
+        recurse(depth - 1)
+    raise ValueError("deep")
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def test_the_sender_bounds_frames_keeping_both_ends() -> None:
+    """A deep traceback keeps its outermost and innermost frames, MAX_FRAMES in all."""
+    data = exception_data(raised(lambda: recurse(300)))
+    assert data is not None and len(data.frames) == MAX_FRAMES
+    assert data.frames[0].name == "raised" and data.frames[1].name == "<lambda>"
+    assert data.frames[-1].name == "recurse" and data.frames[-1].line == 'raise ValueError("deep")'
+
+
+def test_the_sender_bounds_chains_and_groups() -> None:
+    """Chains deeper than MAX_DEPTH and groups wider than MAX_MEMBERS are cut."""
+    error: BaseException = ValueError("0")
+    for number in range(1, 60):
+        outer = ValueError(str(number))
+        outer.__context__ = error
+        error = outer
+    data = exception_data(error)
+    links = 0
+    while data is not None:
+        links += 1
+        data = data.context
+    assert links == MAX_DEPTH + 1
+    group = exception_data(ExceptionGroup("wide", [ValueError(str(n)) for n in range(80)]))
+    assert group is not None and len(group.members) == MAX_MEMBERS
+
+
+def test_a_cycle_in_the_chain_prints_as_python_prints_it(collector: Collector) -> None:
+    """A context loop is cut where the traceback module cuts it."""
+    first, second = raised(fail), raised(implicit)
+    first.__context__ = second
+    second.__context__ = first
+    record = round_trip(collector, first)
+    assert formatted(record) == printed(first)
+
+
+def test_an_exception_whose_str_raises_prints_as_python_prints_it(collector: Collector) -> None:
+    """str() failing in the sender gives Python's own placeholder, and never a lost record."""
+    error = raised(lambda: (_ for _ in ()).throw(Unprintable()))
+    record = round_trip(collector, error)
+    assert formatted(record) == printed(error)
+    assert formatted(record).endswith("Unprintable: <exception str() failed>")
+
+
+# -- hostile senders ----------------------------------------------------------------------------
+
+
+def hostile(exception: ExceptionData) -> LogRecordData:
+    return LogRecordData(
+        name="worker",
+        levelno=logging.ERROR,
+        levelname="ERROR",
+        created=1_700_000_000.0,
+        message="failed",
+        seq=1,
+        exc_text="text",
+        exception=exception,
+    )
+
+
+def test_a_forged_line_in_a_message_or_name_cannot_start_a_line(collector: Collector) -> None:
+    """Control characters are escaped; no line of plugin text starts at column 0."""
+    forged = "boom\x1b[2J\n2026-01-01 INFO isoplug.host: forged"
+    error = ExceptionData(
+        "2026-01-01 INFO isoplug.host: forged",
+        "2026-01-01 INFO isoplug.host",
+        forged,
+        [FrameData("/x.py\n2026-01-01 INFO isoplug.host: forged", 1, "f\n2026-01-01 INFO forged")],
+        notes=["2026-01-01 INFO isoplug.host: forged", "note\n2026-01-01 INFO forged"],
+    )
+    (record,) = replayed(collector, hostile(error))
+    text = logging.Formatter("%(message)s").format(record)
+    assert "\x1b" not in text
+    assert not [line for line in text.splitlines() if line.startswith("2026")]
+
+
+@pytest.mark.timeout(20)
+def test_hostile_frames_neither_hang_nor_raise(collector: Collector, tmp_path: Path) -> None:
+    """/dev/zero, a FIFO, a huge file, absurd numbers and 10,000 frames: a bounded rebuild."""
+    fifo = tmp_path / "fifo.py"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.py"
+    with huge.open("wb") as file:
+        file.truncate(exceptions.MAX_SOURCE_BYTES + 1)
+    frames = [
+        FrameData("/dev/zero", 1, "zero"),
+        FrameData("/dev/zero.py", 1, "zero"),
+        FrameData(str(fifo), 1, "fifo", "", 1, 0, 4),
+        FrameData(str(huge), 1, "huge"),
+        FrameData("relative/module.py", 1, "relative"),
+        FrameData("/proc/self/environ", 1, "environ"),
+        FrameData(__file__, -5, "negative", "", -7, -3, -1),
+        FrameData(__file__, 10**12, "huge_line", "", 10**15, 10**12, 10**13),
+        FrameData(__file__, 3, "long_span", "", 10**12, 0, 1),
+        FrameData(__file__, None, "", "", None, 5, None),
+        *(FrameData(f"/nowhere/{n}.py", n, f"f{n}") for n in range(10_000)),
+    ]
+    deep = ExceptionData("E", "m", "root", frames[:2])
+    for number in range(200):
+        deep = ExceptionData("E", "m", str(number), frames[:2], cause=deep)
+    error = ExceptionData("", "", "", frames, cause=deep, members=[deep] * 500)
+    (record,) = replayed(collector, hostile(error))
+    text = formatted(record)
+    assert text.count('  File "') < 2 * exceptions.MAX_TOTAL_FRAMES
+    assert 'File "/dev/zero", line 1, in zero' in text
+    assert 'File "/nowhere/9999.py", line 9999, in f9999' in text
+    assert linecache.getlines(str(fifo)) == [] and linecache.getlines(str(huge)) == []
+    assert linecache.getlines("/proc/self/environ") == []
+
+
+def test_a_rebuild_that_fails_falls_back_to_the_text_and_says_so_once(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If even a bounded rebuild fails, the record keeps its text and one report says why."""
+
+    def broken(self: ExceptionRebuilder, data: ExceptionData) -> Any:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(ExceptionRebuilder, "rebuild", broken)
+    data = captured(raised(fail))
+    replayer().replay(log_batch([data, msgspec.structs.replace(data, seq=2)]))
+    reports = [r for r in collector.records if getattr(r, "isoplug_report", False)]
+    records = [r for r in collector.records if not getattr(r, "isoplug_report", False)]
+    assert len(reports) == 1 and "cannot rebuild an exception" in reports[0].getMessage()
+    assert all(
+        r.exc_info is None and r.exc_text and "ValueError: boom" in r.exc_text for r in records
+    )
+
+
+# -- source lines -------------------------------------------------------------------------------
+
+
+def source_file(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def raise_from(path: Path) -> BaseException:
+    namespace: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return raised(namespace["run"])
+
+
+def test_source_lines_are_read_safely_escaped_and_released(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """A source file is read once, its control characters escaped, and dropped with its frames."""
+    path = source_file(
+        tmp_path, "plugin_mod.py", 'def run():\n    raise ValueError("x\\x1b")  # \x1b[2J\n'
+    )
+    error = raise_from(path)
+    data = exception_data(error)
+    assert data is not None
+    linecache.cache.pop(str(path), None)  # the receiver has not seen this file yet
+    exc_info = ExceptionRebuilder().rebuild(data)
+    entry = linecache.cache[str(path)]
+    assert len(entry) == 4 and entry[1] is None  # no mtime: checkcache() never re-reads it
+    text = logging.Formatter().formatException(exc_info)
+    assert '    raise ValueError("x\\x1b")  # \\x1b[2J' in text.splitlines()
+    del exc_info, entry
+    gc.collect()
+    assert str(path) not in linecache.cache
+
+
+def test_other_files_and_files_past_the_budget_are_never_read(
+    collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-source file is never read, nor any source file past the sender's budget."""
+    monkeypatch.setattr(exceptions, "MAX_LOADED_FILES", 1)
+    secret = source_file(tmp_path, "id_rsa", "-----BEGIN PRIVATE KEY-----\n")
+    first = source_file(tmp_path, "first.py", "first_line = 1\n")
+    second = source_file(tmp_path, "second.py", "second_line = 2\n")
+    frames = [FrameData(str(path), 1, "f") for path in (secret, first, second)]
+    (record,) = replayed(collector, hostile(ExceptionData("E", "m", "", frames)))
+    text = formatted(record)
+    assert ("first_line = 1" in text) != ("second_line = 2" in text)  # one of the two only
+    assert "PRIVATE KEY" not in text
+
+
+def test_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code objects and classes are cached within their bounds, whatever a sender invents."""
+    monkeypatch.setattr(exceptions, "MAX_CODES", 8)
+    monkeypatch.setattr(exceptions, "MAX_CLASSES", 8)
+    rebuilder = ExceptionRebuilder()
+    for number in range(50):
+        frames = [FrameData("/nowhere/x.py", number, "f")]
+        rebuilder.rebuild(ExceptionData(f"E{number}", "m", "", frames))
+    assert len(exceptions._codes) <= 8 and len(exceptions._classes) <= 8
+
+
+# -- consumers ----------------------------------------------------------------------------------
+
+
+def test_opentelemetry_exports_the_exception_attributes(collector: Collector) -> None:
+    """OpenTelemetry's LoggingHandler writes exception.type, .message and .stacktrace."""
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
+
+    error = raised(chained)
+    record = round_trip(collector, error)
+    provider = LoggerProvider()
+    # The current name; older SDKs have only InMemoryLogExporter (which now warns).
+    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
+    provider.add_log_record_processor(export.SimpleLogRecordProcessor(exporter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler is deprecated
+        handler = LoggingHandler(logger_provider=provider)
+    handler.handle(record)
+    (exported,) = exporter.get_finished_logs()
+    attributes = exported.log_record.attributes
+    assert attributes is not None
+    assert attributes["exception.type"] == "RuntimeError"
+    assert attributes["exception.message"] == "cannot configure"
+    assert attributes["exception.stacktrace"] == "".join(traceback.format_exception(error))
+
+
+def structlog_formatter() -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+
+
+def test_structlog_renders_the_plugins_exception_never_the_hosts(collector: Collector) -> None:
+    """stdlib and structlog .exception() records render the plugin's exception through
+    ProcessorFormatter while the host's own exception is being handled."""
+    sender = logging.getLogger("exc.structured.sender")
+    sent: list[bytes] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            sent.append(capture_record(record, len(sent) + 1))
+
+    sender.addHandler(Capture())
+    sender.propagate = False
+    structured = structlog.wrap_logger(
+        sender,
+        processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    try:
+        try:
+            chained()
+        except RuntimeError as exc:
+            error = exc
+            structured.exception("structured failure", attempt=2)
+            sender.exception("stdlib failure")
+    finally:
+        sender.handlers.clear()
+        sender.propagate = True
+    datas = [record_decoder.decode(raw) for raw in sent]
+    assert datas[0].event is not None and datas[0].event["exc_info"] is True
+    formatter = structlog_formatter()
+    try:
+        raise KeyError("the host's own exception")
+    except KeyError:
+        records = replayed(collector, *datas)
+        outputs = [json.loads(formatter.format(record)) for record in records]
+    assert [o["event"] for o in outputs] == ["structured failure", "stdlib failure"]
+    assert all(o["exception"] == printed(error) for o in outputs)
+    event = records[0].msg
+    assert isinstance(event, dict) and event["exc_info"] is records[0].exc_info
+
+
+def test_structlog_without_an_exception_resolves_nothing_in_the_host(collector: Collector) -> None:
+    """exc_info=True logged outside any except block stays empty on the host too."""
+    event = {"event": "no exception", "exc_info": True}
+    record = logging.LogRecord("sender", logging.ERROR, __file__, 1, event, (), None)
+    record._logger, record._name = None, "error"
+    data = record_decoder.decode(capture_record(record, 1))
+    assert data.event is not None and data.event["exc_info"] is False and data.exception is None
+    try:
+        raise KeyError("the host's own exception")
+    except KeyError:
+        (replayed_record,) = replayed(collector, data)
+        output = json.loads(structlog_formatter().format(replayed_record))
+    assert "exception" not in output
+
+
+def test_python_json_logger_includes_the_traceback(collector: Collector) -> None:
+    """python-json-logger's JsonFormatter puts the plugin's traceback in exc_info."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    error = raised(implicit)
+    record = round_trip(collector, error)
+    output = json.loads(JsonFormatter().format(record))
+    assert output["message"] == "failed"
+    assert output["exc_info"] == printed(error)
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+async def test_a_plugins_exception_arrives_in_the_host_as_a_genuine_exc_info(
+    tmp_path: Path,
+) -> None:
+    """log.exception() and structlog's .exception() in a runner reach the host with a real
+    exc_info whose formatException is what the plugin printed."""
+    waiter = RecordWaiter()
+    plugin_logger = logging.getLogger("plugin")
+    plugin_logger.addHandler(waiter)
+    plugin_logger.setLevel(logging.DEBUG)
+    try:
+        async with Host(plugins_dir(tmp_path, "raiser"), config=FAST) as host:
+            await host.wait_ready(20)
+            text = await host.call("raiser", "log_exception")
+            record = await waiter.wait_for("plugin.raiser.raiser.work", "startup failed")
+            structured_text = await host.call("raiser", "log_structlog_exception")
+            structured = await waiter.wait_for(
+                "plugin.raiser.raiser.structured", "structured failure"
+            )
+    finally:
+        plugin_logger.removeHandler(waiter)
+        plugin_logger.setLevel(logging.NOTSET)
+    kind, value, tb = exc_info_of(record)
+    assert (kind.__qualname__, kind.__module__) == ("PluginError", "raiser_plugin")
+    assert isinstance(value.__cause__, ValueError) and tb is not None
+    assert formatted(record) == text.rstrip("\n")
+    assert formatted(structured) == structured_text.rstrip("\n")
+    output = json.loads(structlog_formatter().format(structured))
+    assert output["exception"] == structured_text.rstrip("\n")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.handle(record)
+    assert stream.getvalue() == f"startup failed\n{text}"

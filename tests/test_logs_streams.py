@@ -1,0 +1,169 @@
+"""LogStream in-process: lines, truncation, held tracebacks, no recursion, loguru left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from isoplug.logs.streams import (
+    MAX_LINE_CHARS,
+    TRUNCATED_MARK,
+    LogStream,
+    attributed_to,
+    is_plain_line,
+)
+from isoplug.logs.textlines import LineClassifier, TextRecord
+from tests.record_waiter import RecordWaiter
+
+
+@pytest.fixture
+def waiter() -> Iterator[RecordWaiter]:
+    """Collects what reaches the 'stdout' and 'plugin.p.stdout' loggers (and nothing else)."""
+    collector = RecordWaiter()
+    loggers = [logging.getLogger(name) for name in ("stdout", "plugin.p.stdout")]
+    for logger in loggers:
+        logger.addHandler(collector)
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+    yield collector
+    for logger in loggers:
+        logger.removeHandler(collector)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+
+
+def test_plain_lines_are_what_the_classifier_returns_unchanged() -> None:
+    """Every line the fast path takes as plain, the classifier returns as is, at the default."""
+    lines = [
+        "some line",
+        "",
+        "x: y",
+        "a much longer line: with a colon",
+        "Some line",
+        "ERROR: disk full",
+        "error: disk full",
+        "[warn] slow",
+        "<crit> on fire",
+        '{"level": "error", "message": "m"}',
+        "Traceback (most recent call last):",
+        "Exception in thread x:",
+        "  + Exception Group Traceback (most recent call last):",
+        "Fatal Python error: Segmentation fault",
+        "Unhandled exception in thread started by f",
+        "INFO something",
+        "WARNING:root:text",
+        "12:30 meeting",
+    ]
+    for line in lines:
+        if is_plain_line(line):
+            assert LineClassifier(logging.INFO).feed(line) == [TextRecord(logging.INFO, line)]
+
+
+def test_lines_become_records_at_the_streams_level_with_the_writers_location(
+    waiter: RecordWaiter,
+) -> None:
+    """print() to a LogStream: one record per line, located at the print."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    print("first", file=stream)
+    line = sys._getframe().f_lineno - 1
+    stream.write("two\nthree\npart")
+    stream.write("ial\n")
+    assert waiter.messages() == ["first", "two", "three", "partial"]
+    first = waiter.records[0]
+    assert first.levelno == logging.INFO and first.__dict__["stream"] == "stdout"
+    assert first.lineno == line and first.funcName.startswith("test_lines_become")
+
+
+def test_a_source_puts_lines_under_its_logger(waiter: RecordWaiter) -> None:
+    """With current_source set, lines land on <source>.stdout."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    with attributed_to("plugin.p"):
+        print("mine", file=stream)
+    print("nobody's", file=stream)
+    assert [(r.name, r.getMessage()) for r in waiter.records] == [
+        ("plugin.p.stdout", "mine"),
+        ("stdout", "nobody's"),
+    ]
+
+
+def test_an_over_long_line_is_cut_marked_and_its_tail_skipped(waiter: RecordWaiter) -> None:
+    """A line past MAX_LINE_CHARS arrives cut, marked and flagged; the next line is whole."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream.write("x" * (MAX_LINE_CHARS + 10))
+    stream.write("y" * 100 + "\nnext\n")
+    cut, following = waiter.records
+    assert cut.getMessage() == "x" * MAX_LINE_CHARS + TRUNCATED_MARK
+    assert cut.__dict__["truncated"] is True
+    assert following.getMessage() == "next"
+
+
+def test_flush_emits_the_partial_line(waiter: RecordWaiter) -> None:
+    """flush() turns this thread's partial line into a record."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream.write("progress...")
+    assert not waiter.records
+    stream.flush()
+    assert waiter.messages() == ["progress..."]
+
+
+async def test_a_held_traceback_is_flushed_once_its_thread_goes_quiet(
+    waiter: RecordWaiter,
+) -> None:
+    """A printed traceback (which a chained one might continue) arrives as one record at
+    ERROR soon after the writing stops."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream.write('Traceback (most recent call last):\n  File "x.py", line 1, in f\n')
+    stream.write("KeyError: 'k'\n")
+    record = await waiter.wait_until(lambda: next(iter(waiter.records), None), timeout=5)
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().endswith("KeyError: 'k'")
+    await asyncio.sleep(0.1)
+    assert len(waiter.records) == 1
+
+
+def test_text_a_handler_writes_while_handling_goes_to_the_original_stream(
+    waiter: RecordWaiter,
+) -> None:
+    """A handler that writes to the stream while handling one of its records (an error report)
+    does not loop: its text goes to the original stream."""
+    original = io.StringIO()
+    stream = LogStream("stderr", original, logging.WARNING)
+
+    class Noisy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stream.write(f"handling {record.getMessage()}\n")
+
+    noisy = Noisy()
+    logging.getLogger("stdout").addHandler(noisy)
+    try:
+        shared = LogStream("stdout", io.StringIO(), logging.INFO)
+        print("hello", file=shared)
+    finally:
+        logging.getLogger("stdout").removeHandler(noisy)
+    assert original.getvalue() == "handling hello\n"
+    assert waiter.messages() == ["hello"]
+
+
+def test_the_loguru_bridge_does_not_import_loguru() -> None:
+    """Installing the bridge leaves loguru unimported; importing it later forwards it."""
+    code = (
+        "import sys, logging\n"
+        "from isoplug.logs.loguru_bridge import install_loguru_bridge\n"
+        "install_loguru_bridge()\n"
+        "assert 'loguru' not in sys.modules\n"
+        "seen = []\n"
+        "class H(logging.Handler):\n"
+        "    def emit(self, r): seen.append((r.levelname, r.getMessage()))\n"
+        "logging.getLogger().addHandler(H())\n"
+        "logging.getLogger().setLevel(1)\n"
+        "from loguru import logger\n"
+        "logger.success('done')\n"
+        "assert seen == [('SUCCESS', 'done')], seen\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,250 @@
+"""A plugin's format string arrives as the host record's ``msg``, so tools that group records by
+template (Sentry groups on ``record.msg``) see one template, while ``getMessage()`` returns
+exactly the message the plugin rendered."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import logging.handlers
+import pickle
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import structlog
+
+from isoplug import Host
+from isoplug.logs import LogReplayer, ReplayLimits
+from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
+from isoplug.logs.replay import LogTemplate
+from isoplug.wire import LogBatch, LogRecordData
+from isoplug.wire.logframes import log_batch
+from tests.plugins_fixtures import FAST, plugins_dir
+from tests.record_waiter import RecordWaiter
+
+PREFIX = "plugin.demo"
+_decoder = msgspec.msgpack.Decoder(LogRecordData)
+
+
+class Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    """Collects what reaches the ``plugin.demo`` logger during the test."""
+    handler = Collector()
+    host_logger = logging.getLogger(PREFIX)
+    host_logger.addHandler(handler)
+    host_logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        host_logger.removeHandler(handler)
+        host_logger.setLevel(logging.NOTSET)
+
+
+def captured(log: Callable[[logging.Logger], None]) -> list[bytes]:
+    """What ``log(logger)`` sends, record by record, as the runner's handler encodes it."""
+    source = logging.getLogger("templates.sender")
+    sent: list[bytes] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            sent.append(capture_record(record, len(sent) + 1))
+
+    handler = Capture()
+    source.addHandler(handler)
+    source.setLevel(logging.DEBUG)
+    source.propagate = False
+    try:
+        log(source)
+    finally:
+        source.removeHandler(handler)
+        source.setLevel(logging.NOTSET)
+        source.propagate = True
+    return sent
+
+
+def replay(encoded: list[bytes], **limits: Any) -> None:
+    # A msgpack array (array 32 header) of the records as they were encoded.
+    records = msgspec.Raw(b"\xdd" + len(encoded).to_bytes(4, "big") + b"".join(encoded))
+    replayer = LogReplayer(PREFIX, description="plugin demo", limits=ReplayLimits(**limits))
+    replayer.replay(LogBatch(records=records))
+
+
+def test_records_of_one_template_share_msg_and_render_as_the_plugin_did(
+    collector: Collector,
+) -> None:
+    def log(logger: logging.Logger) -> None:
+        logger.info("paid %s", "A")
+        logger.info("paid %s", "B")
+
+    replay(captured(log))
+    first, second = collector.records
+    assert first.msg == second.msg == "paid %s"
+    assert isinstance(first.msg, str) and hash(first.msg) == hash("paid %s")
+    assert [first.getMessage(), second.getMessage()] == ["paid A", "paid B"]
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    assert formatter.format(first) == "INFO plugin.demo.templates.sender: paid A"
+    assert first.args == ("paid A",)
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        pytest.param(lambda lg: lg.info("plain"), id="no args"),
+        pytest.param(lambda lg: lg.info("100%% %s", "sure", extra={"k": 1}), id="extras"),
+        pytest.param(lambda lg: lg.info("%(who)s paid", {"who": "ann"}), id="mapping"),
+        pytest.param(lambda lg: lg.info("%d items", 3, stack_info=True), id="general path"),
+        pytest.param(lambda lg: lg.info("%d items", "three"), id="format fails"),
+    ],
+)
+def test_the_template_is_sent_only_with_arguments_and_on_every_path(
+    collector: Collector, log: Callable[[logging.Logger], None]
+) -> None:
+    """Fast path or general path, a record has its template exactly when it had arguments, and
+    the host's getMessage() is the sender's message either way."""
+    (encoded,) = captured(log)
+    data = _decoder.decode(encoded)
+    replay([encoded])
+    (record,) = collector.records
+    assert record.getMessage() == data.message
+    if data.message == "plain":
+        assert data.template is None and record.msg == "plain" and record.args == ()
+        # Exactly what it was before templates: the array stops after the message.
+        assert len(msgspec.msgpack.decode(encoded)) == 15
+    else:
+        assert data.template is not None and record.msg == data.template
+        assert type(record.msg) is LogTemplate
+
+
+def test_a_template_that_does_not_match_its_message_never_raises(collector: Collector) -> None:
+    """A hostile sender: the template's specifiers have nothing to do with the message."""
+    template = "%s %d %(x)s %.3f %"
+    records = [
+        LogRecordData("w", logging.INFO, "INFO", 1.0, seq=1, message="hi", template=template),
+        LogRecordData("w", logging.INFO, "INFO", 1.0, seq=2, message="", template="%s\x1b[2J\nX"),
+        LogRecordData("w", logging.INFO, "INFO", 1.0, seq=3, message="m", template="%" * 100),
+    ]
+    replay_data(records, max_message_chars=50)
+    first, second, third = collector.records
+    assert first.msg == template and first.getMessage() == "hi"
+    # Sanitized like messages: control characters escaped, lines indented, length capped.
+    assert second.msg == "%s\\x1b[2J\n  X" and second.getMessage() == ""
+    assert third.msg.startswith("%" * 50 + "... [truncated 50")
+    for record in collector.records:
+        assert logging.Formatter("%(message)s").format(record) == record.getMessage()
+        assert copy.copy(record).getMessage() == record.getMessage()
+        assert record.msg % record.args == record.getMessage()
+
+
+def test_a_filter_that_rewrites_args_changes_the_message(collector: Collector) -> None:
+    """args is (the rendered message,): a redacting filter that rewrites it is obeyed, and
+    arguments of another shape are formatted into the template as usual."""
+    replay(captured(lambda logger: logger.info("token %s", "s3cret")))
+    (record,) = collector.records
+    record.args = ("token [redacted]",)
+    assert record.getMessage() == "token [redacted]"
+    record.args = (42,)
+    assert record.getMessage() == "token 42"
+
+
+def test_records_of_one_template_share_one_object(collector: Collector) -> None:
+    def log(logger: logging.Logger) -> None:
+        for n in range(3):
+            logger.info("n=%d", n)
+
+    replay(captured(log))
+    first, *others = collector.records
+    assert all(record.msg is first.msg for record in others)
+    assert [record.getMessage() for record in collector.records] == ["n=0", "n=1", "n=2"]
+
+
+def replay_data(records: list[LogRecordData], **limits: Any) -> None:
+    LogReplayer(PREFIX, description="plugin demo", limits=ReplayLimits(**limits)).replay(
+        log_batch(records)
+    )
+
+
+def test_replayed_records_survive_pickle_copy_and_queue_handlers(collector: Collector) -> None:
+    replay(captured(lambda logger: logger.warning("paid %s of %d", "A", 3)))
+    (record,) = collector.records
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(record, protocol))
+        assert (again.msg, again.getMessage()) == ("paid %s of %d", "paid A of 3")
+    for duplicate in (copy.copy(record), copy.deepcopy(record)):
+        assert (duplicate.msg, duplicate.getMessage()) == ("paid %s of %d", "paid A of 3")
+    prepared = logging.handlers.QueueHandler(None).prepare(record)  # type: ignore[arg-type]
+    assert prepared.getMessage() == "paid A of 3"
+
+
+def test_structlog_processor_formatter_renders_foreign_records_with_their_message(
+    collector: Collector,
+) -> None:
+    replay(captured(lambda logger: logger.info("paid %s", "A", extra={"order": 17})))
+    (record,) = collector.records
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ExtraAdder(allow=["order"]),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    )
+    assert json.loads(formatter.format(record)) == {
+        "event": "paid A",
+        "level": "info",
+        "order": 17,
+    }
+    assert record.msg == "paid %s" and record.getMessage() == "paid A"
+
+
+def test_templates_are_capped_in_the_emitting_process(collector: Collector) -> None:
+    """A template longer than the field cap (its message is short) is cut like a message."""
+    template = "%(a).0s" * (MAX_FIELD_CHARS // 7 + 10)
+    (encoded,) = captured(lambda logger: logger.info(template, {"a": 1}))
+    data = _decoder.decode(encoded)
+    assert data.message == ""
+    assert data.template is not None and data.template.startswith(template[:MAX_FIELD_CHARS])
+    assert data.template.endswith(" characters in the emitting process]")
+
+
+def test_a_replayed_record_forwarded_again_keeps_its_template(collector: Collector) -> None:
+    """A host that is itself a plugin forwards the replayed record with the same template."""
+    replay(captured(lambda logger: logger.info("paid %s", "A")))
+    (record,) = collector.records
+    data = _decoder.decode(capture_record(record, 1))
+    assert (data.template, data.message) == ("paid %s", "paid A")
+
+
+async def test_a_plugins_template_reaches_the_host_as_msg(tmp_path: Path) -> None:
+    """End to end, with a real runner: two calls of one template, two orders."""
+    waiter = RecordWaiter()
+    plugin_logger = logging.getLogger("plugin")
+    plugin_logger.addHandler(waiter)
+    plugin_logger.setLevel(logging.DEBUG)
+    name = "plugin.chronicler.chronicler.work"
+    try:
+        async with Host(plugins_dir(tmp_path, "chronicler"), config=FAST) as host:
+            await host.wait_ready(20)
+            await host.call("chronicler", "log_payments", orders=["A", "B"])
+            await waiter.wait_until(lambda: len(waiter.matching(name, "paid")) >= 2)
+    finally:
+        plugin_logger.removeHandler(waiter)
+        plugin_logger.setLevel(logging.NOTSET)
+    first, second = waiter.matching(name, "paid")
+    assert first.msg == second.msg == "paid %s"
+    assert (first.getMessage(), second.getMessage()) == ("paid A", "paid B")

@@ -1,0 +1,268 @@
+"""Inside a runner, every Python-level way out of a plugin arrives at the host as a log record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from isoplug import Host, PluginState
+from isoplug.errors import ConnectionBroken
+from isoplug.host import SupervisorConfig
+from isoplug.logs import DropReason
+from tests.plugins_fixtures import FAST, plugins_dir
+from tests.record_waiter import RecordWaiter
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, *names: str, config: SupervisorConfig = FAST
+) -> AsyncIterator[tuple[Host, RecordWaiter]]:
+    waiter = RecordWaiter()
+    plugin_logger = logging.getLogger("plugin")
+    plugin_logger.addHandler(waiter)
+    plugin_logger.setLevel(logging.DEBUG)
+    try:
+        async with Host(plugins_dir(tmp_path, *names), config=config) as host:
+            await host.wait_ready(20)
+            yield host, waiter
+    finally:
+        plugin_logger.removeHandler(waiter)
+        plugin_logger.setLevel(logging.NOTSET)
+
+
+def attribute(record: logging.LogRecord, name: str) -> object:
+    return record.__dict__.get(name)
+
+
+async def test_prints_and_writes_arrive_as_records_from_the_plugins_own_line(
+    tmp_path: Path,
+) -> None:
+    """print, sys.stdout/stderr.write and sys.stdout.buffer.write arrive under
+    plugin.<id>.stdout|stderr, located at the plugin's call, with the runner's pid."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        pid = await host.call("printer", "pid")
+        lines = await host.call("printer", "say_all")
+        printed = await waiter.wait_for("plugin.printer.stdout", "printed line")
+        written = await waiter.wait_for("plugin.printer.stdout", "written to stdout")
+        error = await waiter.wait_for("plugin.printer.stderr", "written to stderr")
+        encoded = await waiter.wait_for("plugin.printer.stdout", "bytes to stdout")
+        bad = await waiter.wait_for("plugin.printer.stdout", "bad ")
+    for record, call in ((printed, "print"), (written, "stdout"), (error, "stderr")):
+        assert record.filename == "printer_plugin.py" and record.funcName == "say_all"
+        assert record.lineno == lines[call]
+        assert record.process == pid and attribute(record, "runner_pid") == pid
+    assert attribute(printed, "stream") == "stdout" and printed.levelno == logging.INFO
+    assert attribute(error, "stream") == "stderr" and error.levelno == logging.WARNING
+    assert encoded.getMessage() == "bytes to stdout \xe9" and encoded.lineno == lines["buffer"]
+    assert bad.getMessage() == "bad \ufffd"
+
+
+async def test_the_stream_api_keeps_working(tmp_path: Path) -> None:
+    """write() returns the length, writelines and flush work, fileno() is the real fd, and
+    the stream says it is no terminal, in UTF-8."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        answers = await host.call("printer", "stream_api")
+        await waiter.wait_for("plugin.printer.stdout", "lines 2")
+    assert answers == {
+        "written": len("api line\n"),
+        "fileno": 1,
+        "err_fileno": 2,
+        "isatty": False,
+        "encoding": "utf-8",
+        "errors": "replace",
+    }
+    assert [m for m in waiter.messages() if m in ("api line", "lines 1", "lines 2")] == [
+        "api line",
+        "lines 1",
+        "lines 2",
+    ]
+
+
+async def test_json_prefixed_and_traceback_lines_on_stderr_get_their_level(
+    tmp_path: Path,
+) -> None:
+    """A JSON line and an 'ERROR:' line on stderr arrive at ERROR (the JSON's fields as
+    extras); traceback.print_exc() arrives as one ERROR record."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "structured_stderr")
+        structured = await waiter.wait_for("plugin.printer.stderr", "disk full")
+        prefixed = await waiter.wait_for("plugin.printer.stderr", "ERROR: prefixed trouble")
+        # Held until the classifier knows no chained traceback follows: a quiet moment.
+        block = await waiter.wait_for("plugin.printer.stderr", "Traceback (most recent call")
+    assert structured.levelno == logging.ERROR and structured.getMessage() == "disk full"
+    assert attribute(structured, "disk") == "sda"
+    assert prefixed.levelno == logging.ERROR
+    assert block.levelno == logging.ERROR
+    assert block.getMessage().endswith("KeyError: 'missing'")
+    assert len(waiter.matching("plugin.printer.stderr", "Traceback")) == 1
+    assert not waiter.matching("plugin.printer.stderr", "KeyError: 'missing'")[1:]
+
+
+async def test_lines_printed_by_eight_threads_at_once_arrive_whole(tmp_path: Path) -> None:
+    """8 threads print 200 lines each, every line in three writes: all 1,600 arrive whole."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "threads", threads=8, lines=200)
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in waiter.records if r.name == "plugin.printer.stdout"]
+
+        await waiter.wait_until(lambda: len(lines()) >= 1600)
+    expected = {
+        f"thread {index} line {number} " + "." * (number % 50) + "end"
+        for index in range(8)
+        for number in range(200)
+    }
+    assert sorted(lines()) == sorted(expected)
+
+
+async def test_a_partial_last_line_arrives_when_the_runner_stops(tmp_path: Path) -> None:
+    """Text written without a newline arrives as a line when the runner shuts down."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "partial_line", text="no newline before the stop")
+        await host.stop("printer")
+        record = await waiter.wait_for("plugin.printer.stdout", "no newline before the stop")
+    assert record.getMessage() == "no newline before the stop"
+
+
+async def test_warnings_and_uncaught_exceptions_arrive_as_structured_records(
+    tmp_path: Path,
+) -> None:
+    """warnings.warn, an exception in a thread, one in __del__ and a task exception nobody
+    retrieved each arrive as one record: the warning with its category and location, the
+    exceptions at ERROR with exc_info."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        line = await host.call("printer", "warn")
+        warning = await waiter.wait_for("plugin.printer.py.warnings", "this is deprecated")
+        await host.call("printer", "thread_raises")
+        thread = await waiter.wait_for("plugin.printer", "Exception in thread doomed")
+        await host.call("printer", "unraisable")
+        unraisable = await waiter.wait_for("plugin.printer", "Exception ignored in")
+        await host.call("printer", "task_exception")
+        task = await waiter.wait_for("plugin.printer", "Task exception was never retrieved")
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == "FutureWarning: this is deprecated"
+    assert attribute(warning, "category") == "builtins.FutureWarning"
+    assert warning.filename == "printer_plugin.py" and warning.lineno == line
+    assert warning.funcName == "warn"
+    for record, kind, text in (
+        (thread, "builtins.RuntimeError", "thread failed"),
+        (unraisable, "builtins.ValueError", "del failed"),
+        (task, "builtins.LookupError", "nobody awaited me"),
+    ):
+        assert record.levelno == logging.ERROR
+        assert attribute(record, "exc_type") == kind
+        assert record.exc_text is not None and text in record.exc_text
+        assert record.filename == "printer_plugin.py"
+    assert not waiter.matching("plugin.printer.stderr")
+
+
+async def test_loguru_messages_keep_their_level_extras_and_exception(tmp_path: Path) -> None:
+    """loguru's info, success, bound warning and exception arrive at loguru's levels, with the
+    bound extra and the exception, from the plugin's line; none as stderr text."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "loguru")
+        info = await waiter.wait_for("plugin.printer.printer_plugin", "loguru info")
+        success = await waiter.wait_for("plugin.printer.printer_plugin", "loguru success")
+        bound = await waiter.wait_for("plugin.printer.printer_plugin", "loguru bound")
+        failed = await waiter.wait_for("plugin.printer.printer_plugin", "loguru exception")
+    assert (info.levelno, info.levelname) == (logging.INFO, "INFO")
+    assert (success.levelno, success.levelname) == (25, "SUCCESS")
+    assert bound.levelno == logging.WARNING and attribute(bound, "user") == 42
+    assert failed.levelno == logging.ERROR
+    assert attribute(failed, "exc_type") == "builtins.ZeroDivisionError"
+    assert failed.exc_text is not None and "1 / 0" in failed.exc_text
+    assert info.filename == "printer_plugin.py" and info.funcName == "loguru"
+    assert not waiter.matching("plugin.printer.stderr")
+
+
+async def test_a_segfault_still_reaches_the_host_through_the_real_stderr(
+    tmp_path: Path,
+) -> None:
+    """faulthandler writes to fd 2, not to the replaced sys.stderr: the crash dump arrives."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        with contextlib.suppress(ConnectionBroken):
+            await host.call("printer", "segfault")
+        await waiter.wait_for("plugin.printer.stderr", "Fatal Python error: Segmentation fault")
+
+
+async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> None:
+    """Two plugins in one runner: what each prints in a call, a worker thread, a task it
+    started and an event, and a task exception it left, lands under its own name."""
+    async with running(tmp_path, "duo_a", "duo_b") as (host, waiter):
+        assert host.plugin("duo_a").pid == host.plugin("duo_b").pid
+        for plugin in ("duo_a", "duo_b"):
+            await host.call(plugin, "speak")
+            await host.call(plugin, "speak_in_thread")
+            await host.call(plugin, "fail_in_task")
+        await host.publish("chat", "hello")
+        for plugin in ("duo_a", "duo_b"):
+            for where in ("in a call", "in a task", "in a worker thread"):
+                await waiter.wait_for(f"plugin.{plugin}.stdout", f"{plugin} {where}")
+            await waiter.wait_for(f"plugin.{plugin}.stderr", f"{plugin} in an event")
+            failure = await waiter.wait_for(f"plugin.{plugin}", "Task exception was never")
+            assert failure.exc_text is not None and f"{plugin} task failed" in failure.exc_text
+    assert not waiter.matching("plugin.duo.stdout") and not waiter.matching("plugin.duo.stderr")
+
+
+class SlowHandler(logging.Handler):
+    """A host handler that sleeps 50 ms every 1,000 records (a slow disk or network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Handler.handle() holds the handler's lock around emit().
+        self.count += 1
+        if self.count % 1000 == 0:
+            time.sleep(0.05)
+
+
+async def test_a_plugin_printing_into_a_slow_host_is_not_hung_and_nothing_is_lost_silently(
+    tmp_path: Path,
+) -> None:
+    """100,000 printed lines against a host handler that sleeps 50 ms per 1,000 records:
+    health checks (every 0.2 s, 1 s timeout) keep passing, and every line arrives or is
+    counted as dropped."""
+    count = 100_000
+    slow = SlowHandler()
+    stdout_logger = logging.getLogger("plugin.printer.stdout")
+    stdout_logger.addHandler(slow)
+    config = dataclasses.replace(FAST, call_timeout=120.0)
+    try:
+        async with running(tmp_path, "printer", config=config) as (host, waiter):
+            started = time.monotonic()
+            assert await host.call("printer", "flood", count=count) == count
+
+            def flooded() -> int:
+                return sum(1 for r in waiter.records if r.getMessage().startswith("flood "))
+
+            def accounted() -> bool:
+                dropped = host.log_metrics("printer").dropped
+                return flooded() + sum(dropped.values()) >= count
+
+            async with asyncio.timeout(120):
+                while not accounted():
+                    await asyncio.sleep(0.05)
+            info = host.plugin("printer")
+            elapsed = time.monotonic() - started
+            metrics = host.log_metrics("printer")
+    finally:
+        stdout_logger.removeHandler(slow)
+    assert info.state is PluginState.READY and info.restarts == 0, info
+    assert elapsed > 1.0  # several health checks came and went meanwhile
+    numbers = [
+        int(r.getMessage().split()[1])
+        for r in waiter.records
+        if r.name == "plugin.printer.stdout" and r.getMessage().startswith("flood ")
+    ]
+    lost = sum(metrics.dropped.values())
+    assert len(numbers) + lost == count, (len(numbers), metrics.dropped)
+    assert len(set(numbers)) == len(numbers)
+    assert set(metrics.dropped) <= {DropReason.SENDER_QUEUE_FULL, DropReason.RATE_LIMITED}

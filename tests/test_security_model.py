@@ -1,0 +1,200 @@
+"""The README's "Security model", sentence by sentence, tried through every door of a plugin.
+
+Each test runs a real host and a real runner of the ``hostile`` fixture, which sends text the
+test chooses out of a door: ``logging``, ``print``, ``sys.stderr``, fd-level writes to fd 1
+and 2 (as C code or a child process would), ``warnings`` and a logged exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host
+from isoplug.errors import RemoteError
+from isoplug.logs import DropReason, ReplayLimits
+from tests.plugins_fixtures import FAST, plugins_dir
+from tests.plugins_fixtures.hostile.hostile_plugin import DOORS
+from tests.record_waiter import RecordWaiter
+
+#: A formatter of the usual shape: every record's first line starts at column 0.
+FORMATTER = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+ESCAPES = "\x1b[2J\x1b[1;31mALERT \u202eevil\u200b\x07\x08\r"
+FORGED = "2026-01-01 00:00:00,000 INFO isoplug.host: plugin other: ready"
+
+
+@asynccontextmanager
+async def hostile(
+    tmp_path: Path, log_limits: ReplayLimits | None = None
+) -> AsyncIterator[tuple[Host, RecordWaiter]]:
+    """A host running the hostile plugin; the waiter sees every record the root logger sees."""
+    waiter = RecordWaiter()
+    root = logging.getLogger()
+    root.addHandler(waiter)
+    plugin_logger = logging.getLogger("plugin")
+    plugin_logger.setLevel(logging.DEBUG)
+    try:
+        async with Host(plugins_dir(tmp_path, "hostile"), config=FAST, log_limits=log_limits) as h:
+            await h.wait_ready(20)
+            yield h, waiter
+    finally:
+        root.removeHandler(waiter)
+        plugin_logger.setLevel(logging.NOTSET)
+
+
+def from_plugin(waiter: RecordWaiter, marker: str) -> list[logging.LogRecord]:
+    """The records whose formatted text (exception included) contains ``marker``."""
+    return [r for r in list(waiter.records) if marker in FORMATTER.format(r)]
+
+
+async def arrival(waiter: RecordWaiter, marker: str) -> list[logging.LogRecord]:
+    """Wait until records containing ``marker`` arrived; return them."""
+    return await waiter.wait_until(lambda: from_plugin(waiter, marker) or None)
+
+
+async def sent_through_every_door(
+    host: Host, waiter: RecordWaiter, text: str
+) -> dict[str, list[logging.LogRecord]]:
+    """Send ``marker + text`` out of each door; return each door's records once arrived."""
+    arrived: dict[str, list[logging.LogRecord]] = {}
+    for door in DOORS:
+        marker = f"door-{door}-"
+        await host.call("hostile", "send", door=door, text=marker + text)
+        arrived[door] = await arrival(waiter, marker)
+    return arrived
+
+
+async def test_every_door_lands_under_the_plugins_own_prefix(tmp_path: Path) -> None:
+    """Logger names are confined under ``plugin.<id>.``, whatever the door or the name asked."""
+    async with hostile(tmp_path) as (host, waiter):
+        arrived = await sent_through_every_door(host, waiter, "confined")
+        for name in ("isoplug.host", "plugin.other", "..", "root", "\x1b[31m"):
+            await host.call("hostile", "log_as", logger=name, text=f"as-{len(name)}-confined")
+            await arrival(waiter, f"as-{len(name)}-")
+    records = [r for door in arrived.values() for r in door]
+    records += from_plugin(waiter, "-confined")
+    assert records
+    for record in records:
+        assert record.name == "plugin.hostile" or record.name.startswith("plugin.hostile."), (
+            record.name
+        )
+        assert record.plugin_id == "hostile"  # type: ignore[attr-defined]
+
+
+async def test_escapes_and_bidi_controls_are_shown_as_escapes(tmp_path: Path) -> None:
+    """Control characters, terminal escapes and bidi controls arrive escaped, from every door."""
+    async with hostile(tmp_path) as (host, waiter):
+        arrived = await sent_through_every_door(host, waiter, ESCAPES)
+    for door, records in arrived.items():
+        for record in records:
+            text = FORMATTER.format(record)
+            for raw in ("\x1b", "\u202e", "\u200b", "\x07", "\x08", "\r"):
+                assert raw not in text, (door, text)
+            assert "\\x1b[2J" in text, (door, text)
+
+
+async def test_no_plugin_text_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    """Continuation lines are indented: no door lets a plugin forge a line that looks like
+    another logger's record, tracebacks on stderr included."""
+    async with hostile(tmp_path) as (host, waiter):
+        arrived = await sent_through_every_door(host, waiter, f"first\n{FORGED}")
+        for door in ("stderr", "fd_stderr"):
+            marker = f"{door}-block.py"
+            block = f'Traceback (most recent call last):\n  File "{marker}", line 1\n{FORGED}'
+            await host.call("hostile", "send", door=door, text=block)
+            arrived[f"{door} traceback"] = await arrival(waiter, marker)
+    for door, records in arrived.items():
+        for record in records:
+            for line in FORMATTER.format(record).split("\n"):
+                if "isoplug.host: plugin other" in line:
+                    # Either indented inside the plugin's record, or a record of its own whose
+                    # line starts with the time and the plugin's logger name.
+                    assert line[:1] in (" ", "\t") or f" {record.name}: " in line, (door, line)
+
+
+async def test_sizes_are_capped_and_cuts_are_marked(tmp_path: Path) -> None:
+    """A megabyte of text through any door arrives capped, and says it was cut."""
+    big = "x" * (1024 * 1024)
+    async with hostile(tmp_path) as (host, waiter):
+        arrived = await sent_through_every_door(host, waiter, big)
+    for door, records in arrived.items():
+        for record in records:
+            text = FORMATTER.format(record)
+            assert len(text) < 100 * 1024, (door, len(text))
+            assert "truncated" in text, door
+
+
+async def test_each_plugin_is_rate_limited_through_every_door_and_drops_are_reported(
+    tmp_path: Path,
+) -> None:
+    """The rate limit holds for logs, prints and fd-level output together; every line is
+    delivered or counted as dropped, and the drops are reported."""
+    count = 2000
+    doors = ("log", "print", "fd_stdout")
+    limits = ReplayLimits(rate=100.0, burst=300.0, report_interval=0.1)
+    async with hostile(tmp_path, log_limits=limits) as (host, waiter):
+        before = host.log_metrics("hostile")
+        for door in doors:
+            await host.call("hostile", "send_many", door=door, text=f"flood-{door}", count=count)
+
+        def settled() -> bool:
+            metrics = host.log_metrics("hostile")
+            handled = metrics.replayed + metrics.filtered + sum(metrics.dropped.values())
+            before_handled = before.replayed + before.filtered + sum(before.dropped.values())
+            return handled - before_handled >= count * len(doors)
+
+        # Drops are counted without a record to wake the waiter: poll the metrics.
+        async with asyncio.timeout(40):
+            while not settled():
+                await asyncio.sleep(0.05)
+        report = await waiter.wait_until(
+            lambda: next((r for r in waiter.records if "rate limit" in r.getMessage()), None)
+        )
+        metrics = host.log_metrics("hostile")
+    delivered = sum(len(from_plugin(waiter, f"flood-{door} ")) for door in doors)
+    assert delivered < count * len(doors) // 2
+    assert metrics.dropped.get(DropReason.RATE_LIMITED, 0) > count
+    assert report.name == "plugin.hostile"
+
+
+async def test_capability_grants_are_checked_on_the_host(tmp_path: Path) -> None:
+    """A capability the manifest does not grant is refused, even when the host offers it."""
+    async with hostile(tmp_path) as (host, _):
+        host.register_capability("test.granted", lambda: "ok")
+        host.register_capability("secret", lambda: "leaked")
+        assert await host.call("hostile", "call_host", capability="test.granted") == "ok"
+        with pytest.raises(RemoteError, match="may not call host capability 'secret'"):
+            await host.call("hostile", "call_host", capability="secret")
+
+
+async def test_the_token_is_never_on_the_command_line_or_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    """Each runner's token reaches it on stdin: not in its argv, not in its environment."""
+    async with hostile(tmp_path) as (host, _):
+        pid = await host.call("hostile", "pid")
+        token = host._supervisor("hostile").expected_token()
+        assert token
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert token.encode() not in cmdline
+    assert token.encode() not in environ
+
+
+async def test_sockets_live_in_a_fresh_private_directory(tmp_path: Path) -> None:
+    """The host's control and log sockets sit in directories only the host's user can enter."""
+    async with hostile(tmp_path) as (host, _):
+        assert host._listener is not None
+        addresses = [str(host._listener.address), host._log_bridge.address]
+        for address in addresses:
+            path = Path(address.removeprefix("unix:"))
+            mode = stat.S_IMODE(os.stat(path.parent).st_mode)
+            assert mode == 0o700, (address, oct(mode))
+            assert path.parent != Path(os.environ.get("TMPDIR", "/tmp"))
