@@ -1,0 +1,245 @@
+"""A plugin that prints at full speed: what it costs the plugin, the host loop and delivery.
+
+A plugin's ``print()`` becomes a log record inside its runner and travels the same forwarding
+handler as ``logging`` (fd-level output, from C code or child processes, still arrives on the
+runner's stdout/stderr pipes, read by host threads). This benchmark floods a ``Host`` with
+100,000 lines three ways, interleaved round by round, while a host handler does nothing:
+
+- ``print``: ``print(f"line {i}")`` in the plugin;
+- ``log``: ``log.info("line %s", i)``, the reference;
+- ``fd``: ``os.write(1, ...)``, one line per write, as a C extension would.
+
+It prints, for each: how late a 1 ms sleep on the host's loop wakes (p99 and max) while the
+lines are sent and delivered; lines/s reaching the host's ``logging``, with the ratio of
+printed lines/s to logged records/s; and, measured inside the plugin, the cost of one
+``print()`` against a ``print()`` to ``/dev/null`` (the runner's stdout as Python sets it up
+with ``PYTHONUNBUFFERED``, which the runner has, and a buffered one).
+
+Then it floods again with a host handler that sleeps 50 ms every 1,000 records, and checks that
+no runner is killed and that every line is delivered or reported dropped.
+
+Run: ``python benchmarks/stdio_flood.py [--quick] [--rounds N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from isoplug import Host, SupervisorConfig
+from isoplug.logs import LogMetrics
+
+T = TypeVar("T")
+LINES = 100_000
+PLUGIN_TOML = 'id = "printer"\nversion = "0.1"\nentry = "printer_plugin:Printer"\n'
+PLUGIN_CODE = '''\
+"""Prints, logs or writes lines at full speed, from a worker thread (its loop stays free)."""
+
+import asyncio
+import io
+import logging
+import os
+import sys
+import time
+
+import isoplug
+
+log = logging.getLogger("bench")
+
+
+def flood(count: int, how: str) -> float:
+    began = time.perf_counter()
+    if how == "print":
+        for index in range(count):
+            print(f"line {index}")
+    elif how == "log":
+        for index in range(count):
+            log.info("line %s", index)
+    else:
+        for index in range(count):
+            os.write(1, f"line {index}\\n".encode())
+    return time.perf_counter() - began
+
+
+def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
+    """ns per print(), interleaved: to the captured stdout, and to /dev/null opened as Python
+    opens stdout with PYTHONUNBUFFERED (write-through, no buffer) and with a buffer."""
+    unbuffered = io.TextIOWrapper(open(os.devnull, "wb", buffering=0), write_through=True)
+    buffered = open(os.devnull, "w")
+    targets = {
+        "captured": None,
+        "/dev/null (unbuffered)": unbuffered,
+        "/dev/null (buffered)": buffered,
+    }
+    costs: dict[str, list[float]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, target in targets.items():
+            stream = sys.stdout if target is None else target
+            began = time.perf_counter()
+            for index in range(count):
+                print(f"cost {index}", file=stream)
+            costs[name].append((time.perf_counter() - began) / count * 1e9)
+    unbuffered.close()
+    buffered.close()
+    return costs
+
+
+class Printer(isoplug.Plugin):
+    @isoplug.method
+    async def flood(self, count: int, how: str) -> float:
+        return await asyncio.to_thread(flood, count, how)
+
+    @isoplug.method
+    async def print_costs(self, count: int, rounds: int) -> dict[str, list[float]]:
+        return await asyncio.to_thread(print_costs, count, rounds)
+'''
+
+
+class Sink(logging.Handler):
+    """Counts the plugin's lines; optionally sleeps 50 ms every 1,000 of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.last = 0.0
+        self.slow = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "isoplug_report", False):
+            return
+        self.count += 1
+        self.last = time.perf_counter()
+        if self.slow and self.count % 1000 == 0:
+            time.sleep(0.05)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def dropped_between(before: LogMetrics, after: LogMetrics) -> int:
+    """Lines reported dropped (any reason) between two metrics snapshots."""
+    return sum(after.dropped.values()) - sum(before.dropped.values())
+
+
+async def loop_stalls_during(work: Awaitable[T]) -> tuple[list[float], T]:
+    """How late a 1 ms sleep on this loop wakes, sampled for as long as ``work`` runs."""
+    stalls: list[float] = []
+    running = asyncio.ensure_future(work)
+    while not running.done():
+        began = time.perf_counter()
+        await asyncio.sleep(0.001)
+        stalls.append(time.perf_counter() - began - 0.001)
+    return stalls, await running
+
+
+async def flood_and_settle(host: Host, sink: Sink, how: str, count: int) -> tuple[float, int, int]:
+    """Flood, then wait until every line is delivered or counted dropped; returns
+    (lines/s from the first line sent to the last delivered, delivered, dropped)."""
+    before = host.log_metrics("printer")
+    sink.count = 0
+    began = time.perf_counter()
+    await host.call("printer", "flood", count=count, how=how, timeout=300)
+    deadline = time.monotonic() + 300
+    while True:
+        # Delivered: what reached the host's handler itself, whatever the metrics say.
+        delivered, dropped = sink.count, dropped_between(before, host.log_metrics("printer"))
+        if delivered + dropped >= count or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    return count / (max(sink.last, began) - began), delivered, dropped
+
+
+async def main(rounds: int, count: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
+    sink = Sink()
+    plugin_logger = logging.getLogger("plugin.printer")
+    plugin_logger.addHandler(sink)
+    plugin_logger.setLevel(logging.DEBUG)
+    plugin_logger.propagate = False
+    ways = ("print", "log", "fd")
+    lag: dict[str, list[float]] = {how: [] for how in ways}
+    rates: dict[str, list[float]] = {how: [] for how in ways}
+    losses: dict[str, int] = {how: 0 for how in ways}
+    config = SupervisorConfig(health_interval=0.5, health_timeout=1.0)
+    with tempfile.TemporaryDirectory(prefix="isoplug-stdio-bench-") as plugins:
+        plugin_dir = Path(plugins) / "printer"
+        plugin_dir.mkdir()
+        (plugin_dir / "plugin.toml").write_text(PLUGIN_TOML)
+        (plugin_dir / "printer_plugin.py").write_text(PLUGIN_CODE)
+        async with Host(plugins, config=config) as host:
+            await host.wait_ready(60)
+            for number in range(rounds):
+                order = list(ways) if number % 2 == 0 else list(reversed(ways))
+                for how in order:
+                    stalls, result = await loop_stalls_during(
+                        flood_and_settle(host, sink, how, count)
+                    )
+                    rate, _, dropped = result
+                    lag[how].extend(stalls)
+                    rates[how].append(rate)
+                    losses[how] += dropped
+                print(f"round {number + 1} of {rounds} done", file=sys.stderr)
+            costs: dict[str, list[float]] = await host.call(
+                "printer", "print_costs", count=20_000, rounds=rounds * 3, timeout=300
+            )
+            await asyncio.sleep(0)  # the cost lines themselves are delivered meanwhile
+            restarts_before = host.plugin("printer").restarts
+            sink.slow = True
+            slow_stalls, slow = await loop_stalls_during(
+                flood_and_settle(host, sink, "print", count)
+            )
+            _, slow_delivered, slow_dropped = slow
+            sink.slow = False
+            info = host.plugin("printer")
+    load = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
+        f"{sys.version.split()[0]}; {count:,} lines per flood, {rounds} rounds, interleaved"
+    )
+    print("host loop lag (1 ms sleeps) while lines are sent and delivered, ms; lines/s to logging")
+    print(f"   {'':10s}{'p99':>10s}{'max':>10s}{'lines/s (median)':>20s}{'dropped':>10s}")
+    for how in ways:
+        print(
+            f"   {how:10s}{percentile(lag[how], 0.99) * 1e3:10.2f}{max(lag[how]) * 1e3:10.1f}"
+            f"{statistics.median(rates[how]):20,.0f}{losses[how]:10,d}"
+        )
+    print(
+        f"   printed lines/s / logged records/s: "
+        f"{statistics.median(rates['print']) / statistics.median(rates['log']):.2f}"
+    )
+    print("one print() in the plugin, ns (median of rounds)")
+    medians = {name: statistics.median(values) for name, values in costs.items()}
+    for name, value in medians.items():
+        print(f"   {name:28s}{value:10.0f}")
+    captured = medians["captured"]
+    print(
+        f"   captured / unbuffered /dev/null: x{captured / medians['/dev/null (unbuffered)']:.2f}; "
+        f"captured / buffered /dev/null: x{captured / medians['/dev/null (buffered)']:.2f}"
+    )
+    print("slow host handler (50 ms every 1,000 records), print flood:")
+    print(
+        f"   delivered {slow_delivered:,}, reported dropped {slow_dropped:,}, of {count:,}; "
+        f"accounted: {slow_delivered + slow_dropped == count}; runner restarts during it: "
+        f"{info.restarts - restarts_before}; state {info.state.value}; loop lag p99 "
+        f"{percentile(slow_stalls, 0.99) * 1e3:.2f} ms, max {max(slow_stalls) * 1e3:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer lines and rounds")
+    parser.add_argument("--rounds", type=int, help="rounds to run (default 3; quick 1)")
+    arguments = parser.parse_args()
+    quick: bool = arguments.quick
+    asyncio.run(main(arguments.rounds or (1 if quick else 3), 20_000 if quick else LINES))
