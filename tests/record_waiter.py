@@ -1,21 +1,23 @@
-"""A logging handler that keeps what it handles and lets a test wait for it on the event loop."""
+"""A logging handler that keeps what it handles and lets a test wait for it on the event loop,
+and :func:`watching`, which puts one on a logger for a block."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
 class RecordWaiter(logging.Handler):
-    """Collects log records; lets a test wait (on the event loop) until a condition holds."""
+    """Collects every log record it is handed, untouched; lets a test wait (on the event loop)
+    until a condition holds."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+        super().__init__(logging.NOTSET)
         self.records: list[logging.LogRecord] = []
         self._changed = asyncio.Event()
         # The loop a test waits on; records may be handled in other threads (a receiver's).
@@ -65,3 +67,19 @@ class RecordWaiter(logging.Handler):
                 if found:
                     return found
                 await changed.wait()
+
+
+@contextlib.contextmanager
+def watching(name: str | None = None) -> Iterator[RecordWaiter]:
+    """A :class:`RecordWaiter` on the logger ``name`` (None: the root logger), which is set to
+    DEBUG for the block; its handlers and level are as they were afterwards."""
+    waiter = RecordWaiter()
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(waiter)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield waiter
+    finally:
+        logger.removeHandler(waiter)
+        logger.setLevel(level)

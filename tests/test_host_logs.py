@@ -8,37 +8,16 @@ import dataclasses
 import logging
 import shutil
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from isoplug import Host
 from isoplug.errors import ConnectionBroken
-from isoplug.host import SupervisorConfig
 from isoplug.logs import DropReason, ReplayLimits
 from isoplug.logs.handler import WRITE_THROUGH_RATE
-from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir
+from tests.plugins_fixtures import FAST, FIXTURES, running
 from tests.record_waiter import RecordWaiter
-
-
-@asynccontextmanager
-async def running(
-    tmp_path: Path, config: SupervisorConfig = FAST, log_limits: ReplayLimits | None = None
-) -> AsyncIterator[tuple[Host, RecordWaiter]]:
-    waiter = RecordWaiter()
-    plugin_logger = logging.getLogger("plugin")
-    plugin_logger.addHandler(waiter)
-    plugin_logger.setLevel(logging.DEBUG)
-    try:
-        directory = plugins_dir(tmp_path, "chronicler")
-        async with Host(directory, config=config, log_limits=log_limits) as host:
-            await host.wait_ready(20)
-            yield host, waiter
-    finally:
-        plugin_logger.removeHandler(waiter)
-        plugin_logger.setLevel(logging.NOTSET)
 
 
 def numbered(waiter: RecordWaiter) -> list[int]:
@@ -50,7 +29,7 @@ async def test_plugin_records_arrive_with_their_fields_and_the_hosts_identity(
 ) -> None:
     """A plugin's record lands under plugin.<id>.<logger> with its fields, extras and the
     plugin id and runner pid stamped by the host."""
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         pid = await host.call("chronicler", "pid")
         await host.call("chronicler", "log_numbered", count=3)
         await waiter.wait_until(lambda: waiter.records[2] if len(numbered(waiter)) >= 3 else None)
@@ -67,7 +46,7 @@ async def test_plugin_records_arrive_with_their_fields_and_the_hosts_identity(
 
 async def test_exceptions_arrive_with_their_traceback_once(tmp_path: Path) -> None:
     """log.exception() in a plugin arrives with the traceback text and the exception type."""
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         await host.call("chronicler", "log_exception")
         record = await waiter.wait_for("plugin.chronicler.chronicler.work", "lookup failed")
     assert record.exc_text is not None and "KeyError: 'missing'" in record.exc_text
@@ -78,7 +57,7 @@ async def test_exceptions_arrive_with_their_traceback_once(tmp_path: Path) -> No
 
 async def test_a_plugin_cannot_log_as_the_host(tmp_path: Path) -> None:
     """A plugin logging as 'isoplug.host' lands under its own prefix, forged line indented."""
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         await host.call("chronicler", "forge")
         record = await waiter.wait_for("plugin.chronicler.isoplug.host", "I am the host")
     assert record.getMessage() == "I am the host\n  INFO isoplug.host: all good"
@@ -86,7 +65,7 @@ async def test_a_plugin_cannot_log_as_the_host(tmp_path: Path) -> None:
 
 async def test_records_logged_right_before_the_runner_dies_arrive(tmp_path: Path) -> None:
     """Records a plugin logs immediately before os._exit reach the host, all of them."""
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         with contextlib.suppress(ConnectionBroken):  # the runner dies during the call
             await host.call("chronicler", "log_and_die", count=200)
         await waiter.wait_until(
@@ -103,7 +82,7 @@ async def test_records_a_dying_runner_never_sent_are_counted(tmp_path: Path) -> 
     """At full speed a runner's last records wait in its queue; when it dies with them, the host
     counts them from the runner's sequence ledger: every record arrived or is counted."""
     count = 3000
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         with contextlib.suppress(ConnectionBroken):  # the runner dies during the call
             await host.call("chronicler", "log_and_die", count=count)
 
@@ -127,7 +106,7 @@ async def test_records_a_dying_runner_never_sent_are_counted(tmp_path: Path) -> 
 async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) -> None:
     """A record logged before the plugin blocks its loop arrives while it is still blocked."""
     patient = dataclasses.replace(FAST, health_timeout=30.0)
-    async with running(tmp_path, patient) as (host, waiter):
+    async with running(tmp_path, "chronicler", config=patient) as (host, waiter):
         call = asyncio.create_task(host.call("chronicler", "log_then_block", seconds=3))
         await waiter.wait_for("plugin.chronicler", "blocking the event loop now", timeout=2.5)
         assert not call.done()
@@ -140,7 +119,7 @@ async def test_a_process_the_plugin_forks_logs_under_the_plugin_with_its_own_pid
     """A forked child's records arrive under the plugin, stamped with the child's pid (the
     kernel's word, not the payload's); the plugin's metrics count both processes' records."""
     caplog.set_level(logging.INFO, logger="isoplug.host")
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         runner_pid = await host.call("chronicler", "pid")
         await host.call("chronicler", "log_numbered", count=20)
         child_pid = await host.call("chronicler", "fork_and_log", count=20)
@@ -162,7 +141,7 @@ async def test_a_plugin_cannot_multiply_its_rate_limit_by_forking(tmp_path: Path
     """The runner and the processes it forks draw on one rate limit: 40 + 40 records against
     a burst of 50 (and 1 more a second) lose about 30, counted and reported."""
     limits = ReplayLimits(rate=1.0, burst=50)
-    async with running(tmp_path, log_limits=limits) as (host, waiter):
+    async with running(tmp_path, "chronicler", log_limits=limits) as (host, waiter):
         await host.call("chronicler", "log_numbered", count=40)
         await host.call("chronicler", "fork_and_log", count=40)
 
@@ -200,7 +179,7 @@ async def test_a_stuck_host_handler_holds_back_only_that_plugins_logs(tmp_path: 
     handler = StuckOnFirstRecord()
     logging.getLogger("plugin.chronicler").addHandler(handler)
     try:
-        async with running(tmp_path) as (host, waiter):
+        async with running(tmp_path, "chronicler") as (host, waiter):
             await host.call("chronicler", "log_numbered", count=50)
             assert await asyncio.to_thread(handler.stuck.wait, 10)
             # The loop is free: a call goes round trip while the handler still hangs.
@@ -216,7 +195,7 @@ async def test_a_stuck_host_handler_holds_back_only_that_plugins_logs(tmp_path: 
 
 async def test_the_host_sets_a_plugins_level_at_the_source(tmp_path: Path) -> None:
     """After set_log_level(WARNING) INFO records are not even sent; lowering it again works."""
-    async with running(tmp_path) as (host, waiter):
+    async with running(tmp_path, "chronicler") as (host, waiter):
         await host.set_log_level("chronicler", "WARNING")
         await host.call("chronicler", "log_numbered", count=5)
         await host.call("chronicler", "log_numbered", count=1, level=logging.ERROR)

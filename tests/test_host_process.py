@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from isoplug.host.process import RunnerProcess
-from isoplug.host.stdio import StdioDestination
+from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import LogReplayer
 
 #: Echoes the line it reads on stdin, as a runner reads its bootstrap.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,17 @@ from isoplug.errors import (
 )
 from isoplug.host import PluginInfo
 from isoplug.rpc import Peer
+from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
 from tests.record_waiter import RecordWaiter
 
 
-@asynccontextmanager
-async def running(
+def running(
     tmp_path: Path, *names: str, config: SupervisorConfig = FAST
-) -> AsyncIterator[tuple[Host, RecordWaiter]]:
-    """A started host over the fixture plugins ``names``, and a handler seeing every record."""
-    waiter = RecordWaiter()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(waiter)
-    root.setLevel(logging.DEBUG)
-    try:
-        async with Host(plugins_dir(tmp_path, *names), config=config) as host:
-            await host.wait_ready(20)
-            yield host, waiter
-    finally:
-        root.removeHandler(waiter)
-        root.setLevel(previous)
+) -> AbstractAsyncContextManager[tuple[Host, RecordWaiter]]:
+    """A started host over the fixture plugins ``names``, and a waiter on the root logger: these
+    tests read the host's own records (``isoplug.host``) too."""
+    return plugins_fixtures.running(tmp_path, *names, config=config, logger=None)
 
 
 def restarted_and_ready(times: int = 1) -> Any:

@@ -21,13 +21,9 @@ import pytest
 
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken
-from isoplug.host.stdio import (
-    MAX_LINE_BYTES,
-    CapturedLine,
-    LineSplitter,
-    StdioCapture,
-    StdioDestination,
-)
+from isoplug.host.stdio import StdioCapture
+from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
+from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
@@ -138,29 +134,46 @@ async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them
 
 
 def test_captured_stdout_records_from_the_log_connection_are_counted_per_stream() -> None:
-    """Records carrying an extra ``stream`` on a ``.stdout``/``.stderr`` logger count in
-    ``metrics.streams``; other records, with extras or not, do not."""
+    """Records on a ``stdout``/``stderr`` logger count in ``metrics.streams`` and get
+    ``record.stream`` from the host, whatever extra the sender set; a ``stream`` extra on
+    another logger does not count."""
     replayer = LogReplayer("plugin.demo", strip_prefixes=("plugin.demo",))
+    handled = RecordWaiter()
 
     def record(seq: int, name: str, **extra: str) -> LogRecordData:
         return LogRecordData(
             name=name, levelno=logging.INFO, levelname="INFO", created=1.0, seq=seq, extra=extra
         )
 
-    replayer.replay(
-        log_batch(
-            [
-                record(1, "plugin.demo.stdout", stream="stdout"),
-                record(2, "plugin.demo.stderr", stream="stderr"),
-                record(3, "plugin.member.stdout", stream="stdout"),
-                record(4, "plugin.demo.worker", stream="stdout"),
-                record(5, "plugin.demo.stdout"),
-                record(6, "plugin.demo.worker", user="x"),
-            ]
+    logger = logging.getLogger("plugin.demo")
+    logger.addHandler(handled)
+    logger.setLevel(logging.DEBUG)
+    try:
+        replayer.replay(
+            log_batch(
+                [
+                    record(1, "plugin.demo.stdout"),
+                    record(2, "stderr"),
+                    record(3, "plugin.member.stdout"),
+                    record(4, "plugin.demo.worker", stream="stdout"),
+                    record(5, "plugin.demo.worker", user="x"),
+                    record(6, "plugin.demo.stderr", stream="stdout"),
+                ]
+            )
         )
-    )
-    assert replayer.metrics.streams == {"stdout": 2, "stderr": 1}
+    finally:
+        logger.removeHandler(handled)
+        logger.setLevel(logging.NOTSET)
+    assert replayer.metrics.streams == {"stdout": 2, "stderr": 2}
     assert replayer.metrics.received == 6
+    assert [(r.name, getattr(r, "stream", None)) for r in handled.records] == [
+        ("plugin.demo.stdout", "stdout"),
+        ("plugin.demo.stderr", "stderr"),
+        ("plugin.demo.plugin.member.stdout", "stdout"),
+        ("plugin.demo.worker", "stdout"),
+        ("plugin.demo.worker", None),
+        ("plugin.demo.stderr", "stderr"),
+    ]
 
 
 # -- real runners -----------------------------------------------------------------------------

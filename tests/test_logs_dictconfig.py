@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import Host
-from isoplug.logs import LogReplayer
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
-from tests.plugins_fixtures import FAST, plugins_dir
+from tests.log_helpers import replay, reports
+from tests.plugins_fixtures import running
 from tests.record_waiter import RecordWaiter
 
 PREFIX = "plugin.demo"
@@ -64,13 +63,8 @@ def record(seq: int, name: str = "worker") -> LogRecordData:
     return LogRecordData(name, logging.WARNING, "WARNING", 1.0, seq=seq, message=f"message {seq}")
 
 
-def reports(handler: RecordWaiter) -> list[logging.LogRecord]:
-    return [r for r in handler.records if getattr(r, "isoplug_report", False)]
-
-
 def test_records_after_dict_config_reach_its_handlers_with_one_warning() -> None:
-    replayer = LogReplayer(PREFIX, description="plugin demo")
-    replayer.replay(log_batch([record(1), record(2, "other")]))
+    replayer = replay(PREFIX, [record(1), record(2, "other")])
     handler = RecordWaiter()
     configure_host_logging(handler)
     assert logging.getLogger(f"{PREFIX}.worker").disabled  # what logging.config does
@@ -81,7 +75,7 @@ def test_records_after_dict_config_reach_its_handlers_with_one_warning() -> None
         "message 4",
         "message 5",
     ]
-    (warning,) = reports(handler)
+    (warning,) = reports(handler.records)
     assert warning.levelno == logging.WARNING and warning.name == PREFIX
     text = warning.getMessage()
     for part in (
@@ -95,14 +89,13 @@ def test_records_after_dict_config_reach_its_handlers_with_one_warning() -> None
 
 
 def test_each_disabling_is_reported_once_and_a_level_still_silences() -> None:
-    replayer = LogReplayer(PREFIX, description="plugin demo")
-    replayer.replay(log_batch([record(1)]))
+    replayer = replay(PREFIX, [record(1)])
     handler = RecordWaiter()
     configure_host_logging(handler)
     replayer.replay(log_batch([record(2), record(3)]))
     configure_host_logging(handler)  # configured again: disabled again
     replayer.replay(log_batch([record(4)]))
-    assert len(reports(handler)) == 2
+    assert len(reports(handler.records)) == 2
     assert [r.getMessage() for r in handler.records if r.name != PREFIX] == [
         "message 2",
         "message 3",
@@ -117,13 +110,12 @@ def test_each_disabling_is_reported_once_and_a_level_still_silences() -> None:
 
 def test_the_replayers_own_reports_are_not_silenced_either() -> None:
     """A report (here a sequence gap) on a disabled prefix logger enables it again first."""
-    replayer = LogReplayer(PREFIX, description="plugin demo")
-    replayer.replay(log_batch([record(1)]))
+    replayer = replay(PREFIX, [record(1)])
     handler = RecordWaiter()
     configure_host_logging(handler)
     logging.getLogger(f"{PREFIX}.worker").setLevel(logging.ERROR)  # the record is filtered
     replayer.replay(log_batch([record(5)]))
-    texts = [r.getMessage() for r in reports(handler)]
+    texts = [r.getMessage() for r in reports(handler.records)]
     assert len(texts) == 2
     assert "had been disabled" in texts[0]
     assert "never arrived (sequence numbers 2 to 4)" in texts[1]
@@ -132,29 +124,19 @@ def test_the_replayers_own_reports_are_not_silenced_either() -> None:
 
 async def test_plugin_records_survive_a_host_dict_config(tmp_path: Path) -> None:
     """End to end: a plugin logs, the host calls dictConfig(), the plugin logs again."""
-    waiter = RecordWaiter()
     name = "plugin.chronicler.chronicler.work"
-    plugin_logger = logging.getLogger("plugin")
-    plugin_logger.setLevel(logging.DEBUG)
-    try:
-        async with Host(plugins_dir(tmp_path, "chronicler"), config=FAST) as host:
-            await host.wait_ready(20)
-            plugin_logger.addHandler(waiter)
-            await host.call("chronicler", "log_payments", orders=["A"])
-            await waiter.wait_for(name, "paid A")
-            plugin_logger.removeHandler(waiter)
+    async with running(tmp_path, "chronicler") as (host, waiter):
+        await host.call("chronicler", "log_payments", orders=["A"])
+        await waiter.wait_for(name, "paid A")
 
-            handler = RecordWaiter()
-            configure_host_logging(handler)
-            assert logging.getLogger(name).disabled
-            await host.call("chronicler", "log_payments", orders=["B", "C"])
-            await handler.wait_for(name, "paid C")
-            metrics = host.log_metrics("chronicler")
-    finally:
-        plugin_logger.removeHandler(waiter)
-        plugin_logger.setLevel(logging.NOTSET)
+        handler = RecordWaiter()
+        configure_host_logging(handler)
+        assert logging.getLogger(name).disabled
+        await host.call("chronicler", "log_payments", orders=["B", "C"])
+        await handler.wait_for(name, "paid C")
+        metrics = host.log_metrics("chronicler")
     assert [r.getMessage() for r in handler.matching(name)] == ["paid B", "paid C"]
-    (warning,) = [r for r in reports(handler) if "had been disabled" in r.getMessage()]
+    (warning,) = [r for r in reports(handler.records) if "had been disabled" in r.getMessage()]
     assert warning.name == "plugin.chronicler"
     assert warning.plugin_id == "chronicler"  # type: ignore[attr-defined]
     assert metrics.filtered == 0

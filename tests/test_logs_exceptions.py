@@ -1,14 +1,13 @@
-"""Replayed records carry a genuine exc_info: the plugin's exception, traceback and chain."""
+"""Replayed records carry a genuine exc_info: the plugin's exception, traceback and chain, as
+:mod:`isoplug.logs.exceptions` sends them and :mod:`isoplug.logs.tracebacks` rebuilds them (the
+source lines of their frames: tests/test_logs_sourcelines.py)."""
 
 from __future__ import annotations
 
 import builtins
-import gc
 import io
 import json
-import linecache
 import logging
-import os
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,77 +18,40 @@ import msgspec
 import pytest
 import structlog
 
-from isoplug import Host
-from isoplug.logs import LogReplayer, exceptions
+from isoplug.logs import tracebacks
 from isoplug.logs.capture import capture_record
-from isoplug.logs.exceptions import (
-    MAX_DEPTH,
-    MAX_FRAMES,
-    MAX_MEMBERS,
-    ExceptionRebuilder,
-    ExcInfo,
-    exception_data,
-)
+from isoplug.logs.exceptions import MAX_DEPTH, MAX_FRAMES, MAX_MEMBERS, ExcInfo, exception_data
+from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData, LogRecordData
-from isoplug.wire.logframes import log_batch
-from tests.plugins_fixtures import FAST, plugins_dir
-from tests.record_waiter import RecordWaiter
+from tests.log_helpers import captured, is_report, record_decoder, replay, reports, sending
+from tests.plugins_fixtures import running
+from tests.record_waiter import RecordWaiter, watching
 
 PREFIX = "plugin.exc"
-record_decoder = msgspec.msgpack.Decoder(LogRecordData)
-
-
-class Collector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture
-def collector() -> Iterator[Collector]:
+def collector() -> Iterator[RecordWaiter]:
     """Collects what reaches the replayer's loggers during the test."""
-    handler = Collector()
-    logger = logging.getLogger(PREFIX)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+    with watching(PREFIX) as waiter:
+        yield waiter
 
 
-def replayer() -> LogReplayer:
-    return LogReplayer(PREFIX, description="plugin exc")
+def logged(error: BaseException, message: str = "failed") -> LogRecordData:
+    """What a sender sends for ``log.error(message, exc_info=error)``."""
+    (encoded,) = captured(lambda logger: logger.error(message, exc_info=error))
+    return record_decoder.decode(encoded)
 
 
-def captured(error: BaseException, message: str = "failed") -> LogRecordData:
-    """What a sender sends for ``log.exception(message)`` with ``error`` being handled."""
-    record = logging.LogRecord(
-        "worker",
-        logging.ERROR,
-        __file__,
-        10,
-        message,
-        (),
-        (type(error), error, error.__traceback__),
-    )
-    return record_decoder.decode(capture_record(record, 1))
-
-
-def replayed(collector: Collector, *records: LogRecordData) -> list[logging.LogRecord]:
+def replayed(collector: RecordWaiter, *records: LogRecordData) -> list[logging.LogRecord]:
     """The records replaying ``records`` (in a fresh replayer) produced, reports left out."""
     before = len(collector.records)
-    replayer().replay(log_batch(list(records)))
-    new = collector.records[before:]
-    return [r for r in new if not getattr(r, "isoplug_report", False)]
+    replay(PREFIX, records)
+    return [r for r in collector.records[before:] if not is_report(r)]
 
 
-def round_trip(collector: Collector, error: BaseException) -> logging.LogRecord:
-    (record,) = replayed(collector, captured(error))
+def round_trip(collector: RecordWaiter, error: BaseException) -> logging.LogRecord:
+    (record,) = replayed(collector, logged(error))
     return record
 
 
@@ -184,7 +146,7 @@ def multi_line() -> None:
     "function", [fail, chained, implicit, grouped, missing_key, plugin_error, multi_line]
 )
 def test_format_exception_prints_the_senders_traceback_exactly(
-    collector: Collector, function: Callable[[], None]
+    collector: RecordWaiter, function: Callable[[], None]
 ) -> None:
     """formatException of the replayed exc_info is what Python printed in the sender."""
     error = raised(function)
@@ -193,7 +155,7 @@ def test_format_exception_prints_the_senders_traceback_exactly(
     assert formatted(record) == printed(error)
 
 
-def test_the_class_is_the_senders_by_name_and_a_builtin_stays_one(collector: Collector) -> None:
+def test_the_class_is_the_senders_by_name_and_a_builtin_stays_one(collector: RecordWaiter) -> None:
     """Type name, qualname, module and str() are the sender's; a KeyError is still a KeyError."""
     kind, value, _ = exc_info_of(round_trip(collector, raised(missing_key)))
     assert isinstance(value, KeyError) and kind is type(value)
@@ -213,7 +175,7 @@ def test_the_class_is_the_senders_by_name_and_a_builtin_stays_one(collector: Col
     assert str(value) == "no such plugin thing"
 
 
-def test_chains_notes_and_group_members_survive(collector: Collector) -> None:
+def test_chains_notes_and_group_members_survive(collector: RecordWaiter) -> None:
     """__cause__, __context__, __suppress_context__, notes and group members are rebuilt."""
     value = exc_info_of(round_trip(collector, raised(chained)))[1]
     assert isinstance(value.__cause__, ValueError) and value.__suppress_context__
@@ -229,7 +191,7 @@ def test_chains_notes_and_group_members_survive(collector: Collector) -> None:
     ]
 
 
-def test_a_notes_lines_are_indented_and_nothing_else_changes(collector: Collector) -> None:
+def test_a_notes_lines_are_indented_and_nothing_else_changes(collector: RecordWaiter) -> None:
     """Notes survive; their lines are indented so that no plugin text starts at column 0."""
     error = raised(noted)
     record = round_trip(collector, error)
@@ -238,7 +200,7 @@ def test_a_notes_lines_are_indented_and_nothing_else_changes(collector: Collecto
     assert formatted(record) == expected.replace("\nsecond note", "\n  second note")
 
 
-def test_formatters_render_the_exception_object_once(collector: Collector) -> None:
+def test_formatters_render_the_exception_object_once(collector: RecordWaiter) -> None:
     """exc_text is None, so Formatter.format renders exc_info: the message, then the traceback."""
     error = raised(chained)
     record = round_trip(collector, error)
@@ -249,7 +211,7 @@ def test_formatters_render_the_exception_object_once(collector: Collector) -> No
     assert text.count("Traceback (most recent call last)") == 2  # the cause's and its own
 
 
-def test_a_blank_exc_text_still_says_render_no_traceback(collector: Collector) -> None:
+def test_a_blank_exc_text_still_says_render_no_traceback(collector: RecordWaiter) -> None:
     """loguru's exc_text "\\n" (its message holds the traceback) keeps formatters from adding
     one, while exc_info is there for those that read it."""
     error = raised(fail)
@@ -263,22 +225,22 @@ def test_a_blank_exc_text_still_says_render_no_traceback(collector: Collector) -
     assert "Traceback" not in text
 
 
-def test_records_of_older_senders_keep_the_text(collector: Collector) -> None:
+def test_records_of_older_senders_keep_the_text(collector: RecordWaiter) -> None:
     """A record without structured exception keeps exc_info None and the cleaned text."""
-    data = msgspec.structs.replace(captured(raised(fail)), exception=None)
+    data = msgspec.structs.replace(logged(raised(fail)), exception=None)
     (record,) = replayed(collector, data)
     assert record.exc_info is None
     assert record.exc_text is not None and record.exc_text.endswith("ValueError: boom")
 
 
-def test_the_frames_carry_the_senders_exact_positions(collector: Collector) -> None:
+def test_the_frames_carry_the_senders_exact_positions(collector: RecordWaiter) -> None:
     """Every frame's (lineno, end_lineno, colno, end_colno) is the sender's, None included."""
     frames = [
         FrameData(__file__, 20, "spans", "", 21, 4, 9),
         FrameData(__file__, 22, "no_columns", "", 22, None, None),
         FrameData(__file__, None, "no_line"),
     ]
-    data = captured(raised(fail))
+    data = logged(raised(fail))
     data = msgspec.structs.replace(
         data, exception=ExceptionData("ValueError", "builtins", "boom", frames)
     )
@@ -356,7 +318,7 @@ def test_the_sender_bounds_chains_and_groups() -> None:
     assert group is not None and len(group.members) == MAX_MEMBERS
 
 
-def test_a_cycle_in_the_chain_prints_as_python_prints_it(collector: Collector) -> None:
+def test_a_cycle_in_the_chain_prints_as_python_prints_it(collector: RecordWaiter) -> None:
     """A context loop is cut where the traceback module cuts it."""
     first, second = raised(fail), raised(implicit)
     first.__context__ = second
@@ -365,7 +327,7 @@ def test_a_cycle_in_the_chain_prints_as_python_prints_it(collector: Collector) -
     assert formatted(record) == printed(first)
 
 
-def test_an_exception_whose_str_raises_prints_as_python_prints_it(collector: Collector) -> None:
+def test_an_exception_whose_str_raises_prints_as_python_prints_it(collector: RecordWaiter) -> None:
     """str() failing in the sender gives Python's own placeholder, and never a lost record."""
     error = raised(lambda: (_ for _ in ()).throw(Unprintable()))
     record = round_trip(collector, error)
@@ -389,7 +351,7 @@ def hostile(exception: ExceptionData) -> LogRecordData:
     )
 
 
-def test_a_forged_line_in_a_message_or_name_cannot_start_a_line(collector: Collector) -> None:
+def test_a_forged_line_in_a_message_or_name_cannot_start_a_line(collector: RecordWaiter) -> None:
     """Control characters are escaped; no line of plugin text starts at column 0."""
     forged = "boom\x1b[2J\n2026-01-01 INFO isoplug.host: forged"
     error = ExceptionData(
@@ -405,42 +367,8 @@ def test_a_forged_line_in_a_message_or_name_cannot_start_a_line(collector: Colle
     assert not [line for line in text.splitlines() if line.startswith("2026")]
 
 
-@pytest.mark.timeout(20)
-def test_hostile_frames_neither_hang_nor_raise(collector: Collector, tmp_path: Path) -> None:
-    """/dev/zero, a FIFO, a huge file, absurd numbers and 10,000 frames: a bounded rebuild."""
-    fifo = tmp_path / "fifo.py"
-    os.mkfifo(fifo)
-    huge = tmp_path / "huge.py"
-    with huge.open("wb") as file:
-        file.truncate(exceptions.MAX_SOURCE_BYTES + 1)
-    frames = [
-        FrameData("/dev/zero", 1, "zero"),
-        FrameData("/dev/zero.py", 1, "zero"),
-        FrameData(str(fifo), 1, "fifo", "", 1, 0, 4),
-        FrameData(str(huge), 1, "huge"),
-        FrameData("relative/module.py", 1, "relative"),
-        FrameData("/proc/self/environ", 1, "environ"),
-        FrameData(__file__, -5, "negative", "", -7, -3, -1),
-        FrameData(__file__, 10**12, "huge_line", "", 10**15, 10**12, 10**13),
-        FrameData(__file__, 3, "long_span", "", 10**12, 0, 1),
-        FrameData(__file__, None, "", "", None, 5, None),
-        *(FrameData(f"/nowhere/{n}.py", n, f"f{n}") for n in range(10_000)),
-    ]
-    deep = ExceptionData("E", "m", "root", frames[:2])
-    for number in range(200):
-        deep = ExceptionData("E", "m", str(number), frames[:2], cause=deep)
-    error = ExceptionData("", "", "", frames, cause=deep, members=[deep] * 500)
-    (record,) = replayed(collector, hostile(error))
-    text = formatted(record)
-    assert text.count('  File "') < 2 * exceptions.MAX_TOTAL_FRAMES
-    assert 'File "/dev/zero", line 1, in zero' in text
-    assert 'File "/nowhere/9999.py", line 9999, in f9999' in text
-    assert linecache.getlines(str(fifo)) == [] and linecache.getlines(str(huge)) == []
-    assert linecache.getlines("/proc/self/environ") == []
-
-
 def test_a_rebuild_that_fails_falls_back_to_the_text_and_says_so_once(
-    collector: Collector, monkeypatch: pytest.MonkeyPatch
+    collector: RecordWaiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If even a bounded rebuild fails, the record keeps its text and one report says why."""
 
@@ -448,82 +376,31 @@ def test_a_rebuild_that_fails_falls_back_to_the_text_and_says_so_once(
         raise RuntimeError("broken")
 
     monkeypatch.setattr(ExceptionRebuilder, "rebuild", broken)
-    data = captured(raised(fail))
-    replayer().replay(log_batch([data, msgspec.structs.replace(data, seq=2)]))
-    reports = [r for r in collector.records if getattr(r, "isoplug_report", False)]
-    records = [r for r in collector.records if not getattr(r, "isoplug_report", False)]
-    assert len(reports) == 1 and "cannot rebuild an exception" in reports[0].getMessage()
+    data = logged(raised(fail))
+    replay(PREFIX, [data, msgspec.structs.replace(data, seq=2)])
+    (report,) = reports(collector.records)
+    records = [r for r in collector.records if not is_report(r)]
+    assert "cannot rebuild an exception" in report.getMessage()
     assert all(
         r.exc_info is None and r.exc_text and "ValueError: boom" in r.exc_text for r in records
     )
 
 
-# -- source lines -------------------------------------------------------------------------------
-
-
-def source_file(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / name
-    path.write_text(body)
-    return path
-
-
-def raise_from(path: Path) -> BaseException:
-    namespace: dict[str, Any] = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
-    return raised(namespace["run"])
-
-
-def test_source_lines_are_read_safely_escaped_and_released(
-    collector: Collector, tmp_path: Path
-) -> None:
-    """A source file is read once, its control characters escaped, and dropped with its frames."""
-    path = source_file(
-        tmp_path, "plugin_mod.py", 'def run():\n    raise ValueError("x\\x1b")  # \x1b[2J\n'
-    )
-    error = raise_from(path)
-    data = exception_data(error)
-    assert data is not None
-    linecache.cache.pop(str(path), None)  # the receiver has not seen this file yet
-    exc_info = ExceptionRebuilder().rebuild(data)
-    entry = linecache.cache[str(path)]
-    assert len(entry) == 4 and entry[1] is None  # no mtime: checkcache() never re-reads it
-    text = logging.Formatter().formatException(exc_info)
-    assert '    raise ValueError("x\\x1b")  # \\x1b[2J' in text.splitlines()
-    del exc_info, entry
-    gc.collect()
-    assert str(path) not in linecache.cache
-
-
-def test_other_files_and_files_past_the_budget_are_never_read(
-    collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A non-source file is never read, nor any source file past the sender's budget."""
-    monkeypatch.setattr(exceptions, "MAX_LOADED_FILES", 1)
-    secret = source_file(tmp_path, "id_rsa", "-----BEGIN PRIVATE KEY-----\n")
-    first = source_file(tmp_path, "first.py", "first_line = 1\n")
-    second = source_file(tmp_path, "second.py", "second_line = 2\n")
-    frames = [FrameData(str(path), 1, "f") for path in (secret, first, second)]
-    (record,) = replayed(collector, hostile(ExceptionData("E", "m", "", frames)))
-    text = formatted(record)
-    assert ("first_line = 1" in text) != ("second_line = 2" in text)  # one of the two only
-    assert "PRIVATE KEY" not in text
-
-
 def test_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Code objects and classes are cached within their bounds, whatever a sender invents."""
-    monkeypatch.setattr(exceptions, "MAX_CODES", 8)
-    monkeypatch.setattr(exceptions, "MAX_CLASSES", 8)
+    monkeypatch.setattr(tracebacks, "MAX_CODES", 8)
+    monkeypatch.setattr(tracebacks, "MAX_CLASSES", 8)
     rebuilder = ExceptionRebuilder()
     for number in range(50):
         frames = [FrameData("/nowhere/x.py", number, "f")]
         rebuilder.rebuild(ExceptionData(f"E{number}", "m", "", frames))
-    assert len(exceptions._codes) <= 8 and len(exceptions._classes) <= 8
+    assert len(tracebacks._codes) <= 8 and len(tracebacks._classes) <= 8
 
 
 # -- consumers ----------------------------------------------------------------------------------
 
 
-def test_opentelemetry_exports_the_exception_attributes(collector: Collector) -> None:
+def test_opentelemetry_exports_the_exception_attributes(collector: RecordWaiter) -> None:
     """OpenTelemetry's LoggingHandler writes exception.type, .message and .stacktrace."""
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
 
@@ -555,33 +432,22 @@ def structlog_formatter() -> logging.Formatter:
     )
 
 
-def test_structlog_renders_the_plugins_exception_never_the_hosts(collector: Collector) -> None:
+def test_structlog_renders_the_plugins_exception_never_the_hosts(collector: RecordWaiter) -> None:
     """stdlib and structlog .exception() records render the plugin's exception through
     ProcessorFormatter while the host's own exception is being handled."""
     sender = logging.getLogger("exc.structured.sender")
-    sent: list[bytes] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            sent.append(capture_record(record, len(sent) + 1))
-
-    sender.addHandler(Capture())
-    sender.propagate = False
     structured = structlog.wrap_logger(
         sender,
         processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.stdlib.BoundLogger,
     )
-    try:
+    with sending(sender.name) as sent:
         try:
             chained()
         except RuntimeError as exc:
             error = exc
             structured.exception("structured failure", attempt=2)
             sender.exception("stdlib failure")
-    finally:
-        sender.handlers.clear()
-        sender.propagate = True
     datas = [record_decoder.decode(raw) for raw in sent]
     assert datas[0].event is not None and datas[0].event["exc_info"] is True
     formatter = structlog_formatter()
@@ -596,7 +462,9 @@ def test_structlog_renders_the_plugins_exception_never_the_hosts(collector: Coll
     assert isinstance(event, dict) and event["exc_info"] is records[0].exc_info
 
 
-def test_structlog_without_an_exception_resolves_nothing_in_the_host(collector: Collector) -> None:
+def test_structlog_without_an_exception_resolves_nothing_in_the_host(
+    collector: RecordWaiter,
+) -> None:
     """exc_info=True logged outside any except block stays empty on the host too."""
     event = {"event": "no exception", "exc_info": True}
     record = logging.LogRecord("sender", logging.ERROR, __file__, 1, event, (), None)
@@ -611,7 +479,7 @@ def test_structlog_without_an_exception_resolves_nothing_in_the_host(collector: 
     assert "exception" not in output
 
 
-def test_python_json_logger_includes_the_traceback(collector: Collector) -> None:
+def test_python_json_logger_includes_the_traceback(collector: RecordWaiter) -> None:
     """python-json-logger's JsonFormatter puts the plugin's traceback in exc_info."""
     from pythonjsonlogger.json import JsonFormatter
 
@@ -630,22 +498,11 @@ async def test_a_plugins_exception_arrives_in_the_host_as_a_genuine_exc_info(
 ) -> None:
     """log.exception() and structlog's .exception() in a runner reach the host with a real
     exc_info whose formatException is what the plugin printed."""
-    waiter = RecordWaiter()
-    plugin_logger = logging.getLogger("plugin")
-    plugin_logger.addHandler(waiter)
-    plugin_logger.setLevel(logging.DEBUG)
-    try:
-        async with Host(plugins_dir(tmp_path, "raiser"), config=FAST) as host:
-            await host.wait_ready(20)
-            text = await host.call("raiser", "log_exception")
-            record = await waiter.wait_for("plugin.raiser.raiser.work", "startup failed")
-            structured_text = await host.call("raiser", "log_structlog_exception")
-            structured = await waiter.wait_for(
-                "plugin.raiser.raiser.structured", "structured failure"
-            )
-    finally:
-        plugin_logger.removeHandler(waiter)
-        plugin_logger.setLevel(logging.NOTSET)
+    async with running(tmp_path, "raiser") as (host, waiter):
+        text = await host.call("raiser", "log_exception")
+        record = await waiter.wait_for("plugin.raiser.raiser.work", "startup failed")
+        structured_text = await host.call("raiser", "log_structlog_exception")
+        structured = await waiter.wait_for("plugin.raiser.raiser.structured", "structured failure")
     kind, value, tb = exc_info_of(record)
     assert (kind.__qualname__, kind.__module__) == ("PluginError", "raiser_plugin")
     assert isinstance(value.__cause__, ValueError) and tb is not None

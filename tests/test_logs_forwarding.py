@@ -34,6 +34,7 @@ from isoplug.rpc.blocking import serve_blocking
 from isoplug.transport import tls_client_context, tls_server_context
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, Event, LogBatch
 from isoplug.wire.logframes import log_batch_frame
+from tests.log_helpers import reports
 from tests.record_waiter import RecordWaiter
 from tests.test_transport_sockets import make_certs
 
@@ -394,7 +395,7 @@ async def test_lossless_mode_delivers_a_flood_through_a_tiny_queue(
         await collector.wait_until(lambda: len(collector.numbers()) >= 20000, 60)
     assert code == 0, stderr
     assert collector.numbers() == list(range(20000))
-    assert not [r for r in collector.records if getattr(r, "isoplug_report", False)]
+    assert not reports(collector.records)
 
 
 @BOTH_MODES
@@ -410,12 +411,12 @@ async def test_a_full_queue_drops_low_levels_first_and_reports_it(mode: str) -> 
         for level in (logging.DEBUG, logging.INFO, logging.WARNING)
     }
     assert by_level[logging.DEBUG] < by_level[logging.INFO] <= by_level[logging.WARNING]
-    reports = [r.getMessage() for r in collector.records if getattr(r, "isoplug_report", False)]
-    assert any("because its log queue was full" in m and "DEBUG" in m for m in reports)
+    messages = [r.getMessage() for r in reports(collector.records)]
+    assert any("because its log queue was full" in m and "DEBUG" in m for m in messages)
     dropped = 3 * 3000 - sum(by_level.values())
     reported = sum(
         int(part.split(": ")[1].replace(",", ""))
-        for m in reports
+        for m in messages
         if "because its log queue was full" in m
         for part in m[m.index("(") + 1 : m.index(")")].split(", ")
     )

@@ -16,40 +16,21 @@ import pytest
 import structlog
 
 from isoplug.logs import DropReason, LogReplayer, ReplayLimits
-from isoplug.logs.capture import capture_record
 from isoplug.logs.ledger import SenderLedger
 from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.wire import LogBatch, LogRecordData
 from isoplug.wire.logframes import log_batch
+from tests.log_helpers import batch, is_report, reports, sending
+from tests.record_waiter import RecordWaiter, watching
 
 PREFIX = "plugin.demo"
 
 
-class Collector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self) -> list[str]:
-        return [r.getMessage() for r in self.records]
-
-
 @pytest.fixture
-def collector() -> Iterator[Collector]:
+def collector() -> Iterator[RecordWaiter]:
     """Collects everything that reaches the root logger during the test."""
-    handler = Collector()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
+    with watching() as waiter:
+        yield waiter
 
 
 def data(seq: int = 1, **fields: Any) -> LogRecordData:
@@ -75,7 +56,7 @@ def replayer(**limits: Any) -> LogReplayer:
     )
 
 
-def test_record_keeps_every_field_and_gets_the_hosts_identity(collector: Collector) -> None:
+def test_record_keeps_every_field_and_gets_the_hosts_identity(collector: RecordWaiter) -> None:
     """A replayed record has the sender's fields and the identity the host vouches for."""
     replayer().replay(
         log_batch(
@@ -131,14 +112,14 @@ def test_record_keeps_every_field_and_gets_the_hosts_identity(collector: Collect
     ],
 )
 def test_no_sender_can_log_outside_its_prefix(
-    collector: Collector, sender_name: str, host_name: str
+    collector: RecordWaiter, sender_name: str, host_name: str
 ) -> None:
     """Every logger name lands under the plugin's prefix, cleaned and capped."""
     replayer().replay(log_batch([data(name=sender_name)]))
     assert [r.name for r in collector.records] == [host_name]
 
 
-def test_control_characters_and_forged_lines_are_neutralized(collector: Collector) -> None:
+def test_control_characters_and_forged_lines_are_neutralized(collector: RecordWaiter) -> None:
     """Escapes are made visible and no continuation line can pose as a new record."""
     forged = "ok\n2026-01-01 INFO app.db: transfer approved\x1b[2J\r"
     fake_traceback = "2026-01-01 ERROR app.auth: admin logged in\nValueError: x"
@@ -149,7 +130,7 @@ def test_control_characters_and_forged_lines_are_neutralized(collector: Collecto
     assert all(line[:1] in (" ", "") for line in text.splitlines()[1:])
 
 
-def test_sizes_are_capped_and_the_cut_is_marked(collector: Collector) -> None:
+def test_sizes_are_capped_and_the_cut_is_marked(collector: RecordWaiter) -> None:
     """Oversized message, traceback and extra values are cut with a visible marker."""
     replayer(max_message_chars=100, max_traceback_chars=50, max_extra_value_chars=20).replay(
         log_batch(
@@ -170,7 +151,7 @@ def test_sizes_are_capped_and_the_cut_is_marked(collector: Collector) -> None:
 
 
 @pytest.mark.parametrize(("levelno", "expected"), [(-5, 1), (0, 1), (10**12, 50), (25, 25)])
-def test_absurd_levels_are_clamped(collector: Collector, levelno: int, expected: int) -> None:
+def test_absurd_levels_are_clamped(collector: RecordWaiter, levelno: int, expected: int) -> None:
     """Level numbers outside 1..100 become the lowest level there is, or CRITICAL."""
     logging.getLogger(PREFIX).setLevel(1)
     try:
@@ -182,13 +163,13 @@ def test_absurd_levels_are_clamped(collector: Collector, levelno: int, expected:
     assert "\x1b" not in record.levelname
 
 
-def test_level_names_come_from_the_host_for_known_levels(collector: Collector) -> None:
+def test_level_names_come_from_the_host_for_known_levels(collector: RecordWaiter) -> None:
     """A sender cannot label an INFO record as CRITICAL."""
     replayer().replay(log_batch([data(levelno=logging.INFO, levelname="CRITICAL")]))
     assert collector.records[0].levelname == "INFO"
 
 
-def test_malformed_records_are_rejected_alone_and_reported_once(collector: Collector) -> None:
+def test_malformed_records_are_rejected_alone_and_reported_once(collector: RecordWaiter) -> None:
     """A batch with bad records keeps its good ones; the rejection is counted and reported once."""
     good = msgspec.msgpack.encode(data(seq=1))
     bad = msgspec.msgpack.encode(["worker", "not-a-level", "INFO", 1.0])
@@ -204,31 +185,32 @@ def test_malformed_records_are_rejected_alone_and_reported_once(collector: Colle
     assert target.metrics.dropped[DropReason.MALFORMED] == 2
 
 
-def test_garbage_records_field_is_rejected_without_exception(collector: Collector) -> None:
+def test_garbage_records_field_is_rejected_without_exception(collector: RecordWaiter) -> None:
     """A records field that is not even an array is counted as malformed, nothing raises."""
     target = replayer()
     target.replay(LogBatch(records=msgspec.Raw(b"\xc1")))
     assert target.metrics.dropped[DropReason.MALFORMED] == 1
 
 
-def test_sender_drops_are_reported_once_per_increase(collector: Collector) -> None:
+def test_sender_drops_are_reported_once_per_increase(collector: RecordWaiter) -> None:
     """Drop totals from the sender become one WARNING per increase, with counts by level."""
     target = replayer()
     target.replay(log_batch([data(seq=1)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
     target.replay(log_batch([data(seq=2)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
     target.replay(log_batch([data(seq=3)], dropped={logging.DEBUG: 8, logging.INFO: 2}))
-    reports = [r for r in collector.records if getattr(r, "isoplug_report", False)]
-    assert [r.getMessage() for r in reports] == [
+    assert [r.getMessage() for r in reports(collector.records)] == [
         "plugin demo dropped 7 log records because its log queue was full (DEBUG: 5, INFO: 2); "
         "it logs faster than they can be delivered",
         "plugin demo dropped 3 log records because its log queue was full (DEBUG: 3); "
         "it logs faster than they can be delivered",
     ]
-    assert all(r.name == PREFIX and r.levelno == logging.WARNING for r in reports)
+    assert all(
+        r.name == PREFIX and r.levelno == logging.WARNING for r in reports(collector.records)
+    )
     assert target.metrics.dropped[DropReason.SENDER_QUEUE_FULL] == 10
 
 
-def test_sequence_gaps_are_reported(collector: Collector) -> None:
+def test_sequence_gaps_are_reported(collector: RecordWaiter) -> None:
     """Records that never arrived are reported with their sequence numbers."""
     target = replayer()
     target.replay(log_batch([data(seq=1), data(seq=2), data(seq=6)]))
@@ -251,8 +233,8 @@ def sender_ledger() -> Iterator[SenderLedger]:
         ledger.close()
 
 
-def reports(collector: Collector) -> list[str]:
-    return [r.getMessage() for r in collector.records if getattr(r, "isoplug_report", False)]
+def reported(collector: RecordWaiter) -> list[str]:
+    return [r.getMessage() for r in reports(collector.records)]
 
 
 def announced(fd: int, sender_pid: int | None = None) -> LogReplayer:
@@ -292,7 +274,7 @@ def announced(fd: int, sender_pid: int | None = None) -> LogReplayer:
     ],
 )
 def test_the_ledger_counts_what_the_sender_accepted_but_never_sent(
-    collector: Collector,
+    collector: RecordWaiter,
     sender_ledger: SenderLedger,
     *,
     accepted: int,
@@ -306,12 +288,12 @@ def test_the_ledger_counts_what_the_sender_accepted_but_never_sent(
     sender_ledger.view[0] = accepted
     target.replay(log_batch([data(seq=n) for n in range(1, arrived + 1)]))
     target.finish(clean=clean)
-    assert reports(collector) == [expected]
+    assert reported(collector) == [expected]
     assert target.metrics.dropped.get(DropReason.SENDER_ENDED, 0) == accepted - arrived
 
 
 def test_a_descriptor_that_is_not_a_ledger_is_refused_with_a_report(
-    collector: Collector, tmp_path: Path
+    collector: RecordWaiter, tmp_path: Path
 ) -> None:
     """A sender naming any other file (here a regular file) gets a report, not a count."""
     with open(tmp_path / "not-a-ledger", "wb") as other:
@@ -320,7 +302,7 @@ def test_a_descriptor_that_is_not_a_ledger_is_refused_with_a_report(
         target = announced(other.fileno(), sender_pid=os.getpid())
         target.replay(LogBatch(records=msgspec.Raw(b"\x90"), ledger_fd=other.fileno()))
     target.finish(clean=False)
-    (refused, second, ended) = reports(collector)
+    (refused, second, ended) = reported(collector)
     assert refused.startswith("cannot use the log ledger of plugin demo: descriptor ")
     assert "not a ledger; a crash will be reported without a count of lost records" in refused
     assert second == "plugin demo announced a second log ledger; kept the first"
@@ -328,19 +310,19 @@ def test_a_descriptor_that_is_not_a_ledger_is_refused_with_a_report(
 
 
 def test_a_ledger_from_a_connection_without_a_pid_is_not_opened(
-    collector: Collector, sender_ledger: SenderLedger
+    collector: RecordWaiter, sender_ledger: SenderLedger
 ) -> None:
     """Without a pid vouched for by the connection, the announced descriptor is never opened."""
     target = announced(sender_ledger.fd)
     sender_ledger.view[0] = 9
     target.finish(clean=True)
-    assert reports(collector) == [
+    assert reported(collector) == [
         "plugin demo announced a log ledger, but its connection does not say which process it "
         "is; a crash will be reported without a count of lost records"
     ]
 
 
-def test_rate_limit_drops_low_levels_first_and_reports(collector: Collector) -> None:
+def test_rate_limit_drops_low_levels_first_and_reports(collector: RecordWaiter) -> None:
     """Over the rate limit, INFO is dropped while WARNING still passes, and drops are reported."""
     target = replayer(rate=1.0, burst=10.0)
     batch = [data(seq=i) for i in range(1, 31)] + [
@@ -348,14 +330,14 @@ def test_rate_limit_drops_low_levels_first_and_reports(collector: Collector) -> 
     ]
     target.replay(log_batch(batch))
     target.finish()
-    replayed = [r for r in collector.records if not getattr(r, "isoplug_report", False)]
+    replayed = [r for r in collector.records if not is_report(r)]
     assert sum(1 for r in replayed if r.levelno == logging.INFO) == 10
     assert sum(1 for r in replayed if r.levelno == logging.WARNING) == 5
     assert target.metrics.dropped[DropReason.RATE_LIMITED] == 20
     assert any("rate limit: dropped 20 log records" in m for m in collector.messages())
 
 
-def test_host_logger_level_filters_and_is_counted(collector: Collector) -> None:
+def test_host_logger_level_filters_and_is_counted(collector: RecordWaiter) -> None:
     """Records below the host logger's level are not handled, and counted as filtered."""
     logging.getLogger(PREFIX).setLevel(logging.WARNING)
     try:
@@ -369,27 +351,14 @@ def test_host_logger_level_filters_and_is_counted(collector: Collector) -> None:
     assert target.metrics.filtered == 1 and target.metrics.replayed == 1
 
 
-def test_traceback_is_rendered_exactly_once(collector: Collector) -> None:
+def test_traceback_is_rendered_exactly_once(collector: RecordWaiter) -> None:
     """A forwarded exception shows its traceback once through an ordinary Formatter."""
-    source = logging.getLogger("sender")
-    captured: list[bytes] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            captured.append(capture_record(record, 1))
-
-    handler = Capture()
-    source.addHandler(handler)
-    source.propagate = False
-    try:
+    with sending("sender") as sent:
         try:
             raise ValueError("boom")
         except ValueError:
-            source.exception("it failed")
-    finally:
-        source.removeHandler(handler)
-        source.propagate = True
-    replayer().replay(LogBatch(records=msgspec.Raw(b"\x91" + captured[0])))
+            logging.getLogger("sender").exception("it failed")
+    replayer().replay(batch(sent))
     (record,) = collector.records
     text = logging.Formatter("%(message)s").format(record)
     assert text.count("Traceback (most recent call last)") == 1
@@ -399,16 +368,6 @@ def test_traceback_is_rendered_exactly_once(collector: Collector) -> None:
 
 def test_structlog_event_dicts_render_through_processor_formatter() -> None:
     """A structlog record arrives as an event dict that ProcessorFormatter renders as JSON."""
-    source = logging.getLogger("structured.sender")
-    captured: list[bytes] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            captured.append(capture_record(record, 1))
-
-    source.addHandler(Capture())
-    source.propagate = False
-    source.setLevel(logging.DEBUG)
     structlog.configure(
         processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -416,11 +375,10 @@ def test_structlog_event_dicts_render_through_processor_formatter() -> None:
         cache_logger_on_first_use=False,
     )
     try:
-        structlog.get_logger("structured.sender").info("paid", order=17, items=["a", "b"])
+        with sending("structured.sender") as sent:
+            structlog.get_logger("structured.sender").info("paid", order=17, items=["a", "b"])
     finally:
         structlog.reset_defaults()
-        source.handlers.clear()
-        source.propagate = True
 
     output = io.StringIO()
     host_handler = logging.StreamHandler(output)
@@ -437,7 +395,7 @@ def test_structlog_event_dicts_render_through_processor_formatter() -> None:
     host_logger.addHandler(host_handler)
     host_logger.setLevel(logging.DEBUG)
     try:
-        replayer().replay(LogBatch(records=msgspec.Raw(b"\x91" + captured[0])))
+        replayer().replay(batch(sent))
     finally:
         host_logger.removeHandler(host_handler)
         host_logger.setLevel(logging.NOTSET)
@@ -451,7 +409,7 @@ def test_structlog_event_dicts_render_through_processor_formatter() -> None:
 
 
 async def test_receive_replays_a_small_batch_at_once_and_a_flood_in_slices(
-    collector: Collector,
+    collector: RecordWaiter,
 ) -> None:
     """receive() replays at once until REPLAY_SLICE records have gone by since the event loop
     last ran; the rest comes back as an awaitable that yields between slices. Slices count

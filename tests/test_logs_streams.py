@@ -76,8 +76,14 @@ def test_lines_become_records_at_the_streams_level_with_the_writers_location(
     stream.write("ial\n")
     assert waiter.messages() == ["first", "two", "three", "partial"]
     first = waiter.records[0]
-    assert first.levelno == logging.INFO and first.__dict__["stream"] == "stdout"
+    assert first.levelno == logging.INFO and first.name == "stdout"
     assert first.lineno == line and first.funcName.startswith("test_lines_become")
+    # Exactly a plain record's attributes: it takes the encoder's fast path (the receiver
+    # stamps the stream from the logger's name).
+    plain = logging.LogRecord("", logging.INFO, "", 0, "", None, None)
+    added_by_formatters = {"message", "asctime"}
+    assert type(first) is logging.LogRecord
+    assert first.__dict__.keys() - added_by_formatters == plain.__dict__.keys()
 
 
 def test_a_source_puts_lines_under_its_logger(waiter: RecordWaiter) -> None:

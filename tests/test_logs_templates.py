@@ -11,91 +11,42 @@ import logging.handlers
 import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 import structlog
 
-from isoplug import Host
-from isoplug.logs import LogReplayer, ReplayLimits
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
 from isoplug.logs.replay import LogTemplate
-from isoplug.wire import LogBatch, LogRecordData
-from isoplug.wire.logframes import log_batch
-from tests.plugins_fixtures import FAST, plugins_dir
-from tests.record_waiter import RecordWaiter
+from isoplug.wire import LogRecordData
+from tests.log_helpers import captured, record_decoder, replay
+from tests.plugins_fixtures import running
+from tests.record_waiter import RecordWaiter, watching
 
 PREFIX = "plugin.demo"
-_decoder = msgspec.msgpack.Decoder(LogRecordData)
-
-
-class Collector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture
-def collector() -> Iterator[Collector]:
+def collector() -> Iterator[RecordWaiter]:
     """Collects what reaches the ``plugin.demo`` logger during the test."""
-    handler = Collector()
-    host_logger = logging.getLogger(PREFIX)
-    host_logger.addHandler(handler)
-    host_logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        host_logger.removeHandler(handler)
-        host_logger.setLevel(logging.NOTSET)
-
-
-def captured(log: Callable[[logging.Logger], None]) -> list[bytes]:
-    """What ``log(logger)`` sends, record by record, as the runner's handler encodes it."""
-    source = logging.getLogger("templates.sender")
-    sent: list[bytes] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            sent.append(capture_record(record, len(sent) + 1))
-
-    handler = Capture()
-    source.addHandler(handler)
-    source.setLevel(logging.DEBUG)
-    source.propagate = False
-    try:
-        log(source)
-    finally:
-        source.removeHandler(handler)
-        source.setLevel(logging.NOTSET)
-        source.propagate = True
-    return sent
-
-
-def replay(encoded: list[bytes], **limits: Any) -> None:
-    # A msgpack array (array 32 header) of the records as they were encoded.
-    records = msgspec.Raw(b"\xdd" + len(encoded).to_bytes(4, "big") + b"".join(encoded))
-    replayer = LogReplayer(PREFIX, description="plugin demo", limits=ReplayLimits(**limits))
-    replayer.replay(LogBatch(records=records))
+    with watching(PREFIX) as waiter:
+        yield waiter
 
 
 def test_records_of_one_template_share_msg_and_render_as_the_plugin_did(
-    collector: Collector,
+    collector: RecordWaiter,
 ) -> None:
     def log(logger: logging.Logger) -> None:
         logger.info("paid %s", "A")
         logger.info("paid %s", "B")
 
-    replay(captured(log))
+    replay(PREFIX, captured(log))
     first, second = collector.records
     assert first.msg == second.msg == "paid %s"
     assert isinstance(first.msg, str) and hash(first.msg) == hash("paid %s")
     assert [first.getMessage(), second.getMessage()] == ["paid A", "paid B"]
     formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
-    assert formatter.format(first) == "INFO plugin.demo.templates.sender: paid A"
+    assert formatter.format(first) == "INFO plugin.demo.sender: paid A"
     assert first.args == ("paid A",)
 
 
@@ -110,13 +61,13 @@ def test_records_of_one_template_share_msg_and_render_as_the_plugin_did(
     ],
 )
 def test_the_template_is_sent_only_with_arguments_and_on_every_path(
-    collector: Collector, log: Callable[[logging.Logger], None]
+    collector: RecordWaiter, log: Callable[[logging.Logger], None]
 ) -> None:
     """Fast path or general path, a record has its template exactly when it had arguments, and
     the host's getMessage() is the sender's message either way."""
     (encoded,) = captured(log)
-    data = _decoder.decode(encoded)
-    replay([encoded])
+    data = record_decoder.decode(encoded)
+    replay(PREFIX, [encoded])
     (record,) = collector.records
     assert record.getMessage() == data.message
     if data.message == "plain":
@@ -128,7 +79,7 @@ def test_the_template_is_sent_only_with_arguments_and_on_every_path(
         assert type(record.msg) is LogTemplate
 
 
-def test_a_template_that_does_not_match_its_message_never_raises(collector: Collector) -> None:
+def test_a_template_that_does_not_match_its_message_never_raises(collector: RecordWaiter) -> None:
     """A hostile sender: the template's specifiers have nothing to do with the message."""
     template = "%s %d %(x)s %.3f %"
     records = [
@@ -136,7 +87,7 @@ def test_a_template_that_does_not_match_its_message_never_raises(collector: Coll
         LogRecordData("w", logging.INFO, "INFO", 1.0, seq=2, message="", template="%s\x1b[2J\nX"),
         LogRecordData("w", logging.INFO, "INFO", 1.0, seq=3, message="m", template="%" * 100),
     ]
-    replay_data(records, max_message_chars=50)
+    replay(PREFIX, records, max_message_chars=50)
     first, second, third = collector.records
     assert first.msg == template and first.getMessage() == "hi"
     # Sanitized like messages: control characters escaped, lines indented, length capped.
@@ -148,10 +99,10 @@ def test_a_template_that_does_not_match_its_message_never_raises(collector: Coll
         assert record.msg % record.args == record.getMessage()
 
 
-def test_a_filter_that_rewrites_args_changes_the_message(collector: Collector) -> None:
+def test_a_filter_that_rewrites_args_changes_the_message(collector: RecordWaiter) -> None:
     """args is (the rendered message,): a redacting filter that rewrites it is obeyed, and
     arguments of another shape are formatted into the template as usual."""
-    replay(captured(lambda logger: logger.info("token %s", "s3cret")))
+    replay(PREFIX, captured(lambda logger: logger.info("token %s", "s3cret")))
     (record,) = collector.records
     record.args = ("token [redacted]",)
     assert record.getMessage() == "token [redacted]"
@@ -159,25 +110,19 @@ def test_a_filter_that_rewrites_args_changes_the_message(collector: Collector) -
     assert record.getMessage() == "token 42"
 
 
-def test_records_of_one_template_share_one_object(collector: Collector) -> None:
+def test_records_of_one_template_share_one_object(collector: RecordWaiter) -> None:
     def log(logger: logging.Logger) -> None:
         for n in range(3):
             logger.info("n=%d", n)
 
-    replay(captured(log))
+    replay(PREFIX, captured(log))
     first, *others = collector.records
     assert all(record.msg is first.msg for record in others)
     assert [record.getMessage() for record in collector.records] == ["n=0", "n=1", "n=2"]
 
 
-def replay_data(records: list[LogRecordData], **limits: Any) -> None:
-    LogReplayer(PREFIX, description="plugin demo", limits=ReplayLimits(**limits)).replay(
-        log_batch(records)
-    )
-
-
-def test_replayed_records_survive_pickle_copy_and_queue_handlers(collector: Collector) -> None:
-    replay(captured(lambda logger: logger.warning("paid %s of %d", "A", 3)))
+def test_replayed_records_survive_pickle_copy_and_queue_handlers(collector: RecordWaiter) -> None:
+    replay(PREFIX, captured(lambda logger: logger.warning("paid %s of %d", "A", 3)))
     (record,) = collector.records
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         again = pickle.loads(pickle.dumps(record, protocol))
@@ -189,9 +134,9 @@ def test_replayed_records_survive_pickle_copy_and_queue_handlers(collector: Coll
 
 
 def test_structlog_processor_formatter_renders_foreign_records_with_their_message(
-    collector: Collector,
+    collector: RecordWaiter,
 ) -> None:
-    replay(captured(lambda logger: logger.info("paid %s", "A", extra={"order": 17})))
+    replay(PREFIX, captured(lambda logger: logger.info("paid %s", "A", extra={"order": 17})))
     (record,) = collector.records
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
@@ -212,39 +157,30 @@ def test_structlog_processor_formatter_renders_foreign_records_with_their_messag
     assert record.msg == "paid %s" and record.getMessage() == "paid A"
 
 
-def test_templates_are_capped_in_the_emitting_process(collector: Collector) -> None:
+def test_templates_are_capped_in_the_emitting_process(collector: RecordWaiter) -> None:
     """A template longer than the field cap (its message is short) is cut like a message."""
     template = "%(a).0s" * (MAX_FIELD_CHARS // 7 + 10)
     (encoded,) = captured(lambda logger: logger.info(template, {"a": 1}))
-    data = _decoder.decode(encoded)
+    data = record_decoder.decode(encoded)
     assert data.message == ""
     assert data.template is not None and data.template.startswith(template[:MAX_FIELD_CHARS])
     assert data.template.endswith(" characters in the emitting process]")
 
 
-def test_a_replayed_record_forwarded_again_keeps_its_template(collector: Collector) -> None:
+def test_a_replayed_record_forwarded_again_keeps_its_template(collector: RecordWaiter) -> None:
     """A host that is itself a plugin forwards the replayed record with the same template."""
-    replay(captured(lambda logger: logger.info("paid %s", "A")))
+    replay(PREFIX, captured(lambda logger: logger.info("paid %s", "A")))
     (record,) = collector.records
-    data = _decoder.decode(capture_record(record, 1))
+    data = record_decoder.decode(capture_record(record, 1))
     assert (data.template, data.message) == ("paid %s", "paid A")
 
 
 async def test_a_plugins_template_reaches_the_host_as_msg(tmp_path: Path) -> None:
     """End to end, with a real runner: two calls of one template, two orders."""
-    waiter = RecordWaiter()
-    plugin_logger = logging.getLogger("plugin")
-    plugin_logger.addHandler(waiter)
-    plugin_logger.setLevel(logging.DEBUG)
     name = "plugin.chronicler.chronicler.work"
-    try:
-        async with Host(plugins_dir(tmp_path, "chronicler"), config=FAST) as host:
-            await host.wait_ready(20)
-            await host.call("chronicler", "log_payments", orders=["A", "B"])
-            await waiter.wait_until(lambda: len(waiter.matching(name, "paid")) >= 2)
-    finally:
-        plugin_logger.removeHandler(waiter)
-        plugin_logger.setLevel(logging.NOTSET)
+    async with running(tmp_path, "chronicler") as (host, waiter):
+        await host.call("chronicler", "log_payments", orders=["A", "B"])
+        await waiter.wait_until(lambda: len(waiter.matching(name, "paid")) >= 2)
     first, second = waiter.matching(name, "paid")
     assert first.msg == second.msg == "paid %s"
     assert (first.getMessage(), second.getMessage()) == ("paid A", "paid B")

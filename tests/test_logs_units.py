@@ -23,9 +23,10 @@ from isoplug.logs.sanitize import clean_logger_name, clean_text
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch, LogRecordData, decode_message
 from isoplug.wire.framing import HEADER_SIZE, encode_frame
 from isoplug.wire.logframes import log_batch, log_batch_frame
+from tests.log_helpers import record_decoder
+from tests.record_waiter import RecordWaiter
 from tests.wire_strategies import PROPERTY, drop_counts, log_records
 
-record_decoder = msgspec.msgpack.Decoder(LogRecordData)
 records_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
 
 # -- log batch frames ---------------------------------------------------------------------------
@@ -84,18 +85,6 @@ def test_log_batch_frame_over_the_frame_limit_is_a_local_protocol_error() -> Non
 # -- capturing records --------------------------------------------------------------------------
 
 
-class Collector(logging.Handler):
-    """Keeps every record it is handed, untouched (no formatting)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Keep ``record``."""
-        self.records.append(record)
-
-
 class Opaque:
     """A value msgpack cannot carry, with a fixed repr."""
 
@@ -118,13 +107,13 @@ class Unprintable(Exception):
 
 
 @pytest.fixture
-def collector() -> Collector:
+def collector() -> RecordWaiter:
     """A fresh collector."""
-    return Collector()
+    return RecordWaiter()
 
 
 @pytest.fixture
-def log(collector: Collector) -> logging.Logger:
+def log(collector: RecordWaiter) -> logging.Logger:
     """A logger of its own, outside the logging tree, whose records only ``collector`` sees.
 
     (Being outside the tree keeps pytest's capture handlers, which format every record and
@@ -135,14 +124,14 @@ def log(collector: Collector) -> logging.Logger:
     return logger
 
 
-def captured(collector: Collector, seq: int = 1) -> tuple[logging.LogRecord, LogRecordData]:
+def captured(collector: RecordWaiter, seq: int = 1) -> tuple[logging.LogRecord, LogRecordData]:
     """The single record collected so far, and what capture_record made of it."""
     (record,) = collector.records
     return record, record_decoder.decode(capture_record(record, seq))
 
 
 def test_captured_records_carry_every_standard_field(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """Decoding capture_record's bytes gives the record's fields and its merged message."""
     log.warning("hello %s, you are %d", "ann", 42)
@@ -167,7 +156,7 @@ def test_captured_records_carry_every_standard_field(
 
 
 def test_captured_records_carry_the_asyncio_task_name(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """A record logged in a named asyncio task carries its name (Python 3.12+; None before)."""
 
@@ -183,7 +172,7 @@ def test_captured_records_carry_the_asyncio_task_name(
 
 
 def test_extra_attributes_arrive_native_or_as_repr(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """Extra values msgpack carries arrive as they are; others, however nested, as their repr."""
     log.info(
@@ -278,7 +267,7 @@ def test_a_record_subclass_sends_its_own_attributes_as_extra() -> None:
 
 
 def test_a_message_that_came_with_extras_still_captures_plain_records_right(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """Records of a message once seen with extras skip the straight-line path (a speed hint
     only): its plain records still arrive without extras, and its extras still arrive."""
@@ -320,7 +309,7 @@ def test_a_deleted_standard_attribute_is_sent_at_its_default(attribute: str) -> 
 
 
 def test_an_exception_record_carries_its_traceback_once_and_its_type(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """log.exception sends the formatted traceback once, the qualified type and the message."""
     try:
@@ -339,7 +328,7 @@ def test_an_exception_record_carries_its_traceback_once_and_its_type(
 
 
 def test_a_traceback_a_formatter_already_rendered_is_sent_once_and_not_as_extra(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """A record another handler formatted first keeps one traceback, no message/asctime extra."""
     try:
@@ -357,7 +346,7 @@ def test_a_traceback_a_formatter_already_rendered_is_sent_once_and_not_as_extra(
 
 
 def test_an_exception_whose_str_raises_still_encodes_readably(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """An exception whose __str__ raises gives an exc_message naming the type and the failure."""
     try:
@@ -372,7 +361,7 @@ def test_an_exception_whose_str_raises_still_encodes_readably(
 
 
 def test_a_bad_format_string_becomes_a_message_about_the_failure(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """log.info('%d', 'x') is captured with a message saying the formatting failed."""
     log.info("%d", "x")
@@ -380,7 +369,7 @@ def test_a_bad_format_string_becomes_a_message_about_the_failure(
     assert data.message.startswith("'%d' % ('x',) failed: TypeError: ")
 
 
-def test_stack_info_arrives(log: logging.Logger, collector: Collector) -> None:
+def test_stack_info_arrives(log: logging.Logger, collector: RecordWaiter) -> None:
     """A record logged with stack_info=True carries the stack text."""
     log.info("where am I", stack_info=True)
     record, data = captured(collector)
@@ -391,7 +380,7 @@ def test_stack_info_arrives(log: logging.Logger, collector: Collector) -> None:
 
 
 def test_a_structlog_record_sends_its_event_dict_and_method(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """A record whose msg is an event dict sends it as event, with _name as event_method."""
     event = {"event": "user logged in", "user": "ann", "attempt": 2}
@@ -404,7 +393,7 @@ def test_a_structlog_record_sends_its_event_dict_and_method(
 
 
 def test_unencodable_values_in_an_event_dict_arrive_as_repr(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """An event dict holding a value msgpack cannot carry sends that value's repr."""
     log.info({"event": "e", "thing": Opaque()}, extra={"_logger": object(), "_name": "warning"})
@@ -414,7 +403,7 @@ def test_unencodable_values_in_an_event_dict_arrive_as_repr(
 
 
 def test_a_plain_record_with_a_name_extra_has_no_event_method(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """_name only becomes event_method when msg is an event dict; it is never an extra."""
     log.info("plain", extra={"_name": "info"})
@@ -423,7 +412,7 @@ def test_a_plain_record_with_a_name_extra_has_no_event_method(
 
 
 def test_an_overlong_message_is_truncated_with_a_marker(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """A message longer than MAX_FIELD_CHARS is cut there and says how much was cut."""
     log.info("%s", "x" * (MAX_FIELD_CHARS + 10))
@@ -434,7 +423,7 @@ def test_an_overlong_message_is_truncated_with_a_marker(
 
 
 def test_a_message_of_exactly_max_field_chars_is_kept_whole(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """A message of exactly MAX_FIELD_CHARS characters is sent unchanged."""
     log.info("y" * MAX_FIELD_CHARS)
@@ -468,7 +457,7 @@ def test_the_plain_record_fast_path_matches_the_general_path(
 
 
 def test_captured_records_frame_and_decode_as_a_batch(
-    log: logging.Logger, collector: Collector
+    log: logging.Logger, collector: RecordWaiter
 ) -> None:
     """capture_record output framed by log_batch_frame decodes back to the same records."""
     for number in range(20):

@@ -7,33 +7,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from isoplug import Host, PluginState
+from isoplug import PluginState
 from isoplug.errors import ConnectionBroken
-from isoplug.host import SupervisorConfig
 from isoplug.logs import DropReason
-from tests.plugins_fixtures import FAST, plugins_dir
-from tests.record_waiter import RecordWaiter
+from tests.plugins_fixtures import FAST, running
 
-
-@asynccontextmanager
-async def running(
-    tmp_path: Path, *names: str, config: SupervisorConfig = FAST
-) -> AsyncIterator[tuple[Host, RecordWaiter]]:
-    waiter = RecordWaiter()
-    plugin_logger = logging.getLogger("plugin")
-    plugin_logger.addHandler(waiter)
-    plugin_logger.setLevel(logging.DEBUG)
-    try:
-        async with Host(plugins_dir(tmp_path, *names), config=config) as host:
-            await host.wait_ready(20)
-            yield host, waiter
-    finally:
-        plugin_logger.removeHandler(waiter)
-        plugin_logger.setLevel(logging.NOTSET)
+FORMATTER = logging.Formatter("%(levelname)s %(name)s: %(message)s")
 
 
 def attribute(record: logging.LogRecord, name: str) -> object:
@@ -157,7 +138,7 @@ async def test_warnings_and_uncaught_exceptions_arrive_as_structured_records(
     ):
         assert record.levelno == logging.ERROR
         assert attribute(record, "exc_type") == kind
-        assert record.exc_text is not None and text in record.exc_text
+        assert record.exc_info is not None and text in FORMATTER.formatException(record.exc_info)
         assert record.filename == "printer_plugin.py"
     assert not waiter.matching("plugin.printer.stderr")
 
@@ -176,7 +157,7 @@ async def test_loguru_messages_keep_their_level_extras_and_exception(tmp_path: P
     assert bound.levelno == logging.WARNING and attribute(bound, "user") == 42
     assert failed.levelno == logging.ERROR
     assert attribute(failed, "exc_type") == "builtins.ZeroDivisionError"
-    assert failed.exc_text is not None and "1 / 0" in failed.exc_text
+    assert failed.exc_info is not None and "1 / 0" in FORMATTER.formatException(failed.exc_info)
     assert info.filename == "printer_plugin.py" and info.funcName == "loguru"
     assert not waiter.matching("plugin.printer.stderr")
 
@@ -184,11 +165,15 @@ async def test_loguru_messages_keep_their_level_extras_and_exception(tmp_path: P
 async def test_a_segfault_still_reaches_the_host_through_the_real_stderr(
     tmp_path: Path,
 ) -> None:
-    """faulthandler writes to fd 2, not to the replaced sys.stderr: the crash dump arrives."""
+    """faulthandler writes to fd 2, not to the replaced sys.stderr: the crash dump arrives
+    as one CRITICAL record, the crashing frame in it."""
     async with running(tmp_path, "printer") as (host, waiter):
         with contextlib.suppress(ConnectionBroken):
             await host.call("printer", "segfault")
-        await waiter.wait_for("plugin.printer.stderr", "Fatal Python error: Segmentation fault")
+        dump = await waiter.wait_for("plugin.printer.stderr", "Fatal Python error: Segmentation")
+    assert dump.levelno == logging.CRITICAL
+    assert "printer_plugin.py" in dump.getMessage()
+    assert len(waiter.matching("plugin.printer.stderr", "Fatal Python error")) == 1
 
 
 async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> None:
@@ -206,7 +191,8 @@ async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> Non
                 await waiter.wait_for(f"plugin.{plugin}.stdout", f"{plugin} {where}")
             await waiter.wait_for(f"plugin.{plugin}.stderr", f"{plugin} in an event")
             failure = await waiter.wait_for(f"plugin.{plugin}", "Task exception was never")
-            assert failure.exc_text is not None and f"{plugin} task failed" in failure.exc_text
+            assert failure.exc_info is not None
+            assert f"{plugin} task failed" in FORMATTER.formatException(failure.exc_info)
     assert not waiter.matching("plugin.duo.stdout") and not waiter.matching("plugin.duo.stderr")
 
 

@@ -7,9 +7,14 @@ directory, so that a host starts only those runners.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+from isoplug import Host
 from isoplug.host import SupervisorConfig
+from isoplug.logs import ReplayLimits
+from tests.record_waiter import RecordWaiter, watching
 
 FIXTURES = Path(__file__).parent
 
@@ -34,6 +39,24 @@ def plugins_dir(tmp_path: Path, *names: str) -> Path:
     for name in names:
         os.symlink(FIXTURES / name, directory / name)
     return directory
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path,
+    *names: str,
+    config: SupervisorConfig = FAST,
+    log_limits: ReplayLimits | None = None,
+    logger: str | None = "plugin",
+) -> AsyncIterator[tuple[Host, RecordWaiter]]:
+    """A started host over the fixture plugins ``names`` (all ready), and a waiter seeing every
+    record of ``logger`` (None: the root logger, so the host's own records too)."""
+    with watching(logger) as waiter:
+        async with Host(
+            plugins_dir(tmp_path, *names), config=config, log_limits=log_limits
+        ) as host:
+            await host.wait_ready(20)
+            yield host, waiter
 
 
 def process_alive(pid: int) -> bool:

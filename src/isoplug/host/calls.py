@@ -2,11 +2,14 @@
 
 The runner answers a :data:`~isoplug.control.CALL` with a :class:`~isoplug.control.CallOutcome`;
 this module turns a failed outcome into the matching :class:`~isoplug.errors.RemoteError`
-subclass, and transport failures into one exception the supervisor can explain.
+subclass, and transport failures into one exception (:func:`call_plugin`), which
+:func:`call_runner` explains: the runner was stopped or restarted on request, or how it died.
 """
 
 from __future__ import annotations
 
+import signal
+import time
 from typing import Any
 
 from isoplug.control import CALL, CallOutcome, CallRequest
@@ -17,9 +20,53 @@ from isoplug.errors import (
     RemoteError,
     RequestTimeout,
 )
+from isoplug.host.commands import Commands, describe_command
+from isoplug.host.process import RunnerProcess
+from isoplug.host.status import PluginUnavailable
 from isoplug.rpc import Peer
 
-__all__ = ["call_plugin"]
+__all__ = ["call_plugin", "call_runner"]
+
+#: After a call lost its connection, how long to wait for the runner's exit status so that
+#: the caller's error can say how it died; the kernel reports an exit within milliseconds.
+_CRASH_ACCOUNT_WAIT = 1.0
+
+
+async def call_runner(
+    peer: Peer | None,
+    process: RunnerProcess | None,
+    plugin_id: str,
+    method: str,
+    kwargs: dict[str, Any],
+    *,
+    deadline: float | None,
+    commands: Commands,
+) -> Any:
+    """Call ``plugin_id.method(**kwargs)`` in the runner ``process`` over its control
+    connection ``peer`` (either None: the runner was lost just now), answered by ``deadline``
+    (``time.monotonic()``; None: no limit).
+
+    Raises what :func:`call_plugin` raises, but a lost connection is explained:
+    :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart,
+    else :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended.
+    """
+    if peer is None or process is None:
+        raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        return await call_plugin(peer, plugin_id, method, kwargs, remaining)
+    except ConnectionBroken as exc:
+        command = commands.pending
+        if command is not None:
+            raise PluginUnavailable(
+                f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}"
+            ) from exc
+        # Most likely the runner died mid-call: say how, if it is known within a moment.
+        await process.wait_exit(_CRASH_ACCOUNT_WAIT)
+        raise ConnectionBroken(
+            f"plugin {plugin_id!r} crashed during {method!r}: its runner (pid "
+            f"{process.pid}) {_how_it_ended(process)}"
+        ) from exc
 
 
 async def call_plugin(
@@ -52,3 +99,15 @@ async def call_plugin(
         error_class = REMOTE_ERROR_BY_CODE.get(info.code, RemoteError)
         raise error_class(f"{plugin_id}.{method}", info.type, info.message, info.traceback)
     return outcome.result
+
+
+def _how_it_ended(process: RunnerProcess) -> str:
+    if not process.exited.done():
+        return "lost its connection"
+    returncode = process.exited.result()
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
-from isoplug.host.stdio import StdioDestination
+from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.ratelimit import TokenBucket

@@ -24,7 +24,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from isoplug.host.stdio import StdioCapture, StdioDestination
+from isoplug.host.stdio import StdioCapture
+from isoplug.host.stdio_replay import StdioDestination
 
 __all__ = ["RunnerProcess"]
 

@@ -12,7 +12,7 @@ One :class:`LogReplayer` serves one connection. For every batch it:
 5. applies the per-sender rate limit and the host logger's level;
 6. rebuilds a complete ``LogRecord`` — every field from the sender, nothing filled in with the
    host's own process, thread or task; its exception a genuine ``exc_info`` with the sender's
-   traceback (:mod:`isoplug.logs.exceptions`) — adds the identity attributes the host vouches for
+   traceback (:mod:`isoplug.logs.tracebacks`) — adds the identity attributes the host vouches for
    (``plugin_id``, ``runner_pid``...), which always override anything the sender put in
    ``extra``, and hands it to ``logging.getLogger(name).handle()``.
 
@@ -32,11 +32,12 @@ from typing import Any
 import msgspec
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
-from isoplug.logs.exceptions import ExceptionRebuilder, ExcInfo
+from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.ledger import LedgerError, ReceiverLedger
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.sanitize import cap_text, clean_block, clean_logger_name, clean_text
+from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogBatch, LogRecordData
 
 __all__ = ["LogReplayer", "LogTemplate", "ReplayLimits"]
@@ -167,7 +168,7 @@ class LogReplayer:
         self._sender_pid = sender_pid
         self._ledger: ReceiverLedger | None = None
         self._ledger_announced = False
-        # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.exceptions).
+        # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
         self._exceptions = ExceptionRebuilder(
             max_message_chars=self.limits.max_message_chars,
             max_text_chars=self.limits.max_traceback_chars,
@@ -212,9 +213,6 @@ class LogReplayer:
         metrics = self.metrics
         metrics.received += len(batch)
         metrics.last_record_time = time.time()
-        for data in batch:
-            if data.extra:
-                self._count_stream(data)
         replay_one = self._replay_one
         for data in batch:
             replay_one(data)
@@ -317,27 +315,12 @@ class LogReplayer:
                 self._last_seq = data.seq
             else:
                 self._check_sequence(data.seq)
-            if data.extra:
-                # Only records with extras can be a runner's captured stdout/stderr.
-                self._count_stream(data)
             replay_one(data)
             self._since_yield += 1
             if self._since_yield >= REPLAY_SLICE:
                 self._since_yield = 0
                 yield
         self._report_rate_drops(force=False)
-
-    def _count_stream(self, data: LogRecordData) -> None:
-        """Count in ``metrics.streams`` a record of a runner's stdout or stderr: an extra
-        ``stream`` naming it, on a logger of that name (``stdout``, ``<anything>.stdout``)."""
-        stream = data.extra.get("stream")
-        if (
-            isinstance(stream, str)
-            and stream in _STD_STREAMS
-            and (data.name == stream or data.name.endswith("." + stream))
-        ):
-            streams = self.metrics.streams
-            streams[stream] = streams.get(stream, 0) + 1
 
     def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:
         try:
@@ -405,6 +388,9 @@ class LogReplayer:
             # Out of any sensible range: the lowest level there is, or CRITICAL.
             levelno = logging.CRITICAL if levelno > 100 else 1
         logger, identity = self._names.get(data.name) or self._logger_for(data.name)
+        if "stream" in identity:
+            streams = self.metrics.streams
+            streams[identity["stream"]] = streams.get(identity["stream"], 0) + 1
         if not logger.isEnabledFor(levelno) and not (
             # A disabled logger is enabled for no level: looked at only here, off the hot path.
             logger.disabled and self._enable_again(logger) and logger.isEnabledFor(levelno)
@@ -433,7 +419,7 @@ class LogReplayer:
                 rest = clean_logger_name(rest, self.limits.max_logger_name_chars)
                 routed = (
                     logging.getLogger(f"{host_prefix}.{rest}" if rest else host_prefix),
-                    {**self.identity, **overrides},
+                    _with_stream(rest, {**self.identity, **overrides}),
                 )
                 self._remember(sender_name, routed)
                 return routed
@@ -454,7 +440,7 @@ class LogReplayer:
             name = suffix or "root"
         else:
             name = f"{self.prefix}.{suffix}" if suffix else self.prefix
-        result = (logging.getLogger(name), self.identity)
+        result = (logging.getLogger(name), _with_stream(suffix, self.identity))
         self._remember(sender_name, result)
         return result
 
@@ -674,6 +660,15 @@ class LogReplayer:
         record.__dict__.update(self.identity)
         record.__dict__["isoplug_report"] = True
         self._report_logger.handle(record)
+
+
+def _with_stream(name: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity``, plus ``stream`` for a logger named for an output stream (``stdout``,
+    ``x.stderr``): what a runner's print()s and writes are logged on. The host stamps it,
+    like the rest of the identity, so it costs the plugin nothing to send and no sender can
+    give it to another logger's records; metrics count records per stream from it."""
+    last = name.rpartition(".")[2]
+    return {**identity, "stream": last} if last in _STD_STREAMS else identity
 
 
 def _by_level(counts: dict[int, int]) -> str:

@@ -23,10 +23,12 @@ How text becomes records:
   :func:`is_plain_line`.
 - **Records.** Logger ``stdout`` / ``stderr``, or ``<source>.stdout`` when :data:`current_source`
   names the code that is running (a runner sets it to ``plugin.<id>`` around each plugin's work;
-  tasks and ``asyncio.to_thread`` inherit it). Extras: ``stream``, ``truncated`` (when cut), and
-  a JSON line's fields (one named like a record attribute is renamed ``extra_<name>``). The
-  logger's level and filters apply. Records are built directly as :class:`OutputRecord` (no
-  ``findCaller``, no record factory): a plain ``print()`` must stay cheap.
+  tasks and ``asyncio.to_thread`` inherit it). Extras: ``truncated`` (when cut), and a JSON
+  line's fields (one named like a record attribute is renamed ``extra_<name>``); the receiver
+  stamps ``stream`` from the logger's name. The logger's level and filters apply. Records are
+  built directly (no ``findCaller``, no record factory) with exactly the standard attributes,
+  so that a plain line takes :func:`~isoplug.logs.capture.capture_record`'s fast path: a plain
+  ``print()`` must stay cheap.
 
 Never a loop: text written while this thread is handing a record to the handlers (a handler's
 error report, the forwarding handler's fallback) goes to the original stream, the real fd.
@@ -57,7 +59,6 @@ __all__ = [
     "QUIET_FLUSH_DELAY",
     "TRUNCATED_MARK",
     "LogStream",
-    "OutputRecord",
     "attributed_to",
     "current_source",
     "deliver",
@@ -89,15 +90,6 @@ def attributed_to(source: str) -> Iterator[None]:
         yield
     finally:
         current_source.reset(token)
-
-
-class OutputRecord(logging.LogRecord):
-    """A record made from written text, built attribute by attribute without ``__init__``.
-
-    A class of its own so that :func:`~isoplug.logs.capture.capture_record` does not try its
-    extras-free fast path first (these records always carry ``stream``): it goes straight to the
-    path for records with extras.
-    """
 
 
 # -- per-thread state -------------------------------------------------------------------------
@@ -231,7 +223,7 @@ _STANDARD = dict(logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__
 
 
 def _site_attributes(
-    name: str, level: int, location: _Location, owner: _PerThread, stream: str
+    name: str, level: int, location: _Location, owner: _PerThread
 ) -> dict[str, Any]:
     """A record's attributes, except those of each record (see :func:`_stamp`)."""
     pathname, filename, module, lineno, func = location
@@ -247,11 +239,10 @@ def _site_attributes(
     attributes["thread"] = owner.ident
     attributes["processName"] = _Process.name or _Process.refresh_name()
     attributes["process"] = _Process.pid
-    attributes["stream"] = stream
     return attributes
 
 
-def _stamp(attributes: dict[str, Any], message: str, owner: _PerThread) -> OutputRecord:
+def _stamp(attributes: dict[str, Any], message: str, owner: _PerThread) -> logging.LogRecord:
     """A record of ``attributes`` (from :func:`_site_attributes`), with its message and time."""
     created = _time()
     attributes["msg"] = message
@@ -261,7 +252,7 @@ def _stamp(attributes: dict[str, Any], message: str, owner: _PerThread) -> Outpu
     attributes["threadName"] = owner.thread.name
     if _HAS_TASK_NAME:
         attributes["taskName"] = _task_name()
-    record = _new(OutputRecord)
+    record = _new(logging.LogRecord)
     record.__dict__ = attributes
     return record
 
@@ -273,12 +264,11 @@ def _make_record(
     location: _Location,
     owner: _PerThread,
     *,
-    stream: str,
     extra: dict[str, Any] | None = None,
-) -> OutputRecord:
+) -> logging.LogRecord:
     """A complete record: the standard attributes first, in ``LogRecord.__init__``'s order (so
-    the encoder finds the extras at the end), then ``stream`` and ``extra``."""
-    attributes = _site_attributes(name, level, location, owner, stream)
+    the encoder finds the extras at the end), then ``extra``."""
+    attributes = _site_attributes(name, level, location, owner)
     if extra:
         attributes.update(extra)
     return _stamp(attributes, message, owner)
@@ -481,7 +471,7 @@ class LogStream(io.TextIOBase):
             attributes["threadName"] = state.owner.thread.name
             if _HAS_TASK_NAME:
                 attributes["taskName"] = _task_name()
-            record = _new(OutputRecord)
+            record = _new(logging.LogRecord)
             record.__dict__ = attributes
             per_thread.emitting = True
             try:
@@ -693,7 +683,7 @@ class LogStream(io.TextIOBase):
         """The attributes of a line written from ``frame`` to ``logger``, remembered in
         ``state`` for the next line from there (a loop that prints)."""
         location = _location(frame)
-        attributes = _site_attributes(logger.name, self.level, location, state.owner, self.stream)
+        attributes = _site_attributes(logger.name, self.level, location, state.owner)
         if frame.f_code.co_filename in _SKIPPED_FILES:
             # The location is that of an outer frame, which the next call may not share.
             state.site_code = None
@@ -725,9 +715,7 @@ class LogStream(io.TextIOBase):
         level = self.level
         if not logger.isEnabledFor(level):
             return
-        record = _make_record(
-            logger.name, level, line, _location(frame), state.owner, stream=self.stream
-        )
+        record = _make_record(logger.name, level, line, _location(frame), state.owner)
         _deliver(per_thread, logger, record)
 
     def _emit_text(
@@ -754,7 +742,6 @@ class LogStream(io.TextIOBase):
             text.message,
             location,
             state.owner,
-            stream=self.stream,
             extra=extra,
         )
         _deliver(per_thread, logger, record)

@@ -1,0 +1,96 @@
+"""The host end of a runner's control connection: who may hold it, what the runner sends on it.
+
+Each runner process opens one control connection, presenting its token. Its supervisor's
+:class:`ControlLink` keeps it for the runner's current life
+(:class:`~isoplug.host.life.RunnerLife`) and refuses any other; hands the runner's ready report
+to that life; and runs the host capabilities its plugins call, once their manifests grant them.
+What the host sends on it comes from the supervisor (events, log levels), :mod:`isoplug.host.calls`
+(calls) and the life (pings, the shutdown request).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from isoplug.control import CAPABILITY, READY, CapabilityDenied, CapabilityRequest, ReadyReport
+from isoplug.host.life import RunnerLife
+from isoplug.host.manifest import Manifest
+from isoplug.rpc import Handler, Peer
+
+__all__ = ["CapabilityInvoker", "ControlLink"]
+
+_log = logging.getLogger("isoplug.host")
+
+CapabilityInvoker = Callable[[str, dict[str, Any]], Awaitable[Any]]
+"""``invoke_capability(name, kwargs)``: runs the host capability ``name``."""
+
+
+class ControlLink:
+    """The control connections of the runner ``runner_id`` (see the module docstring).
+
+    ``manifests`` are its plugins' (by plugin id), ``current()`` is its current life (None
+    before the first), ``invoke_capability`` runs a host capability once its grant is checked.
+    """
+
+    def __init__(
+        self,
+        runner_id: str,
+        manifests: Mapping[str, Manifest],
+        invoke_capability: CapabilityInvoker,
+        current: Callable[[], RunnerLife | None],
+    ) -> None:
+        self.runner_id = runner_id
+        self._manifests = manifests
+        self._invoke_capability = invoke_capability
+        self._current = current
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {READY: self._on_ready, CAPABILITY: self._on_capability}
+
+    async def serve(self, peer: Peer) -> None:
+        """Own the control connection of the current runner until it closes."""
+        life = self._current()
+        process = None if life is None else life.process
+        credentials = peer.stream.peer_credentials
+        if life is None or process is None or life.peer is not None:
+            _log.warning(
+                "runner %s: refused an unexpected second control connection", self.runner_id
+            )
+            return
+        if credentials is not None and credentials.pid != process.pid:
+            _log.warning(
+                "runner %s: refused a control connection from pid %d (the runner is pid %d)",
+                self.runner_id,
+                credentials.pid,
+                process.pid,
+            )
+            return
+        life.peer = peer
+        try:
+            await peer.wait_closed()
+        finally:
+            if life.peer is peer:
+                life.peer = None
+
+    def _on_ready(self, params: Any) -> None:
+        report = msgspec.convert(params, ReadyReport)
+        life = self._current()
+        if life is not None and not life.ready.done():
+            life.ready.set_result(report)
+
+    async def _on_capability(self, params: Any) -> Any:
+        request = msgspec.convert(params, CapabilityRequest)
+        manifest = self._manifests.get(request.plugin)
+        # Never trust the runner: check the grant here, whatever the runner checked.
+        if manifest is None:
+            raise CapabilityDenied(f"runner {self.runner_id!r} has no plugin {request.plugin!r}")
+        if request.name not in manifest.capabilities:
+            raise CapabilityDenied(
+                f"plugin {request.plugin!r} may not call host capability {request.name!r}: "
+                f"not in 'capabilities' of {manifest.path}"
+            )
+        return await self._invoke_capability(request.name, request.kwargs)

@@ -1,0 +1,228 @@
+"""One life of a runner: one runner process, from spawn to exit, driven for its supervisor.
+
+- *Start*: ``sys.executable -m isoplug.runner`` in a new session, with a fresh random token per
+  process (so a connection proves which process it comes from), bootstrap on stdin.
+- *Ready*: the runner's ready report must arrive within ``ready_timeout``; the supervisor then
+  takes it (which plugins loaded, which failed and how).
+- *Health*: every ``health_interval`` a ping must be answered within ``health_timeout``, else
+  the runner is hung (typically a plugin blocking its event loop) and is killed.
+- *Stop*: ask (``runner.shutdown``) and wait ``shutdown_timeout``; then SIGTERM to the process
+  group and wait ``terminate_timeout``; then SIGKILL.
+
+A stop or restart command (:mod:`isoplug.host.commands`) ends a life at any of these steps. What
+happens across lives (states, restarts, the restart policy) is the supervisor's
+(:mod:`isoplug.host.supervisor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NOTHING_LOADED, PING, SHUTDOWN, ReadyReport
+from isoplug.errors import ConnectionBroken, ConnectionClosed, IsoplugError, RequestTimeout
+from isoplug.host.commands import Commands, describe_command
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.launch import launch_runner
+from isoplug.host.manifest import Manifest
+from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.status import ExitAccount
+from isoplug.rpc import Peer
+
+__all__ = ["OnReady", "RunnerLife"]
+
+_log = logging.getLogger("isoplug.host")
+
+OnReady = Callable[[ReadyReport, RunnerProcess], Awaitable[tuple[bool, str | None]]]
+"""``on_ready(report, process)``: the supervisor takes the ready report of ``process``; returns
+whether the runner serves (a plugin loaded and set up) and, when restarting cannot help, why."""
+
+
+class RunnerLife:
+    """One runner process of the runner ``runner_id``; run it once, with :meth:`run`.
+
+    What the supervisor reads of it: ``token``, the token its connections must present (None
+    before its spawn and after its exit); ``ready``, which the supervisor's control handler
+    resolves with the ready report; ``process``, from its spawn until it has been closed;
+    ``peer``, its control connection while the supervisor serves it (the supervisor sets it).
+    """
+
+    def __init__(self, runner_id: str, config: SupervisorConfig, commands: Commands) -> None:
+        self.runner_id = runner_id
+        self._config = config
+        self._commands = commands
+        self.token: str | None = None
+        self.ready: asyncio.Future[ReadyReport] = asyncio.get_running_loop().create_future()
+        self.process: RunnerProcess | None = None
+        self.peer: Peer | None = None
+
+    async def run(
+        self,
+        entries: Sequence[Manifest],
+        *,
+        address: str,
+        log_address: str,
+        open_stdio: OpenStdio,
+        restarts: int,
+        on_ready: OnReady,
+    ) -> tuple[ExitAccount, str | None]:
+        """Run the runner of ``entries`` from spawn to exit; return its account (``restarts``:
+        how many times the runner had been restarted before) and, when restarting cannot help,
+        why."""
+        self.token = token = secrets.token_urlsafe(32)
+        try:
+            process = await launch_runner(
+                self.runner_id,
+                entries,
+                address=address,
+                log_address=log_address,
+                token=token,
+                log_level=self._config.log_level,
+                teardown_timeout=self._config.teardown_timeout,
+                open_stdio=open_stdio,
+                # Noted before the runner can read its bootstrap: its connections (control and
+                # logs) always find its pid known.
+                spawned=self._note_process,
+            )
+        except OSError as exc:
+            self.process = None  # killed by the launch, if it got as far as spawning
+            self.token = None
+            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, f"could not start: {exc}")
+            return account, None
+        except BaseException:
+            self.process = None  # cancelled: killed by the launch
+            raise
+        reason = ""
+        permanent: str | None = None
+        try:
+            reason, permanent = await self._until_exit(process, on_ready)
+        except BaseException:
+            # Cancelled (host shutting down hard) or a bug: never leave the process behind.
+            process.signal_group(signal.SIGKILL)
+            raise
+        finally:
+            self.token = None
+            if self.peer is not None:
+                with contextlib.suppress(IsoplugError):
+                    await self.peer.aclose("runner is gone")
+            if await process.close():
+                _log.warning(
+                    "runner %s: processes forked by its plugins outlived it; killed them",
+                    self.runner_id,
+                )
+            self.process = None
+        returncode = process.exited.result()
+        if returncode == EXIT_BAD_BOOTSTRAP:
+            permanent = "the runner could not read its bootstrap (an isoplug bug)"
+        elif returncode == EXIT_NOTHING_LOADED and permanent is None:
+            permanent = "no plugin could be loaded"
+        account = ExitAccount(
+            self.runner_id, process.pid, returncode, process.uptime, restarts, reason
+        )
+        return account, permanent
+
+    def _note_process(self, process: RunnerProcess) -> None:
+        self.process = process
+
+    async def _until_exit(
+        self, process: RunnerProcess, on_ready: OnReady
+    ) -> tuple[str, str | None]:
+        """Drive one process until it has exited; return (why it ended, permanent failure)."""
+        config = self._config
+        ready = self.ready
+        done = await self._commands.wait_with((ready, process.exited), config.ready_timeout)
+        if self._commands.pending is not None:
+            await self._shut_down(process)
+            return describe_command(self._commands.pending), None
+        if process.exited.done() and not ready.done():
+            return "it exited before reporting ready", None
+        if not done:
+            await self._kill(process)
+            return f"killed by the host: not ready within {config.ready_timeout:g} s", None
+        serving, permanent = await on_ready(ready.result(), process)
+        if not serving:
+            # Setup failed or nothing imported: the runner exits on its own.
+            if not await process.wait_exit(config.shutdown_timeout):
+                await self._kill(process)
+            return "", permanent
+        return await self._watch(process), None
+
+    async def _watch(self, process: RunnerProcess) -> str:
+        """Health-check a ready runner until it exits; return why it ended."""
+        config = self._config
+        while True:
+            command = await self._wait_exit_or_command(process, config.health_interval)
+            if not process.running:
+                return ""
+            if command is not None:
+                await self._shut_down(process)
+                return describe_command(command)
+            peer = self.peer
+            try:
+                if peer is None:
+                    raise ConnectionClosed("no control connection")
+                if not await self._ping(peer, process):
+                    continue  # a command or the exit came first: handled at the loop's top
+            except RequestTimeout:
+                _log.error(
+                    "runner %s (pid %d) did not answer a health check within %g s: it is hung "
+                    "(a plugin blocking its event loop?); killing it",
+                    self.runner_id,
+                    process.pid,
+                    config.health_timeout,
+                )
+                await self._kill(process)
+                return (
+                    f"killed by the host: no answer to a health check within "
+                    f"{config.health_timeout:g} s (hung)"
+                )
+            except (ConnectionClosed, ConnectionBroken):
+                if await process.wait_exit(config.health_timeout):
+                    return ""
+                await self._kill(process)
+                return "killed by the host: it closed its connection but did not exit"
+
+    async def _ping(self, peer: Peer, process: RunnerProcess) -> bool:
+        """One health check; False if a command or the runner's exit interrupted it.
+
+        Raises :class:`RequestTimeout` when the runner did not answer in time.
+        """
+        ping = asyncio.ensure_future(peer.request(PING, timeout=self._config.health_timeout))
+        try:
+            await self._commands.wait_with((ping, process.exited), None)
+        finally:
+            if not ping.done():
+                ping.cancel()
+                await asyncio.gather(ping, return_exceptions=True)
+        if ping.cancelled():
+            return False
+        ping.result()
+        return True
+
+    async def _wait_exit_or_command(self, process: RunnerProcess, timeout: float) -> str | None:
+        await self._commands.wait_with((process.exited,), timeout)
+        return self._commands.pending
+
+    async def _shut_down(self, process: RunnerProcess) -> None:
+        """Ask, then SIGTERM, then SIGKILL; returns once the runner has exited."""
+        peer = self.peer
+
+        async def ask() -> None:
+            if peer is not None:
+                with contextlib.suppress(IsoplugError):
+                    await peer.request(SHUTDOWN, timeout=self._config.shutdown_timeout)
+
+        await process.stop(
+            ask if peer is not None else None,
+            shutdown_timeout=self._config.shutdown_timeout,
+            terminate_timeout=self._config.terminate_timeout,
+            name=self.runner_id,
+        )
+
+    async def _kill(self, process: RunnerProcess) -> None:
+        process.signal_group(signal.SIGKILL)
+        await process.wait_exit(None)

@@ -1,0 +1,166 @@
+"""The replay thread of a runner's stdio: records from the backlog into the host's logging.
+
+The replay thread takes records from the backlog (:mod:`isoplug.host.stdio_backlog`) and
+replays them with the runner's :class:`~isoplug.logs.LogReplayer` (see
+:class:`StdioDestination`): the same logger mapping, sanitizing, caps, rate limit, metrics and
+identity as the runner's log records, on ``plugin.<runner id>.stdout`` / ``.stderr``, with
+``record.process`` the runner's pid. It alone updates the metrics: records the reader or the
+backlog dropped are counted here as :attr:`~isoplug.logs.DropReason.HOST_BACKLOG`, and reported
+in one WARNING per report interval on the plugin's logger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from isoplug.host.stdio_backlog import Backlog, Drops, Entry, yield_gil
+from isoplug.logs import DropReason, LogReplayer
+from isoplug.wire import LogRecordData
+
+__all__ = ["StdioDestination", "StdioReplay"]
+
+_log = logging.getLogger("isoplug.host")
+
+#: Records the replay thread takes from the backlog at once.
+_REPLAY_BATCH = 256
+_PROCESS_NAME = "isoplug-runner"
+
+
+@dataclasses.dataclass(frozen=True)
+class StdioDestination:
+    """Where one runner process's output goes: ``replayer`` (in a Host, one with the runner's
+    identity, shared rate limit and metrics of its own, see
+    :meth:`~isoplug.host.logbridge.LogBridge.stdio_destination`) and ``finished``, called once
+    by the replay thread after the last record and report (the metrics are final then)."""
+
+    replayer: LogReplayer
+    finished: Callable[[], None] = lambda: None
+
+
+class StdioReplay:
+    """Replays what the backlog of the runner ``pid`` holds onto ``destination``, in the
+    thread that calls :meth:`run` (see the module docstring)."""
+
+    def __init__(self, pid: int, backlog: Backlog, destination: StdioDestination) -> None:
+        self.pid = pid
+        self._backlog = backlog
+        self._destination = destination
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        """Stop replaying (from any thread): the records still in the backlog, and any read
+        from now on, are counted dropped and reported instead."""
+        self._abandoned = True
+        self._backlog.wake()
+
+    def run(self) -> None:
+        """Replay until the backlog has ended and everything in it was taken; then finish the
+        replayer and tell the destination. A failing handler is logged, not raised."""
+        replayer = self._destination.replayer
+        interval = replayer.limits.report_interval
+        unreported: Drops = {}
+        last_report = 0.0
+        try:
+            while True:
+                wait = (
+                    None if not unreported else max(0.0, last_report + interval - time.monotonic())
+                )
+                items, dropped, ended = self._backlog.take(_REPLAY_BATCH, wait)
+                if self._abandoned:
+                    for entry in items:
+                        if entry[3] is not None:
+                            key = (entry[0], entry[1])
+                            dropped[key] = dropped.get(key, 0) + 1
+                    items = [entry for entry in items if entry[3] is None]
+                if dropped:
+                    self._count_drops(dropped)
+                    for key, count in dropped.items():
+                        unreported[key] = unreported.get(key, 0) + count
+                try:
+                    if items:
+                        self._replay_items(items)
+                        yield_gil()
+                    now = time.monotonic()
+                    if unreported and (ended or now - last_report >= interval):
+                        last_report = now
+                        drops, unreported = unreported, {}
+                        self._report_drops(drops)
+                except Exception:
+                    # A handler (or its filter) that raises: the next records still get their
+                    # chance, and the pipes are still drained.
+                    _log.exception("replaying the stdout/stderr of runner %d failed", self.pid)
+                if ended:
+                    break
+        finally:
+            replayer.finish()
+            self._destination.finished()
+
+    def _replay_items(self, items: list[Entry]) -> None:
+        replayer = self._destination.replayer
+        records: list[LogRecordData] = []
+        for entry in items:
+            if entry[3] is not None:
+                records.append(self._record_data(entry))
+                continue
+            if records:
+                self._replay_records(records)
+                records = []
+            replayer.report(entry[2])
+        if records:
+            self._replay_records(records)
+
+    def _replay_records(self, records: list[LogRecordData]) -> None:
+        try:
+            self._destination.replayer.replay_records(records)
+        except Exception:
+            # A handler's filter that raises: the next batch still gets its chance.
+            _log.exception("replaying the stdout/stderr of runner %d failed", self.pid)
+
+    def _record_data(self, entry: Entry) -> LogRecordData:
+        stream, level, message, extra, truncated, created, _ = entry
+        site = f"<{stream}>"
+        return LogRecordData(
+            name=stream,
+            levelno=level,
+            levelname=logging.getLevelName(level),
+            created=created,
+            pathname=site,
+            filename=site,
+            module=stream,
+            lineno=0,
+            func_name="",
+            process=self.pid,
+            process_name=_PROCESS_NAME,
+            message=message,
+            extra={**(extra or {}), "truncated": truncated},
+        )
+
+    def _count_drops(self, dropped: Drops) -> None:
+        """Dropped records were received, from their stream, and dropped: say so in the
+        metrics (this thread is the only one that updates them)."""
+        metrics = self._destination.replayer.metrics
+        total = sum(dropped.values())
+        metrics.received += total
+        for (stream, _), count in dropped.items():
+            metrics.streams[stream] = metrics.streams.get(stream, 0) + count
+        metrics.count_drop(DropReason.HOST_BACKLOG, total)
+
+    def _report_drops(self, dropped: Drops) -> None:
+        replayer = self._destination.replayer
+        parts = ", ".join(
+            f"{stream} {logging.getLevelName(level)}: {count:,}"
+            for (stream, level), count in sorted(dropped.items())
+        )
+        why = (
+            "the runner was closed before the host's log handlers could replay them"
+            if self._abandoned
+            else "the host's log handlers did not keep up, and a plugin is never made to wait "
+            "for them"
+        )
+        replayer.report(
+            f"dropped {sum(dropped.values()):,} records of the stdout/stderr output of "
+            f"{replayer.description} (runner pid {self.pid}; {parts}): {why}"
+        )

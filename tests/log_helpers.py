@@ -1,0 +1,82 @@
+"""The log pipeline within one process, for the tests of its two ends: what a logger sends, as a
+runner's forwarding handler encodes it, and what a fresh :class:`~isoplug.logs.LogReplayer`
+makes of it.
+
+The host side's records are watched with :func:`tests.record_waiter.watching`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import msgspec
+
+from isoplug.logs import LogReplayer, ReplayLimits
+from isoplug.logs.capture import capture_record
+from isoplug.wire import LogBatch, LogRecordData
+
+record_decoder = msgspec.msgpack.Decoder(LogRecordData)
+_record_encoder = msgspec.msgpack.Encoder()
+
+
+@contextlib.contextmanager
+def sending(name: str) -> Iterator[list[bytes]]:
+    """What the logger ``name`` sends during the block, record by record, encoded as a runner's
+    handler encodes it (sequence numbers from 1). Meanwhile the logger is at DEBUG and does not
+    propagate; its handlers, level and propagation are as they were afterwards."""
+    logger = logging.getLogger(name)
+    sent: list[bytes] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            sent.append(capture_record(record, len(sent) + 1))
+
+    handler = Capture()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield sent
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def captured(log: Callable[[logging.Logger], object], name: str = "sender") -> list[bytes]:
+    """What ``log(logger)`` sends, the logger being ``name`` (see :func:`sending`)."""
+    with sending(name) as sent:
+        log(logging.getLogger(name))
+    return sent
+
+
+def batch(records: Sequence[LogRecordData | bytes]) -> LogBatch:
+    """One batch of ``records``: decoded, or as a sender encoded them (sent as they are)."""
+    encoded = [r if isinstance(r, bytes) else _record_encoder.encode(r) for r in records]
+    # A msgpack array (array 32 header) of the records.
+    header = b"\xdd" + len(encoded).to_bytes(4, "big")
+    return LogBatch(records=msgspec.Raw(header + b"".join(encoded)))
+
+
+def replay(prefix: str, records: Sequence[LogRecordData | bytes], **limits: Any) -> LogReplayer:
+    """A fresh replayer under ``prefix`` (its description: the prefix, dots as spaces; its
+    :class:`~isoplug.logs.ReplayLimits`: ``limits``) that replayed ``records`` in one batch."""
+    replayer = LogReplayer(
+        prefix, description=prefix.replace(".", " "), limits=ReplayLimits(**limits)
+    )
+    replayer.replay(batch(records))
+    return replayer
+
+
+def is_report(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is a replayer's own report (drops, gaps...), not a sender's record."""
+    return bool(getattr(record, "isoplug_report", False))
+
+
+def reports(records: Iterable[logging.LogRecord]) -> list[logging.LogRecord]:
+    """The replayer's own reports among ``records``."""
+    return [record for record in records if is_report(record)]
