@@ -81,6 +81,7 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
         "/dev/null (buffered)": buffered,
     }
     costs: dict[str, list[float]] = {name: [] for name in targets}
+    costs["log.info() (for comparison)"] = []
     for _ in range(rounds):
         for name, target in targets.items():
             stream = sys.stdout if target is None else target
@@ -88,6 +89,10 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
             for index in range(count):
                 print(f"cost {index}", file=stream)
             costs[name].append((time.perf_counter() - began) / count * 1e9)
+        began = time.perf_counter()
+        for index in range(count):
+            log.info("cost %s", index)
+        costs["log.info() (for comparison)"].append((time.perf_counter() - began) / count * 1e9)
     unbuffered.close()
     buffered.close()
     return costs

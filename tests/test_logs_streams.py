@@ -11,13 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from isoplug.logs.streams import (
-    MAX_LINE_CHARS,
-    TRUNCATED_MARK,
-    LogStream,
-    attributed_to,
-    is_plain_line,
-)
+from isoplug.logs.sources import attributed_to
+from isoplug.logs.streams import MAX_LINE_CHARS, TRUNCATED_MARK, LogStream, is_plain_line
 from isoplug.logs.textlines import LineClassifier, TextRecord
 from tests.record_waiter import RecordWaiter
 

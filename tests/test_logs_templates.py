@@ -17,7 +17,7 @@ import pytest
 import structlog
 
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
-from isoplug.logs.replay import LogTemplate
+from isoplug.logs.templates import LogTemplate
 from isoplug.wire import LogRecordData
 from tests.log_helpers import captured, record_decoder, replay
 from tests.plugins_fixtures import running

@@ -198,3 +198,23 @@ async def test_sockets_live_in_a_fresh_private_directory(tmp_path: Path) -> None
             mode = stat.S_IMODE(os.stat(path.parent).st_mode)
             assert mode == 0o700, (address, oct(mode))
             assert path.parent != Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+async def test_absurd_json_lines_arrive_whole_at_the_streams_level(tmp_path: Path) -> None:
+    """JSON lines with absurd levels, 1,000 levels of nesting or odd keys are never an error:
+    each arrives once, at a sane level, its text intact or its fields as extras."""
+    lines = {
+        "absurd-level": '{"level": 1e308, "msg": "absurd-level"}',
+        "negative-level": '{"level": -5, "msg": "negative-level"}',
+        "deep": '{"msg": "deep", "v": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}",
+        "keys": '{"msg": "keys", "1": 2, "": 3, "\\u001b[31m": 4}',
+    }
+    async with hostile(tmp_path) as (host, waiter):
+        for door in ("stderr", "fd_stderr"):
+            for text in lines.values():
+                await host.call("hostile", "send", door=door, text=text)
+            for marker in lines:
+                records = await arrival(waiter, marker)
+                assert len(records) == 1, (door, marker, records)
+                assert records[0].levelno == logging.WARNING, (door, marker)
+            waiter.records.clear()

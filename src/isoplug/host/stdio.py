@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Mapping
 
@@ -33,6 +34,8 @@ from isoplug.host.stdio_backlog import BACKLOG_BYTES, BACKLOG_RECORDS, Backlog, 
 from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
 from isoplug.host.stdio_reader import CLASSIFY_SLICE, IDLE_FLUSH_DELAY, PENDING_BYTES, StdioReader
 from isoplug.host.stdio_replay import StdioDestination, StdioReplay
+
+_log = logging.getLogger("isoplug.host")
 
 __all__ = [
     "BACKLOG_BYTES",
@@ -137,7 +140,10 @@ class StdioCapture:
 
     def report(self, text: str) -> None:
         """Have ``text`` reported (WARNING on the plugin's logger) after the records read so
-        far, by the replay thread. Only before :meth:`seal`."""
+        far, by the replay thread; after :meth:`seal`, by the host's own logger instead."""
+        if self._sealed:
+            _log.warning("runner %d: %s", self.pid, text)
+            return
         self._backlog.put([report_entry(text)])
 
     def seal(self) -> None:

@@ -180,7 +180,8 @@ class RunnerSupervisor:
 
     async def _apply_log_levels(self) -> None:
         peer = self._peer
-        for logger, level in self._log_levels.items():
+        # A copy: set_log_level() may add a logger while a request below is awaited.
+        for logger, level in list(self._log_levels.items()):
             if peer is None or not peer.is_open:
                 return
             try:

@@ -12,7 +12,7 @@ be text on stderr becomes one record each:
   was raised.
 
 Each goes to the logger of the code it belongs to: ``<source>`` (``<source>.py.warnings``) when
-:data:`~isoplug.logs.streams.current_source` names it, else the root logger (``py.warnings``).
+:data:`~isoplug.logs.sources.current_source` names it, else the root logger (``py.warnings``).
 For a task's exception, the source is the one the task was created with.
 """
 
@@ -31,7 +31,8 @@ from contextvars import Context
 from types import TracebackType
 from typing import Any, TextIO
 
-from isoplug.logs.streams import current_source, deliver
+from isoplug.logs.output_records import deliver
+from isoplug.logs.sources import current_source
 
 __all__ = ["asyncio_exception_handler", "install_exception_hooks", "track_task_sources"]
 

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from isoplug.logs.streams import current_source, deliver
+from isoplug.logs.output_records import deliver
+from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "install_loguru_bridge"]
 

@@ -29,8 +29,9 @@ import secrets
 import ssl
 
 from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
-from isoplug.logs.replay import LogReplayer, ReplayLimits
+from isoplug.logs.replay import LogReplayer
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import (

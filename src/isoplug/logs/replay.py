@@ -23,7 +23,6 @@ so they reach the same handlers as the sender's records.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
@@ -33,14 +32,17 @@ import msgspec
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.exceptions import ExcInfo
-from isoplug.logs.ledger import LedgerError, ReceiverLedger
+from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
-from isoplug.logs.sanitize import cap_text, clean_block, clean_logger_name, clean_text
+from isoplug.logs.replay_reports import ReplayReports
+from isoplug.logs.routing import LoggerRoutes
+from isoplug.logs.sanitize import cap_text, clean_block, clean_text
+from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogBatch, LogRecordData
 
-__all__ = ["LogReplayer", "LogTemplate", "ReplayLimits"]
+__all__ = ["LogReplayer", "ReplayLimits"]
 
 _record_list_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
 _raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
@@ -50,10 +52,6 @@ _value_encoder = msgspec.msgpack.Encoder()
 #: Records replayed between two yields to the event loop in :meth:`LogReplayer.replay_async`:
 #: about a millisecond of work, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
-#: The output streams counted in ``LogMetrics.streams``.
-_STD_STREAMS = frozenset({"stdout", "stderr"})
-#: The sender's root logger has one of these names.
-_ROOT_NAMES = frozenset({"", "root"})
 #: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
 _HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender"})
 #: Source and thread names up to this long that need no cleaning are remembered, at most
@@ -67,58 +65,6 @@ _MAX_TEMPLATES = 4096
 _LEVEL_NAMES = {
     level: name for name, level in logging.getLevelNamesMapping().items() if name != "WARN"
 }
-
-
-class LogTemplate(str):
-    """The ``msg`` of a replayed record whose sender logged a format string with arguments:
-    the template itself, so that tools which group records by ``msg`` (Sentry) see one
-    template; the record's ``args`` is ``(the message the sender rendered,)``.
-
-    ``LogRecord.getMessage()`` does ``str(msg) % args``: ``__str__`` keeps this object, and
-    ``%`` with a one-string tuple returns that string. The template is never applied to the
-    sender's text, so one that does not match its message (a buggy or hostile sender) cannot
-    make formatting fail; a filter that rewrites ``args[0]`` (redaction) changes the message.
-    Anything else sees an ordinary string: comparisons, hashing, ``json``, string methods use
-    the template's text. One object serves every record of a template.
-    """
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return self
-
-    def __mod__(self, args: object) -> str:
-        if type(args) is tuple and len(args) == 1 and isinstance(args[0], str):
-            return args[0]
-        # Arguments someone else put on the record: formatted as any record's would be.
-        return str.__mod__(self, args)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Not str's default (protocols 0 and 1 would recurse through __str__).
-        return (LogTemplate, (str.__str__(self),))
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayLimits:
-    """Caps applied to every record from an untrusted sender; each default says why."""
-
-    #: 32 Ki characters: a few screens of text; longer messages are almost always a dump.
-    max_message_chars: int = 32 * 1024
-    #: 64 Ki characters: deep tracebacks with chained causes fit.
-    max_traceback_chars: int = 64 * 1024
-    #: 200 characters of logger name after the prefix.
-    max_logger_name_chars: int = 200
-    #: At most this many ``extra`` (and structlog) keys per record.
-    max_extra_keys: int = 64
-    #: An ``extra`` value longer than this (characters of text or bytes of msgpack) is cut.
-    max_extra_value_chars: int = 4 * 1024
-    #: Records per second per sender before rate limiting (in a Host: per runner, the
-    #: processes it forks included); None disables the limit.
-    rate: float | None = 20_000.0
-    #: Records a sender may emit at once above the rate.
-    burst: float = 100_000.0
-    #: Rate-limit drops are reported at most this often (seconds).
-    report_interval: float = 1.0
 
 
 class LogReplayer:
@@ -142,17 +88,29 @@ class LogReplayer:
         self.limits = limits or ReplayLimits()
         self.description = description or prefix
         self.metrics = metrics if metrics is not None else LogMetrics()
-        self._strip = tuple(sorted((p for p in strip_prefixes if p), key=len, reverse=True))
-        # Sender logger prefix -> (host logger prefix, identity overrides): how a runner that
-        # hosts several plugins gets each plugin's records under that plugin's own name.
-        self._routes = sorted((routes or {}).items(), key=lambda item: len(item[0]), reverse=True)
+        self._routes = LoggerRoutes(
+            prefix,
+            self.identity,
+            strip_prefixes=strip_prefixes,
+            routes=routes,
+            max_name_chars=self.limits.max_logger_name_chars,
+        )
+        # The routes' own dict, read first for every record (see _replay_one).
+        self._names = self._routes.names
+        # Reports on the <prefix> logger, and the sender's ledger once announced.
+        self._reports = ReplayReports(
+            prefix,
+            identity=self.identity,
+            description=self.description,
+            metrics=self.metrics,
+            known=self._names,
+            sender_pid=sender_pid,
+        )
         # A bucket of the caller's makes one rate limit for several connections (a plugin and
         # the processes it forks); otherwise each sender has its own.
         self._bucket = rate_bucket or (
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
-        self._report_logger = logging.getLogger(prefix) if prefix else logging.getLogger()
-        self._names: dict[str, tuple[logging.Logger, dict[str, Any]]] = {}
         self._sites: dict[str, str] = {}
         self._templates: dict[str, LogTemplate] = {}
         self._last_seq = 0
@@ -163,11 +121,6 @@ class LogReplayer:
         self._last_rate_report = 0.0
         self._malformed_reported = False
         self._start_time: float = getattr(logging, "_startTime", time.time())
-        # The sender's pid as the connection vouches for it (peer credentials), and its
-        # sequence ledger once announced: what lets finish() count what a crash took.
-        self._sender_pid = sender_pid
-        self._ledger: ReceiverLedger | None = None
-        self._ledger_announced = False
         # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
         self._exceptions = ExceptionRebuilder(
             max_message_chars=self.limits.max_message_chars,
@@ -221,7 +174,7 @@ class LogReplayer:
     def report(self, text: str) -> None:
         """Say ``text`` in a WARNING record on the ``<prefix>`` logger, stamped with the
         identity, as the replayer's own reports (drops, gaps) are."""
-        self._report(text)
+        self._reports.report(text)
 
     @staticmethod
     async def _replay_rest(steps: Iterator[None]) -> None:
@@ -238,64 +191,7 @@ class LogReplayer:
         was lost; without a ledger, it warns that unsent records, if any, are lost.
         """
         self._report_rate_drops(force=True)
-        accepted = self._read_ledger()
-        last = self._last_seq
-        lost = accepted - last if accepted is not None and accepted > last else 0
-        if lost:
-            self.metrics.count_drop(DropReason.SENDER_ENDED, lost)
-        after = f"record #{last}" if last else "no record at all"
-        if not clean:
-            if accepted is None:
-                outcome = "records it had not sent yet, if any, are lost"
-            elif lost:
-                outcome = f"{lost:,} records it had accepted (#{last + 1} to #{accepted}) are lost"
-            else:
-                outcome = "every record it had accepted arrived"
-            self._report(
-                f"{self.description}: log connection ended without a goodbye (crash or kill) "
-                f"after {after}; {outcome}"
-            )
-        elif lost:
-            self._report(
-                f"{self.description} ended before sending {lost:,} log records it had accepted "
-                f"(#{last + 1} to #{accepted}); they are lost"
-            )
-
-    def _read_ledger(self) -> int | None:
-        """The highest sequence number the sender accepted, from its ledger; None if unknown."""
-        ledger, self._ledger = self._ledger, None
-        if ledger is None:
-            return None
-        try:
-            return ledger.read()
-        except OSError as exc:
-            self._report(f"cannot read the log ledger of {self.description}: {exc}")
-            return None
-        finally:
-            ledger.close()
-
-    def _open_ledger(self, fd: int) -> None:
-        """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
-        if self._ledger_announced:
-            self._report(f"{self.description} announced a second log ledger; kept the first")
-            return
-        self._ledger_announced = True
-        if self._sender_pid is None:
-            self._report(
-                f"{self.description} announced a log ledger, but its connection does not say "
-                "which process it is; a crash will be reported without a count of lost records"
-            )
-            return
-        try:
-            self._ledger = ReceiverLedger.open(self._sender_pid, fd)
-        except FileNotFoundError:
-            # Already gone: finish() reports the unclean end, without a count.
-            return
-        except (LedgerError, OSError) as exc:
-            self._report(
-                f"cannot use the log ledger of {self.description}: {exc}; a crash will be "
-                "reported without a count of lost records"
-            )
+        self._reports.sender_ended(self._last_seq, clean=clean)
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -303,7 +199,7 @@ class LogReplayer:
         metrics = self.metrics
         metrics.bytes += len(batch.records)
         if batch.ledger_fd is not None:
-            self._open_ledger(batch.ledger_fd)
+            self._reports.open_ledger(batch.ledger_fd)
         records = self._decode(batch.records)
         self._account_sender_drops(batch.dropped)
         metrics.received += len(records)
@@ -343,7 +239,7 @@ class LogReplayer:
         self.metrics.count_drop(DropReason.MALFORMED, bad)
         if not self._malformed_reported:
             self._malformed_reported = True
-            self._report(
+            self._reports.report(
                 f"rejected {bad} malformed log record(s) from {self.description}: {problem} "
                 "(reported once; see the log metrics for later counts)"
             )
@@ -363,20 +259,22 @@ class LogReplayer:
         if queue_full:
             count = sum(queue_full.values())
             self.metrics.count_drop(DropReason.SENDER_QUEUE_FULL, count)
-            self._report(
+            self._reports.report(
                 f"{self.description} dropped {count:,} log records because its log queue was "
                 f"full ({_by_level(queue_full)}); it logs faster than they can be delivered"
             )
         if lost:
             self.metrics.count_drop(DropReason.SENDER_CONNECTION_LOST, lost)
-            self._report(f"{self.description} lost {lost:,} log records in a connection failure")
+            self._reports.report(
+                f"{self.description} lost {lost:,} log records in a connection failure"
+            )
 
     def _check_sequence(self, seq: int) -> None:
         expected = self._last_seq + 1
         if seq > expected:
             missing = seq - expected
             self.metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
-            self._report(
+            self._reports.report(
                 f"{missing:,} log records from {self.description} never arrived "
                 f"(sequence numbers {expected} to {seq - 1})"
             )
@@ -387,13 +285,13 @@ class LogReplayer:
         if not 1 <= levelno <= 100:
             # Out of any sensible range: the lowest level there is, or CRITICAL.
             levelno = logging.CRITICAL if levelno > 100 else 1
-        logger, identity = self._names.get(data.name) or self._logger_for(data.name)
+        logger, identity = self._names.get(data.name) or self._routes.logger_for(data.name)
         if "stream" in identity:
             streams = self.metrics.streams
             streams[identity["stream"]] = streams.get(identity["stream"], 0) + 1
         if not logger.isEnabledFor(levelno) and not (
             # A disabled logger is enabled for no level: looked at only here, off the hot path.
-            logger.disabled and self._enable_again(logger) and logger.isEnabledFor(levelno)
+            logger.disabled and self._reports.enable_again(logger) and logger.isEnabledFor(levelno)
         ):
             self.metrics.filtered += 1
             return
@@ -408,45 +306,6 @@ class LogReplayer:
         # another thread when replay runs in one) finds it counted.
         self.metrics.replayed += 1
         logger.handle(self._rebuild(data, logger, levelno, identity))
-
-    def _logger_for(self, sender_name: str) -> tuple[logging.Logger, dict[str, Any]]:
-        """The host logger for a sender's logger name, and the identity to stamp; called when
-        ``_names`` does not have it yet, which spares the hot path logging's module lock in
-        getLogger() for every record."""
-        for sender_prefix, (host_prefix, overrides) in self._routes:
-            if sender_name == sender_prefix or sender_name.startswith(sender_prefix + "."):
-                rest = sender_name[len(sender_prefix) + 1 :]
-                rest = clean_logger_name(rest, self.limits.max_logger_name_chars)
-                routed = (
-                    logging.getLogger(f"{host_prefix}.{rest}" if rest else host_prefix),
-                    _with_stream(rest, {**self.identity, **overrides}),
-                )
-                self._remember(sender_name, routed)
-                return routed
-        suffix = sender_name
-        for strip in self._strip:
-            if suffix == strip:
-                suffix = ""
-                break
-            if suffix.startswith(strip + "."):
-                suffix = suffix[len(strip) + 1 :]
-                break
-        suffix = (
-            ""
-            if suffix in _ROOT_NAMES
-            else clean_logger_name(suffix, self.limits.max_logger_name_chars)
-        )
-        if not self.prefix:
-            name = suffix or "root"
-        else:
-            name = f"{self.prefix}.{suffix}" if suffix else self.prefix
-        result = (logging.getLogger(name), _with_stream(suffix, self.identity))
-        self._remember(sender_name, result)
-        return result
-
-    def _remember(self, sender_name: str, result: tuple[logging.Logger, dict[str, Any]]) -> None:
-        if len(self._names) < 10_000:  # bounded: a sender inventing names must not grow it
-            self._names[sender_name] = result
 
     def _rebuild(
         self, data: LogRecordData, logger: logging.Logger, levelno: int, identity: dict[str, Any]
@@ -552,7 +411,7 @@ class LogReplayer:
         except Exception as exc:
             if not self._exception_failure_reported:
                 self._exception_failure_reported = True
-                self._report(
+                self._reports.report(
                     f"cannot rebuild an exception logged by {self.description} "
                     f"({type(exc).__name__}: {clean_text(str(exc), 200)}); its records show "
                     "the traceback as text (reported once)"
@@ -617,58 +476,10 @@ class LogReplayer:
             return
         self._last_rate_report = now
         drops, self._unreported_rate_drops = self._unreported_rate_drops, {}
-        self._report(
+        self._reports.report(
             f"rate limit: dropped {sum(drops.values()):,} log records from {self.description} "
             f"({_by_level(drops)}); the limit is {self.limits.rate:,.0f} records/s"
         )
-
-    def _enable_again(self, logger: logging.Logger) -> bool:
-        """Enable ``logger`` and every other logger of this replayer that has been disabled,
-        and say so in one warning; returns True.
-
-        ``logging.config``'s ``dictConfig()`` and ``fileConfig()`` disable every existing logger
-        that their configuration does not name (nor a child of one it names), unless given
-        ``disable_existing_loggers=False``: a host that configures logging after a plugin has
-        logged would lose every later record of that plugin, counted as filtered and shown
-        nowhere. These loggers are isoplug's, made for the plugin's records, and such a blanket
-        disable is hardly ever aimed at them; the warning says how to silence a plugin for real.
-        """
-        loggers = {logger.name: logger, self._report_logger.name: self._report_logger}
-        for known, _ in self._names.values():
-            loggers.setdefault(known.name, known)
-        disabled = sorted(name for name, known in loggers.items() if known.disabled)
-        for name in disabled:
-            loggers[name].disabled = False
-        shown = ", ".join(disabled[:5]) + (f" and {len(disabled) - 5} more" if disabled[5:] else "")
-        example = self.prefix or logger.name
-        self._report(
-            f"the logger(s) {shown} of {self.description} had been disabled, so its records "
-            "reached no handler; isoplug enabled them again. logging.config's dictConfig() and "
-            "fileConfig() disable every existing logger their configuration does not name, "
-            "unless given disable_existing_loggers=False. To silence a plugin, set the level of "
-            f"its logger: logging.getLogger({example!r}).setLevel(logging.CRITICAL + 1)"
-        )
-        return True
-
-    def _report(self, text: str) -> None:
-        if self._report_logger.disabled:
-            # Its reports would vanish (see _enable_again, which reports through here).
-            self._enable_again(self._report_logger)
-        record = self._report_logger.makeRecord(
-            self._report_logger.name, logging.WARNING, "(isoplug)", 0, text, (), None
-        )
-        record.__dict__.update(self.identity)
-        record.__dict__["isoplug_report"] = True
-        self._report_logger.handle(record)
-
-
-def _with_stream(name: str, identity: dict[str, Any]) -> dict[str, Any]:
-    """``identity``, plus ``stream`` for a logger named for an output stream (``stdout``,
-    ``x.stderr``): what a runner's print()s and writes are logged on. The host stamps it,
-    like the rest of the identity, so it costs the plugin nothing to send and no sender can
-    give it to another logger's records; metrics count records per stream from it."""
-    last = name.rpartition(".")[2]
-    return {**identity, "stream": last} if last in _STD_STREAMS else identity
 
 
 def _by_level(counts: dict[int, int]) -> str:

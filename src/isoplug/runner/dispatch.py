@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSummary
-from isoplug.logs.streams import current_source
+from isoplug.logs.sources import current_source
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
 from isoplug.wire import ErrorInfo
 
@@ -30,7 +30,7 @@ _MAX_TRACEBACK_CHARS = 32 * 1024
 
 
 def plugin_source(plugin_id: str) -> str:
-    """The :data:`~isoplug.logs.streams.current_source` of a plugin's code: its logger's name,
+    """The :data:`~isoplug.logs.sources.current_source` of a plugin's code: its logger's name,
     so that what it prints or fails with lands on ``plugin.<id>.stdout`` / ``plugin.<id>``."""
     return f"plugin.{plugin_id}"
 

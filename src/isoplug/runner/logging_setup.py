@@ -26,7 +26,7 @@ from isoplug.logs import ForwardingHandler
 from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
-from isoplug.logs.streams import redirect_stdio
+from isoplug.logs.redirect import redirect_stdio
 
 __all__ = ["apply_log_level", "capture_python_output", "configure_runner_logging"]
 

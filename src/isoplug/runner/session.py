@@ -47,7 +47,7 @@ from isoplug.control import (
 )
 from isoplug.errors import IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
-from isoplug.logs.streams import attributed_to
+from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
 from isoplug.runner.api import PluginContext
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
@@ -139,7 +139,7 @@ async def _load_and_set_up(
     for entry in bootstrap.plugins:
         try:
             # What a plugin prints, warns or fails with is its own (and so in the tasks it
-            # starts): see isoplug.logs.streams.current_source.
+            # starts): see isoplug.logs.sources.current_source.
             with attributed_to(plugin_source(entry.id)):
                 plugin_class = load_plugin_class(entry)
                 instance = plugin_class()

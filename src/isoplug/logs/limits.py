@@ -1,0 +1,36 @@
+"""The caps a :class:`~isoplug.logs.replay.LogReplayer` applies to an untrusted sender:
+:class:`ReplayLimits`.
+
+Sizes (message, traceback, logger name, ``extra``) are cut to these caps when a record is
+rebuilt (:mod:`isoplug.logs.sanitize`), and the record rate is limited per sender
+(:mod:`isoplug.logs.ratelimit`), its drops reported at most every ``report_interval``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["ReplayLimits"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayLimits:
+    """Caps applied to every record from an untrusted sender; each default says why."""
+
+    #: 32 Ki characters: a few screens of text; longer messages are almost always a dump.
+    max_message_chars: int = 32 * 1024
+    #: 64 Ki characters: deep tracebacks with chained causes fit.
+    max_traceback_chars: int = 64 * 1024
+    #: 200 characters of logger name after the prefix.
+    max_logger_name_chars: int = 200
+    #: At most this many ``extra`` (and structlog) keys per record.
+    max_extra_keys: int = 64
+    #: An ``extra`` value longer than this (characters of text or bytes of msgpack) is cut.
+    max_extra_value_chars: int = 4 * 1024
+    #: Records per second per sender before rate limiting (in a Host: per runner, the
+    #: processes it forks included); None disables the limit.
+    rate: float | None = 20_000.0
+    #: Records a sender may emit at once above the rate.
+    burst: float = 100_000.0
+    #: Rate-limit drops are reported at most this often (seconds).
+    report_interval: float = 1.0

@@ -1,0 +1,279 @@
+"""The records a :class:`~isoplug.logs.streams.LogStream` makes of printed text, and their
+delivery to a logger's handlers.
+
+Records are built directly (no ``findCaller``, no record factory) with exactly the standard
+attributes, in the order ``LogRecord.__init__`` sets them, so that a plain line takes
+:func:`~isoplug.logs.capture.capture_record`'s fast path: a plain ``print()`` must stay cheap.
+A classified line's extras follow them: ``truncated`` (when cut), and a JSON line's fields (one
+named like a record attribute is renamed ``extra_<name>``). The pid and process name are this
+process's, refreshed after a fork. A line's location is the first frame of its writer that is
+not the stream's own code nor ``traceback``, ``logging`` or ``warnings`` (:func:`location_of`).
+
+:func:`deliver` hands a record to a logger's handlers; text the handlers write meanwhile on the
+same thread goes to the original streams (see :class:`~isoplug.logs.stream_state.PerThread`),
+so output never loops back into a stream. isoplug's own failures are said on the real stderr
+(:func:`report_failure`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from types import FrameType, ModuleType
+from typing import Any
+
+from isoplug.logs.stream_state import LineState, PerThread, this_thread
+from isoplug.logs.textlines import TextRecord
+
+__all__ = [
+    "HAS_TASK_NAME",
+    "NOWHERE",
+    "SKIPPED_FILES",
+    "START_TIME",
+    "Location",
+    "deliver",
+    "deliver_from",
+    "location_of",
+    "make_record",
+    "remember_site",
+    "report_failure",
+    "site_attributes",
+    "skip_frames_of",
+    "task_name",
+    "text_record",
+]
+
+_new = object.__new__
+_time = time.time
+#: ``relativeCreated`` counts from here, as it does for the logging module's own records.
+START_TIME: float = getattr(logging, "_startTime", time.time())
+HAS_TASK_NAME = sys.version_info >= (3, 12)
+#: Levels loguru and others use that the logging module may not know by name.
+_EXTRA_LEVEL_NAMES = {5: "TRACE", 25: "SUCCESS"}
+#: The record attributes a JSON line's field must not overwrite (it is renamed extra_<name>).
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "stream",
+    "truncated",
+}
+
+
+def _level_name(level: int) -> str:
+    name = logging.getLevelName(level)
+    if isinstance(name, str) and not name.startswith("Level "):
+        return name
+    return _EXTRA_LEVEL_NAMES.get(level, f"Level {level}")
+
+
+class _Process:
+    """This process's pid and name for records, refreshed after a fork."""
+
+    pid = os.getpid()
+    name: str | None = None
+
+    @classmethod
+    def refresh_name(cls) -> str:
+        name = "MainProcess"
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None:
+            with contextlib.suppress(Exception):
+                name = mp.current_process().name
+        cls.name = name
+        return name
+
+
+def _after_fork_in_child() -> None:
+    _Process.pid = os.getpid()
+    _Process.name = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def task_name() -> str | None:
+    """The name of the asyncio task running now, or None."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    return None if task is None else task.get_name()
+
+
+# -- where a line was written -----------------------------------------------------------------
+
+#: (pathname, filename, module, lineno, funcName): where a line was written.
+Location = tuple[str, str, str, int, str]
+NOWHERE: Location = ("", "", "", 0, "")
+
+#: Files whose frames are not a line's source: the writer that called them is (the code that
+#: called traceback.print_exc(), logger.info() through a StreamHandler, this module, and the
+#: modules given to :func:`skip_frames_of`).
+SKIPPED_FILES = {
+    path
+    for module in (traceback, logging, warnings, sys.modules[__name__])
+    for path in (getattr(module, "__file__", None),)
+    if path
+}
+_file_names: dict[str, tuple[str, str]] = {}
+_MAX_FILE_NAMES = 10_000
+
+
+def skip_frames_of(module: ModuleType) -> None:
+    """Count the frames of ``module`` as not a line's source (a stream's own code)."""
+    path = getattr(module, "__file__", None)
+    if path:
+        SKIPPED_FILES.add(path)
+
+
+def location_of(frame: FrameType | None) -> Location:
+    """Where the code of ``frame`` is, past the frames of :data:`SKIPPED_FILES`."""
+    while frame is not None and frame.f_code.co_filename in SKIPPED_FILES:
+        frame = frame.f_back
+    if frame is None:
+        return NOWHERE
+    code = frame.f_code
+    pathname = code.co_filename
+    names = _file_names.get(pathname)
+    if names is None:
+        filename = os.path.basename(pathname)
+        names = (filename, os.path.splitext(filename)[0])
+        if len(_file_names) < _MAX_FILE_NAMES:
+            _file_names[pathname] = names
+    return (pathname, names[0], names[1], frame.f_lineno, code.co_name)
+
+
+# -- records -----------------------------------------------------------------------------------
+
+#: Every standard attribute, in the order ``LogRecord.__init__`` sets them: a record whose
+#: ``__dict__`` starts with these in this order has its extras found without a search.
+_STANDARD = dict(logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__dict__)
+
+
+def site_attributes(name: str, level: int, location: Location, owner: PerThread) -> dict[str, Any]:
+    """A record's attributes, except those of each record (see :func:`_stamp`)."""
+    pathname, filename, module, lineno, func = location
+    attributes = _STANDARD.copy()
+    attributes["name"] = name
+    attributes["levelname"] = _level_name(level)
+    attributes["levelno"] = level
+    attributes["pathname"] = pathname
+    attributes["filename"] = filename
+    attributes["module"] = module
+    attributes["lineno"] = lineno
+    attributes["funcName"] = func
+    attributes["thread"] = owner.ident
+    attributes["processName"] = _Process.name or _Process.refresh_name()
+    attributes["process"] = _Process.pid
+    return attributes
+
+
+def _stamp(attributes: dict[str, Any], message: str, owner: PerThread) -> logging.LogRecord:
+    """A record of ``attributes`` (from :func:`site_attributes`), with its message and time."""
+    created = _time()
+    attributes["msg"] = message
+    attributes["created"] = created
+    attributes["msecs"] = int((created - int(created)) * 1000) + 0.0
+    attributes["relativeCreated"] = (created - START_TIME) * 1000
+    attributes["threadName"] = owner.thread.name
+    if HAS_TASK_NAME:
+        attributes["taskName"] = task_name()
+    record = _new(logging.LogRecord)
+    record.__dict__ = attributes
+    return record
+
+
+def make_record(
+    name: str,
+    level: int,
+    message: str,
+    location: Location,
+    owner: PerThread,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> logging.LogRecord:
+    """A complete record: the standard attributes first, in ``LogRecord.__init__``'s order (so
+    the encoder finds the extras at the end), then ``extra``."""
+    attributes = site_attributes(name, level, location, owner)
+    if extra:
+        attributes.update(extra)
+    return _stamp(attributes, message, owner)
+
+
+def text_record(
+    name: str, text: TextRecord, location: Location, owner: PerThread
+) -> logging.LogRecord:
+    """The record of what the classifier made of a line or a block: its level and message,
+    its fields (renamed where they would overwrite an attribute) and ``truncated``."""
+    extra: dict[str, Any] | None = None
+    if text.extra or text.truncated:
+        extra = {}
+        for key, value in text.extra.items():
+            extra[f"extra_{key}" if key in _RESERVED else key] = value
+        if text.truncated:
+            extra["truncated"] = True
+    return make_record(name, text.level, text.message, location, owner, extra=extra)
+
+
+def remember_site(
+    state: LineState, logger: logging.Logger, level: int, frame: FrameType
+) -> dict[str, Any]:
+    """The attributes of a line written from ``frame`` to ``logger``, remembered in
+    ``state`` for the next line from there (a loop that prints)."""
+    location = location_of(frame)
+    attributes = site_attributes(logger.name, level, location, state.owner)
+    if frame.f_code.co_filename in SKIPPED_FILES:
+        # The location is that of an outer frame, which the next call may not share.
+        state.site_code = None
+    else:
+        state.site_code = frame.f_code
+        state.site_lineno = frame.f_lineno
+        state.site_logger = logger
+        state.site_attributes = attributes.copy()
+    return attributes
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+
+def deliver(logger: logging.Logger, record: logging.LogRecord) -> None:
+    """Hand ``record`` to ``logger``'s handlers (its filters apply; its level is the caller's
+    to check). Text the handlers write meanwhile on this thread (an error report) goes to the
+    original streams, not back into a :class:`~isoplug.logs.streams.LogStream`; a failure is
+    reported there too."""
+    per_thread = this_thread()
+    deliver_from(per_thread, logger, record)
+
+
+def deliver_from(per_thread: PerThread, logger: logging.Logger, record: logging.LogRecord) -> None:
+    """:func:`deliver`, from the thread whose state is ``per_thread``."""
+    was_emitting = per_thread.emitting
+    per_thread.emitting = True
+    try:
+        if logger.filters:
+            logger.handle(record)
+        else:
+            logger.callHandlers(record)
+    except Exception as exc:
+        report_failure(f"isoplug: handling a record of {logger.name} failed: {exc!r}")
+    finally:
+        per_thread.emitting = was_emitting
+
+
+def report_failure(text: str) -> None:
+    """isoplug's own trouble, said where the host still listens: the real stderr."""
+    with contextlib.suppress(Exception):
+        stream = sys.__stderr__
+        if stream is not None:
+            stream.write(text + "\n")
+            stream.flush()

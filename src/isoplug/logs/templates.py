@@ -1,0 +1,42 @@
+"""The ``msg`` of a replayed record whose sender logged a format string: :class:`LogTemplate`.
+
+A :class:`LogTemplate` is the template's text as a ``str`` that ``%`` formats into the message
+the sender rendered: tools that group records by ``msg`` see one template, while
+``getMessage()`` returns exactly what the sender printed. The replayer
+(:mod:`isoplug.logs.replay`) makes one object per template and shares it between records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LogTemplate"]
+
+
+class LogTemplate(str):
+    """The ``msg`` of a replayed record whose sender logged a format string with arguments:
+    the template itself, so that tools which group records by ``msg`` (Sentry) see one
+    template; the record's ``args`` is ``(the message the sender rendered,)``.
+
+    ``LogRecord.getMessage()`` does ``str(msg) % args``: ``__str__`` keeps this object, and
+    ``%`` with a one-string tuple returns that string. The template is never applied to the
+    sender's text, so one that does not match its message (a buggy or hostile sender) cannot
+    make formatting fail; a filter that rewrites ``args[0]`` (redaction) changes the message.
+    Anything else sees an ordinary string: comparisons, hashing, ``json``, string methods use
+    the template's text. One object serves every record of a template.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return self
+
+    def __mod__(self, args: object) -> str:
+        if type(args) is tuple and len(args) == 1 and isinstance(args[0], str):
+            return args[0]
+        # Arguments someone else put on the record: formatted as any record's would be.
+        return str.__mod__(self, args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not str's default (protocols 0 and 1 would recurse through __str__).
+        return (LogTemplate, (str.__str__(self),))
