@@ -137,7 +137,11 @@ async def test_no_record_is_lost_when_the_child_dies(mode: str, scenario: str) -
         assert code == 1
         crash = [r for r in collector.records if r.getMessage() == "uncaught"]
         assert crash and crash[0].exc_type == "builtins.RuntimeError"  # type: ignore[attr-defined]
-        assert crash[0].exc_text and "the plugin blew up" in crash[0].exc_text
+        # A real exc_info, with the child's own frame in its traceback.
+        assert crash[0].exc_info is not None
+        assert isinstance(crash[0].exc_info[1], RuntimeError)
+        text = logging.Formatter().formatException(crash[0].exc_info)
+        assert "the plugin blew up" in text and "logs_child.py" in text
     elif scenario == "sigkill-self":
         assert code == -signal.SIGKILL
     elif scenario == "segfault":

@@ -189,7 +189,9 @@ class LogBridge:
         )
         clean = False
         try:
-            clean = replay_until_closed(channel, replayer, f"runner {supervisor.runner_id}")
+            clean = replay_until_closed(
+                channel, replayer, f"runner {supervisor.runner_id}", share_gil=True
+            )
         finally:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a
             # second warning from here would only repeat it. A process the runner forked has

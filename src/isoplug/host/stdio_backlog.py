@@ -26,7 +26,6 @@ __all__ = [
     "Entry",
     "record_entry",
     "report_entry",
-    "yield_gil",
 ]
 
 #: Records read but not yet replayed, at most, per runner process; past this (or
@@ -56,20 +55,6 @@ def record_entry(stream: str, record: TextRecord, created: float) -> Entry:
 def report_entry(text: str) -> Entry:
     """The entry of a report: ``text`` said as a WARNING on the plugin's logger."""
     return ("", logging.WARNING, text, None, False, time.time(), True)
-
-
-#: How long the reader and the replay thread sleep after handing a batch on. Two threads busy
-#: with a flood starve the event loop's thread of the GIL: CPython hands it over on request,
-#: but not fairly, and a loop step waited 60-260 ms for it while a runner wrote 20,000 lines
-#: at full speed; ``sched_yield`` did not help (the yielding thread takes the GIL straight
-#: back). A real sleep lets the loop in: the worst step fell to 9-14 ms, at the price of
-#: about a fifth of the lines/s of fd-level output (still 60,000-70,000/s on 2 cores).
-GIL_PAUSE = 0.0002
-
-
-def yield_gil() -> None:
-    """Give up the GIL long enough for a waiting thread (the event loop's) to take it."""
-    time.sleep(GIL_PAUSE)
 
 
 class Backlog:

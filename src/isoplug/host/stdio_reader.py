@@ -24,8 +24,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from isoplug.host.stdio_backlog import Backlog, Entry, record_entry, yield_gil
+from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import TRUNCATED_MARK, LineSplitter
+from isoplug.logs.gil import yield_gil
 from isoplug.logs.textlines import LineClassifier
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]

@@ -16,8 +16,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from isoplug.host.stdio_backlog import Backlog, Drops, Entry, yield_gil
+from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
+from isoplug.logs.gil import yield_gil
 from isoplug.wire import LogRecordData
 
 __all__ = ["StdioDestination", "StdioReplay"]

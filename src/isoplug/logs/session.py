@@ -9,8 +9,10 @@ synchronous :class:`~isoplug.logs.LogReceiver` and the plugin host serve log con
 from __future__ import annotations
 
 import logging
+import time
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
+from isoplug.logs.gil import FLOOD_BATCH, SHARE_INTERVAL, yield_gil
 from isoplug.logs.replay import LogReplayer
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.wire import Goodbye, LogBatch
@@ -20,20 +22,35 @@ __all__ = ["replay_until_closed"]
 _log = logging.getLogger("isoplug.logs")
 
 
-def replay_until_closed(channel: BlockingChannel, replayer: LogReplayer, sender: str) -> bool:
+def replay_until_closed(
+    channel: BlockingChannel, replayer: LogReplayer, sender: str, *, share_gil: bool = False
+) -> bool:
     """Replay every batch ``channel`` brings until the connection ends; return whether it
     ended cleanly (a goodbye, or our own side closing it).
+
+    ``share_gil``: pause briefly after each large batch, so that an event loop in this
+    process keeps running during a flood (see :mod:`isoplug.logs.gil`); the plugin host sets
+    it, at the cost of some of a flood's throughput.
 
     ``sender`` names the sender in warnings. Anything but log batches is ignored (said once:
     a hostile sender must not flood our own log); a protocol error ends the connection, not
     the caller.
     """
     ignored = 0
+    metrics = replayer.metrics
+    last_pause = 0.0
     try:
         while True:
             for message in channel.receive():
                 if type(message) is LogBatch:
+                    before = metrics.received
                     replayer.replay(message)
+                    if share_gil and metrics.received - before >= FLOOD_BATCH:
+                        now = time.monotonic()
+                        if now - last_pause >= SHARE_INTERVAL:
+                            # A flood: let the host's event loop have the GIL (isoplug.logs.gil).
+                            yield_gil()
+                            last_pause = time.monotonic()
                     continue
                 if type(message) is Goodbye:
                     continue  # the connection is closed now: the next receive() says so
