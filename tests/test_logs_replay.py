@@ -169,6 +169,56 @@ def test_level_names_come_from_the_host_for_known_levels(collector: RecordWaiter
     assert collector.records[0].levelname == "INFO"
 
 
+def test_critical_is_named_critical_and_custom_level_names_cannot_forge_a_prefix(
+    collector: RecordWaiter,
+) -> None:
+    """CRITICAL is never shown as its alias FATAL; a custom level keeps a one-word name
+    (loguru's SUCCESS) but not a name that could forge the start of a host line."""
+    replayer().replay(
+        log_batch(
+            [
+                data(seq=1, levelno=logging.CRITICAL, levelname="FATAL"),
+                data(seq=2, levelno=25, levelname="SUCCESS"),
+                data(seq=3, levelno=26, levelname="INFO isoplug.host:"),
+            ]
+        )
+    )
+    assert [r.levelname for r in collector.records] == ["CRITICAL", "SUCCESS", "Level 26"]
+
+
+@pytest.mark.parametrize(
+    ("created", "lineno"),
+    [(float("nan"), 3), (float("inf"), 3), (-float("inf"), 3), (1e20, 3), (-1.0, 3), (1.0, None)],
+)
+def test_fields_no_formatter_can_print_are_repaired_counted_and_reported(
+    collector: RecordWaiter, created: float, lineno: int | None
+) -> None:
+    """A time that is no time or a line number that is none no longer breaks the connection
+    or the host's formatters: the record arrives with the arrival time and line 0, later
+    records still arrive, and the repair is counted and reported once."""
+    formatter = logging.Formatter("%(asctime)s %(lineno)d %(levelname)s %(name)s: %(message)s")
+    bad = data(seq=1, created=created, lineno=lineno, message="bad fields")
+    following = [data(seq=n, message=f"after {n}") for n in range(2, 5)]
+    sender = replayer()
+    sender.replay(log_batch([bad, *following]))
+    sender.replay(log_batch([data(seq=5, created=created, lineno=lineno)]))
+    records = [r for r in collector.records if not is_report(r)]
+    assert [r.getMessage() for r in records][:4] == ["bad fields", "after 2", "after 3", "after 4"]
+    for record in records:
+        formatter.format(record)  # must not raise
+    assert sender.metrics.repaired == 2
+    (report,) = reports(collector.records)
+    assert "no formatter can print" in report.getMessage()
+
+
+def test_a_sender_cannot_pass_a_record_as_the_hosts_own_report(collector: RecordWaiter) -> None:
+    """An extra named ``isoplug_report`` is renamed: only the replayer's reports carry it."""
+    replayer().replay(log_batch([data(extra={"isoplug_report": True})]))
+    (record,) = collector.records
+    assert not is_report(record)
+    assert record.extra_isoplug_report is True  # type: ignore[attr-defined]
+
+
 def test_malformed_records_are_rejected_alone_and_reported_once(collector: RecordWaiter) -> None:
     """A batch with bad records keeps its good ones; the rejection is counted and reported once."""
     good = msgspec.msgpack.encode(data(seq=1))

@@ -50,6 +50,9 @@ class LogMetrics:
     #: output read from its pipes, and its Python-level output captured as records. Included
     #: in :attr:`received`.
     streams: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Records replayed with fields repaired: a ``created`` that is no time, a ``lineno`` that
+    #: is no line number (replaced by the arrival time, 0). Included in :attr:`received`.
+    repaired: int = 0
 
     def count_drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
@@ -67,6 +70,7 @@ class LogMetrics:
             total.replayed += part.replayed
             total.filtered += part.filtered
             total.bytes += part.bytes
+            total.repaired += part.repaired
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)

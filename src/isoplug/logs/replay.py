@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any
@@ -53,7 +54,7 @@ _value_encoder = msgspec.msgpack.Encoder()
 #: about a millisecond of work, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
 #: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
-_HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender"})
+_HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender", "isoplug_report"})
 #: Source and thread names up to this long that need no cleaning are remembered, at most
 #: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
 _SITE_CHARS = 256
@@ -62,9 +63,18 @@ _MAX_SITES = 10_000
 #: theirs shares), at most _MAX_TEMPLATES of them: at most 4 MiB or so per sender.
 _TEMPLATE_CHARS = 1024
 _MAX_TEMPLATES = 4096
+#: The standard name of each level number (getLevelName: CRITICAL, not its alias FATAL).
 _LEVEL_NAMES = {
-    level: name for name, level in logging.getLevelNamesMapping().items() if name != "WARN"
+    level: logging.getLevelName(level) for level in set(logging.getLevelNamesMapping().values())
 }
+#: A sender's name for a level of its own (loguru's SUCCESS, TRACE): one short word. Anything
+#: else ("INFO isoplug.host:") could forge the start of a host line: it becomes "Level <n>".
+_CUSTOM_LEVEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
+#: ``created`` outside [0, this] is no time a Formatter can print (asctime raises
+#: OverflowError past year 9999, NaN and infinities raise in every time function).
+_MAX_CREATED = 253402300799.0
+#: Line numbers beyond a C int are no line of any source file.
+_MAX_LINENO = 2**31 - 1
 
 
 class LogReplayer:
@@ -312,6 +322,13 @@ class LogReplayer:
     ) -> logging.LogRecord:
         limits = self.limits
         created = data.created
+        lineno = data.lineno
+        if (
+            not 0.0 <= created <= _MAX_CREATED
+            or type(lineno) is not int
+            or not 0 <= lineno <= _MAX_LINENO
+        ):
+            created, lineno = self._repair(data)
         message = data.message
         if not message.isprintable() or len(message) > limits.max_message_chars:
             message = clean_text(message, limits.max_message_chars)
@@ -348,7 +365,7 @@ class LogReplayer:
             "name": logger.name,
             "msg": msg,
             "args": args,
-            "levelname": _LEVEL_NAMES.get(levelno) or clean_text(data.levelname, 32),
+            "levelname": _LEVEL_NAMES.get(levelno) or self._custom_level_name(data, levelno),
             "levelno": levelno,
             "pathname": sites.get(data.pathname) or self._clean_site(data.pathname, 1024),
             "filename": sites.get(data.filename) or self._clean_site(data.filename, 256),
@@ -367,7 +384,7 @@ class LogReplayer:
                 if data.stack_info
                 else None
             ),
-            "lineno": data.lineno,
+            "lineno": lineno,
             "funcName": (
                 sites.get(data.func_name) or self._clean_site(data.func_name, 256)
                 if data.func_name
@@ -427,6 +444,33 @@ class LogReplayer:
         if len(text) <= _TEMPLATE_CHARS and len(self._templates) < _MAX_TEMPLATES:
             self._templates[text] = template
         return template
+
+    def _repair(self, data: LogRecordData) -> tuple[float, int]:
+        """``created`` and ``lineno`` that every formatter can print, for a record whose sender
+        sent a time that is no time (NaN, infinite, before 1970, past year 9999) or no line
+        number (None, negative, huge): the arrival time, and 0. Counted in
+        ``metrics.repaired``; the first repair of a sender is reported."""
+        created, lineno = data.created, data.lineno
+        fixed: list[str] = []
+        if not 0.0 <= created <= _MAX_CREATED:
+            fixed.append(f"created={created!r}")
+            created = time.time()
+        if type(lineno) is not int or not 0 <= lineno <= _MAX_LINENO:
+            fixed.append(f"lineno={cap_text(repr(lineno), 40)}")
+            lineno = 0
+        self.metrics.repaired += 1
+        if self.metrics.repaired == 1:
+            self._reports.report(
+                f"{self.description} sent a record with fields no formatter can print "
+                f"({', '.join(fixed)}); replaced by the arrival time and line 0 (later repairs "
+                "are counted in the log metrics, not reported)"
+            )
+        return created, lineno
+
+    def _custom_level_name(self, data: LogRecordData, levelno: int) -> str:
+        """The sender's name for a level the host does not know, if it is one short word."""
+        name = data.levelname
+        return name if _CUSTOM_LEVEL_NAME.fullmatch(name) else f"Level {levelno}"
 
     def _clean_site(self, text: str, limit: int) -> str:
         """``clean_text`` for a source or thread name; remembers names that need no change."""
