@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import Host
+from isoplug import Host, PluginState, StateChange
 from isoplug.errors import RemoteError
 from isoplug.logs import DropReason, ReplayLimits
 from tests.plugins_fixtures import FAST, plugins_dir
@@ -218,3 +218,63 @@ async def test_absurd_json_lines_arrive_whole_at_the_streams_level(tmp_path: Pat
                 assert len(records) == 1, (door, marker, records)
                 assert records[0].levelno == logging.WARNING, (door, marker)
             waiter.records.clear()
+
+
+async def test_a_forged_ready_report_cannot_speak_for_another_plugin(tmp_path: Path) -> None:
+    """A plugin that sends its runner's ready report itself, naming another plugin, changes
+    nothing about that plugin; a second report is refused."""
+    changes: list[StateChange] = []
+    waiter = RecordWaiter()
+    host_logger = logging.getLogger("isoplug.host")
+    host_logger.addHandler(waiter)
+    try:
+        directory = plugins_dir(tmp_path, "forger", "echo")
+        async with Host(directory, config=FAST, on_change=changes.append) as host:
+            await host.wait_for("echo", lambda info: info.state is PluginState.READY, timeout=20)
+            await waiter.wait_until(
+                lambda: waiter.matching("isoplug.host", "reported on plugins it does not run")
+            )
+            await waiter.wait_until(lambda: waiter.matching("isoplug.host", "second ready report"))
+            assert host.plugin("echo").state is PluginState.READY
+            assert await host.call("echo", "echo", value=1) == 1
+    finally:
+        host_logger.removeHandler(waiter)
+    assert not [c for c in changes if "echo" in c.plugin_ids and c.state is PluginState.FAILED]
+    assert not [c for c in changes if c.runner_id == "forger" and "echo" in c.plugin_ids]
+
+
+async def host_records_of_a_failing_plugin(directory: Path, code: str) -> list[logging.LogRecord]:
+    """The host's own records while a plugin ``bad`` with ``code`` fails to load."""
+    plugin = directory / "bad"
+    plugin.mkdir(parents=True)
+    (plugin / "plugin.toml").write_text(
+        'id = "bad"\nversion = "0.1"\nentry = "bad_plugin:P"\n[restart]\npolicy = "never"\n'
+    )
+    (plugin / "bad_plugin.py").write_text("import isoplug\n" + code)
+    waiter = RecordWaiter()
+    host_logger = logging.getLogger("isoplug.host")
+    host_logger.addHandler(waiter)
+    try:
+        async with Host(directory, config=FAST) as host:
+            await host.wait_for("bad", lambda info: info.state is PluginState.FAILED, 20)
+            await waiter.wait_until(lambda: waiter.matching("isoplug.host", "ValueError"))
+    finally:
+        host_logger.removeHandler(waiter)
+    return waiter.records
+
+
+async def test_a_plugins_load_error_reaches_the_hosts_records_sanitized(tmp_path: Path) -> None:
+    """An import or setup error's message is plugin text: in the host's own records it is
+    escaped, and a forged host line inside it does not start a line."""
+    message = f"\x1b[2J\x1b[31mred\u202e\r\n{FORGED}"
+    setup = "class P(isoplug.Plugin):\n    async def setup(self, ctx):\n        raise ValueError"
+    for stage, code in (
+        ("import", f"raise ValueError({message!r})\n"),
+        ("setup", f"{setup}({message!r})\n"),
+    ):
+        records = await host_records_of_a_failing_plugin(tmp_path / stage / "plugins", code)
+        for record in records:
+            text = FORMATTER.format(record)
+            assert "\x1b" not in text and "\u202e" not in text and "\r" not in text, stage
+            for line in text.split("\n")[1:]:
+                assert line[:1] in (" ", "\t", "") or line.startswith("Traceback"), (stage, line)

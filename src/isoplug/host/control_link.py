@@ -17,8 +17,10 @@ from typing import Any
 import msgspec
 
 from isoplug.control import CAPABILITY, READY, CapabilityDenied, CapabilityRequest, ReadyReport
+from isoplug.errors import IsoplugError
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
+from isoplug.logs.sanitize import clean_text
 from isoplug.rpc import Handler, Peer
 
 __all__ = ["CapabilityInvoker", "ControlLink"]
@@ -77,10 +79,41 @@ class ControlLink:
                 life.peer = None
 
     def _on_ready(self, params: Any) -> None:
+        """Take the runner's one ready report, keeping only what it says of its own plugins.
+
+        Raises :class:`~isoplug.errors.IsoplugError` (sent back to the runner) for a second
+        report: only the runner's own session code sends one, once; a plugin that forges
+        another (during its ``setup``, say) must not rewrite what the host believes.
+        """
         report = msgspec.convert(params, ReadyReport)
         life = self._current()
-        if life is not None and not life.ready.done():
-            life.ready.set_result(report)
+        if life is None:
+            return
+        if life.ready.done():
+            _log.warning(
+                "runner %s sent a second ready report; refused (a plugin forging one?)",
+                self.runner_id,
+            )
+            raise IsoplugError("the runner already reported ready; a second report is refused")
+        life.ready.set_result(self._own_plugins_only(report))
+
+    def _own_plugins_only(self, report: ReadyReport) -> ReadyReport:
+        """``report`` without entries about plugins this runner does not run (reported once)."""
+        foreign = [pid for pid in report.loaded if pid not in self._manifests]
+        foreign += [f.plugin_id for f in report.failures if f.plugin_id not in self._manifests]
+        if not foreign:
+            return report
+        _log.warning(
+            "runner %s reported on plugins it does not run (%s); ignored",
+            self.runner_id,
+            ", ".join(repr(clean_text(pid, 100)) for pid in foreign[:5])
+            + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""),
+        )
+        return ReadyReport(
+            pid=report.pid,
+            loaded={pid: s for pid, s in report.loaded.items() if pid in self._manifests},
+            failures=tuple(f for f in report.failures if f.plugin_id in self._manifests),
+        )
 
     async def _on_capability(self, params: Any) -> Any:
         request = msgspec.convert(params, CapabilityRequest)

@@ -51,11 +51,17 @@ from isoplug.host.status import (
 )
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import LogReplayer
+from isoplug.logs.sanitize import clean_block, clean_text
 from isoplug.rpc import Handler, Peer
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
 _log = logging.getLogger("isoplug.host")
+
+#: A plugin's import or setup error as the host reports it: the message (a few lines at most,
+#: normally) and the traceback (deep chained ones fit) are cut past these.
+_MAX_FAILURE_CHARS = 4 * 1024
+_MAX_TRACEBACK_CHARS = 64 * 1024
 
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
@@ -379,8 +385,12 @@ class RunnerSupervisor:
 
     def _take_report(self, report: ReadyReport, process: RunnerProcess) -> str | None:
         for failure in report.failures:
-            text = failure.message + (
-                f"\n{failure.traceback.rstrip()}" if failure.traceback else ""
+            # The runner's text (a plugin's exception message and traceback) goes into the
+            # host's own records: escaped, capped, its continuation lines indented.
+            text = clean_text(failure.message, _MAX_FAILURE_CHARS) + (
+                f"\n{clean_block(failure.traceback.rstrip(), _MAX_TRACEBACK_CHARS)}"
+                if failure.traceback
+                else ""
             )
             if failure.stage == LoadStage.IMPORT:
                 self.broken[failure.plugin_id] = text
