@@ -19,10 +19,10 @@ from isoplug.errors import LocalProtocolError
 from isoplug.logs import DropReason, LogMetrics, capture
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
 from isoplug.logs.ratelimit import TokenBucket
-from isoplug.logs.sanitize import clean_logger_name, clean_text
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch, LogRecordData, decode_message
 from isoplug.wire.framing import HEADER_SIZE, encode_frame
 from isoplug.wire.logframes import log_batch, log_batch_frame
+from isoplug.wire.sanitize import clean_logger_name, clean_text
 from tests.log_helpers import record_decoder
 from tests.record_waiter import RecordWaiter
 from tests.wire_strategies import PROPERTY, drop_counts, log_records

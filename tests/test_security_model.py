@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from isoplug import Host, PluginState, StateChange
-from isoplug.errors import RemoteError
+from isoplug.errors import IsoplugError, RemoteError, RemoteProtocolError
 from isoplug.logs import DropReason, ReplayLimits
+from isoplug.rpc import Peer
+from isoplug.wire import Hello, decode_message, encode_message
 from tests.plugins_fixtures import FAST, plugins_dir
 from tests.plugins_fixtures.hostile.hostile_plugin import DOORS
 from tests.record_waiter import RecordWaiter
@@ -278,3 +281,39 @@ async def test_a_plugins_load_error_reaches_the_hosts_records_sanitized(tmp_path
             assert "\x1b" not in text and "\u202e" not in text and "\r" not in text, stage
             for line in text.split("\n")[1:]:
                 assert line[:1] in (" ", "\t", "") or line.startswith("Traceback"), (stage, line)
+
+
+def test_a_malformed_message_is_quoted_escaped_and_short() -> None:
+    """A peer's bytes quoted in a protocol error (an unknown tag) are escaped and capped."""
+    payload = msgspec.msgpack.encode([f"\x1b[2J\n{FORGED}" + "x" * 10_000, 1])
+    with pytest.raises(RemoteProtocolError) as raised:
+        decode_message(payload)
+    text = str(raised.value)
+    assert "\x1b" not in text and len(text) < 1000
+    assert all(line[:1] in (" ", "") for line in text.split("\n")[1:])
+
+
+def test_a_hello_with_a_huge_field_is_malformed() -> None:
+    """A hello whose role or name is megabytes long is refused as malformed, in a short error."""
+    for field in ("role", "name", "token"):
+        hello = {"min_version": 1, "max_version": 1, "token": "t", field: "r" * 5_000_000}
+        with pytest.raises(RemoteProtocolError) as raised:
+            decode_message(encode_message(Hello(**hello)))  # type: ignore[arg-type]
+        assert len(str(raised.value)) < 1000
+
+
+async def test_the_hosts_messages_about_an_unauthenticated_peer_stay_short(
+    tmp_path: Path,
+) -> None:
+    """A peer that connects with a 5 MB name gets refused; the host says so in short lines."""
+    waiter = RecordWaiter()
+    root = logging.getLogger()
+    root.addHandler(waiter)
+    try:
+        async with hostile(tmp_path) as (host, _):
+            assert host._listener is not None
+            with pytest.raises(IsoplugError):
+                await Peer.connect(str(host._listener.address), "t", name="n" * 5_000_000)
+    finally:
+        root.removeHandler(waiter)
+    assert all(len(FORMATTER.format(r)) < 4096 for r in waiter.records)

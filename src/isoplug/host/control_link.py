@@ -20,8 +20,8 @@ from isoplug.control import CAPABILITY, READY, CapabilityDenied, CapabilityReque
 from isoplug.errors import IsoplugError
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
-from isoplug.logs.sanitize import clean_text
 from isoplug.rpc import Handler, Peer
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["CapabilityInvoker", "ControlLink"]
 

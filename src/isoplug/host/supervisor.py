@@ -51,8 +51,8 @@ from isoplug.host.status import (
 )
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import LogReplayer
-from isoplug.logs.sanitize import clean_block, clean_text
 from isoplug.rpc import Handler, Peer
+from isoplug.wire.sanitize import clean_block, clean_text
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 

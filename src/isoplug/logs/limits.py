@@ -2,7 +2,7 @@
 :class:`ReplayLimits`.
 
 Sizes (message, traceback, logger name, ``extra``) are cut to these caps when a record is
-rebuilt (:mod:`isoplug.logs.sanitize`), and the record rate is limited per sender
+rebuilt (:mod:`isoplug.wire.sanitize`), and the record rate is limited per sender
 (:mod:`isoplug.logs.ratelimit`), its drops reported at most every ``report_interval``.
 """
 

@@ -8,7 +8,7 @@ One :class:`LogReplayer` serves one connection. For every batch it:
    the sequence numbers that no drop report explains;
 3. puts the record under ``<prefix>.<sanitized logger name>`` (the sender's root logger maps to
    ``<prefix>`` itself), so that a sender can never log as any logger outside its prefix;
-4. neutralizes control characters and caps sizes (:mod:`isoplug.logs.sanitize`);
+4. neutralizes control characters and caps sizes (:mod:`isoplug.wire.sanitize`);
 5. applies the per-sender rate limit and the host logger's level;
 6. rebuilds a complete ``LogRecord`` — every field from the sender, nothing filled in with the
    host's own process, thread or task; its exception a genuine ``exc_info`` with the sender's
@@ -38,10 +38,10 @@ from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.routing import LoggerRoutes
-from isoplug.logs.sanitize import cap_text, clean_block, clean_text
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogBatch, LogRecordData
+from isoplug.wire.sanitize import cap_text, clean_block, clean_text
 
 __all__ = ["LogReplayer", "ReplayLimits"]
 

@@ -4,7 +4,7 @@ A sender's logger ``x.y`` becomes ``<prefix>.x.y`` (its root logger, ``<prefix>`
 any of ``strip_prefixes`` taken off first, so that a sender can never log as a logger outside
 its prefix. A route maps a sender prefix to a host prefix of its own, with identity overrides:
 how a runner that hosts several plugins gets each plugin's records under that plugin's name.
-Names are cleaned and capped (:func:`~isoplug.logs.sanitize.clean_logger_name`). A logger named
+Names are cleaned and capped (:func:`~isoplug.wire.sanitize.clean_logger_name`). A logger named
 for an output stream (``stdout``, ``x.stderr``) gets ``stream`` in its identity.
 
 Answers are remembered in :attr:`LoggerRoutes.names` (bounded), which the replayer reads first
@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from isoplug.logs.sanitize import clean_logger_name
+from isoplug.wire.sanitize import clean_logger_name
 
 __all__ = ["LoggerRoutes"]
 

@@ -45,7 +45,7 @@ import threading
 import tokenize
 import weakref
 
-from isoplug.logs.sanitize import clean_text
+from isoplug.wire.sanitize import clean_text
 
 __all__ = [
     "MAX_LOADED_BYTES",

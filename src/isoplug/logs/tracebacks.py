@@ -72,9 +72,9 @@ from isoplug.logs.exceptions import (
     MAX_TOTAL_FRAMES,
     ExcInfo,
 )
-from isoplug.logs.sanitize import clean_text
 from isoplug.logs.sourcelines import EntryGuard, SourceGuard
 from isoplug.wire import ExceptionData, FrameData
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["MAX_CLASSES", "MAX_CODES", "ExceptionRebuilder"]
 

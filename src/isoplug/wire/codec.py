@@ -15,6 +15,7 @@ import msgspec
 
 from isoplug.errors import LocalProtocolError, RemoteProtocolError
 from isoplug.wire.messages import Message
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["decode_message", "decode_value", "encode_message", "encode_value"]
 
@@ -50,7 +51,8 @@ def decode_message(payload: bytes | memoryview) -> Message:
     try:
         return _message_decoder.decode(payload)
     except _DECODE_ERRORS as exc:
-        raise RemoteProtocolError(f"malformed message: {exc}") from exc
+        # The decoder's text can quote the peer's bytes (a tag, a key): they are outside text.
+        raise RemoteProtocolError(f"malformed message: {clean_text(str(exc), 300)}") from exc
 
 
 def encode_value(value: Any) -> msgspec.Raw:

@@ -36,7 +36,7 @@ Because messages are positional arrays, a field's *position* is its identity.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -76,17 +76,24 @@ class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
     """Base of every wire message; the tag is each subclass's ``tag=``."""
 
 
+#: A hello's texts come from a peer that has not proven anything yet and are quoted in the
+#: listener's messages: a hello with a longer one (a 5 MB role) is malformed. Tokens are 43
+#: characters, runner ids and roles a few dozen.
+MAX_HELLO_TEXT = 256
+HelloText = Annotated[str, msgspec.Meta(max_length=MAX_HELLO_TEXT)]
+
+
 class Hello(_Message, frozen=True, tag="hello"):
     """First message of the connecting side: who it is, what it speaks, proof it may connect."""
 
     min_version: int
     max_version: int
-    token: str
+    token: HelloText
     #: What this connection is for: ``"control"`` for requests and events, ``"logs"`` for a
     #: dedicated log connection of the same session.
-    role: str = "control"
+    role: HelloText = "control"
     #: A human-readable name of the connecting side (a runner id), for messages and logs.
-    name: str = ""
+    name: HelloText = ""
     pid: int = 0
 
 

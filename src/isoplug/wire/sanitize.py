@@ -1,4 +1,8 @@
-"""Making text from an untrusted process safe to put into the host's logs.
+"""Making text from outside this process safe to put into its logs and exception messages.
+
+The one sanitizer: text from a runner, a plugin or a peer that has not authenticated goes
+through these functions before it reaches any record or error message. It lives in the wire
+layer (pure functions, no I/O) so that every layer above can use it.
 
 Three threats, three rules:
 
