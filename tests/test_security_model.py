@@ -25,7 +25,7 @@ from isoplug.rpc import Peer
 from isoplug.wire import Hello, decode_message, encode_message
 from tests.plugins_fixtures import FAST, plugins_dir
 from tests.plugins_fixtures.hostile.hostile_plugin import DOORS
-from tests.record_waiter import RecordWaiter
+from tests.record_waiter import RecordWaiter, watching
 
 #: A formatter of the usual shape: every record's first line starts at column 0.
 FORMATTER = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -227,10 +227,7 @@ async def test_a_forged_ready_report_cannot_speak_for_another_plugin(tmp_path: P
     """A plugin that sends its runner's ready report itself, naming another plugin, changes
     nothing about that plugin; a second report is refused."""
     changes: list[StateChange] = []
-    waiter = RecordWaiter()
-    host_logger = logging.getLogger("isoplug.host")
-    host_logger.addHandler(waiter)
-    try:
+    with watching("isoplug.host") as waiter:
         directory = plugins_dir(tmp_path, "forger", "echo")
         async with Host(directory, config=FAST, on_change=changes.append) as host:
             await host.wait_for("echo", lambda info: info.state is PluginState.READY, timeout=20)
@@ -240,8 +237,6 @@ async def test_a_forged_ready_report_cannot_speak_for_another_plugin(tmp_path: P
             await waiter.wait_until(lambda: waiter.matching("isoplug.host", "second ready report"))
             assert host.plugin("echo").state is PluginState.READY
             assert await host.call("echo", "echo", value=1) == 1
-    finally:
-        host_logger.removeHandler(waiter)
     assert not [c for c in changes if "echo" in c.plugin_ids and c.state is PluginState.FAILED]
     assert not [c for c in changes if c.runner_id == "forger" and "echo" in c.plugin_ids]
 
@@ -254,15 +249,10 @@ async def host_records_of_a_failing_plugin(directory: Path, code: str) -> list[l
         'id = "bad"\nversion = "0.1"\nentry = "bad_plugin:P"\n[restart]\npolicy = "never"\n'
     )
     (plugin / "bad_plugin.py").write_text("import isoplug\n" + code)
-    waiter = RecordWaiter()
-    host_logger = logging.getLogger("isoplug.host")
-    host_logger.addHandler(waiter)
-    try:
+    with watching("isoplug.host") as waiter:
         async with Host(directory, config=FAST) as host:
             await host.wait_for("bad", lambda info: info.state is PluginState.FAILED, 20)
             await waiter.wait_until(lambda: waiter.matching("isoplug.host", "ValueError"))
-    finally:
-        host_logger.removeHandler(waiter)
     return waiter.records
 
 
@@ -306,14 +296,57 @@ async def test_the_hosts_messages_about_an_unauthenticated_peer_stay_short(
     tmp_path: Path,
 ) -> None:
     """A peer that connects with a 5 MB name gets refused; the host says so in short lines."""
-    waiter = RecordWaiter()
-    root = logging.getLogger()
-    root.addHandler(waiter)
-    try:
+    with watching() as waiter:
         async with hostile(tmp_path) as (host, _):
             assert host._listener is not None
             with pytest.raises(IsoplugError):
                 await Peer.connect(str(host._listener.address), "t", name="n" * 5_000_000)
-    finally:
-        root.removeHandler(waiter)
     assert all(len(FORMATTER.format(r)) < 4096 for r in waiter.records)
+
+
+def assert_no_forged_line(text: str) -> None:
+    """No escape in ``text``, and no line of it that could pass for a record of its own."""
+    assert "\x1b" not in text and "\u202e" not in text and "\r" not in text, text
+    assert not [line for line in text.split("\n") if line.startswith(FORGED[:10])], text
+
+
+async def test_a_peers_hello_name_and_role_are_sanitized_in_the_hosts_records(
+    tmp_path: Path,
+) -> None:
+    """What an unauthenticated peer says of itself (name, role), on the control listener and on
+    the log listener, reaches the host's records escaped and without a line of its own."""
+    name = f"\x1b[2Jevil\u202e\n{FORGED}"
+    with watching() as waiter:
+        async with hostile(tmp_path) as (host, _):
+            assert host._listener is not None
+            addresses = [str(host._listener.address), host._log_bridge.address]
+            for address in addresses:
+                for role in (f"weird\x1b\n{FORGED}", "control", "logs"):
+                    with pytest.raises(IsoplugError) as raised:
+                        await Peer.connect(address, "t", name=name, role=role)
+                    assert "\x1b" not in str(raised.value)
+            # Every refusal is logged (unknown role, or unknown runner).
+            await waiter.wait_until(
+                lambda: len([r for r in waiter.records if "evil" in r.getMessage()]) >= 6 or None
+            )
+    texts = [FORMATTER.format(r) for r in waiter.records]
+    assert [t for t in texts if "evil" in t]
+    for text in texts:
+        assert_no_forged_line(text)
+
+
+async def test_a_capability_name_with_escapes_is_sanitized(tmp_path: Path) -> None:
+    """A plugin asking for a capability whose name carries escapes and a forged line: the
+    refusal it gets back, and everything the host logs, is escaped and indented."""
+    with watching() as waiter:
+        async with hostile(tmp_path) as (host, _):
+            for capability in (f"\x1b[2Jcap\u202e\n{FORGED}", "x" * 100_000):
+                with pytest.raises(RemoteError) as raised:
+                    await host.call("hostile", "call_host", capability=capability)
+                text = str(raised.value)
+                assert "may not call host capability" in text
+                assert_no_forged_line(text)
+                assert_no_forged_line(raised.value.remote_message)
+                assert len(raised.value.remote_message) < 10_000
+    for record in waiter.records:
+        assert_no_forged_line(FORMATTER.format(record))

@@ -14,16 +14,15 @@ from typing import Any
 
 from isoplug.control import CALL, CallOutcome, CallRequest
 from isoplug.errors import (
-    REMOTE_ERROR_BY_CODE,
     ConnectionBroken,
     ConnectionClosed,
-    RemoteError,
     RequestTimeout,
 )
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
 from isoplug.rpc import Peer
+from isoplug.rpc.peer import remote_error
 
 __all__ = ["call_plugin", "call_runner"]
 
@@ -95,9 +94,8 @@ async def call_plugin(
     except ConnectionClosed as exc:
         raise ConnectionBroken(str(exc)) from exc
     if outcome.error is not None:
-        info = outcome.error
-        error_class = REMOTE_ERROR_BY_CODE.get(info.code, RemoteError)
-        raise error_class(f"{plugin_id}.{method}", info.type, info.message, info.traceback)
+        # The runner's texts, sanitized: they end up in the host's records and messages.
+        raise remote_error(f"{plugin_id}.{method}", outcome.error)
     return outcome.result
 
 

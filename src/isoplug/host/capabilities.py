@@ -11,8 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import CapabilityDenied
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["CapabilityRegistry"]
+
+#: Cap for an error text that quotes what a plugin sent (a keyword argument's name, say).
+_MAX_REASON_CHARS = 1000
 
 
 class CapabilityRegistry:
@@ -55,7 +59,8 @@ class CapabilityRegistry:
             except TypeError as exc:
                 # The plugin receives it as a RemoteError carrying this message.
                 raise TypeError(
-                    f"arguments do not fit host capability {name}{signature}: {exc}"
+                    f"arguments do not fit host capability {name}{signature}: "
+                    f"{clean_text(str(exc), _MAX_REASON_CHARS)}"
                 ) from None
         result = function(**kwargs)
         if inspect.isawaitable(result):

@@ -23,6 +23,9 @@ from isoplug.host.manifest import Manifest
 from isoplug.rpc import Handler, Peer
 from isoplug.wire.sanitize import clean_text
 
+#: Cap for a plugin id or capability name the runner sent, quoted in a message.
+_MAX_NAME_CHARS = 200
+
 __all__ = ["CapabilityInvoker", "ControlLink"]
 
 _log = logging.getLogger("isoplug.host")
@@ -106,7 +109,7 @@ class ControlLink:
         _log.warning(
             "runner %s reported on plugins it does not run (%s); ignored",
             self.runner_id,
-            ", ".join(repr(clean_text(pid, 100)) for pid in foreign[:5])
+            ", ".join(repr(clean_text(pid, _MAX_NAME_CHARS)) for pid in foreign[:5])
             + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""),
         )
         return ReadyReport(
@@ -120,10 +123,12 @@ class ControlLink:
         manifest = self._manifests.get(request.plugin)
         # Never trust the runner: check the grant here, whatever the runner checked.
         if manifest is None:
-            raise CapabilityDenied(f"runner {self.runner_id!r} has no plugin {request.plugin!r}")
+            plugin = clean_text(request.plugin, _MAX_NAME_CHARS)
+            raise CapabilityDenied(f"runner {self.runner_id!r} has no plugin {plugin!r}")
         if request.name not in manifest.capabilities:
+            name = clean_text(request.name, _MAX_NAME_CHARS)
             raise CapabilityDenied(
-                f"plugin {request.plugin!r} may not call host capability {request.name!r}: "
+                f"plugin {request.plugin!r} may not call host capability {name!r}: "
                 f"not in 'capabilities' of {manifest.path}"
             )
         return await self._invoke_capability(request.name, request.kwargs)

@@ -39,10 +39,14 @@ from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.rpc import Handler, Peer, serve
 from isoplug.transport import Listener
 from isoplug.wire import Hello
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["Host"]
 
 _log = logging.getLogger("isoplug.host")
+
+#: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
+_MAX_HELLO_CHARS = 200
 
 _USE_DEFAULT: Final = object()
 #: States in which a plugin will not change any more without someone asking.
@@ -331,8 +335,8 @@ class Host:
     def _warn_unknown_role(self, hello: Hello) -> None:
         _log.warning(
             "refused a connection from runner %r (pid %d): unknown connection role %r (known: %s)",
-            hello.name,
+            clean_text(hello.name, _MAX_HELLO_CHARS),
             hello.pid,
-            hello.role,
+            clean_text(hello.role, _MAX_HELLO_CHARS),
             ", ".join(self._routes),
         )

@@ -40,10 +40,14 @@ from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import Hello
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["LogBridge"]
 
 _log = logging.getLogger("isoplug.host")
+
+#: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
+_MAX_HELLO_CHARS = 200
 
 #: How long closing the bridge waits for log connections to end by themselves (their runners
 #: have stopped by then: this is for processes a runner forked, still logging).
@@ -157,8 +161,8 @@ class LogBridge:
         if hello.role != LOGS_ROLE:
             _log.warning(
                 "refused a %r connection from runner %r (pid %d) on the log listener",
-                hello.role,
-                hello.name,
+                clean_text(hello.role, _MAX_HELLO_CHARS),
+                clean_text(hello.name, _MAX_HELLO_CHARS),
                 hello.pid,
             )
             return None

@@ -197,7 +197,7 @@ class RunnerSupervisor:
                     "runner %s: could not set the level of logger %r: %s",
                     self.runner_id,
                     logger,
-                    exc,
+                    clean_text(str(exc), _MAX_FAILURE_CHARS),
                 )
 
     def expected_token(self) -> str | None:

@@ -45,8 +45,12 @@ from isoplug.wire import (
     encode_value,
 )
 from isoplug.wire.connection import Connection, TokenLookup
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["BlockingChannel", "BlockingServer", "serve_blocking"]
+
+#: Cap for the other side's text (a close reason, a refused hello's name) in our messages.
+MAX_REASON_CHARS = 1000
 
 _log = logging.getLogger("isoplug.rpc")
 
@@ -124,7 +128,9 @@ class BlockingChannel:
             return messages
         connection = self.connection
         if connection.state is not ConnectionState.OPEN:
-            raise ConnectionClosed(f"session closed: {connection.close_reason}")
+            raise ConnectionClosed(
+                f"session closed: {clean_text(connection.close_reason or '', MAX_REASON_CHARS)}"
+            )
         try:
             if self._waker is not None:
                 data = self._waker.read(RECEIVE_SIZE, timeout)
@@ -393,7 +399,11 @@ class BlockingServer:
             )
         except IsoplugError as exc:
             if not self._closing:
-                _log.warning("refused a connection on %s: %s", self._listener.address, exc)
+                _log.warning(
+                    "refused a connection on %s: %s",
+                    self._listener.address,
+                    clean_text(str(exc), MAX_REASON_CHARS),
+                )
             sock.close()
             self._forget(current)
             return

@@ -63,10 +63,31 @@ from isoplug.wire import (
     encode_value,
 )
 from isoplug.wire.connection import TokenLookup
+from isoplug.wire.sanitize import clean_block, clean_text
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "serve"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error", "serve"]
 
 _log = logging.getLogger("isoplug.rpc")
+
+#: Caps for the other side's text in this side's records and exception messages (all of it
+#: goes through :func:`~isoplug.wire.sanitize.clean_text` first).
+MAX_PEER_NAME_CHARS: Final = 200
+MAX_REASON_CHARS: Final = 1000
+MAX_REMOTE_TYPE_CHARS: Final = 300
+MAX_REMOTE_MESSAGE_CHARS: Final = 4 * 1024
+MAX_REMOTE_TRACEBACK_CHARS: Final = 64 * 1024
+
+
+def remote_error(method: str, info: ErrorInfo) -> RemoteError:
+    """The exception for an error answer ``info`` to ``method``, its remote texts sanitized."""
+    error_class = REMOTE_ERROR_BY_CODE.get(info.code, RemoteError)
+    return error_class(
+        method,
+        clean_text(info.type, MAX_REMOTE_TYPE_CHARS),
+        clean_text(info.message, MAX_REMOTE_MESSAGE_CHARS),
+        clean_block(info.traceback, MAX_REMOTE_TRACEBACK_CHARS) if info.traceback else "",
+    )
+
 
 T = TypeVar("T")
 Handler = Callable[[Any], Any]
@@ -261,10 +282,13 @@ class Peer:
     def peer_name(self) -> str:
         """The name the other side gave in its hello or welcome."""
         if self._connection.peer_hello is not None:
-            return self._connection.peer_hello.name
-        if self._connection.peer_welcome is not None:
-            return self._connection.peer_welcome.name
-        return ""
+            name = self._connection.peer_hello.name
+        elif self._connection.peer_welcome is not None:
+            name = self._connection.peer_welcome.name
+        else:
+            return ""
+        # The other side's text: safe for this side's records and messages (see sanitize).
+        return clean_text(name, MAX_PEER_NAME_CHARS)
 
     @property
     def stream(self) -> Stream:
@@ -343,12 +367,11 @@ class Peer:
                 return decode_value(answer.result, result_type)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise RemoteProtocolError(
-                    f"result of {method!r} does not fit {result_type}: {exc}"
+                    f"result of {method!r} does not fit {result_type}: "
+                    f"{clean_text(str(exc), MAX_REASON_CHARS)}"
                 ) from exc
         assert isinstance(answer, ErrorResponse)
-        info = answer.error
-        error_class = REMOTE_ERROR_BY_CODE.get(info.code, RemoteError)
-        raise error_class(method, info.type, info.message, info.traceback)
+        raise remote_error(method, answer.error)
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send a one-way event. Waits only if the peer reads too slowly (a cancel point)."""
@@ -425,11 +448,12 @@ class Peer:
             error = self.close_error
             if isinstance(error, ConnectionBroken):
                 raise ConnectionBroken(
-                    f"session with {self.peer_name or 'peer'} is broken: {error}"
+                    f"session with {self.peer_name or 'peer'} is broken: "
+                    f"{clean_text(str(error), MAX_REASON_CHARS)}"
                 )
             raise ConnectionClosed(
                 f"session with {self.peer_name or 'peer'} is closed"
-                + (f": {error}" if error else "")
+                + (f": {clean_text(str(error), MAX_REASON_CHARS)}" if error else "")
             )
 
     def _send(self, message: Message) -> None:
@@ -474,7 +498,11 @@ class Peer:
             messages = connection.receive_data(data)
         except ProtocolError as exc:
             self._flush_failure_notice()
-            _log.warning("closing session with %s: %s", self.peer_name or "peer", exc)
+            _log.warning(
+                "closing session with %s: %s",
+                self.peer_name or "peer",
+                clean_text(str(exc), MAX_REASON_CHARS),
+            )
             self._end_session(exc)
             return
         try:
@@ -482,12 +510,14 @@ class Peer:
         except Exception as exc:
             # A bug in a handler path must end this session visibly, never hang its callers.
             _log.exception("session with %s failed unexpectedly", self.peer_name or "peer")
-            self._end_session(ConnectionBroken(f"session failed: {type(exc).__name__}: {exc}"))
+            reason = clean_text(str(exc), MAX_REASON_CHARS)
+            self._end_session(ConnectionBroken(f"session failed: {type(exc).__name__}: {reason}"))
             return
         if connection.state is ConnectionState.CLOSED:
             self._end_session(
                 ConnectionClosed(
-                    f"{self.peer_name or 'peer'} ended the session: {connection.close_reason}"
+                    f"{self.peer_name or 'peer'} ended the session: "
+                    f"{clean_text(connection.close_reason or '', MAX_REASON_CHARS)}"
                 )
             )
 
@@ -504,7 +534,11 @@ class Peer:
         except ProtocolError as exc:
             # A peer that exits or crashes: whoever owns this peer reports that better (the
             # supervisor knows the exit code); it is no protocol problem of ours.
-            _log.debug("session with %s ended: %s", self.peer_name or "peer", exc)
+            _log.debug(
+                "session with %s ended: %s",
+                self.peer_name or "peer",
+                clean_text(str(exc), MAX_REASON_CHARS),
+            )
             self._end_session(exc)
             return
         self._end_session(ConnectionClosed(f"{self.peer_name or 'peer'} closed the connection"))
@@ -743,7 +777,7 @@ class Peer:
                 self._unknown_events_reported.add(event.method)
                 _log.warning(
                     "no handler for event %r from %s; ignoring it (reported once)",
-                    event.method,
+                    clean_text(event.method, MAX_PEER_NAME_CHARS),
                     self.peer_name or "peer",
                 )
             return True
@@ -827,7 +861,11 @@ async def serve(
                 stream, token, name=name, timeout=handshake_timeout
             )
         except IsoplugError as exc:
-            _log.warning("refused a connection on %s: %s", listener.address, exc)
+            _log.warning(
+                "refused a connection on %s: %s",
+                listener.address,
+                clean_text(str(exc), MAX_REASON_CHARS),
+            )
             return
         assert connection.peer_hello is not None
         chosen = handlers(connection.peer_hello) if callable(handlers) else handlers

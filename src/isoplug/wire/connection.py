@@ -54,6 +54,7 @@ from isoplug.wire.messages import (
     Response,
     Welcome,
 )
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["Connection", "ConnectionState", "Role", "TokenLookup"]
 
@@ -351,7 +352,8 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"unknown runner {hello.name!r} (pid {hello.pid}): no token is expected from it",
+                f"unknown runner {clean_text(hello.name, 200)!r} (pid {hello.pid}): no token is "
+                "expected from it",
                 "unknown runner",
             )
         assert expected is not None
@@ -360,7 +362,8 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"wrong session token from {hello.name or 'peer'} (pid {hello.pid})",
+                f"wrong session token from {clean_text(hello.name, 200) or 'peer'} "
+                f"(pid {hello.pid})",
                 "wrong session token",
             )
         low = max(hello.min_version, self._min_version)
