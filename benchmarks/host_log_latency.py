@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
 from pathlib import Path
+
+from _helpers import loop_stalls_during, percentile
 
 from isoplug import Host
 from isoplug.logs import LogReceiver
@@ -104,11 +105,6 @@ def sink_on(logger_name: str) -> LatencySink:
     return sink
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def wait_for_count(sink: LatencySink, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while len(sink.latencies) < count:
@@ -146,18 +142,6 @@ async def standalone(receiver: LogReceiver, sink: LatencySink, count: int) -> li
     await run_forwarding_child(receiver, "paced", count, RATE)
     await wait_for_count(sink, count)
     return sink.latencies
-
-
-async def loop_stalls_during(work: Awaitable[object]) -> list[float]:
-    """How late a 1 ms sleep on this loop wakes, sampled for as long as ``work`` runs."""
-    stalls: list[float] = []
-    running = asyncio.ensure_future(work)
-    while not running.done():
-        began = time.perf_counter()
-        await asyncio.sleep(0.001)
-        stalls.append(time.perf_counter() - began - 0.001)
-    await running
-    return stalls
 
 
 async def flood_through_host(host: Host, sink: LatencySink) -> None:
@@ -219,7 +203,7 @@ async def main(rounds: int, count: int) -> None:
                         ("async LogReceiver", flood_into_async_receiver(flood_sink)),
                     ]
                     for name, flood in floods:
-                        stalls[name].extend(await loop_stalls_during(flood))
+                        stalls[name].extend((await loop_stalls_during(flood))[0])
                     print(f"round {number + 1} of {rounds} done", file=sys.stderr)
         finally:
             await asyncio.to_thread(receiver.close)

@@ -35,9 +35,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
+
+from _helpers import loop_stalls_during, percentile
 
 from isoplug import Host, SupervisorConfig
 from isoplug.logs import LogMetrics, ReplayLimits
@@ -134,25 +135,9 @@ class Sink(logging.Handler):
             time.sleep(0.05)
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def dropped_between(before: LogMetrics, after: LogMetrics) -> int:
     """Lines reported dropped (any reason) between two metrics snapshots."""
     return sum(after.dropped.values()) - sum(before.dropped.values())
-
-
-async def loop_stalls_during(work: Awaitable[T]) -> tuple[list[float], T]:
-    """How late a 1 ms sleep on this loop wakes, sampled for as long as ``work`` runs."""
-    stalls: list[float] = []
-    running = asyncio.ensure_future(work)
-    while not running.done():
-        began = time.perf_counter()
-        await asyncio.sleep(0.001)
-        stalls.append(time.perf_counter() - began - 0.001)
-    return stalls, await running
 
 
 async def flood_and_settle(host: Host, sink: Sink, how: str, count: int) -> tuple[float, int, int]:

@@ -17,6 +17,7 @@ import msgspec
 from isoplug.logs import LogReplayer, ReplayLimits
 from isoplug.logs.capture import capture_record
 from isoplug.wire import LogBatch, LogRecordData
+from tests.record_waiter import attached
 
 record_decoder = msgspec.msgpack.Decoder(LogRecordData)
 _record_encoder = msgspec.msgpack.Encoder()
@@ -27,24 +28,14 @@ def sending(name: str) -> Iterator[list[bytes]]:
     """What the logger ``name`` sends during the block, record by record, encoded as a runner's
     handler encodes it (sequence numbers from 1). Meanwhile the logger is at DEBUG and does not
     propagate; its handlers, level and propagation are as they were afterwards."""
-    logger = logging.getLogger(name)
     sent: list[bytes] = []
 
     class Capture(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             sent.append(capture_record(record, len(sent) + 1))
 
-    handler = Capture()
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
+    with attached(Capture(), name, propagate=False):
         yield sent
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
 
 
 def captured(log: Callable[[logging.Logger], object], name: str = "sender") -> list[bytes]:

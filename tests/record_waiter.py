@@ -1,5 +1,5 @@
 """A logging handler that keeps what it handles and lets a test wait for it on the event loop,
-and :func:`watching`, which puts one on a logger for a block."""
+and :func:`watching`, which puts one on a logger for a block (:func:`attached`, any handler)."""
 
 from __future__ import annotations
 
@@ -69,17 +69,31 @@ class RecordWaiter(logging.Handler):
                 await changed.wait()
 
 
+H = TypeVar("H", bound=logging.Handler)
+
+
 @contextlib.contextmanager
-def watching(name: str | None = None) -> Iterator[RecordWaiter]:
-    """A :class:`RecordWaiter` on the logger ``name`` (None: the root logger), which is set to
-    DEBUG for the block; its handlers and level are as they were afterwards."""
-    waiter = RecordWaiter()
+def attached(handler: H, name: str | None = None, *, propagate: bool = True) -> Iterator[H]:
+    """``handler`` on the logger ``name`` (None: the root logger), which is set to DEBUG (and
+    not to propagate, if so asked) for the block; its handlers, level and propagation are as
+    they were afterwards."""
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.addHandler(waiter)
+    level, was_propagating = logger.level, logger.propagate
+    logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    if not propagate:
+        logger.propagate = False
     try:
-        yield waiter
+        yield handler
     finally:
-        logger.removeHandler(waiter)
+        logger.removeHandler(handler)
         logger.setLevel(level)
+        if not propagate:
+            logger.propagate = was_propagating
+
+
+@contextlib.contextmanager
+def watching(name: str | None = None, *, propagate: bool = True) -> Iterator[RecordWaiter]:
+    """A :class:`RecordWaiter` on the logger ``name``, as :func:`attached` puts it."""
+    with attached(RecordWaiter(), name, propagate=propagate) as waiter:
+        yield waiter

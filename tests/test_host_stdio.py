@@ -13,8 +13,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from isoplug.logs import DropReason, LogReplayer
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, process_alive
-from tests.record_waiter import RecordWaiter
+from tests.record_waiter import RecordWaiter, watching
 
 PLUGIN = "scribbler"
 STDOUT = f"plugin.{PLUGIN}.stdout"
@@ -74,32 +74,6 @@ def test_an_over_long_line_is_cut_marked_and_its_tail_skipped() -> None:
 # -- the capture, over a pipe of the test's own -----------------------------------------------
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def collecting(name: str) -> Iterator[ListHandler]:
-    """Every record of logger ``name`` (and below), kept from the root's handlers."""
-    handler = ListHandler()
-    logger = logging.getLogger(name)
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
-
-
 async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them() -> None:
     """Past the backlog's bound, INFO lines are dropped and each WARNING evicts the newest of
     them; every drop is counted under HOST_BACKLOG and reported, and nothing is lost unsaid."""
@@ -118,7 +92,7 @@ async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them
         loop=asyncio.get_running_loop(),
         max_records=10,
     )
-    with collecting("test.stdio") as collected:
+    with watching("test.stdio", propagate=False) as collected:
         capture.start()
         capture.seal()
         assert await capture.wait_read(20) and await capture.wait_replayed(20)
@@ -184,18 +158,10 @@ async def running(
     tmp_path: Path, config: SupervisorConfig = FAST
 ) -> AsyncIterator[tuple[Host, RecordWaiter]]:
     """A started host over the scribbler plugin, and a handler seeing every record."""
-    waiter = RecordWaiter()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(waiter)
-    root.setLevel(logging.DEBUG)
-    try:
+    with watching() as waiter:
         async with Host(plugins_dir(tmp_path, PLUGIN), config=config) as host:
             await host.wait_ready(20)
             yield host, waiter
-    finally:
-        root.removeHandler(waiter)
-        root.setLevel(previous)
 
 
 async def test_a_slow_handler_does_not_delay_the_host_loop(tmp_path: Path) -> None:
@@ -303,21 +269,13 @@ async def test_fd_output_of_a_group_runner_is_attributed_to_the_group(tmp_path: 
         (directory / "plugin.toml").write_text(
             f'id = "{member}"\nversion = "1"\nentry = "{member}_plugin:Scribbler"\ngroup = "pair"\n'
         )
-    waiter = RecordWaiter()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(waiter)
-    root.setLevel(logging.DEBUG)
-    try:
+    with watching() as waiter:
         async with Host(plugins, config=FAST) as host:
             await host.wait_ready(20)
             pid = host.plugin("first").pid
             await host.call("second", "write", fd=1, text="from a member\n")
             record = await waiter.wait_for("plugin.pair.stdout", "from a member")
             streams = host.log_metrics("first").streams
-    finally:
-        root.removeHandler(waiter)
-        root.setLevel(previous)
     assert record.__dict__["plugin_id"] == "pair" and record.process == pid
     assert streams.get("stdout") == 1
 
@@ -345,7 +303,7 @@ async def test_a_flood_under_a_slow_handler_never_blocks_the_plugin_and_loses_no
     counter = SlowCounter()
     stdout = logging.getLogger(STDOUT)
     stdout.addHandler(counter)
-    with collecting(f"plugin.{PLUGIN}") as reports:
+    with watching(f"plugin.{PLUGIN}", propagate=False) as reports:
         stdout.propagate = False  # 100,000 records for the counter alone
         try:
             async with Host(plugins_dir(tmp_path, PLUGIN), config=config) as host:

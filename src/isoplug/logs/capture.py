@@ -214,6 +214,7 @@ def capture_record(record: logging.LogRecord, seq: int) -> bytes:
                     ]
                 else:
                     message = msg
+                    # Two displays, not a shared prefix: extending it would cost a copy per record.
                     fields = [
                         record.name,
                         record.levelno,

@@ -44,6 +44,7 @@ __all__ = [
     "report_failure",
     "site_attributes",
     "skip_frames_of",
+    "stamp",
     "task_name",
     "text_record",
 ]
@@ -161,7 +162,7 @@ _STANDARD = dict(logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__
 
 
 def site_attributes(name: str, level: int, location: Location, owner: PerThread) -> dict[str, Any]:
-    """A record's attributes, except those of each record (see :func:`_stamp`)."""
+    """A record's attributes, except those of each record (see :func:`stamp`)."""
     pathname, filename, module, lineno, func = location
     attributes = _STANDARD.copy()
     attributes["name"] = name
@@ -178,7 +179,7 @@ def site_attributes(name: str, level: int, location: Location, owner: PerThread)
     return attributes
 
 
-def _stamp(attributes: dict[str, Any], message: str, owner: PerThread) -> logging.LogRecord:
+def stamp(attributes: dict[str, Any], message: str, owner: PerThread) -> logging.LogRecord:
     """A record of ``attributes`` (from :func:`site_attributes`), with its message and time."""
     created = _time()
     attributes["msg"] = message
@@ -207,7 +208,7 @@ def make_record(
     attributes = site_attributes(name, level, location, owner)
     if extra:
         attributes.update(extra)
-    return _stamp(attributes, message, owner)
+    return stamp(attributes, message, owner)
 
 
 def text_record(

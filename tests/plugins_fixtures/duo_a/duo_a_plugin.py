@@ -39,8 +39,8 @@ class Duo(isoplug.Plugin):
         async def fail() -> None:
             raise LookupError(f"{self.name} task failed")
 
-        asyncio.get_running_loop().create_task(fail())
-        await asyncio.sleep(0.01)
+        # Waited for, not awaited: its exception stays unretrieved.
+        await asyncio.wait([asyncio.get_running_loop().create_task(fail())])
 
     @isoplug.on_event("chat")
     async def on_chat(self, payload: Any) -> None:
