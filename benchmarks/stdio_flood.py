@@ -54,6 +54,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 
 import isoplug
@@ -75,6 +76,26 @@ def flood(count: int, how: str) -> float:
     return time.perf_counter() - began
 
 
+class WholeLines(io.TextIOBase):
+    """The floor of any sys.stdout written in Python that keeps each thread's lines whole (as
+    isoplug's does): print() calls its write() twice, and it only splits lines, per thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        local = self.local
+        partial = getattr(local, "partial", "")
+        if "\\n" not in text:
+            local.partial = partial + text
+            return len(text)
+        *lines, local.partial = (partial + text).split("\\n")
+        self.lines += len(lines)
+        return len(text)
+
+
 def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
     """ns per print(), interleaved: to the captured stdout, and to /dev/null opened as Python
     opens stdout with PYTHONUNBUFFERED (write-through, no buffer) and with a buffer."""
@@ -84,6 +105,7 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
         "captured": None,
         "/dev/null (unbuffered)": unbuffered,
         "/dev/null (buffered)": buffered,
+        "floor: Python stream, whole lines": WholeLines(),
     }
     costs: dict[str, list[float]] = {name: [] for name in targets}
     costs["log.info() (for comparison)"] = []
@@ -233,7 +255,9 @@ async def main(rounds: int, count: int) -> None:
     captured = medians["captured"]
     print(
         f"   captured / unbuffered /dev/null: x{captured / medians['/dev/null (unbuffered)']:.2f}; "
-        f"captured / buffered /dev/null: x{captured / medians['/dev/null (buffered)']:.2f}"
+        f"captured / buffered /dev/null: x{captured / medians['/dev/null (buffered)']:.2f}; "
+        f"floor / unbuffered /dev/null: "
+        f"x{medians['floor: Python stream, whole lines'] / medians['/dev/null (unbuffered)']:.2f}"
     )
     print("slow host handler (50 ms every 1,000 records), print flood:")
     print(

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from isoplug.logs import ForwardingHandler
+from isoplug.logs.output_records import sole_forwarder
 from isoplug.logs.sources import attributed_to
 from isoplug.logs.streams import MAX_LINE_CHARS, TRUNCATED_MARK, LogStream, is_plain_line
 from isoplug.logs.textlines import LineClassifier, TextRecord
@@ -167,3 +169,39 @@ def test_the_loguru_bridge_does_not_import_loguru() -> None:
         "assert seen == [('SUCCESS', 'done')], seen\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_printed_line_skips_its_record_only_when_one_forwarder_would_get_it_alone() -> None:
+    """sole_forwarder (the print() fast path's condition) finds the forwarding handler only
+    when it is the one handler a record would reach, unfiltered, at a level it takes."""
+    forwarder = ForwardingHandler("unix:/nonexistent/socket", "token")
+    root = logging.getLogger("fastpath")
+    root.propagate = False
+    root.addHandler(forwarder)
+    child = logging.getLogger("fastpath.plugin.stdout")
+    try:
+        assert sole_forwarder(child, logging.INFO) is forwarder
+        forwarder.setLevel(logging.WARNING)
+        assert sole_forwarder(child, logging.INFO) is None
+        assert sole_forwarder(child, logging.WARNING) is forwarder
+        forwarder.setLevel(logging.NOTSET)
+        middle = logging.getLogger("fastpath.plugin")
+        other = logging.NullHandler()
+        middle.addHandler(other)
+        assert sole_forwarder(child, logging.INFO) is None  # a second handler on the way
+        middle.removeHandler(other)
+        hide = logging.Filter("nothing")
+        child.addFilter(hide)
+        assert sole_forwarder(child, logging.INFO) is None  # the logger's own filter
+        child.removeFilter(hide)
+        forwarder.addFilter(hide)
+        assert sole_forwarder(child, logging.INFO) is None  # the handler's filter
+        forwarder.removeFilter(hide)
+        child.propagate = False
+        assert sole_forwarder(child, logging.INFO) is None  # no handler reached at all
+        child.propagate = True
+        assert sole_forwarder(child, logging.INFO) is forwarder
+    finally:
+        root.removeHandler(forwarder)
+        forwarder.close(timeout=0)
+        child.propagate = True

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from isoplug.errors import LocalProtocolError
 from isoplug.logs import DropReason, LogMetrics, capture
-from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
+from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record, encode_line, line_site
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch, LogRecordData, decode_message
 from isoplug.wire.framing import HEADER_SIZE, encode_frame
@@ -169,6 +169,51 @@ def test_captured_records_carry_the_asyncio_task_name(
     asyncio.run(main())
     _, data = captured(collector)
     assert data.task_name == ("the-task" if sys.version_info >= (3, 12) else None)
+
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+@PROPERTY
+@given(
+    name=_text,
+    level=st.integers(0, 2**31),
+    message=st.text(st.characters(exclude_categories=["Cs"]), max_size=3000),
+    path=_text,
+    lineno=st.integers(0, 2**31),
+    function=_text,
+    thread_name=_text,
+    created=st.floats(allow_nan=False),
+    seq=st.integers(0, 2**63 - 1),
+    task=st.none() | _text,
+)
+def test_a_printed_line_encodes_exactly_as_its_record_would(  # noqa: PLR0917 # the fields
+    name: str,
+    level: int,
+    message: str,
+    path: str,
+    lineno: int,
+    function: str,
+    thread_name: str,
+    created: float,
+    seq: int,
+    task: str | None,
+) -> None:
+    """encode_line (the print() path, no LogRecord) gives capture_record's bytes."""
+    record = logging.LogRecord(name, level, path, lineno, message, None, None, func=function)
+    record.created = created
+    record.threadName = thread_name
+    if sys.version_info >= (3, 12):
+        record.taskName = task  # type: ignore[attr-defined] # 3.12+ only
+    site = line_site(record.__dict__, thread_name)
+    line = encode_line(site, created, seq, message, task)
+    if task is None or sys.version_info >= (3, 12):
+        assert line == capture_record(record, seq)
+    decoded = record_decoder.decode(line)
+    assert (decoded.name, decoded.levelno, decoded.created) == (name, level, created)
+    assert (decoded.pathname, decoded.lineno, decoded.func_name) == (path, lineno, function)
+    assert (decoded.thread_name, decoded.seq, decoded.message) == (thread_name, seq, message)
+    assert decoded.task_name == task
 
 
 def test_extra_attributes_arrive_native_or_as_repr(

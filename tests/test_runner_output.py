@@ -44,6 +44,21 @@ async def test_prints_and_writes_arrive_as_records_from_the_plugins_own_line(
     assert bad.getMessage() == "bad \ufffd"
 
 
+async def test_printed_lines_follow_thread_renames_and_logger_filters(tmp_path: Path) -> None:
+    """A printed line reaches exactly what its record would: a filter the plugin puts on its
+    stdout logger applies, and a renamed thread's lines carry the new name."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "filtered_and_renamed")
+        first = await waiter.wait_for("plugin.printer.stdout", "printed by first-name")
+        second = await waiter.wait_for("plugin.printer.stdout", "printed by second-name")
+        await waiter.wait_for("plugin.printer.stdout", "shown while filtered")
+        await waiter.wait_for("plugin.printer.stdout", "hidden no more")
+        messages = [record.getMessage() for record in waiter.records]
+    assert (first.threadName, second.threadName) == ("first-name", "second-name")
+    assert first.lineno == second.lineno
+    assert "hidden line" not in messages
+
+
 async def test_the_stream_api_keeps_working(tmp_path: Path) -> None:
     """write() returns the length, writelines and flush work, fileno() is the real fd, and
     the stream says it is no terminal, in UTF-8."""

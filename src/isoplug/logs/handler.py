@@ -42,7 +42,7 @@ import weakref
 import msgspec
 
 from isoplug.errors import IsoplugError
-from isoplug.logs.capture import capture_record
+from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
@@ -94,6 +94,9 @@ DEFAULT_FLUSH_TIMEOUT = 5.0
 
 #: An empty msgpack array: the records of the batch that announces the ledger.
 _NO_RECORDS = msgspec.Raw(b"\x90")
+
+#: What encoding a line's text can raise (lone surrogates): the record path then carries it.
+_LINE_ENCODE_FAILURES = (msgspec.EncodeError, UnicodeEncodeError)
 
 _live_handlers: weakref.WeakSet[ForwardingHandler] = weakref.WeakSet()
 
@@ -264,35 +267,65 @@ class ForwardingHandler(logging.Handler):
                     return True
                 seq = self._seq = self._seq + 1
                 self._ledger[0] = seq
-                encoded = capture_record(record, seq)
-                queue = self._queue
-                if not queue:
-                    if self._wrote_through(encoded, record.created):
-                        return True
-                    self._push_due = record.created + EMIT_PUSH_INTERVAL
-                queue.append(encoded)
-                self._queued_bytes += len(encoded)
-                if self._sender_idle:
-                    self._sender_idle = False
-                    self._queue_changed.notify_all()
-                elif (
-                    (record.created >= self._push_due or len(queue) >= EMIT_PUSH_RECORDS)
-                    and not self._in_flight
-                    and self._sock is not None
-                    and self._send_lock.acquire(blocking=False)
-                ):
-                    # Under pressure the caller still pushes the queue into the kernel itself
-                    # every millisecond, so what a crash can take is bounded by that, not by
-                    # when the sender thread next gets the GIL.
-                    try:
-                        self._send_queue_now()
-                    finally:
-                        self._send_lock.release()
+                self._accept(capture_record(record, seq), record.created)
             finally:
                 lock.release()
         except Exception:
             self.handleError(record)
         return True
+
+    def forward_line(
+        self, site: LineSite, created: float, message: str, task_name: str | None, thread: int
+    ) -> bool:
+        """Forward a plain printed line as :meth:`handle` would its record, without a
+        ``LogRecord`` (see :func:`~isoplug.logs.capture.encode_line`); the caller has checked
+        that this handler, without filters, is the only one its record would reach. False when
+        the line needs the record path instead: before the first record, after ``close()``, on
+        the sender thread, or for text msgpack cannot carry (lone surrogates)."""
+        if thread == self._sender_ident or self._closed or self._thread is None:
+            return False
+        lock = self._queue_lock
+        lock.acquire()
+        try:
+            if self._queued_bytes >= self._admit_freely_below and not self._admit(site[3]):
+                return True
+            seq = self._seq + 1
+            try:
+                encoded = encode_line(site, created, seq, message, task_name)
+            except _LINE_ENCODE_FAILURES:
+                return False
+            self._seq = seq
+            self._ledger[0] = seq
+            self._accept(encoded, created)
+        finally:
+            lock.release()
+        return True
+
+    def _accept(self, encoded: bytes, created: float) -> None:
+        """Send or queue an encoded record (queue lock held)."""
+        queue = self._queue
+        if not queue:
+            if self._wrote_through(encoded, created):
+                return
+            self._push_due = created + EMIT_PUSH_INTERVAL
+        queue.append(encoded)
+        self._queued_bytes += len(encoded)
+        if self._sender_idle:
+            self._sender_idle = False
+            self._queue_changed.notify_all()
+        elif (
+            (created >= self._push_due or len(queue) >= EMIT_PUSH_RECORDS)
+            and not self._in_flight
+            and self._sock is not None
+            and self._send_lock.acquire(blocking=False)
+        ):
+            # Under pressure the caller still pushes the queue into the kernel itself every
+            # millisecond, so what a crash can take is bounded by that, not by when the sender
+            # thread next gets the GIL.
+            try:
+                self._send_queue_now()
+            finally:
+                self._send_lock.release()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Forward ``record`` (through :meth:`handle`, so this handler's filters apply too)."""

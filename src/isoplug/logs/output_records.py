@@ -27,6 +27,8 @@ import warnings
 from types import FrameType, ModuleType
 from typing import Any
 
+from isoplug.logs.capture import line_site
+from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
 
@@ -44,6 +46,7 @@ __all__ = [
     "report_failure",
     "site_attributes",
     "skip_frames_of",
+    "sole_forwarder",
     "stamp",
     "task_name",
     "text_record",
@@ -241,10 +244,40 @@ def remember_site(
         state.site_lineno = frame.f_lineno
         state.site_logger = logger
         state.site_attributes = attributes.copy()
+        state.site_thread_name = thread_name = state.owner.thread.name
+        try:
+            state.site_line = line_site(attributes, thread_name)
+        except (ValueError, TypeError):
+            # A path or name msgpack cannot carry (lone surrogates): records carry it safely.
+            state.site_line = None
     return attributes
 
 
 # -- delivery ----------------------------------------------------------------------------------
+
+
+def sole_forwarder(logger: logging.Logger, level: int) -> ForwardingHandler | None:
+    """The :class:`~isoplug.logs.ForwardingHandler` that is the only handler a record of
+    ``level`` from ``logger`` would reach, with no filter on the way; else None. Then a plain
+    line may skip the record (see :meth:`~isoplug.logs.ForwardingHandler.forward_line`): it
+    reaches exactly what it would have reached. Checked for every line, so that handlers and
+    filters added at any time take effect at once (a walk up two or three loggers)."""
+    if logger.filters:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers = current.handlers
+        if handlers:
+            if found is not None or len(handlers) != 1:
+                return None
+            found = handlers[0]
+        if not current.propagate:
+            break
+        current = current.parent
+    if type(found) is not ForwardingHandler or found.filters or level < found.level:
+        return None
+    return found
 
 
 def deliver(logger: logging.Logger, record: logging.LogRecord) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from isoplug.logs.textlines import LineClassifier
 
 if TYPE_CHECKING:
+    from isoplug.logs.capture import LineSite
     from isoplug.logs.output_records import Location
     from isoplug.logs.streams import LogStream
 
@@ -63,8 +64,10 @@ class LineState:
         "partial",
         "site_attributes",
         "site_code",
+        "site_line",
         "site_lineno",
         "site_logger",
+        "site_thread_name",
         "skipping",
         "watched",
     )
@@ -88,3 +91,7 @@ class LineState:
         self.site_lineno = 0
         self.site_logger: logging.Logger | None = None
         self.site_attributes: dict[str, Any] = {}
+        # The same, encoded for ForwardingHandler.forward_line (None: not encodable), and the
+        # thread's name then (a renamed thread makes a new site).
+        self.site_line: LineSite | None = None
+        self.site_thread_name: str | None = None

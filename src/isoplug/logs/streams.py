@@ -32,8 +32,13 @@ Never a loop: text written while this thread is handing a record to the handlers
 error report, the forwarding handler's fallback) goes to the original stream, the real fd.
 
 :meth:`LogStream.write` runs for every ``print()`` of a plugin: its plain-line path is inlined,
-and ``sys._getframe`` is a module global. The record itself is made and delivered by
-:mod:`~isoplug.logs.output_records`' functions: inlining them measured no faster.
+and ``sys._getframe`` is a module global. When the line's record would reach one
+:class:`~isoplug.logs.ForwardingHandler` and nothing else, with no filter on the way
+(:func:`~isoplug.logs.output_records.sole_forwarder`, checked for every line; always so in a
+runner unless the plugin adds handlers or filters), no record is built: the handler encodes the
+line straight into the bytes its record would have had
+(:meth:`~isoplug.logs.ForwardingHandler.forward_line`), which halves what a ``print()`` costs.
+Otherwise the record is made and delivered by :mod:`~isoplug.logs.output_records`' functions.
 """
 
 from __future__ import annotations
@@ -49,13 +54,16 @@ from types import FrameType
 from typing import Any, TextIO
 
 from isoplug.logs.output_records import (
+    HAS_TASK_NAME,
     Location,
     deliver_from,
     location_of,
     make_record,
     remember_site,
     skip_frames_of,
+    sole_forwarder,
     stamp,
+    task_name,
     text_record,
 )
 from isoplug.logs.quiet_flush import quiet_flusher
@@ -72,6 +80,7 @@ TRUNCATED_MARK = " [... line truncated by isoplug]"
 
 # The hot path's binding: a module global is found faster than an attribute of a module.
 _getframe = sys._getframe
+_time = time.time
 
 # Not a line's source either: close() flushes on behalf of its caller.
 skip_frames_of(sys.modules[__name__])
@@ -179,7 +188,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
                 # The first half of print(): the text; its newline comes in the next call.
                 state.partial = s
                 return len(s)
-        elif s == "\n" and state.partial and not state.classifier.holding:
+        elif s == "\n" and state.partial and not state.classifier.phase:
             # The second half of print(): one line. The common case, so inlined here: a
             # plain line skips the classifier and becomes a record without another call.
             line = state.partial
@@ -209,14 +218,30 @@ class LogStream(_WriteOnly, io.TextIOBase):
                 return 1
             code = frame.f_code
             lineno = frame.f_lineno
-            if (
+            attributes = None
+            if not (
                 code is state.site_code
                 and lineno == state.site_lineno
                 and logger is state.site_logger
+                and per_thread.thread.name is state.site_thread_name
             ):
+                attributes = remember_site(state, logger, level, frame)
+            forwarder = sole_forwarder(logger, level)
+            if (
+                forwarder is not None
+                and state.site_code is not None
+                and state.site_line is not None
+                and forwarder.forward_line(
+                    state.site_line,
+                    _time(),
+                    line,
+                    task_name() if HAS_TASK_NAME else None,
+                    per_thread.ident,
+                )
+            ):
+                return 1
+            if attributes is None:
                 attributes = state.site_attributes.copy()
-            else:
-                attributes = remember_site(state, logger, self.level, frame)
             deliver_from(per_thread, logger, stamp(attributes, line, state.owner))
             return 1
         self._take(per_thread, state, s, _caller(1))

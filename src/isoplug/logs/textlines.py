@@ -205,18 +205,19 @@ class LineClassifier:
         self._block_truncated = False
         # True inside the drawing of an exception group (``  | ...`` lines).
         self._in_group = False
-        # "header": before the frames; "frames": inside them; "done": after the exception
-        # line, watching for a chain; "fatal": a crash dump, until the stream ends.
-        self._state = ""
+        # Empty unless a block is held; then "header": before the frames; "frames": inside
+        # them; "done": after the exception line, watching for a chain; "fatal": a crash dump,
+        # until the stream ends. Public: the print() path reads it, a property call costs more.
+        self.phase = ""
 
     @property
     def holding(self) -> bool:
         """True while lines of an unfinished (or possibly continued) block are held."""
-        return bool(self._state)
+        return bool(self.phase)
 
     def feed(self, line: str, truncated: bool = False) -> list[TextRecord]:
         """The records ``line`` completes (often none or one)."""
-        if self._state:
+        if self.phase:
             return self._feed_block(line, truncated)
         if self._starts_block(line):
             return []
@@ -224,7 +225,7 @@ class LineClassifier:
 
     def flush(self) -> list[TextRecord]:
         """Whatever is held, as a record (at end of stream, or when the stream went quiet)."""
-        if not self._state:
+        if not self.phase:
             return []
         lines = self._block
         # Blank lines held while watching for a chain are not part of the block.
@@ -236,7 +237,7 @@ class LineClassifier:
         self._block = []
         self._block_chars = 0
         self._block_truncated = False
-        self._state = ""
+        self.phase = ""
         self._in_group = False
         return [record] if lines else []
 
@@ -262,22 +263,22 @@ class LineClassifier:
         self._block = [line]
         self._block_chars = len(line)
         self._block_level = level
-        self._state = state
+        self.phase = state
 
     def _feed_block(self, line: str, truncated: bool) -> list[TextRecord]:
         stripped = line.rstrip()
-        state = self._state
+        state = self.phase
         records: list[TextRecord] = []
         if state == "frames" and self._in_group and stripped and line[:1] not in " \t|+":
             # A group's drawing has no exception line of its own: it ended before this line.
-            state = self._state = "done"
+            state = self.phase = "done"
         if state == "done":
             if not stripped or stripped in _CHAIN_LINES:
                 self._append(line, truncated)
                 return []
             if stripped == TRACEBACK_START or stripped.lstrip(" +") == _GROUP_START:
                 self._append(line, truncated)
-                self._state = "frames"
+                self.phase = "frames"
                 self._in_group = stripped != TRACEBACK_START
                 return self._spill()
             # Not a chain: the held block is complete, and this line starts afresh.
@@ -291,13 +292,13 @@ class LineClassifier:
             # A header is followed by the traceback itself (or the object's repr, for
             # "Exception ignored in"); anything indented or the traceback line stays in.
             if stripped == TRACEBACK_START:
-                self._state = "frames"
+                self.phase = "frames"
             elif stripped.lstrip(" +") == _GROUP_START:
-                self._state = "frames"
+                self.phase = "frames"
                 self._in_group = True
         elif state == "frames" and not self._in_group and stripped and line[:1] not in " \t|+":
             # The exception line ends the frames; a chain may follow.
-            self._state = "done"
+            self.phase = "done"
         return self._spill()
 
     def _append(self, line: str, truncated: bool) -> None:
@@ -309,13 +310,13 @@ class LineClassifier:
         """Emit the block in parts once it reaches a cap (a block that never ends)."""
         if len(self._block) < MAX_BLOCK_LINES and self._block_chars < MAX_BLOCK_CHARS:
             return []
-        state = self._state
+        state = self.phase
         level = self._block_level
         in_group = self._in_group
         records = self.flush()
         if state in ("frames", "fatal", "header"):
             # The rest of the block continues as another part, at the same level.
-            self._state = state
+            self.phase = state
             self._block_level = level
             self._in_group = in_group
         return records

@@ -97,6 +97,33 @@ class Printer(isoplug.Plugin):
             worker.join()
 
     @isoplug.method
+    def filtered_and_renamed(self) -> None:
+        """Lines printed from one place while the thread is renamed and while a filter on
+        the stdout logger hides some: each must arrive as its own record would."""
+        import logging
+
+        thread = threading.current_thread()
+        original = thread.name
+        for name in ("first-name", "second-name"):
+            thread.name = name
+            print(f"printed by {name}")
+        thread.name = original
+
+        class Hide(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                return "hidden" not in record.getMessage()
+
+        stdout_logger = logging.getLogger("plugin.printer.stdout")
+        hide = Hide()
+        stdout_logger.addFilter(hide)
+        try:
+            for text in ("hidden line", "shown while filtered"):
+                print(text)
+        finally:
+            stdout_logger.removeFilter(hide)
+        print("hidden no more")
+
+    @isoplug.method
     async def partial_line(self, text: str) -> None:
         sys.stdout.write(text)
 
