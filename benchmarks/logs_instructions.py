@@ -128,6 +128,7 @@ elif kind.startswith("isoplug"):
     handler = forward_logs()
     if kind == "isoplug batched":
         import isoplug.logs.handler
+        import isoplug.logs.sender
         handler._write_through_rate = 0.0  # never earns a token: every record takes the queue
         handler._tokens = float("-inf")
         # Valgrind runs the child ~50 times slower, and the handler's timing is in real time:
@@ -137,7 +138,7 @@ elif kind.startswith("isoplug"):
         # the sender thread out.
         isoplug.logs.handler.EMIT_PUSH_INTERVAL = float("inf")
         isoplug.logs.handler.EMIT_PUSH_RECORDS = 64
-        isoplug.logs.handler.SENDER_LINGER = 3600.0
+        isoplug.logs.sender.SENDER_LINGER = 3600.0
 elif kind == "mp.Queue":
     queue = multiprocessing.Queue()
     drainer = multiprocessing.Process(target=drain, args=(queue,))

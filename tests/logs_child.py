@@ -46,6 +46,15 @@ def numbered(count: int, rate: float, progress: int | None) -> None:
                 pass
 
 
+def wait_for_file(path: str, timeout: float = 60.0) -> None:
+    """Wait until the test creates ``path`` (its signal that a step is done)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {path}")
+        time.sleep(0.01)
+
+
 def main() -> None:
     scenario = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -134,6 +143,34 @@ def main() -> None:
             log.debug("debug %d", index, extra={"n": index})
             log.info("info %d", index, extra={"n": index})
             log.warning("warning %d", index, extra={"n": index})
+    elif scenario == "reconnect":
+        # The receiver goes away and comes back at the same address: numbered records before,
+        # a burst while it is away (more than the 2 KiB queue holds), and records after.
+        from isoplug.logs import reconnect
+
+        # Keep trying for as long as the test may take to bring the receiver back.
+        reconnect.RECONNECT_DELAYS = (0.0,) + (0.02,) * 3000
+        reconnect.GONE_AFTER_REFUSALS = 10**9
+        handler.close()
+        small = ForwardingHandler(
+            os.environ["ISOPLUG_LOG_ADDRESS"],
+            os.environ["ISOPLUG_LOG_TOKEN"],
+            name="child-reconnect",
+            queue_bytes=2048,
+        )
+        logging.getLogger().handlers[:] = [small]
+        steps = os.environ["STEP_DIR"]
+        for index in range(3):
+            log.info("before %d", index, extra={"n": index})
+        wait_for_file(f"{steps}/receiver-gone")
+        for index in range(3, 3 + count):
+            log.info("while away %d", index, extra={"n": index})
+        print("burst logged", flush=True)
+        wait_for_file(f"{steps}/receiver-back")
+        # What the full queue held goes out first: the next records find room.
+        small.flush(30)
+        for index in range(3 + count, 6 + count):
+            log.info("after %d", index, extra={"n": index})
     elif scenario == "loguru":
         from loguru import logger as loguru_logger
 

@@ -55,7 +55,7 @@ def test_an_unknown_client_is_refused_as_unknown_runner() -> None:
     """A lookup returning None refuses the hello; the client is told only 'unknown runner'."""
     server = lookup_server([])
     client = Connection(Role.CLIENT, "anything", name="ghost", pid=7)
-    with pytest.raises(AuthenticationFailed, match=r"unknown runner 'ghost' \(pid 7\)"):
+    with pytest.raises(AuthenticationFailed, match=r"^unknown runner 'ghost': no token"):
         server.receive_data(client.data_to_send())
     [reject] = [decode_message(f) for f in FrameDecoder().receive_data(server.data_to_send())]
     assert isinstance(reject, Reject)

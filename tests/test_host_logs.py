@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ from isoplug import Host
 from isoplug.errors import ConnectionBroken
 from isoplug.logs import DropReason, ReplayLimits
 from isoplug.logs.handler import WRITE_THROUGH_RATE
+from isoplug.rpc import BlockingChannel
 from tests.plugins_fixtures import FAST, FIXTURES, running
-from tests.record_waiter import RecordWaiter
+from tests.record_waiter import RecordWaiter, attached
 
 
 def numbered(waiter: RecordWaiter) -> list[int]:
@@ -131,7 +133,7 @@ async def test_a_process_the_plugin_forks_logs_under_the_plugin_with_its_own_pid
     assert {by_number[n].runner_pid for n in range(20, 40)} == {child_pid}  # type: ignore[attr-defined]
     assert {by_number[n].process for n in range(20, 40)} == {child_pid}
     assert all(by_number[n].plugin_id == "chronicler" for n in range(40))  # type: ignore[attr-defined]
-    assert f"log connection from pid {child_pid}, a child of runner pid {runner_pid}" in (
+    assert f"log connection from pid {child_pid}, a descendant of runner pid {runner_pid}" in (
         caplog.text
     )
     assert metrics.received >= 40 and metrics.replayed >= 40
@@ -230,3 +232,122 @@ async def test_the_manifest_sets_the_runners_write_through_rate(
     async with Host(tmp_path / "plugins", config=FAST) as host:
         await host.wait_ready(20)
         assert await host.call("chronicler", "write_through_rate") == rate
+
+
+class RaisesOnce(logging.Handler):
+    """A host handler that raises once, on the first record ``fails_on`` picks: in its
+    ``emit``, in its ``handle`` itself, or in a filter of its own (``where``)."""
+
+    def __init__(self, where: str, fails_on: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__()
+        self.where = where
+        self.fails_on = fails_on
+        self.raised = False
+        if where == "filter":
+            self.addFilter(self.check)
+
+    def check(self, record: logging.LogRecord) -> bool:
+        if not self.raised and self.fails_on(record):
+            self.raised = True
+            raise RuntimeError(f"cannot ship {record.getMessage()!r}")
+        return True
+
+    def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
+        if self.where == "handle":
+            self.check(record)
+        return super().handle(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.where == "emit":
+            self.check(record)
+
+
+def handler_reports(waiter: RecordWaiter) -> list[logging.LogRecord]:
+    return [r for r in waiter.records if r.name == "isoplug.host" and "handler" in r.getMessage()]
+
+
+@pytest.mark.parametrize("where", ["emit", "handle", "filter"])
+async def test_a_host_handler_that_raises_costs_that_record_only(
+    tmp_path: Path, where: str
+) -> None:
+    """A host handler that raises on one plugin record (in emit, in handle, or in its filter):
+    that record misses the handlers from there on, nothing else does. The connection lives,
+    the plugin's later records arrive, the runner is never restarted, and the host's own
+    logger reports the error once, with its traceback."""
+    handler = RaisesOnce(where, lambda record: getattr(record, "n", None) == 1)
+    with attached(handler, "plugin.chronicler"):
+        async with running(tmp_path, "chronicler", logger=None) as (host, waiter):
+            pid = await host.call("chronicler", "pid")
+            await host.call("chronicler", "log_numbered", count=3)
+            await host.call("chronicler", "log_numbered", count=3)
+            await waiter.wait_until(lambda: len(numbered(waiter)) >= 5 or None)
+            metrics = host.log_metrics("chronicler")
+            assert await host.call("chronicler", "pid") == pid  # the same runner
+    assert numbered(waiter) == [0, 2, 0, 1, 2]
+    assert metrics.handler_errors == 1 and metrics.replayed >= 6
+    (report,) = handler_reports(waiter)
+    formatted = logging.Formatter("%(levelname)s %(name)s: %(message)s").format(report)
+    assert formatted.startswith(
+        "ERROR isoplug.host: a log handler raised RuntimeError: cannot ship 'record 1' on a "
+        "record of plugin chronicler (logger plugin.chronicler.chronicler.work); the handlers "
+        "after it missed that record, later records still reach all of them"
+    )
+    # The traceback shows where the host's handler failed.
+    assert "Traceback (most recent call last):" in formatted and ", in check\n" in formatted
+
+
+async def test_a_host_handler_that_raises_on_a_stdout_line_costs_that_line_only(
+    tmp_path: Path,
+) -> None:
+    """The same for a runner's fd-level output: the line that met the raising handler is the
+    only one that misses it; the next lines arrive, and the error is counted and reported."""
+    handler = RaisesOnce("emit", lambda record: record.getMessage() == "first")
+    with attached(handler, "plugin.scribbler.stdout"):
+        async with running(tmp_path, "scribbler", logger=None) as (host, waiter):
+            await host.call("scribbler", "write", fd=1, text="first\nsecond\n")
+            await host.call("scribbler", "write", fd=1, text="third\n")
+            await waiter.wait_for("plugin.scribbler.stdout", "third")
+            metrics = host.log_metrics("scribbler")
+    lines = [r.getMessage() for r in waiter.records if r.name == "plugin.scribbler.stdout"]
+    assert lines == ["second", "third"]
+    assert metrics.handler_errors == 1
+    (report,) = handler_reports(waiter)
+    assert "on a record of plugin scribbler (logger plugin.scribbler.stdout)" in (
+        report.getMessage()
+    )
+
+
+def end_log_connections(host: Host) -> int:
+    """End every log connection the host serves, from the host's side, as a broken one ends
+    (the host itself never does so while a runner lives, protocol errors aside): what the
+    runner sends next meets a closed socket."""
+    server = host._log_bridge._server
+    assert server is not None
+    channels = [c for c in list(server._connections.values()) if isinstance(c, BlockingChannel)]
+    for channel in channels:
+        channel.interrupt()
+    return len(channels)
+
+
+async def test_a_runner_whose_log_connection_breaks_reconnects(tmp_path: Path) -> None:
+    """When a runner's log connection breaks, its next record finds out: the runner (never
+    hung by it) reconnects, the host reports the reconnection, and the records continue on
+    the new connection with no gap and nothing lost."""
+    async with running(tmp_path, "chronicler") as (host, waiter):
+        pid = await host.call("chronicler", "pid")
+        await host.call("chronicler", "log_numbered", count=3)
+        await waiter.wait_until(lambda: len(numbered(waiter)) >= 3 or None)
+        last_seq = max(getattr(r, "seq", 0) for r in waiter.records)
+        assert end_log_connections(host) == 1
+        await host.call("chronicler", "log_numbered", count=3)
+        report = await waiter.wait_for("plugin.chronicler", "reconnected")
+        await waiter.wait_until(lambda: len(numbered(waiter)) >= 6 or None)
+        assert await host.call("chronicler", "pid") == pid  # the same runner, never hung
+        metrics = host.log_metrics("chronicler")
+    assert numbered(waiter) == [0, 1, 2, 0, 1, 2]
+    assert report.getMessage() == (
+        "plugin chronicler reconnected after its log connection broke; it lost no log record "
+        f"meanwhile, and its records continue after #{last_seq}"
+    )
+    assert not [r for r in waiter.records if "never arrived" in r.getMessage()]
+    assert not metrics.dropped

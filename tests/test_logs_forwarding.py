@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,8 +27,9 @@ from isoplug.errors import (
     IsoplugError,
     RemoteProtocolError,
 )
-from isoplug.logs import ForwardingHandler, LogReceiver, forward_logs
+from isoplug.logs import DropReason, ForwardingHandler, LogReceiver, forward_logs
 from isoplug.logs import handler as handler_module
+from isoplug.logs import sender as sender_module
 from isoplug.logs.capture import capture_record
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import serve_blocking
@@ -54,6 +56,8 @@ async def receiving(
     address: str = "unix:",
     ssl_context: ssl.SSLContext | None = None,
     max_senders: int = 1024,
+    *,
+    token: str | None = None,
 ) -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
     collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
@@ -65,6 +69,7 @@ async def receiving(
         drain_timeout=drain_timeout,
         ssl_context=ssl_context,
         max_senders=max_senders,
+        token=token,
     )
     try:
         if mode == "loop":
@@ -291,8 +296,8 @@ async def test_in_a_flood_the_emitting_thread_pushes_the_queue_itself(
 ) -> None:
     """Batched records reach the kernel without the sender thread (parked here), so what a
     crash can take stays bounded by the push interval and count."""
-    monkeypatch.setattr(handler_module, "SENDER_LINGER", 3600.0)
-    monkeypatch.setattr(handler_module, "SENDER_LINGER_MAX", 3600.0)
+    monkeypatch.setattr(sender_module, "SENDER_LINGER", 3600.0)
+    monkeypatch.setattr(sender_module, "SENDER_LINGER_MAX", 3600.0)
     now = time.time()
     async with receiving() as (receiver, collector):
         await forward_numbered(receiver, collector, [now] * queued + [now + last_created_after])
@@ -307,13 +312,13 @@ async def test_the_last_records_of_a_burst_are_sent_without_a_flush() -> None:
 
 def park_every_push(monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither the sender thread nor the emitting thread sends queued records: only a flush."""
-    for name, value in [
-        ("SENDER_LINGER", 3600.0),
-        ("SENDER_LINGER_MAX", 3600.0),
-        ("EMIT_PUSH_INTERVAL", float("inf")),
-        ("EMIT_PUSH_RECORDS", 10**9),
+    for module, name, value in [
+        (sender_module, "SENDER_LINGER", 3600.0),
+        (sender_module, "SENDER_LINGER_MAX", 3600.0),
+        (handler_module, "EMIT_PUSH_INTERVAL", float("inf")),
+        (handler_module, "EMIT_PUSH_RECORDS", 10**9),
     ]:
-        monkeypatch.setattr(handler_module, name, value)
+        monkeypatch.setattr(module, name, value)
 
 
 async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -628,3 +633,51 @@ async def test_records_arrive_over_tls(mode: str, tmp_path: Path) -> None:
         finally:
             await asyncio.to_thread(handler.close)
     assert collector.messages()[:3] == ["over tls 0", "over tls 1", "over tls 2"]
+
+
+@BOTH_MODES
+async def test_a_sender_whose_receiver_comes_back_reconnects_and_says_what_it_lost(
+    mode: str, tmp_path: Path
+) -> None:
+    """The receiver closes (cutting the child's connection off) and comes back at the same
+    address: the child, which logged a burst meanwhile into a queue too small for it,
+    reconnects; the new receiver reports the reconnection with the count the queue dropped,
+    sees no gap in the sequence, and gets every record the child still held, then the later
+    ones. The old receiver reports no loss: nothing it had been sent was lost."""
+    burst = 60
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    with tempfile.TemporaryDirectory(prefix="isoplug-test-") as short:  # a short socket path
+        address, token = f"unix:{short}/logs.sock", "shared-token"
+        async with receiving(mode, drain_timeout=0.2, address=address, token=token) as (
+            first,
+            before,
+        ):
+            child = await run_child(first, "reconnect", str(burst), env={"STEP_DIR": str(steps)})
+            await before.wait_until(lambda: before.numbers() == [0, 1, 2])
+        (steps / "receiver-gone").touch()
+        assert child.stdout is not None
+        # Logged while nothing listens: the child keeps trying to reconnect meanwhile.
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"burst logged\n"
+        async with receiving(mode, address=address, token=token) as (second, after):
+            reconnected = await after.wait_for(PREFIX, "reconnected")
+            (steps / "receiver-back").touch()
+            code, stderr = await finish(child)
+            await after.wait_until(lambda: 3 + burst + 2 in after.numbers())
+            (metrics,) = second.metrics().values()
+    assert code == 0, stderr
+    assert not reports(before.records), "the old receiver lost nothing it had been sent"
+    lost = metrics.dropped.get(DropReason.SENDER_QUEUE_FULL, 0)
+    arrived = [n for n in after.numbers() if n < 3 + burst]
+    assert arrived == list(range(3, 3 + len(arrived))) and len(arrived) + lost == burst
+    # Dropped records took no sequence number: the new connection's continue the old one's.
+    sequence = [r.seq for r in after.records if hasattr(r, "n")]  # type: ignore[attr-defined]
+    assert sequence == list(range(4, 4 + len(sequence)))
+    assert lost > 0  # the queue holds a few records of the burst, not all of them
+    assert reconnected.getMessage() == (
+        "log sender child-reconnect reconnected after its log connection broke; it lost "
+        f"{lost:,} log records meanwhile, and its records continue after #3"
+    )
+    assert after.numbers()[-3:] == [3 + burst, 4 + burst, 5 + burst]
+    assert not [r for r in reports(after.records) if "never arrived" in r.getMessage()]
+    assert "stopped" not in stderr

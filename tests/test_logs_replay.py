@@ -243,8 +243,9 @@ def test_garbage_records_field_is_rejected_without_exception(collector: RecordWa
 
 
 def test_sender_drops_are_reported_once_per_increase(collector: RecordWaiter) -> None:
-    """Drop totals from the sender become one WARNING per increase, with counts by level."""
-    target = replayer()
+    """Drop totals from the sender become one WARNING per increase, with counts by level (with
+    no report interval: see test_logs_report_floods.py for the summaries within one)."""
+    target = replayer(report_interval=0.0)
     target.replay(log_batch([data(seq=1)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
     target.replay(log_batch([data(seq=2)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
     target.replay(log_batch([data(seq=3)], dropped={logging.DEBUG: 8, logging.INFO: 2}))

@@ -167,6 +167,47 @@ async def test_each_plugin_is_rate_limited_through_every_door_and_drops_are_repo
     assert report.name == "plugin.hostile"
 
 
+class RefusesFirsts(logging.Handler):
+    """A host handler that raises on every record holding ``-first-``, its exception quoting
+    escapes (as a handler quoting a record's raw text would)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "-first-" in FORMATTER.format(record):
+            raise RuntimeError(f"refused {ESCAPES}")
+
+
+async def test_a_host_handler_that_raises_costs_the_plugin_that_record_only(
+    tmp_path: Path,
+) -> None:
+    """A host handler raising on a plugin's record, through every door: the next record out of
+    that door still arrives, every error is counted, and the host's own logger reports them,
+    sanitized: the first at once, the others summed up."""
+    handler = RefusesFirsts()
+    plugin_logger = logging.getLogger("plugin")
+    plugin_logger.addHandler(handler)
+    try:
+        async with hostile(tmp_path) as (host, waiter):
+            for door in DOORS:
+                await host.call("hostile", "send", door=door, text=f"door-{door}-first-")
+                await host.call("hostile", "send", door=door, text=f"door-{door}-second-")
+                await arrival(waiter, f"door-{door}-second-")
+            metrics = host.log_metrics("hostile")
+    finally:
+        plugin_logger.removeHandler(handler)
+    assert not from_plugin(waiter, "-first-")  # the raising handler stood before the waiter
+    assert metrics.handler_errors == len(DOORS)
+    (first, *summaries) = [
+        r for r in waiter.records if r.name == "isoplug.host" and ("log handler" in r.getMessage())
+    ]
+    assert first.getMessage().startswith("a log handler raised RuntimeError: refused ")
+    assert all(r.getMessage().startswith("log handlers raised ") for r in summaries)
+    for report in (first, *summaries):
+        text = FORMATTER.format(report)
+        for raw in ("\x1b", "\u202e", "\u200b", "\x07", "\x08", "\r"):
+            assert raw not in text, text
+        assert "\\x1b[2J" in text, text
+
+
 async def test_capability_grants_are_checked_on_the_host(tmp_path: Path) -> None:
     """A capability the manifest does not grant is refused, even when the host offers it."""
     async with hostile(tmp_path) as (host, _):
@@ -180,15 +221,17 @@ async def test_capability_grants_are_checked_on_the_host(tmp_path: Path) -> None
 async def test_the_token_is_never_on_the_command_line_or_in_the_environment(
     tmp_path: Path,
 ) -> None:
-    """Each runner's token reaches it on stdin: not in its argv, not in its environment."""
+    """Each runner's tokens reach it on stdin: not in its argv, not in its environment."""
     async with hostile(tmp_path) as (host, _):
         pid = await host.call("hostile", "pid")
-        token = host._supervisor("hostile").expected_token()
-        assert token
+        supervisor = host._supervisor("hostile")
+        tokens = [supervisor.expected_token(), supervisor.expected_log_token()]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
-    assert token.encode() not in cmdline
-    assert token.encode() not in environ
+    for token in tokens:
+        assert token
+        assert token.encode() not in cmdline
+        assert token.encode() not in environ
 
 
 async def test_sockets_live_in_a_fresh_private_directory(tmp_path: Path) -> None:

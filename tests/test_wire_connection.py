@@ -153,9 +153,9 @@ def test_a_version_range_that_is_empty_is_a_value_error() -> None:
 def test_a_wrong_token_fails_both_sides_with_authentication_failed() -> None:
     """A wrong token makes the server raise AuthenticationFailed and reject; the client too."""
     client, server = make_client(token="guess"), make_server()
-    with pytest.raises(
-        AuthenticationFailed, match=r"wrong session token from runner-7 \(pid 4242\)"
-    ):
+    # The hello's pid is the client's claim: the server's message leaves it out (the I/O layer
+    # adds the kernel's word where it has one).
+    with pytest.raises(AuthenticationFailed, match=r"^wrong session token from runner-7$"):
         deliver(client, server)
     assert server.state is ConnectionState.ERROR
     reply = server.data_to_send()
@@ -164,6 +164,30 @@ def test_a_wrong_token_fails_both_sides_with_authentication_failed() -> None:
         client.receive_data(reply)
     assert client.state is ConnectionState.ERROR
     assert client.close_reason == "rejected by peer: wrong session token"
+
+
+def test_admission_refuses_a_right_token_and_is_asked_only_once_the_token_matched() -> None:
+    """``admit`` sees only hellos whose token matched; its reason stays on the server's side,
+    the client hears a generic refusal."""
+    asked: list[str] = []
+
+    def admit(hello: Hello) -> str | None:
+        asked.append(hello.name)
+        return "pid 99 is not that runner's"
+
+    with pytest.raises(AuthenticationFailed, match=r"^wrong session token"):
+        deliver(make_client(token="guess"), make_server(admit=admit))
+    assert asked == []
+    client, server = make_client(), make_server(admit=admit)
+    with pytest.raises(AuthenticationFailed, match=r"^pid 99 is not that runner's$"):
+        deliver(client, server)
+    assert asked == ["runner-7"]
+    reply = server.data_to_send()
+    assert unframe(reply) == [
+        Reject(code=RejectCode.AUTHENTICATION, reason="refused by the listener")
+    ]
+    with pytest.raises(AuthenticationFailed, match=r"^refused by the listener$"):
+        client.receive_data(reply)
 
 
 def test_no_shared_version_fails_both_sides_with_version_mismatch_naming_the_ranges() -> None:

@@ -31,6 +31,7 @@ from isoplug.wire import (
 )
 from isoplug.wire.framing import HEADER_SIZE
 from isoplug.wire.logframes import log_batch
+from isoplug.wire.messages import ExceptionData, FrameData
 
 #: Settings for the property tests: fast, reproducible from run to run, no per-example deadline
 #: (a cold first example can be slow on a loaded machine).
@@ -60,6 +61,42 @@ values: st.SearchStrategy[Any] = st.recursive(
 raws: st.SearchStrategy[msgspec.Raw] = values.map(encode_value)
 value_dicts = st.dictionaries(texts, values, max_size=3)
 
+frames = st.builds(
+    FrameData,
+    filename=texts,
+    lineno=optional_ints,
+    name=texts,
+    line=texts,
+    end_lineno=optional_ints,
+    colno=optional_ints,
+    end_colno=optional_ints,
+)
+
+
+def _exception(**links: st.SearchStrategy[Any]) -> st.SearchStrategy[ExceptionData]:
+    return st.builds(
+        ExceptionData,
+        type_name=texts,
+        module=texts,
+        message=texts,
+        frames=st.lists(frames, max_size=3),
+        notes=st.lists(texts, max_size=2),
+        suppress_context=st.booleans(),
+        **links,
+    )
+
+
+#: Any exception a sender can describe: chains, notes and group members, a few levels deep.
+exceptions: st.SearchStrategy[ExceptionData] = st.recursive(
+    _exception(),
+    lambda children: _exception(
+        cause=st.none() | children,
+        context=st.none() | children,
+        members=st.lists(children, max_size=2),
+    ),
+    max_leaves=4,
+)
+
 #: Any log record, every field drawn (keyword arguments: the strategy ignores field order).
 log_records = st.builds(
     LogRecordData,
@@ -86,6 +123,8 @@ log_records = st.builds(
     extra=value_dicts,
     event=st.none() | value_dicts,
     event_method=optional_texts,
+    template=optional_texts,
+    exception=st.none() | exceptions,
 )
 
 #: Drop totals of a log batch: level number to count.

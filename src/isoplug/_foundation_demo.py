@@ -123,9 +123,10 @@ async def _host_main() -> int:
     child.stdin.close()
     try:
         peer = await asyncio.wait_for(connected, 20)
-        hello = peer.remote_hello
-        assert hello is not None
-        _say(f"host: runner pid {hello.pid} connected and presented the session token")
+        # The kernel's word on who connected (SO_PEERCRED), not the pid the hello claims.
+        credentials = peer.stream.peer_credentials
+        who = "the runner" if credentials is None else f"runner pid {credentials.pid}"
+        _say(f"host: {who} connected and presented the session token")
 
         start = time.perf_counter()
         total = await peer.request("add", {"a": 2, "b": 3})

@@ -112,7 +112,11 @@ class Bootstrap(msgspec.Struct, frozen=True):
     """The one JSON line the host writes on a runner's stdin."""
 
     address: str
+    #: Proves the control connection; the runner forgets it once connected.
     token: str
+    #: Proves log connections: the runner and the processes it starts keep it to reconnect,
+    #: so the host accepts it only from processes the kernel says descend from the runner.
+    log_token: str
     runner_id: str
     plugins: tuple[PluginEntry, ...]
     #: Where the runner's log connection goes (the host serves it apart from the control

@@ -27,3 +27,9 @@ class SupervisorConfig:
     call_timeout: float = 30.0
     #: Log level of the runner's root logger.
     log_level: str = "INFO"
+    #: A runner's hello follows its connect within milliseconds; a connection that has not
+    #: authenticated within this (silent, or trickling bytes) is closed, on both listeners.
+    handshake_timeout: float = 5.0
+    #: Connections waiting to authenticate at once, per listener; past it, new ones are
+    #: refused at once (see :mod:`isoplug.rpc.gate`).
+    max_handshakes: int = 128

@@ -2,7 +2,9 @@
 
 Each runner process opens one control connection, presenting its token. Its supervisor's
 :class:`ControlLink` keeps it for the runner's current life
-(:class:`~isoplug.host.life.RunnerLife`) and refuses any other; hands the runner's ready report
+(:class:`~isoplug.host.life.RunnerLife`) and refuses any other, during the handshake
+(:meth:`ControlLink.refusal`): a connection the kernel says comes from another process, or a
+second one, never reaches a handler, whatever token it shows. It hands the runner's ready report
 to that life; and runs the host capabilities its plugins call, once their manifests grant them.
 What the host sends on it comes from the supervisor (events, log levels), :mod:`isoplug.host.calls`
 (calls) and the life (pings, the shutdown request).
@@ -21,6 +23,7 @@ from isoplug.errors import IsoplugError
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
 from isoplug.rpc import Handler, Peer
+from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_text
 
 #: Cap for a plugin id or capability name the runner sent, quoted in a message.
@@ -56,23 +59,30 @@ class ControlLink:
     def handlers(self) -> Mapping[str, Handler]:
         return {READY: self._on_ready, CAPABILITY: self._on_capability}
 
+    def refusal(self, credentials: PeerCredentials | None) -> str | None:
+        """Why a control connection whose token matched is refused, or None: it must come from
+        the current runner process (the kernel's word, where the socket has one) and be its
+        first. Called during the handshake, before the connection can send a request."""
+        life = self._current()
+        process = None if life is None else life.process
+        if life is None or process is None:
+            return f"runner {self.runner_id}: no runner process is starting"
+        if credentials is not None and credentials.pid != process.pid:
+            return (
+                f"runner {self.runner_id}: the control connection comes from pid "
+                f"{credentials.pid}, not from the runner (pid {process.pid})"
+            )
+        if life.peer is not None:
+            return f"runner {self.runner_id}: the runner's control connection is already open"
+        return None
+
     async def serve(self, peer: Peer) -> None:
         """Own the control connection of the current runner until it closes."""
         life = self._current()
-        process = None if life is None else life.process
-        credentials = peer.stream.peer_credentials
-        if life is None or process is None or life.peer is not None:
-            _log.warning(
-                "runner %s: refused an unexpected second control connection", self.runner_id
-            )
-            return
-        if credentials is not None and credentials.pid != process.pid:
-            _log.warning(
-                "runner %s: refused a control connection from pid %d (the runner is pid %d)",
-                self.runner_id,
-                credentials.pid,
-                process.pid,
-            )
+        # Checked at the handshake already; nothing awaits in between, so this only guards.
+        refusal = self.refusal(peer.stream.peer_credentials)
+        if life is None or refusal is not None:
+            _log.warning("refused a control connection: %s", refusal)
             return
         life.peer = peer
         try:

@@ -9,13 +9,14 @@
         await host.publish("tick", {"n": 1})
 
 Two listeners (unix sockets in private directories) serve every runner. Each runner process
-gets its own random token; the hello's name says which runner it claims to be, and the token
-proves it. On the event loop's listener, connections are routed by their hello *role* through
-:attr:`Host._routes`: the ``"control"`` role goes to the runner's supervisor; other roles are
-refused with a warning. Each runner's ``"logs"`` connection goes to the other listener, the
-:class:`~isoplug.host.logbridge.LogBridge`'s, whose threads replay its records; its stdout and
-stderr pipes are read and replayed by threads too (:mod:`isoplug.host.stdio`): the loop never
-runs a logging handler for a plugin.
+gets its own random tokens; the hello's name says which runner it claims to be, the token
+proves it, and the kernel's word on the connecting pid (``SO_PEERCRED``) must agree, before
+the handshake ends (the route's ``admit``). On the event loop's listener, connections are
+routed by their hello *role* through :attr:`Host._routes`: the ``"control"`` role goes to the
+runner's supervisor; other roles are refused with a warning. Each runner's ``"logs"``
+connection goes to the other listener, the :class:`~isoplug.host.logbridge.LogBridge`'s, whose
+threads replay its records; its stdout and stderr pipes are read and replayed by threads too
+(:mod:`isoplug.host.stdio`): the loop never runs a logging handler for a plugin.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.rpc import Handler, Peer, serve
 from isoplug.transport import Listener
+from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
@@ -55,9 +57,11 @@ _SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED
 
 @dataclasses.dataclass(frozen=True)
 class _Route:
-    """How the host serves one connection role: handlers in place before the first message,
+    """How the host serves one connection role: who may open it (why a connection whose token
+    matched is refused, during the handshake), handlers in place before the first message,
     then a coroutine that owns the connection until it closes."""
 
+    admit: Callable[[RunnerSupervisor, PeerCredentials | None], str | None]
     handlers: Callable[[RunnerSupervisor, Hello], Mapping[str, Handler]]
     serve: Callable[[RunnerSupervisor, Peer], Awaitable[None]]
 
@@ -95,6 +99,7 @@ class Host:
         #: Connection roles and who serves them.
         self._routes: dict[str, _Route] = {
             CONTROL_ROLE: _Route(
+                RunnerSupervisor.admit_control,
                 lambda supervisor, _hello: supervisor.control_handlers(),
                 RunnerSupervisor.serve_control,
             ),
@@ -124,8 +129,11 @@ class Host:
             self._serve_connection,
             handlers=self._handlers_for,
             name="isoplug-host",
+            admit=self._admit,
+            handshake_timeout=self.config.handshake_timeout,
+            max_handshakes=self.config.max_handshakes,
         )
-        self._log_bridge.open()
+        self._log_bridge.open(self.config.handshake_timeout, self.config.max_handshakes)
         address = str(self._listener.address)
         for plan in plans:
             supervisor = RunnerSupervisor(
@@ -293,7 +301,7 @@ class Host:
             change.level,
             "plugin %s: %s",
             who,
-            change.message,
+            change.message,  # sanitized: the supervisor builds it, quoting runner text cleaned
             extra={"plugin_ids": change.plugin_ids, "state": change.state.value},
         )
         if self._on_change is not None:
@@ -313,6 +321,13 @@ class Host:
             return None
         supervisor = self._supervisors.get(hello.name)
         return supervisor.expected_token() if supervisor is not None else None
+
+    def _admit(self, hello: Hello, credentials: PeerCredentials | None) -> str | None:
+        route = self._routes.get(hello.role)
+        supervisor = self._supervisors.get(hello.name)
+        if route is None or supervisor is None:
+            return "unknown runner or role"  # the token lookup refused it already
+        return route.admit(supervisor, credentials)
 
     def _handlers_for(self, hello: Hello) -> Mapping[str, Handler]:
         route = self._routes.get(hello.role)
@@ -334,9 +349,8 @@ class Host:
 
     def _warn_unknown_role(self, hello: Hello) -> None:
         _log.warning(
-            "refused a connection from runner %r (pid %d): unknown connection role %r (known: %s)",
+            "refused a connection from runner %r: unknown connection role %r (known: %s)",
             clean_text(hello.name, _MAX_HELLO_CHARS),
-            hello.pid,
             clean_text(hello.role, _MAX_HELLO_CHARS),
             ", ".join(self._routes),
         )

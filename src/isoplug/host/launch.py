@@ -1,7 +1,7 @@
 """Starting one runner process: its command line, environment and bootstrap line.
 
-The token travels in the bootstrap on stdin, never in argv or the environment, where other
-local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read it.
+The tokens travel in the bootstrap on stdin, never in argv or the environment, where other
+local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ async def launch_runner(
     address: str,
     log_address: str,
     token: str,
+    log_token: str,
     log_level: str,
     teardown_timeout: float,
     open_stdio: OpenStdio,
@@ -42,6 +43,7 @@ async def launch_runner(
         address=address,
         log_address=log_address,
         token=token,
+        log_token=log_token,
         runner_id=runner_id,
         plugins=tuple(_entry(m) for m in manifests),
         log_level=log_level,

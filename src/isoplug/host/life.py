@@ -1,7 +1,7 @@
 """One life of a runner: one runner process, from spawn to exit, driven for its supervisor.
 
-- *Start*: ``sys.executable -m isoplug.runner`` in a new session, with a fresh random token per
-  process (so a connection proves which process it comes from), bootstrap on stdin.
+- *Start*: ``sys.executable -m isoplug.runner`` in a new session, with fresh random tokens per
+  process (one for its control connection, one for its log connections), bootstrap on stdin.
 - *Ready*: the runner's ready report must arrive within ``ready_timeout``; the supervisor then
   takes it (which plugins loaded, which failed and how).
 - *Health*: every ``health_interval`` a ping must be answered within ``health_timeout``, else
@@ -45,10 +45,11 @@ whether the runner serves (a plugin loaded and set up) and, when restarting cann
 class RunnerLife:
     """One runner process of the runner ``runner_id``; run it once, with :meth:`run`.
 
-    What the supervisor reads of it: ``token``, the token its connections must present (None
-    before its spawn and after its exit); ``ready``, which the supervisor's control handler
-    resolves with the ready report; ``process``, from its spawn until it has been closed;
-    ``peer``, its control connection while the supervisor serves it (the supervisor sets it).
+    What the supervisor reads of it: ``token`` and ``log_token``, the tokens its control and
+    log connections must present (None before its spawn and after its exit); ``ready``, which
+    the supervisor's control handler resolves with the ready report; ``process``, from its
+    spawn until it has been closed; ``peer``, its control connection while the supervisor
+    serves it (the supervisor sets it).
     """
 
     def __init__(self, runner_id: str, config: SupervisorConfig, commands: Commands) -> None:
@@ -56,6 +57,7 @@ class RunnerLife:
         self._config = config
         self._commands = commands
         self.token: str | None = None
+        self.log_token: str | None = None
         self.ready: asyncio.Future[ReadyReport] = asyncio.get_running_loop().create_future()
         self.process: RunnerProcess | None = None
         self.peer: Peer | None = None
@@ -74,6 +76,7 @@ class RunnerLife:
         how many times the runner had been restarted before) and, when restarting cannot help,
         why."""
         self.token = token = secrets.token_urlsafe(32)
+        self.log_token = log_token = secrets.token_urlsafe(32)
         try:
             process = await launch_runner(
                 self.runner_id,
@@ -81,6 +84,7 @@ class RunnerLife:
                 address=address,
                 log_address=log_address,
                 token=token,
+                log_token=log_token,
                 log_level=self._config.log_level,
                 teardown_timeout=self._config.teardown_timeout,
                 open_stdio=open_stdio,
@@ -90,7 +94,7 @@ class RunnerLife:
             )
         except OSError as exc:
             self.process = None  # killed by the launch, if it got as far as spawning
-            self.token = None
+            self.token = self.log_token = None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, f"could not start: {exc}")
             return account, None
         except BaseException:
@@ -105,7 +109,7 @@ class RunnerLife:
             process.signal_group(signal.SIGKILL)
             raise
         finally:
-            self.token = None
+            self.token = self.log_token = None
             if self.peer is not None:
                 with contextlib.suppress(IsoplugError):
                     await self.peer.aclose("runner is gone")

@@ -1,7 +1,11 @@
 """The host end of every runner's log connection: records land in the host's own logging.
 
-Each runner opens a second connection with role ``"logs"`` and its own token (so its identity
-is proven by the token, never by what it claims), to a listener of the bridge's own: each log
+Each runner opens a second connection with role ``"logs"`` and its own log token, to a
+listener of the bridge's own. The token alone proves nothing: it stays in the memory of the
+runner and of every process it starts (they reconnect with it), where a process that can read
+their memory could take it. So the handshake also asks the kernel who connected
+(``SO_PEERCRED``) and refuses any pid that is neither the runner nor a process it started
+(:mod:`isoplug.host.lineage`); a refusal names that pid. Each log
 connection is served by a thread that sleeps in ``recv()`` and replays every batch with a
 :class:`~isoplug.logs.LogReplayer` the moment it lands (see :mod:`isoplug.logs.session`). So
 the host's event loop never runs a logging handler for a plugin, and a slow handler (a file, a
@@ -32,13 +36,18 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
+from isoplug.host.lineage import descends_from, kinship_known
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
+from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.ratelimit import TokenBucket
+from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
-from isoplug.transport.stream import peer_credentials_of
+from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
+from isoplug.transport.stream import PeerCredentials, peer_credentials_of
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
@@ -53,6 +62,8 @@ _MAX_HELLO_CHARS = 200
 #: have stopped by then: this is for processes a runner forked, still logging).
 DRAIN_TIMEOUT = 5.0
 
+_KINSHIP_KNOWN = kinship_known()
+
 
 class _RunnerLogState:
     """What one runner's log connections share: the rate limit, and the metrics, kept as its
@@ -64,6 +75,11 @@ class _RunnerLogState:
         #: budget by forking. Two threads taking at once may let a token or two too many
         #: through; a lock per record would cost more than that is worth.
         self.rate_bucket = TokenBucket(limits.rate, limits.burst) if limits.rate else None
+        #: Its reports, and the loggers its names may add, likewise shared: a plugin opening
+        #: connections of its own cannot multiply them either. The timer sends a summary when
+        #: its interval ends, whichever connection is left.
+        self.reports = ReportThrottle(limits.report_interval, timer=True)
+        self.logger_budget = LoggerBudget()
         self._lock = threading.Lock()
         self._ended = LogMetrics()
         self._open: list[LogMetrics] = []
@@ -98,6 +114,9 @@ class LogBridge:
     ) -> None:
         self.limits = limits or ReplayLimits()
         self._supervisor_named = supervisor_named
+        # Host handlers that raise on plugin records: reported on the host's logger, once for
+        # all runners (isoplug.logs.handler_errors).
+        self._handler_errors = HandlerErrors(_log, self.limits.report_interval)
         self._runners: dict[str, _RunnerLogState] = {}
         self._server: BlockingServer | None = None
 
@@ -107,10 +126,21 @@ class LogBridge:
         assert self._server is not None, "the log bridge is not open"
         return str(self._server.address)
 
-    def open(self) -> None:
-        """Listen on a fresh private unix socket; connections are served by threads."""
+    def open(
+        self,
+        handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+    ) -> None:
+        """Listen on a fresh private unix socket; connections are served by threads (what
+        a connection gets before it authenticates: see :func:`~isoplug.rpc.serve_blocking`)."""
         self._server = serve_blocking(
-            "unix:", self._expected_token, self._serve, name="isoplug-host-logs"
+            "unix:",
+            self._expected_token,
+            self._serve,
+            name="isoplug-host-logs",
+            admit=self._admit,
+            handshake_timeout=handshake_timeout,
+            max_handshakes=max_handshakes,
         )
 
     def close(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
@@ -127,6 +157,9 @@ class LogBridge:
                 drain_timeout,
             )
         server.close()
+        for runner in list(self._runners.values()):
+            runner.reports.close()  # the summaries still pending
+        self._handler_errors.close()
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
@@ -147,6 +180,9 @@ class LogBridge:
             description=f"plugin {runner_id}",
             metrics=metrics,
             rate_bucket=runner.rate_bucket,
+            report_throttle=runner.reports,
+            logger_budget=runner.logger_budget,
+            handler_errors=self._handler_errors,
         )
         return StdioDestination(replayer, lambda: runner.connection_ended(metrics))
 
@@ -160,14 +196,37 @@ class LogBridge:
     def _expected_token(self, hello: Hello) -> str | None:
         if hello.role != LOGS_ROLE:
             _log.warning(
-                "refused a %r connection from runner %r (pid %d) on the log listener",
+                "refused a %r connection from runner %r on the log listener",
                 clean_text(hello.role, _MAX_HELLO_CHARS),
                 clean_text(hello.name, _MAX_HELLO_CHARS),
-                hello.pid,
             )
             return None
         supervisor = self._supervisor_named(hello.name)
-        return supervisor.expected_token() if supervisor is not None else None
+        return supervisor.expected_log_token() if supervisor is not None else None
+
+    def _admit(self, hello: Hello, credentials: PeerCredentials | None) -> str | None:
+        """Why a log connection whose token matched is refused (None: welcome): the kernel
+        must say it comes from the runner or a process the runner started. The refusal is
+        logged by the listener (``isoplug.rpc``), with that pid."""
+        supervisor = self._supervisor_named(hello.name)
+        runner_pid = None if supervisor is None else supervisor.pid
+        if supervisor is None or runner_pid is None:
+            return f"runner {clean_text(hello.name, _MAX_HELLO_CHARS)!r} has no process running"
+        if credentials is None:
+            return None  # no peer credentials (not Linux): the token alone, as documented
+        if credentials.pid == runner_pid:
+            return None
+        if not _KINSHIP_KNOWN:
+            return (
+                f"runner {supervisor.runner_id}: pid {credentials.pid} is not the runner "
+                f"(pid {runner_pid}), and without /proc its descendants cannot be told"
+            )
+        if descends_from(credentials.pid, runner_pid):
+            return None
+        return (
+            f"runner {supervisor.runner_id}: pid {credentials.pid} is neither the runner "
+            f"(pid {runner_pid}) nor a process it started"
+        )
 
     def _serve(self, channel: BlockingChannel) -> None:
         """Own one runner's log connection until it closes (in the connection's thread)."""
@@ -180,10 +239,10 @@ class LogBridge:
         expected_pid = supervisor.pid
         runner_pid = credentials.pid if credentials is not None else expected_pid
         if credentials is not None and expected_pid is not None and credentials.pid != expected_pid:
-            # A process the runner forked, reusing its token: keep its records (nothing is
-            # dropped silently) but say whose they are.
+            # A process the runner started (the handshake checked), reusing its token: keep its
+            # records (nothing is dropped silently) but say whose they are.
             _log.info(
-                "runner %s: log connection from pid %d, a child of runner pid %d",
+                "runner %s: log connection from pid %d, a descendant of runner pid %d",
                 supervisor.runner_id,
                 credentials.pid,
                 expected_pid,
@@ -232,5 +291,8 @@ class LogBridge:
             description=f"plugin {runner_id}",
             metrics=runner.for_connection(),
             rate_bucket=runner.rate_bucket,
+            report_throttle=runner.reports,
+            logger_budget=runner.logger_budget,
+            handler_errors=self._handler_errors,
             sender_pid=connected_pid,
         )

@@ -59,7 +59,8 @@ class StdioReplay:
 
     def run(self) -> None:
         """Replay until the backlog has ended and everything in it was taken; then finish the
-        replayer and tell the destination. A failing handler is logged, not raised."""
+        replayer and tell the destination. A host handler that raises costs its record only
+        (the replayer counts and reports it); anything else that fails is logged, not raised."""
         replayer = self._destination.replayer
         interval = replayer.limits.report_interval
         unreported: Drops = {}
@@ -90,8 +91,8 @@ class StdioReplay:
                         drops, unreported = unreported, {}
                         self._report_drops(drops)
                 except Exception:
-                    # A handler (or its filter) that raises: the next records still get their
-                    # chance, and the pipes are still drained.
+                    # A failure of isoplug's own (the replayer contains the handlers'): the next
+                    # records still get their chance, and the pipes are still drained.
                     _log.exception("replaying the stdout/stderr of runner %d failed", self.pid)
                 if ended:
                     break
@@ -117,7 +118,7 @@ class StdioReplay:
         try:
             self._destination.replayer.replay_records(records)
         except Exception:
-            # A handler's filter that raises: the next batch still gets its chance.
+            # A failure of isoplug's own: the next batch still gets its chance.
             _log.exception("replaying the stdout/stderr of runner %d failed", self.pid)
 
     def _record_data(self, entry: Entry) -> LogRecordData:

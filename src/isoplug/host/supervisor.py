@@ -52,6 +52,7 @@ from isoplug.host.status import (
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
+from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_block, clean_text
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
@@ -201,8 +202,14 @@ class RunnerSupervisor:
                 )
 
     def expected_token(self) -> str | None:
-        """The token the current runner process must present (None while none is starting)."""
+        """The token the current runner process must present on its control connection (None
+        while none is starting)."""
         return None if self._life is None else self._life.token
+
+    def expected_log_token(self) -> str | None:
+        """The token the log connections of the current runner process (and of the processes it
+        starts) must present (None while none is starting)."""
+        return None if self._life is None else self._life.log_token
 
     def info(self, plugin_id: str) -> PluginInfo:
         summary = self.summaries.get(plugin_id, PluginSummary())
@@ -224,6 +231,10 @@ class RunnerSupervisor:
 
     def control_handlers(self) -> Mapping[str, Handler]:
         return self._control.handlers()
+
+    def admit_control(self, credentials: PeerCredentials | None) -> str | None:
+        """Why a control connection whose token matched is refused (None: it is welcome)."""
+        return self._control.refusal(credentials)
 
     async def serve_control(self, peer: Peer) -> None:
         """Own the control connection of the current runner until it closes."""

@@ -15,6 +15,9 @@ How a record travels
   (non-blocking); a sender thread ships whatever is left, and the drop totals. The thread never
   depends on the program's event loop, so logs keep flowing while a plugin blocks its loop.
 
+When the connection breaks, the sender thread connects again and the new connection carries on
+where the old one stopped, saying what was lost meanwhile (:mod:`isoplug.logs.sender`).
+
 ``handle()`` and ``emit()`` never block on I/O and never raise. When the queue is full, records
 are dropped by level: below INFO once the queue is half full, INFO at 80 %, WARNING and above
 only when it is full; every drop is counted by level and the running totals travel with the
@@ -41,12 +44,12 @@ import weakref
 
 import msgspec
 
-from isoplug.errors import IsoplugError
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.ledger import SenderLedger, private_ledger
+from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
-from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
 from isoplug.wire.logframes import log_batch_frame
 
 __all__ = [
@@ -64,10 +67,6 @@ DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024
 WRITE_THROUGH_RATE = 20_000.0
 #: How many records above the rate may still write through back to back.
 WRITE_THROUGH_BURST = 200.0
-#: Bytes the kernel may hold for us (capped by net.core.wmem_max). Records in the kernel
-#: survive the sender's death, and write-through keeps working while the receiver stalls: at
-#: 4 MiB, several seconds of records at 10,000/s instead of a tenth of a second by default.
-KERNEL_SEND_BUFFER = 4 * 1024 * 1024
 #: Under pressure, the emitting thread itself sends the queue once its oldest record is this old
 #: (by the records' own timestamps: no clock call), so that a crash in a flood takes at most
 #: about the last millisecond of records (each one counted by the receiver, see
@@ -76,14 +75,6 @@ KERNEL_SEND_BUFFER = 4 * 1024 * 1024
 EMIT_PUSH_INTERVAL = 0.001
 #: ... or once it holds this many records, whatever the timestamps say (a clock set back).
 EMIT_PUSH_RECORDS = 256
-#: How long queued records may wait for the emitting thread to push them before the sender
-#: thread takes over: the most a short burst's last few records are delayed.
-SENDER_LINGER = 0.002
-#: While a flood lasts the sender thread looks less and less often, up to this interval (the
-#: emitting thread pushes by itself): each look costs the emitting thread a GIL hand-over,
-#: which at every SENDER_LINGER came to ~7,000 futex calls per 100,000 records. A long
-#: flood's last records are therefore delayed up to about twice this.
-SENDER_LINGER_MAX = 0.02
 #: Batches are split at 1 MiB: far below the frame limit, large enough to amortise a send.
 MAX_BATCH_BYTES = 1024 * 1024
 #: Fractions of the queue that records below INFO, and INFO records, may fill.
@@ -91,9 +82,6 @@ _DEBUG_SHARE = 0.5
 _INFO_SHARE = 0.8
 #: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
 DEFAULT_FLUSH_TIMEOUT = 5.0
-
-#: An empty msgpack array: the records of the batch that announces the ledger.
-_NO_RECORDS = msgspec.Raw(b"\x90")
 
 #: What encoding a line's text can raise (lone surrogates): the record path then carries it.
 _LINE_ENCODE_FAILURES = (msgspec.EncodeError, UnicodeEncodeError)
@@ -148,7 +136,7 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
-class ForwardingHandler(logging.Handler):
+class ForwardingHandler(SenderThread, logging.Handler):
     """Forwards every record it handles to a receiver at ``address`` (see the module doc).
 
     ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
@@ -236,6 +224,7 @@ class ForwardingHandler(logging.Handler):
         self._failed: str | None = None
         self._closed = False
         self._pid = os.getpid()
+        self._init_link_state()
 
     # -- logging.Handler ---------------------------------------------------------------------
 
@@ -416,9 +405,13 @@ class ForwardingHandler(logging.Handler):
 
     @property
     def dropped(self) -> dict[int, int]:
-        """Records dropped so far, by level number."""
+        """Records dropped so far, by level number (``logging.NOTSET``: lost with a connection
+        that could not be replaced)."""
         with self._queue_lock:
-            return dict(self._dropped)
+            totals = dict(self._dropped_before)
+            for level, count in self._dropped.items():
+                totals[level] = totals.get(level, 0) + count
+            return totals
 
     @property
     def failure(self) -> str | None:
@@ -426,16 +419,6 @@ class ForwardingHandler(logging.Handler):
         return self._failed
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _start(self) -> None:
-        with self._queue_lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            thread = threading.Thread(
-                target=self._run_sender, name=f"isoplug-log-sender:{self.sender_name}", daemon=True
-            )
-            self._thread = thread
-        thread.start()
 
     def _count_drop(self, levelno: int) -> None:
         """Count a dropped record (queue lock held) and make sure the totals get sent."""
@@ -506,13 +489,12 @@ class ForwardingHandler(logging.Handler):
         batch, size = self._take_batch()
         self._queued_bytes -= size
         self._drops_unsent = False
-        self._write_through(
-            log_batch_frame(batch, self._dropped, DEFAULT_MAX_FRAME_SIZE), len(batch)
-        )
+        self._write_through(log_batch_frame(batch, self._dropped, DEFAULT_MAX_FRAME_SIZE))
 
-    def _write_through(self, frame: bytes, records: int = 1) -> None:
+    def _write_through(self, frame: bytes) -> None:
         """Send ``frame`` now without blocking; what the kernel does not take is finished by
-        the sender thread before anything else."""
+        the sender thread before anything else (or, should the connection break, sent again
+        whole on the next one)."""
         sock = self._sock
         assert sock is not None
         try:
@@ -524,116 +506,18 @@ class ForwardingHandler(logging.Handler):
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._connection_failed(f"sending failed: {exc}", lost=records)
+            # Broken: its records go back to the queue for the next connection (sender.py).
+            self._break(f"sending failed: {exc}", frame=frame)
             return
         if sent < len(frame):
             # The sender thread finishes this frame before anything else.
             self._unsent = frame[sent:]
+            self._unsent_frame = frame
             self._in_flight += 1
             self._queue_changed.notify_all()
-
-    def _run_sender(self) -> None:
-        self._sender_ident = threading.get_ident()
-        try:
-            channel = BlockingChannel.connect(
-                self.address,
-                self._token,
-                name=self.sender_name,
-                role=self._role,
-                ssl_context=self._ssl_context,
-                timeout=self._connect_timeout,
-            )
-        except (IsoplugError, OSError) as exc:
-            with self._queue_lock:
-                self._connection_failed(f"cannot connect to {self.address}: {exc}")
-            return
-        try:
-            channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
-        except OSError as exc:
-            # Not fatal: the default buffer works, it only rides out shorter receiver stalls.
-            sys.stderr.write(f"isoplug: could not enlarge the log socket's buffer: {exc}\n")
-        ledger = SenderLedger.create() if channel.socket.family == socket.AF_UNIX else None
-        if ledger is not None:
-            try:
-                channel.send(LogBatch(records=_NO_RECORDS, ledger_fd=ledger.fd))
-            except (OSError, IsoplugError) as exc:
-                ledger.close()
-                with self._queue_lock:
-                    self._connection_failed(f"sending failed: {exc}")
-                return
-        with self._queue_changed:
-            if ledger is not None:
-                ledger.view[0] = self._seq
-                self._ledger = ledger.view
-                self._shared_ledger = ledger
-            self._channel = channel
-            self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
-            self._sock = channel.socket
-            self._queue_changed.notify_all()
-        while True:
-            with self._queue_changed:
-                self._wait_for_work()
-                if self._closed and not (self._queue or self._unsent or self._drops_unsent):
-                    return
-                batch, size = self._take_batch()
-                self._in_flight += len(batch)
-                # Drop totals go out even with no record to carry them (an empty batch), so
-                # drops at the end of a burst are reported without waiting for the next record.
-                report_drops = self._drops_unsent
-                self._drops_unsent = False
-                dropped = dict(self._dropped)
-            try:
-                with self._send_lock:
-                    if self._unsent:
-                        channel.socket.sendall(self._unsent)
-                        self._unsent = b""
-                        self._in_flight -= 1
-                    if batch or report_drops:
-                        channel.socket.sendall(
-                            log_batch_frame(batch, dropped, DEFAULT_MAX_FRAME_SIZE)
-                        )
-            except (OSError, IsoplugError) as exc:
-                with self._queue_lock:
-                    self._in_flight -= len(batch)
-                    self._connection_failed(f"sending failed: {exc}", lost=len(batch))
-                return
-            with self._queue_changed:
-                self._in_flight -= len(batch)
-                self._queued_bytes -= size
-                self._queue_changed.notify_all()
-
-    def _wait_for_work(self) -> None:
-        """Wait (queue lock held) until there is something for the sender thread to send.
-
-        Queued records are left to the emitting thread while it keeps adding to the queue (it
-        pushes the queue itself every EMIT_PUSH_INTERVAL); the sender takes them once no record
-        came for a whole linger, which starts at SENDER_LINGER and doubles, up to
-        SENDER_LINGER_MAX, while the emitting thread keeps batching. With nothing queued and
-        no batch started since it last looked, the sender sleeps until a record is queued.
-        Waking this thread for every batch would cost the emitting thread a GIL hand-over each
-        time.
-        """
-        seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
-        # A flush waiting only for a batch in flight is no work: taking the empty queue would
-        # spin this thread until the flushing thread got the GIL back (milliseconds).
-        while not (
-            self._unsent or self._closed or self._drops_unsent or (self._flushing and self._queue)
-        ):
-            if self._queue:
-                if self._seq == seen_seq:
-                    return  # nothing added for a whole linger: ours to send
-            elif self._push_due == seen_due:
-                # Empty, and no batch started since the last look (records written through
-                # do not count): idle until the emitting thread queues a record.
-                self._sender_idle = True
-                self._queue_changed.wait()
-                self._sender_idle = False
-                seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
-                continue
-            if seen_seq != -1:
-                linger = min(linger * 2, SENDER_LINGER_MAX)
-            seen_seq, seen_due = self._seq, self._push_due
-            self._queue_changed.wait(linger)
+        elif self._dropped:
+            # What a break need not carry to the next connection (see sender.py).
+            self._totals_written = dict(self._dropped)
 
     def _take_batch(self) -> tuple[list[bytes], int]:
         """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held), and
@@ -655,24 +539,6 @@ class ForwardingHandler(logging.Handler):
                 batch = queue
         self._tokens = max(self._tokens - len(batch), -WRITE_THROUGH_BURST)
         return batch, size
-
-    def _connection_failed(self, reason: str, lost: int = 0) -> None:
-        """Stop forwarding (queue lock held): count what is lost and say so once on stderr."""
-        if self._failed is not None:
-            return
-        self._failed = reason
-        self._admit_freely_below = -1
-        lost += len(self._queue) + self._in_flight
-        self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
-        self._queue = []
-        self._queued_bytes = 0
-        self._in_flight = 0
-        self._queue_changed.notify_all()
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(
-                f"isoplug: log forwarding from {self.sender_name} to {self.address} stopped: "
-                f"{reason}; {lost} queued records lost, later records are counted as dropped\n"
-            )
 
     def _fallback(self, record: logging.LogRecord, why: str) -> None:
         """Write a record we cannot forward to stderr, where the supervisor still sees it."""

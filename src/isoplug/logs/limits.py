@@ -3,7 +3,8 @@
 
 Sizes (message, traceback, logger name, ``extra``) are cut to these caps when a record is
 rebuilt (:mod:`isoplug.wire.sanitize`), and the record rate is limited per sender
-(:mod:`isoplug.logs.ratelimit`), its drops reported at most every ``report_interval``.
+(:mod:`isoplug.logs.ratelimit`); reports about the sender go out at most every
+``report_interval`` per kind (:mod:`isoplug.logs.report_throttle`).
 """
 
 from __future__ import annotations
@@ -32,5 +33,7 @@ class ReplayLimits:
     rate: float | None = 20_000.0
     #: Records a sender may emit at once above the rate.
     burst: float = 100_000.0
-    #: Rate-limit drops are reported at most this often (seconds).
+    #: Each kind of report a sender can repeat (rate-limit drops, its own drops, sequence
+    #: gaps, malformed records...) goes out at once the first time, then summed up at most
+    #: this often (seconds); in a Host, per runner.
     report_interval: float = 1.0

@@ -53,6 +53,11 @@ class LogMetrics:
     #: Records replayed with fields repaired: a ``created`` that is no time, a ``lineno`` that
     #: is no line number (replaced by the arrival time, 0). Included in :attr:`received`.
     repaired: int = 0
+    #: Times a host handler or filter raised on a replayed record (or on a report of the
+    #: receiver's own about this sender): that record reached the handlers before the failing
+    #: one, later records reach them all; the error is reported on the host's own logger (see
+    #: :mod:`isoplug.logs.handler_errors`).
+    handler_errors: int = 0
 
     def count_drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
@@ -71,6 +76,7 @@ class LogMetrics:
             total.filtered += part.filtered
             total.bytes += part.bytes
             total.repaired += part.repaired
+            total.handler_errors += part.handler_errors
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)

@@ -29,6 +29,7 @@ import secrets
 import ssl
 
 from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
@@ -40,9 +41,11 @@ from isoplug.rpc.blocking import (
     BlockingServer,
     serve_blocking,
 )
+from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.transport import Address, Listener
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import Hello
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ADDRESS_ENV", "TOKEN_ENV", "LogReceiver"]
 
@@ -50,6 +53,8 @@ ADDRESS_ENV = "ISOPLUG_LOG_ADDRESS"
 TOKEN_ENV = "ISOPLUG_LOG_TOKEN"
 
 _log = logging.getLogger("isoplug.logs")
+#: Longest sender name or role quoted in a report (a hello may carry 256 characters).
+_MAX_HELLO_CHARS = 200
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
@@ -69,6 +74,11 @@ class LogReceiver:
     each); past it a new sender is refused and told why (:func:`forward_logs` raises; a
     :class:`ForwardingHandler` says so on stderr and counts its records as dropped), and a
     warning here says so once.
+
+    Until it has shown the token, a connection has ``handshake_timeout`` seconds for its
+    hello (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` are in
+    their handshake at once, and past it a new one is refused at once, with one warning (see
+    :mod:`isoplug.rpc.gate`). Both modes.
     """
 
     def __init__(
@@ -81,6 +91,8 @@ class LogReceiver:
         ssl_context: ssl.SSLContext | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         max_senders: int = DEFAULT_MAX_CONNECTIONS,
+        handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
     ) -> None:
         self._requested_address = address
         self.token = token or secrets.token_urlsafe(32)
@@ -89,6 +101,8 @@ class LogReceiver:
         self._ssl_context = ssl_context
         self.drain_timeout = drain_timeout
         self.max_senders = max_senders
+        self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
         self._address: Address | None = None
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
@@ -98,6 +112,8 @@ class LogReceiver:
         self._closing = False
         # Shared by the sync mode's sender threads: next() on a count is atomic.
         self._connection_numbers = itertools.count(1)
+        # Handlers of ours that raise on a sender's record: reported here, once for all.
+        self._handler_errors = HandlerErrors(_log, limits.report_interval)
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -135,6 +151,8 @@ class LogReceiver:
             self._on_peer,
             name="log-receiver",
             ssl_context=self._ssl_context,
+            handshake_timeout=self.handshake_timeout,
+            max_handshakes=self.max_handshakes,
         )
         self._address = self._listener.address
 
@@ -154,6 +172,7 @@ class LogReceiver:
                 self._warn_still_connected(len(still_open))
         self._closing = True
         await self._listener.aclose()
+        self._handler_errors.close()
 
     async def _on_peer(self, peer: Peer) -> None:
         hello = peer.remote_hello
@@ -182,20 +201,22 @@ class LogReceiver:
             return True
         _log.warning(
             "refused a %r connection from %s: this receiver only takes logs",
-            hello.role,
-            hello.name or "a sender",
+            clean_text(hello.role, _MAX_HELLO_CHARS),
+            clean_text(hello.name, _MAX_HELLO_CHARS) or "a sender",
         )
         return False
 
     def _replayer_for(self, sender_pid: int | None, hello: Hello) -> LogReplayer:
         number = next(self._connection_numbers)
-        label = f"{hello.name or 'sender'} #{number}"
+        sender = clean_text(hello.name, _MAX_HELLO_CHARS)
+        label = f"{sender or 'sender'} #{number}"
         replayer = LogReplayer(
             self.prefix,
-            identity={"sender": hello.name, "sender_pid": sender_pid},
+            identity={"sender": sender, "sender_pid": sender_pid},
             limits=self.limits,
-            description=f"log sender {hello.name or '(unnamed)'}",
+            description=f"log sender {sender or '(unnamed)'}",
             sender_pid=sender_pid,
+            handler_errors=self._handler_errors,
         )
         self._replayers[number] = (label, replayer)
         return replayer
@@ -223,6 +244,8 @@ class LogReceiver:
             name="log-receiver",
             ssl_context=self._ssl_context,
             max_connections=self.max_senders,
+            handshake_timeout=self.handshake_timeout,
+            max_handshakes=self.max_handshakes,
         )
         self._address = self._server.address
 
@@ -237,6 +260,7 @@ class LogReceiver:
             self._warn_still_connected(still_open)
         server.close()
         self._server = None
+        self._handler_errors.close()
 
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello

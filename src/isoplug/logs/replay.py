@@ -17,7 +17,8 @@ One :class:`LogReplayer` serves one connection. For every batch it:
    ``extra``, and hands it to ``logging.getLogger(name).handle()``.
 
 Reports (drops, gaps, malformed batches) are WARNING records on the ``<prefix>`` logger itself,
-so they reach the same handlers as the sender's records.
+so they reach the same handlers as the sender's records; each kind at once the first time, then
+summed up at most once per ``report_interval`` (:mod:`isoplug.logs.replay_reports`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ import msgspec
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.exceptions import ExcInfo
+from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.replay_reports import ReplayReports
-from isoplug.logs.routing import LoggerRoutes
+from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.logs.routing import LoggerBudget, LoggerRoutes
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogBatch, LogRecordData
@@ -92,6 +95,9 @@ class LogReplayer:
         metrics: LogMetrics | None = None,
         sender_pid: int | None = None,
         rate_bucket: TokenBucket | None = None,
+        report_throttle: ReportThrottle | None = None,
+        logger_budget: LoggerBudget | None = None,
+        handler_errors: HandlerErrors | None = None,
     ) -> None:
         self.prefix = prefix
         self.identity = dict(identity or {})
@@ -104,6 +110,9 @@ class LogReplayer:
             strip_prefixes=strip_prefixes,
             routes=routes,
             max_name_chars=self.limits.max_logger_name_chars,
+            budget=logger_budget,
+            # A lambda: self._reports, which needs the routes' names, is made below.
+            over_budget=lambda fallback: self._reports.logger_budget_spent(fallback),  # noqa: PLW0108
         )
         # The routes' own dict, read first for every record (see _replay_one).
         self._names = self._routes.names
@@ -115,6 +124,17 @@ class LogReplayer:
             metrics=self.metrics,
             known=self._names,
             sender_pid=sender_pid,
+            interval=self.limits.report_interval,
+            # A throttle of the caller's limits the reports of several connections together
+            # (a runner's), as rate_bucket limits their records.
+            throttle=report_throttle,
+            handler_failed=self._handler_failed,
+        )
+        # Host handlers that raise: one reporter of the caller's for all its connections, or
+        # this sender's own (see isoplug.logs.handler_errors).
+        self._owns_handler_errors = handler_errors is None
+        self._handler_errors = handler_errors or HandlerErrors(
+            logging.getLogger("isoplug.logs"), self.limits.report_interval
         )
         # A bucket of the caller's makes one rate limit for several connections (a plugin and
         # the processes it forks); otherwise each sender has its own.
@@ -124,19 +144,17 @@ class LogReplayer:
         self._sites: dict[str, str] = {}
         self._templates: dict[str, LogTemplate] = {}
         self._last_seq = 0
+        # Whether a batch came yet: only the first may say the connection resumes another.
+        self._first_batch = True
         # Records replayed since the last yield to the event loop (see receive()).
         self._since_yield = 0
-        self._sender_drops: dict[int, int] = {}
         self._unreported_rate_drops: dict[int, int] = {}
-        self._last_rate_report = 0.0
-        self._malformed_reported = False
         self._start_time: float = getattr(logging, "_startTime", time.time())
         # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
         self._exceptions = ExceptionRebuilder(
             max_message_chars=self.limits.max_message_chars,
             max_text_chars=self.limits.max_traceback_chars,
         )
-        self._exception_failure_reported = False
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -179,7 +197,7 @@ class LogReplayer:
         replay_one = self._replay_one
         for data in batch:
             replay_one(data)
-        self._report_rate_drops(force=False)
+        self._report_rate_drops()
 
     def report(self, text: str) -> None:
         """Say ``text`` in a WARNING record on the ``<prefix>`` logger, stamped with the
@@ -200,8 +218,12 @@ class LogReplayer:
         ``clean=False`` (the connection ended without a goodbye) says so too, even when nothing
         was lost; without a ledger, it warns that unsent records, if any, are lost.
         """
-        self._report_rate_drops(force=True)
+        self._report_rate_drops()
+        self._reports.flush(final=True)
         self._reports.sender_ended(self._last_seq, clean=clean)
+        self._reports.flush(final=True)
+        if self._owns_handler_errors:
+            self._handler_errors.close()
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -211,7 +233,11 @@ class LogReplayer:
         if batch.ledger_fd is not None:
             self._reports.open_ledger(batch.ledger_fd)
         records = self._decode(batch.records)
-        self._account_sender_drops(batch.dropped)
+        if batch.resumed_after is not None:
+            self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
+        self._first_batch = False
+        if batch.dropped:
+            self._reports.sender_drops(batch.dropped)
         metrics.received += len(records)
         if records:
             metrics.last_record_time = time.time()
@@ -226,7 +252,7 @@ class LogReplayer:
             if self._since_yield >= REPLAY_SLICE:
                 self._since_yield = 0
                 yield
-        self._report_rate_drops(force=False)
+        self._report_rate_drops()
 
     def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:
         try:
@@ -247,47 +273,39 @@ class LogReplayer:
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 bad += 1
         self.metrics.count_drop(DropReason.MALFORMED, bad)
-        if not self._malformed_reported:
-            self._malformed_reported = True
-            self._reports.report(
-                f"rejected {bad} malformed log record(s) from {self.description}: {problem} "
-                "(reported once; see the log metrics for later counts)"
-            )
+        self._reports.malformed(bad, problem)
         return good
 
-    def _account_sender_drops(self, totals: dict[int, int]) -> None:
-        new: dict[int, int] = {}
-        for level, total in totals.items():
-            previous = self._sender_drops.get(level, 0)
-            if total > previous:
-                new[level] = total - previous
-                self._sender_drops[level] = total
-        if not new:
+    def _resumed(self, after: int, lost: int) -> None:
+        """The sender reconnected after its connection broke: its records continue after
+        ``after``, and the drop totals of this, its first batch, are what it lost meanwhile
+        (reported by reason as usual, besides this report)."""
+        description = self.description
+        if not self._first_batch:
+            self._reports.limited(
+                "resume_ignored",
+                f"{description} said its log connection resumes an earlier one, after its "
+                "first batch; ignored",
+                lambda t: f"{description} said so {t.events:,} more times over {t.seconds:.1f} s",
+            )
             return
-        queue_full = {level: n for level, n in new.items() if level != logging.NOTSET}
-        lost = new.get(logging.NOTSET, 0)
-        if queue_full:
-            count = sum(queue_full.values())
-            self.metrics.count_drop(DropReason.SENDER_QUEUE_FULL, count)
-            self._reports.report(
-                f"{self.description} dropped {count:,} log records because its log queue was "
-                f"full ({_by_level(queue_full)}); it logs faster than they can be delivered"
-            )
-        if lost:
-            self.metrics.count_drop(DropReason.SENDER_CONNECTION_LOST, lost)
-            self._reports.report(
-                f"{self.description} lost {lost:,} log records in a connection failure"
-            )
+        self._last_seq = max(self._last_seq, after)
+        lost_text = f"{lost:,} log records" if lost else "no log record"
+        self._reports.limited(
+            "resumed",
+            f"{description} reconnected after its log connection broke; it lost {lost_text} "
+            f"meanwhile, and its records continue after #{after}",
+            lambda t: (
+                f"{description} reconnected {t.events:,} more times over {t.seconds:.1f} s "
+                f"after its log connection broke; it lost {t.records:,} log records meanwhile"
+            ),
+            records=lost,
+        )
 
     def _check_sequence(self, seq: int) -> None:
         expected = self._last_seq + 1
         if seq > expected:
-            missing = seq - expected
-            self.metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
-            self._reports.report(
-                f"{missing:,} log records from {self.description} never arrived "
-                f"(sequence numbers {expected} to {seq - 1})"
-            )
+            self._reports.sequence_gap(expected, seq)
         self._last_seq = max(self._last_seq, seq)
 
     def _replay_one(self, data: LogRecordData) -> None:
@@ -315,7 +333,18 @@ class LogReplayer:
         # Counted first: whoever sees the record in a handler and then reads the metrics (from
         # another thread when replay runs in one) finds it counted.
         self.metrics.replayed += 1
-        logger.handle(self._rebuild(data, logger, levelno, identity))
+        record = self._rebuild(data, logger, levelno, identity)
+        try:
+            logger.handle(record)
+        except Exception as error:
+            # A host handler or filter that raises costs this record those handlers, never
+            # the connection (a try costs nothing until something raises).
+            self._handler_failed(error, logger)
+
+    def _handler_failed(self, error: Exception, logger: logging.Logger) -> None:
+        """Count and report (limited) a host handler that raised on a record or a report."""
+        self.metrics.handler_errors += 1
+        self._handler_errors.failed(error, logger, self.description)
 
     def _rebuild(
         self, data: LogRecordData, logger: logging.Logger, levelno: int, identity: dict[str, Any]
@@ -421,18 +450,12 @@ class LogReplayer:
 
     def _exc_info(self, data: LogRecordData) -> ExcInfo | None:
         """The record's exception as a genuine exc_info; None (the record keeps the text) if
-        even a bounded rebuild fails, which is reported once."""
+        even a bounded rebuild fails, which is reported."""
         assert data.exception is not None
         try:
             return self._exceptions.rebuild(data.exception)
         except Exception as exc:
-            if not self._exception_failure_reported:
-                self._exception_failure_reported = True
-                self._reports.report(
-                    f"cannot rebuild an exception logged by {self.description} "
-                    f"({type(exc).__name__}: {clean_text(str(exc), 200)}); its records show "
-                    "the traceback as text (reported once)"
-                )
+            self._reports.rebuild_failed(f"{type(exc).__name__}: {clean_text(str(exc), 200)}")
             return None
 
     def _template(self, text: str) -> LogTemplate:
@@ -449,7 +472,7 @@ class LogReplayer:
         """``created`` and ``lineno`` that every formatter can print, for a record whose sender
         sent a time that is no time (NaN, infinite, before 1970, past year 9999) or no line
         number (None, negative, huge): the arrival time, and 0. Counted in
-        ``metrics.repaired``; the first repair of a sender is reported."""
+        ``metrics.repaired`` and reported (limited, as every report a sender can repeat)."""
         created, lineno = data.created, data.lineno
         fixed: list[str] = []
         if not 0.0 <= created <= _MAX_CREATED:
@@ -459,12 +482,7 @@ class LogReplayer:
             fixed.append(f"lineno={cap_text(repr(lineno), 40)}")
             lineno = 0
         self.metrics.repaired += 1
-        if self.metrics.repaired == 1:
-            self._reports.report(
-                f"{self.description} sent a record with fields no formatter can print "
-                f"({', '.join(fixed)}); replaced by the arrival time and line 0 (later repairs "
-                "are counted in the log metrics, not reported)"
-            )
+        self._reports.repaired(", ".join(fixed))
         return created, lineno
 
     def _custom_level_name(self, data: LogRecordData, levelno: int) -> str:
@@ -512,21 +530,9 @@ class LogReplayer:
 
     # -- reports ------------------------------------------------------------------------------
 
-    def _report_rate_drops(self, *, force: bool) -> None:
-        if not self._unreported_rate_drops:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_rate_report < self.limits.report_interval:
-            return
-        self._last_rate_report = now
-        drops, self._unreported_rate_drops = self._unreported_rate_drops, {}
-        self._reports.report(
-            f"rate limit: dropped {sum(drops.values()):,} log records from {self.description} "
-            f"({_by_level(drops)}); the limit is {self.limits.rate:,.0f} records/s"
-        )
-
-
-def _by_level(counts: dict[int, int]) -> str:
-    return ", ".join(
-        f"{logging.getLevelName(level)}: {count:,}" for level, count in sorted(counts.items())
-    )
+    def _report_rate_drops(self) -> None:
+        """Report the rate limit's drops since the last batch; and any summary now due."""
+        if self._unreported_rate_drops:
+            drops, self._unreported_rate_drops = self._unreported_rate_drops, {}
+            self._reports.rate_drops(drops, self.limits.rate)
+        self._reports.flush()

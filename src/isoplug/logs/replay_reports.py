@@ -10,18 +10,41 @@ themselves, would vanish unseen.
 At the end, the sender's sequence ledger (:mod:`isoplug.logs.ledger`, announced in its first
 batch) says how many records it had accepted; those past the last one that arrived are counted
 lost (``DropReason.SENDER_ENDED``) and reported, however the sender ended.
+
+Whatever a sender can make happen again and again (sequence gaps, drop totals, malformed or
+unprintable records, ledger announcements, its connections' ends, rate-limit drops) is reported
+through :meth:`ReplayReports.limited`: at once the first time, then summed up at most once per
+interval by kind (:mod:`isoplug.logs.report_throttle`), per sender or, in a host, per runner.
+Every report is capped at :data:`MAX_REPORT_CHARS`, and what is kept per sender is bounded (the
+drop totals at :data:`~isoplug.logs.report_throttle.MAX_LEVELS` levels, the rest summed).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.logs.ledger import LedgerError, ReceiverLedger
 from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.report_throttle import (
+    MAX_LEVELS,
+    OTHER_LEVELS,
+    ReportThrottle,
+    Summary,
+    by_level,
+)
+from isoplug.wire.sanitize import cap_text, clean_text
 
-__all__ = ["ReplayReports"]
+__all__ = ["MAX_REPORT_CHARS", "ReplayReports"]
+
+#: The longest report; its own text is the host's, but it quotes numbers, names and errors.
+MAX_REPORT_CHARS = 2000
+#: The longest detail (an error text, a range) a summary quotes from the latest occurrence.
+_DETAIL_CHARS = 300
+#: Drop totals at levels outside this range are no level a record has (see the replayer's
+#: clamp): they are summed as "other levels". NOTSET (0) counts records lost with a connection.
+_MAX_DROP_LEVEL = 100
 
 
 class ReplayReports:
@@ -29,7 +52,11 @@ class ReplayReports:
 
     ``known`` is the replayer's sender name -> (logger, identity) map, whose loggers are
     enabled again along with the one found disabled; ``sender_pid`` is the sender's pid as its
-    connection vouches for it (peer credentials), or None."""
+    connection vouches for it (peer credentials), or None. ``throttle`` is shared by the
+    connections of one runner; without one, this sender gets its own (``interval``), and
+    :meth:`flush` at its end sends every pending summary. ``handler_failed`` is told when a
+    host handler raises on a report (it counts and reports that, see
+    :mod:`isoplug.logs.handler_errors`); without it, the exception propagates."""
 
     def __init__(
         self,
@@ -40,8 +67,12 @@ class ReplayReports:
         metrics: LogMetrics,
         known: Mapping[str, tuple[logging.Logger, dict[str, Any]]],
         sender_pid: int | None,
+        interval: float = 1.0,
+        throttle: ReportThrottle | None = None,
+        handler_failed: Callable[[Exception, logging.Logger], None] | None = None,
     ) -> None:
         self._prefix = prefix
+        self._handler_failed = handler_failed
         self._identity = identity
         self._description = description
         self._metrics = metrics
@@ -50,18 +81,37 @@ class ReplayReports:
         self._sender_pid = sender_pid
         self._ledger: ReceiverLedger | None = None
         self._ledger_announced = False
+        self._owns_throttle = throttle is None
+        self._throttle = throttle if throttle is not None else ReportThrottle(interval)
+        # The sender's drop totals so far, by level: at most MAX_LEVELS of them, NOTSET (lost
+        # with a connection) and OTHER_LEVELS.
+        self._sender_drops: dict[int, int] = {}
 
     def report(self, text: str) -> None:
-        """Say ``text`` in a WARNING record on the ``<prefix>`` logger."""
+        """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a WARNING record on the
+        ``<prefix>`` logger, now."""
         if self._logger.disabled:
             # Its reports would vanish (see enable_again, which reports through here).
             self.enable_again(self._logger)
         record = self._logger.makeRecord(
-            self._logger.name, logging.WARNING, "(isoplug)", 0, text, (), None
+            self._logger.name,
+            logging.WARNING,
+            "(isoplug)",
+            0,
+            cap_text(text, MAX_REPORT_CHARS),
+            (),
+            None,
         )
         record.__dict__.update(self._identity)
         record.__dict__["isoplug_report"] = True
-        self._logger.handle(record)
+        if self._handler_failed is None:
+            self._logger.handle(record)
+            return
+        try:
+            self._logger.handle(record)
+        except Exception as error:
+            # A host handler that raises costs this report, never the connection.
+            self._handler_failed(error, self._logger)
 
     def enable_again(self, logger: logging.Logger) -> bool:
         """Enable ``logger`` and every other logger of this replayer that has been disabled,
@@ -91,18 +141,231 @@ class ReplayReports:
         )
         return True
 
+    # -- reports a sender can repeat ----------------------------------------------------------
+
+    def limited(
+        self,
+        kind: str,
+        text: str,
+        summary: Summary,
+        *,
+        records: int = 0,
+        levels: Mapping[int, int] | None = None,
+        detail: str = "",
+    ) -> None:
+        """Report ``text`` now if no report of ``kind`` went out within the interval; else fold
+        this occurrence into the kind's next summary (``summary`` makes its text from the
+        :class:`~isoplug.logs.report_throttle.Tally`: occurrences, ``records`` and ``levels``
+        summed, the latest ``detail``, capped here). ``kind`` is a name from the code, never
+        from the sender: it keys the throttle's state. For any report a sender can trigger
+        again and again."""
+        self._throttle.report(
+            kind,
+            text,
+            summary=summary,
+            emit=self.report,
+            records=records,
+            levels=levels,
+            detail=cap_text(detail, _DETAIL_CHARS),
+        )
+
+    def flush(self, *, final: bool = False) -> None:
+        """Send the summaries that are due; ``final`` (the sender is gone): every pending one,
+        unless the throttle is shared (its owner, or its timer, sends those)."""
+        throttle = self._throttle
+        if throttle.waiting:
+            throttle.flush(force=final and self._owns_throttle)
+
+    def sender_drops(self, totals: Mapping[int, int]) -> None:
+        """Count and report what the sender's running drop totals (by level) add since its last
+        batch. Levels past :data:`~isoplug.logs.report_throttle.MAX_LEVELS`, or that no record
+        has, are summed as "other levels": a sender making levels up keeps no more state here,
+        and its report no longer, than one that does not."""
+        known = self._sender_drops
+        folded: dict[int, int] = {}
+        room = MAX_LEVELS - len(known)
+        for level, total in totals.items():
+            key = level
+            if key not in known and key != logging.NOTSET:
+                if 0 < key <= _MAX_DROP_LEVEL and room > 0:
+                    room -= 1
+                else:
+                    key = OTHER_LEVELS
+            folded[key] = folded.get(key, 0) + total
+        new: dict[int, int] = {}
+        for level, total in folded.items():
+            previous = known.get(level, 0)
+            if total > previous:
+                new[level] = total - previous
+                known[level] = total
+        if not new:
+            return
+        lost = new.pop(logging.NOTSET, 0)
+        description = self._description
+        if new:
+            count = sum(new.values())
+            self._metrics.count_drop(DropReason.SENDER_QUEUE_FULL, count)
+            self.limited(
+                "queue_full",
+                f"{description} dropped {count:,} log records because its log queue was full "
+                f"({by_level(new)}); it logs faster than they can be delivered",
+                lambda t: (
+                    f"{description} dropped {t.records:,} more log records because its log "
+                    f"queue was full ({by_level(t.levels)}), told in {t.events:,} batches over "
+                    f"{t.seconds:.1f} s; it logs faster than they can be delivered"
+                ),
+                records=count,
+                levels=new,
+            )
+        if lost:
+            self._metrics.count_drop(DropReason.SENDER_CONNECTION_LOST, lost)
+            self.limited(
+                "connection_lost",
+                f"{description} lost {lost:,} log records in a connection failure",
+                lambda t: (
+                    f"{description} lost {t.records:,} more log records in connection "
+                    f"failures, told in {t.events:,} batches over {t.seconds:.1f} s"
+                ),
+                records=lost,
+            )
+
+    def sequence_gap(self, expected: int, seq: int) -> None:
+        """Count and report the records ``expected`` to ``seq - 1``, which never arrived."""
+        missing = seq - expected
+        self._metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
+        description = self._description
+        self.limited(
+            "sequence_gap",
+            f"{missing:,} log records from {description} never arrived "
+            f"(sequence numbers {expected} to {seq - 1})",
+            lambda t: (
+                f"{t.records:,} more log records from {description} never arrived, in "
+                f"{t.events:,} gaps over {t.seconds:.1f} s (the latest: sequence numbers "
+                f"{t.detail})"
+            ),
+            records=missing,
+            detail=f"{expected} to {seq - 1}",
+        )
+
+    def malformed(self, bad: int, problem: str) -> None:
+        """Report ``bad`` records rejected (already counted); ``problem`` is the decoder's
+        text, which may quote the sender's bytes."""
+        problem = clean_text(problem, _DETAIL_CHARS)
+        description = self._description
+        self.limited(
+            "malformed",
+            f"rejected {bad} malformed log record(s) from {description}: {problem}",
+            lambda t: (
+                f"rejected {t.records:,} more malformed log record(s) from {description} in "
+                f"{t.events:,} batches over {t.seconds:.1f} s (the latest: {t.detail})"
+            ),
+            records=bad,
+            detail=problem,
+        )
+
+    def repaired(self, fixed: str) -> None:
+        """Report a record whose ``fixed`` fields (already counted) no formatter can print."""
+        description = self._description
+        self.limited(
+            "repaired",
+            f"{description} sent a record with fields no formatter can print ({fixed}); "
+            "replaced by the arrival time and line 0 (the log metrics count every repair)",
+            lambda t: (
+                f"{description} sent {t.events:,} more records with fields no formatter can "
+                f"print over {t.seconds:.1f} s (the latest: {t.detail}); replaced by the "
+                "arrival time and line 0"
+            ),
+            records=1,
+            detail=fixed,
+        )
+
+    def rebuild_failed(self, error: str) -> None:
+        """Report an exception that could not be rebuilt (``error``: why, sanitized)."""
+        description = self._description
+        self.limited(
+            "rebuild_failed",
+            f"cannot rebuild an exception logged by {description} ({error}); its records "
+            "show the traceback as text",
+            lambda t: (
+                f"cannot rebuild {t.events:,} more exceptions logged by {description} over "
+                f"{t.seconds:.1f} s (the latest: {t.detail}); their records show the "
+                "traceback as text"
+            ),
+            records=1,
+            detail=error,
+        )
+
+    def rate_drops(self, drops: Mapping[int, int], rate: float | None) -> None:
+        """Report records the rate limit dropped (already counted), by level."""
+        count = sum(drops.values())
+        description = self._description
+        limit = f"the limit is {rate or 0:,.0f} records/s"
+        self.limited(
+            "rate_limited",
+            f"rate limit: dropped {count:,} log records from {description} "
+            f"({by_level(drops)}); {limit}",
+            lambda t: (
+                f"rate limit: dropped {t.records:,} more log records from {description} "
+                f"({by_level(t.levels)}) over {t.seconds:.1f} s; {limit}"
+            ),
+            records=count,
+            levels=drops,
+        )
+
+    def logger_budget_spent(self, fallback: str) -> None:
+        """Report a record put on ``fallback``: its logger name would have been a new host
+        logger past the sender's :class:`~isoplug.logs.routing.LoggerBudget`."""
+        description = self._description
+        why = (
+            "so that a sender inventing names cannot grow the host's registry of loggers "
+            "without bound"
+        )
+        self.limited(
+            "logger_budget",
+            f"{description} logs on more new logger names than the host makes loggers for; "
+            f"records on a new name are logged on {fallback} instead, {why}",
+            lambda t: (
+                f"{t.events:,} more records of {description} on new logger names were logged "
+                f"on {fallback} over {t.seconds:.1f} s, {why}"
+            ),
+            records=1,
+        )
+
+    def _problem(self, kind: str, text: str) -> None:
+        """A report about the sender's connection or ledger, which each connection can make
+        once or so: limited, so that a runner opening connections without end cannot flood."""
+        description = self._description
+        self.limited(
+            kind,
+            text,
+            lambda t: (
+                f"{t.events:,} more such reports about {description} over {t.seconds:.1f} s; "
+                f"the latest: {t.detail}"
+            ),
+            detail=text,
+        )
+
     # -- the sender's ledger ------------------------------------------------------------------
 
     def open_ledger(self, fd: int) -> None:
         """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
         if self._ledger_announced:
-            self.report(f"{self._description} announced a second log ledger; kept the first")
+            description = self._description
+            self.limited(
+                "ledger_again",
+                f"{description} announced a second log ledger; kept the first",
+                lambda t: (
+                    f"{description} announced a log ledger again, {t.events:,} more times over "
+                    f"{t.seconds:.1f} s; kept the first"
+                ),
+            )
             return
         self._ledger_announced = True
         if self._sender_pid is None:
-            self.report(
+            self._problem(
+                "ledger",
                 f"{self._description} announced a log ledger, but its connection does not say "
-                "which process it is; a crash will be reported without a count of lost records"
+                "which process it is; a crash will be reported without a count of lost records",
             )
             return
         try:
@@ -111,9 +374,10 @@ class ReplayReports:
             # Already gone: sender_ended() reports the unclean end, without a count.
             return
         except (LedgerError, OSError) as exc:
-            self.report(
+            self._problem(
+                "ledger",
                 f"cannot use the log ledger of {self._description}: {exc}; a crash will be "
-                "reported without a count of lost records"
+                "reported without a count of lost records",
             )
 
     def sender_ended(self, last: int, *, clean: bool) -> None:
@@ -131,15 +395,32 @@ class ReplayReports:
                 outcome = f"{lost:,} records it had accepted (#{last + 1} to #{accepted}) are lost"
             else:
                 outcome = "every record it had accepted arrived"
-            self.report(
+            self._ended(
                 f"{self._description}: log connection ended without a goodbye (crash or kill) "
-                f"after {after}; {outcome}"
+                f"after {after}; {outcome}",
+                lost,
             )
         elif lost:
-            self.report(
+            self._ended(
                 f"{self._description} ended before sending {lost:,} log records it had accepted "
-                f"(#{last + 1} to #{accepted}); they are lost"
+                f"(#{last + 1} to #{accepted}); they are lost",
+                lost,
             )
+
+    def _ended(self, text: str, lost: int) -> None:
+        description = self._description
+        self.limited(
+            "sender_ended",
+            text,
+            lambda t: (
+                f"{t.events:,} more log connections of {description} ended over "
+                f"{t.seconds:.1f} s without a goodbye or with records unsent; "
+                f"{t.records:,} records they had accepted are lost, as far as their ledgers "
+                f"tell (the latest: {t.detail})"
+            ),
+            records=lost,
+            detail=text,
+        )
 
     def _read_ledger(self) -> int | None:
         """The highest sequence number the sender accepted, from its ledger; None if unknown."""
@@ -149,7 +430,7 @@ class ReplayReports:
         try:
             return ledger.read()
         except OSError as exc:
-            self.report(f"cannot read the log ledger of {self._description}: {exc}")
+            self._problem("ledger", f"cannot read the log ledger of {self._description}: {exc}")
             return None
         finally:
             ledger.close()

@@ -27,21 +27,28 @@ from isoplug.errors import (
     ProtocolError,
     TransportError,
 )
+from isoplug.rpc.gate import (
+    DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_MAX_HANDSHAKES,
+    HandshakeGate,
+    busy_reject,
+)
 from isoplug.rpc.handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
+    PeerAdmission,
+    bind_admission,
     blocking_client_handshake,
     blocking_server_handshake,
+    peer_pid_text,
 )
 from isoplug.transport import Address, connect_blocking
 from isoplug.transport.blocking import BlockingListener, listen_blocking
+from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import (
     ConnectionState,
     Event,
     Goodbye,
     Message,
-    Reject,
-    RejectCode,
-    encode_frame,
     encode_value,
 )
 from isoplug.wire.connection import Connection, TokenLookup
@@ -259,15 +266,19 @@ class BlockingServer:
         name: str,
         handshake_timeout: float,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        admit: PeerAdmission | None = None,
     ) -> None:
         self._listener = listener
         self._token = token
+        self._admit = admit
         self._on_channel = on_channel
         self._name = name
         self._handshake_timeout = handshake_timeout
         self._max_connections = max_connections
-        # Connections refused since the server last accepted one (see _refuse).
-        self._refused = 0
+        # Seats for connections in their handshake; says what the server refused.
+        self._gate = HandshakeGate(name, max_handshakes)
+        self._gate.address = listener.address
         # Connection thread -> its socket while in the handshake (the TLS one once wrapped),
         # then its channel: what close() ends.
         self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
@@ -307,6 +318,7 @@ class BlockingServer:
             connections = list(self._connections.values())
         self._closed.set()
         self._listener.close()
+        self._gate.close()
         for connection in connections:
             _end(connection)
         deadline = time.monotonic() + timeout
@@ -320,7 +332,10 @@ class BlockingServer:
         for thread, connection in stuck:
             # Blocked writing to a client that does not read: cut it off entirely.
             _log.warning(
-                "%s: %s did not end within %g s; closing its socket", self, thread.name, timeout
+                "%s: %s did not end within %g s; closing its socket",
+                self,
+                thread.name,  # sanitized: our own thread, named by us
+                timeout,
             )
             sock = connection.socket if isinstance(connection, BlockingChannel) else connection
             _shutdown_quietly(sock, socket.SHUT_RDWR)
@@ -350,33 +365,34 @@ class BlockingServer:
                     sock.close()
                     return
                 full = len(self._connections) >= self._max_connections
-                if not full:
+                seated = not full and self._gate.enter()
+                if seated:
                     self._connections[thread] = sock
-            if full:
-                self._refuse(sock, f"at its limit of {self._max_connections} open connections")
-                continue
-            if self._refused:
-                # Said before the session starts: whoever it serves finds this logged.
-                _log.warning(
-                    "%s: accepting connections again; %d refused meanwhile", self, self._refused
+            if not seated:
+                self._refuse(
+                    sock,
+                    f"at its limit of {self._max_connections} open connections"
+                    if full
+                    else self._gate.full_reason,
                 )
-                self._refused = 0
+                continue
+            # Said before the session starts: whoever it serves finds this logged.
+            self._gate.admitted()
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": out of memory or threads
                 self._forget(thread)
+                self._gate.leave()
                 self._refuse(sock, f"cannot start a thread for another connection: {exc}")
 
     def _refuse(self, sock: socket.socket, why: str) -> None:
         """Close a connection we cannot serve, telling the client why; its handshake fails.
-        Said here once, until the server accepts again: a client connecting in a loop must not
+        Said once, until the server accepts again: a client connecting in a loop must not
         flood the log."""
         # Said before the client is told: whoever sees the reject finds the warning logged.
-        if not self._refused:
-            _log.warning("%s: refusing new connections: %s", self, why)
-        self._refused += 1
+        self._gate.turn_away(why)
         if not self._listener.is_tls:  # in TLS, telling would need a handshake, hence a thread
-            reject = encode_frame(Reject(code=RejectCode.BUSY, reason=f"{self}: {why}"))
+            reject = busy_reject(f"{self}: {why}")
             try:
                 # Non-blocking: the accepting thread must never wait on a client. A fresh
                 # socket's buffer takes this small frame whole.
@@ -387,6 +403,9 @@ class BlockingServer:
 
     def _serve_connection(self, sock: socket.socket) -> None:
         current = threading.current_thread()
+        credentials = None
+        # One deadline for TLS and the hello together: a trickling client gets no more.
+        deadline = time.monotonic() + self._handshake_timeout
         try:
             sock = self._listener.secure(sock, self._handshake_timeout)
             with self._changed:
@@ -394,19 +413,28 @@ class BlockingServer:
                 if self._closing:
                     # close() may have missed this socket while TLS swapped it: end it here.
                     _end(sock)
+            credentials = peer_credentials_of(sock)
             connection, early = blocking_server_handshake(
-                sock, self._token, name=self._name, timeout=self._handshake_timeout
+                sock,
+                self._token,
+                name=self._name,
+                timeout=max(0.001, deadline - time.monotonic())
+                if self._listener.is_tls
+                else self._handshake_timeout,
+                admit=bind_admission(self._admit, credentials),
             )
         except IsoplugError as exc:
+            self._gate.leave()
+            # Said once the seat is free: whoever reads the warning may connect at once.
             if not self._closing:
-                _log.warning(
-                    "refused a connection on %s: %s",
-                    self._listener.address,
-                    clean_text(str(exc), MAX_REASON_CHARS),
-                )
+                self._gate.failed(exc, peer_pid_text(credentials))
             sock.close()
             self._forget(current)
             return
+        except BaseException:
+            self._gate.leave()
+            raise
+        self._gate.leave()
         channel = BlockingChannel(sock, connection, early)
         with self._changed:
             self._connections[current] = channel
@@ -434,21 +462,27 @@ def serve_blocking(
     *,
     name: str = "",
     ssl_context: ssl.SSLContext | None = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+    admit: PeerAdmission | None = None,
 ) -> BlockingServer:
     """Listen on ``address``; for every connection that passes the handshake, call
     ``on_channel(channel)`` in a thread of that connection's own.
 
     At most ``max_connections`` are served at once; past it, and when no thread can be
     started, a new connection gets a ``busy`` reject (its client's handshake fails, saying
-    why) and is closed, and a warning says so, once until the server accepts again.
+    why) and is closed, and a warning says so, once until the server accepts again. The same
+    goes past ``max_handshakes`` connections in their handshake: until its hello is checked, a
+    connection has ``handshake_timeout`` for the whole handshake (TLS included) and frames of
+    at most 64 KiB (see :mod:`isoplug.rpc.gate`).
 
     Like :func:`~isoplug.rpc.serve`: the channel is closed (with a goodbye) when
     ``on_channel`` returns; refused connections (wrong token, wrong version, no hello in time,
     garbage, a failed TLS handshake) are logged at WARNING on the ``isoplug.rpc`` logger and
-    never reach ``on_channel``. Raises :class:`~isoplug.errors.TransportError` when the address
-    cannot be bound.
+    never reach ``on_channel``; ``admit`` may refuse a client whose token matched (see
+    :data:`~isoplug.rpc.handshake.PeerAdmission`). Raises
+    :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
     return BlockingServer(
@@ -458,6 +492,8 @@ def serve_blocking(
         name=name,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
+        max_handshakes=max_handshakes,
+        admit=admit,
     )
 
 

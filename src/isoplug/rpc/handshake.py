@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 from isoplug.errors import (
     ConnectionBroken,
@@ -21,21 +22,44 @@ from isoplug.errors import (
     ProtocolError,
     TransportError,
 )
-from isoplug.transport.stream import Stream
-from isoplug.wire import Connection, ConnectionState, Message, RejectCode, Role
-from isoplug.wire.connection import TokenLookup
+from isoplug.transport.stream import PeerCredentials, Stream
+from isoplug.wire import Connection, ConnectionState, Hello, Message, RejectCode, Role
+from isoplug.wire.connection import Admission, TokenLookup
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "PeerAdmission",
+    "bind_admission",
     "blocking_client_handshake",
     "blocking_server_handshake",
     "client_handshake",
+    "peer_pid_text",
     "server_handshake",
 ]
 
 #: A runner connects back within milliseconds of starting; 10 s leaves room for a loaded
 #: machine while keeping a silent or hostile peer from holding a connection open for long.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+PeerAdmission = Callable[[Hello, PeerCredentials | None], str | None]
+"""``admit(hello, credentials)``: a listener's last word on a client whose token matched, with
+the kernel's word on who it is (``None`` where the socket cannot say: TCP, TLS, not Linux);
+returns why it is refused, or ``None`` to welcome it."""
+
+
+def bind_admission(
+    admit: PeerAdmission | None, credentials: PeerCredentials | None
+) -> Admission | None:
+    """``admit`` for one connection, whose peer the kernel says is ``credentials``."""
+    if admit is None:
+        return None
+    return lambda hello: admit(hello, credentials)
+
+
+def peer_pid_text(credentials: PeerCredentials | None) -> str:
+    """`` from pid N`` with the kernel's word on who connected, for a listener's messages (a
+    hello's pid is only the client's claim); empty where the socket cannot say."""
+    return "" if credentials is None else f" from pid {credentials.pid}"
 
 
 async def _drive(
@@ -112,18 +136,20 @@ async def server_handshake(
     *,
     name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    admit: Admission | None = None,
 ) -> tuple[Connection, list[Message]]:
     """Wait for a hello on ``stream`` and check its token and versions.
 
     ``token`` is the expected token, or a :data:`~isoplug.wire.connection.TokenLookup` that
     returns the token expected from the client that sent a given hello (``None`` refuses it
-    as unknown with :class:`~isoplug.errors.AuthenticationFailed`).
+    as unknown with :class:`~isoplug.errors.AuthenticationFailed`). ``admit`` may still refuse
+    a client whose token matched (see :class:`~isoplug.wire.Connection`).
 
     On success the connection is open and ``connection.peer_hello`` says who connected. On
     failure the peer is told why (reject message) before the stream is closed, and the same
     exceptions as :func:`client_handshake` are raised.
     """
-    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid())
+    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid(), admit=admit)
     early = await _drive(stream, connection, timeout, "hello")
     return connection, early
 
@@ -148,12 +174,13 @@ def blocking_server_handshake(
     *,
     name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    admit: Admission | None = None,
 ) -> tuple[Connection, list[Message]]:
     """:func:`server_handshake` over a blocking socket; does not close ``sock`` on failure.
 
     A refused client is told why (reject message) before the exception is raised.
     """
-    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid())
+    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid(), admit=admit)
     early = _drive_blocking(sock, connection, timeout, "hello")
     return connection, early
 

@@ -44,7 +44,20 @@ from isoplug.errors import (
     RequestTimeout,
     TransportError,
 )
-from isoplug.rpc.handshake import DEFAULT_HANDSHAKE_TIMEOUT, client_handshake, server_handshake
+from isoplug.rpc.gate import (
+    DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_MAX_HANDSHAKES,
+    HandshakeGate,
+    busy_reject,
+)
+from isoplug.rpc.handshake import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    PeerAdmission,
+    bind_admission,
+    client_handshake,
+    peer_pid_text,
+    server_handshake,
+)
 from isoplug.transport import Address, Listener, Stream, connect, listen
 from isoplug.wire import (
     Cancel,
@@ -76,6 +89,10 @@ MAX_REASON_CHARS: Final = 1000
 MAX_REMOTE_TYPE_CHARS: Final = 300
 MAX_REMOTE_MESSAGE_CHARS: Final = 4 * 1024
 MAX_REMOTE_TRACEBACK_CHARS: Final = 64 * 1024
+#: Distinct messages with no handler (events by name, log batches) a peer warns about, each
+#: once; past them such messages are only counted, and the count said at the session's end:
+#: made-up event names can neither flood this side's log nor grow its memory.
+MAX_UNHANDLED_WARNINGS: Final = 16
 
 
 def remote_error(method: str, info: ErrorInfo) -> RemoteError:
@@ -184,7 +201,10 @@ class Peer:
         self._slot_freed = asyncio.Event()
         self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
         self._event_worker: asyncio.Task[None] | None = None
-        self._unknown_events_reported: set[str] = set()
+        #: Messages received that no handler took (see MAX_UNHANDLED_WARNINGS).
+        self.unhandled = 0
+        self._unhandled_warned: set[str] = set()
+        self._unhandled_capped = False
         # Messages that arrived while an earlier one still needed awaiting; reading is paused
         # until the drainer task has worked through them, in order.
         self._backlog: collections.deque[Message] = collections.deque()
@@ -573,6 +593,12 @@ class Peer:
                 _log.debug("peer already gone; could not tell it why the session failed")
 
     async def _shutdown(self) -> None:
+        if self.unhandled > len(self._unhandled_warned):
+            _log.warning(
+                "ignored %d message(s) from %s in all that no handler takes",
+                self.unhandled,
+                self.peer_name or "peer",
+            )
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
@@ -773,13 +799,8 @@ class Peer:
     def _dispatch_event(self, event: Event) -> bool:
         registered = self._event_handlers.get(event.method)
         if registered is None:
-            if event.method not in self._unknown_events_reported:
-                self._unknown_events_reported.add(event.method)
-                _log.warning(
-                    "no handler for event %r from %s; ignoring it (reported once)",
-                    clean_text(event.method, MAX_PEER_NAME_CHARS),
-                    self.peer_name or "peer",
-                )
+            # The capped, cleaned name: the set never keeps the peer's own (maybe huge) text.
+            self._unhandled(f"event {clean_text(event.method, MAX_PEER_NAME_CHARS)!r}")
             return True
         if not registered.is_async:
             self._run_event_handler(registered, event)
@@ -792,11 +813,32 @@ class Peer:
         self._event_queue.put_nowait((registered, event))
         return True
 
+    def _unhandled(self, what: str) -> None:
+        """Count a message no handler takes; warn about each ``what`` once, up to a cap."""
+        self.unhandled += 1
+        warned = self._unhandled_warned
+        if what in warned or self._unhandled_capped:
+            return
+        if len(warned) == MAX_UNHANDLED_WARNINGS:
+            self._unhandled_capped = True
+            _log.warning(
+                "%s sends more kinds of messages than this side handles; from now on they are "
+                "ignored and counted, not reported one by one",
+                self.peer_name or "peer",
+            )
+            return
+        warned.add(what)
+        _log.warning(
+            "no handler for %s from %s; ignoring it (reported once)",
+            what,
+            self.peer_name or "peer",
+        )
+
     def _run_event_handler(self, registered: _Registered, event: Event) -> None:
         try:
             registered.function(decode_value(event.params, registered.params_type))
         except Exception:
-            _log.exception("handler for event %r failed", event.method)
+            _log.exception("handler for event %r failed", clean_text(event.method, 200))
 
     async def _run_async_events(self) -> None:
         assert self._event_queue is not None
@@ -805,12 +847,12 @@ class Peer:
             try:
                 await registered.function(decode_value(event.params, registered.params_type))
             except Exception:
-                _log.exception("handler for event %r failed", event.method)
+                _log.exception("handler for event %r failed", clean_text(event.method, 200))
 
     def _dispatch_log_batch(self, batch: LogBatch) -> bool:
         handler = self._log_batch_handler
         if handler is None:
-            _log.warning("received a log batch from %s but nothing handles them", self.peer_name)
+            self._unhandled("log batches")
             return True
         try:
             unfinished = handler(batch)
@@ -840,8 +882,10 @@ async def serve(
     handlers: Mapping[str, Handler] | Callable[[Hello], Mapping[str, Handler]] | None = None,
     name: str = "",
     ssl_context: Any = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
     default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    admit: PeerAdmission | None = None,
 ) -> Listener:
     """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
 
@@ -853,19 +897,40 @@ async def serve(
     handlers are in place before the first message is read. The peer is closed when
     ``on_peer`` returns. Refused connections (wrong token, wrong version, no hello in time,
     garbage) are logged at WARNING on the ``isoplug.rpc`` logger and never reach ``on_peer``.
+    ``admit`` may refuse a client whose token matched, before any handler sees a message of it
+    (see :data:`~isoplug.rpc.handshake.PeerAdmission`).
+
+    Until its hello is checked, a connection has ``handshake_timeout`` for the whole handshake
+    (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` connections are in
+    their handshake at once, and past it a new one gets a ``busy`` reject at once (see
+    :mod:`isoplug.rpc.gate`).
     """
 
     async def handle(stream: Stream) -> None:
+        if not gate.enter():
+            gate.turn_away(gate.full_reason)
+            # At once, before reading: the stream is closed when this returns.
+            with contextlib.suppress(TransportError):
+                stream.write(busy_reject(f"{gate}: {gate.full_reason}"))
+            return
+        gate.admitted()
+        credentials = stream.peer_credentials
+        refusal: IsoplugError | None = None
         try:
             connection, early = await server_handshake(
-                stream, token, name=name, timeout=handshake_timeout
+                stream,
+                token,
+                name=name,
+                timeout=handshake_timeout,
+                admit=bind_admission(admit, credentials),
             )
         except IsoplugError as exc:
-            _log.warning(
-                "refused a connection on %s: %s",
-                listener.address,
-                clean_text(str(exc), MAX_REASON_CHARS),
-            )
+            refusal = exc
+        finally:
+            gate.leave()
+        if refusal is not None:
+            # Said once the seat is free: whoever reads the warning may connect at once.
+            gate.failed(refusal, peer_pid_text(credentials))
             return
         assert connection.peer_hello is not None
         chosen = handlers(connection.peer_hello) if callable(handlers) else handlers
@@ -881,5 +946,10 @@ async def serve(
         finally:
             await peer.aclose()
 
-    listener = await listen(address, handle, ssl_context=ssl_context)
+    gate = HandshakeGate(name, max_handshakes)
+    listener = await listen(
+        address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
+    )
+    gate.address = listener.address
+    listener.on_close.append(gate.close)
     return listener

@@ -2,12 +2,21 @@
 
 It reads one JSON line (a :class:`~isoplug.control.Bootstrap`) from stdin, which the host then
 closes, and runs :func:`~isoplug.runner.session.run_runner`. Not meant to be started by hand.
+
+The line holds the runner's tokens. It is read from file descriptor 0 straight into a buffer
+that is zeroed once decoded (``sys.stdin`` would keep a copy in a buffer of its own), and only
+the decoded :class:`~isoplug.control.Bootstrap` stays referenced: the forwarding handler keeps
+the log token, and :func:`~isoplug.runner.session.run_runner` forgets the control token once
+connected. Python cannot zero an immutable string, so freed copies may stay in memory until
+reused: this shortens the time a token is there to read, it does not stop a process that may
+read this one's memory (the host's kernel-pid checks are what refuse it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import faulthandler
+import os
 import sys
 
 import msgspec
@@ -25,20 +34,43 @@ def main() -> int:
     # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
     # (capture_python_output): it keeps writing to the real file descriptor 2.
     faulthandler.enable()
-    line = sys.stdin.buffer.readline(_MAX_BOOTSTRAP_BYTES)
+    buffer = bytearray(_MAX_BOOTSTRAP_BYTES)
     try:
-        bootstrap = msgspec.json.decode(line, type=Bootstrap)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        size = _read_line_into(buffer)
+        with memoryview(buffer) as view:
+            bootstrap = msgspec.json.decode(view[:size], type=Bootstrap)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         print(
             f"isoplug runner: expected a bootstrap line on stdin (started by hand?): {exc}",
             file=sys.stderr,
         )
         return EXIT_BAD_BOOTSTRAP
+    finally:
+        buffer[:] = bytes(len(buffer))  # same length: overwritten in place
     sys.stdin.close()
     if configure_runner_logging(bootstrap) is not None:
         # Without forwarding, stdout and stderr stay the pipes the host reads.
         capture_python_output()
-    return asyncio.run(run_runner(bootstrap))
+    # The coroutine holds the only reference left, which it drops once connected.
+    runner = run_runner(bootstrap)
+    del bootstrap
+    return asyncio.run(runner)
+
+
+def _read_line_into(buffer: bytearray) -> int:
+    """Read stdin into ``buffer`` up to the first newline, the end or a full buffer; return
+    how many bytes hold the line."""
+    filled = 0
+    with memoryview(buffer) as view:
+        while filled < len(buffer):
+            count = os.readv(0, [view[filled:]])
+            if count == 0:
+                return filled
+            newline = buffer.find(b"\n", filled, filled + count)
+            filled += count
+            if newline >= 0:
+                return newline
+    return filled
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Where the runner's ``logging`` output goes: to the host, record by record, full fidelity.
 
 :func:`configure_runner_logging` puts a :class:`~isoplug.logs.ForwardingHandler` on the root
-logger. It opens the runner's second connection to the host (role ``"logs"``, same token, to
+logger. It opens the runner's second connection to the host (role ``"logs"``, with the log token, to
 the host's log listener), which its own sender thread drives: records keep flowing while a
 plugin blocks the event loop, and at moderate rates each record is in the kernel before
 ``logger.info()`` returns, so it survives the runner being killed. If that connection cannot be
@@ -45,7 +45,7 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     rate = bootstrap.log_write_through_rate
     handler = ForwardingHandler(
         bootstrap.log_address or bootstrap.address,
-        bootstrap.token,
+        bootstrap.log_token,
         name=bootstrap.runner_id,
         role=LOGS_ROLE,
         write_through_rate=WRITE_THROUGH_RATE if rate is None else rate,

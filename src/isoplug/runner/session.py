@@ -22,6 +22,8 @@ import sys
 import traceback
 from typing import Any
 
+import msgspec
+
 from isoplug.control import (
     CALL,
     CAPABILITY,
@@ -99,6 +101,10 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     except IsoplugError as exc:
         _log.critical("runner %s cannot reach the host: %s", bootstrap.runner_id, exc)
         return EXIT_CANNOT_CONNECT
+    finally:
+        # The control token is spent (the host takes one control connection per runner
+        # process): forget it before any plugin code runs. The caller holds no other reference.
+        bootstrap = msgspec.structs.replace(bootstrap, token="", log_token="")
     peer_box.append(peer)
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)

@@ -191,6 +191,8 @@ class Listener:
         self._private_dir: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: Called once the listener is closed (what its user must say or release then).
+        self.on_close: list[Callable[[], None]] = []
 
     def __str__(self) -> str:
         return str(self.address)
@@ -244,6 +246,8 @@ class Listener:
                 os.unlink(self.address.path)
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+        for callback in self.on_close:
+            callback()
 
 
 async def listen(
@@ -252,13 +256,16 @@ async def listen(
     *,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 128,
+    ssl_handshake_timeout: float | None = None,
 ) -> Listener:
     """Listen on ``address`` and run ``handler(stream)`` as a task for every connection.
 
     ``unix:`` without a path makes a private directory for the socket; a given path replaces a
     stale socket file there, never one a live process listens on. ``tcp://host:0`` picks a
     free port; :attr:`Listener.address` tells which. ``tls://`` requires ``ssl_context`` (see
-    :func:`tls_server_context`). The stream is closed when the handler returns. Raises
+    :func:`tls_server_context`); a client that has not finished its TLS handshake within
+    ``ssl_handshake_timeout`` (asyncio's default: 60 s) is dropped before the handler
+    starts. The stream is closed when the handler returns. Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     parsed = parse_address(address)
@@ -283,7 +290,12 @@ async def listen(
             infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
             sock = tcp_listening_socket(infos, backlog)
             try:
-                server = await loop.create_server(make_stream, sock=sock, ssl=context)
+                server = await loop.create_server(
+                    make_stream,
+                    sock=sock,
+                    ssl=context,
+                    ssl_handshake_timeout=ssl_handshake_timeout if context else None,
+                )
             except BaseException:
                 sock.close()
                 raise

@@ -37,7 +37,12 @@ from isoplug.errors import (
     VersionMismatch,
 )
 from isoplug.wire.codec import decode_message
-from isoplug.wire.framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameWriter
+from isoplug.wire.framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    HANDSHAKE_MAX_FRAME_SIZE,
+    FrameDecoder,
+    FrameWriter,
+)
 from isoplug.wire.messages import (
     MAX_PROTOCOL_VERSION,
     MIN_PROTOCOL_VERSION,
@@ -56,11 +61,16 @@ from isoplug.wire.messages import (
 )
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["Connection", "ConnectionState", "Role", "TokenLookup"]
+__all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup"]
 
 #: A server-side token source that depends on who connects: given the client's hello, return
 #: the token expected from it, or ``None`` when nobody by that name may connect.
 TokenLookup = Callable[[Hello], str | None]
+
+#: A server-side check after the token matched (the I/O layer binds what it knows of the
+#: peer, such as the kernel's word on its pid): given the hello, return why the peer is
+#: refused, or ``None`` to welcome it.
+Admission = Callable[[Hello], str | None]
 
 
 class Role(enum.Enum):
@@ -104,9 +114,15 @@ class Connection:
     ``token`` is the session secret: the client presents it, the server compares it in
     constant time. On the server side it may also be a :data:`TokenLookup`, called with the
     hello to find the token expected from that client (``None``: an unknown client, refused
-    with :class:`~isoplug.errors.AuthenticationFailed`). ``connection_role`` (client only)
+    with :class:`~isoplug.errors.AuthenticationFailed`); ``admit`` (server only) may still
+    refuse a client whose token matched. ``connection_role`` (client only)
     says what the connection is for; ``name`` and ``pid`` identify this side in the other
     side's messages.
+
+    Until the handshake completes, a frame from the peer may be at most
+    ``handshake_max_frame_size`` bytes (or ``max_frame_size``, if smaller): the hello or the
+    welcome is tiny, and an unauthenticated peer must not make us buffer a big one. Once the
+    session is open, ``max_frame_size`` applies.
     """
 
     def __init__(
@@ -117,7 +133,9 @@ class Connection:
         name: str = "",
         pid: int = 0,
         connection_role: str = "control",
+        admit: Admission | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        handshake_max_frame_size: int = HANDSHAKE_MAX_FRAME_SIZE,
         min_version: int = MIN_PROTOCOL_VERSION,
         max_version: int = MAX_PROTOCOL_VERSION,
     ) -> None:
@@ -127,12 +145,21 @@ class Connection:
             raise TypeError("a client presents a token: it must be a str, not a lookup")
         self.role = role
         self.state = ConnectionState.HANDSHAKE
-        self._token = token
+        # A client needs its token only for the hello queued below: not keeping it shortens
+        # the time the secret sits in the memory of a long-lived process.
+        self._token = token if role is Role.SERVER else ""
+        self._admit = admit
         self._name = name
         self._pid = pid
         self._min_version = min_version
         self._max_version = max_version
-        self._frames = FrameDecoder(max_frame_size)
+        if handshake_max_frame_size < 1:
+            raise ValueError(
+                f"handshake_max_frame_size must be positive: {handshake_max_frame_size}"
+            )
+        self._max_frame_size = max_frame_size
+        self._frames = FrameDecoder(max_frame_size)  # checks the limit
+        self._frames.max_frame_size = min(max_frame_size, handshake_max_frame_size)
         self._out = FrameWriter(max_frame_size)
         #: The negotiated protocol version, once OPEN.
         self.version: int | None = None
@@ -240,19 +267,14 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             # Bytes after a goodbye are ignored: the peer may not have seen ours yet.
             return []
+        if self.state is ConnectionState.HANDSHAKE:
+            return self._receive_during_handshake(data)
         try:
             frames = self._frames.receive_data(data)
         except RemoteProtocolError as exc:
             self._protocol_failure(exc)
             raise
-        if self.state is ConnectionState.OPEN:
-            return self._receive_open(frames)
-        messages: list[Message] = []
-        for index, frame in enumerate(frames):
-            if self._receive_handshake(frame):
-                messages = self._receive_open(frames[index + 1 :])
-                break
-        return messages
+        return self._receive_open(frames)
 
     def receive_eof(self) -> None:
         """Declare that the peer closed its end.
@@ -313,8 +335,28 @@ class Connection:
                 self._violation(f"unexpected {type(message).__name__} after the handshake")
         return messages
 
-    def _receive_handshake(self, frame: bytes | memoryview) -> bool:
-        """Process one handshake frame; True once the session is open."""
+    def _receive_during_handshake(self, data: bytes) -> list[Message]:
+        try:
+            frame = self._frames.next_frame(data)
+        except RemoteProtocolError as exc:
+            error = RemoteProtocolError(f"{exc} before the handshake completed")
+            self._protocol_failure(error)
+            raise error from None
+        if frame is None:
+            return []
+        self._receive_handshake(frame)  # raises unless the session is now open
+        # Authenticated (or, for a client, welcomed): the session's own limit applies to
+        # whatever followed the handshake in the same bytes, and from now on.
+        self._frames.max_frame_size = self._max_frame_size
+        try:
+            frames = self._frames.receive_data(b"")
+        except RemoteProtocolError as exc:
+            self._protocol_failure(exc)
+            raise
+        return self._receive_open(frames)
+
+    def _receive_handshake(self, frame: bytes | memoryview) -> None:
+        """Process the handshake frame: the session is open afterwards, or this raised."""
         try:
             message = decode_message(frame)
         except RemoteProtocolError as exc:
@@ -329,9 +371,10 @@ class Connection:
             if type(message) is Reject:
                 assert isinstance(message, Reject)
                 self.state = ConnectionState.ERROR
-                self.close_reason = f"rejected by peer: {message.reason}"
+                reason = clean_text(message.reason, _MAX_REPLY_REASON)
+                self.close_reason = f"rejected by peer: {reason}"
                 error_class = _HANDSHAKE_ERRORS.get(message.code, HandshakeError)
-                raise error_class(message.reason)
+                raise error_class(reason)
             if type(message) is not Welcome:
                 self._violation(f"expected a welcome, got {type(message).__name__}")
             assert isinstance(message, Welcome)
@@ -343,7 +386,6 @@ class Connection:
             self.version = message.version
             self.peer_welcome = message
             self.state = ConnectionState.OPEN
-        return True
 
     def _check_hello(self, hello: Hello) -> None:
         self.peer_hello = hello
@@ -352,8 +394,7 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"unknown runner {clean_text(hello.name, 200)!r} (pid {hello.pid}): no token is "
-                "expected from it",
+                f"unknown runner {clean_text(hello.name, 200)!r}: no token is expected from it",
                 "unknown runner",
             )
         assert expected is not None
@@ -362,9 +403,13 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"wrong session token from {clean_text(hello.name, 200) or 'peer'} "
-                f"(pid {hello.pid})",
+                f"wrong session token from {clean_text(hello.name, 200) or 'peer'}",
                 "wrong session token",
+            )
+        refusal = None if self._admit is None else self._admit(hello)
+        if refusal is not None:
+            self._refuse(
+                AuthenticationFailed, RejectCode.AUTHENTICATION, refusal, "refused by the listener"
             )
         low = max(hello.min_version, self._min_version)
         high = min(hello.max_version, self._max_version)

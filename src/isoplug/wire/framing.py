@@ -14,6 +14,7 @@ from isoplug.wire.messages import Message
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "HANDSHAKE_MAX_FRAME_SIZE",
     "HEADER_SIZE",
     "FrameDecoder",
     "FrameWriter",
@@ -25,6 +26,10 @@ HEADER_SIZE = 4
 #: (records are truncated and batches split well below this); anything bigger is a broken or
 #: hostile peer, and refusing it before buffering keeps a bad length from costing memory.
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: 64 KiB: the limit until the handshake completes. A hello is a few hundred bytes (its texts
+#: are capped at 256 characters each), and whoever sends it has proven nothing yet: a peer
+#: without the token must not make us hold megabytes.
+HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
 #: The length prefix can express at most this; a limit above it would be meaningless.
 _PREFIX_LIMIT = 2**32 - 1
 
@@ -76,9 +81,7 @@ class FrameDecoder:
             if length > max_size:
                 self._failed = True
                 view.release()
-                raise RemoteProtocolError(
-                    f"frame of {length} bytes exceeds the limit of {max_size} bytes"
-                )
+                raise _oversized(length, max_size)
             frame_end = position + HEADER_SIZE + length
             if frame_end > end:
                 break
@@ -94,6 +97,40 @@ class FrameDecoder:
             view.release()
             del self._buffer[:position]
         return frames
+
+    def next_frame(self, data: bytes) -> bytes | None:
+        """Add ``data`` and return the payload of the first frame it completes, if any.
+
+        Whatever follows that frame stays buffered, its header not checked yet: the next call
+        (to either method) checks it against :attr:`max_frame_size` as it is then. This is for
+        a limit that changes after a frame, as the handshake's does (see
+        :class:`~isoplug.wire.Connection`); it copies, so it is not for the bulk of a stream.
+        An oversized frame is refused as soon as its header is in, without taking the rest of
+        ``data``: raises :class:`~isoplug.errors.RemoteProtocolError`, like
+        :meth:`receive_data`.
+        """
+        if self._failed:
+            raise RemoteProtocolError("the byte stream already failed framing; close it")
+        buffer = self._buffer
+        chunk = memoryview(data)
+        missing = HEADER_SIZE - len(buffer)
+        if missing > 0:
+            buffer += chunk[:missing]
+            chunk = chunk[missing:]
+            if len(buffer) < HEADER_SIZE:
+                return None
+        length = int.from_bytes(buffer[:HEADER_SIZE], "big")
+        if length > self.max_frame_size:
+            self._failed = True
+            buffer.clear()
+            raise _oversized(length, self.max_frame_size)
+        buffer += chunk
+        end = HEADER_SIZE + length
+        if len(buffer) < end:
+            return None
+        payload = bytes(buffer[HEADER_SIZE:end])
+        del buffer[:end]
+        return payload
 
     def receive_eof(self) -> None:
         """Declare the end of the stream.
@@ -111,6 +148,10 @@ class FrameDecoder:
                 received = pending - HEADER_SIZE
                 detail = f"{received} of {expected} payload bytes, {expected - received} missing"
             raise RemoteProtocolError(f"stream ended in the middle of a frame ({detail})")
+
+
+def _oversized(length: int, limit: int) -> RemoteProtocolError:
+    return RemoteProtocolError(f"frame of {length} bytes exceeds the limit of {limit} bytes")
 
 
 def _check_size(size: int, max_frame_size: int) -> None:

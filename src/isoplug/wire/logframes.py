@@ -19,10 +19,12 @@ from isoplug.wire.messages import LogBatch, LogRecordData
 __all__ = ["log_batch", "log_batch_frame"]
 
 _encoder = msgspec.msgpack.Encoder()
-#: A LogBatch is the array ``["logs", records, dropped, ledger_fd]``: fixarray of 4, the tag.
-_BATCH_HEAD = b"\x94" + _encoder.encode("logs")
-#: ``ledger_fd`` is only ever set in a sender's first batch, never in one built here.
-_NO_LEDGER = _encoder.encode(None)
+#: A LogBatch is the array ``["logs", records, dropped, ledger_fd, resumed_after]``: fixarray
+#: of 5, the tag.
+_BATCH_HEAD = b"\x95" + _encoder.encode("logs")
+#: ``ledger_fd`` and ``resumed_after`` are only ever set in the first batch of a connection,
+#: never in one built here.
+_NO_ANNOUNCEMENT = _encoder.encode(None) * 2
 
 
 def _array_header(count: int) -> bytes:
@@ -48,7 +50,7 @@ def log_batch_frame(
             _array_header(len(encoded_records)),
             *encoded_records,
             _encoder.encode(dropped),
-            _NO_LEDGER,
+            _NO_ANNOUNCEMENT,
         )
     )
     if len(body) > max_frame_size:

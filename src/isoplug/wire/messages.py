@@ -256,7 +256,8 @@ class LogBatch(_Message, frozen=True, tag="logs"):
     """Log records from the sender, oldest first, and what it has had to drop.
 
     ``dropped`` maps a level number to how many records of that level the sender has dropped
-    since it started (running totals, so a lost batch cannot make a drop go unreported).
+    on this connection (running totals, so a lost batch cannot make a drop go unreported; a
+    sender that reconnects starts them afresh, carrying over what it could not report before).
     """
 
     #: A msgpack array of records in the layout of :class:`LogRecordData`. Kept raw so that the
@@ -268,6 +269,11 @@ class LogBatch(_Message, frozen=True, tag="logs"):
     #: number, in the sender's process, of a file descriptor of its sequence ledger (see
     #: :mod:`isoplug.logs.ledger`), from which the receiver counts what a crash took.
     ledger_fd: int | None = None
+    #: Set once, in the first batch of a connection that continues an earlier one (the sender
+    #: reconnected after it broke): the highest sequence number the sender had handed to the
+    #: earlier connection whole. This connection's records continue after it, so what lies
+    #: between is no gap; ``dropped`` then counts what the sender lost meanwhile.
+    resumed_after: int | None = None
 
 
 Message = (

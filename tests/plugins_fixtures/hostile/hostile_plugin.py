@@ -1,15 +1,25 @@
-"""A test plugin that sends attacker-chosen text out of every door a plugin has."""
+"""A test plugin that sends attacker-chosen text out of every door a plugin has, and tries
+what a plugin process can do beyond them (other runners' tokens, its own process tree)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import socket
 import sys
+import time
 import warnings
 from typing import Any
 
+import msgspec
+
 import isoplug
+from isoplug.control import CAPABILITY, LOGS_ROLE, CapabilityRequest
+from isoplug.logs import ForwardingHandler
+from isoplug.wire import FrameDecoder, Hello, Request, decode_message, encode_frame
+from isoplug.wire.messages import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
 
 #: The ways out of a plugin that the security tests try, each taking one text.
 DOORS = ("log", "print", "stderr", "fd_stdout", "fd_stderr", "warning", "exception")
@@ -67,3 +77,161 @@ class Hostile(isoplug.Plugin):
     @isoplug.method
     async def pid(self) -> int:
         return os.getpid()
+
+    @isoplug.method
+    async def call_host_as(self, plugin: str, capability: str) -> Any:
+        """Call a host capability in the name of ``plugin``, past this plugin's own check (a
+        plugin shares its runner's memory: nothing keeps it from the runner's internals)."""
+        return await self.ctx._call_host(plugin, capability, {})
+
+    @isoplug.method
+    async def forward_as(self, address: str, token: str, runner: str, text: str) -> str | None:
+        """Open a log connection as ``runner`` with ``token`` (taken from that runner: the test
+        hands it over) and log ``text`` through it; return why it failed (None: accepted)."""
+
+        def attempt() -> str | None:
+            handler = ForwardingHandler(address, token, name=runner, role=LOGS_ROLE)
+            try:
+                if handler.start(10.0):
+                    handler.handle(logging.LogRecord("stolen", 30, __file__, 1, text, (), None))
+                    handler.flush(10.0)
+                return handler.failure
+            finally:
+                handler.close(timeout=0)
+
+        return await asyncio.to_thread(attempt)
+
+    @isoplug.method
+    async def hello_as(
+        self,
+        address: str,
+        token: str,
+        *,
+        runner: str,
+        role: str,
+        claimed_pid: int,
+        capability: str | None = None,
+    ) -> list[str]:
+        """Send a hello as ``runner`` claiming pid ``claimed_pid`` (and, right behind it, a
+        capability request in ``runner``'s name); return what the host answered, one
+        ``"<type>: <reason>"`` per message, until it closed."""
+
+        def attempt() -> list[str]:
+            hello = Hello(
+                min_version=MIN_PROTOCOL_VERSION,
+                max_version=MAX_PROTOCOL_VERSION,
+                token=token,
+                role=role,
+                name=runner,
+                pid=claimed_pid,
+            )
+            data = encode_frame(hello)
+            if capability is not None:
+                request = CapabilityRequest(plugin=runner, name=capability, kwargs={})
+                params = msgspec.Raw(msgspec.msgpack.encode(request))
+                data += encode_frame(Request(id=1, method=CAPABILITY, params=params))
+            decoder = FrameDecoder()
+            answers: list[str] = []
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10.0)
+                sock.connect(address.removeprefix("unix:"))
+                sock.sendall(data)
+                while chunk := sock.recv(65536):
+                    for frame in decoder.receive_data(chunk):
+                        message = decode_message(frame)
+                        reason = getattr(message, "reason", "")
+                        answers.append(f"{type(message).__name__}: {reason}")
+            return answers
+
+        return await asyncio.to_thread(attempt)
+
+    @isoplug.method
+    async def holders_of(self, text: str) -> list[str]:
+        """The types of the objects in this process that refer to a string equal to ``text``
+        (other than ``text`` itself): everything reachable from the objects the collector
+        tracks and from every thread's frames, untracked containers included."""
+        found: list[str] = []
+        seen: set[int] = set()
+        pending: list[Any] = gc.get_objects()
+        for top in sys._current_frames().values():
+            frame: Any = top
+            while frame is not None:
+                pending.append(frame)
+                frame = frame.f_back
+        while pending:
+            holder = pending.pop()
+            if id(holder) in seen:
+                continue
+            seen.add(id(holder))
+            for referent in gc.get_referents(holder):
+                if type(referent) is str:
+                    if referent == text and referent is not text:
+                        found.append(type(holder).__name__)
+                elif id(referent) not in seen:
+                    pending.append(referent)
+        return found
+
+    @isoplug.method
+    async def reach(self, path: str, port: int, host_pid: int, variable: str) -> dict[str, Any]:
+        """What a plugin process may do as the host's user: read a file, connect to a port,
+        signal the host (signal 0: only the permission check), read the environment."""
+        with open(path) as file:
+            content = file.read()
+        with socket.create_connection(("127.0.0.1", port), timeout=10.0):
+            connected = True
+        os.kill(host_pid, 0)
+        return {
+            "uid": os.getuid(),
+            "file": content,
+            "connected": connected,
+            "signalled": True,
+            "environment": os.environ.get(variable),
+        }
+
+    @isoplug.method
+    async def descendants_log(self, text: str) -> dict[str, int]:
+        """Start two descendants that log ``text`` through the handler they inherit: one whose
+        parent exited before it logs (re-parented away from this runner), one that left the
+        runner's session (``setsid``). Return their pids once both have exited."""
+        read_end, write_end = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            try:
+                parent = os.getpid()
+                orphan = os.fork()
+                if orphan == 0:
+                    # The intermediate parent exits at once: wait to be someone else's child.
+                    while os.getppid() == parent:
+                        time.sleep(0.005)
+                    logging.getLogger("hostile").warning("%s from an orphan", text)
+                    logging.shutdown()
+                    os._exit(0)
+                os.write(write_end, orphan.to_bytes(4, "big"))
+            finally:
+                os._exit(0)
+        os.waitpid(middle, 0)
+        orphan = int.from_bytes(os.read(read_end, 4), "big")
+        os.close(read_end)
+        os.close(write_end)
+        leaver = os.fork()
+        if leaver == 0:
+            try:
+                os.setsid()
+                logging.getLogger("hostile").warning("%s from a new session", text)
+                logging.shutdown()
+            finally:
+                os._exit(0)
+        os.waitpid(leaver, 0)
+        # The orphan is not this runner's child: wait for its end by its pid.
+        while _alive(orphan):
+            await asyncio.sleep(0.01)
+        return {"orphan": orphan, "setsid": leaver}
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, waiting for its new parent to reap it, is over)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False

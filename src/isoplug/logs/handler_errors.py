@@ -1,0 +1,118 @@
+"""Host handlers that raise on a replayed record: :class:`HandlerErrors`.
+
+A replayed record is handed to ``logger.handle()``; a handler (or a filter) of the host's that
+raises there must cost that record at most, never the sender's connection. ``logging`` lets
+such an exception through: only the standard handlers catch their own failures (and print
+``--- Logging error ---`` through ``handleError``, which isoplug leaves to the host's
+``logging.raiseExceptions``). So the replayer catches it, counts it in
+:attr:`~isoplug.logs.LogMetrics.handler_errors`, and tells :class:`HandlerErrors`, which
+reports on the host's own logger (``isoplug.host`` in a Host, ``isoplug.logs`` in a
+``LogReceiver``), not on the sender's, whose handlers are likely the broken ones: the first
+error at once, with its type, message and traceback, then at most one summary per interval
+(:mod:`isoplug.logs.report_throttle`). If reporting raises too, the report goes to the host's
+stderr instead.
+
+One instance serves every connection of a receiver: a broken handler is the host's trouble,
+and a thousand plugins must not make a thousand reports of it. The exception's text may quote
+a record, whose text came from the sender: it is sanitized (:mod:`isoplug.wire.sanitize`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+from isoplug.logs.report_throttle import ReportThrottle, Tally
+from isoplug.wire.sanitize import clean_block, clean_text
+
+__all__ = ["HandlerErrors"]
+
+#: The longest exception text quoted in a report.
+_ERROR_CHARS = 500
+#: The longest traceback attached to the first report.
+_TRACEBACK_CHARS = 16 * 1024
+_KIND = "handler_error"
+
+
+class HandlerErrors:
+    """Reports exceptions that host handlers raised on replayed records; see the module
+    docstring. ``logger`` is the host's own; ``interval`` how often a summary may follow the
+    first report. Thread-safe: every connection's thread reports through one instance."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        # A timer sends the summary when its interval ends, though no error follows.
+        self._throttle = ReportThrottle(interval, timer=True)
+
+    def failed(self, error: Exception, logger: logging.Logger, sender: str) -> None:
+        """A handler or filter of ``logger`` raised ``error`` on a record of ``sender`` (the
+        replayer's description); the caller has counted it."""
+        what = _describe(error)
+        where = f"a record of {sender} (logger {logger.name})"
+        first = (
+            f"a log handler raised {what} on {where}; the handlers after it missed that "
+            "record, later records still reach all of them (counted as handler_errors in the "
+            f"log metrics; further errors are summed up at most every "
+            f"{self._throttle.interval:g} s)"
+        )
+        self._throttle.report(
+            _KIND,
+            first,
+            summary=_summary,
+            # A report made now (the text itself) shows the traceback; a summary does not.
+            emit=lambda text: self._emit(text, error if text is first else None),
+            records=1,
+            detail=f"{what} on {where}",
+        )
+
+    def close(self) -> None:
+        """Send the pending summary, if any, and stop its timer (a receiver opened again gets
+        a fresh one)."""
+        throttle = self._throttle
+        self._throttle = ReportThrottle(throttle.interval, timer=True)
+        throttle.close()
+
+    def _emit(self, text: str, error: Exception | None) -> None:
+        record = self.logger.makeRecord(
+            self.logger.name, logging.ERROR, "(isoplug)", 0, text, (), None
+        )
+        if error is not None:
+            # Where the handler failed: host code, but its message may quote the sender's
+            # text, hence the sanitizer (and text, not the exception object).
+            record.exc_text = clean_block(_traceback_text(error), _TRACEBACK_CHARS)
+        record.__dict__["isoplug_report"] = True
+        try:
+            self.logger.handle(record)
+        except Exception as again:
+            # The host's handlers fail on our own report too: say it where someone looks.
+            print(
+                f"isoplug: {text} (reporting it raised {_describe(again)})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _summary(tally: Tally) -> str:
+    return (
+        f"log handlers raised {tally.events:,} more times on replayed records over "
+        f"{tally.seconds:.1f} s (the latest: {tally.detail}); each cost its record those "
+        "handlers only"
+    )
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message``, sanitized; never raises (an exception's __str__ may)."""
+    try:
+        message = str(error)
+    except Exception:
+        message = "(its message cannot be shown: str() raised)"
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return clean_text(text, _ERROR_CHARS)
+
+
+def _traceback_text(error: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(error)).rstrip("\n")
+    except Exception:
+        return "(the traceback cannot be formatted)"

@@ -1,0 +1,415 @@
+"""The sender thread of a :class:`~isoplug.logs.ForwardingHandler`, and its connection.
+
+The emitting threads send what they can themselves (see :mod:`isoplug.logs.handler`). This
+thread opens the connection, ships what they leave (see :meth:`SenderThread._wait_for_work`)
+and, when the connection breaks while the process lives (the receiver closed it, a send
+failed), connects again (:mod:`isoplug.logs.reconnect`), losing as little as it can and
+saying what it lost:
+
+- nothing accepted is given up at the break: a frame the kernel did not take whole (the one
+  whose send failed, or the rest of a partial write) goes back, as its records, to the head of
+  the queue; the queue keeps taking records meanwhile, within its limits (what it must drop
+  is counted by level, as always);
+- the new connection's first batch says where its records continue (``resumed_after``: the
+  highest sequence number handed whole to the old connection), so the receiver sees no gap,
+  and carries as drop totals what the sender lost since its totals last went out whole: drop
+  totals count per connection (:attr:`ForwardingHandler.dropped` adds them up). The receiver
+  reports the reconnection and that count;
+- the old connection's sequence ledger is set back to ``resumed_after`` and abandoned (the new
+  connection announces a new one), so that a receiver reading it after the break counts only
+  the records that died in the old socket, not those the new connection carries;
+- when the receiver is gone for good, forwarding stops as when the first connection fails:
+  the queue is counted lost, later records are counted as dropped, and a line on the real
+  stderr says so (never through ``sys.stderr``, which in a runner makes records that would
+  come back here; never with a lock held).
+
+The first connection is not tried again: ``start()`` and :func:`~isoplug.logs.forward_logs`
+report at once that nothing listens there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+
+import msgspec
+
+from isoplug.errors import IsoplugError
+from isoplug.logs.ledger import SenderLedger, private_ledger
+from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection
+from isoplug.rpc.blocking import BlockingChannel
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch
+from isoplug.wire.framing import HEADER_SIZE
+from isoplug.wire.logframes import log_batch_frame
+
+__all__ = ["KERNEL_SEND_BUFFER", "SENDER_LINGER", "SENDER_LINGER_MAX", "SenderThread"]
+
+#: Bytes the kernel may hold for us (capped by net.core.wmem_max). Records in the kernel
+#: survive the sender's death, and write-through keeps working while the receiver stalls: at
+#: 4 MiB, several seconds of records at 10,000/s instead of a tenth of a second by default.
+KERNEL_SEND_BUFFER = 4 * 1024 * 1024
+#: How long queued records may wait for the emitting thread to push them before the sender
+#: thread takes over: the most a short burst's last few records are delayed.
+SENDER_LINGER = 0.002
+#: While a flood lasts the sender thread looks less and less often, up to this interval (the
+#: emitting thread pushes by itself): each look costs the emitting thread a GIL hand-over,
+#: which at every SENDER_LINGER came to ~7,000 futex calls per 100,000 records. A long
+#: flood's last records are therefore delayed up to about twice this.
+SENDER_LINGER_MAX = 0.02
+
+#: An empty msgpack array: the records of a connection's announcing batch.
+_NO_RECORDS = msgspec.Raw(b"\x90")
+_batch_decoder = msgspec.msgpack.Decoder(LogBatch)
+_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+class SenderThread:
+    """The sender thread's half of :class:`~isoplug.logs.ForwardingHandler` (a base class of
+    it); see the module docstring. Below: the state it shares with the emitting threads, set
+    up by the handler's ``_init_state``, guarded by ``_queue_lock`` unless said otherwise."""
+
+    address: str
+    sender_name: str
+    _token: str
+    _role: str
+    _ssl_context: ssl.SSLContext | None
+    _connect_timeout: float
+    _pid: int
+    _queue_lock: threading.Lock
+    _queue_changed: threading.Condition
+    _send_lock: threading.Lock
+    _queue: list[bytes]
+    _queued_bytes: int
+    _admit_freely_below: int
+    _in_flight: int
+    _seq: int
+    _ledger: memoryview
+    _shared_ledger: SenderLedger | None
+    _dropped: dict[int, int]
+    _drops_unsent: bool
+    #: What the kernel has not taken yet of a frame written through (under ``_send_lock``).
+    _unsent: bytes
+    _push_due: float
+    _sender_idle: bool
+    _flushing: int
+    _channel: BlockingChannel | None
+    _sock: socket.socket | None
+    _sock_is_tls: bool
+    _thread: threading.Thread | None
+    _sender_ident: int | None
+    _failed: str | None
+    _closed: bool
+    #: Why the connection broke, while the sender thread connects again.
+    _broken: str | None
+    #: The whole frame of which ``_unsent`` is the rest (a break puts its records back).
+    _unsent_frame: bytes
+    #: The drop totals in the last frame the kernel took whole (what a break need not carry).
+    _totals_written: dict[int, int]
+    #: Drop totals of earlier connections.
+    _dropped_before: dict[int, int]
+
+    def _take_batch(self) -> tuple[list[bytes], int]:
+        raise NotImplementedError  # ForwardingHandler's
+
+    def _init_link_state(self) -> None:
+        """The sender side's part of a fresh state (called by ``_init_state``)."""
+        self._broken = None
+        self._unsent_frame = b""
+        self._totals_written = {}
+        self._dropped_before = {}
+
+    def _start(self) -> None:
+        with self._queue_lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            thread = threading.Thread(
+                target=self._run_sender, name=f"isoplug-log-sender:{self.sender_name}", daemon=True
+            )
+            self._thread = thread
+        thread.start()
+
+    def _run_sender(self) -> None:
+        self._sender_ident = threading.get_ident()
+        try:
+            channel = self._connect(resumed=False, timeout=self._connect_timeout)
+        except (IsoplugError, OSError) as exc:
+            self._give_up(f"cannot connect to {self.address}: {exc}")
+            return
+        while True:
+            broken = self._send_until_broken(channel)
+            if broken is None:
+                return
+            reconnected = self._reconnect(channel, broken)
+            if reconnected is None:
+                return
+            channel = reconnected
+
+    def _connect(self, *, resumed: bool, timeout: float) -> BlockingChannel:
+        """Open a connection, announce the ledger (on a unix socket) and, after a break,
+        where the records continue; then let the emitting threads write to it."""
+        channel = BlockingChannel.connect(
+            self.address,
+            self._token,
+            name=self.sender_name,
+            role=self._role,
+            ssl_context=self._ssl_context,
+            timeout=timeout,
+        )
+        ledger: SenderLedger | None = None
+        try:
+            try:
+                channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+            except OSError as exc:
+                # Not fatal: the default buffer works, it only rides out shorter stalls.
+                if not resumed:
+                    _say(f"isoplug: could not enlarge the log socket's buffer: {exc}")
+            if channel.socket.family == socket.AF_UNIX:
+                ledger = SenderLedger.create()
+            resumed_after: int | None = None
+            dropped: dict[int, int] = {}
+            if resumed:
+                with self._queue_lock:
+                    # The queue holds every record not handed to the old connection whole.
+                    resumed_after = self._seq - len(self._queue)
+                    dropped = dict(self._dropped)
+            if ledger is not None or resumed:
+                channel.send(
+                    LogBatch(
+                        records=_NO_RECORDS,
+                        dropped=dropped,
+                        ledger_fd=ledger.fd if ledger is not None else None,
+                        resumed_after=resumed_after,
+                    )
+                )
+        except BaseException:
+            if ledger is not None:
+                ledger.close()
+            channel.close("could not start")
+            raise
+        with self._queue_changed:
+            if ledger is not None:
+                ledger.view[0] = self._seq
+                self._ledger = ledger.view
+                self._shared_ledger = ledger
+            if resumed:
+                # The announcement carried the totals so far; later drops go with the next frame.
+                self._totals_written = dropped
+                self._drops_unsent = self._dropped != dropped
+                self._broken = None
+            self._channel = channel
+            self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
+            self._sock = channel.socket
+            self._queue_changed.notify_all()
+        return channel
+
+    def _send_until_broken(self, channel: BlockingChannel) -> str | None:
+        """Send what the emitting threads leave until the handler is closed (None) or the
+        connection breaks (why)."""
+        while True:
+            with self._queue_changed:
+                self._wait_for_work()
+                if self._broken is not None:
+                    return self._broken  # an emitting thread's send failed
+                if self._closed and not (self._queue or self._unsent or self._drops_unsent):
+                    return None
+                batch, size = self._take_batch()
+                self._in_flight += len(batch)
+                # Drop totals go out even with no record to carry them (an empty batch), so
+                # drops at the end of a burst are reported without waiting for the next record.
+                report_drops = self._drops_unsent
+                self._drops_unsent = False
+                dropped = dict(self._dropped)
+            try:
+                frame = (
+                    log_batch_frame(batch, dropped, DEFAULT_MAX_FRAME_SIZE)
+                    if batch or report_drops
+                    else b""
+                )
+            except IsoplugError as exc:
+                # A batch no connection can carry (far past the frame limit): never sent.
+                with self._queue_changed:
+                    self._in_flight -= len(batch)
+                    self._queue[:0] = batch
+                self._give_up(f"cannot send a log batch: {exc}")
+                return None
+            try:
+                with self._send_lock:
+                    if self._unsent:
+                        channel.socket.sendall(self._unsent)
+                        self._unsent = self._unsent_frame = b""
+                        self._in_flight -= 1
+                    if frame:
+                        channel.socket.sendall(frame)
+            except OSError as exc:
+                with self._queue_changed:
+                    self._break(f"sending failed: {exc}", batch=batch)
+                return f"sending failed: {exc}"
+            with self._queue_changed:
+                self._in_flight -= len(batch)
+                self._queued_bytes -= size
+                if frame:
+                    self._totals_written = dropped
+                self._queue_changed.notify_all()
+
+    def _wait_for_work(self) -> None:
+        """Wait (queue lock held) until there is something for the sender thread to send.
+
+        Queued records are left to the emitting thread while it keeps adding to the queue (it
+        pushes the queue itself every EMIT_PUSH_INTERVAL); the sender takes them once no record
+        came for a whole linger, which starts at SENDER_LINGER and doubles, up to
+        SENDER_LINGER_MAX, while the emitting thread keeps batching. With nothing queued and
+        no batch started since it last looked, the sender sleeps until a record is queued.
+        Waking this thread for every batch would cost the emitting thread a GIL hand-over each
+        time.
+        """
+        seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
+        # A flush waiting only for a batch in flight is no work: taking the empty queue would
+        # spin this thread until the flushing thread got the GIL back (milliseconds).
+        while not (
+            self._unsent
+            or self._closed
+            or self._drops_unsent
+            or self._broken is not None
+            or (self._flushing and self._queue)
+        ):
+            if self._queue:
+                if self._seq == seen_seq:
+                    return  # nothing added for a whole linger: ours to send
+            elif self._push_due == seen_due:
+                # Empty, and no batch started since the last look (records written through
+                # do not count): idle until the emitting thread queues a record.
+                self._sender_idle = True
+                self._queue_changed.wait()
+                self._sender_idle = False
+                seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
+                continue
+            if seen_seq != -1:
+                linger = min(linger * 2, SENDER_LINGER_MAX)
+            seen_seq, seen_due = self._seq, self._push_due
+            self._queue_changed.wait(linger)
+
+    def _break(self, reason: str, *, batch: list[bytes] | None = None, frame: bytes = b"") -> None:
+        """The connection broke (queue lock held): stop writing to it and put back what it did
+        not take whole, for the sender thread to send on a new one (see the module docstring).
+        ``batch``: the sender thread's records whose frame failed; ``frame``: a frame an
+        emitting thread could not write at all."""
+        self._broken = reason
+        self._sock = None
+        records: list[bytes] = []
+        if self._unsent_frame:
+            back = _records_of(self._unsent_frame)
+            records += back
+            self._queued_bytes += sum(map(len, back))
+            self._unsent = self._unsent_frame = b""
+            self._in_flight -= 1
+        if frame:
+            back = _records_of(frame)
+            records += back
+            self._queued_bytes += sum(map(len, back))
+        if batch:
+            # Still counted in _queued_bytes: only a whole send subtracts them.
+            records += batch
+            self._in_flight -= len(batch)
+        self._queue[:0] = records
+        resumed_after = self._seq - len(self._queue)
+        ledger, self._shared_ledger = self._shared_ledger, None
+        if ledger is not None:
+            # A receiver reading the old ledger from now on counts only what died in the old
+            # socket; the new connection announces a new one.
+            ledger.view[0] = resumed_after
+            self._ledger = private_ledger()
+            ledger.close()
+        # Drop totals start afresh with the new connection, carrying what the old one may not
+        # have told (the totals in the last frame it took whole were told, as far as we know).
+        written = self._totals_written
+        carried = {
+            level: count - written.get(level, 0)
+            for level, count in self._dropped.items()
+            if count > written.get(level, 0)
+        }
+        before = self._dropped_before
+        for level, count in written.items():
+            before[level] = before.get(level, 0) + count
+        self._dropped = carried
+        self._totals_written = {}
+        self._drops_unsent = bool(carried)
+        self._queue_changed.notify_all()
+
+    def _reconnect(self, old: BlockingChannel, reason: str) -> BlockingChannel | None:
+        """Connect again after a break; None when giving up (forwarding then stops)."""
+        with self._queue_lock:
+            if self._channel is old:
+                self._channel = None
+        old.close("the connection broke")
+        attempts = Reconnection()
+        last = ""
+        while True:
+            delay = attempts.next_delay()
+            if delay is None:
+                self._give_up(
+                    f"{reason}; no new connection after {attempts.failures} attempts "
+                    f"(the last: {last})"
+                )
+                return None
+            deadline = time.monotonic() + delay
+            with self._queue_changed:
+                while not self._closed and (left := deadline - time.monotonic()) > 0:
+                    self._queue_changed.wait(left)
+                closing = self._closed
+            if closing:
+                self._give_up(f"{reason}; the handler was closed before it could reconnect")
+                return None
+            try:
+                return self._connect(
+                    resumed=True, timeout=min(self._connect_timeout, RECONNECT_TIMEOUT)
+                )
+            except (IsoplugError, OSError) as exc:
+                last = str(exc)
+                verdict = attempts.failed(exc)
+                if verdict is not None:
+                    self._give_up(f"{reason}; cannot reconnect: {verdict}")
+                    return None
+
+    def _give_up(self, reason: str) -> None:
+        """Stop forwarding for good: count what is lost, and say so once on the real stderr."""
+        with self._queue_changed:
+            if self._failed is not None:
+                return
+            self._failed = reason
+            self._admit_freely_below = -1
+            lost = len(self._queue) + self._in_flight
+            if lost:
+                self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
+            self._queue = []
+            self._queued_bytes = 0
+            self._in_flight = 0
+            self._unsent = self._unsent_frame = b""
+            self._queue_changed.notify_all()
+            quiet = self._closed and not lost
+        if not quiet:
+            _say(
+                f"isoplug: log forwarding from {self.sender_name} to {self.address} stopped: "
+                f"{reason}; {lost} queued records lost, later records are counted as dropped"
+            )
+
+
+def _records_of(frame: bytes) -> list[bytes]:
+    """The encoded records of a log batch frame, as the queue holds them."""
+    batch = _batch_decoder.decode(memoryview(frame)[HEADER_SIZE:])
+    return [bytes(raw) for raw in _raw_list_decoder.decode(batch.records)]
+
+
+def _say(text: str) -> None:
+    """isoplug's own trouble, on the real stderr: in a runner ``sys.stderr`` turns lines into
+    records, which would come back into the handler that is failing."""
+    stream = sys.__stderr__ or sys.stderr
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        return  # no stderr left (closed, or at interpreter exit): nowhere to say it

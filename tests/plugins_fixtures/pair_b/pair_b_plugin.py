@@ -1,0 +1,1 @@
+../hostile/hostile_plugin.py

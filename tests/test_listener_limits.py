@@ -1,0 +1,406 @@
+"""What every listener grants a connection before it has authenticated, tried with raw sockets:
+frames of at most 64 KiB (a bigger hello is refused on its header, before its bytes are read),
+a short deadline for the whole handshake, and a cap on connections in their handshake at once.
+
+The listeners: the host's control listener (``serve()`` on the loop) and its log bridge's
+(``serve_blocking()``, threads), and a standalone ``LogReceiver`` in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import socket
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from isoplug import Host
+from isoplug.logs import ForwardingHandler, LogReceiver
+from isoplug.rpc.gate import HandshakeGate
+from isoplug.transport import tls_server_context
+from isoplug.transport.address import Scheme, parse_address
+from isoplug.wire import FrameDecoder, Message, Reject, RejectCode, decode_message
+from tests.plugins_fixtures import FAST, plugins_dir, running
+from tests.record_waiter import RecordWaiter, watching
+from tests.test_transport_sockets import make_certs
+
+#: Bound on any single wait: a hang fails the test instead of the whole run.
+WAIT = 20.0
+#: A handshake deadline no test reaches: what closes a connection is then something else.
+LONG = 60.0
+FORMATTER = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+FORGED = "2026-01-01 00:00:00,000 INFO isoplug.host: plugin other: ready"
+
+
+# -- raw clients ---------------------------------------------------------------------------------
+
+
+def raw_connect(address: str) -> socket.socket:
+    """A plain socket connected to ``address``, which says nothing yet."""
+    parsed = parse_address(address)
+    if parsed.scheme is Scheme.UNIX:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(parsed.path)
+    else:
+        sock = socket.create_connection((parsed.host, parsed.port))
+    sock.settimeout(WAIT)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server says until it closes the connection (fails after ``WAIT``)."""
+    said = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            said += chunk
+    return said
+
+
+def said(data: bytes) -> list[Message]:
+    return [decode_message(payload) for payload in FrameDecoder().receive_data(data)]
+
+
+async def closed_after(sock: socket.socket, data: bytes = b"") -> list[Message]:
+    """Send ``data``, then wait (off the loop) until the server closes; what it said."""
+    if data:
+        sock.sendall(data)
+    try:
+        return said(await asyncio.to_thread(read_until_closed, sock))
+    finally:
+        sock.close()
+
+
+def formatted(waiter: RecordWaiter, text: str) -> list[str]:
+    return [FORMATTER.format(r) for r in list(waiter.records) if text in r.getMessage()]
+
+
+async def logged(waiter: RecordWaiter, text: str, count: int = 1) -> list[str]:
+    """Wait until ``count`` records contain ``text``; return them formatted."""
+    await waiter.wait_until(lambda: len(formatted(waiter, text)) >= count or None, WAIT)
+    return formatted(waiter, text)
+
+
+def assert_short_and_clean(line: str) -> None:
+    assert len(line) < 600, line
+    assert "\x1b" not in line and "\r" not in line, line
+    assert not [part for part in line.split("\n") if part.startswith(FORGED[:10])], line
+
+
+# -- the listeners under test --------------------------------------------------------------------
+
+#: Where a standalone receiver replays what it receives.
+PREFIX = "forwarded"
+
+
+@contextlib.asynccontextmanager
+async def receiver(mode: str, **options: Any) -> AsyncIterator[LogReceiver]:
+    """A LogReceiver in ``mode`` ("async": on this loop; "threads": its own threads)."""
+    log_receiver = LogReceiver(prefix=PREFIX, drain_timeout=1.0, **options)
+    if mode == "async":
+        async with log_receiver:
+            yield log_receiver
+        return
+    log_receiver.open()
+    try:
+        yield log_receiver
+    finally:
+        await asyncio.to_thread(log_receiver.close)
+
+
+@contextlib.asynccontextmanager
+async def listening(kind: str, tmp_path: Path, **options: Any) -> AsyncIterator[str]:
+    """The address of a listener of ``kind``: a host's control or log listener (an idle host:
+    no runner), or a standalone receiver in either mode; ``options`` set its limits."""
+    owner, _, which = kind.partition("-")
+    if owner == "receiver":
+        async with receiver(which, **options) as log_receiver:
+            yield log_receiver.address
+        return
+    config = dataclasses.replace(FAST, **options)
+    async with Host(plugins_dir(tmp_path), config=config) as host:
+        assert host._listener is not None
+        yield str(host._listener.address) if which == "control" else host._log_bridge.address
+
+
+LISTENERS = ["host-control", "host-logs", "receiver-async", "receiver-threads"]
+
+
+# -- before authentication, on every listener ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", LISTENERS)
+async def test_an_oversized_hello_is_refused_on_its_header_before_its_bytes(
+    kind: str, tmp_path: Path
+) -> None:
+    """A hello announcing 1 MiB is refused as soon as its 4-byte header arrives: the server
+    closes without waiting for the megabyte (its deadline is a minute away), says why, and
+    warns in one short line."""
+    with watching("isoplug.rpc") as waiter:
+        async with listening(kind, tmp_path, handshake_timeout=LONG) as address:
+            reply = await closed_after(raw_connect(address), (1024 * 1024).to_bytes(4, "big"))
+            assert len(reply) == 1 and isinstance(reply[0], Reject)
+            assert reply[0].code == RejectCode.PROTOCOL
+            assert "frame of 1048576 bytes exceeds the limit of 65536 bytes" in reply[0].reason
+            (line,) = await logged(waiter, "exceeds the limit")
+    assert re.fullmatch(
+        rf"WARNING isoplug\.rpc: refused a connection( from pid \d+)? on {re.escape(address)}: "
+        r"frame of 1048576 bytes exceeds the limit of 65536 bytes before the handshake completed",
+        line,
+    ), line
+    assert_short_and_clean(line)
+
+
+@pytest.mark.parametrize("kind", LISTENERS)
+async def test_a_malformed_hello_is_warned_about_short_and_escaped(
+    kind: str, tmp_path: Path
+) -> None:
+    """A hello-sized frame of garbage quoting escapes and a forged line: the warning quotes it
+    escaped, on one line, cut short."""
+    garbage = msgspec.msgpack.encode([f"\x1b[2J\n{FORGED}" + "x" * 10_000, 1])
+    with watching("isoplug.rpc") as waiter:
+        async with listening(kind, tmp_path, handshake_timeout=LONG) as address:
+            frame = len(garbage).to_bytes(4, "big") + garbage
+            (reject,) = await closed_after(raw_connect(address), frame)
+            assert isinstance(reject, Reject) and reject.code == RejectCode.PROTOCOL
+            (line,) = await logged(waiter, "malformed message")
+    assert_short_and_clean(line)
+    assert "\\x1b[2J" in line
+
+
+@pytest.mark.parametrize("kind", LISTENERS)
+async def test_a_silent_connection_is_closed_at_the_deadline(kind: str, tmp_path: Path) -> None:
+    with watching("isoplug.rpc") as waiter:
+        async with listening(kind, tmp_path, handshake_timeout=0.5) as address:
+            (reject,) = await closed_after(raw_connect(address))
+            assert reject == Reject(code=RejectCode.TIMEOUT, reason="no hello within 0.5 s")
+            (line,) = await logged(waiter, "no hello within 0.5 s")
+    assert_short_and_clean(line)
+
+
+@pytest.mark.parametrize("kind", LISTENERS)
+async def test_a_trickling_connection_is_closed_at_the_deadline_all_the_same(
+    kind: str, tmp_path: Path
+) -> None:
+    """Bytes arriving one by one do not extend the deadline: it is for the whole handshake."""
+    async with listening(kind, tmp_path, handshake_timeout=0.5) as address:
+        sock = raw_connect(address)
+        stop = threading.Event()
+
+        def trickle() -> None:
+            # A 100-byte frame, a byte every 50 ms: 5 s in all, ten times the deadline.
+            for byte in (100).to_bytes(4, "big") + b"x" * 100:
+                if stop.wait(0.05):
+                    return
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:  # closed by the server: the point
+                    return
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        try:
+            (reject,) = await closed_after(sock)
+        finally:
+            stop.set()
+            await asyncio.to_thread(trickler.join)
+        assert reject == Reject(code=RejectCode.TIMEOUT, reason="no hello within 0.5 s")
+
+
+@pytest.mark.parametrize("mode", ["async", "threads"])
+async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sending(
+    mode: str,
+) -> None:
+    """Two connections in their handshake fill a cap of two: the next ones get a busy reject
+    at once and one warning says so; a sender already authenticated keeps sending; once a seat
+    frees up a new sender is served, and the count of refusals is said."""
+    with watching("isoplug.rpc") as waiter, watching(PREFIX) as records:
+        async with receiver(mode, max_handshakes=2, handshake_timeout=LONG) as log_receiver:
+            address = log_receiver.address
+            kept = ForwardingHandler(address, log_receiver.token, name="kept")
+            late = ForwardingHandler(address, log_receiver.token, name="late")
+            silent: list[socket.socket] = []
+            try:
+                assert await asyncio.to_thread(kept.start, WAIT)
+                silent = [raw_connect(address), raw_connect(address)]
+                for _ in range(3):
+                    (busy,) = await closed_after(raw_connect(address))
+                    assert isinstance(busy, Reject) and busy.code == RejectCode.BUSY
+                    assert "at its limit of 2 connections waiting to authenticate" in busy.reason
+                kept.handle(record("while full"))
+                await records.wait_for(f"{PREFIX}.sender", "while full", WAIT)
+                silent.pop().close()
+                await logged(waiter, "peer closed the connection during the handshake")
+                assert await asyncio.to_thread(late.start, WAIT)
+                late.handle(record("after"))
+                await records.wait_for(f"{PREFIX}.sender", "after", WAIT)
+            finally:
+                for sock in silent:
+                    sock.close()
+                await asyncio.to_thread(kept.close)
+                await asyncio.to_thread(late.close)
+    (refusing,) = formatted(waiter, "refusing new connections")
+    assert refusing == (
+        f"WARNING isoplug.rpc: log-receiver on {address}: refusing new connections: at its "
+        "limit of 2 connections waiting to authenticate"
+    )
+    (again,) = formatted(waiter, "accepting connections again")
+    assert again.endswith(f"on {address}: accepting connections again; 3 refused meanwhile")
+
+
+def record(message: str) -> logging.LogRecord:
+    return logging.getLogger("sender").makeRecord(
+        "sender", logging.INFO, __file__, 1, message, (), None
+    )
+
+
+async def test_a_full_host_refuses_strangers_while_its_runner_works_then_starts_one(
+    tmp_path: Path,
+) -> None:
+    """With both listeners' seats taken by strangers, more strangers are refused at once and
+    each listener says so once; the running plugin keeps answering and logging; once the
+    strangers are gone, a restarted runner connects, starts and logs."""
+    config = dataclasses.replace(FAST, max_handshakes=2, handshake_timeout=LONG)
+    with watching("isoplug.rpc") as waiter:
+        async with running(tmp_path, "hostile", config=config) as (host, records):
+            assert host._listener is not None
+            addresses = [str(host._listener.address), host._log_bridge.address]
+            strangers = [raw_connect(address) for address in addresses for _ in range(2)]
+            try:
+                for address in addresses:
+                    for _ in range(2):
+                        (busy,) = await closed_after(raw_connect(address))
+                        assert isinstance(busy, Reject) and busy.code == RejectCode.BUSY
+                await host.call("hostile", "send", door="log", text="while full")
+                await records.wait_until(lambda: arrived(records, "while full"), WAIT)
+            finally:
+                for sock in strangers:
+                    sock.close()
+            await logged(waiter, "peer closed the connection during the handshake", 4)
+            pid_before = host.plugin("hostile").pid
+            await host.restart("hostile")
+            assert host.plugin("hostile").pid != pid_before
+            await host.call("hostile", "send", door="log", text="restarted")
+            await records.wait_until(lambda: arrived(records, "restarted"), WAIT)
+    refusing = formatted(waiter, "refusing new connections")
+    assert [line.split(" on ")[0] for line in refusing] == [
+        "WARNING isoplug.rpc: isoplug-host",
+        "WARNING isoplug.rpc: isoplug-host-logs",
+    ]
+    assert len(formatted(waiter, "accepting connections again; 2 refused meanwhile")) == 2
+
+
+def arrived(records: RecordWaiter, text: str) -> list[logging.LogRecord] | None:
+    return [r for r in list(records.records) if text in r.getMessage()] or None
+
+
+# -- TLS: the TLS handshake is part of the deadline, and of the seat ------------------------------
+
+
+@pytest.mark.parametrize("mode", ["async", "threads"])
+async def test_a_client_that_never_starts_tls_is_dropped_at_the_deadline(
+    mode: str, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path)
+    async with receiver(
+        mode,
+        address="tls://127.0.0.1:0",
+        ssl_context=tls_server_context(certs.server),
+        handshake_timeout=0.5,
+    ) as log_receiver:
+        # A minute was asyncio's own TLS deadline: WAIT fails the test long before.
+        assert await closed_after(raw_connect(log_receiver.address)) == []
+
+
+async def test_a_tls_handshake_holds_a_seat_of_the_threaded_server(tmp_path: Path) -> None:
+    """In the threaded server a connection takes its seat before TLS: one that never starts
+    TLS keeps the next out (closed at once: telling it would need TLS)."""
+    certs = make_certs(tmp_path)
+    async with receiver(
+        "threads",
+        address="tls://127.0.0.1:0",
+        ssl_context=tls_server_context(certs.server),
+        handshake_timeout=LONG,
+        max_handshakes=1,
+    ) as log_receiver:
+        with watching("isoplug.rpc") as waiter, raw_connect(log_receiver.address):
+            assert await closed_after(raw_connect(log_receiver.address)) == []
+            await logged(waiter, "refusing new connections: at its limit of 1 connections")
+
+
+# -- the gate's word, without sockets ------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_seats_are_counted_and_refused_past_the_cap() -> None:
+    gate = HandshakeGate("server", 2)
+    assert gate.enter() and gate.enter() and not gate.enter()
+    assert gate.pending == 2
+    gate.leave()
+    assert gate.enter() and gate.pending == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        HandshakeGate("server", 0)
+
+
+def test_turning_away_is_said_once_until_a_connection_is_admitted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = HandshakeGate("server", 1)
+    gate.address = "unix:/x"
+    for _ in range(5):
+        gate.turn_away(gate.full_reason)
+    gate.admitted()
+    gate.admitted()
+    gate.turn_away("another reason")
+    assert [r.getMessage() for r in caplog.records] == [
+        "server on unix:/x: refusing new connections: at its limit of 1 connections waiting "
+        "to authenticate",
+        "server on unix:/x: accepting connections again; 5 refused meanwhile",
+        "server on unix:/x: refusing new connections: another reason",
+    ]
+
+
+def test_failed_handshakes_are_warned_about_at_a_bounded_rate_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ten warnings at once, then one a second; what was left out is counted in the next
+    warning, and at close."""
+    clock = Clock()
+    gate = HandshakeGate("server", 1, clock=clock)
+    gate.address = "unix:/x"
+    for n in range(25):
+        gate.failed(ValueError(f"bad {n}"), " from pid 7")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"refused a connection from pid 7 on unix:/x: bad {n}" for n in range(10)]
+    clock.now += 1.0
+    gate.failed(ValueError("bad 25"))
+    assert caplog.records[-1].getMessage() == (
+        "refused a connection on unix:/x: bad 25 (15 more refused before it, not logged one by one)"
+    )
+    gate.failed(ValueError("bad 26"))  # no allowance left: counted
+    gate.close()
+    assert caplog.records[-1].getMessage() == (
+        "server on unix:/x: 1 more connection(s) refused, not logged one by one"
+    )
+    assert len(caplog.records) == 12
+
+
+def test_a_failed_handshakes_text_is_escaped_and_cut(caplog: pytest.LogCaptureFixture) -> None:
+    gate = HandshakeGate("server", 1)
+    gate.failed(ValueError(f"\x1b[2J\n{FORGED}" + "x" * 10_000))
+    (line,) = [FORMATTER.format(r) for r in caplog.records]
+    assert_short_and_clean(line)

@@ -1,0 +1,159 @@
+"""The one rule, read from the source: a host module that puts text a runner or a peer sent into
+a log record or an exception message passes it through :mod:`isoplug.wire.sanitize` first.
+
+The check reads the host-side modules' syntax trees. A *sink* is a logging call (``debug`` ...
+``critical``, ``exception``, ``log`` on something named like a logger) or the construction of an
+exception that is raised. A *sent value* is an attribute named like a text field of a wire
+message (derived from :mod:`isoplug.wire.messages`, so a new field is covered at once) read off
+anything but ``self``. A sent value inside a sink must sit inside a call to a sanitizing
+function, or its line must say why it is safe in a ``# sanitized: <why>`` comment (a host
+object whose field shares a wire field's name). The check cannot follow a value through a local
+variable; it catches the common slip of formatting ``hello.name`` or ``error.message`` straight
+into a message.
+"""
+
+from __future__ import annotations
+
+import ast
+import typing
+from pathlib import Path
+
+import msgspec
+
+from isoplug.wire import messages
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "isoplug"
+
+#: Modules that run in the host (or any receiving process) and may quote what they received.
+HOST_SIDE = sorted(
+    [
+        *(SRC / "host").glob("*.py"),
+        *(SRC / "rpc").glob("*.py"),
+        SRC / "wire" / "connection.py",
+        SRC / "wire" / "codec.py",
+        *(
+            SRC / "logs" / f"{name}.py"
+            for name in (
+                "receiver",
+                "replay",
+                "replay_reports",
+                "routing",
+                "limits",
+                "tracebacks",
+                "sourcelines",
+                "report_throttle",
+                "handler_errors",
+            )
+        ),
+    ]
+)
+
+SANITIZERS = frozenset({"clean_text", "clean_block", "cap_text", "clean_logger_name"})
+LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
+
+
+def _carries_text(annotation: object) -> bool:
+    if annotation is str:
+        return True
+    return any(_carries_text(argument) for argument in typing.get_args(annotation))
+
+
+def wire_text_fields() -> frozenset[str]:
+    """The name of every field of a wire message that can hold text."""
+    names: set[str] = set()
+    for value in vars(messages).values():
+        if isinstance(value, type) and issubclass(value, msgspec.Struct):
+            hints = typing.get_type_hints(value)
+            names.update(field for field in value.__struct_fields__ if _carries_text(hints[field]))
+    return frozenset(names)
+
+
+def _is_log_call(node: ast.Call) -> bool:
+    function = node.func
+    if not (isinstance(function, ast.Attribute) and function.attr in LOG_METHODS):
+        return False
+    base = ast.unparse(function.value).lower()
+    return "log" in base
+
+
+def _raised_calls(tree: ast.AST) -> list[ast.Call]:
+    return [
+        node.exc
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+    ]
+
+
+def _unsanitized(node: ast.AST, fields: frozenset[str]) -> list[ast.Attribute]:
+    """Sent values under ``node`` that no sanitizing call encloses."""
+    found: list[ast.Attribute] = []
+
+    def visit(current: ast.AST) -> None:
+        if isinstance(current, ast.Call):
+            function = current.func
+            name = function.attr if isinstance(function, ast.Attribute) else None
+            name = function.id if isinstance(function, ast.Name) else name
+            if name in SANITIZERS:
+                return
+        if (
+            isinstance(current, ast.Attribute)
+            and current.attr in fields
+            and not (isinstance(current.value, ast.Name) and current.value.id in {"self", "cls"})
+        ):
+            found.append(current)
+            return
+        for child in ast.iter_child_nodes(current):
+            visit(child)
+
+    visit(node)
+    return found
+
+
+def violations(source: str, filename: str, fields: frozenset[str]) -> list[str]:
+    """``file:line: expression`` for every sent value that reaches a sink unsanitized."""
+    tree = ast.parse(source, filename)
+    lines = source.splitlines()
+    sinks = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and _is_log_call(node)]
+    sinks += _raised_calls(tree)
+    problems = []
+    for sink in sinks:
+        for argument in [*sink.args, *(keyword.value for keyword in sink.keywords)]:
+            for attribute in _unsanitized(argument, fields):
+                if "# sanitized: " in lines[attribute.lineno - 1]:
+                    continue
+                problems.append(f"{filename}:{attribute.lineno}: {ast.unparse(attribute)}")
+    return problems
+
+
+FIELDS = wire_text_fields()
+
+
+def test_the_wire_has_the_text_fields_the_rule_is_about() -> None:
+    assert {"name", "role", "reason", "message", "traceback", "levelname"} <= FIELDS
+
+
+def test_the_rule_catches_a_sent_value_formatted_raw() -> None:
+    """The checker itself: raw values are caught, sanitized ones and the host's own pass."""
+    source = """
+log.warning("peer %s said %s", hello.name, clean_text(reject.reason, 80))
+_log.error(f"unknown runner {hello.name!r}")
+raise ProtocolError(f"bad role {clean_text(hello.role, 40)} from {error.message}")
+log.info("mine: %s", self.name)
+log.info("theirs: %s", change.message)  # sanitized: built by the supervisor
+print(hello.name)
+"""
+    assert violations(source, "example.py", FIELDS) == [
+        "example.py:2: hello.name",
+        "example.py:3: hello.name",
+        "example.py:4: error.message",
+    ]
+
+
+def test_no_host_module_formats_a_sent_value_without_the_sanitizer() -> None:
+    problems = [
+        problem
+        for path in HOST_SIDE
+        if path.exists()
+        for problem in violations(path.read_text(), str(path.relative_to(SRC)), FIELDS)
+    ]
+    assert problems == [], "\n".join(problems)
