@@ -7,14 +7,15 @@ The host side's records are watched with :func:`tests.record_waiter.watching`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 
-from isoplug.logs import LogReplayer, ReplayLimits
+from isoplug.logs import LogReceiver, LogReplayer, ReplayLimits
 from isoplug.logs.capture import capture_record
 from isoplug.wire import LogBatch, LogRecordData
 from tests.record_waiter import attached
@@ -71,3 +72,20 @@ def is_report(record: logging.LogRecord) -> bool:
 def reports(records: Iterable[logging.LogRecord]) -> list[logging.LogRecord]:
     """The replayer's own reports among ``records``."""
     return [record for record in records if is_report(record)]
+
+
+@contextlib.asynccontextmanager
+async def receiver(mode: str, **options: Any) -> AsyncIterator[LogReceiver]:
+    """A LogReceiver in ``mode`` ("async": on this loop; "threads": its own threads), with
+    ``options`` (a 1 s drain timeout unless given)."""
+    options.setdefault("drain_timeout", 1.0)
+    log_receiver = LogReceiver(**options)
+    if mode == "async":
+        async with log_receiver:
+            yield log_receiver
+        return
+    log_receiver.open()
+    try:
+        yield log_receiver
+    finally:
+        await asyncio.to_thread(log_receiver.close)

@@ -97,3 +97,11 @@ def watching(name: str | None = None, *, propagate: bool = True) -> Iterator[Rec
     """A :class:`RecordWaiter` on the logger ``name``, as :func:`attached` puts it."""
     with attached(RecordWaiter(), name, propagate=propagate) as waiter:
         yield waiter
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``condition()`` holds, for state no record announces (a connection's end in
+    another thread); checked every few milliseconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)

@@ -23,11 +23,12 @@ import msgspec
 import pytest
 
 from isoplug import Host
-from isoplug.logs import ForwardingHandler, LogReceiver
+from isoplug.logs import ForwardingHandler
 from isoplug.rpc.gate import HandshakeGate
 from isoplug.transport import tls_server_context
 from isoplug.transport.address import Scheme, parse_address
 from isoplug.wire import FrameDecoder, Message, Reject, RejectCode, decode_message
+from tests.log_helpers import receiver
 from tests.plugins_fixtures import FAST, plugins_dir, running
 from tests.record_waiter import RecordWaiter, watching
 from tests.test_transport_sockets import make_certs
@@ -101,27 +102,12 @@ PREFIX = "forwarded"
 
 
 @contextlib.asynccontextmanager
-async def receiver(mode: str, **options: Any) -> AsyncIterator[LogReceiver]:
-    """A LogReceiver in ``mode`` ("async": on this loop; "threads": its own threads)."""
-    log_receiver = LogReceiver(prefix=PREFIX, drain_timeout=1.0, **options)
-    if mode == "async":
-        async with log_receiver:
-            yield log_receiver
-        return
-    log_receiver.open()
-    try:
-        yield log_receiver
-    finally:
-        await asyncio.to_thread(log_receiver.close)
-
-
-@contextlib.asynccontextmanager
 async def listening(kind: str, tmp_path: Path, **options: Any) -> AsyncIterator[str]:
     """The address of a listener of ``kind``: a host's control or log listener (an idle host:
     no runner), or a standalone receiver in either mode; ``options`` set its limits."""
     owner, _, which = kind.partition("-")
     if owner == "receiver":
-        async with receiver(which, **options) as log_receiver:
+        async with receiver(which, prefix=PREFIX, **options) as log_receiver:
             yield log_receiver.address
         return
     config = dataclasses.replace(FAST, **options)
@@ -222,7 +208,9 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
     at once and one warning says so; a sender already authenticated keeps sending; once a seat
     frees up a new sender is served, and the count of refusals is said."""
     with watching("isoplug.rpc") as waiter, watching(PREFIX) as records:
-        async with receiver(mode, max_handshakes=2, handshake_timeout=LONG) as log_receiver:
+        async with receiver(
+            mode, prefix=PREFIX, max_handshakes=2, handshake_timeout=LONG
+        ) as log_receiver:
             address = log_receiver.address
             kept = ForwardingHandler(address, log_receiver.token, name="kept")
             late = ForwardingHandler(address, log_receiver.token, name="late")
@@ -311,6 +299,7 @@ async def test_a_client_that_never_starts_tls_is_dropped_at_the_deadline(
     certs = make_certs(tmp_path)
     async with receiver(
         mode,
+        prefix=PREFIX,
         address="tls://127.0.0.1:0",
         ssl_context=tls_server_context(certs.server),
         handshake_timeout=0.5,
@@ -325,6 +314,7 @@ async def test_a_tls_handshake_holds_a_seat_of_the_threaded_server(tmp_path: Pat
     certs = make_certs(tmp_path)
     async with receiver(
         "threads",
+        prefix=PREFIX,
         address="tls://127.0.0.1:0",
         ssl_context=tls_server_context(certs.server),
         handshake_timeout=LONG,

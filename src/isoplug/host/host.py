@@ -37,6 +37,7 @@ from isoplug.host.registry import discover, plan_runners
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, ReplayLimits
+from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.rpc import Handler, Peer, serve
 from isoplug.transport import Listener
 from isoplug.transport.stream import PeerCredentials
@@ -96,6 +97,8 @@ class Host:
         self._listener: Listener | None = None
         self._changed = asyncio.Event()
         self._log_bridge = LogBridge(self._supervisors.get, log_limits)
+        # Connections refused after their hello: a flood of them is summed up, not logged.
+        self._refusals = ReportThrottle(self._log_bridge.limits.report_interval, timer=True)
         #: Connection roles and who serves them.
         self._routes: dict[str, _Route] = {
             CONTROL_ROLE: _Route(
@@ -172,6 +175,7 @@ class Host:
             # last is replayed (a thread of the bridge's replays it; waiting for it here must
             # not block the loop).
             await asyncio.to_thread(self._log_bridge.close)
+            self._refusals.close()
 
     # -- plugins ------------------------------------------------------------------------------
 
@@ -348,9 +352,10 @@ class Host:
         await route.serve(supervisor, peer)
 
     def _warn_unknown_role(self, hello: Hello) -> None:
-        _log.warning(
-            "refused a connection from runner %r: unknown connection role %r (known: %s)",
-            clean_text(hello.name, _MAX_HELLO_CHARS),
-            clean_text(hello.role, _MAX_HELLO_CHARS),
-            ", ".join(self._routes),
+        report_refusal(
+            self._refusals,
+            f"refused a connection from runner '{clean_text(hello.name, _MAX_HELLO_CHARS)}': "
+            f"unknown connection role '{clean_text(hello.role, _MAX_HELLO_CHARS)}' (known: "
+            f"{', '.join(self._routes)})",
+            _log.warning,
         )

@@ -42,7 +42,7 @@ from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.ratelimit import TokenBucket
-from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
@@ -117,6 +117,7 @@ class LogBridge:
         # Host handlers that raise on plugin records: reported on the host's logger, once for
         # all runners (isoplug.logs.handler_errors).
         self._handler_errors = HandlerErrors(_log, self.limits.report_interval)
+        self._refusals = ReportThrottle(self.limits.report_interval, timer=True)
         self._runners: dict[str, _RunnerLogState] = {}
         self._server: BlockingServer | None = None
 
@@ -160,6 +161,7 @@ class LogBridge:
         for runner in list(self._runners.values()):
             runner.reports.close()  # the summaries still pending
         self._handler_errors.close()
+        self._refusals.close()
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
@@ -195,10 +197,11 @@ class LogBridge:
 
     def _expected_token(self, hello: Hello) -> str | None:
         if hello.role != LOGS_ROLE:
-            _log.warning(
-                "refused a %r connection from runner %r on the log listener",
-                clean_text(hello.role, _MAX_HELLO_CHARS),
-                clean_text(hello.name, _MAX_HELLO_CHARS),
+            report_refusal(
+                self._refusals,
+                f"refused a '{clean_text(hello.role, _MAX_HELLO_CHARS)}' connection from runner "
+                f"'{clean_text(hello.name, _MAX_HELLO_CHARS)}' on the log listener",
+                _log.warning,
             )
             return None
         supervisor = self._supervisor_named(hello.name)
@@ -240,12 +243,22 @@ class LogBridge:
         runner_pid = credentials.pid if credentials is not None else expected_pid
         if credentials is not None and expected_pid is not None and credentials.pid != expected_pid:
             # A process the runner started (the handshake checked), reusing its token: keep its
-            # records (nothing is dropped silently) but say whose they are.
-            _log.info(
-                "runner %s: log connection from pid %d, a descendant of runner pid %d",
-                supervisor.runner_id,
-                credentials.pid,
-                expected_pid,
+            # records (nothing is dropped silently) but say whose they are. A plugin that forks
+            # a pool says so once per interval, not once per child.
+            text = (
+                f"runner {supervisor.runner_id}: log connection from pid {credentials.pid}, a "
+                f"descendant of runner pid {expected_pid}"
+            )
+            self._runner_state(supervisor.runner_id).reports.report(
+                "descendant_connection",
+                text,
+                summary=lambda tally: (
+                    f"runner {supervisor.runner_id}: {tally.events} more log connection(s) from "
+                    f"its descendants in the last {tally.seconds:.0f} s (the latest: "
+                    f"{tally.detail})"
+                ),
+                emit=_log.info,
+                detail=f"pid {credentials.pid}",
             )
         replayer = self._replayer(
             supervisor, runner_pid, credentials.pid if credentials is not None else None

@@ -27,12 +27,14 @@ import itertools
 import logging
 import secrets
 import ssl
+import threading
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
+from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import (
@@ -55,6 +57,8 @@ TOKEN_ENV = "ISOPLUG_LOG_TOKEN"
 _log = logging.getLogger("isoplug.logs")
 #: Longest sender name or role quoted in a report (a hello may carry 256 characters).
 _MAX_HELLO_CHARS = 200
+#: Ended connections whose metrics :meth:`LogReceiver.metrics` lists one by one.
+MAX_ENDED_KEPT = 1024
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
@@ -108,12 +112,21 @@ class LogReceiver:
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
         self._replayers: dict[int, tuple[str, LogReplayer]] = {}
+        # Connections that ended: their final metrics only, the latest MAX_ENDED_KEPT of them;
+        # older ones are summed into one entry (a sender that keeps reconnecting, or a pool
+        # that keeps forking, must not grow this without bound).
+        self._ended: dict[int, tuple[str, LogMetrics]] = {}
+        self._ended_earlier = LogMetrics()
+        self._ended_folded = 0
+        self._ended_lock = threading.Lock()
         self._open_peers: set[Peer] = set()
         self._closing = False
         # Shared by the sync mode's sender threads: next() on a count is atomic.
         self._connection_numbers = itertools.count(1)
         # Handlers of ours that raise on a sender's record: reported here, once for all.
         self._handler_errors = HandlerErrors(_log, limits.report_interval)
+        # Refused connections a token holder can repeat: said once per interval, counted.
+        self._refusals = ReportThrottle(limits.report_interval, timer=True)
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -129,10 +142,35 @@ class LogReceiver:
         return {ADDRESS_ENV: self.address, TOKEN_ENV: self.token}
 
     def metrics(self) -> dict[str, LogMetrics]:
-        """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``."""
-        # list(): sender threads may add a connection meanwhile (sync use).
+        """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``: every open
+        connection and the latest :data:`MAX_ENDED_KEPT` that ended; older ones are summed
+        under ``"(N earlier connections)"``."""
+        # list(): sender threads may add or end a connection meanwhile (sync use).
         replayers = list(self._replayers.values())
-        return {label: replayer.metrics.snapshot() for label, replayer in replayers}
+        with self._ended_lock:
+            ended = list(self._ended.values())
+            folded, earlier = self._ended_folded, self._ended_earlier.snapshot()
+        found = {label: metrics for label, metrics in ended}
+        if folded:
+            found[f"({folded} earlier connections)"] = earlier
+        found.update((label, replayer.metrics.snapshot()) for label, replayer in replayers)
+        return found
+
+    def _ended_connection(self, number: int, clean: bool) -> None:
+        """A connection ended: finish its replayer and keep only its final metrics."""
+        entry = self._replayers.get(number)
+        if entry is None:
+            return
+        label, replayer = entry
+        replayer.finish(clean=clean)
+        with self._ended_lock:
+            self._ended[number] = (label, replayer.metrics.snapshot())
+            del self._replayers[number]
+            while len(self._ended) > MAX_ENDED_KEPT:
+                oldest = next(iter(self._ended))
+                _, metrics = self._ended.pop(oldest)
+                self._ended_earlier = LogMetrics.combined((self._ended_earlier, metrics))
+                self._ended_folded += 1
 
     # -- async use ----------------------------------------------------------------------------
 
@@ -173,6 +211,7 @@ class LogReceiver:
         self._closing = True
         await self._listener.aclose()
         self._handler_errors.close()
+        self._refusals.close()
 
     async def _on_peer(self, peer: Peer) -> None:
         hello = peer.remote_hello
@@ -180,7 +219,7 @@ class LogReceiver:
         if not self._accepts(hello):
             return
         credentials = peer.stream.peer_credentials
-        replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         peer.on_log_batch(replayer.receive)
         self._open_peers.add(peer)
         try:
@@ -188,25 +227,27 @@ class LogReceiver:
         finally:
             self._open_peers.discard(peer)
             # Cut off by aclose() is no crash: only what it had not sent yet is reported.
-            replayer.finish(clean=self._closing or isinstance(peer.close_error, ConnectionClosed))
+            self._ended_connection(
+                number, self._closing or isinstance(peer.close_error, ConnectionClosed)
+            )
 
     def _warn_still_connected(self, count: int) -> None:
         _log.warning(
             "%d log sender(s) still connected after %.1f s; closing them", count, self.drain_timeout
         )
 
-    @staticmethod
-    def _accepts(hello: Hello) -> bool:
+    def _accepts(self, hello: Hello) -> bool:
         if hello.role == "logs":
             return True
-        _log.warning(
-            "refused a %r connection from %s: this receiver only takes logs",
-            clean_text(hello.role, _MAX_HELLO_CHARS),
-            clean_text(hello.name, _MAX_HELLO_CHARS) or "a sender",
+        text = (
+            f"refused a '{clean_text(hello.role, _MAX_HELLO_CHARS)}' connection from "
+            f"{clean_text(hello.name, _MAX_HELLO_CHARS) or 'a sender'}: this receiver only "
+            "takes logs"
         )
+        report_refusal(self._refusals, text, _log.warning)
         return False
 
-    def _replayer_for(self, sender_pid: int | None, hello: Hello) -> LogReplayer:
+    def _replayer_for(self, sender_pid: int | None, hello: Hello) -> tuple[int, LogReplayer]:
         number = next(self._connection_numbers)
         sender = clean_text(hello.name, _MAX_HELLO_CHARS)
         label = f"{sender or 'sender'} #{number}"
@@ -219,7 +260,7 @@ class LogReceiver:
             handler_errors=self._handler_errors,
         )
         self._replayers[number] = (label, replayer)
-        return replayer
+        return number, replayer
 
     # -- sync use (own threads) ---------------------------------------------------------------
 
@@ -261,6 +302,7 @@ class LogReceiver:
         server.close()
         self._server = None
         self._handler_errors.close()
+        self._refusals.close()
 
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello
@@ -268,12 +310,14 @@ class LogReceiver:
         if not self._accepts(hello):
             return
         credentials = peer_credentials_of(channel.socket)
-        replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         clean = False
         try:
-            clean = replay_until_closed(channel, replayer, hello.name or "(unnamed)")
+            clean = replay_until_closed(
+                channel, replayer, clean_text(hello.name, _MAX_HELLO_CHARS) or "(unnamed)"
+            )
         finally:
-            replayer.finish(clean=clean)
+            self._ended_connection(number, clean)
 
     def __repr__(self) -> str:
         where = str(self._address) if self._address else "not running"

@@ -22,7 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["OTHER_LEVELS", "ReportThrottle", "Tally", "by_level", "fold_levels"]
+__all__ = [
+    "OTHER_LEVELS",
+    "ReportThrottle",
+    "Tally",
+    "by_level",
+    "fold_levels",
+    "report_refusal",
+]
 
 #: The key under which :func:`fold_levels` counts levels past its cap.
 OTHER_LEVELS = -1
@@ -207,3 +214,19 @@ def by_level(counts: Mapping[int, int]) -> str:
     if OTHER_LEVELS in counts:
         parts.append(f"other levels: {counts[OTHER_LEVELS]:,}")
     return ", ".join(parts)
+
+
+def report_refusal(throttle: ReportThrottle, text: str, emit: Emit) -> None:
+    """A connection a listener refused after reading its hello (wrong role, unknown runner):
+    said at once the first time, then summed up once per interval. Whoever can connect can
+    repeat it as fast as connections open, so it must not cost the host a line each time."""
+    throttle.report(
+        "refused_connection",
+        text,
+        summary=lambda tally: (
+            f"refused {tally.events} more connection(s) in the last {tally.seconds:.0f} s "
+            f"(the latest: {tally.detail})"
+        ),
+        emit=emit,
+        detail=text,
+    )

@@ -1,0 +1,80 @@
+"""A standalone LogReceiver keeps bounded state whatever its senders do: connections that
+ended keep only their final metrics, and refused connections are reported rate limited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import pytest
+
+from isoplug.logs import ForwardingHandler
+from isoplug.logs import receiver as receiver_module
+from isoplug.wire import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Hello
+from isoplug.wire.framing import encode_frame
+from tests.log_helpers import receiver
+from tests.record_waiter import eventually, watching
+
+WAIT = 20.0
+PREFIX = "bounded"
+
+
+def record(message: str) -> logging.LogRecord:
+    return logging.getLogger("sender").makeRecord(
+        "sender", logging.WARNING, __file__, 1, message, (), None
+    )
+
+
+@pytest.mark.parametrize("mode", ["async", "threads"])
+async def test_ended_connections_keep_their_metrics_up_to_a_cap_then_are_summed(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(receiver_module, "MAX_ENDED_KEPT", 3)
+    with watching(PREFIX) as records:
+        async with receiver(mode, prefix=PREFIX) as log_receiver:
+            for number in range(5):
+                handler = ForwardingHandler(
+                    log_receiver.address, log_receiver.token, name=f"s{number}"
+                )
+                handler.handle(record(f"from sender {number}"))
+                await asyncio.to_thread(handler.close)
+                await records.wait_for(f"{PREFIX}.sender", f"from sender {number}", WAIT)
+            await eventually(lambda: not log_receiver._replayers, WAIT)
+            metrics = log_receiver.metrics()
+    assert sorted(metrics) == ["(2 earlier connections)", "s2 #3", "s3 #4", "s4 #5"]
+    assert metrics["(2 earlier connections)"].received == 2
+    assert sum(m.received for m in metrics.values()) == 5
+    assert len(log_receiver._ended) == 3
+
+
+async def test_connections_that_are_not_log_senders_are_refused_with_few_warnings() -> None:
+    """A token holder that keeps opening connections of another role gets one warning, then
+    summaries, not one warning per connection."""
+    with watching("isoplug.logs") as warnings:
+        async with receiver("threads", prefix=PREFIX) as log_receiver:
+            hello = Hello(
+                min_version=MIN_PROTOCOL_VERSION,
+                max_version=MAX_PROTOCOL_VERSION,
+                token=log_receiver.token,
+                role="\x1b[2Jcontrol",
+                name="intruder",
+            )
+            for _ in range(30):
+                await asyncio.to_thread(_say_hello, log_receiver.address, encode_frame(hello))
+        messages = [r.getMessage() for r in warnings.records if "refused" in r.getMessage()]
+    assert messages[0] == (
+        "refused a '\\x1b[2Jcontrol' connection from intruder: this receiver only takes logs"
+    )
+    assert 1 < len(messages) <= 3
+    assert messages[-1].startswith("refused 29 more connection(s) in the last")
+
+
+def _say_hello(address: str, frame: bytes) -> None:
+    path = address.removeprefix("unix:")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(frame)
+        sock.settimeout(WAIT)
+        while sock.recv(65536):
+            pass
