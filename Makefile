@@ -5,21 +5,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+# The other Pythons `make test-all` runs the test suite on, where they are installed.
+OTHER_PYTHONS ?= 3.12 3.13
+
+.PHONY: demo test test-all lint typecheck docs docs-serve unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "isoplug needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m isoplug demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs
+	$(PY) -m ruff format --check src tests benchmarks docs
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -27,7 +30,31 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck unit
+# The documentation site (mkdocs.yml), into site/: guides, and the API reference from the
+# docstrings. --strict fails on a broken link, reference or snippet. (Its examples run in
+# tests/test_docs_code.py.) NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2.0.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+test: lint typecheck docs unit
+
+# `make test`, then the suite on each of OTHER_PYTHONS found (on the PATH, or installed by
+# pyenv), in a .venv-<version> of its own; one that is missing is said and skipped.
+test-all: test
+	@for version in $(OTHER_PYTHONS); do \
+	  python=""; \
+	  for candidate in python$$version $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version; do \
+	    if "$$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$$version'.split('.'))))" 2>/dev/null; then \
+	      python=$$candidate; break; \
+	    fi; \
+	  done; \
+	  if [ -z "$$python" ]; then echo "test-all: no Python $$version here; skipped"; continue; fi; \
+	  echo "test-all: the suite on $$($$python --version)"; \
+	  $(MAKE) --no-print-directory unit PYTHON="$$python" VENV=.venv-$$version || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc_roundtrip.py
@@ -36,8 +63,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/logs_cost_breakdown.py
 	$(PY) benchmarks/host_log_latency.py
 	$(PY) benchmarks/stdio_flood.py
+	$(PY) benchmarks/otel_export.py
 	@if command -v valgrind >/dev/null; then $(PY) benchmarks/logs_instructions.py; \
 	else echo "skipping benchmarks/logs_instructions.py: it needs valgrind"; fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .mypy_cache .pytest_cache .ruff_cache site

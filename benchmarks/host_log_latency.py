@@ -116,7 +116,9 @@ async def wait_for_count(sink: LatencySink, count: int, timeout: float = 30.0) -
 async def through_host(host: Host, sink: LatencySink, count: int) -> list[float]:
     sink.expect(WARMUP)
     await host.call("pacer", "paced", count=WARMUP, rate=RATE)
-    await host.call("pacer", "paced", count=count, rate=RATE, timeout=count / RATE + 30)
+    await host.call_with(
+        "pacer", "paced", kwargs={"count": count, "rate": RATE}, timeout=count / RATE + 30
+    )
     await wait_for_count(sink, count)
     return sink.latencies
 
@@ -146,7 +148,7 @@ async def standalone(receiver: LogReceiver, sink: LatencySink, count: int) -> li
 
 async def flood_through_host(host: Host, sink: LatencySink) -> None:
     sink.expect(0)
-    await host.call("pacer", "paced", count=FLOOD, rate=0.0, timeout=120)
+    await host.call_with("pacer", "paced", kwargs={"count": FLOOD, "rate": 0.0}, timeout=120)
     await wait_for_count(sink, FLOOD, timeout=120)
 
 

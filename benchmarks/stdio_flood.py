@@ -168,7 +168,7 @@ async def flood_and_settle(host: Host, sink: Sink, how: str, count: int) -> tupl
     before = host.log_metrics("printer")
     sink.count = 0
     began = time.perf_counter()
-    await host.call("printer", "flood", count=count, how=how, timeout=300)
+    await host.call_with("printer", "flood", kwargs={"count": count, "how": how}, timeout=300)
     deadline = time.monotonic() + 300
     while True:
         # Delivered: what reached the host's handler itself, whatever the metrics say.
@@ -220,8 +220,11 @@ async def main(rounds: int, count: int) -> None:
                     rates[how].append(rate)
                     losses[how] += dropped
                 print(f"round {number + 1} of {rounds} done", file=sys.stderr)
-            costs: dict[str, list[float]] = await host.call(
-                "printer", "print_costs", count=20_000, rounds=rounds * 3, timeout=300
+            costs: dict[str, list[float]] = await host.call_with(
+                "printer",
+                "print_costs",
+                kwargs={"count": 20_000, "rounds": rounds * 3},
+                timeout=300,
             )
             await quiet(sink)  # the cost measurement's own lines are all handled first
             restarts_before = host.plugin("printer").restarts

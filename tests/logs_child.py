@@ -59,6 +59,10 @@ def main() -> None:
     scenario = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 100
     rate = float(os.environ.get("RATE", "0"))
+    if "KERNEL_BUFFER" in os.environ:
+        from isoplug.logs import sender
+
+        sender.KERNEL_SEND_BUFFER = int(os.environ["KERNEL_BUFFER"])
     handler = forward_logs(level=logging.DEBUG, name=f"child-{scenario}")
     progress_path = os.environ.get("PROGRESS_FILE")
     progress = os.open(progress_path, os.O_RDWR) if progress_path else None
@@ -143,6 +147,62 @@ def main() -> None:
             log.debug("debug %d", index, extra={"n": index})
             log.info("info %d", index, extra={"n": index})
             log.warning("warning %d", index, extra={"n": index})
+    elif scenario == "slow-exit":
+        # COUNT DEBUG records, then $WARNINGS WARNINGs, into a queue of $QUEUE_BYTES and a
+        # socket buffer of $KERNEL_BUFFER (set before connecting, below), to a receiver whose
+        # handler is slow; then close within $CLOSE_TIMEOUT and say how long it took.
+        handler.close()
+        small = ForwardingHandler(
+            os.environ["ISOPLUG_LOG_ADDRESS"],
+            os.environ["ISOPLUG_LOG_TOKEN"],
+            name="child-slow-exit",
+            queue_bytes=int(os.environ["QUEUE_BYTES"]),
+        )
+        logging.getLogger().handlers[:] = [small]
+        warnings = int(os.environ["WARNINGS"])
+        for index in range(count):
+            log.debug("debug %d", index, extra={"n": index})
+        for index in range(count, count + warnings):
+            log.warning("warning %d", index, extra={"n": index})
+        began = time.monotonic()
+        small.close(float(os.environ["CLOSE_TIMEOUT"]))
+        print(f"closed in {time.monotonic() - began:.3f} s", flush=True)
+    elif scenario == "flood-then":
+        # The "flood" below, then the end $END: "exit" (normal), "os-exit", "sigkill-self".
+        handler.close()
+        small = ForwardingHandler(
+            os.environ["ISOPLUG_LOG_ADDRESS"],
+            os.environ["ISOPLUG_LOG_TOKEN"],
+            queue_bytes=2048,
+            write_through_rate=0.001,
+        )
+        logging.getLogger().handlers[:] = [small]
+        for index in range(count):
+            log.debug("debug %d", index, extra={"n": 3 * index})
+            log.info("info %d", index, extra={"n": 3 * index + 1})
+            log.warning("warning %d", index, extra={"n": 3 * index + 2})
+        end = os.environ["END"]
+        if end == "os-exit":
+            os._exit(0)
+        elif end == "sigkill-self":
+            os.kill(os.getpid(), signal.SIGKILL)
+    elif scenario == "pool-fork":
+        # A pool whose workers inherit this process's handler by fork, and end normally.
+        import concurrent.futures
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+            pids = set(pool.map(pool_work, range(count)))
+        print(f"workers {len(pids)}", flush=True)
+    elif scenario == "fork-crash":
+        # A process multiprocessing forks, which logs and then is killed: a real crash.
+        import multiprocessing
+
+        worker = multiprocessing.get_context("fork").Process(target=log_then_die)
+        worker.start()
+        worker.join()
+        log.info("parent saw the worker end with %s", worker.exitcode)
     elif scenario == "reconnect":
         # The receiver goes away and comes back at the same address: numbered records before,
         # a burst while it is away (more than the 2 KiB queue holds), and records after.
@@ -189,6 +249,13 @@ def main() -> None:
             log.warning("warning %d", index)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+def log_then_die() -> None:
+    logging.getLogger("pool.work").info("about to be killed", extra={"n": 0})
+    # Connected, and the record sent: the connection the kill ends is there to see.
+    logging.getLogger().handlers[0].flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pool_work(n: int) -> int:

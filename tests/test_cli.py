@@ -39,12 +39,15 @@ def test_the_console_attributes_each_line_to_its_plugin_and_stream() -> None:
     """plugin.<id>.stdout shows the id and 'stdout'; continuation lines are indented."""
     formatter = ConsoleFormatter(colour=False)
     line = formatter.format(record("plugin.chatty.stdout", logging.INFO, "hello"))
-    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} chatty +stdout hello", line)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} chatty +stdout +hello", line)
     host = formatter.format(record("isoplug.host", logging.ERROR, "a\nb"))
     first, second = host.splitlines()
-    assert " isoplug " in first and first.endswith("error  a")
+    assert " isoplug " in first and first.endswith("error    a")
     assert second.strip() == "b" and len(second) == len(first)
     assert "\033[" not in line + host
+    # The third column is a stream or a level, never a source.
+    info = formatter.format(record("isoplug.host", logging.INFO, "ready"))
+    assert re.fullmatch(r"\S+ isoplug +info +ready", info), info
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,3 +133,6 @@ async def test_isoplug_demo_runs_the_examples_and_exits_zero() -> None:
     assert "demo: chatty.dance() raised MethodNotFound" in text
     assert "refused as expected" in text
     assert "stopped: runner chatty" in text
+    assert text.startswith("columns: time, source")
+    assert re.search(r"\d\d:\d\d:\d\d\.\d{3} isoplug +info +demo: 4 plugin", text), text
+    assert "What you saw:" in text and "isoplug new" in text

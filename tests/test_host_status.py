@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 from isoplug.host.status import ExitAccount
@@ -11,23 +12,41 @@ def account(returncode: int, reason: str = "") -> ExitAccount:
     return ExitAccount("weather", 4242, returncode, 12.34, 2, reason)
 
 
-def test_an_exit_code_is_reported_with_uptime_and_restarts() -> None:
-    """A plain exit says the code, how long it ran and how often it was restarted."""
+def test_an_exit_code_is_reported_with_uptime_and_no_stale_restart_count() -> None:
+    """A plain exit says the code and how long it ran; not a restart count, which the next
+    restart would make stale (the supervisor's count is the one)."""
     text = account(3).describe()
-    assert text == "runner weather (pid 4242) exited with code 3; uptime 12.3 s, restarts so far 2"
+    assert text == "runner weather (pid 4242) exited with code 3; uptime 12.3 s"
     assert account(3).exit_code == 3 and account(3).signal_name is None
 
 
-def test_sigkill_from_outside_hints_at_the_oom_killer() -> None:
-    """An unexplained SIGKILL points at the out-of-memory killer."""
+def test_a_sigkill_from_nobody_known_says_the_sender_is_unknown() -> None:
+    """No host signal and no evidence: no out-of-memory killer is blamed; what was checked is
+    said."""
     text = account(-signal.SIGKILL).describe()
-    assert "was killed by SIGKILL (likely killed by the kernel's out-of-memory killer" in text
+    assert text.startswith(
+        "runner weather (pid 4242) was killed by SIGKILL, not sent by the host (sender unknown)"
+    )
+    checked = dataclasses.replace(account(-signal.SIGKILL), oom_checked=("the kernel log",))
+    assert "(sender unknown; the kernel log shows no out-of-memory kill)" in checked.describe()
+    assert "out-of-memory killer" not in text + checked.describe()
 
 
-def test_sigkill_by_the_host_does_not_blame_memory() -> None:
-    """When the host killed it, the reason says so and the OOM hint is left out."""
-    text = account(-signal.SIGKILL, "killed by the host: hung").describe()
-    assert "out-of-memory" not in text and "killed by the host: hung" in text
+def test_a_sigkill_with_evidence_names_the_out_of_memory_killer_and_quotes_it() -> None:
+    evidence = "memory.events of its cgroup: oom_kill 0 -> 1"
+    text = dataclasses.replace(account(-signal.SIGKILL), oom_evidence=evidence).describe()
+    assert f"was killed by SIGKILL from the kernel's out-of-memory killer ({evidence})" in text
+
+
+def test_a_signal_the_host_sent_says_so_and_why_once() -> None:
+    """The host's reason is given once, whether the account's reason already says it or not."""
+    why = "it ignored SIGTERM for 2.0 s"
+    stopped = ExitAccount("weather", 4242, -signal.SIGKILL, 1.0, 0, "stopped on request", why)
+    assert "was killed by SIGKILL from the host: it ignored SIGTERM for 2.0 s; stopped on" in (
+        stopped.describe()
+    )
+    hung = ExitAccount("weather", 4242, -signal.SIGKILL, 1.0, 0, "killed by the host: hung", "hung")
+    assert hung.describe().count("hung") == 1 and "out-of-memory" not in hung.describe()
 
 
 def test_sigsegv_hints_at_native_code() -> None:

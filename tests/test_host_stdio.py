@@ -341,7 +341,7 @@ async def test_100_mb_of_binary_garbage_without_a_newline_is_one_cut_record(
     it arrives, and the plugin keeps answering."""
     async with running(tmp_path) as (host, waiter):
         pid = host.plugin(PLUGIN).pid
-        await host.call(PLUGIN, "garbage", megabytes=100, timeout=60)
+        await host.call_with(PLUGIN, "garbage", kwargs={"megabytes": 100}, timeout=60)
         await waiter.wait_for(STDOUT, "after the garbage")
         assert await host.call(PLUGIN, "pid") == pid
     records = [r for r in waiter.records if r.name == STDOUT]
@@ -358,7 +358,7 @@ async def test_invalid_utf8_a_10_mb_line_and_a_partial_last_line_are_delivered_s
     """Invalid UTF-8 is replaced, a 10 MB line is cut and marked, and the partial last line
     arrives once the runner has exited."""
     async with running(tmp_path) as (host, waiter):
-        await host.call(PLUGIN, "long_line", size=10 * 1024 * 1024, timeout=60)
+        await host.call_with(PLUGIN, "long_line", kwargs={"size": 10 * 1024 * 1024}, timeout=60)
         await waiter.wait_for(STDOUT, "after the long line")
         with pytest.raises(ConnectionBroken):
             await host.call(PLUGIN, "crash")

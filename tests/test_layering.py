@@ -14,7 +14,8 @@ import isoplug
 #: Which other layers each layer may import from. A layer is a subpackage or a module directly
 #: under ``isoplug``. ``errors`` is the floor: every layer may import it. ``isoplug`` is the
 #: bare package (its ``__init__``): the public face, which may re-export any layer below the
-#: command line, so only the command line imports from it; everything else imports a name
+#: command line, so only the command line (and ``testing``, a user of the public API) imports
+#: from it; everything else imports a name
 #: from the module that defines it.
 #:
 #: To add a layer, add its line here (and add it to the lines of the layers that may use it).
@@ -38,10 +39,18 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "runner": frozenset({"errors", "wire", "transport", "rpc", "control", "logs"}),
     # The host names the runner module (control.RUNNER_MODULE) but never imports it.
     "host": frozenset({"errors", "wire", "transport", "rpc", "control", "logs", "exporters"}),
+    # OpenTelemetry export (``isoplug[otel]``): watches hosts through host.observers, reads
+    # replayed records; the host never imports it.
+    "otel": frozenset({"errors", "wire", "logs", "host"}),
+    # Helpers for tests (plugin harness, records, pytest plugin, an OTLP receiver): a user of
+    # the public API, so it imports from the bare package (and errors) only.
+    "testing": frozenset({"errors", "isoplug"}),
+    # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's.
+    "scaffold": frozenset(),
     # The foundation-stage demo behind ``isoplug demo``: a host and a runner in miniature.
     "_foundation_demo": _BELOW_CLI,
     "isoplug": _BELOW_CLI,
-    "cli": _BELOW_CLI | {"isoplug", "_foundation_demo"},
+    "cli": _BELOW_CLI | {"isoplug", "_foundation_demo", "otel", "scaffold"},
     # ``python -m isoplug``.
     "__main__": frozenset({"cli"}),
 }

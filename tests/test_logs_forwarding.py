@@ -326,13 +326,15 @@ async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.Monke
     thread sleeps; it does not take the empty queue again and again until the flushing thread
     gets the GIL back (hundreds of times)."""
     park_every_push(monkeypatch)
-    takes = 0
+    takes = empty_takes = 0
     take_batch = ForwardingHandler._take_batch
 
     def counted(handler: ForwardingHandler) -> tuple[list[bytes], int]:
-        nonlocal takes
+        nonlocal takes, empty_takes
+        batch, size = take_batch(handler)
         takes += 1
-        return take_batch(handler)
+        empty_takes += not batch
+        return batch, size
 
     monkeypatch.setattr(ForwardingHandler, "_take_batch", counted)
     async with receiving() as (receiver, collector):
@@ -350,7 +352,8 @@ async def test_a_flush_does_not_spin_the_sender_thread(monkeypatch: pytest.Monke
             await collector.wait_until(lambda: len(collector.numbers()) == count)
         finally:
             handler.close()
-    assert 1 <= takes <= 3
+    # The queue goes in batches of MAX_BATCH_BYTES; an empty one is taken twice at most.
+    assert takes >= 1 and empty_takes <= 2
 
 
 @BOTH_MODES
@@ -391,6 +394,8 @@ async def test_forward_logs_works_as_a_process_pool_initializer(
         await collector.wait_until(lambda: len(collector.numbers()) >= 40)
     assert sorted(collector.numbers()) == list(range(40))
     assert {r.sender_pid for r in collector.records if hasattr(r, "n")} <= worker_pids  # type: ignore[attr-defined]
+    # Each worker closed its handler at its normal end (a forkserver's exit runs no atexit).
+    assert not [r for r in reports(collector.records) if "without a goodbye" in r.getMessage()]
 
 
 @BOTH_MODES

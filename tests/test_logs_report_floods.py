@@ -25,7 +25,7 @@ from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer
 from isoplug.rpc.blocking import BlockingChannel, serve_blocking
-from isoplug.rpc.peer import MAX_UNHANDLED_WARNINGS
+from isoplug.rpc.dispatch import MAX_UNHANDLED_WARNINGS
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from tests.log_helpers import is_report
@@ -279,7 +279,7 @@ async def test_made_up_event_names_are_warned_about_up_to_a_cap_and_counted(
             while peer.unhandled < 340:
                 await asyncio.sleep(0.01)
         warnings = [r.getMessage() for r in waiter.records if "flooder" in r.getMessage()]
-        kept = set(peer._unhandled_warned)
+        kept = set(peer._dispatcher.unhandled_warned)
     assert len(warnings) == MAX_UNHANDLED_WARNINGS + 1, warnings
     assert max(map(len, warnings)) < 400
     assert len(kept) == MAX_UNHANDLED_WARNINGS and sum(map(len, kept)) < 16 * 300

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import msgspec
 import pytest
 
 import isoplug
@@ -54,9 +55,9 @@ async def test_async_methods_run_on_the_loop_and_sync_ones_in_a_worker_thread() 
     """Keyword arguments reach the method; a plain def does not run on the loop's thread."""
     plugins, _ = table()
     outcome = await plugins.call(CallRequest("sample", "greet", {"name": "Ada"}))
-    assert outcome.error is None and outcome.result == "hello Ada!"
+    assert outcome.error is None and msgspec.msgpack.decode(outcome.result) == "hello Ada!"
     outcome = await plugins.call(CallRequest("sample", "where"))
-    assert outcome.result != threading.current_thread().name
+    assert msgspec.msgpack.decode(outcome.result) != threading.current_thread().name
 
 
 @pytest.mark.parametrize(

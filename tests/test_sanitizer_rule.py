@@ -29,6 +29,7 @@ HOST_SIDE = sorted(
     [
         *(SRC / "host").glob("*.py"),
         *(SRC / "rpc").glob("*.py"),
+        *(SRC / "otel").glob("*.py"),
         SRC / "wire" / "connection.py",
         SRC / "wire" / "codec.py",
         *(

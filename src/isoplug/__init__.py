@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from isoplug.errors import IsoplugError
+from isoplug.errors import IsoplugError, PluginFailed, UnencodableValue
 
 if TYPE_CHECKING:
     from isoplug.control import CapabilityDenied
@@ -37,11 +37,13 @@ __all__ = [
     "ManifestError",
     "Plugin",
     "PluginContext",
+    "PluginFailed",
     "PluginInfo",
     "PluginState",
     "PluginUnavailable",
     "StateChange",
     "SupervisorConfig",
+    "UnencodableValue",
     "__version__",
     "method",
     "on_event",

@@ -9,10 +9,11 @@ both import this module, which is the whole contract between them:
 2. The runner connects back with role ``"control"``, its runner id as the hello's name, and
    the token. It imports its plugins, runs their ``setup`` hooks, and sends the request
    :data:`READY` with a :class:`ReadyReport` (which plugins loaded, which failed and why).
-3. The host calls :data:`PING` (health check), :data:`CALL` (a :class:`CallRequest`, answered
-   by a :class:`CallOutcome`), sends the event :data:`EVENT` (an :class:`EventDelivery`), and
-   finally :data:`SHUTDOWN`. The runner calls :data:`CAPABILITY` (a
-   :class:`CapabilityRequest`) to use a host capability.
+3. The host calls :data:`CALL` (a :class:`CallRequest`, answered by a :class:`CallOutcome`),
+   sends the event :data:`EVENT` (an :class:`EventDelivery`), and finally :data:`SHUTDOWN`.
+   The runner calls :data:`CAPABILITY` (a :class:`CapabilityRequest`) to use a host
+   capability. Health checks go over a channel of their own (:class:`HealthQuery`, below),
+   answered by a thread of the runner; :data:`PING` still answers on the event loop.
 
 Payloads follow the schema-evolution rules of :mod:`isoplug.wire.messages`: new fields go last
 and have defaults.
@@ -48,12 +49,15 @@ __all__ = [
     "CapabilityDenied",
     "CapabilityRequest",
     "EventDelivery",
+    "HealthQuery",
+    "HealthReport",
     "LoadFailure",
     "LoadStage",
     "LogLevelChange",
     "PluginEntry",
     "PluginSummary",
     "ReadyReport",
+    "WorkerState",
 ]
 
 #: What the host runs as ``sys.executable -m RUNNER_MODULE``.
@@ -67,7 +71,8 @@ LOGS_ROLE = "logs"
 READY = "runner.ready"
 """runner -> host request: a :class:`ReadyReport`; answered with ``None``."""
 PING = "runner.ping"
-"""host -> runner request: health check; answered with the runner's pid."""
+"""host -> runner request: answered with the runner's pid, by its event loop (the host's
+health checks use the health channel instead)."""
 SHUTDOWN = "runner.shutdown"
 """host -> runner request: run teardown hooks, say goodbye, exit. Answered at once."""
 CALL = "plugin.call"
@@ -102,7 +107,8 @@ class PluginEntry(msgspec.Struct, frozen=True):
     path: str
     #: ``"module:attribute"``, the attribute being a :class:`isoplug.Plugin` subclass.
     entry: str
-    #: Level of the plugin's logger (``logging`` level name).
+    #: The plugin's log level: a ``logging`` level name, or a number as text. The host folds
+    #: its own settings into it (see :mod:`isoplug.runner.logging_setup` for where it applies).
     log_level: str = "INFO"
     #: Host capabilities the plugin may call; the host checks again on its side.
     capabilities: tuple[str, ...] = ()
@@ -122,18 +128,29 @@ class Bootstrap(msgspec.Struct, frozen=True):
     #: Where the runner's log connection goes (the host serves it apart from the control
     #: connection, see isoplug.host.logbridge); empty: ``address``.
     log_address: str = ""
-    log_level: str = "INFO"
     #: The forwarding handler's write-through rate (records/s); ``None``: its default.
     log_write_through_rate: float | None = None
     #: How long the runner gives all teardown hooks together when asked to shut down.
     teardown_timeout: float = 3.0
+    #: The runner's end of its health channel (a socket pair the runner inherits), answered
+    #: by a thread of its own (see isoplug.runner.health); -1: none.
+    health_fd: int = -1
+    #: How often the runner's event loop stamps a heartbeat, and its health thread checks
+    #: that it could run Python: the precision of what the health channel reports.
+    health_tick: float = 0.1
+    #: Sync plugin methods run in a pool of worker threads; a call that timed out may leave
+    #: its thread running. The host recycles the runner past this many such threads, and the
+    #: pool has as many threads to spare, so that those below the limit take no capacity.
+    max_stuck_threads: int = 3
 
 
 class LogLevelChange(msgspec.Struct, frozen=True):
-    """Set ``logger`` (``""``: the runner's root logger) to ``level`` in the runner."""
+    """Set ``logger`` (``""``: the runner's root logger) to ``level`` in the runner; or, when
+    ``plugin`` is set, the level of that whole plugin (``logger`` is then ignored)."""
 
     logger: str
     level: int
+    plugin: str = ""
 
 
 class LoadStage:
@@ -169,6 +186,10 @@ class CallRequest(msgspec.Struct, frozen=True):
     plugin: str
     method: str
     kwargs: dict[str, Any] = {}
+    args: tuple[Any, ...] = ()
+    #: The host's number for this call (0: none), which the runner's health reports name the
+    #: worker thread running it by.
+    call_id: int = 0
 
 
 class CallOutcome(msgspec.Struct, frozen=True):
@@ -179,6 +200,7 @@ class CallOutcome(msgspec.Struct, frozen=True):
     of :class:`isoplug.errors.RemoteError`'s subclasses.
     """
 
+    #: The runner sends it already encoded (a ``msgspec.Raw``), having checked that it can be.
     result: Any = None
     error: ErrorInfo | None = None
 
@@ -193,3 +215,58 @@ class CapabilityRequest(msgspec.Struct, frozen=True):
     plugin: str
     name: str
     kwargs: dict[str, Any] = {}
+
+
+# The health channel: a socket pair between the host and a thread of the runner that answers
+# even while the runner's event loop is blocked. Frames as on the wire (uint32 big-endian
+# length + payload), each a msgpack-encoded HealthQuery (host -> runner) or HealthReport.
+
+
+class HealthQuery(msgspec.Struct, frozen=True, array_like=True):
+    """The host asks how the runner is; answered by a :class:`HealthReport` with its ``seq``."""
+
+    seq: int
+    #: ``time.monotonic()`` of the host when it sent this (the same clock in both processes):
+    #: how long the query waited before a thread of the runner could run Python to read it.
+    sent: float
+    #: Report the longest time no thread could run Python since this moment (host clock).
+    since: float = 0.0
+
+
+class WorkerState(msgspec.Struct, frozen=True, array_like=True):
+    """One sync call (or event delivery) in the runner's worker pool."""
+
+    #: The :attr:`CallRequest.call_id` (0: an event delivery).
+    call_id: int
+    #: ``plugin.method``, or what the thread runs.
+    what: str
+    #: True once a thread runs it; False while it waits for a free thread.
+    started: bool
+    #: Seconds it has run (started) or waited for a thread (not started).
+    seconds: float
+    #: Its caller is gone (the host's call timed out, or was cancelled) while it ran on.
+    abandoned: bool = False
+    #: Where its thread is: ``path:line in function``.
+    where: str = ""
+
+
+class HealthReport(msgspec.Struct, frozen=True, array_like=True):
+    """What the runner's health thread saw when a :class:`HealthQuery` arrived."""
+
+    seq: int
+    #: How long the runner's event loop has not run, at least (0: it runs).
+    loop_blocked: float = 0.0
+    #: Of ``loop_blocked``, how long no thread could run Python at all: the GIL was held
+    #: (one long call in C code, such as a huge allocation) or the process was not scheduled.
+    gil_held: float = 0.0
+    #: Where the event loop's thread is while it is blocked: ``path:line in function``.
+    loop_where: str = ""
+    #: How long the query itself waited before the health thread could run Python.
+    gil_wait: float = 0.0
+    #: The longest time no thread could run Python since the query's ``since``.
+    longest_stall: float = 0.0
+    #: Calls in the worker pool (running or waiting), oldest first, at most 64.
+    workers: tuple[WorkerState, ...] = ()
+    #: Worker threads in the pool, and the most it starts.
+    threads: int = 0
+    max_threads: int = 0

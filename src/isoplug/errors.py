@@ -21,6 +21,8 @@ original stays reachable as ``__cause__``::
     │   ├── VersionMismatch                no protocol version both sides speak
     │   └── HandshakeTimeout               no hello / welcome within the deadline
     ├── RequestTimeout (TimeoutError)      no response within the request's timeout
+    ├── UnencodableValue (TypeError)       a value cannot cross the process boundary
+    ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
     └── RemoteError                        the remote side answered a request with an error
         ├── MethodNotFound                 no handler is registered for that method
         ├── InvalidParams                  the parameters do not fit the handler
@@ -31,6 +33,8 @@ isoplug is a bug.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 __all__ = [
     "AddressError",
@@ -44,12 +48,14 @@ __all__ = [
     "IsoplugError",
     "LocalProtocolError",
     "MethodNotFound",
+    "PluginFailed",
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",
     "RequestCancelled",
     "RequestTimeout",
     "TransportError",
+    "UnencodableValue",
     "VersionMismatch",
 ]
 
@@ -108,6 +114,26 @@ class HandshakeTimeout(HandshakeError, TimeoutError):
 
 class RequestTimeout(IsoplugError, TimeoutError):
     """A request got no response within its timeout; a cancel was sent to the peer."""
+
+
+class UnencodableValue(IsoplugError, TypeError):
+    """A value cannot be sent to the other process: its message says where in the value
+    (``result["points"][2]``) and what type the part is. docs/plugins.md says what crosses."""
+
+
+class PluginFailed(IsoplugError):
+    """Plugins failed for good (they cannot be loaded, or crashed more often than their restart
+    policy allows); ``failures`` maps each one's id to its last error (the host's sanitized
+    account, with the plugin's traceback when there is one)."""
+
+    def __init__(self, failures: Mapping[str, str]) -> None:
+        self.failures = dict(failures)
+        count = len(self.failures)
+        lines = [
+            f"{count} plugin{'s' if count != 1 else ''} failed: {', '.join(self.failures)}",
+            *(f"{plugin_id}: {error}" for plugin_id, error in self.failures.items()),
+        ]
+        super().__init__("\n".join(lines))
 
 
 class RemoteError(IsoplugError):

@@ -14,22 +14,10 @@ from pathlib import Path
 from isoplug import Host
 from isoplug.host import SupervisorConfig
 from isoplug.logs import ReplayLimits
+from isoplug.testing import FAST
 from tests.record_waiter import RecordWaiter, watching
 
 FIXTURES = Path(__file__).parent
-
-#: Short timings so that hangs and crash loops are detected within a second or two. The
-#: health timeout stays at 1 s: a ping is answered in microseconds, but a 2-core machine
-#: starting several Python processes can stall a runner for a few hundred milliseconds.
-FAST = SupervisorConfig(
-    ready_timeout=15.0,
-    health_interval=0.2,
-    health_timeout=1.0,
-    shutdown_timeout=3.0,
-    teardown_timeout=1.0,
-    terminate_timeout=1.0,
-    call_timeout=15.0,
-)
 
 
 def plugins_dir(tmp_path: Path, *names: str) -> Path:
@@ -48,14 +36,16 @@ async def running(
     config: SupervisorConfig = FAST,
     log_limits: ReplayLimits | None = None,
     logger: str | None = "plugin",
+    raise_on_failure: bool = True,
 ) -> AsyncIterator[tuple[Host, RecordWaiter]]:
-    """A started host over the fixture plugins ``names`` (all ready), and a waiter seeing every
-    record of ``logger`` (None: the root logger, so the host's own records too)."""
+    """A started host over the fixture plugins ``names`` (all ready: a failed one raises
+    PluginFailed, unless ``raise_on_failure`` is False), and a waiter seeing every record of
+    ``logger`` (None: the root logger, so the host's own records too)."""
     with watching(logger) as waiter:
         async with Host(
             plugins_dir(tmp_path, *names), config=config, log_limits=log_limits
         ) as host:
-            await host.wait_ready(20)
+            await host.wait_ready(20, raise_on_failure=raise_on_failure)
             yield host, waiter
 
 

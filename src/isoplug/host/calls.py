@@ -8,6 +8,7 @@ subclass, and transport failures into one exception (:func:`call_plugin`), which
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from typing import Any
@@ -16,15 +17,23 @@ from isoplug.control import CALL, CallOutcome, CallRequest
 from isoplug.errors import (
     ConnectionBroken,
     ConnectionClosed,
+    LocalProtocolError,
     RequestTimeout,
+    UnencodableValue,
 )
 from isoplug.host.commands import Commands, describe_command
+from isoplug.host.health import HealthWatch
 from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
 from isoplug.rpc import Peer
 from isoplug.rpc.peer import remote_error
+from isoplug.wire.values import locate_unencodable
 
 __all__ = ["call_plugin", "call_runner"]
+
+#: The host's numbers for calls (unique in this process), by which the runner's health
+#: reports name the worker threads running them.
+_call_ids = itertools.count(1)
 
 #: After a call lost its connection, how long to wait for the runner's exit status so that
 #: the caller's error can say how it died; the kernel reports an exit within milliseconds.
@@ -36,12 +45,14 @@ async def call_runner(
     process: RunnerProcess | None,
     plugin_id: str,
     method: str,
-    kwargs: dict[str, Any],
     *,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
     deadline: float | None,
     commands: Commands,
+    health: HealthWatch | None = None,
 ) -> Any:
-    """Call ``plugin_id.method(**kwargs)`` in the runner ``process`` over its control
+    """Call ``plugin_id.method(*args, **kwargs)`` in the runner ``process`` over its control
     connection ``peer`` (either None: the runner was lost just now), answered by ``deadline``
     (``time.monotonic()``; None: no limit).
 
@@ -53,7 +64,23 @@ async def call_runner(
         raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
-        return await call_plugin(peer, plugin_id, method, kwargs, remaining)
+        return await call_plugin(
+            peer,
+            plugin_id,
+            method,
+            args=args,
+            kwargs=kwargs,
+            timeout=remaining,
+            call_id=(call_id := next(_call_ids)),
+        )
+    except RequestTimeout:
+        if health is None or remaining is None:
+            raise
+        # What became of the call (cancelled, or a worker thread running on) is the runner's
+        # to say: its health thread answers even while its event loop is blocked.
+        raise RequestTimeout(
+            await health.explain_timeout(plugin_id, method, call_id, remaining)
+        ) from None
     except ConnectionBroken as exc:
         command = commands.pending
         if command is not None:
@@ -69,27 +96,41 @@ async def call_runner(
 
 
 async def call_plugin(
-    peer: Peer, plugin_id: str, method: str, kwargs: dict[str, Any], timeout: float | None
+    peer: Peer,
+    plugin_id: str,
+    method: str,
+    *,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    call_id: int = 0,
 ) -> Any:
-    """Call ``plugin_id.method(**kwargs)``; return its result. A cancel point.
+    """Call ``plugin_id.method(*args, **kwargs)``; return its result. A cancel point.
 
     Raises :class:`~isoplug.errors.MethodNotFound`, :class:`~isoplug.errors.InvalidParams`,
     :class:`~isoplug.errors.RemoteError` (the method raised; with its traceback),
-    :class:`~isoplug.errors.RequestTimeout` (the call is cancelled in the plugin), and
+    :class:`~isoplug.errors.RequestTimeout` (a cancel is sent to the runner; what became of
+    the call is for :func:`call_runner` to find out),
+    :class:`~isoplug.errors.UnencodableValue` (an argument cannot be sent; nothing was), and
     :class:`~isoplug.errors.ConnectionBroken` when the session ended before the answer (for
     whatever reason: the caller knows better why).
     """
+    request = CallRequest(
+        plugin=plugin_id, method=method, kwargs=kwargs, args=args, call_id=call_id
+    )
     try:
-        outcome = await peer.request(
-            CALL,
-            CallRequest(plugin=plugin_id, method=method, kwargs=kwargs),
-            timeout=timeout,
-            result_type=CallOutcome,
-        )
+        outcome = await peer.request(CALL, request, timeout=timeout, result_type=CallOutcome)
+    except LocalProtocolError as exc:
+        # Found only once encoding failed: a call whose arguments encode pays nothing for it.
+        where = _unencodable_argument(args, kwargs)
+        if where is None:
+            raise
+        raise UnencodableValue(
+            f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
+        ) from exc
     except RequestTimeout:
         raise RequestTimeout(
-            f"plugin {plugin_id!r} did not answer {method!r} within {timeout:g} s "
-            "(the call was cancelled in the plugin)"
+            f"plugin {plugin_id!r} did not answer {method!r} within {timeout:g} s"
         ) from None
     except ConnectionClosed as exc:
         raise ConnectionBroken(str(exc)) from exc
@@ -97,6 +138,11 @@ async def call_plugin(
         # The runner's texts, sanitized: they end up in the host's records and messages.
         raise remote_error(f"{plugin_id}.{method}", outcome.error)
     return outcome.result
+
+
+def _unencodable_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    named = [*((f"args[{i}]", value) for i, value in enumerate(args)), *kwargs.items()]
+    return next(filter(None, (locate_unencodable(value, name) for name, value in named)), None)
 
 
 def _how_it_ended(process: RunnerProcess) -> str:

@@ -13,11 +13,23 @@ class SupervisorConfig:
 
     #: Import + ``setup`` of every plugin of a runner. Generous: setup may open connections.
     ready_timeout: float = 15.0
-    #: A hung runner is noticed within about ``health_interval + health_timeout``.
+    #: How often a ready runner's health is checked (sooner while its event loop is blocked).
     health_interval: float = 2.0
-    #: A ping is answered inline by the runner's event loop in well under a millisecond;
-    #: seconds of silence mean the loop is blocked.
+    #: How long a runner's event loop may go without running while Python could run (a
+    #: plugin blocking it: ``time.sleep``, a busy loop, a lock) before the runner is killed as
+    #: hung. A thread of the runner answers health checks, so this measures the loop itself:
+    #: a blocked loop is noticed within about ``health_timeout`` plus a tenth of it.
     health_timeout: float = 2.0
+    #: How much longer a runner may go silent while no thread of it can run Python: one call
+    #: in C code holding the GIL (a 1 GiB allocation, a huge regex or JSON parse) stops its
+    #: loop and its health thread alike. That time is not held against the loop, up to this
+    #: much past ``health_timeout``; past it, or without any answer for that long, the runner
+    #: is hung all the same.
+    health_grace: float = 10.0
+    #: A sync plugin method runs in a worker thread, which a call that timed out cannot stop.
+    #: Past this many such threads still running, the runner is recycled (stopped gracefully
+    #: and restarted); its pool keeps as many threads to spare meanwhile.
+    max_stuck_threads: int = 3
     #: Teardown hooks get ``teardown_timeout`` inside the runner; this adds room for goodbye.
     shutdown_timeout: float = 5.0
     teardown_timeout: float = 3.0
@@ -25,8 +37,9 @@ class SupervisorConfig:
     terminate_timeout: float = 2.0
     #: Default timeout of ``Host.call``.
     call_timeout: float = 30.0
-    #: Log level of the runner's root logger.
-    log_level: str = "INFO"
+    #: The level of every plugin (a level name), over its manifest's ``log_level``; None: each
+    #: manifest's. ``Host.set_log_level`` overrides both for one plugin.
+    log_level: str | None = None
     #: A runner's hello follows its connect within milliseconds; a connection that has not
     #: authenticated within this (silent, or trickling bytes) is closed, on both listeners.
     handshake_timeout: float = 5.0

@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from isoplug.control import CONTROL_ROLE
+from isoplug.errors import LocalProtocolError, PluginFailed, UnencodableValue
+from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.registry import discover, plan_runners
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
@@ -40,9 +44,11 @@ from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.rpc import Handler, Peer, serve
 from isoplug.transport import Listener
+from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
+from isoplug.wire.values import locate_unencodable
 
 __all__ = ["Host"]
 
@@ -51,9 +57,14 @@ _log = logging.getLogger("isoplug.host")
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
 
-_USE_DEFAULT: Final = object()
 #: States in which a plugin will not change any more without someone asking.
 _SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED})
+
+
+class _Default(enum.Enum):
+    """The default of an option that the host's config holds."""
+
+    CONFIG = "the host's config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +137,10 @@ class Host:
         self.problems = [*discovery.problems, *grouping_problems]
         for problem in self.problems:
             _log.error("%s", problem)
+        # A host killed by SIGKILL could not remove its sockets' directories: ours to do.
+        stale = await asyncio.to_thread(remove_stale_socket_dirs)
+        if stale:
+            _log.info("removed %d socket directories of dead isoplug processes", len(stale))
         self._listener = await serve(
             "unix:",
             self._expected_token,
@@ -151,6 +166,7 @@ class Host:
             self._supervisors[plan.runner_id] = supervisor
             for manifest in plan.manifests:
                 self._runner_of[manifest.id] = supervisor
+        observers.host_started(self)
         for supervisor in self._supervisors.values():
             supervisor.start()
 
@@ -163,9 +179,13 @@ class Host:
         )
         try:
             await asyncio.shield(stopping)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            # The canceller may say why (the command line's second Ctrl-C does).
+            why = "the host's shutdown was cancelled"
+            if exc.args and isinstance(exc.args[0], str):
+                why += f" ({exc.args[0]})"
             for supervisor in supervisors:
-                supervisor.kill_now()
+                supervisor.kill_now(why)
             await stopping
             raise
         finally:
@@ -176,6 +196,7 @@ class Host:
             # not block the loop).
             await asyncio.to_thread(self._log_bridge.close)
             self._refusals.close()
+            observers.host_closed(self)
 
     # -- plugins ------------------------------------------------------------------------------
 
@@ -187,18 +208,41 @@ class Host:
         """The state of one plugin; raises :class:`PluginUnavailable` for an unknown id."""
         return self._supervisor(plugin_id).info(plugin_id)
 
-    async def wait_ready(self, timeout: float | None = None) -> list[PluginInfo]:
-        """Wait until every plugin is ready, failed or stopped; return :meth:`plugins`.
+    async def wait_ready(
+        self, timeout: float | None = None, *, raise_on_failure: bool = True
+    ) -> list[PluginInfo]:
+        """Wait until every plugin is ready (or stopped); return :meth:`plugins`.
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds. A cancel point.
+        Raises :class:`~isoplug.errors.PluginFailed`, naming each failed plugin and its last
+        error, as soon as a plugin has failed for good: at once when it cannot be loaded, or
+        when its runner crashed (a ``setup`` that raised, too) more often than its
+        ``[restart]`` policy allows (with the defaults, six crashes within 60 s: about 16 s of
+        retries). A plugin being retried is not failed yet: this waits for it. With
+        ``raise_on_failure=False``, failed plugins count as settled and the snapshot is
+        returned instead.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugins not ready
+        and their last error. A cancel point.
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                changed = self._changed
-                infos = self.plugins()
-                if all(info.state in _SETTLED for info in infos):
-                    return infos
-                await changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    changed = self._changed
+                    infos = self.plugins()
+                    failed = {
+                        i.id: i.error or "failed" for i in infos if i.state is PluginState.FAILED
+                    }
+                    if failed and raise_on_failure:
+                        raise PluginFailed(failed)
+                    if all(info.state in _SETTLED for info in infos):
+                        return infos
+                    await changed.wait()
+        except TimeoutError:
+            waiting = [i for i in self.plugins() if i.state not in _SETTLED]
+            raise TimeoutError(
+                f"plugins not ready within {timeout:g} s: "
+                + "; ".join(_describe_waiting(info) for info in waiting)
+            ) from None
 
     async def wait_for(
         self,
@@ -218,33 +262,72 @@ class Host:
                     return info
                 await changed.wait()
 
-    async def call(
+    async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of ``plugin_id`` with ``args`` and ``kwargs``; return its result.
+
+        Every argument goes to the method untouched: no name is reserved (for isoplug's own
+        options, such as a timeout, see :meth:`call_with`). The call may take
+        ``config.call_timeout``, including the wait for a starting plugin to be ready. What
+        crosses the process boundary, and as what, is in docs/plugins.md. Raises
+        :class:`~isoplug.errors.MethodNotFound` (lists the available methods),
+        :class:`~isoplug.errors.InvalidParams` (arguments do not fit the signature),
+        :class:`~isoplug.errors.RemoteError` (the method raised, traceback included; or its
+        result cannot be sent back, ``remote_type`` ``isoplug.errors.UnencodableValue``),
+        :class:`~isoplug.errors.UnencodableValue` (an argument cannot be sent: nothing was),
+        :class:`~isoplug.errors.RequestTimeout` (saying whether the call was cancelled in the
+        plugin or its worker thread runs on),
+        :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
+        :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
+        """
+        return await self.call_with(plugin_id, method, args=args, kwargs=kwargs)
+
+    async def call_with(
         self,
         plugin_id: str,
         method: str,
         /,
-        timeout: float | object | None = _USE_DEFAULT,
-        **kwargs: Any,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float | _Default | None = _Default.CONFIG,
     ) -> Any:
-        """Call ``method`` of ``plugin_id`` with keyword arguments; return its result.
-
-        ``timeout`` (reserved: a plugin method cannot take an argument named so) defaults to
-        ``config.call_timeout`` and includes waiting for a starting plugin to be ready. Raises
-        :class:`~isoplug.errors.MethodNotFound` (lists the available methods),
-        :class:`~isoplug.errors.InvalidParams` (arguments do not fit the signature),
-        :class:`~isoplug.errors.RemoteError` (the method raised; traceback included),
-        :class:`~isoplug.errors.RequestTimeout` (cancelled in the plugin),
-        :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
-        :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
-        """
-        limit = self.config.call_timeout if timeout is _USE_DEFAULT else timeout
-        assert limit is None or isinstance(limit, int | float)
-        return await self._supervisor(plugin_id).call(plugin_id, method, kwargs, limit)
+        """:meth:`call` with isoplug's options: ``method(*args, **kwargs)`` in the plugin,
+        answered within ``timeout`` seconds (None: no limit; default ``config.call_timeout``).
+        Raises what :meth:`call` raises, and ``TypeError`` / ``ValueError`` for options that
+        are not of the kinds above."""
+        if isinstance(args, str | bytes | bytearray) or not isinstance(args, Sequence):
+            raise TypeError(
+                f"args must be a tuple or list of positional arguments, got "
+                f"{type(args).__name__} {args!r:.60}"
+            )
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+            raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
+        limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int | float):
+                raise TypeError(
+                    f"timeout must be a number of seconds or None, got {type(limit).__name__}"
+                )
+            if not limit >= 0:
+                raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
+        call = self._supervisor(plugin_id).call(plugin_id, method, tuple(args), dict(kwargs), limit)
+        if observers.watching():
+            return await observers.observed_call(plugin_id, method, call)
+        return await call
 
     async def publish(self, event: str, payload: Any = None) -> int:
         """Send ``event`` to every ready plugin subscribed to it; return how many runners got
-        it. Fire and forget: subscribers' failures are logged by their runner."""
-        return sum(s.publish(event, payload) for s in self._supervisors.values())
+        it. Fire and forget: subscribers' failures are logged by their runner. Raises
+        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent."""
+        try:
+            return sum(s.publish(event, payload) for s in self._supervisors.values())
+        except LocalProtocolError as exc:
+            where = locate_unencodable(payload, "payload")
+            if where is None:
+                raise
+            raise UnencodableValue(f"cannot publish {event!r}: {where}") from exc
 
     async def restart(self, plugin_id: str) -> PluginInfo:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
@@ -260,21 +343,23 @@ class Host:
     async def set_log_level(
         self, plugin_id: str, level: int | str, logger: str | None = None
     ) -> None:
-        """Set the level of a plugin's logger, in its runner (filtered at the source).
+        """Set a plugin's log level, in its runner (filtered at the source).
 
-        ``logger=None`` means the whole plugin: the runner's root logger when the plugin has a
-        runner of its own, its ``plugin.<id>`` logger in a group. Otherwise ``logger`` is a
-        logger name as the plugin uses it. The level survives restarts. Raises
-        :class:`PluginUnavailable` for an unknown plugin and ``ValueError`` for an unknown level
-        name.
+        ``logger=None`` means the whole plugin: its ``ctx.logger``, its own modules' loggers
+        and the third-party loggers it uses (in a group, those it shares with the group's other
+        plugins follow the most verbose of their levels). This beats its manifest's
+        ``log_level`` and ``config.log_level``, even where its code set a level on those
+        loggers itself. Otherwise ``logger`` is a logger name as the plugin uses it (in a
+        group: for the whole group). The level survives restarts, and holds from the plugin's
+        import on. Raises :class:`PluginUnavailable` for an unknown plugin and ``ValueError``
+        for an unknown level name.
         """
-        numeric = logging.getLevelName(level) if isinstance(level, str) else level
-        if not isinstance(numeric, int):
-            raise ValueError(f"unknown log level {level!r}")
+        numeric = level_number(level)
         supervisor = self._supervisor(plugin_id)
         if logger is None:
-            logger = "" if len(supervisor.manifests) == 1 else f"plugin.{plugin_id}"
-        await supervisor.set_log_level(logger, numeric)
+            await supervisor.set_log_level(numeric, plugin=plugin_id)
+        else:
+            await supervisor.set_log_level(numeric, logger=logger)
 
     def log_metrics(self, plugin_id: str) -> LogMetrics:
         """What the log pipeline received from the runner of ``plugin_id`` (for a group: the
@@ -308,6 +393,7 @@ class Host:
             change.message,  # sanitized: the supervisor builds it, quoting runner text cleaned
             extra={"plugin_ids": change.plugin_ids, "state": change.state.value},
         )
+        observers.state_changed(self, change)
         if self._on_change is not None:
             try:
                 self._on_change(change)
@@ -359,3 +445,11 @@ class Host:
             f"{', '.join(self._routes)})",
             _log.warning,
         )
+
+
+def _describe_waiting(info: PluginInfo) -> str:
+    text = f"{info.id} ({info.state.value}, restarts {info.restarts})"
+    if info.error:
+        # Sanitized by the supervisor; the first line says what, the traceback is in the log.
+        text += f", last error: {info.error.splitlines()[0]}"
+    return text

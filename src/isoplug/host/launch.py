@@ -7,6 +7,7 @@ local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read them.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
+from isoplug.host.descendants import TAG_VARIABLE
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 
@@ -28,14 +30,18 @@ async def launch_runner(
     log_address: str,
     token: str,
     log_token: str,
-    log_level: str,
     teardown_timeout: float,
     open_stdio: OpenStdio,
     spawned: Callable[[RunnerProcess], None] | None = None,
+    health_fd: int = -1,
+    health_tick: float = 0.1,
+    max_stuck_threads: int = 3,
 ) -> RunnerProcess:
-    """Start ``python -m isoplug.runner`` for ``manifests`` and hand it its bootstrap;
+    """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
+    runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
     ``spawned`` is told of the process before the runner can read it, ``open_stdio(pid)`` says
-    where its stdout/stderr output goes (see RunnerProcess.start).
+    where its stdout/stderr output goes (see RunnerProcess.start). ``health_fd`` is the
+    runner's end of its health channel, which it inherits (see isoplug.host.health_link).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -46,20 +52,28 @@ async def launch_runner(
         log_token=log_token,
         runner_id=runner_id,
         plugins=tuple(_entry(m) for m in manifests),
-        log_level=log_level,
         # One handler per process: the members of a group agree on it (see plan_runners).
         log_write_through_rate=next(
             (m.log_write_through_rate for m in manifests if m.log_write_through_rate is not None),
             None,
         ),
         teardown_timeout=teardown_timeout,
+        health_fd=health_fd,
+        health_tick=health_tick,
+        max_stuck_threads=max_stuck_threads,
     )
+    env = runner_environment(manifests)
+    # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
+    # secret: a process that copies it only makes itself one of them.
+    tag = env[TAG_VARIABLE] = secrets.token_hex(8)
     return await RunnerProcess.start(
         [sys.executable, "-m", RUNNER_MODULE],
-        env=runner_environment(manifests),
+        env=env,
         stdin_line=msgspec.json.encode(bootstrap) + b"\n",
         open_stdio=open_stdio,
         spawned=spawned,
+        pass_fds=(health_fd,) if health_fd >= 0 else (),
+        tag=tag,
     )
 
 

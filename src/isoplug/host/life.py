@@ -4,8 +4,10 @@
   process (one for its control connection, one for its log connections), bootstrap on stdin.
 - *Ready*: the runner's ready report must arrive within ``ready_timeout``; the supervisor then
   takes it (which plugins loaded, which failed and how).
-- *Health*: every ``health_interval`` a ping must be answered within ``health_timeout``, else
-  the runner is hung (typically a plugin blocking its event loop) and is killed.
+- *Health*: every ``health_interval`` the runner's health thread is asked how its event loop
+  and worker threads are; a loop blocked for ``health_timeout`` (more while the GIL is held,
+  up to ``health_grace``) means hung: the runner is killed; too many threads stuck in calls
+  that timed out mean it is recycled (see :mod:`isoplug.host.health`).
 - *Stop*: ask (``runner.shutdown``) and wait ``shutdown_timeout``; then SIGTERM to the process
   group and wait ``terminate_timeout``; then SIGKILL.
 
@@ -23,10 +25,11 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NOTHING_LOADED, PING, SHUTDOWN, ReadyReport
-from isoplug.errors import ConnectionBroken, ConnectionClosed, IsoplugError, RequestTimeout
+from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NOTHING_LOADED, SHUTDOWN, ReadyReport
+from isoplug.errors import IsoplugError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.health import Finding, HealthWatch, health_tick
 from isoplug.host.launch import launch_runner
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
@@ -61,6 +64,8 @@ class RunnerLife:
         self.ready: asyncio.Future[ReadyReport] = asyncio.get_running_loop().create_future()
         self.process: RunnerProcess | None = None
         self.peer: Peer | None = None
+        #: Its health checks, over a channel of their own (see isoplug.host.health).
+        self.health = HealthWatch(runner_id, config)
 
     async def run(
         self,
@@ -85,38 +90,46 @@ class RunnerLife:
                 log_address=log_address,
                 token=token,
                 log_token=log_token,
-                log_level=self._config.log_level,
                 teardown_timeout=self._config.teardown_timeout,
                 open_stdio=open_stdio,
                 # Noted before the runner can read its bootstrap: its connections (control and
                 # logs) always find its pid known.
                 spawned=self._note_process,
+                health_fd=self.health.runner_fd,
+                health_tick=health_tick(self._config),
+                max_stuck_threads=self._config.max_stuck_threads,
             )
         except OSError as exc:
+            self.health.close()
             self.process = None  # killed by the launch, if it got as far as spawning
             self.token = self.log_token = None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, f"could not start: {exc}")
             return account, None
         except BaseException:
             self.process = None  # cancelled: killed by the launch
+            self.health.close()
             raise
         reason = ""
         permanent: str | None = None
         try:
+            await self.health.start(process.pid)
             reason, permanent = await self._until_exit(process, on_ready)
         except BaseException:
             # Cancelled (host shutting down hard) or a bug: never leave the process behind.
-            process.signal_group(signal.SIGKILL)
+            process.kill("its supervisor was cancelled")
             raise
         finally:
             self.token = self.log_token = None
+            self.health.close()
             if self.peer is not None:
                 with contextlib.suppress(IsoplugError):
                     await self.peer.aclose("runner is gone")
-            if await process.close():
+            leftovers = await process.close()
+            if leftovers:
                 _log.warning(
-                    "runner %s: processes forked by its plugins outlived it; killed them",
+                    "runner %s: processes forked by its plugins outlived it; killed them: %s",
                     self.runner_id,
+                    leftovers.describe(),
                 )
             self.process = None
         returncode = process.exited.result()
@@ -124,8 +137,17 @@ class RunnerLife:
             permanent = "the runner could not read its bootstrap (an isoplug bug)"
         elif returncode == EXIT_NOTHING_LOADED and permanent is None:
             permanent = "no plugin could be loaded"
+        sender = process.host_signals.get(signal.Signals(-returncode)) if returncode < 0 else None
         account = ExitAccount(
-            self.runner_id, process.pid, returncode, process.uptime, restarts, reason
+            self.runner_id,
+            process.pid,
+            returncode,
+            process.uptime,
+            restarts,
+            reason,
+            sent_by_host=sender,
+            oom_evidence=process.oom[0],
+            oom_checked=process.oom[1],
         )
         return account, permanent
 
@@ -145,71 +167,71 @@ class RunnerLife:
         if process.exited.done() and not ready.done():
             return "it exited before reporting ready", None
         if not done:
-            await self._kill(process)
-            return f"killed by the host: not ready within {config.ready_timeout:g} s", None
+            why = f"not ready within {config.ready_timeout:g} s"
+            await self._kill(process, why)
+            return f"killed by the host: {why}", None
         serving, permanent = await on_ready(ready.result(), process)
         if not serving:
             # Setup failed or nothing imported: the runner exits on its own.
             if not await process.wait_exit(config.shutdown_timeout):
-                await self._kill(process)
+                await self._kill(
+                    process, f"it did not exit within {config.shutdown_timeout:g} s of its report"
+                )
             return "", permanent
         return await self._watch(process), None
 
     async def _watch(self, process: RunnerProcess) -> str:
         """Health-check a ready runner until it exits; return why it ended."""
         config = self._config
+        health = self.health
+        delay = config.health_interval
         while True:
-            command = await self._wait_exit_or_command(process, config.health_interval)
+            await self._commands.wait_with((process.exited, health.recycle), delay)
+            command = self._commands.pending
             if not process.running:
                 return ""
             if command is not None:
                 await self._shut_down(process)
                 return describe_command(command)
-            peer = self.peer
-            try:
-                if peer is None:
-                    raise ConnectionClosed("no control connection")
-                if not await self._ping(peer, process):
-                    continue  # a command or the exit came first: handled at the loop's top
-            except RequestTimeout:
-                _log.error(
-                    "runner %s (pid %d) did not answer a health check within %g s: it is hung "
-                    "(a plugin blocking its event loop?); killing it",
-                    self.runner_id,
-                    process.pid,
-                    config.health_timeout,
+            if health.recycle.done():
+                await self._shut_down(process)
+                return health.recycle.result()
+            if self.peer is None or not self.peer.is_open:
+                return await self._lost(process, "it closed its connection but did not exit")
+            finding = await self._check(process)
+            if finding is None:
+                continue  # a command or the exit came first: handled at the loop's top
+            if finding.lost is not None:
+                return await self._lost(
+                    process, f"its health channel failed ({finding.lost}) but it did not exit"
                 )
-                await self._kill(process)
-                return (
-                    f"killed by the host: no answer to a health check within "
-                    f"{config.health_timeout:g} s (hung)"
-                )
-            except (ConnectionClosed, ConnectionBroken):
-                if await process.wait_exit(config.health_timeout):
-                    return ""
-                await self._kill(process)
-                return "killed by the host: it closed its connection but did not exit"
+            if finding.kill is not None:
+                await self._kill(process, finding.kill)
+                return finding.kill
+            if finding.recycle is not None:
+                await self._shut_down(process)
+                return finding.recycle
+            delay = finding.recheck
 
-    async def _ping(self, peer: Peer, process: RunnerProcess) -> bool:
-        """One health check; False if a command or the runner's exit interrupted it.
-
-        Raises :class:`RequestTimeout` when the runner did not answer in time.
-        """
-        ping = asyncio.ensure_future(peer.request(PING, timeout=self._config.health_timeout))
+    async def _check(self, process: RunnerProcess) -> Finding | None:
+        """One health check; None if a command or the runner's exit interrupted it."""
+        check = asyncio.ensure_future(self.health.check())
         try:
-            await self._commands.wait_with((ping, process.exited), None)
+            await self._commands.wait_with((check, process.exited), None)
         finally:
-            if not ping.done():
-                ping.cancel()
-                await asyncio.gather(ping, return_exceptions=True)
-        if ping.cancelled():
-            return False
-        ping.result()
-        return True
+            if not check.done():
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+        return None if check.cancelled() else check.result()
 
-    async def _wait_exit_or_command(self, process: RunnerProcess, timeout: float) -> str | None:
-        await self._commands.wait_with((process.exited,), timeout)
-        return self._commands.pending
+    async def _lost(self, process: RunnerProcess, what: str) -> str:
+        """The runner is going away (the exit follows within moments) or is broken: why it
+        ended, once it has."""
+        if await process.wait_exit(self._config.health_timeout):
+            return ""
+        _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, what)
+        await self._kill(process, what)
+        return f"killed by the host: {what}"
 
     async def _shut_down(self, process: RunnerProcess) -> None:
         """Ask, then SIGTERM, then SIGKILL; returns once the runner has exited."""
@@ -227,6 +249,6 @@ class RunnerLife:
             name=self.runner_id,
         )
 
-    async def _kill(self, process: RunnerProcess) -> None:
-        process.signal_group(signal.SIGKILL)
+    async def _kill(self, process: RunnerProcess, why: str) -> None:
+        process.kill(why)
         await process.wait_exit(None)

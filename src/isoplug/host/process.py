@@ -8,8 +8,15 @@ The runner is started in a new session (``start_new_session=True``), so:
   is killed with it instead of becoming an orphan that holds the stdout pipe open.
 
 Exit is watched by a thread blocked in ``waitpid`` for this one pid, independent of the pipes:
-a grandchild holding stdout open cannot hide the runner's exit. The stdout/stderr pipes are read
-by threads too (:class:`~isoplug.host.stdio.StdioCapture`), never on the event loop.
+a grandchild holding stdout open cannot hide the runner's exit (where the kernel has pidfds, the
+thread first polls one, recording the runner's process tree every second until the exit: see
+:mod:`isoplug.host.descendants`). The stdout/stderr pipes are read by threads too
+(:class:`~isoplug.host.stdio.StdioCapture`), never on the event loop.
+
+The runner's stdin stays open after the bootstrap line, for as long as the runner lives: it is
+the runner's *lifeline*. Only the host holds its write end, so the runner reads end-of-file
+there the moment the host dies or lets go of it, whatever state the host died in (see
+:mod:`isoplug.runner.lifeline`).
 """
 
 from __future__ import annotations
@@ -18,16 +25,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from isoplug.host import descendants
+from isoplug.host.descendants import ProcessStat
+from isoplug.host.oom import OomWatch
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 
-__all__ = ["RunnerProcess"]
+__all__ = ["Leftovers", "RunnerProcess"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -44,20 +55,71 @@ _KILLED_DRAIN_TIMEOUT = 1.0
 #: per record must not hold a restart or the host's shutdown for hours.
 STDIO_REPLAY_TIMEOUT = 5.0
 
+#: How often the runner's process tree is recorded while it lives.
+_RECORD_INTERVAL = 1.0
+#: How many pids a report of leftover processes names.
+_PIDS_SHOWN = 10
+
 OpenStdio = Callable[[int], StdioDestination]
 """``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
+
+
+class Leftovers:
+    """Processes started by a runner's plugins that outlived it, and were killed."""
+
+    def __init__(self, runner_pid: int) -> None:
+        self._runner_pid = runner_pid
+        self.killed: dict[int, ProcessStat] = {}
+        #: The process group had members left, whoever they were (where /proc cannot say).
+        self.group = False
+
+    def __bool__(self) -> bool:
+        return self.group or bool(self.killed)
+
+    def describe(self) -> str:
+        """``"2 processes (pids 10, 11; 1 of them had left its process group: pid 11)"``."""
+        if not self.killed:
+            return "its process group"
+        pids = sorted(self.killed)
+        many = len(pids) > 1
+        text = f"{len(pids)} process{'es' if many else ''} (pid{'s' if many else ''} "
+        text += _pid_list(pids)
+        escaped = [p for p in pids if self.killed[p].pgid != self._runner_pid]
+        if escaped:
+            text += (
+                f"; {len(escaped)} of them had left its process group: "
+                f"pid{'s' if len(escaped) > 1 else ''} {_pid_list(escaped)}"
+            )
+        return text + ")"
+
+
+def _pid_list(pids: list[int]) -> str:
+    shown = ", ".join(str(p) for p in pids[:_PIDS_SHOWN])
+    return shown + (f" and {len(pids) - _PIDS_SHOWN} more" if len(pids) > _PIDS_SHOWN else "")
 
 
 class RunnerProcess:
     """A started runner. Create with :meth:`start`; always finish with :meth:`close`."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int], tag: str | None = None
+    ) -> None:
         self._popen = popen
         self.pid = popen.pid
         self.started = time.monotonic()
         #: Resolves to ``Popen.returncode`` once the runner has exited and been reaped.
         self.exited = exited
+        #: The value of ``descendants.TAG_VARIABLE`` in the runner's environment.
+        self.tag = tag
+        #: The signals the host sent the runner while it ran, and why (the first reason).
+        self.host_signals: dict[signal.Signals, str] = {}
+        #: After a SIGKILL the host did not send: evidence of the out-of-memory killer, and
+        #: which sources were checked (see :class:`~isoplug.host.oom.OomWatch`).
+        self.oom: tuple[str | None, tuple[str, ...]] = (None, ())
         self._capture: StdioCapture | None = None
+        #: The runner's descendants seen while it lived (pid -> start time); only the waiting
+        #: thread writes it, and only until the exit is known.
+        self._recorded: dict[int, int] = {}
 
     @classmethod
     async def start(
@@ -68,8 +130,12 @@ class RunnerProcess:
         stdin_line: bytes,
         open_stdio: OpenStdio,
         spawned: Callable[[RunnerProcess], None] | None = None,
+        tag: str | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> RunnerProcess:
-        """Spawn ``argv``, write ``stdin_line`` on its stdin and close it, capture stdio.
+        """Spawn ``argv``, write ``stdin_line`` on its stdin (kept open: the runner's lifeline),
+        capture stdio. ``tag`` is the value of ``descendants.TAG_VARIABLE`` in ``env``;
+        ``pass_fds`` the descriptors it inherits (its health channel).
 
         ``spawned`` is told of the process as soon as it exists, before it can read its stdin:
         whatever it connects to may then already know its pid. ``open_stdio(pid)`` says where
@@ -90,6 +156,7 @@ class RunnerProcess:
                 env=dict(env),
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
             )
         except BaseException:
             os.close(out_read)
@@ -100,7 +167,7 @@ class RunnerProcess:
             os.close(out_write)
             os.close(err_write)
         exited: asyncio.Future[int] = loop.create_future()
-        process = cls(popen, exited)
+        process = cls(popen, exited, tag)
         threading.Thread(
             target=process._wait_in_thread,
             args=(loop,),
@@ -125,7 +192,7 @@ class RunnerProcess:
         except BaseException:
             # Cancelled, or the pipes could not be read: the process must not outlive this
             # (the capture, if started, ends by itself once the killed process's pipes close).
-            process.signal_group(signal.SIGKILL)
+            process.kill("the host's start of it failed or was cancelled")
             if process._capture is not None:
                 process._capture.seal()
             if popen.stdin is not None:
@@ -142,14 +209,59 @@ class RunnerProcess:
             self._popen.stdin.flush()
         except BrokenPipeError:
             _log.debug("runner %d exited before reading its bootstrap", self.pid)
-        finally:
-            with contextlib.suppress(BrokenPipeError):
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Close the runner's lifeline: from now on it ends by itself (if it still runs)."""
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
                 self._popen.stdin.close()
 
     def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        watch: OomWatch | None = None
+        try:
+            watch = OomWatch(self.pid)
+            self._record_until_exit()
+        except Exception:
+            # Whatever failed here, the exit must still be waited for and told.
+            _log.exception("runner %d: watching its process tree failed (an isoplug bug)", self.pid)
         returncode = self._popen.wait()
+        try:
+            # The host notes its signals before it sends them: a SIGKILL not noted is not its.
+            if returncode == -signal.SIGKILL and signal.SIGKILL not in self.host_signals:
+                self.oom = watch.evidence() if watch is not None else (None, ())
+        except Exception:
+            _log.exception("runner %d: looking for out-of-memory evidence failed", self.pid)
+        finally:
+            if watch is not None:
+                watch.close()
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(self._set_exited, returncode)
+
+    def _record_until_exit(self) -> None:
+        """Record the runner's process tree every ``_RECORD_INTERVAL`` until it exits (returns
+        at once where there are no pidfds: the descendants are then found without)."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            return
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while not poller.poll(_RECORD_INTERVAL * 1000):
+                tree = descendants.subtree(self.pid)
+                recorded = self._recorded
+                if len(recorded) + len(tree) > descendants.MAX_RECORDED:
+                    # Forget the ones that are gone (their start time no longer matches).
+                    recorded = {
+                        pid: start
+                        for pid, start in recorded.items()
+                        if (stat := descendants.read_stat(pid)) and stat.start == start
+                    }
+                recorded.update(list(tree.items())[: descendants.MAX_RECORDED - len(recorded)])
+                self._recorded = recorded
+        finally:
+            os.close(pidfd)
 
     def _set_exited(self, returncode: int) -> None:
         if not self.exited.done():
@@ -162,6 +274,17 @@ class RunnerProcess:
     @property
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    def kill(self, why: str) -> None:
+        """SIGKILL the runner's process group, noting ``why`` for the exit account."""
+        self.send(signal.SIGKILL, why)
+
+    def send(self, signum: signal.Signals, why: str) -> None:
+        """Send ``signum`` to the runner's process group, noting ``why`` for the exit account
+        if the runner still runs (the first reason stays: it is the one that took effect)."""
+        if self.running:
+            self.host_signals.setdefault(signum, why)
+        self.signal_group(signum)
 
     def signal_group(self, signum: signal.Signals) -> bool:
         """Send ``signum`` to the runner's process group; False when nobody was left in it.
@@ -196,60 +319,82 @@ class RunnerProcess:
         terminate_timeout: float,
         name: str,
     ) -> None:
-        """Stop the runner: ``ask()`` it (if given) and wait ``shutdown_timeout``; then SIGTERM
-        its group and wait ``terminate_timeout``; then SIGKILL. Returns once it has exited."""
+        """Stop the runner: ``ask()`` it (if given) and wait ``shutdown_timeout`` from the
+        request, for the answer and the exit together; then SIGTERM its group and wait
+        ``terminate_timeout``; then SIGKILL. Returns once it has exited."""
         if ask is not None and self.running:
-            await ask()
-            if await self.wait_exit(shutdown_timeout):
+            requested = time.monotonic()
+            # The answer is not waited for on its own: a runner whose loop is blocked never
+            # answers, and the deadline is the request's, not the answer's plus the exit's.
+            asking = asyncio.ensure_future(ask())
+            try:
+                exited = await self.wait_exit(shutdown_timeout)
+            finally:
+                if not asking.done():
+                    asking.cancel()
+                    await asyncio.gather(asking, return_exceptions=True)
+            if not asking.cancelled():
+                asking.result()  # ask() swallows what a runner can cause: this is a bug
+            if exited:
                 return
+            waited = time.monotonic() - requested
             _log.warning(
-                "runner %s (pid %d) did not exit within %g s of the shutdown request; "
+                "runner %s (pid %d) did not exit within %.1f s of the shutdown request; "
                 "sending SIGTERM",
                 name,
                 self.pid,
-                shutdown_timeout,
+                waited,
             )
-        self.signal_group(signal.SIGTERM)
+            why = f"it did not exit within {waited:.1f} s of the shutdown request"
+        else:
+            why = "stopping it (no control connection to ask it)"
+        terminated = time.monotonic()
+        self.send(signal.SIGTERM, why)
         if await self.wait_exit(terminate_timeout):
             return
+        ignored = time.monotonic() - terminated
         _log.warning(
-            "runner %s (pid %d) ignored SIGTERM for %g s; sending SIGKILL",
+            "runner %s (pid %d) ignored SIGTERM for %.1f s; sending SIGKILL",
             name,
             self.pid,
-            terminate_timeout,
+            ignored,
         )
-        self.signal_group(signal.SIGKILL)
+        self.kill(f"it ignored SIGTERM for {ignored:.1f} s")
         await self.wait_exit(None)
 
     async def close(
         self,
         drain_timeout: float = STDIO_DRAIN_TIMEOUT,
         replay_timeout: float = STDIO_REPLAY_TIMEOUT,
-    ) -> bool:
+    ) -> Leftovers:
         """After the exit: finish reading stdio, kill leftover descendants, release the pipes.
 
         Output still in the pipes, and whatever processes the plugins forked write to them, is
         read until both pipes end or ``drain_timeout`` passes; then the runner's process group
-        is killed (and that end reported on the plugin's logger when it still held the pipes).
-        Then waits up to ``replay_timeout`` for what was read to be replayed; the rest is
-        counted dropped and reported. Returns True when processes of the runner's group were
-        still alive (a plugin forked a child that outlived the runner) and had to be killed.
+        and every descendant that left it are killed (and that end reported on the plugin's
+        logger when they still held the pipes). Then waits up to ``replay_timeout`` for what
+        was read to be replayed; the rest is counted dropped and reported. Returns the
+        processes that outlived the runner (a plugin started them) and had to be killed.
         Always releases everything; never blocks the event loop.
         """
         capture = self._capture
-        leftovers = False
+        leftovers = Leftovers(self.pid)
+        self._let_go()
         try:
             if capture is not None and not await capture.wait_read(drain_timeout):
-                leftovers = self.signal_group(signal.SIGKILL)
+                await self._end_leftovers(leftovers)
                 ended = await capture.wait_read(_KILLED_DRAIN_TIMEOUT)
                 if not ended:
                     capture.stop_reading()
+                killed = "killed its process group" + (
+                    f" and all it left: {leftovers.describe()}" if leftovers.killed else ""
+                )
                 what = (
-                    "killed its process group"
+                    killed
                     if ended
-                    else "killed its process group, but they stayed open (a process left the "
-                    "group?): stopped reading them, and anything written to them from now on "
-                    "is lost"
+                    else f"{killed}, but they stayed open (a process isoplug could not find, "
+                    "outside its process group?): stopped reading them, and anything written "
+                    "to them from now on is lost"
                 )
                 capture.report(
                     f"stdout/stderr of runner pid {self.pid} were still open {drain_timeout:g} s "
@@ -257,11 +402,11 @@ class RunnerProcess:
                 )
                 if not ended:
                     _log.warning(
-                        "runner %d: stdout/stderr still open after its process group was "
-                        "killed (a descendant left the group?); stopped reading them",
+                        "runner %d: stdout/stderr still open after its process group and the "
+                        "descendants found were killed; stopped reading them",
                         self.pid,
                     )
-            leftovers = self.signal_group(signal.SIGKILL) or leftovers
+            await self._end_leftovers(leftovers)
             if capture is not None:
                 capture.stop_reading()
                 await capture.wait_read(_KILLED_DRAIN_TIMEOUT)
@@ -283,3 +428,16 @@ class RunnerProcess:
             if self._popen.poll() is None:
                 self._popen.kill()
         return leftovers
+
+    async def _end_leftovers(self, leftovers: Leftovers) -> None:
+        """Kill what the runner left behind (see :mod:`isoplug.host.descendants`), adding it to
+        ``leftovers``; its process group last, for anything /proc could not show."""
+        found = await asyncio.to_thread(
+            descendants.find_descendants, self.pid, self.tag, self._recorded
+        )
+        for stat in await asyncio.to_thread(descendants.end_processes, found):
+            leftovers.killed.setdefault(stat.pid, stat)
+        if self.signal_group(signal.SIGKILL) and not os.path.isdir("/proc/self"):
+            # Without /proc the group's word is all there is (with it, members the scan did
+            # not kill can only be exited ones, waiting to be reaped).
+            leftovers.group = True

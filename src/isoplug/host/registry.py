@@ -6,13 +6,22 @@ rest, one problem each, saying which file and what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
-__all__ = ["Discovery", "RunnerPlan", "discover", "plan_runners"]
+__all__ = [
+    "Discovery",
+    "RunnerPlan",
+    "discover",
+    "is_plugin_dir",
+    "plan_runners",
+    "plugins_dir_for",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +71,24 @@ def discover(plugins_dir: Path) -> Discovery:
         seen[manifest.id] = manifest.path
         manifests.append(manifest)
     return Discovery(tuple(manifests), tuple(problems))
+
+
+def is_plugin_dir(path: Path) -> bool:
+    """Whether ``path`` is one plugin's folder (it holds a ``plugin.toml``)."""
+    return (path / MANIFEST_NAME).is_file()
+
+
+@contextlib.contextmanager
+def plugins_dir_for(path: Path) -> Iterator[Path]:
+    """A plugins directory for ``path``: ``path`` itself when it is a folder of plugins; when it
+    is one plugin's folder, a temporary directory holding a link to it (for the block)."""
+    if not is_plugin_dir(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="isoplug-plugin-") as scratch:
+        directory = Path(scratch)
+        (directory / path.resolve().name).symlink_to(path.resolve(), target_is_directory=True)
+        yield directory
 
 
 def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[str]]:

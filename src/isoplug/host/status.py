@@ -31,8 +31,6 @@ class PluginUnavailable(IsoplugError):
 
 #: Hints for the signals whose meaning a user is most likely to miss.
 _SIGNAL_HINTS = {
-    signal.SIGKILL: "likely killed by the kernel's out-of-memory killer (see `dmesg`), "
-    "or by someone's `kill -9`",
     signal.SIGSEGV: "a segmentation fault: a crash in native code (a C extension), not in "
     "Python; the faulthandler text on stderr shows where",
 }
@@ -52,6 +50,12 @@ class ExitAccount:
     #: Why it ended, when the host knows: ``"stopped on request"``, ``"killed by the host:
     #: ..."``; ``""`` when the runner exited on its own.
     reason: str = ""
+    #: Why the host sent the signal that ended it (None: the host did not send it).
+    sent_by_host: str | None = None
+    #: For a SIGKILL the host did not send: what shows the kernel's out-of-memory killer sent
+    #: it (None: nothing does), and which sources were checked for that.
+    oom_evidence: str | None = None
+    oom_checked: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int | None:
@@ -71,18 +75,34 @@ class ExitAccount:
         return self.returncode == 0
 
     def describe(self) -> str:
-        """One line: what happened, with a hint for SIGKILL and SIGSEGV, uptime, restarts."""
+        """One line: what happened, who sent the signal that ended it (as far as known), a
+        hint for SIGSEGV, why, uptime. (Restarts are the supervisor's to tell: a count in an
+        account would be stale by the next restart.)"""
         if self.returncode >= 0:
             how = f"exited with code {self.returncode}"
         else:
-            how = f"was killed by {self.signal_name}"
+            how = f"was killed by {self.signal_name}{self._sender()}"
             hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
-            if hint and not self.reason.startswith("killed by the host"):
+            if hint and self.sent_by_host is None:
                 how += f" ({hint})"
         text = f"runner {self.runner_id} (pid {self.pid}) {how}"
         if self.reason:
             text += f"; {self.reason}"
-        return f"{text}; uptime {self.uptime:.1f} s, restarts so far {self.restarts}"
+        return f"{text}; uptime {self.uptime:.1f} s"
+
+    def _sender(self) -> str:
+        sent = self.sent_by_host
+        if sent is not None:
+            # The reason may say it already ("killed by the host: ...").
+            return "" if sent in self.reason else f" from the host: {sent}"
+        if self.returncode != -signal.SIGKILL:
+            return ""
+        if self.oom_evidence is not None:
+            return f" from the kernel's out-of-memory killer ({self.oom_evidence})"
+        checked = self.oom_checked
+        verb = "shows" if len(checked) == 1 else "show"
+        searched = f"; {' and '.join(checked)} {verb} no out-of-memory kill" if checked else ""
+        return f", not sent by the host (sender unknown{searched})"
 
     def _known(self) -> bool:
         try:

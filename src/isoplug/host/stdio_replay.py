@@ -146,9 +146,9 @@ class StdioReplay:
         metrics = self._destination.replayer.metrics
         total = sum(dropped.values())
         metrics.received += total
-        for (stream, _), count in dropped.items():
+        for (stream, level), count in dropped.items():
             metrics.streams[stream] = metrics.streams.get(stream, 0) + count
-        metrics.count_drop(DropReason.HOST_BACKLOG, total)
+            metrics.count_drop(DropReason.HOST_BACKLOG, count, level)
 
     def _report_drops(self, dropped: Drops) -> None:
         replayer = self._destination.replayer

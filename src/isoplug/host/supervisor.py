@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import signal
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +28,6 @@ from isoplug.control import (
     SET_LOG_LEVEL,
     EventDelivery,
     LoadStage,
-    LogLevelChange,
     PluginSummary,
     ReadyReport,
 )
@@ -38,6 +36,7 @@ from isoplug.host.calls import call_runner
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
+from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import RunnerProcess
@@ -116,8 +115,8 @@ class RunnerSupervisor:
         self._changed = asyncio.Event()
         #: How many runner processes this supervisor has started.
         self._generation = 0
-        #: Levels set at runtime (runner logger name -> level), re-applied after a restart.
-        self._log_levels: dict[str, int] = {}
+        #: Levels set at runtime, re-applied after a restart.
+        self._log_levels = LogLevels(config.log_level)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -155,10 +154,11 @@ class RunnerSupervisor:
             self._commands.send(RESTART)
         await self._wait_settled(after_generation=generation)
 
-    def kill_now(self) -> None:
-        """Last resort (host cancelled mid-shutdown): SIGKILL the runner's group at once."""
+    def kill_now(self, why: str) -> None:
+        """Last resort (host cancelled mid-shutdown): SIGKILL the runner's group at once;
+        ``why`` goes into its exit account."""
         if self._process is not None:
-            self._process.signal_group(signal.SIGKILL)
+            self._process.kill(why)
 
     async def aclose(self) -> None:
         """Stop, and make sure the supervising task has ended. Idempotent."""
@@ -177,27 +177,31 @@ class RunnerSupervisor:
     def _peer(self) -> Peer | None:
         return None if self._life is None else self._life.peer
 
-    async def set_log_level(self, logger: str, level: int) -> None:
-        """Set ``logger`` (``""``: the runner's root) to ``level`` in the runner, now (if it
-        runs) and after every restart, so that disabled records cost nothing at the source."""
-        self._log_levels[logger] = level
+    async def set_log_level(self, level: int, *, plugin: str = "", logger: str = "") -> None:
+        """Set the level of the whole ``plugin``, or of ``logger`` (``""``: the runner's root),
+        in the runner, now (if it runs) and after every restart, so that disabled records cost
+        nothing at the source (see :mod:`isoplug.host.levels`)."""
+        if plugin:
+            change = self._log_levels.set_plugin(plugin, level)
+        else:
+            change = self._log_levels.set_logger(logger, level)
         peer = self._peer
         if self.state is PluginState.READY and peer is not None and peer.is_open:
-            await peer.request(SET_LOG_LEVEL, LogLevelChange(logger=logger, level=level))
+            await peer.request(SET_LOG_LEVEL, change)
 
     async def _apply_log_levels(self) -> None:
         peer = self._peer
         # A copy: set_log_level() may add a logger while a request below is awaited.
-        for logger, level in list(self._log_levels.items()):
+        for change in self._log_levels.changes():
             if peer is None or not peer.is_open:
                 return
             try:
-                await peer.request(SET_LOG_LEVEL, LogLevelChange(logger=logger, level=level))
+                await peer.request(SET_LOG_LEVEL, change)
             except IsoplugError as exc:
                 _log.warning(
-                    "runner %s: could not set the level of logger %r: %s",
+                    "runner %s: could not set the level of %s: %s",
                     self.runner_id,
-                    logger,
+                    f"plugin {change.plugin!r}" if change.plugin else f"logger {change.logger!r}",
                     clean_text(str(exc), _MAX_FAILURE_CHARS),
                 )
 
@@ -243,7 +247,12 @@ class RunnerSupervisor:
     # -- calls and events ---------------------------------------------------------------------
 
     async def call(
-        self, plugin_id: str, method: str, kwargs: dict[str, Any], timeout: float | None
+        self,
+        plugin_id: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
     ) -> Any:
         """Call ``method`` of ``plugin_id``; see :meth:`isoplug.Host.call` for what it raises."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -261,9 +270,11 @@ class RunnerSupervisor:
             self._process,
             plugin_id,
             method,
-            kwargs,
+            args=args,
+            kwargs=kwargs,
             deadline=deadline,
             commands=self._commands,
+            health=None if self._life is None else self._life.health,
         )
 
     def publish(self, event: str, payload: Any) -> bool:
@@ -366,7 +377,9 @@ class RunnerSupervisor:
     async def _run_once(self) -> tuple[ExitAccount, str | None]:
         """Run one runner process from spawn to exit; return its account and, when restarting
         cannot help, why."""
-        entries = [m for pid, m in self.manifests.items() if pid not in self.broken]
+        entries = self._log_levels.manifests(
+            [m for pid, m in self.manifests.items() if pid not in self.broken]
+        )
         self._generation += 1
         life = self._life = RunnerLife(self.runner_id, self._config, self._commands)
         self.summaries = {}

@@ -20,9 +20,14 @@ where the old one stopped, saying what was lost meanwhile (:mod:`isoplug.logs.se
 
 ``handle()`` and ``emit()`` never block on I/O and never raise. When the queue is full, records
 are dropped by level: below INFO once the queue is half full, INFO at 80 %, WARNING and above
-only when it is full; every drop is counted by level and the running totals travel with the
-next batch, so the receiver reports them. ``block_when_full=True`` makes them wait (up to
+only when it is full; every drop is counted by level, in the sequence ledger too (see
+:mod:`isoplug.logs.ledger`), and the running totals travel with the next batch, so the receiver
+reports them even when no batch follows. ``block_when_full=True`` makes them wait (up to
 ``block_timeout``) for room instead: lossless mode.
+
+``close()`` (at exit too) sends what is queued within one deadline: in order while the receiver
+keeps up, by level once it does not (WARNING and above first, then INFO, then the rest),
+dropping and counting what the deadline leaves (:mod:`isoplug.logs.closing`).
 
 Records logged by this module's own sender thread never come back into it (no re-entrance).
 After ``os.fork()`` the child gets a fresh, empty handler state and opens its own connection on
@@ -45,8 +50,9 @@ import weakref
 import msgspec
 
 from isoplug.logs.capture import LineSite, capture_record, encode_line
-from isoplug.logs.ledger import SenderLedger, private_ledger
-from isoplug.logs.sender import SenderThread
+from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
+from isoplug.logs.ledger import QUEUE_FULL, SenderLedger, private_ledger
+from isoplug.logs.sender import SenderThread, send_tls_now
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
@@ -75,13 +81,11 @@ WRITE_THROUGH_BURST = 200.0
 EMIT_PUSH_INTERVAL = 0.001
 #: ... or once it holds this many records, whatever the timestamps say (a clock set back).
 EMIT_PUSH_RECORDS = 256
-#: Batches are split at 1 MiB: far below the frame limit, large enough to amortise a send.
-MAX_BATCH_BYTES = 1024 * 1024
 #: Fractions of the queue that records below INFO, and INFO records, may fill.
 _DEBUG_SHARE = 0.5
 _INFO_SHARE = 0.8
 #: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
-DEFAULT_FLUSH_TIMEOUT = 5.0
+DEFAULT_FLUSH_TIMEOUT = DEFAULT_CLOSE_TIMEOUT
 
 #: What encoding a line's text can raise (lone surrogates): the record path then carries it.
 _LINE_ENCODE_FAILURES = (msgspec.EncodeError, UnicodeEncodeError)
@@ -92,6 +96,8 @@ _live_handlers: weakref.WeakSet[ForwardingHandler] = weakref.WeakSet()
 def _reset_after_fork() -> None:
     for handler in list(_live_handlers):
         handler._after_fork_in_child()
+    if _live_handlers:
+        close_all_at_exit(_flush_all_at_exit, forked=True)
 
 
 def _lock_before_fork() -> None:
@@ -112,22 +118,6 @@ if hasattr(os, "register_at_fork"):
     )
 
 
-def _send_tls_without_blocking(sock: ssl.SSLSocket, frame: bytes) -> int:
-    """``send(frame, MSG_DONTWAIT)`` for TLS, which takes no flags: all of it, or 0.
-
-    Python's TLS writes are whole or nothing, and one that could not finish must be retried
-    with the same bytes: the caller leaves the whole frame to the sender thread, which sends
-    it before anything else.
-    """
-    sock.setblocking(False)
-    try:
-        return sock.send(frame)
-    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-        return 0
-    finally:
-        sock.setblocking(True)
-
-
 def _flush_all_at_exit() -> None:
     for handler in list(_live_handlers):
         handler.close()
@@ -136,7 +126,7 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
-class ForwardingHandler(SenderThread, logging.Handler):
+class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
     """Forwards every record it handles to a receiver at ``address`` (see the module doc).
 
     ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
@@ -178,6 +168,9 @@ class ForwardingHandler(SenderThread, logging.Handler):
         self._write_through_rate = write_through_rate
         self._init_state()
         _live_handlers.add(self)
+        # In a process of multiprocessing's (a pool initializer's handler), which ends with
+        # os._exit(): close there too, or the receiver takes its normal end for a crash.
+        close_all_at_exit(_flush_all_at_exit, forked=False)
 
     @property
     def write_through_rate(self) -> float:
@@ -225,6 +218,7 @@ class ForwardingHandler(SenderThread, logging.Handler):
         self._closed = False
         self._pid = os.getpid()
         self._init_link_state()
+        self._init_close_state()
 
     # -- logging.Handler ---------------------------------------------------------------------
 
@@ -361,7 +355,10 @@ class ForwardingHandler(SenderThread, logging.Handler):
         with self._queue_changed:
             self._flushing += 1
             try:
-                while (self._queue or self._in_flight) and self._failed is None:
+                # Once closed (logging.shutdown() flushes at exit, after close), no more goes.
+                while (
+                    (self._queue or self._in_flight) and self._failed is None and not self._closed
+                ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._thread is None:
                         return
@@ -371,28 +368,16 @@ class ForwardingHandler(SenderThread, logging.Handler):
                 self._flushing -= 1
 
     def close(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> None:
-        """Flush (up to ``timeout``), say goodbye and release the connection. Idempotent."""
-        if self._closed:
+        """Send what is queued within ``timeout`` seconds, say goodbye and release the
+        connection. Idempotent.
+
+        In order while the receiver keeps up; once it does not, the most severe records first
+        (WARNING and above, then INFO, then the rest); what the deadline leaves is dropped,
+        counted by level (:attr:`dropped`) and reported by the receiver
+        (:mod:`isoplug.logs.closing`).
+        """
+        if not self._close_within(timeout):
             return
-        self.flush(timeout)
-        with self._queue_changed:
-            self._closed = True
-            self._queue_changed.notify_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        channel = self._channel
-        if channel is not None and self._pid == os.getpid():
-            # The sender may be stuck in a send to a receiver that stopped reading.
-            if self._send_lock.acquire(timeout=timeout):
-                try:
-                    channel.close("log handler closed")
-                finally:
-                    self._send_lock.release()
-            else:
-                with contextlib.suppress(OSError):
-                    channel.socket.shutdown(socket.SHUT_RDWR)
-                channel.socket.close()
         with self._queue_lock:
             ledger, self._shared_ledger = self._shared_ledger, None
             self._ledger = private_ledger()
@@ -406,11 +391,12 @@ class ForwardingHandler(SenderThread, logging.Handler):
     @property
     def dropped(self) -> dict[int, int]:
         """Records dropped so far, by level number (``logging.NOTSET``: lost with a connection
-        that could not be replaced)."""
+        that could not be replaced), at ``close()``'s deadline included."""
         with self._queue_lock:
             totals = dict(self._dropped_before)
-            for level, count in self._dropped.items():
-                totals[level] = totals.get(level, 0) + count
+            for counts in (self._dropped, self._dropped_at_close):
+                for level, count in counts.items():
+                    totals[level] = totals.get(level, 0) + count
             return totals
 
     @property
@@ -423,6 +409,9 @@ class ForwardingHandler(SenderThread, logging.Handler):
     def _count_drop(self, levelno: int) -> None:
         """Count a dropped record (queue lock held) and make sure the totals get sent."""
         self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
+        if self._shared_ledger is not None:
+            # The totals reach the receiver even if no batch follows (a crash, a kill).
+            self._shared_ledger.add_drops(QUEUE_FULL, levelno)
         if not self._drops_unsent:
             self._drops_unsent = True
             self._queue_changed.notify_all()
@@ -500,7 +489,7 @@ class ForwardingHandler(SenderThread, logging.Handler):
         try:
             if self._sock_is_tls:
                 assert isinstance(sock, ssl.SSLSocket)
-                sent = _send_tls_without_blocking(sock, frame)
+                sent = send_tls_now(sock, frame)
             else:
                 sent = sock.send(frame, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -520,17 +509,19 @@ class ForwardingHandler(SenderThread, logging.Handler):
             self._totals_written = dict(self._dropped)
 
     def _take_batch(self) -> tuple[list[bytes], int]:
-        """Remove up to MAX_BATCH_BYTES of records from the head of the queue (lock held), and
-        charge them their write-through tokens (see :meth:`_wrote_through`)."""
+        """Remove up to MAX_BATCH_BYTES of records (less while closing) from the head of the
+        queue (lock held), and charge them their write-through tokens (see
+        :meth:`_wrote_through`)."""
         queue = self._queue
-        if self._queued_bytes <= MAX_BATCH_BYTES:
+        cap = self._batch_cap
+        if self._queued_bytes <= cap:
             self._queue = []
             batch, size = queue, sum(map(len, queue))
         else:
             size = 0
             for index, encoded in enumerate(queue):
                 size += len(encoded)
-                if size >= MAX_BATCH_BYTES:
+                if size >= cap:
                     batch = queue[: index + 1]
                     del queue[: index + 1]
                     break

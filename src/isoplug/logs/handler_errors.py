@@ -2,15 +2,22 @@
 
 A replayed record is handed to ``logger.handle()``; a handler (or a filter) of the host's that
 raises there must cost that record at most, never the sender's connection. ``logging`` lets
-such an exception through: only the standard handlers catch their own failures (and print
-``--- Logging error ---`` through ``handleError``, which isoplug leaves to the host's
-``logging.raiseExceptions``). So the replayer catches it, counts it in
+such an exception through, so the replayer catches it, counts it in
 :attr:`~isoplug.logs.LogMetrics.handler_errors`, and tells :class:`HandlerErrors`, which
 reports on the host's own logger (``isoplug.host`` in a Host, ``isoplug.logs`` in a
 ``LogReceiver``), not on the sender's, whose handlers are likely the broken ones: the first
 error at once, with its type, message and traceback, then at most one summary per interval
 (:mod:`isoplug.logs.report_throttle`). If reporting raises too, the report goes to the host's
 stderr instead.
+
+The standard handlers catch their own failures and call ``handleError``, which prints
+``--- Logging error ---``, a traceback and the call stack for every record: a host handler
+writing to a closed file printed 12,668 of them (85.9 MB) for one plugin's burst, and took so
+long over it that the records themselves came late. So while a replayer replays (on its
+thread: :class:`Replaying`), ``logging.Handler.handleError`` counts and reports the failure as
+above instead, once with a count; the handler goes on with the next record as it would have.
+Elsewhere, and with ``logging.raiseExceptions`` off (then it is counted, not reported), it does
+what it did.
 
 One instance serves every connection of a receiver: a broken handler is the host's trouble,
 and a thousand plugins must not make a thousand reports of it. The exception's text may quote
@@ -21,18 +28,61 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import traceback
+from collections.abc import Callable
 
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.wire.sanitize import clean_block, clean_text
 
-__all__ = ["HandlerErrors"]
+__all__ = ["HandlerErrors", "Replaying"]
 
 #: The longest exception text quoted in a report.
 _ERROR_CHARS = 500
 #: The longest traceback attached to the first report.
 _TRACEBACK_CHARS = 16 * 1024
 _KIND = "handler_error"
+
+
+#: Told of a handler that failed on the record it handles (it calls ``handleError``).
+ErrorSink = Callable[[logging.Handler, BaseException], None]
+
+_stdlib_handle_error = logging.Handler.handleError
+# The sink of the replay running on this thread, if any.
+_replay = threading.local()
+
+
+def _handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
+    """``logging.Handler.handleError`` while isoplug is imported: the replay's sink on a
+    replay's thread, the original elsewhere."""
+    sink: ErrorSink | None = getattr(_replay, "sink", None)
+    error = sys.exc_info()[1]
+    if sink is None or error is None:
+        _stdlib_handle_error(self, record)
+        return
+    sink(self, error)
+
+
+logging.Handler.handleError = _handle_error  # type: ignore[method-assign]
+
+
+class Replaying:
+    """While a ``with`` block of this runs on this thread, a handler's ``handleError`` tells
+    ``sink`` instead of printing (see the module docstring). Reusable, not reentrant; a class
+    rather than a generator: a replayer enters one for every batch."""
+
+    __slots__ = ("_outer", "_sink")
+
+    def __init__(self, sink: ErrorSink) -> None:
+        self._sink = sink
+        self._outer: ErrorSink | None = None
+
+    def __enter__(self) -> None:
+        self._outer = getattr(_replay, "sink", None)
+        _replay.sink = self._sink
+
+    def __exit__(self, *exc_info: object) -> None:
+        _replay.sink = self._outer
 
 
 class HandlerErrors:
@@ -66,6 +116,29 @@ class HandlerErrors:
             detail=f"{what} on {where}",
         )
 
+    def swallowed(self, error: BaseException, handler: logging.Handler, sender: str) -> None:
+        """``handler`` failed with ``error`` on a record of ``sender`` and called
+        ``handleError`` (it went on without the record); the caller has counted it. Reported
+        as :meth:`failed` is, unless ``logging.raiseExceptions`` is off."""
+        if not logging.raiseExceptions:
+            return
+        what = _describe(error)
+        where = f"a record of {sender}"
+        first = (
+            f"a log handler ({type(handler).__name__}) failed with {what} on {where}, and "
+            "went on without it; logging would print '--- Logging error ---' for each such "
+            "record: this is said once (counted as handler_errors in the log metrics; further "
+            f"errors are summed up at most every {self._throttle.interval:g} s)"
+        )
+        self._throttle.report(
+            _KIND,
+            first,
+            summary=_summary,
+            emit=lambda text: self._emit(text, error if text is first else None),
+            records=1,
+            detail=f"{what} in {type(handler).__name__} on {where}",
+        )
+
     def close(self) -> None:
         """Send the pending summary, if any, and stop its timer (a receiver opened again gets
         a fresh one)."""
@@ -73,7 +146,7 @@ class HandlerErrors:
         self._throttle = ReportThrottle(throttle.interval, timer=True)
         throttle.close()
 
-    def _emit(self, text: str, error: Exception | None) -> None:
+    def _emit(self, text: str, error: BaseException | None) -> None:
         record = self.logger.makeRecord(
             self.logger.name, logging.ERROR, "(isoplug)", 0, text, (), None
         )
@@ -82,8 +155,13 @@ class HandlerErrors:
             # text, hence the sanitizer (and text, not the exception object).
             record.exc_text = clean_block(_traceback_text(error), _TRACEBACK_CHARS)
         record.__dict__["isoplug_report"] = True
+        failed: list[BaseException] = []
         try:
-            self.logger.handle(record)
+            # A handler that fails on this report too calls handleError: noted, not printed.
+            with Replaying(lambda _, error: failed.append(error)):
+                self.logger.handle(record)
+            if failed:
+                raise failed[0]
         except Exception as again:
             # The host's handlers fail on our own report too: say it where someone looks.
             print(

@@ -4,54 +4,115 @@ Every record a sender accepts gets the next sequence number. Records sent at onc
 kernel when ``logger.info()`` returns and survive any death of the sender; records batched
 under a burst wait in its memory, and a SIGKILL, ``os._exit`` or segfault takes them along.
 Sequence numbers alone cannot tell how many: a gap shows only once a later record arrives.
+Nor can the batches tell every drop: the drop totals travel with the next batch, and a sender
+that ends first never sends one.
 
 So the sender keeps, in a page of shared memory (a Linux ``memfd``), the highest sequence
-number it has accepted, one 8-byte store per record. Right after connecting over a unix socket
-it announces the descriptor's number in its first batch. The receiver, which knows the
-sender's pid from the socket's peer credentials (never from the payload), opens
-``/proc/<pid>/fd/<n>`` while the sender lives and keeps its own descriptor. When the connection
-ends, one ``pread`` of that memory says how many accepted records never arrived, however the
-sender died.
+number it has accepted (one 8-byte store per record), its drop totals by level (one store per
+record dropped), and what its ``close()`` did (see :class:`LedgerState`). Right after
+connecting over a unix socket it announces the descriptor's number in its first batch. The
+receiver, which knows the sender's pid from the socket's peer credentials (never from the
+payload), opens ``/proc/<pid>/fd/<n>`` while the sender lives and keeps its own descriptor.
+When the connection ends, one ``pread`` of that memory says how many accepted records never
+arrived and how many were dropped, however the sender died: delivered + reported = emitted.
 
 The receiver only reads the memory with ``pread`` (no mapping, so a sender that shrinks the file
-cannot crash the receiver with SIGBUS), and only opens a descriptor that is this kind of memfd
-and a regular file (never a FIFO or a device that could block or lie). The count is the one
-thing a sender controls with it, and only about itself.
+cannot crash the receiver with SIGBUS), and only opens a descriptor that is this kind of memfd,
+a regular file of this layout's size (never a FIFO or a device that could block or lie); the
+layout starts with a magic word that names its version. The counts are the one thing a sender
+controls with it, and only about itself.
+
+Layout, in 8-byte unsigned words of native order: the highest sequence number accepted (first,
+so that the sender's store per record stays one index); the magic word; the flags; a word for
+later use; then :data:`SLOTS` pairs ``(key, count)`` of drop totals, a key naming the kind of
+drop and the level (0: an unused slot).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import stat
 import sys
+from collections.abc import Mapping
 
-__all__ = ["LEDGER_NAME", "LedgerError", "ReceiverLedger", "SenderLedger", "private_ledger"]
+__all__ = [
+    "CLOSE_DEADLINE_PASSED",
+    "CLOSING",
+    "DROPPED_AT_CLOSE",
+    "LEDGER_NAME",
+    "LEDGER_SIZE",
+    "OVERFLOW_LEVEL",
+    "QUEUE_FULL",
+    "SLOTS",
+    "LedgerError",
+    "LedgerState",
+    "ReceiverLedger",
+    "SenderLedger",
+    "parse_ledger",
+    "private_ledger",
+]
 
 #: The memfd's name; the receiver checks it (``/proc`` shows ``/memfd:<name> (deleted)``).
 LEDGER_NAME = "isoplug-log-ledger"
-_SIZE = 8
+#: "isoplug" and the layout's version (2: drop totals and close flags; 1 was the sequence
+#: number alone, 8 bytes).
+_MAGIC = int.from_bytes(b"isoplug\x02", "little")
+_SEQ, _MAGIC_WORD, _FLAGS = 0, 1, 2
+_FIRST_SLOT = 4
+#: Drop totals kept apart, by kind and level; past them, a kind's levels are summed in its
+#: overflow slot (the last two).
+SLOTS = 30
+_WORDS = _FIRST_SLOT + 2 * SLOTS
+LEDGER_SIZE = 8 * _WORDS
+
+#: Kinds of drop: records the queue had no room for (they got no sequence number) ...
+QUEUE_FULL = 0
+#: ... and accepted records that ``close()`` dropped when its deadline passed.
+DROPPED_AT_CLOSE = 1
+_KINDS = (QUEUE_FULL, DROPPED_AT_CLOSE)
+#: Flags: ``close()`` began (records may then come by level, and be dropped at its deadline) ...
+CLOSING = 1
+#: ... and its deadline passed before everything was sent.
+CLOSE_DEADLINE_PASSED = 2
+
+#: A key is ``kind * _KIND_STEP + level code``; the code is the level + 1 (0 is no level), or
+#: _OVERFLOW for the levels summed in a kind's overflow slot (and levels out of range).
+_KIND_STEP = 2**33
+_OVERFLOW = 2**32
+#: The level the receiver reads for a kind's overflow slot (report_throttle.OTHER_LEVELS).
+OVERFLOW_LEVEL = -1
 
 
 def private_ledger() -> memoryview:
     """An 8-byte counter in private memory, for a sender that has no shared ledger (yet)."""
-    return memoryview(bytearray(_SIZE)).cast("Q")
+    return memoryview(bytearray(8)).cast("Q")
+
+
+def _key(kind: int, level: int) -> int:
+    code = level + 1 if 0 <= level < _OVERFLOW - 1 else _OVERFLOW
+    return kind * _KIND_STEP + code
 
 
 class SenderLedger:
-    """The sender's side: a shared 8-byte counter; store into :attr:`view` ``[0]``."""
+    """The sender's side: store the sequence number into :attr:`view` ``[0]``; count drops
+    with :meth:`add_drops`. Written by one thread at a time (the caller's lock)."""
 
     def __init__(self) -> None:
         fd = os.memfd_create(LEDGER_NAME, os.MFD_CLOEXEC)
         try:
-            os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE)
+            os.ftruncate(fd, LEDGER_SIZE)
+            self._map = mmap.mmap(fd, LEDGER_SIZE)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
-        #: The highest sequence number accepted, as an unsigned 64-bit integer in native order.
+        #: The words of the layout; ``view[0]`` is the highest sequence number accepted.
         self.view = memoryview(self._map).cast("Q")
+        self.view[_MAGIC_WORD] = _MAGIC
+        # (kind, level) -> index of its count word.
+        self._slots: dict[tuple[int, int], int] = {}
 
     @classmethod
     def create(cls) -> SenderLedger | None:
@@ -67,10 +128,83 @@ class SenderLedger:
             )
             return None
 
+    def add_drops(self, kind: int, level: int, count: int = 1) -> None:
+        """Add ``count`` records of ``level`` to the drop total of ``kind``."""
+        index = self._slots.get((kind, level)) or self._new_slot(kind, level)
+        self.view[index] += count
+
+    def set_drops(self, kind: int, totals: Mapping[int, int]) -> None:
+        """Make the drop totals of ``kind`` these (a connection handing its totals on)."""
+        view = self.view
+        for (slot_kind, _), index in self._slots.items():
+            if slot_kind == kind:
+                view[index] = 0
+        for level, count in totals.items():
+            if count:
+                self.add_drops(kind, level, count)
+
+    def set_flag(self, flag: int) -> None:
+        self.view[_FLAGS] |= flag
+
+    def _new_slot(self, kind: int, level: int) -> int:
+        view = self.view
+        key = _key(kind, level)
+        # Each kind's overflow slot is one of the last two; the others are shared, first come.
+        overflow = _FIRST_SLOT + 2 * (SLOTS - len(_KINDS) + kind)
+        slot = _FIRST_SLOT
+        while slot < _FIRST_SLOT + 2 * (SLOTS - len(_KINDS)):
+            if not view[slot]:
+                break
+            slot += 2
+        else:
+            slot, key = overflow, _key(kind, _OVERFLOW)
+        # A new slot's count is 0 (an overflow slot's, its kind's sum so far).
+        view[slot] = key
+        self._slots[(kind, level)] = slot + 1
+        return slot + 1
+
     def close(self) -> None:
         self.view.release()
         self._map.close()
         os.close(self.fd)
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerState:
+    """What a sender's ledger said when the receiver read it."""
+
+    #: The highest sequence number the sender accepted.
+    accepted: int
+    #: Drop totals by level: records the queue had no room for (no sequence number) ...
+    queue_full: dict[int, int]
+    #: ... and accepted records dropped when ``close()``'s deadline passed.
+    dropped_at_close: dict[int, int]
+    #: :data:`CLOSING`, :data:`CLOSE_DEADLINE_PASSED`.
+    flags: int
+
+
+def parse_ledger(data: bytes) -> LedgerState | None:
+    """The state in a ledger's bytes; None if they are not this layout (shrunk, another
+    version)."""
+    if len(data) < LEDGER_SIZE:
+        return None
+    words = memoryview(data[:LEDGER_SIZE]).cast("Q")
+    if words[_MAGIC_WORD] != _MAGIC:
+        return None
+    totals: dict[int, dict[int, int]] = {kind: {} for kind in _KINDS}
+    for slot in range(_FIRST_SLOT, _WORDS, 2):
+        key, count = words[slot], words[slot + 1]
+        kind, code = divmod(key, _KIND_STEP)
+        if not key or not count or kind not in totals or not 0 < code <= _OVERFLOW:
+            continue
+        level = code - 1 if code < _OVERFLOW else OVERFLOW_LEVEL
+        totals[kind][level] = totals[kind].get(level, 0) + count
+    return LedgerState(
+        accepted=words[_SEQ],
+        queue_full=totals[QUEUE_FULL],
+        dropped_at_close=totals[DROPPED_AT_CLOSE],
+        flags=words[_FLAGS],
+    )
 
 
 class LedgerError(Exception):
@@ -78,7 +212,7 @@ class LedgerError(Exception):
 
 
 class ReceiverLedger:
-    """The receiver's side: reads the highest sequence number a sender accepted."""
+    """The receiver's side: reads what a sender's ledger says."""
 
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
@@ -98,20 +232,22 @@ class ReceiverLedger:
             status = os.fstat(handle)
             if not stat.S_ISREG(status.st_mode):
                 raise LedgerError(f"descriptor {fd} of pid {pid} is not a regular file")
+            if status.st_size != LEDGER_SIZE:
+                raise LedgerError(
+                    f"the ledger of pid {pid} has {status.st_size} bytes, not {LEDGER_SIZE}: "
+                    "a sender of another isoplug version"
+                )
         except BaseException:
             os.close(handle)
             raise
         return cls(handle)
 
-    def read(self) -> int | None:
-        """The highest sequence number the sender accepted, or None if it cannot be read
-        (closed, or shrunk by the sender)."""
+    def read(self) -> LedgerState | None:
+        """What the sender's ledger says, or None if it cannot be read (closed, shrunk by the
+        sender, another layout)."""
         if self._fd is None:
             return None
-        data = os.pread(self._fd, _SIZE, 0)
-        if len(data) < _SIZE:
-            return None
-        return int.from_bytes(data, sys.byteorder)
+        return parse_ledger(os.pread(self._fd, LEDGER_SIZE, 0))
 
     def close(self) -> None:
         if self._fd is not None:

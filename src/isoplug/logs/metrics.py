@@ -24,6 +24,10 @@ class DropReason:
     #: Accepted by the sender but never sent: it ended first (a crash, a kill, or a last flush
     #: that timed out), counted from its sequence ledger.
     SENDER_ENDED = "sender_ended"
+    #: Accepted by the sender and dropped when its ``close()`` deadline passed before the
+    #: receiver took them (the least severe are the ones left; counted by the sender, reported
+    #: in its last batch or its ledger).
+    SENDER_CLOSE_DEADLINE = "sender_close_deadline"
     #: Lines a runner wrote on its stdout/stderr pipes (fd-level output) that the host's log
     #: handlers could not keep up with: the host never makes a runner wait on its handlers, so
     #: past a bounded backlog it drops them instead, the least severe first.
@@ -58,13 +62,29 @@ class LogMetrics:
     #: one, later records reach them all; the error is reported on the host's own logger (see
     #: :mod:`isoplug.logs.handler_errors`).
     handler_errors: int = 0
+    #: :attr:`replayed` by level number.
+    replayed_levels: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: The part of :attr:`dropped` whose level is known (the rate limit's, the sender's full
+    #: queue's, the host backlog's), by reason, then level number.
+    dropped_levels: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
 
-    def count_drop(self, reason: str, count: int = 1) -> None:
+    def count_drop(self, reason: str, count: int = 1, level: int | None = None) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
+        if level is not None:
+            levels = self.dropped_levels.get(reason)
+            if levels is None:
+                levels = self.dropped_levels[reason] = {}
+            levels[level] = levels.get(level, 0) + count
 
     def snapshot(self) -> LogMetrics:
         """A copy that no longer changes."""
-        return dataclasses.replace(self, dropped=dict(self.dropped), streams=dict(self.streams))
+        return dataclasses.replace(
+            self,
+            dropped=dict(self.dropped),
+            streams=dict(self.streams),
+            replayed_levels=dict(self.replayed_levels),
+            dropped_levels={reason: dict(n) for reason, n in list(self.dropped_levels.items())},
+        )
 
     @classmethod
     def combined(cls, parts: Iterable[LogMetrics]) -> LogMetrics:
@@ -82,6 +102,12 @@ class LogMetrics:
                 total.count_drop(reason, count)
             for stream, count in list(part.streams.items()):
                 total.streams[stream] = total.streams.get(stream, 0) + count
+            for level, count in list(part.replayed_levels.items()):
+                total.replayed_levels[level] = total.replayed_levels.get(level, 0) + count
+            for reason, levels in list(part.dropped_levels.items()):
+                into = total.dropped_levels.setdefault(reason, {})
+                for level, count in list(levels.items()):
+                    into[level] = into.get(level, 0) + count
             if part.last_record_time is not None:
                 total.last_record_time = max(total.last_record_time or 0.0, part.last_record_time)
         return total

@@ -34,7 +34,7 @@ import msgspec
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.exceptions import ExcInfo
-from isoplug.logs.handler_errors import HandlerErrors
+from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
@@ -53,6 +53,8 @@ _raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _record_decoder = msgspec.msgpack.Decoder(LogRecordData)
 _value_encoder = msgspec.msgpack.Encoder()
 
+#: What next() gives once a batch's steps are done.
+_DONE = object()
 #: Records replayed between two yields to the event loop in :meth:`LogReplayer.replay_async`:
 #: about a millisecond of work, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
@@ -136,6 +138,9 @@ class LogReplayer:
         self._handler_errors = handler_errors or HandlerErrors(
             logging.getLogger("isoplug.logs"), self.limits.report_interval
         )
+        # Entered around every replay on its thread: a host handler's handleError then
+        # reports here, once with a count, instead of printing for every record.
+        self._catching = Replaying(self._handler_swallowed)
         # A bucket of the caller's makes one rate limit for several connections (a plugin and
         # the processes it forks); otherwise each sender has its own.
         self._bucket = rate_bucket or (
@@ -144,6 +149,10 @@ class LogReplayer:
         self._sites: dict[str, str] = {}
         self._templates: dict[str, LogTemplate] = {}
         self._last_seq = 0
+        # Once a closing sender sends by level (LogBatch.reordered_after): the sequence number
+        # its records continue after, and how many arrived since (counted, not checked).
+        self._reordered_after: int | None = None
+        self._reordered_count = 0
         # Whether a batch came yet: only the first may say the connection resumes another.
         self._first_batch = True
         # Records replayed since the last yield to the event loop (see receive()).
@@ -160,8 +169,9 @@ class LogReplayer:
 
     def replay(self, batch: LogBatch) -> None:
         """Replay a whole batch now (for threads with no event loop to yield to)."""
-        for _ in self._replay_steps(batch):
-            pass
+        with self._catching:
+            for _ in self._replay_steps(batch):
+                pass
 
     def receive(self, batch: LogBatch) -> Awaitable[None] | None:
         """Replay a batch as a :meth:`Peer.on_log_batch <isoplug.rpc.Peer.on_log_batch>`
@@ -172,8 +182,9 @@ class LogReplayer:
         large batch, while a trickle costs no task switch at all.
         """
         steps = self._replay_steps(batch)
-        for _ in steps:
-            return self._replay_rest(steps)
+        with self._catching:
+            for _ in steps:
+                return self._replay_rest(steps)
         return None
 
     async def replay_async(self, batch: LogBatch) -> None:
@@ -195,19 +206,24 @@ class LogReplayer:
         metrics.received += len(batch)
         metrics.last_record_time = time.time()
         replay_one = self._replay_one
-        for data in batch:
-            replay_one(data)
-        self._report_rate_drops()
+        with self._catching:
+            for data in batch:
+                replay_one(data)
+            self._report_rate_drops()
 
     def report(self, text: str) -> None:
         """Say ``text`` in a WARNING record on the ``<prefix>`` logger, stamped with the
         identity, as the replayer's own reports (drops, gaps) are."""
         self._reports.report(text)
 
-    @staticmethod
-    async def _replay_rest(steps: Iterator[None]) -> None:
+    async def _replay_rest(self, steps: Iterator[None]) -> None:
         await asyncio.sleep(0)
-        for _ in steps:
+        while True:
+            # Only while a slice runs: between them the loop runs the host's own code.
+            with self._catching:
+                step = next(steps, _DONE)
+            if step is _DONE:
+                return
             await asyncio.sleep(0)
 
     def finish(self, *, clean: bool = True) -> None:
@@ -218,10 +234,16 @@ class LogReplayer:
         ``clean=False`` (the connection ended without a goodbye) says so too, even when nothing
         was lost; without a ledger, it warns that unsent records, if any, are lost.
         """
-        self._report_rate_drops()
-        self._reports.flush(final=True)
-        self._reports.sender_ended(self._last_seq, clean=clean)
-        self._reports.flush(final=True)
+        reordered = (
+            None
+            if self._reordered_after is None
+            else (self._reordered_after, self._reordered_count)
+        )
+        with self._catching:
+            self._report_rate_drops()
+            self._reports.flush(final=True)
+            self._reports.sender_ended(self._last_seq, clean=clean, reordered=reordered)
+            self._reports.flush(final=True)
         if self._owns_handler_errors:
             self._handler_errors.close()
 
@@ -236,14 +258,24 @@ class LogReplayer:
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False
+        if batch.reordered_after is not None and self._reordered_after is None:
+            # Records come by level from now on: no gap until the end says anything.
+            self._reordered_after = min(self._last_seq, batch.reordered_after)
         if batch.dropped:
             self._reports.sender_drops(batch.dropped)
+        if batch.dropped_at_close:
+            self._reports.close_drops(batch.dropped_at_close)
         metrics.received += len(records)
         if records:
             metrics.last_record_time = time.time()
+        in_order = self._reordered_after is None
+        if not in_order:
+            self._reordered_count += len(records)
         replay_one = self._replay_one
         for data in records:
-            if data.seq == self._last_seq + 1:
+            if not in_order:
+                pass
+            elif data.seq == self._last_seq + 1:
                 self._last_seq = data.seq
             else:
                 self._check_sequence(data.seq)
@@ -327,12 +359,15 @@ class LogReplayer:
         if bucket is not None and not (
             bucket.take_priority() if levelno >= logging.WARNING else bucket.take()
         ):
-            self.metrics.count_drop(DropReason.RATE_LIMITED)
+            self.metrics.count_drop(DropReason.RATE_LIMITED, 1, levelno)
             self._unreported_rate_drops[levelno] = self._unreported_rate_drops.get(levelno, 0) + 1
             return
         # Counted first: whoever sees the record in a handler and then reads the metrics (from
         # another thread when replay runs in one) finds it counted.
-        self.metrics.replayed += 1
+        metrics = self.metrics
+        metrics.replayed += 1
+        levels = metrics.replayed_levels
+        levels[levelno] = levels.get(levelno, 0) + 1
         record = self._rebuild(data, logger, levelno, identity)
         try:
             logger.handle(record)
@@ -345,6 +380,12 @@ class LogReplayer:
         """Count and report (limited) a host handler that raised on a record or a report."""
         self.metrics.handler_errors += 1
         self._handler_errors.failed(error, logger, self.description)
+
+    def _handler_swallowed(self, handler: logging.Handler, error: BaseException) -> None:
+        """Count and report (limited) a host handler that failed on a record or a report and
+        called handleError, instead of its printing (see isoplug.logs.handler_errors)."""
+        self.metrics.handler_errors += 1
+        self._handler_errors.swallowed(error, handler, self.description)
 
     def _rebuild(
         self, data: LogRecordData, logger: logging.Logger, levelno: int, identity: dict[str, Any]

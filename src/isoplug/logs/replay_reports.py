@@ -8,8 +8,9 @@ does not name) is enabled again, and that is reported: otherwise its records, an
 themselves, would vanish unseen.
 
 At the end, the sender's sequence ledger (:mod:`isoplug.logs.ledger`, announced in its first
-batch) says how many records it had accepted; those past the last one that arrived are counted
-lost (``DropReason.SENDER_ENDED``) and reported, however the sender ended.
+batch) says how many records it had accepted and how many it dropped, by level
+(:mod:`isoplug.logs.ledger_reports`): what arrived and what is reported add up to what the
+sender was given.
 
 Whatever a sender can make happen again and again (sequence gaps, drop totals, malformed or
 unprintable records, ledger announcements, its connections' ends, rate-limit drops) is reported
@@ -25,7 +26,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from isoplug.logs.ledger import LedgerError, ReceiverLedger
+from isoplug.logs.ledger import ReceiverLedger
+from isoplug.logs.ledger_reports import SenderLedgerReports
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import (
     MAX_LEVELS,
@@ -47,7 +49,7 @@ _DETAIL_CHARS = 300
 _MAX_DROP_LEVEL = 100
 
 
-class ReplayReports:
+class ReplayReports(SenderLedgerReports):
     """The reports of one replayer, and its sender's ledger; see the module docstring.
 
     ``known`` is the replayer's sender name -> (logger, identity) map, whose loggers are
@@ -86,6 +88,8 @@ class ReplayReports:
         # The sender's drop totals so far, by level: at most MAX_LEVELS of them, NOTSET (lost
         # with a connection) and OTHER_LEVELS.
         self._sender_drops: dict[int, int] = {}
+        # The same for records it dropped at its close deadline (LogBatch.dropped_at_close).
+        self._close_drops: dict[int, int] = {}
 
     def report(self, text: str) -> None:
         """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a WARNING record on the
@@ -178,33 +182,18 @@ class ReplayReports:
 
     def sender_drops(self, totals: Mapping[int, int]) -> None:
         """Count and report what the sender's running drop totals (by level) add since its last
-        batch. Levels past :data:`~isoplug.logs.report_throttle.MAX_LEVELS`, or that no record
-        has, are summed as "other levels": a sender making levels up keeps no more state here,
-        and its report no longer, than one that does not."""
-        known = self._sender_drops
-        folded: dict[int, int] = {}
-        room = MAX_LEVELS - len(known)
-        for level, total in totals.items():
-            key = level
-            if key not in known and key != logging.NOTSET:
-                if 0 < key <= _MAX_DROP_LEVEL and room > 0:
-                    room -= 1
-                else:
-                    key = OTHER_LEVELS
-            folded[key] = folded.get(key, 0) + total
-        new: dict[int, int] = {}
-        for level, total in folded.items():
-            previous = known.get(level, 0)
-            if total > previous:
-                new[level] = total - previous
-                known[level] = total
+        batch (or its ledger, at the end), levels folded as :func:`_increase` says."""
+        new = _increase(self._sender_drops, totals)
         if not new:
             return
         lost = new.pop(logging.NOTSET, 0)
         description = self._description
         if new:
             count = sum(new.values())
-            self._metrics.count_drop(DropReason.SENDER_QUEUE_FULL, count)
+            for level, dropped in new.items():
+                self._metrics.count_drop(
+                    DropReason.SENDER_QUEUE_FULL, dropped, level if level > 0 else None
+                )
             self.limited(
                 "queue_full",
                 f"{description} dropped {count:,} log records because its log queue was full "
@@ -228,6 +217,31 @@ class ReplayReports:
                 ),
                 records=lost,
             )
+
+    def close_drops(self, totals: Mapping[int, int]) -> None:
+        """Count and report what the sender's totals of records dropped at its close deadline
+        (by level) add since they were last told."""
+        new = _increase(self._close_drops, totals)
+        if not new:
+            return
+        count = sum(new.values())
+        for level, dropped in new.items():
+            self._metrics.count_drop(
+                DropReason.SENDER_CLOSE_DEADLINE, dropped, level if level > 0 else None
+            )
+        description = self._description
+        self.limited(
+            "dropped_at_close",
+            f"{description} closed with {count:,} log records unsent when its close deadline "
+            f"passed ({by_level(new)}); they are dropped: it logged faster than they could be "
+            "delivered, and sent WARNING and above first",
+            lambda t: (
+                f"{description} closed {t.events:,} more times with log records unsent at its "
+                f"close deadline, {t.records:,} in all ({by_level(t.levels)})"
+            ),
+            records=count,
+            levels=new,
+        )
 
     def sequence_gap(self, expected: int, seq: int) -> None:
         """Count and report the records ``expected`` to ``seq - 1``, which never arrived."""
@@ -345,92 +359,26 @@ class ReplayReports:
             detail=text,
         )
 
-    # -- the sender's ledger ------------------------------------------------------------------
 
-    def open_ledger(self, fd: int) -> None:
-        """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
-        if self._ledger_announced:
-            description = self._description
-            self.limited(
-                "ledger_again",
-                f"{description} announced a second log ledger; kept the first",
-                lambda t: (
-                    f"{description} announced a log ledger again, {t.events:,} more times over "
-                    f"{t.seconds:.1f} s; kept the first"
-                ),
-            )
-            return
-        self._ledger_announced = True
-        if self._sender_pid is None:
-            self._problem(
-                "ledger",
-                f"{self._description} announced a log ledger, but its connection does not say "
-                "which process it is; a crash will be reported without a count of lost records",
-            )
-            return
-        try:
-            self._ledger = ReceiverLedger.open(self._sender_pid, fd)
-        except FileNotFoundError:
-            # Already gone: sender_ended() reports the unclean end, without a count.
-            return
-        except (LedgerError, OSError) as exc:
-            self._problem(
-                "ledger",
-                f"cannot use the log ledger of {self._description}: {exc}; a crash will be "
-                "reported without a count of lost records",
-            )
-
-    def sender_ended(self, last: int, *, clean: bool) -> None:
-        """Count and report what the sender accepted after record ``last`` (the highest sequence
-        number that arrived) but never sent; ``clean=False`` reports the unclean end too."""
-        accepted = self._read_ledger()
-        lost = accepted - last if accepted is not None and accepted > last else 0
-        if lost:
-            self._metrics.count_drop(DropReason.SENDER_ENDED, lost)
-        after = f"record #{last}" if last else "no record at all"
-        if not clean:
-            if accepted is None:
-                outcome = "records it had not sent yet, if any, are lost"
-            elif lost:
-                outcome = f"{lost:,} records it had accepted (#{last + 1} to #{accepted}) are lost"
+def _increase(known: dict[int, int], totals: Mapping[int, int]) -> dict[int, int]:
+    """What the running ``totals`` (by level) add to ``known`` (updated). Levels past
+    :data:`~isoplug.logs.report_throttle.MAX_LEVELS`, or that no record has, are summed as
+    "other levels": a sender making levels up keeps no more state here, and its report no
+    longer, than one that does not."""
+    folded: dict[int, int] = {}
+    room = MAX_LEVELS - len(known)
+    for level, total in totals.items():
+        key = level
+        if key not in known and key != logging.NOTSET:
+            if 0 < key <= _MAX_DROP_LEVEL and room > 0:
+                room -= 1
             else:
-                outcome = "every record it had accepted arrived"
-            self._ended(
-                f"{self._description}: log connection ended without a goodbye (crash or kill) "
-                f"after {after}; {outcome}",
-                lost,
-            )
-        elif lost:
-            self._ended(
-                f"{self._description} ended before sending {lost:,} log records it had accepted "
-                f"(#{last + 1} to #{accepted}); they are lost",
-                lost,
-            )
-
-    def _ended(self, text: str, lost: int) -> None:
-        description = self._description
-        self.limited(
-            "sender_ended",
-            text,
-            lambda t: (
-                f"{t.events:,} more log connections of {description} ended over "
-                f"{t.seconds:.1f} s without a goodbye or with records unsent; "
-                f"{t.records:,} records they had accepted are lost, as far as their ledgers "
-                f"tell (the latest: {t.detail})"
-            ),
-            records=lost,
-            detail=text,
-        )
-
-    def _read_ledger(self) -> int | None:
-        """The highest sequence number the sender accepted, from its ledger; None if unknown."""
-        ledger, self._ledger = self._ledger, None
-        if ledger is None:
-            return None
-        try:
-            return ledger.read()
-        except OSError as exc:
-            self._problem("ledger", f"cannot read the log ledger of {self._description}: {exc}")
-            return None
-        finally:
-            ledger.close()
+                key = OTHER_LEVELS
+        folded[key] = folded.get(key, 0) + total
+    new: dict[int, int] = {}
+    for level, total in folded.items():
+        previous = known.get(level, 0)
+        if total > previous:
+            new[level] = total - previous
+            known[level] = total
+    return new

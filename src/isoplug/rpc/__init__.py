@@ -7,7 +7,8 @@ from isoplug.rpc.handshake import (
     client_handshake,
     server_handshake,
 )
-from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Handler, Peer, serve
+from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Handler, Peer
+from isoplug.rpc.server import serve
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",

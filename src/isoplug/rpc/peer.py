@@ -2,68 +2,47 @@
 
 Both ends use the same :class:`Peer` class over any :class:`~isoplug.transport.Stream`. Each
 side registers handlers by method name and may call the other side's at any time, with any
-number of requests in flight in both directions.
+number of requests in flight in both directions. How handlers run is told in
+:mod:`isoplug.rpc.dispatch`, which takes each message the peer receives to its handler;
+:func:`~isoplug.rpc.serve` (:mod:`isoplug.rpc.server`) is the listening side.
 
-Handlers
---------
-A request handler takes the decoded params and returns the result (anything msgpack can
-carry). ``async def`` handlers run in their own task, so they may take their time and be
-cancelled; plain functions run inline and must be quick. Raising an exception sends an error
-response carrying the exception's type, message and traceback; the caller gets
-:class:`~isoplug.errors.RemoteError`.
-
-Event handlers have the same signature; their return value is ignored. Plain-function event
-handlers run inline, in order of arrival; ``async def`` event handlers run one at a time, in
-order, in a separate task, so that they may await requests on this same peer without blocking
-the reading of the response.
+This module is the session's life: opening it, calling the other side (the calls awaiting
+answers are kept in :mod:`isoplug.rpc.pending`), reading (pushed by the stream, or pulled by
+a task), and ending it, from either side, so that no caller, task or stream outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import inspect
 import logging
-import math
-import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 import msgspec
 
 from isoplug.errors import (
-    REMOTE_ERROR_BY_CODE,
     ConnectionBroken,
     ConnectionClosed,
-    IsoplugError,
     LocalProtocolError,
     ProtocolError,
-    RemoteError,
     RemoteProtocolError,
     RequestTimeout,
     TransportError,
 )
-from isoplug.rpc.gate import (
-    DEFAULT_HELLO_TIMEOUT,
-    DEFAULT_MAX_HANDSHAKES,
-    HandshakeGate,
-    busy_reject,
-)
+from isoplug.rpc.dispatch import Dispatcher, Handler, LogBatchHandler
 from isoplug.rpc.handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
-    PeerAdmission,
-    bind_admission,
     client_handshake,
-    peer_pid_text,
     server_handshake,
 )
-from isoplug.transport import Address, Listener, Stream, connect, listen
+from isoplug.rpc.pending import DeadlinePassed, PendingCalls
+from isoplug.rpc.remote_errors import remote_error
+from isoplug.transport import Address, Stream, connect
 from isoplug.wire import (
     Cancel,
     Connection,
     ConnectionState,
-    ErrorInfo,
     ErrorResponse,
     Event,
     Goodbye,
@@ -75,10 +54,9 @@ from isoplug.wire import (
     decode_value,
     encode_value,
 )
-from isoplug.wire.connection import TokenLookup
-from isoplug.wire.sanitize import clean_block, clean_text
+from isoplug.wire.sanitize import clean_text
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error", "serve"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error"]
 
 _log = logging.getLogger("isoplug.rpc")
 
@@ -86,83 +64,17 @@ _log = logging.getLogger("isoplug.rpc")
 #: goes through :func:`~isoplug.wire.sanitize.clean_text` first).
 MAX_PEER_NAME_CHARS: Final = 200
 MAX_REASON_CHARS: Final = 1000
-MAX_REMOTE_TYPE_CHARS: Final = 300
-MAX_REMOTE_MESSAGE_CHARS: Final = 4 * 1024
-MAX_REMOTE_TRACEBACK_CHARS: Final = 64 * 1024
-#: Distinct messages with no handler (events by name, log batches) a peer warns about, each
-#: once; past them such messages are only counted, and the count said at the session's end:
-#: made-up event names can neither flood this side's log nor grow its memory.
-MAX_UNHANDLED_WARNINGS: Final = 16
-
-
-def remote_error(method: str, info: ErrorInfo) -> RemoteError:
-    """The exception for an error answer ``info`` to ``method``, its remote texts sanitized."""
-    error_class = REMOTE_ERROR_BY_CODE.get(info.code, RemoteError)
-    return error_class(
-        method,
-        clean_text(info.type, MAX_REMOTE_TYPE_CHARS),
-        clean_text(info.message, MAX_REMOTE_MESSAGE_CHARS),
-        clean_block(info.traceback, MAX_REMOTE_TRACEBACK_CHARS) if info.traceback else "",
-    )
-
 
 T = TypeVar("T")
-Handler = Callable[[Any], Any]
-LogBatchHandler = Callable[[LogBatch], Awaitable[None] | None]
 
 #: Default for :meth:`Peer.request`: long enough for real work, short enough that a hung peer
 #: is noticed. Pass ``timeout=None`` to wait forever.
 DEFAULT_REQUEST_TIMEOUT = 30.0
-#: At most this many incoming requests run at once; past it, the peer stops reading and TCP
-#: flow control slows the sender down, instead of tasks piling up in memory.
-MAX_CONCURRENT_INCOMING = 256
-#: Async event handlers queue up to this many events before the reader waits for them.
-_EVENT_QUEUE_SIZE = 1024
 #: When the session ends, messages that arrived before the end (typically the last log
 #: records of a crashed sender) get this long to be handled before everything is torn down.
 _BACKLOG_GRACE = 10.0
-#: Traceback text sent with an error response is capped so that a deep recursion error does
-#: not produce a frame the size of the limit.
-_MAX_TRACEBACK_CHARS = 64 * 1024
 
 _USE_DEFAULT: Final = object()
-
-
-class _DeadlinePassed(Exception):
-    """Set on a pending request's future when its timeout passes; never leaves this module."""
-
-
-class _Registered:
-    __slots__ = ("function", "is_async", "params_type")
-
-    def __init__(self, function: Handler, params_type: Any) -> None:
-        self.function = function
-        self.params_type = params_type
-        self.is_async = inspect.iscoroutinefunction(function)
-
-
-def _qualified_name(exc_type: type[BaseException]) -> str:
-    return f"{exc_type.__module__}.{exc_type.__qualname__}"
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception as str_failure:
-        return f"<str() of {type(exc).__name__} failed: {type(str_failure).__name__}>"
-
-
-def _error_info(code: str, exc: BaseException) -> ErrorInfo:
-    text = "".join(traceback.format_exception(exc))
-    if len(text) > _MAX_TRACEBACK_CHARS:
-        text = (
-            text[: _MAX_TRACEBACK_CHARS // 2]
-            + "\n[... traceback truncated ...]\n"
-            + text[-_MAX_TRACEBACK_CHARS // 2 :]
-        )
-    return ErrorInfo(
-        code=code, type=_qualified_name(type(exc)), message=_safe_str(exc), traceback=text
-    )
 
 
 class Peer:
@@ -187,31 +99,18 @@ class Peer:
         self._stream = stream
         self._connection = connection
         self.default_timeout = default_timeout
-        self._handlers: dict[str, _Registered] = {}
-        self._event_handlers: dict[str, _Registered] = {}
+        self._pending = PendingCalls()
+        self._dispatcher = Dispatcher(
+            stream,
+            connection,
+            self._pending,
+            send=self._send,
+            closing=lambda: self._closing,
+            fail=self._end_session,
+            peer_name=self.peer_name,
+        )
         for method, function in (handlers or {}).items():
             self.register(method, function)
-        self._log_batch_handler: LogBatchHandler | None = None
-        self._pending: dict[int, tuple[str, asyncio.Future[Message]]] = {}
-        #: Request id -> loop time at which the request times out (see _arm_deadline_timer).
-        self._deadlines: dict[int, float] = {}
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-        self._serving: dict[int, asyncio.Task[None]] = {}
-        self._slot_freed = asyncio.Event()
-        self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
-        self._event_worker: asyncio.Task[None] | None = None
-        #: Messages received that no handler took (see MAX_UNHANDLED_WARNINGS).
-        self.unhandled = 0
-        self._unhandled_warned: set[str] = set()
-        self._unhandled_capped = False
-        # Messages that arrived while an earlier one still needed awaiting; reading is paused
-        # until the drainer task has worked through them, in order.
-        self._backlog: collections.deque[Message] = collections.deque()
-        self._drainer: asyncio.Task[None] | None = None
-        # What a log batch handler left to await (the rest of a long replay): the drainer
-        # awaits it before the next message.
-        self._unfinished: Awaitable[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
         #: Why the session ended: ``None`` while open, else the exception that describes it.
@@ -222,9 +121,9 @@ class Peer:
             # Push mode: bytes are handled in the transport's callback, without a task
             # switch per message (a round trip costs two event-loop iterations fewer).
             if early_messages:
-                loop.call_soon(self._dispatch_messages, list(early_messages))
+                loop.call_soon(self._dispatcher.dispatch, list(early_messages))
         else:
-            self._backlog.extend(early_messages)
+            self._dispatcher.queue(list(early_messages))
             self._reader = loop.create_task(
                 self._pull_loop(), name=f"isoplug-peer-reader:{self.peer_name}"
             )
@@ -318,15 +217,20 @@ class Peer:
     def is_open(self) -> bool:
         return not self._closing and self._connection.state is ConnectionState.OPEN
 
+    @property
+    def unhandled(self) -> int:
+        """Messages received that no handler took (each kind is warned about once)."""
+        return self._dispatcher.unhandled
+
     # -- handlers ---------------------------------------------------------------------------
 
     def register(self, method: str, handler: Handler, *, params_type: Any = Any) -> None:
         """Serve requests for ``method`` with ``handler``; ``params_type`` validates params."""
-        self._handlers[method] = _Registered(handler, params_type)
+        self._dispatcher.register(method, handler, params_type)
 
     def on_event(self, method: str, handler: Handler, *, params_type: Any = Any) -> None:
         """Call ``handler(params)`` for every event named ``method``."""
-        self._event_handlers[method] = _Registered(handler, params_type)
+        self._dispatcher.on_event(method, handler, params_type)
 
     def on_log_batch(self, handler: LogBatchHandler | None) -> None:
         """Hand every :class:`~isoplug.wire.LogBatch` received to ``handler``.
@@ -335,7 +239,7 @@ class Peer:
         handler does; a synchronous one may, for work it could not finish at once), reading
         pauses until that is done, which applies back-pressure to the sender.
         """
-        self._log_batch_handler = handler
+        self._dispatcher.on_log_batch(handler)
 
     # -- calling the other side -------------------------------------------------------------
 
@@ -360,18 +264,12 @@ class Peer:
         self._check_open()
         connection = self._connection
         request_id = connection.next_request_id()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._send(Request(id=request_id, method=method, params=encode_value(params)))
-        self._pending[request_id] = (method, future)
-        if limit is not None:
-            deadline = loop.time() + limit
-            self._deadlines[request_id] = deadline
-            if deadline < self._timer_at:
-                self._arm_deadline_timer(deadline)
+        self._pending.add(request_id, method, future, limit)
         try:
             answer = await future
-        except _DeadlinePassed:
+        except DeadlinePassed:
             self._cancel_remote(request_id)
             raise RequestTimeout(
                 f"{method!r} got no response from {self.peer_name or 'the peer'} within {limit:g} s"
@@ -380,8 +278,7 @@ class Peer:
             self._cancel_remote(request_id)
             raise
         finally:
-            self._pending.pop(request_id, None)
-            self._deadlines.pop(request_id, None)
+            self._pending.forget(request_id)
         if type(answer) is Response:
             try:
                 return decode_value(answer.result, result_type)
@@ -409,32 +306,6 @@ class Peer:
         self._check_open()
         self._send(batch)
         await self._stream.drain()
-
-    def _arm_deadline_timer(self, when: float) -> None:
-        # One timer per peer, not one per request: arming and cancelling a timer per call cost
-        # ~6 us (asyncio.timeout ~10 us), a tenth of a round trip. The timer is moved only
-        # when a request's deadline comes before it; when it fires it expires what is due and
-        # re-arms for the earliest deadline left.
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._timer_at = when
-        self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_requests)
-
-    def _expire_requests(self) -> None:
-        self._deadline_timer = None
-        self._timer_at = math.inf
-        now = asyncio.get_running_loop().time()
-        earliest = math.inf
-        for request_id, deadline in list(self._deadlines.items()):
-            if deadline <= now:
-                del self._deadlines[request_id]
-                pending = self._pending.get(request_id)
-                if pending is not None and not pending[1].done():
-                    pending[1].set_exception(_DeadlinePassed())
-            elif deadline < earliest:
-                earliest = deadline
-        if earliest < math.inf:
-            self._arm_deadline_timer(earliest)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -493,12 +364,13 @@ class Peer:
 
     async def _pull_loop(self) -> None:
         """For streams that cannot push: read, and wait for the backlog before reading on."""
+        dispatcher = self._dispatcher
         try:
-            if self._backlog:
-                self._start_drainer()
+            dispatcher.drain_queued()
             while True:
-                if self._drainer is not None:
-                    await self._drainer
+                drainer = dispatcher.drainer
+                if drainer is not None:
+                    await drainer
                 data = await self._stream.receive_some()
                 if not data:
                     self._on_end(None)
@@ -526,7 +398,7 @@ class Peer:
             self._end_session(exc)
             return
         try:
-            self._dispatch_messages(messages)
+            self._dispatcher.dispatch(messages)
         except Exception as exc:
             # A bug in a handler path must end this session visibly, never hang its callers.
             _log.exception("session with %s failed unexpectedly", self.peer_name or "peer")
@@ -576,7 +448,7 @@ class Peer:
 
     async def _finish_after_backlog(self) -> None:
         try:
-            drainer = self._drainer
+            drainer = self._dispatcher.drainer
             if drainer is not None and drainer is not asyncio.current_task():
                 # The last log records before a crash may be in the backlog: replay them.
                 await asyncio.wait([drainer], timeout=_BACKLOG_GRACE)
@@ -593,26 +465,12 @@ class Peer:
                 _log.debug("peer already gone; could not tell it why the session failed")
 
     async def _shutdown(self) -> None:
-        if self.unhandled > len(self._unhandled_warned):
-            _log.warning(
-                "ignored %d message(s) from %s in all that no handler takes",
-                self.unhandled,
-                self.peer_name or "peer",
-            )
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
-        error = self.close_error or ConnectionClosed("session closed")
-        for method, future in self._pending.values():
-            if not future.done():
-                future.set_exception(_pending_failure(method, error))
-        self._pending.clear()
-        if inspect.iscoroutine(self._unfinished):
-            self._unfinished.close()  # the drainer never got to it: no "never awaited" warning
-        self._unfinished = None
-        tasks: list[asyncio.Task[None]] = list(self._serving.values())
+        dispatcher = self._dispatcher
+        dispatcher.report_unhandled()
+        self._pending.fail_all(self.close_error or ConnectionClosed("session closed"))
+        tasks = dispatcher.stop()
         current = asyncio.current_task()
-        for task in (self._event_worker, self._reader, self._drainer):
+        for task in (self._reader, dispatcher.drainer):
             if task is not None and task is not current:
                 tasks.append(task)
         for task in tasks:
@@ -620,336 +478,3 @@ class Peer:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._stream.aclose()
-
-    def _dispatch_messages(self, messages: list[Message]) -> None:
-        """Handle ``messages`` in order; the first that needs awaiting starts the backlog."""
-        if self._backlog or self._drainer is not None:
-            self._backlog.extend(messages)
-            return
-        for index, message in enumerate(messages):
-            if not self._dispatch_now(message):
-                self._backlog.extend(messages[index:])
-                self._start_drainer()
-                return
-
-    def _start_drainer(self) -> None:
-        self._stream.pause_reading()
-        self._drainer = asyncio.get_running_loop().create_task(
-            self._drain_backlog(), name=f"isoplug-peer-backlog:{self.peer_name}"
-        )
-
-    async def _drain_backlog(self) -> None:
-        backlog = self._backlog
-        try:
-            while backlog:
-                message = backlog[0]
-                # A message already dispatched may have left work to await (then it is not
-                # dispatched again); one that could not be dispatched at all is awaited whole.
-                if (
-                    self._unfinished is None
-                    and not self._dispatch_now(message)
-                    and self._unfinished is None
-                ):
-                    await self._dispatch_waiting(message)
-                unfinished = self._unfinished
-                if unfinished is not None:
-                    self._unfinished = None
-                    try:
-                        await unfinished
-                    except Exception:
-                        _log.exception("log batch handler failed")
-                backlog.popleft()
-        except Exception:
-            _log.exception("session with %s failed unexpectedly", self.peer_name or "peer")
-            self._end_session(ConnectionBroken("session failed while dispatching"))
-        finally:
-            self._drainer = None
-        if not self._closing:
-            self._stream.resume_reading()
-
-    def _dispatch_now(self, message: Message) -> bool:
-        """Handle ``message`` without waiting; False if the next message must wait: either
-        nothing was done (see :meth:`_dispatch_waiting`), or :attr:`_unfinished` is set."""
-        message_type = type(message)
-        if message_type is Response or message_type is ErrorResponse:
-            assert isinstance(message, Response | ErrorResponse)
-            pending = self._pending.get(message.id)
-            if pending is not None and not pending[1].done():
-                pending[1].set_result(message)
-            # else: the caller gave up (timeout or cancel) before the answer came.
-            return True
-        if message_type is Request:
-            assert isinstance(message, Request)
-            return self._dispatch_request(message)
-        if message_type is Event:
-            assert isinstance(message, Event)
-            return self._dispatch_event(message)
-        if message_type is Cancel:
-            assert isinstance(message, Cancel)
-            task = self._serving.get(message.id)
-            if task is not None:
-                task.cancel()
-            return True
-        if message_type is LogBatch:
-            assert isinstance(message, LogBatch)
-            return self._dispatch_log_batch(message)
-        # Goodbye: the connection is now CLOSED; _on_data ends the session.
-        return True
-
-    async def _dispatch_waiting(self, message: Message) -> None:
-        """Handle a message that :meth:`_dispatch_now` could not handle without waiting."""
-        if type(message) is Request:
-            assert isinstance(message, Request)
-            while len(self._serving) >= MAX_CONCURRENT_INCOMING:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-            self._dispatch_request(message)
-        elif type(message) is Event:
-            assert isinstance(message, Event)
-            registered = self._event_handlers[message.method]
-            assert self._event_queue is not None
-            await self._event_queue.put((registered, message))
-
-    def _dispatch_request(self, request: Request) -> bool:
-        registered = self._handlers.get(request.method)
-        if registered is None:
-            self._answer_error(
-                request.id,
-                ErrorInfo(
-                    code="method_not_found",
-                    type="isoplug.errors.MethodNotFound",
-                    message=f"no handler for method {request.method!r}",
-                ),
-            )
-            return True
-        if not registered.is_async:
-            self._answer_inline(request, registered)
-            return True
-        if len(self._serving) >= MAX_CONCURRENT_INCOMING:
-            return False
-        task = asyncio.get_running_loop().create_task(self._serve_async(request, registered))
-        self._serving[request.id] = task
-        return True
-
-    def _answer_inline(self, request: Request, registered: _Registered) -> None:
-        try:
-            params = decode_value(request.params, registered.params_type)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            self._answer_error(request.id, _error_info("invalid_params", exc))
-            return
-        try:
-            result = registered.function(params)
-        except Exception as exc:
-            self._answer_error(request.id, _error_info("error", exc))
-            return
-        self._answer_result(request, result)
-
-    async def _serve_async(self, request: Request, registered: _Registered) -> None:
-        try:
-            try:
-                params = decode_value(request.params, registered.params_type)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                self._answer_error(request.id, _error_info("invalid_params", exc))
-                return
-            try:
-                result = await registered.function(params)
-            except asyncio.CancelledError as exc:
-                if self._closing:
-                    raise
-                self._answer_error(request.id, _error_info("cancelled", exc))
-                return
-            except Exception as exc:
-                self._answer_error(request.id, _error_info("error", exc))
-                return
-            self._answer_result(request, result)
-        finally:
-            self._serving.pop(request.id, None)
-            self._slot_freed.set()
-
-    def _answer_result(self, request: Request, result: Any) -> None:
-        try:
-            encoded = encode_value(result)
-        except LocalProtocolError as exc:
-            self._answer_error(request.id, _error_info("error", exc))
-            return
-        self._send_answer(Response(id=request.id, result=encoded))
-
-    def _answer_error(self, request_id: int, info: ErrorInfo) -> None:
-        self._send_answer(ErrorResponse(id=request_id, error=info))
-
-    def _send_answer(self, answer: Response | ErrorResponse) -> None:
-        if self._connection.state is not ConnectionState.OPEN:
-            return  # The session ended while the handler ran; nobody is listening.
-        try:
-            self._send(answer)
-        except LocalProtocolError as exc:
-            # Too large for a frame, typically: the caller must still get an answer.
-            _log.warning("cannot send the answer to request %d: %s", answer.id, exc)
-            self._send(
-                ErrorResponse(
-                    id=answer.id,
-                    error=ErrorInfo(
-                        code="error", type=_qualified_name(type(exc)), message=str(exc)
-                    ),
-                )
-            )
-        except TransportError as exc:
-            _log.debug("could not send the answer to request %d: %s", answer.id, exc)
-
-    def _dispatch_event(self, event: Event) -> bool:
-        registered = self._event_handlers.get(event.method)
-        if registered is None:
-            # The capped, cleaned name: the set never keeps the peer's own (maybe huge) text.
-            self._unhandled(f"event {clean_text(event.method, MAX_PEER_NAME_CHARS)!r}")
-            return True
-        if not registered.is_async:
-            self._run_event_handler(registered, event)
-            return True
-        if self._event_queue is None:
-            self._event_queue = asyncio.Queue(_EVENT_QUEUE_SIZE)
-            self._event_worker = asyncio.get_running_loop().create_task(self._run_async_events())
-        if self._event_queue.full():
-            return False
-        self._event_queue.put_nowait((registered, event))
-        return True
-
-    def _unhandled(self, what: str) -> None:
-        """Count a message no handler takes; warn about each ``what`` once, up to a cap."""
-        self.unhandled += 1
-        warned = self._unhandled_warned
-        if what in warned or self._unhandled_capped:
-            return
-        if len(warned) == MAX_UNHANDLED_WARNINGS:
-            self._unhandled_capped = True
-            _log.warning(
-                "%s sends more kinds of messages than this side handles; from now on they are "
-                "ignored and counted, not reported one by one",
-                self.peer_name or "peer",
-            )
-            return
-        warned.add(what)
-        _log.warning(
-            "no handler for %s from %s; ignoring it (reported once)",
-            what,
-            self.peer_name or "peer",
-        )
-
-    def _run_event_handler(self, registered: _Registered, event: Event) -> None:
-        try:
-            registered.function(decode_value(event.params, registered.params_type))
-        except Exception:
-            _log.exception("handler for event %r failed", clean_text(event.method, 200))
-
-    async def _run_async_events(self) -> None:
-        assert self._event_queue is not None
-        while True:
-            registered, event = await self._event_queue.get()
-            try:
-                await registered.function(decode_value(event.params, registered.params_type))
-            except Exception:
-                _log.exception("handler for event %r failed", clean_text(event.method, 200))
-
-    def _dispatch_log_batch(self, batch: LogBatch) -> bool:
-        handler = self._log_batch_handler
-        if handler is None:
-            self._unhandled("log batches")
-            return True
-        try:
-            unfinished = handler(batch)
-        except Exception:
-            _log.exception("log batch handler failed")
-            return True
-        if unfinished is None:
-            return True
-        # Awaited by the backlog drainer while reading is paused: a flood is replayed in
-        # slices and the sender is slowed down by the socket instead of our memory growing.
-        self._unfinished = unfinished
-        return False
-
-
-def _pending_failure(method: str, error: IsoplugError) -> IsoplugError:
-    text = f"{method!r} has no answer: {error}"
-    if isinstance(error, ConnectionClosed):
-        return ConnectionClosed(text)
-    return ConnectionBroken(text)
-
-
-async def serve(
-    address: str | Address,
-    token: str | TokenLookup,
-    on_peer: Callable[[Peer], Awaitable[None]],
-    *,
-    handlers: Mapping[str, Handler] | Callable[[Hello], Mapping[str, Handler]] | None = None,
-    name: str = "",
-    ssl_context: Any = None,
-    handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
-    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
-    default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-    admit: PeerAdmission | None = None,
-) -> Listener:
-    """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
-
-    ``token`` is the token every client must present, or a function that returns the token
-    expected from the client that sent a given hello (``None``: unknown client, refused); see
-    :func:`~isoplug.rpc.server_handshake`.
-
-    ``handlers`` is a mapping, or a function that picks the mapping from the client's hello;
-    handlers are in place before the first message is read. The peer is closed when
-    ``on_peer`` returns. Refused connections (wrong token, wrong version, no hello in time,
-    garbage) are logged at WARNING on the ``isoplug.rpc`` logger and never reach ``on_peer``.
-    ``admit`` may refuse a client whose token matched, before any handler sees a message of it
-    (see :data:`~isoplug.rpc.handshake.PeerAdmission`).
-
-    Until its hello is checked, a connection has ``handshake_timeout`` for the whole handshake
-    (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` connections are in
-    their handshake at once, and past it a new one gets a ``busy`` reject at once (see
-    :mod:`isoplug.rpc.gate`).
-    """
-
-    async def handle(stream: Stream) -> None:
-        if not gate.enter():
-            gate.turn_away(gate.full_reason)
-            # At once, before reading: the stream is closed when this returns.
-            with contextlib.suppress(TransportError):
-                stream.write(busy_reject(f"{gate}: {gate.full_reason}"))
-            return
-        gate.admitted()
-        credentials = stream.peer_credentials
-        refusal: IsoplugError | None = None
-        try:
-            connection, early = await server_handshake(
-                stream,
-                token,
-                name=name,
-                timeout=handshake_timeout,
-                admit=bind_admission(admit, credentials),
-            )
-        except IsoplugError as exc:
-            refusal = exc
-        finally:
-            gate.leave()
-        if refusal is not None:
-            # Said once the seat is free: whoever reads the warning may connect at once.
-            gate.failed(refusal, peer_pid_text(credentials))
-            return
-        assert connection.peer_hello is not None
-        chosen = handlers(connection.peer_hello) if callable(handlers) else handlers
-        peer = Peer(
-            stream,
-            connection,
-            handlers=chosen,
-            early_messages=early,
-            default_timeout=default_timeout,
-        )
-        try:
-            await on_peer(peer)
-        finally:
-            await peer.aclose()
-
-    gate = HandshakeGate(name, max_handshakes)
-    listener = await listen(
-        address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
-    )
-    gate.address = listener.address
-    listener.on_close.append(gate.close)
-    return listener

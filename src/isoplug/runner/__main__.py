@@ -1,7 +1,8 @@
 """``python -m isoplug.runner``: a runner process, started by the host's supervisor.
 
-It reads one JSON line (a :class:`~isoplug.control.Bootstrap`) from stdin, which the host then
-closes, and runs :func:`~isoplug.runner.session.run_runner`. Not meant to be started by hand.
+It reads one JSON line (a :class:`~isoplug.control.Bootstrap`) from stdin, which the host keeps
+open as the runner's lifeline (:mod:`isoplug.runner.lifeline`), and runs
+:func:`~isoplug.runner.session.run_runner`. Not meant to be started by hand.
 
 The line holds the runner's tokens. It is read from file descriptor 0 straight into a buffer
 that is zeroed once decoded (``sys.stdin`` would keep a copy in a buffer of its own), and only
@@ -22,6 +23,7 @@ import sys
 import msgspec
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
+from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.session import run_runner
 
@@ -47,7 +49,9 @@ def main() -> int:
         return EXIT_BAD_BOOTSTRAP
     finally:
         buffer[:] = bytes(len(buffer))  # same length: overwritten in place
-    sys.stdin.close()
+    sys.stdin.close()  # fd 0 stays open: it is the lifeline
+    # Before any plugin code: from here on, the runner dies with its host.
+    hold_lifeline()
     if configure_runner_logging(bootstrap) is not None:
         # Without forwarding, stdout and stderr stay the pipes the host reads.
         capture_python_output()

@@ -20,10 +20,11 @@
         async def on_tick(self, payload: object) -> None:
             self.ctx.logger.info("tick %s", payload)
 
-Methods take keyword arguments only (what ``host.call(..., **kwargs)`` passes), and return
-anything msgpack can carry. ``async def`` methods run on the runner's event loop and must not
-block it (a blocked loop fails the health check and the runner is restarted); plain ``def``
-methods run in a worker thread.
+Methods take the positional and keyword arguments ``host.call(id, name, *args, **kwargs)``
+passes (any parameter names: the host reserves none), and return what can cross the process
+boundary (the table in docs/plugins.md says what arrives as what). ``async def`` methods run
+on the runner's event loop and must not block it (a blocked loop fails the health check and
+the runner is restarted); plain ``def`` methods run in a worker thread.
 """
 
 from __future__ import annotations

@@ -9,24 +9,34 @@ carrying the code of :class:`~isoplug.errors.MethodNotFound` /
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 import logging
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSummary
+from isoplug.errors import UnencodableValue
 from isoplug.logs.sources import current_source
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
-from isoplug.wire import ErrorInfo
+from isoplug.runner.workers import WorkerPool, default_threads
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, ErrorInfo
+from isoplug.wire.codec import ENCODE_ERRORS
+from isoplug.wire.values import locate_unencodable
 
-__all__ = ["LoadedPlugin", "PluginTable", "plugin_source"]
+__all__ = ["MAX_RESULT_BYTES", "LoadedPlugin", "PluginTable", "plugin_source"]
 
 _log = logging.getLogger("isoplug.runner")
 
 #: Traceback text returned for a failed call; a deep recursion must not fill a frame.
 _MAX_TRACEBACK_CHARS = 32 * 1024
+#: A result's encoded size limit: a frame, less room for the answer around it.
+MAX_RESULT_BYTES = DEFAULT_MAX_FRAME_SIZE - 4096
+_UNENCODABLE = f"{UnencodableValue.__module__}.{UnencodableValue.__qualname__}"
+_encoder = msgspec.msgpack.Encoder()
 
 
 def plugin_source(plugin_id: str) -> str:
@@ -62,10 +72,16 @@ class LoadedPlugin:
 
 
 class PluginTable:
-    """Every plugin of this runner, by id."""
+    """Every plugin of this runner, by id. A call's result must encode to at most
+    ``max_result_bytes`` (what fits in a frame with the answer around it)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_result_bytes: int = MAX_RESULT_BYTES, workers: WorkerPool | None = None
+    ) -> None:
         self.plugins: dict[str, LoadedPlugin] = {}
+        self.max_result_bytes = max_result_bytes
+        #: Runs the sync methods and event handlers.
+        self.workers = workers or WorkerPool(default_threads())
 
     def add(self, plugin: LoadedPlugin) -> None:
         self.plugins[plugin.plugin_id] = plugin
@@ -89,24 +105,29 @@ class PluginTable:
                 f"plugin {plugin.plugin_id!r} has no method {request.method!r}; "
                 f"available methods: {available}",
             )
+        signature = inspect.signature(function)
         try:
-            inspect.signature(function).bind(**request.kwargs)
+            signature.bind(*request.args, **request.kwargs)
         except TypeError as exc:
             return _failure(
                 "invalid_params",
                 "isoplug.errors.InvalidParams",
-                f"arguments do not fit {plugin.plugin_id}.{request.method}"
-                f"{inspect.signature(function)}: {exc}",
+                f"arguments do not fit {plugin.plugin_id}.{request.method}{signature}: {exc}"
+                + _timeout_hint(request, signature),
             )
-        # The call's output is the plugin's, in its tasks and worker thread too (to_thread
-        # copies the context). The request runs in a task of its own: the value is reset below
-        # only for tidiness.
+        # The call's output is the plugin's, in its tasks and worker thread too (the pool
+        # copies the context, as to_thread does). The request runs in a task of its own: the
+        # value is reset below only for tidiness.
         source = current_source.set(plugin.source)
         try:
             if inspect.iscoroutinefunction(function):
-                result = await function(**request.kwargs)
+                result = await function(*request.args, **request.kwargs)
             else:
-                result = await asyncio.to_thread(function, **request.kwargs)
+                result = await self.workers.run(
+                    request.call_id,
+                    f"{plugin.plugin_id}.{request.method}",
+                    functools.partial(function, *request.args, **request.kwargs),
+                )
         except Exception as exc:
             return _failure(
                 "error",
@@ -116,7 +137,29 @@ class PluginTable:
             )
         finally:
             current_source.reset(source)
-        return CallOutcome(result=result)
+        return self._outcome(f"{plugin.plugin_id}.{request.method}", result)
+
+    def _outcome(self, name: str, result: Any) -> CallOutcome:
+        """``result`` encoded here, where the plugin's method can still be named: the answer's
+        own encoding could only say that some ``CallOutcome`` did not encode."""
+        try:
+            encoded = _encoder.encode(result)
+        except ENCODE_ERRORS:
+            where = locate_unencodable(result, "result") or "it does not encode"
+            return _failure(
+                "error",
+                _UNENCODABLE,
+                f"{name} returned a value that cannot be sent to the host: {where}; return "
+                "plain data (the README says what crosses between host and plugin)",
+            )
+        if len(encoded) > self.max_result_bytes:
+            return _failure(
+                "error",
+                _UNENCODABLE,
+                f"{name} returned {len(encoded):,} bytes once encoded; a result may take at "
+                f"most {self.max_result_bytes:,}: return less, or where to find it",
+            )
+        return CallOutcome(result=msgspec.Raw(encoded))
 
     async def deliver(self, delivery: EventDelivery) -> None:
         """Hand an event to every subscriber, one after another; failures are logged."""
@@ -127,13 +170,30 @@ class PluginTable:
                     if inspect.iscoroutinefunction(subscriber):
                         await subscriber(delivery.payload)
                     else:
-                        await asyncio.to_thread(subscriber, delivery.payload)
+                        await self.workers.run(
+                            0,
+                            f"{plugin.plugin_id}.{subscriber.__name__} (event {delivery.event!r})",
+                            functools.partial(subscriber, delivery.payload),
+                        )
                 except Exception:
                     _log.exception(
                         "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event
                     )
                 finally:
                     current_source.reset(source)
+
+
+def _timeout_hint(request: CallRequest, signature: inspect.Signature) -> str:
+    """Callers of old passed isoplug's call timeout as ``timeout=``, which now goes to the
+    method like any argument: say where the timeout went, when that is why the call failed."""
+    if "timeout" not in request.kwargs or "timeout" in signature.parameters:
+        return ""
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return ""
+    return (
+        "; every argument of host.call() goes to the method: to limit how long the call may "
+        "take, use host.call_with(..., timeout=...)"
+    )
 
 
 def _failure(code: str, type_name: str, message: str, traceback_text: str = "") -> CallOutcome:

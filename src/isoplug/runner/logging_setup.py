@@ -14,21 +14,29 @@ never block on the host, see :mod:`isoplug.logs.streams`), warnings, uncaught ex
 thread or ``__del__`` (:mod:`isoplug.logs.hooks`), and loguru's default sink
 (:mod:`isoplug.logs.loguru_bridge`). Output at the file descriptor level (C extensions, child
 processes, faulthandler) still goes to the pipes the host reads.
+
+:class:`PluginLevels` applies each plugin's level (the host folded its settings into it) to
+every logger the plugin's code logs on. A runner of one plugin is that plugin's: the level goes
+on the root logger, and its ``plugin.<id>`` logger and its package's logger are left to follow
+it, so that ``ctx.logger``, the plugin's module loggers and the third-party loggers it uses all
+obey it. In a group, each plugin's ``plugin.<id>`` and package loggers carry its own level, and
+the root (shared loggers: third-party libraries, isoplug's own) the most verbose of them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
-from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange
+from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange, PluginEntry
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
 from isoplug.logs.redirect import redirect_stdio
 
-__all__ = ["apply_log_level", "capture_python_output", "configure_runner_logging"]
+__all__ = ["PluginLevels", "capture_python_output", "configure_runner_logging"]
 
 _FALLBACK_FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: The host answers within milliseconds; past this it is not there.
@@ -36,12 +44,9 @@ _CONNECT_TIMEOUT = 10.0
 
 
 def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
-    """Install the forwarding handler and each plugin's level; return the handler (None when
-    forwarding is impossible and stderr is used instead)."""
+    """Install the forwarding handler; return it (None when forwarding is impossible and
+    stderr is used instead)."""
     root = logging.getLogger()
-    root.setLevel(bootstrap.log_level)
-    for plugin in bootstrap.plugins:
-        logging.getLogger(f"plugin.{plugin.id}").setLevel(plugin.log_level)
     rate = bootstrap.log_write_through_rate
     handler = ForwardingHandler(
         bootstrap.log_address or bootstrap.address,
@@ -73,6 +78,48 @@ def capture_python_output() -> None:
     install_loguru_bridge()
 
 
-def apply_log_level(change: LogLevelChange) -> None:
-    """Set a logger's level in this runner, as the host asked."""
-    logging.getLogger(change.logger or None).setLevel(change.level)
+class PluginLevels:
+    """The level of each plugin of this runner, applied as the module docstring says."""
+
+    def __init__(self, plugins: Sequence[PluginEntry]) -> None:
+        self._levels = {plugin.id: _parse_level(plugin.log_level) for plugin in plugins}
+        #: The top-level module of each plugin's entry: its modules log under it.
+        self._packages = {
+            plugin.id: plugin.entry.partition(":")[0].partition(".")[0] for plugin in plugins
+        }
+
+    def apply(self) -> None:
+        if not self._levels:
+            return
+        root = logging.getLogger()
+        if len(self._levels) == 1:
+            ((plugin_id, level),) = self._levels.items()
+            root.setLevel(level)
+            # NOTSET: they follow the root, even where the plugin's code had set them itself.
+            logging.getLogger(f"plugin.{plugin_id}").setLevel(logging.NOTSET)
+            logging.getLogger(self._packages[plugin_id]).setLevel(logging.NOTSET)
+            return
+        root.setLevel(min(self._levels.values()))
+        for plugin_id, level in self._levels.items():
+            logging.getLogger(f"plugin.{plugin_id}").setLevel(level)
+            logging.getLogger(self._packages[plugin_id]).setLevel(level)
+
+    def change(self, change: LogLevelChange) -> None:
+        """Set a plugin's or a logger's level, as the host asked."""
+        if not change.plugin:
+            logging.getLogger(change.logger or None).setLevel(change.level)
+            return
+        if change.plugin not in self._levels:
+            raise ValueError(f"this runner has no plugin {change.plugin!r}")
+        self._levels[change.plugin] = change.level
+        self.apply()
+
+
+def _parse_level(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    level = logging.getLevelName(text.upper())
+    if isinstance(level, int):
+        return level
+    logging.getLogger("isoplug.runner").warning("unknown log level %r; using INFO", text)
+    return logging.INFO

@@ -53,8 +53,9 @@ from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
 from isoplug.runner.api import PluginContext
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
+from isoplug.runner.health import start_health
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
-from isoplug.runner.logging_setup import apply_log_level
+from isoplug.runner.logging_setup import PluginLevels
 
 __all__ = ["run_runner"]
 
@@ -72,7 +73,12 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     # logger of the plugin whose task it was.
     loop.set_exception_handler(asyncio_exception_handler)
     track_task_sources(loop)
-    table = PluginTable()
+    # Before any plugin is imported: what it logs at import time obeys its level.
+    levels = PluginLevels(bootstrap.plugins)
+    levels.apply()
+    # Before connecting: the host's health checks start with the ready report.
+    workers, _health = start_health(bootstrap)
+    table = PluginTable(workers=workers)
     shutdown = asyncio.Event()
     peer_box: list[Peer] = []
 
@@ -109,7 +115,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
     peer.register(CALL, call, params_type=CallRequest)
-    peer.register(SET_LOG_LEVEL, apply_log_level, params_type=LogLevelChange)
+    peer.register(SET_LOG_LEVEL, levels.change, params_type=LogLevelChange)
     peer.on_event(EVENT, deliver, params_type=EventDelivery)
     async with peer:
         failures = await _load_and_set_up(bootstrap, table, call_host)

@@ -21,6 +21,7 @@ from typing import Any
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.transport.stream import SocketStream, Stream
 
 __all__ = [
@@ -99,12 +100,15 @@ def make_private_socket_dir() -> str:
     """Create a new directory only this user can enter (mode 0700) and return its path.
 
     Falls back to ``/tmp`` when ``$TMPDIR`` is so deep that a socket path inside it would
-    exceed the kernel's limit.
+    exceed the kernel's limit. Its name says which process made it, so that it can be removed
+    should this process die without closing its listener (see
+    :mod:`isoplug.transport.socket_dirs`).
     """
-    directory = tempfile.mkdtemp(prefix="isoplug-")
+    prefix = owner_prefix()
+    directory = tempfile.mkdtemp(prefix=prefix)
     if len(os.path.join(directory, "sock")) > _MAX_UNIX_PATH and os.path.isdir("/tmp"):
         os.rmdir(directory)
-        directory = tempfile.mkdtemp(prefix="isoplug-", dir="/tmp")
+        directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     return directory
 
 

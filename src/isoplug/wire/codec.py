@@ -16,6 +16,7 @@ import msgspec
 from isoplug.errors import LocalProtocolError, RemoteProtocolError
 from isoplug.wire.messages import Message
 from isoplug.wire.sanitize import clean_text
+from isoplug.wire.values import locate_unencodable
 
 __all__ = ["decode_message", "decode_value", "encode_message", "encode_value"]
 
@@ -59,13 +60,15 @@ def encode_value(value: Any) -> msgspec.Raw:
     """Encode request params, a result or event data for a ``Raw`` field.
 
     Raises :class:`~isoplug.errors.LocalProtocolError` for values msgpack cannot carry, so
-    that the caller, not the peer, learns about the mistake.
+    that the caller, not the peer, learns about the mistake; its message says which part of
+    the value it is (``value.result["points"][2] is a Point``).
     """
     try:
         return msgspec.Raw(_encoder.encode(value))
     except ENCODE_ERRORS as exc:
         raise LocalProtocolError(
-            f"cannot send a value of type {type(value).__name__}: {exc}"
+            f"cannot send a value of type {type(value).__name__}: "
+            f"{locate_unencodable(value, 'value') or exc}"
         ) from exc
 
 

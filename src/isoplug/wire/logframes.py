@@ -19,12 +19,13 @@ from isoplug.wire.messages import LogBatch, LogRecordData
 __all__ = ["log_batch", "log_batch_frame"]
 
 _encoder = msgspec.msgpack.Encoder()
-#: A LogBatch is the array ``["logs", records, dropped, ledger_fd, resumed_after]``: fixarray
-#: of 5, the tag.
-_BATCH_HEAD = b"\x95" + _encoder.encode("logs")
+#: A LogBatch is the array ``["logs", records, dropped, ledger_fd, resumed_after,
+#: reordered_after, dropped_at_close]``: fixarray of 7, the tag.
+_BATCH_HEAD = b"\x97" + _encoder.encode("logs")
 #: ``ledger_fd`` and ``resumed_after`` are only ever set in the first batch of a connection,
-#: never in one built here.
-_NO_ANNOUNCEMENT = _encoder.encode(None) * 2
+#: never in one built here; ``reordered_after`` and ``dropped_at_close`` only by a closing
+#: sender.
+_NO_ANNOUNCEMENT = _encoder.encode(None) * 3 + _encoder.encode({})
 
 
 def _array_header(count: int) -> bytes:
@@ -36,21 +37,35 @@ def _array_header(count: int) -> bytes:
 
 
 def log_batch_frame(
-    encoded_records: list[bytes], dropped: dict[int, int], max_frame_size: int
+    encoded_records: list[bytes],
+    dropped: dict[int, int],
+    max_frame_size: int,
+    *,
+    reordered_after: int | None = None,
+    dropped_at_close: dict[int, int] | None = None,
 ) -> bytes:
-    """Return one complete frame carrying ``encoded_records`` and the drop totals.
+    """Return one complete frame carrying ``encoded_records`` and the drop totals (and, for a
+    closing sender, ``reordered_after`` and ``dropped_at_close``, see
+    :class:`~isoplug.wire.messages.LogBatch`).
 
     Each item of ``encoded_records`` must be one msgpack-encoded record array. Raises
     :class:`~isoplug.errors.LocalProtocolError` when the frame would exceed
     ``max_frame_size``; the caller splits batches well below it.
     """
+    tail = (
+        _NO_ANNOUNCEMENT
+        if reordered_after is None and not dropped_at_close
+        else _encoder.encode(None) * 2
+        + _encoder.encode(reordered_after)
+        + _encoder.encode(dropped_at_close or {})
+    )
     body = b"".join(
         (
             _BATCH_HEAD,
             _array_header(len(encoded_records)),
             *encoded_records,
             _encoder.encode(dropped),
-            _NO_ANNOUNCEMENT,
+            tail,
         )
     )
     if len(body) > max_frame_size:

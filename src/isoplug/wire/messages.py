@@ -274,6 +274,14 @@ class LogBatch(_Message, frozen=True, tag="logs"):
     #: earlier connection whole. This connection's records continue after it, so what lies
     #: between is no gap; ``dropped`` then counts what the sender lost meanwhile.
     resumed_after: int | None = None
+    #: Set once, by a sender closing under a deadline whose receiver takes records too slowly
+    #: to get them all in order: from this batch on, its records come by level (WARNING and
+    #: above first, then INFO, then the rest), each level in order, continuing after this
+    #: sequence number; there are no gaps to look for until the connection ends.
+    reordered_after: int | None = None
+    #: Records the sender had accepted and dropped when its close deadline passed, by level
+    #: (running totals, as ``dropped``).
+    dropped_at_close: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 Message = (

@@ -1,0 +1,287 @@
+"""What the host makes of a runner's health reports: hung, slow for a reason, or stuck threads.
+
+The runner's health thread answers with facts (:mod:`isoplug.runner.health`); this module
+decides, for one runner process (:class:`HealthWatch`):
+
+- **Hung**: its event loop has not run for ``health_timeout`` while Python could run (a plugin
+  blocking the loop: ``time.sleep``, a pure-Python loop, a lock), or for ``health_timeout +
+  health_grace`` in all; or no answer came within ``health_timeout + health_grace``. It is
+  killed, and its exit account says which, and where the loop was.
+- **GIL held**: while one call in C code holds the GIL (a 1 GiB allocation, a huge regex or
+  JSON parse) no thread can run Python, the loop included. That time is not counted against
+  the loop, up to ``health_grace``; a stall as long as ``health_timeout`` is reported (a
+  WARNING, at most one a minute and then a summary), because it did stop everything.
+- **Stuck threads**: a sync call whose caller's timeout passed runs on in its worker thread.
+  The host counts those threads per runner process; past ``max_stuck_threads`` it recycles the
+  runner (a graceful stop, then a fresh one), its exit account saying why. A call's timeout
+  error says what became of the call (:meth:`HealthWatch.explain_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+
+from isoplug.control import HealthReport, WorkerState
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.health_link import HealthLink
+from isoplug.logs.report_throttle import ReportThrottle, Tally
+from isoplug.wire.sanitize import clean_text
+
+__all__ = ["Finding", "HealthWatch", "health_tick"]
+
+_log = logging.getLogger("isoplug.host")
+
+#: Cap for a text of the runner's (a method's name, where a thread is) quoted by the host.
+_MAX_QUOTED = 300
+#: Stuck calls named in a message at most.
+_NAMED = 3
+#: GIL stalls are reported at once, then in one summary per this many seconds.
+_STALL_REPORT_INTERVAL = 60.0
+#: How long a call's timeout error waits for the runner to say what became of the call (at
+#: most; within ``health_timeout``): its health thread answers in a millisecond when it can.
+_EXPLAIN_WAIT = 1.0
+
+
+def health_tick(config: SupervisorConfig) -> float:
+    """How often the runner stamps its heartbeat and checks the GIL: a tenth of the health
+    timeout (so its reports are that precise), between 20 ms and 250 ms."""
+    return min(0.25, max(0.02, config.health_timeout / 10))
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """The outcome of one health check: ``kill`` (hung: the exit account's reason), ``recycle``
+    (the reason), ``lost`` (the channel failed: why, sanitized; the runner is exiting, or
+    a plugin closed it), or none of them; and when to check again."""
+
+    recheck: float
+    kill: str | None = None
+    recycle: str | None = None
+    lost: str | None = None
+
+
+class HealthWatch:
+    """Health checks of one runner process over its :class:`HealthLink`."""
+
+    def __init__(self, runner_id: str, config: SupervisorConfig) -> None:
+        self.runner_id = runner_id
+        self.pid = 0
+        self.link, self._theirs = HealthLink.pair()
+        self._config = config
+        #: Calls the host gave up on (timed out) that the runner may still run.
+        self._timed_out: set[int] = set()
+        #: When the previous check was sent (the GIL stalls reported are the ones since).
+        self._since = 0.0
+        self._stalls = ReportThrottle(_STALL_REPORT_INTERVAL)
+        #: Set with the reason when a call's timeout finds too many stuck threads.
+        self.recycle: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @property
+    def runner_fd(self) -> int:
+        """The runner's end of the channel, for it to inherit."""
+        return self._theirs.fileno()
+
+    async def start(self, pid: int) -> None:
+        """The runner ``pid`` was spawned with its end: let go of ours, start reading."""
+        self.pid = pid
+        self._theirs.close()
+        await self.link.open()
+
+    def close(self) -> None:
+        self._theirs.close()
+        self.link.close()
+        self._stalls.close()
+
+    async def check(self) -> Finding:
+        """One health check: the query, and what its answer (or its absence) means."""
+        config = self._config
+        limit = config.health_timeout + config.health_grace
+        sent = time.monotonic()
+        report = await self.link.query(limit, since=self._since)
+        self._since = sent
+        if report is None:
+            if self.link.failure is not None:
+                return Finding(config.health_interval, lost=_quote(self.link.failure))
+            return Finding(config.health_interval, kill=self._silent(limit))
+        self._report_stall(report)
+        finding = self._judge_loop(report)
+        if finding.kill is None:
+            stuck = self._stuck(report)
+            if len(stuck) > config.max_stuck_threads:
+                return dataclasses.replace(finding, recycle=self._recycle(stuck))
+        return finding
+
+    async def explain_timeout(
+        self, plugin_id: str, method: str, call_id: int, timeout: float
+    ) -> str:
+        """Why the call ``call_id`` timed out after ``timeout`` seconds, as its error says it:
+        asks the runner what became of it; counts its thread if it runs on, and asks for a
+        recycle past ``max_stuck_threads``."""
+        self._timed_out.add(call_id)
+        head = (
+            f"plugin {plugin_id!r} did not answer {method!r}: the call timed out after "
+            f"{timeout:.3g} s"
+        )
+        report = await self.link.query(min(self._config.health_timeout, _EXPLAIN_WAIT))
+        if report is None:
+            return (
+                f"{head}; the runner did not say whether it still runs (its health thread did not "
+                f"answer within {min(self._config.health_timeout, _EXPLAIN_WAIT):g} s)"
+            )
+        work = next((w for w in report.workers if w.call_id == call_id), None)
+        if work is None:
+            blocked = _seconds(report.loop_blocked)
+            if blocked <= 0:
+                return f"{head}; it was cancelled in the plugin"
+            return (
+                f"{head}; it is cancelled in the plugin once its event loop runs again (blocked "
+                f"for {blocked:.1f} s{_where(report.loop_where)})"
+            )
+        if not work.started:
+            return (
+                f"{head} before a worker thread was free to run it (all {report.threads} were "
+                "busy); it will not run"
+            )
+        stuck = self._stuck(report)
+        count = len(stuck)
+        text = (
+            f"{head}; its worker thread is still running {_quote(work.what)} ({count} "
+            f"thread{'s' if count != 1 else ''} stuck{_where(work.where)})"
+        )
+        if count > self._config.max_stuck_threads:
+            self._recycle(stuck)
+            text += (
+                f"; past max_stuck_threads ({self._config.max_stuck_threads}) the runner is "
+                "recycled"
+            )
+        return text
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    def _judge_loop(self, report: HealthReport) -> Finding:
+        config = self._config
+        timeout, grace = config.health_timeout, config.health_grace
+        blocked = _seconds(report.loop_blocked)
+        gil = min(blocked, _seconds(report.gil_held))
+        own = blocked - gil
+        where = _where(report.loop_where)
+        if own >= timeout:
+            _log.error(
+                "runner %s (pid %d) is hung: its event loop has not run for %.1f s, %.1f s of it "
+                "while Python could run (health_timeout %g s)%s; killing it",
+                self.runner_id,
+                self.pid,
+                blocked,
+                own,
+                timeout,
+                where,
+            )
+            return Finding(
+                config.health_interval,
+                kill=f"killed by the host: its event loop did not run for {blocked:.1f} s "
+                f"(hung{where})",
+            )
+        if blocked >= timeout + grace:
+            _log.error(
+                "runner %s (pid %d) is hung: its event loop has not run for %.1f s, %.1f s of it "
+                "with the GIL held (a long call in C code?), past health_timeout %g s + "
+                "health_grace %g s%s; killing it",
+                self.runner_id,
+                self.pid,
+                blocked,
+                gil,
+                timeout,
+                grace,
+                where,
+            )
+            return Finding(
+                config.health_interval,
+                kill=f"killed by the host: its event loop did not run for {blocked:.1f} s, "
+                f"{gil:.1f} s of it with the GIL held (hung past health_grace{where})",
+            )
+        recheck = config.health_interval
+        if blocked > 0:
+            # Look again when it would be hung if the loop stays blocked.
+            due = min(timeout - own, timeout + grace - blocked)
+            recheck = min(recheck, max(health_tick(config), due))
+        return Finding(recheck)
+
+    def _silent(self, waited: float) -> str:
+        _log.error(
+            "runner %s (pid %d) did not answer a health check within %g s (health_timeout + "
+            "health_grace): no thread of it could run Python (the GIL held by a call in C code "
+            "that does not return, or the process stopped); killing it",
+            self.runner_id,
+            self.pid,
+            waited,
+        )
+        return (
+            f"killed by the host: no answer to a health check within {waited:g} s (hung: no "
+            "thread could run Python)"
+        )
+
+    def _stuck(self, report: HealthReport) -> list[WorkerState]:
+        """The threads running calls whose caller gave up; forgets calls that are over."""
+        present = {w.call_id for w in report.workers}
+        self._timed_out &= present
+        return [
+            w
+            for w in report.workers
+            if w.started and (w.abandoned or (w.call_id and w.call_id in self._timed_out))
+        ]
+
+    def _recycle(self, stuck: list[WorkerState]) -> str:
+        """Ask for a recycle (said once per runner process); return the reason."""
+        if self.recycle.done():
+            return self.recycle.result()
+        named = ", ".join(
+            f"{_quote(w.what)} for {_seconds(w.seconds):.1f} s" for w in stuck[:_NAMED]
+        ) + (f" and {len(stuck) - _NAMED} more" if len(stuck) > _NAMED else "")
+        reason = (
+            f"recycled by the host: {len(stuck)} worker threads still run calls that timed out "
+            f"(max_stuck_threads {self._config.max_stuck_threads}): {named}"
+        )
+        _log.warning("runner %s (pid %d) is %s", self.runner_id, self.pid, reason)
+        self.recycle.set_result(reason)
+        return reason
+
+    def _report_stall(self, report: HealthReport) -> None:
+        stall = max(_seconds(report.longest_stall), _seconds(report.gil_wait))
+        if stall < self._config.health_timeout:
+            return
+        detail = f"{stall:.1f} s"
+
+        def summary(tally: Tally) -> str:
+            return (
+                f"runner {self.runner_id}: {tally.events} more time(s) in {tally.seconds:.0f} s, "
+                f"no thread could run Python for longer than health_timeout (latest {tally.detail})"
+            )
+
+        self._stalls.report(
+            "gil",
+            f"runner {self.runner_id} (pid {self.pid}): no thread could run Python for "
+            f"{detail} (the GIL was held, as by one long call in C code, or the process was "
+            f"not scheduled); its health checks allow that for up to health_grace "
+            f"({self._config.health_grace:g} s) beyond health_timeout "
+            f"({self._config.health_timeout:g} s)",
+            summary=summary,
+            emit=_log.warning,
+            detail=detail,
+        )
+
+
+def _seconds(value: float) -> float:
+    """A duration the runner reported, as a number the host can decide with."""
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def _quote(text: str) -> str:
+    return clean_text(text, _MAX_QUOTED)
+
+
+def _where(where: str) -> str:
+    return f", in {_quote(where)}" if where else ""

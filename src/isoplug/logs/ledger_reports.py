@@ -1,0 +1,177 @@
+"""What a :class:`~isoplug.logs.replay.LogReplayer` says about its sender's ledger: the
+announcement, and the accounting at the sender's end (a base class of
+:class:`~isoplug.logs.replay_reports.ReplayReports`).
+
+At the end, one ``pread`` of the ledger (:mod:`isoplug.logs.ledger`) gives the highest sequence
+number the sender accepted, its drop totals and its close flags. Drops no batch told are
+reported; accepted records that neither arrived nor were dropped at the sender's close deadline
+are counted lost (``DropReason.SENDER_ENDED``) and reported, however the sender ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from isoplug.logs.ledger import (
+    CLOSE_DEADLINE_PASSED,
+    CLOSING,
+    LedgerError,
+    LedgerState,
+    ReceiverLedger,
+)
+from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.report_throttle import Summary
+
+__all__ = ["SenderLedgerReports"]
+
+
+class SenderLedgerReports:
+    """The ledger's part of the replayer's reports; the state and the reporting methods are
+    :class:`~isoplug.logs.replay_reports.ReplayReports`'."""
+
+    _description: str
+    _metrics: LogMetrics
+    _sender_pid: int | None
+    _ledger: ReceiverLedger | None
+    _ledger_announced: bool
+    _close_drops: dict[int, int]
+
+    def limited(
+        self,
+        kind: str,
+        text: str,
+        summary: Summary,
+        *,
+        records: int = 0,
+        levels: Mapping[int, int] | None = None,
+        detail: str = "",
+    ) -> None:
+        raise NotImplementedError  # ReplayReports'
+
+    def sender_drops(self, totals: Mapping[int, int]) -> None:
+        raise NotImplementedError  # ReplayReports'
+
+    def close_drops(self, totals: Mapping[int, int]) -> None:
+        raise NotImplementedError  # ReplayReports'
+
+    def _problem(self, kind: str, text: str) -> None:
+        raise NotImplementedError  # ReplayReports'
+
+    def open_ledger(self, fd: int) -> None:
+        """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
+        if self._ledger_announced:
+            description = self._description
+            self.limited(
+                "ledger_again",
+                f"{description} announced a second log ledger; kept the first",
+                lambda t: (
+                    f"{description} announced a log ledger again, {t.events:,} more times over "
+                    f"{t.seconds:.1f} s; kept the first"
+                ),
+            )
+            return
+        self._ledger_announced = True
+        if self._sender_pid is None:
+            self._problem(
+                "ledger",
+                f"{self._description} announced a log ledger, but its connection does not say "
+                "which process it is; a crash will be reported without a count of lost records",
+            )
+            return
+        try:
+            self._ledger = ReceiverLedger.open(self._sender_pid, fd)
+        except FileNotFoundError:
+            # Already gone: sender_ended() reports the unclean end, without a count.
+            return
+        except (LedgerError, OSError) as exc:
+            self._problem(
+                "ledger",
+                f"cannot use the log ledger of {self._description}: {exc}; a crash will be "
+                "reported without a count of lost records",
+            )
+
+    def sender_ended(
+        self, last: int, *, clean: bool, reordered: tuple[int, int] | None = None
+    ) -> None:
+        """Count and report what the sender accepted after record ``last`` (the highest sequence
+        number that arrived in order) but neither sent nor dropped at its close deadline, and
+        the drops its ledger holds that no batch told; ``clean=False`` reports the unclean end
+        too. ``reordered``: the sender closed sending by level, its records continuing after
+        the first number, the second how many arrived so."""
+        state = self._read_ledger()
+        if state is not None:
+            # What no batch told: drops after the last batch, or the last batch itself lost.
+            self.sender_drops(state.queue_full)
+            self.close_drops(state.dropped_at_close)
+        after_seq, arrived = reordered if reordered is not None else (last, 0)
+        at_close = sum(self._close_drops.values())
+        accepted = state.accepted if state is not None else None
+        lost = max(0, accepted - after_seq - arrived - at_close) if accepted is not None else 0
+        if lost:
+            self._metrics.count_drop(DropReason.SENDER_ENDED, lost)
+        which = (
+            f"#{last + 1} to #{accepted}"
+            if reordered is None and not at_close
+            else f"after #{after_seq}, {at_close:,} more being dropped at its close deadline"
+        )
+        after = f"record #{last}" if last else "no record at all"
+        if reordered is not None:
+            after += f" in order and {arrived:,} by level"
+        if not clean:
+            if accepted is None:
+                outcome = "records it had not sent yet, if any, are lost"
+            elif lost:
+                outcome = f"{lost:,} records it had accepted ({which}) are lost"
+            else:
+                outcome = "every record it had accepted arrived" + (
+                    " or was dropped at its close deadline" if at_close else ""
+                )
+            self._ended(
+                f"{self._description}: log connection ended without a goodbye "
+                f"{_how_it_ended(state)} after {after}; {outcome}",
+                lost,
+            )
+        elif lost:
+            self._ended(
+                f"{self._description} ended before sending {lost:,} log records it had accepted "
+                f"({which}); they are lost",
+                lost,
+            )
+
+    def _ended(self, text: str, lost: int) -> None:
+        description = self._description
+        self.limited(
+            "sender_ended",
+            text,
+            lambda t: (
+                f"{t.events:,} more log connections of {description} ended over "
+                f"{t.seconds:.1f} s without a goodbye or with records unsent; "
+                f"{t.records:,} records they had accepted are lost, as far as their ledgers "
+                f"tell (the latest: {t.detail})"
+            ),
+            records=lost,
+            detail=text,
+        )
+
+    def _read_ledger(self) -> LedgerState | None:
+        """What the sender's ledger says; None if unknown."""
+        ledger, self._ledger = self._ledger, None
+        if ledger is None:
+            return None
+        try:
+            return ledger.read()
+        except OSError as exc:
+            self._problem("ledger", f"cannot read the log ledger of {self._description}: {exc}")
+            return None
+        finally:
+            ledger.close()
+
+
+def _how_it_ended(state: LedgerState | None) -> str:
+    """Why a connection ended without a goodbye, as far as the sender's ledger tells."""
+    flags = state.flags if state is not None else 0
+    if flags & CLOSE_DEADLINE_PASSED:
+        return "(its close deadline passed with the receiver behind)"
+    if flags & CLOSING:
+        return "while it was closing (killed, or its exit cut the close short)"
+    return "(crash or kill)"

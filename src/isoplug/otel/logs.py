@@ -1,0 +1,391 @@
+"""Plugin records (and the host's own) to an OTLP collector, never making anyone wait.
+
+A handler on the ``plugin`` and ``isoplug.host`` loggers sees every record the host replays
+for a plugin (its logging, prints, stdout/stderr lines, the host's reports about it) and the
+host's own. It encodes the record into OTLP bytes at once (:mod:`isoplug.otel.records`) in the
+thread that logged or replayed it, and puts them in a bounded outbox: no lock is held while
+anything waits, no I/O happens there. An export thread takes the outbox every
+``interval`` (sooner once a batch's worth is waiting), groups the records by resource (one per
+plugin and runner process; the host's own) and scope (the logger), and sends each batch
+through the OpenTelemetry SDK's OTLP exporter (:mod:`isoplug.otel.senders`), which retries
+within its timeout.
+
+A collector that is down, slow or refusing holds up only the export thread. Meanwhile the
+outbox fills; past its bounds (records and bytes; DEBUG may fill half, INFO 80 %, WARNING and
+above all of it) new records are dropped, counted per plugin and reason (``queue_full``;
+``export_failed`` for a batch the collector did not take; ``shutdown`` for what was left when
+the exporter closed), shown in :meth:`LogExport.stats` and isoplug's metrics, and reported on
+the ``isoplug.otel`` logger: the first of a kind at once, then one summary per interval
+(:class:`~isoplug.logs.report_throttle.ReportThrottle`). ``isoplug.otel`` records are not
+exported, so a report cannot feed the queue it reports on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.otel import protobuf
+from isoplug.otel.records import RecordEncoder
+from isoplug.wire.sanitize import clean_text
+
+__all__ = ["EXPORTED_LOGGERS", "LogExport", "LogExportStats", "OutboxLimits"]
+
+_log = logging.getLogger("isoplug.otel")
+
+#: The loggers whose records are exported: every plugin's, and the host's own.
+EXPORTED_LOGGERS = ("plugin", "isoplug.host")
+#: The plugin the host's own records are counted under in the statistics.
+HOST = ""
+
+#: A key of the resource a record belongs to: (plugin id, runner pid), or None for the host.
+ResourceKey = tuple[str, int | None] | None
+#: Sends one encoded ``ExportLogsServiceRequest`` of ``count`` records; returns None when
+#: the collector took it, else why not (short, already sanitized).
+Send = Callable[[bytes, int], str | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxLimits:
+    """Bounds of the outbox between the threads that log and the export thread."""
+
+    #: Records waiting at most, and their bytes (encoded).
+    max_records: int = 50_000
+    max_bytes: int = 32 * 1024 * 1024
+    #: One request carries at most this many records and bytes (a collector's gRPC receiver
+    #: refuses messages past 4 MiB by default).
+    batch_records: int = 4096
+    batch_bytes: int = 2 * 1024 * 1024
+    #: Seconds between exports while less than a batch is waiting.
+    interval: float = 0.5
+    #: Seconds between two reports of one kind of loss.
+    report_interval: float = 10.0
+
+
+@dataclasses.dataclass
+class LogExportStats:
+    """What the log exporter did, per plugin id (``""``: the host's own records)."""
+
+    #: Records the collector took.
+    exported: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Records lost, by plugin, then by reason (``queue_full``, ``export_failed``,
+    #: ``unencodable``, ``shutdown``).
+    dropped: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    #: Requests sent, and those the collector did not take.
+    requests: int = 0
+    failed_requests: int = 0
+    #: Why the last failed request failed.
+    last_error: str = ""
+
+    def total_dropped(self) -> int:
+        return sum(sum(reasons.values()) for reasons in self.dropped.values())
+
+
+#: An entry of the outbox: resource, scope (logger name), the encoded record, its plugin.
+_Entry = tuple[ResourceKey, str, bytes, str]
+
+
+class _Outbox:
+    """The bounded queue between the logging threads and the export thread."""
+
+    def __init__(self, limits: OutboxLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._items: list[_Entry] = []
+        self._bytes = 0
+        self.wake = threading.Event()
+        self._woken = False
+        #: (plugin, reason) -> records dropped, not reported yet.
+        self.drops: dict[tuple[str, str], int] = {}
+
+    def put(self, entry: _Entry, levelno: int) -> None:
+        limits = self.limits
+        size = len(entry[2])
+        share = 1.0 if levelno >= logging.WARNING else 0.8 if levelno >= logging.INFO else 0.5
+        with self._lock:
+            items = self._items
+            if (
+                len(items) >= limits.max_records * share
+                or self._bytes + size > limits.max_bytes * share
+            ):
+                key = (entry[3], "queue_full")
+                self.drops[key] = self.drops.get(key, 0) + 1
+                return
+            items.append(entry)
+            self._bytes += size
+            if not self._woken and (
+                len(items) >= limits.batch_records or self._bytes >= limits.batch_bytes
+            ):
+                self._woken = True
+                self.wake.set()
+
+    def drop(self, plugin: str, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.drops[(plugin, reason)] = self.drops.get((plugin, reason), 0) + count
+
+    def take(self) -> list[_Entry]:
+        with self._lock:
+            items, self._items = self._items, []
+            self._bytes = 0
+            self._woken = False
+            self.wake.clear()
+        return items
+
+    def take_drops(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            drops, self.drops = self.drops, {}
+        return drops
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _ExportHandler(logging.Handler):
+    """Encodes each record into the outbox; never blocks, never raises, takes no lock of
+    logging's (``handle`` is overridden: a handler's lock would serialize the replay threads
+    for nothing)."""
+
+    def __init__(self, export: LogExport) -> None:
+        super().__init__()
+        self._export = export
+        self._encode = export.encoder.encode
+        self._put = export.outbox.put
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        values = record.__dict__
+        plugin_id = values.get("plugin_id")
+        if plugin_id is None:
+            key: ResourceKey = None
+            plugin = HOST
+        else:
+            plugin = str(plugin_id)
+            pid = values.get("runner_pid")
+            key = (plugin, pid if type(pid) is int else None)
+        try:
+            payload = self._encode(record, plugin_id is not None)
+        except Exception as exc:
+            self._export.unencodable(plugin, exc)
+            return True
+        self._put((key, record.name, payload, plugin), record.levelno)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+
+class LogExport:
+    """The log export pipeline: :meth:`attach` its handler, :meth:`close` at the end.
+
+    ``deliver(batch)`` takes the outbox's entries of one batch, grouped
+    ``{resource key: {scope: [encoded records]}}``, and returns None or why it failed.
+    """
+
+    def __init__(
+        self,
+        deliver: Callable[[Mapping[ResourceKey, Mapping[str, Sequence[bytes]]], int], str | None],
+        *,
+        limits: OutboxLimits | None = None,
+        current_trace: Callable[[], tuple[bytes, bytes, int]] | None = None,
+    ) -> None:
+        self.limits = limits or OutboxLimits()
+        self.encoder = RecordEncoder(current_trace=current_trace)
+        self.outbox = _Outbox(self.limits)
+        self._deliver = deliver
+        self._stats = LogExportStats()
+        self._stats_lock = threading.Lock()
+        self._reports = ReportThrottle(self.limits.report_interval, timer=True)
+        self.handler = _ExportHandler(self)
+        self._loggers: list[logging.Logger] = []
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name="isoplug-otel-logs", daemon=True)
+        self._thread.start()
+
+    def attach(self, names: Iterable[str] = EXPORTED_LOGGERS) -> None:
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.addHandler(self.handler)
+            self._loggers.append(logger)
+
+    def stats(self) -> LogExportStats:
+        """A snapshot of the counts (drops not yet taken by the export thread included)."""
+        with self._stats_lock:
+            stats = dataclasses.replace(
+                self._stats,
+                exported=dict(self._stats.exported),
+                dropped={p: dict(r) for p, r in self._stats.dropped.items()},
+            )
+        for (plugin, reason), count in list(self.outbox.drops.items()):
+            reasons = stats.dropped.setdefault(plugin, {})
+            reasons[reason] = reasons.get(reason, 0) + count
+        return stats
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Export what is waiting now; True once it was handed to the collector (or dropped)
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        self.outbox.wake.set()
+        while time.monotonic() < deadline:
+            if not len(self.outbox) and not self._busy:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Detach the handler, export what is waiting within ``timeout`` seconds (what is
+        left then is counted as dropped, ``shutdown``), report the losses."""
+        for logger in self._loggers:
+            logger.removeHandler(self.handler)
+        self._loggers.clear()
+        self._close_deadline = time.monotonic() + timeout
+        self._closing = True
+        self.outbox.wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            # Held by an export that does not end (a collector that never answers): what it
+            # and the outbox hold is lost; the thread ends when the exporter's timeout does.
+            for entry in self.outbox.take():
+                self.outbox.drop(entry[3], "shutdown")
+            self._account_drops()
+        self._reports.close()
+
+    def unencodable(self, plugin: str, error: Exception) -> None:
+        self.outbox.drop(plugin, "unencodable")
+        self._last_unencodable = f"{type(error).__name__}: {clean_text(str(error), 200)}"
+
+    # -- the export thread ----------------------------------------------------------------------
+
+    _busy = False
+    _last_unencodable = ""
+
+    def _run(self) -> None:
+        outbox = self.outbox
+        while True:
+            outbox.wake.wait(self.limits.interval)
+            self._busy = True
+            try:
+                items = outbox.take()
+                if items:
+                    self._export(items)
+            except Exception:
+                _log.exception("exporting log records to OpenTelemetry failed")
+            finally:
+                self._busy = False
+            self._account_drops()
+            if self._closing and not len(outbox):
+                return
+
+    def _export(self, items: list[_Entry]) -> None:
+        limits = self.limits
+        start = 0
+        while start < len(items):
+            if self._closing and time.monotonic() > self._close_deadline:
+                for entry in items[start:]:
+                    self.outbox.drop(entry[3], "shutdown")
+                return
+            end, size = start, 0
+            while end < len(items) and end - start < limits.batch_records:
+                size += len(items[end][2])
+                end += 1
+                if size >= limits.batch_bytes:
+                    break
+            self._export_batch(items[start:end])
+            start = end
+
+    def _export_batch(self, batch: list[_Entry]) -> None:
+        grouped: dict[ResourceKey, dict[str, list[bytes]]] = {}
+        per_plugin: dict[str, int] = {}
+        for key, scope, payload, plugin in batch:
+            scopes = grouped.get(key)
+            if scopes is None:
+                scopes = grouped[key] = {}
+            records = scopes.get(scope)
+            if records is None:
+                records = scopes[scope] = []
+            records.append(payload)
+            per_plugin[plugin] = per_plugin.get(plugin, 0) + 1
+        try:
+            error = self._deliver(grouped, len(batch))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {clean_text(str(exc), 300)}"
+        with self._stats_lock:
+            stats = self._stats
+            stats.requests += 1
+            if error is None:
+                for plugin, count in per_plugin.items():
+                    stats.exported[plugin] = stats.exported.get(plugin, 0) + count
+                return
+            stats.failed_requests += 1
+            stats.last_error = error
+        for plugin, count in per_plugin.items():
+            self.outbox.drop(plugin, "export_failed", count)
+
+    def _account_drops(self) -> None:
+        drops = self.outbox.take_drops()
+        if not drops:
+            if self._reports.waiting:
+                self._reports.flush()
+            return
+        by_reason: dict[str, int] = {}
+        with self._stats_lock:
+            for (plugin, reason), count in drops.items():
+                reasons = self._stats.dropped.setdefault(plugin, {})
+                reasons[reason] = reasons.get(reason, 0) + count
+                by_reason[reason] = by_reason.get(reason, 0) + count
+            last_error = self._stats.last_error
+        for reason, count in by_reason.items():
+            self._report(reason, count, last_error)
+
+    def _report(self, reason: str, count: int, last_error: str) -> None:
+        why = {
+            "queue_full": "the export queue was full (the collector is slow, down or refusing)",
+            "export_failed": f"the collector did not take them ({last_error})",
+            "unencodable": f"they could not be encoded ({self._last_unencodable})",
+            "shutdown": "the exporter closed before it could send them",
+        }.get(reason, reason)
+        self._reports.report(
+            reason,
+            f"OpenTelemetry export dropped {count:,} log records: {why}",
+            summary=lambda tally: (
+                f"OpenTelemetry export dropped {tally.records:,} more log records in the last "
+                f"{tally.seconds:.0f} s: {why}"
+            ),
+            emit=_log.warning,
+            records=count,
+        )
+
+
+def encode_request(
+    grouped: Mapping[ResourceKey, Mapping[str, Sequence[bytes]]],
+    resource_of: Callable[[ResourceKey], bytes],
+) -> bytes:
+    """One ``ExportLogsServiceRequest`` for a batch grouped by :class:`LogExport`."""
+    return protobuf.logs_request(
+        protobuf.resource_logs(
+            resource_of(key),
+            (protobuf.scope_logs(scope, records) for scope, records in scopes.items()),
+        )
+        for key, scopes in grouped.items()
+    )
+
+
+def resource_attributes(
+    base: Mapping[str, Any], key: ResourceKey, version: str | None
+) -> dict[str, Any]:
+    """The resource of a plugin's records: the host application's (``service.name``...),
+    with the plugin, its version and its runner's pid."""
+    if key is None:
+        return dict(base)
+    plugin_id, pid = key
+    attributes = {**base, "isoplug.plugin.id": plugin_id}
+    if version:
+        attributes["isoplug.plugin.version"] = version
+    if pid is not None:
+        attributes["isoplug.runner.pid"] = pid
+        attributes["process.pid"] = pid
+    return attributes

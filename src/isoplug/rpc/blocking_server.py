@@ -1,0 +1,309 @@
+"""The threaded server of blocking sessions, for programs without an event loop.
+
+A synchronous :class:`~isoplug.logs.LogReceiver` uses :func:`serve_blocking`: a thread per
+sender, woken by the kernel the moment a record arrives, each with its own
+:class:`~isoplug.rpc.blocking.BlockingChannel`. Separate from
+:mod:`isoplug.rpc.blocking_channel` because everything here is about the listening side: the
+accepting thread, the limits on connections and handshakes, refusing, and ending every
+session when the server closes. Import both from :mod:`isoplug.rpc.blocking`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from isoplug.errors import IsoplugError, TransportError
+from isoplug.rpc.blocking_channel import BlockingChannel, shutdown_quietly
+from isoplug.rpc.gate import (
+    DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_MAX_HANDSHAKES,
+    HandshakeGate,
+    busy_reject,
+)
+from isoplug.rpc.handshake import (
+    PeerAdmission,
+    bind_admission,
+    blocking_server_handshake,
+    peer_pid_text,
+)
+from isoplug.transport import Address
+from isoplug.transport.blocking import BlockingListener, listen_blocking
+from isoplug.transport.stream import peer_credentials_of
+from isoplug.wire.connection import TokenLookup
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "BlockingServer", "SessionHandler", "serve_blocking"]
+
+_log = logging.getLogger("isoplug.rpc")
+
+#: How long closing a server waits for its connections' threads to end.
+_CLOSE_TIMEOUT = 5.0
+#: After accept() failed (out of file descriptors...), as asyncio's servers do.
+_ACCEPT_RETRY_DELAY = 1.0
+#: Most connections a blocking server serves at once, a thread each; past it new ones are
+#: refused (said once, then counted). Far above a program's children or a host's runners, it
+#: keeps a runaway client (a plugin that forks without end) from taking every thread.
+DEFAULT_MAX_CONNECTIONS = 1024
+
+
+SessionHandler = Callable[[BlockingChannel], None]
+
+
+class BlockingServer:
+    """Sessions served by threads: one accepts, and each connection gets a thread of its own.
+
+    The counterpart of :func:`~isoplug.rpc.serve` for programs without an event loop; made by
+    :func:`serve_blocking`. A thread blocked in ``recv()`` wakes as soon as bytes arrive, with
+    no event loop between the socket and the handler.
+    """
+
+    def __init__(
+        self,
+        listener: BlockingListener,
+        token: str | TokenLookup,
+        on_channel: SessionHandler,
+        *,
+        name: str,
+        handshake_timeout: float,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        admit: PeerAdmission | None = None,
+    ) -> None:
+        self._listener = listener
+        self._token = token
+        self._admit = admit
+        self._on_channel = on_channel
+        self._name = name
+        self._handshake_timeout = handshake_timeout
+        self._max_connections = max_connections
+        # Seats for connections in their handshake; says what the server refused.
+        self._gate = HandshakeGate(name, max_handshakes)
+        self._gate.address = listener.address
+        # Connection thread -> its socket while in the handshake (the TLS one once wrapped),
+        # then its channel: what close() ends.
+        self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
+        self._changed = threading.Condition()
+        self._closing = False
+        self._closed = threading.Event()  # wakes an accept loop that pauses after an error
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name=f"isoplug-{name or 'server'}-accept", daemon=True
+        )
+        self._acceptor.start()
+
+    @property
+    def address(self) -> Address:
+        return self._listener.address
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began: a session that ends now was ended by us."""
+        return self._closing
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` until no connection is open; return how many still are."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._connections:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return len(self._connections)
+
+    def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
+        """Stop accepting, end every open session (each handler sees its connection end, then
+        says goodbye), and wait up to ``timeout`` for their threads. Idempotent."""
+        with self._changed:
+            self._closing = True
+            connections = list(self._connections.values())
+        self._closed.set()
+        self._listener.close()
+        self._gate.close()
+        for connection in connections:
+            _end(connection)
+        deadline = time.monotonic() + timeout
+        self._acceptor.join(max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            threads = list(self._connections)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            stuck = list(self._connections.items())
+        for thread, connection in stuck:
+            # Blocked writing to a client that does not read: cut it off entirely.
+            _log.warning(
+                "%s: %s did not end within %g s; closing its socket",
+                self,
+                thread.name,  # sanitized: our own thread, named by us
+                timeout,
+            )
+            sock = connection.socket if isinstance(connection, BlockingChannel) else connection
+            shutdown_quietly(sock, socket.SHUT_RDWR)
+
+    def __str__(self) -> str:
+        return f"{self._name or 'server'} on {self._listener.address}"
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                sock = self._listener.accept()
+            except TransportError as exc:
+                # Out of descriptors or memory, most likely: pause rather than spin or quit.
+                _log.error("%s: %s; retrying in %g s", self, exc, _ACCEPT_RETRY_DELAY)
+                self._closed.wait(_ACCEPT_RETRY_DELAY)
+                continue
+            if sock is None:
+                return
+            thread = threading.Thread(
+                target=self._serve_connection,
+                args=(sock,),
+                name=f"isoplug-{self._name or 'server'}-session",
+                daemon=True,
+            )
+            with self._changed:
+                if self._closing:
+                    sock.close()
+                    return
+                full = len(self._connections) >= self._max_connections
+                seated = not full and self._gate.enter()
+                if seated:
+                    self._connections[thread] = sock
+            if not seated:
+                self._refuse(
+                    sock,
+                    f"at its limit of {self._max_connections} open connections"
+                    if full
+                    else self._gate.full_reason,
+                )
+                continue
+            # Said before the session starts: whoever it serves finds this logged.
+            self._gate.admitted()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": out of memory or threads
+                self._forget(thread)
+                self._gate.leave()
+                self._refuse(sock, f"cannot start a thread for another connection: {exc}")
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """Close a connection we cannot serve, telling the client why; its handshake fails.
+        Said once, until the server accepts again: a client connecting in a loop must not
+        flood the log."""
+        # Said before the client is told: whoever sees the reject finds the warning logged.
+        self._gate.turn_away(why)
+        if not self._listener.is_tls:  # in TLS, telling would need a handshake, hence a thread
+            reject = busy_reject(f"{self}: {why}")
+            try:
+                # Non-blocking: the accepting thread must never wait on a client. A fresh
+                # socket's buffer takes this small frame whole.
+                sock.send(reject, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                _log.debug("could not tell a refused client why: %s", exc)
+        sock.close()
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        current = threading.current_thread()
+        credentials = None
+        # One deadline for TLS and the hello together: a trickling client gets no more.
+        deadline = time.monotonic() + self._handshake_timeout
+        try:
+            sock = self._listener.secure(sock, self._handshake_timeout)
+            with self._changed:
+                self._connections[current] = sock
+                if self._closing:
+                    # close() may have missed this socket while TLS swapped it: end it here.
+                    _end(sock)
+            credentials = peer_credentials_of(sock)
+            connection, early = blocking_server_handshake(
+                sock,
+                self._token,
+                name=self._name,
+                timeout=max(0.001, deadline - time.monotonic())
+                if self._listener.is_tls
+                else self._handshake_timeout,
+                admit=bind_admission(self._admit, credentials),
+            )
+        except IsoplugError as exc:
+            self._gate.leave()
+            # Said once the seat is free: whoever reads the warning may connect at once.
+            if not self._closing:
+                self._gate.failed(exc, peer_pid_text(credentials))
+            sock.close()
+            self._forget(current)
+            return
+        except BaseException:
+            self._gate.leave()
+            raise
+        self._gate.leave()
+        channel = BlockingChannel(sock, connection, early)
+        with self._changed:
+            self._connections[current] = channel
+            if self._closing:
+                channel.interrupt()  # close() ended the handshake's socket, not this channel
+        try:
+            self._on_channel(channel)
+        except Exception:
+            # A handler bug must not kill the server or other connections; it must be seen.
+            _log.exception("connection handler for %s failed", self._listener.address)
+        finally:
+            channel.close("server closing" if self._closing else "closed")
+            self._forget(current)
+
+    def _forget(self, thread: threading.Thread) -> None:
+        with self._changed:
+            self._connections.pop(thread, None)
+            self._changed.notify_all()
+
+
+def serve_blocking(
+    address: str | Address,
+    token: str | TokenLookup,
+    on_channel: SessionHandler,
+    *,
+    name: str = "",
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+    admit: PeerAdmission | None = None,
+) -> BlockingServer:
+    """Listen on ``address``; for every connection that passes the handshake, call
+    ``on_channel(channel)`` in a thread of that connection's own.
+
+    At most ``max_connections`` are served at once; past it, and when no thread can be
+    started, a new connection gets a ``busy`` reject (its client's handshake fails, saying
+    why) and is closed, and a warning says so, once until the server accepts again. The same
+    goes past ``max_handshakes`` connections in their handshake: until its hello is checked, a
+    connection has ``handshake_timeout`` for the whole handshake (TLS included) and frames of
+    at most 64 KiB (see :mod:`isoplug.rpc.gate`).
+
+    Like :func:`~isoplug.rpc.serve`: the channel is closed (with a goodbye) when
+    ``on_channel`` returns; refused connections (wrong token, wrong version, no hello in time,
+    garbage, a failed TLS handshake) are logged at WARNING on the ``isoplug.rpc`` logger and
+    never reach ``on_channel``; ``admit`` may refuse a client whose token matched (see
+    :data:`~isoplug.rpc.handshake.PeerAdmission`). Raises
+    :class:`~isoplug.errors.TransportError` when the address cannot be bound.
+    """
+    listener = listen_blocking(address, ssl_context=ssl_context)
+    return BlockingServer(
+        listener,
+        token,
+        on_channel,
+        name=name,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+        max_handshakes=max_handshakes,
+        admit=admit,
+    )
+
+
+def _end(connection: socket.socket | BlockingChannel) -> None:
+    """End a connection's session from another thread; its own thread says goodbye."""
+    if isinstance(connection, BlockingChannel):
+        connection.interrupt()
+    else:  # still in the handshake: nothing to say goodbye to
+        shutdown_quietly(connection, socket.SHUT_RDWR)

@@ -1,0 +1,426 @@
+"""What a peer does with each message the other side sends: answers, requests, events, logs.
+
+:class:`~isoplug.rpc.Peer` owns the session (opening, calling, closing); its
+:class:`Dispatcher` owns everything between a decoded message and the code that handles it:
+the registered handlers, the tasks serving requests, the worker running ``async`` event
+handlers, the count of messages no handler takes, and the backlog that pauses reading while
+a message waits for its turn. It is separate so that the peer reads as one session's life and
+this as one message's path; the peer hands it what it needs (its stream, connection, pending
+calls and three callbacks) at construction.
+
+Handlers
+--------
+A request handler takes the decoded params and returns the result (anything msgpack can
+carry). ``async def`` handlers run in their own task, so they may take their time and be
+cancelled; plain functions run inline and must be quick. Raising an exception sends an error
+response carrying the exception's type, message and traceback; the caller gets
+:class:`~isoplug.errors.RemoteError`.
+
+Event handlers have the same signature; their return value is ignored. Plain-function event
+handlers run inline, in order of arrival; ``async def`` event handlers run one at a time, in
+order, in a separate task, so that they may await requests on this same peer without blocking
+the reading of the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+
+from isoplug.errors import ConnectionBroken, LocalProtocolError, TransportError
+from isoplug.rpc.pending import PendingCalls
+from isoplug.rpc.remote_errors import error_info, qualified_name
+from isoplug.transport import Stream
+from isoplug.wire import (
+    Cancel,
+    Connection,
+    ConnectionState,
+    ErrorInfo,
+    ErrorResponse,
+    Event,
+    LogBatch,
+    Message,
+    Request,
+    Response,
+    decode_value,
+    encode_value,
+)
+from isoplug.wire.sanitize import clean_text
+
+__all__ = ["MAX_UNHANDLED_WARNINGS", "Dispatcher", "Handler", "LogBatchHandler"]
+
+_log = logging.getLogger("isoplug.rpc")
+
+Handler = Callable[[Any], Any]
+LogBatchHandler = Callable[[LogBatch], Awaitable[None] | None]
+
+#: Cap for an event's name in this side's records (after clean_text).
+MAX_EVENT_NAME_CHARS: Final = 200
+#: Distinct messages with no handler (events by name, log batches) a peer warns about, each
+#: once; past them such messages are only counted, and the count said at the session's end:
+#: made-up event names can neither flood this side's log nor grow its memory.
+MAX_UNHANDLED_WARNINGS: Final = 16
+#: At most this many incoming requests run at once; past it, the peer stops reading and TCP
+#: flow control slows the sender down, instead of tasks piling up in memory.
+MAX_CONCURRENT_INCOMING = 256
+#: Async event handlers queue up to this many events before the reader waits for them.
+_EVENT_QUEUE_SIZE = 1024
+
+
+class _Registered:
+    __slots__ = ("function", "is_async", "params_type")
+
+    def __init__(self, function: Handler, params_type: Any) -> None:
+        self.function = function
+        self.params_type = params_type
+        self.is_async = inspect.iscoroutinefunction(function)
+
+
+class Dispatcher:
+    """Hands every message a :class:`~isoplug.rpc.Peer` receives to whoever takes it.
+
+    ``pending`` are the peer's calls awaiting answers (answers are delivered to them);
+    ``send`` sends one message; ``closing`` says whether the peer is ending the session (a
+    handler cancelled then gets no answer); ``fail`` ends the session when dispatching itself
+    failed.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        connection: Connection,
+        pending: PendingCalls,
+        *,
+        send: Callable[[Message], None],
+        closing: Callable[[], bool],
+        fail: Callable[[ConnectionBroken], None],
+        peer_name: str,
+    ) -> None:
+        self._stream = stream
+        self._connection = connection
+        self._pending = pending
+        self._send = send
+        self._is_closing = closing
+        self._fail = fail
+        self._peer_name = peer_name
+        self._handlers: dict[str, _Registered] = {}
+        self._event_handlers: dict[str, _Registered] = {}
+        self._log_batch_handler: LogBatchHandler | None = None
+        self._serving: dict[int, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
+        self._event_worker: asyncio.Task[None] | None = None
+        #: Messages received that no handler took (see MAX_UNHANDLED_WARNINGS).
+        self.unhandled = 0
+        #: What was warned about (by kind, event name capped): never more than the cap.
+        self.unhandled_warned: set[str] = set()
+        self._unhandled_capped = False
+        # Messages that arrived while an earlier one still needed awaiting; reading is paused
+        # until the drainer task has worked through them, in order.
+        self._backlog: collections.deque[Message] = collections.deque()
+        self._drainer: asyncio.Task[None] | None = None
+        # What a log batch handler left to await (the rest of a long replay): the drainer
+        # awaits it before the next message.
+        self._unfinished: Awaitable[None] | None = None
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def register(self, method: str, handler: Handler, params_type: Any) -> None:
+        self._handlers[method] = _Registered(handler, params_type)
+
+    def on_event(self, method: str, handler: Handler, params_type: Any) -> None:
+        self._event_handlers[method] = _Registered(handler, params_type)
+
+    def on_log_batch(self, handler: LogBatchHandler | None) -> None:
+        self._log_batch_handler = handler
+
+    # -- the flow of messages ---------------------------------------------------------------
+
+    @property
+    def drainer(self) -> asyncio.Task[None] | None:
+        """The task working through the backlog, while there is one (reading is paused)."""
+        return self._drainer
+
+    def dispatch(self, messages: list[Message]) -> None:
+        """Handle ``messages`` in order; the first that needs awaiting starts the backlog."""
+        if self._backlog or self._drainer is not None:
+            self._backlog.extend(messages)
+            return
+        for index, message in enumerate(messages):
+            if not self._dispatch_now(message):
+                self._backlog.extend(messages[index:])
+                self._start_drainer()
+                return
+
+    def queue(self, messages: list[Message]) -> None:
+        """Put ``messages`` in the backlog, for :meth:`drain_queued` to start on."""
+        self._backlog.extend(messages)
+
+    def drain_queued(self) -> None:
+        """Start working through the backlog, if anything is in it."""
+        if self._backlog:
+            self._start_drainer()
+
+    def report_unhandled(self) -> None:
+        """Say how many messages no handler took, if some went unreported (session's end)."""
+        if self.unhandled > len(self.unhandled_warned):
+            _log.warning(
+                "ignored %d message(s) from %s in all that no handler takes",
+                self.unhandled,
+                self._peer_name or "peer",
+            )
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Drop what was left to await; return the tasks to cancel (the backlog's drainer
+        aside: see :attr:`drainer`)."""
+        if inspect.iscoroutine(self._unfinished):
+            self._unfinished.close()  # the drainer never got to it: no "never awaited" warning
+        self._unfinished = None
+        tasks: list[asyncio.Task[None]] = list(self._serving.values())
+        worker = self._event_worker
+        if worker is not None and worker is not asyncio.current_task():
+            tasks.append(worker)
+        return tasks
+
+    def _start_drainer(self) -> None:
+        self._stream.pause_reading()
+        self._drainer = asyncio.get_running_loop().create_task(
+            self._drain_backlog(), name=f"isoplug-peer-backlog:{self._peer_name}"
+        )
+
+    async def _drain_backlog(self) -> None:
+        backlog = self._backlog
+        try:
+            while backlog:
+                message = backlog[0]
+                # A message already dispatched may have left work to await (then it is not
+                # dispatched again); one that could not be dispatched at all is awaited whole.
+                if (
+                    self._unfinished is None
+                    and not self._dispatch_now(message)
+                    and self._unfinished is None
+                ):
+                    await self._dispatch_waiting(message)
+                unfinished = self._unfinished
+                if unfinished is not None:
+                    self._unfinished = None
+                    try:
+                        await unfinished
+                    except Exception:
+                        _log.exception("log batch handler failed")
+                backlog.popleft()
+        except Exception:
+            _log.exception("session with %s failed unexpectedly", self._peer_name or "peer")
+            self._fail(ConnectionBroken("session failed while dispatching"))
+        finally:
+            self._drainer = None
+        if not self._is_closing():
+            self._stream.resume_reading()
+
+    def _dispatch_now(self, message: Message) -> bool:
+        """Handle ``message`` without waiting; False if the next message must wait: either
+        nothing was done (see :meth:`_dispatch_waiting`), or :attr:`_unfinished` is set."""
+        message_type = type(message)
+        if message_type is Response or message_type is ErrorResponse:
+            assert isinstance(message, Response | ErrorResponse)
+            self._pending.answer(message)
+            return True
+        if message_type is Request:
+            assert isinstance(message, Request)
+            return self._dispatch_request(message)
+        if message_type is Event:
+            assert isinstance(message, Event)
+            return self._dispatch_event(message)
+        if message_type is Cancel:
+            assert isinstance(message, Cancel)
+            task = self._serving.get(message.id)
+            if task is not None:
+                task.cancel()
+            return True
+        if message_type is LogBatch:
+            assert isinstance(message, LogBatch)
+            return self._dispatch_log_batch(message)
+        # Goodbye: the connection is now CLOSED; the peer ends the session.
+        return True
+
+    async def _dispatch_waiting(self, message: Message) -> None:
+        """Handle a message that :meth:`_dispatch_now` could not handle without waiting."""
+        if type(message) is Request:
+            assert isinstance(message, Request)
+            while len(self._serving) >= MAX_CONCURRENT_INCOMING:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            self._dispatch_request(message)
+        elif type(message) is Event:
+            assert isinstance(message, Event)
+            registered = self._event_handlers[message.method]
+            assert self._event_queue is not None
+            await self._event_queue.put((registered, message))
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _dispatch_request(self, request: Request) -> bool:
+        registered = self._handlers.get(request.method)
+        if registered is None:
+            self._answer_error(
+                request.id,
+                ErrorInfo(
+                    code="method_not_found",
+                    type="isoplug.errors.MethodNotFound",
+                    message=f"no handler for method {request.method!r}",
+                ),
+            )
+            return True
+        if not registered.is_async:
+            self._answer_inline(request, registered)
+            return True
+        if len(self._serving) >= MAX_CONCURRENT_INCOMING:
+            return False
+        task = asyncio.get_running_loop().create_task(self._serve_async(request, registered))
+        self._serving[request.id] = task
+        return True
+
+    def _answer_inline(self, request: Request, registered: _Registered) -> None:
+        try:
+            params = decode_value(request.params, registered.params_type)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._answer_error(request.id, error_info("invalid_params", exc))
+            return
+        try:
+            result = registered.function(params)
+        except Exception as exc:
+            self._answer_error(request.id, error_info("error", exc))
+            return
+        self._answer_result(request, result)
+
+    async def _serve_async(self, request: Request, registered: _Registered) -> None:
+        try:
+            try:
+                params = decode_value(request.params, registered.params_type)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                self._answer_error(request.id, error_info("invalid_params", exc))
+                return
+            try:
+                result = await registered.function(params)
+            except asyncio.CancelledError as exc:
+                if self._is_closing():
+                    raise
+                self._answer_error(request.id, error_info("cancelled", exc))
+                return
+            except Exception as exc:
+                self._answer_error(request.id, error_info("error", exc))
+                return
+            self._answer_result(request, result)
+        finally:
+            self._serving.pop(request.id, None)
+            self._slot_freed.set()
+
+    def _answer_result(self, request: Request, result: Any) -> None:
+        try:
+            encoded = encode_value(result)
+        except LocalProtocolError as exc:
+            self._answer_error(request.id, error_info("error", exc))
+            return
+        self._send_answer(Response(id=request.id, result=encoded))
+
+    def _answer_error(self, request_id: int, info: ErrorInfo) -> None:
+        self._send_answer(ErrorResponse(id=request_id, error=info))
+
+    def _send_answer(self, answer: Response | ErrorResponse) -> None:
+        if self._connection.state is not ConnectionState.OPEN:
+            return  # The session ended while the handler ran; nobody is listening.
+        try:
+            self._send(answer)
+        except LocalProtocolError as exc:
+            # Too large for a frame, typically: the caller must still get an answer.
+            _log.warning("cannot send the answer to request %d: %s", answer.id, exc)
+            self._send(
+                ErrorResponse(
+                    id=answer.id,
+                    error=ErrorInfo(code="error", type=qualified_name(type(exc)), message=str(exc)),
+                )
+            )
+        except TransportError as exc:
+            _log.debug("could not send the answer to request %d: %s", answer.id, exc)
+
+    # -- events and log batches -------------------------------------------------------------
+
+    def _dispatch_event(self, event: Event) -> bool:
+        registered = self._event_handlers.get(event.method)
+        if registered is None:
+            # The capped, cleaned name: the set never keeps the peer's own (maybe huge) text.
+            self._unhandled(f"event {clean_text(event.method, MAX_EVENT_NAME_CHARS)!r}")
+            return True
+        if not registered.is_async:
+            self._run_event_handler(registered, event)
+            return True
+        if self._event_queue is None:
+            self._event_queue = asyncio.Queue(_EVENT_QUEUE_SIZE)
+            self._event_worker = asyncio.get_running_loop().create_task(self._run_async_events())
+        if self._event_queue.full():
+            return False
+        self._event_queue.put_nowait((registered, event))
+        return True
+
+    def _unhandled(self, what: str) -> None:
+        """Count a message no handler takes; warn about each ``what`` once, up to a cap."""
+        self.unhandled += 1
+        warned = self.unhandled_warned
+        if what in warned or self._unhandled_capped:
+            return
+        if len(warned) == MAX_UNHANDLED_WARNINGS:
+            self._unhandled_capped = True
+            _log.warning(
+                "%s sends more kinds of messages than this side handles; from now on they are "
+                "ignored and counted, not reported one by one",
+                self._peer_name or "peer",
+            )
+            return
+        warned.add(what)
+        _log.warning(
+            "no handler for %s from %s; ignoring it (reported once)",
+            what,
+            self._peer_name or "peer",
+        )
+
+    def _run_event_handler(self, registered: _Registered, event: Event) -> None:
+        try:
+            registered.function(decode_value(event.params, registered.params_type))
+        except Exception:
+            _log.exception(
+                "handler for event %r failed", clean_text(event.method, MAX_EVENT_NAME_CHARS)
+            )
+
+    async def _run_async_events(self) -> None:
+        assert self._event_queue is not None
+        while True:
+            registered, event = await self._event_queue.get()
+            try:
+                await registered.function(decode_value(event.params, registered.params_type))
+            except Exception:
+                _log.exception(
+                    "handler for event %r failed", clean_text(event.method, MAX_EVENT_NAME_CHARS)
+                )
+
+    def _dispatch_log_batch(self, batch: LogBatch) -> bool:
+        handler = self._log_batch_handler
+        if handler is None:
+            self._unhandled("log batches")
+            return True
+        try:
+            unfinished = handler(batch)
+        except Exception:
+            _log.exception("log batch handler failed")
+            return True
+        if unfinished is None:
+            return True
+        # Awaited by the backlog drainer while reading is paused: a flood is replayed in
+        # slices and the sender is slowed down by the socket instead of our memory growing.
+        self._unfinished = unfinished
+        return False

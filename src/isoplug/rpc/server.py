@@ -1,0 +1,114 @@
+"""The asyncio server: listen, gate and authenticate connections, run a peer for each.
+
+:func:`serve` is separate from :mod:`isoplug.rpc.peer` because everything before a session
+exists lives here: the handshake seats of :mod:`isoplug.rpc.gate`, the server side of the
+handshake, the choice of handlers by the client's hello. The peer starts once that is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from isoplug.errors import IsoplugError, TransportError
+from isoplug.rpc.dispatch import Handler
+from isoplug.rpc.gate import (
+    DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_MAX_HANDSHAKES,
+    HandshakeGate,
+    busy_reject,
+)
+from isoplug.rpc.handshake import (
+    PeerAdmission,
+    bind_admission,
+    peer_pid_text,
+    server_handshake,
+)
+from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Peer
+from isoplug.transport import Address, Listener, Stream, listen
+from isoplug.wire import Hello
+from isoplug.wire.connection import TokenLookup
+
+__all__ = ["serve"]
+
+
+async def serve(
+    address: str | Address,
+    token: str | TokenLookup,
+    on_peer: Callable[[Peer], Awaitable[None]],
+    *,
+    handlers: Mapping[str, Handler] | Callable[[Hello], Mapping[str, Handler]] | None = None,
+    name: str = "",
+    ssl_context: Any = None,
+    handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+    default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    admit: PeerAdmission | None = None,
+) -> Listener:
+    """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
+
+    ``token`` is the token every client must present, or a function that returns the token
+    expected from the client that sent a given hello (``None``: unknown client, refused); see
+    :func:`~isoplug.rpc.server_handshake`.
+
+    ``handlers`` is a mapping, or a function that picks the mapping from the client's hello;
+    handlers are in place before the first message is read. The peer is closed when
+    ``on_peer`` returns. Refused connections (wrong token, wrong version, no hello in time,
+    garbage) are logged at WARNING on the ``isoplug.rpc`` logger and never reach ``on_peer``.
+    ``admit`` may refuse a client whose token matched, before any handler sees a message of it
+    (see :data:`~isoplug.rpc.handshake.PeerAdmission`).
+
+    Until its hello is checked, a connection has ``handshake_timeout`` for the whole handshake
+    (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` connections are in
+    their handshake at once, and past it a new one gets a ``busy`` reject at once (see
+    :mod:`isoplug.rpc.gate`).
+    """
+
+    async def handle(stream: Stream) -> None:
+        if not gate.enter():
+            gate.turn_away(gate.full_reason)
+            # At once, before reading: the stream is closed when this returns.
+            with contextlib.suppress(TransportError):
+                stream.write(busy_reject(f"{gate}: {gate.full_reason}"))
+            return
+        gate.admitted()
+        credentials = stream.peer_credentials
+        refusal: IsoplugError | None = None
+        try:
+            connection, early = await server_handshake(
+                stream,
+                token,
+                name=name,
+                timeout=handshake_timeout,
+                admit=bind_admission(admit, credentials),
+            )
+        except IsoplugError as exc:
+            refusal = exc
+        finally:
+            gate.leave()
+        if refusal is not None:
+            # Said once the seat is free: whoever reads the warning may connect at once.
+            gate.failed(refusal, peer_pid_text(credentials))
+            return
+        assert connection.peer_hello is not None
+        chosen = handlers(connection.peer_hello) if callable(handlers) else handlers
+        peer = Peer(
+            stream,
+            connection,
+            handlers=chosen,
+            early_messages=early,
+            default_timeout=default_timeout,
+        )
+        try:
+            await on_peer(peer)
+        finally:
+            await peer.aclose()
+
+    gate = HandshakeGate(name, max_handshakes)
+    listener = await listen(
+        address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
+    )
+    gate.address = listener.address
+    listener.on_close.append(gate.close)
+    return listener

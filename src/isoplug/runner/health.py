@@ -1,0 +1,221 @@
+"""The runner's health thread: answers the host's health queries with facts, not silence.
+
+A ping answered by the event loop tells the host one thing when it goes unanswered: the loop
+did not run. It cannot say why: a plugin blocking the loop for good, or one call in C code
+holding the GIL for a while (a 1 GiB allocation takes over a second), after which everything
+runs on. Nor does it see the worker threads of sync methods, where a call the host gave up on
+may run forever. So a thread of its own answers the host, over a socket pair the runner
+inherits (:attr:`~isoplug.control.Bootstrap.health_fd`), with what it measured
+(:class:`~isoplug.control.HealthReport`):
+
+- **The loop's heartbeat.** The loop stamps ``time.monotonic()`` every tick (a timer
+  callback); how long ago it last did, less a tick, is how long it has not run, at least.
+- **The GIL.** The health thread wakes every tick (its read's timeout). Waking costs no GIL,
+  but running Python afterwards needs it: when it comes back late, no thread could run Python
+  meanwhile, so the GIL was held (a pure-Python loop gives it up every 5 ms; one long C call
+  does not) or the process was not scheduled. Those stalls are kept (the last 256), so a report
+  says how much of the loop's silence the GIL accounts for, even when no query was pending.
+- **The worker pool.** Every sync call queued or running, since when, where its thread is, and
+  whether its caller gave up on it (:mod:`isoplug.runner.workers`).
+
+The host decides with these facts (:mod:`isoplug.host.health`). The thread ends when the host
+closes its end; the heartbeat, with the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import sys
+import sysconfig
+import threading
+import time
+from types import FrameType
+
+import msgspec
+
+from isoplug.control import Bootstrap, HealthQuery, HealthReport, WorkerState
+from isoplug.errors import RemoteProtocolError
+from isoplug.runner.workers import WorkerPool, default_threads
+from isoplug.wire import FrameDecoder
+
+__all__ = ["HealthMonitor", "describe_frame", "start_health"]
+
+_log = logging.getLogger("isoplug.runner")
+
+#: A query is a few dozen bytes.
+_MAX_QUERY_BYTES = 4096
+#: A stall shorter than this is scheduling noise, not worth keeping.
+_MIN_STALL = 0.02
+#: Stalls kept; at one a tick at most, far more than the seconds a report looks back.
+_STALLS_KEPT = 256
+#: Calls listed in one report at most (the oldest first).
+_MAX_WORKERS = 64
+#: Characters of a ``where`` text at most.
+_MAX_WHERE = 300
+_STDLIB = tuple(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib"))
+
+
+def start_health(bootstrap: Bootstrap) -> tuple[WorkerPool, HealthMonitor | None]:
+    """The worker pool of the runner described by ``bootstrap``, and its health monitor,
+    started (None without a health channel). Call on the event loop's thread."""
+    # Threads stuck in abandoned calls, up to the host's limit, leave the usual capacity.
+    workers = WorkerPool(default_threads() + max(0, bootstrap.max_stuck_threads))
+    if bootstrap.health_fd < 0:
+        return workers, None
+    try:
+        sock = socket.socket(fileno=bootstrap.health_fd)
+    except OSError as exc:
+        _log.error("no health channel (fd %d): %s", bootstrap.health_fd, exc)
+        return workers, None
+    # Inherited for this process only: programs the plugins start do not get it.
+    sock.set_inheritable(False)
+    monitor = HealthMonitor(sock, asyncio.get_running_loop(), workers, bootstrap.health_tick)
+    monitor.start()
+    return workers, monitor
+
+
+class HealthMonitor:
+    """Stamps the loop's heartbeat and answers health queries on ``sock`` from a thread."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        workers: WorkerPool,
+        tick: float,
+    ) -> None:
+        self._sock = sock
+        self._loop = loop
+        self._workers = workers
+        self._tick = max(0.005, tick)
+        self._loop_thread = threading.get_ident()
+        self._last_beat = time.monotonic()
+        #: (start, end) of every stall kept, oldest first. Only the health thread uses it.
+        self._stalls: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=_STALLS_KEPT
+        )
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(HealthQuery)
+        self._thread = threading.Thread(target=self._serve, name="isoplug-health", daemon=True)
+
+    def start(self) -> None:
+        """Start the heartbeat (call on the loop's thread) and the health thread."""
+        self._loop_thread = threading.get_ident()
+        self._beat()
+        self._sock.settimeout(self._tick)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        self._last_beat = time.monotonic()
+        self._loop.call_later(self._tick, self._beat)
+
+    def _serve(self) -> None:
+        decoder = FrameDecoder(_MAX_QUERY_BYTES)
+        try:
+            while True:
+                entered = time.monotonic()
+                try:
+                    data: bytes | None = self._sock.recv(65536)
+                except TimeoutError:
+                    data = None
+                now = time.monotonic()
+                if data == b"":
+                    return  # the host closed its end: this runner's life is over
+                queries = [] if data is None else self._decode(decoder.receive_data(data))
+                # When the thread was due to run Python again: the end of its read's timeout,
+                # or when the first query was sent, if that came sooner.
+                due = entered + self._tick
+                if queries:
+                    due = min(due, max(entered, min(q.sent for q in queries)))
+                self._note_stall(due, now)
+                for query in queries:
+                    self._answer(query, now)
+        except RemoteProtocolError as exc:
+            _log.error("the host's health channel sent a frame that is too large (%s); closed", exc)
+        except OSError as exc:
+            _log.error("the host's health channel failed: %s; no more health reports", exc)
+        finally:
+            self._sock.close()
+
+    def _decode(self, frames: list[bytes | memoryview]) -> list[HealthQuery]:
+        queries = []
+        for frame in frames:
+            try:
+                queries.append(self._decoder.decode(frame))
+            except msgspec.DecodeError as exc:
+                _log.error("ignored a malformed query on the host's health channel: %s", exc)
+        return queries
+
+    def _answer(self, query: HealthQuery, received: float) -> None:
+        now = time.monotonic()
+        last_beat = self._last_beat
+        # At least this long: it may have stopped anywhere in the tick after its last beat.
+        blocked = max(0.0, now - last_beat - self._tick)
+        frames = sys._current_frames()
+        report = HealthReport(
+            seq=query.seq,
+            loop_blocked=blocked,
+            gil_held=min(blocked, self._stalled_within(last_beat, now)) if blocked else 0.0,
+            loop_where=describe_frame(frames.get(self._loop_thread)) if blocked else "",
+            gil_wait=max(0.0, received - query.sent),
+            longest_stall=max(
+                (end - start for start, end in self._stalls if end >= query.since), default=0.0
+            ),
+            workers=self._worker_states(now, frames),
+            threads=self._workers.threads,
+            max_threads=self._workers.max_threads,
+        )
+        payload = self._encoder.encode(report)
+        before = time.monotonic()
+        # sendall releases the GIL, and another thread may keep it when it is given up (a
+        # thread waiting for it takes it at once): the local socket takes a report at once,
+        # so any time spent here is time no thread gave the GIL back.
+        self._sock.sendall(len(payload).to_bytes(4, "big") + payload)
+        self._note_stall(before, time.monotonic())
+
+    def _note_stall(self, start: float, end: float) -> None:
+        if end - start >= _MIN_STALL:
+            self._stalls.append((start, end))
+
+    def _stalled_within(self, start: float, end: float) -> float:
+        return sum(
+            max(0.0, min(end, stall_end) - max(start, stall_start))
+            for stall_start, stall_end in self._stalls
+        )
+
+    def _worker_states(self, now: float, frames: dict[int, FrameType]) -> tuple[WorkerState, ...]:
+        states = []
+        for work in self._workers.snapshot()[:_MAX_WORKERS]:
+            started = work.started
+            states.append(
+                WorkerState(
+                    call_id=work.call_id,
+                    what=work.what,
+                    started=bool(started),
+                    seconds=max(0.0, now - (started or work.queued)),
+                    abandoned=work.abandoned,
+                    where=describe_frame(frames.get(work.thread)) if started else "",
+                )
+            )
+        return tuple(states)
+
+
+def describe_frame(frame: FrameType | None) -> str:
+    """``path:line in function`` of the innermost frame outside the standard library (a
+    plugin's wait on an ``Event`` shows the plugin's line, not ``threading.py``), else of the
+    innermost one."""
+    if frame is None:
+        return ""
+    chosen = frame
+    walker: FrameType | None = frame
+    while walker is not None:
+        if not walker.f_code.co_filename.startswith(_STDLIB):
+            chosen = walker
+            break
+        walker = walker.f_back
+    code = chosen.f_code
+    return f"{code.co_filename}:{chosen.f_lineno} in {code.co_name}"[:_MAX_WHERE]

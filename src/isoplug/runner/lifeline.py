@@ -1,0 +1,71 @@
+"""A runner ends within moments of its host's death, whatever its plugins are doing.
+
+Two mechanisms, because neither covers every case alone:
+
+- **Parent-death signal** (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill
+  the runner when the thread that started it ends. The host starts runners from its event
+  loop's thread, which lives as long as the host's loop does (a runner cannot outlive a host
+  whose loop has ended anyway). It needs nothing of the runner: it works while a plugin holds
+  the GIL in native code, where no Python thread can run. The parent is checked right after
+  the setting, for a host that died before it.
+- **Lifeline** (everywhere): the host keeps the write end of the runner's stdin open for the
+  runner's whole life. A thread here sleeps in ``read()`` on it (no GIL held, no event loop
+  needed) and wakes at end of file, which the kernel makes happen when the host dies, however
+  it died, or when the host lets go of the runner. It then kills the runner's process group:
+  the runner and what its plugins started there. It needs the GIL only for those few steps,
+  which a busy worker thread or a blocked event loop hands over within the interpreter's
+  switch interval.
+
+The lifeline is moved off descriptor 0 (``/dev/null`` takes its place), so that plugins and the
+processes they start neither read nor inherit it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+
+__all__ = ["hold_lifeline"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def hold_lifeline(fd: int = 0) -> None:
+    """Arm both mechanisms; ``fd`` is the runner's stdin, the bootstrap line already read."""
+    parent = os.getppid()
+    _set_parent_death_signal()
+    if os.getppid() != parent:
+        os._exit(1)  # the host died before the signal was armed
+    lifeline = os.dup(fd)  # not inheritable (Python's default)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    threading.Thread(target=_watch, args=(lifeline,), name="isoplug-lifeline", daemon=True).start()
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+def _watch(lifeline: int) -> None:
+    while True:
+        try:
+            if not os.read(lifeline, 4096):
+                break
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+    # The host is gone or let go of this runner: nobody supervises it any more. Its process
+    # group goes with it (this process included).
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(1)

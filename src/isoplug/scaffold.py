@@ -1,0 +1,115 @@
+"""``isoplug new``: a new plugin's folder, with its manifest, its code and a test of it that
+passes as written (it runs the plugin in a real runner with :mod:`isoplug.testing`)."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+
+__all__ = ["ScaffoldError", "new_plugin"]
+
+#: A plugin id that is also a Python module name (the scaffold's module is named after it).
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+_MANIFEST = """\
+id = "{name}"
+version = "0.1.0"
+description = "{title}: a plugin made by `isoplug new`."
+entry = "{name}:{cls}"
+# Host capabilities this plugin may call (ctx.call_host), e.g. ["clock.now"].
+capabilities = []
+"""
+
+_CODE = '''\
+"""The {name} plugin. Its runner process imports this module and starts {cls}."""
+
+from __future__ import annotations
+
+import isoplug
+
+
+class {cls}(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+        self.greeted = 0
+        ctx.logger.info("{name} is set up")
+
+    @isoplug.method
+    async def greet(self, name: str) -> str:
+        """Called by the host as ``await host.call("{name}", "greet", name="Ada")``."""
+        self.greeted += 1
+        self.ctx.logger.info("greeting %s", name)
+        return f"Hello, {{name}}!"
+
+    @isoplug.method
+    def count(self) -> int:
+        """A plain (non-async) method: it runs in a worker thread of the runner."""
+        return self.greeted
+
+    @isoplug.on_event("reset")
+    async def on_reset(self, payload: object) -> None:
+        print(f"reset after {{self.greeted}} greeting(s)")
+        self.greeted = 0
+'''
+
+_TEST = '''\
+"""Tests of the {name} plugin, in a real runner process: ``python -m pytest {name}``."""
+
+from pathlib import Path
+
+from isoplug.testing import BlockingHarness
+
+PLUGIN = Path(__file__).parent
+
+
+def test_greet_answers_and_logs(isoplug_host) -> None:
+    plugin: BlockingHarness = isoplug_host(PLUGIN)
+    assert plugin.call("greet", name="Ada") == "Hello, Ada!"
+    record = plugin.wait_for_record(plugin="{name}", text="greeting Ada")
+    assert record.levelname == "INFO"
+
+
+def test_reset_event_is_printed(isoplug_host) -> None:
+    plugin: BlockingHarness = isoplug_host(PLUGIN)
+    plugin.call("greet", name="Ada")
+    assert plugin.publish("reset") == 1
+    plugin.wait_for_record(plugin="{name}", stream="stdout", text="reset after 1 greeting(s)")
+    assert plugin.call("count") == 0
+'''
+
+
+class ScaffoldError(ValueError):
+    """The plugin cannot be made there: a bad name, or the folder exists."""
+
+
+def new_plugin(path: Path) -> list[Path]:
+    """Make a plugin folder at ``path`` (its last part is the plugin id and module name);
+    return the files written."""
+    name = path.name
+    if not _NAME.fullmatch(name) or keyword.iskeyword(name):
+        raise ScaffoldError(
+            f"{name!r} cannot name a plugin: use a letter, then letters, digits or '_' "
+            "(it is the plugin id and a Python module name), e.g. 'weather_report'"
+        )
+    if path.exists():
+        raise ScaffoldError(f"{path} already exists; choose another name or remove it")
+    if not path.parent.is_dir():
+        raise ScaffoldError(f"{path.parent} is not a directory")
+    cls = "".join(part.capitalize() for part in name.split("_") if part) or name
+    if cls == name:
+        cls += "Plugin"
+    title = name.replace("_", " ").capitalize()
+    fields = {"name": name, "cls": cls, "title": title}
+    path.mkdir()
+    files = {
+        "plugin.toml": _MANIFEST,
+        f"{name}.py": _CODE,
+        f"test_{name}.py": _TEST,
+    }
+    written = []
+    for file_name, template in files.items():
+        target = path / file_name
+        target.write_text(template.format(**fields), encoding="utf-8")
+        written.append(target)
+    return written

@@ -1,0 +1,24 @@
+"""Helpers for testing plugins, and code that uses isoplug.
+
+- :class:`PluginHarness` (``async with``) and :class:`BlockingHarness` (``with``) run a
+  plugin's folder, or a folder of plugins, in real runner processes under a real host: call
+  methods, publish events, offer or refuse capabilities, crash a runner, wait for records.
+- :class:`Records`, :func:`watching`, :func:`attached`, :func:`eventually`: keep log records and
+  wait, on the event loop, until a condition holds.
+- The pytest fixture ``isoplug_host`` (this package's pytest plugin, installed with isoplug).
+- :mod:`isoplug.testing.otlp`: an OTLP receiver, to test an OpenTelemetry export.
+"""
+
+from isoplug.testing.harness import FAST, BlockingHarness, CapabilityCall, PluginHarness
+from isoplug.testing.records import Records, attached, eventually, watching
+
+__all__ = [
+    "FAST",
+    "BlockingHarness",
+    "CapabilityCall",
+    "PluginHarness",
+    "Records",
+    "attached",
+    "eventually",
+    "watching",
+]

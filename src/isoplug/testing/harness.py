@@ -1,0 +1,275 @@
+"""Run plugins for a test: a real :class:`~isoplug.Host`, real runner processes.
+
+:class:`PluginHarness` (``async with``) starts a host over one plugin's folder, or a folder of
+plugins, with the capabilities a test offers (fakes, or refusals), waits until every plugin is
+ready, and keeps every record the plugins (and the host) log. :class:`BlockingHarness` is the
+same for synchronous tests: it runs the host on an event loop of its own, in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from isoplug import CapabilityDenied, Host, PluginInfo, PluginState, SupervisorConfig
+from isoplug.testing.records import Records, attached
+
+__all__ = ["FAST", "BlockingHarness", "CapabilityCall", "PluginHarness"]
+
+T = TypeVar("T")
+
+#: Short timings, so that a crash or a hang is seen within a second or two.
+FAST = SupervisorConfig(
+    ready_timeout=15.0,
+    health_interval=0.2,
+    health_timeout=1.0,
+    shutdown_timeout=3.0,
+    teardown_timeout=1.0,
+    terminate_timeout=1.0,
+    call_timeout=15.0,
+)
+_MANIFEST = "plugin.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class CapabilityCall:
+    """One call of a host capability by a plugin, as the harness saw it."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+class PluginHarness:
+    """A started host over ``path`` (one plugin's folder, or a folder of plugin folders).
+
+    ``capabilities`` are offered to plugins whose manifest grants them (fakes: any function,
+    or ``async def``); every call is kept in :attr:`capability_calls`. A capability in
+    ``deny`` is refused: the plugin's ``ctx.call_host`` raises
+    :class:`~isoplug.CapabilityDenied`. :attr:`records` keeps every record of ``plugin.*`` and
+    ``isoplug.*`` from the start. Entering waits until every plugin is ready (raises
+    :class:`~isoplug.PluginFailed` naming a plugin that cannot start).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        capabilities: Mapping[str, Callable[..., Any]] | None = None,
+        deny: Iterable[str] = (),
+        config: SupervisorConfig = FAST,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.ready_timeout = ready_timeout
+        self.records = Records()
+        self.capability_calls: list[CapabilityCall] = []
+        self._capabilities = dict(capabilities or {})
+        for name in deny:
+            self._capabilities[name] = _refusal(name)
+        self._host: Host | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def host(self) -> Host:
+        """The running host (for anything the harness does not wrap)."""
+        if self._host is None:
+            raise RuntimeError("the harness is not running: use `async with PluginHarness(...)`")
+        return self._host
+
+    async def __aenter__(self) -> PluginHarness:
+        try:
+            directory = self._stack.enter_context(_plugins_dir(self.path))
+            for name in ("plugin", "isoplug"):
+                self._stack.enter_context(attached(self.records, name))
+            host = Host(directory, config=self.config)
+            for name, function in self._capabilities.items():
+                host.register_capability(name, self._kept(name, function))
+            self._host = await self._stack.enter_async_context(host)
+            await host.wait_ready(self.ready_timeout)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._host = None
+        await self._stack.aclose()
+
+    def _kept(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        async def capability(**kwargs: Any) -> Any:
+            self.capability_calls.append(CapabilityCall(name, kwargs))
+            result = function(**kwargs)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return capability
+
+    def plugin_ids(self) -> list[str]:
+        """The ids of the plugins running, in order."""
+        return [info.id for info in self.host.plugins()]
+
+    def _id(self, plugin_id: str | None) -> str:
+        if plugin_id is not None:
+            return plugin_id
+        ids = self.plugin_ids()
+        if len(ids) != 1:
+            raise ValueError(f"several plugins run ({', '.join(ids)}): say which one")
+        return ids[0]
+
+    def info(self, plugin_id: str | None = None) -> PluginInfo:
+        """The state of the plugin (the only one when ``plugin_id`` is None)."""
+        return self.host.plugin(self._id(plugin_id))
+
+    async def call(
+        self, method: str, /, *args: Any, plugin: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Call ``method`` of the plugin (the only one, unless ``plugin`` names it) with
+        ``args`` and ``kwargs``, as a host application would; its result, or the exception the
+        host raises (:class:`~isoplug.IsoplugError` subclasses)."""
+        return await self.host.call(self._id(plugin), method, *args, **kwargs)
+
+    async def publish(self, event: str, payload: Any = None) -> int:
+        """Publish ``event`` to every plugin subscribed to it; how many were."""
+        return await self.host.publish(event, payload)
+
+    async def crash(self, plugin: str | None = None, *, timeout: float = 30.0) -> PluginInfo:
+        """Kill the plugin's runner process (SIGKILL, as a segfault or the OOM killer would)
+        and wait until the host has restarted it and it is ready again; its new state. Raises
+        :class:`TimeoutError` if it is not ready again within ``timeout`` seconds (a restart
+        policy that gives up: its state is then ``failed``)."""
+        plugin_id = self._id(plugin)
+        before = self.host.plugin(plugin_id)
+        if before.pid is None:
+            raise RuntimeError(f"plugin {plugin_id!r} has no runner process ({before.state.value})")
+        os.kill(before.pid, signal.SIGKILL)
+        return await self.host.wait_for(
+            plugin_id,
+            lambda info: info.restarts > before.restarts and info.state is PluginState.READY,
+            timeout,
+        )
+
+    async def wait_for_record(
+        self,
+        *,
+        plugin: str | None = None,
+        logger: str | None = None,
+        level: int | str | None = None,
+        stream: str | None = None,
+        text: str = "",
+        timeout: float = 20.0,
+    ) -> Any:
+        """The first record that fits (see :meth:`Records.select`), once there is one."""
+        return await self.records.wait_for_record(
+            plugin=plugin, logger=logger, level=level, stream=stream, text=text, timeout=timeout
+        )
+
+
+def _refusal(name: str) -> Callable[..., Any]:
+    def refuse(**kwargs: Any) -> Any:
+        raise CapabilityDenied(f"capability {name!r} is denied by the test")
+
+    return refuse
+
+
+@contextlib.contextmanager
+def _plugins_dir(path: Path) -> Any:
+    """``path`` when it is a folder of plugins; for one plugin's folder, a temporary folder of
+    plugins holding a link to it."""
+    if not (path / _MANIFEST).is_file():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="isoplug-test-") as scratch:
+        link = Path(scratch) / path.resolve().name
+        link.symlink_to(path.resolve(), target_is_directory=True)
+        yield Path(scratch)
+
+
+class BlockingHarness:
+    """:class:`PluginHarness` for synchronous code (a plain pytest test): the host runs on an
+    event loop in a thread of its own; every method blocks until done.
+
+    Use ``with BlockingHarness(path) as plugin:``, or the pytest fixture ``isoplug_host``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        self._harness = PluginHarness(path, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="isoplug-test-host", daemon=True
+        )
+
+    @property
+    def records(self) -> Records:
+        """Every record of ``plugin.*`` and ``isoplug.*`` so far (``.select(...)`` picks)."""
+        return self._harness.records
+
+    @property
+    def capability_calls(self) -> list[CapabilityCall]:
+        """Every call of a capability the test offered."""
+        return self._harness.capability_calls
+
+    @property
+    def host(self) -> Host:
+        """The running host (its methods are coroutines of the harness's loop)."""
+        return self._harness.host
+
+    def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def __enter__(self) -> BlockingHarness:
+        self._thread.start()
+        try:
+            self._run(self._harness.__aenter__())
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._run(self._harness.__aexit__(None, None, None))
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def plugin_ids(self) -> list[str]:
+        return self._harness.plugin_ids()
+
+    def info(self, plugin_id: str | None = None) -> PluginInfo:
+        return self._harness.info(plugin_id)
+
+    def call(self, method: str, /, *args: Any, plugin: str | None = None, **kwargs: Any) -> Any:
+        """See :meth:`PluginHarness.call`."""
+        return self._run(self._harness.call(method, *args, plugin=plugin, **kwargs))
+
+    def publish(self, event: str, payload: Any = None) -> int:
+        """See :meth:`PluginHarness.publish`."""
+        return self._run(self._harness.publish(event, payload))
+
+    def crash(self, plugin: str | None = None, *, timeout: float = 30.0) -> PluginInfo:
+        """See :meth:`PluginHarness.crash`."""
+        return self._run(self._harness.crash(plugin, timeout=timeout))
+
+    def wait_for_record(self, **criteria: Any) -> Any:
+        """See :meth:`PluginHarness.wait_for_record`."""
+        return self._run(self._harness.wait_for_record(**criteria))

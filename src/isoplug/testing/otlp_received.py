@@ -1,0 +1,193 @@
+"""Reading what an OTLP receiver wrote (:mod:`isoplug.testing.otlp`, or a collector's ``file``
+exporter): OTLP JSON lines, one request each, back into records and metric points."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LogEntry", "MetricPoint", "Received", "any_value"]
+
+
+def any_value(value: dict[str, Any]) -> Any:
+    """An OTLP JSON ``AnyValue`` as a Python value (ints as ints, bytes as bytes)."""
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "boolValue" in value:
+        return value["boolValue"]
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"])
+    if "arrayValue" in value:
+        return [any_value(item) for item in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return _attributes(value["kvlistValue"].get("values", []))
+    return None
+
+
+def _attributes(values: list[dict[str, Any]]) -> dict[str, Any]:
+    return {kv["key"]: any_value(kv.get("value", {})) for kv in values}
+
+
+@dataclasses.dataclass(frozen=True)
+class LogEntry:
+    """One log record as received, with its resource and scope."""
+
+    resource: dict[str, Any]
+    scope: str
+    scope_attributes: dict[str, Any]
+    time_unix_nano: int
+    observed_time_unix_nano: int
+    severity_number: int
+    severity_text: str
+    body: Any
+    attributes: dict[str, Any]
+    trace_id: str
+    span_id: str
+    flags: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricPoint:
+    """One data point of a metric as received: ``value`` for sums and gauges; ``count``,
+    ``sum`` and ``bucket_counts`` for histograms."""
+
+    name: str
+    unit: str
+    resource: dict[str, Any]
+    attributes: dict[str, Any]
+    value: float | None
+    count: int | None = None
+    sum: float | None = None
+    bucket_counts: tuple[int, ...] = ()
+
+
+class Received:
+    """What a receiver wrote to its output file, read again on every call (it grows)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _lines(self) -> Iterator[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        for line in text.splitlines():
+            if line.strip():
+                with contextlib.suppress(json.JSONDecodeError):  # a line being written
+                    yield json.loads(line)
+
+    def logs(self) -> list[LogEntry]:
+        entries = []
+        for request in self._lines():
+            for resource_logs in request.get("resourceLogs", []):
+                resource = _attributes(resource_logs.get("resource", {}).get("attributes", []))
+                for scope_logs in resource_logs.get("scopeLogs", []):
+                    scope = scope_logs.get("scope", {})
+                    scope_attributes = _attributes(scope.get("attributes", []))
+                    for record in scope_logs.get("logRecords", []):
+                        entries.append(
+                            LogEntry(
+                                resource=resource,
+                                scope=scope.get("name", ""),
+                                scope_attributes=scope_attributes,
+                                time_unix_nano=int(record.get("timeUnixNano", 0)),
+                                observed_time_unix_nano=int(record.get("observedTimeUnixNano", 0)),
+                                severity_number=int(record.get("severityNumber", 0)),
+                                severity_text=record.get("severityText", ""),
+                                body=any_value(record.get("body", {})),
+                                attributes=_attributes(record.get("attributes", [])),
+                                trace_id=record.get("traceId", ""),
+                                span_id=record.get("spanId", ""),
+                                flags=int(record.get("flags", 0)),
+                            )
+                        )
+        return entries
+
+    def metrics(self) -> list[MetricPoint]:
+        points: list[MetricPoint] = []
+        for request in self._lines():
+            for resource_metrics in request.get("resourceMetrics", []):
+                resource = _attributes(resource_metrics.get("resource", {}).get("attributes", []))
+                for scope_metrics in resource_metrics.get("scopeMetrics", []):
+                    for metric in scope_metrics.get("metrics", []):
+                        points.extend(_points(metric, resource))
+        return points
+
+    def log_count(self) -> int:
+        """Log records received, in every mode (with ``count_only``, the only thing kept)."""
+        total = 0
+        for request in self._lines():
+            if "count" in request:
+                total += int(request["count"]["logs"])
+            else:
+                for resource_logs in request.get("resourceLogs", []):
+                    for scope_logs in resource_logs.get("scopeLogs", []):
+                        total += len(scope_logs.get("logRecords", []))
+        return total
+
+    def latest(self, name: str, **attributes: Any) -> MetricPoint | None:
+        """The last point received of metric ``name`` whose attributes include these."""
+        found = None
+        for point in self.metrics():
+            if point.name == name and all(
+                point.attributes.get(key.replace("__", ".")) == value
+                for key, value in attributes.items()
+            ):
+                found = point
+        return found
+
+    def wait(self, condition: Callable[[Received], Any], timeout: float = 10.0) -> Any:
+        """Wait until ``condition(self)`` is true; return it. Raises ``TimeoutError``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = condition(self)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the OTLP receiver did not get what was awaited in {timeout} s")
+            time.sleep(0.02)
+
+    async def until(self, condition: Callable[[Received], Any], timeout: float = 10.0) -> Any:
+        """:meth:`wait`, on an event loop (which keeps running meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = condition(self)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the OTLP receiver did not get what was awaited in {timeout} s")
+            await asyncio.sleep(0.02)
+
+
+def _points(metric: dict[str, Any], resource: dict[str, Any]) -> Iterator[MetricPoint]:
+    name, unit = metric.get("name", ""), metric.get("unit", "")
+    for kind in ("sum", "gauge"):
+        for point in metric.get(kind, {}).get("dataPoints", []):
+            value = point.get("asInt", point.get("asDouble"))
+            yield MetricPoint(
+                name, unit, resource, _attributes(point.get("attributes", [])),
+                float(value) if value is not None else None,
+            )  # fmt: skip
+    for point in metric.get("histogram", {}).get("dataPoints", []):
+        yield MetricPoint(
+            name,
+            unit,
+            resource,
+            _attributes(point.get("attributes", [])),
+            None,
+            count=int(point.get("count", 0)),
+            sum=float(point.get("sum", 0.0)),
+            bucket_counts=tuple(int(n) for n in point.get("bucketCounts", [])),
+        )

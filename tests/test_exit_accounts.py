@@ -1,0 +1,199 @@
+"""Exit accounts tell the truth: who sent the signal that ended a runner, the time a stop
+really took, one count of restarts, and the out-of-memory killer named only on evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from isoplug import PluginState, SupervisorConfig
+from isoplug.host import PluginInfo
+from tests import plugins_fixtures
+from tests.plugins_fixtures import plugins_dir
+from tests.test_cli import read_until, start_cli
+from tests.test_host_lifetime import escapers, start_host
+from tests.test_host_lifetime import read_until as read_host_until
+
+#: Health checks that never fire: these plugins block their runner on purpose.
+PATIENT = SupervisorConfig(
+    health_interval=3600,
+    health_timeout=3600,
+    shutdown_timeout=1.0,
+    teardown_timeout=0.2,
+    terminate_timeout=0.5,
+)
+
+
+def restarted(info: PluginInfo) -> bool:
+    return info.state is PluginState.READY and info.restarts >= 1
+
+
+async def test_a_sigkill_the_host_sent_is_reported_as_the_hosts_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """A runner that ignored SIGTERM was killed by the host: the account says so, and why, and
+    suggests no out-of-memory killer."""
+    async with plugins_fixtures.running(tmp_path, "stubborn", config=PATIENT) as (host, _):
+        info = await host.stop("stubborn")
+    assert info.last_exit is not None
+    text = info.last_exit.describe()
+    assert re.search(
+        r"was killed by SIGKILL from the host: it ignored SIGTERM for 0\.\d s; stopped on request",
+        text,
+    ), text
+    assert "out-of-memory" not in text
+
+
+async def test_a_sigkill_from_elsewhere_names_no_sender_without_evidence(tmp_path: Path) -> None:
+    """Someone's ``kill -9``: not the host, and no sign of the out-of-memory killer, so the
+    account says the sender is unknown."""
+    async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+        pid = host.plugin("echo").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        info = await host.wait_for("echo", restarted, timeout=20)
+    assert info.last_exit is not None and info.last_exit.pid == pid
+    text = info.last_exit.describe()
+    assert "was killed by SIGKILL, not sent by the host (sender unknown" in text, text
+    assert "out-of-memory killer" not in text
+
+
+async def test_the_shutdown_deadline_runs_from_the_request_and_the_time_printed_is_measured(
+    tmp_path: Path,
+) -> None:
+    """A runner whose loop is blocked never answers the shutdown request: the warning comes
+    ``shutdown_timeout`` after the request (not after the answer's timeout plus as much
+    again), and the time it prints is the time that passed."""
+    async with plugins_fixtures.running(tmp_path, "escaper", config=PATIENT, logger=None) as (
+        host,
+        waiter,
+    ):
+        call = asyncio.ensure_future(host.call_with("escaper", "block", timeout=None))
+        try:
+            await waiter.wait_for("plugin.escaper.stdout", "escaper: blocking")
+            requested = time.time()
+            await host.stop("escaper")
+        finally:
+            await asyncio.gather(call, return_exceptions=True)
+    (record,) = waiter.matching("isoplug.host", "of the shutdown request; sending SIGTERM")
+    elapsed = record.created - requested
+    printed = float(re.findall(r"did not exit within ([\d.]+) s", record.getMessage())[0])
+    assert 1.0 <= elapsed < 1.6, elapsed
+    assert abs(printed - elapsed) < 0.15, (printed, elapsed)
+
+
+async def test_a_second_ctrl_c_is_reported_as_the_hosts_sigkill(tmp_path: Path) -> None:
+    """`isoplug run`, Ctrl-C twice while a runner ignores its stop: the runner's account says
+    the host killed it because its shutdown was cancelled by the second SIGINT."""
+    cli = await start_cli("run", str(plugins_dir(tmp_path, "stubborn")))
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            await read_until(cli, r"plugin stubborn: ready", seen)
+            cli.send_signal(signal.SIGINT)
+            await read_until(cli, r"SIGINT: stopping every plugin", seen)
+            cli.send_signal(signal.SIGINT)
+            rest, _ = await cli.communicate()
+    except BaseException:
+        cli.kill()
+        await cli.communicate()
+        raise
+    output = "".join(seen) + rest.decode()
+    assert "SIGINT again: killing every runner now" in output
+    assert re.search(
+        r"plugin stubborn: stopped: runner stubborn \(pid \d+\) was killed by SIGKILL from the "
+        r"host: the host's shutdown was cancelled \(SIGINT again\); stopped on request",
+        output,
+    ), output
+    assert "out-of-memory" not in output
+
+
+async def test_the_demo_summary_counts_restarts_once() -> None:
+    """Each summary line's restart count is the number of restarts the demo announced for that
+    plugin, and the line carries no other count."""
+    cli = await start_cli("demo", "--duration", "5")
+    output, _ = await asyncio.wait_for(cli.communicate(), 60)
+    text = output.decode()
+    assert cli.returncode == 0, text
+    summaries = re.findall(r"demo: (\w+) +\w+ +restarts=(\d+)  last exit: (.*)", text)
+    assert len(summaries) == 4, text
+    for plugin_id, restarts, last_exit in summaries:
+        announced = re.findall(rf"plugin {plugin_id}: restart(?:ing on request| #\d+)", text)
+        assert int(restarts) == len(announced), (plugin_id, restarts, announced)
+        assert "restart" not in last_exit, last_exit
+    assert any(int(r) > 0 for _, r, _ in summaries), text
+
+
+def _memory_cgroup() -> str | None:
+    """A fresh memory cgroup (v1 or v2) under this process's own, limited to 300 MiB without
+    swap, if this user may make one."""
+    with open("/proc/self/cgroup") as cgroups:
+        lines = cgroups.read().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base, limit = f"/sys/fs/cgroup/memory{path}", "memory.limit_in_bytes"
+        elif controllers == "":
+            base, limit = f"/sys/fs/cgroup{path}", "memory.max"
+        else:
+            continue
+        directory = os.path.join(base, f"isoplug-test-{os.getpid()}")
+        try:
+            os.mkdir(directory)
+        except OSError:
+            continue
+        try:
+            for name, value in ((limit, str(300 << 20)), ("memory.swappiness", "0")):
+                if name == limit or os.path.exists(os.path.join(directory, name)):
+                    with open(os.path.join(directory, name), "w") as file:
+                        file.write(value)
+        except OSError:
+            os.rmdir(directory)
+            continue
+        return directory
+    return None
+
+
+async def _remove_cgroup(directory: str) -> None:
+    """Remove the cgroup once the killed host's runner has left it (it dies within moments)."""
+    async with asyncio.timeout(10):
+        while True:
+            with open(os.path.join(directory, "cgroup.procs")) as procs:
+                if not procs.read().strip():
+                    break
+            await asyncio.sleep(0.02)
+    os.rmdir(directory)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux's")
+async def test_an_out_of_memory_kill_is_named_with_its_evidence(tmp_path: Path) -> None:
+    """A runner killed by the out-of-memory killer (its cgroup's limit): the account names the
+    killer and quotes what shows it."""
+    cgroup = _memory_cgroup()
+    if cgroup is None:
+        pytest.skip("this user cannot make a memory cgroup")
+    try:
+        host = await start_host(
+            "--cgroup", cgroup, str(escapers(tmp_path, "glutton")), "glutton:eat"
+        )
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(40):
+                await read_host_until(host, lines, r"plugin glutton: restart #1")
+        finally:
+            host.kill()
+            await host.communicate()
+    finally:
+        await _remove_cgroup(cgroup)
+    output = "".join(lines)
+    account = re.findall(r"plugin glutton: crashed: (.*)", output)[0]
+    assert "was killed by SIGKILL from the kernel's out-of-memory killer (" in account, output
+    assert "of its cgroup: oom_kill 0 -> 1" in account, account
+    assert "sender unknown" not in account

@@ -1,0 +1,153 @@
+"""Health checks with real runners: a blocked loop, a held GIL, worker threads left running."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginState, SupervisorConfig
+from isoplug.errors import ConnectionBroken, RequestTimeout
+from isoplug.host import PluginInfo
+from tests import plugins_fixtures
+from tests.plugins_fixtures import FAST
+from tests.record_waiter import RecordWaiter
+
+#: Health checks every 0.1 s; a loop blocked for 1 s is hung; a held GIL may add 2 s more.
+CONFIG = dataclasses.replace(
+    FAST, health_interval=0.1, health_timeout=1.0, health_grace=2.0, max_stuck_threads=2
+)
+
+
+def running(
+    tmp_path: Path, config: SupervisorConfig = CONFIG
+) -> AbstractAsyncContextManager[tuple[Host, RecordWaiter]]:
+    """A started host over the ``laggard`` plugin, and a waiter on the root logger (the
+    host's own records are what these tests read)."""
+    return plugins_fixtures.running(tmp_path, "laggard", config=config, logger=None)
+
+
+def restarted(info: PluginInfo) -> bool:
+    return info.state is PluginState.READY and info.restarts >= 1
+
+
+async def test_a_timed_out_sync_call_says_its_thread_runs_on_and_stuck_threads_recycle(
+    tmp_path: Path,
+) -> None:
+    """A sync method outliving its call's timeout: the error says the worker thread is still
+    running it and how many are stuck; past max_stuck_threads (2) the runner is recycled."""
+    async with running(tmp_path) as (host, waiter):
+        first = host.plugin("laggard").pid
+        where = r", in \S+laggard_plugin\.py:\d+ in sleep_in_thread\)"
+        for stuck in (1, 2):
+            with pytest.raises(RequestTimeout) as caught:
+                await host.call_with(
+                    "laggard", "sleep_in_thread", kwargs={"seconds": 60}, timeout=0.3
+                )
+            assert re.fullmatch(
+                r"plugin 'laggard' did not answer 'sleep_in_thread': the call timed out after "
+                rf"0\.3 s; its worker thread is still running laggard\.sleep_in_thread "
+                rf"\({stuck} threads? stuck{where}",
+                str(caught.value),
+            ), str(caught.value)
+        # An async method's call is cancelled for real: the error says so, and counts nothing.
+        with pytest.raises(RequestTimeout, match=r"after 0\.3 s; it was cancelled in the plugin$"):
+            await host.call_with("laggard", "await_sleep", kwargs={"seconds": 60}, timeout=0.3)
+        assert host.plugin("laggard").pid == first
+        with pytest.raises(RequestTimeout) as caught:
+            await host.call_with("laggard", "sleep_in_thread", kwargs={"seconds": 60}, timeout=0.3)
+        assert str(caught.value).endswith("; past max_stuck_threads (2) the runner is recycled"), (
+            str(caught.value)
+        )
+        assert "(3 threads stuck" in str(caught.value)
+        info = await host.wait_for("laggard", restarted, timeout=20)
+        assert info.pid != first
+        assert info.last_exit is not None
+        # Recycled gracefully: the stuck threads did not keep the runner from exiting.
+        assert info.last_exit.exit_code == 0
+        assert re.search(
+            r"recycled by the host: 3 worker threads still run calls that timed out "
+            r"\(max_stuck_threads 2\): laggard\.sleep_in_thread for \d+\.\d s, ",
+            info.last_exit.describe(),
+        ), info.last_exit.describe()
+        await waiter.wait_for("isoplug.host", "is recycled by the host: 3 worker threads")
+        assert await host.call("laggard", "sleep_in_thread", 0) == "slept"
+
+
+async def test_the_health_check_counts_threads_left_by_cancelled_calls(tmp_path: Path) -> None:
+    """Calls the caller cancelled (no timeout of isoplug's) leave threads running too: the
+    periodic health check finds them in the worker pool and recycles the runner."""
+    async with running(tmp_path) as (host, _):
+        first = host.plugin("laggard").pid
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await host.call("laggard", "sleep_in_thread", 60)
+        info = await host.wait_for("laggard", restarted, timeout=20)
+        assert info.pid != first and info.last_exit is not None
+        assert "recycled by the host: 3 worker threads still run calls" in info.last_exit.reason
+
+
+async def test_one_long_c_call_holding_the_gil_gets_its_grace(tmp_path: Path) -> None:
+    """The GIL held for 1.6 s by one call on the loop's thread (as a 1 GiB allocation does),
+    under a 1 s health timeout: not hung; a warning says what happened; the call returns."""
+    async with running(tmp_path) as (host, waiter):
+        first = host.plugin("laggard").pid
+        assert await host.call("laggard", "hold_gil", 1.6) == "held"
+        assert await host.call("laggard", "hold_gil_in_thread", 1.6) == "held"
+        record = await waiter.wait_for("isoplug.host", "no thread could run Python for")
+        assert re.search(
+            r"runner laggard \(pid \d+\): no thread could run Python for \d+\.\d s \(the GIL was "
+            r"held, as by one long call in C code, or the process was not scheduled\); its "
+            r"health checks allow that for up to health_grace \(2 s\) beyond health_timeout "
+            r"\(1 s\)",
+            record.getMessage(),
+        ), record.getMessage()
+        info = host.plugin("laggard")
+        assert info.pid == first and info.restarts == 0 and info.state is PluginState.READY
+
+
+async def test_a_gil_held_past_the_grace_is_hung(tmp_path: Path) -> None:
+    """A C call that keeps the GIL: no answer within health_timeout + health_grace (3 s),
+    the runner is killed as hung, and the account says no thread could run Python."""
+    async with running(tmp_path) as (host, waiter):
+        call = asyncio.ensure_future(host.call("laggard", "hold_gil", 60))
+        info = await host.wait_for("laggard", restarted, timeout=20)
+        assert info.last_exit is not None and info.last_exit.signal_name == "SIGKILL"
+        assert info.last_exit.reason == (
+            "killed by the host: no answer to a health check within 3 s (hung: no thread could "
+            "run Python)"
+        )
+        await waiter.wait_for("isoplug.host", "did not answer a health check within 3 s")
+        with pytest.raises(ConnectionBroken, match="crashed during 'hold_gil'"):
+            await call
+
+
+@pytest.mark.parametrize("method", ["sleep_on_loop", "spin_on_loop"])
+async def test_a_loop_blocked_while_python_can_run_is_hung_and_says_where(
+    tmp_path: Path, method: str
+) -> None:
+    """The loop blocked for good, in time.sleep or in a busy loop: killed about
+    health_timeout later, the account naming the plugin's line; no grace, since the GIL was
+    free (a busy loop hands it over every 5 ms)."""
+    async with running(tmp_path) as (host, waiter):
+        call = asyncio.ensure_future(host.call("laggard", method, 60))
+        info = await host.wait_for("laggard", restarted, timeout=20)
+        assert info.last_exit is not None and info.last_exit.signal_name == "SIGKILL"
+        assert re.fullmatch(
+            r"killed by the host: its event loop did not run for \d+\.\d s \(hung, in "
+            rf"\S+laggard_plugin\.py:\d+ in {method}\)",
+            info.last_exit.reason,
+        ), info.last_exit.reason
+        record = await waiter.wait_for("isoplug.host", "is hung: its event loop has not run")
+        assert re.search(
+            r"of it while Python could run \(health_timeout 1 s\), in \S+laggard_plugin\.py:\d+ "
+            rf"in {method}; killing it$",
+            record.getMessage(),
+        ), record.getMessage()
+        with pytest.raises(ConnectionBroken, match=f"crashed during '{method}'"):
+            await call

@@ -1,0 +1,194 @@
+"""Nothing outlives its host: runners die with a host killed by SIGKILL, whatever they are doing;
+what their plugins started dies with them, in the process group or out of it; a dead host's
+socket directories go at the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginState
+from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
+from tests import plugins_fixtures
+from tests.plugins_fixtures import FAST, FIXTURES, process_alive
+
+ROOT = Path(__file__).parent.parent
+HOST_CHILD = Path(__file__).parent / "host_child.py"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task"), reason="counts processes in /proc (Linux)"
+)
+
+
+def escapers(tmp_path: Path, *ids: str) -> Path:
+    """A plugins directory with one copy of the ``escaper`` fixture per id."""
+    directory = tmp_path / "plugins"
+    for plugin_id in ids:
+        (directory / plugin_id).mkdir(parents=True)
+        (directory / plugin_id / "plugin.toml").write_text(
+            f'id = "{plugin_id}"\nversion = "0.1"\nentry = "escaper_plugin:Escaper"\n'
+        )
+        os.symlink(
+            FIXTURES / "escaper" / "escaper_plugin.py", directory / plugin_id / "escaper_plugin.py"
+        )
+    return directory
+
+
+async def start_host(*arguments: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HOST_CHILD),
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+async def read_until(host: asyncio.subprocess.Process, lines: list[str], *patterns: str) -> None:
+    """Read the host's output into ``lines`` until every pattern has matched a line."""
+    assert host.stdout is not None
+    while not all(any(re.search(p, line) for line in lines) for p in patterns):
+        line = await host.stdout.readline()
+        if not line:
+            raise AssertionError(f"the host ended before {patterns!r}:\n{''.join(lines)}")
+        lines.append(line.decode())
+
+
+async def wait_gone(pids: list[int], within: float) -> list[int]:
+    """Wait up to ``within`` seconds for every pid to be gone; those still alive then."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [pid for pid in pids if process_alive(pid)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        await asyncio.sleep(0.02)
+
+
+async def test_runners_die_within_2_s_of_a_kill_9_of_their_host_whatever_they_do(
+    tmp_path: Path,
+) -> None:
+    """Idle, busy in a sync method, blocking the event loop, holding the GIL in native code:
+    2 s after the host's SIGKILL, none of the four runners is left. The next host to start
+    removes the dead one's socket directories."""
+    directory = escapers(tmp_path, "idle", "busy", "blocked", "gil")
+    host = await start_host(str(directory), "busy:spin", "blocked:block", "gil:hold_gil")
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(40):
+            await read_until(host, lines, "^ready")
+            await read_until(
+                host,
+                lines,
+                "plugin.busy.stdout: escaper: spinning",
+                "plugin.blocked.stdout: escaper: blocking",
+                "plugin.gil.stdout: escaper: holding the GIL",
+            )
+    except BaseException:
+        host.kill()
+        await host.communicate()
+        raise
+    output = "".join(lines)
+    runners = {m[0]: int(m[1]) for m in re.findall(r"^runner (\w+) (\d+)$", output, re.M)}
+    socket_dirs = re.findall(r"^socket-dir (.+)$", output, re.M)
+    assert sorted(runners) == ["blocked", "busy", "gil", "idle"]
+    assert all(process_alive(pid) for pid in runners.values())
+    assert len(socket_dirs) == 2 and all(os.path.isdir(d) for d in socket_dirs)
+
+    host.kill()
+    await host.communicate()
+    left = await wait_gone(list(runners.values()), within=2.0)
+    assert not left, f"runners alive 2 s after their host's SIGKILL: {left}\n{output}"
+
+    assert all(os.path.isdir(d) for d in socket_dirs)  # nobody removed them: SIGKILL
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    async with Host(empty, config=FAST):
+        assert not [d for d in socket_dirs if os.path.exists(d)]
+
+
+async def test_a_runner_whose_host_lets_go_of_it_ends_even_when_busy(tmp_path: Path) -> None:
+    """The lifeline alone (the host lives, its end of the runner's stdin closes): the runner,
+    busy in a sync method, ends within 2 s."""
+    async with plugins_fixtures.running(tmp_path, "escaper") as (host, waiter):
+        call = asyncio.ensure_future(host.call_with("escaper", "spin", timeout=None))
+        try:
+            await waiter.wait_for("plugin.escaper.stdout", "escaper: spinning")
+            pid = host.plugin("escaper").pid
+            assert pid is not None
+            process = host._supervisors["escaper"]._process
+            assert process is not None
+            process._let_go()
+            assert not await wait_gone([pid], within=2.0)
+        finally:
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+
+
+async def test_what_a_plugin_started_dies_with_its_runner_in_its_group_or_out_of_it(
+    tmp_path: Path,
+) -> None:
+    """A restart ends the runner's child in its process group, one in a session of its own, a
+    double-forked daemon and a child that also dropped its environment; the application's own
+    child lives on."""
+    app_child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(3600)"], start_new_session=True
+    )
+    try:
+        async with plugins_fixtures.running(tmp_path, "escaper", logger=None) as (host, waiter):
+            pids = {
+                name: await host.call("escaper", name)
+                for name in ("fork_child", "setsid_child", "daemon", "hidden_child")
+            }
+            assert all(process_alive(pid) for pid in pids.values())
+            process = host._supervisors["escaper"]._process
+            assert process is not None
+            # The hidden child can be found only once the runner's tree has been recorded.
+            async with asyncio.timeout(10):
+                while pids["hidden_child"] not in process._recorded:
+                    await asyncio.sleep(0.05)
+            info = await host.restart("escaper")
+            assert info.state is PluginState.READY
+            assert not await wait_gone(list(pids.values()), within=2.0)
+            record = await waiter.wait_for("isoplug.host", "outlived it; killed them")
+            message = record.getMessage()
+            assert "4 processes" in message, message
+            assert "3 of them had left its process group" in message, message
+            for pid in pids.values():
+                assert str(pid) in message
+        assert app_child.poll() is None, "the application's own child was killed"
+    finally:
+        app_child.kill()
+        app_child.wait()
+
+
+def test_only_socket_directories_of_dead_owners_are_removed(tmp_path: Path) -> None:
+    """A directory is removed when its owner is dead or its pid now names another process
+    (another start time); kept when its owner lives, when it is of another pid namespace, or
+    when its name is not one isoplug makes."""
+    ours = owner_prefix()
+    pid, start, namespace = (int(part) for part in ours.split("-")[1:4])
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    names = {
+        "live": f"{ours}abc123",
+        "dead": f"isoplug-{dead.pid}-{start}-{namespace}-abc123",
+        "reused": f"isoplug-{pid}-{start + 1}-{namespace}-abc123",
+        "elsewhere": f"isoplug-{dead.pid}-{start}-{namespace + 1}-abc123",
+        "unnamed": "isoplug-abc123",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sock").touch()
+    removed = remove_stale_socket_dirs((str(tmp_path),))
+    assert sorted(removed) == sorted(str(tmp_path / names[k]) for k in ("dead", "reused"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        names[k] for k in ("live", "elsewhere", "unnamed")
+    )

@@ -1,0 +1,159 @@
+"""`isoplug run --otlp-endpoint` / `--otlp-protocol` / `--metrics-port` as a user runs them
+(a real process, stopped with Ctrl-C), and their bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from isoplug.cli import main
+from isoplug.testing.otlp import OtlpReceiver
+from tests import otel_helpers
+from tests.otel_helpers import endpoint_of
+from tests.plugins_fixtures import plugins_dir
+from tests.test_cli import ROOT, read_until
+
+otlp_receiver = otel_helpers.otlp_receiver
+
+
+async def _start(*arguments: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "isoplug",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1", **(env or {})),
+    )
+
+
+async def _run_until_ready(
+    directory: Path, *options: str, env: dict[str, str] | None = None
+) -> tuple[int | None, str]:
+    """Start `isoplug run`, wait for the plugin to be ready, Ctrl-C it; its exit code and
+    output."""
+    cli = await _start("run", str(directory), *options, env=env)
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            await read_until(cli, r"plugin telemetry: ready", seen)
+    except BaseException:
+        cli.kill()
+        await cli.communicate()
+        raise
+    cli.send_signal(signal.SIGINT)
+    rest, _ = await asyncio.wait_for(cli.communicate(), 30)
+    return cli.returncode, "".join(seen) + rest.decode()
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+async def test_run_exports_to_the_endpoint(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, protocol: str
+) -> None:
+    directory = plugins_dir(tmp_path, "telemetry")
+    options = ["--otlp-endpoint", endpoint_of(otlp_receiver, protocol)]
+    if protocol == "grpc":
+        options += ["--otlp-protocol", "grpc"]
+    code, output = await _run_until_ready(directory, *options)
+    assert code == 0, output
+    logs = otlp_receiver.received.logs()
+    ready = [e for e in logs if e.scope == "isoplug.host" and "ready" in str(e.body)]
+    assert ready and ready[0].resource["service.name"] == "isoplug"
+    stopped = [e for e in logs if e.scope == "isoplug.host" and "stopped" in str(e.body)]
+    assert stopped, "the records of the shutdown were exported before the CLI exited"
+    exits = otlp_receiver.received.latest("isoplug.runner.exits", isoplug__exit__kind="stopped")
+    assert exits is not None and exits.value == 1
+
+
+async def test_run_follows_the_standard_environment(
+    tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    """No option: OTEL_EXPORTER_OTLP_ENDPOINT and _PROTOCOL, OTEL_SERVICE_NAME decide."""
+    directory = plugins_dir(tmp_path, "telemetry")
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_SERVICE_NAME": "plugins-prod",
+    }
+    code, output = await _run_until_ready(directory, env=env)
+    assert code == 0, output
+    ready = [e for e in otlp_receiver.received.logs() if "ready" in str(e.body)]
+    assert ready and ready[0].resource["service.name"] == "plugins-prod"
+
+
+async def test_run_serves_metrics_for_prometheus(tmp_path: Path) -> None:
+    directory = plugins_dir(tmp_path, "telemetry")
+    cli = await _start("run", str(directory), "--metrics-port", "127.0.0.1:0")
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            await read_until(cli, r"plugin telemetry: ready", seen)
+            await read_until(cli, r"metrics for Prometheus at (http://\S+/metrics)", seen)
+            url = next(m for line in seen if (m := re.search(r"(http://\S+/metrics)", line)))[1]
+            text = await asyncio.to_thread(_scrape, url)
+    finally:
+        cli.send_signal(signal.SIGINT)
+        await asyncio.wait_for(cli.communicate(), 30)
+    assert re.search(r'isoplug_plugin_ready\{[^}]*isoplug_plugin_id="telemetry"[^}]*\} 1\.0', text)
+    assert cli.returncode == 0
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text: str = answer.read().decode()
+        return text
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (
+            ["--otlp-endpoint", "127.0.0.1:4318"],
+            {},
+            "the OTLP endpoint must be a URL such as http://127.0.0.1:4318, got '127.0.0.1:4318'",
+        ),
+        (["--otlp-protocol", "grpc"], {}, "--otlp-protocol needs --otlp-endpoint"),
+        (
+            ["--otlp-endpoint", "http://127.0.0.1:4318"],
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol 'http/json' (isoplug does not "
+            "send http/json); use one of: http/protobuf, grpc",
+        ),
+        (["--metrics-port", "lots"], {}, "--metrics-port wants [HOST:]PORT, got 'lots'"),
+    ],
+)
+def test_bad_telemetry_options_say_what_is_wrong(
+    *,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["run", str(plugins_dir(tmp_path, "telemetry")), *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_metrics_port_in_use_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["run", str(plugins_dir(tmp_path, "telemetry")), "--metrics-port", str(port)])
+    assert code == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
