@@ -14,7 +14,7 @@ from pathlib import Path
 from isoplug import Host
 from isoplug.host import SupervisorConfig
 from isoplug.logs import ReplayLimits
-from isoplug.testing import FAST
+from isoplug.testing import FAST as FAST  # re-exported: the tests import it from here
 from tests.record_waiter import RecordWaiter, watching
 
 FIXTURES = Path(__file__).parent
