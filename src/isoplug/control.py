@@ -190,6 +190,10 @@ class CallRequest(msgspec.Struct, frozen=True):
     #: The host's number for this call (0: none), which the runner's health reports name the
     #: worker thread running it by.
     call_id: int = 0
+    #: The W3C trace context of the host's active span ("": none), so that the plugin's
+    #: records and spans join the host's trace (see isoplug.runner.tracing).
+    traceparent: str = ""
+    tracestate: str = ""
 
 
 class CallOutcome(msgspec.Struct, frozen=True):
@@ -208,6 +212,9 @@ class CallOutcome(msgspec.Struct, frozen=True):
 class EventDelivery(msgspec.Struct, frozen=True):
     event: str
     payload: Any = None
+    #: As :attr:`CallRequest.traceparent`: the span the host published the event in.
+    traceparent: str = ""
+    tracestate: str = ""
 
 
 class CapabilityRequest(msgspec.Struct, frozen=True):

@@ -27,6 +27,7 @@ from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
 from isoplug.rpc import Peer
 from isoplug.rpc.peer import remote_error
+from isoplug.wire.tracecontext import current_traceparent
 from isoplug.wire.values import locate_unencodable
 
 __all__ = ["call_plugin", "call_runner"]
@@ -115,8 +116,15 @@ async def call_plugin(
     :class:`~isoplug.errors.ConnectionBroken` when the session ended before the answer (for
     whatever reason: the caller knows better why).
     """
+    traceparent, tracestate = current_traceparent()
     request = CallRequest(
-        plugin=plugin_id, method=method, kwargs=kwargs, args=args, call_id=call_id
+        plugin=plugin_id,
+        method=method,
+        kwargs=kwargs,
+        args=args,
+        call_id=call_id,
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
     try:
         outcome = await peer.request(CALL, request, timeout=timeout, result_type=CallOutcome)

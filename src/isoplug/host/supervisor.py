@@ -53,6 +53,7 @@ from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_block, clean_text
+from isoplug.wire.tracecontext import current_traceparent
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
@@ -285,7 +286,13 @@ class RunnerSupervisor:
         if not any(event in s.events for s in self.summaries.values()):
             return False
         try:
-            peer.notify_nowait(EVENT, EventDelivery(event=event, payload=payload))
+            traceparent, tracestate = current_traceparent()
+            peer.notify_nowait(
+                EVENT,
+                EventDelivery(
+                    event=event, payload=payload, traceparent=traceparent, tracestate=tracestate
+                ),
+            )
         except (ConnectionClosed, ConnectionBroken):
             return False
         return True

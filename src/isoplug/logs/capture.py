@@ -25,6 +25,7 @@ __all__ = [
     "LineSite",
     "capture_record",
     "encode_line",
+    "forget_extras_hints",
     "line_site",
 ]
 
@@ -166,6 +167,12 @@ def _remember_extras(msg: str) -> None:
     if len(_MESSAGES_WITH_EXTRAS) >= _MESSAGES_WITH_EXTRAS_LIMIT:
         _MESSAGES_WITH_EXTRAS.clear()  # per-record messages (f-strings) must not pile up
     _MESSAGES_WITH_EXTRAS.add(msg)
+
+
+def forget_extras_hints() -> None:
+    """Forget which messages came with extras (they are learnt again): for extras that were
+    only there for a while, such as a trace's ids (see :mod:`isoplug.runner.tracing`)."""
+    _MESSAGES_WITH_EXTRAS.clear()
 
 
 def capture_record(record: logging.LogRecord, seq: int) -> bytes:

@@ -22,6 +22,7 @@ from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSumma
 from isoplug.errors import UnencodableValue
 from isoplug.logs.sources import current_source
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
+from isoplug.runner.tracing import joined
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, ErrorInfo
 from isoplug.wire.codec import ENCODE_ERRORS
@@ -120,14 +121,8 @@ class PluginTable:
         # value is reset below only for tidiness.
         source = current_source.set(plugin.source)
         try:
-            if inspect.iscoroutinefunction(function):
-                result = await function(*request.args, **request.kwargs)
-            else:
-                result = await self.workers.run(
-                    request.call_id,
-                    f"{plugin.plugin_id}.{request.method}",
-                    functools.partial(function, *request.args, **request.kwargs),
-                )
+            with joined(request.traceparent, request.tracestate):
+                result = await self._run(request, plugin, function)
         except Exception as exc:
             return _failure(
                 "error",
@@ -138,6 +133,17 @@ class PluginTable:
         finally:
             current_source.reset(source)
         return self._outcome(f"{plugin.plugin_id}.{request.method}", result)
+
+    async def _run(
+        self, request: CallRequest, plugin: LoadedPlugin, function: Callable[..., Any]
+    ) -> Any:
+        if inspect.iscoroutinefunction(function):
+            return await function(*request.args, **request.kwargs)
+        return await self.workers.run(
+            request.call_id,
+            f"{plugin.plugin_id}.{request.method}",
+            functools.partial(function, *request.args, **request.kwargs),
+        )
 
     def _outcome(self, name: str, result: Any) -> CallOutcome:
         """``result`` encoded here, where the plugin's method can still be named: the answer's
@@ -167,14 +173,16 @@ class PluginTable:
             for subscriber in plugin.subscriptions.get(delivery.event, ()):
                 source = current_source.set(plugin.source)
                 try:
-                    if inspect.iscoroutinefunction(subscriber):
-                        await subscriber(delivery.payload)
-                    else:
-                        await self.workers.run(
-                            0,
-                            f"{plugin.plugin_id}.{subscriber.__name__} (event {delivery.event!r})",
-                            functools.partial(subscriber, delivery.payload),
-                        )
+                    with joined(delivery.traceparent, delivery.tracestate):
+                        if inspect.iscoroutinefunction(subscriber):
+                            await subscriber(delivery.payload)
+                        else:
+                            await self.workers.run(
+                                0,
+                                f"{plugin.plugin_id}.{subscriber.__name__} "
+                                f"(event {delivery.event!r})",
+                                functools.partial(subscriber, delivery.payload),
+                            )
                 except Exception:
                     _log.exception(
                         "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event

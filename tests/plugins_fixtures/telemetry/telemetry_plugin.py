@@ -3,6 +3,7 @@ returns what the test should find in the collector (line numbers, its pid)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -92,6 +93,54 @@ class Telemetry(isoplug.Plugin):
                     time.sleep(ahead)
             log.info("flood record %d", start + index, extra={"n": start + index})
         return time.perf_counter() - began
+
+    @isoplug.method
+    async def traced_log(self, marker: str) -> None:
+        """One record from the call's task, one from a task it starts, one from to_thread."""
+        log.info("%s from the call", marker)
+        await asyncio.create_task(self._log_later(f"{marker} from a task"))
+        await asyncio.to_thread(log.info, "%s from to_thread", marker)
+
+    async def _log_later(self, text: str) -> None:
+        log.info(text)
+
+    @isoplug.method
+    def traced_sync(self, marker: str) -> None:
+        """Sync: logs from a worker thread."""
+        log.info("%s from a worker thread", marker)
+
+    @isoplug.method
+    async def otel_state(self, marker: str) -> dict[str, Any]:
+        """The opentelemetry modules this runner imported; and if the call came with a trace
+        (so isoplug imported it), the current span, and a span of the plugin's own (started
+        with the SDK, a record logged inside it) with its parent."""
+        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+        if "opentelemetry.trace" not in sys.modules:
+            return {"loaded": loaded}
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        current = trace.get_current_span().get_span_context()
+        with TracerProvider().get_tracer("telemetry").start_as_current_span("work") as span:
+            log.info("%s inside the plugin's span", marker)
+        own = span.get_span_context()
+        parent = span.parent  # type: ignore[attr-defined] # the SDK's span has it
+        assert parent is not None
+        return {
+            "loaded": loaded,
+            "current": [f"{current.trace_id:032x}", f"{current.span_id:016x}"],
+            "own": [f"{own.trace_id:032x}", f"{own.span_id:016x}"],
+            "parent": [f"{parent.trace_id:032x}", f"{parent.span_id:016x}"],
+            "remote_parent": parent.is_remote,
+        }
+
+    @isoplug.on_event("telemetry.ping")
+    async def on_ping(self, marker: str) -> None:
+        log.info("%s from the event handler", marker)
+
+    @isoplug.on_event("telemetry.ping")
+    def on_ping_sync(self, marker: str) -> None:
+        log.info("%s from the sync event handler", marker)
 
     @isoplug.method
     async def fail(self, message: str) -> None:
