@@ -130,8 +130,11 @@ async def test_endpoint_that_accepts_and_never_answers(tmp_path: Path) -> None:
         export.shutdown(timeout=0.5)
         shutdown_took = time.perf_counter() - began
     assert max(stalls) < MAX_STALL, max(stalls)
-    # Bounded: at most 400 INFO records x 80 % wait; the rest of the 3,000 were dropped.
-    assert _dropped(export, "queue_full") >= 3000 - 400 - 2 * 100
+    # Bounded: what waited in the outbox at shutdown is at most its 400 records (INFO may
+    # fill 80 % of it); the batches the exporter took and lost to the silent endpoint are
+    # counted as failed, however many it managed to take (that depends on the machine's pace).
+    assert _dropped(export, "shutdown") <= 400
+    assert _dropped(export, "queue_full") > 0
     assert shutdown_took < 1.5
     stats = export.stats()
     assert stats.exported.get("telemetry", 0) == 0
