@@ -106,15 +106,7 @@ class HandlerErrors:
             f"log metrics; further errors are summed up at most every "
             f"{self._throttle.interval:g} s)"
         )
-        self._throttle.report(
-            _KIND,
-            first,
-            summary=_summary,
-            # A report made now (the text itself) shows the traceback; a summary does not.
-            emit=lambda text: self._emit(text, error if text is first else None),
-            records=1,
-            detail=f"{what} on {where}",
-        )
+        self._report(first, error, f"{what} on {where}")
 
     def swallowed(self, error: BaseException, handler: logging.Handler, sender: str) -> None:
         """``handler`` failed with ``error`` on a record of ``sender`` and called
@@ -130,13 +122,17 @@ class HandlerErrors:
             "record: this is said once (counted as handler_errors in the log metrics; further "
             f"errors are summed up at most every {self._throttle.interval:g} s)"
         )
+        self._report(first, error, f"{what} in {type(handler).__name__} on {where}")
+
+    def _report(self, first: str, error: BaseException, detail: str) -> None:
         self._throttle.report(
             _KIND,
             first,
             summary=_summary,
+            # A report made now (the text itself) shows the traceback; a summary does not.
             emit=lambda text: self._emit(text, error if text is first else None),
             records=1,
-            detail=f"{what} in {type(handler).__name__} on {where}",
+            detail=detail,
         )
 
     def close(self) -> None:
