@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host, PluginState
+from isoplug.testing import eventually
 from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, FIXTURES, process_alive
@@ -151,9 +152,7 @@ async def test_what_a_plugin_started_dies_with_its_runner_in_its_group_or_out_of
             process = host._supervisors["escaper"]._process
             assert process is not None
             # The hidden child can be found only once the runner's tree has been recorded.
-            async with asyncio.timeout(10):
-                while pids["hidden_child"] not in process._recorded:
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: pids["hidden_child"] in process._recorded, 10)
             info = await host.restart("escaper")
             assert info.state is PluginState.READY
             assert not await wait_gone(list(pids.values()), within=2.0)

@@ -9,7 +9,6 @@ and events with made-up names on its runner's control connection.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -26,6 +25,7 @@ from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer
 from isoplug.rpc.blocking import BlockingChannel, serve_blocking
 from isoplug.rpc.dispatch import MAX_UNHANDLED_WARNINGS
+from isoplug.testing import eventually
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from tests.log_helpers import is_report
@@ -275,9 +275,7 @@ async def test_made_up_event_names_are_warned_about_up_to_a_cap_and_counted(
         await host.call("flooder", "events", names=300, size=10)
         peer = host._supervisor("flooder")._peer
         assert isinstance(peer, Peer)
-        async with asyncio.timeout(10):
-            while peer.unhandled < 340:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: peer.unhandled >= 340, 10)
         warnings = [r.getMessage() for r in waiter.records if "flooder" in r.getMessage()]
         kept = set(peer._dispatcher.unhandled_warned)
     assert len(warnings) == MAX_UNHANDLED_WARNINGS + 1, warnings
