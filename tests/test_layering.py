@@ -50,7 +50,9 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # The foundation-stage demo behind ``isoplug demo``: a host and a runner in miniature.
     "_foundation_demo": _BELOW_CLI,
     "isoplug": _BELOW_CLI,
-    "cli": _BELOW_CLI | {"isoplug", "_foundation_demo", "otel", "scaffold"},
+    # ``isoplug run --tui`` (``isoplug[tui]``): a Textual view of a running host.
+    "tui": frozenset({"errors", "logs", "host"}),
+    "cli": _BELOW_CLI | {"isoplug", "_foundation_demo", "otel", "scaffold", "tui"},
     # ``python -m isoplug``.
     "__main__": frozenset({"cli"}),
 }

@@ -142,6 +142,14 @@ def _build_parser() -> argparse.ArgumentParser:
         + ".",
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)
+    run.add_argument(
+        "--tui",
+        action="store_true",
+        help="show a live full-screen view instead of plain lines: one row per plugin "
+        "(state, pid, uptime, restarts, last exit, records/s, drops, RSS, CPU) and a "
+        "filterable log pane; keys restart a plugin, change its log level, pause its lines "
+        "(needs isoplug[tui])",
+    )
     _add_log_level(run)
     _add_telemetry_options(run)
     demo = commands.add_parser(
@@ -286,11 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_console_logging(arguments.log_level, sys.stdout)
     if arguments.command == "run":
         plugins_dir = arguments.plugins_dir
+        tui = arguments.tui
+        if tui and not _tui_available():
+            return 2
         config = SupervisorConfig(log_level=arguments.log_level)
         with _telemetry(arguments) as telemetry:
             if telemetry is None:
                 return 2
-            return _run_until_stopped(lambda stop: _run(plugins_dir, config, stop))
+            return _run_until_stopped(lambda stop: _run(plugins_dir, config, stop, tui=tui))
     if arguments.command == "demo":
         plugins_dir = arguments.plugins_dir or _example_plugins_dir()
         if plugins_dir is None:
@@ -375,18 +386,37 @@ async def _with_signals(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
             loop.remove_signal_handler(signum)
 
 
-async def _run(plugins_dir: Path, config: SupervisorConfig, stop: asyncio.Event) -> int:
+def _tui_available() -> bool:
+    try:
+        import textual  # noqa: F401
+    except ImportError:
+        print(
+            "isoplug run: --tui needs Textual: pip install 'isoplug[tui]'",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+async def _run(
+    plugins_dir: Path, config: SupervisorConfig, stop: asyncio.Event, *, tui: bool = False
+) -> int:
     log = logging.getLogger("isoplug.cli")
     try:
         with plugins_dir_for(plugins_dir) as directory:
-            return await _run_host(directory, plugins_dir, config, stop)
+            return await _run_host(directory, plugins_dir, config, stop, tui=tui)
     except (FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 2
 
 
 async def _run_host(
-    directory: Path, plugins_dir: Path, config: SupervisorConfig, stop: asyncio.Event
+    directory: Path,
+    plugins_dir: Path,
+    config: SupervisorConfig,
+    stop: asyncio.Event,
+    *,
+    tui: bool = False,
 ) -> int:
     log = logging.getLogger("isoplug.cli")
     async with Host(directory, config=config) as host:
@@ -397,7 +427,12 @@ async def _run_host(
         if count == 0:
             log.error("nothing to run in %s (no valid plugin.toml found)", plugins_dir)
             return 1
-        await stop.wait()
+        if tui:
+            from isoplug.tui import run_dashboard
+
+            await run_dashboard(host, title=str(plugins_dir), stop=stop)
+        else:
+            await stop.wait()
     log.info("all plugins stopped")
     return 0
 

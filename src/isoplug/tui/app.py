@@ -1,0 +1,260 @@
+"""``isoplug run --tui``: a live, full-screen view of a running host, built on Textual.
+
+One table row per plugin (state, pid, uptime, restarts, last exit, records/s, drops, RSS,
+CPU) above a log pane that follows every plugin or one, filtered by level and by text. Keys
+act on the plugin selected in the table: restart it, change its log level (in its runner),
+pause its lines in the pane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
+
+from isoplug.errors import IsoplugError
+from isoplug.host.host import Host
+from isoplug.host.levels import level_number
+from isoplug.tui.log_feed import LogEntry, LogFeed, LogFilter
+from isoplug.tui.process_stats import ProcessSampler
+from isoplug.tui.rows import COLUMNS, PluginRow
+
+__all__ = ["PluginDashboard"]
+
+_log = logging.getLogger("isoplug.tui")
+
+#: The levels ``l`` (a plugin's level) and ``v`` (the pane's lowest level) cycle through.
+LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+_LEVEL_STYLES = {
+    logging.DEBUG: "dim",
+    logging.WARNING: "yellow",
+    logging.ERROR: "red",
+    logging.CRITICAL: "bold red",
+}
+#: How often the table is refreshed, and the log pane takes new records, in seconds.
+TABLE_INTERVAL = 1.0
+LOG_INTERVAL = 0.1
+
+
+class PluginDashboard(App[None]):
+    """The dashboard of one running :class:`~isoplug.Host`; ``feed`` must be attached to the
+    host's logging (the root logger) for the log pane to show anything."""
+
+    TITLE = "isoplug"
+    CSS = """
+    #plugins { height: auto; max-height: 45%; }
+    #status { height: 1; background: $boost; color: $text-muted; }
+    #log { height: 1fr; border-top: solid $primary; }
+    #filter { height: 3; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "restart", "restart"),
+        Binding("l", "cycle_plugin_level", "plugin's log level"),
+        Binding("p", "toggle_pause", "pause its lines"),
+        Binding("f", "toggle_follow", "follow it / all"),
+        Binding("v", "cycle_pane_level", "pane level"),
+        Binding("slash", "focus_filter", "filter"),
+        Binding("escape", "focus_table", "table", show=False),
+        Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        host: Host,
+        feed: LogFeed,
+        *,
+        title: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        super().__init__()
+        self.host = host
+        self._stop = stop
+        self.feed = feed
+        self.filter = LogFilter()
+        self.sampler = ProcessSampler()
+        if title is not None:
+            self.sub_title = title
+        #: The level set for each plugin from this view (plugins start at the host's level).
+        self.plugin_levels: dict[str, int] = {}
+        self._received: dict[str, tuple[int, float]] = {}
+        self._shown_serial = 0
+        self.rows: dict[str, PluginRow] = {}
+
+    # -- layout and timers ------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[str] = DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
+        for key, heading in COLUMNS:
+            table.add_column(heading, key=key)
+        yield table
+        yield Static(id="status")
+        yield RichLog(id="log", wrap=True, max_lines=self.feed.capacity, markup=False)
+        yield Input(placeholder="filter the log pane by text (/, then Enter)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_table()
+        self.show_new_lines()
+        self._update_status()
+        self.set_interval(TABLE_INTERVAL, self.refresh_table)
+        self.set_interval(LOG_INTERVAL, self.show_new_lines)
+        self.query_one(DataTable).focus()
+        if self._stop is not None:
+            self.run_worker(self._exit_when_stopped(self._stop), group="stop")
+
+    async def _exit_when_stopped(self, stop: asyncio.Event) -> None:
+        # SIGTERM (or the first Ctrl-C outside the terminal's raw mode) ends the view too.
+        await stop.wait()
+        self.exit()
+
+    # -- the table ------------------------------------------------------------------------
+
+    def refresh_table(self) -> None:
+        table: DataTable[str] = self.query_one(DataTable)
+        now = time.monotonic()
+        pids: set[int] = set()
+        for info in self.host.plugins():
+            process = None
+            if info.pid is not None:
+                pids.add(info.pid)
+                process = self.sampler.sample(info.pid)
+            metrics = None
+            rate = None
+            try:
+                metrics = self.host.log_metrics(info.id)
+            except IsoplugError:
+                metrics = None
+            if metrics is not None:
+                before = self._received.get(info.id)
+                if before is not None and now > before[1]:
+                    rate = (metrics.received - before[0]) / (now - before[1])
+                self._received[info.id] = (metrics.received, now)
+            row = PluginRow.build(info, metrics=metrics, records_per_second=rate, process=process)
+            if info.id not in self.rows:
+                table.add_row(*row.cells(), key=info.id)
+            elif row != self.rows[info.id]:
+                for (key, _), value in zip(COLUMNS, row.cells(), strict=True):
+                    table.update_cell(info.id, key, value)
+            self.rows[info.id] = row
+        self.sampler.forget_except(pids)
+
+    def selected_plugin(self) -> str | None:
+        table: DataTable[str] = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return row_key.value
+
+    # -- the log pane ---------------------------------------------------------------------
+
+    def show_new_lines(self) -> None:
+        entries = self.feed.entries(self._shown_serial)
+        if entries:
+            self._shown_serial = entries[-1].serial
+            self._write(entries)
+
+    def _rerender(self) -> None:
+        pane = self.query_one(RichLog)
+        pane.clear()
+        self._write(self.feed.entries())
+        self._update_status()
+
+    def _write(self, entries: Iterable[LogEntry]) -> None:
+        pane = self.query_one(RichLog)
+        for entry in entries:
+            if self.filter.accepts(entry):
+                # Text, never markup: a plugin's "[bold]" is shown as it was written.
+                pane.write(Text(entry.line(), style=_LEVEL_STYLES.get(entry.levelno, "")))
+
+    def pane_lines(self) -> list[str]:
+        """The lines the log pane holds now (as wrapped on screen)."""
+        return [strip.text for strip in self.query_one(RichLog).lines]
+
+    def _update_status(self) -> None:
+        self.query_one("#status", Static).update(Text(" " + self.filter.describe()))
+
+    # -- actions ----------------------------------------------------------------------------
+
+    async def action_restart(self) -> None:
+        plugin = self.selected_plugin()
+        if plugin is None:
+            return
+        _log.info("restarting %s (from the dashboard)", plugin)
+        self.run_worker(self._restart(plugin), group="restart")
+
+    async def _restart(self, plugin: str) -> None:
+        try:
+            info = await self.host.restart(plugin)
+        except (TimeoutError, IsoplugError) as exc:
+            _log.error("restarting %s failed: %s", plugin, exc)
+            return
+        _log.info("%s is %s after the restart", plugin, info.state.value)
+        self.refresh_table()
+
+    async def action_cycle_plugin_level(self) -> None:
+        plugin = self.selected_plugin()
+        if plugin is None:
+            return
+        current = self.plugin_levels.get(plugin, self._host_level())
+        level = _next_level(current)
+        self.plugin_levels[plugin] = level
+        self.run_worker(self._set_level(plugin, level), group="level")
+
+    async def _set_level(self, plugin: str, level: int) -> None:
+        try:
+            await self.host.set_log_level(plugin, level)
+        except (TimeoutError, IsoplugError) as exc:
+            _log.error("setting %s's log level failed: %s", plugin, exc)
+            return
+        _log.info("%s now logs at %s and above", plugin, logging.getLevelName(level))
+
+    def _host_level(self) -> int:
+        # None: each plugin's manifest says, which this view does not know; INFO is the default.
+        name = self.host.config.log_level
+        return level_number(name) if name is not None else logging.INFO
+
+    def action_toggle_pause(self) -> None:
+        plugin = self.selected_plugin()
+        if plugin is None:
+            return
+        if plugin in self.filter.paused:
+            del self.filter.paused[plugin]
+            self._rerender()
+        else:
+            self.filter.paused[plugin] = self._shown_serial
+            self._update_status()
+
+    def action_toggle_follow(self) -> None:
+        plugin = self.selected_plugin()
+        self.filter.plugin = None if self.filter.plugin is not None else plugin
+        self._rerender()
+
+    def action_cycle_pane_level(self) -> None:
+        current = self.filter.level
+        self.filter.level = _next_level(current)
+        self._rerender()
+
+    def action_focus_filter(self) -> None:
+        self.query_one(Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        self.filter.text = message.value.strip()
+        self._rerender()
+        self.query_one(DataTable).focus()
+
+
+def _next_level(level: int) -> int:
+    following = [candidate for candidate in LEVELS if candidate > level]
+    return following[0] if following else LEVELS[0]

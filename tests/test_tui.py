@@ -1,0 +1,217 @@
+"""``isoplug run --tui``: the dashboard, driven headless by Textual's own harness
+(``App.run_test``) with real runner processes behind it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from isoplug import Host
+from isoplug.errors import IsoplugError
+from isoplug.testing import attached, eventually
+from isoplug.tui import PluginDashboard
+from isoplug.tui.log_feed import LogEntry, LogFeed, LogFilter
+from isoplug.tui.process_stats import ProcessSampler
+from tests.plugins_fixtures import FAST, plugins_dir
+
+SIZE = (200, 50)
+
+
+@asynccontextmanager
+async def dashboard(
+    tmp_path: Path, *names: str
+) -> AsyncIterator[tuple[Host, PluginDashboard, Pilot[None]]]:
+    with attached(LogFeed()) as feed:
+        async with Host(plugins_dir(tmp_path, *names), config=FAST) as host:
+            await host.wait_ready(20)
+            app = PluginDashboard(host, feed)
+            async with app.run_test(size=SIZE) as pilot:
+                yield host, app, pilot
+
+
+def cell(app: PluginDashboard, plugin: str, column: str) -> str:
+    return str(app.query_one(DataTable).get_cell(plugin, column))
+
+
+async def select(app: PluginDashboard, plugin: str) -> None:
+    table: DataTable[str] = app.query_one(DataTable)
+    table.move_cursor(row=table.get_row_index(plugin))
+    await eventually(lambda: app.selected_plugin() == plugin)
+
+
+def shown(app: PluginDashboard, text: str) -> bool:
+    return any(text in line for line in app.pane_lines())
+
+
+async def test_shows_a_crash_and_restarts_the_selected_plugin_on_r(tmp_path: Path) -> None:
+    async with dashboard(tmp_path, "echo", "leveled") as (host, app, pilot):
+        await eventually(lambda: cell(app, "echo", "state") == "ready")
+        first_pid = host.plugin("echo").pid
+        other_pid = host.plugin("leveled").pid
+        assert cell(app, "echo", "pid") == str(first_pid)
+        with pytest.raises(IsoplugError):
+            await host.call("echo", "crash", 7)
+        # The crash: its account in the table, its last words and the host's account in the pane.
+        await eventually(lambda: cell(app, "echo", "last_exit") == "code 7")
+        await eventually(lambda: shown(app, "echo: crashing now"))
+        await eventually(lambda: shown(app, "exited with code 7"))
+        await eventually(lambda: cell(app, "echo", "state") == "ready")
+        assert cell(app, "echo", "restarts") == "1"
+        restarted_pid = host.plugin("echo").pid
+        await eventually(lambda: cell(app, "echo", "pid") == str(restarted_pid))
+
+        await select(app, "echo")
+        await pilot.press("r")
+        await eventually(lambda: host.plugin("echo").pid not in (None, restarted_pid))
+        await eventually(
+            lambda: (
+                cell(app, "echo", "pid") == str(host.plugin("echo").pid)
+                and cell(app, "echo", "state") == "ready"
+            )
+        )
+        # Only the selected plugin was restarted.
+        assert host.plugin("leveled").pid == other_pid
+        # The row's process figures are read from the live runner.
+        await eventually(lambda: cell(app, "echo", "rss").endswith("MiB"))
+        await eventually(lambda: cell(app, "echo", "cpu").endswith("%"))
+
+
+async def test_level_key_sets_the_plugin_level_in_its_runner(tmp_path: Path) -> None:
+    async with dashboard(tmp_path, "leveled") as (host, app, pilot):
+        await host.call("leveled", "emit", "before")
+        await eventually(lambda: shown(app, "done before"))
+        assert shown(app, "ctx before INFO")
+        await select(app, "leveled")
+        await pilot.press("l")  # INFO -> WARNING
+        await eventually(lambda: shown(app, "leveled now logs at WARNING"))
+        await host.call("leveled", "emit", "after")
+        await eventually(lambda: shown(app, "done after"))
+        assert shown(app, "ctx after WARNING")
+        # Filtered at the source: the INFO record never reached the host.
+        assert not any("ctx after INFO" in e.message for e in app.feed.entries())
+
+
+async def test_log_pane_follows_filters_and_pauses(tmp_path: Path) -> None:
+    async with dashboard(tmp_path, "echo", "leveled") as (host, app, pilot):
+        await host.call("echo", "say", ["echo says [bold red]hi[/]"], [])
+        await host.call("leveled", "emit", "one")
+        await eventually(lambda: shown(app, "done one") and shown(app, "echo says"))
+        # Plugin text is shown as written, never read as markup.
+        assert shown(app, "echo says [bold red]hi[/]")
+
+        await select(app, "leveled")
+        await pilot.press("f")  # follow the selected plugin only
+        await eventually(lambda: not shown(app, "echo says"))
+        assert shown(app, "done one")
+        await pilot.press("v", "v", "v")  # DEBUG -> INFO -> WARNING -> ERROR
+        await eventually(lambda: not shown(app, "vendor one WARNING"))
+        assert shown(app, "done one")
+        await pilot.press("v")  # back to DEBUG
+        await eventually(lambda: shown(app, "vendor one WARNING"))
+
+        await pilot.press("slash")
+        await pilot.press(*"vendor", "enter")
+        await eventually(lambda: not shown(app, "ctx one"))
+        assert shown(app, "vendor one INFO")
+        await pilot.press("slash", *["backspace"] * 6, "enter")
+        await eventually(lambda: shown(app, "ctx one"))
+
+        await pilot.press("p")  # pause leveled's lines: new ones are held back
+        await host.call("leveled", "emit", "two")
+        await eventually(lambda: any("done two" in e.message for e in app.feed.entries()))
+        await pilot.pause()
+        app.show_new_lines()
+        assert not shown(app, "done two")
+        assert shown(app, "done one")
+        await pilot.press("p")
+        await eventually(lambda: shown(app, "done two"))
+        await pilot.press("f")  # all plugins again
+        await eventually(lambda: shown(app, "echo says"))
+
+
+def test_filter_holds_back_only_a_paused_plugins_new_lines() -> None:
+    def entry(serial: int, plugin: str | None, level: int = logging.INFO) -> LogEntry:
+        return LogEntry(serial, 0.0, plugin, level, "info", f"line {serial}")
+
+    log_filter = LogFilter(paused={"a": 2})
+    assert log_filter.accepts(entry(2, "a"))
+    assert not log_filter.accepts(entry(3, "a"))
+    assert log_filter.accepts(entry(3, "b"))
+    assert log_filter.accepts(entry(3, None))
+    assert not LogFilter(level=logging.WARNING).accepts(entry(1, "a"))
+    assert not LogFilter(text="LINE 2").accepts(entry(1, "a"))
+    assert LogFilter(text="LINE 2").accepts(entry(2, "a"))
+
+
+def test_process_sampler_reads_memory_cpu_and_uptime() -> None:
+    sampler = ProcessSampler()
+    first = sampler.sample(os.getpid())
+    assert first.rss is not None and first.rss > 1024 * 1024
+    assert first.uptime is not None and first.uptime >= 0
+    assert first.cpu_percent is None  # nothing to compare with yet
+    sum(range(200_000))
+    assert sampler.sample(os.getpid()).cpu_percent is not None
+    gone = sampler.sample(2**22 + 12345)
+    assert (gone.rss, gone.cpu_percent, gone.uptime) == (None, None, None)
+
+
+def test_cli_says_what_to_install_without_textual(tmp_path: Path) -> None:
+    blocked = "import sys; sys.modules['textual'] = None; from isoplug.cli import main; "
+    result = subprocess.run(
+        [sys.executable, "-c", blocked + f"sys.exit(main(['run', '--tui', {str(tmp_path)!r}]))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "pip install 'isoplug[tui]'" in result.stderr
+
+
+def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path: Path) -> None:
+    """As a user runs it: a real terminal (a pty), the real command line."""
+    import pty
+    import select
+    import time
+
+    directory = plugins_dir(tmp_path, "echo")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: become `isoplug run --tui`
+        os.environ.update(COLUMNS="160", LINES="40", TERM="xterm-256color")
+        os.execv(sys.executable, [sys.executable, "-m", "isoplug", "run", "--tui", str(directory)])
+    screen = b""
+    quit_sent = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(terminal, 65536)
+                except OSError:  # the child closed the terminal: it ended
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            if not quit_sent and b"ready" in screen and b"records/s" in screen:
+                os.write(terminal, b"q")
+                quit_sent = True
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(terminal)
+    assert quit_sent, screen[-2000:]
+    assert os.waitstatus_to_exitcode(status) == 0
+    # Once the view is closed, the host stops its plugins and says so on the console.
+    assert b"all plugins stopped" in screen
