@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("textual")
 
+import shutil
+
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
@@ -24,7 +26,7 @@ from isoplug.testing import attached, eventually
 from isoplug.tui import PluginDashboard
 from isoplug.tui.log_feed import LogEntry, LogFeed, LogFilter
 from isoplug.tui.process_stats import ProcessSampler
-from tests.plugins_fixtures import FAST, plugins_dir
+from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir
 
 SIZE = (200, 50)
 
@@ -139,6 +141,22 @@ async def test_log_pane_follows_filters_and_pauses(tmp_path: Path) -> None:
         await eventually(lambda: shown(app, "done two"))
         await pilot.press("f")  # all plugins again
         await eventually(lambda: shown(app, "echo says"))
+
+
+async def test_a_plugin_removed_by_hot_reload_leaves_the_table(tmp_path: Path) -> None:
+    pytest.importorskip("watchfiles")
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    with attached(LogFeed()) as feed:
+        async with Host(directory, config=FAST, reload=True) as host:
+            await host.wait_ready(20)
+            assert host.reloader is not None
+            await eventually(host.reloader.watching.is_set)
+            app = PluginDashboard(host, feed)
+            async with app.run_test(size=SIZE):
+                await eventually(lambda: set(app.rows) == {"echo", "leveled"})
+                shutil.rmtree(directory / "leveled")
+                await eventually(lambda: set(app.rows) == {"echo"})
+                assert app.query_one(DataTable).row_count == 1
 
 
 def test_filter_holds_back_only_a_paused_plugins_new_lines() -> None:

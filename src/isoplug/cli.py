@@ -28,6 +28,7 @@ from isoplug._foundation_demo import run_demo
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, SupervisorConfig
 from isoplug.host.registry import plugins_dir_for
+from isoplug.host.reload import reload_unavailable
 
 __all__ = ["main"]
 
@@ -121,6 +122,8 @@ def _configure_console_logging(level: str, stream: TextIO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # watchfiles says "1 change detected" for every batch; `--reload` says what it does.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -142,6 +145,12 @@ def _build_parser() -> argparse.ArgumentParser:
         + ".",
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="watch PATH: restart a plugin when its code changes, start new plugin folders, "
+        "stop removed ones, read changed manifests again (needs isoplug[reload])",
+    )
     run.add_argument(
         "--tui",
         action="store_true",
@@ -294,14 +303,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_console_logging(arguments.log_level, sys.stdout)
     if arguments.command == "run":
         plugins_dir = arguments.plugins_dir
-        tui = arguments.tui
+        tui, reload = arguments.tui, arguments.reload
         if tui and not _tui_available():
+            return 2
+        if reload and (why := reload_unavailable()) is not None:
+            print(f"isoplug run: --reload: {why}", file=sys.stderr)
             return 2
         config = SupervisorConfig(log_level=arguments.log_level)
         with _telemetry(arguments) as telemetry:
             if telemetry is None:
                 return 2
-            return _run_until_stopped(lambda stop: _run(plugins_dir, config, stop, tui=tui))
+            return _run_until_stopped(
+                lambda stop: _run(plugins_dir, config, stop, tui=tui, reload=reload)
+            )
     if arguments.command == "demo":
         plugins_dir = arguments.plugins_dir or _example_plugins_dir()
         if plugins_dir is None:
@@ -399,12 +413,17 @@ def _tui_available() -> bool:
 
 
 async def _run(
-    plugins_dir: Path, config: SupervisorConfig, stop: asyncio.Event, *, tui: bool = False
+    plugins_dir: Path,
+    config: SupervisorConfig,
+    stop: asyncio.Event,
+    *,
+    tui: bool = False,
+    reload: bool = False,
 ) -> int:
     log = logging.getLogger("isoplug.cli")
     try:
         with plugins_dir_for(plugins_dir) as directory:
-            return await _run_host(directory, plugins_dir, config, stop, tui=tui)
+            return await _run_host(directory, plugins_dir, config, stop, tui=tui, reload=reload)
     except (FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 2
@@ -417,14 +436,15 @@ async def _run_host(
     stop: asyncio.Event,
     *,
     tui: bool = False,
+    reload: bool = False,
 ) -> int:
     log = logging.getLogger("isoplug.cli")
-    async with Host(directory, config=config) as host:
+    async with Host(directory, config=config, reload=reload) as host:
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         count = len(host.plugins())
         log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, plugins_dir)
-        if count == 0:
+        if count == 0 and not reload:
             log.error("nothing to run in %s (no valid plugin.toml found)", plugins_dir)
             return 1
         if tui:

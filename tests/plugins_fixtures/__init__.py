@@ -7,6 +7,7 @@ directory, so that a host starts only those runners.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,18 @@ from isoplug.testing import FAST as FAST  # re-exported: the tests import it fro
 from tests.record_waiter import RecordWaiter, watching
 
 FIXTURES = Path(__file__).parent
+
+
+def copy_plugins(tmp_path: Path, *names: str) -> Path:
+    """A plugins directory holding copies of the fixture plugins ``names``, for tests that
+    edit them (hot reload)."""
+    directory = tmp_path / "plugins"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copytree(
+            FIXTURES / name, directory / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return directory
 
 
 def plugins_dir(tmp_path: Path, *names: str) -> Path:

@@ -37,7 +37,8 @@ from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
-from isoplug.host.registry import discover, plan_runners
+from isoplug.host.registry import RunnerPlan, discover, plan_runners
+from isoplug.host.reload import PluginReloader, ReloadPlan, reload_unavailable
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, ReplayLimits
@@ -88,6 +89,10 @@ class Host:
     ``on_change`` is called (on the event loop, must not block) with every
     :class:`~isoplug.host.status.StateChange`; every change is also logged on
     ``isoplug.host``.
+
+    ``reload=True`` watches ``plugins_dir`` while the host runs (needs ``isoplug[reload]``):
+    changed code restarts that plugin's runner only, a new plugin folder starts, a removed one
+    stops, a changed manifest is read again (see :mod:`isoplug.host.reload`).
     """
 
     def __init__(
@@ -97,8 +102,16 @@ class Host:
         config: SupervisorConfig | None = None,
         on_change: Callable[[StateChange], None] | None = None,
         log_limits: ReplayLimits | None = None,
+        reload: bool = False,
     ) -> None:
+        if reload and (why := reload_unavailable()) is not None:
+            raise RuntimeError(why)
         self.plugins_dir = Path(plugins_dir)
+        self.reload = reload
+        #: The hot reloader, while one runs (``reload=True``).
+        self.reloader: PluginReloader | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._plans: dict[str, RunnerPlan] = {}
         self.config = config or SupervisorConfig()
         self._on_change = on_change
         self.problems: list[str] = []
@@ -152,27 +165,71 @@ class Host:
             max_handshakes=self.config.max_handshakes,
         )
         self._log_bridge.open(self.config.handshake_timeout, self.config.max_handshakes)
-        address = str(self._listener.address)
         for plan in plans:
-            supervisor = RunnerSupervisor(
-                plan,
-                address=address,
-                log_address=self._log_bridge.address,
-                config=self.config,
-                invoke_capability=self._capabilities.invoke,
-                notify=self._state_changed,
-                stdio_destination=self._log_bridge.stdio_destination,
-            )
-            self._supervisors[plan.runner_id] = supervisor
-            for manifest in plan.manifests:
-                self._runner_of[manifest.id] = supervisor
+            self._add_runner(plan)
         observers.host_started(self)
         for supervisor in self._supervisors.values():
             supervisor.start()
+        if self.reload:
+            self.reloader = PluginReloader(
+                self.plugins_dir, self._plans.copy, lambda: discover(self.plugins_dir), self._reload
+            )
+            self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
+            self._reload_task.add_done_callback(_report_reloader_end)
+
+    def _add_runner(self, plan: RunnerPlan) -> RunnerSupervisor:
+        assert self._listener is not None
+        supervisor = RunnerSupervisor(
+            plan,
+            address=str(self._listener.address),
+            log_address=self._log_bridge.address,
+            config=self.config,
+            invoke_capability=self._capabilities.invoke,
+            notify=self._state_changed,
+            stdio_destination=self._log_bridge.stdio_destination,
+        )
+        self._supervisors[plan.runner_id] = supervisor
+        self._plans[plan.runner_id] = plan
+        for manifest in plan.manifests:
+            self._runner_of[manifest.id] = supervisor
+        return supervisor
+
+    async def _remove_runner(self, runner_id: str) -> None:
+        supervisor = self._supervisors[runner_id]
+        await supervisor.aclose()
+        del self._supervisors[runner_id]
+        del self._plans[runner_id]
+        for plugin_id in supervisor.manifests:
+            if self._runner_of.get(plugin_id) is supervisor:
+                del self._runner_of[plugin_id]
+        self._changed.set()
+
+    async def _reload(self, plan: ReloadPlan) -> None:
+        """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`)."""
+        for runner_id in plan.stop:
+            _log.info("reload: runner %s's plugin folder is gone; stopping it", runner_id)
+            await self._remove_runner(runner_id)
+        for new in plan.replace:
+            _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
+            await self._remove_runner(new.runner_id)
+            self._add_runner(new).start()
+        for new in plan.start:
+            _log.info("reload: new plugin folder; starting runner %s", new.runner_id)
+            self._add_runner(new).start()
+        restarts = [self._supervisors[runner_id] for runner_id in plan.restart]
+        for supervisor in restarts:
+            _log.info("reload: code changed; restarting runner %s", supervisor.runner_id)
+        results = await asyncio.gather(*(s.restart() for s in restarts), return_exceptions=True)
+        for supervisor, result in zip(restarts, results, strict=True):
+            if isinstance(result, Exception):
+                _log.error("reload: restarting runner %s failed: %s", supervisor.runner_id, result)
 
     async def aclose(self) -> None:
         """Stop every runner and the listener. Idempotent; safe to cancel (runners are then
         killed at once)."""
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            await asyncio.gather(self._reload_task, return_exceptions=True)
         supervisors = list(self._supervisors.values())
         stopping = asyncio.ensure_future(
             asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
@@ -453,3 +510,8 @@ def _describe_waiting(info: PluginInfo) -> str:
         # Sanitized by the supervisor; the first line says what, the traceback is in the log.
         text += f", last error: {info.error.splitlines()[0]}"
     return text
+
+
+def _report_reloader_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        _log.error("reload: watching the plugins folder stopped: %r", error, exc_info=error)

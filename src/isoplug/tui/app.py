@@ -122,7 +122,9 @@ class PluginDashboard(App[None]):
         table: DataTable[str] = self.query_one(DataTable)
         now = time.monotonic()
         pids: set[int] = set()
+        seen: set[str] = set()
         for info in self.host.plugins():
+            seen.add(info.id)
             process = None
             if info.pid is not None:
                 pids.add(info.pid)
@@ -145,6 +147,11 @@ class PluginDashboard(App[None]):
                 for (key, _), value in zip(COLUMNS, row.cells(), strict=True):
                     table.update_cell(info.id, key, value)
             self.rows[info.id] = row
+        # Plugins removed by a hot reload leave the table.
+        for gone in set(self.rows) - seen:
+            table.remove_row(gone)
+            del self.rows[gone]
+            self._received.pop(gone, None)
         self.sampler.forget_except(pids)
 
     def selected_plugin(self) -> str | None:
