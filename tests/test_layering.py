@@ -22,10 +22,23 @@ import isoplug
 #: A module under ``src/isoplug`` that belongs to no layer listed here fails the test, so a new
 #: layer cannot slip in without a decision about where it sits.
 _BELOW_CLI = frozenset(
-    {"errors", "wire", "transport", "rpc", "control", "logs", "exporters", "runner", "host"}
+    {
+        "errors",
+        "validation",
+        "wire",
+        "transport",
+        "rpc",
+        "control",
+        "logs",
+        "exporters",
+        "runner",
+        "host",
+    }
 )
 ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "errors": frozenset(),
+    # msgspec's validation errors explained (manifests, plugin configurations): pure text.
+    "validation": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # Byte streams only: it knows nothing of frames or messages.
@@ -36,9 +49,11 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
     # one module both sides share, so that neither imports the other.
     "control": frozenset({"errors", "wire"}),
-    "runner": frozenset({"errors", "wire", "transport", "rpc", "control", "logs"}),
+    "runner": frozenset({"errors", "validation", "wire", "transport", "rpc", "control", "logs"}),
     # The host names the runner module (control.RUNNER_MODULE) but never imports it.
-    "host": frozenset({"errors", "wire", "transport", "rpc", "control", "logs", "exporters"}),
+    "host": frozenset(
+        {"errors", "validation", "wire", "transport", "rpc", "control", "logs", "exporters"}
+    ),
     # OpenTelemetry export (``isoplug[otel]``): watches hosts through host.observers, reads
     # replayed records; the host never imports it.
     "otel": frozenset({"errors", "wire", "logs", "host"}),

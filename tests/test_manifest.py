@@ -67,20 +67,59 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
         (MINIMAL + "[restart]\nretries = 3\n", "unknown field(s) 'restart.retries'"),
         ('version = "1"\nentry = "m:P"\n', "field 'id': is required but missing"),
         ('id = "p"\nversion = "1"\n', "field 'entry': is required but missing"),
-        ('id = "p"\nversion = "1"\nentry = "m"\n', "field 'entry': must look like 'module:Att"),
-        ('id = "a.b"\nversion = "1"\nentry = "m:P"\n', "field 'id': 'a.b' is not a valid id"),
-        ('id = "p"\nversion = 1\nentry = "m:P"\n', "field 'version': must be a string, got int"),
+        (
+            'id = "p"\nversion = "1"\nentry = "m"\n',
+            "field 'entry': 'm' is not valid: must look like 'module:Att",
+        ),
+        (
+            'id = "a.b"\nversion = "1"\nentry = "m:P"\n',
+            "field 'id': 'a.b' is not valid: start with a letter",
+        ),
+        (
+            'id = "p"\nversion = 1\nentry = "m:P"\n',
+            "field 'version': must be a string, got integer 1",
+        ),
         (MINIMAL + 'log_level = "loud"\n', "field 'log_level': must be one of DEBUG"),
-        (MINIMAL + "log_write_through_rate = -1\n", "'log_write_through_rate': must be 0 or more"),
-        (MINIMAL + "log_write_through_rate = inf\n", "'log_write_through_rate': must be 0 or more"),
-        (MINIMAL + "log_write_through_rate = true\n", "'log_write_through_rate': must be an int"),
-        (MINIMAL + 'log_write_through_rate = "x"\n', "'log_write_through_rate': must be an int"),
-        (MINIMAL + "capabilities = [1]\n", "field 'capabilities[0]': must be a non-empty str"),
+        (
+            MINIMAL + "log_write_through_rate = -1\n",
+            "'log_write_through_rate': must be a number of 0 or more, got integer -1",
+        ),
+        (
+            MINIMAL + "log_write_through_rate = inf\n",
+            "'log_write_through_rate': must be a number that is finite",
+        ),
+        (
+            MINIMAL + "log_write_through_rate = true\n",
+            "'log_write_through_rate': must be a number, got boolean True",
+        ),
+        (
+            MINIMAL + 'log_write_through_rate = "x"\n',
+            "'log_write_through_rate': must be a number, got string 'x'",
+        ),
+        (
+            MINIMAL + "capabilities = [1]\n",
+            "field 'capabilities[0]': must be a string, got integer 1",
+        ),
         (MINIMAL + "[environment]\nX = 1\n", "field 'environment.X': must be a string, got int"),
-        (MINIMAL + "[restart]\nmax_restarts = true\n", "'restart.max_restarts': must be an int"),
-        (MINIMAL + "[restart]\nwindow = -1\n", "field 'restart.window': must not be negative"),
-        (MINIMAL + '[restart]\npolicy = "always"\n', "'restart.policy': must be one of"),
+        (
+            MINIMAL + "[restart]\nmax_restarts = true\n",
+            "'restart.max_restarts': must be an integer, got boolean True",
+        ),
+        (
+            MINIMAL + "[restart]\nwindow = -1\n",
+            "field 'restart.window': must be a number of 0 or more, got integer -1",
+        ),
+        (
+            MINIMAL + '[restart]\npolicy = "always"\n',
+            "'restart.policy': must be one of 'on-failure', 'never', got 'always'",
+        ),
         ("id = ", "is not valid TOML"),
+        (
+            MINIMAL + 'capabilities = [""]\n',
+            "'capabilities[0]': must be a string that is not empty",
+        ),
+        (MINIMAL + "config = 3\n", "field 'config': must be a table, got integer 3"),
+        (MINIMAL + "[environment]\n'A=B' = 'x'\n", "'environment.A=B': is not a valid environment"),
     ],
 )
 def test_invalid_manifests_name_the_file_the_field_and_the_problem(

@@ -16,6 +16,9 @@ A plugin is a directory holding a ``plugin.toml``::
     [environment]                       # optional: extra environment variables of its runner
     WEATHER_UNITS = "metric"
 
+    [config]                            # optional: the plugin's settings (see below)
+    units = "metric"
+
     [restart]                           # optional; these are the defaults
     policy = "on-failure"               # "on-failure" or "never"
     max_restarts = 5                    # more crashes than this within `window` s: failed
@@ -25,32 +28,37 @@ A plugin is a directory holding a ``plugin.toml``::
 
 Every problem is reported as a :class:`ManifestError` naming the file, the field and what is
 wrong. Unknown fields are errors, so that a typo (``captabilities``) is caught instead of
-silently ignored.
+silently ignored. The fields are declared once, as ``msgspec`` structs (:class:`_Document`):
+msgspec checks types, ranges, patterns and unknown fields, and says where (``$.restart.window``);
+:func:`_manifest_error` turns that into the file and field a user reads.
+
+``[config]`` is free-form TOML here: the plugin declares its schema in code
+(``config_schema``, a ``msgspec.Struct``), and the runner validates the table, merged with the
+host's overrides, against it (see :mod:`isoplug.runner.loader`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from isoplug.errors import IsoplugError
+from isoplug.validation import explain_validation_error
 
 __all__ = ["MANIFEST_NAME", "Manifest", "ManifestError", "RestartPolicy", "load_manifest"]
 
 MANIFEST_NAME = "plugin.toml"
 #: Plugin ids become logger names (``plugin.<id>.stdout``) and runner names: no dots, no
 #: spaces. 64 characters is plenty for a name and keeps log lines readable.
-_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_ATTRIBUTE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+_ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_POLICIES = ("on-failure", "never")
 #: A manifest is a few hundred bytes; anything near this size is not a manifest.
 _MAX_MANIFEST_BYTES = 64 * 1024
 
@@ -101,6 +109,9 @@ class Manifest:
     capabilities: tuple[str, ...] = ()
     environment: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     restart: RestartPolicy = RestartPolicy()
+    #: The ``[config]`` table as TOML gave it (validated by the plugin's schema, in its
+    #: runner).
+    config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def runner_id(self) -> str:
@@ -108,43 +119,44 @@ class Manifest:
         return self.group or self.id
 
 
-class _Fields:
-    """Takes fields out of a TOML table, checking types; whatever is left over is unknown."""
-
-    def __init__(self, path: Path, table: Mapping[str, Any], prefix: str = "") -> None:
-        self._path = path
-        self._left = dict(table)
-        self._prefix = prefix
-
-    def error(self, name: str, problem: str) -> ManifestError:
-        return ManifestError(self._path, self._prefix + name, problem)
-
-    def take(self, name: str, kind: type | tuple[type, ...], *, required: bool = False) -> Any:
-        if name not in self._left:
-            if required:
-                raise self.error(name, "is required but missing")
-            return None
-        value = self._left.pop(name)
-        # bool is an int in Python, but `max_restarts = true` is a mistake.
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            raise self.error(
-                name, f"must be {_describe(kind)}, got {type(value).__name__} {value!r}"
-            )
-        return value
-
-    def finish(self) -> None:
-        if self._left:
-            unknown = ", ".join(repr(self._prefix + name) for name in sorted(self._left))
-            raise ManifestError(self._path, None, f"unknown field(s) {unknown}")
+_Id = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
+#: Finite: an ``inf`` in a backoff or a rate is a mistake, not a setting.
+_NonNegative = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
 
 
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
+class _Restart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    policy: Literal["on-failure", "never"] = "on-failure"
+    max_restarts: Annotated[int, msgspec.Meta(ge=0)] = RestartPolicy.max_restarts
+    window: _NonNegative = RestartPolicy.window
+    backoff_initial: _NonNegative = RestartPolicy.backoff_initial
+    backoff_max: _NonNegative = RestartPolicy.backoff_max
 
 
-def _describe(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+class _Document(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What ``plugin.toml`` may hold (see the module docstring)."""
+
+    id: _Id
+    version: Annotated[str, msgspec.Meta(min_length=1)]
+    entry: Annotated[str, msgspec.Meta(pattern=_ENTRY_PATTERN)]
+    description: str = ""
+    group: _Id | None = None
+    log_level: str = "INFO"
+    log_write_through_rate: _NonNegative | None = None
+    capabilities: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
+    #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
+    environment: dict[str, Any] = {}
+    restart: _Restart = _Restart()
+    config: dict[str, Any] = {}
+
+
+#: What a value must look like where msgspec would quote a bare regex, or which values an
+#: enumeration allows.
+_PATTERN_HINTS = {
+    "id": "start with a letter, then up to 63 letters, digits, '_' or '-'",
+    "group": "same rules as id: start with a letter, then up to 63 letters, digits, '_' or '-'",
+    "entry": "must look like 'module:Attribute' (e.g. 'myplugin:MyPlugin')",
+    "restart.policy": "'on-failure', 'never'",
+}
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -167,95 +179,47 @@ def load_manifest(directory: Path) -> Manifest:
 
 def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) -> Manifest:
     """Validate an already-parsed TOML document. Raises :class:`ManifestError`."""
-    fields = _Fields(path, document)
-    plugin_id = fields.take("id", str, required=True)
-    if not _ID_PATTERN.fullmatch(plugin_id):
-        raise fields.error(
-            "id",
-            f"{plugin_id!r} is not a valid id: start with a letter, then up to 63 letters, "
-            "digits, '_' or '-'",
-        )
-    version = fields.take("version", str, required=True)
-    if not version.strip():
-        raise fields.error("version", "must not be empty")
-    entry = fields.take("entry", str, required=True)
-    module, _, attribute = entry.partition(":")
-    if not (_MODULE_PATTERN.fullmatch(module) and _ATTRIBUTE_PATTERN.fullmatch(attribute)):
-        raise fields.error(
-            "entry", f"must look like 'module:Attribute' (e.g. 'myplugin:MyPlugin'), got {entry!r}"
-        )
-    description = fields.take("description", str) or ""
-    group = fields.take("group", str)
-    if group is not None and not _ID_PATTERN.fullmatch(group):
-        raise fields.error("group", f"{group!r} is not a valid group name (same rules as id)")
-    log_level = (fields.take("log_level", str) or "INFO").upper()
+    try:
+        fields = msgspec.convert(document, _Document)
+    except msgspec.ValidationError as exc:
+        raise _manifest_error(path, document, str(exc)) from None
+    log_level = fields.log_level.upper()
     if log_level not in _LOG_LEVELS:
-        raise fields.error("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
-    write_through_rate = fields.take("log_write_through_rate", (int, float))
-    if write_through_rate is not None and not 0 <= write_through_rate < math.inf:
-        raise fields.error(
-            "log_write_through_rate",
-            f"must be 0 or more records per second, got {write_through_rate!r}",
-        )
-    capabilities = fields.take("capabilities", list) or []
-    for index, capability in enumerate(capabilities):
-        if not isinstance(capability, str) or not capability:
-            raise fields.error(
-                f"capabilities[{index}]", f"must be a non-empty string, got {capability!r}"
-            )
-    environment = _parse_environment(fields)
-    restart = _parse_restart(path, fields.take("restart", dict))
-    fields.finish()
+        raise ManifestError(path, "log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    for name, value in fields.environment.items():
+        if not isinstance(value, str):
+            problem = f"must be a string, got {type(value).__name__} {value!r}"
+            raise ManifestError(path, f"environment.{name}", problem)
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise ManifestError(path, f"environment.{name}", "is not a valid environment variable")
+    restart = fields.restart
     return Manifest(
-        id=plugin_id,
-        version=version,
-        entry=entry,
+        id=fields.id,
+        version=fields.version,
+        entry=fields.entry,
         directory=directory,
         path=path,
-        description=description,
-        group=group,
+        description=fields.description,
+        group=fields.group,
         log_level=log_level,
-        log_write_through_rate=None if write_through_rate is None else float(write_through_rate),
-        capabilities=tuple(capabilities),
-        environment=MappingProxyType(environment),
-        restart=restart,
+        log_write_through_rate=fields.log_write_through_rate,
+        capabilities=tuple(fields.capabilities),
+        environment=MappingProxyType(dict(fields.environment)),
+        restart=RestartPolicy(
+            restart.policy,
+            restart.max_restarts,
+            restart.window,
+            restart.backoff_initial,
+            restart.backoff_max,
+        ),
+        config=MappingProxyType(fields.config),
     )
 
 
-def _parse_environment(fields: _Fields) -> dict[str, str]:
-    table = fields.take("environment", dict) or {}
-    environment: dict[str, str] = {}
-    for name, value in table.items():
-        if not isinstance(value, str):
-            raise fields.error(
-                f"environment.{name}", f"must be a string, got {type(value).__name__} {value!r}"
-            )
-        if not name or "=" in name or "\0" in name or "\0" in value:
-            raise fields.error(f"environment.{name}", "is not a valid environment variable")
-        environment[name] = value
-    return environment
-
-
-def _parse_restart(path: Path, table: Mapping[str, Any] | None) -> RestartPolicy:
-    if table is None:
-        return RestartPolicy()
-    fields = _Fields(path, table, prefix="restart.")
-    defaults = RestartPolicy()
-    policy = fields.take("policy", str) or defaults.policy
-    if policy not in _POLICIES:
-        raise fields.error("policy", f"must be one of {', '.join(map(repr, _POLICIES))}")
-    max_restarts = fields.take("max_restarts", int)
-    numbers: dict[str, float] = {}
-    for name in ("window", "backoff_initial", "backoff_max"):
-        value = fields.take(name, (int, float))
-        if value is not None and value < 0:
-            raise fields.error(name, f"must not be negative, got {value}")
-        numbers[name] = float(value) if value is not None else getattr(defaults, name)
-    if max_restarts is not None and max_restarts < 0:
-        raise fields.error("max_restarts", f"must not be negative, got {max_restarts}")
-    fields.finish()
-    return RestartPolicy(
-        policy=policy,
-        max_restarts=defaults.max_restarts if max_restarts is None else max_restarts,
-        **numbers,
-    )
+def _manifest_error(path: Path, document: Mapping[str, Any], message: str) -> ManifestError:
+    """msgspec's ``Expected `float` >= 0.0 - at `$.restart.window```, as a user reads it:
+    ``plugin.toml: field 'restart.window': must be a number of 0 or more, got integer -1``."""
+    explained = explain_validation_error(message, document, _PATTERN_HINTS)
+    if explained.unknown:
+        return ManifestError(path, None, f"unknown field(s) {explained.field!r}")
+    return ManifestError(path, explained.field, explained.problem)

@@ -1,0 +1,112 @@
+"""msgspec's validation errors in the words of the file a user wrote.
+
+isoplug validates plugin manifests (``plugin.toml``) and plugin configurations (against the
+schema a plugin declares) with ``msgspec``, which says what is wrong and where as
+``Expected `float` >= 0.0 - at `$.restart.window```. :func:`explain_validation_error` turns
+that into a field path and a sentence: ``restart.window``, ``must be a number of 0 or more,
+got integer -1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ExplainedError", "explain_validation_error"]
+
+_LOCATION = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_NAMED_FIELD = re.compile(
+    r"^Object (?P<what>contains unknown|missing required) field `(?P<name>.*)`$"
+)
+_EXPECTED = re.compile(r"^Expected `(?P<kinds>[^`]*)`(?P<constraint>[^,]*)(?:, got `[^`]*`)?$")
+_ENUM = re.compile(r"^Invalid enum value (?P<value>.*)$")
+_KIND_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "datetime": "a date and time",
+    "date": "a date",
+    "time": "a time",
+}
+_MISSING = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainedError:
+    #: The field's path (``restart.window``, ``capabilities[0]``); None: the whole document.
+    field: str | None
+    #: What is wrong with it, as a sentence fragment (``must be a string, got integer 1``).
+    problem: str
+    #: The field is not one the schema knows (a typo).
+    unknown: bool = False
+
+
+def explain_validation_error(
+    message: str, document: Any, hints: Mapping[str, str] | None = None
+) -> ExplainedError:
+    """Explain msgspec's ``message`` about ``document`` (the data that failed to convert).
+
+    ``hints`` says, by field path, what a value must look like where msgspec's own words
+    would be a bare regular expression, or which values an enumeration allows.
+    """
+    located = _LOCATION.match(message)
+    assert located is not None  # the pattern matches any text
+    problem, where = located["problem"], (located["path"] or "").lstrip(".")
+    named = _NAMED_FIELD.match(problem)
+    if named is not None:
+        field = f"{where}.{named['name']}" if where else named["name"]
+        if named["what"] == "missing required":
+            return ExplainedError(field, "is required but missing")
+        return ExplainedError(field, "is not a known field", unknown=True)
+    value = _value_at(document, where)
+    hint = (hints or {}).get(where)
+    if hint is not None and "regex" in problem:
+        return ExplainedError(where, f"{value!r} is not valid: {hint}")
+    expected = _EXPECTED.match(problem)
+    enum = _ENUM.match(problem)
+    if expected is not None:
+        kinds = [_KIND_NAMES.get(k.strip(), k.strip()) for k in expected["kinds"].split("|")]
+        shown = "must be " + " or ".join(k for k in kinds if k != "null")
+        shown += _constraint(expected["constraint"])
+        if value is not _MISSING:
+            shown += f", got {_kind_of(value)} {value!r}"
+    elif enum is not None and hint is not None:
+        shown = f"must be one of {hint}, got {enum['value']}"
+    elif enum is not None:
+        shown = f"{enum['value']} is not one of the values allowed here"
+    else:  # another kind of message: msgspec's words, unquoted
+        shown = problem.replace("`", "")
+    return ExplainedError(where or None, shown)
+
+
+def _constraint(text: str) -> str:
+    text = text.strip()
+    if text in (">= 0", ">= 0.0"):
+        return " of 0 or more"
+    if text == "<= 1000000000000.0":
+        return " that is finite"
+    if text == "of length >= 1":
+        return " that is not empty"
+    return f" {text}" if text else ""
+
+
+def _kind_of(value: Any) -> str:
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    names.update({list: "list", dict: "table"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _value_at(document: Any, where: str) -> Any:
+    """The value at a msgspec path (``restart.window``, ``capabilities[0]``), if it has one."""
+    value: Any = document
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", where):
+        try:
+            value = value[int(part[1:-1])] if part.startswith("[") else value[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return _MISSING
+    return value
