@@ -37,7 +37,7 @@ _BELOW_CLI = frozenset(
 )
 ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "errors": frozenset(),
-    # msgspec's validation errors explained (manifests, plugin configurations): pure text.
+    # msgspec's validation errors explained (manifests, plugin configurations).
     "validation": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from isoplug.host.manifest import ManifestError, RestartPolicy, load_manifest
+from isoplug.host.manifest import ManifestError, RestartPolicy, load_manifest, parse_manifest
 from isoplug.host.registry import discover, plan_runners
 
 MINIMAL = 'id = "p"\nversion = "1"\nentry = "mod:Plugin"\n'
@@ -111,7 +114,7 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
         ),
         (
             MINIMAL + '[restart]\npolicy = "always"\n',
-            "'restart.policy': must be one of 'on-failure', 'never', got 'always'",
+            "'restart.policy': must be one of 'never', 'on-failure', got 'always'",
         ),
         ("id = ", "is not valid TOML"),
         (
@@ -203,3 +206,51 @@ def test_a_group_whose_write_through_rates_disagree_skips_the_later_plugin(
     plans, problems = plan_runners(discover(tmp_path).manifests)
     assert [[m.id for m in p.manifests] for p in plans] == [["a", "b", "c"]]
     assert "field 'log_write_through_rate': differs from another plugin of group 'g'" in problems[0]
+
+
+_toml_scalars = st.one_of(
+    st.text(max_size=8), st.integers(), st.floats(allow_nan=False), st.booleans()
+)
+_toml_values = st.recursive(
+    _toml_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+_field_names = st.sampled_from(
+    [
+        "id",
+        "version",
+        "entry",
+        "group",
+        "log_level",
+        "capabilities",
+        "environment",
+        "restart",
+        "config",
+        "log_write_through_rate",
+        "other",
+    ]
+)
+
+
+def _validation_error(document: dict[str, Any], path: Path) -> ManifestError | None:
+    try:
+        parse_manifest(document, directory=path.parent, path=path)
+    except ManifestError as exc:
+        return exc
+    return None
+
+
+# The machine may be busy: generation speed is not what this tests.
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(_field_names, _toml_values, max_size=6))
+def test_any_document_is_a_manifest_or_one_clear_error(document: dict[str, Any]) -> None:
+    """Whatever TOML gives, validation returns a Manifest or raises a ManifestError that names
+    the file (and a field of the document, when it blames one)."""
+    path = Path("/plugins/p/plugin.toml")
+    error = _validation_error(document, path)
+    if error is not None:
+        assert str(error).startswith(str(path))
+        if error.field is not None:
+            top = error.field.split(".")[0].split("[")[0]
+            assert top in {*document, "id", "version", "entry"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from isoplug.errors import IsoplugError, PluginFailed, UnencodableValue
+from isoplug.errors import ConfigInvalid, IsoplugError, PluginFailed, UnencodableValue
 
 if TYPE_CHECKING:
     from isoplug.control import CapabilityDenied
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CapabilityDenied",
+    "ConfigInvalid",
     "ExitAccount",
     "Host",
     "IsoplugError",

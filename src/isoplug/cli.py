@@ -6,6 +6,7 @@
 - ``isoplug demo`` runs the example plugins shipped with isoplug for about ten seconds.
 - ``isoplug demo --protocol`` is the foundation demo: one host and one runner talking.
 - ``isoplug new PATH`` makes a new plugin's folder (manifest, code, and a test that passes).
+- ``isoplug schema PLUGIN_DIR`` prints the JSON Schema of a plugin's plugin.toml, for editors.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
+import tomllib
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,8 +31,10 @@ from isoplug import __version__
 from isoplug._foundation_demo import run_demo
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, SupervisorConfig
+from isoplug.host.manifest import ManifestError, load_manifest
 from isoplug.host.registry import plugins_dir_for
 from isoplug.host.reload import reload_unavailable
+from isoplug.host.schema import SchemaUnavailable, plugin_toml_schema
 
 __all__ = ["main"]
 
@@ -146,6 +152,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)
     run.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="a TOML file of configuration overrides, one table per plugin id "
+        "([greeter] greeting = 'Hi'), merged over each plugin's [config]",
+    )
+    run.add_argument(
         "--reload",
         action="store_true",
         help="watch PATH: restart a plugin when its code changes, start new plugin folders, "
@@ -191,6 +204,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "Then: isoplug run PATH, and python -m pytest PATH.",
     )
     new.add_argument("path", metavar="PATH", type=Path)
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of a plugin's plugin.toml, its [config] included",
+        description="Print the JSON Schema of PLUGIN_DIR's plugin.toml for editors (Taplo, "
+        "VS Code's Even Better TOML): the manifest's fields, and under config the schema of "
+        "the plugin's config_schema (imported in a process of its own, as a runner would).",
+    )
+    schema.add_argument("plugin_dir", metavar="PLUGIN_DIR", type=Path)
     return parser
 
 
@@ -300,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _EXIT_INTERRUPTED
     if arguments.command == "new":
         return _new(arguments.path)
+    if arguments.command == "schema":
+        return _schema(arguments.plugin_dir)
     _configure_console_logging(arguments.log_level, sys.stdout)
     if arguments.command == "run":
         plugins_dir = arguments.plugins_dir
@@ -309,12 +332,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reload and (why := reload_unavailable()) is not None:
             print(f"isoplug run: --reload: {why}", file=sys.stderr)
             return 2
+        plugin_config = _plugin_config(arguments.config)
+        if plugin_config is None:
+            return 2
         config = SupervisorConfig(log_level=arguments.log_level)
         with _telemetry(arguments) as telemetry:
             if telemetry is None:
                 return 2
             return _run_until_stopped(
-                lambda stop: _run(plugins_dir, config, stop, tui=tui, reload=reload)
+                lambda stop: _run(
+                    plugins_dir,
+                    config,
+                    stop,
+                    tui=tui,
+                    reload=reload,
+                    plugin_config=plugin_config,
+                )
             )
     if arguments.command == "demo":
         plugins_dir = arguments.plugins_dir or _example_plugins_dir()
@@ -400,6 +433,37 @@ async def _with_signals(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
             loop.remove_signal_handler(signum)
 
 
+def _plugin_config(path: Path | None) -> dict[str, dict[str, Any]] | None:
+    """The overrides in ``path`` (``{}`` without one); None when it is unusable (said)."""
+    if path is None:
+        return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        print(f"isoplug run: --config {path}: {exc}", file=sys.stderr)
+        return None
+    loose = sorted(key for key, value in document.items() if not isinstance(value, dict))
+    if loose:
+        print(
+            f"isoplug run: --config {path}: {', '.join(loose)}: expected one table per plugin "
+            "id ([greeter] then its settings)",
+            file=sys.stderr,
+        )
+        return None
+    return document
+
+
+def _schema(plugin_dir: Path) -> int:
+    try:
+        manifest = load_manifest(plugin_dir)
+        schema = plugin_toml_schema(manifest)
+    except (ManifestError, SchemaUnavailable, subprocess.TimeoutExpired) as exc:
+        print(f"isoplug schema: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
 def _tui_available() -> bool:
     try:
         import textual  # noqa: F401
@@ -419,11 +483,20 @@ async def _run(
     *,
     tui: bool = False,
     reload: bool = False,
+    plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> int:
     log = logging.getLogger("isoplug.cli")
     try:
         with plugins_dir_for(plugins_dir) as directory:
-            return await _run_host(directory, plugins_dir, config, stop, tui=tui, reload=reload)
+            return await _run_host(
+                directory,
+                plugins_dir,
+                config,
+                stop,
+                tui=tui,
+                reload=reload,
+                plugin_config=plugin_config,
+            )
     except (FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 2
@@ -437,9 +510,10 @@ async def _run_host(
     *,
     tui: bool = False,
     reload: bool = False,
+    plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> int:
     log = logging.getLogger("isoplug.cli")
-    async with Host(directory, config=config, reload=reload) as host:
+    async with Host(directory, config=config, reload=reload, plugin_config=plugin_config) as host:
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         count = len(host.plugins())

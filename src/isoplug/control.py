@@ -41,6 +41,7 @@ __all__ = [
     "PING",
     "READY",
     "RUNNER_MODULE",
+    "SET_CONFIG",
     "SET_LOG_LEVEL",
     "SHUTDOWN",
     "Bootstrap",
@@ -48,6 +49,7 @@ __all__ = [
     "CallRequest",
     "CapabilityDenied",
     "CapabilityRequest",
+    "ConfigChange",
     "EventDelivery",
     "HealthQuery",
     "HealthReport",
@@ -82,6 +84,9 @@ EVENT = "plugin.event"
 CAPABILITY = "host.capability"
 """runner -> host request: a :class:`CapabilityRequest`; answered with the capability's result."""
 SET_LOG_LEVEL = "runner.set_log_level"
+#: host -> runner: a plugin's new configuration (:class:`ConfigChange`); answers True when
+#: the plugin took it live (its ``on_config``), False when it must restart to take it.
+SET_CONFIG = "runner.set_config"
 """host -> runner request: a :class:`LogLevelChange`; filtering then happens at the source."""
 
 # Exit codes of the runner that carry a meaning for the supervisor.
@@ -112,6 +117,9 @@ class PluginEntry(msgspec.Struct, frozen=True):
     log_level: str = "INFO"
     #: Host capabilities the plugin may call; the host checks again on its side.
     capabilities: tuple[str, ...] = ()
+    #: The plugin's configuration: its manifest's ``[config]`` with the host's overrides,
+    #: validated in the runner against the schema the plugin declares.
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Bootstrap(msgspec.Struct, frozen=True):
@@ -151,6 +159,13 @@ class LogLevelChange(msgspec.Struct, frozen=True):
     logger: str
     level: int
     plugin: str = ""
+
+
+class ConfigChange(msgspec.Struct, frozen=True):
+    """A plugin's whole new configuration (see :data:`SET_CONFIG`)."""
+
+    plugin: str
+    config: dict[str, Any]
 
 
 class LoadStage:

@@ -23,6 +23,7 @@ original stays reachable as ``__cause__``::
     ├── RequestTimeout (TimeoutError)      no response within the request's timeout
     ├── UnencodableValue (TypeError)       a value cannot cross the process boundary
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
+    ├── ConfigInvalid (ValueError)         a plugin's configuration does not fit its schema
     └── RemoteError                        the remote side answered a request with an error
         ├── MethodNotFound                 no handler is registered for that method
         ├── InvalidParams                  the parameters do not fit the handler
@@ -39,6 +40,7 @@ from collections.abc import Mapping
 __all__ = [
     "AddressError",
     "AuthenticationFailed",
+    "ConfigInvalid",
     "ConnectError",
     "ConnectionBroken",
     "ConnectionClosed",
@@ -134,6 +136,11 @@ class PluginFailed(IsoplugError):
             *(f"{plugin_id}: {error}" for plugin_id, error in self.failures.items()),
         ]
         super().__init__("\n".join(lines))
+
+
+class ConfigInvalid(IsoplugError, ValueError):
+    """A plugin's configuration does not fit the schema it declares (``config_schema``); the
+    message names the plugin and the field."""
 
 
 class RemoteError(IsoplugError):

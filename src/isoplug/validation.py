@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 __all__ = ["ExplainedError", "explain_validation_error"]
 
 _LOCATION = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -47,12 +49,16 @@ class ExplainedError:
 
 
 def explain_validation_error(
-    message: str, document: Any, hints: Mapping[str, str] | None = None
+    message: str,
+    document: Any,
+    hints: Mapping[str, str] | None = None,
+    schema: type | None = None,
 ) -> ExplainedError:
-    """Explain msgspec's ``message`` about ``document`` (the data that failed to convert).
+    """Explain msgspec's ``message`` about ``document`` (the data that failed to convert to
+    the type ``schema``, which names the values an enumeration allows).
 
     ``hints`` says, by field path, what a value must look like where msgspec's own words
-    would be a bare regular expression, or which values an enumeration allows.
+    would be a bare regular expression.
     """
     located = _LOCATION.match(message)
     assert located is not None  # the pattern matches any text
@@ -75,13 +81,43 @@ def explain_validation_error(
         shown += _constraint(expected["constraint"])
         if value is not _MISSING:
             shown += f", got {_kind_of(value)} {value!r}"
-    elif enum is not None and hint is not None:
-        shown = f"must be one of {hint}, got {enum['value']}"
+    elif enum is not None and (choices := _choices(schema, where)):
+        shown = f"must be one of {', '.join(map(repr, choices))}, got {enum['value']}"
     elif enum is not None:
         shown = f"{enum['value']} is not one of the values allowed here"
     else:  # another kind of message: msgspec's words, unquoted
         shown = problem.replace("`", "")
     return ExplainedError(where or None, shown)
+
+
+def _choices(schema: type | None, where: str) -> list[Any]:
+    """The values the enumeration at ``where`` in ``schema`` allows ([] if unknown)."""
+    if schema is None:
+        return []
+    try:
+        node: Any = msgspec.json.schema(schema)
+    except (TypeError, ValueError):  # not a type msgspec can describe
+        return []
+    definitions = node.get("$defs", {})
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", where):
+        node = _resolved(node, definitions)
+        if part.startswith("["):
+            node = node.get("items", {})
+        else:
+            node = node.get("properties", {}).get(part, {})
+    node = _resolved(node, definitions)
+    for option in [node, *node.get("anyOf", [])]:
+        resolved = _resolved(option, definitions)
+        if "enum" in resolved:
+            return list(resolved["enum"])
+    return []
+
+
+def _resolved(node: Any, definitions: Mapping[str, Any]) -> Any:
+    reference = node.get("$ref") if isinstance(node, dict) else None
+    if isinstance(reference, str):
+        return definitions.get(reference.rpartition("/")[2], {})
+    return node if isinstance(node, dict) else {}
 
 
 def _constraint(text: str) -> str:

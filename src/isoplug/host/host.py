@@ -28,16 +28,18 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from isoplug.control import CONTROL_ROLE
-from isoplug.errors import LocalProtocolError, PluginFailed, UnencodableValue
+from isoplug.errors import ConfigInvalid, LocalProtocolError, PluginFailed, UnencodableValue
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
-from isoplug.host.registry import RunnerPlan, discover, plan_runners
+from isoplug.host.manifest import Manifest, merge_config
+from isoplug.host.registry import Discovery, RunnerPlan, discover, plan_runners
 from isoplug.host.reload import PluginReloader, ReloadPlan, reload_unavailable
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
@@ -90,6 +92,9 @@ class Host:
     :class:`~isoplug.host.status.StateChange`; every change is also logged on
     ``isoplug.host``.
 
+    ``plugin_config`` overrides plugins' ``[config]`` tables, by plugin id: ``{"greeter":
+    {"greeting": "Hi"}}`` (tables are merged key by key; see :meth:`set_config`).
+
     ``reload=True`` watches ``plugins_dir`` while the host runs (needs ``isoplug[reload]``):
     changed code restarts that plugin's runner only, a new plugin folder starts, a removed one
     stops, a changed manifest is read again (see :mod:`isoplug.host.reload`).
@@ -103,6 +108,7 @@ class Host:
         on_change: Callable[[StateChange], None] | None = None,
         log_limits: ReplayLimits | None = None,
         reload: bool = False,
+        plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if reload and (why := reload_unavailable()) is not None:
             raise RuntimeError(why)
@@ -112,6 +118,12 @@ class Host:
         self.reloader: PluginReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._plans: dict[str, RunnerPlan] = {}
+        #: The host's configuration overrides, by plugin id (merged over each ``[config]``).
+        self._config_overrides: dict[str, dict[str, Any]] = {
+            plugin_id: dict(values) for plugin_id, values in (plugin_config or {}).items()
+        }
+        #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
+        self._toml_configs: dict[str, Mapping[str, Any]] = {}
         self.config = config or SupervisorConfig()
         self._on_change = on_change
         self.problems: list[str] = []
@@ -145,7 +157,10 @@ class Host:
         """Discover plugins, open the listener and start every runner (does not wait for them
         to be ready: see :meth:`wait_ready`). Raises :class:`FileNotFoundError` /
         :class:`NotADirectoryError` when ``plugins_dir`` is unusable."""
-        discovery = discover(self.plugins_dir)
+        discovery = self._discover()
+        unknown = sorted(set(self._config_overrides) - {m.id for m in discovery.manifests})
+        if unknown:
+            _log.warning("plugin_config names plugins not found: %s", ", ".join(unknown))
         plans, grouping_problems = plan_runners(discovery.manifests)
         self.problems = [*discovery.problems, *grouping_problems]
         for problem in self.problems:
@@ -172,10 +187,24 @@ class Host:
             supervisor.start()
         if self.reload:
             self.reloader = PluginReloader(
-                self.plugins_dir, self._plans.copy, lambda: discover(self.plugins_dir), self._reload
+                self.plugins_dir, self._plans.copy, self._discover, self._reload
             )
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(_report_reloader_end)
+
+    def _discover(self) -> Discovery:
+        """The plugins folder's manifests, with the host's configuration overrides merged."""
+        discovery = discover(self.plugins_dir)
+        self._toml_configs = {m.id: m.config for m in discovery.manifests}
+        manifests = tuple(self._configured(m) for m in discovery.manifests)
+        return Discovery(manifests, discovery.problems)
+
+    def _configured(self, manifest: Manifest) -> Manifest:
+        override = self._config_overrides.get(manifest.id)
+        if not override:
+            return manifest
+        merged = merge_config(manifest.config, override)
+        return dataclasses.replace(manifest, config=MappingProxyType(merged))
 
     def _add_runner(self, plan: RunnerPlan) -> RunnerSupervisor:
         assert self._listener is not None
@@ -204,12 +233,36 @@ class Host:
                 del self._runner_of[plugin_id]
         self._changed.set()
 
+    async def _reconfigure(self, new: RunnerPlan) -> bool:
+        """When only ``[config]`` tables changed in ``new``, hand each plugin its new one
+        (live where it has ``on_config``); False when anything else changed."""
+        supervisor = self._supervisors[new.runner_id]
+        old = {m.id: m for m in self._plans[new.runner_id].manifests}
+        if set(old) != {m.id for m in new.manifests} or any(
+            dataclasses.replace(m, config=old[m.id].config) != old[m.id] for m in new.manifests
+        ):
+            return False
+        for manifest in new.manifests:
+            if manifest.config == old[manifest.id].config:
+                continue
+            try:
+                live = await supervisor.set_config(manifest.id, manifest.config)
+            except ConfigInvalid as exc:
+                _log.error("reload: %s; it keeps its configuration", exc)
+                continue
+            how = "taken live" if live else "its runner restarted with it"
+            _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
+        self._remember_plan(supervisor)
+        return True
+
     async def _reload(self, plan: ReloadPlan) -> None:
         """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`)."""
         for runner_id in plan.stop:
             _log.info("reload: runner %s's plugin folder is gone; stopping it", runner_id)
             await self._remove_runner(runner_id)
         for new in plan.replace:
+            if await self._reconfigure(new):
+                continue
             _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
             await self._remove_runner(new.runner_id)
             self._add_runner(new).start()
@@ -417,6 +470,29 @@ class Host:
             await supervisor.set_log_level(numeric, plugin=plugin_id)
         else:
             await supervisor.set_log_level(numeric, logger=logger)
+
+    async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
+        """Override ``plugin_id``'s configuration with ``config`` (merged over its manifest's
+        ``[config]`` key by key, nested tables too; it replaces the overrides given before).
+
+        The plugin's schema validates it in its runner. A plugin with ``on_config`` takes it
+        live (returns True); otherwise its runner restarts with it (returns False, once the
+        plugin is ready or failed again). The configuration holds for every later restart.
+        Raises :class:`~isoplug.errors.ConfigInvalid` naming the field when the schema
+        refuses it (the plugin keeps what it had), :class:`PluginUnavailable` for an unknown
+        plugin.
+        """
+        supervisor = self._supervisor(plugin_id)
+        merged = merge_config(self._toml_configs.get(plugin_id, {}), config)
+        live = await supervisor.set_config(plugin_id, merged)
+        self._config_overrides[plugin_id] = dict(config)
+        self._remember_plan(supervisor)
+        return live
+
+    def _remember_plan(self, supervisor: RunnerSupervisor) -> None:
+        self._plans[supervisor.runner_id] = RunnerPlan(
+            supervisor.runner_id, tuple(supervisor.manifests.values())
+        )
 
     def log_metrics(self, plugin_id: str) -> LogMetrics:
         """What the log pipeline received from the runner of ``plugin_id`` (for a group: the

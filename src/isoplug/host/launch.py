@@ -19,7 +19,7 @@ from isoplug.host.descendants import TAG_VARIABLE
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 
-__all__ = ["launch_runner"]
+__all__ = ["launch_runner", "plugin_entry", "runner_environment"]
 
 
 async def launch_runner(
@@ -51,7 +51,7 @@ async def launch_runner(
         token=token,
         log_token=log_token,
         runner_id=runner_id,
-        plugins=tuple(_entry(m) for m in manifests),
+        plugins=tuple(plugin_entry(m) for m in manifests),
         # One handler per process: the members of a group agree on it (see plan_runners).
         log_write_through_rate=next(
             (m.log_write_through_rate for m in manifests if m.log_write_through_rate is not None),
@@ -77,13 +77,15 @@ async def launch_runner(
     )
 
 
-def _entry(manifest: Manifest) -> PluginEntry:
+def plugin_entry(manifest: Manifest) -> PluginEntry:
+    """What a runner is told of ``manifest``'s plugin."""
     return PluginEntry(
         id=manifest.id,
         path=str(manifest.directory),
         entry=manifest.entry,
         log_level=manifest.log_level,
         capabilities=manifest.capabilities,
+        config=dict(manifest.config),
     )
 
 

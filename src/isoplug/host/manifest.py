@@ -28,7 +28,7 @@ A plugin is a directory holding a ``plugin.toml``::
 
 Every problem is reported as a :class:`ManifestError` naming the file, the field and what is
 wrong. Unknown fields are errors, so that a typo (``captabilities``) is caught instead of
-silently ignored. The fields are declared once, as ``msgspec`` structs (:class:`_Document`):
+silently ignored. The fields are declared once, as ``msgspec`` structs (:class:`PluginToml`):
 msgspec checks types, ranges, patterns and unknown fields, and says where (``$.restart.window``);
 :func:`_manifest_error` turns that into the file and field a user reads.
 
@@ -51,7 +51,15 @@ import msgspec
 from isoplug.errors import IsoplugError
 from isoplug.validation import explain_validation_error
 
-__all__ = ["MANIFEST_NAME", "Manifest", "ManifestError", "RestartPolicy", "load_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Manifest",
+    "ManifestError",
+    "RestartPolicy",
+    "load_manifest",
+    "manifest_schema",
+    "merge_config",
+]
 
 MANIFEST_NAME = "plugin.toml"
 #: Plugin ids become logger names (``plugin.<id>.stdout``) and runner names: no dots, no
@@ -124,7 +132,7 @@ _Id = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
 _NonNegative = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
 
 
-class _Restart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class RestartTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     policy: Literal["on-failure", "never"] = "on-failure"
     max_restarts: Annotated[int, msgspec.Meta(ge=0)] = RestartPolicy.max_restarts
     window: _NonNegative = RestartPolicy.window
@@ -132,7 +140,7 @@ class _Restart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     backoff_max: _NonNegative = RestartPolicy.backoff_max
 
 
-class _Document(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """What ``plugin.toml`` may hold (see the module docstring)."""
 
     id: _Id
@@ -145,17 +153,15 @@ class _Document(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     capabilities: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
     environment: dict[str, Any] = {}
-    restart: _Restart = _Restart()
+    restart: RestartTable = RestartTable()
     config: dict[str, Any] = {}
 
 
-#: What a value must look like where msgspec would quote a bare regex, or which values an
-#: enumeration allows.
+#: What a value must look like where msgspec would quote a bare regex.
 _PATTERN_HINTS = {
     "id": "start with a letter, then up to 63 letters, digits, '_' or '-'",
     "group": "same rules as id: start with a letter, then up to 63 letters, digits, '_' or '-'",
     "entry": "must look like 'module:Attribute' (e.g. 'myplugin:MyPlugin')",
-    "restart.policy": "'on-failure', 'never'",
 }
 
 
@@ -180,7 +186,7 @@ def load_manifest(directory: Path) -> Manifest:
 def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) -> Manifest:
     """Validate an already-parsed TOML document. Raises :class:`ManifestError`."""
     try:
-        fields = msgspec.convert(document, _Document)
+        fields = msgspec.convert(document, PluginToml)
     except msgspec.ValidationError as exc:
         raise _manifest_error(path, document, str(exc)) from None
     log_level = fields.log_level.upper()
@@ -219,7 +225,26 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
 def _manifest_error(path: Path, document: Mapping[str, Any], message: str) -> ManifestError:
     """msgspec's ``Expected `float` >= 0.0 - at `$.restart.window```, as a user reads it:
     ``plugin.toml: field 'restart.window': must be a number of 0 or more, got integer -1``."""
-    explained = explain_validation_error(message, document, _PATTERN_HINTS)
+    explained = explain_validation_error(message, document, _PATTERN_HINTS, PluginToml)
     if explained.unknown:
         return ManifestError(path, None, f"unknown field(s) {explained.field!r}")
     return ManifestError(path, explained.field, explained.problem)
+
+
+def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` over it, key by key; tables present in both are merged the
+    same way (so ``{"db": {"port": 1}}`` over ``{"db": {"host": "h"}}`` keeps the host)."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = merge_config(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of plugin.toml (its ``[config]``: any table)."""
+    schema: dict[str, Any] = msgspec.json.schema(PluginToml)
+    return schema

@@ -18,20 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from isoplug.control import (
     EVENT,
+    SET_CONFIG,
     SET_LOG_LEVEL,
+    ConfigChange,
     EventDelivery,
     LoadStage,
     PluginSummary,
     ReadyReport,
 )
-from isoplug.errors import ConnectionBroken, ConnectionClosed, IsoplugError, MethodNotFound
+from isoplug.errors import (
+    ConfigInvalid,
+    ConnectionBroken,
+    ConnectionClosed,
+    IsoplugError,
+    MethodNotFound,
+    RemoteError,
+)
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
@@ -63,6 +74,7 @@ _log = logging.getLogger("isoplug.host")
 #: normally) and the traceback (deep chained ones fit) are cut past these.
 _MAX_FAILURE_CHARS = 4 * 1024
 _MAX_TRACEBACK_CHARS = 64 * 1024
+_CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
@@ -144,11 +156,12 @@ class RunnerSupervisor:
     async def restart(self) -> None:
         """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
 
-        Returns when the new runner is ready, or failed again.
+        Plugins that could not be loaded are tried again (their code or configuration may
+        have changed since). Returns when the new runner is ready, or failed again.
         """
         generation = self._generation
+        self.broken.clear()
         if self._task is None or self._task.done():
-            self.broken.clear()
             self.error = None
             self.start()
         else:
@@ -189,6 +202,44 @@ class RunnerSupervisor:
         peer = self._peer
         if self.state is PluginState.READY and peer is not None and peer.is_open:
             await peer.request(SET_LOG_LEVEL, change)
+
+    async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
+        """Give ``plugin_id`` its whole new ``config`` (kept for every later start): live, when
+        its runner is ready and the plugin has ``on_config`` (True); otherwise by restarting
+        the runner with it (False; a stopped or failed plugin only keeps it). Raises
+        :class:`~isoplug.errors.ConfigInvalid` when the plugin's schema refuses it (the
+        plugin then keeps the configuration it had)."""
+        old = self.manifests[plugin_id]
+        peer = self._peer
+        loaded = plugin_id not in self.broken
+        if loaded and self.state is PluginState.READY and peer is not None and peer.is_open:
+            try:
+                live = await peer.request(SET_CONFIG, ConfigChange(plugin_id, dict(config)))
+            except RemoteError as exc:
+                if exc.remote_type == _CONFIG_INVALID:
+                    raise ConfigInvalid(
+                        clean_text(exc.remote_message, _MAX_FAILURE_CHARS)
+                    ) from None
+                # on_config itself failed: the plugin may be half-changed; start it afresh.
+                _log.warning(
+                    "plugin %s: on_config failed (%s); restarting its runner with the new "
+                    "configuration",
+                    plugin_id,
+                    clean_text(str(exc), _MAX_FAILURE_CHARS),
+                )
+                live = False
+            self.manifests[plugin_id] = dataclasses.replace(
+                old, config=MappingProxyType(dict(config))
+            )
+            if live is True:
+                return True
+            await self.restart()
+            return False
+        self.manifests[plugin_id] = dataclasses.replace(old, config=MappingProxyType(dict(config)))
+        if not loaded and self.state is not PluginState.STOPPED:
+            # It failed to load (perhaps for its configuration): try again with this one.
+            await self.restart()
+        return False
 
     async def _apply_log_levels(self) -> None:
         peer = self._peer

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from isoplug.control import CapabilityDenied
 
@@ -51,14 +51,24 @@ class PluginContext:
     """What the runner gives a plugin in :meth:`Plugin.setup`.
 
     ``plugin_id`` is the id from the manifest; ``logger`` is a standard :mod:`logging` logger
-    named ``plugin.<id>`` (its records reach the host); :meth:`call_host` calls a capability
-    the host registered.
+    named ``plugin.<id>`` (its records reach the host); ``config`` is its configuration (see
+    :attr:`Plugin.config_schema`); :meth:`call_host` calls a capability the host registered.
     """
 
-    def __init__(self, plugin_id: str, capabilities: frozenset[str], call_host: CallHost) -> None:
+    def __init__(
+        self,
+        plugin_id: str,
+        capabilities: frozenset[str],
+        call_host: CallHost,
+        config: Any = None,
+    ) -> None:
         self.plugin_id = plugin_id
         self.logger = logging.getLogger(f"plugin.{plugin_id}")
         self.capabilities = capabilities
+        #: The plugin's configuration: an instance of its ``config_schema`` (a
+        #: ``msgspec.Struct``) when it declares one, else the ``[config]`` table, read-only.
+        #: Updated when a new configuration is taken live (``on_config``).
+        self.config: Any = config if config is not None else {}
         self._call_host = call_host
 
     async def call_host(self, capability: str, /, **kwargs: Any) -> Any:
@@ -84,7 +94,17 @@ class Plugin:
     is reported ready, and awaits :meth:`teardown` when the runner is asked to shut down (not
     when it crashes). An exception from ``setup`` is reported to the host with its traceback
     and the runner is restarted according to the plugin's restart policy.
+
+    A plugin that defines ``async def on_config(self, config)`` takes a new configuration
+    (``Host.set_config``, or a ``[config]`` edited under hot reload) live: it is called with
+    the validated configuration, and ``ctx.config`` is updated. Without it, a new
+    configuration restarts the plugin's runner.
     """
+
+    #: The schema of the plugin's configuration, a ``msgspec.Struct`` subclass: the
+    #: ``[config]`` table of plugin.toml, with the host's overrides, is validated against it
+    #: in the runner, and ``ctx.config`` is an instance of it. None: no schema.
+    config_schema: ClassVar[type | None] = None
 
     async def setup(self, ctx: PluginContext) -> None:
         """Prepare the plugin; ``ctx`` stays valid for the plugin's lifetime."""

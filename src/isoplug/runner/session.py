@@ -16,6 +16,7 @@ Order of events (the host's supervisor relies on it):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import sys
@@ -34,6 +35,7 @@ from isoplug.control import (
     EXIT_SETUP_FAILED,
     PING,
     READY,
+    SET_CONFIG,
     SET_LOG_LEVEL,
     SHUTDOWN,
     Bootstrap,
@@ -41,17 +43,19 @@ from isoplug.control import (
     CallRequest,
     CapabilityDenied,
     CapabilityRequest,
+    ConfigChange,
     EventDelivery,
     LoadFailure,
     LoadStage,
     LogLevelChange,
     ReadyReport,
 )
-from isoplug.errors import IsoplugError, RemoteError
+from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
 from isoplug.runner.api import PluginContext
+from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.health import start_health
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
@@ -91,6 +95,24 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     def shutdown_requested(_: Any) -> None:
         shutdown.set()
 
+    contexts: dict[str, PluginContext] = {}
+
+    async def set_config(change: ConfigChange) -> bool:
+        """Validate a plugin's new configuration; hand it to its ``on_config`` (True), or say
+        that the plugin must restart to take it (False). Raises ConfigInvalid."""
+        plugin = table.plugins.get(change.plugin)
+        if plugin is None:
+            raise ValueError(f"plugin {change.plugin!r} is not loaded in this runner")
+        config = validate_config(change.plugin, type(plugin.instance), change.config)
+        if not accepts_live_config(plugin.instance):
+            return False
+        with attributed_to(plugin.source):
+            taken = plugin.instance.on_config(config)  # type: ignore[attr-defined]
+            if inspect.isawaitable(taken):
+                await taken
+        contexts[change.plugin].config = config
+        return True
+
     async def call_host(plugin_id: str, capability: str, kwargs: dict[str, Any]) -> Any:
         request = CapabilityRequest(plugin=plugin_id, name=capability, kwargs=kwargs)
         try:
@@ -116,9 +138,10 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer.register(SHUTDOWN, shutdown_requested)
     peer.register(CALL, call, params_type=CallRequest)
     peer.register(SET_LOG_LEVEL, levels.change, params_type=LogLevelChange)
+    peer.register(SET_CONFIG, set_config, params_type=ConfigChange)
     peer.on_event(EVENT, deliver, params_type=EventDelivery)
     async with peer:
-        failures = await _load_and_set_up(bootstrap, table, call_host)
+        failures = await _load_and_set_up(bootstrap, table, call_host, contexts)
         report = ReadyReport(
             pid=os.getpid(),
             loaded={pid: plugin.summary() for pid, plugin in table.plugins.items()},
@@ -145,7 +168,10 @@ async def run_runner(bootstrap: Bootstrap) -> int:
 
 
 async def _load_and_set_up(
-    bootstrap: Bootstrap, table: PluginTable, call_host: Any
+    bootstrap: Bootstrap,
+    table: PluginTable,
+    call_host: Any,
+    contexts: dict[str, PluginContext],
 ) -> list[LoadFailure]:
     failures: list[LoadFailure] = []
     for entry in bootstrap.plugins:
@@ -154,9 +180,14 @@ async def _load_and_set_up(
             # starts): see isoplug.logs.sources.current_source.
             with attributed_to(plugin_source(entry.id)):
                 plugin_class = load_plugin_class(entry)
+                config = validate_config(entry.id, plugin_class, entry.config)
                 instance = plugin_class()
         except PluginLoadError as exc:
             failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc), exc.traceback_text))
+            continue
+        except ConfigInvalid as exc:
+            # Restarting cannot fix it; a new configuration (Host.set_config, a reload) can.
+            failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc)))
             continue
         except Exception as exc:
             failures.append(
@@ -169,7 +200,8 @@ async def _load_and_set_up(
                 )
             )
             continue
-        context = PluginContext(entry.id, frozenset(entry.capabilities), call_host)
+        context = PluginContext(entry.id, frozenset(entry.capabilities), call_host, config)
+        contexts[entry.id] = context
         try:
             with attributed_to(plugin_source(entry.id)):
                 await instance.setup(context)

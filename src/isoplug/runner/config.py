@@ -1,0 +1,58 @@
+"""A plugin's configuration in its runner: validated against the schema the plugin declares,
+delivered to ``setup()`` as ``ctx.config``, and changed live through ``on_config``.
+
+A plugin declares its schema as a class attribute, a ``msgspec.Struct``::
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        units: Literal["metric", "imperial"] = "metric"
+        retries: int = 3
+
+    class Weather(isoplug.Plugin):
+        config_schema = Settings
+
+        async def setup(self, ctx):
+            self.settings = ctx.config          # a Settings instance
+
+        async def on_config(self, settings):    # optional: take changes without a restart
+            self.settings = settings
+
+Without a schema, ``ctx.config`` is the table as given, read-only. A configuration that does
+not fit the schema fails the plugin's load, with the field named
+(``plugin 'weather': config field 'retries': must be an integer, got string 'x'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+from isoplug.errors import ConfigInvalid
+from isoplug.validation import explain_validation_error
+
+__all__ = ["accepts_live_config", "validate_config"]
+
+
+def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) -> Any:
+    """``raw`` as the plugin's ``config_schema`` wants it (a read-only mapping without one).
+    Raises :class:`ConfigInvalid` naming the plugin and the field."""
+    schema = getattr(plugin_class, "config_schema", None)
+    if schema is None:
+        return MappingProxyType(dict(raw))
+    if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+        raise ConfigInvalid(
+            f"plugin {plugin_id!r}: config_schema must be a msgspec.Struct subclass, got {schema!r}"
+        )
+    try:
+        return msgspec.convert(dict(raw), schema)
+    except msgspec.ValidationError as exc:
+        explained = explain_validation_error(str(exc), raw, schema=schema)
+        field = f"config field {explained.field!r}" if explained.field else "config"
+        raise ConfigInvalid(f"plugin {plugin_id!r}: {field}: {explained.problem}") from None
+
+
+def accepts_live_config(instance: object) -> bool:
+    """Whether the plugin takes a new configuration without a restart (it has ``on_config``)."""
+    return callable(getattr(instance, "on_config", None))

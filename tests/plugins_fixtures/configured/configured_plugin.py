@@ -1,0 +1,42 @@
+"""A test plugin with a configuration schema that takes new configurations live."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+
+import isoplug
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    retries: int = 1
+    timeout: float = 1.0
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    greeting: str
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+
+class Configured(isoplug.Plugin):
+    config_schema = Settings
+
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+        self.seen: list[Any] = [msgspec.to_builtins(ctx.config)]
+
+    async def on_config(self, config: Settings) -> None:
+        if config.greeting == "explode":
+            raise RuntimeError("on_config refused it")
+        self.seen.append(msgspec.to_builtins(config))
+
+    @isoplug.method
+    async def state(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "type": type(self.ctx.config).__name__,
+            "config": msgspec.to_builtins(self.ctx.config),
+            "seen": self.seen,
+        }
