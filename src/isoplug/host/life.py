@@ -98,6 +98,7 @@ class RunnerLife:
                 health_fd=self.health.runner_fd,
                 health_tick=health_tick(self._config),
                 max_stuck_threads=self._config.max_stuck_threads,
+                nice=self._config.runner_nice,
             )
         except OSError as exc:
             self.health.close()

@@ -154,7 +154,7 @@ class RunnerProcess:
                 stdout=out_write,
                 stderr=err_write,
                 env=dict(env),
-                start_new_session=True,
+                **({"start_new_session": True} if os.environ.get("DEV_SESSION") == "1" else {"process_group": 0}),
                 close_fds=True,
                 pass_fds=tuple(pass_fds),
             )
