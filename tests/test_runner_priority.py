@@ -170,7 +170,7 @@ class PerPlugin(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not getattr(record, "isoplug_report", False):
             with self._count_lock:  # replay threads of several runners call this at once
-                self.counts[record.plugin_id] += 1
+                self.counts[record.__dict__["plugin_id"]] += 1
 
 
 async def test_sixteen_runners_flooding_at_once_deliver_or_report_every_record(
