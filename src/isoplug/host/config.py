@@ -52,7 +52,7 @@ class SupervisorConfig:
     #: :mod:`isoplug.runner.priority` and docs/operations.md, "CPU priority"). The runner
     #: lowers itself: the host needs no privilege and keeps its own priority. 0 opts out:
     #: runners compete with the host as equals.
-    runner_nice: int = 10
+    runner_nice: int = 19
 
     def __post_init__(self) -> None:
         if not 0 <= self.runner_nice <= 19:

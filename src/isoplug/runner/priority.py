@@ -12,7 +12,7 @@ Three knobs, each applied where it has an effect:
 
 - the **nice value** of every thread of the runner (Linux keeps one per thread; threads started
   later inherit the main thread's): raised by the bootstrap's ``nice``, at most to 19. Against
-  a host at nice 0, a runner at nice 10 weighs 110 against the host's 1,024 in the kernel's
+  a host at nice 0, a runner at nice 19 weighs 15 against the host's 1,024 in the kernel's
   fair scheduler;
 - ``SCHED_BATCH`` for those threads: the scheduler treats them as CPU-bound, so a runner that
   wakes never preempts a running host thread; the host's wake-ups still preempt runners;
