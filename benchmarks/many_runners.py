@@ -325,6 +325,7 @@ async def one_round(
             )
             p99 = percentile(step.latency, 0.99)
             results.add(f"step {per_runner} p99", p99)
+            results.add(f"step {per_runner} rate", step.delivered / step.seconds)
             if crossed is None and p99 > CROSSING:
                 crossed = per_runner * len(ids)
         results.add("crossing", float(crossed) if crossed is not None else float("inf"))
@@ -430,7 +431,8 @@ def report_steps(results: Results, config: Config) -> None:
     for per_runner in config.steps:
         print(
             f"   {per_runner * config.runners:>8,}/s ({per_runner:>5,}/runner)"
-            f"{results.cell(f'step {per_runner} p99', MS, 2):>28s}"
+            f"{results.cell(f'step {per_runner} p99', MS, 2):>28s}   achieved "
+            f"{results.cell(f'step {per_runner} rate', 1.0, 0)}/s"
         )
     crossing = results.median("crossing")
     crossing_text = "not crossed" if crossing == float("inf") else f"{crossing:,.0f}/s"
@@ -503,7 +505,7 @@ def parse() -> tuple[Config, int]:
     )
     args = parser.parse_args()
     fast: bool = args.fast
-    steps = (125, 250, 500, 1000, 1500, 2000)
+    steps = (250, 500, 1000, 2000, 3000, 4500, 6000)
     config = Config(
         runners=args.runners,
         nice=args.nice,
