@@ -150,6 +150,9 @@ class Bootstrap(msgspec.Struct, frozen=True):
     #: its thread running. The host recycles the runner past this many such threads, and the
     #: pool has as many threads to spare, so that those below the limit take no capacity.
     max_stuck_threads: int = 3
+    #: How much the runner lowers its CPU priority at startup (see isoplug.runner.priority);
+    #: 0: it keeps the host's.
+    nice: int = 0
 
 
 class LogLevelChange(msgspec.Struct, frozen=True):

@@ -46,3 +46,14 @@ class SupervisorConfig:
     #: Connections waiting to authenticate at once, per listener; past it, new ones are
     #: refused at once (see :mod:`isoplug.rpc.gate`).
     max_handshakes: int = 128
+    #: How far below the host each runner runs on the CPU: added to the nice value of the
+    #: runner's threads (at most 19), which also run ``SCHED_BATCH``, so that plugins that
+    #: want every core cannot starve the host's event loop and log replay (see
+    #: :mod:`isoplug.runner.priority` and docs/operations.md, "CPU priority"). The runner
+    #: lowers itself: the host needs no privilege and keeps its own priority. 0 opts out:
+    #: runners compete with the host as equals.
+    runner_nice: int = 19
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.runner_nice <= 19:
+            raise ValueError(f"runner_nice must be 0 to 19, not {self.runner_nice!r}")

@@ -8,8 +8,9 @@ it:
 - the **tag**: every runner process gets ``ISOPLUG_RUNNER_TAG=<random>`` in its environment,
   which its descendants inherit (``/proc/<pid>/environ`` keeps the environment a process was
   started with, whatever it later does to ``os.environ``);
-- the **session** and **group**: the runner leads a session of its own whose id is its pid;
-  leaving the group (``setpgid``) does not leave the session;
+- the **group** (and the **session**, for a runner started as a session leader): the runner
+  leads a process group whose id is its pid; a process that leaves it (``setpgid``,
+  ``setsid``) is still found by its tag or the record;
 - the **record**: while the runner lives, its process tree is walked now and then
   (:func:`subtree`) and what was seen is remembered, which catches a child that both left the
   session and dropped its environment, as long as it was seen once before the runner died.

@@ -36,6 +36,7 @@ async def launch_runner(
     health_fd: int = -1,
     health_tick: float = 0.1,
     max_stuck_threads: int = 3,
+    nice: int = 0,
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
     runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
@@ -61,6 +62,7 @@ async def launch_runner(
         health_fd=health_fd,
         health_tick=health_tick,
         max_stuck_threads=max_stuck_threads,
+        nice=nice,
     )
     env = runner_environment(manifests)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a

@@ -1,7 +1,8 @@
 """One life of a runner: one runner process, from spawn to exit, driven for its supervisor.
 
-- *Start*: ``sys.executable -m isoplug.runner`` in a new session, with fresh random tokens per
-  process (one for its control connection, one for its log connections), bootstrap on stdin.
+- *Start*: ``sys.executable -m isoplug.runner`` in a process group of its own, with fresh random
+  tokens per process (one for its control connection, one for its log connections), bootstrap
+  on stdin.
 - *Ready*: the runner's ready report must arrive within ``ready_timeout``; the supervisor then
   takes it (which plugins loaded, which failed and how).
 - *Health*: every ``health_interval`` the runner's health thread is asked how its event loop
@@ -98,6 +99,7 @@ class RunnerLife:
                 health_fd=self.health.runner_fd,
                 health_tick=health_tick(self._config),
                 max_stuck_threads=self._config.max_stuck_threads,
+                nice=self._config.runner_nice,
             )
         except OSError as exc:
             self.health.close()

@@ -7,12 +7,18 @@ it is one of those processes. The pid comes from the socket (``SO_PEERCRED``), n
 the peer says.
 
 A process descends from runner ``R`` if walking its parents (``/proc/<pid>/stat``) reaches
-``R``, or if it is in ``R``'s session: every runner is started in a session of its own, whose
-id is the runner's pid, and a session can only be entered by being forked inside it. The
-session covers descendants whose parent exited (re-parented to init) or that outlived the
-runner; the walk covers descendants that started a session of their own (``setsid``). Linux
+``R``, or if it is in ``R``'s process group (or session, for a runner started as a session
+leader): the host starts every runner in a process group of its own, whose id is the runner's
+pid. The group covers descendants whose parent exited (re-parented to init) or that outlived
+the runner; the walk covers descendants that left the group (``setpgid``, ``setsid``). Linux
 does not give a pid to a new process while a session or process group still uses it, so
 neither check can be met by a process that merely reused a number.
+
+A session can only be entered by being forked inside it; a process group can also be joined
+(``setpgid``) by a process of the same session: the host's, where runners are started so that
+they share its scheduling group (see :mod:`isoplug.host.process`). Such a process runs in the
+host application's own session, as a rule under its user and terminal; it would still need
+the runner's log token, which only the memory of the runner and its descendants holds.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ def descends_from(pid: int, ancestor: int) -> bool:
     current = _parent_and_session(pid)
     if current is None:
         return False
-    parent, session = current
-    if session == ancestor:
+    parent, group, session = current
+    if ancestor in (group, session):
         return True
     for _ in range(_MAX_DEPTH):
         if parent == ancestor:
@@ -53,8 +59,9 @@ def descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-def _parent_and_session(pid: int) -> tuple[int, int] | None:
-    """``(ppid, session id)`` of ``pid`` from ``/proc/<pid>/stat``; None if it is gone."""
+def _parent_and_session(pid: int) -> tuple[int, int, int] | None:
+    """``(ppid, process group id, session id)`` of ``pid`` from ``/proc/<pid>/stat``; None if
+    it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
@@ -63,6 +70,6 @@ def _parent_and_session(pid: int) -> tuple[int, int] | None:
     # The command name (second field) may hold spaces and parentheses: split after its end.
     fields = data.rpartition(b")")[2].split()
     try:
-        return int(fields[1]), int(fields[3])
+        return int(fields[1]), int(fields[2]), int(fields[3])
     except (IndexError, ValueError):
         return None

@@ -1,11 +1,21 @@
 """One runner OS process: spawn with pipes, watch its exit, signal its process group.
 
-The runner is started in a new session (``start_new_session=True``), so:
+The runner is started in a process group of its own (``process_group=0``), so:
 
-- Ctrl-C in the terminal reaches only the host, which then stops runners in order;
+- Ctrl-C in the terminal reaches only the host (the terminal's foreground group), which then
+  stops runners in order;
 - the runner and anything its plugins fork share one process group, which
   :meth:`RunnerProcess.signal_group` signals as a whole: a grandchild that outlives the runner
   is killed with it instead of becoming an orphan that holds the stdout pipe open.
+
+It stays in the host's session, unlike a new session (``start_new_session=True``, as before):
+where the kernel groups tasks by session for scheduling (``sched_autogroup_enabled=1``), every
+session is a scheduling group with one share of the CPU, so 32 runners in sessions of their own
+took 32 shares against the host's one, and no nice value of theirs changed that. In the host's
+session they share its one share, where their lower nice values
+(:mod:`isoplug.runner.priority`) leave the host what it needs (measured in
+``benchmarks/many_runners.py``, see ``docs/benchmarks.md``). A plugin that opens ``/dev/tty``
+now finds the host's terminal as a background process group would.
 
 Exit is watched by a thread blocked in ``waitpid`` for this one pid, independent of the pipes:
 a grandchild holding stdout open cannot hide the runner's exit (where the kernel has pidfds, the
@@ -154,7 +164,9 @@ class RunnerProcess:
                 stdout=out_write,
                 stderr=err_write,
                 env=dict(env),
-                start_new_session=True,
+                # A group of its own in the host's session, not a session of its own: see the
+                # module docstring.
+                process_group=0,
                 close_fds=True,
                 pass_fds=tuple(pass_fds),
             )

@@ -25,26 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
 
-from isoplug.logs.capture import STANDARD_ATTRIBUTES
-from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
+from isoplug.logs.rebuild import RecordRebuilder
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.logs.routing import LoggerBudget, LoggerRoutes
-from isoplug.logs.templates import LogTemplate
-from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogBatch, LogRecordData
-from isoplug.wire.sanitize import cap_text, clean_block, clean_text
 
 __all__ = ["LogReplayer", "ReplayLimits"]
 
@@ -58,28 +53,6 @@ _DONE = object()
 #: Records replayed between two yields to the event loop in :meth:`LogReplayer.replay_async`:
 #: about a millisecond of work, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
-#: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
-_HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender", "isoplug_report"})
-#: Source and thread names up to this long that need no cleaning are remembered, at most
-#: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
-_SITE_CHARS = 256
-_MAX_SITES = 10_000
-#: Templates up to this long are remembered (sanitized, as the LogTemplate every record of
-#: theirs shares), at most _MAX_TEMPLATES of them: at most 4 MiB or so per sender.
-_TEMPLATE_CHARS = 1024
-_MAX_TEMPLATES = 4096
-#: The standard name of each level number (getLevelName: CRITICAL, not its alias FATAL).
-_LEVEL_NAMES = {
-    level: logging.getLevelName(level) for level in set(logging.getLevelNamesMapping().values())
-}
-#: A sender's name for a level of its own (loguru's SUCCESS, TRACE): one short word. Anything
-#: else ("INFO isoplug.host:") could forge the start of a host line: it becomes "Level <n>".
-_CUSTOM_LEVEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
-#: ``created`` outside [0, this] is no time a Formatter can print (asctime raises
-#: OverflowError past year 9999, NaN and infinities raise in every time function).
-_MAX_CREATED = 253402300799.0
-#: Line numbers beyond a C int are no line of any source file.
-_MAX_LINENO = 2**31 - 1
 
 
 class LogReplayer:
@@ -146,8 +119,6 @@ class LogReplayer:
         self._bucket = rate_bucket or (
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
-        self._sites: dict[str, str] = {}
-        self._templates: dict[str, LogTemplate] = {}
         self._last_seq = 0
         # Once a closing sender sends by level (LogBatch.reordered_after): the sequence number
         # its records continue after, and how many arrived since (counted, not checked).
@@ -158,12 +129,10 @@ class LogReplayer:
         # Records replayed since the last yield to the event loop (see receive()).
         self._since_yield = 0
         self._unreported_rate_drops: dict[int, int] = {}
-        self._start_time: float = getattr(logging, "_startTime", time.time())
-        # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
-        self._exceptions = ExceptionRebuilder(
-            max_message_chars=self.limits.max_message_chars,
-            max_text_chars=self.limits.max_traceback_chars,
-        )
+        # Step 6: the LogRecord itself (see isoplug.logs.rebuild).
+        self._rebuild = RecordRebuilder(
+            self.limits, self.identity, self._reports, self.metrics
+        ).rebuild
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -386,188 +355,6 @@ class LogReplayer:
         called handleError, instead of its printing (see isoplug.logs.handler_errors)."""
         self.metrics.handler_errors += 1
         self._handler_errors.swallowed(error, handler, self.description)
-
-    def _rebuild(
-        self, data: LogRecordData, logger: logging.Logger, levelno: int, identity: dict[str, Any]
-    ) -> logging.LogRecord:
-        limits = self.limits
-        created = data.created
-        lineno = data.lineno
-        if (
-            not 0.0 <= created <= _MAX_CREATED
-            or type(lineno) is not int
-            or not 0 <= lineno <= _MAX_LINENO
-        ):
-            created, lineno = self._repair(data)
-        message = data.message
-        if not message.isprintable() or len(message) > limits.max_message_chars:
-            message = clean_text(message, limits.max_message_chars)
-        msg: Any = message
-        args: tuple[str, ...] = ()
-        extra = self._clean_mapping(data.extra, rename_reserved=True) if data.extra else {}
-        exc_info = self._exc_info(data) if data.exception is not None else None
-        if data.event is not None:
-            msg = self._clean_mapping(data.event, rename_reserved=False)
-            if "exc_info" in msg:
-                # The sender's exception, rebuilt; never True, which structlog would resolve
-                # against this process's own sys.exc_info().
-                msg["exc_info"] = exc_info
-            # structlog's ProcessorFormatter recognises its records by these two attributes.
-            extra["_logger"] = logger
-            extra["_name"] = clean_text(data.event_method or "info", 32)
-        elif data.template is not None:
-            msg = self._templates.get(data.template) or self._template(data.template)
-            # getMessage() formats only when args is non-empty. The sender's arguments do not
-            # cross the wire (turning each into something msgpack carries would cost the
-            # plugin's every call, and "%d" or "%.2f" of their text would not give back what the
-            # plugin printed), so args is the one value the host has: the rendered message. It
-            # is a real tuple, as tools that read args expect (Sentry sends it as "params",
-            # beside "formatted", which is getMessage()).
-            args = (message,)
-        # The fields that name where a record comes from repeat from record to record: they
-        # are cleaned once and then looked up (see _clean_site).
-        sites = self._sites
-        record = logging.LogRecord.__new__(logging.LogRecord)
-        # One dict, built at once: the sender's extras first, so that neither they nor
-        # anything else can override the record's own fields or the identity the host stamps.
-        record.__dict__ = {
-            **extra,
-            "name": logger.name,
-            "msg": msg,
-            "args": args,
-            "levelname": _LEVEL_NAMES.get(levelno) or self._custom_level_name(data, levelno),
-            "levelno": levelno,
-            "pathname": sites.get(data.pathname) or self._clean_site(data.pathname, 1024),
-            "filename": sites.get(data.filename) or self._clean_site(data.filename, 256),
-            "module": sites.get(data.module) or self._clean_site(data.module, 256),
-            "exc_info": exc_info,
-            # With exc_info, formatters render it (as the sender printed it): no text to repeat.
-            # A blank text stays: loguru sets "\n" so that its message, which holds its own
-            # rendering of the traceback, is not followed by a second one.
-            "exc_text": (
-                clean_block(data.exc_text, limits.max_traceback_chars)
-                if data.exc_text and (exc_info is None or data.exc_text.isspace())
-                else None
-            ),
-            "stack_info": (
-                clean_block(data.stack_info, limits.max_traceback_chars)
-                if data.stack_info
-                else None
-            ),
-            "lineno": lineno,
-            "funcName": (
-                sites.get(data.func_name) or self._clean_site(data.func_name, 256)
-                if data.func_name
-                else data.func_name
-            ),
-            "created": created,
-            "msecs": int((created - int(created)) * 1000) + 0.0,
-            "relativeCreated": (created - self._start_time) * 1000,
-            "thread": data.thread,
-            "threadName": (
-                sites.get(data.thread_name) or self._clean_site(data.thread_name, 256)
-                if data.thread_name
-                else data.thread_name
-            ),
-            "processName": (
-                sites.get(data.process_name) or self._clean_site(data.process_name, 256)
-                if data.process_name
-                else data.process_name
-            ),
-            "process": data.process,
-            "taskName": (
-                sites.get(data.task_name) or self._clean_site(data.task_name, 256)
-                if data.task_name
-                else None
-            ),
-            "exc_type": clean_text(data.exc_type, 256) if data.exc_type else None,
-            "exc_message": (
-                clean_text(data.exc_message, limits.max_message_chars) if data.exc_message else None
-            ),
-            "seq": data.seq,
-            **identity,
-        }
-        return record
-
-    def _exc_info(self, data: LogRecordData) -> ExcInfo | None:
-        """The record's exception as a genuine exc_info; None (the record keeps the text) if
-        even a bounded rebuild fails, which is reported."""
-        assert data.exception is not None
-        try:
-            return self._exceptions.rebuild(data.exception)
-        except Exception as exc:
-            self._reports.rebuild_failed(f"{type(exc).__name__}: {clean_text(str(exc), 200)}")
-            return None
-
-    def _template(self, text: str) -> LogTemplate:
-        """The sanitized template, as one object for every record that has it (remembered)."""
-        limit = self.limits.max_message_chars
-        template = LogTemplate(
-            text if text.isprintable() and len(text) <= limit else clean_text(text, limit)
-        )
-        if len(text) <= _TEMPLATE_CHARS and len(self._templates) < _MAX_TEMPLATES:
-            self._templates[text] = template
-        return template
-
-    def _repair(self, data: LogRecordData) -> tuple[float, int]:
-        """``created`` and ``lineno`` that every formatter can print, for a record whose sender
-        sent a time that is no time (NaN, infinite, before 1970, past year 9999) or no line
-        number (None, negative, huge): the arrival time, and 0. Counted in
-        ``metrics.repaired`` and reported (limited, as every report a sender can repeat)."""
-        created, lineno = data.created, data.lineno
-        fixed: list[str] = []
-        if not 0.0 <= created <= _MAX_CREATED:
-            fixed.append(f"created={created!r}")
-            created = time.time()
-        if type(lineno) is not int or not 0 <= lineno <= _MAX_LINENO:
-            fixed.append(f"lineno={cap_text(repr(lineno), 40)}")
-            lineno = 0
-        self.metrics.repaired += 1
-        self._reports.repaired(", ".join(fixed))
-        return created, lineno
-
-    def _custom_level_name(self, data: LogRecordData, levelno: int) -> str:
-        """The sender's name for a level the host does not know, if it is one short word."""
-        name = data.levelname
-        return name if _CUSTOM_LEVEL_NAME.fullmatch(name) else f"Level {levelno}"
-
-    def _clean_site(self, text: str, limit: int) -> str:
-        """``clean_text`` for a source or thread name; remembers names that need no change."""
-        cleaned = clean_text(text, limit)
-        if cleaned is text and len(text) <= _SITE_CHARS and len(self._sites) < _MAX_SITES:
-            # Only texts that pass unchanged under any limit are remembered, so one cache
-            # serves every field whatever its limit.
-            self._sites[text] = text
-        return cleaned
-
-    def _clean_mapping(self, values: dict[str, Any], *, rename_reserved: bool) -> dict[str, Any]:
-        limits = self.limits
-        cleaned: dict[str, Any] = {}
-        for index, (sender_key, value) in enumerate(values.items()):
-            if index == limits.max_extra_keys:
-                cleaned["isoplug_truncated_keys"] = len(values) - index
-                break
-            key = clean_text(sender_key, 100)
-            if rename_reserved and (
-                key in STANDARD_ATTRIBUTES or key in _HOST_ATTRIBUTES or key in self.identity
-            ):
-                # Never let a sender's extra shadow a record field or the host's identity.
-                key = f"extra_{key}"
-            cleaned[key] = self._clean_value(value)
-        return cleaned
-
-    def _clean_value(self, value: Any) -> Any:
-        limit = self.limits.max_extra_value_chars
-        if isinstance(value, str):
-            return clean_text(value, limit)
-        if isinstance(value, bool | int | float) or value is None:
-            return value
-        if isinstance(value, bytes):
-            return value if len(value) <= limit else value[:limit] + b"...[truncated]"
-        encoded = _value_encoder.encode(value)
-        if len(encoded) <= limit:
-            return value
-        return cap_text(repr(value), limit)
 
     # -- reports ------------------------------------------------------------------------------
 

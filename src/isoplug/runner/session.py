@@ -60,6 +60,7 @@ from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.health import start_health
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels
+from isoplug.runner.priority import lower_priority
 
 __all__ = ["run_runner"]
 
@@ -72,6 +73,7 @@ _DENIED = f"{CapabilityDenied.__module__}.{CapabilityDenied.__qualname__}"
 
 async def run_runner(bootstrap: Bootstrap) -> int:
     """Run the runner described by ``bootstrap``; return the process exit code."""
+    lower_priority(bootstrap.nice)  # before any plugin code runs
     loop = asyncio.get_running_loop()
     # "Task exception was never retrieved" and the like: a record with the exception, on the
     # logger of the plugin whose task it was.

@@ -1,0 +1,204 @@
+"""Runners run below their host on the CPU (isoplug.runner.priority), and many of them at once
+deliver every record: real hosts, real runner processes, read back from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, SupervisorConfig
+from isoplug.testing import FAST, eventually
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads scheduling from /proc"
+)
+
+PLUGIN_CODE = """\
+import asyncio
+import logging
+
+import isoplug
+
+log = logging.getLogger("flood")
+
+
+def flood(count: int) -> None:
+    for index in range(count):
+        log.info("record %s", index)
+
+
+class Flood(isoplug.Plugin):
+    @isoplug.method
+    async def flood(self, count: int) -> None:
+        await asyncio.to_thread(flood, count)
+"""
+
+SCHED_BATCH = 3
+SCHED_OTHER = 0
+
+
+def write_plugins(root: Path, count: int) -> list[str]:
+    root.mkdir(exist_ok=True)
+    ids = [f"p{number:02d}" for number in range(count)]
+    for plugin_id in ids:
+        directory = root / plugin_id
+        directory.mkdir()
+        (directory / "plugin.toml").write_text(
+            f'id = "{plugin_id}"\nversion = "0.1"\nentry = "flood_plugin:Flood"\n'
+            'log_level = "INFO"\n'
+        )
+        (directory / "flood_plugin.py").write_text(PLUGIN_CODE)
+    return ids
+
+
+def thread_scheduling(pid: int) -> dict[int, tuple[int, int]]:
+    """Every thread of ``pid``: (nice, policy), from /proc/<pid>/task/<tid>/stat."""
+    found: dict[int, tuple[int, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        # Fields counted from 1 in proc(5), the first two (pid, comm) cut off here.
+        found[int(tid)] = (int(fields[19 - 3]), int(fields[41 - 3]))
+    return found
+
+
+def own_scheduling() -> tuple[int, int, str]:
+    """This process's nice value, policy and autogroup line."""
+    autogroup = Path("/proc/self/autogroup")
+    return (
+        os.getpriority(os.PRIO_PROCESS, 0),
+        os.sched_getscheduler(0),
+        autogroup.read_text() if autogroup.exists() else "",
+    )
+
+
+async def runner_scheduling(tmp_path: Path, config: SupervisorConfig) -> dict[int, tuple[int, int]]:
+    write_plugins(tmp_path / "plugins", 1)
+    async with Host(tmp_path / "plugins", config=config) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("p00").pid
+        assert pid is not None
+        # A call first: the runner's worker threads exist then too.
+        await host.call("p00", "flood", count=1)
+        return thread_scheduling(pid)
+
+
+async def test_runners_run_below_the_host_and_the_host_keeps_its_own_priority(
+    tmp_path: Path,
+) -> None:
+    host_before = own_scheduling()
+    threads = await runner_scheduling(tmp_path, FAST)
+    assert own_scheduling() == host_before
+    expected_nice = min(19, host_before[0] + FAST.runner_nice)
+    assert FAST.runner_nice == SupervisorConfig().runner_nice > 0
+    assert len(threads) > 1  # the lifeline, the log sender... started before the change
+    assert set(threads.values()) == {(expected_nice, SCHED_BATCH)}, threads
+
+
+async def test_runner_nice_zero_keeps_runners_at_the_hosts_priority(tmp_path: Path) -> None:
+    host_before = own_scheduling()
+    threads = await runner_scheduling(tmp_path, dataclasses.replace(FAST, runner_nice=0))
+    assert own_scheduling() == host_before
+    assert set(threads.values()) == {(host_before[0], host_before[1])}, threads
+
+
+def test_runner_nice_outside_0_to_19_is_refused() -> None:
+    with pytest.raises(ValueError, match="runner_nice must be 0 to 19"):
+        SupervisorConfig(runner_nice=20)
+    with pytest.raises(ValueError, match="runner_nice must be 0 to 19"):
+        SupervisorConfig(runner_nice=-1)
+
+
+LOWER_AND_SHOW = (
+    "import os, sys; from isoplug.runner.priority import lower_priority; "
+    "assert lower_priority(int(sys.argv[1])) == []; "
+    "print(open('/proc/self/autogroup').read().split()[-1], os.getpriority(os.PRIO_PROCESS, 0))"
+)
+
+
+def autogroups_on() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not autogroups_on(), reason="autogroups are off in this kernel")
+def test_a_session_leader_lowers_its_autogroup_and_a_group_member_leaves_the_hosts_alone() -> None:
+    before = Path("/proc/self/autogroup").read_text()
+    leader = subprocess.run(
+        [sys.executable, "-c", LOWER_AND_SHOW, "7"],
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Its own autogroup starts at nice 0.
+    assert leader.stdout.split() == ["7", str(min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7))]
+    member = subprocess.run(
+        [sys.executable, "-c", LOWER_AND_SHOW, "7"],
+        process_group=0,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # It shares this process's autogroup, which it must not lower.
+    assert member.stdout.split()[0] == before.split()[-1]
+    assert Path("/proc/self/autogroup").read_text() == before
+
+
+class PerPlugin(logging.Handler):
+    """Counts the records that reached the host's logging, by plugin."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._count_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, "isoplug_report", False):
+            with self._count_lock:  # replay threads of several runners call this at once
+                self.counts[record.__dict__["plugin_id"]] += 1
+
+
+async def test_sixteen_runners_flooding_at_once_deliver_or_report_every_record(
+    tmp_path: Path,
+) -> None:
+    count = 5_000
+    ids = write_plugins(tmp_path / "plugins", 16)
+    handler = PerPlugin()
+    logger = logging.getLogger("plugin")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async with Host(tmp_path / "plugins", config=FAST) as host:
+            await host.wait_ready(60)
+            await asyncio.gather(
+                *(host.call_with(i, "flood", kwargs={"count": count}, timeout=120) for i in ids)
+            )
+
+            def accounted(plugin_id: str) -> int:
+                metrics = host.log_metrics(plugin_id)
+                return metrics.replayed + sum(metrics.dropped.values())
+
+            await eventually(lambda: all(accounted(i) >= count for i in ids), timeout=60)
+            for plugin_id in ids:
+                metrics = host.log_metrics(plugin_id)
+                assert accounted(plugin_id) == count, (plugin_id, metrics)
+                assert handler.counts[plugin_id] == metrics.replayed, plugin_id
+                assert metrics.filtered == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
