@@ -35,11 +35,13 @@ from isoplug.errors import LocalProtocolError, PluginFailed, UnencodableValue
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.launch import runner_environment
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.registry import discover, plan_runners
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.rpc import Handler, Peer, serve
@@ -106,6 +108,8 @@ class Host:
         self._supervisors: dict[str, RunnerSupervisor] = {}
         self._runner_of: dict[str, RunnerSupervisor] = {}
         self._listener: Listener | None = None
+        #: Forks the runners (started on the first start; see isoplug.host.zygote).
+        self._zygote = Zygote(lambda: runner_environment(())) if fork_supported() else None
         self._changed = asyncio.Event()
         self._log_bridge = LogBridge(self._supervisors.get, log_limits)
         # Connections refused after their hello: a flood of them is summed up, not logged.
@@ -162,6 +166,7 @@ class Host:
                 invoke_capability=self._capabilities.invoke,
                 notify=self._state_changed,
                 stdio_destination=self._log_bridge.stdio_destination,
+                zygote=self._zygote,
             )
             self._supervisors[plan.runner_id] = supervisor
             for manifest in plan.manifests:
@@ -189,6 +194,9 @@ class Host:
             await stopping
             raise
         finally:
+            if self._zygote is not None:
+                # The runners have stopped (or were killed): nothing more to fork.
+                self._zygote.close()
             if self._listener is not None:
                 await self._listener.aclose()
             # The runners have stopped: their log connections end as soon as what they sent

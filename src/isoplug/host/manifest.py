@@ -12,6 +12,8 @@ A plugin is a directory holding a ``plugin.toml``::
                                         # kernel before logging returns; 0 batches them all
                                         # (less CPU; a crash may take the last millisecond)
     capabilities = ["http.get"]         # optional: host capabilities the plugin may call
+    start = "fork"                      # optional: "fork" (default: forked from the host's
+                                        # zygote, fast) or "spawn" (a fresh interpreter)
 
     [environment]                       # optional: extra environment variables of its runner
     WEATHER_UNITS = "metric"
@@ -51,6 +53,7 @@ _MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*
 _ATTRIBUTE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _POLICIES = ("on-failure", "never")
+_START_METHODS = ("fork", "spawn")
 #: A manifest is a few hundred bytes; anything near this size is not a manifest.
 _MAX_MANIFEST_BYTES = 64 * 1024
 
@@ -101,6 +104,9 @@ class Manifest:
     capabilities: tuple[str, ...] = ()
     environment: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     restart: RestartPolicy = RestartPolicy()
+    #: ``"fork"``: forked from the host's zygote, which has imported the runner stack already
+    #: (where the platform allows it; elsewhere spawned); ``"spawn"``: a fresh interpreter.
+    start: str = "fork"
 
     @property
     def runner_id(self) -> str:
@@ -204,6 +210,9 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
                 f"capabilities[{index}]", f"must be a non-empty string, got {capability!r}"
             )
     environment = _parse_environment(fields)
+    start = fields.take("start", str) or "fork"
+    if start not in _START_METHODS:
+        raise fields.error("start", f"must be one of {', '.join(map(repr, _START_METHODS))}")
     restart = _parse_restart(path, fields.take("restart", dict))
     fields.finish()
     return Manifest(
@@ -219,6 +228,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         capabilities=tuple(capabilities),
         environment=MappingProxyType(environment),
         restart=restart,
+        start=start,
     )
 
 

@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["hold_lifeline"]
+__all__ = ["hold_lifeline", "set_parent_death_signal"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -37,7 +37,7 @@ _PR_SET_PDEATHSIG = 1
 def hold_lifeline(fd: int = 0) -> None:
     """Arm both mechanisms; ``fd`` is the runner's stdin, the bootstrap line already read."""
     parent = os.getppid()
-    _set_parent_death_signal()
+    set_parent_death_signal()
     if os.getppid() != parent:
         os._exit(1)  # the host died before the signal was armed
     lifeline = os.dup(fd)  # not inheritable (Python's default)
@@ -47,7 +47,8 @@ def hold_lifeline(fd: int = 0) -> None:
     threading.Thread(target=_watch, args=(lifeline,), name="isoplug-lifeline", daemon=True).start()
 
 
-def _set_parent_death_signal() -> None:
+def set_parent_death_signal() -> None:
+    """SIGKILL this process when the thread that started it ends (Linux; elsewhere nothing)."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):

@@ -1,0 +1,210 @@
+"""``python -m isoplug.runner.zygote FD``: a template process that forks runners on request.
+
+Importing Python, asyncio, msgspec and isoplug's runner stack is most of what starting a runner
+costs (about 100 ms and 11 MiB of private memory each). The zygote does it once per host, then
+forks a runner for each :class:`~isoplug.control.ForkOrder` the host sends on the socket ``FD``
+(see :mod:`isoplug.host.zygote` for the host's side). The child then runs exactly what
+``python -m isoplug.runner`` runs (:func:`isoplug.runner.__main__.main`), from the same state a
+spawned runner would reach: its own session, its own descriptors on 0, 1, 2 (and the health
+socket's number), the host's environment for it, the host's working directory.
+
+Fork safety, because a fork copies the whole process:
+
+- The zygote runs **no threads** and **no event loop**: one ``poll()`` on its socket, its
+  lifeline and a pidfd per child. It checks it has a single thread before serving.
+- **No secrets** pass through it: a runner's tokens reach it on its stdin (the bootstrap line
+  the host writes there, as for a spawned runner), never here, so no runner's memory holds
+  another's.
+- **Random state**: Python reseeds :mod:`random` in a forked child; :mod:`secrets` reads the
+  kernel's generator on every call; OpenSSL (when a plugin loads it: the zygote does not)
+  reseeds itself after a fork. What children share is the string hash seed
+  (``PYTHONHASHSEED``) and the address-space layout: see docs/design.md.
+- The imported objects are moved out of the garbage collector's sight (``gc.freeze()``), so
+  that a collection in a runner does not write to, and so copy, the pages they share.
+
+The zygote dies with its host (parent-death signal, and end-of-file on its stdin, which only
+the host holds); each runner it forks dies with the zygote (the runner's own parent-death
+signal), so a runner never outlives its host, whatever state the host died in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import os
+import select
+import socket
+import sys
+
+import msgspec
+
+from isoplug.control import ChildExited, Forked, ForkOrder, ForkRefused
+
+# The runner stack, imported once here: this import is what every fork saves.
+from isoplug.runner import __main__ as runner_main
+from isoplug.runner.lifeline import set_parent_death_signal
+
+__all__ = ["main"]
+
+#: A fork order is the runner's environment: a few KiB. The host refuses to send more.
+MAX_ORDER_BYTES = 128 * 1024
+#: Descriptors an order may bring: stdin, stdout, stderr and a few inherited ones.
+_MAX_FDS = 8
+#: The zygote's lifeline from its host: end-of-file here means the host is gone.
+_LIFELINE = 0
+
+
+class _Child:
+    """What a forked child takes out of the serving loop."""
+
+    def __init__(self, order: ForkOrder, fds: list[int]) -> None:
+        self.order = order
+        self.fds = fds
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("isoplug zygote: started by hand? (expects the host's socket)", file=sys.stderr)
+        return 2
+    parent = os.getppid()
+    set_parent_death_signal()
+    if os.getppid() != parent:
+        return 1  # the host died before the signal was armed
+    if len(os.listdir("/proc/self/task")) != 1:
+        # Forking a process with threads copies locks in whatever state they were: refuse.
+        print("isoplug zygote: a thread runs in the zygote; not forking", file=sys.stderr)
+        return 3
+    sock = socket.socket(fileno=int(argv[1]))
+    child = _serve(sock)
+    if child is None:
+        return 0
+    return _become_runner(child)
+
+
+def _serve(sock: socket.socket) -> _Child | None:
+    """Fork on every order until the host lets go (None); in a child, return its order."""
+    server = _Server(sock)
+    # Everything imported so far stays untouched by collections in the children.
+    gc.collect()
+    gc.freeze()
+    while True:
+        for fd, _events in server.poller.poll():
+            if fd == _LIFELINE:
+                if not os.read(_LIFELINE, 4096):
+                    return None  # the host is gone or let go: the children go with us
+            elif fd == sock.fileno():
+                try:
+                    data, fds, flags, _address = socket.recv_fds(sock, MAX_ORDER_BYTES, _MAX_FDS)
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                child = server.fork(data, fds, flags)
+                if child is not None:
+                    sock.detach()  # the child closes the descriptor itself, by number
+                    return child
+            else:
+                server.reap(fd)
+
+
+class _Server:
+    """The zygote's state: its socket, its children's pidfds, one ``poll()`` over them all."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.orders = msgspec.msgpack.Decoder(ForkOrder)
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.children: dict[int, int] = {}  # pidfd -> pid
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self.poller.register(_LIFELINE, select.POLLIN)
+
+    def fork(self, data: bytes, fds: list[int], flags: int) -> _Child | None:
+        """Fork for one order; the child's order in the child, None in the zygote."""
+        try:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                raise ValueError("the order or its descriptors were cut short")
+            order = self.orders.decode(data)
+            if len(fds) != 3 + len(order.inherit):
+                raise ValueError(f"{len(fds)} descriptors for {3 + len(order.inherit)} numbers")
+            sys.stdout.flush()  # nothing buffered may be written twice
+            sys.stderr.flush()
+            pid = os.fork()
+        except (ValueError, msgspec.DecodeError, OSError) as exc:
+            for fd in fds:
+                os.close(fd)
+            self.send(ForkRefused(f"{type(exc).__name__}: {exc}"))
+            return None
+        if pid == 0:
+            return _Child(order, fds)
+        for fd in fds:
+            os.close(fd)
+        # Opened before the child can be reaped (only this loop reaps): it names this child.
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = pid
+        self.poller.register(pidfd, select.POLLIN)
+        self.send(Forked(pid), [pidfd])
+        return None
+
+    def reap(self, pidfd: int) -> None:
+        pid = self.children.pop(pidfd)
+        self.poller.unregister(pidfd)
+        _pid, status = os.waitpid(pid, 0)
+        os.close(pidfd)
+        self.send(ChildExited(pid, os.waitstatus_to_exitcode(status)))
+
+    def send(
+        self, message: ChildExited | Forked | ForkRefused, fds: list[int] | None = None
+    ) -> None:
+        # Failing only once the host is gone: the lifeline says so too, and ends the loop.
+        with contextlib.suppress(OSError):
+            socket.send_fds(self.sock, [self.encode(message)], fds or [])
+
+
+def _become_runner(child: _Child) -> int:
+    """In the forked child: take the runner's descriptors, session and environment, then run
+    what ``python -m isoplug.runner`` runs."""
+    order = child.order
+    _start_session()
+    _place_descriptors(child.fds, [0, 1, 2, *order.inherit])
+    os.environ.clear()
+    os.environ.update(order.env)
+    try:
+        os.chdir(order.cwd)
+    except OSError as exc:
+        # A spawned runner would inherit the host's directory even if it were removed.
+        print(f"isoplug runner: cannot enter the host's working directory: {exc}", file=sys.stderr)
+    sys.argv = [runner_main.__file__ or "isoplug.runner"]
+    return runner_main.main()
+
+
+def _start_session() -> None:
+    """The runner's session and process group: as ``Popen(start_new_session=True)`` sets them
+    for a spawned runner (isoplug.host.process relies on the group id being the runner's pid
+    for group signals, and isoplug.host.lineage on the session id)."""
+    os.setsid()
+
+
+def _place_descriptors(fds: list[int], targets: list[int]) -> None:
+    """Put ``fds[i]`` on descriptor number ``targets[i]``, inheritable; close every other
+    descriptor (the zygote's socket, lifeline and pidfds among them), as ``close_fds`` does."""
+    above = max(targets) + 1
+    # First out of the way of every target number, then onto them.
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for fd, target in zip(moved, targets, strict=True):
+        os.dup2(fd, target, inheritable=True)
+    keep = sorted(set(targets))
+    low = 0
+    for number in keep:
+        if number > low:
+            os.closerange(low, number)
+        low = number + 1
+    with contextlib.suppress(OSError):
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
