@@ -304,6 +304,11 @@ class ForkOrder(msgspec.Struct, frozen=True, tag="fork"):
     #: The descriptor numbers the runner inherits besides 0, 1 and 2, as ``pass_fds`` (the
     #: bootstrap names them: its health socket); their descriptors follow the first three.
     inherit: tuple[int, ...] = ()
+    #: ``NAME=value``: overwrites, in place, the variable ``NAME`` of the environment the
+    #: zygote was started with (a placeholder of the same length), so that ``/proc/<pid>/
+    #: environ`` of the runner and of the processes it forks shows it (see
+    #: isoplug.host.descendants: the runner's tag).
+    stamp: str = ""
 
 
 class Forked(msgspec.Struct, frozen=True, tag="forked"):

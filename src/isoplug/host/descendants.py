@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "TAG_LENGTH",
     "TAG_VARIABLE",
     "ProcessStat",
     "end_processes",
@@ -45,6 +46,9 @@ __all__ = [
 
 #: The environment variable whose value names a runner process's descendants.
 TAG_VARIABLE = "ISOPLUG_RUNNER_TAG"
+#: A tag's length (hexadecimal digits): a runner forked by the zygote writes its tag over a
+#: placeholder of this length (see isoplug.runner.zygote).
+TAG_LENGTH = 16
 #: Far more than any plugin should start; it bounds what a fork bomb costs the host.
 MAX_RECORDED = 4096
 

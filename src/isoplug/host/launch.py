@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
-from isoplug.host.descendants import TAG_VARIABLE
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.zygote import Zygote
@@ -69,7 +69,7 @@ async def launch_runner(
     env = runner_environment(manifests)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
     # secret: a process that copies it only makes itself one of them.
-    tag = env[TAG_VARIABLE] = secrets.token_hex(8)
+    tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
     return await RunnerProcess.start(
         [sys.executable, "-m", RUNNER_MODULE],
         env=env,

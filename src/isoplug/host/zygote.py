@@ -53,6 +53,7 @@ from isoplug.control import (
     ForkRefused,
 )
 from isoplug.host.children import ExitStatus
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
@@ -65,11 +66,16 @@ _MAX_ORDER_BYTES = 128 * 1024
 _MAX_REPLY_BYTES = 4096
 #: A zygote that dies this many times in a row without forking a runner is not started again.
 _MAX_FAILED_STARTS = 3
-#: After the zygote died, how long the kernel may take to have its runners reaped (by init or
-#: a subreaper) so that their exit status can be read from a pidfd.
-_REAPED_TIMEOUT = 2.0
+#: After the zygote died and one of its runners exited, how long init (or a subreaper) may take
+#: to reap it, so that the kernel can tell its exit status through a pidfd. Short: past this
+#: the status is reported unknown, and the host must not take the runner for alive meanwhile
+#: (an init that never reaps, as in some containers, leaves it a zombie for good).
+_REAPED_TIMEOUT = 0.5
 #: Cap for the zygote's error text quoted in a record.
 _MAX_ERROR_CHARS = 500
+
+#: The tag variable's value in the zygote's environment: each child overwrites it in place.
+_TAG_PLACEHOLDER = "0" * TAG_LENGTH
 
 # ioctl(pidfd, PIDFD_GET_INFO, struct pidfd_info) (Linux 6.15): _IOWR(0xFF, 11, 64 bytes).
 _PIDFD_GET_INFO = 0xC040FF0B
@@ -141,13 +147,16 @@ class ZygoteProcess:
         """Start a zygote with the host's environment for runners. Call it on the event loop's
         thread: the zygote's parent-death signal is tied to the thread that starts it. Raises
         :class:`OSError`."""
+        env = dict(env)
+        # Each child writes its own tag over this (see isoplug.runner.zygote).
+        env[TAG_VARIABLE] = _TAG_PLACEHOLDER
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                env=dict(env),
+                env=env,
                 start_new_session=True,
                 close_fds=True,
                 pass_fds=(theirs.fileno(),),
@@ -236,6 +245,9 @@ class ZygoteProcess:
 
     def _end(self, why: str) -> None:
         self._sock.close()
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdin.close()
         returncode = self._popen.wait()
         how = (
             f"exited with code {returncode}"
@@ -320,7 +332,11 @@ class ForkedChild:
                     )
                 )
             time.sleep(0.01)
-        return self._done(ExitStatus(returncode, note=f"{died} before it"))
+        return self._done(
+            ExitStatus(
+                returncode, note=f"{died} before it (the kernel ends a zygote's runners with it)"
+            )
+        )
 
     def _done(self, status: ExitStatus) -> ExitStatus:
         with self._lock:
@@ -372,7 +388,15 @@ class Zygote:
         object takes the write end), output goes to ``stdout`` and ``stderr``, and which
         inherits ``inherit`` under the same numbers. None: spawn it instead (no zygote can
         serve; logged). The caller closes its copies of the descriptors it passed."""
-        order = self._encode(ForkOrder(env=dict(env), cwd=os.getcwd(), inherit=tuple(inherit)))
+        tag = env.get(TAG_VARIABLE, "")
+        order = self._encode(
+            ForkOrder(
+                env=dict(env),
+                cwd=os.getcwd(),
+                inherit=tuple(inherit),
+                stamp=f"{TAG_VARIABLE}={tag}" if len(tag) == TAG_LENGTH else "",
+            )
+        )
         if len(order) > _MAX_ORDER_BYTES:
             _log.debug("a runner's environment is too large for the zygote: spawning it")
             return None

@@ -30,6 +30,7 @@ signal), so a runner never outlives its host, whatever state the host died in.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gc
 import os
@@ -168,6 +169,8 @@ def _become_runner(child: _Child) -> int:
     order = child.order
     _start_session()
     _place_descriptors(child.fds, [0, 1, 2, *order.inherit])
+    if order.stamp:
+        _stamp_environment_block(order.stamp)
     os.environ.clear()
     os.environ.update(order.env)
     try:
@@ -184,6 +187,38 @@ def _start_session() -> None:
     for a spawned runner (isoplug.host.process relies on the group id being the runner's pid
     for group signals, and isoplug.host.lineage on the session id)."""
     os.setsid()
+
+
+def _stamp_environment_block(stamp: str) -> None:
+    """Overwrite a variable in the environment block this process was started with.
+
+    ``/proc/<pid>/environ`` shows that block, not ``os.environ``: a forked process shows its
+    zygote's. The host finds a runner's descendants by a variable there (its tag), even ones
+    that forked without ``exec`` and left its session: so the zygote starts with a placeholder
+    of the tag's length, which each child overwrites with its own tag, in its own copy of the
+    block (the stack's top, writable memory). A process it forks copies it too.
+    """
+    name, _, value = stamp.encode().partition(b"=")
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()
+    # Fields 50 and 51 of stat(5): where the block starts and ends.
+    start, end = int(fields[47]), int(fields[48])
+    block = ctypes.string_at(start, end - start)
+    if block.startswith(name + b"="):
+        offset = len(name) + 1
+    else:
+        found = block.find(b"\0" + name + b"=")
+        offset = found + len(name) + 2 if found >= 0 else -1
+    length = block.find(b"\0", offset) - offset if offset >= 0 else -1
+    if length != len(value):
+        # The runner runs all the same; only what its plugins fork may escape the search.
+        print(
+            f"isoplug runner: no {len(value)}-byte {name.decode()} placeholder in the "
+            "zygote's environment; processes this runner forks are not tagged",
+            file=sys.stderr,
+        )
+        return
+    ctypes.memmove(start + offset, value, len(value))
 
 
 def _place_descriptors(fds: list[int], targets: list[int]) -> None:
