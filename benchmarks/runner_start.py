@@ -81,7 +81,7 @@ async def restarts(root: Path, rounds: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {label: [] for label in variants}
     async with Host(root, config=CONFIG) as host:
         await host.wait_ready(120)
-        for label, name in names.items():  # warm up: caches, the zygote's first fork
+        for name in names.values():  # warm up: caches, the zygote's first fork
             await host.restart(name)
         for _ in range(rounds):
             for label, name in names.items():
@@ -142,11 +142,13 @@ def forkserver_start(context: multiprocessing.context.ForkServerContext) -> tupl
 
 
 def ms(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1e3:.1f} ms (range {min(values) * 1e3:.1f}-{max(values) * 1e3:.1f})"
+    low, high = min(values) * 1e3, max(values) * 1e3
+    return f"median {statistics.median(values) * 1e3:.1f} ms (range {low:.1f}-{high:.1f})"
 
 
 def mib(values: list[int]) -> str:
-    return f"median {statistics.median(values) / 2**20:.1f} MiB (range {min(values) / 2**20:.1f}-{max(values) / 2**20:.1f})"
+    low, high = min(values) / 2**20, max(values) / 2**20
+    return f"median {statistics.median(values) / 2**20:.1f} MiB (range {low:.1f}-{high:.1f})"
 
 
 async def main(quick: bool, count: int, rounds: int, starts: int) -> None:

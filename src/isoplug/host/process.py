@@ -1,13 +1,17 @@
-"""One runner OS process: spawn with pipes, watch its exit, signal its process group.
+"""One runner OS process: start it with pipes, watch its exit, signal its process group.
 
-The runner is started in a new session (``start_new_session=True``), so:
+It is spawned (``subprocess.Popen``) or forked by the host's zygote (see
+:mod:`isoplug.host.zygote`); :mod:`isoplug.host.children` hides the difference. Either way the
+runner is started in a new session (``start_new_session=True``, or ``setsid()`` in the zygote's
+child), so:
 
 - Ctrl-C in the terminal reaches only the host, which then stops runners in order;
 - the runner and anything its plugins fork share one process group, which
   :meth:`RunnerProcess.signal_group` signals as a whole: a grandchild that outlives the runner
   is killed with it instead of becoming an orphan that holds the stdout pipe open.
 
-Exit is watched by a thread blocked in ``waitpid`` for this one pid, independent of the pipes:
+Exit is watched by a thread blocked in ``waitpid`` for this one pid (or, for a forked runner, on
+the zygote's report of it), independent of the pipes:
 a grandchild holding stdout open cannot hide the runner's exit (where the kernel has pidfds, the
 thread first polls one, recording the runner's process tree every second until the exit: see
 :mod:`isoplug.host.descendants`). The stdout/stderr pipes are read by threads too

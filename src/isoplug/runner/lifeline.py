@@ -5,7 +5,9 @@ Two mechanisms, because neither covers every case alone:
 - **Parent-death signal** (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill
   the runner when the thread that started it ends. The host starts runners from its event
   loop's thread, which lives as long as the host's loop does (a runner cannot outlive a host
-  whose loop has ended anyway). It needs nothing of the runner: it works while a plugin holds
+  whose loop has ended anyway). A runner forked by the host's zygote
+  (:mod:`isoplug.runner.zygote`) has the zygote for parent, which has the same signal tied to
+  the host's loop thread: the chain ends whole. It needs nothing of the runner: it works while a plugin holds
   the GIL in native code, where no Python thread can run. The parent is checked right after
   the setting, for a host that died before it.
 - **Lifeline** (everywhere): the host keeps the write end of the runner's stdin open for the

@@ -33,10 +33,12 @@ import contextlib
 import ctypes
 import fcntl
 import gc
+import logging
 import os
 import select
 import socket
 import sys
+import time
 
 import msgspec
 
@@ -179,6 +181,9 @@ def _become_runner(child: _Child) -> int:
         # A spawned runner would inherit the host's directory even if it were removed.
         print(f"isoplug runner: cannot enter the host's working directory: {exc}", file=sys.stderr)
     sys.argv = [runner_main.__file__ or "isoplug.runner"]
+    # A record's relativeCreated counts from the process's start, not the zygote's.
+    started = logging._startTime  # type: ignore[attr-defined]
+    logging._startTime = time.time_ns() if isinstance(started, int) else time.time()  # type: ignore[attr-defined]
     return runner_main.main()
 
 
