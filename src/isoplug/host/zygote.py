@@ -71,6 +71,8 @@ _MAX_FAILED_STARTS = 3
 #: the status is reported unknown, and the host must not take the runner for alive meanwhile
 #: (an init that never reaps, as in some containers, leaves it a zombie for good).
 _REAPED_TIMEOUT = 0.5
+#: How often an order is tried again while the socket's buffer is full.
+_FULL_RETRY = 0.005
 #: Cap for the zygote's error text quoted in a record.
 _MAX_ERROR_CHARS = 500
 
@@ -174,7 +176,8 @@ class ZygoteProcess:
     ) -> concurrent.futures.Future[tuple[int, int | None]]:
         """Send an encoded :class:`ForkOrder` with its descriptors (copied: the caller closes
         its own); the future resolves to ``(pid, pidfd)``, or fails with :class:`ZygoteGone`
-        or :class:`ZygoteRefused`."""
+        or :class:`ZygoteRefused`. Never blocks: raises :class:`BlockingIOError` while the
+        socket's buffer is full (the zygote is still importing, or busy), nothing sent."""
         reply: concurrent.futures.Future[tuple[int, int | None]] = concurrent.futures.Future()
         with self._send_lock:
             if self.ended is not None:
@@ -182,7 +185,11 @@ class ZygoteProcess:
                 return reply
             self._replies.append(reply)
             try:
-                socket.send_fds(self._sock, [order], list(fds))
+                # A packet goes whole or not at all; the socket stays blocking for the reader.
+                socket.send_fds(self._sock, [order], list(fds), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._replies.remove(reply)
+                raise
             except OSError as exc:
                 self._replies.remove(reply)
                 reply.set_exception(ZygoteGone(f"the order could not be sent ({exc})"))
@@ -403,7 +410,13 @@ class Zygote:
         process = self._current()
         if process is None:
             return None
-        reply = process.order(order, [stdin[0], stdout, stderr, *inherit])
+        while True:
+            try:
+                reply = process.order(order, [stdin[0], stdout, stderr, *inherit])
+                break
+            except BlockingIOError:
+                # Only while the zygote imports, or forks a burst: it reads within moments.
+                await asyncio.sleep(_FULL_RETRY)
         try:
             pid, pidfd = await asyncio.wrap_future(reply)
         except ZygoteGone as exc:

@@ -7,9 +7,9 @@ Two mechanisms, because neither covers every case alone:
   loop's thread, which lives as long as the host's loop does (a runner cannot outlive a host
   whose loop has ended anyway). A runner forked by the host's zygote
   (:mod:`isoplug.runner.zygote`) has the zygote for parent, which has the same signal tied to
-  the host's loop thread: the chain ends whole. It needs nothing of the runner: it works while a plugin holds
-  the GIL in native code, where no Python thread can run. The parent is checked right after
-  the setting, for a host that died before it.
+  the host's loop thread: the chain ends whole. It needs nothing of the runner: it works while
+  a plugin holds the GIL in native code, where no Python thread can run. The parent is checked
+  right after the setting, for a host that died before it.
 - **Lifeline** (everywhere): the host keeps the write end of the runner's stdin open for the
   runner's whole life. A thread here sleeps in ``read()`` on it (no GIL held, no event loop
   needed) and wakes at end of file, which the kernel makes happen when the host dies, however

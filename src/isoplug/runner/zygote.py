@@ -61,9 +61,11 @@ _LIFELINE = 0
 class _Child:
     """What a forked child takes out of the serving loop."""
 
-    def __init__(self, order: ForkOrder, fds: list[int]) -> None:
+    def __init__(self, order: ForkOrder, fds: list[int], zygote: int) -> None:
         self.order = order
         self.fds = fds
+        #: The zygote's pid: the child's parent, unless it died already.
+        self.zygote = zygote
 
 
 def main(argv: list[str]) -> int:
@@ -119,6 +121,7 @@ class _Server:
         self.orders = msgspec.msgpack.Decoder(ForkOrder)
         self.encode = msgspec.msgpack.Encoder().encode
         self.children: dict[int, int] = {}  # pidfd -> pid
+        self.pid = os.getpid()
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self.poller.register(_LIFELINE, select.POLLIN)
@@ -140,7 +143,7 @@ class _Server:
             self.send(ForkRefused(f"{type(exc).__name__}: {exc}"))
             return None
         if pid == 0:
-            return _Child(order, fds)
+            return _Child(order, fds, self.pid)
         for fd in fds:
             os.close(fd)
         # Opened before the child can be reaped (only this loop reaps): it names this child.
@@ -169,6 +172,11 @@ def _become_runner(child: _Child) -> int:
     """In the forked child: take the runner's descriptors, session and environment, then run
     what ``python -m isoplug.runner`` runs."""
     order = child.order
+    # At once, not only once the bootstrap is read (the runner arms it again then): a child
+    # must not outlive a zygote that dies in between.
+    set_parent_death_signal()
+    if os.getppid() != child.zygote:
+        os._exit(1)
     _start_session()
     _place_descriptors(child.fds, [0, 1, 2, *order.inherit])
     if order.stamp:
