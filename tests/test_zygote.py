@@ -15,7 +15,7 @@ import pytest
 from isoplug import Host, PluginState
 from isoplug.host.zygote import fork_supported
 from tests import plugins_fixtures
-from tests.plugins_fixtures import FAST, FIXTURES
+from tests.plugins_fixtures import FAST, FIXTURES, process_alive
 from tests.record_waiter import watching
 
 pytestmark = pytest.mark.skipif(not fork_supported(), reason="runners are spawned here")
@@ -48,7 +48,7 @@ def echo_dir(tmp_path: Path, start: str | None) -> Path:
 async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, start: str) -> None:
     """Started either way: a session of its own, its prints and logs forwarded, its calls
     served, its exit code and its signal in the exit account, restarted after a crash. Only
-    its parent differs: the zygote, or the host."""
+    its parent differs: the zygote, or the host. The zygote is gone once the host is closed."""
     with watching("plugin") as waiter:
         async with Host(echo_dir(tmp_path, start), config=FAST) as host:
             await host.wait_ready(20)
@@ -79,6 +79,8 @@ async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, st
             account = host.plugin("echo").last_exit
             assert account is not None and account.signal_name == "SIGSEGV"
             assert account.sent_by_host is None and account.status_known
+    if start == "fork":
+        assert not process_alive(parent), "the zygote outlived its host's close"
 
 
 async def test_a_plugin_setting_a_python_variable_is_spawned(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ it:
 
 - the **tag**: every runner process gets ``ISOPLUG_RUNNER_TAG=<random>`` in its environment,
   which its descendants inherit (``/proc/<pid>/environ`` keeps the environment a process was
-  started with, whatever it later does to ``os.environ``);
+  started with, whatever it later does to ``os.environ``; a runner forked by the host's
+  zygote writes its tag over a placeholder in the block it inherited, see
+  :mod:`isoplug.runner.zygote`);
 - the **session** and **group**: the runner leads a session of its own whose id is its pid;
   leaving the group (``setpgid``) does not leave the session;
 - the **record**: while the runner lives, its process tree is walked now and then

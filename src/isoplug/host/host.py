@@ -196,7 +196,7 @@ class Host:
         finally:
             if self._zygote is not None:
                 # The runners have stopped (or were killed): nothing more to fork.
-                self._zygote.close()
+                await self._zygote.aclose()
             if self._listener is not None:
                 await self._listener.aclose()
             # The runners have stopped: their log connections end as soon as what they sent

@@ -141,6 +141,8 @@ class ZygoteProcess:
         #: Why it serves no more (None while it does).
         self.ended: str | None = None
         self._closing = False
+        #: Set once the zygote has exited and was reaped.
+        self.gone = threading.Event()
         self.forked = 0
         threading.Thread(target=self._read, name=f"isoplug-zygote-{self.pid}", daemon=True).start()
 
@@ -266,6 +268,7 @@ class ZygoteProcess:
             self.ended = ended
             self._state.notify_all()
             replies, self._replies = list(self._replies), collections.deque()
+        self.gone.set()
         for reply in replies:
             if reply.set_running_or_notify_cancel():
                 reply.set_exception(ZygoteGone(ended))
@@ -461,11 +464,14 @@ class Zygote:
             return None
         return self._process
 
-    def close(self) -> None:
-        """Let the zygote go (once the runners are stopped: the ones left die with it)."""
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Let the zygote go (once the runners are stopped: the ones left die with it), and
+        wait up to ``timeout`` seconds for it to be gone (it exits at once)."""
         self._closed = True
-        if self._process is not None:
-            self._process.close()
+        process = self._process
+        if process is not None:
+            process.close()
+            await asyncio.to_thread(process.gone.wait, timeout)
 
 
 def _release(reply: concurrent.futures.Future[tuple[int, int | None]]) -> None:
