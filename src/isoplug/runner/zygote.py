@@ -16,9 +16,10 @@ Fork safety, because a fork copies the whole process:
   the host writes there, as for a spawned runner), never here, so no runner's memory holds
   another's.
 - **Random state**: Python reseeds :mod:`random` in a forked child; :mod:`secrets` reads the
-  kernel's generator on every call; OpenSSL (when a plugin loads it: the zygote does not)
-  reseeds itself after a fork. What children share is the string hash seed
-  (``PYTHONHASHSEED``) and the address-space layout: see docs/design.md.
+  kernel's generator on every call; OpenSSL (loaded with the TLS transport) reseeds itself in
+  a process whose pid changed (1.1.1 and later, which Python 3.11 requires). What children
+  share is the string hash seed (``PYTHONHASHSEED``) and the address-space layout: see
+  docs/design.md.
 - The imported objects are moved out of the garbage collector's sight (``gc.freeze()``), so
   that a collection in a runner does not write to, and so copy, the pages they share.
 
