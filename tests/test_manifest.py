@@ -29,7 +29,7 @@ def test_a_full_manifest_is_parsed_into_a_frozen_manifest(tmp_path: Path) -> Non
         "weather",
         'id = "weather"\nversion = "1.2.0"\ndescription = "d"\nentry = "pkg.mod:Weather"\n'
         'group = "io"\nlog_level = "debug"\nlog_write_through_rate = 0\n'
-        'capabilities = ["http.get"]\n'
+        'capabilities = ["http.get"]\nstart = "spawn"\n'
         '[environment]\nUNITS = "metric"\n'
         '[restart]\npolicy = "never"\nmax_restarts = 2\nwindow = 10\n'
         "backoff_initial = 0.1\nbackoff_max = 1.5\n",
@@ -42,7 +42,7 @@ def test_a_full_manifest_is_parsed_into_a_frozen_manifest(tmp_path: Path) -> Non
     )
     assert manifest.group == "io" and manifest.runner_id == "io"
     assert manifest.log_level == "DEBUG" and manifest.log_write_through_rate == 0.0
-    assert manifest.capabilities == ("http.get",)
+    assert manifest.capabilities == ("http.get",) and manifest.start == "spawn"
     assert dict(manifest.environment) == {"UNITS": "metric"}
     assert manifest.restart == RestartPolicy("never", 2, 10.0, 0.1, 1.5)
     with pytest.raises(AttributeError):
@@ -54,6 +54,7 @@ def test_defaults_apply_to_a_minimal_manifest(tmp_path: Path) -> None:
     manifest = load_manifest(write_plugin(tmp_path, "p", MINIMAL))
     assert manifest.runner_id == "p" and manifest.capabilities == ()
     assert manifest.log_write_through_rate is None  # the handler's own default
+    assert manifest.start == "fork"  # from the host's zygote, where the platform allows
     assert manifest.restart == RestartPolicy()
 
 
@@ -103,6 +104,8 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
             MINIMAL + "capabilities = [1]\n",
             "field 'capabilities[0]': must be a string, got integer 1",
         ),
+        (MINIMAL + 'start = "exec"\n', "field 'start': must be one of 'fork', 'spawn', got 'exec'"),
+        (MINIMAL + "start = 1\n", "field 'start': must be a string, got integer 1"),
         (MINIMAL + "[environment]\nX = 1\n", "field 'environment.X': must be a string, got int"),
         (
             MINIMAL + "[restart]\nmax_restarts = true\n",

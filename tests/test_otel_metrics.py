@@ -100,7 +100,9 @@ async def test_metrics_per_plugin_reach_the_collector(
     assert memory.value > 5_000_000
     cpu = _point(received, "process.cpu.time", **{"cpu.mode": "user"})
     assert cpu is not None and cpu.value is not None and cpu.unit == "s"
-    assert cpu.value > 0
+    # The latest point is the restarted runner's: forked from the zygote, it has not
+    # necessarily used one clock tick (10 ms) of CPU yet, as a spawned one (its imports) had.
+    assert cpu.value >= 0
     assert memory.resource["service.name"]
 
 

@@ -44,13 +44,18 @@ __all__ = [
     "SET_CONFIG",
     "SET_LOG_LEVEL",
     "SHUTDOWN",
+    "ZYGOTE_MODULE",
     "Bootstrap",
     "CallOutcome",
     "CallRequest",
     "CapabilityDenied",
     "CapabilityRequest",
+    "ChildExited",
     "ConfigChange",
     "EventDelivery",
+    "ForkOrder",
+    "ForkRefused",
+    "Forked",
     "HealthQuery",
     "HealthReport",
     "LoadFailure",
@@ -60,10 +65,14 @@ __all__ = [
     "PluginSummary",
     "ReadyReport",
     "WorkerState",
+    "ZygoteMessage",
 ]
 
 #: What the host runs as ``sys.executable -m RUNNER_MODULE``.
 RUNNER_MODULE = "isoplug.runner"
+#: What the host runs as ``sys.executable -m ZYGOTE_MODULE``: the template process that forks
+#: runners (see :mod:`isoplug.runner.zygote` and :mod:`isoplug.host.zygote`).
+ZYGOTE_MODULE = "isoplug.runner.zygote"
 #: The hello role of the connection that carries requests and events.
 CONTROL_ROLE = "control"
 #: The role of the runner's second connection, which carries its log records.
@@ -295,3 +304,50 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     #: Worker threads in the pool, and the most it starts.
     threads: int = 0
     max_threads: int = 0
+
+
+# The zygote's protocol: messages on a SOCK_SEQPACKET socket pair (one message per packet),
+# msgpack-encoded as a ZygoteMessage. Descriptors travel beside them (SCM_RIGHTS).
+
+
+class ForkOrder(msgspec.Struct, frozen=True, tag="fork"):
+    """Host -> zygote: fork a runner. Four descriptors come with it: the runner's stdin (its
+    lifeline, the bootstrap line follows there, never here), its stdout and stderr, and one for
+    each number in ``inherit``. No token ever passes the zygote."""
+
+    #: The runner's whole environment (the host's, the manifests', isoplug's).
+    env: dict[str, str]
+    #: The working directory a spawned runner would inherit: the host's, now.
+    cwd: str
+    #: The descriptor numbers the runner inherits besides 0, 1 and 2, as ``pass_fds`` (the
+    #: bootstrap names them: its health socket); their descriptors follow the first three.
+    inherit: tuple[int, ...] = ()
+    #: ``NAME=value``: overwrites, in place, the variable ``NAME`` of the environment the
+    #: zygote was started with (a placeholder of the same length), so that ``/proc/<pid>/
+    #: environ`` of the runner and of the processes it forks shows it (see
+    #: isoplug.host.descendants: the runner's tag).
+    stamp: str = ""
+
+
+class Forked(msgspec.Struct, frozen=True, tag="forked"):
+    """Zygote -> host, answering a :class:`ForkOrder` in order: the runner's pid (a pidfd of
+    it comes with it where the kernel has them)."""
+
+    pid: int
+
+
+class ForkRefused(msgspec.Struct, frozen=True, tag="refused"):
+    """Zygote -> host, answering a :class:`ForkOrder` in order: it could not fork, and why."""
+
+    error: str
+
+
+class ChildExited(msgspec.Struct, frozen=True, tag="exited"):
+    """Zygote -> host: a runner it forked has exited and was reaped; ``returncode`` as
+    ``Popen.returncode`` (the exit code, or minus the signal number)."""
+
+    pid: int
+    returncode: int
+
+
+ZygoteMessage = ForkOrder | Forked | ForkRefused | ChildExited

@@ -7,7 +7,9 @@ it:
 
 - the **tag**: every runner process gets ``ISOPLUG_RUNNER_TAG=<random>`` in its environment,
   which its descendants inherit (``/proc/<pid>/environ`` keeps the environment a process was
-  started with, whatever it later does to ``os.environ``);
+  started with, whatever it later does to ``os.environ``; a runner forked by the host's
+  zygote writes its tag over a placeholder in the block it inherited, see
+  :mod:`isoplug.runner.zygote`);
 - the **group** (and the **session**, for a runner started as a session leader): the runner
   leads a process group whose id is its pid; a process that leaves it (``setpgid``,
   ``setsid``) is still found by its tag or the record;
@@ -36,6 +38,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "TAG_LENGTH",
     "TAG_VARIABLE",
     "ProcessStat",
     "end_processes",
@@ -46,6 +49,9 @@ __all__ = [
 
 #: The environment variable whose value names a runner process's descendants.
 TAG_VARIABLE = "ISOPLUG_RUNNER_TAG"
+#: A tag's length (hexadecimal digits): a runner forked by the zygote writes its tag over a
+#: placeholder of this length (see isoplug.runner.zygote).
+TAG_LENGTH = 16
 #: Far more than any plugin should start; it bounds what a fork bomb costs the host.
 MAX_RECORDED = 4096
 

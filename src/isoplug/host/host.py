@@ -36,6 +36,7 @@ from isoplug.errors import ConfigInvalid, LocalProtocolError, PluginFailed, Unen
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.launch import runner_environment
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.manifest import Manifest, merge_config
@@ -43,6 +44,7 @@ from isoplug.host.registry import Discovery, RunnerPlan, discover, plan_runners
 from isoplug.host.reload import PluginReloader, ReloadPlan, reload_unavailable
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.rpc import Handler, Peer, serve
@@ -131,6 +133,8 @@ class Host:
         self._supervisors: dict[str, RunnerSupervisor] = {}
         self._runner_of: dict[str, RunnerSupervisor] = {}
         self._listener: Listener | None = None
+        #: Forks the runners (started on the first start; see isoplug.host.zygote).
+        self._zygote = Zygote(lambda: runner_environment(())) if fork_supported() else None
         self._changed = asyncio.Event()
         self._log_bridge = LogBridge(self._supervisors.get, log_limits)
         # Connections refused after their hello: a flood of them is summed up, not logged.
@@ -216,6 +220,7 @@ class Host:
             invoke_capability=self._capabilities.invoke,
             notify=self._state_changed,
             stdio_destination=self._log_bridge.stdio_destination,
+            zygote=self._zygote,
         )
         self._supervisors[plan.runner_id] = supervisor
         self._plans[plan.runner_id] = plan
@@ -299,6 +304,9 @@ class Host:
             await stopping
             raise
         finally:
+            if self._zygote is not None:
+                # The runners have stopped (or were killed): nothing more to fork.
+                await self._zygote.aclose()
             if self._listener is not None:
                 await self._listener.aclose()
             # The runners have stopped: their log connections end as soon as what they sent

@@ -15,11 +15,12 @@ from pathlib import Path
 import msgspec
 
 from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
-from isoplug.host.descendants import TAG_VARIABLE
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.zygote import Zygote
 
-__all__ = ["launch_runner", "plugin_entry", "runner_environment"]
+__all__ = ["launch_runner", "plugin_entry", "runner_environment", "start_method"]
 
 
 async def launch_runner(
@@ -37,12 +38,15 @@ async def launch_runner(
     health_tick: float = 0.1,
     max_stuck_threads: int = 3,
     nice: int = 0,
+    zygote: Zygote | None = None,
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
     runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
     ``spawned`` is told of the process before the runner can read it, ``open_stdio(pid)`` says
     where its stdout/stderr output goes (see RunnerProcess.start). ``health_fd`` is the
     runner's end of its health channel, which it inherits (see isoplug.host.health_link).
+    With a ``zygote``, the runner is forked from it unless a manifest asks for a spawn
+    (:func:`start_method`).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -67,7 +71,7 @@ async def launch_runner(
     env = runner_environment(manifests)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
     # secret: a process that copies it only makes itself one of them.
-    tag = env[TAG_VARIABLE] = secrets.token_hex(8)
+    tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
     return await RunnerProcess.start(
         [sys.executable, "-m", RUNNER_MODULE],
         env=env,
@@ -76,7 +80,18 @@ async def launch_runner(
         spawned=spawned,
         pass_fds=(health_fd,) if health_fd >= 0 else (),
         tag=tag,
+        zygote=zygote if start_method(manifests) == "fork" else None,
     )
+
+
+def start_method(manifests: Sequence[Manifest]) -> str:
+    """``"spawn"`` when a manifest asks for it (``start = "spawn"``) or sets a variable the
+    interpreter reads only at its start (``PYTHON*``: a forked runner starts from the zygote's
+    interpreter, set up before that variable existed); else ``"fork"``."""
+    for manifest in manifests:
+        if manifest.start == "spawn" or any(n.startswith("PYTHON") for n in manifest.environment):
+            return "spawn"
+    return "fork"
 
 
 def plugin_entry(manifest: Manifest) -> PluginEntry:

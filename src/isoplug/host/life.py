@@ -35,6 +35,7 @@ from isoplug.host.launch import launch_runner
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.status import ExitAccount
+from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
 
 __all__ = ["OnReady", "RunnerLife"]
@@ -56,8 +57,15 @@ class RunnerLife:
     serves it (the supervisor sets it).
     """
 
-    def __init__(self, runner_id: str, config: SupervisorConfig, commands: Commands) -> None:
+    def __init__(
+        self,
+        runner_id: str,
+        config: SupervisorConfig,
+        commands: Commands,
+        zygote: Zygote | None = None,
+    ) -> None:
         self.runner_id = runner_id
+        self._zygote = zygote
         self._config = config
         self._commands = commands
         self.token: str | None = None
@@ -100,6 +108,7 @@ class RunnerLife:
                 health_tick=health_tick(self._config),
                 max_stuck_threads=self._config.max_stuck_threads,
                 nice=self._config.runner_nice,
+                zygote=self._zygote,
             )
         except OSError as exc:
             self.health.close()
@@ -139,7 +148,14 @@ class RunnerLife:
             permanent = "the runner could not read its bootstrap (an isoplug bug)"
         elif returncode == EXIT_NOTHING_LOADED and permanent is None:
             permanent = "no plugin could be loaded"
-        sender = process.host_signals.get(signal.Signals(-returncode)) if returncode < 0 else None
+        known = process.status_known
+        sender = (
+            process.host_signals.get(signal.Signals(-returncode))
+            if known and returncode < 0
+            else None
+        )
+        if process.exit_note:
+            reason = f"{reason}; {process.exit_note}" if reason else process.exit_note
         account = ExitAccount(
             self.runner_id,
             process.pid,
@@ -150,6 +166,7 @@ class RunnerLife:
             sent_by_host=sender,
             oom_evidence=process.oom[0],
             oom_checked=process.oom[1],
+            status_known=known,
         )
         return account, permanent
 

@@ -12,6 +12,8 @@ A plugin is a directory holding a ``plugin.toml``::
                                         # kernel before logging returns; 0 batches them all
                                         # (less CPU; a crash may take the last millisecond)
     capabilities = ["http.get"]         # optional: host capabilities the plugin may call
+    start = "fork"                      # optional: "fork" (default: forked from the host's
+                                        # zygote, fast) or "spawn" (a fresh interpreter)
 
     [environment]                       # optional: extra environment variables of its runner
     WEATHER_UNITS = "metric"
@@ -120,6 +122,9 @@ class Manifest:
     #: The ``[config]`` table as TOML gave it (validated by the plugin's schema, in its
     #: runner).
     config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: ``"fork"``: forked from the host's zygote, which has imported the runner stack already
+    #: (where the platform allows it; elsewhere spawned); ``"spawn"``: a fresh interpreter.
+    start: str = "fork"
 
     @property
     def runner_id(self) -> str:
@@ -153,6 +158,7 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     capabilities: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
     environment: dict[str, Any] = {}
+    start: Literal["fork", "spawn"] = "fork"
     restart: RestartTable = RestartTable()
     config: dict[str, Any] = {}
 
@@ -219,6 +225,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
             restart.backoff_max,
         ),
         config=MappingProxyType(fields.config),
+        start=fields.start,
     )
 
 

@@ -1,6 +1,9 @@
-"""One runner OS process: spawn with pipes, watch its exit, signal its process group.
+"""One runner OS process: start it with pipes, watch its exit, signal its process group.
 
-The runner is started in a process group of its own (``process_group=0``), so:
+It is spawned (``subprocess.Popen``) or forked by the host's zygote (see
+:mod:`isoplug.host.zygote`); :mod:`isoplug.host.children` hides the difference. Either way the
+runner is started in a process group of its own (``process_group=0``, or ``setpgid(0, 0)`` in
+the zygote's child), so:
 
 - Ctrl-C in the terminal reaches only the host (the terminal's foreground group), which then
   stops runners in order;
@@ -17,7 +20,8 @@ session they share its one share, where their lower nice values
 ``benchmarks/many_runners.py``, see ``docs/benchmarks.md``). A plugin that opens ``/dev/tty``
 now finds the host's terminal as a background process group would.
 
-Exit is watched by a thread blocked in ``waitpid`` for this one pid, independent of the pipes:
+Exit is watched by a thread blocked in ``waitpid`` for this one pid (or, for a forked runner, on
+the zygote's report of it), independent of the pipes:
 a grandchild holding stdout open cannot hide the runner's exit (where the kernel has pidfds, the
 thread first polls one, recording the runner's process tree every second until the exit: see
 :mod:`isoplug.host.descendants`). The stdout/stderr pipes are read by threads too
@@ -43,10 +47,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from isoplug.host import descendants
+from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.descendants import ProcessStat
 from isoplug.host.oom import OomWatch
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
+from isoplug.host.zygote import ForkedChild, Zygote
 
 __all__ = ["Leftovers", "RunnerProcess"]
 
@@ -111,11 +117,11 @@ def _pid_list(pids: list[int]) -> str:
 class RunnerProcess:
     """A started runner. Create with :meth:`start`; always finish with :meth:`close`."""
 
-    def __init__(
-        self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int], tag: str | None = None
-    ) -> None:
-        self._popen = popen
-        self.pid = popen.pid
+    def __init__(self, child: Child, exited: asyncio.Future[int], tag: str | None = None) -> None:
+        self._child = child
+        self.pid = child.pid
+        #: ``"spawn"`` or ``"fork"`` (from the host's zygote: see isoplug.host.zygote).
+        self.method = child.method
         self.started = time.monotonic()
         #: Resolves to ``Popen.returncode`` once the runner has exited and been reaped.
         self.exited = exited
@@ -126,6 +132,11 @@ class RunnerProcess:
         #: After a SIGKILL the host did not send: evidence of the out-of-memory killer, and
         #: which sources were checked (see :class:`~isoplug.host.oom.OomWatch`).
         self.oom: tuple[str | None, tuple[str, ...]] = (None, ())
+        #: What the host knows of the exit beyond its status (its zygote had died), or why
+        #: the status is unknown; set before ``exited`` resolves.
+        self.exit_note = ""
+        #: False when ``exited`` holds no status the host could read (see ``exit_note``).
+        self.status_known = True
         self._capture: StdioCapture | None = None
         #: The runner's descendants seen while it lived (pid -> start time); only the waiting
         #: thread writes it, and only until the exit is known.
@@ -142,6 +153,7 @@ class RunnerProcess:
         spawned: Callable[[RunnerProcess], None] | None = None,
         tag: str | None = None,
         pass_fds: Sequence[int] = (),
+        zygote: Zygote | None = None,
     ) -> RunnerProcess:
         """Spawn ``argv``, write ``stdin_line`` on its stdin (kept open: the runner's lifeline),
         capture stdio. ``tag`` is the value of ``descendants.TAG_VARIABLE`` in ``env``;
@@ -150,7 +162,9 @@ class RunnerProcess:
         ``spawned`` is told of the process as soon as it exists, before it can read its stdin:
         whatever it connects to may then already know its pid. ``open_stdio(pid)`` says where
         its stdout/stderr output goes (read and replayed by threads, see
-        :class:`~isoplug.host.stdio.StdioCapture`). If starting fails after the spawn, the
+        :class:`~isoplug.host.stdio.StdioCapture`). With a ``zygote``, the runner is forked by
+        it instead of spawned (``argv`` is then what it would have run), unless it cannot
+        serve. If starting fails after the spawn, the
         process is killed before the error is raised. Raises :class:`OSError` when the process
         cannot be started.
         """
@@ -158,18 +172,24 @@ class RunnerProcess:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
-            popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=out_write,
-                stderr=err_write,
-                env=dict(env),
-                # A group of its own in the host's session, not a session of its own: see the
-                # module docstring.
-                process_group=0,
-                close_fds=True,
-                pass_fds=tuple(pass_fds),
-            )
+            child: Child | None = None
+            if zygote is not None:
+                child = await _fork(zygote, env, out_write, err_write, pass_fds)
+            if child is None:
+                child = SpawnedChild(
+                    subprocess.Popen(
+                        list(argv),
+                        stdin=subprocess.PIPE,
+                        stdout=out_write,
+                        stderr=err_write,
+                        env=dict(env),
+                        # A group of its own in the host's session, not a session of its own:
+                        # see the module docstring.
+                        process_group=0,
+                        close_fds=True,
+                        pass_fds=tuple(pass_fds),
+                    )
+                )
         except BaseException:
             os.close(out_read)
             os.close(err_read)
@@ -179,11 +199,11 @@ class RunnerProcess:
             os.close(out_write)
             os.close(err_write)
         exited: asyncio.Future[int] = loop.create_future()
-        process = cls(popen, exited, tag)
+        process = cls(child, exited, tag)
         threading.Thread(
             target=process._wait_in_thread,
             args=(loop,),
-            name=f"isoplug-wait-{popen.pid}",
+            name=f"isoplug-wait-{child.pid}",
             daemon=True,
         ).start()
         owned = [out_read, err_read]  # until the capture owns them
@@ -191,9 +211,9 @@ class RunnerProcess:
             if spawned is not None:
                 spawned(process)
             capture = StdioCapture(
-                popen.pid,
+                child.pid,
                 {"stdout": out_read, "stderr": err_read},
-                open_stdio(popen.pid),
+                open_stdio(child.pid),
                 loop=loop,
             )
             owned = []
@@ -207,27 +227,22 @@ class RunnerProcess:
             process.kill("the host's start of it failed or was cancelled")
             if process._capture is not None:
                 process._capture.seal()
-            if popen.stdin is not None:
-                popen.stdin.close()
+            child.close_stdin()
             for fd in owned:
                 os.close(fd)
             raise
         return process
 
     def _write_stdin(self, line: bytes) -> None:
-        assert self._popen.stdin is not None
         try:
-            self._popen.stdin.write(line)
-            self._popen.stdin.flush()
+            self._child.write_stdin(line)
         except BrokenPipeError:
             _log.debug("runner %d exited before reading its bootstrap", self.pid)
             self._let_go()
 
     def _let_go(self) -> None:
         """Close the runner's lifeline: from now on it ends by itself (if it still runs)."""
-        if self._popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._popen.stdin.close()
+        self._child.close_stdin()
 
     def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         watch: OomWatch | None = None
@@ -237,10 +252,17 @@ class RunnerProcess:
         except Exception:
             # Whatever failed here, the exit must still be waited for and told.
             _log.exception("runner %d: watching its process tree failed (an isoplug bug)", self.pid)
-        returncode = self._popen.wait()
+        status = self._child.wait()
+        returncode = status.returncode
+        self.exit_note = status.note
+        self.status_known = status.known
         try:
             # The host notes its signals before it sends them: a SIGKILL not noted is not its.
-            if returncode == -signal.SIGKILL and signal.SIGKILL not in self.host_signals:
+            if (
+                status.known
+                and returncode == -signal.SIGKILL
+                and signal.SIGKILL not in self.host_signals
+            ):
                 self.oom = watch.evidence() if watch is not None else (None, ())
         except Exception:
             _log.exception("runner %d: looking for out-of-memory evidence failed", self.pid)
@@ -253,9 +275,8 @@ class RunnerProcess:
     def _record_until_exit(self) -> None:
         """Record the runner's process tree every ``_RECORD_INTERVAL`` until it exits (returns
         at once where there are no pidfds: the descendants are then found without)."""
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):
+        pidfd = self._child.open_pidfd()
+        if pidfd is None:
             return
         try:
             poller = select.poll()
@@ -437,8 +458,8 @@ class RunnerProcess:
                 capture.seal()
                 if not capture.replayed:
                     capture.abandon()
-            if self._popen.poll() is None:
-                self._popen.kill()
+            if not self._child.finished():
+                self._child.kill()
         return leftovers
 
     async def _end_leftovers(self, leftovers: Leftovers) -> None:
@@ -453,3 +474,20 @@ class RunnerProcess:
             # Without /proc the group's word is all there is (with it, members the scan did
             # not kill can only be exited ones, waiting to be reaped).
             leftovers.group = True
+
+
+async def _fork(
+    zygote: Zygote, env: Mapping[str, str], stdout: int, stderr: int, inherit: Sequence[int]
+) -> ForkedChild | None:
+    """Have ``zygote`` fork the runner; None when it cannot (then it is spawned)."""
+    stdin = os.pipe()
+    try:
+        child = await zygote.fork(env, stdin, stdout, stderr, inherit)
+    except BaseException:
+        os.close(stdin[1])
+        raise
+    finally:
+        os.close(stdin[0])  # the runner's end: it has its copy
+    if child is None:
+        os.close(stdin[1])
+    return child

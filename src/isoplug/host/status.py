@@ -56,14 +56,19 @@ class ExitAccount:
     #: it (None: nothing does), and which sources were checked for that.
     oom_evidence: str | None = None
     oom_checked: tuple[str, ...] = ()
+    #: False when the host could not learn the status (the zygote that forked the runner
+    #: died first, and the kernel could not tell): ``returncode`` is then a placeholder
+    #: (``-SIGKILL``, what the kernel sends a zygote's runners when it dies) and ``reason``
+    #: says why.
+    status_known: bool = True
 
     @property
     def exit_code(self) -> int | None:
-        return self.returncode if self.returncode >= 0 else None
+        return self.returncode if self.returncode >= 0 and self.status_known else None
 
     @property
     def signal_name(self) -> str | None:
-        if self.returncode >= 0:
+        if self.returncode >= 0 or not self.status_known:
             return None
         try:
             return signal.Signals(-self.returncode).name
@@ -72,13 +77,15 @@ class ExitAccount:
 
     @property
     def clean(self) -> bool:
-        return self.returncode == 0
+        return self.returncode == 0 and self.status_known
 
     def describe(self) -> str:
         """One line: what happened, who sent the signal that ended it (as far as known), a
         hint for SIGSEGV, why, uptime. (Restarts are the supervisor's to tell: a count in an
         account would be stale by the next restart.)"""
-        if self.returncode >= 0:
+        if not self.status_known:
+            how = "ended"
+        elif self.returncode >= 0:
             how = f"exited with code {self.returncode}"
         else:
             how = f"was killed by {self.signal_name}{self._sender()}"

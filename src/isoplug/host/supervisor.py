@@ -60,6 +60,7 @@ from isoplug.host.status import (
     StateChange,
 )
 from isoplug.host.stdio_replay import StdioDestination
+from isoplug.host.zygote import Zygote
 from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
@@ -90,7 +91,8 @@ class RunnerSupervisor:
     the calling plugin may use it); ``notify`` receives every
     :class:`~isoplug.host.status.StateChange`; ``stdio_destination`` says where each runner
     process's stdout/stderr output goes (default: a replayer of its own onto
-    ``plugin.<runner id>.stdout`` / ``.stderr``).
+    ``plugin.<runner id>.stdout`` / ``.stderr``); ``zygote`` forks its runner processes
+    (None: each is spawned; see :mod:`isoplug.host.zygote`).
     """
 
     def __init__(
@@ -103,8 +105,10 @@ class RunnerSupervisor:
         invoke_capability: CapabilityInvoker,
         notify: Notify,
         stdio_destination: StdioDestinations | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.runner_id = plan.runner_id
+        self._zygote = zygote
         self.manifests: dict[str, Manifest] = {m.id: m for m in plan.manifests}
         self._address = address
         self._log_address = log_address
@@ -439,7 +443,7 @@ class RunnerSupervisor:
             [m for pid, m in self.manifests.items() if pid not in self.broken]
         )
         self._generation += 1
-        life = self._life = RunnerLife(self.runner_id, self._config, self._commands)
+        life = self._life = RunnerLife(self.runner_id, self._config, self._commands, self._zygote)
         self.summaries = {}
         return await life.run(
             entries,

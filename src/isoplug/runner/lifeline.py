@@ -5,9 +5,11 @@ Two mechanisms, because neither covers every case alone:
 - **Parent-death signal** (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill
   the runner when the thread that started it ends. The host starts runners from its event
   loop's thread, which lives as long as the host's loop does (a runner cannot outlive a host
-  whose loop has ended anyway). It needs nothing of the runner: it works while a plugin holds
-  the GIL in native code, where no Python thread can run. The parent is checked right after
-  the setting, for a host that died before it.
+  whose loop has ended anyway). A runner forked by the host's zygote
+  (:mod:`isoplug.runner.zygote`) has the zygote for parent, which has the same signal tied to
+  the host's loop thread: the chain ends whole. It needs nothing of the runner: it works while
+  a plugin holds the GIL in native code, where no Python thread can run. The parent is checked
+  right after the setting, for a host that died before it.
 - **Lifeline** (everywhere): the host keeps the write end of the runner's stdin open for the
   runner's whole life. A thread here sleeps in ``read()`` on it (no GIL held, no event loop
   needed) and wakes at end of file, which the kernel makes happen when the host dies, however
@@ -29,7 +31,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["hold_lifeline"]
+__all__ = ["hold_lifeline", "set_parent_death_signal"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -37,7 +39,7 @@ _PR_SET_PDEATHSIG = 1
 def hold_lifeline(fd: int = 0) -> None:
     """Arm both mechanisms; ``fd`` is the runner's stdin, the bootstrap line already read."""
     parent = os.getppid()
-    _set_parent_death_signal()
+    set_parent_death_signal()
     if os.getppid() != parent:
         os._exit(1)  # the host died before the signal was armed
     lifeline = os.dup(fd)  # not inheritable (Python's default)
@@ -47,7 +49,8 @@ def hold_lifeline(fd: int = 0) -> None:
     threading.Thread(target=_watch, args=(lifeline,), name="isoplug-lifeline", daemon=True).start()
 
 
-def _set_parent_death_signal() -> None:
+def set_parent_death_signal() -> None:
+    """SIGKILL this process when the thread that started it ends (Linux; elsewhere nothing)."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):

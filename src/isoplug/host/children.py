@@ -1,0 +1,103 @@
+"""A runner process as :class:`~isoplug.host.process.RunnerProcess` drives it, however it was
+started: spawned (:class:`SpawnedChild`, a ``subprocess.Popen``) or forked by the host's zygote
+(:class:`~isoplug.host.zygote.ForkedChild`).
+
+Either way the host holds the write end of the runner's stdin (its lifeline), reads its
+stdout/stderr pipes, signals its process group (the runner leads a session of its own), and
+learns its exit status: from ``waitpid`` for a spawned runner (the host is its parent), from the
+zygote's report for a forked one (the zygote is its parent and reaps it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from typing import Protocol
+
+__all__ = ["Child", "ExitStatus", "SpawnedChild", "open_pidfd"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitStatus:
+    """How a runner process ended, as far as the host can know."""
+
+    #: As ``Popen.returncode``: the exit code, or minus the signal number. Meaningless when
+    #: ``known`` is False.
+    returncode: int
+    known: bool = True
+    #: What the host knows beyond the status: ``"its zygote (pid 12) had died"`` (the kernel
+    #: ends a zygote's runners with it), or why the status could not be read.
+    note: str = ""
+
+
+class Child(Protocol):
+    """The operations RunnerProcess needs of a started runner process."""
+
+    pid: int
+    #: ``"spawn"`` or ``"fork"`` (from the host's zygote).
+    method: str
+
+    def write_stdin(self, data: bytes) -> None:
+        """Write all of ``data`` on the runner's stdin (blocking); BrokenPipeError if it is
+        gone."""
+
+    def close_stdin(self) -> None:
+        """Let go of the lifeline (idempotent)."""
+
+    def open_pidfd(self) -> int | None:
+        """A new pidfd of the runner, for the caller to close; None without pidfds."""
+
+    def wait(self) -> ExitStatus:
+        """Block until the runner has exited and was reaped; called once, by one thread."""
+
+    def finished(self) -> bool:
+        """Whether the runner has exited (never blocks)."""
+
+    def kill(self) -> None:
+        """SIGKILL the runner itself (not its group) unless it has exited."""
+
+
+def open_pidfd(pid: int) -> int | None:
+    """``os.pidfd_open(pid)``; None where the kernel or Python has no pidfds (or it is gone)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+class SpawnedChild:
+    """A runner started with ``subprocess.Popen``: the host is its parent."""
+
+    method = "spawn"
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    def write_stdin(self, data: bytes) -> None:
+        assert self._popen.stdin is not None
+        self._popen.stdin.write(data)
+        self._popen.stdin.flush()
+
+    def close_stdin(self) -> None:
+        if self._popen.stdin is not None:
+            try:
+                self._popen.stdin.close()
+            except OSError:
+                # A flush of nothing cannot fail; the descriptor is closed either way.
+                return
+
+    def open_pidfd(self) -> int | None:
+        # Not reaped before wait() (only the waiting thread reaps): the pid names the runner.
+        return open_pidfd(self.pid)
+
+    def wait(self) -> ExitStatus:
+        return ExitStatus(self._popen.wait())
+
+    def finished(self) -> bool:
+        return self._popen.poll() is not None
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()

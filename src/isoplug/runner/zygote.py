@@ -1,0 +1,260 @@
+"""``python -m isoplug.runner.zygote FD``: a template process that forks runners on request.
+
+Importing Python, asyncio, msgspec and isoplug's runner stack is most of what starting a runner
+costs (about 100 ms and 11 MiB of private memory each). The zygote does it once per host, then
+forks a runner for each :class:`~isoplug.control.ForkOrder` the host sends on the socket ``FD``
+(see :mod:`isoplug.host.zygote` for the host's side). The child then runs exactly what
+``python -m isoplug.runner`` runs (:func:`isoplug.runner.__main__.main`), from the same state a
+spawned runner would reach: its own session, its own descriptors on 0, 1, 2 (and the health
+socket's number), the host's environment for it, the host's working directory.
+
+Fork safety, because a fork copies the whole process:
+
+- The zygote runs **no threads** and **no event loop**: one ``poll()`` on its socket, its
+  lifeline and a pidfd per child. It checks it has a single thread before serving.
+- **No secrets** pass through it: a runner's tokens reach it on its stdin (the bootstrap line
+  the host writes there, as for a spawned runner), never here, so no runner's memory holds
+  another's.
+- **Random state**: Python reseeds :mod:`random` in a forked child; :mod:`secrets` reads the
+  kernel's generator on every call; OpenSSL (loaded with the TLS transport) reseeds itself in
+  a process whose pid changed (1.1.1 and later, which Python 3.11 requires). What children
+  share is the string hash seed (``PYTHONHASHSEED``) and the address-space layout: see
+  docs/design.md.
+- The imported objects are moved out of the garbage collector's sight (``gc.freeze()``), so
+  that a collection in a runner does not write to, and so copy, the pages they share.
+
+The zygote dies with its host (parent-death signal, and end-of-file on its stdin, which only
+the host holds); each runner it forks dies with the zygote (the runner's own parent-death
+signal), so a runner never outlives its host, whatever state the host died in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import gc
+import logging
+import os
+import select
+import socket
+import sys
+import time
+
+import msgspec
+
+from isoplug.control import ChildExited, Forked, ForkOrder, ForkRefused
+
+# The runner stack, imported once here: this import is what every fork saves.
+from isoplug.runner import __main__ as runner_main
+from isoplug.runner.lifeline import set_parent_death_signal
+
+__all__ = ["main"]
+
+#: A fork order is the runner's environment: a few KiB. The host refuses to send more.
+MAX_ORDER_BYTES = 128 * 1024
+#: Descriptors an order may bring: stdin, stdout, stderr and a few inherited ones.
+_MAX_FDS = 8
+#: The zygote's lifeline from its host: end-of-file here means the host is gone.
+_LIFELINE = 0
+
+
+class _Child:
+    """What a forked child takes out of the serving loop."""
+
+    def __init__(self, order: ForkOrder, fds: list[int], zygote: int) -> None:
+        self.order = order
+        self.fds = fds
+        #: The zygote's pid: the child's parent, unless it died already.
+        self.zygote = zygote
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("isoplug zygote: started by hand? (expects the host's socket)", file=sys.stderr)
+        return 2
+    parent = os.getppid()
+    set_parent_death_signal()
+    if os.getppid() != parent:
+        return 1  # the host died before the signal was armed
+    if len(os.listdir("/proc/self/task")) != 1:
+        # Forking a process with threads copies locks in whatever state they were: refuse.
+        print("isoplug zygote: a thread runs in the zygote; not forking", file=sys.stderr)
+        return 3
+    sock = socket.socket(fileno=int(argv[1]))
+    child = _serve(sock)
+    if child is None:
+        return 0
+    return _become_runner(child)
+
+
+def _serve(sock: socket.socket) -> _Child | None:
+    """Fork on every order until the host lets go (None); in a child, return its order."""
+    server = _Server(sock)
+    # Everything imported so far stays untouched by collections in the children.
+    gc.collect()
+    gc.freeze()
+    while True:
+        for fd, _events in server.poller.poll():
+            if fd == _LIFELINE:
+                if not os.read(_LIFELINE, 4096):
+                    return None  # the host is gone or let go: the children go with us
+            elif fd == sock.fileno():
+                try:
+                    data, fds, flags, _address = socket.recv_fds(sock, MAX_ORDER_BYTES, _MAX_FDS)
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                child = server.fork(data, fds, flags)
+                if child is not None:
+                    sock.detach()  # the child closes the descriptor itself, by number
+                    return child
+            else:
+                server.reap(fd)
+
+
+class _Server:
+    """The zygote's state: its socket, its children's pidfds, one ``poll()`` over them all."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.orders = msgspec.msgpack.Decoder(ForkOrder)
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.children: dict[int, int] = {}  # pidfd -> pid
+        self.pid = os.getpid()
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self.poller.register(_LIFELINE, select.POLLIN)
+
+    def fork(self, data: bytes, fds: list[int], flags: int) -> _Child | None:
+        """Fork for one order; the child's order in the child, None in the zygote."""
+        try:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                raise ValueError("the order or its descriptors were cut short")
+            order = self.orders.decode(data)
+            if len(fds) != 3 + len(order.inherit):
+                raise ValueError(f"{len(fds)} descriptors for {3 + len(order.inherit)} numbers")
+            sys.stdout.flush()  # nothing buffered may be written twice
+            sys.stderr.flush()
+            pid = os.fork()
+        except (ValueError, msgspec.DecodeError, OSError) as exc:
+            for fd in fds:
+                os.close(fd)
+            self.send(ForkRefused(f"{type(exc).__name__}: {exc}"))
+            return None
+        if pid == 0:
+            return _Child(order, fds, self.pid)
+        for fd in fds:
+            os.close(fd)
+        # Opened before the child can be reaped (only this loop reaps): it names this child.
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = pid
+        self.poller.register(pidfd, select.POLLIN)
+        self.send(Forked(pid), [pidfd])
+        return None
+
+    def reap(self, pidfd: int) -> None:
+        pid = self.children.pop(pidfd)
+        self.poller.unregister(pidfd)
+        _pid, status = os.waitpid(pid, 0)
+        os.close(pidfd)
+        self.send(ChildExited(pid, os.waitstatus_to_exitcode(status)))
+
+    def send(
+        self, message: ChildExited | Forked | ForkRefused, fds: list[int] | None = None
+    ) -> None:
+        # Failing only once the host is gone: the lifeline says so too, and ends the loop.
+        with contextlib.suppress(OSError):
+            socket.send_fds(self.sock, [self.encode(message)], fds or [])
+
+
+def _become_runner(child: _Child) -> int:
+    """In the forked child: take the runner's descriptors, session and environment, then run
+    what ``python -m isoplug.runner`` runs."""
+    order = child.order
+    # At once, not only once the bootstrap is read (the runner arms it again then): a child
+    # must not outlive a zygote that dies in between.
+    set_parent_death_signal()
+    if os.getppid() != child.zygote:
+        os._exit(1)
+    _start_process_group()
+    _place_descriptors(child.fds, [0, 1, 2, *order.inherit])
+    if order.stamp:
+        _stamp_environment_block(order.stamp)
+    os.environ.clear()
+    os.environ.update(order.env)
+    try:
+        os.chdir(order.cwd)
+    except OSError as exc:
+        # A spawned runner would inherit the host's directory even if it were removed.
+        print(f"isoplug runner: cannot enter the host's working directory: {exc}", file=sys.stderr)
+    sys.argv = [runner_main.__file__ or "isoplug.runner"]
+    # A record's relativeCreated counts from the process's start, not the zygote's.
+    started = logging._startTime  # type: ignore[attr-defined]
+    logging._startTime = time.time_ns() if isinstance(started, int) else time.time()  # type: ignore[attr-defined]
+    return runner_main.main()
+
+
+def _start_process_group() -> None:
+    """The runner's process group: as ``Popen(process_group=0)`` sets it for a spawned runner
+    (isoplug.host.process relies on the group id being the runner's pid for group signals).
+    Not a session of its own: runners stay in the host's session, so that they share its one
+    scheduling group under ``sched_autogroup`` (see isoplug.host.process)."""
+    os.setpgid(0, 0)
+
+
+def _stamp_environment_block(stamp: str) -> None:
+    """Overwrite a variable in the environment block this process was started with.
+
+    ``/proc/<pid>/environ`` shows that block, not ``os.environ``: a forked process shows its
+    zygote's. The host finds a runner's descendants by a variable there (its tag), even ones
+    that forked without ``exec`` and left its session: so the zygote starts with a placeholder
+    of the tag's length, which each child overwrites with its own tag, in its own copy of the
+    block (the stack's top, writable memory). A process it forks copies it too.
+    """
+    name, _, value = stamp.encode().partition(b"=")
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()
+    # Fields 50 and 51 of stat(5): where the block starts and ends.
+    start, end = int(fields[47]), int(fields[48])
+    block = ctypes.string_at(start, end - start)
+    if block.startswith(name + b"="):
+        offset = len(name) + 1
+    else:
+        found = block.find(b"\0" + name + b"=")
+        offset = found + len(name) + 2 if found >= 0 else -1
+    length = block.find(b"\0", offset) - offset if offset >= 0 else -1
+    if length != len(value):
+        # The runner runs all the same; only what its plugins fork may escape the search.
+        print(
+            f"isoplug runner: no {len(value)}-byte {name.decode()} placeholder in the "
+            "zygote's environment; processes this runner forks are not tagged",
+            file=sys.stderr,
+        )
+        return
+    ctypes.memmove(start + offset, value, len(value))
+
+
+def _place_descriptors(fds: list[int], targets: list[int]) -> None:
+    """Put ``fds[i]`` on descriptor number ``targets[i]``, inheritable; close every other
+    descriptor (the zygote's socket, lifeline and pidfds among them), as ``close_fds`` does."""
+    above = max(targets) + 1
+    # First out of the way of every target number, then onto them.
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for fd, target in zip(moved, targets, strict=True):
+        os.dup2(fd, target, inheritable=True)
+    keep = sorted(set(targets))
+    low = 0
+    for number in keep:
+        if number > low:
+            os.closerange(low, number)
+        low = number + 1
+    with contextlib.suppress(OSError):
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

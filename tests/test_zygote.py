@@ -1,0 +1,174 @@
+"""Runners forked from the host's zygote (isoplug.host.zygote) behave as spawned ones do, the
+zygote's death is survived and reported, no runner's token reaches another runner, and
+``start = "spawn"`` in plugin.toml still spawns."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginState
+from isoplug.host.zygote import fork_supported
+from tests import plugins_fixtures
+from tests.plugins_fixtures import FAST, FIXTURES, process_alive
+from tests.record_waiter import watching
+
+pytestmark = pytest.mark.skipif(not fork_supported(), reason="runners are spawned here")
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def session_of(pid: int) -> int:
+    return int(_stat(pid)[3])
+
+
+def echo_dir(tmp_path: Path, start: str | None) -> Path:
+    """A plugins directory with a copy of the echo plugin, whose manifest sets ``start``."""
+    directory = tmp_path / "plugins"
+    shutil.copytree(FIXTURES / "echo", directory / "echo")
+    if start is not None:
+        manifest = directory / "echo" / "plugin.toml"
+        manifest.write_text(f'start = "{start}"\n' + manifest.read_text())
+    return directory
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, start: str) -> None:
+    """Started either way: a session of its own, its prints and logs forwarded, its calls
+    served, its exit code and its signal in the exit account, restarted after a crash. Only
+    its parent differs: the zygote, or the host. The zygote is gone once the host is closed."""
+    with watching("plugin") as waiter:
+        async with Host(echo_dir(tmp_path, start), config=FAST) as host:
+            await host.wait_ready(20)
+            pid = host.plugin("echo").pid
+            assert pid is not None and await host.call("echo", "pid") == pid
+            assert session_of(pid) == pid  # and so its process group
+            parent = parent_of(pid)
+            if start == "spawn":
+                assert parent == os.getpid()
+            else:
+                assert parent not in (os.getpid(), 1) and parent == host._zygote.pid  # type: ignore[union-attr]
+            await host.call("echo", "say", ["to stdout"], ["to stderr"])
+            await waiter.wait_for("plugin.echo.stdout", "to stdout")
+            await waiter.wait_for("plugin.echo.stderr", "to stderr")
+            assert await host.call("echo", "echo", {"x": [1, 2]}) == {"x": [1, 2]}
+
+            with pytest.raises(Exception, match="exited with code 7"):
+                await host.call("echo", "crash", 7)
+            await host.wait_for("echo", lambda i: i.state is PluginState.READY and i.restarts == 1)
+            account = host.plugin("echo").last_exit
+            assert account is not None and account.exit_code == 7 and account.pid == pid
+
+            pid = host.plugin("echo").pid
+            assert pid is not None
+            with pytest.raises(Exception, match="SIGSEGV"):
+                await host.call("echo", "segfault")
+            await host.wait_for("echo", lambda i: i.state is PluginState.READY and i.restarts == 2)
+            account = host.plugin("echo").last_exit
+            assert account is not None and account.signal_name == "SIGSEGV"
+            assert account.sent_by_host is None and account.status_known
+    if start == "fork":
+        assert not process_alive(parent), "the zygote outlived its host's close"
+
+
+async def test_a_plugin_setting_a_python_variable_is_spawned(tmp_path: Path) -> None:
+    """``PYTHON*`` variables take effect at an interpreter's start, which a forked runner does
+    not have: such a plugin is spawned, and the variable applies."""
+    directory = echo_dir(tmp_path, None)
+    manifest = directory / "echo" / "plugin.toml"
+    manifest.write_text(manifest.read_text() + '\n[environment]\nPYTHONDONTWRITEBYTECODE = "1"\n')
+    async with Host(directory, config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("echo").pid
+        assert pid is not None and parent_of(pid) == os.getpid()
+
+
+async def test_the_zygote_killed_is_reported_and_replaced(tmp_path: Path) -> None:
+    """A SIGKILL of the zygote: the host says so, the runner it forked dies with it (it must
+    not outlive the chain to its host) and its account names the zygote's death; the plugin is
+    restarted from a new zygote."""
+    with watching(None) as waiter:
+        async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+            first = host.plugin("echo").pid
+            assert first is not None
+            zygote = parent_of(first)
+            os.kill(zygote, signal.SIGKILL)
+            record = await waiter.wait_for("isoplug.host", f"zygote (pid {zygote}) was")
+            assert record.levelno == logging.ERROR
+            assert f"the runner zygote (pid {zygote}) was killed by SIGKILL" in record.getMessage()
+            await host.wait_for(
+                "echo", lambda i: i.state is PluginState.READY and i.pid not in (None, first)
+            )
+            account = host.plugin("echo").last_exit
+            assert account is not None and account.pid == first
+            assert f"the runner zygote (pid {zygote}) was killed by SIGKILL" in account.reason
+            text = account.describe()
+            # Either the kernel told its status, or the account says it is unknown: no guess.
+            assert (
+                account.status_known and "killed by SIGKILL" in text
+            ) or "exit status unknown" in text, text
+            second = host.plugin("echo").pid
+            assert second is not None
+            new_zygote = parent_of(second)
+            assert new_zygote != zygote and new_zygote != os.getpid()
+            assert await host.call("echo", "echo", 1) == 1
+
+
+def _memory_holds(pid: int, needles: list[bytes]) -> set[bytes]:
+    """Which of ``needles`` the memory of process ``pid`` holds (every readable mapping)."""
+    found: set[bytes] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addresses, permissions = line.split()[:2]
+            if not permissions.startswith("r"):
+                continue
+            start, end = (int(a, 16) for a in addresses.split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, OverflowError, ValueError):
+                continue  # [vvar] and the like
+            found.update(n for n in needles if n in data)
+    return found
+
+
+async def test_no_runner_holds_another_runners_tokens(tmp_path: Path) -> None:
+    """The tokens of one runner are found neither in the zygote nor in the runner forked after
+    it, in memory or environment: they reach a runner on its own stdin, never the zygote."""
+    async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+        supervisor = host._supervisors["echo"]
+        first_tokens = [
+            token.encode()
+            for token in (supervisor.expected_token(), supervisor.expected_log_token())
+            if token is not None
+        ]
+        assert len(first_tokens) == 2
+        first = host.plugin("echo").pid
+        assert first is not None
+        # The check can fail: the runner that owns the log token keeps it (to reconnect).
+        assert first_tokens[1] in _memory_holds(first, first_tokens)
+        zygote = parent_of(first)
+        await host.restart("echo")
+        second = host.plugin("echo").pid
+        assert second is not None and second != first
+        assert parent_of(second) == zygote != os.getpid()
+        own = supervisor.expected_log_token()
+        assert own is not None
+        assert _memory_holds(second, [*first_tokens, own.encode()]) == {own.encode()}
+        assert _memory_holds(zygote, [*first_tokens, own.encode()]) == set()
+        for pid in (second, zygote):
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                data = environ.read()
+            assert not any(token in data for token in first_tokens)
