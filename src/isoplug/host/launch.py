@@ -6,20 +6,19 @@ local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read them.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import msgspec
 
 from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
 from isoplug.host.descendants import TAG_VARIABLE
+from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 
-__all__ = ["launch_runner", "plugin_entry", "runner_environment"]
+__all__ = ["launch_runner", "plugin_entry", "runner_python"]
 
 
 async def launch_runner(
@@ -37,12 +36,15 @@ async def launch_runner(
     health_tick: float = 0.1,
     max_stuck_threads: int = 3,
     nice: int = 0,
+    inherit_environment: Sequence[str] | bool = (),
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
     runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
     ``spawned`` is told of the process before the runner can read it, ``open_stdio(pid)`` says
     where its stdout/stderr output goes (see RunnerProcess.start). ``health_fd`` is the
     runner's end of its health channel, which it inherits (see isoplug.host.health_link).
+    ``inherit_environment`` is the host's part of what the runner gets of its environment
+    (see :mod:`isoplug.host.environment`).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -64,12 +66,12 @@ async def launch_runner(
         max_stuck_threads=max_stuck_threads,
         nice=nice,
     )
-    env = runner_environment(manifests)
+    env = runner_environment(manifests, inherit_environment)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
     # secret: a process that copies it only makes itself one of them.
     tag = env[TAG_VARIABLE] = secrets.token_hex(8)
     return await RunnerProcess.start(
-        [sys.executable, "-m", RUNNER_MODULE],
+        [runner_python(manifests), "-m", RUNNER_MODULE],
         env=env,
         stdin_line=msgspec.json.encode(bootstrap) + b"\n",
         open_stdio=open_stdio,
@@ -88,19 +90,12 @@ def plugin_entry(manifest: Manifest) -> PluginEntry:
         log_level=manifest.log_level,
         capabilities=manifest.capabilities,
         config=dict(manifest.config),
+        sys_path=tuple(str(path) for path in manifest.sys_path),
     )
 
 
-def runner_environment(manifests: Sequence[Manifest]) -> dict[str, str]:
-    """The host's environment, plus the manifests' ``[environment]``, plus what isoplug needs."""
-    env = dict(os.environ)
-    for manifest in manifests:
-        env.update(manifest.environment)
-    # print() in a plugin must reach the host line by line, not in 8 KiB blocks at exit.
-    env["PYTHONUNBUFFERED"] = "1"
-    # The runner imports isoplug from wherever this host imported it (a source checkout too).
-    package_root = str(Path(__file__).resolve().parents[2])
-    paths = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
-    if package_root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
-    return env
+def runner_python(manifests: Sequence[Manifest]) -> str:
+    """The interpreter of the runner of ``manifests``: the one they name (a group's plugins
+    agree on it), else the host's own."""
+    named = next((m.python for m in manifests if m.python is not None), None)
+    return str(named) if named is not None else sys.executable

@@ -100,6 +100,7 @@ class RunnerLife:
                 health_tick=health_tick(self._config),
                 max_stuck_threads=self._config.max_stuck_threads,
                 nice=self._config.runner_nice,
+                inherit_environment=self._config.inherit_environment,
             )
         except OSError as exc:
             self.health.close()
