@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,20 @@ HOST_ENVIRONMENT = {
     "AWS_SECRET_ACCESS_KEY": "k",
     "ISOPLUG_TEST_ALLOWED_ONE": "1",
 }
+
+
+async def facts_of(directory: Path, config: SupervisorConfig = FAST) -> dict[str, Any]:
+    """What the envreader plugin's runner reports about itself, in a host over ``directory``."""
+    async with Host(directory, config=config) as host:
+        await host.wait_ready(30)
+        facts: dict[str, Any] = await host.call("envreader", "facts")
+    return facts
+
+
+def with_interpreter(manifest: Path, python: str) -> None:
+    manifest.write_text(
+        manifest.read_text().replace("[environment]", f'python = "{python}"\n[environment]')
+    )
 
 
 def test_by_default_only_the_basics_pass() -> None:
@@ -55,9 +70,7 @@ async def test_a_host_secret_never_reaches_a_runner(
 ) -> None:
     monkeypatch.setenv("ISOPLUG_TEST_SECRET_TOKEN", "s3cret")
     monkeypatch.setenv("ISOPLUG_TEST_ALLOWED_COLOUR", "blue")
-    async with Host(plugins_dir(tmp_path, "envreader"), config=FAST) as host:
-        await host.wait_ready(20)
-        facts = await host.call("envreader", "facts")
+    facts = await facts_of(plugins_dir(tmp_path, "envreader"))
     environ = facts["environ"]
     assert "ISOPLUG_TEST_SECRET_TOKEN" not in environ
     assert environ["ISOPLUG_TEST_ALLOWED_COLOUR"] == "blue"
@@ -71,9 +84,7 @@ async def test_the_documented_opt_out_passes_the_whole_environment(
 ) -> None:
     monkeypatch.setenv("ISOPLUG_TEST_SECRET_TOKEN", "s3cret")
     config = SupervisorConfig(**{**FAST.__dict__, "inherit_environment": True})
-    async with Host(plugins_dir(tmp_path, "envreader"), config=config) as host:
-        await host.wait_ready(20)
-        facts = await host.call("envreader", "facts")
+    facts = await facts_of(plugins_dir(tmp_path, "envreader"), config)
     assert facts["environ"]["ISOPLUG_TEST_SECRET_TOKEN"] == "s3cret"
 
 
@@ -82,13 +93,8 @@ async def test_a_plugin_names_its_own_interpreter(tmp_path: Path) -> None:
     wrapper = directory / "envreader" / "python-wrapper"
     wrapper.write_text(f'#!/bin/sh\nISOPLUG_TEST_WRAPPED=1 exec "{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
-    manifest = directory / "envreader" / "plugin.toml"
-    manifest.write_text(
-        manifest.read_text().replace("[environment]", 'python = "python-wrapper"\n[environment]')
-    )
-    async with Host(directory, config=FAST) as host:
-        await host.wait_ready(20)
-        facts = await host.call("envreader", "facts")
+    with_interpreter(directory / "envreader" / "plugin.toml", "python-wrapper")
+    facts = await facts_of(directory)
     assert facts["environ"]["ISOPLUG_TEST_WRAPPED"] == "1"
 
 
@@ -112,13 +118,8 @@ async def test_a_plugin_names_a_virtual_environment(tmp_path: Path) -> None:
     ).stdout.strip()
     paths = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (Path(site) / "isoplug-test.pth").write_text("\n".join(sorted(paths)) + "\n")
-    manifest = directory / "envreader" / "plugin.toml"
-    manifest.write_text(
-        manifest.read_text().replace("[environment]", 'python = ".venv"\n[environment]')
-    )
-    async with Host(directory, config=FAST) as host:
-        await host.wait_ready(30)
-        facts = await host.call("envreader", "facts")
+    with_interpreter(directory / "envreader" / "plugin.toml", ".venv")
+    facts = await facts_of(directory)
     assert Path(facts["prefix"]) == venv.absolute()
 
 

@@ -6,7 +6,8 @@ import os
 import sys
 from typing import Any
 
-import envreader_helper
+# Found on the sys_path its manifest adds (lib/), which mypy does not know.
+import envreader_helper  # type: ignore[import-not-found]
 
 import isoplug
 
