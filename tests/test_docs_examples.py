@@ -64,7 +64,13 @@ def test_the_docs_hold_manifest_examples() -> None:
     ("name", "text"), manifest_examples(), ids=[name for name, _ in manifest_examples()]
 )
 def test_every_manifest_example_parses(tmp_path: Path, name: str, text: str) -> None:
-    """As written, and with every commented-out setting uncommented, the loader takes it."""
+    """As written, and with every commented-out setting uncommented, the loader takes it
+    (in a plugin folder that has what the examples name: a virtual environment, src/)."""
+    interpreter = tmp_path / ".venv" / "bin" / "python"
+    interpreter.parent.mkdir(parents=True)
+    interpreter.write_text("#!/bin/sh\n")
+    interpreter.chmod(0o755)
+    (tmp_path / "src").mkdir()
     for variant in (text, uncommented(text)):
         (tmp_path / MANIFEST_NAME).write_text(variant)
         loaded = load_manifest(tmp_path)

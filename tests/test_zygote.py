@@ -47,9 +47,10 @@ def echo_dir(tmp_path: Path, start: str | None) -> Path:
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, start: str) -> None:
-    """Started either way: a process group of its own in the host's session, its prints and logs forwarded, its calls
-    served, its exit code and its signal in the exit account, restarted after a crash. Only
-    its parent differs: the zygote, or the host. The zygote is gone once the host is closed."""
+    """Started either way: a process group of its own in the host's session, its prints and
+    logs forwarded, its calls served, its exit code and its signal in the exit account,
+    restarted after a crash. Only its parent differs: the zygote, or the host. The zygote is
+    gone once the host is closed."""
     with watching("plugin") as waiter:
         async with Host(echo_dir(tmp_path, start), config=FAST) as host:
             await host.wait_ready(20)

@@ -129,6 +129,8 @@ class PluginEntry(msgspec.Struct, frozen=True):
     #: The plugin's configuration: its manifest's ``[config]`` with the host's overrides,
     #: validated in the runner against the schema the plugin declares.
     config: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: More folders for ``sys.path`` (absolute), after ``path``: the manifest's ``sys_path``.
+    sys_path: tuple[str, ...] = ()
 
 
 class Bootstrap(msgspec.Struct, frozen=True):

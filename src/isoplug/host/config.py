@@ -53,6 +53,11 @@ class SupervisorConfig:
     #: lowers itself: the host needs no privilege and keeps its own priority. 0 opts out:
     #: runners compete with the host as equals.
     runner_nice: int = 19
+    #: What runners get of the host's environment beyond the basics a Python program needs
+    #: (see :mod:`isoplug.host.environment`): names or ``fnmatch`` patterns
+    #: (``("HTTPS_PROXY", "MYAPP_*")``), added to each plugin's ``inherit_environment``;
+    #: ``True`` passes the whole environment to every runner (secrets included).
+    inherit_environment: tuple[str, ...] | bool = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.runner_nice <= 19:

@@ -36,7 +36,7 @@ from isoplug.errors import ConfigInvalid, LocalProtocolError, PluginFailed, Unen
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
-from isoplug.host.launch import runner_environment
+from isoplug.host.environment import runner_environment
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.manifest import Manifest, merge_config
@@ -134,7 +134,11 @@ class Host:
         self._runner_of: dict[str, RunnerSupervisor] = {}
         self._listener: Listener | None = None
         #: Forks the runners (started on the first start; see isoplug.host.zygote).
-        self._zygote = Zygote(lambda: runner_environment(())) if fork_supported() else None
+        self._zygote = (
+            Zygote(lambda: runner_environment((), self.config.inherit_environment))
+            if fork_supported()
+            else None
+        )
         self._changed = asyncio.Event()
         self._log_bridge = LogBridge(self._supervisors.get, log_limits)
         # Connections refused after their hello: a flood of them is summed up, not logged.

@@ -6,21 +6,20 @@ local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read them.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import msgspec
 
 from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
+from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.zygote import Zygote
 
-__all__ = ["launch_runner", "plugin_entry", "runner_environment", "start_method"]
+__all__ = ["launch_runner", "plugin_entry", "runner_python", "start_method"]
 
 
 async def launch_runner(
@@ -39,6 +38,7 @@ async def launch_runner(
     max_stuck_threads: int = 3,
     nice: int = 0,
     zygote: Zygote | None = None,
+    inherit_environment: Sequence[str] | bool = (),
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
     runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
@@ -47,6 +47,8 @@ async def launch_runner(
     runner's end of its health channel, which it inherits (see isoplug.host.health_link).
     With a ``zygote``, the runner is forked from it unless a manifest asks for a spawn
     (:func:`start_method`).
+    ``inherit_environment`` is the host's part of what the runner gets of its environment
+    (see :mod:`isoplug.host.environment`).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -68,12 +70,12 @@ async def launch_runner(
         max_stuck_threads=max_stuck_threads,
         nice=nice,
     )
-    env = runner_environment(manifests)
+    env = runner_environment(manifests, inherit_environment)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
     # secret: a process that copies it only makes itself one of them.
     tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
     return await RunnerProcess.start(
-        [sys.executable, "-m", RUNNER_MODULE],
+        [runner_python(manifests), "-m", RUNNER_MODULE],
         env=env,
         stdin_line=msgspec.json.encode(bootstrap) + b"\n",
         open_stdio=open_stdio,
@@ -85,11 +87,16 @@ async def launch_runner(
 
 
 def start_method(manifests: Sequence[Manifest]) -> str:
-    """``"spawn"`` when a manifest asks for it (``start = "spawn"``) or sets a variable the
-    interpreter reads only at its start (``PYTHON*``: a forked runner starts from the zygote's
-    interpreter, set up before that variable existed); else ``"fork"``."""
+    """``"spawn"`` when a manifest asks for it (``start = "spawn"``), names an interpreter of
+    its own (``python``: the zygote is the host's), or sets a variable the interpreter reads
+    only at its start (``PYTHON*``: a forked runner starts from the zygote's interpreter, set up
+    before that variable existed); else ``"fork"``."""
     for manifest in manifests:
-        if manifest.start == "spawn" or any(n.startswith("PYTHON") for n in manifest.environment):
+        if (
+            manifest.start == "spawn"
+            or manifest.python is not None
+            or any(n.startswith("PYTHON") for n in manifest.environment)
+        ):
             return "spawn"
     return "fork"
 
@@ -103,19 +110,12 @@ def plugin_entry(manifest: Manifest) -> PluginEntry:
         log_level=manifest.log_level,
         capabilities=manifest.capabilities,
         config=dict(manifest.config),
+        sys_path=tuple(str(path) for path in manifest.sys_path),
     )
 
 
-def runner_environment(manifests: Sequence[Manifest]) -> dict[str, str]:
-    """The host's environment, plus the manifests' ``[environment]``, plus what isoplug needs."""
-    env = dict(os.environ)
-    for manifest in manifests:
-        env.update(manifest.environment)
-    # print() in a plugin must reach the host line by line, not in 8 KiB blocks at exit.
-    env["PYTHONUNBUFFERED"] = "1"
-    # The runner imports isoplug from wherever this host imported it (a source checkout too).
-    package_root = str(Path(__file__).resolve().parents[2])
-    paths = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
-    if package_root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
-    return env
+def runner_python(manifests: Sequence[Manifest]) -> str:
+    """The interpreter of the runner of ``manifests``: the one they name (a group's plugins
+    agree on it), else the host's own."""
+    named = next((m.python for m in manifests if m.python is not None), None)
+    return str(named) if named is not None else sys.executable

@@ -109,6 +109,7 @@ class RunnerLife:
                 max_stuck_threads=self._config.max_stuck_threads,
                 nice=self._config.runner_nice,
                 zygote=self._zygote,
+                inherit_environment=self._config.inherit_environment,
             )
         except OSError as exc:
             self.health.close()

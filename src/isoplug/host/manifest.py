@@ -15,6 +15,10 @@ A plugin is a directory holding a ``plugin.toml``::
     start = "fork"                      # optional: "fork" (default: forked from the host's
                                         # zygote, fast) or "spawn" (a fresh interpreter)
 
+    inherit_environment = ["WEATHER_*"] # optional: host variables it may see (true: all)
+    python = ".venv"                    # optional: its interpreter, or a virtual environment
+    sys_path = ["src"]                  # optional: more folders for its sys.path
+
     [environment]                       # optional: extra environment variables of its runner
     WEATHER_UNITS = "metric"
 
@@ -42,6 +46,8 @@ host's overrides, against it (see :mod:`isoplug.runner.loader`).
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,6 +125,13 @@ class Manifest:
     capabilities: tuple[str, ...] = ()
     environment: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     restart: RestartPolicy = RestartPolicy()
+    #: Host environment variables the runner gets besides the basics (names or ``fnmatch``
+    #: patterns); True: the whole host environment. See :mod:`isoplug.host.environment`.
+    inherit_environment: tuple[str, ...] | bool = ()
+    #: The interpreter of the plugin's runner (absolute); None: the host's.
+    python: Path | None = None
+    #: Folders put on the runner's ``sys.path`` after the plugin's own (absolute).
+    sys_path: tuple[Path, ...] = ()
     #: The ``[config]`` table as TOML gave it (validated by the plugin's schema, in its
     #: runner).
     config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
@@ -159,6 +172,9 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
     environment: dict[str, Any] = {}
     start: Literal["fork", "spawn"] = "fork"
+    inherit_environment: list[Annotated[str, msgspec.Meta(min_length=1)]] | bool = []
+    python: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    sys_path: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     restart: RestartTable = RestartTable()
     config: dict[str, Any] = {}
 
@@ -205,6 +221,12 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         if not name or "=" in name or "\0" in name or "\0" in value:
             raise ManifestError(path, f"environment.{name}", "is not a valid environment variable")
     restart = fields.restart
+    python = _interpreter(path, directory, fields.python) if fields.python else None
+    sys_path = tuple(
+        _folder(path, directory, f"sys_path[{index}]", folder)
+        for index, folder in enumerate(fields.sys_path)
+    )
+    inherit = fields.inherit_environment
     return Manifest(
         id=fields.id,
         version=fields.version,
@@ -226,7 +248,41 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         ),
         config=MappingProxyType(fields.config),
         start=fields.start,
+        inherit_environment=inherit if isinstance(inherit, bool) else tuple(inherit),
+        python=python,
+        sys_path=sys_path,
     )
+
+
+def _folder(path: Path, directory: Path, field: str, value: str) -> Path:
+    folder = (directory / value).resolve()
+    if not folder.is_dir():
+        raise ManifestError(path, field, f"{value!r} is not a folder ({folder})")
+    return folder
+
+
+def _interpreter(path: Path, directory: Path, value: str) -> Path:
+    """``python``: an interpreter, or a virtual environment's folder (its ``bin/python``),
+    relative to the plugin's folder; a bare name that is not there is looked up on PATH
+    (``python3.12``)."""
+    bare = os.sep not in value and "/" not in value
+    if bare and not (directory / value).exists():
+        found = shutil.which(value)
+        if found is None:
+            raise ManifestError(path, "python", f"{value!r} is not on PATH")
+        return Path(found)
+    candidate = directory / value
+    if candidate.is_dir():
+        for inside in ("bin/python", "Scripts/python.exe"):
+            if (candidate / inside).is_file():
+                return (candidate / inside).absolute()
+        raise ManifestError(
+            path, "python", f"{value!r} is a folder but not a virtual environment (no bin/python)"
+        )
+    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+        raise ManifestError(path, "python", f"{value!r} is not an executable file ({candidate})")
+    # Not resolved: a virtual environment's python is a link that must keep its own path.
+    return candidate.absolute()
 
 
 def _manifest_error(path: Path, document: Mapping[str, Any], message: str) -> ManifestError:

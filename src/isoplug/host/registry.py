@@ -131,4 +131,6 @@ def _shared_setting_clash(members: list[Manifest], manifest: Manifest) -> str | 
                 return f"environment.{name}"
         if rate is not None and other.log_write_through_rate not in (None, rate):
             return "log_write_through_rate"
+        if manifest.python is not None and other.python not in (None, manifest.python):
+            return "python"
     return None

@@ -9,12 +9,12 @@ The manifest's own fields come from the structs that validate them
 from __future__ import annotations
 
 import subprocess
-import sys
 from typing import Any
 
 import msgspec
 
-from isoplug.host.launch import plugin_entry, runner_environment
+from isoplug.host.environment import runner_environment
+from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest, manifest_schema
 
 __all__ = ["SchemaUnavailable", "plugin_toml_schema"]
@@ -32,7 +32,7 @@ def config_schema(manifest: Manifest) -> dict[str, Any] | None:
     """The JSON Schema of ``manifest``'s plugin's ``config_schema``; None when it declares
     none. Raises :class:`SchemaUnavailable` when the plugin cannot be imported."""
     result = subprocess.run(
-        [sys.executable, "-m", "isoplug.runner.schema"],
+        [runner_python([manifest]), "-m", "isoplug.runner.schema"],
         input=msgspec.json.encode(plugin_entry(manifest)),
         capture_output=True,
         env=runner_environment([manifest]),

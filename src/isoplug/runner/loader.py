@@ -34,8 +34,10 @@ def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
     """
     module_name, _, attribute = entry.entry.partition(":")
     directory = str(Path(entry.path).resolve())
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
+    # The plugin's folder first, then its sys_path folders, in the manifest's order.
+    for position, folder in enumerate((directory, *entry.sys_path)):
+        if folder not in sys.path:
+            sys.path.insert(position, folder)
     top_level = module_name.partition(".")[0]
     already = sys.modules.get(top_level)
     if already is not None and not _comes_from(already, directory):

@@ -1,0 +1,103 @@
+"""What a runner process gets of the host's environment: by default, only what a Python
+program needs to run, never the host's secrets.
+
+A host's environment holds its database passwords, API keys and cloud credentials; a
+third-party plugin has no business reading them (go-plugin does not pass them either). So a
+runner gets:
+
+1. the variables of :data:`BASE_VARIABLES` that the host has (paths, locale, time zone,
+   terminal, Python's own settings, CA bundles);
+2. the host's variables that its plugins' ``inherit_environment`` names or matches
+   (``["DATABASE_URL", "AWS_*"]``), and those of ``SupervisorConfig.inherit_environment``;
+3. its plugins' ``[environment]`` tables;
+4. what isoplug needs (unbuffered output, isoplug's own import path, the runner tag).
+
+``inherit_environment = true`` (in a manifest, for that plugin's runner) or
+``SupervisorConfig(inherit_environment=True)`` (for every runner) passes the whole host
+environment, as before this existed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from isoplug.host.manifest import Manifest
+
+__all__ = ["BASE_VARIABLES", "runner_environment"]
+
+#: Always passed when the host has them: what a Python program needs to run like the host
+#: does, and nothing that is commonly a secret. Patterns as in :mod:`fnmatch`.
+BASE_VARIABLES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUTF8",
+    "PYTHONIOENCODING",
+    "PYTHONFAULTHANDLER",
+    "PYTHONDEVMODE",
+    "PYTHONWARNINGS",
+    "PYTHONPYCACHEPREFIX",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    # Windows: a process without them cannot start Python or find its profile.
+    "SYSTEMROOT",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+)
+
+
+def runner_environment(
+    manifests: Sequence[Manifest],
+    inherit: Sequence[str] | bool = (),
+    host_environment: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of the runner of ``manifests``; ``inherit`` is the host's setting
+    (``SupervisorConfig.inherit_environment``)."""
+    source = dict(os.environ if host_environment is None else host_environment)
+    if inherit is True or any(m.inherit_environment is True for m in manifests):
+        env = source
+    else:
+        patterns = [*BASE_VARIABLES, *(() if inherit is False else inherit)]
+        for manifest in manifests:
+            if not isinstance(manifest.inherit_environment, bool):
+                patterns += manifest.inherit_environment
+        env = {name: value for name, value in source.items() if _matches(name, patterns)}
+    for manifest in manifests:
+        env.update(manifest.environment)
+    # print() in a plugin must reach the host line by line, not in 8 KiB blocks at exit.
+    env["PYTHONUNBUFFERED"] = "1"
+    # The runner imports isoplug from wherever this host imported it (a source checkout too).
+    package_root = str(Path(__file__).resolve().parents[2])
+    paths = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
+    if package_root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
+    return env
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    # Case-sensitive, as POSIX environments are (fnmatch would fold case on Windows).
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)

@@ -1,0 +1,3 @@
+"""Found only through the manifest's sys_path."""
+
+GREETING = "from lib"
