@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import cli
+from isoplug.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -235,7 +235,7 @@ SHELL = list(shell_commands())
 def test_shell_command_exists(block: Block, command: str) -> None:
     words = shlex.split(command)
     if words[0] == "isoplug":
-        parser = cli._build_parser()
+        parser = build_parser()
         try:
             parser.parse_args(words[1:])
             parsed = True

@@ -1,0 +1,55 @@
+"""The ``isoplug`` command line: a thin synchronous shell over the async library.
+
+- ``isoplug run PATH`` (a folder of plugins, or one plugin's folder) runs a
+  :class:`~isoplug.Host` in the foreground until Ctrl-C or SIGTERM, showing every plugin's
+  output live, attributed and coloured by plugin and level.
+- ``isoplug demo`` runs the example plugins shipped with isoplug for about ten seconds.
+- ``isoplug demo --protocol`` is the foundation demo: one host and one runner talking.
+- ``isoplug new PATH`` makes a new plugin's folder (manifest, code, and a test that passes).
+- ``isoplug schema PLUGIN_DIR`` prints the JSON Schema of a plugin's plugin.toml, for editors.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from isoplug._foundation_demo import run_demo
+from isoplug.cli.console import ConsoleFormatter, configure_console_logging, use_colour
+from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
+from isoplug.cli.parser import build_parser
+from isoplug.cli.running import EXIT_INTERRUPTED, run_command, run_until_stopped
+from isoplug.cli.tools import new_plugin, print_schema
+
+__all__ = ["ConsoleFormatter", "main", "use_colour"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``isoplug`` console script; returns the exit code."""
+    arguments = build_parser().parse_args(argv)
+    if arguments.command == "demo" and arguments.protocol:
+        try:
+            return run_demo()
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    if arguments.command == "new":
+        return new_plugin(arguments.path)
+    if arguments.command == "schema":
+        return print_schema(arguments.plugin_dir)
+    configure_console_logging(arguments.log_level, sys.stdout)
+    if arguments.command == "run":
+        return run_command(arguments)
+    if arguments.command == "demo":
+        plugins_dir = arguments.plugins_dir or example_plugins_dir()
+        if plugins_dir is None:
+            print(
+                "isoplug demo: the example plugins were not found (neither in the installed "
+                "package, isoplug/examples/plugins, nor in a source checkout, "
+                "examples/plugins). Pass --plugins-dir DIR.",
+                file=sys.stderr,
+            )
+            return 2
+        duration = arguments.duration
+        print(DEMO_HEADER, flush=True)
+        return run_until_stopped(lambda stop: run_demo_plugins(plugins_dir, duration, stop))
+    raise AssertionError(f"unhandled command {arguments.command!r}")

@@ -1,0 +1,124 @@
+"""The ``isoplug`` command line's arguments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from isoplug import __version__
+from isoplug.cli.demo import DEMO_DURATION
+from isoplug.cli.running import BUILTIN_CAPABILITIES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="isoplug",
+        description="Run plugins in isolated runner processes without losing their logs.",
+    )
+    parser.add_argument("--version", action="version", version=f"isoplug {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    run = commands.add_parser(
+        "run",
+        help="run a plugin, or the plugins of a directory, until Ctrl-C",
+        description="Start one runner process per plugin (or per group) found in PATH, a "
+        "folder of plugin folders or one plugin's folder (holding its plugin.toml); "
+        "show their output live, restart them when they crash or hang, and stop them all "
+        "cleanly on Ctrl-C or SIGTERM. Capabilities offered to plugins: "
+        + ", ".join(sorted(BUILTIN_CAPABILITIES))
+        + ".",
+    )
+    run.add_argument("plugins_dir", metavar="PATH", type=Path)
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="a TOML file of configuration overrides, one table per plugin id "
+        "([greeter] greeting = 'Hi'), merged over each plugin's [config]",
+    )
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="watch PATH: restart a plugin when its code changes, start new plugin folders, "
+        "stop removed ones, read changed manifests again (needs isoplug[reload])",
+    )
+    run.add_argument(
+        "--tui",
+        action="store_true",
+        help="show a live full-screen view instead of plain lines: one row per plugin "
+        "(state, pid, uptime, restarts, last exit, records/s, drops, RSS, CPU) and a "
+        "filterable log pane; keys restart a plugin, change its log level, pause its lines "
+        "(needs isoplug[tui])",
+    )
+    _add_log_level(run)
+    _add_telemetry_options(run)
+    demo = commands.add_parser(
+        "demo",
+        help="watch example plugins talk, crash, hang and recover (about 10 s)",
+        description="Run the example plugins (a chatty one, one calling a host capability, "
+        "one that crashes and is restarted, one that hangs and is detected) for about ten "
+        "seconds, then stop them and print what happened to each.",
+    )
+    demo.add_argument(
+        "--protocol",
+        action="store_true",
+        help="instead, show the wire protocol between one host and one runner",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=DEMO_DURATION, help="seconds to run (default: 10)"
+    )
+    demo.add_argument(
+        "--plugins-dir",
+        type=Path,
+        default=None,
+        help="the example plugins (default: the ones shipped with isoplug)",
+    )
+    _add_log_level(demo)
+    new = commands.add_parser(
+        "new",
+        help="make a new plugin's folder: manifest, code and a test that passes",
+        description="Make the folder PATH (its last part names the plugin and its module) "
+        "holding plugin.toml, the plugin's code and a test of it using isoplug.testing. "
+        "Then: isoplug run PATH, and python -m pytest PATH.",
+    )
+    new.add_argument("path", metavar="PATH", type=Path)
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of a plugin's plugin.toml, its [config] included",
+        description="Print the JSON Schema of PLUGIN_DIR's plugin.toml for editors (Taplo, "
+        "VS Code's Even Better TOML): the manifest's fields, and under config the schema of "
+        "the plugin's config_schema (imported in a process of its own, as a runner would).",
+    )
+    schema.add_argument("plugin_dir", metavar="PLUGIN_DIR", type=Path)
+    return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="show records at this level and above (default: INFO)",
+    )
+
+
+def _add_telemetry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export every plugin's log records and isoplug's metrics over OTLP to this "
+        "collector (http://127.0.0.1:4318 for OTLP/HTTP, :4317 for gRPC); default: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export (needs isoplug[otel])",
+    )
+    parser.add_argument(
+        "--otlp-protocol",
+        choices=["http/protobuf", "grpc"],
+        help="the OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve the metrics for Prometheus at http://HOST:PORT/metrics (HOST defaults "
+        "to 127.0.0.1; 0.0.0.0 to be scraped from other machines)",
+    )

@@ -1,0 +1,75 @@
+"""``--otlp-endpoint`` / ``--metrics-port``: the OpenTelemetry export ``isoplug run`` asks for."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def telemetry(arguments: argparse.Namespace) -> Iterator[object | None]:
+    """The OpenTelemetry export the options ask for, for the duration of the block (an
+    object, possibly ``False`` when none is asked for); None when it cannot start (said on
+    stderr)."""
+    endpoint = arguments.otlp_endpoint
+    from_environment = any(
+        os.environ.get(name)
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+    )
+    otlp = endpoint is not None or from_environment
+    if arguments.otlp_protocol and not otlp:
+        print(
+            "isoplug run: --otlp-protocol needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)",
+            file=sys.stderr,
+        )
+        yield None
+        return
+    port_text = arguments.metrics_port
+    if not otlp and port_text is None:
+        yield False
+        return
+    host, port = "127.0.0.1", None
+    if port_text is not None:
+        host_text, _, number = port_text.rpartition(":")
+        if not number.isdigit() or int(number) > 65535:
+            print(
+                f"isoplug run: --metrics-port wants [HOST:]PORT, got {port_text!r}", file=sys.stderr
+            )
+            yield None
+            return
+        host, port = host_text.strip("[]") or host, int(number)
+    try:
+        import isoplug.otel
+
+        telemetry = isoplug.otel.export(
+            endpoint,
+            arguments.otlp_protocol,
+            service_name=None if _service_named_by_environment() else "isoplug",
+            otlp=otlp,
+            metrics_port=port,
+            metrics_host=host,
+            join=False,
+        )
+    except (RuntimeError, ValueError) as exc:
+        print(f"isoplug run: {exc}", file=sys.stderr)
+        yield None
+        return
+    if telemetry.metrics_address is not None:
+        logging.getLogger("isoplug.cli").info(
+            "metrics for Prometheus at http://%s:%d/metrics", *telemetry.metrics_address
+        )
+    try:
+        yield telemetry
+    finally:
+        telemetry.shutdown()
+
+
+def _service_named_by_environment() -> bool:
+    attributes = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    return bool(os.environ.get("OTEL_SERVICE_NAME")) or any(
+        part.split("=", 1)[0].strip() == "service.name" for part in attributes.split(",")
+    )
