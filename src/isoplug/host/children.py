@@ -3,7 +3,7 @@ started: spawned (:class:`SpawnedChild`, a ``subprocess.Popen``) or forked by th
 (:class:`~isoplug.host.zygote.ForkedChild`).
 
 Either way the host holds the write end of the runner's stdin (its lifeline), reads its
-stdout/stderr pipes, signals its process group (the runner leads a session of its own), and
+stdout/stderr pipes, signals its process group (the runner leads a group of its own), and
 learns its exit status: from ``waitpid`` for a spawned runner (the host is its parent), from the
 zygote's report for a forked one (the zygote is its parent and reaps it).
 """

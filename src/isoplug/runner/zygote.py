@@ -5,7 +5,7 @@ costs (about 100 ms and 11 MiB of private memory each). The zygote does it once 
 forks a runner for each :class:`~isoplug.control.ForkOrder` the host sends on the socket ``FD``
 (see :mod:`isoplug.host.zygote` for the host's side). The child then runs exactly what
 ``python -m isoplug.runner`` runs (:func:`isoplug.runner.__main__.main`), from the same state a
-spawned runner would reach: its own session, its own descriptors on 0, 1, 2 (and the health
+spawned runner would reach: its own process group, its own descriptors on 0, 1, 2 (and the health
 socket's number), the host's environment for it, the host's working directory.
 
 Fork safety, because a fork copies the whole process:
