@@ -300,3 +300,34 @@ meters.shutdown()
     calls = otlp_receiver.received.latest("rpc.client.call.duration", rpc__method="pid")
     assert calls is not None and calls.count == 1
     assert calls.resource["service.name"] == "the-app"
+
+
+async def test_a_later_dict_config_does_not_silence_the_export(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An application that configures logging after starting the export (here: handlers of
+    its own on the ``plugin`` logger) keeps exporting, and is told once."""
+    import logging.config
+
+    with exporting(endpoint=otlp_receiver.http_endpoint, metrics=False) as export:
+        assert export.log_export is not None
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"null": {"class": "logging.NullHandler"}},
+                "loggers": {"plugin": {"handlers": ["null"], "level": "DEBUG"}},
+            }
+        )
+        assert export.log_export.handler not in logging.getLogger("plugin").handlers
+        try:
+            async with running(tmp_path, "telemetry") as (host, _):
+                await host.call("telemetry", "log_levels", "after the reconfiguration")
+                entries = await otlp_receiver.received.until(
+                    lambda r: _with_body(r, "after the reconfiguration")
+                )
+        finally:
+            logging.getLogger("plugin").handlers.clear()
+    assert entries
+    warnings = [r for r in caplog.records if "attached it again" in r.getMessage()]
+    assert len(warnings) == 1 and "'plugin'" in warnings[0].getMessage()

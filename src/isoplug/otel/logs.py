@@ -201,6 +201,8 @@ class LogExport:
         self._reports = ReportThrottle(self.limits.report_interval, timer=True)
         self.handler = _ExportHandler(self)
         self._loggers: list[logging.Logger] = []
+        #: Loggers whose handler was found removed (and attached again), said once each.
+        self._reattached: set[str] = set()
         self._closing = False
         self._close_deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="isoplug-otel-logs", daemon=True)
@@ -211,6 +213,24 @@ class LogExport:
             logger = logging.getLogger(name)
             logger.addHandler(self.handler)
             self._loggers.append(logger)
+
+    def keep_attached(self) -> None:
+        """Attach the handler again where a logging configuration made after :meth:`attach`
+        removed it (``dictConfig`` clears the handlers of every logger it configures), and say
+        so once per logger: an export that stops with no word is what this prevents."""
+        for logger in list(self._loggers):
+            if self._closing or self.handler in logger.handlers:
+                continue
+            logger.addHandler(self.handler)
+            if logger.name not in self._reattached:
+                self._reattached.add(logger.name)
+                _log.warning(
+                    "the logging configuration removed isoplug's OpenTelemetry export handler "
+                    "from logger %r (a dictConfig that configures it?); attached it again. "
+                    "Configure logging before isoplug.otel.export(), or leave that logger's "
+                    "handlers alone, to keep your configuration as it is",
+                    logger.name,
+                )
 
     def stats(self) -> LogExportStats:
         """A snapshot of the counts (drops not yet taken by the export thread included)."""
@@ -267,6 +287,7 @@ class LogExport:
         outbox = self.outbox
         while True:
             outbox.wake.wait(self.limits.interval)
+            self.keep_attached()
             self._busy = True
             try:
                 items = outbox.take()
