@@ -229,7 +229,7 @@ class LogExport:
                     "from logger %r (a dictConfig that configures it?); attached it again. "
                     "Configure logging before isoplug.otel.export(), or leave that logger's "
                     "handlers alone, to keep your configuration as it is",
-                    logger.name,
+                    logger.name,  # sanitized: one of EXPORTED_LOGGERS, named by us
                 )
 
     def stats(self) -> LogExportStats:
