@@ -197,11 +197,9 @@ class FrameWriter:
             del buffer[start:]
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
         size = len(buffer) - start - HEADER_SIZE
-        try:
-            _check_size(size, self.max_frame_size)
-        except LocalProtocolError:
+        if size > self.max_frame_size:
             del buffer[start:]
-            raise
+            _check_size(size, self.max_frame_size)
         buffer[start : start + HEADER_SIZE] = size.to_bytes(HEADER_SIZE, "big")
 
     def take(self) -> bytes:
