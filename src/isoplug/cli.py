@@ -28,6 +28,7 @@ from isoplug._foundation_demo import run_demo
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, SupervisorConfig
 from isoplug.host.registry import plugins_dir_for
+from isoplug.runner import eventloop
 
 __all__ = ["main"]
 
@@ -342,7 +343,8 @@ def _run_until_stopped(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     The first Ctrl-C / SIGTERM sets ``stop`` (``body`` then stops its host cleanly); the
     second cancels ``body``, which kills every runner at once.
     """
-    result: int = asyncio.run(_with_signals(body))
+    # uvloop when installed, as in the runners (see isoplug.runner.eventloop).
+    result: int = eventloop.run(_with_signals(body))
     return result
 
 
