@@ -4,6 +4,8 @@ Measured between two processes on this machine, over a unix socket:
 
 - *floor*: a bare asyncio ping-pong of a small frame (``asyncio.Protocol`` on both sides, the
   caller awaiting a future per round trip, as ``await host.call`` does), with no protocol;
+- the same written with asyncio streams (``StreamReader``/``StreamWriter``) on both sides, as
+  most asyncio code is (and as ``benchmarks/rpc_roundtrip.py`` measured its floor);
 - *multiprocessing.connection*: the standard library's blocking ``send``/``recv`` (pickle);
 - ``await host.call(plugin, "ping")`` to an ``async def`` method, p50 and p99;
 - the same to a plain ``def`` method (run in a worker thread of the runner);
@@ -103,6 +105,16 @@ class _Echo(asyncio.Protocol):
             self.done.set_result(None)
 
 
+async def _child_streams(address: str) -> None:
+    reader, writer = await asyncio.open_unix_connection(address)
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        writer.write(data)
+    writer.close()
+
+
 async def _child_raw(address: str) -> None:
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     await asyncio.get_running_loop().create_unix_connection(lambda: _Echo(done), address)
@@ -181,6 +193,39 @@ async def bench_floor(round_trips: int) -> list[float]:
     finally:
         server.close()
         # The loop must run for the close to reach the child.
+        await asyncio.to_thread(child.wait, 30)
+        os.unlink(path)
+        os.rmdir(directory)
+    return samples
+
+
+async def bench_streams(round_trips: int) -> list[float]:
+    """Per-call times (s) of a ping-pong written with asyncio streams on both sides (the floor
+    the issue measured with benchmarks/rpc_roundtrip.py)."""
+    directory = tempfile.mkdtemp(prefix="isoplug-bench-")
+    path = os.path.join(directory, "sock")
+    connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+        asyncio.get_running_loop().create_future()
+    )
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set_result((reader, writer))
+
+    server = await asyncio.start_unix_server(on_connect, path)
+    child = _spawn("streams", path, _loop_name())
+    samples: list[float] = []
+    try:
+        reader, writer = await asyncio.wait_for(connected, 30)
+        clock = time.perf_counter
+        for index in range(round_trips + 200):
+            start = clock()
+            writer.write(FRAME)
+            await reader.readexactly(len(FRAME))
+            if index >= 200:
+                samples.append(clock() - start)
+        writer.close()
+    finally:
+        server.close()
         await asyncio.to_thread(child.wait, 30)
         os.unlink(path)
         os.rmdir(directory)
@@ -280,6 +325,8 @@ def report(kind: str, rounds: list[dict[str, Any]], mp: list[float]) -> None:
     p99 = lambda s: percentile(s, 0.99)  # noqa: E731
     line("asyncio ping-pong, p50 (the floor)", med("floor", p50))
     line("asyncio ping-pong, p99", med("floor", p99))
+    streams = med("streams", p50)
+    line("asyncio streams ping-pong, p50", streams)
     mp_p50 = percentile(mp, 0.5)
     line("multiprocessing.connection, p50", (mp_p50, mp_p50, mp_p50))
     a50 = med("async", p50)
@@ -291,6 +338,7 @@ def report(kind: str, rounds: list[dict[str, Any]], mp: list[float]) -> None:
     line("host.call sync method (thread), p50", s50, f"   {s50[0] / a50[0]:.2f}x async (<= 1.5)")
     line("host.call sync method (thread), p99", s99)
     print(f"{'host.call async p50 / multiprocessing p50':<44}{'':8}  {a50[0] / mp_p50:8.2f}")
+    print(f"{'host.call async p50 / streams ping-pong p50':<44}{'':8}  {a50[0] / streams[0]:8.2f}")
     rates = [r["pipelined"] for r in rounds]
     print(
         f"{'pipelined 1,000 concurrent host.call':<44}{statistics.median(rates):8,.0f}/s"
@@ -325,6 +373,8 @@ def main() -> None:
         kind, address, loop = arguments.child
         if kind == "raw":
             run(loop, _child_raw(address))
+        elif kind == "streams":
+            run(loop, _child_streams(address))
         else:
             _child_mp(address)
         return
@@ -343,6 +393,7 @@ def main() -> None:
                 floor = run(kind, bench_floor(calls))
                 outcome["floor_cpu"] = floor.pop()
                 outcome["floor"] = floor
+                outcome["streams"] = run(kind, bench_streams(calls))
                 results[kind].append(outcome)
     load = os.getloadavg()[0]
     print(
