@@ -59,6 +59,7 @@ test-all: test
 bench: $(STAMP)
 	$(PY) benchmarks/rpc_roundtrip.py
 	$(PY) benchmarks/runtime_startup_and_calls.py
+	$(PY) benchmarks/call_speed.py
 	$(PY) benchmarks/logs_vs_peers.py
 	$(PY) benchmarks/logs_cost_breakdown.py
 	$(PY) benchmarks/host_log_latency.py

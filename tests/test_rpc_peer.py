@@ -377,6 +377,32 @@ async def test_many_concurrent_incoming_requests_are_bounded(peers: PeerFactory)
         assert await asyncio.gather(*calls) == list(range(600))
 
 
+async def test_answers_sent_together_keep_the_order_of_everything_sent(
+    peers: PeerFactory,
+) -> None:
+    """Pipelined requests are all answered; an event a handler sends before answering arrives
+    before that answer: answers held for one write never overtake, nor are overtaken."""
+    seen: list[Any] = []
+
+    async with peers() as (client, server):
+        client.on_event("before", lambda n: seen.append(("event", n)))
+
+        async def answer(n: int) -> int:
+            if n % 7 == 0:
+                server.notify_nowait("before", n)
+            return n
+
+        server.register("answer", answer)
+
+        async def call(n: int) -> None:
+            seen.append(("answer", await client.request("answer", n)))
+
+        await asyncio.gather(*(call(n) for n in range(300)))
+        assert sorted(n for kind, n in seen if kind == "answer") == list(range(300))
+        for n in range(0, 300, 7):
+            assert seen.index(("event", n)) < seen.index(("answer", n))
+
+
 async def test_peer_vanishing_fails_pending_requests_with_connection_broken() -> None:
     """When the stream breaks under a pending request, the caller gets ConnectionBroken."""
     started = asyncio.Event()

@@ -18,6 +18,7 @@ from isoplug.cli.telemetry import telemetry
 from isoplug.host import Host, SupervisorConfig
 from isoplug.host.registry import plugins_dir_for
 from isoplug.host.reload import reload_unavailable
+from isoplug.runner import eventloop
 
 #: Capabilities the CLI's host offers to plugins that are granted them.
 BUILTIN_CAPABILITIES: dict[str, Callable[..., Any]] = {"clock.now": time.time}
@@ -33,7 +34,8 @@ def run_until_stopped(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     The first Ctrl-C / SIGTERM sets ``stop`` (``body`` then stops its host cleanly); the
     second cancels ``body``, which kills every runner at once.
     """
-    result: int = asyncio.run(_with_signals(body))
+    # uvloop when installed, as in the runners (see isoplug.runner.eventloop).
+    result: int = eventloop.run(_with_signals(body))
     return result
 
 

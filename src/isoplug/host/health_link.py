@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from typing import cast
 
 import msgspec
 
@@ -86,8 +87,8 @@ class HealthLink(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are no asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -401,7 +401,12 @@ class Host:
         :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
         :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
         """
-        return await self.call_with(plugin_id, method, args=args, kwargs=kwargs)
+        # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
+        supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
+        call = supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
+        if observers.watching():
+            return await observers.observed_call(plugin_id, method, call)
+        return await call
 
     async def call_with(
         self,

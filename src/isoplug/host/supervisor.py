@@ -77,6 +77,8 @@ _MAX_FAILURE_CHARS = 4 * 1024
 _MAX_TRACEBACK_CHARS = 64 * 1024
 _CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 
+_NO_SUMMARY = PluginSummary()
+
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
 """``stdio_destination(supervisor, pid)``: where the stdout/stderr output of the runner process
@@ -312,8 +314,16 @@ class RunnerSupervisor:
     ) -> Any:
         """Call ``method`` of ``plugin_id``; see :meth:`isoplug.Host.call` for what it raises."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        await self._wait_ready_for_call(plugin_id, method, timeout)
-        summary = self.summaries.get(plugin_id, PluginSummary())
+        life = self._life
+        if (
+            self.state is not PluginState.READY
+            or life is None
+            or life.peer is None
+            or plugin_id in self.broken
+        ):
+            await self._wait_ready_for_call(plugin_id, method, timeout)
+            life = self._life
+        summary = self.summaries.get(plugin_id, _NO_SUMMARY)
         if method not in summary.methods:
             raise MethodNotFound(
                 f"{plugin_id}.{method}",
@@ -321,16 +331,17 @@ class RunnerSupervisor:
                 f"plugin {plugin_id!r} has no method {method!r}; available methods: "
                 f"{', '.join(summary.methods) or 'none'}",
             )
+        assert life is not None
         return await call_runner(
-            self._peer,
-            self._process,
+            life.peer,
+            life.process,
             plugin_id,
             method,
             args=args,
             kwargs=kwargs,
             deadline=deadline,
             commands=self._commands,
-            health=None if self._life is None else self._life.health,
+            health=life.health,
         )
 
     def publish(self, event: str, payload: Any) -> bool:

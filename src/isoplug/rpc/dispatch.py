@@ -87,8 +87,9 @@ class Dispatcher:
 
     ``pending`` are the peer's calls awaiting answers (answers are delivered to them);
     ``send`` sends one message; ``closing`` says whether the peer is ending the session (a
-    handler cancelled then gets no answer); ``fail`` ends the session when dispatching itself
-    failed.
+    handler cancelled then gets no answer); ``hold_answers`` asks the peer to gather the
+    answers sent until the loop's next round is through, into one write; ``fail`` ends the
+    session when dispatching itself failed.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Dispatcher:
         *,
         send: Callable[[Message], None],
         closing: Callable[[], bool],
+        hold_answers: Callable[[], None],
         fail: Callable[[ConnectionBroken], None],
         peer_name: str,
     ) -> None:
@@ -107,6 +109,7 @@ class Dispatcher:
         self._pending = pending
         self._send = send
         self._is_closing = closing
+        self._hold_answers = hold_answers
         self._fail = fail
         self._peer_name = peer_name
         self._handlers: dict[str, _Registered] = {}
@@ -152,11 +155,16 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
+        serving = len(self._serving)
         for index, message in enumerate(messages):
             if not self._dispatch_now(message):
                 self._backlog.extend(messages[index:])
                 self._start_drainer()
-                return
+                break
+        if len(self._serving) > serving:
+            # The tasks just started take their first step in the loop's next round, one
+            # after another: their answers go out together, in one write.
+            self._hold_answers()
 
     def queue(self, messages: list[Message]) -> None:
         """Put ``messages`` in the backlog, for :meth:`drain_queued` to start on."""

@@ -75,6 +75,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 _BACKLOG_GRACE = 10.0
 
 _USE_DEFAULT: Final = object()
+_ANSWERS: Final = (Response, ErrorResponse)
 
 
 class Peer:
@@ -106,16 +107,19 @@ class Peer:
             self._pending,
             send=self._send,
             closing=lambda: self._closing,
+            hold_answers=self._hold_answers,
             fail=self._end_session,
             peer_name=self.peer_name,
         )
         for method, function in (handlers or {}).items():
             self.register(method, function)
         self._closing = False
+        #: Answers are being gathered into one write (see _hold_answers).
+        self._holding = False
         self._closed = asyncio.Event()
         #: Why the session ended: ``None`` while open, else the exception that describes it.
         self.close_error: TransportError | ProtocolError | None = None
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
         if stream.set_data_listener(self._on_data, self._on_end):
             # Push mode: bytes are handled in the transport's callback, without a task
@@ -260,13 +264,13 @@ class Peer:
         calling task, or a timeout, sends a cancel to the other side.
         """
         limit = self.default_timeout if timeout is _USE_DEFAULT else timeout
-        assert limit is None or isinstance(limit, int | float)
-        self._check_open()
         connection = self._connection
+        if self._closing or connection.state is not ConnectionState.OPEN:
+            self._check_open()
         request_id = connection.next_request_id()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message] = self._loop.create_future()
         self._send(Request(id=request_id, method=method, params=encode_value(params)))
-        self._pending.add(request_id, method, future, limit)
+        self._pending.add(request_id, method, future, limit)  # type: ignore[arg-type]
         try:
             answer = await future
         except DeadlinePassed:
@@ -350,7 +354,31 @@ class Peer:
     def _send(self, message: Message) -> None:
         connection = self._connection
         connection.send(message)
+        if self._holding and type(message) in _ANSWERS:
+            return  # written by _release_answers, with the others
+        # Anything else goes out at once, after any answers held (the order is kept).
         self._stream.write(connection.data_to_send())
+
+    def _hold_answers(self) -> None:
+        """Gather the answers sent from now until the loop's next round is through into one
+        write: the requests of one read start tasks that all answer in that round, and
+        pipelined calls then cost the sender one system call per read instead of one per
+        answer. A single call loses nothing: its answer goes out in the same round."""
+        if not self._holding:
+            self._holding = True
+            # After the tasks' first steps: they were scheduled before this callback.
+            asyncio.get_running_loop().call_soon(self._release_answers)
+
+    def _release_answers(self) -> None:
+        self._holding = False
+        data = self._connection.data_to_send()
+        if not data:
+            return
+        try:
+            self._stream.write(data)
+        except TransportError as exc:
+            # The session is ending (its end is handled where the stream reports it).
+            _log.debug("could not send %d bytes of answers: %s", len(data), exc)
 
     def _cancel_remote(self, request_id: int) -> None:
         if self._closing or self._connection.state is not ConnectionState.OPEN:

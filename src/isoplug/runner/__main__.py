@@ -15,7 +15,6 @@ read this one's memory (the host's kernel-pid checks are what refuse it).
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import os
 import sys
@@ -23,6 +22,7 @@ import sys
 import msgspec
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
+from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.session import run_runner
@@ -58,7 +58,8 @@ def main() -> int:
     # The coroutine holds the only reference left, which it drops once connected.
     runner = run_runner(bootstrap)
     del bootstrap
-    return asyncio.run(runner)
+    # uvloop when installed (see isoplug.runner.eventloop).
+    return eventloop.run(runner)
 
 
 def _read_line_into(buffer: bytearray) -> int:

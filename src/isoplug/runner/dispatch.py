@@ -22,6 +22,7 @@ from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSumma
 from isoplug.errors import UnencodableValue
 from isoplug.logs.sources import current_source
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
+from isoplug.runner.methods import MethodInfo
 from isoplug.runner.tracing import joined
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, ErrorInfo
@@ -54,6 +55,8 @@ class LoadedPlugin:
         self.instance = instance
         self.source = plugin_source(plugin_id)
         self.methods: dict[str, Callable[..., Any]] = {}
+        #: The same methods, with what a call needs to know of them (see runner.methods).
+        self.calls: dict[str, MethodInfo] = {}
         self.subscriptions: dict[str, list[Callable[..., Any]]] = {}
         for attribute in dir(type(instance)):
             function = getattr(type(instance), attribute, None)
@@ -63,6 +66,7 @@ class LoadedPlugin:
             name = getattr(function, METHOD_MARK, None)
             if isinstance(name, str):
                 self.methods[name] = bound
+                self.calls[name] = MethodInfo(f"{plugin_id}.{name}", bound)
             for event in getattr(function, EVENTS_MARK, ()):
                 self.subscriptions.setdefault(event, []).append(bound)
 
@@ -97,8 +101,8 @@ class PluginTable:
                 f"runner has no plugin {request.plugin!r} (it hosts: "
                 f"{', '.join(sorted(self.plugins)) or 'none'})",
             )
-        function = plugin.methods.get(request.method)
-        if function is None:
+        method = plugin.calls.get(request.method)
+        if method is None:
             available = ", ".join(sorted(plugin.methods)) or "none"
             return _failure(
                 "method_not_found",
@@ -106,23 +110,36 @@ class PluginTable:
                 f"plugin {plugin.plugin_id!r} has no method {request.method!r}; "
                 f"available methods: {available}",
             )
-        signature = inspect.signature(function)
-        try:
-            signature.bind(*request.args, **request.kwargs)
-        except TypeError as exc:
+        args = request.args
+        kwargs = request.kwargs
+        mismatch = method.bind_error(args, kwargs)
+        if mismatch is not None:
             return _failure(
                 "invalid_params",
                 "isoplug.errors.InvalidParams",
-                f"arguments do not fit {plugin.plugin_id}.{request.method}{signature}: {exc}"
-                + _timeout_hint(request, signature),
+                f"arguments do not fit {method.name}{method.signature}: {mismatch}"
+                + _timeout_hint(request, method.signature),
             )
         # The call's output is the plugin's, in its tasks and worker thread too (the pool
         # copies the context, as to_thread does). The request runs in a task of its own: the
         # value is reset below only for tidiness.
         source = current_source.set(plugin.source)
         try:
-            with joined(request.traceparent, request.tracestate):
-                result = await self._run(request, plugin, function)
+            traceparent = request.traceparent
+            if not traceparent and method.is_async:
+                # The common case, without a context manager or a coroutine between the task
+                # and the method.
+                result = await method.function(*args, **kwargs)
+            else:
+                with joined(traceparent, request.tracestate):
+                    if method.is_async:
+                        result = await method.function(*args, **kwargs)
+                    else:
+                        result = await self.workers.run(
+                            request.call_id,
+                            method.name,
+                            functools.partial(method.function, *args, **kwargs),
+                        )
         except Exception as exc:
             return _failure(
                 "error",
@@ -132,18 +149,7 @@ class PluginTable:
             )
         finally:
             current_source.reset(source)
-        return self._outcome(f"{plugin.plugin_id}.{request.method}", result)
-
-    async def _run(
-        self, request: CallRequest, plugin: LoadedPlugin, function: Callable[..., Any]
-    ) -> Any:
-        if inspect.iscoroutinefunction(function):
-            return await function(*request.args, **request.kwargs)
-        return await self.workers.run(
-            request.call_id,
-            f"{plugin.plugin_id}.{request.method}",
-            functools.partial(function, *request.args, **request.kwargs),
-        )
+        return self._outcome(method.name, result)
 
     def _outcome(self, name: str, result: Any) -> CallOutcome:
         """``result`` encoded here, where the plugin's method can still be named: the answer's
@@ -191,10 +197,10 @@ class PluginTable:
                     current_source.reset(source)
 
 
-def _timeout_hint(request: CallRequest, signature: inspect.Signature) -> str:
+def _timeout_hint(request: CallRequest, signature: inspect.Signature | None) -> str:
     """Callers of old passed isoplug's call timeout as ``timeout=``, which now goes to the
     method like any argument: say where the timeout went, when that is why the call failed."""
-    if "timeout" not in request.kwargs or "timeout" in signature.parameters:
+    if signature is None or "timeout" not in request.kwargs or "timeout" in signature.parameters:
         return ""
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         return ""

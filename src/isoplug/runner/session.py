@@ -39,7 +39,6 @@ from isoplug.control import (
     SET_LOG_LEVEL,
     SHUTDOWN,
     Bootstrap,
-    CallOutcome,
     CallRequest,
     CapabilityDenied,
     CapabilityRequest,
@@ -88,12 +87,6 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     shutdown = asyncio.Event()
     peer_box: list[Peer] = []
 
-    async def call(request: CallRequest) -> CallOutcome:
-        return await table.call(request)
-
-    async def deliver(delivery: EventDelivery) -> None:
-        await table.deliver(delivery)
-
     def shutdown_requested(_: Any) -> None:
         shutdown.set()
 
@@ -138,10 +131,11 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer_box.append(peer)
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
-    peer.register(CALL, call, params_type=CallRequest)
+    # The table's own coroutine functions: no coroutine in between, per call.
+    peer.register(CALL, table.call, params_type=CallRequest)
     peer.register(SET_LOG_LEVEL, levels.change, params_type=LogLevelChange)
     peer.register(SET_CONFIG, set_config, params_type=ConfigChange)
-    peer.on_event(EVENT, deliver, params_type=EventDelivery)
+    peer.on_event(EVENT, table.deliver, params_type=EventDelivery)
     async with peer:
         failures = await _load_and_set_up(bootstrap, table, call_host, contexts)
         report = ReadyReport(

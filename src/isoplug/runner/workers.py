@@ -16,9 +16,7 @@ the default executor's included).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
-import functools
 import itertools
 import logging
 import os
@@ -41,19 +39,44 @@ def default_threads() -> int:
 class Work:
     """One function call handed to the pool; read by the health thread."""
 
-    __slots__ = ("abandoned", "call_id", "future", "queued", "run", "started", "thread", "what")
+    __slots__ = (
+        "abandoned",
+        "call_id",
+        "cancelled",
+        "context",
+        "function",
+        "loop",
+        "queued",
+        "started",
+        "thread",
+        "waiter",
+        "what",
+    )
 
-    def __init__(self, call_id: int, what: str, run: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        call_id: int,
+        what: str,
+        function: Callable[[], Any],
+        context: contextvars.Context,
+        waiter: asyncio.Future[Any],
+    ) -> None:
         self.call_id = call_id
         self.what = what
-        self.run = run
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.function = function
+        self.context = context
+        #: Where the caller awaits the outcome (set on its loop, never from the thread).
+        self.waiter = waiter
+        self.loop = waiter.get_loop()
         self.queued = time.monotonic()
         #: ``time.monotonic()`` when a thread took it (0: waiting).
         self.started = 0.0
         #: The ident of the thread running it (0: waiting).
         self.thread = 0
+        #: The caller gave up while it ran: its thread runs on, its outcome is dropped.
         self.abandoned = False
+        #: The caller gave up before a thread took it: it never runs.
+        self.cancelled = False
 
 
 class WorkerPool:
@@ -64,9 +87,13 @@ class WorkerPool:
             raise ValueError(f"max_threads must be at least 1, got {max_threads}")
         self.max_threads = max_threads
         self._name = name
-        self._queue: queue.SimpleQueue[Work] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        self._queue: queue.SimpleQueue[tuple[int, Work]] = queue.SimpleQueue()
+        #: Guards the counts below, and each work item's move from waiting to running or
+        #: cancelled (the thread and the cancelled caller race for it).
         self._lock = threading.Lock()
+        #: Threads waiting for work that no caller has counted on yet (a semaphore's count,
+        #: without a semaphore's Python-level condition: see _adjust).
+        self._idle = 0
         self._threads = 0
         self._numbers = itertools.count(1)
         #: Every call queued or running, in the order they came.
@@ -81,37 +108,38 @@ class WorkerPool:
         ``asyncio.to_thread``); ``what`` names it in health reports. If the caller is cancelled
         while the function runs, the thread runs on: the call is marked abandoned (reported as
         stuck until it returns) and its result is dropped."""
-        context = contextvars.copy_context()
-        work = Work(call_id, what, functools.partial(context.run, function))
+        # The thread hands the outcome straight to this future through call_soon_threadsafe:
+        # a concurrent future wrapped by asyncio.wrap_future cost two more futures, a
+        # condition variable and three callbacks per call.
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        work = Work(call_id, what, function, contextvars.copy_context(), waiter)
         key = next(self._numbers)
         with self._lock:
             self._work[key] = work
-        self._queue.put(work)
+        self._queue.put((key, work))
         self._adjust()
         try:
-            return await asyncio.wrap_future(work.future)
+            return await waiter
         except asyncio.CancelledError:
-            # A work item not started yet is cancelled with the future (it never runs).
-            work.abandoned = True
+            with self._lock:
+                if work.started:
+                    work.abandoned = True  # forgotten when its thread returns
+                else:
+                    work.cancelled = True  # its thread will skip it
+                    self._work.pop(key, None)
             raise
-        finally:
-            # At once if done or cancelled; else when the abandoned thread returns.
-            work.future.add_done_callback(lambda _: self._forget(key))
 
     def snapshot(self) -> list[Work]:
         """The calls queued or running now, oldest first (cancelled ones left out)."""
         with self._lock:
-            return [work for work in self._work.values() if not work.future.cancelled()]
-
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            self._work.pop(key, None)
+            return [work for work in self._work.values() if not work.cancelled]
 
     def _adjust(self) -> None:
         # As ThreadPoolExecutor: an idle thread takes the work, else a new one if allowed.
-        if self._idle.acquire(blocking=False):
-            return
         with self._lock:
+            if self._idle:
+                self._idle -= 1
+                return
             if self._threads >= self.max_threads:
                 return
             self._threads += 1
@@ -119,28 +147,50 @@ class WorkerPool:
         threading.Thread(target=self._serve, name=f"{self._name}-{number}", daemon=True).start()
 
     def _serve(self) -> None:
+        lock = self._lock
+        get = self._queue.get
         while True:
             try:
-                work = self._queue.get_nowait()
+                key, work = self._queue.get_nowait()
             except queue.Empty:
-                self._idle.release()
-                work = self._queue.get()
-            if not work.future.set_running_or_notify_cancel():
-                continue
-            work.thread = threading.get_ident()
-            work.started = time.monotonic()
+                with lock:
+                    self._idle += 1
+                key, work = get()
+            with lock:
+                if work.cancelled:
+                    continue
+                work.thread = threading.get_ident()
+                work.started = time.monotonic()
             try:
-                result = work.run()
+                value = work.context.run(work.function)
             except BaseException as exc:
                 # Delivered to the awaiting task, as by ThreadPoolExecutor (SystemExit too).
-                work.future.set_exception(exc)
+                failed, value = True, exc
             else:
-                work.future.set_result(result)
-            if work.abandoned:
+                failed = False
+            with lock:
+                self._work.pop(key, None)
+                abandoned = work.abandoned
+            if abandoned:
                 _log.info(
                     "%s returned after running %.1f s; its caller had given up on it, so its "
                     "result was dropped",
                     work.what,
                     time.monotonic() - work.started,
                 )
-            del work
+            else:
+                try:
+                    work.loop.call_soon_threadsafe(_deliver, work.waiter, failed, value)
+                except RuntimeError:
+                    # The loop closed meanwhile (the runner is exiting): nobody awaits it.
+                    _log.debug("%s finished after its event loop closed", work.what)
+            del work, value
+
+
+def _deliver(waiter: asyncio.Future[Any], failed: bool, value: Any) -> None:
+    if waiter.done():
+        return  # the caller was cancelled between the thread's check and now
+    if failed:
+        waiter.set_exception(value)
+    else:
+        waiter.set_result(value)

@@ -49,6 +49,11 @@ from isoplug.control import ChildExited, Forked, ForkOrder, ForkRefused
 from isoplug.runner import __main__ as runner_main
 from isoplug.runner.lifeline import set_parent_death_signal
 
+# Runners run on uvloop when it is installed (isoplug.runner.eventloop): import it once here.
+# Not installed: they run on asyncio, imported above.
+with contextlib.suppress(ImportError):
+    import uvloop  # noqa: F401
+
 __all__ = ["main"]
 
 #: A fork order is the runner's environment: a few KiB. The host refuses to send more.

@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
 
@@ -145,7 +146,8 @@ class SocketStream(Stream, asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not an isinstance check: uvloop's transports are no asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         sock = transport.get_extra_info("socket")

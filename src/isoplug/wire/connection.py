@@ -209,26 +209,30 @@ class Connection:
                 f"cannot send {type(message).__name__} on a connection in state "
                 f"{self.state.value}" + (f" ({self.close_reason})" if self.close_reason else "")
             )
-        match message:
-            case Request(id=request_id):
-                if request_id in self._sent_requests_open:
-                    raise LocalProtocolError(f"request id {request_id} is already in use")
-                self._out.add(message)
-                self._sent_requests_open.add(request_id)
-            case Response(id=request_id) | ErrorResponse(id=request_id):
-                if request_id not in self._received_requests_open:
-                    raise LocalProtocolError(f"request {request_id} is not open: cannot answer it")
-                self._out.add(message)
-                self._received_requests_open.discard(request_id)
-            case Event() | Cancel() | LogBatch():
-                self._out.add(message)
-            case Goodbye(reason=reason):
-                self._out.add(message)
-                self._close(reason or "closed by this side")
-            case _:
-                raise LocalProtocolError(
-                    f"{type(message).__name__} is a handshake message; it cannot be sent now"
-                )
+        # By exact type, not by pattern: a class pattern costs an isinstance check and an
+        # attribute lookup per case, on every message.
+        kind = type(message)
+        if kind is Request:
+            request_id = message.id  # type: ignore[union-attr]
+            if request_id in self._sent_requests_open:
+                raise LocalProtocolError(f"request id {request_id} is already in use")
+            self._out.add(message)
+            self._sent_requests_open.add(request_id)
+        elif kind is Response or kind is ErrorResponse:
+            request_id = message.id  # type: ignore[union-attr]
+            if request_id not in self._received_requests_open:
+                raise LocalProtocolError(f"request {request_id} is not open: cannot answer it")
+            self._out.add(message)
+            self._received_requests_open.discard(request_id)
+        elif kind is Event or kind is Cancel or kind is LogBatch:
+            self._out.add(message)
+        elif kind is Goodbye:
+            self._out.add(message)
+            self._close(message.reason or "closed by this side")  # type: ignore[union-attr]
+        else:
+            raise LocalProtocolError(
+                f"{kind.__name__} is a handshake message; it cannot be sent now"
+            )
 
     def fail(self, code: str, reason: str) -> None:
         """Abandon the connection because of something the I/O layer saw (a deadline passed).

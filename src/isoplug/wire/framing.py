@@ -8,6 +8,8 @@ in place, so a message is never copied after encoding.
 
 from __future__ import annotations
 
+import struct
+
 from isoplug.errors import LocalProtocolError, RemoteProtocolError
 from isoplug.wire.codec import ENCODE_ERRORS, encode_message_into
 from isoplug.wire.messages import Message
@@ -30,6 +32,7 @@ DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 #: are capped at 256 characters each), and whoever sends it has proven nothing yet: a peer
 #: without the token must not make us hold megabytes.
 HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
+_LENGTH = struct.Struct(">I")
 #: The length prefix can express at most this; a limit above it would be meaningless.
 _PREFIX_LIMIT = 2**32 - 1
 
@@ -65,19 +68,26 @@ class FrameDecoder:
         """
         if self._failed:
             raise RemoteProtocolError("the byte stream already failed framing; close it")
+        unpack = _LENGTH.unpack_from
+        max_size = self.max_frame_size
+        end = len(data)
+        if not self._buffer and end >= HEADER_SIZE:
+            # The usual case, one whole frame in one read: no loop, no buffer.
+            (length,) = unpack(data)
+            if end == HEADER_SIZE + length and length <= max_size:
+                return [memoryview(data)[HEADER_SIZE:]]
         if self._buffer:
             self._buffer += data
             source: bytes | bytearray = self._buffer
+            end = len(source)
         else:
             # Fast path: frames entirely inside ``data`` are sliced from it without a copy.
             source = data
         frames: list[bytes | memoryview] = []
         view = memoryview(source)
-        end = len(source)
         position = 0
-        max_size = self.max_frame_size
         while end - position >= HEADER_SIZE:
-            length = int.from_bytes(view[position : position + HEADER_SIZE], "big")
+            (length,) = unpack(source, position)
             if length > max_size:
                 self._failed = True
                 view.release()
@@ -197,11 +207,9 @@ class FrameWriter:
             del buffer[start:]
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
         size = len(buffer) - start - HEADER_SIZE
-        try:
-            _check_size(size, self.max_frame_size)
-        except LocalProtocolError:
+        if size > self.max_frame_size:
             del buffer[start:]
-            raise
+            _check_size(size, self.max_frame_size)
         buffer[start : start + HEADER_SIZE] = size.to_bytes(HEADER_SIZE, "big")
 
     def take(self) -> bytes:
