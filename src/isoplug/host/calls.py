@@ -157,6 +157,9 @@ def _how_it_ended(process: RunnerProcess) -> str:
     if not process.exited.done():
         return "lost its connection"
     returncode = process.exited.result()
+    if not process.status_known:
+        # Its zygote died first: nobody could learn how it ended (see isoplug.host.zygote).
+        return "ended (how is unknown: the process that started it died first)"
     if returncode >= 0:
         return f"exited with code {returncode}"
     try:
