@@ -12,7 +12,7 @@ Two listeners (unix sockets in private directories) serve every runner. Each run
 gets its own random tokens; the hello's name says which runner it claims to be, the token
 proves it, and the kernel's word on the connecting pid (``SO_PEERCRED``) must agree, before
 the handshake ends (the route's ``admit``). On the event loop's listener, connections are
-routed by their hello *role* through :attr:`Host._routes`: the ``"control"`` role goes to the
+routed by their hello *role* (:mod:`isoplug.host.routes`): the ``"control"`` role goes to the
 runner's supervisor; other roles are refused with a warning. Each runner's ``"logs"``
 connection goes to the other listener, the :class:`~isoplug.host.logbridge.LogBridge`'s, whose
 threads replay its records; its stdout and stderr pipes are read and replayed by threads too
@@ -22,37 +22,31 @@ threads replay its records; its stdout and stderr pipes are read and replayed by
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from isoplug.control import CONTROL_ROLE
-from isoplug.errors import ConfigInvalid, LocalProtocolError, PluginFailed, UnencodableValue
+from isoplug.errors import LocalProtocolError, PluginFailed, UnencodableValue
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.environment import runner_environment
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
-from isoplug.host.manifest import Manifest, merge_config
-from isoplug.host.registry import Discovery, RunnerPlan, discover, plan_runners
-from isoplug.host.reload import PluginReloader, ReloadPlan, reload_unavailable
-from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
+from isoplug.host.registry import RunnerPlan, plan_runners
+from isoplug.host.reload import PluginReloader, reload_unavailable
+from isoplug.host.routes import ConnectionRoutes
+from isoplug.host.runner_set import RunnerSet
+from isoplug.host.status import PluginInfo, PluginState, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import LogMetrics, ReplayLimits
-from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.rpc import Handler, Peer, serve
+from isoplug.rpc import serve
 from isoplug.transport import Listener
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
-from isoplug.transport.stream import PeerCredentials
-from isoplug.wire import Hello
-from isoplug.wire.sanitize import clean_text
 from isoplug.wire.values import locate_unencodable
 
 __all__ = ["Host"]
@@ -70,17 +64,6 @@ class _Default(enum.Enum):
     """The default of an option that the host's config holds."""
 
     CONFIG = "the host's config"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Route:
-    """How the host serves one connection role: who may open it (why a connection whose token
-    matched is refused, during the handshake), handlers in place before the first message,
-    then a coroutine that owns the connection until it closes."""
-
-    admit: Callable[[RunnerSupervisor, PeerCredentials | None], str | None]
-    handlers: Callable[[RunnerSupervisor, Hello], Mapping[str, Handler]]
-    serve: Callable[[RunnerSupervisor, Peer], Awaitable[None]]
 
 
 class Host:
@@ -119,19 +102,16 @@ class Host:
         #: The hot reloader, while one runs (``reload=True``).
         self.reloader: PluginReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
-        self._plans: dict[str, RunnerPlan] = {}
-        #: The host's configuration overrides, by plugin id (merged over each ``[config]``).
-        self._config_overrides: dict[str, dict[str, Any]] = {
-            plugin_id: dict(values) for plugin_id, values in (plugin_config or {}).items()
-        }
-        #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
-        self._toml_configs: dict[str, Mapping[str, Any]] = {}
         self.config = config or SupervisorConfig()
         self._on_change = on_change
         self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
-        self._supervisors: dict[str, RunnerSupervisor] = {}
-        self._runner_of: dict[str, RunnerSupervisor] = {}
+        self._changed = asyncio.Event()
+        self._runners = RunnerSet(self.plugins_dir, plugin_config, self._changed.set)
+        self._runners.make = self._make_supervisor
+        # The same dicts: read on every call and connection.
+        self._supervisors = self._runners.supervisors
+        self._runner_of = self._runners.runner_of
         self._listener: Listener | None = None
         #: Forks the runners (started on the first start; see isoplug.host.zygote).
         self._zygote = (
@@ -139,18 +119,8 @@ class Host:
             if fork_supported()
             else None
         )
-        self._changed = asyncio.Event()
         self._log_bridge = LogBridge(self._supervisors.get, log_limits)
-        # Connections refused after their hello: a flood of them is summed up, not logged.
-        self._refusals = ReportThrottle(self._log_bridge.limits.report_interval, timer=True)
-        #: Connection roles and who serves them.
-        self._routes: dict[str, _Route] = {
-            CONTROL_ROLE: _Route(
-                RunnerSupervisor.admit_control,
-                lambda supervisor, _hello: supervisor.control_handlers(),
-                RunnerSupervisor.serve_control,
-            ),
-        }
+        self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -165,8 +135,8 @@ class Host:
         """Discover plugins, open the listener and start every runner (does not wait for them
         to be ready: see :meth:`wait_ready`). Raises :class:`FileNotFoundError` /
         :class:`NotADirectoryError` when ``plugins_dir`` is unusable."""
-        discovery = self._discover()
-        unknown = sorted(set(self._config_overrides) - {m.id for m in discovery.manifests})
+        discovery = self._runners.discover()
+        unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})
         if unknown:
             _log.warning("plugin_config names plugins not found: %s", ", ".join(unknown))
         plans, grouping_problems = plan_runners(discovery.manifests)
@@ -179,44 +149,31 @@ class Host:
             _log.info("removed %d socket directories of dead isoplug processes", len(stale))
         self._listener = await serve(
             "unix:",
-            self._expected_token,
-            self._serve_connection,
-            handlers=self._handlers_for,
+            self._routes.expected_token,
+            self._routes.serve,
+            handlers=self._routes.handlers_for,
             name="isoplug-host",
-            admit=self._admit,
+            admit=self._routes.admit,
             handshake_timeout=self.config.handshake_timeout,
             max_handshakes=self.config.max_handshakes,
         )
         self._log_bridge.open(self.config.handshake_timeout, self.config.max_handshakes)
         for plan in plans:
-            self._add_runner(plan)
+            self._runners.add(plan)
         observers.host_started(self)
         for supervisor in self._supervisors.values():
             supervisor.start()
         if self.reload:
+            runners = self._runners
             self.reloader = PluginReloader(
-                self.plugins_dir, self._plans.copy, self._discover, self._reload
+                self.plugins_dir, runners.plans.copy, runners.discover, runners.apply_reload
             )
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(_report_reloader_end)
 
-    def _discover(self) -> Discovery:
-        """The plugins folder's manifests, with the host's configuration overrides merged."""
-        discovery = discover(self.plugins_dir)
-        self._toml_configs = {m.id: m.config for m in discovery.manifests}
-        manifests = tuple(self._configured(m) for m in discovery.manifests)
-        return Discovery(manifests, discovery.problems)
-
-    def _configured(self, manifest: Manifest) -> Manifest:
-        override = self._config_overrides.get(manifest.id)
-        if not override:
-            return manifest
-        merged = merge_config(manifest.config, override)
-        return dataclasses.replace(manifest, config=MappingProxyType(merged))
-
-    def _add_runner(self, plan: RunnerPlan) -> RunnerSupervisor:
+    def _make_supervisor(self, plan: RunnerPlan) -> RunnerSupervisor:
         assert self._listener is not None
-        supervisor = RunnerSupervisor(
+        return RunnerSupervisor(
             plan,
             address=str(self._listener.address),
             log_address=self._log_bridge.address,
@@ -226,65 +183,6 @@ class Host:
             stdio_destination=self._log_bridge.stdio_destination,
             zygote=self._zygote,
         )
-        self._supervisors[plan.runner_id] = supervisor
-        self._plans[plan.runner_id] = plan
-        for manifest in plan.manifests:
-            self._runner_of[manifest.id] = supervisor
-        return supervisor
-
-    async def _remove_runner(self, runner_id: str) -> None:
-        supervisor = self._supervisors[runner_id]
-        await supervisor.aclose()
-        del self._supervisors[runner_id]
-        del self._plans[runner_id]
-        for plugin_id in supervisor.manifests:
-            if self._runner_of.get(plugin_id) is supervisor:
-                del self._runner_of[plugin_id]
-        self._changed.set()
-
-    async def _reconfigure(self, new: RunnerPlan) -> bool:
-        """When only ``[config]`` tables changed in ``new``, hand each plugin its new one
-        (live where it has ``on_config``); False when anything else changed."""
-        supervisor = self._supervisors[new.runner_id]
-        old = {m.id: m for m in self._plans[new.runner_id].manifests}
-        if set(old) != {m.id for m in new.manifests} or any(
-            dataclasses.replace(m, config=old[m.id].config) != old[m.id] for m in new.manifests
-        ):
-            return False
-        for manifest in new.manifests:
-            if manifest.config == old[manifest.id].config:
-                continue
-            try:
-                live = await supervisor.set_config(manifest.id, manifest.config)
-            except ConfigInvalid as exc:
-                _log.error("reload: %s; it keeps its configuration", exc)
-                continue
-            how = "taken live" if live else "its runner restarted with it"
-            _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
-        self._remember_plan(supervisor)
-        return True
-
-    async def _reload(self, plan: ReloadPlan) -> None:
-        """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`)."""
-        for runner_id in plan.stop:
-            _log.info("reload: runner %s's plugin folder is gone; stopping it", runner_id)
-            await self._remove_runner(runner_id)
-        for new in plan.replace:
-            if await self._reconfigure(new):
-                continue
-            _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
-            await self._remove_runner(new.runner_id)
-            self._add_runner(new).start()
-        for new in plan.start:
-            _log.info("reload: new plugin folder; starting runner %s", new.runner_id)
-            self._add_runner(new).start()
-        restarts = [self._supervisors[runner_id] for runner_id in plan.restart]
-        for supervisor in restarts:
-            _log.info("reload: code changed; restarting runner %s", supervisor.runner_id)
-        results = await asyncio.gather(*(s.restart() for s in restarts), return_exceptions=True)
-        for supervisor, result in zip(restarts, results, strict=True):
-            if isinstance(result, Exception):
-                _log.error("reload: restarting runner %s failed: %s", supervisor.runner_id, result)
 
     async def aclose(self) -> None:
         """Stop every runner and the listener. Idempotent; safe to cancel (runners are then
@@ -317,7 +215,7 @@ class Host:
             # last is replayed (a thread of the bridge's replays it; waiting for it here must
             # not block the loop).
             await asyncio.to_thread(self._log_bridge.close)
-            self._refusals.close()
+            self._routes.close()
             observers.host_closed(self)
 
     # -- plugins ------------------------------------------------------------------------------
@@ -499,17 +397,7 @@ class Host:
         refuses it (the plugin keeps what it had), :class:`PluginUnavailable` for an unknown
         plugin.
         """
-        supervisor = self._supervisor(plugin_id)
-        merged = merge_config(self._toml_configs.get(plugin_id, {}), config)
-        live = await supervisor.set_config(plugin_id, merged)
-        self._config_overrides[plugin_id] = dict(config)
-        self._remember_plan(supervisor)
-        return live
-
-    def _remember_plan(self, supervisor: RunnerSupervisor) -> None:
-        self._plans[supervisor.runner_id] = RunnerPlan(
-            supervisor.runner_id, tuple(supervisor.manifests.values())
-        )
+        return await self._runners.set_config(plugin_id, config)
 
     def log_metrics(self, plugin_id: str) -> LogMetrics:
         """What the log pipeline received from the runner of ``plugin_id`` (for a group: the
@@ -528,11 +416,7 @@ class Host:
     # -- internals ----------------------------------------------------------------------------
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
-        supervisor = self._runner_of.get(plugin_id)
-        if supervisor is None:
-            known = ", ".join(sorted(self._runner_of)) or "none"
-            raise PluginUnavailable(f"no plugin {plugin_id!r} (plugins: {known})")
-        return supervisor
+        return self._runners.supervisor(plugin_id)
 
     def _state_changed(self, change: StateChange) -> None:
         who = ", ".join(change.plugin_ids) or change.runner_id
@@ -551,50 +435,6 @@ class Host:
                 _log.exception("on_change callback failed")
         self._changed.set()
         self._changed = asyncio.Event()
-
-    def _expected_token(self, hello: Hello) -> str | None:
-        """The token the runner named in ``hello`` must present; None refuses the hello."""
-        if hello.role not in self._routes:
-            # Refused during the handshake, so the client gets a reject rather than a
-            # session that ends as soon as it opens.
-            self._warn_unknown_role(hello)
-            return None
-        supervisor = self._supervisors.get(hello.name)
-        return supervisor.expected_token() if supervisor is not None else None
-
-    def _admit(self, hello: Hello, credentials: PeerCredentials | None) -> str | None:
-        route = self._routes.get(hello.role)
-        supervisor = self._supervisors.get(hello.name)
-        if route is None or supervisor is None:
-            return "unknown runner or role"  # the token lookup refused it already
-        return route.admit(supervisor, credentials)
-
-    def _handlers_for(self, hello: Hello) -> Mapping[str, Handler]:
-        route = self._routes.get(hello.role)
-        supervisor = self._supervisors.get(hello.name)
-        if route is None or supervisor is None:
-            return {}
-        return route.handlers(supervisor, hello)
-
-    async def _serve_connection(self, peer: Peer) -> None:
-        hello = peer.remote_hello
-        assert hello is not None
-        route = self._routes.get(hello.role)
-        supervisor = self._supervisors.get(hello.name)
-        if route is None or supervisor is None:
-            # The handshake already refuses both; a runner removed meanwhile ends up here.
-            self._warn_unknown_role(hello)
-            return
-        await route.serve(supervisor, peer)
-
-    def _warn_unknown_role(self, hello: Hello) -> None:
-        report_refusal(
-            self._refusals,
-            f"refused a connection from runner '{clean_text(hello.name, _MAX_HELLO_CHARS)}': "
-            f"unknown connection role '{clean_text(hello.role, _MAX_HELLO_CHARS)}' (known: "
-            f"{', '.join(self._routes)})",
-            _log.warning,
-        )
 
 
 def _describe_waiting(info: PluginInfo) -> str:

@@ -1,0 +1,153 @@
+"""The host's runners: which plugins there are, which runner each lives in, and changes to
+that set while the host runs (hot reload, a new configuration).
+
+:class:`RunnerSet` reads the plugins folder with the host's configuration overrides merged
+into each manifest's ``[config]``, and adds, removes, replaces and reconfigures runners; the
+:class:`~isoplug.host.Host` makes each supervisor (it knows the listeners) and keeps the
+public API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from isoplug.errors import ConfigInvalid
+from isoplug.host.manifest import Manifest, merge_config
+from isoplug.host.registry import Discovery, RunnerPlan, discover
+from isoplug.host.reload import ReloadPlan
+from isoplug.host.status import PluginUnavailable
+from isoplug.host.supervisor import RunnerSupervisor
+
+__all__ = ["RunnerSet"]
+
+_log = logging.getLogger("isoplug.host")
+
+
+class RunnerSet:
+    """The runners of one host; ``make(plan)`` makes the supervisor of a new runner,
+    ``changed()`` is told when a plugin leaves."""
+
+    def __init__(
+        self,
+        plugins_dir: Path,
+        plugin_config: Mapping[str, Mapping[str, Any]] | None,
+        changed: Callable[[], None],
+    ) -> None:
+        self.plugins_dir = plugins_dir
+        #: By runner id; by plugin id.
+        self.supervisors: dict[str, RunnerSupervisor] = {}
+        self.runner_of: dict[str, RunnerSupervisor] = {}
+        #: What each runner was started from (hot reload compares new plans with these).
+        self.plans: dict[str, RunnerPlan] = {}
+        #: The host's configuration overrides, by plugin id (merged over each ``[config]``).
+        self.config_overrides: dict[str, dict[str, Any]] = {
+            plugin_id: dict(values) for plugin_id, values in (plugin_config or {}).items()
+        }
+        #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
+        self._toml_configs: dict[str, Mapping[str, Any]] = {}
+        self._changed = changed
+        self.make: Callable[[RunnerPlan], RunnerSupervisor] | None = None
+
+    def supervisor(self, plugin_id: str) -> RunnerSupervisor:
+        supervisor = self.runner_of.get(plugin_id)
+        if supervisor is None:
+            known = ", ".join(sorted(self.runner_of)) or "none"
+            raise PluginUnavailable(f"no plugin {plugin_id!r} (plugins: {known})")
+        return supervisor
+
+    def discover(self) -> Discovery:
+        """The plugins folder's manifests, with the host's configuration overrides merged."""
+        discovery = discover(self.plugins_dir)
+        self._toml_configs = {m.id: m.config for m in discovery.manifests}
+        manifests = tuple(self._configured(m) for m in discovery.manifests)
+        return Discovery(manifests, discovery.problems)
+
+    def _configured(self, manifest: Manifest) -> Manifest:
+        override = self.config_overrides.get(manifest.id)
+        if not override:
+            return manifest
+        merged = merge_config(manifest.config, override)
+        return dataclasses.replace(manifest, config=MappingProxyType(merged))
+
+    def add(self, plan: RunnerPlan) -> RunnerSupervisor:
+        assert self.make is not None, "the host sets make() before adding runners"
+        supervisor = self.make(plan)
+        self.supervisors[plan.runner_id] = supervisor
+        self.plans[plan.runner_id] = plan
+        for manifest in plan.manifests:
+            self.runner_of[manifest.id] = supervisor
+        return supervisor
+
+    async def remove(self, runner_id: str) -> None:
+        supervisor = self.supervisors[runner_id]
+        await supervisor.aclose()
+        del self.supervisors[runner_id]
+        del self.plans[runner_id]
+        for plugin_id in supervisor.manifests:
+            if self.runner_of.get(plugin_id) is supervisor:
+                del self.runner_of[plugin_id]
+        self._changed()
+
+    async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
+        """See :meth:`isoplug.Host.set_config`."""
+        supervisor = self.supervisor(plugin_id)
+        merged = merge_config(self._toml_configs.get(plugin_id, {}), config)
+        live = await supervisor.set_config(plugin_id, merged)
+        self.config_overrides[plugin_id] = dict(config)
+        self._remember_plan(supervisor)
+        return live
+
+    def _remember_plan(self, supervisor: RunnerSupervisor) -> None:
+        self.plans[supervisor.runner_id] = RunnerPlan(
+            supervisor.runner_id, tuple(supervisor.manifests.values())
+        )
+
+    async def apply_reload(self, plan: ReloadPlan) -> None:
+        """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`)."""
+        for runner_id in plan.stop:
+            _log.info("reload: runner %s's plugin folder is gone; stopping it", runner_id)
+            await self.remove(runner_id)
+        for new in plan.replace:
+            if await self._reconfigure(new):
+                continue
+            _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
+            await self.remove(new.runner_id)
+            self.add(new).start()
+        for new in plan.start:
+            _log.info("reload: new plugin folder; starting runner %s", new.runner_id)
+            self.add(new).start()
+        restarts = [self.supervisors[runner_id] for runner_id in plan.restart]
+        for supervisor in restarts:
+            _log.info("reload: code changed; restarting runner %s", supervisor.runner_id)
+        results = await asyncio.gather(*(s.restart() for s in restarts), return_exceptions=True)
+        for supervisor, result in zip(restarts, results, strict=True):
+            if isinstance(result, Exception):
+                _log.error("reload: restarting runner %s failed: %s", supervisor.runner_id, result)
+
+    async def _reconfigure(self, new: RunnerPlan) -> bool:
+        """When only ``[config]`` tables changed in ``new``, hand each plugin its new one
+        (live where it has ``on_config``); False when anything else changed."""
+        supervisor = self.supervisors[new.runner_id]
+        old = {m.id: m for m in self.plans[new.runner_id].manifests}
+        if set(old) != {m.id for m in new.manifests} or any(
+            dataclasses.replace(m, config=old[m.id].config) != old[m.id] for m in new.manifests
+        ):
+            return False
+        for manifest in new.manifests:
+            if manifest.config == old[manifest.id].config:
+                continue
+            try:
+                live = await supervisor.set_config(manifest.id, manifest.config)
+            except ConfigInvalid as exc:
+                _log.error("reload: %s; it keeps its configuration", exc)
+                continue
+            how = "taken live" if live else "its runner restarted with it"
+            _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
+        self._remember_plan(supervisor)
+        return True
