@@ -56,6 +56,8 @@ BASE_VARIABLES = (
     "PYTHONWARNINGS",
     "PYTHONPYCACHEPREFIX",
     "VIRTUAL_ENV",
+    # isoplug's own runner setting: the event loop (isoplug.runner.eventloop).
+    "ISOPLUG_EVENT_LOOP",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE",
