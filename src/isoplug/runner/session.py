@@ -58,6 +58,7 @@ from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.health import start_health
+from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels
 from isoplug.runner.priority import lower_priority
@@ -89,7 +90,10 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer_box: list[Peer] = []
 
     async def call(request: CallRequest) -> CallOutcome:
-        return await table.call(request)
+        outcome = await table.call(request)
+        if outcome.error is not None:
+            note_memory_error(request, outcome)
+        return outcome
 
     async def deliver(delivery: EventDelivery) -> None:
         await table.deliver(delivery)
@@ -142,6 +146,9 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer.register(SET_LOG_LEVEL, levels.change, params_type=LogLevelChange)
     peer.register(SET_CONFIG, set_config, params_type=ConfigChange)
     peer.on_event(EVENT, deliver, params_type=EventDelivery)
+    # Before any plugin is imported, and after the runner's own descriptors are open (the
+    # plugins get open_files beyond them).
+    apply_limits(bootstrap.limits)
     async with peer:
         failures = await _load_and_set_up(bootstrap, table, call_host, contexts)
         report = ReadyReport(
