@@ -25,6 +25,7 @@ _BELOW_CLI = frozenset(
     {
         "errors",
         "validation",
+        "sizes",
         "wire",
         "transport",
         "rpc",
@@ -39,6 +40,8 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     # msgspec's validation errors explained (manifests, plugin configurations).
     "validation": frozenset(),
+    # Sizes as plugin.toml writes them ("512MB") and as messages print them.
+    "sizes": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # Byte streams only: it knows nothing of frames or messages.
@@ -49,10 +52,22 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
     # one module both sides share, so that neither imports the other.
     "control": frozenset({"errors", "wire"}),
-    "runner": frozenset({"errors", "validation", "wire", "transport", "rpc", "control", "logs"}),
+    "runner": frozenset(
+        {"errors", "validation", "sizes", "wire", "transport", "rpc", "control", "logs"}
+    ),
     # The host names the runner module (control.RUNNER_MODULE) but never imports it.
     "host": frozenset(
-        {"errors", "validation", "wire", "transport", "rpc", "control", "logs", "exporters"}
+        {
+            "errors",
+            "validation",
+            "sizes",
+            "wire",
+            "transport",
+            "rpc",
+            "control",
+            "logs",
+            "exporters",
+        }
     ),
     # OpenTelemetry export (``isoplug[otel]``): watches hosts through host.observers, reads
     # replayed records; the host never imports it.

@@ -32,6 +32,7 @@ __all__ = [
     "CALL",
     "CAPABILITY",
     "CONTROL_ROLE",
+    "CPU_LIMIT_GRACE",
     "EVENT",
     "EXIT_BAD_BOOTSTRAP",
     "EXIT_CANNOT_CONNECT",
@@ -64,6 +65,7 @@ __all__ = [
     "PluginEntry",
     "PluginSummary",
     "ReadyReport",
+    "ResourceLimits",
     "WorkerState",
     "ZygoteMessage",
 ]
@@ -111,6 +113,31 @@ EXIT_CANNOT_CONNECT = 5
 
 class CapabilityDenied(IsoplugError, PermissionError):
     """A plugin called a host capability its manifest does not grant (or nobody registered)."""
+
+
+#: Seconds of CPU time between a runner's SIGXCPU (its soft ``RLIMIT_CPU``, ``cpu_seconds``) and
+#: the kernel's SIGKILL (the hard limit), for a plugin that handles SIGXCPU.
+CPU_LIMIT_GRACE = 5
+
+
+class ResourceLimits(msgspec.Struct, frozen=True):
+    """A runner's resource limits (a plugin's ``[limits]``, see isoplug.host.limits); None:
+    not limited. Sizes in bytes, CPU time in seconds."""
+
+    #: RSS past which the host kills the runner (cgroup v2 ``memory.max`` where delegated);
+    #: the runner sets an address-space backstop well above it (``RLIMIT_AS``).
+    memory: int | None = None
+    #: CPU time the runner may use (``RLIMIT_CPU``, SIGXCPU at it, SIGKILL a little later).
+    cpu_seconds: int | None = None
+    #: Descriptors the plugins may open beyond the runner's own (``RLIMIT_NOFILE``).
+    open_files: int | None = None
+    #: Processes and threads the plugins may start (``RLIMIT_NPROC``, per user; not for root).
+    processes: int | None = None
+    #: RSS that, held for a few checks in a row, gets the runner recycled (a graceful restart).
+    recycle_rss: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in msgspec.structs.astuple(self))
 
 
 class PluginEntry(msgspec.Struct, frozen=True):
@@ -164,6 +191,9 @@ class Bootstrap(msgspec.Struct, frozen=True):
     #: How much the runner lowers its CPU priority at startup (see isoplug.runner.priority);
     #: 0: it keeps the host's.
     nice: int = 0
+    #: The runner's resource limits, which it applies to itself before importing a plugin
+    #: (see isoplug.runner.limits).
+    limits: ResourceLimits = ResourceLimits()
 
 
 class LogLevelChange(msgspec.Struct, frozen=True):

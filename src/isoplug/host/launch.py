@@ -17,6 +17,7 @@ from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.registry import runner_limits
 from isoplug.host.zygote import Zygote
 
 __all__ = ["launch_runner", "plugin_entry", "runner_python", "start_method"]
@@ -69,6 +70,7 @@ async def launch_runner(
         health_tick=health_tick,
         max_stuck_threads=max_stuck_threads,
         nice=nice,
+        limits=runner_limits(manifests),
     )
     env = runner_environment(manifests, inherit_environment)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a

@@ -9,6 +9,9 @@
   and worker threads are; a loop blocked for ``health_timeout`` (more while the GIL is held,
   up to ``health_grace``) means hung: the runner is killed; too many threads stuck in calls
   that timed out mean it is recycled (see :mod:`isoplug.host.health`).
+- *Limits*: a runner with ``memory``, ``recycle_rss`` or ``cpu_seconds`` in its ``[limits]``
+  has its RSS and CPU time watched from its spawn: killed past ``memory``, recycled above
+  ``recycle_rss`` (see :mod:`isoplug.host.limits`); its exit account names the limit.
 - *Stop*: ask (``runner.shutdown``) and wait ``shutdown_timeout``; then SIGTERM to the process
   group and wait ``terminate_timeout``; then SIGKILL.
 
@@ -26,14 +29,22 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NOTHING_LOADED, SHUTDOWN, ReadyReport
+from isoplug.control import (
+    EXIT_BAD_BOOTSTRAP,
+    EXIT_NOTHING_LOADED,
+    SHUTDOWN,
+    ReadyReport,
+    ResourceLimits,
+)
 from isoplug.errors import IsoplugError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.health import Finding, HealthWatch, health_tick
 from isoplug.host.launch import launch_runner
+from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.registry import runner_limits
 from isoplug.host.status import ExitAccount
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
@@ -75,6 +86,8 @@ class RunnerLife:
         self.peer: Peer | None = None
         #: Its health checks, over a channel of their own (see isoplug.host.health).
         self.health = HealthWatch(runner_id, config)
+        #: Its [limits] that the host enforces (see isoplug.host.limits); set by run().
+        self.limits = LimitWatch(runner_id, ResourceLimits())
 
     async def run(
         self,
@@ -91,6 +104,7 @@ class RunnerLife:
         why."""
         self.token = token = secrets.token_urlsafe(32)
         self.log_token = log_token = secrets.token_urlsafe(32)
+        self.limits = LimitWatch(self.runner_id, runner_limits(entries))
         try:
             process = await launch_runner(
                 self.runner_id,
@@ -124,6 +138,7 @@ class RunnerLife:
         reason = ""
         permanent: str | None = None
         try:
+            self.limits.start(process)
             await self.health.start(process.pid)
             reason, permanent = await self._until_exit(process, on_ready)
         except BaseException:
@@ -133,6 +148,7 @@ class RunnerLife:
         finally:
             self.token = self.log_token = None
             self.health.close()
+            await self.limits.close()
             if self.peer is not None:
                 with contextlib.suppress(IsoplugError):
                     await self.peer.aclose("runner is gone")
@@ -155,8 +171,10 @@ class RunnerLife:
             if known and returncode < 0
             else None
         )
-        if process.exit_note:
-            reason = f"{reason}; {process.exit_note}" if reason else process.exit_note
+        limit, note = self.limits.account(returncode, sender, known)
+        for more in (process.exit_note, note):
+            if more:
+                reason = f"{reason}; {more}" if reason else more
         account = ExitAccount(
             self.runner_id,
             process.pid,
@@ -168,6 +186,7 @@ class RunnerLife:
             oom_evidence=process.oom[0],
             oom_checked=process.oom[1],
             status_known=known,
+            limit=limit,
         )
         return account, permanent
 
@@ -206,7 +225,8 @@ class RunnerLife:
         health = self.health
         delay = config.health_interval
         while True:
-            await self._commands.wait_with((process.exited, health.recycle), delay)
+            recycle = self.limits.recycle
+            await self._commands.wait_with((process.exited, health.recycle, recycle), delay)
             command = self._commands.pending
             if not process.running:
                 return ""
@@ -216,6 +236,9 @@ class RunnerLife:
             if health.recycle.done():
                 await self._shut_down(process)
                 return health.recycle.result()
+            if recycle.done():
+                await self._shut_down(process)
+                return recycle.result()
             if self.peer is None or not self.peer.is_open:
                 return await self._lost(process, "it closed its connection but did not exit")
             finding = await self._check(process)

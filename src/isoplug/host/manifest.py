@@ -25,6 +25,13 @@ A plugin is a directory holding a ``plugin.toml``::
     [config]                            # optional: the plugin's settings (see below)
     units = "metric"
 
+    [limits]                            # optional: all unset by default (no limits)
+    memory = "512MB"                    # RSS past which the runner is killed
+    recycle_rss = "400MB"               # RSS that, held, gets the runner restarted gracefully
+    cpu_seconds = 600                   # CPU time, then SIGXCPU
+    open_files = 256                    # descriptors the plugin may open
+    processes = 32                      # processes/threads it may start (not for root)
+
     [restart]                           # optional; these are the defaults
     policy = "on-failure"               # "on-failure" or "never"
     max_restarts = 5                    # more crashes than this within `window` s: failed
@@ -41,6 +48,9 @@ msgspec checks types, ranges, patterns and unknown fields, and says where (``$.r
 ``[config]`` is free-form TOML here: the plugin declares its schema in code
 (``config_schema``, a ``msgspec.Struct``), and the runner validates the table, merged with the
 host's overrides, against it (see :mod:`isoplug.runner.loader`).
+
+``[limits]`` is enforced by the runner on itself (rlimits) and by the host (RSS): see
+:mod:`isoplug.host.limits` and :mod:`isoplug.runner.limits`.
 """
 
 from __future__ import annotations
@@ -56,7 +66,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from isoplug.control import ResourceLimits
 from isoplug.errors import IsoplugError
+from isoplug.sizes import parse_size
 from isoplug.validation import explain_validation_error
 
 __all__ = [
@@ -138,6 +150,8 @@ class Manifest:
     #: ``"fork"``: forked from the host's zygote, which has imported the runner stack already
     #: (where the platform allows it; elsewhere spawned); ``"spawn"``: a fresh interpreter.
     start: str = "fork"
+    #: The ``[limits]`` table (sizes in bytes); all None: no limits.
+    limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
 
     @property
     def runner_id(self) -> str:
@@ -156,6 +170,19 @@ class RestartTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     window: _NonNegative = RestartPolicy.window
     backoff_initial: _NonNegative = RestartPolicy.backoff_initial
     backoff_max: _NonNegative = RestartPolicy.backoff_max
+
+
+#: A size: bytes, or text with a unit (checked by parse_size, to name the field and the value).
+_Size = Annotated[int, msgspec.Meta(ge=1)] | str
+_Count = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class LimitsTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    memory: _Size | None = None
+    cpu_seconds: _Count | None = None
+    open_files: _Count | None = None
+    processes: _Count | None = None
+    recycle_rss: _Size | None = None
 
 
 class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -177,6 +204,7 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sys_path: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     restart: RestartTable = RestartTable()
     config: dict[str, Any] = {}
+    limits: LimitsTable = LimitsTable()
 
 
 #: What a value must look like where msgspec would quote a bare regex.
@@ -251,6 +279,34 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         inherit_environment=inherit if isinstance(inherit, bool) else tuple(inherit),
         python=python,
         sys_path=sys_path,
+        limits=_limits(path, fields.limits),
+    )
+
+
+def _limits(path: Path, table: LimitsTable) -> ResourceLimits:
+    sizes: dict[str, int | None] = {}
+    for name in ("memory", "recycle_rss"):
+        value = getattr(table, name)
+        try:
+            sizes[name] = None if value is None else parse_size(value)
+        except ValueError as exc:
+            raise ManifestError(path, f"limits.{name}", str(exc)) from None
+        if sizes[name] == 0:
+            raise ManifestError(path, f"limits.{name}", f"{value!r} is no memory at all")
+    memory, recycle = sizes["memory"], sizes["recycle_rss"]
+    if memory is not None and recycle is not None and recycle >= memory:
+        raise ManifestError(
+            path,
+            "limits.recycle_rss",
+            f"{table.recycle_rss!r} must be below limits.memory ({table.memory!r}): the runner "
+            "is killed at memory, so it would never be recycled",
+        )
+    return ResourceLimits(
+        memory=memory,
+        cpu_seconds=table.cpu_seconds,
+        open_files=table.open_files,
+        processes=table.processes,
+        recycle_rss=recycle,
     )
 
 

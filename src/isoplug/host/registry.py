@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from isoplug.control import ResourceLimits
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "is_plugin_dir",
     "plan_runners",
     "plugins_dir_for",
+    "runner_limits",
 ]
 
 
@@ -95,7 +97,9 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     """Group plugins into runners; return the plans and the problems found.
 
     A group and a plugin id may not share a name (both name a runner). Plugins of one group
-    share one process, so their environments and log write-through rates must not disagree;
+    share one process, so their environments, log write-through rates and ``[limits]`` must
+    not disagree (a limit one member leaves unset agrees with any; the runner gets every limit
+    a member sets: see :func:`runner_limits`);
     the restart policy of the group is that of its first plugin (by id).
     """
     by_runner: dict[str, list[Manifest]] = {}
@@ -121,6 +125,18 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     return [plan for plan in plans if plan.manifests], problems
 
 
+def runner_limits(manifests: Iterable[Manifest]) -> ResourceLimits:
+    """The limits of the runner of ``manifests`` (a group's agree: see :func:`plan_runners`):
+    each limit that one of them sets."""
+    chosen: dict[str, int] = {}
+    for manifest in manifests:
+        for name in manifest.limits.__struct_fields__:
+            value = getattr(manifest.limits, name)
+            if value is not None:
+                chosen.setdefault(name, value)
+    return ResourceLimits(**chosen)
+
+
 def _shared_setting_clash(members: list[Manifest], manifest: Manifest) -> str | None:
     """The field of ``manifest`` that sets a process-wide setting otherwise than one of
     ``members`` does (a plugin that leaves it unset agrees with anything)."""
@@ -133,4 +149,8 @@ def _shared_setting_clash(members: list[Manifest], manifest: Manifest) -> str | 
             return "log_write_through_rate"
         if manifest.python is not None and other.python not in (None, manifest.python):
             return "python"
+        for name in manifest.limits.__struct_fields__:
+            value = getattr(manifest.limits, name)
+            if value is not None and getattr(other.limits, name) not in (None, value):
+                return f"limits.{name}"
     return None

@@ -33,6 +33,7 @@ class PluginUnavailable(IsoplugError):
 _SIGNAL_HINTS = {
     signal.SIGSEGV: "a segmentation fault: a crash in native code (a C extension), not in "
     "Python; the faulthandler text on stderr shows where",
+    signal.SIGXCPU: "its CPU time limit (RLIMIT_CPU) ran out",
 }
 
 
@@ -61,6 +62,10 @@ class ExitAccount:
     #: (``-SIGKILL``, what the kernel sends a zygote's runners when it dies) and ``reason``
     #: says why.
     status_known: bool = True
+    #: The limit of the runner's ``[limits]`` that ended it: ``"memory"`` (killed by the
+    #: host), ``"recycle_rss"`` (recycled: not a crash), ``"cpu_seconds"`` (the kernel's
+    #: SIGXCPU, or its SIGKILL at the hard limit); None: no limit did (``reason`` says how).
+    limit: str | None = None
 
     @property
     def exit_code(self) -> int | None:

@@ -4,6 +4,7 @@ Life of a runner, as driven by :meth:`RunnerSupervisor._supervise`::
 
     STARTING --ready report--> READY --exit / hung / not ready in time--> RESTARTING --backoff-->
     STARTING ...   more than max_restarts crashes within the window --> FAILED
+    READY --RSS above recycle_rss (recycled, not a crash)--> STARTING
     any state --stop()--> STOPPED      FAILED/STOPPED --restart()--> STARTING
 
 Each runner process is one :class:`~isoplug.host.life.RunnerLife` (start, ready report, health
@@ -400,6 +401,7 @@ class RunnerSupervisor:
     async def _supervise(self) -> None:
         policy = next(iter(self.manifests.values())).restart
         crashes: collections.deque[float] = collections.deque()
+        recycles: collections.deque[float] = collections.deque()
         try:
             while True:
                 account, permanent = await self._run_once()
@@ -413,6 +415,10 @@ class RunnerSupervisor:
                     self._set_state(
                         PluginState.STARTING, f"restarting on request: {account.describe()}"
                     )
+                    continue
+                if account.limit == "recycle_rss" and permanent is None:
+                    if not self._recycled(account, recycles):
+                        return
                     continue
                 if permanent is not None:
                     self._fail(f"{account.describe()}; {permanent}")
@@ -446,6 +452,27 @@ class RunnerSupervisor:
         except Exception:
             _log.exception("supervisor of runner %s failed", self.runner_id)
             self._fail("the supervisor itself failed (a bug in isoplug; see the log)")
+
+    def _recycled(self, account: ExitAccount, recycles: collections.deque[float]) -> bool:
+        """A runner recycled for its RSS (``recycle_rss``) starts again at once, whatever the
+        restart policy: it did not crash. Unless that happens more than ``max_restarts`` times
+        within ``window`` (its RSS passes ``recycle_rss`` right after a start): then it fails
+        (False), rather than restart in a loop."""
+        policy = next(iter(self.manifests.values())).restart
+        now = time.monotonic()
+        recycles.append(now)
+        while recycles and recycles[0] < now - policy.window:
+            recycles.popleft()
+        if len(recycles) > policy.max_restarts:
+            self._fail(
+                f"{account.describe()}; recycle loop: {len(recycles)} recycles within "
+                f"{policy.window:g} s (limit {policy.max_restarts}): its RSS passes recycle_rss "
+                "soon after it starts; raise recycle_rss"
+            )
+            return False
+        self.restarts += 1
+        self._set_state(PluginState.STARTING, f"restarting: {account.describe()}")
+        return True
 
     async def _run_once(self) -> tuple[ExitAccount, str | None]:
         """Run one runner process from spawn to exit; return its account and, when restarting

@@ -39,6 +39,7 @@ from isoplug.control import (
     SET_LOG_LEVEL,
     SHUTDOWN,
     Bootstrap,
+    CallOutcome,
     CallRequest,
     CapabilityDenied,
     CapabilityRequest,
@@ -57,6 +58,7 @@ from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.health import start_health
+from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels
 from isoplug.runner.priority import lower_priority
@@ -86,6 +88,12 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     table = PluginTable(workers=workers)
     shutdown = asyncio.Event()
     peer_box: list[Peer] = []
+
+    async def call_noting_memory_errors(request: CallRequest) -> CallOutcome:
+        outcome = await table.call(request)
+        if outcome.error is not None:
+            note_memory_error(request, outcome)
+        return outcome
 
     def shutdown_requested(_: Any) -> None:
         shutdown.set()
@@ -131,11 +139,18 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer_box.append(peer)
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
-    # The table's own coroutine functions: no coroutine in between, per call.
-    peer.register(CALL, table.call, params_type=CallRequest)
+    # The table's own coroutine function: no coroutine in between, per call; with a memory
+    # limit, one that says what a MemoryError from its address-space backstop means.
+    limited = bootstrap.limits.memory is not None
+    peer.register(
+        CALL, call_noting_memory_errors if limited else table.call, params_type=CallRequest
+    )
     peer.register(SET_LOG_LEVEL, levels.change, params_type=LogLevelChange)
     peer.register(SET_CONFIG, set_config, params_type=ConfigChange)
     peer.on_event(EVENT, table.deliver, params_type=EventDelivery)
+    # Before any plugin is imported, and after the runner's own descriptors are open (the
+    # plugins get open_files beyond them).
+    apply_limits(bootstrap.limits)
     async with peer:
         failures = await _load_and_set_up(bootstrap, table, call_host, contexts)
         report = ReadyReport(

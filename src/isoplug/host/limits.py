@@ -1,0 +1,175 @@
+"""The host's side of a runner's ``[limits]``: its RSS watched, and its end accounted for.
+
+The runner sets its rlimits itself (:mod:`isoplug.runner.limits`). Memory is the host's: a
+cgroup v2 ``memory.max`` needs a delegated, writable cgroup, which many machines (cgroup v1,
+containers) do not give; so the host reads each limited runner's ``/proc/<pid>/stat`` every
+:data:`FAST_INTERVAL` (its RSS and CPU time, in one read of some 1.5 KB) and:
+
+- **memory**: past it, SIGKILLs the runner's process group at once; the exit account says
+  "was killed by SIGKILL from the host: its memory (RSS 530.1 MiB) passed its limit memory =
+  512.0 MiB". Only
+  the runner process's own RSS is counted (not processes its plugins start), and memory
+  allocated and touched faster than one interval passes the limit until the next check: the
+  runner's address-space backstop (``RLIMIT_AS``) stops single huge allocations.
+- **recycle_rss**: above it for :data:`RECYCLE_CHECKS` checks in a row, the runner is recycled:
+  stopped gracefully and started again at once, which the supervisor does not count as a
+  crash (see :meth:`LimitWatch.recycle`).
+- **cpu_seconds**: the last CPU time seen, so that a SIGKILL at the hard CPU limit (which the
+  host did not send) is accounted for with that evidence; a SIGXCPU is the limit by itself.
+
+Runners without these limits get no watch at all. The cost of one check is measured by
+``benchmarks/limits_watch.py`` (``docs/benchmarks.md``, "Resource limits").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+
+from isoplug.control import CPU_LIMIT_GRACE, ResourceLimits
+from isoplug.host.process import RunnerProcess
+from isoplug.sizes import format_size
+
+__all__ = [
+    "FAST_INTERVAL",
+    "RECYCLE_CHECKS",
+    "SLOW_INTERVAL",
+    "LimitWatch",
+    "Usage",
+    "read_usage",
+]
+
+_log = logging.getLogger("isoplug.host")
+
+#: How often a runner with ``memory`` or ``recycle_rss`` is checked.
+FAST_INTERVAL = 0.1
+#: How often a runner with only ``cpu_seconds`` is checked (for the account's evidence only).
+SLOW_INTERVAL = 1.0
+#: Checks in a row above ``recycle_rss`` before a recycle: a short peak is no leak.
+RECYCLE_CHECKS = 3
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    #: Resident set size, bytes.
+    rss: int
+    #: User + system CPU time, seconds.
+    cpu: float
+
+
+def read_usage(pid: int) -> Usage | None:
+    """RSS and CPU time of ``pid`` from ``/proc/<pid>/stat``; None when it cannot be read (the
+    process is gone, or there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces and parentheses): state is
+    # field 3, utime 14, stime 15, rss 24 (man 5 proc).
+    fields = text.rpartition(b")")[2].split()
+    try:
+        return Usage(int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS)
+    except (IndexError, ValueError):
+        return None
+
+
+class LimitWatch:
+    """Watches one runner process against ``limits`` from its spawn to its exit: create it,
+    :meth:`start` it with the process, :meth:`close` it after the exit, then ask
+    :meth:`account` what the exit had to do with a limit."""
+
+    def __init__(self, runner_id: str, limits: ResourceLimits) -> None:
+        self.runner_id = runner_id
+        self.limits = limits
+        #: Resolves with the reason when the runner should be recycled (``recycle_rss``).
+        self.recycle: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        #: The limit the watch enforced ("memory", "recycle_rss"), if any.
+        self.hit: str | None = None
+        self.last: Usage | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether these limits need watching at all."""
+        limits = self.limits
+        return any(v is not None for v in (limits.memory, limits.recycle_rss, limits.cpu_seconds))
+
+    def start(self, process: RunnerProcess) -> None:
+        if not self.active:
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(process), name=f"isoplug-limits:{self.runner_id}"
+        )
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, process: RunnerProcess) -> None:
+        limits = self.limits
+        fast = limits.memory is not None or limits.recycle_rss is not None
+        interval = FAST_INTERVAL if fast else SLOW_INTERVAL
+        above = 0
+        while process.running:
+            usage = read_usage(process.pid)
+            if usage is None:
+                return  # gone: its exit is on its way
+            self.last = usage
+            if limits.memory is not None and usage.rss > limits.memory:
+                self._kill(process, usage.rss, limits.memory)
+                return
+            recycle = limits.recycle_rss
+            if recycle is not None and not self.recycle.done():
+                above = above + 1 if usage.rss > recycle else 0
+                if above >= RECYCLE_CHECKS:
+                    self._recycle(process, usage.rss, recycle)
+            await asyncio.sleep(interval)
+
+    def _kill(self, process: RunnerProcess, rss: int, memory: int) -> None:
+        self.hit = "memory"
+        why = f"its memory (RSS {format_size(rss)}) passed its limit memory = {format_size(memory)}"
+        _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, why)
+        process.kill(why)
+
+    def _recycle(self, process: RunnerProcess, rss: int, recycle: int) -> None:
+        self.hit = "recycle_rss"
+        why = (
+            f"recycled: RSS {format_size(rss)} above recycle_rss {format_size(recycle)} for "
+            f"{RECYCLE_CHECKS} checks in a row"
+        )
+        _log.info("runner %s (pid %d) is %s", self.runner_id, process.pid, why)
+        self.recycle.set_result(why)
+
+    def account(
+        self, returncode: int, sent_by_host: str | None, status_known: bool
+    ) -> tuple[str | None, str]:
+        """Which limit ended the runner (None: none), and what its account should add to say
+        so (``""``: nothing; the host's own reason says it already)."""
+        if self.hit is not None:
+            return self.hit, ""
+        cpu = self.limits.cpu_seconds
+        if cpu is None or not status_known:
+            return None, ""
+        if returncode == -signal.SIGXCPU:
+            return "cpu_seconds", (
+                f"its CPU time reached its limit cpu_seconds = {cpu} (the kernel sends SIGXCPU "
+                "at it)"
+            )
+        seen = self.last
+        if returncode == -signal.SIGKILL and sent_by_host is None and seen and seen.cpu >= cpu:
+            return "cpu_seconds", (
+                f"its CPU time was {seen.cpu:.1f} s when last seen, past its limit "
+                f"cpu_seconds = {cpu}: the kernel sends SIGKILL at the hard limit, "
+                f"{CPU_LIMIT_GRACE} s of CPU later"
+            )
+        return None, ""

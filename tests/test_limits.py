@@ -1,0 +1,291 @@
+"""``[limits]`` of plugin.toml, with real runners: each limit is enforced, and the exit account
+says which one was hit; without limits, nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginState
+from isoplug.control import ResourceLimits
+from isoplug.errors import IsoplugError, RemoteError
+from isoplug.host import PluginInfo
+from isoplug.host.limits import LimitWatch, read_usage
+from isoplug.host.manifest import ManifestError, load_manifest
+from isoplug.host.registry import plan_runners
+from tests.plugins_fixtures import FAST, copy_plugins
+from tests.record_waiter import watching
+
+MiB = 1024 * 1024
+
+
+def hog(tmp_path: Path, limits: str, more: str = "") -> Path:
+    """A plugins directory with a copy of the ``hog`` plugin whose manifest has ``more`` at
+    its top level and ``limits`` as its ``[limits]`` table."""
+    directory = copy_plugins(tmp_path, "hog")
+    manifest = directory / "hog" / "plugin.toml"
+    text = manifest.read_text() + more + "\n"
+    if limits:
+        text += "[limits]\n" + textwrap.dedent(limits)
+    manifest.write_text(text)
+    return directory
+
+
+@asynccontextmanager
+async def hosting(directory: Path) -> AsyncIterator[Host]:
+    async with Host(directory, config=FAST) as host:
+        await host.wait_ready(20)
+        yield host
+
+
+def ended_by(limit: str) -> Callable[[PluginInfo], bool]:
+    def check(info: PluginInfo) -> bool:
+        return info.last_exit is not None and info.last_exit.limit == limit
+
+    return check
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+async def test_a_memory_hog_is_killed_at_its_limit_and_the_account_says_memory(
+    tmp_path: Path,
+) -> None:
+    async with hosting(hog(tmp_path, 'memory = "150MiB"\n')) as host:
+        pid = host.plugin("hog").pid
+        with pytest.raises(IsoplugError):
+            await host.call_with("hog", "grow", args=(600,), timeout=60)
+        info = await host.wait_for("hog", ended_by("memory"), timeout=30)
+    account = info.last_exit
+    assert account is not None and account.pid == pid
+    text = account.describe()
+    assert "was killed by SIGKILL from the host: its memory (RSS " in text, text
+    assert "passed its limit memory = 150.0 MiB" in text, text
+    # Killed near the limit, not after the hog took all it asked for.
+    rss = float(text.split("(RSS ")[1].split(" MiB")[0])
+    assert 150 < rss < 500, text
+
+
+async def test_one_huge_allocation_fails_with_memory_error_at_the_backstop_and_is_logged(
+    tmp_path: Path,
+) -> None:
+    """RLIMIT_AS is set well above memory: an allocation past it raises MemoryError in the
+    plugin at once, the host's log says why, and the runner goes on."""
+    with watching("plugin.hog") as records:
+        async with hosting(hog(tmp_path, 'memory = "100MB"\n')) as host:
+            limits = await host.call("hog", "rlimits")
+            backstop = limits["RLIMIT_AS"][0]
+            assert backstop != resource.RLIM_INFINITY
+            assert backstop > 100_000_000 * 2
+            answer = await host.call("hog", "allocate", backstop)
+            assert answer.startswith("MemoryError"), answer
+            assert await host.call("hog", "allocate", 10 * MiB) == "ok"
+            with pytest.raises(RemoteError) as failed:
+                await host.call("hog", "allocate", backstop, catch=False)
+            assert failed.value.remote_type == "builtins.MemoryError"
+            await records.wait_for("plugin.hog.isoplug.runner", "raised MemoryError", timeout=10)
+            assert host.plugin("hog").restarts == 0
+    record = next(r for r in records.records if "raised MemoryError" in r.getMessage())
+    assert "address-space backstop" in record.getMessage()
+    assert "memory = 95.4 MiB" in record.getMessage()
+
+
+# -- recycle_rss ----------------------------------------------------------------------------
+
+
+async def test_a_runner_whose_rss_stays_high_is_recycled_and_that_is_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """restart policy 'never': a crash would fail the plugin; a recycle restarts it."""
+    directory = hog(tmp_path, 'recycle_rss = "150MiB"\n', more='\n[restart]\npolicy = "never"')
+    with watching("isoplug.host") as records:
+        async with hosting(directory) as host:
+            first = host.plugin("hog").pid
+            assert await host.call("hog", "grow", 200) >= 200
+
+            def recycled(info: PluginInfo) -> bool:
+                return info.state is PluginState.READY and info.restarts == 1
+
+            info = await host.wait_for("hog", recycled, timeout=30)
+            assert info.pid != first
+            account = info.last_exit
+            assert account is not None and account.pid == first
+            assert account.limit == "recycle_rss"
+            assert account.returncode == 0, account.describe()
+            assert "recycled: RSS " in account.describe()
+            assert "above recycle_rss 150.0 MiB" in account.describe()
+            # The fresh runner is below the threshold: it stays.
+            assert await host.call("hog", "ping") == info.pid
+            assert host.plugin("hog").state is PluginState.READY
+    messages = [r.getMessage() for r in records.records]
+    assert any("restarting: " in m and "recycled: RSS" in m for m in messages), messages
+    assert not any("crashed" in m for m in messages), messages
+
+
+# -- cpu_seconds ----------------------------------------------------------------------------
+
+
+async def test_a_spinning_plugin_is_ended_at_its_cpu_limit_and_the_account_names_it(
+    tmp_path: Path,
+) -> None:
+    async with hosting(hog(tmp_path, "cpu_seconds = 1\n")) as host:
+        pid = host.plugin("hog").pid
+        with pytest.raises(IsoplugError):
+            await host.call_with("hog", "spin", timeout=60)
+        info = await host.wait_for("hog", ended_by("cpu_seconds"), timeout=30)
+    account = info.last_exit
+    assert account is not None and account.pid == pid
+    assert account.signal_name == "SIGXCPU"
+    text = account.describe()
+    assert "its CPU time reached its limit cpu_seconds = 1" in text, text
+
+
+def test_a_sigkill_at_the_hard_cpu_limit_is_accounted_with_the_cpu_time_seen() -> None:
+    """A plugin that handles SIGXCPU gets the kernel's SIGKILL later, which the host did not
+    send: the account says what the CPU time was, rather than "sender unknown" alone."""
+
+    async def account() -> tuple[str | None, str]:
+        watch = LimitWatch("spinner", ResourceLimits(cpu_seconds=2))
+        usage = read_usage(os.getpid())
+        assert usage is not None
+        watch.last = type(usage)(usage.rss, 7.5)
+        return watch.account(-9, None, True)
+
+    limit, note = asyncio.run(account())
+    assert limit == "cpu_seconds"
+    assert "its CPU time was 7.5 s when last seen, past its limit cpu_seconds = 2" in note
+
+
+# -- open_files -----------------------------------------------------------------------------
+
+
+async def test_open_files_refuses_the_next_open_in_the_plugin_and_the_runner_works_on(
+    tmp_path: Path,
+) -> None:
+    async with hosting(hog(tmp_path, "open_files = 20\n")) as host:
+        result = await host.call("hog", "open_until_refused", os.devnull)
+        assert result == {"opened": 20, "error": "EMFILE"}
+        # Its own connections were open before: calls still work, and again.
+        pid = await host.call("hog", "ping")
+        assert await host.call("hog", "open_until_refused", os.devnull) == result
+        assert host.plugin("hog").pid == pid and host.plugin("hog").restarts == 0
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+async def test_processes_as_root_is_not_enforced_and_says_so(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the root case: RLIMIT_NPROC is ignored for root")
+    with watching("plugin.hog") as records:
+        async with hosting(hog(tmp_path, "processes = 4\n")) as host:
+            await records.wait_for(
+                "plugin.hog.isoplug.runner", "processes = 4 is not enforced", timeout=10
+            )
+            assert await host.call("hog", "ping") == host.plugin("hog").pid
+
+
+def test_processes_refuses_the_next_fork_for_a_user_who_is_not_root() -> None:
+    """The rlimit as the runner sets it, in a process that runs as an unprivileged user (the
+    test drops to one when it runs as root)."""
+    script = textwrap.dedent(
+        """
+        import os, time
+        from isoplug.control import ResourceLimits
+        from isoplug.runner.limits import apply_limits
+        if os.geteuid() == 0:
+            os.setgid(65534); os.setuid(65534)
+        assert apply_limits(ResourceLimits(processes=3), thread_room=0) == []
+        children, error = [], ""
+        try:
+            for _ in range(10):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                children.append(pid)
+        except OSError as exc:
+            error = type(exc).__name__
+        for pid in children:
+            os.kill(pid, 9); os.waitpid(pid, 0)
+        print(len(children), error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "BlockingIOError"], done.stdout
+
+
+# -- no limits ------------------------------------------------------------------------------
+
+
+async def test_without_limits_no_watch_runs_and_no_rlimit_changes(tmp_path: Path) -> None:
+    mine = {
+        name: list(resource.getrlimit(getattr(resource, name)))
+        for name in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC")
+    }
+    async with hosting(hog(tmp_path, "")) as host:
+        assert await host.call("hog", "rlimits") == mine
+        names = {task.get_name() for task in asyncio.all_tasks()}
+        assert not any(name.startswith("isoplug-limits:") for name in names), names
+
+
+# -- the manifest ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "field", "words"),
+    [
+        ('memory = "12 parsecs"', "limits.memory", "'12 parsecs' is not a size"),
+        ("memory = -5", "limits.memory", "must be an integer >= 1"),
+        ('recycle_rss = "0MB"', "limits.recycle_rss", "no memory at all"),
+        ('cpu_seconds = "ten"', "limits.cpu_seconds", "must be an integer"),
+        ("open_files = 0", "limits.open_files", ">= 1"),
+        ("processes = 2.5", "limits.processes", "must be an integer"),
+        ('memory = "1GB"\nrecycle_rss = "2GB"', "limits.recycle_rss", "must be below"),
+    ],
+)
+def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words: str) -> None:
+    directory = hog(tmp_path, table + "\n") / "hog"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(directory)
+    assert caught.value.field == field, str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_an_unknown_limit_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"limits\.memroy"):
+        load_manifest(hog(tmp_path, 'memroy = "1GB"\n') / "hog")
+
+
+def test_sizes_are_read_with_their_units(tmp_path: Path) -> None:
+    manifest = load_manifest(
+        hog(tmp_path, 'memory = "1.5 GiB"\nrecycle_rss = "400MB"\ncpu_seconds = 600\n') / "hog"
+    )
+    assert manifest.limits == ResourceLimits(
+        memory=1536 * MiB, recycle_rss=400_000_000, cpu_seconds=600
+    )
+
+
+def test_plugins_of_a_group_must_agree_on_their_limits(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    for name, limits in (("a", 'memory = "1GB"'), ("b", 'memory = "2GB"'), ("c", "")):
+        (root / name).mkdir(parents=True)
+        (root / name / "plugin.toml").write_text(
+            f'id = "{name}"\nversion = "1"\nentry = "m:P"\ngroup = "g"\n[limits]\n{limits}\n'
+        )
+    manifests = [load_manifest(root / name) for name in "abc"]
+    plans, problems = plan_runners(manifests)
+    assert [m.id for m in plans[0].manifests] == ["a", "c"]
+    assert len(problems) == 1 and "field 'limits.memory': differs" in problems[0]
