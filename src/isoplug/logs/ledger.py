@@ -23,9 +23,11 @@ layout starts with a magic word that names its version. The counts are the one t
 controls with it, and only about itself.
 
 Layout, in 8-byte unsigned words of native order: the highest sequence number accepted (first,
-so that the sender's store per record stays one index); the magic word; the flags; a word for
-later use; then :data:`SLOTS` pairs ``(key, count)`` of drop totals, a key naming the kind of
-drop and the level (0: an unused slot).
+so that the sender's store per record stays one index); the magic word; the flags; the number
+of the descriptor of the sender's ring plus one (0: no ring; see :mod:`isoplug.logs.ring`,
+from which a receiver recovers the records that never arrived); then :data:`SLOTS` pairs
+``(key, count)`` of drop totals, a key naming the kind of drop and the level (0: an unused
+slot).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ LEDGER_NAME = "isoplug-log-ledger"
 #: "isoplug" and the layout's version (2: drop totals and close flags; 1 was the sequence
 #: number alone, 8 bytes).
 _MAGIC = int.from_bytes(b"isoplug\x02", "little")
-_SEQ, _MAGIC_WORD, _FLAGS = 0, 1, 2
+_SEQ, _MAGIC_WORD, _FLAGS, _RING_FD = 0, 1, 2, 3
 _FIRST_SLOT = 4
 #: Drop totals kept apart, by kind and level; past them, a kind's levels are summed in its
 #: overflow slot (the last two).
@@ -146,6 +148,10 @@ class SenderLedger:
     def set_flag(self, flag: int) -> None:
         self.view[_FLAGS] |= flag
 
+    def name_ring(self, fd: int) -> None:
+        """Say which descriptor holds the sender's ring (before the ledger is announced)."""
+        self.view[_RING_FD] = fd + 1
+
     def _new_slot(self, kind: int, level: int) -> int:
         view = self.view
         key = _key(kind, level)
@@ -181,6 +187,8 @@ class LedgerState:
     dropped_at_close: dict[int, int]
     #: :data:`CLOSING`, :data:`CLOSE_DEADLINE_PASSED`.
     flags: int
+    #: The sender's descriptor number of its ring, if it has one.
+    ring_fd: int | None = None
 
 
 def parse_ledger(data: bytes) -> LedgerState | None:
@@ -204,6 +212,7 @@ def parse_ledger(data: bytes) -> LedgerState | None:
         queue_full=totals[QUEUE_FULL],
         dropped_at_close=totals[DROPPED_AT_CLOSE],
         flags=words[_FLAGS],
+        ring_fd=words[_RING_FD] - 1 if words[_RING_FD] else None,
     )
 
 

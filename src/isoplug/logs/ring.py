@@ -1,0 +1,288 @@
+"""The sender's queue in shared memory: what a receiver recovers when its sender dies.
+
+A :class:`~isoplug.logs.ForwardingHandler` connected over a unix socket writes every record it
+accepts into a ring of shared memory (a Linux ``memfd``) before it returns: one copy of the
+encoded bytes and two 8-byte stores (where the ring's bytes end, and the last record's
+sequence number). Sending a batch whole to the kernel releases its records (two stores per
+batch). A record is therefore always somewhere the receiver can get it: in the ring until the
+kernel has it, in the kernel after; a SIGKILL, ``os._exit`` or segfault loses nothing.
+
+The ring is a byte stream, the records' msgpack arrays back to back (msgpack delimits them), the
+positions counting bytes since the ring was made, wrapping at its capacity (a power of two).
+The sender's ledger (:mod:`isoplug.logs.ledger`) names its descriptor; the receiver opens it as
+it opens the ledger: ``/proc/<pid>/fd/<n>`` of the pid the socket's peer credentials vouch for,
+only a memfd of this name, a regular file whose size is the header's plus a capacity the
+header repeats. When the connection ends without everything accepted having arrived, it reads
+the released position, the end and the records between with ``pread`` (never a mapping: a
+sender that shrinks the file cannot SIGBUS the receiver), and replays those whose sequence
+numbers never arrived (:func:`recover_records`).
+
+Everything read is the sender's to garble: positions out of range, counts the bytes cannot hold,
+bytes that are no records. Each is a reported, counted loss (the ledger's count of accepted
+records still stands), never an exception, a hang, or memory beyond the ring's capacity, which
+is capped at :data:`MAX_RING_BYTES`. A sender killed between the two stores of a release
+(nanoseconds, once per batch) leaves such an inconsistent ring too: its unsent records are then
+counted lost, as without a ring.
+
+Layout, 8-byte unsigned words in native order: the magic word naming the version; the capacity;
+the end (bytes written since the start); the sequence number of the last record written; the
+released position; the sequence number of the last record released; two words for later. Then
+the capacity's bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+import stat
+import sys
+from collections.abc import Callable
+
+import msgspec
+
+from isoplug.wire import LogRecordData
+
+__all__ = [
+    "HEADER_BYTES",
+    "MAX_RING_BYTES",
+    "MIN_RING_BYTES",
+    "RING_BYTES",
+    "RING_NAME",
+    "ReceiverRing",
+    "Recovery",
+    "RingError",
+    "SenderRing",
+    "recover_records",
+    "ring_capacity",
+]
+
+#: The memfd's name; the receiver checks it, as the ledger's.
+RING_NAME = "isoplug-log-ring"
+_MAGIC = int.from_bytes(b"isoring\x01", "little")
+_MAGIC_WORD, _CAPACITY, _HEAD, _HEAD_SEQ, _TAIL, _TAIL_SEQ = range(6)
+HEADER_BYTES = 64
+#: The default capacity: 4 MiB, some 20,000 typical records, a few hundred milliseconds of a
+#: flood. Shared memory is only spent as the ring's bytes are first written.
+RING_BYTES = 4 * 1024 * 1024
+#: The smallest and largest capacity a sender makes or a receiver reads.
+MIN_RING_BYTES = 4096
+MAX_RING_BYTES = 64 * 1024 * 1024
+
+_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_record_decoder = msgspec.msgpack.Decoder(LogRecordData)
+
+
+def ring_capacity(queue_bytes: int) -> int:
+    """The ring for a queue of ``queue_bytes``: the power of two that holds it, within
+    [:data:`MIN_RING_BYTES`, :data:`RING_BYTES`]."""
+    capacity = MIN_RING_BYTES
+    while capacity < queue_bytes and capacity < RING_BYTES:
+        capacity *= 2
+    return capacity
+
+
+class SenderRing:
+    """The sender's side; every method is called with the handler's queue lock held."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity & (capacity - 1) or not MIN_RING_BYTES <= capacity <= MAX_RING_BYTES:
+            raise ValueError(f"a ring's capacity is a power of two, got {capacity}")
+        fd = os.memfd_create(RING_NAME, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, HEADER_BYTES + capacity)
+            self._map = mmap.mmap(fd, HEADER_BYTES + capacity)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.capacity = capacity
+        whole = memoryview(self._map)
+        self._words = whole[:HEADER_BYTES].cast("Q")
+        self._data = whole[HEADER_BYTES:]
+        whole.release()
+        self._words[_MAGIC_WORD] = _MAGIC
+        self._words[_CAPACITY] = capacity
+        #: Bytes written and released since the start (the header's copies are for the reader).
+        self.head = 0
+        self.tail = 0
+        self._tail_seq = 0
+
+    @classmethod
+    def create(cls, capacity: int) -> SenderRing | None:
+        """A new ring, or None where this system has no memfd (records then wait in memory
+        only, and a crash's loss is counted from the ledger)."""
+        if not hasattr(os, "memfd_create"):
+            return None
+        try:
+            return cls(capacity)
+        except OSError as exc:
+            sys.stderr.write(
+                f"isoplug: no shared log ring ({exc}); if this process dies, records it had "
+                "not sent yet are lost (and counted)\n"
+            )
+            return None
+
+    def start_after(self, seq: int) -> None:
+        """The next record written is ``seq + 1`` (before the first :meth:`put`)."""
+        self._tail_seq = seq
+        self._words[_HEAD_SEQ] = seq
+        self._words[_TAIL_SEQ] = seq
+
+    def put(self, encoded: bytes, seq: int) -> bool:
+        """Write record ``seq``; False (nothing written) when the ring has no room for it."""
+        size = len(encoded)
+        head = self.head
+        capacity = self.capacity
+        if head + size - self.tail > capacity:
+            return False
+        start = head & (capacity - 1)
+        end = start + size
+        if end <= capacity:
+            self._data[start:end] = encoded
+        else:
+            first = capacity - start
+            self._data[start:] = encoded[:first]
+            self._data[: end - capacity] = encoded[first:]
+        # The bytes before the end that says they are there.
+        self.head = head = head + size
+        words = self._words
+        words[_HEAD] = head
+        words[_HEAD_SEQ] = seq
+        return True
+
+    def release(self, size: int, count: int) -> None:
+        """The oldest ``count`` records, ``size`` bytes, are in the kernel whole."""
+        self.tail = tail = self.tail + size
+        self._tail_seq = seq = self._tail_seq + count
+        words = self._words
+        words[_TAIL_SEQ] = seq
+        words[_TAIL] = tail
+
+    @property
+    def used(self) -> int:
+        """Bytes of records not released yet."""
+        return self.head - self.tail
+
+    def close(self) -> None:
+        self._words.release()
+        self._data.release()
+        self._map.close()
+        os.close(self.fd)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+    """What a ring gave back: the records to replay, oldest first, and what was wrong with it
+    (None: nothing)."""
+
+    records: list[LogRecordData]
+    problem: str | None = None
+
+
+def recover_records(
+    header: bytes, read_at: Callable[[int, int], bytes], capacity: int, after: int, upto: int
+) -> Recovery:
+    """The records a ring holds with sequence numbers in (``after``, ``upto``], in order.
+
+    ``header``: the ring's first :data:`HEADER_BYTES`; ``read_at(offset, size)`` reads the
+    ring's data (offset from the data's start; it may return less, the file being the
+    sender's); ``capacity``: the capacity the file's size says. Never raises for what the
+    bytes say: garbage is a :attr:`Recovery.problem`.
+    """
+    if len(header) < HEADER_BYTES:
+        return Recovery([], "its header was cut short")
+    words = memoryview(header[:HEADER_BYTES]).cast("Q")
+    if words[_MAGIC_WORD] != _MAGIC or words[_CAPACITY] != capacity:
+        return Recovery([], "its header is not a ring's of this version")
+    head, head_seq, tail, tail_seq = words[_HEAD], words[_HEAD_SEQ], words[_TAIL], words[_TAIL_SEQ]
+    size = head - tail
+    count = head_seq - tail_seq
+    if not 0 <= size <= capacity or not 0 <= count <= size:
+        return Recovery([], f"its positions are out of range ({count} records in {size:,} bytes)")
+    if count == 0 or upto <= after or head_seq <= after:
+        return Recovery([])
+    start = tail & (capacity - 1)
+    first = min(size, capacity - start)
+    data = read_at(start, first)
+    if first < size and len(data) == first:
+        data += read_at(0, size - first)
+    if len(data) != size:
+        return Recovery([], f"it holds {len(data):,} of the {size:,} bytes its header says")
+    try:
+        items = _raw_list_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        return Recovery([], f"its bytes are not {count} records ({exc})")
+    records: list[LogRecordData] = []
+    garbled = 0
+    last = after
+    for item in items:
+        try:
+            record = _record_decoder.decode(item)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            garbled += 1
+            continue
+        if last < record.seq <= upto:
+            records.append(record)
+            last = record.seq
+    problem = f"{garbled} of its {count} records are garbled" if garbled else None
+    return Recovery(records, problem)
+
+
+class RingError(Exception):
+    """The descriptor a sender named cannot be used as its ring; the text says why."""
+
+
+class ReceiverRing:
+    """The receiver's side: reads a dead sender's ring with ``pread``."""
+
+    def __init__(self, fd: int, capacity: int) -> None:
+        self._fd: int | None = fd
+        self.capacity = capacity
+
+    @classmethod
+    def open(cls, pid: int, fd: int) -> ReceiverRing:
+        """Open ring descriptor ``fd`` of live process ``pid``; raises :class:`RingError`
+        (``OSError`` once the process is gone)."""
+        if not 0 <= fd < 2**31:
+            raise RingError(f"descriptor number {fd} is out of range")
+        path = f"/proc/{pid}/fd/{fd}"
+        target = os.readlink(path)
+        if not target.startswith(f"/memfd:{RING_NAME} "):
+            raise RingError(f"descriptor {fd} of pid {pid} is {target[:200]!r}, not a log ring")
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            status = os.fstat(handle)
+            if not stat.S_ISREG(status.st_mode):
+                raise RingError(f"descriptor {fd} of pid {pid} is not a regular file")
+            capacity = status.st_size - HEADER_BYTES
+            if capacity & (capacity - 1) or not MIN_RING_BYTES <= capacity <= MAX_RING_BYTES:
+                raise RingError(
+                    f"the log ring of pid {pid} has {status.st_size} bytes, no ring's size"
+                )
+        except BaseException:
+            os.close(handle)
+            raise
+        return cls(handle, capacity)
+
+    def recover(self, after: int, upto: int) -> Recovery:
+        """The records with sequence numbers in (``after``, ``upto``] (see
+        :func:`recover_records`); reading errors are a problem too."""
+        fd = self._fd
+        if fd is None:
+            return Recovery([], "it was closed")
+
+        def read_at(offset: int, size: int) -> bytes:
+            return os.pread(fd, size, HEADER_BYTES + offset)
+
+        try:
+            return recover_records(
+                os.pread(fd, HEADER_BYTES, 0), read_at, self.capacity, after, upto
+            )
+        except OSError as exc:
+            return Recovery([], f"it cannot be read ({exc})")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
