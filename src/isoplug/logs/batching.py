@@ -2,8 +2,9 @@
 it): the drop policy, write-through, the emitting thread's own pushes, the batches, and the
 shared-memory ring that keeps every accepted record until the kernel has it.
 
-The ring (:mod:`isoplug.logs.ring`) is installed when the first connection over a unix socket
-is made; from then on every record accepted is written into it before ``handle()`` returns,
+The ring (:mod:`isoplug.logs.ring`) is installed with each connection over a unix socket, in
+the connection's ledger, holding what is unsent; from then on every record accepted is written
+into it before ``handle()`` returns,
 and released once the frame carrying it went whole to the kernel. Records are sent in the
 order they were taken, one frame in flight at a time, so releases come in the ring's order
 (except while a close sends by level: nothing is released then, see closing.py). With a ring
@@ -87,9 +88,9 @@ class Batching:
         self._info_limit = int(queue_bytes * _INFO_SHARE)
 
     def _install_ring(self, ring: SenderRing) -> bool:
-        """Put what is queued into ``ring`` and write every later record there (queue lock
-        held; before the first connection, so nothing is in flight); False if it does not
-        fit."""
+        """Put what is queued into a new connection's ``ring`` and write every later record
+        there (queue lock held; while connecting, so every unsent record is queued); False if
+        they do not fit."""
         first = self._seq - len(self._queue)
         ring.start_after(first)
         for seq, encoded in enumerate(self._queue, first + 1):

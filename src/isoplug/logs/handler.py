@@ -52,7 +52,7 @@ import msgspec
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
-from isoplug.logs.ledger import SenderLedger, private_ledger
+from isoplug.logs.ledger import ACKNOWLEDGED, SenderLedger, private_ledger
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
@@ -172,7 +172,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
 
     def _init_state(self) -> None:
         self._set_limits(self._requested_queue_bytes)
-        #: The ring's capacity, once a unix socket connects (see isoplug.logs.batching).
+        #: The capacity of each connection's ring, on unix sockets (see isoplug.logs.batching).
         self._ring_capacity = ring_capacity(self._requested_queue_bytes)
         self._ring: SenderRing | None = None
         self._unsent_release = (0, 0)
@@ -297,8 +297,11 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         """Send or queue an encoded record (queue lock held)."""
         queue = self._queue
         if not queue:
-            # With a ring the record is safe already: the sender thread, woken below, sends it.
-            if self._ring is None and self._wrote_through(encoded, created):
+            # With a ring the receiver has opened, the record is safe already: the sender
+            # thread, woken below, sends it (with the rest of a burst, if one is starting).
+            if (self._ring is None or not self._ledger[ACKNOWLEDGED]) and self._wrote_through(
+                encoded, created
+            ):
                 return
             self._push_due = created + EMIT_PUSH_INTERVAL
         queue.append(encoded)
@@ -391,12 +394,10 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         with self._queue_lock:
             ledger, self._shared_ledger = self._shared_ledger, None
             self._ledger = private_ledger()
-            ring, self._ring = self._ring, None
-        if self._pid == os.getpid():
-            if ledger is not None:
-                ledger.close()
-            if ring is not None:
-                ring.close()
+            # The ring lives in the ledger's file, and closes with it.
+            self._ring = None
+        if ledger is not None and self._pid == os.getpid():
+            ledger.close()
         _live_handlers.discard(self)
         super().close()
 
@@ -427,14 +428,11 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""
-        sock, ledger, ring = self._sock, self._shared_ledger, self._ring
+        sock, ledger = self._sock, self._shared_ledger
         self._init_state()
         if ledger is not None:
-            # Our copy of the parent's ledger: the parent keeps writing to its own.
+            # Our copy of the parent's ledger and ring: the parent keeps writing to its own.
             ledger.close()
-        if ring is not None:
-            # The parent's ring, mapped here too: never write to it.
-            ring.close()
         if sock is not None:
             # Our copy of the parent's socket; closing it does not disturb the parent.
             with contextlib.suppress(OSError):

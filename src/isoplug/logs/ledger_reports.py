@@ -7,12 +7,12 @@ number the sender accepted, its drop totals and its close flags. Drops no batch 
 reported; accepted records that neither arrived nor were dropped at the sender's close deadline
 are counted lost (``DropReason.SENDER_ENDED``) and reported, however the sender ended.
 
-Unless its ring gives them back: a sender with a shared-memory ring (:mod:`isoplug.logs.ring`)
-names it in its ledger, and the receiver opens it with the ledger. At the end, the accepted
-records that never arrived are read from the ring and replayed, in order, before the
-accounting: they count as received and :attr:`~isoplug.logs.LogMetrics.recovered`, and the end's
-report says how many were recovered. Not after a close that sent by level or dropped records at
-its deadline (the ledger's counts then stand, as without a ring).
+Unless its ring gives them back: a sender's shared-memory ring (:mod:`isoplug.logs.ring`)
+follows its ledger in the same file, so the receiver has it once it has the ledger. At the end,
+the accepted records that never arrived are read from the ring and replayed, in order, before
+the accounting: they count as received and :attr:`~isoplug.logs.LogMetrics.recovered`, and the
+end's report says how many were recovered. Not after a close that sent by level or dropped
+records at its deadline (the ledger's counts then stand, as without a ring).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from isoplug.logs.ledger import (
 )
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import Summary
-from isoplug.logs.ring import ReceiverRing, RingError
+from isoplug.logs.ring import ReceiverRing
 from isoplug.wire import LogRecordData
 
 __all__ = ["SenderLedgerReports"]
@@ -101,18 +101,9 @@ class SenderLedgerReports:
                 "reported without a count of lost records",
             )
             return
-        self._open_ring(self._sender_pid, self._ledger)
-
-    def _open_ring(self, pid: int, ledger: ReceiverLedger) -> None:
-        """Open the ring the ledger names, if any (see :mod:`isoplug.logs.ring`)."""
         try:
-            state = ledger.read()
-            if state is None or state.ring_fd is None:
-                return
-            self._ring = ReceiverRing.open(pid, state.ring_fd)
-        except FileNotFoundError:
-            return  # already gone: its records are counted, not recovered
-        except (RingError, OSError) as exc:
+            self._ring = self._ledger.ring()
+        except OSError as exc:  # out of descriptors
             self._problem(
                 "ring",
                 f"cannot use the log ring of {self._description}: {exc}; records a crash "

@@ -9,13 +9,15 @@ kernel has it, in the kernel after; a SIGKILL, ``os._exit`` or segfault loses no
 
 The ring is a byte stream, the records' msgpack arrays back to back (msgpack delimits them), the
 positions counting bytes since the ring was made, wrapping at its capacity (a power of two).
-The sender's ledger (:mod:`isoplug.logs.ledger`) names its descriptor; the receiver opens it as
-it opens the ledger: ``/proc/<pid>/fd/<n>`` of the pid the socket's peer credentials vouch for,
-only a memfd of this name, a regular file whose size is the header's plus a capacity the
-header repeats. When the connection ends without everything accepted having arrived, it reads
-the released position, the end and the records between with ``pread`` (never a mapping: a
-sender that shrinks the file cannot SIGBUS the receiver), and replays those whose sequence
-numbers never arrived (:func:`recover_records`).
+It lives in the same memfd as the connection's sequence ledger (:mod:`isoplug.logs.ledger`),
+after the ledger's page, so the receiver has both or neither: it opens the ledger as it always
+did (``/proc/<pid>/fd/<n>`` of the pid the socket's peer credentials vouch for, only a memfd of
+the ledger's name and a regular file of a size the layouts allow), and the ring is the rest of
+that file. A new connection makes a new ledger, and a new ring holding what is still unsent.
+When the connection ends without everything accepted having arrived, the receiver reads the
+released position, the end and the records between with ``pread`` (never a mapping: a sender
+that shrinks the file cannot SIGBUS the receiver), and replays those whose sequence numbers
+never arrived (:func:`recover_records`).
 
 Everything read is the sender's to garble: positions out of range, counts the bytes cannot hold,
 bytes that are no records. Each is a reported, counted loss (the ledger's count of accepted
@@ -33,10 +35,7 @@ the capacity's bytes.
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import os
-import stat
-import sys
 from collections.abc import Callable
 
 import msgspec
@@ -48,17 +47,14 @@ __all__ = [
     "MAX_RING_BYTES",
     "MIN_RING_BYTES",
     "RING_BYTES",
-    "RING_NAME",
     "ReceiverRing",
     "Recovery",
-    "RingError",
     "SenderRing",
     "recover_records",
     "ring_capacity",
+    "valid_capacity",
 ]
 
-#: The memfd's name; the receiver checks it, as the ledger's.
-RING_NAME = "isoplug-log-ring"
 _MAGIC = int.from_bytes(b"isoring\x01", "little")
 _MAGIC_WORD, _CAPACITY, _HEAD, _HEAD_SEQ, _TAIL, _TAIL_SEQ = range(6)
 HEADER_BYTES = 64
@@ -73,6 +69,11 @@ _raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _record_decoder = msgspec.msgpack.Decoder(LogRecordData)
 
 
+def valid_capacity(capacity: int) -> bool:
+    """Whether a ring may have ``capacity`` bytes: a power of two within the bounds."""
+    return MIN_RING_BYTES <= capacity <= MAX_RING_BYTES and not capacity & (capacity - 1)
+
+
 def ring_capacity(queue_bytes: int) -> int:
     """The ring for a queue of ``queue_bytes``: the power of two that holds it, within
     [:data:`MIN_RING_BYTES`, :data:`RING_BYTES`]."""
@@ -83,45 +84,22 @@ def ring_capacity(queue_bytes: int) -> int:
 
 
 class SenderRing:
-    """The sender's side; every method is called with the handler's queue lock held."""
+    """The sender's side, over ``memory`` (the header and the capacity's bytes, in the ledger's
+    mapping); every method is called with the handler's queue lock held."""
 
-    def __init__(self, capacity: int) -> None:
-        if capacity & (capacity - 1) or not MIN_RING_BYTES <= capacity <= MAX_RING_BYTES:
+    def __init__(self, memory: memoryview) -> None:
+        capacity = len(memory) - HEADER_BYTES
+        if not valid_capacity(capacity):
             raise ValueError(f"a ring's capacity is a power of two, got {capacity}")
-        fd = os.memfd_create(RING_NAME, os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, HEADER_BYTES + capacity)
-            self._map = mmap.mmap(fd, HEADER_BYTES + capacity)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
         self.capacity = capacity
-        whole = memoryview(self._map)
-        self._words = whole[:HEADER_BYTES].cast("Q")
-        self._data = whole[HEADER_BYTES:]
-        whole.release()
+        self._words = memory[:HEADER_BYTES].cast("Q")
+        self._data = memory[HEADER_BYTES:]
         self._words[_MAGIC_WORD] = _MAGIC
         self._words[_CAPACITY] = capacity
         #: Bytes written and released since the start (the header's copies are for the reader).
         self.head = 0
         self.tail = 0
         self._tail_seq = 0
-
-    @classmethod
-    def create(cls, capacity: int) -> SenderRing | None:
-        """A new ring, or None where this system has no memfd (records then wait in memory
-        only, and a crash's loss is counted from the ledger)."""
-        if not hasattr(os, "memfd_create"):
-            return None
-        try:
-            return cls(capacity)
-        except OSError as exc:
-            sys.stderr.write(
-                f"isoplug: no shared log ring ({exc}); if this process dies, records it had "
-                "not sent yet are lost (and counted)\n"
-            )
-            return None
 
     def start_after(self, seq: int) -> None:
         """The next record written is ``seq + 1`` (before the first :meth:`put`)."""
@@ -165,10 +143,9 @@ class SenderRing:
         return self.head - self.tail
 
     def close(self) -> None:
+        """Let go of the memory (before its mapping is closed)."""
         self._words.release()
         self._data.release()
-        self._map.close()
-        os.close(self.fd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,41 +206,14 @@ def recover_records(
     return Recovery(records, problem)
 
 
-class RingError(Exception):
-    """The descriptor a sender named cannot be used as its ring; the text says why."""
-
-
 class ReceiverRing:
-    """The receiver's side: reads a dead sender's ring with ``pread``."""
+    """The receiver's side: reads a dead sender's ring with ``pread``, from ``offset`` in the
+    file ``fd`` (its own descriptor, closed by :meth:`close`)."""
 
-    def __init__(self, fd: int, capacity: int) -> None:
+    def __init__(self, fd: int, offset: int, capacity: int) -> None:
         self._fd: int | None = fd
+        self._offset = offset
         self.capacity = capacity
-
-    @classmethod
-    def open(cls, pid: int, fd: int) -> ReceiverRing:
-        """Open ring descriptor ``fd`` of live process ``pid``; raises :class:`RingError`
-        (``OSError`` once the process is gone)."""
-        if not 0 <= fd < 2**31:
-            raise RingError(f"descriptor number {fd} is out of range")
-        path = f"/proc/{pid}/fd/{fd}"
-        target = os.readlink(path)
-        if not target.startswith(f"/memfd:{RING_NAME} "):
-            raise RingError(f"descriptor {fd} of pid {pid} is {target[:200]!r}, not a log ring")
-        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            status = os.fstat(handle)
-            if not stat.S_ISREG(status.st_mode):
-                raise RingError(f"descriptor {fd} of pid {pid} is not a regular file")
-            capacity = status.st_size - HEADER_BYTES
-            if capacity & (capacity - 1) or not MIN_RING_BYTES <= capacity <= MAX_RING_BYTES:
-                raise RingError(
-                    f"the log ring of pid {pid} has {status.st_size} bytes, no ring's size"
-                )
-        except BaseException:
-            os.close(handle)
-            raise
-        return cls(handle, capacity)
 
     def recover(self, after: int, upto: int) -> Recovery:
         """The records with sequence numbers in (``after``, ``upto``] (see
@@ -272,12 +222,14 @@ class ReceiverRing:
         if fd is None:
             return Recovery([], "it was closed")
 
+        start = self._offset
+
         def read_at(offset: int, size: int) -> bytes:
-            return os.pread(fd, size, HEADER_BYTES + offset)
+            return os.pread(fd, size, start + HEADER_BYTES + offset)
 
         try:
             return recover_records(
-                os.pread(fd, HEADER_BYTES, 0), read_at, self.capacity, after, upto
+                os.pread(fd, HEADER_BYTES, start), read_at, self.capacity, after, upto
             )
         except OSError as exc:
             return Recovery([], f"it cannot be read ({exc})")

@@ -193,7 +193,6 @@ class SenderThread:
             timeout=timeout,
         )
         ledger: SenderLedger | None = None
-        new_ring: SenderRing | None = None
         try:
             try:
                 channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
@@ -202,14 +201,7 @@ class SenderThread:
                 if not resumed:
                     _say(f"isoplug: could not enlarge the log socket's buffer: {exc}")
             if channel.socket.family == socket.AF_UNIX:
-                ledger = SenderLedger.create()
-            if ledger is not None:
-                # Only this thread installs the ring: reading it unlocked is safe.
-                if self._ring is None:
-                    new_ring = SenderRing.create(self._ring_capacity)
-                ring = self._ring or new_ring
-                if ring is not None:
-                    ledger.name_ring(ring.fd)
+                ledger = SenderLedger.create(self._ring_capacity)
             resumed_after: int | None = None
             dropped: dict[int, int] = {}
             if resumed:
@@ -229,15 +221,14 @@ class SenderThread:
         except BaseException:
             if ledger is not None:
                 ledger.close()
-            if new_ring is not None:
-                new_ring.close()
             channel.close("could not start")
             raise
         with self._queue_changed:
-            if new_ring is not None and not self._install_ring(new_ring):
-                # More queued before the first connection than the ring holds (a huge
-                # queue_bytes): records wait in memory only, a crash's loss is counted.
-                new_ring.close()
+            # What is unsent (all of it is queued now) goes into the new connection's ring;
+            # if it does not fit (a huge queue_bytes, a long break), records wait in memory
+            # only, and what a crash takes is counted instead.
+            if ledger is not None and ledger.ring is not None:
+                self._install_ring(ledger.ring)
             if ledger is not None:
                 ledger.view[0] = self._seq
                 # What this connection's batches will tell, should none be sent.
@@ -386,6 +377,8 @@ class SenderThread:
         self._queue[:0] = records
         resumed_after = self._seq - len(self._queue)
         ledger, self._shared_ledger = self._shared_ledger, None
+        # The old ring goes with the old ledger; the new connection makes a new one.
+        self._ring = None
         written = self._totals_written
         if ledger is not None:
             # A receiver reading the old ledger from now on counts only what died in the old
