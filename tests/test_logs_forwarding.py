@@ -35,8 +35,8 @@ from isoplug.logs.ledger import ReceiverLedger
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import serve_blocking
 from isoplug.testing import eventually
-from isoplug.transport.stream import peer_credentials_of
 from isoplug.transport import tls_client_context, tls_server_context
+from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, Event, LogBatch
 from isoplug.wire.logframes import log_batch_frame
 from tests.log_helpers import reports
