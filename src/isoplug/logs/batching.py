@@ -7,10 +7,15 @@ the connection's ledger, holding what is unsent; from then on every record accep
 into it before ``handle()`` returns,
 and released once the frame carrying it went whole to the kernel. Records are sent in the
 order they were taken, one frame in flight at a time, so releases come in the ring's order
-(except while a close sends by level: nothing is released then, see closing.py). With a ring
-write-through is off: a record is durable once in the ring, so a burst's first records need
-not each pay a ``send()``; the sender thread, woken from idle by the first, sends them as one
-batch a moment later.
+(except while a close sends by level: nothing is released then, see closing.py).
+
+Once the receiver has acknowledged the ring (:data:`~isoplug.logs.ledger.ACKNOWLEDGED`), a
+record is durable as soon as it is in the ring, so write-through is only for latency: a record
+that comes after a pause still goes out at once (the cheapest way to deliver a lone record:
+one ``send()``, where waking the sender thread costs two context switches more), but a burst's
+second record is queued, not its 200th (:data:`RING_WRITE_THROUGH_BURST`); the sender thread,
+woken from idle by it, sends the rest of the burst as one batch once the burst lets go of the
+GIL.
 """
 
 from __future__ import annotations
@@ -22,16 +27,18 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from isoplug.logs.ledger import QUEUE_FULL, SenderLedger
+from isoplug.logs.ledger import ACKNOWLEDGED, QUEUE_FULL, SenderLedger
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import send_tls_now
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
 from isoplug.wire.logframes import log_batch_frame
 
-__all__ = ["WRITE_THROUGH_BURST", "Batching"]
+__all__ = ["RING_WRITE_THROUGH_BURST", "WRITE_THROUGH_BURST", "Batching"]
 
-#: How many records above the rate may still write through back to back.
+#: How many records above the rate may still write through back to back ...
 WRITE_THROUGH_BURST = 200.0
+#: ... and with a ring the receiver opened, where write-through is for latency alone: one.
+RING_WRITE_THROUGH_BURST = 1.0
 #: With a ring, the share of it the queue's level limits apply to: the rest is room for the
 #: frames in flight, whose records stay in the ring until the kernel has them whole.
 _RING_SHARE = 0.75
@@ -60,6 +67,7 @@ class Batching:
     _in_flight: int
     _seq: int
     _shared_ledger: SenderLedger | None
+    _ledger: memoryview
     _dropped: dict[int, int]
     _drops_unsent: bool
     _unsent: bytes
@@ -137,9 +145,14 @@ class Batching:
         debt may grow to a burst, so that during a flood records stay batched instead of every
         few going out alone; a record in a flood costs no token arithmetic at all.
         """
+        burst = (
+            RING_WRITE_THROUGH_BURST
+            if self._ring is not None and self._ledger[ACKNOWLEDGED]
+            else WRITE_THROUGH_BURST
+        )
         tokens = self._tokens + (created - self._last_created) * self._write_through_rate
         self._last_created = created
-        self._tokens = tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
+        self._tokens = tokens = burst if tokens > burst else tokens
         if (
             tokens < 1.0
             or self._in_flight

@@ -52,7 +52,7 @@ import msgspec
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
-from isoplug.logs.ledger import ACKNOWLEDGED, SenderLedger, private_ledger
+from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
@@ -297,11 +297,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         """Send or queue an encoded record (queue lock held)."""
         queue = self._queue
         if not queue:
-            # With a ring the receiver has opened, the record is safe already: the sender
-            # thread, woken below, sends it (with the rest of a burst, if one is starting).
-            if (self._ring is None or not self._ledger[ACKNOWLEDGED]) and self._wrote_through(
-                encoded, created
-            ):
+            if self._wrote_through(encoded, created):
                 return
             self._push_due = created + EMIT_PUSH_INTERVAL
         queue.append(encoded)

@@ -341,8 +341,9 @@ class SenderThread:
                 self._queue_changed.wait()
                 self._sender_idle = False
                 if self._queue and self._ring is not None:
-                    # The first records after a pause (with a ring they are not written
-                    # through): this thread got the GIL, so their burst, if any, has paused.
+                    # The rest of a short burst (with a ring only its first record is written
+                    # through): this thread got the GIL, so the burst has paused; with the
+                    # records safe in the ring, no push comes for them: they go now.
                     return
                 seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
                 continue
