@@ -3,12 +3,16 @@
 How a record travels
 --------------------
 ``handle()`` (no handler lock: the queue has its own) encodes the record on the caller's thread
-(see :mod:`isoplug.logs.capture`) and then takes one of two paths:
+(see :mod:`isoplug.logs.capture`), on a unix socket copies it into the connection's
+shared-memory ring (:mod:`isoplug.logs.ring`: the receiver replays from there what a crash
+left unsent, so from then on the record survives ``os._exit``, SIGKILL or a segfault a
+microsecond later), and then takes one of two paths (:mod:`isoplug.logs.batching`):
 
 - **write-through**: when nothing is queued and the record rate is moderate (a token bucket of
   :data:`WRITE_THROUGH_RATE` records/s), the caller sends the record right away with a
-  non-blocking ``send``. Once ``handle()`` returns the record is in the kernel, so it survives
-  ``os._exit``, SIGKILL or a segfault a microsecond later;
+  non-blocking ``send``. Without a ring this is what makes a record durable: once ``handle()``
+  returns it is in the kernel. With one, it is for latency alone, and only a burst's first
+  record goes this way;
 - **batching**: under pressure (a burst, or the socket momentarily full) the record joins a
   bounded in-memory queue. Once the oldest queued record is :data:`EMIT_PUSH_INTERVAL` old (or
   :data:`EMIT_PUSH_RECORDS` wait) the emitting thread pushes the queue into the kernel itself
