@@ -3,6 +3,7 @@ whatever a hostile sender writes there is a reported loss, never a crash or a ha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -12,9 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isoplug.logs import DropReason, LogMetrics, LogReceiver
+from isoplug.logs import DropReason, ForwardingHandler, LogMetrics, LogReceiver
 from isoplug.logs.capture import capture_record
-from isoplug.logs.ledger import LEDGER_NAME, LEDGER_SIZE, LedgerError, ReceiverLedger, SenderLedger
+from isoplug.logs.ledger import (
+    ACKNOWLEDGED,
+    LEDGER_NAME,
+    LEDGER_SIZE,
+    LedgerError,
+    ReceiverLedger,
+    SenderLedger,
+)
 from isoplug.logs.ring import (
     HEADER_BYTES,
     MIN_RING_BYTES,
@@ -22,6 +30,7 @@ from isoplug.logs.ring import (
     recover_records,
     ring_capacity,
 )
+from isoplug.testing import eventually
 from tests.test_logs_forwarding import finish, receiving, run_child
 from tests.wire_strategies import PROPERTY
 
@@ -230,3 +239,43 @@ async def test_a_receiver_of_a_sender_without_ring_still_counts(tmp_path: object
         await finish(child)
         await collector.wait_until(lambda: len(collector.numbers()) == 3)
     assert isinstance(receiver, LogReceiver)
+
+
+async def test_a_full_ring_drops_and_counts_exactly() -> None:
+    """While the kernel takes nothing (the send lock held), records fill the queue and the
+    ring, whose frame in flight the queue no longer counts: past the ring's room, records are
+    dropped, never waited for, and counted; what arrived plus what was reported dropped is
+    what was logged, and the WARNINGs kept their share."""
+    count = 300
+    logger = logging.getLogger("ringfull")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    async with receiving("threads") as (receiver, collector):
+        handler = ForwardingHandler(receiver.address, receiver.token, queue_bytes=MIN_RING_BYTES)
+        logger.addHandler(handler)
+        try:
+            assert await asyncio.to_thread(handler.start, 10)
+            # The receiver has the ring open: records are queued, not written through.
+            await eventually(lambda: bool(handler._ledger[ACKNOWLEDGED]))
+            ring = handler._ring
+            assert ring is not None and ring.capacity == MIN_RING_BYTES
+            with handler._send_lock:
+                for index in range(count):
+                    level = logging.WARNING if index % 3 == 0 else logging.DEBUG
+                    logger.log(level, "record %d", index, extra={"n": index})
+                    # The sender thread takes what is queued, and waits for the lock.
+                    await asyncio.sleep(0)
+                full = ring.used
+            await asyncio.to_thread(handler.flush, 10)
+            dropped = handler.dropped
+        finally:
+            logger.removeHandler(handler)
+            await asyncio.to_thread(handler.close)
+        arrived = collector.numbers
+        await collector.wait_until(lambda: len(arrived()) + sum(dropped.values()) == count)
+        metrics = LogMetrics.combined(receiver.metrics().values())
+    assert full > MIN_RING_BYTES * 3 // 4  # the ring, not only the queue, was full
+    assert sum(dropped.values()) > 0
+    assert metrics.dropped.get(DropReason.SENDER_QUEUE_FULL) == sum(dropped.values())
+    assert len(arrived()) + sum(dropped.values()) == count
+    assert dropped.get(logging.DEBUG, 0) > dropped.get(logging.WARNING, 0)
