@@ -92,6 +92,7 @@ class SenderRing:
         if not valid_capacity(capacity):
             raise ValueError(f"a ring's capacity is a power of two, got {capacity}")
         self.capacity = capacity
+        self._mask = capacity - 1
         self._words = memory[:HEADER_BYTES].cast("Q")
         self._data = memory[HEADER_BYTES:]
         self._words[_MAGIC_WORD] = _MAGIC
@@ -108,26 +109,31 @@ class SenderRing:
         self._words[_TAIL_SEQ] = seq
 
     def put(self, encoded: bytes, seq: int) -> bool:
-        """Write record ``seq``; False (nothing written) when the ring has no room for it."""
-        size = len(encoded)
+        """Write record ``seq``; False (nothing written) when the ring has no room for it.
+        Once for every record: each line here costs every ``logger.info()``."""
         head = self.head
-        capacity = self.capacity
-        if head + size - self.tail > capacity:
+        end = head + len(encoded)
+        if end - self.tail > self.capacity:
             return False
-        start = head & (capacity - 1)
-        end = start + size
-        if end <= capacity:
-            self._data[start:end] = encoded
+        start = head & self._mask
+        stop = start + end - head
+        if stop <= self.capacity:
+            self._data[start:stop] = encoded
         else:
-            first = capacity - start
-            self._data[start:] = encoded[:first]
-            self._data[: end - capacity] = encoded[first:]
+            self._wrap(encoded, start)
         # The bytes before the end that says they are there.
-        self.head = head = head + size
+        self.head = end
         words = self._words
-        words[_HEAD] = head
+        words[_HEAD] = end
         words[_HEAD_SEQ] = seq
         return True
+
+    def _wrap(self, encoded: bytes, start: int) -> None:
+        """Write a record that runs past the ring's end: its rest goes to the start."""
+        first = self.capacity - start
+        view = memoryview(encoded)
+        self._data[start:] = view[:first]
+        self._data[: len(encoded) - first] = view[first:]
 
     def release(self, size: int, count: int) -> None:
         """The oldest ``count`` records, ``size`` bytes, are in the kernel whole."""
