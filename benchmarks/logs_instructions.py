@@ -297,7 +297,7 @@ def main() -> None:
         help="a comma-separated subset of the sending kinds to count (the floor always is)",
     )
     args = parser.parse_args()
-    kinds = KINDS
+    kinds: tuple[str, ...] = KINDS
     if args.kinds:
         chosen = {kind.strip() for kind in args.kinds.split(",")}
         if unknown := chosen - set(KINDS):
