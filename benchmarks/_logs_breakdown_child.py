@@ -78,8 +78,9 @@ class WithoutSocketWrites(ForwardingHandler):
     thread still sends the records a chunk leaves queued, after its linger: the receiver sees
     gaps and reports them, which the parent counts apart."""
 
-    def _write_through(self, frame: bytes, records: int = 1) -> None:
-        pass
+    def _write_through(self, frame: bytes, size: int, count: int) -> None:
+        # As if the kernel took it whole: the ring lets go of its records.
+        self._released(size, count)
 
 
 def stages(address: str | Address, token: str) -> dict[str, logging.Handler]:

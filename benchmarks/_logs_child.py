@@ -4,7 +4,9 @@ Run as a script for the peers started with ``subprocess.Popen``::
 
     python _logs_child.py KIND MODE COUNT RATE WARMUP RESULT [ADDRESS]
 
-with KIND one of ``nop``, ``isoplug``, ``socket``, ``socket-nodelay``. The peers that must share
+with KIND one of ``nop``, ``isoplug``, ``isoplug-noring`` (isoplug without its shared-memory
+ring: records batched in memory, the first after a pause written through, as before rings),
+``socket``, ``socket-nodelay``. The peers that must share
 a ``multiprocessing`` object with the parent (the stdlib ``multiprocessing.Queue``, loguru's
 ``enqueue=True`` queue) start :func:`mp_queue_child` and :func:`loguru_child` with the spawn
 start method instead.
@@ -16,6 +18,8 @@ records ``"value %s"`` from the logger ``bench``, and then, by ``MODE``:
   burst's duration}`` as JSON to ``RESULT``, then exits normally (handlers flush);
 - ``paced``: at ``RATE`` records/s; writes ``{"cpu_seconds": CPU time of the whole process
   (every thread) while logging}`` to ``RESULT``, then exits normally;
+- ``bursts``: in bursts of :data:`BURST_RECORDS` at full speed, :data:`BURST_PAUSE` apart;
+  writes ``{"start": ..., "seconds": the time spent inside the bursts}`` (as ``burst`` does);
 - ``crash``: at ``RATE`` records/s (full speed when 0), then ``os._exit(0)`` at once.
 """
 
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
     import loguru
 
 LOGGER_NAME = "bench"
+#: Issue 18, item 4: a program that logs bursts of 50 records every 20 ms.
+BURST_RECORDS = 50
+BURST_PAUSE = 0.020
 STDLIB_FORMAT = "value %s"
 LOGURU_FORMAT = "value {}"
 
@@ -83,6 +90,18 @@ def log_records(info: Callable[..., None], fmt: str, task: Task) -> None:
         info(fmt, -1 - index)
     time.sleep(0.05)  # let the warm-up records drain before the measured part
     count = task.count
+    if task.mode == "bursts":
+        start = time.time()
+        seconds = 0.0
+        for first in range(0, count, BURST_RECORDS):
+            time.sleep(BURST_PAUSE)
+            began = time.perf_counter()
+            for index in range(first, min(first + BURST_RECORDS, count)):
+                info(fmt, index)
+            seconds += time.perf_counter() - began
+        with open(task.result_path, "w") as file:
+            json.dump({"start": start, "seconds": seconds}, file)
+        return
     if task.mode == "burst":
         start = time.time()
         began = time.perf_counter()
@@ -135,9 +154,15 @@ def main(argv: list[str]) -> None:
     handler: logging.Handler
     if kind == "nop":
         handler = Nop()
-    elif kind == "isoplug":
-        # Only this kind needs isoplug (the spawned children import this module too).
+    elif kind in ("isoplug", "isoplug-noring"):
+        # Only these kinds need isoplug (the spawned children import this module too).
         from isoplug.logs import ADDRESS_ENV, TOKEN_ENV, forward_logs
+
+        if kind == "isoplug-noring":
+            from isoplug.logs import handler as handler_module
+
+            # Rings of no bytes: the ledger alone, as before rings.
+            vars(handler_module)["ring_capacity"] = lambda queue_bytes: 0
 
         forward_logs(os.environ[ADDRESS_ENV], os.environ[TOKEN_ENV], level=logging.INFO)
         handler = logging.getLogger().handlers[0]

@@ -4,6 +4,8 @@ Compares, on the same machine and in the same run (issue 4, Acceptance):
 
 - **isoplug**: ``forward_logs(address, token)`` in the child, ``with LogReceiver()`` (its own
   thread) in the parent;
+- **isoplug, no ring**: the same without the shared-memory ring (issue 18), as before it:
+  batched in memory, the first records after a pause written through;
 - **mp.Queue**: stdlib ``QueueHandler`` -> ``multiprocessing.Queue`` -> ``QueueListener``;
 - **socket** / **socket+nodelay**: stdlib ``SocketHandler`` -> a parent thread that unpickles
   the records (``logging.makeLogRecord``) and handles them; without and with ``TCP_NODELAY``;
@@ -22,8 +24,10 @@ record. Metrics:
 4. the child's CPU time per record at 2,000 records/s, all its threads, and how much more than
    the floor's (whose own is mostly the pacing's sleeps): what delivering each record at once
    costs a program that logs at a moderate rate;
-5. records lost when the child calls ``os._exit(0)`` right after logging (1,000 at full speed;
-   100 at 2,000/s). Waits are bounded: a shutdown that does not finish is reported as hung.
+5. records lost when the child calls ``os._exit(0)`` right after logging (10,000 at full speed;
+   100 at 2,000/s). Waits are bounded: a shutdown that does not finish is reported as hung;
+6. child-side cost of one ``logger.info()`` in short bursts: 50 records every 20 ms, the time
+   inside the bursts only (x the floor's in the same bursts; issue 18, item 4).
 
 Each measurement is repeated (peers interleaved within a round); the table shows medians and
 the noise (min..max). Run: ``python benchmarks/logs_vs_peers.py [--quick] [--rounds N]``.
@@ -53,7 +57,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import loguru
-from _logs_child import LOGGER_NAME, Task, loguru_child, mp_queue_child
+from _logs_child import BURST_RECORDS, LOGGER_NAME, Task, loguru_child, mp_queue_child
 
 if TYPE_CHECKING:
     from isoplug.logs import LogReceiver
@@ -76,6 +80,11 @@ STOP_TIMEOUT = 2.0
 
 FLOOR = "floor (nop handler)"
 ISOPLUG = "isoplug"
+NO_RING = "isoplug, no ring"
+#: Records a crash at full speed follows.
+CRASH_RECORDS = 10_000
+#: Records logged in short bursts (BURST_RECORDS at a time).
+SHORT_BURSTS_RECORDS = 5_000
 
 
 # -- the parent-side sink ----------------------------------------------------------------------
@@ -208,9 +217,9 @@ class FloorPeer:
 
 
 class IsoplugPeer:
-    name = ISOPLUG
-
-    def __init__(self) -> None:
+    def __init__(self, *, ring: bool = True) -> None:
+        self.name = ISOPLUG if ring else NO_RING
+        self._kind = "isoplug" if ring else "isoplug-noring"
         self._receiver: LogReceiver | None = None
 
     def start(self, task: Task, sink: Sink) -> Child:
@@ -219,7 +228,7 @@ class IsoplugPeer:
 
         self._receiver = LogReceiver(prefix=ISOPLUG_PREFIX)
         self._receiver.__enter__()
-        return PopenChild("isoplug", task, [], self._receiver.child_env())
+        return PopenChild(self._kind, task, [], self._receiver.child_env())
 
     def stop(self) -> bool:
         receiver, self._receiver = self._receiver, None
@@ -374,7 +383,7 @@ def measure(peer: Peer, task: Task, *, measured: bool) -> Outcome:
     outcome.delivered = sink.count
     outcome.reports = list(sink.reports)
     outcome.latencies = sorted(sink.latencies[task.warmup :])
-    if task.mode in ("burst", "paced") and os.path.exists(task.result_path):
+    if task.mode in ("burst", "bursts", "paced") and os.path.exists(task.result_path):
         with open(task.result_path) as file:
             result = json.load(file)
         if task.mode == "paced":
@@ -413,6 +422,7 @@ class Results:
     paced_cpu: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     crash_fast: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     crash_paced: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    short_bursts: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     problems: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     #: (peer, measurement) -> how many times its shutdown hung.
     hung: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
@@ -441,7 +451,7 @@ def print_table(results: Results, peers: list[str]) -> None:
     peer_rates = {
         name: statistics.median(values)
         for name, values in results.rate.items()
-        if values and name not in (FLOOR, ISOPLUG)
+        if values and name not in (FLOOR, ISOPLUG, NO_RING)
     }
     fastest = max(peer_rates.values()) if peer_rates else float("nan")
     print()
@@ -487,13 +497,26 @@ def print_table(results: Results, peers: list[str]) -> None:
         print(f"   {name:<26}{spread(values, '.1f'):>24}{extra:>+21.1f}")
     print()
     print("5. records lost when the child calls os._exit(0) right after logging")
-    print(f"   {'':<26}{'1,000 at full speed':>26}{'100 at 2,000/s':>26}")
+    print(f"   {'':<26}{f'{CRASH_RECORDS:,} at full speed':>26}{'100 at 2,000/s':>26}")
     for name in peers:
         if name == FLOOR:
             continue
         fast = results.lost(name, "crash-fast", results.crash_fast.get(name, []))
         paced = results.lost(name, "crash-paced", results.crash_paced.get(name, []))
         print(f"   {name:<26}{fast:>26}{paced:>26}")
+    print()
+    print(f"6. child-side cost per logger.info() in bursts of {BURST_RECORDS} every 20 ms, us")
+    print(f"   {'':<26}{'median (min..max)':>24}{'x floor':>9}{'per round x floor':>40}")
+    floor_bursts = results.short_bursts.get(FLOOR, [])
+    for name in peers:
+        values = results.short_bursts.get(name, [])
+        if not values or not floor_bursts:
+            continue
+        ratio = statistics.median(values) / statistics.median(floor_bursts)
+        rounds = ", ".join(
+            f"{mine / other:.2f}" for mine, other in zip(values, floor_bursts, strict=False)
+        )
+        print(f"   {name:<26}{spread(values, '.2f'):>24}{ratio:>9.2f}{rounds:>40}")
 
 
 def verdict(ours: list[float], theirs: list[float], factor: float, *, higher: bool) -> str:
@@ -522,11 +545,22 @@ def check_targets(results: Results) -> None:
     ours_per_call = results.per_call.get(ISOPLUG, [])
     ours_rate = results.rate.get(ISOPLUG, [])
     ours_p99 = results.p99.get(ISOPLUG, [])
-    peers = [name for name in results.rate if name not in (FLOOR, ISOPLUG) and results.rate[name]]
+    peers = [
+        name
+        for name in results.rate
+        if name not in (FLOOR, ISOPLUG, NO_RING) and results.rate[name]
+    ]
     fastest = max(peers, key=lambda name: statistics.median(results.rate[name]))
-    p99_peers = [name for name in results.p99 if name != ISOPLUG and results.p99[name]]
+    p99_peers = [
+        name for name in results.p99 if name not in (ISOPLUG, NO_RING) and results.p99[name]
+    ]
     best_p99 = min(p99_peers, key=lambda name: statistics.median(results.p99[name]))
     crash = results.crash_paced.get(ISOPLUG, [])
+    crash_fast = results.crash_fast.get(ISOPLUG, [])
+    ours_bursts = results.short_bursts.get(ISOPLUG, [])
+    floor_bursts = results.short_bursts.get(FLOOR, [])
+    no_ring_per_call = results.per_call.get(NO_RING, [])
+    no_ring_rate = results.rate.get(NO_RING, [])
     burst_lost = max(results.burst_lost.get(ISOPLUG, []), default=0)
 
     def median(values: list[float]) -> float:
@@ -579,9 +613,32 @@ def check_targets(results: Results) -> None:
             "zero lost on crash at 2,000/s",
             f"lost per round: {crash}",
         ),
+        (
+            "PASS" if crash_fast and max(crash_fast) == 0 else "MISS",
+            f"zero lost on crash at full speed ({CRASH_RECORDS:,})",
+            f"lost per round: {crash_fast}",
+        ),
+        (
+            verdict(ours_bursts, floor_bursts, 1.5, higher=False),
+            f"short bursts ({BURST_RECORDS} / 20 ms) <= 1.5x floor",
+            f"{median(ours_bursts):.2f} us = {median(ours_bursts) / median(floor_bursts):.2f}x "
+            f"floor ({median(floor_bursts):.2f} us)" + per_round(ours_bursts, floor_bursts, ".2f"),
+        ),
+        (
+            verdict(ours_per_call, no_ring_per_call, 1.0, higher=False),
+            "per-call cost <= no ring's",
+            f"{per_call:.2f} vs {median(no_ring_per_call):.2f} us"
+            + per_round(ours_per_call, no_ring_per_call, ".2f"),
+        ),
+        (
+            verdict(ours_rate, no_ring_rate, 1.0, higher=True),
+            "throughput >= no ring's",
+            f"{rate:,.0f} vs {median(no_ring_rate):,.0f}/s"
+            + per_round(ours_rate, no_ring_rate, ".2f"),
+        ),
     ]
     print()
-    print("targets (issue 4), isoplug medians:")
+    print("targets (issues 4 and 18), isoplug medians:")
     for outcome, label, detail in checks:
         print(f"   {outcome:<22}{label:<34}{detail}")
 
@@ -616,6 +673,11 @@ def run_round(peers: list[Peer], plan: Plan, results: Results, result_path: str)
             if outcome.rate is not None:
                 results.rate.setdefault(peer.name, []).append(outcome.rate)
             results.burst_lost.setdefault(peer.name, []).append(outcome.lost)
+    for peer in peers:
+        outcome = measure(peer, task("bursts", SHORT_BURSTS_RECORDS, 0.0), measured=False)
+        results.note(peer.name, "bursts", outcome)
+        if outcome.per_call_us is not None:
+            results.short_bursts.setdefault(peer.name, []).append(outcome.per_call_us)
     burst_done = time.monotonic()
     for peer in peers:
         paced_count = int(PACED_RATE * plan.paced_seconds)
@@ -631,7 +693,7 @@ def run_round(peers: list[Peer], plan: Plan, results: Results, result_path: str)
             results.p99.setdefault(peer.name, []).append(percentile(outcome.latencies, 0.99))
     paced_done = time.monotonic()
     for peer in (peer for peer in peers if peer.name != FLOOR):
-        fast = measure(peer, task("crash", 1_000, 0.0), measured=True)
+        fast = measure(peer, task("crash", CRASH_RECORDS, 0.0), measured=True)
         results.note(peer.name, "crash-fast", fast)
         results.crash_fast.setdefault(peer.name, []).append(fast.lost)
         paced = measure(peer, task("crash", 100, PACED_RATE), measured=True)
@@ -664,6 +726,7 @@ def main() -> None:
     peers: list[Peer] = [
         FloorPeer(),
         IsoplugPeer(),
+        IsoplugPeer(ring=False),
         QueuePeer(),
         SocketPeer(nodelay=False),
         SocketPeer(nodelay=True),

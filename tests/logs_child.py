@@ -63,6 +63,11 @@ def main() -> None:
         from isoplug.logs import sender
 
         sender.KERNEL_SEND_BUFFER = int(os.environ["KERNEL_BUFFER"])
+    if os.environ.get("NO_RING"):
+        # As without a ring (the ledger alone, as before rings): records wait in memory only.
+        from isoplug.logs import handler as handler_module
+
+        vars(handler_module)["ring_capacity"] = lambda queue_bytes: 0
     handler = forward_logs(level=logging.DEBUG, name=f"child-{scenario}")
     progress_path = os.environ.get("PROGRESS_FILE")
     progress = os.open(progress_path, os.O_RDWR) if progress_path else None
@@ -242,6 +247,19 @@ def main() -> None:
             1 / 0  # noqa: B018
         except ZeroDivisionError:
             loguru_logger.exception("loguru caught it")
+    elif scenario == "ring-garbage":
+        # A hostile sender: COUNT records that never leave (the send lock held), then its ring
+        # garbled as $GARBAGE says, then gone.
+        from isoplug.logs.ledger import ACKNOWLEDGED
+
+        # Once the receiver has the ledger (and the ring) open, it can read them after we die.
+        deadline = time.monotonic() + 30
+        while not handler._ledger[ACKNOWLEDGED] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with handler._send_lock:
+            numbered(count, 0, progress)
+            garble_ring(handler, os.environ["GARBAGE"])
+            os._exit(0)
     elif scenario == "levels":
         for index in range(count):
             log.debug("debug %d", index)
@@ -249,6 +267,29 @@ def main() -> None:
             log.warning("warning %d", index)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+def garble_ring(handler: ForwardingHandler, how: str) -> None:
+    """Write into the ring what a hostile sender might (see scenario ring-garbage)."""
+    from isoplug.logs.ledger import LEDGER_SIZE
+    from isoplug.logs.ring import HEADER_BYTES
+
+    ring, ledger = handler._ring, handler._shared_ledger
+    assert ring is not None and ledger is not None
+    words, data = ring._words, ring._data
+    if how == "positions":
+        words[2] = words[4] + 2**62  # an end far past the released position
+    elif how == "count":
+        words[3] = words[5] + 2**40  # more records than bytes
+    elif how == "lengths":
+        # The first record claims 4 Gi elements.
+        data[ring.tail % ring.capacity : ring.tail % ring.capacity + 5] = b"\xdd\xff\xff\xff\xff"
+    elif how == "bytes":
+        data[:] = os.urandom(ring.capacity)
+    elif how == "shrink":
+        os.ftruncate(ledger.fd, LEDGER_SIZE + HEADER_BYTES + 100)
+    else:
+        raise SystemExit(f"unknown garbage {how!r}")
 
 
 def log_then_die() -> None:

@@ -45,7 +45,7 @@ from isoplug.logs.ledger import (
     DROPPED_AT_CLOSE,
     SenderLedger,
 )
-from isoplug.logs.sender import send_now, send_within, wait_for_room
+from isoplug.logs.sendio import send_now, send_within, wait_for_room
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
 from isoplug.wire.logframes import log_batch_frame
@@ -217,6 +217,7 @@ class CloseByLevel:
             if not _send_until(sock, self._unsent, deadline, tls=tls):
                 return self._end_close(sock, interrupted=True)
             with self._queue_changed:
+                self._released(*self._unsent_release)
                 self._unsent = self._unsent_frame = b""
                 self._in_flight -= 1
         cap = _whole_frame_bytes(sock)
@@ -276,6 +277,9 @@ class CloseByLevel:
             with self._queue_changed:
                 self._in_flight -= len(batch)
                 self._queued_bytes -= size
+                if by_level is None and not interrupted:
+                    # In order: the ring's oldest records (by level, nothing is released).
+                    self._released(size, len(batch))
                 self._queue_changed.notify_all()
                 if not interrupted:
                     self._totals_written = dropped
@@ -354,8 +358,13 @@ class CloseByLevel:
             if records or interrupted:
                 ledger.set_flag(CLOSE_DEADLINE_PASSED)
 
+    _unsent_release: tuple[int, int]
+
     def _take_batch(self) -> tuple[list[bytes], int]:
-        raise NotImplementedError  # ForwardingHandler's
+        raise NotImplementedError  # Batching's
+
+    def _released(self, size: int, count: int) -> None:
+        raise NotImplementedError  # Batching's
 
 
 def _take_by_level(by_level: ByLevel, cap: int) -> tuple[list[bytes], int]:

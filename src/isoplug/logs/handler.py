@@ -3,12 +3,16 @@
 How a record travels
 --------------------
 ``handle()`` (no handler lock: the queue has its own) encodes the record on the caller's thread
-(see :mod:`isoplug.logs.capture`) and then takes one of two paths:
+(see :mod:`isoplug.logs.capture`), on a unix socket copies it into the connection's
+shared-memory ring (:mod:`isoplug.logs.ring`: the receiver replays from there what a crash
+left unsent, so from then on the record survives ``os._exit``, SIGKILL or a segfault a
+microsecond later), and then takes one of two paths (:mod:`isoplug.logs.batching`):
 
 - **write-through**: when nothing is queued and the record rate is moderate (a token bucket of
   :data:`WRITE_THROUGH_RATE` records/s), the caller sends the record right away with a
-  non-blocking ``send``. Once ``handle()`` returns the record is in the kernel, so it survives
-  ``os._exit``, SIGKILL or a segfault a microsecond later;
+  non-blocking ``send``. Without a ring this is what makes a record durable: once ``handle()``
+  returns it is in the kernel. With one, it is for latency alone, and only a burst's first
+  record goes this way;
 - **batching**: under pressure (a burst, or the socket momentarily full) the record joins a
   bounded in-memory queue. Once the oldest queued record is :data:`EMIT_PUSH_INTERVAL` old (or
   :data:`EMIT_PUSH_RECORDS` wait) the emitting thread pushes the queue into the kernel itself
@@ -49,14 +53,14 @@ import weakref
 
 import msgspec
 
+from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
-from isoplug.logs.ledger import QUEUE_FULL, SenderLedger, private_ledger
-from isoplug.logs.sender import SenderThread, send_tls_now
+from isoplug.logs.ledger import SenderLedger, private_ledger
+from isoplug.logs.ring import SenderRing, ring_capacity
+from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
-from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
-from isoplug.wire.logframes import log_batch_frame
 
 __all__ = [
     "DEFAULT_QUEUE_BYTES",
@@ -71,8 +75,6 @@ DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024
 #: covers the "moderate" rates at which no record may be lost in a crash (10,000/s) with room,
 #: while a burst is batched and costs the caller only the encoding.
 WRITE_THROUGH_RATE = 20_000.0
-#: How many records above the rate may still write through back to back.
-WRITE_THROUGH_BURST = 200.0
 #: Under pressure, the emitting thread itself sends the queue once its oldest record is this old
 #: (by the records' own timestamps: no clock call), so that a crash in a flood takes at most
 #: about the last millisecond of records (each one counted by the receiver, see
@@ -81,9 +83,6 @@ WRITE_THROUGH_BURST = 200.0
 EMIT_PUSH_INTERVAL = 0.001
 #: ... or once it holds this many records, whatever the timestamps say (a clock set back).
 EMIT_PUSH_RECORDS = 256
-#: Fractions of the queue that records below INFO, and INFO records, may fill.
-_DEBUG_SHARE = 0.5
-_INFO_SHARE = 0.8
 #: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
 DEFAULT_FLUSH_TIMEOUT = DEFAULT_CLOSE_TIMEOUT
 
@@ -126,7 +125,7 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
-class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
+class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
     """Forwards every record it handles to a receiver at ``address`` (see the module doc).
 
     ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
@@ -160,9 +159,7 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
         self._role = role
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
-        self._queue_bytes = queue_bytes
-        self._debug_limit = int(queue_bytes * _DEBUG_SHARE)
-        self._info_limit = int(queue_bytes * _INFO_SHARE)
+        self._requested_queue_bytes = queue_bytes
         self._block_when_full = block_when_full
         self._block_timeout = block_timeout
         self._write_through_rate = write_through_rate
@@ -178,6 +175,11 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
         return self._write_through_rate
 
     def _init_state(self) -> None:
+        self._set_limits(self._requested_queue_bytes)
+        #: The capacity of each connection's ring, on unix sockets (see isoplug.logs.batching).
+        self._ring_capacity = ring_capacity(self._requested_queue_bytes)
+        self._ring: SenderRing | None = None
+        self._unsent_release = (0, 0)
         # Guards the queue, the sequence number and the drop counters; held only briefly.
         self._queue_lock = threading.Lock()
         self._queue_changed = threading.Condition(self._queue_lock)
@@ -248,9 +250,16 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
                     record.levelno
                 ):
                     return True
-                seq = self._seq = self._seq + 1
+                seq = self._seq + 1
+                encoded = capture_record(record, seq)
+                ring = self._ring
+                if ring is not None and not ring.put(encoded, seq):
+                    # The ring is full of records the kernel has not taken yet.
+                    self._count_drop(record.levelno)
+                    return True
+                self._seq = seq
                 self._ledger[0] = seq
-                self._accept(capture_record(record, seq), record.created)
+                self._accept(encoded, record.created)
             finally:
                 lock.release()
         except Exception:
@@ -277,6 +286,10 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
                 encoded = encode_line(site, created, seq, message, task_name)
             except _LINE_ENCODE_FAILURES:
                 return False
+            ring = self._ring
+            if ring is not None and not ring.put(encoded, seq):
+                self._count_drop(site[3])
+                return True
             self._seq = seq
             self._ledger[0] = seq
             self._accept(encoded, created)
@@ -381,6 +394,8 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
         with self._queue_lock:
             ledger, self._shared_ledger = self._shared_ledger, None
             self._ledger = private_ledger()
+            # The ring lives in the ledger's file, and closes with it.
+            self._ring = None
         if ledger is not None and self._pid == os.getpid():
             ledger.close()
         _live_handlers.discard(self)
@@ -406,131 +421,6 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _count_drop(self, levelno: int) -> None:
-        """Count a dropped record (queue lock held) and make sure the totals get sent."""
-        self._dropped[levelno] = self._dropped.get(levelno, 0) + 1
-        if self._shared_ledger is not None:
-            # The totals reach the receiver even if no batch follows (a crash, a kill).
-            self._shared_ledger.add_drops(QUEUE_FULL, levelno)
-        if not self._drops_unsent:
-            self._drops_unsent = True
-            self._queue_changed.notify_all()
-
-    def _admit(self, levelno: int) -> bool:
-        """Whether a record of ``levelno`` may join the queue (queue lock held): False when
-        forwarding failed or the level's share of the queue is full, and the drop is counted.
-        Called only once the queue holds more than any level may always add."""
-        if self._failed is None and (self._room_for(levelno) or self._wait_for_room(levelno)):
-            return True
-        self._count_drop(levelno)
-        return False
-
-    def _wrote_through(self, encoded: bytes, created: float) -> bool:
-        """Send a record that found the queue empty at once, if the rate allows and the send
-        lock is free (queue lock held); False when it must be queued.
-
-        Token bucket on the records' own timestamps (no clock call): it refills here, at
-        WRITE_THROUGH_RATE up to WRITE_THROUGH_BURST, and every record pays one token, sent
-        alone or batched (batched ones when the queue is taken, see :meth:`_take_batch`). The
-        debt may grow to a burst, so that during a flood records stay batched instead of every
-        few going out alone; a record in a flood costs no token arithmetic at all.
-        """
-        tokens = self._tokens + (created - self._last_created) * self._write_through_rate
-        self._last_created = created
-        self._tokens = tokens = WRITE_THROUGH_BURST if tokens > WRITE_THROUGH_BURST else tokens
-        if (
-            tokens < 1.0
-            or self._in_flight
-            or self._sock is None
-            or not self._send_lock.acquire(blocking=False)
-        ):
-            return False
-        try:
-            self._tokens = tokens - 1.0
-            self._drops_unsent = False
-            self._write_through(log_batch_frame([encoded], self._dropped, DEFAULT_MAX_FRAME_SIZE))
-        finally:
-            self._send_lock.release()
-        return True
-
-    def _room_for(self, levelno: int) -> bool:
-        queued = self._queued_bytes
-        if levelno >= logging.WARNING:
-            return queued < self._queue_bytes
-        if levelno >= logging.INFO:
-            return queued < self._info_limit
-        return queued < self._debug_limit
-
-    def _wait_for_room(self, levelno: int) -> bool:
-        """Lossless mode: wait (queue lock held by the caller) until the record fits."""
-        if not self._block_when_full:
-            return False
-        deadline = time.monotonic() + self._block_timeout
-        while not self._room_for(levelno):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._failed is not None:
-                return False
-            self._queue_changed.wait(remaining)
-        return True
-
-    def _send_queue_now(self) -> None:
-        """Send the whole queue as one batch without blocking (both locks held)."""
-        batch, size = self._take_batch()
-        self._queued_bytes -= size
-        self._drops_unsent = False
-        self._write_through(log_batch_frame(batch, self._dropped, DEFAULT_MAX_FRAME_SIZE))
-
-    def _write_through(self, frame: bytes) -> None:
-        """Send ``frame`` now without blocking; what the kernel does not take is finished by
-        the sender thread before anything else (or, should the connection break, sent again
-        whole on the next one)."""
-        sock = self._sock
-        assert sock is not None
-        try:
-            if self._sock_is_tls:
-                assert isinstance(sock, ssl.SSLSocket)
-                sent = send_tls_now(sock, frame)
-            else:
-                sent = sock.send(frame, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            # Broken: its records go back to the queue for the next connection (sender.py).
-            self._break(f"sending failed: {exc}", frame=frame)
-            return
-        if sent < len(frame):
-            # The sender thread finishes this frame before anything else.
-            self._unsent = frame[sent:]
-            self._unsent_frame = frame
-            self._in_flight += 1
-            self._queue_changed.notify_all()
-        elif self._dropped:
-            # What a break need not carry to the next connection (see sender.py).
-            self._totals_written = dict(self._dropped)
-
-    def _take_batch(self) -> tuple[list[bytes], int]:
-        """Remove up to MAX_BATCH_BYTES of records (less while closing) from the head of the
-        queue (lock held), and charge them their write-through tokens (see
-        :meth:`_wrote_through`)."""
-        queue = self._queue
-        cap = self._batch_cap
-        if self._queued_bytes <= cap:
-            self._queue = []
-            batch, size = queue, sum(map(len, queue))
-        else:
-            size = 0
-            for index, encoded in enumerate(queue):
-                size += len(encoded)
-                if size >= cap:
-                    batch = queue[: index + 1]
-                    del queue[: index + 1]
-                    break
-            else:
-                self._queue = []
-                batch = queue
-        self._tokens = max(self._tokens - len(batch), -WRITE_THROUGH_BURST)
-        return batch, size
-
     def _fallback(self, record: logging.LogRecord, why: str) -> None:
         """Write a record we cannot forward to stderr, where the supervisor still sees it."""
         with contextlib.suppress(OSError, ValueError):
@@ -541,7 +431,7 @@ class ForwardingHandler(CloseByLevel, SenderThread, logging.Handler):
         sock, ledger = self._sock, self._shared_ledger
         self._init_state()
         if ledger is not None:
-            # Our copy of the parent's ledger: the parent keeps writing to its own.
+            # Our copy of the parent's ledger and ring: the parent keeps writing to its own.
             ledger.close()
         if sock is not None:
             # Our copy of the parent's socket; closing it does not disturb the parent.

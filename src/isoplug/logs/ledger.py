@@ -16,6 +16,11 @@ payload), opens ``/proc/<pid>/fd/<n>`` while the sender lives and keeps its own 
 When the connection ends, one ``pread`` of that memory says how many accepted records never
 arrived and how many were dropped, however the sender died: delivered + reported = emitted.
 
+Once the receiver has its own descriptor, it sets the ledger's acknowledgement word: from then
+on the ledger, and the ring that follows it in the same file (:mod:`isoplug.logs.ring`),
+outlive the sender, so it may stop writing its records through at once (until then, a sender
+that dies right after connecting might die before the receiver opened anything).
+
 The receiver only reads the memory with ``pread`` (no mapping, so a sender that shrinks the file
 cannot crash the receiver with SIGBUS), and only opens a descriptor that is this kind of memfd,
 a regular file of this layout's size (never a FIFO or a device that could block or lie); the
@@ -23,13 +28,17 @@ layout starts with a magic word that names its version. The counts are the one t
 controls with it, and only about itself.
 
 Layout, in 8-byte unsigned words of native order: the highest sequence number accepted (first,
-so that the sender's store per record stays one index); the magic word; the flags; a word for
-later use; then :data:`SLOTS` pairs ``(key, count)`` of drop totals, a key naming the kind of
-drop and the level (0: an unused slot).
+so that the sender's store per record stays one index); the magic word; the flags; the
+receiver's acknowledgement (:data:`ACKNOWLEDGED`, the one word it writes); then :data:`SLOTS`
+pairs ``(key, count)`` of drop totals, a key naming the kind of drop and the level (0: an
+unused slot). The sender's ring (:mod:`isoplug.logs.ring`), from which a receiver recovers the
+records that never arrived, may follow in the same file: its size then is :data:`LEDGER_SIZE`
+plus the ring's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import mmap
 import os
@@ -37,7 +46,10 @@ import stat
 import sys
 from collections.abc import Mapping
 
+from isoplug.logs.ring import HEADER_BYTES, ReceiverRing, SenderRing, valid_capacity
+
 __all__ = [
+    "ACKNOWLEDGED",
     "CLOSE_DEADLINE_PASSED",
     "CLOSING",
     "DROPPED_AT_CLOSE",
@@ -60,6 +72,8 @@ LEDGER_NAME = "isoplug-log-ledger"
 #: number alone, 8 bytes).
 _MAGIC = int.from_bytes(b"isoplug\x02", "little")
 _SEQ, _MAGIC_WORD, _FLAGS = 0, 1, 2
+#: The index of the word the receiver sets once it has the ledger open.
+ACKNOWLEDGED = 3
 _FIRST_SLOT = 4
 #: Drop totals kept apart, by kind and level; past them, a kind's levels are summed in its
 #: overflow slot (the last two).
@@ -86,8 +100,9 @@ OVERFLOW_LEVEL = -1
 
 
 def private_ledger() -> memoryview:
-    """An 8-byte counter in private memory, for a sender that has no shared ledger (yet)."""
-    return memoryview(bytearray(8)).cast("Q")
+    """The sequence number and an acknowledgement that never comes, in private memory, for a
+    sender that has no shared ledger (yet)."""
+    return memoryview(bytearray(8 * (ACKNOWLEDGED + 1))).cast("Q")
 
 
 def _key(kind: int, level: int) -> int:
@@ -97,30 +112,37 @@ def _key(kind: int, level: int) -> int:
 
 class SenderLedger:
     """The sender's side: store the sequence number into :attr:`view` ``[0]``; count drops
-    with :meth:`add_drops`. Written by one thread at a time (the caller's lock)."""
+    with :meth:`add_drops`; with a ``ring_capacity``, :attr:`ring` follows in the same file.
+    Written by one thread at a time (the caller's lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ring_capacity: int = 0) -> None:
+        size = LEDGER_SIZE + (HEADER_BYTES + ring_capacity if ring_capacity else 0)
         fd = os.memfd_create(LEDGER_NAME, os.MFD_CLOEXEC)
         try:
-            os.ftruncate(fd, LEDGER_SIZE)
-            self._map = mmap.mmap(fd, LEDGER_SIZE)
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
+        whole = memoryview(self._map)
         #: The words of the layout; ``view[0]`` is the highest sequence number accepted.
-        self.view = memoryview(self._map).cast("Q")
+        self.view = whole[:LEDGER_SIZE].cast("Q")
         self.view[_MAGIC_WORD] = _MAGIC
+        #: The shared-memory ring of this connection, if asked for.
+        self.ring = SenderRing(whole[LEDGER_SIZE:]) if ring_capacity else None
+        whole.release()
         # (kind, level) -> index of its count word.
         self._slots: dict[tuple[int, int], int] = {}
 
     @classmethod
-    def create(cls) -> SenderLedger | None:
-        """A new ledger, or None where this system has no memfd (the sender works without)."""
+    def create(cls, ring_capacity: int = 0) -> SenderLedger | None:
+        """A new ledger (with a ring of ``ring_capacity`` bytes), or None where this system
+        has no memfd (the sender works without)."""
         if not hasattr(os, "memfd_create"):
             return None
         try:
-            return cls()
+            return cls(ring_capacity)
         except OSError as exc:
             sys.stderr.write(
                 f"isoplug: no log sequence ledger ({exc}); if this process dies, records it "
@@ -164,6 +186,8 @@ class SenderLedger:
         return slot + 1
 
     def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
         self.view.release()
         self._map.close()
         os.close(self.fd)
@@ -214,8 +238,9 @@ class LedgerError(Exception):
 class ReceiverLedger:
     """The receiver's side: reads what a sender's ledger says."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, ring_capacity: int = 0) -> None:
         self._fd: int | None = fd
+        self._ring_capacity = ring_capacity
 
     @classmethod
     def open(cls, pid: int, fd: int) -> ReceiverLedger:
@@ -227,20 +252,33 @@ class ReceiverLedger:
         target = os.readlink(path)
         if not target.startswith(f"/memfd:{LEDGER_NAME} "):
             raise LedgerError(f"descriptor {fd} of pid {pid} is {target[:200]!r}, not a ledger")
-        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Read-write for the acknowledgement alone: everything else is read with pread.
+        handle = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             status = os.fstat(handle)
             if not stat.S_ISREG(status.st_mode):
                 raise LedgerError(f"descriptor {fd} of pid {pid} is not a regular file")
-            if status.st_size != LEDGER_SIZE:
+            ring_capacity = status.st_size - LEDGER_SIZE - HEADER_BYTES
+            if status.st_size != LEDGER_SIZE and not valid_capacity(ring_capacity):
                 raise LedgerError(
-                    f"the ledger of pid {pid} has {status.st_size} bytes, not {LEDGER_SIZE}: "
-                    "a sender of another isoplug version"
+                    f"the ledger of pid {pid} has {status.st_size} bytes, not {LEDGER_SIZE} "
+                    "or that and a ring's: a sender of another isoplug version"
                 )
         except BaseException:
             os.close(handle)
             raise
-        return cls(handle)
+        # A file the sender sealed against writes stays unacknowledged: the sender then keeps
+        # writing its records through at once, and nothing is lost for it.
+        with contextlib.suppress(OSError):
+            os.pwrite(handle, (1).to_bytes(8, sys.byteorder), 8 * ACKNOWLEDGED)
+        return cls(handle, ring_capacity if status.st_size != LEDGER_SIZE else 0)
+
+    def ring(self) -> ReceiverRing | None:
+        """The ring that follows the ledger in its file, if any: a reader with a descriptor
+        of its own."""
+        if self._fd is None or not self._ring_capacity:
+            return None
+        return ReceiverRing(os.dup(self._fd), LEDGER_SIZE, self._ring_capacity)
 
     def read(self) -> LedgerState | None:
         """What the sender's ledger says, or None if it cannot be read (closed, shrunk by the

@@ -6,11 +6,18 @@ At the end, one ``pread`` of the ledger (:mod:`isoplug.logs.ledger`) gives the h
 number the sender accepted, its drop totals and its close flags. Drops no batch told are
 reported; accepted records that neither arrived nor were dropped at the sender's close deadline
 are counted lost (``DropReason.SENDER_ENDED``) and reported, however the sender ended.
+
+Unless its ring gives them back: a sender's shared-memory ring (:mod:`isoplug.logs.ring`)
+follows its ledger in the same file, so the receiver has it once it has the ledger. At the end,
+the accepted records that never arrived are read from the ring and replayed, in order, before
+the accounting: they count as received and :attr:`~isoplug.logs.LogMetrics.recovered`, and the
+end's report says how many were recovered. Not after a close that sent by level or dropped
+records at its deadline (the ledger's counts then stand, as without a ring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from isoplug.logs.ledger import (
     CLOSE_DEADLINE_PASSED,
@@ -21,6 +28,8 @@ from isoplug.logs.ledger import (
 )
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import Summary
+from isoplug.logs.ring import ReceiverRing
+from isoplug.wire import LogRecordData
 
 __all__ = ["SenderLedgerReports"]
 
@@ -35,6 +44,8 @@ class SenderLedgerReports:
     _ledger: ReceiverLedger | None
     _ledger_announced: bool
     _close_drops: dict[int, int]
+    #: The sender's ring, opened with its ledger (a class default: ReplayReports sets none).
+    _ring: ReceiverRing | None = None
 
     def limited(
         self,
@@ -89,15 +100,30 @@ class SenderLedgerReports:
                 f"cannot use the log ledger of {self._description}: {exc}; a crash will be "
                 "reported without a count of lost records",
             )
+            return
+        try:
+            self._ring = self._ledger.ring()
+        except OSError as exc:  # out of descriptors
+            self._problem(
+                "ring",
+                f"cannot use the log ring of {self._description}: {exc}; records a crash "
+                "leaves unsent will be counted, not recovered",
+            )
 
     def sender_ended(
-        self, last: int, *, clean: bool, reordered: tuple[int, int] | None = None
+        self,
+        last: int,
+        *,
+        clean: bool,
+        reordered: tuple[int, int] | None = None,
+        recover: Callable[[list[LogRecordData]], None] | None = None,
     ) -> None:
         """Count and report what the sender accepted after record ``last`` (the highest sequence
         number that arrived in order) but neither sent nor dropped at its close deadline, and
         the drops its ledger holds that no batch told; ``clean=False`` reports the unclean end
         too. ``reordered``: the sender closed sending by level, its records continuing after
-        the first number, the second how many arrived so."""
+        the first number, the second how many arrived so. ``recover`` replays the records its
+        ring gives back first (see the module docstring)."""
         state = self._read_ledger()
         if state is not None:
             # What no batch told: drops after the last batch, or the last batch itself lost.
@@ -106,12 +132,22 @@ class SenderLedgerReports:
         after_seq, arrived = reordered if reordered is not None else (last, 0)
         at_close = sum(self._close_drops.values())
         accepted = state.accepted if state is not None else None
-        lost = max(0, accepted - after_seq - arrived - at_close) if accepted is not None else 0
+        recovered = 0
+        if accepted is not None and accepted > last and reordered is None and not at_close:
+            recovered = self._recover(last, accepted, recover)
+        self._close_ring()
+        lost = (
+            max(0, accepted - after_seq - arrived - at_close - recovered)
+            if accepted is not None
+            else 0
+        )
         if lost:
             self._metrics.count_drop(DropReason.SENDER_ENDED, lost)
         which = (
             f"#{last + 1} to #{accepted}"
-            if reordered is None and not at_close
+            if reordered is None and not at_close and not recovered
+            else f"after #{after_seq}, {recovered:,} more being recovered from its ring"
+            if recovered
             else f"after #{after_seq}, {at_close:,} more being dropped at its close deadline"
         )
         after = f"record #{last}" if last else "no record at all"
@@ -126,6 +162,8 @@ class SenderLedgerReports:
                 outcome = "every record it had accepted arrived" + (
                     " or was dropped at its close deadline" if at_close else ""
                 )
+                if recovered:
+                    outcome += f", {recovered:,} of them recovered from its shared-memory ring"
             self._ended(
                 f"{self._description}: log connection ended without a goodbye "
                 f"{_how_it_ended(state)} after {after}; {outcome}",
@@ -137,6 +175,29 @@ class SenderLedgerReports:
                 f"({which}); they are lost",
                 lost,
             )
+
+    def _recover(
+        self, last: int, accepted: int, recover: Callable[[list[LogRecordData]], None] | None
+    ) -> int:
+        """Replay what the ring holds of records ``last + 1`` to ``accepted``; how many."""
+        ring = self._ring
+        if ring is None or recover is None:
+            return 0
+        recovery = ring.recover(last, accepted)
+        if recovery.problem is not None:
+            self._problem(
+                "ring",
+                f"the log ring of {self._description} could not give back every record: "
+                f"{recovery.problem}; what it did not is counted lost",
+            )
+        if recovery.records:
+            recover(recovery.records)
+        return len(recovery.records)
+
+    def _close_ring(self) -> None:
+        ring, self._ring = self._ring, None
+        if ring is not None:
+            ring.close()
 
     def _ended(self, text: str, lost: int) -> None:
         description = self._description

@@ -62,6 +62,9 @@ class LogMetrics:
     #: one, later records reach them all; the error is reported on the host's own logger (see
     #: :mod:`isoplug.logs.handler_errors`).
     handler_errors: int = 0
+    #: Records that never arrived but were recovered from the dead sender's shared-memory ring
+    #: (see :mod:`isoplug.logs.ring`) and replayed. Included in :attr:`received`.
+    recovered: int = 0
     #: :attr:`replayed` by level number.
     replayed_levels: dict[int, int] = dataclasses.field(default_factory=dict)
     #: The part of :attr:`dropped` whose level is known (the rate limit's, the sender's full
@@ -97,6 +100,7 @@ class LogMetrics:
             total.bytes += part.bytes
             total.repaired += part.repaired
             total.handler_errors += part.handler_errors
+            total.recovered += part.recovered
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)

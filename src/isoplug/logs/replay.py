@@ -211,10 +211,22 @@ class LogReplayer:
         with self._catching:
             self._report_rate_drops()
             self._reports.flush(final=True)
-            self._reports.sender_ended(self._last_seq, clean=clean, reordered=reordered)
+            self._reports.sender_ended(
+                self._last_seq, clean=clean, reordered=reordered, recover=self._replay_recovered
+            )
             self._reports.flush(final=True)
         if self._owns_handler_errors:
             self._handler_errors.close()
+
+    def _replay_recovered(self, records: list[LogRecordData]) -> None:
+        """Replay, in order, records that never arrived but that the dead sender's ring gave
+        back (see :mod:`isoplug.logs.ledger_reports`), as if they had."""
+        self.metrics.received += len(records)
+        self.metrics.recovered += len(records)
+        for data in records:
+            self._last_seq = max(self._last_seq, data.seq)
+            self._replay_one(data)
+        self._report_rate_drops()
 
     # -- the pipeline -------------------------------------------------------------------------
 

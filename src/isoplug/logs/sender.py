@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import socket
 import ssl
-import sys
 import threading
 import time
 
@@ -43,6 +41,9 @@ import msgspec
 from isoplug.errors import IsoplugError
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
 from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection
+from isoplug.logs.ring import SenderRing
+from isoplug.logs.sendio import say as _say
+from isoplug.logs.sendio import send_within
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch
 from isoplug.wire.framing import HEADER_SIZE
@@ -74,10 +75,6 @@ SENDER_LINGER_MAX = 0.02
 #: record, 64 KiB takes 0.4 s. A send of 64 KiB is amortised as well as one of 1 MiB (200,000
 #: records end to end: 1.9-3.3 s either way, interleaved runs).
 MAX_BATCH_BYTES = 64 * 1024
-
-#: How long a send that found no room waits before it tries again (see send_within).
-_FIRST_PAUSE = 0.001
-_LAST_PAUSE = 0.05
 
 #: An empty msgpack array: the records of a connection's announcing batch.
 _NO_RECORDS = msgspec.Raw(b"\x90")
@@ -134,8 +131,18 @@ class SenderThread:
     #: ``close()`` began: the sender thread sends the rest within its deadline.
     _closing: bool
 
+    _ring: SenderRing | None
+    _ring_capacity: int
+    _unsent_release: tuple[int, int]
+
     def _take_batch(self) -> tuple[list[bytes], int]:
-        raise NotImplementedError  # ForwardingHandler's
+        raise NotImplementedError  # Batching's
+
+    def _install_ring(self, ring: SenderRing) -> bool:
+        raise NotImplementedError  # Batching's
+
+    def _released(self, size: int, count: int) -> None:
+        raise NotImplementedError  # Batching's
 
     def _send_for_close(self, channel: BlockingChannel) -> None:
         raise NotImplementedError  # CloseByLevel's
@@ -194,7 +201,7 @@ class SenderThread:
                 if not resumed:
                     _say(f"isoplug: could not enlarge the log socket's buffer: {exc}")
             if channel.socket.family == socket.AF_UNIX:
-                ledger = SenderLedger.create()
+                ledger = SenderLedger.create(self._ring_capacity)
             resumed_after: int | None = None
             dropped: dict[int, int] = {}
             if resumed:
@@ -217,6 +224,11 @@ class SenderThread:
             channel.close("could not start")
             raise
         with self._queue_changed:
+            # What is unsent (all of it is queued now) goes into the new connection's ring;
+            # if it does not fit (a huge queue_bytes, a long break), records wait in memory
+            # only, and what a crash takes is counted instead.
+            if ledger is not None and ledger.ring is not None:
+                self._install_ring(ledger.ring)
             if ledger is not None:
                 ledger.view[0] = self._seq
                 # What this connection's batches will tell, should none be sent.
@@ -273,8 +285,10 @@ class SenderThread:
                 with self._send_lock:
                     if self._unsent:
                         send_within(channel.socket, self._unsent, tls=self._sock_is_tls)
-                        self._unsent = self._unsent_frame = b""
-                        self._in_flight -= 1
+                        with self._queue_changed:
+                            self._released(*self._unsent_release)
+                            self._unsent = self._unsent_frame = b""
+                            self._in_flight -= 1
                     if frame:
                         send_within(channel.socket, frame, tls=self._sock_is_tls)
             except OSError as exc:
@@ -291,6 +305,7 @@ class SenderThread:
             with self._queue_changed:
                 self._in_flight -= len(batch)
                 self._queued_bytes -= size
+                self._released(size, len(batch))
                 if frame:
                     self._totals_written = dropped
                 self._queue_changed.notify_all()
@@ -325,6 +340,11 @@ class SenderThread:
                 self._sender_idle = True
                 self._queue_changed.wait()
                 self._sender_idle = False
+                if self._queue and self._ring is not None:
+                    # The rest of a short burst (with a ring only its first record is written
+                    # through): this thread got the GIL, so the burst has paused; with the
+                    # records safe in the ring, no push comes for them: they go now.
+                    return
                 seen_seq, seen_due, linger = -1, -1.0, SENDER_LINGER
                 continue
             if seen_seq != -1:
@@ -345,6 +365,7 @@ class SenderThread:
             records += back
             self._queued_bytes += sum(map(len, back))
             self._unsent = self._unsent_frame = b""
+            self._unsent_release = (0, 0)
             self._in_flight -= 1
         if frame:
             back = _records_of(frame)
@@ -357,6 +378,8 @@ class SenderThread:
         self._queue[:0] = records
         resumed_after = self._seq - len(self._queue)
         ledger, self._shared_ledger = self._shared_ledger, None
+        # The old ring goes with the old ledger; the new connection makes a new one.
+        self._ring = None
         written = self._totals_written
         if ledger is not None:
             # A receiver reading the old ledger from now on counts only what died in the old
@@ -439,84 +462,7 @@ class SenderThread:
             )
 
 
-def send_within(
-    sock: socket.socket, data: bytes | memoryview, *, tls: bool, deadline: float | None = None
-) -> bool:
-    """Send all of ``data``, taking room in the kernel as soon as it has some; False if
-    ``deadline`` (``time.monotonic()``) passed first, the rest unsent. Raises ``OSError`` when
-    the connection broke.
-
-    Not ``sendall()``: Linux wakes a writer blocked on a full unix socket (and says POLLOUT)
-    only once its buffer is three quarters empty, while a non-blocking send succeeds as soon
-    as any of it is free. With a receiver taking 1 ms a record and 8 MiB in the kernel, a
-    blocked frame waited some 25 s, past any close deadline; so a send that finds no room
-    waits for POLLOUT at most a short pause, then tries again (pauses of 1 ms doubling up to
-    50 ms, or to what is left of the deadline).
-    """
-    view = memoryview(data)
-    pause = _FIRST_PAUSE
-    while view:
-        sent = send_now(sock, view, tls=tls)
-        if sent:
-            view = view[sent:]
-            pause = _FIRST_PAUSE
-            continue
-        wait = pause
-        if deadline is not None:
-            wait = min(wait, deadline - time.monotonic())
-            if wait <= 0:
-                return False
-        wait_for_room(sock, wait)
-        pause = min(pause * 2, _LAST_PAUSE)
-    return True
-
-
-def wait_for_room(sock: socket.socket, seconds: float) -> None:
-    """Wait up to ``seconds`` for ``sock`` to say it takes more (see :func:`send_within`)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    poller.poll(seconds * 1000)
-
-
-def send_now(sock: socket.socket, data: bytes | memoryview, *, tls: bool) -> int:
-    """Send what the kernel takes of ``data`` at once, without blocking."""
-    if tls:
-        assert isinstance(sock, ssl.SSLSocket)
-        return send_tls_now(sock, data)
-    try:
-        return sock.send(data, socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return 0
-
-
-def send_tls_now(sock: ssl.SSLSocket, data: bytes | memoryview) -> int:
-    """``send(data, MSG_DONTWAIT)`` for TLS, which takes no flags: all of it, or 0.
-
-    Python's TLS writes are whole or nothing, and one that could not finish must be retried
-    with the same bytes: the caller leaves the whole frame to the sender thread, which sends
-    it before anything else.
-    """
-    sock.setblocking(False)
-    try:
-        return sock.send(data)
-    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-        return 0
-    finally:
-        sock.setblocking(True)
-
-
 def _records_of(frame: bytes) -> list[bytes]:
     """The encoded records of a log batch frame, as the queue holds them."""
     batch = _batch_decoder.decode(memoryview(frame)[HEADER_SIZE:])
     return [bytes(raw) for raw in _raw_list_decoder.decode(batch.records)]
-
-
-def _say(text: str) -> None:
-    """isoplug's own trouble, on the real stderr: in a runner ``sys.stderr`` turns lines into
-    records, which would come back into the handler that is failing."""
-    stream = sys.__stderr__ or sys.stderr
-    try:
-        stream.write(text + "\n")
-        stream.flush()
-    except (OSError, ValueError):
-        return  # no stderr left (closed, or at interpreter exit): nowhere to say it

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import time
 
 import isoplug
@@ -23,9 +25,13 @@ class Chronicler(isoplug.Plugin):
         return count
 
     @isoplug.method
-    async def log_and_die(self, count: int) -> None:
+    async def log_and_die(self, count: int, how: str = "exit") -> None:
         for index in range(count):
             log.info("last words %d", index, extra={"n": index})
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "segfault":
+            ctypes.string_at(0)
         os._exit(3)
 
     @isoplug.method
