@@ -18,7 +18,6 @@ are marked FAILED for good (restarting cannot fix code); a failed ``setup`` coun
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import time
@@ -53,6 +52,7 @@ from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import RunnerProcess
 from isoplug.host.registry import RunnerPlan
+from isoplug.host.restarts import Next, RestartDecider
 from isoplug.host.status import (
     ExitAccount,
     PluginInfo,
@@ -399,9 +399,7 @@ class RunnerSupervisor:
     # -- supervision ----------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        policy = next(iter(self.manifests.values())).restart
-        crashes: collections.deque[float] = collections.deque()
-        recycles: collections.deque[float] = collections.deque()
+        decider = RestartDecider(next(iter(self.manifests.values())).restart)
         try:
             while True:
                 account, permanent = await self._run_once()
@@ -416,63 +414,25 @@ class RunnerSupervisor:
                         PluginState.STARTING, f"restarting on request: {account.describe()}"
                     )
                     continue
-                if account.limit == "recycle_rss" and permanent is None:
-                    if not self._recycled(account, recycles):
+                decision = decider.after_exit(account, permanent, time.monotonic())
+                if decision.next is Next.FAIL:
+                    self._fail(decision.message)
+                    return
+                if decision.next is Next.BACK_OFF:
+                    self._set_state(PluginState.RESTARTING, decision.message, decision.level)
+                    if await self._commands.wait(decision.delay) == STOP:
+                        self._commands.take()
+                        self._set_state(PluginState.STOPPED, "stopped while waiting to restart")
                         return
-                    continue
-                if permanent is not None:
-                    self._fail(f"{account.describe()}; {permanent}")
-                    return
-                if policy.policy == "never":
-                    self._fail(f"{account.describe()}; restart policy is 'never'")
-                    return
-                now = time.monotonic()
-                crashes.append(now)
-                while crashes and crashes[0] < now - policy.window:
-                    crashes.popleft()
-                if len(crashes) > policy.max_restarts:
-                    self._fail(
-                        f"{account.describe()}; crash loop: {len(crashes)} crashes within "
-                        f"{policy.window:g} s (limit {policy.max_restarts}), giving up"
-                    )
-                    return
-                delay = policy.delay(len(crashes))
-                self._set_state(
-                    PluginState.RESTARTING,
-                    f"crashed: {account.describe()}; restarting in {delay:.2g} s",
-                    logging.WARNING,
-                )
-                if await self._commands.wait(delay) == STOP:
                     self._commands.take()
-                    self._set_state(PluginState.STOPPED, "stopped while waiting to restart")
-                    return
-                self._commands.take()
-                self.restarts += 1
-                self._set_state(PluginState.STARTING, f"restart #{self.restarts}")
+                    self.restarts += 1
+                    self._set_state(PluginState.STARTING, f"restart #{self.restarts}")
+                else:
+                    self.restarts += 1
+                    self._set_state(PluginState.STARTING, decision.message)
         except Exception:
             _log.exception("supervisor of runner %s failed", self.runner_id)
             self._fail("the supervisor itself failed (a bug in isoplug; see the log)")
-
-    def _recycled(self, account: ExitAccount, recycles: collections.deque[float]) -> bool:
-        """A runner recycled for its RSS (``recycle_rss``) starts again at once, whatever the
-        restart policy: it did not crash. Unless that happens more than ``max_restarts`` times
-        within ``window`` (its RSS passes ``recycle_rss`` right after a start): then it fails
-        (False), rather than restart in a loop."""
-        policy = next(iter(self.manifests.values())).restart
-        now = time.monotonic()
-        recycles.append(now)
-        while recycles and recycles[0] < now - policy.window:
-            recycles.popleft()
-        if len(recycles) > policy.max_restarts:
-            self._fail(
-                f"{account.describe()}; recycle loop: {len(recycles)} recycles within "
-                f"{policy.window:g} s (limit {policy.max_restarts}): its RSS passes recycle_rss "
-                "soon after it starts; raise recycle_rss"
-            )
-            return False
-        self.restarts += 1
-        self._set_state(PluginState.STARTING, f"restarting: {account.describe()}")
-        return True
 
     async def _run_once(self) -> tuple[ExitAccount, str | None]:
         """Run one runner process from spawn to exit; return its account and, when restarting

@@ -1,0 +1,95 @@
+"""What comes after a runner's unrequested exit: a restart now, one after a backoff, or giving
+up. Sans-IO: :class:`RestartDecider` is told each exit and the time, and decides; the
+supervisor (:mod:`isoplug.host.supervisor`) acts on it.
+
+- Restarting cannot help (the plugins cannot be imported): give up.
+- Recycled for its RSS (``recycle_rss``): start again at once, whatever the policy (it did not
+  crash), unless that happened more than ``max_restarts`` times within ``window`` (its RSS
+  passes the threshold right after each start): give up rather than loop.
+- ``policy = "never"``: give up at the first crash.
+- Otherwise back off (``backoff_initial``, doubled per crash within ``window``, at most
+  ``backoff_max``), and give up past ``max_restarts`` crashes within ``window``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+
+from isoplug.host.manifest import RestartPolicy
+from isoplug.host.status import ExitAccount
+
+__all__ = ["Decision", "Next", "RestartDecider"]
+
+
+class Next(enum.Enum):
+    #: Start it again at once.
+    RESTART = "restart"
+    #: Wait ``delay`` seconds (RESTARTING), then start it again.
+    BACK_OFF = "back off"
+    FAIL = "fail"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    next: Next
+    #: What to tell (the state change's message).
+    message: str
+    #: Seconds to wait before the restart.
+    delay: float = 0.0
+    level: int = logging.INFO
+
+
+class RestartDecider:
+    """The restart policy of one runner, applied to its exits one after another."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self._crashes: collections.deque[float] = collections.deque()
+        self._recycles: collections.deque[float] = collections.deque()
+
+    def after_exit(self, account: ExitAccount, permanent: str | None, now: float) -> Decision:
+        """Decide after ``account``, an exit nobody asked for, at monotonic time ``now``;
+        ``permanent`` says why restarting cannot help, when it cannot."""
+        policy = self.policy
+        described = account.describe()
+        if permanent is not None:
+            return Decision(Next.FAIL, f"{described}; {permanent}", level=logging.ERROR)
+        if account.limit == "recycle_rss":
+            if self._count(self._recycles, now) > policy.max_restarts:
+                return Decision(
+                    Next.FAIL,
+                    f"{described}; recycle loop: {len(self._recycles)} recycles within "
+                    f"{policy.window:g} s (limit {policy.max_restarts}): its RSS passes "
+                    "recycle_rss soon after it starts; raise recycle_rss",
+                    level=logging.ERROR,
+                )
+            return Decision(Next.RESTART, f"restarting: {described}")
+        if policy.policy == "never":
+            return Decision(
+                Next.FAIL, f"{described}; restart policy is 'never'", level=logging.ERROR
+            )
+        crashes = self._count(self._crashes, now)
+        if crashes > policy.max_restarts:
+            return Decision(
+                Next.FAIL,
+                f"{described}; crash loop: {crashes} crashes within {policy.window:g} s "
+                f"(limit {policy.max_restarts}), giving up",
+                level=logging.ERROR,
+            )
+        delay = policy.delay(crashes)
+        return Decision(
+            Next.BACK_OFF,
+            f"crashed: {described}; restarting in {delay:.2g} s",
+            delay=delay,
+            level=logging.WARNING,
+        )
+
+    def _count(self, times: collections.deque[float], now: float) -> int:
+        """Add ``now`` to ``times``; how many of them lie within the policy's window."""
+        times.append(now)
+        while times and times[0] < now - self.policy.window:
+            times.popleft()
+        return len(times)

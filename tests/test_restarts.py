@@ -1,0 +1,45 @@
+"""The restart policy, without processes: what comes after each unrequested exit."""
+
+from __future__ import annotations
+
+import signal
+
+from isoplug.host.manifest import RestartPolicy
+from isoplug.host.restarts import Next, RestartDecider
+from isoplug.host.status import ExitAccount
+
+
+def crash(code: int = 1, limit: str | None = None) -> ExitAccount:
+    return ExitAccount("r", 10, code, 1.0, 0, limit=limit)
+
+
+def test_crashes_back_off_doubling_then_a_crash_loop_fails() -> None:
+    decider = RestartDecider(RestartPolicy(max_restarts=3, window=60, backoff_initial=0.5))
+    decisions = [decider.after_exit(crash(), None, now=float(t)) for t in range(4)]
+    assert [d.next for d in decisions] == [Next.BACK_OFF] * 3 + [Next.FAIL]
+    assert [d.delay for d in decisions[:3]] == [0.5, 1.0, 2.0]
+    assert "crash loop: 4 crashes within 60 s (limit 3)" in decisions[3].message
+
+
+def test_crashes_outside_the_window_are_forgotten() -> None:
+    decider = RestartDecider(RestartPolicy(max_restarts=1, window=10, backoff_initial=1))
+    assert decider.after_exit(crash(), None, now=0).next is Next.BACK_OFF
+    # 11 s later the first crash has left the window: this is a first crash again.
+    later = decider.after_exit(crash(), None, now=11)
+    assert later.next is Next.BACK_OFF and later.delay == 1
+
+
+def test_never_and_permanent_failures_fail_at_once() -> None:
+    never = RestartDecider(RestartPolicy(policy="never"))
+    assert never.after_exit(crash(), None, now=0).next is Next.FAIL
+    decider = RestartDecider(RestartPolicy())
+    failed = decider.after_exit(crash(4), "none of its plugins can be loaded", now=0)
+    assert failed.next is Next.FAIL and failed.message.endswith("can be loaded")
+
+
+def test_recycling_restarts_at_once_even_with_never_but_not_in_a_loop() -> None:
+    decider = RestartDecider(RestartPolicy(policy="never", max_restarts=2, window=60))
+    recycled = ExitAccount("r", 10, -signal.SIGTERM, 1.0, 0, limit="recycle_rss")
+    decisions = [decider.after_exit(recycled, None, now=float(t)) for t in range(3)]
+    assert [d.next for d in decisions] == [Next.RESTART, Next.RESTART, Next.FAIL]
+    assert "recycle loop" in decisions[2].message
