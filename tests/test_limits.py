@@ -62,8 +62,10 @@ async def test_a_memory_hog_is_killed_at_its_limit_and_the_account_says_memory(
 ) -> None:
     async with hosting(hog(tmp_path, 'memory = "150MiB"\n')) as host:
         pid = host.plugin("hog").pid
-        with pytest.raises(IsoplugError):
+        with pytest.raises(IsoplugError) as broken:
             await host.call_with("hog", "grow", args=(600,), timeout=60)
+        # The caller learns why the call broke, not only that a signal ended the runner.
+        assert "from the host: its memory (RSS " in str(broken.value), broken.value
         info = await host.wait_for("hog", ended_by("memory"), timeout=30)
     account = info.last_exit
     assert account is not None and account.pid == pid

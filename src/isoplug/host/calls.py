@@ -163,6 +163,9 @@ def _how_it_ended(process: RunnerProcess) -> str:
     if returncode >= 0:
         return f"exited with code {returncode}"
     try:
-        return f"was killed by {signal.Signals(-returncode).name}"
+        signum = signal.Signals(-returncode)
     except ValueError:
         return f"was killed by signal {-returncode}"
+    # The host's own reason, when it sent the signal (a limit passed, a hang): host text.
+    why = process.host_signals.get(signum)
+    return f"was killed by {signum.name}" + (f" from the host: {why}" if why else "")
