@@ -18,8 +18,15 @@ from tests.plugins_fixtures import FAST
 from tests.record_waiter import RecordWaiter
 
 #: Health checks every 0.1 s; a loop blocked for 1 s is hung; a held GIL may add 2 s more.
+#: Runners at the host's CPU priority: these tests time CPU-bound calls against wall-clock
+#: limits, which a runner below the host misses when the test machine is busy.
 CONFIG = dataclasses.replace(
-    FAST, health_interval=0.1, health_timeout=1.0, health_grace=2.0, max_stuck_threads=2
+    FAST,
+    health_interval=0.1,
+    health_timeout=1.0,
+    health_grace=2.0,
+    max_stuck_threads=2,
+    runner_nice=0,
 )
 
 
