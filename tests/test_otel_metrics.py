@@ -110,9 +110,13 @@ async def test_prometheus_scrapes_the_same_metrics(tmp_path: Path) -> None:
     with exporting(otlp=False, logs=False, metrics_port=0) as on:
         assert on.metrics_address is not None
         host_address, port = on.metrics_address
-        async with running(tmp_path, "telemetry") as (host, _):
+        async with running(tmp_path, "telemetry") as (host, waiter):
             await host.call("telemetry", "pid")
             await host.call("telemetry", "print_lines", "m")
+            # The lines reach the host's logging (and its counts) on a log thread, a moment
+            # after the call returned: scrape once they have.
+            await waiter.wait_for("plugin.telemetry.stdout", "m on stdout")
+            await waiter.wait_for("plugin.telemetry.stderr", "m on stderr")
             url = f"http://{host_address}:{port}/metrics"
             text = await asyncio.to_thread(_scrape, url)
     lines = text.splitlines()

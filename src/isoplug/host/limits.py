@@ -61,6 +61,8 @@ class Usage:
     rss: int
     #: User + system CPU time, seconds.
     cpu: float
+    #: When the process started, in seconds after the machine booted.
+    started: float = 0.0
 
 
 def read_usage(pid: int) -> Usage | None:
@@ -72,10 +74,14 @@ def read_usage(pid: int) -> Usage | None:
     except OSError:
         return None
     # Fields after the command name (which may hold spaces and parentheses): state is
-    # field 3, utime 14, stime 15, rss 24 (man 5 proc).
+    # field 3, utime 14, stime 15, starttime 22, rss 24 (man 5 proc).
     fields = text.rpartition(b")")[2].split()
     try:
-        return Usage(int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS)
+        return Usage(
+            int(fields[21]) * _PAGE,
+            (int(fields[11]) + int(fields[12])) / _TICKS,
+            int(fields[19]) / _TICKS,
+        )
     except (IndexError, ValueError):
         return None
 
