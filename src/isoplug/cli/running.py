@@ -28,14 +28,17 @@ BUILTIN_CAPABILITIES: dict[str, Callable[..., Any]] = {"clock.now": time.time}
 EXIT_INTERRUPTED = 130
 
 
-def run_until_stopped(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    """Run ``body(stop)`` in a new event loop and return its exit code.
+def run_until_stopped(
+    body: Callable[[asyncio.Event], Awaitable[int]], loop: str | None = None
+) -> int:
+    """Run ``body(stop)`` in a new event loop and return its exit code; ``loop`` names the
+    loop (``"asyncio"``, ``"uvloop"``; default: as :mod:`isoplug.runner.eventloop` picks,
+    uvloop when installed, as in the runners).
 
     The first Ctrl-C / SIGTERM sets ``stop`` (``body`` then stops its host cleanly); the
     second cancels ``body``, which kills every runner at once.
     """
-    # uvloop when installed, as in the runners (see isoplug.runner.eventloop).
-    result: int = eventloop.run(_with_signals(body))
+    result: int = eventloop.run(_with_signals(body), loop)
     return result
 
 
@@ -125,7 +128,11 @@ def run_command(arguments: argparse.Namespace) -> int:
     with telemetry(arguments) as export:
         if export is None:
             return 2
-        return run_until_stopped(lambda stop: run_plugins(plugins_dir, config, stop, options))
+        # Textual installs asyncio's eager task factory, which uvloop's create_task refuses
+        # (Python 3.12 and later): the view runs the host on the standard loop. The runners
+        # keep theirs.
+        loop = "asyncio" if options.tui else None
+        return run_until_stopped(lambda stop: run_plugins(plugins_dir, config, stop, options), loop)
 
 
 async def run_plugins(
