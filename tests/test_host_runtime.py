@@ -15,16 +15,19 @@ from isoplug import Host, PluginState, PluginUnavailable, SupervisorConfig
 from isoplug.control import CONTROL_ROLE, LOGS_ROLE
 from isoplug.errors import (
     AuthenticationFailed,
+    CapabilityFailed,
     ConnectionBroken,
     InvalidParams,
     MethodNotFound,
     RemoteError,
 )
 from isoplug.host import PluginInfo
+from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.rpc import Peer
+from isoplug.rpc.remote_errors import error_info
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
-from tests.record_waiter import RecordWaiter
+from tests.record_waiter import RecordWaiter, watching
 
 
 def running(
@@ -410,3 +413,60 @@ async def test_cancelling_the_task_that_runs_a_host_leaves_no_runner_behind(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2)
     assert not [pid for pid in pids if process_alive(pid)]
+
+
+async def test_the_host_sends_no_traceback_with_a_capabilitys_failure() -> None:
+    """What the plugin's runner receives: the type and message, no traceback."""
+    registry = CapabilityRegistry()
+
+    def lookup(key: str) -> str:
+        raise KeyError(key)
+
+    registry.register("lookup", lookup)
+    try:
+        with pytest.raises(CapabilityFailed) as failed:
+            await registry.invoke("lookup", {"key": "k"}, "p")
+        info = error_info("error", failed.value)
+        assert info.type == "isoplug.errors.CapabilityFailed"
+        assert info.message == "host capability 'lookup' raised KeyError: 'k'"
+        assert not info.traceback
+        # Any other instance keeps its traceback (the plugin's, raised in its runner).
+        assert error_info("error", CapabilityFailed("the plugin's own")).traceback
+    finally:
+        registry.close()
+
+
+async def test_a_failing_capability_keeps_its_traceback_on_the_host(tmp_path: Path) -> None:
+    """The plugin learns the type and message of what the capability raised, never the host's
+    traceback (its code and paths); the host logs the traceback, and a plugin making it fail
+    in a loop costs the host's log one summary per second, not a line per call."""
+
+    def lookup(key: str) -> str:
+        secret_path = "/srv/app/credentials.toml"  # a local of the host, seen in tracebacks
+        raise KeyError(f"no {key} in {len(secret_path)} entries")
+
+    with watching("isoplug.host") as records:
+        async with running(tmp_path, "echo") as (host, _):
+            host.register_capability("test.add", lookup)
+            with pytest.raises(RemoteError) as failed:
+                await host.call("echo", "call_host", name="test.add", kwargs={"key": "k"})
+            assert failed.value.remote_type == "isoplug.errors.CapabilityFailed"
+            assert "host capability 'test.add' raised KeyError" in failed.value.remote_message
+            # The plugin's own traceback (its call_host), without a frame of the host's.
+            assert "call_host" in failed.value.remote_traceback
+            assert "lookup" not in failed.value.remote_traceback
+            report = await records.wait_for_record(text="host capability 'test.add' raised")
+            assert report.exc_info is not None and "called by plugin 'echo'" in report.getMessage()
+            for _ in range(20):
+                with pytest.raises(RemoteError):
+                    await host.call("echo", "call_host", name="test.add", kwargs={"key": "k"})
+
+            def summed() -> int:
+                found = [
+                    re.search(r"raised (\d+) more time", r.getMessage()) for r in records.records
+                ]
+                return sum(int(match[1]) for match in found if match)
+
+            await records.wait_until(lambda: summed() == 20)
+            assert all(r.exc_info is None for r in records.select(text="more time(s) in the last"))
+    assert len(records.select(text="host capability 'test.add' raised KeyError")) == 1

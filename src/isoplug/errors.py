@@ -24,6 +24,7 @@ original stays reachable as ``__cause__``::
     ├── UnencodableValue (TypeError)       a value cannot cross the process boundary
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
     ├── ConfigInvalid (ValueError)         a plugin's configuration does not fit its schema
+    ├── CapabilityFailed                   a host capability a plugin called raised
     └── RemoteError                        the remote side answered a request with an error
         ├── MethodNotFound                 no handler is registered for that method
         ├── InvalidParams                  the parameters do not fit the handler
@@ -136,6 +137,17 @@ class PluginFailed(IsoplugError):
             *(f"{plugin_id}: {error}" for plugin_id, error in self.failures.items()),
         ]
         super().__init__("\n".join(lines))
+
+
+class CapabilityFailed(IsoplugError):
+    """A host capability a plugin called raised: the plugin gets the exception's type and
+    message, and the traceback stays on the host (logged there): a host's code and paths are
+    none of a plugin's business."""
+
+    #: True on the host's instance: the RPC layer then sends no traceback with it (see
+    #: isoplug.rpc.remote_errors). The plugin's own CapabilityFailed, raised in its runner,
+    #: keeps its traceback, which is the plugin's.
+    traceback_is_private: bool = False
 
 
 class ConfigInvalid(IsoplugError, ValueError):

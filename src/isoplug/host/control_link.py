@@ -33,8 +33,9 @@ __all__ = ["CapabilityInvoker", "ControlLink"]
 
 _log = logging.getLogger("isoplug.host")
 
-CapabilityInvoker = Callable[[str, dict[str, Any]], Awaitable[Any]]
-"""``invoke_capability(name, kwargs)``: runs the host capability ``name``."""
+CapabilityInvoker = Callable[[str, dict[str, Any], str], Awaitable[Any]]
+"""``invoke_capability(name, kwargs, plugin)``: runs the host capability ``name`` for the
+plugin ``plugin``."""
 
 
 class ControlLink:
@@ -141,4 +142,4 @@ class ControlLink:
                 f"plugin {request.plugin!r} may not call host capability {name!r}: "
                 f"not in 'capabilities' of {manifest.path}"
             )
-        return await self._invoke_capability(request.name, request.kwargs)
+        return await self._invoke_capability(request.name, request.kwargs, request.plugin)

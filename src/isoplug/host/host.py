@@ -216,6 +216,7 @@ class Host:
             # not block the loop).
             await asyncio.to_thread(self._log_bridge.close)
             self._routes.close()
+            self._capabilities.close()
             observers.host_closed(self)
 
     # -- plugins ------------------------------------------------------------------------------

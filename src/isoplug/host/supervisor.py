@@ -90,8 +90,8 @@ class RunnerSupervisor:
     """Supervises the runner of ``plan``; see the module docstring for the life cycle.
 
     ``address`` is the host's listener, ``log_address`` its log bridge's;
-    ``invoke_capability(name, kwargs)`` runs a host capability (after this supervisor checked
-    the calling plugin may use it); ``notify`` receives every
+    ``invoke_capability(name, kwargs, plugin)`` runs a host capability (after this supervisor
+    checked the calling plugin may use it); ``notify`` receives every
     :class:`~isoplug.host.status.StateChange`; ``stdio_destination`` says where each runner
     process's stdout/stderr output goes (default: a replayer of its own onto
     ``plugin.<runner id>.stdout`` / ``.stderr``); ``zygote`` forks its runner processes

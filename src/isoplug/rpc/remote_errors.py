@@ -51,7 +51,10 @@ def _safe_str(exc: BaseException) -> str:
 
 
 def error_info(code: str, exc: BaseException) -> ErrorInfo:
-    """The error answer that tells the other side about ``exc``, traceback included."""
+    """The error answer that tells the other side about ``exc``, traceback included, unless
+    the exception says its traceback is private (``traceback_is_private``)."""
+    if getattr(exc, "traceback_is_private", False):
+        return ErrorInfo(code=code, type=qualified_name(type(exc)), message=_safe_str(exc))
     text = "".join(traceback.format_exception(exc))
     if len(text) > _MAX_TRACEBACK_CHARS:
         text = (

@@ -50,7 +50,7 @@ from isoplug.control import (
     LogLevelChange,
     ReadyReport,
 )
-from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError
+from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
@@ -70,6 +70,7 @@ _log = logging.getLogger("isoplug.runner")
 #: Host capability calls get the same patience as host -> plugin calls by default.
 CAPABILITY_TIMEOUT = 30.0
 _DENIED = f"{CapabilityDenied.__module__}.{CapabilityDenied.__qualname__}"
+_FAILED = f"{CapabilityFailed.__module__}.{CapabilityFailed.__qualname__}"
 
 
 async def run_runner(bootstrap: Bootstrap) -> int:
@@ -123,6 +124,8 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         except RemoteError as exc:
             if exc.remote_type == _DENIED:
                 raise CapabilityDenied(exc.remote_message) from None
+            if exc.remote_type == _FAILED:
+                raise CapabilityFailed(exc.remote_message) from None
             raise
 
     try:
