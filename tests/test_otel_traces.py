@@ -87,6 +87,26 @@ async def test_the_hosts_log_records_carry_the_ids_too(tmp_path: Path, tracer: o
     )
 
 
+async def test_printed_lines_carry_the_ids_inside_a_traced_call(
+    tmp_path: Path, tracer: object
+) -> None:
+    """A plugin's print() inside a traced call becomes a record with the trace's ids, from a
+    thread it starts too; outside any trace, none (and the print takes its fast path)."""
+    async with running(tmp_path, "telemetry") as (host, waiter):
+        with tracer.start_as_current_span("request") as span:  # type: ignore[attr-defined]
+            await host.call("telemetry", "traced_print", "p-traced")
+        await host.call("telemetry", "traced_print", "p-untraced")
+        traced = [
+            await waiter.wait_for_record(stream="stdout", text="p-traced printed"),
+            await waiter.wait_for_record(stream="stdout", text="p-traced printed from a thread"),
+        ]
+        untraced = await waiter.wait_for_record(stream="stdout", text="p-untraced printed")
+    trace_id, span_id = _ids(span)
+    for record in traced:
+        assert _trace_attributes(record) == (trace_id, span_id, True), record.getMessage()
+    assert _trace_attributes(untraced) == (None, None, None)
+
+
 async def test_a_plugins_own_spans_are_children_of_the_hosts_span(
     tmp_path: Path, otlp_receiver: OtlpReceiver, tracer: object
 ) -> None:

@@ -31,6 +31,7 @@ from isoplug.logs.capture import line_site
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
+from isoplug.logs.trace_ids import add_trace_ids
 
 __all__ = [
     "HAS_TASK_NAME",
@@ -192,6 +193,7 @@ def stamp(attributes: dict[str, Any], message: str, owner: PerThread) -> logging
     attributes["threadName"] = owner.thread.name
     if HAS_TASK_NAME:
         attributes["taskName"] = task_name()
+    add_trace_ids(attributes)
     record = _new(logging.LogRecord)
     record.__dict__ = attributes
     return record

@@ -70,6 +70,7 @@ from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
 from isoplug.logs.textlines import TextRecord
+from isoplug.logs.trace_ids import active_trace
 
 __all__ = ["MAX_LINE_CHARS", "TRUNCATED_MARK", "LogStream", "is_plain_line"]
 
@@ -226,7 +227,8 @@ class LogStream(_WriteOnly, io.TextIOBase):
                 and per_thread.thread.name is state.site_thread_name
             ):
                 attributes = remember_site(state, logger, level, frame)
-            forwarder = sole_forwarder(logger, level)
+            # Inside a traced call the line's record carries the trace's ids: the record path.
+            forwarder = sole_forwarder(logger, level) if active_trace.get() is None else None
             if (
                 forwarder is not None
                 and state.site_code is not None

@@ -3,15 +3,16 @@
 A :class:`~isoplug.control.CallRequest` or :class:`~isoplug.control.EventDelivery` made inside
 an active span carries its W3C ``traceparent``. While the runner serves it (:func:`joined`):
 
-- :data:`active_trace` holds its ids; it is a context variable, so the plugin's tasks,
-  ``asyncio.to_thread`` and the worker pool (which copies the context) see it too;
+- ``active_trace`` (:mod:`isoplug.logs.trace_ids`) holds its ids; it is a context variable,
+  so the plugin's tasks, ``asyncio.to_thread`` and the worker pool (which copies the context)
+  see it too;
 - a log record factory puts them on every record created while it is set, as the attributes
   ``otelTraceID`` / ``otelSpanID`` / ``otelTraceSampled`` of OpenTelemetry's logging
   instrumentation, which the host's OTLP export turns into the log record's trace context.
   The factory is installed only while some call carries a trace: records logged outside
   traced calls pay nothing (nor does the forwarding handler's hot path, which sends records
-  with extras down its general path anyway). Printed lines skip it: their records are not
-  made by the factory;
+  with extras down its general path anyway). Printed lines are not made by the factory:
+  :func:`isoplug.logs.trace_ids.add_trace_ids` puts the same ids on them;
 - if OpenTelemetry is importable (and only then is it imported), the extracted context is
   the current OpenTelemetry context, so spans the plugin starts are children of the host's
   span, and records logged inside them carry those spans' ids.
@@ -23,18 +24,15 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from typing import Any
 
 from isoplug.logs.capture import forget_extras_hints
+from isoplug.logs.trace_ids import active_trace, resolver
 from isoplug.wire.tracecontext import TraceIds, parse_traceparent
 
 __all__ = ["active_trace", "joined"]
 
 _log = logging.getLogger("isoplug.runner")
-
-#: The ids of the host's span the code running now serves, or None.
-active_trace: ContextVar[TraceIds | None] = ContextVar("isoplug_active_trace", default=None)
 
 
 class _State:
@@ -64,20 +62,25 @@ def _factory_over(previous: Callable[..., logging.LogRecord]) -> Callable[..., l
         record = previous(*args, **kwargs)
         ids = active_trace.get()
         if ids is not None and not hasattr(record, "otelTraceID"):
-            otel = _state.otel
-            if isinstance(otel, tuple):
-                # The plugin's own span, if it started one inside the call.
-                context = otel[0].get_current_span().get_span_context()
-                if context.is_valid:
-                    ids = TraceIds(
-                        f"{context.trace_id:032x}",
-                        f"{context.span_id:016x}",
-                        context.trace_flags.sampled,
-                    )
+            ids = _innermost(ids)
             record.otelTraceID, record.otelSpanID, record.otelTraceSampled = ids
         return record
 
     return make_record
+
+
+def _innermost(ids: TraceIds) -> TraceIds:
+    """The ids of the plugin's own span, if it started one inside the call; else ``ids``."""
+    otel = _state.otel
+    if isinstance(otel, tuple):
+        context = otel[0].get_current_span().get_span_context()
+        if context.is_valid:
+            return TraceIds(
+                f"{context.trace_id:032x}",
+                f"{context.span_id:016x}",
+                context.trace_flags.sampled,
+            )
+    return ids
 
 
 def _opentelemetry() -> tuple[Any, Any, Any] | None:
@@ -153,3 +156,8 @@ def _joined(traceparent: str, tracestate: str) -> Iterator[None]:
             # Records made by the factory had extras, which taught the handler's fast path
             # to skip their messages; untraced records of those messages must not pay for it.
             forget_extras_hints()
+
+
+# Printed lines become records without the record factory (isoplug.logs.trace_ids): the same
+# ids for them, the plugin's own span's included.
+resolver[0] = _innermost

@@ -105,6 +105,13 @@ class Telemetry(isoplug.Plugin):
         log.info(text)
 
     @isoplug.method
+    async def traced_print(self, marker: str) -> None:
+        """A printed line from the call, and a multi-line block (a traceback-looking one takes
+        the classifier's path) from a worker thread."""
+        print(f"{marker} printed")
+        await asyncio.to_thread(print, f"{marker} printed from a thread")
+
+    @isoplug.method
     def traced_sync(self, marker: str) -> None:
         """Sync: logs from a worker thread."""
         log.info("%s from a worker thread", marker)
