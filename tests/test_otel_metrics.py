@@ -140,8 +140,10 @@ def _scrape(url: str) -> str:
 
 
 def test_exit_kinds() -> None:
-    def account(returncode: int, reason: str = "", oom: str | None = None) -> ExitAccount:
-        return ExitAccount("r", 1, returncode, 1.0, 0, reason, oom_evidence=oom)
+    def account(
+        returncode: int, reason: str = "", oom: str | None = None, limit: str | None = None
+    ) -> ExitAccount:
+        return ExitAccount("r", 1, returncode, 1.0, 0, reason, oom_evidence=oom, limit=limit)
 
     assert exit_kind(account(0, "stopped on request")) == "stopped"
     assert exit_kind(account(-9, "restarted on request")) == "stopped"
@@ -153,3 +155,6 @@ def test_exit_kinds() -> None:
     assert exit_kind(account(-11)) == "signal"
     assert exit_kind(account(-9)) == "signal"
     assert exit_kind(account(-9, oom="memory.events: oom_kill 1")) == "oom"
+    assert exit_kind(account(-9, limit="memory")) == "limit"
+    assert exit_kind(account(-24, limit="cpu_seconds")) == "limit"
+    assert exit_kind(account(0, limit="recycle_rss")) == "recycled"

@@ -48,13 +48,18 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def exit_kind(account: ExitAccount) -> str:
-    """How a runner process ended, in one word: ``stopped`` (on request), ``hung`` (killed by
-    the host: no answer, not ready in time), ``oom`` (SIGKILL with evidence of the kernel's
-    out-of-memory killer), ``signal`` (any other signal), ``crash`` (a non-zero exit code),
-    ``exited`` (code 0 on its own)."""
+    """How a runner process ended, in one word: ``stopped`` (on request), ``recycled`` (its
+    RSS stayed above ``recycle_rss``), ``limit`` (it passed its ``memory`` or ``cpu_seconds``
+    limit), ``hung`` (killed by the host: no answer, not ready in time), ``oom`` (SIGKILL with
+    evidence of the kernel's out-of-memory killer), ``signal`` (any other signal), ``crash``
+    (a non-zero exit code), ``exited`` (code 0 on its own)."""
     reason = account.reason
     if reason.startswith(("stopped on request", "restarted on request")):
         return "stopped"
+    if account.limit == "recycle_rss":
+        return "recycled"
+    if account.limit is not None:
+        return "limit"
     if reason.startswith("killed by the host") or "not ready within" in reason:
         return "hung"
     if account.returncode > 0:
