@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["loop_stalls_during", "percentile"]
+__all__ = ["PACER_PLUGIN_CODE", "PACER_PLUGIN_TOML", "loop_stalls_during", "percentile"]
 
 T = TypeVar("T")
 
@@ -28,3 +28,39 @@ async def loop_stalls_during(work: Awaitable[T]) -> tuple[list[float], T]:
         await asyncio.sleep(0.001)
         stalls.append(time.perf_counter() - began - 0.001)
     return stalls, await running
+
+
+#: A plugin logging numbered records at a steady rate (or at full speed), for the benchmarks
+#: that drive runners' logging through a host.
+PACER_PLUGIN_TOML = 'id = "pacer"\nversion = "0.1"\nentry = "pacer_plugin:Pacer"\n'
+PACER_PLUGIN_CODE = '''\
+"""Logs numbered records at a steady rate, from a worker thread (its loop stays free)."""
+
+import asyncio
+import logging
+import time
+
+import isoplug
+
+log = logging.getLogger("bench")
+
+
+def paced(count: int, rate: float) -> None:
+    if not rate:  # full speed
+        for index in range(count):
+            log.info("value %s", index)
+        return
+    interval = 1.0 / rate
+    began = time.perf_counter()
+    for index in range(count):
+        delay = began + index * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        log.info("value %s", index)
+
+
+class Pacer(isoplug.Plugin):
+    @isoplug.method
+    async def paced(self, count: int, rate: float) -> None:
+        await asyncio.to_thread(paced, count, rate)
+'''

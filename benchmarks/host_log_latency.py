@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _helpers import loop_stalls_during, percentile
+from _helpers import PACER_PLUGIN_CODE, PACER_PLUGIN_TOML, loop_stalls_during, percentile
 
 from isoplug import Host
 from isoplug.logs import LogReceiver
@@ -39,39 +39,6 @@ WARMUP = 20
 #: Within the host's default rate-limit burst, so that every record is replayed.
 FLOOD = 100_000
 CHILD_SCRIPT = Path(__file__).resolve().parent / "_logs_child.py"
-
-PLUGIN_TOML = 'id = "pacer"\nversion = "0.1"\nentry = "pacer_plugin:Pacer"\n'
-PLUGIN_CODE = '''\
-"""Logs numbered records at a steady rate, from a worker thread (its loop stays free)."""
-
-import asyncio
-import logging
-import time
-
-import isoplug
-
-log = logging.getLogger("bench")
-
-
-def paced(count: int, rate: float) -> None:
-    if not rate:  # full speed
-        for index in range(count):
-            log.info("value %s", index)
-        return
-    interval = 1.0 / rate
-    began = time.perf_counter()
-    for index in range(count):
-        delay = began + index * interval - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        log.info("value %s", index)
-
-
-class Pacer(isoplug.Plugin):
-    @isoplug.method
-    async def paced(self, count: int, rate: float) -> None:
-        await asyncio.to_thread(paced, count, rate)
-'''
 
 
 class LatencySink(logging.Handler):
@@ -182,8 +149,8 @@ async def main(rounds: int, count: int) -> None:
     with tempfile.TemporaryDirectory(prefix="isoplug-host-bench-plugins-") as plugins:
         plugin_dir = Path(plugins) / "pacer"
         plugin_dir.mkdir()
-        (plugin_dir / "plugin.toml").write_text(PLUGIN_TOML)
-        (plugin_dir / "pacer_plugin.py").write_text(PLUGIN_CODE)
+        (plugin_dir / "plugin.toml").write_text(PACER_PLUGIN_TOML)
+        (plugin_dir / "pacer_plugin.py").write_text(PACER_PLUGIN_CODE)
         receiver = LogReceiver(prefix="standalone")
         await asyncio.to_thread(receiver.open)
         try:

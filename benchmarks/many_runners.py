@@ -37,41 +37,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _helpers import loop_stalls_during, percentile
+from _helpers import PACER_PLUGIN_CODE, loop_stalls_during, percentile
 
 from isoplug import Host, SupervisorConfig
-
-PLUGIN_CODE = '''\
-"""Logs numbered records at a steady rate, from a worker thread (its loop stays free)."""
-
-import asyncio
-import logging
-import time
-
-import isoplug
-
-log = logging.getLogger("bench")
-
-
-def paced(count: int, rate: float) -> None:
-    if not rate:  # full speed
-        for index in range(count):
-            log.info("value %s", index)
-        return
-    interval = 1.0 / rate
-    began = time.perf_counter()
-    for index in range(count):
-        delay = began + index * interval - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        log.info("value %s", index)
-
-
-class Pacer(isoplug.Plugin):
-    @isoplug.method
-    async def paced(self, count: int, rate: float) -> None:
-        await asyncio.to_thread(paced, count, rate)
-'''
 
 CROSSING = 0.050  # s: the delivery latency p99 whose crossing section 4 reports
 
@@ -119,7 +87,7 @@ def write_plugins(root: Path, count: int) -> list[str]:
             f'id = "{plugin_id}"\nversion = "0.1"\nentry = "pacer_plugin:Pacer"\n'
             'log_level = "INFO"\n'
         )
-        (directory / "pacer_plugin.py").write_text(PLUGIN_CODE)
+        (directory / "pacer_plugin.py").write_text(PACER_PLUGIN_CODE)
     return ids
 
 
