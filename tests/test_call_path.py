@@ -21,6 +21,7 @@ from isoplug.errors import InvalidParams, RemoteError
 from isoplug.runner import eventloop
 from isoplug.runner.methods import ArgumentCheck, MethodInfo
 from isoplug.runner.workers import WorkerPool
+from isoplug.testing import eventually
 from tests.plugins_fixtures import FAST
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
@@ -170,16 +171,14 @@ async def test_a_call_cancelled_while_queued_never_runs_and_one_cancelled_runnin
 
     running = asyncio.ensure_future(pool.run(1, "t.block", block))
     queued = asyncio.ensure_future(pool.run(2, "t.queued", lambda: ran.append("queued")))
-    while not ran:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: bool(ran))
     running.cancel()
     queued.cancel()
     await asyncio.gather(running, queued, return_exceptions=True)
     [stuck] = pool.snapshot()
     assert stuck.what == "t.block" and stuck.abandoned and stuck.started
     release.set()
-    while pool.snapshot():
-        await asyncio.sleep(0.001)
+    await eventually(lambda: not pool.snapshot())
     # The pool's one thread is free again, and the cancelled call was skipped.
     assert await pool.run(3, "t.after", lambda: "after") == "after"
     assert ran == ["blocker"]
