@@ -13,13 +13,14 @@ import pytest
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken, RequestTimeout
 from isoplug.host import PluginInfo
+from isoplug.testing import busy_cpu
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST
 from tests.record_waiter import RecordWaiter
 
 #: Health checks every 0.1 s; a loop blocked for 1 s is hung; a held GIL may add 2 s more.
-#: Runners at the host's CPU priority: these tests time CPU-bound calls against wall-clock
-#: limits, which a runner below the host misses when the test machine is busy.
+#: Runners at the host's CPU priority: these tests give calls wall-clock timeouts (0.3 s),
+#: which a runner far below the host misses on a busy test machine.
 CONFIG = dataclasses.replace(
     FAST,
     health_interval=0.1,
@@ -27,6 +28,11 @@ CONFIG = dataclasses.replace(
     health_grace=2.0,
     max_stuck_threads=2,
     runner_nice=0,
+)
+
+#: Shorter limits and runners below the host, as by default: for runners starved on purpose.
+STARVED_CONFIG = dataclasses.replace(
+    CONFIG, health_timeout=0.5, health_grace=1.0, runner_nice=SupervisorConfig().runner_nice
 )
 
 
@@ -158,3 +164,39 @@ async def test_a_loop_blocked_while_python_can_run_is_hung_and_says_where(
         ), record.getMessage()
         with pytest.raises(ConnectionBroken, match=f"crashed during '{method}'"):
             await call
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/schedstat").exists(), reason="no schedstat")
+@pytest.mark.parametrize("method", ["spin_on_loop_on_cpu", "hold_gil_on_cpu"])
+async def test_a_runner_starved_of_cpu_is_not_taken_for_a_hung_one(
+    tmp_path: Path, method: str
+) -> None:
+    """50 ms of work on the loop's thread (Python, or C holding the GIL with the whole
+    runner starved) on a CPU another process keeps busy takes seconds by the clock, past
+    health_timeout + health_grace (1.5 s): the time spent waiting for a CPU is not held
+    against the runner, which is not killed, and the call returns."""
+    async with running(tmp_path, STARVED_CONFIG) as (host, _):
+        first = host.plugin("laggard").pid
+        with busy_cpu() as cpu:
+            took = await host.call_with(
+                "laggard", method, kwargs={"cpu": cpu, "cpu_seconds": 0.05}, timeout=120
+            )
+        # Starved for real: by the clock alone, it would have been hung.
+        assert took > STARVED_CONFIG.health_timeout + STARVED_CONFIG.health_grace, took
+        info = host.plugin("laggard")
+        assert info.pid == first and info.restarts == 0 and info.state is PluginState.READY
+
+
+async def test_an_async_call_timed_out_while_the_loop_is_blocked_says_when_it_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as (host, _):
+        with pytest.raises(RequestTimeout) as caught:
+            await host.call_with("laggard", "sleep_on_loop", kwargs={"seconds": 0.8}, timeout=0.3)
+        assert re.fullmatch(
+            r"plugin 'laggard' did not answer 'sleep_on_loop': the call timed out after 0\.3 s; "
+            r"it is cancelled in the plugin once its event loop runs again \(blocked for "
+            r"\d\.\d s, in \S+laggard_plugin\.py:\d+ in sleep_on_loop\)",
+            str(caught.value),
+        ), str(caught.value)
+        assert await host.call("laggard", "pid") == host.plugin("laggard").pid

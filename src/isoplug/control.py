@@ -336,6 +336,9 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     #: Worker threads in the pool, and the most it starts.
     threads: int = 0
     max_threads: int = 0
+    #: Of ``loop_blocked``, how long the loop's thread was ready to run but waited for a CPU
+    #: (the kernel's ``run_delay``; 0 where unknown): a starved loop, not a hung one.
+    loop_starved: float = 0.0
 
 
 # The zygote's protocol: messages on a SOCK_SEQPACKET socket pair (one message per packet),

@@ -18,7 +18,9 @@ class SupervisorConfig:
     #: How long a runner's event loop may go without running while Python could run (a
     #: plugin blocking it: ``time.sleep``, a busy loop, a lock) before the runner is killed as
     #: hung. A thread of the runner answers health checks, so this measures the loop itself:
-    #: a blocked loop is noticed within about ``health_timeout`` plus a tenth of it.
+    #: a blocked loop is noticed within about ``health_timeout`` plus a tenth of it. Time the
+    #: runner was ready to run but waited for a CPU (a busy machine) is not counted, here nor
+    #: in ``health_grace``.
     health_timeout: float = 2.0
     #: How much longer a runner may go silent while no thread of it can run Python: one call
     #: in C code holding the GIL (a 1 GiB allocation, a huge regex or JSON parse) stops its

@@ -11,6 +11,11 @@ decides, for one runner process (:class:`HealthWatch`):
   JSON parse) no thread can run Python, the loop included. That time is not counted against
   the loop, up to ``health_grace``; a stall as long as ``health_timeout`` is reported (a
   WARNING, at most one a minute and then a summary), because it did stop everything.
+- **Starved of CPU**: runners run below the host (:mod:`isoplug.runner.priority`), and on a
+  busy machine one may wait seconds for a CPU. Time a runner was ready to run but waited for
+  a CPU (:mod:`isoplug.cpu_wait`) counts neither toward ``health_timeout`` nor toward
+  ``health_grace``: hung means it had the CPU for that long and still did not answer. The
+  runner reports its loop's wait; when it does not answer, the host reads its threads' waits.
 - **Stuck threads**: a sync call whose caller's timeout passed runs on in its worker thread.
   The host counts those threads per runner process; past ``max_stuck_threads`` it recycles the
   runner (a graceful stop, then a fresh one), its exit account saying why. A call's timeout
@@ -26,6 +31,7 @@ import math
 import time
 
 from isoplug.control import HealthReport, WorkerState
+from isoplug.cpu_wait import longest_wait, process_cpu_waits
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.health_link import HealthLink
 from isoplug.logs.report_throttle import ReportThrottle, Tally
@@ -41,6 +47,8 @@ _MAX_QUOTED = 300
 _NAMED = 3
 #: GIL stalls are reported at once, then in one summary per this many seconds.
 _STALL_REPORT_INTERVAL = 60.0
+#: Waiting for a CPU shorter than this is not mentioned in a verdict.
+_WORTH_SAYING = 0.1
 #: How long a call's timeout error waits for the runner to say what became of the call (at
 #: most; within ``health_timeout``): its health thread answers in a millisecond when it can.
 _EXPLAIN_WAIT = 1.0
@@ -101,12 +109,20 @@ class HealthWatch:
         config = self._config
         limit = config.health_timeout + config.health_grace
         sent = time.monotonic()
+        cpu_waits = process_cpu_waits(self.pid)
         report = await self.link.query(limit, since=self._since)
-        self._since = sent
-        if report is None:
+        while report is None:
             if self.link.failure is not None:
                 return Finding(config.health_interval, lost=_quote(self.link.failure))
-            return Finding(config.health_interval, kill=self._silent(limit))
+            waited = time.monotonic() - sent
+            starved = min(waited, longest_wait(cpu_waits, process_cpu_waits(self.pid)))
+            if waited - starved >= limit:
+                return Finding(config.health_interval, kill=self._silent(waited, starved))
+            # Waiting for a CPU is not silence: ask again, for what is left of the limit.
+            report = await self.link.query(
+                max(health_tick(config), limit - (waited - starved)), since=self._since
+            )
+        self._since = sent
         self._report_stall(report)
         finding = self._judge_loop(report)
         if finding.kill is None:
@@ -135,11 +151,12 @@ class HealthWatch:
         work = next((w for w in report.workers if w.call_id == call_id), None)
         if work is None:
             blocked = _seconds(report.loop_blocked)
-            if blocked <= 0:
+            if blocked < _WORTH_SAYING:
                 return f"{head}; it was cancelled in the plugin"
+            starved = min(blocked, _seconds(report.loop_starved))
             return (
                 f"{head}; it is cancelled in the plugin once its event loop runs again (blocked "
-                f"for {blocked:.1f} s{_where(report.loop_where)})"
+                f"for {blocked:.1f} s{_starved(starved)}{_where(report.loop_where)})"
             )
         if not work.started:
             return (
@@ -167,61 +184,69 @@ class HealthWatch:
         timeout, grace = config.health_timeout, config.health_grace
         blocked = _seconds(report.loop_blocked)
         gil = min(blocked, _seconds(report.gil_held))
-        own = blocked - gil
+        starved = min(blocked, _seconds(report.loop_starved))
+        # A whole process kept from the CPU shows as both: its health thread is late too.
+        own = blocked - max(gil, starved)
+        ran = blocked - starved
         where = _where(report.loop_where)
         if own >= timeout:
             _log.error(
                 "runner %s (pid %d) is hung: its event loop has not run for %.1f s, %.1f s of it "
-                "while Python could run (health_timeout %g s)%s; killing it",
+                "while Python could run (health_timeout %g s)%s%s; killing it",
                 self.runner_id,
                 self.pid,
                 blocked,
                 own,
                 timeout,
+                _starved(starved),
                 where,
             )
             return Finding(
                 config.health_interval,
-                kill=f"killed by the host: its event loop did not run for {blocked:.1f} s "
-                f"(hung{where})",
+                kill=f"killed by the host: its event loop did not run for {blocked:.1f} s"
+                f"{_starved(starved)} (hung{where})",
             )
-        if blocked >= timeout + grace:
+        if ran >= timeout + grace:
             _log.error(
                 "runner %s (pid %d) is hung: its event loop has not run for %.1f s, %.1f s of it "
                 "with the GIL held (a long call in C code?), past health_timeout %g s + "
-                "health_grace %g s%s; killing it",
+                "health_grace %g s%s%s; killing it",
                 self.runner_id,
                 self.pid,
                 blocked,
                 gil,
                 timeout,
                 grace,
+                _starved(starved),
                 where,
             )
             return Finding(
                 config.health_interval,
                 kill=f"killed by the host: its event loop did not run for {blocked:.1f} s, "
-                f"{gil:.1f} s of it with the GIL held (hung past health_grace{where})",
+                f"{gil:.1f} s of it with the GIL held{_starved(starved)} (hung past "
+                f"health_grace{where})",
             )
         recheck = config.health_interval
         if blocked > 0:
             # Look again when it would be hung if the loop stays blocked.
-            due = min(timeout - own, timeout + grace - blocked)
+            due = min(timeout - own, timeout + grace - ran)
             recheck = min(recheck, max(health_tick(config), due))
         return Finding(recheck)
 
-    def _silent(self, waited: float) -> str:
+    def _silent(self, waited: float, starved: float) -> str:
+        limit = self._config.health_timeout + self._config.health_grace
+        within = f"{limit:g} s" if starved < _WORTH_SAYING else f"{waited:.1f} s{_starved(starved)}"
         _log.error(
-            "runner %s (pid %d) did not answer a health check within %g s (health_timeout + "
+            "runner %s (pid %d) did not answer a health check within %s (health_timeout + "
             "health_grace): no thread of it could run Python (the GIL held by a call in C code "
             "that does not return, or the process stopped); killing it",
             self.runner_id,
             self.pid,
-            waited,
+            within,
         )
         return (
-            f"killed by the host: no answer to a health check within {waited:g} s (hung: no "
-            "thread could run Python)"
+            f"killed by the host: no answer to a health check within {within} (hung: no thread "
+            "could run Python)"
         )
 
     def _stuck(self, report: HealthReport) -> list[WorkerState]:
@@ -272,6 +297,11 @@ class HealthWatch:
             emit=_log.warning,
             detail=detail,
         )
+
+
+def _starved(starved: float) -> str:
+    """What a message adds for the time the runner waited for a CPU (nothing if negligible)."""
+    return f", {starved:.1f} s of it waiting for a CPU" if starved >= _WORTH_SAYING else ""
 
 
 def _seconds(value: float) -> float:

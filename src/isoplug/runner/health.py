@@ -15,6 +15,10 @@ inherits (:attr:`~isoplug.control.Bootstrap.health_fd`), with what it measured
   meanwhile, so the GIL was held (a pure-Python loop gives it up every 5 ms; one long C call
   does not) or the process was not scheduled. Those stalls are kept (the last 256), so a report
   says how much of the loop's silence the GIL accounts for, even when no query was pending.
+- **CPU starvation.** The loop's thread is timed by the clock; the kernel also says how long
+  it was ready to run but waited for a CPU (:mod:`isoplug.cpu_wait`), as a runner below the
+  host's priority does on a busy machine. That wait since the last beat is reported apart, so
+  the host does not take a starved loop for a hung one.
 - **The worker pool.** Every sync call queued or running, since when, where its thread is, and
   whether its caller gave up on it (:mod:`isoplug.runner.workers`).
 
@@ -38,6 +42,7 @@ from types import FrameType
 import msgspec
 
 from isoplug.control import Bootstrap, HealthQuery, HealthReport, WorkerState
+from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.wire import FrameDecoder
@@ -93,7 +98,10 @@ class HealthMonitor:
         self._workers = workers
         self._tick = max(0.005, tick)
         self._loop_thread = threading.get_ident()
-        self._last_beat = time.monotonic()
+        self._loop_cpu_wait: ThreadCpuWait | None = None
+        #: When the loop last ran (monotonic), and how long its thread had waited for a CPU
+        #: then (ns; None: unknown): one tuple, so the health thread reads both at once.
+        self._last_beat: tuple[float, int | None] = (time.monotonic(), None)
         #: (start, end) of every stall kept, oldest first. Only the health thread uses it.
         self._stalls: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=_STALLS_KEPT
@@ -105,12 +113,14 @@ class HealthMonitor:
     def start(self) -> None:
         """Start the heartbeat (call on the loop's thread) and the health thread."""
         self._loop_thread = threading.get_ident()
+        self._loop_cpu_wait = ThreadCpuWait()
         self._beat()
         self._sock.settimeout(self._tick)
         self._thread.start()
 
     def _beat(self) -> None:
-        self._last_beat = time.monotonic()
+        cpu_wait = self._loop_cpu_wait
+        self._last_beat = (time.monotonic(), None if cpu_wait is None else cpu_wait.read())
         self._loop.call_later(self._tick, self._beat)
 
     def _serve(self) -> None:
@@ -152,9 +162,14 @@ class HealthMonitor:
 
     def _answer(self, query: HealthQuery, received: float) -> None:
         now = time.monotonic()
-        last_beat = self._last_beat
+        last_beat, waited_then = self._last_beat
         # At least this long: it may have stopped anywhere in the tick after its last beat.
         blocked = max(0.0, now - last_beat - self._tick)
+        starved = 0.0
+        if blocked and waited_then is not None and self._loop_cpu_wait is not None:
+            waited_now = self._loop_cpu_wait.read()
+            if waited_now is not None:
+                starved = min(blocked, max(0, waited_now - waited_then) / 1e9)
         frames = sys._current_frames()
         report = HealthReport(
             seq=query.seq,
@@ -168,6 +183,7 @@ class HealthMonitor:
             workers=self._worker_states(now, frames),
             threads=self._workers.threads,
             max_threads=self._workers.max_threads,
+            loop_starved=starved,
         )
         payload = self._encoder.encode(report)
         before = time.monotonic()

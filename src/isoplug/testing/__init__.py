@@ -6,9 +6,11 @@
 - :class:`Records`, :func:`watching`, :func:`attached`, :func:`eventually`: keep log records and
   wait, on the event loop, until a condition holds.
 - The pytest fixture ``isoplug_host`` (this package's pytest plugin, installed with isoplug).
+- :func:`busy_cpu`: one CPU kept busy, to test a plugin as a busy machine starves it.
 - :mod:`isoplug.testing.otlp`: an OTLP receiver, to test an OpenTelemetry export.
 """
 
+from isoplug.testing.cpu import busy_cpu
 from isoplug.testing.harness import FAST, BlockingHarness, CapabilityCall, PluginHarness
 from isoplug.testing.records import Records, attached, eventually, watching
 
@@ -19,6 +21,7 @@ __all__ = [
     "PluginHarness",
     "Records",
     "attached",
+    "busy_cpu",
     "eventually",
     "watching",
 ]

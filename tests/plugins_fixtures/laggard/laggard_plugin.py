@@ -18,6 +18,27 @@ def _hold_gil(seconds: float) -> None:
     _LIBC.usleep(ctypes.c_uint(int(seconds * 1_000_000)))
 
 
+def _thread_ids() -> list[int]:
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
+
+
+def _spin_for_cpu(cpu_seconds: float) -> None:
+    """Python work on this thread until it has had ``cpu_seconds`` of CPU."""
+    end = time.thread_time() + cpu_seconds
+    while time.thread_time() < end:
+        pass
+
+
+def _burn_holding_gil(cpu_seconds: float) -> None:
+    """C work that keeps the GIL (``sum`` over a ``range`` never gives it up) for about
+    ``cpu_seconds`` of CPU, measured on a small sum first."""
+    probe = 200_000
+    start = time.thread_time()
+    sum(range(probe))
+    rate = probe / max(1e-6, time.thread_time() - start)
+    sum(range(int(rate * cpu_seconds)))
+
+
 class Laggard(isoplug.Plugin):
     @isoplug.method
     async def pid(self) -> int:
@@ -59,3 +80,31 @@ class Laggard(isoplug.Plugin):
         """One C call holding the GIL in a worker thread: the loop cannot run either."""
         _hold_gil(seconds)
         return "held"
+
+    @isoplug.method
+    async def spin_on_loop_on_cpu(self, cpu: int, cpu_seconds: float) -> float:
+        """Python work on the event loop's thread, which is moved to ``cpu`` (a busy one) for
+        it; returns the seconds it took by the clock."""
+        allowed = os.sched_getaffinity(0)
+        started = time.monotonic()
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        try:
+            _spin_for_cpu(cpu_seconds)
+        finally:
+            os.sched_setaffinity(0, allowed)
+        return time.monotonic() - started
+
+    @isoplug.method
+    async def hold_gil_on_cpu(self, cpu: int, cpu_seconds: float) -> float:
+        """C work holding the GIL on the event loop's thread, with every thread of the runner
+        (its health thread too) moved to ``cpu`` (a busy one); returns the seconds it took."""
+        allowed = os.sched_getaffinity(0)
+        started = time.monotonic()
+        for tid in _thread_ids():
+            os.sched_setaffinity(tid, {cpu})
+        try:
+            _burn_holding_gil(cpu_seconds)
+        finally:
+            for tid in _thread_ids():
+                os.sched_setaffinity(tid, allowed)
+        return time.monotonic() - started
