@@ -26,6 +26,7 @@ _BELOW_CLI = frozenset(
         "errors",
         "validation",
         "sizes",
+        "cpu_wait",
         "wire",
         "transport",
         "rpc",
@@ -42,6 +43,8 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "validation": frozenset(),
     # Sizes as plugin.toml writes them ("512MB") and as messages print them.
     "sizes": frozenset(),
+    # How long a thread waited for a CPU (the kernel's schedstat): both sides' health checks.
+    "cpu_wait": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # Byte streams only: it knows nothing of frames or messages.
@@ -53,7 +56,17 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # one module both sides share, so that neither imports the other.
     "control": frozenset({"errors", "wire"}),
     "runner": frozenset(
-        {"errors", "validation", "sizes", "wire", "transport", "rpc", "control", "logs"}
+        {
+            "errors",
+            "validation",
+            "sizes",
+            "cpu_wait",
+            "wire",
+            "transport",
+            "rpc",
+            "control",
+            "logs",
+        }
     ),
     # The host names the runner module (control.RUNNER_MODULE) but never imports it.
     "host": frozenset(
@@ -61,6 +74,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "errors",
             "validation",
             "sizes",
+            "cpu_wait",
             "wire",
             "transport",
             "rpc",
