@@ -441,3 +441,21 @@ async def test_a_child_writing_after_the_runner_died_is_read_until_the_drain_dea
     assert orphan.process == pid and orphan.__dict__["runner_pid"] == pid
     assert f"runner pid {pid}" in report.getMessage()
     assert "killed its process group" in report.getMessage()
+
+
+@pytest.mark.parametrize("how", ["exit", "abort"])
+async def test_last_words_printed_right_before_os_exit_or_abort_arrive(
+    tmp_path: Path, how: str
+) -> None:
+    """``traceback.print_exc()`` and a line without its newline, then ``os._exit()`` or
+    ``os.abort()`` at once: neither runs exit hooks, yet the traceback (which the stream holds
+    a moment for a chained one) and the partial line arrive, from the stream's records."""
+    async with running(tmp_path) as (host, waiter):
+        with pytest.raises(ConnectionBroken):
+            await host.call(PLUGIN, "die_after_last_words", how=how)
+        traceback_record = await waiter.wait_for(STDERR, "ValueError: last words")
+        partial = await waiter.wait_for(STDOUT, "no newline yet")
+    assert traceback_record.levelno == logging.ERROR
+    assert traceback_record.getMessage().startswith("Traceback (most recent call last):")
+    assert traceback_record.pathname.endswith("scribbler_plugin.py")  # a record, not fd text
+    assert partial.getMessage() == "no newline yet"

@@ -4,8 +4,15 @@
 :func:`redirect_stdio` installs the two streams, once the root logger's handlers are in place.
 At exit, every partial line and held block is emitted while those handlers still forward:
 from ``atexit`` (registered after the handlers' own hooks, so run before them) and from
-``logging.shutdown()`` (see :class:`_FlushBeforeHandlers`). In a forked child the streams' line
-states get fresh locks, since a lock another thread held at the fork stays held in the child.
+``logging.shutdown()`` (see :class:`_FlushBeforeHandlers`). ``os._exit()`` and ``os.abort()``
+skip both, and code that dies on purpose calls them right after printing its last words
+(``traceback.print_exc(); os._exit(1)``, as ``multiprocessing``'s forked children end too): so
+they are wrapped to emit the same first. The records that makes are in the forwarding
+handler's shared-memory ring before the process ends, so the receiver recovers them. A process
+killed by a signal (SIGKILL, a segfault) runs none of this: a line still without its newline,
+and a printed traceback held for a chained one (at most 50 ms: see
+:mod:`isoplug.logs.quiet_flush`), die with it. In a forked child the streams' line states get
+fresh locks, since a lock another thread held at the fork stays held in the child.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+from typing import NoReturn
 
 from isoplug.logs.output_records import report_failure
 from isoplug.logs.streams import LogStream
@@ -61,6 +69,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_os_exit = os._exit
+_os_abort = os.abort
+
+
+def _exit_after_flushing(status: int) -> NoReturn:
+    """``os._exit``, after emitting what the streams hold."""
+    flush_all()
+    _os_exit(status)
+
+
+def _abort_after_flushing() -> NoReturn:
+    """``os.abort``, after emitting what the streams hold."""
+    flush_all()
+    _os_abort()
+
+
 def redirect_stdio(
     *, stdout_level: int = logging.INFO, stderr_level: int = logging.WARNING
 ) -> tuple[LogStream, LogStream]:
@@ -77,5 +101,7 @@ def redirect_stdio(
     # Registered now, so it runs before the atexit hooks of the handlers created earlier.
     atexit.register(flush_all)
     _flushers.append(_FlushBeforeHandlers())
+    os._exit = _exit_after_flushing
+    os.abort = _abort_after_flushing
     sys.stdout, sys.stderr = out, err
     return out, err

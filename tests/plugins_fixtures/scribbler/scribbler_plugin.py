@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import traceback
 from typing import Any
 
 import isoplug
@@ -101,3 +102,16 @@ class Scribbler(isoplug.Plugin):
     @isoplug.method
     async def crash(self, code: int = 3) -> Any:
         os._exit(code)
+
+    @isoplug.method
+    async def die_after_last_words(self, how: str) -> None:
+        """Print a traceback and a line without its newline, then die at once: ``os._exit``
+        or ``os.abort``, which run no exit hooks."""
+        try:
+            raise ValueError("last words")
+        except ValueError:
+            traceback.print_exc()
+        sys.stdout.write("no newline yet")
+        if how == "abort":
+            os.abort()
+        os._exit(2)
