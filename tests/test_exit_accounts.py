@@ -65,6 +65,17 @@ async def test_a_sigkill_from_elsewhere_names_no_sender_without_evidence(tmp_pat
     assert "out-of-memory killer" not in text
 
 
+async def test_a_sigterm_from_elsewhere_says_it_was_not_the_host(tmp_path: Path) -> None:
+    async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+        pid = host.plugin("echo").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        info = await host.wait_for("echo", restarted, timeout=20)
+    assert info.last_exit is not None and info.last_exit.pid == pid
+    text = info.last_exit.describe()
+    assert "was killed by SIGTERM, not sent by the host (sender unknown); uptime" in text, text
+
+
 async def test_the_shutdown_deadline_runs_from_the_request_and_the_time_printed_is_measured(
     tmp_path: Path,
 ) -> None:

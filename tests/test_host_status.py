@@ -51,8 +51,21 @@ def test_a_signal_the_host_sent_says_so_and_why_once() -> None:
 
 def test_sigsegv_hints_at_native_code() -> None:
     """A segfault is explained as a crash in native code."""
-    assert "segmentation fault: a crash in native code" in account(-signal.SIGSEGV).describe()
+    text = account(-signal.SIGSEGV).describe()
+    assert "was killed by SIGSEGV, not sent by the host (a segmentation fault: a crash" in text
     assert account(-signal.SIGSEGV).signal_name == "SIGSEGV"
+
+
+def test_any_signal_the_host_did_not_send_says_so() -> None:
+    """SIGTERM, SIGABRT, SIGINT from someone else: the account says it was not the host, as it
+    does for SIGKILL; the kernel does not say who it was."""
+    for number in (signal.SIGTERM, signal.SIGABRT, signal.SIGINT, signal.SIGHUP):
+        text = account(-number).describe()
+        assert f"was killed by {number.name}, not sent by the host (sender unknown); uptime" in (
+            text
+        ), text
+    sent = ExitAccount("weather", 4242, -signal.SIGTERM, 1.0, 0, "recycled", "its RSS grew")
+    assert "was killed by SIGTERM from the host: its RSS grew; recycled" in sent.describe()
 
 
 def test_an_unknown_signal_number_is_still_described() -> None:

@@ -94,9 +94,6 @@ class ExitAccount:
             how = f"exited with code {self.returncode}"
         else:
             how = f"was killed by {self.signal_name}{self._sender()}"
-            hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
-            if hint and self.sent_by_host is None:
-                how += f" ({hint})"
         text = f"runner {self.runner_id} (pid {self.pid}) {how}"
         if self.reason:
             text += f"; {self.reason}"
@@ -108,7 +105,9 @@ class ExitAccount:
             # The reason may say it already ("killed by the host: ...").
             return "" if sent in self.reason else f" from the host: {sent}"
         if self.returncode != -signal.SIGKILL:
-            return ""
+            # The kernel does not say who sent it; for a fault, what the signal means.
+            hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
+            return f", not sent by the host ({hint or 'sender unknown'})"
         if self.oom_evidence is not None:
             return f" from the kernel's out-of-memory killer ({self.oom_evidence})"
         checked = self.oom_checked
