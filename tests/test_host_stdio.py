@@ -459,3 +459,14 @@ async def test_last_words_printed_right_before_os_exit_or_abort_arrive(
     assert traceback_record.getMessage().startswith("Traceback (most recent call last):")
     assert traceback_record.pathname.endswith("scribbler_plugin.py")  # a record, not fd text
     assert partial.getMessage() == "no newline yet"
+
+
+async def test_a_traceback_printed_right_before_a_segfault_arrives(tmp_path: Path) -> None:
+    """``traceback.print_exc()`` then a segfault, which runs no Python: the traceback is not
+    held for a chained one (print_exc printed the whole chain), so it is a record already."""
+    async with running(tmp_path) as (host, waiter):
+        with pytest.raises(ConnectionBroken, match="SIGSEGV"):
+            await host.call(PLUGIN, "die_after_last_words", how="segfault")
+        record = await waiter.wait_for(STDERR, "ValueError: last words")
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("Traceback (most recent call last):")

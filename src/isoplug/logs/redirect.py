@@ -9,10 +9,13 @@ skip both, and code that dies on purpose calls them right after printing its las
 (``traceback.print_exc(); os._exit(1)``, as ``multiprocessing``'s forked children end too): so
 they are wrapped to emit the same first. The records that makes are in the forwarding
 handler's shared-memory ring before the process ends, so the receiver recovers them. A process
-killed by a signal (SIGKILL, a segfault) runs none of this: a line still without its newline,
-and a printed traceback held for a chained one (at most 50 ms: see
-:mod:`isoplug.logs.quiet_flush`), die with it. In a forked child the streams' line states get
-fresh locks, since a lock another thread held at the fork stays held in the child.
+killed by a signal (SIGKILL, a segfault) runs none of this: a line still without its newline
+dies with it. A printed traceback is held for a moment in case a chained one follows (see
+:mod:`isoplug.logs.quiet_flush`); ``traceback.print_exception`` (and so ``print_exc``) prints
+the whole chain in one call, so it is wrapped to flush its stream when it returns: the
+traceback is a record at once, and a crash that follows it cannot take it along. In a forked
+child the streams' line states get fresh locks, since a lock another thread held at the fork
+stays held in the child.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ import logging
 import os
 import sys
 import threading
-from typing import NoReturn
+import traceback
+from typing import Any, NoReturn
 
-from isoplug.logs.output_records import report_failure
+from isoplug.logs.output_records import report_failure, skip_frames_of
 from isoplug.logs.streams import LogStream
 
 __all__ = ["flush_all", "redirect_stdio"]
 
 _streams: list[LogStream] = []
+
+# Flushing for its caller (print_exception's, os._exit's): never a line's source.
+skip_frames_of(sys.modules[__name__])
 
 
 def flush_all() -> None:
@@ -85,6 +92,19 @@ def _abort_after_flushing() -> NoReturn:
     _os_abort()
 
 
+_print_exception = traceback.print_exception
+
+
+def _print_exception_and_flush(*args: Any, **kwargs: Any) -> None:
+    """``traceback.print_exception``, then a flush of the stream it printed to when that is a
+    :class:`LogStream`: the chain is complete, nothing more of it can follow."""
+    _print_exception(*args, **kwargs)
+    # (exc, /, value, tb, limit, file, chain): ``file`` is the fifth positional argument.
+    target = kwargs.get("file", args[4] if len(args) > 4 else None) or sys.stderr
+    if isinstance(target, LogStream):
+        target.flush()
+
+
 def redirect_stdio(
     *, stdout_level: int = logging.INFO, stderr_level: int = logging.WARNING
 ) -> tuple[LogStream, LogStream]:
@@ -103,5 +123,6 @@ def redirect_stdio(
     _flushers.append(_FlushBeforeHandlers())
     os._exit = _exit_after_flushing
     os.abort = _abort_after_flushing
+    traceback.print_exception = _print_exception_and_flush
     sys.stdout, sys.stderr = out, err
     return out, err

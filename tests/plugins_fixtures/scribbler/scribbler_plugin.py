@@ -111,6 +111,10 @@ class Scribbler(isoplug.Plugin):
             raise ValueError("last words")
         except ValueError:
             traceback.print_exc()
+        if how == "segfault":
+            import ctypes
+
+            ctypes.string_at(0)  # the traceback was flushed; nothing else can be
         sys.stdout.write("no newline yet")
         if how == "abort":
             os.abort()
