@@ -120,14 +120,16 @@ class CapabilityRegistry:
             encoded = encode_value(result)
         except Exception as exc:
             what = clean_text(str(exc), _MAX_REASON_CHARS)
-            self._report_failure(name, plugin, f"returned a value a plugin cannot be sent ({what})")
+            self._report_failure(
+                name, plugin, f"returned a value that cannot be sent to a plugin ({what})"
+            )
             raise _failed(
                 f"host capability {name!r} returned a value that cannot be sent to a plugin: {what}"
             ) from None
         if len(encoded) > MAX_RESULT_BYTES:
             what = (
-                f"returned {format_size(len(encoded))}, more than the "
-                f"{format_size(MAX_RESULT_BYTES)} a result sent to a plugin may have"
+                f"returned {len(encoded):,} bytes, more than the {MAX_RESULT_BYTES:,} "
+                f"({format_size(MAX_RESULT_BYTES)}) a result sent to a plugin may have"
             )
             self._report_failure(name, plugin, what)
             raise _failed(f"host capability {name!r} {what}")

@@ -57,16 +57,16 @@ def _refusal(plugin_id: str, raw: Any, error: msgspec.ValidationError) -> str:
     """Why the summary ``raw`` of ``plugin_id`` is refused, in the plugin author's terms."""
     problems: list[str] = []
     if isinstance(raw, Mapping):
-        for field, kind in (("methods", "method"), ("events", "event")):
+        for field, kind in (("methods", "a method"), ("events", "an event")):
             names = raw.get(field)
             if not isinstance(names, list | tuple):
                 continue
             if len(names) > MAX_OFFERED_NAMES:
-                problems.append(f"{len(names):,} {kind}s (at most {MAX_OFFERED_NAMES:,})")
+                problems.append(f"{len(names):,} {field} (at most {MAX_OFFERED_NAMES:,})")
             longest = max((len(n) for n in names if isinstance(n, str)), default=0)
             if longest > MAX_OFFERED_NAME_CHARS:
                 problems.append(
-                    f"a {kind} name of {longest:,} characters (at most {MAX_OFFERED_NAME_CHARS})"
+                    f"{kind} name of {longest:,} characters (at most {MAX_OFFERED_NAME_CHARS})"
                 )
     detail = "; ".join(problems) or clean_text(str(error), _MAX_ERROR_CHARS)
     return (
