@@ -463,7 +463,7 @@ async def test_a_failing_capability_keeps_its_traceback_on_the_host(tmp_path: Pa
 
             def summed() -> int:
                 found = [
-                    re.search(r"raised (\d+) more time", r.getMessage()) for r in records.records
+                    re.search(r"failed (\d+) more time", r.getMessage()) for r in records.records
                 ]
                 return sum(int(match[1]) for match in found if match)
 

@@ -21,7 +21,7 @@ and have defaults.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -39,6 +39,8 @@ __all__ = [
     "EXIT_NOTHING_LOADED",
     "EXIT_SETUP_FAILED",
     "LOGS_ROLE",
+    "MAX_OFFERED_NAMES",
+    "MAX_OFFERED_NAME_CHARS",
     "PING",
     "READY",
     "RUNNER_MODULE",
@@ -228,11 +230,22 @@ class LoadFailure(msgspec.Struct, frozen=True):
     traceback: str = ""
 
 
-class PluginSummary(msgspec.Struct, frozen=True):
-    """What a loaded plugin offers: its callable methods and the events it subscribes to."""
+#: The most methods, and the most event subscriptions, a plugin may declare; and the longest
+#: name of either. The host refuses a plugin whose runner reports more (docs/plugins.md): a
+#: runner's report must not make the host's memory, messages or event routing grow without end.
+MAX_OFFERED_NAMES: Final = 1000
+MAX_OFFERED_NAME_CHARS: Final = 200
 
-    methods: tuple[str, ...] = ()
-    events: tuple[str, ...] = ()
+OfferedName = Annotated[str, msgspec.Meta(max_length=MAX_OFFERED_NAME_CHARS)]
+OfferedNames = Annotated[tuple[OfferedName, ...], msgspec.Meta(max_length=MAX_OFFERED_NAMES)]
+
+
+class PluginSummary(msgspec.Struct, frozen=True):
+    """What a loaded plugin offers: its callable methods and the events it subscribes to
+    (checked against the limits above when the host decodes it)."""
+
+    methods: OfferedNames = ()
+    events: OfferedNames = ()
 
 
 class ReadyReport(msgspec.Struct, frozen=True):

@@ -6,8 +6,13 @@ supervisor; this module only holds the functions and calls them with keyword arg
 A capability that raises is the host's business: the plugin gets a
 :class:`~isoplug.errors.CapabilityFailed` with the exception's type and message, never the
 host's traceback (its code, paths and values), and the host logs the traceback on
-``isoplug.host``. A plugin can make a capability fail as often as it can call it, so after the
-first report a second one per capability is a summary, once per interval.
+``isoplug.host``. The same goes for a result the plugin cannot be sent (a value msgpack cannot
+carry, or one larger than a message may be): the plugin gets a ``CapabilityFailed`` saying so,
+the host a warning naming the plugin and the capability. A capability raising ``SystemExit``
+fails the same way (logged as an ERROR): a plugin must not be able to end the host by calling
+it; ``KeyboardInterrupt`` still propagates. A plugin can make a capability fail as often as it
+can call it, so after the first report a second one per capability is a summary, once per
+interval.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from isoplug.control import CapabilityDenied
 from isoplug.errors import CapabilityFailed
 from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.sizes import format_size
+from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, encode_value
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["CapabilityRegistry"]
@@ -30,6 +39,9 @@ _log = logging.getLogger("isoplug.host")
 _MAX_REASON_CHARS = 1000
 #: After a capability's first failure is reported, at most one summary per this many seconds.
 REPORT_INTERVAL = 1.0
+#: The largest encoded result a capability may return: what fits in one frame to the runner,
+#: with room for the answer around it.
+MAX_RESULT_BYTES = DEFAULT_MAX_FRAME_SIZE - 4096
 
 
 class CapabilityRegistry:
@@ -87,29 +99,72 @@ class CapabilityRegistry:
                 result = await result
         except Exception as exc:
             what = f"{type(exc).__name__}: {clean_text(str(exc), _MAX_REASON_CHARS)}"
-            self._report_failure(name, plugin, what, exc)
-            failure = CapabilityFailed(f"host capability {name!r} raised {what}")
-            failure.traceback_is_private = True
-            raise failure from None
-        return result
+            self._report_failure(name, plugin, f"raised {what}", exc)
+            raise _failed(f"host capability {name!r} raised {what}") from None
+        except SystemExit as exc:
+            what = f"SystemExit: {clean_text(str(exc), _MAX_REASON_CHARS)}"
+            self._report_failure(
+                name,
+                plugin,
+                f"raised {what}, which was not allowed to end the host",
+                exc,
+                level=logging.ERROR,
+            )
+            raise _failed(f"host capability {name!r} raised {what}") from None
+        return self._encoded(name, plugin, result)
 
-    def _report_failure(self, name: str, plugin: str, what: str, exc: Exception) -> None:
+    def _encoded(self, name: str, plugin: str, result: Any) -> msgspec.Raw:
+        """``result`` encoded for the plugin; :class:`~isoplug.errors.CapabilityFailed` (and a
+        report) when it cannot be sent, rather than an error from deep in the session."""
+        try:
+            encoded = encode_value(result)
+        except Exception as exc:
+            what = clean_text(str(exc), _MAX_REASON_CHARS)
+            self._report_failure(
+                name, plugin, f"returned a value that cannot be sent to a plugin ({what})"
+            )
+            raise _failed(
+                f"host capability {name!r} returned a value that cannot be sent to a plugin: {what}"
+            ) from None
+        if len(encoded) > MAX_RESULT_BYTES:
+            what = (
+                f"returned {len(encoded):,} bytes, more than the {MAX_RESULT_BYTES:,} "
+                f"({format_size(MAX_RESULT_BYTES)}) a result sent to a plugin may have"
+            )
+            self._report_failure(name, plugin, what)
+            raise _failed(f"host capability {name!r} {what}")
+        return encoded
+
+    def _report_failure(
+        self,
+        name: str,
+        plugin: str,
+        what: str,
+        exc: BaseException | None = None,
+        level: int = logging.WARNING,
+    ) -> None:
         # The plugin id is the host's (the supervisor checked it against the runner's manifests).
         caller = f" (called by plugin {plugin!r})" if plugin else ""
-        first = (
-            f"host capability {name!r} raised {what}{caller}; the plugin got its type and message"
-        )
+        first = f"host capability {name!r} {what}{caller}; the plugin got an error saying so"
 
         def emit(text: str) -> None:
-            _log.warning(text, exc_info=exc if text is first else None)
+            _log.log(level, text, exc_info=exc if text is first else None)
 
         self._reports.report(
-            f"capability_failed:{name}",
+            # An ERROR (SystemExit) is never folded into the summary of WARNINGs.
+            f"capability_failed:{name}:{level}",
             first,
             summary=lambda tally: (
-                f"host capability {name!r} raised {tally.events} more time(s) in the last "
+                f"host capability {name!r} failed {tally.events} more time(s) in the last "
                 f"{tally.seconds:.0f} s (the latest: {tally.detail})"
             ),
             emit=emit,
             detail=what,
         )
+
+
+def _failed(message: str) -> CapabilityFailed:
+    """What the plugin is told: ``message``, never the host's traceback."""
+    failure = CapabilityFailed(message)
+    failure.traceback_is_private = True
+    return failure

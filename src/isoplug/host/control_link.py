@@ -18,10 +18,18 @@ from typing import Any
 
 import msgspec
 
-from isoplug.control import CAPABILITY, READY, CapabilityDenied, CapabilityRequest, ReadyReport
+from isoplug.control import (
+    CAPABILITY,
+    READY,
+    CapabilityDenied,
+    CapabilityRequest,
+    LoadFailure,
+    ReadyReport,
+)
 from isoplug.errors import IsoplugError
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
+from isoplug.host.offers import checked_summaries
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_text
@@ -32,6 +40,17 @@ _MAX_NAME_CHARS = 200
 __all__ = ["CapabilityInvoker", "ControlLink"]
 
 _log = logging.getLogger("isoplug.host")
+
+
+class _UncheckedReport(msgspec.Struct, frozen=True):
+    """A :class:`~isoplug.control.ReadyReport` whose summaries are still to be checked one by
+    one (see :func:`~isoplug.host.offers.checked_summaries`), so that a refusal names its
+    plugin."""
+
+    pid: int
+    loaded: dict[str, Any] = {}
+    failures: tuple[LoadFailure, ...] = ()
+
 
 CapabilityInvoker = Callable[[str, dict[str, Any], str], Awaitable[Any]]
 """``invoke_capability(name, kwargs, plugin)``: runs the host capability ``name`` for the
@@ -93,13 +112,17 @@ class ControlLink:
                 life.peer = None
 
     def _on_ready(self, params: Any) -> None:
-        """Take the runner's one ready report, keeping only what it says of its own plugins.
+        """Take the runner's one ready report, keeping only what it says of its own plugins; a
+        plugin that declares more than the host accepts is refused (as one that cannot be
+        loaded: see :mod:`isoplug.host.offers`).
 
         Raises :class:`~isoplug.errors.IsoplugError` (sent back to the runner) for a second
         report: only the runner's own session code sends one, once; a plugin that forges
         another (during its ``setup``, say) must not rewrite what the host believes.
         """
-        report = msgspec.convert(params, ReadyReport)
+        unchecked = msgspec.convert(params, _UncheckedReport)
+        loaded, refused = checked_summaries(unchecked.loaded)
+        report = ReadyReport(unchecked.pid, loaded, (*unchecked.failures, *refused))
         life = self._current()
         if life is None:
             return

@@ -5,6 +5,11 @@ token proves the name; the role says who serves the connection (:class:`Route`):
 ``"control"`` role goes to the runner's supervisor. A hello with an unknown role, or for an
 unknown runner, is refused during the handshake, so the client gets a reject rather than a
 session that ends as soon as it opens; a flood of them is summed up, not logged one by one.
+
+Every handler the host serves a runner with is marked
+:func:`~isoplug.rpc.dispatch.private_errors`: whatever fails while the host answers a runner's
+request (a capability, the request's params, the result's encoding, a cancellation, a bug of
+isoplug), the runner learns the type and message, never the host's traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from isoplug.control import CONTROL_ROLE
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.rpc import Handler, Peer
+from isoplug.rpc.dispatch import private_errors
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
@@ -78,7 +84,10 @@ class ConnectionRoutes:
         supervisor = self._supervisors.get(hello.name)
         if route is None or supervisor is None:
             return {}
-        return route.handlers(supervisor, hello)
+        return {
+            method: private_errors(handler)
+            for method, handler in route.handlers(supervisor, hello).items()
+        }
 
     async def serve(self, peer: Peer) -> None:
         hello = peer.remote_hello

@@ -32,7 +32,6 @@ from isoplug.control import (
     ConfigChange,
     EventDelivery,
     LoadStage,
-    PluginSummary,
     ReadyReport,
 )
 from isoplug.errors import (
@@ -40,7 +39,6 @@ from isoplug.errors import (
     ConnectionBroken,
     ConnectionClosed,
     IsoplugError,
-    MethodNotFound,
     RemoteError,
 )
 from isoplug.host.calls import call_runner
@@ -50,6 +48,7 @@ from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
+from isoplug.host.offers import Offers
 from isoplug.host.process import RunnerProcess
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
@@ -78,7 +77,6 @@ _MAX_FAILURE_CHARS = 4 * 1024
 _MAX_TRACEBACK_CHARS = 64 * 1024
 _CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 
-_NO_SUMMARY = PluginSummary()
 
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
@@ -124,7 +122,8 @@ class RunnerSupervisor:
         self.error: str | None = None
         #: Plugins that can never load (import failed): plugin id -> why.
         self.broken: dict[str, str] = {}
-        self.summaries: dict[str, PluginSummary] = {}
+        #: What the current runner's plugins offer (empty until its ready report).
+        self.offers = Offers()
         #: The current runner process, or the last one.
         self._life: RunnerLife | None = None
         self._commands = Commands()
@@ -275,7 +274,7 @@ class RunnerSupervisor:
         return None if self._life is None else self._life.log_token
 
     def info(self, plugin_id: str) -> PluginInfo:
-        summary = self.summaries.get(plugin_id, PluginSummary())
+        summary = self.offers.summary(plugin_id)
         broken = self.broken.get(plugin_id)
         process = self._process
         return PluginInfo(
@@ -324,14 +323,8 @@ class RunnerSupervisor:
         ):
             await self._wait_ready_for_call(plugin_id, method, timeout)
             life = self._life
-        summary = self.summaries.get(plugin_id, _NO_SUMMARY)
-        if method not in summary.methods:
-            raise MethodNotFound(
-                f"{plugin_id}.{method}",
-                "isoplug.errors.MethodNotFound",
-                f"plugin {plugin_id!r} has no method {method!r}; available methods: "
-                f"{', '.join(summary.methods) or 'none'}",
-            )
+        if not self.offers.has_method(plugin_id, method):
+            raise self.offers.method_not_found(plugin_id, method)
         assert life is not None
         return await call_runner(
             life.peer,
@@ -350,7 +343,7 @@ class RunnerSupervisor:
         peer = self._peer
         if self.state is not PluginState.READY or peer is None or not peer.is_open:
             return False
-        if not any(event in s.events for s in self.summaries.values()):
+        if not self.offers.subscribes(event):
             return False
         try:
             traceparent, tracestate = current_traceparent()
@@ -442,7 +435,7 @@ class RunnerSupervisor:
         )
         self._generation += 1
         life = self._life = RunnerLife(self.runner_id, self._config, self._commands, self._zygote)
-        self.summaries = {}
+        self.offers = Offers()
         return await life.run(
             entries,
             address=self._address,
@@ -458,7 +451,7 @@ class RunnerSupervisor:
         """Take the ready report of ``process``; if it serves, apply the log levels and say it
         is READY. Returns whether it serves and, when restarting cannot help, why."""
         permanent = self._take_report(report, process)
-        if not self.summaries:
+        if not self.offers:
             return False, permanent
         await self._apply_log_levels()
         self._set_state(
@@ -490,10 +483,10 @@ class RunnerSupervisor:
             else:
                 self.error = text
                 _log.error("runner %s (pid %d): %s", self.runner_id, process.pid, text)
-        self.summaries = (
-            {} if any(f.stage == LoadStage.SETUP for f in report.failures) else dict(report.loaded)
+        self.offers = Offers(
+            {} if any(f.stage == LoadStage.SETUP for f in report.failures) else report.loaded
         )
-        if self.summaries:
+        if self.offers:
             self.error = None
         if not report.loaded and len(self.broken) == len(self.manifests):
             return "none of its plugins can be loaded"

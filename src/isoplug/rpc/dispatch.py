@@ -14,7 +14,10 @@ A request handler takes the decoded params and returns the result (anything msgp
 carry). ``async def`` handlers run in their own task, so they may take their time and be
 cancelled; plain functions run inline and must be quick. Raising an exception sends an error
 response carrying the exception's type, message and traceback; the caller gets
-:class:`~isoplug.errors.RemoteError`.
+:class:`~isoplug.errors.RemoteError`. A handler marked with :func:`private_errors` never sends
+a traceback, whatever failed (the handler, its params, the encoding of its result, a
+cancellation): the side whose code must stay its own (the host, towards a runner) marks its
+handlers so.
 
 Event handlers have the same signature; their return value is ignored. Plain-function event
 handlers run inline, in order of arrival; ``async def`` event handlers run one at a time, in
@@ -53,7 +56,13 @@ from isoplug.wire import (
 )
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["MAX_UNHANDLED_WARNINGS", "Dispatcher", "Handler", "LogBatchHandler"]
+__all__ = [
+    "MAX_UNHANDLED_WARNINGS",
+    "Dispatcher",
+    "Handler",
+    "LogBatchHandler",
+    "private_errors",
+]
 
 _log = logging.getLogger("isoplug.rpc")
 
@@ -73,13 +82,41 @@ MAX_CONCURRENT_INCOMING = 256
 _EVENT_QUEUE_SIZE = 1024
 
 
+#: The attribute :func:`private_errors` sets on the handler it returns.
+_PRIVATE_ERRORS: Final = "_isoplug_private_errors"
+
+
+def private_errors(handler: Handler) -> Handler:
+    """``handler``, whose error answers carry the exception's type and message only, never a
+    traceback: neither its own exception's, nor that of a failure around it (params that do
+    not fit, a result that cannot be encoded, a cancellation, a bug of this side)."""
+    wrapper: Handler
+    if inspect.iscoroutinefunction(handler):
+
+        async def wrapper(params: Any) -> Any:
+            return await handler(params)
+
+    else:
+
+        def wrapper(params: Any) -> Any:
+            return handler(params)
+
+    setattr(wrapper, _PRIVATE_ERRORS, True)
+    return wrapper
+
+
 class _Registered:
-    __slots__ = ("function", "is_async", "params_type")
+    __slots__ = ("function", "is_async", "params_type", "private")
 
     def __init__(self, function: Handler, params_type: Any) -> None:
         self.function = function
         self.params_type = params_type
         self.is_async = inspect.iscoroutinefunction(function)
+        self.private = getattr(function, _PRIVATE_ERRORS, False) is True
+
+    def error(self, code: str, exc: BaseException) -> ErrorInfo:
+        """The error answer for ``exc``, which a request served by this handler raised."""
+        return error_info(code, exc, with_traceback=not self.private)
 
 
 class Dispatcher:
@@ -298,42 +335,42 @@ class Dispatcher:
         try:
             params = decode_value(request.params, registered.params_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            self._answer_error(request.id, error_info("invalid_params", exc))
+            self._answer_error(request.id, registered.error("invalid_params", exc))
             return
         try:
             result = registered.function(params)
         except Exception as exc:
-            self._answer_error(request.id, error_info("error", exc))
+            self._answer_error(request.id, registered.error("error", exc))
             return
-        self._answer_result(request, result)
+        self._answer_result(request, registered, result)
 
     async def _serve_async(self, request: Request, registered: _Registered) -> None:
         try:
             try:
                 params = decode_value(request.params, registered.params_type)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                self._answer_error(request.id, error_info("invalid_params", exc))
+                self._answer_error(request.id, registered.error("invalid_params", exc))
                 return
             try:
                 result = await registered.function(params)
             except asyncio.CancelledError as exc:
                 if self._is_closing():
                     raise
-                self._answer_error(request.id, error_info("cancelled", exc))
+                self._answer_error(request.id, registered.error("cancelled", exc))
                 return
             except Exception as exc:
-                self._answer_error(request.id, error_info("error", exc))
+                self._answer_error(request.id, registered.error("error", exc))
                 return
-            self._answer_result(request, result)
+            self._answer_result(request, registered, result)
         finally:
             self._serving.pop(request.id, None)
             self._slot_freed.set()
 
-    def _answer_result(self, request: Request, result: Any) -> None:
+    def _answer_result(self, request: Request, registered: _Registered, result: Any) -> None:
         try:
             encoded = encode_value(result)
         except LocalProtocolError as exc:
-            self._answer_error(request.id, error_info("error", exc))
+            self._answer_error(request.id, registered.error("error", exc))
             return
         self._send_answer(Response(id=request.id, result=encoded))
 

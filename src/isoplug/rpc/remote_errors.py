@@ -50,10 +50,11 @@ def _safe_str(exc: BaseException) -> str:
         return f"<str() of {type(exc).__name__} failed: {type(str_failure).__name__}>"
 
 
-def error_info(code: str, exc: BaseException) -> ErrorInfo:
+def error_info(code: str, exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
     """The error answer that tells the other side about ``exc``, traceback included, unless
-    the exception says its traceback is private (``traceback_is_private``)."""
-    if getattr(exc, "traceback_is_private", False):
+    ``with_traceback`` is False or the exception says its traceback is private
+    (``traceback_is_private``)."""
+    if not with_traceback or getattr(exc, "traceback_is_private", False):
         return ErrorInfo(code=code, type=qualified_name(type(exc)), message=_safe_str(exc))
     text = "".join(traceback.format_exception(exc))
     if len(text) > _MAX_TRACEBACK_CHARS:

@@ -18,7 +18,17 @@ import msgspec
 import isoplug
 from isoplug.control import CAPABILITY, LOGS_ROLE, CapabilityRequest
 from isoplug.logs import ForwardingHandler
-from isoplug.wire import FrameDecoder, Hello, Request, decode_message, encode_frame
+from isoplug.rpc import Peer
+from isoplug.wire import (
+    Cancel,
+    ErrorResponse,
+    FrameDecoder,
+    Hello,
+    Message,
+    Request,
+    decode_message,
+    encode_frame,
+)
 from isoplug.wire.messages import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
 
 #: The ways out of a plugin that the security tests try, each taking one text.
@@ -53,6 +63,8 @@ def send(door: str, text: str) -> None:
 class Hostile(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.ctx = ctx
+        #: Capability requests sent by start_capability, awaiting their answers, by id.
+        self.requested: dict[int, asyncio.Future[Message]] = {}
 
     @isoplug.method
     async def send(self, door: str, text: str) -> None:
@@ -83,6 +95,38 @@ class Hostile(isoplug.Plugin):
         """Call a host capability in the name of ``plugin``, past this plugin's own check (a
         plugin shares its runner's memory: nothing keeps it from the runner's internals)."""
         return await self.ctx._call_host(plugin, capability, {})
+
+    @isoplug.method
+    async def start_capability(self, capability: str) -> int:
+        """Ask the host for ``capability`` on the runner's control connection, past the runner's
+        own calling code; return the request's id (for :meth:`cancel_capability`)."""
+        peer = _runner_peer()
+        request_id = peer._connection.next_request_id()
+        answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        peer._pending.add(request_id, CAPABILITY, answer, None)
+        request = CapabilityRequest(plugin=self.ctx.plugin_id, name=capability, kwargs={})
+        peer._send(
+            Request(
+                id=request_id,
+                method=CAPABILITY,
+                params=msgspec.Raw(msgspec.msgpack.encode(request)),
+            )
+        )
+        self.requested[request_id] = answer
+        return request_id
+
+    @isoplug.method
+    async def cancel_capability(self, request_id: int) -> dict[str, Any]:
+        """Cancel the request ``request_id`` of :meth:`start_capability`; return the host's
+        error answer as it came over the wire."""
+        peer = _runner_peer()
+        peer._send(Cancel(id=request_id))
+        try:
+            answer = await self.requested.pop(request_id)
+        finally:
+            peer._pending.forget(request_id)
+        assert isinstance(answer, ErrorResponse), answer
+        return msgspec.structs.asdict(answer.error)
 
     @isoplug.method
     async def forward_as(self, address: str, token: str, runner: str, text: str) -> str | None:
@@ -226,6 +270,12 @@ class Hostile(isoplug.Plugin):
         while _alive(orphan):
             await asyncio.sleep(0.01)
         return {"orphan": orphan, "setsid": leaver}
+
+
+def _runner_peer() -> Peer:
+    """The runner's control connection (a plugin shares the runner's memory)."""
+    (peer,) = [o for o in gc.get_objects() if isinstance(o, Peer)]
+    return peer
 
 
 def _alive(pid: int) -> bool:
