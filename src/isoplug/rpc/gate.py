@@ -229,9 +229,15 @@ class HandshakeGate:
             seconds = now - self._said_at
             self._refusing = False
             self._said_at = now
-        _log.warning(
-            "%s: accepting connections again; %d refused in the last %.0f s", self, count, seconds
-        )
+        if count:
+            _log.warning(
+                "%s: accepting connections again; %d refused in the last %.0f s",
+                self,
+                count,
+                seconds,
+            )
+        else:
+            _log.warning("%s: accepting connections again", self)
 
     def failed(self, error: BaseException, who: str = "") -> None:
         """Report a connection whose handshake failed (wrong token, no hello in time, an
