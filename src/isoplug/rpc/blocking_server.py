@@ -55,7 +55,7 @@ _CLOSE_TIMEOUT = 5.0
 #: After accept() failed (out of file descriptors...), as asyncio's servers do.
 _ACCEPT_RETRY_DELAY = 1.0
 #: Most connections a blocking server serves at once, a thread each; past it new ones are
-#: refused (said once, then counted). Far above a program's children or a host's runners, it
+#: refused (said once, then summed up). Far above a program's children or a host's runners, it
 #: keeps a runaway client (a plugin that forks without end) from taking every thread.
 DEFAULT_MAX_CONNECTIONS = 1024
 
@@ -377,7 +377,8 @@ def serve_blocking(
 
     At most ``max_connections`` are served at once; past it, and when no thread can be
     started, a new connection gets a ``busy`` reject (its client's handshake fails, saying
-    why) and is closed, and a warning says so, once until the server accepts again. The same
+    why) and is closed, and a warning says so (once, then at most once per interval: see
+    :mod:`isoplug.rpc.gate`). The same
     goes past ``max_handshakes`` connections in their handshake: until its hello is checked, a
     connection has ``handshake_timeout`` for the whole handshake (TLS included) and frames of
     at most 64 KiB (see :mod:`isoplug.rpc.gate`).

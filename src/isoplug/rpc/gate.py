@@ -267,8 +267,7 @@ class HandshakeGate:
             why = self._turned_away_why
         if turned_away:
             _log.warning(
-                "%s: %d more connection(s) refused at once, not logged one by one (the latest: "
-                "%s)",
+                "%s: %d more connection(s) refused at once, not logged one by one (the latest: %s)",
                 self,
                 turned_away,
                 why,
