@@ -27,6 +27,7 @@ from isoplug.logs import ForwardingHandler
 from isoplug.rpc.gate import HandshakeGate
 from isoplug.transport import tls_server_context
 from isoplug.transport.address import Scheme, parse_address
+from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import FrameDecoder, Message, Reject, RejectCode, decode_message
 from tests.log_helpers import receiver
 from tests.plugins_fixtures import FAST, plugins_dir, running
@@ -206,7 +207,7 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
 ) -> None:
     """Two connections in their handshake fill a cap of two: the next ones get a busy reject
     at once and one warning says so; a sender already authenticated keeps sending; once a seat
-    frees up a new sender is served, and the count of refusals is said."""
+    frees up a new sender is served; the count of refusals not said is said at close."""
     with watching("isoplug.rpc") as waiter, watching(PREFIX) as records:
         async with receiver(
             mode, prefix=PREFIX, max_handshakes=2, handshake_timeout=LONG
@@ -239,8 +240,13 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
         f"WARNING isoplug.rpc: log-receiver on {address}: refusing new connections: at its "
         "limit of 2 connections waiting to authenticate"
     )
-    (again,) = formatted(waiter, "accepting connections again")
-    assert again.endswith(f"on {address}: accepting connections again; 3 refused meanwhile")
+    # Within the report interval: no word of accepting again, the rest counted at close.
+    assert not formatted(waiter, "accepting connections again")
+    (rest,) = formatted(waiter, "refused at once")
+    assert rest.endswith(
+        f"on {address}: 2 more connection(s) refused at once, not logged one by one (the "
+        "latest: at its limit of 2 connections waiting to authenticate)"
+    )
 
 
 def record(message: str) -> logging.LogRecord:
@@ -249,12 +255,13 @@ def record(message: str) -> logging.LogRecord:
     )
 
 
-async def test_a_full_host_refuses_strangers_while_its_runner_works_then_starts_one(
+async def test_a_full_host_refuses_strangers_while_its_runners_work_and_restart(
     tmp_path: Path,
 ) -> None:
-    """With both listeners' seats taken by strangers, more strangers are refused at once and
-    each listener says so once; the running plugin keeps answering and logging; once the
-    strangers are gone, a restarted runner connects, starts and logs."""
+    """The README's "Connections": with both listeners' places taken by strangers, more
+    strangers are refused at once and each listener says so once; the running plugin keeps
+    answering and logging, and a runner restarted meanwhile connects, starts and logs: its
+    connections (the kernel says whose) have places of their own."""
     config = dataclasses.replace(FAST, max_handshakes=2, handshake_timeout=LONG)
     with watching("isoplug.rpc") as waiter:
         async with running(tmp_path, "hostile", config=config) as (host, records):
@@ -268,21 +275,21 @@ async def test_a_full_host_refuses_strangers_while_its_runner_works_then_starts_
                         assert isinstance(busy, Reject) and busy.code == RejectCode.BUSY
                 await host.call("hostile", "send", door="log", text="while full")
                 await records.wait_until(lambda: arrived(records, "while full"), WAIT)
+                pid_before = host.plugin("hostile").pid
+                await host.restart("hostile")
+                assert host.plugin("hostile").pid != pid_before
+                await host.call("hostile", "send", door="log", text="restarted")
+                (record,) = await records.wait_until(lambda: arrived(records, "restarted"), WAIT)
+                assert record.name == "plugin.hostile.hostile"  # its log connection, not stderr
             finally:
                 for sock in strangers:
                     sock.close()
-            await logged(waiter, "peer closed the connection during the handshake", 4)
-            pid_before = host.plugin("hostile").pid
-            await host.restart("hostile")
-            assert host.plugin("hostile").pid != pid_before
-            await host.call("hostile", "send", door="log", text="restarted")
-            await records.wait_until(lambda: arrived(records, "restarted"), WAIT)
     refusing = formatted(waiter, "refusing new connections")
     assert [line.split(" on ")[0] for line in refusing] == [
         "WARNING isoplug.rpc: isoplug-host",
         "WARNING isoplug.rpc: isoplug-host-logs",
     ]
-    assert len(formatted(waiter, "accepting connections again; 2 refused meanwhile")) == 2
+    assert not formatted(waiter, "accepting connections again")
 
 
 def arrived(records: RecordWaiter, text: str) -> list[logging.LogRecord] | None:
@@ -346,28 +353,66 @@ def test_seats_are_counted_and_refused_past_the_cap() -> None:
         HandshakeGate("server", 0)
 
 
-def test_turning_away_is_said_once_until_a_connection_is_admitted(
+def test_a_family_has_seats_of_its_own_that_strangers_cannot_take() -> None:
+    """With strangers in every seat, a connection the kinship function knows (by the pid the
+    kernel gives) still gets one, of its family's own lane, which it alone fills."""
+    families = {10: "alpha", 11: "alpha", 20: "beta"}
+    gate = HandshakeGate("server", 2, kinship=families.get)
+    strangers = [gate.enter(PeerCredentials(99, 0, 0)), gate.enter()]
+    assert all(strangers) and not gate.enter(PeerCredentials(98, 0, 0))
+    alpha = [gate.enter(PeerCredentials(10, 0, 0)), gate.enter(PeerCredentials(11, 0, 0))]
+    assert all(alpha) and {seat.family for seat in alpha} == {"alpha"}
+    refused = gate.enter(PeerCredentials(10, 0, 0))
+    assert not refused and refused.refused == (
+        "alpha: at its limit of 2 connections of its own waiting to authenticate"
+    )
+    assert gate.enter(PeerCredentials(20, 0, 0))  # another family is not affected
+    assert gate.pending == 2 and gate.kin_pending("alpha") == 2
+    gate.leave(alpha[0])
+    assert gate.kin_pending("alpha") == 1 and gate.pending == 2
+    assert gate.enter(PeerCredentials(11, 0, 0))
+
+
+def test_turning_away_is_said_once_then_summed_up_once_per_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gate = HandshakeGate("server", 1)
+    """Seats freed and taken again (a stranger reconnecting as each one closes) make no line
+    each time: one warning when refusing starts, then at most one line per interval, with
+    the count since the last one; what is left at close is said then."""
+    clock = Clock()
+    gate = HandshakeGate("server", 1, clock=clock, report_interval=60.0)
     gate.address = "unix:/x"
-    for _ in range(5):
-        gate.turn_away(gate.full_reason)
-    gate.admitted()
-    gate.admitted()
-    gate.turn_away("another reason")
+    assert gate.enter()
+    for _ in range(5):  # five turns: refused, then a seat freed and taken again
+        assert not gate.enter()
+        gate.leave()
+        assert gate.enter()
+        clock.now += 1.0
+    assert not gate.enter()
+    clock.now += 60.0
+    assert not gate.enter()
+    gate.leave()
+    assert gate.enter()  # less than an interval since the last line: nothing said
+    clock.now += 60.0
+    gate.leave()
+    assert gate.enter()
+    assert not gate.enter()  # just said that it accepts again: counted
+    gate.close()
     assert [r.getMessage() for r in caplog.records] == [
         "server on unix:/x: refusing new connections: at its limit of 1 connections waiting "
         "to authenticate",
-        "server on unix:/x: accepting connections again; 5 refused meanwhile",
-        "server on unix:/x: refusing new connections: another reason",
+        "server on unix:/x: refusing new connections: 6 refused in the last 65 s (the latest: "
+        "at its limit of 1 connections waiting to authenticate)",
+        "server on unix:/x: accepting connections again",
+        "server on unix:/x: 1 more connection(s) refused at once, not logged one by one (the "
+        "latest: at its limit of 1 connections waiting to authenticate)",
     ]
 
 
 def test_failed_handshakes_are_warned_about_at_a_bounded_rate_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Ten warnings at once, then one a second; what was left out is counted in the next
+    """Ten warnings at once, then one per interval; what was left out is counted in the next
     warning, and at close."""
     clock = Clock()
     gate = HandshakeGate("server", 1, clock=clock)
@@ -376,10 +421,12 @@ def test_failed_handshakes_are_warned_about_at_a_bounded_rate_and_counted(
         gate.failed(ValueError(f"bad {n}"), " from pid 7")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [f"refused a connection from pid 7 on unix:/x: bad {n}" for n in range(10)]
+    clock.now += 59.0
+    gate.failed(ValueError("bad 24b"))  # less than an interval: counted
     clock.now += 1.0
     gate.failed(ValueError("bad 25"))
     assert caplog.records[-1].getMessage() == (
-        "refused a connection on unix:/x: bad 25 (15 more refused before it, not logged one by one)"
+        "refused a connection on unix:/x: bad 25 (16 more refused before it, not logged one by one)"
     )
     gate.failed(ValueError("bad 26"))  # no allowance left: counted
     gate.close()

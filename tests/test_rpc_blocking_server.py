@@ -23,10 +23,10 @@ from isoplug.errors import (
     TransportError,
 )
 from isoplug.rpc import BlockingChannel
-from isoplug.rpc.blocking import BlockingServer, serve_blocking
+from isoplug.rpc.blocking import BlockingServer, ClientLimit, serve_blocking
 from isoplug.transport import connect_blocking, tls_client_context, tls_server_context
 from isoplug.transport.blocking import listen_blocking
-from isoplug.wire import Event
+from isoplug.wire import Event, Hello, encode_frame
 from tests.test_transport_sockets import Certs, make_certs
 
 TOKEN = "s3cret"
@@ -379,7 +379,57 @@ def test_connections_past_the_limit_are_refused_and_reported_once(
     assert refusals == [
         f"capped on {server.address}: refusing new connections: at its limit of 2 open connections"
     ]
-    assert f"capped on {server.address}: accepting connections again; 3 refused" in caplog.text
+    # Within the report interval no more is said until the server closes, with the count.
+    assert f"capped on {server.address}: 2 more connection(s) refused at once" in caplog.text
+
+
+def test_each_client_is_capped_on_its_own_and_counts_again_once_it_closes() -> None:
+    """With a limit per client, one client at its limit is refused in the handshake (and the
+    owner told, not the log), the others are served, and a closed session gives its place
+    back; handshakes that fail after admission give theirs back too."""
+    sessions = Sessions()
+    told: list[tuple[str, int | None]] = []
+    limit = ClientLimit(
+        lambda hello: hello.name,
+        2,
+        lambda client, credentials: told.append(
+            (client, None if credentials is None else credentials.pid)
+        ),
+    )
+    server = serve_blocking("unix:", TOKEN, sessions, name="per-client", client_limit=limit)
+    sessions.server = server
+
+    def connect_as(name: str) -> BlockingChannel:
+        return BlockingChannel.connect(server.address, TOKEN, name=name, timeout=WAIT)
+
+    channels = [connect_as("greedy"), connect_as("greedy")]
+    try:
+        for _ in range(2):
+            with pytest.raises(AuthenticationFailed, match="refused by the listener"):
+                connect_as("greedy")
+        assert told == [("greedy", os.getpid())] * 2
+        channels.append(connect_as("modest"))
+        assert server.client_connections("greedy") == 2
+        assert server.client_connections("modest") == 1
+        channels.pop(0).close()
+        wait_for(lambda: server.client_connections("greedy") == 1)
+        # Admitted (its token matched), then refused for its protocol versions.
+        future = Hello(min_version=999, max_version=999, token=TOKEN, role="x", name="greedy")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(WAIT)
+            sock.connect(server.address.path)
+            sock.sendall(encode_frame(future))
+            while sock.recv(65536):
+                pass
+        channels.append(connect_as("greedy"))
+        assert server.client_connections("greedy") == 2
+    finally:
+        for channel in channels:
+            channel.close()
+        server.close()
+    assert server.client_connections("greedy") == server.client_connections("modest") == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        ClientLimit(lambda hello: hello.name, 0, lambda client, credentials: None)
 
 
 def test_a_connection_no_thread_can_be_started_for_is_refused_not_fatal(

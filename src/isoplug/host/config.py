@@ -46,8 +46,15 @@ class SupervisorConfig:
     #: authenticated within this (silent, or trickling bytes) is closed, on both listeners.
     handshake_timeout: float = 5.0
     #: Connections waiting to authenticate at once, per listener; past it, new ones are
-    #: refused at once (see :mod:`isoplug.rpc.gate`).
+    #: refused at once (see :mod:`isoplug.rpc.gate`). A runner's own connections (the kernel
+    #: says which) have as many places of their own: strangers holding every place cannot
+    #: keep a runner from connecting.
     max_handshakes: int = 128
+    #: Log connections a runner and the processes it started may hold open at once (a thread
+    #: of the host each); past it, their new ones are refused, with a warning naming the
+    #: runner, and other runners are not affected. A plugin that forks a pool of workers has
+    #: one per worker that logs.
+    max_log_connections: int = 64
     #: How far below the host each runner runs on the CPU: added to the nice value of the
     #: runner's threads (at most 19), which also run ``SCHED_BATCH``, so that plugins that
     #: want every core cannot starve the host's event loop and log replay (see
@@ -62,5 +69,9 @@ class SupervisorConfig:
     inherit_environment: tuple[str, ...] | bool = ()
 
     def __post_init__(self) -> None:
+        if self.max_log_connections < 1:
+            raise ValueError(
+                f"max_log_connections must be at least 1, not {self.max_log_connections!r}"
+            )
         if not 0 <= self.runner_nice <= 19:
             raise ValueError(f"runner_nice must be 0 to 19, not {self.runner_nice!r}")

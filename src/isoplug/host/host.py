@@ -119,7 +119,7 @@ class Host:
             if fork_supported()
             else None
         )
-        self._log_bridge = LogBridge(self._supervisors.get, log_limits)
+        self._log_bridge = LogBridge(self._supervisors, log_limits)
         self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -154,10 +154,15 @@ class Host:
             handlers=self._routes.handlers_for,
             name="isoplug-host",
             admit=self._routes.admit,
+            kinship=self._routes.family_of,
             handshake_timeout=self.config.handshake_timeout,
             max_handshakes=self.config.max_handshakes,
         )
-        self._log_bridge.open(self.config.handshake_timeout, self.config.max_handshakes)
+        self._log_bridge.open(
+            self.config.handshake_timeout,
+            self.config.max_handshakes,
+            self.config.max_log_connections,
+        )
         for plan in plans:
             self._runners.add(plan)
         observers.host_started(self)

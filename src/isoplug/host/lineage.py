@@ -24,8 +24,9 @@ the runner's log token, which only the memory of the runner and its descendants 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-__all__ = ["descends_from", "kinship_known"]
+__all__ = ["descends_from", "family_of", "kinship_known"]
 
 #: Far deeper than any real process tree; it bounds the walk whatever ``/proc`` says.
 _MAX_DEPTH = 1024
@@ -57,6 +58,38 @@ def descends_from(pid: int, ancestor: int) -> bool:
             return False
         parent = current[0]
     return False
+
+
+def family_of(pid: int, runners: Mapping[int, str]) -> str | None:
+    """The runner (its value in ``runners``, keyed by runner pid) that ``pid`` is, or
+    descends from (see the module docstring); None if it is none of theirs, or gone.
+
+    One walk up ``pid``'s parents for every runner at once: the log listener asks it of every
+    connection before reading a byte of it (which lane of handshake places it takes, see
+    :mod:`isoplug.rpc.gate`), strangers included, so it must not cost a walk per runner."""
+    if not runners:
+        return None
+    found = runners.get(pid)
+    if found is not None:
+        return found
+    current = _parent_and_session(pid)
+    if current is None:
+        return None
+    parent, group, session = current
+    found = runners.get(group)
+    if found is None:
+        found = runners.get(session)
+    for _ in range(_MAX_DEPTH):
+        if found is not None or parent <= 1:
+            return found
+        found = runners.get(parent)
+        if found is not None:
+            return found
+        current = _parent_and_session(parent)
+        if current is None:
+            return None
+        parent = current[0]
+    return found
 
 
 def _parent_and_session(pid: int) -> tuple[int, int, int] | None:

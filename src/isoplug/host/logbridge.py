@@ -5,7 +5,12 @@ listener of the bridge's own. The token alone proves nothing: it stays in the me
 runner and of every process it starts (they reconnect with it), where a process that can read
 their memory could take it. So the handshake also asks the kernel who connected
 (``SO_PEERCRED``) and refuses any pid that is neither the runner nor a process it started
-(:mod:`isoplug.host.lineage`); a refusal names that pid. Each log
+(:mod:`isoplug.host.lineage`); a refusal names that pid. The same kernel's word, asked before a
+byte is read, gives a runner's family handshake places of its own, which strangers cannot
+hold (:mod:`isoplug.rpc.gate`). A runner and the processes it started may hold at most
+``max_log_connections`` log connections at once (a host thread each): past it their new ones
+are refused, with a warning naming the runner at most once per report interval, and other
+runners keep theirs. Each log
 connection is served by a thread that sleeps in ``recv()`` and replays every batch with a
 :class:`~isoplug.logs.LogReplayer` the moment it lands (see :mod:`isoplug.logs.session`). So
 the host's event loop never runs a logging handler for a plugin, and a slow handler (a file, a
@@ -32,11 +37,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
-from isoplug.host.lineage import descends_from, kinship_known
+from isoplug.host.lineage import descends_from, family_of, kinship_known
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
@@ -45,7 +50,7 @@ from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.session import replay_until_closed
-from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
+from isoplug.rpc.blocking import BlockingChannel, BlockingServer, ClientLimit, serve_blocking
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
 from isoplug.wire import Hello
@@ -57,6 +62,10 @@ _log = logging.getLogger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
+
+#: Log connections one runner and the processes it started may hold open at once (see
+#: ``SupervisorConfig.max_log_connections``).
+DEFAULT_MAX_LOG_CONNECTIONS = 64
 
 #: How long closing the bridge waits for log connections to end by themselves (their runners
 #: have stopped by then: this is for processes a runner forked, still logging).
@@ -103,23 +112,25 @@ class _RunnerLogState:
 class LogBridge:
     """Serves the log connections of every runner of one host.
 
-    ``supervisor_named`` finds the supervisor of the runner a connection names in its hello
-    (``None``: no such runner, refused).
+    ``supervisors`` are the host's runners by id (read as they change): a connection's hello
+    names one (no such runner: refused).
     """
 
     def __init__(
         self,
-        supervisor_named: Callable[[str], RunnerSupervisor | None],
+        supervisors: Mapping[str, RunnerSupervisor],
         limits: ReplayLimits | None = None,
     ) -> None:
         self.limits = limits or ReplayLimits()
-        self._supervisor_named = supervisor_named
+        self._supervisors = supervisors
+        self._supervisor_named = supervisors.get
         # Host handlers that raise on plugin records: reported on the host's logger, once for
         # all runners (isoplug.logs.handler_errors).
         self._handler_errors = HandlerErrors(_log, self.limits.report_interval)
         self._refusals = ReportThrottle(self.limits.report_interval, timer=True)
         self._runners: dict[str, _RunnerLogState] = {}
         self._server: BlockingServer | None = None
+        self._max_log_connections = DEFAULT_MAX_LOG_CONNECTIONS
 
     @property
     def address(self) -> str:
@@ -131,15 +142,22 @@ class LogBridge:
         self,
         handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        max_log_connections: int = DEFAULT_MAX_LOG_CONNECTIONS,
     ) -> None:
         """Listen on a fresh private unix socket; connections are served by threads (what
-        a connection gets before it authenticates: see :func:`~isoplug.rpc.serve_blocking`)."""
+        a connection gets before it authenticates: see :func:`~isoplug.rpc.serve_blocking`),
+        at most ``max_log_connections`` at once per runner (its descendants included)."""
+        self._max_log_connections = max_log_connections
         self._server = serve_blocking(
             "unix:",
             self._expected_token,
             self._serve,
             name="isoplug-host-logs",
             admit=self._admit,
+            kinship=self._family_of if _KINSHIP_KNOWN else None,
+            client_limit=ClientLimit(
+                lambda hello: hello.name, max_log_connections, self._over_limit
+            ),
             handshake_timeout=handshake_timeout,
             max_handshakes=max_handshakes,
         )
@@ -194,6 +212,37 @@ class LogBridge:
             # setdefault is atomic: two connection threads of one runner get the same state.
             state = self._runners.setdefault(runner_id, _RunnerLogState(self.limits))
         return state
+
+    def open_connections(self, runner_id: str) -> int:
+        """Log connections of ``runner_id`` (and the processes it started) open now."""
+        assert self._server is not None, "the log bridge is not open"
+        return self._server.client_connections(runner_id)
+
+    def _family_of(self, pid: int) -> str | None:
+        """The runner that ``pid`` is or descends from, by the kernel's word: asked of every
+        connection before a byte of it is read (in the listener's accepting thread)."""
+        # A copy taken at once: the event loop's thread adds and removes runners meanwhile.
+        supervisors = tuple(self._supervisors.values())
+        runners = {s.pid: s.runner_id for s in supervisors if s.pid is not None}
+        return family_of(pid, runners)
+
+    def _over_limit(self, runner_id: str, credentials: PeerCredentials | None) -> None:
+        """A log connection of ``runner_id`` was refused: it holds all its places. Said on
+        the host's logger (the runner's own reports, so at most once per interval)."""
+        assert self._server is not None
+        limit = f"at its limit of {self._max_log_connections} open log connections"
+        who = "" if credentials is None else f" from pid {credentials.pid}"
+        self._runner_state(runner_id).reports.report(
+            "log_connection_limit",
+            f"runner {runner_id}: refused a log connection{who}: {limit} (shared by the runner "
+            "and the processes it started)",
+            summary=lambda tally: (
+                f"runner {runner_id}: refused {tally.events} more log connection(s) in the last "
+                f"{tally.seconds:.0f} s: {limit} (the latest: {tally.detail})"
+            ),
+            emit=_log.warning,
+            detail=who.strip() or "pid unknown",
+        )
 
     def _expected_token(self, hello: Hello) -> str | None:
         if hello.role != LOGS_ROLE:

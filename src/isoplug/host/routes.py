@@ -64,6 +64,16 @@ class ConnectionRoutes:
     def close(self) -> None:
         self._refusals.close()
 
+    def family_of(self, pid: int) -> str | None:
+        """The runner whose process ``pid`` is (the kernel's word on who connected, before it
+        said anything): its connection takes a handshake place of that runner's own, which
+        strangers cannot hold (see :mod:`isoplug.rpc.gate`). Only the runner itself opens a
+        control connection, so its descendants are strangers here."""
+        for supervisor in self._supervisors.values():
+            if supervisor.pid == pid:
+                return supervisor.runner_id
+        return None
+
     def expected_token(self, hello: Hello) -> str | None:
         """The token the runner named in ``hello`` must present; None refuses the hello."""
         if hello.role not in self.routes:

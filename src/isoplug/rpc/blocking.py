@@ -15,6 +15,7 @@ from isoplug.rpc.blocking_channel import RECEIVE_SIZE, BlockingChannel
 from isoplug.rpc.blocking_server import (
     DEFAULT_MAX_CONNECTIONS,
     BlockingServer,
+    ClientLimit,
     SessionHandler,
     serve_blocking,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "RECEIVE_SIZE",
     "BlockingChannel",
     "BlockingServer",
+    "ClientLimit",
     "SessionHandler",
     "serve_blocking",
 ]

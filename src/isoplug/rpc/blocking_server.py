@@ -10,6 +10,7 @@ session when the server closes. Import both from :mod:`isoplug.rpc.blocking`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import ssl
@@ -23,6 +24,8 @@ from isoplug.rpc.gate import (
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_HANDSHAKES,
     HandshakeGate,
+    Kinship,
+    Seat,
     busy_reject,
 )
 from isoplug.rpc.handshake import (
@@ -33,10 +36,17 @@ from isoplug.rpc.handshake import (
 )
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
-from isoplug.transport.stream import peer_credentials_of
-from isoplug.wire.connection import TokenLookup
+from isoplug.transport.stream import PeerCredentials, peer_credentials_of
+from isoplug.wire import Hello
+from isoplug.wire.connection import Admission, TokenLookup
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "BlockingServer", "SessionHandler", "serve_blocking"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "BlockingServer",
+    "ClientLimit",
+    "SessionHandler",
+    "serve_blocking",
+]
 
 _log = logging.getLogger("isoplug.rpc")
 
@@ -45,12 +55,37 @@ _CLOSE_TIMEOUT = 5.0
 #: After accept() failed (out of file descriptors...), as asyncio's servers do.
 _ACCEPT_RETRY_DELAY = 1.0
 #: Most connections a blocking server serves at once, a thread each; past it new ones are
-#: refused (said once, then counted). Far above a program's children or a host's runners, it
+#: refused (said once, then summed up). Far above a program's children or a host's runners, it
 #: keeps a runaway client (a plugin that forks without end) from taking every thread.
 DEFAULT_MAX_CONNECTIONS = 1024
 
 
 SessionHandler = Callable[[BlockingChannel], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientLimit:
+    """At most ``max_connections`` open at once per client, for a server whose clients are
+    several (a host's runners, each with a token of its own): one client that opens
+    connections without end must not take the places of the others.
+
+    ``client_of(hello)`` says which client a hello whose token matched (and that ``admit``
+    let in) belongs to. Past its limit, the client's new connection is refused in its
+    handshake (an ``authentication`` reject saying why) and ``refused(client, credentials)``
+    reports it, rather than the listener's own warning: the owner knows whom to name, and
+    how often to say it. Connections in their handshake count from the moment they are
+    admitted, so that many at once cannot slip past the limit together."""
+
+    client_of: Callable[[Hello], str]
+    max_connections: int
+    refused: Callable[[str, PeerCredentials | None], None]
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
+
+    def reason(self, client: str) -> str:
+        return f"{client}: at its limit of {self.max_connections} open connections"
 
 
 class BlockingServer:
@@ -72,16 +107,22 @@ class BlockingServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         admit: PeerAdmission | None = None,
+        kinship: Kinship | None = None,
+        client_limit: ClientLimit | None = None,
     ) -> None:
         self._listener = listener
         self._token = token
         self._admit = admit
+        self._client_limit = client_limit
+        # Connections open (or admitted and finishing their handshake) per client: under
+        # ``_changed``'s lock.
+        self._per_client: dict[str, int] = {}
         self._on_channel = on_channel
         self._name = name
         self._handshake_timeout = handshake_timeout
         self._max_connections = max_connections
         # Seats for connections in their handshake; says what the server refused.
-        self._gate = HandshakeGate(name, max_handshakes)
+        self._gate = HandshakeGate(name, max_handshakes, kinship=kinship)
         self._gate.address = listener.address
         # Connection thread -> its socket while in the handshake (the TLS one once wrapped),
         # then its channel: what close() ends.
@@ -158,43 +199,43 @@ class BlockingServer:
                 continue
             if sock is None:
                 return
-            thread = threading.Thread(
-                target=self._serve_connection,
-                args=(sock,),
-                name=f"isoplug-{self._name or 'server'}-session",
-                daemon=True,
-            )
+            # The kernel's word on the peer, before anything it sent is read: which lane of
+            # handshake seats it may take (TLS, over TCP, has none to give).
+            credentials = peer_credentials_of(sock)
             with self._changed:
                 if self._closing:
                     sock.close()
                     return
                 full = len(self._connections) >= self._max_connections
-                seated = not full and self._gate.enter()
-                if seated:
-                    self._connections[thread] = sock
-            if not seated:
-                self._refuse(
-                    sock,
-                    f"at its limit of {self._max_connections} open connections"
-                    if full
-                    else self._gate.full_reason,
-                )
+            if full:
+                self._refuse(sock, f"at its limit of {self._max_connections} open connections")
                 continue
-            # Said before the session starts: whoever it serves finds this logged.
-            self._gate.admitted()
+            seat = self._gate.enter(credentials)
+            if not seat:
+                self._refuse(sock, seat.refused, counted=True)
+                continue
+            thread = threading.Thread(
+                target=self._serve_connection,
+                args=(sock, seat, credentials),
+                name=f"isoplug-{self._name or 'server'}-session",
+                daemon=True,
+            )
+            with self._changed:
+                self._connections[thread] = sock
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": out of memory or threads
                 self._forget(thread)
-                self._gate.leave()
+                self._gate.leave(seat)
                 self._refuse(sock, f"cannot start a thread for another connection: {exc}")
 
-    def _refuse(self, sock: socket.socket, why: str) -> None:
+    def _refuse(self, sock: socket.socket, why: str, *, counted: bool = False) -> None:
         """Close a connection we cannot serve, telling the client why; its handshake fails.
-        Said once, until the server accepts again: a client connecting in a loop must not
-        flood the log."""
+        Rate limited (see :mod:`isoplug.rpc.gate`): a client connecting in a loop must not
+        flood the log. ``counted``: the gate has counted it already."""
         # Said before the client is told: whoever sees the reject finds the warning logged.
-        self._gate.turn_away(why)
+        if not counted:
+            self._gate.turn_away(why)
         if not self._listener.is_tls:  # in TLS, telling would need a handshake, hence a thread
             reject = busy_reject(f"{self}: {why}")
             try:
@@ -205,9 +246,26 @@ class BlockingServer:
                 _log.debug("could not tell a refused client why: %s", exc)
         sock.close()
 
-    def _serve_connection(self, sock: socket.socket) -> None:
+    def _serve_connection(
+        self, sock: socket.socket, seat: Seat, credentials: PeerCredentials | None
+    ) -> None:
+        # The client this connection counts for, once admitted (see ClientLimit).
+        claimed: list[str] = []
+        try:
+            self._serve_claimed(sock, seat, credentials, claimed)
+        finally:
+            if claimed:
+                self._release(claimed[0])
+
+    def _serve_claimed(
+        self,
+        sock: socket.socket,
+        seat: Seat,
+        credentials: PeerCredentials | None,
+        claimed: list[str],
+    ) -> None:
         current = threading.current_thread()
-        credentials = None
+        over_limit: list[str] = []
         # One deadline for TLS and the hello together: a trickling client gets no more.
         deadline = time.monotonic() + self._handshake_timeout
         try:
@@ -217,7 +275,6 @@ class BlockingServer:
                 if self._closing:
                     # close() may have missed this socket while TLS swapped it: end it here.
                     _end(sock)
-            credentials = peer_credentials_of(sock)
             connection, early = blocking_server_handshake(
                 sock,
                 self._token,
@@ -225,20 +282,22 @@ class BlockingServer:
                 timeout=max(0.001, deadline - time.monotonic())
                 if self._listener.is_tls
                 else self._handshake_timeout,
-                admit=bind_admission(self._admit, credentials),
+                admit=self._admission(credentials, claimed, over_limit),
             )
         except IsoplugError as exc:
-            self._gate.leave()
-            # Said once the seat is free: whoever reads the warning may connect at once.
-            if not self._closing:
+            self._gate.leave(seat)
+            if over_limit and self._client_limit is not None:
+                self._client_limit.refused(over_limit[0], credentials)
+            elif not self._closing:
+                # Said once the seat is free: whoever reads the warning may connect at once.
                 self._gate.failed(exc, peer_pid_text(credentials))
             sock.close()
             self._forget(current)
             return
         except BaseException:
-            self._gate.leave()
+            self._gate.leave(seat)
             raise
-        self._gate.leave()
+        self._gate.leave(seat)
         channel = BlockingChannel(sock, connection, early)
         with self._changed:
             self._connections[current] = channel
@@ -252,6 +311,46 @@ class BlockingServer:
         finally:
             channel.close("server closing" if self._closing else "closed")
             self._forget(current)
+
+    def _admission(
+        self, credentials: PeerCredentials | None, claimed: list[str], over_limit: list[str]
+    ) -> Admission | None:
+        """The handshake's last word on one connection: ``admit``'s, then the client's limit;
+        a connection admitted is counted for its client in ``claimed`` (released by the
+        caller, whatever happens next), one refused for its limit put in ``over_limit``."""
+        admit = bind_admission(self._admit, credentials)
+        limit = self._client_limit
+        if limit is None:
+            return admit
+
+        def admission(hello: Hello) -> str | None:
+            refusal = admit(hello) if admit is not None else None
+            if refusal is not None:
+                return refusal
+            client = limit.client_of(hello)
+            with self._changed:
+                held = self._per_client.get(client, 0)
+                if held >= limit.max_connections:
+                    over_limit.append(client)
+                    return limit.reason(client)
+                self._per_client[client] = held + 1
+            claimed.append(client)
+            return None
+
+        return admission
+
+    def _release(self, client: str) -> None:
+        with self._changed:
+            left = self._per_client[client] - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                del self._per_client[client]
+
+    def client_connections(self, client: str) -> int:
+        """Connections of ``client`` open now (see :class:`ClientLimit`)."""
+        with self._changed:
+            return self._per_client.get(client, 0)
 
     def _forget(self, thread: threading.Thread) -> None:
         with self._changed:
@@ -270,13 +369,16 @@ def serve_blocking(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
     admit: PeerAdmission | None = None,
+    kinship: Kinship | None = None,
+    client_limit: ClientLimit | None = None,
 ) -> BlockingServer:
     """Listen on ``address``; for every connection that passes the handshake, call
     ``on_channel(channel)`` in a thread of that connection's own.
 
     At most ``max_connections`` are served at once; past it, and when no thread can be
     started, a new connection gets a ``busy`` reject (its client's handshake fails, saying
-    why) and is closed, and a warning says so, once until the server accepts again. The same
+    why) and is closed, and a warning says so (once, then at most once per interval: see
+    :mod:`isoplug.rpc.gate`). The same
     goes past ``max_handshakes`` connections in their handshake: until its hello is checked, a
     connection has ``handshake_timeout`` for the whole handshake (TLS included) and frames of
     at most 64 KiB (see :mod:`isoplug.rpc.gate`).
@@ -285,7 +387,9 @@ def serve_blocking(
     ``on_channel`` returns; refused connections (wrong token, wrong version, no hello in time,
     garbage, a failed TLS handshake) are logged at WARNING on the ``isoplug.rpc`` logger and
     never reach ``on_channel``; ``admit`` may refuse a client whose token matched (see
-    :data:`~isoplug.rpc.handshake.PeerAdmission`). Raises
+    :data:`~isoplug.rpc.handshake.PeerAdmission`). ``kinship`` gives the server's own
+    clients handshake seats of their own (see :mod:`isoplug.rpc.gate`); ``client_limit``
+    caps the connections of each client (see :class:`ClientLimit`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
@@ -298,6 +402,8 @@ def serve_blocking(
         max_connections=max_connections,
         max_handshakes=max_handshakes,
         admit=admit,
+        kinship=kinship,
+        client_limit=client_limit,
     )
 
 

@@ -17,6 +17,7 @@ from isoplug.rpc.gate import (
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_HANDSHAKES,
     HandshakeGate,
+    Kinship,
     busy_reject,
 )
 from isoplug.rpc.handshake import (
@@ -45,6 +46,7 @@ async def serve(
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
     default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     admit: PeerAdmission | None = None,
+    kinship: Kinship | None = None,
 ) -> Listener:
     """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
 
@@ -62,18 +64,19 @@ async def serve(
     Until its hello is checked, a connection has ``handshake_timeout`` for the whole handshake
     (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` connections are in
     their handshake at once, and past it a new one gets a ``busy`` reject at once (see
-    :mod:`isoplug.rpc.gate`).
+    :mod:`isoplug.rpc.gate`). ``kinship`` names the family of a peer by the pid the kernel
+    gives (unix sockets on Linux): a family's connections have ``max_handshakes`` seats of
+    their own, which strangers cannot take.
     """
 
     async def handle(stream: Stream) -> None:
-        if not gate.enter():
-            gate.turn_away(gate.full_reason)
+        credentials = stream.peer_credentials
+        seat = gate.enter(credentials)
+        if not seat:
             # At once, before reading: the stream is closed when this returns.
             with contextlib.suppress(TransportError):
-                stream.write(busy_reject(f"{gate}: {gate.full_reason}"))
+                stream.write(busy_reject(f"{gate}: {seat.refused}"))
             return
-        gate.admitted()
-        credentials = stream.peer_credentials
         refusal: IsoplugError | None = None
         try:
             connection, early = await server_handshake(
@@ -86,7 +89,7 @@ async def serve(
         except IsoplugError as exc:
             refusal = exc
         finally:
-            gate.leave()
+            gate.leave(seat)
         if refusal is not None:
             # Said once the seat is free: whoever reads the warning may connect at once.
             gate.failed(refusal, peer_pid_text(credentials))
@@ -105,7 +108,7 @@ async def serve(
         finally:
             await peer.aclose()
 
-    gate = HandshakeGate(name, max_handshakes)
+    gate = HandshakeGate(name, max_handshakes, kinship=kinship)
     listener = await listen(
         address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
     )

@@ -190,6 +190,54 @@ class Hostile(isoplug.Plugin):
         return await asyncio.to_thread(attempt)
 
     @isoplug.method
+    async def hold_log_connections(self, count: int) -> dict[str, int]:
+        """Open ``count`` log connections to the host with this runner's own log token (out of
+        its log handler: a plugin shares its runner's memory) and keep those accepted; return
+        how many were accepted and refused."""
+        handler = next(h for h in logging.getLogger().handlers if isinstance(h, ForwardingHandler))
+        hello = encode_frame(
+            Hello(
+                min_version=MIN_PROTOCOL_VERSION,
+                max_version=MAX_PROTOCOL_VERSION,
+                token=handler._token,
+                role=LOGS_ROLE,
+                name=handler.sender_name,
+                pid=os.getpid(),
+            )
+        )
+        held: list[socket.socket] = self.__dict__.setdefault("held", [])
+
+        def attempt() -> dict[str, int]:
+            outcome = {"accepted": 0, "refused": 0}
+            for _ in range(count):
+                sock = socket.socket(socket.AF_UNIX)
+                sock.settimeout(10.0)
+                sock.connect(handler.address.removeprefix("unix:"))
+                sock.sendall(hello)
+                decoder, answer = FrameDecoder(), None
+                while answer is None and (chunk := sock.recv(65536)):
+                    for frame in decoder.receive_data(chunk):
+                        answer = decode_message(frame)
+                if type(answer).__name__ == "Welcome":
+                    outcome["accepted"] += 1
+                    held.append(sock)
+                else:
+                    outcome["refused"] += 1
+                    sock.close()
+            return outcome
+
+        return await asyncio.to_thread(attempt)
+
+    @isoplug.method
+    async def release_log_connections(self) -> int:
+        held: list[socket.socket] = self.__dict__.setdefault("held", [])
+        for sock in held:
+            sock.close()
+        count = len(held)
+        held.clear()
+        return count
+
+    @isoplug.method
     async def holders_of(self, text: str) -> list[str]:
         """The types of the objects in this process that refer to a string equal to ``text``
         (other than ``text`` itself): everything reachable from the objects the collector
