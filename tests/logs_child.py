@@ -109,6 +109,13 @@ def main() -> None:
             log.warning("unblocked")
 
         asyncio.run(block())
+    elif scenario == "claims-process-one":
+        # A filter rewrites the record's process, as any code in the child can.
+        claims = logging.Filter()
+        claims.filter = lambda record: setattr(record, "process", 1) or True  # type: ignore[method-assign]
+        log.addFilter(claims)
+        log.info("process one", extra={"n": 0})
+        log.removeFilter(claims)
     elif scenario == "fork":
         log.info("parent before fork")
         pid = os.fork()
