@@ -46,6 +46,12 @@ def numbered(count: int, rate: float, progress: int | None) -> None:
                 pass
 
 
+class ClaimsProcessOne(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.process = 1
+        return True
+
+
 def wait_for_file(path: str, timeout: float = 60.0) -> None:
     """Wait until the test creates ``path`` (its signal that a step is done)."""
     deadline = time.monotonic() + timeout
@@ -111,8 +117,7 @@ def main() -> None:
         asyncio.run(block())
     elif scenario == "claims-process-one":
         # A filter rewrites the record's process, as any code in the child can.
-        claims = logging.Filter()
-        claims.filter = lambda record: setattr(record, "process", 1) or True  # type: ignore[method-assign]
+        claims = ClaimsProcessOne()
         log.addFilter(claims)
         log.info("process one", extra={"n": 0})
         log.removeFilter(claims)
