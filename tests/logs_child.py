@@ -46,6 +46,12 @@ def numbered(count: int, rate: float, progress: int | None) -> None:
                 pass
 
 
+class ClaimsProcessOne(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.process = 1
+        return True
+
+
 def wait_for_file(path: str, timeout: float = 60.0) -> None:
     """Wait until the test creates ``path`` (its signal that a step is done)."""
     deadline = time.monotonic() + timeout
@@ -109,6 +115,12 @@ def main() -> None:
             log.warning("unblocked")
 
         asyncio.run(block())
+    elif scenario == "claims-process-one":
+        # A filter rewrites the record's process, as any code in the child can.
+        claims = ClaimsProcessOne()
+        log.addFilter(claims)
+        log.info("process one", extra={"n": 0})
+        log.removeFilter(claims)
     elif scenario == "fork":
         log.info("parent before fork")
         pid = os.fork()

@@ -110,7 +110,7 @@ async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them
 def test_captured_stdout_records_from_the_log_connection_are_counted_per_stream() -> None:
     """Records on a ``stdout``/``stderr`` logger count in ``metrics.streams`` and get
     ``record.stream`` from the host, whatever extra the sender set; a ``stream`` extra on
-    another logger does not count."""
+    another logger does not count, and is renamed ``extra_stream``."""
     replayer = LogReplayer("plugin.demo", strip_prefixes=("plugin.demo",))
     handled = RecordWaiter()
 
@@ -144,10 +144,12 @@ def test_captured_stdout_records_from_the_log_connection_are_counted_per_stream(
         ("plugin.demo.stdout", "stdout"),
         ("plugin.demo.stderr", "stderr"),
         ("plugin.demo.plugin.member.stdout", "stdout"),
-        ("plugin.demo.worker", "stdout"),
+        ("plugin.demo.worker", None),
         ("plugin.demo.worker", None),
         ("plugin.demo.stderr", "stderr"),
     ]
+    assert handled.records[3].extra_stream == "stdout"  # type: ignore[attr-defined]
+    assert handled.records[5].extra_stream == "stdout"  # type: ignore[attr-defined]
 
 
 # -- real runners -----------------------------------------------------------------------------

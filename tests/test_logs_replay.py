@@ -418,7 +418,8 @@ def test_traceback_is_rendered_exactly_once(collector: RecordWaiter) -> None:
 
 
 def test_structlog_event_dicts_render_through_processor_formatter() -> None:
-    """A structlog record arrives as an event dict that ProcessorFormatter renders as JSON."""
+    """A structlog record arrives as an event dict that ProcessorFormatter renders as JSON,
+    with the identity the host stamps (its foreign_pre_chain does not run for it)."""
     structlog.configure(
         processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -456,6 +457,8 @@ def test_structlog_event_dicts_render_through_processor_formatter() -> None:
         "items": ["a", "b"],
         "logger": "plugin.demo.structured.sender",
         "order": 17,
+        "plugin_id": "demo",
+        "runner_pid": 4242,
     }
 
 

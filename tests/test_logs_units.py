@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from isoplug.logs.ratelimit import TokenBucket
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch, LogRecordData, decode_message
 from isoplug.wire.framing import HEADER_SIZE, encode_frame
 from isoplug.wire.logframes import log_batch, log_batch_frame
-from isoplug.wire.sanitize import clean_logger_name, clean_text
+from isoplug.wire.sanitize import cap_text, clean_logger_name, clean_text
 from tests.log_helpers import record_decoder
 from tests.record_waiter import RecordWaiter
 from tests.wire_strategies import PROPERTY, drop_counts, log_records
@@ -525,22 +526,13 @@ def test_captured_records_frame_and_decode_as_a_batch(
 LIMIT = 10_000
 
 #: Characters clean_text must never let through: C0 controls except tab and newline, DEL, C1
-#: controls, the Unicode line and paragraph separators, bidi embeddings/overrides/isolates and
-#: the left-to-right / right-to-left marks.
+#: controls, the Unicode line and paragraph separators, and every format character of this
+#: Python's Unicode database (bidi controls, zero-width characters, U+FEFF, tags...).
 ESCAPED = frozenset(
     chr(code)
-    for code in (
-        *range(0x00, 0x09),
-        *range(0x0B, 0x20),
-        0x7F,
-        *range(0x80, 0xA0),
-        0x2028,
-        0x2029,
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-        0x200E,
-        0x200F,
-    )
+    for code in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)
+) | frozenset(
+    chr(code) for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cf"
 )
 
 #: Text with plenty of line breaks, white space and characters that must be escaped.
@@ -565,11 +557,30 @@ hostile_texts = st.text(
         pytest.param("\u202e", "\\u202e", id="right-to-left-override"),
         pytest.param("\u2066", "\\u2066", id="left-to-right-isolate"),
         pytest.param("\u200f", "\\u200f", id="right-to-left-mark"),
+        pytest.param("\u061c", "\\u061c", id="arabic-letter-mark"),
+        pytest.param("\u180e", "\\u180e", id="mongolian-vowel-separator"),
+        pytest.param("\u200b", "\\u200b", id="zero-width-space"),
+        pytest.param("\u200d", "\\u200d", id="zero-width-joiner"),
+        pytest.param("\u2060", "\\u2060", id="word-joiner"),
+        pytest.param("\u2064", "\\u2064", id="invisible-plus"),
+        pytest.param("\u206a", "\\u206a", id="inhibit-symmetric-swapping"),
+        pytest.param("\ufeff", "\\ufeff", id="byte-order-mark"),
+        pytest.param("\ufff9", "\\ufff9", id="interlinear-annotation-anchor"),
+        pytest.param("\ufffb", "\\ufffb", id="interlinear-annotation-terminator"),
+        pytest.param("\U000e0041", "\\U000e0041", id="tag-latin-capital-a"),
     ],
 )
 def test_clean_text_shows_control_characters_as_visible_escapes(raw: str, shown: str) -> None:
     """Terminal escapes, controls, separators and bidi controls become visible escapes."""
     assert clean_text(f"before{raw}after", LIMIT) == f"before{shown}after"
+
+
+def test_clean_text_escapes_every_invisible_character_this_python_knows() -> None:
+    """Every character of ESCAPED (every format character of this Python's Unicode database
+    among them) comes out as an escape: the sanitizer's list misses none."""
+    text = "".join(sorted(ESCAPED - {"\n", "\t"}))
+    cleaned = clean_text(text, len(text) * 10)
+    assert not ESCAPED & set(cleaned)
 
 
 def test_clean_text_keeps_tabs_and_printable_text() -> None:
@@ -595,6 +606,67 @@ def test_clean_text_caps_the_length_with_a_marker() -> None:
     """Text over the limit is cut to it, with a marker saying how much was cut."""
     assert clean_text("x" * 25, 10) == "x" * 10 + "... [truncated 15 characters]"
     assert clean_text("x" * 10, 10) == "x" * 10
+
+
+def test_the_mark_counts_characters_of_the_text_not_of_its_escapes() -> None:
+    """A text whose escapes take it over the limit keeps as many of its characters as fit,
+    escaped; the mark counts the characters of the text left out."""
+    assert clean_text("a\x1b" * 20, 10) == "a\\x1ba\\x1b... [truncated 36 characters]"
+    assert clean_text("\x1b" * 4, 10) == "\\x1b\\x1b... [truncated 2 characters]"
+
+
+SENDER_MARK = "... [truncated {} characters in the emitting process]"
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        pytest.param(
+            "x" * 30 + SENDER_MARK.format(970),
+            10,
+            "x" * 10 + "... [truncated 20 characters here and 970 in the emitting process]",
+            id="both-cut",
+        ),
+        pytest.param(
+            "x" * 10 + SENDER_MARK.format(970),
+            12,
+            "x" * 10 + SENDER_MARK.format(970),
+            id="only-the-sender-cut",
+        ),
+        pytest.param(
+            "\x1b" * 5 + SENDER_MARK.format(970),
+            12,
+            "\\x1b" * 3 + "... [truncated 2 characters here and 970 in the emitting process]",
+            id="escapes-over-the-limit",
+        ),
+        pytest.param(
+            "x" * 30 + SENDER_MARK.format("9" * 16),
+            10,
+            "x" * 10 + f"... [truncated {20 + len(SENDER_MARK.format('9' * 16))} characters]",
+            id="no-such-count",
+        ),
+        pytest.param(
+            "x" * 30 + SENDER_MARK.format("0012"),
+            10,
+            "x" * 10 + f"... [truncated {20 + len(SENDER_MARK.format('0012'))} characters]",
+            id="not-a-plain-number",
+        ),
+        pytest.param(
+            "x" * 30 + SENDER_MARK.format(970) + "!",
+            10,
+            "x" * 10 + f"... [truncated {21 + len(SENDER_MARK.format(970))} characters]",
+            id="not-at-the-end",
+        ),
+    ],
+)
+def test_a_senders_own_mark_is_counted_apart_when_the_host_cuts_again(
+    text: str, limit: int, expected: str
+) -> None:
+    """What the sender cut, by its own mark at the end of the text, is kept beside the count
+    of what the host cut; a mark with no plain count, or not at the end, is only text."""
+    assert clean_text(text, limit) == expected
+    if text.isprintable():
+        assert cap_text(text, limit) == expected
 
 
 @PROPERTY

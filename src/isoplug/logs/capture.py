@@ -85,11 +85,12 @@ def _safe_str(value: Any) -> str:
         return f"<str() of {type(value).__qualname__} failed: {type(exc).__name__}: {exc}>"
 
 
-def _cap(text: str) -> str:
-    if len(text) <= MAX_FIELD_CHARS:
+def _cap(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, marked with how many were cut (a mark the host
+    recognizes and keeps: see :mod:`isoplug.wire.sanitize`)."""
+    if len(text) <= limit:
         return text
-    cut = len(text) - MAX_FIELD_CHARS
-    return text[:MAX_FIELD_CHARS] + f"... [truncated {cut} characters in the emitting process]"
+    return text[:limit] + f"... [truncated {len(text) - limit} characters in the emitting process]"
 
 
 def _message_of(msg: Any, args: Any) -> str:
@@ -139,9 +140,9 @@ def _safe_mapping(values: dict[str, Any], value_limit: int) -> dict[str, Any]:
         ):
             safe[_plain_text(key)] = value
         elif type(value) is str:
-            safe[_plain_text(key)] = _plain_text(value[:value_limit])
+            safe[_plain_text(key)] = _plain_text(_cap(value, value_limit))
         else:
-            safe[_plain_text(key)] = _plain_text(_cap(_unencodable(value))[:value_limit])
+            safe[_plain_text(key)] = _plain_text(_cap(_unencodable(value), value_limit))
     return safe
 
 

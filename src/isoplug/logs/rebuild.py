@@ -5,7 +5,16 @@ Every field comes from the sender, cleaned of control characters and capped
 (:mod:`isoplug.wire.sanitize`); nothing is filled in with this process's own process, thread or
 task. An exception becomes a genuine ``exc_info`` with the sender's traceback
 (:mod:`isoplug.logs.tracebacks`). The identity the host vouches for (``plugin_id``,
-``runner_pid``...) is stamped last, so it overrides anything the sender put in ``extra``.
+``runner_pid``...) is stamped last, so it overrides anything the sender put in ``extra``; a
+sender's ``extra`` named like an attribute of the record or of the host is renamed
+``extra_<name>``. Where the connection has a pid the kernel vouches for, ``process`` is that pid
+(the sender's own claim, when it differs, is kept as ``extra_process``).
+
+A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
+as its own, skipping its ``foreign_pre_chain``) gets the same truth: ``logger`` is the record's
+name (under the sender's prefix), the identity is stamped in it, and a sender's values under
+those keys, under ``logger_name``, ``process`` and the host's other attribute names are kept as
+``extra_<key>`` when they say something else.
 
 The fields that repeat from record to record (source locations, thread names, templates) are
 cleaned once and remembered, within bounds a sender inventing names cannot grow.
@@ -36,7 +45,17 @@ __all__ = ["RecordRebuilder"]
 _value_encoder = msgspec.msgpack.Encoder()
 
 #: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
-_HOST_ATTRIBUTES = frozenset({"plugin_id", "runner_pid", "seq", "sender", "isoplug_report"})
+#: ``truncated`` is isoplug's flag on a printed line it cut: the host keeps it on records of
+#: output streams (``stream`` set), whose lines only isoplug's capture makes.
+_HOST_ATTRIBUTES = frozenset(
+    {"plugin_id", "runner_pid", "seq", "sender", "sender_pid", "isoplug_report", "stream"}
+)
+_STREAM_FLAGS = frozenset({"truncated"})
+#: Keys of a structlog event dict that the host states the truth of (see the module docstring).
+_EVENT_HOST_KEYS = _HOST_ATTRIBUTES | {"logger", "logger_name", "process"}
+#: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
+#: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
+_LOGGER_KEYS = ("logger", "logger_name")
 #: Source and thread names up to this long that need no cleaning are remembered, at most
 #: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
 _SITE_CHARS = 256
@@ -68,9 +87,18 @@ class RecordRebuilder:
         identity: Mapping[str, Any],
         reports: ReplayReports,
         metrics: LogMetrics,
+        sender_pid: int | None = None,
     ) -> None:
+        """``sender_pid`` is the sender's pid as the kernel vouches for it (None where the
+        connection cannot say: TCP, TLS, no peer credentials)."""
         self._limits = limits
         self._identity = identity
+        self._sender_pid = sender_pid
+        host_keys = STANDARD_ATTRIBUTES | _HOST_ATTRIBUTES | identity.keys()
+        # A sender's extra is renamed under these names: on records of output streams,
+        # isoplug's own capture sets the flags.
+        self._reserved = frozenset(host_keys | _STREAM_FLAGS)
+        self._reserved_on_streams = frozenset(host_keys)
         self._reports = reports
         self._metrics = metrics
         self._sites: dict[str, str] = {}
@@ -101,10 +129,24 @@ class RecordRebuilder:
             message = clean_text(message, limits.max_message_chars)
         msg: Any = message
         args: tuple[str, ...] = ()
-        extra = self._clean_mapping(data.extra, rename_reserved=True) if data.extra else {}
+        extra = (
+            self._clean_mapping(
+                data.extra,
+                self._reserved_on_streams if "stream" in identity else self._reserved,
+            )
+            if data.extra
+            else {}
+        )
+        process = data.process
+        if self._sender_pid is not None and process != self._sender_pid:
+            # The kernel's word for the process, not the payload's (a filter in the plugin
+            # can set record.process): the claim stays, renamed, for a record a process
+            # relayed for another (a multiprocessing QueueHandler).
+            extra["extra_process"] = process
+            process = self._sender_pid
         exc_info = self._exc_info(data) if data.exception is not None else None
         if data.event is not None:
-            msg = self._clean_mapping(data.event, rename_reserved=False)
+            msg = self._event(data.event, data.name, logger, identity, process)
             if "exc_info" in msg:
                 # The sender's exception, rebuilt; never True, which structlog would resolve
                 # against this process's own sys.exc_info().
@@ -171,7 +213,7 @@ class RecordRebuilder:
                 if data.process_name
                 else data.process_name
             ),
-            "process": data.process,
+            "process": process,
             "taskName": (
                 sites.get(data.task_name) or self._clean_site(data.task_name, 256)
                 if data.task_name
@@ -237,7 +279,32 @@ class RecordRebuilder:
             self._sites[text] = text
         return cleaned
 
-    def _clean_mapping(self, values: dict[str, Any], *, rename_reserved: bool) -> dict[str, Any]:
+    def _event(
+        self,
+        values: dict[str, Any],
+        sender_name: str,
+        logger: logging.Logger,
+        identity: dict[str, Any],
+        process: int | None,
+    ) -> dict[str, Any]:
+        """A structlog event dict, cleaned, stating the host's truth (see the module
+        docstring)."""
+        event = self._clean_mapping(values, frozenset())
+        truth: dict[str, Any] = {"logger": logger.name, **identity}
+        if "process" in event:
+            truth["process"] = process
+        for key in _EVENT_HOST_KEYS | identity.keys():
+            if key not in event:
+                continue
+            claimed = event.pop(key)
+            if key in _LOGGER_KEYS and claimed == sender_name:
+                continue
+            if key not in truth or claimed != truth[key]:
+                event[f"extra_{key}"] = claimed
+        event.update(truth)
+        return event
+
+    def _clean_mapping(self, values: dict[str, Any], reserved: frozenset[str]) -> dict[str, Any]:
         limits = self._limits
         cleaned: dict[str, Any] = {}
         for index, (sender_key, value) in enumerate(values.items()):
@@ -245,9 +312,7 @@ class RecordRebuilder:
                 cleaned["isoplug_truncated_keys"] = len(values) - index
                 break
             key = clean_text(sender_key, 100)
-            if rename_reserved and (
-                key in STANDARD_ATTRIBUTES or key in _HOST_ATTRIBUTES or key in self._identity
-            ):
+            if key in reserved:
                 # Never let a sender's extra shadow a record field or the host's identity.
                 key = f"extra_{key}"
             cleaned[key] = self._clean_value(value)

@@ -131,7 +131,7 @@ class LogReplayer:
         self._unreported_rate_drops: dict[int, int] = {}
         # Step 6: the LogRecord itself (see isoplug.logs.rebuild).
         self._rebuild = RecordRebuilder(
-            self.limits, self.identity, self._reports, self.metrics
+            self.limits, self.identity, self._reports, self.metrics, sender_pid
         ).rebuild
 
     # -- entry points -------------------------------------------------------------------------

@@ -6,15 +6,25 @@ layer (pure functions, no I/O) so that every layer above can use it.
 
 Three threats, three rules:
 
-- **Terminal escapes and control characters** (``ESC[2J``, backspace, bidi overrides) could
-  rewrite or hide what an operator sees: every C0/C1 control character except tab and newline,
-  DEL, and the Unicode line/paragraph separators and bidi controls are shown as ``\\xNN`` /
-  ``\\uNNNN`` escapes.
+- **Terminal escapes, control and invisible characters** (``ESC[2J``, backspace, bidi
+  overrides, zero-width characters) could rewrite or hide what an operator sees: every C0/C1
+  control character except tab and newline, DEL, the Unicode line/paragraph separators and
+  every *format* character (category Cf: bidi controls, zero-width spaces and joiners, the BOM,
+  interlinear annotation marks, tag characters...) are shown as ``\\xNN`` / ``\\uNNNN`` /
+  ``\\UNNNNNNNN`` escapes. The zero-width joiners (U+200C, U+200D) are escaped too: they are
+  invisible, and an emoji sequence or a Persian word shown with a visible ``\\u200d`` is still
+  legible, whereas text that hides characters is not safe.
 - **Forged log lines**: a message containing ``"\\n2026-01-01 INFO app.db: ..."`` would look
   like a separate record of another logger. Every continuation line that does not already start
   with white space is indented by two spaces, so no line from a plugin can start at column 0 —
   where every record of every usual format starts. (Indented traceback lines are untouched.)
-- **Size**: texts are capped; a cut is marked with how much was cut.
+- **Size**: texts are capped; a cut is marked with how many characters of the text received
+  were cut. A text that arrives already cut by its sender's isoplug (marked ``... [truncated N
+  characters in the emitting process]`` at its end) keeps that count, the sender's own, beside
+  the one of this cut: ``... [truncated 229434 characters here and 9740566 in the emitting
+  process]``. The count said "here" is exact (in characters of the text received, whatever the
+  escaping added); the other is what the sender says, as the words say, and is only taken up
+  as a plain number (at most 15 digits).
 
 Logger names get a stricter treatment: only letters, digits and ``_-.:`` survive, empty
 components are removed, and the length is capped.
@@ -26,36 +36,122 @@ import re
 
 __all__ = ["cap_text", "clean_block", "clean_logger_name", "clean_text"]
 
-_ESCAPED = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
-# Line/paragraph separators, bidi controls (Trojan Source), zero-width and invisible characters.
-_ESCAPED += [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]
-_ESCAPED += [0x061C, 0x00AD, *range(0x200B, 0x200E), *range(0x2060, 0x2065), 0xFEFF]
+_ESCAPED = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+#: Every format character (category Cf) of Unicode 16, and U+2065, reserved for more: bidi
+#: controls, zero-width characters, U+FEFF, U+180E, U+FFF9-FFFB, tags... invisible, so able to
+#: hide or reorder text. Listed rather than read from unicodedata at import (a scan of every
+#: code point takes 0.15 s); tests/test_logs_units.py checks that none of this Python's is
+#: missing.
+_FORMAT_CHARACTERS = [
+    (0xAD, 0xAD),
+    (0x600, 0x605),
+    (0x61C, 0x61C),
+    (0x6DD, 0x6DD),
+    (0x70F, 0x70F),
+    (0x890, 0x891),
+    (0x8E2, 0x8E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+]
+_ESCAPED += [code for first, last in _FORMAT_CHARACTERS for code in range(first, last + 1)]
 _ESCAPE_TABLE = {
-    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _ESCAPED
+    code: (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+    for code in _ESCAPED
 }
 _CONTINUATION = re.compile(r"\n(?=[^ \t\n])")
 _NAME_JUNK = re.compile(r"[^A-Za-z0-9_\-.:]+")
+#: The mark a sender's isoplug puts where it cut a text (isoplug.logs.capture and
+#: isoplug.logs.exceptions), recognized only at the very end of a text, its count bounded.
+_SENDER_MARK = re.compile(
+    r"\.\.\. \[truncated ([1-9][0-9]{0,14}) characters in the emitting process\]\Z"
+)
+#: The longest sender mark there is: where to start looking for one.
+_SENDER_MARK_CHARS = len("... [truncated  characters in the emitting process]") + 15
+
+
+def _cut(text: str, keep: int) -> tuple[int, str]:
+    """Where to cut ``text``, at ``keep`` characters at most, and the mark that says so (see
+    the module docstring: a sender's own mark at its end is kept, or counted apart)."""
+    sender = _SENDER_MARK.search(text, max(0, len(text) - _SENDER_MARK_CHARS))
+    if sender is None:
+        return keep, f"... [truncated {len(text) - keep} characters]"
+    body = sender.start()
+    if keep >= body:
+        # Only the sender's mark is over the limit: it stays, whole.
+        return body, sender.group()
+    return keep, (
+        f"... [truncated {body - keep} characters here and {sender.group(1)} in the emitting "
+        "process]"
+    )
 
 
 def cap_text(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... [truncated {len(text) - limit} characters]"
+    keep, mark = _cut(text, limit)
+    return text[:keep] + mark
+
+
+def _escape(text: str) -> str:
+    text = text.translate(_ESCAPE_TABLE)
+    return _CONTINUATION.sub("\n  ", text) if "\n" in text else text
+
+
+def _fitting(text: str, low: int, high: int, limit: int) -> int:
+    """The most characters of ``text``, between ``low`` and ``high``, whose escaped form fits
+    in ``limit``. Cutting characters off the end never lengthens the escaped rest, and each one
+    cut shortens it by one at least: ``low``, ``high`` less the excess, always fits, and a
+    binary search (a few C-speed translations) finds the most that do."""
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(_escape(text[:middle])) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def clean_text(text: str, limit: int) -> str:
-    """Escape control characters, indent continuation lines, cap the length."""
-    if len(text) > limit:
-        text = cap_text(text, limit)
-    if text.isprintable():
-        # The common case, checked in C: nothing to escape, no newline.
-        return text
-    text = text.translate(_ESCAPE_TABLE)
-    if "\n" in text:
-        text = _CONTINUATION.sub("\n  ", text)
-    # Escapes and indentation lengthen the text; the cap holds for the result too.
-    return cap_text(text, limit) if len(text) > limit else text
+    """Escape control characters, indent continuation lines, cap the length.
+
+    The result is at most ``limit`` characters, plus the mark of a cut, which counts the
+    characters of ``text`` left out (not those of their escaped form).
+    """
+    if len(text) <= limit:
+        if text.isprintable():
+            # The common case, checked in C: nothing to escape, no newline.
+            return text
+        keep, mark = len(text), ""
+    else:
+        keep, mark = _cut(text, limit)
+    head = text[:keep] if keep < len(text) else text
+    if head.isprintable():
+        return head + mark
+    escaped = _escape(head)
+    if len(escaped) > limit:
+        # Escapes and indentation lengthened the text past the limit: keep fewer of its
+        # characters.
+        keep, mark = _cut(text, _fitting(text, max(0, keep - (len(escaped) - limit)), keep, limit))
+        escaped = _escape(text[:keep])
+    return escaped + mark
 
 
 #: First lines that a traceback or stack text legitimately starts with at column 0.

@@ -1,0 +1,156 @@
+"""What only the host may say about a record (who sent it, from which process, on which
+stream, how much of it was cut) stays the host's word, whatever the sender puts in it: with a
+real host and runner, or a real LogReceiver and forwarding child."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import structlog
+
+from isoplug.logs import ReplayLimits
+from isoplug.logs.streams import MAX_LINE_CHARS
+from tests.plugins_fixtures import running
+from tests.test_logs_forwarding import finish, receiving, run_child
+
+
+def docs_formatter() -> logging.Formatter:
+    """The formatter of docs/logging.md, "With structlog", verbatim."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.ExtraAdder(allow=["plugin_id", "item"]),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    )
+
+
+def rendered(record: logging.LogRecord) -> dict[str, object]:
+    """``record`` as the docs' structlog recipe prints it, through a real StreamHandler."""
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(docs_formatter())
+    handler.handle(record)
+    result: dict[str, object] = json.loads(output.getvalue())
+    return result
+
+
+async def test_with_the_docs_structlog_recipe_a_plugin_cannot_pass_for_the_host(
+    tmp_path: Path,
+) -> None:
+    """A plugin's structlog event claiming logger isoplug.host, another plugin's id and pid
+    renders, through the docs' recipe, with the host's logger name, plugin id and runner pid;
+    its claims stay, as extra_<key>. An ordinary structlog event gets the host's name for its
+    logger, and no extra_logger for its own name of it."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        pid = await host.call("impostor", "pid")
+        await host.call("impostor", "structlog_as_the_host")
+        forged = await waiter.wait_for("plugin.impostor.x")
+        ordinary = await waiter.wait_for("plugin.impostor.sl")
+    assert rendered(forged) == {
+        "event": "plugin victim: ready",
+        "level": "warning",
+        "logger": "plugin.impostor.x",
+        "plugin_id": "impostor",
+        "runner_pid": pid,
+        "process": pid,
+        "extra_logger": "isoplug.host",
+        "extra_logger_name": "isoplug.host",
+        "extra_plugin_id": "victim",
+        "extra_runner_pid": 1,
+        "extra_process": 1,
+        "extra_stream": "stdout",
+    }
+    assert rendered(ordinary) == {
+        "event": "an ordinary event",
+        "level": "warning",
+        "logger": "plugin.impostor.sl",
+        "order": 7,
+        "plugin_id": "impostor",
+        "runner_pid": pid,
+    }
+
+
+async def test_a_plugins_extras_cannot_claim_a_stream_or_isoplugs_cut(tmp_path: Path) -> None:
+    """stream and truncated in a plugin's extra are renamed on an ordinary record; a printed
+    line isoplug cut keeps both, set by isoplug."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "claim_extras")
+        await host.call("impostor", "print_long_line", MAX_LINE_CHARS * 2)
+        claims = await waiter.wait_for("plugin.impostor.impostor.work", "claims")
+        line = await waiter.wait_for("plugin.impostor.stdout", "PPP")
+    assert not hasattr(claims, "stream") and not hasattr(claims, "truncated")
+    assert claims.extra_stream == "stdout" and claims.extra_truncated is True  # type: ignore[attr-defined]
+    assert line.stream == "stdout" and line.truncated is True  # type: ignore[attr-defined]
+
+
+async def test_a_records_process_is_the_pid_the_kernel_gives(tmp_path: Path) -> None:
+    """A plugin's filter that sets record.process = 1 cannot show another pid in %(process)d:
+    the host sets the runner's, and keeps the claim as extra_process."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        pid = await host.call("impostor", "pid")
+        await host.call("impostor", "claim_process")
+        claimed = await waiter.wait_for("plugin.impostor.impostor.work", "process one")
+        ordinary = await waiter.wait_for("plugin.impostor.impostor.work", "process mine")
+    assert claimed.process == pid and claimed.extra_process == 1  # type: ignore[attr-defined]
+    assert logging.Formatter("%(process)d").format(claimed) == str(pid)
+    assert ordinary.process == pid and not hasattr(ordinary, "extra_process")
+
+
+@pytest.mark.parametrize("address", ["unix:", "tcp://127.0.0.1:0"])
+async def test_a_receivers_process_is_the_kernels_pid_where_it_has_one(address: str) -> None:
+    """A LogReceiver on a unix socket sets process to the pid the kernel gives (the claim kept
+    as extra_process); over TCP there is no such pid, and process stays the sender's claim."""
+    async with receiving(address=address) as (receiver, collector):
+        child = await run_child(receiver, "claims-process-one")
+        code, stderr = await finish(child)
+        record = await collector.wait_for("kids.child.work", "process one")
+    assert code == 0, stderr
+    if address == "unix:":
+        assert record.process == child.pid and record.extra_process == 1  # type: ignore[attr-defined]
+        assert record.sender_pid == child.pid  # type: ignore[attr-defined]
+    else:
+        assert record.process == 1 and not hasattr(record, "extra_process")
+        assert record.sender_pid is None  # type: ignore[attr-defined]
+
+
+_MARK = re.compile(
+    r"\.\.\. \[truncated (\d+) characters(?: here and (\d+) in the emitting process)?\]\Z"
+)
+
+
+def cut_count(text: str, original: str) -> int:
+    """How many characters ``text``'s mark says were cut; checked to be what was cut."""
+    match = _MARK.search(text)
+    assert match is not None, text[-120:]
+    kept = text[: match.start()]
+    assert original.startswith(kept)
+    count = int(match.group(1)) + int(match.group(2) or 0)
+    assert count == len(original) - len(kept), (count, len(original), len(kept))
+    return count
+
+
+async def test_a_texts_mark_says_how_much_of_it_was_cut(tmp_path: Path) -> None:
+    """A message, an extra value and an exception message far over the caps are cut by the
+    runner and again by the host; the mark the host's handlers see counts both cuts, exactly."""
+    length = 1_000_000
+    limits = ReplayLimits(max_message_chars=1000, max_extra_value_chars=500)
+    async with running(tmp_path, "impostor", log_limits=limits) as (host, waiter):
+        await host.call("impostor", "log_huge", length)
+        message = await waiter.wait_for("plugin.impostor.impostor.work", "message ")
+        extra = await waiter.wait_for("plugin.impostor.impostor.work", "extra")
+        exception = await waiter.wait_for("plugin.impostor.impostor.work", "exception")
+    cut_count(message.getMessage(), "message " + "L" * length)
+    cut_count(extra.big, "E" * length)  # type: ignore[attr-defined]
+    assert exception.exc_info is not None
+    cut_count(str(exception.exc_info[1]), "M" * length)
