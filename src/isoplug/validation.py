@@ -19,8 +19,9 @@ import msgspec
 __all__ = ["ExplainedError", "explain_validation_error"]
 
 _LOCATION = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# DOTALL: a field's name is the file's text and may hold a newline.
 _NAMED_FIELD = re.compile(
-    r"^Object (?P<what>contains unknown|missing required) field `(?P<name>.*)`$"
+    r"^Object (?P<what>contains unknown|missing required) field `(?P<name>.*)`$", re.DOTALL
 )
 _EXPECTED = re.compile(r"^Expected `(?P<kinds>[^`]*)`(?P<constraint>[^,]*)(?:, got `[^`]*`)?$")
 _ENUM = re.compile(r"^Invalid enum value (?P<value>.*)$")

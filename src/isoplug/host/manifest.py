@@ -43,7 +43,10 @@ Every problem is reported as a :class:`ManifestError` naming the file, the field
 wrong. Unknown fields are errors, so that a typo (``captabilities``) is caught instead of
 silently ignored. The fields are declared once, as ``msgspec`` structs (:class:`PluginToml`):
 msgspec checks types, ranges, patterns and unknown fields, and says where (``$.restart.window``);
-:func:`_manifest_error` turns that into the file and field a user reads.
+:func:`_manifest_error` turns that into the file and field a user reads. The message quotes
+the plugin's folder, so :class:`ManifestError` passes it through the sanitizer. Nesting deeper
+than :data:`MAX_NESTING`, integers beyond 64 bits and a folder name that cannot be shown as it
+is are errors too: they would break what reads, quotes or sends the manifest later.
 
 ``[config]`` is free-form TOML here: the plugin declares its schema in code
 (``config_schema``, a ``msgspec.Struct``), and the runner validates the table, merged with the
@@ -70,9 +73,11 @@ from isoplug.control import ResourceLimits
 from isoplug.errors import IsoplugError
 from isoplug.sizes import parse_size
 from isoplug.validation import explain_validation_error
+from isoplug.wire.sanitize import clean_text
 
 __all__ = [
     "MANIFEST_NAME",
+    "MAX_NESTING",
     "Manifest",
     "ManifestError",
     "RestartPolicy",
@@ -89,17 +94,33 @@ _ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: A manifest is a few hundred bytes; anything near this size is not a manifest.
 _MAX_MANIFEST_BYTES = 64 * 1024
+#: How deep tables and arrays may nest, the document itself being level 0 (``[config]`` is
+#: level 1). Settings need a handful of levels; a deeper document is an attack on the parser
+#: and on every encoder the configuration goes through on its way to the runner.
+MAX_NESTING = 64
+#: TOML's integers are 64-bit signed; Python's parser reads any size, the wire takes 64 bits.
+_INT_RANGE = (-(2**63), 2**63 - 1)
+#: A message quotes a path and a value or two: generous, yet bounded whatever the file holds.
+_MAX_MESSAGE_CHARS = 8000
 
 
 class ManifestError(IsoplugError, ValueError):
-    """A ``plugin.toml`` is missing, unreadable or invalid; ``str()`` says where and why."""
+    """A ``plugin.toml`` is missing, unreadable or invalid; ``str()`` says where and why.
+
+    Everything in it comes from a plugin's folder (its path, its keys and values, msgspec's
+    words about them), so the message is built here, once, and passed through the sanitizer:
+    control characters are escapes and no line of it starts at column 0 but the first.
+    ``field`` is the key path as the file spells it; ``problem`` is sanitized like the message.
+    """
 
     def __init__(self, path: Path, field: str | None, problem: str) -> None:
         self.path = path
         self.field = field
-        self.problem = problem
-        where = f"{path}: field {field!r}" if field else str(path)
-        super().__init__(f"{where}: {problem}")
+        self.problem = clean_text(problem, _MAX_MESSAGE_CHARS)
+        # A folder name that is not UTF-8 holds lone surrogates: shown as \udcXX, not raw.
+        shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+        where = f"{shown}: field {field!r}" if field else shown
+        super().__init__(clean_text(f"{where}: {problem}", _MAX_MESSAGE_CHARS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +239,14 @@ _PATTERN_HINTS = {
 def load_manifest(directory: Path) -> Manifest:
     """Read and validate ``directory/plugin.toml``. Raises :class:`ManifestError`."""
     path = directory / MANIFEST_NAME
+    if not directory.name.isprintable():
+        # The folder's path is quoted wherever the host speaks of the plugin (a refused
+        # capability, a reload): a name that cannot be shown as it is has no place there.
+        problem = (
+            f"the plugin's folder name {directory.name!r} holds control or invisible "
+            "characters; rename the folder"
+        )
+        raise ManifestError(path, None, problem)  # sanitized: by ManifestError itself
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -230,11 +259,19 @@ def load_manifest(directory: Path) -> Manifest:
         raise ManifestError(path, None, f"is not UTF-8 text: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(path, None, f"is not valid TOML: {exc}") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ManifestError(path, None, f"is not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table.
+        raise ManifestError(
+            path, None, f"nests arrays or tables too deeply (the limit is {MAX_NESTING} levels)"
+        ) from None
     return parse_manifest(document, directory=directory, path=path)
 
 
 def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) -> Manifest:
     """Validate an already-parsed TOML document. Raises :class:`ManifestError`."""
+    _check_values(path, document)
     try:
         fields = msgspec.convert(document, PluginToml)
     except msgspec.ValidationError as exc:
@@ -281,6 +318,39 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         sys_path=sys_path,
         limits=_limits(path, fields.limits),
     )
+
+
+def _check_values(path: Path, document: Mapping[str, Any]) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and integers TOML does not have, before
+    anything recursive (msgspec, ``repr``, the encoders to the runner) walks the document.
+
+    Iterative, so that a document as deep as the parser could read is checked all the same.
+    """
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while pending:
+        value, keys = pending.pop()
+        if isinstance(value, Mapping | list):
+            if len(keys) > MAX_NESTING:
+                raise ManifestError(
+                    path,
+                    _key_path(keys[:_SHOWN_KEYS]) + "...",
+                    f"nests tables and arrays more than {MAX_NESTING} levels deep",
+                )
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            pending.extend((item, (*keys, key)) for key, item in items)
+        elif isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            problem = "is an integer outside TOML's range (64-bit signed)"
+            raise ManifestError(path, _key_path(keys), problem)
+
+
+#: The keys named of a path that nests too deeply: enough to find it in the file.
+_SHOWN_KEYS = 8
+
+
+def _key_path(keys: tuple[str | int, ...]) -> str:
+    """``config.db[0].port``, as :func:`isoplug.validation.explain_validation_error` says."""
+    parts = [f"[{key}]" if isinstance(key, int) else f".{key}" for key in keys]
+    return "".join(parts).removeprefix(".")
 
 
 def _limits(path: Path, table: LimitsTable) -> ResourceLimits:

@@ -1,7 +1,8 @@
 """Finding plugins: every directory under a plugins directory that holds a ``plugin.toml``.
 
 A bad plugin never stops the others: :func:`discover` returns the valid manifests and, for the
-rest, one problem each, saying which file and what is wrong.
+rest, one problem each, saying which file and what is wrong. Every problem's text is a
+:class:`~isoplug.host.manifest.ManifestError`'s, built (and sanitized) in one place.
 """
 
 from __future__ import annotations
@@ -65,10 +66,8 @@ def discover(plugins_dir: Path) -> Discovery:
             problems.append(f"{exc}; plugin skipped")
             continue
         if manifest.id in seen:
-            problems.append(
-                f"{manifest.path}: field 'id': {manifest.id!r} is already used by "
-                f"{seen[manifest.id]}; plugin skipped"
-            )
+            used = f"{manifest.id!r} is already used by {seen[manifest.id]}"
+            problems.append(f"{ManifestError(manifest.path, 'id', used)}; plugin skipped")
             continue
         seen[manifest.id] = manifest.path
         manifests.append(manifest)
@@ -107,18 +106,16 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     plugin_ids = {m.id for m in manifests}
     for manifest in sorted(manifests, key=lambda m: m.id):
         if manifest.group is not None and manifest.group in plugin_ids:
-            problems.append(
-                f"{manifest.path}: field 'group': {manifest.group!r} is also a plugin id; "
-                "plugin skipped"
-            )
+            also = f"{manifest.group!r} is also a plugin id"
+            problems.append(f"{ManifestError(manifest.path, 'group', also)}; plugin skipped")
             continue
         members = by_runner.setdefault(manifest.runner_id, [])
         clash = _shared_setting_clash(members, manifest)
         if clash is not None:
-            problems.append(
-                f"{manifest.path}: field '{clash}': differs from another plugin of "
-                f"group {manifest.group!r} (they share one process); plugin skipped"
+            differs = (
+                f"differs from another plugin of group {manifest.group!r} (they share one process)"
             )
+            problems.append(f"{ManifestError(manifest.path, clash, differs)}; plugin skipped")
             continue
         members.append(manifest)
     plans = [RunnerPlan(runner_id, tuple(members)) for runner_id, members in by_runner.items()]
