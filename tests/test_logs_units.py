@@ -583,6 +583,14 @@ def test_clean_text_escapes_every_invisible_character_this_python_knows() -> Non
     assert not ESCAPED & set(cleaned)
 
 
+def test_clean_text_escapes_lone_surrogates_so_a_utf8_handler_can_write_them() -> None:
+    """A folder name that is not UTF-8 arrives with surrogate escapes: shown as escapes."""
+    name = b"plug\xff\xfein".decode("utf-8", "surrogateescape")
+    cleaned = clean_text(name, LIMIT)
+    assert cleaned == "plug\\udcff\\udcfein"
+    cleaned.encode("utf-8")  # raises on a lone surrogate
+
+
 def test_clean_text_keeps_tabs_and_printable_text() -> None:
     """Tabs and ordinary (also non-ASCII) text pass unchanged."""
     assert clean_text("a\tb \u00e9\u4e2d", LIMIT) == "a\tb \u00e9\u4e2d"

@@ -65,6 +65,9 @@ _FORMAT_CHARACTERS = [
     (0xE0020, 0xE007F),
 ]
 _ESCAPED += [code for first, last in _FORMAT_CHARACTERS for code in range(first, last + 1)]
+# Lone surrogates (a file name that is not UTF-8, decoded with surrogateescape): no encoder of
+# a UTF-8 log handler can write them, so one would make the handler fail on the record.
+_ESCAPED += range(0xD800, 0xE000)
 _ESCAPE_TABLE = {
     code: (
         f"\\x{code:02x}"
