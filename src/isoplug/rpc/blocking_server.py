@@ -286,9 +286,7 @@ class BlockingServer:
             )
         except IsoplugError as exc:
             self._gate.leave(seat)
-            if over_limit and self._client_limit is not None:
-                self._client_limit.refused(over_limit[0], credentials)
-            elif not self._closing:
+            if not over_limit and not self._closing:
                 # Said once the seat is free: whoever reads the warning may connect at once.
                 self._gate.failed(exc, peer_pid_text(credentials))
             sock.close()
@@ -330,10 +328,13 @@ class BlockingServer:
             client = limit.client_of(hello)
             with self._changed:
                 held = self._per_client.get(client, 0)
-                if held >= limit.max_connections:
-                    over_limit.append(client)
-                    return limit.reason(client)
-                self._per_client[client] = held + 1
+                if held < limit.max_connections:
+                    self._per_client[client] = held + 1
+            if held >= limit.max_connections:
+                over_limit.append(client)
+                # Said before the reject is sent: whoever sees it finds the refusal told.
+                limit.refused(client, credentials)
+                return limit.reason(client)
             claimed.append(client)
             return None
 
