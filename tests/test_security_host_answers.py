@@ -100,6 +100,20 @@ async def test_a_failing_capability_tells_the_plugin_type_and_message_only(
         assert not host_marks(failed.value), str(failed.value)
 
 
+async def test_a_host_failure_the_plugin_sees_without_traceback_is_logged_with_it(
+    tmp_path: Path,
+) -> None:
+    """The plugin gets the type and message of a failure of the host's own code (here the
+    arguments a capability cannot take); the host's log has it whole, traceback included."""
+    async with running(tmp_path, "echo", logger="isoplug.rpc") as (host, waiter):
+        host.register_capability("test.add", take_x)
+        with pytest.raises(RemoteError, match="unexpected keyword argument 'y'"):
+            await host.call("echo", "call_host", name="test.add", kwargs={"y": 1})
+        record = await waiter.wait_for("isoplug.rpc", "failed here")
+    assert "(it is told the type and message only)" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is TypeError
+
+
 @pytest.mark.parametrize("failure", ["unencodable result", "too large a result"])
 async def test_a_result_the_plugin_cannot_get_is_reported_on_the_host(
     tmp_path: Path, failure: str

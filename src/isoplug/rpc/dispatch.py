@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
-from isoplug.errors import ConnectionBroken, LocalProtocolError, TransportError
+from isoplug.errors import ConnectionBroken, IsoplugError, LocalProtocolError, TransportError
 from isoplug.rpc.pending import PendingCalls
 from isoplug.rpc.remote_errors import error_info, qualified_name
 from isoplug.transport import Stream
@@ -161,6 +161,8 @@ class Dispatcher:
         #: What was warned about (by kind, event name capped): never more than the cap.
         self.unhandled_warned: set[str] = set()
         self._unhandled_capped = False
+        #: Requests a private handler failed (see _answer_failure): logged up to a cap.
+        self._private_failures = 0
         # Messages that arrived while an earlier one still needed awaiting; reading is paused
         # until the drainer task has worked through them, in order.
         self._backlog: collections.deque[Message] = collections.deque()
@@ -340,7 +342,7 @@ class Dispatcher:
         try:
             result = registered.function(params)
         except Exception as exc:
-            self._answer_error(request.id, registered.error("error", exc))
+            self._answer_failure(request, registered, exc)
             return
         self._answer_result(request, registered, result)
 
@@ -359,18 +361,36 @@ class Dispatcher:
                 self._answer_error(request.id, registered.error("cancelled", exc))
                 return
             except Exception as exc:
-                self._answer_error(request.id, registered.error("error", exc))
+                self._answer_failure(request, registered, exc)
                 return
             self._answer_result(request, registered, result)
         finally:
             self._serving.pop(request.id, None)
             self._slot_freed.set()
 
+    def _answer_failure(self, request: Request, registered: _Registered, exc: Exception) -> None:
+        """Answer ``request``, which its handler failed (or whose result cannot be sent)."""
+        if registered.private and not isinstance(exc, IsoplugError):
+            # The peer gets the type and message only; what it cannot see is said here, as
+            # a failure of this side's own code (an isoplug refusal is said where it is made).
+            self._private_failures += 1
+            if self._private_failures <= MAX_UNHANDLED_WARNINGS:
+                _log.warning(
+                    "request %r of %s failed here (it is told the type and message only)%s",
+                    clean_text(request.method, MAX_EVENT_NAME_CHARS),
+                    self._peer_name or "the peer",
+                    "; further such failures of this connection are not logged"
+                    if self._private_failures == MAX_UNHANDLED_WARNINGS
+                    else "",
+                    exc_info=exc,
+                )
+        self._answer_error(request.id, registered.error("error", exc))
+
     def _answer_result(self, request: Request, registered: _Registered, result: Any) -> None:
         try:
             encoded = encode_value(result)
         except LocalProtocolError as exc:
-            self._answer_error(request.id, registered.error("error", exc))
+            self._answer_failure(request, registered, exc)
             return
         self._send_answer(Response(id=request.id, result=encoded))
 
