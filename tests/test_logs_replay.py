@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,13 @@ import pytest
 import structlog
 
 from isoplug.logs import DropReason, LogReplayer, ReplayLimits
+from isoplug.logs import replay as replay_module
 from isoplug.logs.ledger import SenderLedger
-from isoplug.logs.replay import REPLAY_SLICE
+from isoplug.logs.replay import REPLAY_SLICE, REPLAY_SLICE_SECONDS
 from isoplug.wire import LogBatch, LogRecordData
 from isoplug.wire.logframes import log_batch
 from tests.log_helpers import batch, is_report, reports, sending
-from tests.record_waiter import RecordWaiter, watching
+from tests.record_waiter import RecordWaiter, attached, watching
 
 PREFIX = "plugin.demo"
 
@@ -463,11 +466,13 @@ def test_structlog_event_dicts_render_through_processor_formatter() -> None:
 
 
 async def test_receive_replays_a_small_batch_at_once_and_a_flood_in_slices(
-    collector: RecordWaiter,
+    collector: RecordWaiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """receive() replays at once until REPLAY_SLICE records have gone by since the event loop
     last ran; the rest comes back as an awaitable that yields between slices. Slices count
     across batches, so many small batches yield as often as one large one."""
+    # Slices that end on time have a test of their own: here only the count ends them.
+    monkeypatch.setattr(replay_module, "REPLAY_SLICE_SECONDS", 3600.0)
 
     def replayed() -> list[str]:
         return [r.getMessage() for r in collector.records if r.name.startswith(PREFIX)]
@@ -489,3 +494,106 @@ async def test_receive_replays_a_small_batch_at_once_and_a_flood_in_slices(
             assert loop_ran.is_set()  # the rest waited for the event loop
     assert yields == seq // REPLAY_SLICE
     assert replayed() == [f"message {s}" for s in range(1, seq + 1)]
+
+
+class StopsAt(logging.Handler):
+    """Stops ``target`` while handling the record with message ``message``, as the receiver's
+    close() does from another thread while a handler works."""
+
+    def __init__(self, target: LogReplayer, message: str) -> None:
+        super().__init__()
+        self.target = target
+        self.message = message
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.message:
+            self.target.stop()
+
+
+def test_a_stopped_replayer_replays_nothing_more_and_counts_what_it_received(
+    collector: RecordWaiter,
+) -> None:
+    """stop() during a batch ends the replay after the record in progress; the rest of the
+    batch is counted (by level) as receiver_closed and reported; later batches are not read,
+    and the metrics add up: received = replayed + what stop() dropped."""
+    target = replayer(rate=None)
+    levels = [logging.INFO, logging.WARNING] * 5
+    with attached(StopsAt(target, "message 3"), None):
+        target.replay(log_batch([data(seq=s, levelno=levels[s - 1]) for s in range(1, 11)]))
+    target.replay(log_batch([data(seq=11)]))
+    target.finish(clean=True)
+
+    replayed = [r.getMessage() for r in collector.records if not is_report(r)]
+    assert replayed == ["message 1", "message 2", "message 3"]
+    metrics = target.metrics
+    assert (metrics.received, metrics.replayed) == (10, 3)
+    assert metrics.dropped == {DropReason.RECEIVER_CLOSED: 7}
+    assert metrics.dropped_levels[DropReason.RECEIVER_CLOSED] == {
+        logging.WARNING: 4,
+        logging.INFO: 3,
+    }
+    (report,) = [r.getMessage() for r in reports(collector.records)]
+    assert "before replaying 7 log records it had received" in report
+    assert "INFO: 3" in report and "WARNING: 4" in report
+
+
+async def test_a_replay_suspended_between_slices_is_counted_when_it_never_resumes(
+    collector: RecordWaiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the event loop, the receiver's close may end a session whose replay waits between
+    slices: finish() counts the records it never replayed, once, as receiver_closed."""
+    monkeypatch.setattr(replay_module, "REPLAY_SLICE_SECONDS", 3600.0)  # a slice of records
+    target = replayer(rate=None)
+    count = REPLAY_SLICE + 10
+    rest = target.receive(log_batch([data(seq=s) for s in range(1, count + 1)]))
+    assert rest is not None  # a slice ended on the way
+    target.stop()
+    assert isinstance(rest, Coroutine)
+    rest.close()  # as the peer's close drops what was left to await
+    target.finish(clean=True)
+    metrics = target.metrics
+    assert metrics.received == count
+    assert metrics.replayed + metrics.dropped[DropReason.RECEIVER_CLOSED] == count
+    assert metrics.replayed == REPLAY_SLICE
+
+
+class Slow(logging.Handler):
+    """Takes ``cost`` seconds per record and notes how often ``ticks`` had ticked."""
+
+    def __init__(self, cost: float, ticks: list[int]) -> None:
+        super().__init__()
+        self.cost = cost
+        self.ticks = ticks
+        self.seen: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(self.ticks[0])
+        time.sleep(self.cost)
+
+
+async def test_slices_end_on_time_with_slow_handlers(collector: RecordWaiter) -> None:
+    """A slice ends after REPLAY_SLICE_SECONDS, however few records it replayed: with a
+    handler that takes longer than that per record, the event loop runs between every two
+    records, so it is never held for more than about one record's handling."""
+    cost = 5 * REPLAY_SLICE_SECONDS  # well above the slice's time: one record per slice
+    ticks = [0]
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    slow = Slow(cost, ticks)
+    target = replayer(rate=None)
+    ticking = asyncio.create_task(ticker())
+    try:
+        with attached(slow, PREFIX):
+            # A count far below REPLAY_SLICE: only the time ends a slice.
+            await target.replay_async(log_batch([data(seq=s) for s in range(1, 21)]))
+    finally:
+        stop.set()
+        await ticking
+    assert len(slow.seen) == 20
+    # The ticker ran between every two records: the loop waited for one record at most.
+    assert all(later > earlier for earlier, later in itertools.pairwise(slow.seen))

@@ -117,13 +117,16 @@ class SenderLedgerReports:
         clean: bool,
         reordered: tuple[int, int] | None = None,
         recover: Callable[[list[LogRecordData]], None] | None = None,
+        receiver_closed: bool = False,
     ) -> None:
         """Count and report what the sender accepted after record ``last`` (the highest sequence
         number that arrived in order) but neither sent nor dropped at its close deadline, and
         the drops its ledger holds that no batch told; ``clean=False`` reports the unclean end
         too. ``reordered``: the sender closed sending by level, its records continuing after
         the first number, the second how many arrived so. ``recover`` replays the records its
-        ring gives back first (see the module docstring)."""
+        ring gives back first (see the module docstring). ``receiver_closed``: the receiver
+        stopped replaying at the end of its drain time; what did not arrive is counted as
+        :attr:`DropReason.RECEIVER_CLOSED`, and nothing is recovered (replayed) any more."""
         state = self._read_ledger()
         if state is not None:
             # What no batch told: drops after the last batch, or the last batch itself lost.
@@ -133,7 +136,13 @@ class SenderLedgerReports:
         at_close = sum(self._close_drops.values())
         accepted = state.accepted if state is not None else None
         recovered = 0
-        if accepted is not None and accepted > last and reordered is None and not at_close:
+        if (
+            accepted is not None
+            and accepted > last
+            and reordered is None
+            and not at_close
+            and not receiver_closed
+        ):
             recovered = self._recover(last, accepted, recover)
         self._close_ring()
         lost = (
@@ -142,7 +151,9 @@ class SenderLedgerReports:
             else 0
         )
         if lost:
-            self._metrics.count_drop(DropReason.SENDER_ENDED, lost)
+            self._metrics.count_drop(
+                DropReason.RECEIVER_CLOSED if receiver_closed else DropReason.SENDER_ENDED, lost
+            )
         which = (
             f"#{last + 1} to #{accepted}"
             if reordered is None and not at_close and not recovered
@@ -150,6 +161,9 @@ class SenderLedgerReports:
             if recovered
             else f"after #{after_seq}, {at_close:,} more being dropped at its close deadline"
         )
+        if receiver_closed:
+            self._receiver_closed(lost, which)
+            return
         after = f"record #{last}" if last else "no record at all"
         if reordered is not None:
             after += f" in order and {arrived:,} by level"
@@ -193,6 +207,29 @@ class SenderLedgerReports:
         if recovery.records:
             recover(recovery.records)
         return len(recovery.records)
+
+    def _receiver_closed(self, lost: int, which: str) -> None:
+        """The receiver closed with the sender's connection still open (its drain time was up):
+        ``lost`` records the sender had accepted (``which``) had not arrived. Without a ledger
+        nobody knows how many: the receiver's warning about senders still connected says so."""
+        if not lost:
+            return
+        description = self._description
+        text = (
+            f"{lost:,} log records {description} had accepted ({which}) had not been read "
+            "yet; they are lost"
+        )
+        self.limited(
+            "receiver_closed",
+            f"the log receiver closed at the end of its drain time: {text}",
+            lambda t: (
+                f"the log receiver closed {t.events:,} more connections of {description} at the "
+                f"end of its drain time; {t.records:,} records they had accepted are lost (the "
+                f"latest: {t.detail})"
+            ),
+            records=lost,
+            detail=text,
+        )
 
     def _close_ring(self) -> None:
         ring, self._ring = self._ring, None

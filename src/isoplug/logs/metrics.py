@@ -32,6 +32,10 @@ class DropReason:
     #: handlers could not keep up with: the host never makes a runner wait on its handlers, so
     #: past a bounded backlog it drops them instead, the least severe first.
     HOST_BACKLOG = "host_backlog"
+    #: Not replayed when the receiver closed at the end of its ``drain_timeout``: received and
+    #: not replayed yet, or accepted by the sender and not arrived yet (counted from its
+    #: sequence ledger). The receiver replays nothing once it has closed.
+    RECEIVER_CLOSED = "receiver_closed"
 
 
 @dataclasses.dataclass

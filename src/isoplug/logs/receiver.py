@@ -17,7 +17,11 @@ In a synchronous program each sender gets a thread that sleeps in ``recv()``: a 
 replayed the moment it arrives, with no event loop in between (see :meth:`LogReceiver.open`).
 
 Leaving the block waits (up to ``drain_timeout``) for connected senders to finish, replaying
-what they still send, then closes everything.
+what they still send, then closes everything. A sender still connected then is cut off: what
+it had not delivered yet (received and not replayed, or not arrived) is counted as
+:attr:`~isoplug.logs.DropReason.RECEIVER_CLOSED` and reported, and nothing is replayed once
+leaving returned. In a synchronous program the replay threads get :data:`CLOSE_GRACE` more
+to hand the record in progress to the handlers, report and say goodbye.
 """
 
 from __future__ import annotations
@@ -62,6 +66,10 @@ MAX_ENDED_KEPT = 1024
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
+#: After the drain time, how long a synchronous receiver's threads have to end: to finish the
+#: record a host handler is handling, report what is lost and say goodbye. A thread still in a
+#: handler then is left to finish that record alone; it replays nothing more.
+CLOSE_GRACE = 1.0
 #: Standalone forwarding has no rate limit by default: the program trusts its own children.
 STANDALONE_LIMITS = ReplayLimits(rate=None)
 
@@ -208,7 +216,7 @@ class LogReceiver:
                 waiter.cancel()
             if still_open:
                 self._warn_still_connected(len(still_open))
-        self._closing = True
+        self._stop_replaying()
         await self._listener.aclose()
         self._handler_errors.close()
         self._refusals.close()
@@ -233,8 +241,19 @@ class LogReceiver:
 
     def _warn_still_connected(self, count: int) -> None:
         _log.warning(
-            "%d log sender(s) still connected after %.1f s; closing them", count, self.drain_timeout
+            "%d log sender(s) still connected after %.1f s; closing them (what they have not "
+            "delivered yet is lost)",
+            count,
+            self.drain_timeout,
         )
+
+    def _stop_replaying(self) -> None:
+        """The drain time is up: every replayer stops (see :meth:`LogReplayer.stop`), and one
+        made from now on starts stopped (see :meth:`_replayer_for`)."""
+        self._closing = True
+        # list(): sender threads may add or end a connection meanwhile (sync use).
+        for _, replayer in list(self._replayers.values()):
+            replayer.stop()
 
     def _accepts(self, hello: Hello) -> bool:
         if hello.role == "logs":
@@ -260,6 +279,9 @@ class LogReceiver:
             handler_errors=self._handler_errors,
         )
         self._replayers[number] = (label, replayer)
+        if self._closing:
+            # Registered first: either _stop_replaying() sees it, or it sees _closing.
+            replayer.stop()
         return number, replayer
 
     # -- sync use (own threads) ---------------------------------------------------------------
@@ -292,14 +314,16 @@ class LogReceiver:
 
     def close(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;
-        then close everything (see :meth:`aclose`)."""
+        then close everything (see :meth:`aclose`), in at most :data:`CLOSE_GRACE` more.
+        Nothing is replayed once it returned: what was not is counted and reported."""
         server = self._server
         if server is None:
             return
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
             self._warn_still_connected(still_open)
-        server.close()
+        self._stop_replaying()
+        server.close(CLOSE_GRACE)
         self._server = None
         self._handler_errors.close()
         self._refusals.close()

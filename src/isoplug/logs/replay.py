@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any
@@ -37,7 +38,7 @@ from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
 from isoplug.logs.replay_reports import ReplayReports
-from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.logs.report_throttle import ReportThrottle, by_level
 from isoplug.logs.routing import LoggerBudget, LoggerRoutes
 from isoplug.wire import LogBatch, LogRecordData
 
@@ -50,9 +51,12 @@ _value_encoder = msgspec.msgpack.Encoder()
 
 #: What next() gives once a batch's steps are done.
 _DONE = object()
-#: Records replayed between two yields to the event loop in :meth:`LogReplayer.replay_async`:
-#: about a millisecond of work, so a flood never stalls the loop for long.
+#: Most records replayed between two yields to the event loop in :meth:`LogReplayer.receive`:
+#: about a millisecond of work with quick handlers, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
+#: Longest slice, in seconds: with slow handlers (a file on a busy disk, a network logger) a
+#: slice ends after this, however few records it replayed. One clock read per record.
+REPLAY_SLICE_SECONDS = 0.003
 
 
 class LogReplayer:
@@ -126,8 +130,19 @@ class LogReplayer:
         self._reordered_count = 0
         # Whether a batch came yet: only the first may say the connection resumes another.
         self._first_batch = True
-        # Records replayed since the last yield to the event loop (see receive()).
+        # Records replayed since the last yield to the event loop (see receive()), when the
+        # slice ends at the latest (never, in a thread: replay()), and whether the event loop
+        # has not run since the slice began.
         self._since_yield = 0
+        self._slice_ends = math.inf
+        self._in_slice = False
+        # Set by stop(), from any thread: replay nothing more (see stop()).
+        self._stopped = False
+        # The records of the batch being replayed that are still to come (a replay suspended
+        # between slices), for finish() to count if it never resumes.
+        self._unfinished: Iterator[LogRecordData] | None = None
+        # Received records that stop() kept from being replayed, by level: reported at the end.
+        self._not_replayed: dict[int, int] = {}
         self._unreported_rate_drops: dict[int, int] = {}
         # Step 6: the LogRecord itself (see isoplug.logs.rebuild).
         self._rebuild = RecordRebuilder(
@@ -138,18 +153,43 @@ class LogReplayer:
 
     def replay(self, batch: LogBatch) -> None:
         """Replay a whole batch now (for threads with no event loop to yield to)."""
+        if self._stopped:
+            return  # not received: the sender's ledger counts it as not arrived
         with self._catching:
             for _ in self._replay_steps(batch):
                 pass
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopped
+
+    def stop(self) -> None:
+        """Replay nothing more, from now on; safe from any thread.
+
+        The receiver's drain time is up: a replay in progress ends after the record it is
+        handing to the host's handlers, and the records it received and did not replay are
+        counted (:attr:`DropReason.RECEIVER_CLOSED`) and reported by :meth:`finish`, like
+        those the sender's ledger says never arrived. Batches that come later are not read.
+        """
+        self._stopped = True
+        # Read after every record: the replay ends at the next one (see _replay_steps).
+        self._slice_ends = -math.inf
+
     def receive(self, batch: LogBatch) -> Awaitable[None] | None:
         """Replay a batch as a :meth:`Peer.on_log_batch <isoplug.rpc.Peer.on_log_batch>`
-        handler: now, unless a slice of :data:`REPLAY_SLICE` records ends on the way; then the
-        rest is returned as an awaitable that yields to the event loop between slices.
+        handler: now, unless a slice ends on the way (:data:`REPLAY_SLICE` records, or
+        :data:`REPLAY_SLICE_SECONDS`); then the rest is returned as an awaitable that yields to
+        the event loop between slices.
 
-        Slices are counted across batches, so a flood of small batches yields as often as one
-        large batch, while a trickle costs no task switch at all.
+        A slice lasts until the event loop runs again, across batches: a flood of small
+        batches yields as often as one large batch, while a trickle costs no task switch at
+        all. Must be called on the running event loop.
         """
+        if self._stopped:
+            return None  # not received: the sender's ledger counts it as not arrived
+        if not self._in_slice:
+            self._start_slice()
         steps = self._replay_steps(batch)
         with self._catching:
             for _ in steps:
@@ -157,7 +197,7 @@ class LogReplayer:
         return None
 
     async def replay_async(self, batch: LogBatch) -> None:
-        """Replay a batch, yielding to the event loop every :data:`REPLAY_SLICE` records."""
+        """Replay a batch, yielding to the event loop between slices (see :meth:`receive`)."""
         rest = self.receive(batch)
         if rest is not None:
             await rest
@@ -188,12 +228,25 @@ class LogReplayer:
     async def _replay_rest(self, steps: Iterator[None]) -> None:
         await asyncio.sleep(0)
         while True:
+            self._start_slice()
             # Only while a slice runs: between them the loop runs the host's own code.
             with self._catching:
                 step = next(steps, _DONE)
             if step is _DONE:
                 return
             await asyncio.sleep(0)
+
+    def _start_slice(self) -> None:
+        """Begin a slice that lasts until the event loop runs its next callbacks."""
+        self._since_yield = 0
+        self._in_slice = True
+        # Once stopped, the slice is over before it began (stop() may come from any thread).
+        ends = time.monotonic() + REPLAY_SLICE_SECONDS
+        self._slice_ends = -math.inf if self._stopped else ends
+        asyncio.get_running_loop().call_soon(self._slice_over)
+
+    def _slice_over(self) -> None:
+        self._in_slice = False
 
     def finish(self, *, clean: bool = True) -> None:
         """Report what is still unreported; call when the sender is gone.
@@ -209,11 +262,21 @@ class LogReplayer:
             else (self._reordered_after, self._reordered_count)
         )
         with self._catching:
+            unfinished, self._unfinished = self._unfinished, None
+            if unfinished is not None:
+                # A replay suspended between slices that will not resume (the session ended).
+                self._drop_rest(unfinished)
             self._report_rate_drops()
+            self._report_not_replayed()
             self._reports.flush(final=True)
             self._reports.sender_ended(
-                self._last_seq, clean=clean, reordered=reordered, recover=self._replay_recovered
+                self._last_seq,
+                clean=clean,
+                reordered=reordered,
+                recover=self._replay_recovered,
+                receiver_closed=self._stopped,
             )
+            self._report_not_replayed()
             self._reports.flush(final=True)
         if self._owns_handler_errors:
             self._handler_errors.close()
@@ -223,10 +286,49 @@ class LogReplayer:
         back (see :mod:`isoplug.logs.ledger_reports`), as if they had."""
         self.metrics.received += len(records)
         self.metrics.recovered += len(records)
-        for data in records:
+        rest = iter(records)
+        for data in rest:
             self._last_seq = max(self._last_seq, data.seq)
             self._replay_one(data)
+            if self._stopped:
+                self._drop_rest(rest)
+                break
         self._report_rate_drops()
+
+    def _drop_rest(self, rest: Iterator[LogRecordData]) -> None:
+        """Count the received records ``rest`` that stop() kept from being replayed, as if
+        replayed for the sequence numbers: the ledger must not count them again."""
+        dropped = self._not_replayed
+        count = self.metrics.count_drop
+        in_order = self._reordered_after is None
+        for data in rest:
+            if not in_order:
+                pass  # counted in _reordered_count on arrival, with the whole batch
+            elif data.seq == self._last_seq + 1:
+                self._last_seq = data.seq
+            else:
+                self._check_sequence(data.seq)
+            count(DropReason.RECEIVER_CLOSED, 1, data.levelno)
+            dropped[data.levelno] = dropped.get(data.levelno, 0) + 1
+
+    def _report_not_replayed(self) -> None:
+        if not self._not_replayed:
+            return
+        dropped, self._not_replayed = self._not_replayed, {}
+        count = sum(dropped.values())
+        description = self.description
+        self._reports.limited(
+            "receiver_closed_received",
+            f"the log receiver closed at the end of its drain time before replaying {count:,} "
+            f"log records it had received from {description} ({by_level(dropped)}); they are "
+            "lost",
+            lambda t: (
+                f"the log receiver closed before replaying {t.records:,} more log records it "
+                f"had received from {description} ({by_level(t.levels)})"
+            ),
+            records=count,
+            levels=dropped,
+        )
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -253,7 +355,10 @@ class LogReplayer:
         if not in_order:
             self._reordered_count += len(records)
         replay_one = self._replay_one
-        for data in records:
+        clock = time.monotonic
+        rest = iter(records)
+        self._unfinished = rest
+        for data in rest:
             if not in_order:
                 pass
             elif data.seq == self._last_seq + 1:
@@ -262,9 +367,13 @@ class LogReplayer:
                 self._check_sequence(data.seq)
             replay_one(data)
             self._since_yield += 1
-            if self._since_yield >= REPLAY_SLICE:
+            if self._since_yield >= REPLAY_SLICE or clock() >= self._slice_ends:
+                if self._stopped:
+                    self._drop_rest(rest)
+                    break
                 self._since_yield = 0
                 yield
+        self._unfinished = None
         self._report_rate_drops()
 
     def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:

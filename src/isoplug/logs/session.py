@@ -32,6 +32,9 @@ def replay_until_closed(
     process keeps running during a flood (see :mod:`isoplug.logs.gil`); the plugin host sets
     it, at the cost of some of a flood's throughput.
 
+    Returns (True) soon after the replayer is stopped (:meth:`LogReplayer.stop`), leaving
+    the rest unread.
+
     ``sender`` names the sender in warnings. Anything but log batches is ignored (said once:
     a hostile sender must not flood our own log); a protocol error ends the connection, not
     the caller.
@@ -45,6 +48,10 @@ def replay_until_closed(
                 if type(message) is LogBatch:
                     before = metrics.received
                     replayer.replay(message)
+                    if replayer.stopped:
+                        # The receiver's drain time is up: what is left unread is counted from
+                        # the sender's ledger (see LogReplayer.stop).
+                        return True
                     if share_gil and metrics.received - before >= FLOOD_BATCH:
                         now = time.monotonic()
                         if now - last_pause >= SHARE_INTERVAL:

@@ -1,0 +1,90 @@
+"""Leaving a LogReceiver whose senders still have records to replay when its drain time is up:
+it returns in time, replays nothing afterwards, and counts what it did not replay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+
+from isoplug.logs import DropReason
+from isoplug.logs.receiver import CLOSE_GRACE
+from tests.log_helpers import reports
+from tests.record_waiter import attached
+from tests.test_logs_forwarding import PREFIX, combined_metrics, finish, receiving, run_child
+
+DRAIN_TIMEOUT = 0.5
+
+
+class SlowAfterHeld(logging.Handler):
+    """A slow host handler: it holds record ``held`` until ``go_on`` is set (the drain time
+    is up), then takes ``cost`` seconds for every later record."""
+
+    def __init__(self, held: int, cost: float) -> None:
+        super().__init__()
+        self.held_number = held
+        self.cost = cost
+        self.holding = threading.Event()
+        self.go_on = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        number = getattr(record, "n", None)
+        if number is None:
+            return  # the receiver's reports
+        if number == self.held_number:
+            self.holding.set()
+            self.go_on.wait(60)
+        elif number > self.held_number:
+            time.sleep(self.cost)
+
+
+class ReleaseWhenDrainIsUp(logging.Handler):
+    def __init__(self, go_on: threading.Event) -> None:
+        super().__init__()
+        self.go_on = go_on
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "still connected after" in record.getMessage():
+            self.go_on.set()
+
+
+async def test_a_sync_receiver_stops_replaying_at_its_drain_time_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The child logs COUNT records and exits normally, all of them in its ring or the kernel;
+    the handler here is too slow to replay them within the drain time. Leaving the receiver
+    stops its thread within CLOSE_GRACE of the drain time; when close() returns, the thread
+    has ended (the end's accounting is done) and every record is replayed or counted as
+    receiver_closed, with a report: replayed + dropped = COUNT, and received = replayed +
+    what it received and dropped. Slow enough that the old receiver, which replayed on after
+    close() returned, fails every check below."""
+    count = 3000
+    # 1 ms a record: the ~2,900 after the held one take about 3 s, past CLOSE_GRACE.
+    slow = SlowAfterHeld(held=100, cost=0.001)
+    with (
+        attached(slow, PREFIX),
+        attached(ReleaseWhenDrainIsUp(slow.go_on), "isoplug.logs"),
+    ):
+        async with receiving("threads", drain_timeout=DRAIN_TIMEOUT) as (receiver, collector):
+            child = await run_child(receiver, "clean-exit", str(count))
+            assert (await finish(child))[0] == 0
+            assert await asyncio.to_thread(slow.holding.wait, 30)
+            began = time.monotonic()
+        took = time.monotonic() - began  # receiving() closed the receiver (in a thread)
+        metrics = combined_metrics(receiver)
+        replayed = len(collector.numbers())
+        said = [r.getMessage() for r in reports(collector.records)]
+
+    assert metrics.replayed == replayed
+    assert metrics.replayed + sum(metrics.dropped.values()) == count
+    assert set(metrics.dropped) == {DropReason.RECEIVER_CLOSED}
+    received_dropped = sum(metrics.dropped_levels.get(DropReason.RECEIVER_CLOSED, {}).values())
+    assert metrics.received == metrics.replayed + received_dropped
+    assert any("the log receiver closed at the end of its drain time" in text for text in said)
+    assert "did not end within" not in caplog.text  # its thread ended in time
+    assert "crash or kill" not in caplog.text
+    # Generous for a busy machine: the old receiver took DRAIN_TIMEOUT + 5 s.
+    assert took < DRAIN_TIMEOUT + CLOSE_GRACE + 2.5
