@@ -48,7 +48,10 @@ record is queued as any other, and only what a crash takes before the connection
 unreported. :meth:`start` (which :func:`~isoplug.logs.forward_logs` calls) waits the same way,
 so later records never wait. A receiver that never acknowledges (one that cannot open this
 process's ``/proc/<pid>/fd``: another pid namespace, a non-dumpable process) costs the wait
-once: neither this handler nor its forked children wait for the acknowledgement again.
+once: neither this handler nor its forked children wait for the acknowledgement again. A
+receiver on the event loop of the very thread that logs the first record cannot answer while
+that thread waits: there, call :meth:`start` from another thread first (``asyncio.to_thread``),
+or pass ``first_record_wait=0``.
 
 Records logged by this module's own sender thread never come back into it (no re-entrance).
 After ``os.fork()`` the child gets a fresh, empty handler state and opens its own connection on
