@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import ctypes
 import logging
+import logging.config
 import os
 import signal
 import sys
@@ -272,6 +273,40 @@ def main() -> None:
             numbered(count, 0, progress)
             garble_ring(handler, os.environ["GARBAGE"])
             os._exit(0)
+    elif scenario == "raw-fork-exit":
+        # forward_logs() with its default name, then os.fork(): the forked child logs COUNT
+        # WARNINGs at once and ends with os._exit(0), with no flush and no close.
+        handler.close()
+        logging.getLogger().handlers[:] = []
+        forward_logs(level=logging.DEBUG)
+        pid = os.fork()
+        if pid == 0:
+            for index in range(count):
+                log.warning("forked %d", index, extra={"n": index})
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(f"forked {pid}", flush=True)
+    elif scenario == "dictconfig-exit":
+        # A handler placed by dictConfig (no start(): it connects on the first record); COUNT
+        # records at once, then os._exit(0).
+        handler.close()
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                # child.work exists already (this module's logger): keep it enabled.
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "fwd": {
+                        "()": ForwardingHandler,
+                        "address": os.environ["ISOPLUG_LOG_ADDRESS"],
+                        "token": os.environ["ISOPLUG_LOG_TOKEN"],
+                    }
+                },
+                "root": {"handlers": ["fwd"], "level": "DEBUG"},
+            }
+        )
+        numbered(count, 0, None)
+        os._exit(0)
     elif scenario == "levels":
         for index in range(count):
             log.debug("debug %d", index)

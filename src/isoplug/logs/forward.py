@@ -48,7 +48,8 @@ def forward_logs(
     handler = ForwardingHandler(
         address,
         token,
-        name=name or f"pid {os.getpid()}",
+        # Left empty for the default: the handler then names a forked child by its own pid.
+        name=name or "",
         block_when_full=block_when_full,
         write_through_rate=write_through_rate,
     )

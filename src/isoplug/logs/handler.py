@@ -33,9 +33,30 @@ reports them even when no batch follows. ``block_when_full=True`` makes them wai
 keeps up, by level once it does not (WARNING and above first, then INFO, then the rest),
 dropping and counting what the deadline leaves (:mod:`isoplug.logs.closing`).
 
+The first record
+----------------
+The connection (and, on a unix socket, the ledger and ring the receiver must open while this
+process lives) is opened by the sender thread, on the first record or on :meth:`start`. Until
+it is, a record is in this process's memory only, and a process that ends at once (``os._exit``
+in a forked child, a crash) would take it along unseen: the receiver would not even learn that
+the process existed. So the first record of a process waits, up to ``first_record_wait``
+(:data:`FIRST_RECORD_WAIT`, 0.5 s), until the connection is open and the receiver has opened
+the ledger (its acknowledgement, :data:`~isoplug.logs.ledger.ACKNOWLEDGED`): about a
+millisecond when the receiver is there (see ``docs/benchmarks.md``); an address where nothing
+listens fails at once on a unix socket. Past the wait (a receiver too slow to answer) the
+record is queued as any other, and only what a crash takes before the connection is open goes
+unreported. :meth:`start` (which :func:`~isoplug.logs.forward_logs` calls) waits the same way,
+so later records never wait. A receiver that never acknowledges (one that cannot open this
+process's ``/proc/<pid>/fd``: another pid namespace, a non-dumpable process) costs the wait
+once: neither this handler nor its forked children wait for the acknowledgement again. A
+receiver on the event loop of the very thread that logs the first record cannot answer while
+that thread waits: there, call :meth:`start` from another thread first (``asyncio.to_thread``),
+or pass ``first_record_wait=0``.
+
 Records logged by this module's own sender thread never come back into it (no re-entrance).
 After ``os.fork()`` the child gets a fresh, empty handler state and opens its own connection on
-first use; it never writes on the parent's socket.
+its first record, waiting as above; it never writes on the parent's socket. A default sender
+name (``pid <pid>``) is the child's own; a name given explicitly is kept.
 """
 
 from __future__ import annotations
@@ -56,14 +77,16 @@ import msgspec
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
-from isoplug.logs.ledger import SenderLedger, private_ledger
+from isoplug.logs.ledger import ACKNOWLEDGED, SenderLedger, private_ledger
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
 
 __all__ = [
+    "ACKNOWLEDGE_WAIT",
     "DEFAULT_QUEUE_BYTES",
+    "FIRST_RECORD_WAIT",
     "WRITE_THROUGH_RATE",
     "ForwardingHandler",
 ]
@@ -83,6 +106,18 @@ WRITE_THROUGH_RATE = 20_000.0
 EMIT_PUSH_INTERVAL = 0.001
 #: ... or once it holds this many records, whatever the timestamps say (a clock set back).
 EMIT_PUSH_RECORDS = 256
+#: The longest a process's first record waits for the connection and the receiver's
+#: acknowledgement of the ledger (see "The first record" above): long enough for a receiver on
+#: a loaded machine to answer (milliseconds, usually), short enough that a hung one costs a
+#: program one noticeable pause, once.
+FIRST_RECORD_WAIT = 0.5
+#: Once connected, how long :meth:`ForwardingHandler.start` waits for the acknowledgement (the
+#: receiver opens the ledger as soon as it reads the connection's first batch).
+ACKNOWLEDGE_WAIT = 0.5
+#: How often a wait for the acknowledgement looks at the ledger: the receiver writes it into
+#: shared memory and sends nothing that could wake us. Doubling from 50 us, up to 5 ms.
+_ACK_FIRST_PAUSE = 0.00005
+_ACK_LAST_PAUSE = 0.005
 #: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
 DEFAULT_FLUSH_TIMEOUT = DEFAULT_CLOSE_TIMEOUT
 
@@ -129,7 +164,9 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
     """Forwards every record it handles to a receiver at ``address`` (see the module doc).
 
     ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
-    reports. The connection is opened lazily, on the first record, by the sender thread.
+    reports (default ``pid <pid>``, recomputed in a forked child). The connection is opened by
+    the sender thread, on :meth:`start` or on the first record, which waits for it up to
+    ``first_record_wait`` seconds (``0``: never waits; see the module docstring).
 
     ``write_through_rate`` (records/s) is how fast records may come and each still be sent at
     once; above it they are batched. Each record sent alone wakes the receiver (28-42 us of
@@ -151,10 +188,17 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         write_through_rate: float = WRITE_THROUGH_RATE,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 10.0,
+        first_record_wait: float = FIRST_RECORD_WAIT,
     ) -> None:
         super().__init__(level)
         self.address = str(address)
         self.sender_name = name or f"pid {os.getpid()}"
+        # A default name says which process sends: a forked child's is its own pid (F5).
+        self._default_name = not name
+        self._first_record_wait = first_record_wait
+        # Set once a receiver did not acknowledge within the wait: not waited for again, here
+        # or in forked children (kept across _init_state).
+        self._ack_missing = False
         self._token = token
         self._role = role
         self._ssl_context = ssl_context
@@ -341,23 +385,50 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         except Exception:
             self.handleError(record)
             return False
+        if self._first_record_wait > 0:
+            # Until the connection (and the receiver's hold on the ledger) exists, this record
+            # would die unseen with the process (see "The first record").
+            self._wait_ready(time.monotonic() + self._first_record_wait, self._first_record_wait)
         return True
 
     def start(self, timeout: float | None = None) -> bool:
-        """Connect now instead of on the first record; wait up to ``timeout`` for it.
+        """Connect now instead of on the first record; wait up to ``timeout`` for it, then up
+        to :data:`ACKNOWLEDGE_WAIT` for the receiver to open the ledger (unix sockets).
 
         Returns True once connected; False if still connecting or failed (see :attr:`failure`).
         """
         if self._thread is None:
             self._start()
         deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
+        return self._wait_ready(deadline, ACKNOWLEDGE_WAIT)
+
+    def _wait_ready(self, deadline: float, ack_wait: float) -> bool:
+        """Wait until connected, or ``deadline`` (``time.monotonic()``); then, with a ledger,
+        up to ``ack_wait`` more (not past ``deadline``) for the receiver's acknowledgement.
+        True once connected."""
         with self._queue_changed:
             while self._sock is None and self._failed is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._queue_changed.wait(remaining)
-            return self._sock is not None
+            if self._sock is None:
+                return False
+            if self._ack_missing:
+                return True
+        ack_deadline = min(deadline, time.monotonic() + ack_wait)
+        pause = _ACK_FIRST_PAUSE
+        while True:
+            with self._queue_lock:
+                # Under the lock: a break or close() swaps the ledger and releases its memory.
+                if self._shared_ledger is None or self._ledger[ACKNOWLEDGED]:
+                    return True
+            remaining = ack_deadline - time.monotonic()
+            if remaining <= 0:
+                self._ack_missing = True
+                return True
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _ACK_LAST_PAUSE)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far has been handed to the kernel, or ``timeout``.
@@ -429,6 +500,8 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""
         sock, ledger = self._sock, self._shared_ledger
+        if self._default_name:
+            self.sender_name = f"pid {os.getpid()}"
         self._init_state()
         if ledger is not None:
             # Our copy of the parent's ledger and ring: the parent keeps writing to its own.

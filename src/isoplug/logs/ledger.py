@@ -19,7 +19,9 @@ arrived and how many were dropped, however the sender died: delivered + reported
 Once the receiver has its own descriptor, it sets the ledger's acknowledgement word: from then
 on the ledger, and the ring that follows it in the same file (:mod:`isoplug.logs.ring`),
 outlive the sender, so it may stop writing its records through at once (until then, a sender
-that dies right after connecting might die before the receiver opened anything).
+that dies right after connecting might die before the receiver opened anything; a process's
+first record, and ``start()``, wait for the acknowledgement: see
+:mod:`isoplug.logs.handler`).
 
 The receiver only reads the memory with ``pread`` (no mapping, so a sender that shrinks the file
 cannot crash the receiver with SIGBUS), and only opens a descriptor that is this kind of memfd,

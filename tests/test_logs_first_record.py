@@ -1,0 +1,99 @@
+"""A process's first record: durable (or counted) even when the process ends right after it,
+and never a wait past its bound (see "The first record" in :mod:`isoplug.logs.handler`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from isoplug.logs import ForwardingHandler
+from tests.test_logs_exit import all_connections, delivered, reported
+from tests.test_logs_forwarding import BOTH_MODES, finish, receiving, run_child
+
+
+@BOTH_MODES
+@pytest.mark.parametrize("count", [1, 500])
+async def test_a_raw_forked_child_that_os_exits_at_once_loses_nothing(
+    mode: str, count: int
+) -> None:
+    """A forwarding process os.fork()s; the child logs and os._exit()s at once, with no flush.
+    Its records used to wait in memory for a connection the sender thread had not opened
+    yet, and died unseen. Every one arrives now, under the child's own default name."""
+    async with receiving(mode) as (receiver, collector):
+        child = await run_child(receiver, "raw-fork-exit", str(count))
+        assert child.stdout is not None
+        line = (await child.stdout.readline()).decode()
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await collector.wait_until(lambda: len(collector.numbers()) >= count)
+    assert delivered(collector) == list(range(count))
+    assert reported(all_connections(receiver)) == 0
+    forked_pid = int(line.split()[1])
+    records = [r for r in collector.records if hasattr(r, "n")]
+    assert {r.sender_pid for r in records} == {forked_pid}  # type: ignore[attr-defined]
+    # The default name is the forked child's own, not the forking process's.
+    assert {r.sender for r in records} == {f"pid {forked_pid}"}  # type: ignore[attr-defined]
+    assert any(key.startswith(f"pid {forked_pid} #") for key in receiver.metrics())
+
+
+@BOTH_MODES
+@pytest.mark.parametrize("count", [1, 1000])
+async def test_a_dictconfig_handler_whose_process_os_exits_at_once_loses_nothing(
+    mode: str, count: int
+) -> None:
+    """A ForwardingHandler placed by dictConfig connects on its first record; a process that
+    logs and os._exit()s at once used to lose every record, uncounted."""
+    async with receiving(mode) as (receiver, collector):
+        child = await run_child(receiver, "dictconfig-exit", str(count))
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await collector.wait_until(lambda: len(collector.numbers()) >= count)
+    assert delivered(collector) == list(range(count))
+    assert reported(all_connections(receiver)) == 0
+
+
+def test_the_first_record_waits_no_longer_than_its_bound(tmp_path: Path) -> None:
+    """A listener that never answers (connect succeeds into its backlog, no handshake comes):
+    the first record waits its bound and returns; it is queued, not lost or raised."""
+    path = tmp_path / "silent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    handler = ForwardingHandler(f"unix:{path}", "token", first_record_wait=0.2, connect_timeout=30)
+    try:
+        record = logging.LogRecord("first", logging.INFO, __file__, 1, "queued", (), None)
+        began = time.monotonic()
+        handler.handle(record)
+        waited = time.monotonic() - began
+        # At least the bound (nothing answered); far less than the connect timeout.
+        assert 0.2 <= waited < 10, waited
+        assert handler.failure is None
+        assert len(handler._queue) == 1
+        # A later record does not wait again.
+        began = time.monotonic()
+        handler.handle(record)
+        assert time.monotonic() - began < 0.2
+    finally:
+        handler.close(timeout=0)
+        listener.close()
+
+
+async def test_a_first_record_with_no_wait_does_not_wait() -> None:
+    """``first_record_wait=0`` keeps the old behaviour: the first record only starts the
+    sender thread."""
+    async with receiving() as (receiver, collector):
+        handler = ForwardingHandler(receiver.address, receiver.token, first_record_wait=0)
+        try:
+            record = logging.LogRecord("first", logging.INFO, __file__, 1, "r", (), None)
+            record.n = 0
+            handler.handle(record)
+            assert handler._sock is None  # not connected yet: it did not wait
+            await asyncio.to_thread(handler.flush, 10)
+            await collector.wait_until(lambda: collector.numbers() == [0])
+        finally:
+            await asyncio.to_thread(handler.close)
