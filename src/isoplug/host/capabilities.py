@@ -13,9 +13,9 @@ fails the same way (logged as an ERROR): a plugin must not be able to end the ho
 it; ``KeyboardInterrupt`` still propagates. A capability that raises
 :class:`~isoplug.control.CapabilityDenied` refuses the call rather than failing: the plugin gets
 that ``CapabilityDenied``, as for a capability the host does not offer, and nothing is logged
-(a host may refuse a plugin on its own terms, a test harness refuses in ``deny``). A plugin can make a capability fail as often as it
-can call it, so after the first report a second one per capability is a summary, once per
-interval.
+(a host may refuse a plugin on its own terms, a test harness refuses in ``deny``). A plugin
+can make a capability fail as often as it can call it, so after the first report a second one
+per capability is a summary, once per interval.
 """
 
 from __future__ import annotations
