@@ -18,6 +18,7 @@ from isoplug.errors import (
     ConnectionBroken,
     ConnectionClosed,
     LocalProtocolError,
+    RequestCancelled,
     RequestTimeout,
     UnencodableValue,
 )
@@ -59,7 +60,9 @@ async def call_runner(
 
     Raises what :func:`call_plugin` raises, but a lost connection is explained:
     :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart,
-    else :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended.
+    else :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended. A call the
+    runner cancelled because it was told to shut down (it cancels the calls it serves before
+    its teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
     """
     if peer is None or process is None:
         raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
@@ -82,12 +85,14 @@ async def call_runner(
         raise RequestTimeout(
             await health.explain_timeout(plugin_id, method, call_id, remaining)
         ) from None
-    except ConnectionBroken as exc:
+    except (ConnectionBroken, RequestCancelled) as exc:
         command = commands.pending
         if command is not None:
             raise PluginUnavailable(
                 f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}"
             ) from exc
+        if isinstance(exc, RequestCancelled):
+            raise
         # Most likely the runner died mid-call: say how, if it is known within a moment.
         await process.wait_exit(_CRASH_ACCOUNT_WAIT)
         raise ConnectionBroken(

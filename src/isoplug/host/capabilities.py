@@ -10,9 +10,12 @@ host's traceback (its code, paths and values), and the host logs the traceback o
 carry, or one larger than a message may be): the plugin gets a ``CapabilityFailed`` saying so,
 the host a warning naming the plugin and the capability. A capability raising ``SystemExit``
 fails the same way (logged as an ERROR): a plugin must not be able to end the host by calling
-it; ``KeyboardInterrupt`` still propagates. A plugin can make a capability fail as often as it
-can call it, so after the first report a second one per capability is a summary, once per
-interval.
+it; ``KeyboardInterrupt`` still propagates. A capability that raises
+:class:`~isoplug.control.CapabilityDenied` refuses the call rather than failing: the plugin gets
+that ``CapabilityDenied``, as for a capability the host does not offer, and nothing is logged
+(a host may refuse a plugin on its own terms, a test harness refuses in ``deny``). A plugin
+can make a capability fail as often as it can call it, so after the first report a second one
+per capability is a summary, once per interval.
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ class CapabilityRegistry:
 
         Raises :class:`~isoplug.control.CapabilityDenied` if the host registered none,
         :class:`TypeError` when ``kwargs`` do not fit the function's signature, and
-        :class:`~isoplug.errors.CapabilityFailed` when the function raised (reported here).
+        :class:`~isoplug.errors.CapabilityFailed` when the function raised (reported here), and
+        the function's own ``CapabilityDenied`` as it is (a refusal, not a failure).
         """
         function = self._functions.get(name)
         if function is None:
@@ -97,6 +101,8 @@ class CapabilityRegistry:
             result = function(**kwargs)
             if inspect.isawaitable(result):
                 result = await result
+        except CapabilityDenied:
+            raise
         except Exception as exc:
             what = f"{type(exc).__name__}: {clean_text(str(exc), _MAX_REASON_CHARS)}"
             self._report_failure(name, plugin, f"raised {what}", exc)

@@ -493,9 +493,14 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
     # -- internals ---------------------------------------------------------------------------
 
     def _fallback(self, record: logging.LogRecord, why: str) -> None:
-        """Write a record we cannot forward to stderr, where the supervisor still sees it."""
+        """Write a record we cannot forward to stderr, where the supervisor still sees it.
+
+        The process's own stderr: ``sys.stderr`` may be redirected into logging (a runner's
+        is), which would bring the text back here, to be wrapped a second time."""
+        stream = sys.__stderr__ or sys.stderr
         with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n")
+            stream.write(f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n")
+            stream.flush()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""

@@ -9,6 +9,7 @@ carrying the code of :class:`~isoplug.errors.MethodNotFound` /
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -87,6 +88,8 @@ class PluginTable:
         self.max_result_bytes = max_result_bytes
         #: Runs the sync methods and event handlers.
         self.workers = workers or WorkerPool(default_threads())
+        #: The tasks of the calls being served (see cancel_calls).
+        self._serving: set[asyncio.Task[Any]] = set()
 
     def add(self, plugin: LoadedPlugin) -> None:
         self.plugins[plugin.plugin_id] = plugin
@@ -124,6 +127,10 @@ class PluginTable:
         # copies the context, as to_thread does). The request runs in a task of its own: the
         # value is reset below only for tidiness.
         source = current_source.set(plugin.source)
+        task = asyncio.current_task()
+        serving = self._serving
+        if task is not None:
+            serving.add(task)
         try:
             traceparent = request.traceparent
             if not traceparent and method.is_async:
@@ -148,8 +155,19 @@ class PluginTable:
                 _traceback_text(exc),
             )
         finally:
+            serving.discard(task)
             current_source.reset(source)
         return self._outcome(method.name, result)
+
+    def cancel_calls(self) -> list[asyncio.Task[Any]]:
+        """Cancel every call being served; return their tasks (to await). At shutdown, before
+        the teardown hooks and the end of log forwarding, so that what a method logs as it is
+        cancelled still reaches the host as its record."""
+        tasks = list(self._serving)
+        for task in tasks:
+            # What the host is told, should it still be waiting for the answer.
+            task.cancel("the runner is shutting down")
+        return tasks
 
     def _outcome(self, name: str, result: Any) -> CallOutcome:
         """``result`` encoded here, where the plugin's method can still be named: the answer's

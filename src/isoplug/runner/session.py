@@ -9,8 +9,9 @@ Order of events (the host's supervisor relies on it):
    imported, exit with :data:`~isoplug.control.EXIT_SETUP_FAILED` /
    :data:`~isoplug.control.EXIT_NOTHING_LOADED`;
 5. serve calls and events until :data:`~isoplug.control.SHUTDOWN` arrives or the host goes
-   away, then run the ``teardown`` hooks within ``bootstrap.teardown_timeout``, say goodbye,
-   and return 0.
+   away; then, within ``bootstrap.teardown_timeout`` together, cancel the calls still being
+   served and run the ``teardown`` hooks; end log forwarding (after both: what a method logs as
+   it is cancelled, or a hook logs, is forwarded as a record), say goodbye, and return 0.
 """
 
 from __future__ import annotations
@@ -235,9 +236,14 @@ async def _load_and_set_up(
 
 
 async def _teardown(table: PluginTable, timeout: float) -> None:
-    """Run every plugin's teardown, together bounded by ``timeout``; failures are logged."""
+    """Cancel the calls being served and wait for them, then run every plugin's teardown, all
+    together bounded by ``timeout``; failures are logged. Log forwarding ends last."""
     try:
         async with asyncio.timeout(timeout):
+            cancelled = table.cancel_calls()
+            if cancelled:
+                # A method may log (or clean up) as it is cancelled: while forwarding works.
+                await asyncio.wait(cancelled)
             for plugin in table.plugins.values():
                 try:
                     with attributed_to(plugin_source(plugin.plugin_id)):
@@ -245,7 +251,10 @@ async def _teardown(table: PluginTable, timeout: float) -> None:
                 except Exception:
                     _log.exception("plugin %r: teardown() failed", plugin.plugin_id)
     except TimeoutError:
-        _log.error("teardown hooks did not finish within %g s; exiting anyway", timeout)
+        _log.error(
+            "cancelled calls and teardown hooks did not finish within %g s; exiting anyway",
+            timeout,
+        )
     try:
         # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()

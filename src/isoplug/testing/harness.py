@@ -20,7 +20,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from isoplug import CapabilityDenied, Host, PluginInfo, PluginState, SupervisorConfig
+from isoplug import (
+    CapabilityDenied,
+    Host,
+    PluginFailed,
+    PluginInfo,
+    PluginState,
+    SupervisorConfig,
+)
 from isoplug.testing.records import Records, attached
 
 __all__ = ["FAST", "BlockingHarness", "CapabilityCall", "PluginHarness"]
@@ -54,9 +61,12 @@ class PluginHarness:
     ``capabilities`` are offered to plugins whose manifest grants them (fakes: any function,
     or ``async def``); every call is kept in :attr:`capability_calls`. A capability in
     ``deny`` is refused: the plugin's ``ctx.call_host`` raises
-    :class:`~isoplug.CapabilityDenied`. :attr:`records` keeps every record of ``plugin.*`` and
-    ``isoplug.*`` from the start. Entering waits until every plugin is ready (raises
-    :class:`~isoplug.PluginFailed` naming a plugin that cannot start).
+    :class:`~isoplug.CapabilityDenied`, as for a capability the host does not offer (the call
+    is kept too). :attr:`records` keeps every record of ``plugin.*`` and ``isoplug.*`` from the
+    start. Entering waits until every plugin is ready: it raises
+    :class:`~isoplug.PluginFailed` naming a plugin that cannot start, whether its manifest is
+    invalid (the message names its folder and the key) or its runner fails, and
+    :class:`TimeoutError` naming the plugins not ready within ``ready_timeout`` seconds.
     """
 
     def __init__(
@@ -95,8 +105,13 @@ class PluginHarness:
             for name, function in self._capabilities.items():
                 host.register_capability(name, self._kept(name, function))
             self._host = await self._stack.enter_async_context(host)
+            if host.problems:
+                # The host skips a plugin it cannot read and runs the others; a test of it
+                # must not pass (or fail later, puzzlingly) without it.
+                raise PluginFailed(_problems_by_folder(host.problems, directory, self.path))
             await host.wait_ready(self.ready_timeout)
         except BaseException:
+            self._host = None
             await self._stack.aclose()
             raise
         return self
@@ -141,8 +156,16 @@ class PluginHarness:
     ) -> Any:
         """Call ``method`` of the plugin (the only one, unless ``plugin`` names it) with
         ``args`` and ``kwargs``, as a host application would; its result, or the exception the
-        host raises (:class:`~isoplug.IsoplugError` subclasses)."""
+        host raises (:class:`~isoplug.IsoplugError` subclasses).
+
+        ``plugin`` is the harness's: to pass an argument named ``plugin`` to the method, use
+        :meth:`call_in`, which reserves no name."""
         return await self.host.call(self._id(plugin), method, *args, **kwargs)
+
+    async def call_in(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of the plugin ``plugin_id``, as :meth:`~isoplug.Host.call` does:
+        every argument goes to the method, whatever its name (``plugin`` too)."""
+        return await self.host.call(plugin_id, method, *args, **kwargs)
 
     async def publish(self, event: str, payload: Any = None) -> int:
         """Publish ``event`` to every plugin subscribed to it; how many were."""
@@ -150,19 +173,46 @@ class PluginHarness:
 
     async def crash(self, plugin: str | None = None, *, timeout: float = 30.0) -> PluginInfo:
         """Kill the plugin's runner process (SIGKILL, as a segfault or the OOM killer would)
-        and wait until the host has restarted it and it is ready again; its new state. Raises
-        :class:`TimeoutError` if it is not ready again within ``timeout`` seconds (a restart
-        policy that gives up: its state is then ``failed``)."""
+        and wait until the host has restarted it and it is ready again; its new state.
+
+        Raises :class:`~isoplug.PluginFailed` as soon as the host gives the plugin up (its
+        ``[restart]`` policy is ``never``, or it crashed too often), naming why, and
+        :class:`TimeoutError` naming its state if it is neither ready again nor failed within
+        ``timeout`` seconds."""
         plugin_id = self._id(plugin)
         before = self.host.plugin(plugin_id)
         if before.pid is None:
             raise RuntimeError(f"plugin {plugin_id!r} has no runner process ({before.state.value})")
         os.kill(before.pid, signal.SIGKILL)
-        return await self.host.wait_for(
+        after = await self.wait_for(
             plugin_id,
-            lambda info: info.restarts > before.restarts and info.state is PluginState.READY,
+            lambda info: (
+                (info.restarts > before.restarts and info.state is PluginState.READY)
+                or info.state is PluginState.FAILED
+            ),
             timeout,
+            what=f"plugin {plugin_id!r} to be restarted and ready after its crash",
         )
+        if after.state is PluginState.FAILED:
+            raise PluginFailed({plugin_id: after.error or "failed after its crash"})
+        return after
+
+    async def wait_for(
+        self,
+        plugin_id: str,
+        predicate: Callable[[PluginInfo], bool],
+        timeout: float | None = 30.0,
+        *,
+        what: str = "",
+    ) -> PluginInfo:
+        """:meth:`~isoplug.Host.wait_for`, whose :class:`TimeoutError` says what it waited for
+        (``what``, else the predicate) and the plugin's state then."""
+        try:
+            return await self.host.wait_for(plugin_id, predicate, timeout)
+        except TimeoutError:
+            waited = what or f"plugin {plugin_id!r} to satisfy {predicate!r}"
+            state = _describe(self.host.plugin(plugin_id))
+            raise TimeoutError(f"waited {timeout:g} s for {waited}; it is {state}") from None
 
     async def wait_for_record(
         self,
@@ -178,6 +228,35 @@ class PluginHarness:
         return await self.records.wait_for_record(
             plugin=plugin, logger=logger, level=level, stream=stream, text=text, timeout=timeout
         )
+
+
+def _describe(info: PluginInfo) -> str:
+    text = f"{info.state.value} (restarts {info.restarts}, pid {info.pid})"
+    if info.error:
+        # Sanitized by the host; the first line says what, the traceback is in the log.
+        text += f", last error: {info.error.splitlines()[0]}"
+    return text
+
+
+def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -> dict[str, str]:
+    """The host's ``problems`` by plugin folder name (for :class:`~isoplug.PluginFailed`),
+    with the path the test gave rather than the temporary folder the harness made."""
+    if directory != given:
+        # One plugin's folder, linked from a temporary folder of plugins (see _plugins_dir).
+        link = str(directory / given.resolve().name)
+        return {given.name: "\n".join(p.replace(link, str(given)) for p in problems)}
+    by_folder: dict[str, list[str]] = {}
+    for problem in problems:
+        folder = next(
+            (
+                child.name
+                for child in sorted(directory.iterdir())
+                if problem.startswith(f"{child}{os.sep}")
+            ),
+            str(directory),
+        )
+        by_folder.setdefault(folder, []).append(problem)
+    return {folder: "\n".join(texts) for folder, texts in by_folder.items()}
 
 
 def _refusal(name: str) -> Callable[..., Any]:
@@ -259,8 +338,12 @@ class BlockingHarness:
         return self._harness.info(plugin_id)
 
     def call(self, method: str, /, *args: Any, plugin: str | None = None, **kwargs: Any) -> Any:
-        """See :meth:`PluginHarness.call`."""
+        """See :meth:`PluginHarness.call` (``plugin`` is the harness's; see :meth:`call_in`)."""
         return self._run(self._harness.call(method, *args, plugin=plugin, **kwargs))
+
+    def call_in(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`PluginHarness.call_in`: no argument name is reserved."""
+        return self._run(self._harness.call_in(plugin_id, method, *args, **kwargs))
 
     def publish(self, event: str, payload: Any = None) -> int:
         """See :meth:`PluginHarness.publish`."""
@@ -269,6 +352,17 @@ class BlockingHarness:
     def crash(self, plugin: str | None = None, *, timeout: float = 30.0) -> PluginInfo:
         """See :meth:`PluginHarness.crash`."""
         return self._run(self._harness.crash(plugin, timeout=timeout))
+
+    def wait_for(
+        self,
+        plugin_id: str,
+        predicate: Callable[[PluginInfo], bool],
+        timeout: float | None = 30.0,
+        *,
+        what: str = "",
+    ) -> PluginInfo:
+        """See :meth:`PluginHarness.wait_for`."""
+        return self._run(self._harness.wait_for(plugin_id, predicate, timeout, what=what))
 
     def wait_for_record(self, **criteria: Any) -> Any:
         """See :meth:`PluginHarness.wait_for_record`."""

@@ -1,0 +1,176 @@
+"""What isoplug.testing promises, where it once did otherwise: a refused capability is a
+refusal, an invalid manifest fails the start, crash() of a plugin that is not restarted fails
+at once, an argument named ``plugin`` reaches the method; and a runner stopped mid-call still
+forwards what the cancelled method logs. Real runners under a real host throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginFailed, PluginState
+from isoplug.host import PluginUnavailable
+from isoplug.testing import FAST, BlockingHarness, PluginHarness, Records, attached
+
+PLUGIN = """
+import asyncio
+import logging
+
+import isoplug
+
+
+class Traps(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+        self.background = asyncio.ensure_future(self.linger())
+
+    async def linger(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            logging.getLogger("plugin.traps").warning("lingering task cancelled")
+            raise
+
+    @isoplug.method
+    async def now_or_fallback(self) -> str:
+        try:
+            return str(await self.ctx.call_host("clock.now"))
+        except isoplug.CapabilityDenied as exc:
+            return f"denied: {exc}"
+
+    @isoplug.method
+    async def named(self, plugin: str, text: str = "") -> str:
+        return f"{plugin}/{text}"
+
+    @isoplug.method
+    async def asleep(self) -> str:
+        self.ctx.logger.info("asleep now")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.ctx.logger.warning("asleep cancelled")
+            raise
+        return "slept"
+
+    async def teardown(self) -> None:
+        self.ctx.logger.warning("teardown ran")
+"""
+
+
+def write_plugin(root: Path, manifest_extra: str = "", name: str = "traps") -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "plugin.toml").write_text(
+        f'id = "{name}"\nversion = "1.0"\nentry = "{name}:Traps"\n'
+        'capabilities = ["clock.now"]\n' + textwrap.dedent(manifest_extra)
+    )
+    (folder / f"{name}.py").write_text(PLUGIN)
+    return folder
+
+
+async def test_a_denied_capability_raises_capability_denied_in_the_plugin(tmp_path: Path) -> None:
+    async with PluginHarness(write_plugin(tmp_path), deny=["clock.now"]) as plugin:
+        answer = await plugin.call("now_or_fallback")
+        assert answer == "denied: capability 'clock.now' is denied by the test"
+        assert [call.name for call in plugin.capability_calls] == ["clock.now"]
+        # A refusal, not a failure of the host's code: nothing to warn about.
+        assert not plugin.records.select(logger="isoplug.host", level=logging.WARNING)
+
+
+async def test_a_host_capability_raising_capability_denied_refuses_the_call(
+    tmp_path: Path,
+) -> None:
+    """Outside the harness too: the host's own function may refuse a plugin."""
+    import isoplug
+
+    def clock_now() -> float:
+        raise isoplug.CapabilityDenied("not during maintenance")
+
+    write_plugin(tmp_path / "plugins")
+    records = Records()
+    with attached(records, "isoplug"):
+        async with Host(tmp_path / "plugins", config=FAST) as host:
+            host.register_capability("clock.now", clock_now)
+            await host.wait_ready(30)
+            assert await host.call("traps", "now_or_fallback") == "denied: not during maintenance"
+    assert not records.select(logger="isoplug.host", text="clock.now")
+
+
+def test_an_invalid_manifest_fails_the_start_naming_the_folder_and_the_key(
+    tmp_path: Path, isoplug_host: object
+) -> None:
+    folder = write_plugin(tmp_path, "captabilities = []\n")
+    with pytest.raises(PluginFailed, match="captabilities") as raised:
+        isoplug_host(folder)  # type: ignore[operator]
+    assert raised.value.failures.keys() == {"traps"}
+    assert f"{folder}{'/'}plugin.toml" in str(raised.value)
+    assert "isoplug-test-" not in str(raised.value)  # the harness's temporary folder
+
+
+async def test_a_folder_of_plugins_with_one_invalid_manifest_fails_the_start(
+    tmp_path: Path,
+) -> None:
+    write_plugin(tmp_path, name="good")
+    write_plugin(tmp_path, "captabilities = []\n", name="bad")
+    with pytest.raises(PluginFailed) as raised:
+        async with PluginHarness(tmp_path):
+            pass
+    assert list(raised.value.failures) == ["bad"]
+    assert "captabilities" in raised.value.failures["bad"]
+
+
+def test_crash_of_a_plugin_not_restarted_raises_plugin_failed_at_once(tmp_path: Path) -> None:
+    folder = write_plugin(tmp_path, '[restart]\npolicy = "never"\n')
+    with BlockingHarness(folder) as plugin:
+        # Waiting out the timeout would raise TimeoutError: the outcome is known at once.
+        with pytest.raises(PluginFailed, match=r"traps: .*restart policy is 'never'"):
+            plugin.crash(timeout=60)
+        assert plugin.info().state is PluginState.FAILED
+
+
+async def test_a_harness_timeout_names_what_it_waited_for_and_the_state(tmp_path: Path) -> None:
+    async with PluginHarness(write_plugin(tmp_path)) as plugin:
+        with pytest.raises(TimeoutError, match=r"for traps to stop; it is ready \(restarts 0"):
+            await plugin.wait_for(
+                "traps", lambda info: info.state is PluginState.STOPPED, 0.2, what="traps to stop"
+            )
+
+
+def test_call_in_passes_an_argument_named_plugin_to_the_method(
+    tmp_path: Path, isoplug_host: object
+) -> None:
+    plugin: BlockingHarness = isoplug_host(write_plugin(tmp_path))  # type: ignore[operator]
+    assert plugin.call_in("traps", "named", plugin="p", text="t") == "p/t"
+    assert plugin.call_in("traps", "named", "p") == "p/"
+    assert plugin.call("named", "p", text="t") == "p/t"
+
+
+async def test_what_a_method_cancelled_at_stop_logs_arrives_as_its_record(tmp_path: Path) -> None:
+    """The runner cancels the calls it serves before its teardown hooks and before its log
+    forwarding ends: the record is the plugin's, not a line of stderr; the caller is told the
+    plugin was stopped. What is logged after forwarding ended is written to stderr once."""
+    write_plugin(tmp_path / "plugins")
+    records = Records()
+    with attached(records, "plugin"):
+        async with Host(tmp_path / "plugins", config=FAST) as host:
+            await host.wait_ready(30)
+            call = asyncio.ensure_future(host.call("traps", "asleep"))
+            await records.wait_for_record(plugin="traps", text="asleep now", timeout=20)
+            await host.stop("traps")
+            with pytest.raises(PluginUnavailable, match="stopped on request during 'asleep'"):
+                await call
+            cancelled = await records.wait_for_record(text="asleep cancelled", timeout=20)
+            assert (cancelled.name, cancelled.levelname) == ("plugin.traps", "WARNING")
+            teardown = await records.wait_for_record(text="teardown ran", timeout=20)
+            assert teardown.name == "plugin.traps"
+            # A task the plugin left running is cancelled as the loop closes, after forwarding
+            # ended: its record comes through stderr, wrapped once.
+            late = await records.wait_for_record(text="lingering task cancelled", timeout=20)
+    assert late.getMessage().count("(log handler closed)") <= 1, late.getMessage()
+    assert late.getMessage().count("[WARNING") <= 1, late.getMessage()
+    stderr_lines = records.select(plugin="traps", stream="stderr")
+    assert not [r for r in stderr_lines if "asleep cancelled" in r.getMessage()]
