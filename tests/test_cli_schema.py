@@ -1,4 +1,5 @@
-"""``isoplug schema PLUGIN_DIR`` and ``isoplug run --config FILE``, run as a user runs them."""
+"""``isoplug schema PLUGIN_DIR``, ``isoplug run --config FILE`` and ``isoplug run PLUGIN_DIR``,
+run as a user runs them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from isoplug.host.manifest import ManifestError, load_manifest, manifest_schema, parse_manifest
+from isoplug.host.schema import SchemaUnavailable, plugin_toml_schema
 from tests.plugins_fixtures import FIXTURES
+
+
+def make_plugin(tmp_path: Path, code: str, manifest: str = "") -> Path:
+    folder = tmp_path / "subject"
+    folder.mkdir()
+    (folder / "subject.py").write_text(code)
+    (folder / "plugin.toml").write_text(
+        f'id = "subject"\nversion = "1"\nentry = "subject:P"\n{manifest}'
+    )
+    return folder
 
 
 def isoplug(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -58,3 +73,50 @@ def test_run_config_file_errors_are_clear(tmp_path: Path) -> None:
     assert "expected one table per plugin id" in result.stderr
     result = isoplug("run", "--config", str(tmp_path / "missing.toml"), str(FIXTURES / "echo"))
     assert result.returncode == 2 and "missing.toml" in result.stderr
+
+
+@pytest.mark.parametrize("declared", ["C", "42"])
+def test_schema_refuses_a_config_schema_the_runner_refuses(tmp_path: Path, declared: str) -> None:
+    folder = make_plugin(
+        tmp_path,
+        "import dataclasses\nimport isoplug\n\n@dataclasses.dataclass\nclass C:\n    n: int = 1\n"
+        f"\nclass P(isoplug.Plugin):\n    config_schema = {declared}\n",
+    )
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    shown = "<class 'subject.C'>" if declared == "C" else "42"
+    assert result.stderr.strip() == (
+        f"isoplug schema: plugin 'subject': config_schema must be a msgspec.Struct subclass, "
+        f"got {shown}"
+    )
+
+
+def test_schema_gives_up_on_an_import_that_blocks(tmp_path: Path) -> None:
+    folder = make_plugin(
+        tmp_path, "import time\nimport isoplug\ntime.sleep(1000)\nclass P(isoplug.Plugin): ...\n"
+    )
+    with pytest.raises(SchemaUnavailable, match=r"did not finish importing within 0\.5 s"):
+        plugin_toml_schema(load_manifest(folder), timeout=0.5)
+
+
+def test_the_log_level_schema_accepts_what_the_manifest_accepts(tmp_path: Path) -> None:
+    import re
+
+    root = manifest_schema()["$defs"]["PluginToml"]["properties"]["log_level"]
+    for level in ("INFO", "info", "Warning", "critical", "VERBOSE", "INFOS", ""):
+        document = {"id": "a", "version": "1", "entry": "a:A", "log_level": level}
+        try:
+            parse_manifest(document, directory=tmp_path, path=tmp_path / "plugin.toml")
+            accepted = True
+        except ManifestError:
+            accepted = False
+        assert bool(re.fullmatch(root["pattern"], level)) is accepted, level
+
+
+def test_run_of_one_plugin_folder_names_its_real_path_in_errors(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path, "", '[limits]\nmemory = "12 parsecs"\n')
+    result = isoplug("run", str(folder))
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert f"{folder.resolve() / 'plugin.toml'}: field 'limits.memory'" in said
+    assert "isoplug-plugin-" not in said

@@ -116,6 +116,66 @@ def test_plan_sees_changes_through_a_linked_plugin_folder(tmp_path: Path) -> Non
     assert plan.restart == ("echo",)
 
 
+def set_id(directory: Path, old: str, new: str) -> None:
+    manifest = directory / old / "plugin.toml"
+    manifest.write_text(manifest.read_text().replace(f'id = "{old}"', f'id = "{new}"'))
+
+
+def test_plan_an_id_changed_in_place_stops_the_old_plugin_and_starts_the_new(
+    tmp_path: Path,
+) -> None:
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    running = running_plans(directory)
+    set_id(directory, "echo", "echo2")
+    plan, problems = plan_reload(
+        running, discover(directory), [directory / "echo" / "plugin.toml"], Path.is_file
+    )
+    assert (plan.stop, [p.runner_id for p in plan.start], plan.kept) == (("echo",), ["echo2"], {})
+    assert (plan.restart, problems) == ((), [])
+    assert "now names plugin 'echo2'" in plan.why["echo"]
+    assert "(was 'echo')" in plan.why["echo2"]
+
+
+def test_plan_files_of_a_removed_plugin_folder_are_not_shared_code(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    running = running_plans(directory)
+    shutil.rmtree(directory / "leveled")
+    gone = [directory / "leveled" / "leveled_plugin.py", directory / "leveled" / "plugin.toml"]
+    plan, _ = plan_reload(
+        running, discover(directory), [*gone, directory / "leveled"], Path.is_file
+    )
+    assert (plan.stop, plan.restart) == (("leveled",), ())
+    assert plan.why["leveled"] == "its plugin folder is gone"
+
+
+def test_plan_code_of_a_folder_whose_manifest_is_invalid_is_not_shared(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "echo")
+    running = running_plans(directory)
+    (directory / "draft").mkdir()
+    (directory / "draft" / "plugin.toml").write_text("id = [unfinished")
+    (directory / "draft" / "draft.py").write_text("X = 1\n")
+    plan, problems = plan_reload(
+        running, discover(directory), [directory / "draft" / "draft.py"], Path.is_file
+    )
+    assert not plan and len(problems) == 1
+
+
+def test_plan_restarts_for_code_only_and_names_the_file(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "echo")
+    data = directory / "echo" / "state.json"
+    plan, _ = plan_reload(running_plans(directory), discover(directory), [data], Path.is_file)
+    assert not plan, "a file the plugin writes beside its code restarts nothing"
+    code = directory / "echo" / "echo_plugin.py"
+    plan, _ = plan_reload(running_plans(directory), discover(directory), [data, code], Path.is_file)
+    assert plan.restart == ("echo",) and plan.why["echo"] == f"{code} changed"
+    manifest = directory / "echo" / "plugin.toml"
+    manifest.write_text(
+        manifest.read_text().replace("entry =", 'reload_on = ["*.py", "*.json"]\nentry =')
+    )
+    plan, _ = plan_reload(running_plans(directory), discover(directory), [data], Path.is_file)
+    assert plan.restart == ("echo",) and plan.why["echo"] == f"{data} changed"
+
+
 # -- with real runners -----------------------------------------------------------------------
 
 
@@ -204,20 +264,107 @@ def test_isoplug_run_reload_restarts_an_edited_plugin(tmp_path: Path) -> None:
     seen: list[str] = []
     try:
 
-        def read_until(text: str) -> None:
+        def read_until(*texts: str) -> None:
+            """Read lines until each of ``texts`` came, in any order (the watcher may be up
+            before the runner is ready, or after)."""
             assert process.stdout is not None
+            waiting = set(texts)
             for line in process.stdout:
                 seen.append(line)
-                if text in line:
+                waiting = {text for text in waiting if text not in line}
+                if not waiting:
                     return
-            raise AssertionError(f"{text!r} never came: {''.join(seen)}")
+            raise AssertionError(f"{waiting!r} never came: {''.join(seen)}")
 
-        read_until("ready: runner echo")
-        read_until("reload: watching")
+        read_until("ready: runner echo", "reload: watching")
         touch_code(directory / "echo" / "echo_plugin.py")
-        read_until("reload: code changed; restarting runner echo")
+        read_until("echo_plugin.py changed; restarting runner echo")
         read_until("ready: runner echo")
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     assert process.returncode == 0, "".join(seen)
+
+
+async def test_an_id_changed_in_place_leaves_one_runner_for_the_folder(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "echo")
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("echo").pid
+            assert pid is not None
+            set_id(directory, "echo", "echo2")
+            await eventually(lambda: {p.id for p in host.plugins()} == {"echo2"})
+            await host.wait_ready(20)
+            await eventually(lambda: not process_alive(pid))
+            assert await host.call("echo2", "echo", 7) == 7
+            assert records.select(text="now names plugin 'echo2'; stopping it")
+            assert not records.select(text="no longer validates")
+
+
+async def barrier(host: Host, directory: Path, plugin: str) -> None:
+    """Edit ``plugin``'s code and wait for its restart: every earlier batch of changes has
+    been applied by then (the reloader applies batches one after the other)."""
+    pid = host.plugin(plugin).pid
+    touch_code(directory / plugin / f"{plugin}_plugin.py")
+    await eventually(lambda: host.plugin(plugin).pid not in (None, pid))
+    await host.wait_ready(20)
+
+
+async def test_removing_a_plugin_folder_restarts_no_other(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
+    async with reloading(directory) as host:
+        echo_pid = host.plugin("echo").pid
+        shutil.rmtree(directory / "printer")
+        await eventually(lambda: "printer" not in {p.id for p in host.plugins()})
+        await barrier(host, directory, "leveled")
+        assert host.plugin("echo").pid == echo_pid
+
+
+WRITER = """\
+from pathlib import Path
+
+import isoplug
+
+
+class Writer(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        (Path(__file__).parent / "state.json").write_text("{}")
+
+    @isoplug.method
+    def save(self, text: str) -> None:
+        (Path(__file__).parent / "state.json").write_text(text)
+"""
+
+
+async def test_a_plugin_writing_beside_its_code_is_not_restarted(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "leveled")
+    (directory / "writer").mkdir()
+    (directory / "writer" / "writer_plugin.py").write_text(WRITER)
+    (directory / "writer" / "plugin.toml").write_text(
+        'id = "writer"\nversion = "1"\nentry = "writer_plugin:Writer"\n'
+    )
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("writer").pid
+            await host.call("writer", "save", '{"n": 1}')
+            await barrier(host, directory, "leveled")
+            assert host.plugin("writer").pid == pid
+            await barrier(host, directory, "writer")
+            code = directory.resolve() / "writer" / "writer_plugin.py"
+            assert records.select(text=f"reload: {code} changed; restarting runner writer")
+
+
+async def test_a_folder_problem_is_logged_once_per_change_of_it(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    (directory / "broken").mkdir()
+    broken = directory / "broken" / "plugin.toml"
+    broken.write_text('id = "broken"\nversion = "1"\nentry = "b:B"\nbogus = 1\n')
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            await barrier(host, directory, "echo")
+            await barrier(host, directory, "leveled")
+            assert not records.select(text="bogus"), "told at start, not again"
+            broken.write_text(broken.read_text() + "# still broken\n")
+            await records.wait_for_record(text="unknown field(s) 'bogus'")
+            await barrier(host, directory, "echo")
+            assert len(records.select(text="unknown field(s) 'bogus'")) == 1

@@ -3,8 +3,11 @@ passes as written (it runs the plugin in a real runner with :mod:`isoplug.testin
 
 from __future__ import annotations
 
+import importlib.machinery
 import keyword
+import os
 import re
+import sys
 from pathlib import Path
 
 __all__ = ["ScaffoldError", "new_plugin"]
@@ -79,6 +82,24 @@ def test_reset_event_is_printed(isoplug_host) -> None:
 '''
 
 
+def _importable_elsewhere(name: str) -> str | None:
+    """Where ``name`` is a module already, in this interpreter (the standard library, an
+    installed package): the scaffold's module of that name would be shadowed by it or shadow
+    it in the runner. None: it is free. The working directory does not count: the runner
+    does not import from it (see docs/plugins.md, "The runner's sys.path")."""
+    if name in sys.builtin_module_names or name in sys.stdlib_module_names:
+        return "a standard module"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return getattr(loaded, "__file__", None) or "a loaded module"
+    here = {"", os.getcwd()}
+    path = [entry for entry in sys.path if entry not in here]
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None:
+        return None
+    return spec.origin or ", ".join(spec.submodule_search_locations or ()) or "installed"
+
+
 class ScaffoldError(ValueError):
     """The plugin cannot be made there: a bad name, or the folder exists."""
 
@@ -91,6 +112,13 @@ def new_plugin(path: Path) -> list[Path]:
         raise ScaffoldError(
             f"{name!r} cannot name a plugin: use a letter, then letters, digits or '_' "
             "(it is the plugin id and a Python module name), e.g. 'weather_report'"
+        )
+    taken = _importable_elsewhere(name)
+    if taken is not None:
+        raise ScaffoldError(
+            f"{name!r} cannot name a plugin: a module {name!r} is already importable here "
+            f"({taken}); the plugin's module would clash with it in its runner. Choose "
+            f"another name, e.g. '{name}_plugin'"
         )
     if path.exists():
         raise ScaffoldError(f"{path} already exists; choose another name or remove it")

@@ -12,6 +12,10 @@ runner gets:
 3. its plugins' ``[environment]`` tables;
 4. what isoplug needs (unbuffered output, isoplug's own import path, the runner tag).
 
+``[environment]`` values are passed as written: a relative path in one (``PYTHONPATH =
+"lib"``) is relative to the runner's working directory, the host's, not to the plugin's
+folder (``sys_path`` and ``python`` are; use ``sys_path`` for import folders).
+
 ``inherit_environment = true`` (in a manifest, for that plugin's runner) or
 ``SupervisorConfig(inherit_environment=True)`` (for every runner) passes the whole host
 environment, as before this existed.

@@ -18,6 +18,8 @@ A plugin is a directory holding a ``plugin.toml``::
     inherit_environment = ["WEATHER_*"] # optional: host variables it may see (true: all)
     python = ".venv"                    # optional: its interpreter, or a virtual environment
     sys_path = ["src"]                  # optional: more folders for its sys.path
+    reload_on = ["*.py"]                # optional: files whose change restarts it under
+                                        # hot reload (glob patterns; this is the default)
 
     [environment]                       # optional: extra environment variables of its runner
     WEATHER_UNITS = "metric"
@@ -165,6 +167,9 @@ class Manifest:
     python: Path | None = None
     #: Folders put on the runner's ``sys.path`` after the plugin's own (absolute).
     sys_path: tuple[Path, ...] = ()
+    #: Under hot reload, a changed file in the plugin's folder restarts it when its path
+    #: (relative to the folder) matches one of these, as :meth:`pathlib.PurePath.match` does.
+    reload_on: tuple[str, ...] = ("*.py",)
     #: The ``[config]`` table as TOML gave it (validated by the plugin's schema, in its
     #: runner).
     config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
@@ -181,6 +186,14 @@ class Manifest:
 
 
 _Id = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
+#: A level name in any case, as parse_manifest accepts it (JSON Schema has no flag for case).
+_LOG_LEVEL_SCHEMA = {
+    "pattern": "^(?:"
+    + "|".join("".join(f"[{c}{c.lower()}]" for c in level) for level in _LOG_LEVELS)
+    + ")$",
+    "examples": list(_LOG_LEVELS),
+    "description": f"{', '.join(_LOG_LEVELS)} (any case)",
+}
 #: Finite: an ``inf`` in a backoff or a rate is a mistake, not a setting.
 _NonNegative = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
 
@@ -214,7 +227,8 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entry: Annotated[str, msgspec.Meta(pattern=_ENTRY_PATTERN)]
     description: str = ""
     group: _Id | None = None
-    log_level: str = "INFO"
+    #: Checked in parse_manifest, to say the names; the schema says them for editors.
+    log_level: Annotated[str, msgspec.Meta(extra_json_schema=_LOG_LEVEL_SCHEMA)] = "INFO"
     log_write_through_rate: _NonNegative | None = None
     capabilities: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
@@ -223,6 +237,9 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inherit_environment: list[Annotated[str, msgspec.Meta(min_length=1)]] | bool = []
     python: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     sys_path: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
+    reload_on: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
+        default_factory=lambda: list(Manifest.reload_on)
+    )
     restart: RestartTable = RestartTable()
     config: dict[str, Any] = {}
     limits: LimitsTable = LimitsTable()
@@ -316,6 +333,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         inherit_environment=inherit if isinstance(inherit, bool) else tuple(inherit),
         python=python,
         sys_path=sys_path,
+        reload_on=tuple(fields.reload_on),
         limits=_limits(path, fields.limits),
     )
 

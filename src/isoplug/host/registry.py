@@ -57,9 +57,13 @@ def discover(plugins_dir: Path) -> Discovery:
     manifests: list[Manifest] = []
     problems: list[str] = []
     seen: dict[str, Path] = {}
-    for directory in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
-        if not (directory / MANIFEST_NAME).exists():
+    scratch = plugins_dir.resolve() in _SCRATCH_DIRS
+    for entry in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
+        if not (entry / MANIFEST_NAME).exists():
             continue
+        # In plugins_dir_for's scratch folder, the link it made: the user named the folder
+        # itself, and every message (an invalid manifest, a reload) must name that.
+        directory = entry.resolve() if scratch else entry
         try:
             manifest = load_manifest(directory)
         except ManifestError as exc:
@@ -89,7 +93,16 @@ def plugins_dir_for(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="isoplug-plugin-") as scratch:
         directory = Path(scratch)
         (directory / path.resolve().name).symlink_to(path.resolve(), target_is_directory=True)
-        yield directory
+        _SCRATCH_DIRS.add(directory.resolve())
+        try:
+            yield directory
+        finally:
+            _SCRATCH_DIRS.discard(directory.resolve())
+
+
+#: The scratch folders of :func:`plugins_dir_for` in use: :func:`discover` reads the plugin
+#: linked in one from its real folder.
+_SCRATCH_DIRS: set[Path] = set()
 
 
 def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[str]]:

@@ -1,14 +1,21 @@
 """Hot reload: watch the plugins folder and apply each batch of changes to the running host.
 
-- code changed in a plugin's folder: that plugin's runner restarts (in a group, the group's);
+- code changed in a plugin's folder (a file matching its ``reload_on`` patterns, ``*.py`` by
+  default): that plugin's runner restarts (in a group, the group's); other files there (data
+  a plugin writes beside its code) restart nothing;
 - a new plugin folder (a ``plugin.toml`` appears): its runner starts;
 - a plugin folder removed (or its ``plugin.toml``): its runner stops, and it is forgotten;
 - a ``plugin.toml`` changed: it is read again, and the runner is replaced by one started from
-  the new manifest (its restart count starts again);
+  the new manifest (its restart count starts again); when it names another ``id``, the old
+  plugin stops and the new one starts (a folder holds one plugin);
 - a ``plugin.toml`` that no longer validates (a half-saved edit): the problem is logged, and
   the plugin keeps running as it was until the file is fixed;
 - a Python file changed outside every plugin's folder (shared code beside them): every runner
-  restarts, since any plugin may import it.
+  restarts, since any plugin may import it. Files of a removed plugin folder are that
+  folder's, not shared code.
+
+A problem with a folder (an invalid manifest) is logged once per change of that folder, not
+again with every batch of changes elsewhere.
 
 What to do is decided by :func:`plan_reload` (no I/O: tested without files); watching is
 `watchfiles <https://watchfiles.helpmanual.io>`_ (inotify on Linux), with a short debounce,
@@ -18,11 +25,13 @@ so that a save reaches a restarted plugin in well under a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
+from isoplug.host.manifest import MANIFEST_NAME
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
 
 __all__ = ["PluginReloader", "ReloadPlan", "plan_reload", "reload_unavailable"]
@@ -56,6 +65,10 @@ class ReloadPlan:
     restart: tuple[str, ...] = ()
     #: Plugins kept as they run because their manifest no longer validates: plugin id -> path.
     kept: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    #: Why, by runner id, for the host's log: a stopped runner's ("its plugin folder is
+    #: gone"), a started one's ("new plugin folder"), a restarted one's ("alpha/alpha.py
+    #: changed"). A runner without one gets the general words.
+    why: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart)
@@ -70,16 +83,34 @@ def plan_reload(
     """What to do about ``changed`` paths, given the ``running`` plans and a fresh
     ``discovery`` of the plugins folder; also the problems to report (invalid manifests,
     grouping clashes). ``manifest_exists(path)`` tells a removed manifest from an invalid one.
+
+    A folder holds one plugin: when its ``plugin.toml`` now names another id, the old plugin
+    stops and the new one starts. A changed file restarts the plugin whose folder holds it
+    when it matches the plugin's ``reload_on`` patterns (``*.py`` by default), so data a
+    plugin writes beside its code does not restart it; a ``.py`` file in no plugin's folder,
+    running or removed, is shared code and restarts every runner.
     """
     kept: dict[str, Path] = {}
+    why: dict[str, str] = {}
     manifests = list(discovery.manifests)
     found = {m.id for m in manifests}
+    by_folder = {_real(m.directory): m for m in manifests}
     for plan in running.values():
         for manifest in plan.manifests:
-            if manifest.id not in found and manifest_exists(manifest.path):
+            if manifest.id in found:
+                continue
+            successor = by_folder.get(_real(manifest.directory))
+            if successor is not None:
+                why[plan.runner_id] = f"{manifest.path} now names plugin {successor.id!r}"
+                why[successor.runner_id] = (
+                    f"{manifest.path} now names plugin {successor.id!r} (was {manifest.id!r})"
+                )
+            elif manifest_exists(manifest.path):
                 # Still there but no longer valid: keep the running plugin as it was.
                 kept[manifest.id] = manifest.path
                 manifests.append(manifest)
+            else:
+                why.setdefault(plan.runner_id, "its plugin folder is gone")
     plans, grouping_problems = plan_runners(manifests)
     wanted = {plan.runner_id: plan for plan in plans}
     changed = [Path(path) for path in changed]
@@ -93,36 +124,65 @@ def plan_reload(
     # A runner with a kept plugin is left alone until its manifest is fixed.
     held = {plan.runner_id for plan in plans if any(m.id in kept for m in plan.manifests)}
     settled = {plan.runner_id for plan in (*start, *replace)} | set(stop) | held
+    # The folders of removed plugins are plugin folders still: their files went with them.
+    known = [*wanted.values(), *running.values()]
+    shared = [
+        path
+        for path in changed
+        if path.suffix == ".py"
+        and not _in_any(path, known)
+        # A folder being made, or one whose manifest never validated, is a plugin's too.
+        and not any(manifest_exists(folder / MANIFEST_NAME) for folder in path.parents)
+    ]
     restart: list[str] = []
-    outside = [path for path in changed if not _in_any(path, wanted.values())]
-    shared_code = any(path.suffix == ".py" for path in outside)
     for runner_id, plan in wanted.items():
         if runner_id in settled or runner_id not in running:
             continue
-        if shared_code or any(_in_plan(path, plan) for path in changed):
+        cause = shared[0] if shared else _code_change(changed, plan)
+        if cause is not None:
             restart.append(runner_id)
+            why[runner_id] = f"{cause} changed"
     problems = [*discovery.problems, *grouping_problems]
     return (
-        ReloadPlan(tuple(start), tuple(stop), tuple(replace), tuple(restart), kept),
+        ReloadPlan(tuple(start), tuple(stop), tuple(replace), tuple(restart), kept, why),
         problems,
     )
 
 
+def _real(directory: Path) -> Path:
+    return directory.resolve()
+
+
+def _code_change(changed: Iterable[Path], plan: RunnerPlan) -> Path | None:
+    """The first of ``changed`` that is code of ``plan``'s plugins (by their ``reload_on``)."""
+    for path in changed:
+        for manifest in plan.manifests:
+            inside = _relative(path, manifest.directory)
+            if inside is not None and any(inside.match(p) for p in manifest.reload_on):
+                return path
+    return None
+
+
 def _in_plan(path: Path, plan: RunnerPlan) -> bool:
-    return any(_within(path, manifest.directory) for manifest in plan.manifests)
+    return any(_relative(path, manifest.directory) is not None for manifest in plan.manifests)
 
 
 def _in_any(path: Path, plans: Iterable[RunnerPlan]) -> bool:
     return any(_in_plan(path, plan) for plan in plans)
 
 
-def _within(path: Path, directory: Path) -> bool:
-    # The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder): a
-    # change is reported under whichever of the two paths was watched.
+def _relative(path: Path, directory: Path) -> Path | None:
+    """``path`` relative to the plugin folder ``directory`` (None: not in it).
+
+    The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder): a
+    change is reported under whichever of the two paths was watched.
+    """
     for candidate in {directory, directory.resolve()}:
-        if path == candidate or candidate in path.parents:
-            return True
-    return False
+        if path == candidate:
+            return Path()
+        if candidate in path.parents:
+            return path.relative_to(candidate)
+    return None
 
 
 class PluginReloader:
@@ -142,10 +202,19 @@ class PluginReloader:
         self._apply = apply
         #: Set by the watcher once it watches (a test edits files only after that).
         self.watching = asyncio.Event()
+        #: The problems and kept plugins of the last batch (each told once until changed).
+        self._told: set[str] = set()
+        self._kept: set[str] = set()
 
     async def run(self) -> None:
         import watchfiles
 
+        with contextlib.suppress(OSError):  # unreadable now: the first batch says so
+            # The host told these at its start: a batch tells them again only once changed.
+            _, problems = plan_reload(
+                self._running(), await asyncio.to_thread(self._discover), (), Path.is_file
+            )
+            self._told = set(problems)
         while True:
             roots = self._roots()
             stop_watching = asyncio.Event()
@@ -185,14 +254,36 @@ class PluginReloader:
             _log.error("reload: cannot read the plugins folder %s: %s", self._plugins_dir, exc)
             return
         plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file)
+        # A folder's problem is told once per change of that folder, not again with every
+        # batch of changes elsewhere.
+        touched = self._touched_manifests(paths)
         for problem in problems:
-            _log.error("reload: %s", problem)
+            if problem not in self._told or any(problem.startswith(m) for m in touched):
+                _log.error("reload: %s", problem)
+        self._told = set(problems)
         for plugin_id, path in plan.kept.items():
+            if plugin_id in self._kept and f"{path}:" not in touched:
+                continue
             _log.warning(
                 "reload: %s no longer validates; plugin %s keeps running as it was until it "
                 "is fixed",
                 path,
                 plugin_id,
             )
+        self._kept = set(plan.kept)
         if plan:
             await self._apply(plan)
+
+    def _touched_manifests(self, paths: Iterable[Path]) -> set[str]:
+        """``"FOLDER/plugin.toml:"`` for each plugin folder that holds one of ``paths``, as a
+        problem about that folder starts (its manifest's path, as discovery names it)."""
+        folders: set[Path] = set()
+        root = self._plugins_dir.resolve()
+        for path in paths:
+            if root in path.parents:
+                folders.add(self._plugins_dir / path.relative_to(root).parts[0])
+        for plan in self._running().values():
+            for manifest in plan.manifests:
+                if any(_relative(path, manifest.directory) is not None for path in paths):
+                    folders.add(manifest.directory)
+        return {f"{folder / MANIFEST_NAME}:" for folder in folders}

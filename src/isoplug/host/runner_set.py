@@ -111,7 +111,8 @@ class RunnerSet:
     async def apply_reload(self, plan: ReloadPlan) -> None:
         """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`)."""
         for runner_id in plan.stop:
-            _log.info("reload: runner %s's plugin folder is gone; stopping it", runner_id)
+            why = plan.why.get(runner_id, "its plugin folder is gone")
+            _log.info("reload: runner %s: %s; stopping it", runner_id, why)
             await self.remove(runner_id)
         for new in plan.replace:
             if await self._reconfigure(new):
@@ -120,11 +121,13 @@ class RunnerSet:
             await self.remove(new.runner_id)
             self.add(new).start()
         for new in plan.start:
-            _log.info("reload: new plugin folder; starting runner %s", new.runner_id)
+            why = plan.why.get(new.runner_id, "new plugin folder")
+            _log.info("reload: %s; starting runner %s", why, new.runner_id)
             self.add(new).start()
         restarts = [self.supervisors[runner_id] for runner_id in plan.restart]
         for supervisor in restarts:
-            _log.info("reload: code changed; restarting runner %s", supervisor.runner_id)
+            why = plan.why.get(supervisor.runner_id, "code changed")
+            _log.info("reload: %s; restarting runner %s", why, supervisor.runner_id)
         results = await asyncio.gather(*(s.restart() for s in restarts), return_exceptions=True)
         for supervisor, result in zip(restarts, results, strict=True):
             if isinstance(result, Exception):

@@ -24,6 +24,7 @@ import msgspec
 from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
 from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
+from isoplug.runner.loader import drop_working_directory
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.session import run_runner
 
@@ -79,4 +80,5 @@ def _read_line_into(buffer: bytearray) -> int:
 
 
 if __name__ == "__main__":
+    drop_working_directory()
     sys.exit(main())

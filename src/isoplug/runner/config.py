@@ -32,25 +32,34 @@ import msgspec
 from isoplug.errors import ConfigInvalid
 from isoplug.validation import explain_validation_error
 
-__all__ = ["accepts_live_config", "validate_config"]
+__all__ = ["accepts_live_config", "declared_schema", "validate_config"]
 
 
 def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) -> Any:
     """``raw`` as the plugin's ``config_schema`` wants it (a read-only mapping without one).
     Raises :class:`ConfigInvalid` naming the plugin and the field."""
-    schema = getattr(plugin_class, "config_schema", None)
+    schema = declared_schema(plugin_id, plugin_class)
     if schema is None:
         return MappingProxyType(dict(raw))
-    if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
-        raise ConfigInvalid(
-            f"plugin {plugin_id!r}: config_schema must be a msgspec.Struct subclass, got {schema!r}"
-        )
     try:
         return msgspec.convert(dict(raw), schema)
     except msgspec.ValidationError as exc:
         explained = explain_validation_error(str(exc), raw, schema=schema)
         field = f"config field {explained.field!r}" if explained.field else "config"
         raise ConfigInvalid(f"plugin {plugin_id!r}: {field}: {explained.problem}") from None
+
+
+def declared_schema(plugin_id: str, plugin_class: type) -> type[msgspec.Struct] | None:
+    """The plugin's ``config_schema`` (None: it declares none). Raises :class:`ConfigInvalid`
+    when it is not a ``msgspec.Struct`` subclass (``isoplug schema`` refuses it the same way)."""
+    schema = getattr(plugin_class, "config_schema", None)
+    if schema is None:
+        return None
+    if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+        raise ConfigInvalid(
+            f"plugin {plugin_id!r}: config_schema must be a msgspec.Struct subclass, got {schema!r}"
+        )
+    return schema
 
 
 def accepts_live_config(instance: object) -> bool:

@@ -8,6 +8,7 @@ Every way this can go wrong becomes a :class:`PluginLoadError` whose message say
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +17,7 @@ from isoplug.control import PluginEntry
 from isoplug.errors import IsoplugError
 from isoplug.runner.api import Plugin
 
-__all__ = ["PluginLoadError", "load_plugin_class"]
+__all__ = ["PluginLoadError", "drop_working_directory", "load_plugin_class"]
 
 
 class PluginLoadError(IsoplugError):
@@ -25,6 +26,24 @@ class PluginLoadError(IsoplugError):
     def __init__(self, message: str, traceback_text: str = "") -> None:
         super().__init__(message)
         self.traceback_text = traceback_text
+
+
+def drop_working_directory() -> None:
+    """Take off ``sys.path`` the working directory that ``python -m`` put first on it.
+
+    Runners are started as ``python -m isoplug.runner`` (or forked from ``python -m
+    isoplug.runner.zygote``) in the host's working directory; Python puts that directory first
+    on ``sys.path``, where whatever lies there would be imported before a plugin's own
+    dependencies (a folder named like a missing module, a stray ``logging.py``). A runner's
+    ``sys.path`` is its plugin's folders, ``PYTHONPATH`` and the interpreter's own (see
+    docs/plugins.md): as ``python -P`` has it. Called first thing by those ``-m`` entry
+    points, so only the entry ``-m`` added is dropped (a ``PYTHONPATH`` entry naming the same
+    folder is another entry and stays).
+    """
+    if sys.flags.safe_path or not sys.path:
+        return
+    if sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
 
 
 def load_plugin_class(entry: PluginEntry) -> type[Plugin]:

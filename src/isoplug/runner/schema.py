@@ -3,7 +3,8 @@
 Run by ``isoplug schema PLUGIN_DIR`` in a process of its own, like a runner: importing a
 plugin runs its code, which stays out of the command line's process. Reads one
 :class:`~isoplug.control.PluginEntry` (JSON) on stdin; prints the schema of the plugin's
-``config_schema`` on stdout, or says on stderr why there is none (exit code 3).
+``config_schema`` on stdout, or says on stderr why there is none (exit code 3) or why the
+runner would refuse the plugin (exit code 5, the runner's own words).
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import sys
 import msgspec
 
 from isoplug.control import PluginEntry
-from isoplug.runner.loader import PluginLoadError, load_plugin_class
+from isoplug.errors import ConfigInvalid
+from isoplug.runner.config import declared_schema
+from isoplug.runner.loader import PluginLoadError, drop_working_directory, load_plugin_class
 
-__all__ = ["EXIT_NO_SCHEMA", "main"]
+__all__ = ["EXIT_BAD_SCHEMA", "EXIT_NO_SCHEMA", "main"]
 
-#: The plugin loads but declares no ``config_schema`` (or not a msgspec.Struct).
+#: The plugin loads but declares no ``config_schema``.
 EXIT_NO_SCHEMA = 3
 #: The plugin could not be imported.
 EXIT_NOT_LOADED = 4
+#: Its ``config_schema`` is not a ``msgspec.Struct`` subclass: the runner refuses it.
+EXIT_BAD_SCHEMA = 5
 
 
 def main() -> int:
@@ -33,11 +38,15 @@ def main() -> int:
         except PluginLoadError as exc:
             print(f"{exc}\n{exc.traceback_text}".rstrip(), file=sys.stderr)
             return EXIT_NOT_LOADED
-    schema = getattr(plugin_class, "config_schema", None)
-    if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+    try:
+        schema = declared_schema(entry.id, plugin_class)
+    except ConfigInvalid as exc:
+        # The runner refuses this plugin: the schema must not pretend it has none.
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_SCHEMA
+    if schema is None:
         print(
-            f"plugin {entry.id!r} declares no config_schema (a msgspec.Struct subclass); "
-            f"its [config] table is not validated",
+            f"plugin {entry.id!r} declares no config_schema; its [config] table is not validated",
             file=sys.stderr,
         )
         return EXIT_NO_SCHEMA
@@ -47,4 +56,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    drop_working_directory()
     sys.exit(main())

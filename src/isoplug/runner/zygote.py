@@ -48,6 +48,7 @@ from isoplug.control import ChildExited, Forked, ForkOrder, ForkRefused
 # The runner stack, imported once here: this import is what every fork saves.
 from isoplug.runner import __main__ as runner_main
 from isoplug.runner.lifeline import set_parent_death_signal
+from isoplug.runner.loader import drop_working_directory
 
 # Runners run on uvloop when it is installed (isoplug.runner.eventloop): import it once here.
 # Not installed: they run on asyncio, imported above.
@@ -262,4 +263,5 @@ def _place_descriptors(fds: list[int], targets: list[int]) -> None:
 
 
 if __name__ == "__main__":
+    drop_working_directory()
     sys.exit(main(sys.argv))
