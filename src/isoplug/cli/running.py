@@ -62,13 +62,13 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
 
 
 def tui_available() -> bool:
-    if not sys.stdout.isatty():
-        fatal("--tui needs a terminal on stdout; without --tui the output suits a file or pipe")
-        return False
     try:
         import textual  # noqa: F401
     except ImportError:
         fatal("--tui needs Textual: pip install 'isoplug[tui]'")
+        return False
+    if not sys.stdout.isatty():
+        fatal("--tui needs a terminal on stdout; without --tui the output suits a file or pipe")
         return False
     return True
 
