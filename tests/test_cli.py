@@ -68,7 +68,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.M
 def test_run_with_a_missing_directory_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     """A wrong PLUGINS_DIR is an error message and exit code 2, not a traceback."""
     assert main(["run", "/nonexistent/plugins"]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
 
 
 async def start_cli(*arguments: str) -> asyncio.subprocess.Process:
@@ -79,7 +79,7 @@ async def start_cli(*arguments: str) -> asyncio.subprocess.Process:
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1"),
+        env=dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", NO_COLOR="1"),
     )
 
 

@@ -11,14 +11,22 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from isoplug._foundation_demo import run_demo
-from isoplug.cli.console import ConsoleFormatter, configure_console_logging, use_colour
+from isoplug.cli.console import (
+    ConsoleFormatter,
+    ConsoleHandler,
+    configure_console_logging,
+    silence,
+    use_colour,
+)
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.parser import build_parser
-from isoplug.cli.running import EXIT_INTERRUPTED, run_command, run_until_stopped
+from isoplug.cli.running import run_command
+from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, run_until_stopped
 from isoplug.cli.tools import new_plugin, print_schema
 
 __all__ = ["ConsoleFormatter", "main", "use_colour"]
@@ -27,6 +35,19 @@ __all__ = ["ConsoleFormatter", "main", "use_colour"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``isoplug`` console script; returns the exit code."""
     arguments = build_parser().parse_args(argv)
+    try:
+        code = _command(arguments)
+        # What is still buffered goes now, while a closed pipe can still be told apart.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of stdout is gone (`isoplug schema DIR | head`): stop quietly, as
+        # other commands do, with the code a shell shows for a command SIGPIPE ended.
+        silence(sys.stdout)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "demo" and arguments.protocol:
         try:
             return run_demo()
@@ -36,20 +57,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return new_plugin(arguments.path)
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir)
-    configure_console_logging(arguments.log_level, sys.stdout)
+    console = configure_console_logging(arguments.log_level, sys.stdout)
     if arguments.command == "run":
-        return run_command(arguments)
+        return run_command(arguments, console)
     if arguments.command == "demo":
-        plugins_dir = arguments.plugins_dir or example_plugins_dir()
-        if plugins_dir is None:
-            print(
-                "isoplug demo: the example plugins were not found (neither in the installed "
-                "package, isoplug/examples/plugins, nor in a source checkout, "
-                "examples/plugins). Pass --plugins-dir DIR.",
-                file=sys.stderr,
-            )
-            return 2
-        duration = arguments.duration
-        print(DEMO_HEADER, flush=True)
-        return run_until_stopped(lambda stop: run_demo_plugins(plugins_dir, duration, stop))
+        return _demo(arguments, console)
     raise AssertionError(f"unhandled command {arguments.command!r}")
+
+
+def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
+    plugins_dir = arguments.plugins_dir or example_plugins_dir()
+    if plugins_dir is None:
+        print(
+            "isoplug demo: the example plugins were not found (neither in the installed "
+            "package, isoplug/examples/plugins, nor in a source checkout, "
+            "examples/plugins). Pass --plugins-dir DIR.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not plugins_dir.is_dir():
+        print(f"isoplug demo: --plugins-dir {plugins_dir} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    duration = arguments.duration
+    print(DEMO_HEADER, flush=True)
+    return run_until_stopped(lambda stop: run_demo_plugins(plugins_dir, duration, stop, console))

@@ -3,10 +3,14 @@ to its plugin."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sys
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from typing import TextIO
 
 _RESET = "\033[0m"
@@ -92,11 +96,74 @@ def _colour_of(source: str) -> str:
     return _PLUGIN_COLOURS[zlib.crc32(source.encode()) % len(_PLUGIN_COLOURS)]
 
 
-def configure_console_logging(level: str, stream: TextIO) -> None:
-    handler = logging.StreamHandler(stream)
+#: Errors that mean the console's reader is gone: a closed pipe (``| head``), a terminal
+#: that hung up (EIO).
+_GONE_ERRNOS = frozenset({errno.EPIPE, errno.EIO})
+
+
+class ConsoleHandler(logging.StreamHandler[TextIO]):
+    """The console's handler: once its reader is gone (a closed pipe, a closed terminal) it
+    writes nothing more, says nothing of it (no ``--- Logging error ---`` per record), points
+    the stream's descriptor at ``/dev/null`` (so that the interpreter's last flush does not
+    fail either) and calls :attr:`on_gone` once, from the thread that found it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.gone = threading.Event()
+        self.on_gone: Callable[[], object] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.gone.is_set():
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not (isinstance(error, OSError) and error.errno in _GONE_ERRNOS):
+            super().handleError(record)
+            return
+        # Under the handler's lock (handle() holds it around emit()): one caller sets it.
+        if self.gone.is_set():
+            return
+        self.gone.set()
+        silence(self.stream)
+        if self.on_gone is not None:
+            self.on_gone()
+
+
+def silence(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at ``/dev/null``: its reader is gone, and what is still
+    buffered in it must not fail the next flush (at exit: ``Exception ignored ...``)."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):
+        return  # not a file (a test's StringIO): nothing buffered below Python
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
+
+
+#: The levels a console shows by default: a plugin's records as its manifest's ``log_level``
+#: lets them through (its runner filters them); isoplug's own and other libraries' from INFO.
+_DEFAULT_LEVEL = logging.INFO
+
+
+def configure_console_logging(level: str | None, stream: TextIO) -> ConsoleHandler:
+    """Send every record to ``stream`` through one :class:`ConsoleHandler`, returned.
+
+    ``level``: the lowest level shown, for every record; None shows each plugin's records
+    at the level its runner logs at (its manifest's ``log_level``, or
+    ``--plugin-log-level``) and the rest from INFO.
+    """
+    handler = ConsoleHandler(stream)
     handler.setFormatter(ConsoleFormatter(colour=use_colour(stream)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level or _DEFAULT_LEVEL)
+    # The host drops a replayed record its logger is not enabled for: the plugins' loggers
+    # let through what their runners send, unless the user asked for a threshold.
+    logging.getLogger("plugin").setLevel(level or logging.DEBUG)
     # watchfiles says "1 change detected" for every batch; `--reload` says what it does.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    return handler

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES
+from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_PLUGIN_FAILED
 from isoplug.errors import IsoplugError
-from isoplug.host import Host, SupervisorConfig
+from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
 
 #: How long ``isoplug demo`` lets the example plugins run: long enough to see a crash,
 #: a restart and a hang being detected, short enough to watch.
@@ -39,15 +42,83 @@ def example_plugins_dir() -> Path | None:
     return None
 
 
-async def run_demo_plugins(plugins_dir: Path, duration: float, stop: asyncio.Event) -> int:
+class Seen:
+    """What happened during the demo, so that its summary claims nothing else."""
+
+    def __init__(self) -> None:
+        self.host: Host | None = None
+        self.crashed: set[str] = set()
+        self.killed_by_host: set[str] = set()
+        self.answered = False
+        self.raised: set[str] = set()
+
+    def on_change(self, change: StateChange) -> None:
+        if change.state is not PluginState.RESTARTING or self.host is None:
+            return
+        for plugin_id in change.plugin_ids:
+            account = self.host.plugin(plugin_id).last_exit
+            if account is not None and account.sent_by_host:
+                self.killed_by_host.add(plugin_id)  # found hung (or over a limit)
+            else:
+                self.crashed.add(plugin_id)
+
+    def summary(self) -> str:
+        saw = [
+            "each plugin ran in its own process; its print() lines, stderr and logging "
+            "records reached this host, attributed to it"
+        ]
+        if self.answered:
+            saw.append("calls returned values")
+        if self.raised:
+            saw.append(f"calls raised typed errors ({', '.join(sorted(self.raised))})")
+        if self.crashed:
+            saw.append(f"a crash was restarted ({', '.join(sorted(self.crashed))})")
+        if self.killed_by_host:
+            hung = ", ".join(sorted(self.killed_by_host))
+            saw.append(f"a hang was detected, killed and restarted ({hung})")
+        return "What you saw: " + "; ".join(saw) + "."
+
+
+async def run_demo_plugins(
+    plugins_dir: Path,
+    duration: float,
+    stop: asyncio.Event,
+    console: ConsoleHandler | None = None,
+) -> int:
+    log = logging.getLogger("isoplug.demo")
+    if console is not None:
+        loop = asyncio.get_running_loop()
+        console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
+    log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
+    seen = Seen()
+    try:
+        return await _demo(plugins_dir, duration, stop, seen, console)
+    finally:
+        if console is not None:
+            console.on_gone = None  # the loop it would wake ends with this call
+
+
+async def _demo(
+    plugins_dir: Path,
+    duration: float,
+    stop: asyncio.Event,
+    seen: Seen,
+    console: ConsoleHandler | None,
+) -> int:
     log = logging.getLogger("isoplug.demo")
     # Quicker health checks than the defaults, so that the hang is caught within the demo.
     config = SupervisorConfig(health_interval=1.0, health_timeout=1.0)
-    log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
     started = time.perf_counter()
-    async with Host(plugins_dir, config=config) as host:
+    async with Host(plugins_dir, config=config, on_change=seen.on_change) as host:
+        seen.host = host
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
+        if not host.plugins():
+            print(
+                f"isoplug demo: nothing to run in {plugins_dir} (no valid plugin.toml found)",
+                file=sys.stderr,
+            )
+            return EXIT_PLUGIN_FAILED
         # The demo shows failed plugins among the others rather than stopping.
         infos = await host.wait_ready(30, raise_on_failure=False)
         ready = [i.id for i in infos if i.state.value == "ready"]
@@ -66,8 +137,10 @@ async def run_demo_plugins(plugins_dir: Path, duration: float, stop: asyncio.Eve
             plugin_id, method, kwargs = attempt
             try:
                 result = await host.call_with(plugin_id, method, kwargs=kwargs, timeout=5.0)
+                seen.answered = True
                 log.info("demo: %s.%s(%s) returned %r", plugin_id, method, _args(kwargs), result)
             except IsoplugError as exc:
+                seen.raised.add(type(exc).__name__)
                 log.info(
                     "demo: %s.%s(%s) raised %s: %s",
                     plugin_id,
@@ -96,15 +169,15 @@ async def run_demo_plugins(plugins_dir: Path, duration: float, stop: asyncio.Eve
                 last,
             )
         log.info("demo: stopping every plugin")
+    if console is not None and console.gone.is_set():
+        return EXIT_BROKEN_PIPE
     print(
-        "\nWhat you saw: each plugin ran in its own process; its print() lines, stderr and "
-        "logging records reached this host, attributed to it; calls returned values or raised "
-        "typed errors; a crash was restarted and a hang detected.\n"
+        f"\n{seen.summary()}\n"
         "Next: isoplug new my_plugin (a plugin and its test), isoplug run DIR, and the guides "
         "in docs/ (writing a plugin, running plugins from asyncio, host-side logging).",
         flush=True,
     )
-    return 0
+    return EXIT_OK
 
 
 def _args(kwargs: dict[str, Any]) -> str:

@@ -24,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start one runner process per plugin (or per group) found in PATH, a "
         "folder of plugin folders or one plugin's folder (holding its plugin.toml); "
         "show their output live, restart them when they crash or hang, and stop them all "
-        "cleanly on Ctrl-C or SIGTERM. Capabilities offered to plugins: "
+        "cleanly on Ctrl-C, SIGTERM or SIGHUP (a second one, 0.3 s or more later, kills "
+        "them at once). Capabilities offered to plugins: "
         + ", ".join(sorted(BUILTIN_CAPABILITIES))
-        + ".",
+        + ". The records go to stdout, isoplug's fatal errors to stderr. Exit codes: 0 "
+        "stopped, nothing failed; 1 a plugin was skipped or failed, or nothing to run; "
+        "2 unusable options or PATH; 130 killed by a second signal; 141 stdout was closed.",
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)
     run.add_argument(
@@ -48,9 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a live full-screen view instead of plain lines: one row per plugin "
         "(state, pid, uptime, restarts, last exit, records/s, drops, RSS, CPU) and a "
         "filterable log pane; keys restart a plugin, change its log level, pause its lines "
-        "(needs isoplug[tui])",
+        "(needs isoplug[tui] and a terminal on stdout)",
     )
     _add_log_level(run)
+    run.add_argument(
+        "--plugin-log-level",
+        default=None,
+        type=str.upper,
+        choices=LEVELS,
+        help="set every plugin's log level in its runner, over the log_level of its "
+        "plugin.toml (default: each manifest's; --log-level only filters what is shown)",
+    )
     _add_telemetry_options(run)
     demo = commands.add_parser(
         "demo",
@@ -65,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead, show the wire protocol between one host and one runner",
     )
     demo.add_argument(
-        "--duration", type=float, default=DEMO_DURATION, help="seconds to run (default: 10)"
+        "--duration",
+        type=_positive_seconds,
+        default=DEMO_DURATION,
+        help="seconds to run, more than 0 (default: 10)",
     )
     demo.add_argument(
         "--plugins-dir",
@@ -93,13 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return seconds
+
+
 def _add_log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default=None,
         type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="show records at this level and above (default: INFO)",
+        choices=LEVELS,
+        help="show only records at this level and above, the plugins' and isoplug's "
+        "(default: each plugin's records as its log_level lets through, isoplug's from INFO)",
     )
 
 

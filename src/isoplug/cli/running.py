@@ -1,4 +1,11 @@
-"""``isoplug run``: a host in the foreground until Ctrl-C or SIGTERM."""
+"""``isoplug run``: a host in the foreground until Ctrl-C, SIGTERM or SIGHUP.
+
+Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 0 when it was
+stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the run,
+or there was nothing to run; 2 for unusable options; 130 after a second stop signal; 141 when
+the reader of stdout went away. The errors that end the command go to stderr; the console (every
+record, the host's and the plugins') stays on stdout.
+"""
 
 from __future__ import annotations
 
@@ -6,69 +13,33 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 import sys
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from isoplug.cli.console import ConsoleHandler
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_OK,
+    EXIT_PLUGIN_FAILED,
+    EXIT_USAGE,
+    run_until_stopped,
+)
 from isoplug.cli.telemetry import telemetry
-from isoplug.host import Host, SupervisorConfig
-from isoplug.host.registry import plugins_dir_for
+from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
+from isoplug.host.registry import discover, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
-from isoplug.runner import eventloop
 
 #: Capabilities the CLI's host offers to plugins that are granted them.
 BUILTIN_CAPABILITIES: dict[str, Callable[..., Any]] = {"clock.now": time.time}
 
 
-#: Exit code after Ctrl-C interrupted something that was not a clean stop.
-EXIT_INTERRUPTED = 130
-
-
-def run_until_stopped(
-    body: Callable[[asyncio.Event], Awaitable[int]], loop: str | None = None
-) -> int:
-    """Run ``body(stop)`` in a new event loop and return its exit code; ``loop`` names the
-    loop (``"asyncio"``, ``"uvloop"``; default: as :mod:`isoplug.runner.eventloop` picks,
-    uvloop when installed, as in the runners).
-
-    The first Ctrl-C / SIGTERM sets ``stop`` (``body`` then stops its host cleanly); the
-    second cancels ``body``, which kills every runner at once.
-    """
-    result: int = eventloop.run(_with_signals(body), loop)
-    return result
-
-
-async def _with_signals(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    requests = 0
-    log = logging.getLogger("isoplug.cli")
-
-    def on_signal(signum: signal.Signals) -> None:
-        nonlocal requests
-        requests += 1
-        if requests == 1:
-            log.warning("%s: stopping every plugin (again to kill them at once)", signum.name)
-            stop.set()
-        else:
-            log.error("%s again: killing every runner now", signum.name)
-            task.cancel(f"{signum.name} again")
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        return await body(stop)
-    except asyncio.CancelledError:
-        return EXIT_INTERRUPTED
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+def fatal(message: str) -> None:
+    """An error that ends ``isoplug run``: on stderr, whatever the console is."""
+    print(f"isoplug run: {message}", file=sys.stderr, flush=True)
 
 
 def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
@@ -78,14 +49,13 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        print(f"isoplug run: --config {path}: {exc}", file=sys.stderr)
+        fatal(f"--config {path}: {exc}")
         return None
     loose = sorted(key for key, value in document.items() if not isinstance(value, dict))
     if loose:
-        print(
-            f"isoplug run: --config {path}: {', '.join(loose)}: expected one table per plugin "
-            "id ([greeter] then its settings)",
-            file=sys.stderr,
+        fatal(
+            f"--config {path}: {', '.join(loose)}: expected one table per plugin id "
+            "([greeter] then its settings)"
         )
         return None
     return document
@@ -95,10 +65,10 @@ def tui_available() -> bool:
     try:
         import textual  # noqa: F401
     except ImportError:
-        print(
-            "isoplug run: --tui needs Textual: pip install 'isoplug[tui]'",
-            file=sys.stderr,
-        )
+        fatal("--tui needs Textual: pip install 'isoplug[tui]'")
+        return False
+    if not sys.stdout.isatty():
+        fatal("--tui needs a terminal on stdout; without --tui the output suits a file or pipe")
         return False
     return True
 
@@ -110,41 +80,104 @@ class RunOptions:
     tui: bool = False
     reload: bool = False
     plugin_config: Mapping[str, Mapping[str, Any]] | None = None
+    config_file: Path | None = None
 
 
-def run_command(arguments: argparse.Namespace) -> int:
+def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = None) -> int:
     """``isoplug run``: check the options, then run the host until it is stopped."""
     if arguments.tui and not tui_available():
-        return 2
+        return EXIT_USAGE
     if arguments.reload and (why := reload_unavailable()) is not None:
-        print(f"isoplug run: --reload: {why}", file=sys.stderr)
-        return 2
+        fatal(f"--reload: {why}")
+        return EXIT_USAGE
     plugin_config = plugin_config_file(arguments.config)
     if plugin_config is None:
-        return 2
-    options = RunOptions(arguments.tui, arguments.reload, plugin_config)
-    config = SupervisorConfig(log_level=arguments.log_level)
+        return EXIT_USAGE
+    options = RunOptions(arguments.tui, arguments.reload, plugin_config, arguments.config)
+    # --log-level is what the console shows; the plugins log at their manifests' levels
+    # unless --plugin-log-level says otherwise.
+    config = SupervisorConfig(log_level=arguments.plugin_log_level)
     plugins_dir = arguments.plugins_dir
     with telemetry(arguments) as export:
         if export is None:
-            return 2
+            return EXIT_USAGE
         # Textual installs asyncio's eager task factory, which uvloop's create_task refuses
         # (Python 3.12 and later): the view runs the host on the standard loop. The runners
         # keep theirs.
         loop = "asyncio" if options.tui else None
-        return run_until_stopped(lambda stop: run_plugins(plugins_dir, config, stop, options), loop)
+        return run_until_stopped(
+            lambda stop: run_plugins(plugins_dir, config, stop, options, console), loop
+        )
 
 
 async def run_plugins(
-    plugins_dir: Path, config: SupervisorConfig, stop: asyncio.Event, options: RunOptions
+    plugins_dir: Path,
+    config: SupervisorConfig,
+    stop: asyncio.Event,
+    options: RunOptions,
+    console: ConsoleHandler | None = None,
 ) -> int:
-    log = logging.getLogger("isoplug.cli")
+    if console is not None:
+        loop = asyncio.get_running_loop()
+        # The reader of stdout is gone (`| head` ended): stop the plugins as on Ctrl-C.
+        console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
     try:
         with plugins_dir_for(plugins_dir) as directory:
-            return await run_host(directory, plugins_dir, config, stop, options)
+            code = await run_host(directory, plugins_dir, config, stop, options)
     except (FileNotFoundError, NotADirectoryError) as exc:
-        log.error("%s", exc)
-        return 2
+        fatal(str(exc))
+        return EXIT_USAGE
+    finally:
+        if console is not None:
+            console.on_gone = None  # the loop it would wake ends with this call
+    if console is not None and console.gone.is_set():
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+class Outcome:
+    """Which plugins failed during the run (``on_change``), for the exit code."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]], config_file: Path | None):
+        self.failed: set[str] = set()
+        self._overrides = overrides
+        self._config_file = config_file
+
+    def on_change(self, change: StateChange) -> None:
+        if change.state is not PluginState.FAILED:
+            return
+        self.failed.update(change.plugin_ids)
+        # A plugin that cannot take its configuration says which field is wrong, not that
+        # the value came from --config: say it here, where the file is known.
+        for plugin_id in change.plugin_ids:
+            fields = self._overrides.get(plugin_id)
+            if fields:
+                logging.getLogger("isoplug.cli").error(
+                    "plugin %s: its [config] was merged with [%s] of --config %s (%s): "
+                    "a config error may come from there",
+                    plugin_id,
+                    plugin_id,
+                    self._config_file,
+                    ", ".join(sorted(fields)),
+                )
+
+
+def unknown_overrides(
+    directory: Path, overrides: Mapping[str, Mapping[str, Any]], config_file: Path | None
+) -> dict[str, Mapping[str, Any]]:
+    """``overrides`` without the tables naming no plugin of ``directory``, which are said."""
+    if not overrides:
+        return dict(overrides)
+    ids = {manifest.id for manifest in discover(directory).manifests}
+    unknown = sorted(set(overrides) - ids)
+    if unknown:
+        logging.getLogger("isoplug.cli").warning(
+            "--config %s: no plugin has the id of table(s) %s: ignored (plugin ids here: %s)",
+            config_file,
+            ", ".join(f"[{name}]" for name in unknown),
+            ", ".join(sorted(ids)) or "none",
+        )
+    return {name: values for name, values in overrides.items() if name in ids}
 
 
 async def run_host(
@@ -155,21 +188,45 @@ async def run_host(
     options: RunOptions,
 ) -> int:
     log = logging.getLogger("isoplug.cli")
+    overrides = options.plugin_config or {}
+    if not options.reload:
+        # With --reload a table may name a plugin folder made later: the host keeps them all.
+        overrides = unknown_overrides(directory, overrides, options.config_file)
+    outcome = Outcome(overrides, options.config_file)
     async with Host(
-        directory, config=config, reload=options.reload, plugin_config=options.plugin_config
+        directory,
+        config=config,
+        reload=options.reload,
+        plugin_config=overrides,
+        on_change=outcome.on_change,
     ) as host:
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         count = len(host.plugins())
-        log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, plugins_dir)
         if count == 0 and not options.reload:
-            log.error("nothing to run in %s (no valid plugin.toml found)", plugins_dir)
-            return 1
+            fatal(f"nothing to run in {plugins_dir} (no valid plugin.toml found)")
+            return EXIT_PLUGIN_FAILED
+        log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, plugins_dir)
         if options.tui:
             from isoplug.tui import run_dashboard
 
             await run_dashboard(host, title=str(plugins_dir), stop=stop)
         else:
             await stop.wait()
+        skipped = len(host.problems)
     log.info("all plugins stopped")
-    return 0
+    if skipped or outcome.failed:
+        log.error(
+            "exit code %d: %s",
+            EXIT_PLUGIN_FAILED,
+            "; ".join(
+                part
+                for part in (
+                    f"{skipped} plugin(s) skipped" if skipped else "",
+                    f"failed: {', '.join(sorted(outcome.failed))}" if outcome.failed else "",
+                )
+                if part
+            ),
+        )
+        return EXIT_PLUGIN_FAILED
+    return EXIT_OK
