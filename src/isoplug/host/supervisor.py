@@ -4,7 +4,7 @@ Life of a runner, as driven by :meth:`RunnerSupervisor._supervise`::
 
     STARTING --ready report--> READY --exit / hung / not ready in time--> RESTARTING --backoff-->
     STARTING ...   more than max_restarts crashes within the window --> FAILED
-    READY --RSS above recycle_rss (recycled, not a crash)--> STARTING
+    READY --recycled: RSS above recycle_rss, or worker threads stuck (not a crash)--> STARTING
     any state --stop()--> STOPPED      FAILED/STOPPED --restart()--> STARTING
 
 Each runner process is one :class:`~isoplug.host.life.RunnerLife` (start, ready report, health
@@ -18,6 +18,7 @@ are marked FAILED for good (restarting cannot fix code); a failed ``setup`` coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -75,6 +76,10 @@ _log = logging.getLogger("isoplug.host")
 #: normally) and the traceback (deep chained ones fit) are cut past these.
 _MAX_FAILURE_CHARS = 4 * 1024
 _MAX_TRACEBACK_CHARS = 64 * 1024
+#: After a call lost its runner, how long it waits at most for the supervision to account for
+#: the exit (state, last exit) before raising: milliseconds normally; a runner that closed its
+#: connection but lives on is killed only after ``health_timeout``.
+_ACCOUNT_WAIT = 1.0
 _CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 
 
@@ -131,6 +136,8 @@ class RunnerSupervisor:
             self.runner_id, self.manifests, invoke_capability, lambda: self._life
         )
         self._task: asyncio.Task[None] | None = None
+        #: Set by aclose(): no runner is started any more.
+        self._closed = False
         self._changed = asyncio.Event()
         #: How many runner processes this supervisor has started.
         self._generation = 0
@@ -140,7 +147,9 @@ class RunnerSupervisor:
     # -- public -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start supervising (a no-op if already supervising)."""
+        """Start supervising (a no-op if already supervising). Raises
+        :class:`PluginUnavailable` once closed."""
+        self._check_open()
         if self._task is not None and not self._task.done():
             return
         self._commands.take()
@@ -165,6 +174,7 @@ class RunnerSupervisor:
         Plugins that could not be loaded are tried again (their code or configuration may
         have changed since). Returns when the new runner is ready, or failed again.
         """
+        self._check_open()
         generation = self._generation
         self.broken.clear()
         if self._task is None or self._task.done():
@@ -181,8 +191,18 @@ class RunnerSupervisor:
             self._process.kill(why)
 
     async def aclose(self) -> None:
-        """Stop, and make sure the supervising task has ended. Idempotent."""
+        """Stop, and make sure the supervising task has ended; no runner starts after it
+        (:meth:`start` and :meth:`restart` raise). Idempotent."""
+        self._closed = True
         await self.stop()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            # A backstop: the host refuses its callers sooner, naming its own state.
+            raise PluginUnavailable(
+                f"runner {self.runner_id} is closed: its host is closed, or its plugin folder "
+                "was removed"
+            )
 
     @property
     def pid(self) -> int | None:
@@ -326,17 +346,32 @@ class RunnerSupervisor:
         if not self.offers.has_method(plugin_id, method):
             raise self.offers.method_not_found(plugin_id, method)
         assert life is not None
-        return await call_runner(
-            life.peer,
-            life.process,
-            plugin_id,
-            method,
-            args=args,
-            kwargs=kwargs,
-            deadline=deadline,
-            commands=self._commands,
-            health=life.health,
-        )
+        try:
+            return await call_runner(
+                life.peer,
+                life.process,
+                plugin_id,
+                method,
+                args=args,
+                kwargs=kwargs,
+                deadline=deadline,
+                commands=self._commands,
+                health=life.health,
+                recycling=life.recycling,
+            )
+        except (ConnectionBroken, PluginUnavailable):
+            # Its runner is gone: let the supervision account for that first, so that what
+            # the caller reads next (host.plugin(), a wait_for) is no longer the lost READY.
+            await self._wait_left(life)
+            raise
+
+    async def _wait_left(self, life: RunnerLife) -> None:
+        """Wait (a moment at most) until ``life`` is no longer the current ready runner."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_ACCOUNT_WAIT):
+                while self._life is life and self.state is PluginState.READY:
+                    changed = self._changed
+                    await changed.wait()
 
     def publish(self, event: str, payload: Any) -> bool:
         """Send ``event`` if a plugin of this runner subscribes to it; True if sent."""
@@ -407,7 +442,10 @@ class RunnerSupervisor:
                         PluginState.STARTING, f"restarting on request: {account.describe()}"
                     )
                     continue
-                decision = decider.after_exit(account, permanent, time.monotonic())
+                recycled = None if self._life is None else self._life.recycled
+                decision = decider.after_exit(
+                    account, permanent, time.monotonic(), recycled=recycled
+                )
                 if decision.next is Next.FAIL:
                     self._fail(decision.message)
                     return
