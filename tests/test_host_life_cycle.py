@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ async def test_before_start_every_operation_says_the_host_has_not_been_started(
 ) -> None:
     host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
     assert host.plugins() == []
-    operations = {
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
         "call": lambda: host.call("echo", "echo", 1),
         "call_with": lambda: host.call_with("echo", "echo", args=[1]),
         "wait_ready": lambda: host.wait_ready(timeout=5),
@@ -74,7 +75,7 @@ async def test_after_close_operations_say_the_host_is_closed_and_start_nothing(
     async with running(tmp_path, "echo") as (host, _):
         pid = host.plugin("echo").pid
     assert pid is not None and not process_alive(pid)
-    for name, operation in {
+    closed: dict[str, Callable[[], Awaitable[object]]] = {
         "call": lambda: host.call("echo", "echo", 1),
         "call_with": lambda: host.call_with("echo", "echo", args=[1]),
         "restart": lambda: host.restart("echo"),
@@ -82,7 +83,8 @@ async def test_after_close_operations_say_the_host_is_closed_and_start_nothing(
         "set_config": lambda: host.set_config("echo", {}),
         "publish": lambda: host.publish("tick"),
         "wait_for": lambda: host.wait_for("echo", lambda i: i.state is PluginState.READY),
-    }.items():
+    }
+    for name, operation in closed.items():
         with pytest.raises(PluginUnavailable, match=CLOSED):
             await asyncio.wait_for(operation(), 5)  # at once: no retries, no crash loop
         info = host.plugin("echo")
