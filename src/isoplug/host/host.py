@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isoplug.errors import LocalProtocolError, PluginFailed, UnencodableValue
+from isoplug.errors import LocalProtocolError, UnencodableValue
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
@@ -40,8 +40,9 @@ from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
-from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, StateChange
+from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.rpc import serve
@@ -55,9 +56,6 @@ _log = logging.getLogger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
-
-#: States in which a plugin will not change any more without someone asking.
-_SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED})
 
 
 class _Default(enum.Enum):
@@ -115,8 +113,8 @@ class Host:
         self._on_change = on_change
         self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
-        self._changed = asyncio.Event()
-        self._runners = RunnerSet(self.plugins_dir, plugin_config, self._changed.set)
+        self._waits = PluginWaits(self.plugins, self.plugin, self._check_running)
+        self._runners = RunnerSet(self.plugins_dir, plugin_config, self._waits.changed)
         self._runners.make = self._make_supervisor
         # The same dicts: read on every call and connection.
         self._supervisors = self._runners.supervisors
@@ -218,8 +216,7 @@ class Host:
         raises :class:`PluginUnavailable` saying so, and it cannot be started again."""
         self._life = _Life.CLOSED
         # Waiters (wait_for, wait_ready) look again: the states they wait for will not come.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._waits.changed()
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
@@ -281,26 +278,7 @@ class Host:
         host is closed while plugins were not settled. A cancel point.
         """
         self._check_started("wait for plugins to be ready")
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    changed = self._changed
-                    infos = self.plugins()
-                    failed = {
-                        i.id: i.error or "failed" for i in infos if i.state is PluginState.FAILED
-                    }
-                    if failed and raise_on_failure:
-                        raise PluginFailed(failed)
-                    if all(info.state in _SETTLED for info in infos):
-                        return infos
-                    self._check_running("wait for plugins to be ready")
-                    await changed.wait()
-        except TimeoutError:
-            waiting = [i for i in self.plugins() if i.state not in _SETTLED]
-            raise TimeoutError(
-                f"plugins not ready within {timeout:g} s: "
-                + "; ".join(_describe_waiting(info) for info in waiting)
-            ) from None
+        return await self._waits.ready(timeout, raise_on_failure)
 
     async def wait_for(
         self,
@@ -316,22 +294,7 @@ class Host:
         point.
         """
         self._check_started(f"wait for plugin {plugin_id!r}")
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    changed = self._changed
-                    info = self.plugin(plugin_id)
-                    if predicate(info):
-                        return info
-                    self._check_running(f"wait for plugin {plugin_id!r} ({info.state.value})")
-                    await changed.wait()
-        except TimeoutError:
-            if timeout is None:
-                raise  # the predicate's own
-            raise TimeoutError(
-                f"plugin {plugin_id!r} did not reach the state waited for within {timeout:g} s: "
-                + _describe_waiting(self.plugin(plugin_id))
-            ) from None
+        return await self._waits.until(plugin_id, predicate, timeout)
 
     async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``method`` of ``plugin_id`` with ``args`` and ``kwargs``; return its result.
@@ -506,16 +469,7 @@ class Host:
                 self._on_change(change)
             except Exception:
                 _log.exception("on_change callback failed")
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-
-def _describe_waiting(info: PluginInfo) -> str:
-    text = f"{info.id} ({info.state.value}, restarts {info.restarts})"
-    if info.error:
-        # Sanitized by the supervisor; the first line says what, the traceback is in the log.
-        text += f", last error: {info.error.splitlines()[0]}"
-    return text
+        self._waits.changed()
 
 
 def _report_reloader_end(task: asyncio.Task[None]) -> None:

@@ -26,31 +26,19 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from isoplug.control import (
-    EVENT,
-    SET_CONFIG,
-    SET_LOG_LEVEL,
-    ConfigChange,
-    EventDelivery,
-    LoadStage,
-    ReadyReport,
-)
-from isoplug.errors import (
-    ConfigInvalid,
-    ConnectionBroken,
-    ConnectionClosed,
-    IsoplugError,
-    RemoteError,
-)
+from isoplug.control import EVENT, SET_LOG_LEVEL, EventDelivery, ReadyReport
+from isoplug.errors import ConnectionBroken, ConnectionClosed
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
+from isoplug.host.live_settings import apply_log_levels, offer_config
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
 from isoplug.host.process import RunnerProcess
+from isoplug.host.ready_report import read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
 from isoplug.host.status import (
@@ -65,22 +53,16 @@ from isoplug.host.zygote import Zygote
 from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
-from isoplug.wire.sanitize import clean_block, clean_text
 from isoplug.wire.tracecontext import current_traceparent
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
 _log = logging.getLogger("isoplug.host")
 
-#: A plugin's import or setup error as the host reports it: the message (a few lines at most,
-#: normally) and the traceback (deep chained ones fit) are cut past these.
-_MAX_FAILURE_CHARS = 4 * 1024
-_MAX_TRACEBACK_CHARS = 64 * 1024
 #: After a call lost its runner, how long it waits at most for the supervision to account for
 #: the exit (state, last exit) before raising: milliseconds normally; a runner that closed its
 #: connection but lives on is killed only after ``health_timeout``.
 _ACCOUNT_WAIT = 1.0
-_CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 
 
 Notify = Callable[[StateChange], None]
@@ -239,25 +221,11 @@ class RunnerSupervisor:
         peer = self._peer
         loaded = plugin_id not in self.broken
         if loaded and self.state is PluginState.READY and peer is not None and peer.is_open:
-            try:
-                live = await peer.request(SET_CONFIG, ConfigChange(plugin_id, dict(config)))
-            except RemoteError as exc:
-                if exc.remote_type == _CONFIG_INVALID:
-                    raise ConfigInvalid(
-                        clean_text(exc.remote_message, _MAX_FAILURE_CHARS)
-                    ) from None
-                # on_config itself failed: the plugin may be half-changed; start it afresh.
-                _log.warning(
-                    "plugin %s: on_config failed (%s); restarting its runner with the new "
-                    "configuration",
-                    plugin_id,
-                    clean_text(str(exc), _MAX_FAILURE_CHARS),
-                )
-                live = False
+            live = await offer_config(peer, plugin_id, config)
             self.manifests[plugin_id] = dataclasses.replace(
                 old, config=MappingProxyType(dict(config))
             )
-            if live is True:
+            if live:
                 return True
             await self.restart()
             return False
@@ -266,22 +234,6 @@ class RunnerSupervisor:
             # It failed to load (perhaps for its configuration): try again with this one.
             await self.restart()
         return False
-
-    async def _apply_log_levels(self) -> None:
-        peer = self._peer
-        # A copy: set_log_level() may add a logger while a request below is awaited.
-        for change in self._log_levels.changes():
-            if peer is None or not peer.is_open:
-                return
-            try:
-                await peer.request(SET_LOG_LEVEL, change)
-            except IsoplugError as exc:
-                _log.warning(
-                    "runner %s: could not set the level of %s: %s",
-                    self.runner_id,
-                    f"plugin {change.plugin!r}" if change.plugin else f"logger {change.logger!r}",
-                    clean_text(str(exc), _MAX_FAILURE_CHARS),
-                )
 
     def expected_token(self) -> str | None:
         """The token the current runner process must present on its control connection (None
@@ -491,7 +443,9 @@ class RunnerSupervisor:
         permanent = self._take_report(report, process)
         if not self.offers:
             return False, permanent
-        await self._apply_log_levels()
+        if self._peer is not None:
+            # A copy: set_log_level() may add a logger while a request is awaited.
+            await apply_log_levels(self.runner_id, self._log_levels.changes(), self._peer)
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",
@@ -499,31 +453,21 @@ class RunnerSupervisor:
         return True, None
 
     def _take_report(self, report: ReadyReport, process: RunnerProcess) -> str | None:
-        for failure in report.failures:
-            # The runner's text (a plugin's exception message and traceback) goes into the
-            # host's own records: escaped, capped, its continuation lines indented.
-            text = clean_text(failure.message, _MAX_FAILURE_CHARS) + (
-                f"\n{clean_block(failure.traceback.rstrip(), _MAX_TRACEBACK_CHARS)}"
-                if failure.traceback
-                else ""
+        reading = read_report(report)
+        for plugin_id, text in reading.unloadable.items():
+            self.broken[plugin_id] = text
+            change = StateChange(
+                self.runner_id,
+                (plugin_id,),
+                PluginState.FAILED,
+                f"cannot be loaded: {text}",
+                logging.ERROR,
             )
-            if failure.stage == LoadStage.IMPORT:
-                self.broken[failure.plugin_id] = text
-                self._notify(
-                    StateChange(
-                        self.runner_id,
-                        (failure.plugin_id,),
-                        PluginState.FAILED,
-                        f"cannot be loaded: {text}",
-                        logging.ERROR,
-                    )
-                )
-            else:
-                self.error = text
-                _log.error("runner %s (pid %d): %s", self.runner_id, process.pid, text)
-        self.offers = Offers(
-            {} if any(f.stage == LoadStage.SETUP for f in report.failures) else report.loaded
-        )
+            self._notify(change)
+        for text in reading.setup_failures:
+            self.error = text
+            _log.error("runner %s (pid %d): %s", self.runner_id, process.pid, text)
+        self.offers = reading.offers
         if self.offers:
             self.error = None
         if not report.loaded and len(self.broken) == len(self.manifests):
