@@ -96,16 +96,21 @@ async def test_after_close_operations_say_the_host_is_closed_and_start_nothing(
     await host.aclose()  # still idempotent
 
 
-async def test_a_wait_for_a_state_that_cannot_come_ends_when_the_host_closes(
+async def test_a_wait_for_a_state_that_cannot_come_ends_once_the_host_is_closed(
     tmp_path: Path,
 ) -> None:
     async with running(tmp_path, "echo") as (host, _):
         waiting = asyncio.ensure_future(
             host.wait_for("echo", lambda i: i.restarts == 5, timeout=None)
         )
-        await asyncio.sleep(0)  # it waits now
-        assert not waiting.done()
-    with pytest.raises(PluginUnavailable, match=rf"wait for plugin 'echo' \(\w+\): {CLOSED}"):
+        stopping = asyncio.ensure_future(
+            host.wait_for("echo", lambda i: i.state is PluginState.STOPPED, timeout=None)
+        )
+        await asyncio.sleep(0)  # they wait now
+        assert not waiting.done() and not stopping.done()
+    # A state the close reaches is waited for; one it does not, raises once it is over.
+    assert (await asyncio.wait_for(stopping, 5)).state is PluginState.STOPPED
+    with pytest.raises(PluginUnavailable, match=rf"wait for plugin 'echo' \(stopped\): {CLOSED}"):
         await asyncio.wait_for(waiting, 5)
 
 

@@ -65,11 +65,12 @@ class _Default(enum.Enum):
 
 
 class _Life(enum.Enum):
-    """Where a host is in its one life: new, running (from ``start()`` on), closed (from
-    ``aclose()`` on, for good)."""
+    """Where a host is in its one life: new, running (from ``start()`` on), closing (from
+    the first ``aclose()`` on), closed (once that has returned, for good)."""
 
     NEW = "has not been started (use `async with host` or `await host.start()`)"
     RUNNING = "is running already (`async with host` starts it: do not also call start())"
+    CLOSING = "is closing (a host runs once: make a new one)"
     CLOSED = "is closed (a host runs once: make a new one)"
 
 
@@ -113,7 +114,7 @@ class Host:
         self._on_change = on_change
         self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
-        self._waits = PluginWaits(self.plugins, self.plugin, self._check_running)
+        self._waits = PluginWaits(self.plugins, self.plugin, self._check_changing)
         self._runners = RunnerSet(self.plugins_dir, plugin_config, self._waits.changed)
         self._runners.make = self._make_supervisor
         # The same dicts: read on every call and connection.
@@ -212,11 +213,12 @@ class Host:
 
     async def aclose(self) -> None:
         """Stop every runner and the listener. Idempotent; safe to cancel (runners are then
-        killed at once). The host is closed from its first call on: what needs a running host
-        raises :class:`PluginUnavailable` saying so, and it cannot be started again."""
-        self._life = _Life.CLOSED
-        # Waiters (wait_for, wait_ready) look again: the states they wait for will not come.
-        self._waits.changed()
+        killed at once). From its first call on, what needs a running host raises
+        :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
+        started again; waits for states the close reaches (``STOPPED``) go on, and the others
+        raise once it has returned."""
+        if self._life is not _Life.CLOSED:
+            self._life = _Life.CLOSING
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
@@ -248,6 +250,9 @@ class Host:
             self._routes.close()
             self._capabilities.close()
             observers.host_closed(self)
+            self._life = _Life.CLOSED
+            # Waiters (wait_for, wait_ready) look again: what has not come will not come.
+            self._waits.changed()
 
     # -- plugins ------------------------------------------------------------------------------
 
@@ -447,6 +452,12 @@ class Host:
     def _check_started(self, what: str) -> None:
         """Raise :class:`PluginUnavailable` before :meth:`start` (there are no plugins yet)."""
         if self._life is _Life.NEW:
+            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
+
+    def _check_changing(self, what: str) -> None:
+        """Raise :class:`PluginUnavailable` once no plugin's state can change any more (the
+        host is closed, not merely closing), or before :meth:`start`."""
+        if self._life in (_Life.NEW, _Life.CLOSED):
             raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
 
     def _check_running(self, what: str) -> None:
