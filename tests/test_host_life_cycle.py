@@ -65,6 +65,8 @@ async def test_before_start_every_operation_says_the_host_has_not_been_started(
     with pytest.raises(PluginUnavailable, match=NOT_STARTED):
         host.plugin("echo")
     await host.aclose()  # before a start: closes it for good, starts nothing
+    with pytest.raises(PluginUnavailable, match=r"no plugin 'echo' \(plugins: none\); " + CLOSED):
+        host.plugin("echo")
     with pytest.raises(RuntimeError, match="the host is closed"):
         await host.start()
 

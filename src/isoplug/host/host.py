@@ -447,7 +447,13 @@ class Host:
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
         self._check_started(f"find plugin {plugin_id!r}")
-        return self._runners.supervisor(plugin_id)
+        try:
+            return self._runners.supervisor(plugin_id)
+        except PluginUnavailable as exc:
+            if self._life is _Life.RUNNING:
+                raise
+            # Closed before it was ever started, say: "plugins: none" is not the whole story.
+            raise PluginUnavailable(f"{exc}; the host {self._life.value}") from None
 
     def _check_started(self, what: str) -> None:
         """Raise :class:`PluginUnavailable` before :meth:`start` (there are no plugins yet)."""
