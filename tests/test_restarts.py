@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from isoplug.host.manifest import RestartPolicy
-from isoplug.host.restarts import Next, RestartDecider
+from isoplug.host.restarts import STUCK_THREADS, Next, RestartDecider
 from isoplug.host.status import ExitAccount
 
 
@@ -43,3 +43,21 @@ def test_recycling_restarts_at_once_even_with_never_but_not_in_a_loop() -> None:
     decisions = [decider.after_exit(recycled, None, now=float(t)) for t in range(3)]
     assert [d.next for d in decisions] == [Next.RESTART, Next.RESTART, Next.FAIL]
     assert "recycle loop" in decisions[2].message
+
+
+def test_a_recycle_for_stuck_threads_is_a_recycle_with_its_own_loop_hint() -> None:
+    decider = RestartDecider(RestartPolicy(policy="never", max_restarts=2, window=60))
+    clean = ExitAccount("r", 10, 0, 1.0, 0, "recycled by the host: 4 worker threads ...")
+    decisions = [
+        decider.after_exit(clean, None, now=float(t), recycled=STUCK_THREADS) for t in range(3)
+    ]
+    assert [d.next for d in decisions] == [Next.RESTART, Next.RESTART, Next.FAIL]
+    assert decisions[0].message.startswith("restarting: ")
+    assert "recycle loop: 3 recycles within 60 s (limit 2)" in decisions[2].message
+    assert "def methods keep outliving their timeouts" in decisions[2].message
+    # Recycles leave the crash count alone: a crash after them backs off as a first one.
+    crashes = RestartDecider(RestartPolicy(max_restarts=1, window=60, backoff_initial=0.5))
+    for t in range(2):
+        crashes.after_exit(clean, None, now=float(t), recycled=STUCK_THREADS)
+    first_crash = crashes.after_exit(crash(), None, now=3)
+    assert first_crash.next is Next.BACK_OFF and first_crash.delay == 0.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import CALL, CallOutcome, CallRequest
@@ -53,6 +54,7 @@ async def call_runner(
     deadline: float | None,
     commands: Commands,
     health: HealthWatch | None = None,
+    recycling: Callable[[], str | None] | None = None,
 ) -> Any:
     """Call ``plugin_id.method(*args, **kwargs)`` in the runner ``process`` over its control
     connection ``peer`` (either None: the runner was lost just now), answered by ``deadline``
@@ -60,9 +62,10 @@ async def call_runner(
 
     Raises what :func:`call_plugin` raises, but a lost connection is explained:
     :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart,
-    else :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended. A call the
-    runner cancelled because it was told to shut down (it cancels the calls it serves before
-    its teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
+    or when ``recycling()`` says why the host recycles the runner, else
+    :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended. A call the runner
+    cancelled because it was told to shut down (it cancels the calls it serves before its
+    teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
     """
     if peer is None or process is None:
         raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
@@ -90,6 +93,12 @@ async def call_runner(
         if command is not None:
             raise PluginUnavailable(
                 f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}"
+            ) from exc
+        recycled = None if recycling is None else recycling()
+        if recycled is not None:
+            # Stopped gracefully by the host, to be started again at once: no crash.
+            raise PluginUnavailable(
+                f"plugin {plugin_id!r} was recycled during {method!r} ({recycled})"
             ) from exc
         if isinstance(exc, RequestCancelled):
             raise

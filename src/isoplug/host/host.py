@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isoplug.errors import LocalProtocolError, PluginFailed, UnencodableValue
+from isoplug.errors import LocalProtocolError, UnencodableValue
 from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
@@ -40,8 +40,9 @@ from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
-from isoplug.host.status import PluginInfo, PluginState, StateChange
+from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.rpc import serve
@@ -56,14 +57,21 @@ _log = logging.getLogger("isoplug.host")
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
 
-#: States in which a plugin will not change any more without someone asking.
-_SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED})
-
 
 class _Default(enum.Enum):
     """The default of an option that the host's config holds."""
 
     CONFIG = "the host's config"
+
+
+class _Life(enum.Enum):
+    """Where a host is in its one life: new, running (from ``start()`` on), closing (from
+    the first ``aclose()`` on), closed (once that has returned, for good)."""
+
+    NEW = "has not been started (use `async with host` or `await host.start()`)"
+    RUNNING = "is running already (`async with host` starts it: do not also call start())"
+    CLOSING = "is closing (a host runs once: make a new one)"
+    CLOSED = "is closed (a host runs once: make a new one)"
 
 
 class Host:
@@ -106,8 +114,8 @@ class Host:
         self._on_change = on_change
         self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
-        self._changed = asyncio.Event()
-        self._runners = RunnerSet(self.plugins_dir, plugin_config, self._changed.set)
+        self._waits = PluginWaits(self.plugins, self.plugin, self._check_changing)
+        self._runners = RunnerSet(self.plugins_dir, plugin_config, self._waits.changed)
         self._runners.make = self._make_supervisor
         # The same dicts: read on every call and connection.
         self._supervisors = self._runners.supervisors
@@ -121,6 +129,7 @@ class Host:
         )
         self._log_bridge = LogBridge(self._supervisors, log_limits)
         self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
+        self._life = _Life.NEW
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -134,7 +143,20 @@ class Host:
     async def start(self) -> None:
         """Discover plugins, open the listener and start every runner (does not wait for them
         to be ready: see :meth:`wait_ready`). Raises :class:`FileNotFoundError` /
-        :class:`NotADirectoryError` when ``plugins_dir`` is unusable."""
+        :class:`NotADirectoryError` when ``plugins_dir`` is unusable (the host is then closed,
+        as after any failed start), and :class:`RuntimeError` when the host was started
+        before: a host runs once (``async with`` starts it; do not also call ``start()``)."""
+        if self._life is not _Life.NEW:
+            raise RuntimeError(f"Host.start(): the host {self._life.value}")
+        self._life = _Life.RUNNING
+        try:
+            await self._start()
+        except BaseException:
+            # Cancelled, or the folder or a socket is unusable: nothing started is left behind.
+            await self.aclose()
+            raise
+
+    async def _start(self) -> None:
         discovery = self._runners.discover()
         unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})
         if unknown:
@@ -191,7 +213,12 @@ class Host:
 
     async def aclose(self) -> None:
         """Stop every runner and the listener. Idempotent; safe to cancel (runners are then
-        killed at once)."""
+        killed at once). From its first call on, what needs a running host raises
+        :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
+        started again; waits for states the close reaches (``STOPPED``) go on, and the others
+        raise once it has returned."""
+        if self._life is not _Life.CLOSED:
+            self._life = _Life.CLOSING
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
@@ -223,6 +250,9 @@ class Host:
             self._routes.close()
             self._capabilities.close()
             observers.host_closed(self)
+            self._life = _Life.CLOSED
+            # Waiters (wait_for, wait_ready) look again: what has not come will not come.
+            self._waits.changed()
 
     # -- plugins ------------------------------------------------------------------------------
 
@@ -231,7 +261,8 @@ class Host:
         return [self._runner_of[pid].info(pid) for pid in sorted(self._runner_of)]
 
     def plugin(self, plugin_id: str) -> PluginInfo:
-        """The state of one plugin; raises :class:`PluginUnavailable` for an unknown id."""
+        """The state of one plugin (after :meth:`aclose` too: its last); raises
+        :class:`PluginUnavailable` for an unknown id, and before :meth:`start`."""
         return self._supervisor(plugin_id).info(plugin_id)
 
     async def wait_ready(
@@ -248,27 +279,11 @@ class Host:
         returned instead.
 
         Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugins not ready
-        and their last error. A cancel point.
+        and their last error; :class:`PluginUnavailable` before :meth:`start`, and once the
+        host is closed while plugins were not settled. A cancel point.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    changed = self._changed
-                    infos = self.plugins()
-                    failed = {
-                        i.id: i.error or "failed" for i in infos if i.state is PluginState.FAILED
-                    }
-                    if failed and raise_on_failure:
-                        raise PluginFailed(failed)
-                    if all(info.state in _SETTLED for info in infos):
-                        return infos
-                    await changed.wait()
-        except TimeoutError:
-            waiting = [i for i in self.plugins() if i.state not in _SETTLED]
-            raise TimeoutError(
-                f"plugins not ready within {timeout:g} s: "
-                + "; ".join(_describe_waiting(info) for info in waiting)
-            ) from None
+        self._check_started("wait for plugins to be ready")
+        return await self._waits.ready(timeout, raise_on_failure)
 
     async def wait_for(
         self,
@@ -278,15 +293,13 @@ class Host:
     ) -> PluginInfo:
         """Wait until ``predicate(host.plugin(plugin_id))`` holds; return that snapshot.
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds. A cancel point.
+        Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugin, its state
+        then and the time waited; :class:`PluginUnavailable` before :meth:`start`, and once the
+        host is closed while the predicate does not hold (nothing changes any more). A cancel
+        point.
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                changed = self._changed
-                info = self.plugin(plugin_id)
-                if predicate(info):
-                    return info
-                await changed.wait()
+        self._check_started(f"wait for plugin {plugin_id!r}")
+        return await self._waits.until(plugin_id, predicate, timeout)
 
     async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``method`` of ``plugin_id`` with ``args`` and ``kwargs``; return its result.
@@ -305,6 +318,8 @@ class Host:
         :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
         :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
         """
+        if self._life is not _Life.RUNNING:
+            self._check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
         call = supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
@@ -335,6 +350,7 @@ class Host:
             kwargs = {}
         elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
+        self._check_running(f"call {plugin_id}.{method}")
         limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int | float):
@@ -351,7 +367,9 @@ class Host:
     async def publish(self, event: str, payload: Any = None) -> int:
         """Send ``event`` to every ready plugin subscribed to it; return how many runners got
         it. Fire and forget: subscribers' failures are logged by their runner. Raises
-        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent."""
+        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent,
+        :class:`PluginUnavailable` when the host is not running."""
+        self._check_running(f"publish {event!r}")
         try:
             return sum(s.publish(event, payload) for s in self._supervisors.values())
         except LocalProtocolError as exc:
@@ -362,12 +380,16 @@ class Host:
 
     async def restart(self, plugin_id: str) -> PluginInfo:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
-        ready or failed again, and return the plugin's state."""
+        ready or failed again, and return the plugin's state. Raises
+        :class:`PluginUnavailable` when the host is not running."""
+        self._check_running(f"restart plugin {plugin_id!r}")
         await self._supervisor(plugin_id).restart()
         return self.plugin(plugin_id)
 
     async def stop(self, plugin_id: str) -> PluginInfo:
-        """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully."""
+        """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
+        host is closed: it is stopped already)."""
+        self._check_started(f"stop plugin {plugin_id!r}")
         await self._supervisor(plugin_id).stop()
         return self.plugin(plugin_id)
 
@@ -382,10 +404,11 @@ class Host:
         ``log_level`` and ``config.log_level``, even where its code set a level on those
         loggers itself. Otherwise ``logger`` is a logger name as the plugin uses it (in a
         group: for the whole group). The level survives restarts, and holds from the plugin's
-        import on. Raises :class:`PluginUnavailable` for an unknown plugin and ``ValueError``
-        for an unknown level name.
+        import on. Raises :class:`PluginUnavailable` for an unknown plugin or when the host is
+        not running, and ``ValueError`` for an unknown level name.
         """
         numeric = level_number(level)
+        self._check_running(f"set the log level of plugin {plugin_id!r}")
         supervisor = self._supervisor(plugin_id)
         if logger is None:
             await supervisor.set_log_level(numeric, plugin=plugin_id)
@@ -401,8 +424,9 @@ class Host:
         plugin is ready or failed again). The configuration holds for every later restart.
         Raises :class:`~isoplug.errors.ConfigInvalid` naming the field when the schema
         refuses it (the plugin keeps what it had), :class:`PluginUnavailable` for an unknown
-        plugin.
+        plugin or when the host is not running.
         """
+        self._check_running(f"configure plugin {plugin_id!r}")
         return await self._runners.set_config(plugin_id, config)
 
     def log_metrics(self, plugin_id: str) -> LogMetrics:
@@ -422,7 +446,30 @@ class Host:
     # -- internals ----------------------------------------------------------------------------
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
-        return self._runners.supervisor(plugin_id)
+        self._check_started(f"find plugin {plugin_id!r}")
+        try:
+            return self._runners.supervisor(plugin_id)
+        except PluginUnavailable as exc:
+            if self._life is _Life.RUNNING:
+                raise
+            # Closed before it was ever started, say: "plugins: none" is not the whole story.
+            raise PluginUnavailable(f"{exc}; the host {self._life.value}") from None
+
+    def _check_started(self, what: str) -> None:
+        """Raise :class:`PluginUnavailable` before :meth:`start` (there are no plugins yet)."""
+        if self._life is _Life.NEW:
+            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
+
+    def _check_changing(self, what: str) -> None:
+        """Raise :class:`PluginUnavailable` once no plugin's state can change any more (the
+        host is closed, not merely closing), or before :meth:`start`."""
+        if self._life in (_Life.NEW, _Life.CLOSED):
+            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
+
+    def _check_running(self, what: str) -> None:
+        """Raise :class:`PluginUnavailable` unless the host runs (started, not closed)."""
+        if self._life is not _Life.RUNNING:
+            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
 
     def _state_changed(self, change: StateChange) -> None:
         who = ", ".join(change.plugin_ids) or change.runner_id
@@ -439,16 +486,7 @@ class Host:
                 self._on_change(change)
             except Exception:
                 _log.exception("on_change callback failed")
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-
-def _describe_waiting(info: PluginInfo) -> str:
-    text = f"{info.id} ({info.state.value}, restarts {info.restarts})"
-    if info.error:
-        # Sanitized by the supervisor; the first line says what, the traceback is in the log.
-        text += f", last error: {info.error.splitlines()[0]}"
-    return text
+        self._waits.changed()
 
 
 def _report_reloader_end(task: asyncio.Task[None]) -> None:

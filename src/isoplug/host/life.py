@@ -45,6 +45,7 @@ from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
+from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.status import ExitAccount
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
@@ -65,7 +66,8 @@ class RunnerLife:
     log connections must present (None before its spawn and after its exit); ``ready``, which
     the supervisor's control handler resolves with the ready report; ``process``, from its
     spawn until it has been closed; ``peer``, its control connection while the supervisor
-    serves it (the supervisor sets it).
+    serves it (the supervisor sets it); ``recycled``, what the host recycled it for (None: it
+    was not recycled), once its life is over.
     """
 
     def __init__(
@@ -88,6 +90,15 @@ class RunnerLife:
         self.health = HealthWatch(runner_id, config)
         #: Its [limits] that the host enforces (see isoplug.host.limits); set by run().
         self.limits = LimitWatch(runner_id, ResourceLimits())
+        self.recycled: str | None = None
+
+    def recycling(self) -> str | None:
+        """Why the host recycles this runner (the reason its exit account will give), from
+        the moment it decided to; None while it does not."""
+        for decided in (self.health.recycle, self.limits.recycle):
+            if decided.done():
+                return decided.result()
+        return None
 
     async def run(
         self,
@@ -234,11 +245,9 @@ class RunnerLife:
                 await self._shut_down(process)
                 return describe_command(command)
             if health.recycle.done():
-                await self._shut_down(process)
-                return health.recycle.result()
+                return await self._recycle(process, STUCK_THREADS, health.recycle.result())
             if recycle.done():
-                await self._shut_down(process)
-                return recycle.result()
+                return await self._recycle(process, RECYCLE_RSS, recycle.result())
             if self.peer is None or not self.peer.is_open:
                 return await self._lost(process, "it closed its connection but did not exit")
             finding = await self._check(process)
@@ -252,9 +261,15 @@ class RunnerLife:
                 await self._kill(process, finding.kill)
                 return finding.kill
             if finding.recycle is not None:
-                await self._shut_down(process)
-                return finding.recycle
+                return await self._recycle(process, STUCK_THREADS, finding.recycle)
             delay = finding.recheck
+
+    async def _recycle(self, process: RunnerProcess, kind: str, reason: str) -> str:
+        """Stop the runner gracefully, to be started again (not a crash: see
+        :mod:`isoplug.host.restarts`); return ``reason``."""
+        self.recycled = kind
+        await self._shut_down(process)
+        return reason
 
     async def _check(self, process: RunnerProcess) -> Finding | None:
         """One health check; None if a command or the runner's exit interrupted it."""

@@ -3,9 +3,11 @@ up. Sans-IO: :class:`RestartDecider` is told each exit and the time, and decides
 supervisor (:mod:`isoplug.host.supervisor`) acts on it.
 
 - Restarting cannot help (the plugins cannot be imported): give up.
-- Recycled for its RSS (``recycle_rss``): start again at once, whatever the policy (it did not
-  crash), unless that happened more than ``max_restarts`` times within ``window`` (its RSS
-  passes the threshold right after each start): give up rather than loop.
+- Recycled by the host, for its RSS (``recycle_rss``) or for worker threads stuck in calls
+  that timed out (``max_stuck_threads``): start again at once, whatever the policy (it did not
+  crash), unless that happened more than ``max_restarts`` times within ``window`` (the cause
+  comes back right after each start): give up rather than loop. Recycles and crashes are
+  counted apart: neither makes the other's limit come sooner.
 - ``policy = "never"``: give up at the first crash.
 - Otherwise back off (``backoff_initial``, doubled per crash within ``window``, at most
   ``backoff_max``), and give up past ``max_restarts`` crashes within ``window``.
@@ -21,7 +23,18 @@ import logging
 from isoplug.host.manifest import RestartPolicy
 from isoplug.host.status import ExitAccount
 
-__all__ = ["Decision", "Next", "RestartDecider"]
+__all__ = ["RECYCLE_RSS", "STUCK_THREADS", "Decision", "Next", "RestartDecider"]
+
+#: What a recycle was for (the setting whose threshold was passed).
+RECYCLE_RSS = "recycle_rss"
+STUCK_THREADS = "max_stuck_threads"
+
+#: Why a recycle loop happens, and what to change, by what the recycles were for.
+_LOOP_HINTS = {
+    RECYCLE_RSS: "its RSS passes recycle_rss soon after it starts; raise recycle_rss",
+    STUCK_THREADS: "calls to its def methods keep outliving their timeouts soon after it "
+    "starts; make those methods return sooner, or give the calls longer timeouts",
+}
 
 
 class Next(enum.Enum):
@@ -50,20 +63,31 @@ class RestartDecider:
         self._crashes: collections.deque[float] = collections.deque()
         self._recycles: collections.deque[float] = collections.deque()
 
-    def after_exit(self, account: ExitAccount, permanent: str | None, now: float) -> Decision:
+    def after_exit(
+        self,
+        account: ExitAccount,
+        permanent: str | None,
+        now: float,
+        *,
+        recycled: str | None = None,
+    ) -> Decision:
         """Decide after ``account``, an exit nobody asked for, at monotonic time ``now``;
-        ``permanent`` says why restarting cannot help, when it cannot."""
+        ``permanent`` says why restarting cannot help, when it cannot; ``recycled`` says what
+        the host recycled the runner for (:data:`RECYCLE_RSS`, :data:`STUCK_THREADS`), when it
+        did (a ``recycle_rss`` limit in the account says so too)."""
         policy = self.policy
         described = account.describe()
         if permanent is not None:
             return Decision(Next.FAIL, f"{described}; {permanent}", level=logging.ERROR)
-        if account.limit == "recycle_rss":
+        if recycled is None and account.limit == RECYCLE_RSS:
+            recycled = RECYCLE_RSS
+        if recycled is not None:
             if self._count(self._recycles, now) > policy.max_restarts:
                 return Decision(
                     Next.FAIL,
                     f"{described}; recycle loop: {len(self._recycles)} recycles within "
-                    f"{policy.window:g} s (limit {policy.max_restarts}): its RSS passes "
-                    "recycle_rss soon after it starts; raise recycle_rss",
+                    f"{policy.window:g} s (limit {policy.max_restarts}): "
+                    f"{_LOOP_HINTS.get(recycled, recycled)}",
                     level=logging.ERROR,
                 )
             return Decision(Next.RESTART, f"restarting: {described}")

@@ -77,6 +77,9 @@ class RunnerSet:
 
     def add(self, plan: RunnerPlan) -> RunnerSupervisor:
         assert self.make is not None, "the host sets make() before adding runners"
+        if plan.runner_id in self.supervisors:
+            # A second supervisor would be unreachable, and outlive the host's close.
+            raise RuntimeError(f"runner {plan.runner_id} has a supervisor already")
         supervisor = self.make(plan)
         self.supervisors[plan.runner_id] = supervisor
         self.plans[plan.runner_id] = plan

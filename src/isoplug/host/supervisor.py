@@ -4,7 +4,7 @@ Life of a runner, as driven by :meth:`RunnerSupervisor._supervise`::
 
     STARTING --ready report--> READY --exit / hung / not ready in time--> RESTARTING --backoff-->
     STARTING ...   more than max_restarts crashes within the window --> FAILED
-    READY --RSS above recycle_rss (recycled, not a crash)--> STARTING
+    READY --recycled: RSS above recycle_rss, or worker threads stuck (not a crash)--> STARTING
     any state --stop()--> STOPPED      FAILED/STOPPED --restart()--> STARTING
 
 Each runner process is one :class:`~isoplug.host.life.RunnerLife` (start, ready report, health
@@ -18,6 +18,7 @@ are marked FAILED for good (restarting cannot fix code); a failed ``setup`` coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -25,31 +26,19 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from isoplug.control import (
-    EVENT,
-    SET_CONFIG,
-    SET_LOG_LEVEL,
-    ConfigChange,
-    EventDelivery,
-    LoadStage,
-    ReadyReport,
-)
-from isoplug.errors import (
-    ConfigInvalid,
-    ConnectionBroken,
-    ConnectionClosed,
-    IsoplugError,
-    RemoteError,
-)
+from isoplug.control import EVENT, SET_LOG_LEVEL, EventDelivery, ReadyReport
+from isoplug.errors import ConnectionBroken, ConnectionClosed
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
+from isoplug.host.live_settings import apply_log_levels, offer_config
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
 from isoplug.host.process import RunnerProcess
+from isoplug.host.ready_report import read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
 from isoplug.host.status import (
@@ -64,18 +53,16 @@ from isoplug.host.zygote import Zygote
 from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
-from isoplug.wire.sanitize import clean_block, clean_text
 from isoplug.wire.tracecontext import current_traceparent
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
 _log = logging.getLogger("isoplug.host")
 
-#: A plugin's import or setup error as the host reports it: the message (a few lines at most,
-#: normally) and the traceback (deep chained ones fit) are cut past these.
-_MAX_FAILURE_CHARS = 4 * 1024
-_MAX_TRACEBACK_CHARS = 64 * 1024
-_CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
+#: After a call lost its runner, how long it waits at most for the supervision to account for
+#: the exit (state, last exit) before raising: milliseconds normally; a runner that closed its
+#: connection but lives on is killed only after ``health_timeout``.
+_ACCOUNT_WAIT = 1.0
 
 
 Notify = Callable[[StateChange], None]
@@ -131,6 +118,8 @@ class RunnerSupervisor:
             self.runner_id, self.manifests, invoke_capability, lambda: self._life
         )
         self._task: asyncio.Task[None] | None = None
+        #: Set by aclose(): no runner is started any more.
+        self._closed = False
         self._changed = asyncio.Event()
         #: How many runner processes this supervisor has started.
         self._generation = 0
@@ -140,7 +129,9 @@ class RunnerSupervisor:
     # -- public -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start supervising (a no-op if already supervising)."""
+        """Start supervising (a no-op if already supervising). Raises
+        :class:`PluginUnavailable` once closed."""
+        self._check_open()
         if self._task is not None and not self._task.done():
             return
         self._commands.take()
@@ -165,6 +156,7 @@ class RunnerSupervisor:
         Plugins that could not be loaded are tried again (their code or configuration may
         have changed since). Returns when the new runner is ready, or failed again.
         """
+        self._check_open()
         generation = self._generation
         self.broken.clear()
         if self._task is None or self._task.done():
@@ -181,8 +173,18 @@ class RunnerSupervisor:
             self._process.kill(why)
 
     async def aclose(self) -> None:
-        """Stop, and make sure the supervising task has ended. Idempotent."""
+        """Stop, and make sure the supervising task has ended; no runner starts after it
+        (:meth:`start` and :meth:`restart` raise). Idempotent."""
+        self._closed = True
         await self.stop()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            # A backstop: the host refuses its callers sooner, naming its own state.
+            raise PluginUnavailable(
+                f"runner {self.runner_id} is closed: its host is closed, or its plugin folder "
+                "was removed"
+            )
 
     @property
     def pid(self) -> int | None:
@@ -219,25 +221,11 @@ class RunnerSupervisor:
         peer = self._peer
         loaded = plugin_id not in self.broken
         if loaded and self.state is PluginState.READY and peer is not None and peer.is_open:
-            try:
-                live = await peer.request(SET_CONFIG, ConfigChange(plugin_id, dict(config)))
-            except RemoteError as exc:
-                if exc.remote_type == _CONFIG_INVALID:
-                    raise ConfigInvalid(
-                        clean_text(exc.remote_message, _MAX_FAILURE_CHARS)
-                    ) from None
-                # on_config itself failed: the plugin may be half-changed; start it afresh.
-                _log.warning(
-                    "plugin %s: on_config failed (%s); restarting its runner with the new "
-                    "configuration",
-                    plugin_id,
-                    clean_text(str(exc), _MAX_FAILURE_CHARS),
-                )
-                live = False
+            live = await offer_config(peer, plugin_id, config)
             self.manifests[plugin_id] = dataclasses.replace(
                 old, config=MappingProxyType(dict(config))
             )
-            if live is True:
+            if live:
                 return True
             await self.restart()
             return False
@@ -246,22 +234,6 @@ class RunnerSupervisor:
             # It failed to load (perhaps for its configuration): try again with this one.
             await self.restart()
         return False
-
-    async def _apply_log_levels(self) -> None:
-        peer = self._peer
-        # A copy: set_log_level() may add a logger while a request below is awaited.
-        for change in self._log_levels.changes():
-            if peer is None or not peer.is_open:
-                return
-            try:
-                await peer.request(SET_LOG_LEVEL, change)
-            except IsoplugError as exc:
-                _log.warning(
-                    "runner %s: could not set the level of %s: %s",
-                    self.runner_id,
-                    f"plugin {change.plugin!r}" if change.plugin else f"logger {change.logger!r}",
-                    clean_text(str(exc), _MAX_FAILURE_CHARS),
-                )
 
     def expected_token(self) -> str | None:
         """The token the current runner process must present on its control connection (None
@@ -326,17 +298,32 @@ class RunnerSupervisor:
         if not self.offers.has_method(plugin_id, method):
             raise self.offers.method_not_found(plugin_id, method)
         assert life is not None
-        return await call_runner(
-            life.peer,
-            life.process,
-            plugin_id,
-            method,
-            args=args,
-            kwargs=kwargs,
-            deadline=deadline,
-            commands=self._commands,
-            health=life.health,
-        )
+        try:
+            return await call_runner(
+                life.peer,
+                life.process,
+                plugin_id,
+                method,
+                args=args,
+                kwargs=kwargs,
+                deadline=deadline,
+                commands=self._commands,
+                health=life.health,
+                recycling=life.recycling,
+            )
+        except (ConnectionBroken, PluginUnavailable):
+            # Its runner is gone: let the supervision account for that first, so that what
+            # the caller reads next (host.plugin(), a wait_for) is no longer the lost READY.
+            await self._wait_left(life)
+            raise
+
+    async def _wait_left(self, life: RunnerLife) -> None:
+        """Wait (a moment at most) until ``life`` is no longer the current ready runner."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_ACCOUNT_WAIT):
+                while self._life is life and self.state is PluginState.READY:
+                    changed = self._changed
+                    await changed.wait()
 
     def publish(self, event: str, payload: Any) -> bool:
         """Send ``event`` if a plugin of this runner subscribes to it; True if sent."""
@@ -407,7 +394,10 @@ class RunnerSupervisor:
                         PluginState.STARTING, f"restarting on request: {account.describe()}"
                     )
                     continue
-                decision = decider.after_exit(account, permanent, time.monotonic())
+                recycled = None if self._life is None else self._life.recycled
+                decision = decider.after_exit(
+                    account, permanent, time.monotonic(), recycled=recycled
+                )
                 if decision.next is Next.FAIL:
                     self._fail(decision.message)
                     return
@@ -453,7 +443,9 @@ class RunnerSupervisor:
         permanent = self._take_report(report, process)
         if not self.offers:
             return False, permanent
-        await self._apply_log_levels()
+        if self._peer is not None:
+            # A copy: set_log_level() may add a logger while a request is awaited.
+            await apply_log_levels(self.runner_id, self._log_levels.changes(), self._peer)
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",
@@ -461,31 +453,21 @@ class RunnerSupervisor:
         return True, None
 
     def _take_report(self, report: ReadyReport, process: RunnerProcess) -> str | None:
-        for failure in report.failures:
-            # The runner's text (a plugin's exception message and traceback) goes into the
-            # host's own records: escaped, capped, its continuation lines indented.
-            text = clean_text(failure.message, _MAX_FAILURE_CHARS) + (
-                f"\n{clean_block(failure.traceback.rstrip(), _MAX_TRACEBACK_CHARS)}"
-                if failure.traceback
-                else ""
+        reading = read_report(report)
+        for plugin_id, text in reading.unloadable.items():
+            self.broken[plugin_id] = text
+            change = StateChange(
+                self.runner_id,
+                (plugin_id,),
+                PluginState.FAILED,
+                f"cannot be loaded: {text}",
+                logging.ERROR,
             )
-            if failure.stage == LoadStage.IMPORT:
-                self.broken[failure.plugin_id] = text
-                self._notify(
-                    StateChange(
-                        self.runner_id,
-                        (failure.plugin_id,),
-                        PluginState.FAILED,
-                        f"cannot be loaded: {text}",
-                        logging.ERROR,
-                    )
-                )
-            else:
-                self.error = text
-                _log.error("runner %s (pid %d): %s", self.runner_id, process.pid, text)
-        self.offers = Offers(
-            {} if any(f.stage == LoadStage.SETUP for f in report.failures) else report.loaded
-        )
+            self._notify(change)
+        for text in reading.setup_failures:
+            self.error = text
+            _log.error("runner %s (pid %d): %s", self.runner_id, process.pid, text)
+        self.offers = reading.offers
         if self.offers:
             self.error = None
         if not report.loaded and len(self.broken) == len(self.manifests):

@@ -1,0 +1,56 @@
+"""Settings handed to a running runner over its control connection: log levels (after each
+start, and when changed) and a plugin's new configuration (taken live by its ``on_config``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from isoplug.control import SET_CONFIG, SET_LOG_LEVEL, ConfigChange, LogLevelChange
+from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError
+from isoplug.host.ready_report import MAX_FAILURE_CHARS
+from isoplug.rpc import Peer
+from isoplug.wire.sanitize import clean_text
+
+__all__ = ["apply_log_levels", "offer_config"]
+
+_log = logging.getLogger("isoplug.host")
+
+_CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
+
+
+async def apply_log_levels(runner_id: str, changes: Iterable[LogLevelChange], peer: Peer) -> None:
+    """Set each of ``changes`` in the runner; one that fails is logged, the others are set."""
+    for change in changes:
+        if not peer.is_open:
+            return
+        try:
+            await peer.request(SET_LOG_LEVEL, change)
+        except IsoplugError as exc:
+            _log.warning(
+                "runner %s: could not set the level of %s: %s",
+                runner_id,
+                f"plugin {change.plugin!r}" if change.plugin else f"logger {change.logger!r}",
+                clean_text(str(exc), MAX_FAILURE_CHARS),
+            )
+
+
+async def offer_config(peer: Peer, plugin_id: str, config: Mapping[str, Any]) -> bool:
+    """Offer ``plugin_id`` its new ``config`` in its ready runner: True when it took it live
+    (its ``on_config``), False when its runner must restart with it (no ``on_config``, or
+    ``on_config`` failed: the plugin may be half-changed). Raises
+    :class:`~isoplug.errors.ConfigInvalid` when its schema refuses it."""
+    try:
+        live = await peer.request(SET_CONFIG, ConfigChange(plugin_id, dict(config)))
+    except RemoteError as exc:
+        if exc.remote_type == _CONFIG_INVALID:
+            raise ConfigInvalid(clean_text(exc.remote_message, MAX_FAILURE_CHARS)) from None
+        _log.warning(
+            "plugin %s: on_config failed (%s); restarting its runner with the new configuration",
+            plugin_id,
+            clean_text(str(exc), MAX_FAILURE_CHARS),
+        )
+        return False
+    return live is True

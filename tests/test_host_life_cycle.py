@@ -1,0 +1,198 @@
+"""The host's own life cycle with real runners: started once, closed for good, and what each
+operation says before the start and after the close; what a caller reads right after its call
+lost the runner; a recycle for stuck threads is no crash."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginState
+from isoplug.errors import ConnectionBroken, RequestTimeout
+from isoplug.host import PluginInfo, PluginUnavailable
+from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir, process_alive, running
+
+NOT_STARTED = "the host has not been started"
+CLOSED = "the host is closed"
+
+
+async def test_a_second_start_raises_and_leaves_the_first_runner_in_charge(tmp_path: Path) -> None:
+    host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
+    await host.start()
+    try:
+        await host.wait_ready(20)
+        first = host.plugin("echo").pid
+        assert first is not None
+        with pytest.raises(RuntimeError, match=r"^Host\.start\(\): the host is running already"):
+            await host.start()
+        with pytest.raises(RuntimeError, match="is running already"):
+            async with host:
+                pass
+        # Nothing else was started: the one runner serves, and it is the host's.
+        assert host.plugin("echo").pid == first
+        assert await host.call("echo", "pid") == first
+    finally:
+        await host.aclose()
+    assert not process_alive(first)
+    with pytest.raises(RuntimeError, match=r"^Host\.start\(\): the host is closed"):
+        await host.start()
+
+
+async def test_before_start_every_operation_says_the_host_has_not_been_started(
+    tmp_path: Path,
+) -> None:
+    host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
+    assert host.plugins() == []
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
+        "call": lambda: host.call("echo", "echo", 1),
+        "call_with": lambda: host.call_with("echo", "echo", args=[1]),
+        "wait_ready": lambda: host.wait_ready(timeout=5),
+        "wait_for": lambda: host.wait_for("echo", lambda i: True, timeout=5),
+        "restart": lambda: host.restart("echo"),
+        "stop": lambda: host.stop("echo"),
+        "set_log_level": lambda: host.set_log_level("echo", "DEBUG"),
+        "set_config": lambda: host.set_config("echo", {}),
+        "publish": lambda: host.publish("tick"),
+    }
+    for name, operation in operations.items():
+        with pytest.raises(PluginUnavailable, match=NOT_STARTED) as caught:
+            await operation()
+        assert "plugins: none" not in str(caught.value), name
+    with pytest.raises(PluginUnavailable, match=NOT_STARTED):
+        host.plugin("echo")
+    await host.aclose()  # before a start: closes it for good, starts nothing
+    with pytest.raises(PluginUnavailable, match=r"no plugin 'echo' \(plugins: none\); " + CLOSED):
+        host.plugin("echo")
+    with pytest.raises(RuntimeError, match="the host is closed"):
+        await host.start()
+
+
+async def test_after_close_operations_say_the_host_is_closed_and_start_nothing(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, "echo") as (host, _):
+        pid = host.plugin("echo").pid
+    assert pid is not None and not process_alive(pid)
+    closed: dict[str, Callable[[], Awaitable[object]]] = {
+        "call": lambda: host.call("echo", "echo", 1),
+        "call_with": lambda: host.call_with("echo", "echo", args=[1]),
+        "restart": lambda: host.restart("echo"),
+        "set_log_level": lambda: host.set_log_level("echo", "DEBUG"),
+        "set_config": lambda: host.set_config("echo", {}),
+        "publish": lambda: host.publish("tick"),
+        "wait_for": lambda: host.wait_for("echo", lambda i: i.state is PluginState.READY),
+    }
+    for name, operation in closed.items():
+        with pytest.raises(PluginUnavailable, match=CLOSED):
+            await asyncio.wait_for(operation(), 5)  # at once: no retries, no crash loop
+        info = host.plugin("echo")
+        assert info.state is PluginState.STOPPED and info.pid is None, (name, info)
+    # What is true already is returned: it stopped, and every plugin has settled.
+    assert (await host.stop("echo")).state is PluginState.STOPPED
+    assert [i.state for i in await host.wait_ready(5)] == [PluginState.STOPPED]
+    assert (await host.wait_for("echo", lambda i: i.state is PluginState.STOPPED)).restarts == 0
+    await host.aclose()  # still idempotent
+
+
+async def test_a_wait_for_a_state_that_cannot_come_ends_once_the_host_is_closed(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, "echo") as (host, _):
+        waiting = asyncio.ensure_future(
+            host.wait_for("echo", lambda i: i.restarts == 5, timeout=None)
+        )
+        stopping = asyncio.ensure_future(
+            host.wait_for("echo", lambda i: i.state is PluginState.STOPPED, timeout=None)
+        )
+        await asyncio.sleep(0)  # they wait now
+        assert not waiting.done() and not stopping.done()
+    # A state the close reaches is waited for; one it does not, raises once it is over.
+    assert (await asyncio.wait_for(stopping, 5)).state is PluginState.STOPPED
+    with pytest.raises(PluginUnavailable, match=rf"wait for plugin 'echo' \(stopped\): {CLOSED}"):
+        await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_start_that_fails_leaves_a_closed_host(tmp_path: Path) -> None:
+    host = Host(tmp_path / "missing", config=FAST)
+    with pytest.raises(FileNotFoundError):
+        await host.start()
+    with pytest.raises(RuntimeError, match="the host is closed"):
+        await host.start()
+
+
+async def test_wait_for_times_out_naming_the_plugin_its_state_and_the_wait(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, "echo") as (host, _):
+        with pytest.raises(TimeoutError) as caught:
+            await host.wait_for("echo", lambda i: i.restarts == 1, timeout=0.2)
+    assert str(caught.value) == (
+        "plugin 'echo' did not reach the state waited for within 0.2 s: echo (ready, restarts 0)"
+    )
+
+
+async def test_right_after_a_call_lost_its_runner_the_plugin_is_no_longer_ready(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, "echo") as (host, _):
+        pid = host.plugin("echo").pid
+        with pytest.raises(ConnectionBroken, match="crashed during 'crash'"):
+            await host.call("echo", "crash", 3)
+        info = host.plugin("echo")
+        assert info.state is not PluginState.READY, info
+        assert info.last_exit is not None and info.last_exit.pid == pid
+        assert info.last_exit.exit_code == 3
+        # So a wait for the plugin to be ready waits for the new runner.
+        ready = await host.wait_for("echo", lambda i: i.state is PluginState.READY, timeout=20)
+        assert ready.pid not in (None, pid) and ready.restarts == 1
+
+
+#: Health checks often; two stuck threads at most; runners at the host's priority (the calls'
+#: short timeouts are wall-clock ones, as in test_host_health).
+STUCK_CONFIG = dataclasses.replace(
+    FAST, health_interval=0.1, health_timeout=1.0, max_stuck_threads=2, runner_nice=0
+)
+
+
+async def test_a_recycle_for_stuck_threads_is_not_a_crash_and_calls_in_flight_are_told(
+    tmp_path: Path,
+) -> None:
+    """Restart policy 'never': a crash would fail the plugin; a recycle starts it again at
+    once. A call in flight hears that the runner was recycled, not that it crashed."""
+    directory = copy_plugins(tmp_path, "laggard")
+    toml = directory / "laggard" / "plugin.toml"
+    toml.write_text(toml.read_text().replace("[restart]\n", '[restart]\npolicy = "never"\n'))
+    changes: list[str] = []
+    async with Host(
+        directory, config=STUCK_CONFIG, on_change=lambda c: changes.append(c.message)
+    ) as host:
+        await host.wait_ready(20)
+        first = host.plugin("laggard").pid
+        in_flight = asyncio.ensure_future(
+            host.call_with("laggard", "await_sleep", kwargs={"seconds": 60}, timeout=None)
+        )
+        for _ in range(3):
+            with pytest.raises(RequestTimeout):
+                await host.call_with(
+                    "laggard", "sleep_in_thread", kwargs={"seconds": 60}, timeout=0.3
+                )
+        with pytest.raises(PluginUnavailable) as caught:
+            await asyncio.wait_for(in_flight, 20)
+        assert str(caught.value).startswith(
+            "plugin 'laggard' was recycled during 'await_sleep' (recycled by the host: 3 worker "
+            "threads still run calls that timed out (max_stuck_threads 2): "
+        ), str(caught.value)
+
+        def recycled(info: PluginInfo) -> bool:
+            return info.restarts == 1 and info.state in (PluginState.READY, PluginState.FAILED)
+
+        info = await host.wait_for("laggard", recycled, timeout=20)
+        assert info.state is PluginState.READY and info.pid != first, info
+        assert info.last_exit is not None and "recycled by the host" in info.last_exit.reason
+        assert not [m for m in changes if m.startswith("crashed")], changes
+        assert [m for m in changes if m.startswith("restarting: ")], changes
+        assert await host.call("laggard", "sleep_in_thread", 0) == "slept"
