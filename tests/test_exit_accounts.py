@@ -130,6 +130,7 @@ async def test_a_second_ctrl_c_is_reported_as_the_hosts_sigkill(tmp_path: Path) 
     assert "out-of-memory" not in output
 
 
+@pytest.mark.slow
 async def test_the_demo_summary_counts_restarts_once() -> None:
     """Each summary line's restart count is the number of restarts the demo announced for that
     plugin, and the line carries no other count."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,7 @@ def hostile_records(draw: st.DrawFn) -> LogRecordData:
     return LogRecordData(**values)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=300)
 @given(records=st.lists(hostile_records(), max_size=4), dropped=drop_counts)
 def test_replay_never_raises_and_every_record_formats(

@@ -114,6 +114,7 @@ async def test_collector_killed_mid_stream_then_restarted(
     assert lost > 0
 
 
+@pytest.mark.slow
 async def test_endpoint_that_accepts_and_never_answers(tmp_path: Path) -> None:
     limits = OutboxLimits(interval=0.05, report_interval=0.5, max_records=400, batch_records=100)
     with (
@@ -165,6 +166,7 @@ async def test_endpoint_that_answers_errors(tmp_path: Path, protocol: str, statu
     assert len(drop_reports) <= 3
 
 
+@pytest.mark.slow
 async def test_a_plugin_flooding_100000_records_a_second(
     tmp_path: Path, otlp_receiver: OtlpReceiver
 ) -> None:

@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+import pytest
+
 from isoplug import PluginState
 from isoplug.errors import ConnectionBroken
 from isoplug.logs import DropReason
@@ -225,6 +227,7 @@ class SlowHandler(logging.Handler):
             time.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_a_plugin_printing_into_a_slow_host_is_not_hung_and_nothing_is_lost_silently(
     tmp_path: Path,
 ) -> None:

@@ -193,6 +193,7 @@ class PerPlugin(logging.Handler):
                 self.counts[record.__dict__["plugin_id"]] += 1
 
 
+@pytest.mark.slow
 async def test_sixteen_runners_flooding_at_once_deliver_or_report_every_record(
     tmp_path: Path,
 ) -> None:
