@@ -97,6 +97,11 @@ def test_schema_gives_up_on_an_import_that_blocks(tmp_path: Path) -> None:
     )
     with pytest.raises(SchemaUnavailable, match=r"did not finish importing within 0\.5 s"):
         plugin_toml_schema(load_manifest(folder), timeout=0.5)
+    result = isoplug("schema", "--timeout", "0.5", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "did not finish importing within 0.5 s" in result.stderr, result.stderr
+    refused = isoplug("schema", "--timeout", "0", str(folder))
+    assert refused.returncode == 2 and "--timeout" in refused.stderr
 
 
 def test_the_log_level_schema_accepts_what_the_manifest_accepts(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "new":
         return new_plugin(arguments.path)
     if arguments.command == "schema":
-        return print_schema(arguments.plugin_dir)
+        return print_schema(arguments.plugin_dir, arguments.timeout)
     console = configure_console_logging(arguments.log_level, sys.stdout)
     if arguments.command == "run":
         return run_command(arguments, console)

@@ -8,6 +8,7 @@ from pathlib import Path
 from isoplug import __version__
 from isoplug.cli.demo import DEMO_DURATION
 from isoplug.cli.running import BUILTIN_CAPABILITIES
+from isoplug.host.schema import IMPORT_TIMEOUT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the plugin's config_schema (imported in a process of its own, as a runner would).",
     )
     schema.add_argument("plugin_dir", metavar="PLUGIN_DIR", type=Path)
+    schema.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=IMPORT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on a plugin whose import takes longer (default: {IMPORT_TIMEOUT:g})",
+    )
     return parser
 
 

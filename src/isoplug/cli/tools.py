@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from isoplug.host.manifest import ManifestError, load_manifest
-from isoplug.host.schema import SchemaUnavailable, plugin_toml_schema
+from isoplug.host.schema import IMPORT_TIMEOUT, SchemaUnavailable, plugin_toml_schema
 
 
 def new_plugin(path: Path) -> int:
@@ -26,10 +26,10 @@ def new_plugin(path: Path) -> int:
     return 0
 
 
-def print_schema(plugin_dir: Path) -> int:
+def print_schema(plugin_dir: Path, timeout: float = IMPORT_TIMEOUT) -> int:
     try:
         manifest = load_manifest(plugin_dir)
-        schema = plugin_toml_schema(manifest)
+        schema = plugin_toml_schema(manifest, timeout=timeout)
     except (ManifestError, SchemaUnavailable, subprocess.TimeoutExpired) as exc:
         print(f"isoplug schema: {exc}", file=sys.stderr)
         return 2

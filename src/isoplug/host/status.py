@@ -26,7 +26,9 @@ class PluginState(enum.Enum):
 
 
 class PluginUnavailable(IsoplugError):
-    """A call went to a plugin that is failed, stopped, unknown, or not ready in time."""
+    """A call went to a plugin that is failed, stopped, unknown, or not ready in time; or its
+    runner was stopped, restarted or recycled during the call; or the host is not running
+    (not started yet, or closed)."""
 
 
 #: Hints for the signals whose meaning a user is most likely to miss.

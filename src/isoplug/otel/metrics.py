@@ -49,14 +49,15 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def exit_kind(account: ExitAccount) -> str:
     """How a runner process ended, in one word: ``stopped`` (on request), ``recycled`` (its
-    RSS stayed above ``recycle_rss``), ``limit`` (it passed its ``memory`` or ``cpu_seconds``
+    RSS stayed above ``recycle_rss``, or too many worker threads ran calls that had timed
+    out: ``max_stuck_threads``), ``limit`` (it passed its ``memory`` or ``cpu_seconds``
     limit), ``hung`` (killed by the host: no answer, not ready in time), ``oom`` (SIGKILL with
     evidence of the kernel's out-of-memory killer), ``signal`` (any other signal), ``crash``
     (a non-zero exit code), ``exited`` (code 0 on its own)."""
     reason = account.reason
     if reason.startswith(("stopped on request", "restarted on request")):
         return "stopped"
-    if account.limit == "recycle_rss":
+    if account.limit == "recycle_rss" or reason.startswith("recycled by the host"):
         return "recycled"
     if account.limit is not None:
         return "limit"
