@@ -49,7 +49,6 @@ from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import LoggerBudget
-from isoplug.logs.sequences import SenderSequences
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, ClientLimit, serve_blocking
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
@@ -90,9 +89,6 @@ class _RunnerLogState:
         #: its interval ends, whichever connection is left.
         self.reports = ReportThrottle(limits.report_interval, timer=True)
         self.logger_budget = LoggerBudget()
-        #: What its processes' connections replayed: a record a reconnect delivers twice (the
-        #: old connection's ring, the new connection) is replayed once.
-        self.sequences = SenderSequences()
         self._lock = threading.Lock()
         self._ended = LogMetrics()
         self._open: list[LogMetrics] = []
@@ -361,5 +357,4 @@ class LogBridge:
             logger_budget=runner.logger_budget,
             handler_errors=self._handler_errors,
             sender_pid=connected_pid,
-            sequences=runner.sequences,
         )

@@ -39,7 +39,6 @@ from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.logs.sequences import SenderSequences
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import (
@@ -134,8 +133,6 @@ class LogReceiver:
         self._connection_numbers = itertools.count(1)
         # Handlers of ours that raise on a sender's record: reported here, once for all.
         self._handler_errors = HandlerErrors(_log, limits.report_interval)
-        # A record a sender's reconnect delivers twice is replayed once (isoplug.logs.sequences).
-        self._sequences = SenderSequences()
         # Refused connections a token holder can repeat: said once per interval, counted.
         self._refusals = ReportThrottle(limits.report_interval, timer=True)
 
@@ -280,7 +277,6 @@ class LogReceiver:
             description=f"log sender {sender or '(unnamed)'}",
             sender_pid=sender_pid,
             handler_errors=self._handler_errors,
-            sequences=self._sequences,
         )
         self._replayers[number] = (label, replayer)
         if self._closing:

@@ -40,7 +40,6 @@ from isoplug.logs.rebuild import RecordRebuilder
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.report_throttle import ReportThrottle, by_level
 from isoplug.logs.routing import LoggerBudget, LoggerRoutes
-from isoplug.logs.sequences import SenderSequences
 from isoplug.wire import LogBatch, LogRecordData
 
 __all__ = ["LogReplayer", "ReplayLimits"]
@@ -78,7 +77,6 @@ class LogReplayer:
         report_throttle: ReportThrottle | None = None,
         logger_budget: LoggerBudget | None = None,
         handler_errors: HandlerErrors | None = None,
-        sequences: SenderSequences | None = None,
     ) -> None:
         self.prefix = prefix
         self.identity = dict(identity or {})
@@ -126,10 +124,6 @@ class LogReplayer:
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
         self._last_seq = 0
-        # Records another connection of this sender process replayed already are skipped
-        # (see isoplug.logs.sequences); only where the kernel vouches for the pid.
-        self._sequences = sequences if sender_pid is not None else None
-        self._sender_pid = sender_pid or 0
         # Once a closing sender sends by level (LogBatch.reordered_after): the sequence number
         # its records continue after, and how many arrived since (counted, not checked).
         self._reordered_after: int | None = None
@@ -292,15 +286,9 @@ class LogReplayer:
         back (see :mod:`isoplug.logs.ledger_reports`), as if they had."""
         self.metrics.received += len(records)
         self.metrics.recovered += len(records)
-        sequences = self._sequences
         rest = iter(records)
         for data in rest:
             self._last_seq = max(self._last_seq, data.seq)
-            if sequences is not None and not sequences.claim(self._sender_pid, data.seq, self):
-                # The sender reconnected and sent it again: the new connection replayed it.
-                self.metrics.received -= 1
-                self.metrics.recovered -= 1
-                continue
             self._replay_one(data)
             if self._stopped:
                 self._drop_rest(rest)
@@ -368,7 +356,6 @@ class LogReplayer:
             self._reordered_count += len(records)
         replay_one = self._replay_one
         clock = time.monotonic
-        sequences = self._sequences
         rest = iter(records)
         self._unfinished = rest
         for data in rest:
@@ -378,9 +365,6 @@ class LogReplayer:
                 self._last_seq = data.seq
             else:
                 self._check_sequence(data.seq)
-            if sequences is not None and not sequences.claim(self._sender_pid, data.seq, self):
-                metrics.received -= 1  # the same record, delivered twice: replayed once
-                continue
             replay_one(data)
             self._since_yield += 1
             if self._since_yield >= REPLAY_SLICE or clock() >= self._slice_ends:
