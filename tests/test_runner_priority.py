@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from isoplug import Host, SupervisorConfig
+from isoplug.runner import priority
 from isoplug.testing import FAST, eventually
 
 pytestmark = pytest.mark.skipif(
@@ -129,7 +130,7 @@ LOWER_AND_SHOW = (
     # A write refused by the kernel's rate limit is retried from a thread: wait for it.
     "[t.join() for t in threading.enumerate() if t.name == 'isoplug-autogroup-nice']; "
     "print(json.dumps({'problems': problems, 'leads_session': os.getsid(0) == os.getpid(), "
-    "'autogroup': open('/proc/self/autogroup').read().split()[-1], "
+    "'autogroup': open('/proc/self/autogroup').read(), "
     "'nice': os.getpriority(os.PRIO_PROCESS, 0)}))"
 )
 
@@ -149,20 +150,28 @@ def lower_and_show(**popen_options: Any) -> dict[str, Any]:
     return shown
 
 
-def autogroups_on() -> bool:
+def autogroup_nice(shown: str) -> str | None:
+    """The nice value in ``/proc/<pid>/autogroup``'s text ("/autogroup-123 nice 0"), if any."""
+    words = shown.split()
+    return words[-1] if words else None
+
+
+def autogroups_shown() -> bool:
+    """Autogroups are on, and this kernel shows this process its own (some sandboxes do not)."""
     try:
-        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+        enabled = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+        return enabled and autogroup_nice(Path("/proc/self/autogroup").read_text()) is not None
     except OSError:
         return False
 
 
-@pytest.mark.skipif(not autogroups_on(), reason="autogroups are off in this kernel")
+@pytest.mark.skipif(not autogroups_shown(), reason="this kernel shows no autogroups")
 def test_a_session_leader_lowers_its_autogroup_and_a_group_member_leaves_the_hosts_alone() -> None:
     before = Path("/proc/self/autogroup").read_text()
     expected_nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
     leader = lower_and_show(start_new_session=True)
     # Its own autogroup starts at nice 0.
-    assert leader == {
+    assert {**leader, "autogroup": autogroup_nice(leader["autogroup"])} == {
         "problems": [],
         "leads_session": True,
         "autogroup": "7",
@@ -173,10 +182,45 @@ def test_a_session_leader_lowers_its_autogroup_and_a_group_member_leaves_the_hos
     assert member == {
         "problems": [],
         "leads_session": False,
-        "autogroup": before.split()[-1],
+        "autogroup": before,
         "nice": expected_nice,
     }
     assert Path("/proc/self/autogroup").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("shown", "problem"),
+    [
+        # A sandbox that says autogroups are on may show a process none: nothing to lower.
+        ("", None),
+        ("\n", None),
+        ("/autogroup-9 nice zero\n", "not a nice value"),
+    ],
+)
+def test_an_autogroup_the_kernel_does_not_show_is_left_alone_and_nonsense_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: str, problem: str | None
+) -> None:
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text(shown)
+    monkeypatch.setattr(priority, "_AUTOGROUP", str(autogroup))
+    problems: list[str] = []
+    priority._lower_autogroup(7, problems)
+    assert autogroup.read_text() == shown  # nothing written
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_an_autogroup_the_kernel_shows_is_lowered_by_the_runners_nice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text("/autogroup-9 nice 3\n")
+    monkeypatch.setattr(priority, "_AUTOGROUP", str(autogroup))
+    problems: list[str] = []
+    priority._lower_autogroup(7, problems)
+    assert (problems, autogroup.read_text()) == ([], "10")
 
 
 class PerPlugin(logging.Handler):

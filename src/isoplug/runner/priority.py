@@ -123,10 +123,20 @@ def _autogroups_enabled() -> bool:
 def _lower_autogroup(nice: int, problems: list[str]) -> None:
     try:
         with open(_AUTOGROUP) as file:
-            # "/autogroup-123 nice 0"
-            current = int(file.read().split()[-1])
-    except (OSError, ValueError, IndexError) as exc:
+            shown = file.read()
+    except OSError as exc:
         problems.append(f"autogroup: cannot read {_AUTOGROUP}: {exc}")
+        return
+    if not shown.strip():
+        # Some sandboxes (CI's among them) say autogroups are on but show this process none:
+        # there is no group weight to lower, and nothing is wrong.
+        return
+    # "/autogroup-123 nice 0"
+    words = shown.split()
+    try:
+        current = int(words[-1])
+    except ValueError:
+        problems.append(f"autogroup: {_AUTOGROUP} reads {shown.strip()[:80]!r}, not a nice value")
         return
     target = min(MAX_NICE, current + nice)
     if target == current:
