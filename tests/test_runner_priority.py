@@ -170,6 +170,8 @@ def test_a_session_leader_lowers_its_autogroup_and_a_group_member_leaves_the_hos
     before = Path("/proc/self/autogroup").read_text()
     expected_nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
     leader = lower_and_show(start_new_session=True)
+    if autogroup_nice(leader["autogroup"]) is None:
+        pytest.skip("this kernel shows a new session no autogroup")
     # Its own autogroup starts at nice 0.
     assert {**leader, "autogroup": autogroup_nice(leader["autogroup"])} == {
         "problems": [],
