@@ -316,7 +316,7 @@ async def end_log_connections(host: Host) -> int:
 
     The wait keeps apart a race this test is not about: a record the runner accepts while the
     host is still ending the old connection is recovered from that connection's ring and also
-    sent again on the new one (a known duplicate, see docs/design.md)."""
+    sent again on the new one, and replayed once (tests/test_logs_chains.py)."""
     server = host._log_bridge._server
     assert server is not None
     channels = [c for c in list(server._connections.values()) if isinstance(c, BlockingChannel)]

@@ -45,6 +45,7 @@ from isoplug.host.lineage import descends_from, family_of, kinship_known
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
+from isoplug.logs.chains import SenderChains
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
@@ -127,6 +128,8 @@ class LogBridge:
         # Host handlers that raise on plugin records: reported on the host's logger, once for
         # all runners (isoplug.logs.handler_errors).
         self._handler_errors = HandlerErrors(_log, self.limits.report_interval)
+        # Which of a reconnected sender's records a recovery replayed already.
+        self._chains = SenderChains()
         self._refusals = ReportThrottle(self.limits.report_interval, timer=True)
         self._runners: dict[str, _RunnerLogState] = {}
         self._server: BlockingServer | None = None
@@ -357,4 +360,5 @@ class LogBridge:
             logger_budget=runner.logger_budget,
             handler_errors=self._handler_errors,
             sender_pid=connected_pid,
+            chains=self._chains,
         )

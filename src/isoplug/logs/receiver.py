@@ -34,6 +34,7 @@ import ssl
 import threading
 
 from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.logs.chains import SenderChains
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
@@ -133,6 +134,8 @@ class LogReceiver:
         self._connection_numbers = itertools.count(1)
         # Handlers of ours that raise on a sender's record: reported here, once for all.
         self._handler_errors = HandlerErrors(_log, limits.report_interval)
+        # Which of a reconnected sender's records a recovery replayed already.
+        self._chains = SenderChains()
         # Refused connections a token holder can repeat: said once per interval, counted.
         self._refusals = ReportThrottle(limits.report_interval, timer=True)
 
@@ -277,6 +280,7 @@ class LogReceiver:
             description=f"log sender {sender or '(unnamed)'}",
             sender_pid=sender_pid,
             handler_errors=self._handler_errors,
+            chains=self._chains,
         )
         self._replayers[number] = (label, replayer)
         if self._closing:

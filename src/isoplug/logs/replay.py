@@ -32,6 +32,8 @@ from typing import Any
 
 import msgspec
 
+from isoplug.logs.batch_decode import decode_records
+from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
@@ -44,10 +46,6 @@ from isoplug.wire import LogBatch, LogRecordData
 
 __all__ = ["LogReplayer", "ReplayLimits"]
 
-_record_list_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
-_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
-_record_decoder = msgspec.msgpack.Decoder(LogRecordData)
-_value_encoder = msgspec.msgpack.Encoder()
 
 #: What next() gives once a batch's steps are done.
 _DONE = object()
@@ -77,6 +75,7 @@ class LogReplayer:
         report_throttle: ReportThrottle | None = None,
         logger_budget: LoggerBudget | None = None,
         handler_errors: HandlerErrors | None = None,
+        chains: SenderChains | None = None,
     ) -> None:
         self.prefix = prefix
         self.identity = dict(identity or {})
@@ -124,6 +123,12 @@ class LogReplayer:
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
         self._last_seq = 0
+        # The sender's chain of connections, once announced (see isoplug.logs.chains): only a
+        # receiver that tells the chains of its senders apart (``chains``) and knows the
+        # sender's pid from the kernel keeps one.
+        self._chains = chains if sender_pid is not None else None
+        self._sender_pid = sender_pid
+        self._chain: ChainMember | None = None
         # Once a closing sender sends by level (LogBatch.reordered_after): the sequence number
         # its records continue after, and how many arrived since (counted, not checked).
         self._reordered_after: int | None = None
@@ -278,12 +283,20 @@ class LogReplayer:
             )
             self._report_not_replayed()
             self._reports.flush(final=True)
+        chain, self._chain = self._chain, None
+        if chain is not None:
+            chain.ended()
         if self._owns_handler_errors:
             self._handler_errors.close()
 
     def _replay_recovered(self, records: list[LogRecordData]) -> None:
         """Replay, in order, records that never arrived but that the dead sender's ring gave
-        back (see :mod:`isoplug.logs.ledger_reports`), as if they had."""
+        back (see :mod:`isoplug.logs.ledger_reports`), as if they had; but not those a newer
+        connection of the sender's chain replayed already (see :mod:`isoplug.logs.chains`)."""
+        if self._chain is not None:
+            records = self._chain.recovered(records)
+            if not records:
+                return
         self.metrics.received += len(records)
         self.metrics.recovered += len(records)
         rest = iter(records)
@@ -338,9 +351,18 @@ class LogReplayer:
         if batch.ledger_fd is not None:
             self._reports.open_ledger(batch.ledger_fd)
         records = self._decode(batch.records)
+        if self._first_batch and batch.chain is not None and self._chains is not None:
+            assert self._sender_pid is not None  # no chains without it
+            self._chain = self._chains.join(
+                self._sender_pid, batch.chain, resumes=batch.resumed_after is not None
+            )
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False
+        if self._chain is not None and self._chain.guarding and records:
+            records, replayed_before = self._chain.not_replayed_yet(records)
+            # Replayed by a recovery: arrived, as far as gaps go.
+            self._last_seq = max(self._last_seq, replayed_before)
         if batch.reordered_after is not None and self._reordered_after is None:
             # Records come by level from now on: no gap until the end says anything.
             self._reordered_after = min(self._last_seq, batch.reordered_after)
@@ -377,26 +399,11 @@ class LogReplayer:
         self._report_rate_drops()
 
     def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:
-        try:
-            return _record_list_decoder.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as batch_error:
-            problem = f"{batch_error}"
-        # Salvage what can be salvaged: one bad record must not cost the others.
-        good: list[LogRecordData] = []
-        bad = 0
-        try:
-            items = _raw_list_decoder.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            items = []
-            bad = 1
-        for item in items:
-            try:
-                good.append(_record_decoder.decode(item))
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                bad += 1
-        self.metrics.count_drop(DropReason.MALFORMED, bad)
-        self._reports.malformed(bad, problem)
-        return good
+        records, bad, problem = decode_records(raw)
+        if problem is not None:
+            self.metrics.count_drop(DropReason.MALFORMED, bad)
+            self._reports.malformed(bad, problem)
+        return records
 
     def _resumed(self, after: int, lost: int) -> None:
         """The sender reconnected after its connection broke: its records continue after

@@ -130,6 +130,9 @@ class SenderThread:
     _batch_cap: int
     #: ``close()`` began: the sender thread sends the rest within its deadline.
     _closing: bool
+    #: Names this handler's chain of connections to the receiver (LogBatch.chain): random, so
+    #: that several handlers of one process never share one.
+    _chain: int
 
     _ring: SenderRing | None
     _ring_capacity: int
@@ -154,6 +157,8 @@ class SenderThread:
         self._totals_written = {}
         self._dropped_before = {}
         self._batch_cap = MAX_BATCH_BYTES
+        # A positive 63-bit number: msgpack carries it as an int64 however it is decoded.
+        self._chain = int.from_bytes(os.urandom(8), "big") >> 1
 
     def _start(self) -> None:
         with self._queue_lock:
@@ -216,6 +221,7 @@ class SenderThread:
                         dropped=dropped,
                         ledger_fd=ledger.fd if ledger is not None else None,
                         resumed_after=resumed_after,
+                        chain=self._chain if ledger is not None else None,
                     )
                 )
         except BaseException:

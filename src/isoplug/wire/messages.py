@@ -282,6 +282,11 @@ class LogBatch(_Message, frozen=True, tag="logs"):
     #: Records the sender had accepted and dropped when its close deadline passed, by level
     #: (running totals, as ``dropped``).
     dropped_at_close: dict[int, int] = msgspec.field(default_factory=dict)
+    #: Set in the first batch of every connection that announces a ledger: a random number
+    #: naming the sender's chain of connections (one per forwarding handler, kept across its
+    #: reconnections). A receiver that recovered records from an old connection's ring knows
+    #: by it which of the new connection's records it has replayed already.
+    chain: int | None = None
 
 
 Message = (

@@ -1,0 +1,153 @@
+"""Replaying once what a reconnecting sender's two connections both hold.
+
+A receiver that ends a sender's connection itself (a host closing a runner's log connection,
+say) reads the sender's ledger and recovers from its ring the records the sender had accepted
+and not yet sent (see :mod:`isoplug.logs.ledger_reports`). A sender that is alive reconnects
+and sends those same records again: the old ledger is set back only when the sender notices
+the break, and the receiver may read it before that. Without more, such records would be
+replayed twice.
+
+Every forwarding handler therefore names its chain of connections (``LogBatch.chain``, a
+random 63-bit number, kept across its reconnections), and a receiver keeps, per chain of a
+sender process (the pid the kernel vouches for, never the sender's word: another process
+cannot name this one's chains), the highest sequence number any of its connections has
+*claimed* out of turn. Two things claim:
+
+- an old connection's recovery claims what it replays from the ring, skipping what a newer
+  connection of the chain claimed first;
+- a connection that resumes an earlier one (``LogBatch.resumed_after``) claims its records
+  batch by batch, skipping what a recovery claimed first, for as long as an earlier
+  connection of the chain may still recover (it is still open here) and then up to the
+  highest number claimed. After that it checks nothing: the cost is paid by reconnections
+  only, per batch, never per record of a steady connection.
+
+Records are claimed before they are replayed, so one of the two replays each and the other
+skips it; a skipped record was replayed, so it is neither a gap nor a loss. The state is
+bounded: a chain is forgotten when its last connection ends, unless that connection's
+recovery replayed records a reconnection may still bring (then it is kept among at most
+:data:`MAX_ENDED_CHAINS`, the oldest forgotten first).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from isoplug.wire import LogRecordData
+
+__all__ = ["MAX_ENDED_CHAINS", "ChainMember", "SenderChain", "SenderChains"]
+
+#: Chains kept after their last connection ended, waiting for a reconnection (per receiver).
+MAX_ENDED_CHAINS = 1024
+
+
+class SenderChain:
+    """One sender's chain of connections, as a receiver knows it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: The highest sequence number a connection of the chain claimed out of turn.
+        self.claimed = 0
+        #: Connections of the chain still open here (guarded by the SenderChains' lock).
+        self.open_connections = 0
+
+    def claim(self, records: Sequence[LogRecordData]) -> tuple[list[LogRecordData], int]:
+        """The records, in order, that no connection of the chain claimed yet (claimed now),
+        and the highest sequence number of those it had (0: none)."""
+        with self.lock:
+            claimed = self.claimed
+            unclaimed = [data for data in records if data.seq > claimed]
+            if unclaimed:
+                self.claimed = max(data.seq for data in unclaimed)
+        if len(unclaimed) == len(records):
+            return unclaimed, 0
+        return unclaimed, max(data.seq for data in records if data.seq <= claimed)
+
+
+class ChainMember:
+    """One connection of a sender's chain, as its replayer sees it."""
+
+    def __init__(
+        self,
+        chains: SenderChains,
+        sender_pid: int,
+        chain: int,
+        state: SenderChain,
+        *,
+        resumes: bool,
+    ) -> None:
+        self._chains = chains
+        self._key = (sender_pid, chain)
+        self._state = state
+        #: While true, a recovery of an earlier connection may replay this one's records.
+        self.guarding = resumes
+        self._recovered = False
+
+    def not_replayed_yet(self, records: list[LogRecordData]) -> tuple[list[LogRecordData], int]:
+        """Those of a resuming connection's ``records`` that no recovery of an earlier
+        connection replayed (claimed now), and the highest sequence number of those it did
+        (0: none), which count as arrived."""
+        # Asked first: an earlier connection that is closed has finished its recovery.
+        earlier_open = self._chains.others_open(self._state)
+        unclaimed, highest_replayed = self._state.claim(records)
+        if unclaimed and not earlier_open:
+            # Nothing can claim out of turn any more, and what comes next is above this.
+            self.guarding = False
+        return unclaimed, highest_replayed
+
+    def recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
+        """Of the records this connection's ring gave back, those no newer connection of the
+        chain replayed (claimed now)."""
+        unclaimed, _ = self._state.claim(records)
+        self._recovered = self._recovered or bool(unclaimed)
+        return unclaimed
+
+    def ended(self) -> None:
+        """The connection ended, after its recovery if any."""
+        self._chains.ended(self._key, self._state, recovered=self._recovered)
+
+
+class SenderChains:
+    """The chains of the senders of one receiver (a host's log listener, a LogReceiver)."""
+
+    def __init__(self, max_ended: int = MAX_ENDED_CHAINS) -> None:
+        self._lock = threading.Lock()
+        self._chains: dict[tuple[int, int], SenderChain] = {}
+        self._ended: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._max_ended = max_ended
+
+    def __len__(self) -> int:
+        return len(self._chains)
+
+    def join(self, sender_pid: int, chain: int, *, resumes: bool) -> ChainMember:
+        """A connection of ``chain`` of process ``sender_pid`` announced itself; ``resumes``:
+        it continues an earlier one (``LogBatch.resumed_after``)."""
+        key = (sender_pid, chain)
+        with self._lock:
+            state = self._chains.get(key)
+            if state is None:
+                state = self._chains[key] = SenderChain()
+            self._ended.pop(key, None)
+            state.open_connections += 1
+        return ChainMember(self, sender_pid, chain, state, resumes=resumes)
+
+    def ended(self, key: tuple[int, int], state: SenderChain, *, recovered: bool) -> None:
+        """A connection of the chain ``key`` ended; its recovery replayed records or not."""
+        with self._lock:
+            state.open_connections -= 1
+            if state.open_connections > 0 or self._chains.get(key) is not state:
+                return
+            if not recovered:
+                del self._chains[key]
+                return
+            # A reconnection may still bring what the recovery replayed: keep it, bounded.
+            self._ended[key] = None
+            while len(self._ended) > self._max_ended:
+                oldest, _ = self._ended.popitem(last=False)
+                del self._chains[oldest]
+
+    def others_open(self, state: SenderChain) -> bool:
+        """Whether a connection of the chain other than the caller's is still open here."""
+        with self._lock:
+            return state.open_connections > 1

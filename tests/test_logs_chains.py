@@ -1,0 +1,177 @@
+"""A record both recovered from an old connection's ring and sent again on the sender's new
+connection is replayed once (isoplug.logs.chains): with the sender's real shared-memory ledger
+and ring, in either order of the two, and never across two senders' chains."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from isoplug.logs import DropReason, LogReplayer
+from isoplug.logs.chains import SenderChains
+from isoplug.logs.ledger import SenderLedger
+from isoplug.logs.ring import MIN_RING_BYTES
+from isoplug.wire import LogBatch, LogRecordData
+from isoplug.wire.logframes import log_batch
+from tests.record_waiter import RecordWaiter, watching
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="needs memfd")
+
+PREFIX = "plugin.chained"
+CHAIN = 0x1234_5678_9ABC
+
+
+def data(seq: int) -> LogRecordData:
+    return LogRecordData(
+        name="work",
+        levelno=logging.INFO,
+        levelname="INFO",
+        created=1_700_000_000.0 + seq,
+        message=f"record {seq}",
+        seq=seq,
+    )
+
+
+@pytest.fixture
+def collector() -> Iterator[RecordWaiter]:
+    with watching() as waiter:
+        yield waiter
+
+
+@pytest.fixture
+def ledger() -> Iterator[SenderLedger]:
+    """The sender's real ledger and ring, of this very process, holding records 1 to 6 of
+    which it sent 1 to 3: 4 to 6 are accepted, in the ring, not sent."""
+    ledger = SenderLedger.create(MIN_RING_BYTES)
+    if ledger is None or ledger.ring is None:
+        pytest.skip("no memfd ring on this system")
+    ring = ledger.ring
+    try:
+        ring.start_after(0)
+        sizes = []
+        for seq in range(1, 7):
+            encoded = msgspec.msgpack.encode(data(seq))
+            assert ring.put(encoded, seq)
+            sizes.append(len(encoded))
+        ring.release(sum(sizes[:3]), 3)
+        ledger.view[0] = 6
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def connection(chains: SenderChains, pid: int = 0) -> LogReplayer:
+    return LogReplayer(
+        PREFIX, description="plugin chained", sender_pid=pid or os.getpid(), chains=chains
+    )
+
+
+def first_batch(seqs: range, **announced: int) -> LogBatch:
+    return msgspec.structs.replace(log_batch([data(n) for n in seqs]), **announced)
+
+
+def replayed(collector: RecordWaiter) -> list[int]:
+    return [
+        int(r.getMessage().split()[1])
+        for r in collector.records
+        if r.name == f"{PREFIX}.work"
+    ]
+
+
+def reports(collector: RecordWaiter) -> list[str]:
+    return [r.getMessage() for r in collector.records if r.name == PREFIX]
+
+
+def test_records_recovered_first_are_not_replayed_again_from_the_new_connection(
+    collector: RecordWaiter, ledger: SenderLedger
+) -> None:
+    """The receiver ended the old connection and recovered 4 to 6 before the sender noticed;
+    the sender's new connection resumes after 3 and sends 4 to 7 again."""
+    chains = SenderChains()
+    old = connection(chains)
+    old.replay(first_batch(range(1, 4), ledger_fd=ledger.fd, chain=CHAIN))
+    old.finish(clean=False)
+    assert old.metrics.recovered == 3
+    new = connection(chains)
+    new.replay(first_batch(range(4, 8), resumed_after=3, chain=CHAIN))
+    new.replay(log_batch([data(8)]))
+    new.finish()
+    assert replayed(collector) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert not [m for m in reports(collector) if "are lost" in m or "never arrived" in m]
+    assert (new.metrics.replayed, new.metrics.received) == (2, 2)
+    assert not old.metrics.dropped and not new.metrics.dropped
+    assert len(chains) == 0  # forgotten with its last connection
+
+
+def test_records_the_new_connection_replayed_first_are_not_recovered_again(
+    collector: RecordWaiter, ledger: SenderLedger
+) -> None:
+    """The same race the other way round: the new connection's records are replayed while the
+    receiver is still finishing the old one, whose ring then gives back 4 to 6 too."""
+    chains = SenderChains()
+    old = connection(chains)
+    old.replay(first_batch(range(1, 4), ledger_fd=ledger.fd, chain=CHAIN))
+    new = connection(chains)
+    new.replay(first_batch(range(4, 6), resumed_after=3, chain=CHAIN))
+    old.finish(clean=False)
+    new.replay(log_batch([data(6), data(7)]))
+    new.finish()
+    assert replayed(collector) == [1, 2, 3, 4, 5, 6, 7]
+    # 4 and 5 came on the new connection; only 6 was the ring's to give.
+    assert old.metrics.recovered == 1
+    # Delivered, so not lost: the old connection's end says every accepted record arrived.
+    ended = [m for m in reports(collector) if "without a goodbye" in m]
+    assert ended and "every record it had accepted arrived" in ended[0], ended
+    assert not old.metrics.dropped.get(DropReason.SENDER_ENDED)
+
+
+def test_another_handler_of_the_same_process_is_another_chain(
+    collector: RecordWaiter, ledger: SenderLedger
+) -> None:
+    """A process may hold several forwarding handlers, whose sequence numbers overlap: what one
+    handler's recovery replayed never hides the other's records."""
+    chains = SenderChains()
+    old = connection(chains)
+    old.replay(first_batch(range(1, 4), ledger_fd=ledger.fd, chain=CHAIN))
+    old.finish(clean=False)
+    other = connection(chains)
+    other.replay(first_batch(range(4, 6), resumed_after=3, chain=CHAIN + 1))
+    other.finish()
+    assert replayed(collector) == [1, 2, 3, 4, 5, 6, 4, 5]
+
+
+def test_a_chain_is_only_the_process_the_kernel_names(
+    collector: RecordWaiter, ledger: SenderLedger
+) -> None:
+    """Another process naming the same chain (it cannot know it, but say it guessed) has its
+    records replayed: chains are kept per sender pid, which the kernel vouches for."""
+    chains = SenderChains()
+    old = connection(chains)
+    old.replay(first_batch(range(1, 4), ledger_fd=ledger.fd, chain=CHAIN))
+    old.finish(clean=False)
+    stranger = connection(chains, pid=os.getpid() + 1)
+    stranger.replay(first_batch(range(4, 6), resumed_after=3, chain=CHAIN))
+    stranger.finish()
+    assert replayed(collector) == [1, 2, 3, 4, 5, 6, 4, 5]
+
+
+def test_ended_chains_waiting_for_a_reconnection_are_bounded(
+    collector: RecordWaiter, ledger: SenderLedger
+) -> None:
+    """A chain whose recovery claimed records is kept for the sender's reconnection; senders
+    that never come back cost at most ``max_ended`` entries, the oldest forgotten first."""
+    chains = SenderChains(max_ended=2)
+    for chain in range(1, 5):
+        ledger.view[0] = 6
+        old = connection(chains)
+        old.replay(first_batch(range(1, 4), ledger_fd=ledger.fd, chain=chain))
+        old.finish(clean=False)
+    assert len(chains) == 2
+    # The newest is still known: its reconnection skips what the recovery replayed.
+    new = connection(chains)
+    new.replay(first_batch(range(4, 8), resumed_after=3, chain=4))
+    assert new.metrics.replayed == 1
