@@ -130,8 +130,10 @@ async def test_wait_for_times_out_naming_the_plugin_its_state_and_the_wait(
     async with running(tmp_path, "echo") as (host, _):
         with pytest.raises(TimeoutError) as caught:
             await host.wait_for("echo", lambda i: i.restarts == 1, timeout=0.2)
+        pid = host.plugin("echo").pid
     assert str(caught.value) == (
-        "plugin 'echo' did not reach the state waited for within 0.2 s: echo (ready, restarts 0)"
+        "plugin 'echo' did not reach the state waited for within 0.2 s: "
+        f"ready (restarts 0, pid {pid})"
     )
 
 

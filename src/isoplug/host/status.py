@@ -140,6 +140,16 @@ class PluginInfo:
     methods: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
 
+    def summary(self) -> str:
+        """Its state in a few words, for messages: ``ready (restarts 0, pid 4242)``, and the
+        first line of its error, if any."""
+        pid = f", pid {self.pid}" if self.pid is not None else ""
+        text = f"{self.state.value} (restarts {self.restarts}{pid})"
+        if self.error:
+            # Sanitized by the supervisor; the first line says what, the traceback is in the log.
+            text += f", last error: {self.error.splitlines()[0]}"
+        return text
+
 
 @dataclasses.dataclass(frozen=True)
 class StateChange:

@@ -57,7 +57,7 @@ class PluginWaits:
             waiting = [i for i in self._plugins() if i.state not in _SETTLED]
             raise TimeoutError(
                 f"plugins not ready within {timeout:g} s: "
-                + "; ".join(_describe(info) for info in waiting)
+                + "; ".join(f"{info.id} {info.summary()}" for info in waiting)
             ) from None
 
     async def until(
@@ -78,13 +78,5 @@ class PluginWaits:
                 raise  # the predicate's own
             raise TimeoutError(
                 f"plugin {plugin_id!r} did not reach the state waited for within {timeout:g} s: "
-                + _describe(self._plugin(plugin_id))
+                + self._plugin(plugin_id).summary()
             ) from None
-
-
-def _describe(info: PluginInfo) -> str:
-    text = f"{info.id} ({info.state.value}, restarts {info.restarts})"
-    if info.error:
-        # Sanitized by the supervisor; the first line says what, the traceback is in the log.
-        text += f", last error: {info.error.splitlines()[0]}"
-    return text

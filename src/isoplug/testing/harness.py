@@ -211,7 +211,7 @@ class PluginHarness:
             return await self.host.wait_for(plugin_id, predicate, timeout)
         except TimeoutError:
             waited = what or f"plugin {plugin_id!r} to satisfy {predicate!r}"
-            state = _describe(self.host.plugin(plugin_id))
+            state = self.host.plugin(plugin_id).summary()
             raise TimeoutError(f"waited {timeout:g} s for {waited}; it is {state}") from None
 
     async def wait_for_record(
@@ -228,14 +228,6 @@ class PluginHarness:
         return await self.records.wait_for_record(
             plugin=plugin, logger=logger, level=level, stream=stream, text=text, timeout=timeout
         )
-
-
-def _describe(info: PluginInfo) -> str:
-    text = f"{info.state.value} (restarts {info.restarts}, pid {info.pid})"
-    if info.error:
-        # Sanitized by the host; the first line says what, the traceback is in the log.
-        text += f", last error: {info.error.splitlines()[0]}"
-    return text
 
 
 def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -> dict[str, str]:
