@@ -4,6 +4,8 @@ crash."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import io
 import logging
 import signal
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from isoplug.logs import DropReason, LogMetrics, LogReceiver
+from isoplug.logs.replay import REPLAY_SLICE
 from tests.log_helpers import reports
 from tests.record_waiter import RecordWaiter
 from tests.test_logs_forwarding import BOTH_MODES, PREFIX, finish, receiving, run_child
@@ -168,3 +171,54 @@ async def test_a_host_handler_writing_to_a_closed_file_is_reported_once_with_a_c
     first = [t for t in texts if "failed with ValueError: I/O operation on closed file" in t]
     assert len(first) == 1 and "(StreamHandler)" in first[0], texts
     assert all_connections(receiver).handler_errors >= 200
+
+
+class LoopTurns(logging.Handler):
+    """Notes, for every record it sees, how many times the event loop had turned: records
+    replayed in one turn all carry the same number."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        super().__init__()
+        self.turns = 0
+        self.per_turn: collections.Counter[int] = collections.Counter()
+        self.delay = delay
+        self._loop = loop
+        loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self.turns += 1
+        self._loop.call_soon(self._turn)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "n"):
+            self.per_turn[self.turns] += 1
+        time.sleep(self.delay)
+
+
+async def test_an_async_receiver_replays_a_dead_senders_ring_in_slices() -> None:
+    """`async with LogReceiver()`: the thousands of records a killed sender leaves in its ring
+    (its receiver was slow) are replayed in slices that let the event loop run, as batches
+    are, not in one go at the end."""
+    count = 20_000
+    turns = LoopTurns(asyncio.get_running_loop(), delay=0.0001)
+    logger = logging.getLogger(PREFIX)
+    logger.addHandler(turns)
+    try:
+        async with receiving("loop", drain_timeout=60) as (receiver, collector):
+            # A small socket buffer: what the slow receiver has not read waits in the ring.
+            env = {"KERNEL_BUFFER": str(16 * 1024)}
+            child = await run_child(receiver, "sigkill-self", str(count), env=env)
+            await finish(child)
+            await collector.wait_until(
+                lambda: any(ENDED in m for m in collector.messages()), timeout=60
+            )
+            metrics = all_connections(receiver)
+    finally:
+        logger.removeHandler(turns)
+    # What the sender's full queue had to drop is reported; the rest arrived.
+    numbers = delivered(collector)
+    assert len(numbers) + reported(metrics) == count
+    assert numbers == sorted(set(numbers))
+    # The slow handler let the kernel's buffer fill: most records waited in the ring.
+    assert metrics.recovered > 4 * REPLAY_SLICE, metrics
+    assert max(turns.per_turn.values()) <= REPLAY_SLICE

@@ -17,7 +17,8 @@ records at its deadline (the ledger's counts then stand, as without a ring).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Mapping
 
 from isoplug.logs.ledger import (
     CLOSE_DEADLINE_PASSED,
@@ -31,7 +32,23 @@ from isoplug.logs.report_throttle import Summary
 from isoplug.logs.ring import ReceiverRing
 from isoplug.wire import LogRecordData
 
-__all__ = ["SenderLedgerReports"]
+__all__ = ["SenderEnd", "SenderLedgerReports"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SenderEnd:
+    """What the ledger and the ring said at a sender's end (see
+    :meth:`SenderLedgerReports.read_end`)."""
+
+    #: The highest sequence number that arrived in order.
+    last: int
+    state: LedgerState | None
+    reordered: tuple[int, int] | None
+    #: Records the sender dropped at its close deadline.
+    at_close: int
+    #: Accepted records that never arrived, given back by the ring, in order: to replay.
+    recovered: list[LogRecordData]
+    receiver_closed: bool
 
 
 class SenderLedgerReports:
@@ -92,7 +109,7 @@ class SenderLedgerReports:
         try:
             self._ledger = ReceiverLedger.open(self._sender_pid, fd)
         except FileNotFoundError:
-            # Already gone: sender_ended() reports the unclean end, without a count.
+            # Already gone: report_end() reports the unclean end, without a count.
             return
         except (LedgerError, OSError) as exc:
             self._problem(
@@ -110,21 +127,22 @@ class SenderLedgerReports:
                 "leaves unsent will be counted, not recovered",
             )
 
-    def sender_ended(
+    def read_end(
         self,
         last: int,
         *,
-        clean: bool,
         reordered: tuple[int, int] | None = None,
-        recover: Callable[[list[LogRecordData]], None] | None = None,
         receiver_closed: bool = False,
-    ) -> None:
-        """Count and report what the sender accepted after record ``last`` (the highest sequence
-        number that arrived in order) but neither sent nor dropped at its close deadline, and
-        the drops its ledger holds that no batch told; ``clean=False`` reports the unclean end
-        too. ``reordered``: the sender closed sending by level, its records continuing after
-        the first number, the second how many arrived so. ``recover`` replays the records its
-        ring gives back first (see the module docstring). ``receiver_closed``: the receiver
+    ) -> SenderEnd:
+        """Read the ledger at the sender's end, and the records its ring gives back; the caller
+        replays ``recovered`` (those it does not are counted lost), then calls
+        :meth:`report_end`.
+
+        Counts and reports (in :meth:`report_end`) what the sender accepted after record
+        ``last`` (the highest sequence number that arrived in order) but neither sent nor
+        dropped at its close deadline, and the drops its ledger holds that no batch told.
+        ``reordered``: the sender closed sending by level, its records continuing after the
+        first number, the second how many arrived so. ``receiver_closed``: the receiver
         stopped replaying at the end of its drain time; what did not arrive is counted as
         :attr:`DropReason.RECEIVER_CLOSED`, and nothing is recovered (replayed) any more."""
         state = self._read_ledger()
@@ -132,10 +150,9 @@ class SenderLedgerReports:
             # What no batch told: drops after the last batch, or the last batch itself lost.
             self.sender_drops(state.queue_full)
             self.close_drops(state.dropped_at_close)
-        after_seq, arrived = reordered if reordered is not None else (last, 0)
         at_close = sum(self._close_drops.values())
         accepted = state.accepted if state is not None else None
-        recovered = 0
+        recovered: list[LogRecordData] = []
         if (
             accepted is not None
             and accepted > last
@@ -143,8 +160,17 @@ class SenderLedgerReports:
             and not at_close
             and not receiver_closed
         ):
-            recovered = self._recover(last, accepted, recover)
+            recovered = self._recover(last, accepted)
         self._close_ring()
+        return SenderEnd(last, state, reordered, at_close, recovered, receiver_closed)
+
+    def report_end(self, end: SenderEnd, *, clean: bool) -> None:
+        """Count and report what :meth:`read_end` found (its recovered records replayed);
+        ``clean=False`` reports the unclean end too."""
+        last, state, at_close = end.last, end.state, end.at_close
+        after_seq, arrived = end.reordered if end.reordered is not None else (last, 0)
+        accepted = state.accepted if state is not None else None
+        recovered = len(end.recovered)
         lost = (
             max(0, accepted - after_seq - arrived - at_close - recovered)
             if accepted is not None
@@ -152,20 +178,21 @@ class SenderLedgerReports:
         )
         if lost:
             self._metrics.count_drop(
-                DropReason.RECEIVER_CLOSED if receiver_closed else DropReason.SENDER_ENDED, lost
+                DropReason.RECEIVER_CLOSED if end.receiver_closed else DropReason.SENDER_ENDED,
+                lost,
             )
         which = (
             f"#{last + 1} to #{accepted}"
-            if reordered is None and not at_close and not recovered
+            if end.reordered is None and not at_close and not recovered
             else f"after #{after_seq}, {recovered:,} more being recovered from its ring"
             if recovered
             else f"after #{after_seq}, {at_close:,} more being dropped at its close deadline"
         )
-        if receiver_closed:
+        if end.receiver_closed:
             self._receiver_closed(lost, which)
             return
         after = f"record #{last}" if last else "no record at all"
-        if reordered is not None:
+        if end.reordered is not None:
             after += f" in order and {arrived:,} by level"
         if not clean:
             if accepted is None:
@@ -190,13 +217,11 @@ class SenderLedgerReports:
                 lost,
             )
 
-    def _recover(
-        self, last: int, accepted: int, recover: Callable[[list[LogRecordData]], None] | None
-    ) -> int:
-        """Replay what the ring holds of records ``last + 1`` to ``accepted``; how many."""
+    def _recover(self, last: int, accepted: int) -> list[LogRecordData]:
+        """What the ring holds of records ``last + 1`` to ``accepted``."""
         ring = self._ring
-        if ring is None or recover is None:
-            return 0
+        if ring is None:
+            return []
         recovery = ring.recover(last, accepted)
         if recovery.problem is not None:
             self._problem(
@@ -204,9 +229,7 @@ class SenderLedgerReports:
                 f"the log ring of {self._description} could not give back every record: "
                 f"{recovery.problem}; what it did not is counted lost",
             )
-        if recovery.records:
-            recover(recovery.records)
-        return len(recovery.records)
+        return recovery.records
 
     def _receiver_closed(self, lost: int, which: str) -> None:
         """The receiver closed with the sender's connection still open (its drain time was up):

@@ -172,8 +172,19 @@ class LogReceiver:
         entry = self._replayers.get(number)
         if entry is None:
             return
+        entry[1].finish(clean=clean)
+        self._forget_connection(number, entry)
+
+    async def _ended_connection_async(self, number: int, clean: bool) -> None:
+        """:meth:`_ended_connection` on the event loop, in slices."""
+        entry = self._replayers.get(number)
+        if entry is None:
+            return
+        await entry[1].finish_async(clean=clean)
+        self._forget_connection(number, entry)
+
+    def _forget_connection(self, number: int, entry: tuple[str, LogReplayer]) -> None:
         label, replayer = entry
-        replayer.finish(clean=clean)
         with self._ended_lock:
             self._ended[number] = (label, replayer.metrics.snapshot())
             del self._replayers[number]
@@ -238,7 +249,7 @@ class LogReceiver:
         finally:
             self._open_peers.discard(peer)
             # Cut off by aclose() is no crash: only what it had not sent yet is reported.
-            self._ended_connection(
+            await self._ended_connection_async(
                 number, self._closing or isinstance(peer.close_error, ConnectionClosed)
             )
 

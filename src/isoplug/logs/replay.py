@@ -257,10 +257,34 @@ class LogReplayer:
         """Report what is still unreported; call when the sender is gone.
 
         Records the sender accepted but never sent (it crashed, was killed, or its last flush
-        timed out) are counted from its sequence ledger and reported, however it ended.
-        ``clean=False`` (the connection ended without a goodbye) says so too, even when nothing
-        was lost; without a ledger, it warns that unsent records, if any, are lost.
+        timed out) are given back by its ring and replayed, or counted from its sequence
+        ledger and reported, however it ended. ``clean=False`` (the connection ended without a
+        goodbye) says so too, even when nothing was lost; without a ledger, it warns that
+        unsent records, if any, are lost.
         """
+        for _ in self._finish_steps(clean):
+            pass
+
+    async def finish_async(self, *, clean: bool = True) -> None:
+        """:meth:`finish` on the running event loop, replaying what the ring gives back in
+        slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
+        thousands of records)."""
+        self._start_slice()
+        steps = self._finish_steps(clean)
+        try:
+            while next(steps, _DONE) is not _DONE:
+                await asyncio.sleep(0)
+                self._start_slice()
+        except asyncio.CancelledError:
+            # The reports and the accounting must still be made: the rest at once.
+            self._slice_ends = math.inf
+            for _ in steps:
+                pass
+            raise
+
+    def _finish_steps(self, clean: bool) -> Iterator[None]:
+        """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
+        replay ends; never inside ``_catching``, which must not outlive a step."""
         reordered = (
             None
             if self._reordered_after is None
@@ -274,13 +298,20 @@ class LogReplayer:
             self._report_rate_drops()
             self._report_not_replayed()
             self._reports.flush(final=True)
-            self._reports.sender_ended(
-                self._last_seq,
-                clean=clean,
-                reordered=reordered,
-                recover=self._replay_recovered,
-                receiver_closed=self._stopped,
+            end = self._reports.read_end(
+                self._last_seq, reordered=reordered, receiver_closed=self._stopped
             )
+            recovered = self._claim_recovered(end.recovered)
+        if recovered:
+            rest = iter(recovered)
+            while True:
+                with self._catching:
+                    done = self._replay_recovered(rest)
+                if done:
+                    break
+                yield
+        with self._catching:
+            self._reports.report_end(end, clean=clean)
             self._report_not_replayed()
             self._reports.flush(final=True)
         chain, self._chain = self._chain, None
@@ -289,24 +320,32 @@ class LogReplayer:
         if self._owns_handler_errors:
             self._handler_errors.close()
 
-    def _replay_recovered(self, records: list[LogRecordData]) -> None:
-        """Replay, in order, records that never arrived but that the dead sender's ring gave
-        back (see :mod:`isoplug.logs.ledger_reports`), as if they had; but not those a newer
-        connection of the sender's chain replayed already (see :mod:`isoplug.logs.chains`)."""
-        if self._chain is not None:
+    def _claim_recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
+        """Of the records the dead sender's ring gave back (see
+        :mod:`isoplug.logs.ledger_reports`), those to replay: not those a newer connection of
+        the sender's chain replayed already (see :mod:`isoplug.logs.chains`)."""
+        if self._chain is not None and records:
             records = self._chain.recovered(records)
-            if not records:
-                return
         self.metrics.received += len(records)
         self.metrics.recovered += len(records)
-        rest = iter(records)
+        return records
+
+    def _replay_recovered(self, rest: Iterator[LogRecordData]) -> bool:
+        """Replay, in order, recovered records as if they had arrived, until the slice ends;
+        whether all are done (or stop() dropped the rest)."""
         for data in rest:
             self._last_seq = max(self._last_seq, data.seq)
             self._replay_one(data)
             if self._stopped:
                 self._drop_rest(rest)
                 break
+            self._since_yield += 1
+            if self._since_yield >= REPLAY_SLICE or time.monotonic() >= self._slice_ends:
+                self._since_yield = 0
+                self._report_rate_drops()
+                return False
         self._report_rate_drops()
+        return True
 
     def _drop_rest(self, rest: Iterator[LogRecordData]) -> None:
         """Count the received records ``rest`` that stop() kept from being replayed, as if
