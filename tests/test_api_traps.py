@@ -157,7 +157,8 @@ async def test_wait_ready_raises_as_soon_as_a_plugin_cannot_load(tmp_path: Path)
         assert list(raised.value.failures) == ["import_raises"]
         assert "raised ImportError: this plugin needs libfoo 2.0" in str(raised.value)
         assert host.plugin("gated").state is PluginState.STARTING
-        with pytest.raises(TimeoutError, match=r"not ready within 0.3 s: gated starting \(restarts 0"):
+        not_ready = r"not ready within 0.3 s: gated starting \(restarts 0"
+        with pytest.raises(TimeoutError, match=not_ready):
             await host.wait_ready(0.3, raise_on_failure=False)
         gate.set()
         infos = await host.wait_ready(20, raise_on_failure=False)

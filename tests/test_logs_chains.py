@@ -75,11 +75,7 @@ def first_batch(seqs: range, **announced: int) -> LogBatch:
 
 
 def replayed(collector: RecordWaiter) -> list[int]:
-    return [
-        int(r.getMessage().split()[1])
-        for r in collector.records
-        if r.name == f"{PREFIX}.work"
-    ]
+    return [int(r.getMessage().split()[1]) for r in collector.records if r.name == f"{PREFIX}.work"]
 
 
 def reports(collector: RecordWaiter) -> list[str]:

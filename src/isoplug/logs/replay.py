@@ -40,7 +40,7 @@ from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
 from isoplug.logs.replay_reports import ReplayReports
-from isoplug.logs.report_throttle import ReportThrottle, by_level
+from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.logs.routing import LoggerBudget, LoggerRoutes
 from isoplug.wire import LogBatch, LogRecordData
 
@@ -364,23 +364,9 @@ class LogReplayer:
             dropped[data.levelno] = dropped.get(data.levelno, 0) + 1
 
     def _report_not_replayed(self) -> None:
-        if not self._not_replayed:
-            return
-        dropped, self._not_replayed = self._not_replayed, {}
-        count = sum(dropped.values())
-        description = self.description
-        self._reports.limited(
-            "receiver_closed_received",
-            f"the log receiver closed at the end of its drain time before replaying {count:,} "
-            f"log records it had received from {description} ({by_level(dropped)}); they are "
-            "lost",
-            lambda t: (
-                f"the log receiver closed before replaying {t.records:,} more log records it "
-                f"had received from {description} ({by_level(t.levels)})"
-            ),
-            records=count,
-            levels=dropped,
-        )
+        if self._not_replayed:
+            dropped, self._not_replayed = self._not_replayed, {}
+            self._reports.not_replayed(dropped)
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -448,27 +434,11 @@ class LogReplayer:
         """The sender reconnected after its connection broke: its records continue after
         ``after``, and the drop totals of this, its first batch, are what it lost meanwhile
         (reported by reason as usual, besides this report)."""
-        description = self.description
         if not self._first_batch:
-            self._reports.limited(
-                "resume_ignored",
-                f"{description} said its log connection resumes an earlier one, after its "
-                "first batch; ignored",
-                lambda t: f"{description} said so {t.events:,} more times over {t.seconds:.1f} s",
-            )
+            self._reports.resume_ignored()
             return
         self._last_seq = max(self._last_seq, after)
-        lost_text = f"{lost:,} log records" if lost else "no log record"
-        self._reports.limited(
-            "resumed",
-            f"{description} reconnected after its log connection broke; it lost {lost_text} "
-            f"meanwhile, and its records continue after #{after}",
-            lambda t: (
-                f"{description} reconnected {t.events:,} more times over {t.seconds:.1f} s "
-                f"after its log connection broke; it lost {t.records:,} log records meanwhile"
-            ),
-            records=lost,
-        )
+        self._reports.resumed(after, lost)
 
     def _check_sequence(self, seq: int) -> None:
         expected = self._last_seq + 1

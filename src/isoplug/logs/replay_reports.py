@@ -243,6 +243,50 @@ class ReplayReports(SenderLedgerReports):
             levels=new,
         )
 
+    def resumed(self, after: int, lost: int) -> None:
+        """The sender reconnected after its connection broke, having lost ``lost`` records
+        meanwhile; its records continue after ``after``."""
+        description = self._description
+        lost_text = f"{lost:,} log records" if lost else "no log record"
+        self.limited(
+            "resumed",
+            f"{description} reconnected after its log connection broke; it lost {lost_text} "
+            f"meanwhile, and its records continue after #{after}",
+            lambda t: (
+                f"{description} reconnected {t.events:,} more times over {t.seconds:.1f} s "
+                f"after its log connection broke; it lost {t.records:,} log records meanwhile"
+            ),
+            records=lost,
+        )
+
+    def resume_ignored(self) -> None:
+        """A batch after the first said the connection resumes another."""
+        description = self._description
+        self.limited(
+            "resume_ignored",
+            f"{description} said its log connection resumes an earlier one, after its "
+            "first batch; ignored",
+            lambda t: f"{description} said so {t.events:,} more times over {t.seconds:.1f} s",
+        )
+
+    def not_replayed(self, dropped: Mapping[int, int]) -> None:
+        """The receiver's drain time ended before it replayed these records (by level) that
+        it had received (already counted)."""
+        count = sum(dropped.values())
+        description = self._description
+        self.limited(
+            "receiver_closed_received",
+            f"the log receiver closed at the end of its drain time before replaying {count:,} "
+            f"log records it had received from {description} ({by_level(dropped)}); they are "
+            "lost",
+            lambda t: (
+                f"the log receiver closed before replaying {t.records:,} more log records it "
+                f"had received from {description} ({by_level(t.levels)})"
+            ),
+            records=count,
+            levels=dropped,
+        )
+
     def sequence_gap(self, expected: int, seq: int) -> None:
         """Count and report the records ``expected`` to ``seq - 1``, which never arrived."""
         missing = seq - expected
