@@ -23,8 +23,8 @@ async def log_everywhere(host: Host, waiter: RecordWaiter, plugin: str) -> None:
     """Have ``plugin`` log everywhere it can; return once every record of its has arrived."""
     await host.call(plugin, "log_everywhere")
     await host.call(plugin, "log_in_worker")
-    await waiter.wait_until(lambda: waiter.select(text=f"{plugin} logged in a bare thread"))
-    await waiter.wait_until(lambda: waiter.select(text=f"{plugin} logged in a worker thread"))
+    await waiter.wait_for_record(text=f"{plugin} logged in a bare thread")
+    await waiter.wait_for_record(text=f"{plugin} logged in a worker thread")
 
 
 def seen(waiter: RecordWaiter, plugin: str) -> set[tuple[str, object, str]]:
@@ -49,7 +49,7 @@ async def test_a_members_own_loggers_arrive_as_if_it_ran_alone(tmp_path: Path) -
             await host.wait_ready(20)
             await log_everywhere(host, waiter, "duo_a")
             await host.publish("chat", "hello")
-            await waiter.wait_until(lambda: waiter.select(text="duo_a logged in an event"))
+            await waiter.wait_for_record(text="duo_a logged in an event")
     by_itself = seen(waiter, "duo_a")
     module = "plugin.duo_a.duo_a_plugin"
     assert (module, "duo_a", "duo_a logged in a bare thread") in by_itself
@@ -63,7 +63,7 @@ async def test_a_members_own_loggers_arrive_as_if_it_ran_alone(tmp_path: Path) -
             await log_everywhere(host, waiter, plugin)
         await host.publish("chat", "hello")
         for plugin in ("duo_a", "duo_b"):
-            await waiter.wait_until(lambda p=plugin: waiter.select(text=f"{p} logged in an event"))
+            await waiter.wait_for_record(text=f"{plugin} logged in an event")
     in_group = seen(waiter, "duo_a")
     bare = (module, "duo_a", "duo_a logged in a bare thread")
     assert in_group - {("plugin.duo.duo_a_plugin", "duo", bare[2])} == by_itself - {bare}
@@ -90,17 +90,7 @@ async def test_loguru_and_structlog_records_of_a_member_are_its_own(tmp_path: Pa
             name = f"plugin.{plugin}.{plugin}_plugin"
             loguru = await waiter.wait_for(name, f"{plugin} logged with loguru")
             assert stamped(loguru) == plugin
-            structlog = await waiter.wait_until(
-                lambda p=plugin: next(
-                    (
-                        r
-                        for r in waiter.records
-                        if isinstance(r.msg, dict)
-                        and r.msg["event"] == f"{p} logged with structlog"
-                    ),
-                    None,
-                )
-            )
+            structlog = await waiter.wait_for_record(text=f"{plugin} logged with structlog")
             assert structlog.name == name and stamped(structlog) == plugin
             event = structlog.msg
             assert isinstance(event, dict)
