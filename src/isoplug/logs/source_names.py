@@ -42,6 +42,9 @@ from isoplug.logs.sources import current_source
 
 __all__ = ["SourceNamingHandler"]
 
+_current_source = current_source.get
+_forward = ForwardingHandler.handle
+
 #: New names remembered per source; past it they are computed per record (a plugin inventing
 #: logger names must not grow this process's memory).
 _MAX_REMEMBERED = 4096
@@ -61,21 +64,17 @@ class SourceNamingHandler(ForwardingHandler):
         self._names: dict[str, dict[str, str | None]] = {}
 
     def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
-        source = current_source.get()
+        # Module-level functions, not super(): this runs for every record of a group runner.
+        source = _current_source()
         if source is None:
-            return super().handle(record)
+            return _forward(self, record)
         name = record.name
-        names = self._names.get(source)
-        if names is None:
-            names = self._names.setdefault(source, {})
         try:
-            renamed = names[name]
+            renamed = self._names[source][name]
         except KeyError:
-            renamed = self._renamed(source, name)
-            if len(names) < _MAX_REMEMBERED:
-                names[name] = renamed
+            renamed = self._learn(source, name)
         if renamed is None:
-            return super().handle(record)
+            return _forward(self, record)
         # Renamed for this handler alone: the record is encoded before handle() returns.
         record.name = renamed
         msg = record.msg
@@ -86,11 +85,23 @@ class SourceNamingHandler(ForwardingHandler):
                 **msg,
                 **{key: renamed for key in _LOGGER_KEYS if msg.get(key) == name},
             }
+            try:
+                return _forward(self, record)
+            finally:
+                record.name = name
+                record.msg = msg
         try:
-            return super().handle(record)
+            return _forward(self, record)
         finally:
             record.name = name
-            record.msg = msg
+
+    def _learn(self, source: str, name: str) -> str | None:
+        """:meth:`_renamed`, remembered (up to :data:`_MAX_REMEMBERED` names per source)."""
+        names = self._names.setdefault(source, {})
+        renamed = self._renamed(source, name)
+        if len(names) < _MAX_REMEMBERED:
+            names[name] = renamed
+        return renamed
 
     def _renamed(self, source: str, name: str) -> str | None:
         """The name a record of logger ``name`` goes out as while ``source`` runs; None when
