@@ -4,12 +4,16 @@ the group's, and no name a member logs on makes a record another runner's or the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from isoplug import Host
+from isoplug.logs import LogReceiver
+from isoplug.logs.source_names import SourceNamingHandler
+from isoplug.logs.sources import current_source
 from tests.plugins_fixtures import FAST, copy_plugins, running
-from tests.record_waiter import RecordWaiter, watching
+from tests.record_waiter import RecordWaiter, attached, watching
 
 #: Where log_everywhere, log_in_worker and the chat event log, bare thread aside.
 PLACES = ("in a call", "in a task", "in to_thread", "in a worker thread", "in an event")
@@ -131,3 +135,71 @@ async def test_no_name_takes_a_members_record_out_of_its_runner(tmp_path: Path) 
         "as duo_b in a call": ("plugin.duo_b", "duo_b", None),
         "as duo_b in a bare thread": ("plugin.duo_b", "duo_b", None),
     }
+
+
+class Keep(logging.Handler):
+    """Keeps the name and message each record has when it reaches this handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.name, record.msg))
+
+
+async def test_the_new_name_is_the_forwarded_records_alone() -> None:
+    """SourceNamingHandler sends a record of a source's code under the source's name (its
+    structlog event's logger alike), a record already under a source and one of no source as
+    they are; the record's other handlers see what the code logged, event dict untouched."""
+    collector = RecordWaiter()
+    with attached(collector, "rx"):
+        receiver = LogReceiver(prefix="rx")
+        await asyncio.to_thread(receiver.open)
+        handler = SourceNamingHandler(
+            receiver.address, receiver.token, sources=("plugin.a", "plugin.b")
+        )
+        keep = Keep()
+        loggers = [logging.getLogger("app.naming"), logging.getLogger("plugin.b.naming")]
+        try:
+            assert await asyncio.to_thread(handler.start, 10.0)
+            for logger in loggers:
+                logger.propagate = False
+                logger.setLevel(logging.INFO)
+                logger.addHandler(handler)
+                logger.addHandler(keep)
+            event = {"event": "structured", "logger": "app.naming"}
+
+            def log() -> None:
+                token = current_source.set("plugin.a")
+                try:
+                    loggers[0].info("plain")
+                    loggers[0].info(event)
+                    loggers[1].info("under b")
+                finally:
+                    current_source.reset(token)
+                loggers[0].info("no source")
+
+            await asyncio.to_thread(log)
+            await collector.wait_for_record(text="no source")
+        finally:
+            for logger in loggers:
+                logger.removeHandler(handler)
+                logger.removeHandler(keep)
+                logger.propagate = True
+                logger.setLevel(logging.NOTSET)
+            await asyncio.to_thread(handler.close)
+            await asyncio.to_thread(receiver.close)
+    received = [(r.name, r.msg) for r in collector.records]
+    renamed = "rx.plugin.a.app.naming"
+    assert received[0] == (renamed, "plain")
+    assert received[1][0] == renamed and isinstance(received[1][1], dict)
+    assert received[1][1]["logger"] == renamed and "extra_logger" not in received[1][1]
+    assert received[2:] == [("rx.plugin.b.naming", "under b"), ("rx.app.naming", "no source")]
+    assert keep.seen == [
+        ("app.naming", "plain"),
+        ("app.naming", {"event": "structured", "logger": "app.naming"}),
+        ("plugin.b.naming", "under b"),
+        ("app.naming", "no source"),
+    ]
+    assert keep.seen[1][1] is event
