@@ -22,6 +22,9 @@ includes. Kinds:
   over, is kept out);
 - **isoplug batched no ring**: the same without the shared-memory ring (issue 18), as before
   it: what the ring's copy and stores cost each call;
+- **isoplug batched group**: the same through a group runner's handler, logged in one
+  member's code on a logger of its own, which it renames for that member
+  (:mod:`isoplug.logs.source_names`): what naming a record for its plugin costs in a group;
 - **isoplug write-through**: the same at a moderate rate, every record sent on its own (valgrind
   slows the child to about that rate, so this is what an unchanged handler does under it);
 - **mp.Queue**: stdlib ``QueueHandler`` on a ``multiprocessing.Queue``, drained by a process;
@@ -67,6 +70,7 @@ KINDS = (
     "stage: capture+queue",
     "isoplug batched",
     "isoplug batched no ring",
+    "isoplug batched group",
     "isoplug write-through",
     "mp.Queue",
     "SocketHandler",
@@ -131,7 +135,19 @@ elif kind.startswith("isoplug"):
     if kind.endswith("no ring"):
         import isoplug.logs.handler
         vars(isoplug.logs.handler)["ring_capacity"] = lambda queue_bytes: 0
-    handler = forward_logs()
+    if kind.endswith("group"):
+        # A group runner's handler, records logged in member a's code on a logger of its own
+        # (renamed plugin.a.bench as they go: isoplug.logs.source_names).
+        from isoplug.logs import ADDRESS_ENV, TOKEN_ENV
+        from isoplug.logs.source_names import SourceNamingHandler
+        from isoplug.logs.sources import current_source
+        handler = SourceNamingHandler(
+            os.environ[ADDRESS_ENV], os.environ[TOKEN_ENV], sources=("plugin.a", "plugin.b")
+        )
+        handler.start()
+        current_source.set("plugin.a")
+    else:
+        handler = forward_logs()
     if kind.startswith("isoplug batched"):
         import isoplug.logs.handler
         import isoplug.logs.sender

@@ -208,8 +208,9 @@ async def test_plugins_of_a_group_share_grants_and_logger_names_and_nothing_more
         )
     assert as_member.name == "plugin.pair_b"
     assert as_member.plugin_id == "pair_b"  # type: ignore[attr-defined]
-    assert as_outsider.name == "plugin.pair.plugin.hostile"
-    assert as_outsider.plugin_id == "pair"  # type: ignore[attr-defined]
+    # Logged in pair_a's call: pair_a's, as if it ran alone (tests/test_group_logging.py).
+    assert as_outsider.name == "plugin.pair_a.plugin.hostile"
+    assert as_outsider.plugin_id == "pair_a"  # type: ignore[attr-defined]
     assert as_outsider.levelno == logging.WARNING
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from isoplug.logs.capture import line_site
 from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import add_trace_ids
@@ -277,7 +278,15 @@ def sole_forwarder(logger: logging.Logger, level: int) -> ForwardingHandler | No
         if not current.propagate:
             break
         current = current.parent
-    if type(found) is not ForwardingHandler or found.filters or level < found.level:
+    if (
+        (
+            type(found) is not ForwardingHandler
+            # Its handle() renames no line: a line's logger is named for its source already.
+            and type(found) is not SourceNamingHandler
+        )
+        or found.filters
+        or level < found.level
+    ):
         return None
     return found
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange, PluginEntry
 from isoplug.logs import ForwardingHandler
@@ -35,6 +36,8 @@ from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
 from isoplug.logs.redirect import redirect_stdio
+from isoplug.logs.source_names import SourceNamingHandler
+from isoplug.runner.dispatch import plugin_source
 
 __all__ = ["PluginLevels", "capture_python_output", "configure_runner_logging"]
 
@@ -48,14 +51,21 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     stderr is used instead)."""
     root = logging.getLogger()
     rate = bootstrap.log_write_through_rate
-    handler = ForwardingHandler(
-        bootstrap.log_address or bootstrap.address,
-        bootstrap.log_token,
-        name=bootstrap.runner_id,
-        role=LOGS_ROLE,
-        write_through_rate=WRITE_THROUGH_RATE if rate is None else rate,
-        connect_timeout=_CONNECT_TIMEOUT,
-    )
+    settings: dict[str, Any] = {
+        "name": bootstrap.runner_id,
+        "role": LOGS_ROLE,
+        "write_through_rate": WRITE_THROUGH_RATE if rate is None else rate,
+        "connect_timeout": _CONNECT_TIMEOUT,
+    }
+    address = bootstrap.log_address or bootstrap.address
+    handler: ForwardingHandler
+    if len(bootstrap.plugins) > 1:
+        # A group: each record is named for the member whose code logged it, which the host
+        # cannot tell by the connection (see isoplug.logs.source_names).
+        sources = [plugin_source(plugin.id) for plugin in bootstrap.plugins]
+        handler = SourceNamingHandler(address, bootstrap.log_token, sources=sources, **settings)
+    else:
+        handler = ForwardingHandler(address, bootstrap.log_token, **settings)
     if handler.start(_CONNECT_TIMEOUT):
         root.addHandler(handler)
         return handler

@@ -1,4 +1,5 @@
-"""The test plugins of group 'duo': prints in a call, an event and a task it started.
+"""The test plugins of group 'duo': prints and logs in a call, an event, a task it started,
+setup and teardown, and a bare thread.
 
 One code serves both: ``duo_b/duo_b_plugin.py`` is a link to this file, imported under its own
 module name, and each plugin says which one it is by its id.
@@ -7,16 +8,25 @@ module name, and each plugin says which one it is by its id.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+import threading
 from typing import Any
 
 import isoplug
+
+#: The usual module logger: named by the plugin, so the runner names its records for it.
+_log = logging.getLogger(__name__)
 
 
 class Duo(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.name = ctx.plugin_id
         self.tasks: set[asyncio.Task[None]] = set()
+        _log.info("%s set up", self.name)
+
+    async def teardown(self) -> None:
+        _log.info("%s torn down", self.name)
 
     @isoplug.method
     async def speak(self) -> None:
@@ -42,6 +52,61 @@ class Duo(isoplug.Plugin):
         # Waited for, not awaited: its exception stays unretrieved.
         await asyncio.wait([asyncio.get_running_loop().create_task(fail())])
 
+    @isoplug.method
+    async def log_everywhere(self) -> None:
+        """Records on loggers the plugin names itself, wherever its code runs."""
+        _log.info("%s logged in a call", self.name)
+        logging.getLogger().info("%s logged on the root logger", self.name)
+        logging.getLogger("shared.lib").info("%s logged in a shared library", self.name)
+
+        async def later() -> None:
+            await asyncio.sleep(0)
+            _log.info("%s logged in a task", self.name)
+
+        await asyncio.get_running_loop().create_task(later())
+        await asyncio.to_thread(_log.info, "%s logged in to_thread", self.name)
+        # A bare thread starts with no context: the runner cannot know whose it is.
+        bare = threading.Thread(target=_log.info, args=("%s logged in a bare thread", self.name))
+        bare.start()
+        await asyncio.to_thread(bare.join)
+
+    @isoplug.method
+    def log_in_worker(self) -> None:
+        _log.info("%s logged in a worker thread", self.name)
+
+    @isoplug.method
+    async def log_with_loguru_and_structlog(self) -> None:
+        import structlog
+        from loguru import logger
+
+        logger.info(f"{self.name} logged with loguru")
+        # Both plugins of the group configure the process's structlog alike.
+        structlog.configure(
+            processors=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
+        structlog.get_logger(__name__).info(f"{self.name} logged with structlog", order=7)
+
+    @isoplug.method
+    async def log_as(self, logger: str, text: str, claim: str | None = None) -> None:
+        """A record on the logger ``logger``, its ``plugin_id`` extra ``claim`` (if given), in
+        a call and in a bare thread."""
+        extra = {"plugin_id": claim} if claim is not None else None
+        logging.getLogger(logger).warning("%s in a call", text, extra=extra)
+        bare = threading.Thread(
+            target=logging.getLogger(logger).warning,
+            args=("%s in a bare thread", text),
+            kwargs={"extra": extra},
+        )
+        bare.start()
+        await asyncio.to_thread(bare.join)
+
     @isoplug.on_event("chat")
     async def on_chat(self, payload: Any) -> None:
         print(f"{self.name} in an event", file=sys.stderr)
+        _log.info("%s logged in an event", self.name)
