@@ -125,3 +125,60 @@ def test_run_of_one_plugin_folder_names_its_real_path_in_errors(tmp_path: Path) 
     assert result.returncode == 1, said
     assert f"{folder.resolve() / 'plugin.toml'}: field 'limits.memory'" in said
     assert "isoplug-plugin-" not in said
+
+
+def test_schema_shows_what_a_plugin_says_as_escapes(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path, 'raise RuntimeError("x\\x1b[2J\\x1b]0;pwned\\x07 \\u202e")\n')
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "could not be imported" in result.stderr
+    assert not {"\x1b", "\x07", "\u202e"} & set(result.stderr), result.stderr
+    assert "RuntimeError: x\\x1b[2J\\x1b]0;pwned\\x07 \\u202e" in result.stderr
+    # No line of the plugin's text starts at column 0, where the command's own lines start.
+    assert [line for line in result.stderr.splitlines() if not line.startswith(" ")] == [
+        "isoplug schema: plugin 'subject' could not be imported:"
+    ]
+
+
+def test_schema_survives_a_plugin_writing_to_its_descriptors(tmp_path: Path) -> None:
+    folder = make_plugin(
+        tmp_path,
+        "import os, sys, threading, msgspec, isoplug\n"
+        "os.write(1, b'GARBAGE ON FD1\\n')\n"
+        "os.write(2, b'\\x1b[31mGARBAGE ON FD2\\x1b[0m\\n')\n"
+        "print('{\"fake\": true}')\n"
+        "sys.stdout.flush()\n"
+        "class S(msgspec.Struct):\n    n: int\n"
+        "class P(isoplug.Plugin):\n    config_schema = S\n",
+        "[config]\nn = 1\n",
+    )
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["$defs"]["config.S"]["required"] == ["n"]
+    assert result.stderr.splitlines() == [
+        "isoplug schema: plugin 'subject' wrote this while it was imported (not part of the "
+        "schema):",
+        "  GARBAGE ON FD1",
+        "  \\x1b[31mGARBAGE ON FD2\\x1b[0m",
+        '  {"fake": true}',
+    ]
+
+
+def test_schema_names_a_config_field_json_schema_cannot_describe(tmp_path: Path) -> None:
+    folder = make_plugin(
+        tmp_path,
+        "import typing, msgspec, isoplug\n"
+        "class Inner(msgspec.Struct, frozen=True):\n    hook: typing.Callable = None\n"
+        "class S(msgspec.Struct):\n    n: int = 0\n    inner: Inner = Inner()\n"
+        "class P(isoplug.Plugin):\n    config_schema = S\n",
+    )
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "isoplug schema: plugin 'subject': config field 'inner.hook' has type typing.Callable, "
+        "which has no JSON Schema (type <class 'collections.abc.Callable'> is not supported); "
+        "give it a type msgspec can describe, or annotate it with "
+        "msgspec.Meta(extra_json_schema={...})"
+    )
+    assert "Traceback" not in result.stderr
