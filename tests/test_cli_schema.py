@@ -182,3 +182,41 @@ def test_schema_names_a_config_field_json_schema_cannot_describe(tmp_path: Path)
         "msgspec.Meta(extra_json_schema={...})"
     )
     assert "Traceback" not in result.stderr
+
+
+def _accepted(tmp_path: Path, **fields: object) -> bool:
+    document = {"id": "a", "version": "1", "entry": "a:A", **fields}
+    try:
+        parse_manifest(document, directory=tmp_path, path=tmp_path / "plugin.toml")
+    except ManifestError:
+        return False
+    return True
+
+
+def test_the_printed_schema_refuses_the_sizes_and_environments_the_manifest_refuses(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    result = isoplug("schema", str(FIXTURES / "echo"))
+    assert result.returncode == 0, result.stderr
+    definitions = json.loads(result.stdout)["$defs"]
+    memory = definitions["LimitsTable"]["properties"]["memory"]["anyOf"]
+    assert {"type": "integer", "minimum": 1} in memory
+    (text,) = [form for form in memory if form.get("type") == "string"]
+    sizes = ["512MB", "1 GiB", " 2kib ", "1.5GB", "0.5MB", "1", "10b", "12 parsecs", "0MB", "0"]
+    sizes += ["0.5", "0.5B", "", "MB", "1e3", "-1MB", "1..5MB", "00.000MB", "3 M B"]
+    for size in sizes:
+        accepted = _accepted(tmp_path, limits={"memory": size})
+        assert bool(re.fullmatch(text["pattern"], size)) is accepted, size
+
+    environment = definitions["PluginToml"]["properties"]["environment"]
+    assert environment["additionalProperties"]["type"] == "string"
+    names = environment["propertyNames"]
+    for name in ("A", "PATH_2", "", "A=B", "A\0", "é"):
+        in_schema = len(name) >= names["minLength"] and bool(re.fullmatch(names["pattern"], name))
+        assert in_schema is _accepted(tmp_path, environment={name: "v"}), name
+    for value in ("v", "", "a\0b"):
+        in_schema = bool(re.fullmatch(environment["additionalProperties"]["pattern"], value))
+        assert in_schema is _accepted(tmp_path, environment={"A": value}), value
+    assert not _accepted(tmp_path, environment={"A": 1})
