@@ -125,3 +125,98 @@ def test_run_of_one_plugin_folder_names_its_real_path_in_errors(tmp_path: Path) 
     assert result.returncode == 1, said
     assert f"{folder.resolve() / 'plugin.toml'}: field 'limits.memory'" in said
     assert "isoplug-plugin-" not in said
+
+
+def test_schema_shows_what_a_plugin_says_as_escapes(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path, 'raise RuntimeError("x\\x1b[2J\\x1b]0;pwned\\x07 \\u202e")\n')
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "could not be imported" in result.stderr
+    assert not {"\x1b", "\x07", "\u202e"} & set(result.stderr), result.stderr
+    assert "RuntimeError: x\\x1b[2J\\x1b]0;pwned\\x07 \\u202e" in result.stderr
+    # No line of the plugin's text starts at column 0, where the command's own lines start.
+    assert [line for line in result.stderr.splitlines() if not line.startswith(" ")] == [
+        "isoplug schema: plugin 'subject' could not be imported:"
+    ]
+
+
+def test_schema_survives_a_plugin_writing_to_its_descriptors(tmp_path: Path) -> None:
+    folder = make_plugin(
+        tmp_path,
+        "import os, sys, threading, msgspec, isoplug\n"
+        "os.write(1, b'GARBAGE ON FD1\\n')\n"
+        "os.write(2, b'\\x1b[31mGARBAGE ON FD2\\x1b[0m\\n')\n"
+        "print('{\"fake\": true}')\n"
+        "sys.stdout.flush()\n"
+        "class S(msgspec.Struct):\n    n: int\n"
+        "class P(isoplug.Plugin):\n    config_schema = S\n",
+        "[config]\nn = 1\n",
+    )
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["$defs"]["config.S"]["required"] == ["n"]
+    assert result.stderr.splitlines() == [
+        "isoplug schema: plugin 'subject' wrote this while it was imported (not part of the "
+        "schema):",
+        "  GARBAGE ON FD1",
+        "  \\x1b[31mGARBAGE ON FD2\\x1b[0m",
+        '  {"fake": true}',
+    ]
+
+
+def test_schema_names_a_config_field_json_schema_cannot_describe(tmp_path: Path) -> None:
+    folder = make_plugin(
+        tmp_path,
+        "import typing, msgspec, isoplug\n"
+        "class Inner(msgspec.Struct, frozen=True):\n    hook: typing.Callable = None\n"
+        "class S(msgspec.Struct):\n    n: int = 0\n    inner: Inner = Inner()\n"
+        "class P(isoplug.Plugin):\n    config_schema = S\n",
+    )
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "isoplug schema: plugin 'subject': config field 'inner.hook' has type typing.Callable, "
+        "which has no JSON Schema (type <class 'collections.abc.Callable'> is not supported); "
+        "give it a type msgspec can describe, or annotate it with "
+        "msgspec.Meta(extra_json_schema={...})"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def _accepted(tmp_path: Path, **fields: object) -> bool:
+    document = {"id": "a", "version": "1", "entry": "a:A", **fields}
+    try:
+        parse_manifest(document, directory=tmp_path, path=tmp_path / "plugin.toml")
+    except ManifestError:
+        return False
+    return True
+
+
+def test_the_printed_schema_refuses_the_sizes_and_environments_the_manifest_refuses(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    result = isoplug("schema", str(FIXTURES / "echo"))
+    assert result.returncode == 0, result.stderr
+    definitions = json.loads(result.stdout)["$defs"]
+    memory = definitions["LimitsTable"]["properties"]["memory"]["anyOf"]
+    assert {"type": "integer", "minimum": 1} in memory
+    (text,) = [form for form in memory if form.get("type") == "string"]
+    sizes = ["512MB", "1 GiB", " 2kib ", "1.5GB", "0.5MB", "1", "10b", "12 parsecs", "0MB", "0"]
+    sizes += ["0.5", "0.5B", "", "MB", "1e3", "-1MB", "1..5MB", "00.000MB", "3 M B"]
+    for size in sizes:
+        accepted = _accepted(tmp_path, limits={"memory": size})
+        assert bool(re.fullmatch(text["pattern"], size)) is accepted, size
+
+    environment = definitions["PluginToml"]["properties"]["environment"]
+    assert environment["additionalProperties"]["type"] == "string"
+    names = environment["propertyNames"]
+    for name in ("A", "PATH_2", "", "A=B", "A\0", "é"):
+        in_schema = len(name) >= names["minLength"] and bool(re.fullmatch(names["pattern"], name))
+        assert in_schema is _accepted(tmp_path, environment={name: "v"}), name
+    for value in ("v", "", "a\0b"):
+        in_schema = bool(re.fullmatch(environment["additionalProperties"]["pattern"], value))
+        assert in_schema is _accepted(tmp_path, environment={"A": value}), value
+    assert not _accepted(tmp_path, environment={"A": 1})

@@ -290,4 +290,5 @@ def test_plugins_of_a_group_must_agree_on_their_limits(tmp_path: Path) -> None:
     manifests = [load_manifest(root / name) for name in "abc"]
     plans, problems = plan_runners(manifests)
     assert [m.id for m in plans[0].manifests] == ["a", "c"]
-    assert len(problems) == 1 and "field 'limits.memory': differs" in problems[0]
+    assert len(problems) == 1
+    assert "field 'limits.memory': 1.86 GiB (2000000000 bytes) here, 953.7 MiB" in problems[0]

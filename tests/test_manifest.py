@@ -190,7 +190,7 @@ def test_a_group_whose_environments_disagree_skips_the_later_plugin(tmp_path: Pa
         )
     plans, problems = plan_runners(discover(tmp_path).manifests)
     assert [[m.id for m in p.manifests] for p in plans] == [["a"]]
-    assert "field 'environment.MODE': differs from another plugin of group 'g'" in problems[0]
+    assert "field 'environment.MODE': differs from plugin 'a' of group 'g'" in problems[0]
 
 
 def test_a_group_whose_write_through_rates_disagree_skips_the_later_plugin(
@@ -208,7 +208,9 @@ def test_a_group_whose_write_through_rates_disagree_skips_the_later_plugin(
     )
     plans, problems = plan_runners(discover(tmp_path).manifests)
     assert [[m.id for m in p.manifests] for p in plans] == [["a", "b", "c"]]
-    assert "field 'log_write_through_rate': differs from another plugin of group 'g'" in problems[0]
+    assert (
+        "field 'log_write_through_rate': 500.0 here, 0.0 in plugin 'a' of group 'g'" in problems[0]
+    )
 
 
 _toml_scalars = st.one_of(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from isoplug.host.manifest import ManifestError, load_manifest
+from isoplug.host.manifest import Manifest, ManifestError, load_manifest
 from isoplug.host.schema import IMPORT_TIMEOUT, SchemaUnavailable, plugin_toml_schema
 
 
@@ -29,9 +30,25 @@ def new_plugin(path: Path) -> int:
 def print_schema(plugin_dir: Path, timeout: float = IMPORT_TIMEOUT) -> int:
     try:
         manifest = load_manifest(plugin_dir)
-        schema = plugin_toml_schema(manifest, timeout=timeout)
+        schema = plugin_toml_schema(manifest, timeout=timeout, on_output=_show_output(manifest))
     except (ManifestError, SchemaUnavailable, subprocess.TimeoutExpired) as exc:
         print(f"isoplug schema: {exc}", file=sys.stderr)
         return 2
+    # ensure_ascii (the default): a plugin's docstrings and names, escaped as JSON does, cannot
+    # reach the terminal as control characters.
     print(json.dumps(schema, indent=2))
     return 0
+
+
+def _show_output(manifest: Manifest) -> Callable[[str], None]:
+    """Shows, on stderr, what the plugin wrote while imported (already sanitized): its own
+    messages can explain a schema, and stdout holds only the schema."""
+
+    def show(output: str) -> None:
+        print(
+            f"isoplug schema: plugin {manifest.id!r} wrote this while it was imported "
+            f"(not part of the schema):\n{output}",
+            file=sys.stderr,
+        )
+
+    return show

@@ -206,8 +206,28 @@ class RestartTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     backoff_max: _NonNegative = RestartPolicy.backoff_max
 
 
-#: A size: bytes, or text with a unit (checked by parse_size, to name the field and the value).
-_Size = Annotated[int, msgspec.Meta(ge=1)] | str
+#: What parse_size accepts and _limits keeps (at least one byte), for editors: a whole number
+#: of bytes (``B`` or no unit) of 1 or more, or a number with a unit that is not zero. Not
+#: said: a fraction of a unit under one byte ("0.0001KB") and sizes past 2**63 bytes.
+_SIZE_PATTERN = (
+    r"^\s*(?:[0-9]*[1-9][0-9]*(?:\.[0-9]+)?\s*(?:[bB]|[kKmMgGtT][iI]?[bB])?"
+    r"|0+\.[0-9]*[1-9][0-9]*\s*[kKmMgGtT][iI]?[bB])\s*$"
+)
+#: A size: bytes, or text with a unit (checked by parse_size, to name the field and the value;
+#: the pattern is for the schema only).
+_Size = (
+    Annotated[int, msgspec.Meta(ge=1)]
+    | Annotated[
+        str,
+        msgspec.Meta(extra_json_schema={"pattern": _SIZE_PATTERN, "examples": ["512MB", "1GiB"]}),
+    ]
+)
+#: What parse_manifest checks of ``[environment]`` after decoding, for editors: names not
+#: empty, without "=" or NUL; values strings without NUL.
+_ENVIRONMENT_SCHEMA = {
+    "propertyNames": {"minLength": 1, "pattern": "^[^=\\u0000]*$"},
+    "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
+}
 _Count = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -232,7 +252,7 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_write_through_rate: _NonNegative | None = None
     capabilities: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
-    environment: dict[str, Any] = {}
+    environment: Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_ENVIRONMENT_SCHEMA)] = {}
     start: Literal["fork", "spawn"] = "fork"
     inherit_environment: list[Annotated[str, msgspec.Meta(min_length=1)]] | bool = []
     python: Annotated[str, msgspec.Meta(min_length=1)] | None = None

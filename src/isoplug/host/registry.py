@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from isoplug.control import ResourceLimits
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from isoplug.sizes import format_size
+from isoplug.wire.sanitize import cap_text
 
 __all__ = [
     "Discovery",
@@ -109,9 +112,11 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     """Group plugins into runners; return the plans and the problems found.
 
     A group and a plugin id may not share a name (both name a runner). Plugins of one group
-    share one process, so their environments, log write-through rates and ``[limits]`` must
-    not disagree (a limit one member leaves unset agrees with any; the runner gets every limit
-    a member sets: see :func:`runner_limits`);
+    share one process, so their environments, log write-through rates, ``python`` and
+    ``[limits]`` must not disagree (a variable, rate or limit one member leaves unset agrees
+    with any, ``python`` unset only with unset; the runner gets every limit a member sets:
+    see :func:`runner_limits`); a problem names the other plugin and both values (but for an
+    environment variable, whose value may be a secret);
     the restart policy of the group is that of its first plugin (by id).
     """
     by_runner: dict[str, list[Manifest]] = {}
@@ -125,10 +130,8 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
         members = by_runner.setdefault(manifest.runner_id, [])
         clash = _shared_setting_clash(members, manifest)
         if clash is not None:
-            differs = (
-                f"differs from another plugin of group {manifest.group!r} (they share one process)"
-            )
-            problems.append(f"{ManifestError(manifest.path, clash, differs)}; plugin skipped")
+            problem = clash.problem(manifest.group)
+            problems.append(f"{ManifestError(manifest.path, clash.field, problem)}; plugin skipped")
             continue
         members.append(manifest)
     plans = [RunnerPlan(runner_id, tuple(members)) for runner_id, members in by_runner.items()]
@@ -147,20 +150,71 @@ def runner_limits(manifests: Iterable[Manifest]) -> ResourceLimits:
     return ResourceLimits(**chosen)
 
 
-def _shared_setting_clash(members: list[Manifest], manifest: Manifest) -> str | None:
-    """The field of ``manifest`` that sets a process-wide setting otherwise than one of
-    ``members`` does (a plugin that leaves it unset agrees with anything)."""
+@dataclasses.dataclass(frozen=True)
+class _Clash:
+    """A process-wide setting two plugins of one group set otherwise."""
+
+    field: str
+    other: Manifest
+    #: The two values, as a reader should see them (``None``: not shown, a secret maybe).
+    values: tuple[str, str] | None
+
+    def problem(self, group: str | None) -> str:
+        agree = "they share one process, so they must agree"
+        if self.values is None:
+            # Environment values are often secrets (a token, a password): the key only.
+            return (
+                f"differs from plugin {self.other.id!r} of group {group!r} ({agree}; values "
+                "not shown, as they may be secrets)"
+            )
+        here, there = self.values
+        return f"{here} here, {there} in plugin {self.other.id!r} of group {group!r} ({agree})"
+
+
+#: The limits that are sizes (bytes), shown as such.
+_SIZES = frozenset({"memory", "recycle_rss"})
+#: An interpreter's path quoted in a clash: capped whatever the folder's depth.
+_MAX_PATH_CHARS = 200
+
+
+def _size(size: int) -> str:
+    # The exact count too: "1GB" and "1GiB" are not one size, and format_size rounds.
+    return f"{format_size(size)} ({size} bytes)"
+
+
+def _runs_on(manifest: Manifest) -> Path:
+    """The interpreter a plugin's runner runs: naming the host's own is leaving it unset."""
+    return manifest.python if manifest.python is not None else Path(sys.executable)
+
+
+def _interpreter(python: Path | None) -> str:
+    if python is None:
+        return "unset (the host's interpreter)"
+    return cap_text(repr(str(python)), _MAX_PATH_CHARS)
+
+
+def _shared_setting_clash(members: list[Manifest], manifest: Manifest) -> _Clash | None:
+    """How ``manifest`` sets a process-wide setting otherwise than one of ``members`` does.
+
+    A variable, a write-through rate or a limit one of them leaves unset agrees with any value
+    (the runner gets the one set); ``python`` does not: a plugin that names no interpreter gets
+    the host's, and must not be run by another one silently (naming the host's own is fine).
+    """
     rate = manifest.log_write_through_rate
     for other in members:
         for name, value in manifest.environment.items():
             if other.environment.get(name, value) != value:
-                return f"environment.{name}"
+                return _Clash(f"environment.{name}", other, None)
         if rate is not None and other.log_write_through_rate not in (None, rate):
-            return "log_write_through_rate"
-        if manifest.python is not None and other.python not in (None, manifest.python):
-            return "python"
+            values = (repr(rate), repr(other.log_write_through_rate))
+            return _Clash("log_write_through_rate", other, values)
+        if _runs_on(manifest) != _runs_on(other):
+            values = (_interpreter(manifest.python), _interpreter(other.python))
+            return _Clash("python", other, values)
         for name in manifest.limits.__struct_fields__:
             value = getattr(manifest.limits, name)
-            if value is not None and getattr(other.limits, name) not in (None, value):
-                return f"limits.{name}"
+            theirs = getattr(other.limits, name)
+            if value is not None and theirs not in (None, value):
+                shown = _size if name in _SIZES else repr
+                return _Clash(f"limits.{name}", other, (shown(value), shown(theirs)))
     return None

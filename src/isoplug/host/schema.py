@@ -3,12 +3,16 @@
 The manifest's own fields come from the structs that validate them
 (:mod:`isoplug.host.manifest`); the ``[config]`` table's schema is the plugin's
 ``config_schema``, read by importing the plugin in a process of its own
-(:mod:`isoplug.runner.schema`), as a runner would.
+(:mod:`isoplug.runner.schema`), as a runner would. That process answers on a channel the
+plugin cannot write to; what the plugin itself writes while imported (on fd 1 or 2) is its
+output, shown apart (``on_output``) or dropped, never taken for the schema. Everything that
+process says is the plugin's text, so it reaches a message only through the sanitizer.
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -16,27 +20,37 @@ import msgspec
 from isoplug.host.environment import runner_environment
 from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest, manifest_schema
+from isoplug.wire.sanitize import clean_block, clean_text
 
 __all__ = ["IMPORT_TIMEOUT", "SchemaUnavailable", "config_schema", "plugin_toml_schema"]
 
 #: Seconds ``isoplug schema`` waits for a plugin to import, by default: a slow import (a
 #: heavy library, a first compile) takes a few seconds; an import that blocks never ends.
 IMPORT_TIMEOUT = 20.0
-_MAX_REASON_CHARS = 4000
+#: What is quoted of the plugin's output or traceback: its last characters, where an error is.
+_MAX_QUOTED_CHARS = 4000
 #: python -m isoplug.runner.schema's exit codes (see that module).
 _EXIT_NO_SCHEMA = 3
-_EXIT_BAD_SCHEMA = 5
+_EXIT_NOT_LOADED = 4
+_EXIT_REFUSED = (5, 6)
+
+#: Called with what the plugin wrote while it was imported, sanitized (an indented block).
+OutputHandler = Callable[[str], None]
 
 
 class SchemaUnavailable(Exception):
-    """The plugin's configuration schema could not be read; ``str()`` says why."""
+    """The plugin's configuration schema could not be read; ``str()`` says why (sanitized)."""
 
 
-def config_schema(manifest: Manifest, timeout: float = IMPORT_TIMEOUT) -> dict[str, Any] | None:
+def config_schema(
+    manifest: Manifest, timeout: float = IMPORT_TIMEOUT, on_output: OutputHandler | None = None
+) -> dict[str, Any] | None:
     """The JSON Schema of ``manifest``'s plugin's ``config_schema``; None when it declares
     none. Raises :class:`SchemaUnavailable` when the plugin cannot be imported (within
     ``timeout`` seconds, then the importing process is killed), or when its runner would
-    refuse its ``config_schema``."""
+    refuse its ``config_schema``, or JSON Schema cannot describe it. ``on_output`` is given
+    what the plugin wrote while imported, sanitized, when it wrote anything and the schema
+    came back (on a failure it is part of the error); without it, that output is dropped."""
     try:
         result = subprocess.run(
             [runner_python([manifest]), "-m", "isoplug.runner.schema"],
@@ -52,23 +66,65 @@ def config_schema(manifest: Manifest, timeout: float = IMPORT_TIMEOUT) -> dict[s
             "blocks or waits at import?); it was stopped. A plugin should do slow work in "
             "setup(), not at import"
         ) from None
+    answer = result.stdout.decode("utf-8", "replace").strip()
+    output = _quoted(result.stderr)
     if result.returncode == _EXIT_NO_SCHEMA:
+        if output and on_output is not None:
+            on_output(output)
         return None
-    reason = result.stderr.decode("utf-8", "replace").strip()[-_MAX_REASON_CHARS:]
-    if result.returncode == _EXIT_BAD_SCHEMA:
-        # The runner's own words, the last line (what the plugin printed at import is above).
-        raise SchemaUnavailable(reason.rpartition("\n")[2])
+    if result.returncode in _EXIT_REFUSED:
+        # The runner's own words: one line, about the plugin's code.
+        raise SchemaUnavailable(clean_text(answer, _MAX_QUOTED_CHARS) + _besides(output))
+    if result.returncode == _EXIT_NOT_LOADED:
+        raise SchemaUnavailable(
+            f"plugin {manifest.id!r} could not be imported:\n{_quoted(result.stdout)}"
+            + _besides(output)
+        )
     if result.returncode != 0:
-        raise SchemaUnavailable(f"plugin {manifest.id!r} could not be imported:\n{reason}")
-    schema: dict[str, Any] = msgspec.json.decode(result.stdout)
+        ended = (
+            f"was killed by signal {-result.returncode}"
+            if result.returncode < 0
+            else f"ended with exit code {result.returncode}"
+        )
+        raise SchemaUnavailable(
+            f"plugin {manifest.id!r}: the process importing it {ended} before it answered"
+            + _besides(output)
+        )
+    try:
+        schema: dict[str, Any] = msgspec.json.decode(result.stdout)
+    except msgspec.DecodeError:
+        raise SchemaUnavailable(
+            f"plugin {manifest.id!r}: the process importing it answered no JSON Schema "
+            f"(something wrote to its private answer channel):\n{_quoted(result.stdout)}"
+        ) from None
+    if output and on_output is not None:
+        on_output(output)
     return schema
 
 
-def plugin_toml_schema(manifest: Manifest, timeout: float = IMPORT_TIMEOUT) -> dict[str, Any]:
+def _quoted(raw: bytes) -> str:
+    """The plugin's text as an indented, escaped block: its last characters when it is long
+    (a traceback's end says what failed)."""
+    text = raw.decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    if len(text) > _MAX_QUOTED_CHARS:
+        cut = len(text) - _MAX_QUOTED_CHARS
+        text = f"[{cut} characters before this cut]\n" + text[cut:]
+    return clean_block(text, _MAX_QUOTED_CHARS * 2)
+
+
+def _besides(output: str) -> str:
+    return f"\n  (what it wrote while imported:)\n{output}" if output else ""
+
+
+def plugin_toml_schema(
+    manifest: Manifest, timeout: float = IMPORT_TIMEOUT, on_output: OutputHandler | None = None
+) -> dict[str, Any]:
     """The schema of the whole plugin.toml, its ``config`` being the plugin's own schema
-    (any table when it declares none); ``timeout``: see :func:`config_schema`."""
+    (any table when it declares none); ``timeout``, ``on_output``: see :func:`config_schema`."""
     document = manifest_schema()
-    config = config_schema(manifest, timeout)
+    config = config_schema(manifest, timeout, on_output)
     if config is None:
         return document
     # The plugin's definitions go under names of their own: they cannot clash with ours.
