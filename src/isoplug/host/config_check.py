@@ -113,9 +113,7 @@ async def check_in_process(
         async with asyncio.timeout(timeout):
             answer, _ = await process.communicate(msgspec.json.encode(plugin_entry(manifest)))
     except TimeoutError:
-        return (
-            f"importing plugin {manifest.id!r} to check it did not finish within {timeout:g} s"
-        )
+        return f"importing plugin {manifest.id!r} to check it did not finish within {timeout:g} s"
     finally:
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
