@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from isoplug.control import EVENT, SET_LOG_LEVEL, EventDelivery, ReadyReport
@@ -31,11 +29,11 @@ from isoplug.errors import ConnectionBroken, ConnectionClosed
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
-from isoplug.host.config_check import check_in_process
+from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
-from isoplug.host.live_settings import apply_log_levels, offer_config
+from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
 from isoplug.host.process import RunnerProcess
@@ -229,48 +227,14 @@ class RunnerSupervisor:
         runner checks it, else a process of its own (:mod:`isoplug.host.config_check`)."""
         # One at a time: a change checked while another is applied must not overtake it.
         async with self._config_lock:
-            return await self._set_config(plugin_id, config)
+            return await apply_config(self, plugin_id, config, self._config)
 
-    async def _set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
-        new = dataclasses.replace(self.manifests[plugin_id], config=MappingProxyType(dict(config)))
-        if not self._takes_config(plugin_id):
-            unchecked = await check_in_process(
-                new, self._config.inherit_environment, self._config.ready_timeout
-            )
-            if unchecked is not None:
-                _log.warning(
-                    "plugin %s: its new configuration could not be checked (%s); it is kept "
-                    "for its next start, which checks it",
-                    plugin_id,
-                    unchecked,  # sanitized: check_in_process cleans what the process said
-                )
+    def ready_peer(self, plugin_id: str) -> Peer | None:
+        """The connection of the ready runner ``plugin_id`` is loaded in (None: it is not)."""
         peer = self._peer
-        if self._takes_config(plugin_id) and peer is not None:
-            live = await offer_config(peer, plugin_id, config)
-            self.manifests[plugin_id] = new
-            if live:
-                return True
-            await self.restart()
-            return False
-        self.manifests[plugin_id] = new
-        if self.state is PluginState.STOPPED:
-            return False
-        if plugin_id in self.broken or self.state is PluginState.STARTING:
-            # It failed to load (perhaps for its configuration), or the runner starting now
-            # has the old one: start again with this one.
-            await self.restart()
-        return False
-
-    def _takes_config(self, plugin_id: str) -> bool:
-        """Whether ``plugin_id`` is loaded in a ready runner, which checks (and may take) a new
-        configuration itself."""
-        peer = self._peer
-        return (
-            plugin_id not in self.broken
-            and self.state is PluginState.READY
-            and peer is not None
-            and peer.is_open
-        )
+        if plugin_id in self.broken or self.state is not PluginState.READY:
+            return None
+        return peer if peer is not None and peer.is_open else None
 
     def expected_token(self) -> str | None:
         """The token the current runner process must present on its control connection (None
