@@ -9,12 +9,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from isoplug import Host
-from isoplug.errors import ConfigInvalid, PluginFailed
+from isoplug import Host, PluginState
+from isoplug.errors import ConfigInvalid, PluginFailed, UnencodableValue
 from isoplug.host.manifest import merge_config
+from isoplug.runner.config import validate_config
 from isoplug.testing import eventually, watching
+from isoplug.validation import explain_validation_error
 from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir
 
 
@@ -173,3 +176,138 @@ def test_config_fields_survive_dataclass_replace() -> None:
 
     manifest = Manifest("p", "1", "m:P", Path("."), Path("plugin.toml"))
     assert dataclasses.replace(manifest, version="2").config == {}
+
+
+# -- a new configuration is checked before anything changes, in every state ------------------
+
+
+async def _state(host: Host) -> Any:
+    return await host.call("config_gate", "state")
+
+
+async def test_set_config_checks_a_starting_plugin_and_restarts_it_with_a_valid_one(
+    tmp_path: Path,
+) -> None:
+    gate, second_gate = tmp_path / "gate", tmp_path / "gate2"
+    overrides = {"config_gate": {"hold": str(gate)}}
+    async with Host(
+        plugins_dir(tmp_path, "config_gate"), config=FAST, plugin_config=overrides
+    ) as host:
+        await eventually(lambda: host.plugin("config_gate").pid is not None)
+        pid = host.plugin("config_gate").pid
+        with pytest.raises(ConfigInvalid, match=r"plugin 'config_gate': config field 'n'"):
+            await host.set_config("config_gate", {"n": "zzz", "hold": str(gate)})
+        assert host.plugin("config_gate").state is PluginState.STARTING
+        assert host.plugin("config_gate").pid == pid
+        # A valid one restarts the starting runner, which has the old one.
+        change = asyncio.create_task(
+            host.set_config("config_gate", {"n": 5, "hold": str(second_gate)})
+        )
+        await eventually(lambda: host.plugin("config_gate").pid not in (None, pid))
+        second_gate.touch()
+        assert await change is False
+        assert (await _state(host))["n"] == 5
+
+
+async def test_set_config_checks_a_failed_plugin_and_changes_nothing(tmp_path: Path) -> None:
+    overrides = {"config_gate": {"n": "bad"}}
+    async with Host(
+        plugins_dir(tmp_path, "config_gate"), config=FAST, plugin_config=overrides
+    ) as host:
+        await host.wait_ready(20, raise_on_failure=False)
+        before = host.plugin("config_gate")
+        assert before.state is PluginState.FAILED and "'bad'" in (before.error or "")
+        with pytest.raises(ConfigInvalid, match=r"config field 'n': must be an integer"):
+            await host.set_config("config_gate", {"n": "still bad"})
+        with pytest.raises(ConfigInvalid, match=r"RuntimeError: 13 is unlucky"):
+            await host.set_config("config_gate", {"n": 13})
+        # Unencodable: refused before anything is sent or stored (the supervisor lives on).
+        with pytest.raises(UnencodableValue, match=r"plugin 'config_gate'.*config\['n'\]"):
+            await host.set_config("config_gate", {"n": object()})
+        after = host.plugin("config_gate")
+        assert (after.state, after.error, after.restarts) == (
+            before.state,
+            before.error,
+            before.restarts,
+        )
+        assert await host.set_config("config_gate", {"n": 4}) is False
+        assert host.plugin("config_gate").state is PluginState.READY
+        assert (await _state(host))["n"] == 4
+
+
+async def test_a_stopped_plugin_stays_stopped_and_checks_its_new_config(tmp_path: Path) -> None:
+    overrides = {"config_gate": {"n": "bad"}}
+    async with Host(
+        plugins_dir(tmp_path, "config_gate"), config=FAST, plugin_config=overrides
+    ) as host:
+        await host.wait_ready(20, raise_on_failure=False)
+        assert host.plugin("config_gate").state is PluginState.FAILED
+        # Stopping a failed plugin stops it: a new configuration does not start it again.
+        assert (await host.stop("config_gate")).state is PluginState.STOPPED
+        with pytest.raises(ConfigInvalid, match=r"config field 'n'"):
+            await host.set_config("config_gate", {"n": "x"})
+        assert await host.set_config("config_gate", {"n": 7}) is False
+        info = host.plugin("config_gate")
+        assert info.state is PluginState.STOPPED and info.pid is None
+        await host.restart("config_gate")
+        assert (await _state(host))["n"] == 7
+        await host.stop("config_gate")
+        with pytest.raises(ConfigInvalid, match=r"RuntimeError: 13 is unlucky"):
+            await host.set_config("config_gate", {"n": 13})
+        assert await host.set_config("config_gate", {"n": 8}) is False
+        assert host.plugin("config_gate").state is PluginState.STOPPED
+
+
+async def test_a_ready_plugin_refuses_a_config_its_schema_raises_on_or_cannot_get(
+    tmp_path: Path,
+) -> None:
+    async with Host(plugins_dir(tmp_path, "config_gate"), config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("config_gate").pid
+        with pytest.raises(
+            ConfigInvalid, match=r"plugin 'config_gate': .*RuntimeError: 13 is unlucky"
+        ):
+            await host.set_config("config_gate", {"n": 13})
+        with pytest.raises(ConfigInvalid, match=r"plugin 'config_gate': .*not a string: int 1"):
+            await host.set_config("config_gate", {1: 2})  # type: ignore[dict-item]
+        with pytest.raises(ConfigInvalid, match=r"plugin 'config_gate': .*must be a table"):
+            await host.set_config("config_gate", 5)  # type: ignore[arg-type]
+        with pytest.raises(UnencodableValue, match=r"plugin 'config_gate': .*config\['n'\]"):
+            await host.set_config("config_gate", {"n": 2**70})
+        info = host.plugin("config_gate")
+        assert (info.state, info.pid, info.restarts) == (PluginState.READY, pid, 0)
+        assert (await _state(host))["n"] == 1
+
+
+def test_host_refuses_plugin_config_that_is_not_a_table() -> None:
+    with pytest.raises(ConfigInvalid, match=r"plugin 'weather': .*must be a table.*int 5"):
+        Host("plugins", plugin_config={"weather": 5})  # type: ignore[dict-item]
+
+
+async def test_config_without_a_schema_is_read_only_all_the_way_down(tmp_path: Path) -> None:
+    async with Host(plugins_dir(tmp_path, "config_untyped"), config=FAST) as host:
+        await host.wait_ready(20)
+        outcomes = await host.call("config_untyped", "mutate")
+    assert outcomes == {"top": "TypeError", "nested": "TypeError", "list": "AttributeError"}
+
+
+def test_a_field_name_holding_msgspecs_location_marker_is_one_field() -> None:
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        odd: int = msgspec.field(name="a` - at `$.b", default=0)
+        b: int = 0
+
+    for document in ({"a` - at `$.b": "x"}, {"a` - at `$.b": "x", "b": 0}):
+        with pytest.raises(ConfigInvalid) as caught:
+            validate_config("confuse", type("P", (), {"config_schema": Settings}), document)
+        assert str(caught.value) == (
+            "plugin 'confuse': config field 'a` - at `$.b': must be an integer, got string 'x'"
+        )
+    with pytest.raises(ConfigInvalid) as caught:
+        validate_config("confuse", type("P", (), {"config_schema": Settings}), {"y - at `$.b`": 1})
+    assert (
+        str(caught.value) == "plugin 'confuse': config field 'y - at `$.b`': is not a known field"
+    )
+    dotted = explain_validation_error(
+        "Expected `int`, got `str` - at `$.x.y.z`", {"x.y": {"z": "q"}}
+    )
+    assert (dotted.field, dotted.problem) == ("x.y.z", "must be an integer, got string 'q'")

@@ -18,7 +18,8 @@ import msgspec
 
 __all__ = ["ExplainedError", "explain_validation_error"]
 
-_LOCATION = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+#: msgspec ends a message with where the problem is: `` - at `$.cache.seconds```.
+_AT = " - at `$"
 # DOTALL: a field's name is the file's text and may hold a newline.
 _NAMED_FIELD = re.compile(
     r"^Object (?P<what>contains unknown|missing required) field `(?P<name>.*)`$", re.DOTALL
@@ -61,16 +62,13 @@ def explain_validation_error(
     ``hints`` says, by field path, what a value must look like where msgspec's own words
     would be a bare regular expression.
     """
-    located = _LOCATION.match(message)
-    assert located is not None  # the pattern matches any text
-    problem, where = located["problem"], (located["path"] or "").lstrip(".")
+    problem, where, value = _split_location(message, document)
     named = _NAMED_FIELD.match(problem)
     if named is not None:
         field = f"{where}.{named['name']}" if where else named["name"]
         if named["what"] == "missing required":
             return ExplainedError(field, "is required but missing")
         return ExplainedError(field, "is not a known field", unknown=True)
-    value = _value_at(document, where)
     hint = (hints or {}).get(where)
     if hint is not None and "regex" in problem:
         return ExplainedError(where, f"{value!r} is not valid: {hint}")
@@ -138,12 +136,60 @@ def _kind_of(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _value_at(document: Any, where: str) -> Any:
-    """The value at a msgspec path (``restart.window``, ``capabilities[0]``), if it has one."""
-    value: Any = document
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", where):
-        try:
-            value = value[int(part[1:-1])] if part.startswith("[") else value[part]
-        except (KeyError, IndexError, TypeError, ValueError):
-            return _MISSING
-    return value
+def _split_location(message: str, document: Any) -> tuple[str, str, Any]:
+    """msgspec's ``message`` as (problem, field path, the value there or ``_MISSING``).
+
+    A field's name is the user's text and may itself hold `` - at `$`` or dots: of the places
+    the location may start, the one whose path leads to a value of ``document`` is it (the
+    first such, from the start: a name holding the marker is part of the path); when none
+    does, the last one.
+    """
+    if not message.endswith("`"):
+        return message, "", _MISSING
+    for start in (m.start() for m in re.finditer(re.escape(_AT), message)):
+        path = message[start + len(_AT) : -1]
+        value = _resolve(document, path, 0)
+        if value is not _UNRESOLVED:
+            return message[:start], path.lstrip("."), value
+    return message, "", _MISSING
+
+
+_UNRESOLVED = object()
+#: msgspec's step for "some key of this mapping" (``$[...]``).
+_ANY_KEY = "[...]"
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _resolve(document: Any, path: str, depth: int) -> Any:
+    """The value at msgspec's ``path`` (``.cache.seconds``, ``.tags[0]``) in ``document``:
+    ``_UNRESOLVED`` when the path does not lead into it, ``_MISSING`` when it does but the
+    value is not known (a step through ``[...]``). Keys are matched against the document's
+    own, so that a key holding a dot or a bracket is one step."""
+    if not path:
+        return document
+    if depth > 200:
+        return _UNRESOLVED
+    if path.startswith(_ANY_KEY):
+        if isinstance(document, Mapping):
+            for item in document.values():
+                if _resolve(item, path[len(_ANY_KEY) :], depth + 1) is not _UNRESOLVED:
+                    return _MISSING
+        return _UNRESOLVED
+    index = _INDEX.match(path)
+    if index is not None:
+        position = int(index[1])
+        if isinstance(document, list | tuple) and position < len(document):
+            return _resolve(document[position], path[index.end() :], depth + 1)
+        return _UNRESOLVED
+    if path.startswith(".") and isinstance(document, Mapping):
+        rest = path[1:]
+        for key in document:
+            if not (isinstance(key, str) and rest.startswith(key)):
+                continue
+            after = rest[len(key) :]
+            if after and after[0] not in ".[":
+                continue
+            found = _resolve(document[key], after, depth + 1)
+            if found is not _UNRESOLVED:
+                return found
+    return _UNRESOLVED

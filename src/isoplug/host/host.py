@@ -388,9 +388,10 @@ class Host:
 
     async def stop(self, plugin_id: str) -> PluginInfo:
         """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
-        host is closed: it is stopped already)."""
+        host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
+        stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration)."""
         self._check_started(f"stop plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).stop()
+        await self._supervisor(plugin_id).stop(failed_too=self._life is _Life.RUNNING)
         return self.plugin(plugin_id)
 
     async def set_log_level(
@@ -419,12 +420,20 @@ class Host:
         """Override ``plugin_id``'s configuration with ``config`` (merged over its manifest's
         ``[config]`` key by key, nested tables too; it replaces the overrides given before).
 
-        The plugin's schema validates it in its runner. A plugin with ``on_config`` takes it
-        live (returns True); otherwise its runner restarts with it (returns False, once the
-        plugin is ready or failed again). The configuration holds for every later restart.
-        Raises :class:`~isoplug.errors.ConfigInvalid` naming the field when the schema
-        refuses it (the plugin keeps what it had), :class:`PluginUnavailable` for an unknown
-        plugin or when the host is not running.
+        The plugin's schema checks it first, in every state: its ready runner does, else the
+        host imports the plugin in a short-lived process of its own to ask its schema. A
+        plugin with ``on_config`` takes it live (returns True). Otherwise returns False: a
+        ready, starting or failed-to-load plugin restarts with it (this returns once it is
+        ready or failed again); a stopped plugin keeps it for its next start, as does one
+        whose runner failed by crashing (restart it). The configuration holds for every
+        later restart.
+
+        Raises, changing nothing: :class:`~isoplug.errors.ConfigInvalid` naming the plugin
+        and the field when the schema refuses it, or when ``config`` is not a table with
+        string keys; :class:`~isoplug.errors.UnencodableValue` naming where a value is that
+        cannot be sent to a runner; :class:`PluginUnavailable` for an unknown plugin or when
+        the host is not running. A plugin whose code cannot be imported cannot check it: the
+        configuration is kept, with a warning, and its next start checks it.
         """
         self._check_running(f"configure plugin {plugin_id!r}")
         return await self._runners.set_config(plugin_id, config)

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from isoplug.errors import ConfigInvalid
+from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import ReloadPlan
@@ -47,7 +48,8 @@ class RunnerSet:
         self.plans: dict[str, RunnerPlan] = {}
         #: The host's configuration overrides, by plugin id (merged over each ``[config]``).
         self.config_overrides: dict[str, dict[str, Any]] = {
-            plugin_id: dict(values) for plugin_id, values in (plugin_config or {}).items()
+            plugin_id: check_overrides(plugin_id, values)
+            for plugin_id, values in (plugin_config or {}).items()
         }
         #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
         self._toml_configs: dict[str, Mapping[str, Any]] = {}
@@ -100,9 +102,10 @@ class RunnerSet:
     async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
         """See :meth:`isoplug.Host.set_config`."""
         supervisor = self.supervisor(plugin_id)
-        merged = merge_config(self._toml_configs.get(plugin_id, {}), config)
+        override = check_overrides(plugin_id, config)
+        merged = merge_config(self._toml_configs.get(plugin_id, {}), override)
         live = await supervisor.set_config(plugin_id, merged)
-        self.config_overrides[plugin_id] = dict(config)
+        self.config_overrides[plugin_id] = override
         self._remember_plan(supervisor)
         return live
 

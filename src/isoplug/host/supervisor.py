@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from isoplug.control import EVENT, SET_LOG_LEVEL, EventDelivery, ReadyReport
@@ -31,10 +29,11 @@ from isoplug.errors import ConnectionBroken, ConnectionClosed
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
-from isoplug.host.live_settings import apply_log_levels, offer_config
+from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
 from isoplug.host.process import RunnerProcess
@@ -125,6 +124,9 @@ class RunnerSupervisor:
         self._generation = 0
         #: Levels set at runtime, re-applied after a restart.
         self._log_levels = LogLevels(config.log_level)
+        #: Stopped by ``stop(failed_too=True)``: its plugins that could not load are STOPPED.
+        self._stopped_by_user = False
+        self._config_lock = asyncio.Lock()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -135,16 +137,21 @@ class RunnerSupervisor:
         if self._task is not None and not self._task.done():
             return
         self._commands.take()
+        self._stopped_by_user = False
         self._set_state(PluginState.STARTING, f"starting runner {self.runner_id}")
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"isoplug-supervisor:{self.runner_id}"
         )
 
-    async def stop(self) -> None:
-        """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it."""
+    async def stop(self, *, failed_too: bool = False) -> None:
+        """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it.
+        A FAILED runner stays FAILED (what the host's close leaves shows why), unless
+        ``failed_too`` (a user's stop: it is STOPPED, and nothing restarts it but a restart)."""
+        if failed_too:
+            self._stopped_by_user = True
         task = self._task
         if task is None or task.done():
-            if self.state is not PluginState.FAILED:
+            if self.state is not PluginState.FAILED or failed_too:
                 self._set_state(PluginState.STOPPED, f"runner {self.runner_id} stopped")
             return
         self._commands.send(STOP)
@@ -214,26 +221,20 @@ class RunnerSupervisor:
     async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
         """Give ``plugin_id`` its whole new ``config`` (kept for every later start): live, when
         its runner is ready and the plugin has ``on_config`` (True); otherwise by restarting
-        the runner with it (False; a stopped or failed plugin only keeps it). Raises
-        :class:`~isoplug.errors.ConfigInvalid` when the plugin's schema refuses it (the
-        plugin then keeps the configuration it had)."""
-        old = self.manifests[plugin_id]
+        the runner with it (False; a stopped plugin, or one that failed by crashing, only
+        keeps it). Raises :class:`~isoplug.errors.ConfigInvalid` when the plugin's schema
+        refuses it, in any state (the plugin then keeps the configuration it had): a ready
+        runner checks it, else a process of its own (:mod:`isoplug.host.config_check`)."""
+        # One at a time: a change checked while another is applied must not overtake it.
+        async with self._config_lock:
+            return await apply_config(self, plugin_id, config, self._config)
+
+    def ready_peer(self, plugin_id: str) -> Peer | None:
+        """The connection of the ready runner ``plugin_id`` is loaded in (None: it is not)."""
         peer = self._peer
-        loaded = plugin_id not in self.broken
-        if loaded and self.state is PluginState.READY and peer is not None and peer.is_open:
-            live = await offer_config(peer, plugin_id, config)
-            self.manifests[plugin_id] = dataclasses.replace(
-                old, config=MappingProxyType(dict(config))
-            )
-            if live:
-                return True
-            await self.restart()
-            return False
-        self.manifests[plugin_id] = dataclasses.replace(old, config=MappingProxyType(dict(config)))
-        if not loaded and self.state is not PluginState.STOPPED:
-            # It failed to load (perhaps for its configuration): try again with this one.
-            await self.restart()
-        return False
+        if plugin_id in self.broken or self.state is not PluginState.READY:
+            return None
+        return peer if peer is not None and peer.is_open else None
 
     def expected_token(self) -> str | None:
         """The token the current runner process must present on its control connection (None
@@ -252,7 +253,7 @@ class RunnerSupervisor:
         return PluginInfo(
             id=plugin_id,
             runner_id=self.runner_id,
-            state=PluginState.FAILED if broken else self.state,
+            state=PluginState.FAILED if broken and not self._stopped_by_user else self.state,
             pid=process.pid if process is not None and process.running else None,
             restarts=self.restarts,
             last_exit=self.last_exit,

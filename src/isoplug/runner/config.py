@@ -16,9 +16,12 @@ A plugin declares its schema as a class attribute, a ``msgspec.Struct``::
         async def on_config(self, settings):    # optional: take changes without a restart
             self.settings = settings
 
-Without a schema, ``ctx.config`` is the table as given, read-only. A configuration that does
-not fit the schema fails the plugin's load, with the field named
-(``plugin 'weather': config field 'retries': must be an integer, got string 'x'``).
+Without a schema, ``ctx.config`` is the table as given, read-only all the way down (nested
+tables are read-only mappings too, lists are tuples). A configuration that does not fit the
+schema fails the plugin's load, with the field named
+(``plugin 'weather': config field 'retries': must be an integer, got string 'x'``); so does a
+schema whose checks raise anything else (a ``__post_init__`` raising ``RuntimeError``): the
+plugin's code refused that configuration.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import msgspec
 from isoplug.errors import ConfigInvalid
 from isoplug.validation import explain_validation_error
 
-__all__ = ["accepts_live_config", "declared_schema", "validate_config"]
+__all__ = ["accepts_live_config", "declared_schema", "read_only", "validate_config"]
 
 
 def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) -> Any:
@@ -40,13 +43,32 @@ def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) 
     Raises :class:`ConfigInvalid` naming the plugin and the field."""
     schema = declared_schema(plugin_id, plugin_class)
     if schema is None:
-        return MappingProxyType(dict(raw))
+        return read_only(raw)
     try:
         return msgspec.convert(dict(raw), schema)
     except msgspec.ValidationError as exc:
         explained = explain_validation_error(str(exc), raw, schema=schema)
         field = f"config field {explained.field!r}" if explained.field else "config"
         raise ConfigInvalid(f"plugin {plugin_id!r}: {field}: {explained.problem}") from None
+    except Exception as exc:
+        # msgspec turns only ValueError and TypeError from the schema's own checks
+        # (``__post_init__``) into ValidationError; anything else is still that code refusing
+        # this configuration, not a crash: the plugin keeps what it had.
+        raise ConfigInvalid(
+            f"plugin {plugin_id!r}: config: its config_schema {schema.__qualname__} refused it: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def read_only(value: Any) -> Any:
+    """``value`` with every table a read-only mapping and every list a tuple, all the way
+    down: a plugin without a schema cannot change its configuration in place (an edit that
+    the host would not know of, and that a restart would undo)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: read_only(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(read_only(item) for item in value)
+    return value
 
 
 def declared_schema(plugin_id: str, plugin_class: type) -> type[msgspec.Struct] | None:

@@ -1,0 +1,76 @@
+"""A plugin's new configuration, given to its runner's supervisor: checked first, in every
+state, then taken live, by a restart, or kept for the next start.
+
+Which of those depends on the state (see :meth:`isoplug.Host.set_config`): a plugin loaded
+in a ready runner is offered it (its runner checks it; ``on_config`` takes it live, or the
+runner restarts with it); any other is checked in a process of its own
+(:func:`~isoplug.host.config_check.check_in_process`), then a runner starting now (with the
+old one) or one whose plugin could not load restarts with it, while a stopped plugin, or one
+whose runner failed by crashing, only keeps it for its next start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.config_check import check_in_process
+from isoplug.host.live_settings import offer_config
+from isoplug.host.manifest import Manifest
+from isoplug.host.status import PluginState
+from isoplug.rpc import Peer
+
+__all__ = ["ConfigTarget", "apply_config"]
+
+_log = logging.getLogger("isoplug.host")
+
+
+class ConfigTarget(Protocol):
+    """What :func:`apply_config` needs of a :class:`~isoplug.host.supervisor.RunnerSupervisor`."""
+
+    manifests: dict[str, Manifest]
+    state: PluginState
+    broken: dict[str, str]
+
+    def ready_peer(self, plugin_id: str) -> Peer | None: ...
+
+    async def restart(self) -> None: ...
+
+
+async def apply_config(
+    target: ConfigTarget, plugin_id: str, config: Mapping[str, Any], settings: SupervisorConfig
+) -> bool:
+    """See :meth:`isoplug.host.supervisor.RunnerSupervisor.set_config`."""
+    new = dataclasses.replace(target.manifests[plugin_id], config=MappingProxyType(dict(config)))
+    if target.ready_peer(plugin_id) is None:
+        unchecked = await check_in_process(
+            new, settings.inherit_environment, settings.ready_timeout
+        )
+        if unchecked is not None:
+            _log.warning(
+                "plugin %s: its new configuration could not be checked (%s); it is kept for "
+                "its next start, which checks it",
+                plugin_id,
+                unchecked,  # sanitized: check_in_process cleans what the process said
+            )
+    # Looked at again: the state may have changed while the check ran.
+    peer = target.ready_peer(plugin_id)
+    if peer is not None:
+        live = await offer_config(peer, plugin_id, config)
+        target.manifests[plugin_id] = new
+        if live:
+            return True
+        await target.restart()
+        return False
+    target.manifests[plugin_id] = new
+    if target.state is PluginState.STOPPED:
+        return False
+    if plugin_id in target.broken or target.state is PluginState.STARTING:
+        # It failed to load (perhaps for its configuration), or the runner starting now has
+        # the old one: start again with this one.
+        await target.restart()
+    return False
