@@ -77,6 +77,45 @@ async def test_a_memory_hog_is_killed_at_its_limit_and_the_account_says_memory(
     assert 150 < rss < 500, text
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+async def test_a_runner_that_left_its_process_group_is_still_killed_at_its_memory_limit(
+    tmp_path: Path, start: str
+) -> None:
+    """Leaving its group (setpgid into the host's) must not take a runner out of the host's
+    reach: a kill of its group alone would find no group, and the hog would grow on. Also the
+    forked runner's case where it is over the limit before it has joined its group."""
+    directory = hog(tmp_path, 'memory = "150MiB"\n', more=f'start = "{start}"')
+    with watching("isoplug.host") as records:
+        async with hosting(directory) as host:
+            pid = host.plugin("hog").pid
+            assert pid is not None
+            assert await host.call("hog", "leave_group", os.getpgid(0)) == os.getpgid(0)
+            with pytest.raises(IsoplugError) as broken:
+                await host.call_with("hog", "grow", args=(600,), timeout=60)
+            assert "from the host: its memory (RSS " in str(broken.value), broken.value
+            info = await host.wait_for("hog", ended_by("memory"), timeout=30)
+            assert info.last_exit is not None and info.last_exit.pid == pid
+            assert read_usage(pid) is None  # gone, not only disowned
+    messages = [r.getMessage() for r in records.records]
+    assert any(f"runner pid {pid} is not in its own process group" in m for m in messages)
+
+
+async def test_a_hung_runner_that_left_its_process_group_is_still_killed(
+    tmp_path: Path,
+) -> None:
+    async with hosting(hog(tmp_path, "", more='\n[restart]\npolicy = "never"')) as host:
+        pid = host.plugin("hog").pid
+        assert pid is not None
+        await host.call("hog", "leave_group", os.getpgid(0))
+        with pytest.raises(IsoplugError) as broken:
+            # Far longer than health_timeout: only the host's kill ends the call sooner.
+            await host.call_with("hog", "block", args=(20,), timeout=60)
+        assert "hung" in str(broken.value), broken.value
+        info = await host.wait_for("hog", lambda i: i.state is PluginState.FAILED, timeout=30)
+        assert info.last_exit is not None and info.last_exit.pid == pid
+        assert read_usage(pid) is None
+
+
 async def test_one_huge_allocation_fails_with_memory_error_at_the_backstop_and_is_logged(
     tmp_path: Path,
 ) -> None:

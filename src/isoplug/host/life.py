@@ -308,5 +308,4 @@ class RunnerLife:
         )
 
     async def _kill(self, process: RunnerProcess, why: str) -> None:
-        process.kill(why)
-        await process.wait_exit(None)
+        await process.kill_and_wait(why, self.runner_id)

@@ -132,7 +132,7 @@ class LimitWatch:
                 return  # gone: its exit is on its way
             self.last = usage
             if limits.memory is not None and usage.rss > limits.memory:
-                self._kill(process, usage.rss, limits.memory)
+                await self._kill(process, usage.rss, limits.memory)
                 return
             recycle = limits.recycle_rss
             if recycle is not None and not self.recycle.done():
@@ -141,11 +141,12 @@ class LimitWatch:
                     self._recycle(process, usage.rss, recycle)
             await asyncio.sleep(interval)
 
-    def _kill(self, process: RunnerProcess, rss: int, memory: int) -> None:
+    async def _kill(self, process: RunnerProcess, rss: int, memory: int) -> None:
         self.hit = "memory"
         why = f"its memory (RSS {format_size(rss)}) passed its limit memory = {format_size(memory)}"
         _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, why)
-        process.kill(why)
+        # Until it is gone: a kill that did not land is sent again, and logged.
+        await process.kill_and_wait(why, self.runner_id)
 
     def _recycle(self, process: RunnerProcess, rss: int, recycle: int) -> None:
         self.hit = "recycle_rss"

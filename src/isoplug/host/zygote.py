@@ -52,7 +52,7 @@ from isoplug.control import (
     ForkOrder,
     ForkRefused,
 )
-from isoplug.host.children import ExitStatus
+from isoplug.host.children import ExitStatus, pidfd_signal
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.wire.sanitize import clean_text
 
@@ -364,10 +364,14 @@ class ForkedChild:
             return bool(select.select([self._pidfd], [], [], 0)[0])
 
     def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+
+    def send_signal(self, signum: signal.Signals) -> bool:
         with self._lock:
-            if self._pidfd is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            if self._pidfd is None:
+                return False  # reaped
+            return pidfd_signal(self._pidfd, signum)
 
 
 class Zygote:

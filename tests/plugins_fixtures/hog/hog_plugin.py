@@ -67,5 +67,17 @@ class Hog(isoplug.Plugin):
         return {name: list(resource.getrlimit(getattr(resource, name))) for name in names}
 
     @isoplug.method
+    async def leave_group(self, pgid: int) -> int:
+        """Move the runner into the process group ``pgid`` (the host's, say), as a plugin that
+        wants to escape the host's kill of its group would; return its group now."""
+        os.setpgid(0, pgid)
+        return os.getpgid(0)
+
+    @isoplug.method
+    async def block(self, seconds: float) -> None:
+        """Block the runner's event loop (the host finds it hung)."""
+        time.sleep(seconds)
+
+    @isoplug.method
     def ping(self) -> int:
         return os.getpid()
