@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -136,7 +138,7 @@ async def test_one_huge_allocation_fails_with_memory_error_at_the_backstop_and_i
             await records.wait_for("plugin.hog.isoplug.runner", "raised MemoryError", timeout=10)
             assert host.plugin("hog").restarts == 0
     record = next(r for r in records.records if "raised MemoryError" in r.getMessage())
-    assert "address-space backstop" in record.getMessage()
+    assert "address-space cap" in record.getMessage()
     assert "memory = 95.4 MiB" in record.getMessage()
 
 
@@ -180,14 +182,37 @@ async def test_a_spinning_plugin_is_ended_at_its_cpu_limit_and_the_account_names
 ) -> None:
     async with hosting(hog(tmp_path, "cpu_seconds = 1\n")) as host:
         pid = host.plugin("hog").pid
-        with pytest.raises(IsoplugError):
+        with pytest.raises(IsoplugError) as broken:
             await host.call_with("hog", "spin", timeout=60)
+        # The caller learns which limit, as for memory.
+        assert "killed by SIGXCPU at its limit cpu_seconds: its CPU time (" in str(broken.value)
         info = await host.wait_for("hog", ended_by("cpu_seconds"), timeout=30)
     account = info.last_exit
     assert account is not None and account.pid == pid
     assert account.signal_name == "SIGXCPU"
     text = account.describe()
-    assert "its CPU time reached its limit cpu_seconds = 1" in text, text
+    assert re.search(
+        r"its CPU time \(\d+\.\d s at its exit\) reached its limit cpu_seconds = 1 ", text
+    )
+    assert "from the kernel at its CPU time limit" in text, text
+
+
+@pytest.mark.parametrize("limits", ["", "cpu_seconds = 600\n"])
+async def test_a_sigxcpu_from_someone_else_is_not_blamed_on_a_cpu_limit(
+    tmp_path: Path, limits: str
+) -> None:
+    """Without cpu_seconds, or far below it, a SIGXCPU is anyone's: the account says so."""
+    async with hosting(hog(tmp_path, limits, more='\n[restart]\npolicy = "never"')) as host:
+        pid = host.plugin("hog").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGXCPU)
+        info = await host.wait_for("hog", lambda i: i.state is PluginState.FAILED, timeout=30)
+    account = info.last_exit
+    assert account is not None and account.pid == pid and account.signal_name == "SIGXCPU"
+    assert account.limit is None
+    text = account.describe()
+    assert "killed by SIGXCPU, not sent by the host (sender unknown)" in text, text
+    assert "limit" not in text, text
 
 
 def test_a_sigkill_at_the_hard_cpu_limit_is_accounted_with_the_cpu_time_seen() -> None:

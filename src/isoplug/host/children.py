@@ -18,6 +18,8 @@ import subprocess
 import threading
 from typing import Protocol
 
+from isoplug.host.usage import read_usage
+
 __all__ = ["Child", "ExitStatus", "SpawnedChild", "open_pidfd", "pidfd_signal"]
 
 
@@ -32,6 +34,8 @@ class ExitStatus:
     #: What the host knows beyond the status: ``"its zygote (pid 12) had died"`` (the kernel
     #: ends a zygote's runners with it), or why the status could not be read.
     note: str = ""
+    #: Its CPU time (user + system, seconds) when it exited; None where it could not be read.
+    cpu: float | None = None
 
 
 class Child(Protocol):
@@ -115,7 +119,15 @@ class SpawnedChild:
         return open_pidfd(self.pid)
 
     def wait(self) -> ExitStatus:
-        status = ExitStatus(self._popen.wait())
+        try:
+            # Until it exits, leaving it unreaped (WNOWAIT): its zombie still tells its CPU time.
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        except (AttributeError, ChildProcessError):
+            usage = None  # no waitid here: the CPU time at the exit stays unknown
+        else:
+            usage = read_usage(self.pid)
+        cpu = None if usage is None else usage.cpu
+        status = ExitStatus(self._popen.wait(), cpu=cpu)
         with self._lock:
             pidfd, self._pidfd = self._pidfd, None
         if pidfd is not None:

@@ -182,7 +182,7 @@ class RunnerLife:
             if known and returncode < 0
             else None
         )
-        limit, note = self.limits.account(returncode, sender, known)
+        limit, note = self.limits.account(returncode, sender, known, process.cpu_at_exit)
         for more in (process.exit_note, note):
             if more:
                 reason = f"{reason}; {more}" if reason else more

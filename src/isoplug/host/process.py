@@ -145,6 +145,9 @@ class RunnerProcess:
         self.exit_note = ""
         #: False when ``exited`` holds no status the host could read (see ``exit_note``).
         self.status_known = True
+        #: Its CPU time (seconds) at the exit, where the host could read it; set before
+        #: ``exited`` resolves.
+        self.cpu_at_exit: float | None = None
         self._capture: StdioCapture | None = None
         #: A signal found the runner outside its process group, and the log said so.
         self._outside_group_told = False
@@ -265,6 +268,7 @@ class RunnerProcess:
         status = self._child.wait()
         returncode = status.returncode
         self.exit_note = status.note
+        self.cpu_at_exit = status.cpu
         self.status_known = status.known
         try:
             # The host notes its signals before it sends them: a SIGKILL not noted is not its.

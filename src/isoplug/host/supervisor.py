@@ -310,6 +310,7 @@ class RunnerSupervisor:
                 commands=self._commands,
                 health=life.health,
                 recycling=life.recycling,
+                limits=life.limits,
             )
         except (ConnectionBroken, PluginUnavailable):
             # Its runner is gone: let the supervision account for that first, so that what
