@@ -174,6 +174,22 @@ async def test_a_runner_whose_rss_stays_high_is_recycled_and_that_is_not_a_crash
     assert not any("crashed" in m for m in messages), messages
 
 
+async def test_a_recycle_for_rss_lets_the_call_in_flight_finish_first(tmp_path: Path) -> None:
+    """The call that holds the memory is answered; the runner is recycled after it."""
+    directory = hog(tmp_path, 'recycle_rss = "150MiB"\n', more='\n[restart]\npolicy = "never"')
+    with watching("isoplug.host") as records:
+        async with hosting(directory) as host:
+            first = host.plugin("hog").pid
+            # Held far longer than the RECYCLE_CHECKS checks (0.3 s) that decide a recycle.
+            assert await host.call("hog", "hold", 200, 3.0) == first
+            await records.wait_for("isoplug.host", "waiting for 1 call in flight", timeout=10)
+            info = await host.wait_for(
+                "hog", lambda i: i.state is PluginState.READY and i.restarts == 1, timeout=30
+            )
+            assert info.last_exit is not None and info.last_exit.pid == first
+            assert info.last_exit.limit == "recycle_rss"
+
+
 # -- cpu_seconds ----------------------------------------------------------------------------
 
 
@@ -320,6 +336,16 @@ async def test_without_limits_no_watch_runs_and_no_rlimit_changes(tmp_path: Path
         ("open_files = 0", "limits.open_files", ">= 1"),
         ("processes = 2.5", "limits.processes", "must be an integer"),
         ('memory = "1GB"\nrecycle_rss = "2GB"', "limits.recycle_rss", "must be below"),
+        # Values the runner's rlimits cannot hold: refused, naming the largest allowed.
+        ("cpu_seconds = 9223372036854775807", "limits.cpu_seconds", "<= 1000000000"),
+        ('memory = "9000000000GB"', "limits.memory", "at most 1125899906842624 bytes"),
+        ("memory = 9223372036854775807", "limits.memory", "at most 1125899906842624 bytes"),
+        ("open_files = 2000000000", "limits.open_files", "<= 1073741824"),
+        ("processes = 100000000", "limits.processes", "<= 4194304"),
+        # Below what a runner holds to start: it would be killed as it starts.
+        ("memory = 1024", "limits.memory", "below the least allowed, 32 MiB"),
+        ('recycle_rss = "10MB"', "limits.recycle_rss", "below the least allowed, 32 MiB"),
+        ('address_space = "100MB"', "limits.address_space", "below the least allowed"),
     ],
 )
 def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words: str) -> None:
@@ -328,6 +354,38 @@ def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words
         load_manifest(directory)
     assert caught.value.field == field, str(caught.value)
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('memory = "100MB"\naddress_space = false\n', [resource.RLIM_INFINITY] * 2),
+        ('address_space = "8GiB"\n', [8 * 1024**3] * 2),
+        ('memory = "100MB"\naddress_space = "8GiB"\n', [8 * 1024**3] * 2),
+    ],
+)
+async def test_the_address_space_cap_can_be_turned_off_or_set(
+    tmp_path: Path, table: str, expected: list[int]
+) -> None:
+    if resource.getrlimit(resource.RLIMIT_AS)[1] != resource.RLIM_INFINITY:
+        pytest.skip("this process has an address-space limit already")
+    async with hosting(hog(tmp_path, table)) as host:
+        assert (await host.call("hog", "rlimits"))["RLIMIT_AS"] == expected
+
+
+async def test_open_files_above_the_inherited_hard_limit_is_capped_and_says_so(
+    tmp_path: Path,
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard + 1000 > 2**30:
+        pytest.skip("no finite hard limit on descriptors here")
+    with watching("plugin.hog") as records:
+        async with hosting(hog(tmp_path, f"open_files = {hard + 1000}\n")) as host:
+            record = await records.wait_for(
+                "plugin.hog.isoplug.runner", "above the hard limit the runner inherited", timeout=10
+            )
+            assert f"({hard}): limited to that" in record.getMessage()
+            assert (await host.call("hog", "rlimits"))["RLIMIT_NOFILE"] == [hard, hard]
 
 
 def test_an_unknown_limit_is_an_error(tmp_path: Path) -> None:

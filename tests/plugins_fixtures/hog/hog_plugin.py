@@ -24,6 +24,15 @@ class Hog(isoplug.Plugin):
         return sum(len(chunk) for chunk in _held) // (1024 * 1024)
 
     @isoplug.method
+    def hold(self, megabytes: int, seconds: float) -> int:
+        """Allocate and touch ``megabytes`` MiB, hold them ``seconds``, let go; return the pid
+        (a call in flight while the RSS is high)."""
+        block = b"\x01" * (megabytes * 1024 * 1024)
+        time.sleep(seconds)
+        del block
+        return os.getpid()
+
+    @isoplug.method
     def release(self) -> None:
         _held.clear()
 
