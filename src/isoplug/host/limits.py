@@ -5,7 +5,8 @@ cgroup v2 ``memory.max`` needs a delegated, writable cgroup, which many machines
 containers) do not give; so the host reads each limited runner's ``/proc/<pid>/stat`` every
 :data:`FAST_INTERVAL` (its RSS and CPU time, in one read of some 1.5 KB) and:
 
-- **memory**: past it, SIGKILLs the runner's process group at once; the exit account says
+- **memory**: past it, SIGKILLs the runner and its process group at once, and again until it
+  is gone (:meth:`~isoplug.host.process.RunnerProcess.kill_and_wait`); the exit account says
   "was killed by SIGKILL from the host: its memory (RSS 530.1 MiB) passed its limit memory =
   512.0 MiB". Only
   the runner process's own RSS is counted (not processes its plugins start), and memory
@@ -15,7 +16,8 @@ containers) do not give; so the host reads each limited runner's ``/proc/<pid>/s
   stopped gracefully and started again at once, which the supervisor does not count as a
   crash (see :meth:`LimitWatch.recycle`).
 - **cpu_seconds**: the last CPU time seen, so that a SIGKILL at the hard CPU limit (which the
-  host did not send) is accounted for with that evidence; a SIGXCPU is the limit by itself.
+  host did not send) is accounted for with that evidence; a SIGXCPU too, and only when the
+  CPU time at the exit (or last seen) reached the limit: anyone may send either signal.
 
 Runners without these limits get no watch at all. The cost of one check is measured by
 ``benchmarks/limits_watch.py`` (``docs/benchmarks.md``, "Resource limits").

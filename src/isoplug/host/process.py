@@ -117,6 +117,11 @@ class Leftovers:
         return text + ")"
 
 
+def _signal_label(signum: signal.Signals) -> str:
+    """``"SIGKILL"``: a signal the host sends (its own value, not the runner's)."""
+    return signal.Signals(signum).name
+
+
 def _pid_list(pids: list[int]) -> str:
     shown = ", ".join(str(p) for p in pids[:_PIDS_SHOWN])
     return shown + (f" and {len(pids) - _PIDS_SHOWN} more" if len(pids) > _PIDS_SHOWN else "")
@@ -353,6 +358,7 @@ class RunnerProcess:
         running = self.running
         if running:
             self.host_signals.setdefault(signum, why)
+        sent = _signal_label(signum)
         try:
             reached = self._child.send_signal(signum)
         except OSError as exc:
@@ -360,7 +366,7 @@ class RunnerProcess:
             if running:
                 _log.error(
                     "could not send %s to runner pid %d (%s): %s",
-                    signum.name,
+                    sent,
                     self.pid,
                     why,
                     exc,
@@ -373,7 +379,7 @@ class RunnerProcess:
                 "or setsid, or it had not joined it yet): %s was sent to it alone; what its "
                 "plugins started is ended after it exits",
                 self.pid,
-                signum.name,
+                sent,
             )
 
     def signal_group(self, signum: signal.Signals) -> bool:

@@ -16,7 +16,8 @@ they guard against accidents, not against a plugin that attacks its host):
 - ``processes``: ``RLIMIT_NPROC``, which the kernel counts per *user*, over all their processes
   and threads, and ignores for root (``CAP_SYS_RESOURCE``/``CAP_SYS_ADMIN``). So it is set to
   the user's tasks now + ``processes`` + :data:`THREAD_ROOM` (the runner's own threads to
-  come): approximately "this many more", shifted by whatever else the user starts or ends.
+  come): up to some ``THREAD_ROOM`` more than ``processes`` while the runner's own threads are
+  few, shifted by whatever else the user starts or ends.
   As root it cannot be enforced this way: the runner says so in a WARNING and runs on.
 - ``memory``: enforced by the host, which watches the runner's RSS (see isoplug.host.limits).
   The runner sets a backstop, ``RLIMIT_AS`` = its address space now + :data:`AS_FACTOR` x
@@ -24,8 +25,11 @@ they guard against accidents, not against a plugin that attacks its host):
   never touch), so that one huge allocation fails at once with ``MemoryError`` instead of
   eating the machine between two of the host's checks; and, with glibc, caps malloc's arenas
   at :data:`ARENA_MAX` (each thread's arena reserves 64 MiB of address space, and fragments).
-  A ``MemoryError`` in a plugin call is logged as an ERROR on ``isoplug.runner`` naming the
-  backstop (:func:`note_memory_error`); the call fails with it, as any exception.
+  A ``MemoryError`` in a plugin call is logged as an ERROR on ``isoplug.runner`` (the host
+  shows it as ``plugin.<id>.isoplug.runner``) naming the cap (:func:`note_memory_error`); the
+  call fails with it, as any exception. ``address_space`` (``ResourceLimits``) turns the
+  backstop off (0) or sets the cap itself: the cap also stops many threads (8 MiB stacks),
+  large mappings (``mmap``) and children that reserve address space (they inherit it).
 
 What cannot be set is logged as a WARNING on ``isoplug.runner`` (it reaches the host's
 logging) and the runner goes on: a missing limit must not keep a plugin from running.
