@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -77,6 +79,45 @@ async def test_a_memory_hog_is_killed_at_its_limit_and_the_account_says_memory(
     assert 150 < rss < 500, text
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+async def test_a_runner_that_left_its_process_group_is_still_killed_at_its_memory_limit(
+    tmp_path: Path, start: str
+) -> None:
+    """Leaving its group (setpgid into the host's) must not take a runner out of the host's
+    reach: a kill of its group alone would find no group, and the hog would grow on. Also the
+    forked runner's case where it is over the limit before it has joined its group."""
+    directory = hog(tmp_path, 'memory = "150MiB"\n', more=f'start = "{start}"')
+    with watching("isoplug.host") as records:
+        async with hosting(directory) as host:
+            pid = host.plugin("hog").pid
+            assert pid is not None
+            assert await host.call("hog", "leave_group", os.getpgid(0)) == os.getpgid(0)
+            with pytest.raises(IsoplugError) as broken:
+                await host.call_with("hog", "grow", args=(600,), timeout=60)
+            assert "from the host: its memory (RSS " in str(broken.value), broken.value
+            info = await host.wait_for("hog", ended_by("memory"), timeout=30)
+            assert info.last_exit is not None and info.last_exit.pid == pid
+            assert read_usage(pid) is None  # gone, not only disowned
+    messages = [r.getMessage() for r in records.records]
+    assert any(f"runner pid {pid} is not in its own process group" in m for m in messages)
+
+
+async def test_a_hung_runner_that_left_its_process_group_is_still_killed(
+    tmp_path: Path,
+) -> None:
+    async with hosting(hog(tmp_path, "", more='\n[restart]\npolicy = "never"')) as host:
+        pid = host.plugin("hog").pid
+        assert pid is not None
+        await host.call("hog", "leave_group", os.getpgid(0))
+        with pytest.raises(IsoplugError) as broken:
+            # Far longer than health_timeout: only the host's kill ends the call sooner.
+            await host.call_with("hog", "block", args=(20,), timeout=60)
+        assert "hung" in str(broken.value), broken.value
+        info = await host.wait_for("hog", lambda i: i.state is PluginState.FAILED, timeout=30)
+        assert info.last_exit is not None and info.last_exit.pid == pid
+        assert read_usage(pid) is None
+
+
 async def test_one_huge_allocation_fails_with_memory_error_at_the_backstop_and_is_logged(
     tmp_path: Path,
 ) -> None:
@@ -97,7 +138,7 @@ async def test_one_huge_allocation_fails_with_memory_error_at_the_backstop_and_i
             await records.wait_for("plugin.hog.isoplug.runner", "raised MemoryError", timeout=10)
             assert host.plugin("hog").restarts == 0
     record = next(r for r in records.records if "raised MemoryError" in r.getMessage())
-    assert "address-space backstop" in record.getMessage()
+    assert "address-space cap" in record.getMessage()
     assert "memory = 95.4 MiB" in record.getMessage()
 
 
@@ -133,6 +174,22 @@ async def test_a_runner_whose_rss_stays_high_is_recycled_and_that_is_not_a_crash
     assert not any("crashed" in m for m in messages), messages
 
 
+async def test_a_recycle_for_rss_lets_the_call_in_flight_finish_first(tmp_path: Path) -> None:
+    """The call that holds the memory is answered; the runner is recycled after it."""
+    directory = hog(tmp_path, 'recycle_rss = "150MiB"\n', more='\n[restart]\npolicy = "never"')
+    with watching("isoplug.host") as records:
+        async with hosting(directory) as host:
+            first = host.plugin("hog").pid
+            # Held far longer than the RECYCLE_CHECKS checks (0.3 s) that decide a recycle.
+            assert await host.call("hog", "hold", 200, 3.0) == first
+            await records.wait_for("isoplug.host", "waiting for 1 call in flight", timeout=10)
+            info = await host.wait_for(
+                "hog", lambda i: i.state is PluginState.READY and i.restarts == 1, timeout=30
+            )
+            assert info.last_exit is not None and info.last_exit.pid == first
+            assert info.last_exit.limit == "recycle_rss"
+
+
 # -- cpu_seconds ----------------------------------------------------------------------------
 
 
@@ -141,14 +198,37 @@ async def test_a_spinning_plugin_is_ended_at_its_cpu_limit_and_the_account_names
 ) -> None:
     async with hosting(hog(tmp_path, "cpu_seconds = 1\n")) as host:
         pid = host.plugin("hog").pid
-        with pytest.raises(IsoplugError):
+        with pytest.raises(IsoplugError) as broken:
             await host.call_with("hog", "spin", timeout=60)
+        # The caller learns which limit, as for memory.
+        assert "killed by SIGXCPU at its limit cpu_seconds: its CPU time (" in str(broken.value)
         info = await host.wait_for("hog", ended_by("cpu_seconds"), timeout=30)
     account = info.last_exit
     assert account is not None and account.pid == pid
     assert account.signal_name == "SIGXCPU"
     text = account.describe()
-    assert "its CPU time reached its limit cpu_seconds = 1" in text, text
+    assert re.search(
+        r"its CPU time \(\d+\.\d s at its exit\) reached its limit cpu_seconds = 1 ", text
+    )
+    assert "from the kernel at its CPU time limit" in text, text
+
+
+@pytest.mark.parametrize("limits", ["", "cpu_seconds = 600\n"])
+async def test_a_sigxcpu_from_someone_else_is_not_blamed_on_a_cpu_limit(
+    tmp_path: Path, limits: str
+) -> None:
+    """Without cpu_seconds, or far below it, a SIGXCPU is anyone's: the account says so."""
+    async with hosting(hog(tmp_path, limits, more='\n[restart]\npolicy = "never"')) as host:
+        pid = host.plugin("hog").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGXCPU)
+        info = await host.wait_for("hog", lambda i: i.state is PluginState.FAILED, timeout=30)
+    account = info.last_exit
+    assert account is not None and account.pid == pid and account.signal_name == "SIGXCPU"
+    assert account.limit is None
+    text = account.describe()
+    assert "killed by SIGXCPU, not sent by the host (sender unknown)" in text, text
+    assert "limit" not in text, text
 
 
 def test_a_sigkill_at_the_hard_cpu_limit_is_accounted_with_the_cpu_time_seen() -> None:
@@ -256,6 +336,16 @@ async def test_without_limits_no_watch_runs_and_no_rlimit_changes(tmp_path: Path
         ("open_files = 0", "limits.open_files", ">= 1"),
         ("processes = 2.5", "limits.processes", "must be an integer"),
         ('memory = "1GB"\nrecycle_rss = "2GB"', "limits.recycle_rss", "must be below"),
+        # Values the runner's rlimits cannot hold: refused, naming the largest allowed.
+        ("cpu_seconds = 9223372036854775807", "limits.cpu_seconds", "<= 1000000000"),
+        ('memory = "9000000000GB"', "limits.memory", "at most 1125899906842624 bytes"),
+        ("memory = 9223372036854775807", "limits.memory", "at most 1125899906842624 bytes"),
+        ("open_files = 2000000000", "limits.open_files", "<= 1073741824"),
+        ("processes = 100000000", "limits.processes", "<= 4194304"),
+        # Below what a runner holds to start: it would be killed as it starts.
+        ("memory = 1024", "limits.memory", "below the least allowed, 32 MiB"),
+        ('recycle_rss = "10MB"', "limits.recycle_rss", "below the least allowed, 32 MiB"),
+        ('address_space = "100MB"', "limits.address_space", "below the least allowed"),
     ],
 )
 def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words: str) -> None:
@@ -264,6 +354,38 @@ def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words
         load_manifest(directory)
     assert caught.value.field == field, str(caught.value)
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('memory = "100MB"\naddress_space = false\n', [resource.RLIM_INFINITY] * 2),
+        ('address_space = "8GiB"\n', [8 * 1024**3] * 2),
+        ('memory = "100MB"\naddress_space = "8GiB"\n', [8 * 1024**3] * 2),
+    ],
+)
+async def test_the_address_space_cap_can_be_turned_off_or_set(
+    tmp_path: Path, table: str, expected: list[int]
+) -> None:
+    if resource.getrlimit(resource.RLIMIT_AS)[1] != resource.RLIM_INFINITY:
+        pytest.skip("this process has an address-space limit already")
+    async with hosting(hog(tmp_path, table)) as host:
+        assert (await host.call("hog", "rlimits"))["RLIMIT_AS"] == expected
+
+
+async def test_open_files_above_the_inherited_hard_limit_is_capped_and_says_so(
+    tmp_path: Path,
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard + 1000 > 2**30:
+        pytest.skip("no finite hard limit on descriptors here")
+    with watching("plugin.hog") as records:
+        async with hosting(hog(tmp_path, f"open_files = {hard + 1000}\n")) as host:
+            record = await records.wait_for(
+                "plugin.hog.isoplug.runner", "above the hard limit the runner inherited", timeout=10
+            )
+            assert f"({hard}): limited to that" in record.getMessage()
+            assert (await host.call("hog", "rlimits"))["RLIMIT_NOFILE"] == [hard, hard]
 
 
 def test_an_unknown_limit_is_an_error(tmp_path: Path) -> None:

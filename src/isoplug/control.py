@@ -137,6 +137,9 @@ class ResourceLimits(msgspec.Struct, frozen=True):
     processes: int | None = None
     #: RSS that, held for a few checks in a row, gets the runner recycled (a graceful restart).
     recycle_rss: int | None = None
+    #: The runner's address-space cap (``RLIMIT_AS``): None, the backstop computed from
+    #: ``memory`` (none without it); 0, none at all; else this many bytes.
+    address_space: int | None = None
 
     def __bool__(self) -> bool:
         return any(v is not None for v in msgspec.structs.astuple(self))
@@ -396,6 +399,8 @@ class ChildExited(msgspec.Struct, frozen=True, tag="exited"):
 
     pid: int
     returncode: int
+    #: Its CPU time (user + system, seconds), from ``wait4``.
+    cpu: float | None = None
 
 
 ZygoteMessage = ForkOrder | Forked | ForkRefused | ChildExited

@@ -25,6 +25,7 @@ from isoplug.errors import (
 )
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.health import HealthWatch
+from isoplug.host.limits import LimitWatch
 from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
 from isoplug.rpc import Peer
@@ -55,6 +56,7 @@ async def call_runner(
     commands: Commands,
     health: HealthWatch | None = None,
     recycling: Callable[[], str | None] | None = None,
+    limits: LimitWatch | None = None,
 ) -> Any:
     """Call ``plugin_id.method(*args, **kwargs)`` in the runner ``process`` over its control
     connection ``peer`` (either None: the runner was lost just now), answered by ``deadline``
@@ -106,7 +108,7 @@ async def call_runner(
         await process.wait_exit(_CRASH_ACCOUNT_WAIT)
         raise ConnectionBroken(
             f"plugin {plugin_id!r} crashed during {method!r}: its runner (pid "
-            f"{process.pid}) {_how_it_ended(process)}"
+            f"{process.pid}) {_how_it_ended(process, limits)}"
         ) from exc
 
 
@@ -167,7 +169,7 @@ def _unencodable_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str 
     return next(filter(None, (locate_unencodable(value, name) for name, value in named)), None)
 
 
-def _how_it_ended(process: RunnerProcess) -> str:
+def _how_it_ended(process: RunnerProcess, limits: LimitWatch | None) -> str:
     if not process.exited.done():
         return "lost its connection"
     returncode = process.exited.result()
@@ -182,4 +184,11 @@ def _how_it_ended(process: RunnerProcess) -> str:
         return f"was killed by signal {-returncode}"
     # The host's own reason, when it sent the signal (a limit passed, a hang): host text.
     why = process.host_signals.get(signum)
-    return f"was killed by {signum.name}" + (f" from the host: {why}" if why else "")
+    if why:
+        return f"was killed by {signum.name} from the host: {why}"
+    if limits is not None:
+        # A signal of the kernel's at a limit (cpu_seconds): the caller learns which.
+        limit, note = limits.account(returncode, None, True, process.cpu_at_exit)
+        if limit is not None:
+            return f"was killed by {signum.name} at its limit {limit}: {note}"
+    return f"was killed by {signum.name}"

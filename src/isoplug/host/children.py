@@ -10,12 +10,17 @@ zygote's report for a forked one (the zygote is its parent and reaps it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
+import threading
 from typing import Protocol
 
-__all__ = ["Child", "ExitStatus", "SpawnedChild", "open_pidfd"]
+from isoplug.host.usage import read_usage
+
+__all__ = ["Child", "ExitStatus", "SpawnedChild", "open_pidfd", "pidfd_signal"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +34,8 @@ class ExitStatus:
     #: What the host knows beyond the status: ``"its zygote (pid 12) had died"`` (the kernel
     #: ends a zygote's runners with it), or why the status could not be read.
     note: str = ""
+    #: Its CPU time (user + system, seconds) when it exited; None where it could not be read.
+    cpu: float | None = None
 
 
 class Child(Protocol):
@@ -57,6 +64,11 @@ class Child(Protocol):
     def kill(self) -> None:
         """SIGKILL the runner itself (not its group) unless it has exited."""
 
+    def send_signal(self, signum: signal.Signals) -> bool:
+        """Send ``signum`` to the runner itself (not its group), never to a process that
+        reused its pid; False when it is gone. Raises OSError (PermissionError) when the
+        signal could not be sent."""
+
 
 def open_pidfd(pid: int) -> int | None:
     """``os.pidfd_open(pid)``; None where the kernel or Python has no pidfds (or it is gone)."""
@@ -64,6 +76,16 @@ def open_pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
+
+
+def pidfd_signal(pidfd: int, signum: signal.Signals) -> bool:
+    """``pidfd_send_signal``; False when the process has exited (its pid may be reused: the
+    pidfd still names the old process, so nothing else is hit)."""
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class SpawnedChild:
@@ -74,6 +96,10 @@ class SpawnedChild:
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
+        # Opened before anyone can reap it (only wait() does): signals through it can never
+        # reach a process that reused the pid. Closed once the runner is reaped.
+        self._pidfd = open_pidfd(self.pid)
+        self._lock = threading.Lock()
 
     def write_stdin(self, data: bytes) -> None:
         assert self._popen.stdin is not None
@@ -93,11 +119,34 @@ class SpawnedChild:
         return open_pidfd(self.pid)
 
     def wait(self) -> ExitStatus:
-        return ExitStatus(self._popen.wait())
+        try:
+            # Until it exits, leaving it unreaped (WNOWAIT): its zombie still tells its CPU time.
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        except (AttributeError, ChildProcessError):
+            usage = None  # no waitid here: the CPU time at the exit stays unknown
+        else:
+            usage = read_usage(self.pid)
+        cpu = None if usage is None else usage.cpu
+        status = ExitStatus(self._popen.wait(), cpu=cpu)
+        with self._lock:
+            pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
+        return status
 
     def finished(self) -> bool:
         return self._popen.poll() is not None
 
     def kill(self) -> None:
-        if self._popen.poll() is None:
-            self._popen.kill()
+        with contextlib.suppress(ProcessLookupError):  # gone: nothing to kill
+            self.send_signal(signal.SIGKILL)
+
+    def send_signal(self, signum: signal.Signals) -> bool:
+        with self._lock:
+            if self._pidfd is not None:
+                return pidfd_signal(self._pidfd, signum)
+        if self._popen.returncode is not None:
+            return False
+        # No pidfds here (or reaped just now): Popen signals only a process it has not reaped.
+        self._popen.send_signal(signum)
+        return self._popen.returncode is None

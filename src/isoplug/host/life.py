@@ -27,7 +27,7 @@ import contextlib
 import logging
 import secrets
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from isoplug.control import (
     EXIT_BAD_BOOTSTRAP,
@@ -91,6 +91,23 @@ class RunnerLife:
         #: Its [limits] that the host enforces (see isoplug.host.limits); set by run().
         self.limits = LimitWatch(runner_id, ResourceLimits())
         self.recycled: str | None = None
+        #: Plugin calls sent to it and not yet answered (see :meth:`calling`).
+        self._calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """Around one plugin call to this runner: a recycle for its RSS waits for the calls in
+        flight (see :meth:`_recycle`)."""
+        self._calls += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._calls -= 1
+            if self._calls == 0:
+                self._idle.set()
 
     def recycling(self) -> str | None:
         """Why the host recycles this runner (the reason its exit account will give), from
@@ -182,7 +199,7 @@ class RunnerLife:
             if known and returncode < 0
             else None
         )
-        limit, note = self.limits.account(returncode, sender, known)
+        limit, note = self.limits.account(returncode, sender, known, process.cpu_at_exit)
         for more in (process.exit_note, note):
             if more:
                 reason = f"{reason}; {more}" if reason else more
@@ -266,10 +283,47 @@ class RunnerLife:
 
     async def _recycle(self, process: RunnerProcess, kind: str, reason: str) -> str:
         """Stop the runner gracefully, to be started again (not a crash: see
-        :mod:`isoplug.host.restarts`); return ``reason``."""
+        :mod:`isoplug.host.restarts`); return ``reason``.
+
+        For its RSS (``recycle_rss``), the calls in flight are let finish first, as a worker
+        past Celery's ``max_memory_per_child`` is replaced after its task: the runner stops
+        once no call is in flight, or ``call_timeout`` after the decision (then it stops
+        anyway, and the log says how many calls that breaks). New calls are still taken
+        meanwhile. Stuck worker threads recycle at once: their calls already timed out."""
         self.recycled = kind
+        if kind == RECYCLE_RSS and not self._idle.is_set():
+            await self._until_idle(process)
         await self._shut_down(process)
         return reason
+
+    async def _until_idle(self, process: RunnerProcess) -> None:
+        wait = self._config.call_timeout
+        _log.info(
+            "runner %s (pid %d): waiting for %d call%s in flight to finish before the recycle "
+            "(at most %g s)",
+            self.runner_id,
+            process.pid,
+            self._calls,
+            "" if self._calls == 1 else "s",
+            wait,
+        )
+        idle = asyncio.ensure_future(self._idle.wait())
+        try:
+            await self._commands.wait_with((idle, process.exited), wait)
+        finally:
+            if not idle.done():
+                idle.cancel()
+                await asyncio.gather(idle, return_exceptions=True)
+        if process.running and self._commands.pending is None and self._calls:
+            _log.warning(
+                "runner %s (pid %d): %d call%s still in flight %g s after the recycle was "
+                "decided; recycling it anyway (they fail with PluginUnavailable)",
+                self.runner_id,
+                process.pid,
+                self._calls,
+                "" if self._calls == 1 else "s",
+                wait,
+            )
 
     async def _check(self, process: RunnerProcess) -> Finding | None:
         """One health check; None if a command or the runner's exit interrupted it."""
@@ -308,5 +362,4 @@ class RunnerLife:
         )
 
     async def _kill(self, process: RunnerProcess, why: str) -> None:
-        process.kill(why)
-        await process.wait_exit(None)
+        await process.kill_and_wait(why, self.runner_id)

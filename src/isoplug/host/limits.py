@@ -5,7 +5,8 @@ cgroup v2 ``memory.max`` needs a delegated, writable cgroup, which many machines
 containers) do not give; so the host reads each limited runner's ``/proc/<pid>/stat`` every
 :data:`FAST_INTERVAL` (its RSS and CPU time, in one read of some 1.5 KB) and:
 
-- **memory**: past it, SIGKILLs the runner's process group at once; the exit account says
+- **memory**: past it, SIGKILLs the runner and its process group at once, and again until it
+  is gone (:meth:`~isoplug.host.process.RunnerProcess.kill_and_wait`); the exit account says
   "was killed by SIGKILL from the host: its memory (RSS 530.1 MiB) passed its limit memory =
   512.0 MiB". Only
   the runner process's own RSS is counted (not processes its plugins start), and memory
@@ -15,7 +16,8 @@ containers) do not give; so the host reads each limited runner's ``/proc/<pid>/s
   stopped gracefully and started again at once, which the supervisor does not count as a
   crash (see :meth:`LimitWatch.recycle`).
 - **cpu_seconds**: the last CPU time seen, so that a SIGKILL at the hard CPU limit (which the
-  host did not send) is accounted for with that evidence; a SIGXCPU is the limit by itself.
+  host did not send) is accounted for with that evidence; a SIGXCPU too, and only when the
+  CPU time at the exit (or last seen) reached the limit: anyone may send either signal.
 
 Runners without these limits get no watch at all. The cost of one check is measured by
 ``benchmarks/limits_watch.py`` (``docs/benchmarks.md``, "Resource limits").
@@ -25,13 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import signal
 
 from isoplug.control import CPU_LIMIT_GRACE, ResourceLimits
 from isoplug.host.process import RunnerProcess
+from isoplug.host.usage import Usage, read_usage
 from isoplug.sizes import format_size
 
 __all__ = [
@@ -51,39 +52,6 @@ FAST_INTERVAL = 0.1
 SLOW_INTERVAL = 1.0
 #: Checks in a row above ``recycle_rss`` before a recycle: a short peak is no leak.
 RECYCLE_CHECKS = 3
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    #: Resident set size, bytes.
-    rss: int
-    #: User + system CPU time, seconds.
-    cpu: float
-    #: When the process started, in seconds after the machine booted.
-    started: float = 0.0
-
-
-def read_usage(pid: int) -> Usage | None:
-    """RSS and CPU time of ``pid`` from ``/proc/<pid>/stat``; None when it cannot be read (the
-    process is gone, or there is no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces and parentheses): state is
-    # field 3, utime 14, stime 15, starttime 22, rss 24 (man 5 proc).
-    fields = text.rpartition(b")")[2].split()
-    try:
-        return Usage(
-            int(fields[21]) * _PAGE,
-            (int(fields[11]) + int(fields[12])) / _TICKS,
-            int(fields[19]) / _TICKS,
-        )
-    except (IndexError, ValueError):
-        return None
 
 
 class LimitWatch:
@@ -132,7 +100,7 @@ class LimitWatch:
                 return  # gone: its exit is on its way
             self.last = usage
             if limits.memory is not None and usage.rss > limits.memory:
-                self._kill(process, usage.rss, limits.memory)
+                await self._kill(process, usage.rss, limits.memory)
                 return
             recycle = limits.recycle_rss
             if recycle is not None and not self.recycle.done():
@@ -141,11 +109,12 @@ class LimitWatch:
                     self._recycle(process, usage.rss, recycle)
             await asyncio.sleep(interval)
 
-    def _kill(self, process: RunnerProcess, rss: int, memory: int) -> None:
+    async def _kill(self, process: RunnerProcess, rss: int, memory: int) -> None:
         self.hit = "memory"
         why = f"its memory (RSS {format_size(rss)}) passed its limit memory = {format_size(memory)}"
         _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, why)
-        process.kill(why)
+        # Until it is gone: a kill that did not land is sent again, and logged.
+        await process.kill_and_wait(why, self.runner_id)
 
     def _recycle(self, process: RunnerProcess, rss: int, recycle: int) -> None:
         self.hit = "recycle_rss"
@@ -157,25 +126,45 @@ class LimitWatch:
         self.recycle.set_result(why)
 
     def account(
-        self, returncode: int, sent_by_host: str | None, status_known: bool
+        self,
+        returncode: int,
+        sent_by_host: str | None,
+        status_known: bool,
+        cpu_at_exit: float | None = None,
     ) -> tuple[str | None, str]:
         """Which limit ended the runner (None: none), and what its account should add to say
-        so (``""``: nothing; the host's own reason says it already)."""
+        so (``""``: nothing; the host's own reason says it already). ``cpu_at_exit``: its CPU
+        time when it exited, where known.
+
+        A SIGXCPU or SIGKILL is blamed on ``cpu_seconds`` only when that is set and the
+        runner's CPU time had reached it: anyone with the right may send either signal."""
         if self.hit is not None:
             return self.hit, ""
         cpu = self.limits.cpu_seconds
-        if cpu is None or not status_known:
+        if cpu is None or not status_known or sent_by_host is not None:
+            return None, ""
+        if returncode not in (-signal.SIGXCPU, -signal.SIGKILL):
+            return None, ""
+        seen = self.last
+        if cpu_at_exit is not None:
+            used, when = cpu_at_exit, "at its exit"
+        elif seen is not None:
+            used, when = seen.cpu, "when last seen"
+        else:
             return None, ""
         if returncode == -signal.SIGXCPU:
+            # The runner's soft limit is cpu_seconds past the CPU time it took to start, so at
+            # the kernel's SIGXCPU its CPU time is at least cpu_seconds.
+            if used < cpu:
+                return None, ""
             return "cpu_seconds", (
-                f"its CPU time reached its limit cpu_seconds = {cpu} (the kernel sends SIGXCPU "
-                "at it)"
+                f"its CPU time ({used:.1f} s {when}) reached its limit cpu_seconds = {cpu} (the "
+                "kernel sends SIGXCPU at it)"
             )
-        seen = self.last
-        if returncode == -signal.SIGKILL and sent_by_host is None and seen and seen.cpu >= cpu:
-            return "cpu_seconds", (
-                f"its CPU time was {seen.cpu:.1f} s when last seen, past its limit "
-                f"cpu_seconds = {cpu}: the kernel sends SIGKILL at the hard limit, "
-                f"{CPU_LIMIT_GRACE} s of CPU later"
-            )
-        return None, ""
+        if used < cpu:
+            return None, ""
+        return "cpu_seconds", (
+            f"its CPU time was {used:.1f} s {when}, past its limit "
+            f"cpu_seconds = {cpu}: the kernel sends SIGKILL at the hard limit, "
+            f"{CPU_LIMIT_GRACE} s of CPU later"
+        )

@@ -32,7 +32,10 @@ A plugin is a directory holding a ``plugin.toml``::
     recycle_rss = "400MB"               # RSS that, held, gets the runner restarted gracefully
     cpu_seconds = 600                   # CPU time, then SIGXCPU
     open_files = 256                    # descriptors the plugin may open
-    processes = 32                      # processes/threads it may start (not for root)
+    processes = 32                      # processes/threads it may start, + 48 for the
+                                        # runner's own threads (per user; not for root)
+    address_space = false               # optional: the runner's RLIMIT_AS (default with
+                                        # memory: a backstop; false: none; or a size)
 
     [restart]                           # optional; these are the defaults
     policy = "on-failure"               # "on-failure" or "never"
@@ -228,15 +231,35 @@ _ENVIRONMENT_SCHEMA = {
     "propertyNames": {"minLength": 1, "pattern": "^[^=\\u0000]*$"},
     "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
 }
-_Count = Annotated[int, msgspec.Meta(ge=1)]
+
+#: The largest values of ``[limits]``: beyond them the runner's rlimits (C longs, with what it
+#: adds: the address-space backstop is twice ``memory`` and more) would overflow, and no
+#: machine has that much to limit anyway. The error names the largest allowed value.
+MAX_MEMORY = 1024**5  # 1024 TiB
+MAX_CPU_SECONDS = 10**9  # some 31 years
+#: The kernel refuses more descriptors per process than ``fs.nr_open``, at most 2**30.
+MAX_OPEN_FILES = 2**30
+#: ``pid_max`` is at most 2**22 (4194304): no user can have more tasks.
+MAX_PROCESSES = 2**22
+#: ``memory`` and ``recycle_rss`` below this are refused: a runner needs some 20-25 MiB
+#: resident before it imports a plugin, so it would be killed (or recycled) as it starts.
+MIN_MEMORY = 32 * 1024**2
+
+
+_CpuSeconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_SECONDS)]
+_OpenFiles = Annotated[int, msgspec.Meta(ge=1, le=MAX_OPEN_FILES)]
+_Processes = Annotated[int, msgspec.Meta(ge=1, le=MAX_PROCESSES)]
 
 
 class LimitsTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     memory: _Size | None = None
-    cpu_seconds: _Count | None = None
-    open_files: _Count | None = None
-    processes: _Count | None = None
+    cpu_seconds: _CpuSeconds | None = None
+    open_files: _OpenFiles | None = None
+    processes: _Processes | None = None
     recycle_rss: _Size | None = None
+    #: The runner's address-space cap (RLIMIT_AS): unset or true, the backstop computed from
+    #: ``memory``; false, none; a size, that.
+    address_space: bool | _Size | None = None
 
 
 class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -393,14 +416,12 @@ def _key_path(keys: tuple[str | int, ...]) -> str:
 
 def _limits(path: Path, table: LimitsTable) -> ResourceLimits:
     sizes: dict[str, int | None] = {}
-    for name in ("memory", "recycle_rss"):
+    for name in ("memory", "recycle_rss", "address_space"):
         value = getattr(table, name)
-        try:
-            sizes[name] = None if value is None else parse_size(value)
-        except ValueError as exc:
-            raise ManifestError(path, f"limits.{name}", str(exc)) from None
-        if sizes[name] == 0:
-            raise ManifestError(path, f"limits.{name}", f"{value!r} is no memory at all")
+        if isinstance(value, bool):
+            sizes[name] = None if value else 0  # false: no cap (0, see ResourceLimits)
+            continue
+        sizes[name] = None if value is None else _size(path, f"limits.{name}", value, name)
     memory, recycle = sizes["memory"], sizes["recycle_rss"]
     if memory is not None and recycle is not None and recycle >= memory:
         raise ManifestError(
@@ -415,7 +436,40 @@ def _limits(path: Path, table: LimitsTable) -> ResourceLimits:
         open_files=table.open_files,
         processes=table.processes,
         recycle_rss=recycle,
+        address_space=sizes["address_space"],
     )
+
+
+def _size(path: Path, field: str, value: int | str, name: str) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ManifestError(path, field, str(exc)) from None
+    if size == 0:
+        raise ManifestError(path, field, f"{value!r} is no memory at all")
+    if size > MAX_MEMORY:
+        raise ManifestError(
+            path, field, f"{value!r} is too large: at most {MAX_MEMORY} bytes (1024 TiB)"
+        )
+    least = MIN_MEMORY if name != "address_space" else _MIN_ADDRESS_SPACE
+    if size < least:
+        raise ManifestError(
+            path,
+            field,
+            f"{value!r} is below the least allowed, {least // 1024**2} MiB: "
+            + (
+                "a runner holds some 20-25 MiB before it imports a plugin, so it would be "
+                f"{'killed' if name == 'memory' else 'recycled'} as it starts"
+                if name != "address_space"
+                else "a runner maps more than that to start"
+            ),
+        )
+    return size
+
+
+#: ``address_space`` below this is refused: a Python runner maps some 100-200 MiB of address
+#: space (libraries, thread stacks) before it imports a plugin.
+_MIN_ADDRESS_SPACE = 256 * 1024**2
 
 
 def _folder(path: Path, directory: Path, field: str, value: str) -> Path:

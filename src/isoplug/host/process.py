@@ -11,6 +11,11 @@ the zygote's child), so:
   :meth:`RunnerProcess.signal_group` signals as a whole: a grandchild that outlives the runner
   is killed with it instead of becoming an orphan that holds the stdout pipe open.
 
+A group is the plugin's to leave (``setpgid``, ``setsid``), so every signal the host sends
+(:meth:`RunnerProcess.send`) goes to the runner itself too, through a pidfd where there are
+pidfds; after the exit, the descendants it left are found by /proc (see
+:mod:`isoplug.host.descendants`), wherever their group.
+
 It stays in the host's session, unlike a new session (``start_new_session=True``, as before):
 where the kernel groups tasks by session for scheduling (``sched_autogroup_enabled=1``), every
 session is a scheduling group with one share of the CPU, so 32 runners in sessions of their own
@@ -71,6 +76,9 @@ _KILLED_DRAIN_TIMEOUT = 1.0
 #: per record must not hold a restart or the host's shutdown for hours.
 STDIO_REPLAY_TIMEOUT = 5.0
 
+#: After a SIGKILL, how long the runner may take to be gone before it is sent another (and
+#: the log says so): a process in uninterruptible sleep dies only when it wakes.
+KILL_RETRY = 1.0
 #: How often the runner's process tree is recorded while it lives.
 _RECORD_INTERVAL = 1.0
 #: How many pids a report of leftover processes names.
@@ -109,6 +117,11 @@ class Leftovers:
         return text + ")"
 
 
+def _signal_label(signum: signal.Signals) -> str:
+    """``"SIGKILL"``: a signal the host sends (its own value, not the runner's)."""
+    return signal.Signals(signum).name
+
+
 def _pid_list(pids: list[int]) -> str:
     shown = ", ".join(str(p) for p in pids[:_PIDS_SHOWN])
     return shown + (f" and {len(pids) - _PIDS_SHOWN} more" if len(pids) > _PIDS_SHOWN else "")
@@ -137,7 +150,12 @@ class RunnerProcess:
         self.exit_note = ""
         #: False when ``exited`` holds no status the host could read (see ``exit_note``).
         self.status_known = True
+        #: Its CPU time (seconds) at the exit, where the host could read it; set before
+        #: ``exited`` resolves.
+        self.cpu_at_exit: float | None = None
         self._capture: StdioCapture | None = None
+        #: A signal found the runner outside its process group, and the log said so.
+        self._outside_group_told = False
         #: The runner's descendants seen while it lived (pid -> start time); only the waiting
         #: thread writes it, and only until the exit is known.
         self._recorded: dict[int, int] = {}
@@ -255,6 +273,7 @@ class RunnerProcess:
         status = self._child.wait()
         returncode = status.returncode
         self.exit_note = status.note
+        self.cpu_at_exit = status.cpu
         self.status_known = status.known
         try:
             # The host notes its signals before it sends them: a SIGKILL not noted is not its.
@@ -309,15 +328,59 @@ class RunnerProcess:
         return time.monotonic() - self.started
 
     def kill(self, why: str) -> None:
-        """SIGKILL the runner's process group, noting ``why`` for the exit account."""
+        """SIGKILL the runner and its process group, noting ``why`` for the exit account."""
         self.send(signal.SIGKILL, why)
 
+    async def kill_and_wait(self, why: str, name: str) -> None:
+        """:meth:`kill`, then wait for the exit, sending SIGKILL again (and saying so) every
+        :data:`KILL_RETRY` seconds for as long as the runner is still there."""
+        self.kill(why)
+        killed = time.monotonic()
+        while not await self.wait_exit(KILL_RETRY):
+            _log.error(
+                "runner %s (pid %d) still runs %.1f s after SIGKILL; sending it again",
+                name,
+                self.pid,
+                time.monotonic() - killed,
+            )
+            self.kill(why)
+
     def send(self, signum: signal.Signals, why: str) -> None:
-        """Send ``signum`` to the runner's process group, noting ``why`` for the exit account
-        if the runner still runs (the first reason stays: it is the one that took effect)."""
-        if self.running:
+        """Send ``signum`` to the runner and to its process group, noting ``why`` for the exit
+        account if the runner still runs (the first reason stays: it is the one that took
+        effect).
+
+        The runner itself is signalled through a pidfd where there are pidfds (never a process
+        that reused its pid): a plugin may have moved it out of its group (``setpgid``,
+        ``setsid``), and a forked runner joins its group only moments after it exists.
+        Whatever could not be signalled is logged.
+        """
+        running = self.running
+        if running:
             self.host_signals.setdefault(signum, why)
-        self.signal_group(signum)
+        sent = _signal_label(signum)
+        try:
+            reached = self._child.send_signal(signum)
+        except OSError as exc:
+            reached = False
+            if running:
+                _log.error(
+                    "could not send %s to runner pid %d (%s): %s",
+                    sent,
+                    self.pid,
+                    why,
+                    exc,
+                )
+        grouped = self.signal_group(signum)
+        if reached and not grouped and self.running and not self._outside_group_told:
+            self._outside_group_told = True
+            _log.warning(
+                "runner pid %d is not in its own process group (a plugin left it with setpgid "
+                "or setsid, or it had not joined it yet): %s was sent to it alone; what its "
+                "plugins started is ended after it exits",
+                self.pid,
+                sent,
+            )
 
     def signal_group(self, signum: signal.Signals) -> bool:
         """Send ``signum`` to the runner's process group; False when nobody was left in it.
@@ -392,8 +455,7 @@ class RunnerProcess:
             self.pid,
             ignored,
         )
-        self.kill(f"it ignored SIGTERM for {ignored:.1f} s")
-        await self.wait_exit(None)
+        await self.kill_and_wait(f"it ignored SIGTERM for {ignored:.1f} s", name)
 
     async def close(
         self,

@@ -35,7 +35,6 @@ class PluginUnavailable(IsoplugError):
 _SIGNAL_HINTS = {
     signal.SIGSEGV: "a segmentation fault: a crash in native code (a C extension), not in "
     "Python; the faulthandler text on stderr shows where",
-    signal.SIGXCPU: "its CPU time limit (RLIMIT_CPU) ran out",
 }
 
 
@@ -108,6 +107,10 @@ class ExitAccount:
             return "" if sent in self.reason else f" from the host: {sent}"
         if self.returncode != -signal.SIGKILL:
             # The kernel does not say who sent it; for a fault, what the signal means.
+            if self.limit == "cpu_seconds":
+                # The reason says which limit and the CPU time that reached it.
+                return " from the kernel at its CPU time limit"
+            # A SIGXCPU the host cannot tie to a limit it set is anyone's.
             hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
             return f", not sent by the host ({hint or 'sender unknown'})"
         if self.oom_evidence is not None:

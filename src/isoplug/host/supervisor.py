@@ -300,18 +300,20 @@ class RunnerSupervisor:
             raise self.offers.method_not_found(plugin_id, method)
         assert life is not None
         try:
-            return await call_runner(
-                life.peer,
-                life.process,
-                plugin_id,
-                method,
-                args=args,
-                kwargs=kwargs,
-                deadline=deadline,
-                commands=self._commands,
-                health=life.health,
-                recycling=life.recycling,
-            )
+            with life.calling():
+                return await call_runner(
+                    life.peer,
+                    life.process,
+                    plugin_id,
+                    method,
+                    args=args,
+                    kwargs=kwargs,
+                    deadline=deadline,
+                    commands=self._commands,
+                    health=life.health,
+                    recycling=life.recycling,
+                    limits=life.limits,
+                )
         except (ConnectionBroken, PluginUnavailable):
             # Its runner is gone: let the supervision account for that first, so that what
             # the caller reads next (host.plugin(), a wait_for) is no longer the lost READY.

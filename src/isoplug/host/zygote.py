@@ -52,7 +52,7 @@ from isoplug.control import (
     ForkOrder,
     ForkRefused,
 )
-from isoplug.host.children import ExitStatus
+from isoplug.host.children import ExitStatus, pidfd_signal
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.wire.sanitize import clean_text
 
@@ -136,8 +136,8 @@ class ZygoteProcess:
             collections.deque()
         )
         self._state = threading.Condition()
-        #: Statuses reported and not yet taken: pid -> returncode.
-        self._exits: dict[int, int] = {}
+        #: Statuses reported and not yet taken: pid -> (returncode, CPU time).
+        self._exits: dict[int, tuple[int, float | None]] = {}
         #: Why it serves no more (None while it does).
         self.ended: str | None = None
         self._closing = False
@@ -199,8 +199,9 @@ class ZygoteProcess:
                 reply.set_exception(ZygoteGone(f"the order could not be sent ({exc})"))
         return reply
 
-    def wait_status(self, pid: int) -> int | None:
-        """Block until the zygote reports ``pid``'s exit (its returncode), or ends (None)."""
+    def wait_status(self, pid: int) -> tuple[int, float | None] | None:
+        """Block until the zygote reports ``pid``'s exit (its returncode and CPU time), or ends
+        (None)."""
         with self._state:
             while pid not in self._exits and self.ended is None:
                 self._state.wait()
@@ -239,7 +240,7 @@ class ZygoteProcess:
     def _take(self, message: Forked | ForkRefused | ChildExited, fds: list[int]) -> None:
         if isinstance(message, ChildExited):
             with self._state:
-                self._exits[message.pid] = message.returncode
+                self._exits[message.pid] = (message.returncode, message.cpu)
                 self._state.notify_all()
             return
         reply = self._replies.popleft() if self._replies else None
@@ -321,9 +322,9 @@ class ForkedChild:
             return None if self._pidfd is None else os.dup(self._pidfd)
 
     def wait(self) -> ExitStatus:
-        returncode = self._zygote.wait_status(self.pid)
-        if returncode is not None:
-            return self._done(ExitStatus(returncode))
+        reported = self._zygote.wait_status(self.pid)
+        if reported is not None:
+            return self._done(ExitStatus(reported[0], cpu=reported[1]))
         # The zygote died: the kernel kills the runner with it (its parent-death signal), and
         # init (or a subreaper) reaps it; only the kernel can still tell its status.
         died = self._zygote.ended or "its zygote died"
@@ -364,10 +365,14 @@ class ForkedChild:
             return bool(select.select([self._pidfd], [], [], 0)[0])
 
     def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+
+    def send_signal(self, signum: signal.Signals) -> bool:
         with self._lock:
-            if self._pidfd is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            if self._pidfd is None:
+                return False  # reaped
+            return pidfd_signal(self._pidfd, signum)
 
 
 class Zygote:

@@ -16,7 +16,8 @@ they guard against accidents, not against a plugin that attacks its host):
 - ``processes``: ``RLIMIT_NPROC``, which the kernel counts per *user*, over all their processes
   and threads, and ignores for root (``CAP_SYS_RESOURCE``/``CAP_SYS_ADMIN``). So it is set to
   the user's tasks now + ``processes`` + :data:`THREAD_ROOM` (the runner's own threads to
-  come): approximately "this many more", shifted by whatever else the user starts or ends.
+  come): up to some ``THREAD_ROOM`` more than ``processes`` while the runner's own threads are
+  few, shifted by whatever else the user starts or ends.
   As root it cannot be enforced this way: the runner says so in a WARNING and runs on.
 - ``memory``: enforced by the host, which watches the runner's RSS (see isoplug.host.limits).
   The runner sets a backstop, ``RLIMIT_AS`` = its address space now + :data:`AS_FACTOR` x
@@ -24,8 +25,11 @@ they guard against accidents, not against a plugin that attacks its host):
   never touch), so that one huge allocation fails at once with ``MemoryError`` instead of
   eating the machine between two of the host's checks; and, with glibc, caps malloc's arenas
   at :data:`ARENA_MAX` (each thread's arena reserves 64 MiB of address space, and fragments).
-  A ``MemoryError`` in a plugin call is logged as an ERROR on ``isoplug.runner`` naming the
-  backstop (:func:`note_memory_error`); the call fails with it, as any exception.
+  A ``MemoryError`` in a plugin call is logged as an ERROR on ``isoplug.runner`` (the host
+  shows it as ``plugin.<id>.isoplug.runner``) naming the cap (:func:`note_memory_error`); the
+  call fails with it, as any exception. ``address_space`` (``ResourceLimits``) turns the
+  backstop off (0) or sets the cap itself: the cap also stops many threads (8 MiB stacks),
+  large mappings (``mmap``) and children that reserve address space (they inherit it).
 
 What cannot be set is logged as a WARNING on ``isoplug.runner`` (it reaches the host's
 logging) and the runner goes on: a missing limit must not keep a plugin from running.
@@ -64,8 +68,9 @@ THREAD_ROOM = 48
 
 _log = logging.getLogger("isoplug.runner")
 _MEMORY_ERROR = "builtins.MemoryError"
-#: The backstop set (RLIMIT_AS, memory), for note_memory_error; empty: none.
-_backstop: list[tuple[int, int]] = []
+#: The address-space cap set (RLIMIT_AS, what it was set for), for note_memory_error; empty:
+#: none.
+_backstop: list[tuple[int, str]] = []
 
 
 def apply_limits(limits: ResourceLimits, *, thread_room: int = THREAD_ROOM) -> list[str]:
@@ -85,9 +90,14 @@ def apply_limits(limits: ResourceLimits, *, thread_room: int = THREAD_ROOM) -> l
     if limits.processes is not None:
         _limit_processes(limits.processes, thread_room, problems)
     if limits.memory is not None:
+        _cap_arenas(problems)
+    if limits.address_space is not None:
+        if limits.address_space > 0:
+            _address_cap(limits.address_space, "its limit address_space", problems)
+    elif limits.memory is not None:
         _memory_backstop(limits.memory, problems)
     for problem in problems:
-        _log.warning("runner limits: %s; the runner goes on without it", problem)
+        _log.warning("runner limits: %s; the runner goes on", problem)
     return problems
 
 
@@ -97,23 +107,27 @@ def note_memory_error(request: CallRequest, outcome: CallOutcome) -> None:
     error = outcome.error
     if not _backstop or error is None or error.type != _MEMORY_ERROR:
         return
-    limit, memory = _backstop[0]
+    limit, why = _backstop[0]
     _log.error(
         "plugin %r: %s raised MemoryError: an allocation would have passed the runner's "
-        "address-space backstop (RLIMIT_AS %s, set for its limit memory = %s); the call "
-        "failed, the runner goes on",
+        "address-space cap (RLIMIT_AS %s, %s); the call failed, the runner goes on",
         request.plugin,
         request.method,
         format_size(limit),
-        format_size(memory),
+        why,
     )
 
 
 def _set(which: int, soft: int, hard: int, name: str, problems: list[str]) -> None:
     _, current_hard = resource.getrlimit(which)
-    if current_hard != resource.RLIM_INFINITY:
-        # Only root may raise a hard limit: a lower one stays, and is the limit.
-        hard = min(hard, current_hard)
+    if current_hard != resource.RLIM_INFINITY and hard > current_hard:
+        # The runner does not raise a hard limit (only root could): the lower one stays, and
+        # is the limit, which the log says.
+        problems.append(
+            f"{name}: asks for {hard}, above the hard limit the runner inherited "
+            f"({current_hard}): limited to that"
+        )
+        hard = current_hard
         soft = min(soft, hard)
     try:
         resource.setrlimit(which, (soft, hard))
@@ -165,16 +179,20 @@ def _user_tasks(uid: int) -> int | None:
 
 
 def _memory_backstop(memory: int, problems: list[str]) -> None:
-    _cap_arenas(problems)
     mapped = _address_space()
     if mapped is None:
         problems.append("memory: cannot read the runner's address space (no /proc)")
         return
     limit = mapped + AS_FACTOR * memory + AS_HEADROOM
+    why = f"the backstop set for its limit memory = {format_size(memory)}"
+    _address_cap(limit, why, problems)
+
+
+def _address_cap(limit: int, why: str, problems: list[str]) -> None:
     before = len(problems)
     _set(resource.RLIMIT_AS, limit, limit, "memory (RLIMIT_AS backstop)", problems)
     if len(problems) == before:
-        _backstop[:] = [(resource.getrlimit(resource.RLIMIT_AS)[0], memory)]
+        _backstop[:] = [(resource.getrlimit(resource.RLIMIT_AS)[0], why)]
 
 
 def _address_space() -> int | None:

@@ -163,9 +163,10 @@ class _Server:
     def reap(self, pidfd: int) -> None:
         pid = self.children.pop(pidfd)
         self.poller.unregister(pidfd)
-        _pid, status = os.waitpid(pid, 0)
+        _pid, status, usage = os.wait4(pid, 0)
         os.close(pidfd)
-        self.send(ChildExited(pid, os.waitstatus_to_exitcode(status)))
+        cpu = usage.ru_utime + usage.ru_stime
+        self.send(ChildExited(pid, os.waitstatus_to_exitcode(status), cpu))
 
     def send(
         self, message: ChildExited | Forked | ForkRefused, fds: list[int] | None = None

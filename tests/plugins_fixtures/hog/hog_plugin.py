@@ -24,6 +24,15 @@ class Hog(isoplug.Plugin):
         return sum(len(chunk) for chunk in _held) // (1024 * 1024)
 
     @isoplug.method
+    def hold(self, megabytes: int, seconds: float) -> int:
+        """Allocate and touch ``megabytes`` MiB, hold them ``seconds``, let go; return the pid
+        (a call in flight while the RSS is high)."""
+        block = b"\x01" * (megabytes * 1024 * 1024)
+        time.sleep(seconds)
+        del block
+        return os.getpid()
+
+    @isoplug.method
     def release(self) -> None:
         _held.clear()
 
@@ -65,6 +74,18 @@ class Hog(isoplug.Plugin):
     def rlimits(self) -> dict[str, list[int]]:
         names = ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC")
         return {name: list(resource.getrlimit(getattr(resource, name))) for name in names}
+
+    @isoplug.method
+    async def leave_group(self, pgid: int) -> int:
+        """Move the runner into the process group ``pgid`` (the host's, say), as a plugin that
+        wants to escape the host's kill of its group would; return its group now."""
+        os.setpgid(0, pgid)
+        return os.getpgid(0)
+
+    @isoplug.method
+    async def block(self, seconds: float) -> None:
+        """Block the runner's event loop (the host finds it hung)."""
+        time.sleep(seconds)
 
     @isoplug.method
     def ping(self) -> int:
