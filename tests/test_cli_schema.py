@@ -204,7 +204,9 @@ def test_the_printed_schema_refuses_the_sizes_and_environments_the_manifest_refu
     memory = definitions["LimitsTable"]["properties"]["memory"]["anyOf"]
     assert {"type": "integer", "minimum": 1} in memory
     (text,) = [form for form in memory if form.get("type") == "string"]
-    sizes = ["512MB", "1 GiB", " 2kib ", "1.5GB", "0.5MB", "1", "10b", "12 parsecs", "0MB", "0"]
+    # Above the least `memory` there is (32 MiB, which the pattern cannot say), or refused.
+    sizes = ["512MB", "1 GiB", " 40000kib ", "1.5GB", "33554432", "40000000b", "12 parsecs"]
+    sizes += ["0MB", "0"]
     sizes += ["0.5", "0.5B", "", "MB", "1e3", "-1MB", "1..5MB", "00.000MB", "3 M B"]
     for size in sizes:
         accepted = _accepted(tmp_path, limits={"memory": size})
