@@ -97,10 +97,10 @@ EVENT = "plugin.event"
 CAPABILITY = "host.capability"
 """runner -> host request: a :class:`CapabilityRequest`; answered with the capability's result."""
 SET_LOG_LEVEL = "runner.set_log_level"
-#: host -> runner: a plugin's new configuration (:class:`ConfigChange`); answers True when
-#: the plugin took it live (its ``on_config``), False when it must restart to take it.
-SET_CONFIG = "runner.set_config"
 """host -> runner request: a :class:`LogLevelChange`; filtering then happens at the source."""
+SET_CONFIG = "runner.set_config"
+"""host -> runner request: a plugin's new configuration (:class:`ConfigChange`); answers True
+when the plugin took it live (its ``on_config``), False when it must restart to take it."""
 
 # Exit codes of the runner that carry a meaning for the supervisor.
 EXIT_BAD_BOOTSTRAP = 2
