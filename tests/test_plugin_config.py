@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,21 @@ async def test_host_overrides_merge_over_the_manifest(tmp_path: Path) -> None:
         await host.wait_ready(20)
         state = await host.call("configured", "state")
     assert state["config"] == {"greeting": "Hello", "limits": {"retries": 9, "timeout": 1.5}}
+
+
+@pytest.mark.parametrize("timeout", [math.inf, -math.inf, math.nan])
+async def test_a_float_json_cannot_say_reaches_setup_as_it_is(
+    tmp_path: Path, timeout: float
+) -> None:
+    """TOML floats may be nan or inf; the runner's start (a JSON line) carries them intact."""
+    overrides = {"configured": {"limits": {"timeout": timeout}}}
+    async with Host(
+        plugins_dir(tmp_path, "configured"), config=FAST, plugin_config=overrides
+    ) as host:
+        await host.wait_ready(20)
+        state = await host.call("configured", "state")
+    received = state["config"]["limits"]["timeout"]
+    assert repr(received) == repr(timeout)
 
 
 async def test_a_bad_config_fails_the_plugin_naming_the_plugin_and_the_field(

@@ -21,6 +21,7 @@ and have defaults.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -159,10 +160,28 @@ class PluginEntry(msgspec.Struct, frozen=True):
     #: Host capabilities the plugin may call; the host checks again on its side.
     capabilities: tuple[str, ...] = ()
     #: The plugin's configuration: its manifest's ``[config]`` with the host's overrides,
-    #: validated in the runner against the schema the plugin declares.
-    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: validated in the runner against the schema the plugin declares. Packed as msgpack
+    #: (:func:`pack_config`; base64 in the JSON line): JSON has no NaN or infinity, which a
+    #: TOML float may be.
+    packed_config: bytes = b""
     #: More folders for ``sys.path`` (absolute), after ``path``: the manifest's ``sys_path``.
     sys_path: tuple[str, ...] = ()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration, unpacked."""
+        if not self.packed_config:
+            return {}
+        config: dict[str, Any] = _config_decoder.decode(self.packed_config)
+        return config
+
+
+_config_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def pack_config(config: Mapping[str, Any]) -> bytes:
+    """``config`` as :attr:`PluginEntry.packed_config` carries it."""
+    return msgspec.msgpack.encode(dict(config))
 
 
 class Bootstrap(msgspec.Struct, frozen=True):

@@ -57,8 +57,6 @@ def check_overrides(plugin_id: str, config: object) -> dict[str, Any]:
     _check_keys(plugin_id, config, "config", 0)
     try:
         _encoder.encode(config)
-        # The runner's bootstrap is JSON: what it cannot carry must be refused here too.
-        msgspec.json.encode(config)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         where = locate_unencodable(config, "config") or str(exc)
         raise UnencodableValue(

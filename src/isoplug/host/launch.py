@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry
+from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry, pack_config
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import Manifest
@@ -111,7 +111,7 @@ def plugin_entry(manifest: Manifest) -> PluginEntry:
         entry=manifest.entry,
         log_level=manifest.log_level,
         capabilities=manifest.capabilities,
-        config=dict(manifest.config),
+        packed_config=pack_config(manifest.config),
         sys_path=tuple(str(path) for path in manifest.sys_path),
     )
 
