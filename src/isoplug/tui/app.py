@@ -80,19 +80,24 @@ class PluginDashboard(App[None]):
         self._pending_levels: dict[str, int] = {}
         self._received: dict[str, tuple[int, float]] = {}
         self.rows: dict[str, PluginRow] = {}
+        # Held, not queried: a timer or worker that runs while the app shuts down (its screen
+        # already gone) then works on detached widgets instead of failing.
+        self.table: DataTable[str] = DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
+        self.pane = LogPane(feed, self.filter, id="log")
+        self._status = Static(id="status")
 
     # -- layout and timers ------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table: DataTable[str] = DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
+        table = self.table
         for key, heading, width in COLUMNS:
             # A heading as wide as the column's usual values keeps the column from narrowing
             # (an auto-width column is as wide as its heading at least); longer values widen it.
             table.add_column(heading.ljust(width), key=key)
         yield table
-        yield Static(id="status")
-        yield LogPane(self.feed, self.filter, id="log")
+        yield self._status
+        yield self.pane
         yield Input(placeholder="filter the log pane by text (/, then Enter)", id="filter")
         yield Footer()
 
@@ -102,7 +107,7 @@ class PluginDashboard(App[None]):
         self._update_status()
         self.set_interval(TABLE_INTERVAL, self.refresh_table)
         self.set_interval(LOG_INTERVAL, self.show_new_lines)
-        self.query_one(DataTable).focus()
+        self.table.focus()
         if self._stop is not None:
             self.run_worker(self._exit_when_stopped(self._stop), group="stop")
 
@@ -114,7 +119,7 @@ class PluginDashboard(App[None]):
     # -- the table ------------------------------------------------------------------------
 
     def refresh_table(self) -> None:
-        table: DataTable[str] = self.query_one(DataTable)
+        table = self.table
         now = time.monotonic()
         pids: set[int] = set()
         seen: set[str] = set()
@@ -159,17 +164,13 @@ class PluginDashboard(App[None]):
         self._update_status()
 
     def selected_plugin(self) -> str | None:
-        table: DataTable[str] = self.query_one(DataTable)
+        table = self.table
         if table.row_count == 0:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return row_key.value
 
     # -- the log pane ---------------------------------------------------------------------
-
-    @property
-    def pane(self) -> LogPane:
-        return self.query_one(LogPane)
 
     def show_new_lines(self) -> None:
         self.pane.show_new()
@@ -197,7 +198,7 @@ class PluginDashboard(App[None]):
                 )
                 + f": the pane keeps the last {self.feed.capacity})"
             )
-        self.query_one("#status", Static).update(Text(text))
+        self._status.update(Text(text))
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -282,12 +283,12 @@ class PluginDashboard(App[None]):
         self.query_one(Input).focus()
 
     def action_focus_table(self) -> None:
-        self.query_one(DataTable).focus()
+        self.table.focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
         self.filter.text = message.value.strip()
         self._rerender()
-        self.query_one(DataTable).focus()
+        self.table.focus()
 
 
 def _next_level(level: int) -> int:
