@@ -30,3 +30,23 @@ def test_new_does_not_count_the_working_directory(
     monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
     monkeypatch.syspath_prepend("")
     assert main(["new", str(tmp_path / "weather_station")]) == 0
+
+
+def test_new_makes_missing_parent_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A newcomer's first command: `isoplug new plugs/greeter` where `plugs` does not exist yet.
+    monkeypatch.chdir(tmp_path)
+    assert main(["new", "plugs/greeter"]) == 0
+    assert (tmp_path / "plugs" / "greeter" / "plugin.toml").is_file()
+    assert (tmp_path / "plugs" / "greeter" / "greeter.py").is_file()
+
+
+def test_new_says_when_a_file_stands_where_a_folder_is_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "plugs").write_text("not a folder")
+    assert main(["new", str(tmp_path / "plugs" / "deeper" / "greeter")]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'plugs'} is a file, not a directory" in error
+    assert (tmp_path / "plugs").read_text() == "not a folder"

@@ -23,9 +23,11 @@ from textual.widgets import DataTable
 from isoplug import Host
 from isoplug.errors import IsoplugError
 from isoplug.testing import attached, eventually
-from isoplug.tui import PluginDashboard
+from isoplug.tui import PluginDashboard, feeding
 from isoplug.tui.log_feed import LogEntry, LogFeed, LogFilter
+from isoplug.tui.log_pane import RERENDER_LINES, LogPane
 from isoplug.tui.process_stats import ProcessSampler
+from isoplug.tui.rows import COLUMNS
 from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir
 
 SIZE = (200, 50)
@@ -88,6 +90,89 @@ async def test_shows_a_crash_and_restarts_the_selected_plugin_on_r(tmp_path: Pat
         # The row's process figures are read from the live runner.
         await eventually(lambda: cell(app, "echo", "rss").endswith("MiB"))
         await eventually(lambda: cell(app, "echo", "cpu").endswith("%"))
+
+
+def table_text(app: PluginDashboard) -> list[str]:
+    """The table's lines as drawn on screen."""
+    table: DataTable[str] = app.query_one(DataTable)
+    return [table.render_line(y).text for y in range(table.size.height)]
+
+
+async def test_table_cells_show_their_whole_values_when_they_grow(tmp_path: Path) -> None:
+    with attached(LogFeed()) as feed:
+        async with Host(plugins_dir(tmp_path, "echo"), config=FAST) as host:
+            await host.wait_ready(20)
+            await host.stop("echo")
+            app = PluginDashboard(host, feed)
+            async with app.run_test(size=SIZE) as pilot:
+                # The first row holds dashes: no pid, no uptime, no process figures.
+                await eventually(lambda: cell(app, "echo", "state") == "stopped")
+                assert cell(app, "echo", "pid") == "-"
+                await host.restart("echo")
+                pid = str(host.plugin("echo").pid)
+                await eventually(lambda: cell(app, "echo", "pid") == pid)
+                await eventually(lambda: cell(app, "echo", "rss").endswith("MiB"))
+                await pilot.pause()
+                row = next(line for line in table_text(app) if " echo " in line)
+                for key, _, _ in COLUMNS:
+                    assert cell(app, "echo", key) in row, (key, row)
+
+
+async def test_level_key_starts_from_the_level_the_plugin_runs_at(tmp_path: Path) -> None:
+    # printer's manifest says log_level = "DEBUG": the first `l` goes to INFO, not WARNING.
+    async with dashboard(tmp_path, "printer") as (host, app, pilot):
+        await eventually(lambda: cell(app, "printer", "level") == "DEBUG")
+        await select(app, "printer")
+        await pilot.press("l")
+        await eventually(lambda: shown(app, "printer now logs at INFO"))
+        assert host.log_level("printer") == logging.INFO
+        await eventually(lambda: cell(app, "printer", "level") == "INFO")
+        await pilot.press("l")
+        await eventually(lambda: shown(app, "printer now logs at WARNING"))
+        assert host.log_level("printer") == logging.WARNING
+
+
+async def test_a_flooding_plugin_gets_a_bounded_share_of_each_refresh(tmp_path: Path) -> None:
+    with attached(LogFeed()) as feed:
+        async with Host(plugins_dir(tmp_path, "printer"), config=FAST) as host:
+            await host.wait_ready(20)
+            # Before the view opens: more lines than the feed keeps, all new to the pane.
+            await host.call("printer", "flood", 20_000)
+            await eventually(lambda: any(e.message == "flood 19999" for e in feed.entries()))
+            app = PluginDashboard(host, feed)
+            async with app.run_test(size=SIZE) as pilot:
+                pane = app.query_one(LogPane)
+                bound = pane.lines_per_refresh()
+                await eventually(lambda: shown(app, "flood 19999"))
+                assert shown(app, "lines skipped")
+                assert shown(app, "more gone from the buffer")
+                # One refresh's worth, not the 5,000 kept records (plus the host's few lines).
+                assert len(app.pane_lines()) <= bound + 20
+                # A flood while the view runs: no refresh renders more than the bound.
+                await host.call("printer", "flood", 30_000)
+                await eventually(lambda: shown(app, "flood 29999"))
+                assert pane.recent_writes and max(pane.recent_writes) <= bound
+                # A re-render (a filter changed) is bounded too.
+                await pilot.press("v")
+                assert app.filter.level == logging.INFO
+                assert len(app.pane_lines()) <= RERENDER_LINES + 5
+
+
+def test_feeding_lets_through_what_the_pane_needs_and_restores_the_levels() -> None:
+    root, plugins = logging.getLogger(), logging.getLogger("plugin")
+    saved = root.level, plugins.level
+    root.setLevel(logging.WARNING)  # as in a program that never configured logging
+    plugins.setLevel(logging.NOTSET)
+    try:
+        with feeding(LogFeed()) as feed:
+            logging.getLogger("isoplug.host").info("host info")
+            logging.getLogger("plugin.chatty").debug("plugin debug")
+            logging.getLogger("isoplug.host").debug("host debug")
+        assert [e.message for e in feed.entries()] == ["host info", "plugin debug"]
+        assert (root.level, plugins.level) == (logging.WARNING, logging.NOTSET)
+    finally:
+        root.setLevel(saved[0])
+        plugins.setLevel(saved[1])
 
 
 async def test_level_key_sets_the_plugin_level_in_its_runner(tmp_path: Path) -> None:

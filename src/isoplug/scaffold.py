@@ -122,14 +122,19 @@ def new_plugin(path: Path) -> list[Path]:
         )
     if path.exists():
         raise ScaffoldError(f"{path} already exists; choose another name or remove it")
-    if not path.parent.is_dir():
-        raise ScaffoldError(f"{path.parent} is not a directory")
+    # A missing parent is made (as `mkdir -p` would); a file in its place is not replaced.
+    blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ScaffoldError(
+            f"{blocking} is a file, not a directory: the plugin folder cannot be made under it; "
+            "choose another place"
+        )
     cls = "".join(part.capitalize() for part in name.split("_") if part) or name
     if cls == name:
         cls += "Plugin"
     title = name.replace("_", " ").capitalize()
     fields = {"name": name, "cls": cls, "title": title}
-    path.mkdir()
+    path.mkdir(parents=True)
     files = {
         "plugin.toml": _MANIFEST,
         f"{name}.py": _CODE,

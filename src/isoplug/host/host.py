@@ -394,6 +394,12 @@ class Host:
         await self._supervisor(plugin_id).stop(failed_too=self._life is _Life.RUNNING)
         return self.plugin(plugin_id)
 
+    def log_level(self, plugin_id: str) -> int:
+        """The level ``plugin_id`` runs at (its whole plugin, as a number): the one
+        :meth:`set_log_level` gave it last, else ``config.log_level``, else its manifest's
+        ``log_level``. Raises :class:`PluginUnavailable` for an unknown plugin."""
+        return self._supervisor(plugin_id).log_level(plugin_id)
+
     async def set_log_level(
         self, plugin_id: str, level: int | str, logger: str | None = None
     ) -> None:

@@ -55,6 +55,11 @@ class LogLevels:
         """``manifests``, each with the level its plugin runs at, for the bootstrap."""
         return [dataclasses.replace(m, log_level=self._level_text(m)) for m in manifests]
 
+    def level_of(self, manifest: Manifest) -> int:
+        """The level ``manifest``'s plugin runs at (or will, once started)."""
+        level = self._plugins.get(manifest.id, self._default)
+        return level_number(manifest.log_level) if level is None else level
+
     def changes(self) -> list[LogLevelChange]:
         """Every level set at runtime, to send to a runner that has just become ready."""
         return [

@@ -206,6 +206,10 @@ class RunnerSupervisor:
     def _peer(self) -> Peer | None:
         return None if self._life is None else self._life.peer
 
+    def log_level(self, plugin: str) -> int:
+        """The level ``plugin`` runs at: see :mod:`isoplug.host.levels`."""
+        return self._log_levels.level_of(self.manifests[plugin])
+
     async def set_log_level(self, level: int, *, plugin: str = "", logger: str = "") -> None:
         """Set the level of the whole ``plugin``, or of ``logger`` (``""``: the runner's root),
         in the runner, now (if it runs) and after every restart, so that disabled records cost

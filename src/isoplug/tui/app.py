@@ -1,9 +1,9 @@
 """``isoplug run --tui``: a live, full-screen view of a running host, built on Textual.
 
-One table row per plugin (state, pid, uptime, restarts, last exit, records/s, drops, RSS,
-CPU) above a log pane that follows every plugin or one, filtered by level and by text. Keys
-act on the plugin selected in the table: restart it, change its log level (in its runner),
-pause its lines in the pane.
+One table row per plugin (state, log level, pid, uptime, restarts, last exit, records/s,
+drops, RSS, CPU) above a log pane that follows every plugin or one, filtered by level and by
+text (see :mod:`isoplug.tui.log_pane`). Keys act on the plugin selected in the table: restart
+it, change its log level (in its runner), pause its lines in the pane.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from isoplug.errors import IsoplugError
 from isoplug.host.host import Host
-from isoplug.host.levels import level_number
-from isoplug.tui.log_feed import LogEntry, LogFeed, LogFilter
+from isoplug.tui.log_feed import LogFeed, LogFilter
+from isoplug.tui.log_pane import LogPane
 from isoplug.tui.process_stats import ProcessSampler
 from isoplug.tui.rows import COLUMNS, PluginRow
 
@@ -32,12 +31,6 @@ _log = logging.getLogger("isoplug.tui")
 
 #: The levels ``l`` (a plugin's level) and ``v`` (the pane's lowest level) cycle through.
 LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
-_LEVEL_STYLES = {
-    logging.DEBUG: "dim",
-    logging.WARNING: "yellow",
-    logging.ERROR: "red",
-    logging.CRITICAL: "bold red",
-}
 #: How often the table is refreshed, and the log pane takes new records, in seconds.
 TABLE_INTERVAL = 1.0
 LOG_INTERVAL = 0.1
@@ -82,22 +75,29 @@ class PluginDashboard(App[None]):
         self.sampler = ProcessSampler()
         if title is not None:
             self.sub_title = title
-        #: The level set for each plugin from this view (plugins start at the host's level).
-        self.plugin_levels: dict[str, int] = {}
+        #: Levels set from this view and not yet taken by the host (``l`` pressed again
+        #: before the first press reached it cycles on from the pressed level).
+        self._pending_levels: dict[str, int] = {}
         self._received: dict[str, tuple[int, float]] = {}
-        self._shown_serial = 0
         self.rows: dict[str, PluginRow] = {}
+        # Held, not queried: a timer or worker that runs while the app shuts down (its screen
+        # already gone) then works on detached widgets instead of failing.
+        self.table: DataTable[str] = DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
+        self.pane = LogPane(feed, self.filter, id="log")
+        self._status = Static(id="status")
 
     # -- layout and timers ------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table: DataTable[str] = DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
-        for key, heading in COLUMNS:
-            table.add_column(heading, key=key)
+        table = self.table
+        for key, heading, width in COLUMNS:
+            # A heading as wide as the column's usual values keeps the column from narrowing
+            # (an auto-width column is as wide as its heading at least); longer values widen it.
+            table.add_column(heading.ljust(width), key=key)
         yield table
-        yield Static(id="status")
-        yield RichLog(id="log", wrap=True, max_lines=self.feed.capacity, markup=False)
+        yield self._status
+        yield self.pane
         yield Input(placeholder="filter the log pane by text (/, then Enter)", id="filter")
         yield Footer()
 
@@ -107,7 +107,7 @@ class PluginDashboard(App[None]):
         self._update_status()
         self.set_interval(TABLE_INTERVAL, self.refresh_table)
         self.set_interval(LOG_INTERVAL, self.show_new_lines)
-        self.query_one(DataTable).focus()
+        self.table.focus()
         if self._stop is not None:
             self.run_worker(self._exit_when_stopped(self._stop), group="stop")
 
@@ -119,7 +119,7 @@ class PluginDashboard(App[None]):
     # -- the table ------------------------------------------------------------------------
 
     def refresh_table(self) -> None:
-        table: DataTable[str] = self.query_one(DataTable)
+        table = self.table
         now = time.monotonic()
         pids: set[int] = set()
         seen: set[str] = set()
@@ -140,12 +140,20 @@ class PluginDashboard(App[None]):
                 if before is not None and now > before[1]:
                     rate = (metrics.received - before[0]) / (now - before[1])
                 self._received[info.id] = (metrics.received, now)
-            row = PluginRow.build(info, metrics=metrics, records_per_second=rate, process=process)
+            row = PluginRow.build(
+                info,
+                metrics=metrics,
+                records_per_second=rate,
+                process=process,
+                level=self._level_of(info.id),
+            )
             if info.id not in self.rows:
                 table.add_row(*row.cells(), key=info.id)
             elif row != self.rows[info.id]:
-                for (key, _), value in zip(COLUMNS, row.cells(), strict=True):
-                    table.update_cell(info.id, key, value)
+                for (key, _, _), value in zip(COLUMNS, row.cells(), strict=True):
+                    # update_width: a value longer than the column's (a pid of 7 digits where
+                    # the first row had "-") widens it rather than being cut short.
+                    table.update_cell(info.id, key, value, update_width=True)
             self.rows[info.id] = row
         # Plugins removed by a hot reload leave the table.
         for gone in set(self.rows) - seen:
@@ -153,9 +161,10 @@ class PluginDashboard(App[None]):
             del self.rows[gone]
             self._received.pop(gone, None)
         self.sampler.forget_except(pids)
+        self._update_status()
 
     def selected_plugin(self) -> str | None:
-        table: DataTable[str] = self.query_one(DataTable)
+        table = self.table
         if table.row_count == 0:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
@@ -164,30 +173,32 @@ class PluginDashboard(App[None]):
     # -- the log pane ---------------------------------------------------------------------
 
     def show_new_lines(self) -> None:
-        entries = self.feed.entries(self._shown_serial)
-        if entries:
-            self._shown_serial = entries[-1].serial
-            self._write(entries)
+        self.pane.show_new()
 
-    def _rerender(self) -> None:
-        pane = self.query_one(RichLog)
-        pane.clear()
-        self._write(self.feed.entries())
+    def _rerender(self, notes: tuple[str, ...] = ()) -> None:
+        self.pane.rerender(notes)
         self._update_status()
-
-    def _write(self, entries: Iterable[LogEntry]) -> None:
-        pane = self.query_one(RichLog)
-        for entry in entries:
-            if self.filter.accepts(entry):
-                # Text, never markup: a plugin's "[bold]" is shown as it was written.
-                pane.write(Text(entry.line(), style=_LEVEL_STYLES.get(entry.levelno, "")))
 
     def pane_lines(self) -> list[str]:
         """The lines the log pane holds now (as wrapped on screen)."""
-        return [strip.text for strip in self.query_one(RichLog).lines]
+        return [strip.text for strip in self.pane.lines]
 
     def _update_status(self) -> None:
-        self.query_one("#status", Static).update(Text(" " + self.filter.describe()))
+        text = " " + self.filter.describe()
+        lost = {
+            plugin: self.feed.lost_after(serial) for plugin, serial in self.filter.paused.items()
+        }
+        if any(lost.values()):
+            text += (
+                " ("
+                + ", ".join(
+                    f"{count} records since {plugin}'s pause no longer kept"
+                    for plugin, count in sorted(lost.items())
+                    if count
+                )
+                + f": the pane keeps the last {self.feed.capacity})"
+            )
+        self._status.update(Text(text))
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -211,9 +222,11 @@ class PluginDashboard(App[None]):
         plugin = self.selected_plugin()
         if plugin is None:
             return
-        current = self.plugin_levels.get(plugin, self._host_level())
+        current = self._level_of(plugin)
+        if current is None:
+            return
         level = _next_level(current)
-        self.plugin_levels[plugin] = level
+        self._pending_levels[plugin] = level
         self.run_worker(self._set_level(plugin, level), group="level")
 
     async def _set_level(self, plugin: str, level: int) -> None:
@@ -222,22 +235,38 @@ class PluginDashboard(App[None]):
         except (TimeoutError, IsoplugError) as exc:
             _log.error("setting %s's log level failed: %s", plugin, exc)
             return
+        finally:
+            if self._pending_levels.get(plugin) == level:
+                del self._pending_levels[plugin]
         _log.info("%s now logs at %s and above", plugin, logging.getLevelName(level))
+        self.refresh_table()
 
-    def _host_level(self) -> int:
-        # None: each plugin's manifest says, which this view does not know; INFO is the default.
-        name = self.host.config.log_level
-        return level_number(name) if name is not None else logging.INFO
+    def _level_of(self, plugin: str) -> int | None:
+        """The level ``plugin`` runs at (its manifest's, or what the host was told last)."""
+        pending = self._pending_levels.get(plugin)
+        if pending is not None:
+            return pending
+        try:
+            return self.host.log_level(plugin)
+        except IsoplugError:
+            return None  # removed by a hot reload meanwhile
 
     def action_toggle_pause(self) -> None:
         plugin = self.selected_plugin()
         if plugin is None:
             return
         if plugin in self.filter.paused:
-            del self.filter.paused[plugin]
-            self._rerender()
+            lost = self.feed.lost_after(self.filter.paused.pop(plugin))
+            notes: tuple[str, ...] = ()
+            if lost:
+                notes = (
+                    f"… {lost} records that came while {plugin} was paused are no longer kept "
+                    f"(the pane keeps the last {self.feed.capacity}): its lines among them "
+                    "are not shown",
+                )
+            self._rerender(notes)
         else:
-            self.filter.paused[plugin] = self._shown_serial
+            self.filter.paused[plugin] = self.pane.shown_serial
             self._update_status()
 
     def action_toggle_follow(self) -> None:
@@ -254,12 +283,12 @@ class PluginDashboard(App[None]):
         self.query_one(Input).focus()
 
     def action_focus_table(self) -> None:
-        self.query_one(DataTable).focus()
+        self.table.focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
         self.filter.text = message.value.strip()
         self._rerender()
-        self.query_one(DataTable).focus()
+        self.table.focus()
 
 
 def _next_level(level: int) -> int:

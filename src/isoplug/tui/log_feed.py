@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import threading
 import time
 
-__all__ = ["LogEntry", "LogFeed", "LogFilter", "source_of"]
+__all__ = ["Fresh", "LogEntry", "LogFeed", "LogFilter", "source_of"]
 
 #: How many records the pane keeps to re-show when a filter changes.
 DEFAULT_CAPACITY = 5000
@@ -37,6 +38,18 @@ class LogEntry:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.created))
         stamp += f".{int(self.created * 1000) % 1000:03d}"
         return f"{stamp} {self.plugin or 'isoplug':<13} {self.label:<8} {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fresh:
+    """What a feed holds after a serial (see :meth:`LogFeed.since`)."""
+
+    #: The kept entries after the serial, oldest first.
+    entries: list[LogEntry]
+    #: How many entries after the serial had already left the buffer (of any plugin).
+    lost: int
+    #: The serial of the newest entry: the next look starts after it.
+    last_serial: int
 
 
 def source_of(record: logging.LogRecord) -> tuple[str | None, str]:
@@ -73,6 +86,24 @@ class LogFeed(logging.Handler):
             self._entries.append(
                 LogEntry(self._serial, record.created, plugin, record.levelno, label, message)
             )
+
+    def since(self, after: int) -> Fresh:
+        """The entries after serial ``after``, and how many of them are no longer kept.
+
+        Serials are consecutive, so the lock is held only to copy the newest entries, never to
+        scan the whole buffer: the log threads appending to it are not held up."""
+        with self._guard:
+            newest = self._serial
+            wanted = min(max(newest - after, 0), len(self._entries))
+            taken = list(itertools.islice(reversed(self._entries), wanted))
+        taken.reverse()
+        return Fresh(taken, max(newest - after - len(taken), 0), newest)
+
+    def lost_after(self, serial: int) -> int:
+        """How many entries after ``serial`` have already left the buffer."""
+        with self._guard:
+            oldest_kept = self._serial - len(self._entries) + 1
+        return max(oldest_kept - 1 - serial, 0)
 
     def entries(self, after: int = 0) -> list[LogEntry]:
         """The kept entries with a serial above ``after``, oldest first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from isoplug.host.status import ExitAccount, PluginInfo
 from isoplug.logs.metrics import LogMetrics
@@ -10,18 +11,21 @@ from isoplug.tui.process_stats import ProcessSample
 
 __all__ = ["COLUMNS", "PluginRow", "describe_exit", "format_bytes", "format_duration"]
 
-#: (key, heading) of the table's columns, in order.
+#: (key, heading, width) of the table's columns, in order. The width holds the longest value
+#: the column usually shows (a 7-digit pid, ``restarting``, ``SIGKILL (host)``, ``1023.9
+#: MiB``), so that columns do not jump as values change; a longer value widens its column.
 COLUMNS = (
-    ("plugin", "plugin"),
-    ("state", "state"),
-    ("pid", "pid"),
-    ("uptime", "uptime"),
-    ("restarts", "restarts"),
-    ("last_exit", "last exit"),
-    ("rate", "records/s"),
-    ("drops", "drops"),
-    ("rss", "RSS"),
-    ("cpu", "CPU"),
+    ("plugin", "plugin", 6),
+    ("state", "state", 10),
+    ("level", "level", 8),
+    ("pid", "pid", 7),
+    ("uptime", "uptime", 7),
+    ("restarts", "restarts", 8),
+    ("last_exit", "last exit", 14),
+    ("rate", "records/s", 9),
+    ("drops", "drops", 5),
+    ("rss", "RSS", 10),
+    ("cpu", "CPU", 5),
 )
 
 
@@ -29,6 +33,8 @@ COLUMNS = (
 class PluginRow:
     plugin: str
     state: str
+    #: The level the plugin runs at (``DEBUG``...), or ``-`` when unknown.
+    level: str
     pid: str
     uptime: str
     restarts: str
@@ -46,11 +52,13 @@ class PluginRow:
         metrics: LogMetrics | None,
         records_per_second: float | None,
         process: ProcessSample | None,
+        level: int | None = None,
     ) -> PluginRow:
         drops = sum(metrics.dropped.values()) if metrics is not None else None
         return cls(
             plugin=info.id,
             state=info.state.value,
+            level=logging.getLevelName(level) if level is not None else "-",
             pid=str(info.pid) if info.pid is not None else "-",
             uptime=(
                 format_duration(process.uptime)
@@ -70,7 +78,7 @@ class PluginRow:
         )
 
     def cells(self) -> tuple[str, ...]:
-        return tuple(getattr(self, key) for key, _ in COLUMNS)
+        return tuple(getattr(self, key) for key, _, _ in COLUMNS)
 
 
 def describe_exit(account: ExitAccount | None) -> str:
