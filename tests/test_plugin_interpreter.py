@@ -278,3 +278,15 @@ async def test_the_stderr_quote_is_capped(tmp_path: Path) -> None:
     quote = error.partition("its stderr ended with: ")[2]
     assert "line 199 " in quote and "line 150 " not in quote
     assert len(quote) < 1700
+
+
+async def test_what_a_false_interpreter_prints_is_quoted_sanitized(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    liar = tmp_path / "liar"
+    liar.write_text("#!/bin/sh\nprintf 'isoplug-probe version 3.\\033[2J11.0\\n'\nexit 0\n")
+    liar.chmod(0o755)
+    write_plugin(plugins, "liar", REPORTER, f'python = "{liar}"')
+    error, restarts = await failed_error(plugins, "liar")
+    assert restarts == 0
+    assert "is not a Python interpreter" in error
+    assert "\x1b" not in error

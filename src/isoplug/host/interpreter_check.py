@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 from isoplug.host.stderr_tail import quote_lines
@@ -37,6 +38,8 @@ _PROBE = """\
 import sys
 sys.stdout.write("isoplug-probe version %d.%d.%d\\n" % tuple(sys.version_info[:3]))
 sys.stdout.flush()
+if sys.path and sys.path[0] == "":
+    del sys.path[0]  # -c's working directory: a runner has none on its sys.path
 if sys.version_info[:2] >= MIN_VERSION:
     for name in ("msgspec", "isoplug.runner.session"):
         try:
@@ -49,7 +52,7 @@ if sys.version_info[:2] >= MIN_VERSION:
         sys.stdout.write("isoplug-probe ok\\n")
 """.replace("MIN_VERSION", repr(MIN_VERSION))
 
-_VERSION_PREFIX = "isoplug-probe version "
+_VERSION_LINE = re.compile(r"isoplug-probe version (\d{1,4}\.\d{1,4}\.\d{1,4})")
 _MISSING_PREFIX = "isoplug-probe missing "
 
 #: (path, mtime_ns, size) of interpreters that passed.
@@ -103,7 +106,8 @@ async def _probe(python: str, env: Mapping[str, str], timeout: float) -> str | N
         await process.wait()
         raise
     lines = out[:_MAX_OUTPUT].decode("utf-8", "replace").splitlines()
-    version = next((x[len(_VERSION_PREFIX) :] for x in lines if x.startswith(_VERSION_PREFIX)), "")
+    # Strictly digits: the version is quoted, and a program that is not Python prints anything.
+    version = next((m[1] for x in lines if (m := _VERSION_LINE.fullmatch(x))), "")
     if not version:
         said = _quote(err) or _quote(out)
         return (
@@ -111,10 +115,7 @@ async def _probe(python: str, env: Mapping[str, str], timeout: float) -> str | N
             f"{process.returncode}" + (f" and said: {said}" if said else " and said nothing")
         )
     named = f"is Python {version}"
-    try:
-        numbers = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        numbers = (0, 0)
+    numbers = tuple(int(part) for part in version.split(".")[:2])
     if numbers < MIN_VERSION:
         return f"{named}; a runner needs Python >= {'.'.join(map(str, MIN_VERSION))}"
     if "isoplug-probe ok" in lines:
