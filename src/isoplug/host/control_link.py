@@ -88,10 +88,12 @@ class ControlLink:
         if life is None or process is None:
             return f"runner {self.runner_id}: no runner process is starting"
         if credentials is not None and credentials.pid != process.pid:
-            return (
+            # It had the runner's token: the runner's account of an early exit tells this.
+            life.refused = refused = (
                 f"runner {self.runner_id}: the control connection comes from pid "
                 f"{credentials.pid}, not from the runner (pid {process.pid})"
             )
+            return refused
         if life.peer is not None:
             return f"runner {self.runner_id}: the runner's control connection is already open"
         return None

@@ -10,7 +10,10 @@ runner gets:
 2. the host's variables that its plugins' ``inherit_environment`` names or matches
    (``["DATABASE_URL", "AWS_*"]``), and those of ``SupervisorConfig.inherit_environment``;
 3. its plugins' ``[environment]`` tables;
-4. what isoplug needs (unbuffered output, isoplug's own import path, the runner tag).
+4. what isoplug needs (unbuffered output, isoplug's own import path, the runner tag). The
+   import path is the folder the host imports isoplug from, or, for a runner with an
+   interpreter of its own, a folder holding isoplug alone (:mod:`isoplug.host.isoplug_link`):
+   the host's other packages never shadow that interpreter's.
 
 ``[environment]`` values are passed as written: a relative path in one (``PYTHONPATH =
 "lib"``) is relative to the runner's working directory, the host's, not to the plugin's
@@ -26,8 +29,8 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
+from isoplug.host.isoplug_link import host_package_root, isoplug_only_folder
 from isoplug.host.manifest import Manifest
 
 __all__ = ["BASE_VARIABLES", "runner_environment"]
@@ -96,8 +99,10 @@ def runner_environment(
         env.update(manifest.environment)
     # print() in a plugin must reach the host line by line, not in 8 KiB blocks at exit.
     env["PYTHONUNBUFFERED"] = "1"
-    # The runner imports isoplug from wherever this host imported it (a source checkout too).
-    package_root = str(Path(__file__).resolve().parents[2])
+    # The runner imports isoplug from wherever this host imported it (a source checkout too);
+    # an interpreter of the plugin's own gets isoplug alone, not the host's site-packages.
+    own_python = any(m.python is not None for m in manifests)
+    package_root = isoplug_only_folder() if own_python else host_package_root()
     paths = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
     if package_root not in paths:
         env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import signal
@@ -39,20 +40,28 @@ from isoplug.control import (
 from isoplug.errors import IsoplugError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.environment import runner_environment
 from isoplug.host.health import Finding, HealthWatch, health_tick
-from isoplug.host.launch import launch_runner
+from isoplug.host.interpreter_check import check_interpreter
+from isoplug.host.launch import launch_runner, runner_python
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.status import ExitAccount
+from isoplug.host.stderr_tail import StderrTail
+from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
 
 __all__ = ["OnReady", "RunnerLife"]
 
 _log = logging.getLogger("isoplug.host")
+
+_BEFORE_READY = "it exited before reporting ready"
+#: The start of what isoplug's runner prints when it cannot read its bootstrap.
+_BAD_BOOTSTRAP_SAID = "isoplug runner: expected a bootstrap line"
 
 OnReady = Callable[[ReadyReport, RunnerProcess], Awaitable[tuple[bool, str | None]]]
 """``on_ready(report, process)``: the supervisor takes the ready report of ``process``; returns
@@ -95,6 +104,9 @@ class RunnerLife:
         self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Why the host refused a control connection that had this runner's token (set by
+        #: :mod:`isoplug.host.control_link`); quoted when the runner exits before ready.
+        self.refused: str | None = None
 
     @contextlib.contextmanager
     def calling(self) -> Iterator[None]:
@@ -130,9 +142,22 @@ class RunnerLife:
         """Run the runner of ``entries`` from spawn to exit; return its account (``restarts``:
         how many times the runner had been restarted before) and, when restarting cannot help,
         why."""
+        problem = await self._check_interpreter(entries)
+        if problem is not None or self._commands.pending is not None:
+            self.health.close()
+            if problem is None:
+                why = describe_command(self._commands.pending or "")
+                return ExitAccount(self.runner_id, 0, 0, 0.0, restarts, why), None
+            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
+            return account, "its interpreter cannot run a runner (checked again at its next start)"
         self.token = token = secrets.token_urlsafe(32)
         self.log_token = log_token = secrets.token_urlsafe(32)
         self.limits = LimitWatch(self.runner_id, runner_limits(entries))
+        tail = StderrTail()
+
+        def opened(pid: int) -> StdioDestination:
+            return dataclasses.replace(open_stdio(pid), stderr_tail=tail)
+
         try:
             process = await launch_runner(
                 self.runner_id,
@@ -142,7 +167,7 @@ class RunnerLife:
                 token=token,
                 log_token=log_token,
                 teardown_timeout=self._config.teardown_timeout,
-                open_stdio=open_stdio,
+                open_stdio=opened,
                 # Noted before the runner can read its bootstrap: its connections (control and
                 # logs) always find its pid known.
                 spawned=self._note_process,
@@ -157,7 +182,7 @@ class RunnerLife:
             self.health.close()
             self.process = None  # killed by the launch, if it got as far as spawning
             self.token = self.log_token = None
-            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, f"could not start: {exc}")
+            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, str(exc))
             return account, None
         except BaseException:
             self.process = None  # cancelled: killed by the launch
@@ -189,7 +214,22 @@ class RunnerLife:
                 )
             self.process = None
         returncode = process.exited.result()
-        if returncode == EXIT_BAD_BOOTSTRAP:
+        # What the runner wrote on stderr last says why it could not get going; only that is
+        # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
+        said = tail.quote() if reason == _BEFORE_READY else ""
+        if reason == _BEFORE_READY and self.refused is not None:
+            # A wrapper that runs the interpreter as its child, not in its place (exec).
+            hint = (
+                " (a wrapper script as `python` must exec the interpreter)"
+                if any(m.python is not None for m in entries)
+                else ""
+            )
+            reason = f"{reason}; the host refused its control connection: {self.refused}{hint}"
+        if said:
+            reason = f"{reason}; its stderr ended with: {said}"
+        if returncode == EXIT_BAD_BOOTSTRAP and _BAD_BOOTSTRAP_SAID in said:
+            # Only isoplug's runner says that; another program (a plugin's `python` that is
+            # not one) may exit with 2 for reasons of its own.
             permanent = "the runner could not read its bootstrap (an isoplug bug)"
         elif returncode == EXIT_NOTHING_LOADED and permanent is None:
             permanent = "no plugin could be loaded"
@@ -218,6 +258,29 @@ class RunnerLife:
         )
         return account, permanent
 
+    async def _check_interpreter(self, entries: Sequence[Manifest]) -> str | None:
+        """Why the interpreter that ``entries`` name cannot run their runner (see
+        :mod:`isoplug.host.interpreter_check`); None when it can, or when they name none (the
+        host's own runs the host). A stop or restart command cuts the check short."""
+        if all(m.python is None for m in entries):
+            return None
+        check = asyncio.ensure_future(
+            check_interpreter(
+                runner_python(entries),
+                [m.id for m in entries],
+                runner_environment(entries, self._config.inherit_environment),
+                self._config.ready_timeout,
+            )
+        )
+        try:
+            await self._commands.wait_with((check,), None)
+        finally:
+            if not check.done():
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+        # Cut short by a command: run() accounts for the runner it did not start.
+        return None if check.cancelled() else check.result()
+
     def _note_process(self, process: RunnerProcess) -> None:
         self.process = process
 
@@ -232,7 +295,7 @@ class RunnerLife:
             await self._shut_down(process)
             return describe_command(self._commands.pending), None
         if process.exited.done() and not ready.done():
-            return "it exited before reporting ready", None
+            return _BEFORE_READY, None
         if not done:
             why = f"not ready within {config.ready_timeout:g} s"
             await self._kill(process, why)

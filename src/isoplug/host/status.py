@@ -43,6 +43,7 @@ class ExitAccount:
     """How one runner process ended."""
 
     runner_id: str
+    #: 0: no process was started (``reason`` says why; ``returncode`` is a placeholder).
     pid: int
     #: As ``Popen.returncode``: the exit code, or minus the signal number.
     returncode: int
@@ -89,6 +90,11 @@ class ExitAccount:
         """One line: what happened, who sent the signal that ended it (as far as known), a
         hint for SIGSEGV, why, uptime. (Restarts are the supervisor's to tell: a count in an
         account would be stale by the next restart.)"""
+        if self.pid == 0:
+            # No process was started (it could not be, or the host would not): no exit to tell.
+            return f"runner {self.runner_id} did not start" + (
+                f"; {self.reason}" if self.reason else ""
+            )
         if not self.status_known:
             how = "ended"
         elif self.returncode >= 0:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.gil import yield_gil
@@ -35,10 +36,13 @@ class StdioDestination:
     """Where one runner process's output goes: ``replayer`` (in a Host, one with the runner's
     identity, shared rate limit and metrics of its own, see
     :meth:`~isoplug.host.logbridge.LogBridge.stdio_destination`) and ``finished``, called once
-    by the replay thread after the last record and report (the metrics are final then)."""
+    by the replay thread after the last record and report (the metrics are final then);
+    ``stderr_tail``, when given, keeps the last lines of stderr (see
+    :mod:`isoplug.host.stderr_tail`)."""
 
     replayer: LogReplayer
     finished: Callable[[], None] = lambda: None
+    stderr_tail: StderrTail | None = None
 
 
 class StdioReplay:
@@ -102,9 +106,12 @@ class StdioReplay:
 
     def _replay_items(self, items: list[Entry]) -> None:
         replayer = self._destination.replayer
+        tail = self._destination.stderr_tail
         records: list[LogRecordData] = []
         for entry in items:
             if entry[3] is not None:
+                if tail is not None and entry[0] == "stderr":
+                    tail.add(entry[2])
                 records.append(self._record_data(entry))
                 continue
             if records:

@@ -1,0 +1,87 @@
+"""The folder a runner with an interpreter of its own imports isoplug from: isoplug alone.
+
+A runner imports the host's copy of isoplug, so that host and runner speak the same protocol.
+The host's own interpreter finds it where the host did: the folder isoplug is imported from
+goes on the runner's ``PYTHONPATH`` (a source checkout's ``src``, or the host's
+``site-packages`` for a normal install, which that interpreter has anyway). A plugin's own
+interpreter (``python`` in its manifest) must not get that folder: for a normal install it is
+the host's whole ``site-packages``, and on ``PYTHONPATH`` it would come before the plugin's
+own ``site-packages``, so that the host's packages (msgspec built for another Python, any
+library the plugin's environment pins otherwise) would shadow the plugin's.
+
+Such a runner gets, instead, a private folder holding a single link, ``isoplug``, to the
+package the host imported: made once per host process (``0700``, in the temporary folder),
+removed at its exit. Its other imports (msgspec included) come from its own interpreter.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["host_package_root", "isoplug_only_folder"]
+
+_log = logging.getLogger("isoplug.host")
+
+_lock = threading.Lock()
+#: pid -> the folder made by that process (a forked child makes its own).
+_made: dict[int, str] = {}
+
+
+def host_package_root() -> str:
+    """The folder the host imports isoplug from (``site-packages``, or a checkout's ``src``)."""
+    return str(_package().parent)
+
+
+def isoplug_only_folder() -> str:
+    """A folder whose only entry is a link named ``isoplug`` to the host's isoplug package;
+    made at the first call of this process. Where links cannot be made (Windows without the
+    privilege), the host's package root, as before (with a warning, once)."""
+    with _lock:
+        made = _made.get(os.getpid())
+        if made is not None:
+            return made
+        try:
+            folder = tempfile.mkdtemp(prefix="isoplug-import-")
+        except OSError as exc:
+            return _fall_back(f"no temporary folder: {exc}")
+        try:
+            os.symlink(_package(), os.path.join(folder, "isoplug"), target_is_directory=True)
+        except OSError as exc:
+            os.rmdir(folder)
+            return _fall_back(f"no link could be made: {exc}")
+        atexit.register(_remove, folder, os.getpid())
+        _made[os.getpid()] = folder
+        return folder
+
+
+def _package() -> Path:
+    # isoplug/host/isoplug_link.py -> isoplug
+    return Path(__file__).resolve().parents[1]
+
+
+def _fall_back(why: str) -> str:
+    root = host_package_root()
+    _log.warning(
+        "runners with an interpreter of their own import isoplug from %s, which comes before "
+        "their own packages (%s)",
+        root,
+        why,
+    )
+    _made[os.getpid()] = root
+    return root
+
+
+def _remove(folder: str, owner: int) -> None:
+    if os.getpid() != owner:
+        return  # a forked child (the zygote's runners): the folder is its parent's
+    link = os.path.join(folder, "isoplug")
+    try:
+        os.unlink(link)
+        os.rmdir(folder)
+    except OSError as exc:
+        _log.warning("could not remove %s: %s", folder, exc)
