@@ -131,11 +131,14 @@ async def test_a_gil_held_past_the_grace_is_hung(tmp_path: Path) -> None:
         call = asyncio.ensure_future(host.call("laggard", "hold_gil", 60))
         info = await host.wait_for("laggard", restarted, timeout=20)
         assert info.last_exit is not None and info.last_exit.signal_name == "SIGKILL"
-        assert info.last_exit.reason == (
-            "killed by the host: no answer to a health check within 3 s (hung: no thread could "
-            "run Python)"
-        )
-        await waiter.wait_for("isoplug.host", "did not answer a health check within 3 s")
+        # On a loaded machine the time waited includes CPU wait, which the account says.
+        within = r"(3 s|\d+\.\d s, \d+\.\d s of it waiting for a CPU)"
+        assert re.fullmatch(
+            rf"killed by the host: no answer to a health check within {within} \(hung: no "
+            r"thread could run Python\)",
+            info.last_exit.reason,
+        ), info.last_exit.reason
+        await waiter.wait_for("isoplug.host", "did not answer a health check within")
         with pytest.raises(ConnectionBroken, match="crashed during 'hold_gil'"):
             await call
 
