@@ -53,13 +53,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from isoplug.host import descendants
 from isoplug.host.children import Child, SpawnedChild
-from isoplug.host.descendants import ProcessStat
+from isoplug.host.leftovers import Leftovers, end_leftovers
 from isoplug.host.oom import OomWatch
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import ForkedChild, Zygote
 
-__all__ = ["Leftovers", "RunnerProcess"]
+__all__ = ["RunnerProcess"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -81,50 +81,14 @@ STDIO_REPLAY_TIMEOUT = 5.0
 KILL_RETRY = 1.0
 #: How often the runner's process tree is recorded while it lives.
 _RECORD_INTERVAL = 1.0
-#: How many pids a report of leftover processes names.
-_PIDS_SHOWN = 10
 
 OpenStdio = Callable[[int], StdioDestination]
 """``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
 
 
-class Leftovers:
-    """Processes started by a runner's plugins that outlived it, and were killed."""
-
-    def __init__(self, runner_pid: int) -> None:
-        self._runner_pid = runner_pid
-        self.killed: dict[int, ProcessStat] = {}
-        #: The process group had members left, whoever they were (where /proc cannot say).
-        self.group = False
-
-    def __bool__(self) -> bool:
-        return self.group or bool(self.killed)
-
-    def describe(self) -> str:
-        """``"2 processes (pids 10, 11; 1 of them had left its process group: pid 11)"``."""
-        if not self.killed:
-            return "its process group"
-        pids = sorted(self.killed)
-        many = len(pids) > 1
-        text = f"{len(pids)} process{'es' if many else ''} (pid{'s' if many else ''} "
-        text += _pid_list(pids)
-        escaped = [p for p in pids if self.killed[p].pgid != self._runner_pid]
-        if escaped:
-            text += (
-                f"; {len(escaped)} of them had left its process group: "
-                f"pid{'s' if len(escaped) > 1 else ''} {_pid_list(escaped)}"
-            )
-        return text + ")"
-
-
 def _signal_label(signum: signal.Signals) -> str:
     """``"SIGKILL"``: a signal the host sends (its own value, not the runner's)."""
     return signal.Signals(signum).name
-
-
-def _pid_list(pids: list[int]) -> str:
-    shown = ", ".join(str(p) for p in pids[:_PIDS_SHOWN])
-    return shown + (f" and {len(pids) - _PIDS_SHOWN} more" if len(pids) > _PIDS_SHOWN else "")
 
 
 class RunnerProcess:
@@ -525,17 +489,7 @@ class RunnerProcess:
         return leftovers
 
     async def _end_leftovers(self, leftovers: Leftovers) -> None:
-        """Kill what the runner left behind (see :mod:`isoplug.host.descendants`), adding it to
-        ``leftovers``; its process group last, for anything /proc could not show."""
-        found = await asyncio.to_thread(
-            descendants.find_descendants, self.pid, self.tag, self._recorded
-        )
-        for stat in await asyncio.to_thread(descendants.end_processes, found):
-            leftovers.killed.setdefault(stat.pid, stat)
-        if self.signal_group(signal.SIGKILL) and not os.path.isdir("/proc/self"):
-            # Without /proc the group's word is all there is (with it, members the scan did
-            # not kill can only be exited ones, waiting to be reaped).
-            leftovers.group = True
+        await end_leftovers(leftovers, self.tag, self._recorded, self.signal_group)
 
 
 async def _fork(
