@@ -63,7 +63,6 @@ host's overrides, against it (see :mod:`isoplug.runner.loader`).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tomllib
@@ -75,10 +74,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from isoplug.control import ResourceLimits
-from isoplug.errors import IsoplugError
+from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
 from isoplug.sizes import parse_size
 from isoplug.validation import explain_validation_error
-from isoplug.wire.sanitize import clean_text
 
 __all__ = [
     "MANIFEST_NAME",
@@ -105,87 +103,6 @@ _MAX_MANIFEST_BYTES = 64 * 1024
 MAX_NESTING = 64
 #: TOML's integers are 64-bit signed; Python's parser reads any size, the wire takes 64 bits.
 _INT_RANGE = (-(2**63), 2**63 - 1)
-#: A message quotes a path and a value or two: generous, yet bounded whatever the file holds.
-_MAX_MESSAGE_CHARS = 8000
-
-
-class ManifestError(IsoplugError, ValueError):
-    """A ``plugin.toml`` is missing, unreadable or invalid; ``str()`` says where and why.
-
-    Everything in it comes from a plugin's folder (its path, its keys and values, msgspec's
-    words about them), so the message is built here, once, and passed through the sanitizer:
-    control characters are escapes and no line of it starts at column 0 but the first.
-    ``field`` is the key path as the file spells it; ``problem`` is sanitized like the message.
-    """
-
-    def __init__(self, path: Path, field: str | None, problem: str) -> None:
-        self.path = path
-        self.field = field
-        self.problem = clean_text(problem, _MAX_MESSAGE_CHARS)
-        # A folder name that is not UTF-8 holds lone surrogates: shown as \udcXX, not raw.
-        shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-        where = f"{shown}: field {field!r}" if field else shown
-        super().__init__(clean_text(f"{where}: {problem}", _MAX_MESSAGE_CHARS))
-
-
-@dataclasses.dataclass(frozen=True)
-class RestartPolicy:
-    """When and how fast a crashed runner is started again."""
-
-    policy: str = "on-failure"
-    #: More crashes than this within ``window`` seconds is a crash loop: the plugin is failed.
-    max_restarts: int = 5
-    window: float = 60.0
-    #: First delay before a restart; doubled after every crash, up to ``backoff_max``.
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-
-    def delay(self, consecutive_crashes: int) -> float:
-        """Seconds to wait before restart number ``consecutive_crashes`` (1 for the first)."""
-        exponent = max(0, consecutive_crashes - 1)
-        return float(min(self.backoff_max, self.backoff_initial * 2.0**exponent))
-
-
-@dataclasses.dataclass(frozen=True)
-class Manifest:
-    """A validated ``plugin.toml``; ``directory`` is the plugin's directory."""
-
-    id: str
-    version: str
-    entry: str
-    directory: Path
-    path: Path
-    description: str = ""
-    group: str | None = None
-    log_level: str = "INFO"
-    #: ``None``: isoplug's default (``isoplug.logs.handler.WRITE_THROUGH_RATE``).
-    log_write_through_rate: float | None = None
-    capabilities: tuple[str, ...] = ()
-    environment: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
-    restart: RestartPolicy = RestartPolicy()
-    #: Host environment variables the runner gets besides the basics (names or ``fnmatch``
-    #: patterns); True: the whole host environment. See :mod:`isoplug.host.environment`.
-    inherit_environment: tuple[str, ...] | bool = ()
-    #: The interpreter of the plugin's runner (absolute); None: the host's.
-    python: Path | None = None
-    #: Folders put on the runner's ``sys.path`` after the plugin's own (absolute).
-    sys_path: tuple[Path, ...] = ()
-    #: Under hot reload, a changed file in the plugin's folder restarts it when its path
-    #: (relative to the folder) matches one of these, as :meth:`pathlib.PurePath.match` does.
-    reload_on: tuple[str, ...] = ("*.py",)
-    #: The ``[config]`` table as TOML gave it (validated by the plugin's schema, in its
-    #: runner).
-    config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
-    #: ``"fork"``: forked from the host's zygote, which has imported the runner stack already
-    #: (where the platform allows it; elsewhere spawned); ``"spawn"``: a fresh interpreter.
-    start: str = "fork"
-    #: The ``[limits]`` table (sizes in bytes); all None: no limits.
-    limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
-
-    @property
-    def runner_id(self) -> str:
-        """The runner this plugin lives in: its group, or a runner of its own."""
-        return self.group or self.id
 
 
 _Id = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]

@@ -1,0 +1,99 @@
+"""What a plugin is, once its ``plugin.toml`` is read (:mod:`isoplug.host.manifest` reads and
+validates it): a frozen :class:`Manifest`, its :class:`RestartPolicy`, and the
+:class:`ManifestError` of a file that is not one."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from isoplug.control import ResourceLimits
+from isoplug.errors import IsoplugError
+from isoplug.wire.sanitize import clean_text
+
+__all__ = ["Manifest", "ManifestError", "RestartPolicy"]
+
+#: A message quotes a path and a value or two: generous, yet bounded whatever the file holds.
+_MAX_MESSAGE_CHARS = 8000
+
+
+class ManifestError(IsoplugError, ValueError):
+    """A ``plugin.toml`` is missing, unreadable or invalid; ``str()`` says where and why.
+
+    Everything in it comes from a plugin's folder (its path, its keys and values, msgspec's
+    words about them), so the message is built here, once, and passed through the sanitizer:
+    control characters are escapes and no line of it starts at column 0 but the first.
+    ``field`` is the key path as the file spells it; ``problem`` is sanitized like the message.
+    """
+
+    def __init__(self, path: Path, field: str | None, problem: str) -> None:
+        self.path = path
+        self.field = field
+        self.problem = clean_text(problem, _MAX_MESSAGE_CHARS)
+        # A folder name that is not UTF-8 holds lone surrogates: shown as \udcXX, not raw.
+        shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+        where = f"{shown}: field {field!r}" if field else shown
+        super().__init__(clean_text(f"{where}: {problem}", _MAX_MESSAGE_CHARS))
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """When and how fast a crashed runner is started again."""
+
+    policy: str = "on-failure"
+    #: More crashes than this within ``window`` seconds is a crash loop: the plugin is failed.
+    max_restarts: int = 5
+    window: float = 60.0
+    #: First delay before a restart; doubled after every crash, up to ``backoff_max``.
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+    def delay(self, consecutive_crashes: int) -> float:
+        """Seconds to wait before restart number ``consecutive_crashes`` (1 for the first)."""
+        exponent = max(0, consecutive_crashes - 1)
+        return float(min(self.backoff_max, self.backoff_initial * 2.0**exponent))
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A validated ``plugin.toml``; ``directory`` is the plugin's directory."""
+
+    id: str
+    version: str
+    entry: str
+    directory: Path
+    path: Path
+    description: str = ""
+    group: str | None = None
+    log_level: str = "INFO"
+    #: ``None``: isoplug's default (``isoplug.logs.handler.WRITE_THROUGH_RATE``).
+    log_write_through_rate: float | None = None
+    capabilities: tuple[str, ...] = ()
+    environment: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    restart: RestartPolicy = RestartPolicy()
+    #: Host environment variables the runner gets besides the basics (names or ``fnmatch``
+    #: patterns); True: the whole host environment. See :mod:`isoplug.host.environment`.
+    inherit_environment: tuple[str, ...] | bool = ()
+    #: The interpreter of the plugin's runner (absolute); None: the host's.
+    python: Path | None = None
+    #: Folders put on the runner's ``sys.path`` after the plugin's own (absolute).
+    sys_path: tuple[Path, ...] = ()
+    #: Under hot reload, a changed file in the plugin's folder restarts it when its path
+    #: (relative to the folder) matches one of these, as :meth:`pathlib.PurePath.match` does.
+    reload_on: tuple[str, ...] = ("*.py",)
+    #: The ``[config]`` table as TOML gave it (validated by the plugin's schema, in its
+    #: runner).
+    config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: ``"fork"``: forked from the host's zygote, which has imported the runner stack already
+    #: (where the platform allows it; elsewhere spawned); ``"spawn"``: a fresh interpreter.
+    start: str = "fork"
+    #: The ``[limits]`` table (sizes in bytes); all None: no limits.
+    limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
+
+    @property
+    def runner_id(self) -> str:
+        """The runner this plugin lives in: its group, or a runner of its own."""
+        return self.group or self.id
