@@ -222,6 +222,7 @@ class Host:
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
+            await self._runners.cancel_restarts()
         supervisors = list(self._supervisors.values())
         stopping = asyncio.ensure_future(
             asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
