@@ -504,3 +504,77 @@ async def test_a_fix_saved_during_the_backoff_after_a_crash_restarts_it_at_once(
         await eventually(lambda: host.plugin("slow").state.value == "ready")
         assert await host.call("slow", "ping") == "pong"
         assert host.plugin("slow").restarts == restarts + 1
+
+
+class Console:
+    """``isoplug run --reload DIRECTORY`` as a user runs it, read line by line."""
+
+    def __init__(self, directory: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "isoplug", "run", "--reload", str(directory)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        self.seen: list[str] = []
+
+    def read_until(self, *texts: str) -> None:
+        """Read lines until each of ``texts`` came, in any order."""
+        assert self.process.stdout is not None
+        waiting = set(texts)
+        for line in self.process.stdout:
+            self.seen.append(line)
+            waiting = {text for text in waiting if text not in line}
+            if not waiting:
+                return
+        raise AssertionError(f"{waiting!r} never came: {''.join(self.seen)}")
+
+    def stop(self) -> int:
+        """Ctrl-C; the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = self.process.communicate(timeout=30)
+        self.seen.append(rest)
+        return self.process.returncode
+
+    @property
+    def text(self) -> str:
+        return "".join(self.seen)
+
+
+def test_isoplug_run_reload_exit_code_counts_what_is_fixed_by_the_end(tmp_path: Path) -> None:
+    """A half-saved edit that failed to import, and a manifest invalid at the start, both
+    fixed during the session: the code is 0."""
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    manifest = directory / "leveled" / "plugin.toml"
+    good = manifest.read_text()
+    manifest.write_text("bogus = 1\n" + good)
+    code = directory / "echo" / "echo_plugin.py"
+    console = Console(directory)
+    try:
+        console.read_until("ready: runner echo", "reload: watching", "unknown field(s) 'bogus'")
+        saved = code.read_text()
+        code.write_text("import isoplug\nclass Echo(isoplug.Plugin:\n")
+        console.read_until("plugin echo: failed")
+        code.write_text(saved)
+        console.read_until("plugin echo: ready")
+        manifest.write_text(good)
+        console.read_until("plugin leveled: ready")
+    finally:
+        returncode = console.stop()
+    assert returncode == 0, console.text
+
+
+def test_isoplug_run_reload_exit_code_counts_a_manifest_invalid_at_the_end(
+    tmp_path: Path,
+) -> None:
+    directory = copy_plugins(tmp_path, "echo")
+    console = Console(directory)
+    try:
+        console.read_until("ready: runner echo", "reload: watching")
+        (directory / "echo" / "plugin.toml").write_text("id = [unfinished")
+        console.read_until("keeps running as it was")
+    finally:
+        returncode = console.stop()
+    assert returncode == 1, console.text
+    assert "exit code 1: 1 plugin(s) skipped at the end" in console.text

@@ -217,8 +217,11 @@ class PluginReloader:
         running: Callable[[], Mapping[str, RunnerPlan]],
         discover: Callable[[], Discovery],
         apply: Callable[[ReloadPlan], Awaitable[None]],
+        problems: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._plugins_dir = plugins_dir
+        #: Told the problems of the plugins folder as it now is, after each batch.
+        self._report_problems = problems
         self._running = running
         self._discover = discover
         self._apply = apply
@@ -283,6 +286,8 @@ class PluginReloader:
             if problem not in self._told or any(problem.startswith(m) for m in touched):
                 _log.error("reload: %s", problem)
         self._told = set(problems)
+        if self._report_problems is not None:
+            self._report_problems(problems)
         for plugin_id, path in plan.kept.items():
             if plugin_id in self._kept and f"{path}:" not in touched:
                 continue

@@ -21,7 +21,7 @@ from typing import Any
 from isoplug.errors import ConfigInvalid
 from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.registry import Discovery, RunnerPlan, discover
-from isoplug.host.reload import ReloadPlan
+from isoplug.host.reload import PluginReloader, ReloadPlan
 from isoplug.host.status import PluginUnavailable
 from isoplug.host.supervisor import RunnerSupervisor
 
@@ -118,6 +118,13 @@ class RunnerSet:
     def _remember_plan(self, supervisor: RunnerSupervisor) -> None:
         self.plans[supervisor.runner_id] = RunnerPlan(
             supervisor.runner_id, tuple(supervisor.manifests.values())
+        )
+
+    def reloader(self, problems: Callable[[list[str]], None]) -> PluginReloader:
+        """A hot reloader of the plugins folder that applies its batches here, and tells
+        ``problems`` the folder's problems after each."""
+        return PluginReloader(
+            self.plugins_dir, self.plans.copy, self.discover, self.apply_reload, problems
         )
 
     async def apply_reload(self, plan: ReloadPlan) -> None:
