@@ -136,7 +136,11 @@ class RunnerSet:
             await self.remove(runner_id)
         replaced: set[str] = set()
         for new in plan.replace:
+            restarts = self.supervisors[new.runner_id].restarts
             if await self._reconfigure(new, plan.touched):
+                if self.supervisors[new.runner_id].restarts != restarts:
+                    # Restarted for a configuration it does not take live: with the new code.
+                    replaced.add(new.runner_id)
                 continue
             _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
             await self.remove(new.runner_id)
@@ -149,7 +153,7 @@ class RunnerSet:
         for runner_id in plan.restart:
             supervisor = self.supervisors.get(runner_id)
             if runner_id in replaced or supervisor is None:
-                continue  # a new runner started from the new code already
+                continue  # a runner started since the change runs the new code already
             why = plan.why.get(runner_id, "code changed")
             _log.info("reload: %s; restarting runner %s", why, runner_id)
             task = asyncio.create_task(supervisor.restart(), name=f"isoplug-reload:{runner_id}")
