@@ -4,6 +4,7 @@ copied plugins folder that the tests edit."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -11,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -368,3 +369,212 @@ async def test_a_folder_problem_is_logged_once_per_change_of_it(tmp_path: Path) 
             await records.wait_for_record(text="unknown field(s) 'bogus'")
             await barrier(host, directory, "echo")
             assert len(records.select(text="unknown field(s) 'bogus'")) == 1
+
+
+def join_group(directory: Path, plugin: str, group: str) -> None:
+    manifest = directory / plugin / "plugin.toml"
+    manifest.write_text(manifest.read_text().replace("entry =", f'group = "{group}"\nentry =', 1))
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+async def test_a_group_restarts_for_code_while_a_members_config_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A sibling's [config] its schema refuses must not hold back the group's code, nor be
+    logged again with every change elsewhere; the refused one keeps its configuration."""
+    directory = copy_plugins(tmp_path, "configured", "echo")
+    join_group(directory, "configured", "g")
+    join_group(directory, "echo", "g")
+    refusal = "config field 'greeting'"
+    manifest = directory / "configured" / "plugin.toml"
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("echo").pid
+            assert host.plugin("configured").pid == pid
+            replace_in(manifest, 'greeting = "Hello"', "greeting = 5")
+            await records.wait_for_record(text=refusal)
+            touch_code(directory / "echo" / "echo_plugin.py")
+            await eventually(lambda: host.plugin("echo").pid not in (None, pid))
+            await host.wait_ready(20)
+            state = await host.call("configured", "state")
+            assert state["config"]["greeting"] == "Hello"
+            assert state["pid"] == host.plugin("echo").pid
+            await barrier(host, directory, "echo")
+            assert len(records.select(text=refusal)) == 1, "told once, not with every change"
+            # Saved again (still refused): its folder changed, so it is told again.
+            replace_in(manifest, "greeting = 5", "greeting = 6")
+            await eventually(lambda: len(records.select(text=refusal)) == 2)
+            replace_in(manifest, "greeting = 6", 'greeting = "Hi"')
+            await records.wait_for_record(text="plugin configured has a new configuration")
+            state = await host.call("configured", "state")
+            assert state["config"]["greeting"] == "Hi"
+
+
+async def test_a_kept_plugins_group_restarts_for_a_siblings_code(tmp_path: Path) -> None:
+    directory = copy_plugins(tmp_path, "duo_a", "duo_b")
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("duo_a").pid
+            (directory / "duo_a" / "plugin.toml").write_text("id = [unfinished")
+            await records.wait_for_record(text="keeps running as it was")
+            touch_code(directory / "duo_b" / "duo_b_plugin.py")
+            await eventually(lambda: host.plugin("duo_b").pid not in (None, pid))
+            await host.wait_ready(20)
+            assert host.plugin("duo_a").pid == host.plugin("duo_b").pid
+
+
+def test_plan_sees_changes_through_a_link_under_a_relative_plugins_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = copy_plugins(tmp_path / "real", "echo") / "echo"
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "echo").symlink_to(real, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    directory = Path("plugins")
+    running = {"echo": RunnerPlan("echo", (load_manifest(directory / "echo"),))}
+    for code in (tmp_path / "plugins" / "echo" / "echo_plugin.py", real / "echo_plugin.py"):
+        plan, _ = plan_reload(running, discover(directory), [code], Path.is_file)
+        assert plan.restart == ("echo",), code
+
+
+async def test_a_linked_plugin_under_a_relative_plugins_folder_restarts_for_its_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both folders are watched, one inode under two paths: inotify names a change by the path
+    # watched last (the roots go sorted), here the link's.
+    real = copy_plugins(tmp_path / "external", "echo") / "echo"
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "echo").symlink_to(real, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    async with reloading(Path("plugins")) as host:
+        for code in (Path("plugins") / "echo" / "echo_plugin.py", real / "echo_plugin.py"):
+            await restarted_by(host, "echo", functools.partial(touch_code, code))
+
+
+async def restarted_by(host: Host, plugin: str, edit: Callable[[], None]) -> None:
+    pid = host.plugin(plugin).pid
+    edit()
+    await eventually(lambda: host.plugin(plugin).pid not in (None, pid))
+    await host.wait_ready(20)
+
+
+CRASHING = """\
+import isoplug
+
+
+class Plugin(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        raise RuntimeError("not yet")
+"""
+
+FIXED = """\
+import isoplug
+
+
+class Plugin(isoplug.Plugin):
+    @isoplug.method
+    def ping(self) -> str:
+        return "pong"
+"""
+
+
+async def test_a_fix_saved_during_the_backoff_after_a_crash_restarts_it_at_once(
+    tmp_path: Path,
+) -> None:
+    """The backoff (here 30 s, past ``eventually``'s wait) gives way to the fix, which
+    restarts the plugin once."""
+    directory = tmp_path / "plugins"
+    (directory / "slow").mkdir(parents=True)
+    code = directory / "slow" / "slow_plugin.py"
+    code.write_text(FIXED)
+    (directory / "slow" / "plugin.toml").write_text(
+        'id = "slow"\nversion = "1"\nentry = "slow_plugin:Plugin"\n\n'
+        "[restart]\nbackoff_initial = 30\nbackoff_max = 30\n"
+    )
+    async with reloading(directory) as host:
+        code.write_text(CRASHING)
+        await eventually(lambda: host.plugin("slow").state.value == "restarting")
+        restarts = host.plugin("slow").restarts
+        code.write_text(FIXED)
+        await eventually(lambda: host.plugin("slow").state.value == "ready")
+        assert await host.call("slow", "ping") == "pong"
+        assert host.plugin("slow").restarts == restarts + 1
+
+
+class Console:
+    """``isoplug run --reload DIRECTORY`` as a user runs it, read line by line."""
+
+    def __init__(self, directory: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "isoplug", "run", "--reload", str(directory)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        self.seen: list[str] = []
+
+    def read_until(self, *texts: str) -> None:
+        """Read lines until each of ``texts`` came, in any order."""
+        assert self.process.stdout is not None
+        waiting = set(texts)
+        for line in self.process.stdout:
+            self.seen.append(line)
+            waiting = {text for text in waiting if text not in line}
+            if not waiting:
+                return
+        raise AssertionError(f"{waiting!r} never came: {''.join(self.seen)}")
+
+    def stop(self) -> int:
+        """Ctrl-C; the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = self.process.communicate(timeout=30)
+        self.seen.append(rest)
+        return self.process.returncode
+
+    @property
+    def text(self) -> str:
+        return "".join(self.seen)
+
+
+def test_isoplug_run_reload_exit_code_counts_what_is_fixed_by_the_end(tmp_path: Path) -> None:
+    """A half-saved edit that failed to import, and a manifest invalid at the start, both
+    fixed during the session: the code is 0."""
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    manifest = directory / "leveled" / "plugin.toml"
+    good = manifest.read_text()
+    manifest.write_text("bogus = 1\n" + good)
+    code = directory / "echo" / "echo_plugin.py"
+    console = Console(directory)
+    try:
+        console.read_until("ready: runner echo", "reload: watching", "unknown field(s) 'bogus'")
+        saved = code.read_text()
+        code.write_text("import isoplug\nclass Echo(isoplug.Plugin:\n")
+        console.read_until("plugin echo: failed")
+        code.write_text(saved)
+        console.read_until("plugin echo: ready")
+        manifest.write_text(good)
+        console.read_until("plugin leveled: ready")
+    finally:
+        returncode = console.stop()
+    assert returncode == 0, console.text
+
+
+def test_isoplug_run_reload_exit_code_counts_a_manifest_invalid_at_the_end(
+    tmp_path: Path,
+) -> None:
+    directory = copy_plugins(tmp_path, "echo")
+    console = Console(directory)
+    try:
+        console.read_until("ready: runner echo", "reload: watching")
+        (directory / "echo" / "plugin.toml").write_text("id = [unfinished")
+        console.read_until("keeps running as it was")
+    finally:
+        returncode = console.stop()
+    assert returncode == 1, console.text
+    assert "exit code 1: 1 plugin(s) skipped at the end" in console.text

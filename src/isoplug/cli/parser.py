@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         "them at once). Capabilities offered to plugins: "
         + ", ".join(sorted(BUILTIN_CAPABILITIES))
         + ". The records go to stdout, isoplug's fatal errors to stderr. Exit codes: 0 "
-        "stopped, nothing failed; 1 a plugin was skipped or failed, or nothing to run; "
+        "stopped, nothing failed; 1 a plugin was skipped or failed (with --reload: at the "
+        "end), or nothing to run; "
         "2 unusable options or PATH; 130 killed by a second signal; 141 stdout was closed.",
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)

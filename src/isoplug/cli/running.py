@@ -1,10 +1,11 @@
 """``isoplug run``: a host in the foreground until Ctrl-C, SIGTERM or SIGHUP.
 
 Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 0 when it was
-stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the run,
-or there was nothing to run; 2 for unusable options; 130 after a second stop signal; 141 when
-the reader of stdout went away. The errors that end the command go to stderr; the console (every
-record, the host's and the plugins') stays on stdout.
+stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the
+run (with ``--reload``: skipped or failed at the end), or there was nothing to run; 2 for
+unusable options; 130 after a second stop signal; 141 when the reader of stdout went away.
+The errors that end the command go to stderr; the console (every record, the host's and the
+plugins') stays on stdout.
 """
 
 from __future__ import annotations
@@ -214,16 +215,22 @@ async def run_host(
         else:
             await stop.wait()
         skipped = len(host.problems)
+        failed = outcome.failed
+        if options.reload:
+            # A session of edits: what counts is how it ends, not a half-saved file fixed
+            # since (host.problems follows the folder; a fixed plugin is no longer FAILED).
+            failed = {p.id for p in host.plugins() if p.state is PluginState.FAILED}
     log.info("all plugins stopped")
-    if skipped or outcome.failed:
+    if skipped or failed:
+        when = " at the end" if options.reload else ""
         log.error(
             "exit code %d: %s",
             EXIT_PLUGIN_FAILED,
             "; ".join(
                 part
                 for part in (
-                    f"{skipped} plugin(s) skipped" if skipped else "",
-                    f"failed: {', '.join(sorted(outcome.failed))}" if outcome.failed else "",
+                    f"{skipped} plugin(s) skipped{when}" if skipped else "",
+                    f"failed{when}: {', '.join(sorted(failed))}" if failed else "",
                 )
                 if part
             ),

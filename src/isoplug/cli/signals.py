@@ -19,8 +19,8 @@ from isoplug.runner import eventloop
 
 #: Exit code: stopped on request, and nothing went wrong.
 EXIT_OK = 0
-#: Exit code: a plugin was skipped (invalid manifest) or failed during the run, or there
-#: was nothing to run.
+#: Exit code: a plugin was skipped (invalid manifest) or failed during the run (with
+#: ``--reload``: at the end), or there was nothing to run.
 EXIT_PLUGIN_FAILED = 1
 #: Exit code: the command line or its files are unusable (argparse's code for usage errors).
 EXIT_USAGE = 2

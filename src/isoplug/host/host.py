@@ -112,6 +112,8 @@ class Host:
         self._reload_task: asyncio.Task[None] | None = None
         self.config = config or SupervisorConfig()
         self._on_change = on_change
+        #: The plugins skipped for their folder's problem (an invalid manifest, a grouping
+        #: clash), one text each; under hot reload, as the plugins folder now is.
         self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
         self._waits = PluginWaits(self.plugins, self.plugin, self._check_changing)
@@ -191,12 +193,12 @@ class Host:
         for supervisor in self._supervisors.values():
             supervisor.start()
         if self.reload:
-            runners = self._runners
-            self.reloader = PluginReloader(
-                self.plugins_dir, runners.plans.copy, runners.discover, runners.apply_reload
-            )
+            self.reloader = self._runners.reloader(self._set_problems)
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(_report_reloader_end)
+
+    def _set_problems(self, problems: list[str]) -> None:
+        self.problems = problems
 
     def _make_supervisor(self, plan: RunnerPlan) -> RunnerSupervisor:
         assert self._listener is not None
@@ -222,6 +224,7 @@ class Host:
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
+            await self._runners.cancel_restarts()
         supervisors = list(self._supervisors.values())
         stopping = asyncio.ensure_future(
             asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)

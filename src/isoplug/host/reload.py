@@ -1,8 +1,10 @@
 """Hot reload: watch the plugins folder and apply each batch of changes to the running host.
 
 - code changed in a plugin's folder (a file matching its ``reload_on`` patterns, ``*.py`` by
-  default): that plugin's runner restarts (in a group, the group's); other files there (data
-  a plugin writes beside its code) restart nothing;
+  default): that plugin's runner restarts (in a group, the group's), with the manifests it
+  runs when one of them no longer validates or its ``[config]`` was refused, and at once when
+  it waits out a backoff after a crash; other files there (data a plugin writes beside its
+  code) restart nothing;
 - a new plugin folder (a ``plugin.toml`` appears): its runner starts;
 - a plugin folder removed (or its ``plugin.toml``): its runner stops, and it is forgotten;
 - a ``plugin.toml`` changed: it is read again, and the runner is replaced by one started from
@@ -14,8 +16,8 @@
   restarts, since any plugin may import it. Files of a removed plugin folder are that
   folder's, not shared code.
 
-A problem with a folder (an invalid manifest) is logged once per change of that folder, not
-again with every batch of changes elsewhere.
+A problem with a folder (an invalid manifest, a ``[config]`` its plugin refuses) is logged
+once per change of that folder, not again with every batch of changes elsewhere.
 
 What to do is decided by :func:`plan_reload` (no I/O: tested without files); watching is
 `watchfiles <https://watchfiles.helpmanual.io>`_ (inotify on Linux), with a short debounce,
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -62,9 +65,14 @@ class ReloadPlan:
     stop: tuple[str, ...] = ()
     #: Runners whose manifests changed: stopped, then started from the new plan.
     replace: tuple[RunnerPlan, ...] = ()
+    #: Runners whose code changed. One in ``replace`` too restarts only when its new plan
+    #: changed no more than ``[config]`` tables (so it was reconfigured, not replaced).
     restart: tuple[str, ...] = ()
     #: Plugins kept as they run because their manifest no longer validates: plugin id -> path.
     kept: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    #: Plugins whose folder holds one of the changes, by id (a problem with one is told
+    #: again).
+    touched: frozenset[str] = frozenset()
     #: Why, by runner id, for the host's log: a stopped runner's ("its plugin folder is
     #: gone"), a started one's ("new plugin folder"), a restarted one's ("alpha/alpha.py
     #: changed"). A runner without one gets the general words.
@@ -121,9 +129,11 @@ def plan_reload(
         for runner_id, plan in wanted.items()
         if runner_id in running and plan != running[runner_id]
     ]
-    # A runner with a kept plugin is left alone until its manifest is fixed.
-    held = {plan.runner_id for plan in plans if any(m.id in kept for m in plan.manifests)}
-    settled = {plan.runner_id for plan in (*start, *replace)} | set(stop) | held
+    # Started, stopped and replaced runners run the newest code anyway. A runner with a kept
+    # plugin (its manifest no longer validates), or a replaced one whose only change is a
+    # [config] (taken in place: see RunnerSet), still restarts for its code, with the
+    # manifests it runs: a sibling's broken plugin.toml must not hold back a group's code.
+    settled = {plan.runner_id for plan in start} | set(stop)
     # The folders of removed plugins are plugin folders still: their files went with them.
     known = [*wanted.values(), *running.values()]
     shared = [
@@ -138,13 +148,20 @@ def plan_reload(
     for runner_id, plan in wanted.items():
         if runner_id in settled or runner_id not in running:
             continue
-        cause = shared[0] if shared else _code_change(changed, plan)
+        # The code of the plugins it runs, and of those its new plan adds.
+        cause = shared[0] if shared else _code_change(changed, plan, running[runner_id])
         if cause is not None:
             restart.append(runner_id)
             why[runner_id] = f"{cause} changed"
+    touched = frozenset(
+        manifest.id
+        for plan in known
+        for manifest in plan.manifests
+        if any(_relative(path, manifest.directory) is not None for path in changed)
+    )
     problems = [*discovery.problems, *grouping_problems]
     return (
-        ReloadPlan(tuple(start), tuple(stop), tuple(replace), tuple(restart), kept, why),
+        ReloadPlan(tuple(start), tuple(stop), tuple(replace), tuple(restart), kept, touched, why),
         problems,
     )
 
@@ -153,10 +170,11 @@ def _real(directory: Path) -> Path:
     return directory.resolve()
 
 
-def _code_change(changed: Iterable[Path], plan: RunnerPlan) -> Path | None:
-    """The first of ``changed`` that is code of ``plan``'s plugins (by their ``reload_on``)."""
+def _code_change(changed: Iterable[Path], *plans: RunnerPlan) -> Path | None:
+    """The first of ``changed`` that is code of ``plans``' plugins (by their ``reload_on``)."""
+    manifests = [manifest for plan in plans for manifest in plan.manifests]
     for path in changed:
-        for manifest in plan.manifests:
+        for manifest in manifests:
             inside = _relative(path, manifest.directory)
             if inside is not None and any(inside.match(p) for p in manifest.reload_on):
                 return path
@@ -174,10 +192,14 @@ def _in_any(path: Path, plans: Iterable[RunnerPlan]) -> bool:
 def _relative(path: Path, directory: Path) -> Path | None:
     """``path`` relative to the plugin folder ``directory`` (None: not in it).
 
-    The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder): a
-    change is reported under whichever of the two paths was watched.
+    The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder, a user
+    links one into the plugins folder): a change is reported under whichever of the paths was
+    watched, as an absolute path: through the link, also when ``directory`` is relative (a
+    ``Host("plugins")``) or the plugins folder's own path holds a link, or under its target.
     """
-    for candidate in {directory, directory.resolve()}:
+    path = Path(os.path.abspath(path))
+    link = Path(os.path.abspath(directory))
+    for candidate in {link, link.parent.resolve() / link.name, directory.resolve()}:
         if path == candidate:
             return Path()
         if candidate in path.parents:
@@ -195,8 +217,11 @@ class PluginReloader:
         running: Callable[[], Mapping[str, RunnerPlan]],
         discover: Callable[[], Discovery],
         apply: Callable[[ReloadPlan], Awaitable[None]],
+        problems: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._plugins_dir = plugins_dir
+        #: Told the problems of the plugins folder as it now is, after each batch.
+        self._report_problems = problems
         self._running = running
         self._discover = discover
         self._apply = apply
@@ -261,6 +286,8 @@ class PluginReloader:
             if problem not in self._told or any(problem.startswith(m) for m in touched):
                 _log.error("reload: %s", problem)
         self._told = set(problems)
+        if self._report_problems is not None:
+            self._report_problems(problems)
         for plugin_id, path in plan.kept.items():
             if plugin_id in self._kept and f"{path}:" not in touched:
                 continue

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -21,7 +22,7 @@ from isoplug.errors import ConfigInvalid
 from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.registry import Discovery, RunnerPlan, discover
-from isoplug.host.reload import ReloadPlan
+from isoplug.host.reload import PluginReloader, ReloadPlan
 from isoplug.host.status import PluginUnavailable
 from isoplug.host.supervisor import RunnerSupervisor
 
@@ -54,6 +55,13 @@ class RunnerSet:
         #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
         self._toml_configs: dict[str, Mapping[str, Any]] = {}
         self._changed = changed
+        #: A ``[config]`` a plugin refused at a hot reload, by plugin id: offered again (and
+        #: its refusal logged again) only once its folder changes.
+        self._refused: dict[str, Mapping[str, Any]] = {}
+        #: Restarts hot reload asked for, until each runner has settled: the reloader goes on
+        #: to the next batch meanwhile (a fix saved while a runner waits out its backoff after
+        #: a crash restarts it at once).
+        self._restarting: set[asyncio.Task[None]] = set()
         self.make: Callable[[RunnerPlan], RunnerSupervisor] | None = None
 
     def supervisor(self, plugin_id: str) -> RunnerSupervisor:
@@ -95,6 +103,7 @@ class RunnerSet:
         del self.supervisors[runner_id]
         del self.plans[runner_id]
         for plugin_id in supervisor.manifests:
+            self._refused.pop(plugin_id, None)
             if self.runner_of.get(plugin_id) is supervisor:
                 del self.runner_of[plugin_id]
         self._changed()
@@ -114,34 +123,63 @@ class RunnerSet:
             supervisor.runner_id, tuple(supervisor.manifests.values())
         )
 
+    def reloader(self, problems: Callable[[list[str]], None]) -> PluginReloader:
+        """A hot reloader of the plugins folder that applies its batches here, and tells
+        ``problems`` the folder's problems after each."""
+        return PluginReloader(
+            self.plugins_dir, self.plans.copy, self.discover, self.apply_reload, problems
+        )
+
     async def apply_reload(self, plan: ReloadPlan) -> None:
-        """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`)."""
+        """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`); restarts
+        are asked for, not waited for."""
         for runner_id in plan.stop:
             why = plan.why.get(runner_id, "its plugin folder is gone")
             _log.info("reload: runner %s: %s; stopping it", runner_id, why)
             await self.remove(runner_id)
+        replaced: set[str] = set()
         for new in plan.replace:
-            if await self._reconfigure(new):
+            restarts = self.supervisors[new.runner_id].restarts
+            if await self._reconfigure(new, plan.touched):
+                if self.supervisors[new.runner_id].restarts != restarts:
+                    # Restarted for a configuration it does not take live: with the new code.
+                    replaced.add(new.runner_id)
                 continue
             _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
             await self.remove(new.runner_id)
             self.add(new).start()
+            replaced.add(new.runner_id)
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
             self.add(new).start()
-        restarts = [self.supervisors[runner_id] for runner_id in plan.restart]
-        for supervisor in restarts:
-            why = plan.why.get(supervisor.runner_id, "code changed")
-            _log.info("reload: %s; restarting runner %s", why, supervisor.runner_id)
-        results = await asyncio.gather(*(s.restart() for s in restarts), return_exceptions=True)
-        for supervisor, result in zip(restarts, results, strict=True):
-            if isinstance(result, Exception):
-                _log.error("reload: restarting runner %s failed: %s", supervisor.runner_id, result)
+        for runner_id in plan.restart:
+            supervisor = self.supervisors.get(runner_id)
+            if runner_id in replaced or supervisor is None:
+                continue  # a runner started since the change runs the new code already
+            why = plan.why.get(runner_id, "code changed")
+            _log.info("reload: %s; restarting runner %s", why, runner_id)
+            task = asyncio.create_task(supervisor.restart(), name=f"isoplug-reload:{runner_id}")
+            self._restarting.add(task)
+            task.add_done_callback(functools.partial(self._restarted, runner_id))
 
-    async def _reconfigure(self, new: RunnerPlan) -> bool:
+    def _restarted(self, runner_id: str, task: asyncio.Task[None]) -> None:
+        self._restarting.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _log.error("reload: restarting runner %s failed: %s", runner_id, error)
+
+    async def cancel_restarts(self) -> None:
+        """Stop waiting for the restarts hot reload asked for (the host closes)."""
+        tasks = list(self._restarting)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reconfigure(self, new: RunnerPlan, touched: Set[str]) -> bool:
         """When only ``[config]`` tables changed in ``new``, hand each plugin its new one
-        (live where it has ``on_config``); False when anything else changed."""
+        (live where it has ``on_config``); False when anything else changed. A configuration
+        a plugin refused is not offered again until its folder (one of ``touched``, by plugin
+        id) changes."""
         supervisor = self.supervisors[new.runner_id]
         old = {m.id: m for m in self.plans[new.runner_id].manifests}
         if set(old) != {m.id for m in new.manifests} or any(
@@ -150,12 +188,18 @@ class RunnerSet:
             return False
         for manifest in new.manifests:
             if manifest.config == old[manifest.id].config:
+                self._refused.pop(manifest.id, None)
+                continue
+            refused = self._refused.get(manifest.id)
+            if refused == manifest.config and manifest.id not in touched:
                 continue
             try:
                 live = await supervisor.set_config(manifest.id, manifest.config)
             except ConfigInvalid as exc:
+                self._refused[manifest.id] = manifest.config
                 _log.error("reload: %s; it keeps its configuration", exc)
                 continue
+            self._refused.pop(manifest.id, None)
             how = "taken live" if live else "its runner restarted with it"
             _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
         self._remember_plan(supervisor)
