@@ -34,6 +34,7 @@ from isoplug.host import observers
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.environment import runner_environment
+from isoplug.host.host_stage import HostStage
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.registry import RunnerPlan, plan_runners
@@ -62,16 +63,6 @@ class _Default(enum.Enum):
     """The default of an option that the host's config holds."""
 
     CONFIG = "the host's config"
-
-
-class _Life(enum.Enum):
-    """Where a host is in its one life: new, running (from ``start()`` on), closing (from
-    the first ``aclose()`` on), closed (once that has returned, for good)."""
-
-    NEW = "has not been started (use `async with host` or `await host.start()`)"
-    RUNNING = "is running already (`async with host` starts it: do not also call start())"
-    CLOSING = "is closing (a host runs once: make a new one)"
-    CLOSED = "is closed (a host runs once: make a new one)"
 
 
 class Host:
@@ -116,7 +107,12 @@ class Host:
         #: clash), one text each; under hot reload, as the plugins folder now is.
         self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
-        self._waits = PluginWaits(self.plugins, self.plugin, self._check_changing)
+        # A lambda: the stage it asks is the one the host is in when a wait asks.
+        self._waits = PluginWaits(
+            self.plugins,
+            self.plugin,
+            lambda what: self._life.check_changing(what),  # noqa: PLW0108
+        )
         self._runners = RunnerSet(self.plugins_dir, plugin_config, self._waits.changed)
         self._runners.make = self._make_supervisor
         # The same dicts: read on every call and connection.
@@ -131,7 +127,7 @@ class Host:
         )
         self._log_bridge = LogBridge(self._supervisors, log_limits)
         self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
-        self._life = _Life.NEW
+        self._life = HostStage.NEW
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -148,9 +144,9 @@ class Host:
         :class:`NotADirectoryError` when ``plugins_dir`` is unusable (the host is then closed,
         as after any failed start), and :class:`RuntimeError` when the host was started
         before: a host runs once (``async with`` starts it; do not also call ``start()``)."""
-        if self._life is not _Life.NEW:
+        if self._life is not HostStage.NEW:
             raise RuntimeError(f"Host.start(): the host {self._life.value}")
-        self._life = _Life.RUNNING
+        self._life = HostStage.RUNNING
         try:
             await self._start()
         except BaseException:
@@ -219,8 +215,8 @@ class Host:
         :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
         started again; waits for states the close reaches (``STOPPED``) go on, and the others
         raise once it has returned."""
-        if self._life is not _Life.CLOSED:
-            self._life = _Life.CLOSING
+        if self._life is not HostStage.CLOSED:
+            self._life = HostStage.CLOSING
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
@@ -253,7 +249,7 @@ class Host:
             self._routes.close()
             self._capabilities.close()
             observers.host_closed(self)
-            self._life = _Life.CLOSED
+            self._life = HostStage.CLOSED
             # Waiters (wait_for, wait_ready) look again: what has not come will not come.
             self._waits.changed()
 
@@ -285,7 +281,7 @@ class Host:
         and their last error; :class:`PluginUnavailable` before :meth:`start`, and once the
         host is closed while plugins were not settled. A cancel point.
         """
-        self._check_started("wait for plugins to be ready")
+        self._life.check_started("wait for plugins to be ready")
         return await self._waits.ready(timeout, raise_on_failure)
 
     async def wait_for(
@@ -301,7 +297,7 @@ class Host:
         host is closed while the predicate does not hold (nothing changes any more). A cancel
         point.
         """
-        self._check_started(f"wait for plugin {plugin_id!r}")
+        self._life.check_started(f"wait for plugin {plugin_id!r}")
         return await self._waits.until(plugin_id, predicate, timeout)
 
     async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -321,8 +317,8 @@ class Host:
         :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
         :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
         """
-        if self._life is not _Life.RUNNING:
-            self._check_running(f"call {plugin_id}.{method}")
+        if self._life is not HostStage.RUNNING:
+            self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
         call = supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
@@ -353,7 +349,7 @@ class Host:
             kwargs = {}
         elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
-        self._check_running(f"call {plugin_id}.{method}")
+        self._life.check_running(f"call {plugin_id}.{method}")
         limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int | float):
@@ -372,7 +368,7 @@ class Host:
         it. Fire and forget: subscribers' failures are logged by their runner. Raises
         :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent,
         :class:`PluginUnavailable` when the host is not running."""
-        self._check_running(f"publish {event!r}")
+        self._life.check_running(f"publish {event!r}")
         try:
             return sum(s.publish(event, payload) for s in self._supervisors.values())
         except LocalProtocolError as exc:
@@ -385,7 +381,7 @@ class Host:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
         ready or failed again, and return the plugin's state. Raises
         :class:`PluginUnavailable` when the host is not running."""
-        self._check_running(f"restart plugin {plugin_id!r}")
+        self._life.check_running(f"restart plugin {plugin_id!r}")
         await self._supervisor(plugin_id).restart()
         return self.plugin(plugin_id)
 
@@ -393,8 +389,8 @@ class Host:
         """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
         host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
         stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration)."""
-        self._check_started(f"stop plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).stop(failed_too=self._life is _Life.RUNNING)
+        self._life.check_started(f"stop plugin {plugin_id!r}")
+        await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
         return self.plugin(plugin_id)
 
     def log_level(self, plugin_id: str) -> int:
@@ -418,7 +414,7 @@ class Host:
         not running, and ``ValueError`` for an unknown level name.
         """
         numeric = level_number(level)
-        self._check_running(f"set the log level of plugin {plugin_id!r}")
+        self._life.check_running(f"set the log level of plugin {plugin_id!r}")
         supervisor = self._supervisor(plugin_id)
         if logger is None:
             await supervisor.set_log_level(numeric, plugin=plugin_id)
@@ -444,7 +440,7 @@ class Host:
         the host is not running. A plugin whose code cannot be imported cannot check it: the
         configuration is kept, with a warning, and its next start checks it.
         """
-        self._check_running(f"configure plugin {plugin_id!r}")
+        self._life.check_running(f"configure plugin {plugin_id!r}")
         return await self._runners.set_config(plugin_id, config)
 
     def log_metrics(self, plugin_id: str) -> LogMetrics:
@@ -464,30 +460,14 @@ class Host:
     # -- internals ----------------------------------------------------------------------------
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
-        self._check_started(f"find plugin {plugin_id!r}")
+        self._life.check_started(f"find plugin {plugin_id!r}")
         try:
             return self._runners.supervisor(plugin_id)
         except PluginUnavailable as exc:
-            if self._life is _Life.RUNNING:
+            if self._life is HostStage.RUNNING:
                 raise
             # Closed before it was ever started, say: "plugins: none" is not the whole story.
             raise PluginUnavailable(f"{exc}; the host {self._life.value}") from None
-
-    def _check_started(self, what: str) -> None:
-        """Raise :class:`PluginUnavailable` before :meth:`start` (there are no plugins yet)."""
-        if self._life is _Life.NEW:
-            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
-
-    def _check_changing(self, what: str) -> None:
-        """Raise :class:`PluginUnavailable` once no plugin's state can change any more (the
-        host is closed, not merely closing), or before :meth:`start`."""
-        if self._life in (_Life.NEW, _Life.CLOSED):
-            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
-
-    def _check_running(self, what: str) -> None:
-        """Raise :class:`PluginUnavailable` unless the host runs (started, not closed)."""
-        if self._life is not _Life.RUNNING:
-            raise PluginUnavailable(f"cannot {what}: the host {self._life.value}")
 
     def _state_changed(self, change: StateChange) -> None:
         who = ", ".join(change.plugin_ids) or change.runner_id
