@@ -44,6 +44,17 @@ class StdioDestination:
     finished: Callable[[], None] = lambda: None
     stderr_tail: StderrTail | None = None
 
+    @classmethod
+    def plain(cls, runner_id: str, pid: int) -> StdioDestination:
+        """Onto ``plugin.<runner_id>`` with the runner's identity, and nothing shared (a
+        supervisor without a host's log bridge)."""
+        replayer = LogReplayer(
+            f"plugin.{runner_id}",
+            identity={"plugin_id": runner_id, "runner_pid": pid},
+            description=f"plugin {runner_id}",
+        )
+        return cls(replayer)
+
 
 class StdioReplay:
     """Replays what the backlog of the runner ``pid`` holds onto ``destination``, in the

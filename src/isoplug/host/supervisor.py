@@ -49,7 +49,6 @@ from isoplug.host.status import (
 )
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
-from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.tracecontext import current_traceparent
@@ -499,10 +498,4 @@ class RunnerSupervisor:
         threads: the event loop never runs a logging handler for it)."""
         if self._stdio_destination is not None:
             return self._stdio_destination(self, pid)
-        prefix = f"plugin.{self.runner_id}"
-        replayer = LogReplayer(
-            prefix,
-            identity={"plugin_id": self.runner_id, "runner_pid": pid},
-            description=f"plugin {self.runner_id}",
-        )
-        return StdioDestination(replayer)
+        return StdioDestination.plain(self.runner_id, pid)
