@@ -327,3 +327,67 @@ def test_a_field_name_holding_msgspecs_location_marker_is_one_field() -> None:
         "Expected `int`, got `str` - at `$.x.y.z`", {"x.y": {"z": "q"}}
     )
     assert (dotted.field, dotted.problem) == ("x.y.z", "must be an integer, got string 'q'")
+
+
+CRASHY_CODE = """\
+import msgspec
+
+import isoplug
+
+
+class Settings(msgspec.Struct):
+    port: int
+
+
+class Crashy(isoplug.Plugin):
+    config_schema = Settings
+
+    async def setup(self, ctx):
+        self.ctx = ctx
+        if ctx.config.port < 1024:
+            raise RuntimeError(f"cannot bind port {ctx.config.port}")
+
+    @isoplug.method
+    async def port(self):
+        return self.ctx.config.port
+"""
+
+
+def write_crashy(directory: Path) -> Path:
+    folder = directory / "crashy"
+    folder.mkdir(parents=True)
+    (folder / "plugin.toml").write_text(
+        'id = "crashy"\nversion = "1"\nentry = "crashy:Crashy"\n'
+        '[restart]\npolicy = "never"\n[config]\nport = 80\n'
+    )
+    (folder / "crashy.py").write_text(CRASHY_CODE)
+    return directory
+
+
+async def test_a_plugin_failed_for_its_config_restarts_with_a_new_one(tmp_path: Path) -> None:
+    """setup() fails for the configuration it got (a port it cannot bind): FAILED. A new
+    configuration is how the user fixes that: set_config starts it again with it."""
+    async with Host(write_crashy(tmp_path / "plugins"), config=FAST) as host:
+        with pytest.raises(PluginFailed):
+            await host.wait_ready(20)
+        assert host.plugin("crashy").state is PluginState.FAILED
+        assert await host.set_config("crashy", {"port": 8080}) is False
+        info = await host.wait_for("crashy", lambda i: i.state is PluginState.READY, 20)
+        assert info.state is PluginState.READY
+        assert await host.call("crashy", "port") == 8080
+
+
+async def test_a_config_edit_under_reload_restarts_a_failed_plugin(tmp_path: Path) -> None:
+    pytest.importorskip("watchfiles")
+    directory = write_crashy(tmp_path / "plugins")
+    with watching("isoplug.host") as waiter:
+        async with Host(directory, config=FAST, reload=True) as host:
+            with pytest.raises(PluginFailed):
+                await host.wait_ready(20)
+            assert host.reloader is not None
+            await eventually(host.reloader.watching.is_set)
+            manifest = directory / "crashy" / "plugin.toml"
+            manifest.write_text(manifest.read_text().replace("port = 80", "port = 8080"))
+            await host.wait_for("crashy", lambda i: i.state is PluginState.READY, 20)
+            assert await host.call("crashy", "port") == 8080
+            await waiter.wait_for("isoplug.host", "has a new configuration (its runner restarted")

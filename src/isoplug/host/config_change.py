@@ -5,8 +5,8 @@ Which of those depends on the state (see :meth:`isoplug.Host.set_config`): a plu
 in a ready runner is offered it (its runner checks it; ``on_config`` takes it live, or the
 runner restarts with it); any other is checked in a process of its own
 (:func:`~isoplug.host.config_check.check_in_process`), then a runner starting now (with the
-old one) or one whose plugin could not load restarts with it, while a stopped plugin, or one
-whose runner failed by crashing, only keeps it for its next start.
+old one) or a failed one (it could not load, or crashed) restarts with it, while a stopped
+plugin only keeps it for its next start.
 """
 
 from __future__ import annotations
@@ -69,8 +69,12 @@ async def apply_config(
     target.manifests[plugin_id] = new
     if target.state is PluginState.STOPPED:
         return False
-    if plugin_id in target.broken or target.state is PluginState.STARTING:
-        # It failed to load (perhaps for its configuration), or the runner starting now has
-        # the old one: start again with this one.
+    if (
+        plugin_id in target.broken
+        or target.state is PluginState.STARTING
+        or target.state is PluginState.FAILED
+    ):
+        # It failed to load or crashed (perhaps for its configuration: a new one is how a
+        # user fixes that), or the runner starting now has the old one: start again with it.
         await target.restart()
     return False

@@ -23,7 +23,7 @@ from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader, ReloadPlan
-from isoplug.host.status import PluginUnavailable
+from isoplug.host.status import PluginState, PluginUnavailable
 from isoplug.host.supervisor import RunnerSupervisor
 
 __all__ = ["RunnerSet"]
@@ -200,7 +200,14 @@ class RunnerSet:
                 _log.error("reload: %s; it keeps its configuration", exc)
                 continue
             self._refused.pop(manifest.id, None)
-            how = "taken live" if live else "its runner restarted with it"
+            how = (
+                "taken live"
+                if live
+                # set_config() keeps it for the next start of a stopped plugin.
+                else "kept for its next start: it is stopped"
+                if supervisor.state is PluginState.STOPPED
+                else "its runner restarted with it"
+            )
             _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
         self._remember_plan(supervisor)
         return True
