@@ -222,3 +222,31 @@ def test_the_printed_schema_refuses_the_sizes_and_environments_the_manifest_refu
         in_schema = bool(re.fullmatch(environment["additionalProperties"]["pattern"], value))
         assert in_schema is _accepted(tmp_path, environment={"A": value}), value
     assert not _accepted(tmp_path, environment={"A": 1})
+
+
+@pytest.mark.parametrize("own_session", [False, True])
+def test_schema_answers_at_once_when_the_import_leaves_a_process_running(
+    tmp_path: Path, own_session: bool
+) -> None:
+    """A module that starts a long-lived process at import (holding the output it inherited)
+    gets its schema as soon as the import is done, and that process is ended with it, even
+    in a session of its own."""
+    pid_file = tmp_path / "child.pid"
+    folder = make_plugin(
+        tmp_path,
+        "import subprocess, sys, msgspec, isoplug\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import sys, time; print(\"CHILD UP\", flush=True); time.sleep(300)'], "
+        f"start_new_session={own_session})\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "class S(msgspec.Struct):\n    n: int\n"
+        "class P(isoplug.Plugin):\n    config_schema = S\n",
+        "[config]\nn = 1\n",
+    )
+    result = isoplug("schema", "--timeout", "30", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["$defs"]["config.S"]["required"] == ["n"]
+    child = int(pid_file.read_text())
+    # Gone, or a zombie its (dead) parent's reaper has not collected yet: not running.
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

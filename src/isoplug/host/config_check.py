@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import msgspec
 
 from isoplug.errors import ConfigInvalid, UnencodableValue
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE, end_processes, find_descendants
 from isoplug.host.environment import runner_environment
 from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest
@@ -96,6 +98,9 @@ async def check_in_process(
     it. Returns why it could not be checked when the plugin cannot be imported, or did not
     answer within ``timeout`` seconds (then the process is killed): its next start checks it.
     """
+    env = runner_environment([manifest], inherit_environment)
+    # Marks what the plugin's import starts, to end it with the process (as a runner's).
+    tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
     process = await asyncio.create_subprocess_exec(
         runner_python([manifest]),
         "-m",
@@ -103,8 +108,7 @@ async def check_in_process(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env=runner_environment([manifest], inherit_environment),
-        # Its own group: what the plugin's import started goes with it.
+        env=env,
         start_new_session=True,
     )
     try:
@@ -117,6 +121,9 @@ async def check_in_process(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+        leftovers = await asyncio.to_thread(find_descendants, process.pid, tag)
+        if leftovers:
+            await asyncio.to_thread(end_processes, leftovers)
     reason = clean_text(answer[:_MAX_ANSWER_BYTES].decode("utf-8", "replace"), MAX_FAILURE_CHARS)
     if process.returncode == _EXIT_VALID:
         return None

@@ -11,12 +11,15 @@ process says is the plugin's text, so it reaches a message only through the sani
 
 from __future__ import annotations
 
+import secrets
 import subprocess
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE, end_processes, find_descendants
 from isoplug.host.environment import runner_environment
 from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest, manifest_schema
@@ -29,6 +32,8 @@ __all__ = ["IMPORT_TIMEOUT", "SchemaUnavailable", "config_schema", "plugin_toml_
 IMPORT_TIMEOUT = 20.0
 #: What is quoted of the plugin's output or traceback: its last characters, where an error is.
 _MAX_QUOTED_CHARS = 4000
+#: What is read of that output at most: its end, which is what is quoted.
+_MAX_OUTPUT_BYTES = 1024 * 1024
 #: python -m isoplug.runner.schema's exit codes (see that module).
 _EXIT_NO_SCHEMA = 3
 _EXIT_NOT_LOADED = 4
@@ -51,21 +56,13 @@ def config_schema(
     refuse its ``config_schema``, or JSON Schema cannot describe it. ``on_output`` is given
     what the plugin wrote while imported, sanitized, when it wrote anything and the schema
     came back (on a failure it is part of the error); without it, that output is dropped."""
-    try:
-        result = subprocess.run(
-            [runner_python([manifest]), "-m", "isoplug.runner.schema"],
-            input=msgspec.json.encode(plugin_entry(manifest)),
-            capture_output=True,
-            env=runner_environment([manifest]),
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    result = _import_in_process(manifest, timeout)
+    if result is None:
         raise SchemaUnavailable(
             f"plugin {manifest.id!r} did not finish importing within {timeout:g} s (its module "
             "blocks or waits at import?); it was stopped. A plugin should do slow work in "
             "setup(), not at import"
-        ) from None
+        )
     answer = result.stdout.decode("utf-8", "replace").strip()
     output = _quoted(result.stderr)
     if result.returncode == _EXIT_NO_SCHEMA:
@@ -100,6 +97,43 @@ def config_schema(
     if output and on_output is not None:
         on_output(output)
     return schema
+
+
+def _import_in_process(
+    manifest: Manifest, timeout: float
+) -> subprocess.CompletedProcess[bytes] | None:
+    """Run ``python -m isoplug.runner.schema`` for ``manifest``; None when it did not answer
+    within ``timeout`` seconds. Its output goes to a file, not a pipe: a process the plugin's
+    import started keeps a pipe open, and reading to its end would wait for that process.
+    Whatever the import started is ended with it (found by its tag, session or group)."""
+    env = runner_environment([manifest])
+    tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
+    with (
+        tempfile.TemporaryFile() as output,
+        subprocess.Popen(
+            [runner_python([manifest]), "-m", "isoplug.runner.schema"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=output,
+            env=env,
+            start_new_session=True,
+        ) as process,
+    ):
+        try:
+            # The answer comes on the process's private descriptor (its stdout): only it
+            # holds that, so the pipe ends when it exits.
+            answer, _ = process.communicate(msgspec.json.encode(plugin_entry(manifest)), timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            end_processes(find_descendants(process.pid, tag))
+        size = output.seek(0, 2)
+        output.seek(max(0, size - _MAX_OUTPUT_BYTES))
+        said = output.read()
+    return subprocess.CompletedProcess(process.args, process.returncode, answer, said)
 
 
 def _quoted(raw: bytes) -> str:
