@@ -346,6 +346,10 @@ async def test_without_limits_no_watch_runs_and_no_rlimit_changes(tmp_path: Path
         ("memory = 1024", "limits.memory", "below the least allowed, 32 MiB"),
         ('recycle_rss = "10MB"', "limits.recycle_rss", "below the least allowed, 32 MiB"),
         ('address_space = "100MB"', "limits.address_space", "below the least allowed"),
+        # Measured: at 256 MiB a runner could not start the thread of a sync method.
+        ('address_space = "256MiB"', "limits.address_space", "below the least allowed, 1024"),
+        # The cap would stop the plugin before its memory limit could.
+        ('memory = "2GB"\naddress_space = "1.5GB"', "limits.address_space", "must be above"),
     ],
 )
 def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words: str) -> None:
@@ -362,6 +366,8 @@ def test_bad_limits_name_the_field(tmp_path: Path, table: str, field: str, words
         ('memory = "100MB"\naddress_space = false\n', [resource.RLIM_INFINITY] * 2),
         ('address_space = "8GiB"\n', [8 * 1024**3] * 2),
         ('memory = "100MB"\naddress_space = "8GiB"\n', [8 * 1024**3] * 2),
+        # The least allowed: a runner there still starts its worker thread (rlimits is sync).
+        ('address_space = "1GiB"\n', [1024**3] * 2),
     ],
 )
 async def test_the_address_space_cap_can_be_turned_off_or_set(

@@ -347,6 +347,15 @@ def _limits(path: Path, table: LimitsTable) -> ResourceLimits:
             f"{table.recycle_rss!r} must be below limits.memory ({table.memory!r}): the runner "
             "is killed at memory, so it would never be recycled",
         )
+    capped = sizes["address_space"]
+    if memory is not None and capped and capped <= memory:
+        raise ManifestError(
+            path,
+            "limits.address_space",
+            f"{table.address_space!r} must be above limits.memory ({table.memory!r}): the "
+            "address space holds the memory and more, so the cap would stop the plugin first "
+            "and memory would never be reached",
+        )
     return ResourceLimits(
         memory=memory,
         cpu_seconds=table.cpu_seconds,
@@ -378,15 +387,18 @@ def _size(path: Path, field: str, value: int | str, name: str) -> int:
                 "a runner holds some 20-25 MiB before it imports a plugin, so it would be "
                 f"{'killed' if name == 'memory' else 'recycled'} as it starts"
                 if name != "address_space"
-                else "a runner maps more than that to start"
+                else "a runner maps some 300 MiB to start, and its worker threads reserve 8 "
+                "MiB of stack each"
             ),
         )
     return size
 
 
-#: ``address_space`` below this is refused: a Python runner maps some 100-200 MiB of address
-#: space (libraries, thread stacks) before it imports a plugin.
-_MIN_ADDRESS_SPACE = 256 * 1024**2
+#: ``address_space`` below this is refused: a Python runner maps some 250-300 MiB of address
+#: space (libraries, thread stacks) before it imports a plugin, and each thread of its worker
+#: pool (up to 32 plus the stuck ones) reserves an 8 MiB stack: at 256 MiB, measured, it could
+#: not start the thread of a plugin's first sync method.
+_MIN_ADDRESS_SPACE = 1024**3
 
 
 def _folder(path: Path, directory: Path, field: str, value: str) -> Path:
