@@ -304,7 +304,10 @@ async def test_config_without_a_schema_is_read_only_all_the_way_down(tmp_path: P
     async with Host(plugins_dir(tmp_path, "config_untyped"), config=FAST) as host:
         await host.wait_ready(20)
         outcomes = await host.call("config_untyped", "mutate")
+        # Read-only, yet a plugin may return it (or part of it) as it would a dict.
+        config = await host.call("config_untyped", "config")
     assert outcomes == {"top": "TypeError", "nested": "TypeError", "list": "AttributeError"}
+    assert config == {"tags": ["a"], "db": {"port": 1}}, config
 
 
 def test_a_field_name_holding_msgspecs_location_marker_is_one_field() -> None:

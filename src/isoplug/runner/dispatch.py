@@ -28,7 +28,7 @@ from isoplug.runner.tracing import joined
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, ErrorInfo
 from isoplug.wire.codec import ENCODE_ERRORS
-from isoplug.wire.values import locate_unencodable
+from isoplug.wire.values import encode_more, locate_unencodable
 
 __all__ = ["MAX_RESULT_BYTES", "LoadedPlugin", "PluginTable", "plugin_source"]
 
@@ -39,7 +39,7 @@ _MAX_TRACEBACK_CHARS = 32 * 1024
 #: A result's encoded size limit: a frame, less room for the answer around it.
 MAX_RESULT_BYTES = DEFAULT_MAX_FRAME_SIZE - 4096
 _UNENCODABLE = f"{UnencodableValue.__module__}.{UnencodableValue.__qualname__}"
-_encoder = msgspec.msgpack.Encoder()
+_encoder = msgspec.msgpack.Encoder(enc_hook=encode_more)
 
 
 def plugin_source(plugin_id: str) -> str:

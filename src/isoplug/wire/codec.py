@@ -16,13 +16,13 @@ import msgspec
 from isoplug.errors import LocalProtocolError, RemoteProtocolError
 from isoplug.wire.messages import Message
 from isoplug.wire.sanitize import clean_text
-from isoplug.wire.values import locate_unencodable
+from isoplug.wire.values import encode_more, locate_unencodable
 
 __all__ = ["decode_message", "decode_value", "encode_message", "encode_value"]
 
 T = TypeVar("T")
 
-_encoder = msgspec.msgpack.Encoder()
+_encoder = msgspec.msgpack.Encoder(enc_hook=encode_more)
 #: What msgspec raises for bytes it cannot decode: besides ``DecodeError`` (and its subclass
 #: ``ValidationError``), invalid UTF-8 in a string surfaces as ``UnicodeDecodeError`` and
 #: nesting deeper than the interpreter's recursion limit as ``RecursionError``.

@@ -15,13 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
-__all__ = ["describe_type", "locate_unencodable"]
+__all__ = ["describe_type", "encode_more", "locate_unencodable"]
 
-_encoder = msgspec.msgpack.Encoder()
+
+def encode_more(value: object) -> object:
+    """msgspec's ``enc_hook`` for what isoplug hands out read-only and so must carry too: a
+    ``types.MappingProxyType`` (``ctx.config`` without a schema) goes as the mapping it is.
+    Called only for types msgspec cannot encode itself: it costs the rest nothing."""
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise NotImplementedError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=encode_more)
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
 #: A path deeper than this is reported where it stops: a value nested that deeply is
 #: most likely a structure that contains itself.

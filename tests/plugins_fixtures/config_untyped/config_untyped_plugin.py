@@ -30,3 +30,8 @@ class ConfigUntyped(isoplug.Plugin):
             else:
                 outcomes[name] = "changed"
         return outcomes
+
+    @isoplug.method
+    async def config(self) -> Any:
+        """The read-only configuration itself, as a result: it must travel like a dict."""
+        return self.ctx.config
