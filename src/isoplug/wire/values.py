@@ -29,7 +29,7 @@ def encode_more(value: object) -> object:
     Called only for types msgspec cannot encode itself: it costs the rest nothing."""
     if isinstance(value, MappingProxyType):
         return dict(value)
-    raise NotImplementedError(f"Encoding objects of type {type(value).__name__} is unsupported")
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
 
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=encode_more)
