@@ -67,6 +67,18 @@ async def test_a_float_json_cannot_say_reaches_setup_as_it_is(
     assert repr(received) == repr(timeout)
 
 
+async def test_host_config_given_a_mapping_is_the_plugins_configuration(tmp_path: Path) -> None:
+    """Host(config={"id": {...}}), the form the plugin configuration was first asked in, is
+    the plugins' configuration; config= still takes the host's own SupervisorConfig."""
+    overrides = {"configured": {"limits": {"retries": 7}}}
+    async with Host(plugins_dir(tmp_path, "configured"), config=overrides) as host:
+        await host.wait_ready(20)
+        state = await host.call("configured", "state")
+    assert state["config"]["limits"]["retries"] == 7
+    with pytest.raises(TypeError, match="not both"):
+        Host(tmp_path, config=overrides, plugin_config=overrides)
+
+
 async def test_a_bad_config_fails_the_plugin_naming_the_plugin_and_the_field(
     tmp_path: Path,
 ) -> None:

@@ -285,15 +285,22 @@ def test_cli_says_what_to_install_without_textual(tmp_path: Path) -> None:
 
 def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path: Path) -> None:
     """As a user runs it: a real terminal (a pty), the real command line."""
-    import pty
     import select
     import time
 
     directory = plugins_dir(tmp_path, "echo")
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: become `isoplug run --tui`
-        os.environ.update(COLUMNS="160", LINES="40", TERM="xterm-256color")
-        os.execv(sys.executable, [sys.executable, "-m", "isoplug", "run", "--tui", str(directory)])
+    # A pty, and a child started on it by subprocess: never pty.fork() of this process, whose
+    # threads a fork would copy in whatever state they are (Python 3.13 warns of deadlocks).
+    terminal, user_side = os.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "isoplug", "run", "--tui", str(directory)],
+        stdin=user_side,
+        stdout=user_side,
+        stderr=user_side,
+        env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+        start_new_session=True,
+    )
+    os.close(user_side)
     screen = b""
     quit_sent = False
     deadline = time.monotonic() + 60
@@ -311,10 +318,13 @@ def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path
             if not quit_sent and b"ready" in screen and b"records/s" in screen:
                 os.write(terminal, b"q")
                 quit_sent = True
-        _, status = os.waitpid(pid, 0)
+        returncode = child.wait(30)
     finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
         os.close(terminal)
     assert quit_sent, screen[-2000:]
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert returncode == 0
     # Once the view is closed, the host stops its plugins and says so on the console.
     assert b"all plugins stopped" in screen

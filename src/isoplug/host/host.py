@@ -77,7 +77,9 @@ class Host:
     ``isoplug.host``.
 
     ``plugin_config`` overrides plugins' ``[config]`` tables, by plugin id: ``{"greeter":
-    {"greeting": "Hi"}}`` (tables are merged key by key; see :meth:`set_config`).
+    {"greeting": "Hi"}}`` (tables are merged key by key; see :meth:`set_config`). ``config``
+    is the host's own :class:`SupervisorConfig`; given a mapping instead
+    (``Host(dir, config={"greeter": {...}})``), it is taken as ``plugin_config``.
 
     ``reload=True`` watches ``plugins_dir`` while the host runs (needs ``isoplug[reload]``):
     changed code restarts that plugin's runner only, a new plugin folder starts, a removed one
@@ -88,7 +90,7 @@ class Host:
         self,
         plugins_dir: str | os.PathLike[str],
         *,
-        config: SupervisorConfig | None = None,
+        config: SupervisorConfig | Mapping[str, Mapping[str, Any]] | None = None,
         on_change: Callable[[StateChange], None] | None = None,
         log_limits: ReplayLimits | None = None,
         reload: bool = False,
@@ -96,6 +98,14 @@ class Host:
     ) -> None:
         if reload and (why := reload_unavailable()) is not None:
             raise RuntimeError(why)
+        if isinstance(config, Mapping):
+            # Host(config={"greeter": {...}}): the plugins' configuration, by plugin id.
+            if plugin_config is not None:
+                raise TypeError(
+                    "Host(): give the plugins' configuration once, as config={id: table} or "
+                    "as plugin_config={id: table}, not both"
+                )
+            config, plugin_config = None, config
         self.plugins_dir = Path(plugins_dir)
         self.reload = reload
         #: The hot reloader, while one runs (``reload=True``).
