@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from isoplug.logs import DropReason, LogReplayer
-from isoplug.logs.chains import SenderChains
+from isoplug.logs.chains import MAX_CLAIMED_RANGES, SenderChain, SenderChains
 from isoplug.logs.ledger import SenderLedger
 from isoplug.logs.ring import MIN_RING_BYTES
 from isoplug.wire import LogBatch, LogRecordData
@@ -171,3 +171,53 @@ def test_ended_chains_waiting_for_a_reconnection_are_bounded(
     new = connection(chains)
     new.replay(first_batch(range(4, 8), resumed_after=3, chain=4))
     assert new.metrics.replayed == 1
+
+
+def test_a_recovery_below_where_the_new_connection_resumed_is_replayed(
+    collector: RecordWaiter,
+) -> None:
+    """The sender noticed the break first: it set its old ledger back to #4 (what it had handed
+    that connection whole) and resumes after #4 on the new one, which is replayed first, up
+    to #7. The old connection's end then recovers #3 and #4 from its ring: nobody else has
+    them, so they must be replayed, not taken for the new connection's (a loss, before)."""
+    ledger = SenderLedger.create(MIN_RING_BYTES)
+    if ledger is None or ledger.ring is None:
+        pytest.skip("no memfd ring on this system")
+    try:
+        ring = ledger.ring
+        ring.start_after(0)
+        sizes = []
+        for seq in range(1, 5):
+            encoded = msgspec.msgpack.encode(data(seq))
+            assert ring.put(encoded, seq)
+            sizes.append(len(encoded))
+        ring.release(sum(sizes[:2]), 2)
+        ledger.view[0] = 4
+        chains = SenderChains()
+        old = connection(chains)
+        old.replay(first_batch(range(1, 3), ledger_fd=ledger.fd, chain=CHAIN))
+        new = connection(chains)
+        new.replay(first_batch(range(5, 8), resumed_after=4, chain=CHAIN))
+        old.finish(clean=False)
+        new.replay(log_batch([data(8)]))
+        new.finish()
+    finally:
+        ledger.close()
+    assert sorted(replayed(collector)) == list(range(1, 9))
+    assert len(replayed(collector)) == 8
+    assert old.metrics.recovered == 2
+
+
+def test_claimed_ranges_merge_and_forget_the_oldest_past_their_bound() -> None:
+    chain = SenderChain()
+    for seq in (5, 7, 6, 1, 2, 10):
+        chain.claim([data(seq)])
+    assert chain.claimed == [(1, 2), (5, 7), (10, 10)]
+    unclaimed, highest_skipped = chain.claim([data(n) for n in range(1, 12)])
+    assert [d.seq for d in unclaimed] == [3, 4, 8, 9, 11]
+    assert highest_skipped == 10
+    assert chain.claimed == [(1, 11)]
+    for seq in range(100, 100 + 2 * (MAX_CLAIMED_RANGES + 5), 2):
+        chain.claim([data(seq)])
+    assert len(chain.claimed) == MAX_CLAIMED_RANGES
+    assert chain.claimed[0][0] > 11  # the oldest went: a duplicate at worst, never a loss

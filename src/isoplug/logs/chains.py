@@ -10,8 +10,11 @@ replayed twice.
 Every forwarding handler therefore names its chain of connections (``LogBatch.chain``, a
 random 63-bit number, kept across its reconnections), and a receiver keeps, per chain of a
 sender process (the pid the kernel vouches for, never the sender's word: another process
-cannot name this one's chains), the highest sequence number any of its connections has
-*claimed* out of turn. Two things claim:
+cannot name this one's chains), the sequence numbers its connections have *claimed* out of
+turn, as ranges. Ranges, not a highest number: the new connection's records start after
+``resumed_after``, while the old one's ring may give back records below that (the sender had
+set its ledger back to them), which the new connection never carries; a highest number
+claimed by the new connection would hide them, and lose them silently. Two things claim:
 
 - an old connection's recovery claims what it replays from the ring, skipping what a newer
   connection of the chain claimed first;
@@ -19,13 +22,14 @@ cannot name this one's chains), the highest sequence number any of its connectio
   batch by batch, skipping what a recovery claimed first, for as long as an earlier
   connection of the chain may still recover (it is still open here) and then up to the
   highest number claimed. After that it checks nothing: the cost is paid by reconnections
-  only, per batch, never per record of a steady connection.
+  only, never by a steady connection.
 
 Records are claimed before they are replayed, so one of the two replays each and the other
 skips it; a skipped record was replayed, so it is neither a gap nor a loss. The state is
-bounded: a chain is forgotten when its last connection ends, unless that connection's
-recovery replayed records a reconnection may still bring (then it is kept among at most
-:data:`MAX_ENDED_CHAINS`, the oldest forgotten first).
+bounded: at most :data:`MAX_CLAIMED_RANGES` ranges per chain (past that the oldest is
+forgotten, which risks a duplicate, never a loss), and a chain is forgotten when its last
+connection ends, unless that connection's recovery replayed records a reconnection may still
+bring (then it is kept among at most :data:`MAX_ENDED_CHAINS`, the oldest forgotten first).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ __all__ = ["MAX_ENDED_CHAINS", "ChainMember", "SenderChain", "SenderChains"]
 
 #: Chains kept after their last connection ended, waiting for a reconnection (per receiver).
 MAX_ENDED_CHAINS = 1024
+#: Claimed ranges kept per chain (a sender's drops make gaps, hence several ranges).
+MAX_CLAIMED_RANGES = 64
 
 
 class SenderChain:
@@ -47,8 +53,11 @@ class SenderChain:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        #: The highest sequence number a connection of the chain claimed out of turn.
-        self.claimed = 0
+        #: The sequence numbers connections of the chain claimed out of turn, as ranges
+        #: (first, last), ascending, none touching another. Ranges, not a high-water mark: a
+        #: new connection's records start after ``resumed_after``, and an old connection's
+        #: ring may still give back records below that, which nobody else has replayed.
+        self.claimed: list[tuple[int, int]] = []
         #: Connections of the chain still open here (guarded by the SenderChains' lock).
         self.open_connections = 0
 
@@ -56,13 +65,42 @@ class SenderChain:
         """The records, in order, that no connection of the chain claimed yet (claimed now),
         and the highest sequence number of those it had (0: none)."""
         with self.lock:
-            claimed = self.claimed
-            unclaimed = [data for data in records if data.seq > claimed]
-            if unclaimed:
-                self.claimed = max(data.seq for data in unclaimed)
-        if len(unclaimed) == len(records):
-            return unclaimed, 0
-        return unclaimed, max(data.seq for data in records if data.seq <= claimed)
+            unclaimed: list[LogRecordData] = []
+            highest_skipped = 0
+            for data in records:
+                if self._covers(data.seq):
+                    highest_skipped = max(highest_skipped, data.seq)
+                else:
+                    unclaimed.append(data)
+            for data in unclaimed:
+                self._add(data.seq)
+        return unclaimed, highest_skipped
+
+    def highest_claimed(self) -> int:
+        with self.lock:
+            return self.claimed[-1][1] if self.claimed else 0
+
+    def _covers(self, seq: int) -> bool:
+        return any(first <= seq <= last for first, last in self.claimed)
+
+    def _add(self, seq: int) -> None:
+        ranges = self.claimed
+        for index, (first, last) in enumerate(ranges):
+            if first - 1 <= seq <= last + 1:
+                low, high = min(first, seq), max(last, seq)
+                # It may now touch the next range: merge them.
+                if index + 1 < len(ranges) and ranges[index + 1][0] <= high + 1:
+                    high = max(high, ranges.pop(index + 1)[1])
+                ranges[index] = (low, high)
+                return
+            if seq < first:
+                ranges.insert(index, (seq, seq))
+                break
+        else:
+            ranges.append((seq, seq))
+        if len(ranges) > MAX_CLAIMED_RANGES:
+            # Forgetting a claim risks a duplicate, never a loss: the oldest range goes.
+            del ranges[0]
 
 
 class ChainMember:
@@ -91,8 +129,8 @@ class ChainMember:
         # Asked first: an earlier connection that is closed has finished its recovery.
         earlier_open = self._chains.others_open(self._state)
         unclaimed, highest_replayed = self._state.claim(records)
-        if unclaimed and not earlier_open:
-            # Nothing can claim out of turn any more, and what comes next is above this.
+        if not earlier_open and records[-1].seq >= self._state.highest_claimed():
+            # Nothing can claim out of turn any more, and what comes next is above it all.
             self.guarding = False
         return unclaimed, highest_replayed
 
