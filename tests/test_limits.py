@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import Host, PluginState
+from isoplug import Host, PluginState, PluginUnavailable
 from isoplug.control import ResourceLimits
 from isoplug.errors import IsoplugError, RemoteError
 from isoplug.host import PluginInfo
@@ -188,6 +188,39 @@ async def test_a_recycle_for_rss_lets_the_call_in_flight_finish_first(tmp_path: 
             )
             assert info.last_exit is not None and info.last_exit.pid == first
             assert info.last_exit.limit == "recycle_rss"
+
+
+async def test_the_memory_limit_hit_while_a_recycle_waits_is_a_crash(tmp_path: Path) -> None:
+    """A recycle waits for a call in flight; meanwhile the plugin passes memory: it is killed
+    as at any time, a crash (policy 'never': FAILED), and the calls are told the limit, not
+    a recycle."""
+    directory = hog(
+        tmp_path,
+        'recycle_rss = "150MiB"\nmemory = "300MiB"\n',
+        more='\n[restart]\npolicy = "never"',
+    )
+    with watching("isoplug.host") as records:
+        async with hosting(directory) as host:
+            first = host.plugin("hog").pid
+            held = asyncio.ensure_future(
+                host.call_with("hog", "hold", args=(200, 20.0), timeout=60)
+            )
+            await records.wait_for("isoplug.host", "waiting for 1 call in flight", timeout=10)
+            with pytest.raises(IsoplugError) as grown:
+                await host.call_with("hog", "grow", args=(200,), timeout=60)
+            with pytest.raises(IsoplugError) as holding:
+                await held
+            info = await host.wait_for("hog", lambda i: i.state is PluginState.FAILED, 30)
+    for caught in (grown, holding):
+        assert not isinstance(caught.value, PluginUnavailable), caught.value
+        assert "recycled" not in str(caught.value), caught.value
+        assert "memory" in str(caught.value), caught.value
+    account = info.last_exit
+    assert account is not None and account.pid == first and account.limit == "memory"
+    assert account.signal_name == "SIGKILL"
+    assert "recycled" not in account.describe(), account.describe()
+    messages = [r.getMessage() for r in records.records]
+    assert not any("restarting: " in m for m in messages), messages
 
 
 # -- cpu_seconds ----------------------------------------------------------------------------

@@ -124,6 +124,8 @@ class RunnerLife:
     def recycling(self) -> str | None:
         """Why the host recycles this runner (the reason its exit account will give), from
         the moment it decided to; None while it does not."""
+        if self.limits.hit == "memory":
+            return None  # killed at its memory limit, recycle decided or not: a crash
         for decided in (self.health.recycle, self.limits.recycle):
             if decided.done():
                 return decided.result()
@@ -353,9 +355,13 @@ class RunnerLife:
         once no call is in flight, or ``call_timeout`` after the decision (then it stops
         anyway, and the log says how many calls that breaks). New calls are still taken
         meanwhile. Stuck worker threads recycle at once: their calls already timed out."""
-        self.recycled = kind
         if kind == RECYCLE_RSS and not self._idle.is_set():
             await self._until_idle(process)
+            if not process.running:
+                # It ended while the calls finished (killed at its memory limit, a crash):
+                # that, not the recycle, is what its account says.
+                return ""
+        self.recycled = kind
         await self._shut_down(process)
         return reason
 
