@@ -446,8 +446,9 @@ class Host:
         and the field when the schema refuses it, or when ``config`` is not a table with
         string keys; :class:`~isoplug.errors.UnencodableValue` naming where a value is that
         cannot be sent to a runner; :class:`PluginUnavailable` for an unknown plugin or when
-        the host is not running. A plugin whose code cannot be imported cannot check it: the
-        configuration is kept, with a warning, and its next start checks it.
+        the host is not running. A plugin whose code cannot be imported, or not within
+        ``ready_timeout``, cannot check it: the configuration is kept, with a warning, and its
+        next start (at once, for a failed plugin) checks it.
         """
         self._life.check_running(f"configure plugin {plugin_id!r}")
         return await self._runners.set_config(plugin_id, config)
