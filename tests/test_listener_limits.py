@@ -441,3 +441,27 @@ def test_a_failed_handshakes_text_is_escaped_and_cut(caplog: pytest.LogCaptureFi
     gate.failed(ValueError(f"\x1b[2J\n{FORGED}" + "x" * 10_000))
     (line,) = [FORMATTER.format(r) for r in caplog.records]
     assert_short_and_clean(line)
+
+
+@pytest.mark.parametrize("mode", ["async", "threads"])
+async def test_a_sender_refused_as_busy_at_first_tries_again(mode: str) -> None:
+    """A receiver at its cap of connections in their handshake answers a new sender "busy":
+    that is no receiver gone, so the sender's first connection is tried again (as after a
+    break) and gets through once a place frees up."""
+    with watching("isoplug.rpc") as waiter, watching(PREFIX) as records:
+        async with receiver(
+            mode, prefix=PREFIX, max_handshakes=1, handshake_timeout=LONG
+        ) as log_receiver:
+            address = log_receiver.address
+            silent = raw_connect(address)
+            late = ForwardingHandler(address, log_receiver.token, name="late")
+            try:
+                starting = asyncio.ensure_future(asyncio.to_thread(late.start, WAIT))
+                await logged(waiter, "refusing new connections")
+                silent.close()
+                assert await starting, late.failure
+                late.handle(record("after a busy first try"))
+                await records.wait_for(f"{PREFIX}.sender", "after a busy first try", WAIT)
+            finally:
+                silent.close()
+                await asyncio.to_thread(late.close)

@@ -23,8 +23,9 @@ saying what it lost:
   stderr says so (never through ``sys.stderr``, which in a runner makes records that would
   come back here; never with a lock held).
 
-The first connection is not tried again: ``start()`` and :func:`~isoplug.logs.forward_logs`
-report at once that nothing listens there.
+A first connection that finds nothing listening is not tried again (``start()`` and
+:func:`~isoplug.logs.forward_logs` say so at once); one that met a receiver busy or cut
+short is, as after a break.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ import time
 
 import msgspec
 
-from isoplug.errors import IsoplugError
+from isoplug.errors import AuthenticationFailed, IsoplugError, VersionMismatch
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
-from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection
+from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import say as _say
 from isoplug.logs.sendio import send_within
@@ -172,10 +173,8 @@ class SenderThread:
 
     def _run_sender(self) -> None:
         self._sender_ident = threading.get_ident()
-        try:
-            channel = self._connect(resumed=False, timeout=self._connect_timeout)
-        except (IsoplugError, OSError) as exc:
-            self._give_up(f"cannot connect to {self.address}: {exc}")
+        channel = self._first_connection()
+        if channel is None:
             return
         while True:
             broken = self._send_until_broken(channel)
@@ -410,6 +409,44 @@ class SenderThread:
         self._drops_unsent = bool(carried)
         self._queue_changed.notify_all()
 
+    def _first_connection(self) -> BlockingChannel | None:
+        """The first connection; None when giving up (see the module docstring)."""
+        try:
+            return self._connect(resumed=False, timeout=self._connect_timeout)
+        except (IsoplugError, OSError) as exc:
+            if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
+                self._give_up(f"cannot connect to {self.address}: {exc}")
+                return None
+            attempts = Reconnection()
+            attempts.failed(exc)
+            last = str(exc)
+        while (delay := attempts.next_delay()) is not None:
+            if not self._pause(delay):
+                self._give_up(f"cannot connect to {self.address}: the handler was closed")
+                return None
+            try:
+                timeout = min(self._connect_timeout, RECONNECT_TIMEOUT)
+                return self._connect(resumed=False, timeout=timeout)
+            except (IsoplugError, OSError) as exc:
+                last = str(exc)
+                verdict = attempts.failed(exc)
+                if verdict is not None:
+                    self._give_up(f"cannot connect to {self.address}: {verdict}")
+                    return None
+        self._give_up(
+            f"cannot connect to {self.address} after {attempts.failures} attempts (the last: "
+            f"{last})"
+        )
+        return None
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless the handler is closed meanwhile; whether it is still open."""
+        deadline = time.monotonic() + seconds
+        with self._queue_changed:
+            while not self._closed and (left := deadline - time.monotonic()) > 0:
+                self._queue_changed.wait(left)
+            return not self._closed
+
     def _reconnect(self, old: BlockingChannel, reason: str) -> BlockingChannel | None:
         """Connect again after a break; None when giving up (forwarding then stops)."""
         with self._queue_lock:
@@ -426,12 +463,7 @@ class SenderThread:
                     f"(the last: {last})"
                 )
                 return None
-            deadline = time.monotonic() + delay
-            with self._queue_changed:
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._queue_changed.wait(left)
-                closing = self._closed
-            if closing:
+            if not self._pause(delay):
                 self._give_up(f"{reason}; the handler was closed before it could reconnect")
                 return None
             try:
