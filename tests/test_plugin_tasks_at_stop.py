@@ -64,6 +64,17 @@ async def test_what_a_left_task_logs_or_raises_as_it_is_cancelled_is_the_plugins
     assert_ended_as_records(waiter, "lingerer", raiser=True, runners=2 if how == "restart" else 1)
 
 
+async def test_a_task_started_from_a_bare_thread_is_ended_as_the_plugins(tmp_path: Path) -> None:
+    """No plugin's source on it (a bare thread has none), but not isoplug's code either: the
+    plugin's all the same."""
+    async with running(tmp_path, "lingerer") as (host, waiter):
+        await host.call("lingerer", "start_from_bare_thread")
+        await host.stop("lingerer")
+        record = await waiter.wait_for(MODULE, "lingerer unattributed task stopping")
+    assert record.levelno == logging.INFO
+    assert not waiter.select(plugin="lingerer", stream="stderr"), waiter.messages()
+
+
 async def test_a_task_ignoring_cancellation_is_named_and_does_not_hold_the_runner(
     tmp_path: Path,
 ) -> None:

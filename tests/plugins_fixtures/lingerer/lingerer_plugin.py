@@ -1,5 +1,6 @@
 """A test plugin that leaves tasks running at stop: one started in setup that logs as it is
-cancelled, and on request one that raises as it is cancelled and one that ignores it.
+cancelled, and on request one that raises as it is cancelled, one that ignores it and one
+started from a bare thread.
 
 ``lingerer_b/lingerer_b_plugin.py`` is a link to this file (a second member of a group,
 imported under its own module name); each plugin says which one it is by its id.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import isoplug
 
@@ -62,3 +64,25 @@ class Lingerer(isoplug.Plugin):
                     _log.info("%s deaf task ignores cancellation", self.name)
 
         self.tasks.add(asyncio.create_task(deaf_forever(), name=f"{self.name}-deaf"))
+
+    @isoplug.method
+    async def start_from_bare_thread(self) -> None:
+        """A task started from a bare thread: it carries no plugin's source."""
+
+        async def unattributed() -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                _log.info("%s unattributed task stopping", self.name)
+
+        loop = asyncio.get_running_loop()
+        started = threading.Event()
+
+        def start() -> None:
+            self.tasks.add(loop.create_task(unattributed(), name=f"{self.name}-unattributed"))
+            started.set()
+
+        thread = threading.Thread(target=lambda: loop.call_soon_threadsafe(start))
+        thread.start()
+        await asyncio.to_thread(started.wait)
+        await asyncio.to_thread(thread.join)
