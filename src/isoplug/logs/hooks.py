@@ -34,7 +34,12 @@ from typing import Any, TextIO
 from isoplug.logs.output_records import deliver
 from isoplug.logs.sources import current_source
 
-__all__ = ["asyncio_exception_handler", "install_exception_hooks", "track_task_sources"]
+__all__ = [
+    "asyncio_exception_handler",
+    "install_exception_hooks",
+    "task_source",
+    "track_task_sources",
+]
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -213,7 +218,9 @@ def _task_factory(
     return task
 
 
-def _source_of(future: Any) -> str | None:
+def task_source(future: Any) -> str | None:
+    """The source (:data:`~isoplug.logs.sources.current_source`) of a task or future: the one
+    its context holds, or on Python 3.11 the one it was created with (None: unknown)."""
     get_context = getattr(future, "get_context", None)
     if get_context is not None:
         with contextlib.suppress(Exception):
@@ -231,7 +238,7 @@ def asyncio_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str
     message = str(context.get("message") or "Unhandled exception in event loop")
     exception = context.get("exception")
     future = context.get("future") or context.get("task")
-    source = _source_of(future) if future is not None else None
+    source = task_source(future) if future is not None else None
     details = [message]
     for key, value in context.items():
         if key in ("message", "exception"):

@@ -47,7 +47,7 @@ from isoplug.errors import RemoteProtocolError
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.wire import FrameDecoder
 
-__all__ = ["HealthMonitor", "describe_frame", "start_health"]
+__all__ = ["HealthMonitor", "describe_frame", "in_stdlib", "start_health"]
 
 _log = logging.getLogger("isoplug.runner")
 
@@ -220,6 +220,11 @@ class HealthMonitor:
         return tuple(states)
 
 
+def in_stdlib(filename: str) -> bool:
+    """True if ``filename`` is a module of the standard library."""
+    return filename.startswith(_STDLIB)
+
+
 def describe_frame(frame: FrameType | None) -> str:
     """``path:line in function`` of the innermost frame outside the standard library (a
     plugin's wait on an ``Event`` shows the plugin's line, not ``threading.py``), else of the
@@ -229,7 +234,7 @@ def describe_frame(frame: FrameType | None) -> str:
     chosen = frame
     walker: FrameType | None = frame
     while walker is not None:
-        if not walker.f_code.co_filename.startswith(_STDLIB):
+        if not in_stdlib(walker.f_code.co_filename):
             chosen = walker
             break
         walker = walker.f_back

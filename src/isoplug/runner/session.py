@@ -10,8 +10,10 @@ Order of events (the host's supervisor relies on it):
    :data:`~isoplug.control.EXIT_NOTHING_LOADED`;
 5. serve calls and events until :data:`~isoplug.control.SHUTDOWN` arrives or the host goes
    away; then, within ``bootstrap.teardown_timeout`` together, cancel the calls still being
-   served and run the ``teardown`` hooks; end log forwarding (after both: what a method logs as
-   it is cancelled, or a hook logs, is forwarded as a record), say goodbye, and return 0.
+   served, run the ``teardown`` hooks, and cancel and wait for the tasks the plugins left
+   running (:mod:`isoplug.runner.leftover_tasks`); end log forwarding (after all three: what a
+   method or a task logs as it is cancelled, or a hook logs, is forwarded as a record), say
+   goodbye, and return 0; the process exits at once instead when a task would not end.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.health import start_health
+from isoplug.runner.leftover_tasks import end_plugin_tasks, exit_leaving
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels
@@ -140,6 +143,9 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         # The control token is spent (the host takes one control connection per runner
         # process): forget it before any plugin code runs. The caller holds no other reference.
         bootstrap = msgspec.structs.replace(bootstrap, token="", log_token="")
+    # Tasks are the plugins' by these (the setup-failure path ends those of a plugin whose
+    # setup failed too).
+    sources = frozenset(plugin_source(entry.id) for entry in bootstrap.plugins)
     peer_box.append(peer)
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
@@ -164,8 +170,10 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         )
         await peer.request(READY, report)
         if any(f.stage == LoadStage.SETUP for f in failures):
-            await _teardown(table, bootstrap.teardown_timeout)
+            left = await _teardown(table, sources, bootstrap.teardown_timeout)
             await peer.aclose("a plugin's setup failed")
+            if left:
+                exit_leaving(EXIT_SETUP_FAILED)
             return EXIT_SETUP_FAILED
         if not table.plugins:
             await peer.aclose("no plugin could be loaded")
@@ -177,8 +185,12 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         finally:
             closed.cancel()
             asked.cancel()
-        await _teardown(table, bootstrap.teardown_timeout)
+        # Ended before the plugins' tasks are looked for.
+        await asyncio.wait({closed, asked})
+        left = await _teardown(table, sources, bootstrap.teardown_timeout)
         await peer.aclose("runner shut down")
+        if left:
+            exit_leaving(0)
     return 0
 
 
@@ -235,11 +247,17 @@ async def _load_and_set_up(
     return failures
 
 
-async def _teardown(table: PluginTable, timeout: float) -> None:
-    """Cancel the calls being served and wait for them, then run every plugin's teardown, all
-    together bounded by ``timeout``; failures are logged. Log forwarding ends last."""
+async def _teardown(
+    table: PluginTable, sources: frozenset[str], timeout: float
+) -> list[asyncio.Task[Any]]:
+    """Cancel the calls being served and wait for them, run every plugin's teardown, then
+    cancel the tasks the plugins left running (those of ``sources``) and wait for them, all
+    together bounded by ``timeout``; failures are logged. Log forwarding ends last. Return the
+    tasks that had not ended by then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             cancelled = table.cancel_calls()
             if cancelled:
                 # A method may log (or clean up) as it is cancelled: while forwarding works.
@@ -255,9 +273,13 @@ async def _teardown(table: PluginTable, timeout: float) -> None:
             "cancelled calls and teardown hooks did not finish within %g s; exiting anyway",
             timeout,
         )
+    # After the hooks, which may stop them their own way; before forwarding ends, so that
+    # what they log as they stop, or raise, arrives as their plugin's records.
+    left = await end_plugin_tasks(sources, deadline)
     try:
         # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()
     except Exception as exc:
         # Logging itself failed, so say it where the host still listens: the real stderr.
         print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)
+    return left

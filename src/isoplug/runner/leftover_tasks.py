@@ -1,0 +1,155 @@
+"""The tasks a runner's plugins leave running at stop, ended while their records still reach
+the host.
+
+A plugin may start tasks (``asyncio.create_task`` / ``loop.create_task`` in ``setup``, a
+method, an event handler) and never await them. asyncio would cancel them only as the runner's
+loop closes, after log forwarding ended: what they log as they stop (``except CancelledError``,
+``finally``), and what they raise, would reach the host as stderr text, or not at all. So the
+runner ends them itself (:func:`end_plugin_tasks`), once the calls in flight were cancelled
+and the teardown hooks ran, and before log forwarding ends:
+
+- every pending task of a plugin is cancelled, then waited for until the teardown's deadline
+  (:data:`MIN_GRACE` at least, so that a task gets to log its goodbye even when the hooks used
+  all the time); tasks they start meanwhile are cancelled too;
+- an exception one raises as it ends goes to the loop's exception handler, which makes it an
+  ERROR record with its traceback on the logger of the plugin that started the task
+  (:func:`isoplug.logs.hooks.asyncio_exception_handler`);
+- one still running at the deadline (it ignores cancellation, or awaits something that does)
+  is named in a WARNING, with the line it waits at; the runner exits without it
+  (:func:`exit_leaving`), as asyncio would wait for it forever.
+
+Whose a task is: the plugin's whose :data:`~isoplug.logs.sources.current_source` it carries
+(every plugin's code runs attributed to it, and the tasks it starts inherit that). A task with
+no source (started from a bare thread) is a plugin's too, unless its coroutine is isoplug's own
+code: the runner's connection to the host must outlive them, to say goodbye.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Collection
+from types import FrameType
+from typing import Any
+
+from isoplug.logs.hooks import task_source
+from isoplug.logs.sources import attributed_to
+from isoplug.runner.health import describe_frame, in_stdlib
+
+__all__ = ["MIN_GRACE", "end_plugin_tasks", "exit_leaving"]
+
+_log = logging.getLogger("isoplug.runner")
+
+#: Seconds a cancelled task gets at least to end, even past the teardown's deadline: enough for
+#: a task that stops at once (one loop iteration or a few) to log that it does.
+MIN_GRACE = 0.1
+#: Coroutines followed down an await chain at most, to say where a task waits.
+_MAX_CHAIN = 64
+#: The isoplug package's folder (this module is in its ``runner`` folder).
+#: Not resolved: code objects name their files as imported, from the same path entry.
+_ISOPLUG_CODE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "")
+_CANCEL_MESSAGE = "the runner is shutting down"
+
+
+async def end_plugin_tasks(sources: Collection[str], deadline: float) -> list[asyncio.Task[Any]]:
+    """Cancel the pending tasks of the plugins whose sources are ``sources`` and wait for them
+    until ``deadline`` (the loop's time; :data:`MIN_GRACE` at least), as the module docstring
+    says; return those still running then (each named in a WARNING)."""
+    loop = asyncio.get_running_loop()
+    deadline = max(deadline, loop.time() + MIN_GRACE)
+    cancelled: set[asyncio.Task[Any]] = set()
+    while loop.time() < deadline:
+        fresh = [task for task in plugin_tasks(sources) if task not in cancelled]
+        if not fresh:
+            break
+        for task in fresh:
+            task.cancel(_CANCEL_MESSAGE)
+        cancelled.update(fresh)
+        pending = {task for task in cancelled if not task.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=deadline - loop.time())
+    stuck: list[asyncio.Task[Any]] = []
+    for task in cancelled:
+        if not task.done():
+            stuck.append(task)
+        elif not task.cancelled() and (exception := task.exception()) is not None:
+            # Retrieved here, so asyncio does not report it again when the task is freed.
+            loop.call_exception_handler(
+                {
+                    "message": "a task of the plugin raised as it was ended at shutdown",
+                    "exception": exception,
+                    "task": task,
+                }
+            )
+    for task in stuck:
+        source = task_source(task)
+        with attributed_to(source) if source else contextlib.nullcontext():
+            _log.warning(
+                "task %r (%s) was cancelled at shutdown and had not ended by the teardown "
+                "timeout (does it catch CancelledError and go on?); it waits at %s; the "
+                "runner exits without it",
+                task.get_name(),
+                _coroutine_name(task),
+                where_waiting(task),
+            )
+    return stuck
+
+
+def plugin_tasks(sources: Collection[str]) -> list[asyncio.Task[Any]]:
+    """The pending tasks of the running loop that are the plugins' (see the module docstring),
+    the current task aside."""
+    current = asyncio.current_task()
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task is not current and not task.done() and _is_plugins(task, sources)
+    ]
+
+
+def _is_plugins(task: asyncio.Task[Any], sources: Collection[str]) -> bool:
+    source = task_source(task)
+    if source is not None:
+        return source in sources
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is None or not code.co_filename.startswith(_ISOPLUG_CODE)
+
+
+def _coroutine_name(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    return str(getattr(coro, "__qualname__", None) or type(coro).__qualname__)
+
+
+def where_waiting(task: asyncio.Task[Any]) -> str:
+    """``path:line in function`` where ``task`` is suspended: the innermost coroutine of its
+    await chain outside the standard library (``asyncio.sleep`` is not where a plugin waits),
+    and what that coroutine awaits."""
+    frames: list[FrameType] = []
+    awaited: Any = task.get_coro()
+    for _ in range(_MAX_CHAIN):
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    if not frames:
+        return "an unknown place (its coroutine is not a Python coroutine)"
+    outside = [frame for frame in frames if not in_stdlib(frame.f_code.co_filename)]
+    where = describe_frame((outside or frames)[-1])
+    inner = frames[-1]
+    if inner is not (outside or frames)[-1]:
+        where += f", awaiting {inner.f_code.co_qualname}()"
+    return where
+
+
+def exit_leaving(code: int) -> None:
+    """End the process with ``code`` now, leaving the tasks that would not end: asyncio would
+    cancel them again and wait for them forever as the loop closes. Call once the host was
+    told goodbye and log forwarding ended; ``atexit`` hooks do not run."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+    os._exit(code)

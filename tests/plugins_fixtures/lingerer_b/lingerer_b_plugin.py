@@ -1,0 +1,1 @@
+../lingerer/lingerer_plugin.py
