@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from isoplug.errors import IsoplugError
 from isoplug.logs.receiver import ADDRESS_ENV, TOKEN_ENV
@@ -57,10 +58,16 @@ def main(count: int) -> None:
         os.waitpid(pid, 0)
 
 
+class Outcome(NamedTuple):
+    accepted: int
+    refused: int
+    pid: int  # the tree's top: the script's process
+
+
 @contextlib.contextmanager
-def greedy_tree(address: object, token: str, count: int) -> Iterator[tuple[int, int]]:
-    """Run this script as a child of the caller: ``(accepted, refused)`` of its ``count``
-    processes' connections to ``address``, held until the block ends."""
+def greedy_tree(address: object, token: str, count: int) -> Iterator[Outcome]:
+    """Run this script as a child of the caller: how many of its ``count`` processes'
+    connections to ``address`` were accepted and refused, held until the block ends."""
     child = subprocess.Popen(
         [sys.executable, __file__, str(count)],
         env={**os.environ, ADDRESS_ENV: str(address), TOKEN_ENV: token},
@@ -71,7 +78,7 @@ def greedy_tree(address: object, token: str, count: int) -> Iterator[tuple[int, 
     assert child.stdin is not None and child.stdout is not None
     try:
         accepted, refused = map(int, child.stdout.readline().split())
-        yield accepted, refused
+        yield Outcome(accepted, refused, child.pid)
     finally:
         child.stdin.close()
         child.wait(_WAIT)

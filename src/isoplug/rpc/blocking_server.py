@@ -84,11 +84,12 @@ class ClientLimit:
     holds (strangers in their handshake), and no set of clients can fill it and keep another
     client out. For a server whose clients are few and known (a host's runners): it serves
     at most its ``max_connections`` plus this limit's ``max_connections`` per client at once.
-    And a connection whose family the server's ``kinship`` names (the kernel's word, before
-    a byte is read; family names must then be client names) counts for that client from the
-    moment it is accepted, its handshake included, and past the limit is refused at once (a
-    ``busy`` reject): a client's connections that say nothing cannot take threads beyond its
-    own places either."""
+
+    On a server given a ``kinship`` (the kernel's word on the peer, before a byte is read),
+    family names must be client names: a connection whose family it names counts for that
+    client from the moment it is accepted, its handshake included, and past the limit is
+    refused at once (a ``busy`` reject; ``refused`` reports it too). So a client's
+    connections that say nothing cannot take threads beyond its places either."""
 
     client_of: Callable[[Hello, PeerCredentials | None], str | None]
     max_connections: int
@@ -220,15 +221,17 @@ class BlockingServer:
             # client's own places it takes (see ClientLimit.own_places).
             credentials = peer_credentials_of(sock)
             family = self._gate.family_of(credentials)
-            owner = family if self._own_places() else None
+            owner = family if self._client_limit is not None else None
             # The client this connection counts for (at most one; see _claim).
             claimed: list[str] = []
             with self._changed:
                 if self._closing:
                     sock.close()
                     return
-                over = owner is not None and not self._claim(owner, claimed)
-                full = owner is None and self._counted() >= self._max_connections
+                full = (owner is None or not self._own_places()) and (
+                    self._counted() >= self._max_connections
+                )
+                over = not full and owner is not None and not self._claim(owner, claimed)
             if over:
                 assert self._client_limit is not None and owner is not None
                 # Said before the reject is sent: whoever sees it finds the refusal told.
