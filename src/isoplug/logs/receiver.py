@@ -96,17 +96,19 @@ class LogReceiver:
     warning here says so once. ``max_senders_per_tree`` bounds those of one sender process
     tree (unix sockets on Linux, by the kernel's word on the pid that connected: the child of
     this process it is or descends from, or for a process that is not ours its oldest
-    ancestor below init), so that one tree forking without end cannot take every place;
-    past it that tree's new connections are refused and told why, with a warning here once
-    per report interval (then a count). Senders over TCP or TLS, whose pid the socket cannot
-    give, count for no tree. A tree that double-forks (its middle process exits, and the
-    kernel re-parents the rest to init) counts as new trees: see
-    :mod:`isoplug.transport.process_tree`.
+    ancestor below init), so that one tree forking without end cannot take every place. A
+    tree's connections count from their accept, before a byte is read: past its limit its
+    new ones are refused at once and told why, with a warning here once per report interval
+    (then a count). Senders over TCP or TLS, whose pid the socket cannot give, count for no
+    tree. A tree that double-forks (its middle process exits, and the kernel re-parents the
+    rest to init) counts as new trees: see :mod:`isoplug.transport.process_tree`. Neither
+    limit applies on an event loop, where a sender costs no thread.
 
     Until it has shown the token, a connection has ``handshake_timeout`` seconds for its
     hello (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` are in
-    their handshake at once, and past it a new one is refused at once, with one warning (see
-    :mod:`isoplug.rpc.gate`). Both modes.
+    their handshake at once (in threads: per sender process tree, the others' apart), and
+    past it a new one is refused at once, with one warning (see :mod:`isoplug.rpc.gate`).
+    Both modes.
     """
 
     def __init__(
@@ -130,7 +132,9 @@ class LogReceiver:
         self._ssl_context = ssl_context
         self.drain_timeout = drain_timeout
         if max_senders_per_tree < 1:
-            raise ValueError(f"max_senders_per_tree must be at least 1, not {max_senders_per_tree}")
+            raise ValueError(
+                f"max_senders_per_tree must be at least 1, not {max_senders_per_tree!r}"
+            )
         self.max_senders = max_senders
         self.max_senders_per_tree = max_senders_per_tree
         self.handshake_timeout = handshake_timeout
