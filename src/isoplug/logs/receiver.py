@@ -106,9 +106,9 @@ class LogReceiver:
 
     Until it has shown the token, a connection has ``handshake_timeout`` seconds for its
     hello (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` are in
-    their handshake at once (in threads: per sender process tree, the others' apart), and
-    past it a new one is refused at once, with one warning (see :mod:`isoplug.rpc.gate`).
-    Both modes.
+    their handshake at once, and past it a new one is refused at once, with one warning (see
+    :mod:`isoplug.rpc.gate`). Both modes. (In threads, a tree's handshakes count among its
+    ``max_senders_per_tree``: with the defaults, one tree holds at most half those places.)
     """
 
     def __init__(
@@ -348,13 +348,13 @@ class LogReceiver:
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
             # A tree's connections count from their accept (the kernel's word, before a
-            # byte is read): silent ones take no more threads or handshake seats than that.
-            kinship=self._tree_of,
-            # Counted at their accept already (kinship): a hello adds nothing to say whose.
+            # byte is read): silent ones take no more threads or handshake seats than that,
+            # and a hello adds nothing to say whose they are.
             client_limit=ClientLimit(
                 lambda _hello, _credentials: None,
                 self.max_senders_per_tree,
                 self._over_tree_limit,
+                peer_client=self._tree_of,
             ),
         )
         self._address = self._server.address

@@ -85,16 +85,19 @@ class ClientLimit:
     client out. For a server whose clients are few and known (a host's runners): it serves
     at most its ``max_connections`` plus this limit's ``max_connections`` per client at once.
 
-    On a server given a ``kinship`` (the kernel's word on the peer, before a byte is read),
-    family names must be client names: a connection whose family it names counts for that
-    client from the moment it is accepted, its handshake included, and past the limit is
-    refused at once (a ``busy`` reject; ``refused`` reports it too). So a client's
-    connections that say nothing cannot take threads beyond its places either."""
+    ``peer_client(pid)``: the client of the process the kernel says connected (on a socket
+    that can say), asked in the accepting thread before a byte is read; without it, on a
+    server given a ``kinship``, the family it names (family names must then be client
+    names). A connection so named counts for that client from the moment it is accepted, its
+    handshake included, and past the limit is refused at once (a ``busy`` reject;
+    ``refused`` reports it too). So a client's connections that say nothing cannot take
+    threads or handshake seats beyond its places either."""
 
     client_of: Callable[[Hello, PeerCredentials | None], str | None]
     max_connections: int
     refused: Callable[[str, PeerCredentials | None], None]
     own_places: bool = False
+    peer_client: Callable[[int], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
@@ -221,7 +224,7 @@ class BlockingServer:
             # client's own places it takes (see ClientLimit.own_places).
             credentials = peer_credentials_of(sock)
             family = self._gate.family_of(credentials)
-            owner = family if self._client_limit is not None else None
+            owner = self._owner(credentials, family)
             # The client this connection counts for (at most one; see _claim).
             claimed: list[str] = []
             with self._changed:
@@ -260,6 +263,15 @@ class BlockingServer:
                 self._forget(thread, claimed)
                 self._gate.leave(seat)
                 self._refuse(sock, f"cannot start a thread for another connection: {exc}")
+
+    def _owner(self, credentials: PeerCredentials | None, family: str | None) -> str | None:
+        """The client a connection counts for from its accept (see ClientLimit.peer_client)."""
+        limit = self._client_limit
+        if limit is None:
+            return None
+        if limit.peer_client is None:
+            return family
+        return None if credentials is None else limit.peer_client(credentials.pid)
 
     def _own_places(self) -> bool:
         return self._client_limit is not None and self._client_limit.own_places
