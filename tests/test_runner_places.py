@@ -15,6 +15,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 
 from isoplug import Host, PluginState
 from isoplug.host.lineage import family_of
+from isoplug.transport.process_tree import tree_under
 from isoplug.wire import FrameDecoder, Reject, RejectCode, decode_message
 from tests.log_helpers import receiver
 from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, running
@@ -248,3 +251,28 @@ async def test_runners_holding_all_they_may_cannot_keep_another_runners_logs_out
                 assert await host.call(plugin, "release_log_connections") == 511
     assert not lines(isoplug_log, "refusing new connections"), isoplug_log.messages()
     assert not lines(isoplug_log, "refused a log connection", logger="isoplug.host")
+
+
+async def test_a_senders_process_tree_is_the_child_of_the_root_it_descends_from() -> None:
+    """``tree_under`` names a process's tree as a root sees it: the root's child it is or
+    descends from; for one that is not the root's, its oldest ancestor below init; nothing
+    for a process that is gone."""
+    grandchild = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()'])"
+    child = subprocess.Popen([sys.executable, "-c", grandchild], stdin=subprocess.PIPE)
+
+    def grandchildren() -> list[int]:
+        with open(f"/proc/{child.pid}/task/{child.pid}/children") as listed:
+            return [int(pid) for pid in listed.read().split()]
+
+    try:
+        await eventually(lambda: bool(grandchildren()), WAIT)
+        (pid,) = grandchildren()
+        assert tree_under(pid, os.getpid()) == child.pid
+        assert tree_under(child.pid, os.getpid()) == child.pid
+        assert tree_under(os.getpid(), os.getpid()) == os.getpid()
+        mine = tree_under(os.getpid(), pid)  # not the grandchild's: our oldest ancestor
+        assert mine is not None and family_of(os.getpid(), {mine: "top"}) == "top"
+    finally:
+        assert child.stdin is not None
+        await asyncio.to_thread(child.communicate, b"\n")
+    assert tree_under(child.pid, os.getpid()) is None  # reaped: gone
