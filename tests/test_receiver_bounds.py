@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import sys
 
 import pytest
 
-from isoplug.logs import ForwardingHandler
+from isoplug.logs import ForwardingHandler, LogReceiver, ReplayLimits
 from isoplug.logs import receiver as receiver_module
 from isoplug.wire import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Hello
 from isoplug.wire.framing import encode_frame
+from tests.greedy_sender import greedy_tree
 from tests.log_helpers import receiver
 from tests.record_waiter import eventually, watching
 
 WAIT = 20.0
+#: A report interval no test reaches.
+LONG_INTERVAL = 600.0
 PREFIX = "bounded"
 
 
@@ -78,3 +83,44 @@ def _say_hello(address: str, frame: bytes) -> None:
         sock.settimeout(WAIT)
         while sock.recv(65536):
             pass
+
+
+async def test_one_sender_process_tree_cannot_take_every_place() -> None:
+    """A synchronous receiver with four places (``max_senders``), two per sender process
+    tree: a tree of five processes, each opening a connection, holds two (the others are
+    refused, and one warning here names the tree); a sender of another tree still gets in and
+    its records arrive."""
+    with watching("isoplug.logs") as warnings, watching(PREFIX) as records:
+        async with receiver(
+            "threads",
+            prefix=PREFIX,
+            max_senders=4,
+            max_senders_per_tree=2,
+            # However slowly the machine forks: all but the first refusal summed at close.
+            limits=ReplayLimits(rate=None, report_interval=LONG_INTERVAL),
+        ) as log_receiver:
+            with greedy_tree(log_receiver.address, log_receiver.token, 5) as greedy:
+                assert (greedy.accepted, greedy.refused) == (2, 3)
+                other = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    "import logging; from isoplug.logs import forward_logs; "
+                    "forward_logs(name='other'); logging.getLogger('o').warning('from another')",
+                    env={**os.environ, **log_receiver.child_env()},
+                )
+                assert await asyncio.wait_for(other.wait(), WAIT) == 0
+                await records.wait_for(f"{PREFIX}.o", "from another", WAIT)
+        refused = [r.getMessage() for r in warnings.records if "refused" in r.getMessage()]
+    assert refused[0] == (
+        f"refused a log sender from pid {refused[0].split('pid ')[1].split(':')[0]}: sender "
+        f"process tree of pid {greedy.pid}: at its limit of 2 open log connections "
+        "(max_senders_per_tree)"
+    ), refused
+    # The others are summed up when the receiver closes, not said one by one.
+    assert len(refused) == 2, refused
+    assert refused[1].startswith("refused 2 more log sender(s) in the last"), refused
+
+
+def test_max_senders_per_tree_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_senders_per_tree must be at least 1"):
+        LogReceiver(max_senders_per_tree=0)

@@ -26,7 +26,9 @@ from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import BlockingServer, ClientLimit, serve_blocking
 from isoplug.transport import connect_blocking, tls_client_context, tls_server_context
 from isoplug.transport.blocking import listen_blocking
+from isoplug.transport.process_tree import tree_under
 from isoplug.wire import Event, Hello, encode_frame
+from tests.greedy_sender import greedy_tree
 from tests.test_transport_sockets import Certs, make_certs
 
 TOKEN = "s3cret"
@@ -390,7 +392,7 @@ def test_each_client_is_capped_on_its_own_and_counts_again_once_it_closes() -> N
     sessions = Sessions()
     told: list[tuple[str, int | None]] = []
     limit = ClientLimit(
-        lambda hello: hello.name,
+        lambda hello, _credentials: hello.name,
         2,
         lambda client, credentials: told.append(
             (client, None if credentials is None else credentials.pid)
@@ -429,7 +431,7 @@ def test_each_client_is_capped_on_its_own_and_counts_again_once_it_closes() -> N
         server.close()
     assert server.client_connections("greedy") == server.client_connections("modest") == 0
     with pytest.raises(ValueError, match="at least 1"):
-        ClientLimit(lambda hello: hello.name, 0, lambda client, credentials: None)
+        ClientLimit(lambda hello, _credentials: hello.name, 0, lambda client, credentials: None)
 
 
 def test_a_connection_no_thread_can_be_started_for_is_refused_not_fatal(
@@ -447,3 +449,46 @@ def test_a_connection_no_thread_can_be_started_for_is_refused_not_fatal(
         threading.stack_size(0)
     assert "refusing new connections: cannot start a thread" in caplog.text
     assert_serving(server, sessions, "still serving")
+
+
+def test_clients_with_places_of_their_own_cannot_fill_the_listener() -> None:
+    """``own_places``: three process trees (the kernel's word) each hold every place their
+    limit gives (2 each: 6, three times the listener's ``max_connections``). Past its own
+    limit a tree is refused at once and its owner told; the listener-wide limit, which
+    counts only what no client holds, never refuses one of them."""
+    told: list[str] = []
+    me = os.getpid()
+
+    def tree(pid: int) -> str | None:
+        top = tree_under(pid, me)
+        return None if top is None else f"tree {top}"
+
+    sessions = Sessions()
+    server = serve_blocking(
+        "unix:",
+        TOKEN,
+        sessions,
+        name="own-places",
+        max_connections=2,
+        kinship=tree,
+        client_limit=ClientLimit(
+            lambda hello, _credentials: None,
+            2,
+            lambda client, credentials: told.append(client),
+            own_places=True,
+        ),
+    )
+    sessions.server = server
+    try:
+        with (
+            greedy_tree(server.address, TOKEN, 3) as first,
+            greedy_tree(server.address, TOKEN, 3) as second,
+            greedy_tree(server.address, TOKEN, 2) as third,
+        ):
+            outcomes = [(tree.accepted, tree.refused) for tree in (first, second, third)]
+            assert outcomes == [(2, 1), (2, 1), (2, 0)]
+            assert sorted(told) == sorted(f"tree {tree.pid}" for tree in (first, second))
+            assert all(server.client_connections(client) == 2 for client in told)
+    finally:
+        server.close()
+    assert all(server.client_connections(client) == 0 for client in told)

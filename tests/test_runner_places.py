@@ -12,19 +12,23 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from isoplug import PluginState
+from isoplug import Host, PluginState
 from isoplug.host.lineage import family_of
+from isoplug.transport.process_tree import tree_under
 from isoplug.wire import FrameDecoder, Reject, RejectCode, decode_message
 from tests.log_helpers import receiver
-from tests.plugins_fixtures import FAST, running
+from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, running
 from tests.record_waiter import RecordWaiter, eventually, watching
 
 WAIT = 20.0
@@ -204,3 +208,71 @@ async def test_one_runner_cannot_take_the_log_connections_of_the_others(tmp_path
     ), refused
     # The others are summed up (at most once per report interval), never one line each.
     assert sum(int(line.split("refused ")[1].split()[0]) for line in refused[1:]) == 6, refused
+
+
+def two_hostiles_and_chronicler(tmp_path: Path) -> Path:
+    """A plugins directory with ``hostile``, a copy of it named ``hostile2``, and
+    ``chronicler``."""
+    directory = plugins_dir(tmp_path, "hostile", "chronicler")
+    second = directory / "hostile2"
+    shutil.copytree(FIXTURES / "hostile", second, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = second / "plugin.toml"
+    manifest.write_text(manifest.read_text().replace('id = "hostile"', 'id = "hostile2"'))
+    return directory
+
+
+async def test_runners_holding_all_they_may_cannot_keep_another_runners_logs_out(
+    tmp_path: Path,
+) -> None:
+    """Two plugins hold every log connection their runners may (512 each: 1,024 together,
+    the listener-wide limit that once counted every runner's connections). A third runner,
+    started then, still gets its first log connection: its records arrive whole, not as
+    stderr text, and no listener-wide refusal is said."""
+    config = dataclasses.replace(FAST, max_log_connections=512)
+    with watching("isoplug") as isoplug_log, watching("plugin") as records:
+        async with Host(two_hostiles_and_chronicler(tmp_path), config=config) as host:
+            await host.wait_ready(WAIT)
+            bridge = host._log_bridge
+            await host.stop("chronicler")
+            hostiles = ("hostile", "hostile2")
+            await eventually(lambda: all(bridge.open_connections(p) == 1 for p in hostiles), WAIT)
+            for plugin in hostiles:
+                held = await host.call(plugin, "hold_log_connections", count=511)
+                assert held == {"accepted": 511, "refused": 0}, plugin
+                assert bridge.open_connections(plugin) == 512
+            await host.restart("chronicler")
+            await host.call("chronicler", "log_numbered", count=1)
+            record = await records.wait_for_record(
+                plugin="chronicler", text="record 0", timeout=WAIT
+            )
+            assert record.__dict__["user"] == "ann"  # over its log connection, not stderr
+            assert bridge.open_connections("chronicler") == 1
+            for plugin in hostiles:
+                assert await host.call(plugin, "release_log_connections") == 511
+    assert not lines(isoplug_log, "refusing new connections"), isoplug_log.messages()
+    assert not lines(isoplug_log, "refused a log connection", logger="isoplug.host")
+
+
+async def test_a_senders_process_tree_is_the_child_of_the_root_it_descends_from() -> None:
+    """``tree_under`` names a process's tree as a root sees it: the root's child it is or
+    descends from; for one that is not the root's, its oldest ancestor below init; nothing
+    for a process that is gone."""
+    grandchild = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()'])"
+    child = subprocess.Popen([sys.executable, "-c", grandchild], stdin=subprocess.PIPE)
+
+    def grandchildren() -> list[int]:
+        with open(f"/proc/{child.pid}/task/{child.pid}/children") as listed:
+            return [int(pid) for pid in listed.read().split()]
+
+    try:
+        await eventually(lambda: bool(grandchildren()), WAIT)
+        (pid,) = grandchildren()
+        assert tree_under(pid, os.getpid()) == child.pid
+        assert tree_under(child.pid, os.getpid()) == child.pid
+        assert tree_under(os.getpid(), os.getpid()) == os.getpid()
+        mine = tree_under(os.getpid(), pid)  # not the grandchild's: our oldest ancestor
+        assert mine is not None and family_of(os.getpid(), {mine: "top"}) == "top"
+    finally:
+        assert child.stdin is not None
+        await asyncio.to_thread(child.communicate, b"\n")
+    assert tree_under(child.pid, os.getpid()) is None  # reaped: gone

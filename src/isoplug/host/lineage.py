@@ -26,10 +26,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["descends_from", "family_of", "kinship_known"]
+from isoplug.transport.process_tree import MAX_DEPTH as _MAX_DEPTH
+from isoplug.transport.process_tree import parent_group_session as _parent_and_session
 
-#: Far deeper than any real process tree; it bounds the walk whatever ``/proc`` says.
-_MAX_DEPTH = 1024
+__all__ = ["descends_from", "family_of", "kinship_known"]
 
 
 def kinship_known() -> bool:
@@ -90,19 +90,3 @@ def family_of(pid: int, runners: Mapping[int, str]) -> str | None:
             return None
         parent = current[0]
     return found
-
-
-def _parent_and_session(pid: int) -> tuple[int, int, int] | None:
-    """``(ppid, process group id, session id)`` of ``pid`` from ``/proc/<pid>/stat``; None if
-    it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
-        return None
-    # The command name (second field) may hold spaces and parentheses: split after its end.
-    fields = data.rpartition(b")")[2].split()
-    try:
-        return int(fields[1]), int(fields[2]), int(fields[3])
-    except (IndexError, ValueError):
-        return None

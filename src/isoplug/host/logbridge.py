@@ -158,8 +158,13 @@ class LogBridge:
             name="isoplug-host-logs",
             admit=self._admit,
             kinship=self._family_of if _KINSHIP_KNOWN else None,
+            # Each runner's places are its own: the listener-wide limit counts only what no
+            # runner holds, so runners that hold all theirs cannot keep another's out.
             client_limit=ClientLimit(
-                lambda hello: hello.name, max_log_connections, self._over_limit
+                lambda hello, _credentials: hello.name,
+                max_log_connections,
+                self._over_limit,
+                own_places=True,
             ),
             handshake_timeout=handshake_timeout,
             max_handshakes=max_handshakes,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import secrets
 import ssl
 import threading
@@ -46,11 +47,13 @@ from isoplug.rpc.blocking import (
     DEFAULT_MAX_CONNECTIONS,
     BlockingChannel,
     BlockingServer,
+    ClientLimit,
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.transport import Address, Listener
-from isoplug.transport.stream import peer_credentials_of
+from isoplug.transport.process_tree import tree_under
+from isoplug.transport.stream import PeerCredentials, peer_credentials_of
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
@@ -73,6 +76,10 @@ DEFAULT_DRAIN_TIMEOUT = 5.0
 CLOSE_GRACE = 1.0
 #: Standalone forwarding has no rate limit by default: the program trusts its own children.
 STANDALONE_LIMITS = ReplayLimits(rate=None)
+#: Connections one sender process tree may hold at once in a synchronous receiver (see
+#: :class:`LogReceiver`): a pool of workers each forwarding its logs fits, a tree forking
+#: without end takes no more than this of the ``max_senders`` places.
+DEFAULT_MAX_SENDERS_PER_TREE = 64
 
 
 class LogReceiver:
@@ -86,12 +93,22 @@ class LogReceiver:
     ``max_senders`` bounds the senders served at once in a synchronous program (a thread
     each); past it a new sender is refused and told why (:func:`forward_logs` raises; a
     :class:`ForwardingHandler` says so on stderr and counts its records as dropped), and a
-    warning here says so once.
+    warning here says so once. ``max_senders_per_tree`` bounds those of one sender process
+    tree (unix sockets on Linux, by the kernel's word on the pid that connected: the child of
+    this process it is or descends from, or for a process that is not ours its oldest
+    ancestor below init), so that one tree forking without end cannot take every place. A
+    tree's connections count from their accept, before a byte is read: past its limit its
+    new ones are refused at once and told why, with a warning here once per report interval
+    (then a count). Senders over TCP or TLS, whose pid the socket cannot give, count for no
+    tree. A tree that double-forks (its middle process exits, and the kernel re-parents the
+    rest to init) counts as new trees: see :mod:`isoplug.transport.process_tree`. Neither
+    limit applies on an event loop, where a sender costs no thread.
 
     Until it has shown the token, a connection has ``handshake_timeout`` seconds for its
     hello (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` are in
     their handshake at once, and past it a new one is refused at once, with one warning (see
-    :mod:`isoplug.rpc.gate`). Both modes.
+    :mod:`isoplug.rpc.gate`). Both modes. (In threads, a tree's handshakes count among its
+    ``max_senders_per_tree``: with the defaults, one tree holds at most half those places.)
     """
 
     def __init__(
@@ -104,6 +121,7 @@ class LogReceiver:
         ssl_context: ssl.SSLContext | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         max_senders: int = DEFAULT_MAX_CONNECTIONS,
+        max_senders_per_tree: int = DEFAULT_MAX_SENDERS_PER_TREE,
         handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
     ) -> None:
@@ -113,7 +131,12 @@ class LogReceiver:
         self.limits = limits
         self._ssl_context = ssl_context
         self.drain_timeout = drain_timeout
+        if max_senders_per_tree < 1:
+            raise ValueError(
+                f"max_senders_per_tree must be at least 1, not {max_senders_per_tree!r}"
+            )
         self.max_senders = max_senders
+        self.max_senders_per_tree = max_senders_per_tree
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
         self._address: Address | None = None
@@ -324,8 +347,40 @@ class LogReceiver:
             max_connections=self.max_senders,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
+            # A tree's connections count from their accept (the kernel's word, before a
+            # byte is read): silent ones take no more threads or handshake seats than that,
+            # and a hello adds nothing to say whose they are.
+            client_limit=ClientLimit(
+                lambda _hello, _credentials: None,
+                self.max_senders_per_tree,
+                self._over_tree_limit,
+                peer_client=self._tree_of,
+            ),
         )
         self._address = self._server.address
+
+    def _tree_of(self, pid: int) -> str | None:
+        """The sender process tree of the process ``pid`` (see :class:`LogReceiver`); None
+        when it is gone already."""
+        top = tree_under(pid, os.getpid())
+        return None if top is None else f"sender process tree of pid {top}"
+
+    def _over_tree_limit(self, tree: str, credentials: PeerCredentials | None) -> None:
+        """A connection of ``tree`` was refused: it holds all its places. Said once per report
+        interval, then summed up: a tree forking in a loop must not cost a line each time."""
+        limit = f"at its limit of {self.max_senders_per_tree} open log connections"
+        who = "" if credentials is None else f" from pid {credentials.pid}"
+        self._refusals.report(
+            "sender_tree_limit",
+            f"refused a log sender{who}: {tree}: {limit} (max_senders_per_tree)",
+            summary=lambda tally: (
+                f"refused {tally.events} more log sender(s) in the last {tally.seconds:.0f} s "
+                f"for their process tree's limit of {self.max_senders_per_tree} open log "
+                f"connections (the latest: {tally.detail})"
+            ),
+            emit=_log.warning,
+            detail=f"{tree}{who}",
+        )
 
     def close(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;

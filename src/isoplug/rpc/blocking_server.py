@@ -66,19 +66,38 @@ SessionHandler = Callable[[BlockingChannel], None]
 @dataclasses.dataclass(frozen=True)
 class ClientLimit:
     """At most ``max_connections`` open at once per client, for a server whose clients are
-    several (a host's runners, each with a token of its own): one client that opens
-    connections without end must not take the places of the others.
+    several (a host's runners, each with a token of its own; a receiver's sender process
+    trees): one client that opens connections without end must not take the places of the
+    others.
 
-    ``client_of(hello)`` says which client a hello whose token matched (and that ``admit``
-    let in) belongs to. Past its limit, the client's new connection is refused in its
-    handshake (an ``authentication`` reject saying why) and ``refused(client, credentials)``
-    reports it, rather than the listener's own warning: the owner knows whom to name, and
-    how often to say it. Connections in their handshake count from the moment they are
-    admitted, so that many at once cannot slip past the limit together."""
+    ``client_of(hello, credentials)`` says which client a connection whose token matched (and
+    that ``admit`` let in) belongs to, from its hello and the kernel's word on its peer (None:
+    the socket cannot say); None counts it for no client (the server's ``max_connections``
+    alone bounds it). Past its limit, the client's new connection is refused in its handshake
+    (an ``authentication`` reject saying why) and ``refused(client, credentials)`` reports
+    it, rather than the listener's own warning: the owner knows whom to name, and how often
+    to say it. Connections in their handshake count from the moment they are admitted, so
+    that many at once cannot slip past the limit together.
 
-    client_of: Callable[[Hello], str]
+    ``own_places``: each client's connections are places of its own, which the server's
+    ``max_connections`` does not count; that limit then bounds only the connections no client
+    holds (strangers in their handshake), and no set of clients can fill it and keep another
+    client out. For a server whose clients are few and known (a host's runners): it serves
+    at most its ``max_connections`` plus this limit's ``max_connections`` per client at once.
+
+    ``peer_client(pid)``: the client of the process the kernel says connected (on a socket
+    that can say), asked in the accepting thread before a byte is read; without it, on a
+    server given a ``kinship``, the family it names (family names must then be client
+    names). A connection so named counts for that client from the moment it is accepted, its
+    handshake included, and past the limit is refused at once (a ``busy`` reject;
+    ``refused`` reports it too). So a client's connections that say nothing cannot take
+    threads or handshake seats beyond its places either."""
+
+    client_of: Callable[[Hello, PeerCredentials | None], str | None]
     max_connections: int
     refused: Callable[[str, PeerCredentials | None], None]
+    own_places: bool = False
+    peer_client: Callable[[int], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
@@ -114,9 +133,10 @@ class BlockingServer:
         self._token = token
         self._admit = admit
         self._client_limit = client_limit
-        # Connections open (or admitted and finishing their handshake) per client: under
-        # ``_changed``'s lock.
+        # Connections open (or admitted and finishing their handshake) per client, and their
+        # sum: under ``_changed``'s lock.
         self._per_client: dict[str, int] = {}
+        self._held_by_clients = 0
         self._on_channel = on_channel
         self._name = name
         self._handshake_timeout = handshake_timeout
@@ -200,23 +220,38 @@ class BlockingServer:
             if sock is None:
                 return
             # The kernel's word on the peer, before anything it sent is read: which lane of
-            # handshake seats it may take (TLS, over TCP, has none to give).
+            # handshake seats it may take (TLS, over TCP, has none to give), and which
+            # client's own places it takes (see ClientLimit.own_places).
             credentials = peer_credentials_of(sock)
+            family = self._gate.family_of(credentials)
+            owner = self._owner(credentials, family)
+            # The client this connection counts for (at most one; see _claim).
+            claimed: list[str] = []
             with self._changed:
                 if self._closing:
                     sock.close()
                     return
-                full = len(self._connections) >= self._max_connections
+                full = (owner is None or not self._own_places()) and (
+                    self._counted() >= self._max_connections
+                )
+                over = not full and owner is not None and not self._claim(owner, claimed)
+            if over:
+                assert self._client_limit is not None and owner is not None
+                # Said before the reject is sent: whoever sees it finds the refusal told.
+                self._client_limit.refused(owner, credentials)
+                self._refuse(sock, self._client_limit.reason(owner), counted=True)
+                continue
             if full:
                 self._refuse(sock, f"at its limit of {self._max_connections} open connections")
                 continue
-            seat = self._gate.enter(credentials)
+            seat = self._gate.enter_family(family)
             if not seat:
+                self._forget(None, claimed)
                 self._refuse(sock, seat.refused, counted=True)
                 continue
             thread = threading.Thread(
                 target=self._serve_connection,
-                args=(sock, seat, credentials),
+                args=(sock, seat, credentials, claimed),
                 name=f"isoplug-{self._name or 'server'}-session",
                 daemon=True,
             )
@@ -225,14 +260,48 @@ class BlockingServer:
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": out of memory or threads
-                self._forget(thread)
+                self._forget(thread, claimed)
                 self._gate.leave(seat)
                 self._refuse(sock, f"cannot start a thread for another connection: {exc}")
+
+    def _owner(self, credentials: PeerCredentials | None, family: str | None) -> str | None:
+        """The client a connection counts for from its accept (see ClientLimit.peer_client)."""
+        limit = self._client_limit
+        if limit is None:
+            return None
+        if limit.peer_client is None:
+            return family
+        return None if credentials is None else limit.peer_client(credentials.pid)
+
+    def _own_places(self) -> bool:
+        return self._client_limit is not None and self._client_limit.own_places
+
+    def _counted(self) -> int:
+        """Connections the server's ``max_connections`` counts (under ``_changed``'s lock):
+        all, or with ``own_places`` those that hold no client's place."""
+        if self._own_places():
+            return len(self._connections) - self._held_by_clients
+        return len(self._connections)
+
+    def _claim(self, client: str, claimed: list[str]) -> bool:
+        """Take a place of ``client`` for the connection whose ``claimed`` this is, giving
+        back the one it held (under ``_changed``'s lock); False at the client's limit."""
+        limit = self._client_limit
+        assert limit is not None
+        held = self._per_client.get(client, 0)
+        if held >= limit.max_connections:
+            return False
+        self._per_client[client] = held + 1
+        self._held_by_clients += 1
+        if claimed:
+            self._release(claimed.pop())
+        claimed.append(client)
+        return True
 
     def _refuse(self, sock: socket.socket, why: str, *, counted: bool = False) -> None:
         """Close a connection we cannot serve, telling the client why; its handshake fails.
         Rate limited (see :mod:`isoplug.rpc.gate`): a client connecting in a loop must not
-        flood the log. ``counted``: the gate has counted it already."""
+        flood the log. ``counted``: the gate (or a client's limit) has counted it already."""
         # Said before the client is told: whoever sees the reject finds the warning logged.
         if not counted:
             self._gate.turn_away(why)
@@ -247,15 +316,18 @@ class BlockingServer:
         sock.close()
 
     def _serve_connection(
-        self, sock: socket.socket, seat: Seat, credentials: PeerCredentials | None
+        self,
+        sock: socket.socket,
+        seat: Seat,
+        credentials: PeerCredentials | None,
+        claimed: list[str],
     ) -> None:
-        # The client this connection counts for, once admitted (see ClientLimit).
-        claimed: list[str] = []
+        # ``claimed``: the client this connection counts for, from its accept or once admitted
+        # (see ClientLimit); given back as the connection leaves, in one step.
         try:
             self._serve_claimed(sock, seat, credentials, claimed)
         finally:
-            if claimed:
-                self._release(claimed[0])
+            self._forget(threading.current_thread(), claimed)
 
     def _serve_claimed(
         self,
@@ -290,7 +362,6 @@ class BlockingServer:
                 # Said once the seat is free: whoever reads the warning may connect at once.
                 self._gate.failed(exc, peer_pid_text(credentials))
             sock.close()
-            self._forget(current)
             return
         except BaseException:
             self._gate.leave(seat)
@@ -308,14 +379,14 @@ class BlockingServer:
             _log.exception("connection handler for %s failed", self._listener.address)
         finally:
             channel.close("server closing" if self._closing else "closed")
-            self._forget(current)
 
     def _admission(
         self, credentials: PeerCredentials | None, claimed: list[str], over_limit: list[str]
     ) -> Admission | None:
         """The handshake's last word on one connection: ``admit``'s, then the client's limit;
         a connection admitted is counted for its client in ``claimed`` (released by the
-        caller, whatever happens next), one refused for its limit put in ``over_limit``."""
+        caller, whatever happens next; a place taken at its accept is moved, if its hello
+        names another client), one refused for its limit put in ``over_limit``."""
         admit = bind_admission(self._admit, credentials)
         limit = self._client_limit
         if limit is None:
@@ -325,37 +396,42 @@ class BlockingServer:
             refusal = admit(hello) if admit is not None else None
             if refusal is not None:
                 return refusal
-            client = limit.client_of(hello)
+            client = limit.client_of(hello, credentials)
+            if client is None or client in claimed:
+                return None
             with self._changed:
-                held = self._per_client.get(client, 0)
-                if held < limit.max_connections:
-                    self._per_client[client] = held + 1
-            if held >= limit.max_connections:
+                taken = self._claim(client, claimed)
+            if not taken:
                 over_limit.append(client)
                 # Said before the reject is sent: whoever sees it finds the refusal told.
                 limit.refused(client, credentials)
                 return limit.reason(client)
-            claimed.append(client)
             return None
 
         return admission
 
     def _release(self, client: str) -> None:
-        with self._changed:
-            left = self._per_client[client] - 1
-            if left:
-                self._per_client[client] = left
-            else:
-                del self._per_client[client]
+        """Give back a place of ``client`` (under ``_changed``'s lock)."""
+        self._held_by_clients -= 1
+        left = self._per_client[client] - 1
+        if left:
+            self._per_client[client] = left
+        else:
+            del self._per_client[client]
 
     def client_connections(self, client: str) -> int:
         """Connections of ``client`` open now (see :class:`ClientLimit`)."""
         with self._changed:
             return self._per_client.get(client, 0)
 
-    def _forget(self, thread: threading.Thread) -> None:
+    def _forget(self, thread: threading.Thread | None, claimed: list[str]) -> None:
+        """A connection ended (``thread`` None: it never had one): it leaves the server and
+        gives back the client's place it held, together."""
         with self._changed:
-            self._connections.pop(thread, None)
+            if thread is not None:
+                self._connections.pop(thread, None)
+            if claimed:
+                self._release(claimed.pop())
             self._changed.notify_all()
 
 

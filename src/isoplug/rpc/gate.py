@@ -152,9 +152,17 @@ class HandshakeGate:
         """Take a seat for a connection about to authenticate, whose peer the kernel says is
         ``credentials`` (None: the socket cannot say). A false seat when none is free: the
         refusal is counted (and said, see the module docstring) before this returns."""
-        family = None
-        if credentials is not None and self._kinship is not None:
-            family = self._kinship(credentials.pid)
+        return self.enter_family(self.family_of(credentials))
+
+    def family_of(self, credentials: PeerCredentials | None) -> str | None:
+        """The family of a connection whose peer the kernel says is ``credentials`` (None:
+        a stranger, or a socket that cannot say)."""
+        if credentials is None or self._kinship is None:
+            return None
+        return self._kinship(credentials.pid)
+
+    def enter_family(self, family: str | None) -> Seat:
+        """:meth:`enter` for a connection whose family (:meth:`family_of`) is known."""
         with self._lock:
             if family is None:
                 seated = self._pending < self.max_handshakes
