@@ -232,10 +232,13 @@ async def test_a_wrapper_that_does_not_exec_is_named(tmp_path: Path) -> None:
     wrapper = tmp_path / "python-wrapper"
     wrapper.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
-    write_plugin(plugins, "wrapped", REPORTER, f'python = "{wrapper}"\n[restart]\npolicy = "never"')
-    error, _ = await failed_error(plugins, "wrapped")
+    # The default restart policy: every start would go the same way, so none is tried again.
+    write_plugin(plugins, "wrapped", REPORTER, f'python = "{wrapper}"')
+    error, restarts = await failed_error(plugins, "wrapped")
     assert "the host refused its control connection" in error
     assert "must exec the interpreter" in error
+    assert restarts == 0
+    assert "runs the runner as a child process" in error
 
 
 DIES_AT_IMPORT = """

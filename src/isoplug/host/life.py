@@ -219,13 +219,11 @@ class RunnerLife:
         # What the runner wrote on stderr last says why it could not get going; only that is
         # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
         said = tail.quote() if reason == _BEFORE_READY else ""
+        wrapped = False
         if reason == _BEFORE_READY and self.refused is not None:
             # A wrapper that runs the interpreter as its child, not in its place (exec).
-            hint = (
-                " (a wrapper script as `python` must exec the interpreter)"
-                if any(m.python is not None for m in entries)
-                else ""
-            )
+            wrapped = any(m.python is not None for m in entries)
+            hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
             reason = f"{reason}; the host refused its control connection: {self.refused}{hint}"
         if said:
             reason = f"{reason}; its stderr ended with: {said}"
@@ -235,6 +233,11 @@ class RunnerLife:
             permanent = "the runner could not read its bootstrap (an isoplug bug)"
         elif returncode == EXIT_NOTHING_LOADED and permanent is None:
             permanent = "no plugin could be loaded"
+        elif wrapped and permanent is None:
+            # Every start would go the same way: the wrapper, not a crash, is at fault.
+            permanent = (
+                "its python runs the runner as a child process (checked again at its next start)"
+            )
         known = process.status_known
         sender = (
             process.host_signals.get(signal.Signals(-returncode))
