@@ -19,6 +19,13 @@ def loop_forever() -> None:
         time.sleep(1)
 
 
+def sleep_for_good() -> None:
+    # Logged from the thread: once it arrives, the executor's thread runs the call (a call
+    # cancelled before a thread took it would never run).
+    _log.info("blocking in a thread")
+    time.sleep(1000)
+
+
 class Threader(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.stop = threading.Event()
@@ -45,11 +52,14 @@ class Threader(isoplug.Plugin):
     @isoplug.method
     async def block_in_to_thread(self) -> None:
         """Waits for a thread of the default executor that sleeps for good."""
-        _log.info("blocking in to_thread")
-        await asyncio.to_thread(time.sleep, 1000)
+        await asyncio.to_thread(sleep_for_good)
 
     @isoplug.method
     async def block_in_executor(self) -> None:
         """As block_in_to_thread, through run_in_executor (no context copied)."""
-        _log.info("blocking in run_in_executor")
-        await asyncio.get_running_loop().run_in_executor(None, time.sleep, 1000)
+        await asyncio.get_running_loop().run_in_executor(None, sleep_for_good)
+
+    @isoplug.method
+    async def use_executor(self) -> None:
+        """Leaves the default executor's thread idle."""
+        await asyncio.to_thread(time.sleep, 0)
