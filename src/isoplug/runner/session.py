@@ -11,9 +11,11 @@ Order of events (the host's supervisor relies on it):
 5. serve calls and events until :data:`~isoplug.control.SHUTDOWN` arrives or the host goes
    away; then, within ``bootstrap.teardown_timeout`` together, cancel the calls still being
    served, run the ``teardown`` hooks, and cancel and wait for the tasks the plugins left
-   running (:mod:`isoplug.runner.leftover_tasks`); end log forwarding (after all three: what a
-   method or a task logs as it is cancelled, or a hook logs, is forwarded as a record), say
-   goodbye, and return 0; the process exits at once instead when a task would not end.
+   running (:mod:`isoplug.runner.leftover_tasks`), and wait for the threads that would hold
+   the process's exit (:mod:`isoplug.runner.leftover_threads`); end log forwarding (after all
+   of it: what a method or a task logs as it is cancelled, or a hook logs, and the warnings
+   naming what would not end, are forwarded as records), say goodbye, and return 0; the
+   process exits at once instead when a task or such a thread would not end.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.health import start_health
 from isoplug.runner.leftover_tasks import end_plugin_tasks, exit_leaving
+from isoplug.runner.leftover_threads import wait_for_plugin_threads
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels
@@ -247,13 +250,12 @@ async def _load_and_set_up(
     return failures
 
 
-async def _teardown(
-    table: PluginTable, sources: frozenset[str], timeout: float
-) -> list[asyncio.Task[Any]]:
+async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float) -> bool:
     """Cancel the calls being served and wait for them, run every plugin's teardown, then
-    cancel the tasks the plugins left running (those of ``sources``) and wait for them, all
-    together bounded by ``timeout``; failures are logged. Log forwarding ends last. Return the
-    tasks that had not ended by then."""
+    cancel the tasks the plugins left running (those of ``sources``) and wait for them, then
+    wait for the threads that would hold the exit, all together bounded by ``timeout``;
+    failures, and what would not end, are logged. Log forwarding ends last. Return True if a
+    task or such a thread had not ended by then: the process must exit without waiting."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
@@ -275,11 +277,14 @@ async def _teardown(
         )
     # After the hooks, which may stop them their own way; before forwarding ends, so that
     # what they log as they stop, or raise, arrives as their plugin's records.
-    left = await end_plugin_tasks(sources, deadline)
+    left_tasks = await end_plugin_tasks(sources, deadline)
+    # After the tasks, which may be what stops them; before forwarding ends, so that the
+    # warning naming one arrives as a record.
+    left_threads = await wait_for_plugin_threads(deadline)
     try:
         # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()
     except Exception as exc:
         # Logging itself failed, so say it where the host still listens: the real stderr.
         print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)
-    return left
+    return bool(left_tasks or left_threads)

@@ -1,0 +1,111 @@
+"""Threads a plugin leaves running at stop do not hold its runner until the host's SIGTERM:
+a non-daemon thread, or a default-executor thread busy with a cancelled ``asyncio.to_thread``
+call, is waited for until the teardown timeout, then named in a WARNING (the plugin's
+record), and the runner exits cleanly without it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from isoplug import SupervisorConfig
+from isoplug.host import ExitAccount
+from tests.plugins_fixtures import running
+from tests.record_waiter import RecordWaiter
+
+#: The host would wait shutdown_timeout before its SIGTERM: far longer than the teardown.
+CONFIG = SupervisorConfig(
+    health_interval=0.2,
+    health_timeout=30.0,
+    teardown_timeout=0.5,
+    shutdown_timeout=30.0,
+    terminate_timeout=1.0,
+)
+#: Seconds a stop may take at most here: the teardown timeout plus a slow machine's slack,
+#: well below shutdown_timeout.
+WITHIN = 15.0
+#: The runner's own logger, as the host names it for this plugin.
+RUNNER_LOGGER = "plugin.threader.isoplug.runner"
+PLUGIN_MODULE = "plugin.threader.threader_plugin"
+
+
+def assert_clean_stop(account: ExitAccount | None, took: float) -> None:
+    assert account is not None
+    assert (account.returncode, account.sent_by_host) == (0, None), account.describe()
+    assert account.reason == "stopped on request", account.describe()
+    assert took < WITHIN, (took, account.describe())
+
+
+def thread_warnings(waiter: RecordWaiter) -> list[logging.LogRecord]:
+    return [r for r in waiter.matching(RUNNER_LOGGER, "thread ") if "at shutdown" in r.getMessage()]
+
+
+@pytest.mark.parametrize("how", ["stop", "host exits"])
+async def test_a_non_daemon_thread_is_named_and_does_not_hold_the_runner(
+    tmp_path: Path, how: str
+) -> None:
+    async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
+        await host.call("threader", "start_forever")
+        start = time.monotonic()
+        if how == "stop":
+            info = await host.stop("threader")
+            took = time.monotonic() - start
+    if how == "host exits":
+        took = time.monotonic() - start
+        info = host.plugin("threader")
+    assert_clean_stop(info.last_exit, took)
+    (warning,) = thread_warnings(waiter)
+    assert warning.levelno == logging.WARNING
+    assert re.search(
+        r"thread 'threader-forever' \(threader_plugin\.loop_forever\) is still running at "
+        r"shutdown and had not ended by the teardown timeout .* it is at "
+        r"\S+threader_plugin\.py:\d+ in loop_forever; the runner exits without it",
+        warning.getMessage(),
+    ), warning.getMessage()
+
+
+@pytest.mark.parametrize("method", ["block_in_to_thread", "block_in_executor"])
+async def test_a_cancelled_call_blocked_in_an_executor_thread_does_not_hold_the_runner(
+    tmp_path: Path, method: str
+) -> None:
+    async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
+        call = asyncio.ensure_future(host.call("threader", method))
+        await waiter.wait_for(PLUGIN_MODULE, "blocking in a thread")
+        start = time.monotonic()
+        info = await host.stop("threader")
+        took = time.monotonic() - start
+        with pytest.raises(Exception, match="stopped on request"):
+            await call
+    assert_clean_stop(info.last_exit, took)
+    (warning,) = thread_warnings(waiter)
+    assert warning.levelno == logging.WARNING
+    assert re.search(
+        r"thread '\w+_0' of an executor still runs threader_plugin\.sleep_for_good at "
+        r"shutdown, after its caller was cancelled .* it is at \S+threader_plugin\.py:\d+ in "
+        r"sleep_for_good; the runner exits without it",
+        warning.getMessage(),
+    ), warning.getMessage()
+
+
+@pytest.mark.parametrize("start", [None, "start_polite", "use_executor"])
+async def test_threads_that_end_by_the_teardown_timeout_are_not_named(
+    tmp_path: Path, start: str | None
+) -> None:
+    """Nothing started, a thread that teardown() stops (waited for: what it logs as it ends
+    arrives), or an executor's thread left idle: the runner exits as it always did, with no
+    warning."""
+    async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
+        if start is not None:
+            await host.call("threader", start)
+        begin = time.monotonic()
+        info = await host.stop("threader")
+        took = time.monotonic() - begin
+    assert_clean_stop(info.last_exit, took)
+    assert not thread_warnings(waiter), waiter.messages()
+    ended = waiter.matching(PLUGIN_MODULE, "polite thread ends")
+    assert len(ended) == (1 if start == "start_polite" else 0), waiter.messages()
