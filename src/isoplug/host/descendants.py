@@ -37,6 +37,8 @@ import signal
 import time
 from collections.abc import Iterable, Mapping
 
+from isoplug.transport.process_tree import stat_fields
+
 __all__ = [
     "TAG_LENGTH",
     "TAG_VARIABLE",
@@ -76,13 +78,9 @@ class ProcessStat:
 
 def read_stat(pid: int) -> ProcessStat | None:
     """``/proc/<pid>/stat`` parsed; None when the process is gone (or there is no ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return None
-    # The command name (second field) may hold spaces and parentheses: split after its end.
-    fields = data.rpartition(b")")[2].split()
     try:
         return ProcessStat(
             pid=pid,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from isoplug.transport.process_tree import stat_fields
+
 __all__ = ["Usage", "read_usage"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -26,14 +28,10 @@ class Usage:
 def read_usage(pid: int) -> Usage | None:
     """RSS and CPU time of ``pid`` from ``/proc/<pid>/stat``; None when it cannot be read (the
     process is gone, or there is no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return None
-    # Fields after the command name (which may hold spaces and parentheses): state is
-    # field 3, utime 14, stime 15, starttime 22, rss 24 (man 5 proc).
-    fields = text.rpartition(b")")[2].split()
+    # Field 3 (the state) is index 0: utime is field 14, stime 15, starttime 22, rss 24.
     try:
         return Usage(
             int(fields[21]) * _PAGE,

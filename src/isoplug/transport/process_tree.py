@@ -17,24 +17,31 @@ that too needs a process group or session it controls, as the host's runners hav
 
 from __future__ import annotations
 
-__all__ = ["MAX_DEPTH", "parent_group_session", "tree_under"]
+__all__ = ["MAX_DEPTH", "parent_group_session", "stat_fields", "tree_under"]
 
 #: Far deeper than any real process tree; it bounds a walk whatever ``/proc`` says.
 MAX_DEPTH = 1024
 
 
-def parent_group_session(pid: int) -> tuple[int, int, int] | None:
-    """``(ppid, process group id, session id)`` of ``pid`` from ``/proc/<pid>/stat``; None if
-    it is gone (or there is no ``/proc``)."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, so that index 0 is field 3
+    (the state) of ``man 5 proc``; None when it cannot be read (the process is gone, or
+    there is no ``/proc``). The one reader of that file for every caller in isoplug."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
     except OSError:
         return None
     # The command name (second field) may hold spaces and parentheses: split after its end.
-    fields = data.rpartition(b")")[2].split()
+    return data.rpartition(b")")[2].split()
+
+
+def parent_group_session(pid: int) -> tuple[int, int, int] | None:
+    """``(ppid, process group id, session id)`` of ``pid``; None if it is gone (or there is
+    no ``/proc``)."""
+    fields = stat_fields(pid)
     try:
-        return int(fields[1]), int(fields[2]), int(fields[3])
+        return None if fields is None else (int(fields[1]), int(fields[2]), int(fields[3]))
     except (IndexError, ValueError):
         return None
 
