@@ -414,29 +414,42 @@ class SenderThread:
         try:
             return self._connect(resumed=False, timeout=self._connect_timeout)
         except (IsoplugError, OSError) as exc:
+            why = f"cannot connect to {self.address}"
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
-                self._give_up(f"cannot connect to {self.address}: {exc}")
+                self._give_up(f"{why}: {exc}")
                 return None
             attempts = Reconnection()
             attempts.failed(exc)
-            last = str(exc)
+            return self._keep_trying(attempts, why, str(exc), resumed=False)
+
+    def _reconnect(self, old: BlockingChannel, reason: str) -> BlockingChannel | None:
+        """Connect again after a break; None when giving up (forwarding then stops)."""
+        with self._queue_lock:
+            if self._channel is old:
+                self._channel = None
+        old.close("the connection broke")
+        return self._keep_trying(Reconnection(), reason, "", resumed=True)
+
+    def _keep_trying(
+        self, attempts: Reconnection, why: str, last: str, *, resumed: bool
+    ) -> BlockingChannel | None:
+        """Connect after each of ``attempts``' delays until it works or they say to give up;
+        None then (forwarding stops, ``why`` opening the reason given)."""
         while (delay := attempts.next_delay()) is not None:
             if not self._pause(delay):
-                self._give_up(f"cannot connect to {self.address}: the handler was closed")
+                self._give_up(f"{why}; the handler was closed before it could connect")
                 return None
             try:
-                timeout = min(self._connect_timeout, RECONNECT_TIMEOUT)
-                return self._connect(resumed=False, timeout=timeout)
+                return self._connect(
+                    resumed=resumed, timeout=min(self._connect_timeout, RECONNECT_TIMEOUT)
+                )
             except (IsoplugError, OSError) as exc:
                 last = str(exc)
                 verdict = attempts.failed(exc)
                 if verdict is not None:
-                    self._give_up(f"cannot connect to {self.address}: {verdict}")
+                    self._give_up(f"{why}; cannot connect: {verdict}")
                     return None
-        self._give_up(
-            f"cannot connect to {self.address} after {attempts.failures} attempts (the last: "
-            f"{last})"
-        )
+        self._give_up(f"{why}; no connection after {attempts.failures} attempts (the last: {last})")
         return None
 
     def _pause(self, seconds: float) -> bool:
@@ -446,36 +459,6 @@ class SenderThread:
             while not self._closed and (left := deadline - time.monotonic()) > 0:
                 self._queue_changed.wait(left)
             return not self._closed
-
-    def _reconnect(self, old: BlockingChannel, reason: str) -> BlockingChannel | None:
-        """Connect again after a break; None when giving up (forwarding then stops)."""
-        with self._queue_lock:
-            if self._channel is old:
-                self._channel = None
-        old.close("the connection broke")
-        attempts = Reconnection()
-        last = ""
-        while True:
-            delay = attempts.next_delay()
-            if delay is None:
-                self._give_up(
-                    f"{reason}; no new connection after {attempts.failures} attempts "
-                    f"(the last: {last})"
-                )
-                return None
-            if not self._pause(delay):
-                self._give_up(f"{reason}; the handler was closed before it could reconnect")
-                return None
-            try:
-                return self._connect(
-                    resumed=True, timeout=min(self._connect_timeout, RECONNECT_TIMEOUT)
-                )
-            except (IsoplugError, OSError) as exc:
-                last = str(exc)
-                verdict = attempts.failed(exc)
-                if verdict is not None:
-                    self._give_up(f"{reason}; cannot reconnect: {verdict}")
-                    return None
 
     def _give_up(self, reason: str) -> None:
         """Stop forwarding for good: count what is lost, and say so once on the real stderr."""
