@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from _helpers import percentile
@@ -29,34 +31,42 @@ MANIFEST = 'id = "trivial"\nversion = "1"\nentry = "trivial_plugin:Trivial"\n'
 CODE = "import isoplug\n\n\nclass Trivial(isoplug.Plugin):\n    pass\n"
 
 
-async def measure(rounds: int) -> tuple[list[float], list[float]]:
+@contextlib.asynccontextmanager
+async def watched_plugin(manifest: str) -> AsyncIterator[tuple[Host, Path]]:
+    """A host with hot reload over the trivial plugin (``manifest``), ready and watching; the
+    host and the plugin's module."""
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "plugins" / "trivial"
         folder.mkdir(parents=True)
-        (folder / "plugin.toml").write_text(MANIFEST)
+        (folder / "plugin.toml").write_text(manifest)
         module = folder / "trivial_plugin.py"
         module.write_text(CODE)
         async with Host(folder.parent, config=SupervisorConfig(), reload=True) as host:
             await host.wait_ready(30)
             assert host.reloader is not None
             await asyncio.wait_for(host.reloader.watching.wait(), 30)
-            edits: list[float] = []
-            for _ in range(rounds):
-                pid = host.plugin("trivial").pid
-                began = time.perf_counter()
-                with module.open("a") as source:
-                    source.write("# edited\n")
-                while True:
-                    info = host.plugin("trivial")
-                    if info.pid not in (None, pid) and info.state.value == "ready":
-                        break
-                    await asyncio.sleep(0.001)
-                edits.append(time.perf_counter() - began)
-            restarts: list[float] = []
-            for _ in range(rounds):
-                began = time.perf_counter()
-                await host.restart("trivial")
-                restarts.append(time.perf_counter() - began)
+            yield host, module
+
+
+async def measure(rounds: int) -> tuple[list[float], list[float]]:
+    async with watched_plugin(MANIFEST) as (host, module):
+        edits: list[float] = []
+        for _ in range(rounds):
+            pid = host.plugin("trivial").pid
+            began = time.perf_counter()
+            with module.open("a") as source:
+                source.write("# edited\n")
+            while True:
+                info = host.plugin("trivial")
+                if info.pid not in (None, pid) and info.state.value == "ready":
+                    break
+                await asyncio.sleep(0.001)
+            edits.append(time.perf_counter() - began)
+        restarts: list[float] = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            await host.restart("trivial")
+            restarts.append(time.perf_counter() - began)
     return edits, restarts
 
 
@@ -69,26 +79,17 @@ BACKOFF = "\n[restart]\nbackoff_initial = 30\nbackoff_max = 30\nmax_restarts = 1
 
 async def measure_backoff(rounds: int) -> list[float]:
     """Seconds from saving the fix of a plugin waiting in a 30 s backoff to it being ready."""
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch) / "plugins" / "trivial"
-        folder.mkdir(parents=True)
-        (folder / "plugin.toml").write_text(MANIFEST + BACKOFF)
-        module = folder / "trivial_plugin.py"
-        module.write_text(CODE)
-        async with Host(folder.parent, config=SupervisorConfig(), reload=True) as host:
-            await host.wait_ready(30)
-            assert host.reloader is not None
-            await asyncio.wait_for(host.reloader.watching.wait(), 30)
-            fixes: list[float] = []
-            for round_ in range(rounds):
-                module.write_text(CRASHING)
-                while host.plugin("trivial").state.value != "restarting":
-                    await asyncio.sleep(0.001)
-                began = time.perf_counter()
-                module.write_text(CODE + f"# fix {round_}\n")
-                while host.plugin("trivial").state.value != "ready":
-                    await asyncio.sleep(0.001)
-                fixes.append(time.perf_counter() - began)
+    async with watched_plugin(MANIFEST + BACKOFF) as (host, module):
+        fixes: list[float] = []
+        for round_ in range(rounds):
+            module.write_text(CRASHING)
+            while host.plugin("trivial").state.value != "restarting":
+                await asyncio.sleep(0.001)
+            began = time.perf_counter()
+            module.write_text(CODE + f"# fix {round_}\n")
+            while host.plugin("trivial").state.value != "ready":
+                await asyncio.sleep(0.001)
+            fixes.append(time.perf_counter() - began)
     return fixes
 
 
