@@ -24,6 +24,7 @@ import pytest
 import isoplug
 from isoplug import Host, PluginFailed, PluginState
 from isoplug.testing import FAST
+from tests.venvs import clean_env, make_venv
 
 REPORTER = """
 import os, sys
@@ -54,34 +55,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without what would make a child import this checkout."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-
-
-def make_venv(where: Path) -> Path:
-    """A venv without pip (fast, offline); its site-packages folder."""
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(where)],
-        check=True,
-        timeout=120,
-        env=clean_env(),
-    )
-    site = subprocess.run(
-        [
-            str(where / "bin" / "python"),
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('purelib'))",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-    ).stdout.strip()
-    return Path(site)
 
 
 def install_copy(package: Any, site: Path) -> None:

@@ -4,7 +4,6 @@ secrets), and a plugin's own interpreter and sys.path. Real runners, except the 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -17,6 +16,7 @@ from isoplug.host import SupervisorConfig
 from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import ManifestError, load_manifest
 from tests.plugins_fixtures import FAST, FIXTURES, copy_plugins, plugins_dir
+from tests.venvs import make_venv
 
 HOST_ENVIRONMENT = {
     "PATH": "/usr/bin",
@@ -101,23 +101,10 @@ async def test_a_plugin_names_its_own_interpreter(tmp_path: Path) -> None:
 async def test_a_plugin_names_a_virtual_environment(tmp_path: Path) -> None:
     directory = copy_plugins(tmp_path, "envreader")
     venv = directory / "envreader" / ".venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
-    )
+    site = make_venv(venv)
     # A venv that has isoplug's dependencies: this interpreter's, through a .pth file.
-    site = subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('purelib'))",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
     paths = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    (Path(site) / "isoplug-test.pth").write_text("\n".join(sorted(paths)) + "\n")
+    (site / "isoplug-test.pth").write_text("\n".join(sorted(paths)) + "\n")
     with_interpreter(directory / "envreader" / "plugin.toml", ".venv")
     facts = await facts_of(directory)
     assert Path(facts["prefix"]) == venv.absolute()
