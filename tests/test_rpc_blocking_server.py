@@ -423,6 +423,9 @@ def test_each_client_is_capped_on_its_own_and_counts_again_once_it_closes() -> N
             sock.sendall(encode_frame(future))
             while sock.recv(65536):
                 pass
+        # Its place comes back once the server's thread is through with it (after the close
+        # the client saw): waited for, never assumed.
+        wait_for(lambda: server.client_connections("greedy") == 1)
         channels.append(connect_as("greedy"))
         assert server.client_connections("greedy") == 2
     finally:
