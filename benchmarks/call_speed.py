@@ -202,7 +202,8 @@ async def bench_floor(round_trips: int) -> list[float]:
         server.close()
         # The loop must run for the close to reach the child.
         await asyncio.to_thread(child.wait, 30)
-        os.unlink(path)
+        # Python 3.13's server.close() removes the socket file itself.
+        Path(path).unlink(missing_ok=True)
         os.rmdir(directory)
     return samples
 
@@ -235,7 +236,8 @@ async def bench_streams(round_trips: int) -> list[float]:
     finally:
         server.close()
         await asyncio.to_thread(child.wait, 30)
-        os.unlink(path)
+        # Python 3.13's server.close() removes the socket file itself.
+        Path(path).unlink(missing_ok=True)
         os.rmdir(directory)
     return samples
 
