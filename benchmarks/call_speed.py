@@ -6,6 +6,10 @@ Measured between two processes on this machine, over a unix socket:
   caller awaiting a future per round trip, as ``await host.call`` does), with no protocol;
 - the same written with asyncio streams (``StreamReader``/``StreamWriter``) on both sides, as
   most asyncio code is (and as ``benchmarks/rpc_roundtrip.py`` measured its floor);
+- *the least asyncio RPC in Python*: length-prefixed msgpack frames, a future per call found by
+  its id, each request run as a task in the callee, and nothing else (no authentication,
+  timeouts, errors or supervision): the lower bound of any RPC written in Python on this loop,
+  and so of what ``host.call`` can reach without a C path;
 - *multiprocessing.connection*: the standard library's blocking ``send``/``recv`` (pickle);
 - ``await host.call(plugin, "ping")`` to an ``async def`` method, p50 and p99;
 - the same to a plain ``def`` method (run in a worker thread of the runner);
@@ -38,6 +42,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 from _helpers import percentile
 
 from isoplug import Host, SupervisorConfig
@@ -129,6 +134,54 @@ async def _child_raw(address: str) -> None:
     await done
 
 
+class _MinimalServer(asyncio.Protocol):
+    """The least an asyncio RPC callee does: length-prefixed msgpack frames, each request
+    ``[id, method, args]`` run as a task (so that a slow method never holds up the others),
+    its result sent back as ``[id, result]``. No authentication, timeouts or errors."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.decoder = msgspec.msgpack.Decoder()
+        self.encoder = msgspec.msgpack.Encoder()
+        self.methods: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {"ping": self.ping}
+        self.loop = asyncio.get_running_loop()
+
+    async def ping(self) -> None:
+        return None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 4:
+            size = int.from_bytes(buffer[:4], "big")
+            if len(buffer) < 4 + size:
+                break
+            call_id, name, args = self.decoder.decode(buffer[4 : 4 + size])
+            del buffer[: 4 + size]
+            self.loop.create_task(self.run(call_id, self.methods[name], args))
+
+    async def run(self, call_id: int, method: Callable[..., Any], args: list[Any]) -> None:
+        result = await method(*args)
+        body = self.encoder.encode((call_id, result))
+        assert self.transport is not None
+        self.transport.write(len(body).to_bytes(4, "big") + body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _child_minimal(address: str) -> None:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    await asyncio.get_running_loop().create_unix_connection(lambda: _MinimalServer(done), address)
+    await done
+
+
 def _child_mp(address: str) -> None:
     authkey = os.environ[TOKEN_ENV].encode()
     with multiprocessing.connection.Client(address, authkey=authkey) as connection:
@@ -203,6 +256,85 @@ async def bench_floor(round_trips: int) -> list[float]:
         # The loop must run for the close to reach the child.
         await asyncio.to_thread(child.wait, 30)
         # Python 3.13's server.close() removes the socket file itself.
+        Path(path).unlink(missing_ok=True)
+        os.rmdir(directory)
+    return samples
+
+
+class _MinimalClient(asyncio.Protocol):
+    """The caller's half of the least asyncio RPC (see :class:`_MinimalServer`): a future per
+    call, found by its id when the answer comes."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.next_id = 0
+        self.buffer = bytearray()
+        self.decoder = msgspec.msgpack.Decoder()
+        self.encoder = msgspec.msgpack.Encoder()
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.connected.set_result(None)
+
+    async def call(self, name: str, *args: Any) -> Any:
+        self.next_id = call_id = self.next_id + 1
+        future = self.loop.create_future()
+        self.pending[call_id] = future
+        body = self.encoder.encode((call_id, name, args))
+        assert self.transport is not None
+        self.transport.write(len(body).to_bytes(4, "big") + body)
+        return await future
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 4:
+            size = int.from_bytes(buffer[:4], "big")
+            if len(buffer) < 4 + size:
+                break
+            call_id, result = self.decoder.decode(buffer[4 : 4 + size])
+            del buffer[: 4 + size]
+            self.pending.pop(call_id).set_result(result)
+
+
+async def bench_minimal_rpc(round_trips: int) -> list[float]:
+    """Per-call times (s) of the least asyncio RPC in Python (:class:`_MinimalClient`), its
+    caller's CPU per call last."""
+    loop = asyncio.get_running_loop()
+    directory = tempfile.mkdtemp(prefix="isoplug-bench-")
+    path = os.path.join(directory, "sock")
+    protocol: _MinimalClient | None = None
+
+    def made() -> _MinimalClient:
+        nonlocal protocol
+        protocol = _MinimalClient()
+        return protocol
+
+    server = await loop.create_unix_server(made, path)
+    child = _spawn("minimal", path, _loop_name())
+    samples: list[float] = []
+    try:
+        while protocol is None:
+            await asyncio.sleep(0.005)
+        await protocol.connected
+        clock = time.perf_counter
+        cpu_before = 0.0
+        for index in range(round_trips + 200):
+            if index == 200:
+                cpu_before = time.process_time()
+            start = clock()
+            await protocol.call("ping")
+            if index >= 200:
+                samples.append(clock() - start)
+        samples.append((time.process_time() - cpu_before) / round_trips)
+        assert protocol.transport is not None
+        protocol.transport.close()
+    finally:
+        server.close()
+        await asyncio.to_thread(child.wait, 30)
         Path(path).unlink(missing_ok=True)
         os.rmdir(directory)
     return samples
@@ -337,6 +469,8 @@ def report(kind: str, rounds: list[dict[str, Any]], mp: list[float]) -> None:
     line("asyncio ping-pong, p99", med("floor", p99))
     streams = med("streams", p50)
     line("asyncio streams ping-pong, p50", streams)
+    minimal = med("minimal", p50)
+    line("least asyncio RPC in Python, p50", minimal, "   msgpack frames, a task per call")
     mp_p50 = percentile(mp, 0.5)
     line("multiprocessing.connection, p50", (mp_p50, mp_p50, mp_p50))
     a50 = med("async", p50)
@@ -349,6 +483,7 @@ def report(kind: str, rounds: list[dict[str, Any]], mp: list[float]) -> None:
     line("host.call sync method (thread), p99", s99)
     print(f"{'host.call async p50 / multiprocessing p50':<44}{'':8}  {a50[0] / mp_p50:8.2f}")
     print(f"{'host.call async p50 / streams ping-pong p50':<44}{'':8}  {a50[0] / streams[0]:8.2f}")
+    print(f"{'host.call async p50 / least Python RPC p50':<44}{'':8}  {a50[0] / minimal[0]:8.2f}")
     rates = [r["pipelined"] for r in rounds]
     print(
         f"{'pipelined 1,000 concurrent host.call':<44}{statistics.median(rates):8,.0f}/s"
@@ -357,9 +492,11 @@ def report(kind: str, rounds: list[dict[str, Any]], mp: list[float]) -> None:
     host_cpu = statistics.median(r["host_cpu"] for r in rounds)
     runner_cpu = statistics.median(r["runner_cpu"] for r in rounds)
     floor_cpu = statistics.median(r["floor_cpu"] for r in rounds)
+    minimal_cpu = statistics.median(r["minimal_cpu"] for r in rounds)
     print(
         f"CPU per sequential async call: host {host_cpu * 1e6:.1f} us, runner "
-        f"{runner_cpu * 1e6:.1f} us (the floor's caller: {floor_cpu * 1e6:.1f} us)"
+        f"{runner_cpu * 1e6:.1f} us (the floor's caller: {floor_cpu * 1e6:.1f} us; the least "
+        f"RPC's caller: {minimal_cpu * 1e6:.1f} us)"
     )
 
 
@@ -385,6 +522,8 @@ def main() -> None:
             run(loop, _child_raw(address))
         elif kind == "streams":
             run(loop, _child_streams(address))
+        elif kind == "minimal":
+            run(loop, _child_minimal(address))
         else:
             _child_mp(address)
         return
@@ -404,6 +543,9 @@ def main() -> None:
                 outcome["floor_cpu"] = floor.pop()
                 outcome["floor"] = floor
                 outcome["streams"] = run(kind, bench_streams(calls))
+                minimal = run(kind, bench_minimal_rpc(calls))
+                outcome["minimal_cpu"] = minimal.pop()
+                outcome["minimal"] = minimal
                 results[kind].append(outcome)
     load = os.getloadavg()[0]
     print(
