@@ -13,7 +13,10 @@ It prints, for each: how late a 1 ms sleep on the host's loop wakes (p99 and max
 lines are sent and delivered; lines/s reaching the host's ``logging``, with the ratio of
 printed lines/s to logged records/s; and, measured inside the plugin, the cost of one
 ``print()`` against a ``print()`` to ``/dev/null`` (the runner's stdout as Python sets it up
-with ``PYTHONUNBUFFERED``, which the runner has, and a buffered one).
+with ``PYTHONUNBUFFERED``, which the runner has, and a buffered one), and against two floors
+written in Python: a stream that only keeps each thread's lines whole, and the least stream
+that also keeps each line durable against a crash as isoplug does (location, sequence number,
+one encode, a copy into shared memory), with none of isoplug's checks.
 
 The host's rate limit is off, so that lines/s measures delivery (with it, back-to-back floods
 would mostly measure the limit). ``log.info()``'s cost in the plugin is printed beside the
@@ -50,16 +53,21 @@ PLUGIN_CODE = '''\
 """Prints, logs or writes lines at full speed, from a worker thread (its loop stays free)."""
 
 import asyncio
+import contextvars
 import io
 import logging
+import mmap
 import os
 import sys
 import threading
 import time
 
+import msgspec
+
 import isoplug
 
 log = logging.getLogger("bench")
+SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("source", default=None)
 
 
 def flood(count: int, how: str) -> float:
@@ -96,6 +104,49 @@ class WholeLines(io.TextIOBase):
         return len(text)
 
 
+class LeastDurable(io.TextIOBase):
+    """The floor of any sys.stdout written in Python that keeps each line durable as isoplug's
+    does, with none of its checks: the thread's partial line, the source (a context variable)
+    and the caller's location, then under a lock a sequence number, one encode, a copy into
+    shared memory (where the host reads what a crash left) and a queue for the sender. No
+    level, handler or rate checks, no task name, no sender wake-up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.ring = mmap.mmap(-1, 1 << 20)
+        self.head = 0
+        self.queue: list[bytes] = []
+        self.site = b"\\x9f" + b"s" * 60
+        self.encoder = msgspec.msgpack.Encoder()
+
+    def write(self, text: str) -> int:
+        local = self.local
+        if text != "\\n":
+            local.partial = getattr(local, "partial", "") + text
+            return len(text)
+        line = local.partial
+        local.partial = ""
+        source = SOURCE.get()
+        frame = sys._getframe(1)
+        where = (frame.f_code, frame.f_lineno, source)
+        with self.lock:
+            self.seq = seq = self.seq + 1
+            encoded = self.site + self.encoder.encode((time.time(), seq, line, where[1]))
+            head = self.head
+            end = head + len(encoded)
+            if end > len(self.ring):
+                head, end = 0, len(encoded)
+            self.ring[head:end] = encoded
+            self.head = end
+            self.queue.append(encoded)
+            if len(self.queue) >= 1000:
+                self.queue.clear()
+        return 1
+
+
 def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
     """ns per print(), interleaved: to the captured stdout, and to /dev/null opened as Python
     opens stdout with PYTHONUNBUFFERED (write-through, no buffer) and with a buffer."""
@@ -106,6 +157,7 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
         "/dev/null (unbuffered)": unbuffered,
         "/dev/null (buffered)": buffered,
         "floor: Python stream, whole lines": WholeLines(),
+        "floor: least durable capture": LeastDurable(),
     }
     costs: dict[str, list[float]] = {name: [] for name in targets}
     costs["log.info() (for comparison)"] = []
@@ -254,13 +306,15 @@ async def main(rounds: int, count: int) -> None:
     print("one print() in the plugin, ns (median of rounds)")
     medians = {name: statistics.median(values) for name, values in costs.items()}
     for name, value in medians.items():
-        print(f"   {name:28s}{value:10.0f}")
+        print(f"   {name:34s}{value:10.0f}")
     captured = medians["captured"]
     print(
         f"   captured / unbuffered /dev/null: x{captured / medians['/dev/null (unbuffered)']:.2f}; "
         f"captured / buffered /dev/null: x{captured / medians['/dev/null (buffered)']:.2f}; "
         f"floor / unbuffered /dev/null: "
-        f"x{medians['floor: Python stream, whole lines'] / medians['/dev/null (unbuffered)']:.2f}"
+        f"x{medians['floor: Python stream, whole lines'] / medians['/dev/null (unbuffered)']:.2f}; "
+        f"least durable / unbuffered /dev/null: "
+        f"x{medians['floor: least durable capture'] / medians['/dev/null (unbuffered)']:.2f}"
     )
     print("slow host handler (50 ms every 1,000 records), print flood:")
     print(
