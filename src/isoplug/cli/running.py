@@ -1,11 +1,19 @@
-"""``isoplug run``: a host in the foreground until Ctrl-C, SIGTERM or SIGHUP.
+"""``isoplug run``: a host in the foreground until Ctrl-C, SIGTERM or SIGHUP, or until every
+plugin has failed for good.
 
 Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 0 when it was
 stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the
-run (with ``--reload``: skipped or failed at the end), or there was nothing to run; 2 for
-unusable options; 130 after a second stop signal; 141 when the reader of stdout went away.
-The errors that end the command go to stderr; the console (every record, the host's and the
-plugins') stays on stdout.
+run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, or
+there was nothing to run; 2 for unusable options; 130 after a second stop signal; 141 when the
+reader of stdout went away. The errors that end the command go to stderr; the console (every
+record, the host's and the plugins') stays on stdout.
+
+Every plugin failed for good (each is ``FAILED``: it cannot be loaded, or its restarts are
+used up, and its runner has no process left): without ``--reload`` (a saved fix restarts it)
+and ``--tui`` (``r`` restarts it) nothing can change that, so the command says why each one
+failed and ends, as ``docker compose up`` does when every container has exited. A plugin
+waiting out a crash's backoff (``RESTARTING``) has not failed yet; while one plugin runs, the
+command runs.
 """
 
 from __future__ import annotations
@@ -30,12 +38,17 @@ from isoplug.cli.signals import (
     run_until_stopped,
 )
 from isoplug.cli.telemetry import telemetry
-from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
+from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
 from isoplug.host.registry import discover, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
+from isoplug.wire.sanitize import clean_text
 
 #: Capabilities the CLI's host offers to plugins that are granted them.
 BUILTIN_CAPABILITIES: dict[str, Callable[..., Any]] = {"clock.now": time.time}
+
+#: Cap for one plugin's reason in the message that ends a run whose plugins all failed (its
+#: whole error, traceback included, was logged when it failed).
+MAX_REASON_CHARS = 2000
 
 
 def fatal(message: str) -> None:
@@ -141,10 +154,13 @@ class Outcome:
 
     def __init__(self, overrides: Mapping[str, Mapping[str, Any]], config_file: Path | None):
         self.failed: set[str] = set()
+        #: Set on every state change: a waiter on the plugins' states clears it, then looks.
+        self.changed = asyncio.Event()
         self._overrides = overrides
         self._config_file = config_file
 
     def on_change(self, change: StateChange) -> None:
+        self.changed.set()
         if change.state is not PluginState.FAILED:
             return
         self.failed.update(change.plugin_ids)
@@ -161,6 +177,46 @@ class Outcome:
                     self._config_file,
                     ", ".join(sorted(fields)),
                 )
+
+
+def failed_for_good(info: PluginInfo) -> bool:
+    """Whether ``info``'s plugin is failed and stays so unless someone restarts it: nothing in
+    the host starts a FAILED runner again (only ``host.restart()``, a reload, a new config).
+    Its runner has no process left too, so that a group whose plugins all failed to import
+    is counted once the runner has exited and said why, not while it is on its way out."""
+    return info.state is PluginState.FAILED and info.pid is None
+
+
+def failure_reason(info: PluginInfo) -> str:
+    """Why ``info``'s plugin failed, on one line: what ended it (its error's first line) and
+    the error its runner said last before that (a ``setup`` that raised, say), if any."""
+    lines = (info.error or "failed (no reason was given)").splitlines()
+    # Runner text in the error was sanitized when the supervisor took it (continuation lines
+    # indented): a line starting "last error: " at column 0 is the supervisor's own.
+    said = [lines[0], *(line for line in lines[1:] if line.startswith("last error: "))]
+    return clean_text("; ".join(said), MAX_REASON_CHARS)
+
+
+async def until_stopped(
+    host: Host, stop: asyncio.Event, outcome: Outcome
+) -> list[PluginInfo] | None:
+    """Wait for ``stop``; or, sooner, until every plugin has failed for good (returned then):
+    without --reload or --tui nothing would ever change that. None when ``stop`` came."""
+    while not stop.is_set():
+        outcome.changed.clear()
+        infos = host.plugins()
+        if infos and all(failed_for_good(info) for info in infos):
+            return infos
+        waiters = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(outcome.changed.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    return None
 
 
 def unknown_overrides(
@@ -212,8 +268,15 @@ async def run_host(
             from isoplug.tui import run_dashboard
 
             await run_dashboard(host, title=str(plugins_dir), stop=stop)
-        else:
+        elif options.reload:
+            # A fix saved restarts a failed plugin: the session goes on until stopped.
             await stop.wait()
+        elif (failed_all := await until_stopped(host, stop, outcome)) is not None:
+            fatal(
+                f"every plugin failed for good ({len(failed_all)}), and nothing restarts a "
+                "failed plugin without --reload or --tui: stopping\n"
+                + "\n".join(f"  {info.id}: {failure_reason(info)}" for info in failed_all)
+            )
         skipped = len(host.problems)
         failed = outcome.failed
         if options.reload:

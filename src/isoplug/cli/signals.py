@@ -20,7 +20,8 @@ from isoplug.runner import eventloop
 #: Exit code: stopped on request, and nothing went wrong.
 EXIT_OK = 0
 #: Exit code: a plugin was skipped (invalid manifest) or failed during the run (with
-#: ``--reload``: at the end), or there was nothing to run.
+#: ``--reload``: at the end), every plugin failed for good (the command then ends on its own,
+#: see :mod:`isoplug.cli.running`), or there was nothing to run.
 EXIT_PLUGIN_FAILED = 1
 #: Exit code: the command line or its files are unusable (argparse's code for usage errors).
 EXIT_USAGE = 2
