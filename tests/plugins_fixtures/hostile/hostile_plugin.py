@@ -4,6 +4,7 @@ what a plugin process can do beyond them (other runners' tokens, its own process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -213,11 +214,15 @@ class Hostile(isoplug.Plugin):
                 sock = socket.socket(socket.AF_UNIX)
                 sock.settimeout(10.0)
                 sock.connect(handler.address.removeprefix("unix:"))
-                sock.sendall(hello)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    # A connection refused at accept is answered and closed before our hello
+                    # goes out: its answer is still there to read.
+                    sock.sendall(hello)
                 decoder, answer = FrameDecoder(), None
-                while answer is None and (chunk := sock.recv(65536)):
-                    for frame in decoder.receive_data(chunk):
-                        answer = decode_message(frame)
+                with contextlib.suppress(ConnectionResetError):
+                    while answer is None and (chunk := sock.recv(65536)):
+                        for frame in decoder.receive_data(chunk):
+                            answer = decode_message(frame)
                 if type(answer).__name__ == "Welcome":
                     outcome["accepted"] += 1
                     held.append(sock)
