@@ -236,6 +236,7 @@ class LogReceiver:
             ssl_context=self._ssl_context,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
+            client_limit=self._tree_limit(),
         )
         self._address = self._listener.address
 
@@ -347,23 +348,33 @@ class LogReceiver:
             max_connections=self.max_senders,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
-            # A tree's connections count from their accept (the kernel's word, before a
-            # byte is read): silent ones take no more threads or handshake seats than that,
-            # and a hello adds nothing to say whose they are.
-            client_limit=ClientLimit(
-                lambda _hello, _credentials: None,
-                self.max_senders_per_tree,
-                self._over_tree_limit,
-                peer_client=self._tree_of,
-            ),
+            client_limit=self._tree_limit(),
         )
         self._address = self._server.address
+
+    def _tree_limit(self) -> ClientLimit:
+        """``max_senders_per_tree``, the same in both modes: a tree's connections count from
+        their accept (the kernel's word, before a byte is read), so silent ones take no more
+        threads, sockets or handshake seats than that, and a hello adds nothing to say whose
+        they are (its name is the sender's claim)."""
+        return ClientLimit(
+            lambda _hello, _credentials: None,
+            self.max_senders_per_tree,
+            self._over_tree_limit,
+            peer_client=self._tree_of,
+        )
 
     def _tree_of(self, pid: int) -> str | None:
         """The sender process tree of the process ``pid`` (see :class:`LogReceiver`); None
         when it is gone already."""
-        top = tree_under(pid, os.getpid())
-        return None if top is None else f"sender process tree of pid {top}"
+        me = os.getpid()
+        top = tree_under(pid, me)
+        if top is None:
+            return None
+        if top == me:
+            # Orphans that kept this process's group or session: no child of ours to name.
+            return f"sender process tree of pid {top} (this process, and orphans of its group)"
+        return f"sender process tree of pid {top}"
 
     def _over_tree_limit(self, tree: str, credentials: PeerCredentials | None) -> None:
         """A connection of ``tree`` was refused: it holds all its places. Said once per report
