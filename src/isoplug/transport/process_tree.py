@@ -90,7 +90,10 @@ def adopted_tree(group: int, session: int, root: int) -> int | None:
 
     - in ``root``'s own process group, or in the session ``root`` leads: ``root``'s own
       tree. The child of ``root`` it came from cannot be told (all of them share the group
-      unless started in one of their own), so such orphans share the tree of ``root``;
+      unless started in one of their own), so such orphans share the tree of ``root``. When
+      ``root`` does not lead its group, the processes it shares it with (the shell script
+      that started it, a pipeline's other commands) count there too: a shared cap, never
+      one escaped;
     - in a group or session whose leader still runs below ``root`` (a child started with a
       group or session of its own, ``start_new_session``): that leader's tree.
 
