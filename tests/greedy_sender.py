@@ -1,18 +1,21 @@
-"""A sender process tree that takes log connections: ``python tests/greedy_sender.py N``.
+"""A sender process tree that takes log connections: ``python tests/greedy_sender.py N [orphans]``.
 
 Forks ``N`` processes; each opens one log connection to the receiver named by the
 environment (``ISOPLUG_LOG_ADDRESS`` / ``ISOPLUG_LOG_TOKEN``) and keeps it while this
 process's stdin is open. Prints ``<accepted> <refused>`` once every child has its answer, then
-waits for stdin to close and ends the children.
+waits for stdin to close and ends the children. With ``orphans``, each child double-forks
+first: its own child connects once this process has reaped it, re-parented to init (or a
+subreaper) by then, and ends when stdin closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
 from isoplug.errors import IsoplugError
@@ -36,19 +39,32 @@ def hold_one(report: int) -> None:
     channel.close()
 
 
-def main(count: int) -> None:
+def main(count: int, orphans: bool) -> None:
     read_end, write_end = os.pipe()
+    # Orphans wait for a byte each: sent once their middle processes are reaped.
+    go_read, go_write = os.pipe()
     children = []
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
+            os.close(go_write)
             try:
+                if orphans:
+                    if os.fork():
+                        os._exit(0)  # the middle process: its child is orphaned
+                    os.read(go_read, 1)
                 hold_one(write_end)
             finally:
                 os._exit(0)
         children.append(pid)
     os.close(write_end)
+    os.close(go_read)
+    if orphans:
+        for pid in children:
+            os.waitpid(pid, 0)  # reaped: its child was re-parented before
+        children = []
+        os.write(go_write, b"x" * count)
     answers = b""
     while len(answers) < count and (chunk := os.read(read_end, count)):
         answers += chunk
@@ -65,15 +81,25 @@ class Outcome(NamedTuple):
 
 
 @contextlib.contextmanager
-def greedy_tree(address: object, token: str, count: int) -> Iterator[Outcome]:
+def greedy_tree(
+    address: object,
+    token: str,
+    count: int,
+    *,
+    orphans: bool = False,
+    new_session: bool = False,
+) -> Iterator[Outcome]:
     """Run this script as a child of the caller: how many of its ``count`` processes'
-    connections to ``address`` were accepted and refused, held until the block ends."""
+    connections to ``address`` were accepted and refused, held until the block ends.
+    ``orphans``: each connects from a double-forked orphan; ``new_session``: the script is
+    started in a session (and process group) of its own."""
     child = subprocess.Popen(
-        [sys.executable, __file__, str(count)],
+        [sys.executable, __file__, str(count), *(["orphans"] if orphans else [])],
         env={**os.environ, ADDRESS_ENV: str(address), TOKEN_ENV: token},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
     assert child.stdin is not None and child.stdout is not None
     try:
@@ -85,5 +111,20 @@ def greedy_tree(address: object, token: str, count: int) -> Iterator[Outcome]:
         child.stdout.close()
 
 
+@contextlib.asynccontextmanager
+async def greedy_tree_off_loop(
+    address: object, token: str, count: int, **options: bool
+) -> AsyncIterator[Outcome]:
+    """:func:`greedy_tree` waited for in a thread: the receiver may run on this loop."""
+    stack = contextlib.ExitStack()
+    outcome = await asyncio.to_thread(
+        stack.enter_context, greedy_tree(address, token, count, **options)
+    )
+    try:
+        yield outcome
+    finally:
+        await asyncio.to_thread(stack.close)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2:] == ["orphans"])

@@ -15,7 +15,7 @@ from isoplug.logs import ForwardingHandler, LogReceiver, ReplayLimits
 from isoplug.logs import receiver as receiver_module
 from isoplug.wire import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Hello
 from isoplug.wire.framing import encode_frame
-from tests.greedy_sender import greedy_tree
+from tests.greedy_sender import greedy_tree_off_loop
 from tests.log_helpers import receiver
 from tests.record_waiter import eventually, watching
 
@@ -85,31 +85,34 @@ def _say_hello(address: str, frame: bytes) -> None:
             pass
 
 
-async def test_one_sender_process_tree_cannot_take_every_place() -> None:
-    """A synchronous receiver with four places (``max_senders``), two per sender process
-    tree: a tree of five processes, each opening a connection, holds two (the others are
-    refused, and one warning here names the tree); a sender of another tree still gets in and
-    its records arrive."""
+@pytest.mark.parametrize("mode", ["async", "threads"])
+async def test_one_sender_process_tree_cannot_take_every_place(mode: str) -> None:
+    """A receiver with two places per sender process tree (and, in threads, four in all:
+    ``max_senders``): a tree of five processes, each opening a connection, holds two (the
+    others are refused, and one warning here names the tree); a sender of another tree still
+    gets in and its records arrive. On an event loop as in threads."""
     with watching("isoplug.logs") as warnings, watching(PREFIX) as records:
-        async with receiver(
-            "threads",
-            prefix=PREFIX,
-            max_senders=4,
-            max_senders_per_tree=2,
-            # However slowly the machine forks: all but the first refusal summed at close.
-            limits=ReplayLimits(rate=None, report_interval=LONG_INTERVAL),
-        ) as log_receiver:
-            with greedy_tree(log_receiver.address, log_receiver.token, 5) as greedy:
-                assert (greedy.accepted, greedy.refused) == (2, 3)
-                other = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    "import logging; from isoplug.logs import forward_logs; "
-                    "forward_logs(name='other'); logging.getLogger('o').warning('from another')",
-                    env={**os.environ, **log_receiver.child_env()},
-                )
-                assert await asyncio.wait_for(other.wait(), WAIT) == 0
-                await records.wait_for(f"{PREFIX}.o", "from another", WAIT)
+        async with (
+            receiver(
+                mode,
+                prefix=PREFIX,
+                max_senders=4,
+                max_senders_per_tree=2,
+                # However slowly the machine forks: all but the first refusal summed at close.
+                limits=ReplayLimits(rate=None, report_interval=LONG_INTERVAL),
+            ) as log_receiver,
+            greedy_tree_off_loop(log_receiver.address, log_receiver.token, 5) as greedy,
+        ):
+            assert (greedy.accepted, greedy.refused) == (2, 3)
+            other = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "import logging; from isoplug.logs import forward_logs; "
+                "forward_logs(name='other'); logging.getLogger('o').warning('from another')",
+                env={**os.environ, **log_receiver.child_env()},
+            )
+            assert await asyncio.wait_for(other.wait(), WAIT) == 0
+            await records.wait_for(f"{PREFIX}.o", "from another", WAIT)
         refused = [r.getMessage() for r in warnings.records if "refused" in r.getMessage()]
     assert refused[0] == (
         f"refused a log sender from pid {refused[0].split('pid ')[1].split(':')[0]}: sender "
@@ -119,6 +122,36 @@ async def test_one_sender_process_tree_cannot_take_every_place() -> None:
     # The others are summed up when the receiver closes, not said one by one.
     assert len(refused) == 2, refused
     assert refused[1].startswith("refused 2 more log sender(s) in the last"), refused
+
+
+@pytest.mark.parametrize("mode", ["async", "threads"])
+@pytest.mark.parametrize("new_session", [False, True], ids=["shared-group", "own-session"])
+async def test_double_forked_orphans_still_count_in_a_tree(mode: str, new_session: bool) -> None:
+    """Five orphans (each double-forked: its parent exited, so the kernel re-parented it)
+    connect: they keep the process group and session of the tree they came from, so they
+    hold two places between them, not one each. Started in the receiver's own group (as
+    ``subprocess`` does by default) they count in the receiver's own tree; started in a
+    session of its own, in the tree of the child that leads it."""
+    with watching("isoplug.logs") as warnings:
+        async with (
+            receiver(
+                mode,
+                prefix=PREFIX,
+                max_senders_per_tree=2,
+                limits=ReplayLimits(rate=None, report_interval=LONG_INTERVAL),
+            ) as log_receiver,
+            greedy_tree_off_loop(
+                log_receiver.address,
+                log_receiver.token,
+                5,
+                orphans=True,
+                new_session=new_session,
+            ) as greedy,
+        ):
+            assert (greedy.accepted, greedy.refused) == (2, 3)
+        refused = [r.getMessage() for r in warnings.records if "refused a log" in r.getMessage()]
+    tree = greedy.pid if new_session else os.getpid()
+    assert refused and f": sender process tree of pid {tree}" in refused[0], refused
 
 
 def test_max_senders_per_tree_must_be_positive() -> None:

@@ -255,10 +255,15 @@ async def test_runners_holding_all_they_may_cannot_keep_another_runners_logs_out
 
 async def test_a_senders_process_tree_is_the_child_of_the_root_it_descends_from() -> None:
     """``tree_under`` names a process's tree as a root sees it: the root's child it is or
-    descends from; for one that is not the root's, its oldest ancestor below init; nothing
-    for a process that is gone."""
+    descends from; for one that is not the root's, the root's own tree when it shares the
+    root's process group, else its oldest ancestor below init; nothing for a process that is
+    gone."""
     grandchild = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()'])"
     child = subprocess.Popen([sys.executable, "-c", grandchild], stdin=subprocess.PIPE)
+    # In a session (and group) of its own: we share nothing with it but our ancestors.
+    apart = subprocess.Popen(
+        [sys.executable, "-c", "input()"], stdin=subprocess.PIPE, start_new_session=True
+    )
 
     def grandchildren() -> list[int]:
         with open(f"/proc/{child.pid}/task/{child.pid}/children") as listed:
@@ -270,9 +275,13 @@ async def test_a_senders_process_tree_is_the_child_of_the_root_it_descends_from(
         assert tree_under(pid, os.getpid()) == child.pid
         assert tree_under(child.pid, os.getpid()) == child.pid
         assert tree_under(os.getpid(), os.getpid()) == os.getpid()
-        mine = tree_under(os.getpid(), pid)  # not the grandchild's: our oldest ancestor
-        assert mine is not None and family_of(os.getpid(), {mine: "top"}) == "top"
+        # Not below the grandchild, but in its process group (subprocess's default).
+        assert tree_under(os.getpid(), pid) == pid
+        mine = tree_under(os.getpid(), apart.pid)  # not its: our oldest ancestor
+        assert mine is not None and mine != apart.pid
+        assert family_of(os.getpid(), {mine: "top"}) == "top"
     finally:
-        assert child.stdin is not None
+        assert child.stdin is not None and apart.stdin is not None
         await asyncio.to_thread(child.communicate, b"\n")
+        await asyncio.to_thread(apart.communicate, b"\n")
     assert tree_under(child.pid, os.getpid()) is None  # reaped: gone

@@ -76,9 +76,9 @@ DEFAULT_DRAIN_TIMEOUT = 5.0
 CLOSE_GRACE = 1.0
 #: Standalone forwarding has no rate limit by default: the program trusts its own children.
 STANDALONE_LIMITS = ReplayLimits(rate=None)
-#: Connections one sender process tree may hold at once in a synchronous receiver (see
-#: :class:`LogReceiver`): a pool of workers each forwarding its logs fits, a tree forking
-#: without end takes no more than this of the ``max_senders`` places.
+#: Connections one sender process tree may hold at once (see :class:`LogReceiver`): a pool
+#: of workers each forwarding its logs fits, a tree forking without end takes no more than
+#: this of the receiver's places.
 DEFAULT_MAX_SENDERS_PER_TREE = 64
 
 
@@ -93,21 +93,29 @@ class LogReceiver:
     ``max_senders`` bounds the senders served at once in a synchronous program (a thread
     each); past it a new sender is refused and told why (:func:`forward_logs` raises; a
     :class:`ForwardingHandler` says so on stderr and counts its records as dropped), and a
-    warning here says so once. ``max_senders_per_tree`` bounds those of one sender process
-    tree (unix sockets on Linux, by the kernel's word on the pid that connected: the child of
-    this process it is or descends from, or for a process that is not ours its oldest
-    ancestor below init), so that one tree forking without end cannot take every place. A
+    warning here says so once. ``max_senders_per_tree`` bounds the connections of one sender
+    process tree, in both modes (a thread each in threads; on an event loop a socket and the
+    state its session keeps), so that one tree forking without end cannot take every place
+    (nor, on a loop, every file descriptor). The tree is found on unix sockets on Linux, by
+    the kernel's word on the pid that connected: the child of this process it is or descends
+    from; for a process not below us by its parents (an orphan whose parent exited, re-parented
+    to init or a subreaper), the tree its process group or session still names: this
+    process's own when it kept our group or session (the child it came from cannot be told
+    then), the child's when that child leads the group or session (started with
+    ``start_new_session``) and still runs; otherwise its oldest ancestor below init. A
     tree's connections count from their accept, before a byte is read: past its limit its
     new ones are refused at once and told why, with a warning here once per report interval
     (then a count). Senders over TCP or TLS, whose pid the socket cannot give, count for no
-    tree. A tree that double-forks (its middle process exits, and the kernel re-parents the
-    rest to init) counts as new trees: see :mod:`isoplug.transport.process_tree`. Neither
-    limit applies on an event loop, where a sender costs no thread.
+    tree. An orphan that also left its group and session (``setsid`` before a double fork,
+    as a daemon does) keeps no trace of its tree, which the kernel does not record, and the
+    hello's name and token are the sender's to choose: it counts as a tree of its own (see
+    :mod:`isoplug.transport.process_tree`), and only ``max_senders`` (in threads) bounds
+    all of them together. ``max_senders`` applies in threads only.
 
     Until it has shown the token, a connection has ``handshake_timeout`` seconds for its
     hello (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` are in
     their handshake at once, and past it a new one is refused at once, with one warning (see
-    :mod:`isoplug.rpc.gate`). Both modes. (In threads, a tree's handshakes count among its
+    :mod:`isoplug.rpc.gate`). Both modes. (A tree's handshakes count among its
     ``max_senders_per_tree``: with the defaults, one tree holds at most half those places.)
     """
 
@@ -236,6 +244,7 @@ class LogReceiver:
             ssl_context=self._ssl_context,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
+            client_limit=self._tree_limit(),
         )
         self._address = self._listener.address
 
@@ -347,23 +356,33 @@ class LogReceiver:
             max_connections=self.max_senders,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
-            # A tree's connections count from their accept (the kernel's word, before a
-            # byte is read): silent ones take no more threads or handshake seats than that,
-            # and a hello adds nothing to say whose they are.
-            client_limit=ClientLimit(
-                lambda _hello, _credentials: None,
-                self.max_senders_per_tree,
-                self._over_tree_limit,
-                peer_client=self._tree_of,
-            ),
+            client_limit=self._tree_limit(),
         )
         self._address = self._server.address
+
+    def _tree_limit(self) -> ClientLimit:
+        """``max_senders_per_tree``, the same in both modes: a tree's connections count from
+        their accept (the kernel's word, before a byte is read), so silent ones take no more
+        threads, sockets or handshake seats than that, and a hello adds nothing to say whose
+        they are (its name is the sender's claim)."""
+        return ClientLimit(
+            lambda _hello, _credentials: None,
+            self.max_senders_per_tree,
+            self._over_tree_limit,
+            peer_client=self._tree_of,
+        )
 
     def _tree_of(self, pid: int) -> str | None:
         """The sender process tree of the process ``pid`` (see :class:`LogReceiver`); None
         when it is gone already."""
-        top = tree_under(pid, os.getpid())
-        return None if top is None else f"sender process tree of pid {top}"
+        me = os.getpid()
+        top = tree_under(pid, me)
+        if top is None:
+            return None
+        if top == me:
+            # Orphans that kept this process's group or session: no child of ours to name.
+            return f"sender process tree of pid {top} (this process, and orphans of its group)"
+        return f"sender process tree of pid {top}"
 
     def _over_tree_limit(self, tree: str, credentials: PeerCredentials | None) -> None:
         """A connection of ``tree`` was refused: it holds all its places. Said once per report

@@ -10,7 +10,6 @@ session when the server closes. Import both from :mod:`isoplug.rpc.blocking`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import socket
 import ssl
@@ -20,6 +19,7 @@ from collections.abc import Callable
 
 from isoplug.errors import IsoplugError, TransportError
 from isoplug.rpc.blocking_channel import BlockingChannel, shutdown_quietly
+from isoplug.rpc.client_limit import ClientLimit, ClientPlaces
 from isoplug.rpc.gate import (
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_HANDSHAKES,
@@ -37,7 +37,6 @@ from isoplug.rpc.handshake import (
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
-from isoplug.wire import Hello
 from isoplug.wire.connection import Admission, TokenLookup
 
 __all__ = [
@@ -61,50 +60,6 @@ DEFAULT_MAX_CONNECTIONS = 1024
 
 
 SessionHandler = Callable[[BlockingChannel], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class ClientLimit:
-    """At most ``max_connections`` open at once per client, for a server whose clients are
-    several (a host's runners, each with a token of its own; a receiver's sender process
-    trees): one client that opens connections without end must not take the places of the
-    others.
-
-    ``client_of(hello, credentials)`` says which client a connection whose token matched (and
-    that ``admit`` let in) belongs to, from its hello and the kernel's word on its peer (None:
-    the socket cannot say); None counts it for no client (the server's ``max_connections``
-    alone bounds it). Past its limit, the client's new connection is refused in its handshake
-    (an ``authentication`` reject saying why) and ``refused(client, credentials)`` reports
-    it, rather than the listener's own warning: the owner knows whom to name, and how often
-    to say it. Connections in their handshake count from the moment they are admitted, so
-    that many at once cannot slip past the limit together.
-
-    ``own_places``: each client's connections are places of its own, which the server's
-    ``max_connections`` does not count; that limit then bounds only the connections no client
-    holds (strangers in their handshake), and no set of clients can fill it and keep another
-    client out. For a server whose clients are few and known (a host's runners): it serves
-    at most its ``max_connections`` plus this limit's ``max_connections`` per client at once.
-
-    ``peer_client(pid)``: the client of the process the kernel says connected (on a socket
-    that can say), asked in the accepting thread before a byte is read; without it, on a
-    server given a ``kinship``, the family it names (family names must then be client
-    names). A connection so named counts for that client from the moment it is accepted, its
-    handshake included, and past the limit is refused at once (a ``busy`` reject;
-    ``refused`` reports it too). So a client's connections that say nothing cannot take
-    threads or handshake seats beyond its places either."""
-
-    client_of: Callable[[Hello, PeerCredentials | None], str | None]
-    max_connections: int
-    refused: Callable[[str, PeerCredentials | None], None]
-    own_places: bool = False
-    peer_client: Callable[[int], str | None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
-
-    def reason(self, client: str) -> str:
-        return f"{client}: at its limit of {self.max_connections} open connections"
 
 
 class BlockingServer:
@@ -132,11 +87,6 @@ class BlockingServer:
         self._listener = listener
         self._token = token
         self._admit = admit
-        self._client_limit = client_limit
-        # Connections open (or admitted and finishing their handshake) per client, and their
-        # sum: under ``_changed``'s lock.
-        self._per_client: dict[str, int] = {}
-        self._held_by_clients = 0
         self._on_channel = on_channel
         self._name = name
         self._handshake_timeout = handshake_timeout
@@ -148,6 +98,11 @@ class BlockingServer:
         # then its channel: what close() ends.
         self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
         self._changed = threading.Condition()
+        # Connections open (or admitted and finishing their handshake) per client: counted
+        # under ``_changed``'s lock, in one step with ``_connections``.
+        self._places = (
+            None if client_limit is None else ClientPlaces(client_limit, lock=self._changed)
+        )
         self._closing = False
         self._closed = threading.Event()  # wakes an accept loop that pauses after an error
         self._acceptor = threading.Thread(
@@ -224,8 +179,8 @@ class BlockingServer:
             # client's own places it takes (see ClientLimit.own_places).
             credentials = peer_credentials_of(sock)
             family = self._gate.family_of(credentials)
-            owner = self._owner(credentials, family)
-            # The client this connection counts for (at most one; see _claim).
+            owner = None if self._places is None else self._places.owner(credentials, family)
+            # The client this connection counts for (at most one; see ClientPlaces.claim).
             claimed: list[str] = []
             with self._changed:
                 if self._closing:
@@ -234,12 +189,15 @@ class BlockingServer:
                 full = (owner is None or not self._own_places()) and (
                     self._counted() >= self._max_connections
                 )
-                over = not full and owner is not None and not self._claim(owner, claimed)
+                over = (
+                    not full
+                    and owner is not None
+                    and self._places is not None
+                    and not self._places.claim(owner, claimed)
+                )
             if over:
-                assert self._client_limit is not None and owner is not None
-                # Said before the reject is sent: whoever sees it finds the refusal told.
-                self._client_limit.refused(owner, credentials)
-                self._refuse(sock, self._client_limit.reason(owner), counted=True)
+                assert self._places is not None and owner is not None
+                self._refuse(sock, self._places.refuse(owner, credentials), counted=True)
                 continue
             if full:
                 self._refuse(sock, f"at its limit of {self._max_connections} open connections")
@@ -264,39 +222,16 @@ class BlockingServer:
                 self._gate.leave(seat)
                 self._refuse(sock, f"cannot start a thread for another connection: {exc}")
 
-    def _owner(self, credentials: PeerCredentials | None, family: str | None) -> str | None:
-        """The client a connection counts for from its accept (see ClientLimit.peer_client)."""
-        limit = self._client_limit
-        if limit is None:
-            return None
-        if limit.peer_client is None:
-            return family
-        return None if credentials is None else limit.peer_client(credentials.pid)
-
     def _own_places(self) -> bool:
-        return self._client_limit is not None and self._client_limit.own_places
+        return self._places is not None and self._places.limit.own_places
 
     def _counted(self) -> int:
         """Connections the server's ``max_connections`` counts (under ``_changed``'s lock):
         all, or with ``own_places`` those that hold no client's place."""
         if self._own_places():
-            return len(self._connections) - self._held_by_clients
+            assert self._places is not None
+            return len(self._connections) - self._places.held
         return len(self._connections)
-
-    def _claim(self, client: str, claimed: list[str]) -> bool:
-        """Take a place of ``client`` for the connection whose ``claimed`` this is, giving
-        back the one it held (under ``_changed``'s lock); False at the client's limit."""
-        limit = self._client_limit
-        assert limit is not None
-        held = self._per_client.get(client, 0)
-        if held >= limit.max_connections:
-            return False
-        self._per_client[client] = held + 1
-        self._held_by_clients += 1
-        if claimed:
-            self._release(claimed.pop())
-        claimed.append(client)
-        return True
 
     def _refuse(self, sock: socket.socket, why: str, *, counted: bool = False) -> None:
         """Close a connection we cannot serve, telling the client why; its handshake fails.
@@ -383,46 +318,15 @@ class BlockingServer:
     def _admission(
         self, credentials: PeerCredentials | None, claimed: list[str], over_limit: list[str]
     ) -> Admission | None:
-        """The handshake's last word on one connection: ``admit``'s, then the client's limit;
-        a connection admitted is counted for its client in ``claimed`` (released by the
-        caller, whatever happens next; a place taken at its accept is moved, if its hello
-        names another client), one refused for its limit put in ``over_limit``."""
-        admit = bind_admission(self._admit, credentials)
-        limit = self._client_limit
-        if limit is None:
-            return admit
-
-        def admission(hello: Hello) -> str | None:
-            refusal = admit(hello) if admit is not None else None
-            if refusal is not None:
-                return refusal
-            client = limit.client_of(hello, credentials)
-            if client is None or client in claimed:
-                return None
-            with self._changed:
-                taken = self._claim(client, claimed)
-            if not taken:
-                over_limit.append(client)
-                # Said before the reject is sent: whoever sees it finds the refusal told.
-                limit.refused(client, credentials)
-                return limit.reason(client)
-            return None
-
-        return admission
-
-    def _release(self, client: str) -> None:
-        """Give back a place of ``client`` (under ``_changed``'s lock)."""
-        self._held_by_clients -= 1
-        left = self._per_client[client] - 1
-        if left:
-            self._per_client[client] = left
-        else:
-            del self._per_client[client]
+        """The handshake's last word on one connection (see :meth:`ClientPlaces.admission`);
+        ``claimed`` is given back by the caller, whatever happens next."""
+        if self._places is None:
+            return bind_admission(self._admit, credentials)
+        return self._places.admission(self._admit, credentials, claimed, over_limit)
 
     def client_connections(self, client: str) -> int:
         """Connections of ``client`` open now (see :class:`ClientLimit`)."""
-        with self._changed:
-            return self._per_client.get(client, 0)
+        return 0 if self._places is None else self._places.connections(client)
 
     def _forget(self, thread: threading.Thread | None, claimed: list[str]) -> None:
         """A connection ended (``thread`` None: it never had one): it leaves the server and
@@ -430,8 +334,8 @@ class BlockingServer:
         with self._changed:
             if thread is not None:
                 self._connections.pop(thread, None)
-            if claimed:
-                self._release(claimed.pop())
+            if self._places is not None:
+                self._places.release(claimed)
             self._changed.notify_all()
 
 

@@ -1,8 +1,9 @@
 """The asyncio server: listen, gate and authenticate connections, run a peer for each.
 
 :func:`serve` is separate from :mod:`isoplug.rpc.peer` because everything before a session
-exists lives here: the handshake seats of :mod:`isoplug.rpc.gate`, the server side of the
-handshake, the choice of handlers by the client's hello. The peer starts once that is done.
+exists lives here: the handshake seats of :mod:`isoplug.rpc.gate`, the clients' places of
+:mod:`isoplug.rpc.client_limit`, the server side of the handshake, the choice of handlers by
+the client's hello. The peer starts once that is done.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from isoplug.errors import IsoplugError, TransportError
+from isoplug.rpc.client_limit import ClientLimit, ClientPlaces
 from isoplug.rpc.dispatch import Handler
 from isoplug.rpc.gate import (
     DEFAULT_HELLO_TIMEOUT,
@@ -28,6 +30,7 @@ from isoplug.rpc.handshake import (
 )
 from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Peer
 from isoplug.transport import Address, Listener, Stream, listen
+from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
 from isoplug.wire.connection import TokenLookup
 
@@ -47,6 +50,7 @@ async def serve(
     default_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     admit: PeerAdmission | None = None,
     kinship: Kinship | None = None,
+    client_limit: ClientLimit | None = None,
 ) -> Listener:
     """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
 
@@ -66,17 +70,40 @@ async def serve(
     their handshake at once, and past it a new one gets a ``busy`` reject at once (see
     :mod:`isoplug.rpc.gate`). ``kinship`` names the family of a peer by the pid the kernel
     gives (unix sockets on Linux): a family's connections have ``max_handshakes`` seats of
-    their own, which strangers cannot take.
+    their own, which strangers cannot take. ``client_limit`` caps the connections of each
+    client, as :func:`~isoplug.rpc.blocking.serve_blocking` does (see
+    :class:`~isoplug.rpc.client_limit.ClientLimit`; ``own_places`` means nothing here, where
+    the server has no limit of its own).
     """
 
     async def handle(stream: Stream) -> None:
         credentials = stream.peer_credentials
-        seat = gate.enter(credentials)
-        if not seat:
-            # At once, before reading: the stream is closed when this returns.
-            with contextlib.suppress(TransportError):
-                stream.write(busy_reject(f"{gate}: {seat.refused}"))
+        family = gate.family_of(credentials)
+        # The client this connection counts for (see ClientPlaces), given back as it ends.
+        claimed: list[str] = []
+        try:
+            await serve_counted(stream, credentials, family, claimed)
+        finally:
+            if places is not None:
+                places.release(claimed)
+
+    async def serve_counted(
+        stream: Stream,
+        credentials: PeerCredentials | None,
+        family: str | None,
+        claimed: list[str],
+    ) -> None:
+        # Asked before a byte is read, and before the handshake's seat: a client's silent
+        # connections take no more than its places (see ClientLimit.peer_client).
+        owner = None if places is None else places.owner(credentials, family)
+        if owner is not None and places is not None and not places.claim(owner, claimed):
+            _turn_away(stream, gate, places.refuse(owner, credentials))
             return
+        seat = gate.enter_family(family)
+        if not seat:
+            _turn_away(stream, gate, seat.refused)
+            return
+        over_limit: list[str] = []
         refusal: IsoplugError | None = None
         try:
             connection, early = await server_handshake(
@@ -84,15 +111,18 @@ async def serve(
                 token,
                 name=name,
                 timeout=handshake_timeout,
-                admit=bind_admission(admit, credentials),
+                admit=bind_admission(admit, credentials)
+                if places is None
+                else places.admission(admit, credentials, claimed, over_limit),
             )
         except IsoplugError as exc:
             refusal = exc
         finally:
             gate.leave(seat)
         if refusal is not None:
-            # Said once the seat is free: whoever reads the warning may connect at once.
-            gate.failed(refusal, peer_pid_text(credentials))
+            if not over_limit:  # a client's limit was reported by its owner already
+                # Said once the seat is free: whoever reads the warning may connect at once.
+                gate.failed(refusal, peer_pid_text(credentials))
             return
         assert connection.peer_hello is not None
         chosen = handlers(connection.peer_hello) if callable(handlers) else handlers
@@ -108,6 +138,7 @@ async def serve(
         finally:
             await peer.aclose()
 
+    places = None if client_limit is None else ClientPlaces(client_limit)
     gate = HandshakeGate(name, max_handshakes, kinship=kinship)
     listener = await listen(
         address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
@@ -115,3 +146,10 @@ async def serve(
     gate.address = listener.address
     listener.on_close.append(gate.close)
     return listener
+
+
+def _turn_away(stream: Stream, gate: HandshakeGate, why: str) -> None:
+    """Tell a connection refused before its handshake why, at once, before reading: the
+    stream is closed when its handler returns."""
+    with contextlib.suppress(TransportError):
+        stream.write(busy_reject(f"{gate}: {why}"))

@@ -8,16 +8,28 @@ descends from (:mod:`isoplug.host.lineage`); a :class:`~isoplug.logs.LogReceiver
 of its own process's children a sender descends from (:func:`tree_under`).
 
 What a walk cannot see: a process whose parent exited is re-parented (to init, or to a
-subreaper), so a tree that double-forks (fork, the middle process exits) grows trees of its
-own. The kernel keeps no record of who started an orphan; a listener that must hold against
-that too needs a process group or session it controls, as the host's runners have.
+subreaper), so after a double fork (fork, the middle process exits) the walk no longer
+reaches the tree it came from. Its process group and session survive that, and
+:func:`adopted_tree` counts it in the tree they still name (``root``'s own group: ``root``'s
+tree; a group or session led by a process below ``root``: that one's). The kernel keeps no
+record of an orphan's first parent, so one that also left its group and session (``setsid``
+before the double fork, as a daemon does) counts as a tree of its own; a listener that must
+hold against that too needs a process group or session it controls, as the host's runners
+have, and a limit on all its connections together. A subreaper ``root`` adopts orphans as
+children of its own: each counts as the top of a tree.
 
 :mod:`isoplug.transport.stream` gives the pid; this module only reads ``/proc``.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_DEPTH", "parent_group_session", "stat_fields", "tree_under"]
+__all__ = [
+    "MAX_DEPTH",
+    "adopted_tree",
+    "parent_group_session",
+    "stat_fields",
+    "tree_under",
+]
 
 #: Far deeper than any real process tree; it bounds a walk whatever ``/proc`` says.
 MAX_DEPTH = 1024
@@ -49,21 +61,76 @@ def parent_group_session(pid: int) -> tuple[int, int, int] | None:
 def tree_under(pid: int, root: int) -> int | None:
     """The pid at the top of ``pid``'s process tree as seen from ``root``: ``root`` itself
     when ``pid`` is ``root``; the child of ``root`` that ``pid`` is or descends from; for a
-    process that does not descend from ``root``, its oldest ancestor below init (pid 1, or
-    the top of a pid namespace). None when ``pid`` is gone or ``/proc`` cannot say.
+    process that does not descend from ``root`` by its parents, the tree its process group or
+    session still names (see :func:`adopted_tree`), else its oldest ancestor below init (pid
+    1, or the top of a pid namespace). None when ``pid`` is gone or ``/proc`` cannot say.
 
-    One walk up the parents, at most :data:`MAX_DEPTH` steps."""
+    One walk up the parents, at most :data:`MAX_DEPTH` steps; for a process not below
+    ``root``, at most two more (its group's leader's, its session's)."""
     if pid == root:
         return root
+    found = parent_group_session(pid)
+    if found is None:
+        return None
+    top, below_root = _walk(pid, found[0], root)
+    if below_root:
+        return top
+    adopted = adopted_tree(found[1], found[2], root)
+    return top if adopted is None else adopted
+
+
+def adopted_tree(group: int, session: int, root: int) -> int | None:
+    """The tree under ``root`` (as :func:`tree_under` names it) that a process in process
+    group ``group`` and session ``session``, but not below ``root`` by its parents, still
+    belongs to; None when they name none.
+
+    An orphan (its parent exited: the kernel re-parented it to init or a subreaper) keeps
+    its group and session, which only a fork passes on (or ``setpgid``, within one session)
+    and whose ids the kernel gives no new process while they are in use. So:
+
+    - in ``root``'s own process group, or in the session ``root`` leads: ``root``'s own
+      tree. The child of ``root`` it came from cannot be told (all of them share the group
+      unless started in one of their own), so such orphans share the tree of ``root``. When
+      ``root`` does not lead its group, the processes it shares it with (the shell script
+      that started it, a pipeline's other commands) count there too: a shared cap, never
+      one escaped;
+    - in a group or session whose leader still runs below ``root`` (a child started with a
+      group or session of its own, ``start_new_session``): that leader's tree.
+
+    A process that left its group and session (``setsid``, then a fork whose middle process
+    exits: the daemon's double fork) keeps no trace of where it came from: nothing in
+    ``/proc`` records an orphan's first parent, so it counts as a tree of its own. So does
+    an orphan of a group whose leader is gone."""
+    own = parent_group_session(root)
+    if own is not None and group == own[1]:
+        return root
+    if session == root:
+        return root
+    for leader in (group, session):
+        if leader <= 1:
+            continue
+        found = parent_group_session(leader)
+        if found is None:
+            continue
+        top, below_root = _walk(leader, found[0], root)
+        if below_root:
+            return top
+    return None
+
+
+def _walk(pid: int, parent: int, root: int) -> tuple[int, bool]:
+    """Up the parents from ``pid`` (whose parent is ``parent``): the child of ``root`` it is
+    or descends from and True, or the top the walk reached (below init, or the last
+    ancestor still there) and False."""
     current = pid
     for _ in range(MAX_DEPTH):
-        found = parent_group_session(current)
+        if parent == root:
+            return current, True
+        if parent <= 1:
+            return current, False
+        found = parent_group_session(parent)
         if found is None:
-            # ``pid`` itself is gone: nobody to count. An ancestor gone mid-walk: its child
-            # is the top this walk could see.
-            return None if current == pid else current
-        parent = found[0]
-        if parent == root or parent <= 1:
-            return current
-        current = parent
-    return current
+            # An ancestor gone mid-walk: its child is the top this walk could see.
+            return current, False
+        current, parent = parent, found[0]
+    return current, False
