@@ -32,6 +32,9 @@ CONFIG = SupervisorConfig(
 #: Seconds from the start until the runner's exit at most here: its start and the teardown
 #: timeout plus a slow machine's slack, well below shutdown_timeout.
 WITHIN = 15.0
+#: How long the tests wait for the exit: past the host's kill, so that a runner that does
+#: not exit on its own fails on its account (killed by the host), not on the wait.
+EXIT_WAIT = CONFIG.shutdown_timeout + WITHIN
 
 #: What every plugin module here does at import before it fails: starts a non-daemon thread
 #: that never ends (once it logged), logs, prints, and writes a line it does not finish.
@@ -159,7 +162,7 @@ async def test_a_runner_that_loads_no_plugin_is_not_held_by_a_thread_its_import_
         start = time.monotonic()
         async with Host(tmp_path / "plugins", config=CONFIG) as host:
             await host.wait_ready(20, raise_on_failure=False)
-            await eventually(lambda: host.plugin("failing").last_exit is not None, WITHIN * 2)
+            await eventually(lambda: host.plugin("failing").last_exit is not None, EXIT_WAIT)
             took = time.monotonic() - start
             info = host.plugin("failing")
     assert info.state is PluginState.FAILED
@@ -201,7 +204,7 @@ async def test_in_a_group_whose_plugins_all_fail_every_thread_is_named(tmp_path:
         start = time.monotonic()
         async with Host(plugins, config=CONFIG) as host:
             await host.wait_ready(20, raise_on_failure=False)
-            await eventually(lambda: host.plugin("first").last_exit is not None, WITHIN * 2)
+            await eventually(lambda: host.plugin("first").last_exit is not None, EXIT_WAIT)
             took = time.monotonic() - start
             infos = [host.plugin("first"), host.plugin("second")]
     assert [info.state for info in infos] == [PluginState.FAILED] * 2
