@@ -250,3 +250,36 @@ def test_schema_answers_at_once_when_the_import_leaves_a_process_running(
     # Gone, or a zombie its (dead) parent's reaper has not collected yet: not running.
     stat = Path(f"/proc/{child}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("loads", [True, False])
+@pytest.mark.parametrize(
+    "leaves",
+    [
+        "threading.Thread(target=lambda: time.sleep(1000)).start()\n",
+        "atexit.register(time.sleep, 1000)\n",
+    ],
+    ids=["thread", "exit hook"],
+)
+def test_schema_answers_at_once_when_the_import_leaves_a_thread_or_an_exit_hook(
+    tmp_path: Path, leaves: str, loads: bool
+) -> None:
+    """A non-daemon thread or an exit hook that the plugin's import leaves behind does not
+    hold the answer until the timeout (which would then blame a blocking import), whether
+    the plugin then loads or fails to."""
+    folder = make_plugin(
+        tmp_path,
+        "import atexit, threading, time, msgspec, isoplug\n"
+        + leaves
+        + ("" if loads else "raise RuntimeError('libfoo 2.0 is missing')\n")
+        + "class S(msgspec.Struct):\n    n: int\n"
+        "class P(isoplug.Plugin):\n    config_schema = S\n",
+    )
+    result = isoplug("schema", "--timeout", "30", str(folder))
+    if loads:
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["$defs"]["config.S"]["required"] == ["n"]
+    else:
+        assert result.returncode == 2 and result.stdout == ""
+        assert "could not be imported" in result.stderr, result.stderr
+        assert "RuntimeError: libfoo 2.0 is missing" in result.stderr, result.stderr

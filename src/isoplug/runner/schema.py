@@ -10,7 +10,8 @@ the plugin writes (``print``, ``sys.stdout``, ``os.write(1, ...)``, from any thr
 time) lands on stderr, the plugin's own output, which the caller shows apart. The answer is
 the schema (exit code 0), or the runner's words on why there is none (exit code 3), why the
 plugin could not be imported (4, with the traceback), why the runner would refuse its
-``config_schema`` (5), or why JSON Schema cannot describe it (6).
+``config_schema`` (5), or why JSON Schema cannot describe it (6). It exits at once when done:
+threads or exit hooks the plugin's import left behind do not hold it.
 """
 
 from __future__ import annotations
@@ -138,4 +139,9 @@ def _type_name(annotation: Any) -> str:
 
 if __name__ == "__main__":
     drop_working_directory()
-    sys.exit(main())
+    exit_code = main()
+    sys.stdout.flush()  # the plugin's output (fd 1 is stderr by now)
+    sys.stderr.flush()
+    # At once: a non-daemon thread or an exit hook the plugin's import left behind would hold
+    # the exit until the caller's timeout, which would then say the import blocked.
+    os._exit(exit_code)

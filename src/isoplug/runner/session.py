@@ -6,7 +6,10 @@ Order of events (the host's supervisor relies on it):
 2. import every plugin (failures are kept, with their traceback);
 3. run ``setup`` of each imported plugin (a failure is kept and stops further setups);
 4. send :data:`~isoplug.control.READY` with the report; if a setup failed, or nothing could be
-   imported, exit with :data:`~isoplug.control.EXIT_SETUP_FAILED` /
+   loaded (its import raised, its entry is missing, its configuration is refused), end as at a
+   stop (step 5, from the teardown on: what the plugins' imports started, tasks and threads,
+   is ended, waited for and named the same way, and log forwarding ends after it) and exit
+   with :data:`~isoplug.control.EXIT_SETUP_FAILED` /
    :data:`~isoplug.control.EXIT_NOTHING_LOADED`;
 5. serve calls and events until :data:`~isoplug.control.SHUTDOWN` arrives or the host goes
    away; then, within ``bootstrap.teardown_timeout`` together, cancel the calls still being
@@ -172,15 +175,17 @@ async def run_runner(bootstrap: Bootstrap) -> int:
             failures=tuple(failures),
         )
         await peer.request(READY, report)
-        if any(f.stage == LoadStage.SETUP for f in failures):
+        failed = _failure_exit(failures, table)
+        if failed is not None:
+            # As at a stop: a plugin's import may have started tasks and threads (a setup
+            # that failed too), which must neither hold the exit until the host's kill nor
+            # take along what the plugin logged.
+            code, goodbye = failed
             left = await _teardown(table, sources, bootstrap.teardown_timeout)
-            await peer.aclose("a plugin's setup failed")
+            await peer.aclose(goodbye)
             if left:
-                exit_leaving(EXIT_SETUP_FAILED)
-            return EXIT_SETUP_FAILED
-        if not table.plugins:
-            await peer.aclose("no plugin could be loaded")
-            return EXIT_NOTHING_LOADED
+                exit_leaving(code)
+            return code
         closed = asyncio.ensure_future(peer.wait_closed())
         asked = asyncio.ensure_future(shutdown.wait())
         try:
@@ -195,6 +200,16 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         if left:
             exit_leaving(0)
     return 0
+
+
+def _failure_exit(failures: list[LoadFailure], table: PluginTable) -> tuple[int, str] | None:
+    """The exit code and goodbye of a runner that will not serve (a setup failed, or nothing
+    could be loaded); None when it serves."""
+    if any(f.stage == LoadStage.SETUP for f in failures):
+        return EXIT_SETUP_FAILED, "a plugin's setup failed"
+    if not table.plugins:
+        return EXIT_NOTHING_LOADED, "no plugin could be loaded"
+    return None
 
 
 async def _load_and_set_up(
