@@ -159,7 +159,7 @@ async def test_what_a_plugin_started_dies_with_its_runner_in_its_group_or_out_of
             process = host._supervisors["escaper"]._process
             assert process is not None
             # The hidden child can be found only once the runner's tree has been recorded.
-            await eventually(lambda: pids["hidden_child"] in process._recorded, 10)
+            await eventually(lambda: pids["hidden_child"] in process._exit_watch.recorded, 10)
             info = await host.restart("escaper")
             assert info.state is PluginState.READY
             assert not await wait_gone(list(pids.values()), within=2.0)

@@ -25,11 +25,8 @@ session they share its one share, where their lower nice values
 ``benchmarks/many_runners.py``, see ``docs/benchmarks.md``). A plugin that opens ``/dev/tty``
 now finds the host's terminal as a background process group would.
 
-Exit is watched by a thread blocked in ``waitpid`` for this one pid (or, for a forked runner, on
-the zygote's report of it), independent of the pipes:
-a grandchild holding stdout open cannot hide the runner's exit (where the kernel has pidfds, the
-thread first polls one, recording the runner's process tree every second until the exit: see
-:mod:`isoplug.host.descendants`). The stdout/stderr pipes are read by threads too
+Exit is watched by a thread blocked on this one pid, independent of the pipes (see
+:mod:`isoplug.host.exit_watch`). The stdout/stderr pipes are read by threads too
 (:class:`~isoplug.host.stdio.StdioCapture`), never on the event loop.
 
 The runner's stdin stays open after the bootstrap line, for as long as the runner lives: it is
@@ -44,17 +41,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from isoplug.host import descendants
 from isoplug.host.children import Child, SpawnedChild
+from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.leftovers import Leftovers, end_leftovers
-from isoplug.host.oom import OomWatch
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import ForkedChild, Zygote
@@ -79,8 +74,6 @@ STDIO_REPLAY_TIMEOUT = 5.0
 #: After a SIGKILL, how long the runner may take to be gone before it is sent another (and
 #: the log says so): a process in uninterruptible sleep dies only when it wakes.
 KILL_RETRY = 1.0
-#: How often the runner's process tree is recorded while it lives.
-_RECORD_INTERVAL = 1.0
 
 OpenStdio = Callable[[int], StdioDestination]
 """``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
@@ -120,9 +113,7 @@ class RunnerProcess:
         self._capture: StdioCapture | None = None
         #: A signal found the runner outside its process group, and the log said so.
         self._outside_group_told = False
-        #: The runner's descendants seen while it lived (pid -> start time); only the waiting
-        #: thread writes it, and only until the exit is known.
-        self._recorded: dict[int, int] = {}
+        self._exit_watch = ExitWatch(child, self.host_signals)
 
     @classmethod
     async def start(
@@ -227,57 +218,13 @@ class RunnerProcess:
         self._child.close_stdin()
 
     def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        watch: OomWatch | None = None
-        try:
-            watch = OomWatch(self.pid)
-            self._record_until_exit()
-        except Exception:
-            # Whatever failed here, the exit must still be waited for and told.
-            _log.exception("runner %d: watching its process tree failed (an isoplug bug)", self.pid)
-        status = self._child.wait()
-        returncode = status.returncode
-        self.exit_note = status.note
-        self.cpu_at_exit = status.cpu
-        self.status_known = status.known
-        try:
-            # The host notes its signals before it sends them: a SIGKILL not noted is not its.
-            if (
-                status.known
-                and returncode == -signal.SIGKILL
-                and signal.SIGKILL not in self.host_signals
-            ):
-                self.oom = watch.evidence() if watch is not None else (None, ())
-        except Exception:
-            _log.exception("runner %d: looking for out-of-memory evidence failed", self.pid)
-        finally:
-            if watch is not None:
-                watch.close()
+        facts = self._exit_watch.wait()
+        self.exit_note = facts.note
+        self.cpu_at_exit = facts.cpu
+        self.status_known = facts.known
+        self.oom = facts.oom
         with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(self._set_exited, returncode)
-
-    def _record_until_exit(self) -> None:
-        """Record the runner's process tree every ``_RECORD_INTERVAL`` until it exits (returns
-        at once where there are no pidfds: the descendants are then found without)."""
-        pidfd = self._child.open_pidfd()
-        if pidfd is None:
-            return
-        try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            while not poller.poll(_RECORD_INTERVAL * 1000):
-                tree = descendants.subtree(self.pid)
-                recorded = self._recorded
-                if len(recorded) + len(tree) > descendants.MAX_RECORDED:
-                    # Forget the ones that are gone (their start time no longer matches).
-                    recorded = {
-                        pid: start
-                        for pid, start in recorded.items()
-                        if (stat := descendants.read_stat(pid)) and stat.start == start
-                    }
-                recorded.update(list(tree.items())[: descendants.MAX_RECORDED - len(recorded)])
-                self._recorded = recorded
-        finally:
-            os.close(pidfd)
+            loop.call_soon_threadsafe(self._set_exited, facts.returncode)
 
     def _set_exited(self, returncode: int) -> None:
         if not self.exited.done():
@@ -489,7 +436,7 @@ class RunnerProcess:
         return leftovers
 
     async def _end_leftovers(self, leftovers: Leftovers) -> None:
-        await end_leftovers(leftovers, self.tag, self._recorded, self.signal_group)
+        await end_leftovers(leftovers, self.tag, self._exit_watch.recorded, self.signal_group)
 
 
 async def _fork(
