@@ -181,7 +181,7 @@ class PluginDashboard(App[None]):
 
     def pane_lines(self) -> list[str]:
         """The lines the log pane holds now (as wrapped on screen)."""
-        return [strip.text for strip in self.pane.lines]
+        return self.pane.texts()
 
     def _update_status(self) -> None:
         text = " " + self.filter.describe()
