@@ -104,9 +104,10 @@ class LogPane(ScrollView, can_focus=True):
     def lines_per_refresh(self) -> int:
         return min(MAX_LINES_PER_REFRESH, max(MIN_LINES_PER_REFRESH, self.size.height))
 
-    def show_new(self) -> None:
+    def show_new(self) -> int:
         """Write the entries that came since the last look, at most
-        :meth:`lines_per_refresh` lines (a marker counts the rest)."""
+        :meth:`lines_per_refresh` lines (a marker counts the rest); returns how many lines
+        were written."""
         fresh = self.feed.since(self.shown_serial)
         self.shown_serial = fresh.last_serial
         accepted = [entry for entry in fresh.entries if self.filter.accepts(entry)]
@@ -123,7 +124,9 @@ class LogPane(ScrollView, can_focus=True):
                 f"… {', '.join(parts)} (too many to show: p pauses a plugin, f follows one, "
                 "/ filters)"
             )
-        self.recent_writes.append(self._write(notes, accepted))
+        written = self._write(notes, accepted)
+        self.recent_writes.append(written)
+        return written
 
     def rerender(self, notes: Sequence[str] = ()) -> None:
         """Show the kept entries again under the current filter (the newest
