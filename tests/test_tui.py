@@ -158,6 +158,22 @@ async def test_a_flooding_plugin_gets_a_bounded_share_of_each_refresh(tmp_path: 
                 assert len(app.pane_lines()) <= RERENDER_LINES + 5
 
 
+async def test_lines_that_keep_coming_are_shown_less_often(tmp_path: Path) -> None:
+    async with dashboard(tmp_path, "echo") as (_, app, _):
+        await eventually(lambda: cell(app, "echo", "state") == "ready")
+        app.busy_log_interval = 3600.0  # "still busy" for as long as the test runs
+        logger = logging.getLogger("isoplug.test")
+        logger.warning("first of a burst")
+        app.show_new_lines()
+        assert shown(app, "first of a burst")
+        logger.warning("second of a burst")
+        app.look_for_new_lines()  # what the timer calls: too soon after a write
+        assert not shown(app, "second of a burst")
+        app.busy_log_interval = 0.0  # the interval is over
+        app.look_for_new_lines()
+        assert shown(app, "second of a burst")
+
+
 def test_feeding_lets_through_what_the_pane_needs_and_restores_the_levels() -> None:
     root, plugins = logging.getLogger(), logging.getLogger("plugin")
     saved = root.level, plugins.level

@@ -31,9 +31,14 @@ _log = logging.getLogger("isoplug.tui")
 
 #: The levels ``l`` (a plugin's level) and ``v`` (the pane's lowest level) cycle through.
 LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
-#: How often the table is refreshed, and the log pane takes new records, in seconds.
+#: How often the table is refreshed, and the log pane looks for new records, in seconds.
 TABLE_INTERVAL = 1.0
 LOG_INTERVAL = 0.1
+#: After a look that wrote lines, the next waits this long: lines that keep coming are shown
+#: three or four times a second rather than ten. Each write moves every row on screen, and
+#: repainting the whole pane costs the host's loop a few milliseconds; a line after a quiet
+#: spell still shows within LOG_INTERVAL.
+BUSY_LOG_INTERVAL = 0.3
 
 
 class PluginDashboard(App[None]):
@@ -85,6 +90,9 @@ class PluginDashboard(App[None]):
         self.table: DataTable[str] = DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
         self.pane = LogPane(feed, self.filter, id="log")
         self._status = Static(id="status")
+        #: When the log pane last wrote lines (monotonic), if it has.
+        self._lines_written_at: float | None = None
+        self.busy_log_interval = BUSY_LOG_INTERVAL
 
     # -- layout and timers ------------------------------------------------------------------
 
@@ -106,7 +114,7 @@ class PluginDashboard(App[None]):
         self.show_new_lines()
         self._update_status()
         self.set_interval(TABLE_INTERVAL, self.refresh_table)
-        self.set_interval(LOG_INTERVAL, self.show_new_lines)
+        self.set_interval(LOG_INTERVAL, self.look_for_new_lines)
         self.table.focus()
         if self._stop is not None:
             self.run_worker(self._exit_when_stopped(self._stop), group="stop")
@@ -173,7 +181,14 @@ class PluginDashboard(App[None]):
     # -- the log pane ---------------------------------------------------------------------
 
     def show_new_lines(self) -> None:
-        self.pane.show_new()
+        if self.pane.show_new():
+            self._lines_written_at = time.monotonic()
+
+    def look_for_new_lines(self) -> None:
+        written_at = self._lines_written_at
+        if written_at is not None and time.monotonic() - written_at < self.busy_log_interval:
+            return
+        self.show_new_lines()
 
     def _rerender(self, notes: tuple[str, ...] = ()) -> None:
         self.pane.rerender(notes)
@@ -181,7 +196,7 @@ class PluginDashboard(App[None]):
 
     def pane_lines(self) -> list[str]:
         """The lines the log pane holds now (as wrapped on screen)."""
-        return [strip.text for strip in self.pane.lines]
+        return self.pane.texts()
 
     def _update_status(self) -> None:
         text = " " + self.filter.describe()
