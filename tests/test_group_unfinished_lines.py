@@ -15,9 +15,7 @@ from tests.record_waiter import RecordWaiter, watching
 
 def printed(waiter: RecordWaiter, stream: str = "stdout") -> list[tuple[str, str]]:
     """(logger, message) of every line the runner's members printed to ``stream``, in order."""
-    return [
-        (r.name, r.getMessage()) for r in waiter.records if r.name.rpartition(".")[2] == stream
-    ]
+    return [(r.name, r.getMessage()) for r in waiter.records if r.name.rpartition(".")[2] == stream]
 
 
 async def test_an_unfinished_line_never_joins_another_members_line(tmp_path: Path) -> None:
