@@ -59,7 +59,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 from isoplug.logs.output_records import (
     HAS_TASK_NAME,
@@ -76,6 +76,8 @@ from isoplug.logs.output_records import (
 )
 from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
+from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
+from isoplug.logs.stream_io import caller as _caller
 from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
 from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import active_trace
@@ -96,15 +98,6 @@ _current_source = current_source.get
 skip_frames_of(sys.modules[__name__])
 
 
-def _caller(depth: int) -> FrameType | None:
-    """The frame ``depth`` levels up from the caller's, or None (a call straight from C at
-    interpreter shutdown has no Python frame above it)."""
-    try:
-        return _getframe(depth + 1)
-    except ValueError:
-        return None
-
-
 #: First characters after which the classifier may find more than a plain line: a JSON object,
 #: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., Fatal...,
 #: an exception group's indented drawing).
@@ -122,23 +115,7 @@ def is_plain_line(line: str) -> bool:
 # -- the streams ------------------------------------------------------------------------------
 
 
-class _WriteOnly:
-    """What both streams say of themselves: writable only, no terminal, no seeking."""
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-
-class LogStream(_WriteOnly, io.TextIOBase):
+class LogStream(WriteOnly, io.TextIOBase):
     """A text stream whose lines become records on logger ``<source>.<stream>`` (see the module
     docstring). ``original`` is the real stream (``fileno()``, and where re-entrant writes go)."""
 
@@ -150,7 +127,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
         self.stream = stream
         self.original = original
         self.level = level
-        self.buffer = _BinaryLogStream(self)
+        self.buffer = BinaryLogStream(self)
         self._targets: dict[str | None, logging.Logger] = {None: logging.getLogger(stream)}
         self._states: list[LineState] = []
         self._states_lock = threading.Lock()
@@ -303,7 +280,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
             with contextlib.suppress(OSError, ValueError):
                 self.original.flush()
 
-    def _write_bytes(self, data: bytes, frame: FrameType | None) -> None:
+    def write_bytes(self, data: bytes, frame: FrameType | None) -> None:
         """``buffer.write()``: decoded as UTF-8 (invalid bytes replaced), then as ``write``."""
         per_thread = this_thread()
         if per_thread.emitting:
@@ -521,29 +498,3 @@ class LogStream(_WriteOnly, io.TextIOBase):
         if not logger.isEnabledFor(text.level):
             return
         deliver_from(per_thread, logger, text_record(logger.name, text, location, state.owner))
-
-
-class _BinaryLogStream(_WriteOnly, io.BufferedIOBase):
-    """``sys.stdout.buffer``: bytes written here take the text stream's path, decoded as UTF-8
-    with invalid bytes replaced."""
-
-    def __init__(self, text: LogStream) -> None:
-        super().__init__()
-        self._text = text
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self._text._write_bytes(view.tobytes(), _caller(1))
-        return view.nbytes
-
-    def flush(self) -> None:
-        self._text.flush()
-
-    def close(self) -> None:
-        self.flush()
-
-    def fileno(self) -> int:
-        return self._text.fileno()
-
-    def __repr__(self) -> str:
-        return f"<isoplug LogStream {self._text.stream!r} buffer>"
