@@ -15,7 +15,7 @@ from isoplug.logs.output_records import sole_forwarder
 from isoplug.logs.sources import attributed_to
 from isoplug.logs.streams import MAX_LINE_CHARS, TRUNCATED_MARK, LogStream, is_plain_line
 from isoplug.logs.textlines import LineClassifier, TextRecord
-from tests.record_waiter import RecordWaiter
+from tests.record_waiter import RecordWaiter, watching
 
 
 @pytest.fixture
@@ -205,3 +205,108 @@ def test_a_printed_line_skips_its_record_only_when_one_forwarder_would_get_it_al
         root.removeHandler(forwarder)
         forwarder.close(timeout=0)
         child.propagate = True
+
+
+@pytest.fixture
+def members() -> Iterator[RecordWaiter]:
+    """Collects what reaches the loggers of plugins 'a' and 'b' (as in a group runner)."""
+    with watching("plugin", propagate=False) as collector:
+        yield collector
+
+
+def lines_of(records: RecordWaiter) -> list[tuple[str, str]]:
+    return [(r.name, r.getMessage()) for r in records.records]
+
+
+def test_text_of_another_source_ends_the_partial_line_it_finds(members: RecordWaiter) -> None:
+    """One thread, two sources (the plugins of a group on the loop's thread): b's text never
+    joins a's partial line, which ends as a's own line; a's partial line continued by a alone
+    stays one line, whether print() writes its newline apart or not."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    with attributed_to("plugin.a"):
+        stream.write("a unfinished")
+    with attributed_to("plugin.b"):
+        print("b whole", file=stream)
+    with attributed_to("plugin.a"):
+        stream.write("a again")
+    with attributed_to("plugin.b"):
+        print(file=stream)
+        stream.write("b in one write\n")
+    with attributed_to("plugin.a"):
+        stream.write("a starts ")
+        print("and ends", file=stream)
+        stream.write("a: level prefix")
+    with attributed_to("plugin.b"):
+        print("ERROR: b", file=stream)
+    stream.write("nobody's")
+    stream.flush()
+    assert lines_of(members) == [
+        ("plugin.a.stdout", "a unfinished"),
+        ("plugin.b.stdout", "b whole"),
+        ("plugin.a.stdout", "a again"),
+        ("plugin.b.stdout", ""),
+        ("plugin.b.stdout", "b in one write"),
+        ("plugin.a.stdout", "a starts and ends"),
+        ("plugin.a.stdout", "a: level prefix"),
+        ("plugin.b.stdout", "ERROR: b"),
+    ]
+    assert members.records[-1].levelno == logging.ERROR
+
+
+def test_another_sources_flush_emits_the_partial_line_as_its_writers(
+    members: RecordWaiter,
+) -> None:
+    """flush() under b (or with no source, as at exit) of a's partial line: a's line."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    with attributed_to("plugin.a"):
+        stream.write("a flushed by b")
+    with attributed_to("plugin.b"):
+        stream.flush()
+    with attributed_to("plugin.a"):
+        stream.write("a flushed at exit")
+    stream.flush_all()
+    assert lines_of(members) == [
+        ("plugin.a.stdout", "a flushed by b"),
+        ("plugin.a.stdout", "a flushed at exit"),
+    ]
+
+
+def test_the_skipped_tail_of_a_cut_line_ends_at_another_sources_text(
+    members: RecordWaiter,
+) -> None:
+    """a's over-long line is cut and its tail skipped up to its newline: b's line that comes
+    first is not taken for that tail."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    with attributed_to("plugin.a"):
+        stream.write("x" * (MAX_LINE_CHARS + 10))
+    with attributed_to("plugin.b"):
+        print("b whole", file=stream)
+    assert lines_of(members) == [
+        ("plugin.a.stdout", "x" * MAX_LINE_CHARS + TRUNCATED_MARK),
+        ("plugin.b.stdout", "b whole"),
+    ]
+
+
+def test_a_held_traceback_is_never_continued_by_another_sources_text(
+    members: RecordWaiter,
+) -> None:
+    """a's traceback, held for a chained one, then b's traceback at once; a's unfinished
+    traceback (its partial last line too), then b's indented line: each block and line is
+    its writer's, none continued by the other's text."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    for source in ("plugin.a", "plugin.b"):
+        with attributed_to(source):
+            stream.write('Traceback (most recent call last):\n  File "x.py", line 1, in f\n')
+            stream.write(f"KeyError: {source!r}\n")
+    with attributed_to("plugin.a"):
+        stream.write('Traceback (most recent call last):\n  File "y.py", line 2, in g')
+    with attributed_to("plugin.b"):
+        print("  b indented", file=stream)
+    stream.flush()
+    assert [(name, text.splitlines()[-1]) for name, text in lines_of(members)] == [
+        ("plugin.a.stdout", "KeyError: 'plugin.a'"),
+        ("plugin.b.stdout", "KeyError: 'plugin.b'"),
+        ("plugin.a.stdout", '  File "y.py", line 2, in g'),
+        ("plugin.b.stdout", "  b indented"),
+    ]
+    assert [r.levelno for r in members.records] == [logging.ERROR] * 3 + [logging.INFO]

@@ -62,6 +62,7 @@ class LineState:
         "lock",
         "owner",
         "partial",
+        "partial_source",
         "site_attributes",
         "site_code",
         "site_line",
@@ -77,6 +78,10 @@ class LineState:
         self.partial = ""
         # Inside the tail of a line that was cut: skipped up to its newline.
         self.skipping = False
+        # The source (current_source) the partial line, or the tail being skipped, was written
+        # under: the thread's text of another source never joins it (a group runner's plugins
+        # share the loop's thread).
+        self.partial_source: str | None = None
         self.classifier = LineClassifier(level)
         # Where the block the classifier holds started, and for whom.
         self.held: tuple[str | None, Location] | None = None

@@ -15,6 +15,14 @@ How text becomes records:
   the ``write()`` that completes it (for ``print()``, the ``print()`` call; frames of
   ``traceback``, ``logging`` and ``warnings`` are skipped). A line longer than
   :data:`MAX_LINE_CHARS` is cut, marked and flagged ``truncated``; the rest of it is skipped.
+- **Never across sources.** A partial line remembers the source
+  (:data:`~isoplug.logs.sources.current_source`) it was written under, and so does a held
+  block. Several sources share a thread (a group runner's plugins share the loop's), so text
+  written under another source first ends what the thread holds: the partial line becomes a
+  line of its own (as a :meth:`LogStream.flush` makes it, with no location: the ``write()``
+  that would have completed it never came), the held block a record, each its writer's. A
+  flush, and the exit's, emits them as their writer's too. Only a partial line costs the
+  source's lookup on the ``print()`` path (its newline compares it).
 - **Classification.** Each thread's lines go through its own
   :class:`~isoplug.logs.textlines.LineClassifier`: a JSON line gets its level, message and
   extras, a ``LEVEL:`` prefix sets the level, a printed traceback becomes one ERROR record. A
@@ -51,7 +59,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 from isoplug.logs.output_records import (
     HAS_TASK_NAME,
@@ -68,6 +76,8 @@ from isoplug.logs.output_records import (
 )
 from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
+from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
+from isoplug.logs.stream_io import caller as _caller
 from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
 from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import active_trace
@@ -82,18 +92,10 @@ TRUNCATED_MARK = " [... line truncated by isoplug]"
 # The hot path's binding: a module global is found faster than an attribute of a module.
 _getframe = sys._getframe
 _time = time.time
+_current_source = current_source.get
 
 # Not a line's source either: close() flushes on behalf of its caller.
 skip_frames_of(sys.modules[__name__])
-
-
-def _caller(depth: int) -> FrameType | None:
-    """The frame ``depth`` levels up from the caller's, or None (a call straight from C at
-    interpreter shutdown has no Python frame above it)."""
-    try:
-        return _getframe(depth + 1)
-    except ValueError:
-        return None
 
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
@@ -113,23 +115,7 @@ def is_plain_line(line: str) -> bool:
 # -- the streams ------------------------------------------------------------------------------
 
 
-class _WriteOnly:
-    """What both streams say of themselves: writable only, no terminal, no seeking."""
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-
-class LogStream(_WriteOnly, io.TextIOBase):
+class LogStream(WriteOnly, io.TextIOBase):
     """A text stream whose lines become records on logger ``<source>.<stream>`` (see the module
     docstring). ``original`` is the real stream (``fileno()``, and where re-entrant writes go)."""
 
@@ -141,7 +127,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
         self.stream = stream
         self.original = original
         self.level = level
-        self.buffer = _BinaryLogStream(self)
+        self.buffer = BinaryLogStream(self)
         self._targets: dict[str | None, logging.Logger] = {None: logging.getLogger(stream)}
         self._states: list[LineState] = []
         self._states_lock = threading.Lock()
@@ -188,8 +174,14 @@ class LogStream(_WriteOnly, io.TextIOBase):
             if not state.partial and not state.skipping and len(s) <= MAX_LINE_CHARS:
                 # The first half of print(): the text; its newline comes in the next call.
                 state.partial = s
+                state.partial_source = _current_source()
                 return len(s)
-        elif s == "\n" and state.partial and not state.classifier.phase:
+        elif (
+            s == "\n"
+            and state.partial
+            and not state.classifier.phase
+            and (source := _current_source()) == state.partial_source
+        ):
             # The second half of print(): one line. The common case, so inlined here: a
             # plain line skips the classifier and becomes a record without another call.
             line = state.partial
@@ -197,9 +189,8 @@ class LogStream(_WriteOnly, io.TextIOBase):
             if line[-1:] == "\r":
                 line = line[:-1]
             if line[:1] in _NOT_PLAIN_START or ":" in line[:10]:
-                self._classify(per_thread, state, line, False, _caller(1))
+                self._classify(per_thread, state, line, False, _caller(1), source=source)
                 return 1
-            source = current_source.get()
             logger = self._targets.get(source) or self._target(source)
             level = self.level
             if logger.disabled:
@@ -215,7 +206,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
             except ValueError:  # called from C with no Python frame (interpreter shutdown)
                 frame = None
             if frame is None:
-                self._classify(per_thread, state, line, False, None)
+                self._classify(per_thread, state, line, False, None, source=source)
                 return 1
             code = frame.f_code
             lineno = frame.f_lineno
@@ -289,7 +280,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
             with contextlib.suppress(OSError, ValueError):
                 self.original.flush()
 
-    def _write_bytes(self, data: bytes, frame: FrameType | None) -> None:
+    def write_bytes(self, data: bytes, frame: FrameType | None) -> None:
         """``buffer.write()``: decoded as UTF-8 (invalid bytes replaced), then as ``write``."""
         per_thread = this_thread()
         if per_thread.emitting:
@@ -333,6 +324,12 @@ class LogStream(_WriteOnly, io.TextIOBase):
         self, per_thread: PerThread, state: LineState, s: str, frame: FrameType | None
     ) -> None:
         """Add ``s`` to ``state``'s line; emit the lines it completes (the general case)."""
+        source = _current_source()
+        if (state.partial or state.skipping) and state.partial_source != source:
+            self._end_line_of_other_source(per_thread, state)
+        held = state.held
+        if held is not None and held[0] != source:
+            self._flush_held(per_thread, state, held)
         text = state.partial + s if state.partial else s
         state.partial = ""
         start = 0
@@ -352,18 +349,26 @@ class LogStream(_WriteOnly, io.TextIOBase):
                 line = line[:-1]
             if len(line) > MAX_LINE_CHARS:
                 self._classify(
-                    per_thread, state, line[:MAX_LINE_CHARS] + TRUNCATED_MARK, True, frame
+                    per_thread,
+                    state,
+                    line[:MAX_LINE_CHARS] + TRUNCATED_MARK,
+                    True,
+                    frame,
+                    source=source,
                 )
             elif not state.classifier.holding and is_plain_line(line):
-                self._emit(per_thread, state, line, frame)
+                self._emit(per_thread, state, line, frame, source)
             else:
-                self._classify(per_thread, state, line, False, frame)
+                self._classify(per_thread, state, line, False, frame, source=source)
         rest = text[start:] if start else text
         if len(rest) > MAX_LINE_CHARS:
-            self._classify(per_thread, state, rest[:MAX_LINE_CHARS] + TRUNCATED_MARK, True, frame)
+            head = rest[:MAX_LINE_CHARS] + TRUNCATED_MARK
+            self._classify(per_thread, state, head, True, frame, source=source)
             state.skipping = True
+            state.partial_source = source
         elif rest:
             state.partial = rest
+            state.partial_source = source
         if state.classifier.holding and not state.watched:
             quiet_flusher.watch(self, state)
 
@@ -374,15 +379,22 @@ class LogStream(_WriteOnly, io.TextIOBase):
         line: str,
         truncated: bool,
         frame: FrameType | None,
+        *,
+        source: str | None,
     ) -> None:
+        """Feed ``line``, written under ``source``, to ``state``'s classifier; emit the records
+        it completes. A block held for another source is emitted first: never continued."""
+        held = state.held
+        if held is not None and held[0] != source:
+            self._flush_held(per_thread, state, held)
+            held = None
         classifier = state.classifier
         was_holding = classifier.holding
-        held = state.held
         records = classifier.feed(line, truncated)
         here: tuple[str | None, Location] | None = None
         if classifier.holding and (not was_holding or any(r.traceback for r in records)):
             # A block starts with this line: its record will say it was written here.
-            here = (current_source.get(), location_of(frame))
+            here = (source, location_of(frame))
             state.held = here
         elif not classifier.holding:
             state.held = None
@@ -391,23 +403,42 @@ class LogStream(_WriteOnly, io.TextIOBase):
                 self._emit_text(per_thread, state, record, held)
             else:
                 if here is None:
-                    here = (current_source.get(), location_of(frame))
+                    here = (source, location_of(frame))
                 self._emit_text(per_thread, state, record, here)
         if classifier.holding and not state.watched:
             quiet_flusher.watch(self, state)
 
     def _finish(self, per_thread: PerThread, state: LineState, frame: FrameType | None) -> None:
-        """Emit the partial line and the held block of ``state`` (its lock held if watched)."""
+        """Emit the partial line and the held block of ``state`` (its lock held if watched),
+        each for the source it was written under."""
+        source = _current_source()
         if state.partial:
             line = state.partial
             state.partial = ""
-            self._classify(per_thread, state, line, False, frame)
-        records = state.classifier.flush()
-        if records:
-            held = state.held or (current_source.get(), location_of(frame))
-            for record in records:
-                self._emit_text(per_thread, state, record, held)
+            # Flushed by other code than the partial line's writer: no place of its own.
+            where = frame if state.partial_source == source else None
+            self._classify(per_thread, state, line, False, where, source=state.partial_source)
+        if state.classifier.holding:
+            self._flush_held(per_thread, state, state.held or (source, location_of(frame)))
         state.held = None
+
+    def _end_line_of_other_source(self, per_thread: PerThread, state: LineState) -> None:
+        """Text of another source comes: the partial line (or the cut line whose tail is being
+        skipped) ends here, as a line of the source it was written under. Its ``write()`` that
+        would have completed it never comes, so it has no place of its own."""
+        state.skipping = False
+        if state.partial:
+            line = state.partial
+            state.partial = ""
+            self._classify(per_thread, state, line, False, None, source=state.partial_source)
+
+    def _flush_held(
+        self, per_thread: PerThread, state: LineState, held: tuple[str | None, Location]
+    ) -> None:
+        """Emit the block ``state``'s classifier holds, as written under ``held``."""
+        state.held = None
+        for record in state.classifier.flush():
+            self._emit_text(per_thread, state, record, held)
 
     def _flush_state(self, state: LineState) -> None:
         """Emit what another thread (or a dead one) left in ``state``."""
@@ -445,9 +476,9 @@ class LogStream(_WriteOnly, io.TextIOBase):
         state: LineState,
         line: str,
         frame: FrameType | None,
+        source: str | None,
     ) -> None:
         """The plain-line path: one record at the stream's level, written from ``frame``."""
-        source = current_source.get()
         logger = self._targets.get(source) or self._target(source)
         level = self.level
         if not logger.isEnabledFor(level):
@@ -467,29 +498,3 @@ class LogStream(_WriteOnly, io.TextIOBase):
         if not logger.isEnabledFor(text.level):
             return
         deliver_from(per_thread, logger, text_record(logger.name, text, location, state.owner))
-
-
-class _BinaryLogStream(_WriteOnly, io.BufferedIOBase):
-    """``sys.stdout.buffer``: bytes written here take the text stream's path, decoded as UTF-8
-    with invalid bytes replaced."""
-
-    def __init__(self, text: LogStream) -> None:
-        super().__init__()
-        self._text = text
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self._text._write_bytes(view.tobytes(), _caller(1))
-        return view.nbytes
-
-    def flush(self) -> None:
-        self._text.flush()
-
-    def close(self) -> None:
-        self.flush()
-
-    def fileno(self) -> int:
-        return self._text.fileno()
-
-    def __repr__(self) -> str:
-        return f"<isoplug LogStream {self._text.stream!r} buffer>"

@@ -1,5 +1,6 @@
 """The test plugins of group 'duo': prints and logs in a call, an event, a task it started,
-setup and teardown, and a bare thread.
+setup and teardown, and a bare thread; writes text as given (unfinished lines, tracebacks), so
+that tests can interleave the members' output on the runner's one loop thread.
 
 One code serves both: ``duo_b/duo_b_plugin.py`` is a link to this file, imported under its own
 module name, and each plugin says which one it is by its id.
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import sys
 import threading
+import traceback
 from typing import Any
 
 import isoplug
@@ -105,6 +107,29 @@ class Duo(isoplug.Plugin):
         )
         bare.start()
         await asyncio.to_thread(bare.join)
+
+    @isoplug.method
+    async def write(self, text: str, stream: str = "stdout") -> None:
+        """``text`` written as is, on the loop's thread: no newline is added."""
+        getattr(sys, stream).write(text)
+
+    @isoplug.method
+    async def flush(self, stream: str = "stdout") -> None:
+        getattr(sys, stream).flush()
+
+    @isoplug.on_event("write")
+    async def on_write(self, payload: dict[str, str]) -> None:
+        """Writes the text the payload has for this plugin, as is, to stdout."""
+        sys.stdout.write(payload.get(self.name, ""))
+
+    @isoplug.on_event("print_error")
+    async def on_print_error(self, payload: Any) -> None:
+        """Writes a traceback of its own to stderr, as a formatted text (``print_exc()`` would
+        flush it: it would not be held for a chained one)."""
+        try:
+            raise ValueError(f"{self.name} failed")
+        except ValueError:
+            sys.stderr.write(traceback.format_exc())
 
     @isoplug.on_event("chat")
     async def on_chat(self, payload: Any) -> None:
