@@ -344,7 +344,7 @@ class RunnerLife:
                 )
             if finding.kill is not None:
                 await self._kill(process, finding.kill)
-                return finding.kill
+                return f"killed by the host: {finding.kill}"
             if finding.recycle is not None:
                 return await self._recycle(process, STUCK_THREADS, finding.recycle)
             delay = finding.recheck
