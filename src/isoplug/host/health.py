@@ -251,9 +251,7 @@ class HealthWatch:
             self.pid,
             within,
         )
-        return (
-            f"no answer to a health check within {within} (hung: no thread could run Python)"
-        )
+        return f"no answer to a health check within {within} (hung: no thread could run Python)"
 
     def _stuck(self, report: HealthReport) -> list[WorkerState]:
         """The threads running calls whose caller gave up; forgets calls that are over."""
