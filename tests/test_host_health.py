@@ -13,7 +13,7 @@ import pytest
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken, RequestTimeout
 from isoplug.host import PluginInfo
-from isoplug.testing import busy_cpu
+from isoplug.testing import busy_cpu, eventually
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST
 from tests.record_waiter import RecordWaiter
@@ -127,6 +127,41 @@ async def test_one_long_c_call_holding_the_gil_gets_its_grace(tmp_path: Path) ->
         assert info.pid == first and info.restarts == 0 and info.state is PluginState.READY
 
 
+def stall_reports(waiter: RecordWaiter) -> list[str]:
+    return [
+        r.getMessage()
+        for r in waiter.records
+        if r.name == "isoplug.host" and "no thread could run Python for" in r.getMessage()
+    ]
+
+
+async def test_one_gil_stall_is_reported_once_and_a_second_one_is_summed_up(
+    tmp_path: Path,
+) -> None:
+    """A stall spans the health query sent during it: the checks after the one that reported
+    it must not count it again (the summary said "1 more time(s)" with no second stall). A
+    real second stall still goes into the summary, which the runner's end sends."""
+    async with running(tmp_path) as (host, waiter):
+        watch = host._supervisor("laggard")._life.health  # type: ignore[union-attr]
+        assert await host.call("laggard", "hold_gil", 1.6) == "held"
+        await waiter.wait_for("isoplug.host", "no thread could run Python for")
+        # Checks go on every 0.1 s: the next two would have counted the stall again.
+        seen = watch.reports
+        await eventually(lambda: watch.reports >= seen + 3, timeout=20)
+        assert len(stall_reports(waiter)) == 1, stall_reports(waiter)
+        assert await host.call("laggard", "hold_gil_in_thread", 1.6) == "held"
+        seen = watch.reports
+        await eventually(lambda: watch.reports >= seen + 3, timeout=20)
+        await host.stop("laggard")
+    reports = stall_reports(waiter)
+    assert len(reports) == 2, reports
+    assert re.fullmatch(
+        r"runner laggard: 1 more time\(s\) in \d+ s, no thread could run Python for longer "
+        r"than health_timeout \(latest \d+\.\d s\)",
+        reports[1],
+    ), reports
+
+
 async def test_a_gil_held_past_the_grace_is_hung(tmp_path: Path) -> None:
     """A C call that keeps the GIL: no answer within health_timeout + health_grace (3 s),
     the runner is killed as hung, and the account says no thread could run Python."""
@@ -142,8 +177,15 @@ async def test_a_gil_held_past_the_grace_is_hung(tmp_path: Path) -> None:
             info.last_exit.reason,
         ), info.last_exit.reason
         await waiter.wait_for("isoplug.host", "did not answer a health check within")
-        with pytest.raises(ConnectionBroken, match="crashed during 'hold_gil'"):
+        with pytest.raises(ConnectionBroken, match="crashed during 'hold_gil'") as broken:
             await call
+        # Who killed it is said once: "from the host: <why>", not "... from the host: killed
+        # by the host: <why>".
+        assert re.search(
+            r"its runner \(pid \d+\) was killed by SIGKILL from the host: no answer to a health "
+            rf"check within {within} \(hung: no thread could run Python\)$",
+            str(broken.value),
+        ), str(broken.value)
 
 
 @pytest.mark.parametrize("method", ["sleep_on_loop", "spin_on_loop"])
@@ -171,8 +213,10 @@ async def test_a_loop_blocked_while_python_can_run_is_hung_and_says_where(
             rf"in {method}; killing it$",
             record.getMessage(),
         ), record.getMessage()
-        with pytest.raises(ConnectionBroken, match=f"crashed during '{method}'"):
+        with pytest.raises(ConnectionBroken, match=f"crashed during '{method}'") as broken:
             await call
+        assert "from the host: its event loop did not run for " in str(broken.value)
+        assert "killed by the host" not in str(broken.value)
 
 
 @pytest.mark.skipif(not Path("/proc/thread-self/schedstat").exists(), reason="no schedstat")

@@ -330,7 +330,8 @@ class HealthQuery(msgspec.Struct, frozen=True, array_like=True):
     #: ``time.monotonic()`` of the host when it sent this (the same clock in both processes):
     #: how long the query waited before a thread of the runner could run Python to read it.
     sent: float
-    #: Report the longest time no thread could run Python since this moment (host clock).
+    #: Report the longest time no thread could run Python among the stalls that ended after
+    #: this moment (host clock): the previous report's ``until``, so none is reported twice.
     since: float = 0.0
 
 
@@ -364,7 +365,8 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     loop_where: str = ""
     #: How long the query itself waited before the health thread could run Python.
     gil_wait: float = 0.0
-    #: The longest time no thread could run Python since the query's ``since``.
+    #: The longest time no thread could run Python in a stall that ended after the query's
+    #: ``since`` (and by ``until``).
     longest_stall: float = 0.0
     #: Calls in the worker pool (running or waiting), oldest first, at most 64.
     workers: tuple[WorkerState, ...] = ()
@@ -374,6 +376,9 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     #: Of ``loop_blocked``, how long the loop's thread was ready to run but waited for a CPU
     #: (the kernel's ``run_delay``; 0 where unknown): a starved loop, not a hung one.
     loop_starved: float = 0.0
+    #: ``time.monotonic()`` of the runner when it answered: every stall that ``longest_stall``
+    #: counted ended by then, so the next query's ``since`` (0: the runner did not say).
+    until: float = 0.0
 
 
 # The zygote's protocol: messages on a SOCK_SEQPACKET socket pair (one message per packet),

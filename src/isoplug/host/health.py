@@ -62,7 +62,8 @@ def health_tick(config: SupervisorConfig) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """The outcome of one health check: ``kill`` (hung: the exit account's reason), ``recycle``
+    """The outcome of one health check: ``kill`` (hung: why the host kills it, as its SIGKILL
+    is noted; the exit account's reason is ``"killed by the host: "`` and this), ``recycle``
     (the reason), ``lost`` (the channel failed: why, sanitized; the runner is exiting, or
     a plugin closed it), or none of them; and when to check again."""
 
@@ -82,8 +83,11 @@ class HealthWatch:
         self._config = config
         #: Calls the host gave up on (timed out) that the runner may still run.
         self._timed_out: set[int] = set()
-        #: When the previous check was sent (the GIL stalls reported are the ones since).
+        #: The previous report's end (its ``until``): the GIL stalls that ended by then were
+        #: reported already, so the next report counts only those that ended after it.
         self._since = 0.0
+        #: Health reports received from this runner process (for tests and diagnostics).
+        self.reports = 0
         self._stalls = ReportThrottle(_STALL_REPORT_INTERVAL)
         #: Set with the reason when a call's timeout finds too many stuck threads.
         self.recycle: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -122,7 +126,10 @@ class HealthWatch:
             report = await self.link.query(
                 max(health_tick(config), limit - (waited - starved)), since=self._since
             )
-        self._since = sent
+        self.reports += 1
+        # A runner that does not say when it answered (an older isoplug): the stalls that
+        # ended after this query was sent may be reported again, never lost.
+        self._since = report.until if report.until > 0 else sent
         self._report_stall(report)
         finding = self._judge_loop(report)
         if finding.kill is None:
@@ -203,8 +210,8 @@ class HealthWatch:
             )
             return Finding(
                 config.health_interval,
-                kill=f"killed by the host: its event loop did not run for {blocked:.1f} s"
-                f"{_starved(starved)} (hung{where})",
+                kill=f"its event loop did not run for {blocked:.1f} s{_starved(starved)} "
+                f"(hung{where})",
             )
         if ran >= timeout + grace:
             _log.error(
@@ -222,7 +229,7 @@ class HealthWatch:
             )
             return Finding(
                 config.health_interval,
-                kill=f"killed by the host: its event loop did not run for {blocked:.1f} s, "
+                kill=f"its event loop did not run for {blocked:.1f} s, "
                 f"{gil:.1f} s of it with the GIL held{_starved(starved)} (hung past "
                 f"health_grace{where})",
             )
@@ -244,10 +251,7 @@ class HealthWatch:
             self.pid,
             within,
         )
-        return (
-            f"killed by the host: no answer to a health check within {within} (hung: no thread "
-            "could run Python)"
-        )
+        return f"no answer to a health check within {within} (hung: no thread could run Python)"
 
     def _stuck(self, report: HealthReport) -> list[WorkerState]:
         """The threads running calls whose caller gave up; forgets calls that are over."""

@@ -60,6 +60,9 @@ __all__ = ["OnReady", "RunnerLife"]
 _log = logging.getLogger("isoplug.host")
 
 _BEFORE_READY = "it exited before reporting ready"
+#: How long an account of an early exit waits, at most, for the stderr records the runner sent
+#: on its log connection before it died to be replayed (they travel beside its pipes).
+_LAST_WORDS_WAIT = 1.0
 #: The start of what isoplug's runner prints when it cannot read its bootstrap.
 _BAD_BOOTSTRAP_SAID = "isoplug runner: expected a bootstrap line"
 
@@ -104,6 +107,9 @@ class RunnerLife:
         self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: The last lines it wrote on stderr, through its pipe or its log connections (the log
+        #: bridge feeds those: see isoplug.host.stderr_tail).
+        self.stderr_tail = StderrTail()
         #: Why the host refused a control connection that had this runner's token (set by
         #: :mod:`isoplug.host.control_link`); quoted when the runner exits before ready.
         self.refused: str | None = None
@@ -155,7 +161,7 @@ class RunnerLife:
         self.token = token = secrets.token_urlsafe(32)
         self.log_token = log_token = secrets.token_urlsafe(32)
         self.limits = LimitWatch(self.runner_id, runner_limits(entries))
-        tail = StderrTail()
+        tail = self.stderr_tail
 
         def opened(pid: int) -> StdioDestination:
             return dataclasses.replace(open_stdio(pid), stderr_tail=tail)
@@ -218,7 +224,7 @@ class RunnerLife:
         returncode = process.exited.result()
         # What the runner wrote on stderr last says why it could not get going; only that is
         # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
-        said = tail.quote() if reason == _BEFORE_READY else ""
+        said = await self._last_words(tail) if reason == _BEFORE_READY else ""
         wrapped = False
         if reason == _BEFORE_READY and self.refused is not None:
             # A wrapper that runs the interpreter as its child, not in its place (exec).
@@ -262,6 +268,14 @@ class RunnerLife:
             limit=limit,
         )
         return account, permanent
+
+    async def _last_words(self, tail: StderrTail) -> str:
+        """The tail's quote, once the stderr records the runner sent before it died were
+        replayed: its log connections end when they were (a moment at most, unless the host's
+        log handlers are slow; then what came by then)."""
+        if not tail.fed:
+            await asyncio.to_thread(tail.wait_fed, _LAST_WORDS_WAIT)
+        return tail.quote()
 
     async def _check_interpreter(self, entries: Sequence[Manifest]) -> str | None:
         """Why the interpreter that ``entries`` name cannot run their runner (see
@@ -344,7 +358,7 @@ class RunnerLife:
                 )
             if finding.kill is not None:
                 await self._kill(process, finding.kill)
-                return finding.kill
+                return f"killed by the host: {finding.kill}"
             if finding.recycle is not None:
                 return await self._recycle(process, STUCK_THREADS, finding.recycle)
             delay = finding.recheck

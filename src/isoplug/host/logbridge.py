@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
@@ -317,8 +317,17 @@ class LogBridge:
                 emit=_log.info,
                 detail=f"pid {credentials.pid}",
             )
+        # Its stderr records are its last words when it dies early (isoplug.host.stderr_tail);
+        # an account waits for the runner's own connections, not for its descendants'.
+        tail = supervisor.stderr_tail()
+        own = tail if runner_pid == expected_pid else None
+        if own is not None:
+            own.feed_opened()
         replayer = self._replayer(
-            supervisor, runner_pid, credentials.pid if credentials is not None else None
+            supervisor,
+            runner_pid,
+            credentials.pid if credentials is not None else None,
+            None if tail is None else tail.add,
         )
         clean = False
         try:
@@ -331,11 +340,18 @@ class LogBridge:
             # no supervisor, so its abrupt end is reported here.
             replayer.finish(clean=clean or runner_pid == expected_pid)
             self._runner_state(supervisor.runner_id).connection_ended(replayer.metrics)
+            if own is not None:
+                own.feed_ended()
 
     def _replayer(
-        self, supervisor: RunnerSupervisor, runner_pid: int | None, connected_pid: int | None
+        self,
+        supervisor: RunnerSupervisor,
+        runner_pid: int | None,
+        connected_pid: int | None,
+        on_stderr: Callable[[str, float], None] | None,
     ) -> LogReplayer:
-        """``connected_pid`` is the pid the socket vouches for (None when it cannot say)."""
+        """``connected_pid`` is the pid the socket vouches for (None when it cannot say);
+        ``on_stderr`` is told the connection's stderr lines."""
         runner_id = supervisor.runner_id
         runner = self._runner_state(runner_id)
         members = list(supervisor.manifests)
@@ -366,4 +382,5 @@ class LogBridge:
             handler_errors=self._handler_errors,
             sender_pid=connected_pid,
             chains=self._chains,
+            on_stderr=on_stderr,
         )

@@ -97,7 +97,9 @@ class RunnerProcess:
         self.exited = exited
         #: The value of ``descendants.TAG_VARIABLE`` in the runner's environment.
         self.tag = tag
-        #: The signals the host sent the runner while it ran, and why (the first reason).
+        #: The signals the host sent the runner while it ran, and why (the first reason): the
+        #: bare cause ("its memory ... passed its limit"), which messages quote after "killed
+        #: by SIGKILL from the host: " or beside a reason "killed by the host: <cause>".
         self.host_signals: dict[signal.Signals, str] = {}
         #: After a SIGKILL the host did not send: evidence of the out-of-memory killer, and
         #: which sources were checked (see :class:`~isoplug.host.oom.OomWatch`).

@@ -2,16 +2,36 @@
 
 A runner that exits before it reports ready has often said why on its stderr only (a
 ``ModuleNotFoundError`` from its interpreter, a syntax error of an old Python, a wrapper
-script's complaint): those lines go to the ``plugin.<id>.stderr`` log records, but the
-plugin's error (``PluginInfo.error``, ``PluginFailed``) would only say "exited before
-reporting ready". The replay thread of its stdio (:mod:`isoplug.host.stdio_replay`) keeps the
-last lines here too, and the runner's life quotes them in that account: sanitized, capped.
+script's complaint, a plugin's ``print(..., file=sys.stderr)`` before ``os._exit``): those
+lines go to the ``plugin.<id>.stderr`` log records, but the plugin's error
+(``PluginInfo.error``, ``PluginFailed``) would only say "exited before reporting ready". So
+the runner's life keeps the last lines here, and quotes them in that account: sanitized,
+capped.
+
+They come two ways, and the tail takes both:
+
+- **Its stderr pipe** (fd-level writes: the interpreter's own, C code's, ``os.write(2, ...)``):
+  fed by the replay thread of its stdio (:mod:`isoplug.host.stdio_replay`), each line stamped
+  with the time the host read it. The runner's life quotes the tail after its stdio was read
+  and replayed (:meth:`~isoplug.host.process.RunnerProcess.close`).
+- **Its log connections**: in a runner, ``sys.stderr`` is a stream whose lines become records
+  (:mod:`isoplug.logs.streams`), which travel with its logging, not through the pipe. The log
+  bridge feeds their stderr records here (:mod:`isoplug.host.logbridge`), each stamped with
+  the time the runner wrote it (never later than it arrived). They may still be on their way
+  when the exit is seen: the runner's life waits, a moment at most (:meth:`wait_fed`), for the
+  runner's own log connections to end, each of which ends once what it carried was replayed.
+
+Lines are kept in the order of those times: the order they were written, as far as the host
+can know (a pipe line is read a moment after it was written).
 """
 
 from __future__ import annotations
 
-import collections
+import bisect
+import itertools
+import math
 import threading
+import time
 from collections.abc import Iterable
 
 from isoplug.wire.sanitize import clean_text
@@ -26,24 +46,60 @@ _MAX_LINE_CHARS = 2 * MAX_TAIL_CHARS
 
 
 class StderrTail:
-    """The last :data:`MAX_TAIL_LINES` lines of one runner process's stderr; fed by its
-    replay thread, read by the event loop once the process's output was replayed."""
+    """The last :data:`MAX_TAIL_LINES` lines one runner process wrote on its stderr, by the
+    time they were written; fed by host threads (its stdio's replay thread, its log
+    connections' threads), read by the event loop once the process has exited. Thread-safe."""
 
     def __init__(self) -> None:
-        self._lines: collections.deque[str] = collections.deque(maxlen=MAX_TAIL_LINES)
-        self._lock = threading.Lock()
+        #: (when, arrival order, line), sorted: the newest last.
+        self._lines: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition(threading.Lock())
+        #: Log connections of the runner itself that may still bring lines.
+        self._feeds = 0
 
-    def add(self, message: str) -> None:
-        """Keep the lines of ``message`` (one record: a line, or a whole traceback)."""
+    def add(self, message: str, when: float | None = None) -> None:
+        """Keep the lines of ``message`` (one record: a line, or a whole traceback), written
+        at ``when`` (``time.time()``; None, or a time still to come: now)."""
+        now = time.time()
+        at = when if when is not None and math.isfinite(when) and when < now else now
         lines = [line[:_MAX_LINE_CHARS] for line in message.splitlines() if line.strip()]
-        with self._lock:
-            self._lines.extend(lines[-MAX_TAIL_LINES:])
+        if not lines:
+            return
+        with self._changed:
+            kept = self._lines
+            if len(kept) >= MAX_TAIL_LINES and at < kept[0][0]:
+                return  # older than every line kept: it would not be quoted
+            for line in lines[-MAX_TAIL_LINES:]:
+                bisect.insort(kept, (at, next(self._order), line))
+            del kept[:-MAX_TAIL_LINES]
 
     def quote(self) -> str:
         """The lines kept, sanitized, on one line (``" | "`` between them); "" for none."""
-        with self._lock:
-            lines = list(self._lines)
+        with self._changed:
+            lines = [line for _, _, line in self._lines]
         return quote_lines(lines)
+
+    def feed_opened(self) -> None:
+        """A log connection of the runner itself began: its lines may come until it ends."""
+        with self._changed:
+            self._feeds += 1
+
+    def feed_ended(self) -> None:
+        """A log connection counted by :meth:`feed_opened` ended; all it brought is here."""
+        with self._changed:
+            self._feeds -= 1
+            self._changed.notify_all()
+
+    @property
+    def fed(self) -> bool:
+        """True when no log connection of the runner itself is open (lines may come yet)."""
+        return self._feeds <= 0
+
+    def wait_fed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until :attr:`fed`; True if it is. Blocks."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._feeds <= 0, timeout)
 
 
 def quote_lines(lines: Iterable[str]) -> str:

@@ -122,7 +122,7 @@ class StdioReplay:
         for entry in items:
             if entry[3] is not None:
                 if tail is not None and entry[0] == "stderr":
-                    tail.add(entry[2])
+                    tail.add(entry[2], entry[5])
                 records.append(self._record_data(entry))
                 continue
             if records:

@@ -47,6 +47,7 @@ from isoplug.host.status import (
     PluginUnavailable,
     StateChange,
 )
+from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Handler, Peer
@@ -248,6 +249,10 @@ class RunnerSupervisor:
         """The token the log connections of the current runner process (and of the processes it
         starts) must present (None while none is starting)."""
         return None if self._life is None else self._life.log_token
+
+    def stderr_tail(self) -> StderrTail | None:
+        """The last stderr lines of the current runner process (None: none is starting)."""
+        return None if self._life is None else self._life.stderr_tail
 
     def info(self, plugin_id: str) -> PluginInfo:
         summary = self.offers.summary(plugin_id)

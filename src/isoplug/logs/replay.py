@@ -27,7 +27,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -76,8 +76,13 @@ class LogReplayer:
         logger_budget: LoggerBudget | None = None,
         handler_errors: HandlerErrors | None = None,
         chains: SenderChains | None = None,
+        on_stderr: Callable[[str, float], None] | None = None,
     ) -> None:
         self.prefix = prefix
+        #: Told the message and ``created`` of every record of the sender's stderr stream,
+        #: before the level or the rate limit may drop it (a runner's last words: see
+        #: isoplug.host.stderr_tail).
+        self._on_stderr = on_stderr
         self.identity = dict(identity or {})
         self.limits = limits or ReplayLimits()
         self.description = description or prefix
@@ -455,6 +460,8 @@ class LogReplayer:
         if "stream" in identity:
             streams = self.metrics.streams
             streams[identity["stream"]] = streams.get(identity["stream"], 0) + 1
+            if self._on_stderr is not None and identity["stream"] == "stderr":
+                self._on_stderr(data.message, data.created)
         if not logger.isEnabledFor(levelno) and not (
             # A disabled logger is enabled for no level: looked at only here, off the hot path.
             logger.disabled and self._reports.enable_again(logger) and logger.isEnabledFor(levelno)

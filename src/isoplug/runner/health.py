@@ -178,12 +178,13 @@ class HealthMonitor:
             loop_where=describe_frame(frames.get(self._loop_thread)) if blocked else "",
             gil_wait=max(0.0, received - query.sent),
             longest_stall=max(
-                (end - start for start, end in self._stalls if end >= query.since), default=0.0
+                (end - start for start, end in self._stalls if end > query.since), default=0.0
             ),
             workers=self._worker_states(now, frames),
             threads=self._workers.threads,
             max_threads=self._workers.max_threads,
             loop_starved=starved,
+            until=now,
         )
         payload = self._encoder.encode(report)
         before = time.monotonic()

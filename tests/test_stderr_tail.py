@@ -1,0 +1,52 @@
+"""The stderr tail of a runner process: lines from its pipe and from its log records, in the
+order they were written, capped; the wait for its log connections to end is bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from isoplug.host.stderr_tail import MAX_TAIL_LINES, StderrTail
+
+
+def test_lines_are_quoted_in_the_order_they_were_written_whenever_they_came() -> None:
+    tail = StderrTail()
+    now = time.time()
+    tail.add("read from the pipe", now - 1.0)
+    # A record written before the pipe line, arriving after it (its log connection is slower).
+    tail.add("first\nsecond", now - 2.0)
+    tail.add("last")  # no time: now
+    assert tail.quote() == "first | second | read from the pipe | last"
+
+
+def test_a_time_still_to_come_or_not_a_number_counts_as_now() -> None:
+    tail = StderrTail()
+    tail.add("from the future", time.time() + 3600)
+    tail.add("not a number", float("nan"))
+    tail.add("the newest")
+    assert tail.quote() == "from the future | not a number | the newest"
+
+
+def test_only_the_newest_lines_are_kept() -> None:
+    tail = StderrTail()
+    now = time.time()
+    for n in range(30):
+        tail.add(f"line {n}", now - 100 + n)
+    tail.add("too old to matter", now - 1000)
+    quote = tail.quote()
+    assert quote.split(" | ") == [f"line {n}" for n in range(30 - MAX_TAIL_LINES, 30)]
+
+
+def test_the_wait_for_log_connections_is_bounded_and_ends_with_the_last() -> None:
+    tail = StderrTail()
+    assert tail.fed and tail.wait_fed(0)
+    tail.feed_opened()
+    tail.feed_opened()
+    assert not tail.fed
+    assert not tail.wait_fed(0.01)  # bounded: still open
+    tail.feed_ended()
+    assert not tail.fed
+    ending = threading.Thread(target=tail.feed_ended)
+    ending.start()
+    assert tail.wait_fed(30)
+    ending.join()
