@@ -76,7 +76,7 @@ from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import active_trace
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
-__all__ = ["MAX_LINE_CHARS", "LogStream", "cut_line", "is_plain_line"]
+__all__ = ["MAX_LINE_CHARS", "LogStream", "is_plain_line"]
 
 #: Longest line kept whole (16 Ki characters, like the host's fd-level capture); past it the line
 #: is cut, marked with how many characters were cut and flagged ``truncated``, and its tail
@@ -91,7 +91,7 @@ _time = time.time
 skip_frames_of(sys.modules[__name__])
 
 
-def cut_line(head: str, cut: int) -> str:
+def _cut_line(head: str, cut: int) -> str:
     """The text of a line cut to ``head``, ``cut`` characters shorter than it was."""
     return head + cut_mark(cut, where=IN_EMITTING_PROCESS)
 
@@ -362,7 +362,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
             if line[-1:] == "\r":
                 line = line[:-1]
             if len(line) > MAX_LINE_CHARS:
-                line = cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
+                line = _cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
                 self._classify(per_thread, state, line, True, frame)
             elif not state.classifier.holding and is_plain_line(line):
                 self._emit(per_thread, state, line, frame)
@@ -418,7 +418,7 @@ class LogStream(_WriteOnly, io.TextIOBase):
         state.cut_head = ""
         state.cut_chars = 0
         # Nothing but its CR skipped: the line was whole.
-        self._classify(per_thread, state, cut_line(head, cut) if cut else head, cut > 0, frame)
+        self._classify(per_thread, state, _cut_line(head, cut) if cut else head, cut > 0, frame)
 
     def _finish(self, per_thread: PerThread, state: LineState, frame: FrameType | None) -> None:
         """Emit the partial line and the held block of ``state`` (its lock held if watched)."""
