@@ -27,6 +27,7 @@ from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
+from isoplug.wire.sanitize import cut_mark
 from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, process_alive
 from tests.record_waiter import RecordWaiter, watching
 
@@ -62,13 +63,35 @@ def test_invalid_utf8_is_replaced_not_raised() -> None:
 
 
 def test_an_over_long_line_is_cut_marked_and_its_tail_skipped() -> None:
-    """Past the limit, the line is emitted once, marked truncated; the rest of it is dropped."""
+    """Past the limit, the line is emitted once, when it ends, flagged and saying how many bytes
+    were cut; the rest of it is only counted, never held."""
     splitter = LineSplitter(max_line_bytes=10)
-    lines = splitter.feed(b"a" * 25)
-    assert len(lines) == 1 and lines[0].truncated
-    assert lines[0].text.startswith("a" * 10) and "truncated" in lines[0].text
-    assert splitter.feed(b"aaaa\nnext\n") == [CapturedLine("next")]
+    assert splitter.feed(b"a" * 25) == []
+    for _ in range(100):
+        assert splitter.feed(b"b" * 65536) == []
+    assert len(splitter._buffer) == 10
+    lines = splitter.feed(b"aaaa\r\nnext\n")
+    assert lines == [
+        CapturedLine("a" * 10 + f"... [truncated {15 + 6_553_600 + 4} bytes]", True),
+        CapturedLine("next"),
+    ]
     assert MAX_LINE_BYTES >= 4096
+
+
+def test_lines_cut_within_one_chunk_or_at_end_of_stream_say_how_much_was_cut() -> None:
+    """An over-long line with its newline in the same chunk, one whose tail spans chunks, and
+    one still unended at end of stream: each says its own count."""
+    splitter = LineSplitter(max_line_bytes=4)
+    assert splitter.feed(b"ok\n123456789\r\nyes\nabcdefg") == [
+        CapturedLine("ok"),
+        CapturedLine("1234... [truncated 5 bytes]", True),
+        CapturedLine("yes"),
+    ]
+    assert splitter.feed(b"hij\nwxyz12") == [CapturedLine("abcd... [truncated 6 bytes]", True)]
+    assert splitter.feed(b"345") == []
+    assert splitter.flush() == [CapturedLine("wxyz... [truncated 5 bytes]", True)]
+    assert splitter.flush() == []
+    assert splitter.feed(b"again\n") == [CapturedLine("agai... [truncated 1 bytes]", True)]
 
 
 # -- the capture, over a pipe of the test's own -----------------------------------------------
@@ -350,6 +373,7 @@ async def test_100_mb_of_binary_garbage_without_a_newline_is_one_cut_record(
     assert len(records) == 2
     cut, after = records
     assert cut.__dict__["truncated"] is True and len(cut.getMessage()) < 40_000
+    assert cut.getMessage().endswith(cut_mark(100 * 1024 * 1024 - MAX_LINE_BYTES, "bytes"))
     assert "\ufffd" in cut.getMessage() and "\\x01" in cut.getMessage()
     assert after.getMessage() == "after the garbage"
 
@@ -370,8 +394,9 @@ async def test_invalid_utf8_a_10_mb_line_and_a_partial_last_line_are_delivered_s
     assert bad.getMessage() == "bad \ufffd\ufffd bytes"
     assert long.__dict__["truncated"] is True
     assert long.getMessage().startswith("xxxx")
-    assert long.getMessage().endswith("[... line truncated by isoplug]")
-    assert len(long.getMessage()) < 20_000
+    assert long.getMessage() == "x" * MAX_LINE_BYTES + cut_mark(
+        10 * 1024 * 1024 - MAX_LINE_BYTES, "bytes"
+    )
     assert after.getMessage() == "after the long line"
     assert partial.getMessage() == "no newline at the end"
 

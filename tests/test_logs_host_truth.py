@@ -92,6 +92,8 @@ async def test_a_plugins_extras_cannot_claim_a_stream_or_isoplugs_cut(tmp_path: 
     assert not hasattr(claims, "stream") and not hasattr(claims, "truncated")
     assert claims.extra_stream == "stdout" and claims.extra_truncated is True  # type: ignore[attr-defined]
     assert line.stream == "stdout" and line.truncated is True  # type: ignore[attr-defined]
+    cut = f"... [truncated {MAX_LINE_CHARS} characters in the emitting process]"
+    assert line.getMessage() == "P" * MAX_LINE_CHARS + cut
 
 
 async def test_a_records_process_is_the_pid_the_kernel_gives(tmp_path: Path) -> None:

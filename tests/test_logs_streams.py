@@ -13,8 +13,9 @@ import pytest
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.output_records import sole_forwarder
 from isoplug.logs.sources import attributed_to
-from isoplug.logs.streams import MAX_LINE_CHARS, TRUNCATED_MARK, LogStream, is_plain_line
+from isoplug.logs.streams import MAX_LINE_CHARS, LogStream, is_plain_line
 from isoplug.logs.textlines import LineClassifier, TextRecord
+from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 from tests.record_waiter import RecordWaiter, watching
 
 
@@ -94,15 +95,60 @@ def test_a_source_puts_lines_under_its_logger(waiter: RecordWaiter) -> None:
     ]
 
 
+def in_runner(count: int) -> str:
+    """The mark of a line cut ``count`` characters short in the emitting process."""
+    return f"... [truncated {count} characters in the emitting process]"
+
+
 def test_an_over_long_line_is_cut_marked_and_its_tail_skipped(waiter: RecordWaiter) -> None:
-    """A line past MAX_LINE_CHARS arrives cut, marked and flagged; the next line is whole."""
+    """A line past MAX_LINE_CHARS arrives, once it ends, cut, flagged and saying how many
+    characters were cut; only a count of the skipped tail is kept; the next line is whole."""
     stream = LogStream("stdout", io.StringIO(), logging.INFO)
     stream.write("x" * (MAX_LINE_CHARS + 10))
-    stream.write("y" * 100 + "\nnext\n")
+    for _ in range(50):
+        stream.write("y" * 100_000)
+    assert not waiter.records
+    [state] = stream._states
+    assert len(state.cut_head) == MAX_LINE_CHARS and not state.partial
+    stream.write("y" * 100 + "\r\nnext\n")
     cut, following = waiter.records
-    assert cut.getMessage() == "x" * MAX_LINE_CHARS + TRUNCATED_MARK
+    assert cut.getMessage() == "x" * MAX_LINE_CHARS + in_runner(10 + 5_000_000 + 100)
     assert cut.__dict__["truncated"] is True
     assert following.getMessage() == "next"
+
+
+def test_a_line_cut_within_one_write_says_how_much_was_cut(waiter: RecordWaiter) -> None:
+    """print() of a huge text (its newline in the next write), and an over-long line ended in
+    the same write, say their counts; the lines around them are untouched."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    print("A" * 3_000_000, file=stream)
+    stream.write("before\n" + "B" * (MAX_LINE_CHARS + 7) + "\r\nafter\n")
+    assert waiter.messages() == [
+        "A" * MAX_LINE_CHARS + in_runner(3_000_000 - MAX_LINE_CHARS),
+        "before",
+        "B" * MAX_LINE_CHARS + in_runner(7),
+        "after",
+    ]
+
+
+def test_a_cut_line_is_emitted_at_flush_and_at_exit_with_its_count_so_far(
+    waiter: RecordWaiter,
+) -> None:
+    """flush() ends the line being cut (saying how much was cut until then); what follows is a
+    new line. A cut line still pending at exit arrives through flush_all, as bytes written to
+    the binary buffer do."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream.write("f" * (MAX_LINE_CHARS + 3))
+    stream.flush()
+    stream.write("tail\n")
+    stream.buffer.write(b"\xc3\xa9" * (MAX_LINE_CHARS + 5))
+    stream.flush_all()
+    assert waiter.messages() == [
+        "f" * MAX_LINE_CHARS + in_runner(3),
+        "tail",
+        "\xe9" * MAX_LINE_CHARS + in_runner(5),
+    ]
+    assert all(record.__dict__["truncated"] for record in waiter.records[::2])
 
 
 def test_flush_emits_the_partial_line(waiter: RecordWaiter) -> None:
@@ -275,14 +321,14 @@ def test_the_skipped_tail_of_a_cut_line_ends_at_another_sources_text(
     members: RecordWaiter,
 ) -> None:
     """a's over-long line is cut and its tail skipped up to its newline: b's line that comes
-    first is not taken for that tail."""
+    first is not taken for that tail, and a's line ends there, with how much was cut."""
     stream = LogStream("stdout", io.StringIO(), logging.INFO)
     with attributed_to("plugin.a"):
         stream.write("x" * (MAX_LINE_CHARS + 10))
     with attributed_to("plugin.b"):
         print("b whole", file=stream)
     assert lines_of(members) == [
-        ("plugin.a.stdout", "x" * MAX_LINE_CHARS + TRUNCATED_MARK),
+        ("plugin.a.stdout", "x" * MAX_LINE_CHARS + cut_mark(10, where=IN_EMITTING_PROCESS)),
         ("plugin.b.stdout", "b whole"),
     ]
 

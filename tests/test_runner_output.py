@@ -14,6 +14,7 @@ import pytest
 from isoplug import PluginState
 from isoplug.errors import ConnectionBroken
 from isoplug.logs import DropReason
+from isoplug.logs.streams import MAX_LINE_CHARS
 from tests.plugins_fixtures import FAST, running
 
 FORMATTER = logging.Formatter("%(levelname)s %(name)s: %(message)s")
@@ -126,6 +127,20 @@ async def test_a_partial_last_line_arrives_when_the_runner_stops(tmp_path: Path)
         await host.stop("printer")
         record = await waiter.wait_for("plugin.printer.stdout", "no newline before the stop")
     assert record.getMessage() == "no newline before the stop"
+
+
+async def test_an_over_long_line_unended_at_the_stop_arrives_saying_how_much_was_cut(
+    tmp_path: Path,
+) -> None:
+    """A line past MAX_LINE_CHARS with no newline yet, pending when the runner stops, arrives
+    at the exit: cut, flagged, with the count of characters cut."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "partial_line", text="Q" * (3 * MAX_LINE_CHARS + 11))
+        await host.stop("printer")
+        record = await waiter.wait_for("plugin.printer.stdout", "QQQ")
+    cut = f"... [truncated {2 * MAX_LINE_CHARS + 11} characters in the emitting process]"
+    assert record.getMessage() == "Q" * MAX_LINE_CHARS + cut
+    assert attribute(record, "truncated") is True
 
 
 async def test_warnings_and_uncaught_exceptions_arrive_as_structured_records(

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
-from isoplug.host.stdio_lines import TRUNCATED_MARK, LineSplitter
+from isoplug.host.stdio_lines import LineSplitter, cut_line
 from isoplug.logs.gil import yield_gil
 from isoplug.logs.textlines import LineClassifier
 
@@ -171,7 +171,7 @@ class _Stream:
         the stream's level: the host cannot even classify as fast as the plugin writes, and
         the plugin must not wait for it.
         """
-        lines: list[tuple[bytes, bool]] = []
+        lines: list[tuple[bytes, int]] = []
         for _ in range(_READS_PER_TURN):
             try:
                 data = os.read(self.fd, _READ_SIZE)
@@ -195,13 +195,13 @@ class _Stream:
             self.at_end = True
             self._keep(self.splitter.split_end(), None)
 
-    def _keep(self, lines: list[tuple[bytes, bool]], backlog: Backlog | None) -> None:
+    def _keep(self, lines: list[tuple[bytes, int]], backlog: Backlog | None) -> None:
         if not lines:
             return
         self.last_data = time.monotonic()
         size = sum(len(raw) for raw, _ in lines)
         if self.pending_bytes + size > PENDING_BYTES and backlog is not None:
-            kept: list[tuple[bytes, bool]] = []
+            kept: list[tuple[bytes, int]] = []
             for line in lines:
                 if self.pending_bytes + len(line[0]) <= PENDING_BYTES:
                     kept.append(line)
@@ -227,7 +227,7 @@ class _Stream:
                 self.pending_bytes -= len(raw)
                 # LineSplitter.decode(), inlined: this runs for every line.
                 text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
-                for record in classifier.feed(text + TRUNCATED_MARK if cut else text, cut):
+                for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))
             if stop == len(lines):
                 pending.popleft()

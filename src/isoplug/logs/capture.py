@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from isoplug.logs.exceptions import exception_data, resolve_exc_info
+from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 __all__ = [
     "MAX_FIELD_CHARS",
@@ -90,7 +91,7 @@ def _cap(text: str, limit: int = MAX_FIELD_CHARS) -> str:
     recognizes and keeps: see :mod:`isoplug.wire.sanitize`)."""
     if len(text) <= limit:
         return text
-    return text[:limit] + f"... [truncated {len(text) - limit} characters in the emitting process]"
+    return text[:limit] + cut_mark(len(text) - limit, where=IN_EMITTING_PROCESS)
 
 
 def _message_of(msg: Any, args: Any) -> str:

@@ -28,6 +28,7 @@ import types
 from typing import Any, TypeAlias
 
 from isoplug.wire import ExceptionData, FrameData
+from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 __all__ = [
     "MAX_DEPTH",
@@ -135,7 +136,7 @@ def _plain(text: str) -> str:
 def _cap(texts: str, limit: int) -> str:
     if len(texts) <= limit:
         return texts
-    return f"{texts[:limit]}... [truncated {len(texts) - limit} characters in the emitting process]"
+    return texts[:limit] + cut_mark(len(texts) - limit, where=IN_EMITTING_PROCESS)
 
 
 class _Node:

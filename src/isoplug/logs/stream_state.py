@@ -56,6 +56,8 @@ class LineState:
 
     __slots__ = (
         "classifier",
+        "cut_chars",
+        "cut_head",
         "decoder",
         "held",
         "last_write",
@@ -76,12 +78,15 @@ class LineState:
     def __init__(self, owner: PerThread, level: int) -> None:
         self.owner = owner
         self.partial = ""
-        # Inside the tail of a line that was cut: skipped up to its newline.
+        # Inside the tail of a line that was cut: skipped up to its newline (or a flush), only
+        # counted; then the line's kept head is emitted, marked with the count.
         self.skipping = False
         # The source (current_source) the partial line, or the tail being skipped, was written
         # under: the thread's text of another source never joins it (a group runner's plugins
         # share the loop's thread).
         self.partial_source: str | None = None
+        self.cut_head = ""
+        self.cut_chars = 0
         self.classifier = LineClassifier(level)
         # Where the block the classifier holds started, and for whom.
         self.held: tuple[str | None, Location] | None = None

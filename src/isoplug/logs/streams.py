@@ -14,7 +14,10 @@ How text becomes records:
   the log handlers close: see :func:`~isoplug.logs.redirect.flush_all`). A line is located at
   the ``write()`` that completes it (for ``print()``, the ``print()`` call; frames of
   ``traceback``, ``logging`` and ``warnings`` are skipped). A line longer than
-  :data:`MAX_LINE_CHARS` is cut, marked and flagged ``truncated``; the rest of it is skipped.
+  :data:`MAX_LINE_CHARS` is cut and flagged ``truncated``; the rest of it is skipped, only
+  counted, and the line's record, once it ends (or at a flush, or the exit), says how much was
+  cut: ``... [truncated 2983616 characters in the emitting process]``
+  (:func:`~isoplug.wire.sanitize.cut_mark`, a mark the host keeps).
 - **Never across sources.** A partial line remembers the source
   (:data:`~isoplug.logs.sources.current_source`) it was written under, and so does a held
   block. Several sources share a thread (a group runner's plugins share the loop's), so text
@@ -81,13 +84,14 @@ from isoplug.logs.stream_io import caller as _caller
 from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
 from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import active_trace
+from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
-__all__ = ["MAX_LINE_CHARS", "TRUNCATED_MARK", "LogStream", "is_plain_line"]
+__all__ = ["MAX_LINE_CHARS", "LogStream", "is_plain_line"]
 
 #: Longest line kept whole (16 Ki characters, like the host's fd-level capture); past it the line
-#: is cut, marked with :data:`TRUNCATED_MARK` and flagged ``truncated``, and its tail skipped.
+#: is cut, marked with how many characters were cut and flagged ``truncated``, and its tail
+#: skipped (counted).
 MAX_LINE_CHARS = 16 * 1024
-TRUNCATED_MARK = " [... line truncated by isoplug]"
 
 # The hot path's binding: a module global is found faster than an attribute of a module.
 _getframe = sys._getframe
@@ -96,6 +100,11 @@ _current_source = current_source.get
 
 # Not a line's source either: close() flushes on behalf of its caller.
 skip_frames_of(sys.modules[__name__])
+
+
+def _cut_line(head: str, cut: int) -> str:
+    """The text of a line cut to ``head``, ``cut`` characters shorter than it was."""
+    return head + cut_mark(cut, where=IN_EMITTING_PROCESS)
 
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
@@ -336,8 +345,10 @@ class LogStream(WriteOnly, io.TextIOBase):
         if state.skipping:
             cut = text.find("\n")
             if cut < 0:
+                state.cut_chars += len(text)
                 return
-            state.skipping = False
+            state.cut_chars += cut - (text[cut - 1 : cut] == "\r")
+            self._end_cut_line(per_thread, state, frame)
             start = cut + 1
         while True:
             end = text.find("\n", start)
@@ -348,22 +359,18 @@ class LogStream(WriteOnly, io.TextIOBase):
             if line[-1:] == "\r":
                 line = line[:-1]
             if len(line) > MAX_LINE_CHARS:
-                self._classify(
-                    per_thread,
-                    state,
-                    line[:MAX_LINE_CHARS] + TRUNCATED_MARK,
-                    True,
-                    frame,
-                    source=source,
-                )
+                line = _cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
+                self._classify(per_thread, state, line, True, frame, source=source)
             elif not state.classifier.holding and is_plain_line(line):
                 self._emit(per_thread, state, line, frame, source)
             else:
                 self._classify(per_thread, state, line, False, frame, source=source)
         rest = text[start:] if start else text
         if len(rest) > MAX_LINE_CHARS:
-            head = rest[:MAX_LINE_CHARS] + TRUNCATED_MARK
-            self._classify(per_thread, state, head, True, frame, source=source)
+            # Its record waits for the line's end, to say how much was cut; only the count
+            # grows meanwhile.
+            state.cut_head = rest[:MAX_LINE_CHARS]
+            state.cut_chars = len(rest) - MAX_LINE_CHARS
             state.skipping = True
             state.partial_source = source
         elif rest:
@@ -408,10 +415,26 @@ class LogStream(WriteOnly, io.TextIOBase):
         if classifier.holding and not state.watched:
             quiet_flusher.watch(self, state)
 
+    def _end_cut_line(
+        self, per_thread: PerThread, state: LineState, frame: FrameType | None
+    ) -> None:
+        """Emit the line being skipped, cut, with how much was cut, for the source it was
+        written under; the next text starts a line. ``frame`` is where it ended, None when
+        not ended by its writer."""
+        head, cut = state.cut_head, state.cut_chars
+        state.skipping = False
+        state.cut_head = ""
+        state.cut_chars = 0
+        # Nothing but its CR skipped: the line was whole.
+        line = _cut_line(head, cut) if cut else head
+        self._classify(per_thread, state, line, cut > 0, frame, source=state.partial_source)
+
     def _finish(self, per_thread: PerThread, state: LineState, frame: FrameType | None) -> None:
-        """Emit the partial line and the held block of ``state`` (its lock held if watched),
-        each for the source it was written under."""
+        """Emit the partial line (or the cut line being skipped) and the held block of
+        ``state`` (its lock held if watched), each for the source it was written under."""
         source = _current_source()
+        if state.skipping:
+            self._end_cut_line(per_thread, state, frame if state.partial_source == source else None)
         if state.partial:
             line = state.partial
             state.partial = ""
@@ -426,7 +449,8 @@ class LogStream(WriteOnly, io.TextIOBase):
         """Text of another source comes: the partial line (or the cut line whose tail is being
         skipped) ends here, as a line of the source it was written under. Its ``write()`` that
         would have completed it never comes, so it has no place of its own."""
-        state.skipping = False
+        if state.skipping:
+            self._end_cut_line(per_thread, state, None)
         if state.partial:
             line = state.partial
             state.partial = ""
@@ -457,7 +481,7 @@ class LogStream(WriteOnly, io.TextIOBase):
         with self._states_lock:
             states = list(self._states)
         for state in states:
-            if state.partial or state.classifier.holding:
+            if state.partial or state.skipping or state.classifier.holding:
                 self._flush_state(state)
 
     # -- records -------------------------------------------------------------------------------

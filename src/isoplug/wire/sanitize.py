@@ -34,7 +34,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["cap_text", "clean_block", "clean_logger_name", "clean_text"]
+__all__ = [
+    "IN_EMITTING_PROCESS",
+    "cap_text",
+    "clean_block",
+    "clean_logger_name",
+    "clean_text",
+    "cut_mark",
+]
 
 _ESCAPED = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
 #: Every format character (category Cf) of Unicode 16, and U+2065, reserved for more: bidi
@@ -80,13 +87,24 @@ _ESCAPE_TABLE = {
 }
 _CONTINUATION = re.compile(r"\n(?=[^ \t\n])")
 _NAME_JUNK = re.compile(r"[^A-Za-z0-9_\-.:]+")
-#: The mark a sender's isoplug puts where it cut a text (isoplug.logs.capture and
-#: isoplug.logs.exceptions), recognized only at the very end of a text, its count bounded.
+#: Where a text was cut, in :func:`cut_mark`'s words, when the process that emitted it cut it.
+IN_EMITTING_PROCESS = " in the emitting process"
+
+
+def cut_mark(count: int, unit: str = "characters", where: str = "") -> str:
+    """The words that end a text cut ``count`` ``unit`` short, one formatting for every cut:
+    ``... [truncated 1200 characters]``; ``where`` is :data:`IN_EMITTING_PROCESS` when the
+    plugin's side cut it (a mark this module recognizes, and keeps, at the end of a text)."""
+    return f"... [truncated {count} {unit}{where}]"
+
+
+#: The mark a sender's isoplug puts where it cut a text (``cut_mark(n, where=
+#: IN_EMITTING_PROCESS)``), recognized only at the very end of a text, its count bounded.
 _SENDER_MARK = re.compile(
-    r"\.\.\. \[truncated ([1-9][0-9]{0,14}) characters in the emitting process\]\Z"
+    r"\.\.\. \[truncated ([1-9][0-9]{0,14}) characters" + IN_EMITTING_PROCESS + r"\]\Z"
 )
 #: The longest sender mark there is: where to start looking for one.
-_SENDER_MARK_CHARS = len("... [truncated  characters in the emitting process]") + 15
+_SENDER_MARK_CHARS = len(cut_mark(0, where=IN_EMITTING_PROCESS)) - 1 + 15
 
 
 def _cut(text: str, keep: int) -> tuple[int, str]:
@@ -94,7 +112,7 @@ def _cut(text: str, keep: int) -> tuple[int, str]:
     the module docstring: a sender's own mark at its end is kept, or counted apart)."""
     sender = _SENDER_MARK.search(text, max(0, len(text) - _SENDER_MARK_CHARS))
     if sender is None:
-        return keep, f"... [truncated {len(text) - keep} characters]"
+        return keep, cut_mark(len(text) - keep)
     body = sender.start()
     if keep >= body:
         # Only the sender's mark is over the limit: it stays, whole.
