@@ -17,8 +17,8 @@ def host_level() -> Iterator[int]:
     try:
         yield 35
     finally:
-        del logging._levelToName[35]  # type: ignore[attr-defined]
-        del logging._nameToLevel["AUDIT"]  # type: ignore[attr-defined]
+        del logging._levelToName[35]
+        del logging._nameToLevel["AUDIT"]
 
 
 @pytest.mark.parametrize(

@@ -210,8 +210,8 @@ def test_a_custom_level_cannot_borrow_a_standard_or_host_level_name(
             )
         )
     finally:
-        del logging._levelToName[27]  # type: ignore[attr-defined]
-        del logging._nameToLevel["AUDIT"]  # type: ignore[attr-defined]
+        del logging._levelToName[27]
+        del logging._nameToLevel["AUDIT"]
     assert [r.levelname for r in collector.records] == [
         "Level 22",
         "Level 23",
