@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from isoplug.cli.console import ConsoleFormatter
 from isoplug.logs import ReplayLimits
 from isoplug.logs.streams import MAX_LINE_CHARS
 from tests.plugins_fixtures import running
@@ -156,3 +157,75 @@ async def test_a_texts_mark_says_how_much_of_it_was_cut(tmp_path: Path) -> None:
     cut_count(extra.big, "E" * length)  # type: ignore[attr-defined]
     assert exception.exc_info is not None
     cut_count(str(exception.exc_info[1]), "M" * length)
+
+
+def extra_adder_formatter() -> logging.Formatter:
+    """The docs' structlog recipe with ``ExtraAdder()`` copying every extra (no allow list)."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.ExtraAdder(),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    )
+
+
+async def test_a_plugin_claiming_the_hosts_logger_by_any_door_renders_as_itself(
+    tmp_path: Path,
+) -> None:
+    """``logger="isoplug.host"`` in a printed structlog JSON line, a logging extra, a JSON line
+    printed by hand or loguru's bound values renders, through structlog's ExtraAdder(), with
+    the record's own logger name; the claim stays as extra_logger (another plugin's id as
+    extra_plugin_id)."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "claim_logger_everywhere")
+        doors = {
+            "structlog-json": await waiter.wait_for("plugin.impostor.stdout", "door structlog"),
+            "extra": await waiter.wait_for("plugin.impostor.impostor.work", "door extra"),
+            "json-line": await waiter.wait_for("plugin.impostor.stdout", "door json-line"),
+            "loguru": await waiter.wait_for_record(plugin="impostor", text="door loguru"),
+        }
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(extra_adder_formatter())
+    for door, record in doors.items():
+        output.seek(0)
+        output.truncate()
+        handler.handle(record)
+        shown = json.loads(output.getvalue())
+        assert shown["logger"] == record.name, door
+        assert record.name.startswith("plugin.impostor"), door
+        assert shown["extra_logger"] == "isoplug.host", door
+        assert shown["plugin_id"] == "impostor", door
+    assert doors["extra"].extra_logger_name == "isoplug.host"  # type: ignore[attr-defined]
+    for door in ("structlog-json", "json-line", "loguru"):
+        assert doors[door].extra_plugin_id == "victim", door  # type: ignore[attr-defined]
+
+
+async def test_a_plugins_level_numbered_22_cannot_be_named_critical(tmp_path: Path) -> None:
+    """A plugin that names levels 22 to 24 CRITICAL, error or Critical (logging's
+    addLevelName, a printed JSON line with a number for its level, a loguru level) has them
+    arrive as Level 22... (so also in the console of isoplug run); loguru's SUCCESS (25) keeps
+    its name."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "borrow_level_names")
+        records = [
+            await waiter.wait_for("plugin.impostor.impostor.work", "borrowed record 22"),
+            await waiter.wait_for("plugin.impostor.impostor.work", "borrowed record 23"),
+            await waiter.wait_for("plugin.impostor.stdout", "borrowed json-line 22"),
+            await waiter.wait_for_record(plugin="impostor", text="borrowed loguru 24"),
+        ]
+        success = await waiter.wait_for_record(plugin="impostor", text="loguru success")
+    assert [(r.levelno, r.levelname) for r in records] == [
+        (22, "Level 22"),
+        (23, "Level 23"),
+        (22, "Level 22"),
+        (24, "Level 24"),
+    ]
+    assert (success.levelno, success.levelname) == (25, "SUCCESS")
+    console = ConsoleFormatter(colour=False).format(records[0])
+    assert " level 22 " in console and "critical" not in console

@@ -189,6 +189,65 @@ def test_critical_is_named_critical_and_custom_level_names_cannot_forge_a_prefix
     assert [r.levelname for r in collector.records] == ["CRITICAL", "SUCCESS", "Level 26"]
 
 
+def test_a_custom_level_cannot_borrow_a_standard_or_host_level_name(
+    collector: RecordWaiter,
+) -> None:
+    """A level number that is not a standard one, named like a standard level (in any case,
+    aliases too) or like another level the host named, is shown as Level <n>; one the host
+    named itself has the host's name, whatever the sender calls it."""
+    logging.addLevelName(27, "AUDIT")
+    try:
+        replayer().replay(
+            log_batch(
+                [
+                    data(seq=1, levelno=22, levelname="CRITICAL"),
+                    data(seq=2, levelno=23, levelname="critical"),
+                    data(seq=3, levelno=24, levelname="Warn"),
+                    data(seq=4, levelno=26, levelname="AUDIT"),
+                    data(seq=5, levelno=27, levelname="ERROR"),
+                    data(seq=6, levelno=28, levelname="Notice"),
+                ]
+            )
+        )
+    finally:
+        del logging._levelToName[27]
+        del logging._nameToLevel["AUDIT"]
+    assert [r.levelname for r in collector.records] == [
+        "Level 22",
+        "Level 23",
+        "Level 24",
+        "Level 26",
+        "AUDIT",
+        "Notice",
+    ]
+
+
+def test_extras_and_json_fields_cannot_claim_the_records_identity(
+    collector: RecordWaiter,
+) -> None:
+    """A sender's extra named like what formatters read a record's identity under (logger,
+    logger_name, plugin_id...) or like a field the host sets (exc_type) arrives renamed, on an
+    ordinary record and on a printed line's alike."""
+    claims = {
+        "logger": "isoplug.host",
+        "logger_name": "isoplug.host",
+        "plugin_id": "bank",
+        "seq": 9,
+        "exc_type": "builtins.KeyError",
+    }
+    replayer().replay(
+        log_batch([data(seq=1, extra=claims), data(seq=2, name="stdout", extra=claims)])
+    )
+    for record in collector.records:
+        assert not hasattr(record, "logger") and not hasattr(record, "logger_name")
+        assert record.plugin_id == "demo" and record.seq in (1, 2)  # type: ignore[attr-defined]
+        assert record.exc_type is None  # type: ignore[attr-defined]
+        renamed = {
+            k.removeprefix("extra_"): v for k, v in vars(record).items() if k[:6] == "extra_"
+        }
+        assert renamed == claims
+
+
 @pytest.mark.parametrize(
     ("created", "lineno"),
     [(float("nan"), 3), (float("inf"), 3), (-float("inf"), 3), (1e20, 3), (-1.0, 3), (1.0, None)],

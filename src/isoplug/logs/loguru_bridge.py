@@ -8,7 +8,9 @@ handed to ``logging.getLogger(<source>.<module>)``'s handlers:
 
 - the level is loguru's, number and name (``SUCCESS`` 25, ``TRACE`` 5, custom levels too);
 - ``logger.bind(user=42)`` / ``contextualize`` values become record attributes (extras); one
-  named like a standard attribute is renamed ``extra_<name>``;
+  named like a standard attribute or like the record's identity (``logger``, ``plugin_id``...:
+  :data:`isoplug.logs.record_names.IDENTITY_NAMES`) is renamed ``extra_<name>``, as the host
+  would rename it;
 - an exception (``logger.exception``, ``opt(exception=...)``) is the record's ``exc_info``;
 - the source location, thread, process and time are loguru's record's.
 
@@ -28,15 +30,16 @@ from types import ModuleType
 from typing import Any
 
 from isoplug.logs.output_records import deliver
+from isoplug.logs.record_names import IDENTITY_NAMES
 from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "install_loguru_bridge"]
 
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
+_RESERVED = (
+    frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+    | {"message", "asctime", "taskName"}
+    | IDENTITY_NAMES
+)
 
 
 def install_loguru_bridge() -> None:
@@ -94,7 +97,7 @@ def _sink(message: Any) -> None:
     log_record.processName = record["process"].name
     attributes = log_record.__dict__
     for key, value in record["extra"].items():
-        attributes[f"extra_{key}" if key in _STANDARD else key] = value
+        attributes[f"extra_{key}" if key in _RESERVED else key] = value
     deliver(target, log_record)
 
 

@@ -6,15 +6,18 @@ Every field comes from the sender, cleaned of control characters and capped
 task. An exception becomes a genuine ``exc_info`` with the sender's traceback
 (:mod:`isoplug.logs.tracebacks`). The identity the host vouches for (``plugin_id``,
 ``runner_pid``...) is stamped last, so it overrides anything the sender put in ``extra``; a
-sender's ``extra`` named like an attribute of the record or of the host is renamed
-``extra_<name>``. Where the connection has a pid the kernel vouches for, ``process`` is that pid
-(the sender's own claim, when it differs, is kept as ``extra_process``).
+sender's ``extra`` named like an attribute of the record, like one the host sets, or like a
+name formatters read a record's identity under (``logger``: see
+:mod:`isoplug.logs.record_names`, the one list for every path) is renamed ``extra_<name>``.
+A level number that is not a standard one never carries a standard level's name
+(:func:`~isoplug.logs.record_names.level_name`). Where the connection has a pid the kernel
+vouches for, ``process`` is that pid (the sender's own claim, when it differs, is kept as
+``extra_process``).
 
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
 as its own, skipping its ``foreign_pre_chain``) gets the same truth: ``logger`` is the record's
 name (under the sender's prefix), the identity is stamped in it, and a sender's values under
-those keys, under ``logger_name``, ``process`` and the host's other attribute names are kept as
-``extra_<key>`` when they say something else.
+those keys (the same list) are kept as ``extra_<key>`` when they say something else.
 
 The fields that repeat from record to record (source locations, thread names, templates) are
 cleaned once and remembered, within bounds a sender inventing names cannot grow.
@@ -23,7 +26,6 @@ cleaned once and remembered, within bounds a sender inventing names cannot grow.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +36,7 @@ from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
+from isoplug.logs.record_names import IDENTITY_NAMES, level_name
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
@@ -44,15 +47,12 @@ __all__ = ["RecordRebuilder"]
 
 _value_encoder = msgspec.msgpack.Encoder()
 
-#: Attributes the host sets itself; a sender's ``extra`` with these names is renamed.
-#: ``truncated`` is isoplug's flag on a printed line it cut: the host keeps it on records of
-#: output streams (``stream`` set), whose lines only isoplug's capture makes.
-_HOST_ATTRIBUTES = frozenset(
-    {"plugin_id", "runner_pid", "seq", "sender", "sender_pid", "isoplug_report", "stream"}
-)
+#: Attributes the host sets on every record besides the identity: a sender's extras so named
+#: are renamed too, rather than overwritten. ``truncated`` is isoplug's flag on a printed line
+#: it cut: the host keeps it on records of output streams (``stream`` set), whose lines only
+#: isoplug's capture makes.
+_HOST_FIELDS = frozenset({"exc_type", "exc_message"})
 _STREAM_FLAGS = frozenset({"truncated"})
-#: Keys of a structlog event dict that the host states the truth of (see the module docstring).
-_EVENT_HOST_KEYS = _HOST_ATTRIBUTES | {"logger", "logger_name", "process"}
 #: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
 #: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
 _LOGGER_KEYS = ("logger", "logger_name")
@@ -64,13 +64,11 @@ _MAX_SITES = 10_000
 #: theirs shares), at most _MAX_TEMPLATES of them: at most 4 MiB or so per sender.
 _TEMPLATE_CHARS = 1024
 _MAX_TEMPLATES = 4096
-#: The standard name of each level number (getLevelName: CRITICAL, not its alias FATAL).
+#: The name of each level number this process knows (getLevelName: CRITICAL, not its alias
+#: FATAL): one dict lookup for almost every record; other numbers go to level_name().
 _LEVEL_NAMES = {
     level: logging.getLevelName(level) for level in set(logging.getLevelNamesMapping().values())
 }
-#: A sender's name for a level of its own (loguru's SUCCESS, TRACE): one short word. Anything
-#: else ("INFO isoplug.host:") could forge the start of a host line: it becomes "Level <n>".
-_CUSTOM_LEVEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
 #: ``created`` outside [0, this] is no time a Formatter can print (asctime raises
 #: OverflowError past year 9999, NaN and infinities raise in every time function).
 _MAX_CREATED = 253402300799.0
@@ -94,7 +92,7 @@ class RecordRebuilder:
         self._limits = limits
         self._identity = identity
         self._sender_pid = sender_pid
-        host_keys = STANDARD_ATTRIBUTES | _HOST_ATTRIBUTES | identity.keys()
+        host_keys = STANDARD_ATTRIBUTES | IDENTITY_NAMES | _HOST_FIELDS | identity.keys()
         # A sender's extra is renamed under these names: on records of output streams,
         # isoplug's own capture sets the flags.
         self._reserved = frozenset(host_keys | _STREAM_FLAGS)
@@ -174,7 +172,7 @@ class RecordRebuilder:
             "name": logger.name,
             "msg": msg,
             "args": args,
-            "levelname": _LEVEL_NAMES.get(levelno) or self._custom_level_name(data, levelno),
+            "levelname": _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname),
             "levelno": levelno,
             "pathname": sites.get(data.pathname) or self._clean_site(data.pathname, 1024),
             "filename": sites.get(data.filename) or self._clean_site(data.filename, 256),
@@ -265,11 +263,6 @@ class RecordRebuilder:
         self._reports.repaired(", ".join(fixed))
         return created, lineno
 
-    def _custom_level_name(self, data: LogRecordData, levelno: int) -> str:
-        """The sender's name for a level the host does not know, if it is one short word."""
-        name = data.levelname
-        return name if _CUSTOM_LEVEL_NAME.fullmatch(name) else f"Level {levelno}"
-
     def _clean_site(self, text: str, limit: int) -> str:
         """``clean_text`` for a source or thread name; remembers names that need no change."""
         cleaned = clean_text(text, limit)
@@ -293,7 +286,7 @@ class RecordRebuilder:
         truth: dict[str, Any] = {"logger": logger.name, **identity}
         if "process" in event:
             truth["process"] = process
-        for key in _EVENT_HOST_KEYS | identity.keys():
+        for key in IDENTITY_NAMES | identity.keys():
             if key not in event:
                 continue
             claimed = event.pop(key)

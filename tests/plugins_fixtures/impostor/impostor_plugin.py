@@ -4,6 +4,7 @@ every size cap."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -55,6 +56,45 @@ class Impostor(isoplug.Plugin):
                     structlog.get_logger("sl").warning("an ordinary event", order=7)
             finally:
                 structlog.reset_defaults()
+
+    @isoplug.method
+    async def claim_logger_everywhere(self) -> None:
+        """``logger="isoplug.host"`` and another plugin's id by every other door than a
+        structlog event dict: a structlog JSON line printed (PrintLoggerFactory), a logging
+        extra, a JSON line printed by hand, and loguru's bound values."""
+        structlog.configure(
+            processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+            logger_factory=structlog.PrintLoggerFactory(),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            structlog.get_logger().warning(
+                "door structlog-json", logger="isoplug.host", plugin_id="victim"
+            )
+        finally:
+            structlog.reset_defaults()
+        log.warning("door extra", extra={"logger": "isoplug.host", "logger_name": "isoplug.host"})
+        line = {"level": "warning", "logger": "isoplug.host", "plugin_id": "victim"}
+        print(json.dumps({**line, "message": "door json-line"}), flush=True)
+        from loguru import logger
+
+        logger.bind(logger="isoplug.host", plugin_id="victim").warning("door loguru")
+
+    @isoplug.method
+    async def borrow_level_names(self) -> None:
+        """Levels numbered 22 and 23 named like standard levels, by every door that sets a
+        level name: a logging record, a printed JSON line with a number for its level, and a
+        loguru level; and one of loguru's own custom levels, which keeps its name."""
+        logging.addLevelName(22, "CRITICAL")
+        logging.addLevelName(23, "error")
+        log.log(22, "borrowed record 22")
+        log.log(23, "borrowed record 23")
+        print(json.dumps({"level": 22, "message": "borrowed json-line 22"}), flush=True)
+        from loguru import logger
+
+        logger.level("Critical", no=24)
+        logger.log("Critical", "borrowed loguru 24")
+        logger.success("loguru success")
 
     @isoplug.method
     async def claim_extras(self) -> None:

@@ -1,0 +1,79 @@
+"""What a sender may not call things in its records: the names under which formatters read a
+record's identity, and the names of the standard levels.
+
+One place for every path a record comes in by (a logging record, a structlog event dict, a
+printed JSON line, loguru): :mod:`isoplug.logs.rebuild` applies both rules to every record the
+host replays, and :mod:`isoplug.logs.loguru_bridge` renames the same extras in the plugin.
+
+- **Identity.** :data:`IDENTITY_NAMES` are the attributes and event-dict keys that say who
+  logged a record: ``logger`` (what structlog's ``add_logger_name`` writes, and what
+  ``ExtraAdder`` would overwrite with an extra of that name), ``plugin_id``, ``runner_pid``...
+  A sender's extra or JSON field under one of them arrives as ``extra_<name>``.
+- **Levels.** :func:`level_name`: a level number that is not a standard one (10, 20, ...)
+  never carries a standard level's name (a plugin's ``addLevelName(22, "CRITICAL")`` must not
+  make a level-22 record look critical to a formatter, the console or a log pane that shows
+  ``levelname``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+__all__ = ["IDENTITY_NAMES", "level_name"]
+
+#: The names a record's identity is read under, which the host alone sets (or, for ``logger``
+#: and ``logger_name``, which structlog and JSON formatters take as the logger's name): a
+#: sender's extra, structlog event key or JSON field so named arrives as ``extra_<name>``.
+IDENTITY_NAMES = frozenset(
+    {
+        "logger",
+        "logger_name",
+        "plugin_id",
+        "runner_pid",
+        "process",
+        "stream",
+        "seq",
+        "sender",
+        "sender_pid",
+        "isoplug_report",
+    }
+)
+
+#: Every standard level's name and alias, upper case: no other level number may carry one,
+#: in any case (the console and the log pane show ``levelname.lower()``).
+_STANDARD_WORDS = frozenset(
+    {"CRITICAL", "FATAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "NOTSET"}
+)
+#: A sender's name for a level of its own (loguru's SUCCESS, TRACE): one short word. Anything
+#: else ("INFO isoplug.host:") could forge the start of a host line.
+_CUSTOM_LEVEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
+
+
+def level_name(levelno: int, claimed: str) -> str:
+    """The ``levelname`` of a record at ``levelno`` whose sender named its level ``claimed``.
+
+    A number this process names (the standard ones, and any the host gave a name with
+    ``logging.addLevelName``) has this process's name. Another number has the sender's name
+    if it is one short word that names no standard level (in any case) and no other level of
+    this process's; else ``Level <n>``, as ``logging`` names a level it does not know.
+    """
+    # getLevelName gives a number's name, or "Level <n>" for a number no one named; given a
+    # registered name, it gives that name's number (the public way to ask).
+    own = logging.getLevelName(levelno)
+    unnamed = f"Level {levelno}"
+    if own != unnamed:
+        return str(own)
+    if (
+        _CUSTOM_LEVEL_NAME.fullmatch(claimed)
+        and claimed.upper() not in _STANDARD_WORDS
+        and _names_no_other_level(claimed, levelno)
+        and _names_no_other_level(claimed.upper(), levelno)
+    ):
+        return claimed
+    return unnamed
+
+
+def _names_no_other_level(name: str, levelno: int) -> bool:
+    number = logging.getLevelName(name)
+    return not isinstance(number, int) or number == levelno

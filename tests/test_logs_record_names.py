@@ -1,0 +1,56 @@
+"""The names a sender may not use in its records (isoplug.logs.record_names), sans-IO."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from isoplug.logs.record_names import IDENTITY_NAMES, level_name
+
+
+@pytest.fixture
+def host_level() -> Iterator[int]:
+    """A level the host names itself (35, AUDIT), for the duration of the test."""
+    logging.addLevelName(35, "AUDIT")
+    try:
+        yield 35
+    finally:
+        del logging._levelToName[35]
+        del logging._nameToLevel["AUDIT"]
+
+
+@pytest.mark.parametrize(
+    ("levelno", "claimed", "expected"),
+    [
+        (20, "CRITICAL", "INFO"),
+        (50, "FATAL", "CRITICAL"),
+        (22, "CRITICAL", "Level 22"),
+        (22, "critical", "Level 22"),
+        (22, "Fatal", "Level 22"),
+        (22, "warn", "Level 22"),
+        (22, "NOTSET", "Level 22"),
+        (22, "INFO isoplug.host:", "Level 22"),
+        (22, "", "Level 22"),
+        (25, "SUCCESS", "SUCCESS"),
+        (5, "TRACE", "TRACE"),
+        (22, "Notice", "Notice"),
+    ],
+)
+def test_a_level_name_is_standard_the_senders_own_word_or_level_n(
+    levelno: int, claimed: str, expected: str
+) -> None:
+    assert level_name(levelno, claimed) == expected
+
+
+def test_the_hosts_own_level_names_win_and_cannot_be_borrowed(host_level: int) -> None:
+    assert level_name(host_level, "CRITICAL") == "AUDIT"
+    assert level_name(host_level, "Whatever") == "AUDIT"
+    assert level_name(36, "AUDIT") == "Level 36"
+    assert level_name(36, "audit") == "Level 36"
+
+
+def test_identity_names_hold_what_formatters_read_a_records_identity_under() -> None:
+    assert {"logger", "logger_name", "plugin_id", "runner_pid", "stream", "seq"} <= IDENTITY_NAMES
+    assert {"sender", "sender_pid", "isoplug_report", "process"} <= IDENTITY_NAMES
