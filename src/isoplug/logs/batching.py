@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from isoplug.logs.ledger import ACKNOWLEDGED, QUEUE_FULL, SenderLedger
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import send_tls_now
+from isoplug.transport.fd_identity import FdIdentity
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
 from isoplug.wire.logframes import log_batch_frame
 
@@ -76,6 +77,7 @@ class Batching:
     _tokens: float
     _last_created: float
     _sock: socket.socket | None
+    _sock_identity: FdIdentity | None
     _sock_is_tls: bool
     _failed: str | None
     _batch_cap: int
@@ -205,6 +207,13 @@ class Batching:
         should the connection break, sent again whole on the next one)."""
         sock = self._sock
         assert sock is not None
+        identity = self._sock_identity
+        if identity is not None and not identity.holds():
+            # The program closed the socket's descriptor (and may have reused the number for
+            # a file or connection of its own, which must get no log bytes): a break, as a
+            # failed send; one fstat per frame (see isoplug.transport.fd_identity).
+            self._break("the program closed the log socket's descriptor", frame=frame)
+            return
         try:
             if self._sock_is_tls:
                 assert isinstance(sock, ssl.SSLSocket)

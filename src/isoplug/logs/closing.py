@@ -47,6 +47,7 @@ from isoplug.logs.ledger import (
 )
 from isoplug.logs.sendio import send_now, send_within, wait_for_room
 from isoplug.rpc.blocking import BlockingChannel
+from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
 from isoplug.wire.logframes import log_batch_frame
 
@@ -115,6 +116,7 @@ class CloseByLevel:
     _unsent_frame: bytes
     _totals_written: dict[int, int]
     _channel: BlockingChannel | None
+    _sock_identity: FdIdentity | None
     _sock_is_tls: bool
     _thread: threading.Thread | None
     _failed: str | None
@@ -178,6 +180,8 @@ class CloseByLevel:
         channel = self._channel
         if channel is None or self._pid != os.getpid():
             return
+        # A descriptor the program closed (and may have reused) is not ours to close.
+        detach_if_not_ours(channel.socket, self._sock_identity)
         remaining = max(0.0, deadline - time.monotonic())
         if self._close_clean and self._send_lock.acquire(timeout=remaining):
             try:
@@ -187,14 +191,16 @@ class CloseByLevel:
                 # one, and the ledger says the handler was closing.
                 with contextlib.suppress(OSError):  # closed already: close() is all there is
                     channel.socket.settimeout(0.0)
-                channel.close("log handler closed")
+                with contextlib.suppress(OSError):  # gone already: nothing left to release
+                    channel.close("log handler closed")
             finally:
                 self._send_lock.release()
             return
         # The sender thread is stuck in a frame the receiver does not read: cut it off.
         with contextlib.suppress(OSError):  # already gone: closing it is all that is left
             channel.socket.shutdown(socket.SHUT_RDWR)
-        channel.socket.close()
+        with contextlib.suppress(OSError):  # gone already: nothing left to release
+            channel.socket.close()
 
     # -- the sender thread's part -------------------------------------------------------------
 

@@ -70,6 +70,7 @@ import ssl
 import sys
 import threading
 import time
+import traceback
 import weakref
 
 import msgspec
@@ -82,6 +83,7 @@ from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
+from isoplug.transport.fd_identity import detach_if_not_ours
 
 __all__ = [
     "ACKNOWLEDGE_WAIT",
@@ -498,20 +500,27 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         The process's own stderr: ``sys.stderr`` may be redirected into logging (a runner's
         is), which would bring the text back here, to be wrapped a second time."""
         stream = sys.__stderr__ or sys.stderr
+        text = f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n"
+        if record.exc_info and record.exc_info[1] is not None:
+            # The traceback too: it is often the whole point (the sender thread's own failure,
+            # which threading.excepthook logs on this very thread).
+            text += "".join(traceback.format_exception(record.exc_info[1]))
+        elif record.exc_text:
+            text += record.exc_text + "\n"
         with contextlib.suppress(OSError, ValueError):
-            stream.write(f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n")
+            stream.write(text)
             stream.flush()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""
-        sock, ledger = self._sock, self._shared_ledger
+        sock, ledger, identity = self._sock, self._shared_ledger, self._sock_identity
         if self._default_name:
             self.sender_name = f"pid {os.getpid()}"
         self._init_state()
         if ledger is not None:
             # Our copy of the parent's ledger and ring: the parent keeps writing to its own.
             ledger.close()
-        if sock is not None:
+        if sock is not None and not detach_if_not_ours(sock, identity):
             # Our copy of the parent's socket; closing it does not disturb the parent.
             with contextlib.suppress(OSError):
                 sock.close()

@@ -49,6 +49,7 @@ import sys
 from collections.abc import Mapping
 
 from isoplug.logs.ring import HEADER_BYTES, ReceiverRing, SenderRing, valid_capacity
+from isoplug.transport.fd_identity import FdIdentity
 
 __all__ = [
     "ACKNOWLEDGED",
@@ -127,6 +128,9 @@ class SenderLedger:
             os.close(fd)
             raise
         self.fd = fd
+        # The program may close our descriptor (a daemonizing plugin, an fd-cleanup loop) and
+        # reuse its number: close() must not close the program's file then.
+        self._identity = FdIdentity(fd)
         whole = memoryview(self._map)
         #: The words of the layout; ``view[0]`` is the highest sequence number accepted.
         self.view = whole[:LEDGER_SIZE].cast("Q")
@@ -192,7 +196,8 @@ class SenderLedger:
             self.ring.close()
         self.view.release()
         self._map.close()
-        os.close(self.fd)
+        if self._identity.holds():
+            os.close(self.fd)
 
 
 @dataclasses.dataclass(frozen=True)

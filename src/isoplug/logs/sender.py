@@ -30,12 +30,14 @@ short is, as after a break.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import ssl
 import threading
 import time
+import traceback
 
 import msgspec
 
@@ -46,6 +48,7 @@ from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import say as _say
 from isoplug.logs.sendio import send_within
 from isoplug.rpc.blocking import BlockingChannel
+from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, LogBatch
 from isoplug.wire.framing import HEADER_SIZE
 from isoplug.wire.logframes import log_batch_frame
@@ -76,6 +79,9 @@ SENDER_LINGER_MAX = 0.02
 #: record, 64 KiB takes 0.4 s. A send of 64 KiB is amortised as well as one of 1 MiB (200,000
 #: records end to end: 1.9-3.3 s either way, interleaved runs).
 MAX_BATCH_BYTES = 64 * 1024
+#: Unforeseen failures of the sender thread in a row (none of its frames sent between them)
+#: after which it gives up, counting what is queued as lost, rather than loop on a bug.
+MAX_SENDER_FAILURES = 3
 
 #: An empty msgpack array: the records of a connection's announcing batch.
 _NO_RECORDS = msgspec.Raw(b"\x90")
@@ -114,6 +120,9 @@ class SenderThread:
     _flushing: int
     _channel: BlockingChannel | None
     _sock: socket.socket | None
+    #: The descriptor ``_sock`` had when connected: the program may close it and reuse the
+    #: number (see :mod:`isoplug.transport.fd_identity`).
+    _sock_identity: FdIdentity | None
     _sock_is_tls: bool
     _thread: threading.Thread | None
     _sender_ident: int | None
@@ -158,6 +167,8 @@ class SenderThread:
         self._totals_written = {}
         self._dropped_before = {}
         self._batch_cap = MAX_BATCH_BYTES
+        self._sock_identity = None
+        self._sender_failures = 0
         # A positive 63-bit number: msgpack carries it as an int64 however it is decoded.
         self._chain = int.from_bytes(os.urandom(8), "big") >> 1
 
@@ -172,18 +183,52 @@ class SenderThread:
         thread.start()
 
     def _run_sender(self) -> None:
+        """The thread's life: it never ends by an exception, which would leave the queue to
+        grow unsent and every later record lost without a count. Whatever breaks, it
+        connects again (or gives up, counting and saying what is lost)."""
         self._sender_ident = threading.get_ident()
         channel = self._first_connection()
-        if channel is None:
-            return
-        while True:
-            broken = self._send_until_broken(channel)
+        while channel is not None:
+            try:
+                broken = self._send_until_broken(channel)
+            except Exception as exc:
+                broken = self._sender_failed(exc)
             if broken is None:
                 return
-            reconnected = self._reconnect(channel, broken)
-            if reconnected is None:
-                return
-            channel = reconnected
+            channel = self._reconnect(channel, broken)
+
+    def _sender_failed(self, exc: Exception) -> str | None:
+        """Something unforeseen raised in the sender thread (a bug): say it with its traceback
+        on the real stderr (a record of this thread's cannot be forwarded by it), and treat the
+        connection as broken. Records a failed step had taken and not put back are counted
+        lost, told with the next connection's drop totals. After MAX_SENDER_FAILURES in a row,
+        give up (None)."""
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        _say(f"isoplug: the log sender of {self.sender_name} failed; it connects again:\n{text}")
+        reason = f"the log sender failed: {exc!r}"
+        with self._queue_changed:
+            self._sender_failures += 1
+            if self._broken is None:
+                self._break(reason)
+            if self._in_flight:
+                lost, self._in_flight = self._in_flight, 0
+                self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
+                self._drops_unsent = True
+                self._queued_bytes = sum(map(len, self._queue))
+            broken = self._broken
+            give_up = self._sender_failures >= MAX_SENDER_FAILURES
+        if give_up:
+            self._give_up(f"{reason} ({MAX_SENDER_FAILURES} times in a row)")
+            return None
+        return broken
+
+    def _sock_still_ours(self) -> bool:
+        """Whether the connection's descriptor still names its socket: the program may have
+        closed it (a daemonizing plugin, an fd-cleanup loop) and reused the number for a file
+        or a connection of its own, which must get no log bytes. Asked before each batch's
+        send (one ``fstat``), not for every record."""
+        identity = self._sock_identity
+        return identity is None or identity.holds()
 
     def _connect(self, *, resumed: bool, timeout: float) -> BlockingChannel:
         """Open a connection, announce the ledger (on a unix socket) and, after a break,
@@ -249,6 +294,7 @@ class SenderThread:
                 self._broken = None
             self._channel = channel
             self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
+            self._sock_identity = FdIdentity.of_socket(channel.socket)
             self._sock = channel.socket
             self._queue_changed.notify_all()
         return channel
@@ -263,6 +309,12 @@ class SenderThread:
                     return self._broken  # an emitting thread's send failed
                 closing = self._closing
             if closing:
+                if not self._sock_still_ours():
+                    # Closing on a connection the program closed would count the rest as
+                    # dropped in a ledger the receiver read already: a new connection takes it.
+                    with self._queue_changed:
+                        self._break(_NOT_OURS)
+                    return _NOT_OURS
                 self._send_for_close(channel)
                 return None
             with self._queue_changed:
@@ -288,6 +340,8 @@ class SenderThread:
                 return None
             try:
                 with self._send_lock:
+                    if not self._sock_still_ours():
+                        raise _DescriptorLost(_NOT_OURS)
                     if self._unsent:
                         send_within(channel.socket, self._unsent, tls=self._sock_is_tls)
                         with self._queue_changed:
@@ -296,9 +350,10 @@ class SenderThread:
                             self._in_flight -= 1
                     if frame:
                         send_within(channel.socket, frame, tls=self._sock_is_tls)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
+                # ValueError: a socket object closed under us (its fileno() is -1).
                 with self._queue_changed:
-                    if self._closing:
+                    if self._closing and (self._closed or not isinstance(exc, _DescriptorLost)):
                         # close() shut the socket at its deadline: it counts what is left,
                         # the receiver what died in this frame (from the ledger).
                         self._in_flight -= len(batch)
@@ -313,6 +368,7 @@ class SenderThread:
                 self._released(size, len(batch))
                 if frame:
                     self._totals_written = dropped
+                    self._sender_failures = 0
                 self._queue_changed.notify_all()
 
     def _wait_for_work(self) -> None:
@@ -413,7 +469,7 @@ class SenderThread:
         """The first connection; None when giving up (see the module docstring)."""
         try:
             return self._connect(resumed=False, timeout=self._connect_timeout)
-        except (IsoplugError, OSError) as exc:
+        except Exception as exc:
             why = f"cannot connect to {self.address}"
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
                 self._give_up(f"{why}: {exc}")
@@ -427,7 +483,8 @@ class SenderThread:
         with self._queue_lock:
             if self._channel is old:
                 self._channel = None
-        old.close("the connection broke")
+            identity, self._sock_identity = self._sock_identity, None
+        release_channel(old, identity, "the connection broke")
         return self._keep_trying(Reconnection(), reason, "", resumed=True)
 
     def _keep_trying(
@@ -443,7 +500,9 @@ class SenderThread:
                 return self._connect(
                     resumed=resumed, timeout=min(self._connect_timeout, RECONNECT_TIMEOUT)
                 )
-            except (IsoplugError, OSError) as exc:
+            # Anything: an attempt that fails in a way not foreseen is one more failed attempt,
+            # never the end of the sender thread.
+            except Exception as exc:
                 last = str(exc)
                 verdict = attempts.failed(exc)
                 if verdict is not None:
@@ -481,6 +540,27 @@ class SenderThread:
                 f"isoplug: log forwarding from {self.sender_name} to {self.address} stopped: "
                 f"{reason}; {lost} queued records lost, later records are counted as dropped"
             )
+
+
+#: Why a connection whose descriptor the program closed (or reused) is given up.
+_NOT_OURS = "the program closed the log socket's descriptor (or reused its number)"
+
+
+class _DescriptorLost(OSError):
+    """The connection's descriptor no longer names its socket (see _sock_still_ours)."""
+
+
+def release_channel(
+    channel: BlockingChannel, identity: FdIdentity | None, reason: str = "closed"
+) -> None:
+    """Close a log connection, unless the program closed its descriptor and perhaps reused
+    the number: then forget the number first (closing it would close the program's file, a
+    goodbye would be written there)."""
+    detach_if_not_ours(channel.socket, identity)
+    # Closing our own socket can still fail (EINTR); the descriptor is released anyway, and
+    # the connection is over either way: nothing waits on it.
+    with contextlib.suppress(OSError):
+        channel.close(reason)
 
 
 def _records_of(frame: bytes) -> list[bytes]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -45,6 +46,7 @@ from isoplug.control import Bootstrap, HealthQuery, HealthReport, WorkerState
 from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
 from isoplug.runner.workers import WorkerPool, default_threads
+from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import FrameDecoder
 
 __all__ = ["HealthMonitor", "describe_frame", "in_stdlib", "start_health"]
@@ -94,6 +96,9 @@ class HealthMonitor:
         tick: float,
     ) -> None:
         self._sock = sock
+        # The plugin may close this descriptor and reuse its number (see
+        # isoplug.transport.fd_identity): its data must not be read, nor the number closed.
+        self._identity = FdIdentity.of_socket(sock)
         self._loop = loop
         self._workers = workers
         self._tick = max(0.005, tick)
@@ -128,6 +133,12 @@ class HealthMonitor:
         try:
             while True:
                 entered = time.monotonic()
+                if not self._identity.holds():
+                    _log.error(
+                        "the plugin closed the descriptor of the host's health channel; no "
+                        "more health reports"
+                    )
+                    return
                 try:
                     data: bytes | None = self._sock.recv(65536)
                 except TimeoutError:
@@ -149,7 +160,10 @@ class HealthMonitor:
         except OSError as exc:
             _log.error("the host's health channel failed: %s; no more health reports", exc)
         finally:
-            self._sock.close()
+            detach_if_not_ours(self._sock, self._identity)
+            # Our own socket: a failing close has nothing left to release or report.
+            with contextlib.suppress(OSError):
+                self._sock.close()
 
     def _decode(self, frames: list[bytes | memoryview]) -> list[HealthQuery]:
         queries = []

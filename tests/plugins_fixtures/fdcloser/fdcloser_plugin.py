@@ -1,0 +1,76 @@
+"""Closes the runner's log socket (and ledger) the way a daemonizing plugin or an fd-cleanup
+loop does, behind the forwarding handler's back, then logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import isoplug
+from isoplug.logs import ForwardingHandler
+
+log = logging.getLogger("fdcloser")
+
+
+def _handler() -> ForwardingHandler:
+    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, ForwardingHandler)]
+    return handler
+
+
+def _close_log_descriptors(ledger: bool) -> list[int]:
+    """Close the log connection's socket (and its memfd ledger): the numbers, lowest first."""
+    handler = _handler()
+    handler.flush(5)
+    assert handler._sock is not None
+    numbers = [handler._sock.fileno()]
+    if ledger and handler._shared_ledger is not None:
+        numbers.append(handler._shared_ledger.fd)
+    for fd in numbers:
+        os.close(fd)
+    return sorted(numbers)
+
+
+def _log_numbered(count: int, start: int = 0) -> None:
+    for index in range(start, start + count):
+        log.info("numbered %d", index, extra={"n": index})
+
+
+class FdCloser(isoplug.Plugin):
+    @isoplug.method
+    async def close_then_log(self, count: int, ledger: bool = False) -> None:
+        _close_log_descriptors(ledger)
+        _log_numbered(count)
+
+    @isoplug.method
+    async def reuse_then_log(self, count: int, path: str) -> dict[str, Any]:
+        """Close the log socket and its ledger, let a socket pair and a file of the plugin's
+        take their numbers, log; what reached the plugin's socket and file."""
+        freed = _close_log_descriptors(ledger=True)
+        mine, peer = socket.socketpair()
+        file = open(path, "wb")  # noqa: SIM115 (closed below, after the records)
+        taken = sorted([mine.fileno(), peer.fileno(), file.fileno()])
+        _log_numbered(count)
+        _handler().flush(5)
+        peer.setblocking(False)
+        try:
+            foreign = len(peer.recv(65536))
+        except BlockingIOError:
+            foreign = 0
+        mine.sendall(b"still mine")
+        echoed = peer.recv(100)
+        file.write(b"mine")
+        file.close()
+        mine.close()
+        peer.close()
+        return {"reused": set(freed) <= set(taken), "foreign": foreign, "echoed": echoed.decode()}
+
+    @isoplug.method
+    async def close_log_then_exit(self, count: int) -> None:
+        """Close the log socket, log, wait for the reconnection, log more, and die at once."""
+        _close_log_descriptors(ledger=False)
+        _log_numbered(count)
+        _handler().start(5)
+        _log_numbered(count, start=count)
+        os._exit(3)
