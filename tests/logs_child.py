@@ -67,9 +67,9 @@ def main() -> None:
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 100
     rate = float(os.environ.get("RATE", "0"))
     if "KERNEL_BUFFER" in os.environ:
-        from isoplug.logs import sender
+        from isoplug.logs import sender_link
 
-        sender.KERNEL_SEND_BUFFER = int(os.environ["KERNEL_BUFFER"])
+        sender_link.KERNEL_SEND_BUFFER = int(os.environ["KERNEL_BUFFER"])
     if os.environ.get("NO_RING"):
         # As without a ring (the ledger alone, as before rings): records wait in memory only.
         from isoplug.logs import handler as handler_module

@@ -1,0 +1,263 @@
+"""The log sender thread's connection: opening it (the first, and another after a break),
+trying again, giving up, letting it go.
+
+A connection on a unix socket announces a new sequence ledger and its ring (the records a
+crash would take, readable by the receiver), and after a break, where the records continue
+and what was lost meanwhile (see :mod:`isoplug.logs.sender`, whose thread this serves, and
+:mod:`isoplug.logs.reconnect` for the delays between attempts). Giving up stops forwarding for
+good, counting what is queued as lost and saying so once on the real stderr.
+
+The program may close the connection's descriptor and reuse its number (a daemonizing plugin,
+an fd-cleanup loop): :func:`release_channel` then forgets the number rather than close the
+program's file (see :mod:`isoplug.transport.fd_identity`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+
+import msgspec
+
+from isoplug.errors import AuthenticationFailed, VersionMismatch
+from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger
+from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
+from isoplug.logs.ring import SenderRing
+from isoplug.logs.sendio import say as _say
+from isoplug.rpc.blocking import BlockingChannel
+from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
+from isoplug.wire import LogBatch
+
+__all__ = ["KERNEL_SEND_BUFFER", "SenderLink", "release_channel"]
+
+#: Bytes the kernel may hold for us (capped by net.core.wmem_max). Records in the kernel
+#: survive the sender's death, and write-through keeps working while the receiver stalls: at
+#: 4 MiB, several seconds of records at 10,000/s instead of a tenth of a second by default.
+KERNEL_SEND_BUFFER = 4 * 1024 * 1024
+#: An empty msgpack array: the records of a connection's announcing batch.
+_NO_RECORDS = msgspec.Raw(b"\x90")
+
+
+class SenderLink:
+    """The connection's half of :class:`~isoplug.logs.sender.SenderThread` (a base class of
+    it). Below: the state the sender thread shares with the emitting threads, set up by the
+    handler's ``_init_state``, guarded by ``_queue_lock`` unless said otherwise."""
+
+    address: str
+    sender_name: str
+    _token: str
+    _role: str
+    _ssl_context: ssl.SSLContext | None
+    _connect_timeout: float
+    _pid: int
+    _queue_lock: threading.Lock
+    _queue_changed: threading.Condition
+    _send_lock: threading.Lock
+    _queue: list[bytes]
+    _queued_bytes: int
+    _admit_freely_below: int
+    _in_flight: int
+    _seq: int
+    _ledger: memoryview
+    _shared_ledger: SenderLedger | None
+    _dropped: dict[int, int]
+    _drops_unsent: bool
+    #: What the kernel has not taken yet of a frame written through (under ``_send_lock``).
+    _unsent: bytes
+    _push_due: float
+    _sender_idle: bool
+    _flushing: int
+    _channel: BlockingChannel | None
+    _sock: socket.socket | None
+    #: The descriptor ``_sock`` had when connected: the program may close it and reuse the
+    #: number (see :mod:`isoplug.transport.fd_identity`).
+    _sock_identity: FdIdentity | None
+    _sock_is_tls: bool
+    _thread: threading.Thread | None
+    _sender_ident: int | None
+    _failed: str | None
+    _closed: bool
+    #: Why the connection broke, while the sender thread connects again.
+    _broken: str | None
+    #: The whole frame of which ``_unsent`` is the rest (a break puts its records back).
+    _unsent_frame: bytes
+    #: The drop totals in the last frame the kernel took whole (what a break need not carry).
+    _totals_written: dict[int, int]
+    #: Drop totals of earlier connections.
+    _dropped_before: dict[int, int]
+    #: The most a batch may hold: MAX_BATCH_BYTES, less while closing (see closing.py).
+    _batch_cap: int
+    #: ``close()`` began: the sender thread sends the rest within its deadline.
+    _closing: bool
+    #: Names this handler's chain of connections to the receiver (LogBatch.chain): random, so
+    #: that several handlers of one process never share one.
+    _chain: int
+
+    _ring: SenderRing | None
+    _ring_capacity: int
+    _unsent_release: tuple[int, int]
+
+    def _install_ring(self, ring: SenderRing) -> bool:
+        raise NotImplementedError  # Batching's
+
+    def _connect(self, *, resumed: bool, timeout: float) -> BlockingChannel:
+        """Open a connection, announce the ledger (on a unix socket) and, after a break,
+        where the records continue; then let the emitting threads write to it."""
+        channel = BlockingChannel.connect(
+            self.address,
+            self._token,
+            name=self.sender_name,
+            role=self._role,
+            ssl_context=self._ssl_context,
+            timeout=timeout,
+        )
+        ledger: SenderLedger | None = None
+        try:
+            try:
+                channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+            except OSError as exc:
+                # Not fatal: the default buffer works, it only rides out shorter stalls.
+                if not resumed:
+                    _say(f"isoplug: could not enlarge the log socket's buffer: {exc}")
+            if channel.socket.family == socket.AF_UNIX:
+                ledger = SenderLedger.create(self._ring_capacity)
+            resumed_after: int | None = None
+            dropped: dict[int, int] = {}
+            if resumed:
+                with self._queue_lock:
+                    # The queue holds every record not handed to the old connection whole.
+                    resumed_after = self._seq - len(self._queue)
+                    dropped = dict(self._dropped)
+            if ledger is not None or resumed:
+                channel.send(
+                    LogBatch(
+                        records=_NO_RECORDS,
+                        dropped=dropped,
+                        ledger_fd=ledger.fd if ledger is not None else None,
+                        resumed_after=resumed_after,
+                        chain=self._chain if ledger is not None else None,
+                    )
+                )
+        except BaseException:
+            if ledger is not None:
+                ledger.close()
+            channel.close("could not start")
+            raise
+        with self._queue_changed:
+            # What is unsent (all of it is queued now) goes into the new connection's ring;
+            # if it does not fit (a huge queue_bytes, a long break), records wait in memory
+            # only, and what a crash takes is counted instead.
+            if ledger is not None and ledger.ring is not None:
+                self._install_ring(ledger.ring)
+            if ledger is not None:
+                ledger.view[0] = self._seq
+                # What this connection's batches will tell, should none be sent.
+                ledger.set_drops(QUEUE_FULL, self._dropped)
+                if self._closing:
+                    ledger.set_flag(CLOSING)
+                self._ledger = ledger.view
+                self._shared_ledger = ledger
+            if resumed:
+                # The announcement carried the totals so far; later drops go with the next frame.
+                self._totals_written = dropped
+                self._drops_unsent = self._dropped != dropped
+                self._broken = None
+            self._channel = channel
+            self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
+            self._sock_identity = FdIdentity.of_socket(channel.socket)
+            self._sock = channel.socket
+            self._queue_changed.notify_all()
+        return channel
+
+    def _first_connection(self) -> BlockingChannel | None:
+        """The first connection; None when giving up (see the module docstring)."""
+        try:
+            return self._connect(resumed=False, timeout=self._connect_timeout)
+        except Exception as exc:
+            why = f"cannot connect to {self.address}"
+            if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
+                self._give_up(f"{why}: {exc}")
+                return None
+            attempts = Reconnection()
+            attempts.failed(exc)
+            return self._keep_trying(attempts, why, str(exc), resumed=False)
+
+    def _reconnect(self, old: BlockingChannel, reason: str) -> BlockingChannel | None:
+        """Connect again after a break; None when giving up (forwarding then stops)."""
+        with self._queue_lock:
+            if self._channel is old:
+                self._channel = None
+            identity, self._sock_identity = self._sock_identity, None
+        release_channel(old, identity, "the connection broke")
+        return self._keep_trying(Reconnection(), reason, "", resumed=True)
+
+    def _keep_trying(
+        self, attempts: Reconnection, why: str, last: str, *, resumed: bool
+    ) -> BlockingChannel | None:
+        """Connect after each of ``attempts``' delays until it works or they say to give up;
+        None then (forwarding stops, ``why`` opening the reason given)."""
+        while (delay := attempts.next_delay()) is not None:
+            if not self._pause(delay):
+                self._give_up(f"{why}; the handler was closed before it could connect")
+                return None
+            try:
+                return self._connect(
+                    resumed=resumed, timeout=min(self._connect_timeout, RECONNECT_TIMEOUT)
+                )
+            # Anything: an attempt that fails in a way not foreseen is one more failed attempt,
+            # never the end of the sender thread.
+            except Exception as exc:
+                last = str(exc)
+                verdict = attempts.failed(exc)
+                if verdict is not None:
+                    self._give_up(f"{why}; cannot connect: {verdict}")
+                    return None
+        self._give_up(f"{why}; no connection after {attempts.failures} attempts (the last: {last})")
+        return None
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless the handler is closed meanwhile; whether it is still open."""
+        deadline = time.monotonic() + seconds
+        with self._queue_changed:
+            while not self._closed and (left := deadline - time.monotonic()) > 0:
+                self._queue_changed.wait(left)
+            return not self._closed
+
+    def _give_up(self, reason: str) -> None:
+        """Stop forwarding for good: count what is lost, and say so once on the real stderr."""
+        with self._queue_changed:
+            if self._failed is not None:
+                return
+            self._failed = reason
+            self._admit_freely_below = -1
+            lost = len(self._queue) + self._in_flight
+            if lost:
+                self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
+            self._queue = []
+            self._queued_bytes = 0
+            self._in_flight = 0
+            self._unsent = self._unsent_frame = b""
+            self._queue_changed.notify_all()
+            quiet = self._closed and not lost
+        if not quiet:
+            _say(
+                f"isoplug: log forwarding from {self.sender_name} to {self.address} stopped: "
+                f"{reason}; {lost} queued records lost, later records are counted as dropped"
+            )
+
+
+def release_channel(
+    channel: BlockingChannel, identity: FdIdentity | None, reason: str = "closed"
+) -> None:
+    """Close a log connection, unless the program closed its descriptor and perhaps reused
+    the number: then forget the number first (closing it would close the program's file, a
+    goodbye would be written there)."""
+    detach_if_not_ours(channel.socket, identity)
+    # Closing our own socket can still fail (EINTR); the descriptor is released anyway, and
+    # the connection is over either way: nothing waits on it.
+    with contextlib.suppress(OSError):
+        channel.close(reason)
