@@ -36,7 +36,8 @@ def waiter() -> Iterator[RecordWaiter]:
 
 
 def test_plain_lines_are_what_the_classifier_returns_unchanged() -> None:
-    """Every line the fast path takes as plain, the classifier returns as is, at the default."""
+    """Every line the fast path takes as plain, the classifier returns as is, at the default
+    (a LogStream's classifier: it starts no crash dump)."""
     lines = [
         "some line",
         "",
@@ -59,7 +60,8 @@ def test_plain_lines_are_what_the_classifier_returns_unchanged() -> None:
     ]
     for line in lines:
         if is_plain_line(line):
-            assert LineClassifier(logging.INFO).feed(line) == [TextRecord(logging.INFO, line)]
+            classifier = LineClassifier(logging.INFO, fatal_blocks=False)
+            assert classifier.feed(line) == [TextRecord(logging.INFO, line)]
 
 
 def test_lines_become_records_at_the_streams_level_with_the_writers_location(
@@ -81,6 +83,19 @@ def test_lines_become_records_at_the_streams_level_with_the_writers_location(
     added_by_formatters = {"message", "asctime"}
     assert type(first) is logging.LogRecord
     assert first.__dict__.keys() - added_by_formatters == plain.__dict__.keys()
+
+
+def test_a_printed_fatal_error_line_is_a_line_like_any_other(waiter: RecordWaiter) -> None:
+    """No real crash dump is written through Python: a printed ``Fatal Python error:`` line
+    is a quotation, at the stream's level, and the lines after it are records at once, each
+    its own (none held for a quiet moment, none made CRITICAL)."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    print("Fatal Python error: quoted", file=stream)
+    for number in range(1, 6):
+        print(f"line {number}", file=stream)
+    assert [(r.levelno, r.getMessage()) for r in waiter.records] == [
+        (logging.INFO, "Fatal Python error: quoted")
+    ] + [(logging.INFO, f"line {number}") for number in range(1, 6)]
 
 
 def test_a_source_puts_lines_under_its_logger(waiter: RecordWaiter) -> None:

@@ -208,6 +208,30 @@ async def test_a_segfault_still_reaches_the_host_through_the_real_stderr(
     assert len(waiter.matching("plugin.printer.stderr", "Fatal Python error")) == 1
 
 
+async def test_a_printed_fatal_error_line_holds_back_none_of_the_next_lines(
+    tmp_path: Path,
+) -> None:
+    """A plugin that prints a line starting ``Fatal Python error:`` (a quotation: a real dump
+    never passes through print) and then ordinary lines: each is its own record at the
+    stream's level, delivered while the plugin is still printing (it never pauses)."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        call = asyncio.create_task(host.call("printer", "quote_fatal"))
+        await waiter.wait_for("plugin.printer.stdout", "ordinary 5")
+        still_printing = not call.done()
+        await host.call("printer", "stop_quoting")
+        more = await call
+    assert still_printing and more < 60_000
+    quoted = waiter.matching("plugin.printer.stdout", "Fatal Python error")
+    assert [(r.levelno, r.getMessage()) for r in quoted] == [
+        (logging.INFO, "Fatal Python error: quoted")
+    ]
+    ordinary = waiter.matching("plugin.printer.stdout", "ordinary")
+    assert [(r.levelno, r.getMessage()) for r in ordinary] == [
+        (logging.INFO, f"ordinary {number}") for number in range(1, 6)
+    ]
+    assert not waiter.matching("plugin.printer.stderr")
+
+
 async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> None:
     """Two plugins in one runner: what each prints in a call, a worker thread, a task it
     started and an event, and a task exception it left, lands under its own name."""

@@ -87,7 +87,8 @@ class LineState:
         self.partial_source: str | None = None
         self.cut_head = ""
         self.cut_chars = 0
-        self.classifier = LineClassifier(level)
+        # Text written through Python never holds a real crash dump (C writes it to fd 2).
+        self.classifier = LineClassifier(level, fatal_blocks=False)
         # Where the block the classifier holds started, and for whom.
         self.held: tuple[str | None, Location] | None = None
         # True while the quiet-flush timer may touch this state: its owner then writes under

@@ -28,10 +28,12 @@ How text becomes records:
   source's lookup on the ``print()`` path (its newline compares it).
 - **Classification.** Each thread's lines go through its own
   :class:`~isoplug.logs.textlines.LineClassifier`: a JSON line gets its level, message and
-  extras, a ``LEVEL:`` prefix sets the level, a printed traceback becomes one ERROR record. A
-  traceback may continue with a chained one, so the classifier holds the finished block; one
-  shared timer thread (:mod:`isoplug.logs.quiet_flush`) flushes held blocks once their thread
-  has written nothing for a moment. A plain line (the common case) skips the classifier: see
+  extras, a ``LEVEL:`` prefix sets the level, a printed traceback becomes one ERROR record (a
+  ``Fatal Python error:`` line is an ordinary line here: no real crash dump is written
+  through Python, see :mod:`isoplug.logs.textlines`). A traceback may continue with a
+  chained one, so the classifier holds the finished block; one shared timer thread
+  (:mod:`isoplug.logs.quiet_flush`) flushes held blocks once their thread has written nothing
+  for a moment. A plain line (the common case) skips the classifier: see
   :func:`is_plain_line`.
 - **Records.** Logger ``stdout`` / ``stderr``, or ``<source>.stdout`` when
   :data:`~isoplug.logs.sources.current_source` names the code that is running (a runner sets it
@@ -108,9 +110,10 @@ def _cut_line(head: str, cut: int) -> str:
 
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
-#: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., Fatal...,
-#: an exception group's indented drawing).
-_NOT_PLAIN_START = frozenset("{[< +TEUF\t")
+#: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., an
+#: exception group's indented drawing). Not "Fatal Python error:": this classifier starts no
+#: crash dump (``fatal_blocks=False``: no real one is written through Python).
+_NOT_PLAIN_START = frozenset("{[< +TEU\t")
 
 
 def is_plain_line(line: str) -> bool:

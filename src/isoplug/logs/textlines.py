@@ -14,9 +14,26 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
 - **Blocks.** A Python traceback (``Traceback (most recent call last):`` up to its exception
   line, with the headers Python prints before one: ``Exception in thread ...:``, ``Exception
   ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. A
-  faulthandler dump (``Fatal Python error: ...``) is one record at CRITICAL. A block is
-  emitted in parts past :data:`MAX_BLOCK_LINES` lines or :data:`MAX_BLOCK_CHARS` characters,
-  so a block that never ends cannot grow without bound.
+  faulthandler (or ``Py_FatalError``) dump is one record at CRITICAL, all its threads' stacks
+  included: ``Fatal Python error: ...``, ``Python runtime state: ...`` (and the exception
+  Python may print after it), blank lines, stack headers (``Current thread 0x... (most recent
+  call first):``, ``Thread 0x...``, ``Stack (most recent call first):``, 3.14's ``Current
+  thread's C stack trace ...``), their indented lines (``  File "...", line N in f``,
+  ``  ...``, ``  <no Python frame>``), ``<...>`` notes and ``...`` (too many threads). The dump
+  ends with ``Extension modules: ... (total: N)``, emitted at once, or at the first line that
+  fits none of these, which is classified afresh: a program that prints such a first line
+  and lives on (a C library's message, a child that printed it) has only that line at
+  CRITICAL, not everything it prints next. A block is emitted in parts past
+  :data:`MAX_BLOCK_LINES` lines or :data:`MAX_BLOCK_CHARS` characters, so a block that never
+  ends cannot grow without bound.
+
+  Dumps are recognized only where one can pass: ``LineClassifier(level,
+  fatal_blocks=False)`` treats ``Fatal Python error:`` as an ordinary line. A real dump is
+  written by C code straight to fd 2, as the process dies; text written through Python
+  (:class:`~isoplug.logs.streams.LogStream`, a plugin's ``print()``) never holds one, so
+  there such a line is a quotation, and keeps the stream's level and its neighbours'
+  records their own (a plugin printing ``Fatal Python error: ...`` cannot make its next
+  lines CRITICAL or hold them back). The host's reader of a runner's fds keeps them on.
 
 A finished traceback may still be followed by a chained one, so the classifier *holds* it
 until the next line says otherwise; a reader that sees its stream go quiet while
@@ -72,7 +89,19 @@ _CHAIN_LINES = frozenset(
         "During handling of the above exception, another exception occurred:",
     }
 )
-_FATAL_START = "Fatal Python error: "
+#: The first line of a crash dump: faulthandler's (a fatal signal; 3.14's own variant for an
+#: unknown signal) or ``Py_FatalError``'s.
+_FATAL_STARTS = ("Fatal Python error: ", "Fatal Python error from unexpected signum: ")
+#: ``Py_FatalError``'s second line. After it, Python may print the pending exception (one
+#: exception line, or a traceback and its exception line) before the stacks.
+_FATAL_RUNTIME = "Python runtime state: "
+#: The last line of a dump (3.11+, when any extension module outside the stdlib is loaded).
+_FATAL_LAST = "Extension modules: "
+#: A stack's header: ``Current thread 0x... (most recent call first):``, ``Thread 0x...
+#: [name] (most recent call first):`` (3.14 names threads), ``Stack (most recent call
+#: first):`` (one thread), ``Current thread's C stack trace (most recent call first):`` (3.14).
+_STACK_HEADER_STARTS = ("Current thread", "Thread 0x", "Stack ")
+_STACK_HEADER_END = "(most recent call first):"
 
 _LEVELS: dict[str, int] = {
     "TRACE": 5,
@@ -197,8 +226,11 @@ def level_of_prefix(line: str) -> int | None:
 class LineClassifier:
     """One stream's lines in, :class:`TextRecord` objects out (see the module docstring)."""
 
-    def __init__(self, default_level: int) -> None:
+    def __init__(self, default_level: int, *, fatal_blocks: bool = True) -> None:
         self.default_level = default_level
+        # False: a ``Fatal Python error:`` line is a line like any other (see the module
+        # docstring: text written through Python, where no real dump ever passes).
+        self.fatal_blocks = fatal_blocks
         self._block: list[str] = []
         self._block_chars = 0
         self._block_level = logging.ERROR
@@ -206,8 +238,9 @@ class LineClassifier:
         # True inside the drawing of an exception group (``  | ...`` lines).
         self._in_group = False
         # Empty unless a block is held; then "header": before the frames; "frames": inside
-        # them; "done": after the exception line, watching for a chain; "fatal": a crash dump,
-        # until the stream ends. Public: the print() path reads it, a property call costs more.
+        # them; "done": after the exception line, watching for a chain; "fatal...": inside a
+        # crash dump (see _feed_fatal). Public: the print() path reads it, a property call
+        # costs more.
         self.phase = ""
 
     @property
@@ -252,7 +285,7 @@ class LineClassifier:
             self._in_group = True
         elif stripped.startswith(_BLOCK_HEADERS):
             self._open(line, "header", logging.ERROR)
-        elif stripped.startswith(_FATAL_START):
+        elif self.fatal_blocks and stripped.startswith(_FATAL_STARTS):
             self._open(line, "fatal", logging.CRITICAL)
         else:
             return False
@@ -266,8 +299,10 @@ class LineClassifier:
         self.phase = state
 
     def _feed_block(self, line: str, truncated: bool) -> list[TextRecord]:
-        stripped = line.rstrip()
         state = self.phase
+        if state[:5] == "fatal":
+            return self._feed_fatal(line, truncated)
+        stripped = line.rstrip()
         records: list[TextRecord] = []
         if state == "frames" and self._in_group and stripped and line[:1] not in " \t|+":
             # A group's drawing has no exception line of its own: it ended before this line.
@@ -301,6 +336,56 @@ class LineClassifier:
             self.phase = "done"
         return self._spill()
 
+    def _feed_fatal(self, line: str, truncated: bool) -> list[TextRecord]:
+        """A line after a crash dump's first: kept if it fits the dump's structure, else the
+        dump has ended and the line starts afresh.
+
+        Phases: "fatal" right after the first line; "fatal-state" after ``Py_FatalError``'s
+        runtime state line, where Python may print the pending exception; "fatal-tb" inside
+        that exception's traceback; "fatal-dump" between stacks; "fatal-stack" inside one
+        (its lines are indented: ``  File "...", line N in f``, ``  ...``, ``  <no Python
+        frame>``, ``  Garbage-collecting``, 3.14's ``  Binary file ...``).
+        """
+        stripped = line.rstrip()
+        state = self.phase
+        if state == "fatal-stack" and line[:2] == "  " and stripped:
+            pass
+        elif not stripped:
+            # Between the header and the stacks, between stacks, before the last line.
+            state = "fatal-dump"
+        elif state == "fatal" and stripped.startswith(_FATAL_RUNTIME):
+            state = "fatal-state"
+        elif state == "fatal-state" and stripped == TRACEBACK_START:
+            state = "fatal-tb"
+        elif state == "fatal-tb" and line[:1] in " \t":
+            pass
+        elif state in ("fatal-state", "fatal-tb"):
+            # The pending exception's line (``ModuleNotFoundError: No module named ...``).
+            state = "fatal-dump"
+        elif stripped.endswith(_STACK_HEADER_END) and stripped.startswith(_STACK_HEADER_STARTS):
+            state = "fatal-stack"
+        elif (stripped[:1] == "<" or line[:3] == "  <") and stripped[-1:] == ">":
+            # Why a stack is missing: ``  <unable to get the interpreter state>``, a
+            # free-threaded build's ``<Cannot show all threads while the GIL is disabled>``.
+            state = "fatal-dump"
+        elif stripped == "...":
+            # More threads than faulthandler dumps.
+            state = "fatal-dump"
+        elif stripped.startswith(_FATAL_LAST):
+            # The dump's last line: emitted now, not when the stream ends or goes quiet.
+            self._append(line, truncated)
+            return self.flush()
+        else:
+            # Not a dump's: the dump (or a line that only looked like its start) has ended.
+            records = self.flush()
+            if self._starts_block(line):
+                return records
+            records.append(self._single(line, truncated))
+            return records
+        self._append(line, truncated)
+        self.phase = state
+        return self._spill()
+
     def _append(self, line: str, truncated: bool) -> None:
         self._block.append(line)
         self._block_chars += len(line) + 1
@@ -314,7 +399,7 @@ class LineClassifier:
         level = self._block_level
         in_group = self._in_group
         records = self.flush()
-        if state in ("frames", "fatal", "header"):
+        if state in ("frames", "header") or state[:5] == "fatal":
             # The rest of the block continues as another part, at the same level.
             self.phase = state
             self._block_level = level

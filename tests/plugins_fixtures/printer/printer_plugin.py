@@ -30,6 +30,7 @@ class Printer(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.ctx = ctx
         self.background: set[asyncio.Task[None]] = set()
+        self.quoting_started = threading.Event()
 
     @isoplug.method
     async def pid(self) -> int:
@@ -182,6 +183,28 @@ class Printer(isoplug.Plugin):
             if number % 500 == 499:
                 await asyncio.sleep(0)
         return count
+
+    @isoplug.method
+    def quote_fatal(self) -> int:
+        """Print a line that looks like a crash dump's first, five ordinary lines, then more
+        lines every millisecond until :meth:`stop_quoting` (the stream never goes quiet);
+        return how many more."""
+        self.quoting = threading.Event()
+        self.quoting_started.set()
+        print("Fatal Python error: quoted")
+        for number in range(1, 6):
+            print(f"ordinary {number}")
+        more = 0
+        # Bounded: a test that never stops it does not leave a runner printing forever.
+        while more < 60_000 and not self.quoting.wait(0.001):
+            more += 1
+            print(f"more {more}")
+        return more
+
+    @isoplug.method
+    async def stop_quoting(self) -> None:
+        await asyncio.to_thread(self.quoting_started.wait, 30)
+        self.quoting.set()
 
     @isoplug.method
     async def segfault(self) -> None:
