@@ -30,6 +30,7 @@ import msgspec
 from isoplug.control import CapabilityDenied
 from isoplug.errors import CapabilityFailed
 from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.rpc.remote_errors import exception_message, exit_request_text
 from isoplug.sizes import format_size
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, encode_value
 from isoplug.wire.sanitize import clean_text
@@ -104,11 +105,12 @@ class CapabilityRegistry:
         except CapabilityDenied:
             raise
         except Exception as exc:
-            what = f"{type(exc).__name__}: {clean_text(str(exc), _MAX_REASON_CHARS)}"
+            what = f"{type(exc).__name__}: {clean_text(exception_message(exc), _MAX_REASON_CHARS)}"
             self._report_failure(name, plugin, f"raised {what}", exc)
             raise _failed(f"host capability {name!r} raised {what}") from None
         except SystemExit as exc:
-            what = f"SystemExit: {clean_text(str(exc), _MAX_REASON_CHARS)}"
+            # The same words as for a plugin method's (isoplug.runner.dispatch).
+            what = clean_text(exit_request_text(exc), _MAX_REASON_CHARS)
             self._report_failure(
                 name,
                 plugin,

@@ -37,6 +37,7 @@ from isoplug.host.environment import runner_environment
 from isoplug.host.host_stage import HostStage
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
+from isoplug.host.on_change import call_on_change, checked_on_change
 from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable
 from isoplug.host.routes import ConnectionRoutes
@@ -74,7 +75,8 @@ class Host:
 
     ``on_change`` is called (on the event loop, must not block) with every
     :class:`~isoplug.host.status.StateChange`; every change is also logged on
-    ``isoplug.host``.
+    ``isoplug.host``. It must be a plain function (an ``async def`` one is a
+    :class:`TypeError` here: it would never be awaited).
 
     ``plugin_config`` overrides plugins' ``[config]`` tables, by plugin id: ``{"greeter":
     {"greeting": "Hi"}}`` (tables are merged key by key; see :meth:`set_config`). ``config``
@@ -112,7 +114,7 @@ class Host:
         self.reloader: PluginReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self.config = config or SupervisorConfig()
-        self._on_change = on_change
+        self._on_change = checked_on_change(on_change)
         #: The plugins skipped for their folder's problem (an invalid manifest, a grouping
         #: clash), one text each; under hot reload, as the plugins folder now is.
         self.problems: list[str] = []
@@ -490,10 +492,7 @@ class Host:
         )
         observers.state_changed(self, change)
         if self._on_change is not None:
-            try:
-                self._on_change(change)
-            except Exception:
-                _log.exception("on_change callback failed")
+            call_on_change(self._on_change, change)
         self._waits.changed()
 
 

@@ -14,9 +14,17 @@ from typing import Final
 
 from isoplug.errors import REMOTE_ERROR_BY_CODE, RemoteError
 from isoplug.wire import ErrorInfo
-from isoplug.wire.sanitize import clean_block, clean_text
+from isoplug.wire.sanitize import IN_EMITTING_PROCESS, clean_block, clean_text, cut_mark
 
-__all__ = ["error_info", "qualified_name", "remote_error"]
+__all__ = [
+    "EXIT_REQUESTS",
+    "error_info",
+    "exception_message",
+    "exit_request_text",
+    "qualified_name",
+    "remote_error",
+    "traceback_text",
+]
 
 #: Caps for the other side's texts in the exception this side raises (each goes through
 #: :func:`~isoplug.wire.sanitize.clean_text` first).
@@ -26,6 +34,14 @@ MAX_REMOTE_TRACEBACK_CHARS: Final = 64 * 1024
 #: Traceback text sent with an error response is capped so that a deep recursion error does
 #: not produce a frame the size of the limit.
 _MAX_TRACEBACK_CHARS = 64 * 1024
+#: The message sent with an error response: no more than the other side shows (a 20 MB
+#: message made an answer too large for a frame, and lost the exception's type).
+MAX_SENT_MESSAGE_CHARS: Final = MAX_REMOTE_MESSAGE_CHARS
+#: Exceptions that ask the whole process to end (``sys.exit()``, ``raise KeyboardInterrupt``).
+#: Raised by code that runs for one caller (a plugin's method or event handler, a host's
+#: capability), they fail that call, not the process: argparse-style code calls
+#: ``sys.exit(2)`` on bad input.
+EXIT_REQUESTS: Final = (SystemExit, KeyboardInterrupt)
 
 
 def remote_error(method: str, info: ErrorInfo) -> RemoteError:
@@ -43,26 +59,59 @@ def qualified_name(exc_type: type[BaseException]) -> str:
     return f"{exc_type.__module__}.{exc_type.__qualname__}"
 
 
-def _safe_str(exc: BaseException) -> str:
+def exception_message(exc: BaseException, limit: int = MAX_SENT_MESSAGE_CHARS) -> str:
+    """``str(exc)``, whatever its ``__str__`` does, at most ``limit`` characters (and the mark
+    of the cut, which the other side keeps), and encodable (lone surrogates escaped)."""
     try:
-        return str(exc)
-    except Exception as str_failure:
-        return f"<str() of {type(exc).__name__} failed: {type(str_failure).__name__}>"
+        text = str(exc)
+    except Exception as failure:
+        try:
+            why = f"{type(failure).__name__}: {str(failure)[:limit]}"
+        except Exception:
+            why = type(failure).__name__
+        text = f"<str() of {type(exc).__name__} raised {why}>"
+    return _sendable(text, limit)
+
+
+def exit_request_text(exc: BaseException, limit: int = MAX_SENT_MESSAGE_CHARS) -> str:
+    """An :data:`EXIT_REQUESTS` exception named in a message: ``SystemExit: 2``,
+    ``KeyboardInterrupt``."""
+    message = exception_message(exc, limit)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def traceback_text(exc: BaseException, limit: int = _MAX_TRACEBACK_CHARS) -> str:
+    """The traceback of ``exc`` as Python prints it; its middle cut (and said so, with the
+    count) past ``limit`` characters: a deep recursion, a huge message or note."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception as failure:
+        # format_exception copes with a failing __str__; a failing __getattr__ may still bite.
+        return f"<formatting the traceback of {type(exc).__name__} raised {type(failure).__name__}>"
+    if len(text) > limit:
+        half = limit // 2
+        cut = len(text) - 2 * half
+        text = f"{text[:half]}\n{cut_mark(cut, where=IN_EMITTING_PROCESS)}\n{text[-half:]}"
+    return _sendable(text, len(text))
+
+
+def _sendable(text: str, limit: int) -> str:
+    if len(text) > limit:
+        text = text[:limit] + cut_mark(len(text) - limit, where=IN_EMITTING_PROCESS)
+    if not text.isascii():
+        # A lone surrogate (a file name that is not UTF-8) cannot be encoded: the answer
+        # would not be sent at all.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def error_info(code: str, exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
     """The error answer that tells the other side about ``exc``, traceback included, unless
     ``with_traceback`` is False or the exception says its traceback is private
     (``traceback_is_private``)."""
+    message = exception_message(exc)
     if not with_traceback or getattr(exc, "traceback_is_private", False):
-        return ErrorInfo(code=code, type=qualified_name(type(exc)), message=_safe_str(exc))
-    text = "".join(traceback.format_exception(exc))
-    if len(text) > _MAX_TRACEBACK_CHARS:
-        text = (
-            text[: _MAX_TRACEBACK_CHARS // 2]
-            + "\n[... traceback truncated ...]\n"
-            + text[-_MAX_TRACEBACK_CHARS // 2 :]
-        )
+        return ErrorInfo(code=code, type=qualified_name(type(exc)), message=message)
     return ErrorInfo(
-        code=code, type=qualified_name(type(exc)), message=_safe_str(exc), traceback=text
+        code=code, type=qualified_name(type(exc)), message=message, traceback=traceback_text(exc)
     )

@@ -124,10 +124,19 @@ def method(function: F | None = None, /, *, name: str | None = None) -> F | Call
     """
 
     def mark(target: F) -> F:
-        setattr(target, METHOD_MARK, name or target.__name__)
+        function = _function_of(target)
+        setattr(function, METHOD_MARK, name or function.__name__)
         return target
 
     return mark(function) if function is not None else mark
+
+
+def _function_of(target: Any) -> Any:
+    """The function a decorator marks: that of a ``staticmethod`` or ``classmethod`` decorated
+    after it (``@isoplug.method`` above ``@staticmethod``), where the runner finds the mark
+    when it looks the attribute up; a mark on the wrapper was lost, and the method silently
+    not exported."""
+    return target.__func__ if isinstance(target, (staticmethod, classmethod)) else target
 
 
 def on_event(*events: str) -> Callable[[F], F]:
@@ -141,7 +150,8 @@ def on_event(*events: str) -> Callable[[F], F]:
         raise TypeError("on_event() needs one or more event names, e.g. @on_event('tick')")
 
     def mark(target: F) -> F:
-        setattr(target, EVENTS_MARK, (*getattr(target, EVENTS_MARK, ()), *events))
+        function = _function_of(target)
+        setattr(function, EVENTS_MARK, (*getattr(function, EVENTS_MARK, ()), *events))
         return target
 
     return mark

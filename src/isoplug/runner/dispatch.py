@@ -13,7 +13,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,15 @@ import msgspec
 from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSummary
 from isoplug.errors import UnencodableValue
 from isoplug.logs.sources import current_source
+from isoplug.rpc.remote_errors import (
+    EXIT_REQUESTS,
+    exception_message,
+    exit_request_text,
+    qualified_name,
+    traceback_text,
+)
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
+from isoplug.runner.loader import PluginLoadError
 from isoplug.runner.methods import MethodInfo
 from isoplug.runner.tracing import joined
 from isoplug.runner.workers import WorkerPool, default_threads
@@ -49,7 +56,8 @@ def plugin_source(plugin_id: str) -> str:
 
 
 class LoadedPlugin:
-    """A plugin instance and what the host may do with it."""
+    """A plugin instance and what the host may do with it. Raises
+    :class:`~isoplug.runner.loader.PluginLoadError` when its methods cannot all be exported."""
 
     def __init__(self, plugin_id: str, instance: Plugin) -> None:
         self.plugin_id = plugin_id
@@ -59,6 +67,8 @@ class LoadedPlugin:
         #: The same methods, with what a call needs to know of them (see runner.methods).
         self.calls: dict[str, MethodInfo] = {}
         self.subscriptions: dict[str, list[Callable[..., Any]]] = {}
+        #: Exported name -> the attribute and function that has it.
+        exported: dict[str, tuple[str, object]] = {}
         for attribute in dir(type(instance)):
             function = getattr(type(instance), attribute, None)
             if function is None:
@@ -66,6 +76,15 @@ class LoadedPlugin:
             bound = getattr(instance, attribute)
             name = getattr(function, METHOD_MARK, None)
             if isinstance(name, str):
+                # The same function under two attributes (an alias) is one method.
+                underlying = getattr(function, "__func__", function)
+                other = exported.setdefault(name, (attribute, underlying))
+                if other[1] is not underlying:
+                    raise PluginLoadError(
+                        f"plugin {plugin_id!r}: methods {other[0]!r} and {attribute!r} are both "
+                        f"exported as {name!r}: the host could call only one of them; give "
+                        "them different names (@isoplug.method(name=...))"
+                    )
                 self.methods[name] = bound
                 self.calls[name] = MethodInfo(f"{plugin_id}.{name}", bound)
             for event in getattr(function, EVENTS_MARK, ()):
@@ -148,11 +167,16 @@ class PluginTable:
                             functools.partial(method.function, *args, **kwargs),
                         )
         except Exception as exc:
-            return _failure(
-                "error",
-                f"{type(exc).__module__}.{type(exc).__qualname__}",
-                str(exc),
-                _traceback_text(exc),
+            return _error(exc, exception_message(exc))
+        except EXIT_REQUESTS as exc:
+            # Let through, it ended the runner (a task's SystemExit stops the loop): every
+            # other call failed, teardown was skipped, the crash counted towards the restart
+            # limit. It fails this call only, as any exception. Cancellation (GeneratorExit,
+            # CancelledError) is not one of them: it goes on up.
+            return _error(
+                exc,
+                f"{method.name} raised {exit_request_text(exc)}; a plugin method cannot end "
+                "its runner: the runner kept running (raise an exception to fail a call)",
             )
         finally:
             serving.discard(task)
@@ -211,6 +235,16 @@ class PluginTable:
                     _log.exception(
                         "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event
                     )
+                except EXIT_REQUESTS as exc:
+                    # As for a method (see call): not the end of the runner.
+                    _log.error(
+                        "plugin %r: handler for event %r raised %s; an event handler cannot end "
+                        "its runner: the runner kept running",
+                        plugin.plugin_id,
+                        delivery.event,
+                        exit_request_text(exc),
+                        exc_info=exc,
+                    )
                 finally:
                     current_source.reset(source)
 
@@ -234,9 +268,12 @@ def _failure(code: str, type_name: str, message: str, traceback_text: str = "") 
     )
 
 
-def _traceback_text(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    if len(text) > _MAX_TRACEBACK_CHARS:
-        half = _MAX_TRACEBACK_CHARS // 2
-        text = text[:half] + "\n[... traceback truncated ...]\n" + text[-half:]
-    return text
+def _error(exc: BaseException, message: str) -> CallOutcome:
+    """The answer to a call whose method raised ``exc``: its type, ``message`` and traceback,
+    each capped (a 20 MB message made an answer too large to send), whatever ``exc`` does."""
+    return _failure(
+        "error",
+        qualified_name(type(exc)),
+        message,
+        traceback_text(exc, _MAX_TRACEBACK_CHARS),
+    )

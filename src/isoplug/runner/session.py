@@ -62,6 +62,7 @@ from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, Remote
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
+from isoplug.rpc.remote_errors import EXIT_REQUESTS
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
@@ -227,6 +228,8 @@ async def _load_and_set_up(
                 plugin_class = load_plugin_class(entry)
                 config = validate_config(entry.id, plugin_class, entry.config)
                 instance = plugin_class()
+                # Before setup: a plugin whose methods cannot be exported is not set up.
+                loaded = LoadedPlugin(entry.id, instance)
         except PluginLoadError as exc:
             failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc), exc.traceback_text))
             continue
@@ -249,8 +252,8 @@ async def _load_and_set_up(
         contexts[entry.id] = context
         try:
             with attributed_to(plugin_source(entry.id)):
-                await instance.setup(context)
-        except Exception as exc:
+                await _hook(instance.setup(context))
+        except (Exception, *EXIT_REQUESTS) as exc:
             failures.append(
                 LoadFailure(
                     entry.id,
@@ -261,8 +264,16 @@ async def _load_and_set_up(
             )
             # Plugins of a group share fate: the runner will exit and be restarted.
             break
-        table.add(LoadedPlugin(entry.id, instance))
+        table.add(loaded)
     return failures
+
+
+async def _hook(result: Any) -> None:
+    """Await what a hook returned: ``setup`` and ``teardown`` may be plain ``def`` (as
+    ``on_config`` and methods may), run on the loop. Awaiting their None failed with "object
+    NoneType can't be used in 'await' expression"."""
+    if inspect.isawaitable(result):
+        await result
 
 
 async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float) -> bool:
@@ -282,8 +293,9 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
             for plugin in table.plugins.values():
                 try:
                     with attributed_to(plugin_source(plugin.plugin_id)):
-                        await plugin.instance.teardown()
-                except Exception:
+                        await _hook(plugin.instance.teardown())
+                except (Exception, *EXIT_REQUESTS):
+                    # SystemExit too: the other plugins' teardowns and the flush still run.
                     _log.exception("plugin %r: teardown() failed", plugin.plugin_id)
     except TimeoutError:
         _log.error(
