@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from isoplug.errors import RemoteError
-from isoplug.rpc.remote_errors import MAX_SENT_MESSAGE_CHARS
+from isoplug.rpc.remote_errors import (
+    MAX_SENT_MESSAGE_CHARS,
+    exception_message,
+    exit_request_text,
+    traceback_text,
+)
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 from tests.plugins_fixtures import running
 from tests.record_waiter import eventually
@@ -102,3 +107,39 @@ async def test_an_exception_whose_str_fails_keeps_its_type(tmp_path: Path) -> No
         assert error.remote_type == "quitter_plugin.BadStr"
         assert error.remote_message == "<str() of BadStr raised RuntimeError: str exploded>"
         assert "isoplug/rpc/dispatch.py" not in error.remote_traceback
+
+
+# -- sans-IO: the texts sent about an exception ---------------------------------------------------
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise _Unprintable()  # and so is what its str() raised
+
+
+def test_exception_message_never_raises_and_can_always_be_sent() -> None:
+    assert exception_message(_Unprintable()) == "<str() of _Unprintable raised _Unprintable>"
+    # A file name that is not UTF-8: its lone surrogate made the whole answer unencodable.
+    message = exception_message(FileNotFoundError(2, "No such file", "caf\udce9"))
+    assert "caf\\udce9" in message
+    message.encode("utf-8")
+    assert exception_message(ValueError("y" * 10), limit=4) == "yyyy" + cut_mark(
+        6, where=IN_EMITTING_PROCESS
+    )
+
+
+def test_exit_requests_are_named_with_their_code() -> None:
+    assert exit_request_text(SystemExit(2)) == "SystemExit: 2"
+    assert exit_request_text(SystemExit()) == "SystemExit"
+    assert exit_request_text(KeyboardInterrupt()) == "KeyboardInterrupt"
+
+
+def test_a_long_traceback_is_cut_in_the_middle_with_the_count() -> None:
+    try:
+        raise ValueError("z" * 1000)
+    except ValueError as exc:
+        text = traceback_text(exc, limit=200)
+    assert text.startswith("Traceback (most recent call last):")
+    assert text.endswith("z" * 50 + "\n")
+    assert IN_EMITTING_PROCESS in text
+    assert len(text) < 300
