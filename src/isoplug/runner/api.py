@@ -92,8 +92,9 @@ class Plugin:
 
     The runner creates the instance with no arguments, awaits :meth:`setup` before the plugin
     is reported ready, and awaits :meth:`teardown` when the runner is asked to shut down (not
-    when it crashes). An exception from ``setup`` is reported to the host with its traceback
-    and the runner is restarted according to the plugin's restart policy.
+    when it crashes). Either may be overridden by a plain ``def``, run on the loop. An
+    exception from ``setup`` is reported to the host with its traceback and the runner is
+    restarted according to the plugin's restart policy.
 
     A plugin that defines ``async def on_config(self, config)`` takes a new configuration
     (``Host.set_config``, or a ``[config]`` edited under hot reload) live: it is called with
