@@ -21,14 +21,12 @@ import threading
 import weakref
 from pathlib import Path
 
-import isoplug
-
 __all__ = ["HostBinding"]
 
 #: Every binding of a started host in this process: a fork's child marks them foreign.
 _bound: weakref.WeakSet[HostBinding] = weakref.WeakSet()
 #: Where isoplug's own coroutines are defined (see _disown_tasks).
-_PACKAGE_DIR = str(Path(isoplug.__file__).parent) + os.sep
+_PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
 
 
 class HostBinding:
