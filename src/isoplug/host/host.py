@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from isoplug.errors import LocalProtocolError, UnencodableValue
-from isoplug.host import observers
+from isoplug.host import observers, unclosed
+from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.environment import runner_environment
@@ -58,6 +59,10 @@ _log = logging.getLogger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
+
+
+#: The stages in which a host's runners and sockets live on its loop.
+_HOLDING_A_LOOP = (HostStage.RUNNING, HostStage.CLOSING)
 
 
 class _Default(enum.Enum):
@@ -132,14 +137,29 @@ class Host:
         self._runner_of = self._runners.runner_of
         self._listener: Listener | None = None
         #: Forks the runners (started on the first start; see isoplug.host.zygote).
+        # Not through self: the runners' tasks and threads reach the zygote, and must not
+        # keep the host alive (see isoplug.host.unclosed).
+        inherit_environment = self.config.inherit_environment
         self._zygote = (
-            Zygote(lambda: runner_environment((), self.config.inherit_environment))
+            Zygote(lambda: runner_environment((), inherit_environment))
             if fork_supported()
             else None
         )
         self._log_bridge = LogBridge(self._supervisors, log_limits)
         self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
+        #: Its loop and process, from start() on (see isoplug.host.binding).
+        self._binding = HostBinding()
+        #: Released unclosed, or dropped in a forked child (see isoplug.host.unclosed).
+        self._abandoned = False
         self._life = HostStage.NEW
+
+    def __repr__(self) -> str:
+        return f"<isoplug.Host {str(self.plugins_dir)!r} {self._life.name.lower()}>"
+
+    def __del__(self) -> None:
+        # getattr: a constructor that raised leaves no stage.
+        if getattr(self, "_life", None) in (HostStage.RUNNING, HostStage.CLOSING):
+            unclosed.left_unclosed(self, at_exit=False)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -157,7 +177,9 @@ class Host:
         as after any failed start), and :class:`RuntimeError` when the host was started
         before: a host runs once (``async with`` starts it; do not also call ``start()``)."""
         if self._life is not HostStage.NEW:
+            self._check_here("start the host")
             raise RuntimeError(f"Host.start(): the host {self._life.value}")
+        self._binding.bind()
         self._life = HostStage.RUNNING
         try:
             await self._start()
@@ -216,7 +238,8 @@ class Host:
             log_address=self._log_bridge.address,
             config=self.config,
             invoke_capability=self._capabilities.invoke,
-            notify=self._state_changed,
+            # Weakly: its tasks and the log bridge's threads must not keep the host alive.
+            notify=unclosed.weak_notify(self._state_changed),
             stdio_destination=self._log_bridge.stdio_destination,
             zygote=self._zygote,
         )
@@ -226,7 +249,17 @@ class Host:
         killed at once). From its first call on, what needs a running host raises
         :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
         started again; waits for states the close reaches (``STOPPED``) go on, and the others
-        raise once it has returned."""
+        raise once it has returned.
+
+        In a forked child of the host's process, it only lets the child's copies go (the
+        runners, zygote and sockets are the parent's); from another event loop, or after the
+        host's loop closed, it raises :class:`RuntimeError` (docs/host.md, "One loop, one
+        process")."""
+        if self._binding.foreign:
+            if not self._abandoned:
+                unclosed.drop_inherited(self)
+            return
+        self._check_here("close the host")
         if self._life is not HostStage.CLOSED:
             self._life = HostStage.CLOSING
         if self._reload_task is not None:
@@ -268,12 +301,17 @@ class Host:
     # -- plugins ------------------------------------------------------------------------------
 
     def plugins(self) -> list[PluginInfo]:
-        """A snapshot of every plugin's state, pid, restart count and last exit, by id."""
+        """A snapshot of every plugin's state, pid, restart count and last exit, by id.
+        Raises :class:`RuntimeError` from another event loop or process, or once the host's
+        loop closed while the host was not (its plugins' states are unknown then)."""
+        self._check_here("read the plugins' states")
         return [self._runner_of[pid].info(pid) for pid in sorted(self._runner_of)]
 
     def plugin(self, plugin_id: str) -> PluginInfo:
         """The state of one plugin (after :meth:`aclose` too: its last); raises
-        :class:`PluginUnavailable` for an unknown id, and before :meth:`start`."""
+        :class:`PluginUnavailable` for an unknown id, and before :meth:`start`; what
+        :meth:`plugins` raises."""
+        self._check_here(f"read the state of plugin {plugin_id!r}")
         return self._supervisor(plugin_id).info(plugin_id)
 
     async def wait_ready(
@@ -294,6 +332,7 @@ class Host:
         host is closed while plugins were not settled. A cancel point.
         """
         self._life.check_started("wait for plugins to be ready")
+        self._check_here("wait for plugins to be ready")
         return await self._waits.ready(timeout, raise_on_failure)
 
     async def wait_for(
@@ -310,6 +349,7 @@ class Host:
         point.
         """
         self._life.check_started(f"wait for plugin {plugin_id!r}")
+        self._check_here(f"wait for plugin {plugin_id!r}")
         return await self._waits.until(plugin_id, predicate, timeout)
 
     async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -329,7 +369,11 @@ class Host:
         :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
         :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
         """
-        if self._life is not HostStage.RUNNING:
+        if (
+            self._life is not HostStage.RUNNING
+            or asyncio.get_running_loop() is not self._binding.loop
+        ):
+            self._check_here(f"call {plugin_id}.{method}")
             self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
@@ -361,6 +405,7 @@ class Host:
             kwargs = {}
         elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
+        self._check_here(f"call {plugin_id}.{method}")
         self._life.check_running(f"call {plugin_id}.{method}")
         limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
         if limit is not None:
@@ -380,6 +425,7 @@ class Host:
         it. Fire and forget: subscribers' failures are logged by their runner. Raises
         :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent,
         :class:`PluginUnavailable` when the host is not running."""
+        self._check_here(f"publish {event!r}")
         self._life.check_running(f"publish {event!r}")
         try:
             return sum(s.publish(event, payload) for s in self._supervisors.values())
@@ -393,6 +439,7 @@ class Host:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
         ready or failed again, and return the plugin's state. Raises
         :class:`PluginUnavailable` when the host is not running."""
+        self._check_here(f"restart plugin {plugin_id!r}")
         self._life.check_running(f"restart plugin {plugin_id!r}")
         await self._supervisor(plugin_id).restart()
         return self.plugin(plugin_id)
@@ -401,6 +448,7 @@ class Host:
         """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
         host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
         stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration)."""
+        self._check_here(f"stop plugin {plugin_id!r}")
         self._life.check_started(f"stop plugin {plugin_id!r}")
         await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
         return self.plugin(plugin_id)
@@ -409,6 +457,7 @@ class Host:
         """The level ``plugin_id`` runs at (its whole plugin, as a number): the one
         :meth:`set_log_level` gave it last, else ``config.log_level``, else its manifest's
         ``log_level``. Raises :class:`PluginUnavailable` for an unknown plugin."""
+        self._check_here(f"read the log level of plugin {plugin_id!r}")
         return self._supervisor(plugin_id).log_level(plugin_id)
 
     async def set_log_level(
@@ -426,6 +475,7 @@ class Host:
         not running, and ``ValueError`` for an unknown level name.
         """
         numeric = level_number(level)
+        self._check_here(f"set the log level of plugin {plugin_id!r}")
         self._life.check_running(f"set the log level of plugin {plugin_id!r}")
         supervisor = self._supervisor(plugin_id)
         if logger is None:
@@ -452,6 +502,7 @@ class Host:
         ``ready_timeout``, cannot check it: the configuration is kept, with a warning, and its
         next start (at once, for a failed plugin) checks it.
         """
+        self._check_here(f"configure plugin {plugin_id!r}")
         self._life.check_running(f"configure plugin {plugin_id!r}")
         return await self._runners.set_config(plugin_id, config)
 
@@ -459,6 +510,7 @@ class Host:
         """What the log pipeline received from the runner of ``plugin_id`` (for a group: the
         group's runner): records received, replayed, filtered, dropped by reason, bytes, last
         record time. Kept across restarts."""
+        self._check_here(f"read the log metrics of plugin {plugin_id!r}")
         return self._log_bridge.metrics(self._supervisor(plugin_id).runner_id)
 
     def register_capability(self, name: str, function: Callable[..., Any]) -> None:
@@ -467,9 +519,16 @@ class Host:
         Called with the keyword arguments the plugin passes to ``ctx.call_host``; may be
         ``async def``. Plain functions run on the host's event loop and must be quick.
         """
+        self._check_here(f"register capability {name!r}")
         self._capabilities.register(name, function)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _check_here(self, what: str) -> None:
+        """Raise :class:`RuntimeError` when the host, holding a loop (started, not closed),
+        is used from another loop or after that loop closed; or in a forked child."""
+        if self._life in _HOLDING_A_LOOP or self._binding.foreign:
+            self._binding.check(what)
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
         self._life.check_started(f"find plugin {plugin_id!r}")

@@ -90,6 +90,9 @@ class RunnerProcess:
     def __init__(self, child: Child, exited: asyncio.Future[int], tag: str | None = None) -> None:
         self._child = child
         self.pid = child.pid
+        #: Only the process that started the runner signals it (never a fork of it: see
+        #: isoplug.host.binding).
+        self._owner = os.getpid()
         #: ``"spawn"`` or ``"fork"`` (from the host's zygote: see isoplug.host.zygote).
         self.method = child.method
         self.started = time.monotonic()
@@ -268,6 +271,8 @@ class RunnerProcess:
         ``setsid``), and a forked runner joins its group only moments after it exists.
         Whatever could not be signalled is logged.
         """
+        if os.getpid() != self._owner:
+            return
         running = self.running
         if running:
             self.host_signals.setdefault(signum, why)
@@ -301,6 +306,8 @@ class RunnerProcess:
         Safe after the runner was reaped: the kernel does not reuse a process-group id while
         any member of the group is alive, so this reaches only the runner's descendants.
         """
+        if os.getpid() != self._owner:
+            return False
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:

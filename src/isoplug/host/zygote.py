@@ -216,6 +216,14 @@ class ZygoteProcess:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
 
+    def drop_inherited(self) -> None:
+        """Close this process's copies of the socket and the lifeline (a forked child's)."""
+        self._closing = True
+        self._sock.close()
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdin.close()
+
     def _read(self) -> None:
         replies = msgspec.msgpack.Decoder(Forked | ForkRefused | ChildExited)
         why = "it closed its socket"
@@ -474,11 +482,25 @@ class Zygote:
     async def aclose(self, timeout: float = 2.0) -> None:
         """Let the zygote go (once the runners are stopped: the ones left die with it), and
         wait up to ``timeout`` seconds for it to be gone (it exits at once)."""
-        self._closed = True
+        self.close_now()
         process = self._process
         if process is not None:
-            process.close()
             await asyncio.to_thread(process.gone.wait, timeout)
+
+    def close_now(self) -> None:
+        """Let the zygote go without waiting for it (the host's loop is gone)."""
+        self._closed = True
+        if self._process is not None:
+            self._process.close()
+
+    def drop_inherited(self) -> None:
+        """In a forked child of the host: close this process's copies of the zygote's socket
+        and lifeline pipe, telling the zygote nothing (a shutdown of the socket would reach
+        the parent's: the child's copy shares it)."""
+        self._closed = True
+        process, self._process = self._process, None
+        if process is not None:
+            process.drop_inherited()
 
 
 def _release(reply: concurrent.futures.Future[tuple[int, int | None]]) -> None:

@@ -245,13 +245,35 @@ class Listener:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_HANDLER_CANCEL_TIMEOUT):
                     await self._server.wait_closed()
+        self._remove_files()
+        for callback in self.on_close:
+            callback()
+
+    def close_now(self) -> None:
+        """Stop listening without waiting (the listener's loop is closed, or the process is
+        exiting): the socket is closed (on its loop's thread while that loop runs), its file
+        and private directory removed; the handlers' tasks are left to their loop. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        server = self._server
+        if server is not None:
+            loop = server.get_loop()
+            if loop.is_closed():
+                # A closed selector loop only closes the socket; nothing else runs there.
+                server.close()
+            else:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: so is the socket
+                    loop.call_soon_threadsafe(server.close)
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         if self.address.scheme is Scheme.UNIX:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address.path)
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
-        for callback in self.on_close:
-            callback()
 
 
 async def listen(

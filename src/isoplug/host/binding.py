@@ -1,0 +1,128 @@
+"""One loop, one process: the event loop and the process a :class:`~isoplug.Host` belongs to.
+
+A host's runners, sockets, tasks and futures live on the event loop that started it, in the
+process that started it. Used from anywhere else, it cannot work: from another loop its
+futures belong to the wrong loop (asyncio's bare "attached to a different loop", or a hang);
+after its loop closed, nothing runs its tasks any more; in a forked child, its sockets, zygote
+and runners are shared with the parent, and what the child sends or closes would reach the
+parent's. :class:`HostBinding` tells, before anything is sent, why a host cannot be used here,
+naming the fix.
+
+The check that matters per call is one comparison (``asyncio.get_running_loop() is
+binding.loop``): a closed loop cannot be the running one, and a forked child's bindings have
+no loop (:func:`_after_fork_in_child`). The rest runs only when that comparison fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from pathlib import Path
+
+__all__ = ["HostBinding"]
+
+#: Every binding of a started host in this process: a fork's child marks them foreign.
+_bound: weakref.WeakSet[HostBinding] = weakref.WeakSet()
+#: Where isoplug's own coroutines are defined (see _disown_tasks).
+_PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
+
+
+class HostBinding:
+    """The loop and process of one host, from its ``start()`` on."""
+
+    def __init__(self) -> None:
+        #: The loop that started the host (None before its start, and in a forked child).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: The process that started the host.
+        self.pid = os.getpid()
+        #: Set in a forked child: the host and all it holds are the parent's.
+        self.foreign = False
+        self._thread = ""
+
+    def bind(self) -> None:
+        """Tie the host to the running loop, in this process (its ``start()``)."""
+        self.loop = asyncio.get_running_loop()
+        self.pid = os.getpid()
+        self._thread = threading.current_thread().name
+        _bound.add(self)
+
+    def problem(self) -> str | None:
+        """Why the host cannot be used here and now; None when it can (or is not started)."""
+        if self.foreign or self.pid != os.getpid():
+            return (
+                f"this Host was started in process {self.pid}, and this is process "
+                f"{os.getpid()}, a fork of it: a Host's runners, zygote and sockets are its "
+                "process's own, and a child must not touch them. Create a new Host in the child "
+                "after the fork (with multiprocessing, use the 'spawn' or 'forkserver' start "
+                "method, or start the Host after the workers are forked)"
+            )
+        loop = self.loop
+        if loop is None:
+            return None
+        if loop.is_closed():
+            return (
+                f"this Host's event loop ({_describe(loop)}) is closed, but the Host was not "
+                "closed: it no longer runs, and its plugins' states are unknown. Close a Host "
+                "(`async with Host(...)`, or `await host.aclose()`) inside the loop that started "
+                "it, before that loop ends (`asyncio.run(...)` ends its loop on return); what it "
+                "left is released when it is garbage-collected, or at exit"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            # Plain code outside any loop (a thread, say) may read the host's state.
+            return None
+        if running is loop:
+            return None
+        return (
+            f"this Host was started on another event loop ({_describe(loop)}, started in thread "
+            f"{self._thread!r}) than the one running now ({_describe(running)}); its runners "
+            "and futures belong to that loop. Create and use a Host within one loop: in "
+            "pytest-asyncio, give the Host's fixture and the tests using it the same loop scope "
+            "(`loop_scope=...`); from another thread, hand the work to the Host's loop with "
+            "`asyncio.run_coroutine_threadsafe(host.call(...), host_loop)`"
+        )
+
+    def check(self, what: str) -> None:
+        """Raise :class:`RuntimeError` saying why the host cannot ``what`` here, and how to
+        fix it; nothing is sent or changed."""
+        why = self.problem()
+        if why is not None:
+            raise RuntimeError(f"cannot {what}: {why}")
+
+
+def _describe(loop: asyncio.AbstractEventLoop) -> str:
+    return f"{type(loop).__name__} at {id(loop):#x}"
+
+
+def _after_fork_in_child() -> None:
+    # The fork's child has the bindings' memory, not their loops' threads or the host's
+    # processes: every started host here is the parent's.
+    loops: set[asyncio.AbstractEventLoop] = set()
+    for binding in list(_bound):
+        if binding.loop is not None:
+            loops.add(binding.loop)
+        binding.foreign = True
+        binding.loop = None
+    for loop in loops:
+        _disown_tasks(loop)
+
+
+def _disown_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Take the host's tasks of ``loop`` (copies of the parent's) out of asyncio's registry.
+
+    A child that forked inside the loop and leaves it (an exception through ``asyncio.run``)
+    has asyncio cancel every task it knows of, and run their ``finally`` blocks: for a
+    runner's tasks, killing the runner and closing its connection, which are the parent's.
+    Unknown to asyncio, they are never resumed here.
+    """
+    for task in asyncio.all_tasks(loop):
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is not None and code.co_filename.startswith(_PACKAGE_DIR):
+            asyncio.tasks._unregister_task(task)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

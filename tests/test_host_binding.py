@@ -1,0 +1,211 @@
+"""One loop, one process (docs/host.md): a Host used from another event loop, after its loop
+closed, or in a forked child refuses at once, saying why and what to do, and leaves the host as
+it was; a forked child's copy never touches the parent's runners or zygote; a Host never closed
+warns (ResourceWarning) and what it holds is released when it is collected, or at exit."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+
+import isoplug
+from isoplug import Host, PluginState, SupervisorConfig
+from isoplug.testing import eventually
+from tests.plugins_fixtures import FAST, plugins_dir, process_alive
+
+ROOT = Path(__file__).parent.parent
+SOURCES = Path(isoplug.__file__).parent.parent
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks, and counts processes")
+
+
+def _started(tmp_path: Path, config: SupervisorConfig = FAST) -> tuple[Host, list[int]]:
+    """A host over ``echo``, started and ready in an ``asyncio.run`` that then ends without
+    closing it; the pids of its runner and zygote."""
+    host = Host(plugins_dir(tmp_path, "echo"), config=config)
+
+    async def start() -> list[int]:
+        await host.start()
+        await host.wait_ready(20)
+        return [pid for pid in (host.plugin("echo").pid, host._zygote and host._zygote.pid) if pid]
+
+    return host, asyncio.run(start())
+
+
+async def _refusals_after_the_loop_closed(host: Host) -> list[str]:
+    refusals = []
+    for attempt in (
+        lambda: host.call("echo", "echo", 1),
+        lambda: host.call_with("echo", "echo", args=[1], timeout=None),
+        host.wait_ready,
+        lambda: host.restart("echo"),
+        lambda: host.publish("tick", {}),
+        lambda: host.set_log_level("echo", "DEBUG"),
+        host.aclose,
+    ):
+        with pytest.raises(RuntimeError) as refused:
+            # At once: a call that reached the supervisor would wait its call_timeout.
+            await asyncio.wait_for(attempt(), 1)
+        refusals.append(str(refused.value))
+    return refusals
+
+
+def test_a_host_whose_loop_closed_refuses_everything_at_once_and_is_released_when_collected(
+    tmp_path: Path,
+) -> None:
+    host, pids = _started(tmp_path, SupervisorConfig(call_timeout=30))
+
+    refusals = asyncio.run(_refusals_after_the_loop_closed(host))
+    assert "cannot call echo.echo: this Host's event loop (" in refusals[0]
+    assert all("is closed, but the Host was not closed" in text for text in refusals)
+    assert "inside the loop that started it" in refusals[0]
+    # Its plugins' states are unknown: not the READY (pid None) of before.
+    with pytest.raises(RuntimeError, match="its plugins' states are unknown"):
+        host.plugins()
+    with pytest.raises(RuntimeError, match=r"event loop .* is closed"):
+        host.plugin("echo")
+
+    # Its listening socket, collected with it, may warn too: it was not closed either.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del host
+        gc.collect()
+    assert [str(w.message) for w in caught if "unclosed Host <isoplug.Host " in str(w.message)]
+    asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
+    asyncio.run(
+        eventually(lambda: not [t for t in threading.enumerate() if t.name.startswith("isoplug")])
+    )
+
+
+def test_a_host_used_from_another_loop_refuses_at_once_and_keeps_running(tmp_path: Path) -> None:
+    host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="host-loop")
+    thread.start()
+
+    def on_host_loop(coroutine: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)  # type: ignore[arg-type]
+
+    try:
+        on_host_loop(host.start())
+        on_host_loop(host.wait_ready(20))
+        pid = host.plugin("echo").pid
+
+        async def elsewhere() -> list[str]:
+            refusals = []
+            for attempt in (
+                lambda: host.call("echo", "echo", 1),
+                lambda: host.wait_for("echo", lambda info: False),
+                lambda: host.stop("echo"),
+                host.aclose,
+            ):
+                with pytest.raises(RuntimeError) as refused:
+                    await asyncio.wait_for(attempt(), 1)
+                refusals.append(str(refused.value))
+            with pytest.raises(RuntimeError, match="another event loop"):
+                host.plugins()
+            return refusals
+
+        refusals = asyncio.run(elsewhere())
+        assert refusals[0].startswith("cannot call echo.echo: this Host was started on another")
+        assert all("same loop scope" in text for text in refusals)
+        # Nothing reached the host: its runner serves on, never restarted.
+        assert on_host_loop(host.call("echo", "echo", 2)) == 2
+        info = host.plugin("echo")  # outside any loop: a plain read
+        assert (info.state, info.pid, info.restarts) == (PluginState.READY, pid, 0)
+    finally:
+        on_host_loop(host.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+    assert host.plugin("echo").state is PluginState.STOPPED
+
+
+def _run_script(tmp_path: Path, source: str, *options: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, *options, str(script), str(plugins_dir(tmp_path, "echo"))],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        # The isoplug this test imports, whichever it is.
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(SOURCES), str(ROOT)])),
+        check=False,
+    )
+
+
+def test_a_host_left_running_at_exit_warns_and_its_zygote_and_runners_go(tmp_path: Path) -> None:
+    done = _run_script(
+        tmp_path,
+        """
+        import asyncio, sys
+        from isoplug import Host
+        from tests.plugins_fixtures import FAST
+        kept = []
+        async def main():
+            host = Host(sys.argv[1], config=FAST)
+            kept.append(host)
+            await host.start()
+            await host.wait_ready(20)
+            print(host.plugin("echo").pid, host._zygote.pid, flush=True)
+        asyncio.run(main())
+        """,
+        "-X",
+        "dev",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning: unclosed Host <isoplug.Host " in done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
+
+
+def test_a_forked_child_can_neither_use_nor_close_its_parents_host(tmp_path: Path) -> None:
+    """The child's call is refused before anything is sent; its ``async with`` unwinds
+    without touching the parent's runner or zygote."""
+    done = _run_script(
+        tmp_path,
+        """
+        import asyncio, os, sys
+        from isoplug import Host
+        from tests.plugins_fixtures import FAST
+
+        async def child_call(host):
+            try:
+                await host.call("echo", "echo", "child")
+            except RuntimeError as exc:
+                return "a fork of it" in str(exc)
+            return False
+
+        async def main():
+            async with Host(sys.argv[1], config=FAST) as host:
+                await host.wait_ready(20)
+                before = (host.plugin("echo").pid, host._zygote.pid)
+                pid = os.fork()
+                if pid == 0:
+                    refused = asyncio.run(child_call(host))  # a loop of the child's own
+                    # Unwinding `async with` in the child drops its copies, tells nothing.
+                    asyncio.run(host.__aexit__(None, None, None))
+                    os._exit(0 if refused else 3)
+                _, status = os.waitpid(pid, 0)
+                print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+                print("parent", await host.call("echo", "echo", "parent"), flush=True)
+                info = host.plugin("echo")
+                print("same", (info.pid, host._zygote.pid) == before, info.restarts, flush=True)
+
+        asyncio.run(main())
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["child exit 0", "parent parent", "same True 0"], (
+        done.stdout + done.stderr
+    )
