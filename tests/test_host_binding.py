@@ -209,3 +209,38 @@ def test_a_forked_child_can_neither_use_nor_close_its_parents_host(tmp_path: Pat
     assert done.stdout.splitlines() == ["child exit 0", "parent parent", "same True 0"], (
         done.stdout + done.stderr
     )
+
+
+def test_metrics_leave_out_a_host_whose_loop_closed_unclosed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The OpenTelemetry metrics read every live host from the reader's thread: one whose loop
+    ended without closing it has no states to give, and is left out, not a failing callback
+    at every collection."""
+    metrics_sdk = pytest.importorskip("opentelemetry.sdk.metrics")
+    export = pytest.importorskip("opentelemetry.sdk.metrics.export")
+    from isoplug.otel.metrics import HostMetrics
+
+    reader = export.InMemoryMetricReader()
+    provider = metrics_sdk.MeterProvider(metric_readers=[reader])
+    HostMetrics(provider.get_meter("test"), None)
+    host, pids = _started(tmp_path)
+    try:
+        with caplog.at_level("WARNING"):
+            for _ in range(2):
+                data = reader.get_metrics_data()
+        assert not [r for r in caplog.records if r.name.startswith("opentelemetry")], caplog.text
+        names = {
+            metric.name
+            for resource in (data.resource_metrics if data else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+        assert "isoplug.plugin.ready" not in names
+    finally:
+        provider.shutdown()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del host
+            gc.collect()
+        asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))

@@ -182,7 +182,13 @@ class HostMetrics:
         for host in observers.live_hosts():
             self._hosts.add(host)
         for host in list(self._hosts):
-            infos = host.plugins()
+            try:
+                infos = host.plugins()
+            except RuntimeError:
+                # Its event loop ended without closing it (or this is a forked child's copy):
+                # it has no states to tell any more, and never will again.
+                self._hosts.discard(host)
+                continue
             plugins.extend(infos)
             seen: set[str] = set()
             for info in infos:
