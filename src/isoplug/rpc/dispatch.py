@@ -194,6 +194,10 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
+        if len(messages) == 1 and type(messages[0]) is Response:
+            # The answer to a call, alone in its read: the bulk of a caller's traffic.
+            self._pending.answer(messages[0])
+            return
         serving = len(self._serving)
         for index, message in enumerate(messages):
             if not self._dispatch_now(message):

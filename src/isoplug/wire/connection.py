@@ -188,7 +188,7 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Bytes that must be written to the stream now (possibly empty)."""
-        return self._out.take() if len(self._out) else b""
+        return self._out.take()
 
     def next_request_id(self) -> int:
         """Allocate the id for a request this side is about to send."""
