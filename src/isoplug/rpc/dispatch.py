@@ -194,10 +194,19 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
-        if len(messages) == 1 and type(messages[0]) is Response:
-            # The answer to a call, alone in its read: the bulk of a caller's traffic.
-            self._pending.answer(messages[0])
-            return
+        if len(messages) == 1:
+            # One message in the read, the bulk of sequential traffic: the answer to a call,
+            # or a request (whose task, if it started one, answers in the loop's next round).
+            message = messages[0]
+            if type(message) is Response:
+                self._pending.answer(message)
+                return
+            if type(message) is Request and len(self._serving) < MAX_CONCURRENT_INCOMING:
+                serving = len(self._serving)
+                self._dispatch_request(message)
+                if len(self._serving) > serving:
+                    self._hold_answers()
+                return
         serving = len(self._serving)
         for index, message in enumerate(messages):
             if not self._dispatch_now(message):
@@ -370,7 +379,9 @@ class Dispatcher:
             self._answer_result(request, registered, result)
         finally:
             self._serving.pop(request.id, None)
-            self._slot_freed.set()
+            if self._drainer is not None:
+                # Only the backlog's drainer waits for a slot (see _dispatch_waiting).
+                self._slot_freed.set()
 
     def _answer_failure(self, request: Request, registered: _Registered, exc: Exception) -> None:
         """Answer ``request``, which its handler failed (or whose result cannot be sent)."""
