@@ -80,6 +80,11 @@ MAX_UNHANDLED_WARNINGS: Final = 16
 MAX_CONCURRENT_INCOMING = 256
 #: Async event handlers queue up to this many events before the reader waits for them.
 _EVENT_QUEUE_SIZE = 1024
+#: Python 3.12+: starts a task eagerly, running its first step at once. Used for the tasks
+#: that serve requests when the loop has no task factory of its own (a program's factory is
+#: left to make them), so that a handler that answers without waiting costs no task step in
+#: the loop's next round.
+_eager_start: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 
 
 #: The attribute :func:`private_errors` sets on the handler it returns.
@@ -124,9 +129,9 @@ class Dispatcher:
 
     ``pending`` are the peer's calls awaiting answers (answers are delivered to them);
     ``send`` sends one message; ``closing`` says whether the peer is ending the session (a
-    handler cancelled then gets no answer); ``hold_answers`` asks the peer to gather the
-    answers sent until the loop's next round is through, into one write; ``fail`` ends the
-    session when dispatching itself failed.
+    handler cancelled then gets no answer); ``hold_answers(until_next_round)`` asks the peer
+    to gather the answers sent into one write, until the loop's next round is through or
+    until ``release_answers()``; ``fail`` ends the session when dispatching itself failed.
     """
 
     def __init__(
@@ -137,7 +142,8 @@ class Dispatcher:
         *,
         send: Callable[[Message], None],
         closing: Callable[[], bool],
-        hold_answers: Callable[[], None],
+        hold_answers: Callable[[bool], None],
+        release_answers: Callable[[], None],
         fail: Callable[[ConnectionBroken], None],
         peer_name: str,
     ) -> None:
@@ -147,6 +153,8 @@ class Dispatcher:
         self._send = send
         self._is_closing = closing
         self._hold_answers = hold_answers
+        self._release_answers = release_answers
+        self._loop = asyncio.get_running_loop()
         self._fail = fail
         self._peer_name = peer_name
         self._handlers: dict[str, _Registered] = {}
@@ -194,6 +202,7 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
+        eager = _eager_start is not None and self._loop.get_task_factory() is None
         if len(messages) == 1:
             # One message in the read, the bulk of sequential traffic: the answer to a call,
             # or a request (whose task, if it started one, answers in the loop's next round).
@@ -203,20 +212,28 @@ class Dispatcher:
                 return
             if type(message) is Request and len(self._serving) < MAX_CONCURRENT_INCOMING:
                 serving = len(self._serving)
-                self._dispatch_request(message)
-                if len(self._serving) > serving:
-                    self._hold_answers()
+                self._dispatch_request(message, eager)
+                if not eager and len(self._serving) > serving:
+                    self._hold_answers(True)
                 return
         serving = len(self._serving)
-        for index, message in enumerate(messages):
-            if not self._dispatch_now(message):
-                self._backlog.extend(messages[index:])
-                self._start_drainer()
-                break
-        if len(self._serving) > serving:
+        if eager:
+            # The handlers' first steps run as they are dispatched: what they answer at once
+            # goes out together, in one write, once this read is through.
+            self._hold_answers(False)
+        try:
+            for index, message in enumerate(messages):
+                if not self._dispatch_now(message, eager):
+                    self._backlog.extend(messages[index:])
+                    self._start_drainer()
+                    break
+        finally:
+            if eager:
+                self._release_answers()
+        if not eager and len(self._serving) > serving:
             # The tasks just started take their first step in the loop's next round, one
             # after another: their answers go out together, in one write.
-            self._hold_answers()
+            self._hold_answers(True)
 
     def queue(self, messages: list[Message]) -> None:
         """Put ``messages`` in the backlog, for :meth:`drain_queued` to start on."""
@@ -283,7 +300,7 @@ class Dispatcher:
         if not self._is_closing():
             self._stream.resume_reading()
 
-    def _dispatch_now(self, message: Message) -> bool:
+    def _dispatch_now(self, message: Message, eager: bool = False) -> bool:
         """Handle ``message`` without waiting; False if the next message must wait: either
         nothing was done (see :meth:`_dispatch_waiting`), or :attr:`_unfinished` is set."""
         message_type = type(message)
@@ -293,7 +310,7 @@ class Dispatcher:
             return True
         if message_type is Request:
             assert isinstance(message, Request)
-            return self._dispatch_request(message)
+            return self._dispatch_request(message, eager)
         if message_type is Event:
             assert isinstance(message, Event)
             return self._dispatch_event(message)
@@ -325,7 +342,9 @@ class Dispatcher:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _dispatch_request(self, request: Request) -> bool:
+    def _dispatch_request(self, request: Request, eager: bool = False) -> bool:
+        """Answer ``request`` or start its task (``eager``: Python 3.12+'s eager start, the
+        handler's first step run now); False if too many are being served already."""
         registered = self._handlers.get(request.method)
         if registered is None:
             self._answer_error(
@@ -342,7 +361,16 @@ class Dispatcher:
             return True
         if len(self._serving) >= MAX_CONCURRENT_INCOMING:
             return False
-        task = asyncio.get_running_loop().create_task(self._serve_async(request, registered))
+        serve = self._serve_async(request, registered)
+        if eager:
+            assert _eager_start is not None
+            # A handler that answers without waiting (most do) is done here: no task step in
+            # the loop's next round, no round for its answer to wait for.
+            task = _eager_start(self._loop, serve)
+            if task.done():
+                return True
+        else:
+            task = self._loop.create_task(serve)
         self._serving[request.id] = task
         return True
 
