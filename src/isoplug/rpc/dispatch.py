@@ -202,19 +202,17 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
+        if len(messages) == 1 and type(messages[0]) is Response:
+            # The answer to a call, alone in its read: the bulk of a caller's traffic.
+            self._pending.answer(messages[0])
+            return
         eager = _eager_start is not None and self._loop.get_task_factory() is None
         if len(messages) == 1:
-            # One message in the read, the bulk of sequential traffic: the answer to a call,
-            # or a request (whose task, if it started one, answers in the loop's next round).
+            # A request alone in its read, the bulk of a callee's traffic.
             message = messages[0]
-            if type(message) is Response:
-                self._pending.answer(message)
-                return
             if type(message) is Request and len(self._serving) < MAX_CONCURRENT_INCOMING:
-                serving = len(self._serving)
+                # Its answer has no other to go out with: nothing to hold.
                 self._dispatch_request(message, eager)
-                if not eager and len(self._serving) > serving:
-                    self._hold_answers(True)
                 return
         serving = len(self._serving)
         if eager:
@@ -230,9 +228,10 @@ class Dispatcher:
         finally:
             if eager:
                 self._release_answers()
-        if not eager and len(self._serving) > serving:
+        if not eager and len(self._serving) > serving + 1:
             # The tasks just started take their first step in the loop's next round, one
-            # after another: their answers go out together, in one write.
+            # after another: their answers go out together, in one write. (A single task's
+            # answer has no other to go out with.)
             self._hold_answers(True)
 
     def queue(self, messages: list[Message]) -> None:
