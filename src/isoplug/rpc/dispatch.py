@@ -37,8 +37,9 @@ from typing import Any, Final
 import msgspec
 
 from isoplug.errors import ConnectionBroken, IsoplugError, LocalProtocolError, TransportError
+from isoplug.rpc.handlers import Handler, LogBatchHandler, Registered, private_errors
 from isoplug.rpc.pending import PendingCalls
-from isoplug.rpc.remote_errors import error_info, qualified_name
+from isoplug.rpc.remote_errors import qualified_name
 from isoplug.transport import Stream
 from isoplug.wire import (
     Cancel,
@@ -66,9 +67,6 @@ __all__ = [
 
 _log = logging.getLogger("isoplug.rpc")
 
-Handler = Callable[[Any], Any]
-LogBatchHandler = Callable[[LogBatch], Awaitable[None] | None]
-
 #: Cap for an event's name in this side's records (after clean_text).
 MAX_EVENT_NAME_CHARS: Final = 200
 #: Distinct messages with no handler (events by name, log batches) a peer warns about, each
@@ -85,43 +83,6 @@ _EVENT_QUEUE_SIZE = 1024
 #: left to make them), so that a handler that answers without waiting costs no task step in
 #: the loop's next round.
 _eager_start: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
-
-
-#: The attribute :func:`private_errors` sets on the handler it returns.
-_PRIVATE_ERRORS: Final = "_isoplug_private_errors"
-
-
-def private_errors(handler: Handler) -> Handler:
-    """``handler``, whose error answers carry the exception's type and message only, never a
-    traceback: neither its own exception's, nor that of a failure around it (params that do
-    not fit, a result that cannot be encoded, a cancellation, a bug of this side)."""
-    wrapper: Handler
-    if inspect.iscoroutinefunction(handler):
-
-        async def wrapper(params: Any) -> Any:
-            return await handler(params)
-
-    else:
-
-        def wrapper(params: Any) -> Any:
-            return handler(params)
-
-    setattr(wrapper, _PRIVATE_ERRORS, True)
-    return wrapper
-
-
-class _Registered:
-    __slots__ = ("function", "is_async", "params_type", "private")
-
-    def __init__(self, function: Handler, params_type: Any) -> None:
-        self.function = function
-        self.params_type = params_type
-        self.is_async = inspect.iscoroutinefunction(function)
-        self.private = getattr(function, _PRIVATE_ERRORS, False) is True
-
-    def error(self, code: str, exc: BaseException) -> ErrorInfo:
-        """The error answer for ``exc``, which a request served by this handler raised."""
-        return error_info(code, exc, with_traceback=not self.private)
 
 
 class Dispatcher:
@@ -157,12 +118,12 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._fail = fail
         self._peer_name = peer_name
-        self._handlers: dict[str, _Registered] = {}
-        self._event_handlers: dict[str, _Registered] = {}
+        self._handlers: dict[str, Registered] = {}
+        self._event_handlers: dict[str, Registered] = {}
         self._log_batch_handler: LogBatchHandler | None = None
         self._serving: dict[int, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
-        self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
+        self._event_queue: asyncio.Queue[tuple[Registered, Event]] | None = None
         self._event_worker: asyncio.Task[None] | None = None
         #: Messages received that no handler took (see MAX_UNHANDLED_WARNINGS).
         self.unhandled = 0
@@ -182,10 +143,10 @@ class Dispatcher:
     # -- handlers ---------------------------------------------------------------------------
 
     def register(self, method: str, handler: Handler, params_type: Any) -> None:
-        self._handlers[method] = _Registered(handler, params_type)
+        self._handlers[method] = Registered(handler, params_type)
 
     def on_event(self, method: str, handler: Handler, params_type: Any) -> None:
-        self._event_handlers[method] = _Registered(handler, params_type)
+        self._event_handlers[method] = Registered(handler, params_type)
 
     def on_log_batch(self, handler: LogBatchHandler | None) -> None:
         self._log_batch_handler = handler
@@ -373,7 +334,7 @@ class Dispatcher:
         self._serving[request.id] = task
         return True
 
-    def _answer_inline(self, request: Request, registered: _Registered) -> None:
+    def _answer_inline(self, request: Request, registered: Registered) -> None:
         try:
             params = decode_value(request.params, registered.params_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -386,7 +347,7 @@ class Dispatcher:
             return
         self._answer_result(request, registered, result)
 
-    async def _serve_async(self, request: Request, registered: _Registered) -> None:
+    async def _serve_async(self, request: Request, registered: Registered) -> None:
         try:
             try:
                 params = decode_value(request.params, registered.params_type)
@@ -410,7 +371,7 @@ class Dispatcher:
                 # Only the backlog's drainer waits for a slot (see _dispatch_waiting).
                 self._slot_freed.set()
 
-    def _answer_failure(self, request: Request, registered: _Registered, exc: Exception) -> None:
+    def _answer_failure(self, request: Request, registered: Registered, exc: Exception) -> None:
         """Answer ``request``, which its handler failed (or whose result cannot be sent)."""
         if registered.private and not isinstance(exc, IsoplugError):
             # The peer gets the type and message only; what it cannot see is said here, as
@@ -428,7 +389,7 @@ class Dispatcher:
                 )
         self._answer_error(request.id, registered.error("error", exc))
 
-    def _answer_result(self, request: Request, registered: _Registered, result: Any) -> None:
+    def _answer_result(self, request: Request, registered: Registered, result: Any) -> None:
         try:
             encoded = encode_value(result)
         except LocalProtocolError as exc:
@@ -496,7 +457,7 @@ class Dispatcher:
             self._peer_name or "peer",
         )
 
-    def _run_event_handler(self, registered: _Registered, event: Event) -> None:
+    def _run_event_handler(self, registered: Registered, event: Event) -> None:
         try:
             registered.function(decode_value(event.params, registered.params_type))
         except Exception:
