@@ -2,8 +2,8 @@
 
 The runner answers a :data:`~isoplug.control.CALL` with a :class:`~isoplug.control.CallOutcome`;
 this module turns a failed outcome into the matching :class:`~isoplug.errors.RemoteError`
-subclass, and transport failures into one exception (:func:`call_plugin`), which
-:func:`call_runner` explains: the runner was stopped or restarted on request, or how it died.
+subclass, and transport failures into one exception, which :func:`call_runner` then explains:
+the runner was stopped or restarted on request, or how it died.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from isoplug.rpc.peer import remote_error
 from isoplug.wire.tracecontext import current_traceparent
 from isoplug.wire.values import locate_unencodable
 
-__all__ = ["call_plugin", "call_runner"]
+__all__ = ["call_runner"]
 
 #: The host's numbers for calls (unique in this process), by which the runner's health
 #: reports name the worker threads running them.
@@ -62,7 +62,11 @@ async def call_runner(
     connection ``peer`` (either None: the runner was lost just now), answered by ``deadline``
     (``time.monotonic()``; None: no limit).
 
-    Raises what :func:`call_plugin` raises, but a lost connection is explained:
+    Raises :class:`~isoplug.errors.MethodNotFound`, :class:`~isoplug.errors.InvalidParams`,
+    :class:`~isoplug.errors.RemoteError` (the method raised; with its traceback),
+    :class:`~isoplug.errors.RequestTimeout` (a cancel is sent to the runner, whose health
+    channel says what became of the call), :class:`~isoplug.errors.UnencodableValue` (an
+    argument cannot be sent; nothing was). A lost connection is explained:
     :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart,
     or when ``recycling()`` says why the host recycles the runner, else
     :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended. A call the runner
@@ -72,16 +76,42 @@ async def call_runner(
     if peer is None or process is None:
         raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    call_id = next(_call_ids)
+    traceparent, tracestate = current_traceparent()
+    request = CallRequest(
+        plugin=plugin_id,
+        method=method,
+        kwargs=kwargs,
+        args=args,
+        call_id=call_id,
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
+    # One coroutine for the whole call (it used to be two, the inner one raising what the
+    # outer one explained): every layer is paid on every call. The inner handlers turn the
+    # session's errors into the call's; the outer ones explain those.
     try:
-        return await call_plugin(
-            peer,
-            plugin_id,
-            method,
-            args=args,
-            kwargs=kwargs,
-            timeout=remaining,
-            call_id=(call_id := next(_call_ids)),
-        )
+        try:
+            outcome = await peer.request(CALL, request, timeout=remaining, result_type=CallOutcome)
+        except LocalProtocolError as exc:
+            # Found only once encoding failed: a call whose arguments encode pays nothing.
+            where = _unencodable_argument(args, kwargs)
+            if where is None:
+                raise
+            raise UnencodableValue(
+                f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
+            ) from exc
+        except RequestTimeout:
+            raise RequestTimeout(
+                f"plugin {plugin_id!r} did not answer {method!r} within {remaining:g} s"
+            ) from None
+        except ConnectionClosed as exc:
+            # Whatever ended the session: the handlers below know better why.
+            raise ConnectionBroken(str(exc)) from exc
+        if outcome.error is not None:
+            # The runner's texts, sanitized: they end up in the host's records and messages.
+            raise remote_error(f"{plugin_id}.{method}", outcome.error)
+        return outcome.result
     except RequestTimeout:
         if health is None or remaining is None:
             raise
@@ -110,58 +140,6 @@ async def call_runner(
             f"plugin {plugin_id!r} crashed during {method!r}: its runner (pid "
             f"{process.pid}) {_how_it_ended(process, limits)}"
         ) from exc
-
-
-async def call_plugin(
-    peer: Peer,
-    plugin_id: str,
-    method: str,
-    *,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float | None,
-    call_id: int = 0,
-) -> Any:
-    """Call ``plugin_id.method(*args, **kwargs)``; return its result. A cancel point.
-
-    Raises :class:`~isoplug.errors.MethodNotFound`, :class:`~isoplug.errors.InvalidParams`,
-    :class:`~isoplug.errors.RemoteError` (the method raised; with its traceback),
-    :class:`~isoplug.errors.RequestTimeout` (a cancel is sent to the runner; what became of
-    the call is for :func:`call_runner` to find out),
-    :class:`~isoplug.errors.UnencodableValue` (an argument cannot be sent; nothing was), and
-    :class:`~isoplug.errors.ConnectionBroken` when the session ended before the answer (for
-    whatever reason: the caller knows better why).
-    """
-    traceparent, tracestate = current_traceparent()
-    request = CallRequest(
-        plugin=plugin_id,
-        method=method,
-        kwargs=kwargs,
-        args=args,
-        call_id=call_id,
-        traceparent=traceparent,
-        tracestate=tracestate,
-    )
-    try:
-        outcome = await peer.request(CALL, request, timeout=timeout, result_type=CallOutcome)
-    except LocalProtocolError as exc:
-        # Found only once encoding failed: a call whose arguments encode pays nothing for it.
-        where = _unencodable_argument(args, kwargs)
-        if where is None:
-            raise
-        raise UnencodableValue(
-            f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
-        ) from exc
-    except RequestTimeout:
-        raise RequestTimeout(
-            f"plugin {plugin_id!r} did not answer {method!r} within {timeout:g} s"
-        ) from None
-    except ConnectionClosed as exc:
-        raise ConnectionBroken(str(exc)) from exc
-    if outcome.error is not None:
-        # The runner's texts, sanitized: they end up in the host's records and messages.
-        raise remote_error(f"{plugin_id}.{method}", outcome.error)
-    return outcome.result
 
 
 def _unencodable_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

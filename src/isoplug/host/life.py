@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import secrets
 import signal
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from isoplug.control import (
     EXIT_BAD_BOOTSTRAP,
@@ -105,8 +105,9 @@ class RunnerLife:
         self.recycled: str | None = None
         #: Plugin calls sent to it and not yet answered (see :meth:`calling`).
         self._calls = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: Set once no call is in flight, while a recycle waits for that (see _until_idle):
+        #: a future made then, not an Event set and cleared around every call.
+        self._idle: asyncio.Future[None] | None = None
         #: The last lines it wrote on stderr, through its pipe or its log connections (the log
         #: bridge feeds those: see isoplug.host.stderr_tail).
         self.stderr_tail = StderrTail()
@@ -114,18 +115,17 @@ class RunnerLife:
         #: :mod:`isoplug.host.control_link`); quoted when the runner exits before ready.
         self.refused: str | None = None
 
-    @contextlib.contextmanager
-    def calling(self) -> Iterator[None]:
-        """Around one plugin call to this runner: a recycle for its RSS waits for the calls in
-        flight (see :meth:`_recycle`)."""
+    def call_started(self) -> None:
+        """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
+        happens (a recycle for its RSS waits for the calls in flight: see :meth:`_recycle`).
+        Two methods, not a context manager: that cost a microsecond per call."""
         self._calls += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._calls -= 1
-            if self._calls == 0:
-                self._idle.set()
+
+    def call_ended(self) -> None:
+        """A call that :meth:`call_started` counted is over."""
+        self._calls -= 1
+        if self._calls == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     def recycling(self) -> str | None:
         """Why the host recycles this runner (the reason its exit account will give), from
@@ -372,7 +372,7 @@ class RunnerLife:
         once no call is in flight, or ``call_timeout`` after the decision (then it stops
         anyway, and the log says how many calls that breaks). New calls are still taken
         meanwhile. Stuck worker threads recycle at once: their calls already timed out."""
-        if kind == RECYCLE_RSS and not self._idle.is_set():
+        if kind == RECYCLE_RSS and self._calls:
             await self._until_idle(process)
             if not process.running:
                 # It ended while the calls finished (killed at its memory limit, a crash):
@@ -393,13 +393,12 @@ class RunnerLife:
             "" if self._calls == 1 else "s",
             wait,
         )
-        idle = asyncio.ensure_future(self._idle.wait())
+        self._idle = idle = asyncio.get_running_loop().create_future()
         try:
             await self._commands.wait_with((idle, process.exited), wait)
         finally:
-            if not idle.done():
-                idle.cancel()
-                await asyncio.gather(idle, return_exceptions=True)
+            self._idle = None
+            idle.cancel()
         if process.running and self._commands.pending is None and self._calls:
             _log.warning(
                 "runner %s (pid %d): %d call%s still in flight %g s after the recycle was "

@@ -307,8 +307,9 @@ class RunnerSupervisor:
         if not self.offers.has_method(plugin_id, method):
             raise self.offers.method_not_found(plugin_id, method)
         assert life is not None
+        life.call_started()
         try:
-            with life.calling():
+            try:
                 return await call_runner(
                     life.peer,
                     life.process,
@@ -322,6 +323,8 @@ class RunnerSupervisor:
                     recycling=life.recycling,
                     limits=life.limits,
                 )
+            finally:
+                life.call_ended()
         except (ConnectionBroken, PluginUnavailable):
             # Its runner is gone: let the supervision account for that first, so that what
             # the caller reads next (host.plugin(), a wait_for) is no longer the lost READY.

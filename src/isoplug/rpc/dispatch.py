@@ -37,8 +37,9 @@ from typing import Any, Final
 import msgspec
 
 from isoplug.errors import ConnectionBroken, IsoplugError, LocalProtocolError, TransportError
+from isoplug.rpc.handlers import Handler, LogBatchHandler, Registered, private_errors
 from isoplug.rpc.pending import PendingCalls
-from isoplug.rpc.remote_errors import error_info, qualified_name
+from isoplug.rpc.remote_errors import qualified_name
 from isoplug.transport import Stream
 from isoplug.wire import (
     Cancel,
@@ -66,9 +67,6 @@ __all__ = [
 
 _log = logging.getLogger("isoplug.rpc")
 
-Handler = Callable[[Any], Any]
-LogBatchHandler = Callable[[LogBatch], Awaitable[None] | None]
-
 #: Cap for an event's name in this side's records (after clean_text).
 MAX_EVENT_NAME_CHARS: Final = 200
 #: Distinct messages with no handler (events by name, log batches) a peer warns about, each
@@ -80,43 +78,11 @@ MAX_UNHANDLED_WARNINGS: Final = 16
 MAX_CONCURRENT_INCOMING = 256
 #: Async event handlers queue up to this many events before the reader waits for them.
 _EVENT_QUEUE_SIZE = 1024
-
-
-#: The attribute :func:`private_errors` sets on the handler it returns.
-_PRIVATE_ERRORS: Final = "_isoplug_private_errors"
-
-
-def private_errors(handler: Handler) -> Handler:
-    """``handler``, whose error answers carry the exception's type and message only, never a
-    traceback: neither its own exception's, nor that of a failure around it (params that do
-    not fit, a result that cannot be encoded, a cancellation, a bug of this side)."""
-    wrapper: Handler
-    if inspect.iscoroutinefunction(handler):
-
-        async def wrapper(params: Any) -> Any:
-            return await handler(params)
-
-    else:
-
-        def wrapper(params: Any) -> Any:
-            return handler(params)
-
-    setattr(wrapper, _PRIVATE_ERRORS, True)
-    return wrapper
-
-
-class _Registered:
-    __slots__ = ("function", "is_async", "params_type", "private")
-
-    def __init__(self, function: Handler, params_type: Any) -> None:
-        self.function = function
-        self.params_type = params_type
-        self.is_async = inspect.iscoroutinefunction(function)
-        self.private = getattr(function, _PRIVATE_ERRORS, False) is True
-
-    def error(self, code: str, exc: BaseException) -> ErrorInfo:
-        """The error answer for ``exc``, which a request served by this handler raised."""
-        return error_info(code, exc, with_traceback=not self.private)
+#: Python 3.12+: starts a task eagerly, running its first step at once. Used for the tasks
+#: that serve requests when the loop has no task factory of its own (a program's factory is
+#: left to make them), so that a handler that answers without waiting costs no task step in
+#: the loop's next round.
+_eager_start: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 
 
 class Dispatcher:
@@ -124,9 +90,9 @@ class Dispatcher:
 
     ``pending`` are the peer's calls awaiting answers (answers are delivered to them);
     ``send`` sends one message; ``closing`` says whether the peer is ending the session (a
-    handler cancelled then gets no answer); ``hold_answers`` asks the peer to gather the
-    answers sent until the loop's next round is through, into one write; ``fail`` ends the
-    session when dispatching itself failed.
+    handler cancelled then gets no answer); ``hold_answers(until_next_round)`` asks the peer
+    to gather the answers sent into one write, until the loop's next round is through or
+    until ``release_answers()``; ``fail`` ends the session when dispatching itself failed.
     """
 
     def __init__(
@@ -137,7 +103,8 @@ class Dispatcher:
         *,
         send: Callable[[Message], None],
         closing: Callable[[], bool],
-        hold_answers: Callable[[], None],
+        hold_answers: Callable[[bool], None],
+        release_answers: Callable[[], None],
         fail: Callable[[ConnectionBroken], None],
         peer_name: str,
     ) -> None:
@@ -147,14 +114,16 @@ class Dispatcher:
         self._send = send
         self._is_closing = closing
         self._hold_answers = hold_answers
+        self._release_answers = release_answers
+        self._loop = asyncio.get_running_loop()
         self._fail = fail
         self._peer_name = peer_name
-        self._handlers: dict[str, _Registered] = {}
-        self._event_handlers: dict[str, _Registered] = {}
+        self._handlers: dict[str, Registered] = {}
+        self._event_handlers: dict[str, Registered] = {}
         self._log_batch_handler: LogBatchHandler | None = None
         self._serving: dict[int, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
-        self._event_queue: asyncio.Queue[tuple[_Registered, Event]] | None = None
+        self._event_queue: asyncio.Queue[tuple[Registered, Event]] | None = None
         self._event_worker: asyncio.Task[None] | None = None
         #: Messages received that no handler took (see MAX_UNHANDLED_WARNINGS).
         self.unhandled = 0
@@ -174,10 +143,10 @@ class Dispatcher:
     # -- handlers ---------------------------------------------------------------------------
 
     def register(self, method: str, handler: Handler, params_type: Any) -> None:
-        self._handlers[method] = _Registered(handler, params_type)
+        self._handlers[method] = Registered(handler, params_type)
 
     def on_event(self, method: str, handler: Handler, params_type: Any) -> None:
-        self._event_handlers[method] = _Registered(handler, params_type)
+        self._event_handlers[method] = Registered(handler, params_type)
 
     def on_log_batch(self, handler: LogBatchHandler | None) -> None:
         self._log_batch_handler = handler
@@ -194,16 +163,37 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
+        if len(messages) == 1 and type(messages[0]) is Response:
+            # The answer to a call, alone in its read: the bulk of a caller's traffic.
+            self._pending.answer(messages[0])
+            return
+        eager = _eager_start is not None and self._loop.get_task_factory() is None
+        if len(messages) == 1:
+            # A request alone in its read, the bulk of a callee's traffic.
+            message = messages[0]
+            if type(message) is Request and len(self._serving) < MAX_CONCURRENT_INCOMING:
+                # Its answer has no other to go out with: nothing to hold.
+                self._dispatch_request(message, eager)
+                return
         serving = len(self._serving)
-        for index, message in enumerate(messages):
-            if not self._dispatch_now(message):
-                self._backlog.extend(messages[index:])
-                self._start_drainer()
-                break
-        if len(self._serving) > serving:
+        if eager:
+            # The handlers' first steps run as they are dispatched: what they answer at once
+            # goes out together, in one write, once this read is through.
+            self._hold_answers(False)
+        try:
+            for index, message in enumerate(messages):
+                if not self._dispatch_now(message, eager):
+                    self._backlog.extend(messages[index:])
+                    self._start_drainer()
+                    break
+        finally:
+            if eager:
+                self._release_answers()
+        if not eager and len(self._serving) > serving + 1:
             # The tasks just started take their first step in the loop's next round, one
-            # after another: their answers go out together, in one write.
-            self._hold_answers()
+            # after another: their answers go out together, in one write. (A single task's
+            # answer has no other to go out with.)
+            self._hold_answers(True)
 
     def queue(self, messages: list[Message]) -> None:
         """Put ``messages`` in the backlog, for :meth:`drain_queued` to start on."""
@@ -270,7 +260,7 @@ class Dispatcher:
         if not self._is_closing():
             self._stream.resume_reading()
 
-    def _dispatch_now(self, message: Message) -> bool:
+    def _dispatch_now(self, message: Message, eager: bool = False) -> bool:
         """Handle ``message`` without waiting; False if the next message must wait: either
         nothing was done (see :meth:`_dispatch_waiting`), or :attr:`_unfinished` is set."""
         message_type = type(message)
@@ -280,7 +270,7 @@ class Dispatcher:
             return True
         if message_type is Request:
             assert isinstance(message, Request)
-            return self._dispatch_request(message)
+            return self._dispatch_request(message, eager)
         if message_type is Event:
             assert isinstance(message, Event)
             return self._dispatch_event(message)
@@ -312,7 +302,9 @@ class Dispatcher:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _dispatch_request(self, request: Request) -> bool:
+    def _dispatch_request(self, request: Request, eager: bool = False) -> bool:
+        """Answer ``request`` or start its task (``eager``: Python 3.12+'s eager start, the
+        handler's first step run now); False if too many are being served already."""
         registered = self._handlers.get(request.method)
         if registered is None:
             self._answer_error(
@@ -329,11 +321,20 @@ class Dispatcher:
             return True
         if len(self._serving) >= MAX_CONCURRENT_INCOMING:
             return False
-        task = asyncio.get_running_loop().create_task(self._serve_async(request, registered))
+        serve = self._serve_async(request, registered)
+        if eager:
+            assert _eager_start is not None
+            # A handler that answers without waiting (most do) is done here: no task step in
+            # the loop's next round, no round for its answer to wait for.
+            task = _eager_start(self._loop, serve)
+            if task.done():
+                return True
+        else:
+            task = self._loop.create_task(serve)
         self._serving[request.id] = task
         return True
 
-    def _answer_inline(self, request: Request, registered: _Registered) -> None:
+    def _answer_inline(self, request: Request, registered: Registered) -> None:
         try:
             params = decode_value(request.params, registered.params_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -346,7 +347,7 @@ class Dispatcher:
             return
         self._answer_result(request, registered, result)
 
-    async def _serve_async(self, request: Request, registered: _Registered) -> None:
+    async def _serve_async(self, request: Request, registered: Registered) -> None:
         try:
             try:
                 params = decode_value(request.params, registered.params_type)
@@ -366,9 +367,11 @@ class Dispatcher:
             self._answer_result(request, registered, result)
         finally:
             self._serving.pop(request.id, None)
-            self._slot_freed.set()
+            if self._drainer is not None:
+                # Only the backlog's drainer waits for a slot (see _dispatch_waiting).
+                self._slot_freed.set()
 
-    def _answer_failure(self, request: Request, registered: _Registered, exc: Exception) -> None:
+    def _answer_failure(self, request: Request, registered: Registered, exc: Exception) -> None:
         """Answer ``request``, which its handler failed (or whose result cannot be sent)."""
         if registered.private and not isinstance(exc, IsoplugError):
             # The peer gets the type and message only; what it cannot see is said here, as
@@ -386,7 +389,7 @@ class Dispatcher:
                 )
         self._answer_error(request.id, registered.error("error", exc))
 
-    def _answer_result(self, request: Request, registered: _Registered, result: Any) -> None:
+    def _answer_result(self, request: Request, registered: Registered, result: Any) -> None:
         try:
             encoded = encode_value(result)
         except LocalProtocolError as exc:
@@ -454,7 +457,7 @@ class Dispatcher:
             self._peer_name or "peer",
         )
 
-    def _run_event_handler(self, registered: _Registered, event: Event) -> None:
+    def _run_event_handler(self, registered: Registered, event: Event) -> None:
         try:
             registered.function(decode_value(event.params, registered.params_type))
         except Exception:

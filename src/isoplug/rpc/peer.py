@@ -108,6 +108,7 @@ class Peer:
             send=self._send,
             closing=lambda: self._closing,
             hold_answers=self._hold_answers,
+            release_answers=self._release_answers,
             fail=self._end_session,
             peer_name=self.peer_name,
         )
@@ -359,15 +360,17 @@ class Peer:
         # Anything else goes out at once, after any answers held (the order is kept).
         self._stream.write(connection.data_to_send())
 
-    def _hold_answers(self) -> None:
-        """Gather the answers sent from now until the loop's next round is through into one
-        write: the requests of one read start tasks that all answer in that round, and
-        pipelined calls then cost the sender one system call per read instead of one per
-        answer. A single call loses nothing: its answer goes out in the same round."""
+    def _hold_answers(self, until_next_round: bool) -> None:
+        """Gather the answers sent from now into one write: until the loop's next round is
+        through (``until_next_round``), or until :meth:`_release_answers` is called. The
+        requests of one read start tasks that all answer in that round (or, started eagerly,
+        at once), and pipelined calls then cost the sender one system call per read instead
+        of one per answer. A single call loses nothing: its answer goes out in that round."""
         if not self._holding:
             self._holding = True
-            # After the tasks' first steps: they were scheduled before this callback.
-            asyncio.get_running_loop().call_soon(self._release_answers)
+            if until_next_round:
+                # After the tasks' first steps: they were scheduled before this callback.
+                self._loop.call_soon(self._release_answers)
 
     def _release_answers(self) -> None:
         self._holding = False

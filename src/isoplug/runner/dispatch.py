@@ -154,8 +154,9 @@ class PluginTable:
             traceparent = request.traceparent
             if not traceparent and method.is_async:
                 # The common case, without a context manager or a coroutine between the task
-                # and the method.
-                result = await method.function(*args, **kwargs)
+                # and the method (and, without keyword arguments, no copy of their dict).
+                function = method.function
+                result = await (function(*args, **kwargs) if kwargs else function(*args))
             else:
                 with joined(traceparent, request.tracestate):
                     if method.is_async:

@@ -15,6 +15,7 @@ afresh, and so its signatures.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,8 @@ class ArgumentCheck:
         "_required_positional",
         "_takes_keywords",
         "_takes_more_positional",
+        "least_positional",
+        "most_positional",
     )
 
     def __init__(self, signature: inspect.Signature) -> None:
@@ -75,6 +78,16 @@ class ArgumentCheck:
             for p in parameters
             if p.kind is _KEYWORD_ONLY and p.default is inspect.Parameter.empty
         )
+        # Arguments by position only, the usual call, fit when their number is in
+        # [least_positional, most_positional]: parameters with defaults follow those
+        # without, so the required ones come first. A required keyword-only parameter
+        # leaves no number that fits.
+        self.least_positional = len(self._required_positional)
+        self.most_positional = (
+            -1
+            if self._required_keyword
+            else (sys.maxsize if self._takes_more_positional else self._positional)
+        )
 
     def fits(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         given = len(args)
@@ -98,7 +111,7 @@ class ArgumentCheck:
 class MethodInfo:
     """One callable method of a loaded plugin, as the runner calls it."""
 
-    __slots__ = ("check", "function", "is_async", "name", "signature")
+    __slots__ = ("_least", "_most", "check", "function", "is_async", "name", "signature")
 
     def __init__(self, name: str, function: Callable[..., Any]) -> None:
         #: ``plugin.method``, for messages.
@@ -107,10 +120,19 @@ class MethodInfo:
         self.is_async = inspect.iscoroutinefunction(function)
         self.signature = signature_of(function)
         self.check = None if self.signature is None else ArgumentCheck(self.signature)
+        #: How many arguments by position (and none by name) surely fit: checked inline,
+        #: without a call, on every call.
+        self._least, self._most = (
+            (0, sys.maxsize)
+            if self.check is None
+            else (self.check.least_positional, self.check.most_positional)
+        )
 
     def bind_error(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> TypeError | None:
         """Why ``args`` and ``kwargs`` do not fit the method; None when they do (or when its
         signature is unknown: the method is then left to say so itself)."""
+        if not kwargs and self._least <= len(args) <= self._most:
+            return None
         check = self.check
         if check is None or check.fits(args, kwargs):
             return None

@@ -9,7 +9,7 @@ are shared safely by every thread.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -37,9 +37,10 @@ def encode_message(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def encode_message_into(message: Message, buffer: bytearray, offset: int) -> None:
-    """Encode ``message`` into ``buffer`` starting at ``offset``, growing it as needed."""
-    _encoder.encode_into(message, buffer, offset)
+#: ``encode_message_into(message, buffer, offset)``: encode ``message`` into ``buffer`` at
+#: ``offset``, growing it as needed. The encoder's own method, not a function around it: it
+#: runs for every message sent.
+encode_message_into: Final = _encoder.encode_into
 
 
 def decode_message(payload: bytes | memoryview) -> Message:
@@ -72,6 +73,21 @@ def encode_value(value: Any) -> msgspec.Raw:
         ) from exc
 
 
+#: A decoder per value type, made at its first use: ``msgspec.msgpack.decode(raw, type=...)``
+#: works out what the type needs on every call (twice the decoding time of a small message).
+#: The types are the program's own (the handlers' params, the requests' results): few.
+_value_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _value_decoder(value_type: Any) -> msgspec.msgpack.Decoder[Any]:
+    decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(value_type)
+    try:
+        return _value_decoders.setdefault(value_type, decoder)
+    except TypeError:
+        # Unhashable (Annotated with a dict in it, say): made anew at every use, as before.
+        return decoder
+
+
 def decode_value(raw: msgspec.Raw, value_type: type[T] | Any = Any) -> T:
     """Decode a ``Raw`` field, validating it against ``value_type``.
 
@@ -80,7 +96,11 @@ def decode_value(raw: msgspec.Raw, value_type: type[T] | Any = Any) -> T:
     that is.
     """
     try:
-        result: T = msgspec.msgpack.decode(raw, type=value_type)
+        decoder = _value_decoders[value_type]
+    except (KeyError, TypeError):
+        decoder = _value_decoder(value_type)
+    try:
+        result: T = decoder.decode(raw)
     except (UnicodeDecodeError, RecursionError) as exc:
         # Keep the promise above: undecodable bytes are always a ``DecodeError``.
         raise msgspec.DecodeError(f"MessagePack data is malformed: {exc}") from exc

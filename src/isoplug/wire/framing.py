@@ -213,7 +213,8 @@ class FrameWriter:
         buffer[start : start + HEADER_SIZE] = size.to_bytes(HEADER_SIZE, "big")
 
     def take(self) -> bytes:
-        """Return everything added since the last call and start afresh."""
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        """Return everything added since the last call (``b""``: nothing) and start afresh."""
+        buffer = self._buffer
+        data = bytes(buffer)
+        buffer.clear()
         return data
