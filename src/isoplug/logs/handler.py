@@ -65,7 +65,8 @@ import msgspec
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
-from isoplug.logs.first_record import FIRST_RECORD_WAIT, FirstRecord
+from isoplug.logs.first_record import ACKNOWLEDGE_WAIT, FIRST_RECORD_WAIT, wait_ready
+from isoplug.logs.first_record import may_forward as _may_forward
 from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
@@ -132,7 +133,7 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
-class ForwardingHandler(Batching, CloseByLevel, SenderThread, FirstRecord, logging.Handler):
+class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
     """Forwards every record it handles to a receiver at ``address`` (see the module doc).
 
     ``token`` authenticates the connection; ``name`` identifies this sender in the receiver's
@@ -255,7 +256,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, FirstRecord, loggi
                 record = result
         if (
             record.thread == self._sender_ident or self._closed or self._thread is None
-        ) and not self._may_forward(record):
+        ) and not _may_forward(self, record):
             return True
         try:
             lock = self._queue_lock
@@ -342,6 +343,18 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, FirstRecord, loggi
     def emit(self, record: logging.LogRecord) -> None:
         """Forward ``record`` (through :meth:`handle`, so this handler's filters apply too)."""
         self.handle(record)
+
+    def start(self, timeout: float | None = None) -> bool:
+        """Connect now instead of on the first record; wait up to ``timeout`` for it, then up
+        to :data:`~isoplug.logs.first_record.ACKNOWLEDGE_WAIT` for the receiver to open the
+        ledger (unix sockets; see :mod:`isoplug.logs.first_record`).
+
+        Returns True once connected; False if still connecting or failed (see :attr:`failure`).
+        """
+        if self._thread is None:
+            self._start()
+        deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
+        return wait_ready(self, deadline, ACKNOWLEDGE_WAIT)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far has been handed to the kernel, or ``timeout``.
