@@ -35,23 +35,10 @@ dropping and counting what the deadline leaves (:mod:`isoplug.logs.closing`).
 
 The first record
 ----------------
-The connection (and, on a unix socket, the ledger and ring the receiver must open while this
-process lives) is opened by the sender thread, on the first record or on :meth:`start`. Until
-it is, a record is in this process's memory only, and a process that ends at once (``os._exit``
-in a forked child, a crash) would take it along unseen: the receiver would not even learn that
-the process existed. So the first record of a process waits, up to ``first_record_wait``
-(:data:`FIRST_RECORD_WAIT`, 0.5 s), until the connection is open and the receiver has opened
-the ledger (its acknowledgement, :data:`~isoplug.logs.ledger.ACKNOWLEDGED`): about a
-millisecond when the receiver is there (see ``docs/benchmarks.md``); an address where nothing
-listens fails at once on a unix socket. Past the wait (a receiver too slow to answer) the
-record is queued as any other, and only what a crash takes before the connection is open goes
-unreported. :meth:`start` (which :func:`~isoplug.logs.forward_logs` calls) waits the same way,
-so later records never wait. A receiver that never acknowledges (one that cannot open this
-process's ``/proc/<pid>/fd``: another pid namespace, a non-dumpable process) costs the wait
-once: neither this handler nor its forked children wait for the acknowledgement again. A
-receiver on the event loop of the very thread that logs the first record cannot answer while
-that thread waits: there, call :meth:`start` from another thread first (``asyncio.to_thread``),
-or pass ``first_record_wait=0``.
+The first record of a process waits, up to ``first_record_wait`` (0.5 s by default), until
+the connection is open and the receiver has opened the ledger, so that a process that ends at
+once (``os._exit`` in a forked child, a crash) is never unseen: see
+:mod:`isoplug.logs.first_record`, and :meth:`start` to connect beforehand.
 
 Records logged by this module's own sender thread never come back into it (no re-entrance).
 After ``os.fork()`` the child gets a fresh, empty handler state and opens its own connection on
@@ -78,20 +65,16 @@ import msgspec
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
-from isoplug.logs.ledger import ACKNOWLEDGED, SenderLedger, private_ledger
+from isoplug.logs.first_record import ACKNOWLEDGE_WAIT, FIRST_RECORD_WAIT, wait_ready
+from isoplug.logs.first_record import may_forward as _may_forward
+from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
 from isoplug.transport.fd_identity import detach_if_not_ours
 
-__all__ = [
-    "ACKNOWLEDGE_WAIT",
-    "DEFAULT_QUEUE_BYTES",
-    "FIRST_RECORD_WAIT",
-    "WRITE_THROUGH_RATE",
-    "ForwardingHandler",
-]
+__all__ = ["DEFAULT_QUEUE_BYTES", "WRITE_THROUGH_RATE", "ForwardingHandler"]
 
 #: 8 MiB of encoded records (~40,000 typical records): rides out a burst of several hundred
 #: milliseconds at full speed while keeping the worst case a small fraction of a process.
@@ -108,18 +91,6 @@ WRITE_THROUGH_RATE = 20_000.0
 EMIT_PUSH_INTERVAL = 0.001
 #: ... or once it holds this many records, whatever the timestamps say (a clock set back).
 EMIT_PUSH_RECORDS = 256
-#: The longest a process's first record waits for the connection and the receiver's
-#: acknowledgement of the ledger (see "The first record" above): long enough for a receiver on
-#: a loaded machine to answer (milliseconds, usually), short enough that a hung one costs a
-#: program one noticeable pause, once.
-FIRST_RECORD_WAIT = 0.5
-#: Once connected, how long :meth:`ForwardingHandler.start` waits for the acknowledgement (the
-#: receiver opens the ledger as soon as it reads the connection's first batch).
-ACKNOWLEDGE_WAIT = 0.5
-#: How often a wait for the acknowledgement looks at the ledger: the receiver writes it into
-#: shared memory and sends nothing that could wake us. Doubling from 50 us, up to 5 ms.
-_ACK_FIRST_PAUSE = 0.00005
-_ACK_LAST_PAUSE = 0.005
 #: How long ``flush()`` / ``close()`` wait for queued records by default (atexit included).
 DEFAULT_FLUSH_TIMEOUT = DEFAULT_CLOSE_TIMEOUT
 
@@ -285,7 +256,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
                 record = result
         if (
             record.thread == self._sender_ident or self._closed or self._thread is None
-        ) and not self._may_forward(record):
+        ) and not _may_forward(self, record):
             return True
         try:
             lock = self._queue_lock
@@ -373,64 +344,17 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         """Forward ``record`` (through :meth:`handle`, so this handler's filters apply too)."""
         self.handle(record)
 
-    def _may_forward(self, record: logging.LogRecord) -> bool:
-        """The first record (starts the sender), or one that must not be forwarded."""
-        if record.thread == self._sender_ident or self._closed:
-            # Never loop back: records from our own sender thread (a library it calls, say),
-            # or arriving after close (interpreter shutdown), go to stderr instead of nowhere.
-            self._fallback(
-                record, "log handler closed" if self._closed else "logged by the log sender"
-            )
-            return False
-        try:
-            self._start()
-        except Exception:
-            self.handleError(record)
-            return False
-        if self._first_record_wait > 0:
-            # Until the connection (and the receiver's hold on the ledger) exists, this record
-            # would die unseen with the process (see "The first record").
-            self._wait_ready(time.monotonic() + self._first_record_wait, self._first_record_wait)
-        return True
-
     def start(self, timeout: float | None = None) -> bool:
         """Connect now instead of on the first record; wait up to ``timeout`` for it, then up
-        to :data:`ACKNOWLEDGE_WAIT` for the receiver to open the ledger (unix sockets).
+        to :data:`~isoplug.logs.first_record.ACKNOWLEDGE_WAIT` for the receiver to open the
+        ledger (unix sockets; see :mod:`isoplug.logs.first_record`).
 
         Returns True once connected; False if still connecting or failed (see :attr:`failure`).
         """
         if self._thread is None:
             self._start()
         deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
-        return self._wait_ready(deadline, ACKNOWLEDGE_WAIT)
-
-    def _wait_ready(self, deadline: float, ack_wait: float) -> bool:
-        """Wait until connected, or ``deadline`` (``time.monotonic()``); then, with a ledger,
-        up to ``ack_wait`` more (not past ``deadline``) for the receiver's acknowledgement.
-        True once connected."""
-        with self._queue_changed:
-            while self._sock is None and self._failed is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue_changed.wait(remaining)
-            if self._sock is None:
-                return False
-            if self._ack_missing:
-                return True
-        ack_deadline = min(deadline, time.monotonic() + ack_wait)
-        pause = _ACK_FIRST_PAUSE
-        while True:
-            with self._queue_lock:
-                # Under the lock: a break or close() swaps the ledger and releases its memory.
-                if self._shared_ledger is None or self._ledger[ACKNOWLEDGED]:
-                    return True
-            remaining = ack_deadline - time.monotonic()
-            if remaining <= 0:
-                self._ack_missing = True
-                return True
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, _ACK_LAST_PAUSE)
+        return wait_ready(self, deadline, ACKNOWLEDGE_WAIT)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far has been handed to the kernel, or ``timeout``.

@@ -20,7 +20,7 @@ from isoplug.logs.output_records import NOWHERE, report_failure
 from isoplug.logs.stream_state import LineState, this_thread
 
 if TYPE_CHECKING:
-    from isoplug.logs.streams import LogStream
+    from isoplug.logs.stream_lines import LineAssembly
 
 __all__ = ["QUIET_FLUSH_DELAY", "QuietFlusher", "quiet_flusher"]
 
@@ -38,10 +38,10 @@ class QuietFlusher:
 
     def _reset(self) -> None:
         self._changed = threading.Condition(threading.Lock())
-        self._watched: list[tuple[LogStream, LineState]] = []
+        self._watched: list[tuple[LineAssembly, LineState]] = []
         self._thread: threading.Thread | None = None
 
-    def watch(self, stream: LogStream, state: LineState) -> None:
+    def watch(self, stream: LineAssembly, state: LineState) -> None:
         with self._changed:
             state.last_write = time.monotonic()
             if state.watched:
@@ -75,7 +75,7 @@ class QuietFlusher:
                 except Exception as exc:
                     report_failure(f"isoplug: flushing {stream.stream} failed: {exc!r}")
 
-    def _flush(self, stream: LogStream, state: LineState) -> None:
+    def _flush(self, stream: LineAssembly, state: LineState) -> None:
         with state.lock:
             if state.last_write + QUIET_FLUSH_DELAY > time.monotonic():
                 # Its thread wrote again since this flush was decided: not quiet after all.

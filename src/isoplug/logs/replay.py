@@ -19,6 +19,11 @@ One :class:`LogReplayer` serves one connection. For every batch it:
 Reports (drops, gaps, malformed batches) are WARNING records on the ``<prefix>`` logger itself,
 so they reach the same handlers as the sender's records; each kind at once the first time, then
 summed up at most once per ``report_interval`` (:mod:`isoplug.logs.replay_reports`).
+
+The end of a connection, :meth:`~LogReplayer.stop` and :meth:`~LogReplayer.finish` (replaying
+what a dead sender's ring gives back, reporting what never arrived), is
+:mod:`isoplug.logs.replay_end`'s (:class:`~isoplug.logs.replay_end.ReplayEnd`, a base class of
+:class:`LogReplayer`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
+from isoplug.logs.replay_end import ReplayEnd
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.logs.routing import LoggerBudget, LoggerRoutes
@@ -57,7 +63,7 @@ REPLAY_SLICE = 256
 REPLAY_SLICE_SECONDS = 0.003
 
 
-class LogReplayer:
+class LogReplayer(ReplayEnd):
     """Replays the log batches of one sender; see the module docstring."""
 
     def __init__(
@@ -169,23 +175,6 @@ class LogReplayer:
             for _ in self._replay_steps(batch):
                 pass
 
-    @property
-    def stopped(self) -> bool:
-        """Whether :meth:`stop` was called."""
-        return self._stopped
-
-    def stop(self) -> None:
-        """Replay nothing more, from now on; safe from any thread.
-
-        The receiver's drain time is up: a replay in progress ends after the record it is
-        handing to the host's handlers, and the records it received and did not replay are
-        counted (:attr:`DropReason.RECEIVER_CLOSED`) and reported by :meth:`finish`, like
-        those the sender's ledger says never arrived. Batches that come later are not read.
-        """
-        self._stopped = True
-        # Read after every record: the replay ends at the next one (see _replay_steps).
-        self._slice_ends = -math.inf
-
     def receive(self, batch: LogBatch) -> Awaitable[None] | None:
         """Replay a batch as a :meth:`Peer.on_log_batch <isoplug.rpc.Peer.on_log_batch>`
         handler: now, unless a slice ends on the way (:data:`REPLAY_SLICE` records, or
@@ -258,83 +247,6 @@ class LogReplayer:
     def _slice_over(self) -> None:
         self._in_slice = False
 
-    def finish(self, *, clean: bool = True) -> None:
-        """Report what is still unreported; call when the sender is gone.
-
-        Records the sender accepted but never sent (it crashed, was killed, or its last flush
-        timed out) are given back by its ring and replayed, or counted from its sequence
-        ledger and reported, however it ended. ``clean=False`` (the connection ended without a
-        goodbye) says so too, even when nothing was lost; without a ledger, it warns that
-        unsent records, if any, are lost.
-        """
-        for _ in self._finish_steps(clean):
-            pass
-
-    async def finish_async(self, *, clean: bool = True) -> None:
-        """:meth:`finish` on the running event loop, replaying what the ring gives back in
-        slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
-        thousands of records)."""
-        self._start_slice()
-        steps = self._finish_steps(clean)
-        try:
-            while next(steps, _DONE) is not _DONE:
-                await asyncio.sleep(0)
-                self._start_slice()
-        except asyncio.CancelledError:
-            # The reports and the accounting must still be made: the rest at once.
-            self._slice_ends = math.inf
-            for _ in steps:
-                pass
-            raise
-
-    def _finish_steps(self, clean: bool) -> Iterator[None]:
-        """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
-        replay ends; never inside ``_catching``, which must not outlive a step."""
-        reordered = (
-            None
-            if self._reordered_after is None
-            else (self._reordered_after, self._reordered_count)
-        )
-        with self._catching:
-            unfinished, self._unfinished = self._unfinished, None
-            if unfinished is not None:
-                # A replay suspended between slices that will not resume (the session ended).
-                self._drop_rest(unfinished)
-            self._report_rate_drops()
-            self._report_not_replayed()
-            self._reports.flush(final=True)
-            end = self._reports.read_end(
-                self._last_seq, reordered=reordered, receiver_closed=self._stopped
-            )
-            recovered = self._claim_recovered(end.recovered)
-        if recovered:
-            rest = iter(recovered)
-            while True:
-                with self._catching:
-                    done = self._replay_recovered(rest)
-                if done:
-                    break
-                yield
-        with self._catching:
-            self._reports.report_end(end, clean=clean)
-            self._report_not_replayed()
-            self._reports.flush(final=True)
-        chain, self._chain = self._chain, None
-        if chain is not None:
-            chain.ended()
-        if self._owns_handler_errors:
-            self._handler_errors.close()
-
-    def _claim_recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
-        """Of the records the dead sender's ring gave back (see
-        :mod:`isoplug.logs.ledger_reports`), those to replay: not those a newer connection of
-        the sender's chain replayed already (see :mod:`isoplug.logs.chains`)."""
-        if self._chain is not None and records:
-            records = self._chain.recovered(records)
-        self.metrics.received += len(records)
-        self.metrics.recovered += len(records)
-        return records
-
     def _replay_recovered(self, rest: Iterator[LogRecordData]) -> bool:
         """Replay, in order, recovered records as if they had arrived, until the slice ends;
         whether all are done (or stop() dropped the rest)."""
@@ -351,27 +263,6 @@ class LogReplayer:
                 return False
         self._report_rate_drops()
         return True
-
-    def _drop_rest(self, rest: Iterator[LogRecordData]) -> None:
-        """Count the received records ``rest`` that stop() kept from being replayed, as if
-        replayed for the sequence numbers: the ledger must not count them again."""
-        dropped = self._not_replayed
-        count = self.metrics.count_drop
-        in_order = self._reordered_after is None
-        for data in rest:
-            if not in_order:
-                pass  # counted in _reordered_count on arrival, with the whole batch
-            elif data.seq == self._last_seq + 1:
-                self._last_seq = data.seq
-            else:
-                self._check_sequence(data.seq)
-            count(DropReason.RECEIVER_CLOSED, 1, data.levelno)
-            dropped[data.levelno] = dropped.get(data.levelno, 0) + 1
-
-    def _report_not_replayed(self) -> None:
-        if self._not_replayed:
-            dropped, self._not_replayed = self._not_replayed, {}
-            self._reports.not_replayed(dropped)
 
     # -- the pipeline -------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from isoplug.logs.textlines import LineClassifier
 if TYPE_CHECKING:
     from isoplug.logs.capture import LineSite
     from isoplug.logs.output_records import Location
-    from isoplug.logs.streams import LogStream
+    from isoplug.logs.stream_lines import LineAssembly
 
 __all__ = ["LineState", "PerThread", "this_thread", "tls"]
 
@@ -34,7 +34,7 @@ class PerThread:
 
     def __init__(self) -> None:
         self.emitting = False
-        self.states: dict[LogStream, LineState] = {}
+        self.states: dict[LineAssembly, LineState] = {}
         self.thread = threading.current_thread()
         self.ident = threading.get_ident()
 

@@ -52,6 +52,9 @@ runner unless the plugin adds handlers or filters), no record is built: the hand
 line straight into the bytes its record would have had
 (:meth:`~isoplug.logs.ForwardingHandler.forward_line`), which halves what a ``print()`` costs.
 Otherwise the record is made and delivered by :mod:`~isoplug.logs.output_records`' functions.
+Everything off that path (text of several lines or of no whole one, cut lines, classification,
+held blocks, flushes, the threads' line states) is :mod:`isoplug.logs.stream_lines`'
+(:class:`~isoplug.logs.stream_lines.LineAssembly`, a base class of :class:`LogStream`).
 """
 
 from __future__ import annotations
@@ -68,34 +71,24 @@ from typing import TextIO
 
 from isoplug.logs.output_records import (
     HAS_TASK_NAME,
-    Location,
     deliver_from,
-    location_of,
-    make_record,
     remember_site,
     skip_frames_of,
     sole_forwarder,
     stamp,
     task_name,
-    text_record,
 )
-from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
 from isoplug.logs.stream_io import caller as _caller
+from isoplug.logs.stream_lines import _NOT_PLAIN_START, MAX_LINE_CHARS, LineAssembly, is_plain_line
 from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
-from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import active_trace
-from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 __all__ = ["MAX_LINE_CHARS", "LogStream", "is_plain_line"]
 
-#: Longest line kept whole (16 Ki characters, like the host's fd-level capture); past it the line
-#: is cut, marked with how many characters were cut and flagged ``truncated``, and its tail
-#: skipped (counted).
-MAX_LINE_CHARS = 16 * 1024
-
-# The hot path's binding: a module global is found faster than an attribute of a module.
+# The hot path's binding: a module global is found faster than an attribute of a module (so
+# are MAX_LINE_CHARS and _NOT_PLAIN_START, imported for write()'s inlined checks).
 _getframe = sys._getframe
 _time = time.time
 _current_source = current_source.get
@@ -104,30 +97,10 @@ _current_source = current_source.get
 skip_frames_of(sys.modules[__name__])
 
 
-def _cut_line(head: str, cut: int) -> str:
-    """The text of a line cut to ``head``, ``cut`` characters shorter than it was."""
-    return head + cut_mark(cut, where=IN_EMITTING_PROCESS)
-
-
-#: First characters after which the classifier may find more than a plain line: a JSON object,
-#: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., an
-#: exception group's indented drawing). Not "Fatal Python error:": this classifier starts no
-#: crash dump (``fatal_blocks=False``: no real one is written through Python).
-_NOT_PLAIN_START = frozenset("{[< +TEU\t")
-
-
-def is_plain_line(line: str) -> bool:
-    """True when :class:`~isoplug.logs.textlines.LineClassifier` (not holding a block) would
-    return the line as is, at the stream's level: no JSON, no level prefix (``LEVEL:`` has its
-    colon within the first 10 characters), no block start. Conservative: False says "ask the
-    classifier", never the reverse."""
-    return line[:1] not in _NOT_PLAIN_START and ":" not in line[:10]
-
-
 # -- the streams ------------------------------------------------------------------------------
 
 
-class LogStream(WriteOnly, io.TextIOBase):
+class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
     """A text stream whose lines become records on logger ``<source>.<stream>`` (see the module
     docstring). ``original`` is the real stream (``fileno()``, and where re-entrant writes go)."""
 
@@ -315,213 +288,3 @@ class LogStream(WriteOnly, io.TextIOBase):
                 self._take(per_thread, state, text, frame)
         else:
             self._take(per_thread, state, text, frame)
-
-    def _new_state(self, per_thread: PerThread) -> LineState:
-        state = LineState(per_thread, self.level)
-        per_thread.states[self] = state
-        with self._states_lock:
-            self._states.append(state)
-            if len(self._states) < self._prune_at:
-                return state
-            alive = [s for s in self._states if s.owner.thread.is_alive()]
-            dead = [s for s in self._states if not s.owner.thread.is_alive()]
-            self._states = alive
-            self._prune_at = max(64, 2 * len(alive))
-        for leftover in dead:
-            # A thread that ended with a partial line or a held block: emitted now.
-            self._flush_state(leftover)
-        return state
-
-    def _take(
-        self, per_thread: PerThread, state: LineState, s: str, frame: FrameType | None
-    ) -> None:
-        """Add ``s`` to ``state``'s line; emit the lines it completes (the general case)."""
-        source = _current_source()
-        if (state.partial or state.skipping) and state.partial_source != source:
-            self._end_line_of_other_source(per_thread, state)
-        held = state.held
-        if held is not None and held[0] != source:
-            self._flush_held(per_thread, state, held)
-        text = state.partial + s if state.partial else s
-        state.partial = ""
-        start = 0
-        if state.skipping:
-            cut = text.find("\n")
-            if cut < 0:
-                state.cut_chars += len(text)
-                return
-            state.cut_chars += cut - (text[cut - 1 : cut] == "\r")
-            self._end_cut_line(per_thread, state, frame)
-            start = cut + 1
-        while True:
-            end = text.find("\n", start)
-            if end < 0:
-                break
-            line = text[start:end]
-            start = end + 1
-            if line[-1:] == "\r":
-                line = line[:-1]
-            if len(line) > MAX_LINE_CHARS:
-                line = _cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
-                self._classify(per_thread, state, line, True, frame, source=source)
-            elif not state.classifier.holding and is_plain_line(line):
-                self._emit(per_thread, state, line, frame, source)
-            else:
-                self._classify(per_thread, state, line, False, frame, source=source)
-        rest = text[start:] if start else text
-        if len(rest) > MAX_LINE_CHARS:
-            # Its record waits for the line's end, to say how much was cut; only the count
-            # grows meanwhile.
-            state.cut_head = rest[:MAX_LINE_CHARS]
-            state.cut_chars = len(rest) - MAX_LINE_CHARS
-            state.skipping = True
-            state.partial_source = source
-        elif rest:
-            state.partial = rest
-            state.partial_source = source
-        if state.classifier.holding and not state.watched:
-            quiet_flusher.watch(self, state)
-
-    def _classify(
-        self,
-        per_thread: PerThread,
-        state: LineState,
-        line: str,
-        truncated: bool,
-        frame: FrameType | None,
-        *,
-        source: str | None,
-    ) -> None:
-        """Feed ``line``, written under ``source``, to ``state``'s classifier; emit the records
-        it completes. A block held for another source is emitted first: never continued."""
-        held = state.held
-        if held is not None and held[0] != source:
-            self._flush_held(per_thread, state, held)
-            held = None
-        classifier = state.classifier
-        was_holding = classifier.holding
-        records = classifier.feed(line, truncated)
-        here: tuple[str | None, Location] | None = None
-        if classifier.holding and (not was_holding or any(r.traceback for r in records)):
-            # A block starts with this line: its record will say it was written here.
-            here = (source, location_of(frame))
-            state.held = here
-        elif not classifier.holding:
-            state.held = None
-        for record in records:
-            if record.traceback and held is not None:
-                self._emit_text(per_thread, state, record, held)
-            else:
-                if here is None:
-                    here = (source, location_of(frame))
-                self._emit_text(per_thread, state, record, here)
-        if classifier.holding and not state.watched:
-            quiet_flusher.watch(self, state)
-
-    def _end_cut_line(
-        self, per_thread: PerThread, state: LineState, frame: FrameType | None
-    ) -> None:
-        """Emit the line being skipped, cut, with how much was cut, for the source it was
-        written under; the next text starts a line. ``frame`` is where it ended, None when
-        not ended by its writer."""
-        head, cut = state.cut_head, state.cut_chars
-        state.skipping = False
-        state.cut_head = ""
-        state.cut_chars = 0
-        # Nothing but its CR skipped: the line was whole.
-        line = _cut_line(head, cut) if cut else head
-        self._classify(per_thread, state, line, cut > 0, frame, source=state.partial_source)
-
-    def _finish(self, per_thread: PerThread, state: LineState, frame: FrameType | None) -> None:
-        """Emit the partial line (or the cut line being skipped) and the held block of
-        ``state`` (its lock held if watched), each for the source it was written under."""
-        source = _current_source()
-        if state.skipping:
-            self._end_cut_line(per_thread, state, frame if state.partial_source == source else None)
-        if state.partial:
-            line = state.partial
-            state.partial = ""
-            # Flushed by other code than the partial line's writer: no place of its own.
-            where = frame if state.partial_source == source else None
-            self._classify(per_thread, state, line, False, where, source=state.partial_source)
-        if state.classifier.holding:
-            self._flush_held(per_thread, state, state.held or (source, location_of(frame)))
-        state.held = None
-
-    def _end_line_of_other_source(self, per_thread: PerThread, state: LineState) -> None:
-        """Text of another source comes: the partial line (or the cut line whose tail is being
-        skipped) ends here, as a line of the source it was written under. Its ``write()`` that
-        would have completed it never comes, so it has no place of its own."""
-        if state.skipping:
-            self._end_cut_line(per_thread, state, None)
-        if state.partial:
-            line = state.partial
-            state.partial = ""
-            self._classify(per_thread, state, line, False, None, source=state.partial_source)
-
-    def _flush_held(
-        self, per_thread: PerThread, state: LineState, held: tuple[str | None, Location]
-    ) -> None:
-        """Emit the block ``state``'s classifier holds, as written under ``held``."""
-        state.held = None
-        for record in state.classifier.flush():
-            self._emit_text(per_thread, state, record, held)
-
-    def _flush_state(self, state: LineState) -> None:
-        """Emit what another thread (or a dead one) left in ``state``."""
-        per_thread = this_thread()
-        # Its owner, if still writing, now takes the lock. Restored, not cleared: the quiet
-        # flusher may be watching the state too, and then its owner must keep taking the lock.
-        was_watched, state.watched = state.watched, True
-        with state.lock:
-            try:
-                self._finish(per_thread, state, None)
-            finally:
-                state.watched = was_watched
-
-    def flush_all(self) -> None:
-        """Emit every thread's partial line and held block (at exit)."""
-        with self._states_lock:
-            states = list(self._states)
-        for state in states:
-            if state.partial or state.skipping or state.classifier.holding:
-                self._flush_state(state)
-
-    # -- records -------------------------------------------------------------------------------
-
-    def _target(self, source: str | None) -> logging.Logger:
-        logger = self._targets.get(source)
-        if logger is None:
-            logger = logging.getLogger(f"{source}.{self.stream}")
-            if len(self._targets) < 1024:
-                self._targets[source] = logger
-        return logger
-
-    def _emit(
-        self,
-        per_thread: PerThread,
-        state: LineState,
-        line: str,
-        frame: FrameType | None,
-        source: str | None,
-    ) -> None:
-        """The plain-line path: one record at the stream's level, written from ``frame``."""
-        logger = self._targets.get(source) or self._target(source)
-        level = self.level
-        if not logger.isEnabledFor(level):
-            return
-        record = make_record(logger.name, level, line, location_of(frame), state.owner)
-        deliver_from(per_thread, logger, record)
-
-    def _emit_text(
-        self,
-        per_thread: PerThread,
-        state: LineState,
-        text: TextRecord,
-        where: tuple[str | None, Location],
-    ) -> None:
-        source, location = where
-        logger = self._targets.get(source) or self._target(source)
-        if not logger.isEnabledFor(text.level):
-            return
-        deliver_from(per_thread, logger, text_record(logger.name, text, location, state.owner))

@@ -1,0 +1,173 @@
+"""The end of a sender's replay: :meth:`~ReplayEnd.stop` (the receiver's drain time is up)
+and :meth:`~ReplayEnd.finish` (the sender is gone).
+
+Finishing replays, in slices as :meth:`~isoplug.logs.replay.LogReplayer.receive` does, what
+the dead sender's ring gives back (less what a newer connection of its chain replayed
+already: :mod:`isoplug.logs.chains`), reports what its sequence ledger says never arrived
+(:mod:`isoplug.logs.ledger_reports`) and what :meth:`~ReplayEnd.stop` kept from being
+replayed, and lets go of the chain and the handler-error reporter. Separate from
+:mod:`isoplug.logs.replay` because it runs once per connection, after the last batch: none of
+it is on the path of a batch's records, which that module holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from isoplug.logs.chains import ChainMember
+from isoplug.logs.handler_errors import HandlerErrors, Replaying
+from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.replay_reports import ReplayReports
+from isoplug.wire import LogRecordData
+
+__all__ = ["ReplayEnd"]
+
+#: What next() gives once the steps are done.
+_DONE = object()
+
+
+class ReplayEnd:
+    """The end's half of :class:`~isoplug.logs.replay.LogReplayer` (a base class of it; see
+    the module docstring). The state is the replayer's, set up by its ``__init__``."""
+
+    metrics: LogMetrics
+    _reports: ReplayReports
+    _catching: Replaying
+    _owns_handler_errors: bool
+    _handler_errors: HandlerErrors
+    _chain: ChainMember | None
+    _last_seq: int
+    _reordered_after: int | None
+    _reordered_count: int
+    _slice_ends: float
+    _stopped: bool
+    _unfinished: Iterator[LogRecordData] | None
+    _not_replayed: dict[int, int]
+
+    if TYPE_CHECKING:  # LogReplayer's
+
+        def _start_slice(self) -> None: ...
+
+        def _replay_recovered(self, rest: Iterator[LogRecordData]) -> bool: ...
+
+        def _check_sequence(self, seq: int) -> None: ...
+
+        def _report_rate_drops(self) -> None: ...
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopped
+
+    def stop(self) -> None:
+        """Replay nothing more, from now on; safe from any thread.
+
+        The receiver's drain time is up: a replay in progress ends after the record it is
+        handing to the host's handlers, and the records it received and did not replay are
+        counted (:attr:`DropReason.RECEIVER_CLOSED`) and reported by :meth:`finish`, like
+        those the sender's ledger says never arrived. Batches that come later are not read.
+        """
+        self._stopped = True
+        # Read after every record: the replay ends at the next one (see _replay_steps).
+        self._slice_ends = -math.inf
+
+    def finish(self, *, clean: bool = True) -> None:
+        """Report what is still unreported; call when the sender is gone.
+
+        Records the sender accepted but never sent (it crashed, was killed, or its last flush
+        timed out) are given back by its ring and replayed, or counted from its sequence
+        ledger and reported, however it ended. ``clean=False`` (the connection ended without a
+        goodbye) says so too, even when nothing was lost; without a ledger, it warns that
+        unsent records, if any, are lost.
+        """
+        for _ in self._finish_steps(clean):
+            pass
+
+    async def finish_async(self, *, clean: bool = True) -> None:
+        """:meth:`finish` on the running event loop, replaying what the ring gives back in
+        slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
+        thousands of records)."""
+        self._start_slice()
+        steps = self._finish_steps(clean)
+        try:
+            while next(steps, _DONE) is not _DONE:
+                await asyncio.sleep(0)
+                self._start_slice()
+        except asyncio.CancelledError:
+            # The reports and the accounting must still be made: the rest at once.
+            self._slice_ends = math.inf
+            for _ in steps:
+                pass
+            raise
+
+    def _finish_steps(self, clean: bool) -> Iterator[None]:
+        """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
+        replay ends; never inside ``_catching``, which must not outlive a step."""
+        reordered = (
+            None
+            if self._reordered_after is None
+            else (self._reordered_after, self._reordered_count)
+        )
+        with self._catching:
+            unfinished, self._unfinished = self._unfinished, None
+            if unfinished is not None:
+                # A replay suspended between slices that will not resume (the session ended).
+                self._drop_rest(unfinished)
+            self._report_rate_drops()
+            self._report_not_replayed()
+            self._reports.flush(final=True)
+            end = self._reports.read_end(
+                self._last_seq, reordered=reordered, receiver_closed=self._stopped
+            )
+            recovered = self._claim_recovered(end.recovered)
+        if recovered:
+            rest = iter(recovered)
+            while True:
+                with self._catching:
+                    done = self._replay_recovered(rest)
+                if done:
+                    break
+                yield
+        with self._catching:
+            self._reports.report_end(end, clean=clean)
+            self._report_not_replayed()
+            self._reports.flush(final=True)
+        chain, self._chain = self._chain, None
+        if chain is not None:
+            chain.ended()
+        if self._owns_handler_errors:
+            self._handler_errors.close()
+
+    def _claim_recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
+        """Of the records the dead sender's ring gave back (see
+        :mod:`isoplug.logs.ledger_reports`), those to replay: not those a newer connection of
+        the sender's chain replayed already (see :mod:`isoplug.logs.chains`)."""
+        if self._chain is not None and records:
+            records = self._chain.recovered(records)
+        self.metrics.received += len(records)
+        self.metrics.recovered += len(records)
+        return records
+
+    def _drop_rest(self, rest: Iterator[LogRecordData]) -> None:
+        """Count the received records ``rest`` that stop() kept from being replayed, as if
+        replayed for the sequence numbers: the ledger must not count them again."""
+        dropped = self._not_replayed
+        count = self.metrics.count_drop
+        in_order = self._reordered_after is None
+        for data in rest:
+            if not in_order:
+                pass  # counted in _reordered_count on arrival, with the whole batch
+            elif data.seq == self._last_seq + 1:
+                self._last_seq = data.seq
+            else:
+                self._check_sequence(data.seq)
+            count(DropReason.RECEIVER_CLOSED, 1, data.levelno)
+            dropped[data.levelno] = dropped.get(data.levelno, 0) + 1
+
+    def _report_not_replayed(self) -> None:
+        if self._not_replayed:
+            dropped, self._not_replayed = self._not_replayed, {}
+            self._reports.not_replayed(dropped)
