@@ -1,10 +1,13 @@
-"""Timing of supervision: how long to wait for a runner at each step of its life."""
+"""Timing of supervision: how long to wait for a runner at each step of its life; and how
+``Host(config=...)`` tells those settings from the plugins' configuration."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["SupervisorConfig"]
+__all__ = ["SupervisorConfig", "split_host_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +78,20 @@ class SupervisorConfig:
             )
         if not 0 <= self.runner_nice <= 19:
             raise ValueError(f"runner_nice must be 0 to 19, not {self.runner_nice!r}")
+
+
+def split_host_config(
+    config: SupervisorConfig | Mapping[str, Mapping[str, Any]] | None,
+    plugin_config: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[SupervisorConfig, Mapping[str, Mapping[str, Any]] | None]:
+    """``Host(config=..., plugin_config=...)`` as the host's settings and the plugins'
+    configuration: ``config`` may be either (``Host(config={"greeter": {...}})`` gives the
+    plugins' configuration by plugin id), but the plugins' configuration is given once."""
+    if isinstance(config, Mapping):
+        if plugin_config is not None:
+            raise TypeError(
+                "Host(): give the plugins' configuration once, as config={id: table} or "
+                "as plugin_config={id: table}, not both"
+            )
+        return SupervisorConfig(), config
+    return config or SupervisorConfig(), plugin_config

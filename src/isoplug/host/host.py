@@ -33,8 +33,9 @@ from isoplug.errors import LocalProtocolError, UnencodableValue
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
-from isoplug.host.config import SupervisorConfig
+from isoplug.host.config import SupervisorConfig, split_host_config
 from isoplug.host.environment import runner_environment
+from isoplug.host.host_life import open_listeners, stop_everything
 from isoplug.host.host_stage import HostStage
 from isoplug.host.levels import level_number
 from isoplug.host.logbridge import LogBridge
@@ -48,9 +49,7 @@ from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import LogMetrics, ReplayLimits
-from isoplug.rpc import serve
 from isoplug.transport import Listener
-from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.wire.values import locate_unencodable
 
 __all__ = ["Host"]
@@ -105,20 +104,12 @@ class Host:
     ) -> None:
         if reload and (why := reload_unavailable()) is not None:
             raise RuntimeError(why)
-        if isinstance(config, Mapping):
-            # Host(config={"greeter": {...}}): the plugins' configuration, by plugin id.
-            if plugin_config is not None:
-                raise TypeError(
-                    "Host(): give the plugins' configuration once, as config={id: table} or "
-                    "as plugin_config={id: table}, not both"
-                )
-            config, plugin_config = None, config
+        self.config, plugin_config = split_host_config(config, plugin_config)
         self.plugins_dir = Path(plugins_dir)
         self.reload = reload
         #: The hot reloader, while one runs (``reload=True``).
         self.reloader: PluginReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
-        self.config = config or SupervisorConfig()
         self._on_change = checked_on_change(on_change)
         #: The plugins skipped for their folder's problem (an invalid manifest, a grouping
         #: clash), one text each; under hot reload, as the plugins folder now is.
@@ -197,26 +188,7 @@ class Host:
         self.problems = [*discovery.problems, *grouping_problems]
         for problem in self.problems:
             _log.error("%s", problem)
-        # A host killed by SIGKILL could not remove its sockets' directories: ours to do.
-        stale = await asyncio.to_thread(remove_stale_socket_dirs)
-        if stale:
-            _log.info("removed %d socket directories of dead isoplug processes", len(stale))
-        self._listener = await serve(
-            "unix:",
-            self._routes.expected_token,
-            self._routes.serve,
-            handlers=self._routes.handlers_for,
-            name="isoplug-host",
-            admit=self._routes.admit,
-            kinship=self._routes.family_of,
-            handshake_timeout=self.config.handshake_timeout,
-            max_handshakes=self.config.max_handshakes,
-        )
-        self._log_bridge.open(
-            self.config.handshake_timeout,
-            self.config.max_handshakes,
-            self.config.max_log_connections,
-        )
+        self._listener = await open_listeners(self.config, self._routes, self._log_bridge)
         for plan in plans:
             self._runners.add(plan)
         observers.host_started(self)
@@ -266,33 +238,15 @@ class Host:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
             await self._runners.cancel_restarts()
-        supervisors = list(self._supervisors.values())
-        stopping = asyncio.ensure_future(
-            asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
-        )
         try:
-            await asyncio.shield(stopping)
-        except asyncio.CancelledError as exc:
-            # The canceller may say why (the command line's second Ctrl-C does).
-            why = "the host's shutdown was cancelled"
-            if exc.args and isinstance(exc.args[0], str):
-                why += f" ({exc.args[0]})"
-            for supervisor in supervisors:
-                supervisor.kill_now(why)
-            await stopping
-            raise
+            await stop_everything(
+                list(self._supervisors.values()),
+                zygote=self._zygote,
+                listener=self._listener,
+                log_bridge=self._log_bridge,
+                then_close=(self._routes.close, self._capabilities.close),
+            )
         finally:
-            if self._zygote is not None:
-                # The runners have stopped (or were killed): nothing more to fork.
-                await self._zygote.aclose()
-            if self._listener is not None:
-                await self._listener.aclose()
-            # The runners have stopped: their log connections end as soon as what they sent
-            # last is replayed (a thread of the bridge's replays it; waiting for it here must
-            # not block the loop).
-            await asyncio.to_thread(self._log_bridge.close)
-            self._routes.close()
-            self._capabilities.close()
             observers.host_closed(self)
             self._life = HostStage.CLOSED
             # Waiters (wait_for, wait_ready) look again: what has not come will not come.

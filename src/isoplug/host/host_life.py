@@ -1,0 +1,92 @@
+"""What a :class:`~isoplug.Host` opens when it starts and closes when it stops, in order.
+
+Starting: the control listener (unix socket, on the loop) whose routes admit each runner by
+its token and the kernel's word on its pid, then the log bridge's listener (threads). Stopping
+runs the other way round: every runner first (each supervisor's own stop, in parallel), then
+what served them: the zygote (nothing left to fork), the control listener, the log bridge
+(once what the runners sent last is replayed), the routes and capabilities. A stop that is
+cancelled kills every runner at once and still closes the rest.
+
+Apart from :mod:`isoplug.host.host` so that the Host's module keeps to its public surface;
+these functions take what they open and close, not the Host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.logbridge import LogBridge
+from isoplug.host.routes import ConnectionRoutes
+from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.host.zygote import Zygote
+from isoplug.rpc import serve
+from isoplug.transport import Listener
+from isoplug.transport.socket_dirs import remove_stale_socket_dirs
+
+__all__ = ["open_listeners", "stop_everything"]
+
+_log = logging.getLogger("isoplug.host")
+
+
+async def open_listeners(
+    config: SupervisorConfig, routes: ConnectionRoutes, log_bridge: LogBridge
+) -> Listener:
+    """Open the runners' control listener and the log bridge's; return the former."""
+    # A host killed by SIGKILL could not remove its sockets' directories: ours to do.
+    stale = await asyncio.to_thread(remove_stale_socket_dirs)
+    if stale:
+        _log.info("removed %d socket directories of dead isoplug processes", len(stale))
+    listener = await serve(
+        "unix:",
+        routes.expected_token,
+        routes.serve,
+        handlers=routes.handlers_for,
+        name="isoplug-host",
+        admit=routes.admit,
+        kinship=routes.family_of,
+        handshake_timeout=config.handshake_timeout,
+        max_handshakes=config.max_handshakes,
+    )
+    log_bridge.open(config.handshake_timeout, config.max_handshakes, config.max_log_connections)
+    return listener
+
+
+async def stop_everything(
+    supervisors: Sequence[RunnerSupervisor],
+    *,
+    zygote: Zygote | None,
+    listener: Listener | None,
+    log_bridge: LogBridge,
+    then_close: Sequence[Callable[[], None]],
+) -> None:
+    """Stop every runner, then close what served them (see the module docstring); cancelled,
+    kill the runners at once, close the rest, and raise."""
+    stopping = asyncio.ensure_future(
+        asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
+    )
+    try:
+        await asyncio.shield(stopping)
+    except asyncio.CancelledError as exc:
+        # The canceller may say why (the command line's second Ctrl-C does).
+        why = "the host's shutdown was cancelled"
+        if exc.args and isinstance(exc.args[0], str):
+            why += f" ({exc.args[0]})"
+        for supervisor in supervisors:
+            supervisor.kill_now(why)
+        await stopping
+        raise
+    finally:
+        if zygote is not None:
+            # The runners have stopped (or were killed): nothing more to fork.
+            await zygote.aclose()
+        if listener is not None:
+            await listener.aclose()
+        # The runners have stopped: their log connections end as soon as what they sent last
+        # is replayed (a thread of the bridge's replays it; waiting for it here must not block
+        # the loop).
+        await asyncio.to_thread(log_bridge.close)
+        for close in then_close:
+            close()
