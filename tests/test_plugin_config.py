@@ -164,6 +164,23 @@ async def test_a_failing_on_config_restarts_the_plugin_with_the_new_config(
         assert state["pid"] != pid and state["config"]["greeting"] == "explode"
 
 
+async def test_sys_exit_in_on_config_fails_the_change_not_the_runner(tmp_path: Path) -> None:
+    """``sys.exit()`` in ``on_config`` is a failed change, as any exception there: the plugin
+    restarts with the new configuration on request, not as a crash of its runner."""
+    async with Host(plugins_dir(tmp_path, "configured"), config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("configured").pid
+        with watching("isoplug.host") as records:
+            assert await host.set_config("configured", {"greeting": "exit"}) is False
+            failed = records.select(text="on_config failed")
+            assert failed and "SystemExit: on_config asked to exit" in failed[0].getMessage()
+        state = await host.call("configured", "state")
+        assert state["pid"] != pid and state["config"]["greeting"] == "exit"
+        info = host.plugin("configured")
+        assert info.last_exit is not None and "crash" not in info.last_exit.reason
+        assert info.last_exit.returncode == 0, info.last_exit
+
+
 async def test_editing_the_config_table_under_reload_is_taken_live(tmp_path: Path) -> None:
     pytest.importorskip("watchfiles")
     directory = copy_plugins(tmp_path, "configured", "configured_static")

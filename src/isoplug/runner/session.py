@@ -62,7 +62,7 @@ from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, Remote
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
-from isoplug.rpc.remote_errors import EXIT_REQUESTS
+from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
@@ -122,9 +122,17 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         if not accepts_live_config(plugin.instance):
             return False
         with attributed_to(plugin.source):
-            taken = plugin.instance.on_config(config)  # type: ignore[attr-defined]
-            if inspect.isawaitable(taken):
-                await taken
+            try:
+                taken = plugin.instance.on_config(config)  # type: ignore[attr-defined]
+                if inspect.isawaitable(taken):
+                    await taken
+            except EXIT_REQUESTS as exc:
+                # As from a method: it fails this change (the host then restarts the plugin
+                # with it), never the runner and the other plugins it serves.
+                raise RuntimeError(
+                    f"on_config raised {exit_request_text(exc)}; a plugin cannot end its "
+                    "runner: the runner kept running"
+                ) from None
         contexts[change.plugin].config = config
         return True
 

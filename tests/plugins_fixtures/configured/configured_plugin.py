@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import msgspec
@@ -30,6 +31,8 @@ class Configured(isoplug.Plugin):
     async def on_config(self, config: Settings) -> None:
         if config.greeting == "explode":
             raise RuntimeError("on_config refused it")
+        if config.greeting == "exit":
+            sys.exit("on_config asked to exit")
         self.seen.append(msgspec.to_builtins(config))
 
     @isoplug.method
