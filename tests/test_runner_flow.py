@@ -31,8 +31,8 @@ async def test_past_the_limit_a_call_waits_unread_by_nobody_and_cancels_reach_th
     tmp_path: Path,
 ) -> None:
     """260 endless async calls: 256 run, 4 wait in the runner's queue. A new call's timeout
-    says the runner had not started it; cancelling them all frees the plugin at once (the
-    queued ones never start); a call then answers."""
+    says the runner had not started it; cancelling them all frees the plugin at once; a call
+    then answers."""
     async with plugins_fixtures.running(tmp_path, PLUGIN) as (host, waiter):
         calls = [
             asyncio.create_task(host.call_with(PLUGIN, "hold", kwargs={"say_at": RUNNING}))
@@ -51,7 +51,10 @@ async def test_past_the_limit_a_call_waits_unread_by_nobody_and_cancels_reach_th
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
         counts = await host.call_with(PLUGIN, "counts", timeout=10)
-        assert counts == {"started": RUNNING, "cancelled": RUNNING, "handled": 0}
+        # A queued call may start as a running one ends, before its own cancel is read (the
+        # cancels are read in the order sent); every call that started was cancelled.
+        assert RUNNING <= counts["started"] <= RUNNING + 4, counts
+        assert counts["cancelled"] == counts["started"], counts
 
 
 async def test_a_runner_with_every_place_taken_shuts_down_running_its_teardown(
@@ -69,9 +72,9 @@ async def test_a_runner_with_every_place_taken_shuts_down_running_its_teardown(
         ended = await asyncio.gather(*calls, return_exceptions=True)
         assert {type(e) for e in ended} == {PluginUnavailable}, ended
         assert info.last_exit is not None and info.last_exit.returncode == 0, info.last_exit
-        await waiter.wait_for_record(
-            plugin=PLUGIN, text=f"teardown ran after {RUNNING} cancelled calls"
-        )
+        record = await waiter.wait_for_record(plugin=PLUGIN, text="teardown ran after")
+        # The queued calls never started: answered as such before the running were cancelled.
+        assert record.getMessage() == f"teardown ran after {RUNNING} cancelled calls"
 
 
 async def test_past_the_queue_a_call_is_refused_at_once_and_a_cancel_takes_a_queued_one_out(

@@ -48,5 +48,5 @@ class Backlogged(isoplug.Plugin):
         self.handled += 1
         await asyncio.Event().wait()
 
-    def teardown(self) -> None:
+    async def teardown(self) -> None:
         self.ctx.logger.warning("teardown ran after %d cancelled calls", self.cancelled)
