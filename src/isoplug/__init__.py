@@ -13,7 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from isoplug.errors import ConfigInvalid, IsoplugError, PluginFailed, UnencodableValue
+from isoplug.errors import (
+    ConfigInvalid,
+    IsoplugError,
+    PluginBusy,
+    PluginFailed,
+    UnencodableValue,
+)
 
 if TYPE_CHECKING:
     from isoplug.control import CapabilityDenied
@@ -37,6 +43,7 @@ __all__ = [
     "IsoplugError",
     "ManifestError",
     "Plugin",
+    "PluginBusy",
     "PluginContext",
     "PluginFailed",
     "PluginInfo",

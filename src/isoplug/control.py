@@ -218,6 +218,11 @@ class Bootstrap(msgspec.Struct, frozen=True):
     #: The runner's resource limits, which it applies to itself before importing a plugin
     #: (see isoplug.runner.limits).
     limits: ResourceLimits = ResourceLimits()
+    #: Calls of async methods run at once, calls queued past them, events queued per plugin
+    #: (see SupervisorConfig.max_concurrent_calls and isoplug.rpc.admission).
+    max_concurrent_calls: int = 256
+    max_queued_calls: int = 1024
+    max_queued_events: int = 1024
 
 
 class LogLevelChange(msgspec.Struct, frozen=True):

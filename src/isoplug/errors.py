@@ -28,7 +28,8 @@ original stays reachable as ``__cause__``::
     └── RemoteError                        the remote side answered a request with an error
         ├── MethodNotFound                 no handler is registered for that method
         ├── InvalidParams                  the parameters do not fit the handler
-        └── RequestCancelled               the remote handler was cancelled before finishing
+        ├── RequestCancelled               the remote handler was cancelled before finishing
+        └── PluginBusy                     refused at once: too many requests in flight there
 
 Catching ``IsoplugError`` catches everything isoplug raises on purpose; anything else escaping
 isoplug is a bug.
@@ -51,6 +52,7 @@ __all__ = [
     "IsoplugError",
     "LocalProtocolError",
     "MethodNotFound",
+    "PluginBusy",
     "PluginFailed",
     "ProtocolError",
     "RemoteError",
@@ -116,7 +118,14 @@ class HandshakeTimeout(HandshakeError, TimeoutError):
 
 
 class RequestTimeout(IsoplugError, TimeoutError):
-    """A request got no response within its timeout; a cancel was sent to the peer."""
+    """A request got no response within its timeout; a cancel was sent to the peer.
+
+    ``late_answer``, when the caller asked the peer for it, is a task that gives the answer
+    the other side sent after the cancel within a short grace (a wire ``Response`` or
+    ``ErrorResponse``; None if none came): what became of the request, as the other side says.
+    """
+
+    late_answer: object = None
 
 
 class UnencodableValue(IsoplugError, TypeError):
@@ -205,6 +214,16 @@ class RequestCancelled(RemoteError):
     code = "cancelled"
 
 
+class PluginBusy(RemoteError):
+    """The other side refused the request at once: it already runs its limit of requests
+    (a runner: ``SupervisorConfig.max_concurrent_calls``) and as many wait as it queues
+    (``max_queued_calls``). The message names the limit and how many are in flight. Nothing
+    ran: the request may be sent again once some have ended."""
+
+    code = "busy"
+
+
 REMOTE_ERROR_BY_CODE: dict[str, type[RemoteError]] = {
-    cls.code: cls for cls in (RemoteError, MethodNotFound, InvalidParams, RequestCancelled)
+    cls.code: cls
+    for cls in (RemoteError, MethodNotFound, InvalidParams, RequestCancelled, PluginBusy)
 }

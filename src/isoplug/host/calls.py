@@ -24,7 +24,7 @@ from isoplug.errors import (
     UnencodableValue,
 )
 from isoplug.host.commands import Commands, describe_command
-from isoplug.host.health import HealthWatch
+from isoplug.host.health import EXPLAIN_WAIT, HealthWatch
 from isoplug.host.limits import LimitWatch
 from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
@@ -92,7 +92,14 @@ async def call_runner(
     # session's errors into the call's; the outer ones explain those.
     try:
         try:
-            outcome = await peer.request(CALL, request, timeout=remaining, result_type=CallOutcome)
+            outcome = await peer.request(
+                CALL,
+                request,
+                timeout=remaining,
+                result_type=CallOutcome,
+                # What the runner answers to the cancel a timeout sends says what became of it.
+                late_answer=EXPLAIN_WAIT if health is not None else 0.0,
+            )
         except LocalProtocolError as exc:
             # Found only once encoding failed: a call whose arguments encode pays nothing.
             where = _unencodable_argument(args, kwargs)
@@ -101,10 +108,12 @@ async def call_runner(
             raise UnencodableValue(
                 f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
             ) from exc
-        except RequestTimeout:
-            raise RequestTimeout(
+        except RequestTimeout as exc:
+            timeout = RequestTimeout(
                 f"plugin {plugin_id!r} did not answer {method!r} within {remaining:g} s"
-            ) from None
+            )
+            timeout.late_answer = exc.late_answer
+            raise timeout from None
         except ConnectionClosed as exc:
             # Whatever ended the session: the handlers below know better why.
             raise ConnectionBroken(str(exc)) from exc
@@ -112,13 +121,14 @@ async def call_runner(
             # The runner's texts, sanitized: they end up in the host's records and messages.
             raise remote_error(f"{plugin_id}.{method}", outcome.error)
         return outcome.result
-    except RequestTimeout:
+    except RequestTimeout as exc:
         if health is None or remaining is None:
             raise
-        # What became of the call (cancelled, or a worker thread running on) is the runner's
-        # to say: its health thread answers even while its event loop is blocked.
+        # What became of the call (not started, cancelled, or a worker thread running on) is
+        # the runner's to say: its answer to the cancel, and its health thread, which answers
+        # even while its event loop is blocked.
         raise RequestTimeout(
-            await health.explain_timeout(plugin_id, method, call_id, remaining)
+            await health.explain_timeout(plugin_id, method, call_id, remaining, exc.late_answer)
         ) from None
     except (ConnectionBroken, RequestCancelled) as exc:
         command = commands.pending

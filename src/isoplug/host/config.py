@@ -42,6 +42,16 @@ class SupervisorConfig:
     terminate_timeout: float = 2.0
     #: Default timeout of ``Host.call``.
     call_timeout: float = 30.0
+    #: Calls of ``async def`` methods a runner runs at once (for all its plugins); past it,
+    #: calls wait in the runner's queue, up to ``max_queued_calls``, and start as running ones
+    #: end; past that, a call fails at once with :class:`~isoplug.errors.PluginBusy`. The
+    #: runner reads its connection all along: cancels, a shutdown and new calls are never
+    #: stuck behind work. A cancelled or timed-out queued call is taken out at once.
+    max_concurrent_calls: int = 256
+    max_queued_calls: int = 1024
+    #: Events that may wait for one plugin's handlers (``Host.publish`` does not wait for
+    #: them); past it, events for that plugin are dropped, counted and warned about.
+    max_queued_events: int = 1024
     #: The level of every plugin (a level name), over its manifest's ``log_level``; None: each
     #: manifest's. ``Host.set_log_level`` overrides both for one plugin.
     log_level: str | None = None
@@ -76,6 +86,11 @@ class SupervisorConfig:
             raise ValueError(
                 f"max_log_connections must be at least 1, not {self.max_log_connections!r}"
             )
+        for name in ("max_concurrent_calls", "max_queued_calls", "max_queued_events"):
+            value = getattr(self, name)
+            least = 1 if name == "max_concurrent_calls" else 0
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer of at least {least}, not {value!r}")
         if not 0 <= self.runner_nice <= 19:
             raise ValueError(f"runner_nice must be 0 to 19, not {self.runner_nice!r}")
 

@@ -19,7 +19,9 @@ decides, for one runner process (:class:`HealthWatch`):
 - **Stuck threads**: a sync call whose caller's timeout passed runs on in its worker thread.
   The host counts those threads per runner process; past ``max_stuck_threads`` it recycles the
   runner (a graceful stop, then a fresh one), its exit account saying why. A call's timeout
-  error says what became of the call (:meth:`HealthWatch.explain_timeout`).
+  error says what became of the call (:meth:`HealthWatch.explain_timeout`), as far as it is
+  known: the runner's answer to the cancel (not started, or cancelled) and its health report
+  (a worker thread running on, a blocked loop); never a guess.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from isoplug.cpu_wait import longest_wait, process_cpu_waits
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.health_link import HealthLink
 from isoplug.logs.report_throttle import ReportThrottle, Tally
+from isoplug.rpc.admission import NOT_STARTED_TYPE
+from isoplug.wire import ErrorResponse
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["Finding", "HealthWatch", "health_tick"]
+__all__ = ["EXPLAIN_WAIT", "Finding", "HealthWatch", "health_tick"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -50,8 +54,9 @@ _STALL_REPORT_INTERVAL = 60.0
 #: Waiting for a CPU shorter than this is not mentioned in a verdict.
 _WORTH_SAYING = 0.1
 #: How long a call's timeout error waits for the runner to say what became of the call (at
-#: most; within ``health_timeout``): its health thread answers in a millisecond when it can.
-_EXPLAIN_WAIT = 1.0
+#: most; within ``health_timeout``): its health thread answers in a millisecond when it can,
+#: and so does its event loop, to the cancel, when the call ends on it.
+EXPLAIN_WAIT = 1.0
 
 
 def health_tick(config: SupervisorConfig) -> float:
@@ -139,31 +144,52 @@ class HealthWatch:
         return finding
 
     async def explain_timeout(
-        self, plugin_id: str, method: str, call_id: int, timeout: float
+        self,
+        plugin_id: str,
+        method: str,
+        call_id: int,
+        timeout: float,
+        late_answer: object = None,
     ) -> str:
         """Why the call ``call_id`` timed out after ``timeout`` seconds, as its error says it:
-        asks the runner what became of it; counts its thread if it runs on, and asks for a
-        recycle past ``max_stuck_threads``."""
+        asks the runner what became of it (``late_answer``: a task giving the runner's answer
+        to the cancel the timeout sent, see :meth:`isoplug.rpc.Peer.request`); counts its
+        thread if it runs on, and asks for a recycle past ``max_stuck_threads``."""
         self._timed_out.add(call_id)
         head = (
             f"plugin {plugin_id!r} did not answer {method!r}: the call timed out after "
             f"{timeout:.3g} s"
         )
-        report = await self.link.query(min(self._config.health_timeout, _EXPLAIN_WAIT))
+        wait = min(self._config.health_timeout, EXPLAIN_WAIT)
+        answer: object = None
+        if isinstance(late_answer, asyncio.Task):
+            report, answer = await asyncio.gather(self.link.query(wait), late_answer)
+        else:
+            report = await self.link.query(wait)
+        said = _answered(answer)
         if report is None:
+            if said is not None:
+                return f"{head}; {said}"
             return (
-                f"{head}; the runner did not say whether it still runs (its health thread did not "
-                f"answer within {min(self._config.health_timeout, _EXPLAIN_WAIT):g} s)"
+                f"{head}; a cancel was sent; the runner did not say whether the method still runs "
+                f"(neither it nor its health thread answered within {wait:g} s)"
             )
         work = next((w for w in report.workers if w.call_id == call_id), None)
         if work is None:
+            if said is not None:
+                return f"{head}; {said}"
             blocked = _seconds(report.loop_blocked)
             if blocked < _WORTH_SAYING:
-                return f"{head}; it was cancelled in the plugin"
+                return (
+                    f"{head}; a cancel was sent; the method had not ended when the timeout was "
+                    f"raised ({wait:g} s later)"
+                )
             starved = min(blocked, _seconds(report.loop_starved))
             return (
-                f"{head}; it is cancelled in the plugin once its event loop runs again (blocked "
-                f"for {blocked:.1f} s{_starved(starved)}{_where(report.loop_where)})"
+                f"{head}; a cancel was sent; the method had not ended when the timeout was "
+                f"raised: the runner's event loop has been blocked for {blocked:.1f} s"
+                f"{_starved(starved)}{_where(report.loop_where)}, and the cancel takes effect "
+                "only once it runs again"
             )
         if not work.started:
             return (
@@ -301,6 +327,20 @@ class HealthWatch:
             emit=_log.warning,
             detail=detail,
         )
+
+
+def _answered(answer: object) -> str | None:
+    """What the runner's answer to a timed-out call, sent after its cancel, says of it (None:
+    no answer came)."""
+    if answer is None:
+        return None
+    if type(answer) is ErrorResponse and answer.error.code == "cancelled":
+        if answer.error.type == NOT_STARTED_TYPE:
+            return (
+                f"the runner had not started it ({_quote(answer.error.message)}); it will not run"
+            )
+        return "a cancel was sent, and it was cancelled in the plugin"
+    return "the method ended just after the timeout; its outcome was dropped"
 
 
 def _starved(starved: float) -> str:

@@ -40,6 +40,7 @@ async def launch_runner(
     nice: int = 0,
     zygote: Zygote | None = None,
     inherit_environment: Sequence[str] | bool = (),
+    flow: tuple[int, int, int] = (256, 1024, 1024),
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
     runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
@@ -49,7 +50,8 @@ async def launch_runner(
     With a ``zygote``, the runner is forked from it unless a manifest asks for a spawn
     (:func:`start_method`).
     ``inherit_environment`` is the host's part of what the runner gets of its environment
-    (see :mod:`isoplug.host.environment`).
+    (see :mod:`isoplug.host.environment`). ``flow``: the runner's ``max_concurrent_calls``,
+    ``max_queued_calls`` and ``max_queued_events`` (see SupervisorConfig).
 
     Raises :class:`OSError` when the process cannot be started.
     """
@@ -71,6 +73,9 @@ async def launch_runner(
         max_stuck_threads=max_stuck_threads,
         nice=nice,
         limits=runner_limits(manifests),
+        max_concurrent_calls=flow[0],
+        max_queued_calls=flow[1],
+        max_queued_events=flow[2],
     )
     env = runner_environment(manifests, inherit_environment)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a

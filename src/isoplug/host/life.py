@@ -185,6 +185,11 @@ class RunnerLife:
                 nice=self._config.runner_nice,
                 zygote=self._zygote,
                 inherit_environment=self._config.inherit_environment,
+                flow=(
+                    self._config.max_concurrent_calls,
+                    self._config.max_queued_calls,
+                    self._config.max_queued_events,
+                ),
             )
         except OSError as exc:
             self.health.close()

@@ -2,9 +2,10 @@
 
 :class:`~isoplug.rpc.Peer` owns the session (opening, calling, closing); its
 :class:`Dispatcher` owns everything between a decoded message and the code that handles it:
-the registered handlers, the tasks serving requests, the worker running ``async`` event
-handlers, the count of messages no handler takes, and the backlog that pauses reading while
-a message waits for its turn. It is separate so that the peer reads as one session's life and
+the registered handlers, the tasks serving requests (and the queue of those waiting for a
+place: :mod:`isoplug.rpc.admission`), the worker running ``async`` event handlers, the count
+of messages no handler takes, and the backlog that pauses reading while a log batch's replay
+is awaited. It is separate so that the peer reads as one session's life and
 this as one message's path; the peer hands it what it needs (its stream, connection, pending
 calls and three callbacks) at construction.
 
@@ -12,23 +13,28 @@ Handlers
 --------
 A request handler takes the decoded params and returns the result (anything msgpack can
 carry). ``async def`` handlers run in their own task, so they may take their time and be
-cancelled; plain functions run inline and must be quick. Raising an exception sends an error
-response carrying the exception's type, message and traceback; the caller gets
-:class:`~isoplug.errors.RemoteError`. A handler marked with :func:`private_errors` never sends
-a traceback, whatever failed (the handler, its params, the encoding of its result, a
-cancellation): the side whose code must stay its own (the host, towards a runner) marks its
-handlers so.
+cancelled; plain functions run inline and must be quick. At most ``max_running`` requests
+(256 by default) are served at once; past it they wait in a bounded queue, or are refused at
+once (:mod:`isoplug.rpc.admission`). Reading never pauses for requests: a cancel, or a
+request of a *control* handler (served at once whatever the load), is always read. Raising an
+exception sends an error response carrying the exception's type, message and traceback; the
+caller gets :class:`~isoplug.errors.RemoteError`. A handler marked with
+:func:`private_errors` never sends a traceback, whatever failed (the handler, its params, the
+encoding of its result, a cancellation): the side whose code must stay its own (the host,
+towards a runner) marks its handlers so.
 
 Event handlers have the same signature; their return value is ignored. Plain-function event
 handlers run inline, in order of arrival; ``async def`` event handlers run one at a time, in
 order, in a separate task, so that they may await requests on this same peer without blocking
-the reading of the response.
+the reading of the response. At most 1,024 wait; past it an event is dropped (counted, and
+warned about at most once a minute), never read later: reading never pauses for events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +43,7 @@ from typing import Any, Final
 import msgspec
 
 from isoplug.errors import ConnectionBroken, IsoplugError, LocalProtocolError, TransportError
+from isoplug.rpc.admission import DEFAULT_LIMITS, Admission, AdmissionLimits
 from isoplug.rpc.handlers import Handler, LogBatchHandler, Registered, private_errors
 from isoplug.rpc.pending import PendingCalls
 from isoplug.rpc.remote_errors import qualified_name
@@ -73,11 +80,14 @@ MAX_EVENT_NAME_CHARS: Final = 200
 #: once; past them such messages are only counted, and the count said at the session's end:
 #: made-up event names can neither flood this side's log nor grow its memory.
 MAX_UNHANDLED_WARNINGS: Final = 16
-#: At most this many incoming requests run at once; past it, the peer stops reading and TCP
-#: flow control slows the sender down, instead of tasks piling up in memory.
-MAX_CONCURRENT_INCOMING = 256
-#: Async event handlers queue up to this many events before the reader waits for them.
+#: At most this many incoming requests run at once by default; past it they wait in a bounded
+#: queue, or are refused (see isoplug.rpc.admission): tasks never pile up in memory, and the
+#: reader never stops (a cancel or a shutdown request is always read).
+MAX_CONCURRENT_INCOMING = DEFAULT_LIMITS.max_running
+#: Async event handlers queue up to this many events; past it, events are dropped (counted).
 _EVENT_QUEUE_SIZE = 1024
+#: Dropped events are warned about at most once per this many seconds.
+_DROP_REPORT_INTERVAL = 60.0
 #: Python 3.12+: starts a task eagerly, running its first step at once. Used for the tasks
 #: that serve requests when the loop has no task factory of its own (a program's factory is
 #: left to make them), so that a handler that answers without waiting costs no task step in
@@ -107,6 +117,7 @@ class Dispatcher:
         release_answers: Callable[[], None],
         fail: Callable[[ConnectionBroken], None],
         peer_name: str,
+        limits: AdmissionLimits = DEFAULT_LIMITS,
     ) -> None:
         self._stream = stream
         self._connection = connection
@@ -122,18 +133,30 @@ class Dispatcher:
         self._event_handlers: dict[str, Registered] = {}
         self._log_batch_handler: LogBatchHandler | None = None
         self._serving: dict[int, asyncio.Task[None]] = {}
-        self._slot_freed = asyncio.Event()
+        #: Requests waiting for a place (see isoplug.rpc.admission); its queue is read
+        #: directly where every request passes, its truth costing no call.
+        self._admission = Admission(limits)
+        self._waiting = self._admission.queued
+        #: Places for requests: the limit's, 0 once admission is closed (see close_admission).
+        self._max_running = limits.max_running
+        #: Queued requests start in a copy of this, not in the context of the task whose end
+        #: freed their place (a plugin's context variables must not leak into the next call).
+        self._context = contextvars.copy_context()
         self._event_queue: asyncio.Queue[tuple[Registered, Event]] | None = None
         self._event_worker: asyncio.Task[None] | None = None
         #: Messages received that no handler took (see MAX_UNHANDLED_WARNINGS).
         self.unhandled = 0
+        #: Events dropped because their async handlers' queue was full.
+        self.dropped_events = 0
+        self._dropped_reported = 0
+        self._next_drop_report = 0.0
         #: What was warned about (by kind, event name capped): never more than the cap.
         self.unhandled_warned: set[str] = set()
         self._unhandled_capped = False
         #: Requests a private handler failed (see _answer_failure): logged up to a cap.
         self._private_failures = 0
-        # Messages that arrived while an earlier one still needed awaiting; reading is paused
-        # until the drainer task has worked through them, in order.
+        # Messages that arrived while a log batch's replay still needed awaiting; reading is
+        # paused until the drainer task has worked through them, in order.
         self._backlog: collections.deque[Message] = collections.deque()
         self._drainer: asyncio.Task[None] | None = None
         # What a log batch handler left to await (the rest of a long replay): the drainer
@@ -142,14 +165,38 @@ class Dispatcher:
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def register(self, method: str, handler: Handler, params_type: Any) -> None:
-        self._handlers[method] = Registered(handler, params_type)
+    def register(
+        self, method: str, handler: Handler, params_type: Any, control: bool = False
+    ) -> None:
+        self._handlers[method] = Registered(handler, params_type, control)
 
     def on_event(self, method: str, handler: Handler, params_type: Any) -> None:
         self._event_handlers[method] = Registered(handler, params_type)
 
     def on_log_batch(self, handler: LogBatchHandler | None) -> None:
         self._log_batch_handler = handler
+
+    # -- admission ----------------------------------------------------------------------------
+
+    @property
+    def admission(self) -> Admission:
+        """The queue of requests waiting for a place, and its limits."""
+        return self._admission
+
+    def set_limits(self, limits: AdmissionLimits) -> None:
+        """Serve at most ``limits.max_running`` requests at once from now on, and queue so."""
+        self._admission.limits = limits
+        if self._admission.closed_reason is None:
+            self._max_running = limits.max_running
+            self._start_queued()
+
+    def close_admission(self, reason: str) -> None:
+        """Start no more requests (control handlers' aside): answer the queued ones, and every
+        later one, at once with a cancellation saying ``reason`` and that it never started.
+        For a side shutting down, whose running requests are cancelled next."""
+        self._max_running = 0
+        for request_id, info in self._admission.close(reason):
+            self._answer_error(request_id, info)
 
     # -- the flow of messages ---------------------------------------------------------------
 
@@ -171,7 +218,7 @@ class Dispatcher:
         if len(messages) == 1:
             # A request alone in its read, the bulk of a callee's traffic.
             message = messages[0]
-            if type(message) is Request and len(self._serving) < MAX_CONCURRENT_INCOMING:
+            if type(message) is Request and len(self._serving) < self._max_running:
                 # Its answer has no other to go out with: nothing to hold.
                 self._dispatch_request(message, eager)
                 return
@@ -206,6 +253,12 @@ class Dispatcher:
 
     def report_unhandled(self) -> None:
         """Say how many messages no handler took, if some went unreported (session's end)."""
+        if self.dropped_events > self._dropped_reported:
+            _log.warning(
+                "dropped %d event(s) from %s in all: their handlers' queue was full",
+                self.dropped_events,
+                self._peer_name or "peer",
+            )
         if self.unhandled > len(self.unhandled_warned):
             _log.warning(
                 "ignored %d message(s) from %s in all that no handler takes",
@@ -219,6 +272,7 @@ class Dispatcher:
         if inspect.iscoroutine(self._unfinished):
             self._unfinished.close()  # the drainer never got to it: no "never awaited" warning
         self._unfinished = None
+        self._admission.clear()
         tasks: list[asyncio.Task[None]] = list(self._serving.values())
         worker = self._event_worker
         if worker is not None and worker is not asyncio.current_task():
@@ -236,14 +290,9 @@ class Dispatcher:
         try:
             while backlog:
                 message = backlog[0]
-                # A message already dispatched may have left work to await (then it is not
-                # dispatched again); one that could not be dispatched at all is awaited whole.
-                if (
-                    self._unfinished is None
-                    and not self._dispatch_now(message)
-                    and self._unfinished is None
-                ):
-                    await self._dispatch_waiting(message)
+                # The first one was dispatched already: it left the work awaited here.
+                if self._unfinished is None:
+                    self._dispatch_now(message)
                 unfinished = self._unfinished
                 if unfinished is not None:
                     self._unfinished = None
@@ -261,8 +310,8 @@ class Dispatcher:
             self._stream.resume_reading()
 
     def _dispatch_now(self, message: Message, eager: bool = False) -> bool:
-        """Handle ``message`` without waiting; False if the next message must wait: either
-        nothing was done (see :meth:`_dispatch_waiting`), or :attr:`_unfinished` is set."""
+        """Handle ``message`` without waiting; False if the next message must wait: a log
+        batch's handler left :attr:`_unfinished` to await."""
         message_type = type(message)
         if message_type is Response or message_type is ErrorResponse:
             assert isinstance(message, Response | ErrorResponse)
@@ -279,6 +328,11 @@ class Dispatcher:
             task = self._serving.get(message.id)
             if task is not None:
                 task.cancel()
+            elif self._waiting:
+                # Not started yet: taken out of the queue, and answered at once.
+                info = self._admission.withdraw(message.id, len(self._serving))
+                if info is not None:
+                    self._answer_error(message.id, info)
             return True
         if message_type is LogBatch:
             assert isinstance(message, LogBatch)
@@ -286,25 +340,11 @@ class Dispatcher:
         # Goodbye: the connection is now CLOSED; the peer ends the session.
         return True
 
-    async def _dispatch_waiting(self, message: Message) -> None:
-        """Handle a message that :meth:`_dispatch_now` could not handle without waiting."""
-        if type(message) is Request:
-            assert isinstance(message, Request)
-            while len(self._serving) >= MAX_CONCURRENT_INCOMING:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-            self._dispatch_request(message)
-        elif type(message) is Event:
-            assert isinstance(message, Event)
-            registered = self._event_handlers[message.method]
-            assert self._event_queue is not None
-            await self._event_queue.put((registered, message))
-
     # -- requests ---------------------------------------------------------------------------
 
     def _dispatch_request(self, request: Request, eager: bool = False) -> bool:
-        """Answer ``request`` or start its task (``eager``: Python 3.12+'s eager start, the
-        handler's first step run now); False if too many are being served already."""
+        """Answer ``request``, start its task (``eager``: Python 3.12+'s eager start, the
+        handler's first step run now), or queue it when every place is taken. True."""
         registered = self._handlers.get(request.method)
         if registered is None:
             self._answer_error(
@@ -319,8 +359,11 @@ class Dispatcher:
         if not registered.is_async:
             self._answer_inline(request, registered)
             return True
-        if len(self._serving) >= MAX_CONCURRENT_INCOMING:
-            return False
+        if len(self._serving) >= self._max_running and not registered.control:
+            refusal = self._admission.offer(request, len(self._serving))
+            if refusal is not None:
+                self._answer_error(request.id, refusal)
+            return True
         serve = self._serve_async(request, registered)
         if eager:
             assert _eager_start is not None
@@ -367,9 +410,24 @@ class Dispatcher:
             self._answer_result(request, registered, result)
         finally:
             self._serving.pop(request.id, None)
-            if self._drainer is not None:
-                # Only the backlog's drainer waits for a slot (see _dispatch_waiting).
-                self._slot_freed.set()
+            if self._waiting:
+                self._start_queued()
+
+    def _start_queued(self) -> None:
+        """Places are free: start the requests that waited longest, in order."""
+        if self._is_closing():
+            return  # the session is ending: nobody would get their answers
+        while len(self._serving) < self._max_running:
+            request = self._admission.take()
+            if request is None:
+                return
+            registered = self._handlers.get(request.method)
+            if registered is None or not registered.is_async:
+                self._dispatch_request(request)  # its handler changed: answered at once
+                continue
+            self._serving[request.id] = self._loop.create_task(
+                self._serve_async(request, registered), context=self._context.copy()
+            )
 
     def _answer_failure(self, request: Request, registered: Registered, exc: Exception) -> None:
         """Answer ``request``, which its handler failed (or whose result cannot be sent)."""
@@ -432,9 +490,28 @@ class Dispatcher:
             self._event_queue = asyncio.Queue(_EVENT_QUEUE_SIZE)
             self._event_worker = asyncio.get_running_loop().create_task(self._run_async_events())
         if self._event_queue.full():
-            return False
+            self._drop_event(event)
+            return True
         self._event_queue.put_nowait((registered, event))
         return True
+
+    def _drop_event(self, event: Event) -> None:
+        """The async event handlers are ``_EVENT_QUEUE_SIZE`` events behind: drop ``event``
+        rather than stop reading (the requests and cancels behind it would wait too)."""
+        self.dropped_events += 1
+        now = self._loop.time()
+        if now < self._next_drop_report:
+            return
+        self._next_drop_report = now + _DROP_REPORT_INTERVAL
+        _log.warning(
+            "%s sends events faster than their handlers take them: %d dropped so far, the "
+            "latest %r (at most %d wait; this is said at most once a minute)",
+            self._peer_name or "peer",
+            self.dropped_events,
+            clean_text(event.method, MAX_EVENT_NAME_CHARS),
+            _EVENT_QUEUE_SIZE,
+        )
+        self._dropped_reported = self.dropped_events
 
     def _unhandled(self, what: str) -> None:
         """Count a message no handler takes; warn about each ``what`` once, up to a cap."""

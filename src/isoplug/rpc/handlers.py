@@ -3,7 +3,8 @@
 Separate from :mod:`isoplug.rpc.dispatch`, which runs them: a handler's signature, the
 :func:`private_errors` mark (which the host's routes put on their handlers) and what the
 dispatcher knows of each handler once registered (whether it is ``async``, whether its errors
-are private) are one small concept of their own.
+are private, whether it is a control handler that no load delays) are one small concept of
+their own.
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ def private_errors(handler: Handler) -> Handler:
 class Registered:
     """A handler as the dispatcher runs it: worked out once, at its registration."""
 
-    __slots__ = ("function", "is_async", "params_type", "private")
+    __slots__ = ("control", "function", "is_async", "params_type", "private")
 
-    def __init__(self, function: Handler, params_type: Any) -> None:
+    def __init__(self, function: Handler, params_type: Any, control: bool = False) -> None:
         self.function = function
+        #: Served at once whatever the load: never queued behind other requests, nor
+        #: refused (see :mod:`isoplug.rpc.admission`). For the few requests that steer the
+        #: other side (a new configuration), which must not wait for its work.
+        self.control = control
         self.params_type = params_type
         self.is_async = inspect.iscoroutinefunction(function)
         self.private = getattr(function, _PRIVATE_ERRORS, False) is True

@@ -9,6 +9,7 @@ number of requests in flight in both directions. How handlers run is told in
 This module is the session's life: opening it, calling the other side (the calls awaiting
 answers are kept in :mod:`isoplug.rpc.pending`), reading (pushed by the stream, or pulled by
 a task), and ending it, from either side, so that no caller, task or stream outlives it.
+What it writes goes through :mod:`isoplug.rpc.outbox`.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from isoplug.errors import (
     RequestTimeout,
     TransportError,
 )
+from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.dispatch import Dispatcher, Handler, LogBatchHandler
 from isoplug.rpc.handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     client_handshake,
     server_handshake,
 )
+from isoplug.rpc.outbox import Outbox
 from isoplug.rpc.pending import DeadlinePassed, PendingCalls
 from isoplug.rpc.remote_errors import remote_error
 from isoplug.transport import Address, Stream, connect
@@ -75,7 +78,6 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 _BACKLOG_GRACE = 10.0
 
 _USE_DEFAULT: Final = object()
-_ANSWERS: Final = (Response, ErrorResponse)
 
 
 class Peer:
@@ -101,22 +103,22 @@ class Peer:
         self._connection = connection
         self.default_timeout = default_timeout
         self._pending = PendingCalls()
+        self._outbox = outbox = Outbox(stream, connection)
+        self._send = outbox.send
         self._dispatcher = Dispatcher(
             stream,
             connection,
             self._pending,
-            send=self._send,
+            send=outbox.send,
             closing=lambda: self._closing,
-            hold_answers=self._hold_answers,
-            release_answers=self._release_answers,
+            hold_answers=outbox.hold_answers,
+            release_answers=outbox.release_answers,
             fail=self._end_session,
             peer_name=self.peer_name,
         )
         for method, function in (handlers or {}).items():
             self.register(method, function)
         self._closing = False
-        #: Answers are being gathered into one write (see _hold_answers).
-        self._holding = False
         self._closed = asyncio.Event()
         #: Why the session ended: ``None`` while open, else the exception that describes it.
         self.close_error: TransportError | ProtocolError | None = None
@@ -229,9 +231,28 @@ class Peer:
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def register(self, method: str, handler: Handler, *, params_type: Any = Any) -> None:
-        """Serve requests for ``method`` with ``handler``; ``params_type`` validates params."""
-        self._dispatcher.register(method, handler, params_type)
+    def register(
+        self, method: str, handler: Handler, *, params_type: Any = Any, control: bool = False
+    ) -> None:
+        """Serve requests for ``method`` with ``handler``; ``params_type`` validates params.
+
+        A ``control`` handler is served at once whatever the load: its requests never wait in
+        the queue of those past the limit of requests served at once, nor are refused (see
+        :meth:`set_limits`)."""
+        self._dispatcher.register(method, handler, params_type, control)
+
+    def set_limits(self, limits: AdmissionLimits) -> None:
+        """Serve at most ``limits.max_running`` requests of ``async`` handlers at once; queue
+        the next ones up to ``limits.max_queued`` (and ``max_queued_bytes`` of params), and
+        refuse the rest at once (:class:`~isoplug.errors.PluginBusy` on the other side). See
+        :mod:`isoplug.rpc.admission`."""
+        self._dispatcher.set_limits(limits)
+
+    def close_admission(self, reason: str) -> None:
+        """Start no more requests (a control handler's aside): the queued ones, and every one
+        that arrives from now, are answered at once as cancelled before they started,
+        saying ``reason``. For a side that is shutting down."""
+        self._dispatcher.close_admission(reason)
 
     def on_event(self, method: str, handler: Handler, *, params_type: Any = Any) -> None:
         """Call ``handler(params)`` for every event named ``method``."""
@@ -255,6 +276,7 @@ class Peer:
         *,
         timeout: float | object | None = _USE_DEFAULT,
         result_type: type[T] | Any = Any,
+        late_answer: float = 0.0,
     ) -> Any:
         """Call ``method`` on the other side and return its result. A cancel point.
 
@@ -262,7 +284,9 @@ class Peer:
         :attr:`default_timeout`), :class:`~isoplug.errors.RemoteError` (or a subclass) when
         the remote handler failed, :class:`~isoplug.errors.ConnectionClosed` /
         :class:`~isoplug.errors.ConnectionBroken` when the session ends first. Cancelling the
-        calling task, or a timeout, sends a cancel to the other side.
+        calling task, or a timeout, sends a cancel to the other side. With ``late_answer``
+        seconds, the timeout's ``late_answer`` is a task giving the answer the other side
+        sends within that long after the cancel (what became of the request), or None.
         """
         limit = self.default_timeout if timeout is _USE_DEFAULT else timeout
         connection = self._connection
@@ -275,10 +299,15 @@ class Peer:
         try:
             answer = await future
         except DeadlinePassed:
-            self._cancel_remote(request_id)
-            raise RequestTimeout(
+            sent = self._cancel_remote(request_id)
+            error = RequestTimeout(
                 f"{method!r} got no response from {self.peer_name or 'the peer'} within {limit:g} s"
-            ) from None
+            )
+            if late_answer > 0 and sent:
+                error.late_answer = self._loop.create_task(
+                    self._pending.late_answer(request_id, method, late_answer)
+                )
+            raise error from None
         except asyncio.CancelledError:
             self._cancel_remote(request_id)
             raise
@@ -352,44 +381,16 @@ class Peer:
                 + (f": {clean_text(str(error), MAX_REASON_CHARS)}" if error else "")
             )
 
-    def _send(self, message: Message) -> None:
-        connection = self._connection
-        connection.send(message)
-        if self._holding and type(message) in _ANSWERS:
-            return  # written by _release_answers, with the others
-        # Anything else goes out at once, after any answers held (the order is kept).
-        self._stream.write(connection.data_to_send())
-
-    def _hold_answers(self, until_next_round: bool) -> None:
-        """Gather the answers sent from now into one write: until the loop's next round is
-        through (``until_next_round``), or until :meth:`_release_answers` is called. The
-        requests of one read start tasks that all answer in that round (or, started eagerly,
-        at once), and pipelined calls then cost the sender one system call per read instead
-        of one per answer. A single call loses nothing: its answer goes out in that round."""
-        if not self._holding:
-            self._holding = True
-            if until_next_round:
-                # After the tasks' first steps: they were scheduled before this callback.
-                self._loop.call_soon(self._release_answers)
-
-    def _release_answers(self) -> None:
-        self._holding = False
-        data = self._connection.data_to_send()
-        if not data:
-            return
-        try:
-            self._stream.write(data)
-        except TransportError as exc:
-            # The session is ending (its end is handled where the stream reports it).
-            _log.debug("could not send %d bytes of answers: %s", len(data), exc)
-
-    def _cancel_remote(self, request_id: int) -> None:
+    def _cancel_remote(self, request_id: int) -> bool:
+        """Send a cancel for ``request_id``; False if it could not be sent."""
         if self._closing or self._connection.state is not ConnectionState.OPEN:
-            return
+            return False
         try:
             self._send(Cancel(id=request_id))
         except TransportError as exc:
             _log.debug("could not send cancel for request %d: %s", request_id, exc)
+            return False
+        return True
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -420,7 +421,7 @@ class Peer:
         try:
             messages = connection.receive_data(data)
         except ProtocolError as exc:
-            self._flush_failure_notice()
+            self._outbox.flush_failure_notice()
             _log.warning(
                 "closing session with %s: %s",
                 self.peer_name or "peer",
@@ -486,14 +487,6 @@ class Peer:
             await self._shutdown()
         finally:
             self._closed.set()
-
-    def _flush_failure_notice(self) -> None:
-        data = self._connection.data_to_send()
-        if data:
-            try:
-                self._stream.write(data)
-            except TransportError:
-                _log.debug("peer already gone; could not tell it why the session failed")
 
     async def _shutdown(self) -> None:
         dispatcher = self._dispatcher

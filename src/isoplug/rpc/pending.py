@@ -49,6 +49,19 @@ class PendingCalls:
         self._calls.pop(request_id, None)
         self._deadlines.pop(request_id, None)
 
+    async def late_answer(self, request_id: int, method: str, grace: float) -> Message | None:
+        """The answer to ``request_id``, whose caller gave up (a cancel was sent), if it comes
+        within ``grace`` seconds; else None. What became of the request, in the other
+        side's words."""
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.add(request_id, method, future, grace)
+        try:
+            return await future
+        except (DeadlinePassed, IsoplugError):
+            return None
+        finally:
+            self.forget(request_id)
+
     def answer(self, message: Response | ErrorResponse) -> None:
         """Deliver an answer to the call awaiting it, if any still does."""
         pending = self._calls.get(message.id)

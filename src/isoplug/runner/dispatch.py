@@ -4,7 +4,8 @@
 decorators declared. :class:`PluginTable` answers the host's calls: unknown plugin or method,
 and arguments that do not fit the signature, become a :class:`~isoplug.control.CallOutcome`
 carrying the code of :class:`~isoplug.errors.MethodNotFound` /
-:class:`~isoplug.errors.InvalidParams`, so the host raises the right exception.
+:class:`~isoplug.errors.InvalidParams`, so the host raises the right exception. Events wait
+for each plugin in a bounded queue of its own (:mod:`isoplug.runner.events`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from isoplug.rpc.remote_errors import (
     traceback_text,
 )
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
+from isoplug.runner.events import EventQueues
 from isoplug.runner.loader import PluginLoadError
 from isoplug.runner.methods import MethodInfo
 from isoplug.runner.tracing import joined
@@ -109,6 +111,8 @@ class PluginTable:
         self.workers = workers or WorkerPool(default_threads())
         #: The tasks of the calls being served (see cancel_calls).
         self._serving: set[asyncio.Task[Any]] = set()
+        #: The events waiting for each plugin: ``events.offer`` takes the host's events.
+        self.events = EventQueues(self.plugins, self.deliver_to)
 
     def add(self, plugin: LoadedPlugin) -> None:
         self.plugins[plugin.plugin_id] = plugin
@@ -185,13 +189,15 @@ class PluginTable:
         return self._outcome(method.name, result)
 
     def cancel_calls(self) -> list[asyncio.Task[Any]]:
-        """Cancel every call being served; return their tasks (to await). At shutdown, before
-        the teardown hooks and the end of log forwarding, so that what a method logs as it is
+        """Cancel every call being served and every event handler running (the events still
+        queued are dropped, and said); return their tasks (to await). At shutdown, before the
+        teardown hooks and the end of log forwarding, so that what a method logs as it is
         cancelled still reaches the host as its record."""
-        tasks = list(self._serving)
+        tasks: list[asyncio.Task[Any]] = list(self._serving)
         for task in tasks:
             # What the host is told, should it still be waiting for the answer.
             task.cancel("the runner is shutting down")
+        tasks.extend(self.events.stop())
         return tasks
 
     def _outcome(self, name: str, result: Any) -> CallOutcome:
@@ -219,35 +225,39 @@ class PluginTable:
     async def deliver(self, delivery: EventDelivery) -> None:
         """Hand an event to every subscriber, one after another; failures are logged."""
         for plugin in self.plugins.values():
-            for subscriber in plugin.subscriptions.get(delivery.event, ()):
-                source = current_source.set(plugin.source)
-                try:
-                    with joined(delivery.traceparent, delivery.tracestate):
-                        if inspect.iscoroutinefunction(subscriber):
-                            await subscriber(delivery.payload)
-                        else:
-                            await self.workers.run(
-                                0,
-                                f"{plugin.plugin_id}.{subscriber.__name__} "
-                                f"(event {delivery.event!r})",
-                                functools.partial(subscriber, delivery.payload),
-                            )
-                except Exception:
-                    _log.exception(
-                        "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event
-                    )
-                except EXIT_REQUESTS as exc:
-                    # As for a method (see call): not the end of the runner.
-                    _log.error(
-                        "plugin %r: handler for event %r raised %s; an event handler cannot end "
-                        "its runner: the runner kept running",
-                        plugin.plugin_id,
-                        delivery.event,
-                        exit_request_text(exc),
-                        exc_info=exc,
-                    )
-                finally:
-                    current_source.reset(source)
+            await self.deliver_to(plugin, delivery)
+
+    async def deliver_to(self, plugin: LoadedPlugin, delivery: EventDelivery) -> None:
+        """Hand an event to each of ``plugin``'s subscribers, in turn; failures are logged."""
+        for subscriber in plugin.subscriptions.get(delivery.event, ()):
+            source = current_source.set(plugin.source)
+            try:
+                with joined(delivery.traceparent, delivery.tracestate):
+                    if inspect.iscoroutinefunction(subscriber):
+                        await subscriber(delivery.payload)
+                    else:
+                        await self.workers.run(
+                            0,
+                            f"{plugin.plugin_id}.{subscriber.__name__} "
+                            f"(event {delivery.event!r})",
+                            functools.partial(subscriber, delivery.payload),
+                        )
+            except Exception:
+                _log.exception(
+                    "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event
+                )
+            except EXIT_REQUESTS as exc:
+                # As for a method (see call): not the end of the runner.
+                _log.error(
+                    "plugin %r: handler for event %r raised %s; an event handler cannot end "
+                    "its runner: the runner kept running",
+                    plugin.plugin_id,
+                    delivery.event,
+                    exit_request_text(exc),
+                    exc_info=exc,
+                )
+            finally:
+                current_source.reset(source)
 
 
 def _timeout_hint(request: CallRequest, signature: inspect.Signature | None) -> str:

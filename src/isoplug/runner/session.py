@@ -12,13 +12,15 @@ Order of events (the host's supervisor relies on it):
    with :data:`~isoplug.control.EXIT_SETUP_FAILED` /
    :data:`~isoplug.control.EXIT_NOTHING_LOADED`;
 5. serve calls and events until :data:`~isoplug.control.SHUTDOWN` arrives or the host goes
-   away; then, within ``bootstrap.teardown_timeout`` together, cancel the calls still being
-   served, run the ``teardown`` hooks, and cancel and wait for the tasks the plugins left
-   running (:mod:`isoplug.runner.leftover_tasks`), and wait for the threads that would hold
-   the process's exit (:mod:`isoplug.runner.leftover_threads`); end log forwarding (after all
-   of it: what a method or a task logs as it is cancelled, or a hook logs, and the warnings
-   naming what would not end, are forwarded as records), say goodbye, and return 0; the
-   process exits at once instead when a task or such a thread would not end.
+   away; then answer the calls still queued (they never start), and within
+   ``bootstrap.teardown_timeout`` together, cancel the calls still being served and the
+   event handlers running, run the ``teardown`` hooks, and cancel and wait for the tasks the
+   plugins left running (:mod:`isoplug.runner.leftover_tasks`), and wait for the threads that
+   would hold the process's exit (:mod:`isoplug.runner.leftover_threads`); end log
+   forwarding (after all of it: what a method or a task logs as it is cancelled, or a hook
+   logs, and the warnings naming what would not end, are forwarded as records), say goodbye,
+   and return 0; the process exits at once instead when a task or such a thread would not
+   end.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, Remote
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
+from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
@@ -171,8 +174,17 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         CALL, call_noting_memory_errors if limited else table.call, params_type=CallRequest
     )
     peer.register(SET_LOG_LEVEL, levels.change, params_type=LogLevelChange)
-    peer.register(SET_CONFIG, set_config, params_type=ConfigChange)
-    peer.on_event(EVENT, table.deliver, params_type=EventDelivery)
+    # Served at once whatever the plugins' load: a new configuration does not queue behind
+    # their calls.
+    peer.register(SET_CONFIG, set_config, params_type=ConfigChange, control=True)
+    peer.set_limits(
+        AdmissionLimits(
+            max_running=bootstrap.max_concurrent_calls, max_queued=bootstrap.max_queued_calls
+        )
+    )
+    # Queued per plugin, read at once (never pausing the reading of calls and cancels).
+    table.events.limit = bootstrap.max_queued_events
+    peer.on_event(EVENT, table.events.offer, params_type=EventDelivery)
     # Before any plugin is imported, and after the runner's own descriptors are open (the
     # plugins get open_files beyond them).
     apply_limits(bootstrap.limits)
@@ -204,6 +216,9 @@ async def run_runner(bootstrap: Bootstrap) -> int:
             asked.cancel()
         # Ended before the plugins' tasks are looked for.
         await asyncio.wait({closed, asked})
+        # The calls still queued never start: answered now, before the running ones are
+        # cancelled (whose ends would start them).
+        peer.close_admission("the runner is shutting down; the call had not started")
         left = await _teardown(table, sources, bootstrap.teardown_timeout)
         await peer.aclose("runner shut down")
         if left:

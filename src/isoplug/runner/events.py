@@ -1,0 +1,170 @@
+"""The events waiting for each plugin of a runner: one bounded queue per plugin, apart from calls.
+
+The host publishes without waiting (``Host.publish``), so a plugin whose handlers are slower
+than the events come falls behind. Its events wait in a queue of its own, at most
+``max_queued_events`` (1,024 by default, ``SupervisorConfig.max_queued_events``); past it, an
+event for that plugin is dropped, counted and said (a WARNING naming the plugin, the event and
+the count: the first drop at once, then at most one summary per
+:data:`DROP_REPORT_INTERVAL` seconds). The runner's connection is read all along: a backlog of
+events used to pause reading, so every call, cancel and shutdown request of the host waited
+behind it, for as long as the handlers took.
+
+Each plugin's events are handled one at a time, in order of arrival, by a task that lives while
+its queue holds some; plugins of one runner (a group) do not wait for each other's handlers.
+:class:`EventBacklog` is the queue (sans-IO), :class:`EventQueues` the runner's queues and
+their tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Final
+
+from isoplug.control import EventDelivery
+from isoplug.logs.report_throttle import ReportThrottle, Tally
+
+if TYPE_CHECKING:
+    from isoplug.runner.dispatch import LoadedPlugin
+
+__all__ = ["DEFAULT_MAX_QUEUED_EVENTS", "DROP_REPORT_INTERVAL", "EventBacklog", "EventQueues"]
+
+_log = logging.getLogger("isoplug.runner")
+
+DEFAULT_MAX_QUEUED_EVENTS: Final = 1024
+#: After a plugin's first dropped event, further drops are said at most this often.
+DROP_REPORT_INTERVAL: Final = 10.0
+
+
+class EventBacklog:
+    """The events waiting for one plugin, at most ``limit``; counts those it had no room for."""
+
+    __slots__ = ("dropped", "limit", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting: collections.deque[EventDelivery] = collections.deque()
+        #: Events dropped for want of room, in all.
+        self.dropped = 0
+
+    def offer(self, delivery: EventDelivery) -> bool:
+        """Queue ``delivery``; False (and counted) if the queue is full."""
+        if len(self.waiting) >= self.limit:
+            self.dropped += 1
+            return False
+        self.waiting.append(delivery)
+        return True
+
+    def take(self) -> EventDelivery | None:
+        """The event that waited longest (None: none waits)."""
+        return self.waiting.popleft() if self.waiting else None
+
+
+Deliver = Callable[["LoadedPlugin", EventDelivery], Awaitable[None]]
+
+
+class EventQueues:
+    """Every plugin's :class:`EventBacklog` and the task handling it.
+
+    ``plugins`` are the runner's loaded plugins (by id, as they are added); ``deliver`` runs
+    one plugin's handlers for one event (failures are its to log)."""
+
+    def __init__(
+        self,
+        plugins: Mapping[str, LoadedPlugin],
+        deliver: Deliver,
+        limit: int = DEFAULT_MAX_QUEUED_EVENTS,
+    ) -> None:
+        self._plugins = plugins
+        self._deliver = deliver
+        self.limit = limit
+        self._backlogs: dict[str, EventBacklog] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        #: Kinds are "plugin id, event name" of subscriptions only: bounded.
+        self._drops = ReportThrottle(DROP_REPORT_INTERVAL)
+        self._flush: asyncio.TimerHandle | None = None
+        self._stopped = False
+
+    def offer(self, delivery: EventDelivery) -> None:
+        """An event from the host: queue it for every plugin subscribed to it (the peer's
+        handler for events, run inline as they are read: it never waits)."""
+        if self._stopped:
+            return
+        for plugin_id, plugin in self._plugins.items():
+            if delivery.event not in plugin.subscriptions:
+                continue
+            backlog = self._backlogs.get(plugin_id)
+            if backlog is None:
+                backlog = self._backlogs[plugin_id] = EventBacklog(self.limit)
+            if not backlog.offer(delivery):
+                self._dropped(plugin_id, delivery.event)
+            elif plugin_id not in self._workers:
+                self._workers[plugin_id] = asyncio.get_running_loop().create_task(
+                    self._work(plugin, backlog), name=f"isoplug-events:{plugin_id}"
+                )
+
+    def dropped(self, plugin_id: str) -> int:
+        """Events dropped for ``plugin_id`` so far."""
+        backlog = self._backlogs.get(plugin_id)
+        return 0 if backlog is None else backlog.dropped
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Deliver nothing more: cancel the handlers running, say what is left undelivered and
+        what drops were not said yet; return the tasks to await."""
+        self._stopped = True
+        tasks = list(self._workers.values())
+        for task in tasks:
+            task.cancel("the runner is shutting down")
+        for plugin_id, backlog in self._backlogs.items():
+            if backlog.waiting:
+                _log.warning(
+                    "plugin %r: %d event(s) were not delivered: the runner is shutting down",
+                    plugin_id,
+                    len(backlog.waiting),
+                )
+                backlog.waiting.clear()
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._drops.close()
+        return tasks
+
+    async def _work(self, plugin: LoadedPlugin, backlog: EventBacklog) -> None:
+        try:
+            while (delivery := backlog.take()) is not None:
+                await self._deliver(plugin, delivery)
+        finally:
+            del self._workers[plugin.plugin_id]
+
+    def _dropped(self, plugin_id: str, event: str) -> None:
+        limit = self.limit
+
+        def summary(tally: Tally) -> str:
+            return (
+                f"plugin {plugin_id!r} dropped {tally.events:,} more {event!r} event(s) in "
+                f"{tally.seconds:.0f} s: its handlers were still {limit:,} events behind "
+                "(max_queued_events)"
+            )
+
+        self._drops.report(
+            f"{plugin_id}\0{event}",
+            f"plugin {plugin_id!r} dropped 1 {event!r} event: its handlers are {limit:,} "
+            "events behind (max_queued_events), slower than the events come; further drops "
+            f"are counted and said at most every {DROP_REPORT_INTERVAL:g} s",
+            summary=summary,
+            emit=_log.warning,
+        )
+        if self._drops.waiting and self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(
+                DROP_REPORT_INTERVAL, self._flush_drops
+            )
+
+    def _flush_drops(self) -> None:
+        self._flush = None
+        self._drops.flush()
+        if self._drops.waiting:
+            self._flush = asyncio.get_running_loop().call_later(
+                DROP_REPORT_INTERVAL, self._flush_drops
+            )
