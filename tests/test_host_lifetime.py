@@ -5,8 +5,10 @@ socket directories go at the next start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -173,6 +175,30 @@ async def test_what_a_plugin_started_dies_with_its_runner_in_its_group_or_out_of
     finally:
         app_child.kill()
         app_child.wait()
+
+
+async def test_a_process_that_leaves_no_trace_is_named_as_holding_the_runners_output(
+    tmp_path: Path,
+) -> None:
+    """The README's exception: a process that leaves the runner's group and session, drops
+    its environment and is re-parented away at once can outlive its runner; the host's log
+    then says that a process it could not find kept the runner's output open."""
+    async with plugins_fixtures.running(tmp_path, "escaper", logger=None) as (host, waiter):
+        vanisher = await host.call("escaper", "vanisher")
+        try:
+            info = await host.restart("escaper")
+            assert info.state is PluginState.READY
+            if process_alive(vanisher):
+                await waiter.wait_for(
+                    "isoplug.host",
+                    "stdout/stderr still open after its process group and the descendants found "
+                    "were killed",
+                )
+            # Else the runner's tree was recorded in the moment it was still under the runner,
+            # and it was killed with the rest: the claim holds either way.
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(vanisher, signal.SIGKILL)
 
 
 def test_only_socket_directories_of_dead_owners_are_removed(tmp_path: Path) -> None:

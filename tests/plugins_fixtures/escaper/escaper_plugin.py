@@ -86,6 +86,27 @@ class Escaper(isoplug.Plugin):
             return int(pipe.read())
 
     @isoplug.method
+    def vanisher(self) -> int:
+        """A double-forked process in a session of its own, with no environment at all (no
+        tag), re-parented away from the runner at once: nothing the kernel keeps ties it to
+        the runner. It holds the runner's stdout pipe (fd 1), so the host sees it there."""
+        read, write = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                os.close(read)
+                os.write(write, str(os.getpid()).encode())
+                os.close(write)
+                os.execve(sys.executable, [sys.executable, *_SLEEPER[1:]], {})
+            os._exit(0)
+        os.close(write)
+        os.waitpid(middle, 0)
+        with os.fdopen(read, "rb") as pipe:
+            return int(pipe.read())
+
+    @isoplug.method
     def hidden_child(self) -> int:
         """A child in a session of its own that drops the environment (no tag): found only by
         having been seen under the runner."""
