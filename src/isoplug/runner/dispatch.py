@@ -236,10 +236,10 @@ class PluginTable:
                     if inspect.iscoroutinefunction(subscriber):
                         await subscriber(delivery.payload)
                     else:
+                        name = f"{plugin.plugin_id}.{subscriber.__name__}"
                         await self.workers.run(
                             0,
-                            f"{plugin.plugin_id}.{subscriber.__name__} "
-                            f"(event {delivery.event!r})",
+                            f"{name} (event {delivery.event!r})",
                             functools.partial(subscriber, delivery.payload),
                         )
             except Exception:
