@@ -142,6 +142,15 @@ class RunnerSupervisor:
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"isoplug-supervisor:{self.runner_id}"
         )
+        self._task.add_done_callback(self._forget_cancelled)
+
+    def _forget_cancelled(self, task: asyncio.Task[None]) -> None:
+        """Drop a supervision task that was cancelled (its loop ended under an unclosed host):
+        on Python 3.12+ its CancelledError's traceback keeps alive every frame that ran the
+        loop, up to the application's frame holding the host, which then can never be
+        collected and released (see isoplug.host.unclosed)."""
+        if task.cancelled() and self._task is task:
+            self._task = None
 
     async def stop(self, *, failed_too: bool = False) -> None:
         """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it.
