@@ -151,6 +151,30 @@ def test_an_alias_is_one_method_and_a_clash_is_an_error() -> None:
         LoadedPlugin("clash", Clash())
 
 
+class Lambda(isoplug.Plugin):
+    hi_twice = isoplug.method(lambda self: "hi hi")
+
+
+class HookAsMethod(isoplug.Plugin):
+    @isoplug.method
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        """A hook the host could then call, with the runner's arguments or none."""
+
+
+def test_a_lambda_method_is_exported_under_its_attribute_and_a_hook_is_refused() -> None:
+    """A lambda has no name of its own (it was exported as '<lambda>'); a hook marked as a
+    method was exported for the host to call."""
+    assert LoadedPlugin("lambda", Lambda()).summary().methods == ("hi_twice",)
+    with pytest.raises(PluginLoadError, match=r"setup\(\) is a hook the runner calls itself"):
+        LoadedPlugin("hook", HookAsMethod())
+
+
+def test_an_empty_method_name_is_refused_where_it_is_written() -> None:
+    """name="" used to fall back to the function's name, silently."""
+    with pytest.raises(TypeError, match="needs a non-empty string, not ''"):
+        isoplug.method(name="")
+
+
 # -- the host's on_change -----------------------------------------------------------------------
 
 

@@ -124,6 +124,9 @@ def method(function: F | None = None, /, *, name: str | None = None) -> F | Call
     Use as ``@isoplug.method`` or ``@isoplug.method(name="other")``.
     """
 
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"isoplug.method(name=...) needs a non-empty string, not {name!r}")
+
     def mark(target: F) -> F:
         function = _function_of(target)
         setattr(function, METHOD_MARK, name or function.__name__)

@@ -57,6 +57,10 @@ def plugin_source(plugin_id: str) -> str:
     return f"plugin.{plugin_id}"
 
 
+#: The plugin's hooks, which only the runner calls.
+_HOOKS = frozenset({"setup", "teardown", "on_config"})
+
+
 class LoadedPlugin:
     """A plugin instance and what the host may do with it. Raises
     :class:`~isoplug.runner.loader.PluginLoadError` when its methods cannot all be exported."""
@@ -78,6 +82,16 @@ class LoadedPlugin:
             bound = getattr(instance, attribute)
             name = getattr(function, METHOD_MARK, None)
             if isinstance(name, str):
+                if name == "<lambda>":
+                    # isoplug.method(lambda self: ...) assigned to a class attribute: the
+                    # attribute's name is the only one it has.
+                    name = attribute
+                if attribute in _HOOKS:
+                    raise PluginLoadError(
+                        f"plugin {plugin_id!r}: {attribute}() is a hook the runner calls itself; "
+                        "it cannot also be a method the host calls (remove @isoplug.method, or "
+                        "export another method that calls it)"
+                    )
                 # The same function under two attributes (an alias) is one method.
                 underlying = getattr(function, "__func__", function)
                 other = exported.setdefault(name, (attribute, underlying))
