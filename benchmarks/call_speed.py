@@ -38,9 +38,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 from _helpers import percentile
@@ -218,49 +218,6 @@ class _Caller(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
-async def bench_floor(round_trips: int) -> list[float]:
-    """Per-call times (s) of a bare asyncio ping-pong."""
-    loop = asyncio.get_running_loop()
-    directory = tempfile.mkdtemp(prefix="isoplug-bench-")
-    path = os.path.join(directory, "sock")
-    protocol: _Caller | None = None
-
-    def made() -> _Caller:
-        nonlocal protocol
-        protocol = _Caller()
-        return protocol
-
-    server = await loop.create_unix_server(made, path)
-    child = _spawn("raw", path, _loop_name())
-    samples: list[float] = []
-    try:
-        while protocol is None:
-            await asyncio.sleep(0.005)
-        await protocol.connected
-        assert protocol.transport is not None
-        clock = time.perf_counter
-        cpu_before = 0.0
-        for index in range(round_trips + 200):
-            if index == 200:
-                cpu_before = time.process_time()
-            start = clock()
-            protocol.waiter = loop.create_future()
-            protocol.transport.write(FRAME)
-            await protocol.waiter
-            if index >= 200:
-                samples.append(clock() - start)
-        samples.append((time.process_time() - cpu_before) / round_trips)  # CPU per call, last
-        protocol.transport.close()
-    finally:
-        server.close()
-        # The loop must run for the close to reach the child.
-        await asyncio.to_thread(child.wait, 30)
-        # Python 3.13's server.close() removes the socket file itself.
-        Path(path).unlink(missing_ok=True)
-        os.rmdir(directory)
-    return samples
-
-
 class _MinimalClient(asyncio.Protocol):
     """The caller's half of the least asyncio RPC (see :class:`_MinimalServer`): a future per
     call, found by its id when the answer comes."""
@@ -300,21 +257,29 @@ class _MinimalClient(asyncio.Protocol):
             self.pending.pop(call_id).set_result(result)
 
 
-async def bench_minimal_rpc(round_trips: int) -> list[float]:
-    """Per-call times (s) of the least asyncio RPC in Python (:class:`_MinimalClient`), its
-    caller's CPU per call last."""
+_P = TypeVar("_P", _Caller, _MinimalClient)
+
+
+async def _time_round_trips(
+    round_trips: int,
+    kind: str,
+    make: Callable[[], _P],
+    call: Callable[[_P], Awaitable[object]],
+) -> list[float]:
+    """Per-call times (s) of ``call`` on the protocol a child of ``kind`` connects to, after
+    200 warm-up calls; the caller's CPU per call last."""
     loop = asyncio.get_running_loop()
     directory = tempfile.mkdtemp(prefix="isoplug-bench-")
     path = os.path.join(directory, "sock")
-    protocol: _MinimalClient | None = None
+    protocol: _P | None = None
 
-    def made() -> _MinimalClient:
+    def made() -> _P:
         nonlocal protocol
-        protocol = _MinimalClient()
+        protocol = make()
         return protocol
 
     server = await loop.create_unix_server(made, path)
-    child = _spawn("minimal", path, _loop_name())
+    child = _spawn(kind, path, _loop_name())
     samples: list[float] = []
     try:
         while protocol is None:
@@ -326,18 +291,40 @@ async def bench_minimal_rpc(round_trips: int) -> list[float]:
             if index == 200:
                 cpu_before = time.process_time()
             start = clock()
-            await protocol.call("ping")
+            await call(protocol)
             if index >= 200:
                 samples.append(clock() - start)
-        samples.append((time.process_time() - cpu_before) / round_trips)
+        samples.append((time.process_time() - cpu_before) / round_trips)  # CPU per call, last
         assert protocol.transport is not None
         protocol.transport.close()
     finally:
         server.close()
+        # The loop must run for the close to reach the child.
         await asyncio.to_thread(child.wait, 30)
+        # Python 3.13's server.close() removes the socket file itself.
         Path(path).unlink(missing_ok=True)
         os.rmdir(directory)
     return samples
+
+
+async def _ping(protocol: _Caller) -> None:
+    assert protocol.transport is not None
+    protocol.waiter = asyncio.get_running_loop().create_future()
+    protocol.transport.write(FRAME)
+    await protocol.waiter
+
+
+async def bench_floor(round_trips: int) -> list[float]:
+    """Per-call times (s) of a bare asyncio ping-pong; the caller's CPU per call last."""
+    return await _time_round_trips(round_trips, "raw", _Caller, _ping)
+
+
+async def bench_minimal_rpc(round_trips: int) -> list[float]:
+    """Per-call times (s) of the least asyncio RPC in Python (:class:`_MinimalClient`); the
+    caller's CPU per call last."""
+    return await _time_round_trips(
+        round_trips, "minimal", _MinimalClient, lambda protocol: protocol.call("ping")
+    )
 
 
 async def bench_streams(round_trips: int) -> list[float]:

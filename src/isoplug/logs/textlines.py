@@ -303,7 +303,6 @@ class LineClassifier:
         if state[:5] == "fatal":
             return self._feed_fatal(line, truncated)
         stripped = line.rstrip()
-        records: list[TextRecord] = []
         if state == "frames" and self._in_group and stripped and line[:1] not in " \t|+":
             # A group's drawing has no exception line of its own: it ended before this line.
             state = self.phase = "done"
@@ -317,11 +316,7 @@ class LineClassifier:
                 self._in_group = stripped != TRACEBACK_START
                 return self._spill()
             # Not a chain: the held block is complete, and this line starts afresh.
-            records = self.flush()
-            if self._starts_block(line):
-                return records
-            records.append(self._single(line, truncated))
-            return records
+            return self._end_block_before(line, truncated)
         self._append(line, truncated)
         if state == "header":
             # A header is followed by the traceback itself (or the object's repr, for
@@ -377,14 +372,18 @@ class LineClassifier:
             return self.flush()
         else:
             # Not a dump's: the dump (or a line that only looked like its start) has ended.
-            records = self.flush()
-            if self._starts_block(line):
-                return records
-            records.append(self._single(line, truncated))
-            return records
+            return self._end_block_before(line, truncated)
         self._append(line, truncated)
         self.phase = state
         return self._spill()
+
+    def _end_block_before(self, line: str, truncated: bool) -> list[TextRecord]:
+        """The held block, complete, then what ``line`` (not part of it) starts afresh."""
+        records = self.flush()
+        if self._starts_block(line):
+            return records
+        records.append(self._single(line, truncated))
+        return records
 
     def _append(self, line: str, truncated: bool) -> None:
         self._block.append(line)
