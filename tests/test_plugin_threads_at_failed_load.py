@@ -14,21 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import Host, SupervisorConfig
+from isoplug import Host
 from isoplug.control import EXIT_NOTHING_LOADED, EXIT_SETUP_FAILED
 from isoplug.host import ExitAccount, PluginState
-from tests.plugins_fixtures import process_alive
+from tests.plugins_fixtures import SHORT_TEARDOWN, process_alive
 from tests.record_waiter import RecordWaiter, eventually, watching
 
-#: The host would wait shutdown_timeout after the ready report before its kill: far longer
-#: than the teardown.
-CONFIG = SupervisorConfig(
-    health_interval=0.2,
-    health_timeout=30.0,
-    teardown_timeout=0.5,
-    shutdown_timeout=30.0,
-    terminate_timeout=1.0,
-)
+#: The host would wait shutdown_timeout before its kill: far longer than the teardown.
+CONFIG = SHORT_TEARDOWN
 #: Seconds from the start until the runner's exit at most here: its start and the teardown
 #: timeout plus a slow machine's slack, well below shutdown_timeout.
 WITHIN = 15.0

@@ -13,19 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import SupervisorConfig
 from isoplug.host import ExitAccount
-from tests.plugins_fixtures import running
+from tests.plugins_fixtures import SHORT_TEARDOWN, running
 from tests.record_waiter import RecordWaiter
 
-#: The host would wait shutdown_timeout before its SIGTERM: far longer than the teardown.
-CONFIG = SupervisorConfig(
-    health_interval=0.2,
-    health_timeout=30.0,
-    teardown_timeout=0.5,
-    shutdown_timeout=30.0,
-    terminate_timeout=1.0,
-)
+#: The host would wait shutdown_timeout before its kill: far longer than the teardown.
+CONFIG = SHORT_TEARDOWN
 #: Seconds a stop may take at most here: the teardown timeout plus a slow machine's slack,
 #: well below shutdown_timeout.
 WITHIN = 15.0

@@ -20,6 +20,16 @@ from tests.record_waiter import RecordWaiter, watching
 
 FIXTURES = Path(__file__).parent
 
+#: For tests of what a runner's teardown ends: a short teardown, and the host's own deadlines
+#: (health, shutdown) far longer, so that only the runner's own doing can end it in time.
+SHORT_TEARDOWN = SupervisorConfig(
+    health_interval=0.2,
+    health_timeout=30.0,
+    teardown_timeout=0.5,
+    shutdown_timeout=30.0,
+    terminate_timeout=1.0,
+)
+
 
 def copy_plugins(tmp_path: Path, *names: str) -> Path:
     """A plugins directory holding copies of the fixture plugins ``names``, for tests that
