@@ -10,6 +10,8 @@ Measured between two processes on this machine, over a unix socket:
   its id, each request run as a task in the callee, and nothing else (no authentication,
   timeouts, errors or supervision): the lower bound of any RPC written in Python on this loop,
   and so of what ``host.call`` can reach without a C path;
+- the same RPC calling a plain function in a worker thread (the loop's default executor), the
+  least a sync method's hand-off to a thread and back costs in Python;
 - *multiprocessing.connection*: the standard library's blocking ``send``/``recv`` (pickle);
 - ``await host.call(plugin, "ping")`` to an ``async def`` method, p50 and p99;
 - the same to a plain ``def`` method (run in a worker thread of the runner);
@@ -145,11 +147,19 @@ class _MinimalServer(asyncio.Protocol):
         self.buffer = bytearray()
         self.decoder = msgspec.msgpack.Decoder()
         self.encoder = msgspec.msgpack.Encoder()
-        self.methods: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {"ping": self.ping}
+        self.methods: dict[str, Callable[..., Awaitable[Any]]] = {
+            "ping": self.ping,
+            "ping_sync": self.ping_sync,
+        }
         self.loop = asyncio.get_running_loop()
 
     async def ping(self) -> None:
         return None
+
+    def ping_sync(self) -> Awaitable[None]:
+        # A plain function, run where a blocking one must be: in a worker thread (the loop's
+        # default executor, as ``run_in_executor`` and ``to_thread`` use).
+        return self.loop.run_in_executor(None, _nothing)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -174,6 +184,10 @@ class _MinimalServer(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self.done.set_result(None)
+
+
+def _nothing() -> None:
+    return None
 
 
 async def _child_minimal(address: str) -> None:
@@ -319,11 +333,12 @@ async def bench_floor(round_trips: int) -> list[float]:
     return await _time_round_trips(round_trips, "raw", _Caller, _ping)
 
 
-async def bench_minimal_rpc(round_trips: int) -> list[float]:
-    """Per-call times (s) of the least asyncio RPC in Python (:class:`_MinimalClient`); the
-    caller's CPU per call last."""
+async def bench_minimal_rpc(round_trips: int, method: str = "ping") -> list[float]:
+    """Per-call times (s) of the least asyncio RPC in Python (:class:`_MinimalClient`) calling
+    ``method`` (``ping_sync``: a plain function in a worker thread); the caller's CPU per call
+    last."""
     return await _time_round_trips(
-        round_trips, "minimal", _MinimalClient, lambda protocol: protocol.call("ping")
+        round_trips, "minimal", _MinimalClient, lambda protocol: protocol.call(method)
     )
 
 
@@ -468,6 +483,12 @@ def report(kind: str, rounds: list[dict[str, Any]], mp: list[float]) -> None:
     line("host.call async method, p99", a99, f"   {a99[0] / a50[0]:.2f}x its p50 (target <= 3)")
     line("host.call sync method (thread), p50", s50, f"   {s50[0] / a50[0]:.2f}x async (<= 1.5)")
     line("host.call sync method (thread), p99", s99)
+    minimal_sync = med("minimal_sync", p50)
+    line(
+        "least Python RPC, sync method (thread), p50",
+        minimal_sync,
+        f"   {minimal_sync[0] / minimal[0]:.2f}x its async",
+    )
     print(f"{'host.call async p50 / multiprocessing p50':<44}{'':8}  {a50[0] / mp_p50:8.2f}")
     print(f"{'host.call async p50 / streams ping-pong p50':<44}{'':8}  {a50[0] / streams[0]:8.2f}")
     print(f"{'host.call async p50 / least Python RPC p50':<44}{'':8}  {a50[0] / minimal[0]:8.2f}")
@@ -533,6 +554,7 @@ def main() -> None:
                 minimal = run(kind, bench_minimal_rpc(calls))
                 outcome["minimal_cpu"] = minimal.pop()
                 outcome["minimal"] = minimal
+                outcome["minimal_sync"] = run(kind, bench_minimal_rpc(calls, "ping_sync"))[:-1]
                 results[kind].append(outcome)
     load = os.getloadavg()[0]
     print(
