@@ -7,9 +7,9 @@ number of requests in flight in both directions. How handlers run is told in
 :func:`~isoplug.rpc.serve` (:mod:`isoplug.rpc.server`) is the listening side.
 
 This module is the session's life: opening it, calling the other side (the calls awaiting
-answers are kept in :mod:`isoplug.rpc.pending`), reading (pushed by the stream, or pulled by
-a task), and ending it, from either side, so that no caller, task or stream outlives it.
-What it writes goes through :mod:`isoplug.rpc.outbox`.
+answers are kept in :mod:`isoplug.rpc.pending`), and ending it, from either side, so that no
+caller, task or stream outlives it. What it reads is decoded by :mod:`isoplug.rpc.reading`,
+what it writes goes through :mod:`isoplug.rpc.outbox`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from isoplug.rpc.handshake import (
 )
 from isoplug.rpc.outbox import Outbox
 from isoplug.rpc.pending import DeadlinePassed, PendingCalls
+from isoplug.rpc.reading import MAX_REASON_CHARS, SessionReader
 from isoplug.rpc.remote_errors import remote_error
 from isoplug.transport import Address, Stream, connect
 from isoplug.wire import (
@@ -63,10 +64,9 @@ __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error"]
 
 _log = logging.getLogger("isoplug.rpc")
 
-#: Caps for the other side's text in this side's records and exception messages (all of it
-#: goes through :func:`~isoplug.wire.sanitize.clean_text` first).
+#: Cap for the other side's name in this side's records and exception messages (see
+#: :mod:`isoplug.rpc.reading` for the other caps).
 MAX_PEER_NAME_CHARS: Final = 200
-MAX_REASON_CHARS: Final = 1000
 
 T = TypeVar("T")
 
@@ -124,7 +124,15 @@ class Peer:
         self.close_error: TransportError | ProtocolError | None = None
         self._loop = loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
-        if stream.set_data_listener(self._on_data, self._on_end):
+        reading = SessionReader(
+            connection,
+            self._dispatcher,
+            outbox,
+            closing=lambda: self._closing,
+            end_session=self._end_session,
+            peer_name=lambda: self.peer_name,
+        )
+        if stream.set_data_listener(reading.on_data, reading.on_end):
             # Push mode: bytes are handled in the transport's callback, without a task
             # switch per message (a round trip costs two event-loop iterations fewer).
             if early_messages:
@@ -132,7 +140,7 @@ class Peer:
         else:
             self._dispatcher.queue(list(early_messages))
             self._reader = loop.create_task(
-                self._pull_loop(), name=f"isoplug-peer-reader:{self.peer_name}"
+                reading.pull(stream), name=f"isoplug-peer-reader:{self.peer_name}"
             )
 
     # -- opening ----------------------------------------------------------------------------
@@ -391,81 +399,6 @@ class Peer:
             _log.debug("could not send cancel for request %d: %s", request_id, exc)
             return False
         return True
-
-    # -- receiving ----------------------------------------------------------------------------
-
-    async def _pull_loop(self) -> None:
-        """For streams that cannot push: read, and wait for the backlog before reading on."""
-        dispatcher = self._dispatcher
-        try:
-            dispatcher.drain_queued()
-            while True:
-                drainer = dispatcher.drainer
-                if drainer is not None:
-                    await drainer
-                data = await self._stream.receive_some()
-                if not data:
-                    self._on_end(None)
-                    return
-                self._on_data(data)
-                if self._closing:
-                    return
-        except TransportError as exc:
-            self._on_end(exc)
-
-    def _on_data(self, data: bytes) -> None:
-        """Bytes arrived: decode and dispatch them (called by the stream, or the pull loop)."""
-        if self._closing:
-            return
-        connection = self._connection
-        try:
-            messages = connection.receive_data(data)
-        except ProtocolError as exc:
-            self._outbox.flush_failure_notice()
-            _log.warning(
-                "closing session with %s: %s",
-                self.peer_name or "peer",
-                clean_text(str(exc), MAX_REASON_CHARS),
-            )
-            self._end_session(exc)
-            return
-        try:
-            self._dispatcher.dispatch(messages)
-        except Exception as exc:
-            # A bug in a handler path must end this session visibly, never hang its callers.
-            _log.exception("session with %s failed unexpectedly", self.peer_name or "peer")
-            reason = clean_text(str(exc), MAX_REASON_CHARS)
-            self._end_session(ConnectionBroken(f"session failed: {type(exc).__name__}: {reason}"))
-            return
-        if connection.state is ConnectionState.CLOSED:
-            self._end_session(
-                ConnectionClosed(
-                    f"{self.peer_name or 'peer'} ended the session: "
-                    f"{clean_text(connection.close_reason or '', MAX_REASON_CHARS)}"
-                )
-            )
-
-    def _on_end(self, error: TransportError | None) -> None:
-        """The stream ended: cleanly (``None``: EOF) or with ``error``."""
-        if self._closing:
-            return
-        if error is not None:
-            broken = error if isinstance(error, ConnectionBroken) else ConnectionBroken(str(error))
-            self._end_session(broken)
-            return
-        try:
-            self._connection.receive_eof()
-        except ProtocolError as exc:
-            # A peer that exits or crashes: whoever owns this peer reports that better (the
-            # supervisor knows the exit code); it is no protocol problem of ours.
-            _log.debug(
-                "session with %s ended: %s",
-                self.peer_name or "peer",
-                clean_text(str(exc), MAX_REASON_CHARS),
-            )
-            self._end_session(exc)
-            return
-        self._end_session(ConnectionClosed(f"{self.peer_name or 'peer'} closed the connection"))
 
     def _end_session(self, error: TransportError | ProtocolError) -> None:
         """The session ended from the other side or failed. Clean up in the background, after
