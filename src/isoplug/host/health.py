@@ -55,8 +55,16 @@ _STALL_REPORT_INTERVAL = 60.0
 _WORTH_SAYING = 0.1
 #: How long a call's timeout error waits for the runner to say what became of the call (at
 #: most; within ``health_timeout``): its health thread answers in a millisecond when it can,
-#: and so does its event loop, to the cancel, when the call ends on it.
+#: and so does its event loop, to the cancel, when the call ends on it. The whole wait is
+#: spent only when neither answers (a plugin holding the GIL in C code).
 EXPLAIN_WAIT = 1.0
+#: Once the health report says the runner's loop runs, how much longer its answer to the
+#: cancel may take, at least, and in round trips of that report: the cancel was sent before
+#: the health query, so a method that ends when cancelled has answered within moments. Past
+#: that the method shrugged the cancel off (it catches ``CancelledError`` and runs on), and
+#: the caller is not kept waiting for an answer that is not coming.
+_CANCEL_GRACE = 0.2
+_CANCEL_GRACE_ROUND_TRIPS = 4
 
 
 def health_tick(config: SupervisorConfig) -> float:
@@ -161,11 +169,11 @@ class HealthWatch:
             f"{timeout:.3g} s"
         )
         wait = min(self._config.health_timeout, EXPLAIN_WAIT)
+        asked = time.monotonic()
+        report = await self.link.query(wait)
         answer: object = None
         if isinstance(late_answer, asyncio.Task):
-            report, answer = await asyncio.gather(self.link.query(wait), late_answer)
-        else:
-            report = await self.link.query(wait)
+            answer = await _settle(late_answer, report, call_id, time.monotonic() - asked)
         said = _answered(answer)
         if report is None:
             if said is not None:
@@ -182,7 +190,7 @@ class HealthWatch:
             if blocked < _WORTH_SAYING:
                 return (
                     f"{head}; a cancel was sent; the method had not ended when the timeout was "
-                    f"raised ({wait:g} s later)"
+                    f"raised ({time.monotonic() - asked:.2g} s later)"
                 )
             starved = min(blocked, _seconds(report.loop_starved))
             return (
@@ -327,6 +335,31 @@ class HealthWatch:
             emit=_log.warning,
             detail=detail,
         )
+
+
+async def _settle(
+    late_answer: asyncio.Task[object], report: HealthReport | None, call_id: int, asked: float
+) -> object:
+    """The runner's answer to a timed-out call's cancel (None: none), waited for only as long
+    as one can still come: not when the health ``report`` (which took ``asked`` seconds) shows
+    a worker thread running the call on, or the loop that would answer blocked."""
+    if not late_answer.done() and report is not None:
+        if _seconds(report.loop_blocked) >= _WORTH_SAYING or any(
+            work.call_id == call_id for work in report.workers
+        ):
+            late_answer.cancel()
+        else:
+            grace = max(_CANCEL_GRACE, _CANCEL_GRACE_ROUND_TRIPS * asked)
+            await asyncio.wait([late_answer], timeout=grace)
+            late_answer.cancel()
+    # No report: neither the health thread nor the loop answered; the late answer's own wait,
+    # as long as the query's, ends about now.
+    try:
+        return await late_answer
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise
+        return None
 
 
 def _answered(answer: object) -> str | None:
