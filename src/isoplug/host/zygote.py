@@ -52,7 +52,8 @@ from isoplug.control import (
     ForkOrder,
     ForkRefused,
 )
-from isoplug.host.children import ExitStatus, pidfd_signal
+from isoplug.host.binding import release_in_forked_child
+from isoplug.host.children import ExitStatus, close_file_in_forked_child, pidfd_signal
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.wire.sanitize import clean_text
 
@@ -144,6 +145,7 @@ class ZygoteProcess:
         #: Set once the zygote has exited and was reaped.
         self.gone = threading.Event()
         self.forked = 0
+        release_in_forked_child(self)
         threading.Thread(target=self._read, name=f"isoplug-zygote-{self.pid}", daemon=True).start()
 
     @classmethod
@@ -217,12 +219,11 @@ class ZygoteProcess:
             self._sock.shutdown(socket.SHUT_RDWR)
 
     def drop_inherited(self) -> None:
-        """Close this process's copies of the socket and the lifeline (a forked child's)."""
+        """Close this process's copies of the socket and the lifeline (a forked child's: see
+        :mod:`isoplug.host.binding`)."""
         self._closing = True
         self._sock.close()
-        if self._popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._popen.stdin.close()
+        close_file_in_forked_child(self._popen.stdin)
 
     def _read(self) -> None:
         replies = msgspec.msgpack.Decoder(Forked | ForkRefused | ChildExited)
@@ -324,6 +325,12 @@ class ForkedChild:
         fd, self._stdin = self._stdin, None
         if fd is not None:
             os.close(fd)
+
+    def drop_inherited(self) -> None:
+        self.close_stdin()
+        pidfd, self._pidfd = self._pidfd, None  # no lock: see binding.Inherited
+        if pidfd is not None:
+            os.close(pidfd)
 
     def open_pidfd(self) -> int | None:
         with self._lock:
