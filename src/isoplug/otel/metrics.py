@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isoplug.host import observers
-from isoplug.host.status import ExitAccount, PluginInfo, PluginState, StateChange
+from isoplug.host.status import KILLED_BY_HOST, ExitAccount, PluginInfo, PluginState, StateChange
 from isoplug.logs.metrics import LogMetrics
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def exit_kind(account: ExitAccount) -> str:
         return "recycled"
     if account.limit is not None:
         return "limit"
-    if reason.startswith("killed by the host") or "not ready within" in reason:
+    if reason.startswith(KILLED_BY_HOST) or "not ready within" in reason:
         return "hung"
     if account.returncode > 0:
         return "crash"
