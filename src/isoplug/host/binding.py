@@ -39,6 +39,8 @@ __all__ = ["HostBinding", "Inherited", "release_in_forked_child"]
 
 #: Every binding of a started host in this process: a fork's child marks them foreign.
 _bound: weakref.WeakSet[HostBinding] = weakref.WeakSet()
+#: Where isoplug's own coroutines are defined (see _disown_tasks).
+_PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
 
 
 class Inherited(Protocol):
@@ -58,8 +60,6 @@ def release_in_forked_child(holder: Inherited) -> None:
     """Have a forked child of this process call ``holder.drop_inherited()`` right after the
     fork (the holder is referred to weakly: once collected, it holds nothing)."""
     _holders.add(holder)
-#: Where isoplug's own coroutines are defined (see _disown_tasks).
-_PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
 
 
 class HostBinding:

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import threading
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from isoplug.host.usage import read_usage
 
@@ -99,7 +99,7 @@ def pidfd_signal(pidfd: int, signum: signal.Signals) -> bool:
     return True
 
 
-def close_file_in_forked_child(file: BinaryIO | None) -> None:
+def close_file_in_forked_child(file: IO[bytes] | None) -> None:
     """Close a pipe's file object in a forked child: its raw file, never a flush of what a
     thread of the parent had left in its buffer (it would reach the other end), nor its lock
     (that thread may have held it at the fork, and is not in the child)."""

@@ -159,6 +159,11 @@ class PluginInfo:
     error: str | None = None
     methods: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
+    #: Events published to it that it dropped, in all its runners' lives: its queue in the
+    #: runner was full (``max_queued_events``; each drop is also said by a WARNING on
+    #: ``plugin.<id>.isoplug.runner``). Up to date as of the last health check
+    #: (``health_interval``) while the runner runs; exact once it stopped.
+    events_dropped: int = 0
 
     def summary(self) -> str:
         """Its state in a few words, for messages: ``ready (restarts 0, pid 4242)``, and the

@@ -120,6 +120,8 @@ class HostMetrics:
              "stderr", self._streams),
             ("isoplug.log.handler_errors", "{error}", "Host log handlers that raised on the "
              "plugin's records", self._handler_errors),
+            ("isoplug.events.dropped", "{event}", "Events published to the plugin that it "
+             "dropped, its queue in the runner full (max_queued_events)", self._events_dropped),
             ("isoplug.runner.restarts", "{restart}", "Times the plugin's runner was "
              "restarted", self._restarts),
             ("isoplug.runner.exits", "{exit}", "Runner processes that ended, by kind",
@@ -241,6 +243,10 @@ class HostMetrics:
     def _restarts(self) -> Iterator[tuple[float, dict[str, Any]]]:
         for info in self._take().plugins:
             yield info.restarts, {PLUGIN: info.id}
+
+    def _events_dropped(self) -> Iterator[tuple[float, dict[str, Any]]]:
+        for info in self._take().plugins:
+            yield info.events_dropped, {PLUGIN: info.id}
 
     def _ready(self) -> Iterator[tuple[float, dict[str, Any]]]:
         for info in self._take().plugins:
