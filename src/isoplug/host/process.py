@@ -52,10 +52,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.exit_watch import ExitWatch
+from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_leftovers
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
-from isoplug.host.zygote import ForkedChild, Zygote
+from isoplug.host.zygote import Zygote
 
 __all__ = ["RunnerProcess"]
 
