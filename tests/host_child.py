@@ -7,6 +7,9 @@ listeners, then ``ready``; every log record follows as ``<logger>: <message>``. 
 each call ``PLUGIN:METHOD`` (not awaited: they may never return) and waits to be killed.
 
 ``--cgroup DIR`` first moves this process into the cgroup ``DIR`` (its runners start there too).
+``--fork-child`` / ``--spawn-child``, once ready, starts a process of the application's that
+sleeps for an hour (``os.fork()``, or ``subprocess.Popen``) and prints ``app-child <pid>``:
+it must not keep the runners alive after the host's death.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import sys
+import time
 from typing import Any
 
 from isoplug import Host, SupervisorConfig
@@ -30,6 +35,9 @@ async def main(arguments: list[str]) -> None:
         with open(os.path.join(arguments[1], "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
         arguments = arguments[2:]
+    app_child = ""
+    if arguments[:1] in (["--fork-child"], ["--spawn-child"]):
+        app_child, arguments = arguments[0], arguments[1:]
     directory, calls = arguments[0], arguments[1:]
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -44,6 +52,20 @@ async def main(arguments: list[str]) -> None:
         assert listener is not None
         for address in (listener.address.path, host._log_bridge.address.removeprefix("unix:")):
             say(f"socket-dir {os.path.dirname(address)}")
+        if app_child == "--fork-child":
+            pid = os.fork()
+            if pid == 0:
+                # Not the test's pipe: it must end when the host does.
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+                time.sleep(3600)
+                os._exit(0)
+            say(f"app-child {pid}")
+        elif app_child == "--spawn-child":
+            sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+            quiet = subprocess.DEVNULL
+            say(f"app-child {subprocess.Popen(sleeper, stdout=quiet, stderr=quiet).pid}")
         say("ready")
         tasks: list[asyncio.Future[Any]] = []
         for call in calls:

@@ -180,6 +180,14 @@ async def test_a_gil_held_past_the_grace_is_hung(tmp_path: Path) -> None:
             r"thread could run Python\)",
             info.last_exit.reason,
         ), info.last_exit.reason
+        # The state line says who killed it once, in the call error's words.
+        described = info.last_exit.describe()
+        assert re.search(
+            r"was killed by SIGKILL from the host: no answer to a health check within "
+            rf"{within} \(hung: no thread could run Python\); uptime ",
+            described,
+        ), described
+        assert "killed by the host" not in described, described
         await waiter.wait_for("isoplug.host", "did not answer a health check within")
         with pytest.raises(ConnectionBroken, match="crashed during 'hold_gil'") as broken:
             await call
@@ -220,6 +228,11 @@ async def test_a_loop_blocked_while_python_can_run_is_hung_and_says_where(
         with pytest.raises(ConnectionBroken, match=f"crashed during '{method}'") as broken:
             await call
         assert "from the host: its event loop did not run for " in str(broken.value)
+        described = info.last_exit.describe()
+        assert "was killed by SIGKILL from the host: its event loop did not run for " in (
+            described
+        ), described
+        assert "killed by the host" not in described, described
         assert "killed by the host" not in str(broken.value)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import isoplug
 from isoplug import Host, PluginState
 from isoplug.testing import eventually
 from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
@@ -23,6 +24,8 @@ from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, FIXTURES, process_alive
 
 ROOT = Path(__file__).parent.parent
+#: The isoplug this test imports, whichever it is (a worktree's, not the installed one).
+SOURCES = Path(isoplug.__file__).parent.parent
 HOST_CHILD = Path(__file__).parent / "host_child.py"
 
 pytestmark = pytest.mark.skipif(
@@ -51,7 +54,7 @@ async def start_host(*arguments: str) -> asyncio.subprocess.Process:
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(SOURCES), str(ROOT)])),
     )
 
 
@@ -140,6 +143,41 @@ async def test_a_runner_whose_host_lets_go_of_it_ends_even_when_busy(tmp_path: P
         finally:
             call.cancel()
             await asyncio.gather(call, return_exceptions=True)
+
+
+@pytest.mark.parametrize("start", ["--fork-child", "--spawn-child"])
+async def test_a_child_of_the_application_does_not_keep_a_dead_hosts_runner_alive(
+    tmp_path: Path, start: str
+) -> None:
+    """The application forks (or spawns) a process that outlives its host: it holds no copy
+    of the runner's lifeline, so the runner still ends at the host's SIGKILL. The lifeline
+    alone: the runner cleared its parent-death signal, and its blocked event loop never sees
+    its connections end."""
+    directory = escapers(tmp_path, "orphan")
+    host = await start_host(start, str(directory), "orphan:orphan_and_block")
+    lines: list[str] = []
+    app_child = None
+    try:
+        async with asyncio.timeout(40):
+            await read_until(host, lines, r"^app-child \d+$", "^ready")
+            app_child = int(re.findall(r"^app-child (\d+)$", "".join(lines), re.M)[0])
+            await read_until(host, lines, "plugin.orphan.stdout: escaper: orphaned, blocking")
+        output = "".join(lines)
+        runner = int(re.findall(r"^runner orphan (\d+)$", output, re.M)[0])
+        host.kill()
+        await host.communicate()
+        left = await wait_gone([runner], within=5.0)
+        assert not left, f"the runner is alive 5 s after its host's SIGKILL\n{output}"
+        assert process_alive(app_child), "the application's child must outlive the host"
+    finally:
+        if host.returncode is None:
+            host.kill()
+            await host.communicate()
+        if app_child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(app_child, signal.SIGKILL)
+            if start == "--spawn-child":
+                await wait_gone([app_child], within=5.0)  # reaped by init: its parent is gone
 
 
 async def test_what_a_plugin_started_dies_with_its_runner_in_its_group_or_out_of_it(

@@ -46,7 +46,15 @@ def test_a_signal_the_host_sent_says_so_and_why_once() -> None:
         stopped.describe()
     )
     hung = ExitAccount("weather", 4242, -signal.SIGKILL, 1.0, 0, "killed by the host: hung", "hung")
-    assert hung.describe().count("hung") == 1 and "out-of-memory" not in hung.describe()
+    assert hung.describe() == (
+        "runner weather (pid 4242) was killed by SIGKILL from the host: hung; uptime 1.0 s"
+    )
+    # What the account adds after the kill (its zygote's note, say) stays.
+    noted = dataclasses.replace(hung, reason="killed by the host: hung; its zygote had died")
+    assert noted.describe() == (
+        "runner weather (pid 4242) was killed by SIGKILL from the host: hung; its zygote had "
+        "died; uptime 1.0 s"
+    )
 
 
 def test_sigsegv_hints_at_native_code() -> None:

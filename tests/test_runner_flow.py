@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,13 @@ from isoplug import Host, PluginBusy
 from isoplug.errors import RequestTimeout
 from isoplug.host import PluginUnavailable
 from isoplug.host.health import EXPLAIN_WAIT
+from isoplug.testing import eventually
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST
 
 PLUGIN = "backlogged"
+#: The plugin's attribute on isoplug's OpenTelemetry metrics.
+PLUGIN_ID = "isoplug.plugin.id"
 #: The runner's defaults (SupervisorConfig.max_concurrent_calls, max_queued_events).
 RUNNING = 256
 EVENTS = 1024
@@ -169,3 +173,64 @@ async def test_a_method_that_shrugs_off_its_cancel_is_not_said_to_be_cancelled(
             str(caught.value),
         ), str(caught.value)
         await waiter.wait_for_record(plugin=PLUGIN, text="shrugging off a cancel")
+
+
+async def test_the_host_counts_the_events_a_plugin_dropped_across_its_runners(
+    tmp_path: Path,
+) -> None:
+    """The drops reach the host, not only its log: ``PluginInfo.events_dropped`` follows the
+    health reports while the runner runs, a restarted plugin's runners add up, and
+    OpenTelemetry exports the count (``isoplug.events.dropped``)."""
+    metrics_sdk = pytest.importorskip("opentelemetry.sdk.metrics")
+    export = pytest.importorskip("opentelemetry.sdk.metrics.export")
+    from isoplug.otel.metrics import HostMetrics
+
+    reader = export.InMemoryMetricReader()
+    provider = metrics_sdk.MeterProvider(metric_readers=[reader])
+    HostMetrics(provider.get_meter("test"), None)
+    dropped = 1100 - 1 - EVENTS  # one handled (it never ends), EVENTS waiting
+    try:
+        async with plugins_fixtures.running(tmp_path, PLUGIN) as (host, _):
+            assert host.plugin(PLUGIN).events_dropped == 0
+            for n in range(1100):
+                await host.publish("tick", n)
+            await eventually(lambda: host.plugin(PLUGIN).events_dropped == dropped, 10)
+            assert _exported_drops(reader) == dropped
+            info = await host.restart(PLUGIN)
+            assert info.events_dropped == dropped  # the runner before counts on
+            for n in range(1100):
+                await host.publish("tick", n)
+            await eventually(lambda: host.plugin(PLUGIN).events_dropped == 2 * dropped, 10)
+            assert _exported_drops(reader) == 2 * dropped
+    finally:
+        provider.shutdown()
+
+
+async def test_a_stopping_runner_tells_the_host_its_final_count_of_dropped_events(
+    tmp_path: Path,
+) -> None:
+    """No health report comes here (its interval is an hour): the runner's last word at its
+    stop gives the host the count, the drops since its last report included."""
+    config = dataclasses.replace(FAST, health_interval=3600)
+    async with plugins_fixtures.running(tmp_path, PLUGIN, config=config) as (host, _):
+        for n in range(1100):
+            await host.publish("tick", n)
+        # Read after the events (one connection, in order): every drop happened by now.
+        await host.call_with(PLUGIN, "counts", timeout=10)
+        assert host.plugin(PLUGIN).events_dropped == 0  # no report yet
+        info = await host.stop(PLUGIN)
+        assert info.last_exit is not None and info.last_exit.returncode == 0, info.last_exit
+        assert info.events_dropped == 1100 - 1 - EVENTS
+
+
+def _exported_drops(reader: Any) -> int | None:
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "isoplug.events.dropped":
+                    points = [
+                        p for p in metric.data.data_points if p.attributes.get(PLUGIN_ID) == PLUGIN
+                    ]
+                    return int(points[-1].value) if points else None
+    return None

@@ -103,6 +103,11 @@ SET_CONFIG = "runner.set_config"
 """host -> runner request: a plugin's new configuration (:class:`ConfigChange`); answers True
 when the plugin took it live (its ``on_config``), False when it must restart to take it."""
 
+EVENTS_DROPPED = "runner.events_dropped"
+"""runner -> host request, once its plugins' events stopped (at a stop): the events each plugin
+dropped in all (``{plugin id: count}``), the last word on what its health reports said
+(:attr:`HealthReport.events_dropped`); answered with ``None``."""
+
 # Exit codes of the runner that carry a meaning for the supervisor.
 EXIT_BAD_BOOTSTRAP = 2
 """The bootstrap line on stdin was missing or malformed: a host bug, never retried."""
@@ -384,6 +389,9 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     #: ``time.monotonic()`` of the runner when it answered: every stall that ``longest_stall``
     #: counted ended by then, so the next query's ``since`` (0: the runner did not say).
     until: float = 0.0
+    #: Events each plugin dropped so far, its queue full (``max_queued_events``): plugin id ->
+    #: count, plugins that dropped none left out (an older runner: none).
+    events_dropped: dict[str, int] = {}
 
 
 # The zygote's protocol: messages on a SOCK_SEQPACKET socket pair (one message per packet),

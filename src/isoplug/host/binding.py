@@ -11,22 +11,55 @@ naming the fix.
 The check that matters per call is one comparison (``asyncio.get_running_loop() is
 binding.loop``): a closed loop cannot be the running one, and a forked child's bindings have
 no loop (:func:`_after_fork_in_child`). The rest runs only when that comparison fails.
+
+A forked child also closes, at once, its copies of what keeps the parent's runners and zygote
+going (:func:`release_in_forked_child`): a runner's lifeline (the write end of its stdin), the
+read ends of its stdout/stderr, its pidfd; the zygote's socket and lifeline. A child that
+lives on (an ``os.fork()``, a ``multiprocessing`` worker forked after the host started) would
+otherwise hold them open, and when the host died its runners would never read end-of-file on
+their lifeline (:mod:`isoplug.runner.lifeline`), nor a descendant escaped from a runner's
+process group get a broken pipe on its output. The child closes its descriptors only, never
+tells the other end anything (a shutdown would reach the parent's: the open file is shared),
+and never touches the event loop (its epoll set is the parent's too). A process started with
+``subprocess`` inherits none of them: they are not inheritable, and ``close_fds`` is the default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
+import traceback
 import weakref
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["HostBinding"]
+__all__ = ["HostBinding", "Inherited", "release_in_forked_child"]
 
 #: Every binding of a started host in this process: a fork's child marks them foreign.
 _bound: weakref.WeakSet[HostBinding] = weakref.WeakSet()
 #: Where isoplug's own coroutines are defined (see _disown_tasks).
 _PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
+
+
+class Inherited(Protocol):
+    """What holds descriptors a forked child must close (see the module docstring)."""
+
+    def drop_inherited(self) -> None:
+        """In a forked child: close this process's copies, telling the other end nothing.
+        Runs in the child's only thread, right after the fork: it takes no lock (another
+        thread of the parent may have held it), and is idempotent."""
+
+
+#: Every holder of a host's descriptors in this process: a fork's child drops them.
+_holders: weakref.WeakSet[Inherited] = weakref.WeakSet()
+
+
+def release_in_forked_child(holder: Inherited) -> None:
+    """Have a forked child of this process call ``holder.drop_inherited()`` right after the
+    fork (the holder is referred to weakly: once collected, it holds nothing)."""
+    _holders.add(holder)
 
 
 class HostBinding:
@@ -108,6 +141,16 @@ def _after_fork_in_child() -> None:
         binding.loop = None
     for loop in loops:
         _disown_tasks(loop)
+    for holder in list(_holders):
+        try:
+            holder.drop_inherited()
+        except Exception:
+            # One holder that failed must not keep the others' descriptors open. No logging
+            # here: a handler's lock may have been held by a thread that is not in the child.
+            sys.stderr.write(
+                f"isoplug: a forked child could not close its copy of {holder!r}:\n"
+                + traceback.format_exc()
+            )
 
 
 def _disown_tasks(loop: asyncio.AbstractEventLoop) -> None:

@@ -16,11 +16,18 @@ import os
 import signal
 import subprocess
 import threading
-from typing import Protocol
+from typing import IO, Protocol
 
 from isoplug.host.usage import read_usage
 
-__all__ = ["Child", "ExitStatus", "SpawnedChild", "open_pidfd", "pidfd_signal"]
+__all__ = [
+    "Child",
+    "ExitStatus",
+    "SpawnedChild",
+    "close_file_in_forked_child",
+    "open_pidfd",
+    "pidfd_signal",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,10 @@ class Child(Protocol):
 
     def close_stdin(self) -> None:
         """Let go of the lifeline (idempotent)."""
+
+    def drop_inherited(self) -> None:
+        """In a forked child of the host: close the child's copies of the lifeline and the
+        pidfd (see :mod:`isoplug.host.binding`)."""
 
     def open_pidfd(self) -> int | None:
         """A new pidfd of the runner, for the caller to close; None without pidfds."""
@@ -88,6 +99,16 @@ def pidfd_signal(pidfd: int, signum: signal.Signals) -> bool:
     return True
 
 
+def close_file_in_forked_child(file: IO[bytes] | None) -> None:
+    """Close a pipe's file object in a forked child: its raw file, never a flush of what a
+    thread of the parent had left in its buffer (it would reach the other end), nor its lock
+    (that thread may have held it at the fork, and is not in the child)."""
+    raw = getattr(file, "raw", file)
+    if raw is not None:
+        with contextlib.suppress(OSError):  # closed either way
+            raw.close()
+
+
 class SpawnedChild:
     """A runner started with ``subprocess.Popen``: the host is its parent."""
 
@@ -113,6 +134,12 @@ class SpawnedChild:
             except OSError:
                 # A flush of nothing cannot fail; the descriptor is closed either way.
                 return
+
+    def drop_inherited(self) -> None:
+        close_file_in_forked_child(self._popen.stdin)
+        pidfd, self._pidfd = self._pidfd, None  # no lock: see binding.Inherited
+        if pidfd is not None:
+            os.close(pidfd)
 
     def open_pidfd(self) -> int | None:
         # Not reaped before wait() (only the waiting thread reaps): the pid names the runner.

@@ -20,6 +20,7 @@ import msgspec
 
 from isoplug.control import (
     CAPABILITY,
+    EVENTS_DROPPED,
     READY,
     CapabilityDenied,
     CapabilityRequest,
@@ -77,7 +78,11 @@ class ControlLink:
         self._current = current
 
     def handlers(self) -> Mapping[str, Handler]:
-        return {READY: self._on_ready, CAPABILITY: self._on_capability}
+        return {
+            READY: self._on_ready,
+            CAPABILITY: self._on_capability,
+            EVENTS_DROPPED: self._on_events_dropped,
+        }
 
     def refusal(self, credentials: PeerCredentials | None) -> str | None:
         """Why a control connection whose token matched is refused, or None: it must come from
@@ -135,6 +140,18 @@ class ControlLink:
             )
             raise IsoplugError("the runner already reported ready; a second report is refused")
         life.ready.set_result(self._own_plugins_only(report))
+
+    def _on_events_dropped(self, params: Any) -> None:
+        """Take the runner's final count of dropped events (see
+        :data:`~isoplug.control.EVENTS_DROPPED`); raises :class:`IsoplugError` (sent back to
+        the runner) for what is not one."""
+        try:
+            counts = msgspec.convert(params, dict[str, int])
+        except msgspec.ValidationError:
+            raise IsoplugError("not a count of dropped events per plugin ({id: int})") from None
+        life = self._current()
+        if life is not None:
+            life.health.note_events_dropped(counts)
 
     def _own_plugins_only(self, report: ReadyReport) -> ReadyReport:
         """``report`` without entries about plugins this runner does not run (reported once)."""

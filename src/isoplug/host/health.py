@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Mapping
 
 from isoplug.control import HealthReport, WorkerState
 from isoplug.cpu_wait import longest_wait, process_cpu_waits
@@ -104,6 +105,9 @@ class HealthWatch:
         self._stalls = ReportThrottle(_STALL_REPORT_INTERVAL)
         #: Set with the reason when a call's timeout finds too many stuck threads.
         self.recycle: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        #: Events each plugin dropped (its queue in the runner full), as the runner last told:
+        #: plugin id -> count in this runner process (see :meth:`note_events_dropped`).
+        self.events_dropped: dict[str, int] = {}
 
     @property
     def runner_fd(self) -> int:
@@ -115,6 +119,23 @@ class HealthWatch:
         self.pid = pid
         self._theirs.close()
         await self.link.open()
+
+    def note_events_dropped(self, counts: Mapping[str, int]) -> None:
+        """The runner's count of events each plugin dropped so far (a health report's, or its
+        last word at a stop). Kept per plugin as the highest count told: a counter never goes
+        back; only the plugins of the latest word are kept (what a forging plugin sends is
+        bounded by one report's size)."""
+        kept = self.events_dropped
+        self.events_dropped = {
+            str(plugin): max(int(count), kept.get(plugin, 0))
+            for plugin, count in counts.items()
+            if count > 0
+        }
+
+    def take_events_dropped(self) -> dict[str, int]:
+        """The counts told so far, from now on the caller's (the runner process ended)."""
+        counts, self.events_dropped = self.events_dropped, {}
+        return counts
 
     def close(self) -> None:
         self._theirs.close()
@@ -140,6 +161,7 @@ class HealthWatch:
                 max(health_tick(config), limit - (waited - starved)), since=self._since
             )
         self.reports += 1
+        self.note_events_dropped(report.events_dropped)
         # A runner that does not say when it answered (an older isoplug): the stalls that
         # ended after this query was sent may be reported again, never lost.
         self._since = report.until if report.until > 0 else sent
@@ -175,6 +197,8 @@ class HealthWatch:
         if isinstance(late_answer, asyncio.Task):
             answer = await _settle(late_answer, report, call_id, time.monotonic() - asked)
         said = _answered(answer)
+        if report is not None:
+            self.note_events_dropped(report.events_dropped)
         if report is None:
             if said is not None:
                 return f"{head}; {said}"

@@ -49,7 +49,7 @@ from isoplug.host.manifest import Manifest
 from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
-from isoplug.host.status import ExitAccount
+from isoplug.host.status import KILLED_BY_HOST, ExitAccount
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
@@ -323,7 +323,7 @@ class RunnerLife:
         if not done:
             why = f"not ready within {config.ready_timeout:g} s"
             await self._kill(process, why)
-            return f"killed by the host: {why}", None
+            return f"{KILLED_BY_HOST}{why}", None
         serving, permanent = await on_ready(ready.result(), process)
         if not serving:
             # Setup failed or nothing imported: the runner exits on its own.
@@ -363,7 +363,7 @@ class RunnerLife:
                 )
             if finding.kill is not None:
                 await self._kill(process, finding.kill)
-                return f"killed by the host: {finding.kill}"
+                return f"{KILLED_BY_HOST}{finding.kill}"
             if finding.recycle is not None:
                 return await self._recycle(process, STUCK_THREADS, finding.recycle)
             delay = finding.recheck
@@ -433,7 +433,7 @@ class RunnerLife:
             return ""
         _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, what)
         await self._kill(process, what)
-        return f"killed by the host: {what}"
+        return f"{KILLED_BY_HOST}{what}"
 
     async def _shut_down(self, process: RunnerProcess) -> None:
         """Ask, then SIGTERM, then SIGKILL; returns once the runner has exited."""

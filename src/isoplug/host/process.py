@@ -32,7 +32,9 @@ Exit is watched by a thread blocked on this one pid, independent of the pipes (s
 The runner's stdin stays open after the bootstrap line, for as long as the runner lives: it is
 the runner's *lifeline*. Only the host holds its write end, so the runner reads end-of-file
 there the moment the host dies or lets go of it, whatever state the host died in (see
-:mod:`isoplug.runner.lifeline`).
+:mod:`isoplug.runner.lifeline`). A fork of the host's process closes its copy at once
+(:meth:`RunnerProcess.drop_inherited`, see :mod:`isoplug.host.binding`): a child of the
+application that outlives the host must not keep its runners alive.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.exit_watch import ExitWatch
+from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_leftovers
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
-from isoplug.host.zygote import ForkedChild, Zygote
+from isoplug.host.zygote import Zygote
 
 __all__ = ["RunnerProcess"]
 
@@ -119,6 +123,7 @@ class RunnerProcess:
         #: A signal found the runner outside its process group, and the log said so.
         self._outside_group_told = False
         self._exit_watch = ExitWatch(child, self.host_signals)
+        release_in_forked_child(self)
 
     @classmethod
     async def start(
@@ -221,6 +226,14 @@ class RunnerProcess:
     def _let_go(self) -> None:
         """Close the runner's lifeline: from now on it ends by itself (if it still runs)."""
         self._child.close_stdin()
+
+    def drop_inherited(self) -> None:
+        """In a forked child of the host: close the child's copies of the runner's lifeline,
+        pidfd and output pipes, so that they end when the host's do (see
+        :mod:`isoplug.host.binding`)."""
+        self._child.drop_inherited()
+        if self._capture is not None:
+            self._capture.drop_inherited()
 
     def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         facts = self._exit_watch.wait()

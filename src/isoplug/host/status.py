@@ -31,6 +31,10 @@ class PluginUnavailable(IsoplugError):
     (not started yet, or closed)."""
 
 
+#: How an account's reason starts when the host killed the runner (a hang, not ready in time,
+#: a broken connection); what follows is the host's reason for the signal.
+KILLED_BY_HOST = "killed by the host: "
+
 #: Hints for the signals whose meaning a user is most likely to miss.
 _SIGNAL_HINTS = {
     signal.SIGSEGV: "a segmentation fault: a crash in native code (a C extension), not in "
@@ -95,22 +99,29 @@ class ExitAccount:
             return f"runner {self.runner_id} did not start" + (
                 f"; {self.reason}" if self.reason else ""
             )
+        reason = self.reason
         if not self.status_known:
             how = "ended"
         elif self.returncode >= 0:
             how = f"exited with code {self.returncode}"
         else:
-            how = f"was killed by {self.signal_name}{self._sender()}"
+            sent = self.sent_by_host
+            restated = f"{KILLED_BY_HOST}{sent}"
+            if sent is not None and reason.startswith(restated):
+                # The reason only restates the kill ("killed by the host: <why>"): said once,
+                # as a call's error says it ("... from the host: <why>").
+                reason = reason.removeprefix(restated).removeprefix("; ")
+            how = f"was killed by {self.signal_name}{self._sender(reason)}"
         text = f"runner {self.runner_id} (pid {self.pid}) {how}"
-        if self.reason:
-            text += f"; {self.reason}"
+        if reason:
+            text += f"; {reason}"
         return f"{text}; uptime {self.uptime:.1f} s"
 
-    def _sender(self) -> str:
+    def _sender(self, reason: str) -> str:
         sent = self.sent_by_host
         if sent is not None:
-            # The reason may say it already ("killed by the host: ...").
-            return "" if sent in self.reason else f" from the host: {sent}"
+            # What is left of the reason may say it already.
+            return "" if sent in reason else f" from the host: {sent}"
         if self.returncode != -signal.SIGKILL:
             # The kernel does not say who sent it; for a fault, what the signal means.
             if self.limit == "cpu_seconds":
@@ -148,6 +159,11 @@ class PluginInfo:
     error: str | None = None
     methods: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
+    #: Events published to it that it dropped, in all its runners' lives: its queue in the
+    #: runner was full (``max_queued_events``; each drop is also said by a WARNING on
+    #: ``plugin.<id>.isoplug.runner``). Up to date as of the last health check
+    #: (``health_interval``) while the runner runs; exact once it stopped.
+    events_dropped: int = 0
 
     def summary(self) -> str:
         """Its state in a few words, for messages: ``ready (restarts 0, pid 4242)``, and the

@@ -105,6 +105,10 @@ class StdioCapture:
             _resolve(self._loop, self._read_done)
             raise
 
+    def drop_inherited(self) -> None:
+        """In a forked child of the host: close the child's copies of the pipes."""
+        self._reader.drop_inherited()
+
     def _run_reader(self) -> None:
         try:
             self._reader.run()

@@ -120,6 +120,15 @@ class StdioReader:
                 with contextlib.suppress(BlockingIOError, BrokenPipeError):
                     os.write(self._wake_write, b"x")
 
+    def drop_inherited(self) -> None:
+        """In a forked child of the host: close the child's copies of the pipes (no lock: see
+        :class:`isoplug.host.binding.Inherited`)."""
+        if not self._wake_closed:
+            self._wake_closed = True
+            for fd in (*self._pipes.values(), self._wake_read, self._wake_write):
+                with contextlib.suppress(OSError):  # closed either way
+                    os.close(fd)
+
     def close(self) -> None:
         """Close the pipes and the wake pipe. Idempotent."""
         with self._wake_lock:

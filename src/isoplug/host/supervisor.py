@@ -104,6 +104,9 @@ class RunnerSupervisor:
         self._stdio_destination = stdio_destination
         self.state = PluginState.STOPPED
         self.restarts = 0
+        #: Events each plugin dropped in the runner processes that ended (see
+        #: PluginInfo.events_dropped).
+        self._events_dropped: dict[str, int] = {}
         self.last_exit: ExitAccount | None = None
         self.error: str | None = None
         #: Plugins that can never load (import failed): plugin id -> why.
@@ -277,6 +280,8 @@ class RunnerSupervisor:
             error=broken or self.error,
             methods=summary.methods,
             events=summary.events,
+            events_dropped=self._events_dropped.get(plugin_id, 0)
+            + (0 if self._life is None else self._life.health.events_dropped.get(plugin_id, 0)),
         )
 
     # -- connections from the runner ----------------------------------------------------------
@@ -449,14 +454,20 @@ class RunnerSupervisor:
         self._generation += 1
         life = self._life = RunnerLife(self.runner_id, self._config, self._commands, self._zygote)
         self.offers = Offers()
-        return await life.run(
-            entries,
-            address=self._address,
-            log_address=self._log_address,
-            open_stdio=self._open_stdio,
-            restarts=self.restarts,
-            on_ready=self._take_ready,
-        )
+        try:
+            return await life.run(
+                entries,
+                address=self._address,
+                log_address=self._log_address,
+                open_stdio=self._open_stdio,
+                restarts=self.restarts,
+                on_ready=self._take_ready,
+            )
+        finally:
+            # Its runner process ended: its counts join those of the runners before it.
+            for plugin_id, count in life.health.take_events_dropped().items():
+                if plugin_id in self.manifests:
+                    self._events_dropped[plugin_id] = self._events_dropped.get(plugin_id, 0) + count
 
     async def _take_ready(
         self, report: ReadyReport, process: RunnerProcess

@@ -14,8 +14,9 @@ and asks it to fork each runner:
 - The zygote forks; the child sets itself up as a spawned runner would be and runs the same
   ``main``. The zygote answers with the pid and a pidfd of the child (:class:`Forked`), reaps
   it when it exits and reports its status (:class:`~isoplug.control.ChildExited`).
-- :class:`ForkedChild` is the runner for :class:`~isoplug.host.process.RunnerProcess`: it
-  polls the pidfd, takes the zygote's report as the exit status, signals through the pidfd.
+- :class:`~isoplug.host.forked_child.ForkedChild` is the runner for
+  :class:`~isoplug.host.process.RunnerProcess`: it polls the pidfd, takes the zygote's report
+  as the exit status, signals through the pidfd.
 
 When the zygote dies (a bug, or someone killed it), the host logs it and the next runner start
 gets a new zygote. The runners it had forked die with it (their parent-death signal: a runner
@@ -31,16 +32,13 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import fcntl
 import logging
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
@@ -52,8 +50,10 @@ from isoplug.control import (
     ForkOrder,
     ForkRefused,
 )
-from isoplug.host.children import ExitStatus, pidfd_signal
+from isoplug.host.binding import release_in_forked_child
+from isoplug.host.children import close_file_in_forked_child
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
+from isoplug.host.forked_child import ForkedChild
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
@@ -66,11 +66,6 @@ _MAX_ORDER_BYTES = 128 * 1024
 _MAX_REPLY_BYTES = 4096
 #: A zygote that dies this many times in a row without forking a runner is not started again.
 _MAX_FAILED_STARTS = 3
-#: After the zygote died and one of its runners exited, how long init (or a subreaper) may take
-#: to reap it, so that the kernel can tell its exit status through a pidfd. Short: past this
-#: the status is reported unknown, and the host must not take the runner for alive meanwhile
-#: (an init that never reaps, as in some containers, leaves it a zombie for good).
-_REAPED_TIMEOUT = 0.5
 #: How often an order is tried again while the socket's buffer is full.
 _FULL_RETRY = 0.005
 #: Cap for the zygote's error text quoted in a record.
@@ -78,12 +73,6 @@ _MAX_ERROR_CHARS = 500
 
 #: The tag variable's value in the zygote's environment: each child overwrites it in place.
 _TAG_PLACEHOLDER = "0" * TAG_LENGTH
-
-# ioctl(pidfd, PIDFD_GET_INFO, struct pidfd_info) (Linux 6.15): _IOWR(0xFF, 11, 64 bytes).
-_PIDFD_GET_INFO = 0xC040FF0B
-_PIDFD_INFO_EXIT = 1 << 3
-_PIDFD_INFO_SIZE = 64
-_EXIT_CODE_OFFSET = 60
 
 
 class ZygoteGone(Exception):
@@ -103,24 +92,6 @@ def fork_supported() -> bool:
     except (AttributeError, OSError):
         return False
     return True
-
-
-def exit_status_from_pidfd(pidfd: int) -> int | None:
-    """The exit status of a reaped process, from its pidfd (``PIDFD_INFO_EXIT``, Linux 6.15);
-    None while it is not reaped, or where the kernel cannot say."""
-    info = bytearray(_PIDFD_INFO_SIZE)
-    info[0:8] = _PIDFD_INFO_EXIT.to_bytes(8, sys.byteorder)
-    try:
-        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, info)
-    except OSError:
-        return None
-    if not int.from_bytes(info[0:8], sys.byteorder) & _PIDFD_INFO_EXIT:
-        return None
-    status = int.from_bytes(info[_EXIT_CODE_OFFSET:64], sys.byteorder, signed=True)
-    try:
-        return os.waitstatus_to_exitcode(status)
-    except ValueError:
-        return None
 
 
 class ZygoteProcess:
@@ -144,6 +115,7 @@ class ZygoteProcess:
         #: Set once the zygote has exited and was reaped.
         self.gone = threading.Event()
         self.forked = 0
+        release_in_forked_child(self)
         threading.Thread(target=self._read, name=f"isoplug-zygote-{self.pid}", daemon=True).start()
 
     @classmethod
@@ -217,12 +189,11 @@ class ZygoteProcess:
             self._sock.shutdown(socket.SHUT_RDWR)
 
     def drop_inherited(self) -> None:
-        """Close this process's copies of the socket and the lifeline (a forked child's)."""
+        """Close this process's copies of the socket and the lifeline (a forked child's: see
+        :mod:`isoplug.host.binding`)."""
         self._closing = True
         self._sock.close()
-        if self._popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._popen.stdin.close()
+        close_file_in_forked_child(self._popen.stdin)
 
     def _read(self) -> None:
         replies = msgspec.msgpack.Decoder(Forked | ForkRefused | ChildExited)
@@ -297,90 +268,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-class ForkedChild:
-    """A runner the zygote forked (see :class:`~isoplug.host.children.Child`)."""
-
-    method = "fork"
-
-    def __init__(self, pid: int, pidfd: int, stdin: int, zygote: ZygoteProcess) -> None:
-        self.pid = pid
-        self._pidfd: int | None = pidfd
-        self._stdin: int | None = stdin
-        self._zygote = zygote
-        self._lock = threading.Lock()
-
-    def write_stdin(self, data: bytes) -> None:
-        fd = self._stdin
-        if fd is None:
-            raise BrokenPipeError("the runner's stdin is closed")
-        written = 0
-        with memoryview(data) as view:
-            while written < len(view):
-                written += os.write(fd, view[written:])
-
-    def close_stdin(self) -> None:
-        fd, self._stdin = self._stdin, None
-        if fd is not None:
-            os.close(fd)
-
-    def open_pidfd(self) -> int | None:
-        with self._lock:
-            return None if self._pidfd is None else os.dup(self._pidfd)
-
-    def wait(self) -> ExitStatus:
-        reported = self._zygote.wait_status(self.pid)
-        if reported is not None:
-            return self._done(ExitStatus(reported[0], cpu=reported[1]))
-        # The zygote died: the kernel kills the runner with it (its parent-death signal), and
-        # init (or a subreaper) reaps it; only the kernel can still tell its status.
-        died = self._zygote.ended or "its zygote died"
-        pidfd = self._pidfd
-        assert pidfd is not None
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        poller.poll()
-        deadline = time.monotonic() + _REAPED_TIMEOUT
-        while (returncode := exit_status_from_pidfd(pidfd)) is None:
-            if time.monotonic() > deadline:
-                return self._done(
-                    ExitStatus(
-                        -signal.SIGKILL,
-                        known=False,
-                        note=f"exit status unknown: {died} before reporting it, and the "
-                        "kernel cannot tell it here",
-                    )
-                )
-            time.sleep(0.01)
-        return self._done(
-            ExitStatus(
-                returncode, note=f"{died} before it (the kernel ends a zygote's runners with it)"
-            )
-        )
-
-    def _done(self, status: ExitStatus) -> ExitStatus:
-        with self._lock:
-            pidfd, self._pidfd = self._pidfd, None
-        if pidfd is not None:
-            os.close(pidfd)
-        return status
-
-    def finished(self) -> bool:
-        with self._lock:
-            if self._pidfd is None:
-                return True
-            return bool(select.select([self._pidfd], [], [], 0)[0])
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.send_signal(signal.SIGKILL)
-
-    def send_signal(self, signum: signal.Signals) -> bool:
-        with self._lock:
-            if self._pidfd is None:
-                return False  # reaped
-            return pidfd_signal(self._pidfd, signum)
 
 
 class Zygote:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isoplug.host import observers
-from isoplug.host.status import ExitAccount, PluginInfo, PluginState, StateChange
+from isoplug.host.status import KILLED_BY_HOST, ExitAccount, PluginInfo, PluginState, StateChange
 from isoplug.logs.metrics import LogMetrics
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def exit_kind(account: ExitAccount) -> str:
         return "recycled"
     if account.limit is not None:
         return "limit"
-    if reason.startswith("killed by the host") or "not ready within" in reason:
+    if reason.startswith(KILLED_BY_HOST) or "not ready within" in reason:
         return "hung"
     if account.returncode > 0:
         return "crash"
@@ -120,6 +120,8 @@ class HostMetrics:
              "stderr", self._streams),
             ("isoplug.log.handler_errors", "{error}", "Host log handlers that raised on the "
              "plugin's records", self._handler_errors),
+            ("isoplug.events.dropped", "{event}", "Events published to the plugin that it "
+             "dropped, its queue in the runner full (max_queued_events)", self._events_dropped),
             ("isoplug.runner.restarts", "{restart}", "Times the plugin's runner was "
              "restarted", self._restarts),
             ("isoplug.runner.exits", "{exit}", "Runner processes that ended, by kind",
@@ -241,6 +243,10 @@ class HostMetrics:
     def _restarts(self) -> Iterator[tuple[float, dict[str, Any]]]:
         for info in self._take().plugins:
             yield info.restarts, {PLUGIN: info.id}
+
+    def _events_dropped(self) -> Iterator[tuple[float, dict[str, Any]]]:
+        for info in self._take().plugins:
+            yield info.events_dropped, {PLUGIN: info.id}
 
     def _ready(self) -> Iterator[tuple[float, dict[str, Any]]]:
         for info in self._take().plugins:

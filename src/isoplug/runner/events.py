@@ -13,6 +13,10 @@ Each plugin's events are handled one at a time, in order of arrival, by a task t
 its queue holds some; plugins of one runner (a group) do not wait for each other's handlers.
 :class:`EventBacklog` is the queue (sans-IO), :class:`EventQueues` the runner's queues and
 their tasks.
+
+The host learns the counts too (``PluginInfo.events_dropped``, the OpenTelemetry counter
+``isoplug.events.dropped``): every health report carries them, and the runner's last word at a
+stop (:data:`~isoplug.control.EVENTS_DROPPED`) gives the final ones.
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ class EventQueues:
         self._deliver = deliver
         self.limit = limit
         self._backlogs: dict[str, EventBacklog] = {}
+        #: Events dropped per plugin so far (those that dropped none left out). Other threads
+        #: read it with ``dict(...)``: one copy under the GIL (the health thread, see
+        #: :mod:`isoplug.runner.health`).
+        self.drop_counts: dict[str, int] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         #: Kinds are "plugin id, event name" of subscriptions only: bounded.
         self._drops = ReportThrottle(DROP_REPORT_INTERVAL)
@@ -99,6 +107,7 @@ class EventQueues:
             if backlog is None:
                 backlog = self._backlogs[plugin_id] = EventBacklog(self.limit)
             if not backlog.offer(delivery):
+                self.drop_counts[plugin_id] = backlog.dropped
                 self._dropped(plugin_id, delivery.event)
             elif plugin_id not in self._workers:
                 self._workers[plugin_id] = asyncio.get_running_loop().create_task(

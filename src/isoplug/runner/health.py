@@ -113,6 +113,9 @@ class HealthMonitor:
         )
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(HealthQuery)
+        #: Events dropped per plugin (``EventQueues.drop_counts``: set once the plugins' table
+        #: exists), copied into every report.
+        self.event_drops: dict[str, int] = {}
         self._thread = threading.Thread(target=self._serve, name="isoplug-health", daemon=True)
 
     def start(self) -> None:
@@ -199,6 +202,8 @@ class HealthMonitor:
             max_threads=self._workers.max_threads,
             loop_starved=starved,
             until=now,
+            # One copy under the GIL: the loop's thread may add a plugin meanwhile.
+            events_dropped=dict(self.event_drops),
         )
         payload = self._encoder.encode(report)
         before = time.monotonic()

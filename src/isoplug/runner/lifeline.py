@@ -16,7 +16,9 @@ Two mechanisms, because neither covers every case alone:
   it died, or when the host lets go of the runner. It then kills the runner's process group:
   the runner and what its plugins started there. It needs the GIL only for those few steps,
   which a busy worker thread or a blocked event loop hands over within the interpreter's
-  switch interval.
+  switch interval. Only the host may hold that write end: a process its application forks
+  closes its copy at once (:mod:`isoplug.host.binding`), and one it spawns never has one (the
+  descriptor is not inheritable).
 
 The lifeline is moved off descriptor 0 (``/dev/null`` takes its place), so that plugins and the
 processes they start neither read nor inherit it.

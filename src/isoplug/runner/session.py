@@ -40,6 +40,7 @@ from isoplug.control import (
     CAPABILITY,
     CONTROL_ROLE,
     EVENT,
+    EVENTS_DROPPED,
     EXIT_CANNOT_CONNECT,
     EXIT_NOTHING_LOADED,
     EXIT_SETUP_FAILED,
@@ -83,6 +84,9 @@ _log = logging.getLogger("isoplug.runner")
 
 #: Host capability calls get the same patience as host -> plugin calls by default.
 CAPABILITY_TIMEOUT = 30.0
+#: How long the host may take to take the final count of dropped events: its loop answers at
+#: once, unless it is busy; the runner's exit must not wait on it for long.
+_LAST_WORD_TIMEOUT = 2.0
 _DENIED = f"{CapabilityDenied.__module__}.{CapabilityDenied.__qualname__}"
 _FAILED = f"{CapabilityFailed.__module__}.{CapabilityFailed.__qualname__}"
 
@@ -99,8 +103,10 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     levels = PluginLevels(bootstrap.plugins)
     levels.apply()
     # Before connecting: the host's health checks start with the ready report.
-    workers, _health = start_health(bootstrap)
+    workers, health = start_health(bootstrap)
     table = PluginTable(workers=workers)
+    if health is not None:
+        health.event_drops = table.events.drop_counts
     shutdown = asyncio.Event()
     peer_box: list[Peer] = []
 
@@ -220,6 +226,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         # cancelled (whose ends would start them).
         peer.close_admission("the runner is shutting down; the call had not started")
         left = await _teardown(table, sources, bootstrap.teardown_timeout)
+        await _say_events_dropped(peer, table)
         await peer.aclose("runner shut down")
         if left:
             exit_leaving(0)
@@ -289,6 +296,20 @@ async def _load_and_set_up(
             break
         table.add(loaded)
     return failures
+
+
+async def _say_events_dropped(peer: Peer, table: PluginTable) -> None:
+    """Tell the host the final count of dropped events (the teardown stopped the queues):
+    what dropped since the last health report would be lost to its metrics otherwise."""
+    counts = dict(table.events.drop_counts)
+    if not counts or not peer.is_open:
+        return
+    try:
+        await peer.request(EVENTS_DROPPED, counts, timeout=_LAST_WORD_TIMEOUT)
+    except IsoplugError as exc:
+        # The host is gone, or an older one that does not take it: the WARNING records said
+        # the drops.
+        _log.debug("could not tell the host the final count of dropped events: %s", exc)
 
 
 async def _hook(result: Any) -> None:

@@ -43,6 +43,19 @@ class Escaper(isoplug.Plugin):
         time.sleep(3600)
 
     @isoplug.method
+    async def orphan_and_block(self) -> None:
+        """Clears the runner's parent-death signal (Linux), then blocks its event loop for an
+        hour: only the lifeline can end the runner now (neither the kernel at its parent's
+        death, nor the end of its connections, which its blocked loop never sees)."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, 0, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG, no signal
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG, 0) failed")
+        print("escaper: orphaned, blocking", flush=True)
+        time.sleep(3600)
+
+    @isoplug.method
     def hold_gil(self) -> None:
         """Holds the GIL in native code: no other Python thread of the runner runs."""
         print("escaper: holding the GIL", flush=True)
