@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from isoplug.control import CALL, CallOutcome, CallRequest
@@ -24,11 +24,11 @@ from isoplug.errors import (
     UnencodableValue,
 )
 from isoplug.host.commands import Commands, describe_command
-from isoplug.host.health import EXPLAIN_WAIT, HealthWatch
+from isoplug.host.health import EXPLAIN_WAIT
+from isoplug.host.life import RunnerLife
 from isoplug.host.limits import LimitWatch
 from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
-from isoplug.rpc import Peer
 from isoplug.rpc.peer import remote_error
 from isoplug.wire.tracecontext import current_traceparent
 from isoplug.wire.values import locate_unencodable
@@ -45,8 +45,7 @@ _CRASH_ACCOUNT_WAIT = 1.0
 
 
 async def call_runner(
-    peer: Peer | None,
-    process: RunnerProcess | None,
+    life: RunnerLife,
     plugin_id: str,
     method: str,
     *,
@@ -54,13 +53,11 @@ async def call_runner(
     kwargs: dict[str, Any],
     deadline: float | None,
     commands: Commands,
-    health: HealthWatch | None = None,
-    recycling: Callable[[], str | None] | None = None,
-    limits: LimitWatch | None = None,
+    account_lost: Callable[[RunnerLife], Awaitable[None]] | None = None,
 ) -> Any:
-    """Call ``plugin_id.method(*args, **kwargs)`` in the runner ``process`` over its control
-    connection ``peer`` (either None: the runner was lost just now), answered by ``deadline``
-    (``time.monotonic()``; None: no limit).
+    """Call ``plugin_id.method(*args, **kwargs)`` in the runner process of ``life`` over its
+    control connection, answered by ``deadline`` (``time.monotonic()``; None: no limit). The
+    call is counted in flight on ``life`` while it lasts (a recycle waits for it).
 
     Raises :class:`~isoplug.errors.MethodNotFound`, :class:`~isoplug.errors.InvalidParams`,
     :class:`~isoplug.errors.RemoteError` (the method raised; with its traceback),
@@ -68,88 +65,102 @@ async def call_runner(
     channel says what became of the call), :class:`~isoplug.errors.UnencodableValue` (an
     argument cannot be sent; nothing was). A lost connection is explained:
     :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart,
-    or when ``recycling()`` says why the host recycles the runner, else
-    :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended. A call the runner
-    cancelled because it was told to shut down (it cancels the calls it serves before its
-    teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
+    or when the host recycles the runner, else :class:`~isoplug.errors.ConnectionBroken` saying
+    how the runner ended; either is raised after ``account_lost(life)`` (the supervision's
+    account of the exit, so that what the caller reads next is no longer the lost runner). A
+    call the runner cancelled because it was told to shut down (it cancels the calls it serves
+    before its teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
     """
-    if peer is None or process is None:
-        raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
-    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-    call_id = next(_call_ids)
-    traceparent, tracestate = current_traceparent()
-    request = CallRequest(
-        plugin=plugin_id,
-        method=method,
-        kwargs=kwargs,
-        args=args,
-        call_id=call_id,
-        traceparent=traceparent,
-        tracestate=tracestate,
-    )
-    # One coroutine for the whole call (it used to be two, the inner one raising what the
-    # outer one explained): every layer is paid on every call. The inner handlers turn the
-    # session's errors into the call's; the outer ones explain those.
+    peer, process = life.peer, life.process
     try:
+        if peer is None or process is None:
+            raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        call_id = next(_call_ids)
+        traceparent, tracestate = current_traceparent()
+        request = CallRequest(
+            plugin=plugin_id,
+            method=method,
+            kwargs=kwargs,
+            args=args,
+            call_id=call_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        # One coroutine for the whole call (it used to be three): every layer is paid on
+        # every call. The innermost handlers turn the session's errors into the call's; the
+        # middle ones explain those; the outermost lets the supervision account for a runner
+        # that is gone before the caller hears of it.
+        life.call_started()
         try:
-            outcome = await peer.request(
-                CALL,
-                request,
-                timeout=remaining,
-                result_type=CallOutcome,
-                # What the runner answers to the cancel a timeout sends says what became of it.
-                late_answer=EXPLAIN_WAIT if health is not None else 0.0,
-            )
-        except LocalProtocolError as exc:
-            # Found only once encoding failed: a call whose arguments encode pays nothing.
-            where = _unencodable_argument(args, kwargs)
-            if where is None:
-                raise
-            raise UnencodableValue(
-                f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
-            ) from exc
+            try:
+                outcome = await peer.request(
+                    CALL,
+                    request,
+                    timeout=remaining,
+                    result_type=CallOutcome,
+                    # What the runner answers to the cancel a timeout sends says what became
+                    # of it.
+                    late_answer=EXPLAIN_WAIT,
+                )
+            except LocalProtocolError as exc:
+                # Found only once encoding failed: a call whose arguments encode pays nothing.
+                where = _unencodable_argument(args, kwargs)
+                if where is None:
+                    raise
+                raise UnencodableValue(
+                    f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
+                ) from exc
+            except RequestTimeout as exc:
+                timeout = RequestTimeout(
+                    f"plugin {plugin_id!r} did not answer {method!r} within {remaining:g} s"
+                )
+                timeout.late_answer = exc.late_answer
+                raise timeout from None
+            except ConnectionClosed as exc:
+                # Whatever ended the session: the handlers below know better why.
+                raise ConnectionBroken(str(exc)) from exc
+            if outcome.error is not None:
+                # The runner's texts, sanitized: they end up in the host's records and messages.
+                raise remote_error(f"{plugin_id}.{method}", outcome.error)
+            return outcome.result
         except RequestTimeout as exc:
-            timeout = RequestTimeout(
-                f"plugin {plugin_id!r} did not answer {method!r} within {remaining:g} s"
-            )
-            timeout.late_answer = exc.late_answer
-            raise timeout from None
-        except ConnectionClosed as exc:
-            # Whatever ended the session: the handlers below know better why.
-            raise ConnectionBroken(str(exc)) from exc
-        if outcome.error is not None:
-            # The runner's texts, sanitized: they end up in the host's records and messages.
-            raise remote_error(f"{plugin_id}.{method}", outcome.error)
-        return outcome.result
-    except RequestTimeout as exc:
-        if health is None or remaining is None:
-            raise
-        # What became of the call (not started, cancelled, or a worker thread running on) is
-        # the runner's to say: its answer to the cancel, and its health thread, which answers
-        # even while its event loop is blocked.
-        raise RequestTimeout(
-            await health.explain_timeout(plugin_id, method, call_id, remaining, exc.late_answer)
-        ) from None
-    except (ConnectionBroken, RequestCancelled) as exc:
-        command = commands.pending
-        if command is not None:
-            raise PluginUnavailable(
-                f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}"
+            if remaining is None:
+                raise
+            # What became of the call (not started, cancelled, or a worker thread running on)
+            # is the runner's to say: its answer to the cancel, and its health thread, which
+            # answers even while its event loop is blocked.
+            raise RequestTimeout(
+                await life.health.explain_timeout(
+                    plugin_id, method, call_id, remaining, exc.late_answer
+                )
+            ) from None
+        except (ConnectionBroken, RequestCancelled) as exc:
+            command = commands.pending
+            if command is not None:
+                raise PluginUnavailable(
+                    f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}"
+                ) from exc
+            recycled = life.recycling()
+            if recycled is not None:
+                # Stopped gracefully by the host, to be started again at once: no crash.
+                raise PluginUnavailable(
+                    f"plugin {plugin_id!r} was recycled during {method!r} ({recycled})"
+                ) from exc
+            if isinstance(exc, RequestCancelled):
+                raise
+            # Most likely the runner died mid-call: say how, if it is known within a moment.
+            await process.wait_exit(_CRASH_ACCOUNT_WAIT)
+            raise ConnectionBroken(
+                f"plugin {plugin_id!r} crashed during {method!r}: its runner (pid "
+                f"{process.pid}) {_how_it_ended(process, life.limits)}"
             ) from exc
-        recycled = None if recycling is None else recycling()
-        if recycled is not None:
-            # Stopped gracefully by the host, to be started again at once: no crash.
-            raise PluginUnavailable(
-                f"plugin {plugin_id!r} was recycled during {method!r} ({recycled})"
-            ) from exc
-        if isinstance(exc, RequestCancelled):
-            raise
-        # Most likely the runner died mid-call: say how, if it is known within a moment.
-        await process.wait_exit(_CRASH_ACCOUNT_WAIT)
-        raise ConnectionBroken(
-            f"plugin {plugin_id!r} crashed during {method!r}: its runner (pid "
-            f"{process.pid}) {_how_it_ended(process, limits)}"
-        ) from exc
+        finally:
+            life.call_ended()
+    except (ConnectionBroken, PluginUnavailable):
+        if account_lost is not None:
+            await account_lost(life)
+        raise
 
 
 def _unencodable_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

@@ -18,15 +18,12 @@ are marked FAILED for good (restarting cannot fix code); a failed ``setup`` coun
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from isoplug.control import EVENT, SET_LOG_LEVEL, EventDelivery, ReadyReport
-from isoplug.errors import ConnectionBroken, ConnectionClosed
-from isoplug.host.calls import call_runner
+from isoplug.control import SET_LOG_LEVEL, ReadyReport
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
@@ -36,6 +33,7 @@ from isoplug.host.life import RunnerLife
 from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
+from isoplug.host.plugin_calls import PluginCalls
 from isoplug.host.process import RunnerProcess
 from isoplug.host.ready_report import read_report
 from isoplug.host.registry import RunnerPlan
@@ -52,17 +50,10 @@ from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
-from isoplug.wire.tracecontext import current_traceparent
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
 _log = logging.getLogger("isoplug.host")
-
-#: After a call lost its runner, how long it waits at most for the supervision to account for
-#: the exit (state, last exit) before raising: milliseconds normally; a runner that closed its
-#: connection but lives on is killed only after ``health_timeout``.
-_ACCOUNT_WAIT = 1.0
-
 
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
@@ -70,7 +61,7 @@ StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
 ``pid`` goes (in a Host, the log bridge's replayer for the runner)."""
 
 
-class RunnerSupervisor:
+class RunnerSupervisor(PluginCalls):
     """Supervises the runner of ``plan``; see the module docstring for the life cycle.
 
     ``address`` is the host's listener, ``log_address`` its log bridge's;
@@ -214,10 +205,6 @@ class RunnerSupervisor:
     def _process(self) -> RunnerProcess | None:
         return None if self._life is None else self._life.process
 
-    @property
-    def _peer(self) -> Peer | None:
-        return None if self._life is None else self._life.peer
-
     def log_level(self, plugin: str) -> int:
         """The level ``plugin`` runs at: see :mod:`isoplug.host.levels`."""
         return self._log_levels.level_of(self.manifests[plugin])
@@ -296,103 +283,6 @@ class RunnerSupervisor:
     async def serve_control(self, peer: Peer) -> None:
         """Own the control connection of the current runner until it closes."""
         await self._control.serve(peer)
-
-    # -- calls and events ---------------------------------------------------------------------
-
-    async def call(
-        self,
-        plugin_id: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | None,
-    ) -> Any:
-        """Call ``method`` of ``plugin_id``; see :meth:`isoplug.Host.call` for what it raises."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        life = self._life
-        if (
-            self.state is not PluginState.READY
-            or life is None
-            or life.peer is None
-            or plugin_id in self.broken
-        ):
-            await self._wait_ready_for_call(plugin_id, method, timeout)
-            life = self._life
-        if not self.offers.has_method(plugin_id, method):
-            raise self.offers.method_not_found(plugin_id, method)
-        assert life is not None
-        life.call_started()
-        try:
-            try:
-                return await call_runner(
-                    life.peer,
-                    life.process,
-                    plugin_id,
-                    method,
-                    args=args,
-                    kwargs=kwargs,
-                    deadline=deadline,
-                    commands=self._commands,
-                    health=life.health,
-                    recycling=life.recycling,
-                    limits=life.limits,
-                )
-            finally:
-                life.call_ended()
-        except (ConnectionBroken, PluginUnavailable):
-            # Its runner is gone: let the supervision account for that first, so that what
-            # the caller reads next (host.plugin(), a wait_for) is no longer the lost READY.
-            await self._wait_left(life)
-            raise
-
-    async def _wait_left(self, life: RunnerLife) -> None:
-        """Wait (a moment at most) until ``life`` is no longer the current ready runner."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_ACCOUNT_WAIT):
-                while self._life is life and self.state is PluginState.READY:
-                    changed = self._changed
-                    await changed.wait()
-
-    def publish(self, event: str, payload: Any) -> bool:
-        """Send ``event`` if a plugin of this runner subscribes to it; True if sent."""
-        peer = self._peer
-        if self.state is not PluginState.READY or peer is None or not peer.is_open:
-            return False
-        if not self.offers.subscribes(event):
-            return False
-        try:
-            traceparent, tracestate = current_traceparent()
-            peer.notify_nowait(
-                EVENT,
-                EventDelivery(
-                    event=event, payload=payload, traceparent=traceparent, tracestate=tracestate
-                ),
-            )
-        except (ConnectionClosed, ConnectionBroken):
-            return False
-        return True
-
-    async def _wait_ready_for_call(
-        self, plugin_id: str, method: str, timeout: float | None
-    ) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    info = self.info(plugin_id)
-                    if info.state is PluginState.READY and self._peer is not None:
-                        return
-                    if info.state in (PluginState.FAILED, PluginState.STOPPED):
-                        raise PluginUnavailable(
-                            f"cannot call {plugin_id}.{method}: the plugin is "
-                            f"{info.state.value}" + (f": {info.error}" if info.error else "")
-                        )
-                    changed = self._changed
-                    await changed.wait()
-        except TimeoutError:
-            raise PluginUnavailable(
-                f"cannot call {plugin_id}.{method}: the plugin was not ready within "
-                f"{timeout:g} s (state: {self.state.value})"
-            ) from None
 
     async def _wait_settled(self, after_generation: int) -> None:
         """Wait until a runner newer than ``after_generation`` has settled (or supervision
