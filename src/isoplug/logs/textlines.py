@@ -52,6 +52,8 @@ from typing import Any
 
 import msgspec
 
+from isoplug.logs.record_names import MESSAGE_NAMES, SEVERITY_NAMES
+
 __all__ = [
     "MAX_BLOCK_CHARS",
     "MAX_BLOCK_LINES",
@@ -127,8 +129,10 @@ _PREFIX = re.compile(
     r"(?:\[\s*(?P<bracketed>[A-Za-z]{3,9})\s*\]|<(?P<angled>[A-Za-z]{3,9})>|(?P<colon>[A-Za-z]{3,9}):)"
     r"(?=\s|$)"
 )
-_MESSAGE_KEYS = ("message", "msg", "event", "@message")
-_LEVEL_KEYS = ("level", "levelname", "severity", "@level", "log.level")
+#: A JSON line's message and level are read under the names formatters read them under: the
+#: same names a sender's extra may not take (so a line's other such fields arrive renamed).
+_MESSAGE_KEYS = MESSAGE_NAMES
+_LEVEL_KEYS = SEVERITY_NAMES
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
 
