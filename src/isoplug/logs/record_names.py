@@ -2,8 +2,9 @@
 record's identity, its severity or its message, and the names of the standard levels.
 
 One place for every path a record comes in by (a logging record, a structlog event dict, a
-printed JSON line, loguru): :mod:`isoplug.logs.rebuild` applies both rules to every record the
-host replays, and :mod:`isoplug.logs.loguru_bridge` renames the same extras in the plugin.
+printed JSON line, loguru): :mod:`isoplug.logs.rebuild` applies these rules to every record the
+host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.output_records`
+(a printed JSON line's fields) rename the same extras in the plugin.
 
 - **Identity.** :data:`IDENTITY_NAMES` are the attributes and event-dict keys that say who
   logged a record: ``logger`` (what structlog's ``add_logger_name`` writes, and what
