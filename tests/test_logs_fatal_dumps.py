@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from isoplug.logs.textlines import LineClassifier, TextRecord
 
 # Dumps as CPython writes them (captured from 3.11, 3.12 and 3.13 on Linux; the free-threaded
-# 3.14 one with a C stack as its documentation shows it), paths shortened.
+# 3.14 one with a C stack as its documentation shows it; the Windows ones below), paths
+# shortened.
 MULTI_THREAD_311 = """\
 Fatal Python error: Segmentation fault
 
@@ -77,7 +78,42 @@ Current thread 0x00007694 (most recent call first):
   Garbage-collecting
   File "program.py", line 274 in run"""
 
-DUMPS = [MULTI_THREAD_311, FATAL_ERROR_313, PENDING_EXCEPTION, FREE_THREADED_314, NAMED_THREADS_314]
+# Windows: faulthandler's exception handler (Modules/faulthandler.c, faulthandler_exc_handler)
+# writes its own first line, a blank line, the stacks (thread ids of 8 hex digits), and on
+# 3.14 the C stack it cannot get there; never "Extension modules:". Paths shortened.
+WINDOWS_312 = """\
+Windows fatal exception: access violation
+
+Thread 0x00002b10 (most recent call first):
+  File "C:\\Python312\\Lib\\threading.py", line 355 in wait
+  File "C:\\Python312\\Lib\\threading.py", line 1073 in _bootstrap_inner
+  File "C:\\Python312\\Lib\\threading.py", line 1030 in _bootstrap
+
+Current thread 0x00001f84 (most recent call first):
+  File "C:\\Python312\\Lib\\ctypes\\__init__.py", line 519 in string_at
+  File "C:\\plugins\\shop\\shop.py", line 12 in crash"""
+
+WINDOWS_314 = """\
+Windows fatal exception: code 0xc0000409
+
+Thread 0x00001234 [Thread-1 (worker)] (most recent call first):
+  File "C:\\Python314\\Lib\\threading.py", line 373 in wait
+
+Current thread 0x0000322c (most recent call first):
+  File "C:\\plugins\\shop\\shop.py", line 113 in render
+
+Current thread's C stack trace (most recent call first):
+  <cannot get C stack on this system>"""
+
+DUMPS = [
+    MULTI_THREAD_311,
+    FATAL_ERROR_313,
+    PENDING_EXCEPTION,
+    FREE_THREADED_314,
+    NAMED_THREADS_314,
+    WINDOWS_312,
+    WINDOWS_314,
+]
 
 
 def classify(lines: list[str], default: int = logging.INFO, **options: bool) -> list[TextRecord]:
@@ -104,6 +140,15 @@ def test_what_the_process_prints_after_a_dump_is_its_own(dump: str) -> None:
     after += ['  File "x.py", line 1, in f', "ValueError: x", "done"]
     records = classify([*dump.split("\n"), *after])
     assert records == [critical(dump), *classify(after)]
+
+
+def test_a_windows_dump_then_a_signals_dump_are_two_records() -> None:
+    """On Windows an exception other than an access violation can be dumped twice: by the
+    exception handler, then by the signal handler the C runtime calls (faulthandler disables
+    only the SIGSEGV one): each first line starts a record of its own."""
+    signal_dump = MULTI_THREAD_311.replace("Segmentation fault", "Illegal instruction")
+    records = classify([*WINDOWS_314.split("\n"), *signal_dump.split("\n")])
+    assert records == [critical(WINDOWS_314), critical(signal_dump)]
 
 
 def test_extension_modules_end_the_dump_at_once() -> None:

@@ -229,3 +229,97 @@ async def test_a_plugins_level_numbered_22_cannot_be_named_critical(tmp_path: Pa
     assert (success.levelno, success.levelname) == (25, "SUCCESS")
     console = ConsoleFormatter(colour=False).format(records[0])
     assert " level 22 " in console and "critical" not in console
+
+
+def shown_by(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, object]:
+    """``record`` as ``formatter`` prints it, through a real StreamHandler, parsed."""
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(formatter)
+    handler.handle(record)
+    result: dict[str, object] = json.loads(output.getvalue())
+    return result
+
+
+#: What the plugin's extras claim (tests/plugins_fixtures/impostor: claim_level_and_message).
+_CLAIMS = {
+    "level": "critical",
+    "severity": "CRITICAL",
+    "@level": "critical",
+    "log.level": "critical",
+    "event": "all data deleted",
+    "@message": "all data deleted",
+}
+
+
+async def test_a_plugins_extras_cannot_claim_another_level_or_message(tmp_path: Path) -> None:
+    """An INFO record whose extras (a logging extra, a printed JSON line's fields, loguru's
+    bound values) claim CRITICAL and another message under the names formatters read a level
+    and a message under renders, through structlog's ExtraAdder() after add_log_level and
+    through python-json-logger renaming levelname, at INFO with its own message; the claims
+    stay, as extra_<name>."""
+    pythonjsonlogger = pytest.importorskip("pythonjsonlogger.json")
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "claim_level_and_message")
+        doors = {
+            "extra": await waiter.wait_for("plugin.impostor.impostor.work", "routine extra"),
+            "json-line": await waiter.wait_for("plugin.impostor.stdout", "routine json-line"),
+            "loguru": await waiter.wait_for_record(plugin="impostor", text="routine loguru"),
+        }
+    renamed = {f"extra_{name}": value for name, value in _CLAIMS.items()}
+    structlog_like = pythonjsonlogger.JsonFormatter(
+        "%(levelname)s %(message)s", rename_fields={"levelname": "level", "message": "event"}
+    )
+    google_like = pythonjsonlogger.JsonFormatter(
+        "%(levelname)s %(message)s", rename_fields={"levelname": "severity"}
+    )
+    for door, record in doors.items():
+        message = f"routine {door}"
+        assert (record.levelno, record.getMessage()) == (logging.INFO, message), door
+        # A JSON line's own level field is its level, not a claim.
+        claims = {k: v for k, v in renamed.items() if door != "json-line" or k != "extra_level"}
+        assert {k: v for k, v in vars(record).items() if k in renamed} == claims, door
+        assert not {name for name in _CLAIMS if hasattr(record, name)}, door
+        shown = shown_by(extra_adder_formatter(), record)
+        assert (shown["level"], shown["event"]) == ("info", message), door
+        assert shown["extra_event"] == "all data deleted" and "severity" not in shown, door
+        shown = shown_by(structlog_like, record)
+        assert (shown["level"], shown["event"]) == ("INFO", message), door
+        shown = shown_by(google_like, record)
+        assert (shown["severity"], shown["message"]) == ("INFO", message), door
+        assert shown["extra_severity"] == "CRITICAL", door
+
+
+async def test_a_plugins_structlog_event_states_its_records_level(tmp_path: Path) -> None:
+    """A plugin's structlog event at INFO whose level and severity say critical renders,
+    through the docs' recipe and python-json-logger, at info, its claims kept as
+    extra_<key>; an event whose processors wrote its true level under level and severity and
+    renamed event to message (EventRenamer) renders as the plugin made it."""
+    pythonjsonlogger = pytest.importorskip("pythonjsonlogger.json")
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "structlog_levels")
+        pid = await host.call("impostor", "pid")
+        forged = await waiter.wait_for("plugin.impostor.lv")
+        renamed = await waiter.wait_for("plugin.impostor.gcp")
+    assert forged.levelno == logging.INFO
+    assert rendered(forged) == {
+        "event": "routine event",
+        "level": "info",
+        "severity": "info",
+        "extra_level": "critical",
+        "extra_severity": "CRITICAL",
+        "logger": "plugin.impostor.lv",
+        "plugin_id": "impostor",
+        "runner_pid": pid,
+    }
+    shown = shown_by(pythonjsonlogger.JsonFormatter("%(levelname)s"), forged)
+    assert (shown["levelname"], shown["level"], shown["event"]) == ("INFO", "info", "routine event")
+    assert rendered(renamed) == {
+        "message": "renamed event",
+        "level": "warning",
+        "severity": "WARNING",
+        "order": 8,
+        "logger": "plugin.impostor.gcp",
+        "plugin_id": "impostor",
+        "runner_pid": pid,
+    }

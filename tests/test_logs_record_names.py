@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
 
-from isoplug.logs.record_names import IDENTITY_NAMES, level_name
+from isoplug.logs.record_names import (
+    IDENTITY_NAMES,
+    MESSAGE_NAMES,
+    RESERVED_NAMES,
+    SEVERITY_NAMES,
+    level_name,
+)
+from isoplug.logs.textlines import parse_json_line
 
 
 @pytest.fixture
@@ -54,3 +62,22 @@ def test_the_hosts_own_level_names_win_and_cannot_be_borrowed(host_level: int) -
 def test_identity_names_hold_what_formatters_read_a_records_identity_under() -> None:
     assert {"logger", "logger_name", "plugin_id", "runner_pid", "stream", "seq"} <= IDENTITY_NAMES
     assert {"sender", "sender_pid", "isoplug_report", "process"} <= IDENTITY_NAMES
+
+
+def test_severity_and_message_names_hold_what_formatters_read_a_level_and_message_under() -> None:
+    """structlog's level and event, python-json-logger's usual renames of levelname (level,
+    severity, log.level), hclog's; every one a name a sender's extra is renamed under."""
+    assert {"level", "levelname", "severity", "log.level", "@level"} == set(SEVERITY_NAMES)
+    assert {"event", "message", "msg", "@message"} == set(MESSAGE_NAMES)
+    assert {*SEVERITY_NAMES, *MESSAGE_NAMES, *IDENTITY_NAMES} == RESERVED_NAMES
+
+
+def test_a_json_lines_level_and_message_are_read_under_the_same_names() -> None:
+    """A printed JSON line's level and message are read under these names, in their order;
+    its other such fields are extras (renamed when they become a record's)."""
+    line = {"event": "e", "message": "m", "severity": "error", "level": "debug", "x": 1}
+    assert parse_json_line(json.dumps(line)) == (
+        logging.DEBUG,
+        "m",
+        {"event": "e", "severity": "error", "x": 1},
+    )

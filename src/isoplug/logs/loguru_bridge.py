@@ -8,8 +8,9 @@ handed to ``logging.getLogger(<source>.<module>)``'s handlers:
 
 - the level is loguru's, number and name (``SUCCESS`` 25, ``TRACE`` 5, custom levels too);
 - ``logger.bind(user=42)`` / ``contextualize`` values become record attributes (extras); one
-  named like a standard attribute or like the record's identity (``logger``, ``plugin_id``...:
-  :data:`isoplug.logs.record_names.IDENTITY_NAMES`) is renamed ``extra_<name>``, as the host
+  named like a standard attribute or like a name the record's identity, level or message is
+  read under (``logger``, ``plugin_id``, ``level``, ``event``...:
+  :data:`isoplug.logs.record_names.RESERVED_NAMES`) is renamed ``extra_<name>``, as the host
   would rename it;
 - an exception (``logger.exception``, ``opt(exception=...)``) is the record's ``exc_info``;
 - the source location, thread, process and time are loguru's record's.
@@ -30,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from isoplug.logs.output_records import deliver
-from isoplug.logs.record_names import IDENTITY_NAMES
+from isoplug.logs.record_names import RESERVED_NAMES
 from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "install_loguru_bridge"]
@@ -38,7 +39,7 @@ __all__ = ["forward_loguru", "install_loguru_bridge"]
 _RESERVED = (
     frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
     | {"message", "asctime", "taskName"}
-    | IDENTITY_NAMES
+    | RESERVED_NAMES
 )
 
 

@@ -5,10 +5,11 @@ Records are built directly (no ``findCaller``, no record factory) with exactly t
 attributes, in the order ``LogRecord.__init__`` sets them, so that a plain line takes
 :func:`~isoplug.logs.capture.capture_record`'s fast path: a plain ``print()`` must stay cheap.
 A classified line's extras follow them: ``truncated`` (when cut), and a JSON line's fields (one
-named like a record attribute or like the record's identity, ``logger`` say, is renamed
-``extra_<name>``: :mod:`isoplug.logs.record_names`). The pid and process name are this
-process's, refreshed after a fork. A line's location is the first frame of its writer that is
-not the stream's own code nor ``traceback``, ``logging`` or ``warnings`` (:func:`location_of`).
+named like a record attribute or like a name its identity, level or message is read under,
+``logger`` or ``level`` say, is renamed ``extra_<name>``: :mod:`isoplug.logs.record_names`).
+The pid and process name are this process's, refreshed after a fork. A line's location is the
+first frame of its writer that is not the stream's own code nor ``traceback``, ``logging`` or
+``warnings`` (:func:`location_of`).
 
 :func:`deliver` hands a record to a logger's handlers; text the handlers write meanwhile on the
 same thread goes to the original streams (see :class:`~isoplug.logs.stream_state.PerThread`),
@@ -30,7 +31,7 @@ from typing import Any
 
 from isoplug.logs.capture import line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.record_names import IDENTITY_NAMES
+from isoplug.logs.record_names import RESERVED_NAMES
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
@@ -64,11 +65,12 @@ HAS_TASK_NAME = sys.version_info >= (3, 12)
 #: Levels loguru and others use that the logging module may not know by name.
 _EXTRA_LEVEL_NAMES = {5: "TRACE", 25: "SUCCESS"}
 #: The record attributes a JSON line's field must not overwrite, and the names a record's
-#: identity is read under (``logger``...: the host renames them too): renamed extra_<name>.
+#: identity, severity or message is read under (``logger``, ``level``, ``event``...: the host
+#: renames them too): renamed extra_<name>.
 _RESERVED = (
     frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
     | {"message", "asctime", "taskName", "truncated"}
-    | IDENTITY_NAMES
+    | RESERVED_NAMES
 )
 
 

@@ -7,8 +7,9 @@ task. An exception becomes a genuine ``exc_info`` with the sender's traceback
 (:mod:`isoplug.logs.tracebacks`). The identity the host vouches for (``plugin_id``,
 ``runner_pid``...) is stamped last, so it overrides anything the sender put in ``extra``; a
 sender's ``extra`` named like an attribute of the record, like one the host sets, or like a
-name formatters read a record's identity under (``logger``: see
-:mod:`isoplug.logs.record_names`, the one list for every path) is renamed ``extra_<name>``.
+name formatters read a record's identity, level or message under (``logger``, ``level``,
+``event``: see :mod:`isoplug.logs.record_names`, the one list for every path) is renamed
+``extra_<name>``.
 A level number that is not a standard one never carries a standard level's name
 (:func:`~isoplug.logs.record_names.level_name`). Where the connection has a pid the kernel
 vouches for, ``process`` is that pid (the sender's own claim, when it differs, is kept as
@@ -17,7 +18,11 @@ vouches for, ``process`` is that pid (the sender's own claim, when it differs, i
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
 as its own, skipping its ``foreign_pre_chain``) gets the same truth: ``logger`` is the record's
 name (under the sender's prefix), the identity is stamped in it, and a sender's values under
-those keys (the same list) are kept as ``extra_<key>`` when they say something else.
+those keys (the same list) are kept as ``extra_<key>`` when they say something else. A level
+under a severity name (``level``, which structlog's ``add_log_level`` writes; ``severity``...)
+that does not name the record's level becomes the record's ``levelname`` in lower case, the
+claim kept as ``extra_<key>``; the event's message (``event``, or ``message`` after
+structlog's ``EventRenamer``) is the record's own, and stays.
 
 The fields that repeat from record to record (source locations, thread names, templates) are
 cleaned once and remembered, within bounds a sender inventing names cannot grow.
@@ -36,9 +41,10 @@ from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
-from isoplug.logs.record_names import IDENTITY_NAMES, level_name
+from isoplug.logs.record_names import IDENTITY_NAMES, RESERVED_NAMES, SEVERITY_NAMES, level_name
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.templates import LogTemplate
+from isoplug.logs.textlines import level_from_name
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogRecordData
 from isoplug.wire.sanitize import cap_text, clean_block, clean_text
@@ -92,7 +98,7 @@ class RecordRebuilder:
         self._limits = limits
         self._identity = identity
         self._sender_pid = sender_pid
-        host_keys = STANDARD_ATTRIBUTES | IDENTITY_NAMES | _HOST_FIELDS | identity.keys()
+        host_keys = STANDARD_ATTRIBUTES | RESERVED_NAMES | _HOST_FIELDS | identity.keys()
         # A sender's extra is renamed under these names: on records of output streams,
         # isoplug's own capture sets the flags.
         self._reserved = frozenset(host_keys | _STREAM_FLAGS)
@@ -143,8 +149,10 @@ class RecordRebuilder:
             extra["extra_process"] = process
             process = self._sender_pid
         exc_info = self._exc_info(data) if data.exception is not None else None
+        levelname = _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname)
         if data.event is not None:
             msg = self._event(data.event, data.name, logger, identity, process)
+            _state_the_level(msg, levelno, levelname)
             if "exc_info" in msg:
                 # The sender's exception, rebuilt; never True, which structlog would resolve
                 # against this process's own sys.exc_info().
@@ -172,7 +180,7 @@ class RecordRebuilder:
             "name": logger.name,
             "msg": msg,
             "args": args,
-            "levelname": _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname),
+            "levelname": levelname,
             "levelno": levelno,
             "pathname": sites.get(data.pathname) or self._clean_site(data.pathname, 1024),
             "filename": sites.get(data.filename) or self._clean_site(data.filename, 256),
@@ -323,3 +331,20 @@ class RecordRebuilder:
         if len(encoded) <= limit:
             return value
         return cap_text(repr(value), limit)
+
+
+def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> None:
+    """Each severity name in ``event`` names the record's level: a value that names another
+    (``"critical"`` on an INFO record) is replaced by ``levelname`` in lower case (as
+    structlog's ``add_log_level`` writes it), the claim kept as ``extra_<key>``. A value that
+    names the record's level in any form (``"warn"``, ``"WARNING"``, ``30``) stays."""
+    for key in SEVERITY_NAMES:
+        if key not in event:
+            continue
+        claimed = event[key]
+        if level_from_name(claimed) == levelno or (
+            isinstance(claimed, str) and claimed.lower() == levelname.lower()
+        ):
+            continue
+        event[f"extra_{key}"] = claimed
+        event[key] = levelname.lower()

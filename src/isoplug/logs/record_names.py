@@ -1,14 +1,24 @@
 """What a sender may not call things in its records: the names under which formatters read a
-record's identity, and the names of the standard levels.
+record's identity, its severity or its message, and the names of the standard levels.
 
 One place for every path a record comes in by (a logging record, a structlog event dict, a
-printed JSON line, loguru): :mod:`isoplug.logs.rebuild` applies both rules to every record the
-host replays, and :mod:`isoplug.logs.loguru_bridge` renames the same extras in the plugin.
+printed JSON line, loguru): :mod:`isoplug.logs.rebuild` applies these rules to every record the
+host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.output_records`
+(a printed JSON line's fields) rename the same extras in the plugin.
 
 - **Identity.** :data:`IDENTITY_NAMES` are the attributes and event-dict keys that say who
   logged a record: ``logger`` (what structlog's ``add_logger_name`` writes, and what
   ``ExtraAdder`` would overwrite with an extra of that name), ``plugin_id``, ``runner_pid``...
   A sender's extra or JSON field under one of them arrives as ``extra_<name>``.
+- **Severity and message.** :data:`SEVERITY_NAMES` and :data:`MESSAGE_NAMES` are the names
+  under which formatters read a record's level and message (``level``, which structlog's
+  ``add_log_level`` writes and ``ExtraAdder`` would overwrite with an extra of that name;
+  ``event``, structlog's message...). A sender's extra or JSON field under one of them arrives
+  as ``extra_<name>`` too: what a host's structlog or JSON output shows as a record's level
+  and message is the record's ``levelname`` and message, which its handlers filtered on.
+  In a structlog event dict the message names are the event's own (the dict *is* the
+  record's message); a severity name there that does not name the record's level is set to
+  the record's level, the claim kept as ``extra_<name>`` (:mod:`isoplug.logs.rebuild`).
 - **Levels.** :func:`level_name`: a level number that is not a standard one (10, 20, ...)
   never carries a standard level's name (a plugin's ``addLevelName(22, "CRITICAL")`` must not
   make a level-22 record look critical to a formatter, the console or a log pane that shows
@@ -20,7 +30,13 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["IDENTITY_NAMES", "level_name"]
+__all__ = [
+    "IDENTITY_NAMES",
+    "MESSAGE_NAMES",
+    "RESERVED_NAMES",
+    "SEVERITY_NAMES",
+    "level_name",
+]
 
 #: The names a record's identity is read under, which the host alone sets (or, for ``logger``
 #: and ``logger_name``, which structlog and JSON formatters take as the logger's name): a
@@ -39,6 +55,21 @@ IDENTITY_NAMES = frozenset(
         "isoplug_report",
     }
 )
+
+#: The names a record's level is read under, in the order a printed JSON line's fields are read
+#: as its level (:mod:`isoplug.logs.textlines`): structlog's ``add_log_level`` (``level``),
+#: python-json-logger's usual renames of ``levelname`` (``level``, Google Cloud's
+#: ``severity``, ECS's ``log.level``), hclog's ``@level``. A sender's extra so named arrives
+#: as ``extra_<name>``. Names that are common data too (Datadog's ``status``) are left alone:
+#: renaming every ``status`` extra would cost more than the formatter that reads it risks.
+SEVERITY_NAMES: tuple[str, ...] = ("level", "levelname", "severity", "@level", "log.level")
+#: The names a record's message is read under, in the order a printed JSON line's fields are
+#: read as its message: logging's ``message`` and ``msg``, structlog's ``event``, hclog's
+#: ``@message``. A sender's extra so named arrives as ``extra_<name>``.
+MESSAGE_NAMES: tuple[str, ...] = ("message", "msg", "event", "@message")
+#: Every name a sender's extra (a logging extra, a printed JSON line's field, a loguru bound
+#: value) arrives renamed ``extra_<name>`` under, besides the record's own attributes.
+RESERVED_NAMES = IDENTITY_NAMES | frozenset(SEVERITY_NAMES) | frozenset(MESSAGE_NAMES)
 
 #: Every standard level's name and alias, upper case: no other level number may carry one,
 #: in any case (the console and the log pane show ``levelname.lower()``).

@@ -15,15 +15,18 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
   line, with the headers Python prints before one: ``Exception in thread ...:``, ``Exception
   ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. A
   faulthandler (or ``Py_FatalError``) dump is one record at CRITICAL, all its threads' stacks
-  included: ``Fatal Python error: ...``, ``Python runtime state: ...`` (and the exception
-  Python may print after it), blank lines, stack headers (``Current thread 0x... (most recent
-  call first):``, ``Thread 0x...``, ``Stack (most recent call first):``, 3.14's ``Current
-  thread's C stack trace ...``), their indented lines (``  File "...", line N in f``,
-  ``  ...``, ``  <no Python frame>``), ``<...>`` notes and ``...`` (too many threads). The dump
-  ends with ``Extension modules: ... (total: N)``, emitted at once, or at the first line that
-  fits none of these, which is classified afresh: a program that prints such a first line
-  and lives on (a C library's message, a child that printed it) has only that line at
-  CRITICAL, not everything it prints next. A block is emitted in parts past
+  included: ``Fatal Python error: ...`` (on Windows also ``Windows fatal exception: ...``),
+  ``Python runtime state: ...`` (and the exception Python may print after it), blank lines,
+  stack headers (``Current thread 0x... (most recent call first):``, ``Thread 0x...``,
+  ``Stack (most recent call first):``, 3.14's ``Current thread's C stack trace ...``), their
+  indented lines (``  File "...", line N in f``, ``  ...``, ``  <no Python frame>``),
+  ``<...>`` notes and ``...`` (too many threads). The dump ends with ``Extension modules:
+  ... (total: N)``, emitted at once (a Windows exception's dump has none), or at the first
+  line that fits none of these, which is classified afresh: a program that prints such a
+  first line and lives on (a C library's message, a child that printed it) has only that
+  line at CRITICAL, not everything it prints next; nor does a program whose Windows
+  exception faulthandler dumped and something then handled (the dump is its only record at
+  CRITICAL). A block is emitted in parts past
   :data:`MAX_BLOCK_LINES` lines or :data:`MAX_BLOCK_CHARS` characters, so a block that never
   ends cannot grow without bound.
 
@@ -51,6 +54,8 @@ import re
 from typing import Any
 
 import msgspec
+
+from isoplug.logs.record_names import MESSAGE_NAMES, SEVERITY_NAMES
 
 __all__ = [
     "MAX_BLOCK_CHARS",
@@ -90,8 +95,14 @@ _CHAIN_LINES = frozenset(
     }
 )
 #: The first line of a crash dump: faulthandler's (a fatal signal; 3.14's own variant for an
-#: unknown signal) or ``Py_FatalError``'s.
-_FATAL_STARTS = ("Fatal Python error: ", "Fatal Python error from unexpected signum: ")
+#: unknown signal; on Windows, a fatal exception: ``Windows fatal exception: access
+#: violation``, ``... code 0xc0000409``, whose stacks follow as a signal's do, never with an
+#: ``Extension modules:`` line) or ``Py_FatalError``'s.
+_FATAL_STARTS = (
+    "Fatal Python error: ",
+    "Fatal Python error from unexpected signum: ",
+    "Windows fatal exception: ",
+)
 #: ``Py_FatalError``'s second line. After it, Python may print the pending exception (one
 #: exception line, or a traceback and its exception line) before the stacks.
 _FATAL_RUNTIME = "Python runtime state: "
@@ -127,8 +138,10 @@ _PREFIX = re.compile(
     r"(?:\[\s*(?P<bracketed>[A-Za-z]{3,9})\s*\]|<(?P<angled>[A-Za-z]{3,9})>|(?P<colon>[A-Za-z]{3,9}):)"
     r"(?=\s|$)"
 )
-_MESSAGE_KEYS = ("message", "msg", "event", "@message")
-_LEVEL_KEYS = ("level", "levelname", "severity", "@level", "log.level")
+#: A JSON line's message and level are read under the names formatters read them under: the
+#: same names a sender's extra may not take (so a line's other such fields arrive renamed).
+_MESSAGE_KEYS = MESSAGE_NAMES
+_LEVEL_KEYS = SEVERITY_NAMES
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 import isoplug
 
@@ -79,6 +81,62 @@ class Impostor(isoplug.Plugin):
         from loguru import logger
 
         logger.bind(logger="isoplug.host", plugin_id="victim").warning("door loguru")
+
+    @isoplug.method
+    async def claim_level_and_message(self) -> None:
+        """INFO records whose extras claim another level and message, under the names
+        formatters read them under, by every door that carries extras: a logging extra, a
+        printed JSON line (whose own level field says info), loguru's bound values."""
+        claims = {
+            "level": "critical",
+            "severity": "CRITICAL",
+            "@level": "critical",
+            "log.level": "critical",
+            "event": "all data deleted",
+            "@message": "all data deleted",
+        }
+        log.info("routine extra", extra=claims)
+        # A JSON line's first level field is its level (here the true one); the others claim.
+        line = {"message": "routine json-line", **claims, "level": "info"}
+        print(json.dumps(line), flush=True)
+        from loguru import logger
+
+        logger.bind(**claims).info("routine loguru")
+
+    @isoplug.method
+    async def structlog_levels(self) -> None:
+        """structlog event dicts handed to logging: one at INFO whose level and severity
+        claim CRITICAL (no add_log_level to set them right), one as a plugin that writes
+        Google Cloud's severity and renames event to message (EventRenamer) logs it."""
+
+        def severity(_logger: Any, method: str, event: EventDict) -> EventDict:
+            event["severity"] = method.upper()
+            return event
+
+        chains: list[list[Processor]] = [
+            [],
+            [
+                structlog.stdlib.add_log_level,
+                severity,
+                structlog.processors.EventRenamer("message"),
+            ],
+        ]
+        for chain in chains:
+            structlog.configure(
+                processors=[*chain, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+                logger_factory=structlog.stdlib.LoggerFactory(),
+                wrapper_class=structlog.stdlib.BoundLogger,
+                cache_logger_on_first_use=False,
+            )
+            try:
+                if not chain:
+                    structlog.get_logger("lv").info(
+                        "routine event", level="critical", severity="CRITICAL"
+                    )
+                else:
+                    structlog.get_logger("gcp").warning("renamed event", order=8)
+            finally:
+                structlog.reset_defaults()
 
     @isoplug.method
     async def borrow_level_names(self) -> None:
