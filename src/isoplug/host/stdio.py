@@ -34,6 +34,7 @@ from isoplug.host.stdio_backlog import BACKLOG_BYTES, BACKLOG_RECORDS, Backlog, 
 from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
 from isoplug.host.stdio_reader import CLASSIFY_SLICE, IDLE_FLUSH_DELAY, PENDING_BYTES, StdioReader
 from isoplug.host.stdio_replay import StdioDestination, StdioReplay
+from isoplug.logs.gil import GilShare
 
 _log = logging.getLogger("isoplug.host")
 
@@ -76,8 +77,10 @@ class StdioCapture:
         self._destination = destination
         self._loop = loop
         self._backlog = Backlog(max_records, max_bytes)
-        self._reader = StdioReader(pid, pipes, self._backlog)
-        self._replay = StdioReplay(pid, self._backlog, destination)
+        # The two threads pause together, so the event loop's thread gets the GIL in between.
+        gil = GilShare()
+        self._reader = StdioReader(pid, pipes, self._backlog, gil)
+        self._replay = StdioReplay(pid, self._backlog, destination, gil)
         self._read_done: asyncio.Future[None] = loop.create_future()
         self._replay_done: asyncio.Future[None] = loop.create_future()
         self._sealed = False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
-from isoplug.logs.gil import yield_gil
+from isoplug.logs.gil import GilShare
 from isoplug.wire import LogRecordData
 
 __all__ = ["StdioDestination", "StdioReplay"]
@@ -60,8 +60,16 @@ class StdioReplay:
     """Replays what the backlog of the runner ``pid`` holds onto ``destination``, in the
     thread that calls :meth:`run` (see the module docstring)."""
 
-    def __init__(self, pid: int, backlog: Backlog, destination: StdioDestination) -> None:
+    def __init__(
+        self,
+        pid: int,
+        backlog: Backlog,
+        destination: StdioDestination,
+        gil: GilShare | None = None,
+    ) -> None:
         self.pid = pid
+        #: Shared with the reader thread of the same runner (see StdioReader).
+        self._gil = gil or GilShare()
         self._backlog = backlog
         self._destination = destination
         self._abandoned = False
@@ -98,8 +106,9 @@ class StdioReplay:
                         unreported[key] = unreported.get(key, 0) + count
                 try:
                     if items:
+                        self._gil.wait_turn()
                         self._replay_items(items)
-                        yield_gil()
+                        self._gil.pause()
                     now = time.monotonic()
                     if unreported and (ended or now - last_report >= interval):
                         last_report = now
