@@ -96,10 +96,10 @@ class StdioReplay:
                 items, dropped, ended = self._backlog.take(_REPLAY_BATCH, wait)
                 if self._abandoned:
                     for entry in items:
-                        if entry[3] is not None:
+                        if entry[0]:  # a record (a report's stream is "")
                             key = (entry[0], entry[1])
                             dropped[key] = dropped.get(key, 0) + 1
-                    items = [entry for entry in items if entry[3] is None]
+                    items = [entry for entry in items if not entry[0]]
                 if dropped:
                     self._count_drops(dropped)
                     for key, count in dropped.items():
@@ -129,7 +129,7 @@ class StdioReplay:
         tail = self._destination.stderr_tail
         records: list[LogRecordData] = []
         for entry in items:
-            if entry[3] is not None:
+            if entry[0]:  # a record (a report's stream is "")
                 if tail is not None and entry[0] == "stderr":
                     tail.add(entry[2], entry[5])
                 records.append(self._record_data(entry))
