@@ -64,8 +64,8 @@ class StdioReader:
         self, pid: int, pipes: Mapping[str, int], backlog: Backlog, gil: GilShare | None = None
     ) -> None:
         self.pid = pid
-        #: Shared with the replay thread of the same runner (isoplug.logs.gil): they pause
-        #: together, so that the event loop's thread gets the GIL in between.
+        #: Shared with the replay thread, and the stdio threads of the other runners (see
+        #: isoplug.host.stdio): they pause together, so the event loop's thread gets the GIL.
         self._gil = gil or GilShare()
         self._pipes = dict(pipes)
         self._backlog = backlog

@@ -68,7 +68,7 @@ class StdioReplay:
         gil: GilShare | None = None,
     ) -> None:
         self.pid = pid
-        #: Shared with the reader thread of the same runner (see StdioReader).
+        #: Shared with the reader thread and the other runners' (see StdioReader).
         self._gil = gil or GilShare()
         self._backlog = backlog
         self._destination = destination
