@@ -25,7 +25,9 @@ would mostly measure the limit). ``log.info()``'s cost in the plugin is printed 
 Then it floods again with a host handler that sleeps 50 ms every 1,000 records, and checks that
 no runner is killed and that every line is delivered or reported dropped.
 
-Run: ``python benchmarks/stdio_flood.py [--quick] [--rounds N]``.
+Run: ``python benchmarks/stdio_flood.py [--quick] [--rounds N] [--ways fd,print] [--floods-only]``
+(``--ways``: only those floods; ``--floods-only``: no cost measurement and no slow-handler
+flood). Each round's p99 / max lag is printed too: the max over all rounds is one sample.
 """
 
 from __future__ import annotations
@@ -240,15 +242,17 @@ async def quiet(sink: Sink, still: float = 1.0) -> None:
             seen, since = sink.seen, time.monotonic()
 
 
-async def main(rounds: int, count: int) -> None:
+async def main(
+    rounds: int, count: int, ways: tuple[str, ...] = ("print", "log", "fd"), extras: bool = True
+) -> None:
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     sink = Sink()
     plugin_logger = logging.getLogger("plugin.printer")
     plugin_logger.addHandler(sink)
     plugin_logger.setLevel(logging.DEBUG)
     plugin_logger.propagate = False
-    ways = ("print", "log", "fd")
     lag: dict[str, list[float]] = {how: [] for how in ways}
+    round_lags: dict[str, list[tuple[float, float]]] = {how: [] for how in ways}
     rates: dict[str, list[float]] = {how: [] for how in ways}
     losses: dict[str, int] = {how: 0 for how in ways}
     config = SupervisorConfig(health_interval=0.5, health_timeout=1.0)
@@ -269,24 +273,12 @@ async def main(rounds: int, count: int) -> None:
                     )
                     rate, _, dropped = result
                     lag[how].extend(stalls)
+                    round_lags[how].append((percentile(stalls, 0.99), max(stalls)))
                     rates[how].append(rate)
                     losses[how] += dropped
                 print(f"round {number + 1} of {rounds} done", file=sys.stderr)
-            costs: dict[str, list[float]] = await host.call_with(
-                "printer",
-                "print_costs",
-                kwargs={"count": 20_000, "rounds": rounds * 3},
-                timeout=300,
-            )
-            await quiet(sink)  # the cost measurement's own lines are all handled first
-            restarts_before = host.plugin("printer").restarts
-            sink.slow = True
-            slow_stalls, slow = await loop_stalls_during(
-                flood_and_settle(host, sink, "print", count)
-            )
-            _, slow_delivered, slow_dropped = slow
-            sink.slow = False
-            info = host.plugin("printer")
+            if extras:
+                costs, slow_run = await costs_and_slow_flood(host, sink, rounds, count)
     load = os.getloadavg()
     print(
         f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
@@ -299,10 +291,53 @@ async def main(rounds: int, count: int) -> None:
             f"   {how:10s}{percentile(lag[how], 0.99) * 1e3:10.2f}{max(lag[how]) * 1e3:10.1f}"
             f"{statistics.median(rates[how]):20,.0f}{losses[how]:10,d}"
         )
-    print(
-        f"   printed lines/s / logged records/s: "
-        f"{statistics.median(rates['print']) / statistics.median(rates['log']):.2f}"
+    print("   each round's p99 / max, ms; lines/s:")
+    for how in ways:
+        rounds_text = ", ".join(
+            f"{p99 * 1e3:.1f} / {worst * 1e3:.1f}; {rate:,.0f}"
+            for (p99, worst), rate in zip(round_lags[how], rates[how], strict=True)
+        )
+        print(f"   {how:10s}{rounds_text}")
+    if "print" in ways and "log" in ways:
+        print(
+            f"   printed lines/s / logged records/s: "
+            f"{statistics.median(rates['print']) / statistics.median(rates['log']):.2f}"
+        )
+    if extras:
+        print_extras(costs, slow_run, count)
+
+
+async def costs_and_slow_flood(
+    host: Host, sink: Sink, rounds: int, count: int
+) -> tuple[dict[str, list[float]], tuple[list[float], int, int, int, str]]:
+    """The print() costs inside the plugin, then a print flood onto a slow host handler:
+    (costs, (lag samples, delivered, dropped, runner restarts during it, state))."""
+    costs: dict[str, list[float]] = await host.call_with(
+        "printer",
+        "print_costs",
+        kwargs={"count": 20_000, "rounds": rounds * 3},
+        timeout=300,
     )
+    await quiet(sink)  # the cost measurement's own lines are all handled first
+    restarts_before = host.plugin("printer").restarts
+    sink.slow = True
+    slow_stalls, slow = await loop_stalls_during(flood_and_settle(host, sink, "print", count))
+    _, slow_delivered, slow_dropped = slow
+    sink.slow = False
+    info = host.plugin("printer")
+    return costs, (
+        slow_stalls,
+        slow_delivered,
+        slow_dropped,
+        info.restarts - restarts_before,
+        info.state.value,
+    )
+
+
+def print_extras(
+    costs: dict[str, list[float]], slow_run: tuple[list[float], int, int, int, str], count: int
+) -> None:
+    slow_stalls, slow_delivered, slow_dropped, restarts, state = slow_run
     print("one print() in the plugin, ns (median of rounds)")
     medians = {name: statistics.median(values) for name, values in costs.items()}
     for name, value in medians.items():
@@ -320,7 +355,7 @@ async def main(rounds: int, count: int) -> None:
     print(
         f"   delivered {slow_delivered:,}, reported dropped {slow_dropped:,}, of {count:,}; "
         f"accounted: {slow_delivered + slow_dropped == count}; runner restarts during it: "
-        f"{info.restarts - restarts_before}; state {info.state.value}; loop lag p99 "
+        f"{restarts}; state {state}; loop lag p99 "
         f"{percentile(slow_stalls, 0.99) * 1e3:.2f} ms, max {max(slow_stalls) * 1e3:.1f} ms"
     )
 
@@ -329,6 +364,24 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer lines and rounds")
     parser.add_argument("--rounds", type=int, help="rounds to run (default 3; quick 1)")
+    parser.add_argument(
+        "--ways", default="print,log,fd", help="floods to run, comma-separated (print,log,fd)"
+    )
+    parser.add_argument(
+        "--floods-only",
+        action="store_true",
+        help="no print() cost measurement and no slow-handler flood",
+    )
     arguments = parser.parse_args()
     quick: bool = arguments.quick
-    asyncio.run(main(arguments.rounds or (1 if quick else 3), 20_000 if quick else LINES))
+    chosen = tuple(how for how in arguments.ways.split(",") if how)
+    if not chosen or set(chosen) - {"print", "log", "fd"}:
+        parser.error(f"--ways takes print, log and fd, not {arguments.ways!r}")
+    asyncio.run(
+        main(
+            arguments.rounds or (1 if quick else 3),
+            20_000 if quick else LINES,
+            chosen,
+            not arguments.floods_only,
+        )
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import re
@@ -22,9 +23,11 @@ import pytest
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken
 from isoplug.host.stdio import StdioCapture
+from isoplug.host.stdio_backlog import Backlog, record_entry
 from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.logs import DropReason, LogReplayer
+from isoplug.logs.textlines import LineClassifier
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from isoplug.wire.sanitize import cut_mark
@@ -128,6 +131,33 @@ async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them
     [report] = [r.getMessage() for r in collected.records if r.name == "test.stdio"]
     assert "dropped 25 records of the stdout/stderr output of plugin t" in report
     assert "stdout INFO: 25" in report and "did not keep up" in report
+
+
+def test_the_backlog_of_a_flood_is_not_tracked_by_the_garbage_collector() -> None:
+    """A flood fills the backlog with tens of thousands of entries: those of plain lines must
+    not be GC-tracked, or every full collection walks them all holding the GIL (the host's
+    event loop waited 5-10 ms for each, several times per flood)."""
+    backlog = Backlog(1000, 1 << 20)
+    classifier = LineClassifier(logging.INFO)
+    lines = [f"line {n}" for n in range(100)] + ['{"message": "json", "user": "x"}']
+    backlog.put(
+        [
+            record_entry("gc-test-stream", record, time.time())
+            for line in lines
+            for record in classifier.feed(line, False)
+        ]
+    )
+    gc.collect()
+    tracked = [
+        obj
+        for obj in gc.get_objects()
+        if type(obj) is tuple and len(obj) == 7 and obj[0] == "gc-test-stream"
+    ]
+    # Only the JSON line's entry, whose extras are a dict, stays tracked.
+    assert [entry[2] for entry in tracked] == ["json"]
+    items, dropped, _ = backlog.take(1000, 0)
+    assert [entry[2] for entry in items] == [*lines[:100], "json"] and not dropped
+    assert items[0][3] is None and items[-1][3] == {"user": "x"}
 
 
 def test_captured_stdout_records_from_the_log_connection_are_counted_per_stream() -> None:

@@ -38,9 +38,11 @@ BACKLOG_BYTES = 16 * 1024 * 1024
 _RECORD_OVERHEAD = 300
 
 #: One entry of the backlog: ``(stream, level, message, extra, truncated, created, urgent)``
-#: for a record read from ``stream``; ``extra`` None marks a report to make (``message``). A
-#: tuple of plain values, not an object: the garbage collector stops tracking it, so a full
-#: backlog does not lengthen the host's collections (and their pauses of its event loop).
+#: for a record read from ``stream``; ``stream`` "" marks a report to make (``message``).
+#: ``extra`` is None when the line has none: a tuple of plain values only, not an object, so
+#: the garbage collector stops tracking it (a dict in it, even an empty one, keeps it and the
+#: backlog's wrapper tuple tracked: a full backlog's 100,000 tracked tuples made every full
+#: collection of a flood hold the GIL, and pause the host's event loop, 5-10 ms).
 Entry = tuple[str, int, str, "dict[str, Any] | None", bool, float, bool]
 #: Drops not yet accounted: (stream, level) -> count.
 Drops = dict[tuple[str, int], int]
@@ -49,7 +51,8 @@ Drops = dict[tuple[str, int], int]
 def record_entry(stream: str, record: TextRecord, created: float) -> Entry:
     """The entry of ``record``, read from ``stream`` at ``created`` (``time.time()``)."""
     urgent = record.level >= logging.WARNING or record.traceback
-    return (stream, record.level, record.message, record.extra, record.truncated, created, urgent)
+    extra = record.extra or None
+    return (stream, record.level, record.message, extra, record.truncated, created, urgent)
 
 
 def report_entry(text: str) -> Entry:
@@ -90,7 +93,7 @@ class Backlog:
     def _put_one(self, entry: Entry) -> None:
         cost = _RECORD_OVERHEAD + len(entry[2])
         urgent = entry[6]
-        if entry[3] is not None:  # a record, not a report: reports are never dropped
+        if entry[0]:  # a record, not a report: reports are never dropped
             while self._count and (
                 self._count >= self._max_records or self._bytes + cost > self._max_bytes
             ):

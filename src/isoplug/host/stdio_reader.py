@@ -26,7 +26,7 @@ from typing import Any
 
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import LineSplitter, cut_line
-from isoplug.logs.gil import yield_gil
+from isoplug.logs.gil import GilShare
 from isoplug.logs.textlines import LineClassifier
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]
@@ -60,8 +60,13 @@ class StdioReader:
     them from now on: :meth:`run` closes them when it ends, or :meth:`close` if it never runs.
     """
 
-    def __init__(self, pid: int, pipes: Mapping[str, int], backlog: Backlog) -> None:
+    def __init__(
+        self, pid: int, pipes: Mapping[str, int], backlog: Backlog, gil: GilShare | None = None
+    ) -> None:
         self.pid = pid
+        #: Shared with the replay thread, and the stdio threads of the other runners (see
+        #: isoplug.host.stdio): they pause together, so the event loop's thread gets the GIL.
+        self._gil = gil or GilShare()
         self._pipes = dict(pipes)
         self._backlog = backlog
         # stop() wakes the reader through this pipe; the lock keeps it from writing to the
@@ -76,6 +81,7 @@ class StdioReader:
         """Read until both pipes are at end of stream, or :meth:`stop`; then close the pipes
         and end the reader's side of the backlog. A failure is logged, not raised."""
         backlog = self._backlog
+        gil = self._gil
         streams = [_Stream(name, fd) for name, fd in self._pipes.items()]
         try:
             with selectors.DefaultSelector() as selector:
@@ -86,6 +92,7 @@ class StdioReader:
                 selector.register(self._wake_read, selectors.EVENT_READ, None)
                 while not self._stopping and not all(s.finished for s in streams):
                     events = selector.select(_select_timeout(streams))
+                    gil.wait_turn()
                     for key, _ in events:
                         stream = key.data
                         if stream is None:
@@ -98,7 +105,7 @@ class StdioReader:
                         backlog.put(items)
                         # Let the host's event loop have the GIL now rather than at the next
                         # forced switch: measured, it halves the loop's lag under a flood.
-                        yield_gil()
+                        gil.pause()
                 # Ended or stopped: what was read still counts (bounded by PENDING_BYTES).
                 for stream in streams:
                     stream.end_now()

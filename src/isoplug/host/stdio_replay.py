@@ -19,7 +19,7 @@ from collections.abc import Callable
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
-from isoplug.logs.gil import yield_gil
+from isoplug.logs.gil import GilShare
 from isoplug.wire import LogRecordData
 
 __all__ = ["StdioDestination", "StdioReplay"]
@@ -60,8 +60,16 @@ class StdioReplay:
     """Replays what the backlog of the runner ``pid`` holds onto ``destination``, in the
     thread that calls :meth:`run` (see the module docstring)."""
 
-    def __init__(self, pid: int, backlog: Backlog, destination: StdioDestination) -> None:
+    def __init__(
+        self,
+        pid: int,
+        backlog: Backlog,
+        destination: StdioDestination,
+        gil: GilShare | None = None,
+    ) -> None:
         self.pid = pid
+        #: Shared with the reader thread and the other runners' (see StdioReader).
+        self._gil = gil or GilShare()
         self._backlog = backlog
         self._destination = destination
         self._abandoned = False
@@ -88,18 +96,19 @@ class StdioReplay:
                 items, dropped, ended = self._backlog.take(_REPLAY_BATCH, wait)
                 if self._abandoned:
                     for entry in items:
-                        if entry[3] is not None:
+                        if entry[0]:  # a record (a report's stream is "")
                             key = (entry[0], entry[1])
                             dropped[key] = dropped.get(key, 0) + 1
-                    items = [entry for entry in items if entry[3] is None]
+                    items = [entry for entry in items if not entry[0]]
                 if dropped:
                     self._count_drops(dropped)
                     for key, count in dropped.items():
                         unreported[key] = unreported.get(key, 0) + count
                 try:
                     if items:
+                        self._gil.wait_turn()
                         self._replay_items(items)
-                        yield_gil()
+                        self._gil.pause()
                     now = time.monotonic()
                     if unreported and (ended or now - last_report >= interval):
                         last_report = now
@@ -120,7 +129,7 @@ class StdioReplay:
         tail = self._destination.stderr_tail
         records: list[LogRecordData] = []
         for entry in items:
-            if entry[3] is not None:
+            if entry[0]:  # a record (a report's stream is "")
                 if tail is not None and entry[0] == "stderr":
                     tail.add(entry[2], entry[5])
                 records.append(self._record_data(entry))

@@ -9,13 +9,20 @@ worst step fell to 9-14 ms, for about a fifth of a flood's throughput. The log b
 threads pause at most every :data:`SHARE_INTERVAL` of replaying, and only after batches of
 :data:`FLOOD_BATCH` records or more (a flood's), so a trickle of records pays nothing and a
 flood about a tenth of its throughput.
+
+A pause of one thread is not enough when two such threads work for one flood (a runner's
+stdio reader and its replay thread): the other one takes the GIL during the pause, the loop's
+thread loses the race again, and a step of the loop waited 30-65 ms for it while those two
+threads ran. Threads that take turns through one :class:`GilShare` pause together instead: a
+pause opens a quiet window for all of them (each waits it out before its next slice), so the
+GIL is free during it for whoever else waits, the event loop's thread first of all.
 """
 
 from __future__ import annotations
 
 import time
 
-__all__ = ["FLOOD_BATCH", "GIL_PAUSE", "SHARE_INTERVAL", "yield_gil"]
+__all__ = ["FLOOD_BATCH", "GIL_PAUSE", "SHARE_INTERVAL", "GilShare", "yield_gil"]
 
 #: Seconds a replaying thread sleeps after a large batch: long enough for the waiting thread
 #: to be scheduled and take the GIL (a Linux sleep lasts at least ~60 us of timer slack).
@@ -30,3 +37,27 @@ SHARE_INTERVAL = 0.001
 def yield_gil() -> None:
     """Give up the GIL long enough for a waiting thread (the event loop's) to take it."""
     time.sleep(GIL_PAUSE)
+
+
+class GilShare:
+    """Threads that work in slices of GIL time and pause together (see the module docstring):
+    each calls :meth:`wait_turn` before a slice and :meth:`pause` after it.
+
+    No lock: the quiet window is one float, written under the GIL; a lost update only shortens
+    one window.
+    """
+
+    def __init__(self, pause: float = GIL_PAUSE) -> None:
+        self._pause = pause
+        self._quiet_until = 0.0
+
+    def pause(self) -> None:
+        """After a slice: open a quiet window for every thread of this share, and sleep it out."""
+        self._quiet_until = max(self._quiet_until, time.monotonic() + self._pause)
+        time.sleep(self._pause)
+        self.wait_turn()
+
+    def wait_turn(self) -> None:
+        """Before a slice: sleep out the quiet window another thread of this share opened."""
+        while (left := self._quiet_until - time.monotonic()) > 0:
+            time.sleep(left)
