@@ -16,7 +16,10 @@ printed lines/s to logged records/s; and, measured inside the plugin, the cost o
 with ``PYTHONUNBUFFERED``, which the runner has, and a buffered one), and against two floors
 written in Python: a stream that only keeps each thread's lines whole, and the least stream
 that also keeps each line durable against a crash as isoplug does (location, sequence number,
-one encode, a copy into shared memory), with none of isoplug's checks.
+one encode, a copy into shared memory), with none of isoplug's checks; and against a stream
+with no Python in it at all, the standard library's C text stream writing through into shared
+memory (durable, but with no location, thread or task name per line): what a design that gave
+those up could reach without a compiler.
 
 The host's rate limit is off, so that lines/s measures delivery (with it, back-to-back floods
 would mostly measure the limit). ``log.info()``'s cost in the plugin is printed beside the
@@ -149,6 +152,32 @@ class LeastDurable(io.TextIOBase):
         return 1
 
 
+class SharedPages(mmap.mmap):
+    """Shared memory as the buffer of a C text stream: mmap's own write() (C) copies each
+    encoded piece in, where a reader in another process (or after a crash) finds it."""
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+
+def shared_memory_text() -> io.TextIOWrapper:
+    """A sys.stdout with no Python in it, for comparison: the standard library's text stream
+    (C) writing through into shared memory (mmap.write, C). Durable like isoplug's, but it
+    keeps no location, thread or task name per line, no rate limit or level, and a print()
+    whose arguments run Python (a __str__) may interleave with another thread's."""
+    pages = SharedPages(-1, 1 << 26)
+    return io.TextIOWrapper(pages, encoding="utf-8", errors="backslashreplace", write_through=True)
+
+
 def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
     """ns per print(), interleaved: to the captured stdout, and to /dev/null opened as Python
     opens stdout with PYTHONUNBUFFERED (write-through, no buffer) and with a buffer."""
@@ -160,6 +189,7 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
         "/dev/null (buffered)": buffered,
         "floor: Python stream, whole lines": WholeLines(),
         "floor: least durable capture": LeastDurable(),
+        "C only: text stream into shm": shared_memory_text(),
     }
     costs: dict[str, list[float]] = {name: [] for name in targets}
     costs["log.info() (for comparison)"] = []
@@ -349,7 +379,9 @@ def print_extras(
         f"floor / unbuffered /dev/null: "
         f"x{medians['floor: Python stream, whole lines'] / medians['/dev/null (unbuffered)']:.2f}; "
         f"least durable / unbuffered /dev/null: "
-        f"x{medians['floor: least durable capture'] / medians['/dev/null (unbuffered)']:.2f}"
+        f"x{medians['floor: least durable capture'] / medians['/dev/null (unbuffered)']:.2f}; "
+        f"C-only shm stream / unbuffered /dev/null: "
+        f"x{medians['C only: text stream into shm'] / medians['/dev/null (unbuffered)']:.2f}"
     )
     print("slow host handler (50 ms every 1,000 records), print flood:")
     print(
