@@ -295,6 +295,35 @@ async def test_open_files_refuses_the_next_open_in_the_plugin_and_the_runner_wor
         assert host.plugin("hog").pid == pid and host.plugin("hog").restarts == 0
 
 
+@pytest.mark.parametrize("high", [False, True])
+def test_open_files_is_exactly_how_many_more_the_process_may_open(high: bool) -> None:
+    """RLIMIT_NOFILE limits descriptor numbers: a descriptor held at or above the limit (a
+    forked runner inherits one from its zygote, numbered after the zygote's other runners)
+    takes no room below it, and counting it let the plugin open one more."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        from isoplug.control import ResourceLimits
+        from isoplug.runner.limits import apply_limits
+        if {high}:
+            os.dup2(0, 200)
+        assert apply_limits(ResourceLimits(open_files=8)) == []
+        files, error = [], ""
+        try:
+            while len(files) < 100:
+                files.append(open(os.devnull))
+        except OSError as exc:
+            error = exc.strerror
+        print(len(files), error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=1) == ["8", "Too many open files\n"], done.stdout
+
+
 # -- processes ------------------------------------------------------------------------------
 
 

@@ -159,7 +159,15 @@ async def test_a_failing_on_config_restarts_the_plugin_with_the_new_config(
         pid = host.plugin("configured").pid
         with watching("isoplug.host") as records:
             assert await host.set_config("configured", {"greeting": "explode"}) is False
-            assert records.select(text="on_config failed")
+            (failed,) = records.select(text="on_config failed")
+        # A readable first line; the plugin's traceback after it, on lines of its own.
+        first, _, rest = failed.getMessage().partition("\n")
+        assert first == (
+            "plugin configured: on_config failed: RuntimeError: on_config refused it; "
+            "restarting its runner with the new configuration"
+        ), first
+        assert "Traceback (most recent call last)" in rest and "in on_config" in rest, rest
+        assert rest.rstrip().endswith("RuntimeError: on_config refused it"), rest
         state = await host.call("configured", "state")
         assert state["pid"] != pid and state["config"]["greeting"] == "explode"
 

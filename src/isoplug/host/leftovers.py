@@ -27,9 +27,28 @@ class Leftovers:
         self.killed: dict[int, ProcessStat] = {}
         #: The process group had members left, whoever they were (where /proc cannot say).
         self.group = False
+        #: Seconds after the runner's exit its stdout/stderr were still open (held by them),
+        #: when they were; and whether they stayed open even after the kill (held by a
+        #: process isoplug could not find).
+        self.held_output: float | None = None
+        self.output_lost = False
 
     def __bool__(self) -> bool:
-        return self.group or bool(self.killed)
+        return self.group or bool(self.killed) or self.held_output is not None
+
+    def account(self) -> str:
+        """The one line the host says of them (after ``runner <id>: ``): what outlived the
+        runner, whether it held its output open, what was killed."""
+        text = f"processes forked by its plugins outlived it; killed them: {self.describe()}"
+        if self.held_output is not None:
+            text += f"; they held its stdout/stderr open {self.held_output:g} s after it exited"
+        if self.output_lost:
+            text += (
+                "; its stdout/stderr stayed open even so (a process isoplug could not find, "
+                "outside its process group?): stopped reading them, and anything written to "
+                "them from now on is lost"
+            )
+        return text
 
     def describe(self) -> str:
         """``"2 processes (pids 10, 11; 1 of them had left its process group: pid 11)"``."""

@@ -220,11 +220,7 @@ class RunnerLife:
                     await self.peer.aclose("runner is gone")
             leftovers = await process.close()
             if leftovers:
-                _log.warning(
-                    "runner %s: processes forked by its plugins outlived it; killed them: %s",
-                    self.runner_id,
-                    leftovers.describe(),
-                )
+                _log.warning("runner %s: %s", self.runner_id, leftovers.account())
             self.process = None
         returncode = process.exited.result()
         # What the runner wrote on stderr last says why it could not get going; only that is

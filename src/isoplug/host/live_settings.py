@@ -10,7 +10,7 @@ from typing import Any
 
 from isoplug.control import SET_CONFIG, SET_LOG_LEVEL, ConfigChange, LogLevelChange
 from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError
-from isoplug.host.ready_report import MAX_FAILURE_CHARS
+from isoplug.host.ready_report import MAX_FAILURE_CHARS, traceback_block
 from isoplug.rpc import Peer
 from isoplug.wire.sanitize import clean_text
 
@@ -47,10 +47,14 @@ async def offer_config(peer: Peer, plugin_id: str, config: Mapping[str, Any]) ->
     except RemoteError as exc:
         if exc.remote_type == _CONFIG_INVALID:
             raise ConfigInvalid(clean_text(exc.remote_message, MAX_FAILURE_CHARS)) from None
+        # The message on one line, the plugin's traceback after it (as a failed setup's).
         _log.warning(
-            "plugin %s: on_config failed (%s); restarting its runner with the new configuration",
+            "plugin %s: on_config failed: %s: %s; restarting its runner with the new "
+            "configuration%s",
             plugin_id,
-            clean_text(str(exc), MAX_FAILURE_CHARS),
+            clean_text(exc.remote_type.removeprefix("builtins."), MAX_FAILURE_CHARS),
+            clean_text(exc.remote_message, MAX_FAILURE_CHARS),
+            traceback_block(exc.remote_traceback),
         )
         return False
     return live is True

@@ -399,10 +399,11 @@ class RunnerProcess:
 
         Output still in the pipes, and whatever processes the plugins forked write to them, is
         read until both pipes end or ``drain_timeout`` passes; then the runner's process group
-        and every descendant that left it are killed (and that end reported on the plugin's
-        logger when they still held the pipes). Then waits up to ``replay_timeout`` for what
-        was read to be replayed; the rest is counted dropped and reported. Returns the
-        processes that outlived the runner (a plugin started them) and had to be killed.
+        and every descendant that left it are killed (the returned leftovers say whether they
+        held the pipes: the caller reports it all in one line). Then waits up to
+        ``replay_timeout`` for what was read to be replayed; the rest is counted dropped and
+        reported. Returns the processes that outlived the runner (a plugin started them) and
+        had to be killed.
         Always releases everything; never blocks the event loop.
         """
         capture = self._capture
@@ -410,30 +411,13 @@ class RunnerProcess:
         self._let_go()
         try:
             if capture is not None and not await capture.wait_read(drain_timeout):
+                # Said once, with the rest of what outlived the runner (the supervisor's
+                # account of its leftovers, on isoplug.host).
+                leftovers.held_output = drain_timeout
                 await self._end_leftovers(leftovers)
-                ended = await capture.wait_read(_KILLED_DRAIN_TIMEOUT)
-                if not ended:
+                if not await capture.wait_read(_KILLED_DRAIN_TIMEOUT):
                     capture.stop_reading()
-                killed = "killed its process group" + (
-                    f" and all it left: {leftovers.describe()}" if leftovers.killed else ""
-                )
-                what = (
-                    killed
-                    if ended
-                    else f"{killed}, but they stayed open (a process isoplug could not find, "
-                    "outside its process group?): stopped reading them, and anything written "
-                    "to them from now on is lost"
-                )
-                capture.report(
-                    f"stdout/stderr of runner pid {self.pid} were still open {drain_timeout:g} s "
-                    f"after it exited (held by processes its plugins forked); {what}"
-                )
-                if not ended:
-                    _log.warning(
-                        "runner %d: stdout/stderr still open after its process group and the "
-                        "descendants found were killed; stopped reading them",
-                        self.pid,
-                    )
+                    leftovers.output_lost = True
             await self._end_leftovers(leftovers)
             if capture is not None:
                 capture.stop_reading()

@@ -11,7 +11,13 @@ from isoplug.control import LoadFailure, LoadStage, ReadyReport
 from isoplug.host.offers import Offers
 from isoplug.wire.sanitize import clean_block, clean_text
 
-__all__ = ["MAX_FAILURE_CHARS", "ReportReading", "failure_text", "read_report"]
+__all__ = [
+    "MAX_FAILURE_CHARS",
+    "ReportReading",
+    "failure_text",
+    "read_report",
+    "traceback_block",
+]
 
 #: A plugin's import or setup error as the host reports it: the message (a few lines at most,
 #: normally) and the traceback (deep chained ones fit) are cut past these.
@@ -32,10 +38,15 @@ class ReportReading:
 def failure_text(failure: LoadFailure) -> str:
     """The runner's text (a plugin's exception message and traceback) for the host's own
     records: escaped, capped, its continuation lines indented."""
-    text = clean_text(failure.message, MAX_FAILURE_CHARS)
-    if failure.traceback:
-        text += f"\n{clean_block(failure.traceback.rstrip(), _MAX_TRACEBACK_CHARS)}"
-    return text
+    return clean_text(failure.message, MAX_FAILURE_CHARS) + traceback_block(failure.traceback)
+
+
+def traceback_block(traceback: str) -> str:
+    """A runner's traceback text as it follows a message in the host's records: on lines of
+    its own, escaped, capped, indented; "" for none."""
+    if not traceback:
+        return ""
+    return f"\n{clean_block(traceback.rstrip(), _MAX_TRACEBACK_CHARS)}"
 
 
 def read_report(report: ReadyReport) -> ReportReading:

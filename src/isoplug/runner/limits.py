@@ -9,10 +9,14 @@ they guard against accidents, not against a plugin that attacks its host):
   process; the hard limit, :data:`~isoplug.control.CPU_LIMIT_GRACE` seconds later, is a
   SIGKILL for a plugin that handles SIGXCPU. The host's exit account names the limit (see
   isoplug.host.limits).
-- ``open_files``: ``RLIMIT_NOFILE`` = the descriptors the runner holds now (its connections,
-  pipes, health channel) + ``open_files``: the plugins may open that many more; the next open
-  fails with EMFILE ("Too many open files"), in the plugin; the runner's own descriptors stay
-  open.
+- ``open_files``: ``RLIMIT_NOFILE``, set so that exactly ``open_files`` descriptor numbers are
+  free below it: the plugins may open that many more descriptors than the runner holds now
+  (its connections, pipes, health channel); the next open fails with EMFILE ("Too many open
+  files"), in the plugin; the runner's own descriptors stay open. The kernel limits the
+  *numbers* a new descriptor may take, not how many are open: a descriptor of the runner's at
+  or above the limit (a forked runner inherits one from its zygote, numbered after the
+  zygote's other runners) takes no room below it, so it is not counted (counting it let the
+  plugins open one more).
 - ``processes``: ``RLIMIT_NPROC``, which the kernel counts per *user*, over all their processes
   and threads, and ignores for root (``CAP_SYS_RESOURCE``/``CAP_SYS_ADMIN``). So it is set to
   the user's tasks now + ``processes`` + :data:`THREAD_ROOM` (the runner's own threads to
@@ -38,10 +42,12 @@ logging) and the runner goes on: a missing limit must not keep a plugin from run
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import math
 import os
 import resource
+from collections.abc import Iterable
 
 from isoplug.control import CPU_LIMIT_GRACE, CallOutcome, CallRequest, ResourceLimits
 from isoplug.sizes import format_size
@@ -83,9 +89,9 @@ def apply_limits(limits: ResourceLimits, *, thread_room: int = THREAD_ROOM) -> l
     if limits.open_files is not None:
         held = _open_descriptors()
         if held is None:
-            problems.append("open_files: cannot count the runner's descriptors (no /proc)")
+            problems.append("open_files: cannot list the runner's descriptors (no /proc)")
         else:
-            total = held + limits.open_files
+            total = nofile_limit(held, limits.open_files)
             _set(resource.RLIMIT_NOFILE, total, total, "open_files", problems)
     if limits.processes is not None:
         _limit_processes(limits.processes, thread_room, problems)
@@ -135,12 +141,32 @@ def _set(which: int, soft: int, hard: int, name: str, problems: list[str]) -> No
         problems.append(f"{name}: setrlimit({soft}, {hard}) failed: {exc}")
 
 
-def _open_descriptors() -> int | None:
+def nofile_limit(held: Iterable[int], free: int) -> int:
+    """The ``RLIMIT_NOFILE`` that leaves exactly ``free`` descriptor numbers unused below it,
+    ``held`` being the numbers in use: each held one below the limit pushes it up by one."""
+    limit = free
+    for fd in sorted(held):
+        if fd >= limit:
+            break  # this one and the rest take no room below the limit
+        limit += 1
+    return limit
+
+
+def _open_descriptors() -> list[int] | None:
+    """The descriptor numbers this process holds, None without /proc."""
     try:
-        # Less the descriptor listdir itself holds while it reads.
-        return len(os.listdir("/proc/self/fd")) - 1
+        names = os.listdir("/proc/self/fd")
     except OSError:
         return None
+    held: list[int] = []
+    for name in names:
+        fd = int(name)
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            continue  # listdir's own descriptor, closed since
+        held.append(fd)
+    return held
 
 
 def _limit_processes(processes: int, thread_room: int, problems: list[str]) -> None:

@@ -16,11 +16,12 @@ Order of events (the host's supervisor relies on it):
    ``bootstrap.teardown_timeout`` together, cancel the calls still being served and the
    event handlers running, run the ``teardown`` hooks, and cancel and wait for the tasks the
    plugins left running (:mod:`isoplug.runner.leftover_tasks`), and wait for the threads that
-   would hold the process's exit (:mod:`isoplug.runner.leftover_threads`); end log
-   forwarding (after all of it: what a method or a task logs as it is cancelled, or a hook
-   logs, and the warnings naming what would not end, are forwarded as records), say goodbye,
-   and return 0; the process exits at once instead when a task or such a thread would not
-   end.
+   would hold the process's exit (:mod:`isoplug.runner.leftover_threads`), and run the
+   plugins' ``atexit`` hooks (:mod:`isoplug.runner.exit_hooks`); end log forwarding (after
+   all of it: what a method or a task logs as it is cancelled, or a hook logs, and the
+   warnings naming what would not end, are forwarded as records), say goodbye, and return 0;
+   the process exits at once instead when a task, such a thread or an ``atexit`` hook would
+   not end.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
+from isoplug.runner.exit_hooks import (
+    mark_plugin_hooks,
+    run_exit_hooks,
+    run_thread_exit_callbacks,
+)
 from isoplug.runner.health import start_health
 from isoplug.runner.leftover_tasks import end_plugin_tasks, exit_leaving
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
@@ -194,6 +200,8 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     # Before any plugin is imported, and after the runner's own descriptors are open (the
     # plugins get open_files beyond them).
     apply_limits(bootstrap.limits)
+    # Before any plugin code: its atexit hooks are run, bounded, at the teardown's end.
+    mark_plugin_hooks()
     async with peer:
         failures = await _load_and_set_up(bootstrap, table, call_host, contexts)
         report = ReadyReport(
@@ -349,13 +357,27 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     # After the hooks, which may stop them their own way; before forwarding ends, so that
     # what they log as they stop, or raise, arrives as their plugin's records.
     left_tasks = await end_plugin_tasks(sources, deadline)
+    # As the interpreter does before it joins the threads: concurrent.futures ends the
+    # threads of the executors nobody shut down (a process pool's manager thread).
+    callbacks_left = await run_thread_exit_callbacks(deadline)
     # After the tasks, which may be what stops them; before forwarding ends, so that the
     # warning naming one arrives as a record.
     left_threads = await wait_for_plugin_threads(deadline)
+    if callbacks_left and not left_threads:
+        _log.warning(
+            "threading's exit callbacks (concurrent.futures joining its executors' workers) "
+            "had not returned by the teardown timeout; the runner exits without them"
+        )
+    # Last, as the interpreter runs them after the threads; before forwarding ends (the
+    # hooks' own end it, logging.shutdown last), so that what they print or log arrives as
+    # records. Not with a task or a thread left running: the process exits without them,
+    # as it would without their hooks (a callback still running waits for such a thread).
+    left = bool(left_tasks or left_threads or callbacks_left)
+    left_hooks = not left and await run_exit_hooks(deadline)
     try:
         # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()
     except Exception as exc:
         # Logging itself failed, so say it where the host still listens: the real stderr.
         print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)
-    return bool(left_tasks or left_threads)
+    return left or left_hooks

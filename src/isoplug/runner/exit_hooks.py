@@ -1,0 +1,148 @@
+"""The plugins' ``atexit`` hooks, run while log forwarding still works and within the
+teardown's deadline.
+
+Python runs ``atexit`` hooks at interpreter exit, after the runner has returned: log forwarding
+had ended by then, so what a hook printed or logged reached the host as the forwarding
+handler's stderr fallback, every line a WARNING on ``plugin.<id>.stderr`` with its level,
+logger and stream folded into the text; and a hook that blocked held the runner until the
+host's SIGTERM. So the runner runs the interpreter's exit sequence itself, once the teardown
+hooks ran and the plugins' tasks ended, and before log forwarding ends, in the interpreter's
+order:
+
+1. ``threading``'s exit callbacks, newest first (:func:`run_thread_exit_callbacks`):
+   ``concurrent.futures`` joins the workers of the executors nobody shut down (a
+   ``ProcessPoolExecutor``'s manager thread, which would otherwise be waited for as a
+   lingering thread, and whose processes must be gone before ``multiprocessing``'s hook joins
+   the process's children);
+2. the non-daemon threads are waited for (:mod:`isoplug.runner.leftover_threads`);
+3. the ``atexit`` hooks, newest first (:func:`run_exit_hooks`): those registered after
+   :func:`mark_plugin_hooks`' marker (the plugins' own and their libraries', ``multiprocessing``'s
+   among them), bounded by the deadline; then isoplug's own, which bound themselves: the
+   standard streams' flush (:mod:`isoplug.logs.redirect`), the forwarding handler's close,
+   and ``logging.shutdown()`` last (registered first). Not when a task or a thread was left
+   running: the runner then exits at once, without its hooks, as before.
+
+What the hooks print, log or write is a record with its own level, logger and stream, as at
+any other time, and a SIGKILL meanwhile loses none of it (the records are in the forwarding
+handler's ring, as during the teardown hooks). Each callback list is emptied as it runs, so
+nothing runs twice when the interpreter exits.
+
+They run in a daemon thread of their own, so that the event loop goes on (the goodbye to the
+host follows them) and a hook that blocks can be left behind: one still running at the
+teardown's deadline (:data:`~isoplug.runner.leftover_tasks.MIN_GRACE` at least) is named in a
+WARNING with the line it is at, and the runner exits without it, as for a task or a thread
+that would not end (:func:`~isoplug.runner.leftover_tasks.exit_leaving`). A hook that needs
+the main thread (``signal.signal``) raises there; its exception is reported as Python reports
+any hook's (``sys.unraisablehook``: an ERROR record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import sys
+import threading
+from collections.abc import Callable
+
+from isoplug.runner.health import describe_frame
+from isoplug.runner.leftover_tasks import MIN_GRACE
+
+__all__ = ["mark_plugin_hooks", "run_exit_hooks", "run_thread_exit_callbacks"]
+
+_log = logging.getLogger("isoplug.runner")
+
+_THREAD_NAME = "isoplug-atexit"
+
+#: Called by the hook :func:`mark_plugin_hooks` registers, once every hook registered after
+#: it (the plugins') has run.
+_notify: list[Callable[[], object]] = []
+
+
+def _plugin_hooks_ran() -> None:
+    for notify in _notify:
+        notify()
+
+
+def mark_plugin_hooks() -> None:
+    """Register the hook that marks the end of the plugins' hooks: call it before any plugin
+    code runs. ``atexit`` runs hooks newest first, so it runs after every hook a plugin (or a
+    library it imports) registers, and before isoplug's own and ``logging.shutdown()``."""
+    atexit.register(_plugin_hooks_ran)
+
+
+async def run_thread_exit_callbacks(deadline: float) -> bool:
+    """Run ``threading``'s exit callbacks (``concurrent.futures``' joins: they end the threads
+    of the executors nobody shut down) until ``deadline`` (the loop's time;
+    :data:`MIN_GRACE` at least); True if they had not returned by then. Call it before
+    waiting for the threads, which names what they wait for (a busy executor thread)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    _start(_run_threading_exit_callbacks, loop, done)
+    await asyncio.wait({done}, timeout=_time_left(loop, deadline))
+    return not done.done()
+
+
+async def run_exit_hooks(deadline: float) -> bool:
+    """Run the ``atexit`` hooks as the module docstring says: the plugins' until ``deadline``
+    (the loop's time; :data:`MIN_GRACE` at least), then isoplug's own and ``logging``'s (they
+    bound themselves). True if the plugins' had not all returned by the deadline (named in a
+    WARNING: the process must exit without waiting)."""
+    loop = asyncio.get_running_loop()
+    plugins_done: asyncio.Future[None] = loop.create_future()
+    all_done: asyncio.Future[None] = loop.create_future()
+    _notify[:] = [lambda: loop.call_soon_threadsafe(_settle, plugins_done)]
+    # Runs every hook (one that raises goes to sys.unraisablehook, and the next one runs),
+    # then empties the list: the interpreter finds nothing left to run.
+    thread = _start(atexit._run_exitfuncs, loop, all_done, plugins_done)
+    await asyncio.wait({plugins_done}, timeout=_time_left(loop, deadline))
+    if not plugins_done.done():
+        frame = sys._current_frames().get(thread.ident or 0)
+        _log.warning(
+            "an atexit hook had not returned by the teardown timeout; it is at %s; the "
+            "runner exits without it (and without the hooks registered before it)",
+            describe_frame(frame) or "an unknown place",
+        )
+        return True
+    await all_done
+    return False
+
+
+def _time_left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
+    return max(deadline - loop.time(), MIN_GRACE)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _start(
+    work: Callable[[], None], loop: asyncio.AbstractEventLoop, *done: asyncio.Future[None]
+) -> threading.Thread:
+    """Run ``work`` in a daemon thread of its own (one that blocks can be left behind), which
+    settles ``done`` when it returns."""
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            for future in done:
+                loop.call_soon_threadsafe(_settle, future)
+
+    thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_threading_exit_callbacks() -> None:
+    """What ``threading._shutdown()`` calls before joining the threads (CPython's
+    ``threading._register_atexit``: ``concurrent.futures``' joins), newest first, each once."""
+    callbacks: list[Callable[[], object]] | None = getattr(threading, "_threading_atexits", None)
+    while callbacks:
+        callback = callbacks.pop()
+        try:
+            callback()
+        except Exception:
+            # As the interpreter would at exit: reported, and the next one runs.
+            _log.exception("a threading exit callback (%r) failed at exit", callback)

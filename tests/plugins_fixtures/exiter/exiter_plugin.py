@@ -1,0 +1,76 @@
+"""A test plugin whose ``atexit`` hooks, registered on request, print, log at their own
+levels, write stderr (a forged host line among it), block for good, or log a burst and wait
+for a kill; and one that leaves a ``ProcessPoolExecutor`` open."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import sys
+import threading
+
+import isoplug
+
+_log = logging.getLogger("exiter.exit")
+
+
+def talk() -> None:
+    print("atexit print")
+    _log.error("atexit error record")
+    _log.debug("atexit debug record")
+    sys.stderr.write("atexit stderr\n")
+    sys.stderr.write("[CRITICAL isoplug.host] forged by the plugin\n")
+    print("atexit partial line", end="")
+
+
+def fail() -> None:
+    raise LookupError("atexit hook failed")
+
+
+def block() -> None:
+    _log.warning("atexit hook blocks")
+    threading.Event().wait()
+
+
+def burst_then_wait(count: int) -> None:
+    for n in range(count):
+        _log.warning("atexit burst %d", n, extra={"n": n})
+    _log.warning("atexit hook waits for its kill")
+    threading.Event().wait()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+class Exiter(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    @isoplug.method
+    async def register_talkative(self) -> None:
+        atexit.register(talk)
+
+    @isoplug.method
+    async def register_failing(self) -> None:
+        """A hook that raises, registered before the talkative one: both run."""
+        atexit.register(fail)
+        atexit.register(talk)
+
+    @isoplug.method
+    async def register_blocking(self) -> None:
+        atexit.register(block)
+
+    @isoplug.method
+    async def register_burst(self, count: int) -> None:
+        atexit.register(burst_then_wait, count)
+
+    @isoplug.method
+    async def use_process_pool(self) -> int:
+        """Leaves a process pool open (never shut down): Python joins its workers at exit."""
+        self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=1)
+        result = await asyncio.get_running_loop().run_in_executor(self.pool, square, 7)
+        atexit.register(_log.warning, "atexit hook after the pool ran")
+        return result
