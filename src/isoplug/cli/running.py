@@ -277,14 +277,17 @@ async def run_host(
                 "failed plugin without --reload or --tui: stopping\n"
                 + "\n".join(f"  {info.id}: {failure_reason(info)}" for info in failed_all)
             )
-        skipped = len(host.problems)
+        # Plugins kept running as they were (hot reload refused their plugin.toml's last
+        # change) are not running as configured either, but they were not skipped.
+        kept = sorted(host.kept)
+        skipped = len(host.problems) - len(kept)
         failed = outcome.failed
         if options.reload:
             # A session of edits: what counts is how it ends, not a half-saved file fixed
             # since (host.problems follows the folder; a fixed plugin is no longer FAILED).
             failed = {p.id for p in host.plugins() if p.state is PluginState.FAILED}
     log.info("all plugins stopped")
-    if skipped or failed:
+    if skipped or failed or kept:
         when = " at the end" if options.reload else ""
         log.error(
             "exit code %d: %s",
@@ -294,6 +297,10 @@ async def run_host(
                 for part in (
                     f"{skipped} plugin(s) skipped{when}" if skipped else "",
                     f"failed{when}: {', '.join(sorted(failed))}" if failed else "",
+                    f"running as they were, their plugin.toml refused, at the end: "
+                    f"{', '.join(kept)}"
+                    if kept
+                    else "",
                 )
                 if part
             ),
