@@ -90,7 +90,15 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
         ),
         (
             MINIMAL + "log_write_through_rate = inf\n",
-            "'log_write_through_rate': must be a number that is finite",
+            "'log_write_through_rate': must be a number of at most 1e12, got number inf",
+        ),
+        (
+            MINIMAL + "[restart]\nwindow = 1e308\n",
+            "'restart.window': must be a number of at most 1e12, got number 1e+308",
+        ),
+        (
+            MINIMAL + "[limits]\nopen_files = 0\n",
+            "'limits.open_files': must be an integer of at least 1, got integer 0",
         ),
         (
             MINIMAL + "log_write_through_rate = true\n",

@@ -50,3 +50,22 @@ def test_new_says_when_a_file_stands_where_a_folder_is_needed(
     error = capsys.readouterr().err
     assert f"{tmp_path / 'plugs'} is a file, not a directory" in error
     assert (tmp_path / "plugs").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("class", "it is a Python keyword"),
+        ("None", "it is a Python keyword"),
+        ("async", "it is a Python keyword"),
+        ("p" * 70, "it has 70 characters, at most 64"),
+        ("_private", "use a letter, then letters, digits or '_'"),
+        ("9lives", "use a letter, then letters, digits or '_'"),
+    ],
+)
+def test_new_says_why_a_name_is_refused(
+    tmp_path: Path, name: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["new", str(tmp_path / name)]) == 2
+    assert f"{name!r} cannot name a plugin: {why} (it is the plugin id" in capsys.readouterr().err
+    assert not (tmp_path / name).exists()

@@ -61,8 +61,11 @@ class Traps(isoplug.Plugin):
 """
 
 
-def write_plugin(root: Path, manifest_extra: str = "", name: str = "traps") -> Path:
-    folder = root / name
+def write_plugin(
+    root: Path, manifest_extra: str = "", name: str = "traps", root_name: str | None = None
+) -> Path:
+    """A plugin ``name`` in ``root``, in a folder named ``root_name`` (``name``)."""
+    folder = root / (root_name or name)
     folder.mkdir(parents=True)
     (folder / "plugin.toml").write_text(
         f'id = "{name}"\nversion = "1.0"\nentry = "{name}:Traps"\n'
@@ -121,6 +124,21 @@ async def test_a_folder_of_plugins_with_one_invalid_manifest_fails_the_start(
             pass
     assert list(raised.value.failures) == ["bad"]
     assert "captabilities" in raised.value.failures["bad"]
+
+
+async def test_badly_named_plugin_folders_fail_the_start_each_by_its_name(
+    tmp_path: Path,
+) -> None:
+    """Each by its own folder's name (escaped), not all under the folder of plugins."""
+    write_plugin(tmp_path, name="good")
+    for name in ("dir\x1b[31mred", "dir\nnewline"):
+        write_plugin(tmp_path, name="good", root_name=name)
+    with pytest.raises(PluginFailed) as raised:
+        async with PluginHarness(tmp_path):
+            pass
+    assert raised.value.failures.keys() == {"dir\\x1b[31mred", "dir\n  newline"}
+    assert str(raised.value).startswith("2 plugins failed: ")
+    assert "\x1b" not in str(raised.value)
 
 
 def test_crash_of_a_plugin_not_restarted_raises_plugin_failed_at_once(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 __all__ = ["ScaffoldError", "new_plugin"]
 
-#: A plugin id that is also a Python module name (the scaffold's module is named after it).
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+#: A plugin id that is also a Python module name (the scaffold's module is named after it),
+#: at most as long as a plugin id may be.
+_MAX_NAME = 64
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 _MANIFEST = """\
 id = "{name}"
@@ -100,6 +102,17 @@ def _importable_elsewhere(name: str) -> str | None:
     return spec.origin or ", ".join(spec.submodule_search_locations or ()) or "installed"
 
 
+def _bad_name(name: str) -> str | None:
+    """Why ``name`` cannot be a plugin id and module name (None: it can)."""
+    if len(name) > _MAX_NAME:
+        return f"it has {len(name)} characters, at most {_MAX_NAME}"
+    if keyword.iskeyword(name):
+        return "it is a Python keyword"
+    if not _NAME.fullmatch(name):
+        return "use a letter, then letters, digits or '_'"
+    return None
+
+
 class ScaffoldError(ValueError):
     """The plugin cannot be made there: a bad name, or the folder exists."""
 
@@ -108,10 +121,11 @@ def new_plugin(path: Path) -> list[Path]:
     """Make a plugin folder at ``path`` (its last part is the plugin id and module name);
     return the files written."""
     name = path.name
-    if not _NAME.fullmatch(name) or keyword.iskeyword(name):
+    why = _bad_name(name)
+    if why is not None:
         raise ScaffoldError(
-            f"{name!r} cannot name a plugin: use a letter, then letters, digits or '_' "
-            "(it is the plugin id and a Python module name), e.g. 'weather_report'"
+            f"{name!r} cannot name a plugin: {why} (it is the plugin id and a Python module "
+            "name), e.g. 'weather_report'"
         )
     taken = _importable_elsewhere(name)
     if taken is not None:

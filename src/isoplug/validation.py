@@ -123,11 +123,21 @@ def _constraint(text: str) -> str:
     text = text.strip()
     if text in (">= 0", ">= 0.0"):
         return " of 0 or more"
-    if text == "<= 1000000000000.0":
-        return " that is finite"
     if text == "of length >= 1":
         return " that is not empty"
+    bound = re.fullmatch(r"([<>]=) (\S+)", text)
+    if bound is not None:
+        # The bound itself: a float bound also refuses inf and nan, which it need not name.
+        which = "at most" if bound[1] == "<=" else "at least"
+        return f" of {which} {_number(bound[2])}"
     return f" {text}" if text else ""
+
+
+def _number(text: str) -> str:
+    """A bound as msgspec writes it (``1000000000000.0``), as a person would (``1e12``)."""
+    if not re.fullmatch(r"-?\d+\.\d+(e[-+]?\d+)?", text):
+        return text
+    return f"{float(text):g}".replace("e+", "e")
 
 
 def _kind_of(value: Any) -> str:

@@ -26,6 +26,7 @@ from isoplug.cli.console import (
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.parser import build_parser
 from isoplug.cli.running import run_command
+from isoplug.cli.say import say_error
 from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, run_until_stopped
 from isoplug.cli.tools import new_plugin, print_schema
 
@@ -76,7 +77,7 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
         )
         return EXIT_USAGE
     if not plugins_dir.is_dir():
-        print(f"isoplug demo: --plugins-dir {plugins_dir} is not a directory", file=sys.stderr)
+        say_error("demo", f"--plugins-dir {plugins_dir} is not a directory")
         return EXIT_USAGE
     duration = arguments.duration
     print(DEMO_HEADER, flush=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES
+from isoplug.cli.say import say_error
 from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_PLUGIN_FAILED
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
@@ -114,10 +114,7 @@ async def _demo(
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         if not host.plugins():
-            print(
-                f"isoplug demo: nothing to run in {plugins_dir} (no valid plugin.toml found)",
-                file=sys.stderr,
-            )
+            say_error("demo", f"nothing to run in {plugins_dir} (no valid plugin.toml found)")
             return EXIT_PLUGIN_FAILED
         # The demo shows failed plugins among the others rather than stopping.
         infos = await host.wait_ready(30, raise_on_failure=False)

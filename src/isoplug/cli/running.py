@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from isoplug.cli.console import ConsoleHandler
+from isoplug.cli.say import say_error, shown
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_OK,
@@ -52,8 +53,9 @@ MAX_REASON_CHARS = 2000
 
 
 def fatal(message: str) -> None:
-    """An error that ends ``isoplug run``: on stderr, whatever the console is."""
-    print(f"isoplug run: {message}", file=sys.stderr, flush=True)
+    """An error that ends ``isoplug run``: on stderr, whatever the console is (sanitized:
+    it quotes the operator's paths and keys)."""
+    say_error("run", message)
 
 
 def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
@@ -174,8 +176,8 @@ class Outcome:
                     "a config error may come from there",
                     plugin_id,
                     plugin_id,
-                    self._config_file,
-                    ", ".join(sorted(fields)),
+                    shown(self._config_file),
+                    shown(", ".join(sorted(fields))),
                 )
 
 
@@ -230,8 +232,8 @@ def unknown_overrides(
     if unknown:
         logging.getLogger("isoplug.cli").warning(
             "--config %s: no plugin has the id of table(s) %s: ignored (plugin ids here: %s)",
-            config_file,
-            ", ".join(f"[{name}]" for name in unknown),
+            shown(config_file),
+            shown(", ".join(f"[{name}]" for name in unknown)),
             ", ".join(sorted(ids)) or "none",
         )
     return {name: values for name, values in overrides.items() if name in ids}
@@ -263,11 +265,11 @@ async def run_host(
         if count == 0 and not options.reload:
             fatal(f"nothing to run in {plugins_dir} (no valid plugin.toml found)")
             return EXIT_PLUGIN_FAILED
-        log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, plugins_dir)
+        log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, shown(plugins_dir))
         if options.tui:
             from isoplug.tui import run_dashboard
 
-            await run_dashboard(host, title=str(plugins_dir), stop=stop)
+            await run_dashboard(host, title=shown(plugins_dir), stop=stop)
         elif options.reload:
             # A fix saved restarts a failed plugin: the session goes on until stopped.
             await stop.wait()
@@ -277,14 +279,17 @@ async def run_host(
                 "failed plugin without --reload or --tui: stopping\n"
                 + "\n".join(f"  {info.id}: {failure_reason(info)}" for info in failed_all)
             )
-        skipped = len(host.problems)
+        # Plugins kept running as they were (hot reload refused their plugin.toml's last
+        # change) are not running as configured either, but they were not skipped.
+        kept = sorted(host.kept)
+        skipped = len(host.problems) - len(kept)
         failed = outcome.failed
         if options.reload:
             # A session of edits: what counts is how it ends, not a half-saved file fixed
             # since (host.problems follows the folder; a fixed plugin is no longer FAILED).
             failed = {p.id for p in host.plugins() if p.state is PluginState.FAILED}
     log.info("all plugins stopped")
-    if skipped or failed:
+    if skipped or failed or kept:
         when = " at the end" if options.reload else ""
         log.error(
             "exit code %d: %s",
@@ -294,6 +299,10 @@ async def run_host(
                 for part in (
                     f"{skipped} plugin(s) skipped{when}" if skipped else "",
                     f"failed{when}: {', '.join(sorted(failed))}" if failed else "",
+                    f"running as they were, their plugin.toml refused, at the end: "
+                    f"{', '.join(kept)}"
+                    if kept
+                    else "",
                 )
                 if part
             ),

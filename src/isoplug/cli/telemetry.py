@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from isoplug.cli.say import say_error
+
 
 @contextlib.contextmanager
 def telemetry(arguments: argparse.Namespace) -> Iterator[object | None]:
@@ -36,9 +38,7 @@ def telemetry(arguments: argparse.Namespace) -> Iterator[object | None]:
     if port_text is not None:
         host_text, _, number = port_text.rpartition(":")
         if not number.isdigit() or int(number) > 65535:
-            print(
-                f"isoplug run: --metrics-port wants [HOST:]PORT, got {port_text!r}", file=sys.stderr
-            )
+            say_error("run", f"--metrics-port wants [HOST:]PORT, got {port_text!r}")
             yield None
             return
         host, port = host_text.strip("[]") or host, int(number)
@@ -55,7 +55,7 @@ def telemetry(arguments: argparse.Namespace) -> Iterator[object | None]:
             join=False,
         )
     except (RuntimeError, ValueError) as exc:
-        print(f"isoplug run: {exc}", file=sys.stderr)
+        say_error("run", str(exc))
         yield None
         return
     if telemetry.metrics_address is not None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from isoplug.cli.say import say_error, shown
 from isoplug.host.manifest import Manifest, ManifestError, load_manifest
 from isoplug.host.schema import IMPORT_TIMEOUT, SchemaUnavailable, plugin_toml_schema
 
@@ -18,12 +18,12 @@ def new_plugin(path: Path) -> int:
     try:
         written = new_plugin(path)
     except ScaffoldError as exc:
-        print(f"isoplug new: {exc}", file=sys.stderr)
+        say_error("new", str(exc))
         return 2
-    print(f"made the plugin {path.name!r} in {path}:")
+    print(f"made the plugin {path.name!r} in {shown(path)}:")
     for file in written:
-        print(f"  {file}")
-    print(f"try it:\n  isoplug run {path}\n  python -m pytest {path}")
+        print(f"  {shown(file)}")
+    print(f"try it:\n  isoplug run {shown(path)}\n  python -m pytest {shown(path)}")
     return 0
 
 
@@ -32,7 +32,7 @@ def print_schema(plugin_dir: Path, timeout: float = IMPORT_TIMEOUT) -> int:
         manifest = load_manifest(plugin_dir)
         schema = plugin_toml_schema(manifest, timeout=timeout, on_output=_show_output(manifest))
     except (ManifestError, SchemaUnavailable, subprocess.TimeoutExpired) as exc:
-        print(f"isoplug schema: {exc}", file=sys.stderr)
+        say_error("schema", str(exc))
         return 2
     # ensure_ascii (the default): a plugin's docstrings and names, escaped as JSON does, cannot
     # reach the terminal as control characters.
@@ -45,10 +45,10 @@ def _show_output(manifest: Manifest) -> Callable[[str], None]:
     messages can explain a schema, and stdout holds only the schema."""
 
     def show(output: str) -> None:
-        print(
-            f"isoplug schema: plugin {manifest.id!r} wrote this while it was imported "
-            f"(not part of the schema):\n{output}",
-            file=sys.stderr,
+        say_error(
+            "schema",
+            f"plugin {manifest.id!r} wrote this while it was imported (not part of the "
+            f"schema):\n{output}",
         )
 
     return show

@@ -111,9 +111,6 @@ class Host:
         self.reloader: PluginReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._on_change = checked_on_change(on_change)
-        #: The plugins skipped for their folder's problem (an invalid manifest, a grouping
-        #: clash), one text each; under hot reload, as the plugins folder now is.
-        self.problems: list[str] = []
         self._capabilities = CapabilityRegistry()
         # A lambda: the stage it asks is the one the host is in when a wait asks.
         self._waits = PluginWaits(
@@ -185,8 +182,8 @@ class Host:
         if unknown:
             _log.warning("plugin_config names plugins not found: %s", ", ".join(unknown))
         plans, grouping_problems = plan_runners(discovery.manifests)
-        self.problems = [*discovery.problems, *grouping_problems]
-        for problem in self.problems:
+        self._runners.folder_problems = [*discovery.problems, *grouping_problems]
+        for problem in self._runners.folder_problems:
             _log.error("%s", problem)
         self._listener = await open_listeners(self.config, self._routes, self._log_bridge)
         for plan in plans:
@@ -195,12 +192,23 @@ class Host:
         for supervisor in self._supervisors.values():
             supervisor.start()
         if self.reload:
-            self.reloader = self._runners.reloader(self._set_problems)
+            self.reloader = self._runners.reloader()
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(_report_reloader_end)
 
-    def _set_problems(self, problems: list[str]) -> None:
-        self.problems = problems
+    @property
+    def problems(self) -> list[str]:
+        """The plugins skipped for their folder's problem (an invalid manifest, a grouping
+        clash), one text each; under hot reload, as the plugins folder now is, with the
+        problems of the plugins in :attr:`kept`."""
+        return self._runners.problems()
+
+    @property
+    def kept(self) -> dict[str, str]:
+        """Under hot reload, the plugins that keep running as they were because their
+        folder's last change was refused (a ``plugin.toml`` that no longer validates, a
+        ``[config]`` the plugin's schema refuses), by id: the problem (in :attr:`problems`)."""
+        return self._runners.kept()
 
     def _make_supervisor(self, plan: RunnerPlan) -> RunnerSupervisor:
         assert self._listener is not None

@@ -36,6 +36,9 @@ class Discovery:
 
     manifests: tuple[Manifest, ...]
     problems: tuple[str, ...]
+    #: The folders holding a ``plugin.toml`` that were skipped (invalid, or an id taken):
+    #: plugin folders still, whose files are that plugin's, not code shared by the others.
+    skipped: tuple[Path, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,7 @@ def discover(plugins_dir: Path) -> Discovery:
     manifests: list[Manifest] = []
     problems: list[str] = []
     seen: dict[str, Path] = {}
+    skipped: list[Path] = []
     scratch = plugins_dir.resolve() in _SCRATCH_DIRS
     for entry in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
         if not (entry / MANIFEST_NAME).exists():
@@ -71,14 +75,16 @@ def discover(plugins_dir: Path) -> Discovery:
             manifest = load_manifest(directory)
         except ManifestError as exc:
             problems.append(f"{exc}; plugin skipped")
+            skipped.append(directory)
             continue
         if manifest.id in seen:
             used = f"{manifest.id!r} is already used by {seen[manifest.id]}"
             problems.append(f"{ManifestError(manifest.path, 'id', used)}; plugin skipped")
+            skipped.append(directory)
             continue
         seen[manifest.id] = manifest.path
         manifests.append(manifest)
-    return Discovery(tuple(manifests), tuple(problems))
+    return Discovery(tuple(manifests), tuple(problems), tuple(skipped))
 
 
 def is_plugin_dir(path: Path) -> bool:

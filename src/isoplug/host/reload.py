@@ -10,11 +10,13 @@
 - a ``plugin.toml`` changed: it is read again, and the runner is replaced by one started from
   the new manifest (its restart count starts again); when it names another ``id``, the old
   plugin stops and the new one starts (a folder holds one plugin);
-- a ``plugin.toml`` that no longer validates (a half-saved edit): the problem is logged, and
-  the plugin keeps running as it was until the file is fixed;
-- a Python file changed outside every plugin's folder (shared code beside them): every runner
-  restarts, since any plugin may import it. Files of a removed plugin folder are that
-  folder's, not shared code.
+- a ``plugin.toml`` that no longer validates (a half-saved edit): the problem is logged, once,
+  saying the plugin keeps running as it was until the file is fixed;
+- a file changed in a folder skipped for its ``plugin.toml`` (invalid, or an id taken), or
+  that folder removed: its problem is told again (or, removed, gone); nothing restarts;
+- a Python file changed outside every plugin folder (shared code beside them): every runner
+  restarts, since any plugin may import it. Files of a removed or skipped plugin folder
+  (also once removed) are that folder's, not shared code.
 
 A problem with a folder (an invalid manifest, a ``[config]`` its plugin refuses) is logged
 once per change of that folder, not again with every batch of changes elsewhere.
@@ -34,10 +36,10 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
-from isoplug.host.manifest import MANIFEST_NAME
+from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
 
-__all__ = ["PluginReloader", "ReloadPlan", "plan_reload", "reload_unavailable"]
+__all__ = ["PluginReloader", "ReloadPlan", "plan_reload", "plugin_folders", "reload_unavailable"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -77,6 +79,8 @@ class ReloadPlan:
     #: gone"), a started one's ("new plugin folder"), a restarted one's ("alpha/alpha.py
     #: changed"). A runner without one gets the general words.
     why: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: The problem of each of ``kept``, by plugin id (one of the problems found).
+    kept_problems: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart)
@@ -87,16 +91,19 @@ def plan_reload(
     discovery: Discovery,
     changed: Iterable[Path],
     manifest_exists: Callable[[Path], bool],
+    folders: Iterable[Path] = (),
 ) -> tuple[ReloadPlan, list[str]]:
     """What to do about ``changed`` paths, given the ``running`` plans and a fresh
     ``discovery`` of the plugins folder; also the problems to report (invalid manifests,
-    grouping clashes). ``manifest_exists(path)`` tells a removed manifest from an invalid one.
+    grouping clashes). ``manifest_exists(path)`` tells a removed manifest from an invalid one;
+    ``folders`` are the plugin folders before these changes (see :func:`plugin_folders`).
 
     A folder holds one plugin: when its ``plugin.toml`` now names another id, the old plugin
     stops and the new one starts. A changed file restarts the plugin whose folder holds it
     when it matches the plugin's ``reload_on`` patterns (``*.py`` by default), so data a
-    plugin writes beside its code does not restart it; a ``.py`` file in no plugin's folder,
-    running or removed, is shared code and restarts every runner.
+    plugin writes beside its code does not restart it; a ``.py`` file in no plugin folder
+    (running, removed, or skipped for its manifest, now or before these changes) is shared
+    code and restarts every runner.
     """
     kept: dict[str, Path] = {}
     why: dict[str, str] = {}
@@ -135,13 +142,17 @@ def plan_reload(
     # manifests it runs: a sibling's broken plugin.toml must not hold back a group's code.
     settled = {plan.runner_id for plan in start} | set(stop)
     # The folders of removed plugins are plugin folders still: their files went with them.
+    # So are skipped ones (an invalid manifest, an id taken), also once removed: a change
+    # there is told again as that folder's problem, and restarts no other plugin.
     known = [*wanted.values(), *running.values()]
+    skipped = [*discovery.skipped, *folders]
     shared = [
         path
         for path in changed
         if path.suffix == ".py"
         and not _in_any(path, known)
-        # A folder being made, or one whose manifest never validated, is a plugin's too.
+        and not any(_relative(path, folder) is not None for folder in skipped)
+        # A folder being made is a plugin's too.
         and not any(manifest_exists(folder / MANIFEST_NAME) for folder in path.parents)
     ]
     restart: list[str] = []
@@ -159,11 +170,50 @@ def plan_reload(
         for manifest in plan.manifests
         if any(_relative(path, manifest.directory) is not None for path in changed)
     )
-    problems = [*discovery.problems, *grouping_problems]
+    problems: list[str] = []
+    kept_problems: dict[str, str] = {}
+    for text in [*discovery.problems, *grouping_problems]:
+        plugin_id, problem = _kept_problem(text, kept)
+        problems.append(problem)
+        if plugin_id is not None:
+            kept_problems[plugin_id] = problem
     return (
-        ReloadPlan(tuple(start), tuple(stop), tuple(replace), tuple(restart), kept, touched, why),
+        ReloadPlan(
+            tuple(start),
+            tuple(stop),
+            tuple(replace),
+            tuple(restart),
+            kept,
+            touched,
+            why,
+            kept_problems,
+        ),
         problems,
     )
+
+
+def plugin_folders(discovery: Discovery) -> frozenset[Path]:
+    """Every folder of ``discovery`` holding a ``plugin.toml``, skipped ones included."""
+    return frozenset([*(m.directory for m in discovery.manifests), *discovery.skipped])
+
+
+#: How discovery ends the problem of a plugin it skips.
+_SKIPPED = "; plugin skipped"
+
+
+def _kept_problem(problem: str, kept: Mapping[str, Path]) -> tuple[str | None, str]:
+    """``problem`` as true of a plugin kept running (its ``plugin.toml`` no longer
+    validates): it is not skipped, it runs on the manifest it had. With that plugin's id
+    (None: the problem is no kept plugin's)."""
+    for plugin_id, path in kept.items():
+        # Discovery's problems start as a ManifestError of that path does (sanitized).
+        where = str(ManifestError(path, None, "-")).removesuffix("-")
+        if problem.startswith(where) and problem.endswith(_SKIPPED):
+            return plugin_id, (
+                f"{problem.removesuffix(_SKIPPED)}; plugin {plugin_id} keeps running as it "
+                "was until it is fixed"
+            )
+    return None, problem
 
 
 def _real(directory: Path) -> Path:
@@ -217,29 +267,34 @@ class PluginReloader:
         running: Callable[[], Mapping[str, RunnerPlan]],
         discover: Callable[[], Discovery],
         apply: Callable[[ReloadPlan], Awaitable[None]],
-        problems: Callable[[list[str]], None] | None = None,
+        problems: Callable[[list[str], Discovery], None] | None = None,
     ) -> None:
         self._plugins_dir = plugins_dir
-        #: Told the problems of the plugins folder as it now is, after each batch.
+        #: Told the problems of the plugins folder as it now is, and what was found there,
+        #: after each batch.
         self._report_problems = problems
         self._running = running
         self._discover = discover
         self._apply = apply
         #: Set by the watcher once it watches (a test edits files only after that).
         self.watching = asyncio.Event()
-        #: The problems and kept plugins of the last batch (each told once until changed).
+        #: The problems of the last batch (each told once until changed).
         self._told: set[str] = set()
-        self._kept: set[str] = set()
+        #: The plugins kept running as they were, their ``plugin.toml`` no longer valid, as
+        #: the last batch found them: plugin id -> the problem.
+        self.kept: dict[str, str] = {}
+        #: The plugin folders (skipped ones too) as the last batch found them.
+        self._folders: frozenset[Path] = frozenset()
 
     async def run(self) -> None:
         import watchfiles
 
         with contextlib.suppress(OSError):  # unreadable now: the first batch says so
             # The host told these at its start: a batch tells them again only once changed.
-            _, problems = plan_reload(
-                self._running(), await asyncio.to_thread(self._discover), (), Path.is_file
-            )
+            discovery = await asyncio.to_thread(self._discover)
+            _, problems = plan_reload(self._running(), discovery, (), Path.is_file)
             self._told = set(problems)
+            self._folders = plugin_folders(discovery)
         while True:
             roots = self._roots()
             stop_watching = asyncio.Event()
@@ -278,7 +333,8 @@ class PluginReloader:
         except OSError as exc:
             _log.error("reload: cannot read the plugins folder %s: %s", self._plugins_dir, exc)
             return
-        plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file)
+        plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file, self._folders)
+        self._folders = plugin_folders(discovery)
         # A folder's problem is told once per change of that folder, not again with every
         # batch of changes elsewhere.
         touched = self._touched_manifests(paths)
@@ -286,18 +342,9 @@ class PluginReloader:
             if problem not in self._told or any(problem.startswith(m) for m in touched):
                 _log.error("reload: %s", problem)
         self._told = set(problems)
+        self.kept = dict(plan.kept_problems)
         if self._report_problems is not None:
-            self._report_problems(problems)
-        for plugin_id, path in plan.kept.items():
-            if plugin_id in self._kept and f"{path}:" not in touched:
-                continue
-            _log.warning(
-                "reload: %s no longer validates; plugin %s keeps running as it was until it "
-                "is fixed",
-                path,
-                plugin_id,
-            )
-        self._kept = set(plan.kept)
+            self._report_problems(problems, discovery)
         if plan:
             await self._apply(plan)
 

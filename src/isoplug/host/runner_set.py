@@ -55,9 +55,13 @@ class RunnerSet:
         #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
         self._toml_configs: dict[str, Mapping[str, Any]] = {}
         self._changed = changed
-        #: A ``[config]`` a plugin refused at a hot reload, by plugin id: offered again (and
-        #: its refusal logged again) only once its folder changes.
-        self._refused: dict[str, Mapping[str, Any]] = {}
+        #: A ``[config]`` a plugin refused at a hot reload, by plugin id, with the problem:
+        #: offered again (and its refusal logged again) only once its folder changes.
+        self._refused: dict[str, tuple[Mapping[str, Any], str]] = {}
+        #: The plugins folder's problems, as the host started or as the last batch of hot
+        #: reload found them (see :meth:`problems`).
+        self.folder_problems: list[str] = []
+        self._reloader: PluginReloader | None = None
         #: Restarts hot reload asked for, until each runner has settled: the reloader goes on
         #: to the next batch meanwhile (a fix saved while a runner waits out its backoff after
         #: a crash restarts it at once).
@@ -76,7 +80,7 @@ class RunnerSet:
         discovery = discover(self.plugins_dir)
         self._toml_configs = {m.id: m.config for m in discovery.manifests}
         manifests = tuple(self._configured(m) for m in discovery.manifests)
-        return Discovery(manifests, discovery.problems)
+        return dataclasses.replace(discovery, manifests=manifests)
 
     def _configured(self, manifest: Manifest) -> Manifest:
         override = self.config_overrides.get(manifest.id)
@@ -123,12 +127,39 @@ class RunnerSet:
             supervisor.runner_id, tuple(supervisor.manifests.values())
         )
 
-    def reloader(self, problems: Callable[[list[str]], None]) -> PluginReloader:
-        """A hot reloader of the plugins folder that applies its batches here, and tells
-        ``problems`` the folder's problems after each."""
-        return PluginReloader(
-            self.plugins_dir, self.plans.copy, self.discover, self.apply_reload, problems
+    def problems(self) -> list[str]:
+        """The plugins folder's problems (plugins skipped, or kept running on the manifest
+        they had), and the ``[config]`` tables refused at a hot reload."""
+        kept = self._reloader.kept if self._reloader is not None else {}
+        # A plugin whose plugin.toml no longer validates is told so: not its older refusal.
+        refused = (p for plugin_id, (_, p) in self._refused.items() if plugin_id not in kept)
+        return [*self.folder_problems, *refused]
+
+    def kept(self) -> dict[str, str]:
+        """The plugins hot reload keeps running as they were, their folder's last change
+        refused (a ``plugin.toml`` that no longer validates, a ``[config]`` the plugin
+        refuses), by id: the problem."""
+        kept = {plugin_id: problem for plugin_id, (_, problem) in self._refused.items()}
+        if self._reloader is not None:
+            kept.update(self._reloader.kept)
+        return kept
+
+    def reloader(self) -> PluginReloader:
+        """A hot reloader of the plugins folder that applies its batches here, and keeps
+        :attr:`folder_problems` as the folder is."""
+        self._reloader = PluginReloader(
+            self.plugins_dir, self.plans.copy, self.discover, self.apply_reload, self._found
         )
+        return self._reloader
+
+    def _found(self, problems: list[str], discovery: Discovery) -> None:
+        self.folder_problems = problems
+        # A refused [config] changed since (put back as it runs, say) is no longer refused;
+        # one changed to another is offered again by this batch (and refused, or taken).
+        configs = {manifest.id: manifest.config for manifest in discovery.manifests}
+        for plugin_id, (config, _) in list(self._refused.items()):
+            if configs.get(plugin_id, config) != config:
+                del self._refused[plugin_id]
 
     async def apply_reload(self, plan: ReloadPlan) -> None:
         """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`); restarts
@@ -191,13 +222,14 @@ class RunnerSet:
                 self._refused.pop(manifest.id, None)
                 continue
             refused = self._refused.get(manifest.id)
-            if refused == manifest.config and manifest.id not in touched:
+            if refused and refused[0] == manifest.config and manifest.id not in touched:
                 continue
             try:
                 live = await supervisor.set_config(manifest.id, manifest.config)
             except ConfigInvalid as exc:
-                self._refused[manifest.id] = manifest.config
-                _log.error("reload: %s; it keeps its configuration", exc)
+                problem = f"{manifest.path}: {exc}; it keeps the configuration it runs with"
+                self._refused[manifest.id] = (manifest.config, problem)
+                _log.error("reload: %s", problem)
                 continue
             self._refused.pop(manifest.id, None)
             how = (

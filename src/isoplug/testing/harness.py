@@ -29,6 +29,7 @@ from isoplug import (
     SupervisorConfig,
 )
 from isoplug.testing.records import Records, attached
+from isoplug.wire.sanitize import clean_path
 
 __all__ = ["FAST", "BlockingHarness", "CapabilityCall", "PluginHarness"]
 
@@ -45,6 +46,8 @@ FAST = SupervisorConfig(
     call_timeout=15.0,
 )
 _MANIFEST = "plugin.toml"
+#: More than a path can hold (a manifest's problem is capped above this, at 8000).
+_MAX_SHOWN_CHARS = 8000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,14 +241,16 @@ def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -
         link = str(directory / given.resolve().name)
         return {given.name: "\n".join(p.replace(link, str(given)) for p in problems)}
     by_folder: dict[str, list[str]] = {}
+    # A problem starts with its folder's path as the sanitizer shows it (a name holding a
+    # control character is escaped there, and so is it here, as the key).
+    children = [
+        (clean_path(child.name, _MAX_SHOWN_CHARS), f"{clean_path(child, _MAX_SHOWN_CHARS)}{os.sep}")
+        for child in sorted(directory.iterdir())
+    ]
     for problem in problems:
         folder = next(
-            (
-                child.name
-                for child in sorted(directory.iterdir())
-                if problem.startswith(f"{child}{os.sep}")
-            ),
-            str(directory),
+            (name for name, where in children if problem.startswith(where)),
+            clean_path(directory, _MAX_SHOWN_CHARS),
         )
         by_folder.setdefault(folder, []).append(problem)
     return {folder: "\n".join(texts) for folder, texts in by_folder.items()}

@@ -39,6 +39,7 @@ __all__ = [
     "cap_text",
     "clean_block",
     "clean_logger_name",
+    "clean_path",
     "clean_text",
     "cut_mark",
 ]
@@ -173,6 +174,12 @@ def clean_text(text: str, limit: int) -> str:
         keep, mark = _cut(text, _fitting(text, max(0, keep - (len(escaped) - limit)), keep, limit))
         escaped = _escape(text[:keep])
     return escaped + mark
+
+
+def clean_path(text: object, limit: int) -> str:
+    """:func:`clean_text` for a path, or a text quoting paths: a name's bytes that are not
+    UTF-8 (lone surrogates, as ``os.fsdecode`` gives them) are shown as ``\\udcXX`` too."""
+    return clean_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"), limit)
 
 
 #: First lines that a traceback or stack text legitimately starts with at column 0.

@@ -1,0 +1,62 @@
+"""The commands quote the operator's own text (paths, ``--config`` keys, option values)
+through the one sanitizer: a terminal escape in a folder's name or a ``--config`` key reaches
+stderr or the console as an escape, never as the control character. Real ``isoplug``
+subprocesses."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from tests.plugins_fixtures import plugins_dir
+from tests.test_cli_exits import cli, isoplug
+
+ESC = "\x1b[31mred"
+SHOWN = "\\x1b[31mred"
+
+
+def test_a_missing_plugins_folder_is_named_escaped(tmp_path: Path) -> None:
+    result = isoplug("run", str(tmp_path / ESC))
+    assert result.returncode == 2
+    assert f"{SHOWN} does not exist" in result.stderr
+    assert "\x1b" not in result.stderr
+
+
+def test_a_config_key_that_is_no_table_is_named_escaped(tmp_path: Path) -> None:
+    overrides = tmp_path / f"{ESC}.toml"
+    overrides.write_text('"\\u001b[31mevil" = 1\n')
+    result = isoplug("run", "--config", str(overrides), str(plugins_dir(tmp_path, "echo")))
+    assert result.returncode == 2
+    assert f"--config {tmp_path}/{SHOWN}.toml: \\x1b[31mevil: expected one table" in (result.stderr)
+    assert "\x1b" not in result.stderr
+
+
+def test_other_commands_name_the_operators_paths_escaped(tmp_path: Path) -> None:
+    (tmp_path / ESC / "taken").mkdir(parents=True)
+    for arguments in (
+        ("demo", "--plugins-dir", str(tmp_path / ESC / "missing")),
+        ("schema", str(tmp_path / ESC / "missing")),
+        ("new", str(tmp_path / ESC / "taken")),
+    ):
+        result = isoplug(*arguments)
+        assert result.returncode == 2, arguments
+        assert SHOWN in result.stderr and "\x1b" not in result.stderr, arguments
+    made = isoplug("new", str(tmp_path / ESC / "weather_station"))
+    assert made.returncode == 0, made.stderr
+    assert SHOWN in made.stdout and "\x1b" not in made.stdout
+
+
+async def test_unknown_config_tables_are_named_escaped_on_the_console(tmp_path: Path) -> None:
+    directory = plugins_dir(tmp_path, "echo")
+    folder = tmp_path / ESC
+    folder.mkdir()
+    overrides = folder / "overrides.toml"
+    overrides.write_text('["\\u001b[2Jnosuch"]\nx = 1\n')
+    async with cli("run", "--config", str(overrides), str(directory)) as run:
+        await run.until(r"no plugin has the id of table\(s\) \[\\x1b\[2Jnosuch\]")
+        await run.until(r"running 1 plugin\(s\)")
+        run.process.send_signal(signal.SIGINT)
+        code, output, errors = await run.finish()
+    assert code == 0, output + errors
+    assert f"--config {folder.parent}/{SHOWN}/overrides.toml" in output
+    assert "\x1b" not in output + errors
