@@ -392,18 +392,18 @@ async def test_without_limits_no_watch_runs_and_no_rlimit_changes(tmp_path: Path
     ("table", "field", "words"),
     [
         ('memory = "12 parsecs"', "limits.memory", "'12 parsecs' is not a size"),
-        ("memory = -5", "limits.memory", "must be an integer >= 1"),
+        ("memory = -5", "limits.memory", "must be an integer of at least 1"),
         ('recycle_rss = "0MB"', "limits.recycle_rss", "no memory at all"),
         ('cpu_seconds = "ten"', "limits.cpu_seconds", "must be an integer"),
-        ("open_files = 0", "limits.open_files", ">= 1"),
+        ("open_files = 0", "limits.open_files", "of at least 1"),
         ("processes = 2.5", "limits.processes", "must be an integer"),
         ('memory = "1GB"\nrecycle_rss = "2GB"', "limits.recycle_rss", "must be below"),
         # Values the runner's rlimits cannot hold: refused, naming the largest allowed.
-        ("cpu_seconds = 9223372036854775807", "limits.cpu_seconds", "<= 1000000000"),
+        ("cpu_seconds = 9223372036854775807", "limits.cpu_seconds", "of at most 1000000000"),
         ('memory = "9000000000GB"', "limits.memory", "at most 1125899906842624 bytes"),
         ("memory = 9223372036854775807", "limits.memory", "at most 1125899906842624 bytes"),
-        ("open_files = 2000000000", "limits.open_files", "<= 1073741824"),
-        ("processes = 100000000", "limits.processes", "<= 4194304"),
+        ("open_files = 2000000000", "limits.open_files", "of at most 1073741824"),
+        ("processes = 100000000", "limits.processes", "of at most 4194304"),
         # Below what a runner holds to start: it would be killed as it starts.
         ("memory = 1024", "limits.memory", "below the least allowed, 32 MiB"),
         ('recycle_rss = "10MB"', "limits.recycle_rss", "below the least allowed, 32 MiB"),
