@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import re
 import signal
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from isoplug.cli import ConsoleFormatter, main, use_colour
 from tests.plugins_fixtures import plugins_dir, process_alive
+from tests.processes import child_env
 
 ROOT = Path(__file__).parent.parent
 
@@ -79,7 +79,7 @@ async def start_cli(*arguments: str) -> asyncio.subprocess.Process:
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", NO_COLOR="1"),
+        env=child_env(NO_COLOR="1"),
     )
 
 

@@ -19,16 +19,11 @@ import pytest
 
 from isoplug.testing import eventually
 from tests.plugins_fixtures import FIXTURES, plugins_dir, process_alive
+from tests.processes import child_env
 
 ROOT = Path(__file__).parent.parent
 # This checkout's code, not an installed isoplug, runs in the subprocess.
-ENV = dict(
-    os.environ,
-    PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    ),
-    NO_COLOR="1",
-)
+ENV = child_env(NO_COLOR="1")
 
 
 def isoplug(*arguments: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:

@@ -17,13 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import isoplug
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.testing import eventually
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
-
-ROOT = Path(__file__).parent.parent
-SOURCES = Path(isoplug.__file__).parent.parent
+from tests.processes import child_env
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks, and counts processes")
 
@@ -140,8 +137,7 @@ def _run_script(tmp_path: Path, source: str, *options: str) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=90,
-        # The isoplug this test imports, whichever it is.
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(SOURCES), str(ROOT)])),
+        env=child_env(),
         check=False,
     )
 

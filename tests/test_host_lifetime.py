@@ -16,16 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import isoplug
 from isoplug import Host, PluginState
 from isoplug.testing import eventually
 from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, FIXTURES, process_alive
+from tests.processes import child_env
 
-ROOT = Path(__file__).parent.parent
-#: The isoplug this test imports, whichever it is (a worktree's, not the installed one).
-SOURCES = Path(isoplug.__file__).parent.parent
 HOST_CHILD = Path(__file__).parent / "host_child.py"
 
 pytestmark = pytest.mark.skipif(
@@ -54,7 +51,7 @@ async def start_host(*arguments: str) -> asyncio.subprocess.Process:
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(SOURCES), str(ROOT)])),
+        env=child_env(),
     )
 
 

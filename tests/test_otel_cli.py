@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -18,7 +17,8 @@ from isoplug.testing.otlp import OtlpReceiver
 from tests import otel_helpers
 from tests.otel_helpers import endpoint_of
 from tests.plugins_fixtures import plugins_dir
-from tests.test_cli import ROOT, read_until
+from tests.processes import child_env
+from tests.test_cli import read_until
 
 otlp_receiver = otel_helpers.otlp_receiver
 
@@ -31,7 +31,7 @@ async def _start(*arguments: str, env: dict[str, str] | None = None) -> asyncio.
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1", **(env or {})),
+        env=child_env(NO_COLOR="1", **(env or {})),
     )
 
 

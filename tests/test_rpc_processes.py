@@ -38,10 +38,10 @@ from isoplug.wire import (
     encode_frame,
 )
 from isoplug.wire.framing import FrameDecoder
+from tests.processes import child_env
 from tests.rpc_helpers import TOKEN
 
 CHILD = str(Path(__file__).with_name("peer_child.py"))
-ROOT = str(Path(__file__).parent.parent)
 
 
 class Host:
@@ -66,7 +66,7 @@ class Host:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=dict(os.environ, PYTHONPATH=ROOT),
+            env=child_env(),
         )
         assert child.stdin is not None
         child.stdin.write(json.dumps({"address": self.address, "token": TOKEN}) + "\n")
