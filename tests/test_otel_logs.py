@@ -61,6 +61,50 @@ async def test_plugin_records_arrive_with_identity_fields_and_extras(
     assert not {"otelTraceID", "plugin_id", "runner_pid"} & set(attributes)
 
 
+async def test_extras_cannot_set_or_repeat_isoplugs_attributes_nor_the_resources(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An extra named like an attribute isoplug writes, anything under ``isoplug.``, or a
+    resource attribute (the application's too) arrives as ``extra_<name>``: one key per
+    attribute, and what isoplug says of the record stays isoplug's."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=core")
+    with exporting(endpoint=otlp_receiver.http_endpoint, service_name="shop", metrics=False):
+        async with running(tmp_path, "telemetry") as (host, _):
+            await host.call("telemetry", "log_forged", "m-forged")
+            (entry,) = await otlp_receiver.received.until(lambda r: _with_body(r, "m-forged"))
+    keys = entry.attribute_keys
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    attributes = entry.attributes
+    assert attributes["code.file.path"].endswith("telemetry_plugin.py")
+    assert attributes["isoplug.log.seq"] > 0
+    assert "log.iostream" not in attributes  # a logging record, not a line of output
+    assert "exception.type" not in attributes
+    for name in (
+        "service.name",
+        "isoplug.plugin.id",
+        "isoplug.plugin.version",
+        "isoplug.runner.pid",
+        "isoplug.anything",
+        "process.pid",
+        "team",
+    ):
+        assert name not in attributes, name
+    assert attributes["extra_service.name"] == "evil-svc"
+    assert attributes["extra_isoplug.plugin.id"] == "victim"
+    assert attributes["extra_isoplug.anything"] == "mine"
+    assert attributes["extra_process.pid"] == 1
+    assert attributes["extra_team"] == "red"
+    assert attributes["extra_log.iostream"] == "stderr"
+    assert attributes["extra_exception.type"] == "Forged"
+    assert attributes["extra_isoplug.log.seq"] == -1
+    # The plugin's own extra_code.file.path keeps its name; the forged one moves past it.
+    assert attributes["extra_code.file.path"] == "the plugin's own extra_ name"
+    assert attributes["extra_extra_code.file.path"] == "/etc/shadow"
+    assert entry.resource["service.name"] == "shop"
+    assert entry.resource["isoplug.plugin.id"] == "telemetry"
+    assert entry.resource["team"] == "core"
+
+
 async def test_severity_follows_the_level(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
     with exporting(endpoint=otlp_receiver.http_endpoint, metrics=False):
         async with running(tmp_path, "telemetry") as (host, _):

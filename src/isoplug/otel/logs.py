@@ -34,12 +34,16 @@ from isoplug.otel import protobuf
 from isoplug.otel.records import RecordEncoder
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["EXPORTED_LOGGERS", "LogExport", "LogExportStats", "OutboxLimits"]
+__all__ = ["EXPORTED_LOGGERS", "RESOURCE_NAMES", "LogExport", "LogExportStats", "OutboxLimits"]
 
 _log = logging.getLogger("isoplug.otel")
 
 #: The loggers whose records are exported: every plugin's, and the host's own.
 EXPORTED_LOGGERS = ("plugin", "isoplug.host")
+#: The attributes a plugin's resource adds to the application's (:func:`resource_attributes`).
+RESOURCE_NAMES = frozenset(
+    {"isoplug.plugin.id", "isoplug.plugin.version", "isoplug.runner.pid", "process.pid"}
+)
 #: The plugin the host's own records are counted under in the statistics.
 HOST = ""
 
@@ -183,6 +187,8 @@ class LogExport:
 
     ``deliver(batch)`` takes the outbox's entries of one batch, grouped
     ``{resource key: {scope: [encoded records]}}``, and returns None or why it failed.
+    ``resource``: the names of the application's resource attributes (``service.name``...),
+    which no record attribute may carry.
     """
 
     def __init__(
@@ -191,9 +197,13 @@ class LogExport:
         *,
         limits: OutboxLimits | None = None,
         current_trace: Callable[[], tuple[bytes, bytes, int]] | None = None,
+        resource: Iterable[str] = (),
     ) -> None:
         self.limits = limits or OutboxLimits()
-        self.encoder = RecordEncoder(current_trace=current_trace)
+        # No record attribute may be named like one of its resource's.
+        self.encoder = RecordEncoder(
+            current_trace=current_trace, resource_names=RESOURCE_NAMES | frozenset(resource)
+        )
         self.outbox = _Outbox(self.limits)
         self._deliver = deliver
         self._stats = LogExportStats()

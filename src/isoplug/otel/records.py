@@ -14,6 +14,14 @@ writes them, and ``isoplug.*`` for the rest):
   ``isoplug.task.name``, every ``extra``; an exception as ``exception.type`` (the plugin's
   class, fully qualified), ``exception.message`` and ``exception.stacktrace`` (the traceback
   as the plugin's process printed it);
+- one key per attribute, always: an extra named like an attribute isoplug writes
+  (:data:`OWN_ATTRIBUTES`), anything under ``isoplug.``, or a resource attribute (the
+  application's ``service.name``..., and :data:`~isoplug.otel.logs.RESOURCE_NAMES`) arrives as
+  ``extra_<name>`` (``extra_extra_<name>`` if the record has an ``extra_<name>`` too...), as a
+  sender's extra named like a record's identity does on the logging side
+  (:mod:`isoplug.logs.record_names`). A plugin cannot override what isoplug says of its
+  record, nor show a backend that merges resource and record attributes another plugin,
+  service or process;
 - trace context: the attributes ``otelTraceID`` / ``otelSpanID`` / ``otelTraceSampled`` that
   OpenTelemetry's logging instrumentation puts on records (a plugin's, carried as extras)
   become the record's ``trace_id``, ``span_id`` and flags; a host record without them takes
@@ -28,14 +36,33 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.templates import LogTemplate
 from isoplug.otel import protobuf
 
-__all__ = ["RecordEncoder", "severity_number"]
+__all__ = ["OWN_ATTRIBUTES", "OWN_PREFIX", "RecordEncoder", "severity_number"]
+
+#: The attributes this module writes itself: an extra so named is renamed (module docstring).
+OWN_ATTRIBUTES = frozenset(
+    {
+        "code.file.path",
+        "code.function.name",
+        "code.line.number",
+        "thread.id",
+        "thread.name",
+        "log.iostream",
+        "isoplug.log.seq",
+        "isoplug.task.name",
+        "exception.type",
+        "exception.message",
+        "exception.stacktrace",
+    }
+)
+#: isoplug's namespace: no extra carries a name in it (today's names and tomorrow's).
+OWN_PREFIX = "isoplug."
 
 #: Record attributes that are not extras: the standard ones, the identity the host stamps
 #: (sent as the resource), and the ones mapped to fields or named attributes above.
@@ -73,7 +100,14 @@ def severity_number(levelno: int) -> int:
 class RecordEncoder:
     """Encodes records (see the module docstring); one per exporter, used from any thread."""
 
-    def __init__(self, *, current_trace: Callable[[], tuple[bytes, bytes, int]] | None) -> None:
+    def __init__(
+        self,
+        *,
+        current_trace: Callable[[], tuple[bytes, bytes, int]] | None,
+        resource_names: Iterable[str] = (),
+    ) -> None:
+        #: Names no extra may carry: isoplug's own attributes, and the resource's (``resource_names``).
+        self._reserved = OWN_ATTRIBUTES | frozenset(resource_names)
         #: Gives (trace id, span id, flags) of the span active in the calling thread, or
         #: empty ids; used for the host's own records only.
         self._current_trace = current_trace
@@ -107,9 +141,19 @@ class RecordEncoder:
         task = values.get("taskName")
         if task:
             attributes.append(protobuf.attribute("isoplug.task.name", str(task)))
+        reserved = self._reserved
+        renamed: list[str] | None = None
         for key in values:
-            if key not in _NOT_EXTRA and key[:1] != "_":
+            if key in _NOT_EXTRA or key[:1] == "_":
+                continue
+            if key in reserved or key.startswith(OWN_PREFIX):
+                if renamed is None:
+                    renamed = []
+                renamed.append(key)
+            else:
                 attributes.append(protobuf.attribute(key, values[key]))
+        if renamed is not None:
+            attributes.extend(self._renamed(values, renamed))
         if record.exc_info or record.exc_text:
             attributes.extend(self._exception(record))
         trace_id = span_id = b""
@@ -129,6 +173,19 @@ class RecordEncoder:
             span_id=span_id,
             flags=flags,
         )
+
+    def _renamed(self, values: dict[str, Any], keys: list[str]) -> list[bytes]:
+        """The extras ``keys`` (each a reserved name) under names of their own: ``extra_<key>``,
+        prefixed again while that is a name the record or the encoder uses."""
+        taken = set(values) | self._reserved
+        out = []
+        for key in keys:
+            name = f"extra_{key}"
+            while name in taken:
+                name = f"extra_{name}"
+            taken.add(name)
+            out.append(protobuf.attribute(name, values[key]))
+        return out
 
     def _severity(self, levelno: int, levelname: str) -> tuple[int, bytes]:
         text = str(levelname)

@@ -293,7 +293,9 @@ def _start_logs(
         deliver = senders.OwnSender(transport, resource, _versions)
     else:
         return
-    running.log_export = LogExport(deliver, limits=options.limits, current_trace=_current_trace)
+    running.log_export = LogExport(
+        deliver, limits=options.limits, current_trace=_current_trace, resource=resource
+    )
     running.log_export.attach()
 
 

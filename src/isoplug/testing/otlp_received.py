@@ -55,6 +55,9 @@ class LogEntry:
     trace_id: str
     span_id: str
     flags: int
+    #: The attributes' keys in the order they came, repeats kept (``attributes`` keeps the
+    #: last value of a repeated key, as most backends do; OTLP says keys are unique).
+    attribute_keys: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +114,9 @@ class Received:
                                 trace_id=record.get("traceId", ""),
                                 span_id=record.get("spanId", ""),
                                 flags=int(record.get("flags", 0)),
+                                attribute_keys=tuple(
+                                    kv["key"] for kv in record.get("attributes", [])
+                                ),
                             )
                         )
         return entries

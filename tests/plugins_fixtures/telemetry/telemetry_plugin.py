@@ -58,6 +58,27 @@ class Telemetry(isoplug.Plugin):
         return where
 
     @isoplug.method
+    async def log_forged(self, marker: str) -> None:
+        """One INFO whose extras claim the names of isoplug's own attributes and resource."""
+        log.info(
+            marker,
+            extra={
+                "service.name": "evil-svc",
+                "isoplug.plugin.id": "victim",
+                "isoplug.plugin.version": "9.9",
+                "isoplug.runner.pid": 1,
+                "isoplug.anything": "mine",
+                "process.pid": 1,
+                "team": "red",
+                "log.iostream": "stderr",
+                "exception.type": "Forged",
+                "isoplug.log.seq": -1,
+                "code.file.path": "/etc/shadow",
+                "extra_code.file.path": "the plugin's own extra_ name",
+            },
+        )
+
+    @isoplug.method
     async def log_levels(self, marker: str) -> None:
         for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
             log.log(level, "%s at %s", marker, logging.getLevelName(level))
