@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from isoplug.errors import ConnectionBroken, RemoteError
+from isoplug.errors import ConnectionBroken, MethodNotFound, RemoteError
 from isoplug.host import PluginState
 from isoplug.host.status import ExitAccount
 from isoplug.logs import ReplayLimits
@@ -40,6 +40,12 @@ async def test_metrics_per_plugin_reach_the_collector(
                 await host.call("telemetry", "pid")
             with pytest.raises(RemoteError):
                 await host.call("telemetry", "fail", "no")
+            # Refused by the host, which knows the plugin's methods: counted all the same.
+            with pytest.raises(MethodNotFound, match=r"'telemetry.nosuch' was not sent: "):
+                await host.call("telemetry", "nosuch")
+            with pytest.raises(MethodNotFound) as refused:
+                await host.call_with("telemetry", "nosuch_either")
+            assert "remote side" not in str(refused.value) and not refused.value.asked
             await host.call("telemetry", "print_lines", "m")
             await host.call("telemetry", "log_levels", "m")
             await host.call("telemetry", "flood", 2000)
@@ -67,6 +73,9 @@ async def test_metrics_per_plugin_reach_the_collector(
     failed = _point(received, "rpc.client.call.duration", **{"rpc.method": "fail"})
     assert failed is not None and failed.count == 1
     assert failed.attributes["error.type"] == "RemoteError"
+    unknown = _point(received, "rpc.client.call.duration", **{"rpc.method": "_OTHER"})
+    assert unknown is not None and unknown.count == 2
+    assert unknown.attributes["error.type"] == "MethodNotFound"
     crashed = _point(received, "rpc.client.call.duration", **{"rpc.method": "crash"})
     assert crashed is not None and crashed.attributes["error.type"] == "ConnectionBroken"
 

@@ -197,9 +197,20 @@ class RemoteError(IsoplugError):
 
 
 class MethodNotFound(RemoteError):
-    """The remote side has no handler registered for the requested method."""
+    """The remote side has no handler registered for the requested method.
+
+    A host knows the methods each plugin offers and refuses a call of another one itself,
+    without asking the runner: then :attr:`asked` is False, and the message says the call
+    was not sent."""
 
     code = "method_not_found"
+    #: Whether the remote side was asked (False: the host refused the call itself).
+    asked = True
+
+    def __str__(self) -> str:
+        if self.asked:
+            return super().__str__()
+        return f"{self.method!r} was not sent: {self.remote_message}"
 
 
 class InvalidParams(RemoteError):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isoplug.errors import LocalProtocolError, UnencodableValue
+from isoplug.errors import LocalProtocolError, MethodNotFound, UnencodableValue
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
@@ -339,7 +339,12 @@ class Host(PluginSettings):
             self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
-        call = supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
+        try:
+            call = supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
+        except MethodNotFound as error:
+            # Refused before any call was made; the metrics count it all the same.
+            observers.call_finished(plugin_id, method, 0.0, error)
+            raise
         if observers.watching():
             return await observers.observed_call(plugin_id, method, call)
         return await call
@@ -377,7 +382,12 @@ class Host(PluginSettings):
                 )
             if not limit >= 0:
                 raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
-        call = self._supervisor(plugin_id).call(plugin_id, method, tuple(args), dict(kwargs), limit)
+        supervisor = self._supervisor(plugin_id)
+        try:
+            call = supervisor.call(plugin_id, method, tuple(args), dict(kwargs), limit)
+        except MethodNotFound as error:
+            observers.call_finished(plugin_id, method, 0.0, error)
+            raise
         if observers.watching():
             return await observers.observed_call(plugin_id, method, call)
         return await call

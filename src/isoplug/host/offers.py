@@ -110,8 +110,10 @@ class Offers:
         )
         if len(methods) > MAX_LISTED_METHODS:
             listed += f" and {len(methods) - MAX_LISTED_METHODS:,} more"
-        return MethodNotFound(
+        error = MethodNotFound(
             f"{plugin_id}.{method}",
             "isoplug.errors.MethodNotFound",
             f"plugin {plugin_id!r} has no method {method!r}; available methods: {listed or 'none'}",
         )
+        error.asked = False  # the runner is not asked: its text must not say it failed there
+        return error
