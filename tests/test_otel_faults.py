@@ -132,9 +132,10 @@ async def test_endpoint_that_accepts_and_never_answers(tmp_path: Path) -> None:
         shutdown_took = time.perf_counter() - began
     assert max(stalls) < MAX_STALL, max(stalls)
     # Bounded: what waited in the outbox at shutdown is at most its 400 records (INFO may
-    # fill 80 % of it); the batches the exporter took and lost to the silent endpoint are
-    # counted as failed, however many it managed to take (that depends on the machine's pace).
-    assert _dropped(export, "shutdown") <= 400
+    # fill 80 % of it), and the batch the abandoned request held at most 100; the batches the
+    # exporter took and lost to the silent endpoint before are counted as failed, however many
+    # it managed to take (that depends on the machine's pace).
+    assert _dropped(export, "shutdown") <= 400 + 100
     assert _dropped(export, "queue_full") > 0
     assert shutdown_took < 1.5
     stats = export.stats()
@@ -204,3 +205,39 @@ async def test_a_plugin_flooding_100000_records_a_second(
     numbers = _numbers(otlp_receiver.received)
     dropped = sum(export.stats().dropped.get("telemetry", {}).values())
     assert len(numbers) + dropped == replayed, (len(numbers), dropped, replayed)
+
+
+async def test_shutdown_shares_one_deadline_and_reports_the_final_count(tmp_path: Path) -> None:
+    """A collector that never answers: the logs' close and the metrics' last export share the
+    shutdown's timeout (not one each), and the one warning of what the shutdown dropped gives
+    the final count, which the abandoned export does not change when it ends later."""
+    import isoplug.otel
+    from isoplug.testing import eventually
+
+    with _silent_listener() as port, watching("isoplug.otel") as reports:
+        export = isoplug.otel.export(
+            endpoint=f"http://127.0.0.1:{port}", timeout=3.0, limits=QUICK, metrics_interval=60
+        )
+        try:
+            async with running(tmp_path, "telemetry") as (host, _):
+                await host.call("telemetry", "flood", 2000)
+                await eventually(
+                    lambda: host.log_metrics("telemetry").replayed_levels.get(logging.INFO, 0)
+                    >= 2000
+                )
+        finally:
+            began = time.perf_counter()
+            await asyncio.to_thread(export.shutdown, 1.5)
+            took = time.perf_counter() - began
+        assert export.log_export is not None
+        thread = export.log_export._thread
+        at_shutdown = export.stats()
+        (said,) = [r for r in reports.records if "exporter closed" in r.getMessage()]
+        # The abandoned request ends with the exporter's timeout (3 s): it changes no count.
+        await eventually(lambda: not thread.is_alive())
+    shutdown_drops = sum(r.get("shutdown", 0) for r in at_shutdown.dropped.values())
+    assert shutdown_drops >= 2000
+    assert f"dropped {shutdown_drops:,} log records" in said.getMessage()
+    assert export.stats() == at_shutdown
+    assert sum(at_shutdown.dropped["telemetry"].values()) == 2000
+    assert took < 2.6, took  # one deadline: 1.5 s, not 1.5 s for logs and again for metrics

@@ -18,6 +18,11 @@ the exporter closed), shown in :meth:`LogExport.stats` and isoplug's metrics, an
 the ``isoplug.otel`` logger: the first of a kind at once, then one summary per interval
 (:class:`~isoplug.logs.report_throttle.ReportThrottle`). ``isoplug.otel`` records are not
 exported, so a report cannot feed the queue it reports on.
+
+:meth:`LogExport.close` ends within its timeout, whatever the collector does: an export still
+under way then is abandoned. What it held is counted as dropped (``shutdown``) at that moment,
+and whatever that request later comes to changes no count: the one warning of what the
+shutdown dropped states the final count.
 """
 
 from __future__ import annotations
@@ -215,6 +220,17 @@ class LogExport:
         self._reattached: set[str] = set()
         self._closing = False
         self._close_deadline = float("inf")
+        #: Records the export thread took from the outbox and has not accounted for yet, per
+        #: plugin (under ``_stats_lock``): what an abandoned export held.
+        self._held: dict[str, int] = {}
+        #: Set by a close that gave up on the export thread: it changes no count after this.
+        self._abandoned = False
+        #: Held while drops are moved into the statistics and reported: a close that gives up
+        #: reports only once the export thread's last report went out.
+        self._accounting = threading.Lock()
+        #: Records dropped at shutdown (reported once, with the final count, by close).
+        self._shutdown_dropped = 0
+        self._shutdown_reported = False
         self._thread = threading.Thread(target=self._run, name="isoplug-otel-logs", daemon=True)
         self._thread.start()
 
@@ -268,21 +284,40 @@ class LogExport:
 
     def close(self, timeout: float = 5.0) -> None:
         """Detach the handler, export what is waiting within ``timeout`` seconds (what is
-        left then is counted as dropped, ``shutdown``), report the losses."""
-        for logger in self._loggers:
+        left then is counted as dropped, ``shutdown``), report the losses. Returns within
+        ``timeout`` (0: at once, dropping what waits), also when called again meanwhile from
+        another thread."""
+        for logger in list(self._loggers):
             logger.removeHandler(self.handler)
         self._loggers.clear()
-        self._close_deadline = time.monotonic() + timeout
+        self._close_deadline = min(self._close_deadline, time.monotonic() + timeout)
         self._closing = True
         self.outbox.wake.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            # Held by an export that does not end (a collector that never answers): what it
-            # and the outbox hold is lost; the thread ends when the exporter's timeout does.
+        self._thread.join(max(0.0, self._close_deadline - time.monotonic()))
+        with self._accounting:
+            if self._thread.is_alive():
+                self._abandon()
+            self._account_drops_locked()
+            if self._shutdown_dropped and not self._shutdown_reported:
+                self._shutdown_reported = True
+                _log.warning(
+                    "OpenTelemetry export dropped %s log records: the exporter closed before "
+                    "it could send them",
+                    f"{self._shutdown_dropped:,}",
+                )
+        self._reports.close()
+
+    def _abandon(self) -> None:
+        """Give up on the export thread (held by an export that does not end: a collector
+        that never answers): what it and the outbox hold is counted lost now, and nothing
+        the thread does later changes a count. It ends when the exporter's timeout does."""
+        with self._stats_lock:
+            self._abandoned = True
+            held, self._held = self._held, {}
             for entry in self.outbox.take():
                 self.outbox.drop(entry[3], "shutdown")
-            self._account_drops()
-        self._reports.close()
+        for plugin, count in held.items():
+            self.outbox.drop(plugin, "shutdown", count)
 
     def unencodable(self, plugin: str, error: Exception) -> None:
         self.outbox.drop(plugin, "unencodable")
@@ -300,7 +335,13 @@ class LogExport:
             self.keep_attached()
             self._busy = True
             try:
-                items = outbox.take()
+                with self._stats_lock:
+                    if self._abandoned:
+                        return
+                    items = outbox.take()
+                    held = self._held
+                    for entry in items:
+                        held[entry[3]] = held.get(entry[3], 0) + 1
                 if items:
                     self._export(items)
             except Exception:
@@ -308,7 +349,7 @@ class LogExport:
             finally:
                 self._busy = False
             self._account_drops()
-            if self._closing and not len(outbox):
+            if self._abandoned or (self._closing and not len(outbox)):
                 return
 
     def _export(self, items: list[_Entry]) -> None:
@@ -316,8 +357,10 @@ class LogExport:
         start = 0
         while start < len(items):
             if self._closing and time.monotonic() > self._close_deadline:
+                counts: dict[str, int] = {}
                 for entry in items[start:]:
-                    self.outbox.drop(entry[3], "shutdown")
+                    counts[entry[3]] = counts.get(entry[3], 0) + 1
+                self._settle(counts, None, "shutdown")
                 return
             end, size = start, 0
             while end < len(items) and end - start < limits.batch_records:
@@ -344,19 +387,40 @@ class LogExport:
             error = self._deliver(grouped, len(batch))
         except Exception as exc:
             error = f"{type(exc).__name__}: {clean_text(str(exc), 300)}"
+        self._settle(per_plugin, error, "export_failed")
+
+    def _settle(self, per_plugin: dict[str, int], error: str | None, reason: str) -> None:
+        """Account for records the export thread held: exported when ``error`` is None (and
+        a request was made: ``reason`` ``export_failed``), else dropped for ``reason``.
+        Nothing, once a close abandoned the thread (it counted them already)."""
         with self._stats_lock:
-            stats = self._stats
-            stats.requests += 1
-            if error is None:
-                for plugin, count in per_plugin.items():
-                    stats.exported[plugin] = stats.exported.get(plugin, 0) + count
+            if self._abandoned:
                 return
-            stats.failed_requests += 1
-            stats.last_error = error
-        for plugin, count in per_plugin.items():
-            self.outbox.drop(plugin, "export_failed", count)
+            held = self._held
+            for plugin, count in per_plugin.items():
+                left = held.get(plugin, 0) - count
+                if left > 0:
+                    held[plugin] = left
+                else:
+                    held.pop(plugin, None)
+            stats = self._stats
+            if reason == "export_failed":
+                stats.requests += 1
+                if error is None:
+                    for plugin, count in per_plugin.items():
+                        stats.exported[plugin] = stats.exported.get(plugin, 0) + count
+                    return
+                stats.failed_requests += 1
+                stats.last_error = error
+            for plugin, count in per_plugin.items():
+                self.outbox.drop(plugin, reason, count)
 
     def _account_drops(self) -> None:
+        with self._accounting:
+            if not self._abandoned:
+                self._account_drops_locked()
+
+    def _account_drops_locked(self) -> None:
         drops = self.outbox.take_drops()
         if not drops:
             if self._reports.waiting:
@@ -370,14 +434,17 @@ class LogExport:
                 by_reason[reason] = by_reason.get(reason, 0) + count
             last_error = self._stats.last_error
         for reason, count in by_reason.items():
-            self._report(reason, count, last_error)
+            if reason == "shutdown":
+                # Said once, with the final count, when the close ends.
+                self._shutdown_dropped += count
+            else:
+                self._report(reason, count, last_error)
 
     def _report(self, reason: str, count: int, last_error: str) -> None:
         why = {
             "queue_full": "the export queue was full (the collector is slow, down or refusing)",
             "export_failed": f"the collector did not take them ({last_error})",
             "unencodable": f"they could not be encoded ({self._last_unencodable})",
-            "shutdown": "the exporter closed before it could send them",
         }.get(reason, reason)
         self._reports.report(
             reason,

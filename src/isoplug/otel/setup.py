@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -103,21 +104,35 @@ class OtelExport:
         return done
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop exporting: the records waiting are sent within ``timeout`` seconds (the rest
-        counted as dropped and reported), the metrics collected and sent a last time."""
+        """Stop exporting within ``timeout`` seconds in all: the records waiting are sent (the
+        rest counted as dropped and reported), then the metrics collected and sent a last time
+        in what is left of it. ``timeout=0`` stops at once, dropping what waits (counted and
+        reported all the same); so does a call from another thread while one runs."""
+        deadline = time.monotonic() + timeout
         for metrics in self._host_metrics:
             observers.remove_observer(metrics)
         if self.log_export is not None:
             self.log_export.close(timeout)
-        for provider in self._meter_providers:
+        while self._meter_providers:
+            # Each provider is shut down once, by whichever call takes it (pop is atomic).
+            try:
+                provider = self._meter_providers.pop()
+            except IndexError:
+                break
+            # A moment at least, so that its reader is told to stop: with no time left at
+            # all, the SDK would not even do that.
+            left = max(deadline - time.monotonic(), 0.001)
             with contextlib.suppress(Exception):
-                provider.shutdown(timeout_millis=timeout * 1000)
-        for close in reversed(self._closers):
+                provider.shutdown(timeout_millis=left * 1000)
+        while self._closers:
+            try:
+                close = self._closers.pop()
+            except IndexError:
+                break
             try:
                 close()
             except Exception:
                 _log.exception("closing the OpenTelemetry export failed")
-        self._closers.clear()
         with _lock:
             if _state.active is self:
                 _state.active = None
