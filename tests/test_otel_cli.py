@@ -157,3 +157,45 @@ def test_a_metrics_port_in_use_is_refused(
         code = main(["run", str(plugins_dir(tmp_path, "telemetry")), "--metrics-port", str(port)])
     assert code == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_second_signal_ends_the_wait_for_a_collector_at_once(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A collector that never answers: after the plugins stopped, `isoplug run` waits (at most
+    EXPORT_SHUTDOWN_TIMEOUT) to send its last records; a second signal ends that wait at once,
+    with exit code 130, no traceback, and the report of what was dropped."""
+    import socket
+    import time
+
+    from isoplug.cli.signals import REPEAT_WINDOW
+
+    directory = plugins_dir(tmp_path, "telemetry")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cli = await _start("run", str(directory), "--otlp-endpoint", endpoint)
+        seen: list[str] = []
+        try:
+            async with asyncio.timeout(30):
+                await read_until(cli, r"plugin telemetry: ready", seen)
+                cli.send_signal(signum)
+                await read_until(cli, r"all plugins stopped", seen)
+        except BaseException:
+            cli.kill()
+            await cli.communicate()
+            raise
+        # Past the window in which a signal repeats the first one.
+        await asyncio.sleep(REPEAT_WINDOW + 0.1)
+        began = time.perf_counter()
+        cli.send_signal(signum)
+        rest, _ = await asyncio.wait_for(cli.communicate(), 30)
+        took = time.perf_counter() - began
+    output = "".join(seen) + rest.decode()
+    assert cli.returncode == 130, output
+    assert f"{signum.name}: stopping now, no longer sending the last OpenTelemetry" in output
+    assert "the exporter closed before it could send them" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert took < 3.0, took  # at once: not the rest of the 5 s wait

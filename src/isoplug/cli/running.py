@@ -33,9 +33,11 @@ from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.say import say_error, shown
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PLUGIN_FAILED,
     EXIT_USAGE,
+    StopSignals,
     run_until_stopped,
 )
 from isoplug.cli.telemetry import telemetry
@@ -114,16 +116,19 @@ def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = 
     # unless --plugin-log-level says otherwise.
     config = SupervisorConfig(log_level=arguments.plugin_log_level)
     plugins_dir = arguments.plugins_dir
-    with telemetry(arguments) as export:
+    signals = StopSignals()
+    with telemetry(arguments, signals) as export:
         if export is None:
             return EXIT_USAGE
         # Textual installs asyncio's eager task factory, which uvloop's create_task refuses
         # (Python 3.12 and later): the view runs the host on the standard loop. The runners
         # keep theirs.
         loop = "asyncio" if options.tui else None
-        return run_until_stopped(
-            lambda stop: run_plugins(plugins_dir, config, stop, options, console), loop
+        code = run_until_stopped(
+            lambda stop: run_plugins(plugins_dir, config, stop, options, console), loop, signals
         )
+    # A stop signal while the export sent its last records ended that wait.
+    return EXIT_INTERRUPTED if signals.cut_short else code
 
 
 async def run_plugins(

@@ -5,6 +5,11 @@ another one kills every runner at once. A repeat within :data:`REPEAT_WINDOW` of
 is the same request, not a second one: ``kill -INT p; kill -INT p``, GNU ``timeout`` (which
 signals the command, then its process group) and a terminal that sends SIGHUP and then
 SIGTERM (or SIGCONT) all deliver two signals within a few milliseconds.
+
+What the command still does once its event loop ended (``isoplug run`` sending its last
+OpenTelemetry records) waits in :func:`wait_unless_signalled`: a stop signal then (other than
+a repeat of the first) ends the wait at once, exit code :data:`EXIT_INTERRUPTED`, without a
+traceback; the default actions (``KeyboardInterrupt``, death by SIGTERM with 143) never apply.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from types import FrameType
 
 from isoplug.runner import eventloop
 
@@ -38,33 +45,99 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 REPEAT_WINDOW = 0.3
 
 
+class StopSignals:
+    """The stop signals one command got: when the first came (a signal within
+    :data:`REPEAT_WINDOW` of it repeats it), and whether one cut a wait short."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        #: A stop signal ended :func:`wait_unless_signalled`'s wait: exit with
+        #: :data:`EXIT_INTERRUPTED`.
+        self.cut_short = False
+
+
 def run_until_stopped(
-    body: Callable[[asyncio.Event], Awaitable[int]], loop: str | None = None
+    body: Callable[[asyncio.Event], Awaitable[int]],
+    loop: str | None = None,
+    signals: StopSignals | None = None,
 ) -> int:
     """Run ``body(stop)`` in a new event loop and return its exit code; ``loop`` names the
     loop (``"asyncio"``, ``"uvloop"``; default: as :mod:`isoplug.runner.eventloop` picks,
-    uvloop when installed, as in the runners).
+    uvloop when installed, as in the runners). ``signals`` keeps when the first signal came,
+    for a wait after this (:func:`wait_unless_signalled`).
 
     The first stop signal sets ``stop`` (``body`` then stops its host cleanly); another one,
     later than :data:`REPEAT_WINDOW`, cancels ``body``, which kills every runner at once.
     """
-    result: int = eventloop.run(_with_signals(body), loop)
+    result: int = eventloop.run(_with_signals(body, signals or StopSignals()), loop)
     return result
 
 
-async def _with_signals(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+def wait_unless_signalled(
+    work: Callable[[], None], signals: StopSignals, what: str, cut_short: Callable[[], None]
+) -> None:
+    """Run ``work`` (in a thread) and wait until it is done, unless a stop signal comes
+    first (a repeat of the first signal within :data:`REPEAT_WINDOW` aside): then say so,
+    call ``cut_short()`` (which must not wait) and return at once, ``signals.cut_short``
+    set. ``what``: the wait, for the message (``"sending the last OpenTelemetry records"``).
+    Off the main thread (no signal handler can be set there), just ``work()``."""
+    if threading.current_thread() is not threading.main_thread():
+        work()
+        return
+    log = logging.getLogger("isoplug.cli")
+    raised = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        now = time.monotonic()
+        name = signal.Signals(signum).name
+        if raised or (signals.first is not None and now - signals.first < REPEAT_WINDOW):
+            return
+        raised = True
+        if signals.first is None:
+            signals.first = now
+        raise _Signalled(name)
+
+    worker = threading.Thread(target=work, name="isoplug-stopping", daemon=True)
+    previous: dict[signal.Signals, object] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, on_signal)
+        worker.start()
+        worker.join()
+    except _Signalled as signalled:
+        signals.cut_short = True
+        log.error("%s: stopping now, no longer %s", signalled.name, what)
+        cut_short()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+
+
+class _Signalled(Exception):
+    """Raised by the signal handler of :func:`wait_unless_signalled` to end its wait."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+async def _with_signals(
+    body: Callable[[asyncio.Event], Awaitable[int]], signals: StopSignals | None = None
+) -> int:
+    if signals is None:
+        signals = StopSignals()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    first: float | None = None
     log = logging.getLogger("isoplug.cli")
 
     def on_signal(signum: signal.Signals) -> None:
-        nonlocal first
         now = time.monotonic()
+        first = signals.first
         if first is None:
-            first = now
+            signals.first = now
             log.warning("%s: stopping every plugin (again to kill them at once)", signum.name)
             stop.set()
         elif now - first < REPEAT_WINDOW:

@@ -10,13 +10,22 @@ import sys
 from collections.abc import Iterator
 
 from isoplug.cli.say import say_error
+from isoplug.cli.signals import StopSignals, wait_unless_signalled
+
+#: Seconds ``isoplug run`` gives the export, once the plugins stopped, to send its last
+#: records and metrics (all of it when the collector is down or does not answer).
+EXPORT_SHUTDOWN_TIMEOUT = 5.0
 
 
 @contextlib.contextmanager
-def telemetry(arguments: argparse.Namespace) -> Iterator[object | None]:
+def telemetry(
+    arguments: argparse.Namespace, signals: StopSignals | None = None
+) -> Iterator[object | None]:
     """The OpenTelemetry export the options ask for, for the duration of the block (an
     object, possibly ``False`` when none is asked for); None when it cannot start (said on
-    stderr)."""
+    stderr). At the end it sends what is left within :data:`EXPORT_SHUTDOWN_TIMEOUT`; a stop
+    signal meanwhile ends that at once (``signals.cut_short``), what was not sent counted and
+    reported as dropped."""
     endpoint = arguments.otlp_endpoint
     from_environment = any(
         os.environ.get(name)
@@ -65,7 +74,12 @@ def telemetry(arguments: argparse.Namespace) -> Iterator[object | None]:
     try:
         yield telemetry
     finally:
-        telemetry.shutdown()
+        wait_unless_signalled(
+            lambda: telemetry.shutdown(EXPORT_SHUTDOWN_TIMEOUT),
+            signals or StopSignals(),
+            "sending the last OpenTelemetry records",
+            lambda: telemetry.shutdown(0.0),
+        )
 
 
 def _service_named_by_environment() -> bool:
