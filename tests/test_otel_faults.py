@@ -241,3 +241,27 @@ async def test_shutdown_shares_one_deadline_and_reports_the_final_count(tmp_path
     assert export.stats() == at_shutdown
     assert sum(at_shutdown.dropped["telemetry"].values()) == 2000
     assert took < 2.6, took  # one deadline: 1.5 s, not 1.5 s for logs and again for metrics
+
+
+async def test_the_sdks_messages_are_named_and_throttled(tmp_path: Path) -> None:
+    """The SDK's exporters log a warning per retry: they go out on ``isoplug.otel.sdk``,
+    named, each kind once and then summed up, never as a record of the SDK's own logger."""
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    with (
+        watching() as everything,
+        exporting(endpoint=endpoint, metrics=False, timeout=2.0) as export,
+    ):
+        async with running(tmp_path, "telemetry") as (host, _):
+            for start in range(0, 600, 100):  # several batches, each retried
+                await host.call("telemetry", "flood", 100, 0.0, start)
+                export.flush(0.01)
+            await everything.wait_until(lambda: _dropped(export, "export_failed") >= 600 or None)
+    raw = [r for r in everything.records if r.name.startswith("opentelemetry.")]
+    assert not raw, [r.getMessage() for r in raw]
+    named = [r.getMessage() for r in everything.records if r.name == "isoplug.otel.sdk"]
+    retries = [m for m in named if "Transient error" in m and "more like this" not in m]
+    assert len(retries) == 1, named
+    assert retries[0].startswith(
+        "OpenTelemetry SDK (exporter.otlp.proto.http._log_exporter): Transient error"
+    )
+    assert any("more like this in the last" in m for m in named), named

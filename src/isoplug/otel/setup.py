@@ -209,6 +209,8 @@ def export(
         running = OtelExport()
         running.joined = joining
         try:
+            if otlp and not joining:
+                _name_sdk_messages(running)
             resource = _resource(service_name, app_logs, app_meters, joining)
             if logs:
                 _start_logs(running, options, resource, joining and has_logs)
@@ -238,6 +240,16 @@ class _Options:
     timeout: float | None
     otlp: bool
     limits: OutboxLimits | None
+
+
+def _name_sdk_messages(running: OtelExport) -> None:
+    """Throttle and name the SDK's messages about isoplug's own exporters (retries, batches
+    given up) while they run (:mod:`isoplug.otel.sdk_messages`); undone last at shutdown."""
+    from isoplug.otel.sdk_messages import sdk_messages
+
+    messages = sdk_messages()
+    messages.start()
+    running._closers.append(messages.stop)
 
 
 def _resource(
