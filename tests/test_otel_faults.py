@@ -222,8 +222,9 @@ async def test_shutdown_shares_one_deadline_and_reports_the_final_count(tmp_path
             async with running(tmp_path, "telemetry") as (host, _):
                 await host.call("telemetry", "flood", 2000)
                 await eventually(
-                    lambda: host.log_metrics("telemetry").replayed_levels.get(logging.INFO, 0)
-                    >= 2000
+                    lambda: (
+                        host.log_metrics("telemetry").replayed_levels.get(logging.INFO, 0) >= 2000
+                    )
                 )
         finally:
             began = time.perf_counter()

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         + ". The records go to stdout, isoplug's fatal errors to stderr. Exit codes: 0 "
         "stopped, nothing failed; 1 a plugin was skipped or failed (with --reload: at the "
         "end), or nothing to run; "
-        "2 unusable options or PATH; 130 killed by a second signal; 141 stdout was closed.",
+        "2 unusable options or PATH; 130 killed by a second signal (or one that cut the wait "
+        "for the OTLP collector short); 141 stdout was closed.",
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)
     run.add_argument(
@@ -146,7 +147,8 @@ def _add_telemetry_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="export every plugin's log records and isoplug's metrics over OTLP to this "
         "collector (http://127.0.0.1:4318 for OTLP/HTTP, :4317 for gRPC); default: "
-        "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export (needs isoplug[otel])",
+        "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export (needs isoplug[otel]). Once "
+        "the plugins stopped, the last records get 5 s at most (a signal: none, exit 130)",
     )
     parser.add_argument(
         "--otlp-protocol",

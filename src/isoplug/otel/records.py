@@ -106,7 +106,7 @@ class RecordEncoder:
         current_trace: Callable[[], tuple[bytes, bytes, int]] | None,
         resource_names: Iterable[str] = (),
     ) -> None:
-        #: Names no extra may carry: isoplug's own attributes, and the resource's (``resource_names``).
+        #: Names no extra may carry: isoplug's own attributes, and the resource's.
         self._reserved = OWN_ATTRIBUTES | frozenset(resource_names)
         #: Gives (trace id, span id, flags) of the span active in the calling thread, or
         #: empty ids; used for the host's own records only.
