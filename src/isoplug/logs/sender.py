@@ -15,9 +15,12 @@ saying what it lost:
   and carries as drop totals what the sender lost since its totals last went out whole: drop
   totals count per connection (:attr:`ForwardingHandler.dropped` adds them up). The receiver
   reports the reconnection and that count;
-- the old connection's sequence ledger is set back to ``resumed_after`` and abandoned (the new
-  connection announces a new one), so that a receiver reading it after the break counts only
-  the records that died in the old socket, not those the new connection carries;
+- the old connection's sequence ledger and ring keep counting and holding every record
+  accepted until the new connection's ledger is installed (a kill meanwhile leaves them to
+  the receiver, which waits for this process to reconnect or exit:
+  :mod:`isoplug.logs.pending_ends`); then the old ledger is set back to ``resumed_after`` and
+  abandoned, so that a receiver reading it afterwards counts only the records that died in
+  the old socket, not those the new connection carries;
 - when the receiver is gone for good, forwarding stops as when the first connection fails:
   the queue is counted lost, later records are counted as dropped, and a line on the real
   stderr says so (never through ``sys.stderr``, which in a runner makes records that would
