@@ -57,3 +57,18 @@ async def test_records_a_crash_takes_after_the_reconnection_come_back_from_the_r
         metrics = host.log_metrics("fdcloser")
     assert sorted(numbered(waiter)) == list(range(600))
     assert not metrics.dropped
+
+
+async def test_records_a_kill_takes_before_the_reconnection_come_back_from_the_old_ring(
+    tmp_path: Path,
+) -> None:
+    # The connection ended (the plugin closed its socket) while the runner lived on: the
+    # host keeps the old ledger and ring until the runner reconnects or dies; it dies.
+    async with running(tmp_path, "fdcloser") as (host, waiter):
+        with pytest.raises(ConnectionBroken):
+            await host.call("fdcloser", "close_log_then_die", count=200)
+        await waiter.wait_until(lambda: len(numbered(waiter)) >= 200 or None)
+        metrics = host.log_metrics("fdcloser")
+    assert numbered(waiter) == list(range(200))
+    assert metrics.recovered == 200
+    assert not metrics.dropped

@@ -183,6 +183,8 @@ class LogBridge:
                 still_open,
                 drain_timeout,
             )
+        # Processes that closed their log connection and did not come back: accounted now.
+        self._chains.pending.close()
         server.close()
         for runner in list(self._runners.values()):
             runner.reports.close()  # the summaries still pending
@@ -338,10 +340,20 @@ class LogBridge:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a
             # second warning from here would only repeat it. A process the runner forked has
             # no supervisor, so its abrupt end is reported here.
-            replayer.finish(clean=clean or runner_pid == expected_pid)
-            self._runner_state(supervisor.runner_id).connection_ended(replayer.metrics)
-            if own is not None:
-                own.feed_ended()
+            runner = self._runner_state(supervisor.runner_id)
+
+            def ended() -> None:
+                runner.connection_ended(replayer.metrics)
+                if own is not None:
+                    own.feed_ended()
+
+            # A process that lives on after its connection ended without a goodbye (it
+            # closed the socket's descriptor): its accounting waits until it reconnects or
+            # exits (isoplug.logs.pending_ends).
+            reported_clean = clean or runner_pid == expected_pid
+            if clean or not replayer.finish_when_settled(clean=reported_clean, then=ended):
+                replayer.finish(clean=reported_clean)
+                ended()
 
     def _replayer(
         self,

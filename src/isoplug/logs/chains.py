@@ -38,6 +38,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from isoplug.logs.pending_ends import PendingEnds
 from isoplug.wire import LogRecordData
 
 __all__ = ["MAX_ENDED_CHAINS", "ChainMember", "SenderChain", "SenderChains"]
@@ -116,6 +117,8 @@ class ChainMember:
         resumes: bool,
     ) -> None:
         self._chains = chains
+        #: The chain's number, as the sender named it.
+        self.chain = chain
         self._key = (sender_pid, chain)
         self._state = state
         #: While true, a recovery of an earlier connection may replay this one's records.
@@ -154,6 +157,8 @@ class SenderChains:
         self._chains: dict[tuple[int, int], SenderChain] = {}
         self._ended: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._max_ended = max_ended
+        #: Ends of connections whose sender lives on, waiting for it to reconnect or exit.
+        self.pending = PendingEnds()
 
     def __len__(self) -> int:
         return len(self._chains)

@@ -390,11 +390,14 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
             return
         with self._queue_lock:
             ledger, self._shared_ledger = self._shared_ledger, None
+            abandoned, self._abandoned_ledger = self._abandoned_ledger, None
             self._ledger = private_ledger()
             # The ring lives in the ledger's file, and closes with it.
             self._ring = None
-        if ledger is not None and self._pid == os.getpid():
-            ledger.close()
+        if self._pid == os.getpid():
+            for each in (ledger, abandoned):
+                if each is not None:
+                    each.close()
         _live_handlers.discard(self)
         super().close()
 
@@ -438,12 +441,14 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""
         sock, ledger, identity = self._sock, self._shared_ledger, self._sock_identity
+        abandoned = self._abandoned_ledger
         if self._default_name:
             self.sender_name = f"pid {os.getpid()}"
         self._init_state()
-        if ledger is not None:
-            # Our copy of the parent's ledger and ring: the parent keeps writing to its own.
-            ledger.close()
+        for each in (ledger, abandoned):
+            if each is not None:
+                # Our copy of the parent's ledger and ring: the parent keeps writing to its own.
+                each.close()
         if sock is not None and not detach_if_not_ours(sock, identity):
             # Our copy of the parent's socket; closing it does not disturb the parent.
             with contextlib.suppress(OSError):

@@ -85,6 +85,11 @@ class SenderLedgerReports:
     def _problem(self, kind: str, text: str) -> None:
         raise NotImplementedError  # ReplayReports'
 
+    @property
+    def has_ledger(self) -> bool:
+        """Whether the sender's ledger is open (its end can be counted)."""
+        return self._ledger is not None
+
     def open_ledger(self, fd: int) -> None:
         """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
         if self._ledger_announced:
@@ -133,6 +138,7 @@ class SenderLedgerReports:
         *,
         reordered: tuple[int, int] | None = None,
         receiver_closed: bool = False,
+        upto: int | None = None,
     ) -> SenderEnd:
         """Read the ledger at the sender's end, and the records its ring gives back; the caller
         replays ``recovered`` (those it does not are counted lost), then calls
@@ -144,8 +150,13 @@ class SenderLedgerReports:
         ``reordered``: the sender closed sending by level, its records continuing after the
         first number, the second how many arrived so. ``receiver_closed``: the receiver
         stopped replaying at the end of its drain time; what did not arrive is counted as
-        :attr:`DropReason.RECEIVER_CLOSED`, and nothing is recovered (replayed) any more."""
+        :attr:`DropReason.RECEIVER_CLOSED`, and nothing is recovered (replayed) any more.
+        ``upto``: a new connection of the sender took over after this record (its
+        ``resumed_after``); what the ledger counts beyond is that connection's to account
+        for (see :mod:`isoplug.logs.pending_ends`)."""
         state = self._read_ledger()
+        if state is not None and upto is not None and state.accepted > upto:
+            state = dataclasses.replace(state, accepted=max(upto, last))
         if state is not None:
             # What no batch told: drops after the last batch, or the last batch itself lost.
             self.sender_drops(state.queue_full)

@@ -33,6 +33,7 @@ import os
 import secrets
 import ssl
 import threading
+from collections.abc import Callable
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.chains import SenderChains
@@ -203,6 +204,12 @@ class LogReceiver:
         entry = self._replayers.get(number)
         if entry is None:
             return
+        # A sender that lives on after a connection ended without a goodbye: its accounting
+        # waits until it reconnects or exits (isoplug.logs.pending_ends).
+        if not clean and entry[1].finish_when_settled(
+            clean=clean, then=lambda: self._forget_connection(number, entry)
+        ):
+            return
         entry[1].finish(clean=clean)
         self._forget_connection(number, entry)
 
@@ -210,6 +217,12 @@ class LogReceiver:
         """:meth:`_ended_connection` on the event loop, in slices."""
         entry = self._replayers.get(number)
         if entry is None:
+            return
+        if not clean and entry[1].finish_when_settled(
+            clean=clean,
+            then=lambda: self._forget_connection(number, entry),
+            run_in=_on_loop(asyncio.get_running_loop()),
+        ):
             return
         await entry[1].finish_async(clean=clean)
         self._forget_connection(number, entry)
@@ -262,6 +275,8 @@ class LogReceiver:
                 waiter.cancel()
             if still_open:
                 self._warn_still_connected(len(still_open))
+        # Senders that did not come back in time: their ends are accounted for now.
+        self._chains.pending.close()
         self._stop_replaying()
         await self._listener.aclose()
         self._handler_errors.close()
@@ -411,6 +426,8 @@ class LogReceiver:
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
             self._warn_still_connected(still_open)
+        # Senders that did not come back in time: their ends are accounted for now.
+        self._chains.pending.close()
         self._stop_replaying()
         server.close(CLOSE_GRACE)
         self._server = None
@@ -435,3 +452,23 @@ class LogReceiver:
     def __repr__(self) -> str:
         where = str(self._address) if self._address else "not running"
         return f"<LogReceiver {where}>"
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], None]], None]:
+    """Run a callable on ``loop`` (at once when already there; at once, too, once the loop
+    is closed: the accounting must be done somewhere)."""
+
+    def run(call: Callable[[], None]) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            call()
+            return
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:
+            call()
+
+    return run

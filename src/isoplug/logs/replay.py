@@ -277,6 +277,11 @@ class LogReplayer(ReplayEnd):
             self._chain = self._chains.join(
                 self._sender_pid, batch.chain, resumes=batch.resumed_after is not None
             )
+            if batch.resumed_after is not None:
+                # The end of the connection this one resumes may be pending (its sender
+                # lived on): accounted for now, up to where this one takes over, before any
+                # record of this one is replayed (isoplug.logs.pending_ends).
+                self._chains.pending.resume(self._sender_pid, batch.chain, batch.resumed_after)
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from isoplug.logs.chains import ChainMember
+from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.replay_reports import ReplayReports
@@ -39,6 +39,8 @@ class ReplayEnd:
     _owns_handler_errors: bool
     _handler_errors: HandlerErrors
     _chain: ChainMember | None
+    _chains: SenderChains | None
+    _sender_pid: int | None
     _last_seq: int
     _reordered_after: int | None
     _reordered_count: int
@@ -74,16 +76,52 @@ class ReplayEnd:
         # Read after every record: the replay ends at the next one (see _replay_steps).
         self._slice_ends = -math.inf
 
-    def finish(self, *, clean: bool = True) -> None:
+    def finish_when_settled(
+        self,
+        *,
+        clean: bool,
+        then: Callable[[], None],
+        run_in: Callable[[Callable[[], None]], None] | None = None,
+    ) -> bool:
+        """Finish later, if the sender lives on after a connection that ended without a
+        goodbye; whether it will (else the caller finishes now).
+
+        Its ledger and ring stay open until a new connection of its chain takes over or
+        the process exits (see :mod:`isoplug.logs.pending_ends`); then :meth:`finish` runs
+        on whichever thread saw it, followed by ``then`` (both handed to ``run_in``, if
+        given: an event loop's receiver runs them on its loop). Only for a sender that
+        announced a ledger (nothing to wait for otherwise) and whose pid the kernel vouched
+        for."""
+        chains, pid = self._chains, self._sender_pid
+        if self._stopped or chains is None or pid is None or not self._reports.has_ledger:
+            return False
+        chain = self._chain.chain if self._chain is not None else None
+
+        def settle(upto: int | None) -> None:
+            try:
+                self.finish(clean=clean, upto=upto)
+            finally:
+                then()
+
+        def settled(resumed_after: int | None) -> None:
+            if run_in is None:
+                settle(resumed_after)
+            else:
+                run_in(lambda: settle(resumed_after))
+
+        return chains.pending.defer(pid, chain, settled)
+
+    def finish(self, *, clean: bool = True, upto: int | None = None) -> None:
         """Report what is still unreported; call when the sender is gone.
 
         Records the sender accepted but never sent (it crashed, was killed, or its last flush
         timed out) are given back by its ring and replayed, or counted from its sequence
         ledger and reported, however it ended. ``clean=False`` (the connection ended without a
         goodbye) says so too, even when nothing was lost; without a ledger, it warns that
-        unsent records, if any, are lost.
+        unsent records, if any, are lost. ``upto``: a new connection of the sender took over
+        after this record (see :mod:`isoplug.logs.pending_ends`).
         """
-        for _ in self._finish_steps(clean):
+        for _ in self._finish_steps(clean, upto):
             pass
 
     async def finish_async(self, *, clean: bool = True) -> None:
@@ -103,7 +141,7 @@ class ReplayEnd:
                 pass
             raise
 
-    def _finish_steps(self, clean: bool) -> Iterator[None]:
+    def _finish_steps(self, clean: bool, upto: int | None = None) -> Iterator[None]:
         """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
         replay ends; never inside ``_catching``, which must not outlive a step."""
         reordered = (
@@ -120,7 +158,7 @@ class ReplayEnd:
             self._report_not_replayed()
             self._reports.flush(final=True)
             end = self._reports.read_end(
-                self._last_seq, reordered=reordered, receiver_closed=self._stopped
+                self._last_seq, reordered=reordered, receiver_closed=self._stopped, upto=upto
             )
             recovered = self._claim_recovered(end.recovered)
         if recovered:

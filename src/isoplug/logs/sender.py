@@ -15,9 +15,12 @@ saying what it lost:
   and carries as drop totals what the sender lost since its totals last went out whole: drop
   totals count per connection (:attr:`ForwardingHandler.dropped` adds them up). The receiver
   reports the reconnection and that count;
-- the old connection's sequence ledger is set back to ``resumed_after`` and abandoned (the new
-  connection announces a new one), so that a receiver reading it after the break counts only
-  the records that died in the old socket, not those the new connection carries;
+- the old connection's sequence ledger and ring keep counting and holding every record
+  accepted until the new connection's ledger is installed (a kill meanwhile leaves them to
+  the receiver, which waits for this process to reconnect or exit:
+  :mod:`isoplug.logs.pending_ends`); then the old ledger is set back to ``resumed_after`` and
+  abandoned, so that a receiver reading it afterwards counts only the records that died in
+  the old socket, not those the new connection carries;
 - when the receiver is gone for good, forwarding stops as when the first connection fails:
   the queue is counted lost, later records are counted as dropped, and a line on the real
   stderr says so (never through ``sys.stderr``, which in a runner makes records that would
@@ -38,7 +41,7 @@ import traceback
 import msgspec
 
 from isoplug.errors import IsoplugError
-from isoplug.logs.ledger import QUEUE_FULL, private_ledger
+from isoplug.logs.ledger import QUEUE_FULL, SenderLedger
 from isoplug.logs.sender_link import SenderLink
 from isoplug.logs.sendio import say as _say
 from isoplug.logs.sendio import send_within
@@ -99,6 +102,8 @@ class SenderThread(SenderLink):
         self._batch_cap = MAX_BATCH_BYTES
         self._sock_identity = None
         self._sender_failures = 0
+        # A broken connection's ledger (and ring), counting until a new one takes over.
+        self._abandoned_ledger: SenderLedger | None = None
         # A positive 63-bit number: msgpack carries it as an int64 however it is decoded.
         self._chain = int.from_bytes(os.urandom(8), "big") >> 1
 
@@ -298,19 +303,20 @@ class SenderThread(SenderLink):
             records += batch
             self._in_flight -= len(batch)
         self._queue[:0] = records
-        resumed_after = self._seq - len(self._queue)
         ledger, self._shared_ledger = self._shared_ledger, None
-        # The old ring goes with the old ledger; the new connection makes a new one.
-        self._ring = None
         written = self._totals_written
         if ledger is not None:
-            # A receiver reading the old ledger from now on counts only what died in the old
-            # socket, and the drops the old connection told; the new connection announces a
-            # new one, and carries the rest.
-            ledger.view[0] = resumed_after
+            # The drops the old connection told stay in its ledger; the rest the new one
+            # carries. Its count of accepted records and its ring stay, though, and keep
+            # taking every record until a new connection's ledger takes over (set back
+            # then, in _connect): a receiver whose connection ended keeps the old ledger
+            # until the sender reconnects or dies (isoplug.logs.pending_ends), and a
+            # crash while reconnecting must leave the records it took in the old ring, or
+            # at least counted there, not in this process's memory alone.
             ledger.set_drops(QUEUE_FULL, written)
-            self._ledger = private_ledger()
-            ledger.close()
+            if self._abandoned_ledger is not None:
+                self._abandoned_ledger.close()
+            self._abandoned_ledger = ledger
         # Drop totals start afresh with the new connection, carrying what the old one may not
         # have told (the totals in the last frame it took whole were told, as far as we know).
         carried = {

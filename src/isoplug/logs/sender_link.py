@@ -24,7 +24,7 @@ import time
 import msgspec
 
 from isoplug.errors import AuthenticationFailed, VersionMismatch
-from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger
+from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
 from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import say as _say
@@ -64,6 +64,7 @@ class SenderLink:
     _seq: int
     _ledger: memoryview
     _shared_ledger: SenderLedger | None
+    _abandoned_ledger: SenderLedger | None
     _dropped: dict[int, int]
     _drops_unsent: bool
     #: What the kernel has not taken yet of a frame written through (under ``_send_lock``).
@@ -148,6 +149,9 @@ class SenderLink:
             channel.close("could not start")
             raise
         with self._queue_changed:
+            abandoned, self._abandoned_ledger = self._abandoned_ledger, None
+            # The broken connection's ring, which kept taking records until now.
+            self._ring = None
             # What is unsent (all of it is queued now) goes into the new connection's ring;
             # if it does not fit (a huge queue_bytes, a long break), records wait in memory
             # only, and what a crash takes is counted instead.
@@ -161,6 +165,14 @@ class SenderLink:
                     ledger.set_flag(CLOSING)
                 self._ledger = ledger.view
                 self._shared_ledger = ledger
+            elif abandoned is not None:
+                self._ledger = private_ledger()
+            if abandoned is not None:
+                # The new connection takes over: a receiver reading the old ledger from now
+                # on counts only what died in the old socket (a receiver that resolves the
+                # old end when this connection arrives stops at resumed_after anyway).
+                abandoned.view[0] = self._seq if resumed_after is None else resumed_after
+                abandoned.close()
             if resumed:
                 # The announcement carried the totals so far; later drops go with the next frame.
                 self._totals_written = dropped

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
 import isoplug
-from isoplug.logs import ForwardingHandler
+from isoplug.logs import ForwardingHandler, reconnect
 
 log = logging.getLogger("fdcloser")
 
@@ -74,3 +75,13 @@ class FdCloser(isoplug.Plugin):
         _handler().start(5)
         _log_numbered(count, start=count)
         os._exit(3)
+
+    @isoplug.method
+    async def close_log_then_die(self, count: int) -> None:
+        """Close the log socket, log, and be killed before the sender thread reconnects:
+        its first attempt waits a minute (the delays are the module's to set, see
+        isoplug.logs.reconnect), so the records are in the old connection's ring alone."""
+        reconnect.RECONNECT_DELAYS = (60.0,)
+        _close_log_descriptors(ledger=False)
+        _log_numbered(count)
+        os.kill(os.getpid(), signal.SIGKILL)

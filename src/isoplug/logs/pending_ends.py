@@ -1,0 +1,218 @@
+"""Connections that ended while their sender lives on: their accounting waits.
+
+A sender's log connection may end without a goodbye while the process goes on: the program
+closed the socket's descriptor (a daemonizing plugin, an fd-cleanup loop), and the sender
+thread connects again (:mod:`isoplug.logs.sender`). Until its new connection has announced a
+new ledger, every record it accepts is counted in the old connection's ledger and kept in the
+old ring (:mod:`isoplug.logs.ring`), and nowhere else a receiver could read. Accounting for the
+old connection at once -- one read of the ledger when the connection ends -- missed them: a
+sender killed before its new connection announced itself took them along, delivered by no
+connection and counted by none.
+
+So a receiver whose connection ends without a goodbye, from a sender that announced a ledger
+and whose kernel-vouched pid still runs, hands the end's accounting to :class:`PendingEnds`
+(its ledger and ring stay open) until the first of:
+
+- a new connection of the same chain (:mod:`isoplug.logs.chains`) arrives, resuming: the old
+  end is accounted for on that connection's thread, before its first records are replayed,
+  only up to where the new one resumes (``resumed_after``): what follows is the new
+  connection's, in its own ledger and ring;
+- the process exits: watched with a pidfd (``poll()``, no cost while it runs), or where there
+  is none by looking at ``/proc/<pid>`` every :data:`POLL_INTERVAL`, on a thread of its own
+  that runs only while something is pending, never on an event loop; the old ledger and ring
+  are read then, the records they still hold replayed as recovered, the rest counted lost;
+- the receiver closes (:meth:`PendingEnds.close`), or more than :data:`MAX_PENDING_ENDS` are
+  pending (the oldest is accounted for at once, as before this existed).
+
+Each end is accounted for exactly once (whoever pops it from the table runs it). The pid is
+the kernel's word at the connection, and is checked once more when the end is handed over: a
+pid reused meanwhile would only make the accounting wait for that other process, never lose
+it (and the bound above applies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+__all__ = ["MAX_PENDING_ENDS", "POLL_INTERVAL", "PendingEnds", "process_running"]
+
+#: Ends waiting at once per receiver, past which the oldest is accounted for at once.
+MAX_PENDING_ENDS = 256
+#: How often the watcher looks at /proc for senders it has no pidfd for (seconds).
+POLL_INTERVAL = 0.1
+
+_log = logging.getLogger("isoplug.logs")
+
+#: Told the ``resumed_after`` of the connection that takes over (None: the process exited,
+#: or the receiver closes), it accounts for the end.
+Finish = Callable[[int | None], None]
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has exited: its descriptors, the ledger's too, are gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except OSError:
+        return False
+    # The state follows the command's closing parenthesis (which the command may contain).
+    state = fields[fields.rfind(b")") + 2 : fields.rfind(b")") + 3]
+    return state not in (b"Z", b"X", b"x")
+
+
+class _Pending:
+    __slots__ = ("finish", "pid", "pidfd")
+
+    def __init__(self, pid: int, pidfd: int | None, finish: Finish) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.finish = finish
+
+
+class PendingEnds:
+    """The pending ends of one receiver's connections (see the module docstring)."""
+
+    def __init__(self, max_pending: int = MAX_PENDING_ENDS) -> None:
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        # Keyed by (pid, chain); chain None: no connection can take over, only an exit ends it.
+        self._pending: OrderedDict[tuple[int, object], _Pending] = OrderedDict()
+        self._watcher: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def defer(self, pid: int, chain: int | None, finish: Finish) -> bool:
+        """Keep the end of a connection of process ``pid`` (of ``chain``, if it named one)
+        pending; False (nothing kept: account for it now) once the process exited, or the
+        receiver is closing. ``finish`` is called exactly once, from whichever thread
+        resolves it (see the module docstring)."""
+        pidfd = _pidfd(pid)
+        if not process_running(pid):
+            if pidfd is not None:
+                os.close(pidfd)
+            return False
+        key: tuple[int, object] = (pid, chain if chain is not None else object())
+        evicted: list[_Pending] = []
+        with self._lock:
+            if self._closed:
+                if pidfd is not None:
+                    os.close(pidfd)
+                return False
+            earlier = self._pending.pop(key, None)
+            if earlier is not None:
+                evicted.append(earlier)
+            self._pending[key] = _Pending(pid, pidfd, finish)
+            while len(self._pending) > self._max_pending:
+                evicted.append(self._pending.popitem(last=False)[1])
+            self._start_watcher()
+        self._wake()
+        for each in evicted:
+            self._resolve(each, None)
+        return True
+
+    def resume(self, pid: int, chain: int, resumed_after: int) -> None:
+        """A connection of ``chain`` of process ``pid`` arrived, resuming after record
+        ``resumed_after``: the chain's pending end, if any, is accounted for now (on the
+        caller's thread), up to that record."""
+        with self._lock:
+            pending = self._pending.pop((pid, chain), None)
+        if pending is not None:
+            self._wake()
+            self._resolve(pending, resumed_after)
+
+    def close(self) -> None:
+        """Account for every pending end now (the receiver closes); later ones are not kept."""
+        with self._lock:
+            self._closed = True
+            pending = list(self._pending.values())
+            self._pending.clear()
+        self._wake()
+        for each in pending:
+            self._resolve(each, None)
+
+    # -- the watcher ---------------------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        """Start the watcher thread if it is not running (lock held)."""
+        if self._watcher is not None:
+            return
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._watcher = threading.Thread(
+            target=self._watch, name="isoplug-log-pending-ends", daemon=True
+        )
+        self._watcher.start()
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"x")
+
+    def _watch(self) -> None:
+        """Wait for pending senders to exit; ends once nothing is pending."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._watcher = None
+                    return
+                pending = list(self._pending.items())
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            unwatched = False
+            for _, each in pending:
+                if each.pidfd is not None:
+                    poller.register(each.pidfd, select.POLLIN)
+                else:
+                    unwatched = True
+            poller.poll(POLL_INTERVAL * 1000 if unwatched else None)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+            for key, each in pending:
+                if not self._exited(each):
+                    continue
+                with self._lock:
+                    if self._pending.get(key) is not each:
+                        continue  # resolved meanwhile by another thread
+                    del self._pending[key]
+                self._resolve(each, None)
+
+    @staticmethod
+    def _exited(pending: _Pending) -> bool:
+        if pending.pidfd is not None:
+            ready = select.poll()
+            ready.register(pending.pidfd, select.POLLIN)
+            return bool(ready.poll(0))
+        return not process_running(pending.pid)
+
+    @staticmethod
+    def _resolve(pending: _Pending, resumed_after: int | None) -> None:
+        if pending.pidfd is not None:
+            os.close(pending.pidfd)
+            pending.pidfd = None
+        try:
+            pending.finish(resumed_after)
+        except Exception:
+            # The end's own reports are guarded (handler errors are counted there); this is
+            # a bug of ours, said with its traceback rather than lost with the watcher.
+            _log.exception("accounting for an ended log connection failed")
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid``; None where the kernel or Python has none (then /proc is polled)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:
+        return None
+    return fd
