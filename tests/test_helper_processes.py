@@ -17,6 +17,7 @@ from isoplug import Host, PluginFailed, PluginState
 from isoplug.host.config_check import check_in_process
 from isoplug.host.descendants import read_stat
 from isoplug.host.manifest import load_manifest
+from isoplug.host.schema import plugin_toml_schema
 from isoplug.testing import FAST, eventually
 
 #: Every test's own bound: a regression fails it instead of hanging the run.
@@ -185,3 +186,17 @@ async def test_a_config_check_past_its_deadline_says_so_and_leaves_nothing(
         assert why == "importing plugin 'stuck' to check it did not finish within 3 s"
         [holder] = pids(holders)
         await eventually(lambda: gone(holder))
+
+
+async def test_isoplug_schema_answers_when_the_plugins_import_leaves_its_pipe_held(
+    tmp_path: Path,
+) -> None:
+    """``isoplug schema``'s import answered and exited: that is the answer, though a process
+    its import forked held the pipe (synchronous, it waits for its deadline to see it)."""
+    holders = tmp_path / "holders"
+    folder = write_plugin(
+        tmp_path, "holder", module=FORKS_A_HOLDER.format(pids=str(holders), then="")
+    )
+    assert plugin_toml_schema(load_manifest(folder), timeout=8.0)["$ref"]
+    [holder] = pids(holders)
+    await eventually(lambda: gone(holder))
