@@ -17,18 +17,14 @@ Two checks, in order:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from isoplug.errors import ConfigInvalid, UnencodableValue
-from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE, end_processes, find_descendants
 from isoplug.host.environment import runner_environment
+from isoplug.host.helper_process import HelperProcess
 from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest
 from isoplug.host.ready_report import MAX_FAILURE_CHARS
@@ -98,37 +94,44 @@ async def check_in_process(
     it. Returns why it could not be checked when the plugin cannot be imported, or did not
     answer within ``timeout`` seconds (then the process is killed): its next start checks it.
     """
-    env = runner_environment([manifest], inherit_environment)
-    # Marks what the plugin's import starts, to end it with the process (as a runner's).
-    tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
-    process = await asyncio.create_subprocess_exec(
-        runner_python([manifest]),
-        "-m",
-        _CHECKER_MODULE,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+    helper = await HelperProcess.start(
+        [runner_python([manifest]), "-m", _CHECKER_MODULE],
+        runner_environment([manifest], inherit_environment),
+        msgspec.json.encode(plugin_entry(manifest)),
+        stderr=False,
     )
+    answer = bytearray()
     try:
         async with asyncio.timeout(timeout):
-            answer, _ = await process.communicate(msgspec.json.encode(plugin_entry(manifest)))
+            reading = asyncio.ensure_future(_read_answer(helper.stdout, answer))
+            try:
+                # Its exit, then the answer's end: its exit ends what the plugin's import
+                # started (a forked process holds the answer's pipe too).
+                await helper.wait()
+                await reading
+            finally:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
     except TimeoutError:
-        return f"importing plugin {manifest.id!r} to check it did not finish within {timeout:g} s"
+        if helper.returncode is None:
+            return (
+                f"importing plugin {manifest.id!r} to check it did not finish within {timeout:g} s"
+            )
+        # It exited and answered; what came by now is its answer.
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        leftovers = await asyncio.to_thread(find_descendants, process.pid, tag)
-        if leftovers:
-            await asyncio.to_thread(end_processes, leftovers)
-    reason = clean_text(answer[:_MAX_ANSWER_BYTES].decode("utf-8", "replace"), MAX_FAILURE_CHARS)
-    if process.returncode == _EXIT_VALID:
+        await helper.close()
+    returncode = helper.returncode
+    reason = clean_text(answer.decode("utf-8", "replace"), MAX_FAILURE_CHARS)
+    if returncode == _EXIT_VALID:
         return None
-    if process.returncode == _EXIT_INVALID:
+    if returncode == _EXIT_INVALID:
         raise ConfigInvalid(reason)
-    if process.returncode == _EXIT_NOT_LOADED:
+    if returncode == _EXIT_NOT_LOADED:
         return f"it cannot be imported: {reason}"
-    return f"the process checking it exited with code {process.returncode}"
+    return f"the process checking it exited with code {returncode}"
+
+
+async def _read_answer(stdout: asyncio.StreamReader, answer: bytearray) -> None:
+    """Reads ``stdout`` to its end, keeping its first ``_MAX_ANSWER_BYTES`` in ``answer``."""
+    while chunk := await stdout.read(_MAX_ANSWER_BYTES):
+        answer += chunk[: max(0, _MAX_ANSWER_BYTES - len(answer))]

@@ -17,11 +17,11 @@ the plugin's next start (after its environment was fixed, a restart is enough).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
 
+from isoplug.host.helper_process import HelperProcess
 from isoplug.host.stderr_tail import quote_lines
 from isoplug.wire.sanitize import clean_text
 
@@ -80,43 +80,97 @@ async def check_interpreter(
 
 async def _probe(python: str, env: Mapping[str, str], timeout: float) -> str | None:
     try:
-        process = await asyncio.create_subprocess_exec(
-            python,
-            "-c",
+        helper = await HelperProcess.start(
             # The probe on stdin: a program that is not Python quotes only this line.
-            "import sys; exec(sys.stdin.read())",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
+            [python, "-c", "import sys; exec(sys.stdin.read())"],
+            env,
+            _PROBE.encode(),
+            stderr=True,
         )
     except OSError as exc:
         return f"cannot be started: {exc}"
+    out = bytearray()
+    err = bytearray()
     try:
-        out, err = await asyncio.wait_for(process.communicate(_PROBE.encode()), timeout)
+        async with asyncio.timeout(timeout):
+            assert helper.stderr is not None
+            said = asyncio.ensure_future(_keep_tail(helper.stderr, err))
+            try:
+                # The answer line is the answer: a process the interpreter started (a
+                # wrapper's background helper) may keep stdout open long after it.
+                if not await _read_answer(helper.stdout, out):
+                    # No answer: how it ended, and what it said, tell why. Its exit ends what
+                    # it started, so its stderr ends too.
+                    await helper.wait()
+                    await said
+            finally:
+                said.cancel()
+                await asyncio.gather(said, return_exceptions=True)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        return f"did not answer within {timeout:g} s when run with -c"
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise
-    lines = out[:_MAX_OUTPUT].decode("utf-8", "replace").splitlines()
+        if helper.returncode is None:
+            return (
+                f"did not answer within {timeout:g} s when run with -c; it was stopped, with "
+                "what it started"
+            )
+        # It exited, but something it started outside its group kept its output open: what
+        # came by now is all there is.
+    finally:
+        await helper.close()
+    return _judge(python, bytes(out), bytes(err), helper.returncode)
+
+
+async def _read_answer(stdout: asyncio.StreamReader, out: bytearray) -> bool:
+    """Reads the probe's output into ``out`` (its first bytes, at most ``_MAX_OUTPUT``) until a
+    line decides the check (True) or the output ends (False)."""
+    while chunk := await stdout.read(_MAX_OUTPUT):
+        out += chunk[: max(0, _MAX_OUTPUT - len(out))]
+        complete = out[: out.rfind(b"\n") + 1]
+        if _decided(_lines(complete)):
+            return True
+    return False
+
+
+async def _keep_tail(reader: asyncio.StreamReader, tail: bytearray) -> None:
+    """Reads ``reader`` to its end, keeping its last ``_MAX_OUTPUT`` bytes in ``tail``."""
+    while chunk := await reader.read(_MAX_OUTPUT):
+        tail += chunk
+        del tail[:-_MAX_OUTPUT]
+
+
+def _lines(out: bytes | bytearray) -> list[str]:
+    return bytes(out).decode("utf-8", "replace").splitlines()
+
+
+def _version(lines: Sequence[str]) -> str:
     # Strictly digits: the version is quoted, and a program that is not Python prints anything.
-    version = next((m[1] for x in lines if (m := _VERSION_LINE.fullmatch(x))), "")
+    return next((m[1] for x in lines if (m := _VERSION_LINE.fullmatch(x))), "")
+
+
+def _too_old(version: str) -> bool:
+    return tuple(int(part) for part in version.split(".")[:2]) < MIN_VERSION
+
+
+def _decided(lines: Sequence[str]) -> bool:
+    """Whether the probe's complete lines so far say all the check needs."""
+    version = _version(lines)
+    return bool(version) and (
+        _too_old(version)
+        or "isoplug-probe ok" in lines
+        or any(x.startswith(_MISSING_PREFIX) for x in lines)
+    )
+
+
+def _judge(python: str, out: bytes, err: bytes, returncode: int | None) -> str | None:
+    """Why the probe's output says the interpreter cannot run a runner; None when it can."""
+    lines = _lines(out)
+    version = _version(lines)
     if not version:
         said = _quote(err) or _quote(out)
-        return (
-            f"is not a Python interpreter: run with -c, it exited with code "
-            f"{process.returncode}" + (f" and said: {said}" if said else " and said nothing")
+        return f"is not a Python interpreter: run with -c, it exited with code {returncode}" + (
+            f" and said: {said}" if said else " and said nothing"
         )
     named = f"is Python {version}"
-    numbers = tuple(int(part) for part in version.split(".")[:2])
-    if numbers < MIN_VERSION:
+    if _too_old(version):
         return f"{named}; a runner needs Python >= {'.'.join(map(str, MIN_VERSION))}"
     if "isoplug-probe ok" in lines:
         return None
@@ -130,9 +184,7 @@ async def _probe(python: str, env: Mapping[str, str], timeout: float) -> str | N
         )
         return f"{named} but cannot import {name} ({clean_text(error, _MAX_QUOTE)}){hint}"
     said = _quote(err)
-    return f"{named} but the check ended with code {process.returncode}" + (
-        f": {said}" if said else ""
-    )
+    return f"{named} but the check ended with code {returncode}" + (f": {said}" if said else "")
 
 
 def _quote(data: bytes) -> str:

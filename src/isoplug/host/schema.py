@@ -11,7 +11,10 @@ process says is the plugin's text, so it reaches a message only through the sani
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -38,6 +41,8 @@ _MAX_OUTPUT_BYTES = 1024 * 1024
 _EXIT_NO_SCHEMA = 3
 _EXIT_NOT_LOADED = 4
 _EXIT_REFUSED = (5, 6)
+#: How long the rest of an answer may take once what held its pipe was ended.
+_END_WAIT = 5.0
 
 #: Called with what the plugin wrote while it was imported, sanitized (an indented block).
 OutputHandler = Callable[[str], None]
@@ -105,7 +110,8 @@ def _import_in_process(
     """Run ``python -m isoplug.runner.schema`` for ``manifest``; None when it did not answer
     within ``timeout`` seconds. Its output goes to a file, not a pipe: a process the plugin's
     import started keeps a pipe open, and reading to its end would wait for that process.
-    Whatever the import started is ended with it (found by its tag, session or group)."""
+    Whatever the import started is ended with it (its group at once, then what its tag or
+    session finds), and so is a process it forked that holds the answer's pipe."""
     env = runner_environment([manifest])
     tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
     with (
@@ -121,19 +127,40 @@ def _import_in_process(
     ):
         try:
             # The answer comes on the process's private descriptor (its stdout): only it
-            # holds that, so the pipe ends when it exits.
+            # holds that, and what its plugin's import forked (a fork keeps every descriptor).
             answer, _ = process.communicate(msgspec.json.encode(plugin_entry(manifest)), timeout)
         except subprocess.TimeoutExpired:
-            return None
+            if not _exited(process.pid):
+                return None
+            # It answered and exited; a process the import forked held the pipe. Ended, it
+            # lets the rest of the answer through.
+            _end(process, tag)
+            try:
+                answer, _ = process.communicate(timeout=_END_WAIT)
+            except subprocess.TimeoutExpired:
+                return None
         finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            end_processes(find_descendants(process.pid, tag))
+            _end(process, tag)
         size = output.seek(0, 2)
         output.seek(max(0, size - _MAX_OUTPUT_BYTES))
         said = output.read()
     return subprocess.CompletedProcess(process.args, process.returncode, answer, said)
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child ``pid`` has exited, without reaping it (its pid keeps naming its
+    group)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _end(process: subprocess.Popen[bytes], tag: str) -> None:
+    """Kill the process's group at once (it leads it: a session of its own), reap it, then
+    end what left the group but kept its tag or session."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    end_processes(find_descendants(process.pid, tag))
 
 
 def _quoted(raw: bytes) -> str:

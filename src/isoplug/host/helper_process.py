@@ -1,0 +1,193 @@
+"""A short-lived process the host runs to ask one question, ended with everything it started.
+
+The host runs a few: the check of a plugin's own interpreter
+(:mod:`isoplug.host.interpreter_check`) and the check of a configuration against a plugin's
+schema (:mod:`isoplug.host.config_check`). Each runs code the host does not control (a
+wrapper script, a plugin's import), which may start processes of its own that inherit the
+helper's pipes and outlive it. So:
+
+- The helper leads a session and process group of its own, and its environment carries a
+  tag its descendants inherit (:data:`~isoplug.host.descendants.TAG_VARIABLE`). Ending it
+  kills the whole group at once, then whatever still carries the tag or sits in its session
+  (:mod:`isoplug.host.descendants`): at the caller's deadline, on a cancel, or once it has
+  exited on its own (what it left behind goes with it).
+- Its exit is seen through a pidfd (a thread's ``waitid`` where there is none), never through
+  its pipes. On Python 3.11, asyncio's ``Process.wait()`` returns only once every pipe is
+  closed: a background process the helper started (a wrapper's ``sleep 300 &``) held them
+  and the wait, even after a cancel, never ended.
+- Its output is read as it comes (:attr:`stdout`, :attr:`stderr`), so a caller can take an
+  answer line as the answer whoever keeps the pipe open after it.
+- Its stdin is a file holding the question: writing it cannot block, whatever its size.
+
+Ending kills synchronously first, so a second cancel during the awaits that follow cannot
+leave anything running; the leader is reaped by a loop callback that no one needs to await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE, end_processes, find_descendants
+
+__all__ = ["HelperProcess"]
+
+_log = logging.getLogger("isoplug.host")
+
+#: How long ending waits for a SIGKILLed helper to be gone: a moment, unless the kernel holds
+#: it (uninterruptible I/O); then the host goes on, and the helper is reaped when it goes.
+_END_WAIT = 5.0
+#: Bytes a pipe's reader buffers before it stops reading (the helper then waits to write).
+_READ_LIMIT = 64 * 1024
+
+#: Endings under way: a task is only weakly held by the loop.
+_ending: set[asyncio.Task[None]] = set()
+
+
+class HelperProcess:
+    """One helper process; see the module's docstring. Start it with :meth:`start`, and always
+    :meth:`close` it (in a ``finally``)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], tag: str) -> None:
+        self._popen = popen
+        self._tag = tag
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._transports: list[asyncio.ReadTransport] = []
+        self._end: asyncio.Task[None] | None = None
+        self.stdout = asyncio.StreamReader(_READ_LIMIT)
+        #: None when started with ``stderr=False`` (its stderr is then /dev/null).
+        self.stderr: asyncio.StreamReader | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status (negative: the signal that killed it) once it has exited."""
+        return self._exited.result() if self._exited.done() else None
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], env: Mapping[str, str], question: bytes, *, stderr: bool
+    ) -> HelperProcess:
+        """Start ``argv`` with ``env`` (plus a tag), ``question`` on its stdin. Raises
+        :class:`OSError` when it cannot be started."""
+        env = dict(env)
+        tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(question)
+            stdin.seek(0)
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        helper = cls(popen, tag)
+        try:
+            helper._watch_exit()
+            assert popen.stdout is not None
+            await helper._connect(helper.stdout, popen.stdout)
+            if popen.stderr is not None:
+                helper.stderr = asyncio.StreamReader(_READ_LIMIT)
+                await helper._connect(helper.stderr, popen.stderr)
+        except BaseException:
+            await helper.close()
+            raise
+        return helper
+
+    async def _connect(self, reader: asyncio.StreamReader, pipe: IO[bytes]) -> None:
+        transport, _ = await self._loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+        self._transports.append(transport)
+
+    def _watch_exit(self) -> None:
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:  # a kernel without pidfds (before Linux 5.3)
+            threading.Thread(
+                target=self._wait_in_thread, name=f"isoplug-helper-{self.pid}", daemon=True
+            ).start()
+        else:
+            self._loop.add_reader(pidfd, self._on_exit, pidfd)
+
+    def _wait_in_thread(self) -> None:
+        # WNOWAIT: the pid stays the helper's (a zombie) until _on_exit has killed its group.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits any more
+            self._loop.call_soon_threadsafe(self._on_exit, None)
+
+    def _on_exit(self, pidfd: int | None) -> None:
+        if pidfd is not None:
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+        # The leader is a zombie until reaped: its pid still names its group, and only it.
+        self._kill_group()
+        self._popen.wait()  # it has exited: this only reaps it
+        if not self._exited.done():
+            self._exited.set_result(self._popen.returncode)
+        # What left its group goes too: it may hold the pipes a caller reads to their end.
+        self._start_end()
+
+    def _kill_group(self) -> None:
+        if self._exited.done():
+            return  # reaped: its pid may name another group by now
+        # A session leader cannot leave its group: the group's id is the helper's pid.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        """Its exit status, once it has exited; whoever holds its pipes does not matter."""
+        return await asyncio.shield(self._exited)
+
+    async def end(self) -> None:
+        """Kill it and everything it started (its group at once, then what left the group but
+        has its tag or session) and wait until it is gone. Safe to call more than once."""
+        self._kill_group()
+        ending = self._start_end()
+        # Shielded: a cancel of the caller does not cut short the ending itself.
+        await asyncio.shield(ending)
+
+    def _start_end(self) -> asyncio.Task[None]:
+        if self._end is None:
+            self._end = self._loop.create_task(self._finish())
+            _ending.add(self._end)
+            self._end.add_done_callback(_ending.discard)
+        return self._end
+
+    async def _finish(self) -> None:
+        try:
+            async with asyncio.timeout(_END_WAIT):
+                await asyncio.shield(self._exited)
+        except TimeoutError:
+            _log.warning(
+                "helper process %d did not end within %g s of SIGKILL; going on without it",
+                self.pid,
+                _END_WAIT,
+            )
+        leftovers = await asyncio.to_thread(find_descendants, self.pid, self._tag)
+        if leftovers:
+            await asyncio.to_thread(end_processes, leftovers)
+
+    async def close(self) -> None:
+        """:meth:`end`, then close this side of its pipes."""
+        try:
+            await self.end()
+        finally:
+            for transport in self._transports:
+                transport.close()

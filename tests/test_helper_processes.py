@@ -1,0 +1,202 @@
+"""The short-lived processes the host runs to ask one thing (the check of a plugin's own
+interpreter, the check of a configuration in a process of its own): they answer, or fail,
+within their deadline, a cancel ends them at once, and nothing they started outlives them,
+even what holds their pipes. Real hosts, real scripts, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from isoplug import Host, PluginFailed, PluginState
+from isoplug.host.config_check import check_in_process
+from isoplug.host.descendants import read_stat
+from isoplug.host.manifest import load_manifest
+from isoplug.host.schema import plugin_toml_schema
+from isoplug.testing import FAST, eventually
+
+#: Every test's own bound: a regression fails it instead of hanging the run.
+TEST_BOUND = 60.0
+
+
+def gone(pid: int) -> bool:
+    stat = read_stat(pid)
+    return stat is None or stat.gone
+
+
+def pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def write_plugin(plugins: Path, plugin_id: str, extra: str = "", module: str = "") -> Path:
+    folder = plugins / plugin_id
+    folder.mkdir(parents=True)
+    (folder / f"{plugin_id}_plugin.py").write_text(
+        module or "import isoplug\n\nclass Plugin(isoplug.Plugin):\n    pass\n"
+    )
+    (folder / "plugin.toml").write_text(
+        f'id = "{plugin_id}"\nversion = "1"\nentry = "{plugin_id}_plugin:Plugin"\n{extra}\n'
+    )
+    return folder
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+def hanging_interpreter(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``python`` that never answers: its child holds its pipes (and writes its pid)."""
+    started = tmp_path / "started"
+    return script(tmp_path / "hang.sh", f'sleep 300 &\necho $! >> "{started}"\nwait\n'), started
+
+
+async def test_an_interpreter_that_never_answers_fails_its_plugin_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    hang, started = hanging_interpreter(tmp_path)
+    write_plugin(tmp_path / "plugins", "hanger", f'python = "{hang}"')
+    config = dataclasses.replace(FAST, ready_timeout=2.0)
+    async with asyncio.timeout(TEST_BOUND), Host(tmp_path / "plugins", config=config) as host:
+        with pytest.raises(PluginFailed):
+            await host.wait_ready(TEST_BOUND / 2)
+        info = host.plugin("hanger")
+        assert info.state is PluginState.FAILED
+        assert info.restarts == 0
+        assert info.error is not None
+        assert f"plugin 'hanger': its python {hang} did not answer within 2 s" in info.error
+        # What the interpreter started went with it.
+        [child] = pids(started)
+        await eventually(lambda: gone(child))
+
+
+async def test_closing_the_host_during_an_interpreter_check_ends_it_at_once(
+    tmp_path: Path,
+) -> None:
+    """One plugin's hanging check does not hold the host's close (nor the other plugins')."""
+    hang, started = hanging_interpreter(tmp_path)
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "hanger", f'python = "{hang}"')
+    write_plugin(plugins, "good")
+    config = dataclasses.replace(FAST, ready_timeout=TEST_BOUND * 2)
+    async with asyncio.timeout(TEST_BOUND):
+        host = Host(plugins, config=config)
+        try:
+            await host.start()
+            await eventually(lambda: bool(pids(started)))
+            await eventually(lambda: host.plugin("good").state is PluginState.READY)
+            assert host.plugin("hanger").state is PluginState.STARTING
+        finally:
+            await host.aclose()
+        assert host.plugin("good").state is PluginState.STOPPED
+        [child] = pids(started)
+        await eventually(lambda: gone(child))
+
+
+async def test_a_wrapper_that_leaves_a_helper_running_passes_the_check(tmp_path: Path) -> None:
+    """The wrapper execs the interpreter (as it must) after starting a background helper that
+    keeps stdout open: the check's answer line is the answer. The check's own helper is
+    ended with the check; the runner's, with the runner."""
+    helpers = tmp_path / "helpers"
+    wrapper = script(
+        tmp_path / "wrap.sh",
+        f'sleep 300 &\necho $! >> "{helpers}"\nexec "{sys.executable}" "$@"\n',
+    )
+    write_plugin(tmp_path / "plugins", "wrapped", f'python = "{wrapper}"')
+    config = dataclasses.replace(FAST, ready_timeout=10.0)
+    async with asyncio.timeout(TEST_BOUND):
+        async with Host(tmp_path / "plugins", config=config) as host:
+            await host.wait_ready(TEST_BOUND / 2)
+            checks, runners = pids(helpers)  # one per start of the wrapper
+            await eventually(lambda: gone(checks))
+            assert not gone(runners)
+        await eventually(lambda: gone(runners))
+
+
+#: A plugin whose import leaves a process of its own session behind, holding every descriptor
+#: the import had (the checker's private answer pipe too), and says where it is.
+FORKS_A_HOLDER = """
+import os, sys, time
+import isoplug
+
+child = os.fork()
+if child == 0:
+    os.setsid()
+    time.sleep(300)
+    os._exit(0)
+with open({pids!r}, "a") as f:
+    f.write("%d\\n" % child)
+{then}
+
+class Plugin(isoplug.Plugin):
+    pass
+"""
+
+
+async def test_a_config_check_answers_when_the_plugins_import_leaves_its_pipe_held(
+    tmp_path: Path,
+) -> None:
+    holders = tmp_path / "holders"
+    folder = write_plugin(
+        tmp_path, "holder", module=FORKS_A_HOLDER.format(pids=str(holders), then="")
+    )
+    async with asyncio.timeout(TEST_BOUND):
+        # Well within its deadline: the answer and the checker's exit are enough.
+        assert await check_in_process(load_manifest(folder), [], TEST_BOUND * 2) is None
+        [holder] = pids(holders)
+        await eventually(lambda: gone(holder))
+
+
+async def test_a_cancelled_config_check_ends_at_once_with_what_it_started(
+    tmp_path: Path,
+) -> None:
+    holders = tmp_path / "holders"
+    folder = write_plugin(
+        tmp_path,
+        "stuck",
+        module=FORKS_A_HOLDER.format(pids=str(holders), then="time.sleep(300)"),
+    )
+    async with asyncio.timeout(TEST_BOUND):
+        check = asyncio.ensure_future(check_in_process(load_manifest(folder), [], TEST_BOUND * 2))
+        await eventually(lambda: bool(pids(holders)))
+        check.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await check
+        [holder] = pids(holders)
+        await eventually(lambda: gone(holder))
+
+
+async def test_a_config_check_past_its_deadline_says_so_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    holders = tmp_path / "holders"
+    folder = write_plugin(
+        tmp_path,
+        "stuck",
+        module=FORKS_A_HOLDER.format(pids=str(holders), then="time.sleep(300)"),
+    )
+    async with asyncio.timeout(TEST_BOUND):
+        why = await check_in_process(load_manifest(folder), [], 3.0)
+        assert why == "importing plugin 'stuck' to check it did not finish within 3 s"
+        [holder] = pids(holders)
+        await eventually(lambda: gone(holder))
+
+
+async def test_isoplug_schema_answers_when_the_plugins_import_leaves_its_pipe_held(
+    tmp_path: Path,
+) -> None:
+    """``isoplug schema``'s import answered and exited: that is the answer, though a process
+    its import forked held the pipe (synchronous, it waits for its deadline to see it)."""
+    holders = tmp_path / "holders"
+    folder = write_plugin(
+        tmp_path, "holder", module=FORKS_A_HOLDER.format(pids=str(holders), then="")
+    )
+    assert plugin_toml_schema(load_manifest(folder), timeout=8.0)["$ref"]
+    [holder] = pids(holders)
+    await eventually(lambda: gone(holder))
