@@ -24,6 +24,9 @@ and whose kernel-vouched pid still runs, hands the end's accounting to :class:`P
 - the receiver closes (:meth:`PendingEnds.close`), or more than :data:`MAX_PENDING_ENDS` are
   pending (the oldest is accounted for at once, as before this existed).
 
+Meanwhile the connection is closed and its accounting pending: its metrics say so
+(:attr:`~isoplug.logs.LogMetrics.pending_ends`, set by the replayer that defers its end).
+
 Each end is accounted for exactly once (whoever pops it from the table runs it). The pid is
 the kernel's word at the connection, and is checked once more when the end is handed over: a
 pid reused meanwhile would only make the accounting wait for that other process, never lose
