@@ -71,6 +71,9 @@ DEFAULT_MAX_LOG_CONNECTIONS = 64
 #: How long closing the bridge waits for log connections to end by themselves (their runners
 #: have stopped by then: this is for processes a runner forked, still logging).
 DRAIN_TIMEOUT = 5.0
+#: How long closing the bridge then waits for the pending ends' watcher thread to end (see
+#: isoplug.logs.pending_ends): it ends at once unless it was replaying an end's records.
+PENDING_WATCHER_WAIT = 1.0
 
 _KINSHIP_KNOWN = kinship_known()
 
@@ -186,6 +189,9 @@ class LogBridge:
         # Processes that closed their log connection and did not come back: accounted now.
         self._chains.pending.close()
         server.close()
+        # Its watcher thread may be accounting for an end it took just before: it closes its
+        # wake pipe as it ends, within this (or, slower, on its own later).
+        self._chains.pending.wait_closed(PENDING_WATCHER_WAIT)
         for runner in list(self._runners.values()):
             runner.reports.close()  # the summaries still pending
         self._handler_errors.close()

@@ -69,6 +69,13 @@ class LogMetrics:
     #: Records that never arrived but were recovered from the dead sender's shared-memory ring
     #: (see :mod:`isoplug.logs.ring`) and replayed. Included in :attr:`received`.
     recovered: int = 0
+    #: Connections that ended without a goodbye while their sender process lived on (it
+    #: closed the socket's descriptor) and whose end is not accounted for yet (0 or 1 for
+    #: one connection): the records the sender accepted since the break are recovered or
+    #: counted lost only when it reconnects, exits, or the receiver closes (see
+    #: :mod:`isoplug.logs.pending_ends`); until then :attr:`recovered` and :attr:`dropped`
+    #: may still grow. The connection itself is closed.
+    pending_ends: int = 0
     #: :attr:`replayed` by level number.
     replayed_levels: dict[int, int] = dataclasses.field(default_factory=dict)
     #: The part of :attr:`dropped` whose level is known (the rate limit's, the sender's full
@@ -105,6 +112,7 @@ class LogMetrics:
             total.repaired += part.repaired
             total.handler_errors += part.handler_errors
             total.recovered += part.recovered
+            total.pending_ends += part.pending_ends
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)

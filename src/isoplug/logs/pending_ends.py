@@ -24,6 +24,9 @@ and whose kernel-vouched pid still runs, hands the end's accounting to :class:`P
 - the receiver closes (:meth:`PendingEnds.close`), or more than :data:`MAX_PENDING_ENDS` are
   pending (the oldest is accounted for at once, as before this existed).
 
+Meanwhile the connection is closed and its accounting pending: its metrics say so
+(:attr:`~isoplug.logs.LogMetrics.pending_ends`, set by the replayer that defers its end).
+
 Each end is accounted for exactly once (whoever pops it from the table runs it). The pid is
 the kernel's word at the connection, and is checked once more when the end is handed over: a
 pid reused meanwhile would only make the accounting wait for that other process, never lose
@@ -39,6 +42,8 @@ import select
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+
+from isoplug.transport.process_tree import stat_fields
 
 __all__ = ["MAX_PENDING_ENDS", "POLL_INTERVAL", "PendingEnds", "process_running"]
 
@@ -56,14 +61,8 @@ Finish = Callable[[int | None], None]
 
 def process_running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie has exited: its descriptors, the ledger's too, are gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read()
-    except OSError:
-        return False
-    # The state follows the command's closing parenthesis (which the command may contain).
-    state = fields[fields.rfind(b")") + 2 : fields.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"x")
+    fields = stat_fields(pid)
+    return bool(fields and fields[0] not in (b"Z", b"X", b"x"))
 
 
 class _Pending:
@@ -114,7 +113,7 @@ class PendingEnds:
             while len(self._pending) > self._max_pending:
                 evicted.append(self._pending.popitem(last=False)[1])
             self._start_watcher()
-        self._wake()
+            self._wake()
         for each in evicted:
             self._resolve(each, None)
         return True
@@ -125,19 +124,39 @@ class PendingEnds:
         caller's thread), up to that record."""
         with self._lock:
             pending = self._pending.pop((pid, chain), None)
+            if pending is not None:
+                self._wake()
         if pending is not None:
-            self._wake()
             self._resolve(pending, resumed_after)
 
     def close(self) -> None:
-        """Account for every pending end now (the receiver closes); later ones are not kept."""
+        """Account for every pending end now (the receiver closes); later ones are not kept.
+
+        The watcher thread, if one runs, is woken and ends; it closes the wake pipe on its
+        way out (it may be polling it now), else this does. :meth:`wait_closed` waits for it.
+        """
         with self._lock:
             self._closed = True
             pending = list(self._pending.values())
             self._pending.clear()
-        self._wake()
+            watcher = self._watcher
+            if watcher is None:
+                self._close_pipe()
+            else:
+                self._wake()
         for each in pending:
             self._resolve(each, None)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """After :meth:`close`, wait up to ``timeout`` for the watcher thread to end (it may be
+        accounting for an end it took just before); whether it did, the wake pipe closed
+        with it. One that takes longer closes the pipe itself when it ends."""
+        with self._lock:
+            watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout)
+        with self._lock:
+            return self._watcher is None
 
     # -- the watcher ---------------------------------------------------------------------------
 
@@ -153,24 +172,40 @@ class PendingEnds:
         self._watcher.start()
 
     def _wake(self) -> None:
+        """Wake the watcher (lock held: the pipe is closed under it, and a number written to
+        after that could name another file of the process's by then)."""
         if self._wake_w >= 0:
-            with contextlib.suppress(BlockingIOError, OSError):
+            # A full pipe has woken the watcher already.
+            with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_w, b"x")
 
+    def _close_pipe(self) -> None:
+        """Close the wake pipe (lock held; no watcher uses it)."""
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r, self._wake_w = -1, -1
+
     def _watch(self) -> None:
-        """Wait for pending senders to exit; ends once nothing is pending."""
+        """Wait for pending senders to exit; ends once nothing is pending (the pipe stays for
+        the next watcher, unless the receiver closed)."""
         while True:
             with self._lock:
                 if not self._pending:
                     self._watcher = None
+                    if self._closed:
+                        # close() left the pipe to us: we may have been polling it.
+                        self._close_pipe()
                     return
                 pending = list(self._pending.items())
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
             unwatched = False
             for _, each in pending:
-                if each.pidfd is not None:
-                    poller.register(each.pidfd, select.POLLIN)
+                # Read once: another thread resolving it sets it to None meanwhile.
+                pidfd = each.pidfd
+                if pidfd is not None:
+                    poller.register(pidfd, select.POLLIN)
                 else:
                     unwatched = True
             poller.poll(POLL_INTERVAL * 1000 if unwatched else None)
@@ -187,9 +222,12 @@ class PendingEnds:
 
     @staticmethod
     def _exited(pending: _Pending) -> bool:
-        if pending.pidfd is not None:
+        """Whether its process exited; a false yes (its pidfd closed by whoever resolved it
+        meanwhile) is caught by the table, which no longer holds it."""
+        pidfd = pending.pidfd
+        if pidfd is not None:
             ready = select.poll()
-            ready.register(pending.pidfd, select.POLLIN)
+            ready.register(pidfd, select.POLLIN)
             return bool(ready.poll(0))
         return not process_running(pending.pid)
 

@@ -33,6 +33,7 @@ import os
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from isoplug.errors import ConnectionClosed, IsoplugError
@@ -187,7 +188,10 @@ class LogReceiver:
     def metrics(self) -> dict[str, LogMetrics]:
         """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``: every open
         connection and the latest :data:`MAX_ENDED_KEPT` that ended; older ones are summed
-        under ``"(N earlier connections)"``."""
+        under ``"(N earlier connections)"``. A connection that ended without a goodbye while
+        its sender lives on says ``pending_ends == 1`` until its end is accounted for (the
+        sender reconnects or exits, or this receiver closes): its ``recovered`` and
+        ``dropped`` may still grow until then (see :mod:`isoplug.logs.pending_ends`)."""
         # list(): sender threads may add or end a connection meanwhile (sync use).
         replayers = list(self._replayers.values())
         with self._ended_lock:
@@ -279,6 +283,12 @@ class LogReceiver:
         self._chains.pending.close()
         self._stop_replaying()
         await self._listener.aclose()
+        # Its watcher thread hands every end to this loop, so it ends at once; polled, not
+        # joined: the loop stays free meanwhile.
+        loop = asyncio.get_running_loop()
+        grace_ends = loop.time() + CLOSE_GRACE
+        while not self._chains.pending.wait_closed(0) and loop.time() < grace_ends:
+            await asyncio.sleep(0.001)
         self._handler_errors.close()
         self._refusals.close()
 
@@ -429,7 +439,11 @@ class LogReceiver:
         # Senders that did not come back in time: their ends are accounted for now.
         self._chains.pending.close()
         self._stop_replaying()
+        grace_ends = time.monotonic() + CLOSE_GRACE
         server.close(CLOSE_GRACE)
+        # The watcher thread may be accounting for an end it took just before (replaying
+        # stopped now): it ends within the same grace, closing its wake pipe.
+        self._chains.pending.wait_closed(max(0.0, grace_ends - time.monotonic()))
         self._server = None
         self._handler_errors.close()
         self._refusals.close()

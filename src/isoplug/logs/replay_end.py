@@ -91,7 +91,7 @@ class ReplayEnd:
         on whichever thread saw it, followed by ``then`` (both handed to ``run_in``, if
         given: an event loop's receiver runs them on its loop). Only for a sender that
         announced a ledger (nothing to wait for otherwise) and whose pid the kernel vouched
-        for."""
+        for. Meanwhile its metrics say so (:attr:`LogMetrics.pending_ends`)."""
         chains, pid = self._chains, self._sender_pid
         if self._stopped or chains is None or pid is None or not self._reports.has_ledger:
             return False
@@ -101,6 +101,8 @@ class ReplayEnd:
             try:
                 self.finish(clean=clean, upto=upto)
             finally:
+                # Only now: a reader seeing 0 sees the end's recovered and lost counts too.
+                self.metrics.pending_ends = 0
                 then()
 
         def settled(resumed_after: int | None) -> None:
@@ -109,7 +111,12 @@ class ReplayEnd:
             else:
                 run_in(lambda: settle(resumed_after))
 
-        return chains.pending.defer(pid, chain, settled)
+        # Before it is deferred: it may be settled on another thread at once.
+        self.metrics.pending_ends = 1
+        if chains.pending.defer(pid, chain, settled):
+            return True
+        self.metrics.pending_ends = 0
+        return False
 
     def finish(self, *, clean: bool = True, upto: int | None = None) -> None:
         """Report what is still unreported; call when the sender is gone.

@@ -1,0 +1,109 @@
+"""A child for the standalone closed-log-socket tests (tests/test_logs_pending_ends.py):
+``python tests/closed_fd_child.py SCENARIO COUNT``.
+
+It forwards its logs with :func:`isoplug.logs.forward_logs` (address and token from the
+environment), closes its log socket's descriptor behind the handler's back (as a daemonizing
+program or an fd-cleanup loop does), logs COUNT records numbered ``extra={"n": i}`` while its
+sender thread has not reconnected yet (the records stay in the broken connection's ring),
+creates ``$STEP_DIR/logged``, then plays SCENARIO:
+
+- ``wait``: waits to be killed; its sender thread waits a minute before it reconnects;
+- ``resume``: its sender thread reconnects once the test creates ``$STEP_DIR/reconnect``
+  (the receiver has the old connection's end pending by then); it logs COUNT more records,
+  and exits normally once the test creates ``$STEP_DIR/exit``. With ``$HOLD_OLD_LEDGER``
+  set, the sender thread, once it has announced the new connection, waits for
+  ``$STEP_DIR/resumed`` before it lets the new connection take over: until then the old
+  ledger still counts the records logged after the break (as when the thread is descheduled
+  there), and the old ring holds them, past where the new connection resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from isoplug.logs import ForwardingHandler, forward_logs, reconnect
+from isoplug.logs.ring import SenderRing
+
+log = logging.getLogger("child.work")
+
+
+def wait_for_file(path: str, timeout: float = 60.0) -> None:
+    """Wait until the test creates ``path`` (its signal that a step is done)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {path}")
+        time.sleep(0.01)
+
+
+class DelaysAfter(tuple[float, ...]):
+    """Reconnection delays that are handed out once ``path`` exists: a reconnection reads
+    them (iterates) when it begins, on the sender thread, which thus waits for the test."""
+
+    path: str
+
+    def __new__(cls, delays: tuple[float, ...], path: str) -> DelaysAfter:
+        made = super().__new__(cls, delays)
+        made.path = path
+        return made
+
+    def __iter__(self) -> Iterator[float]:
+        wait_for_file(self.path)
+        return super().__iter__()
+
+
+def close_log_socket(handler: ForwardingHandler) -> None:
+    """Close the log connection's socket descriptor behind the handler's back."""
+    handler.flush(5)
+    assert handler._sock is not None
+    os.close(handler._sock.fileno())
+
+
+def hold_the_old_ledger(handler: ForwardingHandler, path: str) -> None:
+    """Make the sender thread wait for ``path`` between announcing a new connection and
+    letting it take over (setting the old ledger back): it installs the new ring first."""
+    install = handler._install_ring
+
+    def install_once_path_exists(ring: SenderRing) -> bool:
+        wait_for_file(path)
+        return install(ring)
+
+    vars(handler)["_install_ring"] = install_once_path_exists
+
+
+def numbered(start: int, count: int) -> None:
+    for index in range(start, start + count):
+        log.info("record %d", index, extra={"n": index})
+
+
+def main() -> None:
+    scenario, count = sys.argv[1], int(sys.argv[2])
+    steps = os.environ["STEP_DIR"]
+    handler = forward_logs(level=logging.DEBUG, name=f"closed-fd-{scenario}")
+    if scenario == "wait":
+        # Its only attempt comes a minute after the break: the test kills us long before.
+        reconnect.RECONNECT_DELAYS = (60.0,)
+    elif scenario == "resume":
+        reconnect.RECONNECT_DELAYS = DelaysAfter((0.0,), f"{steps}/reconnect")
+        if os.environ.get("HOLD_OLD_LEDGER"):
+            hold_the_old_ledger(handler, f"{steps}/resumed")
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    close_log_socket(handler)
+    numbered(0, count)
+    open(f"{steps}/logged", "w").close()
+    if scenario == "wait":
+        wait_for_file(f"{steps}/never")
+        return
+    wait_for_file(f"{steps}/reconnect")
+    numbered(count, count)
+    handler.flush(10)
+    wait_for_file(f"{steps}/exit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Standalone forwarding when a child closes its log socket's descriptor and lives on
+(isoplug.logs.pending_ends): the receiver keeps the broken connection's ledger and ring until
+the child reconnects or exits, in both of its modes (threads, event loop). A kill before the
+reconnection loses nothing, a reconnection replays nothing twice, and a closed receiver
+leaves none of its descriptors open."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from isoplug.logs import LogReceiver
+from isoplug.testing import eventually
+from tests.test_logs_forwarding import BOTH_MODES, combined_metrics, receiving
+
+CHILD = str(Path(__file__).with_name("closed_fd_child.py"))
+
+
+async def start_closed_fd_child(
+    receiver: LogReceiver,
+    scenario: str,
+    count: int,
+    steps: Path,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The child of tests/closed_fd_child.py, once it has closed its log socket and logged
+    ``count`` records, and the receiver keeps that connection's end pending. (A plain Popen:
+    no pipe of the test's stays open for it.)"""
+    with open(steps / "stderr", "wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, CHILD, scenario, str(count)],
+            env={**os.environ, **receiver.child_env(), "STEP_DIR": str(steps), **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        await eventually(lambda: (steps / "logged").exists() or child.poll() is not None)
+        assert child.poll() is None, (steps / "stderr").read_text()
+        # The connection ended (the child closed its socket) while the child runs: its end
+        # waits, and the metrics say so.
+        await eventually(lambda: combined_metrics(receiver).pending_ends == 1)
+    except BaseException:
+        kill(child)
+        raise
+    return child
+
+
+def kill(child: subprocess.Popen[bytes]) -> None:
+    child.kill()
+    child.wait()
+
+
+@asynccontextmanager
+async def closed_fd_child(
+    receiver: LogReceiver,
+    scenario: str,
+    count: int,
+    steps: Path,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """:func:`start_closed_fd_child`, killed on the way out if still running."""
+    child = await start_closed_fd_child(receiver, scenario, count, steps, env)
+    try:
+        yield child
+    finally:
+        kill(child)
+
+
+@BOTH_MODES
+async def test_records_a_kill_takes_before_the_reconnection_come_back_from_the_old_ring(
+    mode: str, tmp_path: Path
+) -> None:
+    count = 200
+    async with (
+        receiving(mode) as (receiver, collector),
+        closed_fd_child(receiver, "wait", count, tmp_path) as child,
+    ):
+        # Nowhere but in the broken connection's ring so far.
+        assert not collector.numbers()
+        child.kill()
+        await eventually(lambda: child.poll() is not None)
+        await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
+        metrics = combined_metrics(receiver)
+    assert collector.numbers() == list(range(count))
+    assert metrics.recovered == count
+    assert not metrics.dropped
+
+
+@BOTH_MODES
+@pytest.mark.parametrize("hold", [False, True], ids=["as-it-comes", "old-ledger-held"])
+async def test_a_reconnection_replays_once_what_the_old_ring_holds_past_where_it_resumes(
+    mode: str, hold: bool, tmp_path: Path
+) -> None:
+    # The records logged after the break are in the old ring, above where the new
+    # connection resumes, and the new connection carries them too: the old end, accounted
+    # for when the new connection arrives, stops where that one resumes. "old-ledger-held":
+    # the sender has not set the old ledger back yet when the receiver accounts for the old
+    # end, which then reads them all there.
+    count = 200
+    env = {"HOLD_OLD_LEDGER": "1"} if hold else {}
+    async with receiving(mode) as (receiver, collector):
+        async with closed_fd_child(receiver, "resume", count, tmp_path, env) as child:
+            (tmp_path / "reconnect").touch()
+            if hold:
+                await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
+                # The old end took none of them from its ring: they are the new connection's.
+                assert not collector.numbers()
+                (tmp_path / "resumed").touch()
+            await collector.wait_until(lambda: len(collector.numbers()) >= 2 * count)
+            # Accounted for by the reconnection, not by an exit: the child still runs.
+            metrics = combined_metrics(receiver)
+            assert child.poll() is None
+            assert metrics.pending_ends == 0
+            (tmp_path / "exit").touch()
+            await eventually(lambda: child.poll() is not None)
+        assert any("reconnected" in message for message in collector.messages())
+    assert child.returncode == 0, (tmp_path / "stderr").read_text()
+    # Each once, by number (not by totals), and in order.
+    assert collector.numbers() == list(range(2 * count))
+    # All of them came over the new connection; the old ring gave back none of them.
+    assert metrics.recovered == 0
+    assert not combined_metrics(receiver).dropped
+
+
+def open_descriptors() -> dict[int, str]:
+    """This process's open descriptors, and what each names."""
+    found: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # the listing's own descriptor, closed by now
+    return found
+
+
+@BOTH_MODES
+@pytest.mark.parametrize("sender", ["alive", "killed"])
+async def test_a_closed_receiver_leaves_none_of_its_descriptors_open(
+    mode: str, sender: str, tmp_path: Path
+) -> None:
+    # "alive": the receiver closes while an end is pending (its watcher thread polls the
+    # sender's pidfd and its wake pipe); "killed": the end was accounted for at the exit, the
+    # watcher ended, its wake pipe kept for the next one.
+    count = 50
+    before = open_descriptors()
+    async with receiving(mode) as (receiver, collector):
+        child = await start_closed_fd_child(receiver, "wait", count, tmp_path)
+        try:
+            if sender == "killed":
+                kill(child)
+                await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
+        except BaseException:
+            kill(child)
+            raise
+    try:
+        after = open_descriptors()
+        # Closing accounted for an end still pending, from the ring of a sender still running.
+        metrics = combined_metrics(receiver)
+        assert child.poll() is None or sender == "killed"
+    finally:
+        kill(child)
+    left = {fd: after[fd] for fd in after.keys() - before.keys()}
+    assert not left, f"descriptors the receiver left open: {left}"
+    assert metrics.pending_ends == 0
+    assert collector.numbers() == list(range(count))
+    assert metrics.recovered == count
