@@ -38,6 +38,7 @@ from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
+from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["PluginReloader", "ReloadPlan", "plan_reload", "plugin_folders", "reload_unavailable"]
 
@@ -116,9 +117,10 @@ def plan_reload(
                 continue
             successor = by_folder.get(_real(manifest.directory))
             if successor is not None:
-                why[plan.runner_id] = f"{manifest.path} now names plugin {successor.id!r}"
+                where = _shown(manifest.path)
+                why[plan.runner_id] = f"{where} now names plugin {successor.id!r}"
                 why[successor.runner_id] = (
-                    f"{manifest.path} now names plugin {successor.id!r} (was {manifest.id!r})"
+                    f"{where} now names plugin {successor.id!r} (was {manifest.id!r})"
                 )
             elif manifest_exists(manifest.path):
                 # Still there but no longer valid: keep the running plugin as it was.
@@ -163,7 +165,7 @@ def plan_reload(
         cause = shared[0] if shared else _code_change(changed, plan, running[runner_id])
         if cause is not None:
             restart.append(runner_id)
-            why[runner_id] = f"{cause} changed"
+            why[runner_id] = f"{_shown(cause)} changed"
     touched = frozenset(
         manifest.id
         for plan in known
@@ -206,14 +208,31 @@ def _kept_problem(problem: str, kept: Mapping[str, Path]) -> tuple[str | None, s
     validates): it is not skipped, it runs on the manifest it had. With that plugin's id
     (None: the problem is no kept plugin's)."""
     for plugin_id, path in kept.items():
-        # Discovery's problems start as a ManifestError of that path does (sanitized).
-        where = str(ManifestError(path, None, "-")).removesuffix("-")
+        where = _problem_of(path)
         if problem.startswith(where) and problem.endswith(_SKIPPED):
             return plugin_id, (
                 f"{problem.removesuffix(_SKIPPED)}; plugin {plugin_id} keeps running as it "
                 "was until it is fixed"
             )
     return None, problem
+
+
+def _problem_of(manifest: Path) -> str:
+    """How discovery's problems with ``manifest`` start: as a ManifestError of that path
+    does (sanitized)."""
+    return str(ManifestError(manifest, None, "-")).removesuffix("-")
+
+
+#: A path (or several) quoted in a reload record: a plugin names the files in its folder.
+_MAX_PATH_CHARS = 1024
+#: An error quoted in a reload record.
+_MAX_PROBLEM_CHARS = 4 * 1024
+
+
+def _shown(path: object) -> str:
+    """A path as a reload record quotes it: through the sanitizer, as every text a plugin
+    may have chosen (a file name holding ESC or a newline) is."""
+    return clean_path(path, _MAX_PATH_CHARS)
 
 
 def _real(directory: Path) -> Path:
@@ -309,10 +328,10 @@ class PluginReloader:
                 rust_timeout=500,
             ):
                 if not self.watching.is_set():
-                    _log.info("reload: watching %s for changes", ", ".join(map(str, roots)))
+                    _log.info("reload: watching %s for changes", _shown(", ".join(map(str, roots))))
                     self.watching.set()
                 if changes:
-                    await self._changed({Path(path) for _, path in changes})
+                    await self._batch({Path(path) for _, path in changes})
                 if self._roots() != roots:
                     # A linked plugin came or went: watch its real folder (or stop).
                     stop_watching.set()
@@ -327,11 +346,26 @@ class PluginReloader:
                     roots.add(real)
         return tuple(sorted(roots))
 
+    async def _batch(self, paths: set[Path]) -> None:
+        try:
+            await self._changed(paths)
+        except Exception as exc:
+            # The watch goes on: a later change (a fix) must still reach the plugins. The
+            # steps name their runner when they fail; this is what none of them caught.
+            _log.error(
+                "reload: a batch of changes could not be applied (%s); still watching",
+                clean_text(f"{type(exc).__name__}: {exc}", _MAX_PROBLEM_CHARS),
+            )
+
     async def _changed(self, paths: set[Path]) -> None:
         try:
             discovery = await asyncio.to_thread(self._discover)
         except OSError as exc:
-            _log.error("reload: cannot read the plugins folder %s: %s", self._plugins_dir, exc)
+            _log.error(
+                "reload: cannot read the plugins folder %s: %s",
+                _shown(self._plugins_dir),
+                clean_path(exc, _MAX_PROBLEM_CHARS),
+            )
             return
         plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file, self._folders)
         self._folders = plugin_folders(discovery)
@@ -360,4 +394,4 @@ class PluginReloader:
             for manifest in plan.manifests:
                 if any(_relative(path, manifest.directory) is not None for path in paths):
                     folders.add(manifest.directory)
-        return {f"{folder / MANIFEST_NAME}:" for folder in folders}
+        return {_problem_of(folder / MANIFEST_NAME) for folder in folders}
