@@ -97,3 +97,20 @@ def test_isoplug_run_reload_a_runner_lost_in_on_config_ends_with_0(tmp_path: Pat
         returncode = console.stop()
     assert returncode == 0, console.text
     assert "watching the plugins folder stopped" not in console.text
+
+
+async def test_reload_records_quote_paths_through_the_sanitizer(tmp_path: Path) -> None:
+    """A plugin names the files in its folder, an operator the plugins folder: ESC and
+    newlines in either reach no record raw."""
+    directory = copy_plugins(tmp_path / "pl\x1b[31mdir", "echo")
+    with watching("isoplug.host") as records:
+        async with reloading(directory, FAST) as host:
+            evil = directory / "echo" / "x\n09:00:00 isoplug critical FORGED\x1b[31m.py"
+            await restarted_by(host, "echo", lambda: evil.write_text("X = 1\n"))
+        texts = [record.getMessage() for record in records.select(text="reload:")]
+    changed = [text for text in texts if "restarting runner echo" in text]
+    watching_line = [text for text in texts if "reload: watching" in text]
+    assert changed and watching_line, texts
+    for text in [*changed, *watching_line]:
+        assert "\x1b" not in text and "\\x1b[31m" in text, text
+    assert "\nFORGED" not in changed[0] and "\n09:00" not in changed[0], changed[0]
