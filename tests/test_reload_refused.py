@@ -130,3 +130,17 @@ def test_isoplug_run_reload_a_config_refused_then_restored_ends_with_0(tmp_path:
     finally:
         returncode = console.stop()
     assert returncode == 0, console.text
+
+
+async def test_a_plugin_folder_removed_in_two_steps_restarts_no_other(tmp_path: Path) -> None:
+    """``git rm plugin.toml``, then the rest of the folder: its code is not shared code."""
+    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("echo").pid
+            (directory / "printer" / "plugin.toml").unlink()
+            await eventually(lambda: "printer" not in {p.id for p in host.plugins()})
+            shutil.rmtree(directory / "printer")
+            await barrier(host, directory, "leveled")
+            assert host.plugin("echo").pid == pid
+            assert not records.select(text="restarting runner echo")

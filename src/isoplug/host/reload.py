@@ -16,7 +16,8 @@
   that folder removed: its problem is told again (or, removed, gone); nothing restarts;
 - a Python file changed outside every plugin folder (shared code beside them): every runner
   restarts, since any plugin may import it. Files of a removed or skipped plugin folder
-  (also once removed) are that folder's, not shared code.
+  (also once removed), or of a folder that held a ``plugin.toml`` before (until the folder
+  is removed: a folder removed in steps), are that folder's, not shared code.
 
 A problem with a folder (an invalid manifest, a ``[config]`` its plugin refuses) is logged
 once per change of that folder, not again with every batch of changes elsewhere.
@@ -302,7 +303,8 @@ class PluginReloader:
         #: The plugins kept running as they were, their ``plugin.toml`` no longer valid, as
         #: the last batch found them: plugin id -> the problem.
         self.kept: dict[str, str] = {}
-        #: The plugin folders (skipped ones too) as the last batch found them.
+        #: Every folder that held a ``plugin.toml`` (skipped ones too) since it was made: one
+        #: that no longer holds one is a plugin's still, until it is removed.
         self._folders: frozenset[Path] = frozenset()
 
     async def run(self) -> None:
@@ -368,7 +370,9 @@ class PluginReloader:
             )
             return
         plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file, self._folders)
-        self._folders = plugin_folders(discovery)
+        # A folder that was a plugin's stays one while it exists: removed in steps (its
+        # plugin.toml first, the rest later), its files are still not shared code.
+        self._folders = plugin_folders(discovery) | {f for f in self._folders if f.is_dir()}
         # A folder's problem is told once per change of that folder, not again with every
         # batch of changes elsewhere.
         touched = self._touched_manifests(paths)
