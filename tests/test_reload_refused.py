@@ -144,3 +144,24 @@ async def test_a_plugin_folder_removed_in_two_steps_restarts_no_other(tmp_path: 
             await barrier(host, directory, "leveled")
             assert host.plugin("echo").pid == pid
             assert not records.select(text="restarting runner echo")
+
+
+async def test_a_new_folder_reusing_a_running_plugins_id_is_the_one_skipped(
+    tmp_path: Path,
+) -> None:
+    """Whatever its name sorts as: ``cp -r m_echo a_echo`` must not take ``echo`` over."""
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    (directory / "echo").rename(directory / "m_echo")
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("echo").pid
+            shutil.copytree(directory / "m_echo", directory / "a_echo")
+            await records.wait_for_record(text="a_echo/plugin.toml: field 'id'")
+            await barrier(host, directory, "leveled")
+            assert host.plugin("echo").pid == pid
+            assert not records.select(text="replacing it")
+            (problem,) = host.problems
+            assert "m_echo/plugin.toml, which runs it; plugin skipped" in problem, problem
+            # Its folder is still the running plugin's: an edit there restarts it.
+            touch_code(directory / "m_echo" / "echo_plugin.py")
+            await eventually(lambda: host.plugin("echo").pid not in (None, pid))

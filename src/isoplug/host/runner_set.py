@@ -82,7 +82,9 @@ class RunnerSet:
 
     def discover(self) -> Discovery:
         """The plugins folder's manifests, with the host's configuration overrides merged."""
-        discovery = discover(self.plugins_dir)
+        # A plugin that runs keeps its folder: a newcomer naming its id is the one skipped.
+        running = {m.id: m.directory for plan in self.plans.values() for m in plan.manifests}
+        discovery = discover(self.plugins_dir, running)
         self._toml_configs = {m.id: m.config for m in discovery.manifests}
         manifests = tuple(self._configured(m) for m in discovery.manifests)
         return dataclasses.replace(discovery, manifests=manifests)
