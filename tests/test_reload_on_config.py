@@ -6,6 +6,7 @@ configuration (its schema took it before ``on_config`` saw it)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -99,6 +100,10 @@ def test_isoplug_run_reload_a_runner_lost_in_on_config_ends_with_0(tmp_path: Pat
     assert "watching the plugins folder stopped" not in console.text
 
 
+def write(path: Path) -> None:
+    path.write_text("X = 1\n")
+
+
 async def test_reload_records_quote_paths_through_the_sanitizer(tmp_path: Path) -> None:
     """A plugin names the files in its folder, an operator the plugins folder: ESC and
     newlines in either reach no record raw."""
@@ -106,7 +111,7 @@ async def test_reload_records_quote_paths_through_the_sanitizer(tmp_path: Path) 
     with watching("isoplug.host") as records:
         async with reloading(directory, FAST) as host:
             evil = directory / "echo" / "x\n09:00:00 isoplug critical FORGED\x1b[31m.py"
-            await restarted_by(host, "echo", lambda: evil.write_text("X = 1\n"))
+            await restarted_by(host, "echo", functools.partial(write, evil))
         texts = [record.getMessage() for record in records.select(text="reload:")]
     changed = [text for text in texts if "restarting runner echo" in text]
     watching_line = [text for text in texts if "reload: watching" in text]
