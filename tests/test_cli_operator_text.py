@@ -60,3 +60,17 @@ async def test_unknown_config_tables_are_named_escaped_on_the_console(tmp_path: 
     assert code == 0, output + errors
     assert f"--config {folder.parent}/{SHOWN}/overrides.toml" in output
     assert "\x1b" not in output + errors
+
+
+def test_unknown_arguments_are_named_escaped(tmp_path: Path) -> None:
+    """argparse's own error path: an argument it does not know, at the top or in a
+    subcommand."""
+    for arguments in (
+        ("run", str(tmp_path), f"extra{ESC}"),
+        ("run", f"--bo{ESC}", str(tmp_path)),
+        (f"no{ESC}such",),
+    ):
+        result = isoplug(*arguments)
+        assert result.returncode == 2, arguments
+        assert "error: " in result.stderr and SHOWN in result.stderr, result.stderr
+        assert "\x1b" not in result.stderr, arguments

@@ -24,6 +24,7 @@ from isoplug.host import PluginInfo
 from isoplug.host.limits import LimitWatch, read_usage
 from isoplug.host.manifest import ManifestError, load_manifest
 from isoplug.host.registry import plan_runners
+from isoplug.sizes import parse_size
 from tests.plugins_fixtures import FAST, copy_plugins
 from tests.record_waiter import watching
 
@@ -482,3 +483,11 @@ def test_plugins_of_a_group_must_agree_on_their_limits(tmp_path: Path) -> None:
     assert [m.id for m in plans[0].manifests] == ["a", "c"]
     assert len(problems) == 1
     assert "field 'limits.memory': 1.86 GiB (2000000000 bytes) here, 953.7 MiB" in problems[0]
+
+
+def test_size_messages_name_the_bound_and_every_unit() -> None:
+    with pytest.raises(ValueError, match=r"too large a size: at most 9223372036854775807 bytes"):
+        parse_size("99999999TB")
+    with pytest.raises(ValueError, match=r"KB, MB, GB, TB, KiB, MiB, GiB or TiB"):
+        parse_size("12 parsecs")
+    assert parse_size("1TiB") == 1024**4 and parse_size("1TB") == 1000**4

@@ -77,7 +77,7 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
         ),
         (
             'id = "a.b"\nversion = "1"\nentry = "m:P"\n',
-            "field 'id': 'a.b' is not valid: start with a letter",
+            "field 'id': 'a.b' is not valid: start with an ASCII letter",
         ),
         (
             'id = "p"\nversion = 1\nentry = "m:P"\n',

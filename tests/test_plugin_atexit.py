@@ -130,3 +130,26 @@ async def test_a_process_pool_left_open_still_ends_before_multiprocessing_joins(
     assert took < WITHIN, took
     assert waiter.matching(EXIT_LOGGER, "atexit hook after the pool ran")
     assert not waiter.matching(RUNNER_LOGGER, "an atexit hook"), waiter.messages()
+
+
+async def test_in_a_group_an_atexit_hook_is_the_plugin_that_registered_it(
+    tmp_path: Path,
+) -> None:
+    """Its print, its records and its failure arrive as that member's, not the group's."""
+    async with running(tmp_path, "duo_a", "duo_b", config=SHORT_TEARDOWN) as (host, waiter):
+        await host.call("duo_a", "register_exit_hooks")
+        await host.call("duo_b", "register_exit_hooks")
+        info = await host.stop("duo_a")
+    assert_clean_stop(info.last_exit)
+    for member in ("duo_a", "duo_b"):
+        (printed,) = waiter.matching(f"plugin.{member}.stdout", f"{member} atexit print")
+        (logged,) = waiter.matching(f"plugin.{member}.{member}_plugin", f"{member} atexit record")
+        (failed,) = [
+            r
+            for r in waiter.records
+            if r.exc_info and f"{member} atexit hook failed" in str(r.exc_info[1])
+        ]
+        assert failed.name.startswith(f"plugin.{member}"), failed.name
+        for record in (printed, logged, failed):
+            assert getattr(record, "plugin_id", None) == member, record
+    assert not [m for m in waiter.messages() if "unregistered hook ran" in m], waiter.messages()

@@ -130,3 +130,38 @@ def test_isoplug_run_reload_a_config_refused_then_restored_ends_with_0(tmp_path:
     finally:
         returncode = console.stop()
     assert returncode == 0, console.text
+
+
+async def test_a_plugin_folder_removed_in_two_steps_restarts_no_other(tmp_path: Path) -> None:
+    """``git rm plugin.toml``, then the rest of the folder: its code is not shared code."""
+    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("echo").pid
+            (directory / "printer" / "plugin.toml").unlink()
+            await eventually(lambda: "printer" not in {p.id for p in host.plugins()})
+            shutil.rmtree(directory / "printer")
+            await barrier(host, directory, "leveled")
+            assert host.plugin("echo").pid == pid
+            assert not records.select(text="restarting runner echo")
+
+
+async def test_a_new_folder_reusing_a_running_plugins_id_is_the_one_skipped(
+    tmp_path: Path,
+) -> None:
+    """Whatever its name sorts as: ``cp -r m_echo a_echo`` must not take ``echo`` over."""
+    directory = copy_plugins(tmp_path, "echo", "leveled")
+    (directory / "echo").rename(directory / "m_echo")
+    async with reloading(directory) as host:
+        with watching("isoplug.host") as records:
+            pid = host.plugin("echo").pid
+            shutil.copytree(directory / "m_echo", directory / "a_echo")
+            await records.wait_for_record(text="a_echo/plugin.toml: field 'id'")
+            await barrier(host, directory, "leveled")
+            assert host.plugin("echo").pid == pid
+            assert not records.select(text="replacing it")
+            (problem,) = host.problems
+            assert "m_echo/plugin.toml, which runs it; plugin skipped" in problem, problem
+            # Its folder is still the running plugin's: an edit there restarts it.
+            touch_code(directory / "m_echo" / "echo_plugin.py")
+            await eventually(lambda: host.plugin("echo").pid not in (None, pid))

@@ -10,11 +10,18 @@ function, or its line must say why it is safe in a ``# sanitized: <why>`` commen
 object whose field shares a wire field's name). The check cannot follow a value through a local
 variable; it catches the common slip of formatting ``hello.name`` or ``error.message`` straight
 into a message.
+
+A path is outside text too: a plugin names the files in its folder (one named with ESC or a
+newline), an operator names the plugins folder. So a logging call in a host module may not
+quote a value named like a path (``path``, ``*_dir``, ``folder``, ``roots``, ``cause`` ...)
+but through a sanitizing call (``clean_path``, or a module's helper named ``_shown`` that
+wraps it).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import typing
 from pathlib import Path
 
@@ -49,7 +56,7 @@ HOST_SIDE = sorted(
     ]
 )
 
-SANITIZERS = frozenset({"clean_text", "clean_block", "cap_text", "clean_logger_name"})
+SANITIZERS = frozenset({"clean_text", "clean_block", "cap_text", "clean_logger_name", "clean_path"})
 LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
 
 
@@ -156,5 +163,70 @@ def test_no_host_module_formats_a_sent_value_without_the_sanitizer() -> None:
         for path in HOST_SIDE
         if path.exists()
         for problem in violations(path.read_text(), str(path.relative_to(SRC)), FIELDS)
+    ]
+    assert problems == [], "\n".join(problems)
+
+
+#: Names of values that hold a path (or several), by the host modules' naming.
+PATH_NAME = re.compile(r"(path|dir|directory|folder|root|cause|file)s?$")
+#: Module helpers that quote a path through clean_path.
+PATH_SANITIZERS = SANITIZERS | {"_shown"}
+
+
+def _unsanitized_paths(node: ast.AST) -> list[ast.expr]:
+    """Path-named values under ``node`` that no sanitizing call encloses."""
+    found: list[ast.expr] = []
+
+    def visit(current: ast.AST) -> None:
+        if isinstance(current, ast.Call):
+            function = current.func
+            name = function.attr if isinstance(function, ast.Attribute) else None
+            name = function.id if isinstance(function, ast.Name) else name
+            if name in PATH_SANITIZERS:
+                return
+        if isinstance(current, ast.Attribute | ast.Name):
+            name = current.attr if isinstance(current, ast.Attribute) else current.id
+            if PATH_NAME.search(name):
+                found.append(current)
+                return
+        for child in ast.iter_child_nodes(current):
+            visit(child)
+
+    visit(node)
+    return found
+
+
+def path_violations(source: str, filename: str) -> list[str]:
+    """``file:line: expression`` for every path-named value a logging call quotes raw."""
+    tree = ast.parse(source, filename)
+    problems = []
+    for sink in ast.walk(tree):
+        if not (isinstance(sink, ast.Call) and _is_log_call(sink)):
+            continue
+        # The first argument is the format, the host's own words.
+        for argument in [*sink.args[1:], *(keyword.value for keyword in sink.keywords)]:
+            for value in _unsanitized_paths(argument):
+                problems.append(f"{filename}:{value.lineno}: {ast.unparse(value)}")
+    return problems
+
+
+def test_the_path_rule_catches_a_path_logged_raw() -> None:
+    source = """
+_log.info("reload: watching %s", ", ".join(map(str, roots)))
+_log.error("cannot read %s: %s", self._plugins_dir, clean_path(exc, 80))
+_log.info("reload: %s changed", _shown(cause))
+_log.info("reload: %s", clean_path(manifest.path, 80))
+"""
+    assert path_violations(source, "example.py") == [
+        "example.py:2: roots",
+        "example.py:3: self._plugins_dir",
+    ]
+
+
+def test_no_host_module_logs_a_path_without_the_sanitizer() -> None:
+    problems = [
+        problem
+        for path in sorted((SRC / "host").glob("*.py"))
+        for problem in path_violations(path.read_text(), str(path.relative_to(SRC)))
     ]
     assert problems == [], "\n".join(problems)

@@ -59,8 +59,9 @@ def test_new_says_when_a_file_stands_where_a_folder_is_needed(
         ("None", "it is a Python keyword"),
         ("async", "it is a Python keyword"),
         ("p" * 70, "it has 70 characters, at most 64"),
-        ("_private", "use a letter, then letters, digits or '_'"),
-        ("9lives", "use a letter, then letters, digits or '_'"),
+        ("_private", "use an ASCII letter, then ASCII letters, digits or '_'"),
+        ("9lives", "use an ASCII letter, then ASCII letters, digits or '_'"),
+        ("é_name", "use an ASCII letter, then ASCII letters, digits or '_'"),
     ],
 )
 def test_new_says_why_a_name_is_refused(

@@ -109,7 +109,8 @@ def _bad_name(name: str) -> str | None:
     if keyword.iskeyword(name):
         return "it is a Python keyword"
     if not _NAME.fullmatch(name):
-        return "use a letter, then letters, digits or '_'"
+        # As plugin ids: ASCII only ("é" is a letter, but no id's).
+        return "use an ASCII letter, then ASCII letters, digits or '_'"
     return None
 
 

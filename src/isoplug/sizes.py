@@ -1,9 +1,10 @@
 """Sizes as people write them in ``plugin.toml`` (``"512MB"``, ``"1.5 GiB"``, ``4096``) and as
 the host prints them back (``488.3 MiB``).
 
-``KB``, ``MB`` and ``GB`` are powers of 1000, ``KiB``, ``MiB`` and ``GiB`` powers of 1024, as
-the standards have them (``"512MB"`` is 488.3 MiB); ``B`` and a bare integer are bytes. Units
-are case-insensitive but for that distinction (``"512mb"`` is 512 MB).
+``KB``, ``MB``, ``GB`` and ``TB`` are powers of 1000, ``KiB``, ``MiB``, ``GiB`` and ``TiB``
+powers of 1024, as the standards have them (``"512MB"`` is 488.3 MiB); ``B`` and a bare
+integer are bytes. Units are case-insensitive but for that distinction (``"512mb"`` is 512
+MB). A size is below 2**63 bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ _UNITS = {
 }
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z]*)\s*$")
 #: What a size may be written as, for error messages.
-SIZE_FORMS = 'a number of bytes, or a number with KB, MB, GB, KiB, MiB or GiB ("512MB")'
+SIZE_FORMS = 'a number of bytes, or a number with KB, MB, GB, TB, KiB, MiB, GiB or TiB ("512MB")'
+#: Sizes are below this many bytes (they fit a signed 64-bit integer, as the kernel's limits).
+_MAX_SIZE = 2**63
 
 
 def parse_size(value: int | str) -> int:
@@ -43,8 +46,10 @@ def parse_size(value: int | str) -> int:
     if match is None or unit is None:
         raise ValueError(f"{value!r} is not a size: {SIZE_FORMS}")
     size = float(match["number"]) * unit
-    if not math.isfinite(size) or size >= 2**63:
-        raise ValueError(f"{value!r} is too large a size")
+    if not math.isfinite(size) or size >= _MAX_SIZE:
+        raise ValueError(
+            f"{value!r} is too large a size: at most {_MAX_SIZE - 1} bytes (8 EiB less one)"
+        )
     return int(size)
 
 

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from isoplug import __version__
 from isoplug.cli.demo import DEMO_DURATION
 from isoplug.cli.running import BUILTIN_CAPABILITIES
+from isoplug.cli.say import shown
 from isoplug.host.schema import IMPORT_TIMEOUT
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors sanitized: "unrecognized arguments" quotes the
+    operator's words raw (an argument holding ESC would reach the terminal as one). Its
+    subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {shown(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="isoplug",
         description="Run plugins in isolated runner processes without losing their logs.",
     )

@@ -60,7 +60,7 @@ async def apply_config(
     # Looked at again: the state may have changed while the check ran.
     peer = target.ready_peer(plugin_id)
     if peer is not None:
-        live = await offer_config(peer, plugin_id, config)
+        live = await offer_config(peer, plugin_id, config, settings.call_timeout)
         target.manifests[plugin_id] = new
         if live:
             return True

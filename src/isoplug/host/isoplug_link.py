@@ -23,6 +23,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from isoplug.wire.sanitize import clean_path
+
 __all__ = ["host_package_root", "isoplug_only_folder"]
 
 _log = logging.getLogger("isoplug.host")
@@ -59,6 +61,10 @@ def isoplug_only_folder() -> str:
         return folder
 
 
+#: A path quoted in a record (the operator's, but a record quotes no path raw).
+_MAX_PATH_CHARS = 1024
+
+
 def _package() -> Path:
     # isoplug/host/isoplug_link.py -> isoplug
     return Path(__file__).resolve().parents[1]
@@ -69,7 +75,7 @@ def _fall_back(why: str) -> str:
     _log.warning(
         "runners with an interpreter of their own import isoplug from %s, which comes before "
         "their own packages (%s)",
-        root,
+        clean_path(root, _MAX_PATH_CHARS),
         why,
     )
     _made[os.getpid()] = root
@@ -84,4 +90,8 @@ def _remove(folder: str, owner: int) -> None:
         os.unlink(link)
         os.rmdir(folder)
     except OSError as exc:
-        _log.warning("could not remove %s: %s", folder, exc)
+        _log.warning(
+            "could not remove %s: %s",
+            clean_path(folder, _MAX_PATH_CHARS),
+            clean_path(exc, _MAX_PATH_CHARS),
+        )

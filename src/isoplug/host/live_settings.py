@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from isoplug.control import SET_CONFIG, SET_LOG_LEVEL, ConfigChange, LogLevelChange
-from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError
+from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError, RequestTimeout, TransportError
 from isoplug.host.ready_report import MAX_FAILURE_CHARS, traceback_block
 from isoplug.rpc import Peer
 from isoplug.wire.sanitize import clean_text
@@ -37,13 +37,18 @@ async def apply_log_levels(runner_id: str, changes: Iterable[LogLevelChange], pe
             )
 
 
-async def offer_config(peer: Peer, plugin_id: str, config: Mapping[str, Any]) -> bool:
+async def offer_config(
+    peer: Peer, plugin_id: str, config: Mapping[str, Any], timeout: float | None
+) -> bool:
     """Offer ``plugin_id`` its new ``config`` in its ready runner: True when it took it live
     (its ``on_config``), False when its runner must restart with it (no ``on_config``, or
-    ``on_config`` failed: the plugin may be half-changed). Raises
-    :class:`~isoplug.errors.ConfigInvalid` when its schema refuses it."""
+    ``on_config`` failed, gave no answer within ``timeout`` seconds, or ended its runner: the
+    plugin may be half-changed, and the schema checks the configuration before ``on_config``
+    sees it). Raises :class:`~isoplug.errors.ConfigInvalid` when its schema refuses it."""
     try:
-        live = await peer.request(SET_CONFIG, ConfigChange(plugin_id, dict(config)))
+        live = await peer.request(
+            SET_CONFIG, ConfigChange(plugin_id, dict(config)), timeout=timeout
+        )
     except RemoteError as exc:
         if exc.remote_type == _CONFIG_INVALID:
             raise ConfigInvalid(clean_text(exc.remote_message, MAX_FAILURE_CHARS)) from None
@@ -55,6 +60,26 @@ async def offer_config(peer: Peer, plugin_id: str, config: Mapping[str, Any]) ->
             clean_text(exc.remote_type.removeprefix("builtins."), MAX_FAILURE_CHARS),
             clean_text(exc.remote_message, MAX_FAILURE_CHARS),
             traceback_block(exc.remote_traceback),
+        )
+        return False
+    except RequestTimeout:
+        # A hung on_config must not hold the change (nor hot reload) for ever: the restart
+        # ends it, and the new start takes the configuration (or its setup says why not).
+        _log.warning(
+            "plugin %s: on_config gave no answer within %s s; restarting its runner with the "
+            "new configuration",
+            plugin_id,
+            timeout,
+        )
+        return False
+    except TransportError as exc:
+        # The runner ended while on_config ran (os._exit, a crash, a memory limit): what it
+        # was handed is the configuration the plugin is to run with from now on.
+        _log.warning(
+            "plugin %s: its runner ended during on_config (%s); restarting it with the new "
+            "configuration",
+            plugin_id,
+            clean_text(type(exc).__name__, MAX_FAILURE_CHARS),
         )
         return False
     return live is True

@@ -207,8 +207,11 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 #: What a value must look like where msgspec would quote a bare regex.
 _PATTERN_HINTS = {
-    "id": "start with a letter, then up to 63 letters, digits, '_' or '-'",
-    "group": "same rules as id: start with a letter, then up to 63 letters, digits, '_' or '-'",
+    "id": "start with an ASCII letter, then up to 63 ASCII letters, digits, '_' or '-'",
+    "group": (
+        "same rules as id: start with an ASCII letter, then up to 63 ASCII letters, digits, "
+        "'_' or '-'"
+    ),
     "entry": "must look like 'module:Attribute' (e.g. 'myplugin:MyPlugin')",
 }
 

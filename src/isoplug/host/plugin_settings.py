@@ -72,9 +72,10 @@ class PluginSettings:
         The plugin's schema checks it first, in every state: its ready runner does, else the
         host imports the plugin in a short-lived process of its own to ask its schema. A
         plugin with ``on_config`` takes it live (returns True). Otherwise returns False: a
-        ready, starting or failed plugin restarts with it (this returns once it is ready or
-        failed again); a stopped plugin keeps it for its next start. The configuration holds
-        for every later restart.
+        ready plugin (its ``on_config`` raised, gave no answer within
+        ``config.call_timeout``, or ended its runner, included), a starting or a failed one
+        restarts with it (this returns once it is ready or failed again); a stopped plugin
+        keeps it for its next start. The configuration holds for every later restart.
 
         Raises, changing nothing: :class:`~isoplug.errors.ConfigInvalid` naming the plugin
         and the field when the schema refuses it, or when ``config`` is not a table with

@@ -11,13 +11,13 @@ import contextlib
 import dataclasses
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from isoplug.control import ResourceLimits
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from isoplug.sizes import format_size
-from isoplug.wire.sanitize import cap_text
+from isoplug.wire.sanitize import cap_text, clean_path
 
 __all__ = [
     "Discovery",
@@ -49,21 +49,23 @@ class RunnerPlan:
     manifests: tuple[Manifest, ...]
 
 
-def discover(plugins_dir: Path) -> Discovery:
+def discover(plugins_dir: Path, running: Mapping[str, Path] | None = None) -> Discovery:
     """Validate every ``*/plugin.toml`` under ``plugins_dir``, in name order.
 
     Directories without a manifest (``__pycache__``, shared helpers) are skipped silently.
-    Raises :class:`FileNotFoundError` / :class:`NotADirectoryError` only when ``plugins_dir``
-    itself is unusable.
+    Of two folders naming one plugin id, the first by name is taken and the other skipped,
+    unless the id runs already (``running``: plugin id -> its folder, under hot reload):
+    then the folder it runs from keeps it, and a newcomer is the one skipped, whatever its
+    name. Raises :class:`FileNotFoundError` / :class:`NotADirectoryError` only when
+    ``plugins_dir`` itself is unusable.
     """
     if not plugins_dir.exists():
         raise FileNotFoundError(f"plugins directory {plugins_dir} does not exist")
     if not plugins_dir.is_dir():
         raise NotADirectoryError(f"plugins directory {plugins_dir} is not a directory")
-    manifests: list[Manifest] = []
-    problems: list[str] = []
-    seen: dict[str, Path] = {}
-    skipped: list[Path] = []
+    running = running or {}
+    loaded: list[Manifest | ManifestError] = []
+    found: list[Path] = []
     scratch = plugins_dir.resolve() in _SCRATCH_DIRS
     for entry in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
         if not (entry / MANIFEST_NAME).exists():
@@ -71,20 +73,46 @@ def discover(plugins_dir: Path) -> Discovery:
         # In plugins_dir_for's scratch folder, the link it made: the user named the folder
         # itself, and every message (an invalid manifest, a reload) must name that.
         directory = entry.resolve() if scratch else entry
+        found.append(directory)
         try:
-            manifest = load_manifest(directory)
+            loaded.append(load_manifest(directory))
         except ManifestError as exc:
-            problems.append(f"{exc}; plugin skipped")
+            loaded.append(exc)
+    owners: dict[str, Manifest] = {}
+    for item in loaded:
+        if isinstance(item, Manifest):
+            home = running.get(item.id)
+            if item.id not in owners or (home is not None and _same_folder(item.directory, home)):
+                owners[item.id] = item
+    manifests: list[Manifest] = []
+    problems: list[str] = []
+    skipped: list[Path] = []
+    for directory, item in zip(found, loaded, strict=True):
+        if isinstance(item, ManifestError):
+            problems.append(f"{item}; plugin skipped")
             skipped.append(directory)
             continue
-        if manifest.id in seen:
-            used = f"{manifest.id!r} is already used by {seen[manifest.id]}"
-            problems.append(f"{ManifestError(manifest.path, 'id', used)}; plugin skipped")
+        owner = owners[item.id]
+        if owner is not item:
+            keeps = ", which runs it" if item.id in running else ""
+            used = f"{item.id!r} is already used by {_shown(owner.path)}{keeps}"
+            problems.append(f"{ManifestError(item.path, 'id', used)}; plugin skipped")
             skipped.append(directory)
             continue
-        seen[manifest.id] = manifest.path
-        manifests.append(manifest)
+        manifests.append(item)
     return Discovery(tuple(manifests), tuple(problems), tuple(skipped))
+
+
+def _same_folder(one: Path, other: Path) -> bool:
+    return one == other or one.resolve() == other.resolve()
+
+
+def _shown(path: Path) -> str:
+    return clean_path(path, _MAX_FOLDER_CHARS)
+
+
+#: A plugin folder's path quoted in a problem.
+_MAX_FOLDER_CHARS = 1024
 
 
 def is_plugin_dir(path: Path) -> bool:

@@ -16,7 +16,8 @@
   that folder removed: its problem is told again (or, removed, gone); nothing restarts;
 - a Python file changed outside every plugin folder (shared code beside them): every runner
   restarts, since any plugin may import it. Files of a removed or skipped plugin folder
-  (also once removed) are that folder's, not shared code.
+  (also once removed), or of a folder that held a ``plugin.toml`` before (until the folder
+  is removed: a folder removed in steps), are that folder's, not shared code.
 
 A problem with a folder (an invalid manifest, a ``[config]`` its plugin refuses) is logged
 once per change of that folder, not again with every batch of changes elsewhere.
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
+from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["PluginReloader", "ReloadPlan", "plan_reload", "plugin_folders", "reload_unavailable"]
 
@@ -116,9 +118,10 @@ def plan_reload(
                 continue
             successor = by_folder.get(_real(manifest.directory))
             if successor is not None:
-                why[plan.runner_id] = f"{manifest.path} now names plugin {successor.id!r}"
+                where = _shown(manifest.path)
+                why[plan.runner_id] = f"{where} now names plugin {successor.id!r}"
                 why[successor.runner_id] = (
-                    f"{manifest.path} now names plugin {successor.id!r} (was {manifest.id!r})"
+                    f"{where} now names plugin {successor.id!r} (was {manifest.id!r})"
                 )
             elif manifest_exists(manifest.path):
                 # Still there but no longer valid: keep the running plugin as it was.
@@ -163,7 +166,7 @@ def plan_reload(
         cause = shared[0] if shared else _code_change(changed, plan, running[runner_id])
         if cause is not None:
             restart.append(runner_id)
-            why[runner_id] = f"{cause} changed"
+            why[runner_id] = f"{_shown(cause)} changed"
     touched = frozenset(
         manifest.id
         for plan in known
@@ -206,14 +209,31 @@ def _kept_problem(problem: str, kept: Mapping[str, Path]) -> tuple[str | None, s
     validates): it is not skipped, it runs on the manifest it had. With that plugin's id
     (None: the problem is no kept plugin's)."""
     for plugin_id, path in kept.items():
-        # Discovery's problems start as a ManifestError of that path does (sanitized).
-        where = str(ManifestError(path, None, "-")).removesuffix("-")
+        where = _problem_of(path)
         if problem.startswith(where) and problem.endswith(_SKIPPED):
             return plugin_id, (
                 f"{problem.removesuffix(_SKIPPED)}; plugin {plugin_id} keeps running as it "
                 "was until it is fixed"
             )
     return None, problem
+
+
+def _problem_of(manifest: Path) -> str:
+    """How discovery's problems with ``manifest`` start: as a ManifestError of that path
+    does (sanitized)."""
+    return str(ManifestError(manifest, None, "-")).removesuffix("-")
+
+
+#: A path (or several) quoted in a reload record: a plugin names the files in its folder.
+_MAX_PATH_CHARS = 1024
+#: An error quoted in a reload record.
+_MAX_PROBLEM_CHARS = 4 * 1024
+
+
+def _shown(path: object) -> str:
+    """A path as a reload record quotes it: through the sanitizer, as every text a plugin
+    may have chosen (a file name holding ESC or a newline) is."""
+    return clean_path(path, _MAX_PATH_CHARS)
 
 
 def _real(directory: Path) -> Path:
@@ -283,7 +303,8 @@ class PluginReloader:
         #: The plugins kept running as they were, their ``plugin.toml`` no longer valid, as
         #: the last batch found them: plugin id -> the problem.
         self.kept: dict[str, str] = {}
-        #: The plugin folders (skipped ones too) as the last batch found them.
+        #: Every folder that held a ``plugin.toml`` (skipped ones too) since it was made: one
+        #: that no longer holds one is a plugin's still, until it is removed.
         self._folders: frozenset[Path] = frozenset()
 
     async def run(self) -> None:
@@ -309,10 +330,10 @@ class PluginReloader:
                 rust_timeout=500,
             ):
                 if not self.watching.is_set():
-                    _log.info("reload: watching %s for changes", ", ".join(map(str, roots)))
+                    _log.info("reload: watching %s for changes", _shown(", ".join(map(str, roots))))
                     self.watching.set()
                 if changes:
-                    await self._changed({Path(path) for _, path in changes})
+                    await self._batch({Path(path) for _, path in changes})
                 if self._roots() != roots:
                     # A linked plugin came or went: watch its real folder (or stop).
                     stop_watching.set()
@@ -327,14 +348,31 @@ class PluginReloader:
                     roots.add(real)
         return tuple(sorted(roots))
 
+    async def _batch(self, paths: set[Path]) -> None:
+        try:
+            await self._changed(paths)
+        except Exception as exc:
+            # The watch goes on: a later change (a fix) must still reach the plugins. The
+            # steps name their runner when they fail; this is what none of them caught.
+            _log.error(
+                "reload: a batch of changes could not be applied (%s); still watching",
+                clean_text(f"{type(exc).__name__}: {exc}", _MAX_PROBLEM_CHARS),
+            )
+
     async def _changed(self, paths: set[Path]) -> None:
         try:
             discovery = await asyncio.to_thread(self._discover)
         except OSError as exc:
-            _log.error("reload: cannot read the plugins folder %s: %s", self._plugins_dir, exc)
+            _log.error(
+                "reload: cannot read the plugins folder %s: %s",
+                _shown(self._plugins_dir),
+                clean_path(exc, _MAX_PROBLEM_CHARS),
+            )
             return
         plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file, self._folders)
-        self._folders = plugin_folders(discovery)
+        # A folder that was a plugin's stays one while it exists: removed in steps (its
+        # plugin.toml first, the rest later), its files are still not shared code.
+        self._folders = plugin_folders(discovery) | {f for f in self._folders if f.is_dir()}
         # A folder's problem is told once per change of that folder, not again with every
         # batch of changes elsewhere.
         touched = self._touched_manifests(paths)
@@ -360,4 +398,4 @@ class PluginReloader:
             for manifest in plan.manifests:
                 if any(_relative(path, manifest.directory) is not None for path in paths):
                     folders.add(manifest.directory)
-        return {f"{folder / MANIFEST_NAME}:" for folder in folders}
+        return {_problem_of(folder / MANIFEST_NAME) for folder in folders}

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Set
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -21,10 +21,12 @@ from typing import Any
 from isoplug.errors import ConfigInvalid
 from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
+from isoplug.host.ready_report import MAX_FAILURE_CHARS
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader, ReloadPlan
 from isoplug.host.status import PluginState, PluginUnavailable
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["RunnerSet"]
 
@@ -66,6 +68,9 @@ class RunnerSet:
         #: to the next batch meanwhile (a fix saved while a runner waits out its backoff after
         #: a crash restarts it at once).
         self._restarting: set[asyncio.Task[None]] = set()
+        #: The last task handing a runner its new configurations, by runner id: the next
+        #: batch's for that runner waits for it.
+        self._configuring: dict[str, asyncio.Task[None]] = {}
         self.make: Callable[[RunnerPlan], RunnerSupervisor] | None = None
 
     def supervisor(self, plugin_id: str) -> RunnerSupervisor:
@@ -77,7 +82,9 @@ class RunnerSet:
 
     def discover(self) -> Discovery:
         """The plugins folder's manifests, with the host's configuration overrides merged."""
-        discovery = discover(self.plugins_dir)
+        # A plugin that runs keeps its folder: a newcomer naming its id is the one skipped.
+        running = {m.id: m.directory for plan in self.plans.values() for m in plan.manifests}
+        discovery = discover(self.plugins_dir, running)
         self._toml_configs = {m.id: m.config for m in discovery.manifests}
         manifests = tuple(self._configured(m) for m in discovery.manifests)
         return dataclasses.replace(discovery, manifests=manifests)
@@ -163,83 +170,163 @@ class RunnerSet:
 
     async def apply_reload(self, plan: ReloadPlan) -> None:
         """Apply one batch of hot-reload changes (see :mod:`isoplug.host.reload`); restarts
-        are asked for, not waited for."""
+        and new configurations are asked for, not waited for: one plugin's slow restart or
+        ``on_config`` holds no other change. A step that fails is logged, naming its runner,
+        and the others are still taken."""
         for runner_id in plan.stop:
             why = plan.why.get(runner_id, "its plugin folder is gone")
             _log.info("reload: runner %s: %s; stopping it", runner_id, why)
-            await self.remove(runner_id)
+            await self._step(runner_id, "stopping it", self.remove(runner_id))
         replaced: set[str] = set()
         for new in plan.replace:
-            restarts = self.supervisors[new.runner_id].restarts
-            if await self._reconfigure(new, plan.touched):
-                if self.supervisors[new.runner_id].restarts != restarts:
-                    # Restarted for a configuration it does not take live: with the new code.
-                    replaced.add(new.runner_id)
+            replaced.add(new.runner_id)
+            if self._config_only(new):
+                why = plan.why.get(new.runner_id, "code changed")
+                code = why if new.runner_id in plan.restart else None
+                self._reconfigure_later(new, plan.touched, code)
                 continue
             _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
-            await self.remove(new.runner_id)
-            self.add(new).start()
-            replaced.add(new.runner_id)
+            await self._step(new.runner_id, "replacing it", self._replace(new))
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
-            self.add(new).start()
+            await self._step(new.runner_id, "starting it", self._start(new))
         for runner_id in plan.restart:
             supervisor = self.supervisors.get(runner_id)
             if runner_id in replaced or supervisor is None:
-                continue  # a runner started since the change runs the new code already
+                # Started since the change (it runs the new code already), or reconfigured
+                # (the task that hands the new configuration restarts it when it must).
+                continue
             why = plan.why.get(runner_id, "code changed")
             _log.info("reload: %s; restarting runner %s", why, runner_id)
-            task = asyncio.create_task(supervisor.restart(), name=f"isoplug-reload:{runner_id}")
-            self._restarting.add(task)
-            task.add_done_callback(functools.partial(self._restarted, runner_id))
+            self._in_background(runner_id, "restarting it", supervisor.restart())
 
-    def _restarted(self, runner_id: str, task: asyncio.Task[None]) -> None:
-        self._restarting.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            _log.error("reload: restarting runner %s failed: %s", runner_id, error)
+    async def _replace(self, new: RunnerPlan) -> None:
+        await self.remove(new.runner_id)
+        self.add(new).start()
+
+    async def _start(self, new: RunnerPlan) -> None:
+        self.add(new).start()
+
+    async def _step(self, runner_id: str, doing: str, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except Exception as exc:  # one runner's failure must not end the others' changes
+            _log.error("reload: runner %s: %s failed: %s", runner_id, doing, _failure(exc))
+
+    def _in_background(self, runner_id: str, doing: str, work: Awaitable[None]) -> None:
+        task = asyncio.create_task(
+            self._step(runner_id, doing, work), name=f"isoplug-reload:{runner_id}"
+        )
+        self._restarting.add(task)
+        task.add_done_callback(self._restarting.discard)
 
     async def cancel_restarts(self) -> None:
-        """Stop waiting for the restarts hot reload asked for (the host closes)."""
+        """Stop waiting for the restarts and configurations hot reload asked for (the host
+        closes)."""
         tasks = list(self._restarting)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _reconfigure(self, new: RunnerPlan, touched: Set[str]) -> bool:
-        """When only ``[config]`` tables changed in ``new``, hand each plugin its new one
-        (live where it has ``on_config``); False when anything else changed. A configuration
-        a plugin refused is not offered again until its folder (one of ``touched``, by plugin
-        id) changes."""
-        supervisor = self.supervisors[new.runner_id]
+    def _config_only(self, new: RunnerPlan) -> bool:
+        """Whether ``new`` changes no more than the ``[config]`` tables of the plugins its
+        runner runs (then they are handed over in place)."""
         old = {m.id: m for m in self.plans[new.runner_id].manifests}
-        if set(old) != {m.id for m in new.manifests} or any(
-            dataclasses.replace(m, config=old[m.id].config) != old[m.id] for m in new.manifests
-        ):
-            return False
-        for manifest in new.manifests:
-            if manifest.config == old[manifest.id].config:
-                self._refused.pop(manifest.id, None)
-                continue
-            refused = self._refused.get(manifest.id)
-            if refused and refused[0] == manifest.config and manifest.id not in touched:
-                continue
-            try:
-                live = await supervisor.set_config(manifest.id, manifest.config)
-            except ConfigInvalid as exc:
-                problem = f"{manifest.path}: {exc}; it keeps the configuration it runs with"
-                self._refused[manifest.id] = (manifest.config, problem)
-                _log.error("reload: %s", problem)
-                continue
-            self._refused.pop(manifest.id, None)
-            how = (
-                "taken live"
-                if live
-                # set_config() keeps it for the next start of a stopped plugin.
-                else "kept for its next start: it is stopped"
-                if supervisor.state is PluginState.STOPPED
-                else "its runner restarted with it"
+        return set(old) == {m.id for m in new.manifests} and all(
+            dataclasses.replace(m, config=old[m.id].config) == old[m.id] for m in new.manifests
+        )
+
+    def _reconfigure_later(self, new: RunnerPlan, touched: Set[str], code: str | None) -> None:
+        """Hand ``new``'s configurations to its runner in a task of its own, after the ones a
+        batch before asked for (in order); then restart it for ``code`` (why: a file changed)
+        unless handing them over restarted it already."""
+        supervisor = self.supervisors[new.runner_id]
+        before = self._configuring.get(new.runner_id)
+        # Taken, as a later batch sees it: it must not be offered again while it is handed
+        # over (what the runner ends up with is remembered then).
+        self.plans[new.runner_id] = new
+
+        async def reconfigure() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            if self.supervisors.get(new.runner_id) is not supervisor:
+                return  # replaced or removed since: the new one runs the folder as it is
+            restarts = supervisor.restarts
+            await self._reconfigure(supervisor, new, touched)
+            if code is not None and supervisor.restarts == restarts:
+                _log.info("reload: %s; restarting runner %s", code, new.runner_id)
+                await supervisor.restart()
+
+        task = asyncio.create_task(
+            self._step(new.runner_id, "handing it its new configuration", reconfigure()),
+            name=f"isoplug-reload-config:{new.runner_id}",
+        )
+        self._configuring[new.runner_id] = task
+        self._restarting.add(task)
+        task.add_done_callback(functools.partial(self._reconfigured, new.runner_id))
+
+    def _reconfigured(self, runner_id: str, task: asyncio.Task[None]) -> None:
+        self._restarting.discard(task)
+        if self._configuring.get(runner_id) is task:
+            del self._configuring[runner_id]
+
+    async def _reconfigure(
+        self, supervisor: RunnerSupervisor, new: RunnerPlan, touched: Set[str]
+    ) -> None:
+        """Hand each plugin of ``new`` its new ``[config]`` (live where it has ``on_config``).
+        A configuration a plugin refused is not offered again until its folder (one of
+        ``touched``, by plugin id) changes."""
+        try:
+            for manifest in new.manifests:
+                old = supervisor.manifests.get(manifest.id)
+                if old is None or manifest.config == old.config:
+                    self._refused.pop(manifest.id, None)
+                    continue
+                refused = self._refused.get(manifest.id)
+                if refused and refused[0] == manifest.config and manifest.id not in touched:
+                    continue
+                await self._offer(supervisor, manifest)
+        finally:
+            if self.supervisors.get(supervisor.runner_id) is supervisor:
+                self._remember_plan(supervisor)
+
+    async def _offer(self, supervisor: RunnerSupervisor, manifest: Manifest) -> None:
+        try:
+            live = await supervisor.set_config(manifest.id, manifest.config)
+        except ConfigInvalid as exc:
+            problem = (
+                f"{clean_path(manifest.path, MAX_FAILURE_CHARS)}: {exc}; it keeps the "
+                "configuration it runs with"
             )
-            _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
-        self._remember_plan(supervisor)
-        return True
+            self._refused[manifest.id] = (manifest.config, problem)
+            _log.error("reload: %s", problem)
+            return
+        except Exception as exc:
+            if self.supervisors.get(supervisor.runner_id) is not supervisor:
+                return  # stopped or replaced meanwhile: nothing is left to configure
+            # Counted as refused (host.kept, the exit code) while it runs without it.
+            problem = (
+                f"{clean_path(manifest.path, MAX_FAILURE_CHARS)}: its new configuration could "
+                f"not be handed to plugin {manifest.id}: {_failure(exc)}"
+            )
+            if supervisor.manifests[manifest.id].config != manifest.config:
+                self._refused[manifest.id] = (manifest.config, problem)
+            _log.error("reload: %s", problem)
+            return
+        self._refused.pop(manifest.id, None)
+        how = (
+            "taken live"
+            if live
+            # set_config() keeps it for the next start of a stopped plugin.
+            else "kept for its next start: it is stopped"
+            if supervisor.state is PluginState.STOPPED
+            else "its runner restarted with it"
+        )
+        _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
+
+
+def _failure(exc: BaseException) -> str:
+    """An exception as a reload record quotes it: its type and message, sanitized (a runner
+    or a plugin may have put words in it), on one line."""
+    return clean_text(f"{type(exc).__name__}: {exc}", MAX_FAILURE_CHARS)

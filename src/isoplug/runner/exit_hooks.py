@@ -23,7 +23,11 @@ order:
    running: the runner then exits at once, without its hooks, as before.
 
 What the hooks print, log or write is a record with its own level, logger and stream, as at
-any other time, and a SIGKILL meanwhile loses none of it (the records are in the forwarding
+any other time, and of the plugin whose code registered the hook (in a group, that member:
+:func:`mark_plugin_hooks` makes ``atexit.register`` remember the
+:data:`~isoplug.logs.sources.current_source` it was called with, as a task or ``to_thread``
+does; a hook registered where no plugin's code is known, a plain thread, stays the
+group's), and a SIGKILL meanwhile loses none of it (the records are in the forwarding
 handler's ring, as during the teardown hooks). Each callback list is emptied as it runs, so
 nothing runs twice when the interpreter exits.
 
@@ -44,7 +48,9 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from isoplug.logs.sources import current_source
 from isoplug.runner.health import describe_frame
 from isoplug.runner.leftover_tasks import MIN_GRACE
 
@@ -60,6 +66,8 @@ _notify: list[Callable[[], object]] = []
 
 
 def _plugin_hooks_ran() -> None:
+    # The last plugin hook's attribution ends here: isoplug's own hooks run after this one.
+    current_source.set(None)
     for notify in _notify:
         notify()
 
@@ -67,8 +75,54 @@ def _plugin_hooks_ran() -> None:
 def mark_plugin_hooks() -> None:
     """Register the hook that marks the end of the plugins' hooks: call it before any plugin
     code runs. ``atexit`` runs hooks newest first, so it runs after every hook a plugin (or a
-    library it imports) registers, and before isoplug's own and ``logging.shutdown()``."""
+    library it imports) registers, and before isoplug's own and ``logging.shutdown()``.
+    From then on, a hook runs as the code that registered it (see :class:`_AttributedHook`)."""
     atexit.register(_plugin_hooks_ran)
+    if atexit.register is not _register_attributed:
+        atexit.register = _register_attributed
+
+
+_atexit_register = atexit.register
+
+
+def _register_attributed(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``atexit.register``, remembering whose code registers the hook."""
+    _atexit_register(_AttributedHook(current_source.get(), func, args, kwargs))
+    return func
+
+
+class _AttributedHook:
+    """An ``atexit`` hook that runs with the :data:`current_source` it was registered with
+    (None: no plugin's). It equals the function it runs, so ``atexit.unregister(func)``
+    finds it, and has its repr, so a failure's report names that function."""
+
+    def __init__(
+        self,
+        source: str | None,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.source = source
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self) -> None:
+        # Set, and not reset on the way out: atexit reports a hook's exception after it
+        # returns, and that report is the same plugin's. The next hook sets its own; the
+        # marker hook clears it before isoplug's own run.
+        current_source.set(self.source)
+        self.func(*self.args, **self.kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or bool(self.func == other)
+
+    def __hash__(self) -> int:
+        return hash(self.func)
+
+    def __repr__(self) -> str:
+        return repr(self.func)
 
 
 async def run_thread_exit_callbacks(deadline: float) -> bool:

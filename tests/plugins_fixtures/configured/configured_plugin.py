@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import Any
@@ -33,6 +34,11 @@ class Configured(isoplug.Plugin):
             raise RuntimeError("on_config refused it")
         if config.greeting == "exit":
             sys.exit("on_config asked to exit")
+        if config.greeting == "hang":
+            self.ctx.logger.info("on_config hangs")
+            await asyncio.sleep(3600)
+        if config.greeting == "die":
+            os._exit(7)  # the runner ends in on_config (a crash, an OOM kill)
         self.seen.append(msgspec.to_builtins(config))
 
     @isoplug.method

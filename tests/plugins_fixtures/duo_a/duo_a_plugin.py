@@ -9,6 +9,7 @@ module name, and each plugin says which one it is by its id.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import sys
 import threading
@@ -71,6 +72,27 @@ class Duo(isoplug.Plugin):
         bare = threading.Thread(target=_log.info, args=("%s logged in a bare thread", self.name))
         bare.start()
         await asyncio.to_thread(bare.join)
+
+    @isoplug.method
+    async def register_exit_hooks(self) -> None:
+        """atexit hooks that print, log and fail; and one that ``atexit.unregister`` takes
+        back (as a plain interpreter would)."""
+        name = self.name
+
+        def talk() -> None:
+            print(f"{name} atexit print")
+            _log.error("%s atexit record", name)
+
+        def fail() -> None:
+            raise LookupError(f"{name} atexit hook failed")
+
+        def taken_back() -> None:
+            print(f"{name} unregistered hook ran")
+
+        atexit.register(talk)
+        atexit.register(fail)
+        atexit.register(taken_back)
+        atexit.unregister(taken_back)
 
     @isoplug.method
     def log_in_worker(self) -> None:
