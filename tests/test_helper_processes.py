@@ -6,7 +6,11 @@ even what holds their pipes. Real hosts, real scripts, real processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import shutil
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -45,6 +49,14 @@ def write_plugin(plugins: Path, plugin_id: str, extra: str = "", module: str = "
     return folder
 
 
+def kill_leftovers(path: Path) -> None:
+    """A failed test's cleanup: what the code under test left running is not left to init."""
+    for pid in pids(path):
+        if not gone(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def script(path: Path, body: str) -> Path:
     path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
     path.chmod(0o755)
@@ -74,6 +86,34 @@ async def test_an_interpreter_that_never_answers_fails_its_plugin_at_its_deadlin
         # What the interpreter started went with it.
         [child] = pids(started)
         await eventually(lambda: gone(child))
+
+
+def untagged_escaper(started: Path) -> str:
+    """Shell lines starting a child that leaves the session and drops its whole environment
+    (the tag with it), then writes its pid: only the helper's recorded tree can name it."""
+    env, setsid, sh, sleep = (shutil.which(name) for name in ("env", "setsid", "sh", "sleep"))
+    assert env and setsid and sh and sleep
+    return f"{env} -i {setsid} {sh} -c 'echo $$ >> \"{started}\"; exec {sleep} 300' &\n"
+
+
+async def test_an_interpreter_check_ends_a_child_that_left_its_session_and_dropped_its_tag(
+    tmp_path: Path,
+) -> None:
+    started = tmp_path / "started"
+    hang = script(tmp_path / "hang.sh", untagged_escaper(started) + "sleep 300 &\nwait\n")
+    write_plugin(tmp_path / "plugins", "escaper", f'python = "{hang}"')
+    config = dataclasses.replace(FAST, ready_timeout=3.0)
+    try:
+        async with asyncio.timeout(TEST_BOUND), Host(tmp_path / "plugins", config=config) as host:
+            with pytest.raises(PluginFailed):
+                await host.wait_ready(TEST_BOUND / 2)
+            error = host.plugin("escaper").error
+            assert error is not None
+            assert "it was stopped, with the processes it started that could be found" in error
+            [child] = pids(started)
+            await eventually(lambda: gone(child))
+    finally:
+        kill_leftovers(started)
 
 
 async def test_closing_the_host_during_an_interpreter_check_ends_it_at_once(
@@ -186,6 +226,45 @@ async def test_a_config_check_past_its_deadline_says_so_and_leaves_nothing(
         assert why == "importing plugin 'stuck' to check it did not finish within 3 s"
         [holder] = pids(holders)
         await eventually(lambda: gone(holder))
+
+
+#: A plugin whose import starts a process that leaves its session and drops its environment
+#: (the tag with it), then hangs: the checker's recorded tree is all that names it.
+STARTS_AN_UNTAGGED_ESCAPER = """
+import os, sys, time
+import isoplug
+
+child = os.fork()
+if child == 0:
+    os.setsid()
+    with open({pids!r}, "a") as f:
+        f.write("%d\\n" % os.getpid())
+    os.execve({sleep!r}, ["sleep", "300"], {{}})
+while not os.path.exists({pids!r}):
+    time.sleep(0.01)
+time.sleep(300)
+"""
+
+
+async def test_a_config_check_past_its_deadline_ends_a_child_that_dropped_its_tag(
+    tmp_path: Path,
+) -> None:
+    escapers = tmp_path / "escapers"
+    sleep = shutil.which("sleep")
+    assert sleep
+    folder = write_plugin(
+        tmp_path,
+        "escaper",
+        module=STARTS_AN_UNTAGGED_ESCAPER.format(pids=str(escapers), sleep=sleep),
+    )
+    try:
+        async with asyncio.timeout(TEST_BOUND):
+            why = await check_in_process(load_manifest(folder), [], 3.0)
+            assert why == "importing plugin 'escaper' to check it did not finish within 3 s"
+            [child] = pids(escapers)
+            await eventually(lambda: gone(child))
+    finally:
+        kill_leftovers(escapers)
 
 
 async def test_isoplug_schema_answers_when_the_plugins_import_leaves_its_pipe_held(

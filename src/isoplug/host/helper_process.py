@@ -8,9 +8,15 @@ helper's pipes and outlive it. So:
 
 - The helper leads a session and process group of its own, and its environment carries a
   tag its descendants inherit (:data:`~isoplug.host.descendants.TAG_VARIABLE`). Ending it
-  kills the whole group at once, then whatever still carries the tag or sits in its session
-  (:mod:`isoplug.host.descendants`): at the caller's deadline, on a cancel, or once it has
-  exited on its own (what it left behind goes with it).
+  kills the whole group at once, then whatever still carries the tag, sits in its session or
+  was seen in its process tree (:mod:`isoplug.host.descendants`): at the caller's deadline, on
+  a cancel, or once it has exited on its own (what it left behind goes with it).
+- Its process tree is recorded while it runs (often at first, since most helpers answer
+  within a second, then every second) and once more right before the group kill, while
+  the helper still holds its children: that is what finds a child that both left the session
+  (``setsid``) and dropped its environment (``env -i``). A child that did both and lost its
+  link to the helper (a double fork, or the helper's exit) before it was ever seen is beyond
+  reach, as for runners.
 - Its exit is seen through a pidfd (a thread's ``waitid`` where there is none), never through
   its pipes. On Python 3.11, asyncio's ``Process.wait()`` returns only once every pipe is
   closed: a background process the helper started (a wrapper's ``sleep 300 &``) held them
@@ -37,7 +43,15 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import IO
 
-from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE, end_processes, find_descendants
+from isoplug.host.descendants import (
+    MAX_RECORDED,
+    TAG_LENGTH,
+    TAG_VARIABLE,
+    end_processes,
+    find_descendants,
+    read_stat,
+    subtree,
+)
 
 __all__ = ["HelperProcess"]
 
@@ -48,6 +62,9 @@ _log = logging.getLogger("isoplug.host")
 _END_WAIT = 5.0
 #: Bytes a pipe's reader buffers before it stops reading (the helper then waits to write).
 _READ_LIMIT = 64 * 1024
+#: When its process tree is first recorded; each interval after doubles, up to the last.
+_FIRST_RECORD = 0.05
+_RECORD_EVERY = 1.0
 
 #: Endings under way: a task is only weakly held by the loop.
 _ending: set[asyncio.Task[None]] = set()
@@ -64,6 +81,9 @@ class HelperProcess:
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._transports: list[asyncio.ReadTransport] = []
         self._end: asyncio.Task[None] | None = None
+        #: Its descendants seen while it ran (pid -> start time): see the module's docstring.
+        self._recorded: dict[int, int] = {}
+        self._recording: asyncio.TimerHandle | None = None
         self.stdout = asyncio.StreamReader(_READ_LIMIT)
         #: None when started with ``stderr=False`` (its stderr is then /dev/null).
         self.stderr: asyncio.StreamReader | None = None
@@ -99,6 +119,7 @@ class HelperProcess:
         helper = cls(popen, tag)
         try:
             helper._watch_exit()
+            helper._schedule_record(_FIRST_RECORD)
             assert popen.stdout is not None
             await helper._connect(helper.stdout, popen.stdout)
             if popen.stderr is not None:
@@ -144,9 +165,38 @@ class HelperProcess:
         # What left its group goes too: it may hold the pipes a caller reads to their end.
         self._start_end()
 
+    def _schedule_record(self, delay: float) -> None:
+        self._recording = self._loop.call_later(delay, self._record_tick, delay)
+
+    def _record_tick(self, delay: float) -> None:
+        self._record()
+        if not self._exited.done() and self._end is None:
+            self._schedule_record(min(delay * 2, _RECORD_EVERY))
+
+    def _record(self) -> None:
+        """Adds its process tree as it is now to the record. In the loop, not a thread, so that
+        the walk right before the group kill sees the tree the kill meets: a helper's tree is a
+        few processes, and the walk reads only their own /proc entries."""
+        if self._exited.done():
+            return  # reaped: its pid may name another process by now
+        tree = subtree(self.pid)
+        recorded = self._recorded
+        if len(recorded) + len(tree) > MAX_RECORDED:
+            # Forget the ones that are gone (their start time no longer matches).
+            recorded = {
+                pid: start
+                for pid, start in recorded.items()
+                if (stat := read_stat(pid)) and stat.start == start
+            }
+        recorded.update(list(tree.items())[: MAX_RECORDED - len(recorded)])
+        self._recorded = recorded
+
     def _kill_group(self) -> None:
         if self._exited.done():
             return  # reaped: its pid may name another group by now
+        # Its children still hang below it: once it is killed they are init's, and a child
+        # that left the session and dropped the tag is found only by this record.
+        self._record()
         # A session leader cannot leave its group: the group's id is the helper's pid.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
@@ -156,14 +206,17 @@ class HelperProcess:
         return await asyncio.shield(self._exited)
 
     async def end(self) -> None:
-        """Kill it and everything it started (its group at once, then what left the group but
-        has its tag or session) and wait until it is gone. Safe to call more than once."""
+        """Kill it and everything it started that can be found (its group at once, then what
+        left the group but has its tag or session, or was seen in its tree) and wait until it is
+        gone. Safe to call more than once."""
         self._kill_group()
         ending = self._start_end()
         # Shielded: a cancel of the caller does not cut short the ending itself.
         await asyncio.shield(ending)
 
     def _start_end(self) -> asyncio.Task[None]:
+        if self._recording is not None:
+            self._recording.cancel()
         if self._end is None:
             self._end = self._loop.create_task(self._finish())
             _ending.add(self._end)
@@ -180,7 +233,9 @@ class HelperProcess:
                 self.pid,
                 _END_WAIT,
             )
-        leftovers = await asyncio.to_thread(find_descendants, self.pid, self._tag)
+        leftovers = await asyncio.to_thread(
+            find_descendants, self.pid, self._tag, dict(self._recorded)
+        )
         if leftovers:
             await asyncio.to_thread(end_processes, leftovers)
 

@@ -108,9 +108,11 @@ async def _probe(python: str, env: Mapping[str, str], timeout: float) -> str | N
                 await asyncio.gather(said, return_exceptions=True)
     except TimeoutError:
         if helper.returncode is None:
+            # "that could be found": a process it started that left its session, dropped the
+            # tag and lost its link to it before the record saw it is beyond reach.
             return (
                 f"did not answer within {timeout:g} s when run with -c; it was stopped, with "
-                "what it started"
+                "the processes it started that could be found"
             )
         # It exited, but something it started outside its group kept its output open: what
         # came by now is all there is.
