@@ -183,6 +183,10 @@ async def test_a_second_signal_ends_the_wait_for_a_collector_at_once(
                 await read_until(cli, r"plugin telemetry: ready", seen)
                 cli.send_signal(signum)
                 await read_until(cli, r"all plugins stopped", seen)
+                # Said when the wait begins: the operator knows what the command waits for.
+                await read_until(
+                    cli, r"sending the last OpenTelemetry records \(at most 5 s; a signal", seen
+                )
         except BaseException:
             cli.kill()
             await cli.communicate()
@@ -199,3 +203,47 @@ async def test_a_second_signal_ends_the_wait_for_a_collector_at_once(
     assert "the exporter closed before it could send them" in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert took < 3.0, took  # at once: not the rest of the 5 s wait
+
+
+async def test_a_second_signal_while_the_plugins_stop_skips_the_exports_wait(
+    tmp_path: Path,
+) -> None:
+    """The second signal came while a plugin was still stopping (it ignores SIGTERM, blocks in
+    teardown): it kills every runner, and the command then ends at once, exit code 130, not
+    after the export's last wait for a collector that never answers; one line says the last
+    records were not sent."""
+    import socket
+    import time
+
+    from isoplug.cli.signals import REPEAT_WINDOW
+
+    directory = plugins_dir(tmp_path, "telemetry", "stubborn")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cli = await _start("run", str(directory), "--otlp-endpoint", endpoint)
+        seen: list[str] = []
+        try:
+            async with asyncio.timeout(30):
+                await read_until(cli, r"plugin stubborn: ready", seen)
+                await read_until(cli, r"plugin telemetry: ready", seen)
+                cli.send_signal(signal.SIGTERM)
+                await read_until(cli, r"plugin telemetry: stopped", seen)
+        except BaseException:
+            cli.kill()
+            await cli.communicate()
+            raise
+        # Past the window in which a signal repeats the first one.
+        await asyncio.sleep(REPEAT_WINDOW + 0.1)
+        began = time.perf_counter()
+        cli.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(cli.communicate(), 30)
+        took = time.perf_counter() - began
+    output = "".join(seen) + rest.decode()
+    assert cli.returncode == 130, output
+    assert "SIGTERM again: killing every runner now" in output
+    assert "not sending the last OpenTelemetry records: a second signal ended everything" in output
+    assert "sending the last OpenTelemetry records (at most" not in output
+    assert "Traceback" not in output
+    assert took < 3.0, took  # at once: not the export's 5 s wait

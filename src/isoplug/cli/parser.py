@@ -161,7 +161,8 @@ def _add_telemetry_options(parser: argparse.ArgumentParser) -> None:
         help="export every plugin's log records and isoplug's metrics over OTLP to this "
         "collector (http://127.0.0.1:4318 for OTLP/HTTP, :4317 for gRPC); default: "
         "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export (needs isoplug[otel]). Once "
-        "the plugins stopped, the last records get 5 s at most (a signal: none, exit 130)",
+        "the plugins stopped, the last records get 5 s at most (a signal then, or a second "
+        "one before: none, exit 130)",
     )
     parser.add_argument(
         "--otlp-protocol",

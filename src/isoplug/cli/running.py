@@ -127,8 +127,8 @@ def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = 
         code = run_until_stopped(
             lambda stop: run_plugins(plugins_dir, config, stop, options, console), loop, signals
         )
-    # A stop signal while the export sent its last records ended that wait.
-    return EXIT_INTERRUPTED if signals.cut_short else code
+    # A second signal killed every runner, or a stop signal ended the export's last wait.
+    return EXIT_INTERRUPTED if signals.cut_short or signals.killed else code
 
 
 async def run_plugins(

@@ -10,6 +10,8 @@ What the command still does once its event loop ended (``isoplug run`` sending i
 OpenTelemetry records) waits in :func:`wait_unless_signalled`: a stop signal then (other than
 a repeat of the first) ends the wait at once, exit code :data:`EXIT_INTERRUPTED`, without a
 traceback; the default actions (``KeyboardInterrupt``, death by SIGTERM with 143) never apply.
+After a second signal (:attr:`StopSignals.killed`) there is no such wait: the operator asked
+for everything to end at once.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class StopSignals:
         #: A stop signal ended :func:`wait_unless_signalled`'s wait: exit with
         #: :data:`EXIT_INTERRUPTED`.
         self.cut_short = False
+        #: A second stop signal killed every runner at once: what follows must not wait
+        #: either (exit with :data:`EXIT_INTERRUPTED`).
+        self.killed = False
 
 
 def run_until_stopped(
@@ -148,6 +153,7 @@ async def _with_signals(
             )
         else:
             log.error("%s again: killing every runner now", signum.name)
+            signals.killed = True
             task.cancel(f"{signum.name} again")
 
     for signum in STOP_SIGNALS:

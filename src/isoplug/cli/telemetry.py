@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from isoplug.cli.say import say_error
 from isoplug.cli.signals import StopSignals, wait_unless_signalled
+
+if TYPE_CHECKING:
+    from isoplug.otel.setup import OtelExport
 
 #: Seconds ``isoplug run`` gives the export, once the plugins stopped, to send its last
 #: records and metrics (all of it when the collector is down or does not answer).
@@ -71,15 +75,36 @@ def telemetry(
         logging.getLogger("isoplug.cli").info(
             "metrics for Prometheus at http://%s:%d/metrics", *telemetry.metrics_address
         )
+    signals = signals or StopSignals()
     try:
         yield telemetry
     finally:
-        wait_unless_signalled(
-            lambda: telemetry.shutdown(EXPORT_SHUTDOWN_TIMEOUT),
-            signals or StopSignals(),
-            "sending the last OpenTelemetry records",
-            lambda: telemetry.shutdown(0.0),
+        _send_the_last_records(telemetry, signals, otlp)
+
+
+def _send_the_last_records(telemetry: OtelExport, signals: StopSignals, otlp: bool) -> None:
+    """The export's end: within :data:`EXPORT_SHUTDOWN_TIMEOUT`, said first when it may wait
+    (an OTLP collector that does not answer takes all of it); none after a second signal, which
+    asked for everything to end at once."""
+    log = logging.getLogger("isoplug.cli")
+    if signals.killed:
+        if otlp:
+            log.warning(
+                "not sending the last OpenTelemetry records: a second signal ended everything"
+            )
+        telemetry.shutdown(0.0)  # what was not sent is counted and reported as dropped
+        return
+    if otlp:
+        log.info(
+            "sending the last OpenTelemetry records (at most %g s; a signal skips it)...",
+            EXPORT_SHUTDOWN_TIMEOUT,
         )
+    wait_unless_signalled(
+        lambda: telemetry.shutdown(EXPORT_SHUTDOWN_TIMEOUT),
+        signals,
+        "sending the last OpenTelemetry records",
+        lambda: telemetry.shutdown(0.0),
+    )
 
 
 def _service_named_by_environment() -> bool:
