@@ -70,6 +70,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 #: Dropped before reading words: format characters (zero-width space and joiner, soft hyphen,
 #: bidi marks) and combining marks (an accent over a letter).
 _INVISIBLE = frozenset({"Cf", "Mn", "Me"})
+#: Values that are not maps, told apart without an ``isinstance`` against an ABC.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes, list, tuple})
 #: Verdicts on keys seen (bounded: cleared when full); a record's names repeat.
 _MAX_CACHED = 4096
 
@@ -89,6 +91,8 @@ class ReservedNames:
         self._exact = frozenset(words(name) for name in names)
         self._namespaces = NAMESPACES | {w[0] for w in self._exact if len(w) > 1}
         self._verdicts: dict[str, bool] = {}
+        #: Words of the keys seen in nested maps (bounded: cleared when full).
+        self._words: dict[str, tuple[str, ...]] = {}
 
     def reserved(self, key: str, value: Any) -> bool:
         """Whether the extra ``key`` (holding ``value``) must be renamed."""
@@ -98,9 +102,19 @@ class ReservedNames:
             if len(self._verdicts) >= _MAX_CACHED:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
-        if verdict or not isinstance(value, Mapping):
+        kind = type(value)
+        if verdict or kind in _SCALARS or not isinstance(value, Mapping):
             return verdict
-        return self._nested(words(key), value, 0)
+        return self._nested(self._words_of(key), value, 0)
+
+    def _words_of(self, key: str) -> tuple[str, ...]:
+        found = self._words.get(key)
+        if found is None:
+            found = words(key)
+            if len(self._words) >= _MAX_CACHED:
+                self._words.clear()
+            self._words[key] = found
+        return found
 
     def _reserved(self, path: tuple[str, ...]) -> bool:
         return path in self._exact or (len(path) > 1 and path[0] in self._namespaces)
@@ -109,8 +123,10 @@ class ReservedNames:
         if depth > MAX_DEPTH:
             # Deeper than the exporter writes maps (it sends such a value as text).
             return False
+        known = self._words
         for key, item in value.items():
-            inner = path + words(key if type(key) is str else _text_of(key))
+            text = key if type(key) is str else _text_of(key)
+            inner = path + (known.get(text) or self._words_of(text))
             if self._reserved(inner):
                 return True
             if isinstance(item, Mapping) and self._nested(inner, item, depth + 1):
