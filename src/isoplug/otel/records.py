@@ -82,6 +82,12 @@ _NOT_EXTRA = STANDARD_ATTRIBUTES | {
     "otelServiceName",
 }
 
+#: What the host itself puts on records it makes or rebuilds: ``isoplug_report`` (a report
+#: of the host's about a plugin's records; a plugin's claim to it arrives renamed,
+#: :mod:`isoplug.logs.record_names`) and ``isoplug_truncated_keys`` (how many extras the host
+#: cut). Exported under their names, though read as words they are in ``isoplug``.
+_HOST_MARKERS = frozenset({"isoplug_report", "isoplug_truncated_keys"})
+
 #: Call sites and threads remembered, each encoded once (bounded: cleared when full).
 _MAX_CACHED = 4096
 
@@ -157,7 +163,7 @@ class RecordEncoder:
                 renamed.append(key)
             elif key[:1] == "_":
                 continue
-            elif reserved(key, values[key]):
+            elif reserved(key, values[key]) and key not in _HOST_MARKERS:
                 if renamed is None:
                     renamed = []
                 renamed.append(key)

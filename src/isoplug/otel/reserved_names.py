@@ -39,7 +39,8 @@ __all__ = ["NAMESPACES", "ReservedNames", "words"]
 #: attributes the exporter writes (``code``, ``thread``, ``log``, ``exception``); and the
 #: resource's (``service``, ``telemetry`` from the SDK, ``process``, ``host``, ``os``,
 #: ``container``, ``k8s``, ``cloud``, ``deployment`` from resource detectors and
-#: ``OTEL_RESOURCE_ATTRIBUTES``).
+#: ``OTEL_RESOURCE_ATTRIBUTES``); and ``otel``, which the specification keeps for itself
+#: (``otel.scope.name``, which some backends read as the record's scope).
 NAMESPACES = frozenset(
     {
         "isoplug",
@@ -56,6 +57,7 @@ NAMESPACES = frozenset(
         "k8s",
         "cloud",
         "deployment",
+        "otel",
     }
 )
 
