@@ -105,6 +105,77 @@ async def test_extras_cannot_set_or_repeat_isoplugs_attributes_nor_the_resources
     assert entry.resource["team"] == "core"
 
 
+async def test_extras_cannot_disguise_reserved_names(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name read as words (:mod:`isoplug.otel.reserved_names`) that is a reserved one, or
+    under a reserved namespace, arrives as ``extra_<name>``, nested maps judged by their key
+    paths; ordinary extras keep their names."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=core")
+    with exporting(endpoint=otlp_receiver.http_endpoint, service_name="shop", metrics=False):
+        async with running(tmp_path, "telemetry") as (host, _):
+            await host.call("telemetry", "log_disguised", "m-disguised")
+            (entry,) = await otlp_receiver.received.until(lambda r: _with_body(r, "m-disguised"))
+    keys = entry.attribute_keys
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    attributes = entry.attributes
+    renamed = {
+        "isoplug",
+        "service",
+        "code",
+        "isoplug_plugin_id",
+        "service_name",
+        "process_pid",
+        "Service.Name",
+        "ISOPLUG.LOG.SEQ",
+        " service.name",
+        "service.version",
+        "host.name",
+        "deployment.environment",
+        "code.filepath",
+        "code.lineno",
+        "Team",
+    }
+    for name in renamed:
+        assert name not in attributes, name
+        assert f"extra_{name}" in attributes, name
+    assert attributes["extra_isoplug"] == {"plugin": {"id": "victim"}, "log": {"seq": -1}}
+    assert attributes["extra_code"] == {"file": {"path": "/etc/shadow"}}
+    # The sanitizer escapes the zero-width space; the Cyrillic i (U+0456) is kept as it is.
+    disguised = {k for k in attributes if k.endswith("plugin.id") and "_plugin" not in k}
+    assert disguised == {"extra_isoplug\\u200b.plugin.id", "extra_\u0456soplug.plugin.id"}
+    assert attributes["user_id"] == 7
+    assert attributes["request"] == {"id": "r1", "code": 404}
+    assert attributes["order.total"] == 12.5
+    assert attributes["host"] == "db1"
+    assert attributes["processing_time"] == 0.5
+
+
+async def test_extras_with_keys_that_are_not_text_arrive_renamed_and_unique(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``extra={1: ...}`` reaches the host (it used to be refused as malformed, and reported
+    lost) as ``extra_1``; inside a nested map, keys with the same text are made unique."""
+    caplog.set_level(logging.INFO)
+    with exporting(endpoint=otlp_receiver.http_endpoint, metrics=False):
+        async with running(tmp_path, "telemetry") as (host, _):
+            await host.call("telemetry", "log_odd_keys", "m-oddkeys")
+            (entry,) = await otlp_receiver.received.until(lambda r: _with_body(r, "m-oddkeys"))
+    (record,) = [r for r in caplog.records if r.getMessage() == "m-oddkeys"]
+    assert record.__dict__["extra_1"] == "int-one"
+    assert record.__dict__["extra_('t',)"] == "tuple"
+    complaints = [
+        r.getMessage()
+        for r in caplog.records
+        if "malformed" in r.getMessage() or "never arrived" in r.getMessage()
+    ]
+    assert complaints == []
+    attributes = entry.attributes
+    assert attributes["extra_1"] == "int-one"
+    assert attributes["extra_('t',)"] == "tuple"
+    assert attributes["mixed"] == {"1": "int-one", "1 (2)": "str-one", "('t',)": "tuple"}
+
+
 async def test_severity_follows_the_level(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
     with exporting(endpoint=otlp_receiver.http_endpoint, metrics=False):
         async with running(tmp_path, "telemetry") as (host, _):

@@ -106,6 +106,16 @@ def test_deep_and_odd_values_do_not_break_encoding() -> None:
         AnyValue.FromString(protobuf.any_value(value))  # decodes: nothing raised
 
 
+def test_keys_with_the_same_text_stay_unique() -> None:
+    """OTLP allows one value per key: a later key whose text an earlier one has is numbered."""
+    values = {1: "int-one", "1": "str-one", "1 (2)": "taken", 1.0j: "complex"}
+    decoded = KeyValueList.FromString(protobuf.key_values(values))
+    keys = [kv.key for kv in decoded.values]
+    assert keys == ["1", "1 (3)", "1 (2)", "1j"]
+    again = KeyValueList.FromString(protobuf.key_values({True: "a", "True": "b", "x": "c"}))
+    assert [kv.key for kv in again.values] == ["True", "True (2)", "x"]
+
+
 def test_severity_numbers_are_the_sdks() -> None:
     for level in range(10, 60):
         assert severity_number(level) == std_to_otel(level).value, level

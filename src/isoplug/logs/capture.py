@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Collection
 from operator import itemgetter
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "encode_line",
     "forget_extras_hints",
     "line_site",
+    "odd_key_name",
 ]
 
 #: Longest message, traceback or stack text sent as is (256 Ki characters). It keeps one record
@@ -330,10 +332,36 @@ def _standard_and_extra(attributes: dict[str, Any]) -> tuple[dict[str, Any], dic
         if not attributes.keys() >= _STANDARD_DEFAULTS.keys():
             attributes = {**_STANDARD_DEFAULTS, **attributes}
     extra: dict[str, Any] = {}
+    odd: list[Any] | None = None
     for key in candidates:
-        if key not in STANDARD_ATTRIBUTES:
+        if type(key) is not str:
+            # ``extra={1: ...}`` puts a non-text key into the record: the host accepts text
+            # keys only, and would refuse the whole record.
+            if odd is None:
+                odd = []
+            odd.append(key)
+        elif key not in STANDARD_ATTRIBUTES:
             extra[key] = attributes[key]
+    if odd is not None:
+        for key in odd:
+            extra[odd_key_name(key, extra)] = attributes[key]
     return attributes, extra
+
+
+def odd_key_name(key: Any, taken: Collection[str]) -> str:
+    """The name an extra whose key is not text (``extra={1: ...}``) is sent under:
+    ``extra_<repr>`` (``extra_1``, ``extra_('t',)``), prefixed again while ``taken`` has it."""
+    name = f"extra_{_plain_text(_safe_repr(key))}"
+    while name in taken:
+        name = f"extra_{name}"
+    return name
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<repr() of {type(value).__qualname__} failed: {type(exc).__name__}>"
 
 
 def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:

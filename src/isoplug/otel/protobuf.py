@@ -168,11 +168,22 @@ def key_value(key: str, value: Any, depth: int = 0) -> bytes:
 
 def key_values(values: Mapping[Any, Any], depth: int = 0) -> bytes:
     """``values`` as repeated ``KeyValue`` fields numbered 1 (a ``KeyValueList``'s body, or a
-    ``Resource``'s: both put their key-values in field 1)."""
-    return b"".join(
-        _delimited(_VALUES, key_value(key if type(key) is str else _text_of(key), value, depth))
-        for key, value in values.items()
-    )
+    ``Resource``'s: both put their key-values in field 1). Keys are text, and unique: a key
+    whose text an earlier key has arrives as ``<text> (2)`` (``(3)``...)."""
+    out = []
+    seen: set[str] = set()
+    for key, value in values.items():
+        name = key if type(key) is str else _text_of(key)
+        if name in seen:
+            # OTLP allows one value per key: ``{1: ..., "1": ...}`` has two keys whose text is
+            # "1". A later one takes the first of "1 (2)", "1 (3)"... that is still free.
+            number = 2
+            while f"{name} ({number})" in seen or f"{name} ({number})" in values:
+                number += 1
+            name = f"{name} ({number})"
+        seen.add(name)
+        out.append(_delimited(_VALUES, key_value(name, value, depth)))
+    return b"".join(out)
 
 
 #: Encoded keys, by key: a record's attribute names repeat from record to record.

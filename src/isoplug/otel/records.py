@@ -15,13 +15,15 @@ writes them, and ``isoplug.*`` for the rest):
   class, fully qualified), ``exception.message`` and ``exception.stacktrace`` (the traceback
   as the plugin's process printed it);
 - one key per attribute, always: an extra named like an attribute isoplug writes
-  (:data:`OWN_ATTRIBUTES`), anything under ``isoplug.``, or a resource attribute (the
-  application's ``service.name``..., and :data:`~isoplug.otel.logs.RESOURCE_NAMES`) arrives as
-  ``extra_<name>`` (``extra_extra_<name>`` if the record has an ``extra_<name>`` too...), as a
-  sender's extra named like a record's identity does on the logging side
-  (:mod:`isoplug.logs.record_names`). A plugin cannot override what isoplug says of its
-  record, nor show a backend that merges resource and record attributes another plugin,
-  service or process;
+  (:data:`OWN_ATTRIBUTES`) or a resource attribute (the application's ``service.name``...,
+  and :data:`~isoplug.otel.logs.RESOURCE_NAMES`), or under a reserved namespace (``isoplug``,
+  ``service``, ``code``...), however spelt or nested (the rule:
+  :mod:`isoplug.otel.reserved_names`), arrives as ``extra_<name>`` (``extra_extra_<name>`` if
+  the record has an ``extra_<name>`` too...), as a sender's extra named like a record's
+  identity does on the logging side (:mod:`isoplug.logs.record_names`); a key that is not
+  text, as ``extra_<repr>``. A plugin cannot override what isoplug says of its record, nor
+  show a backend that merges resource and record attributes (or rewrites or flattens their
+  names) another plugin, service or process;
 - trace context: the attributes ``otelTraceID`` / ``otelSpanID`` / ``otelTraceSampled`` that
   OpenTelemetry's logging instrumentation puts on records (a plugin's, carried as extras)
   become the record's ``trace_id``, ``span_id`` and flags; a host record without them takes
@@ -39,9 +41,10 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from isoplug.logs.capture import STANDARD_ATTRIBUTES
+from isoplug.logs.capture import STANDARD_ATTRIBUTES, odd_key_name
 from isoplug.logs.templates import LogTemplate
 from isoplug.otel import protobuf
+from isoplug.otel.reserved_names import ReservedNames
 
 __all__ = ["OWN_ATTRIBUTES", "OWN_PREFIX", "RecordEncoder", "severity_number"]
 
@@ -79,6 +82,12 @@ _NOT_EXTRA = STANDARD_ATTRIBUTES | {
     "otelServiceName",
 }
 
+#: What the host itself puts on records it makes or rebuilds: ``isoplug_report`` (a report
+#: of the host's about a plugin's records; a plugin's claim to it arrives renamed,
+#: :mod:`isoplug.logs.record_names`) and ``isoplug_truncated_keys`` (how many extras the host
+#: cut). Exported under their names, though read as words they are in ``isoplug``.
+_HOST_MARKERS = frozenset({"isoplug_report", "isoplug_truncated_keys"})
+
 #: Call sites and threads remembered, each encoded once (bounded: cleared when full).
 _MAX_CACHED = 4096
 
@@ -107,7 +116,8 @@ class RecordEncoder:
         resource_names: Iterable[str] = (),
     ) -> None:
         #: Names no extra may carry: isoplug's own attributes, and the resource's.
-        self._reserved = OWN_ATTRIBUTES | frozenset(resource_names)
+        self._names = OWN_ATTRIBUTES | frozenset(resource_names)
+        self._reserved = ReservedNames(self._names)
         #: Gives (trace id, span id, flags) of the span active in the calling thread, or
         #: empty ids; used for the host's own records only.
         self._current_trace = current_trace
@@ -141,12 +151,19 @@ class RecordEncoder:
         task = values.get("taskName")
         if task:
             attributes.append(protobuf.attribute("isoplug.task.name", str(task)))
-        reserved = self._reserved
-        renamed: list[str] | None = None
+        reserved = self._reserved.reserved
+        renamed: list[Any] | None = None
         for key in values:
-            if key in _NOT_EXTRA or key[:1] == "_":
+            if key in _NOT_EXTRA:
                 continue
-            if key in reserved or key.startswith(OWN_PREFIX):
+            if type(key) is not str:
+                # The host's own record with ``extra={1: ...}`` (a plugin's arrives renamed).
+                if renamed is None:
+                    renamed = []
+                renamed.append(key)
+            elif key[:1] == "_":
+                continue
+            elif reserved(key, values[key]) and key not in _HOST_MARKERS:
                 if renamed is None:
                     renamed = []
                 renamed.append(key)
@@ -174,13 +191,14 @@ class RecordEncoder:
             flags=flags,
         )
 
-    def _renamed(self, values: dict[str, Any], keys: list[str]) -> list[bytes]:
-        """The extras ``keys`` (each a reserved name) under names of their own: ``extra_<key>``,
-        prefixed again while that is a name the record or the encoder uses."""
-        taken = set(values) | self._reserved
+    def _renamed(self, values: dict[Any, Any], keys: list[Any]) -> list[bytes]:
+        """The extras ``keys`` (each a reserved name, or not text) under names of their own:
+        ``extra_<key>`` (``extra_<repr>`` for a key that is not text), prefixed again while
+        that is a name the record or the encoder uses."""
+        taken = set(values) | self._names
         out = []
         for key in keys:
-            name = f"extra_{key}"
+            name = f"extra_{key}" if type(key) is str else odd_key_name(key, taken)
             while name in taken:
                 name = f"extra_{name}"
             taken.add(name)

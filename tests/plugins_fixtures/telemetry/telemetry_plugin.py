@@ -79,6 +79,51 @@ class Telemetry(isoplug.Plugin):
         )
 
     @isoplug.method
+    async def log_disguised(self, marker: str) -> None:
+        """One INFO whose extras spell reserved names as backends rewrite them (nested maps,
+        ``_`` for ``.``, case), or as they look (a zero-width space, a Cyrillic ``i`` (U+0456)), or
+        take other semantic-convention names; and ordinary extras that must keep theirs."""
+        log.info(
+            marker,
+            extra={
+                "isoplug": {"plugin": {"id": "victim"}, "log": {"seq": -1}},
+                "service": {"name": "evil-svc"},
+                "code": {"file": {"path": "/etc/shadow"}},
+                "isoplug_plugin_id": "victim2",
+                "service_name": "evil3",
+                "process_pid": 1,
+                "Service.Name": "evil4",
+                "ISOPLUG.LOG.SEQ": -1,
+                "isoplug\u200b.plugin.id": "victim5",
+                "\u0456soplug.plugin.id": "victim6",
+                " service.name": "evil7",
+                "service.version": "6.6",
+                "host.name": "evilhost",
+                "deployment.environment": "prod",
+                "code.filepath": "/etc/passwd",
+                "code.lineno": 1,
+                "Team": "red",
+                "user_id": 7,
+                "request": {"id": "r1", "code": 404},
+                "order.total": 12.5,
+                "host": "db1",
+                "processing_time": 0.5,
+            },
+        )
+
+    @isoplug.method
+    async def log_odd_keys(self, marker: str) -> None:
+        """One INFO whose extras have keys that are not text, at the top and nested."""
+        log.info(
+            marker,
+            extra={
+                1: "int-one",  # type: ignore[dict-item]
+                ("t",): "tuple",  # type: ignore[dict-item]
+                "mixed": {1: "int-one", "1": "str-one", ("t",): "tuple"},
+            },
+        )
+
+    @isoplug.method
     async def log_levels(self, marker: str) -> None:
         for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
             log.log(level, "%s at %s", marker, logging.getLevelName(level))
