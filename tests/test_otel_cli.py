@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
+import socket
 import sys
+import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from isoplug.cli import main
+from isoplug.cli.signals import REPEAT_WINDOW
 from isoplug.testing.otlp import OtlpReceiver
 from tests import otel_helpers
 from tests.otel_helpers import endpoint_of
@@ -148,8 +153,6 @@ def test_bad_telemetry_options_say_what_is_wrong(
 def test_a_metrics_port_in_use_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -159,6 +162,40 @@ def test_a_metrics_port_in_use_is_refused(
     assert f"cannot serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def _silent_collector() -> Iterator[str]:
+    """The endpoint of a collector that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+
+async def _read_or_kill(
+    cli: asyncio.subprocess.Process, patterns: Sequence[str], seen: list[str]
+) -> None:
+    """Read the command's output until each of ``patterns`` in turn (30 s in all); kill it if
+    one never comes."""
+    try:
+        async with asyncio.timeout(30):
+            for pattern in patterns:
+                await read_until(cli, pattern, seen)
+    except BaseException:
+        cli.kill()
+        await cli.communicate()
+        raise
+
+
+async def _signal_again(cli: asyncio.subprocess.Process, signum: int) -> tuple[str, float]:
+    """Send ``signum`` once past the window in which it would repeat the first one; the rest
+    of the output, and how long the command took to end after it."""
+    await asyncio.sleep(REPEAT_WINDOW + 0.1)
+    began = time.perf_counter()
+    cli.send_signal(signum)
+    rest, _ = await asyncio.wait_for(cli.communicate(), 30)
+    return rest.decode(), time.perf_counter() - began
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_a_second_signal_ends_the_wait_for_a_collector_at_once(
     tmp_path: Path, signum: signal.Signals
@@ -166,38 +203,23 @@ async def test_a_second_signal_ends_the_wait_for_a_collector_at_once(
     """A collector that never answers: after the plugins stopped, `isoplug run` waits (at most
     EXPORT_SHUTDOWN_TIMEOUT) to send its last records; a second signal ends that wait at once,
     with exit code 130, no traceback, and the report of what was dropped."""
-    import socket
-    import time
-
-    from isoplug.cli.signals import REPEAT_WINDOW
-
     directory = plugins_dir(tmp_path, "telemetry")
-    with socket.socket() as silent:  # accepts connections, never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(64)
-        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with _silent_collector() as endpoint:
         cli = await _start("run", str(directory), "--otlp-endpoint", endpoint)
         seen: list[str] = []
-        try:
-            async with asyncio.timeout(30):
-                await read_until(cli, r"plugin telemetry: ready", seen)
-                cli.send_signal(signum)
-                await read_until(cli, r"all plugins stopped", seen)
-                # Said when the wait begins: the operator knows what the command waits for.
-                await read_until(
-                    cli, r"sending the last OpenTelemetry records \(at most 5 s; a signal", seen
-                )
-        except BaseException:
-            cli.kill()
-            await cli.communicate()
-            raise
-        # Past the window in which a signal repeats the first one.
-        await asyncio.sleep(REPEAT_WINDOW + 0.1)
-        began = time.perf_counter()
+        await _read_or_kill(cli, [r"plugin telemetry: ready"], seen)
         cli.send_signal(signum)
-        rest, _ = await asyncio.wait_for(cli.communicate(), 30)
-        took = time.perf_counter() - began
-    output = "".join(seen) + rest.decode()
+        # Said when the wait begins: the operator knows what the command waits for.
+        await _read_or_kill(
+            cli,
+            [
+                r"all plugins stopped",
+                r"sending the last OpenTelemetry records \(at most 5 s; a signal",
+            ],
+            seen,
+        )
+        rest, took = await _signal_again(cli, signum)
+    output = "".join(seen) + rest
     assert cli.returncode == 130, output
     assert f"{signum.name}: stopping now, no longer sending the last OpenTelemetry" in output
     assert "the exporter closed before it could send them" in output
@@ -212,35 +234,15 @@ async def test_a_second_signal_while_the_plugins_stop_skips_the_exports_wait(
     teardown): it kills every runner, and the command then ends at once, exit code 130, not
     after the export's last wait for a collector that never answers; one line says the last
     records were not sent."""
-    import socket
-    import time
-
-    from isoplug.cli.signals import REPEAT_WINDOW
-
     directory = plugins_dir(tmp_path, "telemetry", "stubborn")
-    with socket.socket() as silent:  # accepts connections, never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(64)
-        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with _silent_collector() as endpoint:
         cli = await _start("run", str(directory), "--otlp-endpoint", endpoint)
         seen: list[str] = []
-        try:
-            async with asyncio.timeout(30):
-                await read_until(cli, r"plugin stubborn: ready", seen)
-                await read_until(cli, r"plugin telemetry: ready", seen)
-                cli.send_signal(signal.SIGTERM)
-                await read_until(cli, r"plugin telemetry: stopped", seen)
-        except BaseException:
-            cli.kill()
-            await cli.communicate()
-            raise
-        # Past the window in which a signal repeats the first one.
-        await asyncio.sleep(REPEAT_WINDOW + 0.1)
-        began = time.perf_counter()
+        await _read_or_kill(cli, [r"plugin stubborn: ready", r"plugin telemetry: ready"], seen)
         cli.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(cli.communicate(), 30)
-        took = time.perf_counter() - began
-    output = "".join(seen) + rest.decode()
+        await _read_or_kill(cli, [r"plugin telemetry: stopped"], seen)
+        rest, took = await _signal_again(cli, signal.SIGTERM)
+    output = "".join(seen) + rest
     assert cli.returncode == 130, output
     assert "SIGTERM again: killing every runner now" in output
     assert "not sending the last OpenTelemetry records: a second signal ended everything" in output
