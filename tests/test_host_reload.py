@@ -563,20 +563,3 @@ def test_isoplug_run_reload_exit_code_counts_what_is_fixed_by_the_end(tmp_path: 
     finally:
         returncode = console.stop()
     assert returncode == 0, console.text
-
-
-def test_isoplug_run_reload_exit_code_counts_a_manifest_invalid_at_the_end(
-    tmp_path: Path,
-) -> None:
-    directory = copy_plugins(tmp_path, "echo")
-    console = Console(directory)
-    try:
-        console.read_until("ready: runner echo", "reload: watching")
-        (directory / "echo" / "plugin.toml").write_text("id = [unfinished")
-        console.read_until("keeps running as it was")
-    finally:
-        returncode = console.stop()
-    assert returncode == 1, console.text
-    assert "exit code 1: running as they were, their plugin.toml refused, at the end: echo" in (
-        console.text
-    )

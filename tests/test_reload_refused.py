@@ -96,7 +96,9 @@ def test_isoplug_run_reload_a_kept_manifest_is_said_once_and_ends_with_1(
     assert returncode == 1, console.text
     assert "plugin skipped" not in console.text, "it is not skipped: it runs"
     assert console.text.count("echo/plugin.toml") == 1, console.text
-    assert "running as they were, their plugin.toml refused, at the end: echo" in console.text
+    assert "exit code 1: running as they were, their plugin.toml refused, at the end: echo" in (
+        console.text
+    )
 
 
 def test_isoplug_run_reload_a_config_refused_at_the_end_ends_with_1(tmp_path: Path) -> None:

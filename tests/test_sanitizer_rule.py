@@ -92,17 +92,21 @@ def _raised_calls(tree: ast.AST) -> list[ast.Call]:
     ]
 
 
+def _called(call: ast.Call) -> str | None:
+    """The name a call calls: ``clean_text`` for ``sanitize.clean_text(...)`` too."""
+    function = call.func
+    if isinstance(function, ast.Attribute):
+        return function.attr
+    return function.id if isinstance(function, ast.Name) else None
+
+
 def _unsanitized(node: ast.AST, fields: frozenset[str]) -> list[ast.Attribute]:
     """Sent values under ``node`` that no sanitizing call encloses."""
     found: list[ast.Attribute] = []
 
     def visit(current: ast.AST) -> None:
-        if isinstance(current, ast.Call):
-            function = current.func
-            name = function.attr if isinstance(function, ast.Attribute) else None
-            name = function.id if isinstance(function, ast.Name) else name
-            if name in SANITIZERS:
-                return
+        if isinstance(current, ast.Call) and _called(current) in SANITIZERS:
+            return
         if (
             isinstance(current, ast.Attribute)
             and current.attr in fields
@@ -178,12 +182,8 @@ def _unsanitized_paths(node: ast.AST) -> list[ast.expr]:
     found: list[ast.expr] = []
 
     def visit(current: ast.AST) -> None:
-        if isinstance(current, ast.Call):
-            function = current.func
-            name = function.attr if isinstance(function, ast.Attribute) else None
-            name = function.id if isinstance(function, ast.Name) else name
-            if name in PATH_SANITIZERS:
-                return
+        if isinstance(current, ast.Call) and _called(current) in PATH_SANITIZERS:
+            return
         if isinstance(current, ast.Attribute | ast.Name):
             name = current.attr if isinstance(current, ast.Attribute) else current.id
             if PATH_NAME.search(name):
