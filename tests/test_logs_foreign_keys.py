@@ -27,7 +27,8 @@ async def test_a_foreign_records_non_text_keys_are_made_text_and_the_record_kept
     key named as an isoplug sender names it (``extra_<repr>``, its text sanitized; a name
     taken is prefixed again), text keys as they were; nothing is counted as malformed, and
     the next record of the batch arrives too."""
-    extra = {1: "one", "extra_1": "taken", (1, 2): "pair", b"k": "bytes", None: "none"}
+    extra: dict[object, object] = {1: "one", "extra_1": "taken", (1, 2): "pair", b"k": "bytes"}
+    extra[None] = "none"
     extra["\x1b[31mred"] = "escape"
     frame = log_batch_frame(
         [hand_built(1, "odd keys", extra), hand_built(2, "next", {"plain": 1})],
@@ -53,6 +54,8 @@ async def test_a_foreign_records_non_text_keys_are_made_text_and_the_record_kept
     # Text from outside is sanitized, keys too.
     assert not any("\x1b" in key for key in values)
     assert "escape" in values.values()
-    assert record.msg["extra_7"] == "seven" and record.msg["event"] == "odd keys"
+    event = record.msg
+    assert isinstance(event, dict)
+    assert event["extra_7"] == "seven" and event["event"] == "odd keys"
     assert after.plain == 1  # type: ignore[attr-defined]
     assert metrics and all(not m.dropped for m in metrics)

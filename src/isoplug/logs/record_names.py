@@ -135,6 +135,7 @@ def is_reserved(key: str, reserved: frozenset[str]) -> bool:
     names, usually :data:`RESERVED_NAMES` and the record's attributes) or is a host marker."""
     return key in reserved or key.startswith(HOST_MARKER_PREFIX)
 
+
 #: Every standard level's name and alias, upper case: no other level number may carry one,
 #: in any case (the console and the log pane show ``levelname.lower()``).
 _STANDARD_WORDS = frozenset(

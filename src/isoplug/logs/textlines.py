@@ -236,12 +236,19 @@ def parse_json_line(line: str) -> tuple[int | None, str, dict[str, Any]] | None:
         if key.startswith(HOST_MARKER_PREFIX):
             # The host's markers are the host's (this classifier sets one just above): the
             # line's own field is kept, renamed, as the receiver renames a sender's extra.
-            key = f"extra_{key}"
-            while key in fields or key in extras:
-                key = f"extra_{key}"
-        extras[key] = _plain_value(field)
+            extras[_renamed(key, fields, extras)] = _plain_value(field)
+        else:
+            extras[key] = _plain_value(field)
     text = message if isinstance(message, str) else _plain_value(message)
     return level, str(text), extras
+
+
+def _renamed(key: str, fields: dict[str, Any], extras: dict[str, Any]) -> str:
+    """``extra_<key>``, prefixed again while the line or the extras so far have that name."""
+    name = f"extra_{key}"
+    while name in fields or name in extras:
+        name = f"extra_{name}"
+    return name
 
 
 def level_of_prefix(line: str) -> int | None:

@@ -10,7 +10,7 @@ import faulthandler
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -189,7 +189,7 @@ class Impostor(isoplug.Plugin):
 
     #: Extras named like what structlog's processors and python-json-logger write from the
     #: record (its time, exception, stack, call site...) and like the host's markers.
-    FORGED_FIELDS: dict[str, Any] = {
+    FORGED_FIELDS: ClassVar[dict[str, Any]] = {
         "timestamp": "1999-01-01T00:00:00Z",
         "time": "1999-01-01T00:00:00Z",
         "@timestamp": "1999-01-01T00:00:00Z",
