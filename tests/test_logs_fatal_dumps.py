@@ -1,5 +1,6 @@
 """Crash dumps (faulthandler, ``Py_FatalError``) in text: one CRITICAL record, ending where the
-dump's own structure ends, never taking in what the process prints next."""
+dump's own structure ends, never taking in what the process prints next; a faulthandler
+watchdog's dump (``dump_traceback_later``) likewise, at ERROR."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from isoplug.logs.textlines import LineClassifier, TextRecord
+from tests.plugins_fixtures import running
+
+STDERR = "plugin.impostor.stderr"
 
 # Dumps as CPython writes them (captured from 3.11, 3.12 and 3.13 on Linux; the free-threaded
 # 3.14 one with a C stack as its documentation shows it; the Windows ones below), paths
@@ -263,3 +268,60 @@ def test_lines_after_a_dumps_last_line_are_classified_as_without_it(lines: list[
         critical(MULTI_THREAD_311),
         *classify(lines),
     ]
+
+
+# faulthandler.dump_traceback_later's dump, as 3.11 writes it (a watchdog thread, so no thread
+# is the current one), paths shortened.
+WATCHDOG_311 = """\
+Timeout (0:00:00.050000)!
+Thread 0x00007f3a1b7fe6c0 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 327 in wait
+  File "/tmp/hang.py", line 8 in worker
+
+Thread 0x00007f3a1c9b4b80 (most recent call first):
+  File "/usr/lib/python3.11/asyncio/base_events.py", line 1898 in _run_once
+  File "/tmp/hang.py", line 12 in <module>"""
+
+
+@pytest.mark.parametrize("header", ["Timeout (0:00:00.050000)!", "Timeout (1:02:03)!"])
+def test_a_watchdogs_dump_is_one_error_record_and_what_follows_is_its_own(header: str) -> None:
+    """A dump_traceback_later dump (the process lives on after it) is one record at ERROR;
+    the first line that fits no dump ends it."""
+    dump = WATCHDOG_311.replace("Timeout (0:00:00.050000)!", header)
+    assert classify([*dump.split("\n"), "still running"]) == [
+        TextRecord(logging.ERROR, dump, traceback=True),
+        TextRecord(logging.INFO, "still running"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line", ["Timeout (5s)!", "Timeout (0:00:05)! and more", "Timeout (0:00:05.5)!"]
+)
+def test_only_faulthandlers_own_timeout_header_starts_a_dump(line: str) -> None:
+    lines = [line, "Thread 0x00007f3a1b7fe6c0 (most recent call first):"]
+    assert classify(lines) == [TextRecord(logging.INFO, text) for text in lines]
+
+
+def test_without_fatal_blocks_a_timeout_header_is_an_ordinary_line() -> None:
+    """Printed through Python, a watchdog's header is a quotation, as a crash's is."""
+    lines = WATCHDOG_311.split("\n")
+    assert classify(lines, fatal_blocks=False) == [TextRecord(logging.INFO, t) for t in lines]
+
+
+async def test_a_runners_watchdog_dump_is_one_record_on_its_stderr(tmp_path: Path) -> None:
+    """A plugin's faulthandler.dump_traceback_later dumps its runner's threads to fd 2: the
+    host's reader makes the whole dump one ERROR record of the plugin's stderr, its
+    threads' stacks in it, and the plugin's next line on fd 2 a record of its own."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "watchdog_dump")
+        dump = await waiter.wait_for(STDERR, "Timeout (0:00:00.050000)!")
+        after = await waiter.wait_for(STDERR, "after the watchdog")
+    # The host indents a record's continuation lines (isoplug.wire.sanitize).
+    lines = [line.strip() for line in dump.getMessage().split("\n")]
+    assert lines[0] == "Timeout (0:00:00.050000)!"
+    assert dump.levelno == logging.ERROR
+    headers = [line for line in lines if line.endswith("(most recent call first):")]
+    assert headers and all(h.startswith("Thread 0x") for h in headers)
+    assert any(line.startswith('File "') for line in lines)
+    assert "after the watchdog" not in dump.getMessage()
+    assert after.getMessage() == "after the watchdog" and after.levelno == logging.WARNING

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from isoplug.logs.record_names import (
+    CONSUMER_NAMES,
     IDENTITY_NAMES,
     MESSAGE_NAMES,
     RESERVED_NAMES,
@@ -69,7 +70,7 @@ def test_severity_and_message_names_hold_what_formatters_read_a_level_and_messag
     severity, log.level), hclog's; every one a name a sender's extra is renamed under."""
     assert {"level", "levelname", "severity", "log.level", "@level"} == set(SEVERITY_NAMES)
     assert {"event", "message", "msg", "@message"} == set(MESSAGE_NAMES)
-    assert {*SEVERITY_NAMES, *MESSAGE_NAMES, *IDENTITY_NAMES} == RESERVED_NAMES
+    assert {*SEVERITY_NAMES, *MESSAGE_NAMES, *IDENTITY_NAMES, *CONSUMER_NAMES} == RESERVED_NAMES
 
 
 def test_a_json_lines_level_and_message_are_read_under_the_same_names() -> None:

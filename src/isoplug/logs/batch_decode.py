@@ -3,12 +3,21 @@
 A batch carries its records as one raw msgpack array (``LogBatch.records``), decoded in one
 call. A sender's bytes are untrusted: when that call fails, the array is decoded item by
 item, so one bad record is rejected alone instead of costing the whole batch.
+
+A record whose ``extra`` (or structlog ``event``) has a key that is not text, which msgpack
+carries but the wire's record type refuses, is kept: each such key becomes text as an isoplug
+sender makes it (:func:`~isoplug.logs.capture.odd_key_name`, ``extra_1`` for ``1``), and the
+receiver then cleans it as every key (:mod:`isoplug.logs.rebuild`). Only a foreign sender
+sends one; isoplug's own makes its keys text before sending.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
+from isoplug.logs.capture import odd_key_name
 from isoplug.wire import LogRecordData
 
 __all__ = ["decode_records"]
@@ -16,7 +25,14 @@ __all__ = ["decode_records"]
 _record_list_decoder = msgspec.msgpack.Decoder(list[LogRecordData])
 _raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _record_decoder = msgspec.msgpack.Decoder(LogRecordData)
+_any_decoder = msgspec.msgpack.Decoder()
+_encoder = msgspec.msgpack.Encoder()
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: The positions of ``extra`` and ``event`` in a record's array (LogRecordData's layout).
+_MAPPINGS = (
+    LogRecordData.__struct_fields__.index("extra"),
+    LogRecordData.__struct_fields__.index("event"),
+)
 
 
 def decode_records(raw: msgspec.Raw) -> tuple[list[LogRecordData], int, str | None]:
@@ -37,5 +53,43 @@ def decode_records(raw: msgspec.Raw) -> tuple[list[LogRecordData], int, str | No
         try:
             good.append(_record_decoder.decode(item))
         except _DECODE_ERRORS:
-            bad += 1
-    return good, bad, problem
+            record = _with_text_keys(item)
+            if record is None:
+                bad += 1
+            else:
+                good.append(record)
+    return good, bad, problem if bad else None
+
+
+def _with_text_keys(item: msgspec.Raw) -> LogRecordData | None:
+    """The record ``item`` holds, its ``extra`` and ``event`` keys made text; None if it has
+    no key to make text, or is malformed in another way too."""
+    try:
+        fields: Any = _any_decoder.decode(item)
+    except _DECODE_ERRORS:
+        return None
+    if type(fields) is not list:
+        return None
+    changed = False
+    for index in _MAPPINGS:
+        if index < len(fields) and type(fields[index]) is dict:
+            values: dict[Any, Any] = fields[index]
+            if any(type(key) is not str for key in values):
+                fields[index] = _text_keys(values)
+                changed = True
+    if not changed:
+        return None
+    try:
+        return _record_decoder.decode(_encoder.encode(fields))
+    except (*_DECODE_ERRORS, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _text_keys(values: dict[Any, Any]) -> dict[str, Any]:
+    """``values`` with text keys: the text ones as they are, the others named as an isoplug
+    sender names them (after the text ones, so none of those is renamed)."""
+    text = {key: value for key, value in values.items() if type(key) is str}
+    for key, value in values.items():
+        if type(key) is not str:
+            text[odd_key_name(key, text)] = value
+    return text

@@ -8,8 +8,10 @@ task. An exception becomes a genuine ``exc_info`` with the sender's traceback
 ``runner_pid``...) is stamped last, so it overrides anything the sender put in ``extra``; a
 sender's ``extra`` named like an attribute of the record, like one the host sets, or like a
 name formatters read a record's identity, level or message under (``logger``, ``level``,
-``event``: see :mod:`isoplug.logs.record_names`, the one list for every path) is renamed
-``extra_<name>``.
+``event``: see :mod:`isoplug.logs.record_names`, the one list for every path), like a field
+the host's formatters write themselves (``timestamp``, ``exception``, ``stack``...) or like a
+host marker (any ``isoplug_`` name) is renamed ``extra_<name>`` (``extra_extra_<name>`` if
+the sender has that name too: nothing is lost).
 A level number that is not a standard one never carries a standard level's name
 (:func:`~isoplug.logs.record_names.level_name`). Where the connection has a pid the kernel
 vouches for, ``process`` is that pid (the sender's own claim, when it differs, is kept as
@@ -41,7 +43,14 @@ from isoplug.logs.capture import STANDARD_ATTRIBUTES
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
-from isoplug.logs.record_names import IDENTITY_NAMES, RESERVED_NAMES, SEVERITY_NAMES, level_name
+from isoplug.logs.record_names import (
+    IDENTITY_NAMES,
+    RESERVED_NAMES,
+    SEVERITY_NAMES,
+    TRUNCATED_KEYS,
+    is_reserved,
+    level_name,
+)
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.textlines import level_from_name
@@ -59,6 +68,9 @@ _value_encoder = msgspec.msgpack.Encoder()
 #: isoplug's capture makes.
 _HOST_FIELDS = frozenset({"exc_type", "exc_message"})
 _STREAM_FLAGS = frozenset({"truncated"})
+#: Host markers isoplug's line classifier sets on records of output streams (how many fields
+#: of a JSON line it left out); from any other record, a sender's extra so named is renamed.
+_STREAM_MARKERS = frozenset({TRUNCATED_KEYS})
 #: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
 #: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
 _LOGGER_KEYS = ("logger", "logger_name")
@@ -134,9 +146,10 @@ class RecordRebuilder:
         msg: Any = message
         args: tuple[str, ...] = ()
         extra = (
-            self._clean_mapping(
-                data.extra,
-                self._reserved_on_streams if "stream" in identity else self._reserved,
+            (
+                self._clean_mapping(data.extra, self._reserved_on_streams, _STREAM_MARKERS)
+                if "stream" in identity
+                else self._clean_mapping(data.extra, self._reserved)
             )
             if data.extra
             else {}
@@ -305,17 +318,25 @@ class RecordRebuilder:
         event.update(truth)
         return event
 
-    def _clean_mapping(self, values: dict[str, Any], reserved: frozenset[str]) -> dict[str, Any]:
+    def _clean_mapping(
+        self,
+        values: dict[str, Any],
+        reserved: frozenset[str],
+        markers: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """``values`` cleaned; a key in ``reserved`` or a host marker (other than those in
+        ``markers``, which isoplug's own capture set) renamed ``extra_<key>``."""
         limits = self._limits
         cleaned: dict[str, Any] = {}
         for index, (sender_key, value) in enumerate(values.items()):
             if index == limits.max_extra_keys:
-                cleaned["isoplug_truncated_keys"] = len(values) - index
+                cleaned[TRUNCATED_KEYS] = len(values) - index
                 break
             key = clean_text(sender_key, 100)
-            if key in reserved:
-                # Never let a sender's extra shadow a record field or the host's identity.
-                key = f"extra_{key}"
+            if is_reserved(key, reserved) and key not in markers:
+                # Never let a sender's extra shadow a record field, the host's identity, what
+                # the host's formatters write themselves, or a marker of the host's.
+                key = _renamed(key, values, cleaned)
             cleaned[key] = self._clean_value(value)
         return cleaned
 
@@ -331,6 +352,15 @@ class RecordRebuilder:
         if len(encoded) <= limit:
             return value
         return cap_text(repr(value), limit)
+
+
+def _renamed(key: str, values: dict[str, Any], cleaned: dict[str, Any]) -> str:
+    """``extra_<key>``, prefixed again while the sender's values or those cleaned so far have
+    that name (``{"time": 1, "extra_time": 2}`` keeps both)."""
+    name = f"extra_{key}"
+    while name in values or name in cleaned:
+        name = f"extra_{name}"
+    return name
 
 
 def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> None:

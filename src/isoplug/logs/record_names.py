@@ -19,6 +19,27 @@ host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.outpu
   In a structlog event dict the message names are the event's own (the dict *is* the
   record's message); a severity name there that does not name the record's level is set to
   the record's level, the claim kept as ``extra_<name>`` (:mod:`isoplug.logs.rebuild`).
+- **What the host's formatters write themselves.** :data:`CONSUMER_NAMES` are the fields
+  structlog's processors and python-json-logger add to a record's output from the record
+  itself: its time (``timestamp``, which structlog's ``TimeStamper`` and python-json-logger's
+  ``timestamp=True`` write; ``time`` and ``@timestamp``, the usual keys and renames for it),
+  its exception and stack (``exception``, from ``format_exc_info``, ``dict_tracebacks`` and
+  ``ExceptionRenderer``; ``stack``, from ``StackInfoRenderer``), its level number
+  (``level_number``, ``add_log_level_number``), its call site (``func_name``,
+  ``thread_name``, ``process_name``, ``qual_name``, ``qual_module``, from
+  ``CallsiteParameterAdder``: its other keys are the record's own attributes) and its
+  arguments (``positional_args``, ``ProcessorFormatter(pass_foreign_args=True)``). Where such a
+  processor runs before ``ExtraAdder`` (or python-json-logger merges the extras after its
+  renamed fields), an extra of that name would replace the true value; where the processor
+  does not run (no exception, no ``TimeStamper``), the extra would pass for it. A sender's
+  extra so named arrives as ``extra_<name>``. Only for extras: a structlog event dict's keys
+  are the sender's own processors' output, which the host's formatter renders as they are.
+- **Host markers.** Every name that starts with :data:`HOST_MARKER_PREFIX` (``isoplug_``)
+  is the host's (``isoplug_report`` on its reports, ``isoplug_truncated_keys`` where it cut
+  extras, and any such name it adds later): a sender's extra, JSON field or loguru value so
+  named arrives as ``extra_<name>`` (:func:`is_reserved`). isoplug's own line classifier
+  (:mod:`isoplug.logs.textlines`) sets ``isoplug_truncated_keys`` on records of output
+  streams, whose lines only isoplug's capture makes, as it sets ``truncated``.
 - **Levels.** :func:`level_name`: a level number that is not a standard one (10, 20, ...)
   never carries a standard level's name (a plugin's ``addLevelName(22, "CRITICAL")`` must not
   make a level-22 record look critical to a formatter, the console or a log pane that shows
@@ -31,10 +52,14 @@ import logging
 import re
 
 __all__ = [
+    "CONSUMER_NAMES",
+    "HOST_MARKER_PREFIX",
     "IDENTITY_NAMES",
     "MESSAGE_NAMES",
     "RESERVED_NAMES",
     "SEVERITY_NAMES",
+    "TRUNCATED_KEYS",
+    "is_reserved",
     "level_name",
 ]
 
@@ -67,9 +92,49 @@ SEVERITY_NAMES: tuple[str, ...] = ("level", "levelname", "severity", "@level", "
 #: read as its message: logging's ``message`` and ``msg``, structlog's ``event``, hclog's
 #: ``@message``. A sender's extra so named arrives as ``extra_<name>``.
 MESSAGE_NAMES: tuple[str, ...] = ("message", "msg", "event", "@message")
+#: The fields structlog's processors and python-json-logger write into a record's output
+#: themselves, read from the record (see the module docstring): a sender's extra so named
+#: arrives as ``extra_<name>``. The names CallsiteParameterAdder shares with a record's own
+#: attributes (``lineno``, ``thread``...) are renamed as attributes already.
+CONSUMER_NAMES = frozenset(
+    {
+        # Time: TimeStamper's and python-json-logger's key, and its usual renames.
+        "timestamp",
+        "time",
+        "@timestamp",
+        # Exception and stack: format_exc_info, dict_tracebacks, ExceptionRenderer;
+        # StackInfoRenderer.
+        "exception",
+        "stack",
+        # add_log_level_number.
+        "level_number",
+        # CallsiteParameterAdder's names that are not a record attribute's.
+        "func_name",
+        "thread_name",
+        "process_name",
+        "qual_name",
+        "qual_module",
+        # ProcessorFormatter(pass_foreign_args=True): the record's arguments.
+        "positional_args",
+    }
+)
 #: Every name a sender's extra (a logging extra, a printed JSON line's field, a loguru bound
-#: value) arrives renamed ``extra_<name>`` under, besides the record's own attributes.
-RESERVED_NAMES = IDENTITY_NAMES | frozenset(SEVERITY_NAMES) | frozenset(MESSAGE_NAMES)
+#: value) arrives renamed ``extra_<name>`` under, besides the record's own attributes and the
+#: host markers (:data:`HOST_MARKER_PREFIX`).
+RESERVED_NAMES = (
+    IDENTITY_NAMES | frozenset(SEVERITY_NAMES) | frozenset(MESSAGE_NAMES) | CONSUMER_NAMES
+)
+#: The start of every name the host marks records with (``isoplug_report``...).
+HOST_MARKER_PREFIX = "isoplug_"
+#: The host's marker of a record whose extras it cut: how many it left out.
+TRUNCATED_KEYS = "isoplug_truncated_keys"
+
+
+def is_reserved(key: str, reserved: frozenset[str]) -> bool:
+    """Whether a sender's extra ``key`` must be renamed: it is in ``reserved`` (the caller's
+    names, usually :data:`RESERVED_NAMES` and the record's attributes) or is a host marker."""
+    return key in reserved or key.startswith(HOST_MARKER_PREFIX)
+
 
 #: Every standard level's name and alias, upper case: no other level number may carry one,
 #: in any case (the console and the log pane show ``levelname.lower()``).

@@ -26,7 +26,9 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
   first line and lives on (a C library's message, a child that printed it) has only that
   line at CRITICAL, not everything it prints next; nor does a program whose Windows
   exception faulthandler dumped and something then handled (the dump is its only record at
-  CRITICAL). A block is emitted in parts past
+  CRITICAL). A ``faulthandler.dump_traceback_later`` dump (``Timeout (0:00:05)!``, then
+  the stacks as above) is one such record too, at ERROR: a watchdog's report, after which
+  the process may live on. A block is emitted in parts past
   :data:`MAX_BLOCK_LINES` lines or :data:`MAX_BLOCK_CHARS` characters, so a block that never
   ends cannot grow without bound.
 
@@ -55,7 +57,12 @@ from typing import Any
 
 import msgspec
 
-from isoplug.logs.record_names import MESSAGE_NAMES, SEVERITY_NAMES
+from isoplug.logs.record_names import (
+    HOST_MARKER_PREFIX,
+    MESSAGE_NAMES,
+    SEVERITY_NAMES,
+    TRUNCATED_KEYS,
+)
 
 __all__ = [
     "MAX_BLOCK_CHARS",
@@ -103,6 +110,9 @@ _FATAL_STARTS = (
     "Fatal Python error from unexpected signum: ",
     "Windows fatal exception: ",
 )
+#: The first line of ``faulthandler.dump_traceback_later``'s dump (its timeout as
+#: ``H:MM:SS``, microseconds when it has any), followed by the stacks as a crash dump's are.
+_TIMEOUT = re.compile(r"Timeout \(\d+:\d\d:\d\d(?:\.\d{6})?\)!")
 #: ``Py_FatalError``'s second line. After it, Python may print the pending exception (one
 #: exception line, or a traceback and its exception line) before the stacks.
 _FATAL_RUNTIME = "Python runtime state: "
@@ -221,11 +231,24 @@ def parse_json_line(line: str) -> tuple[int | None, str, dict[str, Any]] | None:
         if key in (message_key, level_key) or (source is not value and key == "extra"):
             continue
         if len(extras) >= MAX_JSON_EXTRAS:
-            extras["isoplug_truncated_keys"] = len(fields) - MAX_JSON_EXTRAS
+            extras[TRUNCATED_KEYS] = len(fields) - MAX_JSON_EXTRAS
             break
-        extras[key] = _plain_value(field)
+        if key.startswith(HOST_MARKER_PREFIX):
+            # The host's markers are the host's (this classifier sets one just above): the
+            # line's own field is kept, renamed, as the receiver renames a sender's extra.
+            extras[_renamed(key, fields, extras)] = _plain_value(field)
+        else:
+            extras[key] = _plain_value(field)
     text = message if isinstance(message, str) else _plain_value(message)
     return level, str(text), extras
+
+
+def _renamed(key: str, fields: dict[str, Any], extras: dict[str, Any]) -> str:
+    """``extra_<key>``, prefixed again while the line or the extras so far have that name."""
+    name = f"extra_{key}"
+    while name in fields or name in extras:
+        name = f"extra_{name}"
+    return name
 
 
 def level_of_prefix(line: str) -> int | None:
@@ -300,6 +323,10 @@ class LineClassifier:
             self._open(line, "header", logging.ERROR)
         elif self.fatal_blocks and stripped.startswith(_FATAL_STARTS):
             self._open(line, "fatal", logging.CRITICAL)
+        elif self.fatal_blocks and stripped[:9] == "Timeout (" and _TIMEOUT.fullmatch(stripped):
+            # A watchdog's dump, not a crash: the process may well live on (ERROR, as a
+            # traceback; with exit=True, the exit account tells the rest).
+            self._open(line, "fatal", logging.ERROR)
         else:
             return False
         return True

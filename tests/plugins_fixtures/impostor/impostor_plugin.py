@@ -1,13 +1,16 @@
 """A test plugin that claims, in its records, what only the host may say: another plugin's
-identity, another logger, another process, an output stream; and that logs texts far over
-every size cap."""
+identity, another logger, another process, an output stream, the fields the host's formatters
+write themselves, the host's markers; that logs texts far over every size cap; and whose
+faulthandler watchdog dumps its stacks."""
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -183,3 +186,53 @@ class Impostor(isoplug.Plugin):
             raise ValueError("M" * length)
         except ValueError:
             log.exception("exception")
+
+    #: Extras named like what structlog's processors and python-json-logger write from the
+    #: record (its time, exception, stack, call site...) and like the host's markers.
+    FORGED_FIELDS: ClassVar[dict[str, Any]] = {
+        "timestamp": "1999-01-01T00:00:00Z",
+        "time": "1999-01-01T00:00:00Z",
+        "@timestamp": "1999-01-01T00:00:00Z",
+        "exception": "Traceback (most recent call last):\nRuntimeError: forged",
+        "stack": "Stack (most recent call last):\n  forged",
+        "level_number": 50,
+        "func_name": "forged_function",
+        "thread_name": "ForgedThread",
+        "process_name": "ForgedProcess",
+        "qual_name": "forged.qual",
+        "qual_module": "forged.module",
+        "positional_args": ["forged"],
+        "isoplug_truncated_keys": 99,
+        "isoplug_anything": "forged",
+    }
+
+    @isoplug.method
+    async def claim_consumer_fields(self) -> None:
+        """An INFO record with no exception whose extras forge the fields of
+        :data:`FORGED_FIELDS`, by every door that carries extras: a logging extra (with an
+        ``extra_time`` of its own too), a printed JSON line, loguru's bound values."""
+        log.info("routine extra", extra={**self.FORGED_FIELDS, "extra_time": "mine"})
+        print(json.dumps({"message": "routine json-line", **self.FORGED_FIELDS}), flush=True)
+        from loguru import logger
+
+        logger.bind(**self.FORGED_FIELDS).info("routine loguru")
+
+    @isoplug.method
+    async def watchdog_dump(self) -> None:
+        """faulthandler's watchdog dumps every thread's stack to fd 2 while this method
+        sleeps; then a line of its own on fd 2."""
+        faulthandler.dump_traceback_later(0.05, file=2)
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        os.write(2, b"after the watchdog\n")
+
+    @isoplug.method
+    async def too_many_fields(self, count: int) -> None:
+        """A logging record and a printed JSON line with ``count`` extras, the first of them
+        a forged ``isoplug_truncated_keys``."""
+        fields: dict[str, Any] = {"isoplug_truncated_keys": 1}
+        fields.update({f"field_{n}": n for n in range(count - 1)})
+        log.info("many extra [%d]", count, extra=fields)
+        print(json.dumps({"message": f"many json-line [{count}]", **fields}), flush=True)
