@@ -189,6 +189,27 @@ async def test_sys_exit_in_on_config_fails_the_change_not_the_runner(tmp_path: P
         assert info.last_exit.returncode == 0, info.last_exit
 
 
+@pytest.mark.parametrize("how", ["die", "die quietly"])
+async def test_a_runner_that_ends_in_on_config_restarts_once_with_the_new_config(
+    tmp_path: Path, how: str
+) -> None:
+    """Its crash and the change's failure are one restart, whichever the host hears of first
+    ("die quietly": a child of the runner holds its connection, so the exit comes first)."""
+    async with Host(plugins_dir(tmp_path, "configured"), config=FAST) as host:
+        await host.wait_ready(20)
+        with watching("isoplug.host") as records:
+            assert await host.set_config("configured", {"greeting": how}) is False
+            await host.wait_ready(20)
+            state = await host.call("configured", "state")
+            info = host.plugin("configured")
+            said = [r.getMessage() for r in records.select() if "restart" in r.getMessage()]
+        assert info.restarts == 1, info.summary()
+        # The warning naming on_config, and one state change: one restart.
+        assert len(said) == 2 and "ended during on_config" in said[0], said
+        # Its setup got the new configuration, and no on_config came after.
+        assert state["config"]["greeting"] == how and state["seen"] == [state["config"]]
+
+
 async def test_editing_the_config_table_under_reload_is_taken_live(tmp_path: Path) -> None:
     pytest.importorskip("watchfiles")
     directory = copy_plugins(tmp_path, "configured", "configured_static")
