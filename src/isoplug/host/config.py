@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +83,16 @@ class SupervisorConfig:
     inherit_environment: tuple[str, ...] | bool = ()
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "float" and (
+                not isinstance(value, int | float) or not math.isfinite(value) or value < 0
+            ):
+                # A NaN makes every deadline comparison false: a runner never hung, never late.
+                raise ValueError(
+                    f"SupervisorConfig: {field.name} must be a finite number of seconds, 0 or "
+                    f"more, not {value!r}"
+                )
         if self.max_log_connections < 1:
             raise ValueError(
                 f"max_log_connections must be at least 1, not {self.max_log_connections!r}"
