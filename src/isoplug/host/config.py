@@ -11,6 +11,20 @@ from typing import Any
 __all__ = ["SupervisorConfig", "split_host_config"]
 
 
+#: SupervisorConfig's settings in seconds.
+_SECONDS = (
+    "ready_timeout",
+    "health_interval",
+    "health_timeout",
+    "health_grace",
+    "shutdown_timeout",
+    "teardown_timeout",
+    "terminate_timeout",
+    "call_timeout",
+    "handshake_timeout",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class SupervisorConfig:
     """Timing of supervision. The defaults suit production; tests shorten them."""
@@ -83,15 +97,13 @@ class SupervisorConfig:
     inherit_environment: tuple[str, ...] | bool = ()
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.type == "float" and (
-                not isinstance(value, int | float) or not math.isfinite(value) or value < 0
-            ):
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 # A NaN makes every deadline comparison false: a runner never hung, never late.
                 raise ValueError(
-                    f"SupervisorConfig: {field.name} must be a finite number of seconds, 0 or "
-                    f"more, not {value!r}"
+                    f"SupervisorConfig: {name} must be a finite number of seconds, 0 or more, "
+                    f"not {value!r}"
                 )
         if self.max_log_connections < 1:
             raise ValueError(
