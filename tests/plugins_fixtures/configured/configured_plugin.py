@@ -23,14 +23,25 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     limits: Limits = msgspec.field(default_factory=Limits)
 
 
+def _chained(where: str) -> None:
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        raise RuntimeError(f"{where} refused it") from exc
+
+
 class Configured(isoplug.Plugin):
     config_schema = Settings
 
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.ctx = ctx
+        if ctx.config.greeting == "chained":
+            _chained("setup")
         self.seen: list[Any] = [msgspec.to_builtins(ctx.config)]
 
     async def on_config(self, config: Settings) -> None:
+        if config.greeting == "chained":
+            _chained("on_config")
         if config.greeting == "explode":
             raise RuntimeError("on_config refused it")
         if config.greeting == "exit":
