@@ -24,8 +24,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _chained(where: str) -> None:
+    known: dict[str, int] = {}
     try:
-        {}["missing"]
+        known["missing"]
     except KeyError as exc:
         raise RuntimeError(f"{where} refused it") from exc
 
