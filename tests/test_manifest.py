@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,15 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
             "field 'restart.window': must be a number of 0 or more, got integer -1",
         ),
         (
+            MINIMAL + "[restart]\nbackoff_initial = 2\nbackoff_max = 1.5\n",
+            "field 'restart.backoff_max': must not be less than restart.backoff_initial: "
+            "backoff_max = 1.5, backoff_initial = 2",
+        ),
+        (
+            MINIMAL + "[restart]\nwindow = nan\n",
+            "field 'restart.window': must be a number of 0 or more, got number nan",
+        ),
+        (
             MINIMAL + '[restart]\npolicy = "always"\n',
             "'restart.policy': must be one of 'never', 'on-failure', got 'always'",
         ),
@@ -145,6 +156,22 @@ def test_invalid_manifests_name_the_file_the_field_and_the_problem(
         load_manifest(directory)
     assert str(caught.value).startswith(str(directory / "plugin.toml"))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"backoff_initial": 2.0, "backoff_max": 1.0}, "backoff_max (1) must not be less than"),
+        ({"window": math.nan}, "window must be a finite number of 0 or more, not nan"),
+        ({"backoff_max": math.inf}, "backoff_max must be a finite number of 0 or more, not inf"),
+        ({"backoff_initial": -1.0}, "backoff_initial must be a finite number of 0 or more"),
+    ],
+)
+def test_a_restart_policy_built_in_code_refuses_what_plugin_toml_refuses(
+    settings: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"RestartPolicy: {message}")):
+        RestartPolicy(**settings)  # type: ignore[arg-type]
 
 
 def test_a_missing_manifest_is_reported(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import TypeVar
 import pytest
 
 from isoplug.otel import OtelExport, OutboxLimits
+from isoplug.otel.sdk_messages import SDK_LOGGERS
 from isoplug.testing.otlp import OtlpReceiver, Received
 from tests import otel_helpers
 from tests.otel_helpers import endpoint_of, exporting
@@ -244,6 +245,11 @@ async def test_shutdown_shares_one_deadline_and_reports_the_final_count(tmp_path
     assert took < 2.6, took  # one deadline: 1.5 s, not 1.5 s for logs and again for metrics
 
 
+def _isoplugs_filters(logger: str) -> list[object]:
+    filters = logging.getLogger(logger).filters
+    return [f for f in filters if type(f).__module__.startswith("isoplug.")]
+
+
 async def test_the_sdks_messages_are_named_and_throttled(tmp_path: Path) -> None:
     """The SDK's exporters log a warning per retry: they go out on ``isoplug.otel.sdk``,
     named, each kind once and then summed up, never as a record of the SDK's own logger."""
@@ -257,6 +263,9 @@ async def test_the_sdks_messages_are_named_and_throttled(tmp_path: Path) -> None
                 await host.call("telemetry", "flood", 100, 0.0, start)
                 export.flush(0.01)
             await everything.wait_until(lambda: _dropped(export, "export_failed") >= 600 or None)
+        assert all(_isoplugs_filters(name) for name in SDK_LOGGERS)
+    # The shutdown detached it: the SDK's loggers are as the application left them.
+    assert not any(_isoplugs_filters(name) for name in SDK_LOGGERS)
     raw = [r for r in everything.records if r.name.startswith("opentelemetry.")]
     assert not raw, [r.getMessage() for r in raw]
     named = [r.getMessage() for r in everything.records if r.name == "isoplug.otel.sdk"]

@@ -9,16 +9,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
+from isoplug import Host
 from isoplug.errors import ConnectionBroken, MethodNotFound, RemoteError
-from isoplug.host import PluginState
+from isoplug.host import PluginState, observers
 from isoplug.host.status import ExitAccount
 from isoplug.logs import ReplayLimits
-from isoplug.otel.metrics import exit_kind
+from isoplug.otel.metrics import HostMetrics, exit_kind
 from isoplug.testing.otlp import MetricPoint, OtlpReceiver, Received
 from tests import otel_helpers
 from tests.otel_helpers import endpoint_of, exporting
-from tests.plugins_fixtures import running
+from tests.plugins_fixtures import FAST, plugins_dir, running
 
 otlp_receiver = otel_helpers.otlp_receiver
 PLUGIN = "isoplug.plugin.id"
@@ -170,3 +173,40 @@ def test_exit_kinds() -> None:
     stuck = "recycled by the host: 4 worker threads still run calls that timed out"
     assert exit_kind(account(0, stuck)) == "recycled"
     assert exit_kind(account(-9, stuck)) == "recycled"  # it ignored its stop
+
+
+async def test_a_call_of_a_method_the_plugin_does_not_offer_counts_once(tmp_path: Path) -> None:
+    """Refused by the host (a ready plugin) or in the call (one still starting), through
+    host.call or host.call_with: each call is one point of rpc.client.call.duration."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics = HostMetrics(provider.get_meter("test"), None)
+    observers.add_observer(metrics)
+    try:
+        async with Host(plugins_dir(tmp_path, "echo"), config=FAST) as host:
+            # Not ready yet: the call waits for it, then is refused.
+            with pytest.raises(MethodNotFound):
+                await host.call("echo", "nosuch")
+            with pytest.raises(MethodNotFound):
+                await host.call_with("echo", "nosuch", timeout=20)
+            await host.wait_ready(20)
+            with pytest.raises(MethodNotFound):
+                await host.call("echo", "nosuch")
+            with pytest.raises(MethodNotFound):
+                await host.call_with("echo", "nosuch")
+    finally:
+        observers.remove_observer(metrics)
+    data = reader.get_metrics_data()
+    assert data is not None
+    counts = [
+        point.count
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "rpc.client.call.duration"
+        for point in metric.data.data_points
+        if isinstance(point, HistogramDataPoint)
+        and (point.attributes or {}).get("error.type") == "MethodNotFound"
+    ]
+    provider.shutdown()
+    assert counts == [4], counts

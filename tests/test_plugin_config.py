@@ -189,6 +189,63 @@ async def test_sys_exit_in_on_config_fails_the_change_not_the_runner(tmp_path: P
         assert info.last_exit.returncode == 0, info.last_exit
 
 
+@pytest.mark.parametrize("how", ["die", "die quietly"])
+async def test_a_runner_that_ends_in_on_config_restarts_once_with_the_new_config(
+    tmp_path: Path, how: str
+) -> None:
+    """Its crash and the change's failure are one restart, whichever the host hears of first
+    ("die quietly": a child of the runner holds its connection, so the exit comes first)."""
+    async with Host(plugins_dir(tmp_path, "configured"), config=FAST) as host:
+        await host.wait_ready(20)
+        with watching("isoplug.host") as records:
+            assert await host.set_config("configured", {"greeting": how}) is False
+            await host.wait_ready(20)
+            state = await host.call("configured", "state")
+            info = host.plugin("configured")
+            said = [r.getMessage() for r in records.select() if "restart" in r.getMessage()]
+        assert info.restarts == 1, info.summary()
+        # The warning naming on_config, and one state change: one restart.
+        assert len(said) == 2 and "ended during on_config" in said[0], said
+        # Its setup got the new configuration, and no on_config came after.
+        assert state["config"]["greeting"] == how and state["seen"] == [state["config"]]
+
+
+def assert_the_plugins_traceback(text: str, hook: str) -> None:
+    """``text`` holds the traceback of the fixture's ``_chained``, called by ``hook``: from the
+    plugin's first frame on (none of isoplug's before it), its cause whole."""
+    _, _, text = text.partition("Traceback (most recent call last):")
+    cause, _, raised = text.partition(
+        "The above exception was the direct cause of the following exception:"
+    )
+    frames = [line.strip() for line in text.splitlines() if line.strip().startswith("File ")]
+    assert all('configured/configured_plugin.py", line ' in frame for frame in frames), text
+    assert [frame.rpartition(", ")[2] for frame in frames] == [
+        "in _chained",  # the cause: where it was raised
+        f"in {hook}",
+        "in _chained",
+    ], text
+    assert "KeyError: 'missing'" in cause, text
+    assert raised.rstrip().endswith(f"RuntimeError: {hook} refused it"), text
+
+
+async def test_a_failed_setup_or_on_config_reaches_the_host_from_the_plugins_frames(
+    tmp_path: Path,
+) -> None:
+    """As a method's: isoplug's frames that called the hook are not the plugin's story."""
+    directory = copy_plugins(tmp_path, "configured")
+    with (directory / "configured" / "plugin.toml").open("a") as manifest:
+        manifest.write('\n[restart]\npolicy = "never"\n')  # its failed setup: no crash loop
+    async with Host(directory, config=FAST) as host:
+        await host.wait_ready(20)
+        with watching("isoplug.host") as records:
+            assert await host.set_config("configured", {"greeting": "chained"}) is False
+            (failed,) = records.select(text="on_config failed")
+            assert_the_plugins_traceback(failed.getMessage(), "on_config")
+            # Its restart runs setup with it, which raises the same way.
+            setup = await records.wait_for_record(text="setup() raised")
+        assert_the_plugins_traceback(setup.getMessage(), "setup")
+
+
 async def test_editing_the_config_table_under_reload_is_taken_live(tmp_path: Path) -> None:
     pytest.importorskip("watchfiles")
     directory = copy_plugins(tmp_path, "configured", "configured_static")

@@ -118,6 +118,18 @@ async def test_table_cells_show_their_whole_values_when_they_grow(tmp_path: Path
                     assert cell(app, "echo", key) in row, (key, row)
 
 
+async def test_the_events_a_plugin_dropped_have_a_column(tmp_path: Path) -> None:
+    """Beside the log records the host dropped: the events the plugin dropped, its queue
+    full (``PluginInfo.events_dropped``)."""
+    async with dashboard(tmp_path, "backlogged") as (host, app, _):
+        await eventually(lambda: cell(app, "backlogged", "events_dropped") == "0")
+        for n in range(1100):  # one handled (it never ends), 1024 waiting, the rest dropped
+            await host.publish("tick", n)
+        await eventually(lambda: host.plugin("backlogged").events_dropped == 1100 - 1 - 1024)
+        await eventually(lambda: cell(app, "backlogged", "events_dropped") == str(1100 - 1 - 1024))
+        assert cell(app, "backlogged", "drops") == "0"  # the log's own: none
+
+
 async def test_level_key_starts_from_the_level_the_plugin_runs_at(tmp_path: Path) -> None:
     # printer's manifest says log_level = "DEBUG": the first `l` goes to INFO, not WARNING.
     async with dashboard(tmp_path, "printer") as (host, app, pilot):

@@ -4,10 +4,25 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["SupervisorConfig", "split_host_config"]
+
+
+#: SupervisorConfig's settings in seconds.
+_SECONDS = (
+    "ready_timeout",
+    "health_interval",
+    "health_timeout",
+    "health_grace",
+    "shutdown_timeout",
+    "teardown_timeout",
+    "terminate_timeout",
+    "call_timeout",
+    "handshake_timeout",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +97,14 @@ class SupervisorConfig:
     inherit_environment: tuple[str, ...] | bool = ()
 
     def __post_init__(self) -> None:
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                # A NaN makes every deadline comparison false: a runner never hung, never late.
+                raise ValueError(
+                    f"SupervisorConfig: {name} must be a finite number of seconds, 0 or more, "
+                    f"not {value!r}"
+                )
         if self.max_log_connections < 1:
             raise ValueError(
                 f"max_log_connections must be at least 1, not {self.max_log_connections!r}"

@@ -36,9 +36,12 @@ class ConfigTarget(Protocol):
     state: PluginState
     broken: dict[str, str]
 
+    @property
+    def generation(self) -> int: ...
+
     def ready_peer(self, plugin_id: str) -> Peer | None: ...
 
-    async def restart(self) -> None: ...
+    async def restart(self, *, unless_since: int | None = None) -> None: ...
 
 
 async def apply_config(
@@ -60,11 +63,22 @@ async def apply_config(
     # Looked at again: the state may have changed while the check ran.
     peer = target.ready_peer(plugin_id)
     if peer is not None:
-        live = await offer_config(peer, plugin_id, config, settings.call_timeout)
+        generation = target.generation
+        old = target.manifests[plugin_id]
+        # Taken before on_config runs: should it end its runner, the restart after that crash
+        # (whichever of the crash and this change's failure the host hears of first) starts
+        # the plugin with the configuration it was handed.
         target.manifests[plugin_id] = new
+        try:
+            live = await offer_config(peer, plugin_id, config, settings.call_timeout)
+        except BaseException:
+            if target.manifests[plugin_id] is new:
+                target.manifests[plugin_id] = old
+            raise
         if live:
             return True
-        await target.restart()
+        # One restart: not a second one when the crash restarted the runner already.
+        await target.restart(unless_since=generation)
         return False
     target.manifests[plugin_id] = new
     if target.state is PluginState.STOPPED:

@@ -25,7 +25,7 @@ import asyncio
 import enum
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -339,15 +339,9 @@ class Host(PluginSettings):
             self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
-        try:
-            call = supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
-        except MethodNotFound as error:
-            # Refused before any call was made; the metrics count it all the same.
-            observers.call_finished(plugin_id, method, 0.0, error)
-            raise
-        if observers.watching():
-            return await observers.observed_call(plugin_id, method, call)
-        return await call
+        return await _observed(
+            supervisor, plugin_id, method, args, kwargs, timeout=self.config.call_timeout
+        )
 
     async def call_with(
         self,
@@ -383,14 +377,9 @@ class Host(PluginSettings):
             if not limit >= 0:
                 raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
         supervisor = self._supervisor(plugin_id)
-        try:
-            call = supervisor.call(plugin_id, method, tuple(args), dict(kwargs), limit)
-        except MethodNotFound as error:
-            observers.call_finished(plugin_id, method, 0.0, error)
-            raise
-        if observers.watching():
-            return await observers.observed_call(plugin_id, method, call)
-        return await call
+        return await _observed(
+            supervisor, plugin_id, method, tuple(args), dict(kwargs), timeout=limit
+        )
 
     async def publish(self, event: str, payload: Any = None) -> int:
         """Send ``event`` to every ready plugin subscribed to it; return how many runners got
@@ -470,3 +459,26 @@ class Host(PluginSettings):
 def _report_reloader_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         _log.error("reload: watching the plugins folder stopped: %r", error, exc_info=error)
+
+
+def _observed(
+    supervisor: RunnerSupervisor,
+    plugin_id: str,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    timeout: float | None,
+) -> Awaitable[Any]:
+    """The call of ``plugin_id.method`` (by :meth:`Host.call` or :meth:`Host.call_with`), told
+    to the observers once, however it ends: the one place the metrics count a call."""
+    try:
+        call = supervisor.call(plugin_id, method, args, kwargs, timeout)
+    except MethodNotFound as error:
+        # Refused before any call was made (the host knows the plugin's methods): counted
+        # all the same. A plugin not ready yet refuses it in the call, which counts it below.
+        observers.call_finished(plugin_id, method, 0.0, error)
+        raise
+    if observers.watching():
+        return observers.observed_call(plugin_id, method, call)
+    return call

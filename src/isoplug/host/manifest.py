@@ -265,7 +265,6 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
             raise ManifestError(path, f"environment.{name}", problem)
         if not name or "=" in name or "\0" in name or "\0" in value:
             raise ManifestError(path, f"environment.{name}", "is not a valid environment variable")
-    restart = fields.restart
     python = _interpreter(path, directory, fields.python) if fields.python else None
     sys_path = tuple(
         _folder(path, directory, f"sys_path[{index}]", folder)
@@ -284,13 +283,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         log_write_through_rate=fields.log_write_through_rate,
         capabilities=tuple(fields.capabilities),
         environment=MappingProxyType(dict(fields.environment)),
-        restart=RestartPolicy(
-            restart.policy,
-            restart.max_restarts,
-            restart.window,
-            restart.backoff_initial,
-            restart.backoff_max,
-        ),
+        restart=_restart_policy(path, fields.restart),
         config=MappingProxyType(fields.config),
         start=fields.start,
         inherit_environment=inherit if isinstance(inherit, bool) else tuple(inherit),
@@ -298,6 +291,20 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         sys_path=sys_path,
         reload_on=tuple(fields.reload_on),
         limits=_limits(path, fields.limits),
+    )
+
+
+def _restart_policy(path: Path, table: RestartTable) -> RestartPolicy:
+    """The ``[restart]`` table, whose values msgspec checked one by one, checked as a whole."""
+    if table.backoff_max < table.backoff_initial:
+        raise ManifestError(
+            path,
+            "restart.backoff_max",
+            f"must not be less than restart.backoff_initial: backoff_max = "
+            f"{table.backoff_max:g}, backoff_initial = {table.backoff_initial:g}",
+        )
+    return RestartPolicy(
+        table.policy, table.max_restarts, table.window, table.backoff_initial, table.backoff_max
     )
 
 

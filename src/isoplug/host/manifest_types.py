@@ -5,6 +5,7 @@ validates it): a frozen :class:`Manifest`, its :class:`RestartPolicy`, and the
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -50,6 +51,27 @@ class RestartPolicy:
     #: First delay before a restart; doubled after every crash, up to ``backoff_max``.
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise ValueError(f"RestartPolicy: {problem}")
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings (None: nothing), naming the settings: a NaN or
+        an infinity would make every comparison with the clock false (a crash loop never
+        seen, or a backoff never ended), and a ``backoff_max`` under ``backoff_initial``
+        is a mistake in one of the two, not a cap."""
+        for name in ("window", "backoff_initial", "backoff_max"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                return f"{name} must be a finite number of 0 or more, not {value!r}"
+        if self.backoff_max < self.backoff_initial:
+            return (
+                f"backoff_max ({self.backoff_max:g}) must not be less than backoff_initial "
+                f"({self.backoff_initial:g})"
+            )
+        return None
 
     def delay(self, consecutive_crashes: int) -> float:
         """Seconds to wait before restart number ``consecutive_crashes`` (1 for the first)."""

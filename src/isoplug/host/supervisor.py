@@ -160,13 +160,23 @@ class RunnerSupervisor(PluginCalls):
         self._commands.send(STOP)
         await asyncio.shield(task)
 
-    async def restart(self) -> None:
+    @property
+    def generation(self) -> int:
+        """How many runner processes this supervisor has started."""
+        return self._generation
+
+    async def restart(self, *, unless_since: int | None = None) -> None:
         """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
 
         Plugins that could not be loaded are tried again (their code or configuration may
-        have changed since). Returns when the new runner is ready, or failed again.
+        have changed since). Returns when the new runner is ready, or failed again. With
+        ``unless_since`` (a :attr:`generation`), a runner started after that one is not
+        replaced (its predecessor ended and was restarted already): this waits for it.
         """
         self._check_open()
+        if unless_since is not None and self._generation > unless_since:
+            await self._wait_settled(after_generation=unless_since)
+            return
         generation = self._generation
         self.broken.clear()
         if self._task is None or self._task.done():

@@ -10,6 +10,7 @@ rebuilt (:mod:`isoplug.wire.sanitize`), and the record rate is limited per sende
 from __future__ import annotations
 
 import dataclasses
+import math
 
 __all__ = ["ReplayLimits"]
 
@@ -37,3 +38,17 @@ class ReplayLimits:
     #: gaps, malformed records...) goes out at once the first time, then summed up at most
     #: this often (seconds); in a Host, per runner.
     report_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        # A NaN would make every comparison false (nothing ever limited, or every report held
+        # for ever), an infinity would never refill: refused here, naming the setting, rather
+        # than met as odd behaviour later.
+        for name in ("rate", "burst", "report_interval"):
+            value = getattr(self, name)
+            if value is None and name == "rate":
+                continue
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"ReplayLimits: {name} must be a finite number of 0 or more"
+                    f"{' (or None)' if name == 'rate' else ''}, not {value!r}"
+                )

@@ -8,9 +8,10 @@ exporters run (not when it joins the application's providers, whose exporters ar
 application's), :class:`SdkMessages` takes those loggers' records and puts them out again on
 ``isoplug.otel.sdk``, their text led by ``OpenTelemetry SDK (<module>):``, through a
 :class:`~isoplug.logs.report_throttle.ReportThrottle`: each kind (logger and message
-template) the first time at once, then at most one summary per interval. Once isoplug's own
-export ran, these loggers' records keep going out that way (named, no longer throttled) for
-the rest of the process: an export abandoned at shutdown may still say how it ended.
+template) the first time at once, then at most one summary per interval. The export's
+shutdown sends the summaries pending and detaches it: the SDK's loggers are the
+application's again (an export the shutdown abandoned says how it ended on them, as the SDK
+does: a line or two, after the shutdown's own report of what it dropped).
 """
 
 from __future__ import annotations
@@ -37,10 +38,8 @@ _out = logging.getLogger("isoplug.otel.sdk")
 
 class SdkMessages(logging.Filter):
     """Attached to :data:`SDK_LOGGERS` (as a filter: it sees their records before any
-    handler), it lets none through and says each again, throttled while an export runs
-    (module docstring). One per process (:func:`sdk_messages`): it stays attached after the
-    export shut down, since an export it abandoned may still log its end (then each message
-    goes out at once, named, unthrottled: they are few)."""
+    handler) from :meth:`start` to :meth:`stop`, it lets none through and says each again,
+    throttled (module docstring). One per process (:func:`sdk_messages`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,7 +55,12 @@ class SdkMessages(logging.Filter):
         self._reports = ReportThrottle(interval, timer=True)
 
     def stop(self) -> None:
-        """Send the summaries still pending; throttle no more."""
+        """Send the summaries still pending, and detach: a shut-down export leaves nothing of
+        isoplug's on loggers that are not isoplug's."""
+        if self._attached:
+            self._attached = False
+            for name in SDK_LOGGERS:
+                logging.getLogger(name).removeFilter(self)
         reports, self._reports = self._reports, None
         if reports is not None:
             reports.close()
@@ -81,6 +85,7 @@ class SdkMessages(logging.Filter):
 
         reports = self._reports
         if reports is None:
+            # A record that met the filter while stop() detached it: said, unthrottled.
             _out.log(level, "%s", said)
             return False
         # The kind is the logger and the template, both the SDK's code: a bounded set.

@@ -9,7 +9,10 @@ texts are capped and sanitized on their way into an exception message.
 
 from __future__ import annotations
 
+import os
+import sysconfig
 import traceback
+from types import TracebackType
 from typing import Final
 
 from isoplug.errors import REMOTE_ERROR_BY_CODE, RemoteError
@@ -80,11 +83,43 @@ def exit_request_text(exc: BaseException, limit: int = MAX_SENT_MESSAGE_CHARS) -
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+#: Where isoplug's own modules and the standard library's are: the frames that run a plugin's
+#: code (the dispatcher, the session, asyncio, a worker thread), not the plugin's.
+_OWN_FOLDERS = (
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ""),
+    *(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib")),
+)
+
+
+def _is_own(filename: str) -> bool:
+    # site-packages may lie under the standard library's folder: a plugin's libraries are not
+    # isoplug's frames.
+    if filename.startswith("<frozen "):
+        return True
+    return filename.startswith(_OWN_FOLDERS) and "site-packages" not in filename
+
+
+def _past_own_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from its first frame that is neither isoplug's nor the standard library's (where
+    the code isoplug ran begins: a plugin's method, ``setup``, ``on_config``); the whole of
+    ``tb`` when it has none (a failure of isoplug itself keeps all its frames)."""
+    walker = tb
+    while walker is not None:
+        if not _is_own(walker.tb_frame.f_code.co_filename):
+            return walker
+        walker = walker.tb_next
+    return tb
+
+
 def traceback_text(exc: BaseException, limit: int = _MAX_TRACEBACK_CHARS) -> str:
-    """The traceback of ``exc`` as Python prints it; its middle cut (and said so, with the
-    count) past ``limit`` characters: a deep recursion, a huge message or note."""
+    """The traceback of ``exc`` as Python prints it, from the first frame of the code isoplug
+    ran (the frames that called it are isoplug's, the same for every failure; the exceptions
+    chained to it are whole); its middle cut (and said so, with the count) past ``limit``
+    characters: a deep recursion, a huge message or note."""
     try:
-        text = "".join(traceback.format_exception(exc))
+        text = "".join(
+            traceback.format_exception(type(exc), exc, _past_own_frames(exc.__traceback__))
+        )
     except Exception as failure:
         # format_exception copes with a failing __str__; a failing __getattr__ may still bite.
         return f"<formatting the traceback of {type(exc).__name__} raised {type(failure).__name__}>"

@@ -31,7 +31,6 @@ import inspect
 import logging
 import os
 import sys
-import traceback
 from typing import Any
 
 import msgspec
@@ -67,7 +66,7 @@ from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
-from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text
+from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text, traceback_text
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
@@ -282,7 +281,7 @@ async def _load_and_set_up(
                     LoadStage.IMPORT,
                     f"plugin {entry.id!r}: creating {entry.entry} raised "
                     f"{type(exc).__name__}: {exc}",
-                    "".join(traceback.format_exception(exc)),
+                    traceback_text(exc),
                 )
             )
             continue
@@ -297,7 +296,7 @@ async def _load_and_set_up(
                     entry.id,
                     LoadStage.SETUP,
                     f"plugin {entry.id!r}: setup() raised {type(exc).__name__}: {exc}",
-                    "".join(traceback.format_exception(exc)),
+                    traceback_text(exc),
                 )
             )
             # Plugins of a group share fate: the runner will exit and be restarted.

@@ -1,9 +1,10 @@
 """``isoplug run --tui``: a live, full-screen view of a running host, built on Textual.
 
 One table row per plugin (state, log level, pid, uptime, restarts, last exit, records/s,
-drops, RSS, CPU) above a log pane that follows every plugin or one, filtered by level and by
-text (see :mod:`isoplug.tui.log_pane`). Keys act on the plugin selected in the table: restart
-it, change its log level (in its runner), pause its lines in the pane.
+log records and events dropped, RSS, CPU) above a log pane that follows every plugin or one,
+filtered by level and by text (see :mod:`isoplug.tui.log_pane`). Keys act on the plugin
+selected in the table: restart it, change its log level (in its runner), pause its lines in
+the pane.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ COLUMNS = (
     ("last_exit", "last exit", 14),
     ("rate", "records/s", 9),
     ("drops", "drops", 5),
+    ("events_dropped", "events dropped", 14),
     ("rss", "RSS", 10),
     ("cpu", "CPU", 5),
 )
@@ -40,7 +41,10 @@ class PluginRow:
     restarts: str
     last_exit: str
     rate: str
+    #: Log records the host dropped.
     drops: str
+    #: Events the plugin dropped, its queue full (``PluginInfo.events_dropped``).
+    events_dropped: str
     rss: str
     cpu: str
 
@@ -69,6 +73,7 @@ class PluginRow:
             last_exit=describe_exit(info.last_exit),
             rate=f"{records_per_second:.0f}" if records_per_second is not None else "-",
             drops=str(drops) if drops is not None else "-",
+            events_dropped=str(info.events_dropped),
             rss=format_bytes(process.rss) if process and process.rss is not None else "-",
             cpu=(
                 f"{process.cpu_percent:.0f}%"

@@ -1,0 +1,38 @@
+"""Settings given in code (the host's timings, the log replay's limits) refuse a value no
+deadline or rate can work with (NaN, an infinity, a negative), naming the setting."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pytest
+
+from isoplug.host import SupervisorConfig
+from isoplug.logs import ReplayLimits
+
+
+@pytest.mark.parametrize("name", ["rate", "burst", "report_interval"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+def test_replay_limits_refuse_a_rate_or_interval_that_is_not_a_finite_number(
+    name: str, value: float
+) -> None:
+    settings: dict[str, Any] = {name: value}
+    with pytest.raises(ValueError, match=re.escape(f"ReplayLimits: {name} must be a finite")):
+        ReplayLimits(**settings)
+
+
+def test_replay_limits_keep_none_for_no_rate_limit() -> None:
+    assert ReplayLimits(rate=None).rate is None
+
+
+@pytest.mark.parametrize("name", ["health_interval", "call_timeout", "ready_timeout"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -0.5])
+def test_supervisor_config_refuses_a_timing_that_is_not_a_finite_number(
+    name: str, value: float
+) -> None:
+    settings: dict[str, Any] = {name: value}
+    expected = f"SupervisorConfig: {name} must be a finite number of seconds, 0 or more, not"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        SupervisorConfig(**settings)
