@@ -6,9 +6,12 @@ leaves none of its descriptors open."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from isoplug.logs import LogReceiver
+from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.testing import eventually
-from tests.test_logs_forwarding import BOTH_MODES, combined_metrics, receiving
+from tests.record_waiter import attached
+from tests.test_logs_forwarding import BOTH_MODES, PREFIX, combined_metrics, receiving
 
 CHILD = str(Path(__file__).with_name("closed_fd_child.py"))
 
@@ -171,3 +176,58 @@ async def test_a_closed_receiver_leaves_none_of_its_descriptors_open(
     assert metrics.pending_ends == 0
     assert collector.numbers() == list(range(count))
     assert metrics.recovered == count
+
+
+class LoopTicks(logging.Handler):
+    """Notes, for each numbered record, how often the event loop had run another task's step
+    by then (``ticks``, counted by :meth:`probe`) and on which thread it was handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+        self.seen: list[tuple[int, int]] = []
+        self.threads: set[int] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "n", None) is not None:
+            self.seen.append((record.n, self.ticks))  # type: ignore[attr-defined]
+            self.threads.add(threading.get_ident())
+
+    async def probe(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.ticks += 1
+
+
+@pytest.mark.parametrize("settled_by", ["exit", "receiver-closing"])
+async def test_an_event_loop_receiver_replays_a_pending_end_in_slices(
+    settled_by: str, tmp_path: Path
+) -> None:
+    # Thousands of records in the old ring, replayed when the end is accounted for: on the
+    # receiver's loop (its handlers' thread), in slices between which the loop runs other
+    # tasks (here the probe), never in one piece.
+    count = 8 * REPLAY_SLICE
+    ticks = LoopTicks()
+    with attached(ticks, PREFIX):
+        probe = asyncio.create_task(ticks.probe())
+        try:
+            async with receiving("loop") as (receiver, collector):
+                child = await start_closed_fd_child(receiver, "wait", count, tmp_path)
+                try:
+                    if settled_by == "exit":
+                        kill(child)
+                        await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
+                finally:
+                    if settled_by == "exit":
+                        kill(child)
+            metrics = combined_metrics(receiver)
+        finally:
+            kill(child)
+            probe.cancel()
+            await asyncio.wait([probe])
+    assert collector.numbers() == list(range(count))
+    assert metrics.recovered == count and metrics.pending_ends == 0
+    assert ticks.threads == {threading.get_ident()}
+    # At most REPLAY_SLICE records a slice, and the probe ran between every two.
+    slices = {tick for _, tick in ticks.seen}
+    assert len(slices) >= count // REPLAY_SLICE, sorted(slices)

@@ -41,7 +41,7 @@ import os
 import select
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from isoplug.transport.process_tree import stat_fields
 
@@ -55,8 +55,9 @@ POLL_INTERVAL = 0.1
 _log = logging.getLogger("isoplug.logs")
 
 #: Told the ``resumed_after`` of the connection that takes over (None: the process exited,
-#: or the receiver closes), it accounts for the end.
-Finish = Callable[[int | None], None]
+#: or the receiver closes), it accounts for the end; or starts to, returning what to await
+#: for it (on an event loop, in slices: isoplug.logs.settling).
+Finish = Callable[[int | None], Awaitable[None] | None]
 
 
 def process_running(pid: int) -> bool:
@@ -118,16 +119,18 @@ class PendingEnds:
             self._resolve(each, None)
         return True
 
-    def resume(self, pid: int, chain: int, resumed_after: int) -> None:
+    def resume(self, pid: int, chain: int, resumed_after: int) -> Awaitable[None] | None:
         """A connection of ``chain`` of process ``pid`` arrived, resuming after record
         ``resumed_after``: the chain's pending end, if any, is accounted for now (on the
-        caller's thread), up to that record."""
+        caller's thread), up to that record; or started, and what its finish returned is
+        returned (the new connection's records wait for it)."""
         with self._lock:
             pending = self._pending.pop((pid, chain), None)
             if pending is not None:
                 self._wake()
         if pending is not None:
-            self._resolve(pending, resumed_after)
+            return self._resolve(pending, resumed_after)
+        return None
 
     def close(self) -> None:
         """Account for every pending end now (the receiver closes); later ones are not kept.
@@ -232,16 +235,17 @@ class PendingEnds:
         return not process_running(pending.pid)
 
     @staticmethod
-    def _resolve(pending: _Pending, resumed_after: int | None) -> None:
+    def _resolve(pending: _Pending, resumed_after: int | None) -> Awaitable[None] | None:
         if pending.pidfd is not None:
             os.close(pending.pidfd)
             pending.pidfd = None
         try:
-            pending.finish(resumed_after)
+            return pending.finish(resumed_after)
         except Exception:
             # The end's own reports are guarded (handler errors are counted there); this is
             # a bug of ours, said with its traceback rather than lost with the watcher.
             _log.exception("accounting for an ended log connection failed")
+            return None
 
 
 def _pidfd(pid: int) -> int | None:

@@ -55,6 +55,9 @@ __all__ = ["LogReplayer", "ReplayLimits"]
 
 #: What next() gives once a batch's steps are done.
 _DONE = object()
+#: What a batch's steps yield where its replay may pause: None where a slice ends, or what to
+#: wait for first (the accounting of the connection it resumes, on an event loop).
+_Step = Awaitable[None] | None
 #: Most records replayed between two yields to the event loop in :meth:`LogReplayer.receive`:
 #: about a millisecond of work with quick handlers, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
@@ -191,8 +194,8 @@ class LogReplayer(ReplayEnd):
             self._start_slice()
         steps = self._replay_steps(batch)
         with self._catching:
-            for _ in steps:
-                return self._replay_rest(steps)
+            for step in steps:
+                return self._replay_rest(steps, step)
         return None
 
     async def replay_async(self, batch: LogBatch) -> None:
@@ -224,16 +227,21 @@ class LogReplayer(ReplayEnd):
         identity, as the replayer's own reports (drops, gaps) are."""
         self._reports.report(text)
 
-    async def _replay_rest(self, steps: Iterator[None]) -> None:
-        await asyncio.sleep(0)
+    async def _replay_rest(self, steps: Iterator[_Step], step: _Step) -> None:
         while True:
+            if step is None:
+                await asyncio.sleep(0)
+            else:
+                # The end of the connection this one resumes, accounted for on the loop in
+                # slices: its records come first. Shielded: it is not this batch's to cancel.
+                await asyncio.shield(step)
             self._start_slice()
             # Only while a slice runs: between them the loop runs the host's own code.
             with self._catching:
-                step = next(steps, _DONE)
-            if step is _DONE:
+                following = next(steps, _DONE)
+            if following is _DONE:
                 return
-            await asyncio.sleep(0)
+            step = following  # type: ignore[assignment]
 
     def _start_slice(self) -> None:
         """Begin a slice that lasts until the event loop runs its next callbacks."""
@@ -266,7 +274,7 @@ class LogReplayer(ReplayEnd):
 
     # -- the pipeline -------------------------------------------------------------------------
 
-    def _replay_steps(self, batch: LogBatch) -> Iterator[None]:
+    def _replay_steps(self, batch: LogBatch) -> Iterator[_Step]:
         metrics = self.metrics
         metrics.bytes += len(batch.records)
         if batch.ledger_fd is not None:
@@ -281,7 +289,11 @@ class LogReplayer(ReplayEnd):
                 # The end of the connection this one resumes may be pending (its sender
                 # lived on): accounted for now, up to where this one takes over, before any
                 # record of this one is replayed (isoplug.logs.pending_ends).
-                self._chains.pending.resume(self._sender_pid, batch.chain, batch.resumed_after)
+                settling = self._chains.pending.resume(
+                    self._sender_pid, batch.chain, batch.resumed_after
+                )
+                if settling is not None:
+                    yield settling
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False
@@ -320,7 +332,7 @@ class LogReplayer(ReplayEnd):
                     self._drop_rest(rest)
                     break
                 self._since_yield = 0
-                yield
+                yield None
         self._unfinished = None
         self._report_rate_drops()
 
