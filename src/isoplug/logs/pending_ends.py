@@ -13,10 +13,13 @@ So a receiver whose connection ends without a goodbye, from a sender that announ
 and whose kernel-vouched pid still runs, hands the end's accounting to :class:`PendingEnds`
 (its ledger and ring stay open) until the first of:
 
-- a new connection of the same chain (:mod:`isoplug.logs.chains`) arrives, resuming: the old
-  end is accounted for on that connection's thread, before its first records are replayed,
-  only up to where the new one resumes (``resumed_after``): what follows is the new
-  connection's, in its own ledger and ring;
+- a new connection of the same chain (:mod:`isoplug.logs.chains`) that resumes it brings its
+  first records: the old end is accounted for on that connection's thread, before those are
+  replayed, only up to where the new one resumes (``resumed_after``): what follows is the new
+  connection's, in its own ledger and ring. Not at the new connection's announcement: the
+  sender hands over (sets the old ledger back, moves what is unsent into the new ring) just
+  after it, and a kill in between left the unsent records counted by the old ledger alone;
+  the exit then resolves the end, reading the old ledger whole;
 - the process exits: watched with a pidfd (``poll()``, no cost while it runs), or where there
   is none by looking at ``/proc/<pid>`` every :data:`POLL_INTERVAL`, on a thread of its own
   that runs only while something is pending, never on an event loop; the old ledger and ring
