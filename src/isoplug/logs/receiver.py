@@ -193,7 +193,8 @@ class LogReceiver:
         connection and the latest :data:`MAX_ENDED_KEPT` that ended; older ones are summed
         under ``"(N earlier connections)"``. A connection that ended without a goodbye while
         its sender lives on says ``pending_ends == 1`` until its end is accounted for (the
-        sender reconnects or exits, or this receiver closes): its ``recovered`` and
+        sender's new connection brings records, or it exits, or this receiver closes): its
+        ``recovered`` and
         ``dropped`` may still grow until then (see :mod:`isoplug.logs.pending_ends`)."""
         # list(): sender threads may add or end a connection meanwhile (sync use).
         replayers = list(self._replayers.values())
@@ -421,7 +422,8 @@ class LogReceiver:
         Nothing is replayed once it returned: what was not is counted and reported.
 
         Idempotent: a second call, or one from another thread meanwhile, waits for the first
-        to end; one after :meth:`aclose` or before :meth:`open` does nothing."""
+        to end; one after :meth:`aclose` or before :meth:`open` does nothing, and so does one
+        on a receiver started on an event loop (:meth:`start`), which :meth:`aclose` closes."""
         with self._close_lock:
             server = self._server
             if server is not None:
