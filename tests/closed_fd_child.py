@@ -12,21 +12,26 @@ creates ``$STEP_DIR/logged``, then plays SCENARIO:
   (the receiver has the old connection's end pending by then); it logs COUNT more records,
   and exits normally once the test creates ``$STEP_DIR/exit``. With ``$HOLD_OLD_LEDGER``
   set, the sender thread, once it has announced the new connection, waits for
-  ``$STEP_DIR/resumed`` before it lets the new connection take over: until then the old
-  ledger still counts the records logged after the break (as when the thread is descheduled
-  there), and the old ring holds them, past where the new connection resumes.
+  ``$STEP_DIR/resumed`` before it lets the new connection take over (creating
+  ``$STEP_DIR/announced`` first): until then the old ledger still counts the records logged
+  after the break (as when the thread is descheduled there), and the old ring holds them,
+  past where the new connection resumes. With ``$KILL_AFTER_HAND_OVER`` set, it logs no
+  more records after the break's and SIGKILLs itself right after the sender thread handed
+  over to the new connection, before it sent anything on it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
 
-from isoplug.logs import ForwardingHandler, forward_logs, reconnect
+from isoplug.logs import ForwardingHandler, first_record, forward_logs, reconnect
 from isoplug.logs.ring import SenderRing
+from isoplug.rpc.blocking import BlockingChannel
 
 log = logging.getLogger("child.work")
 
@@ -69,10 +74,35 @@ def hold_the_old_ledger(handler: ForwardingHandler, path: str) -> None:
     install = handler._install_ring
 
     def install_once_path_exists(ring: SenderRing) -> bool:
+        # Announced: the test may kill us before the hand-over.
+        open(f"{os.path.dirname(path)}/announced", "w").close()
         wait_for_file(path)
         return install(ring)
 
     vars(handler)["_install_ring"] = install_once_path_exists
+
+
+def die_after_the_hand_over(handler: ForwardingHandler) -> None:
+    """SIGKILL this process as soon as a reconnection has handed over to its new connection,
+    before its sender thread sends anything on it; create ``$STEP_DIR/announced`` when it
+    waits for the receiver to acknowledge the new ledger."""
+    connect = handler._connect
+
+    def connect_then_die(*, resumed: bool, timeout: float) -> BlockingChannel:
+        channel = connect(resumed=resumed, timeout=timeout)
+        if resumed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return channel
+
+    vars(handler)["_connect"] = connect_then_die
+    # Say when the reconnection waits for the receiver's acknowledgement of its new ledger.
+    wait_for_ack = first_record.acknowledged_within
+
+    def say_then_wait(ledger: memoryview, timeout: float) -> bool:
+        open(f"{os.environ['STEP_DIR']}/announced", "w").close()
+        return wait_for_ack(ledger, timeout)
+
+    first_record.acknowledged_within = say_then_wait
 
 
 def numbered(start: int, count: int) -> None:
@@ -91,6 +121,8 @@ def main() -> None:
         reconnect.RECONNECT_DELAYS = DelaysAfter((0.0,), f"{steps}/reconnect")
         if os.environ.get("HOLD_OLD_LEDGER"):
             hold_the_old_ledger(handler, f"{steps}/resumed")
+        if os.environ.get("KILL_AFTER_HAND_OVER"):
+            die_after_the_hand_over(handler)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     close_log_socket(handler)
@@ -100,6 +132,8 @@ def main() -> None:
         wait_for_file(f"{steps}/never")
         return
     wait_for_file(f"{steps}/reconnect")
+    if os.environ.get("KILL_AFTER_HAND_OVER"):
+        wait_for_file(f"{steps}/never")
     numbered(count, count)
     handler.flush(10)
     wait_for_file(f"{steps}/exit")

@@ -6,18 +6,26 @@ leaves none of its descriptors open."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from isoplug.logs import LogReceiver
+from isoplug.logs import LogMetrics, LogReceiver
+from isoplug.logs.ledger_reports import SenderLedgerReports
+from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.testing import eventually
-from tests.test_logs_forwarding import BOTH_MODES, combined_metrics, receiving
+from tests.record_waiter import attached
+from tests.test_logs_forwarding import BOTH_MODES, PREFIX, combined_metrics, receiving
 
 CHILD = str(Path(__file__).with_name("closed_fd_child.py"))
 
@@ -100,17 +108,17 @@ async def test_a_reconnection_replays_once_what_the_old_ring_holds_past_where_it
 ) -> None:
     # The records logged after the break are in the old ring, above where the new
     # connection resumes, and the new connection carries them too: the old end, accounted
-    # for when the new connection arrives, stops where that one resumes. "old-ledger-held":
-    # the sender has not set the old ledger back yet when the receiver accounts for the old
-    # end, which then reads them all there.
+    # for when the new connection brings its first records, stops where that one resumes.
+    # "old-ledger-held": the sender has announced the new connection and not handed over
+    # yet (the old ledger not set back): the old end waits for the hand-over.
     count = 200
     env = {"HOLD_OLD_LEDGER": "1"} if hold else {}
     async with receiving(mode) as (receiver, collector):
         async with closed_fd_child(receiver, "resume", count, tmp_path, env) as child:
             (tmp_path / "reconnect").touch()
             if hold:
-                await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
-                # The old end took none of them from its ring: they are the new connection's.
+                await eventually((tmp_path / "announced").exists)
+                assert combined_metrics(receiver).pending_ends == 1
                 assert not collector.numbers()
                 (tmp_path / "resumed").touch()
             await collector.wait_until(lambda: len(collector.numbers()) >= 2 * count)
@@ -127,6 +135,87 @@ async def test_a_reconnection_replays_once_what_the_old_ring_holds_past_where_it
     # All of them came over the new connection; the old ring gave back none of them.
     assert metrics.recovered == 0
     assert not combined_metrics(receiver).dropped
+
+
+@BOTH_MODES
+async def test_a_kill_between_a_reconnections_announcement_and_its_hand_over_loses_nothing(
+    mode: str, tmp_path: Path
+) -> None:
+    # The sender announced its new connection (resumed_after) and is killed before it hands
+    # over: the records logged since the break are counted by the old ledger alone, and held
+    # by the old ring alone (the new ledger says none accepted). The receiver used to settle
+    # the old end at the announcement, up to resumed_after: those records were lost, and the
+    # new connection's end said every record it had accepted arrived.
+    count = 200
+    env = {"HOLD_OLD_LEDGER": "1"}
+    async with (
+        receiving(mode) as (receiver, collector),
+        closed_fd_child(receiver, "resume", count, tmp_path, env) as child,
+    ):
+        (tmp_path / "reconnect").touch()
+        await eventually((tmp_path / "announced").exists)
+        kill(child)
+        metrics = await both_ends_accounted_for(receiver)
+    # The child logged the second COUNT, or some of them, into the old ring too, before the
+    # sender thread, holding the queue's lock, stopped it: a prefix of them.
+    numbers = collector.numbers()
+    assert numbers == list(range(len(numbers))) and len(numbers) >= count
+    assert metrics.recovered == len(numbers)
+    assert not metrics.dropped
+
+
+def opening_late(monkeypatch: pytest.MonkeyPatch, until: Callable[[], bool]) -> None:
+    """Make the receiver open the next ledgers announced to it only once ``until()``: it
+    blocks the receiving thread (the event loop, in that mode) meanwhile, as a busy
+    receiver's would be."""
+    open_ledger = SenderLedgerReports.open_ledger
+
+    def open_late(reports: SenderLedgerReports, fd: int) -> None:
+        deadline = time.monotonic() + 30
+        while not until():
+            assert time.monotonic() < deadline, "the condition never came true"
+            time.sleep(0.001)
+        open_ledger(reports, fd)
+
+    monkeypatch.setattr(SenderLedgerReports, "open_ledger", open_late)
+
+
+async def both_ends_accounted_for(receiver: LogReceiver) -> LogMetrics:
+    """The metrics once the child's two connections ended and were accounted for."""
+    await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
+    await eventually(lambda: len(receiver.metrics()) == 2 and not receiver._replayers)
+    return combined_metrics(receiver)
+
+
+@pytest.mark.parametrize("mode", ["loop", "threads", "loop-late", "threads-late"])
+async def test_a_kill_right_after_a_reconnections_hand_over_loses_nothing(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sender handed over to its new connection (the old ledger set back, the unsent
+    # records moved into the new ring) and is killed before sending anything on it. It
+    # hands over only once the receiver holds the new ledger: before, a receiver behind
+    # found /proc/<pid>/fd gone, and those records were lost with no count ("records it
+    # had not sent yet, if any, are lost"). "-late": the receiver opens the new ledger only
+    # once the sender waits for it to, or is dead (as a receiver behind does).
+    count = 200
+    env = {"KILL_AFTER_HAND_OVER": "1"}
+    async with (
+        receiving(mode.removesuffix("-late")) as (receiver, collector),
+        closed_fd_child(receiver, "resume", count, tmp_path, env) as child,
+    ):
+        if mode.endswith("-late"):
+            opening_late(
+                monkeypatch,
+                lambda: (tmp_path / "announced").exists() or child.poll() is not None,
+            )
+        (tmp_path / "reconnect").touch()
+        await eventually(lambda: child.poll() is not None)
+        metrics = await both_ends_accounted_for(receiver)
+    assert child.returncode == -signal.SIGKILL
+    assert collector.numbers() == list(range(count))
+    assert metrics.recovered == count
+    assert not metrics.dropped
+    assert not [m for m in collector.messages() if "if any, are lost" in m]
 
 
 def open_descriptors() -> dict[int, str]:
@@ -171,3 +260,58 @@ async def test_a_closed_receiver_leaves_none_of_its_descriptors_open(
     assert metrics.pending_ends == 0
     assert collector.numbers() == list(range(count))
     assert metrics.recovered == count
+
+
+class LoopTicks(logging.Handler):
+    """Notes, for each numbered record, how often the event loop had run another task's step
+    by then (``ticks``, counted by :meth:`probe`) and on which thread it was handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+        self.seen: list[tuple[int, int]] = []
+        self.threads: set[int] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "n", None) is not None:
+            self.seen.append((record.n, self.ticks))  # type: ignore[attr-defined]
+            self.threads.add(threading.get_ident())
+
+    async def probe(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.ticks += 1
+
+
+@pytest.mark.parametrize("settled_by", ["exit", "receiver-closing"])
+async def test_an_event_loop_receiver_replays_a_pending_end_in_slices(
+    settled_by: str, tmp_path: Path
+) -> None:
+    # Thousands of records in the old ring, replayed when the end is accounted for: on the
+    # receiver's loop (its handlers' thread), in slices between which the loop runs other
+    # tasks (here the probe), never in one piece.
+    count = 8 * REPLAY_SLICE
+    ticks = LoopTicks()
+    with attached(ticks, PREFIX):
+        probe = asyncio.create_task(ticks.probe())
+        try:
+            async with receiving("loop") as (receiver, collector):
+                child = await start_closed_fd_child(receiver, "wait", count, tmp_path)
+                try:
+                    if settled_by == "exit":
+                        kill(child)
+                        await eventually(lambda: combined_metrics(receiver).pending_ends == 0)
+                finally:
+                    if settled_by == "exit":
+                        kill(child)
+            metrics = combined_metrics(receiver)
+        finally:
+            kill(child)
+            probe.cancel()
+            await asyncio.wait([probe])
+    assert collector.numbers() == list(range(count))
+    assert metrics.recovered == count and metrics.pending_ends == 0
+    assert ticks.threads == {threading.get_ident()}
+    # At most REPLAY_SLICE records a slice, and the probe ran between every two.
+    slices = {tick for _, tick in ticks.seen}
+    assert len(slices) >= count // REPLAY_SLICE, sorted(slices)

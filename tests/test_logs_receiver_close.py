@@ -1,5 +1,6 @@
 """Leaving a LogReceiver whose senders still have records to replay when its drain time is up:
-it returns in time, replays nothing afterwards, and counts what it did not replay."""
+it returns in time, replays nothing afterwards, and counts what it did not replay. Closing it
+more than once, or from two places at once, closes it once."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ import time
 
 import pytest
 
-from isoplug.logs import DropReason
+from isoplug.logs import DropReason, ForwardingHandler, LogReceiver
 from isoplug.logs.receiver import CLOSE_GRACE
 from tests.log_helpers import reports
 from tests.record_waiter import attached
-from tests.test_logs_forwarding import PREFIX, combined_metrics, finish, receiving, run_child
+from tests.test_logs_forwarding import (
+    BOTH_MODES,
+    PREFIX,
+    combined_metrics,
+    finish,
+    receiving,
+    run_child,
+)
 
 DRAIN_TIMEOUT = 0.5
 
@@ -88,3 +96,37 @@ async def test_a_sync_receiver_stops_replaying_at_its_drain_time_and_counts_the_
     assert "crash or kill" not in caplog.text
     # Generous for a busy machine: the old receiver took DRAIN_TIMEOUT + 5 s.
     assert took < DRAIN_TIMEOUT + CLOSE_GRACE + 2.5
+
+
+@BOTH_MODES
+async def test_closing_twice_or_from_two_places_at_once_closes_once_and_quietly(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aclose() / close() twice, from two tasks or threads at once, and the other one after:
+    each returns once the receiver is closed, and the drain time's warning is said once."""
+    receiver = LogReceiver(prefix=PREFIX, drain_timeout=0.2)
+    if mode == "loop":
+        await receiver.start()
+    else:
+        receiver.open()
+    handler = ForwardingHandler(receiver.address, receiver.token)
+    try:
+        # A sender still connected: leaving waits out the drain time, then warns.
+        assert await asyncio.to_thread(handler.start, 10)
+        if mode == "loop":
+            receiver.close()  # not this receiver's way of closing: nothing to do
+            await asyncio.gather(receiver.aclose(), receiver.aclose())
+            await receiver.aclose()
+            receiver.close()
+        else:
+            await asyncio.gather(
+                asyncio.to_thread(receiver.close), asyncio.to_thread(receiver.close)
+            )
+            receiver.close()
+            await receiver.aclose()
+    finally:
+        handler.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "isoplug.logs"]
+    assert sum("still connected after 0.2 s" in text for text in said) == 1, said
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "crash or kill" not in caplog.text

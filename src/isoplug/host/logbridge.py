@@ -46,6 +46,7 @@ from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.chains import SenderChains
+from isoplug.logs.gil import HOST_SHARE
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
@@ -340,7 +341,7 @@ class LogBridge:
         clean = False
         try:
             clean = replay_until_closed(
-                channel, replayer, f"runner {supervisor.runner_id}", share_gil=True
+                channel, replayer, f"runner {supervisor.runner_id}", gil=HOST_SHARE
             )
         finally:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a

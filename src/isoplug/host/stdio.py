@@ -34,15 +34,9 @@ from isoplug.host.stdio_backlog import BACKLOG_BYTES, BACKLOG_RECORDS, Backlog, 
 from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
 from isoplug.host.stdio_reader import CLASSIFY_SLICE, IDLE_FLUSH_DELAY, PENDING_BYTES, StdioReader
 from isoplug.host.stdio_replay import StdioDestination, StdioReplay
-from isoplug.logs.gil import GilShare
+from isoplug.logs.gil import HOST_SHARE
 
 _log = logging.getLogger("isoplug.host")
-#: One share for the stdio threads of every runner of this process: they pause together, so the
-#: event loop's thread gets the GIL between their slices. A share per runner left the loop
-#: losing the GIL to the other runners' threads: with 3 runners flooding at once, a loop lag
-#: p99 of 17-55 ms against 3-8 ms with one share, which costs such a flood about 14% of its
-#: lines/s (docs/benchmarks.md).
-_GIL_SHARE = GilShare()
 
 __all__ = [
     "BACKLOG_BYTES",
@@ -83,8 +77,10 @@ class StdioCapture:
         self._destination = destination
         self._loop = loop
         self._backlog = Backlog(max_records, max_bytes)
-        self._reader = StdioReader(pid, pipes, self._backlog, _GIL_SHARE)
-        self._replay = StdioReplay(pid, self._backlog, destination, _GIL_SHARE)
+        # One share for every runner's stdio threads and log connections: they pause together,
+        # so the event loop's thread gets the GIL between their slices (isoplug.logs.gil).
+        self._reader = StdioReader(pid, pipes, self._backlog, HOST_SHARE)
+        self._replay = StdioReplay(pid, self._backlog, destination, HOST_SHARE)
         self._read_done: asyncio.Future[None] = loop.create_future()
         self._replay_done: asyncio.Future[None] = loop.create_future()
         self._sealed = False

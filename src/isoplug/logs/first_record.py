@@ -39,7 +39,13 @@ from isoplug.logs.ledger import ACKNOWLEDGED
 if TYPE_CHECKING:
     from isoplug.logs.handler import ForwardingHandler
 
-__all__ = ["ACKNOWLEDGE_WAIT", "FIRST_RECORD_WAIT", "may_forward", "wait_ready"]
+__all__ = [
+    "ACKNOWLEDGE_WAIT",
+    "FIRST_RECORD_WAIT",
+    "acknowledged_within",
+    "may_forward",
+    "wait_ready",
+]
 
 #: The longest a process's first record waits for the connection and the receiver's
 #: acknowledgement of the ledger (see the module docstring): long enough for a receiver on
@@ -108,3 +114,17 @@ def wait_ready(handler: ForwardingHandler, deadline: float, ack_wait: float) -> 
             return True
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, _ACK_LAST_PAUSE)
+
+
+def acknowledged_within(ledger: memoryview, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the receiver's acknowledgement of a ledger no other thread
+    uses yet (a reconnection's new one: see :mod:`isoplug.logs.sender_link`); whether it came."""
+    deadline = time.monotonic() + timeout
+    pause = _ACK_FIRST_PAUSE
+    while not ledger[ACKNOWLEDGED]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, _ACK_LAST_PAUSE)
+    return True

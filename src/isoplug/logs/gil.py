@@ -16,13 +16,18 @@ thread loses the race again, and a step of the loop waited 30-65 ms for it while
 threads ran. Threads that take turns through one :class:`GilShare` pause together instead: a
 pause opens a quiet window for all of them (each waits it out before its next slice), so the
 GIL is free during it for whoever else waits, the event loop's thread first of all.
+
+The host's threads that replay for its event loop all share :data:`HOST_SHARE`: every
+runner's stdio reader and replay threads (:mod:`isoplug.host.stdio`) and every log
+connection's replay thread (:mod:`isoplug.logs.session`), so that none of them takes the GIL
+in another's pause.
 """
 
 from __future__ import annotations
 
 import time
 
-__all__ = ["FLOOD_BATCH", "GIL_PAUSE", "SHARE_INTERVAL", "GilShare", "yield_gil"]
+__all__ = ["FLOOD_BATCH", "GIL_PAUSE", "HOST_SHARE", "SHARE_INTERVAL", "GilShare"]
 
 #: Seconds a replaying thread sleeps after a large batch: long enough for the waiting thread
 #: to be scheduled and take the GIL (a Linux sleep lasts at least ~60 us of timer slack).
@@ -32,11 +37,6 @@ FLOOD_BATCH = 64
 #: Seconds of replaying between two pauses, at least: the event loop then waits about this
 #: long for the GIL at worst, and the flood loses GIL_PAUSE in every SHARE_INTERVAL.
 SHARE_INTERVAL = 0.001
-
-
-def yield_gil() -> None:
-    """Give up the GIL long enough for a waiting thread (the event loop's) to take it."""
-    time.sleep(GIL_PAUSE)
 
 
 class GilShare:
@@ -61,3 +61,10 @@ class GilShare:
         """Before a slice: sleep out the quiet window another thread of this share opened."""
         while (left := self._quiet_until - time.monotonic()) > 0:
             time.sleep(left)
+
+
+#: The one share of this process's threads that replay for the host's event loop (see the
+#: module docstring). A share per runner left the loop losing the GIL to the other runners'
+#: threads: with 3 runners flooding at once, a loop lag p99 of 17-55 ms against 3-8 ms with
+#: one share, which costs such a flood about 14% of its lines/s (docs/benchmarks.md).
+HOST_SHARE = GilShare()

@@ -13,10 +13,13 @@ So a receiver whose connection ends without a goodbye, from a sender that announ
 and whose kernel-vouched pid still runs, hands the end's accounting to :class:`PendingEnds`
 (its ledger and ring stay open) until the first of:
 
-- a new connection of the same chain (:mod:`isoplug.logs.chains`) arrives, resuming: the old
-  end is accounted for on that connection's thread, before its first records are replayed,
-  only up to where the new one resumes (``resumed_after``): what follows is the new
-  connection's, in its own ledger and ring;
+- a new connection of the same chain (:mod:`isoplug.logs.chains`) that resumes it brings its
+  first records: the old end is accounted for on that connection's thread, before those are
+  replayed, only up to where the new one resumes (``resumed_after``): what follows is the new
+  connection's, in its own ledger and ring. Not at the new connection's announcement: the
+  sender hands over (sets the old ledger back, moves what is unsent into the new ring) just
+  after it, and a kill in between left the unsent records counted by the old ledger alone;
+  the exit then resolves the end, reading the old ledger whole;
 - the process exits: watched with a pidfd (``poll()``, no cost while it runs), or where there
   is none by looking at ``/proc/<pid>`` every :data:`POLL_INTERVAL`, on a thread of its own
   that runs only while something is pending, never on an event loop; the old ledger and ring
@@ -41,7 +44,7 @@ import os
 import select
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from isoplug.transport.process_tree import stat_fields
 
@@ -55,8 +58,9 @@ POLL_INTERVAL = 0.1
 _log = logging.getLogger("isoplug.logs")
 
 #: Told the ``resumed_after`` of the connection that takes over (None: the process exited,
-#: or the receiver closes), it accounts for the end.
-Finish = Callable[[int | None], None]
+#: or the receiver closes), it accounts for the end; or starts to, returning what to await
+#: for it (on an event loop, in slices: isoplug.logs.settling).
+Finish = Callable[[int | None], Awaitable[None] | None]
 
 
 def process_running(pid: int) -> bool:
@@ -118,16 +122,18 @@ class PendingEnds:
             self._resolve(each, None)
         return True
 
-    def resume(self, pid: int, chain: int, resumed_after: int) -> None:
+    def resume(self, pid: int, chain: int, resumed_after: int) -> Awaitable[None] | None:
         """A connection of ``chain`` of process ``pid`` arrived, resuming after record
         ``resumed_after``: the chain's pending end, if any, is accounted for now (on the
-        caller's thread), up to that record."""
+        caller's thread), up to that record; or started, and what its finish returned is
+        returned (the new connection's records wait for it)."""
         with self._lock:
             pending = self._pending.pop((pid, chain), None)
             if pending is not None:
                 self._wake()
         if pending is not None:
-            self._resolve(pending, resumed_after)
+            return self._resolve(pending, resumed_after)
+        return None
 
     def close(self) -> None:
         """Account for every pending end now (the receiver closes); later ones are not kept.
@@ -232,16 +238,17 @@ class PendingEnds:
         return not process_running(pending.pid)
 
     @staticmethod
-    def _resolve(pending: _Pending, resumed_after: int | None) -> None:
+    def _resolve(pending: _Pending, resumed_after: int | None) -> Awaitable[None] | None:
         if pending.pidfd is not None:
             os.close(pending.pidfd)
             pending.pidfd = None
         try:
-            pending.finish(resumed_after)
+            return pending.finish(resumed_after)
         except Exception:
             # The end's own reports are guarded (handler errors are counted there); this is
             # a bug of ours, said with its traceback rather than lost with the watcher.
             _log.exception("accounting for an ended log connection failed")
+            return None
 
 
 def _pidfd(pid: int) -> int | None:

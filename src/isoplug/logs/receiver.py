@@ -29,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import secrets
 import ssl
 import threading
 import time
-from collections.abc import Callable
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.chains import SenderChains
@@ -43,19 +41,19 @@ from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
+from isoplug.logs.sender_trees import sender_tree_limit
 from isoplug.logs.session import replay_until_closed
+from isoplug.logs.settling import LoopSettler
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import (
     DEFAULT_MAX_CONNECTIONS,
     BlockingChannel,
     BlockingServer,
-    ClientLimit,
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.transport import Address, Listener
-from isoplug.transport.process_tree import tree_under
-from isoplug.transport.stream import PeerCredentials, peer_credentials_of
+from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
@@ -171,6 +169,11 @@ class LogReceiver:
         self._chains = SenderChains()
         # Refused connections a token holder can repeat: said once per interval, counted.
         self._refusals = ReportThrottle(limits.report_interval, timer=True)
+        # Closing once, however often and from wherever it is asked (see close(), aclose()).
+        self._close_lock = threading.Lock()
+        self._aclosing: asyncio.Future[None] | None = None
+        # Ended connections' accounting on the event loop, in slices (async use).
+        self._settler: LoopSettler | None = None
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -190,7 +193,8 @@ class LogReceiver:
         connection and the latest :data:`MAX_ENDED_KEPT` that ended; older ones are summed
         under ``"(N earlier connections)"``. A connection that ended without a goodbye while
         its sender lives on says ``pending_ends == 1`` until its end is accounted for (the
-        sender reconnects or exits, or this receiver closes): its ``recovered`` and
+        sender's new connection brings records, or it exits, or this receiver closes): its
+        ``recovered`` and
         ``dropped`` may still grow until then (see :mod:`isoplug.logs.pending_ends`)."""
         # list(): sender threads may add or end a connection meanwhile (sync use).
         replayers = list(self._replayers.values())
@@ -225,11 +229,16 @@ class LogReceiver:
         if not clean and entry[1].finish_when_settled(
             clean=clean,
             then=lambda: self._forget_connection(number, entry),
-            run_in=_on_loop(asyncio.get_running_loop()),
+            run_in=self._settler_for(asyncio.get_running_loop()).run,
         ):
             return
         await entry[1].finish_async(clean=clean)
         self._forget_connection(number, entry)
+
+    def _settler_for(self, loop: asyncio.AbstractEventLoop) -> LoopSettler:
+        if self._settler is None:
+            self._settler = LoopSettler(loop)
+        return self._settler
 
     def _forget_connection(self, number: int, entry: tuple[str, LogReplayer]) -> None:
         label, replayer = entry
@@ -261,14 +270,32 @@ class LogReceiver:
             ssl_context=self._ssl_context,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
-            client_limit=self._tree_limit(),
+            client_limit=sender_tree_limit(self.max_senders_per_tree, self._refusals, _log.warning),
         )
         self._address = self._listener.address
+        self._settler = LoopSettler(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
-        """Wait up to ``drain_timeout`` for senders to finish, then close everything."""
-        if self._listener is None:
-            return
+        """Wait up to ``drain_timeout`` for senders to finish, then close everything.
+
+        Idempotent: a second call, or one from another task meanwhile, waits for the first
+        to end (cancelling it cancels only its own wait), and one after :meth:`close` or
+        before :meth:`start` does nothing."""
+        closing = self._aclosing
+        if closing is None:
+            if self._listener is None:
+                return
+            closing = self._aclosing = asyncio.ensure_future(self._aclose(self._listener))
+        await asyncio.shield(closing)
+
+    async def _aclose(self, listener: Listener) -> None:
+        try:
+            await self._drain_and_close(listener)
+        finally:
+            self._listener = None
+            self._aclosing = None
+
+    async def _drain_and_close(self, listener: Listener) -> None:
         peers = list(self._open_peers)
         if peers:
             _, still_open = await asyncio.wait(
@@ -281,14 +308,18 @@ class LogReceiver:
                 self._warn_still_connected(len(still_open))
         # Senders that did not come back in time: their ends are accounted for now.
         self._chains.pending.close()
+        # Their accounting runs on this loop in slices: done before replaying stops.
+        await self._settler_for(asyncio.get_running_loop()).wait()
         self._stop_replaying()
-        await self._listener.aclose()
+        await listener.aclose()
         # Its watcher thread hands every end to this loop, so it ends at once; polled, not
         # joined: the loop stays free meanwhile.
         loop = asyncio.get_running_loop()
         grace_ends = loop.time() + CLOSE_GRACE
         while not self._chains.pending.wait_closed(0) and loop.time() < grace_ends:
             await asyncio.sleep(0.001)
+        # What it handed over meanwhile (replaying stopped now: quick).
+        await self._settler_for(loop).wait()
         self._handler_errors.close()
         self._refusals.close()
 
@@ -381,58 +412,24 @@ class LogReceiver:
             max_connections=self.max_senders,
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
-            client_limit=self._tree_limit(),
+            client_limit=sender_tree_limit(self.max_senders_per_tree, self._refusals, _log.warning),
         )
         self._address = self._server.address
-
-    def _tree_limit(self) -> ClientLimit:
-        """``max_senders_per_tree``, the same in both modes: a tree's connections count from
-        their accept (the kernel's word, before a byte is read), so silent ones take no more
-        threads, sockets or handshake seats than that, and a hello adds nothing to say whose
-        they are (its name is the sender's claim)."""
-        return ClientLimit(
-            lambda _hello, _credentials: None,
-            self.max_senders_per_tree,
-            self._over_tree_limit,
-            peer_client=self._tree_of,
-        )
-
-    def _tree_of(self, pid: int) -> str | None:
-        """The sender process tree of the process ``pid`` (see :class:`LogReceiver`); None
-        when it is gone already."""
-        me = os.getpid()
-        top = tree_under(pid, me)
-        if top is None:
-            return None
-        if top == me:
-            # Orphans that kept this process's group or session: no child of ours to name.
-            return f"sender process tree of pid {top} (this process, and orphans of its group)"
-        return f"sender process tree of pid {top}"
-
-    def _over_tree_limit(self, tree: str, credentials: PeerCredentials | None) -> None:
-        """A connection of ``tree`` was refused: it holds all its places. Said once per report
-        interval, then summed up: a tree forking in a loop must not cost a line each time."""
-        limit = f"at its limit of {self.max_senders_per_tree} open log connections"
-        who = "" if credentials is None else f" from pid {credentials.pid}"
-        self._refusals.report(
-            "sender_tree_limit",
-            f"refused a log sender{who}: {tree}: {limit} (max_senders_per_tree)",
-            summary=lambda tally: (
-                f"refused {tally.events} more log sender(s) in the last {tally.seconds:.0f} s "
-                f"for their process tree's limit of {self.max_senders_per_tree} open log "
-                f"connections (the latest: {tally.detail})"
-            ),
-            emit=_log.warning,
-            detail=f"{tree}{who}",
-        )
 
     def close(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;
         then close everything (see :meth:`aclose`), in at most :data:`CLOSE_GRACE` more.
-        Nothing is replayed once it returned: what was not is counted and reported."""
-        server = self._server
-        if server is None:
-            return
+        Nothing is replayed once it returned: what was not is counted and reported.
+
+        Idempotent: a second call, or one from another thread meanwhile, waits for the first
+        to end; one after :meth:`aclose` or before :meth:`open` does nothing, and so does one
+        on a receiver started on an event loop (:meth:`start`), which :meth:`aclose` closes."""
+        with self._close_lock:
+            server = self._server
+            if server is not None:
+                self._close_server(server)
+
+    def _close_server(self, server: BlockingServer) -> None:
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
             self._warn_still_connected(still_open)
@@ -466,23 +463,3 @@ class LogReceiver:
     def __repr__(self) -> str:
         where = str(self._address) if self._address else "not running"
         return f"<LogReceiver {where}>"
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], None]], None]:
-    """Run a callable on ``loop`` (at once when already there; at once, too, once the loop
-    is closed: the accounting must be done somewhere)."""
-
-    def run(call: Callable[[], None]) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            call()
-            return
-        try:
-            loop.call_soon_threadsafe(call)
-        except RuntimeError:
-            call()
-
-    return run

@@ -55,6 +55,9 @@ __all__ = ["LogReplayer", "ReplayLimits"]
 
 #: What next() gives once a batch's steps are done.
 _DONE = object()
+#: What a batch's steps yield where its replay may pause: None where a slice ends, or what to
+#: wait for first (the accounting of the connection it resumes, on an event loop).
+_Step = Awaitable[None] | None
 #: Most records replayed between two yields to the event loop in :meth:`LogReplayer.receive`:
 #: about a millisecond of work with quick handlers, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
@@ -146,6 +149,9 @@ class LogReplayer(ReplayEnd):
         self._reordered_count = 0
         # Whether a batch came yet: only the first may say the connection resumes another.
         self._first_batch = True
+        # A resuming connection's resumed_after, until its first records settle the end of
+        # the connection it resumes (see _replay_steps).
+        self._takes_over_after: int | None = None
         # Records replayed since the last yield to the event loop (see receive()), when the
         # slice ends at the latest (never, in a thread: replay()), and whether the event loop
         # has not run since the slice began.
@@ -191,8 +197,8 @@ class LogReplayer(ReplayEnd):
             self._start_slice()
         steps = self._replay_steps(batch)
         with self._catching:
-            for _ in steps:
-                return self._replay_rest(steps)
+            for step in steps:
+                return self._replay_rest(steps, step)
         return None
 
     async def replay_async(self, batch: LogBatch) -> None:
@@ -224,16 +230,21 @@ class LogReplayer(ReplayEnd):
         identity, as the replayer's own reports (drops, gaps) are."""
         self._reports.report(text)
 
-    async def _replay_rest(self, steps: Iterator[None]) -> None:
-        await asyncio.sleep(0)
+    async def _replay_rest(self, steps: Iterator[_Step], step: _Step) -> None:
         while True:
+            if step is None:
+                await asyncio.sleep(0)
+            else:
+                # The end of the connection this one resumes, accounted for on the loop in
+                # slices: its records come first. Shielded: it is not this batch's to cancel.
+                await asyncio.shield(step)
             self._start_slice()
             # Only while a slice runs: between them the loop runs the host's own code.
             with self._catching:
-                step = next(steps, _DONE)
-            if step is _DONE:
+                following = next(steps, _DONE)
+            if following is _DONE:
                 return
-            await asyncio.sleep(0)
+            step = following  # type: ignore[assignment]
 
     def _start_slice(self) -> None:
         """Begin a slice that lasts until the event loop runs its next callbacks."""
@@ -266,7 +277,7 @@ class LogReplayer(ReplayEnd):
 
     # -- the pipeline -------------------------------------------------------------------------
 
-    def _replay_steps(self, batch: LogBatch) -> Iterator[None]:
+    def _replay_steps(self, batch: LogBatch) -> Iterator[_Step]:
         metrics = self.metrics
         metrics.bytes += len(batch.records)
         if batch.ledger_fd is not None:
@@ -278,10 +289,27 @@ class LogReplayer(ReplayEnd):
                 self._sender_pid, batch.chain, resumes=batch.resumed_after is not None
             )
             if batch.resumed_after is not None:
-                # The end of the connection this one resumes may be pending (its sender
-                # lived on): accounted for now, up to where this one takes over, before any
-                # record of this one is replayed (isoplug.logs.pending_ends).
-                self._chains.pending.resume(self._sender_pid, batch.chain, batch.resumed_after)
+                self._takes_over_after = batch.resumed_after
+        if self._takes_over_after is not None and records:
+            # The end of the connection this one resumes may be pending (its sender lived
+            # on): accounted for now, up to where this one takes over, before any record of
+            # this one is replayed (isoplug.logs.pending_ends). Only once this connection
+            # brings records, not at its announcement: the sender sends none on it before it
+            # has set its old ledger back and moved what is unsent into the new ring (a
+            # lock's width after the announcement). A sender killed in between has its
+            # unsent records only in the old ring, counted only by the old ledger: cutting
+            # the old end at resumed_after then lost them with no word (the new ledger said
+            # none accepted). Unresolved here, that end is resolved by the exit, reading the
+            # old ledger whole (set back or not, it is right: see isoplug.logs.sender_link).
+            # Set with _takes_over_after.
+            assert self._chains is not None and self._chain is not None
+            assert self._sender_pid is not None
+            settling = self._chains.pending.resume(
+                self._sender_pid, self._chain.chain, self._takes_over_after
+            )
+            self._takes_over_after = None
+            if settling is not None:
+                yield settling
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False
@@ -320,7 +348,7 @@ class LogReplayer(ReplayEnd):
                     self._drop_rest(rest)
                     break
                 self._since_yield = 0
-                yield
+                yield None
         self._unfinished = None
         self._report_rate_drops()
 

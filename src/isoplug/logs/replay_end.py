@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
 
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
@@ -27,6 +27,11 @@ __all__ = ["ReplayEnd"]
 
 #: What next() gives once the steps are done.
 _DONE = object()
+
+#: Runs a pending end's accounting, given it whole and in slices (see finish_when_settled).
+Settle = Callable[
+    [Callable[[], None], Callable[[], Coroutine[Any, Any, None]]], Awaitable[None] | None
+]
 
 
 class ReplayEnd:
@@ -81,15 +86,17 @@ class ReplayEnd:
         *,
         clean: bool,
         then: Callable[[], None],
-        run_in: Callable[[Callable[[], None]], None] | None = None,
+        run_in: Settle | None = None,
     ) -> bool:
         """Finish later, if the sender lives on after a connection that ended without a
         goodbye; whether it will (else the caller finishes now).
 
         Its ledger and ring stay open until a new connection of its chain takes over or
         the process exits (see :mod:`isoplug.logs.pending_ends`); then :meth:`finish` runs
-        on whichever thread saw it, followed by ``then`` (both handed to ``run_in``, if
-        given: an event loop's receiver runs them on its loop). Only for a sender that
+        on whichever thread saw it, followed by ``then``; or, with ``run_in``, it is given
+        both that and :meth:`finish_async` followed by ``then``, to run one of them (an event
+        loop's receiver runs the latter on its loop: :mod:`isoplug.logs.settling`), and may
+        return an awaitable for a reconnection to wait for. Only for a sender that
         announced a ledger (nothing to wait for otherwise) and whose pid the kernel vouched
         for. Meanwhile its metrics say so (:attr:`LogMetrics.pending_ends`)."""
         chains, pid = self._chains, self._sender_pid
@@ -105,11 +112,18 @@ class ReplayEnd:
                 self.metrics.pending_ends = 0
                 then()
 
-        def settled(resumed_after: int | None) -> None:
+        async def settle_async(upto: int | None) -> None:
+            try:
+                await self.finish_async(clean=clean, upto=upto)
+            finally:
+                self.metrics.pending_ends = 0
+                then()
+
+        def settled(resumed_after: int | None) -> Awaitable[None] | None:
             if run_in is None:
                 settle(resumed_after)
-            else:
-                run_in(lambda: settle(resumed_after))
+                return None
+            return run_in(lambda: settle(resumed_after), lambda: settle_async(resumed_after))
 
         # Before it is deferred: it may be settled on another thread at once.
         self.metrics.pending_ends = 1
@@ -131,12 +145,12 @@ class ReplayEnd:
         for _ in self._finish_steps(clean, upto):
             pass
 
-    async def finish_async(self, *, clean: bool = True) -> None:
+    async def finish_async(self, *, clean: bool = True, upto: int | None = None) -> None:
         """:meth:`finish` on the running event loop, replaying what the ring gives back in
         slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
         thousands of records)."""
         self._start_slice()
-        steps = self._finish_steps(clean)
+        steps = self._finish_steps(clean, upto)
         try:
             while next(steps, _DONE) is not _DONE:
                 await asyncio.sleep(0)

@@ -24,6 +24,7 @@ import time
 import msgspec
 
 from isoplug.errors import AuthenticationFailed, VersionMismatch
+from isoplug.logs import first_record
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
 from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
 from isoplug.logs.ring import SenderRing
@@ -98,6 +99,8 @@ class SenderLink:
     #: that several handlers of one process never share one.
     _chain: int
 
+    #: A receiver did not acknowledge a ledger in time: not waited for again.
+    _ack_missing: bool
     _ring: SenderRing | None
     _ring_capacity: int
     _unsent_release: tuple[int, int]
@@ -148,6 +151,20 @@ class SenderLink:
                 ledger.close()
             channel.close("could not start")
             raise
+        # The hand-over, all under the queue lock: until it, the old ledger and ring count and
+        # hold every record accepted, and nothing but the announcement goes out on the new
+        # connection, which is how a receiver knows it happened (its first records): it
+        # settles the old end at resumed_after only then (isoplug.logs.replay). A kill
+        # before the hand-over leaves the old ledger whole, for the receiver to read at the
+        # exit. After it, the new ledger counts what is unsent, and the old one is set back:
+        # so it waits for the receiver to hold the new ledger (its acknowledgement, about a
+        # millisecond), else a kill right after it (/proc/<pid>/fd gone with the process
+        # before the receiver opened the new ledger) lost the records moved into the new
+        # ring and not sent yet, with no count ("records it had not sent yet, if any").
+        # Past the wait (a receiver that cannot open it, or too slow) it hands over anyway,
+        # and that window stays open.
+        if resumed and ledger is not None and not self._ack_missing:
+            first_record.acknowledged_within(ledger.view, first_record.ACKNOWLEDGE_WAIT)
         with self._queue_changed:
             abandoned, self._abandoned_ledger = self._abandoned_ledger, None
             # The broken connection's ring, which kept taking records until now.

@@ -12,7 +12,7 @@ import logging
 import time
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
-from isoplug.logs.gil import FLOOD_BATCH, SHARE_INTERVAL, yield_gil
+from isoplug.logs.gil import FLOOD_BATCH, SHARE_INTERVAL, GilShare
 from isoplug.logs.replay import LogReplayer
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.wire import Goodbye, LogBatch
@@ -23,14 +23,15 @@ _log = logging.getLogger("isoplug.logs")
 
 
 def replay_until_closed(
-    channel: BlockingChannel, replayer: LogReplayer, sender: str, *, share_gil: bool = False
+    channel: BlockingChannel, replayer: LogReplayer, sender: str, *, gil: GilShare | None = None
 ) -> bool:
     """Replay every batch ``channel`` brings until the connection ends; return whether it
     ended cleanly (a goodbye, or our own side closing it).
 
-    ``share_gil``: pause briefly after each large batch, so that an event loop in this
-    process keeps running during a flood (see :mod:`isoplug.logs.gil`); the plugin host sets
-    it, at the cost of some of a flood's throughput.
+    ``gil``: take turns through this share with the process's other replaying threads, pausing
+    briefly after large batches, so that an event loop in this process keeps running during a
+    flood (see :mod:`isoplug.logs.gil`); the plugin host gives its one share
+    (:data:`~isoplug.logs.gil.HOST_SHARE`), at the cost of some of a flood's throughput.
 
     Returns (True) soon after the replayer is stopped (:meth:`LogReplayer.stop`), leaving
     the rest unread.
@@ -47,16 +48,20 @@ def replay_until_closed(
             for message in channel.receive():
                 if type(message) is LogBatch:
                     before = metrics.received
+                    if gil is not None:
+                        # Another replaying thread's pause: the loop's turn, not ours.
+                        gil.wait_turn()
                     replayer.replay(message)
                     if replayer.stopped:
                         # The receiver's drain time is up: what is left unread is counted from
                         # the sender's ledger (see LogReplayer.stop).
                         return True
-                    if share_gil and metrics.received - before >= FLOOD_BATCH:
+                    if gil is not None and metrics.received - before >= FLOOD_BATCH:
                         now = time.monotonic()
                         if now - last_pause >= SHARE_INTERVAL:
-                            # A flood: let the host's event loop have the GIL (isoplug.logs.gil).
-                            yield_gil()
+                            # A flood: let the host's event loop have the GIL, all the sharing
+                            # threads pausing together (isoplug.logs.gil).
+                            gil.pause()
                             last_pause = time.monotonic()
                     continue
                 if type(message) is Goodbye:
