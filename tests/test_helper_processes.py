@@ -25,6 +25,7 @@ from isoplug.host.descendants import read_stat
 from isoplug.host.manifest import load_manifest
 from isoplug.host.schema import plugin_toml_schema
 from isoplug.testing import FAST, eventually
+from tests.record_waiter import watching
 
 #: Every test's own bound: a regression fails it instead of hanging the run.
 TEST_BOUND = 60.0
@@ -144,7 +145,9 @@ async def test_closing_the_host_during_an_interpreter_check_ends_it_at_once(
 async def test_a_wrapper_that_leaves_a_helper_running_passes_the_check(tmp_path: Path) -> None:
     """The wrapper execs the interpreter (as it must) after starting a background helper that
     keeps stdout open: the check's answer line is the answer. The check's own helper is
-    ended with the check; the runner's, with the runner."""
+    ended with the check; the runner's, with the runner: at once (not after the wait for its
+    output to end, which that helper would hold), and said as its interpreter's, not its
+    plugins'."""
     helpers = tmp_path / "helpers"
     wrapper = script(
         tmp_path / "wrap.sh",
@@ -152,13 +155,23 @@ async def test_a_wrapper_that_leaves_a_helper_running_passes_the_check(tmp_path:
     )
     write_plugin(tmp_path / "plugins", "wrapped", f'python = "{wrapper}"')
     config = dataclasses.replace(FAST, ready_timeout=10.0)
-    async with asyncio.timeout(TEST_BOUND):
-        async with Host(tmp_path / "plugins", config=config) as host:
-            await host.wait_ready(TEST_BOUND / 2)
-            checks, runners = pids(helpers)  # one per start of the wrapper
-            await eventually(lambda: gone(checks))
-            assert not gone(runners)
-        await eventually(lambda: gone(runners))
+    try:
+        with watching("isoplug.host") as waiter:
+            async with asyncio.timeout(TEST_BOUND):
+                async with Host(tmp_path / "plugins", config=config) as host:
+                    await host.wait_ready(TEST_BOUND / 2)
+                    checks, runners = pids(helpers)  # one per start of the wrapper
+                    await eventually(lambda: gone(checks))
+                    assert not gone(runners)
+                await eventually(lambda: gone(runners))
+                report = await waiter.wait_for("isoplug.host", "outlived it")
+        assert report.getMessage() == (
+            "runner wrapped: processes its interpreter command started (before the runner's "
+            "own code ran, not its plugins) outlived it; killed them: 1 process "
+            f"(pid {runners})"
+        )  # and nothing of its output held open: it was ended before that wait
+    finally:
+        kill_leftovers(helpers)
 
 
 #: A plugin whose import leaves a process of its own session behind, holding every descriptor
