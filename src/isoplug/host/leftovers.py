@@ -60,12 +60,12 @@ class Leftovers:
                 f"not its plugins) outlived it; killed them: {self._describe(self.interpreter)}"
             )
         if others or self.group or not self.interpreter:
-            whose = (
-                "processes of its process tree"
+            killed = self._describe(others)
+            parts.append(
+                f"processes of its process tree outlived it; killed them: {killed}"
                 if self.inherited is None
-                else "processes forked by its plugins"
+                else f"processes forked by its plugins outlived it; killed them: {killed}"
             )
-            parts.append(f"{whose} outlived it; killed them: {self._describe(others)}")
         text = "; ".join(parts)
         if self.held_output is not None:
             text += f"; they held its stdout/stderr open {self.held_output:g} s after it exited"
