@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -23,6 +25,7 @@ from isoplug.host.descendants import read_stat
 from isoplug.host.manifest import load_manifest
 from isoplug.host.schema import plugin_toml_schema
 from isoplug.testing import FAST, eventually
+from tests.record_waiter import watching
 
 #: Every test's own bound: a regression fails it instead of hanging the run.
 TEST_BOUND = 60.0
@@ -142,7 +145,9 @@ async def test_closing_the_host_during_an_interpreter_check_ends_it_at_once(
 async def test_a_wrapper_that_leaves_a_helper_running_passes_the_check(tmp_path: Path) -> None:
     """The wrapper execs the interpreter (as it must) after starting a background helper that
     keeps stdout open: the check's answer line is the answer. The check's own helper is
-    ended with the check; the runner's, with the runner."""
+    ended with the check; the runner's, with the runner: at once (not after the wait for its
+    output to end, which that helper would hold), and said as its interpreter's, not its
+    plugins'."""
     helpers = tmp_path / "helpers"
     wrapper = script(
         tmp_path / "wrap.sh",
@@ -150,13 +155,23 @@ async def test_a_wrapper_that_leaves_a_helper_running_passes_the_check(tmp_path:
     )
     write_plugin(tmp_path / "plugins", "wrapped", f'python = "{wrapper}"')
     config = dataclasses.replace(FAST, ready_timeout=10.0)
-    async with asyncio.timeout(TEST_BOUND):
-        async with Host(tmp_path / "plugins", config=config) as host:
-            await host.wait_ready(TEST_BOUND / 2)
-            checks, runners = pids(helpers)  # one per start of the wrapper
-            await eventually(lambda: gone(checks))
-            assert not gone(runners)
-        await eventually(lambda: gone(runners))
+    try:
+        with watching("isoplug.host") as waiter:
+            async with asyncio.timeout(TEST_BOUND):
+                async with Host(tmp_path / "plugins", config=config) as host:
+                    await host.wait_ready(TEST_BOUND / 2)
+                    checks, runners = pids(helpers)  # one per start of the wrapper
+                    await eventually(lambda: gone(checks))
+                    assert not gone(runners)
+                await eventually(lambda: gone(runners))
+                report = await waiter.wait_for("isoplug.host", "outlived it")
+        assert report.getMessage() == (
+            "runner wrapped: processes its interpreter command started (before the runner's "
+            "own code ran, not its plugins) outlived it; killed them: 1 process "
+            f"(pid {runners})"
+        )  # and nothing of its output held open: it was ended before that wait
+    finally:
+        kill_leftovers(helpers)
 
 
 #: A plugin whose import leaves a process of its own session behind, holding every descriptor
@@ -271,11 +286,36 @@ async def test_isoplug_schema_answers_when_the_plugins_import_leaves_its_pipe_he
     tmp_path: Path,
 ) -> None:
     """``isoplug schema``'s import answered and exited: that is the answer, though a process
-    its import forked held the pipe (synchronous, it waits for its deadline to see it)."""
+    its import forked holds the pipe. The command ends then, not at its deadline (twice this
+    test's bound), and the holder with it."""
     holders = tmp_path / "holders"
     folder = write_plugin(
         tmp_path, "holder", module=FORKS_A_HOLDER.format(pids=str(holders), then="")
     )
-    assert plugin_toml_schema(load_manifest(folder), timeout=8.0)["$ref"]
-    [holder] = pids(holders)
-    await eventually(lambda: gone(holder))
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "isoplug",
+                "schema",
+                "--timeout",
+                str(TEST_BOUND * 2),
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TEST_BOUND,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["$ref"]
+        [holder] = pids(holders)
+        await eventually(lambda: gone(holder))
+        # From a thread that runs an event loop: the import's loop runs in a thread of its own.
+        assert plugin_toml_schema(load_manifest(folder), timeout=TEST_BOUND * 2)["$ref"]
+        _, second = pids(holders)
+        await eventually(lambda: gone(second))
+    finally:
+        kill_leftovers(holders)

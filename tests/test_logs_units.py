@@ -332,6 +332,26 @@ def test_a_message_that_came_with_extras_still_captures_plain_records_right(
     assert "mixed %s" in capture._MESSAGES_WITH_EXTRAS
 
 
+@pytest.mark.parametrize(("msg", "args"), [("hinted plain", ()), ("hinted %s", (1,))])
+def test_a_message_remembered_for_its_extras_is_sent_as_the_same_bytes(
+    msg: str, args: tuple[object, ...]
+) -> None:
+    """Which path a record takes is only a hint learnt from earlier records: its bytes are the
+    same either way (the array stops at its last field that is set)."""
+
+    def record() -> logging.LogRecord:
+        made = logging.LogRecord("app.x", logging.INFO, "/src/app.py", 7, msg, args, None)
+        made.created = 1.5
+        return made
+
+    before = capture_record(record(), 1)
+    with_extra = record()
+    with_extra.user = "ann"
+    capture_record(with_extra, 2)
+    assert msg in capture._MESSAGES_WITH_EXTRAS
+    assert capture_record(record(), 1) == before
+
+
 def test_messages_remembered_for_their_extras_stay_bounded() -> None:
     """A message made anew for every record (an f-string) with extras cannot grow memory."""
     limit = capture._MESSAGES_WITH_EXTRAS_LIMIT

@@ -280,10 +280,18 @@ class PluginSummary(msgspec.Struct, frozen=True):
     events: OfferedNames = ()
 
 
+#: Processes a ready report names as inherited, at most (see ReadyReport.inherited).
+MAX_INHERITED: Final = 64
+
+
 class ReadyReport(msgspec.Struct, frozen=True):
     pid: int
     loaded: dict[str, PluginSummary] = {}
     failures: tuple[LoadFailure, ...] = ()
+    #: The processes the runner already had when its own code started (pid -> start time in
+    #: clock ticks after boot): its interpreter command's, not its plugins'
+    #: (:mod:`isoplug.runner.inherited`).
+    inherited: Annotated[dict[int, int], msgspec.Meta(max_length=MAX_INHERITED)] = {}
 
 
 class CallRequest(msgspec.Struct, frozen=True):

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from isoplug.control import (
     CAPABILITY,
     EVENTS_DROPPED,
+    MAX_INHERITED,
     READY,
     CapabilityDenied,
     CapabilityRequest,
@@ -51,6 +52,7 @@ class _UncheckedReport(msgspec.Struct, frozen=True):
     pid: int
     loaded: dict[str, Any] = {}
     failures: tuple[LoadFailure, ...] = ()
+    inherited: Annotated[dict[int, int], msgspec.Meta(max_length=MAX_INHERITED)] = {}
 
 
 CapabilityInvoker = Callable[[str, dict[str, Any], str], Awaitable[Any]]
@@ -129,7 +131,9 @@ class ControlLink:
         """
         unchecked = msgspec.convert(params, _UncheckedReport)
         loaded, refused = checked_summaries(unchecked.loaded)
-        report = ReadyReport(unchecked.pid, loaded, (*unchecked.failures, *refused))
+        report = ReadyReport(
+            unchecked.pid, loaded, (*unchecked.failures, *refused), unchecked.inherited
+        )
         life = self._current()
         if life is None:
             return
@@ -169,6 +173,7 @@ class ControlLink:
             pid=report.pid,
             loaded={pid: s for pid, s in report.loaded.items() if pid in self._manifests},
             failures=tuple(f for f in report.failures if f.plugin_id in self._manifests),
+            inherited=report.inherited,
         )
 
     async def _on_capability(self, params: Any) -> Any:

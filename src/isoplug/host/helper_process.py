@@ -22,7 +22,10 @@ helper's pipes and outlive it. So:
   closed: a background process the helper started (a wrapper's ``sleep 300 &``) held them
   and the wait, even after a cancel, never ended.
 - Its output is read as it comes (:attr:`stdout`, :attr:`stderr`), so a caller can take an
-  answer line as the answer whoever keeps the pipe open after it.
+  answer line as the answer whoever keeps the pipe open after it. Once it has exited,
+  everything it wrote is in its pipes: what is left there is read at once and the readers
+  end, so a process it started that still holds a pipe (outside its group, ended with the
+  rest of what it left) cannot hold a caller reading to the end until its deadline.
 - Its stdin is a file holding the question: writing it cannot block, whatever its size.
 
 Ending kills synchronously first, so a second cancel during the awaits that follow cannot
@@ -62,6 +65,9 @@ _log = logging.getLogger("isoplug.host")
 _END_WAIT = 5.0
 #: Bytes a pipe's reader buffers before it stops reading (the helper then waits to write).
 _READ_LIMIT = 64 * 1024
+#: What is read of a pipe at once when the helper has exited: more than a pipe holds (the
+#: helper's output, all there by then), less than a process it left could write meanwhile.
+_DRAIN_LIMIT = 2 * 1024 * 1024
 #: When its process tree is first recorded; each interval after doubles, up to the last.
 _FIRST_RECORD = 0.05
 _RECORD_EVERY = 1.0
@@ -79,13 +85,13 @@ class HelperProcess:
         self._tag = tag
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._transports: list[asyncio.ReadTransport] = []
+        self._transports: list[tuple[asyncio.ReadTransport, asyncio.StreamReader, int]] = []
         self._end: asyncio.Task[None] | None = None
         #: Its descendants seen while it ran (pid -> start time): see the module's docstring.
         self._recorded: dict[int, int] = {}
         self._recording: asyncio.TimerHandle | None = None
         self.stdout = asyncio.StreamReader(_READ_LIMIT)
-        #: None when started with ``stderr=False`` (its stderr is then /dev/null).
+        #: None unless started with ``stderr=True`` (its stderr is then /dev/null or a file).
         self.stderr: asyncio.StreamReader | None = None
 
     @property
@@ -99,10 +105,16 @@ class HelperProcess:
 
     @classmethod
     async def start(
-        cls, argv: Sequence[str], env: Mapping[str, str], question: bytes, *, stderr: bool
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        question: bytes,
+        *,
+        stderr: bool | IO[bytes],
     ) -> HelperProcess:
-        """Start ``argv`` with ``env`` (plus a tag), ``question`` on its stdin. Raises
-        :class:`OSError` when it cannot be started."""
+        """Start ``argv`` with ``env`` (plus a tag), ``question`` on its stdin; its stderr read
+        (True, :attr:`stderr`), dropped (False) or written to a file. Raises :class:`OSError`
+        when it cannot be started."""
         env = dict(env)
         tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
         with tempfile.TemporaryFile() as stdin:
@@ -112,7 +124,13 @@ class HelperProcess:
                 list(argv),
                 stdin=stdin,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+                stderr=(
+                    stderr
+                    if not isinstance(stderr, bool)
+                    else subprocess.PIPE
+                    if stderr
+                    else subprocess.DEVNULL
+                ),
                 env=env,
                 start_new_session=True,
             )
@@ -125,6 +143,8 @@ class HelperProcess:
             if popen.stderr is not None:
                 helper.stderr = asyncio.StreamReader(_READ_LIMIT)
                 await helper._connect(helper.stderr, popen.stderr)
+            if helper._exited.done():
+                helper._finish_reading()  # it exited while its pipes were being connected
         except BaseException:
             await helper.close()
             raise
@@ -134,7 +154,7 @@ class HelperProcess:
         transport, _ = await self._loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
-        self._transports.append(transport)
+        self._transports.append((transport, reader, pipe.fileno()))
 
     def _watch_exit(self) -> None:
         try:
@@ -162,8 +182,24 @@ class HelperProcess:
         self._popen.wait()  # it has exited: this only reaps it
         if not self._exited.done():
             self._exited.set_result(self._popen.returncode)
+        self._finish_reading()
         # What left its group goes too: it may hold the pipes a caller reads to their end.
         self._start_end()
+
+    def _finish_reading(self) -> None:
+        """Reads what it left in its pipes, then ends its readers: it has exited, so all it
+        wrote is there; what a process it left writes later is not its answer."""
+        for transport, reader, fd in self._transports:
+            if transport.is_closing():
+                continue  # at its end already (or closed): the reader has everything
+            left = _DRAIN_LIMIT
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                # Non-blocking since connect_read_pipe: this stops where the pipe is empty.
+                while left > 0 and (chunk := os.read(fd, min(left, _READ_LIMIT))):
+                    reader.feed_data(chunk)
+                    left -= len(chunk)
+            # Its connection_lost ends the reader (EOF) after what was fed, and closes the pipe.
+            transport.close()
 
     def _schedule_record(self, delay: float) -> None:
         self._recording = self._loop.call_later(delay, self._record_tick, delay)
@@ -244,5 +280,5 @@ class HelperProcess:
         try:
             await self.end()
         finally:
-            for transport in self._transports:
+            for transport, _, _ in self._transports:
                 transport.close()

@@ -218,7 +218,9 @@ class RunnerLife:
             if self.peer is not None:
                 with contextlib.suppress(IsoplugError):
                     await self.peer.aclose("runner is gone")
-            leftovers = await process.close()
+            ready = self.ready
+            report = ready.result() if ready.done() and not ready.cancelled() else None
+            leftovers = await process.close(inherited=None if report is None else report.inherited)
             if leftovers:
                 _log.warning("runner %s: %s", self.runner_id, leftovers.account())
             self.process = None

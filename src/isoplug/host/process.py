@@ -53,7 +53,7 @@ from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.forked_child import ForkedChild
-from isoplug.host.leftovers import Leftovers, end_leftovers
+from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
@@ -394,6 +394,7 @@ class RunnerProcess:
         self,
         drain_timeout: float = STDIO_DRAIN_TIMEOUT,
         replay_timeout: float = STDIO_REPLAY_TIMEOUT,
+        inherited: Mapping[int, int] | None = None,
     ) -> Leftovers:
         """After the exit: finish reading stdio, kill leftover descendants, release the pipes.
 
@@ -402,14 +403,17 @@ class RunnerProcess:
         and every descendant that left it are killed (the returned leftovers say whether they
         held the pipes: the caller reports it all in one line). Then waits up to
         ``replay_timeout`` for what was read to be replayed; the rest is counted dropped and
-        reported. Returns the processes that outlived the runner (a plugin started them) and
-        had to be killed.
+        reported. Returns the processes that outlived the runner and had to be killed.
+        ``inherited``: the processes its ready report said its interpreter command started
+        (None without a report); what is left of them is killed first, without waiting for the
+        pipes (they would only hold them open): see :mod:`isoplug.host.leftovers`.
         Always releases everything; never blocks the event loop.
         """
         capture = self._capture
-        leftovers = Leftovers(self.pid)
+        leftovers = Leftovers(self.pid, inherited)
         self._let_go()
         try:
+            await end_interpreters(leftovers, self.tag, self._exit_watch.recorded)
             if capture is not None and not await capture.wait_read(drain_timeout):
                 # Said once, with the rest of what outlived the runner (the supervisor's
                 # account of its leftovers, on isoplug.host).

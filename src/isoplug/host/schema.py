@@ -11,10 +11,8 @@ process says is the plugin's text, so it reaches a message only through the sani
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import signal
+import asyncio
+import concurrent.futures
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -22,8 +20,8 @@ from typing import Any
 
 import msgspec
 
-from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE, end_processes, find_descendants
 from isoplug.host.environment import runner_environment
+from isoplug.host.helper_process import HelperProcess
 from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest, manifest_schema
 from isoplug.wire.sanitize import clean_block, clean_text
@@ -41,8 +39,6 @@ _MAX_OUTPUT_BYTES = 1024 * 1024
 _EXIT_NO_SCHEMA = 3
 _EXIT_NOT_LOADED = 4
 _EXIT_REFUSED = (5, 6)
-#: How long the rest of an answer may take once what held its pipe was ended.
-_END_WAIT = 5.0
 
 #: Called with what the plugin wrote while it was imported, sanitized (an indented block).
 OutputHandler = Callable[[str], None]
@@ -108,59 +104,43 @@ def _import_in_process(
     manifest: Manifest, timeout: float
 ) -> subprocess.CompletedProcess[bytes] | None:
     """Run ``python -m isoplug.runner.schema`` for ``manifest``; None when it did not answer
-    within ``timeout`` seconds. Its output goes to a file, not a pipe: a process the plugin's
-    import started keeps a pipe open, and reading to its end would wait for that process.
-    Whatever the import started is ended with it (its group at once, then what its tag or
-    session finds), and so is a process it forked that holds the answer's pipe."""
-    env = runner_environment([manifest])
-    tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
-    with (
-        tempfile.TemporaryFile() as output,
-        subprocess.Popen(
-            [runner_python([manifest]), "-m", "isoplug.runner.schema"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+    within ``timeout`` seconds. Synchronous, for the command and its callers: the work runs on
+    an event loop of its own (in a thread of its own when the caller's thread runs one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_ask(manifest, timeout))
+    with concurrent.futures.ThreadPoolExecutor(1, "isoplug-schema") as executor:
+        return executor.submit(asyncio.run, _ask(manifest, timeout)).result()
+
+
+async def _ask(manifest: Manifest, timeout: float) -> subprocess.CompletedProcess[bytes] | None:
+    """The import, in a :class:`~isoplug.host.helper_process.HelperProcess`: its answer is
+    what it wrote on its private descriptor (its stdout) by its exit, though a process its
+    import forked holds that pipe too; whatever the import started is ended with it. What the
+    plugin writes goes to a file (its last ``_MAX_OUTPUT_BYTES``), never into the answer."""
+    argv = [runner_python([manifest]), "-m", "isoplug.runner.schema"]
+    with tempfile.TemporaryFile() as output:
+        helper = await HelperProcess.start(
+            argv,
+            runner_environment([manifest]),
+            msgspec.json.encode(plugin_entry(manifest)),
             stderr=output,
-            env=env,
-            start_new_session=True,
-        ) as process,
-    ):
+        )
         try:
-            # The answer comes on the process's private descriptor (its stdout): only it
-            # holds that, and what its plugin's import forked (a fork keeps every descriptor).
-            answer, _ = process.communicate(msgspec.json.encode(plugin_entry(manifest)), timeout)
-        except subprocess.TimeoutExpired:
-            if not _exited(process.pid):
-                return None
-            # It answered and exited; a process the import forked held the pipe. Ended, it
-            # lets the rest of the answer through.
-            _end(process, tag)
-            try:
-                answer, _ = process.communicate(timeout=_END_WAIT)
-            except subprocess.TimeoutExpired:
-                return None
+            async with asyncio.timeout(timeout):
+                # Its exit ends the reading at once (see HelperProcess): what it wrote by then
+                # is the answer.
+                answer = await helper.stdout.read()
+                returncode = await helper.wait()
+        except TimeoutError:
+            return None
         finally:
-            _end(process, tag)
+            await helper.close()
         size = output.seek(0, 2)
         output.seek(max(0, size - _MAX_OUTPUT_BYTES))
         said = output.read()
-    return subprocess.CompletedProcess(process.args, process.returncode, answer, said)
-
-
-def _exited(pid: int) -> bool:
-    """Whether the child ``pid`` has exited, without reaping it (its pid keeps naming its
-    group)."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def _end(process: subprocess.Popen[bytes], tag: str) -> None:
-    """Kill the process's group at once (it leads it: a session of its own), reap it, then
-    end what left the group but kept its tag or session."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    end_processes(find_descendants(process.pid, tag))
+    return subprocess.CompletedProcess(argv, returncode, answer, said)
 
 
 def _quoted(raw: bytes) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from isoplug.logs.exceptions import exception_data, resolve_exc_info
+from isoplug.wire.messages import LogRecordData
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 __all__ = [
@@ -414,20 +415,36 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
             for text in (exc_text, exc_message, stack_info)
         )
         standard = tuple(_plain_text(v) if type(v) is str else v for v in standard)
-    return _encoder.encode(
-        (
-            *standard,
-            seq,
-            message,
-            attributes.get("taskName"),
-            exc_text,
-            exc_type,
-            exc_message,
-            stack_info,
-            extra,
-            event,
-            attributes.get("_name") if event is not None else None,
-            template,
-            exception,
-        )
+    fields = (
+        *standard,
+        seq,
+        message,
+        attributes.get("taskName"),
+        exc_text,
+        exc_type,
+        exc_message,
+        stack_info,
+        extra,
+        event,
+        attributes.get("_name") if event is not None else None,
+        template,
+        exception,
     )
+    # Trailing fields at their defaults are left out, as on the straight-line path: which path
+    # a record takes (the extras hint is learnt from earlier records) must not change its bytes.
+    end = len(fields)
+    while end > _ALWAYS_SENT and _at_default(end - 1, fields[end - 1]):
+        end -= 1
+    return _encoder.encode(fields[:end])
+
+
+#: Fields every record sends: the standard ones, ``seq`` and ``message``.
+_ALWAYS_SENT = LogRecordData.__struct_fields__.index("message") + 1
+#: The index of ``extra``, the one trailing field whose default is not None.
+_EXTRA_INDEX = LogRecordData.__struct_fields__.index("extra")
+
+
+def _at_default(index: int, value: Any) -> bool:
+    if index == _EXTRA_INDEX:
+        return type(value) is dict and not value
+    return value is None

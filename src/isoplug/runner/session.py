@@ -76,6 +76,7 @@ from isoplug.runner.exit_hooks import (
     run_thread_exit_callbacks,
 )
 from isoplug.runner.health import start_health
+from isoplug.runner.inherited import inherited_processes
 from isoplug.runner.leftover_tasks import end_plugin_tasks, exit_leaving
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
 from isoplug.runner.limits import apply_limits, note_memory_error
@@ -98,6 +99,8 @@ _FAILED = f"{CapabilityFailed.__module__}.{CapabilityFailed.__qualname__}"
 
 async def run_runner(bootstrap: Bootstrap) -> int:
     """Run the runner described by ``bootstrap``; return the process exit code."""
+    # Before any plugin code: what exists now was started by its interpreter command.
+    inherited = inherited_processes()
     lower_priority(bootstrap.nice)  # before any plugin code runs
     loop = asyncio.get_running_loop()
     # "Task exception was never retrieved" and the like: a record with the exception, on the
@@ -207,6 +210,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
             pid=os.getpid(),
             loaded={pid: plugin.summary() for pid, plugin in table.plugins.items()},
             failures=tuple(failures),
+            inherited=inherited,
         )
         await peer.request(READY, report)
         failed = _failure_exit(failures, table)
