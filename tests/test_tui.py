@@ -287,6 +287,25 @@ async def test_a_plugin_removed_by_hot_reload_leaves_the_table(tmp_path: Path) -
                 assert app.query_one(DataTable).row_count == 1
 
 
+async def test_the_pane_tells_the_hosts_report_from_a_plugins_imitation(tmp_path: Path) -> None:
+    """As the console (tests/test_cli_attribution.py): the host's report about ``mimic``
+    says ``isoplug:mimic``, the plugin's imitations say ``mimic``; following ``mimic`` shows
+    both."""
+    with attached(LogFeed()) as feed:
+        async with Host(plugins_dir(tmp_path, "mimic"), config=FAST) as host:
+            await host.wait_ready(20)
+            await eventually(
+                lambda: any(entry.message == "imitations sent" for entry in feed.entries())
+            )
+    lost = [entry for entry in feed.entries() if "never arrived" in entry.message]
+    sources = sorted((entry.source, entry.label) for entry in lost)
+    assert sources == [("isoplug:mimic", "warning"), ("mimic", "isoplug"), ("mimic", "warning")]
+    assert all(entry.plugin == "mimic" for entry in lost)
+    report = next(entry for entry in lost if entry.source == "isoplug:mimic")
+    assert " isoplug:mimic warning  41 log records from plugin mimic never arrived" in report.line()
+    assert all(LogFilter(plugin="mimic").accepts(entry) for entry in lost)
+
+
 def test_filter_holds_back_only_a_paused_plugins_new_lines() -> None:
     def entry(serial: int, plugin: str | None, level: int = logging.INFO) -> LogEntry:
         return LogEntry(serial, 0.0, plugin, level, "info", f"line {serial}")

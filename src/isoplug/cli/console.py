@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Callable
 from typing import TextIO
 
+from isoplug.logs.attribution import attribute
+
 _RESET = "\033[0m"
 
 
@@ -33,7 +35,8 @@ _LEVEL_COLOURS = {
 }
 
 
-#: Width of the source column (plugin id or "isoplug"): most ids fit, longer ones push.
+#: Width of the source column (plugin id, "isoplug" or "isoplug:<id>"): most fit, longer ones
+#: push.
 _SOURCE_WIDTH = 13
 
 
@@ -50,10 +53,13 @@ def use_colour(stream: TextIO) -> bool:
 
 
 class ConsoleFormatter(logging.Formatter):
-    """One line per record: time, source (the plugin id), stream or level, message.
+    """One line per record: time, source (who speaks), stream or level, message.
 
-    Records of ``plugin.<id>...`` are attributed to ``<id>``; the host's own records to
-    ``isoplug``. Continuation lines (tracebacks) are indented under the message.
+    The source column says who speaks, as :mod:`isoplug.logs.attribution` tells it: ``<id>``
+    for a plugin's records, ``isoplug:<id>`` for the host's reports about it (records lost,
+    dropped...), ``isoplug`` for the host's own records. The next column says a printed
+    line's stream, or a logging record's level. Continuation lines (tracebacks) are indented
+    under the message.
     """
 
     def __init__(self, *, colour: bool) -> None:
@@ -61,27 +67,21 @@ class ConsoleFormatter(logging.Formatter):
         self.colour = colour
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = record.name.split(".")
-        if parts[0] == "plugin" and len(parts) > 1:
-            source = parts[1]
-            kind = parts[2] if len(parts) > 2 and parts[2] in ("stdout", "stderr") else "log"
-        else:
-            source = "isoplug"
-            kind = "host"
+        # Who says it, in the one form only the host can fill in (isoplug.logs.attribution).
+        said = attribute(record)
+        source = said.source
+        label = said.label
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         stamp += f".{int(record.msecs):03d}"
-        # One column, one meaning: a plugin's printed lines say their stream; every logging
-        # record (the plugin's or the host's) says its level.
-        label = kind if kind in ("stdout", "stderr") else record.levelname.lower()
         head_plain = f"{stamp} {source:<{_SOURCE_WIDTH}} {label:<{_LABEL_WIDTH}} "
         lines = message.splitlines() or [""]
         indent = " " * len(head_plain)
         if not self.colour:
             return head_plain + f"\n{indent}".join(lines)
-        source_colour = _BOLD if source == "isoplug" else _colour_of(source)
+        source_colour = _BOLD if said.host else _colour_of(source)
         level_colour = _LEVEL_COLOURS.get(record.levelno, "")
         head = (
             f"{_DIM}{stamp}{_RESET} {source_colour}{source:<{_SOURCE_WIDTH}}{_RESET} "

@@ -16,6 +16,8 @@ import logging
 import threading
 import time
 
+from isoplug.logs.attribution import HOST_SOURCE, attribute
+
 __all__ = ["Fresh", "LogEntry", "LogFeed", "LogFilter", "source_of"]
 
 #: How many records the pane keeps to re-show when a filter changes.
@@ -27,17 +29,22 @@ class LogEntry:
     #: Position in the feed (increasing): which entries are new since the last look.
     serial: int
     created: float
-    #: The plugin id, or None for the host's own records.
+    #: The plugin the record is from or about (its id), or None for the host's own records.
     plugin: str | None
     levelno: int
     #: ``stdout``/``stderr`` for a plugin's printed lines, else the level's name, lower case.
     label: str
     message: str
+    #: Who says it, as the console's source column (:mod:`isoplug.logs.attribution`): the
+    #: plugin's id, ``isoplug:<id>`` for the host's reports about it, ``isoplug``. Empty: as
+    #: ``plugin`` says (an entry made without it).
+    source: str = ""
 
     def line(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.created))
         stamp += f".{int(self.created * 1000) % 1000:03d}"
-        return f"{stamp} {self.plugin or 'isoplug':<13} {self.label:<8} {self.message}"
+        source = self.source or self.plugin or HOST_SOURCE
+        return f"{stamp} {source:<13} {self.label:<8} {self.message}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +60,10 @@ class Fresh:
 
 
 def source_of(record: logging.LogRecord) -> tuple[str | None, str]:
-    """``(plugin id or None, label)`` of a record, by its logger's name (``plugin.<id>...``)."""
-    parts = record.name.split(".")
-    if parts[0] == "plugin" and len(parts) > 1:
-        if len(parts) > 2 and parts[2] in ("stdout", "stderr"):
-            return parts[1], parts[2]
-        return parts[1], record.levelname.lower()
-    return None, record.levelname.lower()
+    """``(plugin id or None, label)`` of a record: the plugin it is from or about (its logger
+    is ``plugin.<id>...``), see :func:`~isoplug.logs.attribution.attribute`."""
+    said = attribute(record)
+    return said.plugin, said.label
 
 
 class LogFeed(logging.Handler):
@@ -77,14 +81,22 @@ class LogFeed(logging.Handler):
             message = record.getMessage()
             if record.exc_info:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
-            plugin, label = source_of(record)
+            said = attribute(record)
         except Exception:
             self.handleError(record)
             return
         with self._guard:
             self._serial += 1
             self._entries.append(
-                LogEntry(self._serial, record.created, plugin, record.levelno, label, message)
+                LogEntry(
+                    self._serial,
+                    record.created,
+                    said.plugin,
+                    record.levelno,
+                    said.label,
+                    message,
+                    said.source,
+                )
             )
 
     def since(self, after: int) -> Fresh:
