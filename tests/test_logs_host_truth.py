@@ -97,6 +97,20 @@ async def test_a_plugins_extras_cannot_claim_a_stream_or_isoplugs_cut(tmp_path: 
     assert line.getMessage() == "P" * MAX_LINE_CHARS + cut
 
 
+async def test_a_record_without_an_exception_shows_no_traceback(tmp_path: Path) -> None:
+    """A plugin's filter sets ``exc_text`` on a record with no exception, a traceback naming
+    the host's files: no formatter prints it, and it stays, as ``extra_exc_text``."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "forge_traceback")
+        record = await waiter.wait_for("plugin.impostor.impostor.work", "no exception here")
+    assert (record.exc_info, record.exc_text) == (None, None)
+    assert (record.exc_type, record.exc_message) == (None, None)  # type: ignore[attr-defined]
+    assert "supervisor.py" in record.extra_exc_text  # type: ignore[attr-defined]
+    for formatter in (logging.Formatter(), ConsoleFormatter(colour=False), docs_formatter()):
+        text = formatter.format(record)
+        assert "Traceback" not in text and "supervisor.py" not in text, text
+
+
 async def test_a_records_process_is_the_pid_the_kernel_gives(tmp_path: Path) -> None:
     """A plugin's filter that sets record.process = 1 cannot show another pid in %(process)d:
     the host sets the runner's, and keeps the claim as extra_process."""

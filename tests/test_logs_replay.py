@@ -126,11 +126,40 @@ def test_control_characters_and_forged_lines_are_neutralized(collector: RecordWa
     """Escapes are made visible and no continuation line can pose as a new record."""
     forged = "ok\n2026-01-01 INFO app.db: transfer approved\x1b[2J\r"
     fake_traceback = "2026-01-01 ERROR app.auth: admin logged in\nValueError: x"
-    replayer().replay(log_batch([data(message=forged, exc_text=fake_traceback)]))
+    replayer().replay(
+        log_batch([data(message=forged, exc_text=fake_traceback, exc_type="builtins.ValueError")])
+    )
     (record,) = collector.records
     assert record.getMessage() == "ok\n  2026-01-01 INFO app.db: transfer approved\\x1b[2J\\x0d"
     text = logging.Formatter("%(name)s %(message)s").format(record)
     assert all(line[:1] in (" ", "") for line in text.splitlines()[1:])
+
+
+def test_a_record_without_an_exception_keeps_its_exception_texts_as_extras(
+    collector: RecordWaiter,
+) -> None:
+    """No type and nothing structured: ``exc_text`` and ``exc_message`` are claims, which no
+    formatter prints as a traceback; kept (capped) as extras, beside a sender's extra of the
+    same name. With a type (the sender could not convert its exception), the text stays."""
+    forged = 'Traceback (most recent call last):\n  File "/host.py", line 1\nError: ' + "x" * 99
+    replayer(max_traceback_chars=60).replay(
+        log_batch(
+            [
+                data(1, exc_text=forged, exc_message="boom", extra={"exc_text": "mine"}),
+                data(2, exc_text=forged, exc_type="builtins.ValueError", exc_message="boom"),
+            ]
+        )
+    )
+    claimed, typed = collector.records
+    assert (claimed.exc_text, claimed.exc_message) == (None, None)  # type: ignore[attr-defined]
+    assert claimed.extra_exc_text == "mine"  # type: ignore[attr-defined]
+    assert claimed.extra_extra_exc_text.startswith("Traceback")  # type: ignore[attr-defined]
+    assert "[truncated" in claimed.extra_extra_exc_text  # type: ignore[attr-defined]
+    assert claimed.extra_exc_message == "boom"  # type: ignore[attr-defined]
+    assert logging.Formatter().format(claimed) == "message 1"
+    assert typed.exc_text is not None and typed.exc_text.startswith("Traceback")
+    assert typed.exc_message == "boom"  # type: ignore[attr-defined]
+    assert "/host.py" in logging.Formatter().format(typed)
 
 
 def test_sizes_are_capped_and_the_cut_is_marked(collector: RecordWaiter) -> None:
@@ -141,6 +170,7 @@ def test_sizes_are_capped_and_the_cut_is_marked(collector: RecordWaiter) -> None
                 data(
                     message="m" * 1000,
                     exc_text="t" * 1000,
+                    exc_type="builtins.ValueError",
                     extra={"blob": "b" * 1000, "list": list(range(100))},
                 )
             ]

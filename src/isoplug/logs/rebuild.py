@@ -12,6 +12,11 @@ name formatters read a record's identity, level or message under (``logger``, ``
 the host's formatters write themselves (``timestamp``, ``exception``, ``stack``...) or like a
 host marker (any ``isoplug_`` name) is renamed ``extra_<name>`` (``extra_extra_<name>`` if
 the sender has that name too: nothing is lost).
+A record with no exception (no ``exc_type``, nothing structured) has no ``exc_text`` nor
+``exc_message``: a sender's texts there are kept as ``extra_exc_text`` and
+``extra_exc_message``, so that no formatter prints them as a traceback and no exporter takes
+them for an exception's. (With a type but nothing structured, as when the sender could not
+convert its exception, the text stays: it is the only traceback there is.)
 A level number that is not a standard one never carries a standard level's name
 (:func:`~isoplug.logs.record_names.level_name`). Where the connection has a pid the kernel
 vouches for, ``process`` is that pid (the sender's own claim, when it differs, is kept as
@@ -162,6 +167,11 @@ class RecordRebuilder:
             extra["extra_process"] = process
             process = self._sender_pid
         exc_info = self._exc_info(data) if data.exception is not None else None
+        # A record the sender says has no exception (no type, nothing structured) shows no
+        # exception block: its exception fields are claims, kept as extras.
+        excepted = data.exception is not None or bool(data.exc_type)
+        if not excepted and (data.exc_text is not None or data.exc_message is not None):
+            self._unexcepted(data, extra)
         levelname = _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname)
         if data.event is not None:
             msg = self._event(data.event, data.name, logger, identity, process)
@@ -204,7 +214,7 @@ class RecordRebuilder:
             # rendering of the traceback, is not followed by a second one.
             "exc_text": (
                 clean_block(data.exc_text, limits.max_traceback_chars)
-                if data.exc_text and (exc_info is None or data.exc_text.isspace())
+                if excepted and data.exc_text and (exc_info is None or data.exc_text.isspace())
                 else None
             ),
             "stack_info": (
@@ -240,7 +250,9 @@ class RecordRebuilder:
             ),
             "exc_type": clean_text(data.exc_type, 256) if data.exc_type else None,
             "exc_message": (
-                clean_text(data.exc_message, limits.max_message_chars) if data.exc_message else None
+                clean_text(data.exc_message, limits.max_message_chars)
+                if excepted and data.exc_message
+                else None
             ),
             "seq": data.seq,
             **identity,
@@ -256,6 +268,20 @@ class RecordRebuilder:
         except Exception as exc:
             self._reports.rebuild_failed(f"{type(exc).__name__}: {clean_text(str(exc), 200)}")
             return None
+
+    def _unexcepted(self, data: LogRecordData, extra: dict[str, Any]) -> None:
+        """Keep the ``exc_text`` and ``exc_message`` of a record without an exception in
+        ``extra``, as ``extra_exc_text`` and ``extra_exc_message``: a formatter prints a
+        record's ``exc_text`` as its traceback (a plugin's filter can set one, naming any
+        file), and an exporter takes it for an exception's."""
+        limits = self._limits
+        sent = data.extra or {}
+        if data.exc_text is not None:
+            key = _renamed("exc_text", sent, extra)
+            extra[key] = clean_block(data.exc_text, limits.max_traceback_chars)
+        if data.exc_message is not None:
+            key = _renamed("exc_message", sent, extra)
+            extra[key] = clean_text(data.exc_message, limits.max_message_chars)
 
     def _template(self, text: str) -> LogTemplate:
         """The sanitized template, as one object for every record that has it (remembered)."""

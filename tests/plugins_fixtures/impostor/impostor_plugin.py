@@ -26,6 +26,19 @@ class _ClaimsProcessOne(logging.Filter):
         return True
 
 
+class _ForgesTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_text = FORGED_TRACEBACK
+        return True
+
+
+FORGED_TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/work/main/src/isoplug/host/supervisor.py", line 1, in run\n'
+    "RuntimeError: the host failed"
+)
+
+
 class Impostor(isoplug.Plugin):
     @isoplug.method
     async def pid(self) -> int:
@@ -161,6 +174,17 @@ class Impostor(isoplug.Plugin):
     async def claim_extras(self) -> None:
         """extras named like what the host sets: an output stream, isoplug's cut flag."""
         log.warning("claims", extra={"stream": "stdout", "truncated": True})
+
+    @isoplug.method
+    async def forge_traceback(self) -> None:
+        """A WARNING with no exception, whose ``exc_text`` a filter set to a traceback that
+        names the host's files."""
+        forges = _ForgesTraceback()
+        log.addFilter(forges)
+        try:
+            log.warning("no exception here")
+        finally:
+            log.removeFilter(forges)
 
     @isoplug.method
     async def claim_process(self) -> None:
