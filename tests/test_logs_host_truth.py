@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import structlog
+from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from isoplug.cli.console import ConsoleFormatter
 from isoplug.logs import ReplayLimits
 from isoplug.logs.streams import MAX_LINE_CHARS
+from isoplug.otel.records import RecordEncoder
 from tests.plugins_fixtures import running
 from tests.test_logs_forwarding import finish, receiving, run_child
 
@@ -109,6 +111,11 @@ async def test_a_record_without_an_exception_shows_no_traceback(tmp_path: Path) 
     for formatter in (logging.Formatter(), ConsoleFormatter(colour=False), docs_formatter()):
         text = formatter.format(record)
         assert "Traceback" not in text and "supervisor.py" not in text, text
+    # Nor does an OpenTelemetry export take it for an exception's.
+    encoded = RecordEncoder(current_trace=None).encode(record, plugin_record=True)
+    (exported,) = ScopeLogs.FromString(encoded).log_records
+    keys = {kv.key for kv in exported.attributes}
+    assert "extra_exc_text" in keys and not [key for key in keys if key.startswith("exception.")]
 
 
 async def test_a_records_process_is_the_pid_the_kernel_gives(tmp_path: Path) -> None:
