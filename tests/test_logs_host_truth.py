@@ -4,10 +4,12 @@ real host and runner, or a real LogReceiver and forwarding child."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,11 @@ import structlog
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from isoplug.cli.console import ConsoleFormatter
-from isoplug.logs import ReplayLimits
+from isoplug.logs import LogReceiver, ReplayLimits
 from isoplug.logs.streams import MAX_LINE_CHARS
 from isoplug.otel.records import RecordEncoder
 from tests.plugins_fixtures import running
+from tests.record_waiter import watching
 from tests.test_logs_forwarding import finish, receiving, run_child
 
 
@@ -344,3 +347,46 @@ async def test_a_plugins_structlog_event_states_its_records_level(tmp_path: Path
         "plugin_id": "impostor",
         "runner_pid": pid,
     }
+
+
+#: A forwarding child that makes a receiver report 5 records lost (it skips their sequence
+#: numbers), then logs the same words on its root logger, with an ``isoplug_report`` extra.
+REPORT_MIMIC = r"""
+import logging
+from isoplug.logs import ForwardingHandler, forward_logs
+forward_logs("{address}", "{token}", level=logging.INFO, name="mimic")
+handler = next(h for h in logging.getLogger().handlers if isinstance(h, ForwardingHandler))
+logging.getLogger("child").info("one")
+handler._seq += 5
+logging.getLogger("child").info("two")
+logging.getLogger().warning("{imitation}", extra={{"isoplug_report": True}})
+"""
+
+
+async def test_with_no_prefix_only_isoplug_report_tells_a_receivers_report(
+    tmp_path: Path,
+) -> None:
+    """A LogReceiver with the default prefix ``""`` reports on the root logger, where a
+    sender's root-logger records land too, worded alike: ``isoplug_report`` is what tells them
+    apart (docs/forwarding.md), as a sender's own arrives renamed ``extra_isoplug_report``."""
+    imitation = "5 log records from log sender mimic never arrived (sequence numbers 2 to 6)"
+    with watching() as collector:
+        async with LogReceiver() as receiver:
+            script = REPORT_MIMIC.format(
+                address=receiver.address, token=receiver.token, imitation=imitation
+            )
+            child = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+            assert await asyncio.wait_for(child.wait(), 30) == 0
+
+            def lost() -> list[logging.LogRecord]:
+                return [r for r in collector.records if "never arrived" in r.getMessage()]
+
+            await collector.wait_until(lambda: len(lost()) == 2)
+    (report,) = [r for r in lost() if r.__dict__.get("isoplug_report") is True]
+    (claim,) = [r for r in lost() if r is not report]
+    assert report.isoplug_report is True  # type: ignore[attr-defined]
+    assert "isoplug_report" not in claim.__dict__
+    assert claim.extra_isoplug_report is True  # type: ignore[attr-defined]
+    assert report.name == claim.name == "root"
+    assert claim.getMessage() == imitation
+    assert re.fullmatch(imitation.replace("(", r"\(").replace(")", r"\)"), report.getMessage())
