@@ -77,6 +77,7 @@ def process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             state = stat.read().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The process ended between the open and the read (the kernel answers ESRCH then).
         return False
     return state not in ("Z", "X")
