@@ -83,6 +83,11 @@ class LogMetrics:
     #: none is counted as records lost in :attr:`dropped`, so a forging sender cannot inflate
     #: (or drown) its loss counts.
     sequence_violations: int = 0
+    #: New logger names of the sender that got no host logger of their own, the logger budget
+    #: spent (a runner's, or a standalone receiver's ``max_logger_entries``): their records are
+    #: replayed on the prefix's logger instead (see :mod:`isoplug.logs.routing`). Counted once
+    #: per name (per record for names too long or too many to remember).
+    over_logger_budget: int = 0
     #: :attr:`replayed` by level number.
     replayed_levels: dict[int, int] = dataclasses.field(default_factory=dict)
     #: The part of :attr:`dropped` whose level is known (the rate limit's, the sender's full
@@ -121,6 +126,7 @@ class LogMetrics:
             total.recovered += part.recovered
             total.pending_ends += part.pending_ends
             total.sequence_violations += part.sequence_violations
+            total.over_logger_budget += part.over_logger_budget
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)

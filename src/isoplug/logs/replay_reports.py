@@ -202,8 +202,8 @@ class ReplayReports(SenderLedgerReports):
                 )
             self.limited(
                 "queue_full",
-                f"{description} says it dropped {count:,} log records because its log queue was full "
-                f"({by_level(new)}); it logs faster than they can be delivered",
+                f"{description} says it dropped {count:,} log records because its log queue was "
+                f"full ({by_level(new)}); it logs faster than they can be delivered",
                 lambda t: (
                     f"{description} says it dropped {t.records:,} more log records because its log "
                     f"queue was full ({by_level(t.levels)}), told in {t.events:,} batches over "
@@ -245,12 +245,12 @@ class ReplayReports(SenderLedgerReports):
         description = self._description
         self.limited(
             "dropped_at_close",
-            f"{description} says it closed with {count:,} log records unsent when its close deadline "
-            f"passed ({by_level(new)}); they are dropped: it logged faster than they could be "
-            "delivered, and sent WARNING and above first",
+            f"{description} says it closed with {count:,} log records unsent when its close "
+            f"deadline passed ({by_level(new)}); they are dropped: it logged faster than they "
+            "could be delivered, and sent WARNING and above first",
             lambda t: (
-                f"{description} says it closed {t.events:,} more times with log records unsent at its "
-                f"close deadline, {t.records:,} in all ({by_level(t.levels)})"
+                f"{description} says it closed {t.events:,} more times with log records unsent "
+                f"at its close deadline, {t.records:,} in all ({by_level(t.levels)})"
             ),
             records=count,
             levels=new,
@@ -428,6 +428,7 @@ class ReplayReports(SenderLedgerReports):
     def logger_budget_spent(self, fallback: str) -> None:
         """Report a record put on ``fallback``: its logger name would have been a new host
         logger past the sender's :class:`~isoplug.logs.routing.LoggerBudget`."""
+        self._metrics.over_logger_budget += 1
         description = self._description
         why = (
             "so that a sender inventing names cannot grow the host's registry of loggers "
