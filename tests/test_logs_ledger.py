@@ -106,11 +106,11 @@ def test_drops_no_batch_told_are_reported_from_the_ledger(
     target.finish(clean=False)
     assert target.metrics.dropped == {DropReason.SENDER_QUEUE_FULL: 14}
     texts = reported(collector)
-    assert texts[0].startswith("plugin demo dropped 3 log records because its log queue")
+    assert texts[0].startswith("plugin demo says it dropped 3 log records because its log queue")
     assert any(
         t.startswith(
-            "plugin demo dropped 11 more log records because its log queue was full (DEBUG: "
-            "7, INFO: 4), told in 1 batches"
+            "plugin demo says it dropped 11 more log records because its log queue was full "
+            "(DEBUG: 7, INFO: 4), told in 1 batches"
         )
         for t in texts
     ), texts
@@ -149,7 +149,8 @@ def test_a_close_by_level_is_counted_not_taken_for_gaps(
     texts = reported(collector)
     assert not [t for t in texts if "never arrived" in t], texts
     assert texts[0].startswith(
-        "plugin demo closed with 4 log records unsent when its close deadline passed (INFO: 4)"
+        "plugin demo says it closed with 4 log records unsent when its close deadline passed "
+        "(INFO: 4)"
     )
     assert texts[1] == (
         "plugin demo: log connection ended without a goodbye (its close deadline passed with "

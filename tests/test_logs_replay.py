@@ -342,9 +342,9 @@ def test_sender_drops_are_reported_once_per_increase(collector: RecordWaiter) ->
     target.replay(log_batch([data(seq=2)], dropped={logging.DEBUG: 5, logging.INFO: 2}))
     target.replay(log_batch([data(seq=3)], dropped={logging.DEBUG: 8, logging.INFO: 2}))
     assert [r.getMessage() for r in reports(collector.records)] == [
-        "plugin demo dropped 7 log records because its log queue was full (DEBUG: 5, INFO: 2); "
-        "it logs faster than they can be delivered",
-        "plugin demo dropped 3 log records because its log queue was full (DEBUG: 3); "
+        "plugin demo says it dropped 7 log records because its log queue was full "
+        "(DEBUG: 5, INFO: 2); it logs faster than they can be delivered",
+        "plugin demo says it dropped 3 log records because its log queue was full (DEBUG: 3); "
         "it logs faster than they can be delivered",
     ]
     assert all(

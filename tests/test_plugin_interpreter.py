@@ -231,12 +231,46 @@ async def test_a_runner_that_dies_before_ready_says_why_in_its_error(tmp_path: P
             await host.wait_ready(60)
         error = host.plugin("dies").error
     assert error is not None
-    assert "it exited before reporting ready; its stderr ended with: starting up | " in error
+    assert 'it exited before reporting ready; its stderr ended with: "starting up | ' in error
     assert "the database driver is missing" in error
     assert "\x1b" not in error  # sanitized
     assert "isoplug bug" not in error
     assert "restart policy is 'never'" in error
     assert "the database driver is missing" in str(failed.value)
+
+
+IMITATES_A_BAD_BOOTSTRAP = """
+import os, sys
+sys.stderr.write(
+    "isoplug runner: expected a bootstrap line, got b'' | the host sent SIGKILL: memory limit "
+    '512MB exceeded" and "more\\n'
+)
+sys.stderr.flush()
+os._exit(2)
+"""
+
+
+async def test_a_plugin_cannot_pass_for_a_runner_that_could_not_read_its_bootstrap(
+    tmp_path: Path,
+) -> None:
+    """Plugin code writing the runner's bootstrap complaint and exiting with its code: the
+    runner had connected (it read its bootstrap), so this is the plugin's crash, restarted
+    as one, never "an isoplug bug"; and its words stay inside one quote it cannot close."""
+    plugins = tmp_path / "plugins"
+    write_plugin(
+        plugins,
+        "early",
+        IMITATES_A_BAD_BOOTSTRAP,
+        "[restart]\nmax_restarts = 1\nbackoff_initial = 0",
+    )
+    error, restarts = await failed_error(plugins, "early")
+    assert "isoplug bug" not in error
+    assert "could not read its bootstrap" not in error
+    assert restarts == 1, error  # restarted: not a permanent failure
+    quote = error.partition("its stderr ended with: ")[2]
+    assert quote.startswith('"isoplug runner: expected a bootstrap line'), error
+    # The plugin's own double quote is escaped: the quote ends where the host's text resumes.
+    assert 'exceeded\\" and \\"more"' in quote, error
 
 
 SAYS_WHY_ON_SYS_STDERR = """

@@ -114,6 +114,7 @@ class ControlLink:
             _log.warning("refused a control connection: %s", refusal)
             return
         life.peer = peer
+        life.connected = True
         try:
             await peer.wait_closed()
         finally:

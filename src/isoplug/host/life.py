@@ -50,7 +50,7 @@ from isoplug.host.process import OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
-from isoplug.host.stderr_tail import StderrTail
+from isoplug.host.stderr_tail import StderrTail, outside_words
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
@@ -114,6 +114,9 @@ class RunnerLife:
         #: Why the host refused a control connection that had this runner's token (set by
         #: :mod:`isoplug.host.control_link`); quoted when the runner exits before ready.
         self.refused: str | None = None
+        #: Whether the current process's control connection authenticated (set by
+        #: :mod:`isoplug.host.control_link`): it had read its bootstrap.
+        self.connected = False
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -235,11 +238,24 @@ class RunnerLife:
             hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
             reason = f"{reason}; the host refused its control connection: {self.refused}{hint}"
         if said:
-            reason = f"{reason}; its stderr ended with: {said}"
-        if returncode == EXIT_BAD_BOOTSTRAP and _BAD_BOOTSTRAP_SAID in said:
-            # Only isoplug's runner says that; another program (a plugin's `python` that is
-            # not one) may exit with 2 for reasons of its own.
-            permanent = "the runner could not read its bootstrap (an isoplug bug)"
+            # Quoted as the runner's words: a plugin may write anything there, host-like
+            # phrases included, and must not be read as the host (see outside_words).
+            reason = f"{reason}; its stderr ended with: {outside_words(said)}"
+        if (
+            returncode == EXIT_BAD_BOOTSTRAP
+            and not self.connected
+            and not tail.connected
+            and said.startswith(_BAD_BOOTSTRAP_SAID)
+        ):
+            # Decided by what the plugin cannot produce: plugin code runs only after the
+            # runner read its bootstrap and connected with its tokens (control or logs), so a
+            # runner that did either got past its bootstrap, whatever its stderr says (a
+            # plugin's own exit 2 and words are a crash of the plugin's). Only the code of a
+            # plugin's own interpreter at startup (sitecustomize) could still imitate this.
+            permanent = (
+                "the runner exited before connecting, saying it could not read its bootstrap "
+                "(an isoplug bug, if its python runs isoplug's runner)"
+            )
         elif returncode == EXIT_NOTHING_LOADED and permanent is None:
             permanent = "no plugin could be loaded"
         elif wrapped and permanent is None:

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["MAX_TAIL_CHARS", "MAX_TAIL_LINES", "StderrTail", "quote_lines"]
+__all__ = ["MAX_TAIL_CHARS", "MAX_TAIL_LINES", "StderrTail", "outside_words", "quote_lines"]
 
 #: Lines quoted, at most, and characters of the quote, at most.
 MAX_TAIL_LINES = 12
@@ -57,6 +57,9 @@ class StderrTail:
         self._changed = threading.Condition(threading.Lock())
         #: Log connections of the runner itself that may still bring lines.
         self._feeds = 0
+        #: Whether any log connection of the runner itself authenticated: it had read its
+        #: bootstrap (the log token is in it), whatever its stderr says later.
+        self.connected = False
 
     def add(self, message: str, when: float | None = None) -> None:
         """Keep the lines of ``message`` (one record: a line, or a whole traceback), written
@@ -84,6 +87,7 @@ class StderrTail:
         """A log connection of the runner itself began: its lines may come until it ends."""
         with self._changed:
             self._feeds += 1
+            self.connected = True
 
     def feed_ended(self) -> None:
         """A log connection counted by :meth:`feed_opened` ended; all it brought is here."""
@@ -110,3 +114,13 @@ def quote_lines(lines: Iterable[str]) -> str:
     if len(text) > MAX_TAIL_CHARS:
         text = "..." + text[-MAX_TAIL_CHARS:]
     return clean_text(text, MAX_TAIL_CHARS + 3)
+
+
+def outside_words(text: str) -> str:
+    """``text`` (already sanitized, as :func:`quote_lines` makes it) between double quotes,
+    its own double quotes and backslashes escaped: the runner's words, set apart from the
+    host's account around them. A plugin that writes host-like phrases on its stderr (say,
+    "; the host sent SIGKILL") can then never make them read as the host's: they stay inside
+    one quote it cannot close."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

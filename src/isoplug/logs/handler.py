@@ -68,6 +68,7 @@ from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_
 from isoplug.logs.first_record import ACKNOWLEDGE_WAIT, FIRST_RECORD_WAIT, wait_ready
 from isoplug.logs.first_record import may_forward as _may_forward
 from isoplug.logs.ledger import SenderLedger, private_ledger
+from isoplug.logs.limits import MAX_QUEUE_BYTES
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.rpc.blocking import BlockingChannel
@@ -163,6 +164,13 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         connect_timeout: float = 10.0,
         first_record_wait: float = FIRST_RECORD_WAIT,
     ) -> None:
+        if queue_bytes > MAX_QUEUE_BYTES:
+            # A receiver bounds what a sender can have lost in flight by this (see
+            # isoplug.logs.limits): a larger queue would make honest losses look forged.
+            raise ValueError(
+                f"ForwardingHandler: queue_bytes must be at most {MAX_QUEUE_BYTES:,}, "
+                f"not {queue_bytes:,}"
+            )
         super().__init__(level)
         self.address = str(address)
         self.sender_name = name or f"pid {os.getpid()}"

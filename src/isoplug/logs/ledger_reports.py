@@ -61,6 +61,7 @@ class SenderLedgerReports:
     _ledger: ReceiverLedger | None
     _ledger_announced: bool
     _close_drops: dict[int, int]
+    _most_unsent: int
     #: The sender's ring, opened with its ledger (a class default: ReplayReports sets none).
     _ring: ReceiverRing | None = None
 
@@ -83,6 +84,9 @@ class SenderLedgerReports:
         raise NotImplementedError  # ReplayReports'
 
     def _problem(self, kind: str, text: str) -> None:
+        raise NotImplementedError  # ReplayReports'
+
+    def violation(self, text: str) -> None:
         raise NotImplementedError  # ReplayReports'
 
     @property
@@ -158,6 +162,16 @@ class SenderLedgerReports:
         if state is not None and upto is not None and state.accepted > upto:
             state = dataclasses.replace(state, accepted=max(upto, last))
         if state is not None:
+            arrived_upto = last if reordered is None else reordered[0] + reordered[1]
+            if state.accepted - arrived_upto > self._most_unsent:
+                # More unsent than its queue and the kernel could hold: the sender's ledger
+                # is false, and what it claims is no loss.
+                self.violation(
+                    f"the log ledger of {self._description} says it accepted records up to "
+                    f"#{state.accepted:,}, after #{arrived_upto:,} arrived: more than the "
+                    f"{self._most_unsent:,} records it could have had unsent"
+                )
+                state = dataclasses.replace(state, accepted=arrived_upto)
             # What no batch told: drops after the last batch, or the last batch itself lost.
             self.sender_drops(state.queue_full)
             self.close_drops(state.dropped_at_close)

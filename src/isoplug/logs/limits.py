@@ -12,7 +12,41 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["ReplayLimits"]
+__all__ = [
+    "KERNEL_IN_FLIGHT_BYTES",
+    "MAX_QUEUE_BYTES",
+    "MIN_RECORD_BYTES",
+    "ReplayLimits",
+    "most_in_flight",
+    "most_unsent",
+]
+
+#: The largest ``queue_bytes`` a :class:`~isoplug.logs.handler.ForwardingHandler` takes (128
+#: times the default): what bounds, for a receiver, the records an honest sender can have
+#: accepted and not yet sent.
+MAX_QUEUE_BYTES = 1024 * 1024 * 1024
+#: No record the sender's encoder makes is shorter (an array of 15 fields, a float timestamp
+#: among them; the smallest possible is 41 bytes: tests/test_logs_sequence_claims.py).
+MIN_RECORD_BYTES = 24
+#: What the kernel may hold of a connection between the two processes, at most, and be lost
+#: with it: the sender's send buffer (it asks for 4 MiB, which Linux doubles) and the
+#: receiver's receive buffer (net.core.rmem_max, a few MiB by default), with room.
+KERNEL_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+
+
+def most_in_flight(queue_bytes: int | None) -> int:
+    """The most records a sender whose queue holds ``queue_bytes`` (None: not announced, any
+    it may have) can have accepted and not yet handed to the kernel: the largest sequence gap
+    an honest sender can cause on one connection. A wider gap is no loss but a sender whose
+    sequence numbers jumped (see :mod:`isoplug.logs.replay_reports`)."""
+    return (queue_bytes or MAX_QUEUE_BYTES) // MIN_RECORD_BYTES
+
+
+def most_unsent(queue_bytes: int | None) -> int:
+    """The most records a sender can have accepted and not delivered when its connection
+    ends: those in its queue and those in the kernel (see :func:`most_in_flight`). A ledger
+    claiming more is no loss but a sender's false count."""
+    return ((queue_bytes or MAX_QUEUE_BYTES) + KERNEL_IN_FLIGHT_BYTES) // MIN_RECORD_BYTES
 
 
 @dataclasses.dataclass(frozen=True)

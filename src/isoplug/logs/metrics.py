@@ -76,6 +76,18 @@ class LogMetrics:
     #: :mod:`isoplug.logs.pending_ends`); until then :attr:`recovered` and :attr:`dropped`
     #: may still grow. The connection itself is closed.
     pending_ends: int = 0
+    #: Times the sender broke the sequence protocol in a way no honest sender can: sequence
+    #: numbers that jumped further than it could have had records in flight, a ledger that
+    #: claims more unsent records than its queue and the kernel could hold, a queue size no
+    #: sender may have (see :mod:`isoplug.logs.limits`). Each is reported as what it is;
+    #: none is counted as records lost in :attr:`dropped`, so a forging sender cannot inflate
+    #: (or drown) its loss counts.
+    sequence_violations: int = 0
+    #: New logger names of the sender that got no host logger of their own, the logger budget
+    #: spent (a runner's, or a standalone receiver's ``max_logger_entries``): their records are
+    #: replayed on the prefix's logger instead (see :mod:`isoplug.logs.routing`). Counted once
+    #: per name (per record for names too long or too many to remember).
+    over_logger_budget: int = 0
     #: :attr:`replayed` by level number.
     replayed_levels: dict[int, int] = dataclasses.field(default_factory=dict)
     #: The part of :attr:`dropped` whose level is known (the rate limit's, the sender's full
@@ -113,6 +125,8 @@ class LogMetrics:
             total.handler_errors += part.handler_errors
             total.recovered += part.recovered
             total.pending_ends += part.pending_ends
+            total.sequence_violations += part.sequence_violations
+            total.over_logger_budget += part.over_logger_budget
             # list(): the sender's thread may add a reason meanwhile.
             for reason, count in list(part.dropped.items()):
                 total.count_drop(reason, count)

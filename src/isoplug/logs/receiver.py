@@ -41,6 +41,7 @@ from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
+from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
 from isoplug.logs.sender_trees import sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
@@ -117,6 +118,14 @@ class LogReceiver:
     their handshake at once, and past it a new one is refused at once, with one warning (see
     :mod:`isoplug.rpc.gate`). Both modes. (A tree's handshakes count among its
     ``max_senders_per_tree``: with the defaults, one tree holds at most half those places.)
+
+    Every host logger made for a sender's logger name stays in ``logging``'s registry for the
+    life of the process: ``max_logger_entries`` bounds the entries (loggers and their dotted
+    parents) all its senders together may add, over every connection it ever takes (a sender
+    that reconnects, or a pool forking without end, gets no fresh allowance); loggers that
+    exist already cost nothing. Past it, records on a name with no logger yet are replayed
+    on the prefix's logger (the root logger without a prefix), said in one warning per
+    report interval and counted in :attr:`LogMetrics.over_logger_budget`.
     """
 
     def __init__(
@@ -132,6 +141,7 @@ class LogReceiver:
         max_senders_per_tree: int = DEFAULT_MAX_SENDERS_PER_TREE,
         handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        max_logger_entries: int = DEFAULT_LOGGER_BUDGET,
     ) -> None:
         self._requested_address = address
         self.token = token or secrets.token_urlsafe(32)
@@ -167,6 +177,9 @@ class LogReceiver:
         self._handler_errors = HandlerErrors(_log, limits.report_interval)
         # Which of a reconnected sender's records a recovery replayed already.
         self._chains = SenderChains()
+        # One for every connection, ever: per connection, N reconnections made N allowances
+        # of loggers that are never freed (found by an outside check).
+        self._logger_budget = LoggerBudget(max_logger_entries)
         # Refused connections a token holder can repeat: said once per interval, counted.
         self._refusals = ReportThrottle(limits.report_interval, timer=True)
         # Closing once, however often and from wherever it is asked (see close(), aclose()).
@@ -380,6 +393,7 @@ class LogReceiver:
             sender_pid=sender_pid,
             handler_errors=self._handler_errors,
             chains=self._chains,
+            logger_budget=self._logger_budget,
         )
         self._replayers[number] = (label, replayer)
         if self._closing:

@@ -310,6 +310,8 @@ class LogReplayer(ReplayEnd):
             self._takes_over_after = None
             if settling is not None:
                 yield settling
+        if self._first_batch and batch.queue_bytes is not None:
+            self._reports.announced_queue(batch.queue_bytes)
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False
@@ -371,7 +373,10 @@ class LogReplayer(ReplayEnd):
 
     def _check_sequence(self, seq: int) -> None:
         expected = self._last_seq + 1
-        if seq > expected:
+        if seq - expected > self._reports.most_in_flight:
+            # Wider than any honest sender's queue: the sender's numbers, not records, jumped.
+            self._reports.sequence_jump(expected, seq)
+        elif seq > expected:
             self._reports.sequence_gap(expected, seq)
         self._last_seq = max(self._last_seq, seq)
 

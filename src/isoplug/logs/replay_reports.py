@@ -28,6 +28,7 @@ from typing import Any
 
 from isoplug.logs.ledger import ReceiverLedger
 from isoplug.logs.ledger_reports import SenderLedgerReports
+from isoplug.logs.limits import MAX_QUEUE_BYTES, most_in_flight, most_unsent
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import (
     MAX_LEVELS,
@@ -90,6 +91,11 @@ class ReplayReports(SenderLedgerReports):
         self._sender_drops: dict[int, int] = {}
         # The same for records it dropped at its close deadline (LogBatch.dropped_at_close).
         self._close_drops: dict[int, int] = {}
+        #: The widest sequence gap, and the most records unsent at its end, that this sender
+        #: can honestly cause (see isoplug.logs.limits): any sender's until it announces its
+        #: queue (announced_queue).
+        self.most_in_flight = most_in_flight(None)
+        self._most_unsent = most_unsent(None)
 
     def report(self, text: str) -> None:
         """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a WARNING record on the
@@ -196,10 +202,10 @@ class ReplayReports(SenderLedgerReports):
                 )
             self.limited(
                 "queue_full",
-                f"{description} dropped {count:,} log records because its log queue was full "
-                f"({by_level(new)}); it logs faster than they can be delivered",
+                f"{description} says it dropped {count:,} log records because its log queue was "
+                f"full ({by_level(new)}); it logs faster than they can be delivered",
                 lambda t: (
-                    f"{description} dropped {t.records:,} more log records because its log "
+                    f"{description} says it dropped {t.records:,} more log records because its log "
                     f"queue was full ({by_level(t.levels)}), told in {t.events:,} batches over "
                     f"{t.seconds:.1f} s; it logs faster than they can be delivered"
                 ),
@@ -210,9 +216,9 @@ class ReplayReports(SenderLedgerReports):
             self._metrics.count_drop(DropReason.SENDER_CONNECTION_LOST, lost)
             self.limited(
                 "connection_lost",
-                f"{description} lost {lost:,} log records in a connection failure",
+                f"{description} says it lost {lost:,} log records in a connection failure",
                 lambda t: (
-                    f"{description} lost {t.records:,} more log records in connection "
+                    f"{description} says it lost {t.records:,} more log records in connection "
                     f"failures, told in {t.events:,} batches over {t.seconds:.1f} s"
                 ),
                 records=lost,
@@ -225,6 +231,13 @@ class ReplayReports(SenderLedgerReports):
         if not new:
             return
         count = sum(new.values())
+        if count > self._most_unsent:
+            # Accepted records: no more than its queue and the kernel could hold.
+            self.violation(
+                f"{self._description} says it closed with {count:,} log records unsent, more "
+                f"than the {self._most_unsent:,} it could have had"
+            )
+            return
         for level, dropped in new.items():
             self._metrics.count_drop(
                 DropReason.SENDER_CLOSE_DEADLINE, dropped, level if level > 0 else None
@@ -232,12 +245,12 @@ class ReplayReports(SenderLedgerReports):
         description = self._description
         self.limited(
             "dropped_at_close",
-            f"{description} closed with {count:,} log records unsent when its close deadline "
-            f"passed ({by_level(new)}); they are dropped: it logged faster than they could be "
-            "delivered, and sent WARNING and above first",
+            f"{description} says it closed with {count:,} log records unsent when its close "
+            f"deadline passed ({by_level(new)}); they are dropped: it logged faster than they "
+            "could be delivered, and sent WARNING and above first",
             lambda t: (
-                f"{description} closed {t.events:,} more times with log records unsent at its "
-                f"close deadline, {t.records:,} in all ({by_level(t.levels)})"
+                f"{description} says it closed {t.events:,} more times with log records unsent "
+                f"at its close deadline, {t.records:,} in all ({by_level(t.levels)})"
             ),
             records=count,
             levels=new,
@@ -287,8 +300,50 @@ class ReplayReports(SenderLedgerReports):
             levels=dropped,
         )
 
+    def announced_queue(self, queue_bytes: int) -> None:
+        """The sender's first batch said its queue holds ``queue_bytes``: what it can have
+        in flight, and so lose, is bounded by that from now on (a size no sender may have is
+        a violation, and the bounds stay any sender's)."""
+        if not 0 < queue_bytes <= MAX_QUEUE_BYTES:
+            self.violation(
+                f"{self._description} announced a log queue of {queue_bytes:,} bytes, which no "
+                f"sender may have (at most {MAX_QUEUE_BYTES:,})"
+            )
+            return
+        self.most_in_flight = most_in_flight(queue_bytes)
+        self._most_unsent = most_unsent(queue_bytes)
+
+    def violation(self, text: str) -> None:
+        """Count (:attr:`LogMetrics.sequence_violations`) and report a claim of the sender's
+        that no honest sender can make; ``text`` says which (the host's words, quoting only
+        numbers). Never counted as records lost."""
+        self._metrics.sequence_violations += 1
+        description = self._description
+        consequence = (
+            "a protocol violation by the sender (broken, or forging its accounts), not counted "
+            "as log records lost"
+        )
+        self.limited(
+            "sequence_violation",
+            f"{text}: {consequence}",
+            lambda t: (
+                f"{t.events:,} more protocol violations by {description} over "
+                f"{t.seconds:.1f} s, not counted as log records lost (the latest: {t.detail})"
+            ),
+            detail=text,
+        )
+
+    def sequence_jump(self, expected: int, seq: int) -> None:
+        """Report sequence numbers that skipped from ``expected`` to ``seq``, further than
+        the sender could have had records in flight: no loss, a violation."""
+        self.violation(
+            f"the log sequence numbers of {self._description} jumped from #{expected - 1:,} to "
+            f"#{seq:,}, past the {self.most_in_flight:,} records it could have had in flight"
+        )
+
     def sequence_gap(self, expected: int, seq: int) -> None:
-        """Count and report the records ``expected`` to ``seq - 1``, which never arrived."""
+        """Count and report the records ``expected`` to ``seq - 1``, which never arrived (no
+        more than the sender could have had in flight: see :meth:`sequence_jump`)."""
         missing = seq - expected
         self._metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
         description = self._description
@@ -373,6 +428,7 @@ class ReplayReports(SenderLedgerReports):
     def logger_budget_spent(self, fallback: str) -> None:
         """Report a record put on ``fallback``: its logger name would have been a new host
         logger past the sender's :class:`~isoplug.logs.routing.LoggerBudget`."""
+        self._metrics.over_logger_budget += 1
         description = self._description
         why = (
             "so that a sender inventing names cannot grow the host's registry of loggers "

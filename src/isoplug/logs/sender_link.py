@@ -103,6 +103,7 @@ class SenderLink:
     _ack_missing: bool
     _ring: SenderRing | None
     _ring_capacity: int
+    _requested_queue_bytes: int
     _unsent_release: tuple[int, int]
 
     def _install_ring(self, ring: SenderRing) -> bool:
@@ -144,6 +145,7 @@ class SenderLink:
                         ledger_fd=ledger.fd if ledger is not None else None,
                         resumed_after=resumed_after,
                         chain=self._chain if ledger is not None else None,
+                        queue_bytes=self._requested_queue_bytes,
                     )
                 )
         except BaseException:

@@ -20,12 +20,12 @@ __all__ = ["log_batch", "log_batch_frame"]
 
 _encoder = msgspec.msgpack.Encoder()
 #: A LogBatch is the array ``["logs", records, dropped, ledger_fd, resumed_after,
-#: reordered_after, dropped_at_close, chain]``: fixarray of 8, the tag.
-_BATCH_HEAD = b"\x98" + _encoder.encode("logs")
-#: ``ledger_fd``, ``resumed_after`` and ``chain`` are only ever set in the first batch of a
-#: connection, never in one built here; ``reordered_after`` and ``dropped_at_close`` only by a
-#: closing sender.
-_NO_CHAIN = _encoder.encode(None)
+#: reordered_after, dropped_at_close, chain, queue_bytes]``: fixarray of 9, the tag.
+_BATCH_HEAD = b"\x99" + _encoder.encode("logs")
+#: ``ledger_fd``, ``resumed_after``, ``chain`` and ``queue_bytes`` are only ever set in the
+#: first batch of a connection, never in one built here; ``reordered_after`` and
+#: ``dropped_at_close`` only by a closing sender.
+_NO_CHAIN = _encoder.encode(None) * 2
 _NO_ANNOUNCEMENT = _encoder.encode(None) * 3 + _encoder.encode({}) + _NO_CHAIN
 
 

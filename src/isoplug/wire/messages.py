@@ -287,6 +287,13 @@ class LogBatch(_Message, frozen=True, tag="logs"):
     #: reconnections). A receiver that recovered records from an old connection's ring knows
     #: by it which of the new connection's records it has replayed already.
     chain: int | None = None
+    #: Set in the first batch of a connection that announces itself (a ledger, or a resumption):
+    #: the sender's queue capacity in bytes (at most
+    #: :data:`~isoplug.logs.limits.MAX_QUEUE_BYTES`). It bounds the records the sender can
+    #: have in flight, so the receiver knows how large a loss an honest sender can cause: a
+    #: wider sequence gap, or a ledger claiming more unsent, is reported as a protocol
+    #: violation, not counted as records lost.
+    queue_bytes: int | None = None
 
 
 Message = (
