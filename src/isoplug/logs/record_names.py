@@ -50,17 +50,24 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+
+from isoplug.wire.name_words import normalized, segments, words
 
 __all__ = [
     "CONSUMER_NAMES",
     "HOST_MARKER_PREFIX",
     "IDENTITY_NAMES",
     "MESSAGE_NAMES",
+    "NAMESPACES",
+    "RECORD_ATTRIBUTES",
     "RESERVED_NAMES",
     "SEVERITY_NAMES",
     "TRUNCATED_KEYS",
     "is_reserved",
     "level_name",
+    "reserved_field",
+    "reserved_name",
 ]
 
 #: The names a record's identity is read under, which the host alone sets (or, for ``logger``
@@ -130,10 +137,90 @@ HOST_MARKER_PREFIX = "isoplug_"
 TRUNCATED_KEYS = "isoplug_truncated_keys"
 
 
-def is_reserved(key: str, reserved: frozenset[str]) -> bool:
+#: The record's own attributes (``LogRecord``'s, and ``message``, ``asctime`` and ``taskName``
+#: that formatters add) and the host's own fields on every plugin record (``exc_type``,
+#: ``exc_message``): a consumer that prints a record's fields shows these as the record's.
+RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "exc_type",
+    "exc_message",
+}
+#: Whole namespaces consumers read as a record's own fields (see the module docstring): a
+#: dotted name, or a map, under one of them arrives as ``extra_<name>``.
+NAMESPACES = frozenset(
+    {"exception", "error", "code", "thread", "process", "log", "logger", "isoplug"}
+)
+#: One word names that say who logged a record, besides :data:`IDENTITY_NAMES` (``pid``).
+_MORE_NAMES = frozenset({"pid"})
+#: Every reserved name, read as words (``log_level``, ``Log.Level`` and ``log-level`` alike).
+_EXACT_WORDS = frozenset(
+    words(name) for name in RESERVED_NAMES | RECORD_ATTRIBUTES | _MORE_NAMES
+) - {()}
+#: Maps nested deeper than this are not looked into (the host sends such a value as text).
+_MAX_DEPTH = 8
+#: Verdicts on keys seen (bounded: cleared when full); a sender's names repeat.
+_MAX_CACHED = 4096
+_verdicts: dict[str, bool] = {}
+
+
+def reserved_name(key: str) -> bool:
+    """Whether a sender's field named ``key`` must be renamed, by name alone (the rule of the
+    module docstring: :data:`RESERVED_NAMES` and the record's attributes however spelt, a
+    dotted name under one of :data:`NAMESPACES`, hclog's ``@`` fields, host markers)."""
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        verdict = _judge(key)
+        if len(_verdicts) >= _MAX_CACHED:
+            _verdicts.clear()
+        _verdicts[key] = verdict
+    return verdict
+
+
+def _judge(key: str) -> bool:
+    if key.startswith(HOST_MARKER_PREFIX) or normalized(key).lstrip().startswith("@"):
+        return True
+    found = words(key)
+    if found in _EXACT_WORDS or (len(found) > 1 and found[0] == "isoplug"):
+        return True
+    parts = segments(key)
+    return len(parts) > 1 and parts[0] in _NAMESPACE_WORDS
+
+
+_NAMESPACE_WORDS = frozenset((name,) for name in NAMESPACES)
+
+
+def reserved_field(key: str, value: Any) -> bool:
+    """:func:`reserved_name`, and a map that consumers flatten into a reserved name
+    (``{"error": {"type": ...}}`` is ``error.type`` to ECS and Datadog)."""
+    if reserved_name(key):
+        return True
+    if type(value) is not dict or not value:
+        return False
+    return _nested(segments(key), value, 0)
+
+
+def _nested(path: tuple[tuple[str, ...], ...], value: dict[Any, Any], depth: int) -> bool:
+    if not path:
+        return False
+    if path[0] in _NAMESPACE_WORDS:
+        return True
+    if depth >= _MAX_DEPTH:
+        return False
+    for key, item in value.items():
+        inner = path + segments(key if type(key) is str else str(key))
+        if tuple(word for part in inner for word in part) in _EXACT_WORDS:
+            return True
+        if type(item) is dict and item and _nested(inner, item, depth + 1):
+            return True
+    return False
+
+
+def is_reserved(key: str, reserved: frozenset[str] = frozenset()) -> bool:
     """Whether a sender's extra ``key`` must be renamed: it is in ``reserved`` (the caller's
-    names, usually :data:`RESERVED_NAMES` and the record's attributes) or is a host marker."""
-    return key in reserved or key.startswith(HOST_MARKER_PREFIX)
+    own names: the host's identity keys...) or :func:`reserved_name` says so."""
+    return key in reserved or reserved_name(key)
 
 
 #: Every standard level's name and alias, upper case: no other level number may carry one,
