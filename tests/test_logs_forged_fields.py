@@ -12,17 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from pythonjsonlogger.json import JsonFormatter
 
 from tests.plugins_fixtures import running
 from tests.plugins_fixtures.masquerader.masquerader_plugin import CONSUMER_FIELDS, RAW
-
-try:
-    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemory
-except ImportError:  # older SDKs
-    from opentelemetry.sdk._logs.export import InMemoryLogExporter as InMemory  # type: ignore
 
 #: The characters of RAW no output may hold raw.
 RAW_CHARACTERS = [c for c in RAW if not c.isprintable()]
@@ -88,7 +83,8 @@ def _through(formatter: logging.Formatter, record: logging.LogRecord) -> dict[st
 
 def otel(record: logging.LogRecord) -> dict[str, Any]:
     """The attributes the OpenTelemetry SDK's own LoggingHandler exports for ``record``."""
-    exporter = InMemory()
+    # The current name; older SDKs have only InMemoryLogExporter (which now warns).
+    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     LoggingHandler(logger_provider=provider).handle(record)

@@ -20,11 +20,19 @@ vouches for, ``process`` is that pid (the sender's own claim, when it differs, i
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
 as its own, skipping its ``foreign_pre_chain``) gets the same truth: ``logger`` is the record's
 name (under the sender's prefix), the identity is stamped in it, and a sender's values under
-those keys (the same list) are kept as ``extra_<key>`` when they say something else. A level
+those keys (the same list) are kept as ``extra_<key>`` when they say something else; so are
+its values under any other name :func:`~isoplug.logs.record_names.reserved_field` reserves,
+unless they say what the record says there (a plugin-side ``TimeStamper``'s ``timestamp``,
+``CallsiteParameterAdder``'s ``func_name``...: see :mod:`isoplug.logs.record_names`). A level
 under a severity name (``level``, which structlog's ``add_log_level`` writes; ``severity``...)
 that does not name the record's level becomes the record's ``levelname`` in lower case, the
 claim kept as ``extra_<key>``; the event's message (``event``, or ``message`` after
 structlog's ``EventRenamer``) is the record's own, and stays.
+
+Every text inside a nested value (a dict or list extra, a structlog event value), and every
+key of a nested dict, is cleaned as the extras' own are, down to 32 levels (deeper is shown as
+text); keys that clean to the same text (an escape character and the text ``\\x1b``, long keys
+cut to one prefix) all stay, the later ones told apart as ``<key>#2``, ``<key>#3``...
 
 The fields that repeat from record to record (source locations, thread names, templates) are
 cleaned once and remembered, within bounds a sender inventing names cannot grow.

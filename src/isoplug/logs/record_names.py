@@ -32,8 +32,39 @@ host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.outpu
   processor runs before ``ExtraAdder`` (or python-json-logger merges the extras after its
   renamed fields), an extra of that name would replace the true value; where the processor
   does not run (no exception, no ``TimeStamper``), the extra would pass for it. A sender's
-  extra so named arrives as ``extra_<name>``. Only for extras: a structlog event dict's keys
-  are the sender's own processors' output, which the host's formatter renders as they are.
+  extra so named arrives as ``extra_<name>``.
+- **The record's own attributes** (:data:`RECORD_ATTRIBUTES`: ``name``, ``levelno``,
+  ``asctime``, ``taskName``..., and the host's ``exc_type`` and ``exc_message``) and ``pid``.
+- **Namespaces** (:data:`NAMESPACES`): where a whole namespace is a consumer's, every dotted
+  name under it is reserved: ``exception.*``, ``code.*``, ``thread.*``, ``process.*`` (the
+  OpenTelemetry semantic conventions, which the OpenTelemetry SDK's own ``LoggingHandler``
+  exports a record's extras as), ``log.*`` and ``error.*`` (ECS, Datadog: ``log.logger``,
+  ``error.type``, ``error.stack_trace``), ``logger.*`` (Datadog's ``logger.name``),
+  ``isoplug.*``; and every name starting ``@`` (hclog's ``@module``, ``@caller``...). A map
+  under a namespace's name (``{"error": {"type": ...}}``) is reserved too: ECS and Datadog
+  flatten it into ``error.type``; so is a map whose path names a reserved name
+  (``{"plugin": {"id": ...}}``).
+
+**How a name is read.** As words (:mod:`isoplug.wire.name_words`, the reading OpenTelemetry's
+rule, :mod:`isoplug.otel.reserved_names`, uses too): case ignored, invisible characters
+dropped, Cyrillic and Greek look-alikes read as Latin letters. So ``Exc_Type``, ``plugin-id``,
+``LEVEL`` or ``plugin_\u0456d`` (a Cyrillic ``i``) is renamed as its plain spelling is. The
+namespaces are read at dots only, not at any separator as OpenTelemetry's rule reads them
+(Loki and Prometheus rewrite ``.`` into ``_``; JSON log consumers do not): ``error_code``,
+``process_time`` and ``log_file`` are ordinary data, and keep their names.
+
+**A structlog event dict** (a record whose ``msg`` is the dict: python-json-logger merges it
+over its own fields, structlog's ``ProcessorFormatter`` renders it as the record) follows the
+same rule, key by key (:mod:`isoplug.logs.rebuild`), with what a plugin's own structlog
+processors write kept true: its message (``event``...) is the record's; a severity name is
+stated as the record's level; a reserved key whose value says what the record says there stays
+(``timestamp`` from a plugin-side ``TimeStamper`` within a second of the record's time,
+``level_number`` equal to ``levelno``, ``func_name``, ``thread_name``, ``process_name``,
+``lineno``, ``thread``... equal to the record's, ``exception`` equal to the record's own
+traceback text, ``stack`` to its stack); any other value under a reserved key arrives as
+``extra_<key>``. Keeping the truth matters more than renaming it: a plugin whose structlog
+stamps its events keeps its ``timestamp``, and a forged one cannot pass (an ``exception``
+text on a record without that exception is renamed: the host cannot vouch for it).
 - **Host markers.** Every name that starts with :data:`HOST_MARKER_PREFIX` (``isoplug_``)
   is the host's (``isoplug_report`` on its reports, ``isoplug_truncated_keys`` where it cut
   extras, and any such name it adds later): a sender's extra, JSON field or loguru value so

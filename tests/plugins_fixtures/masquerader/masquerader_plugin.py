@@ -131,5 +131,10 @@ class Masquerader(isoplug.Plugin):
         long = "a" * 100
         log.info(
             "colliding",
-            extra={"\x1b": "value-1", "\\x1b": "value-2", long + "xy": "value-3", long + "zw": "value-4"},
+            extra={
+                "\x1b": "value-1",
+                "\\x1b": "value-2",
+                long + "xy": "value-3",
+                long + "zw": "value-4",
+            },
         )
