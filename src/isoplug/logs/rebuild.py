@@ -420,27 +420,40 @@ class RecordRebuilder:
             return self._clean_nested(value, 0)
         return value
 
-    def _clean_nested(self, value: Any, depth: int) -> Any:
+    def _clean_nested(self, value: list[Any] | dict[Any, Any], depth: int) -> Any:
         """A dict or list value with its texts, and its dicts' keys, cleaned as the
-        extras' own are (a formatter writing ``ensure_ascii=False`` shows them raw)."""
+        extras' own are (a formatter writing ``ensure_ascii=False`` shows them raw). Texts
+        that need no change are kept without a call: most do."""
         limit = self._limits.max_extra_value_chars
-        if type(value) is str:
-            return clean_text(value, limit)
-        if type(value) is not dict and type(value) is not list:
-            return value
         if depth >= _MAX_NESTING:
             return _text_of(value, limit)
         if type(value) is list:
-            return [self._clean_nested(item, depth + 1) for item in value]
-        cleaned: dict[Any, Any] = {}
+            items: list[Any] = []
+            for entry in value:
+                item, kind = entry, type(entry)
+                if kind is str:
+                    if len(item) > limit or not item.isprintable():
+                        item = clean_text(item, limit)
+                elif kind is dict or kind is list:
+                    item = self._clean_nested(item, depth + 1)
+                items.append(item)
+            return items
         mapping: dict[Any, Any] = cast("dict[Any, Any]", value)
-        for sender_key, item in mapping.items():
-            key = (
-                _unique(clean_text(sender_key, 100), cleaned)
-                if type(sender_key) is str
-                else sender_key
-            )
-            cleaned[key] = self._clean_nested(item, depth + 1)
+        cleaned: dict[Any, Any] = {}
+        for key, entry in mapping.items():
+            item, kind = entry, type(entry)
+            if kind is str:
+                if len(item) > limit or not item.isprintable():
+                    item = clean_text(item, limit)
+            elif kind is dict or kind is list:
+                item = self._clean_nested(item, depth + 1)
+            if type(key) is str and (len(key) > 100 or not key.isprintable()):
+                cleaned[_unique(clean_text(key, 100), cleaned)] = item
+            elif key in cleaned:
+                # An earlier key cleaned to this one's text.
+                cleaned[_unique(key, cleaned)] = item
+            else:
+                cleaned[key] = item
         return cleaned
 
 

@@ -220,6 +220,10 @@ def _judge(key: str) -> bool:
 
 
 _NAMESPACE_WORDS = frozenset((name,) for name in NAMESPACES)
+#: A path whose first part is a namespace.
+_NAMESPACE_PATHS = frozenset(((name,),) for name in NAMESPACES)
+#: The most words a reserved name has: a nested path longer names none.
+_MOST_WORDS = max(map(len, _EXACT_WORDS))
 
 
 def reserved_field(key: str, value: Any) -> bool:
@@ -229,19 +233,48 @@ def reserved_field(key: str, value: Any) -> bool:
         return True
     if type(value) is not dict or not value:
         return False
-    return _nested(segments(key), value, 0)
-
-
-def _nested(path: tuple[tuple[str, ...], ...], value: dict[Any, Any], depth: int) -> bool:
-    if not path:
-        return False
-    if path[0] in _NAMESPACE_WORDS:
+    if _segments_of(key)[:1] in _NAMESPACE_PATHS:
         return True
+    return _nested(_words_of(key), value, 0)
+
+
+_segments: dict[str, tuple[tuple[str, ...], ...]] = {}
+_words: dict[str, tuple[str, ...]] = {}
+
+
+def _segments_of(key: str) -> tuple[tuple[str, ...], ...]:
+    """:func:`~isoplug.wire.name_words.segments`, remembered (bounded: cleared when full)."""
+    found = _segments.get(key)
+    if found is None:
+        found = segments(key)
+        if len(_segments) >= _MAX_CACHED:
+            _segments.clear()
+        _segments[key] = found
+    return found
+
+
+def _words_of(key: str) -> tuple[str, ...]:
+    """:func:`~isoplug.wire.name_words.words`, remembered (bounded: cleared when full): a
+    sender's nested keys repeat from record to record."""
+    found = _words.get(key)
+    if found is None:
+        found = words(key)
+        if len(_words) >= _MAX_CACHED:
+            _words.clear()
+        _words[key] = found
+    return found
+
+
+def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
+    """Whether a key path inside ``value`` (under ``path``, read as words) names a reserved
+    name; no deeper than a reserved name has words, nor than _MAX_DEPTH."""
     if depth >= _MAX_DEPTH:
         return False
     for key, item in value.items():
-        inner = path + segments(key if type(key) is str else str(key))
-        if tuple(word for part in inner for word in part) in _EXACT_WORDS:
+        inner = path + _words_of(key if type(key) is str else str(key))
+        if len(inner) > _MOST_WORDS:
+            continue
+        if inner in _EXACT_WORDS:
             return True
         if type(item) is dict and item and _nested(inner, item, depth + 1):
             return True
