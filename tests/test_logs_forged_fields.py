@@ -188,6 +188,13 @@ async def test_extra_keys_that_clean_alike_keep_every_value(tmp_path: Path) -> N
     async with running(tmp_path, "masquerader") as (host, waiter):
         await host.call("masquerader", "colliding")
         record = await waiter.wait_for("plugin.masquerader.masq", "colliding")
+        doors = [
+            await waiter.wait_for("plugin.masquerader.masquerader_plugin", "colliding loguru"),
+            await waiter.wait_for("plugin.masquerader.stdout", "colliding json"),
+        ]
+    for door in doors:
+        assert door.extra_extra_logger == "claimed"  # type: ignore[attr-defined]
+        assert door.extra_logger == "own"  # type: ignore[attr-defined]
     values = {value for value in vars(record).values() if str(value).startswith("value-")}
     assert values == {"value-1", "value-2", "value-3", "value-4"}
     assert {"\\x1b", "\\x1b#2"} <= vars(record).keys()

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from isoplug.logs.output_records import deliver
-from isoplug.logs.record_names import reserved_field
+from isoplug.logs.record_names import renamed, reserved_field
 from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "install_loguru_bridge"]
@@ -90,8 +90,9 @@ def _sink(message: Any) -> None:
     log_record.process = record["process"].id
     log_record.processName = record["process"].name
     attributes = log_record.__dict__
-    for key, value in record["extra"].items():
-        attributes[f"extra_{key}" if reserved_field(key, value) else key] = value
+    bound = record["extra"]
+    for key, value in bound.items():
+        attributes[renamed(key, bound, attributes) if reserved_field(key, value) else key] = value
     deliver(target, log_record)
 
 

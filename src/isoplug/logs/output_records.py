@@ -31,7 +31,7 @@ from typing import Any
 
 from isoplug.logs.capture import line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.record_names import TRUNCATED_KEYS, reserved_field
+from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
@@ -220,13 +220,15 @@ def text_record(
     extra: dict[str, Any] | None = None
     if text.extra or text.truncated:
         extra = {}
-        for key, value in text.extra.items():
+        for field, value in text.extra.items():
+            key = field
             # A JSON line's field named as the host's rule reserves (a record attribute, a
             # name its identity, severity or message is read under...: the host renames them
             # too), or as isoplug's own ``truncated`` flag, is renamed extra_<name>; the
             # classifier's own count of the fields it left out is the one marker kept.
-            renamed = key == "truncated" or (key != TRUNCATED_KEYS and reserved_field(key, value))
-            extra[f"extra_{key}" if renamed else key] = value
+            if field == "truncated" or (field != TRUNCATED_KEYS and reserved_field(field, value)):
+                key = renamed(field, text.extra, extra)
+            extra[key] = value
         if text.truncated:
             extra["truncated"] = True
     return make_record(name, text.level, text.message, location, owner, extra=extra)

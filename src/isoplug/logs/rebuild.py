@@ -59,6 +59,7 @@ from isoplug.logs.record_names import (
     SEVERITY_NAMES,
     TRUNCATED_KEYS,
     level_name,
+    renamed,
     reserved_field,
 )
 from isoplug.logs.replay_reports import ReplayReports
@@ -184,7 +185,7 @@ class RecordRebuilder:
             # The kernel's word for the process, not the payload's (a filter in the plugin
             # can set record.process): the claim stays, renamed, for a record a process
             # relayed for another (a multiprocessing QueueHandler).
-            extra[_renamed("process", extra, extra)] = process
+            extra[renamed("process", extra, extra)] = process
             process = self._sender_pid
         exc_info = self._exc_info(data) if data.exception is not None else None
         levelname = _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname)
@@ -343,13 +344,13 @@ class RecordRebuilder:
             if key in _LOGGER_KEYS and claimed == data.name:
                 continue
             if key not in truth or claimed != truth[key]:
-                event[_renamed(key, event, event)] = claimed
+                event[renamed(key, event, event)] = claimed
         event.update(truth)
         for key in list(event):
             if key in truth or key in _EVENT_OWN_KEYS or not reserved_field(key, event[key]):
                 continue
             if not self._event_says_true(key, event[key], data, record):
-                event[_renamed(key, event, event)] = event.pop(key)
+                event[renamed(key, event, event)] = event.pop(key)
         return event
 
     def _event_says_true(
@@ -397,7 +398,7 @@ class RecordRebuilder:
             ):
                 # Never let a sender's extra shadow a record field, the host's identity, what
                 # the host's formatters write themselves, or a marker of the host's.
-                key = _renamed(key, values, cleaned)
+                key = renamed(key, values, cleaned)
             cleaned[_unique(key, cleaned)] = self._clean_value(value)
         return cleaned
 
@@ -493,15 +494,6 @@ def _same_time(value: Any, created: float) -> bool:
     return abs(moment.timestamp() - created) <= 1.0
 
 
-def _renamed(key: str, values: Mapping[str, Any], cleaned: Mapping[str, Any]) -> str:
-    """``extra_<key>``, prefixed again while the sender's values or those cleaned so far have
-    that name (``{"time": 1, "extra_time": 2}`` keeps both)."""
-    name = f"extra_{key}"
-    while name in values or name in cleaned:
-        name = f"extra_{name}"
-    return name
-
-
 def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> None:
     """Each severity name in ``event`` names the record's level: a value that names another
     (``"critical"`` on an INFO record) is replaced by ``levelname`` in lower case (as
@@ -515,5 +507,5 @@ def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> Non
             isinstance(claimed, str) and claimed.lower() == levelname.lower()
         ):
             continue
-        event[_renamed(key, event, event)] = claimed
+        event[renamed(key, event, event)] = claimed
         event[key] = levelname.lower()

@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from isoplug.wire.name_words import normalized, segments, words
@@ -97,6 +98,7 @@ __all__ = [
     "TRUNCATED_KEYS",
     "is_reserved",
     "level_name",
+    "renamed",
     "reserved_field",
     "reserved_name",
 ]
@@ -279,6 +281,15 @@ def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
         if type(item) is dict and item and _nested(inner, item, depth + 1):
             return True
     return False
+
+
+def renamed(key: str, *taken: Mapping[str, Any]) -> str:
+    """``extra_<key>``, prefixed again while one of ``taken`` (the sender's fields, those
+    kept so far) has that name: ``{"level": 1, "extra_level": 2}`` keeps both."""
+    name = f"extra_{key}"
+    while any(name in names for names in taken):
+        name = f"extra_{name}"
+    return name
 
 
 def is_reserved(key: str, reserved: frozenset[str] = frozenset()) -> bool:

@@ -127,7 +127,13 @@ class Masquerader(isoplug.Plugin):
 
     @isoplug.method
     async def colliding(self) -> None:
-        """Extra keys that clean to the same text."""
+        """Extra keys that clean to the same text; reserved names beside their renamed
+        spelling (loguru's bound values, a printed JSON line)."""
+        from loguru import logger
+
+        logger.bind(logger="claimed", extra_logger="own").info("colliding loguru")
+        print(json.dumps({"message": "colliding json", "logger": "claimed", "extra_logger": "own"}))
+        sys.stdout.flush()
         long = "a" * 100
         log.info(
             "colliding",
