@@ -15,6 +15,8 @@ from isoplug.logs.record_names import (
     RESERVED_NAMES,
     SEVERITY_NAMES,
     level_name,
+    reserved_field,
+    reserved_name,
 )
 from isoplug.logs.textlines import parse_json_line
 
@@ -82,3 +84,59 @@ def test_a_json_lines_level_and_message_are_read_under_the_same_names() -> None:
         "m",
         {"event": "e", "severity": "error", "x": 1},
     )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "log.logger",
+        "@module",
+        "@caller",
+        "@timestamp",
+        "logger.name",
+        "error.type",
+        "error.message",
+        "error.stack_trace",
+        "exception.type",
+        "Exception.Message",
+        "exception.stacktrace",
+        "code.function",
+        "code.lineno",
+        "thread.name",
+        "thread.id",
+        "process.pid",
+        "process.executable.name",
+        "pid",
+        "exc_type",
+        "Exc_Type",
+        "taskName",
+        "asctime",
+        "name",
+        "levelno",
+        "plugin-id",
+        "plugin_\u0456d",  # a Cyrillic i
+        "lo\u200bgger",  # a zero-width space
+        "isoplug_report",
+        "isoplug.plugin.id",
+        "LOG.LEVEL",
+    ],
+)
+def test_reserved_however_spelt(key: str) -> None:
+    assert reserved_name(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["user_id", "order.total", "code", "error", "error_code", "process_time", "log_file", "data"],
+)
+def test_ordinary_names_keep_theirs(key: str) -> None:
+    assert not reserved_name(key)
+    assert not reserved_field(key, 1)
+
+
+def test_a_map_is_judged_by_the_names_consumers_flatten_it_into() -> None:
+    assert reserved_field("error", {"type": "KeyboardInterrupt"})
+    assert reserved_field("plugin", {"id": "bank"})
+    assert reserved_field("data", {"log": {"level": "critical"}}) is False
+    assert not reserved_field("error", {})
+    assert not reserved_field("order", {"total": 3})

@@ -9,9 +9,9 @@ handed to ``logging.getLogger(<source>.<module>)``'s handlers:
 - the level is loguru's, number and name (``SUCCESS`` 25, ``TRACE`` 5, custom levels too);
 - ``logger.bind(user=42)`` / ``contextualize`` values become record attributes (extras); one
   named like a standard attribute or like a name the record's identity, level or message is
-  read under (``logger``, ``plugin_id``, ``level``, ``event``...:
-  :data:`isoplug.logs.record_names.RESERVED_NAMES`, or any host marker ``isoplug_...``) is
-  renamed ``extra_<name>``, as the host would rename it;
+  read under (``logger``, ``plugin_id``, ``level``, ``event``, ``log.logger``...:
+  :func:`isoplug.logs.record_names.reserved_field`, the host's rule) is renamed
+  ``extra_<name>``, as the host would rename it;
 - an exception (``logger.exception``, ``opt(exception=...)``) is the record's ``exc_info``;
 - the source location, thread, process and time are loguru's record's.
 
@@ -31,17 +31,10 @@ from types import ModuleType
 from typing import Any
 
 from isoplug.logs.output_records import deliver
-from isoplug.logs.record_names import RESERVED_NAMES, is_reserved
+from isoplug.logs.record_names import renamed, reserved_field
 from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "install_loguru_bridge"]
-
-_RESERVED = (
-    frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
-    | {"message", "asctime", "taskName"}
-    | RESERVED_NAMES
-)
-
 
 def install_loguru_bridge() -> None:
     """Forward loguru to ``logging`` as soon as the program imports loguru (now, if it has)."""
@@ -97,8 +90,9 @@ def _sink(message: Any) -> None:
     log_record.process = record["process"].id
     log_record.processName = record["process"].name
     attributes = log_record.__dict__
-    for key, value in record["extra"].items():
-        attributes[f"extra_{key}" if is_reserved(key, _RESERVED) else key] = value
+    bound = record["extra"]
+    for key, value in bound.items():
+        attributes[renamed(key, bound, attributes) if reserved_field(key, value) else key] = value
     deliver(target, log_record)
 
 

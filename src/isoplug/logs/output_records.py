@@ -31,7 +31,7 @@ from typing import Any
 
 from isoplug.logs.capture import line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.record_names import RESERVED_NAMES
+from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
@@ -64,14 +64,6 @@ START_TIME: float = getattr(logging, "_startTime", time.time())
 HAS_TASK_NAME = sys.version_info >= (3, 12)
 #: Levels loguru and others use that the logging module may not know by name.
 _EXTRA_LEVEL_NAMES = {5: "TRACE", 25: "SUCCESS"}
-#: The record attributes a JSON line's field must not overwrite, and the names a record's
-#: identity, severity or message is read under (``logger``, ``level``, ``event``...: the host
-#: renames them too): renamed extra_<name>.
-_RESERVED = (
-    frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
-    | {"message", "asctime", "taskName", "truncated"}
-    | RESERVED_NAMES
-)
 
 
 def _level_name(level: int) -> str:
@@ -228,8 +220,15 @@ def text_record(
     extra: dict[str, Any] | None = None
     if text.extra or text.truncated:
         extra = {}
-        for key, value in text.extra.items():
-            extra[f"extra_{key}" if key in _RESERVED else key] = value
+        for field, value in text.extra.items():
+            key = field
+            # A JSON line's field named as the host's rule reserves (a record attribute, a
+            # name its identity, severity or message is read under...: the host renames them
+            # too), or as isoplug's own ``truncated`` flag, is renamed extra_<name>; the
+            # classifier's own count of the fields it left out is the one marker kept.
+            if field == "truncated" or (field != TRUNCATED_KEYS and reserved_field(field, value)):
+                key = renamed(field, text.extra, extra)
+            extra[key] = value
         if text.truncated:
             extra["truncated"] = True
     return make_record(name, text.level, text.message, location, owner, extra=extra)

@@ -25,11 +25,19 @@ vouches for, ``process`` is that pid (the sender's own claim, when it differs, i
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
 as its own, skipping its ``foreign_pre_chain``) gets the same truth: ``logger`` is the record's
 name (under the sender's prefix), the identity is stamped in it, and a sender's values under
-those keys (the same list) are kept as ``extra_<key>`` when they say something else. A level
+those keys (the same list) are kept as ``extra_<key>`` when they say something else; so are
+its values under any other name :func:`~isoplug.logs.record_names.reserved_field` reserves,
+unless they say what the record says there (a plugin-side ``TimeStamper``'s ``timestamp``,
+``CallsiteParameterAdder``'s ``func_name``...: see :mod:`isoplug.logs.record_names`). A level
 under a severity name (``level``, which structlog's ``add_log_level`` writes; ``severity``...)
 that does not name the record's level becomes the record's ``levelname`` in lower case, the
 claim kept as ``extra_<key>``; the event's message (``event``, or ``message`` after
 structlog's ``EventRenamer``) is the record's own, and stays.
+
+Every text inside a nested value (a dict or list extra, a structlog event value), and every
+key of a nested dict, is cleaned as the extras' own are, down to 32 levels (deeper is shown as
+text); keys that clean to the same text (an escape character and the text ``\\x1b``, long keys
+cut to one prefix) all stay, the later ones told apart as ``<key>#2``, ``<key>#3``...
 
 The fields that repeat from record to record (source locations, thread names, templates) are
 cleaned once and remembered, within bounds a sender inventing names cannot grow.
@@ -37,10 +45,11 @@ cleaned once and remembered, within bounds a sender inventing names cannot grow.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -50,11 +59,13 @@ from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.record_names import (
     IDENTITY_NAMES,
+    MESSAGE_NAMES,
     RESERVED_NAMES,
     SEVERITY_NAMES,
     TRUNCATED_KEYS,
-    is_reserved,
     level_name,
+    renamed,
+    reserved_field,
 )
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.templates import LogTemplate
@@ -79,6 +90,21 @@ _STREAM_MARKERS = frozenset({TRUNCATED_KEYS})
 #: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
 #: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
 _LOGGER_KEYS = ("logger", "logger_name")
+#: Keys a structlog event dict has as its own: its message, its level (stated by
+#: _state_the_level) and its exception (replaced by the rebuilt one).
+_EVENT_OWN_KEYS = frozenset(MESSAGE_NAMES) | frozenset(SEVERITY_NAMES) | {"exc_info"}
+#: structlog's names for record attributes (CallsiteParameterAdder, add_log_level_number).
+_EVENT_ATTRIBUTES = {
+    "func_name": "funcName",
+    "thread_name": "threadName",
+    "process_name": "processName",
+    "level_number": "levelno",
+}
+#: Record attributes an event's value can never match as the host's: the record's message
+#: and arguments are the event itself, its exception the rebuilt one.
+_NEVER_TRUE = frozenset({"msg", "args", "exc_info", "message", "_logger", "_name"})
+#: Nested values deeper than this are shown as text (the sender sends deeper ones so).
+_MAX_NESTING = 32
 #: Source and thread names up to this long that need no cleaning are remembered, at most
 #: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
 _SITE_CHARS = 256
@@ -164,7 +190,7 @@ class RecordRebuilder:
             # The kernel's word for the process, not the payload's (a filter in the plugin
             # can set record.process): the claim stays, renamed, for a record a process
             # relayed for another (a multiprocessing QueueHandler).
-            extra["extra_process"] = process
+            extra[renamed("process", extra, extra)] = process
             process = self._sender_pid
         exc_info = self._exc_info(data) if data.exception is not None else None
         # A record the sender says has no exception (no type, nothing structured) shows no
@@ -174,13 +200,8 @@ class RecordRebuilder:
             self._unexcepted(data, extra)
         levelname = _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname)
         if data.event is not None:
-            msg = self._event(data.event, data.name, logger, identity, process)
-            _state_the_level(msg, levelno, levelname)
-            if "exc_info" in msg:
-                # The sender's exception, rebuilt; never True, which structlog would resolve
-                # against this process's own sys.exc_info().
-                msg["exc_info"] = exc_info
             # structlog's ProcessorFormatter recognises its records by these two attributes.
+            # The event itself is stated against the finished record (below).
             extra["_logger"] = logger
             extra["_name"] = clean_text(data.event_method or "info", 32)
         elif data.template is not None:
@@ -257,6 +278,14 @@ class RecordRebuilder:
             "seq": data.seq,
             **identity,
         }
+        if data.event is not None:
+            event = self._event(data, logger, identity, process, record.__dict__)
+            _state_the_level(event, levelno, levelname)
+            if "exc_info" in event:
+                # The sender's exception, rebuilt; never True, which structlog would resolve
+                # against this process's own sys.exc_info().
+                event["exc_info"] = exc_info
+            record.msg = event
         return record
 
     def _exc_info(self, data: LogRecordData) -> ExcInfo | None:
@@ -321,15 +350,16 @@ class RecordRebuilder:
 
     def _event(
         self,
-        values: dict[str, Any],
-        sender_name: str,
+        data: LogRecordData,
         logger: logging.Logger,
         identity: dict[str, Any],
         process: int | None,
+        record: dict[str, Any],
     ) -> dict[str, Any]:
         """A structlog event dict, cleaned, stating the host's truth (see the module
-        docstring)."""
-        event = self._clean_mapping(values, frozenset())
+        docstring and :mod:`isoplug.logs.record_names`)."""
+        assert data.event is not None
+        event = self._clean_mapping(data.event, None)
         truth: dict[str, Any] = {"logger": logger.name, **identity}
         if "process" in event:
             truth["process"] = process
@@ -337,33 +367,65 @@ class RecordRebuilder:
             if key not in event:
                 continue
             claimed = event.pop(key)
-            if key in _LOGGER_KEYS and claimed == sender_name:
+            if key in _LOGGER_KEYS and claimed == data.name:
                 continue
             if key not in truth or claimed != truth[key]:
-                event[f"extra_{key}"] = claimed
+                event[renamed(key, event, event)] = claimed
         event.update(truth)
+        for key in list(event):
+            if key in truth or key in _EVENT_OWN_KEYS or not reserved_field(key, event[key]):
+                continue
+            if not self._event_says_true(key, event[key], data, record):
+                event[renamed(key, event, event)] = event.pop(key)
         return event
+
+    def _event_says_true(
+        self, key: str, value: Any, data: LogRecordData, record: dict[str, Any]
+    ) -> bool:
+        """Whether the event's ``value`` under the reserved ``key`` says what the record
+        says there: a plugin's own structlog processors (``TimeStamper``,
+        ``CallsiteParameterAdder``, ``add_log_level_number``, ``format_exc_info``) write
+        such keys truthfully, and they stay (see :mod:`isoplug.logs.record_names`)."""
+        if key == "timestamp":
+            return _same_time(value, record["created"])
+        if key in ("exception", "stack"):
+            text = data.exc_text if key == "exception" else data.stack_info
+            if type(value) is not str or not text:
+                return False
+            return value == clean_text(text, self._limits.max_extra_value_chars)
+        attribute = _EVENT_ATTRIBUTES.get(key, key)
+        if attribute not in record or attribute in _NEVER_TRUE:
+            return False
+        truth = record[attribute]
+        return type(value) is type(truth) and value == truth
 
     def _clean_mapping(
         self,
         values: dict[str, Any],
-        reserved: frozenset[str],
+        reserved: frozenset[str] | None,
         markers: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
-        """``values`` cleaned; a key in ``reserved`` or a host marker (other than those in
-        ``markers``, which isoplug's own capture set) renamed ``extra_<key>``."""
+        """``values`` cleaned; unless ``reserved`` is None (a structlog event dict, judged
+        key by key in :meth:`_event`), a key in ``reserved`` or that
+        :func:`~isoplug.logs.record_names.reserved_field` names (other than those in
+        ``markers``, which isoplug's own capture set) renamed ``extra_<key>``. Keys that
+        clean to the same text all stay, told apart by a suffix (``#2``)."""
         limits = self._limits
         cleaned: dict[str, Any] = {}
         for index, (sender_key, value) in enumerate(values.items()):
             if index == limits.max_extra_keys:
-                cleaned[TRUNCATED_KEYS] = len(values) - index
+                cleaned[_unique(TRUNCATED_KEYS, cleaned)] = len(values) - index
                 break
-            key = clean_text(sender_key, 100)
-            if is_reserved(key, reserved) and key not in markers:
+            key = clean_text(sender_key, 100) if type(sender_key) is str else str(sender_key)
+            if (
+                reserved is not None
+                and (key in reserved or reserved_field(key, value))
+                and key not in markers
+            ):
                 # Never let a sender's extra shadow a record field, the host's identity, what
                 # the host's formatters write themselves, or a marker of the host's.
-                key = _renamed(key, values, cleaned)
-            cleaned[key] = self._clean_value(value)
+                key = renamed(key, values, cleaned)
+            cleaned[_unique(key, cleaned)] = self._clean_value(value)
         return cleaned
 
     def _clean_value(self, value: Any) -> Any:
@@ -374,19 +436,88 @@ class RecordRebuilder:
             return value
         if isinstance(value, bytes):
             return value if len(value) <= limit else value[:limit] + b"...[truncated]"
-        encoded = _value_encoder.encode(value)
-        if len(encoded) <= limit:
-            return value
-        return cap_text(repr(value), limit)
+        try:
+            encoded = _value_encoder.encode(value)
+        except (TypeError, ValueError, RecursionError, OverflowError):
+            return _text_of(value, limit)
+        if len(encoded) > limit:
+            return _text_of(value, limit)
+        if type(value) is dict or type(value) is list:
+            # Bounded by the encoded size: at most ``limit`` bytes of items to walk.
+            return self._clean_nested(value, 0)
+        return value
+
+    def _clean_nested(self, value: list[Any] | dict[Any, Any], depth: int) -> Any:
+        """A dict or list value with its texts, and its dicts' keys, cleaned as the
+        extras' own are (a formatter writing ``ensure_ascii=False`` shows them raw). Texts
+        that need no change are kept without a call: most do."""
+        limit = self._limits.max_extra_value_chars
+        if depth >= _MAX_NESTING:
+            return _text_of(value, limit)
+        if type(value) is list:
+            items: list[Any] = []
+            for entry in value:
+                item, kind = entry, type(entry)
+                if kind is str:
+                    if len(item) > limit or not item.isprintable():
+                        item = clean_text(item, limit)
+                elif kind is dict or kind is list:
+                    item = self._clean_nested(item, depth + 1)
+                items.append(item)
+            return items
+        mapping: dict[Any, Any] = cast("dict[Any, Any]", value)
+        cleaned: dict[Any, Any] = {}
+        for key, entry in mapping.items():
+            item, kind = entry, type(entry)
+            if kind is str:
+                if len(item) > limit or not item.isprintable():
+                    item = clean_text(item, limit)
+            elif kind is dict or kind is list:
+                item = self._clean_nested(item, depth + 1)
+            if type(key) is str and (len(key) > 100 or not key.isprintable()):
+                cleaned[_unique(clean_text(key, 100), cleaned)] = item
+            elif key in cleaned:
+                # An earlier key cleaned to this one's text.
+                cleaned[_unique(key, cleaned)] = item
+            else:
+                cleaned[key] = item
+        return cleaned
 
 
-def _renamed(key: str, values: dict[str, Any], cleaned: dict[str, Any]) -> str:
-    """``extra_<key>``, prefixed again while the sender's values or those cleaned so far have
-    that name (``{"time": 1, "extra_time": 2}`` keeps both)."""
-    name = f"extra_{key}"
-    while name in values or name in cleaned:
-        name = f"extra_{name}"
-    return name
+def _text_of(value: Any, limit: int) -> str:
+    """A value the wire or the walk cannot take whole, as cleaned text (a value too deep for
+    ``repr`` itself as a note saying so)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    return clean_text(text, limit)
+
+
+def _unique(key: str, taken: Mapping[Any, Any]) -> str:
+    """``key``, or ``key#2``, ``key#3``... if ``taken`` has it: two sender keys that clean to
+    the same text (``"\\x1b"`` and an escape character, long keys cut to one prefix) keep
+    both values."""
+    if key not in taken:
+        return key
+    number = 2
+    while f"{key}#{number}" in taken:
+        number += 1
+    return f"{key}#{number}"
+
+
+def _same_time(value: Any, created: float) -> bool:
+    """Whether a plugin's ``TimeStamper`` value (a number, or ISO text, local or UTC) is the
+    record's time, within a second (the processor runs just after the record is made)."""
+    if type(value) is float or type(value) is int:
+        return abs(value - created) <= 1.0
+    if type(value) is not str or len(value) > 64:
+        return False
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return abs(moment.timestamp() - created) <= 1.0
 
 
 def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> None:
@@ -402,5 +533,5 @@ def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> Non
             isinstance(claimed, str) and claimed.lower() == levelname.lower()
         ):
             continue
-        event[f"extra_{key}"] = claimed
+        event[renamed(key, event, event)] = claimed
         event[key] = levelname.lower()

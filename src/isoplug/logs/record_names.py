@@ -32,8 +32,39 @@ host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.outpu
   processor runs before ``ExtraAdder`` (or python-json-logger merges the extras after its
   renamed fields), an extra of that name would replace the true value; where the processor
   does not run (no exception, no ``TimeStamper``), the extra would pass for it. A sender's
-  extra so named arrives as ``extra_<name>``. Only for extras: a structlog event dict's keys
-  are the sender's own processors' output, which the host's formatter renders as they are.
+  extra so named arrives as ``extra_<name>``.
+- **The record's own attributes** (:data:`RECORD_ATTRIBUTES`: ``name``, ``levelno``,
+  ``asctime``, ``taskName``..., and the host's ``exc_type`` and ``exc_message``) and ``pid``.
+- **Namespaces** (:data:`NAMESPACES`): where a whole namespace is a consumer's, every dotted
+  name under it is reserved: ``exception.*``, ``code.*``, ``thread.*``, ``process.*`` (the
+  OpenTelemetry semantic conventions, which the OpenTelemetry SDK's own ``LoggingHandler``
+  exports a record's extras as), ``log.*`` and ``error.*`` (ECS, Datadog: ``log.logger``,
+  ``error.type``, ``error.stack_trace``), ``logger.*`` (Datadog's ``logger.name``),
+  ``isoplug.*``; and every name starting ``@`` (hclog's ``@module``, ``@caller``...). A map
+  under a namespace's name (``{"error": {"type": ...}}``) is reserved too: ECS and Datadog
+  flatten it into ``error.type``; so is a map whose path names a reserved name
+  (``{"plugin": {"id": ...}}``).
+
+**How a name is read.** As words (:mod:`isoplug.wire.name_words`, the reading OpenTelemetry's
+rule, :mod:`isoplug.otel.reserved_names`, uses too): case ignored, invisible characters
+dropped, Cyrillic and Greek look-alikes read as Latin letters. So ``Exc_Type``, ``plugin-id``,
+``LEVEL`` or ``plugin_\u0456d`` (a Cyrillic ``i``) is renamed as its plain spelling is. The
+namespaces are read at dots only, not at any separator as OpenTelemetry's rule reads them
+(Loki and Prometheus rewrite ``.`` into ``_``; JSON log consumers do not): ``error_code``,
+``process_time`` and ``log_file`` are ordinary data, and keep their names.
+
+**A structlog event dict** (a record whose ``msg`` is the dict: python-json-logger merges it
+over its own fields, structlog's ``ProcessorFormatter`` renders it as the record) follows the
+same rule, key by key (:mod:`isoplug.logs.rebuild`), with what a plugin's own structlog
+processors write kept true: its message (``event``...) is the record's; a severity name is
+stated as the record's level; a reserved key whose value says what the record says there stays
+(``timestamp`` from a plugin-side ``TimeStamper`` within a second of the record's time,
+``level_number`` equal to ``levelno``, ``func_name``, ``thread_name``, ``process_name``,
+``lineno``, ``thread``... equal to the record's, ``exception`` equal to the record's own
+traceback text, ``stack`` to its stack); any other value under a reserved key arrives as
+``extra_<key>``. Keeping the truth matters more than renaming it: a plugin whose structlog
+stamps its events keeps its ``timestamp``, and a forged one cannot pass (an ``exception``
+text on a record without that exception is renamed: the host cannot vouch for it).
 - **Host markers.** Every name that starts with :data:`HOST_MARKER_PREFIX` (``isoplug_``)
   is the host's (``isoplug_report`` on its reports, ``isoplug_truncated_keys`` where it cut
   extras, and any such name it adds later): a sender's extra, JSON field or loguru value so
@@ -50,17 +81,26 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
+
+from isoplug.wire.name_words import normalized, segments, words
 
 __all__ = [
     "CONSUMER_NAMES",
     "HOST_MARKER_PREFIX",
     "IDENTITY_NAMES",
     "MESSAGE_NAMES",
+    "NAMESPACES",
+    "RECORD_ATTRIBUTES",
     "RESERVED_NAMES",
     "SEVERITY_NAMES",
     "TRUNCATED_KEYS",
     "is_reserved",
     "level_name",
+    "renamed",
+    "reserved_field",
+    "reserved_name",
 ]
 
 #: The names a record's identity is read under, which the host alone sets (or, for ``logger``
@@ -130,10 +170,132 @@ HOST_MARKER_PREFIX = "isoplug_"
 TRUNCATED_KEYS = "isoplug_truncated_keys"
 
 
-def is_reserved(key: str, reserved: frozenset[str]) -> bool:
+#: The record's own attributes (``LogRecord``'s, and ``message``, ``asctime`` and ``taskName``
+#: that formatters add) and the host's own fields on every plugin record (``exc_type``,
+#: ``exc_message``): a consumer that prints a record's fields shows these as the record's.
+RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "exc_type",
+    "exc_message",
+}
+#: Whole namespaces consumers read as a record's own fields (see the module docstring): a
+#: dotted name, or a map, under one of them arrives as ``extra_<name>``.
+NAMESPACES = frozenset(
+    {"exception", "error", "code", "thread", "process", "log", "logger", "isoplug"}
+)
+#: One word names that say who logged a record, besides :data:`IDENTITY_NAMES` (``pid``).
+_MORE_NAMES = frozenset({"pid"})
+#: Every reserved name, read as words (``log_level``, ``Log.Level`` and ``log-level`` alike).
+_EXACT_WORDS = frozenset(
+    words(name) for name in RESERVED_NAMES | RECORD_ATTRIBUTES | _MORE_NAMES
+) - {()}
+#: Maps nested deeper than this are not looked into (the host sends such a value as text).
+_MAX_DEPTH = 8
+#: Verdicts on keys seen (bounded: cleared when full); a sender's names repeat.
+_MAX_CACHED = 4096
+_verdicts: dict[str, bool] = {}
+
+
+def reserved_name(key: str) -> bool:
+    """Whether a sender's field named ``key`` must be renamed, by name alone (the rule of the
+    module docstring: :data:`RESERVED_NAMES` and the record's attributes however spelt, a
+    dotted name under one of :data:`NAMESPACES`, hclog's ``@`` fields, host markers)."""
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        verdict = _judge(key)
+        if len(_verdicts) >= _MAX_CACHED:
+            _verdicts.clear()
+        _verdicts[key] = verdict
+    return verdict
+
+
+def _judge(key: str) -> bool:
+    if key.startswith(HOST_MARKER_PREFIX) or normalized(key).lstrip().startswith("@"):
+        return True
+    found = words(key)
+    if found in _EXACT_WORDS or (len(found) > 1 and found[0] == "isoplug"):
+        return True
+    parts = segments(key)
+    return len(parts) > 1 and parts[0] in _NAMESPACE_WORDS
+
+
+_NAMESPACE_WORDS = frozenset((name,) for name in NAMESPACES)
+#: A path whose first part is a namespace.
+_NAMESPACE_PATHS = frozenset(((name,),) for name in NAMESPACES)
+#: The most words a reserved name has: a nested path longer names none.
+_MOST_WORDS = max(map(len, _EXACT_WORDS))
+
+
+def reserved_field(key: str, value: Any) -> bool:
+    """:func:`reserved_name`, and a map that consumers flatten into a reserved name
+    (``{"error": {"type": ...}}`` is ``error.type`` to ECS and Datadog)."""
+    if reserved_name(key):
+        return True
+    if type(value) is not dict or not value:
+        return False
+    if _segments_of(key)[:1] in _NAMESPACE_PATHS:
+        return True
+    return _nested(_words_of(key), value, 0)
+
+
+_segments: dict[str, tuple[tuple[str, ...], ...]] = {}
+_words: dict[str, tuple[str, ...]] = {}
+
+
+def _segments_of(key: str) -> tuple[tuple[str, ...], ...]:
+    """:func:`~isoplug.wire.name_words.segments`, remembered (bounded: cleared when full)."""
+    found = _segments.get(key)
+    if found is None:
+        found = segments(key)
+        if len(_segments) >= _MAX_CACHED:
+            _segments.clear()
+        _segments[key] = found
+    return found
+
+
+def _words_of(key: str) -> tuple[str, ...]:
+    """:func:`~isoplug.wire.name_words.words`, remembered (bounded: cleared when full): a
+    sender's nested keys repeat from record to record."""
+    found = _words.get(key)
+    if found is None:
+        found = words(key)
+        if len(_words) >= _MAX_CACHED:
+            _words.clear()
+        _words[key] = found
+    return found
+
+
+def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
+    """Whether a key path inside ``value`` (under ``path``, read as words) names a reserved
+    name; no deeper than a reserved name has words, nor than _MAX_DEPTH."""
+    if depth >= _MAX_DEPTH:
+        return False
+    for key, item in value.items():
+        inner = path + _words_of(key if type(key) is str else str(key))
+        if len(inner) > _MOST_WORDS:
+            continue
+        if inner in _EXACT_WORDS:
+            return True
+        if type(item) is dict and item and _nested(inner, item, depth + 1):
+            return True
+    return False
+
+
+def renamed(key: str, *taken: Mapping[str, Any]) -> str:
+    """``extra_<key>``, prefixed again while one of ``taken`` (the sender's fields, those
+    kept so far) has that name: ``{"level": 1, "extra_level": 2}`` keeps both."""
+    name = f"extra_{key}"
+    while any(name in names for names in taken):
+        name = f"extra_{name}"
+    return name
+
+
+def is_reserved(key: str, reserved: frozenset[str] = frozenset()) -> bool:
     """Whether a sender's extra ``key`` must be renamed: it is in ``reserved`` (the caller's
-    names, usually :data:`RESERVED_NAMES` and the record's attributes) or is a host marker."""
-    return key in reserved or key.startswith(HOST_MARKER_PREFIX)
+    own names: the host's identity keys...) or :func:`reserved_name` says so."""
+    return key in reserved or reserved_name(key)
 
 
 #: Every standard level's name and alias, upper case: no other level number may carry one,

@@ -26,12 +26,11 @@ is ``code.status``, ``log.level``.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from isoplug.otel.protobuf import MAX_DEPTH, _text_of
+from isoplug.wire.name_words import words
 
 __all__ = ["NAMESPACES", "ReservedNames", "words"]
 
@@ -61,29 +60,10 @@ NAMESPACES = frozenset(
     }
 )
 
-#: Cyrillic and Greek letters (case-folded) that look like Latin ones.
-_LOOKALIKES = str.maketrans(
-    "\u0430\u0432\u0435\u0451\u04bb\u043d\u0456\u0457\u0458\u043a\u04cf\u043c\u043e\u0440"
-    "\u051b\u0441\u0455\u0442\u0443\u0445\u0501\u051d\u0261\u0131\u03b1\u03b2\u03b5\u03b6"
-    "\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7",
-    "abeehhiijklmopqcstyxdwgiabezhikmnoptyx",
-)
-_WORD = re.compile(r"[a-z0-9]+")
-#: Dropped before reading words: format characters (zero-width space and joiner, soft hyphen,
-#: bidi marks) and combining marks (an accent over a letter).
-_INVISIBLE = frozenset({"Cf", "Mn", "Me"})
 #: Values that are not maps, told apart without an ``isinstance`` against an ABC.
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes, list, tuple})
 #: Verdicts on keys seen (bounded: cleared when full); a record's names repeat.
 _MAX_CACHED = 4096
-
-
-def words(key: str) -> tuple[str, ...]:
-    """``key`` as the words a person (or a backend that rewrites names) reads in it."""
-    text = unicodedata.normalize("NFKD", key)
-    if not text.isascii():
-        text = "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE)
-    return tuple(_WORD.findall(text.casefold().translate(_LOOKALIKES)))
 
 
 class ReservedNames:
