@@ -306,10 +306,10 @@ class RecordRebuilder:
         limits = self._limits
         sent = data.extra or {}
         if data.exc_text is not None:
-            key = _renamed("exc_text", sent, extra)
+            key = renamed("exc_text", sent, extra)
             extra[key] = clean_block(data.exc_text, limits.max_traceback_chars)
         if data.exc_message is not None:
-            key = _renamed("exc_message", sent, extra)
+            key = renamed("exc_message", sent, extra)
             extra[key] = clean_text(data.exc_message, limits.max_message_chars)
 
     def _template(self, text: str) -> LogTemplate:
