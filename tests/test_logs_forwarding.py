@@ -538,6 +538,7 @@ async def test_a_sender_that_sends_other_messages_is_warned_once_and_still_heard
     assert warnings == ["ignoring what log sender noisy sends besides log batches (first: Event)"]
 
 
+@pytest.mark.slow
 async def test_a_sender_past_max_senders_is_refused_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

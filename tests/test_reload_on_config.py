@@ -57,6 +57,7 @@ async def test_an_on_config_that_ends_its_runner_restarts_it_with_the_new_config
             assert host.kept == {}
 
 
+@pytest.mark.slow
 async def test_a_hung_on_config_holds_no_other_change_and_times_out(tmp_path: Path) -> None:
     """``call_timeout`` bounds ``on_config``; meanwhile another plugin's edit is applied."""
     config = dataclasses.replace(FAST, call_timeout=8.0)
