@@ -37,6 +37,7 @@ import signal
 import time
 from collections.abc import Iterable, Mapping
 
+from isoplug.transport import process_tree
 from isoplug.transport.process_tree import stat_fields
 
 __all__ = [
@@ -94,37 +95,10 @@ def read_stat(pid: int) -> ProcessStat | None:
         return None
 
 
-def _children(pid: int) -> list[int]:
-    """The children of ``pid``, from ``/proc/<pid>/task/*/children`` (empty when unknown)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as children:
-                found.extend(int(child) for child in children.read().split())
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def subtree(root: int, limit: int = MAX_RECORDED) -> dict[int, int]:
     """Every live descendant of ``root`` (not ``root``), as pid -> start time; at most
     ``limit``. Cheap: it reads only the tree's own entries, not all of ``/proc``."""
-    found: dict[int, int] = {}
-    pending = _children(root)
-    while pending and len(found) < limit:
-        pid = pending.pop()
-        if pid in found:
-            continue
-        stat = read_stat(pid)
-        if stat is None or stat.gone:
-            continue
-        found[pid] = stat.start
-        pending.extend(_children(pid))
-    return found
+    return process_tree.subtree(root, limit)
 
 
 def _process_table() -> dict[int, ProcessStat]:

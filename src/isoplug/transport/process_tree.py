@@ -23,11 +23,15 @@ children of its own: each counts as the top of a tree.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "MAX_DEPTH",
     "adopted_tree",
+    "children",
     "parent_group_session",
     "stat_fields",
+    "subtree",
     "tree_under",
 ]
 
@@ -46,6 +50,43 @@ def stat_fields(pid: int) -> list[bytes] | None:
         return None
     # The command name (second field) may hold spaces and parentheses: split after its end.
     return data.rpartition(b")")[2].split()
+
+
+def children(pid: int) -> list[int]:
+    """The children of ``pid``, from ``/proc/<pid>/task/*/children`` (empty when unknown)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found  # gone, or no /proc
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as listed:
+                found.extend(int(child) for child in listed.read().split())
+        except (OSError, ValueError):
+            continue  # the task ended meanwhile: its children are read through another
+    return found
+
+
+def subtree(root: int, limit: int) -> dict[int, int]:
+    """Every live descendant of ``root`` (not ``root``; zombies left out), as pid -> start
+    time (clock ticks after boot: with the pid, it names one process for good); at most
+    ``limit``. Cheap: it reads only the tree's own entries, not all of ``/proc``."""
+    found: dict[int, int] = {}
+    pending = children(root)
+    while pending and len(found) < limit:
+        pid = pending.pop()
+        if pid in found:
+            continue
+        fields = stat_fields(pid)
+        try:
+            if fields is None or fields[0] in (b"Z", b"X", b"x"):
+                continue
+            found[pid] = int(fields[19])
+        except (IndexError, ValueError):
+            continue
+        pending.extend(children(pid))
+    return found
 
 
 def parent_group_session(pid: int) -> tuple[int, int, int] | None:
