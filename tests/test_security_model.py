@@ -3,6 +3,11 @@
 Each test runs a real host and a real runner of the ``hostile`` fixture, which sends text the
 test chooses out of a door: ``logging``, ``print``, ``sys.stderr``, fd-level writes to fd 1
 and 2 (as C code or a child process would), ``warnings`` and a logged exception.
+
+The "Output" point's last sentences are tested where their machinery is: the fields JSON and
+structlog formatters write from a record, by every door, in ``test_logs_forged_fields.py`` and
+``test_logs_consumer_fields.py``; the losses a plugin cannot inflate in
+``test_logs_sequence_claims.py``; ``isoplug:<id>`` in ``test_cli_attribution.py``.
 """
 
 from __future__ import annotations
