@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import socket
 import sys
+
+from isoplug.transport.fork_epoll import empty_epolls, open_epolls
 
 __all__ = ["arm", "end_if_forked", "runner_pid"]
 
@@ -53,36 +54,16 @@ def runner_pid() -> int:
     return _armed[0]
 
 
-def _inherited_epolls() -> list[int]:
-    found: list[int] = []
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return found
-    for name in names:
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[eventpoll]":
-                found.append(int(name))
-        except OSError:
-            continue  # the listing's own descriptor, closed meanwhile
-    return found
-
-
 def _before_fork() -> None:
     if _armed[0] and os.getpid() == _armed[0]:
-        _epolls_at_fork[:] = _inherited_epolls()
+        _epolls_at_fork[:] = open_epolls()
 
 
 def _after_fork_in_child() -> None:
     if not _armed[0] or os.getpid() == _armed[0]:
         return
     # The child does not touch a runner's epoll or connection however it goes on.
-    for fd in _epolls_at_fork:
-        fresh = select.epoll()
-        try:
-            os.dup2(fresh.fileno(), fd)
-        finally:
-            fresh.close()
+    empty_epolls(_epolls_at_fork)
     if _runner_fds:
         dead, other = socket.socketpair()
         dead.shutdown(socket.SHUT_RDWR)
