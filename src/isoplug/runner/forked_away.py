@@ -71,7 +71,7 @@ def _after_fork_in_child() -> None:
         try:
             for fd in _runner_fds:
                 try:
-                    os.dup2(dead.fileno(), fd)
+                    os.dup2(dead.fileno(), fd, inheritable=False)
                 except OSError:
                     continue  # not open any more in the runner either
         finally:

@@ -43,7 +43,8 @@ def epoll_of_its_own(loop: asyncio.AbstractEventLoop) -> bool:
                 fresh.register(key.fd, events)
             except OSError:
                 continue  # a descriptor closed behind the loop's back: it fails there too
-        os.dup2(fresh.fileno(), selector.fileno())
+        # Not inherited by programs the child runs, as the instance it replaces (CLOEXEC).
+        os.dup2(fresh.fileno(), selector.fileno(), inheritable=False)
     finally:
         fresh.close()
     return True
@@ -70,7 +71,7 @@ def empty_epolls(fds: Iterable[int]) -> None:
     for fd in fds:
         fresh = select.epoll()
         try:
-            os.dup2(fresh.fileno(), fd)
+            os.dup2(fresh.fileno(), fd, inheritable=False)
         except OSError:
             continue  # closed meanwhile
         finally:
