@@ -25,7 +25,10 @@ claimed by the new connection would hide them, and lose them silently. Two thing
   only, never by a steady connection.
 
 Records are claimed before they are replayed, so one of the two replays each and the other
-skips it; a skipped record was replayed, so it is neither a gap nor a loss. The state is
+skips it; a skipped record was replayed, so it is neither a gap nor a loss. Nor is a record
+a connection's own ring could not give back (a new ring the hand-over could not fill, say)
+that another connection of the chain replayed: a connection's end counts lost only the
+records no connection of its chain claimed (:meth:`ChainMember.replayed_between`). The state is
 bounded: at most :data:`MAX_CLAIMED_RANGES` ranges per chain (past that the oldest is
 forgotten, which risks a duplicate, never a loss), and a chain is forgotten when its last
 connection ends, unless that connection's recovery replayed records a reconnection may still
@@ -76,6 +79,14 @@ class SenderChain:
             for data in unclaimed:
                 self._add(data.seq)
         return unclaimed, highest_skipped
+
+    def claimed_between(self, after: int, upto: int) -> int:
+        """How many of the sequence numbers ``after + 1`` to ``upto`` a connection of the
+        chain claimed (replayed)."""
+        with self.lock:
+            return sum(
+                max(0, min(last, upto) - max(first, after + 1) + 1) for first, last in self.claimed
+            )
 
     def highest_claimed(self) -> int:
         with self.lock:
@@ -143,6 +154,13 @@ class ChainMember:
         unclaimed, _ = self._state.claim(records)
         self._recovered = self._recovered or bool(unclaimed)
         return unclaimed
+
+    def replayed_between(self, after: int, upto: int) -> int:
+        """How many of the records ``after + 1`` to ``upto`` a connection of the chain
+        replayed out of turn: a recovery from its ring, this connection's own included, or a
+        resuming connection. A connection's end counts none of them lost, whichever ring
+        gave them back."""
+        return self._state.claimed_between(after, upto) if upto > after else 0
 
     def ended(self) -> None:
         """The connection ended, after its recovery if any."""

@@ -24,6 +24,9 @@ and whose kernel-vouched pid still runs, hands the end's accounting to :class:`P
   is none by looking at ``/proc/<pid>`` every :data:`POLL_INTERVAL`, on a thread of its own
   that runs only while something is pending, never on an event loop; the old ledger and ring
   are read then, the records they still hold replayed as recovered, the rest counted lost;
+- another connection of the chain ends after the process exited, before the watcher saw the
+  exit (:meth:`PendingEnds.settle`): the earlier end goes first, so that what its ring gives
+  back is replayed before the later end counts what its own ring could not give back;
 - the receiver closes (:meth:`PendingEnds.close`), or more than :data:`MAX_PENDING_ENDS` are
   pending (the oldest is accounted for at once, as before this existed).
 
@@ -133,6 +136,19 @@ class PendingEnds:
                 self._wake()
         if pending is not None:
             return self._resolve(pending, resumed_after)
+        return None
+
+    def settle(self, pid: int, chain: int) -> Awaitable[None] | None:
+        """Account now (on the caller's thread) for the pending end of ``chain`` of process
+        ``pid``, if any, whole: another connection of the chain ends after the process exited,
+        before the watcher saw the exit. Its ring may give back what the later connection's
+        cannot, so it goes first; what its finish returned is returned (to await first)."""
+        with self._lock:
+            pending = self._pending.pop((pid, chain), None)
+            if pending is not None:
+                self._wake()
+        if pending is not None:
+            return self._resolve(pending, None)
         return None
 
     def close(self) -> None:

@@ -13,12 +13,14 @@ it is on the path of a batch's records, which that module holds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
+from isoplug.logs.ledger_reports import SenderEnd
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.wire import LogRecordData
@@ -53,6 +55,9 @@ class ReplayEnd:
     _stopped: bool
     _unfinished: Iterator[LogRecordData] | None
     _not_replayed: dict[int, int]
+    #: The accounting of an earlier connection's end that finish_when_settled started on an
+    #: event loop, which finish_async awaits first (a class default: set only then).
+    _earlier_end: Awaitable[None] | None = None
 
     if TYPE_CHECKING:  # LogReplayer's
 
@@ -130,6 +135,11 @@ class ReplayEnd:
         if chains.pending.defer(pid, chain, settled):
             return True
         self.metrics.pending_ends = 0
+        if chain is not None:
+            # The process is gone: an earlier connection of the chain whose end waits for
+            # that is accounted for first, its ring replayed, so this end counts none of
+            # what it replays lost (see _with_replayed_elsewhere).
+            self._earlier_end = chains.pending.settle(pid, chain)
         return False
 
     def finish(self, *, clean: bool = True, upto: int | None = None) -> None:
@@ -142,6 +152,8 @@ class ReplayEnd:
         unsent records, if any, are lost. ``upto``: a new connection of the sender took over
         after this record (see :mod:`isoplug.logs.pending_ends`).
         """
+        # Started on its loop (which runs it), and not awaitable from this thread.
+        self._earlier_end = None
         for _ in self._finish_steps(clean, upto):
             pass
 
@@ -149,6 +161,9 @@ class ReplayEnd:
         """:meth:`finish` on the running event loop, replaying what the ring gives back in
         slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
         thousands of records)."""
+        earlier, self._earlier_end = self._earlier_end, None
+        if earlier is not None:
+            await earlier
         self._start_slice()
         steps = self._finish_steps(clean, upto)
         try:
@@ -182,6 +197,7 @@ class ReplayEnd:
                 self._last_seq, reordered=reordered, receiver_closed=self._stopped, upto=upto
             )
             recovered = self._claim_recovered(end.recovered)
+            end = self._with_replayed_elsewhere(end)
         if recovered:
             rest = iter(recovered)
             while True:
@@ -209,6 +225,18 @@ class ReplayEnd:
         self.metrics.received += len(records)
         self.metrics.recovered += len(records)
         return records
+
+    def _with_replayed_elsewhere(self, end: SenderEnd) -> SenderEnd:
+        """``end``, with the records no batch or ring of this connection gave back that
+        another connection of the chain replayed (after this one's own recovery claimed):
+        not lost. Two connections of a reconnecting sender can both count the same unsent
+        records (killed in the hand-over), and only one ring may give them back."""
+        chain, state = self._chain, end.state
+        if chain is None or state is None or end.reordered is not None:
+            return end
+        claimed = chain.replayed_between(end.last, state.accepted)
+        elsewhere = claimed - len(end.recovered)
+        return dataclasses.replace(end, replayed_elsewhere=elsewhere) if elsewhere > 0 else end
 
     def _drop_rest(self, rest: Iterator[LogRecordData]) -> None:
         """Count the received records ``rest`` that stop() kept from being replayed, as if
