@@ -16,12 +16,14 @@ import asyncio
 import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.ledger_reports import SenderEnd
 from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.pending_ends import process_running
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.wire import LogRecordData
 
@@ -55,9 +57,6 @@ class ReplayEnd:
     _stopped: bool
     _unfinished: Iterator[LogRecordData] | None
     _not_replayed: dict[int, int]
-    #: The accounting of an earlier connection's end that finish_when_settled started on an
-    #: event loop, which finish_async awaits first (a class default: set only then).
-    _earlier_end: Awaitable[None] | None = None
 
     if TYPE_CHECKING:  # LogReplayer's
 
@@ -111,7 +110,9 @@ class ReplayEnd:
 
         def settle(upto: int | None) -> None:
             try:
-                self.finish(clean=clean, upto=upto)
+                # On an event loop, only once it is closed (isoplug.logs.settling): an
+                # earlier end's task there will not run, so it is not waited for.
+                self._finish(clean, upto, wait=run_in is None)
             finally:
                 # Only now: a reader seeing 0 sees the end's recovered and lost counts too.
                 self.metrics.pending_ends = 0
@@ -132,14 +133,13 @@ class ReplayEnd:
 
         # Before it is deferred: it may be settled on another thread at once.
         self.metrics.pending_ends = 1
-        if chains.pending.defer(pid, chain, settled):
+        order = 0
+        if self._chain is not None:
+            self._chain.end_begins()
+            order = self._chain.order
+        if chains.pending.defer(pid, chain, settled, order=order):
             return True
         self.metrics.pending_ends = 0
-        if chain is not None:
-            # The process is gone: an earlier connection of the chain whose end waits for
-            # that is accounted for first, its ring replayed, so this end counts none of
-            # what it replays lost (see _with_replayed_elsewhere).
-            self._earlier_end = chains.pending.settle(pid, chain)
         return False
 
     def finish(self, *, clean: bool = True, upto: int | None = None) -> None:
@@ -152,8 +152,14 @@ class ReplayEnd:
         unsent records, if any, are lost. ``upto``: a new connection of the sender took over
         after this record (see :mod:`isoplug.logs.pending_ends`).
         """
-        # Started on its loop (which runs it), and not awaitable from this thread.
-        self._earlier_end = None
+        self._finish(clean, upto, wait=True)
+
+    def _finish(self, clean: bool, upto: int | None, *, wait: bool) -> None:
+        earlier = self._earlier_ends()
+        if wait:
+            for each in earlier:
+                # Its accounting runs on another thread (or ran on this one, just now).
+                each.result()
         for _ in self._finish_steps(clean, upto):
             pass
 
@@ -161,9 +167,9 @@ class ReplayEnd:
         """:meth:`finish` on the running event loop, replaying what the ring gives back in
         slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
         thousands of records)."""
-        earlier, self._earlier_end = self._earlier_end, None
-        if earlier is not None:
-            await earlier
+        for earlier in self._earlier_ends():
+            # Its accounting runs as another task of this loop, or on another thread.
+            await asyncio.wrap_future(earlier)
         self._start_slice()
         steps = self._finish_steps(clean, upto)
         try:
@@ -177,9 +183,41 @@ class ReplayEnd:
                 pass
             raise
 
+    def _earlier_ends(self) -> list[Future[None]]:
+        """The accounting of earlier connections' ends of the chain this end's must wait for:
+        after the sender exited, it counts lost what its ledger says never arrived and its
+        ring cannot give back, and another connection's ring may (a kill in the hand-over
+        leaves the unsent records counted by both ledgers, and a new ring may have had no
+        room for them: see :meth:`_with_replayed_elsewhere`). An earlier end still pending
+        is accounted for now, first. While the sender lives (a clean end, a connection
+        taken over), an earlier end pending waits for the sender, and this one does not
+        wait for it."""
+        chain, chains, pid = self._chain, self._chains, self._sender_pid
+        if chain is None or chains is None or pid is None:
+            return []
+        # Whoever takes it from here on (a later end of the chain) waits for it.
+        chain.end_begins()
+        earlier = chain.earlier_ends()
+        if not earlier or not self._reports.has_ledger or process_running(pid):
+            return []
+        # Its finish (on an event loop: started as a task) is waited for with the others.
+        chains.pending.settle(pid, chain.chain, before=chain.order)
+        return earlier
+
     def _finish_steps(self, clean: bool, upto: int | None = None) -> Iterator[None]:
         """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
         replay ends; never inside ``_catching``, which must not outlive a step."""
+        try:
+            yield from self._account(clean, upto)
+        finally:
+            # Also when accounting failed: a later end of the chain waits for this.
+            chain, self._chain = self._chain, None
+            if chain is not None:
+                chain.ended()
+        if self._owns_handler_errors:
+            self._handler_errors.close()
+
+    def _account(self, clean: bool, upto: int | None) -> Iterator[None]:
         reordered = (
             None
             if self._reordered_after is None
@@ -210,11 +248,6 @@ class ReplayEnd:
             self._reports.report_end(end, clean=clean)
             self._report_not_replayed()
             self._reports.flush(final=True)
-        chain, self._chain = self._chain, None
-        if chain is not None:
-            chain.ended()
-        if self._owns_handler_errors:
-            self._handler_errors.close()
 
     def _claim_recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
         """Of the records the dead sender's ring gave back (see
