@@ -192,7 +192,7 @@ class ChainMember:
         failed: a later end waits for this)."""
         with self._state.lock:
             done = self._state.ends.pop(self.order, None)
-        if done is not None:
+        if done is not None and not done.done():
             done.set_result(None)
         self._chains.ended(self._key, self._state, recovered=self._recovered)
 

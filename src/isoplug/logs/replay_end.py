@@ -167,12 +167,13 @@ class ReplayEnd:
         """:meth:`finish` on the running event loop, replaying what the ring gives back in
         slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
         thousands of records)."""
-        for earlier in self._earlier_ends():
-            # Its accounting runs as another task of this loop, or on another thread.
-            await asyncio.wrap_future(earlier)
-        self._start_slice()
         steps = self._finish_steps(clean, upto)
         try:
+            for earlier in self._earlier_ends():
+                # Its accounting runs as another task of this loop, or on another thread;
+                # shielded: this task's cancellation must not cancel what says it is done.
+                await asyncio.shield(asyncio.wrap_future(earlier))
+            self._start_slice()
             while next(steps, _DONE) is not _DONE:
                 await asyncio.sleep(0)
                 self._start_slice()
