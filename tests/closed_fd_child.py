@@ -17,7 +17,12 @@ creates ``$STEP_DIR/logged``, then plays SCENARIO:
   after the break (as when the thread is descheduled there), and the old ring holds them,
   past where the new connection resumes. With ``$KILL_AFTER_HAND_OVER`` set, it logs no
   more records after the break's and SIGKILLs itself right after the sender thread handed
-  over to the new connection, before it sent anything on it.
+  over to the new connection, before it sent anything on it. With ``$KILL_IN_HAND_OVER`` set,
+  it logs no more records after the break's and SIGKILLs itself in the middle of the
+  hand-over: the new ledger counts the unsent records and the new ring holds them, and the old
+  ledger, not set back yet, still counts them, its ring holding them too. With
+  ``$NEW_RING_ROOM=N`` too, the new ring takes only the first N of them (as a ring without
+  room for the queue does): the hand-over leaves the rest in memory only.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from isoplug.logs import ForwardingHandler, first_record, forward_logs, reconnect
+from isoplug.logs.ledger import SenderLedger
 from isoplug.logs.ring import SenderRing
 from isoplug.rpc.blocking import BlockingChannel
 
@@ -105,6 +111,40 @@ def die_after_the_hand_over(handler: ForwardingHandler) -> None:
     first_record.acknowledged_within = say_then_wait
 
 
+def die_in_the_hand_over(path: str) -> None:
+    """SIGKILL this process in the middle of the reconnection's hand-over (the one after
+    ``path`` exists), once the new ledger counts what is unsent and before the old one is set
+    back (the new connection's drop totals are set just between)."""
+    set_drops = SenderLedger.set_drops
+
+    def set_drops_then_die(ledger: SenderLedger, kind: int, totals: Mapping[int, int]) -> None:
+        set_drops(ledger, kind, totals)
+        if os.path.exists(path):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(SenderLedger, "set_drops", set_drops_then_die)  # noqa: B010 - a method, replaced
+
+
+def new_ring_with_room_for(handler: ForwardingHandler, room: int) -> None:
+    """Make the ring of the next connection take only ``room`` of the records put in it."""
+    install = handler._install_ring
+
+    def install_into_a_small_ring(ring: SenderRing) -> bool:
+        put = ring.put
+        taken = [0]
+
+        def put_while_room(encoded: bytes, seq: int) -> bool:
+            if taken[0] == room:
+                return False
+            taken[0] += 1
+            return put(encoded, seq)
+
+        vars(ring)["put"] = put_while_room
+        return install(ring)
+
+    vars(handler)["_install_ring"] = install_into_a_small_ring
+
+
 def numbered(start: int, count: int) -> None:
     for index in range(start, start + count):
         log.info("record %d", index, extra={"n": index})
@@ -123,6 +163,10 @@ def main() -> None:
             hold_the_old_ledger(handler, f"{steps}/resumed")
         if os.environ.get("KILL_AFTER_HAND_OVER"):
             die_after_the_hand_over(handler)
+        if os.environ.get("KILL_IN_HAND_OVER"):
+            die_in_the_hand_over(f"{steps}/reconnect")
+        if os.environ.get("NEW_RING_ROOM"):
+            new_ring_with_room_for(handler, int(os.environ["NEW_RING_ROOM"]))
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     close_log_socket(handler)
@@ -132,7 +176,7 @@ def main() -> None:
         wait_for_file(f"{steps}/never")
         return
     wait_for_file(f"{steps}/reconnect")
-    if os.environ.get("KILL_AFTER_HAND_OVER"):
+    if os.environ.get("KILL_AFTER_HAND_OVER") or os.environ.get("KILL_IN_HAND_OVER"):
         wait_for_file(f"{steps}/never")
     numbered(count, count)
     handler.flush(10)

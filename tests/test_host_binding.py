@@ -209,6 +209,39 @@ def test_a_forked_child_can_neither_use_nor_close_its_parents_host(tmp_path: Pat
     )
 
 
+def test_a_forked_child_whose_loop_ends_leaves_the_parents_loop_working(tmp_path: Path) -> None:
+    """A child forked inside the host's loop that goes on in it and leaves ``asyncio.run``
+    (its loop closes, as at any normal end) does not take the parent loop's registrations:
+    the parent calls its plugin and closes its host (which waits for its threads' results
+    through the loop's self-pipe; the child's loop, closing, used to unregister it from the
+    epoll instance they shared, and the parent's close hung)."""
+    done = _run_script(
+        tmp_path,
+        """
+        import asyncio, os, sys
+        from isoplug import Host
+        from tests.plugins_fixtures import FAST
+
+        async def main():
+            async with Host(sys.argv[1], config=FAST) as host:
+                await host.wait_ready(20)
+                pid = os.fork()
+                if pid == 0:
+                    return "child"
+                _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+                print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+                print("parent", await host.call("echo", "echo", "parent"), flush=True)
+            return "parent"
+
+        print(asyncio.run(main()), "closed", flush=True)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted(
+        ["child closed", "child exit 0", "parent parent", "parent closed"]
+    ), done.stdout + done.stderr
+
+
 def test_metrics_leave_out_a_host_whose_loop_closed_unclosed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

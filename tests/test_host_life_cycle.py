@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import glob
+import os
+import tempfile
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from isoplug import Host, PluginState
-from isoplug.errors import ConnectionBroken, RequestTimeout
+from isoplug.errors import ConnectionBroken, RequestTimeout, TransportError
 from isoplug.host import PluginInfo, PluginUnavailable
+from isoplug.host.logbridge import LogBridge
 from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir, process_alive, running
 
 NOT_STARTED = "the host has not been started"
@@ -122,6 +128,38 @@ async def test_a_start_that_fails_leaves_a_closed_host(tmp_path: Path) -> None:
         await host.start()
     with pytest.raises(RuntimeError, match="the host is closed"):
         await host.start()
+
+
+async def test_a_start_whose_log_listener_fails_closes_the_control_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log bridge cannot listen (as when the process is out of descriptors) after the
+    runners' control listener opened: start() fails, and that listener's socket is closed,
+    its file removed, not left to the collector (a ResourceWarning for an unclosed socket at
+    the host's shutdown)."""
+
+    def cannot_listen(*_args: object) -> None:
+        raise TransportError("cannot listen on unix:: [Errno 24] Too many open files")
+
+    monkeypatch.setattr(LogBridge, "open", cannot_listen)
+    host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
+    before = socket_dirs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(TransportError, match="Too many open files") as failed:
+            await host.start()
+        # The listener's socket file and private directory: gone once it is closed (while
+        # the socket is open, this loop keeps it from the collector, which would warn).
+        assert socket_dirs() == before
+        del host, failed
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, unclosed
+
+
+def socket_dirs() -> set[str]:
+    """The private directories of this process's unix listeners."""
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"isoplug-{os.getpid()}-*")))
 
 
 async def test_wait_for_times_out_naming_the_plugin_its_state_and_the_wait(

@@ -18,7 +18,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from isoplug.cli.console import ConsoleFormatter
 from isoplug.logs import LogReceiver, ReplayLimits
+from isoplug.logs.record_names import TRUNCATED_KEYS
 from isoplug.logs.streams import MAX_LINE_CHARS
+from isoplug.logs.textlines import MAX_JSON_EXTRAS
 from isoplug.otel.records import RecordEncoder
 from tests.plugins_fixtures import running
 from tests.record_waiter import watching
@@ -119,6 +121,39 @@ async def test_a_record_without_an_exception_shows_no_traceback(tmp_path: Path) 
     (exported,) = ScopeLogs.FromString(encoded).log_records
     keys = {kv.key for kv in exported.attributes}
     assert "extra_exc_text" in keys and not [key for key in keys if key.startswith("exception.")]
+
+
+async def test_a_logger_named_like_an_output_stream_cannot_claim_isoplugs_cut(
+    tmp_path: Path,
+) -> None:
+    """A plugin's records on loggers named stdout, stderr and plugin.<id>.stderr (which the
+    host stamps with ``stream``) carry truncated and isoplug_truncated_keys, set through extra
+    or a filter, renamed extra_<name>: only a printed line isoplug's capture classified keeps
+    them under their own names."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "claim_stream_flags")
+        on_stdout = await waiter.wait_for("plugin.impostor.stdout", "stdout claims")
+        on_stderr = await waiter.wait_for("plugin.impostor.stderr", "stderr claims")
+        by_filter = await waiter.wait_for("plugin.impostor.stderr", "filter claims")
+        json_line = await waiter.wait_for("plugin.impostor.stdout", "json line")
+    for record in (on_stdout, on_stderr):
+        assert record.stream in ("stdout", "stderr")  # type: ignore[attr-defined]
+        assert not hasattr(record, "truncated") and not hasattr(record, TRUNCATED_KEYS)
+        assert getattr(record, f"extra_{TRUNCATED_KEYS}") == 9
+        # The plugin's own extra_truncated stays; its claim goes one prefix further.
+        assert record.extra_truncated == "mine"  # type: ignore[attr-defined]
+        assert record.extra_extra_truncated is True  # type: ignore[attr-defined]
+    assert by_filter.stream == "stderr"  # type: ignore[attr-defined]
+    assert not hasattr(by_filter, "truncated") and not hasattr(by_filter, TRUNCATED_KEYS)
+    assert by_filter.extra_truncated is True  # type: ignore[attr-defined]
+    assert getattr(by_filter, f"extra_{TRUNCATED_KEYS}") == 3
+    assert json_line.stream == "stdout"  # type: ignore[attr-defined]
+    # Its count is of the fields it left out, the message not among them, and survives the
+    # host's own cut of extras (64, as the capture's: the marker is the 65th).
+    assert getattr(json_line, TRUNCATED_KEYS) == 300 - MAX_JSON_EXTRAS
+    assert [key for key in vars(json_line) if key.startswith("k")] == [
+        f"k{i}" for i in range(MAX_JSON_EXTRAS)
+    ]
 
 
 async def test_a_records_process_is_the_pid_the_kernel_gives(tmp_path: Path) -> None:

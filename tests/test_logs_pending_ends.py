@@ -218,6 +218,36 @@ async def test_a_kill_right_after_a_reconnections_hand_over_loses_nothing(
     assert not [m for m in collector.messages() if "if any, are lost" in m]
 
 
+@BOTH_MODES
+@pytest.mark.parametrize("room", [None, 50], ids=["new-ring-whole", "new-ring-short"])
+async def test_a_kill_in_the_middle_of_a_reconnections_hand_over_counts_nothing_twice(
+    mode: str, room: int | None, tmp_path: Path
+) -> None:
+    # Killed in the hand-over: the new ledger counts the unsent records and the new ring
+    # holds them, and the old ledger, not set back yet, counts them too, its ring holding
+    # them. One end replays them, and neither may count them lost. "new-ring-short": the
+    # new ring took only 50 of them; the old ring gives every one back, and the new
+    # connection's end used to count the other 150 lost.
+    count = 200
+    env = {"KILL_IN_HAND_OVER": "1"}
+    if room is not None:
+        env["NEW_RING_ROOM"] = str(room)
+    async with (
+        receiving(mode) as (receiver, collector),
+        closed_fd_child(receiver, "resume", count, tmp_path, env) as child,
+    ):
+        (tmp_path / "reconnect").touch()
+        await eventually(lambda: child.poll() is not None)
+        metrics = await both_ends_accounted_for(receiver)
+    assert child.returncode == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    assert collector.numbers() == list(range(count))
+    assert metrics.recovered == count
+    assert not metrics.dropped, metrics.dropped
+    assert not [m for m in collector.messages() if "are lost" in m], [
+        m for m in collector.messages() if not m.startswith("record ")
+    ]
+
+
 def open_descriptors() -> dict[int, str]:
     """This process's open descriptors, and what each names."""
     found: dict[int, str] = {}

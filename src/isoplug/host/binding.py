@@ -19,8 +19,10 @@ lives on (an ``os.fork()``, a ``multiprocessing`` worker forked after the host s
 otherwise hold them open, and when the host died its runners would never read end-of-file on
 their lifeline (:mod:`isoplug.runner.lifeline`), nor a descendant escaped from a runner's
 process group get a broken pipe on its output. The child closes its descriptors only, never
-tells the other end anything (a shutdown would reach the parent's: the open file is shared),
-and never touches the event loop (its epoll set is the parent's too). A process started with
+tells the other end anything (a shutdown would reach the parent's: the open file is shared).
+The loop's epoll instance is the parent's too: an asyncio selector loop gets one of its own,
+with the same registrations (:func:`~isoplug.transport.fork_epoll.epoll_of_its_own`), so that
+the child's loop, closing, does not unregister the parent's descriptors. A process started with
 ``subprocess`` inherits none of them: they are not inheritable, and ``close_fds`` is the default.
 """
 
@@ -34,6 +36,8 @@ import traceback
 import weakref
 from pathlib import Path
 from typing import Protocol
+
+from isoplug.transport.fork_epoll import epoll_of_its_own
 
 __all__ = ["HostBinding", "Inherited", "release_in_forked_child"]
 
@@ -140,6 +144,10 @@ def _after_fork_in_child() -> None:
         binding.foreign = True
         binding.loop = None
     for loop in loops:
+        # Its copy of the loop (the application's, going on here) must not change the
+        # parent's epoll registrations: closing it removed the parent's self-pipe, and the
+        # parent's loop never woke for a thread's result again (its host's close hung).
+        epoll_of_its_own(loop)
         _disown_tasks(loop)
     for holder in list(_holders):
         try:

@@ -50,7 +50,13 @@ async def open_listeners(
         handshake_timeout=config.handshake_timeout,
         max_handshakes=config.max_handshakes,
     )
-    log_bridge.open(config.handshake_timeout, config.max_handshakes, config.max_log_connections)
+    try:
+        log_bridge.open(config.handshake_timeout, config.max_handshakes, config.max_log_connections)
+    except BaseException:
+        # Not the host's yet: its aclose() would not close it, and its socket leaked
+        # (a ResourceWarning for an unclosed socket when collected).
+        await listener.aclose()
+        raise
     return listener
 
 

@@ -19,12 +19,14 @@ from typing import Any
 import msgspec
 
 from isoplug.logs.exceptions import exception_data, resolve_exc_info
+from isoplug.logs.record_names import HOST_MARKER_PREFIX
 from isoplug.wire.messages import LogRecordData
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 __all__ = [
     "MAX_FIELD_CHARS",
     "STANDARD_ATTRIBUTES",
+    "CapturedLineRecord",
     "LineSite",
     "capture_record",
     "encode_line",
@@ -53,6 +55,21 @@ STANDARD_ATTRIBUTES = frozenset(_STANDARD_DEFAULTS) | {
     "_logger",
     "_name",
 }
+
+#: The flag isoplug's line capture sets on a printed line it cut. With the host markers
+#: (``isoplug_truncated_keys``...), only a :class:`CapturedLineRecord` sends it as is.
+_CAPTURE_FLAG = "truncated"
+
+
+class CapturedLineRecord(logging.LogRecord):
+    """A record isoplug's output capture made of a printed line (one it classified: cut, or a
+    JSON line with fields): the one kind of record whose ``truncated`` and host markers
+    (``isoplug_truncated_keys``) are sent under those names. The host keeps them only on
+    records of an output stream's logger (``stdout``, ``plugin.x.stderr``), which a plugin can
+    log on too: its own record's flags, set through ``extra`` or a filter, are sent renamed
+    ``extra_<name>``, as the host renames them elsewhere. A plugin cannot make a record of this
+    class through ``logging`` (no factory, handler or filter hands it out)."""
+
 
 _read_standard = itemgetter(
     "name",
@@ -349,6 +366,23 @@ def _standard_and_extra(attributes: dict[str, Any]) -> tuple[dict[str, Any], dic
     return attributes, extra
 
 
+def _without_capture_flags(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with the capture's flags (see :class:`CapturedLineRecord`) renamed
+    ``extra_<name>`` (prefixed again while taken): a record isoplug's capture did not make."""
+    if _CAPTURE_FLAG not in extra and not any(key.startswith(HOST_MARKER_PREFIX) for key in extra):
+        return extra
+    renamed: dict[str, Any] = {}
+    for key, value in extra.items():
+        if key == _CAPTURE_FLAG or key.startswith(HOST_MARKER_PREFIX):
+            new = f"extra_{key}"
+            while new in extra or new in renamed:
+                new = f"extra_{new}"
+            renamed[new] = value
+        else:
+            renamed[key] = value
+    return renamed
+
+
 def odd_key_name(key: Any, taken: Collection[str]) -> str:
     """The name an extra whose key is not text (``extra={1: ...}``) is sent under:
     ``extra_<repr>`` (``extra_1``, ``extra_('t',)``), prefixed again while ``taken`` has it."""
@@ -398,6 +432,8 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
     stack_info = attributes["stack_info"]
     if stack_info:
         stack_info = _cap(stack_info)
+    if extra and type(record) is not CapturedLineRecord:
+        extra = _without_capture_flags(extra)
     for value in extra.values():
         if type(value) in (dict, list, tuple) and _too_deep(value):
             safe = True

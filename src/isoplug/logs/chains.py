@@ -25,7 +25,13 @@ claimed by the new connection would hide them, and lose them silently. Two thing
   only, never by a steady connection.
 
 Records are claimed before they are replayed, so one of the two replays each and the other
-skips it; a skipped record was replayed, so it is neither a gap nor a loss. The state is
+skips it; a skipped record was replayed, so it is neither a gap nor a loss. Nor is a record
+a connection's own ring could not give back (a new ring the hand-over could not fill, say)
+that another connection of the chain replayed: a connection's end counts lost only the
+records no connection of its chain claimed (:meth:`ChainMember.replayed_between`), counted once
+every earlier connection of the chain whose end is being accounted for has claimed what its ring
+gave back (:meth:`ChainMember.earlier_ends`): ends are accounted for on different threads, or as
+different tasks of an event loop (:mod:`isoplug.logs.pending_ends`), in any order. The state is
 bounded: at most :data:`MAX_CLAIMED_RANGES` ranges per chain (past that the oldest is
 forgotten, which risks a duplicate, never a loss), and a chain is forgotten when its last
 connection ends, unless that connection's recovery replayed records a reconnection may still
@@ -37,6 +43,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 from isoplug.logs.pending_ends import PendingEnds
 from isoplug.wire import LogRecordData
@@ -61,6 +68,11 @@ class SenderChain:
         self.claimed: list[tuple[int, int]] = []
         #: Connections of the chain still open here (guarded by the SenderChains' lock).
         self.open_connections = 0
+        #: Connections that joined so far, which numbers them in order (same lock).
+        self.joined = 0
+        #: The connections (by number) whose end is pending or being accounted for, each
+        #: with what says it was (:meth:`ChainMember.end_begins`; guarded by ``lock``).
+        self.ends: dict[int, Future[None]] = {}
 
     def claim(self, records: Sequence[LogRecordData]) -> tuple[list[LogRecordData], int]:
         """The records, in order, that no connection of the chain claimed yet (claimed now),
@@ -76,6 +88,14 @@ class SenderChain:
             for data in unclaimed:
                 self._add(data.seq)
         return unclaimed, highest_skipped
+
+    def claimed_between(self, after: int, upto: int) -> int:
+        """How many of the sequence numbers ``after + 1`` to ``upto`` a connection of the
+        chain claimed (replayed)."""
+        with self.lock:
+            return sum(
+                max(0, min(last, upto) - max(first, after + 1) + 1) for first, last in self.claimed
+            )
 
     def highest_claimed(self) -> int:
         with self.lock:
@@ -115,10 +135,13 @@ class ChainMember:
         state: SenderChain,
         *,
         resumes: bool,
+        order: int,
     ) -> None:
         self._chains = chains
         #: The chain's number, as the sender named it.
         self.chain = chain
+        #: Which connection of the chain this is, in the order they joined (from 1).
+        self.order = order
         self._key = (sender_pid, chain)
         self._state = state
         #: While true, a recovery of an earlier connection may replay this one's records.
@@ -144,8 +167,33 @@ class ChainMember:
         self._recovered = self._recovered or bool(unclaimed)
         return unclaimed
 
+    def replayed_between(self, after: int, upto: int) -> int:
+        """How many of the records ``after + 1`` to ``upto`` a connection of the chain
+        replayed out of turn: a recovery from its ring, this connection's own included, or a
+        resuming connection. A connection's end counts none of them lost, whichever ring
+        gave them back."""
+        return self._state.claimed_between(after, upto) if upto > after else 0
+
+    def end_begins(self) -> None:
+        """This connection's end is pending or being accounted for, from now until
+        :meth:`ended`: a later connection's end waits for it (:meth:`earlier_ends`)."""
+        with self._state.lock:
+            self._state.ends.setdefault(self.order, Future())
+
+    def earlier_ends(self) -> list[Future[None]]:
+        """What says each end of an earlier connection of the chain that is pending or being
+        accounted for was accounted for: its recovery claimed what its ring gave back, which
+        this end's count of what it lost must see (:meth:`replayed_between`)."""
+        with self._state.lock:
+            return [done for order, done in self._state.ends.items() if order < self.order]
+
     def ended(self) -> None:
-        """The connection ended, after its recovery if any."""
+        """The connection ended, after its recovery if any (also when accounting for it
+        failed: a later end waits for this)."""
+        with self._state.lock:
+            done = self._state.ends.pop(self.order, None)
+        if done is not None and not done.done():
+            done.set_result(None)
         self._chains.ended(self._key, self._state, recovered=self._recovered)
 
 
@@ -173,7 +221,9 @@ class SenderChains:
                 state = self._chains[key] = SenderChain()
             self._ended.pop(key, None)
             state.open_connections += 1
-        return ChainMember(self, sender_pid, chain, state, resumes=resumes)
+            state.joined += 1
+            order = state.joined
+        return ChainMember(self, sender_pid, chain, state, resumes=resumes, order=order)
 
     def ended(self, key: tuple[int, int], state: SenderChain, *, recovered: bool) -> None:
         """A connection of the chain ``key`` ended; its recovery replayed records or not."""

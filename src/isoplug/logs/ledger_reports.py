@@ -49,6 +49,10 @@ class SenderEnd:
     #: Accepted records that never arrived, given back by the ring, in order: to replay.
     recovered: list[LogRecordData]
     receiver_closed: bool
+    #: Of the accepted records that never arrived here, those another connection of the
+    #: sender's chain replayed and this one's ring did not give back (see
+    #: :mod:`isoplug.logs.chains`): not lost.
+    replayed_elsewhere: int = 0
 
 
 class SenderLedgerReports:
@@ -196,8 +200,9 @@ class SenderLedgerReports:
         after_seq, arrived = end.reordered if end.reordered is not None else (last, 0)
         accepted = state.accepted if state is not None else None
         recovered = len(end.recovered)
+        elsewhere = end.replayed_elsewhere
         lost = (
-            max(0, accepted - after_seq - arrived - at_close - recovered)
+            max(0, accepted - after_seq - arrived - at_close - recovered - elsewhere)
             if accepted is not None
             else 0
         )
@@ -230,6 +235,10 @@ class SenderLedgerReports:
                 )
                 if recovered:
                     outcome += f", {recovered:,} of them recovered from its shared-memory ring"
+                if elsewhere:
+                    outcome += (
+                        f", {elsewhere:,} of them replayed from another connection of the sender"
+                    )
             self._ended(
                 f"{self._description}: log connection ended without a goodbye "
                 f"{_how_it_ended(state)} after {after}; {outcome}",

@@ -36,6 +36,7 @@ from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "install_loguru_bridge"]
 
+
 def install_loguru_bridge() -> None:
     """Forward loguru to ``logging`` as soon as the program imports loguru (now, if it has)."""
     module = sys.modules.get("loguru")

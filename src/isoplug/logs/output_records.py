@@ -29,7 +29,7 @@ import warnings
 from types import FrameType, ModuleType
 from typing import Any
 
-from isoplug.logs.capture import line_site
+from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
@@ -179,8 +179,14 @@ def site_attributes(name: str, level: int, location: Location, owner: PerThread)
     return attributes
 
 
-def stamp(attributes: dict[str, Any], message: str, owner: PerThread) -> logging.LogRecord:
-    """A record of ``attributes`` (from :func:`site_attributes`), with its message and time."""
+def stamp(
+    attributes: dict[str, Any],
+    message: str,
+    owner: PerThread,
+    kind: type[logging.LogRecord] = logging.LogRecord,
+) -> logging.LogRecord:
+    """A record of ``attributes`` (from :func:`site_attributes`), with its message and time;
+    a ``kind`` (a plain ``LogRecord``, or a :class:`CapturedLineRecord`)."""
     created = _time()
     attributes["msg"] = message
     attributes["created"] = created
@@ -190,7 +196,7 @@ def stamp(attributes: dict[str, Any], message: str, owner: PerThread) -> logging
     if HAS_TASK_NAME:
         attributes["taskName"] = task_name()
     add_trace_ids(attributes)
-    record = _new(logging.LogRecord)
+    record = _new(kind)
     record.__dict__ = attributes
     return record
 
@@ -205,10 +211,12 @@ def make_record(
     extra: dict[str, Any] | None = None,
 ) -> logging.LogRecord:
     """A complete record: the standard attributes first, in ``LogRecord.__init__``'s order (so
-    the encoder finds the extras at the end), then ``extra``."""
+    the encoder finds the extras at the end), then ``extra``. A record with ``extra`` is a
+    :class:`CapturedLineRecord`: the capture's own flags in it are sent as they are."""
     attributes = site_attributes(name, level, location, owner)
     if extra:
         attributes.update(extra)
+        return stamp(attributes, message, owner, CapturedLineRecord)
     return stamp(attributes, message, owner)
 
 

@@ -24,6 +24,10 @@ and whose kernel-vouched pid still runs, hands the end's accounting to :class:`P
   is none by looking at ``/proc/<pid>`` every :data:`POLL_INTERVAL`, on a thread of its own
   that runs only while something is pending, never on an event loop; the old ledger and ring
   are read then, the records they still hold replayed as recovered, the rest counted lost;
+- a later connection of the chain is accounted for after the process exited, before the
+  watcher saw the exit (:meth:`PendingEnds.settle`): the earlier end goes first, so that what
+  its ring gives back is replayed before the later end counts what its own ring could not
+  give back (the later end waits for it, whoever runs it: :mod:`isoplug.logs.chains`);
 - the receiver closes (:meth:`PendingEnds.close`), or more than :data:`MAX_PENDING_ENDS` are
   pending (the oldest is accounted for at once, as before this existed).
 
@@ -70,12 +74,13 @@ def process_running(pid: int) -> bool:
 
 
 class _Pending:
-    __slots__ = ("finish", "pid", "pidfd")
+    __slots__ = ("finish", "order", "pid", "pidfd")
 
-    def __init__(self, pid: int, pidfd: int | None, finish: Finish) -> None:
+    def __init__(self, pid: int, pidfd: int | None, finish: Finish, order: int) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.finish = finish
+        self.order = order
 
 
 class PendingEnds:
@@ -93,11 +98,12 @@ class PendingEnds:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def defer(self, pid: int, chain: int | None, finish: Finish) -> bool:
-        """Keep the end of a connection of process ``pid`` (of ``chain``, if it named one)
-        pending; False (nothing kept: account for it now) once the process exited, or the
-        receiver is closing. ``finish`` is called exactly once, from whichever thread
-        resolves it (see the module docstring)."""
+    def defer(self, pid: int, chain: int | None, finish: Finish, *, order: int = 0) -> bool:
+        """Keep the end of a connection of process ``pid`` (of ``chain``, if it named one;
+        ``order``: which connection of it, see :meth:`settle`) pending; False (nothing kept:
+        account for it now) once the process exited, or the receiver is closing. ``finish``
+        is called exactly once, from whichever thread resolves it (see the module
+        docstring)."""
         pidfd = _pidfd(pid)
         if not process_running(pid):
             if pidfd is not None:
@@ -113,7 +119,7 @@ class PendingEnds:
             earlier = self._pending.pop(key, None)
             if earlier is not None:
                 evicted.append(earlier)
-            self._pending[key] = _Pending(pid, pidfd, finish)
+            self._pending[key] = _Pending(pid, pidfd, finish, order)
             while len(self._pending) > self._max_pending:
                 evicted.append(self._pending.popitem(last=False)[1])
             self._start_watcher()
@@ -133,6 +139,25 @@ class PendingEnds:
                 self._wake()
         if pending is not None:
             return self._resolve(pending, resumed_after)
+        return None
+
+    def settle(self, pid: int, chain: int, *, before: int) -> Awaitable[None] | None:
+        """Account now (on the caller's thread) for the pending end of ``chain`` of process
+        ``pid``, if any and of a connection earlier than ``before`` (its ``order``), whole: a
+        later connection of the chain is accounted for after the process exited, before the
+        watcher saw the exit. Its ring may give back what the later connection's cannot, so
+        it goes first; what its finish returned is returned (on an event loop, its task).
+        Never a later connection's: that one waits for the caller's end."""
+        with self._lock:
+            key: tuple[int, object] = (pid, chain)
+            pending = self._pending.get(key)
+            if pending is not None and pending.order < before:
+                del self._pending[key]
+                self._wake()
+            else:
+                pending = None
+        if pending is not None:
+            return self._resolve(pending, None)
         return None
 
     def close(self) -> None:

@@ -87,6 +87,9 @@ _STREAM_FLAGS = frozenset({"truncated"})
 #: Host markers isoplug's line classifier sets on records of output streams (how many fields
 #: of a JSON line it left out); from any other record, a sender's extra so named is renamed.
 _STREAM_MARKERS = frozenset({TRUNCATED_KEYS})
+#: A sender's own count of the extras it left out is believed up to this (a JSON line's
+#: fields: a line is at most a few MiB).
+_MAX_CARRIED_KEYS = 1 << 24
 #: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
 #: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
 _LOGGER_KEYS = ("logger", "logger_name")
@@ -414,7 +417,7 @@ class RecordRebuilder:
         cleaned: dict[str, Any] = {}
         for index, (sender_key, value) in enumerate(values.items()):
             if index == limits.max_extra_keys:
-                cleaned[_unique(TRUNCATED_KEYS, cleaned)] = len(values) - index
+                cleaned[TRUNCATED_KEYS] = self._left_out(values, index, cleaned, markers)
                 break
             key = clean_text(sender_key, 100) if type(sender_key) is str else str(sender_key)
             if (
@@ -427,6 +430,20 @@ class RecordRebuilder:
                 key = renamed(key, values, cleaned)
             cleaned[_unique(key, cleaned)] = self._clean_value(value)
         return cleaned
+
+    @staticmethod
+    def _left_out(
+        values: dict[str, Any], index: int, cleaned: dict[str, Any], markers: frozenset[str]
+    ) -> int:
+        """How many of ``values``' extras a record lacks once those from ``index`` on are cut:
+        those, plus what the sender's capture had left out already (its own
+        ``isoplug_truncated_keys``, allowed in ``markers``), which the cut would replace."""
+        left = len(values) - index
+        carried = values.get(TRUNCATED_KEYS) if TRUNCATED_KEYS in markers else None
+        if type(carried) is int and 0 < carried <= _MAX_CARRIED_KEYS:
+            # Among the cut keys the marker is no field of the record's: not one left out.
+            left += carried if TRUNCATED_KEYS in cleaned else carried - 1
+        return left
 
     def _clean_value(self, value: Any) -> Any:
         limit = self._limits.max_extra_value_chars

@@ -70,7 +70,10 @@ text on a record without that exception is renamed: the host cannot vouch for it
   extras, and any such name it adds later): a sender's extra, JSON field or loguru value so
   named arrives as ``extra_<name>`` (:func:`is_reserved`). isoplug's own line classifier
   (:mod:`isoplug.logs.textlines`) sets ``isoplug_truncated_keys`` on records of output
-  streams, whose lines only isoplug's capture makes, as it sets ``truncated``.
+  streams, as it sets ``truncated``. A plugin can log on a logger so named (``stdout``,
+  ``plugin.x.stderr``) too: the emitting process sends both flags as they are only on the
+  records its capture made (:class:`~isoplug.logs.capture.CapturedLineRecord`), renamed
+  ``extra_<name>`` on any other.
 - **Levels.** :func:`level_name`: a level number that is not a standard one (10, 20, ...)
   never carries a standard level's name (a plugin's ``addLevelName(22, "CRITICAL")`` must not
   make a level-22 record look critical to a formatter, the console or a log pane that shows

@@ -13,13 +13,17 @@ it is on the path of a batch's records, which that module holds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
+from isoplug.logs.ledger_reports import SenderEnd
 from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.pending_ends import process_running
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.wire import LogRecordData
 
@@ -106,7 +110,9 @@ class ReplayEnd:
 
         def settle(upto: int | None) -> None:
             try:
-                self.finish(clean=clean, upto=upto)
+                # On an event loop, only once it is closed (isoplug.logs.settling): an
+                # earlier end's task there will not run, so it is not waited for.
+                self._finish(clean, upto, wait=run_in is None)
             finally:
                 # Only now: a reader seeing 0 sees the end's recovered and lost counts too.
                 self.metrics.pending_ends = 0
@@ -127,7 +133,11 @@ class ReplayEnd:
 
         # Before it is deferred: it may be settled on another thread at once.
         self.metrics.pending_ends = 1
-        if chains.pending.defer(pid, chain, settled):
+        order = 0
+        if self._chain is not None:
+            self._chain.end_begins()
+            order = self._chain.order
+        if chains.pending.defer(pid, chain, settled, order=order):
             return True
         self.metrics.pending_ends = 0
         return False
@@ -142,6 +152,14 @@ class ReplayEnd:
         unsent records, if any, are lost. ``upto``: a new connection of the sender took over
         after this record (see :mod:`isoplug.logs.pending_ends`).
         """
+        self._finish(clean, upto, wait=True)
+
+    def _finish(self, clean: bool, upto: int | None, *, wait: bool) -> None:
+        earlier = self._earlier_ends()
+        if wait:
+            for each in earlier:
+                # Its accounting runs on another thread (or ran on this one, just now).
+                each.result()
         for _ in self._finish_steps(clean, upto):
             pass
 
@@ -149,9 +167,13 @@ class ReplayEnd:
         """:meth:`finish` on the running event loop, replaying what the ring gives back in
         slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
         thousands of records)."""
-        self._start_slice()
         steps = self._finish_steps(clean, upto)
         try:
+            for earlier in self._earlier_ends():
+                # Its accounting runs as another task of this loop, or on another thread;
+                # shielded: this task's cancellation must not cancel what says it is done.
+                await asyncio.shield(asyncio.wrap_future(earlier))
+            self._start_slice()
             while next(steps, _DONE) is not _DONE:
                 await asyncio.sleep(0)
                 self._start_slice()
@@ -162,9 +184,41 @@ class ReplayEnd:
                 pass
             raise
 
+    def _earlier_ends(self) -> list[Future[None]]:
+        """The accounting of earlier connections' ends of the chain this end's must wait for:
+        after the sender exited, it counts lost what its ledger says never arrived and its
+        ring cannot give back, and another connection's ring may (a kill in the hand-over
+        leaves the unsent records counted by both ledgers, and a new ring may have had no
+        room for them: see :meth:`_with_replayed_elsewhere`). An earlier end still pending
+        is accounted for now, first. While the sender lives (a clean end, a connection
+        taken over), an earlier end pending waits for the sender, and this one does not
+        wait for it."""
+        chain, chains, pid = self._chain, self._chains, self._sender_pid
+        if chain is None or chains is None or pid is None:
+            return []
+        # Whoever takes it from here on (a later end of the chain) waits for it.
+        chain.end_begins()
+        earlier = chain.earlier_ends()
+        if not earlier or not self._reports.has_ledger or process_running(pid):
+            return []
+        # Its finish (on an event loop: started as a task) is waited for with the others.
+        chains.pending.settle(pid, chain.chain, before=chain.order)
+        return earlier
+
     def _finish_steps(self, clean: bool, upto: int | None = None) -> Iterator[None]:
         """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
         replay ends; never inside ``_catching``, which must not outlive a step."""
+        try:
+            yield from self._account(clean, upto)
+        finally:
+            # Also when accounting failed: a later end of the chain waits for this.
+            chain, self._chain = self._chain, None
+            if chain is not None:
+                chain.ended()
+        if self._owns_handler_errors:
+            self._handler_errors.close()
+
+    def _account(self, clean: bool, upto: int | None) -> Iterator[None]:
         reordered = (
             None
             if self._reordered_after is None
@@ -182,6 +236,7 @@ class ReplayEnd:
                 self._last_seq, reordered=reordered, receiver_closed=self._stopped, upto=upto
             )
             recovered = self._claim_recovered(end.recovered)
+            end = self._with_replayed_elsewhere(end)
         if recovered:
             rest = iter(recovered)
             while True:
@@ -194,11 +249,6 @@ class ReplayEnd:
             self._reports.report_end(end, clean=clean)
             self._report_not_replayed()
             self._reports.flush(final=True)
-        chain, self._chain = self._chain, None
-        if chain is not None:
-            chain.ended()
-        if self._owns_handler_errors:
-            self._handler_errors.close()
 
     def _claim_recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
         """Of the records the dead sender's ring gave back (see
@@ -209,6 +259,18 @@ class ReplayEnd:
         self.metrics.received += len(records)
         self.metrics.recovered += len(records)
         return records
+
+    def _with_replayed_elsewhere(self, end: SenderEnd) -> SenderEnd:
+        """``end``, with the records no batch or ring of this connection gave back that
+        another connection of the chain replayed (after this one's own recovery claimed):
+        not lost. Two connections of a reconnecting sender can both count the same unsent
+        records (killed in the hand-over), and only one ring may give them back."""
+        chain, state = self._chain, end.state
+        if chain is None or state is None or end.reordered is not None:
+            return end
+        claimed = chain.replayed_between(end.last, state.accepted)
+        elsewhere = claimed - len(end.recovered)
+        return dataclasses.replace(end, replayed_elsewhere=elsewhere) if elsewhere > 0 else end
 
     def _drop_rest(self, rest: Iterator[LogRecordData]) -> None:
         """Count the received records ``rest`` that stop() kept from being replayed, as if

@@ -227,12 +227,16 @@ def parse_json_line(line: str) -> tuple[int | None, str, dict[str, Any]] | None:
     extras: dict[str, Any] = {}
     bound = source.get("extra") if source is not value else None
     fields = {**source, **bound} if isinstance(bound, dict) else source
+    skipped = {message_key, level_key, "extra" if source is not value else None}
+    kept = 0
     for key, field in fields.items():
-        if key in (message_key, level_key) or (source is not value and key == "extra"):
+        if key in skipped:
             continue
-        if len(extras) >= MAX_JSON_EXTRAS:
-            extras[TRUNCATED_KEYS] = len(fields) - MAX_JSON_EXTRAS
+        if kept == MAX_JSON_EXTRAS:
+            # The fields left out, not counting the message and level (which are the record's).
+            extras[TRUNCATED_KEYS] = len(fields) - kept - len(skipped & fields.keys())
             break
+        kept += 1
         if key.startswith(HOST_MARKER_PREFIX):
             # The host's markers are the host's (this classifier sets one just above): the
             # line's own field is kept, renamed, as the receiver renames a sender's extra.

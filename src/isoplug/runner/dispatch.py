@@ -31,6 +31,7 @@ from isoplug.rpc.remote_errors import (
 )
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
 from isoplug.runner.events import EventQueues
+from isoplug.runner.forked_away import end_if_forked
 from isoplug.runner.loader import PluginLoadError
 from isoplug.runner.methods import MethodInfo
 from isoplug.runner.tracing import joined
@@ -186,8 +187,10 @@ class PluginTable:
                             functools.partial(method.function, *args, **kwargs),
                         )
         except Exception as exc:
+            end_if_forked(method.name, exc)
             return _error(exc, exception_message(exc))
         except EXIT_REQUESTS as exc:
+            end_if_forked(method.name, exc)
             # Let through, it ended the runner (a task's SystemExit stops the loop): every
             # other call failed, teardown was skipped, the crash counted towards the restart
             # limit. It fails this call only, as any exception. Cancellation (GeneratorExit,
@@ -200,6 +203,7 @@ class PluginTable:
         finally:
             serving.discard(task)
             current_source.reset(source)
+        end_if_forked(method.name, None)
         return self._outcome(method.name, result)
 
     def cancel_calls(self) -> list[asyncio.Task[Any]]:

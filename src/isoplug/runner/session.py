@@ -67,6 +67,7 @@ from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text, traceback_text
+from isoplug.runner import forked_away
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
@@ -179,6 +180,8 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     # setup failed too).
     sources = frozenset(plugin_source(entry.id) for entry in bootstrap.plugins)
     peer_box.append(peer)
+    # Before any plugin code: a process it forks must not use the runner's loop or links.
+    forked_away.arm(_own_fds(peer, bootstrap.health_fd))
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
     # The table's own coroutine function: no coroutine in between, per call; with a memory
@@ -384,3 +387,12 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
         # Logging itself failed, so say it where the host still listens: the real stderr.
         print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)
     return left or left_hooks
+
+
+def _own_fds(peer: Peer, health_fd: int) -> list[int]:
+    """The runner's connection to the host and its health link, as descriptor numbers."""
+    fds = [health_fd] if health_fd >= 0 else []
+    connection = peer.stream.fileno()
+    if connection is not None:
+        fds.append(connection)
+    return fds

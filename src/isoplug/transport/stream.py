@@ -98,6 +98,10 @@ class Stream(abc.ABC):
         """The peer's pid/uid/gid for unix sockets on Linux; ``None`` elsewhere."""
         return None
 
+    def fileno(self) -> int | None:
+        """The descriptor of the socket under this stream (None where there is none)."""
+        return None
+
     def set_data_listener(self, on_data: DataCallback, on_end: EndCallback) -> bool:
         """Ask the stream to push what it receives instead of buffering it for receive_some().
 
@@ -217,6 +221,12 @@ class SocketStream(Stream, asyncio.Protocol):
     @property
     def peer_credentials(self) -> PeerCredentials | None:
         return self._credentials
+
+    def fileno(self) -> int | None:
+        transport = self._transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        fd = -1 if sock is None else sock.fileno()
+        return fd if fd >= 0 else None
 
     def write(self, data: bytes) -> None:
         if self._closed:

@@ -20,6 +20,13 @@ import isoplug
 log = logging.getLogger("impostor.work")
 
 
+class _ClaimsCut(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.truncated = True
+        record.isoplug_truncated_keys = 3
+        return True
+
+
 class _ClaimsProcessOne(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.process = 1
@@ -185,6 +192,23 @@ class Impostor(isoplug.Plugin):
             log.warning("no exception here")
         finally:
             log.removeFilter(forges)
+
+    @isoplug.method
+    async def claim_stream_flags(self) -> None:
+        """Records on loggers named like the output streams (what the host stamps ``stream``
+        on), with the flags only isoplug's capture may set, through extra and a filter."""
+        extra = {"truncated": True, "isoplug_truncated_keys": 9, "extra_truncated": "mine"}
+        logging.getLogger("stdout").warning("stdout claims", extra=extra)
+        logging.getLogger("plugin.impostor.stderr").warning("stderr claims", extra=extra)
+        stderr = logging.getLogger("stderr")
+        flags = _ClaimsCut()
+        stderr.addFilter(flags)
+        try:
+            stderr.warning("filter claims")
+        finally:
+            stderr.removeFilter(flags)
+        # A JSON line with too many fields: isoplug's capture sets both flags itself.
+        print(json.dumps({"message": "json line", **{f"k{i}": i for i in range(300)}}))
 
     @isoplug.method
     async def claim_process(self) -> None:
