@@ -23,21 +23,11 @@ vouches for, ``process`` is that pid (the sender's own claim, when it differs, i
 ``extra_process``).
 
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
-as its own, skipping its ``foreign_pre_chain``) gets the same truth: ``logger`` is the record's
-name (under the sender's prefix), the identity is stamped in it, and a sender's values under
-those keys (the same list) are kept as ``extra_<key>`` when they say something else; so are
-its values under any other name :func:`~isoplug.logs.record_names.reserved_field` reserves,
-unless they say what the record says there (a plugin-side ``TimeStamper``'s ``timestamp``,
-``CallsiteParameterAdder``'s ``func_name``...: see :mod:`isoplug.logs.record_names`). A level
-under a severity name (``level``, which structlog's ``add_log_level`` writes; ``severity``...)
-that does not name the record's level becomes the record's ``levelname`` in lower case, the
-claim kept as ``extra_<key>``; the event's message (``event``, or ``message`` after
-structlog's ``EventRenamer``) is the record's own, and stays.
-
-Every text inside a nested value (a dict or list extra, a structlog event value), and every
-key of a nested dict, is cleaned as the extras' own are, down to 32 levels (deeper is shown as
-text); keys that clean to the same text (an escape character and the text ``\\x1b``, long keys
-cut to one prefix) all stay, the later ones told apart as ``<key>#2``, ``<key>#3``...
+as its own) gets the same truth (:mod:`isoplug.logs.event_truth`). Every text inside a nested
+value, and every key of a nested dict, is cleaned as the extras' own are
+(:mod:`isoplug.logs.extra_values`); keys that clean to the same text (an escape character and
+the text ``\\x1b``, long keys cut to one prefix) all stay, the later ones told apart as
+``<key>#2``, ``<key>#3``...
 
 The fields that repeat from record to record (source locations, thread names, templates) are
 cleaned once and remembered, within bounds a sender inventing names cannot grow.
@@ -45,23 +35,19 @@ cleaned once and remembered, within bounds a sender inventing names cannot grow.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, cast
-
-import msgspec
+from typing import Any
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
+from isoplug.logs.event_truth import state_the_level, state_the_truth
 from isoplug.logs.exceptions import ExcInfo
+from isoplug.logs.extra_values import clean_value, unique_key
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.record_names import (
-    IDENTITY_NAMES,
-    MESSAGE_NAMES,
     RESERVED_NAMES,
-    SEVERITY_NAMES,
     TRUNCATED_KEYS,
     level_name,
     renamed,
@@ -69,14 +55,11 @@ from isoplug.logs.record_names import (
 )
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.templates import LogTemplate
-from isoplug.logs.textlines import level_from_name
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogRecordData
 from isoplug.wire.sanitize import cap_text, clean_block, clean_text
 
 __all__ = ["RecordRebuilder"]
-
-_value_encoder = msgspec.msgpack.Encoder()
 
 #: Attributes the host sets on every record besides the identity: a sender's extras so named
 #: are renamed too, rather than overwritten. ``truncated`` is isoplug's flag on a printed line
@@ -90,24 +73,6 @@ _STREAM_MARKERS = frozenset({TRUNCATED_KEYS})
 #: A sender's own count of the extras it left out is believed up to this (a JSON line's
 #: fields: a line is at most a few MiB).
 _MAX_CARRIED_KEYS = 1 << 24
-#: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
-#: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
-_LOGGER_KEYS = ("logger", "logger_name")
-#: Keys a structlog event dict has as its own: its message, its level (stated by
-#: _state_the_level) and its exception (replaced by the rebuilt one).
-_EVENT_OWN_KEYS = frozenset(MESSAGE_NAMES) | frozenset(SEVERITY_NAMES) | {"exc_info"}
-#: structlog's names for record attributes (CallsiteParameterAdder, add_log_level_number).
-_EVENT_ATTRIBUTES = {
-    "func_name": "funcName",
-    "thread_name": "threadName",
-    "process_name": "processName",
-    "level_number": "levelno",
-}
-#: Record attributes an event's value can never match as the host's: the record's message
-#: and arguments are the event itself, its exception the rebuilt one.
-_NEVER_TRUE = frozenset({"msg", "args", "exc_info", "message", "_logger", "_name"})
-#: Nested values deeper than this are shown as text (the sender sends deeper ones so).
-_MAX_NESTING = 32
 #: Source and thread names up to this long that need no cleaning are remembered, at most
 #: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
 _SITE_CHARS = 256
@@ -282,8 +247,16 @@ class RecordRebuilder:
             **identity,
         }
         if data.event is not None:
-            event = self._event(data, logger, identity, process, record.__dict__)
-            _state_the_level(event, levelno, levelname)
+            event = state_the_truth(
+                self._clean_mapping(data.event, None),
+                data,
+                logger_name=logger.name,
+                identity=identity,
+                process=process,
+                record=record.__dict__,
+                limit=self._limits.max_extra_value_chars,
+            )
+            state_the_level(event, levelno, levelname)
             if "exc_info" in event:
                 # The sender's exception, rebuilt; never True, which structlog would resolve
                 # against this process's own sys.exc_info().
@@ -351,57 +324,6 @@ class RecordRebuilder:
             self._sites[text] = text
         return cleaned
 
-    def _event(
-        self,
-        data: LogRecordData,
-        logger: logging.Logger,
-        identity: dict[str, Any],
-        process: int | None,
-        record: dict[str, Any],
-    ) -> dict[str, Any]:
-        """A structlog event dict, cleaned, stating the host's truth (see the module
-        docstring and :mod:`isoplug.logs.record_names`)."""
-        assert data.event is not None
-        event = self._clean_mapping(data.event, None)
-        truth: dict[str, Any] = {"logger": logger.name, **identity}
-        if "process" in event:
-            truth["process"] = process
-        for key in IDENTITY_NAMES | identity.keys():
-            if key not in event:
-                continue
-            claimed = event.pop(key)
-            if key in _LOGGER_KEYS and claimed == data.name:
-                continue
-            if key not in truth or claimed != truth[key]:
-                event[renamed(key, event, event)] = claimed
-        event.update(truth)
-        for key in list(event):
-            if key in truth or key in _EVENT_OWN_KEYS or not reserved_field(key, event[key]):
-                continue
-            if not self._event_says_true(key, event[key], data, record):
-                event[renamed(key, event, event)] = event.pop(key)
-        return event
-
-    def _event_says_true(
-        self, key: str, value: Any, data: LogRecordData, record: dict[str, Any]
-    ) -> bool:
-        """Whether the event's ``value`` under the reserved ``key`` says what the record
-        says there: a plugin's own structlog processors (``TimeStamper``,
-        ``CallsiteParameterAdder``, ``add_log_level_number``, ``format_exc_info``) write
-        such keys truthfully, and they stay (see :mod:`isoplug.logs.record_names`)."""
-        if key == "timestamp":
-            return _same_time(value, record["created"])
-        if key in ("exception", "stack"):
-            text = data.exc_text if key == "exception" else data.stack_info
-            if type(value) is not str or not text:
-                return False
-            return value == clean_text(text, self._limits.max_extra_value_chars)
-        attribute = _EVENT_ATTRIBUTES.get(key, key)
-        if attribute not in record or attribute in _NEVER_TRUE:
-            return False
-        truth = record[attribute]
-        return type(value) is type(truth) and value == truth
-
     def _clean_mapping(
         self,
         values: dict[str, Any],
@@ -409,10 +331,10 @@ class RecordRebuilder:
         markers: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         """``values`` cleaned; unless ``reserved`` is None (a structlog event dict, judged
-        key by key in :meth:`_event`), a key in ``reserved`` or that
-        :func:`~isoplug.logs.record_names.reserved_field` names (other than those in
-        ``markers``, which isoplug's own capture set) renamed ``extra_<key>``. Keys that
-        clean to the same text all stay, told apart by a suffix (``#2``)."""
+        key by key in :func:`~isoplug.logs.event_truth.state_the_truth`), a key in
+        ``reserved`` or that :func:`~isoplug.logs.record_names.reserved_field` names (other
+        than those in ``markers``, which isoplug's own capture set) renamed ``extra_<key>``.
+        Keys that clean to the same text all stay, told apart by a suffix (``#2``)."""
         limits = self._limits
         cleaned: dict[str, Any] = {}
         for index, (sender_key, value) in enumerate(values.items()):
@@ -428,7 +350,7 @@ class RecordRebuilder:
                 # Never let a sender's extra shadow a record field, the host's identity, what
                 # the host's formatters write themselves, or a marker of the host's.
                 key = renamed(key, values, cleaned)
-            cleaned[_unique(key, cleaned)] = self._clean_value(value)
+            cleaned[unique_key(key, cleaned)] = clean_value(value, limits.max_extra_value_chars)
         return cleaned
 
     @staticmethod
@@ -444,111 +366,3 @@ class RecordRebuilder:
             # Among the cut keys the marker is no field of the record's: not one left out.
             left += carried if TRUNCATED_KEYS in cleaned else carried - 1
         return left
-
-    def _clean_value(self, value: Any) -> Any:
-        limit = self._limits.max_extra_value_chars
-        if isinstance(value, str):
-            return clean_text(value, limit)
-        if isinstance(value, bool | int | float) or value is None:
-            return value
-        if isinstance(value, bytes):
-            return value if len(value) <= limit else value[:limit] + b"...[truncated]"
-        try:
-            encoded = _value_encoder.encode(value)
-        except (TypeError, ValueError, RecursionError, OverflowError):
-            return _text_of(value, limit)
-        if len(encoded) > limit:
-            return _text_of(value, limit)
-        if type(value) is dict or type(value) is list:
-            # Bounded by the encoded size: at most ``limit`` bytes of items to walk.
-            return self._clean_nested(value, 0)
-        return value
-
-    def _clean_nested(self, value: list[Any] | dict[Any, Any], depth: int) -> Any:
-        """A dict or list value with its texts, and its dicts' keys, cleaned as the
-        extras' own are (a formatter writing ``ensure_ascii=False`` shows them raw). Texts
-        that need no change are kept without a call: most do."""
-        limit = self._limits.max_extra_value_chars
-        if depth >= _MAX_NESTING:
-            return _text_of(value, limit)
-        if type(value) is list:
-            items: list[Any] = []
-            for entry in value:
-                item, kind = entry, type(entry)
-                if kind is str:
-                    if len(item) > limit or not item.isprintable():
-                        item = clean_text(item, limit)
-                elif kind is dict or kind is list:
-                    item = self._clean_nested(item, depth + 1)
-                items.append(item)
-            return items
-        mapping: dict[Any, Any] = cast("dict[Any, Any]", value)
-        cleaned: dict[Any, Any] = {}
-        for key, entry in mapping.items():
-            item, kind = entry, type(entry)
-            if kind is str:
-                if len(item) > limit or not item.isprintable():
-                    item = clean_text(item, limit)
-            elif kind is dict or kind is list:
-                item = self._clean_nested(item, depth + 1)
-            if type(key) is str and (len(key) > 100 or not key.isprintable()):
-                cleaned[_unique(clean_text(key, 100), cleaned)] = item
-            elif key in cleaned:
-                # An earlier key cleaned to this one's text.
-                cleaned[_unique(key, cleaned)] = item
-            else:
-                cleaned[key] = item
-        return cleaned
-
-
-def _text_of(value: Any, limit: int) -> str:
-    """A value the wire or the walk cannot take whole, as cleaned text (a value too deep for
-    ``repr`` itself as a note saying so)."""
-    try:
-        text = repr(value)
-    except RecursionError:
-        return f"<{type(value).__name__} nested too deeply to show>"
-    return clean_text(text, limit)
-
-
-def _unique(key: str, taken: Mapping[Any, Any]) -> str:
-    """``key``, or ``key#2``, ``key#3``... if ``taken`` has it: two sender keys that clean to
-    the same text (``"\\x1b"`` and an escape character, long keys cut to one prefix) keep
-    both values."""
-    if key not in taken:
-        return key
-    number = 2
-    while f"{key}#{number}" in taken:
-        number += 1
-    return f"{key}#{number}"
-
-
-def _same_time(value: Any, created: float) -> bool:
-    """Whether a plugin's ``TimeStamper`` value (a number, or ISO text, local or UTC) is the
-    record's time, within a second (the processor runs just after the record is made)."""
-    if type(value) is float or type(value) is int:
-        return abs(value - created) <= 1.0
-    if type(value) is not str or len(value) > 64:
-        return False
-    try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return abs(moment.timestamp() - created) <= 1.0
-
-
-def _state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> None:
-    """Each severity name in ``event`` names the record's level: a value that names another
-    (``"critical"`` on an INFO record) is replaced by ``levelname`` in lower case (as
-    structlog's ``add_log_level`` writes it), the claim kept as ``extra_<key>``. A value that
-    names the record's level in any form (``"warn"``, ``"WARNING"``, ``30``) stays."""
-    for key in SEVERITY_NAMES:
-        if key not in event:
-            continue
-        claimed = event[key]
-        if level_from_name(claimed) == levelno or (
-            isinstance(claimed, str) and claimed.lower() == levelname.lower()
-        ):
-            continue
-        event[renamed(key, event, event)] = claimed
-        event[key] = levelname.lower()
