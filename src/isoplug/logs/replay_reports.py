@@ -23,12 +23,20 @@ drop totals at :data:`~isoplug.logs.report_throttle.MAX_LEVELS` levels, the rest
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.logs.ledger import ReceiverLedger
 from isoplug.logs.ledger_reports import SenderLedgerReports
-from isoplug.logs.limits import MAX_QUEUE_BYTES, most_in_flight, most_unsent
+from isoplug.logs.limits import (
+    MAX_QUEUE_BYTES,
+    TransitLosses,
+    most_dropped,
+    most_in_flight,
+    most_unsent,
+)
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import (
     MAX_LEVELS,
@@ -37,6 +45,7 @@ from isoplug.logs.report_throttle import (
     Summary,
     by_level,
 )
+from isoplug.transport.process_tree import stat_fields
 from isoplug.wire.sanitize import cap_text, clean_text
 
 __all__ = ["MAX_REPORT_CHARS", "ReplayReports"]
@@ -45,6 +54,7 @@ __all__ = ["MAX_REPORT_CHARS", "ReplayReports"]
 MAX_REPORT_CHARS = 2000
 #: The longest detail (an error text, a range) a summary quotes from the latest occurrence.
 _DETAIL_CHARS = 300
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Drop totals at levels outside this range are no level a record has (see the replayer's
 #: clamp): they are summed as "other levels". NOTSET (0) counts records lost with a connection.
 _MAX_DROP_LEVEL = 100
@@ -73,6 +83,7 @@ class ReplayReports(SenderLedgerReports):
         interval: float = 1.0,
         throttle: ReportThrottle | None = None,
         handler_failed: Callable[[Exception, logging.Logger], None] | None = None,
+        transit_losses: TransitLosses | None = None,
     ) -> None:
         self._prefix = prefix
         self._handler_failed = handler_failed
@@ -96,6 +107,11 @@ class ReplayReports(SenderLedgerReports):
         #: queue (announced_queue).
         self.most_in_flight = most_in_flight(None)
         self._most_unsent = most_unsent(None)
+        # What the sequence gaps of this connection (and those sharing it) count lost, in all.
+        self._transit_losses = transit_losses if transit_losses is not None else TransitLosses()
+        # Since when (time.monotonic()) the sender has lived, for what it can have dropped: its
+        # process's start as the kernel tells it, or (no pid, no /proc) this connection's.
+        self._sender_born = time.monotonic() - _process_age(sender_pid)
 
     def report(self, text: str) -> None:
         """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a WARNING record on the
@@ -191,6 +207,17 @@ class ReplayReports(SenderLedgerReports):
         batch (or its ledger, at the end), levels folded as :func:`_increase` says."""
         new = _increase(self._sender_drops, totals)
         if not new:
+            return
+        claimed = sum(self._sender_drops.values())
+        lived = time.monotonic() - self._sender_born
+        if claimed > most_dropped(lived):
+            # Every record it drops costs it a call of handle(): more than its life allows is
+            # a forged count, no loss (and its later totals, above it still, are no more).
+            self.violation(
+                f"{self._description} says it dropped {claimed:,} log records in all, more than "
+                f"the {most_dropped(lived):,} a process can drop in the {lived:,.1f} s it has "
+                "lived"
+            )
             return
         lost = new.pop(logging.NOTSET, 0)
         description = self._description
@@ -341,10 +368,27 @@ class ReplayReports(SenderLedgerReports):
             f"#{seq:,}, past the {self.most_in_flight:,} records it could have had in flight"
         )
 
+    def sequence_back(self, last: int, seq: int) -> None:
+        """Report a record numbered ``seq`` after ``#last`` arrived on the same connection: an
+        honest sender's numbers only grow, so a violation (the record is still replayed)."""
+        self.violation(
+            f"the log sequence numbers of {self._description} went back from #{last:,} to "
+            f"#{seq:,} on one connection"
+        )
+
     def sequence_gap(self, expected: int, seq: int) -> None:
-        """Count and report the records ``expected`` to ``seq - 1``, which never arrived (no
-        more than the sender could have had in flight: see :meth:`sequence_jump`)."""
+        """Count and report the records ``expected`` to ``seq - 1``, which never arrived, while
+        the gaps of the connections sharing its :class:`~isoplug.logs.limits.TransitLosses`
+        count no more in all than one connection could have had in flight; past that, a
+        violation (see :meth:`sequence_jump`)."""
         missing = seq - expected
+        if not self._transit_losses.take(missing, self.most_in_flight):
+            self.violation(
+                f"the log sequence numbers of {self._description} skipped #{expected:,} to "
+                f"#{seq - 1:,}, past the {self.most_in_flight:,} records in all its log "
+                "connections could have had in flight and lost"
+            )
+            return
         self._metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
         description = self._description
         self.limited(
@@ -458,6 +502,19 @@ class ReplayReports(SenderLedgerReports):
             ),
             detail=text,
         )
+
+
+def _process_age(pid: int | None) -> float:
+    """Seconds since process ``pid`` started, as ``/proc`` tells; 0 when unknown."""
+    fields = stat_fields(pid) if pid is not None else None
+    if fields is None:
+        return 0.0
+    try:
+        started = int(fields[19]) / _CLOCK_TICKS
+    except (IndexError, ValueError):
+        return 0.0
+    # /proc's start times count from boot, as CLOCK_BOOTTIME does.
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
 
 
 def _increase(known: dict[int, int], totals: Mapping[int, int]) -> dict[int, int]:
