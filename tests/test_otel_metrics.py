@@ -96,6 +96,8 @@ async def test_metrics_per_plugin_reach_the_collector(
     assert warnings is not None and warnings.value == log.replayed_levels[30]
     received_total = _point(received, "isoplug.log.records.received", **{PLUGIN: "telemetry"})
     assert received_total is not None and received_total.value == log.received
+    violations = _point(received, "isoplug.log.sequence_violations", **{PLUGIN: "telemetry"})
+    assert violations is not None and violations.value == log.sequence_violations == 0
     # The flood of 2,000 INFO records went over the rate limit of 200 records/s.
     rate_limited = _point(
         received,

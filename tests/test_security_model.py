@@ -7,7 +7,8 @@ and 2 (as C code or a child process would), ``warnings`` and a logged exception.
 The "Output" point's last sentences are tested where their machinery is: the fields JSON and
 structlog formatters write from a record, by every door, in ``test_logs_forged_fields.py`` and
 ``test_logs_consumer_fields.py``; the losses a plugin cannot inflate in
-``test_logs_sequence_claims.py``; ``isoplug:<id>`` in ``test_cli_attribution.py``.
+``test_logs_sequence_claims.py`` and ``test_logs_loss_bounds.py``; ``isoplug:<id>`` in
+``test_cli_attribution.py``.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.chains import SenderChains
 from isoplug.logs.gil import HOST_SHARE
 from isoplug.logs.handler_errors import HandlerErrors
+from isoplug.logs.limits import TransitLosses
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import LoggerBudget
@@ -94,6 +95,10 @@ class _RunnerLogState:
         #: its interval ends, whichever connection is left.
         self.reports = ReportThrottle(limits.report_interval, timer=True)
         self.logger_budget = LoggerBudget()
+        #: And the records its connections' sequence gaps count lost: one connection's
+        #: in-flight worth for all of them (every life, every process it forks), so a plugin
+        #: reconnecting or forking gets no fresh allowance (see isoplug.logs.limits).
+        self.transit_losses = TransitLosses()
         self._lock = threading.Lock()
         self._ended = LogMetrics()
         self._open: list[LogMetrics] = []
@@ -402,4 +407,5 @@ class LogBridge:
             sender_pid=connected_pid,
             chains=self._chains,
             on_stderr=on_stderr,
+            transit_losses=runner.transit_losses,
         )

@@ -9,6 +9,9 @@ carries but the wire's record type refuses, is kept: each such key becomes text 
 sender makes it (:func:`~isoplug.logs.capture.odd_key_name`, ``extra_1`` for ``1``), and the
 receiver then cleans it as every key (:mod:`isoplug.logs.rebuild`). Only a foreign sender
 sends one; isoplug's own makes its keys text before sending.
+
+A rejected record still arrived: its sequence number, when it can be read, is given back, so
+that the receiver counts it malformed and not also lost in transit.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ _record_decoder = msgspec.msgpack.Decoder(LogRecordData)
 _any_decoder = msgspec.msgpack.Decoder()
 _encoder = msgspec.msgpack.Encoder()
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: The position of ``seq`` in a record's array.
+_SEQ = LogRecordData.__struct_fields__.index("seq")
 #: The positions of ``extra`` and ``event`` in a record's array (LogRecordData's layout).
 _MAPPINGS = (
     LogRecordData.__struct_fields__.index("extra"),
@@ -35,15 +40,19 @@ _MAPPINGS = (
 )
 
 
-def decode_records(raw: msgspec.Raw) -> tuple[list[LogRecordData], int, str | None]:
-    """The records of ``raw`` that decode, how many did not, and the decoder's complaint about
-    the whole array (None: it decoded whole). The complaint may quote the sender's bytes."""
+def decode_records(
+    raw: msgspec.Raw,
+) -> tuple[list[LogRecordData], int, str | None, list[int]]:
+    """The records of ``raw`` that decode, how many did not, the decoder's complaint about
+    the whole array (None: it decoded whole), and the sequence numbers of the rejected records
+    that have a readable one, in their order. The complaint may quote the sender's bytes."""
     try:
-        return _record_list_decoder.decode(raw), 0, None
+        return _record_list_decoder.decode(raw), 0, None, []
     except _DECODE_ERRORS as batch_error:
         problem = f"{batch_error}"
     good: list[LogRecordData] = []
     bad = 0
+    rejected: list[int] = []
     try:
         items = _raw_list_decoder.decode(raw)
     except _DECODE_ERRORS:
@@ -56,9 +65,25 @@ def decode_records(raw: msgspec.Raw) -> tuple[list[LogRecordData], int, str | No
             record = _with_text_keys(item)
             if record is None:
                 bad += 1
+                seq = _seq_of(item)
+                if seq is not None:
+                    rejected.append(seq)
             else:
                 good.append(record)
-    return good, bad, problem if bad else None
+    return good, bad, problem if bad else None, rejected
+
+
+def _seq_of(item: msgspec.Raw) -> int | None:
+    """The sequence number of a rejected record, if it is an array with a positive integer
+    where the number goes."""
+    try:
+        fields: Any = _any_decoder.decode(item)
+    except _DECODE_ERRORS:
+        return None
+    if type(fields) is not list or len(fields) <= _SEQ:
+        return None
+    seq = fields[_SEQ]
+    return seq if type(seq) is int and seq > 0 else None
 
 
 def _with_text_keys(item: msgspec.Raw) -> LogRecordData | None:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 __all__ = [
     "KERNEL_IN_FLIGHT_BYTES",
+    "MAX_DROPS_PER_SECOND",
     "MAX_QUEUE_BYTES",
     "MIN_RECORD_BYTES",
     "ReplayLimits",
+    "TransitLosses",
+    "most_dropped",
     "most_in_flight",
     "most_unsent",
 ]
@@ -47,6 +51,44 @@ def most_unsent(queue_bytes: int | None) -> int:
     ends: those in its queue and those in the kernel (see :func:`most_in_flight`). A ledger
     claiming more is no loss but a sender's false count."""
     return ((queue_bytes or MAX_QUEUE_BYTES) + KERNEL_IN_FLIGHT_BYTES) // MIN_RECORD_BYTES
+
+
+#: More records than a sender process can refuse per second of its life, its queue full: a
+#: refusal is a call of ``logging``'s ``handle()`` that takes the queue lock and compares levels,
+#: a microsecond or so of CPython, one thread at a time under the GIL. Ten times that, for fast
+#: machines and free-threaded builds, bounds what a sender may say its full queue dropped.
+MAX_DROPS_PER_SECOND = 10_000_000
+
+
+def most_dropped(seconds: float) -> int:
+    """The most records a sender that has lived ``seconds`` can have dropped, its queue full
+    (see :data:`MAX_DROPS_PER_SECOND`); a second more, so a young sender's burst fits."""
+    return int((max(0.0, seconds) + 1.0) * MAX_DROPS_PER_SECOND)
+
+
+class TransitLosses:
+    """The records counted lost in transit (sequence gaps) of the connections that share it:
+    a runner's in a host (all its lives, the processes it forks included), all of a standalone
+    receiver's. Together they count at most what one connection can have in flight
+    (:func:`most_in_flight` of its queue): an honest sender leaves no gap on a connection at
+    all (its stream is ordered and complete; a reconnection says where it resumes; a record
+    the receiver rejects still counts as arrived), so a gap is a broken or forging sender,
+    and connecting again, or forking, must not give it a fresh allowance. Past it, every gap
+    is a protocol violation (``LogMetrics.sequence_violations``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: Records counted lost in transit so far.
+        self.counted = 0
+
+    def take(self, missing: int, bound: int) -> bool:
+        """Count ``missing`` more records lost if the total stays within ``bound``; whether
+        it did. A lock: the connections sharing this run on threads of their own."""
+        with self._lock:
+            if self.counted + missing > bound:
+                return False
+            self.counted += missing
+            return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ import time
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.chains import SenderChains
 from isoplug.logs.handler_errors import HandlerErrors
-from isoplug.logs.limits import ReplayLimits
+from isoplug.logs.limits import ReplayLimits, TransitLosses
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
@@ -180,6 +180,9 @@ class LogReceiver:
         # One for every connection, ever: per connection, N reconnections made N allowances
         # of loggers that are never freed (found by an outside check).
         self._logger_budget = LoggerBudget(max_logger_entries)
+        # Likewise the records sequence gaps count lost: one connection's in-flight worth for
+        # all of them, so reconnecting gives a gapping sender no fresh allowance.
+        self._transit_losses = TransitLosses()
         # Refused connections a token holder can repeat: said once per interval, counted.
         self._refusals = ReportThrottle(limits.report_interval, timer=True)
         # Closing once, however often and from wherever it is asked (see close(), aclose()).
@@ -394,6 +397,7 @@ class LogReceiver:
             handler_errors=self._handler_errors,
             chains=self._chains,
             logger_budget=self._logger_budget,
+            transit_losses=self._transit_losses,
         )
         self._replayers[number] = (label, replayer)
         if self._closing:

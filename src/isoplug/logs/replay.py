@@ -40,7 +40,7 @@ import msgspec
 from isoplug.logs.batch_decode import decode_records
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
-from isoplug.logs.limits import ReplayLimits
+from isoplug.logs.limits import ReplayLimits, TransitLosses
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
@@ -86,6 +86,7 @@ class LogReplayer(ReplayEnd):
         handler_errors: HandlerErrors | None = None,
         chains: SenderChains | None = None,
         on_stderr: Callable[[str, float], None] | None = None,
+        transit_losses: TransitLosses | None = None,
     ) -> None:
         self.prefix = prefix
         #: Told the message and ``created`` of every record of the sender's stderr stream,
@@ -121,6 +122,9 @@ class LogReplayer(ReplayEnd):
             # (a runner's), as rate_bucket limits their records.
             throttle=report_throttle,
             handler_failed=self._handler_failed,
+            # Shared by the caller's connections (a runner's, a receiver's): reconnecting or
+            # forking gives a sender no fresh allowance of gaps counted lost.
+            transit_losses=transit_losses,
         )
         # Host handlers that raise: one reporter of the caller's for all its connections, or
         # this sender's own (see isoplug.logs.handler_errors).
@@ -137,6 +141,12 @@ class LogReplayer(ReplayEnd):
             TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
         )
         self._last_seq = 0
+        # The sequence numbers of the batch's records the decoder rejected, not yet placed in
+        # the sequence: they arrived, counted malformed, and no gap counts them lost too.
+        self._rejected: list[int] = []
+        # Whether the batch is a resuming connection's that the chain filters: records a
+        # recovery replayed are left out, so its numbers may seem to go back (see chains).
+        self._guarded = False
         # The sender's chain of connections, once announced (see isoplug.logs.chains): only a
         # receiver that tells the chains of its senders apart (``chains``) and knows the
         # sender's pid from the kernel keeps one.
@@ -315,6 +325,7 @@ class LogReplayer(ReplayEnd):
         if batch.resumed_after is not None:
             self._resumed(batch.resumed_after, sum(n for n in batch.dropped.values() if n > 0))
         self._first_batch = False
+        self._guarded = self._chain is not None and self._chain.guarding
         if self._chain is not None and self._chain.guarding and records:
             records, replayed_before = self._chain.not_replayed_yet(records)
             # Replayed by a recovery: arrived, as far as gaps go.
@@ -331,7 +342,9 @@ class LogReplayer(ReplayEnd):
             metrics.last_record_time = time.time()
         in_order = self._reordered_after is None
         if not in_order:
-            self._reordered_count += len(records)
+            # Rejected records arrived too: the end does not count them lost.
+            self._reordered_count += len(records) + len(self._rejected)
+            self._rejected = []
         replay_one = self._replay_one
         clock = time.monotonic
         rest = iter(records)
@@ -342,6 +355,8 @@ class LogReplayer(ReplayEnd):
             elif data.seq == self._last_seq + 1:
                 self._last_seq = data.seq
             else:
+                if self._rejected:
+                    self._place_rejected(data.seq)
                 self._check_sequence(data.seq)
             replay_one(data)
             self._since_yield += 1
@@ -352,10 +367,13 @@ class LogReplayer(ReplayEnd):
                 self._since_yield = 0
                 yield None
         self._unfinished = None
+        if self._rejected:
+            self._place_rejected(None)
         self._report_rate_drops()
 
     def _decode(self, raw: msgspec.Raw) -> list[LogRecordData]:
-        records, bad, problem = decode_records(raw)
+        records, bad, problem, rejected = decode_records(raw)
+        self._rejected = rejected
         if problem is not None:
             self.metrics.count_drop(DropReason.MALFORMED, bad)
             self._reports.malformed(bad, problem)
@@ -371,14 +389,42 @@ class LogReplayer(ReplayEnd):
         self._last_seq = max(self._last_seq, after)
         self._reports.resumed(after, lost)
 
+    def _place_rejected(self, before: int | None) -> None:
+        """Take the rejected records numbered below ``before`` (None: all) as arrived, in
+        their order, through the sequence checks."""
+        keep: list[int] = []
+        for seq in self._rejected:
+            if before is not None and seq >= before:
+                keep.append(seq)
+            elif seq == self._last_seq + 1:
+                self._last_seq = seq
+            else:
+                self._check_sequence(seq)
+        self._rejected = keep
+
     def _check_sequence(self, seq: int) -> None:
-        expected = self._last_seq + 1
+        """A record numbered ``seq`` arrived after ``#_last_seq``, not right after it.
+
+        An honest sender's numbers on one connection run on without a gap (each accepted
+        record is sent, in order; a record it could not take got no number; a reconnection
+        says where it resumes), so a gap or a step back is a broken or forging sender. A gap
+        is still counted lost, in case, up to what the sender could have had in flight in
+        all (:class:`~isoplug.logs.limits.TransitLosses`); anything past that is a violation.
+        """
+        last = self._last_seq
+        expected = last + 1
+        if seq < expected:
+            # Back, or a repeat; still replayed. A resuming connection whose records a
+            # recovery replayed in part may seem to go back: not a violation there.
+            if not self._guarded:
+                self._reports.sequence_back(last, seq)
+            return
         if seq - expected > self._reports.most_in_flight:
             # Wider than any honest sender's queue: the sender's numbers, not records, jumped.
             self._reports.sequence_jump(expected, seq)
         elif seq > expected:
             self._reports.sequence_gap(expected, seq)
-        self._last_seq = max(self._last_seq, seq)
+        self._last_seq = seq
 
     def _replay_one(self, data: LogRecordData) -> None:
         levelno = data.levelno

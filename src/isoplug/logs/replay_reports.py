@@ -23,16 +23,19 @@ drop totals at :data:`~isoplug.logs.report_throttle.MAX_LEVELS` levels, the rest
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from isoplug.logs.claim_reports import SenderClaimReports, process_age
 from isoplug.logs.ledger import ReceiverLedger
-from isoplug.logs.ledger_reports import SenderLedgerReports
-from isoplug.logs.limits import MAX_QUEUE_BYTES, most_in_flight, most_unsent
-from isoplug.logs.metrics import DropReason, LogMetrics
+from isoplug.logs.limits import (
+    TransitLosses,
+    most_in_flight,
+    most_unsent,
+)
+from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.report_throttle import (
-    MAX_LEVELS,
-    OTHER_LEVELS,
     ReportThrottle,
     Summary,
     by_level,
@@ -45,12 +48,9 @@ __all__ = ["MAX_REPORT_CHARS", "ReplayReports"]
 MAX_REPORT_CHARS = 2000
 #: The longest detail (an error text, a range) a summary quotes from the latest occurrence.
 _DETAIL_CHARS = 300
-#: Drop totals at levels outside this range are no level a record has (see the replayer's
-#: clamp): they are summed as "other levels". NOTSET (0) counts records lost with a connection.
-_MAX_DROP_LEVEL = 100
 
 
-class ReplayReports(SenderLedgerReports):
+class ReplayReports(SenderClaimReports):
     """The reports of one replayer, and its sender's ledger; see the module docstring.
 
     ``known`` is the replayer's sender name -> (logger, identity) map, whose loggers are
@@ -73,6 +73,7 @@ class ReplayReports(SenderLedgerReports):
         interval: float = 1.0,
         throttle: ReportThrottle | None = None,
         handler_failed: Callable[[Exception, logging.Logger], None] | None = None,
+        transit_losses: TransitLosses | None = None,
     ) -> None:
         self._prefix = prefix
         self._handler_failed = handler_failed
@@ -96,6 +97,11 @@ class ReplayReports(SenderLedgerReports):
         #: queue (announced_queue).
         self.most_in_flight = most_in_flight(None)
         self._most_unsent = most_unsent(None)
+        # What the sequence gaps of this connection (and those sharing it) count lost, in all.
+        self._transit_losses = transit_losses if transit_losses is not None else TransitLosses()
+        # Since when (time.monotonic()) the sender has lived, for what it can have dropped: its
+        # process's start as the kernel tells it, or (no pid, no /proc) this connection's.
+        self._sender_born = time.monotonic() - process_age(sender_pid)
 
     def report(self, text: str) -> None:
         """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a WARNING record on the
@@ -186,76 +192,6 @@ class ReplayReports(SenderLedgerReports):
         if throttle.waiting:
             throttle.flush(force=final and self._owns_throttle)
 
-    def sender_drops(self, totals: Mapping[int, int]) -> None:
-        """Count and report what the sender's running drop totals (by level) add since its last
-        batch (or its ledger, at the end), levels folded as :func:`_increase` says."""
-        new = _increase(self._sender_drops, totals)
-        if not new:
-            return
-        lost = new.pop(logging.NOTSET, 0)
-        description = self._description
-        if new:
-            count = sum(new.values())
-            for level, dropped in new.items():
-                self._metrics.count_drop(
-                    DropReason.SENDER_QUEUE_FULL, dropped, level if level > 0 else None
-                )
-            self.limited(
-                "queue_full",
-                f"{description} says it dropped {count:,} log records because its log queue was "
-                f"full ({by_level(new)}); it logs faster than they can be delivered",
-                lambda t: (
-                    f"{description} says it dropped {t.records:,} more log records because its log "
-                    f"queue was full ({by_level(t.levels)}), told in {t.events:,} batches over "
-                    f"{t.seconds:.1f} s; it logs faster than they can be delivered"
-                ),
-                records=count,
-                levels=new,
-            )
-        if lost:
-            self._metrics.count_drop(DropReason.SENDER_CONNECTION_LOST, lost)
-            self.limited(
-                "connection_lost",
-                f"{description} says it lost {lost:,} log records in a connection failure",
-                lambda t: (
-                    f"{description} says it lost {t.records:,} more log records in connection "
-                    f"failures, told in {t.events:,} batches over {t.seconds:.1f} s"
-                ),
-                records=lost,
-            )
-
-    def close_drops(self, totals: Mapping[int, int]) -> None:
-        """Count and report what the sender's totals of records dropped at its close deadline
-        (by level) add since they were last told."""
-        new = _increase(self._close_drops, totals)
-        if not new:
-            return
-        count = sum(new.values())
-        if count > self._most_unsent:
-            # Accepted records: no more than its queue and the kernel could hold.
-            self.violation(
-                f"{self._description} says it closed with {count:,} log records unsent, more "
-                f"than the {self._most_unsent:,} it could have had"
-            )
-            return
-        for level, dropped in new.items():
-            self._metrics.count_drop(
-                DropReason.SENDER_CLOSE_DEADLINE, dropped, level if level > 0 else None
-            )
-        description = self._description
-        self.limited(
-            "dropped_at_close",
-            f"{description} says it closed with {count:,} log records unsent when its close "
-            f"deadline passed ({by_level(new)}); they are dropped: it logged faster than they "
-            "could be delivered, and sent WARNING and above first",
-            lambda t: (
-                f"{description} says it closed {t.events:,} more times with log records unsent "
-                f"at its close deadline, {t.records:,} in all ({by_level(t.levels)})"
-            ),
-            records=count,
-            levels=new,
-        )
-
     def resumed(self, after: int, lost: int) -> None:
         """The sender reconnected after its connection broke, having lost ``lost`` records
         meanwhile; its records continue after ``after``."""
@@ -298,66 +234,6 @@ class ReplayReports(SenderLedgerReports):
             ),
             records=count,
             levels=dropped,
-        )
-
-    def announced_queue(self, queue_bytes: int) -> None:
-        """The sender's first batch said its queue holds ``queue_bytes``: what it can have
-        in flight, and so lose, is bounded by that from now on (a size no sender may have is
-        a violation, and the bounds stay any sender's)."""
-        if not 0 < queue_bytes <= MAX_QUEUE_BYTES:
-            self.violation(
-                f"{self._description} announced a log queue of {queue_bytes:,} bytes, which no "
-                f"sender may have (at most {MAX_QUEUE_BYTES:,})"
-            )
-            return
-        self.most_in_flight = most_in_flight(queue_bytes)
-        self._most_unsent = most_unsent(queue_bytes)
-
-    def violation(self, text: str) -> None:
-        """Count (:attr:`LogMetrics.sequence_violations`) and report a claim of the sender's
-        that no honest sender can make; ``text`` says which (the host's words, quoting only
-        numbers). Never counted as records lost."""
-        self._metrics.sequence_violations += 1
-        description = self._description
-        consequence = (
-            "a protocol violation by the sender (broken, or forging its accounts), not counted "
-            "as log records lost"
-        )
-        self.limited(
-            "sequence_violation",
-            f"{text}: {consequence}",
-            lambda t: (
-                f"{t.events:,} more protocol violations by {description} over "
-                f"{t.seconds:.1f} s, not counted as log records lost (the latest: {t.detail})"
-            ),
-            detail=text,
-        )
-
-    def sequence_jump(self, expected: int, seq: int) -> None:
-        """Report sequence numbers that skipped from ``expected`` to ``seq``, further than
-        the sender could have had records in flight: no loss, a violation."""
-        self.violation(
-            f"the log sequence numbers of {self._description} jumped from #{expected - 1:,} to "
-            f"#{seq:,}, past the {self.most_in_flight:,} records it could have had in flight"
-        )
-
-    def sequence_gap(self, expected: int, seq: int) -> None:
-        """Count and report the records ``expected`` to ``seq - 1``, which never arrived (no
-        more than the sender could have had in flight: see :meth:`sequence_jump`)."""
-        missing = seq - expected
-        self._metrics.count_drop(DropReason.LOST_IN_TRANSIT, missing)
-        description = self._description
-        self.limited(
-            "sequence_gap",
-            f"{missing:,} log records from {description} never arrived "
-            f"(sequence numbers {expected} to {seq - 1})",
-            lambda t: (
-                f"{t.records:,} more log records from {description} never arrived, in "
-                f"{t.events:,} gaps over {t.seconds:.1f} s (the latest: sequence numbers "
-                f"{t.detail})"
-            ),
-            records=missing,
-            detail=f"{expected} to {seq - 1}",
         )
 
     def malformed(self, bad: int, problem: str) -> None:
@@ -458,27 +334,3 @@ class ReplayReports(SenderLedgerReports):
             ),
             detail=text,
         )
-
-
-def _increase(known: dict[int, int], totals: Mapping[int, int]) -> dict[int, int]:
-    """What the running ``totals`` (by level) add to ``known`` (updated). Levels past
-    :data:`~isoplug.logs.report_throttle.MAX_LEVELS`, or that no record has, are summed as
-    "other levels": a sender making levels up keeps no more state here, and its report no
-    longer, than one that does not."""
-    folded: dict[int, int] = {}
-    room = MAX_LEVELS - len(known)
-    for level, total in totals.items():
-        key = level
-        if key not in known and key != logging.NOTSET:
-            if 0 < key <= _MAX_DROP_LEVEL and room > 0:
-                room -= 1
-            else:
-                key = OTHER_LEVELS
-        folded[key] = folded.get(key, 0) + total
-    new: dict[int, int] = {}
-    for level, total in folded.items():
-        previous = known.get(level, 0)
-        if total > previous:
-            new[level] = total - previous
-            known[level] = total
-    return new

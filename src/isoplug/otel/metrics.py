@@ -120,6 +120,8 @@ class HostMetrics:
              "stderr", self._streams),
             ("isoplug.log.handler_errors", "{error}", "Host log handlers that raised on the "
              "plugin's records", self._handler_errors),
+            ("isoplug.log.sequence_violations", "{violation}", "Claims about its log losses "
+             "that no honest runner can make, counted as no loss", self._sequence_violations),
             ("isoplug.events.dropped", "{event}", "Events published to the plugin that it "
              "dropped, its queue in the runner full (max_queued_events)", self._events_dropped),
             ("isoplug.runner.restarts", "{restart}", "Times the plugin's runner was "
@@ -217,6 +219,9 @@ class HostMetrics:
 
     def _handler_errors(self) -> Iterator[tuple[float, dict[str, Any]]]:
         yield from self._per_runner(lambda log: log.handler_errors)
+
+    def _sequence_violations(self) -> Iterator[tuple[float, dict[str, Any]]]:
+        yield from self._per_runner(lambda log: log.sequence_violations)
 
     def _replayed(self) -> Iterator[tuple[float, dict[str, Any]]]:
         for runner in self._take().runners:
