@@ -13,13 +13,17 @@ and hand it to the ``stdout`` logger, with any flags it likes. So on those recor
 flags are the sender's claims about its own lines, and the receiver believes them only as far
 as the capture could have set them:
 
-- ``truncated`` only as ``True`` on a record whose message shows the capture's cut: a line
-  ending with the mark the emitting process puts where it cut
-  (:func:`~isoplug.wire.sanitize.cut_mark` with ``IN_EMITTING_PROCESS``). A cut line ends with
-  it; a block (a traceback) holding a cut line has it at the end of that line.
+- ``truncated`` as ``False`` (a claim that costs nothing), and as ``True`` only on a record
+  whose message shows a capture's cut: a line ending with the mark the emitting process puts
+  where it cut (:func:`~isoplug.wire.sanitize.cut_mark` with ``IN_EMITTING_PROCESS``), or
+  the one the host's capture of a runner's file descriptors puts
+  (:mod:`isoplug.host.stdio_lines`: ``... [truncated N bytes]``), whose records are replayed
+  the same way. A cut line ends with it; a block (a traceback) holding a cut line has it at
+  the end of that line.
 - ``isoplug_truncated_keys`` only as a count a line could need: a positive ``int`` no larger
   than the fields a line of :data:`~isoplug.logs.stream_lines.MAX_LINE_CHARS` characters can
-  hold (each field takes 5 characters at least: ``"":0,``).
+  hold (each field takes 5 characters at least: ``"":0,``; the host's fd-level lines are no
+  longer, 16 KiB, and a line that parses as JSON has no more characters than bytes).
 
 Any other value arrives renamed ``extra_<name>``, as the same claim on any other logger does:
 nothing is lost, and the flags the host hands on mean what the capture means by them.
@@ -41,9 +45,11 @@ CUT_FLAG = "truncated"
 #: The most fields a printed line can hold: what a count of those left out is believed up to.
 MAX_LINE_FIELDS = MAX_LINE_CHARS // 5
 
-#: The capture's mark at the end of a line it cut (at a line's end: in a block too).
+#: A capture's mark at the end of a line it cut (at a line's end: in a block too): the
+#: emitting process's, or the host's fd-level capture's.
 _CUT_LINE_END = re.compile(
-    r"\.\.\. \[truncated [1-9][0-9]{0,14} characters" + re.escape(IN_EMITTING_PROCESS) + r"\]$",
+    r"\.\.\. \[truncated [1-9][0-9]{0,14} "
+    r"(?:characters" + re.escape(IN_EMITTING_PROCESS) + r"|bytes)\]$",
     re.MULTILINE,
 )
 
@@ -56,7 +62,8 @@ _BOTH = _CUT | _KEYS
 def believed_stream_flags(extra: dict[str, Any], message: str) -> frozenset[str]:
     """Of the flags in a sender's ``extra`` for an output stream's record with ``message``
     (as sent), those the capture could have set as they are."""
-    cut = extra.get(CUT_FLAG) is True and _CUT_LINE_END.search(message) is not None
+    flag = extra.get(CUT_FLAG)
+    cut = flag is False or (flag is True and _CUT_LINE_END.search(message) is not None)
     count = extra.get(TRUNCATED_KEYS)
     keys = type(count) is int and 0 < count <= MAX_LINE_FIELDS
     if cut:
