@@ -50,6 +50,24 @@ def test_the_console_attributes_each_line_to_its_plugin_and_stream() -> None:
     assert re.fullmatch(r"\S+ isoplug +info +ready", info), info
 
 
+def test_the_console_shows_the_level_of_a_stream_record_not_at_the_streams_own() -> None:
+    """A printed JSON line at error level, or a plugin's ERROR record on a logger named
+    stdout, shows its level beside its stream: ``stdout`` alone is a line at INFO, the level
+    of a printed line that says none (``stderr`` alone: WARNING)."""
+    formatter = ConsoleFormatter(colour=False)
+    cases = {
+        ("plugin.p.stdout", logging.ERROR): "stdout:error",
+        ("plugin.p.stdout", logging.DEBUG): "stdout:debug",
+        ("plugin.p.stdout", logging.INFO): "stdout",
+        ("plugin.p.stderr", logging.WARNING): "stderr",
+        ("plugin.p.stderr", logging.INFO): "stderr:info",
+        ("plugin.p.stderr", logging.CRITICAL): "stderr:critical",
+    }
+    for (name, level), label in cases.items():
+        line = formatter.format(record(name, level, "said"))
+        assert re.fullmatch(rf"\S+ p +{re.escape(label)} +said", line), line
+
+
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
     """Colour needs a TTY; NO_COLOR turns it off even there."""
 

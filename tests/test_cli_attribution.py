@@ -95,7 +95,20 @@ def test_only_the_host_fills_in_the_host_sources() -> None:
         record("plugin.db", isoplug_report="yes"): ("db", "db", "warning", False),
         record("plugin.db", extra_isoplug_report=True): ("db", "db", "warning", False),
         record("plugin.isoplug"): ("isoplug", "plugin.isoplug", "warning", False),
-        record("plugin.ISOPLUG.stdout"): ("ISOPLUG", "plugin.ISOPLUG", "stdout", False),
+        record("plugin.ISOPLUG.stdout"): ("ISOPLUG", "plugin.ISOPLUG", "stdout:warning", False),
+        # An output stream at its own level says the stream; at any other, the level too.
+        record("plugin.db.stderr", levelno=logging.ERROR, levelname="ERROR"): (
+            "db",
+            "db",
+            "stderr:error",
+            False,
+        ),
+        record("plugin.db.stdout", levelno=logging.INFO, levelname="INFO"): (
+            "db",
+            "db",
+            "stdout",
+            False,
+        ),
         record("isoplug.host"): (None, "isoplug", "warning", True),
         record("isoplug.logs", isoplug_report=True): (None, "isoplug", "warning", True),
     }
@@ -107,3 +120,47 @@ def test_only_the_host_fills_in_the_host_sources() -> None:
     assert re.fullmatch(r"\S+ isoplug:db +warning +m", line), line
     coloured = ConsoleFormatter(colour=True).format(record("plugin.db", isoplug_report=True))
     assert "\033[1misoplug:db" in coloured  # bold, as the host's own lines
+
+
+LEVELLED = """
+import json, logging, sys
+import isoplug
+
+class Levelled(isoplug.Plugin):
+    async def setup(self, context) -> None:
+        print(json.dumps({"message": "json at error", "level": "error"}), flush=True)
+        logging.getLogger("stdout").error("logged at error on stdout")
+        print("plain print", flush=True)
+        print("plain stderr", file=sys.stderr, flush=True)
+        print("levelled done", flush=True)
+"""
+
+
+async def test_the_console_shows_a_stream_records_level(tmp_path: Path) -> None:
+    """A printed JSON line at error level, and an ERROR record on a logger named stdout, show
+    ``stdout:error``: their level is not hidden behind the stream. A plain print shows
+    ``stdout`` (INFO), a plain stderr line ``stderr`` (WARNING), as before."""
+    folder = tmp_path / "plugins" / "levelled"
+    folder.mkdir(parents=True)
+    (folder / "levelled.py").write_text(LEVELLED)
+    (folder / "plugin.toml").write_text(
+        'id = "levelled"\nversion = "1"\nentry = "levelled:Levelled"\n'
+    )
+    cli = await start_cli("run", str(tmp_path / "plugins"))
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            await read_until(cli, r"levelled done", seen)
+    finally:
+        if cli.returncode is None:
+            cli.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(cli.communicate(), 30)
+    output = "".join(seen) + rest.decode()
+    lines = [line for line in heads(output) if line[0] == "levelled"]
+    for expected in (
+        ("levelled", "stdout:error", "json at error"),
+        ("levelled", "stdout:error", "logged at error on stdout"),
+        ("levelled", "stdout", "plain print"),
+        ("levelled", "stderr", "plain stderr"),
+    ):
+        assert expected in lines, output

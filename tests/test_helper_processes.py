@@ -319,3 +319,27 @@ async def test_isoplug_schema_answers_when_the_plugins_import_leaves_its_pipe_he
         await eventually(lambda: gone(second))
     finally:
         kill_leftovers(holders)
+
+
+async def test_what_a_config_check_said_stays_quoted(tmp_path: Path) -> None:
+    """A plugin that cannot be imported says why in its exception: host-like words, its own
+    double quotes and backslashes stay inside one quote the host closes."""
+    folder = write_plugin(
+        tmp_path,
+        "posing",
+        module=(
+            "raise RuntimeError("
+            "'x); it was checked: the host ran out of memory \"ok\" \\\\ \\x1b[2J')\n"
+        ),
+    )
+    async with asyncio.timeout(TEST_BOUND):
+        why = await check_in_process(load_manifest(folder), [], TEST_BOUND)
+    assert why is not None
+    lead = "it cannot be imported, the process checking it said: "
+    assert why.startswith(lead + '"'), why
+    assert why.endswith('"'), why
+    inside = why[len(lead) + 1 : -1]
+    # Every double quote inside is escaped: none closes the quote early.
+    assert all(inside[i - 1] == "\\" for i, c in enumerate(inside) if c == '"'), why
+    assert 'the host ran out of memory \\"ok\\" \\\\ \\\\x1b[2J' in inside, why
+    assert "\x1b" not in why

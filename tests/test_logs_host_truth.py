@@ -425,3 +425,34 @@ async def test_with_no_prefix_only_isoplug_report_tells_a_receivers_report(
     assert report.name == claim.name == "root"
     assert claim.getMessage() == imitation
     assert re.fullmatch(imitation.replace("(", r"\(").replace(")", r"\)"), report.getMessage())
+
+
+async def test_the_capture_flags_a_plugin_hands_the_stdout_logger_are_believed_as_claims(
+    tmp_path: Path,
+) -> None:
+    """Plugin code can build a record of the capture's own class and hand it to the stdout
+    logger: its ``truncated`` and ``isoplug_truncated_keys`` are then its runner's claims about
+    its own lines, believed only as the capture could set them (``truncated`` on a message
+    showing the capture's cut, a count no larger than a line's fields); any other value is
+    renamed extra_<name>. A real cut, in the middle of a printed traceback, keeps its flag."""
+    async with running(tmp_path, "impostor") as (host, waiter):
+        await host.call("impostor", "forge_captured_records")
+        uncut = await waiter.wait_for("plugin.impostor.stdout", "forged uncut")
+        count = await waiter.wait_for("plugin.impostor.stdout", "forged count")
+        kinds = await waiter.wait_for("plugin.impostor.stdout", "forged kinds")
+        cut = await waiter.wait_for("plugin.impostor.stdout", "forged cut... [truncated 5 ")
+        block = await waiter.wait_for("plugin.impostor.stdout", "cut in the middle")
+    flags = ("truncated", TRUNCATED_KEYS)
+    assert not hasattr(uncut, "truncated") and uncut.extra_truncated is True  # type: ignore[attr-defined]
+    assert getattr(uncut, TRUNCATED_KEYS) == 2  # a count a line can hold: its claim
+    assert not hasattr(count, TRUNCATED_KEYS) and getattr(count, f"extra_{TRUNCATED_KEYS}") == 10**9
+    assert count.truncated is False  # type: ignore[attr-defined]  # a claim that costs nothing
+    assert not any(hasattr(kinds, flag) for flag in flags)
+    assert (kinds.extra_truncated, getattr(kinds, f"extra_{TRUNCATED_KEYS}")) == ("yes", "many")  # type: ignore[attr-defined]
+    assert cut.truncated is True  # type: ignore[attr-defined]
+    assert getattr(cut, TRUNCATED_KEYS) == MAX_LINE_CHARS // 5
+    # What the capture produces: the mark ends the cut line, not the block.
+    assert block.truncated is True, vars(block)  # type: ignore[attr-defined]
+    message = block.getMessage()
+    assert f"q... [truncated {MAX_LINE_CHARS + 4} characters in the emitting process]\n" in message
+    assert message.endswith("ValueError: cut in the middle"), message

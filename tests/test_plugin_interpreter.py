@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -155,7 +156,8 @@ async def test_a_venv_without_msgspec_fails_at_once_saying_so(tmp_path: Path) ->
     assert restarts == 0
     python = str(tmp_path / "bare" / "bin" / "python")
     assert f"plugin 'bare': its python {python} is Python 3." in error
-    assert "cannot import msgspec (ModuleNotFoundError: No module named 'msgspec')" in error
+    said = "\"ModuleNotFoundError: No module named 'msgspec'\""
+    assert f"cannot import msgspec, saying: {said}" in error
 
 
 @pytest.mark.parametrize("program", ["/bin/ls", "/bin/true"])
@@ -166,6 +168,82 @@ async def test_a_program_that_is_not_python_fails_at_once(tmp_path: Path, progra
     assert restarts == 0
     assert f"plugin 'notpython': its python {program} is not a Python interpreter" in error
     assert "isoplug bug" not in error
+
+
+def fake_interpreter(directory: Path, stdout: str, stderr: str, code: int) -> Path:
+    """A script posing as a plugin's python: it writes these and exits with ``code``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "fakepy"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"printf '%s' {shlex.quote(stdout)}\n"
+        f"printf '%s' {shlex.quote(stderr)} >&2\n"
+        f"exit {code}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+HOST_LIKE = (
+    "x); its python is fine: the host ran out of memory\n"
+    'ERROR isoplug.host: plugin billing: failed: \x1b[2J "closed" \\ too\n'
+)
+
+
+def quoted_after(error: str, lead: str) -> str:
+    """What follows ``lead`` in ``error``, checked to be one quote the host closes."""
+    assert lead in error, error
+    rest = error.partition(lead)[2]
+    assert rest.startswith('"'), error
+    # Its first double quote not escaped ends it: everything the script said is before it.
+    end = next(i for i in range(1, len(rest)) if rest[i] == '"' and rest[i - 1] != "\\")
+    return rest[: end + 1]
+
+
+async def test_what_a_program_posing_as_python_says_stays_quoted(tmp_path: Path) -> None:
+    """The interpreter check's account quotes its words as the runner's stderr is quoted:
+    host-like phrases, its own quotes and backslashes stay inside one quote it cannot close."""
+    fake = fake_interpreter(tmp_path / "bin", "", HOST_LIKE, 2)
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "wrapped", REPORTER, f'python = "{fake}"')
+    error, restarts = await failed_error(plugins, "wrapped")
+    assert restarts == 0
+    quote = quoted_after(error, "it exited with code 2 and said: ")
+    assert "the host ran out of memory" in quote, error
+    # The sanitizer's escape, then the quote's: its backslash doubled like its own.
+    assert 'failed: \\\\x1b[2J \\"closed\\" \\\\ too"' in quote, error
+    after = "; its interpreter cannot run a runner (checked again at its next start)"
+    assert error.endswith(quote + after), error
+    assert "\x1b" not in error
+
+
+@pytest.mark.parametrize(
+    ("stdout", "lead"),
+    [
+        (
+            "isoplug-probe version 3.12.0\nisoplug-probe missing msgspec " + HOST_LIKE,
+            "is Python 3.12.0 but cannot import msgspec, saying: ",
+        ),
+        (
+            "isoplug-probe version 3.12.0\nisoplug-probe missing isoplug.host;ok! " + HOST_LIKE,
+            "is Python 3.12.0 but cannot import ",
+        ),
+        (
+            "isoplug-probe version 3.12.0\n",
+            "is Python 3.12.0 but the check ended with code 2 and said: ",
+        ),
+    ],
+)
+async def test_a_probe_answer_posing_as_python_stays_quoted(
+    tmp_path: Path, stdout: str, lead: str
+) -> None:
+    fake = fake_interpreter(tmp_path / "bin", stdout, HOST_LIKE, 2)
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "posing", REPORTER, f'python = "{fake}"')
+    error, _ = await failed_error(plugins, "posing")
+    quote = quoted_after(error, lead)
+    assert "the host ran out of memory" in quote or "isoplug.host;ok!" in quote, error
+    assert "\x1b" not in error
 
 
 async def test_a_python_too_old_fails_at_once_naming_its_version(tmp_path: Path) -> None:

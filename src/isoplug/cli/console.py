@@ -40,7 +40,7 @@ _LEVEL_COLOURS = {
 _SOURCE_WIDTH = 13
 
 
-#: Width of the stream-or-level column ("stdout", "stderr", "warning", "critical").
+#: Width of the level column ("warning", "stdout", "stderr"; "stdout:error" and the like push).
 _LABEL_WIDTH = 8
 
 
@@ -53,13 +53,15 @@ def use_colour(stream: TextIO) -> bool:
 
 
 class ConsoleFormatter(logging.Formatter):
-    """One line per record: time, source (who speaks), stream or level, message.
+    """One line per record: time, source (who speaks), level, message.
 
     The source column says who speaks, as :mod:`isoplug.logs.attribution` tells it: ``<id>``
     for a plugin's records, ``isoplug:<id>`` for the host's reports about it (records lost,
-    dropped...), ``isoplug`` for the host's own records. The next column says a printed
-    line's stream, or a logging record's level. Continuation lines (tracebacks) are indented
-    under the message.
+    dropped...), ``isoplug`` for the host's own records. The next column says the record's
+    level; on a plugin's output streams it names the stream too: ``stdout`` (or ``stderr``)
+    alone at that stream's own level (INFO, WARNING), ``stdout:error`` at any other, so that
+    the stream never hides the level. Continuation lines (tracebacks) are indented under the
+    message.
     """
 
     def __init__(self, *, colour: bool) -> None:

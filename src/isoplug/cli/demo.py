@@ -23,8 +23,8 @@ DEMO_DURATION = 10.0
 
 #: What ``isoplug demo`` prints over its columns.
 DEMO_HEADER = (
-    "columns: time, source (a plugin's id, or isoplug: the host), stdout/stderr (a line the "
-    "plugin printed) or the record's level, message"
+    "columns: time, source (a plugin's id, or isoplug: the host), the record's level "
+    "(stdout/stderr: a line the plugin printed, stdout:error one at another level), message"
 )
 
 

@@ -28,6 +28,7 @@ from isoplug.host.helper_process import HelperProcess
 from isoplug.host.launch import plugin_entry, runner_python
 from isoplug.host.manifest import Manifest
 from isoplug.host.ready_report import MAX_FAILURE_CHARS
+from isoplug.host.stderr_tail import outside_words
 from isoplug.wire.sanitize import clean_text
 from isoplug.wire.values import locate_unencodable
 
@@ -127,7 +128,9 @@ async def check_in_process(
     if returncode == _EXIT_INVALID:
         raise ConfigInvalid(reason)
     if returncode == _EXIT_NOT_LOADED:
-        return f"it cannot be imported: {reason}"
+        # Its words (the plugin's exception among them), set apart from the host's warning
+        # around them, as a runner's stderr is (see outside_words).
+        return f"it cannot be imported, the process checking it said: {outside_words(reason)}"
     return f"the process checking it exited with code {returncode}"
 
 

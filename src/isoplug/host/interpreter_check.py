@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from isoplug.host.helper_process import HelperProcess
-from isoplug.host.stderr_tail import quote_lines
+from isoplug.host.stderr_tail import outside_words, quote_lines
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["MIN_VERSION", "check_interpreter"]
@@ -33,6 +33,9 @@ MIN_VERSION = (3, 11)
 _MAX_OUTPUT = 64 * 1024
 _MAX_QUOTE = 600
 
+#: The modules the probe imports: the only names its "missing" line may show unquoted.
+_PROBED = ("msgspec", "isoplug.runner.session")
+
 # Python 2 and 3 alike: the version first, then each import's outcome, one line each.
 _PROBE = """\
 import sys
@@ -41,7 +44,7 @@ sys.stdout.flush()
 if sys.path and sys.path[0] == "":
     del sys.path[0]  # -c's working directory: a runner has none on its sys.path
 if sys.version_info[:2] >= MIN_VERSION:
-    for name in ("msgspec", "isoplug.runner.session"):
+    for name in PROBED:
         try:
             __import__(name)
         except BaseException as exc:
@@ -50,7 +53,7 @@ if sys.version_info[:2] >= MIN_VERSION:
             break
     else:
         sys.stdout.write("isoplug-probe ok\\n")
-""".replace("MIN_VERSION", repr(MIN_VERSION))
+""".replace("MIN_VERSION", repr(MIN_VERSION)).replace("PROBED", repr(_PROBED))
 
 _VERSION_LINE = re.compile(r"isoplug-probe version (\d{1,4}\.\d{1,4}\.\d{1,4})")
 _MISSING_PREFIX = "isoplug-probe missing "
@@ -169,7 +172,7 @@ def _judge(python: str, out: bytes, err: bytes, returncode: int | None) -> str |
     if not version:
         said = _quote(err) or _quote(out)
         return f"is not a Python interpreter: run with -c, it exited with code {returncode}" + (
-            f" and said: {said}" if said else " and said nothing"
+            f" and said: {outside_words(said)}" if said else " and said nothing"
         )
     named = f"is Python {version}"
     if _too_old(version):
@@ -184,9 +187,15 @@ def _judge(python: str, out: bytes, err: bytes, returncode: int | None) -> str |
             if name == "msgspec"
             else ""
         )
-        return f"{named} but cannot import {name} ({clean_text(error, _MAX_QUOTE)}){hint}"
+        # Both are the interpreter's words (a program posing as Python prints any line):
+        # only a name the probe asks for is shown bare, the rest stays inside a quote.
+        shown = name if name in _PROBED else outside_words(clean_text(name, _MAX_QUOTE))
+        error = outside_words(clean_text(error, _MAX_QUOTE))
+        return f"{named} but cannot import {shown}, saying: {error}{hint}"
     said = _quote(err)
-    return f"{named} but the check ended with code {returncode}" + (f": {said}" if said else "")
+    return f"{named} but the check ended with code {returncode}" + (
+        f" and said: {outside_words(said)}" if said else ""
+    )
 
 
 def _quote(data: bytes) -> str:

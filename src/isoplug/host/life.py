@@ -251,7 +251,8 @@ class RunnerLife:
             # runner read its bootstrap and connected with its tokens (control or logs), so a
             # runner that did either got past its bootstrap, whatever its stderr says (a
             # plugin's own exit 2 and words are a crash of the plugin's). Only the code of a
-            # plugin's own interpreter at startup (sitecustomize) could still imitate this.
+            # plugin's own interpreter at startup (sitecustomize) could still imitate this
+            # (docs/operations.md says so where it describes this verdict).
             permanent = (
                 "the runner exited before connecting, saying it could not read its bootstrap "
                 "(an isoplug bug, if its python runs isoplug's runner)"

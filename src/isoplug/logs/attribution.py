@@ -13,6 +13,13 @@ logger. What tells them apart is the source column, which only the host fills in
 - a plugin whose id reads ``isoplug`` in any case: ``plugin.<id>``, with a dot no id
   contains, so that it cannot pass for the host.
 
+The label beside the source is the record's level, lower case (``error``); on a plugin's
+output streams (``plugin.<id>.stdout`` / ``.stderr``) it names the stream too: the stream
+alone for a record at the level a printed line gets when it says none (``stdout``: INFO,
+``stderr``: WARNING), else the stream and the level (``stdout:error``: a printed JSON line at
+error level, or a plugin's ERROR record on a logger named ``stdout``), so that a line's level
+is never hidden behind its stream.
+
 Nothing else of the line is the host's alone: the message, the logger's name below the id,
 the extras and a custom level's name (one word, ``isoplug`` included) are the plugin's to
 choose. A plugin sets no ``isoplug_report``: the host renames its ``isoplug_*`` extras
@@ -29,7 +36,10 @@ __all__ = ["HOST_SOURCE", "Attribution", "attribute"]
 #: The source column of the host's own records.
 HOST_SOURCE = "isoplug"
 
-_STREAMS = ("stdout", "stderr")
+#: Each output stream's level for a printed line that says none, in a runner (the defaults of
+#: isoplug.logs.redirect; isoplug.host.stdio_reader's for fd-level lines): a record at it is
+#: labelled with the stream's name alone.
+_STREAM_LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,7 +48,8 @@ class Attribution:
     plugin: str | None
     #: What the source column shows (see the module docstring).
     source: str
-    #: ``stdout``/``stderr`` for a plugin's printed lines, else the level's name, lower case.
+    #: The level's name, lower case; on a plugin's output streams ``stdout``/``stderr`` at
+    #: the stream's own level, else ``<stream>:<level>`` (see the module docstring).
     label: str
     #: The host says it: its own record, or its report about ``plugin``.
     host: bool
@@ -55,5 +66,8 @@ def attribute(record: logging.LogRecord) -> Attribution:
     if record.__dict__.get("isoplug_report") is True:
         return Attribution(plugin, f"{HOST_SOURCE}:{plugin}", level, host=True)
     source = f"plugin.{plugin}" if plugin.casefold() == HOST_SOURCE else plugin
-    label = parts[2] if len(parts) > 2 and parts[2] in _STREAMS else level
+    label = level
+    stream_level = _STREAM_LEVELS.get(parts[2]) if len(parts) > 2 else None
+    if stream_level is not None:
+        label = parts[2] if record.levelno == stream_level else f"{parts[2]}:{level}"
     return Attribution(plugin, source, label, host=False)

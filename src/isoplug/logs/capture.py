@@ -57,7 +57,8 @@ STANDARD_ATTRIBUTES = frozenset(_STANDARD_DEFAULTS) | {
 }
 
 #: The flag isoplug's line capture sets on a printed line it cut. With the host markers
-#: (``isoplug_truncated_keys``...), only a :class:`CapturedLineRecord` sends it as is.
+#: (``isoplug_truncated_keys``...), only a :class:`CapturedLineRecord` sends it as is (a
+#: claim the receiver bounds: see :mod:`isoplug.logs.stream_claims`).
 _CAPTURE_FLAG = "truncated"
 
 
@@ -67,8 +68,13 @@ class CapturedLineRecord(logging.LogRecord):
     (``isoplug_truncated_keys``) are sent under those names. The host keeps them only on
     records of an output stream's logger (``stdout``, ``plugin.x.stderr``), which a plugin can
     log on too: its own record's flags, set through ``extra`` or a filter, are sent renamed
-    ``extra_<name>``, as the host renames them elsewhere. A plugin cannot make a record of this
-    class through ``logging`` (no factory, handler or filter hands it out)."""
+    ``extra_<name>``, as the host renames them elsewhere.
+
+    This sorts the plugin's ordinary logging from its capture; it is no guarantee. Plugin code
+    runs in this process: it can import this class, build a record of it and hand it to the
+    ``stdout`` logger with any flags. So whatever a sender sends under these names is its
+    runner's claim about its own lines, and the receiver believes it only as far as the
+    capture could have set it (:mod:`isoplug.logs.stream_claims`)."""
 
 
 _read_standard = itemgetter(

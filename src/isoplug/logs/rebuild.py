@@ -54,6 +54,7 @@ from isoplug.logs.record_names import (
     reserved_field,
 )
 from isoplug.logs.replay_reports import ReplayReports
+from isoplug.logs.stream_claims import CUT_FLAG, believed_stream_flags
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogRecordData
@@ -63,16 +64,11 @@ __all__ = ["RecordRebuilder"]
 
 #: Attributes the host sets on every record besides the identity: a sender's extras so named
 #: are renamed too, rather than overwritten. ``truncated`` is isoplug's flag on a printed line
-#: it cut: the host keeps it on records of output streams (``stream`` set), whose lines only
-#: isoplug's capture makes.
+#: it cut: on records of output streams (``stream`` set) a sender's is kept where its capture
+#: could have set it (see isoplug.logs.stream_claims), as is its count of a JSON line's fields
+#: left out (``isoplug_truncated_keys``); elsewhere, or past that, both are renamed.
 _HOST_FIELDS = frozenset({"exc_type", "exc_message"})
-_STREAM_FLAGS = frozenset({"truncated"})
-#: Host markers isoplug's line classifier sets on records of output streams (how many fields
-#: of a JSON line it left out); from any other record, a sender's extra so named is renamed.
-_STREAM_MARKERS = frozenset({TRUNCATED_KEYS})
-#: A sender's own count of the extras it left out is believed up to this (a JSON line's
-#: fields: a line is at most a few MiB).
-_MAX_CARRIED_KEYS = 1 << 24
+_STREAM_FLAGS = frozenset({CUT_FLAG})
 #: Source and thread names up to this long that need no cleaning are remembered, at most
 #: _MAX_SITES of them (bounded: a sender inventing names must not grow the cache).
 _SITE_CHARS = 256
@@ -110,10 +106,9 @@ class RecordRebuilder:
         self._identity = identity
         self._sender_pid = sender_pid
         host_keys = STANDARD_ATTRIBUTES | RESERVED_NAMES | _HOST_FIELDS | identity.keys()
-        # A sender's extra is renamed under these names: on records of output streams,
-        # isoplug's own capture sets the flags.
+        # A sender's extra is renamed under these names; on records of output streams, the
+        # flags isoplug's capture sets are kept where it could have set them.
         self._reserved = frozenset(host_keys | _STREAM_FLAGS)
-        self._reserved_on_streams = frozenset(host_keys)
         self._reports = reports
         self._metrics = metrics
         self._sites: dict[str, str] = {}
@@ -146,7 +141,9 @@ class RecordRebuilder:
         args: tuple[str, ...] = ()
         extra = (
             (
-                self._clean_mapping(data.extra, self._reserved_on_streams, _STREAM_MARKERS)
+                self._clean_mapping(
+                    data.extra, self._reserved, believed_stream_flags(data.extra, data.message)
+                )
                 if "stream" in identity
                 else self._clean_mapping(data.extra, self._reserved)
             )
@@ -362,7 +359,7 @@ class RecordRebuilder:
         ``isoplug_truncated_keys``, allowed in ``markers``), which the cut would replace."""
         left = len(values) - index
         carried = values.get(TRUNCATED_KEYS) if TRUNCATED_KEYS in markers else None
-        if type(carried) is int and 0 < carried <= _MAX_CARRIED_KEYS:
+        if type(carried) is int:  # in markers: believed (see isoplug.logs.stream_claims)
             # Among the cut keys the marker is no field of the record's: not one left out.
             left += carried if TRUNCATED_KEYS in cleaned else carried - 1
         return left

@@ -73,7 +73,9 @@ text on a record without that exception is renamed: the host cannot vouch for it
   streams, as it sets ``truncated``. A plugin can log on a logger so named (``stdout``,
   ``plugin.x.stderr``) too: the emitting process sends both flags as they are only on the
   records its capture made (:class:`~isoplug.logs.capture.CapturedLineRecord`), renamed
-  ``extra_<name>`` on any other.
+  ``extra_<name>`` on any other. Plugin code can build such a record too: on those records
+  the flags are the runner's claims about its own lines, which the receiver keeps only as
+  the capture could set them (:mod:`isoplug.logs.stream_claims`), renamed otherwise.
 - **Levels.** :func:`level_name`: a level number that is not a standard one (10, 20, ...)
   never carries a standard level's name (a plugin's ``addLevelName(22, "CRITICAL")`` must not
   make a level-22 record look critical to a formatter, the console or a log pane that shows

@@ -211,6 +211,36 @@ class Impostor(isoplug.Plugin):
         print(json.dumps({"message": "json line", **{f"k{i}": i for i in range(300)}}))
 
     @isoplug.method
+    async def forge_captured_records(self) -> None:
+        """Records of the capture's own class, built by plugin code and handed to the stdout
+        logger with its flags: what the capture could have set, and what it never sets."""
+        from isoplug.logs.capture import CapturedLineRecord
+        from isoplug.logs.stream_lines import MAX_LINE_CHARS
+        from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
+
+        stdout = logging.getLogger("stdout")
+        claims: list[tuple[str, Any, Any]] = [
+            ("forged uncut", True, 2),  # no cut mark: not truncated
+            ("forged count", False, 10**9),  # more fields than a line holds
+            ("forged kinds", "yes", "many"),
+            ("forged cut" + cut_mark(5, where=IN_EMITTING_PROCESS), True, MAX_LINE_CHARS // 5),
+        ]
+        for message, cut, keys in claims:
+            record = CapturedLineRecord("stdout", logging.ERROR, __file__, 1, message, (), None)
+            record.truncated = cut
+            record.isoplug_truncated_keys = keys
+            stdout.handle(record)
+        # A traceback whose source line isoplug's capture cuts: the mark ends that line,
+        # within the block's message.
+        print(
+            "Traceback (most recent call last):\n"
+            '  File "deep.py", line 1, in <module>\n'
+            "    " + "q" * (MAX_LINE_CHARS * 2) + "\n"
+            "ValueError: cut in the middle",
+            flush=True,
+        )
+
+    @isoplug.method
     async def claim_process(self) -> None:
         """A record whose process a filter rewrote, and an ordinary one."""
         claims = _ClaimsProcessOne()
