@@ -41,6 +41,7 @@ __all__ = [
     "HAS_TASK_NAME",
     "NOWHERE",
     "SKIPPED_FILES",
+    "SKIPPED_PACKAGES",
     "START_TIME",
     "Location",
     "deliver",
@@ -137,9 +138,23 @@ def skip_frames_of(module: ModuleType) -> None:
         SKIPPED_FILES.add(path)
 
 
+#: Packages whose frames are not a line's source either: logging libraries that print a
+#: plugin's records (structlog's PrintLogger, loguru's stream sinks). Known by the name of the
+#: module a frame runs in, so that the runner need not import them to skip them.
+SKIPPED_PACKAGES = frozenset({"structlog", "loguru"})
+
+
+def _skipped(frame: FrameType) -> bool:
+    if frame.f_code.co_filename in SKIPPED_FILES:
+        return True
+    module = frame.f_globals.get("__name__")
+    return type(module) is str and module.partition(".")[0] in SKIPPED_PACKAGES
+
+
 def location_of(frame: FrameType | None) -> Location:
-    """Where the code of ``frame`` is, past the frames of :data:`SKIPPED_FILES`."""
-    while frame is not None and frame.f_code.co_filename in SKIPPED_FILES:
+    """Where the code of ``frame`` is, past the frames of :data:`SKIPPED_FILES` and
+    :data:`SKIPPED_PACKAGES`."""
+    while frame is not None and _skipped(frame):
         frame = frame.f_back
     if frame is None:
         return NOWHERE
@@ -249,7 +264,7 @@ def remember_site(
     ``state`` for the next line from there (a loop that prints)."""
     location = location_of(frame)
     attributes = site_attributes(logger.name, level, location, state.owner)
-    if frame.f_code.co_filename in SKIPPED_FILES:
+    if _skipped(frame):
         # The location is that of an outer frame, which the next call may not share.
         state.site_code = None
     else:

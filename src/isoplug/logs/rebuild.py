@@ -56,6 +56,7 @@ from isoplug.logs.record_names import (
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
+from isoplug.transport.process_tree import started_at
 from isoplug.wire import LogRecordData
 from isoplug.wire.sanitize import cap_text, clean_block, clean_text
 
@@ -89,6 +90,10 @@ _LEVEL_NAMES = {
 #: ``created`` outside [0, this] is no time a Formatter can print (asctime raises
 #: OverflowError past year 9999, NaN and infinities raise in every time function).
 _MAX_CREATED = 253402300799.0
+#: How far a record's ``created`` may lie before its sending process started (the start read
+#: from ``/proc`` is good to a second, and clocks are set) or after the record arrived.
+_EARLIER_THAN_START = 2.0
+_LATER_THAN_ARRIVAL = 1.0
 #: Line numbers beyond a C int are no line of any source file.
 _MAX_LINENO = 2**31 - 1
 
@@ -119,6 +124,11 @@ class RecordRebuilder:
         self._sites: dict[str, str] = {}
         self._templates: dict[str, LogTemplate] = {}
         self._start_time: float = getattr(logging, "_startTime", time.time())
+        # No record of the sender's was made before its process started: the kernel's word
+        # for when that was, where the kernel vouches for its pid (read once: the ring of a
+        # process that died is replayed after it is gone).
+        started = started_at(sender_pid) if sender_pid is not None else None
+        self._earliest = 0.0 if started is None else started - _EARLIER_THAN_START
         # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
         self._exceptions = ExceptionRebuilder(
             max_message_chars=limits.max_message_chars,
@@ -139,6 +149,12 @@ class RecordRebuilder:
             or not 0 <= lineno <= _MAX_LINENO
         ):
             created, lineno = self._repair(data)
+        claimed_time: float | None = None
+        received = time.time()
+        if not self._earliest <= created <= received + _LATER_THAN_ARRIVAL:
+            # A time the record cannot have (a filter's record.created, loguru's
+            # patch(time=...)): formatters print the arrival's, the claim stays as an extra.
+            claimed_time, created = created, received
         message = data.message
         if not message.isprintable() or len(message) > limits.max_message_chars:
             message = clean_text(message, limits.max_message_chars)
@@ -153,6 +169,8 @@ class RecordRebuilder:
             if data.extra
             else {}
         )
+        if claimed_time is not None:
+            extra[renamed("created", data.extra or {}, extra)] = claimed_time
         process = data.process
         if self._sender_pid is not None and process != self._sender_pid:
             # The kernel's word for the process, not the payload's (a filter in the plugin

@@ -87,7 +87,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from isoplug.wire.name_words import normalized, segments, words
+from isoplug.wire.name_words import lookalike_words, normalized, segments, words
 
 __all__ = [
     "CONSUMER_NAMES",
@@ -217,14 +217,23 @@ def reserved_name(key: str) -> bool:
 def _judge(key: str) -> bool:
     if key.startswith(HOST_MARKER_PREFIX) or normalized(key).lstrip().startswith("@"):
         return True
-    found = words(key)
+    found = _words_of(key)
     if found in _EXACT_WORDS or (len(found) > 1 and found[0] == "isoplug"):
         return True
-    parts = segments(key)
+    parts = _segments_of(key)
     return len(parts) > 1 and parts[0] in _NAMESPACE_WORDS
 
 
 _NAMESPACE_WORDS = frozenset((name,) for name in NAMESPACES)
+#: Every word of a reserved name or namespace: what a word with a letter no look-alike table
+#: lists is matched against (:func:`~isoplug.wire.name_words.lookalike_words`).
+_VOCABULARY = tuple(sorted({word for name in _EXACT_WORDS for word in name} | NAMESPACES))
+
+
+def _read(key: str) -> str:
+    """``key`` as a person reads it: a word with letters of another script read as the
+    reserved word it spells (``l\u0585gger``, an Armenian o, is ``logger``)."""
+    return lookalike_words(key, _VOCABULARY) or key
 #: A path whose first part is a namespace.
 _NAMESPACE_PATHS = frozenset(((name,),) for name in NAMESPACES)
 #: The most words a reserved name has: a nested path longer names none.
@@ -236,11 +245,24 @@ def reserved_field(key: str, value: Any) -> bool:
     (``{"error": {"type": ...}}`` is ``error.type`` to ECS and Datadog)."""
     if reserved_name(key):
         return True
-    if type(value) is not dict or not value:
+    maps = _maps_in(value)
+    if not maps:
         return False
     if _segments_of(key)[:1] in _NAMESPACE_PATHS:
         return True
-    return _nested(_words_of(key), value, 0)
+    path = _words_of(key)
+    return any(_nested(path, inner, 0) for inner in maps)
+
+
+def _maps_in(value: Any) -> list[dict[Any, Any]]:
+    """The non-empty maps ``value`` is or holds as a list's items: ECS and Elasticsearch
+    flatten a list of objects as they do an object (``[{"type": ...}]`` under ``error`` is
+    ``error.type``)."""
+    if type(value) is dict:
+        return [value] if value else []
+    if type(value) is list:
+        return [item for item in value if type(item) is dict and item]
+    return []
 
 
 _segments: dict[str, tuple[tuple[str, ...], ...]] = {}
@@ -251,7 +273,7 @@ def _segments_of(key: str) -> tuple[tuple[str, ...], ...]:
     """:func:`~isoplug.wire.name_words.segments`, remembered (bounded: cleared when full)."""
     found = _segments.get(key)
     if found is None:
-        found = segments(key)
+        found = segments(_read(key))
         if len(_segments) >= _MAX_CACHED:
             _segments.clear()
         _segments[key] = found
@@ -263,7 +285,7 @@ def _words_of(key: str) -> tuple[str, ...]:
     sender's nested keys repeat from record to record."""
     found = _words.get(key)
     if found is None:
-        found = words(key)
+        found = words(_read(key))
         if len(_words) >= _MAX_CACHED:
             _words.clear()
         _words[key] = found
@@ -281,7 +303,7 @@ def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
             continue
         if inner in _EXACT_WORDS:
             return True
-        if type(item) is dict and item and _nested(inner, item, depth + 1):
+        if any(_nested(inner, nested, depth + 1) for nested in _maps_in(item)):
             return True
     return False
 
