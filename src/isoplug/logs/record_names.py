@@ -234,6 +234,8 @@ def _read(key: str) -> str:
     """``key`` as a person reads it: a word with letters of another script read as the
     reserved word it spells (``l\u0585gger``, an Armenian o, is ``logger``)."""
     return lookalike_words(key, _VOCABULARY) or key
+
+
 #: A path whose first part is a namespace.
 _NAMESPACE_PATHS = frozenset(((name,),) for name in NAMESPACES)
 #: The most words a reserved name has: a nested path longer names none.

@@ -60,9 +60,7 @@ def started_at(pid: int) -> float | None:
     fields = stat_fields(pid)
     try:
         with open("/proc/stat", "rb") as stat:
-            boot = next(
-                int(line.split()[1]) for line in stat if line.startswith(b"btime ")
-            )
+            boot = next(int(line.split()[1]) for line in stat if line.startswith(b"btime "))
         # Field 22 (index 19): the start time in clock ticks after boot.
         ticks = int(fields[19]) if fields is not None and len(fields) > 19 else None
     except (OSError, StopIteration, ValueError, IndexError):

@@ -79,7 +79,7 @@ def _match(word: str, vocabulary: Iterable[str]) -> str:
     if latin >= unknown:
         for known in vocabulary:
             if len(known) == len(word) and all(
-                c == "?" or c == k for c, k in zip(word, known, strict=True)
+                c in ("?", k) for c, k in zip(word, known, strict=True)
             ):
                 return known
     return word.replace("?", " ")
