@@ -9,7 +9,9 @@ named like a record attribute or like a name its identity, level or message is r
 ``logger`` or ``level`` say, is renamed ``extra_<name>``: :mod:`isoplug.logs.record_names`).
 The pid and process name are this process's, refreshed after a fork. A line's location is the
 first frame of its writer that is not the stream's own code nor ``traceback``, ``logging`` or
-``warnings`` (:func:`location_of`).
+``warnings``, nor structlog's or loguru's (their printers write a plugin's records: the
+plugin's call of them is the line's source), known by module name so that neither need be
+imported (:func:`location_of`).
 
 :func:`deliver` hands a record to a logger's handlers; text the handlers write meanwhile on the
 same thread goes to the original streams (see :class:`~isoplug.logs.stream_state.PerThread`),

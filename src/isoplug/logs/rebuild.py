@@ -20,7 +20,10 @@ convert its exception, the text stays: it is the only traceback there is.)
 A level number that is not a standard one never carries a standard level's name
 (:func:`~isoplug.logs.record_names.level_name`). Where the connection has a pid the kernel
 vouches for, ``process`` is that pid (the sender's own claim, when it differs, is kept as
-``extra_process``).
+``extra_process``). A record's ``created`` lies between its process's start (the kernel's,
+for that pid, a little clock skew allowed) and its arrival: a time outside is replaced by the
+arrival's, the claim kept as ``extra_created`` (what a plugin's filter or loguru's
+``patch`` can set, every formatter prints as the record's time).
 
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
 as its own) gets the same truth (:mod:`isoplug.logs.event_truth`). Every text inside a nested

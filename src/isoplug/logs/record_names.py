@@ -43,12 +43,17 @@ host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.outpu
   ``isoplug.*``; and every name starting ``@`` (hclog's ``@module``, ``@caller``...). A map
   under a namespace's name (``{"error": {"type": ...}}``) is reserved too: ECS and Datadog
   flatten it into ``error.type``; so is a map whose path names a reserved name
-  (``{"plugin": {"id": ...}}``).
+  (``{"plugin": {"id": ...}}``), and a list holding such maps (``{"error": [{"type":
+  ...}]}``: ECS and Elasticsearch flatten an array of objects as an object).
 
 **How a name is read.** As words (:mod:`isoplug.wire.name_words`, the reading OpenTelemetry's
 rule, :mod:`isoplug.otel.reserved_names`, uses too): case ignored, invisible characters
 dropped, Cyrillic and Greek look-alikes read as Latin letters. So ``Exc_Type``, ``plugin-id``,
-``LEVEL`` or ``plugin_\u0456d`` (a Cyrillic ``i``) is renamed as its plain spelling is. The
+``LEVEL`` or ``plugin_\u0456d`` (a Cyrillic ``i``) is renamed as its plain spelling is. A
+letter no table lists, in a word whose letters are mostly Latin, is read as any one letter:
+the word is the reserved word it then spells (``l\u0585gger``, an Armenian ``o``, is
+``logger``), so look-alikes of any script are caught without a table of them all, while words
+of other languages (``gr\u00f6\u00dfe``, ``\u0438\u043c\u044f``) keep their names. The
 namespaces are read at dots only, not at any separator as OpenTelemetry's rule reads them
 (Loki and Prometheus rewrite ``.`` into ``_``; JSON log consumers do not): ``error_code``,
 ``process_time`` and ``log_file`` are ordinary data, and keep their names.
