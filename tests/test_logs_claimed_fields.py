@@ -131,9 +131,23 @@ async def test_a_line_structlog_prints_comes_from_the_plugins_call(tmp_path: Pat
     async with running(tmp_path, "claimant") as (host, waiter):
         await host.call("claimant", "json_print")
         record = await waiter.wait_for(f"{CLAIMANT}.stdout", "printed by structlog")
+        forged = await waiter.wait_for(f"{CLAIMANT}.stdout", "forged by structlog")
     assert record.funcName == "json_print", (record.pathname, record.funcName)
     assert record.filename == "claimant_plugin.py"
     source = Path(__file__).parent / "plugins_fixtures/claimant/claimant_plugin.py"
     line = source.read_text().splitlines()[record.lineno - 1]
     assert "the line's location" in line
     assert record.levelno == logging.INFO
+    # Its TimeStamper's and CallsiteParameterAdder's fields say what the record says: kept.
+    fields = vars(record)
+    assert fields["func_name"] == "json_print"
+    assert "timestamp" in fields
+    assert not [key for key in fields if key.startswith("extra_")], fields
+    assert slog(record)["func_name"] == "json_print"
+    # Fields that say something else, and an exception text the host cannot vouch for, are
+    # claims.
+    claims = vars(forged)
+    assert claims["extra_timestamp"] == "1999-01-01T00:00:00Z"
+    assert claims["extra_func_name"] == "host_main" and claims["extra_lineno"] == 1
+    assert "extra_exception" in claims
+    assert not {"timestamp", "func_name", "exception"} & claims.keys()

@@ -26,7 +26,8 @@ arrival's, the claim kept as ``extra_created`` (what a plugin's filter or loguru
 ``patch`` can set, every formatter prints as the record's time).
 
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
-as its own) gets the same truth (:mod:`isoplug.logs.event_truth`). Every text inside a nested
+as its own) gets the same truth (:mod:`isoplug.logs.event_truth`), and so do the
+``timestamp``, ``lineno`` and ``func_name`` of a printed JSON line (a structlog that prints). Every text inside a nested
 value, and every key of a nested dict, is cleaned as the extras' own are
 (:mod:`isoplug.logs.extra_values`); keys that clean to the same text (an escape character and
 the text ``\\x1b``, long keys cut to one prefix) all stay, the later ones told apart as
@@ -44,7 +45,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
-from isoplug.logs.event_truth import state_the_level, state_the_truth
+from isoplug.logs.event_truth import keep_printed_truths, state_the_level, state_the_truth
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.extra_values import clean_value, unique_key
 from isoplug.logs.limits import ReplayLimits
@@ -267,6 +268,10 @@ class RecordRebuilder:
             "seq": data.seq,
             **identity,
         }
+        if extra and "stream" in identity:
+            keep_printed_truths(
+                record.__dict__, data.extra or {}, data, self._limits.max_extra_value_chars
+            )
         if data.event is not None:
             event = state_the_truth(
                 self._clean_mapping(data.event, None),

@@ -113,16 +113,37 @@ class Claimant(isoplug.Plugin):
     @isoplug.method
     def json_print(self) -> None:
         """structlog printing JSON lines to stdout: the standard production setup."""
+        parameters = structlog.processors.CallsiteParameter
         structlog.configure(
             processors=[
                 structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+                structlog.processors.CallsiteParameterAdder(
+                    [parameters.FUNC_NAME, parameters.LINENO]
+                ),
                 structlog.processors.JSONRenderer(),
             ],
             logger_factory=structlog.PrintLoggerFactory(sys.stdout),
             cache_logger_on_first_use=False,
         )
         try:
-            structlog.get_logger().info("printed by structlog")  # the line's location
+            printer = structlog.get_logger()
+            printer.info("printed by structlog")  # the line's location
+            # What its processors would not write: overwritten after them, so claims.
+            structlog.configure(
+                processors=[
+                    structlog.processors.add_log_level,
+                    lambda _, __, event: {
+                        **event,
+                        "timestamp": "1999-01-01T00:00:00Z",
+                        "func_name": "host_main",
+                        "lineno": 1,
+                        "exception": "Traceback (most recent call last):\nKeyboardInterrupt",
+                    },
+                    structlog.processors.JSONRenderer(),
+                ]
+            )
+            structlog.get_logger().info("forged by structlog")
         finally:
             structlog.reset_defaults()
         sys.stdout.flush()
