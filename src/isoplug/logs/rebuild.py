@@ -27,8 +27,9 @@ arrival's, the claim kept as ``extra_created`` (what a plugin's filter or loguru
 
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
 as its own) gets the same truth (:mod:`isoplug.logs.event_truth`), and so do the
-``timestamp``, ``lineno`` and ``func_name`` of a printed JSON line (a structlog that prints). Every text inside a nested
-value, and every key of a nested dict, is cleaned as the extras' own are
+``timestamp``, ``lineno`` and ``func_name`` of a printed JSON line (a structlog that prints).
+Every text inside a nested value, and every key of a nested dict, is cleaned as the extras'
+own are
 (:mod:`isoplug.logs.extra_values`); keys that clean to the same text (an escape character and
 the text ``\\x1b``, long keys cut to one prefix) all stay, the later ones told apart as
 ``<key>#2``, ``<key>#3``...
@@ -133,6 +134,9 @@ class RecordRebuilder:
         # process that died is replayed after it is gone).
         started = started_at(sender_pid) if sender_pid is not None else None
         self._earliest = 0.0 if started is None else started - _EARLIER_THAN_START
+        # The latest time a record may claim, as of the last look at the clock: a record up to
+        # it needs no look (the clock only moves on; set back, the bound is a little loose).
+        self._latest = time.time() + _LATER_THAN_ARRIVAL
         # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
         self._exceptions = ExceptionRebuilder(
             max_message_chars=limits.max_message_chars,
@@ -154,11 +158,12 @@ class RecordRebuilder:
         ):
             created, lineno = self._repair(data)
         claimed_time: float | None = None
-        received = time.time()
-        if not self._earliest <= created <= received + _LATER_THAN_ARRIVAL:
+        if not self._earliest <= created <= self._latest and not (
+            self._earliest <= created <= self._now_and_later()
+        ):
             # A time the record cannot have (a filter's record.created, loguru's
             # patch(time=...)): formatters print the arrival's, the claim stays as an extra.
-            claimed_time, created = created, received
+            claimed_time, created = created, time.time()
         message = data.message
         if not message.isprintable() or len(message) > limits.max_message_chars:
             message = clean_text(message, limits.max_message_chars)
@@ -289,6 +294,11 @@ class RecordRebuilder:
                 event["exc_info"] = exc_info
             record.msg = event
         return record
+
+    def _now_and_later(self) -> float:
+        """The latest time a record may claim now (the clock read again)."""
+        self._latest = time.time() + _LATER_THAN_ARRIVAL
+        return self._latest
 
     def _exc_info(self, data: LogRecordData) -> ExcInfo | None:
         """The record's exception as a genuine exc_info; None (the record keeps the text) if

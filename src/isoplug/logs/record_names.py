@@ -252,24 +252,28 @@ def reserved_field(key: str, value: Any) -> bool:
     (``{"error": {"type": ...}}`` is ``error.type`` to ECS and Datadog)."""
     if reserved_name(key):
         return True
-    maps = _maps_in(value)
-    if not maps:
+    kind = type(value)
+    if (kind is not dict and kind is not list) or not value:
+        return False
+    if kind is list and not any(type(item) is dict and item for item in value):
         return False
     if _segments_of(key)[:1] in _NAMESPACE_PATHS:
         return True
-    path = _words_of(key)
-    return any(_nested(path, inner, 0) for inner in maps)
+    return _nested_in(_words_of(key), value, 0)
 
 
-def _maps_in(value: Any) -> list[dict[Any, Any]]:
-    """The non-empty maps ``value`` is or holds as a list's items: ECS and Elasticsearch
+def _nested_in(path: tuple[str, ...], value: Any, depth: int) -> bool:
+    """:func:`_nested` for a map, or for each map a list holds: ECS and Elasticsearch
     flatten a list of objects as they do an object (``[{"type": ...}]`` under ``error`` is
     ``error.type``)."""
-    if type(value) is dict:
-        return [value] if value else []
-    if type(value) is list:
-        return [item for item in value if type(item) is dict and item]
-    return []
+    kind = type(value)
+    if kind is dict:
+        return bool(value) and _nested(path, value, depth)
+    if kind is list:
+        for item in value:
+            if type(item) is dict and item and _nested(path, item, depth):
+                return True
+    return False
 
 
 _segments: dict[str, tuple[tuple[str, ...], ...]] = {}
@@ -310,7 +314,8 @@ def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
             continue
         if inner in _EXACT_WORDS:
             return True
-        if any(_nested(inner, nested, depth + 1) for nested in _maps_in(item)):
+        kind = type(item)
+        if (kind is dict or kind is list) and _nested_in(inner, item, depth + 1):
             return True
     return False
 
