@@ -140,3 +140,56 @@ def test_a_map_is_judged_by_the_names_consumers_flatten_it_into() -> None:
     assert reserved_field("data", {"log": {"level": "critical"}}) is False
     assert not reserved_field("error", {})
     assert not reserved_field("order", {"total": 3})
+
+
+def test_a_list_of_maps_is_judged_as_each_map_is() -> None:
+    """ECS and Elasticsearch flatten an array of objects as an object."""
+    assert reserved_field("error", [{"type": "KeyboardInterrupt"}])
+    assert reserved_field("code", [1, {"function": "host_main"}])
+    assert reserved_field("plugin", [{"name": "x"}, {"id": "bank"}])
+    assert reserved_field("log", [{"level": {}}])  # under a namespace: any map
+    assert reserved_field("user", {"log": [{"level": "critical"}]}) is False
+    assert reserved_field("plugin", {"ids": [{"x": 1}], "other": [{"id": 2}]}) is False
+    assert not reserved_field("error", [])
+    assert not reserved_field("error", [{}])
+    assert not reserved_field("error", ["KeyboardInterrupt"])
+    assert not reserved_field("orders", [{"id": 1, "status": "paid"}])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "le\u0475el",  # an Izhitsa for the v
+        "l\u0585gger",  # an Armenian o
+        "pl\u1d1cgin_id",  # a Latin small capital U
+        "run\u0578er_pid",  # an Armenian n
+        "p\u026ad",  # a Latin small capital I
+        "\u0565rror.type",  # an Armenian e-like letter, under a namespace
+        "exc\u10e7type",  # a Georgian letter that spells no word: it separates two
+        "thr\u0511ad.name",  # a Cyrillic letter beyond the table
+        "m\u0455\u0261",  # letters the table reads already
+        "isopl\u028ag_report",
+    ],
+)
+def test_a_letter_of_another_script_reads_as_the_reserved_word_it_spells(key: str) -> None:
+    assert reserved_name(key), key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "gr\u00f6\u00dfe",  # German
+        "\u540d\u524d",  # Japanese
+        "\u0438\u043c\u044f",  # Russian: no Latin letter, so no look-alike of "msg"
+        "\u0434\u0430\u0442\u0430",
+        "s\u00f8n",  # Danish
+        "wy\u0142\u0105cz",  # Polish
+        "caf\u00e9",
+        "\u00e6ble",
+        "user_\u540d",
+        "\u03c0\u03b9\u03b4",  # Greek: the table reads only the iota as Latin
+    ],
+)
+def test_words_of_other_languages_keep_their_names(key: str) -> None:
+    assert not reserved_name(key), key
+    assert not reserved_field(key, {"x": 1})

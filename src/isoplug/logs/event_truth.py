@@ -29,7 +29,7 @@ from isoplug.logs.textlines import level_from_name
 from isoplug.wire import LogRecordData
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["state_the_level", "state_the_truth"]
+__all__ = ["PRINTED_TRUTHS", "keep_printed_truths", "state_the_level", "state_the_truth"]
 
 #: Logger-name keys whose value is dropped, not renamed, when it is the sender's own name for
 #: its logger (structlog's add_logger_name): the host's ``logger`` says the same, confined.
@@ -115,6 +115,33 @@ def _same_time(value: Any, created: float) -> bool:
     except ValueError:
         return False
     return abs(moment.timestamp() - created) <= 1.0
+
+
+#: The fields of a printed JSON line that a plugin's structlog (``TimeStamper``,
+#: ``CallsiteParameterAdder``) writes truthfully: kept when they say what the record says.
+PRINTED_TRUTHS = ("timestamp", "lineno", "func_name")
+
+
+def keep_printed_truths(
+    attributes: dict[str, Any], sent: Mapping[str, Any], data: LogRecordData, limit: int
+) -> None:
+    """On the record of a printed JSON line (its ``attributes``; ``sent`` the extras as they
+    came), each field of :data:`PRINTED_TRUTHS` that the runner's capture renamed
+    ``extra_<key>`` and that says what the record says (a ``timestamp`` within a second of
+    its time, its ``lineno``, its ``funcName``) is the plugin's again under its own name: a
+    structlog printing JSON lines keeps its own fields, as its event dicts do. An
+    ``exception`` text stays renamed: the record carries no exception to check it against."""
+    for key in PRINTED_TRUTHS:
+        name = f"extra_{key}"
+        # Renamed by the capture only if the line had no extra_<key> of its own too.
+        if name not in attributes or f"extra_{name}" in sent:
+            continue
+        value = attributes[name]
+        if not _says_true(key, value, data, attributes, limit):
+            continue
+        del attributes[name]
+        # ``lineno`` is the record's own attribute already, with this value.
+        attributes.setdefault(key, value)
 
 
 def state_the_level(event: dict[str, Any], levelno: int, levelname: str) -> None:

@@ -9,7 +9,9 @@ named like a record attribute or like a name its identity, level or message is r
 ``logger`` or ``level`` say, is renamed ``extra_<name>``: :mod:`isoplug.logs.record_names`).
 The pid and process name are this process's, refreshed after a fork. A line's location is the
 first frame of its writer that is not the stream's own code nor ``traceback``, ``logging`` or
-``warnings`` (:func:`location_of`).
+``warnings``, nor structlog's or loguru's (their printers write a plugin's records: the
+plugin's call of them is the line's source), known by module name so that neither need be
+imported (:func:`location_of`).
 
 :func:`deliver` hands a record to a logger's handlers; text the handlers write meanwhile on the
 same thread goes to the original streams (see :class:`~isoplug.logs.stream_state.PerThread`),
@@ -41,6 +43,7 @@ __all__ = [
     "HAS_TASK_NAME",
     "NOWHERE",
     "SKIPPED_FILES",
+    "SKIPPED_PACKAGES",
     "START_TIME",
     "Location",
     "deliver",
@@ -137,9 +140,23 @@ def skip_frames_of(module: ModuleType) -> None:
         SKIPPED_FILES.add(path)
 
 
+#: Packages whose frames are not a line's source either: logging libraries that print a
+#: plugin's records (structlog's PrintLogger, loguru's stream sinks). Known by the name of the
+#: module a frame runs in, so that the runner need not import them to skip them.
+SKIPPED_PACKAGES = frozenset({"structlog", "loguru"})
+
+
+def _skipped(frame: FrameType) -> bool:
+    if frame.f_code.co_filename in SKIPPED_FILES:
+        return True
+    module = frame.f_globals.get("__name__")
+    return type(module) is str and module.partition(".")[0] in SKIPPED_PACKAGES
+
+
 def location_of(frame: FrameType | None) -> Location:
-    """Where the code of ``frame`` is, past the frames of :data:`SKIPPED_FILES`."""
-    while frame is not None and frame.f_code.co_filename in SKIPPED_FILES:
+    """Where the code of ``frame`` is, past the frames of :data:`SKIPPED_FILES` and
+    :data:`SKIPPED_PACKAGES`."""
+    while frame is not None and _skipped(frame):
         frame = frame.f_back
     if frame is None:
         return NOWHERE
@@ -249,7 +266,7 @@ def remember_site(
     ``state`` for the next line from there (a loop that prints)."""
     location = location_of(frame)
     attributes = site_attributes(logger.name, level, location, state.owner)
-    if frame.f_code.co_filename in SKIPPED_FILES:
+    if _skipped(frame):
         # The location is that of an outer frame, which the next call may not share.
         state.site_code = None
     else:

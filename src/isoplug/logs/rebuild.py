@@ -20,11 +20,16 @@ convert its exception, the text stays: it is the only traceback there is.)
 A level number that is not a standard one never carries a standard level's name
 (:func:`~isoplug.logs.record_names.level_name`). Where the connection has a pid the kernel
 vouches for, ``process`` is that pid (the sender's own claim, when it differs, is kept as
-``extra_process``).
+``extra_process``). A record's ``created`` lies between its process's start (the kernel's,
+for that pid, a little clock skew allowed) and its arrival: a time outside is replaced by the
+arrival's, the claim kept as ``extra_created`` (what a plugin's filter or loguru's
+``patch`` can set, every formatter prints as the record's time).
 
 A structlog event dict (``record.msg`` of a record structlog's ``ProcessorFormatter`` renders
-as its own) gets the same truth (:mod:`isoplug.logs.event_truth`). Every text inside a nested
-value, and every key of a nested dict, is cleaned as the extras' own are
+as its own) gets the same truth (:mod:`isoplug.logs.event_truth`), and so do the
+``timestamp``, ``lineno`` and ``func_name`` of a printed JSON line (a structlog that prints).
+Every text inside a nested value, and every key of a nested dict, is cleaned as the extras'
+own are
 (:mod:`isoplug.logs.extra_values`); keys that clean to the same text (an escape character and
 the text ``\\x1b``, long keys cut to one prefix) all stay, the later ones told apart as
 ``<key>#2``, ``<key>#3``...
@@ -41,7 +46,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from isoplug.logs.capture import STANDARD_ATTRIBUTES
-from isoplug.logs.event_truth import state_the_level, state_the_truth
+from isoplug.logs.event_truth import keep_printed_truths, state_the_level, state_the_truth
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.extra_values import clean_value, unique_key
 from isoplug.logs.limits import ReplayLimits
@@ -57,6 +62,7 @@ from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.stream_claims import CUT_FLAG, believed_stream_flags
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
+from isoplug.transport.process_tree import started_at
 from isoplug.wire import LogRecordData
 from isoplug.wire.sanitize import cap_text, clean_block, clean_text
 
@@ -85,6 +91,10 @@ _LEVEL_NAMES = {
 #: ``created`` outside [0, this] is no time a Formatter can print (asctime raises
 #: OverflowError past year 9999, NaN and infinities raise in every time function).
 _MAX_CREATED = 253402300799.0
+#: How far a record's ``created`` may lie before its sending process started (the start read
+#: from ``/proc`` is good to a second, and clocks are set) or after the record arrived.
+_EARLIER_THAN_START = 2.0
+_LATER_THAN_ARRIVAL = 1.0
 #: Line numbers beyond a C int are no line of any source file.
 _MAX_LINENO = 2**31 - 1
 
@@ -114,6 +124,14 @@ class RecordRebuilder:
         self._sites: dict[str, str] = {}
         self._templates: dict[str, LogTemplate] = {}
         self._start_time: float = getattr(logging, "_startTime", time.time())
+        # No record of the sender's was made before its process started: the kernel's word
+        # for when that was, where the kernel vouches for its pid (read once: the ring of a
+        # process that died is replayed after it is gone).
+        started = started_at(sender_pid) if sender_pid is not None else None
+        self._earliest = 0.0 if started is None else started - _EARLIER_THAN_START
+        # The latest time a record may claim, as of the last look at the clock: a record up to
+        # it needs no look (the clock only moves on; set back, the bound is a little loose).
+        self._latest = time.time() + _LATER_THAN_ARRIVAL
         # Rebuilds records' exceptions as genuine exc_info (see isoplug.logs.tracebacks).
         self._exceptions = ExceptionRebuilder(
             max_message_chars=limits.max_message_chars,
@@ -134,6 +152,13 @@ class RecordRebuilder:
             or not 0 <= lineno <= _MAX_LINENO
         ):
             created, lineno = self._repair(data)
+        claimed_time: float | None = None
+        if not self._earliest <= created <= self._latest and not (
+            self._earliest <= created <= self._now_and_later()
+        ):
+            # A time the record cannot have (a filter's record.created, loguru's
+            # patch(time=...)): formatters print the arrival's, the claim stays as an extra.
+            claimed_time, created = created, time.time()
         message = data.message
         if not message.isprintable() or len(message) > limits.max_message_chars:
             message = clean_text(message, limits.max_message_chars)
@@ -150,6 +175,8 @@ class RecordRebuilder:
             if data.extra
             else {}
         )
+        if claimed_time is not None:
+            extra[renamed("created", data.extra or {}, extra)] = claimed_time
         process = data.process
         if self._sender_pid is not None and process != self._sender_pid:
             # The kernel's word for the process, not the payload's (a filter in the plugin
@@ -243,6 +270,10 @@ class RecordRebuilder:
             "seq": data.seq,
             **identity,
         }
+        if extra and "stream" in identity:
+            keep_printed_truths(
+                record.__dict__, data.extra or {}, data, self._limits.max_extra_value_chars
+            )
         if data.event is not None:
             event = state_the_truth(
                 self._clean_mapping(data.event, None),
@@ -260,6 +291,11 @@ class RecordRebuilder:
                 event["exc_info"] = exc_info
             record.msg = event
         return record
+
+    def _now_and_later(self) -> float:
+        """The latest time a record may claim now (the clock read again)."""
+        self._latest = time.time() + _LATER_THAN_ARRIVAL
+        return self._latest
 
     def _exc_info(self, data: LogRecordData) -> ExcInfo | None:
         """The record's exception as a genuine exc_info; None (the record keeps the text) if

@@ -43,12 +43,17 @@ host replays, and :mod:`isoplug.logs.loguru_bridge` and :mod:`isoplug.logs.outpu
   ``isoplug.*``; and every name starting ``@`` (hclog's ``@module``, ``@caller``...). A map
   under a namespace's name (``{"error": {"type": ...}}``) is reserved too: ECS and Datadog
   flatten it into ``error.type``; so is a map whose path names a reserved name
-  (``{"plugin": {"id": ...}}``).
+  (``{"plugin": {"id": ...}}``), and a list holding such maps (``{"error": [{"type":
+  ...}]}``: ECS and Elasticsearch flatten an array of objects as an object).
 
 **How a name is read.** As words (:mod:`isoplug.wire.name_words`, the reading OpenTelemetry's
 rule, :mod:`isoplug.otel.reserved_names`, uses too): case ignored, invisible characters
 dropped, Cyrillic and Greek look-alikes read as Latin letters. So ``Exc_Type``, ``plugin-id``,
-``LEVEL`` or ``plugin_\u0456d`` (a Cyrillic ``i``) is renamed as its plain spelling is. The
+``LEVEL`` or ``plugin_\u0456d`` (a Cyrillic ``i``) is renamed as its plain spelling is. A
+letter no table lists, in a word whose letters are mostly Latin, is read as any one letter:
+the word is the reserved word it then spells (``l\u0585gger``, an Armenian ``o``, is
+``logger``), so look-alikes of any script are caught without a table of them all, while words
+of other languages (``gr\u00f6\u00dfe``, ``\u0438\u043c\u044f``) keep their names. The
 namespaces are read at dots only, not at any separator as OpenTelemetry's rule reads them
 (Loki and Prometheus rewrite ``.`` into ``_``; JSON log consumers do not): ``error_code``,
 ``process_time`` and ``log_file`` are ordinary data, and keep their names.
@@ -89,7 +94,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from isoplug.wire.name_words import normalized, segments, words
+from isoplug.wire.name_words import lookalike_words, normalized, segments, words
 
 __all__ = [
     "CONSUMER_NAMES",
@@ -219,14 +224,25 @@ def reserved_name(key: str) -> bool:
 def _judge(key: str) -> bool:
     if key.startswith(HOST_MARKER_PREFIX) or normalized(key).lstrip().startswith("@"):
         return True
-    found = words(key)
+    found = _words_of(key)
     if found in _EXACT_WORDS or (len(found) > 1 and found[0] == "isoplug"):
         return True
-    parts = segments(key)
+    parts = _segments_of(key)
     return len(parts) > 1 and parts[0] in _NAMESPACE_WORDS
 
 
 _NAMESPACE_WORDS = frozenset((name,) for name in NAMESPACES)
+#: Every word of a reserved name or namespace: what a word with a letter no look-alike table
+#: lists is matched against (:func:`~isoplug.wire.name_words.lookalike_words`).
+_VOCABULARY = tuple(sorted({word for name in _EXACT_WORDS for word in name} | NAMESPACES))
+
+
+def _read(key: str) -> str:
+    """``key`` as a person reads it: a word with letters of another script read as the
+    reserved word it spells (``l\u0585gger``, an Armenian o, is ``logger``)."""
+    return lookalike_words(key, _VOCABULARY) or key
+
+
 #: A path whose first part is a namespace.
 _NAMESPACE_PATHS = frozenset(((name,),) for name in NAMESPACES)
 #: The most words a reserved name has: a nested path longer names none.
@@ -238,11 +254,28 @@ def reserved_field(key: str, value: Any) -> bool:
     (``{"error": {"type": ...}}`` is ``error.type`` to ECS and Datadog)."""
     if reserved_name(key):
         return True
-    if type(value) is not dict or not value:
+    kind = type(value)
+    if (kind is not dict and kind is not list) or not value:
+        return False
+    if kind is list and not any(type(item) is dict and item for item in value):
         return False
     if _segments_of(key)[:1] in _NAMESPACE_PATHS:
         return True
-    return _nested(_words_of(key), value, 0)
+    return _nested_in(_words_of(key), value, 0)
+
+
+def _nested_in(path: tuple[str, ...], value: Any, depth: int) -> bool:
+    """:func:`_nested` for a map, or for each map a list holds: ECS and Elasticsearch
+    flatten a list of objects as they do an object (``[{"type": ...}]`` under ``error`` is
+    ``error.type``)."""
+    kind = type(value)
+    if kind is dict:
+        return bool(value) and _nested(path, value, depth)
+    if kind is list:
+        for item in value:
+            if type(item) is dict and item and _nested(path, item, depth):
+                return True
+    return False
 
 
 _segments: dict[str, tuple[tuple[str, ...], ...]] = {}
@@ -253,7 +286,7 @@ def _segments_of(key: str) -> tuple[tuple[str, ...], ...]:
     """:func:`~isoplug.wire.name_words.segments`, remembered (bounded: cleared when full)."""
     found = _segments.get(key)
     if found is None:
-        found = segments(key)
+        found = segments(_read(key))
         if len(_segments) >= _MAX_CACHED:
             _segments.clear()
         _segments[key] = found
@@ -265,7 +298,7 @@ def _words_of(key: str) -> tuple[str, ...]:
     sender's nested keys repeat from record to record."""
     found = _words.get(key)
     if found is None:
-        found = words(key)
+        found = words(_read(key))
         if len(_words) >= _MAX_CACHED:
             _words.clear()
         _words[key] = found
@@ -283,7 +316,8 @@ def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
             continue
         if inner in _EXACT_WORDS:
             return True
-        if type(item) is dict and item and _nested(inner, item, depth + 1):
+        kind = type(item)
+        if (kind is dict or kind is list) and _nested_in(inner, item, depth + 1):
             return True
     return False
 

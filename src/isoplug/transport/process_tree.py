@@ -30,6 +30,7 @@ __all__ = [
     "adopted_tree",
     "children",
     "parent_group_session",
+    "started_at",
     "stat_fields",
     "subtree",
     "tree_under",
@@ -50,6 +51,23 @@ def stat_fields(pid: int) -> list[bytes] | None:
         return None
     # The command name (second field) may hold spaces and parentheses: split after its end.
     return data.rpartition(b")")[2].split()
+
+
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch (``/proc/stat``'s boot time plus
+    the process's start in clock ticks after boot): good to a second (the boot time is whole
+    seconds, and moves when the clock is set). None when ``/proc`` cannot say."""
+    fields = stat_fields(pid)
+    try:
+        with open("/proc/stat", "rb") as stat:
+            boot = next(int(line.split()[1]) for line in stat if line.startswith(b"btime "))
+        # Field 22 (index 19): the start time in clock ticks after boot.
+        ticks = int(fields[19]) if fields is not None and len(fields) > 19 else None
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    if ticks is None:
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
