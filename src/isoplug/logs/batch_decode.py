@@ -10,6 +10,13 @@ sender makes it (:func:`~isoplug.logs.capture.odd_key_name`, ``extra_1`` for ``1
 receiver then cleans it as every key (:mod:`isoplug.logs.rebuild`). Only a foreign sender
 sends one; isoplug's own makes its keys text before sending.
 
+A record with a standard field of another type (``thread`` as text, a filter's
+``record.thread = "x"``) is kept too: the field is set to its default and its value kept, as
+text, in ``extra_<attribute>``, as an isoplug sender's general path does
+(:mod:`isoplug.logs.standard_types`). The sender's straight-line path for plain records does not
+check the types, which would cost every ``logger.info()`` far more than this costs the rare
+record that needs it.
+
 A rejected record still arrived: its sequence number, when it can be read, is given back, so
 that the receiver counts it malformed and not also lost in transit.
 """
@@ -21,6 +28,7 @@ from typing import Any
 import msgspec
 
 from isoplug.logs.capture import odd_key_name
+from isoplug.logs.standard_types import STANDARD_NAMES, fit_standard
 from isoplug.wire import LogRecordData
 
 __all__ = ["decode_records"]
@@ -38,6 +46,19 @@ _MAPPINGS = (
     LogRecordData.__struct_fields__.index("extra"),
     LogRecordData.__struct_fields__.index("event"),
 )
+_EXTRA = _MAPPINGS[0]
+
+
+def _default(field: msgspec.structs.FieldInfo) -> Any:
+    if field.default is not msgspec.NODEFAULT:
+        return field.default
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return None  # a required field: an array without it fails to decode whatever follows
+
+
+#: What a record's array holds where it stops early: each field's default, up to ``extra``.
+_DEFAULTS = [_default(field) for field in msgspec.structs.fields(LogRecordData)[: _EXTRA + 1]]
 
 
 def decode_records(
@@ -62,7 +83,7 @@ def decode_records(
         try:
             good.append(_record_decoder.decode(item))
         except _DECODE_ERRORS:
-            record = _with_text_keys(item)
+            record = _salvaged(item)
             if record is None:
                 bad += 1
                 seq = _seq_of(item)
@@ -86,16 +107,17 @@ def _seq_of(item: msgspec.Raw) -> int | None:
     return seq if type(seq) is int and seq > 0 else None
 
 
-def _with_text_keys(item: msgspec.Raw) -> LogRecordData | None:
-    """The record ``item`` holds, its ``extra`` and ``event`` keys made text; None if it has
-    no key to make text, or is malformed in another way too."""
+def _salvaged(item: msgspec.Raw) -> LogRecordData | None:
+    """The record ``item`` holds, its ``extra`` and ``event`` keys made text and its standard
+    fields made to fit; None if there was nothing to change, or it is malformed in another way
+    too."""
     try:
         fields: Any = _any_decoder.decode(item)
     except _DECODE_ERRORS:
         return None
     if type(fields) is not list:
         return None
-    changed = False
+    changed = _fit_standard(fields)
     for index in _MAPPINGS:
         if index < len(fields) and type(fields[index]) is dict:
             values: dict[Any, Any] = fields[index]
@@ -118,3 +140,22 @@ def _text_keys(values: dict[Any, Any]) -> dict[str, Any]:
         if type(key) is not str:
             text[odd_key_name(key, text)] = value
     return text
+
+
+def _fit_standard(fields: list[Any]) -> bool:
+    """Make the standard fields of the record array ``fields`` fit the wire's types, in place
+    (filling it up to ``extra`` with defaults when a value moves there); whether any changed."""
+    count = min(len(fields), len(STANDARD_NAMES))
+    standard = tuple(fields[:count])
+    extra = fields[_EXTRA] if len(fields) > _EXTRA else _DEFAULTS[_EXTRA]
+    if type(extra) is not dict:
+        return False
+    fitted, fitted_extra = fit_standard(standard, extra)
+    if fitted is standard:
+        return False
+    fields[:count] = fitted
+    if fitted_extra is not extra:
+        if len(fields) <= _EXTRA:
+            fields.extend(_DEFAULTS[len(fields) :])
+        fields[_EXTRA] = fitted_extra
+    return True

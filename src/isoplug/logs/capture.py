@@ -20,6 +20,7 @@ import msgspec
 
 from isoplug.logs.exceptions import exception_data, resolve_exc_info
 from isoplug.logs.record_names import HOST_MARKER_PREFIX
+from isoplug.logs.standard_types import STANDARD_NAMES, fit_standard
 from isoplug.wire.messages import LogRecordData
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
@@ -77,21 +78,7 @@ class CapturedLineRecord(logging.LogRecord):
     capture could have set it (:mod:`isoplug.logs.stream_claims`)."""
 
 
-_read_standard = itemgetter(
-    "name",
-    "levelno",
-    "levelname",
-    "created",
-    "pathname",
-    "filename",
-    "module",
-    "lineno",
-    "funcName",
-    "thread",
-    "threadName",
-    "process",
-    "processName",
-)
+_read_standard = itemgetter(*STANDARD_NAMES)
 
 
 def _unencodable(value: Any) -> str:
@@ -445,7 +432,9 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
             safe = True
             break
     event = msg if type(msg) is dict else None
-    standard = _read_standard(attributes)
+    # A standard attribute plugin code set to another type would have the receiver refuse the
+    # whole record: it is sent at its default, its value kept in ``extra_<name>``.
+    standard, extra = fit_standard(_read_standard(attributes), extra)
     if safe:
         limit = MAX_RECORD_BYTES // 64
         extra = _safe_mapping(extra, limit)
