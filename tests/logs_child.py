@@ -47,6 +47,12 @@ def numbered(count: int, rate: float, progress: int | None) -> None:
                 pass
 
 
+class WrongThread(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.thread = "x"  # type: ignore[assignment]
+        return True
+
+
 class ClaimsProcessOne(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.process = 1
@@ -122,6 +128,14 @@ def main() -> None:
         log.addFilter(claims)
         log.info("process one", extra={"n": 0})
         log.removeFilter(claims)
+    elif scenario == "wrong-thread":
+        # A filter sets the thread to text: the plain record and one with an extra take the
+        # sender's two paths.
+        wrong = WrongThread()
+        log.addFilter(wrong)
+        log.info("thread x")
+        log.info("thread x with extra", extra={"n": 0})
+        log.removeFilter(wrong)
     elif scenario == "fork":
         log.info("parent before fork")
         pid = os.fork()

@@ -71,6 +71,8 @@ from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.limits import MAX_QUEUE_BYTES
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
+from isoplug.logs.standard_types import level_of as _level_of
+from isoplug.logs.standard_types import time_of as _time_of
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport import Address
 from isoplug.transport.fd_identity import detach_if_not_ours
@@ -272,19 +274,24 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
             lock.acquire()
             try:
                 if self._queued_bytes >= self._admit_freely_below and not self._admit(
-                    record.levelno
+                    _level_of(record)
                 ):
                     return True
+                created = record.created
+                if type(created) is not float:
+                    # Plugin code set it (a filter's ``record.created = "now"``): the record
+                    # goes out with the claim kept (capture), timed here by when it was sent.
+                    created = _time_of(created)
                 seq = self._seq + 1
                 encoded = capture_record(record, seq)
                 ring = self._ring
                 if ring is not None and not ring.put(encoded, seq):
                     # The ring is full of records the kernel has not taken yet.
-                    self._count_drop(record.levelno)
+                    self._count_drop(_level_of(record))
                     return True
                 self._seq = seq
                 self._ledger[0] = seq
-                self._accept(encoded, record.created)
+                self._accept(encoded, created)
             finally:
                 lock.release()
         except Exception:

@@ -33,6 +33,29 @@ class _ClaimsProcessOne(logging.Filter):
         return True
 
 
+#: Standard attributes set to a type the wire does not carry there, as a filter or loguru's
+#: ``patch`` can: each record must still arrive (see tests/test_logs_wrong_types.py).
+WRONG_TYPES: dict[str, object] = {
+    "thread": "x",
+    "lineno": "12",
+    "process": "p",
+    "threadName": 5,
+    "levelno": "20",
+    "created": "now",
+    "funcName": 3.5,
+}
+
+
+class _SetsAttribute(logging.Filter):
+    def __init__(self, name: str, value: object) -> None:
+        super().__init__()
+        self.attribute, self.value = name, value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        setattr(record, self.attribute, self.value)
+        return True
+
+
 class _ForgesTraceback(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.exc_text = FORGED_TRACEBACK
@@ -250,6 +273,25 @@ class Impostor(isoplug.Plugin):
         finally:
             log.removeFilter(claims)
         log.warning("process mine")
+
+    @isoplug.method
+    async def wrong_types(self) -> None:
+        """Per attribute of WRONG_TYPES: a plain record with it, and one with an extra (the
+        sender's two paths)."""
+        # On the handlers, not the logger: logging itself compares a record's levelno with
+        # each handler's level before the handler's filters run.
+        handlers = logging.getLogger().handlers
+        for name, value in WRONG_TYPES.items():
+            setter = _SetsAttribute(name, value)
+            for handler in handlers:
+                handler.addFilter(setter)
+            try:
+                log.warning("wrong %s", name)
+                log.warning("wrong %s with extra", name, extra={"item": 1})
+            finally:
+                for handler in handlers:
+                    handler.removeFilter(setter)
+        log.warning("wrong types done")
 
     @isoplug.method
     async def print_long_line(self, length: int) -> None:
