@@ -200,24 +200,15 @@ async def test_a_rejected_last_record_is_not_lost_at_the_end() -> None:
     assert metrics.sequence_violations == 0
 
 
-GAPS_PLUGIN = """
+GAPS_PLUGIN = (
+    """
 import gc, logging, os
 import isoplug
 from isoplug.logs import ForwardingHandler
 
-
-def send_bad_malformed():
-    import isoplug.logs.handler as handler_module
-    import msgspec
-    real = handler_module.capture_record
-    def capture(record, seq):
-        if record.getMessage() != "bad":
-            return real(record, seq)
-        fields = [record.name, record.levelno, "INFO", record.created, "", "", "", 0, ""]
-        fields += [None, None, None, None, seq, "bad", None, None, None, None, None, "not a map"]
-        return msgspec.msgpack.encode(fields)
-    handler_module.capture_record = capture
-
+"""
+    + _SEND_BAD_MALFORMED
+    + """
 
 class Plugin(isoplug.Plugin):
     @isoplug.method
@@ -256,6 +247,7 @@ class Plugin(isoplug.Plugin):
         for i in range(50, 100):
             log.warning("good %d", i)
 """
+)
 
 
 def _plugin(tmp_path: Path) -> Path:
