@@ -57,6 +57,7 @@ def test_defaults_apply_to_a_minimal_manifest(tmp_path: Path) -> None:
     assert manifest.runner_id == "p" and manifest.capabilities == ()
     assert manifest.log_write_through_rate is None  # the handler's own default
     assert manifest.start == "fork"  # from the host's zygote, where the platform allows
+    assert manifest.stdio == "records"  # printed lines become records in the runner
     assert manifest.restart == RestartPolicy()
 
 
@@ -294,3 +295,16 @@ def test_any_document_is_a_manifest_or_one_clear_error(document: dict[str, Any])
         if error.field is not None:
             top = error.field.split(".")[0].split("[")[0]
             assert top in {*document, "id", "version", "entry"}
+
+
+def test_stdio_is_records_or_pipe_and_a_group_cannot_pipe(tmp_path: Path) -> None:
+    """``stdio = "pipe"`` is read; another value names the field and the choices; in a group it
+    is refused, saying why, since the members share the runner's pipes."""
+    assert load_manifest(write_plugin(tmp_path, "a", MINIMAL + 'stdio = "pipe"\n')).stdio == "pipe"
+    with pytest.raises(
+        ManifestError, match="field 'stdio': must be one of 'pipe', 'records', got 'fd'"
+    ):
+        load_manifest(write_plugin(tmp_path, "b", MINIMAL + 'stdio = "fd"\n'))
+    with pytest.raises(ManifestError, match="field 'stdio'") as refused:
+        load_manifest(write_plugin(tmp_path, "c", MINIMAL + 'stdio = "pipe"\ngroup = "g"\n'))
+    assert "which plugin of group 'g' printed" in str(refused.value)

@@ -16,7 +16,7 @@ from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry, pack_config
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import Manifest
-from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.process import PRINTING_PIPE_BYTES, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.zygote import Zygote
 
@@ -55,6 +55,8 @@ async def launch_runner(
 
     Raises :class:`OSError` when the process cannot be started.
     """
+    # A group never pipes (see Manifest.stdio): its members' lines are told apart in the runner.
+    stdio = "pipe" if len(manifests) == 1 and manifests[0].stdio == "pipe" else "records"
     bootstrap = Bootstrap(
         address=address,
         log_address=log_address,
@@ -76,6 +78,7 @@ async def launch_runner(
         max_concurrent_calls=flow[0],
         max_queued_calls=flow[1],
         max_queued_events=flow[2],
+        stdio=stdio,
     )
     env = runner_environment(manifests, inherit_environment)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
@@ -90,6 +93,8 @@ async def launch_runner(
         pass_fds=(health_fd,) if health_fd >= 0 else (),
         tag=tag,
         zygote=zygote if start_method(manifests) == "fork" else None,
+        # A print() then writes to the pipe itself: room for bursts while the reader is paused.
+        pipe_bytes=PRINTING_PIPE_BYTES if stdio == "pipe" else None,
     )
 
 

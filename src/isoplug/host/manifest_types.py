@@ -112,6 +112,11 @@ class Manifest:
     #: ``"fork"``: forked from the host's zygote, which has imported the runner stack already
     #: (where the platform allows it; elsewhere spawned); ``"spawn"``: a fresh interpreter.
     start: str = "fork"
+    #: ``"records"``: ``print()`` and ``sys.stdout``/``sys.stderr`` writes become log records
+    #: inside the runner (location, thread, trace ids; see isoplug.logs.streams);
+    #: ``"pipe"``: they are the C text streams onto the runner's stdout/stderr pipes, which
+    #: the host reads and makes records of (a cheaper ``print()``; see docs/plugins.md).
+    stdio: str = "records"
     #: The ``[limits]`` table (sizes in bytes); all None: no limits.
     limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -58,9 +59,16 @@ from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 
-__all__ = ["RunnerProcess"]
+__all__ = ["PRINTING_PIPE_BYTES", "RunnerProcess"]
 
 _log = logging.getLogger("isoplug.host")
+
+#: The size asked for the stdout/stderr pipes of a runner whose ``print()`` writes to them
+#: (``stdio = "pipe"``): the reader thread drains them in slices of GIL time, and a pipe of
+#: the default 64 KiB fills within about 2 ms of printing, blocking the plugin until the
+#: reader's next turn. The kernel caps it at ``/proc/sys/fs/pipe-max-size`` (1 MiB by default)
+#: and at the user's share of pipe memory, hence only for runners that print to them.
+PRINTING_PIPE_BYTES = 1 << 20
 
 #: After the runner exited, how long its stdout/stderr may take to reach end of stream
 #: (the kernel has the last lines buffered; they arrive within milliseconds). Until then,
@@ -81,6 +89,25 @@ KILL_RETRY = 1.0
 
 OpenStdio = Callable[[int], StdioDestination]
 """``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
+
+
+def _enlarge_pipes(fds: Sequence[int], size: int) -> None:
+    """Ask the kernel for pipes of ``size`` bytes, or the most it allows: a smaller pipe only
+    makes a burst of printing wait sooner, so a refusal is said at DEBUG and not fatal."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:  # not Linux
+        return
+    try:
+        with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
+            size = min(size, int(limit.read()))
+    except (OSError, ValueError) as exc:
+        _log.debug("cannot read the pipe size limit (%s); asking for %d bytes", exc, size)
+    for fd in fds:
+        try:
+            fcntl.fcntl(fd, set_size, size)
+        except OSError as exc:
+            # EPERM past the user's share of pipe memory (fs.pipe-user-pages-soft).
+            _log.debug("the kernel keeps a runner's pipe at its size (%s)", exc)
 
 
 def _signal_label(signum: signal.Signals) -> str:
@@ -137,6 +164,7 @@ class RunnerProcess:
         tag: str | None = None,
         pass_fds: Sequence[int] = (),
         zygote: Zygote | None = None,
+        pipe_bytes: int | None = None,
     ) -> RunnerProcess:
         """Spawn ``argv``, write ``stdin_line`` on its stdin (kept open: the runner's lifeline),
         capture stdio. ``tag`` is the value of ``descendants.TAG_VARIABLE`` in ``env``;
@@ -147,13 +175,16 @@ class RunnerProcess:
         its stdout/stderr output goes (read and replayed by threads, see
         :class:`~isoplug.host.stdio.StdioCapture`). With a ``zygote``, the runner is forked by
         it instead of spawned (``argv`` is then what it would have run), unless it cannot
-        serve. If starting fails after the spawn, the
+        serve. ``pipe_bytes``: the size to ask for the stdout/stderr pipes (None: the kernel's
+        default). If starting fails after the spawn, the
         process is killed before the error is raised. Raises :class:`OSError` when the process
         cannot be started.
         """
         loop = asyncio.get_running_loop()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
+        if pipe_bytes is not None:
+            _enlarge_pipes((out_write, err_write), pipe_bytes)
         try:
             child: Child | None = None
             if zygote is not None:

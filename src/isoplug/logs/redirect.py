@@ -1,5 +1,7 @@
 """Installing :class:`~isoplug.logs.streams.LogStream` as this process's ``sys.stdout`` and
-``sys.stderr``, and emitting what they still hold at exit.
+``sys.stderr``, and emitting what they still hold at exit; or, for a plugin that chose
+``stdio = "pipe"`` (:func:`pipe_stdio`), line-buffered C text streams onto file descriptors 1
+and 2, flushed at the same moments.
 
 :func:`redirect_stdio` installs the two streams, once the root logger's handlers are in place.
 At exit, every partial line and held block is emitted while those handlers still forward:
@@ -21,6 +23,7 @@ stays held in the child.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import sys
@@ -31,9 +34,10 @@ from typing import Any, NoReturn
 from isoplug.logs.output_records import report_failure, skip_frames_of
 from isoplug.logs.streams import LogStream
 
-__all__ = ["flush_all", "redirect_stdio"]
+__all__ = ["flush_all", "pipe_stdio", "redirect_stdio"]
 
 _streams: list[LogStream] = []
+_pipes: list[io.TextIOWrapper] = []
 
 # Flushing for its caller (print_exception's, os._exit's): never a line's source.
 skip_frames_of(sys.modules[__name__])
@@ -47,6 +51,14 @@ def flush_all() -> None:
             stream.flush_all()
         except Exception as exc:
             report_failure(f"isoplug: flushing {stream.stream} at exit failed: {exc!r}")
+    for pipe in list(_pipes):
+        if pipe.closed:  # the plugin closed it: what it held went out then
+            continue
+        try:
+            pipe.flush()
+        except (OSError, ValueError) as exc:
+            # The host's end is gone (it is not reading any more): nowhere left to put it.
+            report_failure(f"isoplug: flushing fd {pipe.fileno()} at exit failed: {exc!r}")
 
 
 class _FlushBeforeHandlers(logging.Handler):
@@ -118,11 +130,43 @@ def redirect_stdio(
     out = LogStream("stdout", sys.__stdout__ or sys.stdout, stdout_level)
     err = LogStream("stderr", sys.__stderr__ or sys.stderr, stderr_level)
     _streams.extend((out, err))
+    _flush_at_exits()
+    traceback.print_exception = _print_exception_and_flush
+    sys.stdout, sys.stderr = out, err
+    return out, err
+
+
+def pipe_stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
+    """Replace ``sys.stdout`` and ``sys.stderr`` with the standard library's C text streams
+    onto file descriptors 1 and 2 (the pipes the host reads), line-buffered; return them.
+
+    A ``print()`` then runs no Python: one ``write()`` system call per line, which the host
+    reads, sanitizes, classifies, rate-limits and counts as it does a C extension's output
+    (see :mod:`isoplug.host.stdio`). Line buffering, not the write-through a runner's
+    ``PYTHONUNBUFFERED`` would give, so that a ``print()`` is one whole line in one write,
+    never split around another thread's. ``backslashreplace``: text the encoder cannot take
+    (a lone surrogate) is written escaped rather than raised into the plugin. A partial line
+    is written at a flush, at exit and by ``os._exit`` / ``os.abort`` (wrapped as for
+    :func:`redirect_stdio`); a signal's death takes it along, as it would in any process.
+    """
+    out, err = (
+        io.TextIOWrapper(
+            io.FileIO(fd, "w", closefd=False),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+        )
+        for fd in (1, 2)
+    )
+    _pipes.extend((out, err))
+    _flush_at_exits()
+    sys.stdout, sys.stderr = out, err
+    return out, err
+
+
+def _flush_at_exits() -> None:
     # Registered now, so it runs before the atexit hooks of the handlers created earlier.
     atexit.register(flush_all)
     _flushers.append(_FlushBeforeHandlers())
     os._exit = _exit_after_flushing
     os.abort = _abort_after_flushing
-    traceback.print_exception = _print_exception_and_flush
-    sys.stdout, sys.stderr = out, err
-    return out, err

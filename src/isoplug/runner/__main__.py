@@ -55,7 +55,7 @@ def main() -> int:
     hold_lifeline()
     if configure_runner_logging(bootstrap) is not None:
         # Without forwarding, stdout and stderr stay the pipes the host reads.
-        capture_python_output()
+        capture_python_output(bootstrap.stdio)
     # The coroutine holds the only reference left, which it drops once connected.
     runner = run_runner(bootstrap)
     del bootstrap

@@ -35,7 +35,7 @@ from isoplug.logs import ForwardingHandler
 from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
-from isoplug.logs.redirect import redirect_stdio
+from isoplug.logs.redirect import pipe_stdio, redirect_stdio
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.runner.dispatch import plugin_source
 
@@ -79,11 +79,16 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     return None
 
 
-def capture_python_output() -> None:
+def capture_python_output(stdio: str = "records") -> None:
     """Route print(), sys.stdout/sys.stderr, warnings, uncaught exceptions and loguru into
     logging. Call after :func:`configure_runner_logging` succeeded: the streams flush their
-    last partial lines before its handler closes."""
-    redirect_stdio()
+    last partial lines before its handler closes. ``stdio="pipe"`` (the plugin's choice, see
+    Manifest.stdio) leaves print() and sys.stdout/sys.stderr to the pipes the host reads,
+    through line-buffered C streams; the rest still becomes records."""
+    if stdio == "pipe":
+        pipe_stdio()
+    else:
+        redirect_stdio()
     install_exception_hooks()
     install_loguru_bridge()
 
