@@ -7,7 +7,10 @@ runner's stdout/stderr pipes, read by host threads). This benchmark floods a ``H
 
 - ``print``: ``print(f"line {i}")`` in the plugin;
 - ``log``: ``log.info("line %s", i)``, the reference;
-- ``fd``: ``os.write(1, ...)``, one line per write, as a C extension would.
+- ``fd``: ``os.write(1, ...)``, one line per write, as a C extension would;
+- ``pipe``: ``print(f"line {i}")`` in a second plugin, which chose ``stdio = "pipe"``: its
+  ``sys.stdout`` is the standard library's C text stream onto the runner's stdout pipe, and the
+  host makes the records (as of C code's output).
 
 It prints, for each: how late a 1 ms sleep on the host's loop wakes (p99 and max) while the
 lines are sent and delivered; lines/s reaching the host's ``logging``, with the ratio of
@@ -56,7 +59,14 @@ from isoplug.logs import LogMetrics, ReplayLimits
 
 T = TypeVar("T")
 LINES = 100_000
-PLUGIN_TOML = 'id = "printer"\nversion = "0.1"\nentry = "printer_plugin:Printer"\n'
+PLUGIN_TOML = 'id = "{id}"\nversion = "0.1"\nentry = "printer_plugin:Printer"\nstdio = "{stdio}"\n'
+#: The flood ways: (plugin, what its flood does).
+WAYS = {
+    "print": ("printer", "print"),
+    "log": ("printer", "log"),
+    "fd": ("printer", "fd"),
+    "pipe": ("piped", "print"),
+}
 PLUGIN_CODE = '''\
 """Prints, logs or writes lines at full speed, from a worker thread (its loop stays free)."""
 
@@ -304,21 +314,23 @@ def dropped_between(before: LogMetrics, after: LogMetrics) -> int:
     return sum(after.dropped.values()) - sum(before.dropped.values())
 
 
-async def flood_and_settle(host: Host, sink: Sink, how: str, count: int) -> tuple[float, int, int]:
+async def flood_and_settle(host: Host, sink: Sink, way: str, count: int) -> tuple[float, int, int]:
     """Flood, then wait until every line is delivered or counted dropped; returns
     (lines/s from the first line sent to the last delivered, delivered, dropped)."""
-    before = host.log_metrics("printer")
+    plugin, how = WAYS[way]
+    before = host.log_metrics(plugin)
     sink.count = 0
     began = time.perf_counter()
-    await host.call_with("printer", "flood", kwargs={"count": count, "how": how}, timeout=300)
+    await host.call_with(plugin, "flood", kwargs={"count": count, "how": how}, timeout=300)
     deadline = time.monotonic() + 300
     while True:
         # Delivered: what reached the host's handler itself, whatever the metrics say.
-        delivered, dropped = sink.count, dropped_between(before, host.log_metrics("printer"))
+        delivered, dropped = sink.count, dropped_between(before, host.log_metrics(plugin))
         if delivered + dropped >= count or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.01)
-    return count / (max(sink.last, began) - began), delivered, dropped
+    # Lines that reached the handler, not lines sent: a dropped line was not delivered.
+    return delivered / (max(sink.last, began) - began), delivered, dropped
 
 
 async def quiet(sink: Sink, still: float = 1.0) -> None:
@@ -331,24 +343,26 @@ async def quiet(sink: Sink, still: float = 1.0) -> None:
 
 
 async def main(
-    rounds: int, count: int, ways: tuple[str, ...] = ("print", "log", "fd"), extras: bool = True
+    rounds: int, count: int, ways: tuple[str, ...] = tuple(WAYS), extras: bool = True
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     sink = Sink()
-    plugin_logger = logging.getLogger("plugin.printer")
-    plugin_logger.addHandler(sink)
-    plugin_logger.setLevel(logging.DEBUG)
-    plugin_logger.propagate = False
+    for plugin in ("printer", "piped"):
+        plugin_logger = logging.getLogger(f"plugin.{plugin}")
+        plugin_logger.addHandler(sink)
+        plugin_logger.setLevel(logging.DEBUG)
+        plugin_logger.propagate = False
     lag: dict[str, list[float]] = {how: [] for how in ways}
     round_lags: dict[str, list[tuple[float, float]]] = {how: [] for how in ways}
     rates: dict[str, list[float]] = {how: [] for how in ways}
     losses: dict[str, int] = {how: 0 for how in ways}
     config = SupervisorConfig(health_interval=0.5, health_timeout=1.0)
     with tempfile.TemporaryDirectory(prefix="isoplug-stdio-bench-") as plugins:
-        plugin_dir = Path(plugins) / "printer"
-        plugin_dir.mkdir()
-        (plugin_dir / "plugin.toml").write_text(PLUGIN_TOML)
-        (plugin_dir / "printer_plugin.py").write_text(PLUGIN_CODE)
+        for plugin, stdio in (("printer", "records"), ("piped", "pipe")):
+            plugin_dir = Path(plugins) / plugin
+            plugin_dir.mkdir()
+            (plugin_dir / "plugin.toml").write_text(PLUGIN_TOML.format(id=plugin, stdio=stdio))
+            (plugin_dir / "printer_plugin.py").write_text(PLUGIN_CODE)
         # No rate limit: the floods are back to back, and the limit (20,000/s after a burst
         # of 100,000) would drop most of them, which would measure the limit, not delivery.
         async with Host(plugins, config=config, log_limits=ReplayLimits(rate=None)) as host:
@@ -366,7 +380,7 @@ async def main(
                     losses[how] += dropped
                 print(f"round {number + 1} of {rounds} done", file=sys.stderr)
             if extras:
-                costs, slow_run = await costs_and_slow_flood(host, sink, rounds, count)
+                costs, pipe_costs, slow_runs = await costs_and_slow_flood(host, sink, rounds, count)
     load = os.getloadavg()
     print(
         f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
@@ -386,46 +400,60 @@ async def main(
             for (p99, worst), rate in zip(round_lags[how], rates[how], strict=True)
         )
         print(f"   {how:10s}{rounds_text}")
-    if "print" in ways and "log" in ways:
-        print(
-            f"   printed lines/s / logged records/s: "
-            f"{statistics.median(rates['print']) / statistics.median(rates['log']):.2f}"
-        )
+    for way in ("print", "pipe"):
+        if way in ways and "log" in ways:
+            print(
+                f"   {way} lines/s / logged records/s: "
+                f"{statistics.median(rates[way]) / statistics.median(rates['log']):.2f}"
+            )
     if extras:
-        print_extras(costs, slow_run, count)
+        print_extras(costs, pipe_costs, slow_runs, count)
+
+
+SlowRun = tuple[list[float], int, int, int, str]
 
 
 async def costs_and_slow_flood(
     host: Host, sink: Sink, rounds: int, count: int
-) -> tuple[dict[str, list[float]], tuple[list[float], int, int, int, str]]:
-    """The print() costs inside the plugin, then a print flood onto a slow host handler:
-    (costs, (lag samples, delivered, dropped, runner restarts during it, state))."""
-    costs: dict[str, list[float]] = await host.call_with(
-        "printer",
-        "print_costs",
-        kwargs={"count": 20_000, "rounds": rounds * 3},
-        timeout=300,
-    )
-    await quiet(sink)  # the cost measurement's own lines are all handled first
-    restarts_before = host.plugin("printer").restarts
-    sink.slow = True
-    slow_stalls, slow = await loop_stalls_during(flood_and_settle(host, sink, "print", count))
-    _, slow_delivered, slow_dropped = slow
-    sink.slow = False
-    info = host.plugin("printer")
-    return costs, (
-        slow_stalls,
-        slow_delivered,
-        slow_dropped,
-        info.restarts - restarts_before,
-        info.state.value,
-    )
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, SlowRun]]:
+    """The print() costs inside each plugin (the records one, then the pipe one), then a print
+    flood of each onto a slow host handler: (costs, the pipe plugin's costs, {way: (lag
+    samples, delivered, dropped, runner restarts during it, state)})."""
+    costs: dict[str, dict[str, list[float]]] = {}
+    for plugin in ("printer", "piped"):
+        costs[plugin] = await host.call_with(
+            plugin,
+            "print_costs",
+            kwargs={"count": 20_000, "rounds": rounds * 3},
+            timeout=300,
+        )
+        await quiet(sink)  # the cost measurement's own lines are all handled first
+    slow_runs: dict[str, SlowRun] = {}
+    for way in ("print", "pipe"):
+        plugin = WAYS[way][0]
+        restarts_before = host.plugin(plugin).restarts
+        sink.slow = True
+        stalls, slow = await loop_stalls_during(flood_and_settle(host, sink, way, count))
+        _, delivered, dropped = slow
+        sink.slow = False
+        await quiet(sink)
+        info = host.plugin(plugin)
+        slow_runs[way] = (
+            stalls,
+            delivered,
+            dropped,
+            info.restarts - restarts_before,
+            info.state.value,
+        )
+    return costs["printer"], costs["piped"], slow_runs
 
 
 def print_extras(
-    costs: dict[str, list[float]], slow_run: tuple[list[float], int, int, int, str], count: int
+    costs: dict[str, list[float]],
+    pipe_costs: dict[str, list[float]],
+    slow_runs: dict[str, SlowRun],
+    count: int,
 ) -> None:
-    slow_stalls, slow_delivered, slow_dropped, restarts, state = slow_run
     print("one print() in the plugin, ns (median of rounds)")
     medians = {name: statistics.median(values) for name, values in costs.items()}
     for name, value in medians.items():
@@ -436,13 +464,20 @@ def print_extras(
         print(f"   {name:36s}x{value / base:.2f}")
     buffered = medians["/dev/null (buffered)"]
     print(f"   captured / buffered /dev/null: x{medians['captured'] / buffered:.2f}")
-    print("slow host handler (50 ms every 1,000 records), print flood:")
+    pipe = {name: statistics.median(values) for name, values in pipe_costs.items()}
     print(
-        f"   delivered {slow_delivered:,}, reported dropped {slow_dropped:,}, of {count:,}; "
-        f"accounted: {slow_delivered + slow_dropped == count}; runner restarts during it: "
-        f"{restarts}; state {state}; loop lag p99 "
-        f"{percentile(slow_stalls, 0.99) * 1e3:.2f} ms, max {max(slow_stalls) * 1e3:.1f} ms"
+        f'in the plugin with stdio = "pipe": print() {pipe["captured"]:.0f} ns, '
+        f"/dev/null (unbuffered) {pipe['/dev/null (unbuffered)']:.0f} ns: "
+        f"x{pipe['captured'] / pipe['/dev/null (unbuffered)']:.2f} (target <= x2.00)"
     )
+    for way, (stalls, delivered, dropped, restarts, state) in slow_runs.items():
+        print(f"slow host handler (50 ms every 1,000 records), {way} flood:")
+        print(
+            f"   delivered {delivered:,}, reported dropped {dropped:,}, of {count:,}; "
+            f"accounted: {delivered + dropped == count}; runner restarts during it: "
+            f"{restarts}; state {state}; loop lag p99 "
+            f"{percentile(stalls, 0.99) * 1e3:.2f} ms, max {max(stalls) * 1e3:.1f} ms"
+        )
 
 
 if __name__ == "__main__":
@@ -450,7 +485,9 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer lines and rounds")
     parser.add_argument("--rounds", type=int, help="rounds to run (default 3; quick 1)")
     parser.add_argument(
-        "--ways", default="print,log,fd", help="floods to run, comma-separated (print,log,fd)"
+        "--ways",
+        default=",".join(WAYS),
+        help=f"floods to run, comma-separated ({','.join(WAYS)})",
     )
     parser.add_argument(
         "--floods-only",
@@ -460,8 +497,8 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     quick: bool = arguments.quick
     chosen = tuple(how for how in arguments.ways.split(",") if how)
-    if not chosen or set(chosen) - {"print", "log", "fd"}:
-        parser.error(f"--ways takes print, log and fd, not {arguments.ways!r}")
+    if not chosen or set(chosen) - set(WAYS):
+        parser.error(f"--ways takes {', '.join(WAYS)}, not {arguments.ways!r}")
     asyncio.run(
         main(
             arguments.rounds or (1 if quick else 3),

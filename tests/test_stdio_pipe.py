@@ -49,6 +49,7 @@ async def test_printed_lines_come_from_the_pipe_as_sanitized_counted_records_of_
         assert record.process == pid
         assert record.__dict__["stream"] == stream and record.__dict__["plugin_id"] == PLUGIN
         assert record.pathname == f"<{stream}>"  # made by the host from the pipe's text
+        assert record.threadName is None and record.__dict__["taskName"] is None
         assert after.streams.get(stream, 0) - before.streams.get(stream, 0) == 1
 
 
@@ -116,6 +117,16 @@ async def test_a_partial_line_printed_right_before_os_exit_or_abort_arrives(
             await host.call(PLUGIN, "last_words", how=how)
         partial = await waiter.wait_for(STDOUT, "no newline yet")
     assert partial.getMessage() == "no newline yet"
+
+
+async def test_a_partial_line_is_flushed_when_the_plugin_stops(tmp_path: Path) -> None:
+    """Text printed without a newline waits in the stream's buffer; a stop's exit flushes it."""
+    async with running(tmp_path, PLUGIN) as (host, waiter):
+        await host.call(PLUGIN, "say", text="partial at stop", end="")
+        assert not waiter.matching(STDOUT, "partial at stop")
+        await host.stop(PLUGIN)
+        partial = await waiter.wait_for(STDOUT, "partial at stop")
+    assert partial.getMessage() == "partial at stop"
 
 
 @pytest.mark.slow
