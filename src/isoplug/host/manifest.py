@@ -18,7 +18,8 @@ A plugin is a directory holding a ``plugin.toml``::
                                         # record made in the runner, with its location,
                                         # thread and trace ids) or "pipe" (print() writes to
                                         # the runner's stdout pipe, the host makes the
-                                        # records: a print() about 3x cheaper; not in a group)
+                                        # records: a cheaper print(), no location or thread
+                                        # per line; not in a group)
 
     inherit_environment = ["WEATHER_*"] # optional: host variables it may see (true: all)
     python = ".venv"                    # optional: its interpreter, or a virtual environment
