@@ -142,7 +142,7 @@ async def test_ctrl_c_stops_isoplug_run_and_leaves_no_process_behind(tmp_path: P
 
 async def test_isoplug_demo_runs_the_examples_and_exits_zero() -> None:
     """`isoplug demo` (shortened) starts every example plugin, calls them, and exits 0."""
-    cli = await start_cli("demo", "--duration", "2")
+    cli = await start_cli("demo", "--duration", "1")
     output, _ = await asyncio.wait_for(cli.communicate(), 60)
     text = output.decode()
     assert cli.returncode == 0, text

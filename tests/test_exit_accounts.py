@@ -188,6 +188,7 @@ async def _remove_cgroup(directory: str) -> None:
     os.rmdir(directory)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux's")
 async def test_an_out_of_memory_kill_is_named_with_its_evidence(tmp_path: Path) -> None:
     """A runner killed by the out-of-memory killer (its cgroup's limit): the account names the

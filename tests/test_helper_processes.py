@@ -29,6 +29,9 @@ from tests.record_waiter import watching
 
 #: Every test's own bound: a regression fails it instead of hanging the run.
 TEST_BOUND = 60.0
+#: The deadline of a config check that never finishes: what the plugin's import starts must
+#: be started before it, which takes the check under 0.1 s (on a loaded 2-core machine).
+DEADLINE = 1.5
 
 
 def gone(pid: int) -> bool:
@@ -77,7 +80,8 @@ async def test_an_interpreter_that_never_answers_fails_its_plugin_at_its_deadlin
 ) -> None:
     hang, started = hanging_interpreter(tmp_path)
     write_plugin(tmp_path / "plugins", "hanger", f'python = "{hang}"')
-    config = dataclasses.replace(FAST, ready_timeout=2.0)
+    # The script's child is started at once: a short deadline is long enough for it.
+    config = dataclasses.replace(FAST, ready_timeout=1.0)
     async with asyncio.timeout(TEST_BOUND), Host(tmp_path / "plugins", config=config) as host:
         with pytest.raises(PluginFailed):
             await host.wait_ready(TEST_BOUND / 2)
@@ -85,7 +89,7 @@ async def test_an_interpreter_that_never_answers_fails_its_plugin_at_its_deadlin
         assert info.state is PluginState.FAILED
         assert info.restarts == 0
         assert info.error is not None
-        assert f"plugin 'hanger': its python {hang} did not answer within 2 s" in info.error
+        assert f"plugin 'hanger': its python {hang} did not answer within 1 s" in info.error
         # What the interpreter started went with it.
         [child] = pids(started)
         await eventually(lambda: gone(child))
@@ -105,7 +109,8 @@ async def test_an_interpreter_check_ends_a_child_that_left_its_session_and_dropp
     started = tmp_path / "started"
     hang = script(tmp_path / "hang.sh", untagged_escaper(started) + "sleep 300 &\nwait\n")
     write_plugin(tmp_path / "plugins", "escaper", f'python = "{hang}"')
-    config = dataclasses.replace(FAST, ready_timeout=3.0)
+    # The script starts the escaper at once (no Python to import): a short deadline will do.
+    config = dataclasses.replace(FAST, ready_timeout=1.0)
     try:
         async with asyncio.timeout(TEST_BOUND), Host(tmp_path / "plugins", config=config) as host:
             with pytest.raises(PluginFailed):
@@ -237,8 +242,8 @@ async def test_a_config_check_past_its_deadline_says_so_and_leaves_nothing(
         module=FORKS_A_HOLDER.format(pids=str(holders), then="time.sleep(300)"),
     )
     async with asyncio.timeout(TEST_BOUND):
-        why = await check_in_process(load_manifest(folder), [], 3.0)
-        assert why == "importing plugin 'stuck' to check it did not finish within 3 s"
+        why = await check_in_process(load_manifest(folder), [], DEADLINE)
+        assert why == "importing plugin 'stuck' to check it did not finish within 1.5 s"
         [holder] = pids(holders)
         await eventually(lambda: gone(holder))
 
@@ -274,8 +279,8 @@ async def test_a_config_check_past_its_deadline_ends_a_child_that_dropped_its_ta
     )
     try:
         async with asyncio.timeout(TEST_BOUND):
-            why = await check_in_process(load_manifest(folder), [], 3.0)
-            assert why == "importing plugin 'escaper' to check it did not finish within 3 s"
+            why = await check_in_process(load_manifest(folder), [], DEADLINE)
+            assert why == "importing plugin 'escaper' to check it did not finish within 1.5 s"
             [child] = pids(escapers)
             await eventually(lambda: gone(child))
     finally:

@@ -100,10 +100,13 @@ async def test_a_runner_dying_at_full_speed_loses_nothing(tmp_path: Path, how: s
 async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) -> None:
     """A record logged before the plugin blocks its loop arrives while it is still blocked."""
     patient = dataclasses.replace(FAST, health_timeout=30.0)
+    release = tmp_path / "release"
     async with running(tmp_path, "chronicler", config=patient) as (host, waiter):
-        call = asyncio.create_task(host.call("chronicler", "log_then_block", seconds=3))
-        await waiter.wait_for("plugin.chronicler", "blocking the event loop now", timeout=2.5)
+        call = asyncio.create_task(host.call("chronicler", "log_then_block", until=str(release)))
+        await waiter.wait_for("plugin.chronicler", "blocking the event loop now", timeout=20)
+        # Still blocked: it blocks until released.
         assert not call.done()
+        release.touch()
         await call
 
 

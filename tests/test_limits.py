@@ -175,6 +175,7 @@ async def test_a_runner_whose_rss_stays_high_is_recycled_and_that_is_not_a_crash
     assert not any("crashed" in m for m in messages), messages
 
 
+@pytest.mark.slow
 async def test_a_recycle_for_rss_lets_the_call_in_flight_finish_first(tmp_path: Path) -> None:
     """The call that holds the memory is answered; the runner is recycled after it."""
     directory = hog(tmp_path, 'recycle_rss = "150MiB"\n', more='\n[restart]\npolicy = "never"')

@@ -67,6 +67,7 @@ def delivered(collector: RecordWaiter) -> list[int]:
     return sorted(collector.numbers())
 
 
+@pytest.mark.slow
 async def test_a_slow_receiver_at_exit_gets_the_warnings_first() -> None:
     """A child logs a flood of DEBUG records, then WARNINGs, and closes with a deadline,
     while the receiver's handler takes 1 ms a record. The close spends its deadline on the
@@ -195,6 +196,7 @@ class LoopTurns(logging.Handler):
         time.sleep(self.delay)
 
 
+@pytest.mark.slow
 async def test_an_async_receiver_replays_a_dead_senders_ring_in_slices() -> None:
     """`async with LogReceiver()`: the thousands of records a killed sender leaves in its ring
     (its receiver was slow) are replayed in slices that let the event loop run, as batches

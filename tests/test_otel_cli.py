@@ -25,7 +25,9 @@ from tests.plugins_fixtures import plugins_dir
 from tests.processes import child_env
 from tests.test_cli import read_until
 
-otlp_receiver = otel_helpers.otlp_receiver
+# One receiver process for the module; each test reads only what arrived during it.
+module_otlp_receiver = otel_helpers.module_otlp_receiver
+otlp_receiver = otel_helpers.shared_otlp_receiver
 
 
 async def _start(*arguments: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:

@@ -17,7 +17,9 @@ from tests import otel_helpers
 from tests.otel_helpers import endpoint_of, exporting
 from tests.plugins_fixtures import running
 
-otlp_receiver = otel_helpers.otlp_receiver
+# One receiver process for the module; each test reads only what arrived during it.
+module_otlp_receiver = otel_helpers.module_otlp_receiver
+otlp_receiver = otel_helpers.shared_otlp_receiver
 
 PROTOCOLS = ["http/protobuf", "grpc"]
 

@@ -42,7 +42,9 @@ async def test_ended_connections_keep_their_metrics_up_to_a_cap_then_are_summed(
                 handler = ForwardingHandler(
                     log_receiver.address, log_receiver.token, name=f"s{number}"
                 )
-                handler.handle(record(f"from sender {number}"))
+                # Off the loop, as close: a first record waits (first_record_wait, 0.5 s) for
+                # the async receiver's handshake, which needs this loop.
+                await asyncio.to_thread(handler.handle, record(f"from sender {number}"))
                 await asyncio.to_thread(handler.close)
                 await records.wait_for(f"{PREFIX}.sender", f"from sender {number}", WAIT)
             await eventually(lambda: not log_receiver._replayers, WAIT)

@@ -78,10 +78,14 @@ class Host:
 
 
 @asynccontextmanager
-async def running_host() -> AsyncIterator[Host]:
+async def running_host(handshake_timeout: float = 2.0) -> AsyncIterator[Host]:
     host = Host()
     host.listener = await serve(
-        "unix:", TOKEN, host.on_peer, handlers={"host.echo": lambda p: p}, handshake_timeout=2.0
+        "unix:",
+        TOKEN,
+        host.on_peer,
+        handlers={"host.echo": lambda p: p},
+        handshake_timeout=handshake_timeout,
     )
     try:
         yield host
@@ -215,12 +219,13 @@ async def test_version_mismatch_is_refused_with_both_ranges() -> None:
 
 async def test_no_hello_within_the_deadline_is_refused() -> None:
     """A client that connects and says nothing is rejected after the handshake deadline."""
-    async with running_host() as host:
+    # A short deadline: the client is this process, which needs no time to start.
+    async with running_host(handshake_timeout=0.3) as host:
         stream, frames = await raw_client(host.address)
         messages = await asyncio.wait_for(read_messages(stream, frames), 20)
         await stream.aclose()
     assert len(messages) == 1 and isinstance(messages[0], Reject)
-    assert messages[0].code == "timeout" and "no hello within 2 s" in messages[0].reason
+    assert messages[0].code == "timeout" and "no hello within 0.3 s" in messages[0].reason
 
 
 async def test_client_gives_up_on_a_server_that_never_welcomes() -> None:

@@ -131,6 +131,7 @@ def test_a_runners_family_is_found_in_one_walk() -> None:
 # -- seats freed and taken again: one warning, not one per turn --------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["async", "threads"])
 async def test_a_stranger_reconnecting_as_places_free_gets_one_warning(mode: str) -> None:
     """A stranger holds every place and reconnects whenever one is closed (its handshakes
@@ -221,6 +222,7 @@ def two_hostiles_and_chronicler(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 async def test_runners_holding_all_they_may_cannot_keep_another_runners_logs_out(
     tmp_path: Path,
 ) -> None:

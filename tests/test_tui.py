@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -24,6 +25,7 @@ from isoplug import Host
 from isoplug.errors import IsoplugError
 from isoplug.testing import attached, eventually
 from isoplug.tui import PluginDashboard, feeding
+from isoplug.tui import app as tui_app
 from isoplug.tui.log_feed import LogEntry, LogFeed, LogFilter
 from isoplug.tui.log_pane import RERENDER_LINES, LogPane
 from isoplug.tui.process_stats import ProcessSampler
@@ -37,10 +39,14 @@ SIZE = (200, 50)
 async def dashboard(
     tmp_path: Path, *names: str
 ) -> AsyncIterator[tuple[Host, PluginDashboard, Pilot[None]]]:
-    with attached(LogFeed()) as feed:
+    """The dashboard over a host of ``names``, refreshing its table ten times a second and
+    showing new lines at each look: these tests wait for what it shows, not for its pace
+    (which test_lines_that_keep_coming_are_shown_less_often tests)."""
+    with attached(LogFeed()) as feed, mock.patch.object(tui_app, "TABLE_INTERVAL", 0.1):
         async with Host(plugins_dir(tmp_path, *names), config=FAST) as host:
             await host.wait_ready(20)
             app = PluginDashboard(host, feed)
+            app.busy_log_interval = 0.0
             async with app.run_test(size=SIZE) as pilot:
                 yield host, app, pilot
 
@@ -160,6 +166,7 @@ async def flood(host: Host, feed: LogFeed, count: int) -> str:
     return f"flood {max(numbers)}"
 
 
+@pytest.mark.slow
 async def test_a_flooding_plugin_gets_a_bounded_share_of_each_refresh(tmp_path: Path) -> None:
     with attached(LogFeed()) as feed:
         async with Host(plugins_dir(tmp_path, "printer"), config=FAST) as host:

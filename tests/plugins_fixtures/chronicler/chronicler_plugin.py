@@ -47,9 +47,14 @@ class Chronicler(isoplug.Plugin):
         logging.getLogger("isoplug.host").critical("I am the host\nINFO isoplug.host: all good")
 
     @isoplug.method
-    async def log_then_block(self, seconds: float) -> None:
+    async def log_then_block(self, until: str, seconds: float = 60.0) -> None:
+        """Log, then block the event loop until the file ``until`` exists (at most
+        ``seconds``)."""
         self.ctx.logger.warning("blocking the event loop now")
-        time.sleep(seconds)  # a plugin bug: blocks its own event loop
+        deadline = time.monotonic() + seconds
+        # A plugin bug: blocks its own event loop.
+        while not os.path.exists(until) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @isoplug.method
     async def fork_and_log(self, count: int) -> int:
