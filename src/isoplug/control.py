@@ -395,7 +395,10 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     threads: int = 0
     max_threads: int = 0
     #: Of ``loop_blocked``, how long the loop's thread was ready to run but waited for a CPU
-    #: (the kernel's ``run_delay``; 0 where unknown): a starved loop, not a hung one.
+    #: (the kernel's ``run_delay``, and the wait under way, which it counts only once it
+    #: ends; 0 where unknown), and how long it was otherwise neither on a CPU nor waiting, up
+    #: to the health thread's own wait meanwhile (a GIL hand-over to that thread, starved
+    #: too): a starved loop, not a hung one.
     loop_starved: float = 0.0
     #: ``time.monotonic()`` of the runner when it answered: every stall that ``longest_stall``
     #: counted ended by then, so the next query's ``since`` (0: the runner did not say).

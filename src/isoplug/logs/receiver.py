@@ -17,8 +17,9 @@ In a synchronous program each sender gets a thread that sleeps in ``recv()``: a 
 replayed the moment it arrives, with no event loop in between (see :meth:`LogReceiver.open`).
 
 Leaving the block waits (up to ``drain_timeout``) for connected senders to finish, replaying
-what they still send, then closes everything. A sender still connected then is cut off: what
-it had not delivered yet (received and not replayed, or not arrived) is counted as
+what they still send and what the rings of those that ended give back, then closes
+everything. A sender still connected then is cut off: what it had not delivered yet
+(received and not replayed, or not arrived) is counted as
 :attr:`~isoplug.logs.DropReason.RECEIVER_CLOSED` and reported, and nothing is replayed once
 leaving returned. In a synchronous program the replay threads get :data:`CLOSE_GRACE` more
 to hand the record in progress to the handlers, report and say goodbye.
@@ -40,6 +41,7 @@ from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.limits import ReplayLimits, TransitLosses
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
+from isoplug.logs.replay_end import Settle
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
 from isoplug.logs.sender_trees import sender_tree_limit
@@ -71,6 +73,9 @@ MAX_ENDED_KEPT = 1024
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
+#: How often a closing receiver on an event loop looks whether the ends its watcher thread took
+#: have been handed to the loop (a callback of the loop's, due at once).
+_HANDOVER_POLL = 0.001
 #: After the drain time, how long a synchronous receiver's threads have to end: to finish the
 #: record a host handler is handling, report what is lost and say goodbye. A thread still in a
 #: handler then is left to finish that record alone; it replays nothing more.
@@ -169,7 +174,12 @@ class LogReceiver:
         self._ended_earlier = LogMetrics()
         self._ended_folded = 0
         self._ended_lock = threading.Lock()
-        self._open_peers: set[Peer] = set()
+        # Ends of connections accounted for later (isoplug.logs.pending_ends), by connection
+        # number, until accounted for: a close waits for them within its drain time.
+        self._deferred_ends: set[int] = set()
+        self._ends_settled = threading.Condition(self._ended_lock)
+        # Async use: each open connection, with what says its end was accounted for.
+        self._open_peers: dict[Peer, asyncio.Future[None]] = {}
         self._closing = False
         # Shared by the sync mode's sender threads: next() on a count is atomic.
         self._connection_numbers = itertools.count(1)
@@ -230,9 +240,7 @@ class LogReceiver:
             return
         # A sender that lives on after a connection ended without a goodbye: its accounting
         # waits until it reconnects or exits (isoplug.logs.pending_ends).
-        if not clean and entry[1].finish_when_settled(
-            clean=clean, then=lambda: self._forget_connection(number, entry)
-        ):
+        if not clean and self._deferred(number, entry, run_in=None):
             return
         entry[1].finish(clean=clean)
         self._forget_connection(number, entry)
@@ -242,14 +250,30 @@ class LogReceiver:
         entry = self._replayers.get(number)
         if entry is None:
             return
-        if not clean and entry[1].finish_when_settled(
-            clean=clean,
-            then=lambda: self._forget_connection(number, entry),
-            run_in=self._settler_for(asyncio.get_running_loop()).run,
+        if not clean and self._deferred(
+            number, entry, run_in=self._settler_for(asyncio.get_running_loop()).run
         ):
             return
         await entry[1].finish_async(clean=clean)
         self._forget_connection(number, entry)
+
+    def _deferred(self, number: int, entry: tuple[str, LogReplayer], run_in: Settle | None) -> bool:
+        """Whether the end of connection ``number`` (not clean) is accounted for later
+        (:meth:`LogReplayer.finish_when_settled`); until then it is among the deferred ends."""
+        # Before it is deferred: the watcher thread may account for it at once.
+        with self._ended_lock:
+            self._deferred_ends.add(number)
+        deferred = False
+        try:
+            deferred = entry[1].finish_when_settled(
+                clean=False, then=lambda: self._forget_connection(number, entry), run_in=run_in
+            )
+        finally:
+            if not deferred:
+                with self._ends_settled:
+                    self._deferred_ends.discard(number)
+                    self._ends_settled.notify_all()
+        return deferred
 
     def _settler_for(self, loop: asyncio.AbstractEventLoop) -> LoopSettler:
         if self._settler is None:
@@ -258,9 +282,11 @@ class LogReceiver:
 
     def _forget_connection(self, number: int, entry: tuple[str, LogReplayer]) -> None:
         label, replayer = entry
-        with self._ended_lock:
+        with self._ends_settled:
             self._ended[number] = (label, replayer.metrics.snapshot())
             del self._replayers[number]
+            self._deferred_ends.discard(number)
+            self._ends_settled.notify_all()
             while len(self._ended) > MAX_ENDED_KEPT:
                 oldest = next(iter(self._ended))
                 _, metrics = self._ended.pop(oldest)
@@ -312,25 +338,30 @@ class LogReceiver:
             self._aclosing = None
 
     async def _drain_and_close(self, listener: Listener) -> None:
-        peers = list(self._open_peers)
-        if peers:
-            _, still_open = await asyncio.wait(
-                [asyncio.ensure_future(peer.wait_closed()) for peer in peers],
-                timeout=self.drain_timeout,
-            )
-            for waiter in still_open:
-                waiter.cancel()
+        loop = asyncio.get_running_loop()
+        drain_ends = loop.time() + self.drain_timeout
+        # Each connection's end accounted for, not only the connection closed: what its
+        # sender's ring gives back is replayed in slices on this loop after it closed.
+        ended = list(self._open_peers.values())
+        if ended:
+            _, still_open = await asyncio.wait(ended, timeout=self.drain_timeout)
             if still_open:
                 self._warn_still_connected(len(still_open))
         # Senders that did not come back in time: their ends are accounted for now.
         self._chains.pending.close()
-        # Their accounting runs on this loop in slices: done before replaying stops.
-        await self._settler_for(asyncio.get_running_loop()).wait()
+        # Their accounting runs on this loop in slices: done before replaying stops. So does
+        # that of the ends the watcher thread took just before (a sender that exited): handed
+        # to this loop, maybe not started yet. Stopping the replay before them counted what
+        # their rings give back as lost to the close, for senders that ended before it began.
+        settler = self._settler_for(loop)
+        await settler.wait()
+        while self._deferred_ends and loop.time() < drain_ends:
+            await asyncio.sleep(_HANDOVER_POLL)
+            await settler.wait()
         self._stop_replaying()
         await listener.aclose()
         # Its watcher thread hands every end to this loop, so it ends at once; polled, not
         # joined: the loop stays free meanwhile.
-        loop = asyncio.get_running_loop()
         grace_ends = loop.time() + CLOSE_GRACE
         while not self._chains.pending.wait_closed(0) and loop.time() < grace_ends:
             await asyncio.sleep(0.001)
@@ -347,15 +378,19 @@ class LogReceiver:
         credentials = peer.stream.peer_credentials
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         peer.on_log_batch(replayer.receive)
-        self._open_peers.add(peer)
+        accounted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._open_peers[peer] = accounted
         try:
             await peer.wait_closed()
         finally:
-            self._open_peers.discard(peer)
-            # Cut off by aclose() is no crash: only what it had not sent yet is reported.
-            await self._ended_connection_async(
-                number, self._closing or isinstance(peer.close_error, ConnectionClosed)
-            )
+            try:
+                # Cut off by aclose() is no crash: only what it had not sent yet is reported.
+                await self._ended_connection_async(
+                    number, self._closing or isinstance(peer.close_error, ConnectionClosed)
+                )
+            finally:
+                del self._open_peers[peer]
+                accounted.set_result(None)
 
     def _warn_still_connected(self, count: int) -> None:
         _log.warning(
@@ -448,11 +483,19 @@ class LogReceiver:
                 self._close_server(server)
 
     def _close_server(self, server: BlockingServer) -> None:
+        drain_ends = time.monotonic() + self.drain_timeout
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
             self._warn_still_connected(still_open)
-        # Senders that did not come back in time: their ends are accounted for now.
+        # Senders that did not come back in time: their ends are accounted for now, here.
         self._chains.pending.close()
+        # Those the watcher thread took just before (a sender that exited) are accounted for
+        # on it, replaying what their rings give back: stopping the replay before they are
+        # done counted that as lost to the close, for senders that ended before it began.
+        with self._ends_settled:
+            self._ends_settled.wait_for(
+                lambda: not self._deferred_ends, max(0.0, drain_ends - time.monotonic())
+            )
         self._stop_replaying()
         grace_ends = time.monotonic() + CLOSE_GRACE
         server.close(CLOSE_GRACE)

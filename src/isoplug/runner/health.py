@@ -18,7 +18,14 @@ inherits (:attr:`~isoplug.control.Bootstrap.health_fd`), with what it measured
 - **CPU starvation.** The loop's thread is timed by the clock; the kernel also says how long
   it was ready to run but waited for a CPU (:mod:`isoplug.cpu_wait`), as a runner below the
   host's priority does on a busy machine. That wait since the last beat is reported apart, so
-  the host does not take a starved loop for a hung one.
+  the host does not take a starved loop for a hung one. The kernel counts a wait once it
+  ends; the wait under way is added, as the health thread sees it at its wake-ups (the loop's
+  thread ready to run at one, and neither run nor given a CPU since). So is the rest of the
+  time the loop's thread was neither on a CPU nor counted waiting, up to what the health
+  thread waited for a CPU meanwhile: a loop running Python hands the GIL over to the health
+  thread every tick and sleeps until that thread, starved too, has had a CPU to take it.
+  Measured on 2 busy cores, those two made a loop that had run 16 ms of its 3.3 s seem to
+  have run 0.5 s.
 - **The worker pool.** Every sync call queued or running, since when, where its thread is, and
   whether its caller gave up on it (:mod:`isoplug.runner.workers`).
 
@@ -49,7 +56,7 @@ from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import FrameDecoder
 
-__all__ = ["HealthMonitor", "describe_frame", "in_stdlib", "start_health"]
+__all__ = ["HealthMonitor", "describe_frame", "in_stdlib", "loop_starvation", "start_health"]
 
 _log = logging.getLogger("isoplug.runner")
 
@@ -63,6 +70,8 @@ _STALLS_KEPT = 256
 _MAX_WORKERS = 64
 #: Characters of a ``where`` text at most.
 _MAX_WHERE = 300
+#: A thread's time on a CPU and waiting for one (ns), and times given one (``ThreadCpuWait``).
+_Times = tuple[int, int, int]
 _STDLIB = tuple(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib"))
 
 
@@ -104,9 +113,17 @@ class HealthMonitor:
         self._tick = max(0.005, tick)
         self._loop_thread = threading.get_ident()
         self._loop_cpu_wait: ThreadCpuWait | None = None
-        #: When the loop last ran (monotonic), and how long its thread had waited for a CPU
-        #: then (ns; None: unknown): one tuple, so the health thread reads both at once.
-        self._last_beat: tuple[float, int | None] = (time.monotonic(), None)
+        #: The health thread's own, opened by it.
+        self._health_cpu_wait: ThreadCpuWait | None = None
+        #: When the loop last ran (monotonic), how long its thread had run on a CPU and waited
+        #: for one then, and how long the health thread had waited for one (ns; None:
+        #: unknown): one tuple, so the health thread reads them all at once.
+        self._last_beat: tuple[float, _Times | None, int | None] = (time.monotonic(), None, None)
+        #: The loop's thread at this thread's last look (see :meth:`_look_at_loop`): its time
+        #: on a CPU and times given one (None: not ready to run then), and since when it has
+        #: been ready to run without either changing. Only the health thread uses them.
+        self._loop_look: tuple[int, int] | None = None
+        self._ready_since = 0.0
         #: (start, end) of every stall kept, oldest first. Only the health thread uses it.
         self._stalls: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=_STALLS_KEPT
@@ -127,11 +144,17 @@ class HealthMonitor:
         self._thread.start()
 
     def _beat(self) -> None:
-        cpu_wait = self._loop_cpu_wait
-        self._last_beat = (time.monotonic(), None if cpu_wait is None else cpu_wait.read())
+        loop_cpu, health_cpu = self._loop_cpu_wait, self._health_cpu_wait
+        self._last_beat = (
+            time.monotonic(),
+            None if loop_cpu is None else loop_cpu.times(),
+            None if health_cpu is None else health_cpu.read(),
+        )
         self._loop.call_later(self._tick, self._beat)
 
     def _serve(self) -> None:
+        # Never closed, as the loop's: the loop's thread reads it at every beat.
+        self._health_cpu_wait = ThreadCpuWait()
         decoder = FrameDecoder(_MAX_QUERY_BYTES)
         try:
             while True:
@@ -156,8 +179,9 @@ class HealthMonitor:
                 if queries:
                     due = min(due, max(entered, min(q.sent for q in queries)))
                 self._note_stall(due, now)
+                loop_now, queued = self._look_at_loop(now)
                 for query in queries:
-                    self._answer(query, now)
+                    self._answer(query, now, loop_now, queued)
         except RemoteProtocolError as exc:
             _log.error("the host's health channel sent a frame that is too large (%s); closed", exc)
         except OSError as exc:
@@ -177,16 +201,44 @@ class HealthMonitor:
                 _log.error("ignored a malformed query on the host's health channel: %s", exc)
         return queries
 
-    def _answer(self, query: HealthQuery, received: float) -> None:
+    def _look_at_loop(self, now: float) -> tuple[_Times | None, float]:
+        """The kernel's counts of the loop's thread now, and how long it has been waiting for
+        a CPU in a wait the kernel has not counted yet, as far as this thread has seen: ready
+        to run at an earlier look of this thread's, and neither run nor given a CPU since
+        (a thread goes to sleep only by running). At least that long: it may have been
+        waiting since just after the look before. This thread looks at every wake-up."""
+        loop_cpu = self._loop_cpu_wait
+        if loop_cpu is None:
+            return None, 0.0
+        # The state first: a thread given a CPU just after it was read shows in the counts.
+        ready = loop_cpu.runnable()
+        times = loop_cpu.times()
+        if times is None or not ready:
+            self._loop_look = None
+            return times, 0.0
+        look = (times[0], times[2])
+        if look != self._loop_look:
+            self._loop_look, self._ready_since = look, now
+            return times, 0.0
+        return times, now - self._ready_since
+
+    def _answer(
+        self, query: HealthQuery, received: float, loop_now: _Times | None, queued: float
+    ) -> None:
         now = time.monotonic()
-        last_beat, waited_then = self._last_beat
+        last_beat, loop_then, health_then = self._last_beat
         # At least this long: it may have stopped anywhere in the tick after its last beat.
         blocked = max(0.0, now - last_beat - self._tick)
         starved = 0.0
-        if blocked and waited_then is not None and self._loop_cpu_wait is not None:
-            waited_now = self._loop_cpu_wait.read()
-            if waited_now is not None:
-                starved = min(blocked, max(0, waited_now - waited_then) / 1e9)
+        if blocked and loop_then is not None and loop_now is not None:
+            starved = loop_starvation(
+                blocked,
+                now - last_beat,
+                ran=max(0, loop_now[0] - loop_then[0]) / 1e9,
+                waited=max(0, loop_now[1] - loop_then[1]) / 1e9,
+                queued=queued,
+                health_waited=self._health_waited(health_then),
+            )
         frames = sys._current_frames()
         report = HealthReport(
             seq=query.seq,
@@ -213,6 +265,13 @@ class HealthMonitor:
         self._sock.sendall(len(payload).to_bytes(4, "big") + payload)
         self._note_stall(before, time.monotonic())
 
+    def _health_waited(self, then: int | None) -> float:
+        """Seconds this thread has waited for a CPU since it had waited ``then`` ns (0 if
+        unknown): all of it, since it runs now."""
+        health_cpu = self._health_cpu_wait
+        now = None if health_cpu is None or then is None else health_cpu.read()
+        return 0.0 if now is None or then is None else max(0, now - then) / 1e9
+
     def _note_stall(self, start: float, end: float) -> None:
         if end - start >= _MIN_STALL:
             self._stalls.append((start, end))
@@ -238,6 +297,27 @@ class HealthMonitor:
                 )
             )
         return tuple(states)
+
+
+def loop_starvation(
+    blocked: float,
+    since_beat: float,
+    *,
+    ran: float,
+    waited: float,
+    queued: float,
+    health_waited: float,
+) -> float:
+    """Of ``blocked`` seconds, how long the loop's thread could not run for want of a CPU,
+    given how long, in the ``since_beat`` seconds since its last beat, it ran on a CPU and
+    waited for one (the kernel's counts), has been waiting in a wait not counted yet
+    (``queued``), and the health thread waited for one: those waits, and the rest of its
+    time neither on a CPU nor counted waiting up to the health thread's wait (see the module
+    docstring). A loop that sleeps (a plugin's ``time.sleep``, a lock) while the health
+    thread gets a CPU at once is the plugin's doing, and stays so."""
+    neither = max(0.0, since_beat - ran - waited)
+    queued = min(queued, neither)
+    return min(blocked, waited + queued + min(neither - queued, health_waited))
 
 
 def in_stdlib(filename: str) -> bool:
