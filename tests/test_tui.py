@@ -23,6 +23,7 @@ from textual.widgets import DataTable
 
 from isoplug import Host
 from isoplug.errors import IsoplugError
+from isoplug.logs import LogMetrics
 from isoplug.testing import attached, eventually
 from isoplug.tui import PluginDashboard, feeding
 from isoplug.tui import app as tui_app
@@ -151,15 +152,19 @@ async def test_level_key_starts_from_the_level_the_plugin_runs_at(tmp_path: Path
 
 
 async def flood(host: Host, feed: LogFeed, count: int) -> str:
-    """``printer`` prints ``count`` lines; wait until each has arrived or was counted dropped
-    (on a loaded machine the runner's full queue drops the newest); the last that arrived."""
+    """``printer`` prints ``count`` lines; wait until each has been replayed (so is in the
+    feed) or was counted dropped (on a loaded machine the runner's full queue drops the
+    newest); the last that arrived."""
     before = host.log_metrics("printer")
     await host.call("printer", "flood", count)
 
+    def handled(metrics: LogMetrics) -> int:
+        return metrics.replayed + metrics.filtered + sum(metrics.dropped.values())
+
     def accounted() -> bool:
-        now = host.log_metrics("printer")
-        dropped = sum(now.dropped.values()) - sum(before.dropped.values())
-        return now.received - before.received + dropped >= count
+        # Not received: a record received waits for its replay, and a feed read before it
+        # can lag hundreds of lines behind, past what the pane shows.
+        return handled(host.log_metrics("printer")) - handled(before) >= count
 
     await eventually(accounted)
     numbers = [int(e.message[6:]) for e in feed.entries() if e.message.startswith("flood ")]
