@@ -4,11 +4,13 @@ children put on their records."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Iterator
 
 from isoplug.testing.records import Records, attached, eventually
 
-__all__ = ["RecordWaiter", "attached", "eventually", "watching"]
+__all__ = ["RecordWaiter", "SlowFloodCounter", "attached", "eventually", "watching"]
 
 
 class RecordWaiter(Records):
@@ -22,3 +24,18 @@ def watching(name: str | None = None, *, propagate: bool = True) -> Iterator[Rec
     """A :class:`RecordWaiter` on the logger ``name``, as :func:`attached` puts it."""
     with attached(RecordWaiter(), name, propagate=propagate) as waiter:
         yield waiter
+
+
+class SlowFloodCounter(logging.Handler):
+    """A slow host handler, as the stdio floods' acceptance asks: counts the ``flood <n>``
+    lines and sleeps 50 ms every 1,000 of them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("flood "):
+            self.count += 1
+            if self.count % 1000 == 0:
+                time.sleep(0.05)  # the slowness under test, not a wait

@@ -32,7 +32,7 @@ from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from isoplug.wire.sanitize import cut_mark
 from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, process_alive
-from tests.record_waiter import RecordWaiter, watching
+from tests.record_waiter import RecordWaiter, SlowFloodCounter, watching
 
 PLUGIN = "scribbler"
 STDOUT = f"plugin.{PLUGIN}.stdout"
@@ -343,19 +343,8 @@ async def test_a_flood_under_a_slow_handler_never_blocks_the_plugin_and_loses_no
     blocks (its health checks pass), and every line is delivered or counted dropped."""
     lines = 100_000
 
-    class SlowCounter(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.DEBUG)
-            self.count = 0
-
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith("flood "):
-                self.count += 1
-                if self.count % 1000 == 0:
-                    time.sleep(0.05)
-
     config = dataclasses.replace(FAST, health_interval=0.1, health_timeout=1.0)
-    counter = SlowCounter()
+    counter = SlowFloodCounter()
     stdout = logging.getLogger(STDOUT)
     stdout.addHandler(counter)
     with watching(f"plugin.{PLUGIN}", propagate=False) as reports:

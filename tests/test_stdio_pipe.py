@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from isoplug import Host, PluginState
 from isoplug.errors import ConnectionBroken
 from isoplug.logs import DropReason
 from tests.plugins_fixtures import FAST, plugins_dir, running
-from tests.record_waiter import watching
+from tests.record_waiter import SlowFloodCounter, watching
 
 PLUGIN = "piper"
 STDOUT = f"plugin.{PLUGIN}.stdout"
@@ -138,19 +137,8 @@ async def test_a_print_flood_under_a_slow_handler_never_blocks_the_plugin_and_lo
     dropped."""
     lines = 50_000
 
-    class SlowCounter(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.DEBUG)
-            self.count = 0
-
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith("flood "):
-                self.count += 1
-                if self.count % 1000 == 0:
-                    time.sleep(0.05)  # the slow handler under test, not a wait
-
     config = dataclasses.replace(FAST, health_interval=0.1, health_timeout=1.0)
-    counter = SlowCounter()
+    counter = SlowFloodCounter()
     stdout = logging.getLogger(STDOUT)
     stdout.addHandler(counter)
     with watching(f"plugin.{PLUGIN}", propagate=False) as reports:
