@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         ("127.0.0.1", arguments.http_port), _http_handler(recorder)
     )
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    # shutdown() below waits for serve_forever to look at its flag: every 0.5 s by default,
+    # which a test stopping the receiver waited out.
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     grpc_server, grpc_port = _grpc_server(recorder, arguments.grpc_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
