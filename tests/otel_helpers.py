@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,25 +30,6 @@ def otlp_receiver(tmp_path: Path) -> Iterator[OtlpReceiver]:
         yield receiver
 
 
-class _ReceivedSince(Received):
-    """What arrived after the first ``offset`` bytes of the output: one test's share of a
-    receiver the module's tests share."""
-
-    def __init__(self, path: Path, offset: int) -> None:
-        super().__init__(path)
-        self.offset = offset
-
-    def _lines(self) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as output:
-            output.seek(self.offset)
-            for line in output:
-                # A line being written is not JSON yet (nor, cut mid-character, UTF-8).
-                with contextlib.suppress(ValueError):
-                    yield json.loads(line)
-
-
 @pytest.fixture(scope="module")
 def module_otlp_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtlpReceiver]:
     """One receiver process for a module's tests: starting and stopping one costs most of a
@@ -67,7 +47,7 @@ def shared_otlp_receiver(module_otlp_receiver: OtlpReceiver) -> OtlpReceiver:
     shared = module_otlp_receiver
     view = copy.copy(shared)
     offset = shared.output.stat().st_size if shared.output.exists() else 0
-    view.received = _ReceivedSince(shared.output, offset)
+    view.received = Received(shared.output, offset)
     return view
 
 

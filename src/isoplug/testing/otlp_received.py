@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,50 +76,48 @@ class MetricPoint:
 
 
 class Received:
-    """What a receiver wrote to its output file, read again on every call (it grows)."""
+    """What a receiver wrote to its output file after its first ``offset`` bytes (it grows).
 
-    def __init__(self, path: Path) -> None:
+    Each call reads what was added since the last one: a test polling a file of 100,000
+    records with :meth:`until` parsed all of them again at every poll (seconds each). A line
+    is taken once it ends (a line being written waits for the next call); a file that shrank
+    was written anew (a collector restarted), and is read again from its start.
+    """
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
         self.path = path
+        self.offset = offset
+        #: The requests of the whole lines read so far, and the byte they end at.
+        self._requests: list[dict[str, Any]] = []
+        self._read_to = offset
+        #: The log entries of the first ``_logs_from`` requests.
+        self._logs: list[LogEntry] = []
+        self._logs_from = 0
 
-    def _lines(self) -> Iterator[dict[str, Any]]:
+    def _lines(self) -> list[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with self.path.open("rb") as output:
+                size = os.fstat(output.fileno()).st_size
+                if size < self._read_to:
+                    self._requests, self._read_to = [], 0
+                    self._logs, self._logs_from = [], 0
+                output.seek(self._read_to)
+                added = output.read()
         except FileNotFoundError:
-            return
-        for line in text.splitlines():
+            return self._requests
+        whole = added.rfind(b"\n") + 1
+        for line in added[:whole].splitlines():
             if line.strip():
-                with contextlib.suppress(json.JSONDecodeError):  # a line being written
-                    yield json.loads(line)
+                self._requests.append(json.loads(line))
+        self._read_to += whole
+        return self._requests
 
     def logs(self) -> list[LogEntry]:
-        entries = []
-        for request in self._lines():
-            for resource_logs in request.get("resourceLogs", []):
-                resource = _attributes(resource_logs.get("resource", {}).get("attributes", []))
-                for scope_logs in resource_logs.get("scopeLogs", []):
-                    scope = scope_logs.get("scope", {})
-                    scope_attributes = _attributes(scope.get("attributes", []))
-                    for record in scope_logs.get("logRecords", []):
-                        entries.append(
-                            LogEntry(
-                                resource=resource,
-                                scope=scope.get("name", ""),
-                                scope_attributes=scope_attributes,
-                                time_unix_nano=int(record.get("timeUnixNano", 0)),
-                                observed_time_unix_nano=int(record.get("observedTimeUnixNano", 0)),
-                                severity_number=int(record.get("severityNumber", 0)),
-                                severity_text=record.get("severityText", ""),
-                                body=any_value(record.get("body", {})),
-                                attributes=_attributes(record.get("attributes", [])),
-                                trace_id=record.get("traceId", ""),
-                                span_id=record.get("spanId", ""),
-                                flags=int(record.get("flags", 0)),
-                                attribute_keys=tuple(
-                                    kv["key"] for kv in record.get("attributes", [])
-                                ),
-                            )
-                        )
-        return entries
+        requests = self._lines()
+        for request in requests[self._logs_from :]:
+            self._logs.extend(_log_entries(request))
+        self._logs_from = len(requests)
+        return list(self._logs)
 
     def metrics(self) -> list[MetricPoint]:
         points: list[MetricPoint] = []
@@ -175,6 +173,30 @@ class Received:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the OTLP receiver did not get what was awaited in {timeout} s")
             await asyncio.sleep(0.02)
+
+
+def _log_entries(request: dict[str, Any]) -> Iterator[LogEntry]:
+    for resource_logs in request.get("resourceLogs", []):
+        resource = _attributes(resource_logs.get("resource", {}).get("attributes", []))
+        for scope_logs in resource_logs.get("scopeLogs", []):
+            scope = scope_logs.get("scope", {})
+            scope_attributes = _attributes(scope.get("attributes", []))
+            for record in scope_logs.get("logRecords", []):
+                yield LogEntry(
+                    resource=resource,
+                    scope=scope.get("name", ""),
+                    scope_attributes=scope_attributes,
+                    time_unix_nano=int(record.get("timeUnixNano", 0)),
+                    observed_time_unix_nano=int(record.get("observedTimeUnixNano", 0)),
+                    severity_number=int(record.get("severityNumber", 0)),
+                    severity_text=record.get("severityText", ""),
+                    body=any_value(record.get("body", {})),
+                    attributes=_attributes(record.get("attributes", [])),
+                    trace_id=record.get("traceId", ""),
+                    span_id=record.get("spanId", ""),
+                    flags=int(record.get("flags", 0)),
+                    attribute_keys=tuple(kv["key"] for kv in record.get("attributes", [])),
+                )
 
 
 def _points(metric: dict[str, Any], resource: dict[str, Any]) -> Iterator[MetricPoint]:
