@@ -81,6 +81,11 @@ def main() -> None:
         from isoplug.logs import handler as handler_module
 
         vars(handler_module)["ring_capacity"] = lambda queue_bytes: 0
+    if "RECONNECT_DELAYS" in os.environ:
+        # A first connection the receiver refused is tried again after each of these delays.
+        from isoplug.logs import reconnect
+
+        reconnect.RECONNECT_DELAYS = tuple(map(float, os.environ["RECONNECT_DELAYS"].split(",")))
     handler = forward_logs(level=logging.DEBUG, name=f"child-{scenario}")
     progress_path = os.environ.get("PROGRESS_FILE")
     progress = os.open(progress_path, os.O_RDWR) if progress_path else None
