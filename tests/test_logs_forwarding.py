@@ -433,7 +433,6 @@ async def test_forward_logs_works_as_a_process_pool_initializer(
     assert not [r for r in reports(collector.records) if "without a goodbye" in r.getMessage()]
 
 
-@pytest.mark.slow
 @BOTH_MODES
 async def test_lossless_mode_delivers_a_flood_through_a_tiny_queue(
     mode: str, tmp_path: Path

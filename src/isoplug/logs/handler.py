@@ -234,7 +234,8 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         self._push_due = 0.0
         # True while the sender thread waits with nothing queued: the next record must wake it.
         self._sender_idle = False
-        # Threads in flush(): the sender sends at once instead of lingering.
+        # Threads waiting for the queue to go out (in flush(), or for room in lossless mode):
+        # the sender sends at once instead of lingering.
         self._flushing = 0
         self._last_created = 0.0
         self._channel: BlockingChannel | None = None
