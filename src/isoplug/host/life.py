@@ -117,6 +117,10 @@ class RunnerLife:
         #: Whether the current process's control connection authenticated (set by
         #: :mod:`isoplug.host.control_link`): it had read its bootstrap.
         self.connected = False
+        #: Whether its ready report said it loaded plugins (set by
+        #: :mod:`isoplug.host.control_link`): it serves them until told to stop, even those
+        #: the host refused (see isoplug.host.offers).
+        self.reported_loaded = False
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -340,6 +344,11 @@ class RunnerLife:
             await self._kill(process, why)
             return f"{KILLED_BY_HOST}{why}", None
         serving, permanent = await on_ready(ready.result(), process)
+        if not serving and self.reported_loaded:
+            # It serves plugins the host refused: it would wait to be told, until the
+            # SIGKILL below (a shutdown_timeout later, named as a runner that would not exit).
+            await self._shut_down(process)
+            return "", permanent
         if not serving:
             # Setup failed or nothing imported: the runner exits on its own.
             if not await process.wait_exit(config.shutdown_timeout):
