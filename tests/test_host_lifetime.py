@@ -20,7 +20,7 @@ from isoplug import Host, PluginState
 from isoplug.testing import eventually
 from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
 from tests import plugins_fixtures
-from tests.plugins_fixtures import FAST, FIXTURES, process_alive
+from tests.plugins_fixtures import FAST, FIXTURES, QUICK_DRAIN, process_alive
 from tests.processes import child_env
 
 HOST_CHILD = Path(__file__).parent / "host_child.py"
@@ -218,7 +218,10 @@ async def test_a_process_that_leaves_no_trace_is_named_as_holding_the_runners_ou
     """The README's exception: a process that leaves the runner's group and session, drops
     its environment and is re-parented away at once can outlive its runner; the host's log
     then says that a process it could not find kept the runner's output open."""
-    async with plugins_fixtures.running(tmp_path, "escaper", logger=None) as (host, waiter):
+    async with plugins_fixtures.running(tmp_path, "escaper", logger=None, config=QUICK_DRAIN) as (
+        host,
+        waiter,
+    ):
         vanisher = await host.call("escaper", "vanisher")
         try:
             info = await host.restart("escaper")

@@ -46,7 +46,7 @@ async def test_spawned_learns_of_the_process_that_start_returns_before_start_ret
         )
         assert told == [process] and process.pid > 0 and pids == [process.pid]
         assert await asyncio.wait_for(process.exited, 30) == 0
-        await process.close()
+        await process.close(2.0)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)

@@ -27,7 +27,7 @@ from isoplug.host.stdio_lines import MAX_LINE_BYTES
 from isoplug.rpc import Peer
 from isoplug.rpc.remote_errors import error_info
 from tests import plugins_fixtures
-from tests.plugins_fixtures import FAST, plugins_dir, process_alive
+from tests.plugins_fixtures import FAST, QUICK_DRAIN, plugins_dir, process_alive
 from tests.record_waiter import RecordWaiter, watching
 
 
@@ -308,7 +308,7 @@ async def test_a_plugin_that_closes_its_stdout_keeps_working(tmp_path: Path) -> 
 
 async def test_a_grandchild_outliving_its_runner_does_not_hide_the_exit(tmp_path: Path) -> None:
     """A forked process holding the pipes open is killed with the runner's process group."""
-    async with running(tmp_path, "echo") as (host, waiter):
+    async with running(tmp_path, "echo", config=QUICK_DRAIN) as (host, waiter):
         grandchild = await host.call("echo", "fork_grandchild")
         assert process_alive(grandchild)
         with pytest.raises(ConnectionBroken):

@@ -19,7 +19,7 @@ from isoplug.host.manifest import merge_config
 from isoplug.runner.config import validate_config
 from isoplug.testing import eventually, watching
 from isoplug.validation import explain_validation_error
-from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir
+from tests.plugins_fixtures import FAST, QUICK_DRAIN, copy_plugins, plugins_dir
 
 
 def test_merge_config_merges_nested_tables() -> None:
@@ -195,7 +195,7 @@ async def test_a_runner_that_ends_in_on_config_restarts_once_with_the_new_config
 ) -> None:
     """Its crash and the change's failure are one restart, whichever the host hears of first
     ("die quietly": a child of the runner holds its connection, so the exit comes first)."""
-    async with Host(plugins_dir(tmp_path, "configured"), config=FAST) as host:
+    async with Host(plugins_dir(tmp_path, "configured"), config=QUICK_DRAIN) as host:
         await host.wait_ready(20)
         with watching("isoplug.host") as records:
             assert await host.set_config("configured", {"greeting": how}) is False

@@ -27,7 +27,9 @@ def test_replay_limits_keep_none_for_no_rate_limit() -> None:
     assert ReplayLimits(rate=None).rate is None
 
 
-@pytest.mark.parametrize("name", ["health_interval", "call_timeout", "ready_timeout"])
+@pytest.mark.parametrize(
+    "name", ["health_interval", "call_timeout", "ready_timeout", "stdio_drain_timeout"]
+)
 @pytest.mark.parametrize("value", [math.nan, math.inf, -0.5])
 def test_supervisor_config_refuses_a_timing_that_is_not_a_finite_number(
     name: str, value: float

@@ -6,6 +6,7 @@ directory, so that a host starts only those runners.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -41,6 +42,11 @@ def copy_plugins(tmp_path: Path, *names: str) -> Path:
             FIXTURES / name, directory / name, ignore=shutil.ignore_patterns("__pycache__")
         )
     return directory
+
+
+#: For tests whose runner leaves a process holding its stdout/stderr, which the host then waits
+#: for: the wait's length is not what they test.
+QUICK_DRAIN = dataclasses.replace(FAST, stdio_drain_timeout=0.2)
 
 
 def plugins_dir(tmp_path: Path, *names: str) -> Path:

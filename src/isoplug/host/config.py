@@ -20,6 +20,7 @@ _SECONDS = (
     "shutdown_timeout",
     "teardown_timeout",
     "terminate_timeout",
+    "stdio_drain_timeout",
     "call_timeout",
     "handshake_timeout",
 )
@@ -55,6 +56,11 @@ class SupervisorConfig:
     teardown_timeout: float = 3.0
     #: Python exits promptly on SIGTERM unless a plugin handles it; then SIGKILL.
     terminate_timeout: float = 2.0
+    #: After a runner exited, how long processes its plugins started may keep its stdout and
+    #: stderr open (what they write there is read, as the runner's) before they are killed
+    #: with the rest of its process group; its exit account and restart wait for it. Without
+    #: such processes the pipes end within milliseconds of the exit.
+    stdio_drain_timeout: float = 2.0
     #: Default timeout of ``Host.call``.
     call_timeout: float = 30.0
     #: Calls of ``async def`` methods a runner runs at once (for all its plugins); past it,

@@ -227,7 +227,10 @@ class RunnerLife:
                     await self.peer.aclose("runner is gone")
             ready = self.ready
             report = ready.result() if ready.done() and not ready.cancelled() else None
-            leftovers = await process.close(inherited=None if report is None else report.inherited)
+            leftovers = await process.close(
+                self._config.stdio_drain_timeout,
+                inherited=None if report is None else report.inherited,
+            )
             if leftovers:
                 _log.warning("runner %s: %s", self.runner_id, leftovers.account())
             self.process = None

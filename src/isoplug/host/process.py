@@ -70,13 +70,9 @@ _log = logging.getLogger("isoplug.host")
 #: and at the user's share of pipe memory, hence only for runners that print to them.
 PRINTING_PIPE_BYTES = 1 << 20
 
-#: After the runner exited, how long its stdout/stderr may take to reach end of stream
-#: (the kernel has the last lines buffered; they arrive within milliseconds). Until then,
-#: processes its plugins forked may still write to the pipes they inherited and are read; past
-#: this, the runner's process group is killed.
-STDIO_DRAIN_TIMEOUT = 2.0
-#: After that kill, how long the killed processes may take to release the pipes. Past this, a
-#: process that escaped the group still holds a pipe: stop reading rather than hang.
+#: After the kill that ends a drain (``SupervisorConfig.stdio_drain_timeout``), how long the
+#: killed processes may take to release the pipes. Past this, a process that escaped the group
+#: still holds a pipe: stop reading rather than hang.
 _KILLED_DRAIN_TIMEOUT = 1.0
 #: Once reading has ended, how long closing waits for the host's log handlers to replay what
 #: was read. Past this, the rest is counted dropped and reported: a handler that takes seconds
@@ -423,7 +419,7 @@ class RunnerProcess:
 
     async def close(
         self,
-        drain_timeout: float = STDIO_DRAIN_TIMEOUT,
+        drain_timeout: float,
         replay_timeout: float = STDIO_REPLAY_TIMEOUT,
         inherited: Mapping[int, int] | None = None,
     ) -> Leftovers:
