@@ -27,7 +27,7 @@ from typing import Any
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import LineSplitter, cut_line
 from isoplug.logs.gil import GilShare
-from isoplug.logs.textlines import LineClassifier
+from isoplug.logs.textlines import NOT_PLAIN_START_WITH_DUMPS, LineClassifier
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]
 
@@ -233,7 +233,8 @@ class _Stream:
         """Classify pending lines until ``deadline`` (``time.monotonic()``; None: all), and
         flush a held block once the stream has ended or gone quiet."""
         items: list[Entry] = []
-        name, classifier = self.name, self.classifier
+        name, classifier, level = self.name, self.classifier, self.level
+        urgent = level >= logging.WARNING
         pending = self.pending
         while pending:
             batch = pending[0]
@@ -243,6 +244,13 @@ class _Stream:
                 self.pending_bytes -= len(raw)
                 # LineSplitter.decode(), inlined: this runs for every line.
                 text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+                if not (cut or classifier.phase) and (
+                    text[:1] not in NOT_PLAIN_START_WITH_DUMPS and ":" not in text[:10]
+                ):
+                    # is_plain_line(), inlined: most lines are plain, and their entry is what
+                    # record_entry() makes of the classifier's record, without either call.
+                    items.append((name, level, text, None, False, created, urgent))
+                    continue
                 for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))
             if stop == len(lines):
