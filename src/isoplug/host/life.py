@@ -341,11 +341,11 @@ class RunnerLife:
             return f"{KILLED_BY_HOST}{why}", None
         serving, permanent = await on_ready(ready.result(), process)
         if not serving:
-            # Setup failed or nothing imported: the runner exits on its own.
-            if not await process.wait_exit(config.shutdown_timeout):
-                await self._kill(
-                    process, f"it did not exit within {config.shutdown_timeout:g} s of its report"
-                )
+            # Setup failed or nothing imported: the runner exits on its own. Or the host
+            # refused what it loaded (a plugin declaring more than the host accepts): the
+            # runner serves until told to stop. Asked either way (the deadline runs from the
+            # request, as any stop's): one that is on its way out just exits.
+            await self._shut_down(process)
             return "", permanent
         return await self._watch(process), None
 
