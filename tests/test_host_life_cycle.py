@@ -8,8 +8,10 @@ import asyncio
 import dataclasses
 import gc
 import glob
+import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -259,3 +261,30 @@ async def test_a_runner_stopped_in_its_plugins_async_setup_cancels_it_and_exits(
     assert stopped.last_exit is not None
     assert stopped.last_exit.returncode == 0, stopped.last_exit
     assert stopped.last_exit.sent_by_host is None, stopped.last_exit
+
+
+async def test_stop_returns_once_the_runners_records_are_replayed(tmp_path: Path) -> None:
+    """The records a runner sent before it stopped are replayed, into a handler far slower
+    than the runner (1 ms a record), by the time stop() returns, and the metrics say so."""
+    seen: list[str] = []
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("record "):
+                seen.append(record.getMessage())
+                time.sleep(0.001)  # a slow host handler, not a wait of the test's
+
+    handler = SlowHandler()
+    logger = logging.getLogger("plugin.chronicler.chronicler")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async with Host(plugins_dir(tmp_path, "chronicler"), config=FAST) as host:
+            await host.wait_ready(30)
+            await host.call("chronicler", "log_numbered", count=500)
+            await host.stop("chronicler")
+            assert len(seen) == 500
+            assert host.log_metrics("chronicler").replayed >= 500
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)

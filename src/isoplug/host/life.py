@@ -46,7 +46,7 @@ from isoplug.host.interpreter_check import check_interpreter
 from isoplug.host.launch import launch_runner, runner_python
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
-from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.process import EXIT_REPLAY_TIMEOUT, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
@@ -228,6 +228,10 @@ class RunnerLife:
                 _log.warning("runner %s: %s", self.runner_id, leftovers.account())
             self.process = None
         returncode = process.exited.result()
+        if not tail.fed:
+            # Its own log connections' last records are replayed before its end is accounted
+            # and a stop returns, as its stdout/stderr are: the metrics are final then.
+            await asyncio.to_thread(tail.wait_fed, EXIT_REPLAY_TIMEOUT)
         # What the runner wrote on stderr last says why it could not get going; only that is
         # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
         said = await self._last_words(tail) if reason == _BEFORE_READY else ""
