@@ -8,8 +8,10 @@ import asyncio
 import dataclasses
 import gc
 import glob
+import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -236,3 +238,53 @@ async def test_a_recycle_for_stuck_threads_is_not_a_crash_and_calls_in_flight_ar
         assert not [m for m in changes if m.startswith("crashed")], changes
         assert [m for m in changes if m.startswith("restarting: ")], changes
         assert await host.call("laggard", "sleep_in_thread", 0) == "slept"
+
+
+async def test_a_runner_stopped_in_its_plugins_async_setup_cancels_it_and_exits(
+    tmp_path: Path,
+) -> None:
+    """A stop that comes while a plugin's setup awaits (here a capability call that never
+    returns) cancels the setup: the runner exits on its own at once, its account clean,
+    rather than be signalled at the shutdown deadline (FAST's 3 s)."""
+    entered = asyncio.Event()
+
+    async def wait() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    async with Host(plugins_dir(tmp_path, "gated"), config=FAST) as host:
+        host.register_capability("gate.wait", wait)
+        await asyncio.wait_for(entered.wait(), 30)
+        assert host.plugin("gated").state is PluginState.STARTING
+        stopped = await host.stop("gated")
+    assert stopped.state is PluginState.STOPPED
+    assert stopped.last_exit is not None
+    assert stopped.last_exit.returncode == 0, stopped.last_exit
+    assert stopped.last_exit.sent_by_host is None, stopped.last_exit
+
+
+async def test_stop_returns_once_the_runners_records_are_replayed(tmp_path: Path) -> None:
+    """The records a runner sent before it stopped are replayed, into a handler far slower
+    than the runner (1 ms a record), by the time stop() returns, and the metrics say so."""
+    seen: list[str] = []
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("record "):
+                seen.append(record.getMessage())
+                time.sleep(0.001)  # a slow host handler, not a wait of the test's
+
+    handler = SlowHandler()
+    logger = logging.getLogger("plugin.chronicler.chronicler")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async with Host(plugins_dir(tmp_path, "chronicler"), config=FAST) as host:
+            await host.wait_ready(30)
+            await host.call("chronicler", "log_numbered", count=500)
+            await host.stop("chronicler")
+            assert len(seen) == 500
+            assert host.log_metrics("chronicler").replayed >= 500
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken
@@ -40,6 +42,43 @@ STDERR = f"plugin.{PLUGIN}.stderr"
 
 
 # -- lines ------------------------------------------------------------------------------------
+
+
+def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
+    """What the splitter must make of ``blob``, written plainly: each line (the last one
+    partial) as text, a line over ``limit`` bytes cut there, saying how many bytes were cut
+    (not counting the CR of a CRLF ending)."""
+    lines = blob.split(b"\n")
+    partial = lines.pop()
+    expected = []
+    for index, line in enumerate([*lines, partial] if partial else lines):
+        ended = index < len(lines)
+        body = line.removesuffix(b"\r") if ended else line
+        cut = max(0, len(body) - limit)
+        head = line[:limit]
+        text = head.removesuffix(b"\r").decode("utf-8", errors="replace")
+        expected.append(CapturedLine(text + cut_mark(cut, "bytes") if cut else text, cut > 0))
+    return expected
+
+
+@settings(max_examples=300)
+@given(
+    pieces=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"\xff", "é".encode()])),
+    chunk_ends=st.lists(st.integers(0, 40)),
+    limit=st.integers(1, 8),
+)
+def test_the_splitter_cuts_and_counts_lines_the_same_however_the_bytes_arrive(
+    pieces: list[bytes], chunk_ends: list[int], limit: int
+) -> None:
+    blob = b"".join(pieces)
+    splitter = LineSplitter(limit)
+    got: list[CapturedLine] = []
+    start = 0
+    for end in [*sorted({min(end, len(blob)) for end in chunk_ends}), len(blob)]:
+        got += splitter.feed(blob[start:end])
+        start = end
+    got += splitter.flush()
+    assert got == _expected_lines(blob, limit)
 
 
 def test_lines_split_across_chunks_are_joined() -> None:

@@ -13,9 +13,29 @@ from isoplug.logs.textlines import (
     MAX_BLOCK_LINES,
     LineClassifier,
     TextRecord,
+    is_plain_line,
     level_from_name,
     parse_json_line,
 )
+
+#: The starts of everything the classifier makes more of than a plain line.
+_SPECIAL_STARTS = [
+    "Traceback (most recent call last):",
+    "  + Exception Group Traceback (most recent call last):",
+    "Exception Group Traceback (most recent call last):",
+    "Exception in thread Thread-1:",
+    "Exception ignored in: <function f>",
+    "Unhandled exception in thread started by f",
+    "Fatal Python error: Segmentation fault",
+    "Fatal Python error from unexpected signum: 99",
+    "Windows fatal exception: access violation",
+    "Timeout (0:00:05)!",
+    "ERROR: disk full",
+    "warning: slow",
+    "[crit] on fire",
+    "<info> started",
+    '{"level": "error", "message": "m"}',
+]
 
 
 def classify(text: str, default: int = logging.WARNING) -> list[TextRecord]:
@@ -35,6 +55,35 @@ def raised(make: type[BaseException] | BaseException) -> BaseException:
         raise make
     except BaseException as error:
         return error
+
+
+@settings(max_examples=400)
+@given(
+    line=st.one_of(
+        st.text(max_size=30),
+        st.builds(
+            lambda start, cut, rest: start[:cut] + rest,
+            st.sampled_from(_SPECIAL_STARTS),
+            st.integers(0, 60),
+            st.text(max_size=10),
+        ),
+    ),
+    fatal_blocks=st.booleans(),
+)
+def test_a_line_said_plain_is_what_the_classifier_returns_unchanged(
+    line: str, fatal_blocks: bool
+) -> None:
+    """The fast paths that skip the classifier (a printed line's in the runner, the host's
+    fd-level reader) take a line as plain only where the classifier would return it as is."""
+    classifier = LineClassifier(logging.INFO, fatal_blocks=fatal_blocks)
+    if is_plain_line(line, fatal_blocks):
+        assert classifier.feed(line) == [TextRecord(logging.INFO, line)]
+        assert not classifier.holding
+
+
+def test_every_special_start_is_sent_to_the_classifier() -> None:
+    for line in _SPECIAL_STARTS:
+        assert not is_plain_line(line, fatal_blocks=True), line
 
 
 def test_plain_lines_keep_the_default_level() -> None:

@@ -5,6 +5,9 @@ drop reason, stdout lines, the runner's memory and CPU, ready state)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from isoplug.errors import ConnectionBroken, MethodNotFound, RemoteError
 from isoplug.host import PluginState, observers
 from isoplug.host.status import ExitAccount
 from isoplug.logs import ReplayLimits
-from isoplug.otel.metrics import HostMetrics, exit_kind
+from isoplug.otel.metrics import HostMetrics, _proc_stat, exit_kind
 from isoplug.testing.otlp import MetricPoint, OtlpReceiver, Received
 from tests import otel_helpers
 from tests.otel_helpers import endpoint_of, exporting
@@ -214,3 +217,16 @@ async def test_a_call_of_a_method_the_plugin_does_not_offer_counts_once(tmp_path
     ]
     provider.shutdown()
     assert counts == [4], counts
+
+
+def test_a_runner_that_exited_unreaped_gives_no_memory_point() -> None:
+    """/proc says 0 bytes resident for a process that exited and is not yet reaped (as a
+    runner is for a moment at its exit): no point, rather than a runner holding nothing."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, still a zombie
+        assert _proc_stat(child.pid) is None
+    finally:
+        child.wait()
+    alive = _proc_stat(os.getpid())
+    assert alive is not None and alive[2] > 0

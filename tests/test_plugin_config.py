@@ -300,11 +300,8 @@ async def test_set_config_checks_a_starting_plugin_and_restarts_it_with_a_valid_
 ) -> None:
     gate, second_gate = tmp_path / "gate", tmp_path / "gate2"
     overrides = {"config_gate": {"hold": str(gate)}}
-    # The runner held in its setup does not end at the restart's shutdown request: it is
-    # ended at shutdown_timeout, which this test need not wait out.
-    config = dataclasses.replace(FAST, shutdown_timeout=0.3)
     async with Host(
-        plugins_dir(tmp_path, "config_gate"), config=config, plugin_config=overrides
+        plugins_dir(tmp_path, "config_gate"), config=FAST, plugin_config=overrides
     ) as host:
         await eventually(lambda: host.plugin("config_gate").pid is not None)
         pid = host.plugin("config_gate").pid

@@ -90,6 +90,24 @@ async def test_lines_printed_by_8_threads_at_once_arrive_whole(tmp_path: Path) -
     assert sorted(messages) == sorted(expected)
 
 
+async def test_long_lines_printed_by_threads_at_once_arrive_whole(tmp_path: Path) -> None:
+    """Lines longer than the text stream's usual 8 KiB chunk, up to what the host keeps whole
+    (16 KiB), printed by 4 threads at once: still one write each, never split around
+    another thread's line."""
+    threads, lines, width = 4, 40, 12_000
+    async with running(tmp_path, PLUGIN) as (host, waiter):
+        await host.call(PLUGIN, "from_threads", threads=threads, lines=lines, width=width)
+        await waiter.wait_until(
+            lambda: len(waiter.matching(STDOUT)) >= threads * lines or None, timeout=60
+        )
+        metrics = host.log_metrics(PLUGIN)
+    assert not metrics.dropped
+    messages = [r.getMessage() for r in waiter.matching(STDOUT)]
+    filler = "x" * width
+    expected = [f"thread {t} line {n} {filler} end" for t in range(threads) for n in range(lines)]
+    assert sorted(messages) == sorted(expected)
+
+
 async def test_logging_and_warnings_still_travel_as_records_with_their_location(
     tmp_path: Path,
 ) -> None:

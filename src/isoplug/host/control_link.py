@@ -144,7 +144,6 @@ class ControlLink:
                 self.runner_id,
             )
             raise IsoplugError("the runner already reported ready; a second report is refused")
-        life.reported_loaded = bool(unchecked.loaded)
         life.ready.set_result(self._own_plugins_only(report))
 
     def _on_events_dropped(self, params: Any) -> None:

@@ -408,7 +408,10 @@ class Host(PluginSettings):
     async def stop(self, plugin_id: str) -> PluginInfo:
         """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
         host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
-        stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration)."""
+        stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration).
+        Returns once what the runner logged and printed has been replayed into the host's
+        handlers (up to 5 s after its exit, for slow handlers), so :meth:`log_metrics` is
+        final then."""
         self._check_here(f"stop plugin {plugin_id!r}")
         self._life.check_started(f"stop plugin {plugin_id!r}")
         await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)

@@ -46,7 +46,7 @@ from isoplug.host.interpreter_check import check_interpreter
 from isoplug.host.launch import launch_runner, runner_python
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
-from isoplug.host.process import OpenStdio, RunnerProcess
+from isoplug.host.process import EXIT_REPLAY_TIMEOUT, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
@@ -117,10 +117,6 @@ class RunnerLife:
         #: Whether the current process's control connection authenticated (set by
         #: :mod:`isoplug.host.control_link`): it had read its bootstrap.
         self.connected = False
-        #: Whether its ready report said it loaded plugins (set by
-        #: :mod:`isoplug.host.control_link`): it serves them until told to stop, even those
-        #: the host refused (see isoplug.host.offers).
-        self.reported_loaded = False
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -235,6 +231,10 @@ class RunnerLife:
                 _log.warning("runner %s: %s", self.runner_id, leftovers.account())
             self.process = None
         returncode = process.exited.result()
+        if not tail.fed:
+            # Its own log connections' last records are replayed before its end is accounted
+            # and a stop returns, as its stdout/stderr are: the metrics are final then.
+            await asyncio.to_thread(tail.wait_fed, EXIT_REPLAY_TIMEOUT)
         # What the runner wrote on stderr last says why it could not get going; only that is
         # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
         said = await self._last_words(tail) if reason == _BEFORE_READY else ""
@@ -347,17 +347,12 @@ class RunnerLife:
             await self._kill(process, why)
             return f"{KILLED_BY_HOST}{why}", None
         serving, permanent = await on_ready(ready.result(), process)
-        if not serving and self.reported_loaded:
-            # It serves plugins the host refused: it would wait to be told, until the
-            # SIGKILL below (a shutdown_timeout later, named as a runner that would not exit).
-            await self._shut_down(process)
-            return "", permanent
         if not serving:
-            # Setup failed or nothing imported: the runner exits on its own.
-            if not await process.wait_exit(config.shutdown_timeout):
-                await self._kill(
-                    process, f"it did not exit within {config.shutdown_timeout:g} s of its report"
-                )
+            # Setup failed or nothing imported: the runner exits on its own. Or the host
+            # refused what it loaded (a plugin declaring more than the host accepts): the
+            # runner serves until told to stop. Asked either way (the deadline runs from the
+            # request, as any stop's): one that is on its way out just exits.
+            await self._shut_down(process)
             return "", permanent
         return await self._watch(process), None
 

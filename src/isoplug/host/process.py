@@ -74,10 +74,12 @@ PRINTING_PIPE_BYTES = 1 << 20
 #: killed processes may take to release the pipes. Past this, a process that escaped the group
 #: still holds a pipe: stop reading rather than hang.
 _KILLED_DRAIN_TIMEOUT = 1.0
-#: Once reading has ended, how long closing waits for the host's log handlers to replay what
-#: was read. Past this, the rest is counted dropped and reported: a handler that takes seconds
-#: per record must not hold a restart or the host's shutdown for hours.
-STDIO_REPLAY_TIMEOUT = 5.0
+#: Once a runner has exited, how long the host waits for its log handlers to replay what the
+#: runner sent: the stdout/stderr output that was read (past this, the rest is counted dropped
+#: and reported) and the records of its log connections (past this, they go on being
+#: replayed, but its end is accounted and a stop returns). A handler that takes seconds per
+#: record must not hold a restart or the host's shutdown for hours.
+EXIT_REPLAY_TIMEOUT = 5.0
 
 #: After a SIGKILL, how long the runner may take to be gone before it is sent another (and
 #: the log says so): a process in uninterruptible sleep dies only when it wakes.
@@ -420,7 +422,7 @@ class RunnerProcess:
     async def close(
         self,
         drain_timeout: float,
-        replay_timeout: float = STDIO_REPLAY_TIMEOUT,
+        replay_timeout: float = EXIT_REPLAY_TIMEOUT,
         inherited: Mapping[int, int] | None = None,
     ) -> Leftovers:
         """After the exit: finish reading stdio, kill leftover descendants, release the pipes.

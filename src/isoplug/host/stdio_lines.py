@@ -10,7 +10,7 @@ import dataclasses
 
 from isoplug.wire.sanitize import cut_mark
 
-__all__ = ["MAX_LINE_BYTES", "CapturedLine", "LineSplitter", "cut_line"]
+__all__ = ["MAX_LINE_BYTES", "CapturedLine", "CutLine", "LineSplitter", "cut_line"]
 
 #: Longest line kept whole. A plugin that prints a huge blob without a newline must not make
 #: the host buffer it all: past this, the line is cut, and the rest of it skipped (counted).
@@ -29,6 +29,19 @@ class CapturedLine:
     truncated: bool = False
 
 
+class CutLine(bytes):
+    """The head of a line that was cut (``cut`` bytes of it skipped). A subclass of bytes, so
+    that whole lines, nearly all of them, stay the plain ``bytes`` objects ``bytes.split``
+    made: no tuple per line on the reader's path."""
+
+    cut: int
+
+    def __new__(cls, head: bytes, cut: int) -> CutLine:
+        line = super().__new__(cls, head)
+        line.cut = cut
+        return line
+
+
 class LineSplitter:
     """Bytes in, complete lines out (without the newline).
 
@@ -43,76 +56,78 @@ class LineSplitter:
         self._buffer = bytearray()
         self._skipping = False  # inside the tail of a line that was cut
         self._cut = 0  # bytes of that tail skipped so far; the line's head is in _buffer
+        # Whether the last byte skipped was a CR: the end of a CRLF, not a byte cut, once
+        # the newline comes in the next read.
+        self._skipped_cr = False
 
     def feed(self, data: bytes) -> list[CapturedLine]:
-        return [self.decode(raw, cut) for raw, cut in self.split(data)]
+        return [self.decode(raw) for raw in self.split(data)]
 
     def flush(self) -> list[CapturedLine]:
         """The partial last line, if any (call at end of stream)."""
-        return [self.decode(raw, cut) for raw, cut in self.split_end()]
+        return [self.decode(raw) for raw in self.split_end()]
 
-    def split(self, data: bytes) -> list[tuple[bytes, int]]:
-        """Like :meth:`feed`, but the lines stay bytes: ``(raw line, bytes cut)`` (0: whole).
-        The work is done in C (one ``split`` per chunk), so reading stays cheap; decode later."""
+    def split(self, data: bytes) -> list[bytes]:
+        """Like :meth:`feed`, but the lines stay bytes: a whole line as ``bytes``, a cut one as
+        a :class:`CutLine`. The work is done in C (one ``split`` per chunk), so reading stays
+        cheap; decode later."""
         limit = self._max
         buffer = self._buffer
         if b"\n" not in data:
             if self._skipping:
                 self._cut += len(data)
+                self._skipped_cr = data.endswith(b"\r")
             else:
                 buffer += data
-                if len(buffer) > limit:
-                    self._cut = len(buffer) - limit
-                    del buffer[limit:]
-                    self._skipping = True
+                self._start_skipping_past(limit)
             return []
-        parts = data.split(b"\n")
-        tail = parts.pop()
-        lines: list[tuple[bytes, int]]
+        lines: list[bytes] = data.split(b"\n")
+        tail = lines.pop()
+        first = 0
         if self._skipping:
-            # The first part is the end of the line being cut: its head waits in the buffer.
-            end = parts[0]
-            lines = [(bytes(buffer), self._cut + len(end) - end.endswith(b"\r"))]
+            # The first line is the end of the line being cut: its head waits in the buffer.
+            end = lines[0]
+            crlf = end.endswith(b"\r") if end else self._skipped_cr
+            lines[0] = CutLine(bytes(buffer), self._cut + len(end) - crlf)
             self._skipping = False
             self._cut = 0
-            del parts[0]
-        else:
-            lines = []
-            if buffer:
-                buffer += parts[0]
-                parts[0] = bytes(buffer)
+            first = 1
+        elif buffer:
+            buffer += lines[0]
+            lines[0] = bytes(buffer)
         buffer.clear()
-        if parts and max(map(len, parts)) > limit:
-            lines += [
-                (part[:limit], len(part) - limit - part.endswith(b"\r"))
-                if len(part) > limit
-                else (part, 0)
-                for part in parts
-            ]
-        elif lines:
-            lines += [(part, 0) for part in parts]
-        else:
-            lines = [(part, 0) for part in parts]
+        if len(lines) > first and len(max(lines[first:], key=len)) > limit:
+            for index in range(first, len(lines)):
+                line = lines[index]
+                if len(line) > limit:
+                    lines[index] = CutLine(line[:limit], len(line) - limit - line.endswith(b"\r"))
         if tail:
             buffer += tail
-            if len(buffer) > limit:
-                self._cut = len(buffer) - limit
-                del buffer[limit:]
-                self._skipping = True
+            self._start_skipping_past(limit)
         return lines
 
-    def split_end(self) -> list[tuple[bytes, int]]:
+    def _start_skipping_past(self, limit: int) -> None:
+        """Cut the buffered line at ``limit`` bytes, if it is longer; skip the rest of it."""
+        buffer = self._buffer
+        if len(buffer) > limit:
+            self._cut = len(buffer) - limit
+            self._skipped_cr = buffer.endswith(b"\r")
+            del buffer[limit:]
+            self._skipping = True
+
+    def split_end(self) -> list[bytes]:
         """Like :meth:`flush`, as bytes."""
         if not self._buffer:
             return []
-        line = bytes(self._buffer), self._cut
+        line = CutLine(bytes(self._buffer), self._cut) if self._cut else bytes(self._buffer)
         self._buffer.clear()
         self._skipping = False
         self._cut = 0
         return [line]
 
     @staticmethod
-    def decode(raw: bytes, cut: int = 0) -> CapturedLine:
+    def decode(raw: bytes) -> CapturedLine:
         """A raw line as text: invalid UTF-8 replaced, a trailing CR dropped, a cut marked."""
+        cut = raw.cut if type(raw) is CutLine else 0
         text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
         return CapturedLine(cut_line(text, cut) if cut else text, cut > 0)

@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
-from isoplug.host.stdio_lines import LineSplitter, cut_line
+from isoplug.host.stdio_lines import CutLine, LineSplitter, cut_line
 from isoplug.logs.gil import GilShare
-from isoplug.logs.textlines import LineClassifier
+from isoplug.logs.textlines import NOT_PLAIN_START_WITH_DUMPS, LineClassifier
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]
 
@@ -187,7 +187,7 @@ class _Stream:
         the stream's level: the host cannot even classify as fast as the plugin writes, and
         the plugin must not wait for it.
         """
-        lines: list[tuple[bytes, int]] = []
+        lines: list[bytes] = []
         for _ in range(_READS_PER_TURN):
             try:
                 data = os.read(self.fd, _READ_SIZE)
@@ -211,17 +211,17 @@ class _Stream:
             self.at_end = True
             self._keep(self.splitter.split_end(), None)
 
-    def _keep(self, lines: list[tuple[bytes, int]], backlog: Backlog | None) -> None:
+    def _keep(self, lines: list[bytes], backlog: Backlog | None) -> None:
         if not lines:
             return
         self.last_data = time.monotonic()
-        size = sum(len(raw) for raw, _ in lines)
+        size = sum(map(len, lines))
         if self.pending_bytes + size > PENDING_BYTES and backlog is not None:
-            kept: list[tuple[bytes, int]] = []
+            kept: list[bytes] = []
             for line in lines:
-                if self.pending_bytes + len(line[0]) <= PENDING_BYTES:
+                if self.pending_bytes + len(line) <= PENDING_BYTES:
                     kept.append(line)
-                    self.pending_bytes += len(line[0])
+                    self.pending_bytes += len(line)
             backlog.count_dropped(self.name, self.level, len(lines) - len(kept))
             lines = kept
         else:
@@ -233,16 +233,25 @@ class _Stream:
         """Classify pending lines until ``deadline`` (``time.monotonic()``; None: all), and
         flush a held block once the stream has ended or gone quiet."""
         items: list[Entry] = []
-        name, classifier = self.name, self.classifier
+        name, classifier, level = self.name, self.classifier, self.level
+        urgent = level >= logging.WARNING
         pending = self.pending
         while pending:
             batch = pending[0]
             created, lines, index = batch
             stop = min(len(lines), index + _CLASSIFY_STEP)
-            for raw, cut in lines[index:stop]:
+            for raw in lines[index:stop]:
                 self.pending_bytes -= len(raw)
+                cut = raw.cut if type(raw) is CutLine else 0
                 # LineSplitter.decode(), inlined: this runs for every line.
                 text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+                if not (cut or classifier.phase) and (
+                    text[:1] not in NOT_PLAIN_START_WITH_DUMPS and ":" not in text[:10]
+                ):
+                    # is_plain_line(), inlined: most lines are plain, and their entry is what
+                    # record_entry() makes of the classifier's record, without either call.
+                    items.append((name, level, text, None, False, created, urgent))
+                    continue
                 for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))
             if stop == len(lines):

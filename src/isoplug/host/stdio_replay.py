@@ -20,6 +20,7 @@ from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.gil import GilShare
+from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE
 from isoplug.wire import LogRecordData
 
 __all__ = ["StdioDestination", "StdioReplay"]
@@ -29,6 +30,9 @@ _log = logging.getLogger("isoplug.host")
 #: Records the replay thread takes from the backlog at once.
 _REPLAY_BATCH = 256
 _PROCESS_NAME = "isoplug-runner"
+#: What _record_data() would otherwise compute for every line.
+_SITES = {"stdout": "<stdout>", "stderr": "<stderr>"}
+_LEVEL_NAMES = {level: logging.getLevelName(level) for level in (10, 20, 30, 40, 50)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,11 +154,11 @@ class StdioReplay:
 
     def _record_data(self, entry: Entry) -> LogRecordData:
         stream, level, message, extra, truncated, created, _ = entry
-        site = f"<{stream}>"
+        site = _SITES.get(stream) or f"<{stream}>"
         return LogRecordData(
             name=stream,
             levelno=level,
-            levelname=logging.getLevelName(level),
+            levelname=_LEVEL_NAMES.get(level) or logging.getLevelName(level),
             created=created,
             pathname=site,
             filename=site,
@@ -164,7 +168,11 @@ class StdioReplay:
             process=self.pid,
             process_name=_PROCESS_NAME,
             message=message,
-            extra={**(extra or {}), "truncated": truncated},
+            extra=(
+                UNCUT_FD_LINE
+                if extra is None and not truncated
+                else {**(extra or {}), CUT_FLAG: truncated}
+            ),
         )
 
     def _count_drops(self, dropped: Drops) -> None:

@@ -59,7 +59,7 @@ from isoplug.logs.record_names import (
     reserved_field,
 )
 from isoplug.logs.replay_reports import ReplayReports
-from isoplug.logs.stream_claims import CUT_FLAG, believed_stream_flags
+from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE, believed_stream_flags
 from isoplug.logs.templates import LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.transport.process_tree import started_at
@@ -164,17 +164,18 @@ class RecordRebuilder:
             message = clean_text(message, limits.max_message_chars)
         msg: Any = message
         args: tuple[str, ...] = ()
-        extra = (
-            (
-                self._clean_mapping(
-                    data.extra, self._reserved, believed_stream_flags(data.extra, data.message)
-                )
-                if "stream" in identity
-                else self._clean_mapping(data.extra, self._reserved)
+        sent = data.extra
+        if sent is UNCUT_FD_LINE:
+            # The host's own flag, on a line its fd-level capture read (see UNCUT_FD_LINE).
+            extra: dict[str, Any] = {CUT_FLAG: False}
+        elif not sent:
+            extra = {}
+        elif "stream" in identity:
+            extra = self._clean_mapping(
+                sent, self._reserved, believed_stream_flags(sent, data.message)
             )
-            if data.extra
-            else {}
-        )
+        else:
+            extra = self._clean_mapping(sent, self._reserved)
         if claimed_time is not None:
             extra[renamed("created", data.extra or {}, extra)] = claimed_time
         process = data.process
@@ -270,7 +271,7 @@ class RecordRebuilder:
             "seq": data.seq,
             **identity,
         }
-        if extra and "stream" in identity:
+        if extra and "stream" in identity and sent is not UNCUT_FD_LINE:
             keep_printed_truths(
                 record.__dict__, data.extra or {}, data, self._limits.max_extra_value_chars
             )

@@ -136,6 +136,11 @@ def redirect_stdio(
     return out, err
 
 
+#: The longest text a ``stdio = "pipe"`` stream keeps for one write: a printed line up to this
+#: long is written whole, never split around another thread's line.
+WHOLE_LINE_BYTES = 64 * 1024
+
+
 def pipe_stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
     """Replace ``sys.stdout`` and ``sys.stderr`` with the standard library's C text streams
     onto file descriptors 1 and 2 (the pipes the host reads), line-buffered; return them.
@@ -144,20 +149,26 @@ def pipe_stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
     reads, sanitizes, classifies, rate-limits and counts as it does a C extension's output
     (see :mod:`isoplug.host.stdio`). Line buffering, not the write-through a runner's
     ``PYTHONUNBUFFERED`` would give, so that a ``print()`` is one whole line in one write,
-    never split around another thread's. ``backslashreplace``: text the encoder cannot take
-    (a lone surrogate) is written escaped rather than raised into the plugin. A partial line
-    is written at a flush, at exit and by ``os._exit`` / ``os.abort`` (wrapped as for
-    :func:`redirect_stdio`); a signal's death takes it along, as it would in any process.
+    never split around another thread's: up to :data:`WHOLE_LINE_BYTES` (the text stream
+    writes a longer text through at once, and its newline after it), past the 16 KiB the
+    host keeps of a line. A buffered writer under it, because the text stream alone ignores
+    a short write (a signal during a write to a full pipe) and would lose the rest.
+    ``backslashreplace``: text the encoder cannot take (a lone surrogate) is written escaped
+    rather than raised into the plugin. A partial line is written at a flush, at exit and by
+    ``os._exit`` / ``os.abort`` (wrapped as for :func:`redirect_stdio`); a signal's death
+    takes it along, as it would in any process.
     """
     out, err = (
         io.TextIOWrapper(
-            io.FileIO(fd, "w", closefd=False),
+            io.BufferedWriter(io.FileIO(fd, "w", closefd=False), WHOLE_LINE_BYTES),
             encoding="utf-8",
             errors="backslashreplace",
             line_buffering=True,
         )
         for fd in (1, 2)
     )
+    for stream in (out, err):
+        stream._CHUNK_SIZE = WHOLE_LINE_BYTES  # type: ignore[attr-defined]
     _pipes.extend((out, err))
     _flush_at_exits()
     sys.stdout, sys.stderr = out, err

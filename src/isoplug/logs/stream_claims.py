@@ -38,10 +38,16 @@ from isoplug.logs.record_names import TRUNCATED_KEYS
 from isoplug.logs.stream_lines import MAX_LINE_CHARS
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS
 
-__all__ = ["CUT_FLAG", "MAX_LINE_FIELDS", "believed_stream_flags"]
+__all__ = ["CUT_FLAG", "MAX_LINE_FIELDS", "UNCUT_FD_LINE", "believed_stream_flags"]
 
 #: isoplug's flag on a printed line its capture cut.
 CUT_FLAG = "truncated"
+#: The extras of a record the host's own capture of a runner's file descriptors made of a line
+#: it did not cut (:mod:`isoplug.host.stdio_replay`): one shared dict, never mutated, that the
+#: receiver knows by its identity and stamps as ``truncated = False`` without cleaning it
+#: (most of a flood's lines are such). Never a sender's: nothing decoded from the wire is this
+#: object.
+UNCUT_FD_LINE: dict[str, Any] = {CUT_FLAG: False}
 #: The most fields a printed line can hold: what a count of those left out is believed up to.
 MAX_LINE_FIELDS = MAX_LINE_CHARS // 5
 

@@ -32,6 +32,7 @@ from isoplug.logs.output_records import (
 from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
+from isoplug.logs.textlines import is_plain_line
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 if TYPE_CHECKING:
@@ -54,21 +55,6 @@ skip_frames_of(sys.modules[__name__])
 def _cut_line(head: str, cut: int) -> str:
     """The text of a line cut to ``head``, ``cut`` characters shorter than it was."""
     return head + cut_mark(cut, where=IN_EMITTING_PROCESS)
-
-
-#: First characters after which the classifier may find more than a plain line: a JSON object,
-#: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., an
-#: exception group's indented drawing). Not "Fatal Python error:": this classifier starts no
-#: crash dump (``fatal_blocks=False``: no real one is written through Python).
-_NOT_PLAIN_START = frozenset("{[< +TEU\t")
-
-
-def is_plain_line(line: str) -> bool:
-    """True when :class:`~isoplug.logs.textlines.LineClassifier` (not holding a block) would
-    return the line as is, at the stream's level: no JSON, no level prefix (``LEVEL:`` has its
-    colon within the first 10 characters), no block start. Conservative: False says "ask the
-    classifier", never the reverse."""
-    return line[:1] not in _NOT_PLAIN_START and ":" not in line[:10]
 
 
 class LineAssembly:

@@ -81,8 +81,10 @@ from isoplug.logs.output_records import (
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
 from isoplug.logs.stream_io import caller as _caller
-from isoplug.logs.stream_lines import _NOT_PLAIN_START, MAX_LINE_CHARS, LineAssembly, is_plain_line
+from isoplug.logs.stream_lines import MAX_LINE_CHARS, LineAssembly
 from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
+from isoplug.logs.textlines import NOT_PLAIN_START as _NOT_PLAIN_START
+from isoplug.logs.textlines import is_plain_line
 from isoplug.logs.trace_ids import active_trace
 
 __all__ = ["MAX_LINE_CHARS", "LogStream", "is_plain_line"]

@@ -67,8 +67,11 @@ from isoplug.logs.record_names import (
 __all__ = [
     "MAX_BLOCK_CHARS",
     "MAX_BLOCK_LINES",
+    "NOT_PLAIN_START",
+    "NOT_PLAIN_START_WITH_DUMPS",
     "LineClassifier",
     "TextRecord",
+    "is_plain_line",
     "level_from_name",
 ]
 
@@ -261,6 +264,25 @@ def level_of_prefix(line: str) -> int | None:
     if match is None:
         return None
     return _LEVELS.get((match["bracketed"] or match["angled"] or match["colon"]).upper())
+
+
+#: First characters after which the classifier may find more than a plain line: a JSON object,
+#: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., an
+#: exception group's indented drawing, a watchdog's Timeout). A ``LEVEL:`` prefix has its colon
+#: within the first 10 characters. Checked on every line by the fast paths that skip the
+#: classifier (a printed line's, the host's fd-level reader), so a set lookup, not a regex.
+NOT_PLAIN_START = frozenset("{[< +TEU\t")
+#: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
+#: error:``, ``Windows fatal exception:`` too.
+NOT_PLAIN_START_WITH_DUMPS = NOT_PLAIN_START | frozenset("FW")
+
+
+def is_plain_line(line: str, fatal_blocks: bool = False) -> bool:
+    """True when a :class:`LineClassifier` (not holding a block; with ``fatal_blocks`` as
+    given) would return the line as is, at its default level: no JSON, no level prefix, no
+    block start. Conservative: False says "ask the classifier", never the reverse."""
+    starts = NOT_PLAIN_START_WITH_DUMPS if fatal_blocks else NOT_PLAIN_START
+    return line[:1] not in starts and ":" not in line[:10]
 
 
 class LineClassifier:

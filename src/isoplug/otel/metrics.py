@@ -307,6 +307,10 @@ def _proc_stat(pid: int | None) -> tuple[float, float, int] | None:
         return None  # gone, or no /proc
     # The command name (field 2) may hold spaces and parentheses: split after its last ")".
     fields = text[text.rfind(b")") + 2 :].split()
+    if fields[:1] in ([b"Z"], [b"X"]):
+        # Exited, not yet reaped: its memory is gone (/proc says 0), its last CPU times are
+        # told by the exit. A point of 0 bytes would read as a runner that holds nothing.
+        return None
     try:
         return (
             int(fields[11]) / _CLOCK_TICKS,

@@ -208,7 +208,29 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     # Before any plugin code: its atexit hooks are run, bounded, at the teardown's end.
     mark_plugin_hooks()
     async with peer:
-        failures = await _load_and_set_up(bootstrap, table, call_host, contexts)
+        setting_up = asyncio.ensure_future(_load_and_set_up(bootstrap, table, call_host, contexts))
+        asked = asyncio.ensure_future(shutdown.wait())
+        try:
+            await asyncio.wait({setting_up, asked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            asked.cancel()
+        if not setting_up.done():
+            # Asked to stop while a plugin's setup awaits (a host stopping, a restart): the
+            # setup is cancelled, as a task is, and the runner ends now rather than be
+            # signalled at the host's shutdown deadline.
+            setting_up.cancel()
+            await asyncio.wait({setting_up})
+            if not setting_up.cancelled() and setting_up.exception() is not None:
+                _log.warning(
+                    "a plugin's setup, cancelled at the shutdown, raised",
+                    exc_info=setting_up.exception(),
+                )
+            left = await _teardown(table, sources, bootstrap.teardown_timeout)
+            await peer.aclose("runner shut down during its plugins' setup")
+            if left:
+                exit_leaving(0)
+            return 0
+        failures = setting_up.result()
         report = ReadyReport(
             pid=os.getpid(),
             loaded={pid: plugin.summary() for pid, plugin in table.plugins.items()},

@@ -37,15 +37,19 @@ class Piper(isoplug.Plugin):
         print(text, file=_stream(stream), end=end)
 
     @isoplug.method
-    async def from_threads(self, threads: int, lines: int) -> None:
-        """``threads`` threads each printing ``lines`` lines made of several print() arguments,
-        all at once."""
+    async def from_threads(self, threads: int, lines: int, width: int = 0) -> None:
+        """``threads`` threads each printing ``lines`` lines made of several print() arguments
+        (one of ``width`` characters, when given), all at once."""
         start = threading.Barrier(threads)
+        filler = "x" * width
 
         def work(number: int) -> None:
             start.wait()
             for line in range(lines):
-                print("thread", number, "line", line, "end", sep=" ")
+                if width:
+                    print("thread", number, "line", line, filler, "end", sep=" ")
+                else:
+                    print("thread", number, "line", line, "end", sep=" ")
 
         workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
         for worker in workers:
