@@ -212,6 +212,11 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         asked = asyncio.ensure_future(shutdown.wait())
         try:
             await asyncio.wait({setting_up, asked}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # This task cancelled (the runner ending hard): the setup goes with it, as it did
+            # when this task ran it.
+            setting_up.cancel()
+            raise
         finally:
             asked.cancel()
         if not setting_up.done():
