@@ -70,7 +70,7 @@ async def main(runners: int, rounds: int, lines: int) -> None:
         for name in names:
             plugin_dir = Path(plugins) / name
             plugin_dir.mkdir()
-            (plugin_dir / "plugin.toml").write_text(PLUGIN_TOML.replace('"printer"', f'"{name}"'))
+            (plugin_dir / "plugin.toml").write_text(PLUGIN_TOML.format(id=name, stdio="records"))
             (plugin_dir / "printer_plugin.py").write_text(PLUGIN_CODE)
         # No rate limit: it would measure the limit, not the host's threads (stdio_flood.py).
         async with Host(plugins, config=config, log_limits=ReplayLimits(rate=None)) as host:
