@@ -7,7 +7,6 @@ or a child process would: Python-level output travels the log connection instead
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -33,8 +32,14 @@ from isoplug.logs.textlines import LineClassifier
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from isoplug.wire.sanitize import cut_mark
-from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, process_alive
-from tests.record_waiter import RecordWaiter, SlowFloodCounter, watching
+from tests.plugins_fixtures import (
+    FAST,
+    FIXTURES,
+    flood_under_a_slow_handler,
+    plugins_dir,
+    process_alive,
+)
+from tests.record_waiter import RecordWaiter, watching
 
 PLUGIN = "scribbler"
 STDOUT = f"plugin.{PLUGIN}.stdout"
@@ -381,39 +386,17 @@ async def test_a_flood_under_a_slow_handler_never_blocks_the_plugin_and_loses_no
     """100,000 fd-level lines while a handler sleeps 50 ms every 1,000 records: the plugin never
     blocks (its health checks pass), and every line is delivered or counted dropped."""
     lines = 100_000
-
-    config = dataclasses.replace(FAST, health_interval=0.1, health_timeout=1.0)
-    counter = SlowFloodCounter()
-    stdout = logging.getLogger(STDOUT)
-    stdout.addHandler(counter)
-    with watching(f"plugin.{PLUGIN}", propagate=False) as reports:
-        stdout.propagate = False  # 100,000 records for the counter alone
-        try:
-            async with Host(plugins_dir(tmp_path, PLUGIN), config=config) as host:
-                await host.wait_ready(20)
-                pid = host.plugin(PLUGIN).pid
-                assert await host.call(PLUGIN, "flood", count=lines) == lines
-                info = host.plugin(PLUGIN)
-                assert info.state is PluginState.READY and info.pid == pid and info.restarts == 0
-                assert await host.call(PLUGIN, "pid") == pid
-                # Stopping waits until what was read is replayed: the metrics are final then.
-                info = await host.stop(PLUGIN)
-                metrics = host.log_metrics(PLUGIN)
-        finally:
-            stdout.removeHandler(counter)
-            stdout.propagate = True
-    assert info.last_exit is not None and info.last_exit.reason == "stopped on request"
-    assert info.restarts == 0
+    flood = await flood_under_a_slow_handler(tmp_path, PLUGIN, lines)
+    assert flood.returned == lines
+    assert flood.stopped.last_exit is not None
+    assert flood.stopped.last_exit.reason == "stopped on request"
+    assert flood.stopped.restarts == 0
+    metrics = flood.metrics
     backlog = metrics.dropped.get(DropReason.HOST_BACKLOG, 0)
     rate_limited = metrics.dropped.get(DropReason.RATE_LIMITED, 0)
     assert metrics.streams.get("stdout") == lines
-    assert counter.count + backlog + rate_limited == lines
-    reported = sum(
-        int(match.group(1).replace(",", ""))
-        for record in reports.records
-        if (match := re.search(r"dropped ([\d,]+) records of the stdout", record.getMessage()))
-    )
-    assert reported == backlog
+    assert flood.delivered + backlog + rate_limited == lines
+    assert flood.reported_dropped == backlog
 
 
 @pytest.mark.slow

@@ -6,18 +6,14 @@ Each test runs a real runner of the ``piper`` fixture plugin, which chose the pi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import re
 from pathlib import Path
 
 import pytest
 
-from isoplug import Host, PluginState
 from isoplug.errors import ConnectionBroken
 from isoplug.logs import DropReason
-from tests.plugins_fixtures import FAST, plugins_dir, running
-from tests.record_waiter import SlowFloodCounter, watching
+from tests.plugins_fixtures import flood_under_a_slow_handler, running
 
 PLUGIN = "piper"
 STDOUT = f"plugin.{PLUGIN}.stdout"
@@ -154,34 +150,11 @@ async def test_a_print_flood_under_a_slow_handler_never_blocks_the_plugin_and_lo
     runner is not killed as hung, and every line is delivered or counted and reported
     dropped."""
     lines = 50_000
-
-    config = dataclasses.replace(FAST, health_interval=0.1, health_timeout=1.0)
-    counter = SlowFloodCounter()
-    stdout = logging.getLogger(STDOUT)
-    stdout.addHandler(counter)
-    with watching(f"plugin.{PLUGIN}", propagate=False) as reports:
-        stdout.propagate = False
-        try:
-            async with Host(plugins_dir(tmp_path, PLUGIN), config=config) as host:
-                await host.wait_ready(20)
-                pid = host.plugin(PLUGIN).pid
-                await host.call(PLUGIN, "flood", count=lines)
-                assert await host.call(PLUGIN, "pid") == pid
-                info = host.plugin(PLUGIN)
-                assert info.state is PluginState.READY and info.restarts == 0
-                # Stopping waits until what was read is replayed: the metrics are final then.
-                info = await host.stop(PLUGIN)
-                metrics = host.log_metrics(PLUGIN)
-        finally:
-            stdout.removeHandler(counter)
-            stdout.propagate = True
-    assert info.last_exit is not None and info.last_exit.reason == "stopped on request"
+    flood = await flood_under_a_slow_handler(tmp_path, PLUGIN, lines)
+    assert flood.stopped.last_exit is not None
+    assert flood.stopped.last_exit.reason == "stopped on request"
+    metrics = flood.metrics
     dropped = sum(metrics.dropped.values())
     assert metrics.streams.get("stdout") == lines
-    assert counter.count + dropped == lines
-    reported = sum(
-        int(match.group(1).replace(",", ""))
-        for record in reports.records
-        if (match := re.search(r"dropped ([\d,]+) records of the stdout", record.getMessage()))
-    )
-    assert reported == metrics.dropped.get(DropReason.HOST_BACKLOG, 0)
+    assert flood.delivered + dropped == lines
+    assert flood.reported_dropped == metrics.dropped.get(DropReason.HOST_BACKLOG, 0)

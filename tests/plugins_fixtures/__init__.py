@@ -7,17 +7,19 @@ directory, so that a host starts only those runners.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from isoplug import Host
-from isoplug.host import SupervisorConfig
-from isoplug.logs import ReplayLimits
+from isoplug import Host, PluginState
+from isoplug.host import PluginInfo, SupervisorConfig
+from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.testing import FAST as FAST  # re-exported: the tests import it from here
-from tests.record_waiter import RecordWaiter, watching
+from tests.record_waiter import RecordWaiter, SlowFloodCounter, watching
 
 FIXTURES = Path(__file__).parent
 
@@ -87,3 +89,51 @@ def process_alive(pid: int) -> bool:
         # The process ended between the open and the read (the kernel answers ESRCH then).
         return False
     return state not in ("Z", "X")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowFlood:
+    """What :func:`flood_under_a_slow_handler` saw."""
+
+    #: What the plugin's ``flood`` method returned.
+    returned: object
+    #: The plugin once stopped after the flood, and its final log metrics.
+    stopped: PluginInfo
+    metrics: LogMetrics
+    #: Flood lines the slow handler got, and the drops the host's reports added up to.
+    delivered: int
+    reported_dropped: int
+
+
+async def flood_under_a_slow_handler(tmp_path: Path, plugin: str, lines: int) -> SlowFlood:
+    """Have ``plugin`` (a fixture with ``flood(count)`` printing ``flood <n>`` lines and
+    ``pid()``) flood ``lines`` lines onto its stdout while the host's handler is slow
+    (:class:`~tests.record_waiter.SlowFloodCounter`), with tight health checks. Checks that
+    the runner was never taken for hung (same pid, ready, no restart), then stops it, so that
+    the metrics are final."""
+    config = dataclasses.replace(FAST, health_interval=0.1, health_timeout=1.0)
+    counter = SlowFloodCounter()
+    stdout = logging.getLogger(f"plugin.{plugin}.stdout")
+    stdout.addHandler(counter)
+    with watching(f"plugin.{plugin}", propagate=False) as reports:
+        stdout.propagate = False  # the flood's records for the counter alone
+        try:
+            async with Host(plugins_dir(tmp_path, plugin), config=config) as host:
+                await host.wait_ready(20)
+                pid = host.plugin(plugin).pid
+                returned = await host.call(plugin, "flood", count=lines)
+                info = host.plugin(plugin)
+                assert info.state is PluginState.READY and info.pid == pid and info.restarts == 0
+                assert await host.call(plugin, "pid") == pid
+                # Stopping waits until what was read is replayed: the metrics are final then.
+                stopped = await host.stop(plugin)
+                metrics = host.log_metrics(plugin)
+        finally:
+            stdout.removeHandler(counter)
+            stdout.propagate = True
+    reported = sum(
+        int(match.group(1).replace(",", ""))
+        for record in reports.records
+        if (match := re.search(r"dropped ([\d,]+) records of the stdout", record.getMessage()))
+    )
+    return SlowFlood(returned, stopped, metrics, counter.count, reported)
