@@ -35,6 +35,7 @@ from isoplug.wire.sanitize import cut_mark
 from tests.plugins_fixtures import (
     FAST,
     FIXTURES,
+    assert_printed_traceback,
     flood_under_a_slow_handler,
     plugins_dir,
     process_alive,
@@ -195,7 +196,7 @@ def test_the_backlog_of_a_flood_is_not_tracked_by_the_garbage_collector() -> Non
     tracked = [
         obj
         for obj in gc.get_objects()
-        if type(obj) is tuple and len(obj) == 7 and obj[0] == "gc-test-stream"
+        if type(obj) is tuple and len(obj) == 8 and obj[0] == "gc-test-stream"
     ]
     # Only the JSON line's entry, whose extras are a dict, stays tracked.
     assert [entry[2] for entry in tracked] == ["json"]
@@ -532,7 +533,7 @@ async def test_last_words_printed_right_before_os_exit_or_abort_arrive(
         traceback_record = await waiter.wait_for(STDERR, "ValueError: last words")
         partial = await waiter.wait_for(STDOUT, "no newline yet")
     assert traceback_record.levelno == logging.ERROR
-    assert traceback_record.getMessage().startswith("Traceback (most recent call last):")
+    assert_printed_traceback(traceback_record, "ValueError", "last words")
     assert traceback_record.pathname.endswith("scribbler_plugin.py")  # a record, not fd text
     assert partial.getMessage() == "no newline yet"
 
@@ -545,4 +546,4 @@ async def test_a_traceback_printed_right_before_a_segfault_arrives(tmp_path: Pat
             await host.call(PLUGIN, "die_after_last_words", how="segfault")
         record = await waiter.wait_for(STDERR, "ValueError: last words")
     assert record.levelno == logging.ERROR
-    assert record.getMessage().startswith("Traceback (most recent call last):")
+    assert_printed_traceback(record, "ValueError", "last words")

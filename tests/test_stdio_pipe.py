@@ -13,7 +13,7 @@ import pytest
 
 from isoplug.errors import ConnectionBroken
 from isoplug.logs import DropReason
-from tests.plugins_fixtures import flood_under_a_slow_handler, running
+from tests.plugins_fixtures import assert_printed_traceback, flood_under_a_slow_handler, running
 
 PLUGIN = "piper"
 STDOUT = f"plugin.{PLUGIN}.stdout"
@@ -65,8 +65,9 @@ async def test_printed_json_levels_and_tracebacks_are_classified_like_fd_output(
     assert prefixed.levelno == logging.CRITICAL
     [block] = waiter.matching(STDERR, "printed boom")
     assert block.levelno == logging.ERROR
-    assert block.getMessage().startswith("Traceback (most recent call last):\n")
-    assert "piper_plugin.py" in block.getMessage()
+    assert_printed_traceback(block, "ValueError", "printed boom")
+    assert block.exc_info is not None
+    assert "piper_plugin.py" in logging.Formatter().formatException(block.exc_info)
 
 
 async def test_lines_printed_by_8_threads_at_once_arrive_whole(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,6 +90,19 @@ def process_alive(pid: int) -> bool:
         # The process ended between the open and the read (the kernel answers ESRCH then).
         return False
     return state not in ("Z", "X")
+
+
+def assert_printed_traceback(record: logging.LogRecord, type_name: str, message: str) -> None:
+    """``record`` is a printed traceback's: its message the exception's line, its ``exc_info``
+    a genuine exception of that type and message, with a traceback that formats as Python's."""
+    assert record.getMessage() == f"{type_name}: {message}"
+    assert record.exc_info is not None
+    exc_type, value, tb = record.exc_info
+    assert exc_type is not None and exc_type.__name__ == type_name and str(value) == message
+    assert isinstance(tb, types.TracebackType)
+    text = logging.Formatter().formatException(record.exc_info)
+    assert text.startswith('Traceback (most recent call last):\n  File "')
+    assert text.endswith(f"\n{type_name}: {message}")
 
 
 @dataclasses.dataclass(frozen=True)

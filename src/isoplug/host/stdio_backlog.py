@@ -37,13 +37,14 @@ BACKLOG_RECORDS = 50_000
 BACKLOG_BYTES = 16 * 1024 * 1024
 _RECORD_OVERHEAD = 300
 
-#: One entry of the backlog: ``(stream, level, message, extra, truncated, created, urgent)``
-#: for a record read from ``stream``; ``stream`` "" marks a report to make (``message``).
+#: One entry of the backlog: ``(stream, level, message, extra, truncated, created, urgent,
+#: traceback)`` for a record read from ``stream`` (``traceback``: the message is a printed
+#: traceback); ``stream`` "" marks a report to make (``message``).
 #: ``extra`` is None when the line has none: a tuple of plain values only, not an object, so
 #: the garbage collector stops tracking it (a dict in it, even an empty one, keeps it and the
 #: backlog's wrapper tuple tracked: a full backlog's 100,000 tracked tuples made every full
 #: collection of a flood hold the GIL, and pause the host's event loop, 5-10 ms).
-Entry = tuple[str, int, str, "dict[str, Any] | None", bool, float, bool]
+Entry = tuple[str, int, str, "dict[str, Any] | None", bool, float, bool, bool]
 #: Drops not yet accounted: (stream, level) -> count.
 Drops = dict[tuple[str, int], int]
 
@@ -52,12 +53,21 @@ def record_entry(stream: str, record: TextRecord, created: float) -> Entry:
     """The entry of ``record``, read from ``stream`` at ``created`` (``time.time()``)."""
     urgent = record.level >= logging.WARNING or record.traceback
     extra = record.extra or None
-    return (stream, record.level, record.message, extra, record.truncated, created, urgent)
+    return (
+        stream,
+        record.level,
+        record.message,
+        extra,
+        record.truncated,
+        created,
+        urgent,
+        record.traceback,
+    )
 
 
 def report_entry(text: str) -> Entry:
     """The entry of a report: ``text`` said as a WARNING on the plugin's logger."""
-    return ("", logging.WARNING, text, None, False, time.time(), True)
+    return ("", logging.WARNING, text, None, False, time.time(), True, False)
 
 
 class Backlog:

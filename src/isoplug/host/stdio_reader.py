@@ -250,7 +250,7 @@ class _Stream:
                 ):
                     # is_plain_line(), inlined: most lines are plain, and their entry is what
                     # record_entry() makes of the classifier's record, without either call.
-                    items.append((name, level, text, None, False, created, urgent))
+                    items.append((name, level, text, None, False, created, urgent, False))
                     continue
                 for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))

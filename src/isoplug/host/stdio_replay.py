@@ -20,6 +20,7 @@ from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.gil import GilShare
+from isoplug.logs.printed_tracebacks import parse_printed_traceback
 from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE
 from isoplug.wire import LogRecordData
 
@@ -153,8 +154,9 @@ class StdioReplay:
             _log.exception("replaying the stdout/stderr of runner %d failed", self.pid)
 
     def _record_data(self, entry: Entry) -> LogRecordData:
-        stream, level, message, extra, truncated, created, _ = entry
+        stream, level, message, extra, truncated, created, _, traceback = entry
         site = _SITES.get(stream) or f"<{stream}>"
+        printed = parse_printed_traceback(message) if traceback and not truncated else None
         return LogRecordData(
             name=stream,
             levelno=level,
@@ -167,12 +169,13 @@ class StdioReplay:
             func_name="",
             process=self.pid,
             process_name=_PROCESS_NAME,
-            message=message,
+            message=message if printed is None else printed.message,
             extra=(
                 UNCUT_FD_LINE
                 if extra is None and not truncated
                 else {**(extra or {}), CUT_FLAG: truncated}
             ),
+            exception=None if printed is None else printed.exception,
         )
 
     def _count_drops(self, dropped: Drops) -> None:

@@ -22,6 +22,7 @@ so output never loops back into a stream. isoplug's own failures are said on the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -33,11 +34,13 @@ from typing import Any
 
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.printed_tracebacks import parse_printed_traceback
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
 from isoplug.logs.textlines import TextRecord
 from isoplug.logs.trace_ids import add_trace_ids
+from isoplug.logs.tracebacks import ExceptionRebuilder
 
 __all__ = [
     "HAS_TASK_NAME",
@@ -241,7 +244,12 @@ def text_record(
     name: str, text: TextRecord, location: Location, owner: PerThread
 ) -> logging.LogRecord:
     """The record of what the classifier made of a line or a block: its level and message,
-    its fields (renamed where they would overwrite an attribute) and ``truncated``."""
+    its fields (renamed where they would overwrite an attribute) and ``truncated``; a printed
+    traceback's, its exception (see :mod:`isoplug.logs.printed_tracebacks`)."""
+    if text.traceback and not text.truncated:
+        record = printed_traceback_record(name, text, location, owner)
+        if record is not None:
+            return record
     extra: dict[str, Any] | None = None
     if text.extra or text.truncated:
         extra = {}
@@ -257,6 +265,30 @@ def text_record(
         if text.truncated:
             extra["truncated"] = True
     return make_record(name, text.level, text.message, location, owner, extra=extra)
+
+
+def printed_traceback_record(
+    name: str, text: TextRecord, location: Location, owner: PerThread
+) -> logging.LogRecord | None:
+    """The record of a printed traceback with its exception as ``exc_info``, a genuine one
+    (this process's handlers read it, the forwarding handler sends it as a logged one's); None
+    when the text is not one Python printed, or its exception cannot be rebuilt here."""
+    printed = parse_printed_traceback(text.message)
+    if printed is None:
+        return None
+    try:
+        exc_info = _printed_rebuilder().rebuild(printed.exception)
+    except Exception as exc:
+        report_failure(f"isoplug: a printed traceback stays text: {exc!r}")
+        return None
+    attributes = site_attributes(name, text.level, location, owner)
+    attributes["exc_info"] = exc_info
+    return stamp(attributes, printed.message, owner)
+
+
+@functools.cache
+def _printed_rebuilder() -> ExceptionRebuilder:
+    return ExceptionRebuilder()
 
 
 def remember_site(

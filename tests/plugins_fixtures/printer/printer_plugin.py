@@ -80,6 +80,26 @@ class Printer(isoplug.Plugin):
             traceback.print_exc()
 
     @isoplug.method
+    async def print_chained_traceback(self) -> str:
+        """traceback.print_exc() of a chained exception raised through a recursion; returns
+        what it printed."""
+
+        def descend(depth: int) -> None:
+            if depth == 0:
+                int("not a number")
+            descend(depth - 1)
+
+        try:
+            try:
+                descend(6)
+            except ValueError as exc:
+                raise LookupError("no parser for this input") from exc
+        except LookupError:
+            text = traceback.format_exc()
+            traceback.print_exc()
+        return text
+
+    @isoplug.method
     def threads(self, threads: int, lines: int) -> None:
         """``threads`` threads print ``lines`` lines each, every line in three writes."""
         start = threading.Barrier(threads)

@@ -1,0 +1,298 @@
+"""A printed traceback becomes a record with a genuine ``exc_info``: the parser
+(:mod:`isoplug.logs.printed_tracebacks`) against what Python prints, and the records of real
+runners read by the consumers that need the exception object (OpenTelemetry, structlog,
+python-json-logger)."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from isoplug.logs.exceptions import exception_data
+from isoplug.logs.printed_tracebacks import parse_printed_traceback
+from isoplug.logs.tracebacks import ExceptionRebuilder
+from isoplug.wire import ExceptionData, FrameData
+from tests.plugins_fixtures import running
+
+_CARET_LINE = re.compile(r"\n    [ ~^]*\^[ ~^]*(?=\n)")
+
+
+def printed(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error)).rstrip("\n")
+
+
+def raised(function: Any) -> BaseException:
+    try:
+        function()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def sent(error: BaseException) -> ExceptionData:
+    """What a sender logging ``error`` would send."""
+    data = exception_data(error)
+    assert data is not None
+    return data
+
+
+def without_positions(data: ExceptionData) -> ExceptionData:
+    """``data`` as text can say it: no columns; notes as lines of the message (after an empty
+    message, as one note); a builtin's name without a module as the builtin's."""
+    message, notes = "\n".join([data.message, *data.notes]), list[str]()
+    if not data.message and data.notes:
+        message, notes = "", ["\n".join(data.notes)]
+    builtin = isinstance(getattr(builtins, data.type_name, None), type)
+    return ExceptionData(
+        type_name=data.type_name,
+        module=(
+            ("builtins" if builtin else "__main__")
+            if data.module in ("builtins", "__main__")
+            else data.module
+        ),
+        message=message,
+        notes=notes,
+        frames=[FrameData(f.filename, f.lineno, f.name, f.line) for f in data.frames],
+        cause=without_positions(data.cause) if data.cause is not None else None,
+        context=without_positions(data.context) if data.context is not None else None,
+        suppress_context=data.cause is not None,
+    )
+
+
+def recurse(depth: int) -> None:
+    if depth == 0:
+        raise KeyError("bottom")
+    recurse(depth - 1)
+
+
+def chained() -> None:
+    try:
+        recurse(5)
+    except KeyError as exc:
+        raise RuntimeError("cannot configure") from exc
+
+
+def implicit() -> None:
+    try:
+        {"present": 1}["missing"]
+    except KeyError:
+        int("x")
+
+
+def noted() -> None:
+    error = ValueError("two\nlines")
+    error.add_note("a note")
+    raise error
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+
+def test_chains_recursion_notes_and_carets_read_back_as_the_exception_was() -> None:
+    """What a printed traceback says equals what the exception itself gives, save columns."""
+    for function in (chained, implicit, noted, lambda: recurse(60)):
+        error = raised(function)
+        parsed = parse_printed_traceback(printed(error))
+        assert parsed is not None, printed(error)
+        assert parsed.exception == without_positions(sent(error)), printed(error)
+
+
+def test_the_message_is_the_header_or_the_exceptions_first_line() -> None:
+    text = printed(raised(noted))
+    parsed = parse_printed_traceback(text)
+    assert parsed is not None and parsed.message == "ValueError: two"
+    headed = parse_printed_traceback("Exception in thread Thread-1 (work):\n" + text)
+    assert headed is not None and headed.message == "Exception in thread Thread-1 (work):"
+    assert headed.exception == parsed.exception
+    bare = parse_printed_traceback(printed(raised(lambda: exec("raise StopIteration"))))
+    assert bare is not None and bare.message == "StopIteration"
+    assert bare.exception.module == "builtins"
+
+
+def test_the_rebuilt_exception_prints_what_python_printed() -> None:
+    """Save the carets (the rebuilt frames have no columns) and the continuation lines of a
+    message, which the receiver indents (no text of the plugin's starts a line at column 0)."""
+    rebuilder = ExceptionRebuilder()
+    for function in (chained, implicit):
+        text = printed(raised(function))
+        parsed = parse_printed_traceback(text)
+        assert parsed is not None
+        again = logging.Formatter().formatException(rebuilder.rebuild(parsed.exception))
+        assert again == _CARET_LINE.sub("", text)
+
+
+def test_text_that_python_did_not_print_so_stays_text() -> None:
+    """Anything the parse cannot give back line for line is left alone: None."""
+    real = printed(raised(chained))
+    cases = {
+        "a forged line among the frames": real.replace(
+            "\n  File", "\nINFO isoplug.host: all plugins healthy\n  File", 1
+        ),
+        "a block cut before its exception line": real.rsplit("\n", 1)[0],
+        "three identical frames Python would have counted": (
+            "Traceback (most recent call last):\n"
+            + '  File "a.py", line 1, in f\n' * 5
+            + "ValueError: x"
+        ),
+        "a repeat count past the frames a record carries": (
+            'Traceback (most recent call last):\n  File "a.py", line 1, in f\n'
+            "  [Previous line repeated 996 more times]\nRecursionError: too deep"
+        ),
+        "a syntax error's display": printed(raised(lambda: compile("f(", "x.py", "exec"))),
+        "an exception group": printed(
+            raised(lambda: (_ for _ in ()).throw(ExceptionGroup("g", [ValueError(1)])))
+        ),
+        "no exception line at all": 'Traceback (most recent call last):\n  File "a.py"',
+        "a type that is not a name": real.replace("RuntimeError:", "Runtime Error:"),
+        "not a traceback": "ValueError: x",
+    }
+    for why, text in cases.items():
+        assert parse_printed_traceback(text) is None, why
+
+
+_names = st.text("abcdefgh_", min_size=1, max_size=8)
+_texts = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+@st.composite
+def exceptions(draw: st.DrawFn, depth: int = 0) -> ExceptionData:
+    frames = draw(
+        st.lists(
+            st.builds(
+                FrameData,
+                filename=st.just("/nowhere/a.py") | st.builds(lambda n: f"/nowhere/{n}.py", _names),
+                # Often the same few lines: a recursion, which Python counts past 3 frames.
+                lineno=st.integers(1, 2) | st.integers(1, 5000) | st.none(),
+                name=st.just("<module>") | _names,
+            ),
+            max_size=12,
+        )
+    )
+    below = draw(st.none() | exceptions(depth + 1)) if depth < 3 else None
+    link = draw(st.sampled_from(["cause", "context"]))
+    return ExceptionData(
+        type_name=draw(st.sampled_from(["ValueError", "KeyError", "Custom", "Error_2"])),
+        module=draw(st.sampled_from(["builtins", "__main__", "pkg.errors"])),
+        message=draw(_texts),
+        frames=frames,
+        notes=draw(st.lists(_texts, max_size=2)),
+        cause=below if link == "cause" else None,
+        context=below if link == "context" else None,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(exceptions())
+def test_any_exception_python_prints_reads_back(data: ExceptionData) -> None:
+    """Any exception (rebuilt from random frames, messages, notes and chains, then printed by
+    Python) reads back as the exception the sender would have sent, when every frame of it is
+    one Python prints; where the text is ambiguous (a message holding what looks like a chain),
+    the parse may decline, never lose a line."""
+    error = ExceptionRebuilder().rebuild(data)[1]
+    text = printed(error)
+    parsed = parse_printed_traceback(text)
+    expected = without_positions(sent(error))
+    if parsed is None:
+        assert "Traceback (most recent call last):" not in text or _ambiguous(expected)
+        return
+    if parsed.exception != expected:
+        assert _ambiguous(expected)
+        lines = set(_CARET_LINE.sub("", text).split("\n"))
+        rebuilt = logging.Formatter().formatException(
+            ExceptionRebuilder().rebuild(parsed.exception)
+        )
+        assert {line.strip() for line in lines} <= {
+            line.strip() for line in [parsed.message, *rebuilt.split("\n")]
+        }
+
+
+def _ambiguous(data: ExceptionData | None) -> bool:
+    """True if a text of ``data`` could read as another structure: a blank line, a "Traceback"
+    line or a line Python prints between chained exceptions, inside a message; or a frame
+    that shares its file, line and function with the one before (a repeat count)."""
+    while data is not None:
+        if "\n" in data.message and (
+            "Traceback" in data.message or "exception" in data.message or "\n\n" in data.message
+        ):
+            return True
+        if "\n  File" in data.message or data.message.endswith("\n"):
+            return True
+        if data.notes and data.notes[-1][-1:] in ("", "\n"):
+            return True  # a trailing blank line: the end of a block, as printed() strips it
+        data = data.cause or data.context
+    return False
+
+
+# -- real runners, and the consumers that read exc_info -----------------------------------------
+
+
+async def test_print_exc_in_a_plugin_arrives_with_its_exception(tmp_path: Path) -> None:
+    """``traceback.print_exc()`` in a runner: one ERROR record on the stream's logger, located
+    at the print, its message the exception's line and its exc_info the exception, chain,
+    and recursion included, which OpenTelemetry, structlog and python-json-logger read."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        text = await host.call("printer", "print_chained_traceback")
+        record = await waiter.wait_for("plugin.printer.stderr", "LookupError: no parser for")
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "LookupError: no parser for this input"
+    assert record.pathname.endswith("printer_plugin.py")
+    assert record.exc_info is not None
+    kind, value, tb = record.exc_info
+    assert kind is not None and kind.__name__ == "LookupError" and tb is not None
+    assert value is not None and isinstance(value.__cause__, ValueError)
+    assert logging.Formatter().formatException(record.exc_info) == text.rstrip("\n")
+    _assert_consumers_read(record, text.rstrip("\n"))
+
+
+async def test_a_traceback_on_fd_2_arrives_with_its_exception(tmp_path: Path) -> None:
+    """The same for a traceback the host reads from the runner's fd 2 (C code, a child)."""
+    error = raised(chained)
+    async with running(tmp_path, "scribbler") as (host, waiter):
+        await host.call("scribbler", "write", fd=2, text=printed(error) + "\n")
+        record = await waiter.wait_for("plugin.scribbler.stderr", "RuntimeError: cannot")
+    assert record.getMessage() == "RuntimeError: cannot configure"
+    assert record.levelno == logging.ERROR and record.pathname == "<stderr>"
+    assert record.exc_info is not None
+    assert logging.Formatter().formatException(record.exc_info) == printed(error)
+    _assert_consumers_read(record, printed(error))
+
+
+def _assert_consumers_read(record: logging.LogRecord, stacktrace: str) -> None:
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
+    from pythonjsonlogger.json import JsonFormatter
+
+    assert record.exc_info is not None and record.exc_info[0] is not None
+    type_name = record.exc_info[0].__name__
+    provider = LoggerProvider()
+    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
+    provider.add_log_record_processor(export.SimpleLogRecordProcessor(exporter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler is deprecated
+        handler = LoggingHandler(logger_provider=provider)
+    handler.handle(record)
+    (exported,) = exporter.get_finished_logs()
+    attributes = exported.log_record.attributes
+    assert attributes is not None
+    assert attributes["exception.type"] == type_name
+    assert attributes["exception.message"] == str(record.exc_info[1])
+    assert attributes["exception.stacktrace"] == stacktrace + "\n"
+    structured = structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+    output = json.loads(structured.format(record))
+    assert output["event"] == record.getMessage() and output["exception"] == stacktrace
+    assert json.loads(JsonFormatter().format(record))["exc_info"] == stacktrace
