@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -89,3 +90,20 @@ async def receiver(mode: str, **options: Any) -> AsyncIterator[LogReceiver]:
         yield log_receiver
     finally:
         await asyncio.to_thread(log_receiver.close)
+
+
+def otel_attributes(record: logging.LogRecord) -> dict[str, Any]:
+    """The attributes the OpenTelemetry SDK's own ``LoggingHandler`` exports for ``record``."""
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
+
+    # The current name; older SDKs have only InMemoryLogExporter (which now warns).
+    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(export.SimpleLogRecordProcessor(exporter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler is deprecated
+        handler = LoggingHandler(logger_provider=provider)
+    handler.handle(record)
+    provider.shutdown()
+    (exported,) = exporter.get_finished_logs()
+    return dict(exported.log_record.attributes or {})

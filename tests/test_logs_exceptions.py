@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,15 @@ from isoplug.logs.capture import capture_record
 from isoplug.logs.exceptions import MAX_DEPTH, MAX_FRAMES, MAX_MEMBERS, ExcInfo, exception_data
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData, LogRecordData
-from tests.log_helpers import captured, is_report, record_decoder, replay, reports, sending
+from tests.log_helpers import (
+    captured,
+    is_report,
+    otel_attributes,
+    record_decoder,
+    replay,
+    reports,
+    sending,
+)
 from tests.plugins_fixtures import running
 from tests.record_waiter import RecordWaiter, watching
 
@@ -402,21 +409,9 @@ def test_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_opentelemetry_exports_the_exception_attributes(collector: RecordWaiter) -> None:
     """OpenTelemetry's LoggingHandler writes exception.type, .message and .stacktrace."""
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
-
     error = raised(chained)
     record = round_trip(collector, error)
-    provider = LoggerProvider()
-    # The current name; older SDKs have only InMemoryLogExporter (which now warns).
-    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
-    provider.add_log_record_processor(export.SimpleLogRecordProcessor(exporter))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler is deprecated
-        handler = LoggingHandler(logger_provider=provider)
-    handler.handle(record)
-    (exported,) = exporter.get_finished_logs()
-    attributes = exported.log_record.attributes
-    assert attributes is not None
+    attributes = otel_attributes(record)
     assert attributes["exception.type"] == "RuntimeError"
     assert attributes["exception.message"] == "cannot configure"
     assert attributes["exception.stacktrace"] == "".join(traceback.format_exception(error))

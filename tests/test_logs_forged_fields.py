@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
-from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from pythonjsonlogger.json import JsonFormatter
 
+from tests.log_helpers import otel_attributes as otel
 from tests.plugins_fixtures import running
 from tests.plugins_fixtures.masquerader.masquerader_plugin import CONSUMER_FIELDS, RAW
 
@@ -79,18 +78,6 @@ def _through(formatter: logging.Formatter, record: logging.LogRecord) -> dict[st
         assert raw not in text, f"raw {raw!r} reached the output: {text!r}"
     result: dict[str, Any] = json.loads(text)
     return result
-
-
-def otel(record: logging.LogRecord) -> dict[str, Any]:
-    """The attributes the OpenTelemetry SDK's own LoggingHandler exports for ``record``."""
-    # The current name; older SDKs have only InMemoryLogExporter (which now warns).
-    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
-    provider = LoggerProvider()
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    LoggingHandler(logger_provider=provider).handle(record)
-    provider.shutdown()
-    (exported,) = exporter.get_finished_logs()
-    return dict(exported.log_record.attributes or {})
 
 
 def assert_renamed(output: dict[str, Any], claims: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from isoplug.logs.exceptions import exception_data
 from isoplug.logs.printed_tracebacks import parse_printed_traceback
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData
+from tests.log_helpers import otel_attributes
 from tests.plugins_fixtures import running
 
 _CARET_LINE = re.compile(r"\n    [ ~^]*\^[ ~^]*(?=\n)")
@@ -268,21 +268,11 @@ async def test_a_traceback_on_fd_2_arrives_with_its_exception(tmp_path: Path) ->
 
 
 def _assert_consumers_read(record: logging.LogRecord, stacktrace: str) -> None:
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, export
     from pythonjsonlogger.json import JsonFormatter
 
     assert record.exc_info is not None and record.exc_info[0] is not None
     type_name = record.exc_info[0].__name__
-    provider = LoggerProvider()
-    exporter: Any = getattr(export, "InMemoryLogRecordExporter", export.InMemoryLogExporter)()
-    provider.add_log_record_processor(export.SimpleLogRecordProcessor(exporter))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler is deprecated
-        handler = LoggingHandler(logger_provider=provider)
-    handler.handle(record)
-    (exported,) = exporter.get_finished_logs()
-    attributes = exported.log_record.attributes
-    assert attributes is not None
+    attributes = otel_attributes(record)
     assert attributes["exception.type"] == type_name
     assert attributes["exception.message"] == str(record.exc_info[1])
     assert attributes["exception.stacktrace"] == stacktrace + "\n"

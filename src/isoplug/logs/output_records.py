@@ -22,7 +22,6 @@ so output never loops back into a stream. isoplug's own failures are said on the
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import sys
@@ -277,18 +276,16 @@ def printed_traceback_record(
     if printed is None:
         return None
     try:
-        exc_info = _printed_rebuilder().rebuild(printed.exception)
+        # A rebuilder of its own each time: the source files a rebuilder may read are counted
+        # against a budget for its whole life (see isoplug.logs.sourcelines), and these are
+        # the files of this very process, whose printed tracebacks never stop coming.
+        exc_info = ExceptionRebuilder().rebuild(printed.exception)
     except Exception as exc:
         report_failure(f"isoplug: a printed traceback stays text: {exc!r}")
         return None
     attributes = site_attributes(name, text.level, location, owner)
     attributes["exc_info"] = exc_info
     return stamp(attributes, printed.message, owner)
-
-
-@functools.cache
-def _printed_rebuilder() -> ExceptionRebuilder:
-    return ExceptionRebuilder()
 
 
 def remember_site(
