@@ -162,6 +162,25 @@ def test_a_chained_traceback_is_one_error_record() -> None:
     assert records[1].traceback
 
 
+def test_lines_the_traceback_module_writes_after_the_exception_line_stay_in_the_block() -> None:
+    """A message's later lines and the notes cannot be told from the next output by their text:
+    fed as ``continues`` (the traceback module wrote them), they stay in the block; otherwise
+    they are lines of their own."""
+    error = ValueError("two\nlines")
+    error.add_note("a note")
+    text = formatted(raised(error))
+    head = text.split("\nlines\n")[0]
+    alone = [head, "lines", "a note", "after"]
+    for continues, expected in ((True, [text, "after"]), (False, alone)):
+        classifier = LineClassifier(logging.WARNING)
+        records = []
+        for line in text.split("\n"):
+            records += classifier.feed(line, False, continues=continues)
+        records += classifier.feed("after")
+        records += classifier.flush()
+        assert [r.message for r in records] == expected
+
+
 def test_thread_and_unraisable_headers_belong_to_their_traceback() -> None:
     """``Exception in thread`` and ``Exception ignored in`` headers stay with the traceback."""
     body = formatted(raised(RuntimeError("x")))

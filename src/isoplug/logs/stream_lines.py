@@ -154,7 +154,11 @@ class LineAssembly:
             held = None
         classifier = state.classifier
         was_holding = classifier.holding
-        records = classifier.feed(line, truncated)
+        # print_exception() prints a message's later lines and the notes after the exception
+        # line: the traceback module's writes belong to the block they follow.
+        records = classifier.feed(
+            line, truncated, frame is not None and frame.f_globals.get("__name__") == "traceback"
+        )
         here: tuple[str | None, Location] | None = None
         if classifier.holding and (not was_holding or any(r.traceback for r in records)):
             # A block starts with this line: its record will say it was written here.

@@ -41,7 +41,9 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
   lines CRITICAL or hold them back). The host's reader of a runner's fds keeps them on.
 
 A finished traceback may still be followed by a chained one, so the classifier *holds* it
-until the next line says otherwise; a reader that sees its stream go quiet while
+until the next line says otherwise (a line its writer says continues the block stays in it:
+the rest of an exception's message, its notes, which text alone cannot tell from what the
+program prints next); a reader that sees its stream go quiet while
 :attr:`LineClassifier.holding` calls :meth:`LineClassifier.flush`.
 
 Nothing here sanitizes: the text is the untrusted sender's, and the receiver cleans every
@@ -310,10 +312,13 @@ class LineClassifier:
         """True while lines of an unfinished (or possibly continued) block are held."""
         return bool(self.phase)
 
-    def feed(self, line: str, truncated: bool = False) -> list[TextRecord]:
-        """The records ``line`` completes (often none or one)."""
+    def feed(self, line: str, truncated: bool = False, continues: bool = False) -> list[TextRecord]:
+        """The records ``line`` completes (often none or one). ``continues``: the writer knows
+        that the line belongs to the block it follows (the :mod:`traceback` module wrote it: the
+        rest of an exception's message, or its notes, which text alone cannot tell from the
+        next line of output)."""
         if self.phase:
-            return self._feed_block(line, truncated)
+            return self._feed_block(line, truncated, continues)
         if self._starts_block(line):
             return []
         return [self._single(line, truncated)]
@@ -364,7 +369,7 @@ class LineClassifier:
         self._block_level = level
         self.phase = state
 
-    def _feed_block(self, line: str, truncated: bool) -> list[TextRecord]:
+    def _feed_block(self, line: str, truncated: bool, continues: bool) -> list[TextRecord]:
         state = self.phase
         if state[:5] == "fatal":
             return self._feed_fatal(line, truncated)
@@ -380,6 +385,9 @@ class LineClassifier:
                 self._append(line, truncated)
                 self.phase = "frames"
                 self._in_group = stripped != TRACEBACK_START
+                return self._spill()
+            if continues:
+                self._append(line, truncated)
                 return self._spill()
             # Not a chain: the held block is complete, and this line starts afresh.
             return self._end_block_before(line, truncated)

@@ -81,8 +81,8 @@ class Printer(isoplug.Plugin):
 
     @isoplug.method
     async def print_chained_traceback(self) -> str:
-        """traceback.print_exc() of a chained exception raised through a recursion; returns
-        what it printed."""
+        """traceback.print_exc() of a chained exception raised through a recursion, its
+        message of two lines and a note; returns what it printed."""
 
         def descend(depth: int) -> None:
             if depth == 0:
@@ -93,7 +93,9 @@ class Printer(isoplug.Plugin):
             try:
                 descend(6)
             except ValueError as exc:
-                raise LookupError("no parser for this input") from exc
+                error = LookupError("no parser for\nthis input")
+                error.add_note("tried: int")
+                raise error from exc
         except LookupError:
             text = traceback.format_exc()
             traceback.print_exc()
