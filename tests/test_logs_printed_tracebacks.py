@@ -191,7 +191,7 @@ def exceptions(draw: st.DrawFn, depth: int = 0) -> ExceptionData:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(exceptions())
 def test_any_exception_python_prints_reads_back(data: ExceptionData) -> None:
     """Any exception (rebuilt from random frames, messages, notes and chains, then printed by
