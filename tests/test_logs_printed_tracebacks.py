@@ -24,7 +24,7 @@ from isoplug.wire import ExceptionData, FrameData
 from tests.log_helpers import otel_attributes
 from tests.plugins_fixtures import running
 
-_CARET_LINE = re.compile(r"\n    [ ~^]*\^[ ~^]*(?=\n)")
+_CARET_LINE = re.compile(r"\n(?: *\| )?    [ ~^]*\^[ ~^]*(?=\n)")
 
 
 def printed(error: BaseException) -> str:
@@ -66,7 +66,22 @@ def without_positions(data: ExceptionData) -> ExceptionData:
         cause=without_positions(data.cause) if data.cause is not None else None,
         context=without_positions(data.context) if data.context is not None else None,
         suppress_context=data.cause is not None,
+        members=[without_positions(member) for member in data.members],
     )
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+def grouped() -> None:
+    """A group raised with a nested group, a member with a cause, and a member never raised."""
+    try:
+        _raise(BaseExceptionGroup("inner", [ValueError(1), raised(lambda: 1 / 0)]))
+    except BaseExceptionGroup as inner:
+        member = raised(chained)
+        why = raised(lambda: _raise(ValueError("why")))
+        raise BaseExceptionGroup("outer", [inner, member, KeyError("k")]) from why
 
 
 def recurse(depth: int) -> None:
@@ -100,7 +115,7 @@ def noted() -> None:
 
 def test_chains_recursion_notes_and_carets_read_back_as_the_exception_was() -> None:
     """What a printed traceback says equals what the exception itself gives, save columns."""
-    for function in (chained, implicit, noted, lambda: recurse(60)):
+    for function in (chained, implicit, noted, grouped, lambda: recurse(60)):
         error = raised(function)
         parsed = parse_printed_traceback(printed(error))
         assert parsed is not None, printed(error)
@@ -123,7 +138,7 @@ def test_the_rebuilt_exception_prints_what_python_printed() -> None:
     """Save the carets (the rebuilt frames have no columns) and the continuation lines of a
     message, which the receiver indents (no text of the plugin's starts a line at column 0)."""
     rebuilder = ExceptionRebuilder()
-    for function in (chained, implicit):
+    for function in (chained, implicit, grouped):
         text = printed(raised(function))
         parsed = parse_printed_traceback(text)
         assert parsed is not None
@@ -149,8 +164,8 @@ def test_text_that_python_did_not_print_so_stays_text() -> None:
             "  [Previous line repeated 996 more times]\nRecursionError: too deep"
         ),
         "a syntax error's display": printed(raised(lambda: compile("f(", "x.py", "exec"))),
-        "an exception group": printed(
-            raised(lambda: (_ for _ in ()).throw(ExceptionGroup("g", [ValueError(1)])))
+        "a group past the 15 members Python prints": printed(
+            raised(lambda: _raise(ExceptionGroup("g", [ValueError(n) for n in range(16)])))
         ),
         "no exception line at all": 'Traceback (most recent call last):\n  File "a.py"',
         "a type that is not a name": real.replace("RuntimeError:", "Runtime Error:"),
@@ -180,18 +195,23 @@ def exceptions(draw: st.DrawFn, depth: int = 0) -> ExceptionData:
     )
     below = draw(st.none() | exceptions(depth + 1)) if depth < 3 else None
     link = draw(st.sampled_from(["cause", "context"]))
+    members = draw(st.lists(exceptions(depth + 1), max_size=2)) if depth < 2 else []
+    group_types = ["ExceptionGroup", "BaseExceptionGroup", "Custom"]
     return ExceptionData(
-        type_name=draw(st.sampled_from(["ValueError", "KeyError", "Custom", "Error_2"])),
+        type_name=draw(
+            st.sampled_from(group_types if members else ["ValueError", "KeyError", "Custom"])
+        ),
         module=draw(st.sampled_from(["builtins", "__main__", "pkg.errors"])),
         message=draw(_texts),
         frames=frames,
         notes=draw(st.lists(_texts, max_size=2)),
         cause=below if link == "cause" else None,
         context=below if link == "context" else None,
+        members=members,
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(exceptions())
 def test_any_exception_python_prints_reads_back(data: ExceptionData) -> None:
     """Any exception (rebuilt from random frames, messages, notes and chains, then printed by
@@ -259,17 +279,30 @@ async def test_print_exc_in_a_plugin_arrives_with_its_exception(tmp_path: Path) 
     _assert_consumers_read(record, text)
 
 
-async def test_a_traceback_on_fd_2_arrives_with_its_exception(tmp_path: Path) -> None:
-    """The same for a traceback the host reads from the runner's fd 2 (C code, a child)."""
-    error = raised(chained)
+async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -> None:
+    """The same for tracebacks the host reads from the runner's fd 2 (C code, a child): a
+    chained one, and an exception group with a nested group and a chained member."""
+    chain, group = raised(chained), raised(grouped)
     async with running(tmp_path, "scribbler") as (host, waiter):
-        await host.call("scribbler", "write", fd=2, text=printed(error) + "\n")
-        record = await waiter.wait_for("plugin.scribbler.stderr", "RuntimeError: cannot")
-    assert record.getMessage() == "RuntimeError: cannot configure"
-    assert record.levelno == logging.ERROR and record.pathname == "<stderr>"
-    assert record.exc_info is not None
-    assert logging.Formatter().formatException(record.exc_info) == printed(error)
-    _assert_consumers_read(record, printed(error))
+        for error in (chain, group):
+            await host.call("scribbler", "write", fd=2, text=printed(error) + "\n")
+        await host.call("scribbler", "write", fd=2, text="after them\n")
+        await waiter.wait_for("plugin.scribbler.stderr", "after them")
+    records = [r for r in waiter.records if r.name == "plugin.scribbler.stderr"]
+    assert [r.getMessage() for r in records] == [
+        "RuntimeError: cannot configure",
+        "ExceptionGroup: outer (3 sub-exceptions)",
+        "after them",
+    ]
+    for record, error in zip(records, (chain, group), strict=False):
+        assert record.levelno == logging.ERROR and record.pathname == "<stderr>"
+        assert record.exc_info is not None
+        expected = _CARET_LINE.sub("", printed(error))
+        assert logging.Formatter().formatException(record.exc_info) == expected
+        _assert_consumers_read(record, expected)
+    value = records[1].exc_info[1] if records[1].exc_info else None
+    assert isinstance(value, ExceptionGroup) and len(value.exceptions) == 3
+    assert isinstance(value.exceptions[1].__cause__, KeyError)
 
 
 def _assert_consumers_read(record: logging.LogRecord, stacktrace: str) -> None:
@@ -279,7 +312,8 @@ def _assert_consumers_read(record: logging.LogRecord, stacktrace: str) -> None:
     type_name = record.exc_info[0].__name__
     attributes = otel_attributes(record)
     assert attributes["exception.type"] == type_name
-    assert attributes["exception.message"] == str(record.exc_info[1])
+    # The SDK writes str(args[0]): a group's is its message without the count.
+    assert attributes["exception.message"] == str(record.exc_info[1].args[0])
     assert attributes["exception.stacktrace"] == stacktrace + "\n"
     structured = structlog.stdlib.ProcessorFormatter(
         processors=[

@@ -181,6 +181,15 @@ def test_lines_the_traceback_module_writes_after_the_exception_line_stay_in_the_
         assert [r.message for r in records] == expected
 
 
+def test_two_tracebacks_printed_one_after_the_other_are_two_records() -> None:
+    """``print_exc()`` twice: the second traceback follows an exception line with no line of a
+    chain between them, so it is a traceback of its own, not a part of the first."""
+    first, second = formatted(raised(KeyError("a"))), formatted(raised(ValueError("b")))
+    records = classify(f"{first}\n{second}\nafter")
+    assert [r.message for r in records] == [first, second, "after"]
+    assert all(r.traceback for r in records[:2])
+
+
 def test_thread_and_unraisable_headers_belong_to_their_traceback() -> None:
     """``Exception in thread`` and ``Exception ignored in`` headers stay with the traceback."""
     body = formatted(raised(RuntimeError("x")))

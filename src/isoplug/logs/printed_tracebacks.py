@@ -16,7 +16,10 @@ exceptions joined by the lines that chain them (a cause, a context), each with i
 ``Traceback (most recent call last):`` and frames (``File "...", line N, in name``, the source
 line, ``[Previous line repeated N more times]``), or with no traceback at all (an exception
 that was never raised, as a cause), then its exception line (``module.Type: message``, and any
-further lines of the message or notes).
+further lines of the message or notes). An exception group is read as Python draws it
+(``+ Exception Group Traceback``, each member after its ``+---- N ----`` line, every line of a
+member behind the ``|`` margin of its depth), its members each with their own chains, nested
+groups included.
 
 The record then says what such a record says when the plugin logs an exception: its message is
 the header, or else the exception's first line (``ValueError: boom``, what an error tracker
@@ -26,9 +29,9 @@ Nothing is lost by reading: the parse is accepted only when printing what it rea
 would print it, gives back the text exactly, save the lines the rebuilt traceback reads from the
 source file itself (a frame's second and later source lines, the carets under a line: the
 rebuilt frames carry no columns, so they print no carets). Anything else is left as text, whole:
-a block cut in parts, an exception group, a ``SyntaxError`` (its display is not a frame), a
-traceback whose text does not follow Python's format, one whose frames exceed what a record
-carries.
+a block cut in parts, a ``SyntaxError`` (its display is not a frame), a group past the 15
+members or 10 levels Python draws (``and 5 more exceptions``), a traceback whose text does not
+follow Python's format, one whose frames or exceptions exceed what a record carries.
 
 What cannot be told from text:
 
@@ -48,12 +51,15 @@ import builtins
 import dataclasses
 import re
 
-from isoplug.logs.exceptions import MAX_DEPTH, MAX_FRAMES, MAX_MESSAGE_CHARS
+from isoplug.logs.exceptions import MAX_DEPTH, MAX_EXCEPTIONS, MAX_FRAMES, MAX_MESSAGE_CHARS
 from isoplug.wire import ExceptionData, FrameData
 
 __all__ = ["PrintedTraceback", "parse_printed_traceback"]
 
 _TRACEBACK_START = "Traceback (most recent call last):"
+_GROUP_TRACEBACK_START = "Exception Group " + _TRACEBACK_START
+#: The line that closes the drawing of a group's members.
+_CLOSING = "+" + "-" * 36
 #: What Python prints before a traceback, on the line above it (threading's excepthook, the
 #: unraisable hook, _thread's): the record's message when present.
 _HEADERS = (
@@ -85,7 +91,8 @@ class PrintedTraceback:
 
 @dataclasses.dataclass(slots=True)
 class _Printed:
-    """One exception as printed: its frames (None: no traceback printed) and its text."""
+    """One exception as printed: its frames (None: no traceback printed), its text, and for
+    a group its members (each a chain: the member last, what it was chained to before it)."""
 
     frames: list[FrameData] | None
     type_text: str
@@ -94,6 +101,7 @@ class _Printed:
     notes: str | None = None
     #: How it links to the exception printed after it: "cause", "context" or "" (the last).
     link: str = ""
+    members: list[list[_Printed]] | None = None
 
 
 def parse_printed_traceback(text: str) -> PrintedTraceback | None:
@@ -104,43 +112,37 @@ def parse_printed_traceback(text: str) -> PrintedTraceback | None:
     lines = text.split("\n")
     header = lines[0] if lines[0].startswith(_HEADERS) else None
     reader = _Reader(lines, 1 if header is not None else 0)
-    printed = reader.exceptions()
-    if printed is None or len(printed) > MAX_DEPTH:
+    chain = reader.chain(0)
+    if chain is None or reader.at < len(lines) or reader.exceptions > MAX_EXCEPTIONS:
         return None
-    if _render(header, printed) != "\n".join(reader.kept):
+    rendered: list[str] = [] if header is None else [header]
+    _render_chain(chain, _Context(), rendered)
+    if rendered != reader.kept:
         return None
-    exception: ExceptionData | None = None
-    link = ""
-    for each in printed:
-        exception = _exception_data(each, exception, link)
-        link = each.link
-    assert exception is not None
-    last = printed[-1]
+    exception = _chain_data(chain)
+    last = chain[-1]
     first_line = (last.type_text + ": " + last.text if last.text else last.type_text).split("\n")[0]
     message = header if header is not None else first_line
     return PrintedTraceback(message, exception)
 
 
+def _margin(depth: int, mark: str = "|") -> str:
+    """What Python prints before each line of an exception group's part at ``depth``."""
+    return "  " * depth + mark + " " if depth else ""
+
+
 class _Reader:
-    """Reads the exceptions of a block's lines from ``start``; ``kept`` holds every line read
+    """Reads exceptions from a block's lines, from ``start``; ``kept`` holds every line read
     that printing the result gives back (all but the source lines and carets it drops)."""
 
     def __init__(self, lines: list[str], start: int) -> None:
         self.lines = lines
         self.at = start
         self.kept = lines[:start]
+        self.exceptions = 0
 
-    def exceptions(self) -> list[_Printed] | None:
-        printed: list[_Printed] = []
-        while True:
-            one = self._exception()
-            if one is None:
-                return None
-            printed.append(one)
-            link = self._link()
-            if link is None:
-                return printed if self.at >= len(self.lines) else None
-            one.link = link
+    def _peek(self) -> str | None:
+        return self.lines[self.at] if self.at < len(self.lines) else None
 
     def _take(self) -> str:
         line = self.lines[self.at]
@@ -148,44 +150,138 @@ class _Reader:
         self.at += 1
         return line
 
-    def _exception(self) -> _Printed | None:
-        lines = self.lines
-        frames: list[FrameData] | None = None
-        if self.at < len(lines) and lines[self.at] == _TRACEBACK_START:
+    def chain(self, depth: int) -> list[_Printed] | None:
+        """Exceptions joined by the lines that chain them, printed at group ``depth``."""
+        printed: list[_Printed] = []
+        while True:
+            self.exceptions += 1
+            if self.exceptions > MAX_EXCEPTIONS or depth > MAX_DEPTH:
+                return None
+            one = self._exception(depth)
+            if one is None:
+                return None
+            printed.append(one)
+            link = self._link(depth)
+            if link is None:
+                return printed
+            one.link = link
+
+    def _link(self, depth: int) -> str | None:
+        margin = _margin(depth)
+        lines, at = self.lines, self.at
+        if at + 2 >= len(lines) or lines[at] != margin or lines[at + 2] != margin:
+            return None
+        between = lines[at + 1][len(margin) :] if lines[at + 1].startswith(margin) else ""
+        if between not in (_CAUSE, _CONTEXT):
+            return None
+        for _ in range(3):
             self._take()
-            frames = self._frames()
+        return "cause" if between == _CAUSE else "context"
+
+    def _exception(self, depth: int) -> _Printed | None:
+        line = self._peek()
+        if line is None:
+            return None
+        if depth == 0 and line.startswith(("  + ", "  | ")):
+            return self._group(1, line.startswith("  + "))
+        margin = _margin(depth)
+        if line == margin + _GROUP_TRACEBACK_START:
+            return self._group(depth, True)
+        frames: list[FrameData] | None = None
+        if line == margin + _TRACEBACK_START:
+            self._take()
+            frames = self._frames(margin)
             if frames is None:
                 return None
-        if self.at >= len(lines):
+        one = self._exception_text(margin, depth, frames)
+        if one is None or not self._at_separator(depth):
+            return one
+        # A group printed without a traceback (never raised: a cause, a member): its members
+        # follow its line.
+        one.members = self._members(depth)
+        return one if one.members is not None else None
+
+    def _group(self, depth: int, with_traceback: bool) -> _Printed | None:
+        frames: list[FrameData] | None = None
+        if with_traceback:
+            self._take()
+            frames = self._frames(_margin(depth))
+            if frames is None:
+                return None
+        one = self._exception_text(_margin(depth), depth, frames)
+        if one is None or not self._at_separator(depth):
             return None
-        matched = _EXCEPTION_LINE.match(lines[self.at])
+        one.members = self._members(depth)
+        return one if one.members is not None else None
+
+    def _at_separator(self, depth: int) -> bool:
+        return depth > 0 and self._peek() == _separator(depth, 0)
+
+    def _members(self, depth: int) -> list[list[_Printed]] | None:
+        members: list[list[_Printed]] = []
+        while self._peek() == _separator(depth, len(members)):
+            self._take()
+            member = self.chain(depth + 1)
+            if member is None:
+                return None
+            members.append(member)
+        if self._peek() == "  " * (depth + 1) + _CLOSING:
+            self._take()
+        return members
+
+    def _exception_text(
+        self, margin: str, depth: int, frames: list[FrameData] | None
+    ) -> _Printed | None:
+        line = self._peek()
+        if line is None or not line.startswith(margin):
+            return None
+        matched = _EXCEPTION_LINE.match(line, len(margin))
         if matched is None:
             return None
-        first = self._take()
+        self._take()
         type_text = matched["type"]
-        text_lines = [first[matched.end() :]]
-        while self.at < len(lines) and not self._at_link():
-            text_lines.append(self._take())
-        if first == type_text and len(text_lines) > 1:
+        text_lines = [line[matched.end() :]]
+        while (
+            (line := self._peek()) is not None
+            and line.startswith(margin)
+            and (depth == 0 or not self._at_separator(depth))
+            and not self._at_link(margin)
+        ):
+            text_lines.append(self._take()[len(margin) :])
+        if matched.end() == len(margin) + len(type_text) and len(text_lines) > 1:
             # No message, and lines after the type: notes (Python prints "Type: message"
             # whenever str() is not empty).
             return _Printed(frames, type_text, "", "\n".join(text_lines[1:]))
         return _Printed(frames, type_text, "\n".join(text_lines))
 
-    def _frames(self) -> list[FrameData] | None:
+    def _at_link(self, margin: str) -> bool:
+        lines, at = self.lines, self.at
+        return (
+            lines[at] == margin
+            and at + 2 < len(lines)
+            and lines[at + 1][len(margin) :] in (_CAUSE, _CONTEXT)
+            and lines[at + 1].startswith(margin)
+            and lines[at + 2] == margin
+        )
+
+    def _frames(self, margin: str) -> list[FrameData] | None:
         lines = self.lines
         frames: list[FrameData] = []
+        source_margin = margin + "    "
         while self.at < len(lines):
             line = lines[self.at]
-            frame = _FRAME.fullmatch(line)
+            if not line.startswith(margin):
+                break
+            frame = _FRAME.fullmatch(line, len(margin))
             if frame is not None:
                 self._take()
                 source = ""
-                while self.at < len(lines) and lines[self.at].startswith("    "):
+                while self.at < len(lines) and lines[self.at].startswith(source_margin):
                     # The first source line is the frame's; the carets and the lines after it
                     # (3.13 prints every line of a multi-line expression) come back from the file.
-                    if not source and _CARETS.fullmatch(lines[self.at]) is None:
-                        source = self._take()[4:]
+                    below = lines[self.at][len(margin) :]
+                    if not source and _CARETS.fullmatch(below) is None:
+                        source = self._take()[len(source_margin) :]
                     else:
                         self.at += 1
                 lineno = frame["line"]
@@ -198,7 +294,7 @@ class _Reader:
                     )
                 )
                 continue
-            repeated = _REPEATED.fullmatch(line)
+            repeated = _REPEATED.fullmatch(line, len(margin))
             if repeated is None:
                 break
             count = int(repeated["count"])
@@ -208,40 +304,68 @@ class _Reader:
             frames.extend([frames[-1]] * count)
         return frames
 
-    def _at_link(self) -> bool:
-        lines, at = self.lines, self.at
-        return (
-            lines[at] == ""
-            and at + 2 < len(lines)
-            and lines[at + 1] in (_CAUSE, _CONTEXT)
-            and lines[at + 2] == ""
-        )
 
-    def _link(self) -> str | None:
-        if self.at >= len(self.lines):
-            return None
-        self._take()
-        link = "cause" if self._take() == _CAUSE else "context"
-        self._take()
-        return link
+def _separator(depth: int, index: int) -> str:
+    """The line Python prints before member ``index`` of a group at ``depth``."""
+    lead = "+-" if index == 0 else "  "
+    return "  " * depth + lead + f"+---------------- {index + 1} " + "-" * 16
 
 
-def _render(header: str | None, printed: list[_Printed]) -> str:
-    """What Python prints for these exceptions (frames with only the source lines read)."""
-    out: list[str] = [] if header is None else [header]
-    for each in printed:
-        if each.frames is not None:
-            out.append(_TRACEBACK_START)
-            _render_frames(each.frames, out)
-        out.append(each.type_text + ": " + each.text if each.text else each.type_text)
-        if each.notes is not None:
-            out.append(each.notes)
-        if each.link:
-            out += ["", _CAUSE if each.link == "cause" else _CONTEXT, ""]
-    return "\n".join(out)
+@dataclasses.dataclass(slots=True)
+class _Context:
+    """traceback's _ExceptionPrintContext: where printing is in the groups' nesting."""
+
+    depth: int = 0
+    need_close: bool = False
 
 
-def _render_frames(frames: list[FrameData], out: list[str]) -> None:
+def _render_chain(chain: list[_Printed], context: _Context, out: list[str]) -> None:
+    """What Python prints for these exceptions (frames with only the source lines read):
+    traceback.TracebackException.format, for what a text can hold."""
+    for index, each in enumerate(chain):
+        if index:
+            margin = _margin(context.depth)
+            link = _CAUSE if chain[index - 1].link == "cause" else _CONTEXT
+            out += [margin, margin + link, margin]
+        if each.members is None:
+            margin = _margin(context.depth)
+            if each.frames:
+                out.append(margin + _TRACEBACK_START)
+                _render_frames(each.frames, margin, out)
+            _render_text(each, margin, out)
+            continue
+        toplevel = context.depth == 0
+        if toplevel:
+            context.depth = 1
+        margin = _margin(context.depth)
+        if each.frames:
+            out.append(_margin(context.depth, "+" if toplevel else "|") + _GROUP_TRACEBACK_START)
+            _render_frames(each.frames, margin, out)
+        _render_text(each, margin, out)
+        context.need_close = False
+        for number, member in enumerate(each.members):
+            last = number == len(each.members) - 1
+            if last:
+                context.need_close = True
+            out.append(_separator(context.depth, number))
+            context.depth += 1
+            _render_chain(member, context, out)
+            if last and context.need_close:
+                out.append("  " * context.depth + _CLOSING)
+                context.need_close = False
+            context.depth -= 1
+        if toplevel:
+            context.depth = 0
+
+
+def _render_text(each: _Printed, margin: str, out: list[str]) -> None:
+    text = each.type_text + ": " + each.text if each.text else each.type_text
+    if each.notes is not None:
+        text += "\n" + each.notes
+    out += [margin + line for line in text.split("\n")]
+
+
+def _render_frames(frames: list[FrameData], margin: str, out: list[str]) -> None:
     # traceback.StackSummary.format's rule: past three identical frames in a row, count them
     # (a frame without a line number is like no other).
     last: tuple[str, int | None, str] | None = None
@@ -249,22 +373,35 @@ def _render_frames(frames: list[FrameData], out: list[str]) -> None:
     for frame in frames:
         key = (frame.filename, frame.lineno, frame.name)
         if key != last or frame.lineno is None:
-            _render_repeats(count, out)
+            _render_repeats(count, margin, out)
             last, count = key, 0
         count += 1
         if count > _RECURSIVE_CUTOFF:
             continue
         lineno = "None" if frame.lineno is None else str(frame.lineno)
-        out.append(f'  File "{frame.filename}", line {lineno}, in {frame.name}')
+        out.append(f'{margin}  File "{frame.filename}", line {lineno}, in {frame.name}')
         if frame.line:
-            out.append("    " + frame.line)
-    _render_repeats(count, out)
+            out.append(margin + "    " + frame.line)
+    _render_repeats(count, margin, out)
 
 
-def _render_repeats(count: int, out: list[str]) -> None:
+def _render_repeats(count: int, margin: str, out: list[str]) -> None:
     extra = count - _RECURSIVE_CUTOFF
     if extra > 0:
-        out.append(f"  [Previous line repeated {extra} more time{'s' if extra > 1 else ''}]")
+        out.append(
+            f"{margin}  [Previous line repeated {extra} more time{'s' if extra > 1 else ''}]"
+        )
+
+
+def _chain_data(chain: list[_Printed]) -> ExceptionData:
+    """The last exception of ``chain``, each linked to the one printed before it."""
+    exception: ExceptionData | None = None
+    link = ""
+    for each in chain:
+        exception = _exception_data(each, exception, link)
+        link = each.link
+    assert exception is not None
+    return exception
 
 
 def _exception_data(printed: _Printed, before: ExceptionData | None, link: str) -> ExceptionData:
@@ -285,4 +422,5 @@ def _exception_data(printed: _Printed, before: ExceptionData | None, link: str) 
         context=before if link == "context" else None,
         # What `raise ... from` sets: the context a cause replaces is not printed.
         suppress_context=link == "cause",
+        members=[_chain_data(member) for member in printed.members or []],
     )

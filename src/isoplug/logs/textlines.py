@@ -381,7 +381,9 @@ class LineClassifier:
             if not stripped or stripped in _CHAIN_LINES:
                 self._append(line, truncated)
                 return []
-            if stripped == TRACEBACK_START or stripped.lstrip(" +") == _GROUP_START:
+            if (
+                stripped == TRACEBACK_START or stripped.lstrip(" +") == _GROUP_START
+            ) and self._after_chain_line():
                 self._append(line, truncated)
                 self.phase = "frames"
                 self._in_group = stripped != TRACEBACK_START
@@ -404,6 +406,15 @@ class LineClassifier:
             # The exception line ends the frames; a chain may follow.
             self.phase = "done"
         return self._spill()
+
+    def _after_chain_line(self) -> bool:
+        """True if the last line held that is not blank links a chained exception: Python
+        prints one between the parts of a chain; a traceback right after an exception line is
+        another one's (``print_exc()`` twice)."""
+        for held in reversed(self._block):
+            if held.strip():
+                return held.strip() in _CHAIN_LINES
+        return False
 
     def _feed_fatal(self, line: str, truncated: bool) -> list[TextRecord]:
         """A line after a crash dump's first: kept if it fits the dump's structure, else the
