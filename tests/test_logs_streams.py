@@ -6,15 +6,19 @@ import io
 import logging
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from isoplug.logs import ForwardingHandler
+from isoplug.logs import ForwardingHandler, output_records
 from isoplug.logs.output_records import sole_forwarder
 from isoplug.logs.sources import attributed_to
 from isoplug.logs.streams import MAX_LINE_CHARS, LogStream, is_plain_line
 from isoplug.logs.textlines import LineClassifier, TextRecord
+from isoplug.logs.tracebacks import ExceptionRebuilder
+from isoplug.wire import ExceptionData
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 from tests.record_waiter import RecordWaiter, watching
 
@@ -188,6 +192,44 @@ async def test_a_held_traceback_is_flushed_once_its_thread_goes_quiet(
     assert record.getMessage().endswith("KeyError: 'k'")
     stream.flush()  # whatever were still held would be a second record now
     assert len(waiter.records) == 1
+
+
+def test_print_exc_in_process_gives_a_record_with_the_exception(waiter: RecordWaiter) -> None:
+    """``traceback.print_exc()`` to a LogStream: one ERROR record whose exc_info is the
+    exception, located at the call (not in the traceback module)."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    try:
+        {"present": 1}["missing"]
+    except KeyError:
+        traceback.print_exc(file=stream)
+        line = sys._getframe().f_lineno - 1
+    stream.flush()
+    (record,) = waiter.records
+    assert record.levelno == logging.ERROR and record.getMessage() == "KeyError: 'missing'"
+    assert record.exc_info is not None and record.exc_info[0] is not None
+    assert record.exc_info[0].__name__ == "KeyError"
+    assert (record.filename, record.lineno) == ("test_logs_streams.py", line)
+
+
+def test_a_printed_traceback_that_cannot_be_rebuilt_stays_text_said_once(
+    waiter: RecordWaiter, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Where this Python's exceptions cannot be rebuilt, printed tracebacks stay text, and
+    isoplug says why once, on the real stderr, not for every traceback."""
+
+    def fail(self: ExceptionRebuilder, data: ExceptionData) -> Any:
+        raise RuntimeError("not on this Python")
+
+    monkeypatch.setattr(ExceptionRebuilder, "rebuild", fail)
+    monkeypatch.setattr(output_records, "_rebuild_failed", [])
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    text = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\nKeyError: 'k'\n"
+    for _ in range(3):
+        stream.write(text)
+        stream.flush()
+    assert [r.getMessage() for r in waiter.records] == [text.rstrip("\n")] * 3
+    assert all(r.exc_info is None for r in waiter.records)
+    assert capfd.readouterr().err.count("printed tracebacks stay text") == 1
 
 
 def test_text_a_handler_writes_while_handling_goes_to_the_original_stream(

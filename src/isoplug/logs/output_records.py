@@ -266,6 +266,10 @@ def text_record(
     return make_record(name, text.level, text.message, location, owner, extra=extra)
 
 
+#: The first failure to rebuild a printed traceback's exception, once there was one.
+_rebuild_failed: list[Exception] = []
+
+
 def printed_traceback_record(
     name: str, text: TextRecord, location: Location, owner: PerThread
 ) -> logging.LogRecord | None:
@@ -281,7 +285,10 @@ def printed_traceback_record(
         # the files of this very process, whose printed tracebacks never stop coming.
         exc_info = ExceptionRebuilder().rebuild(printed.exception)
     except Exception as exc:
-        report_failure(f"isoplug: a printed traceback stays text: {exc!r}")
+        # Once: a Python whose code objects isoplug cannot build fails every time.
+        if not _rebuild_failed:
+            _rebuild_failed.append(exc)
+            report_failure(f"isoplug: printed tracebacks stay text: {exc!r}")
         return None
     attributes = site_attributes(name, text.level, location, owner)
     attributes["exc_info"] = exc_info
