@@ -9,9 +9,12 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,11 +23,14 @@ import pytest
 
 from isoplug import Host, PluginState, PluginUnavailable, SupervisorConfig
 from isoplug.control import ResourceLimits
+from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import IsoplugError, RemoteError
 from isoplug.host import PluginInfo
 from isoplug.host.limits import LimitWatch, read_usage
 from isoplug.host.manifest import ManifestError, load_manifest
 from isoplug.host.registry import plan_runners
+from isoplug.runner import health
+from isoplug.runner.workers import WorkerPool
 from isoplug.sizes import parse_size
 from tests.plugins_fixtures import FAST, copy_plugins
 from tests.record_waiter import watching
@@ -301,6 +307,29 @@ async def test_open_files_refuses_the_next_open_in_the_plugin_and_the_runner_wor
         pid = await host.call("hog", "ping")
         assert await host.call("hog", "open_until_refused", os.devnull) == result
         assert host.plugin("hog").pid == pid and host.plugin("hog").restarts == 0
+
+
+async def test_the_health_threads_files_are_open_before_the_limits_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner applies open_files after its health monitor starts: start() returns only
+    once the health thread has opened its files, so a thread the scheduler starts late does
+    not take descriptors from the plugin's allowance."""
+
+    class SlowToOpen(ThreadCpuWait):
+        def __init__(self) -> None:
+            if threading.current_thread().name == "isoplug-health":
+                time.sleep(0.2)  # the scheduler runs the new thread late (a loaded machine)
+            super().__init__()
+
+    monkeypatch.setattr(health, "ThreadCpuWait", SlowToOpen)
+    ours, theirs = socket.socketpair()
+    monitor = health.HealthMonitor(theirs, asyncio.get_running_loop(), WorkerPool(1), 0.05)
+    try:
+        monitor.start()
+        assert monitor._health_cpu_wait is not None
+    finally:
+        ours.close()  # the host's end: the health thread ends
 
 
 @pytest.mark.parametrize("high", [False, True])

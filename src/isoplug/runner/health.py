@@ -75,6 +75,10 @@ _Times = tuple[int, int, int]
 _STDLIB = tuple(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib"))
 
 
+#: How long a runner waits at its start for its health thread to open its files.
+THREAD_START_WAIT = 5.0
+
+
 def start_health(bootstrap: Bootstrap) -> tuple[WorkerPool, HealthMonitor | None]:
     """The worker pool of the runner described by ``bootstrap``, and its health monitor,
     started (None without a health channel). Call on the event loop's thread."""
@@ -134,14 +138,25 @@ class HealthMonitor:
         #: exists), copied into every report.
         self.event_drops: dict[str, int] = {}
         self._thread = threading.Thread(target=self._serve, name="isoplug-health", daemon=True)
+        # Set once the health thread has opened its files (see start()).
+        self._files_opened = threading.Event()
 
     def start(self) -> None:
-        """Start the heartbeat (call on the loop's thread) and the health thread."""
+        """Start the heartbeat (call on the loop's thread) and the health thread, and wait
+        for that thread's files to be open: they are the runner's, which a plugin's
+        ``open_files`` limit counts beyond, so they must be open when the limit is applied
+        (a thread that started late took one of the plugin's descriptors)."""
         self._loop_thread = threading.get_ident()
         self._loop_cpu_wait = ThreadCpuWait()
         self._beat()
         self._sock.settimeout(self._tick)
         self._thread.start()
+        if not self._files_opened.wait(THREAD_START_WAIT):
+            _log.warning(
+                "the health thread did not start within %.0f s; the plugins' open_files limit "
+                "may count its descriptors",
+                THREAD_START_WAIT,
+            )
 
     def _beat(self) -> None:
         loop_cpu, health_cpu = self._loop_cpu_wait, self._health_cpu_wait
@@ -155,6 +170,7 @@ class HealthMonitor:
     def _serve(self) -> None:
         # Never closed, as the loop's: the loop's thread reads it at every beat.
         self._health_cpu_wait = ThreadCpuWait()
+        self._files_opened.set()
         decoder = FrameDecoder(_MAX_QUERY_BYTES)
         try:
             while True:
