@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from isoplug.logs.exceptions import exception_data
-from isoplug.logs.printed_tracebacks import parse_printed_traceback
+from isoplug.logs.printed_tracebacks import parse_printed_traceback, read_back
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData
+from isoplug.wire.sanitize import clean_text
 from tests.log_helpers import otel_attributes
 from tests.plugins_fixtures import running
 
@@ -175,6 +176,19 @@ def test_text_that_python_did_not_print_so_stays_text() -> None:
         assert parse_printed_traceback(text) is None, why
 
 
+def test_a_source_line_the_file_does_not_have_keeps_the_traceback_text() -> None:
+    """The rebuilt frames read their source lines from the files: a printed line that is not
+    the file's (a file changed since, or not readable here, or a forged line) would not be
+    shown, so such a traceback stays text; printed as the file has it, it reads back."""
+    text = printed(raised(chained))
+    assert read_back(text, ExceptionRebuilder()) is not None
+    forged = text.replace("recurse(depth - 1)", "INFO isoplug.host: all plugins healthy", 1)
+    assert parse_printed_traceback(forged) is not None  # the text alone reads back...
+    assert read_back(forged, ExceptionRebuilder()) is None  # ...but the file says otherwise
+    elsewhere = text.replace(__file__, "/nowhere/plugin.py")
+    assert read_back(elsewhere, ExceptionRebuilder()) is None
+
+
 _names = st.text("abcdefgh_", min_size=1, max_size=8)
 _texts = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 
@@ -234,6 +248,56 @@ def test_any_exception_python_prints_reads_back(data: ExceptionData) -> None:
         assert {line.strip() for line in lines} <= {
             line.strip() for line in [parsed.message, *rebuilt.split("\n")]
         }
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "Traceback (most recent call last):",
+        "Exception Group Traceback (most recent call last):",
+        "  + Exception Group Traceback (most recent call last):",
+        '  File "a.py", line 1, in f',
+        '  File "a.py", line 99999999999999999999, in f',
+        '  File "a.py", line None, in <module>',
+        "    f()",
+        "    ~~^^",
+        "  [Previous line repeated 2 more times]",
+        "  [Previous line repeated 99999999999999 more times]",
+        "ValueError: boom",
+        "ValueError",
+        "pkg.mod.Error: x",
+        "",
+        "The above exception was the direct cause of the following exception:",
+        "During handling of the above exception, another exception occurred:",
+        "  +-+---------------- 1 ----------------",
+        "    +---------------- 2 ----------------",
+        "    +------------------------------------",
+        "  | ValueError: 1",
+        "    | TypeError: 2",
+        "  | ",
+        "Exception in thread T:",
+        "INFO isoplug.host: all plugins healthy",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_FRAGMENTS | st.text(max_size=12), max_size=25))
+def test_any_text_reads_back_or_stays_text_never_raises(lines: list[str]) -> None:
+    """Whatever a plugin prints (fragments of tracebacks in any order, absurd numbers, forged
+    lines): the parse never raises, and what it accepts names every line it was given, save
+    the carets and extra source lines a frame's file gives back."""
+    text = "\n".join(["Traceback (most recent call last):", *lines])
+    read = read_back(text, ExceptionRebuilder())
+    if read is None:
+        return
+    parsed, (_, value, _) = read
+    shown = {line.strip() for line in [parsed.message, *printed(value).split("\n")]}
+    for line in text.split("\n"):
+        # As the receiver shows it: control characters escaped.
+        stripped = clean_text(line, 1 << 20).strip().lstrip("|").strip()
+        if line.startswith("    ") and not stripped.strip("~^"):
+            continue  # carets
+        assert stripped in shown or any(stripped in each for each in shown), (line, text)
 
 
 def _ambiguous(data: ExceptionData | None) -> bool:

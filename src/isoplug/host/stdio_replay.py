@@ -20,9 +20,11 @@ from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.gil import GilShare
-from isoplug.logs.printed_tracebacks import parse_printed_traceback
+from isoplug.logs.printed_tracebacks import PrintedTraceback, read_back
 from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE
+from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogRecordData
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["StdioDestination", "StdioReplay"]
 
@@ -78,6 +80,8 @@ class StdioReplay:
         self._backlog = backlog
         self._destination = destination
         self._abandoned = False
+        self._rebuilder: ExceptionRebuilder | None = None
+        self._rebuild_failed = False
 
     def abandon(self) -> None:
         """Stop replaying (from any thread): the records still in the backlog, and any read
@@ -156,7 +160,7 @@ class StdioReplay:
     def _record_data(self, entry: Entry) -> LogRecordData:
         stream, level, message, extra, truncated, created, _, traceback = entry
         site = _SITES.get(stream) or f"<{stream}>"
-        printed = parse_printed_traceback(message) if traceback and not truncated else None
+        printed = self._printed_traceback(message) if traceback and not truncated else None
         return LogRecordData(
             name=stream,
             levelno=level,
@@ -177,6 +181,27 @@ class StdioReplay:
             ),
             exception=None if printed is None else printed.exception,
         )
+
+    def _printed_traceback(self, message: str) -> PrintedTraceback | None:
+        """``message``, a printed traceback, read back into its exception when the rebuilt
+        exception shows it as printed, source lines included (see
+        :mod:`isoplug.logs.printed_tracebacks`); else None: it stays text."""
+        if self._rebuilder is None:
+            # One per runner process, as a log connection's: its budget of source files read.
+            self._rebuilder = ExceptionRebuilder()
+        try:
+            read = read_back(message, self._rebuilder)
+        except Exception as exc:
+            # This Python's code objects cannot be built: every printed traceback stays text.
+            if not self._rebuild_failed:
+                self._rebuild_failed = True
+                _log.warning(
+                    "printed tracebacks of runner %d stay text: %s",
+                    self.pid,
+                    clean_text(repr(exc), 500),
+                )
+            return None
+        return None if read is None else read[0]
 
     def _count_drops(self, dropped: Drops) -> None:
         """Dropped records were received, from their stream, and dropped: say so in the

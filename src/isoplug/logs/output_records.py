@@ -33,7 +33,7 @@ from typing import Any
 
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.printed_tracebacks import parse_printed_traceback
+from isoplug.logs.printed_tracebacks import read_back
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
@@ -275,21 +275,22 @@ def printed_traceback_record(
 ) -> logging.LogRecord | None:
     """The record of a printed traceback with its exception as ``exc_info``, a genuine one
     (this process's handlers read it, the forwarding handler sends it as a logged one's); None
-    when the text is not one Python printed, or its exception cannot be rebuilt here."""
-    printed = parse_printed_traceback(text.message)
-    if printed is None:
-        return None
+    when the text is not one Python printed, its exception cannot be rebuilt here, or the
+    rebuilt frames would not show the source lines the text shows."""
     try:
         # A rebuilder of its own each time: the source files a rebuilder may read are counted
         # against a budget for its whole life (see isoplug.logs.sourcelines), and these are
         # the files of this very process, whose printed tracebacks never stop coming.
-        exc_info = ExceptionRebuilder().rebuild(printed.exception)
+        read = read_back(text.message, ExceptionRebuilder())
     except Exception as exc:
         # Once: a Python whose code objects isoplug cannot build fails every time.
         if not _rebuild_failed:
             _rebuild_failed.append(exc)
             report_failure(f"isoplug: printed tracebacks stay text: {exc!r}")
         return None
+    if read is None:
+        return None
+    printed, exc_info = read
     attributes = site_attributes(name, text.level, location, owner)
     attributes["exc_info"] = exc_info
     return stamp(attributes, printed.message, owner)

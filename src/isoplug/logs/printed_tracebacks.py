@@ -31,7 +31,11 @@ source file itself (a frame's second and later source lines, the carets under a 
 rebuilt frames carry no columns, so they print no carets). Anything else is left as text, whole:
 a block cut in parts, a ``SyntaxError`` (its display is not a frame), a group past the 15
 members or 10 levels Python draws (``and 5 more exceptions``), a traceback whose text does not
-follow Python's format, one whose frames or exceptions exceed what a record carries.
+follow Python's format, one whose frames or exceptions exceed what a record carries. And
+since a rebuilt frame prints its source line from the file, never from the text (a plugin
+must not be able to forge the lines of a file), :func:`read_back` keeps as text a traceback
+whose source lines are not what the files say now (a file this process cannot read, one
+changed since).
 
 What cannot be told from text:
 
@@ -50,11 +54,20 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import re
+import traceback
+import types
 
-from isoplug.logs.exceptions import MAX_DEPTH, MAX_EXCEPTIONS, MAX_FRAMES, MAX_MESSAGE_CHARS
+from isoplug.logs.exceptions import (
+    MAX_DEPTH,
+    MAX_EXCEPTIONS,
+    MAX_FRAMES,
+    MAX_MESSAGE_CHARS,
+    ExcInfo,
+)
+from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData
 
-__all__ = ["PrintedTraceback", "parse_printed_traceback"]
+__all__ = ["PrintedTraceback", "parse_printed_traceback", "read_back", "shows_the_printed_source"]
 
 _TRACEBACK_START = "Traceback (most recent call last):"
 _GROUP_TRACEBACK_START = "Exception Group " + _TRACEBACK_START
@@ -70,10 +83,9 @@ _HEADERS = (
 )
 _CAUSE = "The above exception was the direct cause of the following exception:"
 _CONTEXT = "During handling of the above exception, another exception occurred:"
-_FRAME = re.compile(r'  File "(?P<file>.*)", line (?P<line>\d+|None), in (?P<name>.*)')
-_REPEATED = re.compile(r"  \[Previous line repeated (?P<count>\d+) more times?\]")
-# A line of carets under a source line: 3.11+ prints ``^`` for the failing part, ``~`` around.
-_CARETS = re.compile(r"    [ ~^]*\^[ ~^]*")
+# At most 9 digits: int() refuses over 4,300, and no file has a billion lines.
+_FRAME = re.compile(r'  File "(?P<file>.*)", line (?P<line>\d{1,9}|None), in (?P<name>.*)')
+_REPEATED = re.compile(r"  \[Previous line repeated (?P<count>\d{1,9}) more times?\]")
 _EXCEPTION_LINE = re.compile(r"(?P<type>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:: |$)", re.ASCII)
 #: Python prints this many identical frames in a row before it counts the rest.
 _RECURSIVE_CUTOFF = 3
@@ -102,6 +114,20 @@ class _Printed:
     #: How it links to the exception printed after it: "cause", "context" or "" (the last).
     link: str = ""
     members: list[list[_Printed]] | None = None
+
+
+def read_back(text: str, rebuilder: ExceptionRebuilder) -> tuple[PrintedTraceback, ExcInfo] | None:
+    """A printed traceback's record and its exception rebuilt by ``rebuilder``, when the
+    rebuilt exception prints as the text did, source lines included; None when the text is to
+    stay text. Raises what :meth:`ExceptionRebuilder.rebuild` raises (a Python whose code
+    objects isoplug cannot build): the caller says so."""
+    printed = parse_printed_traceback(text)
+    if printed is None:
+        return None
+    exc_info = rebuilder.rebuild(printed.exception)
+    if not shows_the_printed_source(printed.exception, exc_info[1]):
+        return None
+    return printed, exc_info
 
 
 def parse_printed_traceback(text: str) -> PrintedTraceback | None:
@@ -280,7 +306,7 @@ class _Reader:
                     # The first source line is the frame's; the carets and the lines after it
                     # (3.13 prints every line of a multi-line expression) come back from the file.
                     below = lines[self.at][len(margin) :]
-                    if not source and _CARETS.fullmatch(below) is None:
+                    if not source and not _carets(below):
                         source = self._take()[len(source_margin) :]
                     else:
                         self.at += 1
@@ -303,6 +329,13 @@ class _Reader:
             self._take()
             frames.extend([frames[-1]] * count)
         return frames
+
+
+def _carets(line: str) -> bool:
+    """A line of carets under a source line: 3.11+ prints ``^`` under the failing part and
+    ``~`` around it. (Not a regular expression: one over a long line of ``~^`` that ends in
+    anything else backtracks for seconds.)"""
+    return line.startswith("    ") and "^" in line and not line.strip(" ~^")
 
 
 def _separator(depth: int, index: int) -> str:
@@ -424,3 +457,29 @@ def _exception_data(printed: _Printed, before: ExceptionData | None, link: str) 
         suppress_context=link == "cause",
         members=[_chain_data(member) for member in printed.members or []],
     )
+
+
+def shows_the_printed_source(exception: ExceptionData, value: BaseException) -> bool:
+    """Whether ``value``, rebuilt from ``exception``, prints each frame's source line as it was
+    printed: the rebuilt frames read their lines from the files (through the receiver's guard,
+    :mod:`isoplug.logs.sourcelines`), never from the text, so a file this process cannot read,
+    or one changed since (a hot reload), would show other lines, or none, where the text had
+    them. The caller then keeps the text."""
+    pending: list[tuple[ExceptionData, BaseException | None]] = [(exception, value)]
+    while pending:
+        data, error = pending.pop()
+        if error is None:
+            return False
+        tb: types.TracebackType | None = error.__traceback__
+        shown = [frame.line or "" for frame in traceback.extract_tb(tb)]
+        if shown != [frame.line for frame in data.frames]:
+            return False
+        if data.cause is not None:
+            pending.append((data.cause, error.__cause__))
+        if data.context is not None:
+            pending.append((data.context, error.__context__))
+        members = list(getattr(error, "exceptions", ()))
+        if len(members) != len(data.members):
+            return False
+        pending += zip(data.members, members, strict=True)
+    return True
