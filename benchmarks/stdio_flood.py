@@ -10,7 +10,11 @@ runner's stdout/stderr pipes, read by host threads). This benchmark floods a ``H
 - ``fd``: ``os.write(1, ...)``, one line per write, as a C extension would;
 - ``pipe``: ``print(f"line {i}")`` in a second plugin, which chose ``stdio = "pipe"``: its
   ``sys.stdout`` is the standard library's C text stream onto the runner's stdout pipe, and the
-  host makes the records (as of C code's output).
+  host makes the records (as of C code's output);
+- ``tb-print`` and ``tb-fd``: a 20th as many printed tracebacks (a cause and 10 frames each),
+  from ``traceback.print_exc()`` and written to fd 2: each becomes one ERROR record with its
+  exception read back from the text (in the runner, and on the host's replay thread). Their
+  "lines/s" are tracebacks/s.
 
 It prints, for each: how late a 1 ms sleep on the host's loop wakes (p99 and max) while the
 lines are sent and delivered; lines/s reaching the host's ``logging``, with the ratio of
@@ -66,7 +70,13 @@ WAYS = {
     "log": ("printer", "log"),
     "fd": ("printer", "fd"),
     "pipe": ("piped", "print"),
+    # A flood of printed tracebacks (10 frames and a cause each), each read back into its
+    # exception: from traceback.print_exc() (records), and written to fd 2 (host threads).
+    "tb-print": ("printer", "tb-print"),
+    "tb-fd": ("printer", "tb-fd"),
 }
+#: A traceback flood sends this many times fewer tracebacks than a line flood sends lines.
+TRACEBACK_SHARE = 20
 PLUGIN_CODE = '''\
 """Prints, logs or writes lines at full speed, from a worker thread (its loop stays free)."""
 
@@ -80,6 +90,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 
 import msgspec
 
@@ -97,10 +108,36 @@ def flood(count: int, how: str) -> float:
     elif how == "log":
         for index in range(count):
             log.info("line %s", index)
+    elif how == "tb-print":
+        for index in range(count):
+            try:
+                fail(index)
+            except RuntimeError:
+                traceback.print_exc()
+    elif how == "tb-fd":
+        try:
+            fail(0)
+        except RuntimeError:
+            text = traceback.format_exc().encode()
+        for index in range(count):
+            os.write(2, text)
     else:
         for index in range(count):
             os.write(1, f"line {index}\\n".encode())
     return time.perf_counter() - began
+
+
+def deeper(depth: int, index: int) -> None:
+    if depth == 0:
+        raise ValueError(f"bad value {index}")
+    deeper(depth - 1, index)
+
+
+def fail(index: int) -> None:
+    try:
+        deeper(8, index)
+    except ValueError as exc:
+        raise RuntimeError(f"flood item {index} failed") from exc
 
 
 class WholeLines(io.TextIOBase):
@@ -289,7 +326,8 @@ class Printer(isoplug.Plugin):
 
 
 class Sink(logging.Handler):
-    """Counts the plugin's lines; optionally sleeps 50 ms every 1,000 of them."""
+    """Counts the plugin's lines (and tracebacks read back into their exceptions); optionally
+    sleeps 50 ms every 1,000 of them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -298,11 +336,18 @@ class Sink(logging.Handler):
         self.seen = 0
         self.last = 0.0
         self.slow = False
+        #: Printed tracebacks that arrived with their exception read back.
+        self.read_back = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         self.seen += 1
-        if getattr(record, "isoplug_report", False) or not record.getMessage().startswith("line "):
+        if getattr(record, "isoplug_report", False):
             return
+        message = record.getMessage()
+        if not message.startswith("line ") and "RuntimeError: flood item" not in message:
+            return
+        if record.exc_info is not None:
+            self.read_back += 1
         self.count += 1
         self.last = time.perf_counter()
         if self.slow and self.count % 1000 == 0:
@@ -318,8 +363,10 @@ async def flood_and_settle(host: Host, sink: Sink, way: str, count: int) -> tupl
     """Flood, then wait until every line is delivered or counted dropped; returns
     (lines/s from the first line sent to the last delivered, delivered, dropped)."""
     plugin, how = WAYS[way]
+    if way.startswith("tb-"):
+        count //= TRACEBACK_SHARE
     before = host.log_metrics(plugin)
-    sink.count = 0
+    sink.count = sink.read_back = 0
     began = time.perf_counter()
     await host.call_with(plugin, "flood", kwargs={"count": count, "how": how}, timeout=300)
     deadline = time.monotonic() + 300
@@ -356,6 +403,8 @@ async def main(
     round_lags: dict[str, list[tuple[float, float]]] = {how: [] for how in ways}
     rates: dict[str, list[float]] = {how: [] for how in ways}
     losses: dict[str, int] = {how: 0 for how in ways}
+    read_back: dict[str, int] = {how: 0 for how in ways}
+    delivered_total: dict[str, int] = {how: 0 for how in ways}
     config = SupervisorConfig(health_interval=0.5, health_timeout=1.0)
     with tempfile.TemporaryDirectory(prefix="isoplug-stdio-bench-") as plugins:
         for plugin, stdio in (("printer", "records"), ("piped", "pipe")):
@@ -373,7 +422,9 @@ async def main(
                     stalls, result = await loop_stalls_during(
                         flood_and_settle(host, sink, how, count)
                     )
-                    rate, _, dropped = result
+                    rate, delivered, dropped = result
+                    read_back[how] += sink.read_back
+                    delivered_total[how] += delivered
                     lag[how].extend(stalls)
                     round_lags[how].append((percentile(stalls, 0.99), max(stalls)))
                     rates[how].append(rate)
@@ -400,6 +451,13 @@ async def main(
             for (p99, worst), rate in zip(round_lags[how], rates[how], strict=True)
         )
         print(f"   {how:10s}{rounds_text}")
+    for way in ways:
+        if way.startswith("tb-"):
+            print(
+                f"   {way}: {read_back[way]:,} of {delivered_total[way]:,} tracebacks arrived "
+                "with their exception read back (the host reads back at most 100 a second "
+                "of fd-level ones; the rest stay text)"
+            )
     for way in ("print", "pipe"):
         if way in ways and "log" in ways:
             print(

@@ -13,10 +13,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from isoplug.logs import printed_tracebacks
 from isoplug.logs.exceptions import exception_data
 from isoplug.logs.printed_tracebacks import parse_printed_traceback, read_back
 from isoplug.logs.tracebacks import ExceptionRebuilder
@@ -369,6 +371,34 @@ async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -
     value = records[1].exc_info[1] if records[1].exc_info else None
     assert isinstance(value, ExceptionGroup) and len(value.exceptions) == 3
     assert isinstance(value.exceptions[1].__cause__, KeyError)
+
+
+def test_the_read_back_budget_refills_at_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("isoplug.logs.printed_tracebacks.time.monotonic", lambda: now[0])
+    budget = printed_tracebacks.ReadBackBudget()
+    burst = int(printed_tracebacks.READ_BACK_BURST)
+    assert all(budget.take() for _ in range(burst)) and not budget.take()
+    now[0] += 0.5
+    refilled = int(0.5 * printed_tracebacks.READ_BACK_RATE)
+    assert sum(budget.take() for _ in range(burst)) == refilled
+
+
+async def test_tracebacks_past_the_read_back_budget_arrive_whole_as_text(tmp_path: Path) -> None:
+    """A child printing tracebacks in a loop: past the host's budget they stay text, each one
+    record, none lost."""
+    text = printed(raised(chained)) + "\n"
+    count = int(printed_tracebacks.READ_BACK_BURST) + 50
+    async with running(tmp_path, "scribbler") as (host, waiter):
+        await host.call("scribbler", "write", fd=2, text=text * count + "after them\n")
+        await waiter.wait_for("plugin.scribbler.stderr", "after them")
+    records = [r for r in waiter.records if r.name == "plugin.scribbler.stderr"][:-1]
+    assert len(records) == count
+    read_back = [r for r in records if r.exc_info is not None]
+    # The budget refills while they are replayed: a few more than the burst may be read back.
+    assert int(printed_tracebacks.READ_BACK_BURST) <= len(read_back) < count
+    as_text = [r for r in records if r.exc_info is None]
+    assert all(r.getMessage() == clean_text(text.rstrip("\n"), 1 << 20) for r in as_text)
 
 
 def _assert_consumers_read(record: logging.LogRecord, stacktrace: str) -> None:

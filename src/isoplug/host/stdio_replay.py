@@ -19,8 +19,9 @@ from collections.abc import Callable
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
+from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.gil import GilShare
-from isoplug.logs.printed_tracebacks import PrintedTraceback, read_back
+from isoplug.logs.printed_tracebacks import PrintedTraceback, ReadBackBudget, read_back
 from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogRecordData
@@ -82,6 +83,8 @@ class StdioReplay:
         self._abandoned = False
         self._rebuilder: ExceptionRebuilder | None = None
         self._rebuild_failed = False
+        self._read_back: list[ExcInfo] = []
+        self._read_back_budget = ReadBackBudget()
 
     def abandon(self) -> None:
         """Stop replaying (from any thread): the records still in the backlog, and any read
@@ -156,6 +159,8 @@ class StdioReplay:
         except Exception:
             # A failure of isoplug's own: the next batch still gets its chance.
             _log.exception("replaying the stdout/stderr of runner %d failed", self.pid)
+        finally:
+            self._read_back.clear()
 
     def _record_data(self, entry: Entry) -> LogRecordData:
         stream, level, message, extra, truncated, created, _, traceback = entry
@@ -185,7 +190,11 @@ class StdioReplay:
     def _printed_traceback(self, message: str) -> PrintedTraceback | None:
         """``message``, a printed traceback, read back into its exception when the rebuilt
         exception shows it as printed, source lines included (see
-        :mod:`isoplug.logs.printed_tracebacks`); else None: it stays text."""
+        :mod:`isoplug.logs.printed_tracebacks`); else None: it stays text. At most
+        :data:`~isoplug.logs.printed_tracebacks.READ_BACK_RATE` a second per runner process: a
+        read-back costs the replay thread about 50 lines' worth."""
+        if not self._read_back_budget.take():
+            return None
         if self._rebuilder is None:
             # One per runner process, as a log connection's: its budget of source files read.
             self._rebuilder = ExceptionRebuilder()
@@ -201,7 +210,12 @@ class StdioReplay:
                     clean_text(repr(exc), 500),
                 )
             return None
-        return None if read is None else read[0]
+        if read is None:
+            return None
+        # Alive until the batch is replayed: its frames keep the source files' lines in
+        # linecache, which the replayer's rebuild of the same exception reads again.
+        self._read_back.append(read[1])
+        return read[0]
 
     def _count_drops(self, dropped: Drops) -> None:
         """Dropped records were received, from their stream, and dropped: say so in the

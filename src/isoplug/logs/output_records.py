@@ -33,7 +33,7 @@ from typing import Any
 
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.printed_tracebacks import read_back
+from isoplug.logs.printed_tracebacks import ReadBackBudget, read_back
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
@@ -268,6 +268,8 @@ def text_record(
 
 #: The first failure to rebuild a printed traceback's exception, once there was one.
 _rebuild_failed: list[Exception] = []
+#: This process's printed tracebacks read back, at most READ_BACK_RATE a second.
+_read_back_budget = ReadBackBudget()
 
 
 def printed_traceback_record(
@@ -275,8 +277,11 @@ def printed_traceback_record(
 ) -> logging.LogRecord | None:
     """The record of a printed traceback with its exception as ``exc_info``, a genuine one
     (this process's handlers read it, the forwarding handler sends it as a logged one's); None
-    when the text is not one Python printed, its exception cannot be rebuilt here, or the
-    rebuilt frames would not show the source lines the text shows."""
+    when the text is not one Python printed, its exception cannot be rebuilt here, the rebuilt
+    frames would not show the source lines the text shows, or this process printed more than
+    :data:`~isoplug.logs.printed_tracebacks.READ_BACK_RATE` tracebacks a second."""
+    if not _read_back_budget.take():
+        return None
     try:
         # A rebuilder of its own each time: the source files a rebuilder may read are counted
         # against a budget for its whole life (see isoplug.logs.sourcelines), and these are

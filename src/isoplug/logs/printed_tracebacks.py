@@ -54,6 +54,8 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import re
+import threading
+import time
 import traceback
 import types
 
@@ -67,7 +69,15 @@ from isoplug.logs.exceptions import (
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData
 
-__all__ = ["PrintedTraceback", "parse_printed_traceback", "read_back", "shows_the_printed_source"]
+__all__ = [
+    "READ_BACK_BURST",
+    "READ_BACK_RATE",
+    "PrintedTraceback",
+    "ReadBackBudget",
+    "parse_printed_traceback",
+    "read_back",
+    "shows_the_printed_source",
+]
 
 _TRACEBACK_START = "Traceback (most recent call last):"
 _GROUP_TRACEBACK_START = "Exception Group " + _TRACEBACK_START
@@ -91,6 +101,37 @@ _EXCEPTION_LINE = re.compile(r"(?P<type>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:: |$)
 _RECURSIVE_CUTOFF = 3
 #: Text longer than this is not read back (a record's message is capped below it anyway).
 MAX_PARSED_CHARS = 4 * MAX_MESSAGE_CHARS
+
+
+#: Printed tracebacks read back per second, at most, per process that reads them (a runner,
+#: for its records; the host, per runner, for fd-level output), after a burst of this many: a
+#: read-back costs about what the print_exc() that printed it did, and a program printing
+#: tracebacks in a loop must not double its cost (nor take the host's CPU). Past it, they
+#: stay text, whole.
+READ_BACK_RATE = 100.0
+READ_BACK_BURST = 100.0
+
+
+class ReadBackBudget:
+    """A token bucket of :data:`READ_BACK_RATE` read-backs a second; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens = READ_BACK_BURST
+        self._refilled = time.monotonic()
+
+    def take(self) -> bool:
+        """True if one more read-back may be done now."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(
+                READ_BACK_BURST, self._tokens + (now - self._refilled) * READ_BACK_RATE
+            )
+            self._refilled = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
