@@ -455,8 +455,8 @@ async def main(
         if way.startswith("tb-"):
             print(
                 f"   {way}: {read_back[way]:,} of {delivered_total[way]:,} tracebacks arrived "
-                "with their exception read back (the host reads back at most 100 a second "
-                "of fd-level ones; the rest stay text)"
+                "with their exception read back (at most 100 a second are, per process; the "
+                "rest stay text)"
             )
     for way in ("print", "pipe"):
         if way in ways and "log" in ways:
