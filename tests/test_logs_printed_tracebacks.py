@@ -1,7 +1,7 @@
-"""A printed traceback becomes a record with a genuine ``exc_info``: the parser
-(:mod:`isoplug.logs.printed_tracebacks`) against what Python prints, and the records of real
-runners read by the consumers that need the exception object (OpenTelemetry, structlog,
-python-json-logger)."""
+"""A printed traceback becomes a record with a genuine ``exc_info``: the reading
+(:mod:`isoplug.logs.traceback_text`, :mod:`isoplug.logs.printed_tracebacks`) against what
+Python prints and against arbitrary text, its budget, and the records of real runners read by
+the consumers that need the exception object (OpenTelemetry, structlog, python-json-logger)."""
 
 from __future__ import annotations
 
