@@ -21,7 +21,7 @@ from isoplug.host.stdio_backlog import Backlog, Drops, Entry
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.gil import GilShare
-from isoplug.logs.printed_tracebacks import PrintedTraceback, ReadBackBudget, read_back
+from isoplug.logs.printed_tracebacks import PrintedTraceback, read_back, read_back_budget
 from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import LogRecordData
@@ -84,7 +84,7 @@ class StdioReplay:
         self._rebuilder: ExceptionRebuilder | None = None
         self._rebuild_failed = False
         self._read_back: list[ExcInfo] = []
-        self._read_back_budget = ReadBackBudget()
+        self._read_back_budget = read_back_budget()
 
     def abandon(self) -> None:
         """Stop replaying (from any thread): the records still in the backlog, and any read

@@ -33,7 +33,7 @@ from typing import Any
 
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.printed_tracebacks import ReadBackBudget, read_back
+from isoplug.logs.printed_tracebacks import read_back, read_back_budget
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.stream_state import LineState, PerThread, this_thread
@@ -269,7 +269,7 @@ def text_record(
 #: The first failure to rebuild a printed traceback's exception, once there was one.
 _rebuild_failed: list[Exception] = []
 #: This process's printed tracebacks read back, at most READ_BACK_RATE a second.
-_read_back_budget = ReadBackBudget()
+_read_back_budget = read_back_budget()
 
 
 def printed_traceback_record(

@@ -24,7 +24,7 @@ whose frames or exceptions exceed what a record carries. And since a rebuilt fra
 source line from the file, never from the text (a plugin must not be able to forge the lines
 of a file), :func:`read_back` keeps as text a traceback whose source lines are not what the
 files say now (a file this process cannot read, one changed since). At most
-:data:`READ_BACK_RATE` a second are read back per process (:class:`ReadBackBudget`).
+:data:`READ_BACK_RATE` a second are read back per process (:func:`read_back_budget`).
 
 What cannot be told from text:
 
@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import threading
 import time
 import traceback
 import types
+from collections.abc import Callable
 
 from isoplug.logs.exceptions import MAX_MESSAGE_CHARS, ExcInfo
+from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.traceback_text import Printed, read_printed
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData
@@ -56,9 +57,9 @@ __all__ = [
     "READ_BACK_BURST",
     "READ_BACK_RATE",
     "PrintedTraceback",
-    "ReadBackBudget",
     "parse_printed_traceback",
     "read_back",
+    "read_back_budget",
     "shows_the_printed_source",
 ]
 
@@ -74,26 +75,10 @@ READ_BACK_RATE = 100.0
 READ_BACK_BURST = 100.0
 
 
-class ReadBackBudget:
-    """A token bucket of :data:`READ_BACK_RATE` read-backs a second; thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens = READ_BACK_BURST
-        self._refilled = time.monotonic()
-
-    def take(self) -> bool:
-        """True if one more read-back may be done now."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(
-                READ_BACK_BURST, self._tokens + (now - self._refilled) * READ_BACK_RATE
-            )
-            self._refilled = now
-            if self._tokens < 1:
-                return False
-            self._tokens -= 1
-            return True
+def read_back_budget(clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+    """The bucket of one process's read-backs: :data:`READ_BACK_RATE` a second. Not locked:
+    threads racing for the last token may take one too many, which bounds nothing less."""
+    return TokenBucket(READ_BACK_RATE, READ_BACK_BURST, clock)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
