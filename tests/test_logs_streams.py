@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import subprocess
@@ -308,6 +309,20 @@ def test_a_printed_line_skips_its_record_only_when_one_forwarder_would_get_it_al
         root.removeHandler(forwarder)
         forwarder.close(timeout=0)
         child.propagate = True
+
+
+def test_a_lines_task_name_is_its_tasks_and_none_outside_a_loop() -> None:
+    """task_name (asked for every printed line) names the running task, and is None in a
+    thread with no running loop, where asyncio.current_task() would raise."""
+
+    async def in_a_task() -> tuple[str | None, str | None]:
+        return output_records.task_name(), await asyncio.to_thread(output_records.task_name)
+
+    async def main() -> tuple[str | None, str | None]:
+        return await asyncio.create_task(in_a_task(), name="the-printer")
+
+    assert asyncio.run(main()) == ("the-printer", None)
+    assert output_records.task_name() is None
 
 
 @pytest.fixture

@@ -109,10 +109,12 @@ def task_name() -> str | None:
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:
         return None
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
+    # Asked for every line printed: outside a loop (a worker thread) current_task() would raise,
+    # and a raised and caught error costs a print() about a third of its price.
+    loop = asyncio.events._get_running_loop()
+    if loop is None:
         return None
+    task = asyncio.current_task(loop)
     return None if task is None else task.get_name()
 
 
