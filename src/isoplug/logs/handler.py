@@ -59,6 +59,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 
 import msgspec
 
@@ -130,6 +131,7 @@ if hasattr(os, "register_at_fork"):
 
 def _flush_all_at_exit() -> None:
     for handler in list(_live_handlers):
+        handler._kept_open = None  # the process ends: kept open no longer
         handler.close()
 
 
@@ -191,6 +193,8 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         self._block_timeout = block_timeout
         self._write_through_rate = write_through_rate
         self._init_state()
+        # Set by keep_open(): what close() does instead, until the process exits.
+        self._kept_open: Callable[[], None] | None = None
         _live_handlers.add(self)
         # In a process of multiprocessing's (a pool initializer's handler), which ends with
         # os._exit(): close there too, or the receiver takes its normal end for a crash.
@@ -401,7 +405,13 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         (WARNING and above, then INFO, then the rest); what the deadline leaves is dropped,
         counted by level (:attr:`dropped`) and reported by the receiver
         (:mod:`isoplug.logs.closing`).
+
+        After :meth:`keep_open`, and until the process exits, it only calls what that was given.
         """
+        kept_open = self._kept_open
+        if kept_open is not None:
+            kept_open()
+            return
         if not self._close_within(timeout):
             return
         with self._queue_lock:
@@ -416,6 +426,15 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
                     each.close()
         _live_handlers.discard(self)
         super().close()
+
+    def keep_open(self, instead: Callable[[], None] | None) -> None:
+        """Make :meth:`close` call ``instead`` and leave the connection open, until the process
+        exits (its own close at exit still runs) or ``keep_open(None)``. For a runner, whose
+        handler belongs to the runtime: a plugin's logging configuration closes every handler
+        it replaces (``basicConfig(force=True)``, ``dictConfig()``, ``fileConfig()``), and
+        would otherwise take the plugin's records, its prints and its crash's last words off
+        the host's connection."""
+        self._kept_open = instead
 
     # -- statistics --------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ from isoplug.logs.output_records import (
     stamp,
     task_name,
 )
+from isoplug.logs.rendered_records import forward_rendered
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
 from isoplug.logs.stream_io import caller as _caller
@@ -148,14 +149,19 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
         except AttributeError:
             per_thread = this_thread()
         if per_thread.emitting:
+            if forward_rendered(_caller(1)):
+                return len(s)
             return self._write_original(s)
         state = per_thread.states.get(self)
         if state is None:
             state = self._new_state(per_thread)
         if state.watched:
+            writer = _caller(1)
+            if forward_rendered(writer):
+                return len(s)
             with state.lock:
                 state.last_write = time.monotonic()
-                self._take(per_thread, state, s, _caller(1))
+                self._take(per_thread, state, s, writer)
             return len(s)
         if "\n" not in s:
             if not state.partial and not state.skipping and len(s) <= MAX_LINE_CHARS:
@@ -224,7 +230,10 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 attributes = state.site_attributes.copy()
             deliver_from(per_thread, logger, stamp(attributes, line, state.owner))
             return 1
-        self._take(per_thread, state, s, _caller(1))
+        writer = _caller(1)
+        if forward_rendered(writer):
+            return len(s)
+        self._take(per_thread, state, s, writer)
         return len(s)
 
     def flush(self) -> None:

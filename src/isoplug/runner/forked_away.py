@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 
+from isoplug.logs.rendered_records import let_forwarding_close
 from isoplug.transport.fork_epoll import empty_epolls, open_epolls
 
 __all__ = ["arm", "end_if_forked", "runner_pid"]
@@ -101,6 +102,7 @@ def end_if_forked(method: str, outcome: BaseException | None) -> None:
         f" raising {type(outcome).__name__}" if outcome is not None else "",
         code,
     )
+    let_forwarding_close()
     try:
         logging.shutdown()
         sys.stderr.flush()

@@ -25,8 +25,10 @@ the root (shared loggers: third-party libraries, isoplug's own) the most verbose
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,10 +38,20 @@ from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
 from isoplug.logs.redirect import pipe_stdio, redirect_stdio
+from isoplug.logs.rendered_records import keep_forwarding
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.runner.dispatch import plugin_source
 
-__all__ = ["PluginLevels", "capture_python_output", "configure_runner_logging"]
+__all__ = [
+    "KeptForwarding",
+    "PluginLevels",
+    "capture_python_output",
+    "configure_runner_logging",
+]
+
+_log = logging.getLogger("isoplug.runner")
+#: The lock logging's own functions take to change handlers and configurations (3.11 to 3.13).
+_LOGGING_LOCK: Any = getattr(logging, "_lock", None) or contextlib.nullcontext()
 
 _FALLBACK_FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: The host answers within milliseconds; past this it is not there.
@@ -68,6 +80,8 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
         handler = ForwardingHandler(address, bootstrap.log_token, **settings)
     if handler.start(_CONNECT_TIMEOUT):
         root.addHandler(handler)
+        handler.keep_open(KeptForwarding(handler).closed)
+        keep_forwarding(handler)
         return handler
     handler.close(timeout=0)
     fallback = logging.StreamHandler(sys.stderr)
@@ -91,6 +105,122 @@ def capture_python_output(stdio: str = "records") -> None:
         redirect_stdio()
     install_exception_hooks()
     install_loguru_bridge()
+
+
+#: The loggers of isoplug's own making in a runner, which a plugin's logging configuration
+#: may disable in passing and KeptForwarding enables again: the print() streams' (``stdout``,
+#: ``stderr``, ``plugin.<id>.stdout``...), ``ctx.logger`` and its children, isoplug's own.
+_ISOPLUG_LOGGERS = ("stdout", "stderr", "plugin.", "isoplug.")
+
+
+class KeptForwarding:
+    """What the runner does when plugin code closes its forwarding handler, which
+    ``basicConfig(force=True)``, ``dictConfig()`` and ``fileConfig()`` do to every handler
+    they replace: the handler stays open (:meth:`~isoplug.logs.ForwardingHandler.keep_open`),
+    goes back on the root logger once the configuration is done, and the loggers of
+    isoplug's own making that the configuration disabled are enabled again. What the plugin's
+    own handlers write to stdout and stderr arrives as the records they render, once each
+    (:mod:`isoplug.logs.rendered_records`). One INFO record says so; a WARNING names the
+    plugin's own loggers that the configuration disabled, whose records now reach no handler.
+
+    ``logging.config`` disables loggers and sets the root's handlers at the very end of a
+    configuration, and the plugin's next line may log right after it: so, once a
+    configuration has closed the handler, :func:`_restore_after_configurations` makes
+    ``logging.config`` restore both synchronously, as its last step, this configuration
+    included. A thread restores what else closed the handler (``basicConfig(force=True)``, a
+    handler list the plugin emptied itself) once it releases logging's lock, and reports.
+    """
+
+    def __init__(self, handler: ForwardingHandler) -> None:
+        self._handler = handler
+        self._restoring = threading.Lock()
+        self._told = False
+
+    def closed(self) -> None:
+        """Called by the handler's close(), maybe inside a configuration that holds logging's
+        lock (the thread waits for it: it restores after the configuration's last change)."""
+        _restore_after_configurations(self._handler)
+        if not self._restoring.acquire(blocking=False):
+            return  # a restore is on its way (dictConfig closes every handler it knows)
+        thread = threading.Thread(target=self._restore, name="isoplug-log-restore", daemon=True)
+        thread.start()
+
+    def _restore(self) -> None:
+        try:
+            disabled = _restore(self._handler)
+        finally:
+            self._restoring.release()
+        if not self._told:
+            self._told = True
+            _log.info(
+                "the plugin's logging configuration closed isoplug's log handler; isoplug "
+                "kept it on the root logger, so records, prints and crashes still reach the "
+                "host, once each: what the plugin's own handlers write to stdout and stderr "
+                "arrives as the records they format"
+            )
+        if disabled:
+            shown = ", ".join(disabled[:5]) + (
+                f" and {len(disabled) - 5} more" if disabled[5:] else ""
+            )
+            _log.warning(
+                "the plugin's logging configuration disabled the logger(s) %s, so their records "
+                "reach no handler: dictConfig() and fileConfig() disable every existing logger "
+                "their configuration does not name, unless given disable_existing_loggers=False",
+                shown,
+            )
+
+
+def _restore(handler: ForwardingHandler) -> list[str]:
+    """Put ``handler`` back on the root logger and enable the disabled loggers of isoplug's
+    own making; return the names of the other disabled loggers."""
+    root = logging.getLogger()
+    # Under logging's own lock, which a configuration holds until its end (so this waits
+    # for it). A new list, not an append: a record some thread is handing to the root's
+    # handlers right now, whose rendering went to the handler already, must not get to it
+    # again through the list it walks.
+    with _LOGGING_LOCK:
+        if handler not in root.handlers:
+            root.handlers = [*root.handlers, handler]
+    others: list[str] = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger) or not logger.disabled:
+            continue
+        if name in _ISOPLUG_LOGGERS[:2] or name.startswith(_ISOPLUG_LOGGERS[2:]):
+            logger.disabled = False
+        else:
+            others.append(name)
+    return sorted(others)
+
+
+def _restore_after_configurations(handler: ForwardingHandler) -> None:
+    """Make ``logging.config``'s configurations end by restoring ``handler`` and isoplug's
+    loggers (see :class:`KeptForwarding`): its functions that disable loggers and set the
+    root's handlers, the last steps of ``fileConfig()`` and ``dictConfig()``, are looked up
+    when called, so the configuration under way is caught too. Once; where this Python's
+    ``logging.config`` has no such functions, the thread alone restores."""
+    config = sys.modules.get("logging.config")
+    if config is None or getattr(config, "_isoplug_restores", False):
+        return
+    config._isoplug_restores = True  # type: ignore[attr-defined]
+    handle_existing = getattr(config, "_handle_existing_loggers", None)
+    configurator = getattr(config, "DictConfigurator", None)
+    configure_root = getattr(configurator, "configure_root", None)
+    if callable(handle_existing):
+
+        def handle_existing_then_restore(*args: Any, **kwargs: Any) -> Any:
+            result = handle_existing(*args, **kwargs)
+            _restore(handler)
+            return result
+
+        config._handle_existing_loggers = handle_existing_then_restore  # type: ignore[attr-defined]
+    if callable(configure_root):
+
+        def configure_root_then_restore(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = configure_root(self, *args, **kwargs)
+            _restore(handler)
+            return result
+
+        configurator.configure_root = configure_root_then_restore  # type: ignore[union-attr]
 
 
 class PluginLevels:

@@ -63,6 +63,7 @@ from isoplug.control import (
 )
 from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
+from isoplug.logs.rendered_records import let_forwarding_close
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
@@ -407,6 +408,7 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     # as it would without their hooks (a callback still running waits for such a thread).
     left = bool(left_tasks or left_threads or callbacks_left)
     left_hooks = not left and await run_exit_hooks(deadline)
+    let_forwarding_close()
     try:
         # Flushes the log forwarder: records logged during teardown reach the host.
         logging.shutdown()

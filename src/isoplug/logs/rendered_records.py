@@ -1,0 +1,86 @@
+"""Text a logging handler writes to ``sys.stdout`` / ``sys.stderr``: the record it renders.
+
+A plugin that configures logging for itself (``logging.basicConfig(...)``, ``dictConfig()``
+with a console handler, a ``StreamHandler`` added to a logger) has its handlers format records
+into lines on ``sys.stdout`` or ``sys.stderr``, which in a runner are
+:class:`~isoplug.logs.streams.LogStream` objects. Made records of their own, those lines would
+arrive as text at the stream's level (an ERROR with its traceback as a WARNING line of stderr),
+besides the record itself where isoplug's handler gets it too, and a line record that reached
+the same console handler again would be written to the real file descriptor, formatted twice.
+
+So once :func:`keep_forwarding` names the process's forwarding handler (a runner's), a write
+made by a handler's ``emit()`` of a record is taken for what it is, that record's rendering:
+the record goes to the forwarding handler as itself, unless the forwarding handler is on the
+record's way anyway (then it has it, or is about to), and the text goes nowhere. Each record
+arrives once, with its level, logger, location and exception, whatever the plugin's format.
+
+Only the handler's own ``write()`` counts (the frame right above the stream's is an ``emit``
+of a :class:`logging.Handler` with a :class:`logging.LogRecord` in hand): text written deeper
+down, such as ``Handler.handleError``'s report of a handler that failed, stays text.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+
+from isoplug.logs.handler import ForwardingHandler
+
+__all__ = ["forward_rendered", "keep_forwarding", "kept_forwarder", "let_forwarding_close"]
+
+_kept: ForwardingHandler | None = None
+
+
+def keep_forwarding(handler: ForwardingHandler | None) -> None:
+    """Name the forwarding handler that records rendered to the streams go to (None: none,
+    their text is text)."""
+    global _kept  # noqa: PLW0603 # one forwarding handler per process
+    _kept = handler
+
+
+def kept_forwarder() -> ForwardingHandler | None:
+    """The handler :func:`keep_forwarding` named, or None."""
+    return _kept
+
+
+def let_forwarding_close() -> None:
+    """Let the named handler close again (see
+    :meth:`~isoplug.logs.ForwardingHandler.keep_open`): a runner's own end closes it with
+    ``logging.shutdown()``."""
+    if _kept is not None:
+        _kept.keep_open(None)
+
+
+def forward_rendered(writer: FrameType | None) -> bool:
+    """True when the text written from the frame ``writer`` is a handler's rendering of a
+    record (see the module docstring); the record has then gone to the forwarding handler, or
+    will, and the text is to be dropped. False for any other text, and in a process with no
+    forwarding handler named."""
+    forwarder = _kept
+    if forwarder is None or writer is None or writer.f_code.co_name != "emit":
+        return False
+    names = writer.f_locals
+    handler = names.get("self")
+    record = names.get("record")
+    if (
+        not isinstance(handler, logging.Handler)
+        or not isinstance(record, logging.LogRecord)
+        or handler is forwarder
+    ):
+        return False
+    if not _reaches(forwarder, record.name):
+        forwarder.handle(record)
+    return True
+
+
+def _reaches(handler: logging.Handler, name: str) -> bool:
+    """True if a record of logger ``name`` reaches ``handler`` on its way up the loggers."""
+    found = logging.root.manager.loggerDict.get(name)
+    current: logging.Logger | None = found if isinstance(found, logging.Logger) else logging.root
+    while current is not None:
+        if handler in current.handlers:
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False

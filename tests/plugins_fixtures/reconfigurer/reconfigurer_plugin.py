@@ -1,0 +1,73 @@
+"""A test plugin that configures logging for itself, on request, then logs and prints."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from pathlib import Path
+
+import isoplug
+
+#: Created at import, before any configuration: a dictConfig() that does not name it disables it.
+module_log = logging.getLogger("reconfigurer_plugin")
+
+
+class Reconfigurer(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+
+    def _log_everything(self, tag: str) -> None:
+        logging.getLogger("thirdparty.lib").info("%s: info of a library", tag)
+        self.ctx.logger.warning("%s: through ctx.logger", tag)
+        print(f"{tag}: printed")
+        sys.stderr.write(f"{tag}: written to stderr\n")
+        try:
+            raise ValueError(f"{tag}: boom")
+        except ValueError:
+            logging.getLogger("thirdparty.lib").exception("%s: failed", tag)
+
+    @isoplug.method
+    def basic_config_forced(self) -> None:
+        logging.basicConfig(
+            level=logging.DEBUG, force=True, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        self._log_everything("forced")
+
+    @isoplug.method
+    async def dict_config(self) -> None:
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "formatters": {"plain": {"format": "[%(levelname)s] %(name)s: %(message)s"}},
+                "handlers": {
+                    "console": {
+                        "class": "logging.StreamHandler",
+                        "formatter": "plain",
+                        "stream": "ext://sys.stdout",
+                    }
+                },
+                "root": {"handlers": ["console"], "level": "DEBUG"},
+            }
+        )
+        self._log_everything("dict")
+        module_log.error("dict: the module's own logger, disabled by the configuration")
+
+    @isoplug.method
+    def file_only(self, path: str) -> None:
+        logging.basicConfig(filename=path, force=True, level=logging.INFO)
+
+    @isoplug.method
+    def log_everything(self, tag: str) -> None:
+        self._log_everything(tag)
+
+    @isoplug.method
+    def console_added(self) -> None:
+        logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
+        self._log_everything("added")
+
+    @isoplug.method
+    def file_contents(self, path: str) -> str:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        return Path(path).read_text()
