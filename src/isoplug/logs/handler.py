@@ -194,7 +194,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         self._write_through_rate = write_through_rate
         self._init_state()
         # Set by keep_open(): what close() does instead, until the process exits.
-        self._kept_open: Callable[[], None] | None = None
+        self._kept_open: Callable[[], bool] | None = None
         _live_handlers.add(self)
         # In a process of multiprocessing's (a pool initializer's handler), which ends with
         # os._exit(): close there too, or the receiver takes its normal end for a crash.
@@ -406,11 +406,11 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         counted by level (:attr:`dropped`) and reported by the receiver
         (:mod:`isoplug.logs.closing`).
 
-        After :meth:`keep_open`, and until the process exits, it only calls what that was given.
+        After :meth:`keep_open`, and until the process exits, it first calls what that was
+        given, and returns at once, leaving the handler open, when that says True.
         """
         kept_open = self._kept_open
-        if kept_open is not None:
-            kept_open()
+        if kept_open is not None and kept_open():
             return
         if not self._close_within(timeout):
             return
@@ -427,13 +427,13 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         _live_handlers.discard(self)
         super().close()
 
-    def keep_open(self, instead: Callable[[], None] | None) -> None:
-        """Make :meth:`close` call ``instead`` and leave the connection open, until the process
-        exits (its own close at exit still runs) or ``keep_open(None)``. For a runner, whose
-        handler belongs to the runtime: a plugin's logging configuration closes every handler
-        it replaces (``basicConfig(force=True)``, ``dictConfig()``, ``fileConfig()``), and
-        would otherwise take the plugin's records, its prints and its crash's last words off
-        the host's connection."""
+    def keep_open(self, instead: Callable[[], bool] | None) -> None:
+        """Make :meth:`close` call ``instead`` first, and leave the connection open when it
+        returns True; until the process exits (its own close at exit always closes) or
+        ``keep_open(None)``. For a runner, whose handler belongs to the runtime: a plugin's
+        logging configuration closes every handler it replaces (``basicConfig(force=True)``,
+        ``dictConfig()``, ``fileConfig()``), and would otherwise take the plugin's records, its
+        prints and its crash's last words off the host's connection."""
         self._kept_open = instead
 
     # -- statistics --------------------------------------------------------------------------

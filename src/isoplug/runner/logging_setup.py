@@ -30,6 +30,7 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange, PluginEntry
@@ -114,21 +115,23 @@ _ISOPLUG_LOGGERS = ("stdout", "stderr", "plugin.", "isoplug.")
 
 
 class KeptForwarding:
-    """What the runner does when plugin code closes its forwarding handler, which
-    ``basicConfig(force=True)``, ``dictConfig()`` and ``fileConfig()`` do to every handler
-    they replace: the handler stays open (:meth:`~isoplug.logs.ForwardingHandler.keep_open`),
-    goes back on the root logger once the configuration is done, and the loggers of
-    isoplug's own making that the configuration disabled are enabled again. What the plugin's
-    own handlers write to stdout and stderr arrives as the records they render, once each
-    (:mod:`isoplug.logs.rendered_records`). One INFO record says so; a WARNING names the
-    plugin's own loggers that the configuration disabled, whose records now reach no handler.
+    """What the runner does when a plugin's logging configuration closes its forwarding
+    handler, as ``basicConfig(force=True)``, ``dictConfig()`` and ``fileConfig()`` do to every
+    handler they replace: the handler stays open
+    (:meth:`~isoplug.logs.ForwardingHandler.keep_open`), goes back on the root logger once the
+    configuration is done, and the loggers of isoplug's own making that the configuration
+    disabled are enabled again. What the plugin's own handlers write to stdout and stderr
+    arrives as the records they render, once each (:mod:`isoplug.logs.rendered_records`). One
+    INFO record says so; a WARNING names the plugin's own loggers that the configuration
+    disabled, whose records now reach no handler.
 
     ``logging.config`` disables loggers and sets the root's handlers at the very end of a
     configuration, and the plugin's next line may log right after it: so, once a
     configuration has closed the handler, :func:`_restore_after_configurations` makes
     ``logging.config`` restore both synchronously, as its last step, this configuration
-    included. A thread restores what else closed the handler (``basicConfig(force=True)``, a
-    handler list the plugin emptied itself) once it releases logging's lock, and reports.
+    included. A thread restores after ``basicConfig(force=True)`` (and whatever the wrapped
+    steps missed) once logging's lock is free, and reports. A close that is no configuration's
+    (``logging.shutdown()`` before ``os._exit()``, as a forked child ends) closes the handler.
     """
 
     def __init__(self, handler: ForwardingHandler) -> None:
@@ -136,14 +139,18 @@ class KeptForwarding:
         self._restoring = threading.Lock()
         self._told = False
 
-    def closed(self) -> None:
-        """Called by the handler's close(), maybe inside a configuration that holds logging's
-        lock (the thread waits for it: it restores after the configuration's last change)."""
+    def closed(self) -> bool:
+        """Called by the handler's close(): True (it stays open) when a configuration closes
+        it, maybe holding logging's lock (the thread waits for it: it restores after the
+        configuration's last change). A close of the plugin's own (``logging.shutdown()``
+        before ``os._exit()``, as a forked child ends) closes it."""
+        if not _closed_by_a_configuration(sys._getframe(2)):
+            return False
         _restore_after_configurations(self._handler)
-        if not self._restoring.acquire(blocking=False):
-            return  # a restore is on its way (dictConfig closes every handler it knows)
-        thread = threading.Thread(target=self._restore, name="isoplug-log-restore", daemon=True)
-        thread.start()
+        if self._restoring.acquire(blocking=False):  # else one is on its way already
+            thread = threading.Thread(target=self._restore, name="isoplug-log-restore", daemon=True)
+            thread.start()
+        return True
 
     def _restore(self) -> None:
         try:
@@ -168,6 +175,27 @@ class KeptForwarding:
                 "their configuration does not name, unless given disable_existing_loggers=False",
                 shown,
             )
+
+
+#: How far above the handler's close() a configuration's frame may be (dictConfig():
+#: _clearExistingHandlers, then logging.shutdown(); basicConfig() closes it itself).
+_CONFIGURATION_DEPTH = 6
+
+
+def _closed_by_a_configuration(frame: FrameType | None) -> bool:
+    """True if ``frame`` (the caller of the handler's close()) or one of the few above it runs
+    ``logging.basicConfig()`` or ``logging.config``'s code."""
+    config = sys.modules.get("logging.config")
+    config_file = getattr(config, "__file__", None)
+    basic_config = logging.basicConfig.__code__
+    for _ in range(_CONFIGURATION_DEPTH):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code is basic_config or (config_file is not None and code.co_filename == config_file):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _restore(handler: ForwardingHandler) -> list[str]:
