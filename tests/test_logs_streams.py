@@ -171,6 +171,26 @@ def test_a_cut_line_is_emitted_at_flush_and_at_exit_with_its_count_so_far(
     assert all(record.__dict__["truncated"] for record in waiter.records[::2])
 
 
+def test_reconfigure_takes_what_scripts_pass_and_refuses_what_python_refuses(
+    waiter: RecordWaiter,
+) -> None:
+    """sys.stdout.reconfigure(...) as scripts call it works; an encoding applies to bytes
+    written to the buffer; unknown encodings and newlines raise as the standard streams do."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream.reconfigure(line_buffering=True, write_through=True, errors="strict", newline="\n")
+    stream.reconfigure(encoding="latin-1")
+    stream.buffer.write("caf\xe9\n".encode("latin-1"))
+    stream.write("still lines\n")
+    assert waiter.messages() == ["caf\xe9", "still lines"]
+    with pytest.raises(LookupError):
+        stream.reconfigure(encoding="no-such-encoding")
+    with pytest.raises(LookupError):
+        stream.reconfigure(errors="no-such-handler")
+    with pytest.raises(ValueError, match="illegal newline"):
+        stream.reconfigure(newline="x")
+    assert stream.encoding == "latin-1"
+
+
 def test_flush_emits_the_partial_line(waiter: RecordWaiter) -> None:
     """flush() turns this thread's partial line into a record."""
     stream = LogStream("stdout", io.StringIO(), logging.INFO)

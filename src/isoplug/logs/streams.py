@@ -251,6 +251,32 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
         else:
             self._finish(per_thread, state, _caller(1))
 
+    def reconfigure(
+        self,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+        line_buffering: bool | None = None,
+        write_through: bool | None = None,
+    ) -> None:
+        """As :meth:`io.TextIOWrapper.reconfigure`, which scripts call on ``sys.stdout``
+        (``encoding="utf-8"``, ``line_buffering=True``), with its checks. ``encoding`` is what
+        bytes written to :attr:`buffer` are decoded from, from the next write on. The rest
+        changes nothing: every line is a record as it ends, text is never encoded, and bytes
+        are always decoded with replacement, so that a write never raises."""
+        if encoding is not None:
+            codecs.lookup(encoding)  # LookupError for an unknown one, as the standard streams
+        if errors is not None:
+            codecs.lookup_error(errors)
+        if newline not in (None, "", "\n", "\r", "\r\n"):
+            raise ValueError(f"illegal newline value: {newline!r}")
+        if encoding is not None and encoding != self.encoding:
+            self.encoding = encoding
+            with self._states_lock:
+                for state in self._states:
+                    state.decoder = None
+
     def close(self) -> None:
         """Flush; the stream stays usable (the process's stdout cannot be closed from here)."""
         with contextlib.suppress(Exception):
@@ -289,7 +315,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
         if state is None:
             state = self._new_state(per_thread)
         if state.decoder is None:
-            state.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            state.decoder = codecs.getincrementaldecoder(self.encoding)("replace")
         text = state.decoder.decode(data)
         if not text:
             return
