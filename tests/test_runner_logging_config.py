@@ -19,23 +19,27 @@ async def _marker(host: object, waiter: Records, tag: str) -> None:
     await waiter.wait_for(LIBRARY, f"{tag}-marker: failed")
 
 
+def _only(waiter: Records, text: str) -> logging.LogRecord:
+    """The one record whose message holds ``text``: none other, on any logger, holds it (a
+    handler's formatting of it arriving as a line of text would)."""
+    found = [r for r in waiter.records if text in r.getMessage()]
+    assert len(found) == 1, [(r.name, r.getMessage()) for r in found]
+    return found[0]
+
+
 def _assert_everything_once(waiter: Records, tag: str) -> None:
     """What _log_everything(tag) logs arrived once each, as records of their own level and
     logger, and no handler's formatting of them arrived as text."""
-    library = waiter.matching(LIBRARY, f"{tag}: info of a library")
-    assert [r.levelno for r in library] == [logging.INFO]
-    assert library[0].funcName == "_log_everything"
-    failed = waiter.matching(LIBRARY, f"{tag}: failed")
-    assert [r.levelno for r in failed] == [logging.ERROR]
-    assert failed[0].exc_info is not None and str(failed[0].exc_info[1]) == f"{tag}: boom"
-    assert [r.levelno for r in waiter.matching(CTX, f"{tag}: through ctx.logger")] == [
-        logging.WARNING
-    ]
-    assert len(waiter.matching(f"{CTX}.stdout", f"{tag}: printed")) == 1
-    assert len(waiter.matching(f"{CTX}.stderr", f"{tag}: written to stderr")) == 1
-    # The plugin's formats put the logger's name into the text: no record carries one.
-    formatted = [m for m in waiter.messages() if tag in m and "thirdparty.lib" in m]
-    assert formatted == []
+    library = _only(waiter, f"{tag}: info of a library")
+    assert (library.name, library.levelno) == (LIBRARY, logging.INFO)
+    assert library.funcName == "_log_everything"
+    failed = _only(waiter, f"{tag}: failed")
+    assert (failed.name, failed.levelno) == (LIBRARY, logging.ERROR)
+    assert failed.exc_info is not None and str(failed.exc_info[1]) == f"{tag}: boom"
+    through_ctx = _only(waiter, f"{tag}: through ctx.logger")
+    assert (through_ctx.name, through_ctx.levelno) == (CTX, logging.WARNING)
+    assert _only(waiter, f"{tag}: printed").name == f"{CTX}.stdout"
+    assert _only(waiter, f"{tag}: written to stderr").name == f"{CTX}.stderr"
 
 
 async def test_basic_config_forced_keeps_every_record_arriving_as_itself(tmp_path: Path) -> None:
@@ -81,6 +85,23 @@ async def test_a_console_handler_added_beside_isoplugs_sends_nothing_twice(
         await host.call("reconfigurer", "console_added")
         await _marker(host, waiter, "added")
         _assert_everything_once(waiter, "added")
+
+
+async def test_a_handler_drawing_through_helpers_sends_records_not_drawings(
+    tmp_path: Path,
+) -> None:
+    """A handler that writes each record through helper calls (as rich's RichHandler does) is
+    recognized as rendering it: the record arrives once, the drawing not at all; the report
+    of that handler failing (handleError's traceback on stderr) still arrives as text."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "boxed_added")
+        report = await waiter.wait_for(f"{CTX}.stderr", "--- Logging error ---")
+        await _marker(host, waiter, "boxed")
+        _assert_everything_once(waiter, "boxed")
+    assert not [m for m in waiter.messages() if "+--------+" in m or m.startswith("| ")]
+    broke = _only(waiter, "RuntimeError: the box handler broke")
+    assert broke.name == report.name == f"{CTX}.stderr"
+    assert broke.filename == "reconfigurer_plugin.py"  # where handleError was called
 
 
 async def test_a_file_only_configuration_writes_its_file_and_the_host_still_gets_records(

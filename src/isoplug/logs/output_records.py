@@ -31,6 +31,7 @@ import warnings
 from types import FrameType, ModuleType
 from typing import Any
 
+from isoplug.logs import handler_errors
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.printed_tracebacks import read_back, read_back_budget
@@ -129,7 +130,9 @@ NOWHERE: Location = ("", "", "", 0, "")
 #: modules given to :func:`skip_frames_of`).
 SKIPPED_FILES = {
     path
-    for module in (traceback, logging, warnings, sys.modules[__name__])
+    # handler_errors: logging.Handler.handleError as isoplug wraps it, printing a failed
+    # handler's report for it.
+    for module in (traceback, logging, warnings, handler_errors, sys.modules[__name__])
     for path in (getattr(module, "__file__", None),)
     if path
 }

@@ -14,9 +14,11 @@ the record goes to the forwarding handler as itself, unless the forwarding handl
 record's way anyway (then it has it, or is about to), and the text goes nowhere. Each record
 arrives once, with its level, logger, location and exception, whatever the plugin's format.
 
-Only the handler's own ``write()`` counts (the frame right above the stream's is an ``emit``
-of a :class:`logging.Handler` with a :class:`logging.LogRecord` in hand): text written deeper
-down, such as ``Handler.handleError``'s report of a handler that failed, stays text.
+A handler's rendering is text written from inside its ``emit()`` (an ``emit`` of a
+:class:`logging.Handler` with a :class:`logging.LogRecord` in hand, at most
+:data:`RENDER_DEPTH` frames above the stream's ``write()``: rich's ``RichHandler`` writes
+through its console's buffer, six frames down). Text written from ``Handler.handleError`` (its
+report of a handler that failed) stays text.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from types import FrameType
 
 from isoplug.logs.handler import ForwardingHandler
 
-__all__ = ["forward_rendered", "keep_forwarding", "kept_forwarder", "let_forwarding_close"]
+__all__ = [
+    "RENDER_DEPTH",
+    "forward_rendered",
+    "keep_forwarding",
+    "kept_forwarder",
+    "let_forwarding_close",
+]
+
+#: How many frames above a stream's ``write()`` a handler's ``emit()`` may be.
+RENDER_DEPTH = 8
 
 _kept: ForwardingHandler | None = None
 
@@ -57,9 +68,12 @@ def forward_rendered(writer: FrameType | None) -> bool:
     will, and the text is to be dropped. False for any other text, and in a process with no
     forwarding handler named."""
     forwarder = _kept
-    if forwarder is None or writer is None or writer.f_code.co_name != "emit":
+    if forwarder is None:
         return False
-    names = writer.f_locals
+    emitting = _emitting_frame(writer)
+    if emitting is None:
+        return False
+    names = emitting.f_locals
     handler = names.get("self")
     record = names.get("record")
     if (
@@ -71,6 +85,21 @@ def forward_rendered(writer: FrameType | None) -> bool:
     if not _reaches(forwarder, record.name):
         forwarder.handle(record)
     return True
+
+
+def _emitting_frame(frame: FrameType | None) -> FrameType | None:
+    """The first ``emit`` frame from ``frame`` up, within :data:`RENDER_DEPTH`; None past a
+    ``handleError`` frame (a failed handler's report is text)."""
+    for _ in range(RENDER_DEPTH):
+        if frame is None:
+            return None
+        name = frame.f_code.co_name
+        if name == "emit":
+            return frame
+        if name == "handleError":
+            return None
+        frame = frame.f_back
+    return None
 
 
 def _reaches(handler: logging.Handler, name: str) -> bool:

@@ -13,6 +13,25 @@ import isoplug
 module_log = logging.getLogger("reconfigurer_plugin")
 
 
+class Boxed(logging.Handler):
+    """Draws each record in a box, through a helper, as rich's RichHandler writes through its
+    console; and fails on a record that asks it to, as a broken handler does."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "boxed: break the handler":
+            try:
+                raise RuntimeError("the box handler broke")
+            except RuntimeError:
+                self.handleError(record)
+            return
+        self._draw(self.format(record))
+
+    def _draw(self, text: str) -> None:
+        sys.stdout.write("+--------+\n")
+        sys.stdout.write(f"| {text} |\n")
+        sys.stdout.write("+--------+\n")
+
+
 class Reconfigurer(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.ctx = ctx
@@ -65,6 +84,12 @@ class Reconfigurer(isoplug.Plugin):
     def console_added(self) -> None:
         logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
         self._log_everything("added")
+
+    @isoplug.method
+    def boxed_added(self) -> None:
+        logging.getLogger().addHandler(Boxed())
+        self._log_everything("boxed")
+        logging.getLogger("thirdparty.lib").warning("boxed: break the handler")
 
     @isoplug.method
     def file_contents(self, path: str) -> str:
