@@ -10,11 +10,12 @@ from isoplug.logs.forward import forward_logs
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
-from isoplug.logs.receiver import ADDRESS_ENV, TOKEN_ENV, LogReceiver
+from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV, LogReceiver
 from isoplug.logs.replay import LogReplayer
 
 __all__ = [
     "ADDRESS_ENV",
+    "NAME_ENV",
     "TOKEN_ENV",
     "DropReason",
     "ForwardingHandler",

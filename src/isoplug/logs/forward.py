@@ -7,7 +7,7 @@ import os
 
 from isoplug.errors import IsoplugError
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
-from isoplug.logs.receiver import ADDRESS_ENV, TOKEN_ENV
+from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
 
 __all__ = ["forward_logs"]
 
@@ -26,7 +26,9 @@ def forward_logs(
 
     With no arguments, the address and token come from the environment variables that
     ``receiver.child_env()`` provides, so this function works as a ``ProcessPoolExecutor`` or
-    ``multiprocessing.Pool`` initializer as is (or pass ``initargs=(address, token)``).
+    ``multiprocessing.Pool`` initializer as is (or pass ``initargs=(address, token)``); the
+    sender's ``name`` too, when ``ISOPLUG_LOG_NAME`` is set (a plugin's child process, see
+    ``PluginContext.log_child_env()``).
 
     The handler goes on the root logger. ``replace_handlers`` (default) removes the root
     logger's other handlers first, so that a forked child does not also print what it
@@ -49,7 +51,7 @@ def forward_logs(
         address,
         token,
         # Left empty for the default: the handler then names a forked child by its own pid.
-        name=name or "",
+        name=name or os.environ.get(NAME_ENV, ""),
         block_when_full=block_when_full,
         write_through_rate=write_through_rate,
     )

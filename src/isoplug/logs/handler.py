@@ -200,6 +200,14 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         # os._exit(): close there too, or the receiver takes its normal end for a crash.
         close_all_at_exit(_flush_all_at_exit, forked=False)
 
+    def child_settings(self) -> tuple[str, str, str]:
+        """``(address, token, name)``: what a process this one starts without forking
+        (``spawn``, ``forkserver``, a Python subprocess) passes to
+        :func:`~isoplug.logs.forward_logs` to send its records as this one's descendant (a
+        forked child keeps this handler). ``name`` is empty where this handler's is the
+        default (the child's is then its own pid)."""
+        return self.address, self._token, "" if self._default_name else self.sender_name
+
     @property
     def write_through_rate(self) -> float:
         """Records/s that may each go out at once (see the class docstring)."""

@@ -60,10 +60,13 @@ from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["ADDRESS_ENV", "TOKEN_ENV", "LogReceiver"]
+__all__ = ["ADDRESS_ENV", "NAME_ENV", "TOKEN_ENV", "LogReceiver"]
 
 ADDRESS_ENV = "ISOPLUG_LOG_ADDRESS"
 TOKEN_ENV = "ISOPLUG_LOG_TOKEN"
+#: The sender name :func:`forward_logs` gives when none is passed (a plugin's child process
+#: sends under its runner's, see ``PluginContext.log_child_env``).
+NAME_ENV = "ISOPLUG_LOG_NAME"
 
 _log = logging.getLogger("isoplug.logs")
 #: Longest sender name or role quoted in a report (a hello may carry 256 characters).

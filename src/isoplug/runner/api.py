@@ -29,11 +29,15 @@ the runner is restarted); plain ``def`` methods run in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar, overload
 
 from isoplug.control import CapabilityDenied
+from isoplug.errors import IsoplugError
+from isoplug.logs import ADDRESS_ENV, NAME_ENV, TOKEN_ENV, ForwardingHandler, forward_logs
+from isoplug.logs.rendered_records import kept_forwarder
 
 __all__ = ["Plugin", "PluginContext", "method", "on_event"]
 
@@ -85,6 +89,44 @@ class PluginContext:
                 f"add it to 'capabilities' in its plugin.toml (granted: {granted})"
             )
         return await self._call_host(self.plugin_id, capability, kwargs)
+
+    def log_initializer(self) -> Callable[[], object]:
+        """An ``initializer`` for a process pool whose workers do not fork from the runner
+        (``multiprocessing``'s ``spawn`` and ``forkserver``): each worker then forwards its
+        records, at the level the runner's root logger has now, and they arrive as the
+        plugin's, as a forked worker's do anyway::
+
+            context = multiprocessing.get_context("spawn")
+            ProcessPoolExecutor(mp_context=context, initializer=self.ctx.log_initializer())
+
+        Raises :class:`~isoplug.errors.IsoplugError` in a runner that forwards no logs (its
+        log connection failed at start: its output goes to stderr).
+        """
+        address, token, name = self._forwarder().child_settings()
+        return functools.partial(
+            forward_logs,
+            address,
+            token,
+            name=name,
+            level=logging.getLogger().getEffectiveLevel(),
+        )
+
+    def log_child_env(self) -> dict[str, str]:
+        """The environment variables that make :func:`isoplug.logs.forward_logs`, called with
+        no address in a child process (``subprocess`` with ``env={**os.environ,
+        **ctx.log_child_env()}``), send its records as the plugin's. Raises as
+        :meth:`log_initializer` does."""
+        address, token, name = self._forwarder().child_settings()
+        return {ADDRESS_ENV: address, TOKEN_ENV: token, NAME_ENV: name}
+
+    def _forwarder(self) -> ForwardingHandler:
+        handler = kept_forwarder()
+        if handler is None:
+            raise IsoplugError(
+                f"plugin {self.plugin_id!r}: its runner forwards no logs (its log connection "
+                "to the host failed at start), so its child processes cannot either"
+            )
+        return handler
 
 
 class Plugin:

@@ -1,0 +1,47 @@
+"""A test plugin whose worker processes are spawned, not forked from its runner."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import isoplug
+
+CHILD = (
+    "import logging, os\n"
+    "from isoplug.logs import forward_logs\n"
+    "forward_logs(level=logging.INFO)\n"
+    "logging.getLogger('spawner.child').info('from a python child %d', os.getpid())\n"
+)
+
+
+def work(number: int) -> int:
+    logging.getLogger("spawner.worker").debug("from a %s worker %d", "spawned", number)
+    return os.getpid()
+
+
+class Spawner(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        self.ctx = ctx
+
+    @isoplug.method
+    def pool(self, method: str) -> list[int]:
+        """Four items on two workers started by ``method``; their pids, item by item."""
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(
+            2, mp_context=context, initializer=self.ctx.log_initializer()
+        ) as pool:
+            return list(pool.map(work, range(4)))
+
+    @isoplug.method
+    def python_child(self) -> int:
+        """A Python subprocess given the plugin's log environment; its pid once it ended."""
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD], env={**os.environ, **self.ctx.log_child_env()}
+        )
+        child.wait()
+        return child.pid
