@@ -118,3 +118,19 @@ async def test_a_file_only_configuration_writes_its_file_and_the_host_still_gets
         contents = await host.call("reconfigurer", "file_contents", str(log_file))
     assert "INFO:thirdparty.lib:file-marker: info of a library" in contents
     assert "ERROR:thirdparty.lib:file-marker: failed" in contents
+
+
+async def test_logging_disable_silences_logging_calls_only(tmp_path: Path) -> None:
+    """logging.disable(CRITICAL) in a plugin silences its logging calls, as in any program;
+    its prints, stderr writes, warnings and uncaught exceptions, which a program of its own
+    would show whatever logging.disable() says, still arrive."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "logging_disabled")
+        await waiter.wait_for(f"{CTX}.stdout", "disabled: printed")
+        await waiter.wait_for(f"{CTX}.stderr", "disabled: written to stderr")
+        await waiter.wait_for(f"{CTX}.py.warnings", "disabled: a warning")
+        failed = await waiter.wait_for(CTX, "Exception in thread failing")
+        await _marker(host, waiter, "after-disable")
+    assert failed.exc_info is not None
+    assert str(failed.exc_info[1]) == "disabled: uncaught in a thread"
+    assert not waiter.matching(LIBRARY, "disabled: a logging call")

@@ -31,7 +31,7 @@ from contextvars import Context
 from types import TracebackType
 from typing import Any, TextIO
 
-from isoplug.logs.output_records import deliver
+from isoplug.logs.output_records import deliver, output_enabled
 from isoplug.logs.sources import current_source
 
 __all__ = [
@@ -93,7 +93,7 @@ def report_exception(
     current one), located where the exception was raised; False if that failed."""
     try:
         logger = _logger_for(source=source)
-        if not logger.isEnabledFor(logging.ERROR):
+        if not output_enabled(logger, logging.ERROR):
             return True
         pathname, lineno, func = _raised_at(exc_info[2] if exc_info else None)
         record = logger.makeRecord(
@@ -122,7 +122,7 @@ def _show_warning(  # noqa: PLR0917 # warnings.showwarning's signature
         return
     try:
         logger = _logger_for("py.warnings")
-        if not logger.isEnabledFor(logging.WARNING):
+        if not output_enabled(logger, logging.WARNING):
             return
         record = logger.makeRecord(
             logger.name,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from isoplug.logs.output_records import deliver
+from isoplug.logs.output_records import deliver, output_enabled
 from isoplug.logs.record_names import renamed, reserved_field
 from isoplug.logs.sources import current_source
 
@@ -65,7 +65,7 @@ def _sink(message: Any) -> None:
     module_name = record["name"] or "loguru"
     name = f"{source}.{module_name}" if source else module_name
     target = logging.getLogger(name)
-    if not target.isEnabledFor(level.no):
+    if not output_enabled(target, level.no):
         return
     exception = record["exception"]
     exc_info = None

@@ -53,6 +53,7 @@ __all__ = [
     "deliver_from",
     "location_of",
     "make_record",
+    "output_enabled",
     "remember_site",
     "report_failure",
     "site_attributes",
@@ -103,6 +104,21 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def output_enabled(logger: logging.Logger, level: int) -> bool:
+    """``logger.isEnabledFor(level)``, but for ``logging.disable()``: output that is no
+    logging call of the plugin's (a print, a stderr write, a warning, an uncaught exception,
+    loguru) obeys the loggers' levels, which the plugin and the host set, and their
+    ``disabled``, but not a ``logging.disable()`` meant for logging calls, which in a program
+    of its own would leave all of them shown."""
+    if logger.isEnabledFor(level):
+        return True
+    return (
+        not logger.disabled
+        and logger.manager.disable >= level
+        and level >= logger.getEffectiveLevel()
+    )
 
 
 def task_name() -> str | None:

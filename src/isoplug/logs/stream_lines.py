@@ -26,6 +26,7 @@ from isoplug.logs.output_records import (
     deliver_from,
     location_of,
     make_record,
+    output_enabled,
     skip_frames_of,
     text_record,
 )
@@ -266,7 +267,7 @@ class LineAssembly:
         """The plain-line path: one record at the stream's level, written from ``frame``."""
         logger = self._targets.get(source) or self._target(source)
         level = self.level
-        if not logger.isEnabledFor(level):
+        if not output_enabled(logger, level):
             return
         record = make_record(logger.name, level, line, location_of(frame), state.owner)
         deliver_from(per_thread, logger, record)
@@ -280,6 +281,6 @@ class LineAssembly:
     ) -> None:
         source, location = where
         logger = self._targets.get(source) or self._target(source)
-        if not logger.isEnabledFor(text.level):
+        if not output_enabled(logger, text.level):
             return
         deliver_from(per_thread, logger, text_record(logger.name, text, location, state.owner))

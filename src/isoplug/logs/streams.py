@@ -72,6 +72,7 @@ from typing import TextIO
 from isoplug.logs.output_records import (
     HAS_TASK_NAME,
     deliver_from,
+    output_enabled,
     remember_site,
     skip_frames_of,
     sole_forwarder,
@@ -192,7 +193,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 enabled = logger._cache[level]  # type: ignore[attr-defined] # isEnabledFor's
             except (KeyError, AttributeError):
                 enabled = logger.isEnabledFor(level)
-            if not enabled:
+            if not enabled and not output_enabled(logger, level):
                 return 1
             try:
                 frame = _getframe(1)

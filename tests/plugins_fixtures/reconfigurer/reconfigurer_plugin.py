@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import isoplug
 
 #: Created at import, before any configuration: a dictConfig() that does not name it disables it.
 module_log = logging.getLogger("reconfigurer_plugin")
+
+
+def _fail() -> None:
+    raise RuntimeError("disabled: uncaught in a thread")
 
 
 class Boxed(logging.Handler):
@@ -90,6 +96,21 @@ class Reconfigurer(isoplug.Plugin):
         logging.getLogger().addHandler(Boxed())
         self._log_everything("boxed")
         logging.getLogger("thirdparty.lib").warning("boxed: break the handler")
+
+    @isoplug.method
+    def logging_disabled(self) -> None:
+        """logging.disable() silences logging calls, nothing else, as in a program of its own."""
+        logging.disable(logging.CRITICAL)
+        try:
+            logging.getLogger("thirdparty.lib").critical("disabled: a logging call")
+            print("disabled: printed")
+            sys.stderr.write("disabled: written to stderr\n")
+            warnings.warn("disabled: a warning", stacklevel=1)
+            thread = threading.Thread(target=_fail, name="failing")
+            thread.start()
+            thread.join()
+        finally:
+            logging.disable(logging.NOTSET)
 
     @isoplug.method
     def file_contents(self, path: str) -> str:
