@@ -134,3 +134,24 @@ async def test_logging_disable_silences_logging_calls_only(tmp_path: Path) -> No
     assert failed.exc_info is not None
     assert str(failed.exc_info[1]) == "disabled: uncaught in a thread"
     assert not waiter.matching(LIBRARY, "disabled: a logging call")
+
+
+async def test_the_plugins_root_level_is_its_logging_and_the_hosts_level_its_output(
+    tmp_path: Path,
+) -> None:
+    """basicConfig(level=ERROR) in a plugin silences its logging below ERROR, not its prints,
+    stderr writes and warnings, which a program of its own shows whatever logging's levels;
+    the level the host sets for the plugin still applies to them."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "root_level_raised")
+        await host.call("reconfigurer", "output", "raised")
+        await waiter.wait_for(f"{CTX}.stdout", "raised: printed")
+        await waiter.wait_for(f"{CTX}.stderr", "raised: written to stderr")
+        await waiter.wait_for(f"{CTX}.py.warnings", "raised: a warning")
+        await host.set_log_level("reconfigurer", "WARNING")
+        await host.call("reconfigurer", "output", "host-level")
+        await waiter.wait_for(f"{CTX}.py.warnings", "host-level: a warning")
+        await _marker(host, waiter, "after-levels")
+    assert not waiter.matching(LIBRARY, "raised: a warning logged")  # its own ERROR level
+    assert not waiter.matching(f"{CTX}.stdout", "host-level: printed")  # INFO < WARNING
+    assert waiter.matching(f"{CTX}.stderr", "host-level: written to stderr")

@@ -19,7 +19,9 @@ processes, faulthandler) still goes to the pipes the host reads.
 every logger the plugin's code logs on. A runner of one plugin is that plugin's: the level goes
 on the root logger, and its ``plugin.<id>`` logger and its package's logger are left to follow
 it, so that ``ctx.logger``, the plugin's module loggers and the third-party loggers it uses all
-obey it. In a group, each plugin's ``plugin.<id>`` and package loggers carry its own level, and
+obey it; the loggers of its prints, stderr writes and warnings, and isoplug's, get it too, so
+that the plugin's code raising the root's level for its logging does not silence them. In a
+group, each plugin's ``plugin.<id>`` and package loggers carry its own level, and
 the root (shared loggers: third-party libraries, isoplug's own) the most verbose of them.
 """
 
@@ -51,7 +53,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("isoplug.runner")
-#: The lock logging's own functions take to change handlers and configurations (3.11 to 3.13).
+#: The lock logging's own functions hold while they change handlers or a configuration
+#: (``logging._lock``, 3.11 to 3.13; a Python without it restores without waiting).
 _LOGGING_LOCK: Any = getattr(logging, "_lock", None) or contextlib.nullcontext()
 
 _FALLBACK_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -125,13 +128,15 @@ class KeptForwarding:
     INFO record says so; a WARNING names the plugin's own loggers that the configuration
     disabled, whose records now reach no handler.
 
-    ``logging.config`` disables loggers and sets the root's handlers at the very end of a
-    configuration, and the plugin's next line may log right after it: so, once a
-    configuration has closed the handler, :func:`_restore_after_configurations` makes
-    ``logging.config`` restore both synchronously, as its last step, this configuration
-    included. A thread restores after ``basicConfig(force=True)`` (and whatever the wrapped
-    steps missed) once logging's lock is free, and reports. A close that is no configuration's
-    (``logging.shutdown()`` before ``os._exit()``, as a forked child ends) closes the handler.
+    A configuration sets the root's handlers (and ``logging.config`` disables loggers) at its
+    very end, and the plugin's next line may log right after it, maybe while another thread
+    logs: so the restore is made in the configuring thread, as the configuration's last step
+    (this one included): ``logging.config``'s steps that do it are wrapped
+    (:func:`_restore_after_configurations`), and for ``basicConfig(force=True)`` the root's
+    next ``addHandler`` (:func:`_restore_at_next_root_handler`). A thread reports once
+    logging's lock is free, and restores whatever those missed. A close that is no
+    configuration's (``logging.shutdown()`` before ``os._exit()``, as a forked child ends)
+    closes the handler.
     """
 
     def __init__(self, handler: ForwardingHandler) -> None:
@@ -147,6 +152,7 @@ class KeptForwarding:
         if not _closed_by_a_configuration(sys._getframe(2)):
             return False
         _restore_after_configurations(self._handler)
+        _restore_at_next_root_handler(self._handler)
         if self._restoring.acquire(blocking=False):  # else one is on its way already
             thread = threading.Thread(target=self._restore, name="isoplug-log-restore", daemon=True)
             thread.start()
@@ -154,7 +160,9 @@ class KeptForwarding:
 
     def _restore(self) -> None:
         try:
-            disabled = _restore(self._handler)
+            # Taken as a configuration takes it, to its end: this waits for that end.
+            with _LOGGING_LOCK:
+                disabled = _restore(self._handler)
         finally:
             self._restoring.release()
         if not self._told:
@@ -202,13 +210,11 @@ def _restore(handler: ForwardingHandler) -> list[str]:
     """Put ``handler`` back on the root logger and enable the disabled loggers of isoplug's
     own making; return the names of the other disabled loggers."""
     root = logging.getLogger()
-    # Under logging's own lock, which a configuration holds until its end (so this waits
-    # for it). A new list, not an append: a record some thread is handing to the root's
-    # handlers right now, whose rendering went to the handler already, must not get to it
-    # again through the list it walks.
-    with _LOGGING_LOCK:
-        if handler not in root.handlers:
-            root.handlers = [*root.handlers, handler]
+    vars(root).pop("addHandler", None)  # _restore_at_next_root_handler's, if still there
+    # Appended to the list, as addHandler() does: a record some thread is handing out right
+    # now then reaches the handler, which is what its rendering counted on
+    # (isoplug.logs.rendered_records).
+    root.addHandler(handler)
     others: list[str] = []
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if not isinstance(logger, logging.Logger) or not logger.disabled:
@@ -218,6 +224,23 @@ def _restore(handler: ForwardingHandler) -> list[str]:
         else:
             others.append(name)
     return sorted(others)
+
+
+def _restore_at_next_root_handler(handler: ForwardingHandler) -> None:
+    """Restore ``handler`` right after the next handler goes on the root logger: the last
+    step of ``basicConfig(force=True)``, which has no function of its own to wrap, and which
+    would add none of its handlers if it found this one back before it added them. Once: the
+    root's ``addHandler`` is this instance's own until then."""
+    root = logging.getLogger()
+    if "addHandler" in vars(root):
+        return
+
+    def add_then_restore(new: logging.Handler) -> None:
+        vars(root).pop("addHandler", None)
+        logging.Logger.addHandler(root, new)
+        _restore(handler)
+
+    root.addHandler = add_then_restore  # type: ignore[method-assign,assignment]
 
 
 def _restore_after_configurations(handler: ForwardingHandler) -> None:
@@ -271,6 +294,11 @@ class PluginLevels:
             # NOTSET: they follow the root, even where the plugin's code had set them itself.
             logging.getLogger(f"plugin.{plugin_id}").setLevel(logging.NOTSET)
             logging.getLogger(self._packages[plugin_id]).setLevel(logging.NOTSET)
+            # Not the output's: a plugin raising the root's level for its logging
+            # (basicConfig(level=logging.ERROR)) would drop its prints, which a program of its
+            # own shows whatever logging's levels, and isoplug's word on the runner.
+            for name in _output_loggers(plugin_id):
+                logging.getLogger(name).setLevel(level)
             return
         root.setLevel(min(self._levels.values()))
         for plugin_id, level in self._levels.items():
@@ -286,6 +314,22 @@ class PluginLevels:
             raise ValueError(f"this runner has no plugin {change.plugin!r}")
         self._levels[change.plugin] = change.level
         self.apply()
+
+
+def _output_loggers(plugin_id: str) -> tuple[str, ...]:
+    """The loggers of a plugin's output that is no logging call of its code (prints, stderr
+    writes, warnings; inside its code and outside), and isoplug's own in the runner."""
+    source = f"plugin.{plugin_id}"
+    return (
+        "stdout",
+        "stderr",
+        "py.warnings",
+        f"{source}.stdout",
+        f"{source}.stderr",
+        f"{source}.py.warnings",
+        "isoplug",
+        f"{source}.isoplug",
+    )
 
 
 def _parse_level(text: str) -> int:

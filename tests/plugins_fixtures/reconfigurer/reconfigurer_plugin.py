@@ -113,6 +113,17 @@ class Reconfigurer(isoplug.Plugin):
             logging.disable(logging.NOTSET)
 
     @isoplug.method
+    def root_level_raised(self) -> None:
+        logging.basicConfig(level=logging.ERROR, force=True)
+
+    @isoplug.method
+    def output(self, tag: str) -> None:
+        logging.getLogger("thirdparty.lib").warning("%s: a warning logged", tag)
+        print(f"{tag}: printed")
+        sys.stderr.write(f"{tag}: written to stderr\n")
+        warnings.warn(f"{tag}: a warning", stacklevel=1)
+
+    @isoplug.method
     def file_contents(self, path: str) -> str:
         for handler in logging.getLogger().handlers:
             handler.flush()
