@@ -155,3 +155,18 @@ async def test_the_plugins_root_level_is_its_logging_and_the_hosts_level_its_out
     assert not waiter.matching(LIBRARY, "raised: a warning logged")  # its own ERROR level
     assert not waiter.matching(f"{CTX}.stdout", "host-level: printed")  # INFO < WARNING
     assert waiter.matching(f"{CTX}.stderr", "host-level: written to stderr")
+
+
+async def test_what_a_plugins_own_stdout_wrapper_holds_arrives_at_its_stop(
+    tmp_path: Path,
+) -> None:
+    """A TextIOWrapper the plugin put over sys.stdout.buffer holds its lines (it is not line
+    buffered); at the runner's stop they arrive as the plugin's stdout lines, before its log
+    handler closes (they came as stderr text of the runner after it, at WARNING)."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "stdout_rewrapped")
+    first = _only(waiter, "rewrapped: first line")
+    second = _only(waiter, "rewrapped: second line")
+    assert first.name == second.name == f"{CTX}.stdout"
+    assert first.levelno == second.levelno == logging.INFO
+    assert first.getMessage() == "rewrapped: first line"

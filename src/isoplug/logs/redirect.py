@@ -45,7 +45,19 @@ skip_frames_of(sys.modules[__name__])
 
 def flush_all() -> None:
     """Emit every partial line and held block of every :class:`LogStream` (at exit, before the
-    log handlers close; :func:`redirect_stdio` arranges for that)."""
+    log handlers close; :func:`redirect_stdio` arranges for that). First the streams the
+    program put in their place, if any: ``sys.stdout = io.TextIOWrapper(sys.stdout.buffer,
+    encoding="utf-8")`` holds what it is given until its buffer fills, and the interpreter
+    would flush it only after the handlers closed."""
+    for name in ("stdout", "stderr"):
+        current = getattr(sys, name, None)
+        if current is None or current in _streams or current in _pipes:
+            continue
+        try:
+            if not current.closed:
+                current.flush()
+        except Exception as exc:
+            report_failure(f"isoplug: flushing the program's sys.{name} at exit failed: {exc!r}")
     for stream in list(_streams):
         try:
             stream.flush_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.config
 import sys
@@ -122,6 +123,14 @@ class Reconfigurer(isoplug.Plugin):
         print(f"{tag}: printed")
         sys.stderr.write(f"{tag}: written to stderr\n")
         warnings.warn(f"{tag}: a warning", stacklevel=1)
+
+    @isoplug.method
+    def stdout_rewrapped(self) -> None:
+        """The idiom of scripts that want UTF-8 whatever the platform: a text stream of their
+        own over sys.stdout's buffer, which holds lines until its buffer fills."""
+        sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8")
+        print("rewrapped: first line")
+        print("rewrapped: second line")
 
     @isoplug.method
     def file_contents(self, path: str) -> str:
