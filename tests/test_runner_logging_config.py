@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pytest
+
 from isoplug.testing.records import Records
 from tests.plugins_fixtures import running
 
@@ -170,3 +172,25 @@ async def test_what_a_plugins_own_stdout_wrapper_holds_arrives_at_its_stop(
     assert first.name == second.name == f"{CTX}.stdout"
     assert first.levelno == second.levelno == logging.INFO
     assert first.getMessage() == "rewrapped: first line"
+
+
+@pytest.mark.parametrize("keep_isoplugs", [False, True])
+async def test_a_loguru_sink_of_the_plugins_own_sends_records_not_text(
+    tmp_path: Path, keep_isoplugs: bool
+) -> None:
+    """logger.remove(); logger.add(sys.stderr, format=...): loguru's records still arrive at
+    their level, with their extras and exception, once, and not as stderr text; also when
+    isoplug's own loguru sink is still there beside the plugin's."""
+    tag = "kept" if keep_isoplugs else "own"
+    module = f"{CTX}.reconfigurer_plugin"
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "loguru_own_sink", keep_isoplugs)
+        await waiter.wait_for(module, f"{tag}: loguru failed")
+        await _marker(host, waiter, f"loguru-{tag}")
+    success = _only(waiter, f"{tag}: loguru success")
+    assert (success.name, success.levelname, success.levelno) == (module, "SUCCESS", 25)
+    assert success.user == "ann"  # type: ignore[attr-defined]
+    failed = _only(waiter, f"{tag}: loguru failed")
+    assert failed.levelno == logging.ERROR
+    assert failed.exc_info is not None and str(failed.exc_info[1]) == f"{tag}: loguru boom"
+    assert not [m for m in waiter.messages() if f"{tag}: loguru boom" in m]  # no text of it

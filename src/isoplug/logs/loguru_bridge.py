@@ -17,6 +17,11 @@ handed to ``logging.getLogger(<source>.<module>)``'s handlers:
 
 loguru's own ``StandardSink`` (a ``logging.Handler`` as sink) nests the extras under one
 attribute and blanks the exception's text: that is why this sink builds the record itself.
+
+A program that sets loguru up itself (``logger.remove()``, then ``logger.add(sys.stderr,
+format=..., level=...)``) removes this sink too; what its own sink writes to ``sys.stdout`` or
+``sys.stderr`` is then taken for the record it renders, and sent as this sink would
+(:func:`forward_rendered_loguru`), so its records keep their level, extras and exception.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import importlib.abc
 import importlib.machinery
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -34,7 +40,12 @@ from isoplug.logs.output_records import deliver, output_enabled
 from isoplug.logs.record_names import renamed, reserved_field
 from isoplug.logs.sources import current_source
 
-__all__ = ["forward_loguru", "install_loguru_bridge"]
+__all__ = ["forward_loguru", "forward_rendered_loguru", "install_loguru_bridge"]
+
+#: The loguru record this thread's bridge sink took last: loguru hands the same record to
+#: each of its sinks in turn, so a sink of the program's own that writes it to a stream can
+#: tell it arrived already.
+_bridged = threading.local()
 
 
 def install_loguru_bridge() -> None:
@@ -60,6 +71,23 @@ def forward_loguru(module: ModuleType) -> None:
 def _sink(message: Any) -> None:
     """loguru calls this, in the logging thread, for each message."""
     record = message.record
+    _bridged.record = record
+    _forward(record)
+
+
+def forward_rendered_loguru(record: Any) -> bool:
+    """A loguru sink of the program's own writes ``record`` (loguru's record, a dict) to
+    ``sys.stdout`` or ``sys.stderr`` (``logger.remove(); logger.add(sys.stderr, ...)``, loguru's
+    usual setup, removes the bridge's sink too): the record goes to ``logging`` as the
+    bridge's sink would send it, unless that sink did already (it is still there too), and
+    its text is dropped (see :mod:`isoplug.logs.rendered_records`). Returns True: the text is
+    the record's."""
+    if getattr(_bridged, "record", None) is not record:
+        _forward(record)
+    return True
+
+
+def _forward(record: Any) -> None:
     level = record["level"]
     source = current_source.get()
     module_name = record["name"] or "loguru"

@@ -18,7 +18,9 @@ A handler's rendering is text written from inside its ``emit()`` (an ``emit`` of
 :class:`logging.Handler` with a :class:`logging.LogRecord` in hand, at most
 :data:`RENDER_DEPTH` frames above the stream's ``write()``: rich's ``RichHandler`` writes
 through its console's buffer, six frames down). Text written from ``Handler.handleError`` (its
-report of a handler that failed) stays text.
+report of a handler that failed) stays text. A loguru sink of the program's own writing a
+record to a stream is taken likewise
+(:func:`~isoplug.logs.loguru_bridge.forward_rendered_loguru`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 from types import FrameType
 
 from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.loguru_bridge import forward_rendered_loguru
 
 __all__ = [
     "RENDER_DEPTH",
@@ -76,6 +79,8 @@ def forward_rendered(writer: FrameType | None) -> bool:
     names = emitting.f_locals
     handler = names.get("self")
     record = names.get("record")
+    if type(handler).__module__ == "loguru._handler" and isinstance(record, dict):
+        return forward_rendered_loguru(record)
     if (
         not isinstance(handler, logging.Handler)
         or not isinstance(record, logging.LogRecord)

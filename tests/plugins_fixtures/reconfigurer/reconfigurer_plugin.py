@@ -133,6 +133,25 @@ class Reconfigurer(isoplug.Plugin):
         print("rewrapped: second line")
 
     @isoplug.method
+    def loguru_own_sink(self, keep_isoplugs: bool) -> None:
+        """loguru's usual setup: every sink removed (isoplug's too, unless kept), one of the
+        plugin's own on stderr, with its format."""
+        from loguru import logger
+
+        if not keep_isoplugs:
+            logger.remove()
+        sink = logger.add(sys.stderr, format="{time} | {level: <8} | {name} - {message}")
+        try:
+            tag = "kept" if keep_isoplugs else "own"
+            logger.bind(user="ann").success("{}: loguru success", tag)
+            try:
+                raise ValueError(f"{tag}: loguru boom")
+            except ValueError:
+                logger.exception("{}: loguru failed", tag)
+        finally:
+            logger.remove(sink)
+
+    @isoplug.method
     def file_contents(self, path: str) -> str:
         for handler in logging.getLogger().handlers:
             handler.flush()
