@@ -194,3 +194,38 @@ async def test_a_loguru_sink_of_the_plugins_own_sends_records_not_text(
     assert failed.levelno == logging.ERROR
     assert failed.exc_info is not None and str(failed.exc_info[1]) == f"{tag}: loguru boom"
     assert not [m for m in waiter.messages() if f"{tag}: loguru boom" in m]  # no text of it
+
+
+async def test_structlog_as_it_comes_sends_its_events_as_records(tmp_path: Path) -> None:
+    """structlog's default configuration prints each event rendered (ConsoleRenderer, an
+    exception as a drawn box): each arrives instead as the record it stands for, at its
+    level, with its bound and given values as extras and its exception, once."""
+    module = f"{CTX}.reconfigurer_plugin"
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "structlog_default")
+        await waiter.wait_for(module, "sl: failed")
+        await _marker(host, waiter, "structlog")
+    info = _only(waiter, "sl: info")
+    assert (info.name, info.levelno, info.funcName) == (module, logging.INFO, "structlog_default")
+    assert (info.user, info.step) == ("ann", 1)  # type: ignore[attr-defined]
+    error = _only(waiter, "sl: error")
+    assert (error.levelno, error.code) == (logging.ERROR, 42)  # type: ignore[attr-defined]
+    failed = _only(waiter, "sl: failed")
+    assert failed.levelno == logging.ERROR
+    assert failed.exc_info is not None and str(failed.exc_info[1]) == "sl: boom"
+    # No rendering, no drawn box: the marker's print is the one stdout line.
+    assert [r.getMessage() for r in waiter.matching(f"{CTX}.stdout")] == [
+        "structlog-marker: printed"
+    ]
+
+
+async def test_a_handler_that_prints_sends_records_not_lines(tmp_path: Path) -> None:
+    """A handler printing each record (print() in emit), on a logger isoplug's handler is
+    not above: the record arrives, once, at its level; its printed line does not."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "printing_handler")
+        await waiter.wait_for(f"{CTX}.audit", "printed: audit info")
+        await _marker(host, waiter, "printing")
+    warning = _only(waiter, "printed: audit warning")
+    assert (warning.name, warning.levelno) == (f"{CTX}.audit", logging.WARNING)
+    assert not [m for m in waiter.messages() if m.startswith("PRINTED")]

@@ -20,16 +20,22 @@ A handler's rendering is text written from inside its ``emit()`` (an ``emit`` of
 through its console's buffer, six frames down). Text written from ``Handler.handleError`` (its
 report of a handler that failed) stays text. A loguru sink of the program's own writing a
 record to a stream is taken likewise
-(:func:`~isoplug.logs.loguru_bridge.forward_rendered_loguru`).
+(:func:`~isoplug.logs.loguru_bridge.forward_rendered_loguru`), and so is structlog printing an
+event (its ``PrintLogger``, structlog's default: :mod:`isoplug.logs.structlog_events`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.loguru_bridge import forward_rendered_loguru
+from isoplug.logs.output_records import deliver, output_enabled
+from isoplug.logs.structlog_events import is_event_frame, record_of_event
 
 __all__ = [
     "RENDER_DEPTH",
@@ -37,12 +43,15 @@ __all__ = [
     "keep_forwarding",
     "kept_forwarder",
     "let_forwarding_close",
+    "renders_from",
 ]
 
 #: How many frames above a stream's ``write()`` a handler's ``emit()`` may be.
 RENDER_DEPTH = 8
 
 _kept: ForwardingHandler | None = None
+#: The rendering this thread forwarded last (see _forward_once).
+_last = threading.local()
 
 
 def keep_forwarding(handler: ForwardingHandler | None) -> None:
@@ -66,17 +75,19 @@ def let_forwarding_close() -> None:
 
 
 def forward_rendered(writer: FrameType | None) -> bool:
-    """True when the text written from the frame ``writer`` is a handler's rendering of a
-    record (see the module docstring); the record has then gone to the forwarding handler, or
-    will, and the text is to be dropped. False for any other text, and in a process with no
-    forwarding handler named."""
+    """True when the text written from the frame ``writer`` is the rendering of a record, a
+    loguru record or a structlog event (see the module docstring); the record has then gone to
+    the forwarding handler, or will, and the text is to be dropped. False for any other text,
+    and in a process with no forwarding handler named."""
     forwarder = _kept
     if forwarder is None:
         return False
-    emitting = _emitting_frame(writer)
-    if emitting is None:
+    rendering = _rendering_frame(writer)
+    if rendering is None:
         return False
-    names = emitting.f_locals
+    if rendering.f_code.co_name == "_proxy_to_logger":
+        return _forward_once(rendering, rendering.f_locals.get("event_kw"), _forward_event)
+    names = rendering.f_locals
     handler = names.get("self")
     record = names.get("record")
     if type(handler).__module__ == "loguru._handler" and isinstance(record, dict):
@@ -87,19 +98,45 @@ def forward_rendered(writer: FrameType | None) -> bool:
         or handler is forwarder
     ):
         return False
-    if not _reaches(forwarder, record.name):
-        forwarder.handle(record)
+    if _reaches(forwarder, record.name):
+        return True
+    return _forward_once(record, record, forwarder.handle)
+
+
+def renders_from(frame: FrameType | None) -> bool:
+    """True if text written from ``frame`` would be a rendering (:func:`forward_rendered`
+    would look further): cheap, for a place that prints, once."""
+    return _kept is not None and _rendering_frame(frame) is not None
+
+
+def _forward_once(what: Any, key: Any, forward: Callable[[Any], object]) -> bool:
+    """Forward ``what`` unless this thread forwarded the rendering of ``key`` last (one
+    rendering may take several writes: a print's text and its newline, a drawn box)."""
+    if key is not None and getattr(_last, "key", None) is key:
+        return True
+    _last.key = key
+    forward(what)
     return True
 
 
-def _emitting_frame(frame: FrameType | None) -> FrameType | None:
-    """The first ``emit`` frame from ``frame`` up, within :data:`RENDER_DEPTH`; None past a
+def _forward_event(frame: FrameType) -> None:
+    made = record_of_event(frame)
+    if made is None:
+        return
+    logger, record = made
+    if output_enabled(logger, record.levelno):
+        deliver(logger, record)
+
+
+def _rendering_frame(frame: FrameType | None) -> FrameType | None:
+    """The first frame from ``frame`` up, within :data:`RENDER_DEPTH`, that renders a record:
+    an ``emit`` (logging's handlers, loguru's), structlog's ``_proxy_to_logger``; None past a
     ``handleError`` frame (a failed handler's report is text)."""
     for _ in range(RENDER_DEPTH):
         if frame is None:
             return None
         name = frame.f_code.co_name
-        if name == "emit":
+        if name == "emit" or (name == "_proxy_to_logger" and is_event_frame(frame)):
             return frame
         if name == "handleError":
             return None

@@ -70,6 +70,7 @@ class LineState:
         "site_line",
         "site_lineno",
         "site_logger",
+        "site_renders",
         "site_thread_name",
         "skipping",
         "watched",
@@ -106,3 +107,6 @@ class LineState:
         # thread's name then (a renamed thread makes a new site).
         self.site_line: LineSite | None = None
         self.site_thread_name: str | None = None
+        # True where a line written from the site is a rendering of a record (see
+        # isoplug.logs.rendered_records).
+        self.site_renders = False

@@ -79,7 +79,7 @@ from isoplug.logs.output_records import (
     stamp,
     task_name,
 )
-from isoplug.logs.rendered_records import forward_rendered
+from isoplug.logs.rendered_records import forward_rendered, renders_from
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
 from isoplug.logs.stream_io import caller as _caller
@@ -212,6 +212,11 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 and per_thread.thread.name is state.site_thread_name
             ):
                 attributes = remember_site(state, logger, level, frame)
+                # Looked for once per place: a print() inside a logging handler's emit(), or
+                # structlog's PrintLogger printing an event (see rendered_records).
+                state.site_renders = renders_from(frame)
+            if state.site_renders and forward_rendered(frame):
+                return 1
             # Inside a traced call the line's record carries the trace's ids: the record path.
             forwarder = sole_forwarder(logger, level) if active_trace.get() is None else None
             if (

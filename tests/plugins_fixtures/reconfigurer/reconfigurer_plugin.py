@@ -39,6 +39,11 @@ class Boxed(logging.Handler):
         sys.stdout.write("+--------+\n")
 
 
+class Printing(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"PRINTED {record.levelname} {self.format(record)}")
+
+
 class Reconfigurer(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.ctx = ctx
@@ -150,6 +155,30 @@ class Reconfigurer(isoplug.Plugin):
                 logger.exception("{}: loguru failed", tag)
         finally:
             logger.remove(sink)
+
+    @isoplug.method
+    def structlog_default(self) -> None:
+        """structlog as it comes: ConsoleRenderer, printed by its PrintLogger."""
+        import structlog
+
+        structlog.reset_defaults()
+        log = structlog.get_logger().bind(user="ann")
+        log.info("sl: info", step=1)
+        log.error("sl: error", code=42)
+        try:
+            raise ValueError("sl: boom")
+        except ValueError:
+            log.exception("sl: failed")
+
+    @isoplug.method
+    def printing_handler(self) -> None:
+        """A handler that print()s each record, on a logger isoplug's handler is not above."""
+        audit = logging.getLogger("audit")
+        audit.propagate = False
+        audit.addHandler(Printing())
+        audit.setLevel(logging.INFO)
+        audit.warning("printed: audit warning")
+        audit.info("printed: audit info")
 
     @isoplug.method
     def file_contents(self, path: str) -> str:
