@@ -229,3 +229,20 @@ async def test_a_handler_that_prints_sends_records_not_lines(tmp_path: Path) -> 
     warning = _only(waiter, "printed: audit warning")
     assert (warning.name, warning.levelno) == (f"{CTX}.audit", logging.WARNING)
     assert not [m for m in waiter.messages() if m.startswith("PRINTED")]
+
+
+async def test_isoplugs_handler_taken_off_by_hand_is_put_back_and_said(tmp_path: Path) -> None:
+    """Root handlers removed by hand (not closed) and a file configuration: within the
+    runner's next look isoplug's handler is back beside the file's, a WARNING says what the
+    meantime cost, and from then on every record reaches both."""
+    log_file = tmp_path / "by-hand.log"
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "handlers_removed_by_hand", str(log_file))
+        warning = await waiter.wait_for(
+            "plugin.reconfigurer.isoplug.runner", "took isoplug's log handler off"
+        )
+        await _marker(host, waiter, "by-hand")
+        contents = await host.call("reconfigurer", "file_contents", str(log_file))
+    assert warning.levelno == logging.WARNING
+    _assert_everything_once(waiter, "by-hand-marker")
+    assert "INFO:thirdparty.lib:by-hand-marker: info of a library" in contents

@@ -27,7 +27,7 @@ the root (shared loggers: third-party libraries, isoplug's own) the most verbose
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import sys
 import threading
@@ -41,7 +41,7 @@ from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
 from isoplug.logs.redirect import pipe_stdio, redirect_stdio
-from isoplug.logs.rendered_records import keep_forwarding
+from isoplug.logs.rendered_records import keep_forwarding, kept_forwarder
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.runner.dispatch import plugin_source
 
@@ -50,12 +50,14 @@ __all__ = [
     "PluginLevels",
     "capture_python_output",
     "configure_runner_logging",
+    "watch_forwarding",
 ]
 
 _log = logging.getLogger("isoplug.runner")
 #: The lock logging's own functions hold while they change handlers or a configuration
-#: (``logging._lock``, 3.11 to 3.13; a Python without it restores without waiting).
-_LOGGING_LOCK: Any = getattr(logging, "_lock", None) or contextlib.nullcontext()
+#: (``logging._lock``, 3.11 to 3.13; a Python without it gets a lock of its own, which only
+#: isoplug's restores then share).
+_LOGGING_LOCK: Any = getattr(logging, "_lock", None) or threading.RLock()
 
 _FALLBACK_FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: The host answers within milliseconds; past this it is not there.
@@ -183,6 +185,45 @@ class KeptForwarding:
                 "their configuration does not name, unless given disable_existing_loggers=False",
                 shown,
             )
+
+
+#: Seconds between the runner's looks at whether its handler is still on the root logger.
+FORWARDING_CHECK_INTERVAL = 1.0
+
+
+def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
+    """Look every :data:`FORWARDING_CHECK_INTERVAL` seconds, on ``loop``, whether the runner's
+    forwarding handler is still on the root logger, and put it back if not. A configuration
+    that closes it has it back at once (:class:`KeptForwarding`); plugin code that takes it off
+    by hand (``for h in root.handlers[:]: root.removeHandler(h)``, an idiom of scripts older
+    than ``basicConfig(force=True)``) does not close it, and its records would reach only the
+    plugin's own handlers from then on. The first time, a WARNING says so."""
+    handler = kept_forwarder()
+    if handler is None:
+        return
+    told = False
+
+    def look() -> None:
+        nonlocal told
+        if handler not in logging.root.handlers and _LOGGING_LOCK.acquire(blocking=False):
+            # Else a configuration is under way in another thread: it restores at its end.
+            try:
+                missing = handler not in logging.root.handlers
+                if missing:
+                    _restore(handler)
+            finally:
+                _LOGGING_LOCK.release()
+            if missing and not told:
+                told = True
+                _log.warning(
+                    "the plugin took isoplug's log handler off the root logger; isoplug put it "
+                    "back: the records it logged meanwhile (up to %.0f s) reached only its own "
+                    "handlers. Its handler stays on the root logger beside the plugin's own",
+                    FORWARDING_CHECK_INTERVAL,
+                )
+        loop.call_later(FORWARDING_CHECK_INTERVAL, look)
+
+    loop.call_later(FORWARDING_CHECK_INTERVAL, look)
 
 
 #: How far above the handler's close() a configuration's frame may be (dictConfig():

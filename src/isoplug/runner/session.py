@@ -83,7 +83,7 @@ from isoplug.runner.leftover_tasks import end_plugin_tasks, exit_leaving
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
-from isoplug.runner.logging_setup import PluginLevels
+from isoplug.runner.logging_setup import PluginLevels, watch_forwarding
 from isoplug.runner.priority import lower_priority
 
 __all__ = ["run_runner"]
@@ -112,6 +112,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     # Before any plugin is imported: what it logs at import time obeys its level.
     levels = PluginLevels(bootstrap.plugins)
     levels.apply()
+    watch_forwarding(loop)
     # Before connecting: the host's health checks start with the ready report.
     workers, health = start_health(bootstrap)
     table = PluginTable(workers=workers)

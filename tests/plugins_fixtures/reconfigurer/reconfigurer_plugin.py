@@ -181,6 +181,15 @@ class Reconfigurer(isoplug.Plugin):
         audit.info("printed: audit info")
 
     @isoplug.method
+    def handlers_removed_by_hand(self, path: str) -> None:
+        """The idiom of scripts older than basicConfig(force=True): every root handler taken
+        off by hand (none closed), then a configuration of the plugin's own, to a file."""
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        logging.basicConfig(filename=path, level=logging.INFO)
+
+    @isoplug.method
     def file_contents(self, path: str) -> str:
         for handler in logging.getLogger().handlers:
             handler.flush()
