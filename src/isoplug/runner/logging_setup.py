@@ -156,11 +156,13 @@ class KeptForwarding:
         _restore_after_configurations(self._handler)
         _restore_at_next_root_handler(self._handler)
         if self._restoring.acquire(blocking=False):  # else one is on its way already
-            thread = threading.Thread(target=self._restore, name="isoplug-log-restore", daemon=True)
+            thread = threading.Thread(
+                target=self._restore_and_report, name="isoplug-log-restore", daemon=True
+            )
             thread.start()
         return True
 
-    def _restore(self) -> None:
+    def _restore_and_report(self) -> None:
         try:
             # Taken as a configuration takes it, to its end: this waits for that end.
             with _LOGGING_LOCK:
