@@ -246,3 +246,25 @@ async def test_isoplugs_handler_taken_off_by_hand_is_put_back_and_said(tmp_path:
     assert warning.levelno == logging.WARNING
     _assert_everything_once(waiter, "by-hand-marker")
     assert "INFO:thirdparty.lib:by-hand-marker: info of a library" in contents
+
+
+async def test_in_pipe_mode_a_console_handler_of_the_plugins_own_sends_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """With stdio = "pipe" a print() runs no Python, so the runner puts a rendering stream
+    under the plugin's console handler (basicConfig(force=True) here): each record arrives
+    once, as itself, not also as the handler's text on fd 2; prints arrive as fd lines."""
+    piped = "plugin.piped"
+    async with running(tmp_path, "piped") as (host, waiter):
+        await host.call("piped", "basic_config_forced")
+        await waiter.wait_for(f"{piped}.thirdparty.lib", "forced: failed")
+        await host.call("piped", "log_everything", "piped-marker")
+        await waiter.wait_for(f"{piped}.thirdparty.lib", "piped-marker: failed")
+        await waiter.wait_for(f"{piped}.stderr", "piped-marker: written to stderr")
+    for tag in ("forced", "piped-marker"):
+        library = _only(waiter, f"{tag}: info of a library")
+        assert (library.name, library.levelno) == (f"{piped}.thirdparty.lib", logging.INFO)
+        failed = _only(waiter, f"{tag}: failed")
+        assert failed.exc_info is not None and str(failed.exc_info[1]) == f"{tag}: boom"
+        assert _only(waiter, f"{tag}: through ctx.logger").name == piped
+        assert _only(waiter, f"{tag}: printed").name == f"{piped}.stdout"

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from isoplug.logs.output_records import report_failure, skip_frames_of
 from isoplug.logs.streams import LogStream
 
-__all__ = ["flush_all", "pipe_stdio", "redirect_stdio"]
+__all__ = ["flush_all", "pipe_stdio", "pipe_streams", "redirect_stdio"]
 
 _streams: list[LogStream] = []
 _pipes: list[io.TextIOWrapper] = []
@@ -185,6 +185,11 @@ def pipe_stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
     _flush_at_exits()
     sys.stdout, sys.stderr = out, err
     return out, err
+
+
+def pipe_streams() -> tuple[io.TextIOWrapper, ...]:
+    """The streams :func:`pipe_stdio` installed (none unless it ran)."""
+    return tuple(_pipes)
 
 
 def _flush_at_exits() -> None:

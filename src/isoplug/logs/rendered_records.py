@@ -27,6 +27,7 @@ event (its ``PrintLogger``, structlog's default: :mod:`isoplug.logs.structlog_ev
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -39,10 +40,12 @@ from isoplug.logs.structlog_events import is_event_frame, record_of_event
 
 __all__ = [
     "RENDER_DEPTH",
+    "RenderingPipe",
     "forward_rendered",
     "keep_forwarding",
     "kept_forwarder",
     "let_forwarding_close",
+    "render_through",
     "renders_from",
 ]
 
@@ -142,6 +145,41 @@ def _rendering_frame(frame: FrameType | None) -> FrameType | None:
             return None
         frame = frame.f_back
     return None
+
+
+class RenderingPipe:
+    """A ``stdio = "pipe"`` stream as a logging handler of the plugin's own writes to it:
+    what that handler renders goes as its record (:func:`forward_rendered`), the rest to the
+    pipe. A ``print()`` there runs no Python, so a rendering cannot be told on the stream
+    itself; the runner puts this one under the root logger's stream handlers instead
+    (:func:`render_through`)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if forward_rendered(sys._getframe(1)):
+            return len(text)
+        written: int = self.stream.write(text)
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def render_through(pipes: tuple[Any, ...]) -> None:
+    """Put a :class:`RenderingPipe` under every stream handler of the root logger that writes
+    to one of ``pipes`` (a plugin's console handler, in ``stdio = "pipe"`` mode)."""
+    if not pipes:
+        return
+    for handler in list(logging.root.handlers):
+        if isinstance(handler, logging.StreamHandler) and any(
+            handler.stream is pipe for pipe in pipes
+        ):
+            handler.setStream(RenderingPipe(handler.stream))
 
 
 def _reaches(handler: logging.Handler, name: str) -> bool:

@@ -40,8 +40,8 @@ from isoplug.logs import ForwardingHandler
 from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
 from isoplug.logs.loguru_bridge import install_loguru_bridge
-from isoplug.logs.redirect import pipe_stdio, redirect_stdio
-from isoplug.logs.rendered_records import keep_forwarding, kept_forwarder
+from isoplug.logs.redirect import pipe_stdio, pipe_streams, redirect_stdio
+from isoplug.logs.rendered_records import keep_forwarding, kept_forwarder, render_through
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.runner.dispatch import plugin_source
 
@@ -207,6 +207,7 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
 
     def look() -> None:
         nonlocal told
+        render_through(pipe_streams())  # a console handler the plugin added, in pipe mode
         if handler not in logging.root.handlers and _LOGGING_LOCK.acquire(blocking=False):
             # Else a configuration is under way in another thread: it restores at its end.
             try:
@@ -254,6 +255,7 @@ def _restore(handler: ForwardingHandler) -> list[str]:
     own making; return the names of the other disabled loggers."""
     root = logging.getLogger()
     vars(root).pop("addHandler", None)  # _restore_at_next_root_handler's, if still there
+    render_through(pipe_streams())
     # Appended to the list, as addHandler() does: a record some thread is handing out right
     # now then reaches the handler, which is what its rendering counted on
     # (isoplug.logs.rendered_records).

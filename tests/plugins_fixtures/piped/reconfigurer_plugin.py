@@ -1,0 +1,1 @@
+../reconfigurer/reconfigurer_plugin.py
