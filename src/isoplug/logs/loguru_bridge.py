@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from isoplug.logs.output_records import deliver, output_enabled
-from isoplug.logs.record_names import renamed, reserved_field
+from isoplug.logs.record_names import add_extras
 from isoplug.logs.sources import current_source
 
 __all__ = ["forward_loguru", "forward_rendered_loguru", "install_loguru_bridge"]
@@ -118,10 +118,7 @@ def _forward(record: Any) -> None:
     log_record.threadName = record["thread"].name
     log_record.process = record["process"].id
     log_record.processName = record["process"].name
-    attributes = log_record.__dict__
-    bound = record["extra"]
-    for key, value in bound.items():
-        attributes[renamed(key, bound, attributes) if reserved_field(key, value) else key] = value
+    add_extras(log_record.__dict__, record["extra"])
     deliver(target, log_record)
 
 

@@ -106,6 +106,7 @@ __all__ = [
     "RESERVED_NAMES",
     "SEVERITY_NAMES",
     "TRUNCATED_KEYS",
+    "add_extras",
     "is_reserved",
     "level_name",
     "renamed",
@@ -320,6 +321,14 @@ def _nested(path: tuple[str, ...], value: dict[Any, Any], depth: int) -> bool:
         if (kind is dict or kind is list) and _nested_in(inner, item, depth + 1):
             return True
     return False
+
+
+def add_extras(attributes: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Set another logging library's ``fields`` (loguru's bound values, a structlog event's)
+    on a record's ``attributes`` as extras, one named like a reserved field renamed as the
+    host would rename it (:func:`reserved_field`, :func:`renamed`)."""
+    for key, value in fields.items():
+        attributes[renamed(key, fields, attributes) if reserved_field(key, value) else key] = value
 
 
 def renamed(key: str, *taken: Mapping[str, Any]) -> str:

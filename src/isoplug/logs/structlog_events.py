@@ -19,7 +19,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from isoplug.logs.record_names import renamed, reserved_field
+from isoplug.logs.record_names import add_extras
 from isoplug.logs.sources import current_source
 
 __all__ = ["is_event_frame", "record_of_event"]
@@ -78,12 +78,15 @@ def record_of_event(frame: FrameType) -> tuple[logging.Logger, logging.LogRecord
         _exc_info(keywords.get("exc_info")),
         caller.f_code.co_name if caller is not None else None,
     )
-    attributes = record.__dict__
-    fields = {**bound, **keywords} if isinstance(bound, dict) else dict(keywords)
-    for key, value in fields.items():
-        if type(key) is not str or key in _NOT_EXTRAS:
-            continue
-        attributes[renamed(key, fields, attributes) if reserved_field(key, value) else key] = value
+    fields = {**bound, **keywords} if isinstance(bound, dict) else keywords
+    add_extras(
+        record.__dict__,
+        {
+            key: value
+            for key, value in fields.items()
+            if type(key) is str and key not in _NOT_EXTRAS
+        },
+    )
     return logging.getLogger(name), record
 
 
