@@ -16,10 +16,11 @@ import msgspec
 import pytest
 import structlog
 
+from isoplug.logs import LogReplayer
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
 from isoplug.logs.templates import LogTemplate
 from isoplug.wire import LogRecordData
-from tests.log_helpers import captured, record_decoder, replay
+from tests.log_helpers import batch, captured, record_decoder, replay
 from tests.plugins_fixtures import running
 from tests.record_waiter import RecordWaiter, watching
 
@@ -155,6 +156,27 @@ def test_structlog_processor_formatter_renders_foreign_records_with_their_messag
         "order": 17,
     }
     assert record.msg == "paid %s" and record.getMessage() == "paid A"
+
+
+def test_a_logged_dict_renders_as_the_plugin_did_and_states_the_hosts_truth_as_fields(
+    collector: RecordWaiter,
+) -> None:
+    replayer = LogReplayer(PREFIX, description="demo", identity={"plugin_id": "demo"})
+    replayer.replay(batch(captured(lambda logger: logger.info({"a": 1, "plugin_id": "host"}))))
+    (record,) = collector.records
+    # What a stdlib formatter prints is what the plugin's own logging printed...
+    assert record.getMessage() == "{'a': 1, 'plugin_id': 'host'}"
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    assert formatter.format(record) == "INFO plugin.demo.sender: {'a': 1, 'plugin_id': 'host'}"
+    # ...while tools that read the dict's keys as fields read the host's truth.
+    assert record.msg["plugin_id"] == "demo" and record.msg["extra_plugin_id"] == "host"
+    assert record.msg["a"] == 1 and record.msg["logger"] == "plugin.demo.sender"
+    assert type(record.msg.copy()) is dict and "plugin_id" in json.loads(json.dumps(record.msg))
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(record, protocol))
+        assert (again.msg, again.getMessage()) == (record.msg, record.getMessage())
+    for duplicate in (copy.copy(record), copy.deepcopy(record)):
+        assert (duplicate.msg, duplicate.getMessage()) == (record.msg, record.getMessage())
 
 
 def test_templates_are_capped_in_the_emitting_process(collector: RecordWaiter) -> None:

@@ -60,7 +60,7 @@ from isoplug.logs.record_names import (
 )
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.stream_claims import CUT_FLAG, UNCUT_FD_LINE, believed_stream_flags
-from isoplug.logs.templates import LogTemplate
+from isoplug.logs.templates import LogEvent, LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.transport.process_tree import started_at
 from isoplug.wire import LogRecordData
@@ -290,7 +290,7 @@ class RecordRebuilder:
                 # The sender's exception, rebuilt; never True, which structlog would resolve
                 # against this process's own sys.exc_info().
                 event["exc_info"] = exc_info
-            record.msg = event
+            record.msg = LogEvent(event, message)
         return record
 
     def _now_and_later(self) -> float:

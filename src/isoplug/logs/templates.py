@@ -1,16 +1,21 @@
-"""The ``msg`` of a replayed record whose sender logged a format string: :class:`LogTemplate`.
+"""The ``msg`` of a replayed record that is not plain text: :class:`LogTemplate`, :class:`LogEvent`.
 
 A :class:`LogTemplate` is the template's text as a ``str`` that ``%`` formats into the message
 the sender rendered: tools that group records by ``msg`` see one template, while
 ``getMessage()`` returns exactly what the sender printed. The replayer
 (:mod:`isoplug.logs.replay`) makes one object per template and shares it between records.
+
+A :class:`LogEvent` is a dict message (a structlog event, or a dict a plugin logged) with the
+host's truth stated in it, for the tools that read its keys as the record's fields; its
+``str()`` is the message the sender rendered, so ``getMessage()`` and every ``%(message)s``
+show what the plugin printed, not the host's stamps.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LogTemplate"]
+__all__ = ["LogEvent", "LogTemplate"]
 
 
 class LogTemplate(str):
@@ -40,3 +45,26 @@ class LogTemplate(str):
     def __reduce__(self) -> tuple[Any, ...]:
         # Not str's default (protocols 0 and 1 would recurse through __str__).
         return (LogTemplate, (str.__str__(self),))
+
+
+class LogEvent(dict[str, Any]):
+    """The ``msg`` of a replayed record whose sender logged a dict: the dict, with the host's
+    truth stated in it (:mod:`isoplug.logs.event_truth`), for structlog's ``ProcessorFormatter``
+    and python-json-logger, which read its keys as the record's fields.
+
+    ``LogRecord.getMessage()`` does ``str(msg)``: that is the message the sender rendered
+    (``{'a': 1}``), not the stamped dict's text, so a stdlib formatter prints what the plugin
+    would have printed in-process. ``copy()`` gives a plain dict, as structlog expects.
+    """
+
+    __slots__ = ("rendered",)
+
+    def __init__(self, values: dict[str, Any], rendered: str) -> None:
+        super().__init__(values)
+        self.rendered = rendered
+
+    def __str__(self) -> str:
+        return self.rendered
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LogEvent, (dict(self), self.rendered))
