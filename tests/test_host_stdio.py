@@ -51,18 +51,16 @@ STDERR = f"plugin.{PLUGIN}.stderr"
 
 
 def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
-    """What the splitter must make of ``blob``, written plainly: each line (the last one
-    partial) as text, a line over ``limit`` bytes cut there, saying how many bytes were cut
-    (not counting the CR of a CRLF ending)."""
-    lines = blob.split(b"\n")
-    partial = lines.pop()
+    """What the splitter must make of ``blob``, written plainly: each line (ended by LF, CRLF or
+    a CR alone; the last one partial) as text, except the empty ones a CR alone ends; a line
+    over ``limit`` bytes cut there, saying how many bytes were cut."""
+    parts = re.split(rb"(\r\n|\n|\r)", blob)
     expected = []
-    for index, line in enumerate([*lines, partial] if partial else lines):
-        ended = index < len(lines)
-        body = line.removesuffix(b"\r") if ended else line
-        cut = max(0, len(body) - limit)
-        head = line[:limit]
-        text = head.removesuffix(b"\r").decode("utf-8", errors="replace")
+    for line, end in zip(parts[::2], [*parts[1::2], b""], strict=True):
+        if not line and end in (b"\r", b""):
+            continue
+        cut = max(0, len(line) - limit)
+        text = line[:limit].decode("utf-8", errors="replace")
         expected.append(CapturedLine(text + cut_mark(cut, "bytes") if cut else text, cut > 0))
     return expected
 
@@ -418,6 +416,28 @@ async def test_100_mb_of_binary_garbage_without_a_newline_is_one_cut_record(
     assert cut.getMessage().endswith(cut_mark(100 * 1024 * 1024 - MAX_LINE_BYTES, "bytes"))
     assert "\ufffd" in cut.getMessage() and "\\x01" in cut.getMessage()
     assert after.getMessage() == "after the garbage"
+
+
+async def test_binary_noise_whose_carriage_returns_end_lines_arrives_as_lines(
+    tmp_path: Path,
+) -> None:
+    """1 MB of noise with a CR every 255 bytes is 4,000 lines at once: each is delivered or
+    counted dropped, none longer than a line of the noise, and the plugin lives on."""
+    megabytes = 1
+    async with running(tmp_path) as (host, waiter):
+        pid = host.plugin(PLUGIN).pid
+        await host.call_with(
+            PLUGIN, "garbage", kwargs={"megabytes": megabytes, "carriage_returns": True}
+        )
+        await waiter.wait_for(STDOUT, "after the garbage")
+        assert await host.call(PLUGIN, "pid") == pid
+        metrics = host.log_metrics(PLUGIN)
+    noise = (bytes(b for b in range(256) if b != 0x0A) * 4200)[: 1024 * 1024] * megabytes
+    lines = noise.count(b"\r") + 2  # the last piece of noise, ended by LF; "after the garbage"
+    delivered = [r for r in waiter.records if r.name == STDOUT]
+    assert metrics.streams.get("stdout") == lines
+    assert len(delivered) + sum(metrics.dropped.values()) == lines
+    assert all(len(r.getMessage()) < 2_000 for r in delivered)
 
 
 async def test_invalid_utf8_a_10_mb_line_and_a_partial_last_line_are_delivered_safely(

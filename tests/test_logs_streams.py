@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import subprocess
 import sys
 import traceback
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from isoplug.logs import ForwardingHandler, output_records
 from isoplug.logs.output_records import sole_forwarder
@@ -198,6 +201,76 @@ def test_flush_emits_the_partial_line(waiter: RecordWaiter) -> None:
     assert not waiter.records
     stream.flush()
     assert waiter.messages() == ["progress..."]
+
+
+@pytest.mark.parametrize(
+    ("writes", "lines"),
+    [
+        (["x", "FLUSH", "\n"], ["x"]),
+        (["x\r", "FLUSH", "\n"], ["x"]),
+        (["x", "FLUSH", "\r\n"], ["x"]),
+        (["x", "FLUSH", "\n\n"], ["x", ""]),
+        (["x", "FLUSH", " done\n"], ["x", " done"]),
+        (["x", "FLUSH", "b", "\n", "\n"], ["x", "b", ""]),
+        (["x", "FLUSH", "FLUSH", "\n"], ["x"]),
+    ],
+)
+def test_the_newline_of_a_line_a_flush_emitted_makes_no_empty_line(
+    waiter: RecordWaiter, writes: list[str], lines: list[str]
+) -> None:
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    for text in writes:
+        if text == "FLUSH":
+            stream.flush()
+        else:
+            stream.write(text)
+    assert waiter.messages() == lines
+
+
+def _lines_of(text: str) -> list[str]:
+    """What a stream must make of ``text``, written plainly: each line (ended by LF, CRLF or a
+    CR alone; the last one partial, flushed) except the empty ones a CR alone ends."""
+    parts = re.split(r"(\r\n|\n|\r)", text)
+    return [
+        line
+        for line, end in zip(parts[::2], [*parts[1::2], ""], strict=True)
+        if line or end not in ("\r", "")
+    ]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pieces=st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", "é"])),
+    chunk_ends=st.lists(st.integers(0, 40)),
+)
+def test_carriage_returns_end_lines_however_the_text_is_written(
+    waiter: RecordWaiter, pieces: list[str], chunk_ends: list[int]
+) -> None:
+    """A progress bar's ``\\r 40%`` updates are lines of their own, the same whether written
+    in one call, print() by print(), or a character at a time."""
+    waiter.records.clear()
+    text = "".join(pieces)
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    start = 0
+    for end in [*sorted({min(end, len(text)) for end in chunk_ends}), len(text)]:
+        stream.write(text[start:end])
+        start = end
+    stream.flush()
+    assert waiter.messages() == _lines_of(text)
+
+
+def test_a_progress_bar_gives_one_record_per_update(waiter: RecordWaiter) -> None:
+    """tqdm writes each update after a CR and flushes; print(..., end="\\r") flushes nothing."""
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    for percent in (0, 50, 100):
+        stream.write(f"\r{percent}%|{'#' * (percent // 10)}|")
+        stream.flush()
+    stream.write("\n")
+    for step in range(3):
+        print(f"step {step}", end="\r", file=stream)
+    print("done", file=stream)
+    bars = ["0%||", "50%|#####|", "100%|##########|"]
+    assert waiter.messages() == [*bars, "step 0", "step 1", "step 2", "done"]
 
 
 async def test_a_held_traceback_is_flushed_once_its_thread_goes_quiet(

@@ -102,6 +102,39 @@ async def test_json_prefixed_and_traceback_lines_on_stderr_get_their_level(
     assert len(waiter.matching("plugin.printer.stderr", "KeyError: 'missing'")) == 1
 
 
+async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
+    """Updates after carriage returns (tqdm's, print(..., end="\\r"), a C library's meter on
+    fd 2) are records of their own, without the CR and without empty lines, instead of one
+    line that grows until it is cut."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "progress")
+        await waiter.wait_for("plugin.printer.stdout", "steps done")
+        await waiter.wait_for("plugin.printer.stderr", "fd 3")
+    messages = waiter.messages()
+    assert [m for m in messages if m.startswith("bar")] == ["bar 0%", "bar 50%", "bar 100%"]
+    assert [m for m in messages if m.startswith("step")] == [
+        "step 1",
+        "step 2",
+        "step 3",
+        "steps done",
+    ]
+    assert [m for m in messages if m.startswith("fd")] == ["fd 1", "fd 2", "fd 3"]
+    assert "" not in messages and not any("\\x0d" in m or "\r" in m for m in messages)
+
+
+async def test_in_pipe_mode_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
+    """With stdio = "pipe" the host splits the pipe's bytes at carriage returns the same way."""
+    async with running(tmp_path, "piped") as (host, waiter):
+        await host.call("piped", "progress", "piped bar")
+        await waiter.wait_for("plugin.piped.stderr", "piped bar 3")
+    assert [m for m in waiter.messages() if "piped bar" in m] == [
+        "piped bar 1",
+        "piped bar 2",
+        "piped bar 3",
+    ]
+    assert "" not in waiter.messages()
+
+
 async def test_lines_printed_by_eight_threads_at_once_arrive_whole(tmp_path: Path) -> None:
     """8 threads print 200 lines each, every line in three writes: all 1,600 arrive whole."""
     async with running(tmp_path, "printer") as (host, waiter):

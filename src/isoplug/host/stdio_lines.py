@@ -1,4 +1,5 @@
-"""A pipe's bytes as lines: invalid UTF-8 replaced, over-long lines cut and marked.
+"""A pipe's bytes as lines: invalid UTF-8 replaced, over-long lines cut and marked, carriage
+returns (a progress bar's updates) ending lines.
 
 :class:`LineSplitter` is what the stdio reader (:mod:`isoplug.host.stdio_reader`) splits each
 of a runner's stdout and stderr pipes with.
@@ -43,12 +44,17 @@ class CutLine(bytes):
 
 
 class LineSplitter:
-    """Bytes in, complete lines out (without the newline).
+    """Bytes in, complete lines out (without their end).
+
+    A line ends at LF, CRLF, or a CR alone: a progress bar (curl's, ffmpeg's, tqdm's) writes
+    ``\r 10%``, ``\r 20%``... with no newline for as long as it runs, which a terminal shows
+    one over the other; each is a line as it comes, rather than one line that grows until it
+    is cut. A CR alone that ends nothing (``\r`` right after a line's end) makes no line.
 
     A line longer than ``max_line_bytes`` is cut there, marked ``truncated`` and with how many
-    bytes were cut. The rest of it is skipped up to its newline, only counted, so a huge blob
-    never makes the splitter hold more than ``max_line_bytes``; the cut line comes out when its
-    end arrives (or at the end of the stream), when the count is known.
+    bytes were cut. The rest of it is skipped up to its end, only counted, so a huge blob never
+    makes the splitter hold more than ``max_line_bytes``; the cut line comes out when its end
+    arrives (or at the end of the stream), when the count is known.
     """
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
@@ -56,9 +62,9 @@ class LineSplitter:
         self._buffer = bytearray()
         self._skipping = False  # inside the tail of a line that was cut
         self._cut = 0  # bytes of that tail skipped so far; the line's head is in _buffer
-        # Whether the last byte skipped was a CR: the end of a CRLF, not a byte cut, once
-        # the newline comes in the next read.
-        self._skipped_cr = False
+        # The last chunk ended with a CR: a CRLF's if the next one starts with LF, else a
+        # line's end.
+        self._held_cr = False
 
     def feed(self, data: bytes) -> list[CapturedLine]:
         return [self.decode(raw) for raw in self.split(data)]
@@ -69,14 +75,16 @@ class LineSplitter:
 
     def split(self, data: bytes) -> list[bytes]:
         """Like :meth:`feed`, but the lines stay bytes: a whole line as ``bytes``, a cut one as
-        a :class:`CutLine`. The work is done in C (one ``split`` per chunk), so reading stays
-        cheap; decode later."""
+        a :class:`CutLine`. The work is done in C (one ``split`` per chunk, a few ``replace``
+        for a chunk with a CR), so reading stays cheap however the plugin writes; decode
+        later."""
+        if self._held_cr or b"\r" in data:
+            data = self._newlines_for_carriage_returns(data)
         limit = self._max
         buffer = self._buffer
         if b"\n" not in data:
             if self._skipping:
                 self._cut += len(data)
-                self._skipped_cr = data.endswith(b"\r")
             else:
                 buffer += data
                 self._start_skipping_past(limit)
@@ -86,9 +94,7 @@ class LineSplitter:
         first = 0
         if self._skipping:
             # The first line is the end of the line being cut: its head waits in the buffer.
-            end = lines[0]
-            crlf = end.endswith(b"\r") if end else self._skipped_cr
-            lines[0] = CutLine(bytes(buffer), self._cut + len(end) - crlf)
+            lines[0] = CutLine(bytes(buffer), self._cut + len(lines[0]))
             self._skipping = False
             self._cut = 0
             first = 1
@@ -100,23 +106,46 @@ class LineSplitter:
             for index in range(first, len(lines)):
                 line = lines[index]
                 if len(line) > limit:
-                    lines[index] = CutLine(line[:limit], len(line) - limit - line.endswith(b"\r"))
+                    lines[index] = CutLine(line[:limit], len(line) - limit)
         if tail:
             buffer += tail
             self._start_skipping_past(limit)
         return lines
+
+    def _newlines_for_carriage_returns(self, data: bytes) -> bytes:
+        """``data`` with every line end an LF, the CRs that end no line gone: the same lines
+        as the CRs would give, found by :meth:`split`'s ``bytes.split`` (a chunk of binary
+        noise holds a CR every 256 bytes, and a loop over them in Python would make the
+        plugin's writes wait on the host)."""
+        if self._held_cr:
+            self._held_cr = False
+            if data[:1] != b"\n":
+                data = b"\r" + data
+        if data[-1:] == b"\r":
+            self._held_cr = True
+            data = data[:-1]
+        data = data.replace(b"\r\n", b"\n")
+        if b"\r" not in data:
+            return data
+        # A CR right after a line's end ends an empty line: none.
+        while b"\r\r" in data:
+            data = data.replace(b"\r\r", b"\r")
+        data = data.replace(b"\n\r", b"\n")
+        if data[:1] == b"\r" and not self._buffer and not self._skipping:
+            data = data[1:]
+        return data.replace(b"\r", b"\n")
 
     def _start_skipping_past(self, limit: int) -> None:
         """Cut the buffered line at ``limit`` bytes, if it is longer; skip the rest of it."""
         buffer = self._buffer
         if len(buffer) > limit:
             self._cut = len(buffer) - limit
-            self._skipped_cr = buffer.endswith(b"\r")
             del buffer[limit:]
             self._skipping = True
 
     def split_end(self) -> list[bytes]:
-        """Like :meth:`flush`, as bytes."""
+        """Like :meth:`flush`, as bytes (a CR at the very end ends the last line)."""
+        self._held_cr = False
         if not self._buffer:
             return []
         line = CutLine(bytes(self._buffer), self._cut) if self._cut else bytes(self._buffer)
@@ -127,7 +156,7 @@ class LineSplitter:
 
     @staticmethod
     def decode(raw: bytes) -> CapturedLine:
-        """A raw line as text: invalid UTF-8 replaced, a trailing CR dropped, a cut marked."""
+        """A raw line as text: invalid UTF-8 replaced, a cut marked."""
         cut = raw.cut if type(raw) is CutLine else 0
-        text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+        text = raw.decode("utf-8", errors="replace")
         return CapturedLine(cut_line(text, cut) if cut else text, cut > 0)

@@ -244,7 +244,7 @@ class _Stream:
                 self.pending_bytes -= len(raw)
                 cut = raw.cut if type(raw) is CutLine else 0
                 # LineSplitter.decode(), inlined: this runs for every line.
-                text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+                text = raw.decode("utf-8", errors="replace")
                 if not (cut or classifier.phase) and (
                     text[:1] not in NOT_PLAIN_START_WITH_DUMPS and ":" not in text[:10]
                 ):

@@ -32,7 +32,7 @@ from isoplug.logs.output_records import (
 )
 from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
-from isoplug.logs.stream_state import LineState, PerThread, this_thread
+from isoplug.logs.stream_state import EMITTED_UNENDED, LineState, PerThread, this_thread
 from isoplug.logs.textlines import is_plain_line
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
@@ -92,6 +92,13 @@ class LineAssembly:
     ) -> None:
         """Add ``s`` to ``state``'s line; emit the lines it completes (the general case)."""
         source = _current_source()
+        if state.partial_source is EMITTED_UNENDED:
+            state.partial_source = source
+            if source == state.emitted_source:
+                # The newline of the line a flush emitted: no line of its own.
+                s = s[1:] if s[:1] == "\n" else s[2:] if s[:2] == "\r\n" else s
+                if not s:
+                    return
         if (state.partial or state.skipping) and state.partial_source != source:
             self._end_line_of_other_source(per_thread, state)
         held = state.held
@@ -100,6 +107,7 @@ class LineAssembly:
         text = state.partial + s if state.partial else s
         state.partial = ""
         start = 0
+        carriage_returns = "\r" in text
         if state.skipping:
             cut = text.find("\n")
             if cut < 0:
@@ -116,14 +124,32 @@ class LineAssembly:
             start = end + 1
             if line[-1:] == "\r":
                 line = line[:-1]
+            if carriage_returns and "\r" in line and not state.classifier.holding:
+                # What comes before a CR alone is a line of its own (see _classify); this
+                # one, the last, ends at the newline: a line even if empty.
+                last = line.rindex("\r")
+                if last:
+                    self._classify(per_thread, state, line[:last], False, frame, source=source)
+                line = line[last + 1 :]
             if len(line) > MAX_LINE_CHARS:
                 line = _cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
                 self._classify(per_thread, state, line, True, frame, source=source)
-            elif not state.classifier.holding and is_plain_line(line):
+            elif not carriage_returns and not state.classifier.holding and is_plain_line(line):
                 self._emit(per_thread, state, line, frame, source)
             else:
                 self._classify(per_thread, state, line, False, frame, source=source)
         rest = text[start:] if start else text
+        if (
+            carriage_returns
+            and not state.classifier.holding
+            and (last := rest.rfind("\r", 0, len(rest) - 1)) >= 0
+        ):
+            # Lines ended by carriage returns (print(..., end="\r"), a progress bar's
+            # updates): each is a record now, not a line that grows until a newline comes. A
+            # CR at the very end waits: the next write may bring its CRLF's LF.
+            if last:
+                self._classify(per_thread, state, rest[:last], False, frame, source=source)
+            rest = rest[last + 1 :]
         if len(rest) > MAX_LINE_CHARS:
             # Its record waits for the line's end, to say how much was cut; only the count
             # grows meanwhile.
@@ -148,7 +174,18 @@ class LineAssembly:
         source: str | None,
     ) -> None:
         """Feed ``line``, written under ``source``, to ``state``'s classifier; emit the records
-        it completes. A block held for another source is emitted first: never continued."""
+        it completes. A block held for another source is emitted first: never continued.
+
+        Carriage returns outside a block split ``line``: a progress bar writes ``\r40%``,
+        ``\r50%``..., which a terminal shows one over the other; each text between them is a
+        line, the empty ones none (inside a traceback, a CR is the exception message's own,
+        escaped by the host)."""
+        if "\r" in line and not state.classifier.holding:
+            parts = [part for part in line.split("\r") if part]
+            for index, part in enumerate(parts, 1):
+                cut = truncated and index == len(parts)
+                self._classify(per_thread, state, part, cut, frame, source=source)
+            return
         held = state.held
         if held is not None and held[0] != source:
             self._flush_held(per_thread, state, held)
@@ -195,6 +232,9 @@ class LineAssembly:
         """Emit the partial line (or the cut line being skipped) and the held block of
         ``state`` (its lock held if watched), each for the source it was written under."""
         source = _current_source()
+        emitted = state.skipping or bool(state.partial)
+        if emitted:
+            state.emitted_source = state.partial_source
         if state.skipping:
             self._end_cut_line(per_thread, state, frame if state.partial_source == source else None)
         if state.partial:
@@ -203,6 +243,8 @@ class LineAssembly:
             # Flushed by other code than the partial line's writer: no place of its own.
             where = frame if state.partial_source == source else None
             self._classify(per_thread, state, line, False, where, source=state.partial_source)
+        if emitted:
+            state.partial_source = EMITTED_UNENDED
         if state.classifier.holding:
             self._flush_held(per_thread, state, state.held or (source, location_of(frame)))
         state.held = None

@@ -51,6 +51,11 @@ def this_thread() -> PerThread:
     return per_thread
 
 
+#: :attr:`LineState.partial_source` after a flush emitted the partial line (never a source:
+#: sources are logger names).
+EMITTED_UNENDED = "\0emitted"
+
+
 class LineState:
     """One thread's line in one stream: the partial line, its classifier, a held block."""
 
@@ -59,6 +64,7 @@ class LineState:
         "cut_chars",
         "cut_head",
         "decoder",
+        "emitted_source",
         "held",
         "last_write",
         "lock",
@@ -85,7 +91,13 @@ class LineState:
         # The source (current_source) the partial line, or the tail being skipped, was written
         # under: the thread's text of another source never joins it (a group runner's plugins
         # share the loop's thread).
+        # EMITTED_UNENDED once a flush emitted the partial line, until the thread writes again:
+        # that write's newline ends the line already emitted, no empty line of its own (tqdm
+        # flushes each update, then writes "\n"). The line's source is then emitted_source.
+        # Every write that starts a partial line sets partial_source, so the print() path
+        # pays nothing for this.
         self.partial_source: str | None = None
+        self.emitted_source: str | None = None
         self.cut_head = ""
         self.cut_chars = 0
         # Text written through Python never holds a real crash dump (C writes it to fd 2).

@@ -18,6 +18,11 @@ How text becomes records:
   counted, and the line's record, once it ends (or at a flush, or the exit), says how much was
   cut: ``... [truncated 2983616 characters in the emitting process]``
   (:func:`~isoplug.wire.sanitize.cut_mark`, a mark the host keeps).
+- **Carriage returns** end lines too (a progress bar's ``\r 40%`` updates): the text
+  between them is a line, an empty one none; a CR at the end of a write waits for the next
+  (its CRLF's LF may follow). A newline that ends a line a flush already emitted makes no
+  empty line (tqdm flushes each update, then writes ``\n``). Text with a CR takes the
+  general path.
 - **Never across sources.** A partial line remembers the source
   (:data:`~isoplug.logs.sources.current_source`) it was written under, and so does a held
   block. Several sources share a thread (a group runner's plugins share the loop's), so text
@@ -165,7 +170,12 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 self._take(per_thread, state, s, writer)
             return len(s)
         if "\n" not in s:
-            if not state.partial and not state.skipping and len(s) <= MAX_LINE_CHARS:
+            if (
+                not state.partial
+                and not state.skipping
+                and len(s) <= MAX_LINE_CHARS
+                and "\r" not in s  # carriage returns end lines too: the general path's
+            ):
                 # The first half of print(): the text; its newline comes in the next call.
                 state.partial = s
                 state.partial_source = _current_source()

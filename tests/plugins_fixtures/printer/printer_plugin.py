@@ -229,5 +229,18 @@ class Printer(isoplug.Plugin):
         self.quoting.set()
 
     @isoplug.method
+    async def progress(self) -> None:
+        """Progress shown the ways tools show it: updates after a CR, no newline between."""
+        for percent in (0, 50, 100):  # tqdm: each update flushed, a newline at the end
+            sys.stderr.write(f"\rbar {percent}%")
+            sys.stderr.flush()
+        sys.stderr.write("\n")
+        for step in range(1, 4):  # print(..., end="\r"), nothing flushed
+            print(f"step {step}", end="\r")
+        print("steps done")
+        os.write(2, b"\rfd 1\rfd 2")  # a C library's (curl's) meter, on the real fd
+        os.write(2, b"\rfd 3\n")
+
+    @isoplug.method
     async def segfault(self) -> None:
         faulthandler._sigsegv()  # type: ignore[attr-defined] # a real SIGSEGV, for tests

@@ -130,6 +130,13 @@ class Reconfigurer(isoplug.Plugin):
         warnings.warn(f"{tag}: a warning", stacklevel=1)
 
     @isoplug.method
+    def progress(self, tag: str) -> None:
+        for step in (1, 2, 3):
+            sys.stderr.write(f"\r{tag} {step}")
+            sys.stderr.flush()
+        sys.stderr.write("\n")
+
+    @isoplug.method
     def stdout_rewrapped(self) -> None:
         """The idiom of scripts that want UTF-8 whatever the platform: a text stream of their
         own over sys.stdout's buffer, which holds lines until its buffer fills."""

@@ -61,9 +61,11 @@ class Scribbler(isoplug.Plugin):
         return count
 
     @isoplug.method
-    async def garbage(self, megabytes: int) -> None:
-        """``megabytes`` MiB of bytes that are no UTF-8 and hold no newline, then a line."""
-        block = bytes(b for b in range(256) if b != 0x0A) * 4200
+    async def garbage(self, megabytes: int, carriage_returns: bool = False) -> None:
+        """``megabytes`` MiB of bytes that are no UTF-8 and end no line (no LF; no CR either,
+        unless ``carriage_returns``: then one in 255 bytes), then a line."""
+        line_ends = b"\n" if carriage_returns else b"\n\r"
+        block = bytes(b for b in range(256) if b not in line_ends) * 4200
         block = block[: 1024 * 1024]
         for _ in range(megabytes):
             write_all(1, block)
