@@ -428,13 +428,16 @@ def test_the_ledger_counts_what_the_sender_accepted_but_never_sent(
     expected: str,
 ) -> None:
     """At the connection's end the sender's ledger says how many accepted records never
-    arrived; they are reported with their sequence numbers and counted as sender_ended."""
+    arrived; they are reported with their sequence numbers and counted as sender_ended: a
+    WARNING, or an INFO when the end cost no record."""
     target = announced(sender_ledger.fd, sender_pid=os.getpid())
     sender_ledger.view[0] = accepted
     target.replay(log_batch([data(seq=n) for n in range(1, arrived + 1)]))
     target.finish(clean=clean)
     assert reported(collector) == [expected]
     assert target.metrics.dropped.get(DropReason.SENDER_ENDED, 0) == accepted - arrived
+    (report,) = reports(collector.records)
+    assert report.levelno == (logging.WARNING if accepted > arrived else logging.INFO)
 
 
 def test_a_descriptor_that_is_not_a_ledger_is_refused_with_a_report(

@@ -18,6 +18,7 @@ records at its deadline (the ledger's counts then stand, as without a ring).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 
 from isoplug.logs.ledger import (
@@ -78,6 +79,7 @@ class SenderLedgerReports:
         records: int = 0,
         levels: Mapping[int, int] | None = None,
         detail: str = "",
+        level: int = logging.WARNING,
     ) -> None:
         raise NotImplementedError  # ReplayReports'
 
@@ -295,6 +297,21 @@ class SenderLedgerReports:
 
     def _ended(self, text: str, lost: int) -> None:
         description = self._description
+        if not lost:
+            # Nothing lost (a multiprocessing pool's terminate(), a crash the supervisor
+            # reports on its own): said, not warned about.
+            self.limited(
+                "sender_ended_whole",
+                text,
+                lambda t: (
+                    f"{t.events:,} more log connections of {description} ended over "
+                    f"{t.seconds:.1f} s without a goodbye; every record they had accepted "
+                    f"arrived (the latest: {t.detail})"
+                ),
+                detail=text,
+                level=logging.INFO,
+            )
+            return
         self.limited(
             "sender_ended",
             text,

@@ -103,15 +103,16 @@ class ReplayReports(SenderClaimReports):
         # process's start as the kernel tells it, or (no pid, no /proc) this connection's.
         self._sender_born = time.monotonic() - process_age(sender_pid)
 
-    def report(self, text: str) -> None:
-        """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a WARNING record on the
-        ``<prefix>`` logger, now."""
+    def report(self, text: str, level: int = logging.WARNING) -> None:
+        """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a record on the ``<prefix>``
+        logger, now: a WARNING, unless ``level`` says otherwise (INFO for what costs no
+        record)."""
         if self._logger.disabled:
             # Its reports would vanish (see enable_again, which reports through here).
             self.enable_again(self._logger)
         record = self._logger.makeRecord(
             self._logger.name,
-            logging.WARNING,
+            level,
             "(isoplug)",
             0,
             cap_text(text, MAX_REPORT_CHARS),
@@ -168,18 +169,19 @@ class ReplayReports(SenderClaimReports):
         records: int = 0,
         levels: Mapping[int, int] | None = None,
         detail: str = "",
+        level: int = logging.WARNING,
     ) -> None:
         """Report ``text`` now if no report of ``kind`` went out within the interval; else fold
         this occurrence into the kind's next summary (``summary`` makes its text from the
         :class:`~isoplug.logs.report_throttle.Tally`: occurrences, ``records`` and ``levels``
-        summed, the latest ``detail``, capped here). ``kind`` is a name from the code, never
-        from the sender: it keys the throttle's state. For any report a sender can trigger
-        again and again."""
+        summed, the latest ``detail``, capped here), both at ``level``. ``kind`` is a name from
+        the code, never from the sender: it keys the throttle's state. For any report a sender
+        can trigger again and again."""
         self._throttle.report(
             kind,
             text,
             summary=summary,
-            emit=self.report,
+            emit=self.report if level == logging.WARNING else _at_level(self.report, level),
             records=records,
             levels=levels,
             detail=cap_text(detail, _DETAIL_CHARS),
@@ -334,3 +336,10 @@ class ReplayReports(SenderClaimReports):
             ),
             detail=text,
         )
+
+
+def _at_level(report: Callable[[str, int], None], level: int) -> Callable[[str], None]:
+    def report_at_level(text: str) -> None:
+        report(text, level)
+
+    return report_at_level
