@@ -102,6 +102,20 @@ async def test_json_prefixed_and_traceback_lines_on_stderr_get_their_level(
     assert len(waiter.matching("plugin.printer.stderr", "KeyError: 'missing'")) == 1
 
 
+async def test_stdin_is_the_end_of_input(tmp_path: Path) -> None:
+    """A plugin that reads stdin (input(), a library's prompt) gets EOF, as a process without a
+    terminal does, not an error about a closed file; the prompt arrives as a line."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        answers = await host.call("printer", "read_stdin")
+        await waiter.wait_for("plugin.printer.stdout", "a prompt>")
+    assert answers == {
+        "read": "",
+        "input": "EOFError: EOF when reading a line",
+        "isatty": False,
+        "original_isatty": False,
+    }
+
+
 async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
     """Updates after carriage returns (tqdm's, print(..., end="\\r"), a C library's meter on
     fd 2) are records of their own, without the CR and without empty lines, instead of one

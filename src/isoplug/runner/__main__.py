@@ -53,6 +53,10 @@ def main() -> int:
     sys.stdin.close()  # fd 0 stays open: it is the lifeline
     # Before any plugin code: from here on, the runner dies with its host.
     hold_lifeline()
+    # fd 0 is /dev/null now: a plugin's input() or sys.stdin.read() sees the end of input
+    # (EOFError, ""), as in any process without a terminal, not a closed file.
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    setattr(sys, "__stdin__", sys.stdin)  # noqa: B010 # typeshed's Final, not Python's
     if configure_runner_logging(bootstrap) is not None:
         # Without forwarding, stdout and stderr stay the pipes the host reads.
         capture_python_output(bootstrap.stdio)

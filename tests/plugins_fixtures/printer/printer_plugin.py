@@ -229,6 +229,22 @@ class Printer(isoplug.Plugin):
         self.quoting.set()
 
     @isoplug.method
+    async def read_stdin(self) -> dict[str, Any]:
+        """What a plugin gets from stdin: the end of input, as without a terminal."""
+        try:
+            input("a prompt> ")
+            prompt = "answered"
+        except EOFError as exc:
+            prompt = f"EOFError: {exc}"
+        original = sys.__stdin__
+        return {
+            "read": sys.stdin.read(),
+            "input": prompt,
+            "isatty": sys.stdin.isatty(),
+            "original_isatty": original.isatty() if original is not None else None,
+        }
+
+    @isoplug.method
     async def progress(self) -> None:
         """Progress shown the ways tools show it: updates after a CR, no newline between."""
         for percent in (0, 50, 100):  # tqdm: each update flushed, a newline at the end
