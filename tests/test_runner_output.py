@@ -221,6 +221,23 @@ async def test_warnings_and_uncaught_exceptions_arrive_as_structured_records(
     assert not waiter.matching("plugin.printer.stderr")
 
 
+async def test_a_failed_task_the_plugin_keeps_is_reported_at_the_stop_as_a_record(
+    tmp_path: Path,
+) -> None:
+    """asyncio reports a task's unretrieved exception only when the task is collected, which
+    for a task the plugin keeps is the runner's exit, after log forwarding ended: the runner
+    reports it before, as the same ERROR record with exc_info, not stderr text."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "kept_task_fails")
+        await host.stop("printer")
+        task = await waiter.wait_for("plugin.printer", "Task exception was never retrieved")
+    assert task.levelno == logging.ERROR and attribute(task, "exc_type") == "builtins.LookupError"
+    assert task.exc_info is not None
+    assert "kept, never awaited" in FORMATTER.formatException(task.exc_info)
+    assert not waiter.matching("plugin.printer.stderr")
+    assert len(waiter.matching("plugin.printer", "never retrieved")) == 1
+
+
 async def test_loguru_messages_keep_their_level_extras_and_exception(tmp_path: Path) -> None:
     """loguru's info, success, bound warning and exception arrive at loguru's levels, with the
     bound extra and the exception, from the plugin's line; none as stderr text."""

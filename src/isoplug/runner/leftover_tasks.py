@@ -18,6 +18,11 @@ and the teardown hooks ran, and before log forwarding ends:
   is named in a WARNING, with the line it waits at; the runner exits without it
   (:func:`exit_leaving`), as asyncio would wait for it forever.
 
+A task that failed and is still referenced (a plugin's ``self.task``) has its exception
+reported by asyncio only once collected: at the interpreter's exit, after log forwarding
+ended, as stderr text in pieces. :func:`report_unretrieved_exceptions` reports those before
+forwarding ends, as the same ERROR records.
+
 Whose a task is: the plugin's whose :data:`~isoplug.logs.sources.current_source` it carries
 (every plugin's code runs attributed to it, and the tasks it starts inherit that). A task with
 no source (started from a bare thread) is a plugin's too, unless its coroutine is isoplug's own
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -39,7 +45,7 @@ from isoplug.logs.hooks import task_source
 from isoplug.logs.sources import attributed_to
 from isoplug.runner.health import describe_frame, in_stdlib
 
-__all__ = ["MIN_GRACE", "end_plugin_tasks", "exit_leaving"]
+__all__ = ["MIN_GRACE", "end_plugin_tasks", "exit_leaving", "report_unretrieved_exceptions"]
 
 _log = logging.getLogger("isoplug.runner")
 
@@ -96,6 +102,35 @@ async def end_plugin_tasks(sources: Collection[str], deadline: float) -> list[as
                 where_waiting(task),
             )
     return stuck
+
+
+def report_unretrieved_exceptions(loop: asyncio.AbstractEventLoop) -> int:
+    """Retrieve the exception of every failed task or future of ``loop`` that nobody retrieved
+    and that something still references, and report it to the loop's exception handler as
+    asyncio would when collecting it ("Task exception was never retrieved"); return how many.
+
+    Found among the objects the garbage collector tracks: a few milliseconds per 25,000
+    objects, once, at the runner's stop."""
+    reported = 0
+    for future in [o for o in gc.get_objects() if isinstance(o, asyncio.Future)]:
+        if (
+            future.get_loop() is not loop
+            or not future.done()
+            or future.cancelled()
+            or not future._log_traceback  # asyncio's own flag, set until it is retrieved
+        ):
+            continue
+        context: dict[str, Any] = {
+            "message": f"{type(future).__name__} exception was never retrieved",
+            "exception": future.exception(),  # retrieved now: never reported twice
+            "future": future,
+        }
+        source_traceback = getattr(future, "_source_traceback", None)
+        if source_traceback:
+            context["source_traceback"] = source_traceback
+        loop.call_exception_handler(context)
+        reported += 1
+    return reported
 
 
 def plugin_tasks(sources: Collection[str]) -> list[asyncio.Task[Any]]:

@@ -79,7 +79,11 @@ from isoplug.runner.exit_hooks import (
 )
 from isoplug.runner.health import start_health
 from isoplug.runner.inherited import inherited_processes
-from isoplug.runner.leftover_tasks import end_plugin_tasks, exit_leaving
+from isoplug.runner.leftover_tasks import (
+    end_plugin_tasks,
+    exit_leaving,
+    report_unretrieved_exceptions,
+)
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
@@ -407,6 +411,9 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     # hooks' own end it, logging.shutdown last), so that what they print or log arrives as
     # records. Not with a task or a thread left running: the process exits without them,
     # as it would without their hooks (a callback still running waits for such a thread).
+    # Failed tasks a plugin keeps (self.task), which asyncio reports only once collected;
+    # before the exit hooks, logging's among them.
+    report_unretrieved_exceptions(loop)
     left = bool(left_tasks or left_threads or callbacks_left)
     left_hooks = not left and await run_exit_hooks(deadline)
     let_forwarding_close()

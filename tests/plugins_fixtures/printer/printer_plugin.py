@@ -186,6 +186,18 @@ class Printer(isoplug.Plugin):
         gc.collect()
 
     @isoplug.method
+    async def kept_task_fails(self) -> None:
+        """A task kept on the plugin fails; nobody looks at it (asyncio reports it only once
+        the task is collected)."""
+
+        async def fail() -> None:
+            raise LookupError("kept, never awaited")
+
+        self.kept = asyncio.get_running_loop().create_task(fail())
+        while not self.kept.done():
+            await asyncio.sleep(0)
+
+    @isoplug.method
     async def loguru(self) -> None:
         from loguru import logger
 
