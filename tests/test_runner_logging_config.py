@@ -248,6 +248,24 @@ async def test_isoplugs_handler_taken_off_by_hand_is_put_back_and_said(tmp_path:
     assert "INFO:thirdparty.lib:by-hand-marker: info of a library" in contents
 
 
+@pytest.mark.parametrize("plugin", ["reconfigurer", "piped"])
+async def test_a_librarys_own_console_sends_each_record_once(tmp_path: Path, plugin: str) -> None:
+    """A library that gives its logger a console handler of its own (at import, or later): each
+    record arrives once, as itself, never also as the handler's text on stderr, in records
+    mode and in pipe mode (where the runner puts its rendering stream under such handlers
+    after the plugins' setup, and then within a second)."""
+    async with running(tmp_path, plugin) as (host, waiter):
+        seen = await host.call(plugin, "library_consoles", "lib", piped=plugin == "piped")
+        await waiter.wait_for(f"plugin.{plugin}.thirdparty.later", "lib: from a console added")
+        await host.stop(plugin)
+    assert seen == (plugin == "piped")
+    at_import = _only(waiter, "lib: from the library's console")
+    later = _only(waiter, "lib: from a console added later")
+    assert at_import.name == f"plugin.{plugin}.thirdparty.console"
+    assert later.name == f"plugin.{plugin}.thirdparty.later"
+    assert at_import.levelno == later.levelno == logging.WARNING
+
+
 async def test_in_pipe_mode_a_console_handler_of_the_plugins_own_sends_nothing_twice(
     tmp_path: Path,
 ) -> None:

@@ -171,15 +171,18 @@ class RenderingPipe:
 
 
 def render_through(pipes: tuple[Any, ...]) -> None:
-    """Put a :class:`RenderingPipe` under every stream handler of the root logger that writes
-    to one of ``pipes`` (a plugin's console handler, in ``stdio = "pipe"`` mode)."""
+    """Put a :class:`RenderingPipe` under every stream handler, of any logger, that writes to
+    one of ``pipes`` (a plugin's console handler, in ``stdio = "pipe"`` mode: the root's, or a
+    library's own ``logging.getLogger("lib").addHandler(StreamHandler())``)."""
     if not pipes:
         return
-    for handler in list(logging.root.handlers):
-        if isinstance(handler, logging.StreamHandler) and any(
-            handler.stream is pipe for pipe in pipes
-        ):
-            handler.setStream(RenderingPipe(handler.stream))
+    loggers = [logging.root, *logging.root.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # a PlaceHolder has none
+            if isinstance(handler, logging.StreamHandler) and any(
+                handler.stream is pipe for pipe in pipes
+            ):
+                handler.setStream(RenderingPipe(handler.stream))
 
 
 def _reaches(handler: logging.Handler, name: str) -> bool:

@@ -193,6 +193,14 @@ class KeptForwarding:
 FORWARDING_CHECK_INTERVAL = 1.0
 
 
+def render_consoles() -> None:
+    """In ``stdio = "pipe"`` mode, make the console handlers of the plugin's loggers (any
+    logger's, a library's own) send what they render as its record, not also as text on the
+    pipe (:func:`~isoplug.logs.rendered_records.render_through`): once the plugins' code is
+    imported and set up, and then at every look of :func:`watch_forwarding`."""
+    render_through(pipe_streams())
+
+
 def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
     """Look every :data:`FORWARDING_CHECK_INTERVAL` seconds, on ``loop``, whether the runner's
     forwarding handler is still on the root logger, and put it back if not. A configuration
@@ -207,7 +215,7 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
 
     def look() -> None:
         nonlocal told
-        render_through(pipe_streams())  # a console handler the plugin added, in pipe mode
+        render_consoles()
         if handler not in logging.root.handlers and _LOGGING_LOCK.acquire(blocking=False):
             # Else a configuration is under way in another thread: it restores at its end.
             try:
@@ -255,7 +263,7 @@ def _restore(handler: ForwardingHandler) -> list[str]:
     own making; return the names of the other disabled loggers."""
     root = logging.getLogger()
     vars(root).pop("addHandler", None)  # _restore_at_next_root_handler's, if still there
-    render_through(pipe_streams())
+    render_consoles()
     # Appended to the list, as addHandler() does: a record some thread is handing out right
     # now then reaches the handler, which is what its rendering counted on
     # (isoplug.logs.rendered_records).

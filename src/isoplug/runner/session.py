@@ -87,7 +87,7 @@ from isoplug.runner.leftover_tasks import (
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
-from isoplug.runner.logging_setup import PluginLevels, watch_forwarding
+from isoplug.runner.logging_setup import PluginLevels, render_consoles, watch_forwarding
 from isoplug.runner.priority import lower_priority
 
 __all__ = ["run_runner"]
@@ -242,6 +242,8 @@ async def run_runner(bootstrap: Bootstrap) -> int:
                 exit_leaving(0)
             return 0
         failures = setting_up.result()
+        # Console handlers the plugins' imports and setups added, before their first records.
+        render_consoles()
         report = ReadyReport(
             pid=os.getpid(),
             loaded={pid: plugin.summary() for pid, plugin in table.plugins.items()},

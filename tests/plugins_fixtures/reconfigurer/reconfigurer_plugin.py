@@ -7,6 +7,7 @@ import logging
 import logging.config
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import isoplug
 
 #: Created at import, before any configuration: a dictConfig() that does not name it disables it.
 module_log = logging.getLogger("reconfigurer_plugin")
+#: A library that gives its logger a console of its own at import, as some do.
+library_console = logging.getLogger("thirdparty.console")
+library_console.addHandler(logging.StreamHandler(sys.stderr))
 
 
 def _fail() -> None:
@@ -96,6 +100,20 @@ class Reconfigurer(isoplug.Plugin):
     def console_added(self) -> None:
         logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
         self._log_everything("added")
+
+    @isoplug.method
+    def library_consoles(self, tag: str, piped: bool) -> bool:
+        """Log through the console the library added at import, and through one added now,
+        once the runner may have seen it (in pipe mode, ``piped``, it says so within a second
+        by putting its rendering stream under it); return whether it was seen."""
+        library_console.warning("%s: from the library's console", tag)
+        later = logging.StreamHandler(sys.stderr)
+        logging.getLogger("thirdparty.later").addHandler(later)
+        deadline = time.monotonic() + (10 if piped else 0)
+        while type(later.stream).__name__ != "RenderingPipe" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logging.getLogger("thirdparty.later").warning("%s: from a console added later", tag)
+        return type(later.stream).__name__ == "RenderingPipe"
 
     @isoplug.method
     def boxed_added(self) -> None:
