@@ -76,6 +76,21 @@ async def test_the_hosts_level_beats_levels_the_plugin_set_itself(tmp_path: Path
         assert await emitted(host, waiter, "a") == at_or_above(DEBUG)
 
 
+async def test_a_logger_the_host_named_keeps_its_level_through_the_plugins_changes(
+    tmp_path: Path,
+) -> None:
+    """A level set on a named logger holds when the plugin's level changes later, as it does
+    across a restart (the loggers' levels are sent after the plugin's)."""
+    async with running(tmp_path, "leveled") as (host, waiter):
+        await host.set_log_level("leveled", "WARNING", logger="leveled_plugin")
+        await host.set_log_level("leveled", "DEBUG")
+        seen = await emitted(host, waiter, "a")
+        await host.restart("leveled")
+        after_restart = await emitted(host, waiter, "b")
+    expected = at_or_above(DEBUG) - {"module DEBUG", "module INFO"}
+    assert seen == after_restart == expected
+
+
 async def test_the_config_level_beats_the_manifest_and_set_log_level_beats_both(
     tmp_path: Path,
 ) -> None:

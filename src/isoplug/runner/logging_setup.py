@@ -336,31 +336,38 @@ class PluginLevels:
         self._packages = {
             plugin.id: plugin.entry.partition(":")[0].partition(".")[0] for plugin in plugins
         }
+        #: Loggers the host set a level on by name: a plugin's level set later leaves them
+        #: at it, as a restart does (it sends the plugins' levels first, then the loggers').
+        self._named: set[str] = set()
 
     def apply(self) -> None:
         if not self._levels:
             return
-        root = logging.getLogger()
         if len(self._levels) == 1:
             ((plugin_id, level),) = self._levels.items()
-            root.setLevel(level)
+            self._set("", level)
             # NOTSET: they follow the root, even where the plugin's code had set them itself.
-            logging.getLogger(f"plugin.{plugin_id}").setLevel(logging.NOTSET)
-            logging.getLogger(self._packages[plugin_id]).setLevel(logging.NOTSET)
+            self._set(f"plugin.{plugin_id}", logging.NOTSET)
+            self._set(self._packages[plugin_id], logging.NOTSET)
             # Not the output's: a plugin raising the root's level for its logging
             # (basicConfig(level=logging.ERROR)) would drop its prints, which a program of its
             # own shows whatever logging's levels, and isoplug's word on the runner.
             for name in _output_loggers(plugin_id):
-                logging.getLogger(name).setLevel(level)
+                self._set(name, level)
             return
-        root.setLevel(min(self._levels.values()))
+        self._set("", min(self._levels.values()))
         for plugin_id, level in self._levels.items():
-            logging.getLogger(f"plugin.{plugin_id}").setLevel(level)
-            logging.getLogger(self._packages[plugin_id]).setLevel(level)
+            self._set(f"plugin.{plugin_id}", level)
+            self._set(self._packages[plugin_id], level)
+
+    def _set(self, name: str, level: int) -> None:
+        if name not in self._named:
+            logging.getLogger(name or None).setLevel(level)
 
     def change(self, change: LogLevelChange) -> None:
         """Set a plugin's or a logger's level, as the host asked."""
         if not change.plugin:
+            self._named.add(change.logger)
             logging.getLogger(change.logger or None).setLevel(change.level)
             return
         if change.plugin not in self._levels:
