@@ -53,8 +53,9 @@ class PluginSettings:
         ``log_level`` and ``config.log_level``, even where its code set a level on those
         loggers itself. Otherwise ``logger`` is a logger name as the plugin uses it (in a
         group: for the whole group), which keeps that level when the plugin's level changes
-        later. The level survives restarts, and holds from the plugin's import on. Raises :class:`PluginUnavailable` for an unknown plugin or when the host is
-        not running, and ``ValueError`` for an unknown level name.
+        later. The level survives restarts, and holds from the plugin's import on. Raises
+        :class:`PluginUnavailable` for an unknown plugin or when the host is not running, and
+        ``ValueError`` for an unknown level name.
         """
         numeric = level_number(level)
         self._check_here(f"set the log level of plugin {plugin_id!r}")
