@@ -16,7 +16,13 @@ import pytest
 
 from isoplug import Host, PluginFailed, PluginState, UnencodableValue
 from isoplug.control import CapabilityRequest
-from isoplug.errors import InvalidParams, LocalProtocolError, RemoteError, RequestTimeout
+from isoplug.errors import (
+    InvalidParams,
+    LocalProtocolError,
+    RemoteError,
+    RequestTimeout,
+    ValueTooLarge,
+)
 from isoplug.host.manifest import RestartPolicy
 from isoplug.runner.dispatch import MAX_RESULT_BYTES
 from isoplug.wire import encode_value
@@ -243,6 +249,31 @@ async def test_an_argument_that_cannot_cross_is_refused_before_sending(tmp_path:
             await host.call("traps", "hello", "ann", greeting=1j)
         with pytest.raises(UnencodableValue, match=r"cannot publish 'noted': payload\.x is a"):
             await host.publish("noted", Holder(Thing()))
+        assert await host.call("traps", "hello", "ann") == "hello ann"
+
+
+async def test_arguments_and_payloads_too_large_for_a_message_say_so(tmp_path: Path) -> None:
+    """Past the frame limit: UnencodableValue naming the call (or the event) and the sizes, as
+    for a result; nothing was sent and the runner's connection stays usable. A payload that
+    nobody subscribes to yet, or that does not encode, is refused the same: it could never be
+    delivered."""
+    too_big = b"x" * (17 * 1024 * 1024)
+    size = r"the message would take 17,8\d\d,\d{3} bytes once encoded, past the limit of 16,777,216"
+    async with running(tmp_path, "traps") as (host, _):
+        with pytest.raises(
+            UnencodableValue, match=rf"^cannot send the arguments of traps.hello .*{size}"
+        ) as raised:
+            await host.call("traps", "hello", too_big)
+        # What such arguments raised before, and what the docs promised: still true.
+        assert isinstance(raised.value, LocalProtocolError)
+        assert isinstance(raised.value, ValueTooLarge) and raised.value.limit == 16 * 1024 * 1024
+        with pytest.raises(UnencodableValue, match=rf"^cannot publish 'noted': {size}"):
+            await host.publish("noted", too_big)
+        with pytest.raises(UnencodableValue, match=rf"^cannot publish 'nobody listens': {size}"):
+            await host.publish("nobody listens", too_big)
+        with pytest.raises(UnencodableValue, match=r"^cannot publish 'nobody listens': payload"):
+            await host.publish("nobody listens", Thing())
+        assert await host.publish("nobody listens", {"fine": 1}) == 0
         assert await host.call("traps", "hello", "ann") == "hello ann"
 
 

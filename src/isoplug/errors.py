@@ -38,6 +38,7 @@ isoplug is a bug.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "AddressError",
@@ -46,6 +47,7 @@ __all__ = [
     "ConnectError",
     "ConnectionBroken",
     "ConnectionClosed",
+    "FrameTooLarge",
     "HandshakeError",
     "HandshakeTimeout",
     "InvalidParams",
@@ -61,6 +63,7 @@ __all__ = [
     "RequestTimeout",
     "TransportError",
     "UnencodableValue",
+    "ValueTooLarge",
     "VersionMismatch",
 ]
 
@@ -97,6 +100,21 @@ class LocalProtocolError(ProtocolError):
     """This side tried to do something the protocol does not allow in the current state."""
 
 
+class FrameTooLarge(LocalProtocolError):
+    """A message would take more than the connection's frame limit once encoded (nothing was
+    sent; the connection stays usable): :attr:`size` and :attr:`limit` are in bytes."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"refusing to send a frame of {size:,} bytes: the limit is {limit:,} bytes"
+        )
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.size, self.limit))
+
+
 class RemoteProtocolError(ProtocolError):
     """The peer sent bytes or a message that the protocol does not allow."""
 
@@ -130,7 +148,22 @@ class RequestTimeout(IsoplugError, TimeoutError):
 
 class UnencodableValue(IsoplugError, TypeError):
     """A value cannot be sent to the other process: its message says where in the value
-    (``result["points"][2]``) and what type the part is. docs/plugins.md says what crosses."""
+    (``result["points"][2]``) and what type the part is, or how large it is once encoded
+    against what a message may take. docs/plugins.md says what crosses."""
+
+
+class ValueTooLarge(UnencodableValue, FrameTooLarge):
+    """A value encodes, but into more than a message may take: an :class:`UnencodableValue`
+    saying the call or event, and the :class:`FrameTooLarge` the frame layer raised (so a
+    ``LocalProtocolError``, as such values raised before)."""
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        Exception.__init__(self, message)
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.size, self.limit))
 
 
 class PluginFailed(IsoplugError):

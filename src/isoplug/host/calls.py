@@ -21,7 +21,6 @@ from isoplug.errors import (
     LocalProtocolError,
     RequestCancelled,
     RequestTimeout,
-    UnencodableValue,
 )
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.health import EXPLAIN_WAIT
@@ -31,7 +30,7 @@ from isoplug.host.process import RunnerProcess
 from isoplug.host.status import PluginUnavailable
 from isoplug.rpc.peer import remote_error
 from isoplug.wire.tracecontext import current_traceparent
-from isoplug.wire.values import locate_unencodable
+from isoplug.wire.values import locate_unencodable, unencodable_error
 
 __all__ = ["call_runner"]
 
@@ -105,12 +104,14 @@ async def call_runner(
                 )
             except LocalProtocolError as exc:
                 # Found only once encoding failed: a call whose arguments encode pays nothing.
-                where = _unencodable_argument(args, kwargs)
-                if where is None:
+                error = unencodable_error(
+                    f"cannot send the arguments of {plugin_id}.{method} to its runner",
+                    exc,
+                    _unencodable_argument(args, kwargs),
+                )
+                if error is None:
                     raise
-                raise UnencodableValue(
-                    f"cannot send the arguments of {plugin_id}.{method} to its runner: {where}"
-                ) from exc
+                raise error from exc
             except RequestTimeout as exc:
                 timeout = RequestTimeout(
                     f"plugin {plugin_id!r} did not answer {method!r} within {remaining:g} s"

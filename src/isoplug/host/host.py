@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isoplug.errors import LocalProtocolError, MethodNotFound, UnencodableValue
+from isoplug.control import EVENT, EventDelivery
+from isoplug.errors import LocalProtocolError, MethodNotFound
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
@@ -50,7 +51,10 @@ from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import ReplayLimits
 from isoplug.transport import Listener
-from isoplug.wire.values import locate_unencodable
+from isoplug.wire.codec import encode_value
+from isoplug.wire.framing import encode_frame
+from isoplug.wire.messages import Event
+from isoplug.wire.values import locate_unencodable, unencodable_error
 
 __all__ = ["Host"]
 
@@ -384,17 +388,24 @@ class Host(PluginSettings):
     async def publish(self, event: str, payload: Any = None) -> int:
         """Send ``event`` to every ready plugin subscribed to it; return how many runners got
         it. Fire and forget: subscribers' failures are logged by their runner. Raises
-        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent,
+        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent (of a type
+        that does not cross, or too large), whether or not a plugin subscribes now,
         :class:`PluginUnavailable` when the host is not running."""
         self._check_here(f"publish {event!r}")
         self._life.check_running(f"publish {event!r}")
         try:
-            return sum(s.publish(event, payload) for s in self._supervisors.values())
+            sent = sum(s.publish(event, payload) for s in self._supervisors.values())
+            if not sent:
+                # Checked all the same: a payload that could never be delivered fails where
+                # it is published, not only once some plugin subscribes.
+                _check_event_payload(event, payload)
+            return sent
         except LocalProtocolError as exc:
             where = locate_unencodable(payload, "payload")
-            if where is None:
+            error = unencodable_error(f"cannot publish {event!r}", exc, where)
+            if error is None:
                 raise
-            raise UnencodableValue(f"cannot publish {event!r}: {where}") from exc
+            raise error from exc
 
     async def restart(self, plugin_id: str) -> PluginInfo:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
@@ -457,6 +468,14 @@ class Host(PluginSettings):
         if self._on_change is not None:
             call_on_change(self._on_change, change)
         self._waits.changed()
+
+
+def _check_event_payload(event: str, payload: Any) -> None:
+    """Raise what sending ``event`` with ``payload`` to a runner would: a
+    :class:`~isoplug.errors.LocalProtocolError` for a payload that does not encode, a
+    :class:`~isoplug.errors.FrameTooLarge` for one too large."""
+    delivery = EventDelivery(event=event, payload=payload)
+    encode_frame(Event(method=EVENT, params=encode_value(delivery)))
 
 
 def _report_reloader_end(task: asyncio.Task[None]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from isoplug.errors import LocalProtocolError, RemoteProtocolError
+from isoplug.errors import FrameTooLarge, LocalProtocolError, RemoteProtocolError
 from isoplug.wire.codec import ENCODE_ERRORS, encode_message_into
 from isoplug.wire.messages import Message
 
@@ -166,15 +166,13 @@ def _oversized(length: int, limit: int) -> RemoteProtocolError:
 
 def _check_size(size: int, max_frame_size: int) -> None:
     if size > max_frame_size:
-        raise LocalProtocolError(
-            f"refusing to send a frame of {size} bytes: the limit is {max_frame_size} bytes"
-        )
+        raise FrameTooLarge(size, max_frame_size)
 
 
 def encode_frame(message: Message, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
     """Encode ``message`` as one complete frame.
 
-    Raises :class:`~isoplug.errors.LocalProtocolError` when it would exceed ``max_frame_size``.
+    Raises :class:`~isoplug.errors.FrameTooLarge` when it would exceed ``max_frame_size``.
     """
     writer = FrameWriter(max_frame_size)
     writer.add(message)

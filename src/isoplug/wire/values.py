@@ -20,7 +20,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["describe_type", "encode_more", "locate_unencodable"]
+from isoplug.errors import FrameTooLarge, UnencodableValue, ValueTooLarge
+
+__all__ = ["describe_type", "encode_more", "locate_unencodable", "unencodable_error"]
 
 
 def encode_more(value: object) -> object:
@@ -39,6 +41,24 @@ _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
 _MAX_DEPTH = 100
 #: A dict key quoted in a path is cut past this many characters.
 _MAX_KEY_CHARS = 60
+
+
+def unencodable_error(what: str, value_error: Exception, where: str | None) -> Exception | None:
+    """The error to raise for sending ``what`` (``"cannot publish 'noted'"``) that failed with
+    ``value_error``: an :class:`~isoplug.errors.UnencodableValue` saying ``where`` (the part
+    that does not encode, from :func:`locate_unencodable`), a
+    :class:`~isoplug.errors.ValueTooLarge` for a value too large for a message; None if
+    neither (``value_error`` is another problem)."""
+    if where is not None:
+        return UnencodableValue(f"{what}: {where}")
+    if isinstance(value_error, FrameTooLarge):
+        return ValueTooLarge(
+            f"{what}: the message would take {value_error.size:,} bytes once encoded, past the "
+            f"limit of {value_error.limit:,}: send less, or where to find it",
+            value_error.size,
+            value_error.limit,
+        )
+    return None
 
 
 def describe_type(value: object) -> str:
