@@ -27,6 +27,7 @@ from isoplug.host.manifest import RestartPolicy
 from isoplug.runner.dispatch import MAX_RESULT_BYTES
 from isoplug.wire import encode_value
 from tests.plugins_fixtures import FAST, plugins_dir, running
+from tests.record_waiter import watching
 
 
 class Thing:
@@ -186,6 +187,41 @@ async def test_plugin_failed_names_every_failed_plugin(tmp_path: Path) -> None:
         assert "this plugin needs libfoo 2.0" in failures["import_raises"]
         assert "entry module 'not_there' not found" in failures["missing_module"]
         assert str(raised.value).startswith("2 plugins failed: ")
+
+
+@pytest.mark.parametrize(
+    ("source", "shown", "last"),
+    [
+        # Python prints a file that does not compile as its line and a caret, no traceback.
+        ("x = 1\ndef broken(:\n", ['  File "{path}", line 2', "    def broken(:"], "SyntaxError"),
+        # A missing dependency: from the plugin's own import line on.
+        (
+            "import isoplug_no_such_dependency\n",
+            ['  File "{path}", line 1, in <module>', "    import isoplug_no_such_dependency"],
+            "ModuleNotFoundError: No module named 'isoplug_no_such_dependency'",
+        ),
+    ],
+)
+async def test_an_import_failure_shows_the_plugins_code_not_the_loaders(
+    tmp_path: Path, source: str, shown: list[str], last: str
+) -> None:
+    """The traceback of a plugin that cannot be imported starts where the plugin's code does:
+    isoplug's loader and importlib's frames, the same for every plugin, are left out."""
+    plugin = tmp_path / "plugins" / "broken"
+    plugin.mkdir(parents=True)
+    (plugin / "plugin.toml").write_text('id = "broken"\nversion = "1"\nentry = "broken:Broken"\n')
+    (plugin / "broken.py").write_text(source)
+    with watching("isoplug.host") as waiter:
+        async with Host(tmp_path / "plugins", config=FAST) as host:
+            await host.wait_ready(20, raise_on_failure=False)
+            report = await waiter.wait_for("isoplug.host", "cannot be loaded")
+    text = report.getMessage()
+    path = str((plugin / "broken.py").resolve())
+    lines = text.splitlines()
+    for expected in shown:
+        assert expected.format(path=path) in lines, text
+    assert lines[-1].strip().startswith(last), text
+    assert "loader.py" not in text and "<frozen importlib" not in text, text
 
 
 # -- item 12: what crosses, and what cannot -----------------------------------------------------

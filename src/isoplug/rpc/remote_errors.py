@@ -111,15 +111,26 @@ def _past_own_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
+def _all_own(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        if not _is_own(tb.tb_frame.f_code.co_filename):
+            return False
+        tb = tb.tb_next
+    return True
+
+
 def traceback_text(exc: BaseException, limit: int = _MAX_TRACEBACK_CHARS) -> str:
     """The traceback of ``exc`` as Python prints it, from the first frame of the code isoplug
     ran (the frames that called it are isoplug's, the same for every failure; the exceptions
     chained to it are whole); its middle cut (and said so, with the count) past ``limit``
     characters: a deep recursion, a huge message or note."""
+    frames = _past_own_frames(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and frames is exc.__traceback__ and _all_own(frames):
+        # A plugin's file that does not compile, imported by isoplug: importlib's frames and
+        # isoplug's say nothing. Python prints such an error as its file, line and caret.
+        frames = None
     try:
-        text = "".join(
-            traceback.format_exception(type(exc), exc, _past_own_frames(exc.__traceback__))
-        )
+        text = "".join(traceback.format_exception(type(exc), exc, frames))
     except Exception as failure:
         # format_exception copes with a failing __str__; a failing __getattr__ may still bite.
         return f"<formatting the traceback of {type(exc).__name__} raised {type(failure).__name__}>"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from isoplug.control import PluginEntry
 from isoplug.errors import IsoplugError
+from isoplug.rpc.remote_errors import traceback_text
 from isoplug.runner.api import Plugin
 
 __all__ = ["PluginLoadError", "drop_working_directory", "load_plugin_class"]
@@ -76,13 +76,13 @@ def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
             ) from None
         raise PluginLoadError(
             f"plugin {entry.id!r}: importing {module_name!r} failed: {exc}",
-            "".join(traceback.format_exception(exc)),
+            traceback_text(exc),
         ) from exc
     except (Exception, SystemExit) as exc:
         # SystemExit too: a module calling sys.exit() at import must not end the runner.
         raise PluginLoadError(
             f"plugin {entry.id!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}",
-            "".join(traceback.format_exception(exc)),
+            traceback_text(exc),
         ) from exc
     try:
         found = getattr(module, attribute)
