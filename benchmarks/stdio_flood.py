@@ -305,6 +305,15 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
             for index in range(count):
                 print(f"cost {index}", file=stream)
             costs[name].append((time.perf_counter() - began) / count * 1e9)
+        # print("cost", n, "done"): four writes, where the one-value print() makes two.
+        for name in ("captured", "/dev/null (unbuffered)"):
+            target = targets[name]
+            stream = sys.stdout if target is None else target
+            began = time.perf_counter()
+            for index in range(count):
+                print("cost", index, "done", file=stream)
+            elapsed = (time.perf_counter() - began) / count * 1e9
+            costs.setdefault(f"{name}, 3 values", []).append(elapsed)
         began = time.perf_counter()
         for index in range(count):
             log.info("cost %s", index)
@@ -522,6 +531,8 @@ def print_extras(
         print(f"   {name:36s}x{value / base:.2f}")
     buffered = medians["/dev/null (buffered)"]
     print(f"   captured / buffered /dev/null: x{medians['captured'] / buffered:.2f}")
+    several = medians["captured, 3 values"] / medians["/dev/null (unbuffered), 3 values"]
+    print(f'   print("cost", n, "done"), captured against unbuffered /dev/null: x{several:.2f}')
     pipe = {name: statistics.median(values) for name, values in pipe_costs.items()}
     print(
         f'in the plugin with stdio = "pipe": print() {pipe["captured"]:.0f} ns, '

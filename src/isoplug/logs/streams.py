@@ -180,6 +180,17 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 state.partial = s
                 state.partial_source = _current_source()
                 return len(s)
+            if (
+                state.partial
+                and "\r" not in s
+                and state.partial[-1] != "\r"  # a line's end, unless an LF comes next
+                and len(state.partial) + len(s) <= MAX_LINE_CHARS
+                and _current_source() == state.partial_source
+            ):
+                # The next pieces of a print() of several values (print("total:", n) writes
+                # "total:", " ", "42", then "\n"): the line grows, nothing ends yet.
+                state.partial += s
+                return len(s)
         elif (
             s == "\n"
             and state.partial
