@@ -314,6 +314,13 @@ def print_costs(count: int, rounds: int) -> dict[str, list[float]]:
                 print("cost", index, "done", file=stream)
             elapsed = (time.perf_counter() - began) / count * 1e9
             costs.setdefault(f"{name}, 3 values", []).append(elapsed)
+            # stream.write("cost n\\n"): a whole line in one write, no print().
+            write = stream.write
+            began = time.perf_counter()
+            for index in range(count):
+                write(f"cost {index}\\n")
+            elapsed = (time.perf_counter() - began) / count * 1e9
+            costs.setdefault(f"{name}, write()", []).append(elapsed)
         began = time.perf_counter()
         for index in range(count):
             log.info("cost %s", index)
@@ -533,6 +540,8 @@ def print_extras(
     print(f"   captured / buffered /dev/null: x{medians['captured'] / buffered:.2f}")
     several = medians["captured, 3 values"] / medians["/dev/null (unbuffered), 3 values"]
     print(f'   print("cost", n, "done"), captured against unbuffered /dev/null: x{several:.2f}')
+    whole = medians["captured, write()"] / medians["/dev/null (unbuffered), write()"]
+    print(f'   write("cost n\\n"), captured against unbuffered /dev/null: x{whole:.2f}')
     pipe = {name: statistics.median(values) for name, values in pipe_costs.items()}
     print(
         f'in the plugin with stdio = "pipe": print() {pipe["captured"]:.0f} ns, '

@@ -169,6 +169,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 state.last_write = time.monotonic()
                 self._take(per_thread, state, s, writer)
             return len(s)
+        size = 1
         if "\n" not in s:
             if (
                 not state.partial
@@ -192,6 +193,28 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 state.partial += s
                 return len(s)
         elif (
+            s != "\n"
+            and s[-1] == "\n"
+            and s.find("\n") == len(s) - 1
+            and "\r" not in s
+            and not state.skipping
+            and not state.classifier.phase
+            and len(state.partial) + len(s) <= MAX_LINE_CHARS
+            and (
+                not state.partial
+                or (state.partial[-1] != "\r" and _current_source() == state.partial_source)
+            )
+        ):
+            # A whole line in one write (sys.stdout.write("done\n"), a library's own line):
+            # taken as a print()'s two halves, its text and its newline, below.
+            size = len(s)
+            if state.partial:
+                state.partial += s[:-1]
+            else:
+                state.partial = s[:-1]
+                state.partial_source = _current_source()
+            s = "\n"
+        if (
             s == "\n"
             and state.partial
             and not state.classifier.phase
@@ -203,26 +226,15 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             state.partial = ""
             if line[-1:] == "\r":
                 line = line[:-1]
-            if line[:1] in _NOT_PLAIN_START or ":" in line[:10]:
-                self._classify(per_thread, state, line, False, _caller(1), source=source)
-                return 1
-            logger = self._targets.get(source) or self._target(source)
-            level = self.level
-            if logger.disabled:
-                return 1
-            try:
-                enabled = logger._cache[level]  # type: ignore[attr-defined] # isEnabledFor's
-            except (KeyError, AttributeError):
-                enabled = logger.isEnabledFor(level)
-            if not enabled and not output_enabled(logger, level):
-                return 1
             try:
                 frame = _getframe(1)
             except ValueError:  # called from C with no Python frame (interpreter shutdown)
                 frame = None
             if frame is None:
                 self._classify(per_thread, state, line, False, None, source=source)
-                return 1
+                return size
+            logger = self._targets.get(source) or self._target(source)
+            level = self.level
             code = frame.f_code
             lineno = frame.f_lineno
             attributes = None
@@ -233,11 +245,24 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 and per_thread.thread.name is state.site_thread_name
             ):
                 attributes = remember_site(state, logger, level, frame)
-                # Looked for once per place: a print() inside a logging handler's emit(), or
-                # structlog's PrintLogger printing an event (see rendered_records).
+                # Looked for once per place: a print() inside a logging handler's emit(), a
+                # handler's own write of its line, or structlog's PrintLogger printing an
+                # event (see rendered_records). Before the line's text is looked at: a
+                # rendering that reads as JSON or "[INFO] ..." is the record all the same.
                 state.site_renders = renders_from(frame)
             if state.site_renders and forward_rendered(frame):
-                return 1
+                return size
+            if line[:1] in _NOT_PLAIN_START or ":" in line[:10]:
+                self._classify(per_thread, state, line, False, frame, source=source)
+                return size
+            if logger.disabled:
+                return size
+            try:
+                enabled = logger._cache[level]  # type: ignore[attr-defined] # isEnabledFor's
+            except (KeyError, AttributeError):
+                enabled = logger.isEnabledFor(level)
+            if not enabled and not output_enabled(logger, level):
+                return size
             # Inside a traced call the line's record carries the trace's ids: the record path.
             forwarder = sole_forwarder(logger, level) if active_trace.get() is None else None
             if (
@@ -252,11 +277,11 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                     per_thread.ident,
                 )
             ):
-                return 1
+                return size
             if attributes is None:
                 attributes = state.site_attributes.copy()
             deliver_from(per_thread, logger, stamp(attributes, line, state.owner))
-            return 1
+            return size
         writer = _caller(1)
         if forward_rendered(writer):
             return len(s)
