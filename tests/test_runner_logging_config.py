@@ -219,16 +219,20 @@ async def test_structlog_as_it_comes_sends_its_events_as_records(tmp_path: Path)
     ]
 
 
-async def test_a_handler_that_prints_sends_records_not_lines(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bracketed", [False, True], ids=["plain", "level prefix"])
+async def test_a_handler_that_prints_sends_records_not_lines(
+    tmp_path: Path, bracketed: bool
+) -> None:
     """A handler printing each record (print() in emit), on a logger isoplug's handler is
-    not above: the record arrives, once, at its level; its printed line does not."""
+    not above: the record arrives, once, at its level; its printed line does not, even one
+    that starts as a level prefix ("[WARNING] ...") would."""
     async with running(tmp_path, "reconfigurer") as (host, waiter):
-        await host.call("reconfigurer", "printing_handler")
+        await host.call("reconfigurer", "printing_handler", bracketed)
         await waiter.wait_for(f"{CTX}.audit", "printed: audit info")
         await _marker(host, waiter, "printing")
     warning = _only(waiter, "printed: audit warning")
     assert (warning.name, warning.levelno) == (f"{CTX}.audit", logging.WARNING)
-    assert not [m for m in waiter.messages() if m.startswith("PRINTED")]
+    assert not [m for m in waiter.messages() if "PRINTED" in m]
 
 
 async def test_isoplugs_handler_taken_off_by_hand_is_put_back_and_said(tmp_path: Path) -> None:

@@ -39,6 +39,9 @@ from isoplug.logs.output_records import deliver, output_enabled
 from isoplug.logs.structlog_events import is_event_frame, record_of_event
 
 __all__ = [
+    "RENDERS_EVENT",
+    "RENDERS_NOTHING",
+    "RENDERS_RECORD",
     "RENDER_DEPTH",
     "RenderingPipe",
     "forward_rendered",
@@ -106,10 +109,20 @@ def forward_rendered(writer: FrameType | None) -> bool:
     return _forward_once(record, record, forwarder.handle)
 
 
-def renders_from(frame: FrameType | None) -> bool:
-    """True if text written from ``frame`` would be a rendering (:func:`forward_rendered`
-    would look further): cheap, for a place that prints, once."""
-    return _kept is not None and _rendering_frame(frame) is not None
+#: What :func:`renders_from` says of a place that writes.
+RENDERS_NOTHING, RENDERS_RECORD, RENDERS_EVENT = 0, 1, 2
+
+
+def renders_from(frame: FrameType | None) -> int:
+    """What text written from ``frame`` would be the rendering of (:func:`forward_rendered`
+    would look further): a record (a logging handler's or a loguru sink's ``emit``), a
+    structlog event, or nothing. Cheap, for a place that prints, once."""
+    if _kept is None:
+        return RENDERS_NOTHING
+    rendering = _rendering_frame(frame)
+    if rendering is None:
+        return RENDERS_NOTHING
+    return RENDERS_EVENT if rendering.f_code.co_name == "_proxy_to_logger" else RENDERS_RECORD
 
 
 def _forward_once(what: Any, key: Any, forward: Callable[[Any], object]) -> bool:

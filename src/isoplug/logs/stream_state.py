@@ -119,6 +119,6 @@ class LineState:
         # thread's name then (a renamed thread makes a new site).
         self.site_line: LineSite | None = None
         self.site_thread_name: str | None = None
-        # True where a line written from the site is a rendering of a record (see
-        # isoplug.logs.rendered_records).
-        self.site_renders = False
+        # What a line written from the site is the rendering of: rendered_records.renders_from
+        # (RENDERS_NOTHING, RENDERS_RECORD, RENDERS_EVENT).
+        self.site_renders = 0

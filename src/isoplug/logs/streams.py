@@ -84,7 +84,12 @@ from isoplug.logs.output_records import (
     stamp,
     task_name,
 )
-from isoplug.logs.rendered_records import forward_rendered, renders_from
+from isoplug.logs.rendered_records import (
+    RENDERS_EVENT,
+    RENDERS_RECORD,
+    forward_rendered,
+    renders_from,
+)
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
 from isoplug.logs.stream_io import caller as _caller
@@ -247,13 +252,17 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 attributes = remember_site(state, logger, level, frame)
                 # Looked for once per place: a print() inside a logging handler's emit(), a
                 # handler's own write of its line, or structlog's PrintLogger printing an
-                # event (see rendered_records). Before the line's text is looked at: a
-                # rendering that reads as JSON or "[INFO] ..." is the record all the same.
+                # event (see rendered_records).
                 state.site_renders = renders_from(frame)
-            if state.site_renders and forward_rendered(frame):
+            # A handler's rendering is its record, before its text is looked at (one that
+            # reads as JSON or "[INFO] ..." too). A JSON line structlog printed is read as one
+            # below: it holds what its processors added, which the event does not.
+            if state.site_renders == RENDERS_RECORD and forward_rendered(frame):
                 return size
             if line[:1] in _NOT_PLAIN_START or ":" in line[:10]:
                 self._classify(per_thread, state, line, False, frame, source=source)
+                return size
+            if state.site_renders == RENDERS_EVENT and forward_rendered(frame):
                 return size
             if logger.disabled:
                 return size

@@ -44,8 +44,15 @@ class Boxed(logging.Handler):
 
 
 class Printing(logging.Handler):
+    def __init__(self, bracketed: bool) -> None:
+        super().__init__()
+        self.bracketed = bracketed
+
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"PRINTED {record.levelname} {self.format(record)}")
+        if self.bracketed:  # what a level prefix looks like, to the host's reading of lines
+            print(f"[{record.levelname}] PRINTED {self.format(record)}")
+        else:
+            print(f"PRINTED {record.levelname} {self.format(record)}")
 
 
 class Reconfigurer(isoplug.Plugin):
@@ -196,11 +203,11 @@ class Reconfigurer(isoplug.Plugin):
             log.exception("sl: failed")
 
     @isoplug.method
-    def printing_handler(self) -> None:
+    def printing_handler(self, bracketed: bool) -> None:
         """A handler that print()s each record, on a logger isoplug's handler is not above."""
         audit = logging.getLogger("audit")
         audit.propagate = False
-        audit.addHandler(Printing())
+        audit.addHandler(Printing(bracketed))
         audit.setLevel(logging.INFO)
         audit.warning("printed: audit warning")
         audit.info("printed: audit info")
