@@ -177,6 +177,10 @@ def test_a_logged_dict_renders_as_the_plugin_did_and_states_the_hosts_truth_as_f
         assert (again.msg, again.getMessage()) == (record.msg, record.getMessage())
     for duplicate in (copy.copy(record), copy.deepcopy(record)):
         assert (duplicate.msg, duplicate.getMessage()) == (record.msg, record.getMessage())
+    # A host that is itself a plugin forwards it on as the event it is, with its text.
+    data = record_decoder.decode(capture_record(record, 1))
+    assert data.event is not None and data.event["a"] == 1
+    assert data.message == "{'a': 1, 'plugin_id': 'host'}"
 
 
 def test_templates_are_capped_in_the_emitting_process(collector: RecordWaiter) -> None:

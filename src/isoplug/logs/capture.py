@@ -21,6 +21,7 @@ import msgspec
 from isoplug.logs.exceptions import exception_data, resolve_exc_info
 from isoplug.logs.record_names import HOST_MARKER_PREFIX
 from isoplug.logs.standard_types import STANDARD_NAMES, fit_standard
+from isoplug.logs.templates import EVENT_TYPES
 from isoplug.wire.messages import LogRecordData
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
@@ -403,7 +404,7 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
     template = _cap(str.__str__(msg)) if args and isinstance(msg, str) else None
     exc_text = exc_type = exc_message = exception = None
     exc_info = attributes["exc_info"]
-    if not exc_info and type(msg) is dict and "exc_info" in msg:
+    if not exc_info and type(msg) in EVENT_TYPES and "exc_info" in msg:
         # A structlog event's exception (``.exception()`` puts ``exc_info=True`` there): only
         # here, on the thread still handling it, does True name the right exception. The
         # receiver puts the rebuilt exception back into the event.
@@ -431,7 +432,7 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
         if type(value) in (dict, list, tuple) and _too_deep(value):
             safe = True
             break
-    event = msg if type(msg) is dict else None
+    event = msg if type(msg) in EVENT_TYPES else None
     # A standard attribute plugin code set to another type would have the receiver refuse the
     # whole record: it is sent at its default, its value kept in ``extra_<name>``.
     standard, extra = fit_standard(_read_standard(attributes), extra)

@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.sources import current_source
+from isoplug.logs.templates import EVENT_TYPES
 
 __all__ = ["SourceNamingHandler"]
 
@@ -78,12 +79,13 @@ class SourceNamingHandler(ForwardingHandler):
         # Renamed for this handler alone: the record is encoded before handle() returns.
         record.name = renamed
         msg = record.msg
-        if type(msg) is dict and (msg.get("logger") == name or msg.get("logger_name") == name):
+        event = cast("dict[str, Any]", msg) if type(msg) in EVENT_TYPES else {}
+        if event.get("logger") == name or event.get("logger_name") == name:
             # A structlog event that names its logger (add_logger_name) names it as the
             # record does, so the receiver sees the logger's own name, not a claim to another.
             record.msg = {
-                **msg,
-                **{key: renamed for key in _LOGGER_KEYS if msg.get(key) == name},
+                **event,
+                **{key: renamed for key in _LOGGER_KEYS if event.get(key) == name},
             }
             try:
                 return _forward(self, record)

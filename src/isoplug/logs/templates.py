@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LogEvent", "LogTemplate"]
+__all__ = ["EVENT_TYPES", "LogEvent", "LogTemplate"]
 
 
 class LogTemplate(str):
@@ -68,3 +68,9 @@ class LogEvent(dict[str, Any]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (LogEvent, (dict(self), self.rendered))
+
+
+#: The types of a record's ``msg`` that is an event dict: a plugin's own ``dict``, and a replayed
+#: record's :class:`LogEvent` (a host that is itself a plugin forwards it on as one). Exact
+#: types, as ``type(msg) in EVENT_TYPES``: the check runs for every record sent.
+EVENT_TYPES = (dict, LogEvent)
