@@ -51,6 +51,8 @@ _forward = ForwardingHandler.handle
 _MAX_REMEMBERED = 4096
 #: The keys of a structlog event dict that name its logger (``add_logger_name``'s and the like).
 _LOGGER_KEYS = ("logger", "logger_name")
+#: The event of a record whose message is none (read, never written).
+_NO_EVENT: dict[str, Any] = {}
 
 
 class SourceNamingHandler(ForwardingHandler):
@@ -79,7 +81,7 @@ class SourceNamingHandler(ForwardingHandler):
         # Renamed for this handler alone: the record is encoded before handle() returns.
         record.name = renamed
         msg = record.msg
-        event = cast("dict[str, Any]", msg) if type(msg) in EVENT_TYPES else {}
+        event = cast("dict[str, Any]", msg) if type(msg) in EVENT_TYPES else _NO_EVENT
         if event.get("logger") == name or event.get("logger_name") == name:
             # A structlog event that names its logger (add_logger_name) names it as the
             # record does, so the receiver sees the logger's own name, not a claim to another.
