@@ -299,12 +299,18 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
 
     def flush(self) -> None:
         """Emit this thread's partial line, and the block its classifier holds."""
-        per_thread = this_thread()
+        try:
+            per_thread: PerThread = tls.t
+        except AttributeError:
+            per_thread = this_thread()
         if per_thread.emitting:
             self._flush_original()
             return
         state = per_thread.states.get(self)
         if state is None:
+            return
+        if not (state.partial or state.skipping or state.classifier.phase):
+            # Nothing held: print(..., flush=True) after a whole line, the common case.
             return
         if state.watched:
             with state.lock:
