@@ -22,6 +22,7 @@ from isoplug.logs.capture import capture_record
 from isoplug.logs.exceptions import MAX_DEPTH, MAX_FRAMES, MAX_MEMBERS, ExcInfo, exception_data
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData, LogRecordData
+from isoplug.wire.sanitize import clean_block
 from tests.log_helpers import (
     captured,
     is_report,
@@ -230,6 +231,25 @@ def test_a_blank_exc_text_still_says_render_no_traceback(collector: RecordWaiter
     assert exc_info_of(replayed_record)[1].__traceback__ is not None
     text = logging.Formatter("%(message)s").format(replayed_record)
     assert "Traceback" not in text
+
+
+def test_an_exception_without_its_frames_keeps_the_text_that_has_them(
+    collector: RecordWaiter,
+) -> None:
+    """An exception that lost its traceback on the sender's side (loguru's enqueue=True pickles
+    it away) arrives as exc_info, and the traceback the sender printed stays the text that
+    formatters show (cleaned as any text of the sender's: its lines after the first indented,
+    as the host cannot vouch for them)."""
+    error = raised(fail)
+    printed_text = printed(error)
+    record = logging.LogRecord("worker", logging.ERROR, __file__, 1, "queued", (), None)
+    record.exc_info, record.exc_text = (type(error), error, None), printed_text
+    (replayed_record,) = replayed(collector, record_decoder.decode(capture_record(record, 1)))
+    assert exc_info_of(replayed_record)[0].__name__ == "ValueError"
+    assert replayed_record.exc_text == clean_block(printed_text, 10_000)
+    text = logging.Formatter("%(message)s").format(replayed_record)
+    assert text == "queued\n" + clean_block(printed_text, 10_000)
+    assert 'in fail\n    raise ValueError("boom")' in text
 
 
 def test_records_of_older_senders_keep_the_text(collector: RecordWaiter) -> None:

@@ -257,6 +257,23 @@ async def test_loguru_messages_keep_their_level_extras_and_exception(tmp_path: P
     assert not waiter.matching("plugin.printer.stderr")
 
 
+async def test_loguru_with_enqueue_keeps_its_level_extras_and_exception(tmp_path: Path) -> None:
+    """loguru's enqueue=True (its sink writes in a thread of its own what the logging thread
+    queued): records at their levels, with the bound extra and the exception; the traceback
+    loguru printed (its queue drops the frames) is the record's text; none as stderr lines."""
+    async with running(tmp_path, "printer") as (host, waiter):
+        await host.call("printer", "loguru_enqueued")
+        warned = await waiter.wait_for("plugin.printer.printer_plugin", "queued warning")
+        failed = await waiter.wait_for("plugin.printer.printer_plugin", "queued exception")
+    assert warned.levelno == logging.WARNING and attribute(warned, "user") == 7
+    assert warned.filename == "printer_plugin.py" and warned.funcName == "loguru_enqueued"
+    assert failed.levelno == logging.ERROR and failed.exc_info is not None
+    assert failed.exc_info[0].__name__ == "ZeroDivisionError"
+    shown = FORMATTER.format(failed)
+    assert "Traceback (most recent call last):" in shown and "1 / 0" in shown
+    assert not waiter.matching("plugin.printer.stderr")
+
+
 async def test_a_segfault_still_reaches_the_host_through_the_real_stderr(
     tmp_path: Path,
 ) -> None:

@@ -46,6 +46,7 @@ __all__ = ["forward_loguru", "forward_rendered_loguru", "install_loguru_bridge"]
 #: each of its sinks in turn, so a sink of the program's own that writes it to a stream can
 #: tell it arrived already.
 _bridged = threading.local()
+_TRACEBACK_START = "Traceback (most recent call last):"
 
 
 def install_loguru_bridge() -> None:
@@ -75,19 +76,32 @@ def _sink(message: Any) -> None:
     _forward(record)
 
 
-def forward_rendered_loguru(record: Any) -> bool:
+def forward_rendered_loguru(record: Any, rendered: str = "") -> bool:
     """A loguru sink of the program's own writes ``record`` (loguru's record, a dict) to
     ``sys.stdout`` or ``sys.stderr`` (``logger.remove(); logger.add(sys.stderr, ...)``, loguru's
     usual setup, removes the bridge's sink too): the record goes to ``logging`` as the
     bridge's sink would send it, unless that sink did already (it is still there too), and
     its text is dropped (see :mod:`isoplug.logs.rendered_records`). Returns True: the text is
-    the record's."""
+    the record's.
+
+    ``rendered``: the sink's text, for a record that went through loguru's queue
+    (``enqueue=True``), whose exception lost its traceback on the way (loguru cannot pickle
+    one): the traceback loguru printed in the text is the record's ``exc_text`` then."""
     if getattr(_bridged, "record", None) is not record:
-        _forward(record)
+        _forward(record, rendered)
     return True
 
 
-def _forward(record: Any) -> None:
+def _printed_traceback(rendered: str) -> str | None:
+    """The traceback loguru printed after a message (from its ``Traceback (most recent call
+    last):`` line on), or None."""
+    start = rendered.find(_TRACEBACK_START)
+    if start < 0 or (start and rendered[start - 1] != "\n"):
+        return None
+    return rendered[start:].rstrip("\n")
+
+
+def _forward(record: Any, rendered: str = "") -> None:
     level = record["level"]
     source = current_source.get()
     module_name = record["name"] or "loguru"
@@ -97,8 +111,11 @@ def _forward(record: Any) -> None:
         return
     exception = record["exception"]
     exc_info = None
+    exc_text = None
     if exception is not None and exception.type is not None:
         exc_info = (exception.type, exception.value, exception.traceback)
+        if exception.traceback is None and rendered:
+            exc_text = _printed_traceback(rendered)
     log_record = logging.LogRecord(
         name,
         level.no,
@@ -118,6 +135,8 @@ def _forward(record: Any) -> None:
     log_record.threadName = record["thread"].name
     log_record.process = record["process"].id
     log_record.processName = record["process"].name
+    if exc_text is not None:
+        log_record.exc_text = exc_text
     add_extras(log_record.__dict__, record["extra"])
     deliver(target, log_record)
 

@@ -225,10 +225,14 @@ class RecordRebuilder:
             "exc_info": exc_info,
             # With exc_info, formatters render it (as the sender printed it): no text to repeat.
             # A blank text stays: loguru sets "\n" so that its message, which holds its own
-            # rendering of the traceback, is not followed by a second one.
+            # rendering of the traceback, is not followed by a second one. So does the text of
+            # an exception that came without its frames (loguru's enqueue=True cannot pickle a
+            # traceback; the one it printed is all there is of them).
             "exc_text": (
                 clean_block(data.exc_text, limits.max_traceback_chars)
-                if excepted and data.exc_text and (exc_info is None or data.exc_text.isspace())
+                if excepted
+                and data.exc_text
+                and (exc_info is None or exc_info[2] is None or data.exc_text.isspace())
                 else None
             ),
             "stack_info": (

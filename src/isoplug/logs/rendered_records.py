@@ -94,6 +94,14 @@ def forward_rendered(writer: FrameType | None) -> bool:
     if rendering.f_code.co_name == "_proxy_to_logger":
         return _forward_once(rendering, rendering.f_locals.get("event_kw"), _forward_event)
     names = rendering.f_locals
+    if rendering.f_code.co_name == _LOGURU_QUEUE_WRITER:
+        # loguru's enqueue=True: the sink writes in loguru's own thread what the logging
+        # thread formatted and queued, the record (a copy) on the message.
+        message = names.get("message")
+        record = getattr(message, "record", None)
+        if not isinstance(record, dict):
+            return False
+        return forward_rendered_loguru(record, str(message))
     handler = names.get("self")
     record = names.get("record")
     if type(handler).__module__ == "loguru._handler" and isinstance(record, dict):
@@ -144,15 +152,27 @@ def _forward_event(frame: FrameType) -> None:
         deliver(logger, record)
 
 
+#: The function of loguru's own thread that writes a sink's queued messages (``enqueue=True``).
+_LOGURU_QUEUE_WRITER = "_queued_writer"
+
+
 def _rendering_frame(frame: FrameType | None) -> FrameType | None:
     """The first frame from ``frame`` up, within :data:`RENDER_DEPTH`, that renders a record:
-    an ``emit`` (logging's handlers, loguru's), structlog's ``_proxy_to_logger``; None past a
-    ``handleError`` frame (a failed handler's report is text)."""
+    an ``emit`` (logging's handlers, loguru's), loguru's thread writing queued messages,
+    structlog's ``_proxy_to_logger``; None past a ``handleError`` frame (a failed handler's
+    report is text)."""
     for _ in range(RENDER_DEPTH):
         if frame is None:
             return None
         name = frame.f_code.co_name
-        if name == "emit" or (name == "_proxy_to_logger" and is_event_frame(frame)):
+        if (
+            name == "emit"
+            or (name == "_proxy_to_logger" and is_event_frame(frame))
+            or (
+                name == _LOGURU_QUEUE_WRITER
+                and frame.f_globals.get("__name__") == "loguru._handler"
+            )
+        ):
             return frame
         if name == "handleError":
             return None

@@ -210,6 +210,20 @@ class Printer(isoplug.Plugin):
             logger.exception("loguru exception")
 
     @isoplug.method
+    async def loguru_enqueued(self) -> None:
+        """loguru set up for threads and processes: its sink writes in loguru's own thread."""
+        from loguru import logger
+
+        logger.remove()
+        logger.add(sys.stderr, enqueue=True, level="DEBUG")
+        logger.bind(user=7).warning("queued warning")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            logger.exception("queued exception")
+        await asyncio.to_thread(logger.complete)
+
+    @isoplug.method
     async def flood(self, count: int) -> int:
         """``count`` lines ``flood <n>``, yielding to the loop every 500 lines."""
         for number in range(count):
