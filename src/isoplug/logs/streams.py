@@ -50,14 +50,17 @@ Never a loop: text written while this thread is handing a record to the handlers
 error report, the forwarding handler's fallback) goes to the original stream, the real fd.
 
 :meth:`LogStream.write` runs for every ``print()`` of a plugin: its plain-line path is inlined,
-and ``sys._getframe`` is a module global. When the line's record would reach one
-:class:`~isoplug.logs.ForwardingHandler` and nothing else, with no filter on the way
+and ``sys._getframe`` is a module global. It takes the pieces of a ``print()`` of several
+values (the line grows) and a whole line in one ``write()`` (as a ``print()``'s two halves)
+too. A line written from a logging handler's ``emit()`` is that record's rendering before its
+text is looked at (see :mod:`isoplug.logs.rendered_records`). When the line's record would
+reach one :class:`~isoplug.logs.ForwardingHandler` and nothing else, with no filter on the way
 (:func:`~isoplug.logs.output_records.sole_forwarder`, checked for every line; always so in a
 runner unless the plugin adds handlers or filters), no record is built: the handler encodes the
 line straight into the bytes its record would have had
 (:meth:`~isoplug.logs.ForwardingHandler.forward_line`), which halves what a ``print()`` costs.
 Otherwise the record is made and delivered by :mod:`~isoplug.logs.output_records`' functions.
-Everything off that path (text of several lines or of no whole one, cut lines, classification,
+Everything off that path (text of several lines, carriage returns, cut lines, classification,
 held blocks, flushes, the threads' line states) is :mod:`isoplug.logs.stream_lines`'
 (:class:`~isoplug.logs.stream_lines.LineAssembly`, a base class of :class:`LogStream`).
 """
