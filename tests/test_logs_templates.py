@@ -18,7 +18,7 @@ import structlog
 
 from isoplug.logs import LogReplayer
 from isoplug.logs.capture import MAX_FIELD_CHARS, capture_record
-from isoplug.logs.templates import LogTemplate
+from isoplug.logs.templates import LogEvent, LogTemplate
 from isoplug.wire import LogRecordData
 from tests.log_helpers import batch, captured, record_decoder, replay
 from tests.plugins_fixtures import running
@@ -169,9 +169,11 @@ def test_a_logged_dict_renders_as_the_plugin_did_and_states_the_hosts_truth_as_f
     formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
     assert formatter.format(record) == "INFO plugin.demo.sender: {'a': 1, 'plugin_id': 'host'}"
     # ...while tools that read the dict's keys as fields read the host's truth.
-    assert record.msg["plugin_id"] == "demo" and record.msg["extra_plugin_id"] == "host"
-    assert record.msg["a"] == 1 and record.msg["logger"] == "plugin.demo.sender"
-    assert type(record.msg.copy()) is dict and "plugin_id" in json.loads(json.dumps(record.msg))
+    event = record.msg
+    assert isinstance(event, LogEvent)
+    assert event["plugin_id"] == "demo" and event["extra_plugin_id"] == "host"
+    assert event["a"] == 1 and event["logger"] == "plugin.demo.sender"
+    assert type(event.copy()) is dict and "plugin_id" in json.loads(json.dumps(event))
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         again = pickle.loads(pickle.dumps(record, protocol))
         assert (again.msg, again.getMessage()) == (record.msg, record.getMessage())

@@ -268,7 +268,7 @@ async def test_loguru_with_enqueue_keeps_its_level_extras_and_exception(tmp_path
     assert warned.levelno == logging.WARNING and attribute(warned, "user") == 7
     assert warned.filename == "printer_plugin.py" and warned.funcName == "loguru_enqueued"
     assert failed.levelno == logging.ERROR and failed.exc_info is not None
-    assert failed.exc_info[0].__name__ == "ZeroDivisionError"
+    assert failed.exc_info[1].__class__.__name__ == "ZeroDivisionError"
     shown = FORMATTER.format(failed)
     assert "Traceback (most recent call last):" in shown and "1 / 0" in shown
     assert not waiter.matching("plugin.printer.stderr")
