@@ -97,7 +97,7 @@ from isoplug.logs.sources import current_source
 from isoplug.logs.stream_io import BinaryLogStream, WriteOnly
 from isoplug.logs.stream_io import caller as _caller
 from isoplug.logs.stream_lines import MAX_LINE_CHARS, LineAssembly
-from isoplug.logs.stream_state import LineState, PerThread, this_thread, tls
+from isoplug.logs.stream_state import EMITTED_UNENDED, LineState, PerThread, this_thread, tls
 from isoplug.logs.textlines import NOT_PLAIN_START as _NOT_PLAIN_START
 from isoplug.logs.textlines import is_plain_line
 from isoplug.logs.trace_ids import active_trace
@@ -224,14 +224,24 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             s = "\n"
         if (
             s == "\n"
-            and state.partial
             and not state.classifier.phase
-            and (source := _current_source()) == state.partial_source
+            and (
+                (state.partial and (source := _current_source()) == state.partial_source)
+                # An empty line (print()): nothing held, no flushed line that it would end.
+                or (
+                    not state.partial
+                    and not state.skipping
+                    and state.partial_source is not EMITTED_UNENDED
+                )
+            )
         ):
             # The second half of print(): one line. The common case, so inlined here: a
             # plain line skips the classifier and becomes a record without another call.
             line = state.partial
-            state.partial = ""
+            if line:
+                state.partial = ""
+            else:
+                source = _current_source()
             if line[-1:] == "\r":
                 line = line[:-1]
             try:
