@@ -15,10 +15,9 @@ that code's module under the current source. structlog is never imported here.
 from __future__ import annotations
 
 import logging
-import sys
 from types import FrameType
-from typing import Any
 
+from isoplug.logs.exceptions import resolve_exc_info
 from isoplug.logs.record_names import add_extras
 from isoplug.logs.sources import current_source
 
@@ -75,7 +74,7 @@ def record_of_event(frame: FrameType) -> tuple[logging.Logger, logging.LogRecord
         caller.f_lineno if caller is not None else 0,
         "" if event is None else str(event),
         None,
-        _exc_info(keywords.get("exc_info")),
+        resolve_exc_info(keywords.get("exc_info")),
         caller.f_code.co_name if caller is not None else None,
     )
     fields = {**bound, **keywords} if isinstance(bound, dict) else keywords
@@ -88,18 +87,6 @@ def record_of_event(frame: FrameType) -> tuple[logging.Logger, logging.LogRecord
         },
     )
     return logging.getLogger(name), record
-
-
-def _exc_info(given: Any) -> Any:
-    """``exc_info`` as logging takes it, from what structlog was given."""
-    if given is True:
-        info = sys.exc_info()
-        return info if info[0] is not None else None
-    if isinstance(given, BaseException):
-        return (type(given), given, given.__traceback__)
-    if isinstance(given, tuple) and len(given) == 3 and given[0] is not None:
-        return given
-    return None
 
 
 def _in_structlog(frame: FrameType) -> bool:
