@@ -404,7 +404,8 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
     template = _cap(str.__str__(msg)) if args and isinstance(msg, str) else None
     exc_text = exc_type = exc_message = exception = None
     exc_info = attributes["exc_info"]
-    if not exc_info and type(msg) in EVENT_TYPES and "exc_info" in msg:
+    is_event = type(msg) in EVENT_TYPES
+    if not exc_info and is_event and "exc_info" in msg:
         # A structlog event's exception (``.exception()`` puts ``exc_info=True`` there): only
         # here, on the thread still handling it, does True name the right exception. The
         # receiver puts the rebuilt exception back into the event.
@@ -432,7 +433,7 @@ def _capture(record: logging.LogRecord, seq: int, *, safe: bool) -> bytes:
         if type(value) in (dict, list, tuple) and _too_deep(value):
             safe = True
             break
-    event = msg if type(msg) in EVENT_TYPES else None
+    event = msg if is_event else None
     # A standard attribute plugin code set to another type would have the receiver refuse the
     # whole record: it is sent at its default, its value kept in ``extra_<name>``.
     standard, extra = fit_standard(_read_standard(attributes), extra)
