@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import re
+import sys
+import time
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -13,6 +18,7 @@ import pytest
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken, RequestTimeout
 from isoplug.host import PluginInfo
+from isoplug.runner.output_wait import syscall_numbers
 from isoplug.testing import busy_cpu, eventually
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST
@@ -275,3 +281,74 @@ async def test_an_async_call_timed_out_while_the_loop_is_blocked_says_when_it_is
             str(caught.value),
         ), str(caught.value)
         assert await host.call("laggard", "pid") == host.plugin("laggard").pid
+
+
+@contextlib.contextmanager
+def host_slow_to_read(logger: str) -> Iterator[None]:
+    """A host busy replaying: its handler of ``logger`` spins on the GIL (1 ms a record), and
+    hands it over every 50 ms only. The host's stdio reader waits for the GIL after each read,
+    so it reads a runner's pipes slowly (and the tests' floods stay small)."""
+
+    class Busy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            end = time.perf_counter() + 0.001
+            while time.perf_counter() < end:
+                pass
+
+    handler = Busy()
+    logging.getLogger(logger).addHandler(handler)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        logging.getLogger(logger).removeHandler(handler)
+
+
+@pytest.mark.skipif(syscall_numbers() is None, reason="no write syscall numbers for this CPU")
+async def test_a_loop_waiting_for_the_host_to_read_its_output_is_not_hung(
+    tmp_path: Path,
+) -> None:
+    """Lines written to fd 1 from the event loop for 2.5 s, faster than the host reads: the
+    loop waits in its writes past health_timeout (1 s) while Python could run. The host's
+    slowness is not the plugin's: it is not killed, the call returns, a warning says why."""
+    with host_slow_to_read("plugin.laggard.stdout"):
+        async with running(tmp_path) as (host, waiter):
+            first = host.plugin("laggard").pid
+            written = await host.call_with(
+                "laggard", "write_on_loop", kwargs={"seconds": 2.5}, timeout=120
+            )
+            assert written > 0
+            record = await waiter.wait_for("isoplug.host", "for the host to read its stdout")
+            assert re.fullmatch(
+                r"runner laggard \(pid \d+\): its event loop has waited \d+\.\d s for the host "
+                r"to read its stdout or stderr \(a plugin writing to file descriptor 1 or 2 "
+                r"faster than the host's log handlers take it\); not counted as hung",
+                record.getMessage(),
+            ), record.getMessage()
+            info = host.plugin("laggard")
+            assert info.pid == first and info.restarts == 0 and info.state is PluginState.READY
+
+
+@pytest.mark.skipif(syscall_numbers() is None, reason="no write syscall numbers for this CPU")
+async def test_a_loop_that_blocks_for_good_after_waiting_for_the_host_is_hung(
+    tmp_path: Path,
+) -> None:
+    """Only the writes are excused: a loop that then waits on an event nobody sets is hung,
+    health_timeout after its last write."""
+    with host_slow_to_read("plugin.laggard.stdout"):
+        async with running(tmp_path) as (host, _):
+            call = asyncio.ensure_future(
+                host.call_with(
+                    "laggard", "write_on_loop", kwargs={"seconds": 1.5, "then_block": True}
+                )
+            )
+            info = await host.wait_for("laggard", restarted, timeout=60)
+            assert info.last_exit is not None and info.last_exit.signal_name == "SIGKILL"
+            assert re.search(
+                r"\(hung, in \S+laggard_plugin\.py:\d+ in write_on_loop\)$",
+                info.last_exit.reason,
+            ), info.last_exit.reason
+            with pytest.raises(ConnectionBroken):
+                await call

@@ -406,6 +406,10 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     #: Events each plugin dropped so far, its queue full (``max_queued_events``): plugin id ->
     #: count, plugins that dropped none left out (an older runner: none).
     events_dropped: dict[str, int] = {}
+    #: Of ``loop_blocked``, how long the loop's thread waited in a write to its stdout or
+    #: stderr pipe for the host to read (see :mod:`isoplug.runner.output_wait`): the host's
+    #: slowness, not a hung loop (0 where unknown).
+    loop_waiting_output: float = 0.0
 
 
 # The zygote's protocol: messages on a SOCK_SEQPACKET socket pair (one message per packet),

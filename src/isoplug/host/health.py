@@ -16,6 +16,12 @@ decides, for one runner process (:class:`HealthWatch`):
   a CPU (:mod:`isoplug.cpu_wait`) counts neither toward ``health_timeout`` nor toward
   ``health_grace``: hung means it had the CPU for that long and still did not answer. The
   runner reports its loop's wait; when it does not answer, the host reads its threads' waits.
+- **Waiting for the host to read**: a loop that writes to its stdout or stderr descriptor
+  faster than the host reads (``os.write(1, ...)``, a C library's output, ``stdio = "pipe"``)
+  waits in the write for the host (:mod:`isoplug.runner.output_wait`). While the host's reader
+  of those pipes runs, that wait counts neither toward ``health_timeout`` nor toward
+  ``health_grace``: a plugin is never killed for the host's slowness. A wait as long as
+  ``health_timeout`` is reported (a WARNING, at most one a minute and then a summary).
 - **Stuck threads**: a sync call whose caller's timeout passed runs on in its worker thread.
   The host counts those threads per runner process; past ``max_stuck_threads`` it recycles the
   runner (a graceful stop, then a fresh one), its exit account saying why. A call's timeout
@@ -31,7 +37,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from isoplug.control import HealthReport, WorkerState
 from isoplug.cpu_wait import longest_wait, process_cpu_waits
@@ -108,15 +114,20 @@ class HealthWatch:
         #: Events each plugin dropped (its queue in the runner full), as the runner last told:
         #: plugin id -> count in this runner process (see :meth:`note_events_dropped`).
         self.events_dropped: dict[str, int] = {}
+        #: Whether the host still reads the runner's stdout and stderr pipes (see start()).
+        self._reading_output: Callable[[], bool] = _never
 
     @property
     def runner_fd(self) -> int:
         """The runner's end of the channel, for it to inherit."""
         return self._theirs.fileno()
 
-    async def start(self, pid: int) -> None:
-        """The runner ``pid`` was spawned with its end: let go of ours, start reading."""
+    async def start(self, pid: int, reading_output: Callable[[], bool] | None = None) -> None:
+        """The runner ``pid`` was spawned with its end: let go of ours, start reading.
+        ``reading_output`` says whether the host still reads its stdout and stderr: only then is
+        the loop's wait in a write to them the host's slowness."""
         self.pid = pid
+        self._reading_output = reading_output or _never
         self._theirs.close()
         await self.link.open()
 
@@ -166,6 +177,7 @@ class HealthWatch:
         # ended after this query was sent may be reported again, never lost.
         self._since = report.until if report.until > 0 else sent
         self._report_stall(report)
+        self._report_output_wait(report)
         finding = self._judge_loop(report)
         if finding.kill is None:
             stuck = self._stuck(report)
@@ -220,8 +232,9 @@ class HealthWatch:
             return (
                 f"{head}; a cancel was sent; the method had not ended when the timeout was "
                 f"raised: the runner's event loop has been blocked for {blocked:.1f} s"
-                f"{_starved(starved)}{_where(report.loop_where)}, and the cancel takes effect "
-                "only once it runs again"
+                f"{_starved(starved)}{_waiting_output(self._output_wait(report))}"
+                f"{_where(report.loop_where)}, and the cancel takes effect only once it runs "
+                "again"
             )
         if not work.started:
             return (
@@ -250,9 +263,10 @@ class HealthWatch:
         blocked = _seconds(report.loop_blocked)
         gil = min(blocked, _seconds(report.gil_held))
         starved = min(blocked, _seconds(report.loop_starved))
+        waiting = self._output_wait(report)
         # A whole process kept from the CPU shows as both: its health thread is late too.
-        own = blocked - max(gil, starved)
-        ran = blocked - starved
+        own = blocked - max(gil, starved, waiting)
+        ran = blocked - max(starved, waiting)
         where = _where(report.loop_where)
         if own >= timeout:
             _log.error(
@@ -336,29 +350,58 @@ class HealthWatch:
         self.recycle.set_result(reason)
         return reason
 
-    def _report_stall(self, report: HealthReport) -> None:
-        stall = max(_seconds(report.longest_stall), _seconds(report.gil_wait))
-        if stall < self._config.health_timeout:
-            return
-        detail = f"{stall:.1f} s"
+    def _output_wait(self, report: HealthReport) -> float:
+        """Of the loop's blocked time, how long it waited for the host to read its output;
+        none once the host no longer reads it (then nothing will)."""
+        waiting = min(_seconds(report.loop_blocked), _seconds(report.loop_waiting_output))
+        return waiting if waiting and self._reading_output() else 0.0
 
-        def summary(tally: Tally) -> str:
-            return (
+    def _report_output_wait(self, report: HealthReport) -> None:
+        self._report_long(
+            "output",
+            self._output_wait(report),
+            lambda detail: (
+                f"runner {self.runner_id} (pid {self.pid}): its event loop has waited {detail} "
+                "for the host to read its stdout or stderr (a plugin writing to file descriptor "
+                "1 or 2 faster than the host's log handlers take it); not counted as hung"
+            ),
+            lambda tally: (
+                f"runner {self.runner_id}: {tally.events} more health check(s) in "
+                f"{tally.seconds:.0f} s found its event loop waiting longer than health_timeout "
+                f"for the host to read its stdout or stderr (latest {tally.detail})"
+            ),
+        )
+
+    def _report_stall(self, report: HealthReport) -> None:
+        config = self._config
+        self._report_long(
+            "gil",
+            max(_seconds(report.longest_stall), _seconds(report.gil_wait)),
+            lambda detail: (
+                f"runner {self.runner_id} (pid {self.pid}): no thread could run Python for "
+                f"{detail} (the GIL was held, as by one long call in C code, or the process was "
+                f"not scheduled); its health checks allow that for up to health_grace "
+                f"({config.health_grace:g} s) beyond health_timeout ({config.health_timeout:g} s)"
+            ),
+            lambda tally: (
                 f"runner {self.runner_id}: {tally.events} more time(s) in {tally.seconds:.0f} s, "
                 f"no thread could run Python for longer than health_timeout (latest {tally.detail})"
-            )
-
-        self._stalls.report(
-            "gil",
-            f"runner {self.runner_id} (pid {self.pid}): no thread could run Python for "
-            f"{detail} (the GIL was held, as by one long call in C code, or the process was "
-            f"not scheduled); its health checks allow that for up to health_grace "
-            f"({self._config.health_grace:g} s) beyond health_timeout "
-            f"({self._config.health_timeout:g} s)",
-            summary=summary,
-            emit=_log.warning,
-            detail=detail,
+            ),
         )
+
+    def _report_long(
+        self,
+        kind: str,
+        seconds: float,
+        said: Callable[[str], str],
+        summary: Callable[[Tally], str],
+    ) -> None:
+        """A WARNING that the runner went ``seconds`` (at least health_timeout) as ``said(how
+        long)`` says; then at most one a minute, a ``summary`` of the others."""
+        if seconds < self._config.health_timeout:
+            return
+        detail = f"{seconds:.1f} s"
+        self._stalls.report(kind, said(detail), summary=summary, emit=_log.warning, detail=detail)
 
 
 async def _settle(
@@ -403,6 +446,17 @@ def _answered(answer: object) -> str | None:
 def _starved(starved: float) -> str:
     """What a message adds for the time the runner waited for a CPU (nothing if negligible)."""
     return f", {starved:.1f} s of it waiting for a CPU" if starved >= _WORTH_SAYING else ""
+
+
+def _waiting_output(waiting: float) -> str:
+    """What a message adds for the time the runner waited for the host to read its output."""
+    if waiting < _WORTH_SAYING:
+        return ""
+    return f", {waiting:.1f} s of it waiting for the host to read its stdout or stderr"
+
+
+def _never() -> bool:
+    return False
 
 
 def _seconds(value: float) -> float:

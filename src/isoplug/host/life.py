@@ -208,7 +208,7 @@ class RunnerLife:
         permanent: str | None = None
         try:
             self.limits.start(process)
-            await self.health.start(process.pid)
+            await self.health.start(process.pid, process.reading_output)
             reason, permanent = await self._until_exit(process, on_ready)
         except BaseException:
             # Cancelled (host shutting down hard) or a bug: never leave the process behind.

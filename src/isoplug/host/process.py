@@ -150,6 +150,10 @@ class RunnerProcess:
         self._exit_watch = ExitWatch(child, self.host_signals)
         release_in_forked_child(self)
 
+    def reading_output(self) -> bool:
+        """Whether the host still reads this runner's stdout and stderr pipes."""
+        return self._capture is not None and self._capture.reading
+
     @classmethod
     async def start(
         cls,

@@ -137,6 +137,11 @@ class StdioCapture:
         return await _wait(self._replay_done, timeout)
 
     @property
+    def reading(self) -> bool:
+        """True until the reader has finished (both pipes at end of stream, or stopped)."""
+        return not self._read_done.done()
+
+    @property
     def replayed(self) -> bool:
         """True once everything read was replayed (or counted dropped)."""
         return self._replay_done.done()

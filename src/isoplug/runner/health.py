@@ -26,6 +26,11 @@ inherits (:attr:`~isoplug.control.Bootstrap.health_fd`), with what it measured
   thread every tick and sleeps until that thread, starved too, has had a CPU to take it.
   Measured on 2 busy cores, those two made a loop that had run 16 ms of its 3.3 s seem to
   have run 0.5 s.
+- **Waiting for the host to read.** A loop that writes to descriptor 1 or 2 (``os.write``, a C
+  library's output, ``stdio = "pipe"``) faster than the host reads waits in that write for
+  the host. The health thread looks at what the loop's thread does at every wake-up, and
+  reports apart how long it waited so (:mod:`isoplug.runner.output_wait`), so the host does
+  not take its own slowness for a hung plugin.
 - **The worker pool.** Every sync call queued or running, since when, where its thread is, and
   whether its caller gave up on it (:mod:`isoplug.runner.workers`).
 
@@ -52,6 +57,7 @@ import msgspec
 from isoplug.control import Bootstrap, HealthQuery, HealthReport, WorkerState
 from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
+from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import FrameDecoder
@@ -128,6 +134,10 @@ class HealthMonitor:
         #: been ready to run without either changing. Only the health thread uses them.
         self._loop_look: tuple[int, int] | None = None
         self._ready_since = 0.0
+        #: Whether the loop's thread waits for the host to read its output (opened by it),
+        #: and what the health thread's looks saw. Only the health thread uses the looks.
+        self._loop_output: ThreadOutputWait | None = None
+        self._output_waits = OutputWaits(_STALLS_KEPT)
         #: (start, end) of every stall kept, oldest first. Only the health thread uses it.
         self._stalls: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=_STALLS_KEPT
@@ -148,6 +158,7 @@ class HealthMonitor:
         (a thread that started late took one of the plugin's descriptors)."""
         self._loop_thread = threading.get_ident()
         self._loop_cpu_wait = ThreadCpuWait()
+        self._loop_output = ThreadOutputWait()
         self._beat()
         self._sock.settimeout(self._tick)
         self._thread.start()
@@ -196,6 +207,7 @@ class HealthMonitor:
                     due = min(due, max(entered, min(q.sent for q in queries)))
                 self._note_stall(due, now)
                 loop_now, queued = self._look_at_loop(now)
+                self._look_at_output(now)
                 for query in queries:
                     self._answer(query, now, loop_now, queued)
         except RemoteProtocolError as exc:
@@ -238,6 +250,11 @@ class HealthMonitor:
             return times, 0.0
         return times, now - self._ready_since
 
+    def _look_at_output(self, now: float) -> None:
+        output = self._loop_output
+        if output is not None:
+            self._output_waits.look(now, output.state())
+
     def _answer(
         self, query: HealthQuery, received: float, loop_now: _Times | None, queued: float
     ) -> None:
@@ -245,16 +262,22 @@ class HealthMonitor:
         last_beat, loop_then, health_then = self._last_beat
         # At least this long: it may have stopped anywhere in the tick after its last beat.
         blocked = max(0.0, now - last_beat - self._tick)
-        starved = 0.0
+        starved = waiting_output = 0.0
+        ran = None
         if blocked and loop_then is not None and loop_now is not None:
+            ran = max(0, loop_now[0] - loop_then[0]) / 1e9
             starved = loop_starvation(
                 blocked,
                 now - last_beat,
-                ran=max(0, loop_now[0] - loop_then[0]) / 1e9,
+                ran=ran,
                 waited=max(0, loop_now[1] - loop_then[1]) / 1e9,
                 queued=queued,
                 health_waited=self._health_waited(health_then),
             )
+        if blocked:
+            # The block started a tick after the last beat, at the latest.
+            start = last_beat + self._tick
+            waiting_output = min(blocked, self._output_waits.waited(start, now, self._tick, ran))
         frames = sys._current_frames()
         report = HealthReport(
             seq=query.seq,
@@ -270,6 +293,7 @@ class HealthMonitor:
             max_threads=self._workers.max_threads,
             loop_starved=starved,
             until=now,
+            loop_waiting_output=waiting_output,
             # One copy under the GIL: the loop's thread may add a plugin meanwhile.
             events_dropped=dict(self.event_drops),
         )

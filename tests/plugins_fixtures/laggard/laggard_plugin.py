@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import threading
 import time
 
 import isoplug
@@ -63,6 +64,22 @@ class Laggard(isoplug.Plugin):
         while time.monotonic() < end:
             pass
         return "spun"
+
+    @isoplug.method
+    async def write_on_loop(self, seconds: float, then_block: bool = False) -> int:
+        """Lines written to fd 1 from the event loop for ``seconds``, below Python (a C
+        library's output), far faster than any host reads them: the writes wait for the host
+        most of that time. Then, with ``then_block``, the loop blocks for good on an event
+        nobody sets. Returns the bytes written."""
+        line = b"a line a C library wrote, some eighty bytes long as such lines often are..\n"
+        block = line * (64 * 1024 // len(line))
+        written = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            written += os.write(1, block)
+        if then_block:
+            threading.Event().wait()
+        return written
 
     @isoplug.method
     async def await_sleep(self, seconds: float) -> str:
