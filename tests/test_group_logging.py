@@ -15,8 +15,17 @@ from isoplug.logs.sources import current_source
 from tests.plugins_fixtures import FAST, copy_plugins, running
 from tests.record_waiter import RecordWaiter, attached, watching
 
-#: Where log_everywhere, log_in_worker and the chat event log, bare thread aside.
-PLACES = ("in a call", "in a task", "in to_thread", "in a worker thread", "in an event")
+#: Where log_everywhere, log_in_worker and the chat event log.
+PLACES = (
+    "in a call",
+    "in a task",
+    "in to_thread",
+    "in a bare thread",
+    "in run_in_executor",
+    "in its own executor",
+    "in a worker thread",
+    "in an event",
+)
 
 
 def stamped(record: logging.LogRecord) -> object:
@@ -27,8 +36,8 @@ async def log_everywhere(host: Host, waiter: RecordWaiter, plugin: str) -> None:
     """Have ``plugin`` log everywhere it can; return once every record of its has arrived."""
     await host.call(plugin, "log_everywhere")
     await host.call(plugin, "log_in_worker")
-    await waiter.wait_for_record(text=f"{plugin} logged in a bare thread")
-    await waiter.wait_for_record(text=f"{plugin} logged in a worker thread")
+    for place in ("a bare thread", "its own executor", "a worker thread"):
+        await waiter.wait_for_record(text=f"{plugin} logged in {place}")
 
 
 def seen(waiter: RecordWaiter, plugin: str) -> set[tuple[str, object, str]]:
@@ -42,9 +51,9 @@ def seen(waiter: RecordWaiter, plugin: str) -> set[tuple[str, object, str]]:
 
 async def test_a_members_own_loggers_arrive_as_if_it_ran_alone(tmp_path: Path) -> None:
     """duo_a's module logger, the root logger and a shared library's, in a call, a task, a
-    to_thread, a worker thread, an event handler and setup: the same host loggers and
-    plugin_id in its group as alone; teardown's too. Only a bare thread's record is the
-    group's."""
+    to_thread, a thread it started, run_in_executor, an executor of its own, a worker thread,
+    an event handler and setup: the same host loggers and plugin_id in its group as alone;
+    teardown's too."""
     alone = copy_plugins(tmp_path / "alone", "duo_a")
     manifest = alone / "duo_a" / "plugin.toml"
     manifest.write_text(manifest.read_text().replace('group = "duo"\n', ""))
@@ -68,11 +77,8 @@ async def test_a_members_own_loggers_arrive_as_if_it_ran_alone(tmp_path: Path) -
         await host.publish("chat", "hello")
         for plugin in ("duo_a", "duo_b"):
             await waiter.wait_for_record(text=f"{plugin} logged in an event")
-    in_group = seen(waiter, "duo_a")
-    bare = (module, "duo_a", "duo_a logged in a bare thread")
-    assert in_group - {("plugin.duo.duo_a_plugin", "duo", bare[2])} == by_itself - {bare}
-    assert ("plugin.duo.duo_a_plugin", "duo", bare[2]) in in_group
-    assert {(r[0], r[1]) for r in seen(waiter, "duo_b") if "bare" not in r[2]} == {
+    assert seen(waiter, "duo_a") == by_itself
+    assert {(r[0], r[1]) for r in seen(waiter, "duo_b")} == {
         ("plugin.duo_b.duo_b_plugin", "duo_b"),
         ("plugin.duo_b", "duo_b"),
         ("plugin.duo_b.shared.lib", "duo_b"),
@@ -104,8 +110,8 @@ async def test_loguru_and_structlog_records_of_a_member_are_its_own(tmp_path: Pa
 
 async def test_no_name_takes_a_members_record_out_of_its_runner(tmp_path: Path) -> None:
     """Logging on another runner's plugin's logger, on the host's, or with another plugin's
-    ``plugin_id`` as an extra: in a member's call the record is that member's, in a bare
-    thread the group's, never the other plugin's nor the host's. A fellow member's logger
+    ``plugin_id`` as an extra: in a member's call the record is that member's, in a thread of
+    no member's the group's, never the other plugin's nor the host's. A fellow member's logger
     leads to that member: one trust domain, one process."""
     async with running(tmp_path, "duo_a", "duo_b", "printer", logger=None) as (host, waiter):
         await host.call("duo_a", "log_as", logger="plugin.printer", text="as printer")
@@ -117,7 +123,7 @@ async def test_no_name_takes_a_members_record_out_of_its_runner(tmp_path: Path) 
             lambda: all(
                 waiter.select(text=f"{text} in a {where}")
                 for text in texts
-                for where in ("call", "bare thread")
+                for where in ("call", "thread of nobody's")
             )
         )
     found = {
@@ -127,13 +133,13 @@ async def test_no_name_takes_a_members_record_out_of_its_runner(tmp_path: Path) 
     }
     assert found == {
         "as printer in a call": ("plugin.duo_a.plugin.printer", "duo_a", None),
-        "as printer in a bare thread": ("plugin.duo.plugin.printer", "duo", None),
+        "as printer in a thread of nobody's": ("plugin.duo.plugin.printer", "duo", None),
         "as the host in a call": ("plugin.duo_a.isoplug.host", "duo_a", None),
-        "as the host in a bare thread": ("plugin.duo.isoplug.host", "duo", None),
+        "as the host in a thread of nobody's": ("plugin.duo.isoplug.host", "duo", None),
         "claim in a call": ("plugin.duo_a.mine", "duo_a", "printer"),
-        "claim in a bare thread": ("plugin.duo.mine", "duo", "printer"),
+        "claim in a thread of nobody's": ("plugin.duo.mine", "duo", "printer"),
         "as duo_b in a call": ("plugin.duo_b", "duo_b", None),
-        "as duo_b in a bare thread": ("plugin.duo_b", "duo_b", None),
+        "as duo_b in a thread of nobody's": ("plugin.duo_b", "duo_b", None),
     }
 
 

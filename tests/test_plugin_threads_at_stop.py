@@ -102,3 +102,22 @@ async def test_threads_that_end_by_the_teardown_timeout_are_not_named(
     assert not thread_warnings(waiter), waiter.messages()
     ended = waiter.matching(PLUGIN_MODULE, "polite thread ends")
     assert len(ended) == (1 if start == "start_polite" else 0), waiter.messages()
+
+
+async def test_in_a_group_a_thread_left_running_is_named_as_the_member_that_started_it(
+    tmp_path: Path,
+) -> None:
+    """A thread duo_a started, and work it submitted to a pool: each WARNING is duo_a's, not
+    the group's, and says where the thread is (not in isoplug's wrapper)."""
+    async with running(tmp_path, "duo_a", "duo_b", config=CONFIG, logger=None) as (host, waiter):
+        await host.call("duo_a", "leave_threads")
+    warnings = [r for r in waiter.records if "at shutdown" in r.getMessage()]
+    assert sorted(
+        (r.name, r.getMessage().split(" threading.")[0].split(" (")[0]) for r in warnings
+    ) == [
+        ("plugin.duo_a.isoplug.runner", "thread 'duo_a-forever'"),
+        ("plugin.duo_a.isoplug.runner", "thread 'duo_a_0' of an executor still runs"),
+    ], "\n".join(f"{r.name}: {r.getMessage()}" for r in warnings)
+    for warning in warnings:
+        assert "thread_sources" not in warning.getMessage(), warning.getMessage()
+        assert "; it is at " in warning.getMessage(), warning.getMessage()

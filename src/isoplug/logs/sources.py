@@ -16,7 +16,8 @@ __all__ = ["attributed_to", "current_source"]
 
 #: The logger prefix of the code running now (``plugin.<id>`` in a runner), or None: output and
 #: exceptions go to ``<source>.<stream>`` / ``<source>``. A context variable, so asyncio tasks
-#: and ``asyncio.to_thread`` inherit it; a plain ``threading.Thread`` starts without it.
+#: and ``asyncio.to_thread`` inherit it; a plain ``threading.Thread`` starts without it (a
+#: group runner passes it on: :mod:`isoplug.runner.thread_sources`).
 current_source: ContextVar[str | None] = ContextVar("isoplug_log_source", default=None)
 
 

@@ -26,8 +26,9 @@ What the hooks print, log or write is a record with its own level, logger and st
 any other time, and of the plugin whose code registered the hook (in a group, that member:
 :func:`mark_plugin_hooks` makes ``atexit.register`` remember the
 :data:`~isoplug.logs.sources.current_source` it was called with, as a task or ``to_thread``
-does; a hook registered where no plugin's code is known, a plain thread, stays the
-group's), and a SIGKILL meanwhile loses none of it (the records are in the forwarding
+does, and so does a thread a member's code started: see
+:mod:`isoplug.runner.thread_sources`; a hook registered where no plugin's code is known stays
+the group's), and a SIGKILL meanwhile loses none of it (the records are in the forwarding
 handler's ring, as during the teardown hooks). Each callback list is emptied as it runs, so
 nothing runs twice when the interpreter exits.
 

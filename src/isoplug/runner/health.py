@@ -57,6 +57,7 @@ import msgspec
 from isoplug.control import Bootstrap, HealthQuery, HealthReport, WorkerState
 from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
+from isoplug.runner import thread_sources
 from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
@@ -79,6 +80,8 @@ _MAX_WHERE = 300
 #: A thread's time on a CPU and waiting for one (ns), and times given one (``ThreadCpuWait``).
 _Times = tuple[int, int, int]
 _STDLIB = tuple(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib"))
+#: The wrappers that run a group member's threads as its own: never where a thread is.
+_WRAPPERS = thread_sources.__file__
 
 
 #: How long a runner waits at its start for its health thread to open its files.
@@ -367,14 +370,15 @@ def in_stdlib(filename: str) -> bool:
 
 def describe_frame(frame: FrameType | None) -> str:
     """``path:line in function`` of the innermost frame outside the standard library (a
-    plugin's wait on an ``Event`` shows the plugin's line, not ``threading.py``), else of the
-    innermost one."""
+    plugin's wait on an ``Event`` shows the plugin's line, not ``threading.py``) and
+    :mod:`~isoplug.runner.thread_sources`, else of the innermost one."""
     if frame is None:
         return ""
     chosen = frame
     walker: FrameType | None = frame
     while walker is not None:
-        if not in_stdlib(walker.f_code.co_filename):
+        filename = walker.f_code.co_filename
+        if not in_stdlib(filename) and filename != _WRAPPERS:
             chosen = walker
             break
         walker = walker.f_back

@@ -19,10 +19,11 @@ running in a WARNING (its name, what it runs, the line it is at) and exits witho
 Not counted: daemon threads (every isoplug thread is one: log sender, health, lifeline, the
 worker pool of sync methods; the interpreter does not wait for them), the main thread, and an
 executor's idle threads (they end as soon as their executor shuts down). What runs in an
-executor's busy thread is said by its work item; a call made through ``asyncio.to_thread``
-carries its plugin's :data:`~isoplug.logs.sources.current_source`, so in a group runner its
-WARNING is that plugin's. A plain thread carries none: in a group runner, its WARNING is the
-group's.
+executor's busy thread is said by its work item. In a group runner, the WARNING is the plugin's
+whose code started the thread or submitted the work (its
+:data:`~isoplug.logs.sources.current_source`: carried by a call made through
+``asyncio.to_thread``, and by :mod:`isoplug.runner.thread_sources`' wrappers); a thread no
+plugin's code is known to have started is the group's.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any
 from isoplug.logs.sources import attributed_to, current_source
 from isoplug.runner.health import describe_frame
 from isoplug.runner.leftover_tasks import MIN_GRACE
+from isoplug.runner.thread_sources import CallAs, RunAs
 
 __all__ = ["LeftThread", "lingering_threads", "wait_for_plugin_threads"]
 
@@ -120,13 +122,16 @@ def lingering_threads() -> list[LeftThread]:
             work = _running_work(frame)
             if work is None:
                 continue  # idle: it ends with its executor
-            function, context = _unwrap(getattr(work, "fn", None))
-            source = context.get(current_source) if context is not None else None
+            function, context, source = _unwrap(getattr(work, "fn", None))
+            if source is None and context is not None:
+                source = context.get(current_source)
             left.append(LeftThread(thread, _name_of(function), describe_frame(frame), True, source))
         else:
             target = getattr(thread, "_target", None)
             runs = _name_of(target) if target is not None else f"{type(thread).__qualname__}.run"
-            left.append(LeftThread(thread, runs, describe_frame(frame), False, None))
+            run = getattr(thread, "run", None)
+            source = run.source if isinstance(run, RunAs) else None
+            left.append(LeftThread(thread, runs, describe_frame(frame), False, source))
     return left
 
 
@@ -162,16 +167,21 @@ def _is_executor_code(frame: FrameType, name: str) -> bool:
     return code.co_name == name and code.co_filename.endswith(_EXECUTOR_MODULE)
 
 
-def _unwrap(function: Any) -> tuple[Any, Context | None]:
-    """The function an executor's work item calls, and the context it runs in: ``to_thread``
-    hands the executor ``functools.partial(context.run, function, ...)``."""
+def _unwrap(function: Any) -> tuple[Any, Context | None, str | None]:
+    """The function an executor's work item calls, the context it runs in, and the source it
+    was submitted under, if known: ``to_thread`` hands the executor
+    ``functools.partial(context.run, function, ...)``, and in a group runner a member's submit
+    wraps it in a :class:`~isoplug.runner.thread_sources.CallAs`."""
+    source = None
+    if isinstance(function, CallAs):
+        source, function = function.source, function.fn
     if isinstance(function, functools.partial):
         runner = function.func
         context = getattr(runner, "__self__", None)
         if isinstance(context, Context) and function.args:
-            return function.args[0], context
-        return function.func, None
-    return function, None
+            return function.args[0], context, source
+        return function.func, None, source
+    return function, None, source
 
 
 def _name_of(function: Callable[..., Any] | Any) -> str:

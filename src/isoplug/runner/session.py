@@ -89,6 +89,7 @@ from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels, render_consoles, watch_forwarding
 from isoplug.runner.priority import lower_priority
+from isoplug.runner.thread_sources import attribute_threads
 
 __all__ = ["run_runner"]
 
@@ -213,6 +214,9 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     apply_limits(bootstrap.limits)
     # Before any plugin code: its atexit hooks are run, bounded, at the teardown's end.
     mark_plugin_hooks()
+    if any(entry.id != bootstrap.runner_id for entry in bootstrap.plugins):
+        # A group: the threads and pool work a member's code starts are that member's.
+        attribute_threads()
     async with peer:
         setting_up = asyncio.ensure_future(_load_and_set_up(bootstrap, table, call_host, contexts))
         asked = asyncio.ensure_future(shutdown.wait())

@@ -1,6 +1,7 @@
 """The test plugins of group 'duo': prints and logs in a call, an event, a task it started,
-setup and teardown, and a bare thread; writes text as given (unfinished lines, tracebacks), so
-that tests can interleave the members' output on the runner's one loop thread.
+setup and teardown, a thread it started and an executor's; writes text as given (unfinished
+lines, tracebacks), so that tests can interleave the members' output on the runner's one loop
+thread.
 
 One code serves both: ``duo_b/duo_b_plugin.py`` is a link to this file, imported under its own
 module name, and each plugin says which one it is by its id.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import contextvars
 import logging
 import sys
 import threading
@@ -48,6 +51,26 @@ class Duo(isoplug.Plugin):
         print(f"{self.name} in a worker thread")
 
     @isoplug.method
+    async def speak_and_fail_in_own_thread(self) -> None:
+        """A thread of the plugin's own prints, then dies of an uncaught exception."""
+
+        def run() -> None:
+            print(f"{self.name} in its own thread")
+            raise LookupError(f"{self.name} thread failed")
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        await asyncio.to_thread(thread.join)
+
+    @isoplug.method
+    async def leave_threads(self) -> None:
+        """A thread of its own and a pool's busy thread that never end (not daemons)."""
+        forever = threading.Event()
+        threading.Thread(target=forever.wait, name=f"{self.name}-forever").start()
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        self.pool.submit(forever.wait)
+
+    @isoplug.method
     async def fail_in_task(self) -> None:
         async def fail() -> None:
             raise LookupError(f"{self.name} task failed")
@@ -68,10 +91,15 @@ class Duo(isoplug.Plugin):
 
         await asyncio.get_running_loop().create_task(later())
         await asyncio.to_thread(_log.info, "%s logged in to_thread", self.name)
-        # A bare thread starts with no context: the runner cannot know whose it is.
+        # A thread starts with no context; run_in_executor does not pass it on either.
         bare = threading.Thread(target=_log.info, args=("%s logged in a bare thread", self.name))
         bare.start()
         await asyncio.to_thread(bare.join)
+        await asyncio.get_running_loop().run_in_executor(
+            None, _log.info, "%s logged in run_in_executor", self.name
+        )
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(_log.info, "%s logged in its own executor", self.name).result()
 
     @isoplug.method
     async def register_exit_hooks(self) -> None:
@@ -119,15 +147,16 @@ class Duo(isoplug.Plugin):
     @isoplug.method
     async def log_as(self, logger: str, text: str, claim: str | None = None) -> None:
         """A record on the logger ``logger``, its ``plugin_id`` extra ``claim`` (if given), in
-        a call and in a bare thread."""
+        a call and in a thread that no plugin's code is known to have started (as one a C
+        library starts: this one starts from an empty context)."""
         extra = {"plugin_id": claim} if claim is not None else None
         logging.getLogger(logger).warning("%s in a call", text, extra=extra)
         bare = threading.Thread(
             target=logging.getLogger(logger).warning,
-            args=("%s in a bare thread", text),
+            args=("%s in a thread of nobody's", text),
             kwargs={"extra": extra},
         )
-        bare.start()
+        contextvars.Context().run(bare.start)
         await asyncio.to_thread(bare.join)
 
     @isoplug.method
