@@ -371,5 +371,22 @@ def pool_work(n: int) -> int:
     return os.getpid()
 
 
+def pool_levels(n: int) -> int:
+    """A pool task: one DEBUG, one INFO and one ERROR record, numbered."""
+    log = logging.getLogger("pool.levels")
+    log.debug("debug item %d", n, extra={"n": n})
+    log.info("info item %d", n, extra={"n": n})
+    log.error("error item %d", n, extra={"n": n})
+    return os.getpid()
+
+
+def configure_then_forward(address: str, token: str) -> None:
+    """A pool initializer for a worker that configures its own logging (ERROR) first."""
+    from isoplug.logs import forward_logs
+
+    logging.basicConfig(level=logging.ERROR)
+    forward_logs(address, token)
+
+
 if __name__ == "__main__":
     main()

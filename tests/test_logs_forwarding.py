@@ -14,7 +14,7 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -431,6 +431,43 @@ async def test_forward_logs_works_as_a_process_pool_initializer(
     assert {r.sender_pid for r in collector.records if hasattr(r, "n")} <= worker_pids  # type: ignore[attr-defined]
     # Each worker closed its handler at its normal end (a forkserver's exit runs no atexit).
     assert not [r for r in reports(collector.records) if "without a goodbye" in r.getMessage()]
+
+
+@BOTH_MODES
+@pytest.mark.parametrize("receiving_level", [logging.DEBUG, logging.INFO])
+async def test_a_spawned_worker_logs_at_the_level_the_receiver_handles(
+    mode: str, receiving_level: int
+) -> None:
+    """forward_logs with no level in a worker nobody configured (spawn: its root logger at
+    WARNING) takes the level the receiver's side handles from: its INFO records arrive, its
+    DEBUG ones too when the receiver's logger takes DEBUG, and none is sent only to be
+    filtered. A worker that configured its logging keeps its level."""
+    from tests.logs_child import configure_then_forward, pool_levels
+
+    async with receiving(mode) as (receiver, collector):
+        logging.getLogger(PREFIX).setLevel(receiving_level)
+
+        def run_pool(initializer: Callable[..., object]) -> None:
+            with concurrent.futures.ProcessPoolExecutor(
+                2,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=initializer,
+                initargs=(receiver.address, receiver.token),
+            ) as pool:
+                list(pool.map(pool_levels, range(10)))
+
+        await asyncio.to_thread(run_pool, forward_logs)
+        expected = 30 if receiving_level == logging.DEBUG else 20
+        await collector.wait_until(lambda: len(collector.numbers()) >= expected)
+        levels = sorted({r.levelno for r in collector.records if hasattr(r, "n")})
+        assert levels == sorted({receiving_level, logging.INFO, logging.ERROR})
+        assert sum(m.filtered for m in receiver.metrics().values()) == 0
+        assert sorted(collector.numbers()) == sorted(list(range(10)) * (expected // 10))
+
+        collector.records.clear()
+        await asyncio.to_thread(run_pool, configure_then_forward)
+        await collector.wait_until(lambda: len(collector.numbers()) >= 10)
+    assert {r.levelno for r in collector.records if hasattr(r, "n")} == {logging.ERROR}
 
 
 @BOTH_MODES

@@ -177,3 +177,14 @@ def test_a_close_that_told_everything_leaves_nothing_to_report(
     target.finish(clean=True)
     assert target.metrics.dropped == {DropReason.SENDER_CLOSE_DEADLINE: 2}
     assert len(reported(collector)) == 1
+
+
+def test_the_acknowledgement_carries_the_receivers_level() -> None:
+    from isoplug.logs.ledger import acknowledged_level, acknowledgement
+
+    for level in (0, logging.DEBUG, logging.INFO, 5, 2**31 - 1):
+        word = acknowledgement(level)
+        assert word and acknowledged_level(word) == level
+    for unsaid in (None, -1, 2**31):
+        assert acknowledgement(unsaid) == 1 and acknowledged_level(1) is None
+    assert acknowledged_level(0) is None  # not acknowledged

@@ -34,7 +34,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from isoplug.logs.ledger import ACKNOWLEDGED
+from isoplug.logs.ledger import ACKNOWLEDGED, acknowledged_level
 
 if TYPE_CHECKING:
     from isoplug.logs.handler import ForwardingHandler
@@ -114,6 +114,16 @@ def wait_ready(handler: ForwardingHandler, deadline: float, ack_wait: float) -> 
             return True
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, _ACK_LAST_PAUSE)
+
+
+def receiver_level(handler: ForwardingHandler) -> int | None:
+    """The level from which the receiver's side handles records, as its acknowledgement of the
+    ledger said (None: no acknowledgement yet, or it did not say)."""
+    with handler._queue_lock:
+        # Under the lock: a break or close() swaps the ledger and releases its memory.
+        if handler._shared_ledger is None:
+            return None
+        return acknowledged_level(handler._ledger[ACKNOWLEDGED])
 
 
 def acknowledged_within(ledger: memoryview, timeout: float) -> bool:

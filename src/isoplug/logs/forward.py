@@ -6,6 +6,7 @@ import logging
 import os
 
 from isoplug.errors import IsoplugError
+from isoplug.logs.first_record import receiver_level
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
 
@@ -33,7 +34,14 @@ def forward_logs(
     The handler goes on the root logger. ``replace_handlers`` (default) removes the root
     logger's other handlers first, so that a forked child does not also print what it
     forwards; a previous forwarding handler is always replaced. ``level`` sets the root logger's
-    level. ``block_when_full`` makes a full queue wait instead of dropping (lossless mode);
+    level. Without it, a process whose logging nobody configured (the root logger at Python's
+    default WARNING, with no handler: a child started by ``spawn`` or ``forkserver``) takes the
+    level from which the receiver's side handles records, as the receiver says when it
+    connects (unix sockets, Linux): its ``log.info()`` then arrives wherever the receiving
+    process would show it. A configured process (a forked child inherits its parent's
+    logging) keeps its levels.
+
+    ``block_when_full`` makes a full queue wait instead of dropping (lossless mode);
     ``write_through_rate`` trades CPU against what a crash can take (see
     :class:`~isoplug.logs.ForwardingHandler`). The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
@@ -47,6 +55,7 @@ def forward_logs(
             f"{TOKEN_ENV} (LogReceiver.child_env() gives both)"
         )
     root = logging.getLogger()
+    unconfigured = root.level == logging.WARNING and not root.handlers
     handler = ForwardingHandler(
         address,
         token,
@@ -65,6 +74,8 @@ def forward_logs(
             if isinstance(existing, ForwardingHandler):
                 existing.close(timeout=1.0)
     root.addHandler(handler)
+    if level is None and unconfigured:
+        level = receiver_level(handler)
     if level is not None:
         root.setLevel(level)
     return handler

@@ -16,8 +16,9 @@ payload), opens ``/proc/<pid>/fd/<n>`` while the sender lives and keeps its own 
 When the connection ends, one ``pread`` of that memory says how many accepted records never
 arrived and how many were dropped, however the sender died: delivered + reported = emitted.
 
-Once the receiver has its own descriptor, it sets the ledger's acknowledgement word: from then
-on the ledger, and the ring that follows it in the same file (:mod:`isoplug.logs.ring`),
+Once the receiver has its own descriptor, it sets the ledger's acknowledgement word (with the
+level its side handles records from, in the word's upper half: see :func:`acknowledgement`):
+from then on the ledger, and the ring that follows it in the same file (:mod:`isoplug.logs.ring`),
 outlive the sender, so it may stop writing its records through at once (until then, a sender
 that dies right after connecting might die before the receiver opened anything; a process's
 first record, and ``start()``, wait for the acknowledgement: see
@@ -65,6 +66,8 @@ __all__ = [
     "LedgerState",
     "ReceiverLedger",
     "SenderLedger",
+    "acknowledged_level",
+    "acknowledgement",
     "parse_ledger",
     "private_ledger",
 ]
@@ -100,6 +103,25 @@ _KIND_STEP = 2**33
 _OVERFLOW = 2**32
 #: The level the receiver reads for a kind's overflow slot (report_throttle.OTHER_LEVELS).
 OVERFLOW_LEVEL = -1
+
+
+#: The acknowledgement word: nonzero once the receiver has the ledger open; its upper 32 bits,
+#: when nonzero, are 1 + the level the receiving side handles records from.
+_LEVEL_SHIFT = 32
+
+
+def acknowledgement(level: int | None) -> int:
+    """The acknowledgement word a receiver writes: 1, and ``level`` (None: not said)."""
+    if level is None or not 0 <= level < 2**31:
+        return 1
+    return 1 | (level + 1) << _LEVEL_SHIFT
+
+
+def acknowledged_level(word: int) -> int | None:
+    """The level an acknowledgement word says the receiving side handles records from
+    (None: not acknowledged, or not said)."""
+    code = word >> _LEVEL_SHIFT
+    return code - 1 if word and code else None
 
 
 def private_ledger() -> memoryview:
@@ -250,9 +272,11 @@ class ReceiverLedger:
         self._ring_capacity = ring_capacity
 
     @classmethod
-    def open(cls, pid: int, fd: int) -> ReceiverLedger:
-        """Open ledger descriptor ``fd`` of live process ``pid``; raises :class:`LedgerError`
-        (a ``FileNotFoundError`` once the process is gone)."""
+    def open(cls, pid: int, fd: int, level: int | None = None) -> ReceiverLedger:
+        """Open ledger descriptor ``fd`` of live process ``pid``, and acknowledge it, saying
+        ``level``: records below it would be handled by nothing here (see
+        :func:`acknowledgement`); raises :class:`LedgerError` (a ``FileNotFoundError`` once the
+        process is gone)."""
         if not 0 <= fd < 2**31:
             raise LedgerError(f"descriptor number {fd} is out of range")
         path = f"/proc/{pid}/fd/{fd}"
@@ -277,7 +301,7 @@ class ReceiverLedger:
         # A file the sender sealed against writes stays unacknowledged: the sender then keeps
         # writing its records through at once, and nothing is lost for it.
         with contextlib.suppress(OSError):
-            os.pwrite(handle, (1).to_bytes(8, sys.byteorder), 8 * ACKNOWLEDGED)
+            os.pwrite(handle, acknowledgement(level).to_bytes(8, sys.byteorder), 8 * ACKNOWLEDGED)
         return cls(handle, ring_capacity if status.st_size != LEDGER_SIZE else 0)
 
     def ring(self) -> ReceiverRing | None:

@@ -95,6 +95,11 @@ class SenderLedgerReports:
     def violation(self, text: str) -> None:
         raise NotImplementedError  # ReplayReports'
 
+    def wanted_level(self) -> int | None:
+        """The level from which this side handles the sender's records, told the sender with
+        the ledger's acknowledgement (None: not said)."""
+        return None
+
     @property
     def has_ledger(self) -> bool:
         """Whether the sender's ledger is open (its end can be counted)."""
@@ -122,7 +127,7 @@ class SenderLedgerReports:
             )
             return
         try:
-            self._ledger = ReceiverLedger.open(self._sender_pid, fd)
+            self._ledger = ReceiverLedger.open(self._sender_pid, fd, self.wanted_level())
         except FileNotFoundError:
             # Already gone: report_end() reports the unclean end, without a count.
             return

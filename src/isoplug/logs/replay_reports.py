@@ -103,6 +103,17 @@ class ReplayReports(SenderClaimReports):
         # process's start as the kernel tells it, or (no pid, no /proc) this connection's.
         self._sender_born = time.monotonic() - process_age(sender_pid)
 
+    def wanted_level(self) -> int | None:
+        """The lowest level a record under the prefix may be handled at here: the prefix
+        logger's effective level, or a lower one set on a logger under it."""
+        level = self._logger.getEffectiveLevel()
+        under = f"{self._prefix}." if self._prefix else ""
+        # list(): another thread may add a logger meanwhile.
+        for name, logger in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger) and logger.level and name.startswith(under):
+                level = min(level, logger.level)
+        return level
+
     def report(self, text: str, level: int = logging.WARNING) -> None:
         """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a record on the ``<prefix>``
         logger, now: a WARNING, unless ``level`` says otherwise (INFO for what costs no
