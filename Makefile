@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/stdio_flood.py
 	$(PY) benchmarks/stdio_flood_many.py
 	$(PY) benchmarks/stdio_host_cpu.py
+	$(PY) benchmarks/fd_writer_wait.py
 	$(PY) benchmarks/otel_export.py
 	@if command -v valgrind >/dev/null; then $(PY) benchmarks/logs_instructions.py; \
 	else echo "skipping benchmarks/logs_instructions.py: it needs valgrind"; fi

@@ -4,13 +4,30 @@ directory is ``sys.path[0]`` and ``import _helpers`` finds this module."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["PACER_PLUGIN_CODE", "PACER_PLUGIN_TOML", "loop_stalls_during", "percentile"]
+__all__ = [
+    "PACER_PLUGIN_CODE",
+    "PACER_PLUGIN_TOML",
+    "loop_stalls_during",
+    "machine_line",
+    "percentile",
+]
 
 T = TypeVar("T")
+
+
+def machine_line(run: str) -> str:
+    """The first line of a benchmark's report: the machine, its load now, Python; then ``run``,
+    what was run."""
+    return (
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, Python "
+        f"{sys.version.split()[0]}; {run}"
+    )
 
 
 def percentile(samples: list[float], fraction: float) -> float:

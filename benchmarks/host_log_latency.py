@@ -29,7 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _helpers import PACER_PLUGIN_CODE, PACER_PLUGIN_TOML, loop_stalls_during, percentile
+from _helpers import (
+    PACER_PLUGIN_CODE,
+    PACER_PLUGIN_TOML,
+    loop_stalls_during,
+    machine_line,
+    percentile,
+)
 
 from isoplug import Host
 from isoplug.logs import LogReceiver, ReplayLimits
@@ -180,11 +186,7 @@ async def main(rounds: int, count: int) -> None:
                     print(f"round {number + 1} of {rounds} done", file=sys.stderr)
         finally:
             await asyncio.to_thread(receiver.close)
-    load = os.getloadavg()
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
-        f"{sys.version.split()[0]}; {count:,} records at {RATE:,.0f}/s per run, {rounds} rounds"
-    )
+    print(machine_line(f"{count:,} records at {RATE:,.0f}/s per run, {rounds} rounds"))
     print("delivery latency (handled - created), ms: median over rounds (min..max)")
     print(f"   {'':28s}{'p50':>26s}{'p99':>26s}")
     for name, (p50, p99) in results.items():

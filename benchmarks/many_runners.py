@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import resource
 import statistics
 import sys
@@ -37,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _helpers import PACER_PLUGIN_CODE, loop_stalls_during, percentile
+from _helpers import PACER_PLUGIN_CODE, loop_stalls_during, machine_line, percentile
 
 from isoplug import Host, SupervisorConfig
 
@@ -321,11 +320,11 @@ MS = 1e3
 
 
 def report(results: Results, config: Config, rounds: int) -> None:
-    load = os.getloadavg()
     print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
-        f"{sys.version.split()[0]}, sched_autogroup_enabled={autogroup_setting()}; "
-        f"{config.runners} runners, {rounds} round(s): median (min..max)"
+        machine_line(
+            f"sched_autogroup_enabled={autogroup_setting()}; {config.runners} runners, "
+            f"{rounds} round(s): median (min..max)"
+        )
     )
     for section, show in (
         ("over", report_oversubscribed),

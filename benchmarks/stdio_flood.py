@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -56,7 +55,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from _helpers import loop_stalls_during, percentile
+from _helpers import loop_stalls_during, machine_line, percentile
 
 from isoplug import Host, SupervisorConfig
 from isoplug.logs import LogMetrics, ReplayLimits
@@ -448,11 +447,7 @@ async def main(
                 print(f"round {number + 1} of {rounds} done", file=sys.stderr)
             if extras:
                 costs, pipe_costs, slow_runs = await costs_and_slow_flood(host, sink, rounds, count)
-    load = os.getloadavg()
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
-        f"{sys.version.split()[0]}; {count:,} lines per flood, {rounds} rounds, interleaved"
-    )
+    print(machine_line(f"{count:,} lines per flood, {rounds} rounds, interleaved"))
     print("host loop lag (1 ms sleeps) while lines are sent and delivered, ms; lines/s to logging")
     print(f"   {'':10s}{'p99':>10s}{'max':>10s}{'lines/s (median)':>20s}{'dropped':>10s}")
     for how in ways:

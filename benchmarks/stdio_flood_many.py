@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _helpers import loop_stalls_during, percentile
+from _helpers import loop_stalls_during, machine_line, percentile
 from stdio_flood import PLUGIN_CODE, PLUGIN_TOML, Sink, dropped_between
 
 from isoplug import Host, SupervisorConfig
@@ -84,11 +83,11 @@ async def main(runners: int, rounds: int, lines: int) -> None:
                     )
                     results[way].append((percentile(stalls, 0.99), max(stalls), rate, dropped))
                 print(f"round {number + 1} of {rounds} done", file=sys.stderr)
-    load = os.getloadavg()
     print(
-        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f}, Python "
-        f"{sys.version.split()[0]}; {runners} runners x {lines:,} lines at once, against one "
-        f"runner alone; {rounds} rounds, interleaved"
+        machine_line(
+            f"{runners} runners x {lines:,} lines at once, against one runner alone; "
+            f"{rounds} rounds, interleaved"
+        )
     )
     print("host loop lag (1 ms sleeps), ms, each round p99 / max; lines/s to logging; dropped")
     medians: dict[str, tuple[float, float, float]] = {}

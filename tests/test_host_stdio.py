@@ -7,6 +7,7 @@ or a child process would: Python-level output travels the log connection instead
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import logging
 import os
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.errors import ConnectionBroken
+from isoplug.host.pipe_size import GROWN_PIPE_BYTES
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_backlog import Backlog, record_entry
 from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
@@ -328,6 +330,21 @@ async def test_a_forged_line_in_a_stderr_traceback_does_not_start_at_column_0(
     [block_record] = [r for r in records if "everything is fine" in r.getMessage()]
     assert block_record.levelno == logging.ERROR
     assert block_record.getMessage().startswith("Traceback (most recent call last):")
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+async def test_a_pipe_the_host_finds_full_grows_and_a_quiet_one_does_not(tmp_path: Path) -> None:
+    """A flood of fd-level lines fills the runner's stdout pipe: the host grows it to a
+    megabyte (or the kernel's cap), so the plugin waits less for it; stderr, quiet, stays."""
+    with open("/proc/sys/fs/pipe-max-size") as limit:
+        grown = min(GROWN_PIPE_BYTES, int(limit.read()))
+    async with running(tmp_path) as (host, _):
+        assert await host.call(PLUGIN, "pipe_size", fd=1) == 64 * 1024
+        # Written from the plugin's loop: by the time the call returns, the host has read all
+        # but the last pipeful (what it could not handle was dropped and counted).
+        await host.call(PLUGIN, "flood", count=200_000, per_write=20_000)
+        assert await host.call(PLUGIN, "pipe_size", fd=1) == grown
+        assert await host.call(PLUGIN, "pipe_size", fd=2) == 64 * 1024
 
 
 async def test_records_are_counted_per_stream_and_carry_the_runners_pid(tmp_path: Path) -> None:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -55,6 +54,7 @@ from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
+from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
@@ -68,7 +68,7 @@ _log = logging.getLogger("isoplug.host")
 #: the default 64 KiB fills within about 2 ms of printing, blocking the plugin until the
 #: reader's next turn. The kernel caps it at ``/proc/sys/fs/pipe-max-size`` (1 MiB by default)
 #: and at the user's share of pipe memory, hence only for runners that print to them.
-PRINTING_PIPE_BYTES = 1 << 20
+PRINTING_PIPE_BYTES = GROWN_PIPE_BYTES
 
 #: After the kill that ends a drain (``SupervisorConfig.stdio_drain_timeout``), how long the
 #: killed processes may take to release the pipes. Past this, a process that escaped the group
@@ -87,25 +87,6 @@ KILL_RETRY = 1.0
 
 OpenStdio = Callable[[int], StdioDestination]
 """``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
-
-
-def _enlarge_pipes(fds: Sequence[int], size: int) -> None:
-    """Ask the kernel for pipes of ``size`` bytes, or the most it allows: a smaller pipe only
-    makes a burst of printing wait sooner, so a refusal is said at DEBUG and not fatal."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is None:  # not Linux
-        return
-    try:
-        with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
-            size = min(size, int(limit.read()))
-    except (OSError, ValueError) as exc:
-        _log.debug("cannot read the pipe size limit (%s); asking for %d bytes", exc, size)
-    for fd in fds:
-        try:
-            fcntl.fcntl(fd, set_size, size)
-        except OSError as exc:
-            # EPERM past the user's share of pipe memory (fs.pipe-user-pages-soft).
-            _log.debug("the kernel keeps a runner's pipe at its size (%s)", exc)
 
 
 def _signal_label(signum: signal.Signals) -> str:
@@ -186,7 +167,7 @@ class RunnerProcess:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         if pipe_bytes is not None:
-            _enlarge_pipes((out_write, err_write), pipe_bytes)
+            enlarge_pipes((out_write, err_write), pipe_bytes)
         try:
             child: Child | None = None
             if zygote is not None:

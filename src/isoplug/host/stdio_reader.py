@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import CutLine, LineSplitter, cut_line
 from isoplug.logs.gil import GilShare
@@ -45,9 +46,11 @@ PENDING_BYTES = 4 * 1024 * 1024
 CLASSIFY_SLICE = 0.002
 #: Lines classified between two looks at the clock.
 _CLASSIFY_STEP = 128
-#: Bytes read from a pipe at once, and reads per pipe per turn of the reader.
+#: Bytes read from a pipe at once (its default size), and read per pipe per turn of the reader
+#: at most. A read that fills ``_READ_SIZE`` found the pipe full, its writer likely waiting: the
+#: pipe grows then (:mod:`isoplug.host.pipe_size`), and is read whole from then on.
 _READ_SIZE = 64 * 1024
-_READS_PER_TURN = 4
+_TURN_BYTES = GROWN_PIPE_BYTES
 #: The output streams, and the level of their lines that say nothing of their own.
 _STREAMS = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
@@ -155,11 +158,13 @@ class _Stream:
         "at_end",
         "classifier",
         "fd",
+        "grown",
         "last_data",
         "level",
         "name",
         "pending",
         "pending_bytes",
+        "read_size",
         "splitter",
     )
 
@@ -174,6 +179,8 @@ class _Stream:
         self.pending_bytes = 0
         self.last_data = 0.0
         self.at_end = False
+        self.read_size = _READ_SIZE
+        self.grown = False
 
     @property
     def finished(self) -> bool:
@@ -188,9 +195,10 @@ class _Stream:
         the plugin must not wait for it.
         """
         lines: list[bytes] = []
-        for _ in range(_READS_PER_TURN):
+        taken = 0
+        while taken < _TURN_BYTES:
             try:
-                data = os.read(self.fd, _READ_SIZE)
+                data = os.read(self.fd, self.read_size)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -200,8 +208,13 @@ class _Stream:
                 self.at_end = True
                 break
             lines += self.splitter.split(data)
-            if len(data) < _READ_SIZE:
+            taken += len(data)
+            if len(data) < self.read_size:
                 break
+            if not self.grown:
+                # Full: the writer waits for us. Read it a megabyte at a time from now on.
+                self.grown = True
+                self.read_size = max(_READ_SIZE, enlarge_pipes((self.fd,)) or _READ_SIZE)
         self._keep(lines, backlog)
         return not self.at_end
 

@@ -6,6 +6,7 @@ write would block the loop, and the host's health checks would find the runner h
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -43,6 +44,11 @@ class Scribbler(isoplug.Plugin):
     @isoplug.method
     async def pid(self) -> int:
         return os.getpid()
+
+    @isoplug.method
+    async def pipe_size(self, fd: int = 1) -> int:
+        """The size of the pipe ``fd`` is (Linux)."""
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
 
     @isoplug.method
     async def write(self, fd: int, text: str) -> None:
