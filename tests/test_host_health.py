@@ -306,6 +306,7 @@ def host_slow_to_read(logger: str) -> Iterator[None]:
         logging.getLogger(logger).removeHandler(handler)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(syscall_numbers() is None, reason="no write syscall numbers for this CPU")
 async def test_a_loop_waiting_for_the_host_to_read_its_output_is_not_hung(
     tmp_path: Path,
@@ -331,6 +332,7 @@ async def test_a_loop_waiting_for_the_host_to_read_its_output_is_not_hung(
             assert info.pid == first and info.restarts == 0 and info.state is PluginState.READY
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(syscall_numbers() is None, reason="no write syscall numbers for this CPU")
 async def test_a_loop_that_blocks_for_good_after_waiting_for_the_host_is_hung(
     tmp_path: Path,
