@@ -27,7 +27,14 @@ from isoplug.errors import (
     IsoplugError,
     RemoteProtocolError,
 )
-from isoplug.logs import DropReason, ForwardingHandler, LogMetrics, LogReceiver, forward_logs
+from isoplug.logs import (
+    LEVEL_ENV,
+    DropReason,
+    ForwardingHandler,
+    LogMetrics,
+    LogReceiver,
+    forward_logs,
+)
 from isoplug.logs import handler as handler_module
 from isoplug.logs import sender as sender_module
 from isoplug.logs.capture import capture_record
@@ -778,3 +785,32 @@ async def test_a_sender_whose_receiver_comes_back_reconnects_and_says_what_it_lo
     assert after.numbers()[-3:] == [3 + burst, 4 + burst, 5 + burst]
     assert not [r for r in reports(after.records) if "never arrived" in r.getMessage()]
     assert "stopped" not in stderr
+
+
+@pytest.mark.parametrize(("told", "level"), [("10", logging.DEBUG), ("info", logging.INFO)])
+async def test_forward_logs_takes_an_unconfigured_roots_level_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, told: str, level: int
+) -> None:
+    """ISOPLUG_LOG_LEVEL (a number or a name) sets a root logger nobody configured; a name
+    that is no level is a clear error, and nothing is changed."""
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, root.handlers[:]
+    async with receiving("threads") as (receiver, _):
+        monkeypatch.setenv(LEVEL_ENV, told)
+        try:
+            root.handlers.clear()
+            root.setLevel(logging.WARNING)
+            handler = await asyncio.to_thread(forward_logs, receiver.address, receiver.token)
+            assert root.level == level
+            root.removeHandler(handler)
+            handler.close()
+            root.setLevel(logging.WARNING)
+            monkeypatch.setenv(LEVEL_ENV, "loud")
+            with pytest.raises(IsoplugError, match=r"ISOPLUG_LOG_LEVEL='loud' names no logging"):
+                await asyncio.to_thread(forward_logs, receiver.address, receiver.token)
+            assert root.level == logging.WARNING
+        finally:
+            for added in root.handlers[:]:
+                root.removeHandler(added)
+            root.handlers[:] = saved_handlers
+            root.setLevel(saved_level)

@@ -31,8 +31,11 @@ async def test_a_pool_of_spawned_workers_forwards_as_the_plugin(
 
 
 async def test_a_python_subprocess_forwards_with_the_plugins_child_env(tmp_path: Path) -> None:
-    """forward_logs() with no address, in a child given ctx.log_child_env()."""
+    """forward_logs() with no arguments, in a child given ctx.log_child_env(): its records
+    are the plugin's, at the plugin's level (its DEBUG record arrives; the child's logging
+    starts unconfigured, at WARNING)."""
     async with running(tmp_path, "spawner") as (host, waiter):
         pid = await host.call("spawner", "python_child")
         record = await waiter.wait_for("plugin.spawner.spawner.child", f"from a python child {pid}")
     assert record.process == pid and record.plugin_id == "spawner"  # type: ignore[attr-defined]
+    assert record.levelno == logging.DEBUG

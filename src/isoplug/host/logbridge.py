@@ -408,4 +408,6 @@ class LogBridge:
             chains=self._chains,
             on_stderr=on_stderr,
             transit_losses=runner.transit_losses,
+            # The runner and its children have their levels from the host already.
+            tell_level=False,
         )

@@ -6,7 +6,7 @@
 - :class:`LogReplayer` — the replay pipeline one connection uses (the plugin host uses it too).
 """
 
-from isoplug.logs.forward import forward_logs
+from isoplug.logs.forward import LEVEL_ENV, forward_logs
 from isoplug.logs.handler import ForwardingHandler
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
@@ -15,6 +15,7 @@ from isoplug.logs.replay import LogReplayer
 
 __all__ = [
     "ADDRESS_ENV",
+    "LEVEL_ENV",
     "NAME_ENV",
     "TOKEN_ENV",
     "DropReason",

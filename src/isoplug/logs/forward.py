@@ -10,7 +10,11 @@ from isoplug.logs.first_record import receiver_level
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
 
-__all__ = ["forward_logs"]
+__all__ = ["LEVEL_ENV", "forward_logs"]
+
+#: The level for :func:`forward_logs` to give a root logger nobody configured (a number or a
+#: name), set by ``PluginContext.log_child_env()``: the plugin's level.
+LEVEL_ENV = "ISOPLUG_LOG_LEVEL"
 
 
 def forward_logs(
@@ -36,10 +40,11 @@ def forward_logs(
     forwards; a previous forwarding handler is always replaced. ``level`` sets the root logger's
     level. Without it, a process whose logging nobody configured (the root logger at Python's
     default WARNING, with no handler: a child started by ``spawn`` or ``forkserver``) takes the
-    level from which the receiver's side handles records, as the receiver says when it
-    connects (unix sockets, Linux): its ``log.info()`` then arrives wherever the receiving
-    process would show it. A configured process (a forked child inherits its parent's
-    logging) keeps its levels.
+    level of ``ISOPLUG_LOG_LEVEL`` (:data:`LEVEL_ENV`, as a plugin's ``log_child_env()`` sets
+    it), else the level from which the receiver's side handles records, as the receiver says
+    when it connects (unix sockets, Linux): its ``log.info()`` then arrives wherever the
+    receiving process would show it. A configured process (a forked child inherits its
+    parent's logging) keeps its levels.
 
     ``block_when_full`` makes a full queue wait instead of dropping (lossless mode);
     ``write_through_rate`` trades CPU against what a crash can take (see
@@ -56,6 +61,7 @@ def forward_logs(
         )
     root = logging.getLogger()
     unconfigured = root.level == logging.WARNING and not root.handlers
+    told = _level_from_env() if level is None and unconfigured else None
     handler = ForwardingHandler(
         address,
         token,
@@ -75,7 +81,24 @@ def forward_logs(
                 existing.close(timeout=1.0)
     root.addHandler(handler)
     if level is None and unconfigured:
-        level = receiver_level(handler)
+        level = told if told is not None else receiver_level(handler)
     if level is not None:
         root.setLevel(level)
     return handler
+
+
+def _level_from_env() -> int | None:
+    """:data:`LEVEL_ENV`'s level, if set; raises :class:`~isoplug.errors.IsoplugError` for one
+    that names no level."""
+    text = os.environ.get(LEVEL_ENV, "").strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    level = logging.getLevelNamesMapping().get(text.upper())
+    if level is None:
+        raise IsoplugError(
+            f"{LEVEL_ENV}={text[:40]!r} names no logging level: give a number or one of "
+            f"{', '.join(logging.getLevelNamesMapping())}"
+        )
+    return level

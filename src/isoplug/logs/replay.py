@@ -87,6 +87,7 @@ class LogReplayer(ReplayEnd):
         chains: SenderChains | None = None,
         on_stderr: Callable[[str, float], None] | None = None,
         transit_losses: TransitLosses | None = None,
+        tell_level: bool = True,
     ) -> None:
         self.prefix = prefix
         #: Told the message and ``created`` of every record of the sender's stderr stream,
@@ -125,6 +126,7 @@ class LogReplayer(ReplayEnd):
             # Shared by the caller's connections (a runner's, a receiver's): reconnecting or
             # forking gives a sender no fresh allowance of gaps counted lost.
             transit_losses=transit_losses,
+            tell_level=tell_level,
         )
         # Host handlers that raise: one reporter of the caller's for all its connections, or
         # this sender's own (see isoplug.logs.handler_errors).

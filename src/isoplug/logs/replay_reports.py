@@ -74,8 +74,10 @@ class ReplayReports(SenderClaimReports):
         throttle: ReportThrottle | None = None,
         handler_failed: Callable[[Exception, logging.Logger], None] | None = None,
         transit_losses: TransitLosses | None = None,
+        tell_level: bool = True,
     ) -> None:
         self._prefix = prefix
+        self._tell_level = tell_level
         self._handler_failed = handler_failed
         self._identity = identity
         self._description = description
@@ -105,7 +107,10 @@ class ReplayReports(SenderClaimReports):
 
     def wanted_level(self) -> int | None:
         """The lowest level a record under the prefix may be handled at here: the prefix
-        logger's effective level, or a lower one set on a logger under it."""
+        logger's effective level, or a lower one set on a logger under it (None when this
+        replayer does not tell it: a runner's levels are the host's to set)."""
+        if not self._tell_level:
+            return None
         level = self._logger.getEffectiveLevel()
         under = f"{self._prefix}." if self._prefix else ""
         # list(): another thread may add a logger meanwhile.

@@ -36,7 +36,14 @@ from typing import Any, ClassVar, TypeVar, overload
 
 from isoplug.control import CapabilityDenied
 from isoplug.errors import IsoplugError
-from isoplug.logs import ADDRESS_ENV, NAME_ENV, TOKEN_ENV, ForwardingHandler, forward_logs
+from isoplug.logs import (
+    ADDRESS_ENV,
+    LEVEL_ENV,
+    NAME_ENV,
+    TOKEN_ENV,
+    ForwardingHandler,
+    forward_logs,
+)
 from isoplug.logs.rendered_records import kept_forwarder
 
 __all__ = ["Plugin", "PluginContext", "method", "on_event"]
@@ -114,10 +121,12 @@ class PluginContext:
     def log_child_env(self) -> dict[str, str]:
         """The environment variables that make :func:`isoplug.logs.forward_logs`, called with
         no address in a child process (``subprocess`` with ``env={**os.environ,
-        **ctx.log_child_env()}``), send its records as the plugin's. Raises as
+        **ctx.log_child_env()}``), send its records as the plugin's, at the level the runner's
+        root logger has now (unless the child configures its logging first). Raises as
         :meth:`log_initializer` does."""
         address, token, name = self._forwarder().child_settings()
-        return {ADDRESS_ENV: address, TOKEN_ENV: token, NAME_ENV: name}
+        level = str(logging.getLogger().getEffectiveLevel())
+        return {ADDRESS_ENV: address, TOKEN_ENV: token, NAME_ENV: name, LEVEL_ENV: level}
 
     def _forwarder(self) -> ForwardingHandler:
         handler = kept_forwarder()

@@ -228,8 +228,9 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
                 told = True
                 _log.warning(
                     "the plugin took isoplug's log handler off the root logger; isoplug put it "
-                    "back: the records it logged meanwhile (up to %.0f s) reached only its own "
-                    "handlers. Its handler stays on the root logger beside the plugin's own",
+                    "back: the records it logged meanwhile (up to %.0f s) went only to the "
+                    "handlers it left (with none, Python's last resort passed on its WARNING "
+                    "and above). Its handler stays on the root logger beside the plugin's own",
                     FORWARDING_CHECK_INTERVAL,
                 )
         loop.call_later(FORWARDING_CHECK_INTERVAL, look)

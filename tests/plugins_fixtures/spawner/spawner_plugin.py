@@ -14,8 +14,8 @@ import isoplug
 CHILD = (
     "import logging, os\n"
     "from isoplug.logs import forward_logs\n"
-    "forward_logs(level=logging.INFO)\n"
-    "logging.getLogger('spawner.child').info('from a python child %d', os.getpid())\n"
+    "forward_logs()\n"
+    "logging.getLogger('spawner.child').debug('from a python child %d', os.getpid())\n"
 )
 
 
