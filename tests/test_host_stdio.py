@@ -55,15 +55,20 @@ STDERR = f"plugin.{PLUGIN}.stderr"
 def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
     """What the splitter must make of ``blob``, written plainly: each line (ended by LF, CRLF or
     a CR alone; the last one partial) as text, except the empty ones a CR alone ends; a line
-    over ``limit`` bytes cut there, saying how many bytes were cut."""
+    over ``limit`` bytes cut there, saying how many bytes were cut; a line after a CR alone
+    marked redrawn."""
     parts = re.split(rb"(\r\n|\n|\r)", blob)
     expected = []
+    before = b""
     for line, end in zip(parts[::2], [*parts[1::2], b""], strict=True):
+        redrawn, before = before == b"\r", end
         if not line and end in (b"\r", b""):
             continue
         cut = max(0, len(line) - limit)
         text = line[:limit].decode("utf-8", errors="replace")
-        expected.append(CapturedLine(text + cut_mark(cut, "bytes") if cut else text, cut > 0))
+        expected.append(
+            CapturedLine(text + cut_mark(cut, "bytes") if cut else text, cut > 0, redrawn)
+        )
     return expected
 
 

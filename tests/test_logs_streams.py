@@ -29,9 +29,10 @@ from tests.record_waiter import RecordWaiter, watching
 
 @pytest.fixture
 def waiter() -> Iterator[RecordWaiter]:
-    """Collects what reaches the 'stdout' and 'plugin.p.stdout' loggers (and nothing else)."""
+    """Collects what reaches the 'stdout', 'stderr' and 'plugin.p.stdout' loggers (and nothing
+    else)."""
     collector = RecordWaiter()
-    loggers = [logging.getLogger(name) for name in ("stdout", "plugin.p.stdout")]
+    loggers = [logging.getLogger(name) for name in ("stdout", "stderr", "plugin.p.stdout")]
     for logger in loggers:
         logger.addHandler(collector)
         logger.propagate = False
@@ -271,6 +272,31 @@ def test_a_progress_bar_gives_one_record_per_update(waiter: RecordWaiter) -> Non
     print("done", file=stream)
     bars = ["0%||", "50%|#####|", "100%|##########|"]
     assert waiter.messages() == [*bars, "step 0", "step 1", "step 2", "done"]
+
+
+def test_on_stderr_a_progress_bar_is_info_unless_it_says_otherwise(
+    waiter: RecordWaiter,
+) -> None:
+    """A line after a CR redraws the one before: progress, at INFO on stderr (WARNING for its
+    other lines), unless it says a level of its own. A line a CR ends is not one (it is the
+    first drawing)."""
+    stream = LogStream("stderr", io.StringIO(), logging.WARNING)
+    for percent in (0, 100):
+        stream.write(f"\r{percent}%")
+        stream.flush()
+    stream.write("\n")
+    stream.write("plain\r[ERROR] broke\rlast\n")
+    print("step", end="\r", file=stream)
+    print("a warning", file=stream)
+    assert [(r.getMessage(), r.levelno) for r in waiter.records] == [
+        ("0%", logging.INFO),
+        ("100%", logging.INFO),
+        ("plain", logging.WARNING),
+        ("[ERROR] broke", logging.ERROR),
+        ("last", logging.INFO),
+        ("step", logging.WARNING),
+        ("a warning", logging.INFO),
+    ]
 
 
 async def test_a_held_traceback_is_flushed_once_its_thread_goes_quiet(

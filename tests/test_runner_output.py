@@ -119,11 +119,12 @@ async def test_stdin_is_the_end_of_input(tmp_path: Path) -> None:
 async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
     """Updates after carriage returns (tqdm's, print(..., end="\\r"), a C library's meter on
     fd 2) are records of their own, without the CR and without empty lines, instead of one
-    line that grows until it is cut."""
+    line that grows until it is cut; on stderr at INFO (progress is no warning), unless they
+    say a level of their own."""
     async with running(tmp_path, "printer") as (host, waiter):
         await host.call("printer", "progress")
         await waiter.wait_for("plugin.printer.stdout", "steps done")
-        await waiter.wait_for("plugin.printer.stderr", "fd 3")
+        await waiter.wait_for("plugin.printer.stderr", "plain fd line")
     messages = waiter.messages()
     assert [m for m in messages if m.startswith("bar")] == ["bar 0%", "bar 50%", "bar 100%"]
     assert [m for m in messages if m.startswith("step")] == [
@@ -134,6 +135,14 @@ async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> N
     ]
     assert [m for m in messages if m.startswith("fd")] == ["fd 1", "fd 2", "fd 3"]
     assert "" not in messages and not any("\\x0d" in m or "\r" in m for m in messages)
+    levels = {r.getMessage(): (r.name, r.levelno) for r in waiter.records}
+    stderr = "plugin.printer.stderr"
+    for bar in ("bar 0%", "bar 50%", "bar 100%", "fd 1", "fd 2", "fd 3"):
+        assert levels[bar] == (stderr, logging.INFO), (bar, levels[bar])
+    assert levels["ERROR: the bar broke"] == (stderr, logging.ERROR)
+    assert levels["ERROR: the fd meter broke"] == (stderr, logging.ERROR)
+    assert levels["plain stderr line"] == (stderr, logging.WARNING)
+    assert levels["plain fd line"] == (stderr, logging.WARNING)
 
 
 async def test_in_pipe_mode_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
@@ -141,11 +150,9 @@ async def test_in_pipe_mode_a_progress_bar_arrives_one_record_per_update(tmp_pat
     async with running(tmp_path, "piped") as (host, waiter):
         await host.call("piped", "progress", "piped bar")
         await waiter.wait_for("plugin.piped.stderr", "piped bar 3")
-    assert [m for m in waiter.messages() if "piped bar" in m] == [
-        "piped bar 1",
-        "piped bar 2",
-        "piped bar 3",
-    ]
+    bars = [r for r in waiter.records if "piped bar" in r.getMessage()]
+    assert [r.getMessage() for r in bars] == ["piped bar 1", "piped bar 2", "piped bar 3"]
+    assert {r.levelno for r in bars} == {logging.INFO}
     assert "" not in waiter.messages()
 
 

@@ -11,7 +11,7 @@ import dataclasses
 
 from isoplug.wire.sanitize import cut_mark
 
-__all__ = ["MAX_LINE_BYTES", "CapturedLine", "CutLine", "LineSplitter", "cut_line"]
+__all__ = ["MAX_LINE_BYTES", "REDRAWN", "CapturedLine", "CutLine", "LineSplitter", "cut_line"]
 
 #: Longest line kept whole. A plugin that prints a huge blob without a newline must not make
 #: the host buffer it all: past this, the line is cut, and the rest of it skipped (counted).
@@ -28,6 +28,12 @@ def cut_line(text: str, cut: int) -> str:
 class CapturedLine:
     text: str
     truncated: bool = False
+    #: It followed a carriage return: a progress bar's update, drawn over the line before.
+    redrawn: bool = False
+
+
+#: The first byte of a raw line that followed a carriage return (see :class:`LineSplitter`).
+REDRAWN = b"\r"
 
 
 class CutLine(bytes):
@@ -50,6 +56,8 @@ class LineSplitter:
     ``\r 10%``, ``\r 20%``... with no newline for as long as it runs, which a terminal shows
     one over the other; each is a line as it comes, rather than one line that grows until it
     is cut. A CR alone that ends nothing (``\r`` right after a line's end) makes no line.
+    A line that follows a CR alone is a redraw: :meth:`split` leaves it that CR in front
+    (:data:`REDRAWN`, not counted against the line's length), :meth:`decode` says so.
 
     A line longer than ``max_line_bytes`` is cut there, marked ``truncated`` and with how many
     bytes were cut. The rest of it is skipped up to its end, only counted, so a huge blob never
@@ -105,18 +113,19 @@ class LineSplitter:
         if len(lines) > first and len(max(lines[first:], key=len)) > limit:
             for index in range(first, len(lines)):
                 line = lines[index]
-                if len(line) > limit:
-                    lines[index] = CutLine(line[:limit], len(line) - limit)
+                own = limit + (line[:1] == REDRAWN)
+                if len(line) > own:
+                    lines[index] = CutLine(line[:own], len(line) - own)
         if tail:
             buffer += tail
             self._start_skipping_past(limit)
         return lines
 
     def _newlines_for_carriage_returns(self, data: bytes) -> bytes:
-        """``data`` with every line end an LF, the CRs that end no line gone: the same lines
-        as the CRs would give, found by :meth:`split`'s ``bytes.split`` (a chunk of binary
-        noise holds a CR every 256 bytes, and a loop over them in Python would make the
-        plugin's writes wait on the host)."""
+        """``data`` with every line end an LF, and a CR left in front of each line that follows
+        a CR alone (:data:`REDRAWN`): the same lines as the CRs would give, found by
+        :meth:`split`'s ``bytes.split`` (a chunk of binary noise holds a CR every 256 bytes, and
+        a loop over them in Python would make the plugin's writes wait on the host)."""
         if self._held_cr:
             self._held_cr = False
             if data[:1] != b"\n":
@@ -127,17 +136,21 @@ class LineSplitter:
         data = data.replace(b"\r\n", b"\n")
         if b"\r" not in data:
             return data
-        # A CR right after a line's end ends an empty line: none.
+        # A CR right after a CR or a line's end ends an empty line: none.
         while b"\r\r" in data:
             data = data.replace(b"\r\r", b"\r")
-        data = data.replace(b"\n\r", b"\n")
-        if data[:1] == b"\r" and not self._buffer and not self._skipping:
-            data = data[1:]
-        return data.replace(b"\r", b"\n")
+        # Each CR ends the line before it (none at the very start: no line before it) and
+        # marks the one after it.
+        first = data[:1] == b"\r" and not self._skipping and self._buffer in (b"", REDRAWN)
+        if first:
+            self._buffer.clear()  # an empty redraw, redrawn again: none
+        data = data.replace(b"\r", b"\n\r").replace(b"\n\n\r", b"\n\r")
+        return data[1:] if first else data
 
     def _start_skipping_past(self, limit: int) -> None:
         """Cut the buffered line at ``limit`` bytes, if it is longer; skip the rest of it."""
         buffer = self._buffer
+        limit += buffer[:1] == REDRAWN
         if len(buffer) > limit:
             self._cut = len(buffer) - limit
             del buffer[limit:]
@@ -146,7 +159,8 @@ class LineSplitter:
     def split_end(self) -> list[bytes]:
         """Like :meth:`flush`, as bytes (a CR at the very end ends the last line)."""
         self._held_cr = False
-        if not self._buffer:
+        if not self._buffer or self._buffer == REDRAWN:  # nothing, or an empty redraw
+            self._buffer.clear()
             return []
         line = CutLine(bytes(self._buffer), self._cut) if self._cut else bytes(self._buffer)
         self._buffer.clear()
@@ -156,7 +170,8 @@ class LineSplitter:
 
     @staticmethod
     def decode(raw: bytes) -> CapturedLine:
-        """A raw line as text: invalid UTF-8 replaced, a cut marked."""
+        """A raw line as text: invalid UTF-8 replaced, a cut marked, a redraw said."""
         cut = raw.cut if type(raw) is CutLine else 0
-        text = raw.decode("utf-8", errors="replace")
-        return CapturedLine(cut_line(text, cut) if cut else text, cut > 0)
+        redrawn = raw[:1] == REDRAWN
+        text = raw[redrawn:].decode("utf-8", errors="replace")
+        return CapturedLine(cut_line(text, cut) if cut else text, cut > 0, redrawn)

@@ -28,7 +28,7 @@ from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import CutLine, LineSplitter, cut_line
 from isoplug.logs.gil import GilShare
-from isoplug.logs.textlines import NOT_PLAIN_START_WITH_DUMPS, LineClassifier
+from isoplug.logs.textlines import NOT_PLAIN_START_WITH_DUMPS, LineClassifier, redrawn
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]
 
@@ -258,6 +258,15 @@ class _Stream:
                 cut = raw.cut if type(raw) is CutLine else 0
                 # LineSplitter.decode(), inlined: this runs for every line.
                 text = raw.decode("utf-8", errors="replace")
+                if text[:1] == "\r":
+                    # A progress bar's update (stdio_lines.REDRAWN): at INFO on stderr too.
+                    text = text[1:]
+                    holding = classifier.holding
+                    records = classifier.feed(cut_line(text, cut) if cut else text, cut > 0)
+                    if not (holding or classifier.holding):
+                        records = redrawn(records, level)
+                    items += [record_entry(name, record, created) for record in records]
+                    continue
                 if not (cut or classifier.phase) and (
                     text[:1] not in NOT_PLAIN_START_WITH_DUMPS and ":" not in text[:10]
                 ):

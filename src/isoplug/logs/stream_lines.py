@@ -33,7 +33,7 @@ from isoplug.logs.output_records import (
 from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_state import EMITTED_UNENDED, LineState, PerThread, this_thread
-from isoplug.logs.textlines import is_plain_line
+from isoplug.logs.textlines import is_plain_line, redrawn
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 if TYPE_CHECKING:
@@ -126,11 +126,12 @@ class LineAssembly:
                 line = line[:-1]
             if carriage_returns and "\r" in line and not state.classifier.holding:
                 # What comes before a CR alone is a line of its own (see _classify); this
-                # one, the last, ends at the newline: a line even if empty.
+                # one, the last, ends at the newline: a line even if empty, a redraw.
                 last = line.rindex("\r")
                 if last:
                     self._classify(per_thread, state, line[:last], False, frame, source=source)
-                line = line[last + 1 :]
+                # Its CR stays in front: _classify reads it as a redraw.
+                line = line[last:] if last < len(line) - 1 else ""
             if len(line) > MAX_LINE_CHARS:
                 line = _cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
                 self._classify(per_thread, state, line, True, frame, source=source)
@@ -146,10 +147,11 @@ class LineAssembly:
         ):
             # Lines ended by carriage returns (print(..., end="\r"), a progress bar's
             # updates): each is a record now, not a line that grows until a newline comes. A
-            # CR at the very end waits: the next write may bring its CRLF's LF.
+            # CR at the very end waits: the next write may bring its CRLF's LF. The CR before
+            # the rest stays in front of it: it redraws the line before (see _classify).
             if last:
                 self._classify(per_thread, state, rest[:last], False, frame, source=source)
-            rest = rest[last + 1 :]
+            rest = rest[last:]
         if len(rest) > MAX_LINE_CHARS:
             # Its record waits for the line's end, to say how much was cut; only the count
             # grows meanwhile.
@@ -172,19 +174,26 @@ class LineAssembly:
         frame: FrameType | None,
         *,
         source: str | None,
+        redraw: bool = False,
     ) -> None:
         """Feed ``line``, written under ``source``, to ``state``'s classifier; emit the records
         it completes. A block held for another source is emitted first: never continued.
 
         Carriage returns outside a block split ``line``: a progress bar writes ``\r40%``,
         ``\r50%``..., which a terminal shows one over the other; each text between them is a
-        line, the empty ones none (inside a traceback, a CR is the exception message's own,
-        escaped by the host)."""
+        line, the empty ones none, and one after a CR redraws the line before: at
+        :data:`~isoplug.logs.textlines.REDRAWN_LEVEL` (INFO) where the stream says more
+        (stderr), unless it says a level of its own (inside a traceback, a CR is the exception
+        message's own, escaped by the host)."""
         if "\r" in line and not state.classifier.holding:
-            parts = [part for part in line.split("\r") if part]
-            for index, part in enumerate(parts, 1):
-                cut = truncated and index == len(parts)
-                self._classify(per_thread, state, part, cut, frame, source=source)
+            parts = line.split("\r")
+            end = max(index for index, part in enumerate(parts) if part) if any(parts) else 0
+            for index, part in enumerate(parts):
+                if part:
+                    cut = truncated and index == end
+                    self._classify(
+                        per_thread, state, part, cut, frame, source=source, redraw=index > 0
+                    )
             return
         held = state.held
         if held is not None and held[0] != source:
@@ -197,6 +206,8 @@ class LineAssembly:
         records = classifier.feed(
             line, truncated, frame is not None and frame.f_globals.get("__name__") == "traceback"
         )
+        if redraw and not (was_holding or classifier.holding):
+            records = redrawn(records, self.level)
         here: tuple[str | None, Location] | None = None
         if classifier.holding and (not was_holding or any(r.traceback for r in records)):
             # A block starts with this line: its record will say it was written here.

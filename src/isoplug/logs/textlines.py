@@ -71,10 +71,12 @@ __all__ = [
     "MAX_BLOCK_LINES",
     "NOT_PLAIN_START",
     "NOT_PLAIN_START_WITH_DUMPS",
+    "REDRAWN_LEVEL",
     "LineClassifier",
     "TextRecord",
     "is_plain_line",
     "level_from_name",
+    "redrawn",
 ]
 
 #: A traceback longer than this many lines (deep recursion prints thousands) is emitted in
@@ -171,6 +173,25 @@ class TextRecord:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     traceback: bool = False
     truncated: bool = False
+
+
+#: The level of a line that redraws the one before it (text after a carriage return: a
+#: progress bar's update, tqdm's on stderr), where its stream says more: progress is no warning.
+REDRAWN_LEVEL = logging.INFO
+
+
+def redrawn(records: list[TextRecord], stream_level: int) -> list[TextRecord]:
+    """``records``, made of one line that redraws the one before it: those at the stream's own
+    level (the line said none of its own, as a ``LEVEL:`` prefix or JSON would) at
+    :data:`REDRAWN_LEVEL`, if that is lower."""
+    if stream_level <= REDRAWN_LEVEL:
+        return records
+    return [
+        dataclasses.replace(record, level=REDRAWN_LEVEL)
+        if record.level == stream_level and not record.traceback
+        else record
+        for record in records
+    ]
 
 
 def level_from_name(value: Any) -> int | None:
@@ -270,10 +291,11 @@ def level_of_prefix(line: str) -> int | None:
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
 #: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., an
-#: exception group's indented drawing, a watchdog's Timeout). A ``LEVEL:`` prefix has its colon
-#: within the first 10 characters. Checked on every line by the fast paths that skip the
+#: exception group's indented drawing, a watchdog's Timeout), or a redraw (a carriage return
+#: kept in front of a progress bar's update: see :func:`redrawn`). A ``LEVEL:`` prefix has its
+#: colon within the first 10 characters. Checked on every line by the fast paths that skip the
 #: classifier (a printed line's, the host's fd-level reader), so a set lookup, not a regex.
-NOT_PLAIN_START = frozenset("{[< +TEU\t")
+NOT_PLAIN_START = frozenset("{[< +TEU\t\r")
 #: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
 #: error:``, ``Windows fatal exception:`` too.
 NOT_PLAIN_START_WITH_DUMPS = NOT_PLAIN_START | frozenset("FW")

@@ -282,6 +282,9 @@ class Printer(isoplug.Plugin):
         print("steps done")
         os.write(2, b"\rfd 1\rfd 2")  # a C library's (curl's) meter, on the real fd
         os.write(2, b"\rfd 3\n")
+        # Said over a bar, at a level of its own; then a plain stderr line, at its own.
+        sys.stderr.write("\rERROR: the bar broke\nplain stderr line\n")
+        os.write(2, b"\rERROR: the fd meter broke\nplain fd line\n")
 
     @isoplug.method
     async def segfault(self) -> None:
