@@ -231,12 +231,19 @@ def test_the_newline_of_a_line_a_flush_emitted_makes_no_empty_line(
 def _lines_of(text: str) -> list[str]:
     """What a stream must make of ``text``, written plainly: each line (ended by LF, CRLF or a
     CR alone; the last one partial, flushed) except the empty ones a CR alone ends."""
+    return [line for line, _ in _lines_and_redraws(text)]
+
+
+def _lines_and_redraws(text: str) -> list[tuple[str, bool]]:
+    """:func:`_lines_of`, each line with whether it follows a CR alone (a redraw)."""
     parts = re.split(r"(\r\n|\n|\r)", text)
-    return [
-        line
-        for line, end in zip(parts[::2], [*parts[1::2], ""], strict=True)
-        if line or end not in ("\r", "")
-    ]
+    lines = []
+    before = ""
+    for line, end in zip(parts[::2], [*parts[1::2], ""], strict=True):
+        redraw, before = before == "\r", end
+        if line or end not in ("\r", ""):
+            lines.append((line, redraw))
+    return lines
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -248,16 +255,20 @@ def test_carriage_returns_end_lines_however_the_text_is_written(
     waiter: RecordWaiter, pieces: list[str], chunk_ends: list[int]
 ) -> None:
     """A progress bar's ``\\r 40%`` updates are lines of their own, the same whether written
-    in one call, print() by print(), or a character at a time."""
+    in one call, print() by print(), or a character at a time; on stderr those after a CR (a
+    redraw) at INFO, the others at WARNING."""
     waiter.records.clear()
     text = "".join(pieces)
-    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream = LogStream("stderr", io.StringIO(), logging.WARNING)
     start = 0
     for end in [*sorted({min(end, len(text)) for end in chunk_ends}), len(text)]:
         stream.write(text[start:end])
         start = end
     stream.flush()
-    assert waiter.messages() == _lines_of(text)
+    assert [(r.getMessage(), r.levelno) for r in waiter.records] == [
+        (line, logging.INFO if redraw else logging.WARNING)
+        for line, redraw in _lines_and_redraws(text)
+    ]
 
 
 def test_a_progress_bar_gives_one_record_per_update(waiter: RecordWaiter) -> None:

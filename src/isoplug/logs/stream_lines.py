@@ -130,8 +130,12 @@ class LineAssembly:
                 last = line.rindex("\r")
                 if last:
                     self._classify(per_thread, state, line[:last], False, frame, source=source)
+                if last == len(line) - 1:
+                    # Nothing after the CR: an empty line, drawn over another.
+                    self._classify(per_thread, state, "", False, frame, source=source, redraw=True)
+                    continue
                 # Its CR stays in front: _classify reads it as a redraw.
-                line = line[last:] if last < len(line) - 1 else ""
+                line = line[last:]
             if len(line) > MAX_LINE_CHARS:
                 line = _cut_line(line[:MAX_LINE_CHARS], len(line) - MAX_LINE_CHARS)
                 self._classify(per_thread, state, line, True, frame, source=source)

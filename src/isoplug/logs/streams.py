@@ -243,6 +243,12 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             else:
                 source = _current_source()
             if line[-1:] == "\r":
+                if line == "\r\r":
+                    # An empty line drawn over another (a CR, then a CRLF): the general
+                    # path's, which says it is a redraw.
+                    state.partial = line
+                    self._take(per_thread, state, s, _caller(1))
+                    return size
                 line = line[:-1]
             try:
                 frame = _getframe(1)
