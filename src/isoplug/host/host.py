@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isoplug.control import EVENT, EventDelivery
 from isoplug.errors import LocalProtocolError, MethodNotFound
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
@@ -40,6 +39,7 @@ from isoplug.host.host_life import open_listeners, stop_everything
 from isoplug.host.host_stage import HostStage
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.on_change import call_on_change, checked_on_change
+from isoplug.host.plugin_calls import check_event_payload
 from isoplug.host.plugin_settings import PluginSettings
 from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable
@@ -51,9 +51,6 @@ from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import ReplayLimits
 from isoplug.transport import Listener
-from isoplug.wire.codec import encode_value
-from isoplug.wire.framing import encode_frame
-from isoplug.wire.messages import Event
 from isoplug.wire.values import locate_unencodable, unencodable_error
 
 __all__ = ["Host"]
@@ -398,7 +395,7 @@ class Host(PluginSettings):
             if not sent:
                 # Checked all the same: a payload that could never be delivered fails where
                 # it is published, not only once some plugin subscribes.
-                _check_event_payload(event, payload)
+                check_event_payload(event, payload)
             return sent
         except LocalProtocolError as exc:
             where = locate_unencodable(payload, "payload")
@@ -468,14 +465,6 @@ class Host(PluginSettings):
         if self._on_change is not None:
             call_on_change(self._on_change, change)
         self._waits.changed()
-
-
-def _check_event_payload(event: str, payload: Any) -> None:
-    """Raise what sending ``event`` with ``payload`` to a runner would: a
-    :class:`~isoplug.errors.LocalProtocolError` for a payload that does not encode, a
-    :class:`~isoplug.errors.FrameTooLarge` for one too large."""
-    delivery = EventDelivery(event=event, payload=payload)
-    encode_frame(Event(method=EVENT, params=encode_value(delivery)))
 
 
 def _report_reloader_end(task: asyncio.Task[None]) -> None:

@@ -22,9 +22,11 @@ from isoplug.host.life import RunnerLife
 from isoplug.host.offers import Offers
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable
 from isoplug.rpc import Peer
+from isoplug.wire.codec import event_message
+from isoplug.wire.framing import encode_frame
 from isoplug.wire.tracecontext import current_traceparent
 
-__all__ = ["PluginCalls"]
+__all__ = ["PluginCalls", "check_event_payload"]
 
 #: After a call lost its runner, how long it waits at most for the supervision to account for
 #: the exit (state, last exit) before raising: milliseconds normally; a runner that closed its
@@ -146,3 +148,11 @@ class PluginCalls:
                 f"cannot call {plugin_id}.{method}: the plugin was not ready within "
                 f"{timeout:g} s (state: {self.state.value})"
             ) from None
+
+
+def check_event_payload(event: str, payload: Any) -> None:
+    """Raise what sending ``event`` with ``payload`` to a runner would: a
+    :class:`~isoplug.errors.LocalProtocolError` for a payload that does not encode, a
+    :class:`~isoplug.errors.FrameTooLarge` for one too large (runners' connections take the
+    default frame size)."""
+    encode_frame(event_message(EVENT, EventDelivery(event=event, payload=payload)))

@@ -19,13 +19,8 @@ from typing import Any
 from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
 from isoplug.rpc.handshake import DEFAULT_HANDSHAKE_TIMEOUT, blocking_client_handshake
 from isoplug.transport import Address, connect_blocking
-from isoplug.wire import (
-    ConnectionState,
-    Event,
-    Goodbye,
-    Message,
-    encode_value,
-)
+from isoplug.wire import ConnectionState, Goodbye, Message
+from isoplug.wire.codec import event_message
 from isoplug.wire.connection import Connection
 from isoplug.wire.sanitize import clean_text
 
@@ -84,7 +79,7 @@ class BlockingChannel:
 
     def notify(self, method: str, params: Any = None) -> None:
         """Send a one-way event."""
-        self.send(Event(method=method, params=encode_value(params)))
+        self.send(event_message(method, params))
 
     def receive(self, timeout: float | None = None) -> list[Message]:
         """Return messages that arrived, waiting up to ``timeout`` (``None``: for ever) for data.

@@ -48,7 +48,6 @@ from isoplug.wire import (
     Connection,
     ConnectionState,
     ErrorResponse,
-    Event,
     Goodbye,
     Hello,
     LogBatch,
@@ -58,6 +57,7 @@ from isoplug.wire import (
     decode_value,
     encode_value,
 )
+from isoplug.wire.codec import event_message
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error"]
@@ -335,13 +335,13 @@ class Peer:
     async def notify(self, method: str, params: Any = None) -> None:
         """Send a one-way event. Waits only if the peer reads too slowly (a cancel point)."""
         self._check_open()
-        self._send(Event(method=method, params=encode_value(params)))
+        self._send(event_message(method, params))
         await self._stream.drain()
 
     def notify_nowait(self, method: str, params: Any = None) -> None:
         """Send a one-way event without waiting for the send buffer to drain."""
         self._check_open()
-        self._send(Event(method=method, params=encode_value(params)))
+        self._send(event_message(method, params))
 
     async def send_log_batch(self, batch: LogBatch) -> None:
         """Send a batch of log records (see :mod:`isoplug.logs`)."""

@@ -14,11 +14,11 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from isoplug.errors import LocalProtocolError, RemoteProtocolError
-from isoplug.wire.messages import Message
+from isoplug.wire.messages import Event, Message
 from isoplug.wire.sanitize import clean_text
 from isoplug.wire.values import encode_more, locate_unencodable
 
-__all__ = ["decode_message", "decode_value", "encode_message", "encode_value"]
+__all__ = ["decode_message", "decode_value", "encode_message", "encode_value", "event_message"]
 
 T = TypeVar("T")
 
@@ -71,6 +71,11 @@ def encode_value(value: Any) -> msgspec.Raw:
             f"cannot send a value of type {type(value).__name__}: "
             f"{locate_unencodable(value, 'value') or exc}"
         ) from exc
+
+
+def event_message(method: str, params: Any = None) -> Event:
+    """The one-way event ``method`` carrying ``params``; raises as :func:`encode_value`."""
+    return Event(method=method, params=encode_value(params))
 
 
 #: A decoder per value type, made at its first use: ``msgspec.msgpack.decode(raw, type=...)``
