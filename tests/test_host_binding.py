@@ -22,7 +22,11 @@ from isoplug.testing import eventually
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
 from tests.processes import child_env
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks, and counts processes")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="forks, and counts processes"),
+    # What a host holds is its own here: a shared zygote would outlive it.
+    pytest.mark.usefixtures("isoplug_own_zygotes"),
+]
 
 
 def _started(tmp_path: Path, config: SupervisorConfig = FAST) -> tuple[Host, list[int]]:

@@ -87,9 +87,10 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # replayed records; the host never imports it.
     "otel": frozenset({"errors", "wire", "logs", "host"}),
     # Helpers for tests (plugin harness, records, pytest plugin, an OTLP receiver): a user of
-    # the public API, so it imports from the bare package (and errors) only, and the one
-    # sanitizer (pure functions): it shows a folder's name as the host's problems do.
-    "testing": frozenset({"errors", "isoplug", "wire"}),
+    # the public API, so it imports from the bare package (and errors) only, the one
+    # sanitizer (pure functions): it shows a folder's name as the host's problems do, and the
+    # host's zygote pool, which the pytest plugin has the session's hosts share.
+    "testing": frozenset({"errors", "isoplug", "wire", "host"}),
     # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's.
     "scaffold": frozenset(),
     # The foundation-stage demo behind ``isoplug demo``: a host and a runner in miniature.

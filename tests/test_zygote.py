@@ -1,24 +1,37 @@
 """Runners forked from the host's zygote (isoplug.host.zygote) behave as spawned ones do, the
 zygote's death is survived and reported, no runner's token reaches another runner, and
-``start = "spawn"`` in plugin.toml still spawns."""
+``start = "spawn"`` in plugin.toml still spawns. Hosts that share a zygote (as in a test
+session, isoplug.host.zygote_pool) use one, kept across them, replaced when it dies, gone with
+the process."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 from isoplug import Host, PluginState
 from isoplug.host.zygote import fork_supported
+from isoplug.testing import BlockingHarness, eventually, share_zygotes
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, FIXTURES, process_alive
 from tests.record_waiter import watching
 
-pytestmark = pytest.mark.skipif(not fork_supported(), reason="runners are spawned here")
+pytestmark = [
+    pytest.mark.skipif(not fork_supported(), reason="runners are spawned here"),
+    # Each host here has a zygote of its own, as outside a test session (isoplug's pytest
+    # plugin has them share one); the tests of sharing turn sharing on themselves.
+    pytest.mark.usefixtures("isoplug_own_zygotes"),
+]
 
 
 def _stat(pid: int) -> list[str]:
@@ -174,3 +187,84 @@ async def test_no_runner_holds_another_runners_tokens(tmp_path: Path) -> None:
             with open(f"/proc/{pid}/environ", "rb") as environ:
                 data = environ.read()
             assert not any(token in data for token in first_tokens)
+
+
+async def test_hosts_sharing_a_zygote_use_one_and_it_is_kept_between_them(tmp_path: Path) -> None:
+    """With sharing on, a host's runner comes from the zygote the host before it used, which
+    outlives that host's close; turned off, the zygote no host uses ends."""
+    directory = echo_dir(tmp_path, None)
+    share_zygotes()
+    zygotes = []
+    for _ in range(2):
+        async with Host(directory, config=FAST) as host:
+            await host.wait_ready(20)
+            pid = host.plugin("echo").pid
+            assert pid is not None and await host.call("echo", "pid") == pid
+            zygotes.append(parent_of(pid))
+        assert process_alive(zygotes[-1])
+    assert zygotes[0] == zygotes[1] != os.getpid()
+    share_zygotes(False)
+    await eventually(lambda: not process_alive(zygotes[0]), 5)
+
+
+async def test_a_shared_zygote_that_died_is_replaced_for_the_next_host(tmp_path: Path) -> None:
+    directory = echo_dir(tmp_path, None)
+    share_zygotes()
+    async with Host(directory, config=FAST) as host:
+        await host.wait_ready(20)
+        first = host.plugin("echo").pid
+        assert first is not None
+        zygote = parent_of(first)
+    os.kill(zygote, signal.SIGKILL)
+    await eventually(lambda: not process_alive(zygote), 5)
+    async with Host(directory, config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("echo").pid
+        assert pid is not None and parent_of(pid) not in (zygote, os.getpid())
+        assert await host.call("echo", "echo", 1) == 1
+
+
+def test_a_shared_zygote_outlives_the_thread_of_the_host_that_started_it(tmp_path: Path) -> None:
+    """A BlockingHarness runs its host on a thread of its own, which ends with the harness: a
+    zygote started from it would die with it (its parent-death signal is tied to the thread
+    that started it). A shared one is started from a thread that lives as long as the process,
+    and serves the next harness."""
+    directory = echo_dir(tmp_path, None) / "echo"
+    share_zygotes()
+    zygotes = []
+    for _ in range(2):
+        with BlockingHarness(directory, config=FAST) as harness:
+            pid = harness.host.plugin("echo").pid
+            assert pid is not None
+            zygotes.append(parent_of(pid))
+            assert harness.call("echo", 2) == 2
+    assert not any(t.name == "isoplug-test-host" for t in threading.enumerate())
+    assert zygotes[0] == zygotes[1] and process_alive(zygotes[0])
+
+
+def test_shared_zygotes_end_with_the_process(tmp_path: Path) -> None:
+    """A process whose hosts shared a zygote ends, and leaves it running no moment longer."""
+    directory = echo_dir(tmp_path, None)
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from isoplug import Host
+        from isoplug.testing import share_zygotes
+
+        share_zygotes()
+
+        async def main():
+            async with Host({str(directory)!r}) as host:
+                await host.wait_ready(20)
+                with open(f"/proc/{{host.plugin('echo').pid}}/stat") as stat:
+                    print(stat.read().rpartition(")")[2].split()[1], flush=True)
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    zygote = int(done.stdout.split()[-1])
+    asyncio.run(eventually(lambda: not process_alive(zygote), 5))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from isoplug.host.children import ExitStatus, pidfd_signal
 
 if TYPE_CHECKING:
-    from isoplug.host.zygote import ZygoteProcess
+    from isoplug.host.zygote_process import ZygoteProcess
 
 __all__ = ["ForkedChild", "exit_status_from_pidfd"]
 

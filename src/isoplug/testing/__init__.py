@@ -6,10 +6,12 @@
 - :class:`Records`, :func:`watching`, :func:`attached`, :func:`eventually`: keep log records and
   wait, on the event loop, until a condition holds.
 - The pytest fixture ``isoplug_host`` (this package's pytest plugin, installed with isoplug).
+  The plugin also has the hosts of a test session share their zygote: :func:`share_zygotes`.
 - :func:`busy_cpu`: one CPU kept busy, to test a plugin as a busy machine starves it.
 - :mod:`isoplug.testing.otlp`: an OTLP receiver, to test an OpenTelemetry export.
 """
 
+from isoplug.host.zygote_pool import share_zygotes
 from isoplug.testing.cpu import busy_cpu
 from isoplug.testing.harness import FAST, BlockingHarness, CapabilityCall, PluginHarness
 from isoplug.testing.records import Records, attached, eventually, watching
@@ -23,5 +25,6 @@ __all__ = [
     "attached",
     "busy_cpu",
     "eventually",
+    "share_zygotes",
     "watching",
 ]
