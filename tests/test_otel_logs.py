@@ -423,28 +423,30 @@ async def test_a_later_dict_config_does_not_silence_the_export(
     tmp_path: Path, otlp_receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An application that configures logging after starting the export (here: handlers of
-    its own on the ``plugin`` logger) keeps exporting, and is told once."""
+    its own on the ``plugin`` logger) keeps exporting every record, those logged the moment
+    after the configuration too (the export thread looks only every half second), and is told
+    once."""
     import logging.config
 
     with exporting(endpoint=otlp_receiver.http_endpoint, metrics=False) as export:
         assert export.log_export is not None
-        logging.config.dictConfig(
-            {
-                "version": 1,
-                "disable_existing_loggers": False,
-                "handlers": {"null": {"class": "logging.NullHandler"}},
-                "loggers": {"plugin": {"handlers": ["null"], "level": "DEBUG"}},
-            }
-        )
-        assert export.log_export.handler not in logging.getLogger("plugin").handlers
         try:
             async with running(tmp_path, "telemetry") as (host, _):
+                logging.config.dictConfig(
+                    {
+                        "version": 1,
+                        "disable_existing_loggers": False,
+                        "handlers": {"null": {"class": "logging.NullHandler"}},
+                        "loggers": {"plugin": {"handlers": ["null"], "level": "DEBUG"}},
+                    }
+                )
+                assert export.log_export.handler not in logging.getLogger("plugin").handlers
                 await host.call("telemetry", "log_levels", "after the reconfiguration")
                 entries = await otlp_receiver.received.until(
-                    lambda r: _with_body(r, "after the reconfiguration")
+                    lambda r: len(_with_body(r, "after the reconfiguration")) == 6 and r
                 )
         finally:
             logging.getLogger("plugin").handlers.clear()
-    assert entries
+    assert len(_with_body(entries, "after the reconfiguration")) == 6
     warnings = [r for r in caplog.records if "attached it again" in r.getMessage()]
     assert len(warnings) == 1 and "'plugin'" in warnings[0].getMessage()

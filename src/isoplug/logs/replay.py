@@ -44,6 +44,7 @@ from isoplug.logs.limits import ReplayLimits, TransitLosses
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
+from isoplug.logs.replay_checks import run_replay_checks
 from isoplug.logs.replay_end import ReplayEnd
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.report_throttle import ReportThrottle
@@ -228,6 +229,7 @@ class LogReplayer(ReplayEnd):
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return
+        run_replay_checks()
         metrics = self.metrics
         metrics.received += len(batch)
         metrics.last_record_time = time.time()
@@ -290,6 +292,7 @@ class LogReplayer(ReplayEnd):
     # -- the pipeline -------------------------------------------------------------------------
 
     def _replay_steps(self, batch: LogBatch) -> Iterator[_Step]:
+        run_replay_checks()
         metrics = self.metrics
         metrics.bytes += len(batch.records)
         if batch.ledger_fd is not None:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from isoplug.logs.replay_checks import add_replay_check, remove_replay_check
 from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.otel import protobuf
 from isoplug.otel.records import RecordEncoder
@@ -218,6 +219,8 @@ class LogExport:
         self._loggers: list[logging.Logger] = []
         #: Loggers whose handler was found removed (and attached again), said once each.
         self._reattached: set[str] = set()
+        #: Taken by keep_attached, which replay threads run too: one attaches, once.
+        self._attaching = threading.Lock()
         self._closing = False
         self._close_deadline = float("inf")
         #: Records the export thread took from the outbox and has not accounted for yet, per
@@ -239,15 +242,21 @@ class LogExport:
             logger = logging.getLogger(name)
             logger.addHandler(self.handler)
             self._loggers.append(logger)
+        add_replay_check(self.keep_attached)
 
     def keep_attached(self) -> None:
         """Attach the handler again where a logging configuration made after :meth:`attach`
         removed it (``dictConfig`` clears the handlers of every logger it configures), and say
-        so once per logger: an export that stops with no word is what this prevents."""
+        so once per logger: an export that stops with no word is what this prevents. Run by
+        the export thread, and before each replayed batch (:mod:`isoplug.logs.replay_checks`),
+        so that no replayed record finds the handler gone."""
         for logger in list(self._loggers):
             if self._closing or self.handler in logger.handlers:
                 continue
-            logger.addHandler(self.handler)
+            with self._attaching:
+                if self._closing or self.handler in logger.handlers:
+                    continue
+                logger.addHandler(self.handler)
             if logger.name not in self._reattached:
                 self._reattached.add(logger.name)
                 _log.warning(
@@ -287,6 +296,7 @@ class LogExport:
         left then is counted as dropped, ``shutdown``), report the losses. Returns within
         ``timeout`` (0: at once, dropping what waits), also when called again meanwhile from
         another thread."""
+        remove_replay_check(self.keep_attached)
         for logger in list(self._loggers):
             logger.removeHandler(self.handler)
         self._loggers.clear()
