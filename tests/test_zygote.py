@@ -21,6 +21,7 @@ import pytest
 
 from isoplug import Host, PluginState
 from isoplug.host.zygote import fork_supported
+from isoplug.host.zygote_pool import MAX_IDLE
 from isoplug.testing import BlockingHarness, eventually, share_zygotes
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, FIXTURES, process_alive
@@ -205,6 +206,26 @@ async def test_hosts_sharing_a_zygote_use_one_and_it_is_kept_between_them(tmp_pa
     assert zygotes[0] == zygotes[1] != os.getpid()
     share_zygotes(False)
     await eventually(lambda: not process_alive(zygotes[0]), 5)
+
+
+async def test_only_the_most_recently_used_idle_shared_zygotes_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hosts whose runners get different environments (a HOME of each test's own) get a zygote
+    each; of those no host uses, only the MAX_IDLE most recently used are kept."""
+    directory = echo_dir(tmp_path, None)
+    share_zygotes()
+    zygotes = []
+    for number in range(MAX_IDLE + 1):
+        monkeypatch.setenv("HOME", str(tmp_path / f"home{number}"))
+        async with Host(directory, config=FAST) as host:
+            await host.wait_ready(20)
+            pid = host.plugin("echo").pid
+            assert pid is not None
+            zygotes.append(parent_of(pid))
+    assert len(set(zygotes)) == MAX_IDLE + 1
+    await eventually(lambda: not process_alive(zygotes[0]), 5)
+    assert all(process_alive(zygote) for zygote in zygotes[1:])
 
 
 async def test_a_shared_zygote_that_died_is_replaced_for_the_next_host(tmp_path: Path) -> None:

@@ -33,6 +33,11 @@ from isoplug.host.zygote_process import ZygoteProcess
 
 __all__ = ["release", "share_zygotes", "sharing", "take"]
 
+#: Zygotes no host uses kept for the next host, the most recently used: a suite whose tests
+#: give runners different environments (a ``HOME`` of each test's own) would otherwise keep
+#: a zygote per test until its end.
+MAX_IDLE = 2
+
 _EnvironmentKey = tuple[tuple[str, str], ...]
 _StartOrder = tuple[dict[str, str], concurrent.futures.Future[ZygoteProcess]]
 
@@ -112,8 +117,9 @@ def take(environment: Mapping[str, str]) -> ZygoteProcess:
     :meth:`ZygoteProcess.start` does."""
     key = tuple(sorted(environment.items()))
     with _shared.lock:
-        process = _shared.zygotes.get(key)
+        process = _shared.zygotes.pop(key, None)
         if process is not None and process.ended is None:
+            _shared.zygotes[key] = process  # the most recently used last
             _shared.users[process] += 1
             return process
         if process is not None:
@@ -136,17 +142,19 @@ def take(environment: Mapping[str, str]) -> ZygoteProcess:
 
 def release(process: ZygoteProcess) -> None:
     """A host is done with the shared ``process``: it is kept for the next host while sharing
-    is on, and let go otherwise once no host uses it."""
+    is on (the :data:`MAX_IDLE` most recently used of those no host uses), and let go
+    otherwise once no host uses it."""
     with _shared.lock:
         users = _shared.users.get(process)
         if users is None:
             return  # replaced since (it died), or let go at the process's end
         _shared.users[process] = users - 1
-        close = users == 1 and not _shared.enabled
-        if close:
-            _shared.forget(process)
-    if close:
-        process.close()
+        idle = [z for z in _shared.zygotes.values() if not _shared.users.get(z)]
+        close = idle[: max(0, len(idle) - MAX_IDLE)] if _shared.enabled else idle
+        for stale in close:
+            _shared.forget(stale)
+    for stale in close:
+        stale.close()
 
 
 @atexit.register

@@ -29,6 +29,7 @@ def isoplug_own_zygotes() -> Iterator[None]:
     test that checks what a host leaves behind (a shared zygote, and its thread, live on)."""
     was = share_zygotes(False)
     yield
+    share_zygotes(False)  # ends the zygotes the test shared, if it turned sharing on
     share_zygotes(was)
 
 
