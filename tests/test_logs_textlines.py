@@ -108,6 +108,27 @@ def test_level_prefixes_set_the_level_and_keep_the_text() -> None:
     ]
 
 
+def test_pythons_default_logging_format_sets_the_level() -> None:
+    """``LEVEL:logger:message``, what ``logging.basicConfig()`` prints by default (a child
+    process's stderr), sets the level; a colon prefix followed by no logger name does not."""
+    lines = [
+        "ERROR:root:err msg",
+        "DEBUG:app.db-pool:x: y",
+        "CRITICAL:__main__:",
+        "ERROR:disk full: yes",
+        "error:",
+    ]
+    records = classify("\n".join(lines), logging.WARNING)
+    assert [r.level for r in records] == [
+        logging.ERROR,
+        logging.DEBUG,
+        logging.CRITICAL,
+        logging.WARNING,
+        logging.ERROR,
+    ]
+    assert [r.message for r in records] == lines
+
+
 def test_json_lines_of_the_usual_libraries() -> None:
     """structlog's JSONRenderer, hclog and loguru's serialize=True lines get their level and
     extras."""

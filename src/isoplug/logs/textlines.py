@@ -150,10 +150,12 @@ _LEVELS: dict[str, int] = {
     "PANIC": logging.CRITICAL,
 }
 # ``ERROR: x``, ``[error] x``, ``<ERROR> x``: a known level name, bracketed or with a colon, as
-# the first word. A bare first word ("Error handling is hard") is prose, not a level.
+# the first word. A bare first word ("Error handling is hard") is prose, not a level. Also
+# ``ERROR:app.db:x``, Python's own default format (``logging.basicConfig()``'s, a child
+# process's): the level, a logger's name, a colon.
 _PREFIX = re.compile(
     r"(?:\[\s*(?P<bracketed>[A-Za-z]{3,9})\s*\]|<(?P<angled>[A-Za-z]{3,9})>|(?P<colon>[A-Za-z]{3,9}):)"
-    r"(?=\s|$)"
+    r"(?=\s|$|(?<=:)[\w.-]+:)"
 )
 #: A JSON line's message and level are read under the names formatters read them under: the
 #: same names a sender's extra may not take (so a line's other such fields arrive renamed).
