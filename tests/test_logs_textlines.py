@@ -129,6 +129,27 @@ def test_pythons_default_logging_format_sets_the_level() -> None:
     assert [r.message for r in records] == lines
 
 
+def test_a_level_after_a_time_sets_the_level() -> None:
+    """The usual formats that put the time first (Python's ``%(asctime)s %(levelname)s``,
+    hclog's text, loguru's default sink, a bare clock) set the level; after a time, a level
+    word in lower case is prose."""
+    lines = {
+        "2026-12-07 06:59:25,123 ERROR app.db: lost": logging.ERROR,
+        "2026-12-07T06:59:25.123Z [WARN]  plugin: slow": logging.WARNING,
+        "2026-12-07T06:59:25+01:00 <debug> x": logging.DEBUG,
+        "2026-12-07 06:59:25.123 | CRITICAL | app:main:12 - down": logging.CRITICAL,
+        "2026-12-07 06:59:25.123 | INFO     | app:main:12 - up": logging.INFO,
+        "[06:59:25] DEBUG: x": logging.DEBUG,
+        "06:59:25.5 ERROR x": logging.ERROR,
+        "06:59 ERROR x": logging.WARNING,
+        "2026-12-07 06:59:25 Error handling is hard": logging.WARNING,
+        "2026-12-07 06:59:25 NOTALEVEL x": logging.WARNING,
+        "12 items ERROR": logging.WARNING,
+    }
+    records = classify("\n".join(lines), logging.WARNING)
+    assert [(r.message, r.level) for r in records] == list(lines.items())
+
+
 def test_json_lines_of_the_usual_libraries() -> None:
     """structlog's JSONRenderer, hclog and loguru's serialize=True lines get their level and
     extras."""

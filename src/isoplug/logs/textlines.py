@@ -283,21 +283,41 @@ def _renamed(key: str, fields: dict[str, Any], extras: dict[str, Any]) -> str:
     return name
 
 
+# A time first, then the level: ``2026-12-07 06:59:25,123 ERROR app: x`` (Python's usual
+# ``%(asctime)s %(levelname)s``), ``2026-12-07T06:59:25.123Z [WARN] x`` (Go's hclog, many
+# others), ``[06:59:25] INFO x``, ``2026-12-07 06:59:25.123 | ERROR    | app:f:1 - x`` (loguru's
+# default sink, in a child process of the plugin). After a time, a bare level word counts, in
+# capitals only ("12:00 Error handling is hard" stays prose).
+_STAMPED = re.compile(
+    r"\[?(?:\d{4}-\d\d-\d\d[T ])?\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
+    r"\s+(?:\|\s*)?"
+    r"(?:\[\s*(?P<bracketed>[A-Za-z]{3,9})\s*\]|<(?P<angled>[A-Za-z]{3,9})>"
+    r"|(?P<word>[A-Z]{3,9}):?)"
+    r"(?=\s|$|\|)"
+)
+
+
 def level_of_prefix(line: str) -> int | None:
-    """The level a ``LEVEL:`` / ``[LEVEL]`` / ``LEVEL text`` line starts with, if any."""
+    """The level a ``LEVEL:`` / ``[LEVEL]`` / ``LEVEL text`` line starts with, if any, or
+    says right after a time it starts with."""
     match = _PREFIX.match(line)
-    if match is None:
-        return None
-    return _LEVELS.get((match["bracketed"] or match["angled"] or match["colon"]).upper())
+    if match is not None:
+        return _LEVELS.get((match["bracketed"] or match["angled"] or match["colon"]).upper())
+    if line[:1].isdigit() or line[1:2].isdigit():
+        match = _STAMPED.match(line)
+        if match is not None:
+            return _LEVELS.get((match["bracketed"] or match["angled"] or match["word"]).upper())
+    return None
 
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
-#: a bracketed level, or the start of a block (Traceback, Exception..., Unhandled..., an
-#: exception group's indented drawing, a watchdog's Timeout), or a redraw (a carriage return
-#: kept in front of a progress bar's update: see :func:`redrawn`). A ``LEVEL:`` prefix has its
+#: a bracketed level, a time with a level after it, or the start of a block (Traceback,
+#: Exception..., Unhandled..., an exception group's indented drawing, a watchdog's Timeout),
+#: or a redraw (a carriage return kept in front of a progress bar's update: see
+#: :func:`redrawn`). A ``LEVEL:`` prefix has its
 #: colon within the first 10 characters. Checked on every line by the fast paths that skip the
 #: classifier (a printed line's, the host's fd-level reader), so a set lookup, not a regex.
-NOT_PLAIN_START = frozenset("{[< +TEU\t\r")
+NOT_PLAIN_START = frozenset("{[< +TEU\t\r0123456789")
 #: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
 #: error:``, ``Windows fatal exception:`` too.
 NOT_PLAIN_START_WITH_DUMPS = NOT_PLAIN_START | frozenset("FW")
