@@ -129,6 +129,38 @@ def test_pythons_default_logging_format_sets_the_level() -> None:
     assert [r.message for r in records] == lines
 
 
+def test_a_printed_warning_and_its_source_line_are_one_warning() -> None:
+    """What ``warnings`` prints (a child process's warning) is one WARNING record with the
+    source line under it; without a source line (``<string>``), the warning line alone."""
+    text = "\n".join(
+        [
+            "/srv/app/jobs.py:12: DeprecationWarning: old call",
+            "  warnings.warn('old call', DeprecationWarning)",
+            "<string>:2: UserWarning: from -c",
+            "next line",
+            "jobs.py:3: my.pkg.CustomWarning: custom",
+            "    indented by four: not a source line",
+            "/srv/app/jobs.py:12: not a warning",
+            "x.py:1: UserWarning: at the end",
+        ]
+    )
+    records = classify(text, logging.INFO)
+    assert [(r.level, r.message) for r in records] == [
+        (
+            logging.WARNING,
+            "/srv/app/jobs.py:12: DeprecationWarning: old call\n"
+            "  warnings.warn('old call', DeprecationWarning)",
+        ),
+        (logging.WARNING, "<string>:2: UserWarning: from -c"),
+        (logging.INFO, "next line"),
+        (logging.WARNING, "jobs.py:3: my.pkg.CustomWarning: custom"),
+        (logging.INFO, "    indented by four: not a source line"),
+        (logging.INFO, "/srv/app/jobs.py:12: not a warning"),
+        (logging.WARNING, "x.py:1: UserWarning: at the end"),
+    ]
+    assert not any(r.traceback for r in records)
+
+
 def test_a_level_after_a_time_sets_the_level() -> None:
     """The usual formats that put the time first (Python's ``%(asctime)s %(levelname)s``,
     hclog's text, loguru's default sink, a bare clock) set the level; after a time, a level

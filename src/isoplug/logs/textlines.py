@@ -120,6 +120,10 @@ _FATAL_STARTS = (
 #: The first line of ``faulthandler.dump_traceback_later``'s dump (its timeout as
 #: ``H:MM:SS``, microseconds when it has any), followed by the stacks as a crash dump's are.
 _TIMEOUT = re.compile(r"Timeout \(\d+:\d\d:\d\d(?:\.\d{6})?\)!")
+#: A warning as :mod:`warnings` prints it (a child process's, or one written past the runner's
+#: hooks): ``path:line: Category: message``, then, where the file can be read, its source
+#: line, indented by two spaces. The two are one record.
+_WARNING_LINE = re.compile(r"\S[^:]*:\d+: [A-Za-z_][\w.]*Warning: ")
 #: ``Py_FatalError``'s second line. After it, Python may print the pending exception (one
 #: exception line, or a traceback and its exception line) before the stacks.
 _FATAL_RUNTIME = "Python runtime state: "
@@ -312,12 +316,13 @@ def level_of_prefix(line: str) -> int | None:
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
 #: a bracketed level, a time with a level after it, or the start of a block (Traceback,
-#: Exception..., Unhandled..., an exception group's indented drawing, a watchdog's Timeout),
+#: Exception..., Unhandled..., an exception group's indented drawing, a watchdog's Timeout, a
+#: warning's ``/path/file.py:12: UserWarning: ...``),
 #: or a redraw (a carriage return kept in front of a progress bar's update: see
 #: :func:`redrawn`). A ``LEVEL:`` prefix has its
 #: colon within the first 10 characters. Checked on every line by the fast paths that skip the
 #: classifier (a printed line's, the host's fd-level reader), so a set lookup, not a regex.
-NOT_PLAIN_START = frozenset("{[< +TEU\t\r0123456789")
+NOT_PLAIN_START = frozenset("{[< +TEU\t\r0123456789/")
 #: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
 #: error:``, ``Windows fatal exception:`` too.
 NOT_PLAIN_START_WITH_DUMPS = NOT_PLAIN_START | frozenset("FW")
@@ -347,7 +352,8 @@ class LineClassifier:
         self._in_group = False
         # Empty unless a block is held; then "header": before the frames; "frames": inside
         # them; "done": after the exception line, watching for a chain; "fatal...": inside a
-        # crash dump (see _feed_fatal). Public: the print() path reads it, a property call
+        # crash dump (see _feed_fatal); "warning": after a warning's line, watching for its
+        # source line. Public: the print() path reads it, a property call
         # costs more.
         self.phase = ""
 
@@ -376,7 +382,10 @@ class LineClassifier:
         while lines and not lines[-1].strip():
             lines.pop()
         record = TextRecord(
-            self._block_level, "\n".join(lines), traceback=True, truncated=self._block_truncated
+            self._block_level,
+            "\n".join(lines),
+            traceback=self.phase != "warning",
+            truncated=self._block_truncated,
         )
         self._block = []
         self._block_chars = 0
@@ -398,6 +407,8 @@ class LineClassifier:
             self._open(line, "header", logging.ERROR)
         elif self.fatal_blocks and stripped.startswith(_FATAL_STARTS):
             self._open(line, "fatal", logging.CRITICAL)
+        elif "Warning: " in stripped and _WARNING_LINE.match(stripped):
+            self._open(line, "warning", logging.WARNING)
         elif self.fatal_blocks and stripped[:9] == "Timeout (" and _TIMEOUT.fullmatch(stripped):
             # A watchdog's dump, not a crash: the process may well live on (ERROR, as a
             # traceback; with exit=True, the exit account tells the rest).
@@ -417,6 +428,11 @@ class LineClassifier:
         state = self.phase
         if state[:5] == "fatal":
             return self._feed_fatal(line, truncated)
+        if state == "warning":
+            if line[:2] == "  " and line[2:3] != " ":
+                self._append(line, truncated)
+                return self.flush()
+            return self._end_block_before(line, truncated)
         stripped = line.rstrip()
         if state == "frames" and self._in_group and stripped and line[:1] not in " \t|+":
             # A group's drawing has no exception line of its own: it ended before this line.
