@@ -163,8 +163,8 @@ def test_a_printed_warning_and_its_source_line_are_one_warning() -> None:
 
 def test_a_level_after_a_time_sets_the_level() -> None:
     """The usual formats that put the time first (Python's ``%(asctime)s %(levelname)s``,
-    hclog's text, loguru's default sink, a bare clock) set the level; after a time, a level
-    word in lower case is prose."""
+    hclog's text, loguru's default sink, a bare clock), and glog's, set the level; after a
+    time, a level word in lower case is prose."""
     lines = {
         "2026-12-07 06:59:25,123 ERROR app.db: lost": logging.ERROR,
         "2026-12-07T06:59:25.123Z [WARN]  plugin: slow": logging.WARNING,
@@ -177,6 +177,12 @@ def test_a_level_after_a_time_sets_the_level() -> None:
         "2026-12-07 06:59:25 Error handling is hard": logging.WARNING,
         "2026-12-07 06:59:25 NOTALEVEL x": logging.WARNING,
         "12 items ERROR": logging.WARNING,
+        # glog and absl (gRPC's core, TensorFlow): the letter, date, time, thread, file:line]
+        "E1207 06:59:25.123456  4242 fd.cc:12] connection lost": logging.ERROR,
+        "I0000 00:00:1733561234.123456   17 config.cc:230] gRPC experiments": logging.INFO,
+        "W1207 06:59:25.1 7 a/b.cc:1] slow": logging.WARNING,
+        "F1207 06:59:25.1 7 a.cc:1] check failed": logging.CRITICAL,
+        "E1207 is a code: not a glog line": logging.WARNING,
     }
     records = classify("\n".join(lines), logging.WARNING)
     assert [(r.message, r.level) for r in records] == list(lines.items())

@@ -300,10 +300,15 @@ _STAMPED = re.compile(
     r"(?=\s|$|\|)"
 )
 
+#: glog's and absl's (C++ libraries: gRPC's core, TensorFlow...): the level's letter, the date,
+#: the time, the thread, the file and line, ``]``: ``E1207 06:59:25.123456  4242 fd.cc:12] x``.
+_GLOG = re.compile(r"[IWEF]\d{4} [\d:.]+\s+\d+ [^\s\]]+:\d+\] ")
+_GLOG_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+
 
 def level_of_prefix(line: str) -> int | None:
     """The level a ``LEVEL:`` / ``[LEVEL]`` / ``LEVEL text`` line starts with, if any, or
-    says right after a time it starts with."""
+    says right after a time it starts with, or in glog's format."""
     match = _PREFIX.match(line)
     if match is not None:
         return _LEVELS.get((match["bracketed"] or match["angled"] or match["colon"]).upper())
@@ -311,6 +316,8 @@ def level_of_prefix(line: str) -> int | None:
         match = _STAMPED.match(line)
         if match is not None:
             return _LEVELS.get((match["bracketed"] or match["angled"] or match["word"]).upper())
+        if line[:1] in _GLOG_LEVELS and _GLOG.match(line):
+            return _GLOG_LEVELS[line[0]]
     return None
 
 
