@@ -72,6 +72,7 @@ test-all: test
 bench: $(STAMP)
 	$(PY) benchmarks/rpc_roundtrip.py
 	$(PY) benchmarks/runtime_startup_and_calls.py
+	$(PY) benchmarks/session_hosts.py
 	$(PY) benchmarks/call_speed.py
 	$(PY) benchmarks/logs_vs_peers.py
 	$(PY) benchmarks/logs_cost_breakdown.py
