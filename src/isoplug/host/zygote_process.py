@@ -75,9 +75,10 @@ class ZygoteProcess:
 
     @classmethod
     def start(cls, env: Mapping[str, str]) -> ZygoteProcess:
-        """Start a zygote with the host's environment for runners. Call it on the event loop's
-        thread: the zygote's parent-death signal is tied to the thread that starts it. Raises
-        :class:`OSError`."""
+        """Start a zygote with the host's environment for runners. Call it on a thread that
+        lives as long as the zygote serves (the host's event loop's, or the shared zygotes'
+        own: see :mod:`isoplug.host.zygote_pool`): the zygote's parent-death signal is tied to
+        the thread that starts it. Raises :class:`OSError`."""
         env = dict(env)
         # Each child writes its own tag over this (see isoplug.runner.zygote).
         env[TAG_VARIABLE] = _TAG_PLACEHOLDER

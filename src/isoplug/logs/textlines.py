@@ -324,10 +324,9 @@ def level_of_prefix(line: str) -> int | None:
 #: First characters after which the classifier may find more than a plain line: a JSON object,
 #: a bracketed level, a time with a level after it, or the start of a block (Traceback,
 #: Exception..., Unhandled..., an exception group's indented drawing, a watchdog's Timeout, a
-#: warning's ``/path/file.py:12: UserWarning: ...``),
-#: or a redraw (a carriage return kept in front of a progress bar's update: see
-#: :func:`redrawn`). A ``LEVEL:`` prefix has its
-#: colon within the first 10 characters. Checked on every line by the fast paths that skip the
+#: warning's ``/path/file.py:12: UserWarning: ...``), or a redraw (a carriage return kept in
+#: front of a progress bar's update: see :func:`redrawn`). A ``LEVEL:`` prefix has its colon
+#: within the first 10 characters. Checked on every line by the fast paths that skip the
 #: classifier (a printed line's, the host's fd-level reader), so a set lookup, not a regex.
 NOT_PLAIN_START = frozenset("{[< +TEU\t\r0123456789/")
 #: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
@@ -360,8 +359,7 @@ class LineClassifier:
         # Empty unless a block is held; then "header": before the frames; "frames": inside
         # them; "done": after the exception line, watching for a chain; "fatal...": inside a
         # crash dump (see _feed_fatal); "warning": after a warning's line, watching for its
-        # source line. Public: the print() path reads it, a property call
-        # costs more.
+        # source line. Public: the print() path reads it, a property call costs more.
         self.phase = ""
 
     @property
