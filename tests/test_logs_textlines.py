@@ -161,6 +161,23 @@ def test_a_printed_warning_and_its_source_line_are_one_warning() -> None:
     assert not any(r.traceback for r in records)
 
 
+def test_a_logfmt_level_sets_the_level() -> None:
+    """logfmt lines (logrus, Go's slog, structlog's KeyValueRenderer) set their level from
+    their ``level`` pair; a line that does not start with a pair is prose."""
+    lines = {
+        'time="2026-12-07T06:59:25Z" level=error msg="lost the database"': logging.ERROR,
+        "level=debug ts=1733561234.5 caller=db.go:12 msg=retry": logging.DEBUG,
+        "ts=2026-12-07T06:59:25Z lvl=warn msg=slow": logging.WARNING,
+        "event='paid' level='info' user=42": logging.INFO,
+        "x = 5, level=error": logging.INFO,
+        "a=1 b=2 msg=no level here": logging.INFO,
+        "level=verbose msg=unknown level": logging.INFO,
+    }
+    records = classify("\n".join(lines), logging.INFO)
+    assert [(r.message, r.level) for r in records] == list(lines.items())
+    assert is_plain_line("plain words, then level=error") and not is_plain_line("level=error")
+
+
 def test_a_level_after_a_time_sets_the_level() -> None:
     """The usual formats that put the time first (Python's ``%(asctime)s %(levelname)s``,
     hclog's text, loguru's default sink, a bare clock), and glog's, set the level; after a

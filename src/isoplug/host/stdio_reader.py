@@ -268,7 +268,9 @@ class _Stream:
                     items += [record_entry(name, record, created) for record in records]
                     continue
                 if not (cut or classifier.phase) and (
-                    text[:1] not in NOT_PLAIN_START_WITH_DUMPS and ":" not in text[:10]
+                    text[:1] not in NOT_PLAIN_START_WITH_DUMPS
+                    and ":" not in text[:10]
+                    and "=" not in text[:10]
                 ):
                     # is_plain_line(), inlined: most lines are plain, and their entry is what
                     # record_entry() makes of the classifier's record, without either call.

@@ -278,7 +278,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             # below: it holds what its processors added, which the event does not.
             if state.site_renders == RENDERS_RECORD and forward_rendered(frame):
                 return size
-            if line[:1] in _NOT_PLAIN_START or ":" in line[:10]:
+            if line[:1] in _NOT_PLAIN_START or ":" in line[:10] or "=" in line[:10]:
                 self._classify(per_thread, state, line, False, frame, source=source)
                 return size
             if state.site_renders == RENDERS_EVENT and forward_rendered(frame):

@@ -304,11 +304,18 @@ _STAMPED = re.compile(
 #: the time, the thread, the file and line, ``]``: ``E1207 06:59:25.123456  4242 fd.cc:12] x``.
 _GLOG = re.compile(r"[IWEF]\d{4} [\d:.]+\s+\d+ [^\s\]]+:\d+\] ")
 _GLOG_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+#: logfmt (logrus's and Go's slog text format, structlog's ``KeyValueRenderer``): a line of
+#: ``key=value`` pairs, its level under ``level``: ``time="..." level=error msg="lost"``. The
+#: line must start with a pair, and the level be one of the first pairs.
+_LOGFMT_START = re.compile(r"[\w.@-]+=")
+_LOGFMT_LEVEL = re.compile(r"(?:^|\s)(?:level|lvl|severity)=([\"']?)([A-Za-z]{3,11})\1(?=\s|$)")
+#: How far into a logfmt line its level is looked for (a time, a source location before it).
+_LOGFMT_LEVEL_WITHIN = 120
 
 
 def level_of_prefix(line: str) -> int | None:
     """The level a ``LEVEL:`` / ``[LEVEL]`` / ``LEVEL text`` line starts with, if any, or
-    says right after a time it starts with, or in glog's format."""
+    says right after a time it starts with, in glog's format, or in a logfmt pair."""
     match = _PREFIX.match(line)
     if match is not None:
         return _LEVELS.get((match["bracketed"] or match["angled"] or match["colon"]).upper())
@@ -318,6 +325,10 @@ def level_of_prefix(line: str) -> int | None:
             return _LEVELS.get((match["bracketed"] or match["angled"] or match["word"]).upper())
         if line[:1] in _GLOG_LEVELS and _GLOG.match(line):
             return _GLOG_LEVELS[line[0]]
+    if "=" in line[:10] and _LOGFMT_START.match(line):
+        match = _LOGFMT_LEVEL.search(line, 0, _LOGFMT_LEVEL_WITHIN)
+        if match is not None:
+            return _LEVELS.get(match[2].upper())
     return None
 
 
@@ -326,8 +337,9 @@ def level_of_prefix(line: str) -> int | None:
 #: Exception..., Unhandled..., an exception group's indented drawing, a watchdog's Timeout, a
 #: warning's ``/path/file.py:12: UserWarning: ...``), or a redraw (a carriage return kept in
 #: front of a progress bar's update: see :func:`redrawn`). A ``LEVEL:`` prefix has its colon
-#: within the first 10 characters. Checked on every line by the fast paths that skip the
-#: classifier (a printed line's, the host's fd-level reader), so a set lookup, not a regex.
+#: within the first 10 characters, and a logfmt line (``level=error ...``) an ``=``. Checked on
+#: every line by the fast paths that skip the classifier (a printed line's, the host's
+#: fd-level reader), so a set lookup, not a regex.
 NOT_PLAIN_START = frozenset("{[< +TEU\t\r0123456789/")
 #: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
 #: error:``, ``Windows fatal exception:`` too.
@@ -339,7 +351,7 @@ def is_plain_line(line: str, fatal_blocks: bool = False) -> bool:
     given) would return the line as is, at its default level: no JSON, no level prefix, no
     block start. Conservative: False says "ask the classifier", never the reverse."""
     starts = NOT_PLAIN_START_WITH_DUMPS if fatal_blocks else NOT_PLAIN_START
-    return line[:1] not in starts and ":" not in line[:10]
+    return line[:1] not in starts and ":" not in line[:10] and "=" not in line[:10]
 
 
 class LineClassifier:
