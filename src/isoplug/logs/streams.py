@@ -274,12 +274,18 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
                 # event (see rendered_records).
                 state.site_renders = renders_from(frame)
             # A handler's rendering is its record, before its text is looked at (one that
-            # reads as JSON or "[INFO] ..." too). A JSON line structlog printed is read as one
-            # below: it holds what its processors added, which the event does not.
+            # reads as JSON or "[INFO] ..." too). So is an event structlog printed, unless it
+            # printed JSON, read as a JSON line: it holds what structlog's processors added,
+            # which the event does not. (Its console lines start with a time, or "[info ]".)
             if state.site_renders == RENDERS_RECORD and forward_rendered(frame):
                 return size
             if line[:1] in _NOT_PLAIN_START or ":" in line[:10] or "=" in line[:10]:
-                self._classify(per_thread, state, line, False, frame, source=source)
+                if (
+                    line[:1] == "{"
+                    or state.site_renders != RENDERS_EVENT
+                    or not forward_rendered(frame)
+                ):
+                    self._classify(per_thread, state, line, False, frame, source=source)
                 return size
             if state.site_renders == RENDERS_EVENT and forward_rendered(frame):
                 return size
