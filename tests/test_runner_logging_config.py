@@ -196,13 +196,18 @@ async def test_a_loguru_sink_of_the_plugins_own_sends_records_not_text(
     assert not [m for m in waiter.messages() if f"{tag}: loguru boom" in m]  # no text of it
 
 
-async def test_structlog_as_it_comes_sends_its_events_as_records(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stamp", ["date", "clock", "none"])
+async def test_structlog_as_it_comes_sends_its_events_as_records(
+    tmp_path: Path, stamp: str
+) -> None:
     """structlog's default configuration prints each event rendered (ConsoleRenderer, an
     exception as a drawn box): each arrives instead as the record it stands for, at its
-    level, with its bound and given values as extras and its exception, once."""
+    level, with its bound and given values as extras and its exception, once; whatever its
+    lines start with (a date, a clock, the level in brackets), which would read as a level
+    prefix as text."""
     module = f"{CTX}.reconfigurer_plugin"
     async with running(tmp_path, "reconfigurer") as (host, waiter):
-        await host.call("reconfigurer", "structlog_default")
+        await host.call("reconfigurer", "structlog_default", stamp)
         await waiter.wait_for(module, "sl: failed")
         await _marker(host, waiter, "structlog")
     info = _only(waiter, "sl: info")

@@ -189,11 +189,22 @@ class Reconfigurer(isoplug.Plugin):
             logger.remove(sink)
 
     @isoplug.method
-    def structlog_default(self) -> None:
-        """structlog as it comes: ConsoleRenderer, printed by its PrintLogger."""
+    def structlog_default(self, stamp: str = "date") -> None:
+        """structlog as it comes: ConsoleRenderer, printed by its PrintLogger; its lines start
+        with the date (``stamp`` "date", the default), a clock ("clock") or the level
+        ("none")."""
         import structlog
 
         structlog.reset_defaults()
+        if stamp != "date":
+            processors = [
+                p
+                for p in structlog.get_config()["processors"]
+                if not isinstance(p, structlog.processors.TimeStamper)
+            ]
+            if stamp == "clock":
+                processors.insert(-1, structlog.processors.TimeStamper(fmt="%H:%M:%S"))
+            structlog.configure(processors=processors)
         log = structlog.get_logger().bind(user="ann")
         log.info("sl: info", step=1)
         log.error("sl: error", code=42)
