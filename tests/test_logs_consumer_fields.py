@@ -14,8 +14,8 @@ import pytest
 import structlog
 
 from isoplug.logs import ReplayLimits
+from isoplug.logs.line_fields import MAX_JSON_EXTRAS
 from isoplug.logs.record_names import CONSUMER_NAMES
-from isoplug.logs.textlines import MAX_JSON_EXTRAS
 from tests.plugins_fixtures import running
 from tests.plugins_fixtures.impostor.impostor_plugin import Impostor
 from tests.test_logs_host_truth import shown_by

@@ -18,9 +18,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from isoplug.cli.console import ConsoleFormatter
 from isoplug.logs import LogReceiver, ReplayLimits
+from isoplug.logs.line_fields import MAX_JSON_EXTRAS
 from isoplug.logs.record_names import TRUNCATED_KEYS
 from isoplug.logs.streams import MAX_LINE_CHARS
-from isoplug.logs.textlines import MAX_JSON_EXTRAS
 from isoplug.otel.records import RecordEncoder
 from tests.plugins_fixtures import running
 from tests.record_waiter import watching

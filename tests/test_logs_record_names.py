@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from isoplug.logs.line_fields import parse_json_line
 from isoplug.logs.record_names import (
     CONSUMER_NAMES,
     IDENTITY_NAMES,
@@ -18,7 +19,6 @@ from isoplug.logs.record_names import (
     reserved_field,
     reserved_name,
 )
-from isoplug.logs.textlines import parse_json_line
 
 
 @pytest.fixture

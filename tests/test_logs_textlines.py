@@ -9,13 +9,12 @@ import traceback
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from isoplug.logs.line_fields import level_from_name, parse_json_line, parse_logfmt_line
 from isoplug.logs.textlines import (
     MAX_BLOCK_LINES,
     LineClassifier,
     TextRecord,
     is_plain_line,
-    level_from_name,
-    parse_json_line,
 )
 
 #: The starts of everything the classifier makes more of than a plain line.
@@ -174,8 +173,35 @@ def test_a_logfmt_level_sets_the_level() -> None:
         "level=verbose msg=unknown level": logging.INFO,
     }
     records = classify("\n".join(lines), logging.INFO)
-    assert [(r.message, r.level) for r in records] == list(lines.items())
+    messages = [
+        "lost the database",
+        "retry",
+        "slow",
+        "paid",
+        "x = 5, level=error",
+        # An unquoted value ends at a space: text between pairs, so the line stays whole.
+        "a=1 b=2 msg=no level here",
+        "level=verbose msg=unknown level",
+    ]
+    assert [(r.message, r.level) for r in records] == list(
+        zip(messages, lines.values(), strict=True)
+    )
+    assert records[0].extra == {"time": "2026-12-07T06:59:25Z"}
+    assert records[1].extra == {"ts": "1733561234.5", "caller": "db.go:12"}
+    assert records[2].extra == {"ts": "2026-12-07T06:59:25Z", "lvl": "warn"}
+    assert records[3].extra == {"user": "42"}
     assert is_plain_line("plain words, then level=error") and not is_plain_line("level=error")
+
+
+def test_logfmt_lines_keep_quoted_values_and_only_pairs_count() -> None:
+    """Quoted values keep their spaces and escapes; a line with text between its pairs, or
+    without a message, is text (its level pair still sets the level)."""
+    quoted = parse_logfmt_line(r'level=info msg="say \"hi\" twice" path="/a b" n=1')
+    assert quoted == (logging.INFO, 'say "hi" twice', {"path": "/a b", "n": "1"})
+    assert parse_logfmt_line("level=error some prose msg=x") is None
+    assert parse_logfmt_line("level=error code=3") is None
+    records = classify("level=error code=3", logging.INFO)
+    assert [(r.level, r.message) for r in records] == [(logging.ERROR, "level=error code=3")]
 
 
 def test_a_level_after_a_time_sets_the_level() -> None:

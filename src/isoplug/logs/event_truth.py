@@ -18,6 +18,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from isoplug.logs.line_fields import level_from_name
 from isoplug.logs.record_names import (
     IDENTITY_NAMES,
     MESSAGE_NAMES,
@@ -25,7 +26,6 @@ from isoplug.logs.record_names import (
     renamed,
     reserved_field,
 )
-from isoplug.logs.textlines import level_from_name
 from isoplug.wire import LogRecordData
 from isoplug.wire.sanitize import clean_text
 
