@@ -150,7 +150,6 @@ def _from_fields(
 ) -> tuple[int | None, str, dict[str, Any]] | None:
     """A structured line's message, level and extras, from its fields (``source``: those of
     the record, which ``top`` holds, or is)."""
-    value = top
     message: Any = None
     message_key = None
     for key in _MESSAGE_KEYS:
@@ -171,9 +170,9 @@ def _from_fields(
             level_key = key
             break
     extras: dict[str, Any] = {}
-    bound = source.get("extra") if source is not value else None
+    bound = source.get("extra") if source is not top else None
     fields = {**source, **bound} if isinstance(bound, dict) else source
-    skipped = {message_key, level_key, "extra" if source is not value else None}
+    skipped = {message_key, level_key, "extra" if source is not top else None}
     kept = 0
     for key, field in fields.items():
         if key in skipped:
