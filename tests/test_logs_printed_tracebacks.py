@@ -131,6 +131,10 @@ def test_the_message_is_the_header_or_the_exceptions_first_line() -> None:
     headed = parse_printed_traceback("Exception in thread Thread-1 (work):\n" + text)
     assert headed is not None and headed.message == "Exception in thread Thread-1 (work):"
     assert headed.exception == parsed.exception
+    # What logging writes above the traceback for log.exception("...") is its message too.
+    led = parse_printed_traceback("ERROR:root:failed to parse\n" + text)
+    assert led is not None and led.message == "ERROR:root:failed to parse"
+    assert led.exception == parsed.exception
     bare = parse_printed_traceback(printed(raised(lambda: exec("raise StopIteration"))))
     assert bare is not None and bare.message == "StopIteration"
     assert bare.exception.module == "builtins"
@@ -370,6 +374,43 @@ async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -
     value = records[1].exc_info[1] if records[1].exc_info else None
     assert isinstance(value, ExceptionGroup) and len(value.exceptions) == 3
     assert isinstance(value.exceptions[1].__cause__, KeyError)
+
+
+async def test_a_childs_unconfigured_log_exception_is_one_record(tmp_path: Path) -> None:
+    """A child process that calls ``log.exception()`` with no logging configuration: logging's
+    last resort writes the message, then the traceback, to fd 2 at once; the host makes them
+    one ERROR record with the message and the exception, as the child's logger would have. A
+    line alone before a traceback printed later stays a record of its own."""
+    child = (
+        "import logging, sys, time\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('child').exception('failed to divide')\n"
+        "    print('a line of its own', file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.3)\n"
+        "    sys.stderr.write('Traceback (most recent call last):\\n"
+        '  File \\"<string>\\", line 3, in <module>\\n'
+        "ZeroDivisionError: division by zero\\n')\n"
+        "    print('after them', file=sys.stderr)\n"
+    )
+    async with running(tmp_path, "scribbler") as (host, waiter):
+        assert await host.call("scribbler", "run_python", child) == 0
+        await waiter.wait_for("plugin.scribbler.stderr", "after them")
+    records = [r for r in waiter.records if r.name == "plugin.scribbler.stderr"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", "failed to divide"),
+        ("WARNING", "a line of its own"),
+        ("ERROR", "ZeroDivisionError: division by zero"),
+        ("WARNING", "after them"),
+    ]
+    assert records[0].exc_info is not None and records[0].exc_info[0] is not None
+    assert records[0].exc_info[0].__name__ == "ZeroDivisionError"
+    assert (
+        logging.Formatter()
+        .formatException(records[0].exc_info)
+        .endswith("ZeroDivisionError: division by zero")
+    )
 
 
 def test_the_read_back_budget_refills_at_its_rate() -> None:

@@ -321,6 +321,28 @@ def test_thread_and_unraisable_headers_belong_to_their_traceback() -> None:
         assert [r.message for r in records] == [f"{header}\n{body}"]
 
 
+def test_a_line_led_into_a_traceback_is_its_message_at_its_level() -> None:
+    """What logging writes for ``log.exception()`` with no handler (``failed`` over the
+    traceback) or with a format that starts lines with the level: one record, at the line's
+    level, else ERROR; the line ends no block and is kept whole."""
+    body = formatted(raised(RuntimeError("x")))
+    for lead, level in (
+        ("failed to divide", logging.ERROR),
+        ("ERROR:root:failed to divide", logging.ERROR),
+        ("WARNING:app:retrying", logging.WARNING),
+    ):
+        classifier = LineClassifier(logging.WARNING)
+        classifier.lead(lead)
+        records: list[TextRecord] = []
+        for line in f"{body}\nafter".split("\n"):
+            records += classifier.feed(line)
+        records += classifier.flush()
+        assert [(r.level, r.message, r.traceback) for r in records] == [
+            (level, f"{lead}\n{body}", True),
+            (logging.WARNING, "after", False),
+        ]
+
+
 def test_an_exception_group_is_one_record() -> None:
     """An exception group's drawing, nested groups included, is one record."""
     error = raised(ExceptionGroup("eg", [ValueError("a"), ExceptionGroup("in", [TypeError("b")])]))

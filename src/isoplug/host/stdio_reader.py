@@ -28,7 +28,12 @@ from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import CutLine, LineSplitter, cut_line
 from isoplug.logs.gil import GilShare
-from isoplug.logs.textlines import NOT_PLAIN_START_WITH_DUMPS, LineClassifier, redrawn
+from isoplug.logs.textlines import (
+    NOT_PLAIN_START_WITH_DUMPS,
+    TRACEBACK_START,
+    LineClassifier,
+    redrawn,
+)
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]
 
@@ -253,7 +258,8 @@ class _Stream:
             batch = pending[0]
             created, lines, index = batch
             stop = min(len(lines), index + _CLASSIFY_STEP)
-            for raw in lines[index:stop]:
+            for position in range(index, stop):
+                raw = lines[position]
                 self.pending_bytes -= len(raw)
                 cut = raw.cut if type(raw) is CutLine else 0
                 # LineSplitter.decode(), inlined: this runs for every line.
@@ -276,6 +282,17 @@ class _Stream:
                     # record_entry() makes of the classifier's record, without either call.
                     items.append((name, level, text, None, False, created, urgent, False))
                     continue
+                if (
+                    text[:10] == "Traceback "
+                    and position
+                    and items
+                    and not classifier.phase
+                    and text.rstrip() == TRACEBACK_START
+                    and _entry_of(items[-1], name, created, lines[position - 1])
+                ):
+                    # The line just before, read in the same write, is this traceback's
+                    # message (a log.exception() with no handler configured): one record.
+                    classifier.lead(items.pop()[2])
                 for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))
             if stop == len(lines):
@@ -290,6 +307,20 @@ class _Stream:
             created = time.time()
             items += [record_entry(name, record, created) for record in classifier.flush()]
         return items
+
+
+def _entry_of(entry: Entry, stream: str, created: float, raw: bytes) -> bool:
+    """True when ``entry`` is the record of the whole line ``raw`` alone, as read from
+    ``stream`` at ``created``: a plain or prefixed line, not cut, not a block's, not a redraw."""
+    return (
+        entry[0] == stream
+        and entry[5] == created
+        and not entry[7]
+        and not entry[4]
+        and entry[3] is None
+        and type(raw) is not CutLine
+        and entry[2] == raw.decode("utf-8", errors="replace")
+    )
 
 
 def _classify(streams: list[_Stream], deadline: float | None) -> list[Entry]:

@@ -12,7 +12,9 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
   line under it are one record at WARNING.
 - **Blocks.** A Python traceback (``Traceback (most recent call last):`` up to its exception
   line, with the headers Python prints before one: ``Exception in thread ...:``, ``Exception
-  ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. A
+  ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. So is a
+  line that its reader saw written together with the traceback right under it
+  (:meth:`LineClassifier.lead`: a ``log.exception()``'s message), at its own prefix's level. A
   faulthandler (or ``Py_FatalError``) dump is one record at CRITICAL, all its threads' stacks
   included: ``Fatal Python error: ...`` (on Windows also ``Windows fatal exception: ...``),
   ``Python runtime state: ...`` (and the exception Python may print after it), blank lines,
@@ -64,6 +66,7 @@ __all__ = [
     "NOT_PLAIN_START",
     "NOT_PLAIN_START_WITH_DUMPS",
     "REDRAWN_LEVEL",
+    "TRACEBACK_START",
     "LineClassifier",
     "TextRecord",
     "is_plain_line",
@@ -207,6 +210,16 @@ class LineClassifier:
         if self._starts_block(line):
             return []
         return [self._single(line, truncated)]
+
+    def lead(self, line: str, truncated: bool = False) -> None:
+        """Hold ``line``, which the caller saw followed at once by ``Traceback (most recent
+        call last):`` in the same write, as the message of that traceback: what
+        :mod:`logging` writes for ``log.exception("failed")`` where no handler is configured
+        (a child process's, logging's last resort) or with a format that starts a line
+        (``ERROR:root:failed``). The block's level is the line's prefix's, else ERROR. Only
+        when nothing is held (:attr:`holding` is False)."""
+        self._open(line, "header", level_of_prefix(line) or logging.ERROR)
+        self._block_truncated = truncated
 
     def flush(self) -> list[TextRecord]:
         """Whatever is held, as a record (at end of stream, or when the stream went quiet)."""

@@ -1,12 +1,14 @@
 """The text of a traceback as Python prints it, read and printed again.
 
 :func:`read_printed` reads what :mod:`traceback` prints (``TracebackException.format``): an
-optional header Python prints before a traceback (``Exception in thread ...:``, ``Exception
-ignored in: ...``), then one or more exceptions joined by the lines that chain them (a cause, a
-context), each with its ``Traceback (most recent call last):`` and frames (``File "...", line
-N, in name``, the source line, ``[Previous line repeated N more times]``), or with no traceback
-at all (an exception that was never raised, as a cause), then its exception line
-(``module.Type: message``, and any further lines of the message or notes). An exception group
+optional header: what Python prints before a traceback (``Exception in thread ...:``,
+``Exception ignored in: ...``), or any line right above a ``Traceback (most recent call
+last):`` (the message :mod:`logging` writes there for ``log.exception("failed")``); then one
+or more exceptions joined by the lines that chain them (a cause, a context), each with its
+``Traceback (most recent call last):`` and frames (``File "...", line N, in name``, the
+source line, ``[Previous line repeated N more times]``), or with no traceback at all (an
+exception that was never raised, as a cause), then its exception line (``module.Type:
+message``, and any further lines of the message or notes). An exception group
 is read as Python draws it (``+ Exception Group Traceback``, each member after its ``+---- N
 ----`` line, every line of a member behind the ``|`` margin of its depth), its members each
 with their own chains, nested groups included.
@@ -72,7 +74,9 @@ def read_printed(text: str) -> tuple[str | None, list[Printed]] | None:
     if _TRACEBACK_START not in text:
         return None
     lines = text.split("\n")
-    header = lines[0] if lines[0].startswith(_HEADERS) else None
+    first = lines[0]
+    led = len(lines) > 1 and first != _TRACEBACK_START and _starts_traceback(lines[1])
+    header = first if led or first.startswith(_HEADERS) else None
     reader = _Reader(lines, 1 if header is not None else 0)
     chain = reader.chain(0)
     if chain is None or reader.at < len(lines) or reader.exceptions > MAX_EXCEPTIONS:
@@ -82,6 +86,10 @@ def read_printed(text: str) -> tuple[str | None, list[Printed]] | None:
     if rendered != reader.kept:
         return None
     return header, chain
+
+
+def _starts_traceback(line: str) -> bool:
+    return line == _TRACEBACK_START or line.lstrip(" +") == _GROUP_TRACEBACK_START
 
 
 def _margin(depth: int, mark: str = "|") -> str:

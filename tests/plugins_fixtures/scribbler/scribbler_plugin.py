@@ -108,6 +108,11 @@ class Scribbler(isoplug.Plugin):
         return child.pid
 
     @isoplug.method
+    def run_python(self, code: str) -> int:
+        """Run ``code`` in a Python child that inherits the runner's fds; its exit code."""
+        return subprocess.run([sys.executable, "-c", code], check=False).returncode
+
+    @isoplug.method
     async def crash(self, code: int = 3) -> Any:
         os._exit(code)
 
