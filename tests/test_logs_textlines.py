@@ -158,6 +158,13 @@ def test_a_printed_warning_and_its_source_line_are_one_warning() -> None:
         (logging.WARNING, "x.py:1: UserWarning: at the end"),
     ]
     assert not any(r.traceback for r in records)
+    # Named as a warning the runner logs names its category; not a builtin: as printed.
+    assert [r.extra.get("category") for r in records if r.level == logging.WARNING] == [
+        "builtins.DeprecationWarning",
+        "builtins.UserWarning",
+        "my.pkg.CustomWarning",
+        "builtins.UserWarning",
+    ]
 
 
 def test_a_logfmt_level_sets_the_level() -> None:

@@ -9,7 +9,7 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
   (``ERROR: disk full``, ``[warning] slow``, a time then a level, glog's...) sets the level,
   the text kept whole.
 - **Warnings.** What :mod:`warnings` prints (``path:12: UserWarning: text``) and the source
-  line under it are one record at WARNING.
+  line under it are one record at WARNING, its ``category`` an extra.
 - **Blocks.** A Python traceback (``Traceback (most recent call last):`` up to its exception
   line, with the headers Python prints before one: ``Exception in thread ...:``, ``Exception
   ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. So is a
@@ -53,6 +53,7 @@ record's text and extras the same way whichever door it came through.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 import re
@@ -109,7 +110,7 @@ _TIMEOUT = re.compile(r"Timeout \(\d+:\d\d:\d\d(?:\.\d{6})?\)!")
 #: A warning as :mod:`warnings` prints it (a child process's, or one written past the runner's
 #: hooks): ``path:line: Category: message``, then, where the file can be read, its source
 #: line, indented by two spaces. The two are one record.
-_WARNING_LINE = re.compile(r"\S[^:]*:\d+: [A-Za-z_][\w.]*Warning: ")
+_WARNING_LINE = re.compile(r"\S[^:]*:\d+: (?P<category>[A-Za-z_][\w.]*Warning): ")
 #: ``Py_FatalError``'s second line. After it, Python may print the pending exception (one
 #: exception line, or a traceback and its exception line) before the stacks.
 _FATAL_RUNTIME = "Python runtime state: "
@@ -165,6 +166,20 @@ NOT_PLAIN_START = frozenset("{[< +TEU\t\r0123456789/")
 #: The same, for a classifier that starts crash dumps (``fatal_blocks``): ``Fatal Python
 #: error:``, ``Windows fatal exception:`` too.
 NOT_PLAIN_START_WITH_DUMPS = NOT_PLAIN_START | frozenset("FW")
+
+
+def _warning_extras(line: str) -> dict[str, Any]:
+    """A printed warning's ``category``, named as a warning logged in the runner names its own
+    (``builtins.UserWarning``); :mod:`warnings` prints only the class's name, so one that is
+    not a builtin keeps that name."""
+    match = _WARNING_LINE.match(line)
+    if match is None:
+        return {}
+    name = match["category"]
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Warning):
+        name = "builtins." + name
+    return {"category": name}
 
 
 def is_plain_line(line: str, fatal_blocks: bool = False) -> bool:
@@ -229,10 +244,12 @@ class LineClassifier:
         # Blank lines held while watching for a chain are not part of the block.
         while lines and not lines[-1].strip():
             lines.pop()
+        warning = self.phase == "warning"
         record = TextRecord(
             self._block_level,
             "\n".join(lines),
-            traceback=self.phase != "warning",
+            _warning_extras(lines[0]) if warning and lines else {},
+            traceback=not warning,
             truncated=self._block_truncated,
         )
         self._block = []
