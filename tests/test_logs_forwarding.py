@@ -441,17 +441,21 @@ async def test_forward_logs_works_as_a_process_pool_initializer(
 
 
 @BOTH_MODES
-@pytest.mark.parametrize("receiving_level", [logging.DEBUG, logging.INFO])
+@pytest.mark.parametrize(
+    ("receiving_level", "address"),
+    [(logging.DEBUG, "unix:"), (logging.INFO, "unix:"), (logging.DEBUG, "tcp://127.0.0.1:0")],
+)
 async def test_a_spawned_worker_logs_at_the_level_the_receiver_handles(
-    mode: str, receiving_level: int
+    mode: str, receiving_level: int, address: str
 ) -> None:
     """forward_logs with no level in a worker nobody configured (spawn: its root logger at
-    WARNING) takes the level the receiver's side handles from: its INFO records arrive, its
+    WARNING) takes the level the receiver's side handles from, as the receiver says when it
+    connects (over TCP too, where no shared memory says it): its INFO records arrive, its
     DEBUG ones too when the receiver's logger takes DEBUG, and none is sent only to be
     filtered. A worker that configured its logging keeps its level."""
     from tests.logs_child import configure_then_forward, pool_levels
 
-    async with receiving(mode) as (receiver, collector):
+    async with receiving(mode, address=address) as (receiver, collector):
         logging.getLogger(PREFIX).setLevel(receiving_level)
 
         def run_pool(initializer: Callable[..., object]) -> None:

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from isoplug.logs import ForwardingHandler, LogReceiver, ReplayLimits
-from isoplug.logs import receiver as receiver_module
+from isoplug.logs import ForwardingHandler, LogReceiver, ReplayLimits, connection_ends
 from isoplug.wire import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Hello
 from isoplug.wire.framing import encode_frame
 from tests.greedy_sender import greedy_tree_off_loop
@@ -35,7 +34,7 @@ def record(message: str) -> logging.LogRecord:
 async def test_ended_connections_keep_their_metrics_up_to_a_cap_then_are_summed(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(receiver_module, "MAX_ENDED_KEPT", 3)
+    monkeypatch.setattr(connection_ends, "MAX_ENDED_KEPT", 3)
     with watching(PREFIX) as records:
         async with receiver(mode, prefix=PREFIX) as log_receiver:
             for number in range(5):
@@ -52,7 +51,7 @@ async def test_ended_connections_keep_their_metrics_up_to_a_cap_then_are_summed(
     assert sorted(metrics) == ["(2 earlier connections)", "s2 #3", "s3 #4", "s4 #5"]
     assert metrics["(2 earlier connections)"].received == 2
     assert sum(m.received for m in metrics.values()) == 5
-    assert len(log_receiver._ended) == 3
+    assert len(log_receiver._ends.metrics_by_number) == 3
 
 
 async def test_connections_that_are_not_log_senders_are_refused_with_few_warnings() -> None:

@@ -365,6 +365,21 @@ def test_messages_in_the_same_chunk_as_the_hello_are_returned() -> None:
     ]
 
 
+def test_the_welcome_says_the_servers_level_when_it_has_one() -> None:
+    """A log receiver's server says from which level it handles records, asked as the session
+    opens; other servers say none; a welcome from an older server, without the field, too."""
+    levels = iter([10, 20])
+    client, server = make_client(), make_server(welcome_level=lambda: next(levels))
+    deliver(client, server)
+    deliver(server, client)
+    assert client.peer_welcome is not None and client.peer_welcome.level == 10
+    client, _ = open_pair()
+    assert client.peer_welcome is not None and client.peer_welcome.level is None
+    older = make_client()
+    assert older.receive_data(frame(msgspec.msgpack.encode(["welcome", 1, "host", 1]))) == []
+    assert older.peer_welcome == Welcome(version=1, name="host", pid=1)
+
+
 def test_messages_in_the_same_chunk_as_the_welcome_are_returned() -> None:
     """Messages the server sends right after its welcome arrive with it and are returned."""
     client, server = make_client(), make_server()

@@ -118,12 +118,14 @@ def wait_ready(handler: ForwardingHandler, deadline: float, ack_wait: float) -> 
 
 def receiver_level(handler: ForwardingHandler) -> int | None:
     """The level from which the receiver's side handles records, as its acknowledgement of the
-    ledger said (None: no acknowledgement yet, or it did not say)."""
+    ledger said, or else its welcome (None: neither said)."""
     with handler._queue_lock:
         # Under the lock: a break or close() swaps the ledger and releases its memory.
-        if handler._shared_ledger is None:
-            return None
-        return acknowledged_level(handler._ledger[ACKNOWLEDGED])
+        if handler._shared_ledger is not None:
+            level = acknowledged_level(handler._ledger[ACKNOWLEDGED])
+            if level is not None:
+                return level
+        return handler.welcome_level
 
 
 def acknowledged_within(ledger: memoryview, timeout: float) -> bool:

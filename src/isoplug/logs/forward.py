@@ -42,7 +42,7 @@ def forward_logs(
     default WARNING, with no handler: a child started by ``spawn`` or ``forkserver``) takes the
     level of ``ISOPLUG_LOG_LEVEL`` (:data:`LEVEL_ENV`, as a plugin's ``log_child_env()`` sets
     it), else the level from which the receiver's side handles records, as the receiver says
-    when it connects (unix sockets, Linux): its ``log.info()`` then arrives wherever the
+    when it connects: its ``log.info()`` then arrives wherever the
     receiving process would show it. A configured process (a forked child inherits its
     parent's logging) keeps its levels.
 

@@ -37,11 +37,13 @@ import time
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.chains import SenderChains
+from isoplug.logs.connection_ends import ConnectionEnds
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.limits import ReplayLimits, TransitLosses
 from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.replay_end import Settle
+from isoplug.logs.replay_reports import handled_level
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
 from isoplug.logs.sender_trees import sender_tree_limit
@@ -71,8 +73,6 @@ NAME_ENV = "ISOPLUG_LOG_NAME"
 _log = logging.getLogger("isoplug.logs")
 #: Longest sender name or role quoted in a report (a hello may carry 256 characters).
 _MAX_HELLO_CHARS = 200
-#: Ended connections whose metrics :meth:`LogReceiver.metrics` lists one by one.
-MAX_ENDED_KEPT = 1024
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
@@ -170,17 +170,9 @@ class LogReceiver:
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
         self._replayers: dict[int, tuple[str, LogReplayer]] = {}
-        # Connections that ended: their final metrics only, the latest MAX_ENDED_KEPT of them;
-        # older ones are summed into one entry (a sender that keeps reconnecting, or a pool
-        # that keeps forking, must not grow this without bound).
-        self._ended: dict[int, tuple[str, LogMetrics]] = {}
-        self._ended_earlier = LogMetrics()
-        self._ended_folded = 0
-        self._ended_lock = threading.Lock()
-        # Ends of connections accounted for later (isoplug.logs.pending_ends), by connection
-        # number, until accounted for: a close waits for them within its drain time.
-        self._deferred_ends: set[int] = set()
-        self._ends_settled = threading.Condition(self._ended_lock)
+        # Connections that ended: those whose end is accounted for later (by connection
+        # number: a close waits for them within its drain time), the others' final metrics.
+        self._ends = ConnectionEnds()
         # Async use: each open connection, with what says its end was accounted for.
         self._open_peers: dict[Peer, asyncio.Future[None]] = {}
         self._closing = False
@@ -219,20 +211,15 @@ class LogReceiver:
 
     def metrics(self) -> dict[str, LogMetrics]:
         """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``: every open
-        connection and the latest :data:`MAX_ENDED_KEPT` that ended; older ones are summed
-        under ``"(N earlier connections)"``. A connection that ended without a goodbye while
-        its sender lives on says ``pending_ends == 1`` until its end is accounted for (the
-        sender's new connection brings records, or it exits, or this receiver closes): its
-        ``recovered`` and
-        ``dropped`` may still grow until then (see :mod:`isoplug.logs.pending_ends`)."""
+        connection and the latest :data:`~isoplug.logs.connection_ends.MAX_ENDED_KEPT` that
+        ended; older ones are summed under ``"(N earlier connections)"``. A connection that
+        ended without a goodbye while its sender lives on says ``pending_ends == 1`` until its
+        end is accounted for (the sender's new connection brings records, or it exits, or this
+        receiver closes): its ``recovered`` and ``dropped`` may still grow until then (see
+        :mod:`isoplug.logs.pending_ends`)."""
         # list(): sender threads may add or end a connection meanwhile (sync use).
         replayers = list(self._replayers.values())
-        with self._ended_lock:
-            ended = list(self._ended.values())
-            folded, earlier = self._ended_folded, self._ended_earlier.snapshot()
-        found = {label: metrics for label, metrics in ended}
-        if folded:
-            found[f"({folded} earlier connections)"] = earlier
+        found = self._ends.metrics()
         found.update((label, replayer.metrics.snapshot()) for label, replayer in replayers)
         return found
 
@@ -261,22 +248,9 @@ class LogReceiver:
         self._forget_connection(number, entry)
 
     def _deferred(self, number: int, entry: tuple[str, LogReplayer], run_in: Settle | None) -> bool:
-        """Whether the end of connection ``number`` (not clean) is accounted for later
-        (:meth:`LogReplayer.finish_when_settled`); until then it is among the deferred ends."""
-        # Before it is deferred: the watcher thread may account for it at once.
-        with self._ended_lock:
-            self._deferred_ends.add(number)
-        deferred = False
-        try:
-            deferred = entry[1].finish_when_settled(
-                clean=False, then=lambda: self._forget_connection(number, entry), run_in=run_in
-            )
-        finally:
-            if not deferred:
-                with self._ends_settled:
-                    self._deferred_ends.discard(number)
-                    self._ends_settled.notify_all()
-        return deferred
+        return self._ends.deferred(
+            number, entry[1], lambda: self._forget_connection(number, entry), run_in
+        )
 
     def _settler_for(self, loop: asyncio.AbstractEventLoop) -> LoopSettler:
         if self._settler is None:
@@ -285,16 +259,9 @@ class LogReceiver:
 
     def _forget_connection(self, number: int, entry: tuple[str, LogReplayer]) -> None:
         label, replayer = entry
-        with self._ends_settled:
-            self._ended[number] = (label, replayer.metrics.snapshot())
-            del self._replayers[number]
-            self._deferred_ends.discard(number)
-            self._ends_settled.notify_all()
-            while len(self._ended) > MAX_ENDED_KEPT:
-                oldest = next(iter(self._ended))
-                _, metrics = self._ended.pop(oldest)
-                self._ended_earlier = LogMetrics.combined((self._ended_earlier, metrics))
-                self._ended_folded += 1
+        # Kept before it leaves the open ones: metrics() lists it meanwhile, if twice, once.
+        self._ends.accounted(number, label, replayer.metrics.snapshot())
+        del self._replayers[number]
 
     # -- async use ----------------------------------------------------------------------------
 
@@ -316,6 +283,7 @@ class LogReceiver:
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
             client_limit=sender_tree_limit(self.max_senders_per_tree, self._refusals, _log.warning),
+            welcome_level=self._welcome_level,
         )
         self._address = self._listener.address
         self._settler = LoopSettler(asyncio.get_running_loop())
@@ -358,7 +326,7 @@ class LogReceiver:
         # their rings give back as lost to the close, for senders that ended before it began.
         settler = self._settler_for(loop)
         await settler.wait()
-        while self._deferred_ends and loop.time() < drain_ends:
+        while self._ends.any_deferred and loop.time() < drain_ends:
             await asyncio.sleep(_HANDOVER_POLL)
             await settler.wait()
         self._stop_replaying()
@@ -410,6 +378,11 @@ class LogReceiver:
         # list(): sender threads may add or end a connection meanwhile (sync use).
         for _, replayer in list(self._replayers.values()):
             replayer.stop()
+
+    def _welcome_level(self) -> int:
+        """What the welcome tells a sender: the level from which records are handled here (a
+        sender whose logging nobody configured logs from there, see :func:`forward_logs`)."""
+        return handled_level(self.prefix)
 
     def _accepts(self, hello: Hello) -> bool:
         if hello.role == "logs":
@@ -469,6 +442,7 @@ class LogReceiver:
             handshake_timeout=self.handshake_timeout,
             max_handshakes=self.max_handshakes,
             client_limit=sender_tree_limit(self.max_senders_per_tree, self._refusals, _log.warning),
+            welcome_level=self._welcome_level,
         )
         self._address = self._server.address
 
@@ -495,10 +469,7 @@ class LogReceiver:
         # Those the watcher thread took just before (a sender that exited) are accounted for
         # on it, replaying what their rings give back: stopping the replay before they are
         # done counted that as lost to the close, for senders that ended before it began.
-        with self._ends_settled:
-            self._ends_settled.wait_for(
-                lambda: not self._deferred_ends, max(0.0, drain_ends - time.monotonic())
-            )
+        self._ends.wait_settled(max(0.0, drain_ends - time.monotonic()))
         self._stop_replaying()
         grace_ends = time.monotonic() + CLOSE_GRACE
         server.close(CLOSE_GRACE)

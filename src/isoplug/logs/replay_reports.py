@@ -42,12 +42,24 @@ from isoplug.logs.report_throttle import (
 )
 from isoplug.wire.sanitize import cap_text, clean_text
 
-__all__ = ["MAX_REPORT_CHARS", "ReplayReports"]
+__all__ = ["MAX_REPORT_CHARS", "ReplayReports", "handled_level"]
 
 #: The longest report; its own text is the host's, but it quotes numbers, names and errors.
 MAX_REPORT_CHARS = 2000
 #: The longest detail (an error text, a range) a summary quotes from the latest occurrence.
 _DETAIL_CHARS = 300
+
+
+def handled_level(prefix: str) -> int:
+    """The lowest level a record under ``prefix`` may be handled at in this process: the prefix
+    logger's effective level, or a lower one set on a logger under it."""
+    level = (logging.getLogger(prefix) if prefix else logging.getLogger()).getEffectiveLevel()
+    under = f"{prefix}." if prefix else ""
+    # list(): another thread may add a logger meanwhile.
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and logger.level and name.startswith(under):
+            level = min(level, logger.level)
+    return level
 
 
 class ReplayReports(SenderClaimReports):
@@ -109,15 +121,7 @@ class ReplayReports(SenderClaimReports):
         """The lowest level a record under the prefix may be handled at here: the prefix
         logger's effective level, or a lower one set on a logger under it (None when this
         replayer does not tell it: a runner's levels are the host's to set)."""
-        if not self._tell_level:
-            return None
-        level = self._logger.getEffectiveLevel()
-        under = f"{self._prefix}." if self._prefix else ""
-        # list(): another thread may add a logger meanwhile.
-        for name, logger in list(logging.Logger.manager.loggerDict.items()):
-            if isinstance(logger, logging.Logger) and logger.level and name.startswith(under):
-                level = min(level, logger.level)
-        return level
+        return handled_level(self._prefix) if self._tell_level else None
 
     def report(self, text: str, level: int = logging.WARNING) -> None:
         """Say ``text`` (capped at :data:`MAX_REPORT_CHARS`) in a record on the ``<prefix>``

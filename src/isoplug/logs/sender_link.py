@@ -101,6 +101,8 @@ class SenderLink:
 
     #: A receiver did not acknowledge a ledger in time: not waited for again.
     _ack_missing: bool
+    #: The level the receiver's welcome said it handles records from (None: it said none).
+    welcome_level: int | None = None
     _ring: SenderRing | None
     _ring_capacity: int
     _requested_queue_bytes: int
@@ -198,6 +200,10 @@ class SenderLink:
                 self._drops_unsent = self._dropped != dropped
                 self._broken = None
             self._channel = channel
+            welcome = channel.connection.peer_welcome
+            told = welcome.level if welcome is not None else None
+            # One outside any level's range is none: the receiver's side said nothing.
+            self.welcome_level = told if told is not None and 0 <= told < 2**31 else None
             self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
             self._sock_identity = FdIdentity.of_socket(channel.socket)
             self._sock = channel.socket

@@ -37,7 +37,7 @@ from isoplug.rpc.handshake import (
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
-from isoplug.wire.connection import Admission, TokenLookup
+from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -83,10 +83,12 @@ class BlockingServer:
         admit: PeerAdmission | None = None,
         kinship: Kinship | None = None,
         client_limit: ClientLimit | None = None,
+        welcome_level: WelcomeLevel | None = None,
     ) -> None:
         self._listener = listener
         self._token = token
         self._admit = admit
+        self._welcome_level = welcome_level
         self._on_channel = on_channel
         self._name = name
         self._handshake_timeout = handshake_timeout
@@ -290,6 +292,7 @@ class BlockingServer:
                 if self._listener.is_tls
                 else self._handshake_timeout,
                 admit=self._admission(credentials, claimed, over_limit),
+                welcome_level=self._welcome_level,
             )
         except IsoplugError as exc:
             self._gate.leave(seat)
@@ -352,6 +355,7 @@ def serve_blocking(
     admit: PeerAdmission | None = None,
     kinship: Kinship | None = None,
     client_limit: ClientLimit | None = None,
+    welcome_level: WelcomeLevel | None = None,
 ) -> BlockingServer:
     """Listen on ``address``; for every connection that passes the handshake, call
     ``on_channel(channel)`` in a thread of that connection's own.
@@ -370,7 +374,8 @@ def serve_blocking(
     never reach ``on_channel``; ``admit`` may refuse a client whose token matched (see
     :data:`~isoplug.rpc.handshake.PeerAdmission`). ``kinship`` gives the server's own
     clients handshake seats of their own (see :mod:`isoplug.rpc.gate`); ``client_limit``
-    caps the connections of each client (see :class:`ClientLimit`). Raises
+    caps the connections of each client (see :class:`ClientLimit`); ``welcome_level`` gives
+    the level each welcome says (see :class:`~isoplug.wire.Connection`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
@@ -385,6 +390,7 @@ def serve_blocking(
         admit=admit,
         kinship=kinship,
         client_limit=client_limit,
+        welcome_level=welcome_level,
     )
 
 

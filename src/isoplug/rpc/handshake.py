@@ -24,7 +24,7 @@ from isoplug.errors import (
 )
 from isoplug.transport.stream import PeerCredentials, Stream
 from isoplug.wire import Connection, ConnectionState, Hello, Message, RejectCode, Role
-from isoplug.wire.connection import Admission, TokenLookup
+from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -137,19 +137,23 @@ async def server_handshake(
     name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     admit: Admission | None = None,
+    welcome_level: WelcomeLevel | None = None,
 ) -> tuple[Connection, list[Message]]:
     """Wait for a hello on ``stream`` and check its token and versions.
 
     ``token`` is the expected token, or a :data:`~isoplug.wire.connection.TokenLookup` that
     returns the token expected from the client that sent a given hello (``None`` refuses it
     as unknown with :class:`~isoplug.errors.AuthenticationFailed`). ``admit`` may still refuse
-    a client whose token matched (see :class:`~isoplug.wire.Connection`).
+    a client whose token matched, and ``welcome_level`` gives the level the welcome says (see
+    :class:`~isoplug.wire.Connection`).
 
     On success the connection is open and ``connection.peer_hello`` says who connected. On
     failure the peer is told why (reject message) before the stream is closed, and the same
     exceptions as :func:`client_handshake` are raised.
     """
-    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid(), admit=admit)
+    connection = Connection(
+        Role.SERVER, token, name=name, pid=os.getpid(), admit=admit, welcome_level=welcome_level
+    )
     early = await _drive(stream, connection, timeout, "hello")
     return connection, early
 
@@ -175,12 +179,15 @@ def blocking_server_handshake(
     name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     admit: Admission | None = None,
+    welcome_level: WelcomeLevel | None = None,
 ) -> tuple[Connection, list[Message]]:
     """:func:`server_handshake` over a blocking socket; does not close ``sock`` on failure.
 
     A refused client is told why (reject message) before the exception is raised.
     """
-    connection = Connection(Role.SERVER, token, name=name, pid=os.getpid(), admit=admit)
+    connection = Connection(
+        Role.SERVER, token, name=name, pid=os.getpid(), admit=admit, welcome_level=welcome_level
+    )
     early = _drive_blocking(sock, connection, timeout, "hello")
     return connection, early
 

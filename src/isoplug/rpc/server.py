@@ -32,7 +32,7 @@ from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Peer
 from isoplug.transport import Address, Listener, Stream, listen
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
-from isoplug.wire.connection import TokenLookup
+from isoplug.wire.connection import TokenLookup, WelcomeLevel
 
 __all__ = ["serve"]
 
@@ -51,6 +51,7 @@ async def serve(
     admit: PeerAdmission | None = None,
     kinship: Kinship | None = None,
     client_limit: ClientLimit | None = None,
+    welcome_level: WelcomeLevel | None = None,
 ) -> Listener:
     """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
 
@@ -73,7 +74,8 @@ async def serve(
     their own, which strangers cannot take. ``client_limit`` caps the connections of each
     client, as :func:`~isoplug.rpc.blocking.serve_blocking` does (see
     :class:`~isoplug.rpc.client_limit.ClientLimit`; ``own_places`` means nothing here, where
-    the server has no limit of its own).
+    the server has no limit of its own). ``welcome_level`` gives the level each welcome says
+    (see :class:`~isoplug.wire.Connection`).
     """
 
     async def handle(stream: Stream) -> None:
@@ -114,6 +116,7 @@ async def serve(
                 admit=bind_admission(admit, credentials)
                 if places is None
                 else places.admission(admit, credentials, claimed, over_limit),
+                welcome_level=welcome_level,
             )
         except IsoplugError as exc:
             refusal = exc

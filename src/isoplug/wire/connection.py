@@ -61,11 +61,15 @@ from isoplug.wire.messages import (
 )
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup"]
+__all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup", "WelcomeLevel"]
 
 #: A server-side token source that depends on who connects: given the client's hello, return
 #: the token expected from it, or ``None`` when nobody by that name may connect.
 TokenLookup = Callable[[Hello], str | None]
+
+#: A server-side source of the level the welcome says (:attr:`Welcome.level`), asked as the
+#: session opens; ``None``: not said.
+WelcomeLevel = Callable[[], int | None]
 
 #: A server-side check after the token matched (the I/O layer binds what it knows of the
 #: peer, such as the kernel's word on its pid): given the hello, return why the peer is
@@ -115,7 +119,8 @@ class Connection:
     constant time. On the server side it may also be a :data:`TokenLookup`, called with the
     hello to find the token expected from that client (``None``: an unknown client, refused
     with :class:`~isoplug.errors.AuthenticationFailed`); ``admit`` (server only) may still
-    refuse a client whose token matched. ``connection_role`` (client only)
+    refuse a client whose token matched, and ``welcome_level`` (server only) gives the level
+    the welcome says (:attr:`~isoplug.wire.Welcome.level`). ``connection_role`` (client only)
     says what the connection is for; ``name`` and ``pid`` identify this side in the other
     side's messages.
 
@@ -134,6 +139,7 @@ class Connection:
         pid: int = 0,
         connection_role: str = "control",
         admit: Admission | None = None,
+        welcome_level: WelcomeLevel | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         handshake_max_frame_size: int = HANDSHAKE_MAX_FRAME_SIZE,
         min_version: int = MIN_PROTOCOL_VERSION,
@@ -149,6 +155,7 @@ class Connection:
         # the time the secret sits in the memory of a long-lived process.
         self._token = token if role is Role.SERVER else ""
         self._admit = admit
+        self._welcome_level = welcome_level
         self._name = name
         self._pid = pid
         self._min_version = min_version
@@ -430,7 +437,8 @@ class Connection:
                 f"this side speaks {self._min_version}..{self._max_version}",
             )
         self.version = high
-        self._out.add(Welcome(version=high, name=self._name, pid=self._pid))
+        level = None if self._welcome_level is None else self._welcome_level()
+        self._out.add(Welcome(version=high, name=self._name, pid=self._pid, level=level))
         self.state = ConnectionState.OPEN
 
     def _refuse(

@@ -103,6 +103,9 @@ class Welcome(_Message, frozen=True, tag="welcome"):
     version: int
     name: str = ""
     pid: int = 0
+    #: For a log connection: the lowest level the listening side handles records at, so that
+    #: a sender whose logging nobody configured logs from there (None: not said).
+    level: int | None = None
 
 
 class RejectCode:
