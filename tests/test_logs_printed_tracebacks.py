@@ -106,6 +106,17 @@ def implicit() -> None:
         int("x")
 
 
+def two_lines_in_the_middle() -> None:
+    """A chain whose middle exception's message has two lines."""
+    try:
+        try:
+            dict[str, int]()["missing"]
+        except KeyError:
+            raise ValueError("inner\nsecond line")  # noqa: B904 # the context is the point
+    except ValueError:
+        raise RuntimeError("outer")  # noqa: B904
+
+
 def noted() -> None:
     error = ValueError("two\nlines")
     error.add_note("a note")
@@ -352,10 +363,12 @@ async def test_print_exc_in_a_plugin_arrives_with_its_exception(tmp_path: Path) 
 
 async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -> None:
     """The same for tracebacks the host reads from the runner's fd 2 (C code, a child): a
-    chained one, and an exception group with a nested group and a chained member."""
-    chain, group = raised(chained), raised(grouped)
+    chained one, an exception group with a nested group and a chained member, and a chain
+    whose middle message has two lines (the chain line after the second proves it the
+    message's); ``exc_type`` and ``exc_message`` say what a logged exception's would."""
+    chain, group, middle = raised(chained), raised(grouped), raised(two_lines_in_the_middle)
     async with running(tmp_path, "scribbler") as (host, waiter):
-        for error in (chain, group):
+        for error in (chain, group, middle):
             await host.call("scribbler", "write", fd=2, text=printed(error) + "\n")
         await host.call("scribbler", "write", fd=2, text="after them\n")
         await waiter.wait_for("plugin.scribbler.stderr", "after them")
@@ -363,12 +376,16 @@ async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -
     assert [r.getMessage() for r in records] == [
         "RuntimeError: cannot configure",
         "ExceptionGroup: outer (3 sub-exceptions)",
+        "RuntimeError: outer",
         "after them",
     ]
-    for record, error in zip(records, (chain, group), strict=False):
+    for record, error in zip(records, (chain, group, middle), strict=False):
         assert record.levelno == logging.ERROR and record.pathname == "<stderr>"
         assert record.exc_info is not None
-        expected = _CARET_LINE.sub("", printed(error))
+        assert record.exc_type == f"builtins.{type(error).__name__}"  # type: ignore[attr-defined]
+        assert record.exc_message == str(error)  # type: ignore[attr-defined]
+        # The host indents a message's second line, as it does a logged one's.
+        expected = _CARET_LINE.sub("", printed(error)).replace("\nsecond line", "\n  second line")
         assert logging.Formatter().formatException(record.exc_info) == expected
         _assert_consumers_read(record, expected)
     value = records[1].exc_info[1] if records[1].exc_info else None
@@ -380,7 +397,8 @@ async def test_a_childs_unconfigured_log_exception_is_one_record(tmp_path: Path)
     """A child process that calls ``log.exception()`` with no logging configuration: logging's
     last resort writes the message, then the traceback, to fd 2 at once; the host makes them
     one ERROR record with the message and the exception, as the child's logger would have. A
-    line alone before a traceback printed later stays a record of its own."""
+    line alone before a traceback printed later stays a record of its own, and so does an
+    empty line written with it."""
     child = (
         "import logging, sys, time\n"
         "try:\n"
@@ -389,7 +407,7 @@ async def test_a_childs_unconfigured_log_exception_is_one_record(tmp_path: Path)
         "    logging.getLogger('child').exception('failed to divide')\n"
         "    print('a line of its own', file=sys.stderr, flush=True)\n"
         "    time.sleep(0.3)\n"
-        "    sys.stderr.write('Traceback (most recent call last):\\n"
+        "    sys.stderr.write('\\nTraceback (most recent call last):\\n"
         '  File \\"<string>\\", line 3, in <module>\\n'
         "ZeroDivisionError: division by zero\\n')\n"
         "    print('after them', file=sys.stderr)\n"
@@ -401,6 +419,7 @@ async def test_a_childs_unconfigured_log_exception_is_one_record(tmp_path: Path)
     assert [(r.levelname, r.getMessage()) for r in records] == [
         ("ERROR", "failed to divide"),
         ("WARNING", "a line of its own"),
+        ("WARNING", ""),
         ("ERROR", "ZeroDivisionError: division by zero"),
         ("WARNING", "after them"),
     ]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from isoplug.logs.line_fields import level_from_name, parse_json_line, parse_logfmt_line
 from isoplug.logs.textlines import (
     MAX_BLOCK_LINES,
+    MAX_MESSAGE_LINES,
     LineClassifier,
     TextRecord,
     is_plain_line,
@@ -348,6 +349,46 @@ def test_a_line_led_into_a_traceback_is_its_message_at_its_level() -> None:
             (level, f"{lead}\n{body}", True),
             (logging.WARNING, "after", False),
         ]
+
+
+def test_plain_lines_after_an_exception_line_are_its_message_when_a_chain_follows() -> None:
+    """With ``message_lines`` (fd-level text, whose writer cannot say which lines continue a
+    block): plain lines after an exception line are held; a chain line after them makes them
+    the rest of its message, anything else lines of their own, in order; a traceback read with
+    the last of them takes it as its message; past MAX_MESSAGE_LINES they are let go."""
+
+    def fed(text: str, read_with_previous: bool = False) -> list[tuple[str, bool]]:
+        classifier = LineClassifier(logging.WARNING, message_lines=True)
+        classifier.read_with_previous = read_with_previous
+        out: list[TextRecord] = []
+        for line in text.split("\n"):
+            out += classifier.feed(line)
+        return [(r.message, r.traceback) for r in out + classifier.flush()]
+
+    first = formatted(raised(ValueError("inner\nsecond line\nthird")))
+    chained_text = formatted(raised(KeyError("k")))
+    whole = f"{first}\n\nDuring handling of the above exception, another exception occurred:"
+    whole += f"\n\n{chained_text}"
+    assert fed(whole + "\nafter") == [(whole, True), ("after", False)]
+    alone = formatted(raised(ValueError("one line")))
+    assert fed(f"{alone}\nnext\n\nmore\n[error] own level") == [
+        (alone, True),
+        ("next", False),
+        ("", False),
+        ("more", False),
+        ("[error] own level", False),
+    ]
+    assert fed(f"{alone}\nfailed again\n{alone}", read_with_previous=True) == [
+        (alone, True),
+        (f"failed again\n{alone}", True),
+    ]
+    assert fed(f"{alone}\nfailed again\n{alone}") == [
+        (alone, True),
+        ("failed again", False),
+        (alone, True),
+    ]
+    many = [f"line {n}" for n in range(MAX_MESSAGE_LINES + 1)]
+    assert fed("\n".join([alone, *many])) == [(alone, True)] + [(m, False) for m in many]
 
 
 def test_an_exception_group_is_one_record() -> None:

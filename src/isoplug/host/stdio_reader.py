@@ -178,7 +178,7 @@ class _Stream:
         self.fd = fd
         self.level = _STREAMS[name]
         self.splitter = LineSplitter()
-        self.classifier = LineClassifier(self.level)
+        self.classifier = LineClassifier(self.level, message_lines=True)
         #: Batches of lines read at one time: [time.time() of the read, lines, next index].
         self.pending: collections.deque[list[Any]] = collections.deque()
         self.pending_bytes = 0
@@ -282,17 +282,17 @@ class _Stream:
                     # record_entry() makes of the classifier's record, without either call.
                     items.append((name, level, text, None, False, created, urgent, False))
                     continue
-                if (
-                    text[:10] == "Traceback "
-                    and position
-                    and items
-                    and not classifier.phase
-                    and text.rstrip() == TRACEBACK_START
-                    and _entry_of(items[-1], name, created, lines[position - 1])
-                ):
-                    # The line just before, read in the same write, is this traceback's
-                    # message (a log.exception() with no handler configured): one record.
-                    classifier.lead(items.pop()[2])
+                if text[:10] == "Traceback " and text.rstrip() == TRACEBACK_START:
+                    classifier.read_with_previous = position > 0
+                    if (
+                        position
+                        and items
+                        and not classifier.phase
+                        and _entry_of(items[-1], name, created, lines[position - 1])
+                    ):
+                        # The line just before, read in the same write, is this traceback's
+                        # message (a log.exception() with no handler configured): one record.
+                        classifier.lead(items.pop()[2])
                 for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))
             if stop == len(lines):
@@ -314,6 +314,7 @@ def _entry_of(entry: Entry, stream: str, created: float, raw: bytes) -> bool:
     ``stream`` at ``created``: a plain or prefixed line, not cut, not a block's, not a redraw."""
     return (
         entry[0] == stream
+        and entry[2].strip() != ""
         and entry[5] == created
         and not entry[7]
         and not entry[4]

@@ -185,6 +185,11 @@ class StdioReplay:
                 else {**(extra or {}), CUT_FLAG: truncated}
             ),
             exception=None if printed is None else printed.exception,
+            # What a record made in the runner says of its exception (isoplug.logs.capture).
+            exc_type=None
+            if printed is None
+            else f"{printed.exception.module}.{printed.exception.type_name}",
+            exc_message=None if printed is None else printed.exception.message,
         )
 
     def _printed_traceback(self, message: str) -> PrintedTraceback | None:

@@ -45,7 +45,11 @@ A finished traceback may still be followed by a chained one, so the classifier *
 until the next line says otherwise (a line its writer says continues the block stays in it:
 the rest of an exception's message, its notes, which text alone cannot tell from what the
 program prints next); a reader that sees its stream go quiet while
-:attr:`LineClassifier.holding` calls :meth:`LineClassifier.flush`.
+:attr:`LineClassifier.holding` calls :meth:`LineClassifier.flush`. Where the writer cannot
+say so (``message_lines=True``: a process's fd-level output), plain lines right after an
+exception line are held with it, up to :data:`MAX_MESSAGE_LINES`: a chain line after them
+proves them the rest of that exception's message (``ValueError("inner\nsecond line")``
+raised in the middle of a chain), anything else makes them lines of their own.
 
 Nothing here sanitizes: the text is the untrusted sender's, and the receiver cleans every
 record's text and extras the same way whichever door it came through.
@@ -79,6 +83,9 @@ __all__ = [
 MAX_BLOCK_LINES = 400
 #: ...and one longer than this many characters (a few long lines can be as large).
 MAX_BLOCK_CHARS = 64 * 1024
+#: Plain lines after an exception line held, at most, as the possible rest of its message
+#: (``LineClassifier(message_lines=True)``): a chain line after them says they were.
+MAX_MESSAGE_LINES = 16
 TRACEBACK_START = "Traceback (most recent call last):"
 _GROUP_START = "Exception Group Traceback (most recent call last):"
 #: Lines Python prints before a traceback, at column 0, that belong to it.
@@ -193,11 +200,22 @@ def is_plain_line(line: str, fatal_blocks: bool = False) -> bool:
 class LineClassifier:
     """One stream's lines in, :class:`TextRecord` objects out (see the module docstring)."""
 
-    def __init__(self, default_level: int, *, fatal_blocks: bool = True) -> None:
+    def __init__(
+        self, default_level: int, *, fatal_blocks: bool = True, message_lines: bool = False
+    ) -> None:
         self.default_level = default_level
         # False: a ``Fatal Python error:`` line is a line like any other (see the module
         # docstring: text written through Python, where no real dump ever passes).
         self.fatal_blocks = fatal_blocks
+        # True: plain lines after an exception line are held as the possible rest of its
+        # message, which a chain line after them proves (see the module docstring); for text
+        # whose writer cannot say so itself (``continues``).
+        self.message_lines = message_lines
+        # Those lines, while it is not known whether they are.
+        self._tail: list[tuple[str, bool]] = []
+        # Set by a reader before it feeds a ``Traceback (most recent call last):`` line: it
+        # was read in one piece with the line before it (see :meth:`lead`).
+        self.read_with_previous = False
         self._block: list[str] = []
         self._block_chars = 0
         self._block_level = logging.ERROR
@@ -257,7 +275,12 @@ class LineClassifier:
         self._block_truncated = False
         self.phase = ""
         self._in_group = False
-        return [record] if lines else []
+        records = [record] if lines else []
+        if self._tail:
+            # Not the exception's after all: lines of their own (plain ones, see _feed_block).
+            records += [self._single(held, held_truncated) for held, held_truncated in self._tail]
+            self._tail = []
+        return records
 
     # -- blocks ------------------------------------------------------------------------------
 
@@ -303,6 +326,14 @@ class LineClassifier:
             # A group's drawing has no exception line of its own: it ended before this line.
             state = self.phase = "done"
         if state == "done":
+            if stripped in _CHAIN_LINES and self._tail:
+                # The lines held were the rest of the exception's message.
+                for held, held_truncated in self._tail:
+                    self._append(held, held_truncated)
+                self._tail = []
+            if not stripped and self._tail:
+                self._tail.append((line, truncated))
+                return []
             if not stripped or stripped in _CHAIN_LINES:
                 self._append(line, truncated)
                 return []
@@ -316,6 +347,21 @@ class LineClassifier:
             if continues:
                 self._append(line, truncated)
                 return self._spill()
+            if self._tail and self.read_with_previous and stripped == TRACEBACK_START:
+                last, last_truncated = self._tail[-1]
+                if last.strip():
+                    # The last line held is this traceback's message (see lead()).
+                    del self._tail[-1]
+                    records = self.flush()
+                    self.lead(last, last_truncated)
+                    return records + self._feed_block(line, truncated, continues)
+            if (
+                self.message_lines
+                and len(self._tail) < MAX_MESSAGE_LINES
+                and is_plain_line(line, self.fatal_blocks)
+            ):
+                self._tail.append((line, truncated))
+                return []
             # Not a chain: the held block is complete, and this line starts afresh.
             return self._end_block_before(line, truncated)
         self._append(line, truncated)
