@@ -580,6 +580,44 @@ async def test_last_words_printed_right_before_os_exit_or_abort_arrive(
     assert partial.getMessage() == "no newline yet"
 
 
+async def test_a_crash_dump_after_an_unfinished_line_is_one_critical_record(
+    tmp_path: Path,
+) -> None:
+    """A line left unfinished on fd 2, then ``os.abort()``: faulthandler's dump starts on the
+    same line, yet the unfinished text is a record of its own and the dump one CRITICAL
+    record, as without it."""
+    async with running(tmp_path) as (host, waiter):
+        with pytest.raises(ConnectionBroken, match="SIGABRT"):
+            await host.call(PLUGIN, "abort_after_writing", "unfinished")
+        dump = await waiter.wait_for(STDERR, "Fatal Python error: Aborted")
+        await waiter.wait_for(STDERR, "unfinished")
+    assert dump.levelno == logging.CRITICAL
+    assert dump.getMessage().startswith("Fatal Python error: Aborted\n")
+    assert "Current thread" in dump.getMessage()
+    stderr = [r for r in waiter.records if r.name == STDERR]
+    assert [r.getMessage() for r in stderr] == ["unfinished", dump.getMessage()]
+
+
+def test_the_splitter_starts_a_crash_dump_on_a_line_of_its_own() -> None:
+    """After unfinished text, a dump's first line (in its own write, or in the same chunk and
+    unfinished, or followed by a dump's next lines) starts a line; a line that only quotes
+    one, written whole, stays whole."""
+    splitter = LineSplitter()
+    assert splitter.split(b"partial") == []
+    assert splitter.split(b"Fatal Python error: ") == [b"partial"]
+    assert splitter.split(b"Aborted\n\n") == [b"Fatal Python error: Aborted", b""]
+    for chunk in (
+        b"partialFatal Python error: Aborted\n\nCurrent thread 0x1:\n",
+        b"partialFatal Python error: f: msg\nPython runtime state: initialized\n",
+        b"partialFatal Python error: Segm",
+    ):
+        splitter = LineSplitter()
+        lines = splitter.split(chunk) + splitter.split_end()
+        assert lines[:2] == [b"partial", chunk[7:].split(b"\n")[0]]
+    quoted = b"worker 3 said Fatal Python error: Aborted, and left\nnext\n"
+    assert LineSplitter().split(quoted) == quoted.split(b"\n")[:2]
+
+
 async def test_a_traceback_printed_right_before_a_segfault_arrives(tmp_path: Path) -> None:
     """``traceback.print_exc()`` then a segfault, which runs no Python: the traceback is not
     held for a chained one (print_exc printed the whole chain), so it is a record already."""

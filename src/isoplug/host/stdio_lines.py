@@ -8,6 +8,7 @@ of a runner's stdout and stderr pipes with.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from isoplug.wire.sanitize import cut_mark
 
@@ -31,6 +32,15 @@ class CapturedLine:
     #: It followed a carriage return: a progress bar's update, drawn over the line before.
     redrawn: bool = False
 
+
+#: A crash dump's first line, as faulthandler and ``Py_FatalError`` write it, piece by piece.
+_DUMP_START = b"Fatal Python error"
+#: That line after unfinished text, in one chunk: followed by what follows a dump's first line
+#: (a blank line before the stacks, or the runtime state), or unfinished at the chunk's end (the
+#: rest not written yet). Text that only quotes one, in a line written whole, is neither.
+_GLUED_DUMP = re.compile(
+    rb"(?<=[^\n])(?=Fatal Python error(?:[^\n]*\n(?:\n|Python runtime state: )|[^\n]*\Z))"
+)
 
 #: The first byte of a raw line that followed a carriage return (see :class:`LineSplitter`).
 REDRAWN = b"\r"
@@ -88,6 +98,8 @@ class LineSplitter:
         later."""
         if self._held_cr or b"\r" in data:
             data = self._newlines_for_carriage_returns(data)
+        if _DUMP_START in data:
+            data = self._dump_on_a_line_of_its_own(data)
         limit = self._max
         buffer = self._buffer
         if b"\n" not in data:
@@ -120,6 +132,16 @@ class LineSplitter:
             buffer += tail
             self._start_skipping_past(limit)
         return lines
+
+    def _dump_on_a_line_of_its_own(self, data: bytes) -> bytes:
+        """``data`` with a line end before each crash dump that starts after unfinished text:
+        faulthandler writes straight to the fd, after whatever a line the process left
+        unfinished (a ``write(2, "partial")``, then ``abort()``), and its first line must start
+        a line to make the dump one record (see :mod:`isoplug.logs.textlines`)."""
+        if data.startswith(_DUMP_START) and (self._buffer or self._skipping):
+            # A write of its own after an unfinished line: the dump's, begun by its first piece.
+            data = b"\n" + data
+        return _GLUED_DUMP.sub(b"\n", data)
 
     def _newlines_for_carriage_returns(self, data: bytes) -> bytes:
         """``data`` with every line end an LF, and a CR left in front of each line that follows

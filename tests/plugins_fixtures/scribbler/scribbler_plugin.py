@@ -108,6 +108,13 @@ class Scribbler(isoplug.Plugin):
         return child.pid
 
     @isoplug.method
+    async def abort_after_writing(self, text: str) -> None:
+        """Write ``text`` to fd 2 (no newline: a line left unfinished), then abort: the crash
+        dump faulthandler writes follows it on the same line."""
+        os.write(2, text.encode())
+        os.abort()
+
+    @isoplug.method
     def run_python(self, code: str) -> int:
         """Run ``code`` in a Python child that inherits the runner's fds; its exit code."""
         return subprocess.run([sys.executable, "-c", code], check=False).returncode
