@@ -113,8 +113,9 @@ async def test_logs_flow_while_the_plugin_blocks_its_event_loop(tmp_path: Path) 
 async def test_a_process_the_plugin_forks_logs_under_the_plugin_with_its_own_pid(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A forked child's records arrive under the plugin, stamped with the child's pid (the
-    kernel's word, not the payload's); the plugin's metrics count both processes' records."""
+    """A forked child's records arrive under the plugin, stamped with its runner's pid as
+    ``runner_pid`` and its own as ``process`` (the kernel's word, not the payload's); the
+    plugin's metrics count both processes' records."""
     caplog.set_level(logging.INFO, logger="isoplug.host")
     async with running(tmp_path, "chronicler") as (host, waiter):
         runner_pid = await host.call("chronicler", "pid")
@@ -124,8 +125,8 @@ async def test_a_process_the_plugin_forks_logs_under_the_plugin_with_its_own_pid
         metrics = host.log_metrics("chronicler")
     assert sorted(numbered(waiter)) == list(range(40))
     by_number = {r.n: r for r in waiter.records if hasattr(r, "n")}
-    assert {by_number[n].runner_pid for n in range(20)} == {runner_pid}  # type: ignore[attr-defined]
-    assert {by_number[n].runner_pid for n in range(20, 40)} == {child_pid}  # type: ignore[attr-defined]
+    assert {by_number[n].runner_pid for n in range(40)} == {runner_pid}  # type: ignore[attr-defined]
+    assert {by_number[n].process for n in range(20)} == {runner_pid}
     assert {by_number[n].process for n in range(20, 40)} == {child_pid}
     assert all(by_number[n].plugin_id == "chronicler" for n in range(40))  # type: ignore[attr-defined]
     assert f"log connection from pid {child_pid}, a descendant of runner pid {runner_pid}" in (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from isoplug.otel.resources import resource_attributes, resource_key
 from isoplug.testing.otlp import LogEntry, OtlpReceiver, Received
 from tests import otel_helpers
 from tests.otel_helpers import endpoint_of, exporting
@@ -26,6 +27,27 @@ PROTOCOLS = ["http/protobuf", "grpc"]
 
 def _with_body(received: Received, text: str) -> list[LogEntry]:
     return [e for e in received.logs() if isinstance(e.body, str) and text in e.body]
+
+
+def test_a_forked_processs_records_have_its_pid_as_the_resources_process_pid() -> None:
+    """A process the plugin forked logs through a connection of its own: its records' resource
+    names its runner and itself; the runner's name it for both."""
+    forked = resource_attributes({"service.name": "s"}, resource_key("p", _FORKED), "1.0")
+    assert forked == {
+        "service.name": "s",
+        "isoplug.plugin.id": "p",
+        "isoplug.plugin.version": "1.0",
+        "isoplug.runner.pid": 10,
+        "process.pid": 11,
+    }
+    own = resource_attributes({}, resource_key("p", {"runner_pid": 10, "process": 10}), None)
+    assert own["isoplug.runner.pid"] == own["process.pid"] == 10
+    assert resource_attributes({}, resource_key("p", {"runner_pid": "x"}), None) == {
+        "isoplug.plugin.id": "p"
+    }
+
+
+_FORKED = {"runner_pid": 10, "process": 11}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

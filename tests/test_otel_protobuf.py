@@ -139,9 +139,12 @@ def test_a_request_decodes_with_resources_scopes_and_records() -> None:
             "isoplug.host", logging.ERROR, "/h.py", 1, "failed", (), sys.exc_info(), "f"
         )
     host = encoder.encode(failing, False)
-    resources: dict[Any, dict[str, str]] = {("p", 4242): {"port": "p"}, None: {"service.name": "s"}}
+    resources: dict[Any, dict[str, str]] = {
+        ("p", 4242, 4242): {"port": "p"},
+        None: {"service.name": "s"},
+    }
     payload = encode_request(
-        {("p", 4242): {"plugin.p.work": records}, None: {"isoplug.host": [host]}},
+        {("p", 4242, 4242): {"plugin.p.work": records}, None: {"isoplug.host": [host]}},
         lambda key: protobuf.encoded_resource(resources[key]),
     )
     request = ExportLogsServiceRequest.FromString(payload)

@@ -113,8 +113,8 @@ async def test_processes_a_runner_started_forward_their_logs(tmp_path: Path) -> 
         # The host says whose connections they are: the first at once, later ones summed up
         # once per report interval (a plugin forking a pool is not one line per child).
         summary = await waiter.wait_for("isoplug.host", "more log connection(s) from its")
-    assert orphan.runner_pid == orphan.process == pids["orphan"]  # type: ignore[attr-defined]
-    assert leaver.runner_pid == leaver.process == pids["setsid"]  # type: ignore[attr-defined]
+    assert orphan.process == pids["orphan"] and leaver.process == pids["setsid"]
+    assert orphan.runner_pid == leaver.runner_pid == runner_pid  # type: ignore[attr-defined]
     assert orphan.plugin_id == leaver.plugin_id == "hostile"  # type: ignore[attr-defined]
     first = [
         pid

@@ -21,7 +21,9 @@ network logger) holds back only that runner's logging, through the socket, not t
 - a runner that hosts a group routes each member's ``plugin.<member>...`` loggers to that
   member, and anything else to ``plugin.<group>``;
 - every record carries ``plugin_id`` and ``runner_pid``, set here from the manifest and the
-  kernel's view of the socket (``SO_PEERCRED``), overriding anything the runner sent.
+  runner the host started (a process the runner forked, which connects with its token, has its
+  runner's: its own pid is the record's ``process``, the kernel's view of the socket,
+  ``SO_PEERCRED``), overriding anything the runner sent.
 
 Metrics are kept per runner across restarts, so a crash loop does not reset them. Each
 connection counts in metrics of its own, updated by its thread alone, and a runner's are summed
@@ -311,7 +313,11 @@ class LogBridge:
             return  # the handshake refuses unknown runners; this one was removed meanwhile
         credentials = peer_credentials_of(channel.socket)
         expected_pid = supervisor.pid
-        runner_pid = credentials.pid if credentials is not None else expected_pid
+        connected_pid = credentials.pid if credentials is not None else expected_pid
+        # The runner's, for a process it started too: its records say whose runner they came
+        # from, and ``process`` (the kernel's word, see _replayer) which process wrote them.
+        runner_pid = expected_pid if expected_pid is not None else connected_pid
+        own_connection = connected_pid == expected_pid
         if credentials is not None and expected_pid is not None and credentials.pid != expected_pid:
             # A process the runner started (the handshake checked), reusing its token: keep its
             # records (nothing is dropped silently) but say whose they are. A plugin that forks
@@ -334,7 +340,7 @@ class LogBridge:
         # Its stderr records are its last words when it dies early (isoplug.host.stderr_tail);
         # an account waits for the runner's own connections, not for its descendants'.
         tail = supervisor.stderr_tail()
-        own = tail if runner_pid == expected_pid else None
+        own = tail if own_connection else None
         if own is not None:
             own.feed_opened()
         replayer = self._replayer(
@@ -362,7 +368,7 @@ class LogBridge:
             # A process that lives on after its connection ended without a goodbye (it
             # closed the socket's descriptor): its accounting waits until it reconnects or
             # exits (isoplug.logs.pending_ends).
-            reported_clean = clean or runner_pid == expected_pid
+            reported_clean = clean or own_connection
             if clean or not replayer.finish_when_settled(clean=reported_clean, then=ended):
                 replayer.finish(clean=reported_clean)
                 ended()

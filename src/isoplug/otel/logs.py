@@ -32,29 +32,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from isoplug.logs.replay_checks import add_replay_check, remove_replay_check
 from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.otel import protobuf
 from isoplug.otel.records import RecordEncoder
+from isoplug.otel.resources import RESOURCE_NAMES, ResourceKey, resource_key
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["EXPORTED_LOGGERS", "RESOURCE_NAMES", "LogExport", "LogExportStats", "OutboxLimits"]
+__all__ = ["EXPORTED_LOGGERS", "LogExport", "LogExportStats", "OutboxLimits"]
 
 _log = logging.getLogger("isoplug.otel")
 
 #: The loggers whose records are exported: every plugin's, and the host's own.
 EXPORTED_LOGGERS = ("plugin", "isoplug.host")
-#: The attributes a plugin's resource adds to the application's (:func:`resource_attributes`).
-RESOURCE_NAMES = frozenset(
-    {"isoplug.plugin.id", "isoplug.plugin.version", "isoplug.runner.pid", "process.pid"}
-)
 #: The plugin the host's own records are counted under in the statistics.
 HOST = ""
 
-#: A key of the resource a record belongs to: (plugin id, runner pid), or None for the host.
-ResourceKey = tuple[str, int | None] | None
 #: Sends one encoded ``ExportLogsServiceRequest`` of ``count`` records; returns None when
 #: the collector took it, else why not (short, already sanitized).
 Send = Callable[[bytes, int], str | None]
@@ -174,8 +168,7 @@ class _ExportHandler(logging.Handler):
             plugin = HOST
         else:
             plugin = str(plugin_id)
-            pid = values.get("runner_pid")
-            key = (plugin, pid if type(pid) is int else None)
+            key = resource_key(plugin, values)
         try:
             payload = self._encode(record, plugin_id is not None)
         except Exception as exc:
@@ -480,20 +473,3 @@ def encode_request(
         )
         for key, scopes in grouped.items()
     )
-
-
-def resource_attributes(
-    base: Mapping[str, Any], key: ResourceKey, version: str | None
-) -> dict[str, Any]:
-    """The resource of a plugin's records: the host application's (``service.name``...),
-    with the plugin, its version and its runner's pid."""
-    if key is None:
-        return dict(base)
-    plugin_id, pid = key
-    attributes = {**base, "isoplug.plugin.id": plugin_id}
-    if version:
-        attributes["isoplug.plugin.version"] = version
-    if pid is not None:
-        attributes["isoplug.runner.pid"] = pid
-        attributes["process.pid"] = pid
-    return attributes

@@ -16,7 +16,7 @@ writes them, and ``isoplug.*`` for the rest):
   as the plugin's process printed it);
 - one key per attribute, always: an extra named like an attribute isoplug writes
   (:data:`OWN_ATTRIBUTES`) or a resource attribute (the application's ``service.name``...,
-  and :data:`~isoplug.otel.logs.RESOURCE_NAMES`), or under a reserved namespace (``isoplug``,
+  and :data:`~isoplug.otel.resources.RESOURCE_NAMES`), or under a reserved namespace (``isoplug``,
   ``service``, ``code``...), however spelt or nested (the rule:
   :mod:`isoplug.otel.reserved_names`), arrives as ``extra_<name>`` (``extra_extra_<name>`` if
   the record has an ``extra_<name>`` too...), as a sender's extra named like a record's

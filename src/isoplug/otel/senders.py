@@ -19,7 +19,8 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from isoplug.otel.logs import ResourceKey, encode_request, resource_attributes
+from isoplug.otel.logs import encode_request
+from isoplug.otel.resources import ResourceKey, resource_attributes
 from isoplug.wire.sanitize import clean_text
 
 if TYPE_CHECKING:

@@ -29,6 +29,10 @@ class Spawner(isoplug.Plugin):
         self.ctx = ctx
 
     @isoplug.method
+    async def pid(self) -> int:
+        return os.getpid()
+
+    @isoplug.method
     def pool(self, method: str) -> list[int]:
         """Four items on two workers started by ``method``; their pids, item by item."""
         context = multiprocessing.get_context(method)
