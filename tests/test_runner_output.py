@@ -345,6 +345,20 @@ async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> Non
     assert not waiter.matching("plugin.duo.stdout") and not waiter.matching("plugin.duo.stderr")
 
 
+async def test_a_members_del_run_during_anothers_call_is_its_own(tmp_path: Path) -> None:
+    """A member's object whose ``__del__`` raises, freed by a collection in the other member's
+    call: the exception is the member's whose code raised it, by its file."""
+    async with running(tmp_path, "duo_a", "duo_b") as (host, waiter):
+        await host.call("duo_a", "leave_failing_garbage")
+        await host.call("duo_b", "collect_garbage")
+        failure = await waiter.wait_for("plugin.duo_a", "Exception ignored in")
+    assert failure.exc_info is not None
+    assert "duo_a failed when freed" in FORMATTER.formatException(failure.exc_info)
+    assert failure.plugin_id == "duo_a"  # type: ignore[attr-defined]
+    assert not waiter.matching("plugin.duo_b", "Exception ignored")
+    assert not waiter.matching("plugin.duo", "Exception ignored")
+
+
 class SlowHandler(logging.Handler):
     """A host handler that sleeps 50 ms every 1,000 records (a slow disk or network)."""
 

@@ -28,11 +28,11 @@ import warnings
 import weakref
 from collections.abc import Coroutine, Generator
 from contextvars import Context
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import Any, TextIO
 
 from isoplug.logs.output_records import deliver, output_enabled
-from isoplug.logs.sources import current_source
+from isoplug.logs.sources import current_source, source_of_code
 
 __all__ = [
     "asyncio_exception_handler",
@@ -187,8 +187,24 @@ def _unraisablehook(unraisable: Any) -> None:
         exc_info = (unraisable.exc_type, exc_value, unraisable.exc_traceback)
     elif unraisable.exc_type is not None:
         message = f"{message}: {unraisable.exc_type.__name__}"
-    if not report_exception(message, exc_info):
+    if not report_exception(message, exc_info, source=_home_of(unraisable)):
         sys.__unraisablehook__(unraisable)
+
+
+def _home_of(unraisable: Any) -> str | None:
+    """The source of the code that raised ``unraisable`` (a ``__del__``, a callback), by its
+    file (see :func:`~isoplug.logs.sources.source_of_code`): a collection may run it during
+    another plugin's work. None: the current source's."""
+    function = getattr(unraisable.object, "__func__", unraisable.object)
+    code = getattr(function, "__code__", None)
+    if isinstance(code, CodeType) and (source := source_of_code(code.co_filename)):
+        return source
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        if source := source_of_code(tb.tb_frame.f_code.co_filename):
+            return source
+        tb = tb.tb_next
+    return None
 
 
 # -- asyncio ----------------------------------------------------------------------------------

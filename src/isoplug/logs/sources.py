@@ -4,15 +4,21 @@
 runner, set with :func:`attributed_to` around each plugin's work), or None. Printed lines go to
 ``<source>.stdout`` / ``<source>.stderr`` (:mod:`isoplug.logs.streams`), uncaught exceptions and
 warnings to ``<source>`` (:mod:`isoplug.logs.hooks`); with no source, to the unprefixed loggers.
+
+Some code runs in no one's work: a ``__del__`` that a garbage collection runs in the middle
+of whatever allocated (another plugin's call, in a group runner). Whose it is, its file says:
+:func:`add_code_home` names the folder each plugin's code lives in, :func:`source_of_code` the
+source of a file there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-__all__ = ["attributed_to", "current_source"]
+__all__ = ["add_code_home", "attributed_to", "current_source", "source_of_code"]
 
 #: The logger prefix of the code running now (``plugin.<id>`` in a runner), or None: output and
 #: exceptions go to ``<source>.<stream>`` / ``<source>``. A context variable, so asyncio tasks
@@ -30,3 +36,20 @@ def attributed_to(source: str) -> Iterator[None]:
         yield
     finally:
         current_source.reset(token)
+
+
+#: Each plugin's folder (ending with a separator), by the source of the code there.
+_code_homes: dict[str, str] = {}
+
+
+def add_code_home(directory: str, source: str) -> None:
+    """Code in ``directory`` (an absolute path) is ``source``'s."""
+    _code_homes[os.path.join(directory, "")] = source
+
+
+def source_of_code(filename: str) -> str | None:
+    """The source whose folder holds ``filename`` (a code object's), if any."""
+    for home, source in _code_homes.items():
+        if filename.startswith(home):
+            return source
+    return None

@@ -31,6 +31,7 @@ import inspect
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -64,7 +65,7 @@ from isoplug.control import (
 from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.rendered_records import let_forwarding_close
-from isoplug.logs.sources import attributed_to
+from isoplug.logs.sources import add_code_home, attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text, traceback_text
@@ -303,6 +304,11 @@ async def _load_and_set_up(
     contexts: dict[str, PluginContext],
 ) -> list[LoadFailure]:
     failures: list[LoadFailure] = []
+    if len(bootstrap.plugins) > 1:
+        for entry in bootstrap.plugins:
+            # A group: what runs in no one's work (a __del__ run by a collection during
+            # another member's call) is still its code's member's.
+            add_code_home(str(Path(entry.path).resolve()), plugin_source(entry.id))
     for entry in bootstrap.plugins:
         try:
             # What a plugin prints, warns or fails with is its own (and so in the tasks it

@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextvars
+import gc
 import logging
 import sys
 import threading
@@ -23,6 +24,15 @@ import isoplug
 
 #: The usual module logger: named by the plugin, so the runner names its records for it.
 _log = logging.getLogger(__name__)
+
+
+class _FailsWhenFreed:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cycle: object = None
+
+    def __del__(self) -> None:
+        raise RuntimeError(f"{self.name} failed when freed")
 
 
 class Duo(isoplug.Plugin):
@@ -69,6 +79,17 @@ class Duo(isoplug.Plugin):
         threading.Thread(target=forever.wait, name=f"{self.name}-forever").start()
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self.pool.submit(forever.wait)
+
+    @isoplug.method
+    async def leave_failing_garbage(self) -> None:
+        """An object in a reference cycle whose ``__del__`` raises: only a collection frees
+        it, maybe during another member's work."""
+        failing = _FailsWhenFreed(self.name)
+        failing.cycle = failing
+
+    @isoplug.method
+    async def collect_garbage(self) -> None:
+        gc.collect()
 
     @isoplug.method
     async def fail_in_task(self) -> None:
