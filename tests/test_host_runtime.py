@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from isoplug import Host, PluginState, PluginUnavailable, SupervisorConfig
-from isoplug.control import CONTROL_ROLE, LOGS_ROLE
+from isoplug.control import CONTROL_ROLE, EXIT_NOTHING_LOADED, LOGS_ROLE
 from isoplug.errors import (
     AuthenticationFailed,
     CapabilityFailed,
@@ -113,22 +113,25 @@ async def test_an_exception_in_a_method_arrives_with_its_traceback(tmp_path: Pat
         assert host.plugin("echo").state is PluginState.READY
 
 
+@pytest.mark.parametrize("code", [7, EXIT_NOTHING_LOADED])
 async def test_a_crash_during_a_call_fails_the_call_clearly_and_the_runner_restarts(
-    tmp_path: Path,
+    tmp_path: Path, code: int
 ) -> None:
-    """os._exit in a method: the caller gets ConnectionBroken saying how; the plugin comes back."""
+    """os._exit in a method: the caller gets ConnectionBroken saying how; the plugin comes back.
+    So with the code a runner that loaded nothing exits with: the plugin had loaded."""
     async with running(tmp_path, "echo") as (host, waiter):
         first_pid = host.plugin("echo").pid
         with pytest.raises(
             ConnectionBroken,
             match=r"plugin 'echo' crashed during 'crash': its "
-            r"runner \(pid \d+\) exited with code 7",
+            rf"runner \(pid \d+\) exited with code {code}",
         ):
-            await host.call("echo", "crash", code=7)
+            await host.call("echo", "crash", code=code)
         info = await host.wait_for("echo", restarted_and_ready(), timeout=20)
         assert info.pid != first_pid
-        assert info.last_exit is not None and info.last_exit.exit_code == 7
-        assert "exited with code 7" in info.last_exit.describe()
+        assert info.last_exit is not None and info.last_exit.exit_code == code
+        assert f"exited with code {code}" in info.last_exit.describe()
+        assert "no plugin could be loaded" not in info.last_exit.describe()
         assert await host.call("echo", "echo", value="back") == "back"
         await waiter.wait_for("plugin.echo.stderr", "echo: crashing now")
 

@@ -264,7 +264,15 @@ class RunnerLife:
                 "the runner exited before connecting, saying it could not read its bootstrap "
                 "(an isoplug bug, if its python runs isoplug's runner)"
             )
-        elif returncode == EXIT_NOTHING_LOADED and permanent is None:
+        elif (
+            returncode == EXIT_NOTHING_LOADED
+            and permanent is None
+            and report is not None
+            and not report.loaded
+            and report.failures
+        ):
+            # Only as its ready report said: a plugin that exits with the same code after it
+            # loaded (os._exit(4) in a method, or in its setup, before the report) crashed.
             permanent = "no plugin could be loaded"
         elif wrapped and permanent is None:
             # Every start would go the same way: the wrapper, not a crash, is at fault.
