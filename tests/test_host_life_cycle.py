@@ -288,3 +288,21 @@ async def test_stop_returns_once_the_runners_records_are_replayed(tmp_path: Path
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "final"),
+    [("stop", "restart", PluginState.READY), ("restart", "stop", PluginState.STOPPED)],
+)
+async def test_a_stop_and_a_restart_asked_together_both_return_the_latest_wins(
+    tmp_path: Path, first: str, then: str, final: PluginState
+) -> None:
+    """A stop and a restart of one plugin asked before either took effect: both return, and
+    the plugin ends as the one asked last says (a stop asked last leaves it stopped; a
+    restart asked last, ready)."""
+    async with running(tmp_path, "echo") as (host, _):
+        asked = [asyncio.ensure_future(getattr(host, name)("echo")) for name in (first, then)]
+        await asyncio.wait_for(asyncio.gather(*asked), 30)
+        assert host.plugin("echo").state is final
+        if final is PluginState.READY:
+            assert await host.call("echo", "echo", value="back") == "back"

@@ -20,15 +20,35 @@ RESTART = "restart"
 
 
 class Commands:
-    """The command pending (the latest sent), and the event that wakes whoever waits for one."""
+    """The command pending (the latest sent), and the event that wakes whoever waits for one.
+    A command sent before the pending one was taken replaces it: the latest request wins."""
 
     def __init__(self) -> None:
         self.pending: str | None = None
         self._wake = asyncio.Event()
+        #: Commands sent so far.
+        self.sent = 0
+        self._later: list[asyncio.Future[None]] = []
 
-    def send(self, command: str) -> None:
+    def send(self, command: str) -> int:
+        """Send ``command``; its number (see :meth:`sent_after`)."""
         self.pending = command
         self._wake.set()
+        self.sent += 1
+        waiters, self._later = self._later, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return self.sent
+
+    def sent_after(self, number: int) -> asyncio.Future[None]:
+        """A future done once a command later than the ``number``-th has been sent."""
+        future = asyncio.get_running_loop().create_future()
+        if self.sent > number:
+            future.set_result(None)
+        else:
+            self._later.append(future)
+        return future
 
     def take(self) -> str | None:
         """The pending command, which is pending no more."""

@@ -149,7 +149,9 @@ class RunnerSupervisor(PluginCalls):
     async def stop(self, *, failed_too: bool = False) -> None:
         """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it.
         A FAILED runner stays FAILED (what the host's close leaves shows why), unless
-        ``failed_too`` (a user's stop: it is STOPPED, and nothing restarts it but a restart)."""
+        ``failed_too`` (a user's stop: it is STOPPED, and nothing restarts it but a restart).
+        A restart asked before the stop took effect replaces it (the latest request wins):
+        this returns then, with the runner restarting."""
         if failed_too:
             self._stopped_by_user = True
         task = self._task
@@ -157,8 +159,11 @@ class RunnerSupervisor(PluginCalls):
             if self.state is not PluginState.FAILED or failed_too:
                 self._set_state(PluginState.STOPPED, f"runner {self.runner_id} stopped")
             return
-        self._commands.send(STOP)
-        await asyncio.shield(task)
+        replaced = self._commands.sent_after(self._commands.send(STOP))
+        try:
+            await asyncio.wait({task, replaced}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            replaced.cancel()
 
     @property
     def generation(self) -> int:
@@ -179,6 +184,7 @@ class RunnerSupervisor(PluginCalls):
             return
         generation = self._generation
         self.broken.clear()
+        self._stopped_by_user = False
         if self._task is None or self._task.done():
             self.error = None
             self.start()
