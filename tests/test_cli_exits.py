@@ -196,22 +196,37 @@ TICKER = """
 """
 
 
-async def test_run_stops_quietly_when_stdout_is_closed(tmp_path: Path) -> None:
+QUIET = """
+    import isoplug
+
+
+    class P(isoplug.Plugin):
+        async def teardown(self) -> None:
+            with open(__file__ + ".teardown", "w") as done:
+                done.write("ran")
+"""
+
+
+@pytest.mark.parametrize(("code", "last_line"), [(TICKER, b"tick 2"), (QUIET, b"ready:")])
+async def test_run_stops_quietly_when_stdout_is_closed(
+    tmp_path: Path, code: str, last_line: bytes
+) -> None:
     """`isoplug run DIR | head`: once the reader is gone, the plugins stop cleanly (their
-    teardown runs), nothing is said on stderr, and the code is 141."""
-    write_plugin(tmp_path / "plugins", "ticker", TICKER)
+    teardown runs), nothing is said on stderr, and the code is 141; also when nothing is
+    written after the reader left (a quiet plugin: no write finds the pipe closed)."""
+    write_plugin(tmp_path / "plugins", "ticker", code)
     read_end, write_end = os.pipe()
     async with cli("run", str(tmp_path / "plugins"), stdout=write_end) as run:
         os.close(write_end)
         with os.fdopen(read_end, "rb") as reader:
             seen = b""
-            while b"ticker" not in seen or b"tick 2" not in seen:
+            while b"ticker" not in seen or last_line not in seen:
                 chunk = await asyncio.to_thread(reader.read1, 65536)
                 assert chunk, seen.decode()
                 seen += chunk
             pid = int(re.findall(rb"ready: runner ticker \(pid (\d+)\)", seen)[0])
-        code, _, err = await run.finish()
-    assert code == 141, err
+        returncode, _, err = await run.finish()
+    assert returncode == 141, err
     assert err == ""
     assert (tmp_path / "plugins" / "ticker" / "ticker_plugin.py.teardown").read_text() == "ran"
     assert not process_alive(pid)

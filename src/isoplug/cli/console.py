@@ -3,9 +3,12 @@ to its plugin."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import select
+import stat
 import sys
 import threading
 import time
@@ -101,18 +104,24 @@ def _colour_of(source: str) -> str:
 #: Errors that mean the console's reader is gone: a closed pipe (``| head``), a terminal
 #: that hung up (EIO).
 _GONE_ERRNOS = frozenset({errno.EPIPE, errno.EIO})
+#: How often the reader's watch looks whether it has been stopped.
+_WATCH_INTERVAL_MS = 250
 
 
 class ConsoleHandler(logging.StreamHandler[TextIO]):
     """The console's handler: once its reader is gone (a closed pipe, a closed terminal) it
     writes nothing more, says nothing of it (no ``--- Logging error ---`` per record), points
     the stream's descriptor at ``/dev/null`` (so that the interpreter's last flush does not
-    fail either) and calls :attr:`on_gone` once, from the thread that found it."""
+    fail either) and calls :attr:`on_gone` once, from the thread that found it.
+
+    A write finds that out; :meth:`watch_reader` finds it out while nothing is written too (a
+    quiet run piped into ``head``, which has had its lines)."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self.gone = threading.Event()
         self.on_gone: Callable[[], object] | None = None
+        self._watching: threading.Event | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.gone.is_set():
@@ -123,13 +132,51 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
         if not (isinstance(error, OSError) and error.errno in _GONE_ERRNOS):
             super().handleError(record)
             return
-        # Under the handler's lock (handle() holds it around emit()): one caller sets it.
+        # Under the handler's lock (handle() holds it around emit()).
+        self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """Once, under the handler's lock: the reader is gone."""
         if self.gone.is_set():
             return
         self.gone.set()
         silence(self.stream)
         if self.on_gone is not None:
             self.on_gone()
+
+    def watch_reader(self) -> None:
+        """Until :meth:`stop_watching`, let a thread notice the reader of a pipe going away
+        (the kernel reports an error on the pipe's writing end then). A terminal's hang-up
+        comes as SIGHUP instead, and a file has no reader to lose."""
+        try:
+            descriptor = self.stream.fileno()
+            is_pipe = stat.S_ISFIFO(os.fstat(descriptor).st_mode)
+        except (OSError, ValueError):
+            return  # not a file (a test's StringIO)
+        if not is_pipe or self._watching is not None:
+            return
+        stop = self._watching = threading.Event()
+        threading.Thread(
+            target=self._watch, args=(descriptor, stop), name="isoplug-console-reader", daemon=True
+        ).start()
+
+    def stop_watching(self) -> None:
+        """The watch ends; once this returns, it calls :attr:`on_gone` no more."""
+        with self.lock or contextlib.nullcontext():
+            if self._watching is not None:
+                self._watching.set()
+                self._watching = None
+
+    def _watch(self, descriptor: int, stop: threading.Event) -> None:
+        poller = select.poll()
+        # No events asked for: poll() still says POLLERR (no reader left) and POLLHUP.
+        poller.register(descriptor, 0)
+        while not stop.is_set() and not self.gone.is_set():
+            if poller.poll(_WATCH_INTERVAL_MS):
+                with self.lock or contextlib.nullcontext():
+                    if not stop.is_set():
+                        self._reader_gone()
+                return
 
 
 def silence(stream: TextIO) -> None:

@@ -89,12 +89,14 @@ async def run_demo_plugins(
     if console is not None:
         loop = asyncio.get_running_loop()
         console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
+        console.watch_reader()
     log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
     seen = Seen()
     try:
         return await _demo(plugins_dir, duration, stop, seen, console)
     finally:
         if console is not None:
+            console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
 
 

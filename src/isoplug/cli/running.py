@@ -142,6 +142,7 @@ async def run_plugins(
         loop = asyncio.get_running_loop()
         # The reader of stdout is gone (`| head` ended): stop the plugins as on Ctrl-C.
         console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
+        console.watch_reader()
     try:
         with plugins_dir_for(plugins_dir) as directory:
             code = await run_host(directory, plugins_dir, config, stop, options)
@@ -150,6 +151,7 @@ async def run_plugins(
         return EXIT_USAGE
     finally:
         if console is not None:
+            console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
     if console is not None and console.gone.is_set():
         return EXIT_BROKEN_PIPE
