@@ -293,6 +293,33 @@ async def test_wrong_token_is_refused_with_a_clear_error(mode: str) -> None:
             await asyncio.to_thread(forward_logs, receiver.address, "not-the-token")
 
 
+def test_nothing_listening_raises_once_naming_the_address_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """forward_logs to a socket nobody listens on: one error naming the address once, and
+    nothing on stderr besides (the error is the caller's to show)."""
+    address = f"unix:{tmp_path}/nobody.sock"
+    with pytest.raises(IsoplugError) as raised:
+        forward_logs(address, "token")
+    assert str(raised.value).count(address) == 1, raised.value
+    assert str(raised.value).startswith(f"cannot forward logs: cannot connect to {address}: ")
+    assert capfd.readouterr().err == ""
+
+
+async def test_a_plugin_childs_own_sender_name_is_refused_with_what_to_change(
+    tmp_path: Path,
+) -> None:
+    """A plugin's child (given ``ctx.log_child_env()``) that names itself: the host refuses
+    the name it does not know, and the error says to keep the runner's."""
+    from tests.plugins_fixtures import running
+
+    async with running(tmp_path, "spawner") as (host, _):
+        said = await host.call("spawner", "python_child_named", "worker-1")
+    assert "unknown runner" in said, said
+    assert "a plugin's child process forwards under its runner's name" in said, said
+    assert "call forward_logs() without name=" in said, said
+
+
 async def test_forward_logs_without_configuration_explains_what_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -603,7 +630,8 @@ async def test_a_sender_past_max_senders_is_refused_and_says_so(
             await asyncio.to_thread(first.close)
     assert code == 1
     assert "refusing new connections: at its limit of 1 open connections" in caplog.text
-    assert "cannot forward logs to" in stderr and "at its limit of 1 open connections" in stderr
+    assert "cannot forward logs: cannot connect to" in stderr
+    assert "at its limit of 1 open connections" in stderr
     assert not collector.numbers()
 
 

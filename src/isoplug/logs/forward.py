@@ -70,10 +70,14 @@ def forward_logs(
         block_when_full=block_when_full,
         write_through_rate=write_through_rate,
     )
+    handler.say_failures = False  # raised below, not said
     if not handler.start():
         reason = handler.failure or "no connection within the timeout"
         handler.close(timeout=0)
-        raise IsoplugError(f"cannot forward logs to {address}: {reason}")
+        if reason.startswith(f"cannot connect to {address}"):
+            raise IsoplugError(f"cannot forward logs: {reason}{_name_hint(name, reason)}")
+        raise IsoplugError(f"cannot forward logs to {address}: {reason}{_name_hint(name, reason)}")
+    handler.say_failures = True
     for existing in list(root.handlers):
         if replace_handlers or isinstance(existing, ForwardingHandler):
             root.removeHandler(existing)
@@ -85,6 +89,20 @@ def forward_logs(
     if level is not None:
         root.setLevel(level)
     return handler
+
+
+def _name_hint(name: str | None, reason: str) -> str:
+    """What to change, when a plugin's child process that gave a name of its own was refused:
+    the host knows a plugin's log connections by its runner's name, which
+    ``ISOPLUG_LOG_NAME`` holds there."""
+    told = os.environ.get(NAME_ENV, "")
+    refused = "unknown runner" in reason or "wrong session token" in reason
+    if not name or not told or name == told or not refused:
+        return ""
+    return (
+        f" (this process was given {NAME_ENV}={told!r}: a plugin's child process forwards "
+        f"under its runner's name; call forward_logs() without name=)"
+    )
 
 
 def _level_from_env() -> int | None:

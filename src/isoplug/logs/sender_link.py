@@ -103,6 +103,9 @@ class SenderLink:
     _ack_missing: bool
     #: The level the receiver's welcome said it handles records from (None: it said none).
     welcome_level: int | None = None
+    #: False while a caller that raises the failure itself waits for the first connection
+    #: (forward_logs): giving up is not said on stderr then.
+    say_failures: bool = True
     _ring: SenderRing | None
     _ring_capacity: int
     _requested_queue_bytes: int
@@ -217,7 +220,8 @@ class SenderLink:
         except Exception as exc:
             why = f"cannot connect to {self.address}"
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
-                self._give_up(f"{why}: {exc}")
+                # A failure to connect names the address already.
+                self._give_up(str(exc) if str(exc).startswith(why) else f"{why}: {exc}")
                 return None
             attempts = Reconnection()
             attempts.failed(exc)
@@ -279,7 +283,7 @@ class SenderLink:
             self._in_flight = 0
             self._unsent = self._unsent_frame = b""
             self._queue_changed.notify_all()
-            quiet = self._closed and not lost
+            quiet = (self._closed or not self.say_failures) and not lost
         if not quiet:
             _say(
                 f"isoplug: log forwarding from {self.sender_name} to {self.address} stopped: "

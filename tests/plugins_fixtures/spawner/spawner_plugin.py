@@ -29,6 +29,20 @@ class Spawner(isoplug.Plugin):
         self.ctx = ctx
 
     @isoplug.method
+    def python_child_named(self, name: str) -> str:
+        """A Python subprocess given the plugin's log environment, forwarding under ``name``;
+        what it said on stderr."""
+        code = f"from isoplug.logs import forward_logs\nforward_logs(name={name!r})\n"
+        child = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **self.ctx.log_child_env()},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return child.stderr
+
+    @isoplug.method
     async def pid(self) -> int:
         return os.getpid()
 
