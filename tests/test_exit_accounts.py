@@ -52,6 +52,26 @@ async def test_a_sigkill_the_host_sent_is_reported_as_the_hosts_with_its_reason(
     assert "out-of-memory" not in text
 
 
+async def test_a_stopped_runner_killed_at_a_stop_is_said_to_have_been_stopped(
+    tmp_path: Path,
+) -> None:
+    """A runner paused with SIGSTOP (a debugger, a job control stop) cannot act on SIGTERM: the
+    account says it was stopped, not that it ignored the signal."""
+    async with plugins_fixtures.running(tmp_path, "echo", config=PATIENT) as (host, _):
+        pid = host.plugin("echo").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        info = await host.stop("echo")
+    assert info.last_exit is not None
+    text = info.last_exit.describe()
+    assert re.search(
+        r"was killed by SIGKILL from the host: it was stopped \(SIGSTOP, or a debugger\) and "
+        r"did not end 0\.\d s after SIGTERM; stopped on request",
+        text,
+    ), text
+    assert "ignored" not in text
+
+
 async def test_a_sigkill_from_elsewhere_names_no_sender_without_evidence(tmp_path: Path) -> None:
     """Someone's ``kill -9``: not the host, and no sign of the out-of-memory killer, so the
     account says the sender is unknown."""

@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
+from isoplug.host.descendants import read_stat
 from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
@@ -396,13 +397,15 @@ class RunnerProcess:
         if await self.wait_exit(terminate_timeout):
             return
         ignored = time.monotonic() - terminated
-        _log.warning(
-            "runner %s (pid %d) ignored SIGTERM for %.1f s; sending SIGKILL",
-            name,
-            self.pid,
-            ignored,
-        )
-        await self.kill_and_wait(f"it ignored SIGTERM for {ignored:.1f} s", name)
+        stat = read_stat(self.pid)
+        if stat is not None and stat.state in ("T", "t"):
+            # Stopped (SIGSTOP, a debugger): it could not act on SIGTERM at all.
+            why = f"it was stopped (SIGSTOP, or a debugger) and did not end {ignored:.1f} s "
+            why += "after SIGTERM"
+        else:
+            why = f"it ignored SIGTERM for {ignored:.1f} s"
+        _log.warning("runner %s (pid %d): %s; sending SIGKILL", name, self.pid, why)
+        await self.kill_and_wait(why, name)
 
     async def close(
         self,
