@@ -53,6 +53,15 @@ def test_a_cancel_takes_a_queued_request_out_and_says_what_was_ahead_of_it() -> 
     assert [admission.take(), admission.take()] == [request(1), request(2)]
 
 
+def test_a_queued_request_starts_only_when_its_params_fit_beside_the_running_ones() -> None:
+    admission = Admission(AdmissionLimits(max_running=10, max_running_bytes=100))
+    assert admission.offer(request(1, size=60), running=1) is None
+    assert admission.take(running_bytes=50) is None  # 50 + 60 > 100: it waits
+    assert admission.take(running_bytes=40) == request(1, size=60)
+    assert admission.offer(request(2, size=500), running=1) is None
+    assert admission.take(running_bytes=0) == request(2, size=500)  # alone: it runs
+
+
 def test_closing_answers_every_queued_request_and_every_later_one() -> None:
     admission = Admission(AdmissionLimits(max_running=1))
     admission.offer(request(1), running=1)
@@ -70,6 +79,8 @@ def test_limits_are_checked() -> None:
         AdmissionLimits(max_running=0)
     with pytest.raises(ValueError, match="must not be negative"):
         AdmissionLimits(max_queued=-1)
+    with pytest.raises(ValueError, match="must not be negative"):
+        AdmissionLimits(max_running_bytes=-1)
 
 
 def test_an_event_backlog_keeps_its_bound_and_counts_what_it_drops() -> None:

@@ -22,8 +22,10 @@ from isoplug.errors import (
     RequestTimeout,
 )
 from isoplug.rpc import Handler, Peer
-from isoplug.wire import LogBatch, LogRecordData
+from isoplug.rpc.admission import NOT_STARTED_TYPE, AdmissionLimits
+from isoplug.wire import Cancel, ErrorResponse, LogBatch, LogRecordData, Request
 from isoplug.wire.logframes import log_batch
+from tests.record_waiter import eventually
 from tests.rpc_helpers import memory_peers, socket_peers
 
 PeerFactory = Callable[..., AbstractAsyncContextManager[tuple[Peer, Peer]]]
@@ -448,3 +450,56 @@ async def test_peer_vanishing_fails_pending_requests_with_connection_broken() ->
         stream.abort()
         with pytest.raises(ConnectionBroken):
             await call
+
+
+async def test_requests_with_large_params_run_only_as_many_as_fit_at_once(
+    peers: PeerFactory,
+) -> None:
+    """Past ``max_running_bytes`` of params running, a request waits its turn (then runs):
+    a peer sending many large requests at once is held to that much, however many places."""
+    running: list[int] = []
+    most = 0
+    release = asyncio.Event()
+
+    async def hold(params: bytes) -> int:
+        nonlocal most
+        running.append(len(params))
+        most = max(most, len(running))
+        await release.wait()
+        running.pop()
+        return len(params)
+
+    async with peers(server_handlers={"hold": hold}) as (client, server):
+        server.set_limits(AdmissionLimits(max_running=100, max_running_bytes=3_500_000))
+        calls = [
+            asyncio.ensure_future(client.request("hold", b"x" * 1_000_000, timeout=30))
+            for _ in range(6)
+        ]
+        await eventually(lambda: len(running) == 3, 10)
+        assert len(server._dispatcher.admission.queued) == 3
+        release.set()
+        assert await asyncio.gather(*calls) == [1_000_000] * 6
+    assert most == 3
+
+
+async def test_a_request_cancelled_in_the_read_that_brought_it_is_answered_and_freed() -> None:
+    """A request and its cancel in one read: its task never takes a step (so never runs its
+    handler); it is still answered as cancelled before it started, and its place is free."""
+    ran = asyncio.Event()
+
+    async def handler(_: Any) -> None:
+        ran.set()
+
+    async with memory_peers(server_handlers={"work": handler}) as (_, server):
+        answers: list[Any] = []
+        requests = server._dispatcher._requests
+        requests._send = answers.append
+        server._dispatcher.dispatch(
+            [Request(id=7, method="work", params=msgspec.Raw(b"\xc0")), Cancel(id=7)]
+        )
+        await eventually(lambda: bool(answers), 10)
+        assert not requests.serving and requests.serving_bytes == 0
+    assert not ran.is_set()
+    (answer,) = answers
+    assert isinstance(answer, ErrorResponse) and answer.id == 7
+    assert (answer.error.code, answer.error.type) == ("cancelled", NOT_STARTED_TYPE)

@@ -1,7 +1,9 @@
 """Which incoming requests run now, wait their turn, or are refused: a peer's admission.
 
 A peer serves at most ``max_running`` requests of its (limited) ``async`` handlers at once,
-each in a task of its own. Past it, a request waits in a queue, in order of arrival, and is
+each in a task of its own, and those together with at most ``max_running_bytes`` of params
+(one request alone always runs, whatever its size: a frame bounds it). Past either, a request
+waits in a queue, in order of arrival, and is
 started as soon as a running one ends; past the queue's bounds (``max_queued`` requests, or
 ``max_queued_bytes`` of their params in all) a request is refused at once with the code
 ``"busy"`` (:class:`~isoplug.errors.PluginBusy` on the calling side), naming the limit and how
@@ -41,17 +43,23 @@ NOT_STARTED_TYPE: Final = "isoplug.rpc.admission.NotStarted"
 
 @dataclasses.dataclass(frozen=True)
 class AdmissionLimits:
-    """How many requests run at once, and how many (and how many bytes of params) may wait."""
+    """How many requests (and how many bytes of params) run at once, and how many (and how
+    many bytes of params) may wait."""
 
     max_running: int = 256
     max_queued: int = 1024
     max_queued_bytes: int = 64 * 1024 * 1024
+    #: A peer whose requests carry large params (a plugin calling a host capability with
+    #: megabytes, hundreds of times at once) holds them while they run: bounded so too.
+    max_running_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_running < 1:
             raise ValueError(f"max_running must be at least 1, not {self.max_running!r}")
-        if self.max_queued < 0 or self.max_queued_bytes < 0:
-            raise ValueError("max_queued and max_queued_bytes must not be negative")
+        if self.max_queued < 0 or self.max_queued_bytes < 0 or self.max_running_bytes < 0:
+            raise ValueError(
+                "max_queued, max_queued_bytes and max_running_bytes must not be negative"
+            )
 
 
 DEFAULT_LIMITS: Final = AdmissionLimits()
@@ -105,10 +113,15 @@ class Admission:
             ),
         )
 
-    def take(self) -> Request | None:
-        """The request that waited longest, out of the queue (None: none waits)."""
+    def take(self, running_bytes: int = 0) -> Request | None:
+        """The request that waited longest, out of the queue (None: none waits, or its params
+        do not fit beside the ``running_bytes`` of those running, which are not none)."""
         if not self.queued:
             return None
+        if running_bytes:
+            first = next(iter(self.queued.values()))
+            if running_bytes + len(first.params) > self.limits.max_running_bytes:
+                return None
         _, request = self.queued.popitem(last=False)
         self.queued_bytes -= len(request.params)
         return request

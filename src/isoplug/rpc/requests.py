@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from isoplug.errors import IsoplugError, LocalProtocolError, TransportError
-from isoplug.rpc.admission import DEFAULT_LIMITS, Admission, AdmissionLimits
+from isoplug.rpc.admission import DEFAULT_LIMITS, NOT_STARTED_TYPE, Admission, AdmissionLimits
 from isoplug.rpc.handlers import Handler, Registered
 from isoplug.rpc.remote_errors import qualified_name
 from isoplug.rpc.unhandled import MAX_EVENT_NAME_CHARS, MAX_UNHANDLED_WARNINGS
@@ -77,6 +77,10 @@ class RequestServer:
         self._handlers: dict[str, Registered] = {}
         #: The tasks serving requests, by request id.
         self.serving: dict[int, asyncio.Task[None]] = {}
+        #: Bytes of params of the requests started and not finished (see _finished), in all
+        #: and by request id.
+        self.serving_bytes = 0
+        self._sizes: dict[int, int] = {}
         #: Requests waiting for a place (see isoplug.rpc.admission); its queue is read
         #: directly where every request passes, its truth costing no call.
         self.admission = Admission(limits)
@@ -113,6 +117,9 @@ class RequestServer:
         task = self.serving.get(message.id)
         if task is not None:
             task.cancel()
+            # Cancelled before its first step, a task never runs its coroutine: neither the
+            # answer nor the end of its request (see _serve_async), which this then gives.
+            task.add_done_callback(lambda _: self._never_ran(message.id))
         elif self._waiting:
             # Not started yet: taken out of the queue, and answered at once.
             info = self.admission.withdraw(message.id, len(self.serving))
@@ -136,11 +143,19 @@ class RequestServer:
         if not registered.is_async:
             self._answer_inline(request, registered)
             return True
-        if len(self.serving) >= self.max_running and not registered.control:
+        size = len(request.params)
+        if not registered.control and (
+            len(self.serving) >= self.max_running
+            or (
+                self.serving and self.serving_bytes + size > self.admission.limits.max_running_bytes
+            )
+        ):
             refusal = self.admission.offer(request, len(self.serving))
             if refusal is not None:
                 self._answer_error(request.id, refusal)
             return True
+        self.serving_bytes += size
+        self._sizes[request.id] = size
         serve = self._serve_async(request, registered)
         if eager:
             assert eager_start is not None
@@ -148,7 +163,7 @@ class RequestServer:
             # the loop's next round, no round for its answer to wait for.
             task = eager_start(self._loop, serve)
             if task.done():
-                return True
+                return True  # its end took its bytes off again
         else:
             task = self._loop.create_task(serve)
         self.serving[request.id] = task
@@ -186,22 +201,45 @@ class RequestServer:
                 return
             self._answer_result(request, registered, result)
         finally:
-            self.serving.pop(request.id, None)
-            if self._waiting:
-                self._start_queued()
+            self._finished(request.id)
+
+    def _finished(self, request_id: int) -> bool:
+        """The request's task is done: its place and bytes are free. False if it was so
+        already (once only)."""
+        self.serving.pop(request_id, None)
+        size = self._sizes.pop(request_id, None)
+        if size is None:
+            return False
+        self.serving_bytes -= size
+        if self._waiting:
+            self._start_queued()
+        return True
+
+    def _never_ran(self, request_id: int) -> None:
+        if self._finished(request_id) and not self._is_closing():
+            self._answer_error(
+                request_id,
+                ErrorInfo(
+                    code="cancelled",
+                    type=NOT_STARTED_TYPE,
+                    message="cancelled before its handler started",
+                ),
+            )
 
     def _start_queued(self) -> None:
         """Places are free: start the requests that waited longest, in order."""
         if self._is_closing():
             return  # the session is ending: nobody would get their answers
         while len(self.serving) < self.max_running:
-            request = self.admission.take()
+            request = self.admission.take(self.serving_bytes if self.serving else 0)
             if request is None:
                 return
             registered = self._handlers.get(request.method)
             if registered is None or not registered.is_async:
                 self.dispatch(request)  # its handler changed: answered at once
                 continue
+            self.serving_bytes += len(request.params)
+            self._sizes[request.id] = len(request.params)
             self.serving[request.id] = self._loop.create_task(
                 self._serve_async(request, registered), context=self._context.copy()
             )
