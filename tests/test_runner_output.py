@@ -321,8 +321,8 @@ async def test_a_printed_fatal_error_line_holds_back_none_of_the_next_lines(
 
 async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> None:
     """Two plugins in one runner: what each prints in a call, a worker thread, a task it
-    started, a thread it started and an event, and a task's or a thread's exception it left,
-    lands under its own name."""
+    started, a thread it started (with ``threading`` or ``_thread``) and an event, and a
+    task's or a thread's exception it left, lands under its own name."""
     async with running(tmp_path, "duo_a", "duo_b") as (host, waiter):
         assert host.plugin("duo_a").pid == host.plugin("duo_b").pid
         for plugin in ("duo_a", "duo_b"):
@@ -330,9 +330,16 @@ async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> Non
             await host.call(plugin, "speak_in_thread")
             await host.call(plugin, "fail_in_task")
             await host.call(plugin, "speak_and_fail_in_own_thread")
+            await host.call(plugin, "speak_in_raw_thread")
         await host.publish("chat", "hello")
         for plugin in ("duo_a", "duo_b"):
-            for where in ("in a call", "in a task", "in a worker thread", "in its own thread"):
+            for where in (
+                "in a call",
+                "in a task",
+                "in a worker thread",
+                "in its own thread",
+                "in a raw thread",
+            ):
                 await waiter.wait_for(f"plugin.{plugin}.stdout", f"{plugin} {where}")
             await waiter.wait_for(f"plugin.{plugin}.stderr", f"{plugin} in an event")
             failure = await waiter.wait_for(f"plugin.{plugin}", "Task exception was never")
@@ -341,6 +348,9 @@ async def test_each_plugin_of_a_group_gets_its_own_output(tmp_path: Path) -> Non
             failure = await waiter.wait_for(f"plugin.{plugin}", "Exception in thread")
             assert failure.exc_info is not None
             assert f"{plugin} thread failed" in FORMATTER.formatException(failure.exc_info)
+            failure = await waiter.wait_for(f"plugin.{plugin}", "in thread started by")
+            assert failure.exc_info is not None
+            assert f"{plugin} raw thread failed" in FORMATTER.formatException(failure.exc_info)
     assert not waiter.matching("plugin.duo")
     assert not waiter.matching("plugin.duo.stdout") and not waiter.matching("plugin.duo.stderr")
 

@@ -15,6 +15,8 @@ and not the member's. :func:`attribute_threads` makes both remember whose code s
   code may happen to start: isoplug's own (the runner's worker pool grows during a call, the
   quiet-flush timer starts at a print), and a logging ``QueueListener``'s, which handles
   every logger's records (they keep their own names);
+- ``_thread.start_new_thread`` called by a member's code (the low-level start, which
+  ``threading`` does not go through once imported) runs the function as that member's;
 - ``ThreadPoolExecutor.submit`` called by a member's code runs the function under that member's
   source, and restores the worker's own afterwards. An executor's worker threads themselves
   belong to no member: they run every member's work, whoever's submit happened to start them.
@@ -25,6 +27,7 @@ Only group runners install this: in a runner of one plugin, everything is that p
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import concurrent.futures.thread
 import logging.handlers
@@ -34,9 +37,10 @@ from typing import Any
 
 from isoplug.logs.sources import current_source
 
-__all__ = ["CallAs", "RunAs", "attribute_threads"]
+__all__ = ["CallAs", "RunAs", "StartAs", "attribute_threads"]
 
 _start = threading.Thread.start
+_start_new_thread = _thread.start_new_thread
 _submit = concurrent.futures.ThreadPoolExecutor.submit
 #: The function an executor's worker threads run: started by whoever submitted first, they are
 #: nobody's. Private to ``concurrent.futures``; without it, every submit is wrapped.
@@ -47,6 +51,7 @@ def attribute_threads() -> None:
     """Make threads started, and work submitted, by a member's code run as that member's (see
     the module docstring). Idempotent."""
     threading.Thread.start = _start_attributed  # type: ignore[method-assign]
+    _thread.start_new_thread = _start_new_thread_attributed
     concurrent.futures.ThreadPoolExecutor.submit = _submit_attributed  # type: ignore[method-assign,assignment]
 
 
@@ -55,6 +60,34 @@ def _start_attributed(self: threading.Thread) -> None:
     if source is not None and not _serves_everyone(self):
         self.run = RunAs(source, self.run)  # type: ignore[method-assign]
     _start(self)
+
+
+def _start_new_thread_attributed(
+    function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, /
+) -> int:
+    source = current_source.get()
+    if source is not None:
+        function = StartAs(source, function)
+    return _start_new_thread(function, args, kwargs or {})
+
+
+class StartAs:
+    """A low-level thread's function, called with :data:`current_source` set to ``source``
+    for the rest of the thread's life (Python reports its uncaught exception after it
+    returns, in the same thread); shown as the function itself in that report."""
+
+    __slots__ = ("function", "source")
+
+    def __init__(self, source: str, function: Callable[..., object]) -> None:
+        self.source = source
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> object:
+        current_source.set(self.source)
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.function)
 
 
 def _serves_everyone(thread: threading.Thread) -> bool:

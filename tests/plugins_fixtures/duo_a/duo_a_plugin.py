@@ -9,6 +9,7 @@ module name, and each plugin says which one it is by its id.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import atexit
 import concurrent.futures
@@ -59,6 +60,22 @@ class Duo(isoplug.Plugin):
     @isoplug.method
     def speak_in_thread(self) -> None:
         print(f"{self.name} in a worker thread")
+
+    @isoplug.method
+    async def speak_in_raw_thread(self) -> None:
+        """A thread started with ``_thread.start_new_thread`` prints, then dies of an uncaught
+        exception."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                print(f"{self.name} in a raw thread")
+            finally:
+                done.set()
+            raise LookupError(f"{self.name} raw thread failed")
+
+        _thread.start_new_thread(run, ())
+        await asyncio.to_thread(done.wait)
 
     @isoplug.method
     async def speak_and_fail_in_own_thread(self) -> None:
