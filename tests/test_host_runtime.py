@@ -330,8 +330,9 @@ async def test_a_grandchild_outliving_its_runner_does_not_hide_the_exit(tmp_path
 async def test_capabilities_are_granted_by_the_manifest_and_checked_by_the_host(
     tmp_path: Path,
 ) -> None:
-    """A granted capability works; an ungranted one is refused by the runner and the host."""
-    async with running(tmp_path, "echo") as (host, _):
+    """A granted capability works; an ungranted one is refused by the runner and the host;
+    arguments that do not fit fail the call as a capability's failure, said on the host."""
+    async with running(tmp_path, "echo") as (host, waiter):
         host.register_capability("test.add", lambda a, b: a + b)
         host.register_capability("secret", lambda: "leaked")
         assert await host.call("echo", "call_host", name="test.add", kwargs={"a": 1, "b": 2}) == 3
@@ -341,8 +342,14 @@ async def test_capabilities_are_granted_by_the_manifest_and_checked_by_the_host(
         assert "granted: test.add, test.fail" in denied.value.remote_message
         with pytest.raises(RemoteError, match=r"the host has no capability 'test.fail'"):
             await host.call("echo", "call_host", name="test.fail", kwargs={})
-        with pytest.raises(RemoteError, match=r"arguments do not fit host capability test.add"):
+        with pytest.raises(
+            RemoteError, match=r"'test.add' was called with arguments that do not fit test.add"
+        ) as unfit:
             await host.call("echo", "call_host", name="test.add", kwargs={"a": 1})
+        assert unfit.value.remote_type == "isoplug.errors.CapabilityFailed"
+        assert "missing a required argument: 'b'" in unfit.value.remote_message
+        said = await waiter.wait_for("isoplug.host", "was called with arguments that do not fit")
+        assert "(called by plugin 'echo')" in said.getMessage() and said.exc_info is None
         # A runner that skips its own check is still refused, by the host.
         with pytest.raises(RemoteError, match="not in 'capabilities' of") as refused:
             await host.call("echo", "call_host_unchecked", name="secret", kwargs={})

@@ -75,9 +75,9 @@ class CapabilityRegistry:
         """Call capability ``name`` for ``plugin``.
 
         Raises :class:`~isoplug.control.CapabilityDenied` if the host registered none,
-        :class:`TypeError` when ``kwargs`` do not fit the function's signature, and
-        :class:`~isoplug.errors.CapabilityFailed` when the function raised (reported here), and
-        the function's own ``CapabilityDenied`` as it is (a refusal, not a failure).
+        :class:`~isoplug.errors.CapabilityFailed` when ``kwargs`` do not fit the function's
+        signature or the function raised (each reported here), and the function's own
+        ``CapabilityDenied`` as it is (a refusal, not a failure).
         """
         function = self._functions.get(name)
         if function is None:
@@ -93,11 +93,15 @@ class CapabilityRegistry:
             try:
                 signature.bind(**kwargs)
             except TypeError as exc:
-                # The plugin receives it as a RemoteError carrying this message.
-                raise TypeError(
-                    f"arguments do not fit host capability {name}{signature}: "
+                # The plugin's mistake, said as a failure of the capability's call: the
+                # plugin catches it as one, the host says it once (no traceback: no host code
+                # ran).
+                what = (
+                    f"was called with arguments that do not fit {name}{signature}: "
                     f"{clean_text(str(exc), _MAX_REASON_CHARS)}"
-                ) from None
+                )
+                self._report_failure(name, plugin, what)
+                raise _failed(f"host capability {name!r} {what}") from None
         try:
             result = function(**kwargs)
             if inspect.isawaitable(result):
