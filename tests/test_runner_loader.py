@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,33 @@ def test_an_attribute_that_is_not_a_plugin_class_is_refused() -> None:
 
 
 def test_a_module_name_taken_by_another_directory_is_refused() -> None:
-    """Two plugins of a group must not both ship a module named the same (e.g. 'json')."""
-    with pytest.raises(PluginLoadError, match="module 'json' is already loaded from"):
-        load_plugin_class(entry("echo", "json:Echo"))
+    """Two plugins of a group must not both ship a module named the same (or one named like
+    a library the runner has loaded)."""
+    with pytest.raises(PluginLoadError, match="module 'msgspec' is already loaded from"):
+        load_plugin_class(entry("echo", "msgspec:Echo"))
+
+
+@pytest.mark.parametrize("name", ["json", "tabnanny"])
+def test_a_module_named_like_a_standard_one_is_refused_loaded_or_not(
+    tmp_path: Path, name: str
+) -> None:
+    """Even one the runner has not imported yet ('tabnanny'): it would replace the standard
+    module for every later import in the runner."""
+    assert name != "tabnanny" or name not in sys.modules
+    (tmp_path / f"{name}.py").write_text(PLUGIN_SOURCE)
+    with pytest.raises(PluginLoadError, match=f"its module '{name}' is named like a standard"):
+        load_plugin_class(PluginEntry(id="p", path=str(tmp_path), entry=f"{name}:P"))
+    assert name not in sys.modules or not str(sys.modules[name].__file__).startswith(
+        str(tmp_path)
+    )
+
+
+def test_an_entry_naming_a_file_or_an_instance_says_what_to_name(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text(PLUGIN_SOURCE + "plugin = P()\n")
+    with pytest.raises(PluginLoadError, match="an entry names a module, not a file: mine:P"):
+        load_plugin_class(PluginEntry(id="p", path=str(tmp_path), entry="mine.py:P"))
+    with pytest.raises(PluginLoadError, match="is an instance of P: the entry names the class"):
+        load_plugin_class(PluginEntry(id="p", path=str(tmp_path), entry="mine:plugin"))
+
+
+PLUGIN_SOURCE = "import isoplug\n\n\nclass P(isoplug.Plugin):\n    pass\n"

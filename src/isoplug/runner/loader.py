@@ -59,6 +59,16 @@ def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
             sys.path.insert(position, folder)
     top_level = module_name.partition(".")[0]
     already = sys.modules.get(top_level)
+    if (already is None or not _comes_from(already, directory)) and (
+        top_level in sys.stdlib_module_names or top_level in sys.builtin_module_names
+    ):
+        # Not loaded yet, it would still be the plugin's file for every later import of the
+        # standard one in the runner: the plugin's own, its libraries', isoplug's.
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: its module {top_level!r} is named like a standard module, "
+            "which it would replace in its runner for every import (the plugin's own, its "
+            "libraries'): give the plugin's module a distinct name"
+        )
     if already is not None and not _comes_from(already, directory):
         raise PluginLoadError(
             f"plugin {entry.id!r}: module {top_level!r} is already loaded from "
@@ -69,10 +79,15 @@ def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
+            hint = (
+                f"; an entry names a module, not a file: {module_name[:-3]}:{attribute}"
+                if module_name.endswith(".py")
+                else ""
+            )
             raise PluginLoadError(
                 f"plugin {entry.id!r}: entry module {module_name!r} not found in {directory} "
                 f"(looked for {module_name.replace('.', '/')}.py and "
-                f"{module_name.replace('.', '/')}/__init__.py)"
+                f"{module_name.replace('.', '/')}/__init__.py){hint}"
             ) from None
         raise PluginLoadError(
             f"plugin {entry.id!r}: importing {module_name!r} failed: {exc}",
@@ -92,6 +107,11 @@ def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
             f"plugin {entry.id!r}: module {module_name!r} ({getattr(module, '__file__', '?')}) "
             f"has no attribute {attribute!r}; it defines: {', '.join(public) or 'nothing'}"
         ) from None
+    if isinstance(found, Plugin):
+        raise PluginLoadError(
+            f"plugin {entry.id!r}: {entry.entry!r} is an instance of "
+            f"{type(found).__qualname__}: the entry names the class, which the runner creates"
+        )
     if not (isinstance(found, type) and issubclass(found, Plugin)):
         raise PluginLoadError(
             f"plugin {entry.id!r}: {entry.entry!r} is {type(found).__name__} {found!r}, "
