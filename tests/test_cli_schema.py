@@ -49,6 +49,22 @@ def test_schema_covers_the_manifest_and_the_plugins_config() -> None:
     assert limits["properties"]["retries"]["type"] == "integer"
 
 
+def test_schema_closes_every_config_table_as_the_runner_validates_it(tmp_path: Path) -> None:
+    """A schema that does not forbid unknown fields: the runner refuses a typo all the same,
+    and so does the editor's schema."""
+    folder = make_plugin(
+        tmp_path,
+        "import msgspec\nimport isoplug\n\nclass Inner(msgspec.Struct):\n    n: int = 1\n\n"
+        "class C(msgspec.Struct):\n    inner: Inner | None = None\n\n"
+        "class P(isoplug.Plugin):\n    config_schema = C\n",
+    )
+    result = isoplug("schema", str(folder))
+    assert result.returncode == 0, result.stderr
+    definitions = json.loads(result.stdout)["$defs"]
+    assert definitions["config.C"]["additionalProperties"] is False
+    assert definitions["config.Inner"]["additionalProperties"] is False
+
+
 def test_schema_of_a_plugin_without_config_schema_leaves_config_open() -> None:
     result = isoplug("schema", str(FIXTURES / "echo"))
     assert result.returncode == 0, result.stderr

@@ -417,9 +417,39 @@ def test_a_field_name_holding_msgspecs_location_marker_is_one_field() -> None:
         )
     with pytest.raises(ConfigInvalid) as caught:
         validate_config("confuse", type("P", (), {"config_schema": Settings}), {"y - at `$.b`": 1})
-    assert (
-        str(caught.value) == "plugin 'confuse': config field 'y - at `$.b`': is not a known field"
+    assert str(caught.value) == (
+        "plugin 'confuse': config field 'y - at `$.b`': is not a known field of its "
+        "config_schema test_a_field_name_holding_msgspecs_location_marker_is_one_field."
+        "<locals>.Settings (known there: a` - at `$.b, b)"
     )
+
+
+def test_a_typo_in_the_config_is_refused_whether_or_not_the_schema_forbids_unknown_fields() -> None:
+    """msgspec drops unknown fields unless the schema forbids them: a typo (top level, in a
+    nested table, in a list of tables) would then be ignored, the field keeping its default."""
+    plugin = type("P", (), {"config_schema": Settings})
+    for document, path, known in (
+        ({"stepp": 2}, "stepp", "step-size, inner, hosts"),
+        ({"step-size": 2, "inner": {"retires": 1}}, "inner.retires", "retries"),
+        ({"hosts": [{"retries": 1}, {"retires": 1}]}, "hosts[1].retires", "retries"),
+    ):
+        with pytest.raises(ConfigInvalid) as caught:
+            validate_config("typo", plugin, document)
+        assert f"config field {path!r}: is not a known field" in str(caught.value)
+        assert str(caught.value).endswith(f"(known there: {known})")
+    assert validate_config("typo", plugin, {"step-size": 2, "hosts": [{}]}) == Settings(
+        step_size=2, hosts=[Inner()]
+    )
+
+
+class Inner(msgspec.Struct):
+    retries: int = 3
+
+
+class Settings(msgspec.Struct, rename="kebab"):
+    step_size: int = 1
+    inner: Inner | None = None
+    hosts: list[Inner] = []
     dotted = explain_validation_error(
         "Expected `int`, got `str` - at `$.x.y.z`", {"x.y": {"z": "q"}}
     )

@@ -80,9 +80,7 @@ def test_a_module_named_like_a_standard_one_is_refused_loaded_or_not(
     (tmp_path / f"{name}.py").write_text(PLUGIN_SOURCE)
     with pytest.raises(PluginLoadError, match=f"its module '{name}' is named like a standard"):
         load_plugin_class(PluginEntry(id="p", path=str(tmp_path), entry=f"{name}:P"))
-    assert name not in sys.modules or not str(sys.modules[name].__file__).startswith(
-        str(tmp_path)
-    )
+    assert name not in sys.modules or not str(sys.modules[name].__file__).startswith(str(tmp_path))
 
 
 def test_an_entry_naming_a_file_or_an_instance_says_what_to_name(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ Without a schema, ``ctx.config`` is the table as given, read-only all the way do
 tables are read-only mappings too, lists are tuples). A configuration that does not fit the
 schema fails the plugin's load, with the field named
 (``plugin 'weather': config field 'retries': must be an integer, got string 'x'``); so does a
+key that names no field of the schema (a typo), whether or not it forbids unknown fields; so
+does a
 schema whose checks raise anything else (a ``__post_init__`` raising ``RuntimeError``): the
 plugin's code refused that configuration.
 """
@@ -31,11 +33,18 @@ from types import MappingProxyType
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 
 from isoplug.errors import ConfigInvalid
 from isoplug.validation import explain_validation_error
 
-__all__ = ["accepts_live_config", "declared_schema", "read_only", "validate_config"]
+__all__ = [
+    "accepts_live_config",
+    "declared_schema",
+    "read_only",
+    "unknown_fields",
+    "validate_config",
+]
 
 
 def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) -> Any:
@@ -44,6 +53,17 @@ def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) 
     schema = declared_schema(plugin_id, plugin_class)
     if schema is None:
         return read_only(raw)
+    unknown = unknown_fields(raw, msgspec.inspect.type_info(schema))
+    if unknown:
+        # Taken as typos, as the manifest's own unknown keys are, whether or not the schema
+        # forbids unknown fields: msgspec would drop them silently.
+        path, known = unknown[0]
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ConfigInvalid(
+            f"plugin {plugin_id!r}: config field {path!r}: is not a known field of its "
+            f"config_schema {schema.__qualname__} (known there: {', '.join(known) or 'none'})"
+            f"{more}"
+        )
     try:
         return msgspec.convert(dict(raw), schema)
     except msgspec.ValidationError as exc:
@@ -58,6 +78,41 @@ def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) 
             f"plugin {plugin_id!r}: config: its config_schema {schema.__qualname__} refused it: "
             f"{type(exc).__name__}: {exc}"
         ) from None
+
+
+def unknown_fields(
+    value: Any, info: msgspec.inspect.Type, path: str = ""
+) -> list[tuple[str, list[str]]]:
+    """The keys of ``value`` (a configuration table) that name no field of the struct ``info``
+    describes, all the way down (nested structs, lists and tables of them), each as (its dotted
+    path, the fields known there)."""
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.UnionType):
+        structs = [kind for kind in info.types if isinstance(kind, inspect.StructType)]
+        return unknown_fields(value, structs[0], path) if len(structs) == 1 else []
+    if isinstance(info, inspect.StructType) and isinstance(value, Mapping):
+        fields = {field.encode_name: field for field in info.fields}
+        found: list[tuple[str, list[str]]] = []
+        for key, item in value.items():
+            field = fields.get(key) if isinstance(key, str) else None
+            if field is None and key != info.tag_field:
+                found.append((f"{path}{key}", list(fields)))
+            elif field is None:
+                continue
+            else:
+                found += unknown_fields(item, field.type, f"{path}{key}.")
+        return found
+    if isinstance(info, inspect.ListType | inspect.VarTupleType) and isinstance(value, list):
+        found = []
+        for index, item in enumerate(value):
+            found += unknown_fields(item, info.item_type, f"{path.rstrip('.')}[{index}].")
+        return found
+    if isinstance(info, inspect.DictType) and isinstance(value, Mapping):
+        found = []
+        for key, item in value.items():
+            found += unknown_fields(item, info.value_type, f"{path}{key}.")
+        return found
+    return []
 
 
 def read_only(value: Any) -> Any:

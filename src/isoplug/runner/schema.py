@@ -86,7 +86,17 @@ def _answer(entry: PluginEntry) -> tuple[int, bytes]:
         document = msgspec.json.schema(schema)
     except (TypeError, ValueError) as exc:
         return EXIT_UNDESCRIBABLE, _undescribable(entry.id, schema, exc).encode()
+    _closed_tables(document)
     return 0, msgspec.json.format(msgspec.json.encode(document)) + b"\n"
+
+
+def _closed_tables(document: dict[str, Any]) -> None:
+    """Every struct's table closed to other keys, as the runner validates it (a typo is an
+    error there, whether or not the struct forbids unknown fields): the editor says so too.
+    A tagged struct's tag stays allowed (msgspec lists it among the properties)."""
+    for definition in document.get("$defs", {}).values():
+        if definition.get("type") == "object" and "properties" in definition:
+            definition.setdefault("additionalProperties", False)
 
 
 def _undescribable(plugin_id: str, schema: type[msgspec.Struct], error: Exception) -> str:
