@@ -236,6 +236,40 @@ async def test_a_changed_manifest_is_read_again(tmp_path: Path) -> None:
             assert not records.select(text="ctx after INFO")
 
 
+async def test_what_the_host_set_at_runtime_holds_across_a_manifest_edit(tmp_path: Path) -> None:
+    """A level set with set_log_level() holds when an edited plugin.toml replaces the runner,
+    as across a restart; a plugin stopped with host.stop() stays stopped when its code or its
+    plugin.toml changes, until restarted."""
+    directory = copy_plugins(tmp_path, "leveled", "echo")
+    async with reloading(directory) as host:
+        await host.set_log_level("leveled", "DEBUG")
+        manifest = directory / "leveled" / "plugin.toml"
+        old_pid = host.plugin("leveled").pid
+        manifest.write_text(manifest.read_text().replace('version = "0.1"', 'version = "9"'))
+        await eventually(
+            lambda: (
+                host.plugin("leveled").pid not in (None, old_pid)
+                and host.plugin("leveled").state.value == "ready"
+            )
+        )
+        with watching("plugin.leveled") as records:
+            await host.call("leveled", "emit", "after")
+            await records.wait_for_record(text="done after")
+            assert records.select(text="ctx after DEBUG")
+
+        await host.stop("echo")
+        echo = directory / "echo"
+        with watching("isoplug.host") as said:
+            touch_code(echo / "echo_plugin.py")
+            await said.wait_for_record(text="runner echo stays stopped")
+            manifest = echo / "plugin.toml"
+            manifest.write_text(manifest.read_text().replace('version = "0.1"', 'version = "9"'))
+            await said.wait_for_record(text="runner echo was stopped, and stays so")
+        assert host.plugin("echo").state.value == "stopped"
+        await host.restart("echo")
+        assert await host.call("echo", "echo", 5) == 5
+
+
 async def test_a_half_written_manifest_keeps_the_plugin_running(tmp_path: Path) -> None:
     directory = copy_plugins(tmp_path, "echo")
     async with reloading(directory) as host:

@@ -198,12 +198,28 @@ class RunnerSet:
                 # (the task that hands the new configuration restarts it when it must).
                 continue
             why = plan.why.get(runner_id, "code changed")
+            if supervisor.state is PluginState.STOPPED:
+                # Stopped with host.stop(): it stays stopped until restarted, and then runs
+                # the new code.
+                _log.info("reload: %s; runner %s stays stopped", why, runner_id)
+                continue
             _log.info("reload: %s; restarting runner %s", why, runner_id)
             self._in_background(runner_id, "restarting it", supervisor.restart())
 
     async def _replace(self, new: RunnerPlan) -> None:
+        old = self.supervisors[new.runner_id]
+        # What the host set at runtime holds across the replacement, as across a restart:
+        # levels set with set_log_level(), and a stop (it stays stopped until a restart).
+        levels, stopped = old.log_levels, old.state is PluginState.STOPPED
         await self.remove(new.runner_id)
-        self.add(new).start()
+        supervisor = self.add(new)
+        supervisor.log_levels = levels
+        if stopped:
+            _log.info(
+                "reload: runner %s was stopped, and stays so until restarted", new.runner_id
+            )
+        else:
+            supervisor.start()
 
     async def _start(self, new: RunnerPlan) -> None:
         self.add(new).start()

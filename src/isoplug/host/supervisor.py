@@ -116,8 +116,9 @@ class RunnerSupervisor(PluginCalls):
         self._changed = asyncio.Event()
         #: How many runner processes this supervisor has started.
         self._generation = 0
-        #: Levels set at runtime, re-applied after a restart.
-        self._log_levels = LogLevels(config.log_level)
+        #: Levels set at runtime, re-applied after a restart (and handed to the supervisor that
+        #: replaces this one at a hot reload).
+        self.log_levels = LogLevels(config.log_level)
         #: Stopped by ``stop(failed_too=True)``: its plugins that could not load are STOPPED.
         self._stopped_by_user = False
         self._config_lock = asyncio.Lock()
@@ -223,16 +224,16 @@ class RunnerSupervisor(PluginCalls):
 
     def log_level(self, plugin: str) -> int:
         """The level ``plugin`` runs at: see :mod:`isoplug.host.levels`."""
-        return self._log_levels.level_of(self.manifests[plugin])
+        return self.log_levels.level_of(self.manifests[plugin])
 
     async def set_log_level(self, level: int, *, plugin: str = "", logger: str = "") -> None:
         """Set the level of the whole ``plugin``, or of ``logger`` (``""``: the runner's root),
         in the runner, now (if it runs) and after every restart, so that disabled records cost
         nothing at the source (see :mod:`isoplug.host.levels`)."""
         if plugin:
-            change = self._log_levels.set_plugin(plugin, level)
+            change = self.log_levels.set_plugin(plugin, level)
         else:
-            change = self._log_levels.set_logger(logger, level)
+            change = self.log_levels.set_logger(logger, level)
         peer = self._peer
         if self.state is PluginState.READY and peer is not None and peer.is_open:
             await peer.request(SET_LOG_LEVEL, change)
@@ -354,7 +355,7 @@ class RunnerSupervisor(PluginCalls):
     async def _run_once(self) -> tuple[ExitAccount, str | None]:
         """Run one runner process from spawn to exit; return its account and, when restarting
         cannot help, why."""
-        entries = self._log_levels.manifests(
+        entries = self.log_levels.manifests(
             [m for pid, m in self.manifests.items() if pid not in self.broken]
         )
         self._generation += 1
@@ -385,7 +386,7 @@ class RunnerSupervisor(PluginCalls):
             return False, permanent
         if self._peer is not None:
             # A copy: set_log_level() may add a logger while a request is awaited.
-            await apply_log_levels(self.runner_id, self._log_levels.changes(), self._peer)
+            await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",
