@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import Host, PluginState
+from isoplug import Host, PluginState, StateChange
 from isoplug.errors import ConnectionBroken, RequestTimeout, TransportError
 from isoplug.host import PluginInfo, PluginUnavailable
 from isoplug.host.logbridge import LogBridge
+from isoplug.testing import watching
 from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir, process_alive, running
 
 NOT_STARTED = "the host has not been started"
@@ -306,3 +307,20 @@ async def test_a_stop_and_a_restart_asked_together_both_return_the_latest_wins(
         assert host.plugin("echo").state is final
         if final is PluginState.READY:
             assert await host.call("echo", "echo", value="back") == "back"
+
+
+async def test_every_change_told_to_on_change_names_a_plugin(tmp_path: Path) -> None:
+    """A plugin that cannot be loaded is told FAILED once, with why; its runner's own end
+    (it loaded nothing) is logged, and told to ``on_change`` as no change of nobody."""
+    changes: list[StateChange] = []
+    with watching("isoplug.host") as said:
+        async with Host(
+            plugins_dir(tmp_path, "import_raises", "echo"), config=FAST, on_change=changes.append
+        ) as host:
+            await host.wait_ready(30, raise_on_failure=False)
+            await said.wait_for_record(text="none of its plugins can be loaded")
+    assert changes and all(change.plugin_ids for change in changes)
+    failed = [
+        c for c in changes if c.plugin_ids == ("import_raises",) and c.state.value == "failed"
+    ]
+    assert len(failed) == 1 and "cannot be loaded" in failed[0].message
