@@ -91,6 +91,34 @@ def test_run_config_file_errors_are_clear(tmp_path: Path) -> None:
     assert result.returncode == 2 and "missing.toml" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("code", "blamed"),
+    [
+        (
+            "import msgspec\nimport isoplug\n\nclass C(msgspec.Struct):\n    n: int = 1\n\n"
+            "class P(isoplug.Plugin):\n    config_schema = C\n",
+            True,
+        ),
+        ("import isoplug\n\nclass P(isoplug.Plugin)\n    pass\n", False),
+    ],
+    ids=["config refused", "syntax error"],
+)
+def test_run_says_a_config_error_may_come_from_the_config_file_only_for_one(
+    tmp_path: Path, code: str, blamed: bool
+) -> None:
+    """A plugin failed for its configuration, merged with --config: the file is named as a
+    place the error may come from; a plugin failed for anything else (its code) is not."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    make_plugin(plugins, code, '[restart]\npolicy = "never"\n')
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text("[subject]\nn = 'not a number'\n")
+    result = isoplug("run", "--config", str(overrides), str(plugins))
+    assert result.returncode == 1, result.stderr
+    said = "a config error may come from there" in result.stdout + result.stderr
+    assert said is blamed, result.stdout
+
+
 @pytest.mark.parametrize("declared", ["C", "42"])
 def test_schema_refuses_a_config_schema_the_runner_refuses(tmp_path: Path, declared: str) -> None:
     folder = make_plugin(

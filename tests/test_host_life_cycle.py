@@ -310,8 +310,8 @@ async def test_a_stop_and_a_restart_asked_together_both_return_the_latest_wins(
 
 
 async def test_every_change_told_to_on_change_names_a_plugin(tmp_path: Path) -> None:
-    """A plugin that cannot be loaded is told FAILED once, with why; its runner's own end
-    (it loaded nothing) is logged, and told to ``on_change`` as no change of nobody."""
+    """A plugin that cannot be loaded is told FAILED with why, then again with its runner's
+    end (it loaded nothing): each change names it."""
     changes: list[StateChange] = []
     with watching("isoplug.host") as said:
         async with Host(
@@ -323,4 +323,7 @@ async def test_every_change_told_to_on_change_names_a_plugin(tmp_path: Path) -> 
     failed = [
         c for c in changes if c.plugin_ids == ("import_raises",) and c.state.value == "failed"
     ]
-    assert len(failed) == 1 and "cannot be loaded" in failed[0].message
+    assert [("cannot be loaded" in c.message, "exited" in c.message) for c in failed] == [
+        (True, False),
+        (False, True),
+    ]

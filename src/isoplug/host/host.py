@@ -461,12 +461,9 @@ class Host(PluginSettings):
             change.message,  # sanitized: the supervisor builds it, quoting runner text cleaned
             extra={"plugin_ids": change.plugin_ids, "state": change.state.value},
         )
-        if change.plugin_ids:
-            # A runner whose every plugin could not be loaded changes state for none of them
-            # (each was said FAILED, with why, already): logged above, told to nobody else.
-            observers.state_changed(self, change)
-            if self._on_change is not None:
-                call_on_change(self._on_change, change)
+        observers.state_changed(self, change)
+        if self._on_change is not None:
+            call_on_change(self._on_change, change)
         self._waits.changed()
 
 

@@ -215,9 +215,7 @@ class RunnerSet:
         supervisor = self.add(new)
         supervisor.log_levels = levels
         if stopped:
-            _log.info(
-                "reload: runner %s was stopped, and stays so until restarted", new.runner_id
-            )
+            _log.info("reload: runner %s was stopped, and stays so until restarted", new.runner_id)
         else:
             supervisor.start()
 

@@ -419,7 +419,11 @@ class RunnerSupervisor(PluginCalls):
 
     def _set_state(self, state: PluginState, message: str, level: int = logging.INFO) -> None:
         self.state = state
-        ids = tuple(pid for pid in self.manifests if pid not in self.broken)
+        # The plugins it runs; a runner none of whose plugins could be loaded changes for
+        # them all (its end completes their failure: a change names a plugin, always).
+        ids = tuple(pid for pid in self.manifests if pid not in self.broken) or tuple(
+            self.manifests
+        )
         self._notify(StateChange(self.runner_id, ids, state, message, level))
         self._changed.set()
         self._changed = asyncio.Event()
