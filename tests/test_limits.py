@@ -29,6 +29,7 @@ from isoplug.host import PluginInfo
 from isoplug.host.limits import LimitWatch, read_usage
 from isoplug.host.manifest import ManifestError, load_manifest
 from isoplug.host.registry import plan_runners
+from isoplug.host.status import ExitAccount
 from isoplug.runner import health
 from isoplug.runner.workers import WorkerPool
 from isoplug.sizes import parse_size
@@ -280,7 +281,8 @@ async def test_a_sigxcpu_from_someone_else_is_not_blamed_on_a_cpu_limit(
 
 def test_a_sigkill_at_the_hard_cpu_limit_is_accounted_with_the_cpu_time_seen() -> None:
     """A plugin that handles SIGXCPU gets the kernel's SIGKILL later, which the host did not
-    send: the account says what the CPU time was, rather than "sender unknown" alone."""
+    send: the account says the kernel sent it at the limit, and what the CPU time was, not
+    "sender unknown"."""
 
     async def account() -> tuple[str | None, str]:
         watch = LimitWatch("spinner", ResourceLimits(cpu_seconds=2))
@@ -292,6 +294,14 @@ def test_a_sigkill_at_the_hard_cpu_limit_is_accounted_with_the_cpu_time_seen() -
     limit, note = asyncio.run(account())
     assert limit == "cpu_seconds"
     assert "its CPU time was 7.5 s when last seen, past its limit cpu_seconds = 2" in note
+    described = ExitAccount(
+        "spinner", 42, -9, 9.0, 0, note, status_known=True, limit=limit
+    ).describe()
+    assert described.startswith(
+        "runner spinner (pid 42) was killed by SIGKILL from the kernel at its CPU time limit; "
+        "its CPU time was 7.5 s"
+    ), described
+    assert "sender unknown" not in described
 
 
 # -- open_files -----------------------------------------------------------------------------

@@ -122,11 +122,12 @@ class ExitAccount:
         if sent is not None:
             # What is left of the reason may say it already.
             return "" if sent in reason else f" from the host: {sent}"
+        if self.limit == "cpu_seconds":
+            # The reason says which limit and the CPU time that reached it (SIGXCPU at the
+            # soft limit, SIGKILL at the hard one, past it).
+            return " from the kernel at its CPU time limit"
         if self.returncode != -signal.SIGKILL:
             # The kernel does not say who sent it; for a fault, what the signal means.
-            if self.limit == "cpu_seconds":
-                # The reason says which limit and the CPU time that reached it.
-                return " from the kernel at its CPU time limit"
             # A SIGXCPU the host cannot tie to a limit it set is anyone's.
             hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
             return f", not sent by the host ({hint or 'sender unknown'})"
