@@ -210,6 +210,10 @@ async def test_bad_plugins_are_reported_and_skipped_while_the_others_run(tmp_pat
         assert "raised ImportError: this plugin needs libfoo 2.0" in broken.error
         assert 'import_raises_plugin.py", line 1' in broken.error
         assert await host.call("echo", "add", a=1, b=1) == 2
+        # A call to the skipped one says why there is none.
+        with pytest.raises(PluginUnavailable, match=r"no plugin 'unknown_field' \(plugins: ") as no:
+            await host.call("unknown_field", "anything")
+        assert "; skipped: " in str(no.value) and "'captabilities'" in str(no.value)
 
 
 async def test_graceful_stop_runs_teardown_and_exits_zero(tmp_path: Path) -> None:

@@ -77,7 +77,16 @@ class RunnerSet:
         supervisor = self.runner_of.get(plugin_id)
         if supervisor is None:
             known = ", ".join(sorted(self.runner_of)) or "none"
-            raise PluginUnavailable(f"no plugin {plugin_id!r} (plugins: {known})")
+            skipped = self.folder_problems
+            # Its folder may be there, skipped for its plugin.toml (a typo): say so, or the
+            # caller looks for a plugin that "does not exist".
+            more = (
+                f"; skipped: {skipped[0]}"
+                + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else "")
+                if skipped
+                else ""
+            )
+            raise PluginUnavailable(f"no plugin {plugin_id!r} (plugins: {known}{more})")
         return supervisor
 
     def discover(self) -> Discovery:
