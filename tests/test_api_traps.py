@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from isoplug import Host, PluginFailed, PluginState, UnencodableValue
+from isoplug import Host, PluginFailed, PluginState, SupervisorConfig, UnencodableValue
 from isoplug.control import CapabilityRequest
 from isoplug.errors import (
     InvalidParams,
@@ -23,6 +23,7 @@ from isoplug.errors import (
     RequestTimeout,
     ValueTooLarge,
 )
+from isoplug.host.levels import level_number
 from isoplug.host.manifest import RestartPolicy
 from isoplug.runner.dispatch import MAX_RESULT_BYTES
 from isoplug.wire import encode_value
@@ -388,3 +389,18 @@ def test_the_codecs_own_error_says_where_too() -> None:
         "cannot send a value of type CapabilityRequest: value.kwargs['at'][1] is a "
         "tests.test_api_traps.Thing (Encoding objects of type Thing is unsupported)"
     )
+
+
+def test_host_settings_given_where_plugins_configuration_goes_say_where_they_go() -> None:
+    """``Host(config={"call_timeout": 5})``: a SupervisorConfig field is no plugin id."""
+    with pytest.raises(TypeError, match=r"pass config=SupervisorConfig\(call_timeout=5\)"):
+        Host("plugins", config={"call_timeout": 5})  # type: ignore[dict-item] # as untyped code may
+
+
+def test_an_unknown_log_level_is_refused_where_it_is_given() -> None:
+    """At ``SupervisorConfig()``, not at the host's start; naming the field and the names."""
+    with pytest.raises(ValueError, match=r"log_level must name a level \(DEBUG, INFO, "):
+        SupervisorConfig(log_level="verbose")
+    assert SupervisorConfig(log_level="debug").log_level == "debug"
+    with pytest.raises(ValueError, match=r"unknown log level 'verbose': give a number or a name"):
+        level_number("verbose")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -122,6 +123,14 @@ class SupervisorConfig:
                 raise ValueError(f"{name} must be an integer of at least {least}, not {value!r}")
         if not 0 <= self.runner_nice <= 19:
             raise ValueError(f"runner_nice must be 0 to 19, not {self.runner_nice!r}")
+        if self.log_level is not None and not (
+            isinstance(self.log_level, str)
+            and isinstance(logging.getLevelName(self.log_level.upper()), int)
+        ):
+            raise ValueError(
+                f"SupervisorConfig: log_level must name a level ({LEVEL_NAMES}), not "
+                f"{self.log_level!r}"
+            )
 
 
 def split_host_config(
@@ -132,6 +141,19 @@ def split_host_config(
     configuration: ``config`` may be either (``Host(config={"greeter": {...}})`` gives the
     plugins' configuration by plugin id), but the plugins' configuration is given once."""
     if isinstance(config, Mapping):
+        settings = [
+            key
+            for key, value in config.items()
+            if key in _FIELD_NAMES and not isinstance(value, Mapping)
+        ]
+        if settings:
+            # A newcomer's Host(config={"call_timeout": 5}): not a plugin named call_timeout.
+            example = ", ".join(f"{key}={config[key]!r}" for key in settings)
+            raise TypeError(
+                f"Host(config=...): {', '.join(map(repr, settings))} is a setting of "
+                f"SupervisorConfig: pass config=SupervisorConfig({example}); a mapping there "
+                "is the plugins' configuration, a table per plugin id"
+            )
         if plugin_config is not None:
             raise TypeError(
                 "Host(): give the plugins' configuration once, as config={id: table} or "
@@ -139,3 +161,8 @@ def split_host_config(
             )
         return SupervisorConfig(), config
     return config or SupervisorConfig(), plugin_config
+
+
+_FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(SupervisorConfig))
+#: The standard level names, for messages.
+LEVEL_NAMES = "DEBUG, INFO, WARNING, ERROR, CRITICAL, or one given to logging.addLevelName"

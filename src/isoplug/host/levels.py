@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from isoplug.control import LogLevelChange
+from isoplug.host.config import LEVEL_NAMES
 from isoplug.host.manifest import Manifest
 
 __all__ = ["LogLevels", "level_number"]
@@ -30,7 +31,7 @@ def level_number(level: int | str) -> int:
         return level
     number = logging.getLevelName(level.upper())
     if not isinstance(number, int):
-        raise ValueError(f"unknown log level {level!r}")
+        raise ValueError(f"unknown log level {level!r}: give a number or a name ({LEVEL_NAMES})")
     return number
 
 
