@@ -80,6 +80,13 @@ async def test_unknown_method_names_the_plugin_and_lists_its_methods(tmp_path: P
             r"available methods: add, call_host",
         ):
             await host.call("echo", "nope")
+        # Defined by its class, not marked: what is missing is said.
+        with pytest.raises(
+            MethodNotFound,
+            match=r"plugin 'echo' has no method 'on_note' \(its class defines it, but without "
+            r"@isoplug.method: only marked methods can be called\); available methods: add",
+        ):
+            await host.call("echo", "on_note")
         with pytest.raises(PluginUnavailable, match=r"no plugin 'ghost' \(plugins: echo\)"):
             await host.call("ghost", "echo")
 

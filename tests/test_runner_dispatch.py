@@ -49,6 +49,8 @@ def test_decorators_declare_methods_and_subscriptions() -> None:
     summary = LoadedPlugin("sample", Sample()).summary()
     assert summary.methods == ("broken", "greet", "where")
     assert summary.events == ("a", "b")
+    # Public functions not marked (a forgotten @isoplug.method): a call of one says so.
+    assert summary.unmarked == ("not_exposed", "record")
 
 
 async def test_async_methods_run_on_the_loop_and_sync_ones_in_a_worker_thread() -> None:

@@ -281,6 +281,9 @@ class PluginSummary(msgspec.Struct, frozen=True):
 
     methods: OfferedNames = ()
     events: OfferedNames = ()
+    #: Public functions its class defines without ``@isoplug.method`` (none of the
+    #: ``isoplug.Plugin`` base's): a call of one says what is missing.
+    unmarked: OfferedNames = ()
 
 
 #: Processes a ready report names as inherited, at most (see ReadyReport.inherited).

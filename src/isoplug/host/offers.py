@@ -104,16 +104,24 @@ class Offers:
     def method_not_found(self, plugin_id: str, method: str) -> MethodNotFound:
         """The error for a call of ``method``, which ``plugin_id`` does not offer: the plugin's
         method names sanitized, the first :data:`MAX_LISTED_METHODS` listed, the rest counted."""
-        methods = self.summary(plugin_id).methods
+        summary = self.summary(plugin_id)
+        methods = summary.methods
         listed = ", ".join(
             clean_text(name, MAX_OFFERED_NAME_CHARS) for name in methods[:MAX_LISTED_METHODS]
         )
         if len(methods) > MAX_LISTED_METHODS:
             listed += f" and {len(methods) - MAX_LISTED_METHODS:,} more"
+        unmarked = (
+            " (its class defines it, but without @isoplug.method: only marked methods can be "
+            "called)"
+            if method in summary.unmarked
+            else ""
+        )
         error = MethodNotFound(
             f"{plugin_id}.{method}",
             "isoplug.errors.MethodNotFound",
-            f"plugin {plugin_id!r} has no method {method!r}; available methods: {listed or 'none'}",
+            f"plugin {plugin_id!r} has no method {method!r}{unmarked}; available methods: "
+            f"{listed or 'none'}",
         )
         error.asked = False  # the runner is not asked: its text must not say it failed there
         return error

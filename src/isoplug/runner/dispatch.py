@@ -14,12 +14,19 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from isoplug.control import CallOutcome, CallRequest, EventDelivery, PluginSummary
+from isoplug.control import (
+    MAX_OFFERED_NAME_CHARS,
+    MAX_OFFERED_NAMES,
+    CallOutcome,
+    CallRequest,
+    EventDelivery,
+    PluginSummary,
+)
 from isoplug.errors import UnencodableValue
 from isoplug.logs.sources import current_source
 from isoplug.rpc.remote_errors import (
@@ -109,8 +116,27 @@ class LoadedPlugin:
 
     def summary(self) -> PluginSummary:
         return PluginSummary(
-            methods=tuple(sorted(self.methods)), events=tuple(sorted(self.subscriptions))
+            methods=tuple(sorted(self.methods)),
+            events=tuple(sorted(self.subscriptions)),
+            unmarked=_unmarked(type(self.instance), self.methods)[:MAX_OFFERED_NAMES],
         )
+
+
+def _unmarked(plugin_class: type, exported: Mapping[str, object]) -> tuple[str, ...]:
+    """Public functions of ``plugin_class`` (not of :class:`~isoplug.Plugin`, not hooks) that
+    are not exported methods."""
+    names = []
+    for attribute in dir(plugin_class):
+        if attribute.startswith("_") or attribute in exported or attribute in _HOOKS:
+            continue
+        if hasattr(Plugin, attribute) or len(attribute) > MAX_OFFERED_NAME_CHARS:
+            continue
+        function = inspect.getattr_static(plugin_class, attribute, None)
+        if isinstance(function, staticmethod | classmethod):
+            function = function.__func__
+        if inspect.isfunction(function) and not hasattr(function, METHOD_MARK):
+            names.append(attribute)
+    return tuple(names)
 
 
 class PluginTable:
