@@ -11,6 +11,7 @@ import pytest
 import isoplug
 from isoplug.control import CallRequest, EventDelivery
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable
+from isoplug.runner.loader import PluginLoadError
 
 
 class Sample(isoplug.Plugin):
@@ -117,3 +118,24 @@ def test_on_event_needs_a_name() -> None:
     """@on_event() without a name is a mistake caught at class definition."""
     with pytest.raises(TypeError, match="needs one or more event names"):
         isoplug.on_event()
+
+
+def test_an_event_handler_that_cannot_take_the_payload_fails_the_load() -> None:
+    """Caught when the plugin loads, saying how to declare it; not at each event, with a
+    TypeError from isoplug's frames."""
+
+    class Forgetful(isoplug.Plugin):
+        @isoplug.on_event("reset")
+        async def on_reset(self) -> None: ...
+
+    class Fine(isoplug.Plugin):
+        @isoplug.on_event("reset")
+        async def on_reset(self, payload: Any, extra: int = 0) -> None: ...
+
+    with pytest.raises(
+        PluginLoadError,
+        match=r"event handler on_reset\(\) cannot take the event's payload \(too many positional "
+        r"arguments\): declare it as def on_reset\(self, payload\)",
+    ):
+        LoadedPlugin("forgetful", Forgetful())
+    assert LoadedPlugin("fine", Fine()).summary().events == ("reset",)

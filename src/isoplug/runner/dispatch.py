@@ -111,7 +111,10 @@ class LoadedPlugin:
                     )
                 self.methods[name] = bound
                 self.calls[name] = MethodInfo(f"{plugin_id}.{name}", bound)
-            for event in getattr(function, EVENTS_MARK, ()):
+            events = getattr(function, EVENTS_MARK, ())
+            if events:
+                _check_handler(plugin_id, attribute, bound)
+            for event in events:
                 self.subscriptions.setdefault(event, []).append(bound)
 
     def summary(self) -> PluginSummary:
@@ -120,6 +123,23 @@ class LoadedPlugin:
             events=tuple(sorted(self.subscriptions)),
             unmarked=_unmarked(type(self.instance), self.methods)[:MAX_OFFERED_NAMES],
         )
+
+
+def _check_handler(plugin_id: str, attribute: str, handler: Callable[..., Any]) -> None:
+    """An event handler is called with the payload: one that cannot take it fails the load
+    (not each event, with a TypeError from isoplug's frames)."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # a builtin: its call says
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        raise PluginLoadError(
+            f"plugin {plugin_id!r}: event handler {attribute}{shown} cannot take the "
+            f"event's payload ({exc}): declare it as def {attribute}(self, payload)"
+        ) from None
 
 
 def _unmarked(plugin_class: type, exported: Mapping[str, object]) -> tuple[str, ...]:
