@@ -176,7 +176,9 @@ class PluginHarness:
 
     async def crash(self, plugin: str | None = None, *, timeout: float = 30.0) -> PluginInfo:
         """Kill the plugin's runner process (SIGKILL, as a segfault or the OOM killer would)
-        and wait until the host has restarted it and it is ready again; its new state.
+        and wait until the host has restarted it and it is ready again; its new state. The host
+        did not send that signal: its exit account says so (``sender unknown``), as of any kill
+        from outside.
 
         Raises :class:`~isoplug.PluginFailed` as soon as the host gives the plugin up (its
         ``[restart]`` policy is ``never``, or it crashed too often), naming why, and
