@@ -391,6 +391,22 @@ def test_the_codecs_own_error_says_where_too() -> None:
     )
 
 
+def test_an_unawaited_coroutine_asks_whether_an_await_was_forgotten() -> None:
+    async def now() -> float:
+        return 0.0
+
+    pending = now()
+    try:
+        with pytest.raises(LocalProtocolError) as raised:
+            encode_value(CapabilityRequest(plugin="p", name="n", kwargs={"at": pending}))
+    finally:
+        pending.close()
+    assert str(raised.value).endswith(
+        "value.kwargs['at'] is a coroutine (Encoding objects of type coroutine is unsupported; "
+        "was an await forgotten?)"
+    )
+
+
 def test_host_settings_given_where_plugins_configuration_goes_say_where_they_go() -> None:
     """``Host(config={"call_timeout": 5})``: a SupervisorConfig field is no plugin id."""
     with pytest.raises(TypeError, match=r"pass config=SupervisorConfig\(call_timeout=5\)"):

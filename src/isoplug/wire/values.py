@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 from types import MappingProxyType
 from typing import Any
 
@@ -122,6 +123,9 @@ def _locate(value: object, path: str, problem: str, ancestors: set[int], depth: 
         if found is not None:
             return found
     ancestors.discard(id(value))
+    if inspect.isawaitable(value):
+        # The usual cause: a call of an async function whose result was not awaited.
+        problem += "; was an await forgotten?"
     return f"{path} is {_article(describe_type(value))} ({problem})"
 
 
