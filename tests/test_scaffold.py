@@ -70,3 +70,9 @@ def test_new_says_why_a_name_is_refused(
     assert main(["new", str(tmp_path / name)]) == 2
     assert f"{name!r} cannot name a plugin: {why} (it is the plugin id" in capsys.readouterr().err
     assert not (tmp_path / name).exists()
+
+
+def test_new_in_the_current_folder_asks_for_a_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """``isoplug new .`` names a folder that is there, not a new plugin's."""
+    assert main(["new", "."]) == 2
+    assert "'.' names no new folder: give the plugin's name" in capsys.readouterr().err

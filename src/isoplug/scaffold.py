@@ -122,6 +122,12 @@ def new_plugin(path: Path) -> list[Path]:
     """Make a plugin folder at ``path`` (its last part is the plugin id and module name);
     return the files written."""
     name = path.name
+    if not name:
+        # ".", "..", "/": a folder that is there, not the new plugin's.
+        raise ScaffoldError(
+            f"{str(path)!r} names no new folder: give the plugin's name (a folder of that name "
+            "is made), e.g. 'isoplug new weather_report'"
+        )
     why = _bad_name(name)
     if why is not None:
         raise ScaffoldError(
