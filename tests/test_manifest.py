@@ -70,8 +70,15 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (MINIMAL + 'captabilities = ["x"]\n', "unknown field(s) 'captabilities'"),
+        (
+            MINIMAL + 'captabilities = ["x"]\n',
+            "unknown field(s) 'captabilities' (did you mean 'capabilities'?)",
+        ),
         (MINIMAL + "[restart]\nretries = 3\n", "unknown field(s) 'restart.retries'"),
+        (
+            MINIMAL + "[restart]\nbackof_max = 3\n",
+            "unknown field(s) 'restart.backof_max' (did you mean 'backoff_max'?)",
+        ),
         ('version = "1"\nentry = "m:P"\n', "field 'id': is required but missing"),
         ('id = "p"\nversion = "1"\n', "field 'entry': is required but missing"),
         (

@@ -10,13 +10,15 @@ got integer -1``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 
-__all__ = ["ExplainedError", "explain_validation_error"]
+__all__ = ["ExplainedError", "closest_field", "explain_validation_error"]
 
 #: msgspec ends a message with where the problem is: `` - at `$.cache.seconds```.
 _AT = " - at `$"
@@ -203,3 +205,30 @@ def _resolve(document: Any, path: str, depth: int) -> Any:
             if found is not _UNRESOLVED:
                 return found
     return _UNRESOLVED
+
+
+def closest_field(dotted: str, root: type[msgspec.Struct]) -> str | None:
+    """The field of ``root`` closest to the unknown one at ``dotted`` (``restart.backof``:
+    ``backoff_max``...), among those of the table it is in; None when none is close (a typo's
+    "did you mean")."""
+    parent, _, name = dotted.rpartition(".")
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
+    for part in parent.split(".") if parent else ():
+        table = _struct_of(info)
+        fields = {} if table is None else {f.encode_name: f.type for f in table.fields}
+        if part not in fields:
+            return None
+        info = fields[part]
+    table = _struct_of(info)
+    if table is None:
+        return None
+    close = difflib.get_close_matches(name, [f.encode_name for f in table.fields], n=1)
+    return close[0] if close else None
+
+
+def _struct_of(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
+    """The struct ``info`` is, or the one struct of the union it is (``Table | None``)."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        structs = [kind for kind in info.types if isinstance(kind, msgspec.inspect.StructType)]
+        return structs[0] if len(structs) == 1 else None
+    return info if isinstance(info, msgspec.inspect.StructType) else None

@@ -82,7 +82,7 @@ import msgspec
 from isoplug.control import ResourceLimits
 from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
 from isoplug.sizes import parse_size
-from isoplug.validation import explain_validation_error
+from isoplug.validation import closest_field, explain_validation_error
 
 __all__ = [
     "MANIFEST_NAME",
@@ -461,7 +461,9 @@ def _manifest_error(path: Path, document: Mapping[str, Any], message: str) -> Ma
     ``plugin.toml: field 'restart.window': must be a number of 0 or more, got integer -1``."""
     explained = explain_validation_error(message, document, _PATTERN_HINTS, PluginToml)
     if explained.unknown:
-        return ManifestError(path, None, f"unknown field(s) {explained.field!r}")
+        close = closest_field(explained.field or "", PluginToml)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        return ManifestError(path, None, f"unknown field(s) {explained.field!r}{hint}")
     return ManifestError(path, explained.field, explained.problem)
 
 
