@@ -475,8 +475,8 @@ async def test_requests_with_large_params_run_only_as_many_as_fit_at_once(
             asyncio.ensure_future(client.request("hold", b"x" * 1_000_000, timeout=30))
             for _ in range(6)
         ]
-        await eventually(lambda: len(running) == 3, 10)
-        assert len(server._dispatcher.admission.queued) == 3
+        await eventually(lambda: len(server._dispatcher.admission.queued) == 3, 10)
+        assert len(running) == 3
         release.set()
         assert await asyncio.gather(*calls) == [1_000_000] * 6
     assert most == 3

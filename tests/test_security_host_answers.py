@@ -21,9 +21,11 @@ from isoplug.control import MAX_OFFERED_NAME_CHARS, MAX_OFFERED_NAMES
 from isoplug.errors import MethodNotFound, RemoteError
 from isoplug.host.capabilities import MAX_RESULT_BYTES
 from isoplug.host.offers import MAX_LISTED_METHODS
+from isoplug.rpc.dispatch import private_errors
 from tests.plugins_fixtures import FAST, plugins_dir, running
 from tests.plugins_fixtures.namer.namer_plugin import HOSTILE, ORDINARY
 from tests.record_waiter import watching
+from tests.rpc_helpers import memory_peers
 
 #: What shows that host code reached the plugin: a frame of this file (where the test's host
 #: capabilities live), of isoplug's host side, or a traceback forwarded from the host.
@@ -100,18 +102,40 @@ async def test_a_failing_capability_tells_the_plugin_type_and_message_only(
         assert not host_marks(failed.value), str(failed.value)
 
 
-async def test_a_host_failure_the_plugin_sees_without_traceback_is_logged_with_it(
-    tmp_path: Path,
-) -> None:
-    """The plugin gets the type and message of a failure of the host's own code (here the
-    arguments a capability cannot take); the host's log has it whole, traceback included."""
-    async with running(tmp_path, "echo", logger="isoplug.rpc") as (host, waiter):
-        host.register_capability("test.add", take_x)
-        with pytest.raises(RemoteError, match="unexpected keyword argument 'y'"):
-            await host.call("echo", "call_host", name="test.add", kwargs={"y": 1})
-        record = await waiter.wait_for("isoplug.rpc", "failed here")
+async def test_a_host_failure_the_plugin_sees_without_traceback_is_logged_with_it() -> None:
+    """The peer gets the type and message of a failure of the host's own code in a handler of
+    the host's (as every route a runner may ask is); the host's log has it whole, traceback
+    included."""
+
+    async def host_code(_: Any) -> None:
+        raise TypeError("the host's own bug at /srv/app/secret.py")
+
+    with watching("isoplug.rpc") as said:
+        async with memory_peers(server_handlers={"route": private_errors(host_code)}) as (
+            runner,
+            _,
+        ):
+            with pytest.raises(RemoteError, match="the host's own bug") as told:
+                await runner.request("route", None, timeout=10)
+            record = await said.wait_for_record(text="failed here")
+    assert told.value.remote_traceback == ""
     assert "(it is told the type and message only)" in record.getMessage()
     assert record.exc_info is not None and record.exc_info[0] is TypeError
+
+
+async def test_arguments_a_capability_cannot_take_fail_the_call_as_its_failure(
+    tmp_path: Path,
+) -> None:
+    """No host code ran: the plugin gets a CapabilityFailed saying what does not fit, and the
+    host says it once, on isoplug.host, with no traceback."""
+    with watching("isoplug.host") as said:
+        async with running(tmp_path, "echo") as (host, _):
+            host.register_capability("test.add", take_x)
+            with pytest.raises(RemoteError, match="unexpected keyword argument 'y'") as told:
+                await host.call("echo", "call_host", name="test.add", kwargs={"y": 1})
+            record = await said.wait_for_record(text="was called with arguments that do not fit")
+    assert told.value.remote_type == "isoplug.errors.CapabilityFailed"
+    assert record.exc_info is None
 
 
 @pytest.mark.parametrize("failure", ["unencodable result", "too large a result"])

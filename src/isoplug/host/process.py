@@ -402,9 +402,21 @@ class RunnerProcess:
             # Stopped (SIGSTOP, a debugger): it could not act on SIGTERM at all.
             why = f"it was stopped (SIGSTOP, or a debugger) and did not end {ignored:.1f} s "
             why += "after SIGTERM"
+            _log.warning(
+                "runner %s (pid %d) was stopped (SIGSTOP, or a debugger) and did not end "
+                "%.1f s after SIGTERM; sending SIGKILL",
+                name,
+                self.pid,
+                ignored,
+            )
         else:
             why = f"it ignored SIGTERM for {ignored:.1f} s"
-        _log.warning("runner %s (pid %d): %s; sending SIGKILL", name, self.pid, why)
+            _log.warning(
+                "runner %s (pid %d) ignored SIGTERM for %.1f s; sending SIGKILL",
+                name,
+                self.pid,
+                ignored,
+            )
         await self.kill_and_wait(why, name)
 
     async def close(
