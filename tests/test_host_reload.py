@@ -177,6 +177,22 @@ def test_plan_restarts_for_code_only_and_names_the_file(tmp_path: Path) -> None:
     assert plan.restart == ("echo",) and plan.why["echo"] == f"{data} changed"
 
 
+def test_plan_does_not_restart_for_code_that_does_not_compile(tmp_path: Path) -> None:
+    """A file saved in the middle of an edit: the runner keeps the code it loaded, and the
+    plan says where and why; the file compiling again restarts it."""
+    directory = copy_plugins(tmp_path, "echo")
+    code = directory / "echo" / "echo_plugin.py"
+    good = code.read_text()
+    code.write_text(good + "\ndef half(:\n")
+    plan, _ = plan_reload(running_plans(directory), discover(directory), [code], Path.is_file)
+    assert plan and plan.restart == ()
+    assert plan.uncompiled["echo"].startswith(f"{code}, line ")
+    assert plan.uncompiled["echo"].endswith(": SyntaxError: invalid syntax")
+    code.write_text(good)
+    plan, _ = plan_reload(running_plans(directory), discover(directory), [code], Path.is_file)
+    assert plan.restart == ("echo",) and not plan.uncompiled
+
+
 # -- with real runners -----------------------------------------------------------------------
 
 
@@ -195,6 +211,28 @@ async def test_editing_code_restarts_that_plugin_only(tmp_path: Path) -> None:
         logging.getLogger(__name__).info("edit to ready: %.3f s", time.monotonic() - edited)
         assert host.plugin("leveled").pid == other_pid
         assert await host.call("echo", "echo", 5) == 5
+
+
+async def test_a_syntax_error_saved_mid_edit_keeps_the_plugin_running(tmp_path: Path) -> None:
+    """Saved with a syntax error, the plugin's code is not restarted into a failure: it keeps
+    running (same runner, still answering), the log says where; fixed, it restarts."""
+    directory = copy_plugins(tmp_path, "echo")
+    async with reloading(directory) as host:
+        pid = host.plugin("echo").pid
+        code = directory / "echo" / "echo_plugin.py"
+        good = code.read_text()
+        with watching("isoplug.host") as said:
+            code.write_text(good + "\ndef half(:\n")
+            record = await said.wait_for_record(text="it keeps running the code it loaded")
+        assert "echo_plugin.py, line " in record.getMessage()
+        assert host.plugin("echo").pid == pid and await host.call("echo", "echo", 1) == 1
+        code.write_text(good + "\n# fixed\n")
+        await eventually(
+            lambda: (
+                host.plugin("echo").pid not in (None, pid)
+                and host.plugin("echo").state.value == "ready"
+            )
+        )
 
 
 async def test_new_and_removed_plugin_folders(tmp_path: Path) -> None:
@@ -588,7 +626,8 @@ def test_isoplug_run_reload_exit_code_counts_what_is_fixed_by_the_end(tmp_path: 
     try:
         console.read_until("ready: runner echo", "reload: watching", "unknown field(s) 'bogus'")
         saved = code.read_text()
-        code.write_text("import isoplug\nclass Echo(isoplug.Plugin:\n")
+        # Compiles (a syntax error would keep the runner: see above), fails to import.
+        code.write_text("import isoplug\nimport a_module_not_written_yet\n")
         console.read_until("plugin echo: failed")
         code.write_text(saved)
         console.read_until("plugin echo: ready")

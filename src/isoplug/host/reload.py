@@ -83,9 +83,13 @@ class ReloadPlan:
     why: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: The problem of each of ``kept``, by plugin id (one of the problems found).
     kept_problems: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Runners not restarted for their code because a changed Python file of theirs does not
+    #: compile (a save in the middle of an edit): runner id -> where and why. Each keeps
+    #: running the code it loaded; the file saved again is tried again.
+    uncompiled: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.start or self.stop or self.replace or self.restart)
+        return bool(self.start or self.stop or self.replace or self.restart or self.uncompiled)
 
 
 def plan_reload(
@@ -159,14 +163,21 @@ def plan_reload(
         and not any(manifest_exists(folder / MANIFEST_NAME) for folder in path.parents)
     ]
     restart: list[str] = []
+    uncompiled: dict[str, str] = {}
     for runner_id, plan in wanted.items():
         if runner_id in settled or runner_id not in running:
             continue
         # The code of the plugins it runs, and of those its new plan adds.
         cause = shared[0] if shared else _code_change(changed, plan, running[runner_id])
-        if cause is not None:
-            restart.append(runner_id)
-            why[runner_id] = f"{_shown(cause)} changed"
+        if cause is None:
+            continue
+        ours = [path for path in changed if _in_plan(path, plan) or path in shared]
+        broken = _syntax_error(ours)
+        if broken is not None:
+            uncompiled[runner_id] = broken
+            continue
+        restart.append(runner_id)
+        why[runner_id] = f"{_shown(cause)} changed"
     touched = frozenset(
         manifest.id
         for plan in known
@@ -190,6 +201,7 @@ def plan_reload(
             touched,
             why,
             kept_problems,
+            uncompiled,
         ),
         problems,
     )
@@ -238,6 +250,26 @@ def _shown(path: object) -> str:
 
 def _real(directory: Path) -> Path:
     return directory.resolve()
+
+
+def _syntax_error(paths: Iterable[Path]) -> str | None:
+    """Where and why the first of the Python files ``paths`` that does not compile fails
+    (None: they all do, or are gone). Only compiled, never run."""
+    for path in paths:
+        if path.suffix != ".py":
+            continue
+        try:
+            source = path.read_bytes()
+        except OSError:
+            continue  # removed, or replaced meanwhile: the next change says
+        try:
+            compile(source, str(path), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            line = getattr(exc, "lineno", None)
+            where = f"{_shown(path)}, line {line}" if line else _shown(path)
+            reason = clean_text(str(getattr(exc, "msg", exc)), _MAX_PATH_CHARS)
+            return f"{where}: {type(exc).__name__}: {reason}"
+    return None
 
 
 def _code_change(changed: Iterable[Path], *plans: RunnerPlan) -> Path | None:
@@ -372,7 +404,10 @@ class PluginReloader:
                 clean_path(exc, _MAX_PROBLEM_CHARS),
             )
             return
-        plan, problems = plan_reload(self._running(), discovery, paths, Path.is_file, self._folders)
+        # Off the loop: it compiles the changed Python files (see ReloadPlan.uncompiled).
+        plan, problems = await asyncio.to_thread(
+            plan_reload, self._running(), discovery, paths, Path.is_file, self._folders
+        )
         # A folder that was a plugin's stays one while it exists: removed in steps (its
         # plugin.toml first, the rest later), its files are still not shared code.
         self._folders = plugin_folders(discovery) | {f for f in self._folders if f.is_dir()}

@@ -200,6 +200,13 @@ class RunnerSet:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
             await self._step(new.runner_id, "starting it", self._start(new))
+        for runner_id, problem in plan.uncompiled.items():
+            _log.warning(
+                "reload: runner %s: %s; it keeps running the code it loaded (the file is tried "
+                "again once saved again)",
+                runner_id,
+                problem,
+            )
         for runner_id in plan.restart:
             supervisor = self.supervisors.get(runner_id)
             if runner_id in replaced or supervisor is None:
