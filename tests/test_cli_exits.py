@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,13 @@ def test_errors_that_end_the_command_go_to_stderr(tmp_path: Path) -> None:
     result = isoplug("run", str(tmp_path / "empty"))
     assert result.returncode == 1
     assert "nothing to run" in result.stderr and "nothing to run" not in result.stdout
+    assert "a plugins folder holds one folder per plugin" in result.stderr
+    # The folder above the plugins folder: said where the plugins are.
+    (tmp_path / "app" / "plugins").mkdir(parents=True)
+    shutil.copytree(FIXTURES / "echo", tmp_path / "app" / "plugins" / "echo")
+    result = isoplug("run", str(tmp_path / "app"))
+    assert result.returncode == 1
+    assert f"is one level deeper: isoplug run {tmp_path / 'app' / 'plugins'}?" in result.stderr
 
 
 async def test_exit_code_1_when_a_plugin_failed_or_was_skipped(tmp_path: Path) -> None:

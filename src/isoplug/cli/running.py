@@ -42,6 +42,7 @@ from isoplug.cli.signals import (
 )
 from isoplug.cli.telemetry import telemetry
 from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
+from isoplug.host.manifest import MANIFEST_NAME
 from isoplug.host.registry import discover, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
 from isoplug.wire.sanitize import clean_text
@@ -271,7 +272,7 @@ async def run_host(
             host.register_capability(name, function)
         count = len(host.plugins())
         if count == 0 and not options.reload:
-            fatal(f"nothing to run in {plugins_dir} (no valid plugin.toml found)")
+            fatal(f"nothing to run in {plugins_dir} ({_why_nothing(plugins_dir)})")
             return EXIT_PLUGIN_FAILED
         log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, shown(plugins_dir))
         if options.tui:
@@ -317,3 +318,18 @@ async def run_host(
         )
         return EXIT_PLUGIN_FAILED
     return EXIT_OK
+
+
+def _why_nothing(plugins_dir: Path) -> str:
+    """Why a plugins folder gave no plugin, with a hint where the user likely meant another
+    folder: one whose plugin folders are a level deeper."""
+    if any(plugins_dir.glob("*/plugin.toml")) or (plugins_dir / MANIFEST_NAME).is_file():
+        return "no valid plugin.toml found"
+    deeper = sorted(plugins_dir.glob("*/*/plugin.toml"))
+    if not deeper:
+        return "no plugin.toml found: a plugins folder holds one folder per plugin"
+    meant = shown(deeper[0].parent.parent)
+    return (
+        f"no plugin.toml found in its folders; {shown(deeper[0])} is one level deeper: "
+        f"isoplug run {meant}?"
+    )
