@@ -73,6 +73,14 @@ def test_schema_of_a_plugin_without_config_schema_leaves_config_open() -> None:
     assert root["properties"]["config"]["type"] == "object"
 
 
+def test_schema_of_a_plugins_folder_names_a_plugin_folder_to_give() -> None:
+    result = isoplug("schema", str(FIXTURES))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "it is a plugins folder: give one plugin's folder, e.g. isoplug schema " in (
+        result.stderr
+    )
+
+
 def test_schema_says_why_it_cannot_read_a_plugin() -> None:
     result = isoplug("schema", str(FIXTURES / "import_raises"))
     assert result.returncode == 2

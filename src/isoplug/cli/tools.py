@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from isoplug.cli.say import say_error, shown
-from isoplug.host.manifest import Manifest, ManifestError, load_manifest
+from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from isoplug.host.schema import IMPORT_TIMEOUT, SchemaUnavailable, plugin_toml_schema
 
 
@@ -32,6 +32,15 @@ def print_schema(plugin_dir: Path, timeout: float = IMPORT_TIMEOUT) -> int:
         manifest = load_manifest(plugin_dir)
         schema = plugin_toml_schema(manifest, timeout=timeout, on_output=_show_output(manifest))
     except (ManifestError, SchemaUnavailable, subprocess.TimeoutExpired) as exc:
+        inside = sorted(plugin_dir.glob(f"*/{MANIFEST_NAME}"))
+        if not (plugin_dir / MANIFEST_NAME).exists() and inside:
+            # A plugins folder: the schema is one plugin's.
+            say_error(
+                "schema",
+                f"{shown(plugin_dir)} holds no plugin.toml; it is a plugins folder: give one "
+                f"plugin's folder, e.g. isoplug schema {shown(inside[0].parent)}",
+            )
+            return 2
         say_error("schema", str(exc))
         return 2
     # ensure_ascii (the default): a plugin's docstrings and names, escaped as JSON does, cannot
