@@ -393,43 +393,48 @@ async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -
     assert isinstance(value.exceptions[1].__cause__, KeyError)
 
 
-async def test_a_childs_unconfigured_log_exception_is_one_record(tmp_path: Path) -> None:
-    """A child process that calls ``log.exception()`` with no logging configuration: logging's
-    last resort writes the message, then the traceback, to fd 2 at once; the host makes them
-    one ERROR record with the message and the exception, as the child's logger would have. A
-    line alone before a traceback printed later stays a record of its own, and so does an
-    empty line written with it."""
+async def test_a_childs_log_exception_is_one_record_a_print_before_a_traceback_two(
+    tmp_path: Path,
+) -> None:
+    """A child process whose ``log.exception()`` writes ``ERROR:child:failed`` and then the
+    traceback (Python's default format, ``basicConfig()``): one ERROR record with that message
+    and the exception, as the child's logger would have. A plain line printed right before
+    ``traceback.print_exc()``, even read with it, is a record of its own, and the traceback
+    another: nothing says they belong together (logging's last resort, which writes a bare
+    message, reads the same). So is a WARNING log line printed well before a traceback."""
     child = (
-        "import logging, sys, time\n"
+        "import logging, sys, time, traceback\n"
+        "logging.basicConfig()\n"
         "try:\n"
         "    1 / 0\n"
         "except ZeroDivisionError:\n"
         "    logging.getLogger('child').exception('failed to divide')\n"
         "    print('a line of its own', file=sys.stderr, flush=True)\n"
+        "    traceback.print_exc()\n"
+        "    sys.stderr.flush()\n"
         "    time.sleep(0.3)\n"
-        "    sys.stderr.write('\\nTraceback (most recent call last):\\n"
-        '  File \\"<string>\\", line 3, in <module>\\n'
-        "ZeroDivisionError: division by zero\\n')\n"
+        "    logging.getLogger('child').warning('then this')\n"
+        "    time.sleep(0.3)\n"
+        "    traceback.print_exc()\n"
         "    print('after them', file=sys.stderr)\n"
     )
     async with running(tmp_path, "scribbler") as (host, waiter):
         assert await host.call("scribbler", "run_python", child) == 0
         await waiter.wait_for("plugin.scribbler.stderr", "after them")
     records = [r for r in waiter.records if r.name == "plugin.scribbler.stderr"]
+    division = "ZeroDivisionError: division by zero"
     assert [(r.levelname, r.getMessage()) for r in records] == [
-        ("ERROR", "failed to divide"),
+        ("ERROR", "ERROR:child:failed to divide"),
         ("WARNING", "a line of its own"),
-        ("WARNING", ""),
-        ("ERROR", "ZeroDivisionError: division by zero"),
+        ("ERROR", division),
+        ("WARNING", "WARNING:child:then this"),
+        ("ERROR", division),
         ("WARNING", "after them"),
     ]
-    assert records[0].exc_info is not None and records[0].exc_info[0] is not None
-    assert records[0].exc_info[0].__name__ == "ZeroDivisionError"
-    assert (
-        logging.Formatter()
-        .formatException(records[0].exc_info)
-        .endswith("ZeroDivisionError: division by zero")
-    )
+    for record in (records[0], records[2], records[4]):
+        assert record.exc_info is not None and record.exc_info[0] is not None
+        assert record.exc_info[0].__name__ == "ZeroDivisionError"
+        assert logging.Formatter().formatException(record.exc_info).endswith(division)
 
 
 def test_the_read_back_budget_refills_at_its_rate() -> None:

@@ -16,6 +16,7 @@ from isoplug.logs.textlines import (
     LineClassifier,
     TextRecord,
     is_plain_line,
+    leads_a_traceback,
 )
 
 #: The starts of everything the classifier makes more of than a plain line.
@@ -354,12 +355,11 @@ def test_a_line_led_into_a_traceback_is_its_message_at_its_level() -> None:
 def test_plain_lines_after_an_exception_line_are_its_message_when_a_chain_follows() -> None:
     """With ``message_lines`` (fd-level text, whose writer cannot say which lines continue a
     block): plain lines after an exception line are held; a chain line after them makes them
-    the rest of its message, anything else lines of their own, in order; a traceback read with
-    the last of them takes it as its message; past MAX_MESSAGE_LINES they are let go."""
+    the rest of its message, anything else lines of their own, in order; past
+    MAX_MESSAGE_LINES they are let go."""
 
-    def fed(text: str, read_with_previous: bool = False) -> list[tuple[str, bool]]:
+    def fed(text: str) -> list[tuple[str, bool]]:
         classifier = LineClassifier(logging.WARNING, message_lines=True)
-        classifier.read_with_previous = read_with_previous
         out: list[TextRecord] = []
         for line in text.split("\n"):
             out += classifier.feed(line)
@@ -378,17 +378,25 @@ def test_plain_lines_after_an_exception_line_are_its_message_when_a_chain_follow
         ("more", False),
         ("[error] own level", False),
     ]
-    assert fed(f"{alone}\nfailed again\n{alone}", read_with_previous=True) == [
-        (alone, True),
-        (f"failed again\n{alone}", True),
-    ]
-    assert fed(f"{alone}\nfailed again\n{alone}") == [
-        (alone, True),
-        ("failed again", False),
-        (alone, True),
-    ]
+    for line in ("ERROR:app:failed again", "a plain line"):
+        assert fed(f"{alone}\n{line}\n{alone}") == [(alone, True), (line, False), (alone, True)]
     many = [f"line {n}" for n in range(MAX_MESSAGE_LINES + 1)]
     assert fed("\n".join([alone, *many])) == [(alone, True)] + [(m, False) for m in many]
+
+
+def test_only_a_log_line_of_warning_or_more_leads_a_traceback() -> None:
+    """A line that says its level, as a log record's does, is the message of a traceback
+    right under it; a plain line (a print before print_exc()) is not, nor an INFO line."""
+    for line, leads in (
+        ("ERROR:root:failed to divide", True),
+        ("WARNING:app:retrying", True),
+        ("2026-12-07 06:59:25,123 ERROR app: failed", True),
+        ("[error] failed", True),
+        ("failed to divide", False),
+        ("INFO:app:processing item 5", False),
+        ("", False),
+    ):
+        assert leads_a_traceback(line) is leads, line
 
 
 def test_an_exception_group_is_one_record() -> None:

@@ -32,6 +32,7 @@ from isoplug.logs.textlines import (
     NOT_PLAIN_START_WITH_DUMPS,
     TRACEBACK_START,
     LineClassifier,
+    leads_a_traceback,
     redrawn,
 )
 
@@ -282,17 +283,18 @@ class _Stream:
                     # record_entry() makes of the classifier's record, without either call.
                     items.append((name, level, text, None, False, created, urgent, False))
                     continue
-                if text[:10] == "Traceback " and text.rstrip() == TRACEBACK_START:
-                    classifier.read_with_previous = position > 0
-                    if (
-                        position
-                        and items
-                        and not classifier.phase
-                        and _entry_of(items[-1], name, created, lines[position - 1])
-                    ):
-                        # The line just before, read in the same write, is this traceback's
-                        # message (a log.exception() with no handler configured): one record.
-                        classifier.lead(items.pop()[2])
+                if (
+                    text[:10] == "Traceback "
+                    and position
+                    and items
+                    and not classifier.phase
+                    and text.rstrip() == TRACEBACK_START
+                    and _entry_of(items[-1], name, created, lines[position - 1])
+                    and leads_a_traceback(items[-1][2])
+                ):
+                    # The log line just before, read with it, is this traceback's message
+                    # (a log.exception() in a child's basicConfig() format): one record.
+                    classifier.lead(items.pop()[2])
                 for record in classifier.feed(cut_line(text, cut) if cut else text, cut > 0):
                     items.append(record_entry(name, record, created))
             if stop == len(lines):

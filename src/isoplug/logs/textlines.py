@@ -13,8 +13,8 @@ still says more than its bytes: a JSON object with a level, a ``LEVEL:`` prefix,
 - **Blocks.** A Python traceback (``Traceback (most recent call last):`` up to its exception
   line, with the headers Python prints before one: ``Exception in thread ...:``, ``Exception
   ignored in: ...``, and the lines that chain exceptions) is one record at ERROR. So is a
-  line that its reader saw written together with the traceback right under it
-  (:meth:`LineClassifier.lead`: a ``log.exception()``'s message), at its own prefix's level. A
+  log line of WARNING or more that its reader read together with the traceback right under
+  it (:meth:`LineClassifier.lead`: a ``log.exception()``'s message), at its own level. A
   faulthandler (or ``Py_FatalError``) dump is one record at CRITICAL, all its threads' stacks
   included: ``Fatal Python error: ...`` (on Windows also ``Windows fatal exception: ...``),
   ``Python runtime state: ...`` (and the exception Python may print after it), blank lines,
@@ -75,6 +75,7 @@ __all__ = [
     "LineClassifier",
     "TextRecord",
     "is_plain_line",
+    "leads_a_traceback",
     "redrawn",
 ]
 
@@ -189,6 +190,15 @@ def _warning_extras(line: str) -> dict[str, Any]:
     return {"category": name}
 
 
+def leads_a_traceback(line: str) -> bool:
+    """Whether ``line``, right above a ``Traceback (most recent call last):``, is that
+    traceback's message (see :meth:`LineClassifier.lead`): a line that says a level of
+    WARNING or more, as a log record's does. A line without one is anybody's: a print just
+    before ``traceback.print_exc()`` reads the same as logging's bare last resort, and a pipe
+    does not say which writes went together; it stays a record of its own."""
+    return (level_of_prefix(line) or 0) >= logging.WARNING
+
+
 def is_plain_line(line: str, fatal_blocks: bool = False) -> bool:
     """True when a :class:`LineClassifier` (not holding a block; with ``fatal_blocks`` as
     given) would return the line as is, at its default level: no JSON, no level prefix, no
@@ -213,9 +223,6 @@ class LineClassifier:
         self.message_lines = message_lines
         # Those lines, while it is not known whether they are.
         self._tail: list[tuple[str, bool]] = []
-        # Set by a reader before it feeds a ``Traceback (most recent call last):`` line: it
-        # was read in one piece with the line before it (see :meth:`lead`).
-        self.read_with_previous = False
         self._block: list[str] = []
         self._block_chars = 0
         self._block_level = logging.ERROR
@@ -245,12 +252,12 @@ class LineClassifier:
         return [self._single(line, truncated)]
 
     def lead(self, line: str, truncated: bool = False) -> None:
-        """Hold ``line``, which the caller saw followed at once by ``Traceback (most recent
-        call last):`` in the same write, as the message of that traceback: what
-        :mod:`logging` writes for ``log.exception("failed")`` where no handler is configured
-        (a child process's, logging's last resort) or with a format that starts a line
-        (``ERROR:root:failed``). The block's level is the line's prefix's, else ERROR. Only
-        when nothing is held (:attr:`holding` is False)."""
+        """Hold ``line``, a :func:`leads_a_traceback` line which the caller saw followed at
+        once by ``Traceback (most recent call last):`` in the same read, as the message of
+        that traceback: what :mod:`logging` writes for ``log.exception("failed")`` with a
+        format that says the level (``ERROR:root:failed``, a child process's
+        ``basicConfig()``). The block's level is the line's. Only when nothing is held
+        (:attr:`holding` is False)."""
         self._open(line, "header", level_of_prefix(line) or logging.ERROR)
         self._block_truncated = truncated
 
@@ -347,14 +354,6 @@ class LineClassifier:
             if continues:
                 self._append(line, truncated)
                 return self._spill()
-            if self._tail and self.read_with_previous and stripped == TRACEBACK_START:
-                last, last_truncated = self._tail[-1]
-                if last.strip():
-                    # The last line held is this traceback's message (see lead()).
-                    del self._tail[-1]
-                    records = self.flush()
-                    self.lead(last, last_truncated)
-                    return records + self._feed_block(line, truncated, continues)
             if (
                 self.message_lines
                 and len(self._tail) < MAX_MESSAGE_LINES

@@ -140,5 +140,22 @@ class MethodInfo:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
+            # bind() names the first problem only: a misspelled keyword then reads as a
+            # missing argument. Name the keywords the method has no parameter for too.
+            unexpected = self._unexpected(kwargs)
+            if unexpected and "unexpected keyword" not in str(exc):
+                return TypeError(f"{exc}; unexpected keyword argument(s) {unexpected}")
             return exc
         return None
+
+    def _unexpected(self, kwargs: Mapping[str, Any]) -> str:
+        assert self.signature is not None
+        parameters = self.signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return ""
+        named = {
+            name
+            for name, p in parameters.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+        return ", ".join(repr(key) for key in kwargs if key not in named)
