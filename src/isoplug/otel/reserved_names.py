@@ -2,9 +2,10 @@
 renames them ``extra_<name>``).
 
 The rule, in one sentence: an extra is renamed when its key, or any key path inside a dict
-extra, read as words (case ignored, invisible characters dropped, Cyrillic and Greek lookalikes
-read as the Latin letters they look like, any other character a separator) names a reserved
-attribute, or has two words or more and starts with a reserved namespace.
+extra (through lists too: a list of maps flattens as the maps do), read as words (case
+ignored, invisible characters dropped, Cyrillic and Greek lookalikes read as the Latin letters
+they look like, any other character a separator) names a reserved attribute, or has two words
+or more and starts with a reserved namespace.
 
 - **Reserved attributes**: what isoplug writes on a record (``code.file.path``...), and every
   attribute of the resource (the application's ``service.name``, ``isoplug.plugin.id``...).
@@ -85,8 +86,12 @@ class ReservedNames:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         kind = type(value)
-        if verdict or kind in _SCALARS or not isinstance(value, Mapping):
-            return verdict
+        if verdict:
+            return True
+        if kind is list or kind is tuple:
+            return self._in_items(self._words_of(key), value, 0)
+        if kind in _SCALARS or not isinstance(value, Mapping):
+            return False
         return self._nested(self._words_of(key), value, 0)
 
     def _words_of(self, key: str) -> tuple[str, ...]:
@@ -112,5 +117,19 @@ class ReservedNames:
             if self._reserved(inner):
                 return True
             if isinstance(item, Mapping) and self._nested(inner, item, depth + 1):
+                return True
+            if isinstance(item, list | tuple) and self._in_items(inner, item, depth + 1):
+                return True
+        return False
+
+    def _in_items(self, path: tuple[str, ...], items: Iterable[Any], depth: int) -> bool:
+        """Whether a map in the list ``items`` (under ``path``) holds a reserved key path:
+        flattened, ``{"service": [{"name": ...}]}`` is ``service.name`` too."""
+        if depth > MAX_DEPTH:
+            return False
+        for item in items:
+            if isinstance(item, Mapping) and self._nested(path, item, depth + 1):
+                return True
+            if isinstance(item, list | tuple) and self._in_items(path, item, depth + 1):
                 return True
         return False
