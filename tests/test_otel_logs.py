@@ -45,6 +45,9 @@ def test_a_forked_processs_records_have_its_pid_as_the_resources_process_pid() -
     assert resource_attributes({}, resource_key("p", {"runner_pid": "x"}), None) == {
         "isoplug.plugin.id": "p"
     }
+    # The host's report about the plugin, made in the host's process: the runner's resource.
+    report = resource_key("p", {"runner_pid": 10, "process": 99, "isoplug_report": True})
+    assert resource_attributes({}, report, None)["process.pid"] == 10
 
 
 _FORKED = {"runner_pid": 10, "process": 11}

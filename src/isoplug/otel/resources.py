@@ -27,6 +27,10 @@ ResourceKey = tuple[str, int | None, int | None] | None
 def resource_key(plugin_id: str, values: Mapping[str, Any]) -> ResourceKey:
     """The resource key of a plugin's record, from its attributes (``values``)."""
     runner_pid, process = values.get("runner_pid"), values.get("process")
+    if values.get("isoplug_report") is True:
+        # The host's words about the plugin (a loss, a connection's end), made in the host's
+        # process: the plugin's runner's, not the host's, is the process it is about.
+        process = runner_pid
     return (
         plugin_id,
         runner_pid if type(runner_pid) is int else None,
