@@ -144,6 +144,26 @@ async def test_endpoint_that_accepts_and_never_answers(tmp_path: Path) -> None:
     assert sum(stats.dropped["telemetry"].values()) == 3000
 
 
+async def test_the_first_drop_is_said_at_once_while_a_request_hangs(tmp_path: Path) -> None:
+    """The export thread held for a minute by a collector that never answers: the first
+    record the full queue drops is reported now, from the thread that dropped it, not when
+    the request gives up."""
+    limits = OutboxLimits(interval=0.05, report_interval=0.5, max_records=400, batch_records=100)
+    with (
+        _silent_listener() as port,
+        watching("isoplug.otel") as reports,
+        exporting(
+            endpoint=f"http://127.0.0.1:{port}", metrics=False, timeout=60.0, limits=limits
+        ) as export,
+    ):
+        async with running(tmp_path, "telemetry") as (host, _):
+            await host.call("telemetry", "flood", 3000)
+            report = await reports.wait_for("isoplug.otel", "the export queue was full", 10)
+            assert _dropped(export, "queue_full") > 0
+        export.shutdown(timeout=0.5)
+    assert report.getMessage().startswith("OpenTelemetry export dropped ")
+
+
 @pytest.mark.parametrize(("protocol", "status"), [("http/protobuf", 500), ("grpc", 400)])
 async def test_endpoint_that_answers_errors(tmp_path: Path, protocol: str, status: int) -> None:
     receiver = OtlpReceiver(tmp_path / "refusing", fail_status=status)

@@ -107,7 +107,10 @@ class _Outbox:
         #: (plugin, reason) -> records dropped, not reported yet.
         self.drops: dict[tuple[str, str], int] = {}
 
-    def put(self, entry: _Entry, levelno: int) -> None:
+    def put(self, entry: _Entry, levelno: int) -> bool:
+        """Queue ``entry``; True when it was dropped, the first drop since they were last
+        taken (the caller has it said at once: the export thread may be held for seconds by a
+        collector that hangs)."""
         limits = self.limits
         size = len(entry[2])
         share = 1.0 if levelno >= logging.WARNING else 0.8 if levelno >= logging.INFO else 0.5
@@ -117,9 +120,10 @@ class _Outbox:
                 len(items) >= limits.max_records * share
                 or self._bytes + size > limits.max_bytes * share
             ):
+                first = not self.drops
                 key = (entry[3], "queue_full")
                 self.drops[key] = self.drops.get(key, 0) + 1
-                return
+                return first
             items.append(entry)
             self._bytes += size
             if not self._woken and (
@@ -127,6 +131,7 @@ class _Outbox:
             ):
                 self._woken = True
                 self.wake.set()
+        return False
 
     def drop(self, plugin: str, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -174,7 +179,10 @@ class _ExportHandler(logging.Handler):
         except Exception as exc:
             self._export.unencodable(plugin, exc)
             return True
-        self._put((key, record.name, payload, plugin), record.levelno)
+        if self._put((key, record.name, payload, plugin), record.levelno):
+            # The first record the full queue dropped: said now (the summaries follow from
+            # the export thread), on this log thread.
+            self._export.account_drops()
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -351,7 +359,7 @@ class LogExport:
                 _log.exception("exporting log records to OpenTelemetry failed")
             finally:
                 self._busy = False
-            self._account_drops()
+            self.account_drops()
             if self._abandoned or (self._closing and not len(outbox)):
                 return
 
@@ -418,7 +426,8 @@ class LogExport:
             for plugin, count in per_plugin.items():
                 self.outbox.drop(plugin, reason, count)
 
-    def _account_drops(self) -> None:
+    def account_drops(self) -> None:
+        """Count and report the records dropped since the last time (see :class:`Outbox`)."""
         with self._accounting:
             if not self._abandoned:
                 self._account_drops_locked()
