@@ -166,6 +166,24 @@ def test_a_request_decodes_with_resources_scopes_and_records() -> None:
     assert error.severity_number == 17
 
 
+def test_a_line_read_from_a_stream_has_no_function_nor_line_number() -> None:
+    """A line the host read from a runner's stderr: its place is the stream; no empty
+    function name nor line 0 for a backend to show as a place in code."""
+    encoder = RecordEncoder(current_trace=None)
+    record = logging.getLogger("plugin.p.stderr").makeRecord(
+        "plugin.p.stderr", logging.WARNING, "<stderr>", 0, "a line", (), None, ""
+    )
+    payload = encode_request(
+        {("p", 1, 1): {"plugin.p.stderr": [encoder.encode(record, True)]}},
+        lambda key: protobuf.encoded_resource({}),
+    )
+    (resource,) = ExportLogsServiceRequest.FromString(payload).resource_logs
+    (line,) = resource.scope_logs[0].log_records
+    attributes = {kv.key: _decoded(kv.value) for kv in line.attributes}
+    assert attributes["code.file.path"] == "<stderr>"
+    assert "code.function.name" not in attributes and "code.line.number" not in attributes
+
+
 def test_the_receivers_json_reading_matches() -> None:
     assert any_value({"kvlistValue": {"values": [{"key": "a", "value": {"intValue": "5"}}]}}) == {
         "a": 5

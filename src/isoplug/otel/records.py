@@ -216,11 +216,15 @@ class RecordEncoder:
         return severity
 
     def _site(self, record: logging.LogRecord) -> bytes:
+        # A line read from a runner's stdout or stderr has no function and no line: not
+        # written, rather than an empty name and line 0 a backend would show as a place.
         encoded = b"".join(
             (
                 protobuf.attribute("code.file.path", record.pathname),
-                protobuf.attribute("code.function.name", record.funcName),
-                protobuf.attribute("code.line.number", record.lineno),
+                protobuf.attribute("code.function.name", record.funcName)
+                if record.funcName
+                else b"",
+                protobuf.attribute("code.line.number", record.lineno) if record.lineno else b"",
             )
         )
         if len(self._sites) >= _MAX_CACHED:
