@@ -195,8 +195,12 @@ def _home_of(unraisable: Any) -> str | None:
     """The source of the code that raised ``unraisable`` (a ``__del__``, a callback), by its
     file (see :func:`~isoplug.logs.sources.source_of_code`): a collection may run it during
     another plugin's work. None: the current source's."""
-    function = getattr(unraisable.object, "__func__", unraisable.object)
-    code = getattr(function, "__code__", None)
+    try:
+        # The object is the plugin's: its __getattr__ may raise anything.
+        function = getattr(unraisable.object, "__func__", unraisable.object)
+        code = getattr(function, "__code__", None)
+    except Exception:
+        code = None
     if isinstance(code, CodeType) and (source := source_of_code(code.co_filename)):
         return source
     tb = unraisable.exc_traceback
