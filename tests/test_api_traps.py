@@ -109,6 +109,12 @@ async def test_arguments_that_do_not_fit_get_a_clear_error(tmp_path: Path) -> No
         message = str(raised.value)
         assert "unexpected keyword argument 'timeout'" in message
         assert "use host.call_with(..., timeout=...)" in message
+        # A misspelled keyword is named with the missing argument it leaves.
+        with pytest.raises(
+            InvalidParams,
+            match=r"missing a required argument: 'name'; unexpected keyword argument\(s\) 'nmae'",
+        ):
+            await host.call("traps", "hello", nmae="ann")
         with pytest.raises(TypeError, match="args must be a tuple or list"):
             await host.call_with("traps", "hello", args="ann")
         with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
