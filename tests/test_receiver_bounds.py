@@ -158,3 +158,60 @@ async def test_double_forked_orphans_still_count_in_a_tree(mode: str, new_sessio
 def test_max_senders_per_tree_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_senders_per_tree must be at least 1"):
         LogReceiver(max_senders_per_tree=0)
+
+
+#: A stranger: a process in a session of its own whose child, re-parented away from its
+#: parent, opens ``argv[2]`` connections to the socket ``argv[1]`` and says nothing on them.
+SILENT_STRANGER = """
+import os, socket, sys
+if os.fork():
+    os._exit(0)
+held = []
+for _ in range(int(sys.argv[2])):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(sys.argv[1])
+    held.append(sock)
+os.write(1, b"holding\\n")
+os.close(1)
+for sock in held:
+    sock.settimeout(60)
+    sock.recv(1)  # until the receiver closes it
+"""
+
+
+@pytest.mark.parametrize("mode", ["async", "threads"])
+async def test_a_strangers_silent_connections_keep_no_child_of_the_receiver_out(
+    mode: str,
+) -> None:
+    """A process of the same user that is no sender of the receiver's (not below it, not in
+    its group or session) takes every handshake seat strangers have: the receiver's own
+    child still connects, on seats of its own, and its record arrives."""
+    with watching(PREFIX) as records:
+        async with receiver(
+            mode, prefix=PREFIX, max_handshakes=4, handshake_timeout=30.0
+        ) as log_receiver:
+            path = log_receiver.address.removeprefix("unix:")
+            stranger = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                SILENT_STRANGER,
+                path,
+                "6",
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            assert stranger.stdout is not None
+            try:
+                assert await asyncio.wait_for(stranger.stdout.readline(), WAIT) == b"holding\n"
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    "import logging; from isoplug.logs import forward_logs; "
+                    "forward_logs(name='own'); logging.getLogger('o').warning('from my child')",
+                    env={**os.environ, **log_receiver.child_env()},
+                )
+                assert await asyncio.wait_for(child.wait(), WAIT) == 0
+                await records.wait_for(f"{PREFIX}.o", "from my child", WAIT)
+            finally:
+                # Its child holds the connections until the receiver closes them, below.
+                await asyncio.wait_for(stranger.wait(), WAIT)

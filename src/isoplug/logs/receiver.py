@@ -34,6 +34,7 @@ import secrets
 import ssl
 import threading
 import time
+from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs.chains import SenderChains
@@ -46,7 +47,7 @@ from isoplug.logs.replay_end import Settle
 from isoplug.logs.replay_reports import handled_level
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
-from isoplug.logs.sender_trees import sender_tree_limit
+from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
 from isoplug.rpc import Peer, serve
@@ -275,15 +276,7 @@ class LogReceiver:
     async def start(self) -> None:
         """Start listening on the running event loop."""
         self._listener = await serve(
-            self._requested_address,
-            self.token,
-            self._on_peer,
-            name="log-receiver",
-            ssl_context=self._ssl_context,
-            handshake_timeout=self.handshake_timeout,
-            max_handshakes=self.max_handshakes,
-            client_limit=sender_tree_limit(self.max_senders_per_tree, self._refusals, _log.warning),
-            welcome_level=self._welcome_level,
+            self._requested_address, self.token, self._on_peer, **self._listening()
         )
         self._address = self._listener.address
         self._settler = LoopSettler(asyncio.get_running_loop())
@@ -379,10 +372,21 @@ class LogReceiver:
         for _, replayer in list(self._replayers.values()):
             replayer.stop()
 
-    def _welcome_level(self) -> int:
-        """What the welcome tells a sender: the level from which records are handled here (a
-        sender whose logging nobody configured logs from there, see :func:`forward_logs`)."""
-        return handled_level(self.prefix)
+    def _listening(self) -> dict[str, Any]:
+        """How either mode listens: its own children get handshake seats of their own, and the
+        welcome tells a sender the level records are handled from here (one whose logging
+        nobody configured logs from there, see :func:`forward_logs`)."""
+        return {
+            "name": "log-receiver",
+            "ssl_context": self._ssl_context,
+            "handshake_timeout": self.handshake_timeout,
+            "max_handshakes": self.max_handshakes,
+            "client_limit": sender_tree_limit(
+                self.max_senders_per_tree, self._refusals, _log.warning
+            ),
+            "welcome_level": lambda: handled_level(self.prefix),
+            "kinship": own_family,
+        }
 
     def _accepts(self, hello: Hello) -> bool:
         if hello.role == "logs":
@@ -436,13 +440,8 @@ class LogReceiver:
             self._requested_address,
             self.token,
             self._serve_sender,
-            name="log-receiver",
-            ssl_context=self._ssl_context,
             max_connections=self.max_senders,
-            handshake_timeout=self.handshake_timeout,
-            max_handshakes=self.max_handshakes,
-            client_limit=sender_tree_limit(self.max_senders_per_tree, self._refusals, _log.warning),
-            welcome_level=self._welcome_level,
+            **self._listening(),
         )
         self._address = self._server.address
 

@@ -14,10 +14,10 @@ import os
 
 from isoplug.logs.report_throttle import Emit, ReportThrottle
 from isoplug.rpc.blocking import ClientLimit
-from isoplug.transport.process_tree import tree_under
+from isoplug.transport.process_tree import parent_group_session, tree_under
 from isoplug.transport.stream import PeerCredentials
 
-__all__ = ["sender_tree_limit", "tree_of"]
+__all__ = ["own_family", "sender_tree_limit", "tree_of"]
 
 
 def sender_tree_limit(max_per_tree: int, refusals: ReportThrottle, warn: Emit) -> ClientLimit:
@@ -42,6 +42,24 @@ def tree_of(pid: int) -> str | None:
         # Orphans that kept this process's group or session: no child of ours to name.
         return f"sender process tree of pid {top} (this process, and orphans of its group)"
     return f"sender process tree of pid {top}"
+
+
+#: The family (:data:`~isoplug.rpc.gate.Kinship`) of a receiver's own senders.
+OWN_FAMILY = "this process's own"
+
+
+def own_family(pid: int) -> str | None:
+    """:data:`OWN_FAMILY` for this process and the processes it started (by their parents, or
+    orphans that kept its group or session), None for any other: a receiver's own children
+    get handshake seats of their own, which a stranger's connections cannot take."""
+    me = os.getpid()
+    top = tree_under(pid, me)
+    if top is None:
+        return None
+    if top == me:
+        return OWN_FAMILY
+    found = parent_group_session(top)
+    return OWN_FAMILY if found is not None and found[0] == me else None
 
 
 def over_tree_limit(
