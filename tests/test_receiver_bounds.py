@@ -24,6 +24,18 @@ LONG_INTERVAL = 600.0
 PREFIX = "bounded"
 
 
+async def child_logs(log_receiver: LogReceiver, name: str, text: str) -> None:
+    """A child of this process forwards one WARNING saying ``text`` on logger ``o``."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import logging; from isoplug.logs import forward_logs; "
+        f"forward_logs(name={name!r}); logging.getLogger('o').warning({text!r})",
+        env={**os.environ, **log_receiver.child_env()},
+    )
+    assert await asyncio.wait_for(child.wait(), WAIT) == 0
+
+
 def record(message: str) -> logging.LogRecord:
     return logging.getLogger("sender").makeRecord(
         "sender", logging.WARNING, __file__, 1, message, (), None
@@ -105,14 +117,7 @@ async def test_one_sender_process_tree_cannot_take_every_place(mode: str) -> Non
             greedy_tree_off_loop(log_receiver.address, log_receiver.token, 5) as greedy,
         ):
             assert (greedy.accepted, greedy.refused) == (2, 3)
-            other = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "import logging; from isoplug.logs import forward_logs; "
-                "forward_logs(name='other'); logging.getLogger('o').warning('from another')",
-                env={**os.environ, **log_receiver.child_env()},
-            )
-            assert await asyncio.wait_for(other.wait(), WAIT) == 0
+            await child_logs(log_receiver, "other", "from another")
             await records.wait_for(f"{PREFIX}.o", "from another", WAIT)
         refused = [r.getMessage() for r in warnings.records if "refused" in r.getMessage()]
     assert refused[0] == (
@@ -203,14 +208,7 @@ async def test_a_strangers_silent_connections_keep_no_child_of_the_receiver_out(
             assert stranger.stdout is not None
             try:
                 assert await asyncio.wait_for(stranger.stdout.readline(), WAIT) == b"holding\n"
-                child = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    "import logging; from isoplug.logs import forward_logs; "
-                    "forward_logs(name='own'); logging.getLogger('o').warning('from my child')",
-                    env={**os.environ, **log_receiver.child_env()},
-                )
-                assert await asyncio.wait_for(child.wait(), WAIT) == 0
+                await child_logs(log_receiver, "own", "from my child")
                 await records.wait_for(f"{PREFIX}.o", "from my child", WAIT)
             finally:
                 # Its child holds the connections until the receiver closes them, below.
