@@ -768,6 +768,20 @@ async def test_records_arrive_over_tls(mode: str, tmp_path: Path) -> None:
             await collector.wait_until(lambda: collector.numbers() == [0, 1, 2])
         finally:
             await asyncio.to_thread(handler.close)
+        # forward_logs() takes the client context too (a private CA's receiver).
+        forwarding = await asyncio.to_thread(
+            forward_logs,
+            receiver.address,
+            receiver.token,
+            replace_handlers=False,
+            ssl_context=tls_client_context(certs.ca),
+        )
+        try:
+            logging.getLogger("tls").warning("forwarded over tls")
+            await collector.wait_until(lambda: "forwarded over tls" in collector.messages())
+        finally:
+            logging.getLogger().removeHandler(forwarding)
+            await asyncio.to_thread(forwarding.close)
     assert collector.messages()[:3] == ["over tls 0", "over tls 1", "over tls 2"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 
 from isoplug.errors import IsoplugError
 from isoplug.logs.first_record import receiver_level
@@ -26,6 +27,7 @@ def forward_logs(
     replace_handlers: bool = True,
     block_when_full: bool = False,
     write_through_rate: float = WRITE_THROUGH_RATE,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ForwardingHandler:
     """Send every log record of this process to a :class:`~isoplug.logs.LogReceiver`.
 
@@ -46,7 +48,9 @@ def forward_logs(
     receiving process would show it. A configured process (a forked child inherits its
     parent's logging) keeps its levels.
 
-    ``block_when_full`` makes a full queue wait instead of dropping (lossless mode);
+    ``ssl_context`` is the client context for a ``tls://`` receiver (one that trusts its
+    certificate: a private CA's, say). ``block_when_full`` makes a full queue wait instead of
+    dropping (lossless mode);
     ``write_through_rate`` trades CPU against what a crash can take (see
     :class:`~isoplug.logs.ForwardingHandler`). The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
@@ -69,6 +73,7 @@ def forward_logs(
         name=name or os.environ.get(NAME_ENV, ""),
         block_when_full=block_when_full,
         write_through_rate=write_through_rate,
+        ssl_context=ssl_context,
     )
     handler.say_failures = False  # raised below, not said
     if not handler.start():
