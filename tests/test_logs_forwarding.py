@@ -306,6 +306,21 @@ def test_nothing_listening_raises_once_naming_the_address_once(
     assert capfd.readouterr().err == ""
 
 
+def test_records_dropped_after_forwarding_stopped_are_said_at_the_close(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No receiver will ever count what a handler drops once it gave up: its close says how
+    many, on stderr, as its giving up was."""
+    handler = ForwardingHandler(f"unix:{tmp_path}/nobody.sock", "token", name="quitter")
+    assert not handler.start(5)
+    for number in range(3):
+        handler.handle(logging.getLogger("x").makeRecord("x", 30, "f", 1, f"r{number}", (), None))
+    handler.close()
+    said = capfd.readouterr().err
+    assert "log forwarding from quitter to unix:" in said and "stopped: cannot connect" in said
+    assert said.rstrip().endswith("3 later log records were dropped"), said
+
+
 async def test_a_plugin_childs_own_sender_name_is_refused_with_what_to_change(
     tmp_path: Path,
 ) -> None:

@@ -45,7 +45,7 @@ from isoplug.logs.ledger import (
     DROPPED_AT_CLOSE,
     SenderLedger,
 )
-from isoplug.logs.sendio import send_now, send_within, wait_for_room
+from isoplug.logs.sendio import say, send_now, send_within, wait_for_room
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
@@ -120,10 +120,13 @@ class CloseByLevel:
     _sock_is_tls: bool
     _thread: threading.Thread | None
     _failed: str | None
+    _dropped_when_failed: int
     _closed: bool
     _closing: bool
     _batch_cap: int
     _pid: int
+    sender_name: str
+    address: str
 
     def _init_close_state(self) -> None:
         self._closing = False
@@ -173,7 +176,19 @@ class CloseByLevel:
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
         self._release_connection(deadline)
+        self._say_dropped_since_failure()
         return True
+
+    def _say_dropped_since_failure(self) -> None:
+        """Forwarding stopped for good (said then): say at the close how many records were
+        dropped after it, which no receiver will ever count."""
+        with self._queue_lock:
+            failed, later = self._failed, sum(self._dropped.values()) - self._dropped_when_failed
+        if failed is not None and later > 0 and self._pid == os.getpid():
+            say(
+                f"isoplug: log forwarding from {self.sender_name} to {self.address} had "
+                f"stopped ({failed}); {later:,} later log records were dropped"
+            )
 
     def _release_connection(self, deadline: float) -> None:
         """Say goodbye if the stream allows it by the deadline, and close the socket."""

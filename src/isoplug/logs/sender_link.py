@@ -106,6 +106,9 @@ class SenderLink:
     #: False while a caller that raises the failure itself waits for the first connection
     #: (forward_logs): giving up is not said on stderr then.
     say_failures: bool = True
+    #: The records dropped in all when forwarding stopped for good: a close says how many
+    #: more were dropped since (no receiver hears of them).
+    _dropped_when_failed: int = 0
     _ring: SenderRing | None
     _ring_capacity: int
     _requested_queue_bytes: int
@@ -278,6 +281,7 @@ class SenderLink:
             lost = len(self._queue) + self._in_flight
             if lost:
                 self._dropped[logging.NOTSET] = self._dropped.get(logging.NOTSET, 0) + lost
+            self._dropped_when_failed = sum(self._dropped.values())
             self._queue = []
             self._queued_bytes = 0
             self._in_flight = 0
