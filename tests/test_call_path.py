@@ -72,7 +72,8 @@ CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.__name__)
 def test_the_quick_argument_check_agrees_with_signature_bind(function: Callable[..., Any]) -> None:
     """Where the quick check says yes, bind() accepts; MethodInfo reports exactly bind()'s
-    errors, with bind()'s message."""
+    errors, with bind()'s message (and, after a missing argument, the keywords the method has
+    no parameter for: a misspelled one)."""
     signature = inspect.signature(function)
     check = ArgumentCheck(signature)
     method = MethodInfo(f"p.{function.__name__}", function)
@@ -90,7 +91,10 @@ def test_the_quick_argument_check_agrees_with_signature_bind(function: Callable[
             in_range = check.least_positional <= len(args) <= check.most_positional
             assert in_range == check.fits(args, kwargs), (args, check.least_positional)
         error = method.bind_error(args, kwargs)
-        assert (None if error is None else str(error)) == expected, (args, kwargs)
+        said = None if error is None else str(error)
+        if said is not None and expected is not None and expected.startswith("missing"):
+            said = said.split("; unexpected keyword argument(s) ")[0]
+        assert said == expected, (args, kwargs)
 
 
 def test_a_method_without_a_signature_is_left_to_check_its_arguments() -> None:

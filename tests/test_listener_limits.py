@@ -222,7 +222,9 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
                 for _ in range(3):
                     (busy,) = await closed_after(raw_connect(address))
                     assert isinstance(busy, Reject) and busy.code == RejectCode.BUSY
-                    assert "at its limit of 2 connections waiting to authenticate" in busy.reason
+                    assert "at its limit of 2 connections of its own waiting to authenticate" in (
+                        busy.reason
+                    )
                 kept.handle(record("while full"))
                 await records.wait_for(f"{PREFIX}.sender", "while full", WAIT)
                 silent.pop().close()
@@ -236,16 +238,19 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
                 await asyncio.to_thread(kept.close)
                 await asyncio.to_thread(late.close)
     (refusing,) = formatted(waiter, "refusing new connections")
+    # This test's connections are the receiver's own process's: the places of its own.
     assert refusing == (
-        f"WARNING isoplug.rpc: log-receiver on {address}: refusing new connections: at its "
-        "limit of 2 connections waiting to authenticate"
+        f"WARNING isoplug.rpc: log-receiver on {address}: refusing new connections: the "
+        "receiver's own processes: at its limit of 2 connections of its own waiting to "
+        "authenticate"
     )
     # Within the report interval: no word of accepting again, the rest counted at close.
     assert not formatted(waiter, "accepting connections again")
     (rest,) = formatted(waiter, "refused at once")
     assert rest.endswith(
         f"on {address}: 2 more connection(s) refused at once, not logged one by one (the "
-        "latest: at its limit of 2 connections waiting to authenticate)"
+        "latest: the receiver's own processes: at its limit of 2 connections of its own "
+        "waiting to authenticate)"
     )
 
 

@@ -45,7 +45,7 @@ def tree_of(pid: int) -> str | None:
 
 
 #: The family (:data:`~isoplug.rpc.gate.Kinship`) of a receiver's own senders.
-OWN_FAMILY = "this process's own"
+OWN_FAMILY = "the receiver's own processes"
 
 
 def own_family(pid: int) -> str | None:

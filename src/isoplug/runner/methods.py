@@ -141,9 +141,9 @@ class MethodInfo:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             # bind() names the first problem only: a misspelled keyword then reads as a
-            # missing argument. Name the keywords the method has no parameter for too.
+            # missing argument alone. Name the keywords the method has no parameter for too.
             unexpected = self._unexpected(kwargs)
-            if unexpected and "unexpected keyword" not in str(exc):
+            if unexpected and str(exc).startswith("missing a required argument"):
                 return TypeError(f"{exc}; unexpected keyword argument(s) {unexpected}")
             return exc
         return None
