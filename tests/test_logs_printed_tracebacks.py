@@ -418,8 +418,13 @@ async def test_a_childs_log_exception_is_one_record_a_print_before_a_traceback_t
         "    traceback.print_exc()\n"
         "    print('after them', file=sys.stderr)\n"
     )
+    # A file of its own: a traceback shows its source lines (Python 3.13 shows `-c` code's
+    # too), which a read-back checks against the file.
+    script = tmp_path / "child.py"
+    script.write_text(child)
+    run = f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
     async with running(tmp_path, "scribbler") as (host, waiter):
-        assert await host.call("scribbler", "run_python", child) == 0
+        assert await host.call("scribbler", "run_python", run) == 0
         await waiter.wait_for("plugin.scribbler.stderr", "after them")
     records = [r for r in waiter.records if r.name == "plugin.scribbler.stderr"]
     division = "ZeroDivisionError: division by zero"
