@@ -166,6 +166,30 @@ def test_a_request_decodes_with_resources_scopes_and_records() -> None:
     assert error.severity_number == 17
 
 
+def test_a_builtin_exception_is_named_alike_for_the_plugins_and_the_hosts() -> None:
+    """``exception.type`` of a builtin is its bare name whoever raised it (the SDK's own handler
+    and tracebacks say ``KeyError``); any other type keeps its module."""
+    encoder = RecordEncoder(current_trace=None)
+    logger = logging.getLogger("plugin.p")
+    named = []
+    try:
+        raise KeyError("k")
+    except KeyError:
+        exc_info = sys.exc_info()
+    for exc_type in ("builtins.KeyError", "shop.errors.OutOfStock"):
+        record = logger.makeRecord(
+            "plugin.p", logging.ERROR, "f", 1, "m", (), exc_info, "", {"exc_type": exc_type}
+        )
+        payload = encode_request(
+            {("p", 1, 1): {"plugin.p": [encoder.encode(record, True)]}},
+            lambda key: protobuf.encoded_resource({}),
+        )
+        (resource,) = ExportLogsServiceRequest.FromString(payload).resource_logs
+        (line,) = resource.scope_logs[0].log_records
+        named.append({kv.key: _decoded(kv.value) for kv in line.attributes}["exception.type"])
+    assert named == ["KeyError", "shop.errors.OutOfStock"]
+
+
 def test_a_line_read_from_a_stream_has_no_function_nor_line_number() -> None:
     """A line the host read from a runner's stderr: its place is the stream; no empty
     function name nor line 0 for a backend to show as a place in code."""

@@ -249,8 +249,11 @@ class RecordEncoder:
         exc_info = record.exc_info
         error = exc_info[1] if exc_info else None
         # A plugin's exception is named as the plugin named it (exc_type: module.qualname, from
-        # its process); the host's, by its class.
+        # its process); the host's, by its class. A builtin's without its module either way,
+        # as the SDK's own handler and Python's tracebacks name it (KeyError).
         kind = values.get("exc_type")
+        if isinstance(kind, str) and kind.startswith("builtins."):
+            kind = kind.removeprefix("builtins.")
         if not kind and error is not None:
             cls = type(error)
             kind = cls.__qualname__ if cls.__module__ == "builtins" else cls.__module__
