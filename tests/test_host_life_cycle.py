@@ -10,6 +10,7 @@ import gc
 import glob
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -327,3 +328,49 @@ async def test_every_change_told_to_on_change_names_a_plugin(tmp_path: Path) -> 
         (True, False),
         (False, True),
     ]
+
+
+BLOCKING_SETUP = """\
+import time
+
+import isoplug
+
+
+class P(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        time.sleep(60)  # blocks the event loop
+"""
+
+
+async def test_a_runner_not_ready_in_time_is_said_to_wait_in_its_setup_at_a_line(
+    tmp_path: Path,
+) -> None:
+    """A setup() that awaits what never comes: the kill's account names the plugin and the
+    line of its setup it waits at, as a hung call's names its line. One that blocks the event
+    loop cannot say; the account says that."""
+    folder = plugins_dir(tmp_path, "gated")
+    blocking = folder / "blocking"
+    blocking.mkdir()
+    (blocking / "plugin.toml").write_text(
+        'id = "blocking"\nversion = "1"\nentry = "blocking_plugin:P"\n'
+    )
+    (blocking / "blocking_plugin.py").write_text(BLOCKING_SETUP)
+    config = dataclasses.replace(FAST, ready_timeout=2.0)
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    async with Host(folder, config=config) as host:
+        host.register_capability("gate.wait", never)
+        gated = await host.wait_for("gated", lambda info: info.last_exit is not None, 30)
+        blocked = await host.wait_for("blocking", lambda info: info.last_exit is not None, 30)
+    assert gated.last_exit is not None and blocked.last_exit is not None
+    assert re.search(
+        r"not ready within 2 s \(plugin 'gated': setup\(\) waits at \S+gated_plugin\.py:10 in "
+        r"setup\)",
+        gated.last_exit.describe(),
+    ), gated.last_exit.describe()
+    assert (
+        "not ready within 2 s (its event loop did not say which setup() runs: blocked in a "
+        "call?)" in blocked.last_exit.describe()
+    ), blocked.last_exit.describe()

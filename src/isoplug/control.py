@@ -45,6 +45,7 @@ __all__ = [
     "PING",
     "READY",
     "RUNNER_MODULE",
+    "SETUP_WHERE",
     "SET_CONFIG",
     "SET_LOG_LEVEL",
     "SHUTDOWN",
@@ -91,6 +92,10 @@ PING = "runner.ping"
 health checks use the health channel instead)."""
 SHUTDOWN = "runner.shutdown"
 """host -> runner request: run teardown hooks, say goodbye, exit. Answered at once."""
+SETUP_WHERE = "runner.setup_where"
+"""host -> runner request, before it kills a runner not ready in time: which plugin's
+``setup()`` runs and where it waits (text; "" when none runs). Answered by the event loop:
+a setup that blocks it does not answer."""
 CALL = "plugin.call"
 """host -> runner request: a :class:`CallRequest`, answered with a :class:`CallOutcome`."""
 EVENT = "plugin.event"

@@ -49,6 +49,7 @@ from isoplug.host.manifest import Manifest
 from isoplug.host.process import EXIT_REPLAY_TIMEOUT, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
+from isoplug.host.setup_where import setup_where
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
 from isoplug.host.stderr_tail import StderrTail, outside_words
 from isoplug.host.stdio_replay import StdioDestination
@@ -352,6 +353,9 @@ class RunnerLife:
             return _BEFORE_READY, None
         if not done:
             why = f"not ready within {config.ready_timeout:g} s"
+            where = await setup_where(self.peer)
+            if where:
+                why = f"{why} ({where})"
             await self._kill(process, why)
             return f"{KILLED_BY_HOST}{why}", None
         serving, permanent = await on_ready(ready.result(), process)

@@ -49,6 +49,7 @@ from isoplug.control import (
     READY,
     SET_CONFIG,
     SET_LOG_LEVEL,
+    SETUP_WHERE,
     SHUTDOWN,
     Bootstrap,
     CallOutcome,
@@ -90,6 +91,7 @@ from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels, render_consoles, watch_forwarding
 from isoplug.runner.priority import lower_priority
+from isoplug.runner.setup_where import SetupWatch
 from isoplug.runner.thread_sources import attribute_threads
 
 __all__ = ["run_runner"]
@@ -192,6 +194,9 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     forked_away.arm(_own_fds(peer, bootstrap.health_fd))
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
+    # Asked by a host about to kill this runner for not being ready in time: which setup().
+    setup_watch = SetupWatch()
+    peer.register(SETUP_WHERE, setup_watch.where)
     # The table's own coroutine function: no coroutine in between, per call; with a memory
     # limit, one that says what a MemoryError from its address-space backstop means.
     limited = bootstrap.limits.memory is not None
@@ -219,7 +224,9 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         # A group: the threads and pool work a member's code starts are that member's.
         attribute_threads()
     async with peer:
-        setting_up = asyncio.ensure_future(_load_and_set_up(bootstrap, table, call_host, contexts))
+        setting_up = asyncio.ensure_future(
+            _load_and_set_up(bootstrap, table, call_host, contexts, setup_watch)
+        )
         asked = asyncio.ensure_future(shutdown.wait())
         try:
             await asyncio.wait({setting_up, asked}, return_when=asyncio.FIRST_COMPLETED)
@@ -302,6 +309,7 @@ async def _load_and_set_up(
     table: PluginTable,
     call_host: Any,
     contexts: dict[str, PluginContext],
+    setup_watch: SetupWatch,
 ) -> list[LoadFailure]:
     failures: list[LoadFailure] = []
     if len(bootstrap.plugins) > 1:
@@ -340,7 +348,7 @@ async def _load_and_set_up(
         context = PluginContext(entry.id, frozenset(entry.capabilities), call_host, config)
         contexts[entry.id] = context
         try:
-            with attributed_to(plugin_source(entry.id)):
+            with attributed_to(plugin_source(entry.id)), setup_watch.running(entry.id, entry.path):
                 await _hook(instance.setup(context))
         except (Exception, *EXIT_REQUESTS) as exc:
             failures.append(
