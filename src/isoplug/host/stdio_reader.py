@@ -316,7 +316,6 @@ def _entry_of(entry: Entry, stream: str, created: float, raw: bytes) -> bool:
     ``stream`` at ``created``: a plain or prefixed line, not cut, not a block's, not a redraw."""
     return (
         entry[0] == stream
-        and entry[2].strip() != ""
         and entry[5] == created
         and not entry[7]
         and not entry[4]
