@@ -108,8 +108,10 @@ def test_run_config_file_errors_are_clear(tmp_path: Path) -> None:
             True,
         ),
         ("import isoplug\n\nclass P(isoplug.Plugin)\n    pass\n", False),
+        # Words like a refused configuration's, from the plugin's own code: not the file's.
+        ("raise RuntimeError(\"plugin 'subject': config server down\")\n", False),
     ],
-    ids=["config refused", "syntax error"],
+    ids=["config refused", "syntax error", "config words in an import error"],
 )
 def test_run_says_a_config_error_may_come_from_the_config_file_only_for_one(
     tmp_path: Path, code: str, blamed: bool

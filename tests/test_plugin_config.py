@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from isoplug import Host, PluginState
+from isoplug import Host, PluginState, StateChange
 from isoplug.errors import ConfigInvalid, PluginFailed, UnencodableValue
 from isoplug.host.manifest import merge_config
 from isoplug.runner.config import validate_config
@@ -83,11 +83,17 @@ async def test_a_bad_config_fails_the_plugin_naming_the_plugin_and_the_field(
     tmp_path: Path,
 ) -> None:
     overrides = {"configured": {"limits": {"retries": "many"}}}
+    changes: list[StateChange] = []
     async with Host(
-        plugins_dir(tmp_path, "configured"), config=FAST, plugin_config=overrides
+        plugins_dir(tmp_path, "configured"),
+        config=FAST,
+        plugin_config=overrides,
+        on_change=changes.append,
     ) as host:
         with pytest.raises(PluginFailed) as caught:
             await host.wait_ready(20)
+        failed = [change for change in changes if change.state is PluginState.FAILED]
+        assert failed and failed[0].config_refused, failed
         info = host.plugin("configured")
         assert info.state.value == "failed"
         assert info.error is not None

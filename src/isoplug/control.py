@@ -259,6 +259,9 @@ class LoadStage:
 
     IMPORT = "import"
     """Module missing, attribute missing, import raised, not a Plugin: restarting cannot help."""
+    CONFIG = "config"
+    """The plugin's configuration does not fit its schema: restarting cannot help, a new
+    configuration can (``Host.set_config``, a reload)."""
     SETUP = "setup"
     """``setup()`` raised: may be transient (a database down), so the runner is restarted."""
 

@@ -178,8 +178,7 @@ class Outcome:
         # the value came from --config: say it here, where the file is known.
         for plugin_id in change.plugin_ids:
             fields = self._overrides.get(plugin_id)
-            # Only for a configuration refused (ConfigInvalid's words), not any failure.
-            if fields and f"plugin {plugin_id!r}: config" in change.message:
+            if fields and change.config_refused:
                 logging.getLogger("isoplug.cli").error(
                     "plugin %s: its [config] was merged with [%s] of --config %s (%s): "
                     "a config error may come from there",

@@ -29,10 +29,13 @@ _MAX_TRACEBACK_CHARS = 64 * 1024
 class ReportReading:
     #: What the runner serves: nothing when a ``setup`` failed (the runner then exits).
     offers: Offers
-    #: Plugins whose import failed: plugin id -> why (sanitized).
+    #: Plugins whose import failed, or whose configuration was refused: plugin id -> why
+    #: (sanitized).
     unloadable: dict[str, str]
     #: Why a plugin's ``setup`` failed (sanitized), in the report's order.
     setup_failures: list[str]
+    #: Those of ``unloadable`` whose configuration does not fit their schema.
+    config_refused: frozenset[str] = frozenset()
 
 
 def failure_text(failure: LoadFailure) -> str:
@@ -52,10 +55,13 @@ def traceback_block(traceback: str) -> str:
 def read_report(report: ReadyReport) -> ReportReading:
     unloadable: dict[str, str] = {}
     setup_failures: list[str] = []
+    config_refused: set[str] = set()
     for failure in report.failures:
-        if failure.stage == LoadStage.IMPORT:
+        if failure.stage in (LoadStage.IMPORT, LoadStage.CONFIG):
             unloadable[failure.plugin_id] = failure_text(failure)
+            if failure.stage == LoadStage.CONFIG:
+                config_refused.add(failure.plugin_id)
         else:
             setup_failures.append(failure_text(failure))
     offers = Offers({} if setup_failures else report.loaded)
-    return ReportReading(offers, unloadable, setup_failures)
+    return ReportReading(offers, unloadable, setup_failures, frozenset(config_refused))

@@ -186,3 +186,6 @@ class StateChange:
     state: PluginState
     message: str
     level: int = logging.INFO
+    #: A FAILED change because the plugin's configuration does not fit its schema (so a new
+    #: configuration, not a restart, is what helps).
+    config_refused: bool = False

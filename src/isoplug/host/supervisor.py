@@ -403,6 +403,7 @@ class RunnerSupervisor(PluginCalls):
                 PluginState.FAILED,
                 f"cannot be loaded: {text}",
                 logging.ERROR,
+                config_refused=plugin_id in reading.config_refused,
             )
             self._notify(change)
         for text in reading.setup_failures:

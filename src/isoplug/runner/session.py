@@ -331,8 +331,7 @@ async def _load_and_set_up(
             failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc), exc.traceback_text))
             continue
         except ConfigInvalid as exc:
-            # Restarting cannot fix it; a new configuration (Host.set_config, a reload) can.
-            failures.append(LoadFailure(entry.id, LoadStage.IMPORT, str(exc)))
+            failures.append(LoadFailure(entry.id, LoadStage.CONFIG, str(exc)))
             continue
         except Exception as exc:
             failures.append(
