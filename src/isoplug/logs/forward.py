@@ -6,7 +6,7 @@ import logging
 import os
 import ssl
 
-from isoplug.errors import IsoplugError
+from isoplug.errors import AuthenticationFailed, IsoplugError
 from isoplug.logs.first_record import receiver_level
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
@@ -79,9 +79,10 @@ def forward_logs(
     if not handler.start():
         reason = handler.failure or "no connection within the timeout"
         handler.close(timeout=0)
+        hint = _name_hint(name, handler.failure_cause)
         if reason.startswith(f"cannot connect to {address}"):
-            raise IsoplugError(f"cannot forward logs: {reason}{_name_hint(name, reason)}")
-        raise IsoplugError(f"cannot forward logs to {address}: {reason}{_name_hint(name, reason)}")
+            raise IsoplugError(f"cannot forward logs: {reason}{hint}")
+        raise IsoplugError(f"cannot forward logs to {address}: {reason}{hint}")
     handler.say_failures = True
     for existing in list(root.handlers):
         if replace_handlers or isinstance(existing, ForwardingHandler):
@@ -96,13 +97,12 @@ def forward_logs(
     return handler
 
 
-def _name_hint(name: str | None, reason: str) -> str:
+def _name_hint(name: str | None, cause: BaseException | None) -> str:
     """What to change, when a plugin's child process that gave a name of its own was refused:
     the host knows a plugin's log connections by its runner's name, which
     ``ISOPLUG_LOG_NAME`` holds there."""
     told = os.environ.get(NAME_ENV, "")
-    refused = "unknown runner" in reason or "wrong session token" in reason
-    if not name or not told or name == told or not refused:
+    if not name or not told or name == told or not isinstance(cause, AuthenticationFailed):
         return ""
     return (
         f" (this process was given {NAME_ENV}={told!r}: a plugin's child process forwards "

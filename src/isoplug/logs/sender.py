@@ -203,7 +203,7 @@ class SenderThread(SenderLink):
                 with self._queue_changed:
                     self._in_flight -= len(batch)
                     self._queue[:0] = batch
-                self._give_up(f"cannot send a log batch: {exc}")
+                self._give_up(f"cannot send a log batch: {exc}", exc)
                 return None
             try:
                 with self._send_lock:

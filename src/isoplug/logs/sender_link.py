@@ -109,6 +109,8 @@ class SenderLink:
     #: The records dropped in all when forwarding stopped for good: a close says how many
     #: more were dropped since (no receiver hears of them).
     _dropped_when_failed: int = 0
+    #: What made forwarding stop for good (the last failed attempt to connect), if anything.
+    failure_cause: BaseException | None = None
     _ring: SenderRing | None
     _ring_capacity: int
     _requested_queue_bytes: int
@@ -224,11 +226,11 @@ class SenderLink:
             why = f"cannot connect to {self.address}"
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
                 # A failure to connect names the address already.
-                self._give_up(str(exc) if str(exc).startswith(why) else f"{why}: {exc}")
+                self._give_up(str(exc) if str(exc).startswith(why) else f"{why}: {exc}", exc)
                 return None
             attempts = Reconnection()
             attempts.failed(exc)
-            return self._keep_trying(attempts, why, str(exc), resumed=False)
+            return self._keep_trying(attempts, why, exc, resumed=False)
 
     def _reconnect(self, old: BlockingChannel, reason: str) -> BlockingChannel | None:
         """Connect again after a break; None when giving up (forwarding then stops)."""
@@ -237,10 +239,10 @@ class SenderLink:
                 self._channel = None
             identity, self._sock_identity = self._sock_identity, None
         release_channel(old, identity, "the connection broke")
-        return self._keep_trying(Reconnection(), reason, "", resumed=True)
+        return self._keep_trying(Reconnection(), reason, None, resumed=True)
 
     def _keep_trying(
-        self, attempts: Reconnection, why: str, last: str, *, resumed: bool
+        self, attempts: Reconnection, why: str, last: Exception | None, *, resumed: bool
     ) -> BlockingChannel | None:
         """Connect after each of ``attempts``' delays until it works or they say to give up;
         None then (forwarding stops, ``why`` opening the reason given)."""
@@ -255,12 +257,13 @@ class SenderLink:
             # Anything: an attempt that fails in a way not foreseen is one more failed attempt,
             # never the end of the sender thread.
             except Exception as exc:
-                last = str(exc)
+                last = exc
                 verdict = attempts.failed(exc)
                 if verdict is not None:
-                    self._give_up(f"{why}; cannot connect: {verdict}")
+                    self._give_up(f"{why}; cannot connect: {verdict}", exc)
                     return None
-        self._give_up(f"{why}; no connection after {attempts.failures} attempts (the last: {last})")
+        said = "" if last is None else f" (the last: {last})"
+        self._give_up(f"{why}; no connection after {attempts.failures} attempts{said}", last)
         return None
 
     def _pause(self, seconds: float) -> bool:
@@ -271,12 +274,13 @@ class SenderLink:
                 self._queue_changed.wait(left)
             return not self._closed
 
-    def _give_up(self, reason: str) -> None:
+    def _give_up(self, reason: str, cause: BaseException | None = None) -> None:
         """Stop forwarding for good: count what is lost, and say so once on the real stderr."""
         with self._queue_changed:
             if self._failed is not None:
                 return
             self._failed = reason
+            self.failure_cause = cause
             self._admit_freely_below = -1
             lost = len(self._queue) + self._in_flight
             if lost:
