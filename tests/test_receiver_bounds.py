@@ -168,9 +168,14 @@ def test_max_senders_per_tree_must_be_positive() -> None:
 #: A stranger: a process in a session of its own whose child, re-parented away from its
 #: parent, opens ``argv[2]`` connections to the socket ``argv[1]`` and says nothing on them.
 SILENT_STRANGER = """
-import os, socket, sys
+import os, socket, sys, time
+parent = os.getpid()
 if os.fork():
     os._exit(0)
+# A stranger only once its parent is reaped: until then (a zombie too) it is the receiver's
+# grandchild, and its group's leader a child of the receiver's.
+while os.path.exists(f"/proc/{parent}"):
+    time.sleep(0.001)
 held = []
 for _ in range(int(sys.argv[2])):
     sock = socket.socket(socket.AF_UNIX)
