@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from isoplug import PluginState, SupervisorConfig
 from isoplug.cli.signals import REPEAT_WINDOW
 from isoplug.host import PluginInfo
 from tests import plugins_fixtures
-from tests.plugins_fixtures import plugins_dir
+from tests.plugins_fixtures import plugins_dir, process_alive
+from tests.processes import child_env
 from tests.test_cli import read_until, start_cli
 from tests.test_host_lifetime import escapers, start_host
 from tests.test_host_lifetime import read_until as read_host_until
@@ -148,6 +150,119 @@ async def test_a_second_ctrl_c_is_reported_as_the_hosts_sigkill(tmp_path: Path) 
         output,
     ), output
     assert "out-of-memory" not in output
+
+
+#: A host under asyncio.run, as an application runs one; SIGINT as in a terminal (a test run
+#: in the background may have it ignored, and so would this child).
+_APP_UNDER_ASYNCIO_RUN = """
+import asyncio, logging, signal, sys
+import isoplug
+signal.signal(signal.SIGINT, signal.default_int_handler)
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+async def main():
+    config = isoplug.SupervisorConfig(shutdown_timeout=60, teardown_timeout=60)
+    async with isoplug.Host(sys.argv[1], config=config) as host:
+        await host.wait_ready()
+        print("app ready", flush=True)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            print("app stopping", flush=True)
+asyncio.run(main())
+"""
+
+
+async def test_a_second_ctrl_c_under_asyncio_run_still_tells_how_each_runner_ended(
+    tmp_path: Path,
+) -> None:
+    """An application under ``asyncio.run``: a first Ctrl-C starts the host's stop, a second
+    raises KeyboardInterrupt (in the host's block, or out of the event loop, whose end then
+    cancels every task). The runner is killed at once, and its account is said as for any
+    stop, naming why."""
+    app = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _APP_UNDER_ASYNCIO_RUN,
+        str(plugins_dir(tmp_path, "stubborn")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=child_env(),
+    )
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            await read_host_until(app, seen, r"^app ready")
+            (pid,) = map(int, re.findall(r"ready: runner stubborn \(pid (\d+)\)", "".join(seen)))
+            app.send_signal(signal.SIGINT)
+            # The host's stop begins; the runner's teardown blocks, so it waits on.
+            await read_host_until(app, seen, r"^app stopping")
+            app.send_signal(signal.SIGINT)
+            rest, _ = await app.communicate()
+    except BaseException:
+        app.kill()
+        await app.communicate()
+        raise
+    output = "".join(seen) + rest.decode()
+    assert "KeyboardInterrupt" in output, output
+    # Which of the host's steps the interrupt cuts short (the host's block, its shutdown, the
+    # supervision) depends on where the loop was when the signal came; each says so.
+    assert re.search(
+        rf"isoplug.host: plugin stubborn: stopped: runner stubborn \(pid {pid}\) was "
+        r"killed by SIGKILL from the host: (KeyboardInterrupt \(Ctrl-C again\)|the host's "
+        r"shutdown was cancelled|the host was cut short \(its event loop ending)",
+        output,
+    ), output
+    assert not process_alive(pid)
+
+
+async def test_a_keyboard_interrupt_in_the_hosts_block_kills_the_runners_at_once(
+    tmp_path: Path,
+) -> None:
+    """No graceful stop (up to shutdown_timeout + terminate_timeout for a stubborn plugin)
+    after a KeyboardInterrupt: the runners are killed, each account saying why."""
+    config = SupervisorConfig(shutdown_timeout=60, teardown_timeout=60, terminate_timeout=60)
+    with pytest.raises(KeyboardInterrupt):
+        async with plugins_fixtures.running(tmp_path, "stubborn", config=config) as (host, _):
+            raise KeyboardInterrupt
+    info = host.plugin("stubborn")
+    assert info.state is PluginState.STOPPED
+    assert info.last_exit is not None
+    assert info.last_exit.describe().startswith(
+        f"runner stubborn (pid {info.last_exit.pid}) was killed by SIGKILL from the host: "
+        "KeyboardInterrupt (Ctrl-C again); stopped on request"
+    ), info.last_exit.describe()
+
+
+_LOOP_ENDS_UNDER_AN_OPEN_HOST = """
+import asyncio, logging, sys
+import isoplug
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+async def main():
+    host = isoplug.Host(sys.argv[1])
+    await host.start()
+    await host.wait_ready()
+asyncio.run(main())
+"""
+
+
+def test_a_loop_that_ends_under_an_open_host_still_tells_how_each_runner_ended(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOOP_ENDS_UNDER_AN_OPEN_HOST, str(plugins_dir(tmp_path, "echo"))],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+    (pid,) = map(int, re.findall(r"ready: runner echo \(pid (\d+)\)", result.stderr))
+    assert re.search(
+        rf"WARNING isoplug.host: plugin echo: stopped: runner echo \(pid {pid}\) was killed by "
+        r"SIGKILL from the host: the host was cut short \(its event loop ending",
+        result.stderr,
+    ), result.stderr
+    assert not process_alive(pid)
 
 
 @pytest.mark.slow

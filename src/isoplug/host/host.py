@@ -25,17 +25,17 @@ import asyncio
 import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isoplug.errors import LocalProtocolError, MethodNotFound
+from isoplug.errors import LocalProtocolError
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig, split_host_config
 from isoplug.host.environment import runner_environment
-from isoplug.host.host_life import open_listeners, stop_everything
+from isoplug.host.host_life import INTERRUPTED, open_listeners, stop_everything
 from isoplug.host.host_stage import HostStage
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.on_change import call_on_change, checked_on_change
@@ -156,8 +156,9 @@ class Host(PluginSettings):
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        # No graceful stop after a KeyboardInterrupt, as after the CLI's second Ctrl-C.
+        await self._close(kill_first=INTERRUPTED if isinstance(exc, KeyboardInterrupt) else None)
 
     async def start(self) -> None:
         """Discover plugins, open the listener and start every runner (does not wait for them
@@ -236,6 +237,10 @@ class Host(PluginSettings):
         runners, zygote and sockets are the parent's); from another event loop, or after the
         host's loop closed, it raises :class:`RuntimeError` (docs/host.md, "One loop, one
         process")."""
+        await self._close(kill_first=None)
+
+    async def _close(self, *, kill_first: str | None) -> None:
+        """:meth:`aclose`; ``kill_first``: why every runner is killed at once instead."""
         if self._binding.foreign:
             if not self._abandoned:
                 unclosed.drop_inherited(self)
@@ -254,6 +259,7 @@ class Host(PluginSettings):
                 listener=self._listener,
                 log_bridge=self._log_bridge,
                 then_close=(self._routes.close, self._capabilities.close),
+                kill_first=kill_first,
             )
         finally:
             observers.host_closed(self)
@@ -340,8 +346,8 @@ class Host(PluginSettings):
             self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
-        return await _observed(
-            supervisor, plugin_id, method, args, kwargs, timeout=self.config.call_timeout
+        return await supervisor.observed_call(
+            plugin_id, method, args, kwargs, self.config.call_timeout
         )
 
     async def call_with(
@@ -378,9 +384,7 @@ class Host(PluginSettings):
             if not limit >= 0:
                 raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
         supervisor = self._supervisor(plugin_id)
-        return await _observed(
-            supervisor, plugin_id, method, tuple(args), dict(kwargs), timeout=limit
-        )
+        return await supervisor.observed_call(plugin_id, method, tuple(args), dict(kwargs), limit)
 
     async def publish(self, event: str, payload: Any = None) -> int:
         """Send ``event`` to every ready plugin subscribed to it; return how many runners got
@@ -470,26 +474,3 @@ class Host(PluginSettings):
 def _report_reloader_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         _log.error("reload: watching the plugins folder stopped: %r", error, exc_info=error)
-
-
-def _observed(
-    supervisor: RunnerSupervisor,
-    plugin_id: str,
-    method: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    timeout: float | None,
-) -> Awaitable[Any]:
-    """The call of ``plugin_id.method`` (by :meth:`Host.call` or :meth:`Host.call_with`), told
-    to the observers once, however it ends: the one place the metrics count a call."""
-    try:
-        call = supervisor.call(plugin_id, method, args, kwargs, timeout)
-    except MethodNotFound as error:
-        # Refused before any call was made (the host knows the plugin's methods): counted
-        # all the same. A plugin not ready yet refuses it in the call, which counts it below.
-        observers.call_finished(plugin_id, method, 0.0, error)
-        raise
-    if observers.watching():
-        return observers.observed_call(plugin_id, method, call)
-    return call

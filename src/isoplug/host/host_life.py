@@ -30,6 +30,12 @@ __all__ = ["open_listeners", "stop_everything"]
 
 _log = logging.getLogger("isoplug.host")
 
+#: Why runners are killed at once after a KeyboardInterrupt: under asyncio.run, the first
+#: Ctrl-C cancels the application's task, and the second raises it.
+INTERRUPTED = "KeyboardInterrupt (Ctrl-C again)"
+#: How long a cancelled shutdown waits for each killed runner's exit to be accounted for.
+KILLED_EXIT_WAIT = 3.0
+
 
 async def open_listeners(
     config: SupervisorConfig, routes: ConnectionRoutes, log_bridge: LogBridge
@@ -67,22 +73,35 @@ async def stop_everything(
     listener: Listener | None,
     log_bridge: LogBridge,
     then_close: Sequence[Callable[[], None]],
+    kill_first: str | None = None,
 ) -> None:
     """Stop every runner, then close what served them (see the module docstring); cancelled,
-    kill the runners at once, close the rest, and raise."""
+    kill the runners at once, close the rest, and raise. ``kill_first``: why every runner is
+    killed at once from the start."""
     stopping = asyncio.ensure_future(
         asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
     )
     try:
+        if kill_first is not None:
+            # Once each stop is asked (their first step): the exits are stops, not crashes.
+            await asyncio.sleep(0)
+            for supervisor in supervisors:
+                supervisor.kill_now(kill_first)
         await asyncio.shield(stopping)
-    except asyncio.CancelledError as exc:
-        # The canceller may say why (the command line's second Ctrl-C does).
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        # The canceller may say why (the command line's second Ctrl-C does); asyncio.run's
+        # second Ctrl-C raises wherever the loop was, here too.
         why = "the host's shutdown was cancelled"
-        if exc.args and isinstance(exc.args[0], str):
+        if isinstance(exc, KeyboardInterrupt):
+            why = INTERRUPTED
+        elif exc.args and isinstance(exc.args[0], str):
             why += f" ({exc.args[0]})"
         for supervisor in supervisors:
             supervisor.kill_now(why)
         await stopping
+        # Each supervision says how its runner ended once it sees the exit, which the zygote
+        # reports for a forked runner: before the zygote is closed below.
+        await asyncio.gather(*(s.wait_ended(KILLED_EXIT_WAIT) for s in supervisors))
         raise
     finally:
         if zygote is not None:

@@ -30,23 +30,18 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from isoplug.control import (
-    EXIT_BAD_BOOTSTRAP,
-    EXIT_NOTHING_LOADED,
-    SHUTDOWN,
-    ReadyReport,
-    ResourceLimits,
-)
+from isoplug.control import SHUTDOWN, ReadyReport, ResourceLimits
 from isoplug.errors import IsoplugError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.environment import runner_environment
+from isoplug.host.exit_verdict import lasting_cause
 from isoplug.host.health import Finding, HealthWatch, health_tick
 from isoplug.host.interpreter_check import check_interpreter
 from isoplug.host.launch import launch_runner, runner_python
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
-from isoplug.host.process import EXIT_REPLAY_TIMEOUT, OpenStdio, RunnerProcess
+from isoplug.host.process import EXIT_REPLAY_TIMEOUT, KILL_RETRY, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.setup_where import setup_where
@@ -56,16 +51,16 @@ from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
 
-__all__ = ["OnReady", "RunnerLife"]
+__all__ = ["CUT_SHORT", "OnReady", "RunnerLife"]
 
 _log = logging.getLogger("isoplug.host")
 
 _BEFORE_READY = "it exited before reporting ready"
+#: Why the host killed a runner whose supervision was cancelled.
+CUT_SHORT = "the host was cut short (its event loop ending, or its shutdown cancelled)"
 #: How long an account of an early exit waits, at most, for the stderr records the runner sent
 #: on its log connection before it died to be replayed (they travel beside its pipes).
 _LAST_WORDS_WAIT = 1.0
-#: The start of what isoplug's runner prints when it cannot read its bootstrap.
-_BAD_BOOTSTRAP_SAID = "isoplug runner: expected a bootstrap line"
 
 OnReady = Callable[[ReadyReport, RunnerProcess], Awaitable[tuple[bool, str | None]]]
 """``on_ready(report, process)``: the supervisor takes the ready report of ``process``; returns
@@ -104,6 +99,8 @@ class RunnerLife:
         #: Its [limits] that the host enforces (see isoplug.host.limits); set by run().
         self.limits = LimitWatch(runner_id, ResourceLimits())
         self.recycled: str | None = None
+        #: Its exit account when its supervision was cancelled (:data:`CUT_SHORT`).
+        self.cut_short: ExitAccount | None = None
         #: Plugin calls sent to it and not yet answered (see :meth:`calling`).
         self._calls = 0
         #: Set once no call is in flight, while a recycle waits for that (see _until_idle):
@@ -207,13 +204,23 @@ class RunnerLife:
             raise
         reason = ""
         permanent: str | None = None
+        cancelled: asyncio.CancelledError | KeyboardInterrupt | None = None
         try:
             self.limits.start(process)
             await self.health.start(process.pid, process.reading_output)
             reason, permanent = await self._until_exit(process, on_ready)
+        except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+            # The host's loop ending under it (asyncio.run cancels every task after a second
+            # Ctrl-C, which raises KeyboardInterrupt wherever the loop was) or its shutdown
+            # cancelled: killed at once, and accounted for as any exit once the exit is seen
+            # (cancelled again meanwhile, it is not).
+            process.kill(CUT_SHORT)
+            if not await process.wait_exit(KILL_RETRY):
+                raise
+            cancelled = exc
         except BaseException:
-            # Cancelled (host shutting down hard) or a bug: never leave the process behind.
-            process.kill("its supervisor was cancelled")
+            # A bug: never leave the process behind.
+            process.kill("its supervision failed")
             raise
         finally:
             self.token = self.log_token = None
@@ -249,37 +256,14 @@ class RunnerLife:
             # Quoted as the runner's words: a plugin may write anything there, host-like
             # phrases included, and must not be read as the host (see outside_words).
             reason = f"{reason}; its stderr ended with: {outside_words(said)}"
-        if (
-            returncode == EXIT_BAD_BOOTSTRAP
-            and not self.connected
-            and not tail.connected
-            and said.startswith(_BAD_BOOTSTRAP_SAID)
-        ):
-            # Decided by what the plugin cannot produce: plugin code runs only after the
-            # runner read its bootstrap and connected with its tokens (control or logs), so a
-            # runner that did either got past its bootstrap, whatever its stderr says (a
-            # plugin's own exit 2 and words are a crash of the plugin's). Only the code of a
-            # plugin's own interpreter at startup (sitecustomize) could still imitate this
-            # (docs/operations.md says so where it describes this verdict).
-            permanent = (
-                "the runner exited before connecting, saying it could not read its bootstrap "
-                "(an isoplug bug, if its python runs isoplug's runner)"
-            )
-        elif (
-            returncode == EXIT_NOTHING_LOADED
-            and permanent is None
-            and report is not None
-            and not report.loaded
-            and report.failures
-        ):
-            # Only as its ready report said: a plugin that exits with the same code after it
-            # loaded (os._exit(4) in a method, or in its setup, before the report) crashed.
-            permanent = "no plugin could be loaded"
-        elif wrapped and permanent is None:
-            # Every start would go the same way: the wrapper, not a crash, is at fault.
-            permanent = (
-                "its python runs the runner as a child process (checked again at its next start)"
-            )
+        permanent = lasting_cause(
+            returncode,
+            permanent,
+            connected=self.connected or tail.connected,
+            said=said,
+            report=report,
+            wrapped=wrapped,
+        )
         known = process.status_known
         sender = (
             process.host_signals.get(signal.Signals(-returncode))
@@ -303,6 +287,9 @@ class RunnerLife:
             status_known=known,
             limit=limit,
         )
+        if cancelled is not None:
+            self.cut_short = account
+            raise cancelled
         return account, permanent
 
     async def _last_words(self, tail: StderrTail) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from isoplug.control import EVENT, EventDelivery
-from isoplug.errors import ConnectionBroken, ConnectionClosed
+from isoplug.errors import ConnectionBroken, ConnectionClosed, MethodNotFound
+from isoplug.host import observers
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import Commands
 from isoplug.host.life import RunnerLife
@@ -52,6 +53,27 @@ class PluginCalls:
     if TYPE_CHECKING:
 
         def info(self, plugin_id: str) -> PluginInfo: ...
+
+    def observed_call(
+        self,
+        plugin_id: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Awaitable[Any]:
+        """:meth:`call` (by :meth:`Host.call` or :meth:`Host.call_with`), told to the observers
+        once, however it ends: the one place the metrics count a call."""
+        try:
+            call = self.call(plugin_id, method, args, kwargs, timeout)
+        except MethodNotFound as error:
+            # Refused before any call was made (the host knows the plugin's methods): counted
+            # all the same. A plugin not ready yet refuses it in the call, which counts it below.
+            observers.call_finished(plugin_id, method, 0.0, error)
+            raise
+        if observers.watching():
+            return observers.observed_call(plugin_id, method, call)
+        return call
 
     def call(
         self,

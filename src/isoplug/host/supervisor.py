@@ -199,6 +199,13 @@ class RunnerSupervisor(PluginCalls):
         if self._process is not None:
             self._process.kill(why)
 
+    async def wait_ended(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the supervision to end (after :meth:`kill_now`:
+        once it has seen the runner's exit and said how it ended)."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout)
+
     async def aclose(self) -> None:
         """Stop, and make sure the supervising task has ended; no runner starts after it
         (:meth:`start` and :meth:`restart` raise). Idempotent."""
@@ -348,6 +355,14 @@ class RunnerSupervisor(PluginCalls):
                 else:
                     self.restarts += 1
                     self._set_state(PluginState.STARTING, decision.message)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            cut_short = None if self._life is None else self._life.cut_short
+            if cut_short is not None:
+                self.last_exit = cut_short
+                self._set_state(
+                    PluginState.STOPPED, f"stopped: {cut_short.describe()}", logging.WARNING
+                )
+            raise
         except Exception:
             _log.exception("supervisor of runner %s failed", self.runner_id)
             self._fail("the supervisor itself failed (a bug in isoplug; see the log)")

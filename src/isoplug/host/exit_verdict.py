@@ -1,0 +1,51 @@
+"""Whether restarting a runner that exited can help: the exits that every start would repeat
+(its runner could not read its bootstrap, none of its plugins could be loaded, its python runs
+the runner as a child), told apart from crashes by what the plugin cannot produce.
+"""
+
+from __future__ import annotations
+
+from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NOTHING_LOADED, ReadyReport
+
+__all__ = ["lasting_cause"]
+
+#: The start of what isoplug's runner prints when it cannot read its bootstrap.
+_BAD_BOOTSTRAP_SAID = "isoplug runner: expected a bootstrap line"
+
+
+def lasting_cause(
+    returncode: int,
+    permanent: str | None,
+    *,
+    connected: bool,
+    said: str,
+    report: ReadyReport | None,
+    wrapped: bool,
+) -> str | None:
+    """Why restarting cannot help a runner that exited with ``returncode`` (``permanent``,
+    if its life found a reason already); None for a crash. ``connected``: whether it
+    connected with its tokens (control or logs); ``said``: the last words it wrote on stderr
+    before it was ready; ``report``: its ready report, if any; ``wrapped``: the host refused
+    its control connection, and a plugin names a python of its own."""
+    if returncode == EXIT_BAD_BOOTSTRAP and not connected and said.startswith(_BAD_BOOTSTRAP_SAID):
+        # Decided by what the plugin cannot produce: plugin code runs only after the
+        # runner read its bootstrap and connected with its tokens (control or logs), so a
+        # runner that did either got past its bootstrap, whatever its stderr says (a
+        # plugin's own exit 2 and words are a crash of the plugin's). Only the code of a
+        # plugin's own interpreter at startup (sitecustomize) could still imitate this
+        # (docs/operations.md says so where it describes this verdict).
+        return (
+            "the runner exited before connecting, saying it could not read its bootstrap "
+            "(an isoplug bug, if its python runs isoplug's runner)"
+        )
+    if permanent is not None:
+        return permanent
+    nothing_loaded = report is not None and not report.loaded and bool(report.failures)
+    if returncode == EXIT_NOTHING_LOADED and nothing_loaded:
+        # Only as its ready report said: a plugin that exits with the same code after it
+        # loaded (os._exit(4) in a method, or in its setup, before the report) crashed.
+        return "no plugin could be loaded"
+    if wrapped:
+        # Every start would go the same way: the wrapper, not a crash, is at fault.
+        return "its python runs the runner as a child process (checked again at its next start)"
+    return None
