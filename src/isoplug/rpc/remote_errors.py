@@ -10,12 +10,12 @@ texts are capped and sanitized on their way into an exception message.
 from __future__ import annotations
 
 import os
-import sysconfig
 import traceback
 from types import TracebackType
 from typing import Final
 
 from isoplug.errors import REMOTE_ERROR_BY_CODE, RemoteError
+from isoplug.stdlib_paths import in_stdlib
 from isoplug.wire import ErrorInfo
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, clean_block, clean_text, cut_mark
 
@@ -83,20 +83,13 @@ def exit_request_text(exc: BaseException, limit: int = MAX_SENT_MESSAGE_CHARS) -
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-#: Where isoplug's own modules and the standard library's are: the frames that run a plugin's
-#: code (the dispatcher, the session, asyncio, a worker thread), not the plugin's.
-_OWN_FOLDERS = (
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ""),
-    *(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib")),
-)
+#: Where isoplug's own modules are: with the standard library's, the frames that run a
+#: plugin's code (the dispatcher, the session, asyncio, a worker thread), not the plugin's.
+_ISOPLUG_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 def _is_own(filename: str) -> bool:
-    # site-packages may lie under the standard library's folder: a plugin's libraries are not
-    # isoplug's frames.
-    if filename.startswith("<frozen "):
-        return True
-    return filename.startswith(_OWN_FOLDERS) and "site-packages" not in filename
+    return filename.startswith(_ISOPLUG_FOLDER) or in_stdlib(filename)
 
 
 def _past_own_frames(tb: TracebackType | None) -> TracebackType | None:

@@ -44,10 +44,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import socket
 import sys
-import sysconfig
 import threading
 import time
 from types import FrameType
@@ -60,10 +58,11 @@ from isoplug.errors import RemoteProtocolError
 from isoplug.runner import thread_sources
 from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
 from isoplug.runner.workers import WorkerPool, default_threads
+from isoplug.stdlib_paths import in_stdlib
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import FrameDecoder
 
-__all__ = ["HealthMonitor", "describe_frame", "in_stdlib", "loop_starvation", "start_health"]
+__all__ = ["HealthMonitor", "describe_frame", "loop_starvation", "start_health"]
 
 _log = logging.getLogger("isoplug.runner")
 
@@ -79,7 +78,6 @@ _MAX_WORKERS = 64
 _MAX_WHERE = 300
 #: A thread's time on a CPU and waiting for one (ns), and times given one (``ThreadCpuWait``).
 _Times = tuple[int, int, int]
-_STDLIB = tuple(os.path.join(sysconfig.get_paths()[name], "") for name in ("stdlib", "platstdlib"))
 #: The wrappers that run a group member's threads as its own: never where a thread is.
 _WRAPPERS = thread_sources.__file__
 
@@ -361,11 +359,6 @@ def loop_starvation(
     neither = max(0.0, since_beat - ran - waited)
     queued = min(queued, neither)
     return min(blocked, waited + queued + min(neither - queued, health_waited))
-
-
-def in_stdlib(filename: str) -> bool:
-    """True if ``filename`` is a module of the standard library."""
-    return filename.startswith(_STDLIB)
 
 
 def describe_frame(frame: FrameType | None) -> str:

@@ -45,7 +45,8 @@ from typing import Any
 
 from isoplug.logs.hooks import task_source
 from isoplug.logs.sources import attributed_to
-from isoplug.runner.health import describe_frame, in_stdlib
+from isoplug.runner.health import describe_frame
+from isoplug.stdlib_paths import in_stdlib
 
 __all__ = ["MIN_GRACE", "end_plugin_tasks", "exit_leaving", "report_unretrieved_exceptions"]
 
