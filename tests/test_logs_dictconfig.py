@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from isoplug import Host
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 from tests.log_helpers import replay, reports
-from tests.plugins_fixtures import running
+from tests.plugins_fixtures import FAST, plugins_dir, running
 from tests.record_waiter import RecordWaiter
 
 PREFIX = "plugin.demo"
@@ -140,3 +143,22 @@ async def test_plugin_records_survive_a_host_dict_config(tmp_path: Path) -> None
     assert warning.name == "plugin.chronicler"
     assert warning.plugin_id == "chronicler"  # type: ignore[attr-defined]
     assert metrics.filtered == 0
+
+
+async def test_the_hosts_own_reports_survive_a_dict_config_made_after_the_import(
+    tmp_path: Path,
+) -> None:
+    """The usual layout: isoplug imported at the top (its loggers exist), dictConfig() in
+    main(), then the host. Its loggers are enabled again, saying so, and a crash is told."""
+    handler = RecordWaiter()
+    configure_host_logging(handler)
+    assert logging.getLogger("isoplug.host").disabled
+    async with Host(plugins_dir(tmp_path, "echo"), config=FAST) as host:
+        await host.wait_ready(20)
+        os.kill(host.plugin("echo").pid or 0, signal.SIGKILL)
+        await handler.wait_for("isoplug.host", "plugin echo: crashed")
+    (warning,) = [
+        r for r in handler.matching("isoplug.host") if "had been disabled" in r.getMessage()
+    ]
+    assert "isoplug.host" in warning.getMessage()
+    assert not logging.getLogger("isoplug.host").disabled

@@ -39,6 +39,7 @@ from isoplug.host.host_life import INTERRUPTED, open_listeners, stop_everything
 from isoplug.host.host_stage import HostStage
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.on_change import call_on_change, checked_on_change
+from isoplug.host.own_loggers import keep_own_loggers_enabled
 from isoplug.host.plugin_calls import check_event_payload
 from isoplug.host.plugin_settings import PluginSettings
 from isoplug.host.registry import RunnerPlan, plan_runners
@@ -179,6 +180,7 @@ class Host(PluginSettings):
             raise
 
     async def _start(self) -> None:
+        keep_own_loggers_enabled()
         discovery = self._runners.discover()
         unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})
         if unknown:
@@ -457,6 +459,7 @@ class Host(PluginSettings):
             raise PluginUnavailable(f"{exc}; the host {self._life.value}") from None
 
     def _state_changed(self, change: StateChange) -> None:
+        keep_own_loggers_enabled()  # a dictConfig() after the start, too
         who = ", ".join(change.plugin_ids) or change.runner_id
         _log.log(
             change.level,
