@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from isoplug import Host, PluginFailed, PluginState, SupervisorConfig, UnencodableValue
+from isoplug import (
+    Host,
+    PluginFailed,
+    PluginNotReady,
+    PluginState,
+    PluginUnavailable,
+    SupervisorConfig,
+    UnencodableValue,
+)
 from isoplug.control import CapabilityRequest
 from isoplug.errors import (
     InvalidParams,
@@ -174,6 +182,12 @@ async def test_wait_ready_raises_as_soon_as_a_plugin_cannot_load(tmp_path: Path)
         not_ready = r"not ready within 0.3 s: gated starting \(restarts 0"
         with pytest.raises(TimeoutError, match=not_ready):
             await host.wait_ready(0.3, raise_on_failure=False)
+        # A call's time running out while its plugin starts is a timeout too (never sent).
+        with pytest.raises(TimeoutError) as timed_out:
+            await host.call_with("gated", "ping", timeout=0.3)
+        assert isinstance(timed_out.value, PluginNotReady)
+        assert isinstance(timed_out.value, PluginUnavailable)  # as before: caught there too
+        assert "the plugin was not ready within 0.3 s (state: starting)" in str(timed_out.value)
         gate.set()
         infos = await host.wait_ready(20, raise_on_failure=False)
         assert {i.id: i.state for i in infos} == {

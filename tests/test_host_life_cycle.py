@@ -228,7 +228,7 @@ async def test_a_recycle_for_stuck_threads_is_not_a_crash_and_calls_in_flight_ar
             await asyncio.wait_for(in_flight, 20)
         assert str(caught.value).startswith(
             "plugin 'laggard' was recycled during 'await_sleep' (recycled by the host: 3 worker "
-            "threads still run calls that timed out (max_stuck_threads 2): "
+            "threads still run calls that timed out or were cancelled (max_stuck_threads 2): "
         ), str(caught.value)
 
         def recycled(info: PluginInfo) -> bool:

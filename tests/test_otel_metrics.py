@@ -177,7 +177,9 @@ def test_exit_kinds() -> None:
     assert exit_kind(account(-9, limit="memory")) == "limit"
     assert exit_kind(account(-24, limit="cpu_seconds")) == "limit"
     assert exit_kind(account(0, limit="recycle_rss")) == "recycled"
-    stuck = "recycled by the host: 4 worker threads still run calls that timed out"
+    stuck = (
+        "recycled by the host: 4 worker threads still run calls that timed out or were cancelled"
+    )
     assert exit_kind(account(0, stuck)) == "recycled"
     assert exit_kind(account(-9, stuck)) == "recycled"  # it ignored its stop
 

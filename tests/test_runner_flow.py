@@ -114,6 +114,8 @@ async def test_past_the_queue_a_call_is_refused_at_once_and_a_cancel_takes_a_que
         await asyncio.sleep(0)
         with pytest.raises(PluginBusy) as refused:
             await host.call_with(PLUGIN, "counts", timeout=10)
+        assert refused.value.method == f"{PLUGIN}.counts"
+        assert "SupervisorConfig.max_concurrent_calls, max_queued_calls" in str(refused.value)
         assert "2 running (max_running 2) and 1 queued" in str(refused.value)
         assert "past max_queued 1 a request is refused" in str(refused.value)
         queued.cancel()

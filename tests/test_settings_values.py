@@ -38,3 +38,10 @@ def test_supervisor_config_refuses_a_timing_that_is_not_a_finite_number(
     expected = f"SupervisorConfig: {name} must be a finite number of seconds, 0 or more, not"
     with pytest.raises(ValueError, match=re.escape(expected)):
         SupervisorConfig(**settings)
+
+
+@pytest.mark.parametrize("value", [0, 0.001])
+def test_supervisor_config_refuses_health_checks_without_a_pause(value: float) -> None:
+    """0 would have the host ask each runner in a loop: a core spent while nothing happens."""
+    with pytest.raises(ValueError, match=r"health_interval must be at least 0\.01 s, not"):
+        SupervisorConfig(health_interval=value)

@@ -12,6 +12,7 @@ from isoplug.host.manifest import Manifest, ManifestError, RestartPolicy
 from isoplug.host.status import (
     ExitAccount,
     PluginInfo,
+    PluginNotReady,
     PluginState,
     PluginUnavailable,
     StateChange,
@@ -23,6 +24,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "PluginInfo",
+    "PluginNotReady",
     "PluginState",
     "PluginUnavailable",
     "RestartPolicy",

@@ -19,6 +19,7 @@ from isoplug.errors import (
     ConnectionBroken,
     ConnectionClosed,
     LocalProtocolError,
+    PluginBusy,
     RequestCancelled,
     RequestTimeout,
 )
@@ -121,6 +122,16 @@ async def call_runner(
             except ConnectionClosed as exc:
                 # Whatever ended the session: the handlers below know better why.
                 raise ConnectionBroken(str(exc)) from exc
+            except PluginBusy as exc:
+                # Refused by the runner's RPC layer, which knows the request, not the call:
+                # named here as the caller wrote it, with the settings that bound it.
+                raise PluginBusy(
+                    f"{plugin_id}.{method}",
+                    exc.remote_type,
+                    f"the runner refused the call at once, at its limits of calls running and "
+                    f"queued (SupervisorConfig.max_concurrent_calls, max_queued_calls): "
+                    f"{exc.remote_message}",
+                ) from None
             if outcome.error is not None:
                 # The runner's texts, sanitized: they end up in the host's records and messages.
                 raise remote_error(f"{plugin_id}.{method}", outcome.error)

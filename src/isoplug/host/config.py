@@ -12,6 +12,8 @@ from typing import Any
 __all__ = ["SupervisorConfig", "split_host_config"]
 
 
+#: The shortest pause between a runner's health checks.
+MIN_HEALTH_INTERVAL = 0.01
 #: SupervisorConfig's settings in seconds.
 _SECONDS = (
     "ready_timeout",
@@ -33,7 +35,8 @@ class SupervisorConfig:
 
     #: Import + ``setup`` of every plugin of a runner. Generous: setup may open connections.
     ready_timeout: float = 15.0
-    #: How often a ready runner's health is checked (sooner while its event loop is blocked).
+    #: How often a ready runner's health is checked (sooner while its event loop is blocked);
+    #: at least :data:`MIN_HEALTH_INTERVAL`.
     health_interval: float = 2.0
     #: How long a runner's event loop may go without running while Python could run (a
     #: plugin blocking it: ``time.sleep``, a busy loop, a lock) before the runner is killed as
@@ -48,7 +51,8 @@ class SupervisorConfig:
     #: much past ``health_timeout``; past it, or without any answer for that long, the runner
     #: is hung all the same.
     health_grace: float = 10.0
-    #: A sync plugin method runs in a worker thread, which a call that timed out cannot stop.
+    #: A sync plugin method runs in a worker thread, which a call that timed out (or that its
+    #: caller cancelled) cannot stop.
     #: Past this many such threads still running, the runner is recycled (stopped gracefully
     #: and restarted); its pool keeps as many threads to spare meanwhile.
     max_stuck_threads: int = 3
@@ -112,6 +116,12 @@ class SupervisorConfig:
                     f"SupervisorConfig: {name} must be a finite number of seconds, 0 or more, "
                     f"not {value!r}"
                 )
+        if self.health_interval < MIN_HEALTH_INTERVAL:
+            # 0 would ask every runner without a pause: a core of the host's spent on it.
+            raise ValueError(
+                f"SupervisorConfig: health_interval must be at least {MIN_HEALTH_INTERVAL} s, "
+                f"not {self.health_interval!r}"
+            )
         if self.max_log_connections < 1:
             raise ValueError(
                 f"max_log_connections must be at least 1, not {self.max_log_connections!r}"

@@ -344,7 +344,7 @@ class HealthWatch:
         ) + (f" and {len(stuck) - _NAMED} more" if len(stuck) > _NAMED else "")
         reason = (
             f"recycled by the host: {len(stuck)} worker threads still run calls that timed out "
-            f"(max_stuck_threads {self._config.max_stuck_threads}): {named}"
+            f"or were cancelled (max_stuck_threads {self._config.max_stuck_threads}): {named}"
         )
         _log.warning("runner %s (pid %d) is %s", self.runner_id, self.pid, reason)
         self.recycle.set_result(reason)

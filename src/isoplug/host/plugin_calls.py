@@ -21,7 +21,7 @@ from isoplug.host.calls import call_runner
 from isoplug.host.commands import Commands
 from isoplug.host.life import RunnerLife
 from isoplug.host.offers import Offers
-from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable
+from isoplug.host.status import PluginInfo, PluginNotReady, PluginState, PluginUnavailable
 from isoplug.rpc import Peer
 from isoplug.wire.codec import event_message
 from isoplug.wire.framing import encode_frame
@@ -166,7 +166,7 @@ class PluginCalls:
                     changed = self._changed
                     await changed.wait()
         except TimeoutError:
-            raise PluginUnavailable(
+            raise PluginNotReady(
                 f"cannot call {plugin_id}.{method}: the plugin was not ready within "
                 f"{timeout:g} s (state: {self.state.value})"
             ) from None

@@ -9,7 +9,14 @@ import signal
 
 from isoplug.errors import IsoplugError
 
-__all__ = ["ExitAccount", "PluginInfo", "PluginState", "PluginUnavailable", "StateChange"]
+__all__ = [
+    "ExitAccount",
+    "PluginInfo",
+    "PluginNotReady",
+    "PluginState",
+    "PluginUnavailable",
+    "StateChange",
+]
 
 
 class PluginState(enum.Enum):
@@ -29,6 +36,12 @@ class PluginUnavailable(IsoplugError):
     """A call went to a plugin that is failed, stopped, unknown, or not ready in time; or its
     runner was stopped, restarted or recycled during the call; or the host is not running
     (not started yet, or closed)."""
+
+
+class PluginNotReady(PluginUnavailable, TimeoutError):
+    """A call's time ran out while its plugin was starting or restarting: a timeout, as a
+    :class:`~isoplug.errors.RequestTimeout` is (``except TimeoutError`` catches both), and a
+    :class:`PluginUnavailable`. The call was never sent."""
 
 
 #: How an account's reason starts when the host killed the runner (a hang, not ready in time,
