@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import tempfile
@@ -228,7 +229,7 @@ class PluginHarness:
         stream: str | None = None,
         text: str = "",
         timeout: float = 20.0,
-    ) -> Any:
+    ) -> logging.LogRecord:
         """The first record that fits (see :meth:`Records.select`), once there is one."""
         return await self.records.wait_for_record(
             plugin=plugin, logger=logger, level=level, stream=stream, text=text, timeout=timeout
@@ -363,6 +364,19 @@ class BlockingHarness:
         """See :meth:`PluginHarness.wait_for`."""
         return self._run(self._harness.wait_for(plugin_id, predicate, timeout, what=what))
 
-    def wait_for_record(self, **criteria: Any) -> Any:
+    def wait_for_record(
+        self,
+        *,
+        plugin: str | None = None,
+        logger: str | None = None,
+        level: int | str | None = None,
+        stream: str | None = None,
+        text: str = "",
+        timeout: float = 20.0,
+    ) -> logging.LogRecord:
         """See :meth:`PluginHarness.wait_for_record`."""
-        return self._run(self._harness.wait_for_record(**criteria))
+        return self._run(
+            self._harness.wait_for_record(
+                plugin=plugin, logger=logger, level=level, stream=stream, text=text, timeout=timeout
+            )
+        )
