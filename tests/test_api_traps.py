@@ -21,6 +21,7 @@ from isoplug import (
     PluginState,
     PluginUnavailable,
     SupervisorConfig,
+    Unavailability,
     UnencodableValue,
 )
 from isoplug.control import CapabilityRequest
@@ -187,6 +188,7 @@ async def test_wait_ready_raises_as_soon_as_a_plugin_cannot_load(tmp_path: Path)
             await host.call_with("gated", "ping", timeout=0.3)
         assert isinstance(timed_out.value, PluginNotReady)
         assert isinstance(timed_out.value, PluginUnavailable)  # as before: caught there too
+        assert timed_out.value.reason is Unavailability.NOT_READY
         assert "the plugin was not ready within 0.3 s (state: starting)" in str(timed_out.value)
         gate.set()
         infos = await host.wait_ready(20, raise_on_failure=False)

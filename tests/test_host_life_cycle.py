@@ -21,7 +21,7 @@ import pytest
 
 from isoplug import Host, PluginState, StateChange
 from isoplug.errors import ConnectionBroken, RequestTimeout, TransportError
-from isoplug.host import PluginInfo, PluginUnavailable
+from isoplug.host import PluginInfo, PluginUnavailable, Unavailability
 from isoplug.host.logbridge import LogBridge
 from isoplug.testing import watching
 from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir, process_alive, running
@@ -72,6 +72,7 @@ async def test_before_start_every_operation_says_the_host_has_not_been_started(
         with pytest.raises(PluginUnavailable, match=NOT_STARTED) as caught:
             await operation()
         assert "plugins: none" not in str(caught.value), name
+        assert caught.value.reason is Unavailability.HOST_NOT_RUNNING, name
     with pytest.raises(PluginUnavailable, match=NOT_STARTED):
         host.plugin("echo")
     await host.aclose()  # before a start: closes it for good, starts nothing
@@ -226,6 +227,7 @@ async def test_a_recycle_for_stuck_threads_is_not_a_crash_and_calls_in_flight_ar
                 )
         with pytest.raises(PluginUnavailable) as caught:
             await asyncio.wait_for(in_flight, 20)
+        assert caught.value.reason is Unavailability.RECYCLED and caught.value.reason.transient
         assert str(caught.value).startswith(
             "plugin 'laggard' was recycled during 'await_sleep' (recycled by the host: 3 worker "
             "threads still run calls that timed out or were cancelled (max_stuck_threads 2): "

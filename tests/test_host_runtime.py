@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from isoplug import Host, PluginState, PluginUnavailable, SupervisorConfig
+from isoplug import Host, PluginState, PluginUnavailable, SupervisorConfig, Unavailability
 from isoplug.control import CONTROL_ROLE, EXIT_NOTHING_LOADED, LOGS_ROLE
 from isoplug.errors import (
     AuthenticationFailed,
@@ -87,8 +87,9 @@ async def test_unknown_method_names_the_plugin_and_lists_its_methods(tmp_path: P
             r"@isoplug.method: only marked methods can be called\); available methods: add",
         ):
             await host.call("echo", "on_note")
-        with pytest.raises(PluginUnavailable, match=r"no plugin 'ghost' \(plugins: echo\)"):
+        with pytest.raises(PluginUnavailable, match=r"no plugin 'ghost' \(plugins: echo\)") as no:
             await host.call("ghost", "echo")
+        assert (no.value.reason, no.value.plugin_id) == (Unavailability.UNKNOWN, "ghost")
 
 
 async def test_arguments_that_do_not_fit_the_signature_give_invalid_params(
@@ -188,8 +189,10 @@ async def test_a_crash_in_setup_is_retried_then_a_crash_loop_marks_the_plugin_fa
         assert "setup() raised RuntimeError: database unreachable" in info.error
         assert "Traceback (most recent call last)" in info.error
         assert info.last_exit is not None and info.last_exit.exit_code == 3
-        with pytest.raises(PluginUnavailable, match="the plugin is failed"):
+        with pytest.raises(PluginUnavailable, match="the plugin is failed") as failed:
             await host.call("setup_crash", "anything")
+        assert failed.value.reason is Unavailability.FAILED
+        assert not failed.value.reason.transient
         assert await host.call("echo", "echo", value=1) == 1
 
 
@@ -231,8 +234,9 @@ async def test_graceful_stop_runs_teardown_and_exits_zero(tmp_path: Path) -> Non
         assert info.last_exit is not None and info.last_exit.exit_code == 0
         assert info.last_exit.reason == "stopped on request"
         assert waiter.matching("plugin.echo.stdout", "echo: teardown ran")
-        with pytest.raises(PluginUnavailable, match="the plugin is stopped"):
+        with pytest.raises(PluginUnavailable, match="the plugin is stopped") as stopped:
             await host.call("echo", "echo", value=1)
+        assert (stopped.value.reason, stopped.value.plugin_id) == (Unavailability.STOPPED, "echo")
         info = await host.restart("echo")
         assert info.state is PluginState.READY
         assert await host.call("echo", "echo", value=2) == 2

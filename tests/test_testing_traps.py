@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host, PluginFailed, PluginState
-from isoplug.host import PluginUnavailable
+from isoplug.host import PluginUnavailable, Unavailability
 from isoplug.testing import FAST, BlockingHarness, PluginHarness, Records, attached
 
 PLUGIN = """
@@ -179,8 +179,11 @@ async def test_what_a_method_cancelled_at_stop_logs_arrives_as_its_record(tmp_pa
             call = asyncio.ensure_future(host.call("traps", "asleep"))
             await records.wait_for_record(plugin="traps", text="asleep now", timeout=20)
             await host.stop("traps")
-            with pytest.raises(PluginUnavailable, match="stopped on request during 'asleep'"):
+            with pytest.raises(
+                PluginUnavailable, match="stopped on request during 'asleep'"
+            ) as out:
                 await call
+            assert out.value.reason is Unavailability.STOPPED
             cancelled = await records.wait_for_record(text="asleep cancelled", timeout=20)
             assert (cancelled.name, cancelled.levelname) == ("plugin.traps", "WARNING")
             teardown = await records.wait_for_record(text="teardown ran", timeout=20)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         PluginUnavailable,
         StateChange,
         SupervisorConfig,
+        Unavailability,
     )
     from isoplug.runner.api import Plugin, PluginContext, method, on_event
 
@@ -53,6 +54,7 @@ __all__ = [
     "PluginUnavailable",
     "StateChange",
     "SupervisorConfig",
+    "Unavailability",
     "UnencodableValue",
     "__version__",
     "method",
@@ -72,6 +74,7 @@ _LAZY = {
     "PluginUnavailable": "isoplug.host",
     "StateChange": "isoplug.host",
     "SupervisorConfig": "isoplug.host",
+    "Unavailability": "isoplug.host",
     "Plugin": "isoplug.runner.api",
     "PluginContext": "isoplug.runner.api",
     "method": "isoplug.runner.api",

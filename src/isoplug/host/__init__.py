@@ -16,6 +16,7 @@ from isoplug.host.status import (
     PluginState,
     PluginUnavailable,
     StateChange,
+    Unavailability,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "RestartPolicy",
     "StateChange",
     "SupervisorConfig",
+    "Unavailability",
 ]

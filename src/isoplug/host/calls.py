@@ -23,12 +23,12 @@ from isoplug.errors import (
     RequestCancelled,
     RequestTimeout,
 )
-from isoplug.host.commands import Commands, describe_command
+from isoplug.host.commands import STOP, Commands, describe_command
 from isoplug.host.health import EXPLAIN_WAIT
 from isoplug.host.life import RunnerLife
 from isoplug.host.limits import LimitWatch
 from isoplug.host.process import RunnerProcess
-from isoplug.host.status import PluginUnavailable
+from isoplug.host.status import PluginUnavailable, Unavailability
 from isoplug.rpc.peer import remote_error
 from isoplug.wire.tracecontext import current_traceparent
 from isoplug.wire.values import locate_unencodable, unencodable_error
@@ -74,7 +74,11 @@ async def call_runner(
     peer, process = life.peer, life.process
     try:
         if peer is None or process is None:
-            raise PluginUnavailable(f"plugin {plugin_id!r} lost its runner just now")
+            raise PluginUnavailable(
+                f"plugin {plugin_id!r} lost its runner just now",
+                reason=Unavailability.RUNNER_LOST,
+                plugin_id=plugin_id,
+            )
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         call_id = next(_call_ids)
         traceparent, tracestate = current_traceparent()
@@ -151,13 +155,17 @@ async def call_runner(
             command = commands.pending
             if command is not None:
                 raise PluginUnavailable(
-                    f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}"
+                    f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}",
+                    reason=Unavailability.STOPPED if command == STOP else Unavailability.RESTARTED,
+                    plugin_id=plugin_id,
                 ) from exc
             recycled = life.recycling()
             if recycled is not None:
                 # Stopped gracefully by the host, to be started again at once: no crash.
                 raise PluginUnavailable(
-                    f"plugin {plugin_id!r} was recycled during {method!r} ({recycled})"
+                    f"plugin {plugin_id!r} was recycled during {method!r} ({recycled})",
+                    reason=Unavailability.RECYCLED,
+                    plugin_id=plugin_id,
                 ) from exc
             if isinstance(exc, RequestCancelled):
                 raise

@@ -46,7 +46,7 @@ from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
-from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange
+from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
@@ -456,7 +456,11 @@ class Host(PluginSettings):
             if self._life is HostStage.RUNNING:
                 raise
             # Closed before it was ever started, say: "plugins: none" is not the whole story.
-            raise PluginUnavailable(f"{exc}; the host {self._life.value}") from None
+            raise PluginUnavailable(
+                f"{exc}; the host {self._life.value}",
+                reason=Unavailability.HOST_NOT_RUNNING,
+                plugin_id=plugin_id,
+            ) from None
 
     def _state_changed(self, change: StateChange) -> None:
         keep_own_loggers_enabled()  # a dictConfig() after the start, too

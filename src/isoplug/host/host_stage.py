@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from isoplug.host.status import PluginUnavailable
+from isoplug.host.status import PluginUnavailable, Unavailability
 
 __all__ = ["HostStage"]
 
@@ -22,15 +22,21 @@ class HostStage(enum.Enum):
     def check_started(self, what: str) -> None:
         """Raise :class:`PluginUnavailable` before ``start()`` (there are no plugins yet)."""
         if self is HostStage.NEW:
-            raise PluginUnavailable(f"cannot {what}: the host {self.value}")
+            raise PluginUnavailable(
+                f"cannot {what}: the host {self.value}", reason=Unavailability.HOST_NOT_RUNNING
+            )
 
     def check_changing(self, what: str) -> None:
         """Raise :class:`PluginUnavailable` once no plugin's state can change any more (the
         host is closed, not merely closing), or before ``start()``."""
         if self in (HostStage.NEW, HostStage.CLOSED):
-            raise PluginUnavailable(f"cannot {what}: the host {self.value}")
+            raise PluginUnavailable(
+                f"cannot {what}: the host {self.value}", reason=Unavailability.HOST_NOT_RUNNING
+            )
 
     def check_running(self, what: str) -> None:
         """Raise :class:`PluginUnavailable` unless the host runs (started, not closed)."""
         if self is not HostStage.RUNNING:
-            raise PluginUnavailable(f"cannot {what}: the host {self.value}")
+            raise PluginUnavailable(
+                f"cannot {what}: the host {self.value}", reason=Unavailability.HOST_NOT_RUNNING
+            )

@@ -21,7 +21,13 @@ from isoplug.host.calls import call_runner
 from isoplug.host.commands import Commands
 from isoplug.host.life import RunnerLife
 from isoplug.host.offers import Offers
-from isoplug.host.status import PluginInfo, PluginNotReady, PluginState, PluginUnavailable
+from isoplug.host.status import (
+    PluginInfo,
+    PluginNotReady,
+    PluginState,
+    PluginUnavailable,
+    Unavailability,
+)
 from isoplug.rpc import Peer
 from isoplug.wire.codec import event_message
 from isoplug.wire.framing import encode_frame
@@ -161,14 +167,20 @@ class PluginCalls:
                     if info.state in (PluginState.FAILED, PluginState.STOPPED):
                         raise PluginUnavailable(
                             f"cannot call {plugin_id}.{method}: the plugin is "
-                            f"{info.state.value}" + (f": {info.error}" if info.error else "")
+                            f"{info.state.value}" + (f": {info.error}" if info.error else ""),
+                            reason=Unavailability.FAILED
+                            if info.state is PluginState.FAILED
+                            else Unavailability.STOPPED,
+                            plugin_id=plugin_id,
                         )
                     changed = self._changed
                     await changed.wait()
         except TimeoutError:
             raise PluginNotReady(
                 f"cannot call {plugin_id}.{method}: the plugin was not ready within "
-                f"{timeout:g} s (state: {self.state.value})"
+                f"{timeout:g} s (state: {self.state.value})",
+                reason=Unavailability.NOT_READY,
+                plugin_id=plugin_id,
             ) from None
 
 

@@ -24,7 +24,7 @@ from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.ready_report import MAX_FAILURE_CHARS
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader, ReloadPlan
-from isoplug.host.status import PluginState, PluginUnavailable
+from isoplug.host.status import PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.wire.sanitize import clean_path, clean_text
 
@@ -86,7 +86,11 @@ class RunnerSet:
                 if skipped
                 else ""
             )
-            raise PluginUnavailable(f"no plugin {plugin_id!r} (plugins: {known}{more})")
+            raise PluginUnavailable(
+                f"no plugin {plugin_id!r} (plugins: {known}{more})",
+                reason=Unavailability.UNKNOWN,
+                plugin_id=plugin_id,
+            )
         return supervisor
 
     def discover(self) -> Discovery:

@@ -16,6 +16,7 @@ __all__ = [
     "PluginState",
     "PluginUnavailable",
     "StateChange",
+    "Unavailability",
 ]
 
 
@@ -32,10 +33,59 @@ class PluginState(enum.Enum):
     """Stopped on request (``host.stop()`` or host shutdown)."""
 
 
+class Unavailability(enum.Enum):
+    """Why a plugin could not take a call (:attr:`PluginUnavailable.reason`)."""
+
+    #: No plugin of that id (its folder may have been skipped: the message says why).
+    UNKNOWN = "unknown"
+    #: The plugin failed for good (``host.restart(id)`` tries again).
+    FAILED = "failed"
+    #: Stopped on request, before or during the call.
+    STOPPED = "stopped"
+    #: Restarted on request during the call: it may be sent again.
+    RESTARTED = "restarted"
+    #: Its runner was recycled by the host during the call (not a crash): it may be sent again.
+    RECYCLED = "recycled"
+    #: Its time ran out while the plugin was starting (:class:`PluginNotReady`).
+    NOT_READY = "not_ready"
+    #: Its runner ended just as the call was made: it may be sent again.
+    RUNNER_LOST = "runner_lost"
+    #: The host is not running: not started yet, closing or closed.
+    HOST_NOT_RUNNING = "host_not_running"
+
+    @property
+    def transient(self) -> bool:
+        """Whether the same call may work if sent again shortly."""
+        return self in _TRANSIENT
+
+
+_TRANSIENT = frozenset(
+    {
+        Unavailability.RESTARTED,
+        Unavailability.RECYCLED,
+        Unavailability.NOT_READY,
+        Unavailability.RUNNER_LOST,
+    }
+)
+
+
 class PluginUnavailable(IsoplugError):
     """A call went to a plugin that is failed, stopped, unknown, or not ready in time; or its
     runner was stopped, restarted or recycled during the call; or the host is not running
-    (not started yet, or closed)."""
+    (not started yet, or closed). :attr:`reason` says which (an HTTP handler answers 404 for
+    :attr:`Unavailability.UNKNOWN`, and may retry when ``reason.transient``), and
+    :attr:`plugin_id` the plugin, when the call named one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Unavailability,
+        plugin_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.plugin_id = plugin_id
 
 
 class PluginNotReady(PluginUnavailable, TimeoutError):

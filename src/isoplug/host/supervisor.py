@@ -44,6 +44,7 @@ from isoplug.host.status import (
     PluginState,
     PluginUnavailable,
     StateChange,
+    Unavailability,
 )
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_replay import StdioDestination
@@ -217,7 +218,8 @@ class RunnerSupervisor(PluginCalls):
             # A backstop: the host refuses its callers sooner, naming its own state.
             raise PluginUnavailable(
                 f"runner {self.runner_id} is closed: its host is closed, or its plugin folder "
-                "was removed"
+                "was removed",
+                reason=Unavailability.HOST_NOT_RUNNING,
             )
 
     @property
