@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host, PluginState
+from isoplug.errors import ConnectionBroken
 from isoplug.host.zygote import fork_supported
 from isoplug.host.zygote_pool import MAX_IDLE
 from isoplug.testing import BlockingHarness, eventually, share_zygotes
@@ -140,6 +141,38 @@ async def test_the_zygote_killed_is_reported_and_replaced(tmp_path: Path) -> Non
             new_zygote = parent_of(second)
             assert new_zygote != zygote and new_zygote != os.getpid()
             assert await host.call("echo", "echo", 1) == 1
+
+
+async def test_a_stopped_zygote_is_continued_and_the_crash_it_held_back_told(
+    tmp_path: Path,
+) -> None:
+    """A SIGSTOPped zygote cannot reap the runner that crashed meanwhile, nor report how it
+    ended: the host says the zygote is stopped and continues it, and the crash is told as it
+    happened (its exit code), not as a runner that "did not exit" and was killed."""
+    with watching(None) as waiter:
+        async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+            first = host.plugin("echo").pid
+            assert first is not None
+            zygote = parent_of(first)
+            os.kill(zygote, signal.SIGSTOP)
+            try:
+                with pytest.raises(ConnectionBroken):
+                    await host.call("echo", "crash", 3)
+                record = await waiter.wait_for("isoplug.host", "it is stopped; continuing it")
+                assert f"the runner zygote (pid {zygote}) has not reaped runner echo" in (
+                    record.getMessage()
+                )
+                await host.wait_for(
+                    "echo", lambda i: i.state is PluginState.READY and i.pid not in (None, first)
+                )
+            finally:
+                os.kill(zygote, signal.SIGCONT)
+            account = host.plugin("echo").last_exit
+            assert account is not None and account.pid == first
+            assert account.describe().startswith(
+                f"runner echo (pid {first}) exited with code 3; uptime"
+            ), account.describe()
+            assert parent_of(host.plugin("echo").pid or 0) == zygote  # the same zygote
 
 
 def _memory_holds(pid: int, needles: list[bytes]) -> set[bytes]:

@@ -98,10 +98,13 @@ async def stop_everything(
             why += f" ({exc.args[0]})"
         for supervisor in supervisors:
             supervisor.kill_now(why)
-        await stopping
-        # Each supervision says how its runner ended once it sees the exit, which the zygote
-        # reports for a forked runner: before the zygote is closed below.
-        await asyncio.gather(*(s.wait_ended(KILLED_EXIT_WAIT) for s in supervisors))
+        # Bounded: a runner whose exit cannot be seen (its zygote stopped) must not hold a
+        # cancelled close forever; the zygote's close below ends it.
+        stopped, _ = await asyncio.wait({stopping}, timeout=KILLED_EXIT_WAIT)
+        if stopped:
+            # Each supervision says how its runner ended once it sees the exit, which the
+            # zygote reports for a forked runner: before the zygote is closed below.
+            await asyncio.gather(*(s.wait_ended(KILLED_EXIT_WAIT) for s in supervisors))
         raise
     finally:
         if zygote is not None:

@@ -50,6 +50,7 @@ from isoplug.host.stderr_tail import StderrTail, outside_words
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
+from isoplug.transport.process_tree import stat_fields
 
 __all__ = ["CUT_SHORT", "OnReady", "RunnerLife"]
 
@@ -452,6 +453,21 @@ class RunnerLife:
         ended, once it has."""
         if await process.wait_exit(self._config.health_timeout):
             return ""
+        if self._zygote is not None and _is_zombie(process.pid):
+            # It exited: the zygote that forked it reports its status once it reaps it, and
+            # has not (stopped, say). A signal cannot reach a zombie; only the zygote's end
+            # hands it to init.
+            why = (
+                f"has not reaped runner {self.runner_id} (pid {process.pid}) "
+                f"{self._config.health_timeout:g} s after it exited"
+            )
+            if self._zygote.resume_if_stopped(why) and await process.wait_exit(
+                self._config.health_timeout
+            ):
+                return ""
+            self._zygote.kill_stuck(why)
+            await process.wait_exit(None)
+            return ""
         _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, what)
         await self._kill(process, what)
         return f"{KILLED_BY_HOST}{what}"
@@ -474,3 +490,8 @@ class RunnerLife:
 
     async def _kill(self, process: RunnerProcess, why: str) -> None:
         await process.kill_and_wait(why, self.runner_id)
+
+
+def _is_zombie(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[:1] == [b"Z"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ from isoplug.host import zygote_pool
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
+from isoplug.transport.process_tree import stat_fields
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
 
@@ -177,8 +179,37 @@ class Zygote:
         kept for the next host)."""
         process = None if self._shared else self._process
         self.close_now()
+        if process is not None and not await asyncio.to_thread(process.gone.wait, timeout):
+            # Stopped (SIGSTOP), say: left so, it would hold its unreaped runners forever.
+            _log.warning(
+                "the runner zygote (pid %d) had not exited %g s after the host let it go; "
+                "killing it",
+                process.pid,
+                timeout,
+            )
+            process.kill()
+
+    def resume_if_stopped(self, why: str) -> bool:
+        """SIGCONT the zygote if it is stopped (SIGSTOP, a debugger's), which keeps it from
+        doing its part (``why``); whether it was."""
+        process = self._process
+        fields = None if process is None else stat_fields(process.pid)
+        if process is None or fields is None or fields[:1] not in ([b"T"], [b"t"]):
+            return False
+        _log.warning(
+            "the runner zygote (pid %d) %s: it is stopped; continuing it", process.pid, why
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+        return True
+
+    def kill_stuck(self, why: str) -> None:
+        """SIGKILL the zygote, which fails to do its part (``why``): the runners it forked
+        are reaped by init then, and the next start gets a new zygote."""
+        process = self._process
         if process is not None:
-            await asyncio.to_thread(process.gone.wait, timeout)
+            _log.warning("the runner zygote (pid %d) %s; killing it", process.pid, why)
+            process.kill()
 
     def close_now(self) -> None:
         """Let the zygote go without waiting for it (the host's loop is gone)."""

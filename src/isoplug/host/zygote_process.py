@@ -144,6 +144,11 @@ class ZygoteProcess:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
 
+    def kill(self) -> None:
+        """SIGKILL the zygote (its reader thread reaps it)."""
+        with contextlib.suppress(OSError):
+            self._popen.kill()
+
     def drop_inherited(self) -> None:
         """Close this process's copies of the socket and the lifeline (a forked child's: see
         :mod:`isoplug.host.binding`)."""
