@@ -30,22 +30,24 @@ async def test_a_forked_child_cannot_disturb_its_runners_loop(tmp_path: Path, ho
             assert child.process != host.plugin("loopforker").pid
 
 
+@pytest.mark.parametrize("method", ["fork", "fork_in_thread"])
 @pytest.mark.parametrize(("how", "raising"), [("sys-exit", " raising SystemExit"), ("return", "")])
 async def test_a_forked_child_back_in_the_runners_dispatch_is_ended(
-    tmp_path: Path, how: str, raising: str
+    tmp_path: Path, method: str, how: str, raising: str
 ) -> None:
     """A child that returns, or raises SystemExit, out of the plugin's method comes back into
-    the runner's call dispatch: it is ended there, saying so, and never answers the host's
-    call in the runner's place (the runner's own answer is the call's)."""
+    the runner's call dispatch (an ``async def``'s task, or a plain ``def``'s worker thread):
+    it is ended there, saying so, and never answers the host's call in the runner's place
+    (the runner's own answer is the call's)."""
     async with running(tmp_path, "loopforker") as (host, waiter):
         runner = host.plugin("loopforker").pid
-        assert await host.call("loopforker", "fork", how) == 0
+        assert await host.call_with("loopforker", method, args=[how], timeout=20) == 0
         said = await waiter.wait_for("plugin.loopforker.isoplug.runner", "came back into")
         for value in range(3):
             assert await asyncio.wait_for(host.call("loopforker", "ping", value), 10) == value
     message = said.getMessage()
     assert (
-        f"forked by plugin code in loopforker.fork, came back into its runner (pid {runner})"
+        f"forked by plugin code in loopforker.{method}, came back into its runner (pid {runner})"
         in message
     )
     assert f"{raising}: ended with exit code 0" in message, message

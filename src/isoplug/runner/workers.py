@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from isoplug.runner.forked_away import end_if_forked
+
 __all__ = ["WorkerPool", "default_threads"]
 
 _log = logging.getLogger("isoplug.runner")
@@ -168,6 +170,9 @@ class WorkerPool:
                 failed, value = True, exc
             else:
                 failed = False
+            # A child the method forked returns here, its only thread: no loop of its own
+            # would ever end it.
+            end_if_forked(work.what, value if failed else None)
             with lock:
                 self._work.pop(key, None)
                 abandoned = work.abandoned

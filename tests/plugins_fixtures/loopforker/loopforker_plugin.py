@@ -52,6 +52,17 @@ class LoopForker(isoplug.Plugin):
         _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         return os.waitstatus_to_exitcode(status)
 
+    @isoplug.method
+    def fork_in_thread(self, how: str) -> int:
+        """:meth:`fork` from a plain ``def`` method, which runs in a worker thread: the child's
+        only thread is that one."""
+        pid = os.fork()
+        if pid == 0:
+            self._in_child(how)
+            return -1
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
     def _in_child(self, how: str) -> None:
         try:
             if how == "asyncio-run":
