@@ -201,7 +201,8 @@ async def test_a_locale_other_than_the_zygotes_spawns(tmp_path: Path) -> None:
     """The interpreter fixes its encodings (UTF-8 mode, file system, stdio) from the locale at
     its start: a runner whose locale variables differ from the zygote's is spawned."""
     plugins = tmp_path / "plugins"
-    add_probe(plugins, "ascii", '[environment]\nLC_ALL = "C"')
+    other = "POSIX" if os.environ.get("LC_ALL") == "C" else "C"
+    add_probe(plugins, "ascii", f'[environment]\nLC_ALL = "{other}"')
     async with Host(plugins, config=FAST) as host:
         await host.wait_ready(20)
         pid = host.plugin("ascii").pid

@@ -114,7 +114,9 @@ class Zygote:
         if differing:
             # Its interpreter would be the zygote's, set up from other values of these.
             _log.debug(
-                "a runner's %s differ from the runner zygote's: spawning it", ", ".join(differing)
+                "spawning a runner: its environment differs from the runner zygote's in %s, "
+                "which an interpreter reads only at its start",
+                ", ".join(differing),
             )
             return None
         process = self._current()
