@@ -26,6 +26,12 @@ from isoplug.host.zygote_pool import MAX_IDLE
 from isoplug.testing import BlockingHarness, eventually, share_zygotes
 from tests import plugins_fixtures
 from tests.plugins_fixtures import FAST, FIXTURES, process_alive
+from tests.process_memory import (
+    environment_block_holds,
+    group_and_session_of,
+    memory_holds,
+    parent_of,
+)
 from tests.record_waiter import watching
 
 pytestmark = [
@@ -34,20 +40,6 @@ pytestmark = [
     # plugin has them share one); the tests of sharing turn sharing on themselves.
     pytest.mark.usefixtures("isoplug_own_zygotes"),
 ]
-
-
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rpartition(")")[2].split()
-
-
-def parent_of(pid: int) -> int:
-    return int(_stat(pid)[1])
-
-
-def group_and_session_of(pid: int) -> tuple[int, int]:
-    fields = _stat(pid)
-    return int(fields[2]), int(fields[3])
 
 
 def echo_dir(tmp_path: Path, start: str | None) -> Path:
@@ -175,24 +167,6 @@ async def test_a_stopped_zygote_is_continued_and_the_crash_it_held_back_told(
             assert parent_of(host.plugin("echo").pid or 0) == zygote  # the same zygote
 
 
-def _memory_holds(pid: int, needles: list[bytes]) -> set[bytes]:
-    """Which of ``needles`` the memory of process ``pid`` holds (every readable mapping)."""
-    found: set[bytes] = set()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            addresses, permissions = line.split()[:2]
-            if not permissions.startswith("r"):
-                continue
-            start, end = (int(a, 16) for a in addresses.split("-"))
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except (OSError, OverflowError, ValueError):
-                continue  # [vvar] and the like
-            found.update(n for n in needles if n in data)
-    return found
-
-
 async def test_no_runner_holds_another_runners_tokens(tmp_path: Path) -> None:
     """The tokens of one runner are found neither in the zygote nor in the runner forked after
     it, in memory or environment: they reach a runner on its own stdin, never the zygote."""
@@ -207,7 +181,7 @@ async def test_no_runner_holds_another_runners_tokens(tmp_path: Path) -> None:
         first = host.plugin("echo").pid
         assert first is not None
         # The check can fail: the runner that owns the log token keeps it (to reconnect).
-        assert first_tokens[1] in _memory_holds(first, first_tokens)
+        assert first_tokens[1] in memory_holds(first, first_tokens)
         zygote = parent_of(first)
         await host.restart("echo")
         second = host.plugin("echo").pid
@@ -215,12 +189,10 @@ async def test_no_runner_holds_another_runners_tokens(tmp_path: Path) -> None:
         assert parent_of(second) == zygote != os.getpid()
         own = supervisor.expected_log_token()
         assert own is not None
-        assert _memory_holds(second, [*first_tokens, own.encode()]) == {own.encode()}
-        assert _memory_holds(zygote, [*first_tokens, own.encode()]) == set()
+        assert memory_holds(second, [*first_tokens, own.encode()]) == {own.encode()}
+        assert memory_holds(zygote, [*first_tokens, own.encode()]) == set()
         for pid in (second, zygote):
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                data = environ.read()
-            assert not any(token in data for token in first_tokens)
+            assert environment_block_holds(pid, first_tokens) == set()
 
 
 async def test_hosts_sharing_a_zygote_use_one_and_it_is_kept_between_them(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "EXIT_NOTHING_LOADED",
     "EXIT_SETUP_FAILED",
     "LOGS_ROLE",
+    "MAX_FORKED_ENVIRONMENT_BYTES",
     "MAX_OFFERED_NAMES",
     "MAX_OFFERED_NAME_CHARS",
     "PING",
@@ -61,6 +62,7 @@ __all__ = [
     "ForkOrder",
     "ForkRefused",
     "Forked",
+    "ForkedEnvironment",
     "HealthQuery",
     "HealthReport",
     "LoadFailure",
@@ -428,17 +430,34 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
 
 
 class ForkOrder(msgspec.Struct, frozen=True, tag="fork"):
-    """Host -> zygote: fork a runner. Four descriptors come with it: the runner's stdin (its
-    lifeline, the bootstrap line follows there, never here), its stdout and stderr, and one for
-    each number in ``inherit``. No token ever passes the zygote."""
+    """Host -> zygote: fork a runner. Four descriptors come with it: the runner's stdin, its
+    stdout and stderr, and one for each number in ``inherit``. It holds only what every runner
+    of the host shares: nothing of one runner's own passes the zygote (its environment and
+    tokens follow on its stdin: see :class:`ForkedEnvironment`), so no runner forked later
+    finds them in the memory it copies from the zygote."""
 
-    #: The runner's whole environment (the host's, the manifests', isoplug's).
-    env: dict[str, str]
     #: The working directory a spawned runner would inherit: the host's, now.
     cwd: str
+    #: The umask a spawned runner would inherit: the host's, now.
+    umask: int
+    #: The resource limits a spawned runner would inherit, the host's now: ``(resource,
+    #: soft, hard)`` for each ``resource.RLIMIT_*``.
+    rlimits: tuple[tuple[int, int, int], ...]
     #: The descriptor numbers the runner inherits besides 0, 1 and 2, as ``pass_fds`` (the
     #: bootstrap names them: its health socket); their descriptors follow the first three.
     inherit: tuple[int, ...] = ()
+
+
+#: The most a forked runner's :class:`ForkedEnvironment` may take (a larger one is spawned).
+MAX_FORKED_ENVIRONMENT_BYTES = 128 * 1024
+
+
+class ForkedEnvironment(msgspec.Struct, frozen=True):
+    """Host -> a runner the zygote forked, on its stdin ahead of the bootstrap line: what a
+    spawned runner's ``exec`` gives it. Msgpack, after its length (4 bytes, big-endian)."""
+
+    #: The runner's whole environment (the host's, the manifests', isoplug's).
+    env: dict[str, str]
     #: ``NAME=value``: overwrites, in place, the variable ``NAME`` of the environment the
     #: zygote was started with (a placeholder of the same length), so that ``/proc/<pid>/
     #: environ`` of the runner and of the processes it forks shows it (see

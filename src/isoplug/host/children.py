@@ -51,6 +51,9 @@ class Child(Protocol):
     pid: int
     #: ``"spawn"`` or ``"fork"`` (from the host's zygote).
     method: str
+    #: What the runner reads on its stdin before its bootstrap line: a forked runner's
+    #: environment, which its ``exec`` gives a spawned one (see isoplug.host.fork_order).
+    stdin_preamble: bytes
 
     def write_stdin(self, data: bytes) -> None:
         """Write all of ``data`` on the runner's stdin (blocking); BrokenPipeError if it is
@@ -113,6 +116,7 @@ class SpawnedChild:
     """A runner started with ``subprocess.Popen``: the host is its parent."""
 
     method = "spawn"
+    stdin_preamble = b""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen

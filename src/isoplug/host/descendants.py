@@ -9,7 +9,7 @@ it:
   which its descendants inherit (``/proc/<pid>/environ`` keeps the environment a process was
   started with, whatever it later does to ``os.environ``; a runner forked by the host's
   zygote writes its tag over a placeholder in the block it inherited, see
-  :mod:`isoplug.runner.zygote`);
+  :mod:`isoplug.runner.forked_start`);
 - the **group** (and the **session**, for a runner started as a session leader): the runner
   leads a process group whose id is its pid; a process that leaves it (``setpgid``,
   ``setsid``) is still found by its tag or the record;
@@ -53,7 +53,7 @@ __all__ = [
 #: The environment variable whose value names a runner process's descendants.
 TAG_VARIABLE = "ISOPLUG_RUNNER_TAG"
 #: A tag's length (hexadecimal digits): a runner forked by the zygote writes its tag over a
-#: placeholder of this length (see isoplug.runner.zygote).
+#: placeholder of this length (see isoplug.runner.forked_start).
 TAG_LENGTH = 16
 #: Far more than any plugin should start; it bounds what a fork bomb costs the host.
 MAX_RECORDED = 4096

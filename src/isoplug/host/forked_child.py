@@ -5,7 +5,8 @@ The zygote is its parent: it reaps it and reports its exit status, which :meth:`
 takes. When the zygote died first, the kernel ended the runner with it (its parent-death
 signal) and init (or a subreaper) reaped it: only the kernel can still tell its status, through
 its pidfd (``PIDFD_INFO_EXIT``, Linux 6.15); elsewhere it is reported unknown, never guessed.
-The host writes its stdin (its lifeline) and signals it through its pidfd.
+The host writes its stdin (its lifeline: its environment first, then its bootstrap line) and
+signals it through its pidfd.
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ class ForkedChild:
 
     method = "fork"
 
-    def __init__(self, pid: int, pidfd: int, stdin: int, zygote: ZygoteProcess) -> None:
+    def __init__(
+        self, pid: int, pidfd: int, stdin: int, zygote: ZygoteProcess, environment: bytes
+    ) -> None:
         self.pid = pid
+        #: Its environment, which it reads on its stdin before its bootstrap line (see
+        #: isoplug.host.fork_order).
+        self.stdin_preamble = environment
         self._pidfd: int | None = pidfd
         self._stdin: int | None = stdin
         self._zygote = zygote

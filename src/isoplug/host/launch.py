@@ -102,7 +102,10 @@ def start_method(manifests: Sequence[Manifest]) -> str:
     """``"spawn"`` when a manifest asks for it (``start = "spawn"``), names an interpreter of
     its own (``python``: the zygote is the host's), or sets a variable the interpreter reads
     only at its start (``PYTHON*``: a forked runner starts from the zygote's interpreter, set up
-    before that variable existed); else ``"fork"``."""
+    before that variable existed); else ``"fork"``. The zygote spawns a runner too when such a
+    variable reaches it some other way (``inherit_environment``, the host's environment since
+    the zygote started) with another value than the zygote's, or its locale differs
+    (:func:`isoplug.host.fork_order.startup_differences`)."""
     for manifest in manifests:
         if (
             manifest.start == "spawn"

@@ -218,7 +218,7 @@ class RunnerProcess:
             process._capture = capture
             capture.start()
             # A bootstrap is small, but a write to a pipe can block: keep it off the loop.
-            await asyncio.to_thread(process._write_stdin, stdin_line)
+            await asyncio.to_thread(process._write_stdin, child.stdin_preamble + stdin_line)
         except BaseException:
             # Cancelled, or the pipes could not be read: the process must not outlive this
             # (the capture, if started, ends by itself once the killed process's pipes close).

@@ -8,10 +8,13 @@ and asks it to fork each runner (in test sessions, hosts share one instead:
 :mod:`isoplug.host.zygote_pool`):
 
 - The host makes the runner's pipes (stdin: its lifeline, stdout, stderr) and sends their ends
-  with a :class:`~isoplug.control.ForkOrder` (its environment, the host's working directory,
-  its inherited descriptors) over a ``SOCK_SEQPACKET`` socket pair, the descriptors beside it
-  (``SCM_RIGHTS``). The bootstrap line, with the runner's tokens, goes on the runner's stdin
-  as for a spawned runner: no token ever passes through the zygote.
+  with a :class:`~isoplug.control.ForkOrder` (the host's working directory, umask and resource
+  limits now, the runner's inherited descriptor numbers) over a ``SOCK_SEQPACKET`` socket
+  pair, the descriptors beside it (``SCM_RIGHTS``). The runner's environment
+  (:class:`~isoplug.control.ForkedEnvironment`), then its bootstrap line with its tokens, go
+  on the runner's stdin, as the bootstrap does for a spawned runner: nothing of one runner's
+  own passes through the zygote, whose memory the runners forked later copy
+  (:mod:`isoplug.host.fork_order`).
 - The zygote forks; the child sets itself up as a spawned runner would be and runs the same
   ``main``. The zygote answers with the pid and a pidfd of the child (:class:`Forked`), reaps
   it when it exits and reports its status (:class:`~isoplug.control.ChildExited`).
@@ -24,7 +27,9 @@ gets a new zygote. The runners it had forked die with it (their parent-death sig
 must never outlive the chain to its host), and their accounts say so; their exit status comes
 from the kernel (``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown
 otherwise, never guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing,
-runners are spawned.
+runners are spawned; so is a runner whose environment differs from the zygote's in what the
+interpreter reads only at its start (``PYTHON*``, the locale: see
+:func:`~isoplug.host.fork_order.startup_differences`).
 """
 
 from __future__ import annotations
@@ -41,9 +46,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
-from isoplug.control import ForkOrder
 from isoplug.host import zygote_pool
-from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
+from isoplug.host.fork_order import environment_preamble, fork_order, startup_differences
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
 from isoplug.transport.process_tree import stat_fields
@@ -52,8 +56,6 @@ __all__ = ["ForkedChild", "Zygote", "fork_supported"]
 
 _log = logging.getLogger("isoplug.host")
 
-#: As isoplug.runner.zygote.MAX_ORDER_BYTES: a larger environment is spawned instead.
-_MAX_ORDER_BYTES = 128 * 1024
 #: A zygote that dies this many times in a row without forking a runner is not started again.
 _MAX_FAILED_STARTS = 3
 #: How often an order is tried again while the socket's buffer is full.
@@ -99,24 +101,33 @@ class Zygote:
         stderr: int,
         inherit: Sequence[int] = (),
     ) -> ForkedChild | None:
-        """Fork a runner whose stdin is the pipe ``stdin`` (read end, write end: the child
-        object takes the write end), output goes to ``stdout`` and ``stderr``, and which
-        inherits ``inherit`` under the same numbers. None: spawn it instead (no zygote can
-        serve; logged). The caller closes its copies of the descriptors it passed."""
-        tag = env.get(TAG_VARIABLE, "")
-        order = self._encode(
-            ForkOrder(
-                env=dict(env),
-                cwd=os.getcwd(),
-                inherit=tuple(inherit),
-                stamp=f"{TAG_VARIABLE}={tag}" if len(tag) == TAG_LENGTH else "",
+        """Fork a runner of the environment ``env`` whose stdin is the pipe ``stdin`` (read end,
+        write end: the child object takes the write end, and the environment to write there
+        first), output goes to ``stdout`` and ``stderr``, and which inherits ``inherit`` under
+        the same numbers. None: spawn it instead (no zygote can serve, logged; or ``env``
+        needs an interpreter of its own: see isoplug.host.fork_order). The caller closes its
+        copies of the descriptors it passed."""
+        preamble = environment_preamble(env)
+        if preamble is None:
+            _log.debug("a runner's environment is too large to send a forked runner: spawning it")
+            return None
+        # Before a zygote is started for it: a host whose runners all differ needs none.
+        differing = startup_differences(env, self._started_with())
+        if differing:
+            # Its interpreter would be the zygote's, set up from other values of these.
+            _log.debug(
+                "spawning a runner: its environment differs from the runner zygote's in %s, "
+                "which an interpreter reads only at its start",
+                ", ".join(differing),
             )
-        )
-        if len(order) > _MAX_ORDER_BYTES:
-            _log.debug("a runner's environment is too large for the zygote: spawning it")
             return None
         process = self._current()
         if process is None:
+            return None
+        try:
+            order = self._encode(fork_order(inherit))
+        except OSError as exc:
+            _log.warning("could not read what a forked runner inherits (%s); spawning it", exc)
             return None
         while True:
             try:
@@ -142,7 +153,15 @@ class Zygote:
             _log.warning("the runner zygote sent no pidfd for pid %d; spawning it instead", pid)
             return None
         self._failed_starts = 0
-        return ForkedChild(pid, pidfd, stdin[1], process)
+        return ForkedChild(pid, pidfd, stdin[1], process, preamble)
+
+    def _started_with(self) -> dict[str, str]:
+        """The environment of the zygote that forks the next runner: the running one's, or the
+        one a new zygote gets."""
+        process = self._process
+        if process is not None and process.ended is None:
+            return process.environment
+        return self._environment()
 
     def _current(self) -> ZygoteProcess | None:
         process = self._process

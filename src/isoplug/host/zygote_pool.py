@@ -15,8 +15,9 @@ What changes with sharing, and why it is safe where it is on:
   die with the first host's thread (a :class:`~isoplug.testing.BlockingHarness` runs each host
   on a thread of its own). A host's forked runners then die with the process, not with the
   thread of a host that was never closed; a closed host stops its runners itself.
-- No runner's token passes through a zygote (each goes on the runner's stdin), so runners of
-  two hosts forked by one zygote share nothing they would not share with different zygotes.
+- No runner's token or environment passes through a zygote (each goes on the runner's
+  stdin), so runners of two hosts forked by one zygote share nothing they would not share
+  with different zygotes.
 - A shared zygote that dies is replaced for the next host, as a host's own zygote is.
 """
 

@@ -52,9 +52,13 @@ class ZygoteRefused(Exception):
 class ZygoteProcess:
     """One zygote process and the host's end of its socket. Create with :meth:`start`."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], sock: socket.socket, environment: Mapping[str, str]
+    ) -> None:
         self._popen = popen
         self.pid = popen.pid
+        #: The environment it was started with, from which its interpreter was set up.
+        self.environment = dict(environment)
         self._sock = sock
         self._send_lock = threading.Lock()
         #: One per order sent, answered in order.
@@ -79,16 +83,16 @@ class ZygoteProcess:
         lives as long as the zygote serves (the host's event loop's, or the shared zygotes'
         own: see :mod:`isoplug.host.zygote_pool`): the zygote's parent-death signal is tied to
         the thread that starts it. Raises :class:`OSError`."""
-        env = dict(env)
-        # Each child writes its own tag over this (see isoplug.runner.zygote).
-        env[TAG_VARIABLE] = _TAG_PLACEHOLDER
+        started_with = dict(env)
+        # Each child writes its own tag over this (see isoplug.runner.forked_start).
+        started_with[TAG_VARIABLE] = _TAG_PLACEHOLDER
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                env=env,
+                env=started_with,
                 # In the host's session, as runners are (see isoplug.host.process): its
                 # children share the host's scheduling group, below the host on the CPU.
                 process_group=0,
@@ -101,7 +105,7 @@ class ZygoteProcess:
         finally:
             theirs.close()
         _log.debug("started the runner zygote (pid %d)", popen.pid)
-        return cls(popen, ours)
+        return cls(popen, ours, env)
 
     def order(
         self, order: bytes, fds: Sequence[int]

@@ -6,14 +6,15 @@ forks a runner for each :class:`~isoplug.control.ForkOrder` the host sends on th
 (see :mod:`isoplug.host.zygote` for the host's side). The child then runs exactly what
 ``python -m isoplug.runner`` runs (:func:`isoplug.runner.__main__.main`), from the same state a
 spawned runner would reach: its own process group, its own descriptors on 0, 1, 2 (and the health
-socket's number), the host's environment for it, the host's working directory.
+socket's number), its environment, the host's working directory, umask and resource limits.
 
 Fork safety, because a fork copies the whole process:
 
 - The zygote runs **no threads** and **no event loop**: one ``poll()`` on its socket, its
   lifeline and a pidfd per child. It checks it has a single thread before serving.
-- **No secrets** pass through it: a runner's tokens reach it on its stdin (the bootstrap line
-  the host writes there, as for a spawned runner), never here, so no runner's memory holds
+- **Nothing of one runner's own** passes through it: a runner's environment and tokens reach
+  the runner on its stdin (its environment, then the bootstrap line the host writes there as
+  for a spawned runner), never here, so no runner's memory, a copy of the zygote's, holds
   another's.
 - **Random state**: Python reseeds :mod:`random` in a forked child; :mod:`secrets` reads the
   kernel's generator on every call; OpenSSL (loaded with the TLS transport) reseeds itself in
@@ -31,7 +32,6 @@ signal), so a runner never outlives its host, whatever state the host died in.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import gc
 import logging
@@ -43,10 +43,11 @@ import time
 
 import msgspec
 
-from isoplug.control import ChildExited, Forked, ForkOrder, ForkRefused
+from isoplug.control import EXIT_BAD_BOOTSTRAP, ChildExited, Forked, ForkOrder, ForkRefused
 
 # The runner stack, imported once here: this import is what every fork saves.
 from isoplug.runner import __main__ as runner_main
+from isoplug.runner.forked_start import adopt_environment, take_host_settings
 from isoplug.runner.lifeline import set_parent_death_signal
 from isoplug.runner.loader import drop_working_directory
 
@@ -57,8 +58,8 @@ with contextlib.suppress(ImportError):
 
 __all__ = ["main"]
 
-#: A fork order is the runner's environment: a few KiB. The host refuses to send more.
-MAX_ORDER_BYTES = 128 * 1024
+#: A fork order is a few hundred bytes, its working directory the most of them.
+MAX_ORDER_BYTES = 16 * 1024
 #: Descriptors an order may bring: stdin, stdout, stderr and a few inherited ones.
 _MAX_FDS = 8
 #: The zygote's lifeline from its host: end-of-file here means the host is gone.
@@ -87,8 +88,10 @@ def main(argv: list[str]) -> int:
         # Forking a process with threads copies locks in whatever state they were: refuse.
         print("isoplug zygote: a thread runs in the zygote; not forking", file=sys.stderr)
         return 3
-    sock = socket.socket(fileno=int(argv[1]))
-    child = _serve(sock)
+    # Closed when serving ends, rather than left to the collector at the exit, which says so
+    # under PYTHONDEVMODE on the host's stderr; a child has detached it already.
+    with socket.socket(fileno=int(argv[1])) as sock:
+        child = _serve(sock)
     if child is None:
         return 0
     return _become_runner(child)
@@ -177,8 +180,9 @@ class _Server:
 
 
 def _become_runner(child: _Child) -> int:
-    """In the forked child: take the runner's descriptors, session and environment, then run
-    what ``python -m isoplug.runner`` runs."""
+    """In the forked child: take the runner's descriptors, process group, the host's umask and
+    limits, its environment (from its stdin: see isoplug.runner.forked_start), then run what
+    ``python -m isoplug.runner`` runs."""
     order = child.order
     # At once, not only once the bootstrap is read (the runner arms it again then): a child
     # must not outlive a zygote that dies in between.
@@ -187,10 +191,9 @@ def _become_runner(child: _Child) -> int:
         os._exit(1)
     _start_process_group()
     _place_descriptors(child.fds, [0, 1, 2, *order.inherit])
-    if order.stamp:
-        _stamp_environment_block(order.stamp)
-    os.environ.clear()
-    os.environ.update(order.env)
+    take_host_settings(order.umask, order.rlimits)
+    if not adopt_environment():
+        return EXIT_BAD_BOOTSTRAP
     try:
         os.chdir(order.cwd)
     except OSError as exc:
@@ -209,38 +212,6 @@ def _start_process_group() -> None:
     Not a session of its own: runners stay in the host's session, so that they share its one
     scheduling group under ``sched_autogroup`` (see isoplug.host.process)."""
     os.setpgid(0, 0)
-
-
-def _stamp_environment_block(stamp: str) -> None:
-    """Overwrite a variable in the environment block this process was started with.
-
-    ``/proc/<pid>/environ`` shows that block, not ``os.environ``: a forked process shows its
-    zygote's. The host finds a runner's descendants by a variable there (its tag), even ones
-    that forked without ``exec`` and left its session: so the zygote starts with a placeholder
-    of the tag's length, which each child overwrites with its own tag, in its own copy of the
-    block (the stack's top, writable memory). A process it forks copies it too.
-    """
-    name, _, value = stamp.encode().partition(b"=")
-    with open("/proc/self/stat", "rb") as stat:
-        fields = stat.read().rpartition(b")")[2].split()
-    # Fields 50 and 51 of stat(5): where the block starts and ends.
-    start, end = int(fields[47]), int(fields[48])
-    block = ctypes.string_at(start, end - start)
-    if block.startswith(name + b"="):
-        offset = len(name) + 1
-    else:
-        found = block.find(b"\0" + name + b"=")
-        offset = found + len(name) + 2 if found >= 0 else -1
-    length = block.find(b"\0", offset) - offset if offset >= 0 else -1
-    if length != len(value):
-        # The runner runs all the same; only what its plugins fork may escape the search.
-        print(
-            f"isoplug runner: no {len(value)}-byte {name.decode()} placeholder in the "
-            "zygote's environment; processes this runner forks are not tagged",
-            file=sys.stderr,
-        )
-        return
-    ctypes.memmove(start + offset, value, len(value))
 
 
 def _place_descriptors(fds: list[int], targets: list[int]) -> None:

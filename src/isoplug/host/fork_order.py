@@ -1,0 +1,96 @@
+"""What the host hands a runner its zygote forks, and when only a spawn gives it what a spawned
+runner would have.
+
+A spawned runner gets from its ``exec`` the host's working directory, umask and resource
+limits as they are at that moment, its own environment, and an interpreter set up from that
+environment. A forked one is a copy of the zygote, whose interpreter was set up once, when the
+host's first runner started. So:
+
+- :func:`fork_order`: what every runner of the host shares, now (working directory, umask,
+  resource limits), which the zygote sets in the child;
+- :func:`environment_preamble`: the runner's own environment, which the host writes on the
+  runner's stdin ahead of its bootstrap line. It never passes through the zygote: whatever the
+  zygote's memory held, every runner forked after it would copy (docs/security.md);
+- :func:`startup_differences`: the variables the interpreter reads only at its start where
+  the runner's differ from the zygote's; such a runner is spawned.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import resource
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from isoplug.control import MAX_FORKED_ENVIRONMENT_BYTES, ForkedEnvironment, ForkOrder
+from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
+
+__all__ = [
+    "STARTUP_VARIABLES",
+    "environment_preamble",
+    "fork_order",
+    "startup_differences",
+]
+
+#: What the interpreter reads only at its start (patterns as in :mod:`fnmatch`): ``PYTHON*``
+#: (``sys.path``, ``sys.flags``, the hash seed, warning filters...) and the locale, from which
+#: it fixes its encodings (UTF-8 mode, the file system's and the standard streams'), and, in
+#: the C locale, coerces the locale of every category (PEP 538). A fork keeps the zygote's.
+STARTUP_VARIABLES = ("PYTHON*", "LANG", "LC_*")
+
+#: Every resource limit this platform has.
+_RESOURCES = tuple(
+    sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")})
+)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def startup_differences(runner: Mapping[str, str], zygote: Mapping[str, str]) -> list[str]:
+    """The :data:`STARTUP_VARIABLES` whose value in a runner's environment differs from the
+    one the zygote was started with (set in one only, or to another value)."""
+    names = {
+        name
+        for name in (*runner, *zygote)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in STARTUP_VARIABLES)
+    }
+    return sorted(name for name in names if runner.get(name) != zygote.get(name))
+
+
+def fork_order(inherit: Sequence[int]) -> ForkOrder:
+    """The order for a runner that inherits the descriptor numbers ``inherit``, with what a
+    spawned runner would inherit of the host now. Raises :class:`OSError` when the host's
+    umask cannot be read."""
+    return ForkOrder(
+        cwd=os.getcwd(),
+        umask=_umask(),
+        rlimits=tuple((number, *resource.getrlimit(number)) for number in _RESOURCES),
+        inherit=tuple(inherit),
+    )
+
+
+def environment_preamble(env: Mapping[str, str]) -> bytes | None:
+    """What a forked runner with the environment ``env`` reads on its stdin before its
+    bootstrap line (see :class:`~isoplug.control.ForkedEnvironment`); None when it is too
+    large (then the runner is spawned)."""
+    tag = env.get(TAG_VARIABLE, "")
+    body = _encode(
+        ForkedEnvironment(
+            env=dict(env),
+            stamp=f"{TAG_VARIABLE}={tag}" if len(tag) == TAG_LENGTH else "",
+        )
+    )
+    if len(body) > MAX_FORKED_ENVIRONMENT_BYTES:
+        return None
+    return len(body).to_bytes(4, "big") + body
+
+
+def _umask() -> int:
+    # Read, never set: os.umask() sets one to read it, and a file another thread of the
+    # application created meanwhile would get that one.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    raise OSError("/proc/self/status tells no umask (Linux 4.7 and later do)")

@@ -1,0 +1,227 @@
+"""A runner forked from the host's zygote gets what a spawned one gets, and nothing of another
+runner's: no other runner's environment in its memory (none passes through the zygote), the
+time zone, umask and resource limits of its own start, and a spawn where only a fresh
+interpreter can honour its settings (``PYTHON*`` and locale variables that differ from the
+zygote's). The zygote leaves nothing unclosed behind when its host lets it go."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from isoplug import Host
+from isoplug.host.zygote import fork_supported
+from isoplug.host.zygote_process import ZygoteProcess
+from tests.plugins_fixtures import FAST
+from tests.process_memory import environment_block_holds, memory_holds, parent_of
+
+pytestmark = [
+    pytest.mark.skipif(not fork_supported(), reason="runners are spawned here"),
+    # A zygote of each host's own: what it holds is this test's alone.
+    pytest.mark.usefixtures("isoplug_own_zygotes"),
+]
+
+_PROBE = """
+import os
+import sys
+import time
+
+import isoplug
+
+
+class Probe(isoplug.Plugin):
+    @isoplug.method
+    def facts(self) -> dict:
+        return {
+            "environ": dict(os.environ),
+            "tzname": list(time.tzname),
+            "timezone": time.timezone,
+            "hash": hash("isoplug"),
+        }
+"""
+
+
+def add_probe(plugins: Path, plugin_id: str, manifest: str = "") -> None:
+    """A plugin ``plugin_id`` in ``plugins`` that tells what its runner has (``facts``);
+    ``manifest``: more lines of its plugin.toml."""
+    folder = plugins / plugin_id
+    folder.mkdir(parents=True)
+    (folder / "plugin.toml").write_text(
+        f'id = "{plugin_id}"\nversion = "1.0"\nentry = "probe:Probe"\n{manifest}\n'
+    )
+    (folder / "probe.py").write_text(_PROBE)
+
+
+def zygote_of(host: Host) -> ZygoteProcess:
+    process = host._zygote._process  # type: ignore[union-attr]
+    assert process is not None
+    return process
+
+
+async def facts(host: Host, plugin_id: str) -> dict[str, Any]:
+    answer = await host.call(plugin_id, "facts")
+    assert isinstance(answer, dict)
+    return answer
+
+
+async def test_a_forked_runner_holds_no_other_runners_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment a manifest gives one runner (from ``inherit_environment`` and
+    ``[environment]``) is found neither in the memory of a runner forked after it, nor in the
+    zygote's, nor in their environment blocks: it reaches the runner on its own stdin."""
+    inherited = f"inherited-by-victim-{secrets.token_hex(12)}"
+    own = f"set-for-victim-{secrets.token_hex(12)}"
+    monkeypatch.setenv("ISOPLUG_TEST_VICTIM_SECRET", inherited)
+    plugins = tmp_path / "plugins"
+    add_probe(
+        plugins,
+        "victim",
+        f'inherit_environment = ["ISOPLUG_TEST_VICTIM_SECRET"]\n'
+        f'[environment]\nISOPLUG_TEST_VICTIM_KEY = "{own}"',
+    )
+    add_probe(plugins, "reader")
+    needles = [inherited.encode(), own.encode()]
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        zygote = zygote_of(host).pid
+        victim = host.plugin("victim").pid
+        assert victim is not None and parent_of(victim) == zygote
+        environ = (await facts(host, "victim"))["environ"]
+        assert environ["ISOPLUG_TEST_VICTIM_SECRET"] == inherited
+        assert environ["ISOPLUG_TEST_VICTIM_KEY"] == own
+        # Forked after the victim's runner, from the same zygote.
+        await host.restart("reader")
+        reader = host.plugin("reader").pid
+        assert reader is not None and parent_of(reader) == zygote
+        assert "ISOPLUG_TEST_VICTIM_KEY" not in (await facts(host, "reader"))["environ"]
+        for pid in (reader, zygote):
+            assert memory_holds(pid, needles) == set(), f"pid {pid}"
+            assert environment_block_holds(pid, needles) == set(), f"pid {pid}"
+
+
+async def test_a_forked_runner_reads_its_own_time_zone(tmp_path: Path) -> None:
+    """``TZ`` in ``[environment]``: the forked runner's ``time`` module follows it, as a spawned
+    runner's does (a POSIX rule, which needs no time zone database)."""
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "zoned", '[environment]\nTZ = "ABC-5"')
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("zoned").pid
+        assert pid is not None and parent_of(pid) == zygote_of(host).pid
+        seen = await facts(host, "zoned")
+        assert seen["environ"]["TZ"] == "ABC-5"
+        assert (seen["tzname"], seen["timezone"]) == (["ABC", "ABC"], -5 * 3600)
+
+
+@pytest.fixture
+def host_umask_and_open_files() -> Iterator[None]:
+    """The test changes the process's umask and its soft ``RLIMIT_NOFILE``: put them back."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)
+    yield
+    os.umask(umask)
+    resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
+
+def _umask_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    raise AssertionError(f"no Umask line in /proc/{pid}/status")
+
+
+@pytest.mark.usefixtures("host_umask_and_open_files")
+async def test_a_forked_runner_gets_the_hosts_umask_and_limits_at_its_fork(
+    tmp_path: Path,
+) -> None:
+    """The host tightens its umask and lowers a resource limit after its zygote started: the
+    runners it forks from then on have them, as spawned ones would."""
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "probe")
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        zygote = zygote_of(host).pid
+        umask = os.umask(0o077)
+        if umask == 0o077:
+            os.umask(0o027)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+        await host.restart("probe")
+        pid = host.plugin("probe").pid
+        assert pid is not None and parent_of(pid) == zygote
+        assert _umask_of(pid) == _umask_of(os.getpid()) != umask
+        assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (soft - 1, hard)
+
+
+def _hash_under_seed(seed: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "print(hash('isoplug'))"],
+        env=dict(os.environ, PYTHONHASHSEED=seed),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+async def test_a_python_variable_let_through_by_inherit_environment_spawns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PYTHONHASHSEED`` the host has and a manifest's ``inherit_environment`` lets through
+    takes effect only at an interpreter's start: that runner is spawned and hashes with it;
+    a runner of the same host without it is still forked."""
+    monkeypatch.setenv("PYTHONHASHSEED", "123")
+    expected = await asyncio.to_thread(_hash_under_seed, "123")
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "seeded", 'inherit_environment = ["PYTHONHASHSEED"]')
+    add_probe(plugins, "plain")
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        seeded = host.plugin("seeded").pid
+        assert seeded is not None and parent_of(seeded) == os.getpid()
+        assert (await facts(host, "seeded"))["hash"] == expected
+        plain = host.plugin("plain").pid
+        assert plain is not None and parent_of(plain) == zygote_of(host).pid
+
+
+async def test_a_locale_other_than_the_zygotes_spawns(tmp_path: Path) -> None:
+    """The interpreter fixes its encodings (UTF-8 mode, file system, stdio) from the locale at
+    its start: a runner whose locale variables differ from the zygote's is spawned."""
+    plugins = tmp_path / "plugins"
+    other = "POSIX" if os.environ.get("LC_ALL") == "C" else "C"
+    add_probe(plugins, "ascii", f'[environment]\nLC_ALL = "{other}"')
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("ascii").pid
+        assert pid is not None and parent_of(pid) == os.getpid()
+
+
+async def test_the_zygote_leaves_no_unclosed_socket_at_its_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Under ``PYTHONDEVMODE=1`` (which the zygote inherits) a socket left for the collector
+    would be reported on the host's stderr, which the zygote shares, at every host's close."""
+    monkeypatch.setenv("PYTHONDEVMODE", "1")
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "probe")
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        zygote = zygote_of(host)
+        pid = host.plugin("probe").pid
+        assert pid is not None and parent_of(pid) == zygote.pid
+    # Set once the zygote was reaped: whatever it wrote is in the captured stderr by then.
+    assert await asyncio.to_thread(zygote.gone.wait, 20)
+    assert "unclosed" not in capfd.readouterr().err
