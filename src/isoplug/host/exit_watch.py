@@ -20,6 +20,7 @@ import signal
 from isoplug.host import descendants
 from isoplug.host.children import Child
 from isoplug.host.oom import OomWatch
+from isoplug.host.shortage import shortage
 
 __all__ = ["RECORD_INTERVAL", "ExitFacts", "ExitWatch"]
 
@@ -64,9 +65,13 @@ class ExitWatch:
         try:
             watch = OomWatch(pid)
             self._record_until_exit()
-        except Exception:
+        except Exception as error:
             # Whatever failed here, the exit must still be waited for and told.
-            _log.exception("runner %d: watching its process tree failed (an isoplug bug)", pid)
+            short = shortage(error)
+            if short is not None:
+                _log.warning("runner %d: not watching its process tree: %s", pid, short)
+            else:
+                _log.exception("runner %d: watching its process tree failed (an isoplug bug)", pid)
         status = self._child.wait()
         oom: tuple[str | None, tuple[str, ...]] = (None, ())
         try:

@@ -45,6 +45,7 @@ from isoplug.host.process import EXIT_REPLAY_TIMEOUT, KILL_RETRY, OpenStdio, Run
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.setup_where import setup_where
+from isoplug.host.shortage import shortage
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
 from isoplug.host.stderr_tail import StderrTail, outside_words
 from isoplug.host.stdio_replay import StdioDestination
@@ -197,7 +198,7 @@ class RunnerLife:
             self.health.close()
             self.process = None  # killed by the launch, if it got as far as spawning
             self.token = self.log_token = None
-            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, str(exc))
+            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, shortage(exc) or str(exc))
             return account, None
         except BaseException:
             self.process = None  # cancelled: killed by the launch

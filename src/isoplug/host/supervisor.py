@@ -38,6 +38,7 @@ from isoplug.host.process import RunnerProcess
 from isoplug.host.ready_report import read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
+from isoplug.host.shortage import shortage
 from isoplug.host.status import (
     ExitAccount,
     PluginInfo,
@@ -326,7 +327,7 @@ class RunnerSupervisor(PluginCalls):
         decider = RestartDecider(next(iter(self.manifests.values())).restart)
         try:
             while True:
-                account, permanent = await self._run_once()
+                account, permanent = await self._run_once_or_short()
                 self.last_exit = account
                 command = self._commands.take()
                 if command == STOP:
@@ -368,6 +369,18 @@ class RunnerSupervisor(PluginCalls):
         except Exception:
             _log.exception("supervisor of runner %s failed", self.runner_id)
             self._fail("the supervisor itself failed (a bug in isoplug; see the log)")
+
+    async def _run_once_or_short(self) -> tuple[ExitAccount, str | None]:
+        """:meth:`_run_once`; a start the host lacked a resource for (descriptors, threads)
+        is a runner that did not start, restarted with backoff as after a crash."""
+        try:
+            return await self._run_once()
+        except (OSError, RuntimeError) as error:
+            short = shortage(error)
+            if short is None:
+                raise
+            _log.error("runner %s: cannot run it: %s", self.runner_id, short)
+            return ExitAccount(self.runner_id, 0, 127, 0.0, self.restarts, short), None
 
     async def _run_once(self) -> tuple[ExitAccount, str | None]:
         """Run one runner process from spawn to exit; return its account and, when restarting

@@ -1,0 +1,35 @@
+"""The host out of a resource of the system's (file descriptors, threads, memory): said as
+such, with the limit and what to change, never as a bug in isoplug; a runner that could not be
+started for it is restarted with backoff, as after a crash, since the shortage may pass.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+
+__all__ = ["DESCRIPTORS_PER_RUNNER", "shortage"]
+
+#: About how many of the host's descriptors a running plugin takes (its connections, pipes,
+#: pidfd, health link, log connections): measured 14-15.
+DESCRIPTORS_PER_RUNNER = 15
+
+
+def shortage(error: BaseException) -> str | None:
+    """What the host ran out of, when ``error`` says it did (None: some other failure)."""
+    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        whose = "the system" if error.errno == errno.ENFILE else f"the host (ulimit -n {soft})"
+        return (
+            f"{whose} is out of file descriptors ({error.strerror}): each running plugin takes "
+            f"about {DESCRIPTORS_PER_RUNNER} of the host's; raise the limit (ulimit -n, or "
+            "LimitNOFILE= in a systemd unit)"
+        )
+    if isinstance(error, OSError) and error.errno in (errno.ENOMEM, errno.EAGAIN):
+        return f"the host could not get memory or a process ({error.strerror})"
+    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
+        return (
+            "the host could not start another thread (a limit on processes or threads, ulimit "
+            "-u, or on memory, ulimit -v)"
+        )
+    return None
