@@ -261,3 +261,25 @@ def test_only_socket_directories_of_dead_owners_are_removed(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         names[k] for k in ("live", "elsewhere", "unnamed")
     )
+
+
+def test_the_import_folder_of_a_host_killed_is_removed_by_the_next(tmp_path: Path) -> None:
+    """The folder a host makes for runners with an interpreter of their own (a link to its
+    isoplug) goes at its exit; one a kill left behind goes at the next host's start, as its
+    socket folders do."""
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\nfrom isoplug.host.isoplug_link import isoplug_only_folder\n"
+            "print(isoplug_only_folder(), flush=True)\nos._exit(0)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=child_env(TMPDIR=str(tmp_path)),
+        timeout=60,
+    ).stdout.strip()
+    assert Path(made).parent == tmp_path and (Path(made) / "isoplug").is_symlink()
+    assert remove_stale_socket_dirs((str(tmp_path),)) == [made]
+    assert not os.path.exists(made)

@@ -23,6 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["host_package_root", "isoplug_only_folder"]
@@ -48,7 +49,9 @@ def isoplug_only_folder() -> str:
         if made is not None:
             return made
         try:
-            folder = tempfile.mkdtemp(prefix="isoplug-import-")
+            # Named as the socket folders are, after this process: one a kill -9 left behind
+            # is removed by the next host's start (isoplug.transport.socket_dirs).
+            folder = tempfile.mkdtemp(prefix=owner_prefix())
         except OSError as exc:
             return _fall_back(f"no temporary folder: {exc}")
         try:

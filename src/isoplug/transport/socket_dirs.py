@@ -1,4 +1,6 @@
-"""Private directories for unix sockets, named after their owner so that leftovers can be found.
+"""Private directories for unix sockets (and the host's isoplug link for runners with an
+interpreter of their own, :mod:`isoplug.host.isoplug_link`), named after their owner so that
+leftovers can be found.
 
 A listener removes its directory when it closes, but a process killed with SIGKILL closes
 nothing. Each directory's name therefore says which process made it: its pid, its start time
