@@ -27,6 +27,7 @@ _BELOW_CLI = frozenset(
         "validation",
         "sizes",
         "cpu_wait",
+        "stdlib_paths",
         "wire",
         "transport",
         "rpc",
@@ -45,11 +46,14 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "sizes": frozenset(),
     # How long a thread waited for a CPU (the kernel's schedstat): both sides' health checks.
     "cpu_wait": frozenset(),
+    # Which source files are the standard library's (frames a report of where code waits or
+    # failed walks past): the runner's health and the remote tracebacks of rpc.
+    "stdlib_paths": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # Byte streams only: it knows nothing of frames or messages.
     "transport": frozenset({"errors"}),
-    "rpc": frozenset({"errors", "wire", "transport"}),
+    "rpc": frozenset({"errors", "wire", "transport", "stdlib_paths"}),
     "logs": frozenset({"errors", "wire", "transport", "rpc"}),
     "exporters": frozenset({"errors", "wire", "logs"}),
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
@@ -61,6 +65,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "validation",
             "sizes",
             "cpu_wait",
+            "stdlib_paths",
             "wire",
             "transport",
             "rpc",
@@ -75,6 +80,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "validation",
             "sizes",
             "cpu_wait",
+            "stdlib_paths",
             "wire",
             "transport",
             "rpc",
