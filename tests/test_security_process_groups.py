@@ -9,16 +9,22 @@ workers log the documented way (``ctx.log_child_env()``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from isoplug import Host
-from tests.plugins_fixtures import FAST, running
+from tests.plugins_fixtures import FAST, FIXTURES, running
 from tests.record_waiter import RecordWaiter, eventually, watching
 from tests.test_security_model import FORMATTER
 
 WAIT = 20.0
+HELPER = FIXTURES / "intruder" / "intruder_helper.py"
 
 
 def refusals(waiter: RecordWaiter, pid: int) -> list[str]:
@@ -132,3 +138,54 @@ async def test_an_orphan_seen_in_another_runners_tree_cannot_log_as_it(tmp_path:
         "tree)"
     ), refusal
     assert not carrying(waiter, marker)
+
+
+@contextlib.contextmanager
+def orphan_squatter(group: int, address: str, count: int) -> Iterator[int]:
+    """An orphan of this process's (its parent exits), never in a runner's tree and without a
+    runner's tag, that joins process group ``group`` and holds ``count`` silent connections to
+    ``address``; its pid. It ends with the block."""
+    arguments = {"group": group, "then": "squat", "address": address, "count": count}
+    middle = subprocess.Popen(
+        [sys.executable, str(HELPER), "middle", json.dumps(arguments)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert middle.stdin is not None and middle.stdout is not None
+    try:
+        squatter = int(middle.stdout.readline())
+        middle.stdin.write("\n")
+        middle.stdin.flush()
+        middle.wait()
+        yield squatter
+    finally:
+        middle.stdin.close()  # the squatter shares it: it ends
+        middle.stdout.close()
+        middle.wait()
+
+
+async def test_orphans_counted_by_their_group_alone_hold_places_apart(tmp_path: Path) -> None:
+    """An orphan that only its process group places in spawner's tree (one of this process's,
+    which no runner recorded or tagged, as a plugin's orphan that left its tree between two
+    records and dropped its tag would be) holds silent log connections: they take places apart
+    from spawner's own processes', its refusals say so, and spawner's worker still logs."""
+    config = dataclasses.replace(FAST, max_log_connections=4)
+    with watching("isoplug.host") as host_log:
+        async with running(tmp_path, "spawner", config=config) as (host, waiter):
+            bridge = host._log_bridge
+            assert bridge._server is not None
+            spawner_pid = host._supervisor("spawner").pid
+            assert spawner_pid is not None
+            await eventually(lambda: bridge.open_connections("spawner") == 1, WAIT)
+            with orphan_squatter(spawner_pid, bridge.address, count=8) as squatter:
+                refused = f"refused a log connection from pid {squatter}:"
+                first = await host_log.wait_for("isoplug.host", refused, WAIT)
+                assert bridge._server.client_connections("spawner") == 1
+                pid = await host.call("spawner", "python_child")
+                await waiter.wait_for("plugin.spawner.spawner.child", f"from a python child {pid}")
+    assert first.getMessage() == (
+        f"runner spawner: {refused} its orphans counted by their process group are at their "
+        "limit of 4 open log connections (places apart from its own processes': orphans in its "
+        "process group that nothing else places in its tree)"
+    )

@@ -5,9 +5,10 @@ names the part; its arguments are one JSON object, ``argv[2]``):
   ``accepted`` or why it failed;
 - ``squat``: hold ``count`` silent connections to the log listener, opening a new one
   whenever one is closed, until its stdin closes;
-- ``middle``: start an ``orphan`` (without the runner's tag in its environment), print its
-  pid, then exit once its stdin says so: the orphan is re-parented;
-- ``orphan``: once re-parented, join process group ``group``, then ``forward``.
+- ``middle``: start an ``orphan`` (without the runner's tag in its environment, on the same
+  stdin), print its pid, then exit once its stdin says so: the orphan is re-parented;
+- ``orphan``: once re-parented, join process group ``group``, then do the part named by
+  ``then``: ``forward`` (the default) or ``squat``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def middle(arguments: dict[str, Any]) -> None:
     orphan = subprocess.Popen(
         [sys.executable, __file__, "orphan", json.dumps({**arguments, "middle": os.getpid()})],
         env=env,
-        stdin=subprocess.DEVNULL,
     )
     print(orphan.pid, flush=True)
     sys.stdin.readline()
@@ -77,7 +77,14 @@ def orphan(arguments: dict[str, Any]) -> None:
     while os.getppid() == arguments["middle"]:
         time.sleep(0.005)
     os.setpgid(0, arguments["group"])
-    print(forward(arguments["address"], arguments["token"], arguments["runner"], arguments["text"]))
+    if arguments.get("then") == "squat":
+        squat(arguments["address"], arguments["count"])
+    else:
+        print(
+            forward(
+                arguments["address"], arguments["token"], arguments["runner"], arguments["text"]
+            )
+        )
 
 
 def main() -> None:
