@@ -134,8 +134,7 @@ def lineage_of(
 
     One walk up ``pid``'s parents for every runner at once: the log listener asks it of every
     connection before reading a byte of it, strangers included, so it must not cost a walk per
-    runner. An ancestor that exits mid-walk makes it None: the line is being cut, and the
-    client's next attempt sees where it ends."""
+    runner."""
     if not runners:
         return None
     found = runners.get(pid)
@@ -155,7 +154,13 @@ def lineage_of(
             return Lineage(found, Evidence.PARENTS)
         above = None if parent <= 1 else _stat(parent)
         if above is None and parent > 1:
-            return None
+            # The parent exited (and was reaped) mid-walk: the kernel re-parented the child,
+            # whose stat now names where its line is cut.
+            again = _stat(child)
+            if again is None or again[0] == parent:
+                return None
+            parent = again[0]
+            continue
         if cut is None:
             in_runner_group = child_group in runners or session in runners
             cut = _cut(child, session, parent, above, in_runner_group=in_runner_group)

@@ -291,25 +291,29 @@ class LogBridge:
         interval)."""
         assert self._server is not None
         runner_id = client.removesuffix(_BY_GROUP)
-        limit = f"at its limit of {self._max_log_connections} open log connections"
+        who = "" if credentials is None else f" from pid {credentials.pid}"
+        count = self._max_log_connections
         if runner_id == client:
-            kind, holders = (
-                "log_connection_limit",
-                "shared by the runner and the processes it started",
+            kind, limit = "log_connection_limit", f"at its limit of {count} open log connections"
+            text = (
+                f"runner {runner_id}: refused a log connection{who}: {limit} (shared by the "
+                "runner and the processes it started)"
             )
         else:
             kind = "orphan_connection_limit"
             limit = (
-                f"its orphans counted by their process group are {limit.replace('its', 'their')}"
+                f"its orphans counted by their process group are at their limit of {count} open "
+                "log connections"
             )
-            holders = (
-                "places apart from its own processes': orphans in its process group that nothing "
-                "else places in its tree"
+            text = (
+                f"runner {runner_id}: refused a log connection{who}: its orphans counted by their "
+                f"process group are at their limit of {count} open log connections (places apart "
+                "from its own processes': orphans in its process group that nothing else places "
+                "in its tree)"
             )
-        who = "" if credentials is None else f" from pid {credentials.pid}"
         self._runner_state(runner_id).reports.report(
             kind,
-            f"runner {runner_id}: refused a log connection{who}: {limit} ({holders})",
+            text,
             summary=lambda tally: (
                 f"runner {runner_id}: refused {tally.events} more log connection(s) in the last "
                 f"{tally.seconds:.0f} s: {limit} (the latest: {tally.detail})"

@@ -5,8 +5,9 @@ names the part; its arguments are one JSON object, ``argv[2]``):
   ``accepted`` or why it failed;
 - ``squat``: hold ``count`` silent connections to the log listener, opening a new one
   whenever one is closed, until its stdin closes;
-- ``middle``: start an ``orphan`` (without the runner's tag in its environment, on the same
-  stdin), print its pid, then exit once its stdin says so: the orphan is re-parented;
+- ``middle``: start an ``orphan`` (on the same stdin; without the runner's tag in its
+  environment unless ``keep_tag``), print its pid, then exit once its stdin says so: the
+  orphan is re-parented;
 - ``orphan``: once re-parented, join process group ``group``, then do the part named by
   ``then``: ``forward`` (the default) or ``squat``.
 """
@@ -63,7 +64,9 @@ def squat(address: str, count: int) -> None:
 
 
 def middle(arguments: dict[str, Any]) -> None:
-    env = {key: value for key, value in os.environ.items() if key != "ISOPLUG_RUNNER_TAG"}
+    env = dict(os.environ)
+    if not arguments.get("keep_tag"):
+        del env["ISOPLUG_RUNNER_TAG"]
     orphan = subprocess.Popen(
         [sys.executable, __file__, "orphan", json.dumps({**arguments, "middle": os.getpid()})],
         env=env,

@@ -60,12 +60,29 @@ class Intruder(isoplug.Plugin):
             await asyncio.to_thread(squatter.communicate, "")
 
     @isoplug.method
-    def start_orphan(self, group: int, address: str, token: str, runner: str, text: str) -> int:
-        """A child of this runner starts a process (without this runner's tag) that waits to be
-        orphaned: :meth:`release_orphan` ends its parent; it then joins process group
-        ``group`` and logs ``text`` as ``runner`` with ``token``. Its pid."""
+    def start_orphan(
+        self,
+        group: int,
+        address: str,
+        token: str,
+        runner: str,
+        text: str,
+        *,
+        keep_tag: bool = False,
+    ) -> int:
+        """A child of this runner starts a process (without this runner's tag unless
+        ``keep_tag``) that waits to be orphaned: :meth:`release_orphan` ends its parent; it
+        then joins process group ``group`` and logs ``text`` as ``runner`` with ``token``. Its
+        pid."""
         self.middle = _helper(
-            "middle", None, group=group, address=address, token=token, runner=runner, text=text
+            "middle",
+            None,
+            group=group,
+            address=address,
+            token=token,
+            runner=runner,
+            text=text,
+            keep_tag=keep_tag,
         )
         assert self.middle.stdout is not None
         return int(self.middle.stdout.readline())
