@@ -66,7 +66,7 @@ def squat(address: str, count: int) -> None:
 def middle(arguments: dict[str, Any]) -> None:
     env = dict(os.environ)
     if not arguments.get("keep_tag"):
-        del env["ISOPLUG_RUNNER_TAG"]
+        env.pop("ISOPLUG_RUNNER_TAG", None)
     orphan = subprocess.Popen(
         [sys.executable, __file__, "orphan", json.dumps({**arguments, "middle": os.getpid()})],
         env=env,
