@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from isoplug.host.descendants import TAG_VARIABLE, read_stat
 from isoplug.host.lineage import Evidence, Lineage, TreeMarks, lineage_of
@@ -121,3 +122,35 @@ def test_the_parents_decide_before_the_process_group() -> None:
         seen_by_a = {"a": TreeMarks(a.tag, started(own_orphan)), "b": TreeMarks(b.tag, {})}
         found = lineage_of(own_orphan, runners, lambda: seen_by_a)
         assert found == Lineage("a", Evidence.RECORD) and not found.by_group
+
+
+#: This process's part, run as a child subreaper (as an application may make its host): the
+#: orphans of the stand-ins' trees become its children, and still count by their group.
+AS_SUBREAPER = """
+import ctypes, os
+from isoplug.host.lineage import Evidence, Lineage, lineage_of
+from tests.test_lineage import stand_ins
+
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+with stand_ins() as (a, b):
+    runners = {a.pid: "a", b.pid: "b"}
+    orphan = a.start("orphan")
+    with open(f"/proc/{orphan}/stat") as stat:
+        assert int(stat.read().rpartition(")")[2].split()[1]) == os.getpid()
+    assert lineage_of(orphan, runners) == Lineage("a", Evidence.GROUP)
+    assert lineage_of(b.start("join", a.pid), runners) == Lineage("b", Evidence.PARENTS)
+print("ok")
+"""
+
+
+def test_a_host_that_adopts_orphans_still_counts_them_by_their_group() -> None:
+    """A host made a child subreaper adopts the orphans of its runners' trees: the line of
+    parents from one then reaches the host, and is still cut there."""
+    done = subprocess.run(
+        [sys.executable, "-c", AS_SUBREAPER],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.stdout == "ok\n", done.stderr
