@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from isoplug import Host
 from tests.plugins_fixtures import FAST, FIXTURES, running
@@ -41,6 +42,21 @@ def carrying(waiter: RecordWaiter, text: str) -> list[logging.LogRecord]:
     return [r for r in list(waiter.records) if text in FORMATTER.format(r)]
 
 
+async def aimed_at_spawner(host: Host, method: str, text: str) -> Any:
+    """intruder's ``method`` (a helper's forwarding of ``text``), aimed at spawner: its
+    process group, the log listener, its log token and name."""
+    spawner = host._supervisor("spawner")
+    return await host.call(
+        "intruder",
+        method,
+        group=spawner.pid,
+        address=host._log_bridge.address,
+        token=spawner.expected_log_token(),
+        runner="spawner",
+        text=text,
+    )
+
+
 async def workers_log(host: Host, waiter: RecordWaiter) -> None:
     """spawner's worker, and its double-forked worker (an orphan in its group), still log."""
     pid = await host.call("spawner", "python_child")
@@ -57,17 +73,8 @@ async def test_a_helper_in_another_runners_group_cannot_log_as_it(tmp_path: Path
     it is in, nothing it sent is logged; spawner's workers log as before."""
     marker = "FORGED by intruder"
     async with running(tmp_path, "intruder", "spawner", logger=None) as (host, waiter):
-        spawner = host._supervisor("spawner")
-        spawner_pid = spawner.pid
-        attempt = await host.call(
-            "intruder",
-            "forward_from_group",
-            group=spawner_pid,
-            address=host._log_bridge.address,
-            token=spawner.expected_log_token(),
-            runner="spawner",
-            text=marker,
-        )
+        spawner_pid = host._supervisor("spawner").pid
+        attempt = await aimed_at_spawner(host, "forward_from_group", marker)
         assert "refused by the listener" in attempt["outcome"], attempt
         await workers_log(host, waiter)
     (refusal,) = refusals(waiter, attempt["pid"])
@@ -111,17 +118,8 @@ async def test_an_orphan_seen_in_another_runners_tree_cannot_log_as_it(tmp_path:
     without intruder's tag: refused, the warning naming intruder's tree and the record."""
     marker = "FORGED by an orphan of intruder"
     async with running(tmp_path, "intruder", "spawner", logger=None) as (host, waiter):
-        spawner, intruder = host._supervisor("spawner"), host._supervisor("intruder")
-        spawner_pid = spawner.pid
-        orphan = await host.call(
-            "intruder",
-            "start_orphan",
-            group=spawner_pid,
-            address=host._log_bridge.address,
-            token=spawner.expected_log_token(),
-            runner="spawner",
-            text=marker,
-        )
+        spawner_pid, intruder = host._supervisor("spawner").pid, host._supervisor("intruder")
+        orphan = await aimed_at_spawner(host, "start_orphan", marker)
 
         def recorded() -> bool:
             marks = intruder.tree_marks()
