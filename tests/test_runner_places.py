@@ -119,6 +119,7 @@ def test_a_runners_family_is_found_in_one_walk() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
     try:
         assert family_of(child.pid, {os.getpid(): "me"}) == "me"
+        assert family_of(child.pid, {os.getppid(): "my parent"}) == "my parent"
         assert family_of(os.getpid(), {os.getpid(): "me", 1: "init"}) == "me"
         assert family_of(os.getpid(), {child.pid: "child"}) is None
         assert family_of(child.pid, {}) is None

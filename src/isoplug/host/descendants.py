@@ -48,6 +48,7 @@ __all__ = [
     "find_descendants",
     "read_stat",
     "subtree",
+    "tag_of",
 ]
 
 #: The environment variable whose value names a runner process's descendants.
@@ -57,6 +58,9 @@ TAG_VARIABLE = "ISOPLUG_RUNNER_TAG"
 TAG_LENGTH = 16
 #: Far more than any plugin should start; it bounds what a fork bomb costs the host.
 MAX_RECORDED = 4096
+#: How much of a process's environment :func:`tag_of` reads: far more than a runner's, and a
+#: bound on what a process that connects in a loop with a huge one costs the log listener.
+MAX_ENVIRON_READ = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +126,27 @@ def _tagged(pid: int, needle: bytes) -> bool:
     except OSError:  # another user's, or gone
         return False
     return data.startswith(needle) or b"\0" + needle in data
+
+
+def tag_of(pid: int) -> str | None:
+    """The value of :data:`TAG_VARIABLE` in the environment ``pid`` was started with (the
+    first, as ``getenv`` reads it; within its first :data:`MAX_ENVIRON_READ` bytes); None when
+    it has none, or it cannot be read (another user's, or gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            data = environ.read(MAX_ENVIRON_READ)
+    except OSError:
+        return None
+    needle = f"{TAG_VARIABLE}=".encode()
+    if data.startswith(needle):
+        start = len(needle)
+    else:
+        found = data.find(b"\0" + needle)
+        if found < 0:
+            return None
+        start = found + 1 + len(needle)
+    end = data.find(b"\0", start)
+    return data[start : end if end >= 0 else None].decode("ascii", "replace")
 
 
 def find_descendants(

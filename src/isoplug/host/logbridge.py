@@ -4,13 +4,17 @@ Each runner opens a second connection with role ``"logs"`` and its own log token
 listener of the bridge's own. The token alone proves nothing: it stays in the memory of the
 runner and of every process it starts (they reconnect with it), where a process that can read
 their memory could take it. So the handshake also asks the kernel who connected
-(``SO_PEERCRED``) and refuses any pid that is neither the runner nor a process it started
-(:mod:`isoplug.host.lineage`); a refusal names that pid. The same kernel's word, asked before a
-byte is read, gives a runner's family handshake places of its own, which strangers cannot
-hold (:mod:`isoplug.rpc.gate`). A runner and the processes it started may hold at most
-``max_log_connections`` log connections at once (a host thread each): past it their new ones
-are refused, with a warning naming the runner at most once per report interval, and other
-runners keep theirs. Each log
+(``SO_PEERCRED``) and refuses any pid that is not the runner's own (:mod:`isoplug.host.lineage`:
+by its parents first, so that a process of another runner's that joined this one's process
+group is that other runner's); a refusal names that pid and the tree it belongs to. The same
+kernel's word, asked before a byte is read, gives a runner's family handshake places of its
+own, which strangers cannot hold (:mod:`isoplug.rpc.gate`). A runner and the processes it
+started may hold at most ``max_log_connections`` log connections at once (a host thread each):
+past it their new ones are refused, with a warning naming the runner whose tree the connecting
+process is in, at most once per report interval, and other runners keep theirs. Orphans that
+only their process group places in the runner's tree (which a process of another runner's could
+also be, see :mod:`isoplug.host.lineage`) hold as many places again, apart: filling those
+keeps out none of the runner's own processes. Each log
 connection is served by a thread that sleeps in ``recv()`` and replays every batch with a
 :class:`~isoplug.logs.LogReplayer` the moment it lands (see :mod:`isoplug.logs.session`). So
 the host's event loop never runs a logging handler for a plugin, and a slow handler (a file, a
@@ -43,7 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
-from isoplug.host.lineage import descends_from, family_of, kinship_known
+from isoplug.host.lineage import Lineage, TreeMarks, kinship_known, lineage_of
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
@@ -80,6 +84,11 @@ DRAIN_TIMEOUT = 5.0
 PENDING_WATCHER_WAIT = 1.0
 
 _KINSHIP_KNOWN = kinship_known()
+
+#: Appended to a runner's id, the client (and handshake family) of its orphans that only their
+#: process group places in its tree: places apart from its own processes'. A runner id has no
+#: space, so no runner is named so.
+_BY_GROUP = " (orphans by group)"
 
 
 class _RunnerLogState:
@@ -172,7 +181,7 @@ class LogBridge:
             # Each runner's places are its own: the listener-wide limit counts only what no
             # runner holds, so runners that hold all theirs cannot keep another's out.
             client_limit=ClientLimit(
-                lambda hello, _credentials: hello.name,
+                self._client_of,
                 max_log_connections,
                 self._over_limit,
                 own_places=True,
@@ -238,28 +247,73 @@ class LogBridge:
         return state
 
     def open_connections(self, runner_id: str) -> int:
-        """Log connections of ``runner_id`` (and the processes it started) open now."""
+        """Log connections of ``runner_id`` (and the processes it started) open now, its
+        orphans' counted by their process group included."""
         assert self._server is not None, "the log bridge is not open"
-        return self._server.client_connections(runner_id)
+        return self._server.client_connections(runner_id) + self._server.client_connections(
+            runner_id + _BY_GROUP
+        )
 
-    def _family_of(self, pid: int) -> str | None:
-        """The runner that ``pid`` is or descends from, by the kernel's word: asked of every
-        connection before a byte of it is read (in the listener's accepting thread)."""
+    def _lineage(self, pid: int) -> Lineage | None:
+        """The runner whose tree ``pid`` is in, and what says so, by the kernel's word."""
         # A copy taken at once: the event loop's thread adds and removes runners meanwhile.
         supervisors = tuple(self._supervisors.values())
         runners = {s.pid: s.runner_id for s in supervisors if s.pid is not None}
-        return family_of(pid, runners)
 
-    def _over_limit(self, runner_id: str, credentials: PeerCredentials | None) -> None:
-        """A log connection of ``runner_id`` was refused: it holds all its places. Said on
-        the host's logger (the runner's own reports, so at most once per interval)."""
+        def marks() -> dict[str, TreeMarks]:
+            found = {s.runner_id: s.tree_marks() for s in supervisors}
+            return {runner: mark for runner, mark in found.items() if mark is not None}
+
+        return lineage_of(pid, runners, marks)
+
+    def _family_of(self, pid: int) -> str | None:
+        """The client whose places a connection from ``pid`` takes: the runner whose tree it
+        is in, or that runner's orphans counted by their group. Asked of every connection
+        before a byte of it is read (in the listener's accepting thread)."""
+        lineage = self._lineage(pid)
+        if lineage is None:
+            return None
+        return lineage.runner + _BY_GROUP if lineage.by_group else lineage.runner
+
+    def _client_of(self, hello: Hello, credentials: PeerCredentials | None) -> str:
+        """Whose places an admitted log connection holds (the handshake checked that its
+        process is in the tree of the runner its hello names)."""
+        if credentials is not None and _KINSHIP_KNOWN:
+            orphans = hello.name + _BY_GROUP
+            if self._family_of(credentials.pid) == orphans:
+                return orphans
+        return hello.name
+
+    def _over_limit(self, client: str, credentials: PeerCredentials | None) -> None:
+        """A log connection of ``client`` (a runner, or its orphans counted by group) was
+        refused: it holds all its places. Said on the host's logger, naming the runner whose
+        tree the connecting process is in (the runner's own reports, so at most once per
+        interval)."""
         assert self._server is not None
-        limit = f"at its limit of {self._max_log_connections} open log connections"
+        runner_id = client.removesuffix(_BY_GROUP)
         who = "" if credentials is None else f" from pid {credentials.pid}"
+        count = self._max_log_connections
+        if runner_id == client:
+            kind, limit = "log_connection_limit", f"at its limit of {count} open log connections"
+            text = (
+                f"runner {runner_id}: refused a log connection{who}: {limit} (shared by the "
+                "runner and the processes it started)"
+            )
+        else:
+            kind = "orphan_connection_limit"
+            limit = (
+                f"its orphans counted by their process group are at their limit of {count} open "
+                "log connections"
+            )
+            text = (
+                f"runner {runner_id}: refused a log connection{who}: its orphans counted by their "
+                f"process group are at their limit of {count} open log connections (places apart "
+                "from its own processes': orphans in its process group that nothing else places "
+                "in its tree)"
+            )
         self._runner_state(runner_id).reports.report(
-            "log_connection_limit",
-            f"runner {runner_id}: refused a log connection{who}: {limit} (shared by the runner "
-            "and the processes it started)",
+            kind,
+            text,
             summary=lambda tally: (
                 f"runner {runner_id}: refused {tally.events} more log connection(s) in the last "
                 f"{tally.seconds:.0f} s: {limit} (the latest: {tally.detail})"
@@ -297,11 +351,13 @@ class LogBridge:
                 f"runner {supervisor.runner_id}: pid {credentials.pid} is not the runner "
                 f"(pid {runner_pid}), and without /proc its descendants cannot be told"
             )
-        if descends_from(credentials.pid, runner_pid):
+        lineage = self._lineage(credentials.pid)
+        if lineage is not None and lineage.runner == supervisor.runner_id:
             return None
+        whose = "in no runner's tree" if lineage is None else str(lineage)
         return (
             f"runner {supervisor.runner_id}: pid {credentials.pid} is neither the runner "
-            f"(pid {runner_pid}) nor a process it started"
+            f"(pid {runner_pid}) nor a process it started: it is {whose}"
         )
 
     def _serve(self, channel: BlockingChannel) -> None:

@@ -132,6 +132,11 @@ class RunnerProcess:
         self._exit_watch = ExitWatch(child, self.host_signals)
         release_in_forked_child(self)
 
+    @property
+    def seen_descendants(self) -> Mapping[int, int]:
+        """Its descendants seen while it lives, pid -> start time (see ExitWatch.recorded)."""
+        return self._exit_watch.recorded
+
     def reading_output(self) -> bool:
         """Whether the host still reads this runner's stdout and stderr pipes."""
         return self._capture is not None and self._capture.reading

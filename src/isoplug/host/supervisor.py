@@ -30,6 +30,7 @@ from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import RunnerLife
+from isoplug.host.lineage import TreeMarks
 from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
@@ -275,6 +276,12 @@ class RunnerSupervisor(PluginCalls):
         """The token the log connections of the current runner process (and of the processes it
         starts) must present (None while none is starting)."""
         return None if self._life is None else self._life.log_token
+
+    def tree_marks(self) -> TreeMarks | None:
+        """What marks the current runner process's descendants beyond their parents (None:
+        none runs); see :mod:`isoplug.host.lineage`."""
+        process = self._process
+        return None if process is None else TreeMarks(process.tag, process.seen_descendants)
 
     def stderr_tail(self) -> StderrTail | None:
         """The last stderr lines of the current runner process (None: none is starting)."""

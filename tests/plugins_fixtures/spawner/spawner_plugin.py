@@ -18,6 +18,24 @@ CHILD = (
     "logging.getLogger('spawner.child').debug('from a python child %d', os.getpid())\n"
 )
 
+#: A worker whose parent exits as soon as it has started it: the worker waits to be re-parented
+#: (an orphan, in its runner's process group still), then logs.
+ORPHAN_WORKER = (
+    "import logging, os, sys, time\n"
+    "from isoplug.logs import forward_logs\n"
+    "parent = int(sys.argv[1])\n"
+    "while os.getppid() == parent:\n"
+    "    time.sleep(0.005)\n"
+    "forward_logs()\n"
+    "logging.getLogger('spawner.orphan').warning('from an orphan worker %d', os.getpid())\n"
+)
+ORPHANING_PARENT = (
+    "import os, sys\n"
+    "from subprocess import DEVNULL, Popen\n"
+    f"worker = Popen([sys.executable, '-c', {ORPHAN_WORKER!r}, str(os.getpid())], stdout=DEVNULL)\n"
+    "print(worker.pid)\n"
+)
+
 
 def work(number: int) -> int:
     logging.getLogger("spawner.worker").debug("from a %s worker %d", "spawned", number)
@@ -54,6 +72,19 @@ class Spawner(isoplug.Plugin):
             2, mp_context=context, initializer=self.ctx.log_initializer()
         ) as pool:
             return list(pool.map(work, range(4)))
+
+    @isoplug.method
+    def orphan_child(self) -> int:
+        """A Python worker given the plugin's log environment, double-forked (its parent exits
+        at once); its pid."""
+        parent = subprocess.run(
+            [sys.executable, "-c", ORPHANING_PARENT],
+            env={**os.environ, **self.ctx.log_child_env()},
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        return int(parent.stdout)
 
     @isoplug.method
     def python_child(self) -> int:
