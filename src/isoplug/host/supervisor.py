@@ -221,6 +221,11 @@ class RunnerSupervisor(PluginCalls):
             )
 
     @property
+    def supervising(self) -> bool:
+        """Whether its supervision task runs (not before its start, nor once it ended)."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def pid(self) -> int | None:
         """The pid of the current runner process, if one runs."""
         return None if self._process is None else self._process.pid

@@ -5,7 +5,12 @@ at interpreter exit, without ``aclose()`` gets a :class:`ResourceWarning` "unclo
 (shown with ``-X dev`` or ``-W default``), and what it holds outside its loop is released
 then: its runners are killed, its zygote let go, its listeners closed and their socket files
 removed, the log bridge's threads ended. While the host's loop still runs, the host is closed
-on that loop instead, as ``aclose()`` would.
+on that loop instead: as ``aclose()`` would while its runners are still supervised; at once,
+in the one callback, once nothing of it runs there any more. That is the case when the loop
+is ending: ``asyncio.run`` has cancelled every task, the host's supervision too, and may close
+the loop right after (the collector runs while ``shutdown_default_executor()`` waits, say),
+before a close could finish an awaited step. A host whose close on its loop never finished
+(the loop closed first) is released at exit.
 
 Nothing refers to a host from its runners' tasks or the log bridge's threads but weakly
 (:func:`weak_notify`): a host the application drops can be collected.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
+import functools
 import logging
 import threading
 import warnings
@@ -37,6 +42,9 @@ __all__ = ["drop_inherited", "left_unclosed", "weak_notify"]
 _log = logging.getLogger("isoplug.host")
 
 _WHY = "its host was not closed"
+
+#: Hosts left unclosed whose close on their loop is scheduled or under way.
+_closing_on_loop: set[Host] = set()
 
 
 def weak_notify(method: Callable[[StateChange], None]) -> Callable[[StateChange], None]:
@@ -61,9 +69,12 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
     loop = host._binding.loop
     if not at_exit and loop is not None and not loop.is_closed():
         # Its loop still runs its tasks: close it there, properly (this keeps it alive).
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        _closing_on_loop.add(host)
+        try:
             loop.call_soon_threadsafe(_close_on_loop, host)
             return
+        except RuntimeError:  # the loop closed meanwhile: released below
+            _closing_on_loop.discard(host)
     if at_exit:
         _release(host)
     else:
@@ -73,27 +84,46 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
 
 
 def _close_on_loop(host: Host) -> None:
-    task = asyncio.get_running_loop().create_task(host.aclose(), name="isoplug-unclosed-host")
-    task.add_done_callback(_report_close)
+    reloading = host._reload_task is not None and not host._reload_task.done()
+    if reloading or any(s.supervising for s in list(host._supervisors.values())):
+        task = asyncio.get_running_loop().create_task(host.aclose(), name="isoplug-unclosed-host")
+        task.add_done_callback(functools.partial(_report_close, host))
+        return
+    # Nothing of it runs on the loop (see the module docstring): released within this
+    # callback, the blocking part in a thread, whether or not the loop runs on.
+    _closing_on_loop.discard(host)
+    _release(host, from_loop=True)
 
 
-def _report_close(task: asyncio.Task[None]) -> None:
+def _report_close(host: Host, task: asyncio.Task[None]) -> None:
+    _closing_on_loop.discard(host)
     if not task.cancelled() and (error := task.exception()) is not None:
         _log.error("closing an unclosed host failed: %r", error, exc_info=error)
 
 
-def _release(host: Host) -> None:
-    """Stop what ``host`` holds, without its loop (closed, or the interpreter exits)."""
+def _release(host: Host, *, from_loop: bool = False) -> None:
+    """Stop what ``host`` holds, without its loop (closed, or the interpreter exits), or
+    ``from_loop`` without awaiting anything there."""
     for supervisor in list(host._supervisors.values()):
         supervisor.kill_now(_WHY)
     if host._zygote is not None:
         host._zygote.close_now()
     if host._listener is not None:
         host._listener.close_now()
+    if from_loop:
+        # It waits for the log bridge's threads: never on the loop.
+        threading.Thread(
+            target=_close_log_bridge, args=(host,), name="isoplug-unclosed-host"
+        ).start()
+    else:
+        _close_log_bridge(host)
+    observers.host_closed(host)
+
+
+def _close_log_bridge(host: Host) -> None:
     host._log_bridge.close(drain_timeout=0)
     host._routes.close()
     host._capabilities.close()
-    observers.host_closed(host)
 
 
 def drop_inherited(host: Host) -> None:
@@ -108,6 +138,10 @@ def drop_inherited(host: Host) -> None:
 def _at_exit() -> None:
     for host in observers.live_hosts():
         left_unclosed(host, at_exit=True)
+    for host in list(_closing_on_loop):
+        # Its loop closed before the close there could finish.
+        _closing_on_loop.discard(host)
+        _release(host)
 
 
 atexit.register(_at_exit)

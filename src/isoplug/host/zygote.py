@@ -44,6 +44,7 @@ from isoplug.control import ForkOrder
 from isoplug.host import zygote_pool
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.forked_child import ForkedChild
+from isoplug.host.off_loop import off_loop
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
@@ -178,7 +179,7 @@ class Zygote:
         process = None if self._shared else self._process
         self.close_now()
         if process is not None:
-            await asyncio.to_thread(process.gone.wait, timeout)
+            await off_loop(process.gone.wait, timeout)
 
     def close_now(self) -> None:
         """Let the zygote go without waiting for it (the host's loop is gone)."""
