@@ -221,9 +221,10 @@ class RunnerSupervisor(PluginCalls):
             )
 
     @property
-    def supervising(self) -> bool:
-        """Whether its supervision task runs (not before its start, nor once it ended)."""
-        return self._task is not None and not self._task.done()
+    def supervision(self) -> asyncio.Task[None] | None:
+        """Its supervision task while it runs (None before its start, and once it ended)."""
+        task = self._task
+        return task if task is not None and not task.done() else None
 
     @property
     def pid(self) -> int | None:

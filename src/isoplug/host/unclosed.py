@@ -5,12 +5,14 @@ at interpreter exit, without ``aclose()`` gets a :class:`ResourceWarning` "unclo
 (shown with ``-X dev`` or ``-W default``), and what it holds outside its loop is released
 then: its runners are killed, its zygote let go, its listeners closed and their socket files
 removed, the log bridge's threads ended. While the host's loop still runs, the host is closed
-on that loop instead: as ``aclose()`` would while its runners are still supervised; at once,
-in the one callback, once nothing of it runs there any more. That is the case when the loop
-is ending: ``asyncio.run`` has cancelled every task, the host's supervision too, and may close
-the loop right after (the collector runs while ``shutdown_default_executor()`` waits, say),
-before a close could finish an awaited step. A host whose close on its loop never finished
-(the loop closed first) is released at exit.
+on that loop instead: as ``aclose()`` would while its runners are still supervised. When
+the loop is ending, a close awaited there could not finish: ``asyncio.run`` cancels every task
+(the host's supervision too, which the host itself never cancels), waits for those tasks, then
+for its default executor, and closes the loop, never waiting for a task started meanwhile.
+So once its supervision has been cancelled, or has ended, the host is released without
+awaiting anything, in one callback on the loop: as the last cancelled supervision ends, or at
+once. A host whose close on its loop never finished (the loop closed first) is released at
+exit.
 
 Nothing refers to a host from its runners' tasks or the log bridge's threads but weakly
 (:func:`weak_notify`): a host the application drops can be collected.
@@ -84,13 +86,35 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
 
 
 def _close_on_loop(host: Host) -> None:
-    reloading = host._reload_task is not None and not host._reload_task.done()
-    if reloading or any(s.supervising for s in list(host._supervisors.values())):
+    running = [t for s in list(host._supervisors.values()) if (t := s.supervision) is not None]
+    if host._reload_task is not None and not host._reload_task.done():
+        running.append(host._reload_task)
+    if running and not any(task.cancelling() for task in running):
         task = asyncio.get_running_loop().create_task(host.aclose(), name="isoplug-unclosed-host")
         task.add_done_callback(functools.partial(_report_close, host))
         return
-    # Nothing of it runs on the loop (see the module docstring): released within this
-    # callback, the blocking part in a thread, whether or not the loop runs on.
+    if running:
+        # The host never cancels these: the loop's tasks were all cancelled (asyncio.run
+        # ending), and the loop stops once they ended. Each says how its runner ended first,
+        # which needs the zygote and the log bridge: released as the last one ends. Its done
+        # callbacks run before the loop can stop (asyncio.run's own wait on these tasks is
+        # told in the same turn, and only stops the loop in the next).
+        remaining = set(running)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            remaining.discard(task)
+            if not remaining:
+                _release_on_loop(host)
+
+        for task in running:
+            task.add_done_callback(ended)
+        return
+    _release_on_loop(host)
+
+
+def _release_on_loop(host: Host) -> None:
+    """Release ``host`` now, in this turn of its loop, which may be its last (see the module
+    docstring); its blocking part in a thread."""
     _closing_on_loop.discard(host)
     _release(host, from_loop=True)
 
