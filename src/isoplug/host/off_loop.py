@@ -12,8 +12,9 @@ So :func:`off_loop` starts a thread per step, as :func:`asyncio.to_thread` would
 the steps are few (a runner's start, its exit, the host's start and close; never a call), so
 a thread's start (tens of microseconds) costs nothing that matters, and a thread per step means
 no pool that could be full, be shut down, or be a forked child's copy with threads that no
-longer exist. Each step ends by itself (each has its own deadline); the interpreter's exit
-waits for one under way, as it did for the default executor's threads.
+longer exist. Each step ends by itself (a wait has a deadline of seconds; the rest is short
+work on files, /proc and pipes); the interpreter's exit waits for one under way, as it did
+for the default executor's threads.
 """
 
 from __future__ import annotations
