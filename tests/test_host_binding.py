@@ -171,6 +171,79 @@ def test_a_host_left_running_at_exit_warns_and_its_zygote_and_runners_go(tmp_pat
     asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
 
 
+#: Where the application drops its last reference to an unclosed host as ``asyncio.run``
+#: ends (the collector may find it anywhere then): each defines ``set_up(loop)``.
+_DROPPED_AS_RUN_ENDS = {
+    # Cancelling every task, while the host's cancelled supervision still says how its runner
+    # ended: the application's task drops the host on its cancellation.
+    "tasks-cancelled": """
+        async def application():
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                kept.clear()
+                gc.collect()
+                raise
+        def set_up(loop):
+            loop.create_task(application())
+    """,
+    # Shutting the default executor down: the application's executor drops it then.
+    "executor-shutdown": """
+        class ApplicationExecutor(concurrent.futures.ThreadPoolExecutor):
+            def shutdown(self, wait=True, *, cancel_futures=False):
+                kept.clear()
+                gc.collect()
+                super().shutdown(wait, cancel_futures=cancel_futures)
+        def set_up(loop):
+            loop.set_default_executor(ApplicationExecutor(1))
+    """,
+}
+
+
+@pytest.mark.parametrize("when", sorted(_DROPPED_AS_RUN_ENDS))
+def test_a_host_collected_as_asyncio_run_ends_is_released_without_an_error(
+    tmp_path: Path, when: str
+) -> None:
+    """The host is released there, which needs neither the default executor (shut down, or
+    about to be) nor a task that the loop's end would leave unfinished."""
+    source = textwrap.dedent(
+        """
+        import asyncio, concurrent.futures, gc, sys
+        from isoplug import Host
+        from tests.plugins_fixtures import FAST
+        kept = []
+        """
+    )
+    source += textwrap.dedent(_DROPPED_AS_RUN_ENDS[when])
+    source += textwrap.dedent(
+        """
+        async def main():
+            set_up(asyncio.get_running_loop())
+            host = Host(sys.argv[1], config=FAST)
+            kept.append(host)
+            await host.start()
+            await host.wait_ready(20)
+            print(host.plugin("echo").pid, host._zygote.pid, flush=True)
+            print(host._listener.address.path, flush=True)
+        asyncio.run(main())
+        """
+    )
+    done = _run_script(tmp_path, source, "-X", "dev")
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning: unclosed Host <isoplug.Host " in done.stderr
+    for error in (
+        "closing an unclosed host failed",
+        "Executor shutdown has been called",
+        "Task was destroyed but it is pending",
+        "Exception ignored",
+        "ResourceWarning: unclosed <socket",
+    ):
+        assert error not in done.stderr, done.stderr
+    pids, socket_path = done.stdout.splitlines()
+    assert not os.path.exists(socket_path)
+    asyncio.run(eventually(lambda: not any(process_alive(int(pid)) for pid in pids.split())))
+
+
 def test_a_forked_child_can_neither_use_nor_close_its_parents_host(tmp_path: Path) -> None:
     """The child's call is refused before anything is sent; its ``async with`` unwinds
     without touching the parent's runner or zygote."""

@@ -55,6 +55,7 @@ from isoplug.host.descendants import (
     read_stat,
     subtree,
 )
+from isoplug.host.off_loop import off_loop
 
 __all__ = ["HelperProcess"]
 
@@ -269,11 +270,9 @@ class HelperProcess:
                 self.pid,
                 _END_WAIT,
             )
-        leftovers = await asyncio.to_thread(
-            find_descendants, self.pid, self._tag, dict(self._recorded)
-        )
+        leftovers = await off_loop(find_descendants, self.pid, self._tag, dict(self._recorded))
         if leftovers:
-            await asyncio.to_thread(end_processes, leftovers)
+            await off_loop(end_processes, leftovers)
 
     async def close(self) -> None:
         """:meth:`end`, then close this side of its pipes."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.logbridge import LogBridge
+from isoplug.host.off_loop import off_loop
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.zygote import Zygote
@@ -42,7 +43,7 @@ async def open_listeners(
 ) -> Listener:
     """Open the runners' control listener and the log bridge's; return the former."""
     # A host killed by SIGKILL could not remove its sockets' directories: ours to do.
-    stale = await asyncio.to_thread(remove_stale_socket_dirs)
+    stale = await off_loop(remove_stale_socket_dirs)
     if stale:
         _log.info("removed %d socket directories of dead isoplug processes", len(stale))
     listener = await serve(
@@ -115,6 +116,6 @@ async def stop_everything(
         # The runners have stopped: their log connections end as soon as what they sent last
         # is replayed (a thread of the bridge's replays it; waiting for it here must not block
         # the loop).
-        await asyncio.to_thread(log_bridge.close)
+        await off_loop(log_bridge.close)
         for close in then_close:
             close()

@@ -13,13 +13,13 @@ name a process for the host to kill."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import Callable, Mapping
 
 from isoplug.host import descendants
 from isoplug.host.descendants import ProcessStat
+from isoplug.host.off_loop import off_loop
 
 __all__ = ["Leftovers", "end_interpreters", "end_leftovers", "interpreters"]
 
@@ -122,13 +122,11 @@ async def end_interpreters(
     until the drain's deadline."""
     if not leftovers.inherited:
         return
-    found = await asyncio.to_thread(
-        descendants.find_descendants, leftovers.runner_pid, tag, recorded
-    )
+    found = await off_loop(descendants.find_descendants, leftovers.runner_pid, tag, recorded)
     chosen = interpreters(found, leftovers.inherited)
     if not chosen:
         return
-    for stat in await asyncio.to_thread(descendants.end_processes, chosen):
+    for stat in await off_loop(descendants.end_processes, chosen):
         leftovers.killed.setdefault(stat.pid, stat)
         leftovers.interpreter.setdefault(stat.pid, stat)
 
@@ -143,8 +141,8 @@ async def end_leftovers(
     process group (``signal_group``) last, for anything /proc could not show. ``tag`` and
     ``recorded`` are the runner's mark and its process tree as recorded while it lived."""
     pid = leftovers.runner_pid
-    found = await asyncio.to_thread(descendants.find_descendants, pid, tag, recorded)
-    for stat in await asyncio.to_thread(descendants.end_processes, found):
+    found = await off_loop(descendants.find_descendants, pid, tag, recorded)
+    for stat in await off_loop(descendants.end_processes, found):
         leftovers.killed.setdefault(stat.pid, stat)
     if signal_group(signal.SIGKILL) and not os.path.isdir("/proc/self"):
         # Without /proc the group's word is all there is (with it, members the scan did not

@@ -41,6 +41,7 @@ from isoplug.host.interpreter_check import check_interpreter
 from isoplug.host.launch import launch_runner, runner_python
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
+from isoplug.host.off_loop import off_loop
 from isoplug.host.process import EXIT_REPLAY_TIMEOUT, KILL_RETRY, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
@@ -244,7 +245,7 @@ class RunnerLife:
         if not tail.fed:
             # Its own log connections' last records are replayed before its end is accounted
             # and a stop returns, as its stdout/stderr are: the metrics are final then.
-            await asyncio.to_thread(tail.wait_fed, EXIT_REPLAY_TIMEOUT)
+            await off_loop(tail.wait_fed, EXIT_REPLAY_TIMEOUT)
         # What the runner wrote on stderr last says why it could not get going; only that is
         # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
         said = await self._last_words(tail) if reason == _BEFORE_READY else ""
@@ -299,7 +300,7 @@ class RunnerLife:
         replayed: its log connections end when they were (a moment at most, unless the host's
         log handlers are slow; then what came by then)."""
         if not tail.fed:
-            await asyncio.to_thread(tail.wait_fed, _LAST_WORDS_WAIT)
+            await off_loop(tail.wait_fed, _LAST_WORDS_WAIT)
         return tail.quote()
 
     async def _check_interpreter(self, entries: Sequence[Manifest]) -> str | None:

@@ -55,6 +55,7 @@ from isoplug.host.descendants import read_stat
 from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
+from isoplug.host.off_loop import off_loop
 from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
@@ -223,7 +224,7 @@ class RunnerProcess:
             process._capture = capture
             capture.start()
             # A bootstrap is small, but a write to a pipe can block: keep it off the loop.
-            await asyncio.to_thread(process._write_stdin, child.stdin_preamble + stdin_line)
+            await off_loop(process._write_stdin, child.stdin_preamble + stdin_line)
         except BaseException:
             # Cancelled, or the pipes could not be read: the process must not outlive this
             # (the capture, if started, ends by itself once the killed process's pipes close).

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
+from isoplug.host.off_loop import off_loop
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
 from isoplug.wire.sanitize import clean_path, clean_text
 
@@ -344,7 +345,7 @@ class PluginReloader:
 
         with contextlib.suppress(OSError):  # unreadable now: the first batch says so
             # The host told these at its start: a batch tells them again only once changed.
-            discovery = await asyncio.to_thread(self._discover)
+            discovery = await off_loop(self._discover)
             _, problems = plan_reload(self._running(), discovery, (), Path.is_file)
             self._told = set(problems)
             self._folders = plugin_folders(discovery)
@@ -396,7 +397,7 @@ class PluginReloader:
 
     async def _changed(self, paths: set[Path]) -> None:
         try:
-            discovery = await asyncio.to_thread(self._discover)
+            discovery = await off_loop(self._discover)
         except OSError as exc:
             _log.error(
                 "reload: cannot read the plugins folder %s: %s",
@@ -405,7 +406,7 @@ class PluginReloader:
             )
             return
         # Off the loop: it compiles the changed Python files (see ReloadPlan.uncompiled).
-        plan, problems = await asyncio.to_thread(
+        plan, problems = await off_loop(
             plan_reload, self._running(), discovery, paths, Path.is_file, self._folders
         )
         # A folder that was a plugin's stays one while it exists: removed in steps (its

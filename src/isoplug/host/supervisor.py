@@ -225,6 +225,12 @@ class RunnerSupervisor(PluginCalls):
             )
 
     @property
+    def supervision(self) -> asyncio.Task[None] | None:
+        """Its supervision task while it runs (None before its start, and once it ended)."""
+        task = self._task
+        return task if task is not None and not task.done() else None
+
+    @property
     def pid(self) -> int | None:
         """The pid of the current runner process, if one runs."""
         return None if self._process is None else self._process.pid

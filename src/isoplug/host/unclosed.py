@@ -5,7 +5,14 @@ at interpreter exit, without ``aclose()`` gets a :class:`ResourceWarning` "unclo
 (shown with ``-X dev`` or ``-W default``), and what it holds outside its loop is released
 then: its runners are killed, its zygote let go, its listeners closed and their socket files
 removed, the log bridge's threads ended. While the host's loop still runs, the host is closed
-on that loop instead, as ``aclose()`` would.
+on that loop instead: as ``aclose()`` would while its runners are still supervised. When
+the loop is ending, a close awaited there could not finish: ``asyncio.run`` cancels every task
+(the host's supervision too, which the host itself never cancels), waits for those tasks, then
+for its default executor, and closes the loop, never waiting for a task started meanwhile.
+So once its supervision has been cancelled, or has ended, the host is released without
+awaiting anything, in one callback on the loop: as the last cancelled supervision ends, or at
+once. A host whose close on its loop never finished (the loop closed first) is released at
+exit.
 
 Nothing refers to a host from its runners' tasks or the log bridge's threads but weakly
 (:func:`weak_notify`): a host the application drops can be collected.
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
+import functools
 import logging
 import threading
 import warnings
@@ -37,6 +44,9 @@ __all__ = ["drop_inherited", "left_unclosed", "weak_notify"]
 _log = logging.getLogger("isoplug.host")
 
 _WHY = "its host was not closed"
+
+#: Hosts left unclosed whose close on their loop is scheduled or under way.
+_closing_on_loop: set[Host] = set()
 
 
 def weak_notify(method: Callable[[StateChange], None]) -> Callable[[StateChange], None]:
@@ -61,9 +71,12 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
     loop = host._binding.loop
     if not at_exit and loop is not None and not loop.is_closed():
         # Its loop still runs its tasks: close it there, properly (this keeps it alive).
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        _closing_on_loop.add(host)
+        try:
             loop.call_soon_threadsafe(_close_on_loop, host)
             return
+        except RuntimeError:  # the loop closed meanwhile: released below
+            _closing_on_loop.discard(host)
     if at_exit:
         _release(host)
     else:
@@ -73,27 +86,68 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
 
 
 def _close_on_loop(host: Host) -> None:
-    task = asyncio.get_running_loop().create_task(host.aclose(), name="isoplug-unclosed-host")
-    task.add_done_callback(_report_close)
+    running = [t for s in list(host._supervisors.values()) if (t := s.supervision) is not None]
+    if host._reload_task is not None and not host._reload_task.done():
+        running.append(host._reload_task)
+    if running and not any(task.cancelling() for task in running):
+        task = asyncio.get_running_loop().create_task(host.aclose(), name="isoplug-unclosed-host")
+        task.add_done_callback(functools.partial(_report_close, host))
+        return
+    if running:
+        # The host never cancels these: the loop's tasks were all cancelled (asyncio.run
+        # ending), and the loop stops once they ended. Each says how its runner ended first,
+        # which needs the zygote and the log bridge: released as the last one ends. Its done
+        # callbacks run before the loop can stop (asyncio.run's own wait on these tasks is
+        # told in the same turn, and only stops the loop in the next).
+        remaining = set(running)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            remaining.discard(task)
+            if not remaining:
+                _release_on_loop(host)
+
+        for task in running:
+            task.add_done_callback(ended)
+        return
+    _release_on_loop(host)
 
 
-def _report_close(task: asyncio.Task[None]) -> None:
+def _release_on_loop(host: Host) -> None:
+    """Release ``host`` now, in this turn of its loop, which may be its last (see the module
+    docstring); its blocking part in a thread."""
+    _closing_on_loop.discard(host)
+    _release(host, from_loop=True)
+
+
+def _report_close(host: Host, task: asyncio.Task[None]) -> None:
+    _closing_on_loop.discard(host)
     if not task.cancelled() and (error := task.exception()) is not None:
         _log.error("closing an unclosed host failed: %r", error, exc_info=error)
 
 
-def _release(host: Host) -> None:
-    """Stop what ``host`` holds, without its loop (closed, or the interpreter exits)."""
+def _release(host: Host, *, from_loop: bool = False) -> None:
+    """Stop what ``host`` holds, without its loop (closed, or the interpreter exits), or
+    ``from_loop`` without awaiting anything there."""
     for supervisor in list(host._supervisors.values()):
         supervisor.kill_now(_WHY)
     if host._zygote is not None:
         host._zygote.close_now()
     if host._listener is not None:
         host._listener.close_now()
+    if from_loop:
+        # It waits for the log bridge's threads: never on the loop.
+        threading.Thread(
+            target=_close_log_bridge, args=(host,), name="isoplug-unclosed-host"
+        ).start()
+    else:
+        _close_log_bridge(host)
+    observers.host_closed(host)
+
+
+def _close_log_bridge(host: Host) -> None:
     host._log_bridge.close(drain_timeout=0)
     host._routes.close()
     host._capabilities.close()
-    observers.host_closed(host)
 
 
 def drop_inherited(host: Host) -> None:
@@ -108,6 +162,10 @@ def drop_inherited(host: Host) -> None:
 def _at_exit() -> None:
     for host in observers.live_hosts():
         left_unclosed(host, at_exit=True)
+    for host in list(_closing_on_loop):
+        # Its loop closed before the close there could finish.
+        _closing_on_loop.discard(host)
+        _release(host)
 
 
 atexit.register(_at_exit)

@@ -49,6 +49,7 @@ import msgspec
 from isoplug.host import zygote_pool
 from isoplug.host.fork_order import environment_preamble, fork_order, startup_differences
 from isoplug.host.forked_child import ForkedChild
+from isoplug.host.off_loop import off_loop
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
 from isoplug.transport.process_tree import stat_fields
 
@@ -198,7 +199,7 @@ class Zygote:
         kept for the next host)."""
         process = None if self._shared else self._process
         self.close_now()
-        if process is not None and not await asyncio.to_thread(process.gone.wait, timeout):
+        if process is not None and not await off_loop(process.gone.wait, timeout):
             # Stopped (SIGSTOP), say: left so, it would hold its unreaped runners forever.
             _log.warning(
                 "the runner zygote (pid %d) had not exited %g s after the host let it go; "

@@ -260,8 +260,9 @@ class Listener:
         server = self._server
         if server is not None:
             loop = server.get_loop()
-            if loop.is_closed():
-                # A closed selector loop only closes the socket; nothing else runs there.
+            if loop.is_closed() or _running_loop() is loop:
+                # A closed selector loop only closes the socket; nothing else runs there. On
+                # its own thread, now: the loop may close before a callback's turn comes.
                 server.close()
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile: so is the socket
@@ -274,6 +275,13 @@ class Listener:
                 os.unlink(self.address.path)
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def listen(
