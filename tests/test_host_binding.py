@@ -184,8 +184,9 @@ _DROPPED_AS_RUN_ENDS = {
                 kept.clear()
                 gc.collect()
                 raise
+        running = []  # a task nobody holds may be collected while it waits
         def set_up(loop):
-            loop.create_task(application())
+            running.append(loop.create_task(application()))
     """,
     # Shutting the default executor down: the application's executor drops it then.
     "executor-shutdown": """
