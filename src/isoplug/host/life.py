@@ -34,8 +34,10 @@ from isoplug.control import SHUTDOWN, ReadyReport, ResourceLimits
 from isoplug.errors import IsoplugError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.descendants import read_stat
 from isoplug.host.environment import runner_environment
 from isoplug.host.exit_verdict import lasting_cause
+from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
 from isoplug.host.interpreter_check import check_interpreter
 from isoplug.host.launch import launch_runner, runner_python
@@ -52,7 +54,6 @@ from isoplug.host.stderr_tail import StderrTail, outside_words
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.rpc import Peer
-from isoplug.transport.process_tree import stat_fields
 
 __all__ = ["CUT_SHORT", "OnReady", "RunnerLife"]
 
@@ -455,7 +456,8 @@ class RunnerLife:
         ended, once it has."""
         if await process.wait_exit(self._config.health_timeout):
             return ""
-        if self._zygote is not None and _is_zombie(process.pid):
+        stat = read_stat(process.pid)
+        if self._zygote is not None and stat is not None and stat.state == "Z":
             # It exited: the zygote that forked it reports its status once it reaps it, and
             # has not (stopped, say). A signal cannot reach a zombie; only the zygote's end
             # hands it to init.
@@ -483,7 +485,8 @@ class RunnerLife:
                 with contextlib.suppress(IsoplugError):
                     await peer.request(SHUTDOWN, timeout=self._config.shutdown_timeout)
 
-        await process.stop(
+        await stop_gracefully(
+            process,
             ask if peer is not None else None,
             shutdown_timeout=self._config.shutdown_timeout,
             terminate_timeout=self._config.terminate_timeout,
@@ -492,8 +495,3 @@ class RunnerLife:
 
     async def _kill(self, process: RunnerProcess, why: str) -> None:
         await process.kill_and_wait(why, self.runner_id)
-
-
-def _is_zombie(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[:1] == [b"Z"]

@@ -47,11 +47,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
-from isoplug.host.descendants import read_stat
 from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
@@ -360,70 +359,6 @@ class RunnerProcess:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self.exited)
         return self.exited.done()
-
-    async def stop(
-        self,
-        ask: Callable[[], Awaitable[None]] | None,
-        *,
-        shutdown_timeout: float,
-        terminate_timeout: float,
-        name: str,
-    ) -> None:
-        """Stop the runner: ``ask()`` it (if given) and wait ``shutdown_timeout`` from the
-        request, for the answer and the exit together; then SIGTERM its group and wait
-        ``terminate_timeout``; then SIGKILL. Returns once it has exited."""
-        if ask is not None and self.running:
-            requested = time.monotonic()
-            # The answer is not waited for on its own: a runner whose loop is blocked never
-            # answers, and the deadline is the request's, not the answer's plus the exit's.
-            asking = asyncio.ensure_future(ask())
-            try:
-                exited = await self.wait_exit(shutdown_timeout)
-            finally:
-                if not asking.done():
-                    asking.cancel()
-                    await asyncio.gather(asking, return_exceptions=True)
-            if not asking.cancelled():
-                asking.result()  # ask() swallows what a runner can cause: this is a bug
-            if exited:
-                return
-            waited = time.monotonic() - requested
-            _log.warning(
-                "runner %s (pid %d) did not exit within %.1f s of the shutdown request; "
-                "sending SIGTERM",
-                name,
-                self.pid,
-                waited,
-            )
-            why = f"it did not exit within {waited:.1f} s of the shutdown request"
-        else:
-            why = "stopping it (no control connection to ask it)"
-        terminated = time.monotonic()
-        self.send(signal.SIGTERM, why)
-        if await self.wait_exit(terminate_timeout):
-            return
-        ignored = time.monotonic() - terminated
-        stat = read_stat(self.pid)
-        if stat is not None and stat.state in ("T", "t"):
-            # Stopped (SIGSTOP, a debugger): it could not act on SIGTERM at all.
-            why = f"it was stopped (SIGSTOP, or a debugger) and did not end {ignored:.1f} s "
-            why += "after SIGTERM"
-            _log.warning(
-                "runner %s (pid %d) was stopped (SIGSTOP, or a debugger) and did not end "
-                "%.1f s after SIGTERM; sending SIGKILL",
-                name,
-                self.pid,
-                ignored,
-            )
-        else:
-            why = f"it ignored SIGTERM for {ignored:.1f} s"
-            _log.warning(
-                "runner %s (pid %d) ignored SIGTERM for %.1f s; sending SIGKILL",
-                name,
-                self.pid,
-                ignored,
-            )
-        await self.kill_and_wait(why, name)
 
     async def close(
         self,

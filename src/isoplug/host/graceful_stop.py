@@ -1,0 +1,84 @@
+"""Stopping a runner gracefully, step by step: ask it (``runner.shutdown``), then SIGTERM to
+its process group, then SIGKILL; each step's deadline runs from its start, and each step that
+is needed is logged with why (see docs/operations.md, "Signals and shutdown").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from isoplug.host.descendants import read_stat
+from isoplug.host.process import RunnerProcess
+
+__all__ = ["stop_gracefully"]
+
+_log = logging.getLogger("isoplug.host")
+
+
+async def stop_gracefully(
+    process: RunnerProcess,
+    ask: Callable[[], Awaitable[None]] | None,
+    *,
+    shutdown_timeout: float,
+    terminate_timeout: float,
+    name: str,
+) -> None:
+    """Stop the runner ``process``: ``ask()`` it (if given) and wait ``shutdown_timeout`` from the
+    request, for the answer and the exit together; then SIGTERM its group and wait
+    ``terminate_timeout``; then SIGKILL. Returns once it has exited."""
+    if ask is not None and process.running:
+        requested = time.monotonic()
+        # The answer is not waited for on its own: a runner whose loop is blocked never
+        # answers, and the deadline is the request's, not the answer's plus the exit's.
+        asking = asyncio.ensure_future(ask())
+        try:
+            exited = await process.wait_exit(shutdown_timeout)
+        finally:
+            if not asking.done():
+                asking.cancel()
+                await asyncio.gather(asking, return_exceptions=True)
+        if not asking.cancelled():
+            asking.result()  # ask() swallows what a runner can cause: this is a bug
+        if exited:
+            return
+        waited = time.monotonic() - requested
+        _log.warning(
+            "runner %s (pid %d) did not exit within %.1f s of the shutdown request; "
+            "sending SIGTERM",
+            name,
+            process.pid,
+            waited,
+        )
+        why = f"it did not exit within {waited:.1f} s of the shutdown request"
+    else:
+        why = "stopping it (no control connection to ask it)"
+    terminated = time.monotonic()
+    process.send(signal.SIGTERM, why)
+    if await process.wait_exit(terminate_timeout):
+        return
+    ignored = time.monotonic() - terminated
+    stat = read_stat(process.pid)
+    if stat is not None and stat.state in ("T", "t"):
+        # Stopped (SIGSTOP, a debugger): it could not act on SIGTERM at all.
+        why = f"it was stopped (SIGSTOP, or a debugger) and did not end {ignored:.1f} s "
+        why += "after SIGTERM"
+        _log.warning(
+            "runner %s (pid %d) was stopped (SIGSTOP, or a debugger) and did not end "
+            "%.1f s after SIGTERM; sending SIGKILL",
+            name,
+            process.pid,
+            ignored,
+        )
+    else:
+        why = f"it ignored SIGTERM for {ignored:.1f} s"
+        _log.warning(
+            "runner %s (pid %d) ignored SIGTERM for %.1f s; sending SIGKILL",
+            name,
+            process.pid,
+            ignored,
+        )
+    await process.kill_and_wait(why, name)
