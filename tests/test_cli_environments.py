@@ -6,9 +6,11 @@ was deleted."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from isoplug.cli.running import plugin_config_file
 from isoplug.testing import eventually
 from tests.processes import child_env
 from tests.test_cli_exits import write_plugin
@@ -245,3 +248,31 @@ async def test_a_deleted_working_directory_fails_every_plugin_at_once(tmp_path: 
         "or os.chdir() to one, then restart the plugin; not retried"
     ) in text
     assert "restart #" not in text
+
+
+def test_a_utf8_folder_name_under_a_c_locale_is_said_to_need_a_utf8_locale(
+    tmp_path: Path,
+) -> None:
+    """Under LC_ALL=C (without Python's UTF-8 mode) a UTF-8 folder name cannot be shown: the
+    locale, not the name, is what to change."""
+    write_plugin(tmp_path / "plugins", "plügin", MARKED)
+    result = subprocess.run(
+        [sys.executable, "-m", "isoplug", "run", str(tmp_path / "plugins")],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=child_env(NO_COLOR="1", LC_ALL="C", PYTHONUTF8="0"),
+    )
+    assert result.returncode == 1
+    assert (
+        b"the plugin's folder name 'pl\\udcc3\\udcbcgin' holds bytes that are not ascii text "
+        b"(0xc3 0xbc, shown as \\udcXX): UTF-8, which the host's locale does not read; run the "
+        b"host in a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or rename the folder in "
+        b"ASCII; plugin skipped"
+    ) in result.stdout
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_bytes(codecs.BOM_UTF8 + b'[greeter]\ngreeting = "hi"\n')
+    assert plugin_config_file(overrides) == {"greeter": {"greeting": "hi"}}
