@@ -4,9 +4,9 @@ plugin has failed for good.
 Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 0 when it was
 stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the
 run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, or
-there was nothing to run; 2 for unusable options; 130 after a second stop signal; 141 when the
-reader of stdout went away. The errors that end the command go to stderr; the console (every
-record, the host's and the plugins') stays on stdout.
+there was nothing to run; 2 for unusable options; 74 when stdout could not be written; 130
+after a second stop signal; 141 when the reader of stdout went away. The errors that end the
+command go to stderr; the console (every record, the host's and the plugins') stays on stdout.
 
 Every plugin failed for good (each is ``FAILED``: it cannot be loaded, or its restarts are
 used up, and its runner has no process left): without ``--reload`` (a saved fix restarts it)

@@ -57,7 +57,8 @@ msgspec checks types, ranges, patterns and unknown fields, and says where (``$.r
 :func:`_manifest_error` turns that into the file and field a user reads. The message quotes
 the plugin's folder, so :class:`ManifestError` passes it through the sanitizer. Nesting deeper
 than :data:`MAX_NESTING`, integers beyond 64 bits and a folder name that cannot be shown as it
-is are errors too: they would break what reads, quotes or sends the manifest later.
+is (:mod:`isoplug.host.manifest_file`) are errors too: they would break what reads, quotes or
+sends the manifest later.
 
 ``[config]`` is free-form TOML here: the plugin declares its schema in code
 (``config_schema``, a ``msgspec.Struct``), and the runner validates the table, merged with the
