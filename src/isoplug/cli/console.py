@@ -133,7 +133,9 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
 
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
-        if not isinstance(error, OSError):
+        # EAGAIN: a stdout that another process sharing it made non-blocking, full for now;
+        # this line is lost, not the console.
+        if not isinstance(error, OSError) or isinstance(error, BlockingIOError):
             super().handleError(record)
             return
         # Under the handler's lock (handle() holds it around emit()).
