@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,23 @@ def test_a_missing_manifest_is_reported(tmp_path: Path) -> None:
     """A directory without plugin.toml cannot be loaded as a plugin."""
     with pytest.raises(ManifestError, match="cannot be read"):
         load_manifest(tmp_path)
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows Notepad starts a UTF-8 file with a byte order mark, which TOML does not allow
+    (it said "Invalid statement (at line 1, column 1)"): it says nothing of the text."""
+    (tmp_path / "plugin.toml").write_bytes(codecs.BOM_UTF8 + MINIMAL.encode())
+    assert load_manifest(tmp_path).id == "p"
+
+
+def test_a_folder_name_that_is_not_utf8_is_said_to_be_so(tmp_path: Path) -> None:
+    """Not "control or invisible characters": which bytes, and what to do."""
+    write_plugin(tmp_path, os.fsdecode(b"pl\xe9in"), MINIMAL)
+    (problem,) = discover(tmp_path).problems
+    assert (
+        "the plugin's folder name 'pl\\udce9in' holds bytes that are not utf-8 text (0xe9, "
+        "shown as \\udcXX); rename the folder with a name in UTF-8; plugin skipped"
+    ) in problem
 
 
 def test_discovery_skips_bad_plugins_and_duplicate_ids_but_keeps_the_rest(tmp_path: Path) -> None:

@@ -76,3 +76,13 @@ def test_new_in_the_current_folder_asks_for_a_name(capsys: pytest.CaptureFixture
     """``isoplug new .`` names a folder that is there, not a new plugin's."""
     assert main(["new", "."]) == 2
     assert "'.' names no new folder: give the plugin's name" in capsys.readouterr().err
+
+
+def test_new_quotes_the_paths_of_the_commands_it_suggests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder with a space: the suggested commands run as printed, pasted into a shell."""
+    folder = tmp_path / "dir with space" / "weather"
+    assert main(["new", str(folder)]) == 0
+    said = capsys.readouterr().out
+    assert f"  isoplug run '{folder}'\n  python -m pytest '{folder}'\n" in said

@@ -21,6 +21,7 @@ and have defaults.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
@@ -178,6 +179,26 @@ class PluginEntry(msgspec.Struct, frozen=True):
     packed_config: bytes = b""
     #: More folders for ``sys.path`` (absolute), after ``path``: the manifest's ``sys_path``.
     sys_path: tuple[str, ...] = ()
+    #: ``path`` and ``sys_path`` as the file system's bytes (``os.fsencode`` in the host),
+    #: which the runner goes by when they are there (:attr:`folder`, :attr:`folders`): a
+    #: path whose bytes are not UTF-8 (a latin-1 folder name), or not ASCII under a C locale,
+    #: is text with lone surrogates in Python, which JSON cannot carry; and a runner whose
+    #: file system encoding is not the host's would read the same text as another path.
+    #: ``path`` and ``sys_path`` then only name them (:func:`path_text`).
+    path_bytes: bytes = b""
+    sys_path_bytes: tuple[bytes, ...] = ()
+
+    @property
+    def folder(self) -> str:
+        """The plugin's directory, as this process names it."""
+        return os.fsdecode(self.path_bytes) if self.path_bytes else self.path
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The ``sys_path`` folders, as this process names them."""
+        if self.sys_path_bytes:
+            return tuple(os.fsdecode(folder) for folder in self.sys_path_bytes)
+        return self.sys_path
 
     @property
     def config(self) -> dict[str, Any]:
@@ -189,6 +210,13 @@ class PluginEntry(msgspec.Struct, frozen=True):
 
 
 _config_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    """``path`` as text that any encoder takes: its bytes read as UTF-8, those that are not
+    shown as ``\\xNN``. A name for messages, not a path to open (see
+    :attr:`PluginEntry.path_bytes`)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def pack_config(config: Mapping[str, Any]) -> bytes:
@@ -238,6 +266,24 @@ class Bootstrap(msgspec.Struct, frozen=True):
     #: What ``sys.stdout``/``sys.stderr`` are in the runner (see Manifest.stdio): ``"records"``,
     #: or ``"pipe"``: the C text streams onto file descriptors 1 and 2, line-buffered.
     stdio: str = "records"
+    #: ``address`` and ``log_address`` as the file system's bytes, which the runner goes by
+    #: when they are there (:attr:`control_address`, :attr:`logs_address`): a unix socket's
+    #: path is in ``$TMPDIR``, which may be as foreign to UTF-8 as a plugin's folder (see
+    #: :attr:`PluginEntry.path_bytes`).
+    address_bytes: bytes = b""
+    log_address_bytes: bytes = b""
+
+    @property
+    def control_address(self) -> str:
+        """Where the control connection goes, as this process names it."""
+        return os.fsdecode(self.address_bytes) if self.address_bytes else self.address
+
+    @property
+    def logs_address(self) -> str:
+        """Where the log connections go, as this process names it."""
+        if self.log_address_bytes:
+            return os.fsdecode(self.log_address_bytes)
+        return self.log_address or self.control_address
 
 
 class LogLevelChange(msgspec.Struct, frozen=True):

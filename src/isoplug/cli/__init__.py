@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 
@@ -29,12 +30,14 @@ from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
 from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, run_until_stopped
 from isoplug.cli.tools import new_plugin, print_schema
+from isoplug.host.standard_fds import fill_standard_descriptors
 
 __all__ = ["ConsoleFormatter", "main", "use_colour"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``isoplug`` console script; returns the exit code."""
+    _standard_streams()
     arguments = build_parser().parse_args(argv)
     try:
         code = _command(arguments)
@@ -46,6 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         silence(sys.stdout)
         return EXIT_BROKEN_PIPE
     return code
+
+
+def _standard_streams() -> None:
+    """Make stdout and stderr usable whatever the command was started with. Closed (``>&-``,
+    ``2>&-``): Python made them None, and the descriptors are free for the next socket (see
+    :mod:`isoplug.host.standard_fds`); they are ``/dev/null`` from here on, as the one who
+    closed them meant. An encoding that lacks a character (``LC_ALL=C``): an escape
+    (``\\u2603``) is printed instead of the line failing."""
+    fill_standard_descriptors()
+    for name, descriptor in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        if stream is None:
+            stream = open(  # noqa: SIM115 # the process's own, for as long as it runs
+                descriptor, "w", encoding="utf-8", errors="backslashreplace", closefd=False
+            )
+            setattr(sys, name, stream)
+        elif isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _command(arguments: argparse.Namespace) -> int:

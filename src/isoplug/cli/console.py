@@ -115,12 +115,16 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
     fail either) and calls :attr:`on_gone` once, from the thread that found it.
 
     A write finds that out; :meth:`watch_reader` finds it out while nothing is written too (a
-    quiet run piped into ``head``, which has had its lines)."""
+    quiet run piped into ``head``, which has had its lines). A write that fails otherwise (a
+    full disk, ``> /dev/full``, an I/O error) ends the console the same way, said once on
+    stderr, the error kept in :attr:`unwritable`."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self.gone = threading.Event()
         self.on_gone: Callable[[], object] | None = None
+        #: Why the console could not be written, when that ended it (not its reader gone).
+        self.unwritable: OSError | None = None
         self._watching: threading.Event | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -129,11 +133,32 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
 
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
-        if not (isinstance(error, OSError) and error.errno in _GONE_ERRNOS):
+        # EAGAIN: a stdout that another process sharing it made non-blocking, full for now;
+        # this line is lost, not the console.
+        if not isinstance(error, OSError) or isinstance(error, BlockingIOError):
             super().handleError(record)
             return
         # Under the handler's lock (handle() holds it around emit()).
+        if error.errno not in _GONE_ERRNOS and not self.gone.is_set():
+            self.unwritable = error
+            self._say_unwritable(error)
         self._reader_gone()
+
+    def _say_unwritable(self, error: OSError) -> None:
+        """Once, on stderr: the console cannot be written (each line would fail alike)."""
+        stopping = "; stopping every plugin" if self.on_gone is not None else ""
+        stderr = sys.stderr
+        if stderr is None:
+            return  # no stderr: the exit code is all that can still tell
+        try:
+            stderr.write(
+                f"isoplug: the console on stdout cannot be written ({error}): nothing more "
+                f"is shown there{stopping}\n"
+            )
+            stderr.flush()
+        except (OSError, ValueError):
+            # stderr unwritable (or closed) too: the exit code is all that can still tell.
+            return
 
     def _reader_gone(self) -> None:
         """Once, under the handler's lock: the reader is gone."""
@@ -205,6 +230,11 @@ def configure_console_logging(level: str | None, stream: TextIO) -> ConsoleHandl
     at the level its runner logs at (its manifest's ``log_level``, or
     ``--plugin-log-level``) and the rest from INFO.
     """
+    # A character the console's encoding lacks (LC_ALL=C, PYTHONIOENCODING=latin-1) is shown
+    # as an escape (\u2603): with the default "strict", the whole line would be lost.
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
     handler = ConsoleHandler(stream)
     handler.setFormatter(ConsoleFormatter(colour=use_colour(stream)))
     root = logging.getLogger()

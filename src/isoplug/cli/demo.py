@@ -12,7 +12,7 @@ from typing import Any
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_PLUGIN_FAILED
+from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_CONSOLE_FAILED, EXIT_OK, EXIT_PLUGIN_FAILED
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
 
@@ -89,15 +89,18 @@ async def run_demo_plugins(
     if console is not None:
         loop = asyncio.get_running_loop()
         console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
+        if console.gone.is_set():
+            stop.set()  # gone before it could be told (a record written before this)
         console.watch_reader()
     log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
     seen = Seen()
     try:
-        return await _demo(plugins_dir, duration, stop, seen, console)
+        code = await _demo(plugins_dir, duration, stop, seen, console)
     finally:
         if console is not None:
             console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
+    return EXIT_CONSOLE_FAILED if console is not None and console.unwritable else code
 
 
 async def _demo(

@@ -4,9 +4,9 @@ plugin has failed for good.
 Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 0 when it was
 stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the
 run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, or
-there was nothing to run; 2 for unusable options; 130 after a second stop signal; 141 when the
-reader of stdout went away. The errors that end the command go to stderr; the console (every
-record, the host's and the plugins') stays on stdout.
+there was nothing to run; 2 for unusable options; 74 when stdout could not be written; 130
+after a second stop signal; 141 when the reader of stdout went away. The errors that end the
+command go to stderr; the console (every record, the host's and the plugins') stays on stdout.
 
 Every plugin failed for good (each is ``FAILED``: it cannot be loaded, or its restarts are
 used up, and its runner has no process left): without ``--reload`` (a saved fix restarts it)
@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from isoplug.cli.console import ConsoleHandler
-from isoplug.cli.say import say_error, shown
+from isoplug.cli.say import say_error, shown, shown_argument
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
+    EXIT_CONSOLE_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PLUGIN_FAILED,
@@ -66,7 +67,8 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
     if path is None:
         return {}
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a leading byte order mark (Windows Notepad) is not part of the TOML.
+        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         fatal(f"--config {path}: {exc}")
         return None
@@ -143,6 +145,8 @@ async def run_plugins(
         loop = asyncio.get_running_loop()
         # The reader of stdout is gone (`| head` ended): stop the plugins as on Ctrl-C.
         console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
+        if console.gone.is_set():
+            stop.set()  # gone before it could be told (a record written before this)
         console.watch_reader()
     try:
         with plugins_dir_for(plugins_dir) as directory:
@@ -155,7 +159,7 @@ async def run_plugins(
             console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
     if console is not None and console.gone.is_set():
-        return EXIT_BROKEN_PIPE
+        return EXIT_CONSOLE_FAILED if console.unwritable is not None else EXIT_BROKEN_PIPE
     return code
 
 
@@ -327,7 +331,7 @@ def _why_nothing(plugins_dir: Path) -> str:
     deeper = sorted(plugins_dir.glob("*/*/plugin.toml"))
     if not deeper:
         return "no plugin.toml found: a plugins folder holds one folder per plugin"
-    meant = shown(deeper[0].parent.parent)
+    meant = shown_argument(deeper[0].parent.parent)
     return (
         f"no plugin.toml found in its folders; {shown(deeper[0])} is one level deeper: "
         f"isoplug run {meant}?"

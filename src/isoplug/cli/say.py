@@ -8,11 +8,12 @@ UTF-8 as ``\\udcXX``, as :class:`~isoplug.host.manifest.ManifestError` shows a f
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 from isoplug.wire.sanitize import clean_path
 
-__all__ = ["say_error", "shown"]
+__all__ = ["say_error", "shown", "shown_argument"]
 
 #: Cap for one message (every plugin's reason when all failed, each capped, fits many).
 MAX_MESSAGE_CHARS = 100_000
@@ -21,6 +22,12 @@ MAX_MESSAGE_CHARS = 100_000
 def shown(value: object) -> str:
     """``value`` (a path, a key, a message quoting them) as the terminal may show it."""
     return clean_path(value, MAX_MESSAGE_CHARS)
+
+
+def shown_argument(path: object) -> str:
+    """``path`` as an argument of a command the user is told to run: quoted for a shell where
+    it must be (a space, a quote), then shown as :func:`shown` shows it."""
+    return shown(shlex.quote(str(path)))
 
 
 def say_error(command: str, message: str) -> None:

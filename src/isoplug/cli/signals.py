@@ -1,7 +1,8 @@
 """The signals that stop ``isoplug run`` and ``isoplug demo``, and the exit codes they leave.
 
 The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (the terminal closed) asks for a clean stop;
-another one kills every runner at once. A repeat within :data:`REPEAT_WINDOW` of the first
+another one kills every runner at once. A SIGHUP or SIGTERM the command was started ignoring
+(``nohup``) stays ignored (:func:`stop_signals`). A repeat within :data:`REPEAT_WINDOW` of the first
 is the same request, not a second one: ``kill -INT p; kill -INT p``, GNU ``timeout`` (which
 signals the command, then its process group) and a terminal that sends SIGHUP and then
 SIGTERM (or SIGCONT) all deliver two signals within a few milliseconds.
@@ -36,12 +37,30 @@ EXIT_PLUGIN_FAILED = 1
 EXIT_USAGE = 2
 #: Exit code after a second signal killed every runner at once (128 + SIGINT).
 EXIT_INTERRUPTED = 130
+#: Exit code when stdout could not be written (a full disk, ``> /dev/full``, an I/O error):
+#: the plugins were stopped, as when its reader goes away. sysexits.h's ``EX_IOERR``.
+EXIT_CONSOLE_FAILED = 74
 #: Exit code when the reader of stdout went away (a closed pipe: ``| head``); 128 + SIGPIPE,
 #: what a shell shows for a command killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 141
 
-#: Signals that stop the command cleanly.
+#: Signals that stop the command cleanly (those it listens to: :func:`stop_signals`).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The stop signals the command listens to: those of :data:`STOP_SIGNALS` that it was not
+    started ignoring. ``nohup`` starts it with SIGHUP ignored so that a closed terminal does
+    not stop it, and a supervisor may ignore SIGTERM on purpose: a handler over that choice
+    would undo it. SIGINT is listened to whatever its start: a shell without job control (a
+    script) starts every background command with SIGINT ignored, not at the user's asking,
+    and ``kill -INT`` is how such a script stops ``isoplug run DIR &``."""
+    return tuple(
+        signum
+        for signum in STOP_SIGNALS
+        if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
+    )
+
 
 #: A stop signal this soon (seconds) after the first one repeats it rather than asking again.
 REPEAT_WINDOW = 0.3
@@ -106,7 +125,7 @@ def wait_unless_signalled(
     worker = threading.Thread(target=work, name="isoplug-stopping", daemon=True)
     previous: dict[signal.Signals, object] = {}
     try:
-        for signum in STOP_SIGNALS:
+        for signum in stop_signals():
             previous[signum] = signal.signal(signum, on_signal)
         worker.start()
         worker.join()
@@ -156,12 +175,13 @@ async def _with_signals(
             signals.killed = True
             task.cancel(f"{signum.name} again")
 
-    for signum in STOP_SIGNALS:
+    listened = stop_signals()
+    for signum in listened:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         return await body(stop)
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED
     finally:
-        for signum in STOP_SIGNALS:
+        for signum in listened:
             loop.remove_signal_handler(signum)

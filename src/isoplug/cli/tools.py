@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from isoplug.cli.say import say_error, shown
+from isoplug.cli.say import say_error, shown, shown_argument
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from isoplug.host.schema import IMPORT_TIMEOUT, SchemaUnavailable, plugin_toml_schema
 
@@ -23,7 +23,8 @@ def new_plugin(path: Path) -> int:
     print(f"made the plugin {path.name!r} in {shown(path)}:")
     for file in written:
         print(f"  {shown(file)}")
-    print(f"try it:\n  isoplug run {shown(path)}\n  python -m pytest {shown(path)}")
+    command_path = shown_argument(path)
+    print(f"try it:\n  isoplug run {command_path}\n  python -m pytest {command_path}")
     return 0
 
 
@@ -38,7 +39,7 @@ def print_schema(plugin_dir: Path, timeout: float = IMPORT_TIMEOUT) -> int:
             say_error(
                 "schema",
                 f"{shown(plugin_dir)} holds no plugin.toml; it is a plugins folder: give one "
-                f"plugin's folder, e.g. isoplug schema {shown(inside[0].parent)}",
+                f"plugin's folder, e.g. isoplug schema {shown_argument(inside[0].parent)}",
             )
             return 2
         say_error("schema", str(exc))

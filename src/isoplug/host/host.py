@@ -46,6 +46,7 @@ from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
+from isoplug.host.standard_fds import fill_standard_descriptors
 from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.waits import PluginWaits
@@ -180,6 +181,8 @@ class Host(PluginSettings):
             raise
 
     async def _start(self) -> None:
+        # Before the host opens anything: none of its sockets may become a standard stream.
+        fill_standard_descriptors()
         keep_own_loggers_enabled()
         discovery = self._runners.discover()
         unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})

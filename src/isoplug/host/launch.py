@@ -6,13 +6,14 @@ local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read them.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
-from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry, pack_config
+from isoplug.control import RUNNER_MODULE, Bootstrap, PluginEntry, pack_config, path_text
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.environment import runner_environment
 from isoplug.host.manifest import Manifest
@@ -20,7 +21,7 @@ from isoplug.host.process import PRINTING_PIPE_BYTES, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.zygote import Zygote
 
-__all__ = ["launch_runner", "plugin_entry", "runner_python", "start_method"]
+__all__ = ["CannotLaunch", "launch_runner", "plugin_entry", "runner_python", "start_method"]
 
 
 async def launch_runner(
@@ -53,13 +54,15 @@ async def launch_runner(
     (see :mod:`isoplug.host.environment`). ``flow``: the runner's ``max_concurrent_calls``,
     ``max_queued_calls`` and ``max_queued_events`` (see SupervisorConfig).
 
-    Raises :class:`OSError` when the process cannot be started.
+    Raises :class:`OSError` when the process cannot be started; :class:`CannotLaunch` when no
+    retry can start it.
     """
+    working_directory = _working_directory()
     # A group never pipes (see Manifest.stdio): its members' lines are told apart in the runner.
     stdio = "pipe" if len(manifests) == 1 and manifests[0].stdio == "pipe" else "records"
     bootstrap = Bootstrap(
-        address=address,
-        log_address=log_address,
+        address=path_text(address),
+        log_address=path_text(log_address),
         token=token,
         log_token=log_token,
         runner_id=runner_id,
@@ -79,6 +82,8 @@ async def launch_runner(
         max_queued_calls=flow[1],
         max_queued_events=flow[2],
         stdio=stdio,
+        address_bytes=os.fsencode(address),
+        log_address_bytes=os.fsencode(log_address),
     )
     env = runner_environment(manifests, inherit_environment)
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
@@ -92,10 +97,44 @@ async def launch_runner(
         spawned=spawned,
         pass_fds=(health_fd,) if health_fd >= 0 else (),
         tag=tag,
-        zygote=zygote if start_method(manifests) == "fork" else None,
+        zygote=zygote if _forkable(manifests, env, working_directory) else None,
         # A print() then writes to the pipe itself: room for bursts while the reader is paused.
         pipe_bytes=PRINTING_PIPE_BYTES if stdio == "pipe" else None,
     )
+
+
+class CannotLaunch(OSError):
+    """No runner can be started here, however often it is tried: ``str()`` says why and
+    what to do."""
+
+
+def _working_directory() -> str:
+    """The host's working directory, where a runner starts. Raises :class:`CannotLaunch` when
+    it was deleted: a process cannot go back into a deleted folder (one made again under its
+    name is another folder), and a runner started in it dies before it reads a line."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise CannotLaunch(
+            "the host's working directory is gone (deleted), and a runner starts in it: "
+            "start the host in a folder that exists, or os.chdir() to one, then restart the plugin"
+        ) from None
+
+
+def _forkable(manifests: Sequence[Manifest], env: Mapping[str, str], cwd: str) -> bool:
+    """Whether the runner of ``manifests`` may be forked by the zygote: as they ask
+    (:func:`start_method`), and when its fork order can carry ``env`` and the working
+    directory ``cwd``. The order is msgpack, whose text is UTF-8: a variable or folder name
+    holding bytes that are not (lone surrogates in Python) is passed by a spawn instead,
+    which hands them to the kernel as the bytes they are."""
+    if start_method(manifests) != "fork":
+        return False
+    try:
+        for text in (cwd, *env.keys(), *env.values()):
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def start_method(manifests: Sequence[Manifest]) -> str:
@@ -120,12 +159,14 @@ def plugin_entry(manifest: Manifest) -> PluginEntry:
     """What a runner is told of ``manifest``'s plugin."""
     return PluginEntry(
         id=manifest.id,
-        path=str(manifest.directory),
+        path=path_text(manifest.directory),
         entry=manifest.entry,
         log_level=manifest.log_level,
         capabilities=manifest.capabilities,
         packed_config=pack_config(manifest.config),
-        sys_path=tuple(str(path) for path in manifest.sys_path),
+        sys_path=tuple(path_text(path) for path in manifest.sys_path),
+        path_bytes=os.fsencode(manifest.directory),
+        sys_path_bytes=tuple(os.fsencode(path) for path in manifest.sys_path),
     )
 
 

@@ -40,7 +40,7 @@ from isoplug.host.exit_verdict import lasting_cause
 from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
 from isoplug.host.interpreter_check import check_interpreter
-from isoplug.host.launch import launch_runner, runner_python
+from isoplug.host.launch import CannotLaunch, launch_runner, runner_python
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
 from isoplug.host.off_loop import off_loop
@@ -201,7 +201,7 @@ class RunnerLife:
             self.process = None  # killed by the launch, if it got as far as spawning
             self.token = self.log_token = None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, shortage(exc) or str(exc))
-            return account, None
+            return account, "not retried" if isinstance(exc, CannotLaunch) else None
         except BaseException:
             self.process = None  # cancelled: killed by the launch
             self.health.close()

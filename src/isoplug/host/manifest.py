@@ -57,7 +57,8 @@ msgspec checks types, ranges, patterns and unknown fields, and says where (``$.r
 :func:`_manifest_error` turns that into the file and field a user reads. The message quotes
 the plugin's folder, so :class:`ManifestError` passes it through the sanitizer. Nesting deeper
 than :data:`MAX_NESTING`, integers beyond 64 bits and a folder name that cannot be shown as it
-is are errors too: they would break what reads, quotes or sends the manifest later.
+is (:mod:`isoplug.host.manifest_file`) are errors too: they would break what reads, quotes or
+sends the manifest later.
 
 ``[config]`` is free-form TOML here: the plugin declares its schema in code
 (``config_schema``, a ``msgspec.Struct``), and the runner validates the table, merged with the
@@ -71,7 +72,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -80,6 +80,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from isoplug.control import ResourceLimits
+from isoplug.host.manifest_file import MANIFEST_NAME, MAX_NESTING, read_manifest_document
 from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
 from isoplug.sizes import parse_size
 from isoplug.validation import closest_field, explain_validation_error
@@ -95,18 +96,11 @@ __all__ = [
     "merge_config",
 ]
 
-MANIFEST_NAME = "plugin.toml"
 #: Plugin ids become logger names (``plugin.<id>.stdout``) and runner names: no dots, no
 #: spaces. 64 characters is plenty for a name and keeps log lines readable.
 _ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 _ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-#: A manifest is a few hundred bytes; anything near this size is not a manifest.
-_MAX_MANIFEST_BYTES = 64 * 1024
-#: How deep tables and arrays may nest, the document itself being level 0 (``[config]`` is
-#: level 1). Settings need a handful of levels; a deeper document is an attack on the parser
-#: and on every encoder the configuration goes through on its way to the runner.
-MAX_NESTING = 64
 #: TOML's integers are 64-bit signed; Python's parser reads any size, the wire takes 64 bits.
 _INT_RANGE = (-(2**63), 2**63 - 1)
 
@@ -225,34 +219,7 @@ _PATTERN_HINTS = {
 
 def load_manifest(directory: Path) -> Manifest:
     """Read and validate ``directory/plugin.toml``. Raises :class:`ManifestError`."""
-    path = directory / MANIFEST_NAME
-    if not directory.name.isprintable():
-        # The folder's path is quoted wherever the host speaks of the plugin (a refused
-        # capability, a reload): a name that cannot be shown as it is has no place there.
-        problem = (
-            f"the plugin's folder name {directory.name!r} holds control or invisible "
-            "characters; rename the folder"
-        )
-        raise ManifestError(path, None, problem)  # sanitized: by ManifestError itself
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ManifestError(path, None, f"cannot be read: {exc.strerror or exc}") from exc
-    if len(raw) > _MAX_MANIFEST_BYTES:
-        raise ManifestError(path, None, f"is {len(raw)} bytes; the limit is {_MAX_MANIFEST_BYTES}")
-    try:
-        document = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ManifestError(path, None, f"is not UTF-8 text: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(path, None, f"is not valid TOML: {exc}") from exc
-    except ValueError as exc:  # an integer of more digits than Python converts
-        raise ManifestError(path, None, f"is not valid TOML: {exc}") from None
-    except RecursionError:
-        # tomllib recurses once per nested array or inline table.
-        raise ManifestError(
-            path, None, f"nests arrays or tables too deeply (the limit is {MAX_NESTING} levels)"
-        ) from None
+    path, document = read_manifest_document(directory)
     return parse_manifest(document, directory=directory, path=path)
 
 

@@ -100,10 +100,12 @@ def _in_initial_pid_namespace() -> bool:
 def _counter_path(pid: int) -> str | None:
     """The file holding the ``oom_kill`` counter of ``pid``'s memory cgroup, if any."""
     try:
-        with open(f"/proc/{pid}/cgroup") as cgroups:
-            lines = cgroups.read().splitlines()
-        with open("/proc/self/mountinfo") as mountinfo:
-            mounts = mountinfo.read().splitlines()
+        # Paths, in the file system's bytes: read as os.fsdecode reads a path, so that what
+        # is made of them names the same files.
+        with open(f"/proc/{pid}/cgroup", "rb") as cgroups:
+            lines = os.fsdecode(cgroups.read()).splitlines()
+        with open("/proc/self/mountinfo", "rb") as mountinfo:
+            mounts = os.fsdecode(mountinfo.read()).splitlines()
     except OSError:
         return None
     v1 = v2 = None
@@ -147,7 +149,7 @@ def _read_counter(path: str | None) -> _Counter | None:
     if path is None:
         return None
     try:
-        with open(path) as counters:
+        with open(path, encoding="ascii") as counters:
             for line in counters:
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":

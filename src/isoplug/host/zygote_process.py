@@ -26,6 +26,7 @@ from isoplug.control import ZYGOTE_MODULE, ChildExited, Forked, ForkRefused
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import close_file_in_forked_child
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
+from isoplug.host.standard_fds import child_stderr
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ZygoteGone", "ZygoteProcess", "ZygoteRefused"]
@@ -92,6 +93,7 @@ class ZygoteProcess:
                 [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
+                stderr=child_stderr(),
                 env=started_with,
                 # In the host's session, as runners are (see isoplug.host.process): its
                 # children share the host's scheduling group, below the host on the CPU.

@@ -195,7 +195,8 @@ def _user_tasks(uid: int) -> int | None:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/status") as status:
+            # The process's name (Name:) is whatever bytes it chose; only numbers are read.
+            with open(f"/proc/{name}/status", encoding="utf-8", errors="replace") as status:
                 fields = dict(line.split(":", 1) for line in status if ":" in line)
         except OSError:
             continue  # it ended meanwhile
@@ -223,7 +224,7 @@ def _address_cap(limit: int, why: str, problems: list[str]) -> None:
 
 def _address_space() -> int | None:
     try:
-        with open("/proc/self/statm") as statm:
+        with open("/proc/self/statm", encoding="ascii") as statm:
             return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None

@@ -47,14 +47,14 @@ def drop_working_directory() -> None:
 
 
 def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
-    """Import ``entry.entry`` with ``entry.path`` first on ``sys.path``; return the class.
+    """Import ``entry.entry`` with ``entry.folder`` first on ``sys.path``; return the class.
 
     Raises :class:`PluginLoadError`.
     """
     module_name, _, attribute = entry.entry.partition(":")
-    directory = str(Path(entry.path).resolve())
+    directory = str(Path(entry.folder).resolve())
     # The plugin's folder first, then its sys_path folders, in the manifest's order.
-    for position, folder in enumerate((directory, *entry.sys_path)):
+    for position, folder in enumerate((directory, *entry.folders)):
         if folder not in sys.path:
             sys.path.insert(position, folder)
     top_level = module_name.partition(".")[0]

@@ -75,7 +75,7 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
         "write_through_rate": WRITE_THROUGH_RATE if rate is None else rate,
         "connect_timeout": _CONNECT_TIMEOUT,
     }
-    address = bootstrap.log_address or bootstrap.address
+    address = bootstrap.logs_address
     handler: ForwardingHandler
     if len(bootstrap.plugins) > 1:
         # A group: each record is named for the member whose code logged it, which the host

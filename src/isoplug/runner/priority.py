@@ -114,7 +114,7 @@ def _leads_session() -> bool:
 
 def _autogroups_enabled() -> bool:
     try:
-        with open(_AUTOGROUP_ENABLED) as file:
+        with open(_AUTOGROUP_ENABLED, encoding="ascii") as file:
             return file.read().strip() == "1"
     except OSError:
         return False  # no autogroups in this kernel
@@ -122,7 +122,7 @@ def _autogroups_enabled() -> bool:
 
 def _lower_autogroup(nice: int, problems: list[str]) -> None:
     try:
-        with open(_AUTOGROUP) as file:
+        with open(_AUTOGROUP, encoding="ascii", errors="replace") as file:
             shown = file.read()
     except OSError as exc:
         problems.append(f"autogroup: cannot read {_AUTOGROUP}: {exc}")
@@ -155,7 +155,7 @@ def _lower_autogroup(nice: int, problems: list[str]) -> None:
 
 
 def _write_autogroup(target: int) -> None:
-    with open(_AUTOGROUP, "w") as file:
+    with open(_AUTOGROUP, "w", encoding="ascii") as file:
         file.write(str(target))
 
 

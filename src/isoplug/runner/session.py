@@ -2,7 +2,7 @@
 
 Order of events (the host's supervisor relies on it):
 
-1. connect to ``bootstrap.address`` with the token, as ``bootstrap.runner_id``;
+1. connect to ``bootstrap.control_address`` with the token, as ``bootstrap.runner_id``;
 2. import every plugin (failures are kept, with their traceback);
 3. run ``setup`` of each imported plugin (a failure is kept and stops further setups);
 4. send :data:`~isoplug.control.READY` with the report; if a setup failed, or nothing could be
@@ -177,7 +177,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
 
     try:
         peer = await Peer.connect(
-            bootstrap.address, bootstrap.token, name=bootstrap.runner_id, role=CONTROL_ROLE
+            bootstrap.control_address, bootstrap.token, name=bootstrap.runner_id, role=CONTROL_ROLE
         )
     except IsoplugError as exc:
         _log.critical("runner %s cannot reach the host: %s", bootstrap.runner_id, exc)
@@ -316,7 +316,7 @@ async def _load_and_set_up(
         for entry in bootstrap.plugins:
             # A group: what runs in no one's work (a __del__ run by a collection during
             # another member's call) is still its code's member's.
-            add_code_home(str(Path(entry.path).resolve()), plugin_source(entry.id))
+            add_code_home(str(Path(entry.folder).resolve()), plugin_source(entry.id))
     for entry in bootstrap.plugins:
         try:
             # What a plugin prints, warns or fails with is its own (and so in the tasks it
@@ -347,7 +347,10 @@ async def _load_and_set_up(
         context = PluginContext(entry.id, frozenset(entry.capabilities), call_host, config)
         contexts[entry.id] = context
         try:
-            with attributed_to(plugin_source(entry.id)), setup_watch.running(entry.id, entry.path):
+            with (
+                attributed_to(plugin_source(entry.id)),
+                setup_watch.running(entry.id, entry.folder),
+            ):
                 await _hook(instance.setup(context))
         except (Exception, *EXIT_REQUESTS) as exc:
             failures.append(

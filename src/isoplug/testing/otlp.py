@@ -307,7 +307,7 @@ class OtlpReceiver:
         if self.count_only:
             command.append("--count-only")
         process = self._process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+            command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, encoding="utf-8"
         )
         assert process.stdout is not None
         ready = _read_line(process, timeout)
@@ -333,13 +333,13 @@ class OtlpReceiver:
             ),
             encoding="utf-8",
         )
-        with (self.directory / "otelcol.log").open("a") as log:
+        with (self.directory / "otelcol.log").open("ab") as log:
             process = self._process = subprocess.Popen(
                 [self.collector, "--config", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                text=True,
+                encoding="utf-8",
             )
         deadline = time.monotonic() + timeout
         for port in (self.http_port, self.grpc_port):

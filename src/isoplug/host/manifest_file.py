@@ -1,0 +1,80 @@
+"""A plugin's folder and its ``plugin.toml``, read into a TOML document: the folder's name,
+the file's size, its text (UTF-8, a leading byte order mark allowed) and its TOML syntax.
+What the document says is checked by :mod:`isoplug.host.manifest`."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from isoplug.host.manifest_types import ManifestError
+
+__all__ = ["MANIFEST_NAME", "MAX_NESTING", "read_manifest_document"]
+
+MANIFEST_NAME = "plugin.toml"
+#: A manifest is a few hundred bytes; anything near this size is not a manifest.
+_MAX_MANIFEST_BYTES = 64 * 1024
+#: How deep tables and arrays may nest, the document itself being level 0 (``[config]`` is
+#: level 1). Settings need a handful of levels; a deeper document is an attack on the parser
+#: and on every encoder the configuration goes through on its way to the runner.
+MAX_NESTING = 64
+#: Where ``os.fsdecode`` puts a byte it cannot decode (PEP 383's surrogate escapes).
+_ESCAPED_BYTES = range(0xDC80, 0xDD00)
+
+
+def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """``directory/plugin.toml`` and its document. Raises :class:`ManifestError`."""
+    path = directory / MANIFEST_NAME
+    if not directory.name.isprintable():
+        # The folder's path is quoted wherever the host speaks of the plugin (a refused
+        # capability, a reload): a name that cannot be shown as it is has no place there.
+        raise ManifestError(path, None, _unshowable_name(directory.name))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(path, None, f"cannot be read: {exc.strerror or exc}") from exc
+    if len(raw) > _MAX_MANIFEST_BYTES:
+        raise ManifestError(path, None, f"is {len(raw)} bytes; the limit is {_MAX_MANIFEST_BYTES}")
+    try:
+        # Windows Notepad (before 2019) starts a UTF-8 file with a byte order mark, which
+        # TOML does not allow: it says nothing of the text, so it is skipped.
+        document = tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, None, f"is not UTF-8 text: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, None, f"is not valid TOML: {exc}") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ManifestError(path, None, f"is not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table.
+        raise ManifestError(
+            path, None, f"nests arrays or tables too deeply (the limit is {MAX_NESTING} levels)"
+        ) from None
+    return path, document
+
+
+def _unshowable_name(name: str) -> str:
+    """Why the folder name ``name`` cannot be shown, and what to do."""
+    undecoded = bytes(ord(c) - 0xDC00 for c in name if ord(c) in _ESCAPED_BYTES)
+    if not undecoded or any(not c.isprintable() and ord(c) not in _ESCAPED_BYTES for c in name):
+        return (
+            f"the plugin's folder name {name!r} holds control or invisible characters; "
+            "rename the folder"
+        )
+    encoding = sys.getfilesystemencoding()
+    said = (
+        f"the plugin's folder name {name!r} holds bytes that are not {encoding} text "
+        f"({' '.join(f'0x{byte:02x}' for byte in undecoded[:8])}, shown as \\udcXX)"
+    )
+    try:
+        name.encode(encoding, "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{said}; rename the folder with a name in UTF-8"
+    # Valid UTF-8 that this locale's encoding does not read (LC_ALL=C): the host's locale,
+    # not the name, is what to change.
+    return (
+        f"{said}: UTF-8, which the host's locale does not read; run the host in a "
+        "UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or rename the folder in ASCII"
+    )
