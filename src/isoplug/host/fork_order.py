@@ -89,7 +89,7 @@ def environment_preamble(env: Mapping[str, str]) -> bytes | None:
 def _umask() -> int:
     # Read, never set: os.umask() sets one to read it, and a file another thread of the
     # application created meanwhile would get that one.
-    with open("/proc/self/status") as status:
+    with open("/proc/self/status", encoding="utf-8") as status:
         for line in status:
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)

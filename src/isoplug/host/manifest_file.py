@@ -30,7 +30,8 @@ def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
     if not directory.name.isprintable():
         # The folder's path is quoted wherever the host speaks of the plugin (a refused
         # capability, a reload): a name that cannot be shown as it is has no place there.
-        raise ManifestError(path, None, _unshowable_name(directory.name))
+        # repr() escapes every character that is not printable; a name has 255 bytes at most.
+        raise ManifestError(path, None, _unshowable_name(directory.name))  # sanitized: repr
     try:
         raw = path.read_bytes()
     except OSError as exc:
