@@ -21,7 +21,8 @@ import pytest
 
 from isoplug import Host, PluginState
 from isoplug.errors import ConnectionBroken
-from isoplug.host.zygote import fork_supported
+from isoplug.host.environment import runner_environment
+from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.host.zygote_pool import MAX_IDLE
 from isoplug.testing import BlockingHarness, eventually, share_zygotes
 from tests import plugins_fixtures
@@ -90,6 +91,28 @@ async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, st
             assert account.sent_by_host is None and account.status_known
     if start == "fork":
         assert not process_alive(parent), "the zygote outlived its host's close"
+
+
+async def test_a_forked_runner_is_in_its_own_group_once_the_host_knows_its_pid() -> None:
+    """The host may signal a runner's group the moment it has its pid (a restart, a stop):
+    the zygote puts the child in its group before it replies, not only the child once it
+    runs. Children that never get their environment (nothing is written to their stdin)
+    are caught at the start; killed here."""
+    env = runner_environment([], ())
+    zygote = Zygote(lambda: dict(env))
+    children = []
+    try:
+        with open(os.devnull, "wb") as devnull:
+            for _ in range(20):
+                child = await zygote.fork(env, os.pipe(), devnull.fileno(), devnull.fileno())
+                assert child is not None
+                children.append(child)
+                assert group_and_session_of(child.pid)[0] == child.pid
+    finally:
+        for child in children:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.close_stdin()
+        await zygote.aclose()
 
 
 async def test_a_plugin_setting_a_python_variable_is_spawned(tmp_path: Path) -> None:

@@ -301,7 +301,8 @@ class RunnerProcess:
 
         The runner itself is signalled through a pidfd where there are pidfds (never a process
         that reused its pid): a plugin may have moved it out of its group (``setpgid``,
-        ``setsid``), and a forked runner joins its group only moments after it exists.
+        ``setsid``). (A runner is in its group from the moment the host has its pid: Popen
+        sets it before the exec, and the zygote before it replies.)
         Whatever could not be signalled is logged.
         """
         if os.getpid() != self._owner:
@@ -327,7 +328,7 @@ class RunnerProcess:
             self._outside_group_told = True
             _log.warning(
                 "runner pid %d is not in its own process group (a plugin left it with setpgid "
-                "or setsid, or it had not joined it yet): %s was sent to it alone; what its "
+                "or setsid): %s was sent to it alone; what its "
                 "plugins started is ended after it exits",
                 self.pid,
                 sent,

@@ -156,6 +156,10 @@ class _Server:
             return _Child(order, fds, self.pid)
         for fd in fds:
             os.close(fd)
+        # The child makes its group too, but only once it runs: from here on (the host learns
+        # of it from the reply below) it is in it, and a signal to its group reaches it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         # Opened before the child can be reaped (only this loop reaps): it names this child.
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = pid
