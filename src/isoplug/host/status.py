@@ -216,6 +216,9 @@ class PluginInfo:
     id: str
     runner_id: str
     state: PluginState
+    #: The runner's pid while it runs; None before it has started and once it has exited. A
+    #: READY plugin may show None for a moment: its runner exited, and the host is reading
+    #: what it wrote last before it says how it ended (the state changes then).
     pid: int | None
     restarts: int
     last_exit: ExitAccount | None
