@@ -119,8 +119,8 @@ class HandlerErrors:
         first = (
             f"a log handler ({type(handler).__name__}) failed with {what} on {where}, and "
             "went on without it; logging would print '--- Logging error ---' for each such "
-            "record: this is said once (counted as handler_errors in the log metrics; further "
-            f"errors are summed up at most every {self._throttle.interval:g} s)"
+            "record: not here (counted as handler_errors in the log metrics; further errors "
+            f"are summed up at most every {self._throttle.interval:g} s)"
         )
         self._report(first, error, f"{what} in {type(handler).__name__} on {where}")
 
