@@ -25,7 +25,7 @@ from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.logs.limits import TransitLosses
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle
-from isoplug.logs.routing import LoggerBudget
+from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
 
 __all__ = ["RunnerLogState", "RunnerLogStates"]
 
@@ -82,6 +82,8 @@ class RunnerLogStates:
         self._final: dict[str, LogMetrics] = {}
         self._closed = False
         self._lock = threading.Lock()
+        #: Each runner's share of the loggers: entries it may add to logging's registry.
+        self.share_entries = DEFAULT_LOGGER_BUDGET
 
     def __contains__(self, runner_id: object) -> bool:
         return runner_id in self._states
@@ -103,7 +105,8 @@ class RunnerLogStates:
                 return state
             if self._closed or runner_id not in self._runners:
                 return RunnerLogState(self._limits, LoggerBudget(0))
-            state = self._states[runner_id] = RunnerLogState(self._limits, LoggerBudget())
+            share = LoggerBudget(self.share_entries)
+            state = self._states[runner_id] = RunnerLogState(self._limits, share)
             return state
 
     def metrics(self, runner_id: str) -> LogMetrics:
