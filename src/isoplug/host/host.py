@@ -137,6 +137,7 @@ class Host(PluginSettings):
             else None
         )
         self._log_bridge = LogBridge(self._supervisors, log_limits)
+        self._runners.log_states = self._log_bridge.runners
         self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
         #: Its loop and process, from start() on (see isoplug.host.binding).
         self._binding = HostBinding()

@@ -29,9 +29,11 @@ network logger) holds back only that runner's logging, through the socket, not t
   runner's: its own pid is the record's ``process``, the kernel's view of the socket,
   ``SO_PEERCRED``), overriding anything the runner sent.
 
-Metrics are kept per runner across restarts, so a crash loop does not reset them. Each
-connection counts in metrics of its own, updated by its thread alone, and a runner's are summed
-when asked for: two threads adding to one counter could lose counts.
+Metrics are kept per runner across restarts, so a crash loop does not reset them; what the
+bridge keeps per runner is dropped when the runner is gone for good
+(:mod:`isoplug.host.runner_logs`). Each connection counts in metrics of its own, updated by its
+thread alone, and a runner's are summed when asked for: two threads adding to one counter could
+lose counts.
 
 A runner's fd-level stdout/stderr output (read from its pipes by host threads, see
 :mod:`isoplug.host.stdio`) goes through a replayer of the bridge's too
@@ -42,22 +44,19 @@ metrics of its own, summed with its connections'.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.control import LOGS_ROLE
 from isoplug.host.lineage import Lineage, TreeMarks, kinship_known, lineage_of
+from isoplug.host.runner_logs import RunnerLogState, RunnerLogStates
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.chains import SenderChains
 from isoplug.logs.gil import HOST_SHARE
 from isoplug.logs.handler_errors import HandlerErrors
-from isoplug.logs.limits import TransitLosses
-from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, ClientLimit, serve_blocking
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
@@ -91,45 +90,6 @@ _KINSHIP_KNOWN = kinship_known()
 _BY_GROUP = " (orphans by group)"
 
 
-class _RunnerLogState:
-    """What one runner's log connections share: the rate limit, and the metrics, kept as its
-    open connections' (each updated by its own thread) and the totals of those that ended
-    (folded in, so a crash loop does not pile them up)."""
-
-    def __init__(self, limits: ReplayLimits) -> None:
-        #: The runner's rate limit, shared by its connections: a plugin cannot multiply its
-        #: budget by forking. Two threads taking at once may let a token or two too many
-        #: through; a lock per record would cost more than that is worth.
-        self.rate_bucket = TokenBucket(limits.rate, limits.burst) if limits.rate else None
-        #: Its reports, and the loggers its names may add, likewise shared: a plugin opening
-        #: connections of its own cannot multiply them either. The timer sends a summary when
-        #: its interval ends, whichever connection is left.
-        self.reports = ReportThrottle(limits.report_interval, timer=True)
-        self.logger_budget = LoggerBudget()
-        #: And the records its connections' sequence gaps count lost: one connection's
-        #: in-flight worth for all of them (every life, every process it forks), so a plugin
-        #: reconnecting or forking gets no fresh allowance (see isoplug.logs.limits).
-        self.transit_losses = TransitLosses()
-        self._lock = threading.Lock()
-        self._ended = LogMetrics()
-        self._open: list[LogMetrics] = []
-
-    def for_connection(self) -> LogMetrics:
-        metrics = LogMetrics()
-        with self._lock:
-            self._open.append(metrics)
-        return metrics
-
-    def connection_ended(self, metrics: LogMetrics) -> None:
-        with self._lock:
-            self._open.remove(metrics)
-            self._ended = LogMetrics.combined([self._ended, metrics])
-
-    def snapshot(self) -> LogMetrics:
-        with self._lock:
-            return LogMetrics.combined([self._ended, *self._open])
-
-
 class LogBridge:
     """Serves the log connections of every runner of one host.
 
@@ -151,7 +111,8 @@ class LogBridge:
         # Which of a reconnected sender's records a recovery replayed already.
         self._chains = SenderChains()
         self._refusals = ReportThrottle(self.limits.report_interval, timer=True)
-        self._runners: dict[str, _RunnerLogState] = {}
+        #: What each runner's connections share, by runner id.
+        self.runners = RunnerLogStates(supervisors, self.limits)
         self._server: BlockingServer | None = None
         self._max_log_connections = DEFAULT_MAX_LOG_CONNECTIONS
 
@@ -209,14 +170,13 @@ class LogBridge:
         # Its watcher thread may be accounting for an end it took just before: it closes its
         # wake pipe as it ends, within this (or, slower, on its own later).
         self._chains.pending.wait_closed(PENDING_WATCHER_WAIT)
-        for runner in list(self._runners.values()):
-            runner.reports.close()  # the summaries still pending
+        self.runners.close()  # the summaries still pending
         self._handler_errors.close()
         self._refusals.close()
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""
-        return self._runner_state(runner_id).snapshot()
+        return self.runners.metrics(runner_id)
 
     def stdio_destination(self, supervisor: RunnerSupervisor, runner_pid: int) -> StdioDestination:
         """Where the stdout/stderr output of the runner process ``runner_pid`` goes: the
@@ -224,7 +184,7 @@ class LogBridge:
         id: fd-level output cannot be told apart by member), stamped with the runner's identity,
         under the runner's shared rate limit, counted in its metrics."""
         runner_id = supervisor.runner_id
-        runner = self._runner_state(runner_id)
+        runner = self.runners.get(runner_id)
         metrics = runner.for_connection()
         replayer = LogReplayer(
             f"plugin.{runner_id}",
@@ -238,13 +198,6 @@ class LogBridge:
             handler_errors=self._handler_errors,
         )
         return StdioDestination(replayer, lambda: runner.connection_ended(metrics))
-
-    def _runner_state(self, runner_id: str) -> _RunnerLogState:
-        state = self._runners.get(runner_id)
-        if state is None:
-            # setdefault is atomic: two connection threads of one runner get the same state.
-            state = self._runners.setdefault(runner_id, _RunnerLogState(self.limits))
-        return state
 
     def open_connections(self, runner_id: str) -> int:
         """Log connections of ``runner_id`` (and the processes it started) open now, its
@@ -311,7 +264,7 @@ class LogBridge:
                 "from its own processes': orphans in its process group that nothing else places "
                 "in its tree)"
             )
-        self._runner_state(runner_id).reports.report(
+        self.runners.get(runner_id).reports.report(
             kind,
             text,
             summary=lambda tally: (
@@ -374,6 +327,9 @@ class LogBridge:
         # from, and ``process`` (the kernel's word, see _replayer) which process wrote them.
         runner_pid = expected_pid if expected_pid is not None else connected_pid
         own_connection = connected_pid == expected_pid
+        # Taken once: the runner may be removed for good while this connection lasts, and its
+        # accounting must end in the state it began in.
+        runner = self.runners.get(supervisor.runner_id)
         if credentials is not None and expected_pid is not None and credentials.pid != expected_pid:
             # A process the runner started (the handshake checked), reusing its token: keep its
             # records (nothing is dropped silently) but say whose they are. A plugin that forks
@@ -382,7 +338,7 @@ class LogBridge:
                 f"runner {supervisor.runner_id}: log connection from pid {credentials.pid}, a "
                 f"descendant of runner pid {expected_pid}"
             )
-            self._runner_state(supervisor.runner_id).reports.report(
+            runner.reports.report(
                 "descendant_connection",
                 text,
                 summary=lambda tally: (
@@ -401,6 +357,7 @@ class LogBridge:
             own.feed_opened()
         replayer = self._replayer(
             supervisor,
+            runner,
             runner_pid,
             credentials.pid if credentials is not None else None,
             None if tail is None else tail.add,
@@ -414,7 +371,6 @@ class LogBridge:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a
             # second warning from here would only repeat it. A process the runner forked has
             # no supervisor, so its abrupt end is reported here.
-            runner = self._runner_state(supervisor.runner_id)
 
             def ended() -> None:
                 runner.connection_ended(replayer.metrics)
@@ -432,6 +388,7 @@ class LogBridge:
     def _replayer(
         self,
         supervisor: RunnerSupervisor,
+        runner: RunnerLogState,
         runner_pid: int | None,
         connected_pid: int | None,
         on_stderr: Callable[[str, float], None] | None,
@@ -439,7 +396,6 @@ class LogBridge:
         """``connected_pid`` is the pid the socket vouches for (None when it cannot say);
         ``on_stderr`` is told the connection's stderr lines."""
         runner_id = supervisor.runner_id
-        runner = self._runner_state(runner_id)
         members = list(supervisor.manifests)
         identity: dict[str, Any] = {"runner_pid": runner_pid}
         if len(members) == 1:

@@ -88,6 +88,10 @@ class ReloadPlan:
     #: compile (a save in the middle of an edit): runner id -> where and why. Each keeps
     #: running the code it loaded; the file saved again is tried again.
     uncompiled: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Runners stopped because their folder's ``plugin.toml`` now names another id -> the
+    #: runner started for that id: it takes their place (their share of loggers, see
+    #: :mod:`isoplug.host.runner_logs`).
+    successors: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart or self.uncompiled)
@@ -114,6 +118,7 @@ def plan_reload(
     """
     kept: dict[str, Path] = {}
     why: dict[str, str] = {}
+    successors: dict[str, str] = {}
     manifests = list(discovery.manifests)
     found = {m.id for m in manifests}
     by_folder = {_real(m.directory): m for m in manifests}
@@ -128,6 +133,7 @@ def plan_reload(
                 why[successor.runner_id] = (
                     f"{where} now names plugin {successor.id!r} (was {manifest.id!r})"
                 )
+                successors[plan.runner_id] = successor.runner_id
             elif manifest_exists(manifest.path):
                 # Still there but no longer valid: keep the running plugin as it was.
                 kept[manifest.id] = manifest.path
@@ -144,6 +150,10 @@ def plan_reload(
         for runner_id, plan in wanted.items()
         if runner_id in running and plan != running[runner_id]
     ]
+    # Only a runner that stops hands its place to one that starts; a runner that goes on
+    # keeps its own.
+    started = {plan.runner_id for plan in start}
+    successors = {old: new for old, new in successors.items() if old in stop and new in started}
     # Started, stopped and replaced runners run the newest code anyway. A runner with a kept
     # plugin (its manifest no longer validates), or a replaced one whose only change is a
     # [config] (taken in place: see RunnerSet), still restarts for its code, with the
@@ -203,6 +213,7 @@ def plan_reload(
             why,
             kept_problems,
             uncompiled,
+            successors,
         ),
         problems,
     )

@@ -24,8 +24,10 @@ from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.ready_report import MAX_FAILURE_CHARS
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader, ReloadPlan
+from isoplug.host.runner_logs import RunnerLogStates
 from isoplug.host.status import PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.logs.routing import LoggerBudget
 from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["RunnerSet"]
@@ -72,6 +74,8 @@ class RunnerSet:
         #: batch's for that runner waits for it.
         self._configuring: dict[str, asyncio.Task[None]] = {}
         self.make: Callable[[RunnerPlan], RunnerSupervisor] | None = None
+        #: What the log bridge keeps per runner: dropped when a runner is removed for good.
+        self.log_states: RunnerLogStates | None = None
 
     def supervisor(self, plugin_id: str) -> RunnerSupervisor:
         supervisor = self.runner_of.get(plugin_id)
@@ -121,7 +125,9 @@ class RunnerSet:
             self.runner_of[manifest.id] = supervisor
         return supervisor
 
-    async def remove(self, runner_id: str) -> None:
+    async def remove(self, runner_id: str, *, for_good: bool = True) -> LoggerBudget | None:
+        """Stop and forget a runner; ``for_good`` (not replaced under its id): its log state
+        too, whose share of loggers is returned (see :mod:`isoplug.host.runner_logs`)."""
         supervisor = self.supervisors[runner_id]
         await supervisor.aclose()
         del self.supervisors[runner_id]
@@ -130,7 +136,13 @@ class RunnerSet:
             self._refused.pop(plugin_id, None)
             if self.runner_of.get(plugin_id) is supervisor:
                 del self.runner_of[plugin_id]
+        # After it left supervisors: a connection thread asking for its state from now on
+        # gets one that is kept nowhere.
+        share = (
+            self.log_states.gone(runner_id) if for_good and self.log_states is not None else None
+        )
         self._changed()
+        return share
 
     async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
         """See :meth:`isoplug.Host.set_config`."""
@@ -186,10 +198,14 @@ class RunnerSet:
         and new configurations are asked for, not waited for: one plugin's slow restart or
         ``on_config`` holds no other change. A step that fails is logged, naming its runner,
         and the others are still taken."""
+        # The shares of loggers of runners stopped for the id their folder now names, by the
+        # runner started for it.
+        shares: dict[str, LoggerBudget] = {}
         for runner_id in plan.stop:
             why = plan.why.get(runner_id, "its plugin folder is gone")
             _log.info("reload: runner %s: %s; stopping it", runner_id, why)
-            await self._step(runner_id, "stopping it", self.remove(runner_id))
+            successor = plan.successors.get(runner_id)
+            await self._step(runner_id, "stopping it", self._stop(runner_id, successor, shares))
         replaced: set[str] = set()
         for new in plan.replace:
             replaced.add(new.runner_id)
@@ -203,7 +219,9 @@ class RunnerSet:
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
-            await self._step(new.runner_id, "starting it", self._start(new))
+            await self._step(
+                new.runner_id, "starting it", self._start(new, shares.get(new.runner_id))
+            )
         for runner_id, problem in plan.uncompiled.items():
             _log.warning(
                 "reload: runner %s: %s; it keeps running the code it loaded (the file is tried "
@@ -231,7 +249,7 @@ class RunnerSet:
         # What the host set at runtime holds across the replacement, as across a restart:
         # levels set with set_log_level(), and a stop (it stays stopped until a restart).
         levels, stopped = old.log_levels, old.state is PluginState.STOPPED
-        await self.remove(new.runner_id)
+        await self.remove(new.runner_id, for_good=False)
         supervisor = self.add(new)
         supervisor.log_levels = levels
         if stopped:
@@ -239,8 +257,24 @@ class RunnerSet:
         else:
             supervisor.start()
 
-    async def _start(self, new: RunnerPlan) -> None:
-        self.add(new).start()
+    async def _stop(
+        self, runner_id: str, successor: str | None, shares: dict[str, LoggerBudget]
+    ) -> None:
+        share = await self.remove(runner_id)
+        if successor is None or share is None:
+            return
+        # Several folders now naming plugins of one new group: it goes on with the share
+        # most spent, so that no renaming gives a fresh allowance.
+        kept = shares.get(successor)
+        if kept is None or share.left < kept.left:
+            shares[successor] = share
+
+    async def _start(self, new: RunnerPlan, share: LoggerBudget | None = None) -> None:
+        supervisor = self.add(new)
+        if share is not None and self.log_states is not None:
+            # Before it starts: its first connection spends what its predecessor left.
+            self.log_states.inherit(new.runner_id, share)
+        supervisor.start()
 
     async def _step(self, runner_id: str, doing: str, step: Awaitable[None]) -> None:
         try:

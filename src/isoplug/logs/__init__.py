@@ -4,6 +4,7 @@
 - :func:`forward_logs` — install it in a child process in one call.
 - :class:`LogReceiver` — the receiving side, replaying records into this process's logging.
 - :class:`LogReplayer` — the replay pipeline one connection uses (the plugin host uses it too).
+- :func:`set_process_logger_budget` — how many loggers all of them may add to this process.
 """
 
 from isoplug.logs.forward import LEVEL_ENV, forward_logs
@@ -12,6 +13,7 @@ from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV, LogReceiver
 from isoplug.logs.replay import LogReplayer
+from isoplug.logs.routing import set_process_logger_budget
 
 __all__ = [
     "ADDRESS_ENV",
@@ -25,4 +27,5 @@ __all__ = [
     "LogReplayer",
     "ReplayLimits",
     "forward_logs",
+    "set_process_logger_budget",
 ]

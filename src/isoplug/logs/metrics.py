@@ -83,10 +83,12 @@ class LogMetrics:
     #: none is counted as records lost in :attr:`dropped`, so a forging sender cannot inflate
     #: (or drown) its loss counts.
     sequence_violations: int = 0
-    #: New logger names of the sender that got no host logger of their own, the logger budget
-    #: spent (a runner's, or a standalone receiver's ``max_logger_entries``): their records are
-    #: replayed on the prefix's logger instead (see :mod:`isoplug.logs.routing`). Counted once
-    #: per name (per record for names too long or too many to remember).
+    #: Records whose logger name got no host logger of its own, because making it would have
+    #: passed a logger budget: the sender's share (a runner's, or a standalone receiver's
+    #: ``max_logger_entries``) or the process's (:func:`~isoplug.logs.set_process_logger_budget`).
+    #: They are replayed on the prefix's logger instead (see :mod:`isoplug.logs.routing`).
+    #: Each such record counts one, as it arrives (before the level and the rate limit), whether
+    #: its name is new or repeated, and however many names the sender invents.
     over_logger_budget: int = 0
     #: :attr:`replayed` by level number.
     replayed_levels: dict[int, int] = dataclasses.field(default_factory=dict)

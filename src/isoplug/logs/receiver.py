@@ -132,9 +132,10 @@ class LogReceiver:
     life of the process: ``max_logger_entries`` bounds the entries (loggers and their dotted
     parents) all its senders together may add, over every connection it ever takes (a sender
     that reconnects, or a pool forking without end, gets no fresh allowance); loggers that
-    exist already cost nothing. Past it, records on a name with no logger yet are replayed
-    on the prefix's logger (the root logger without a prefix), said in one warning per
-    report interval and counted in :attr:`LogMetrics.over_logger_budget`.
+    exist already cost nothing, and each also spends the process's bound (all senders: see
+    :func:`~isoplug.logs.set_process_logger_budget`). Past either, records on a name with no
+    logger yet go on the prefix's logger (the root logger without a prefix), said in one
+    warning per report interval, each counted in :attr:`LogMetrics.over_logger_budget`.
     """
 
     def __init__(

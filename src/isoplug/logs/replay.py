@@ -107,7 +107,9 @@ class LogReplayer(ReplayEnd):
             max_name_chars=self.limits.max_logger_name_chars,
             budget=logger_budget,
             # A lambda: self._reports, which needs the routes' names, is made below.
-            over_budget=lambda fallback: self._reports.logger_budget_spent(fallback),  # noqa: PLW0108
+            over_budget=lambda fallback, process_wide: self._reports.logger_budget_spent(
+                fallback, process_wide=process_wide
+            ),
         )
         # The routes' own dict, read first for every record (see _replay_one).
         self._names = self._routes.names

@@ -323,21 +323,36 @@ class ReplayReports(SenderClaimReports):
             levels=drops,
         )
 
-    def logger_budget_spent(self, fallback: str) -> None:
-        """Report a record put on ``fallback``: its logger name would have been a new host
-        logger past the sender's :class:`~isoplug.logs.routing.LoggerBudget`."""
+    def logger_budget_spent(self, fallback: str, *, process_wide: bool = False) -> None:
+        """Count and report a record put on ``fallback``: its logger name would have been a
+        new host logger past the sender's :class:`~isoplug.logs.routing.LoggerBudget`, or
+        (``process_wide``) past the bound of all senders in this process together."""
         self._metrics.over_logger_budget += 1
         description = self._description
         why = (
             "so that a sender inventing names cannot grow the host's registry of loggers "
             "without bound"
         )
+        if process_wide:
+            # A kind of its own: said at once even when the sender's share was said already.
+            kind = "process_logger_budget"
+            text = (
+                f"{description} logs on a new logger name, but the loggers isoplug makes for "
+                "senders' records in this process (all hosts, runners and receivers together) "
+                "are at their bound; records on new names are logged on "
+                f"{fallback} instead, {why} (the bound: isoplug.logs.set_process_logger_budget)"
+            )
+        else:
+            kind = "logger_budget"
+            text = (
+                f"{description} logs on more new logger names than the host makes loggers for; "
+                f"records on a new name are logged on {fallback} instead, {why}"
+            )
         self.limited(
-            "logger_budget",
-            f"{description} logs on more new logger names than the host makes loggers for; "
-            f"records on a new name are logged on {fallback} instead, {why}",
+            kind,
+            text,
             lambda t: (
-                f"{t.events:,} more records of {description} on new logger names were logged "
+                f"{t.records:,} more records of {description} on new logger names were logged "
                 f"on {fallback} over {t.seconds:.1f} s, {why}"
             ),
             records=1,
