@@ -93,8 +93,9 @@ def started(pid: int) -> dict[int, int]:
 
 def test_the_parents_decide_before_the_process_group() -> None:
     """A process whose parents lead to runner ``b`` is ``b``'s in ``a``'s group; an orphan in
-    ``a``'s group is ``a``'s unless ``b``'s record or tag places it in ``b``'s tree (``a``'s own
-    tag counts for nobody); a child of the host's in ``a``'s group is nobody's."""
+    ``a``'s group is ``a``'s unless ``b``'s record places it in ``b``'s tree, or it carries a
+    tag other than ``a``'s (then it is nobody's); a child of the host's in ``a``'s group is
+    nobody's."""
     with stand_ins() as (a, b):
         runners = {a.pid: "a", b.pid: "b"}
         joined = b.start("join", a.pid)
@@ -117,8 +118,15 @@ def test_the_parents_decide_before_the_process_group() -> None:
         seen_by_b = {"a": TreeMarks(None, {}), "b": TreeMarks(None, started(stray_orphan))}
         assert lineage_of(stray_orphan, runners, lambda: seen_by_b) == Lineage("b", Evidence.RECORD)
         tagged = {"a": TreeMarks(a.tag, {}), "b": TreeMarks(b.tag, {})}
-        assert lineage_of(stray_orphan, runners, lambda: tagged) == Lineage("b", Evidence.TAG)
+        # Another runner's tag rules the orphan out: counted for neither.
+        assert lineage_of(stray_orphan, runners, lambda: tagged) is None
         assert lineage_of(own_orphan, runners, lambda: tagged) == Lineage("a", Evidence.GROUP)
+        # A tag is no secret: an orphan in its own runner's group carrying a copy of another
+        # runner's tag (here: a's tag is what b's orphans carry) counts for nobody, never for
+        # the runner it names.
+        copied = {"a": TreeMarks(b.tag, {}), "b": TreeMarks(None, {})}
+        b_orphan = b.start("orphan")
+        assert lineage_of(b_orphan, runners, lambda: copied) is None
         seen_by_a = {"a": TreeMarks(a.tag, started(own_orphan)), "b": TreeMarks(b.tag, {})}
         found = lineage_of(own_orphan, runners, lambda: seen_by_a)
         assert found == Lineage("a", Evidence.RECORD) and not found.by_group

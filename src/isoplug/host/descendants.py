@@ -128,13 +128,13 @@ def _tagged(pid: int, needle: bytes) -> bool:
     return data.startswith(needle) or b"\0" + needle in data
 
 
-def tag_of(pid: int) -> str | None:
+def tag_of(pid: int, limit: int = MAX_ENVIRON_READ) -> str | None:
     """The value of :data:`TAG_VARIABLE` in the environment ``pid`` was started with (the
-    first, as ``getenv`` reads it; within its first :data:`MAX_ENVIRON_READ` bytes); None when
-    it has none, or it cannot be read (another user's, or gone)."""
+    first, as ``getenv`` reads it; within its first ``limit`` bytes); None when it has none,
+    or it cannot be read (another user's, or gone)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as environ:
-            data = environ.read(MAX_ENVIRON_READ)
+            data = environ.read(limit)
     except OSError:
         return None
     needle = f"{TAG_VARIABLE}=".encode()

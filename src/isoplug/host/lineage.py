@@ -37,8 +37,13 @@ session still uses. Unless something places it in another runner's tree first:
   process tree every second while the runner lives (:mod:`isoplug.host.exit_watch`), each
   process by its pid and start time (which name it for good);
 - its environment, or such an ancestor's, carries another runner's tag
-  (``ISOPLUG_RUNNER_TAG``: not a secret, so it counts only against the runner it does not
-  name, never for one).
+  (``ISOPLUG_RUNNER_TAG``): then it is nobody's. The tag is no secret (any process of the
+  user reads it in ``/proc/<pid>/environ``), so it only ever rules a runner out, never in:
+  an orphan carrying a copied tag counts for no runner at all. Only the orphan and its
+  nearest ancestors below the cut are looked at, and only the start of each environment:
+  the log listener asks this before reading a byte of a connection, and a chain of a
+  thousand processes with large environments must not stall it (one that hides the tag
+  beyond that is the orphan with no tag below).
 
 What is left (docs/security.md): an orphan that left another runner's tree between two records
 and carries no tag of it (an ``exec`` with an environment of its own) counts as the runner whose
@@ -61,6 +66,10 @@ from isoplug.transport.process_tree import parent_group_session, stat_fields
 
 __all__ = ["Evidence", "Lineage", "TreeMarks", "family_of", "kinship_known", "lineage_of"]
 
+#: How many of an orphan's line (itself, then its ancestors below the cut) are looked at for
+#: another runner's tag, and how much of each one's environment.
+_TAGGED_ANCESTORS = 4
+_TAG_READ = 32 * 1024
 #: ``prctl`` option (linux/prctl.h): whether this process adopts its descendants' orphans.
 _PR_GET_CHILD_SUBREAPER = 37
 
@@ -71,7 +80,6 @@ class Evidence(enum.Enum):
     PARENTS = "by its parents"
     GROUP = "an orphan, by its process group"
     RECORD = "an orphan seen in that runner's process tree"
-    TAG = "an orphan carrying that runner's tag"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,7 +184,13 @@ def lineage_of(
         owner = runners.get(session)
     if owner is None:
         return None
-    return _placed(line, owner, marks()) or Lineage(owner, Evidence.GROUP)
+    found_marks = marks()
+    placed = _recorded(line, owner, found_marks)
+    if placed is not None:
+        return placed
+    if _tagged_by_another(line, owner, found_marks):
+        return None
+    return Lineage(owner, Evidence.GROUP)
 
 
 def _cut(
@@ -203,25 +217,28 @@ def _cut(
     return None
 
 
-def _placed(
+def _recorded(
     line: list[tuple[int, int]], owner: str, marks: Mapping[str, TreeMarks]
 ) -> Lineage | None:
-    """The runner whose marks ``line`` (an orphan's, pid and start time each) carries: another
-    runner's before ``owner``'s (the one whose group it is in) by the record, then another's by
-    the tag; None when nothing places it."""
+    """The runner whose recorded tree holds ``line`` (an orphan's, pid and start time each),
+    another runner's before ``owner``'s (the one whose group it is in); None if none does."""
     ordered = sorted(marks.items(), key=lambda item: item[0] == owner)
     # The same pid and start time name one process for good: a pid reused is no match.
     for runner, tree in ordered:
         if any(tree.seen.get(pid) == start for pid, start in line):
             return Lineage(runner, Evidence.RECORD)
-    tags = {tree.tag: runner for runner, tree in marks.items() if tree.tag and runner != owner}
-    if tags:
-        for pid, _ in line:
-            tag = tag_of(pid)
-            found = None if tag is None else tags.get(tag)
-            if found is not None:
-                return Lineage(found, Evidence.TAG)
     return None
+
+
+def _tagged_by_another(
+    line: list[tuple[int, int]], owner: str, marks: Mapping[str, TreeMarks]
+) -> bool:
+    """Whether the orphan of ``line``, or one of its nearest ancestors below the cut, carries
+    the tag of a runner other than ``owner`` (see the module docstring)."""
+    tags = {tree.tag for runner, tree in marks.items() if tree.tag and runner != owner}
+    if not tags:
+        return False
+    return any(tag_of(pid, _TAG_READ) in tags for pid, _ in line[:_TAGGED_ANCESTORS])
 
 
 def _stat(pid: int) -> tuple[int, int, int, int] | None:
