@@ -4,6 +4,7 @@ about itself)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins_fixtures import plugins_dir
+from isoplug import Host, PluginFailed
+from tests.plugins_fixtures import FAST, plugins_dir
 from tests.processes import child_env
 
 CHILD = Path(__file__).parent / "env_host_child.py"
@@ -86,3 +88,19 @@ def test_a_host_under_the_strictest_warnings_runs_as_usual(tmp_path: Path) -> No
     assert json.loads(result.stdout.splitlines()[-1])["result"] == "x"
     assert host_said(result.stdout) == []
     assert "EncodingWarning" not in result.stdout + result.stderr
+
+
+async def test_an_environment_too_large_for_the_kernel_fails_the_plugin_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One variable let through past the kernel's 128 KiB: no start can work, so the plugin
+    fails at once (not after a crash loop), and its error names the variable."""
+    monkeypatch.setenv("HUGE", "x" * 200_000)
+    config = dataclasses.replace(FAST, inherit_environment=("HUGE",))
+    async with Host(plugins_dir(tmp_path, "echo"), config=config) as host:
+        with pytest.raises(PluginFailed):
+            await host.wait_ready(20)
+        info = host.plugin("echo")
+    assert info.restarts == 0, info
+    assert "its environment is too large for the kernel to start it" in (info.error or "")
+    assert "the largest 'HUGE' (200,000 characters)" in (info.error or "")

@@ -6,6 +6,7 @@ local users (``ps``, ``/proc/<pid>/environ`` of a core dump) could read them.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import sys
@@ -89,18 +90,31 @@ async def launch_runner(
     # Names this runner process's descendants for good (see isoplug.host.descendants). Not a
     # secret: a process that copies it only makes itself one of them.
     tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
-    return await RunnerProcess.start(
-        [runner_python(manifests), "-m", RUNNER_MODULE],
-        env=env,
-        stdin_line=msgspec.json.encode(bootstrap) + b"\n",
-        open_stdio=open_stdio,
-        spawned=spawned,
-        pass_fds=(health_fd,) if health_fd >= 0 else (),
-        tag=tag,
-        zygote=zygote if _forkable(manifests, env, working_directory) else None,
-        # A print() then writes to the pipe itself: room for bursts while the reader is paused.
-        pipe_bytes=PRINTING_PIPE_BYTES if stdio == "pipe" else None,
-    )
+    try:
+        return await RunnerProcess.start(
+            [runner_python(manifests), "-m", RUNNER_MODULE],
+            env=env,
+            stdin_line=msgspec.json.encode(bootstrap) + b"\n",
+            open_stdio=open_stdio,
+            spawned=spawned,
+            pass_fds=(health_fd,) if health_fd >= 0 else (),
+            tag=tag,
+            zygote=zygote if _forkable(manifests, env, working_directory) else None,
+            # A print() then writes to the pipe itself: room for bursts while the reader is paused.
+            pipe_bytes=PRINTING_PIPE_BYTES if stdio == "pipe" else None,
+        )
+    except OSError as exc:
+        if exc.errno != errno.E2BIG:
+            raise
+        # The kernel's limits on one variable (128 KiB) and on all of them: every start
+        # would fail the same way.
+        largest = max(env, key=lambda name: len(name) + len(env[name]))
+        raise CannotLaunch(
+            f"its environment is too large for the kernel to start it ({exc.strerror}): "
+            f"{len(env)} variables, the largest {largest!r} ({len(env[largest]):,} "
+            "characters); let fewer or smaller ones through (inherit_environment, "
+            "[environment])"
+        ) from None
 
 
 class CannotLaunch(OSError):
