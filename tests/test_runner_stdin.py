@@ -5,6 +5,7 @@ there (ENXIO), not a pipe, which it opens for anyone who may ptrace-read the run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -109,3 +110,30 @@ async def test_no_other_process_can_open_a_starting_runners_stdin(
         assert host._supervisors["echo"]._process is not None
         assert host._supervisors["echo"]._process.method == start
     assert found == [{"socket": True, "read": "ENXIO", "write": "ENXIO"}]
+
+
+#: A plugin whose import says on stderr why it cannot go on, then waits for good: as a runner
+#: handed a malformed environment or bootstrap would, had it not exited.
+_STUCK_AT_IMPORT = """
+import sys, threading
+print("stuck: waiting for what never comes", file=sys.stderr, flush=True)
+threading.Event().wait()
+"""
+
+
+async def test_a_runner_killed_for_not_being_ready_has_its_last_stderr_words_in_its_account(
+    tmp_path: Path,
+) -> None:
+    """Not only "not ready within 2 s": what the runner said on stderr before it stalled."""
+    plugin = tmp_path / "plugins" / "stuck"
+    plugin.mkdir(parents=True)
+    (plugin / "plugin.toml").write_text('id = "stuck"\nversion = "1"\nentry = "stuck_plugin:P"\n')
+    (plugin / "stuck_plugin.py").write_text(_STUCK_AT_IMPORT)
+    config = dataclasses.replace(FAST, ready_timeout=2.0)
+    async with Host(plugin.parent, config=config) as host:
+        info = await host.wait_for("stuck", lambda info: info.last_exit is not None, 30)
+    assert info.last_exit is not None
+    described = info.last_exit.describe()
+    assert "not ready within 2 s" in described, described
+    assert "its stderr ended with" in described, described
+    assert "stuck: waiting for what never comes" in described, described
