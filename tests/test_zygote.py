@@ -22,6 +22,7 @@ import pytest
 from isoplug import Host, PluginState
 from isoplug.errors import ConnectionBroken
 from isoplug.host.environment import runner_environment
+from isoplug.host.runner_stdin import runner_stdin
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.host.zygote_pool import MAX_IDLE
 from isoplug.testing import BlockingHarness, eventually, share_zygotes
@@ -104,7 +105,13 @@ async def test_a_forked_runner_is_in_its_own_group_once_the_host_knows_its_pid()
     try:
         with open(os.devnull, "wb") as devnull:
             for _ in range(20):
-                child = await zygote.fork(env, os.pipe(), devnull.fileno(), devnull.fileno())
+                runner_end, host_end = runner_stdin()
+                try:
+                    child = await zygote.fork(
+                        env, (runner_end, host_end), devnull.fileno(), devnull.fileno()
+                    )
+                finally:
+                    os.close(runner_end)
                 assert child is not None
                 children.append(child)
                 assert group_and_session_of(child.pid)[0] == child.pid

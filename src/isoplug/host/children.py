@@ -2,7 +2,8 @@
 started: spawned (:class:`SpawnedChild`, a ``subprocess.Popen``) or forked by the host's zygote
 (:class:`~isoplug.host.zygote.ForkedChild`).
 
-Either way the host holds the write end of the runner's stdin (its lifeline), reads its
+Either way the host holds its end of the runner's stdin (its lifeline, a socket: see
+:mod:`isoplug.host.runner_stdin`), reads its
 stdout/stderr pipes, signals its process group (the runner leads a group of its own), and
 learns its exit status: from ``waitpid`` for a spawned runner (the host is its parent), from the
 zygote's report for a forked one (the zygote is its parent and reaps it).
@@ -18,6 +19,7 @@ import subprocess
 import threading
 from typing import IO, Protocol
 
+from isoplug.host.runner_stdin import HostEnd
 from isoplug.host.usage import read_usage
 
 __all__ = [
@@ -118,8 +120,9 @@ class SpawnedChild:
     method = "spawn"
     stdin_preamble = b""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], stdin: HostEnd) -> None:
         self._popen = popen
+        self._stdin = stdin
         self.pid = popen.pid
         # Opened before anyone can reap it (only wait() does): signals through it can never
         # reach a process that reused the pid. Closed once the runner is reaped.
@@ -127,20 +130,13 @@ class SpawnedChild:
         self._lock = threading.Lock()
 
     def write_stdin(self, data: bytes) -> None:
-        assert self._popen.stdin is not None
-        self._popen.stdin.write(data)
-        self._popen.stdin.flush()
+        self._stdin.write(data)
 
     def close_stdin(self) -> None:
-        if self._popen.stdin is not None:
-            try:
-                self._popen.stdin.close()
-            except OSError:
-                # A flush of nothing cannot fail; the descriptor is closed either way.
-                return
+        self._stdin.close()
 
     def drop_inherited(self) -> None:
-        close_file_in_forked_child(self._popen.stdin)
+        self._stdin.close()
         pidfd, self._pidfd = self._pidfd, None  # no lock: see binding.Inherited
         if pidfd is not None:
             os.close(pidfd)

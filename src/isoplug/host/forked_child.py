@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from isoplug.host.children import ExitStatus, pidfd_signal
+from isoplug.host.runner_stdin import HostEnd
 
 if TYPE_CHECKING:
     from isoplug.host.zygote_process import ZygoteProcess
@@ -65,30 +66,22 @@ class ForkedChild:
     method = "fork"
 
     def __init__(
-        self, pid: int, pidfd: int, stdin: int, zygote: ZygoteProcess, environment: bytes
+        self, pid: int, pidfd: int, stdin: HostEnd, zygote: ZygoteProcess, environment: bytes
     ) -> None:
         self.pid = pid
         #: Its environment, which it reads on its stdin before its bootstrap line (see
         #: isoplug.host.fork_order).
         self.stdin_preamble = environment
         self._pidfd: int | None = pidfd
-        self._stdin: int | None = stdin
+        self._stdin = stdin
         self._zygote = zygote
         self._lock = threading.Lock()
 
     def write_stdin(self, data: bytes) -> None:
-        fd = self._stdin
-        if fd is None:
-            raise BrokenPipeError("the runner's stdin is closed")
-        written = 0
-        with memoryview(data) as view:
-            while written < len(view):
-                written += os.write(fd, view[written:])
+        self._stdin.write(data)
 
     def close_stdin(self) -> None:
-        fd, self._stdin = self._stdin, None
-        if fd is not None:
-            os.close(fd)
+        self._stdin.close()
 
     def drop_inherited(self) -> None:
         self.close_stdin()

@@ -60,6 +60,8 @@ __all__ = ["CUT_SHORT", "OnReady", "RunnerLife"]
 _log = logging.getLogger("isoplug.host")
 
 _BEFORE_READY = "it exited before reporting ready"
+_NOT_READY_WITHIN = "not ready within "
+_NOT_READY = f"{KILLED_BY_HOST}{_NOT_READY_WITHIN}"
 #: Why the host killed a runner whose supervision was cancelled.
 CUT_SHORT = "the host was cut short (its event loop ending, or its shutdown cancelled)"
 #: How long an account of an early exit waits, at most, for the stderr records the runner sent
@@ -249,17 +251,21 @@ class RunnerLife:
             await off_loop(tail.wait_fed, EXIT_REPLAY_TIMEOUT)
         # What the runner wrote on stderr last says why it could not get going; only that is
         # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
-        said = await self._last_words(tail) if reason == _BEFORE_READY else ""
+        # One killed for not being ready may have said why too (a malformed stdin, a stuck
+        # import): quoted, but only an exit before ready can make its words a lasting cause.
+        stalled = reason.startswith(_NOT_READY)
+        quoted = await self._last_words(tail) if reason == _BEFORE_READY or stalled else ""
+        said = "" if stalled else quoted
         wrapped = False
         if reason == _BEFORE_READY and self.refused is not None:
             # A wrapper that runs the interpreter as its child, not in its place (exec).
             wrapped = any(m.python is not None for m in entries)
             hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
             reason = f"{reason}; the host refused its control connection: {self.refused}{hint}"
-        if said:
+        if quoted:
             # Quoted as the runner's words: a plugin may write anything there, host-like
             # phrases included, and must not be read as the host (see outside_words).
-            reason = f"{reason}; its stderr ended with: {outside_words(said)}"
+            reason = f"{reason}; its stderr ended with: {outside_words(quoted)}"
         permanent = lasting_cause(
             returncode,
             permanent,
@@ -343,7 +349,7 @@ class RunnerLife:
         if process.exited.done() and not ready.done():
             return _BEFORE_READY, None
         if not done:
-            why = f"not ready within {config.ready_timeout:g} s"
+            why = f"{_NOT_READY_WITHIN}{config.ready_timeout:g} s"
             where = await setup_where(self.peer)
             if where:
                 why = f"{why} ({where})"

@@ -30,9 +30,10 @@ Exit is watched by a thread blocked on this one pid, independent of the pipes (s
 (:class:`~isoplug.host.stdio.StdioCapture`), never on the event loop.
 
 The runner's stdin stays open after the bootstrap line, for as long as the runner lives: it is
-the runner's *lifeline*. Only the host holds its write end, so the runner reads end-of-file
-there the moment the host dies or lets go of it, whatever state the host died in (see
-:mod:`isoplug.runner.lifeline`). A fork of the host's process closes its copy at once
+the runner's *lifeline*. It is a socket (:mod:`isoplug.host.runner_stdin`: no other process can
+open it through /proc, as it could a pipe) whose other end only the host holds, so the runner
+reads end-of-file there the moment the host dies or lets go of it, whatever state the host
+died in (see :mod:`isoplug.runner.lifeline`). A fork of the host's process closes its copy at once
 (:meth:`RunnerProcess.drop_inherited`, see :mod:`isoplug.host.binding`): a child of the
 application that outlives the host must not keep its runners alive.
 """
@@ -56,6 +57,7 @@ from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
 from isoplug.host.off_loop import off_loop
 from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
+from isoplug.host.runner_stdin import runner_stdin
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
@@ -179,20 +181,7 @@ class RunnerProcess:
             if zygote is not None:
                 child = await _fork(zygote, env, out_write, err_write, pass_fds)
             if child is None:
-                child = SpawnedChild(
-                    subprocess.Popen(
-                        list(argv),
-                        stdin=subprocess.PIPE,
-                        stdout=out_write,
-                        stderr=err_write,
-                        env=dict(env),
-                        # A group of its own in the host's session, not a session of its own:
-                        # see the module docstring.
-                        process_group=0,
-                        close_fds=True,
-                        pass_fds=tuple(pass_fds),
-                    )
-                )
+                child = _spawn(argv, env, out_write, err_write, pass_fds)
         except BaseException:
             os.close(out_read)
             os.close(err_read)
@@ -222,7 +211,8 @@ class RunnerProcess:
             owned = []
             process._capture = capture
             capture.start()
-            # A bootstrap is small, but a write to a pipe can block: keep it off the loop.
+            # A bootstrap is small, but a forked runner's environment may not fit the socket's
+            # buffer: the write blocks until the runner reads, so keep it off the loop.
             await off_loop(process._write_stdin, child.stdin_preamble + stdin_line)
         except BaseException:
             # Cancelled, or the pipes could not be read: the process must not outlive this
@@ -424,14 +414,39 @@ async def _fork(
     zygote: Zygote, env: Mapping[str, str], stdout: int, stderr: int, inherit: Sequence[int]
 ) -> ForkedChild | None:
     """Have ``zygote`` fork the runner; None when it cannot (then it is spawned)."""
-    stdin = os.pipe()
+    runner_end, host_end = runner_stdin()
     try:
-        child = await zygote.fork(env, stdin, stdout, stderr, inherit)
+        child = await zygote.fork(env, (runner_end, host_end), stdout, stderr, inherit)
     except BaseException:
-        os.close(stdin[1])
+        host_end.close()
         raise
     finally:
-        os.close(stdin[0])  # the runner's end: it has its copy
+        os.close(runner_end)  # the runner has its copy
     if child is None:
-        os.close(stdin[1])
+        host_end.close()
     return child
+
+
+def _spawn(
+    argv: Sequence[str], env: Mapping[str, str], stdout: int, stderr: int, inherit: Sequence[int]
+) -> SpawnedChild:
+    runner_end, host_end = runner_stdin()
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=runner_end,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env),
+            # A group of its own in the host's session, not a session of its own: see the
+            # module docstring.
+            process_group=0,
+            close_fds=True,
+            pass_fds=tuple(inherit),
+        )
+    except BaseException:
+        host_end.close()
+        raise
+    finally:
+        os.close(runner_end)  # the runner has its copy
+    return SpawnedChild(popen, host_end)

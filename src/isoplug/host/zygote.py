@@ -7,7 +7,8 @@ from the event loop's thread (its parent-death signal is tied to that thread, as
 and asks it to fork each runner (in test sessions, hosts share one instead:
 :mod:`isoplug.host.zygote_pool`):
 
-- The host makes the runner's pipes (stdin: its lifeline, stdout, stderr) and sends their ends
+- The host makes the runner's stdin (its lifeline, a socket: :mod:`isoplug.host.runner_stdin`)
+  and its stdout and stderr pipes, and sends the runner's ends
   with a :class:`~isoplug.control.ForkOrder` (the host's working directory, umask and resource
   limits now, the runner's inherited descriptor numbers) over a ``SOCK_SEQPACKET`` socket
   pair, the descriptors beside it (``SCM_RIGHTS``). The runner's environment
@@ -50,6 +51,7 @@ from isoplug.host import zygote_pool
 from isoplug.host.fork_order import environment_preamble, fork_order, startup_differences
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.off_loop import off_loop
+from isoplug.host.runner_stdin import HostEnd
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
 from isoplug.transport.process_tree import stat_fields
 
@@ -97,17 +99,18 @@ class Zygote:
     async def fork(
         self,
         env: Mapping[str, str],
-        stdin: tuple[int, int],
+        stdin: tuple[int, HostEnd],
         stdout: int,
         stderr: int,
         inherit: Sequence[int] = (),
     ) -> ForkedChild | None:
-        """Fork a runner of the environment ``env`` whose stdin is the pipe ``stdin`` (read end,
-        write end: the child object takes the write end, and the environment to write there
-        first), output goes to ``stdout`` and ``stderr``, and which inherits ``inherit`` under
-        the same numbers. None: spawn it instead (no zygote can serve, logged; or ``env``
-        needs an interpreter of its own: see isoplug.host.fork_order). The caller closes its
-        copies of the descriptors it passed."""
+        """Fork a runner of the environment ``env`` whose stdin is ``stdin`` (the runner's end,
+        the host's: the child object takes the host's, and the environment to write there
+        first: see isoplug.host.runner_stdin), output goes to ``stdout`` and ``stderr``, and
+        which inherits ``inherit`` under the same numbers. None: spawn it instead (no zygote
+        can serve, logged; or ``env`` needs an interpreter of its own: see
+        isoplug.host.fork_order). The caller closes its copies of the descriptors it
+        passed."""
         preamble = environment_preamble(env)
         if preamble is None:
             _log.debug("a runner's environment is too large to send a forked runner: spawning it")
