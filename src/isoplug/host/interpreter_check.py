@@ -21,11 +21,16 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from isoplug.host.commands import Commands
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.environment import runner_environment
 from isoplug.host.helper_process import HelperProcess
+from isoplug.host.launch import runner_python
+from isoplug.host.manifest import Manifest
 from isoplug.host.stderr_tail import outside_words, quote_lines
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["MIN_VERSION", "check_interpreter"]
+__all__ = ["MIN_VERSION", "check_interpreter", "interpreter_problem"]
 
 #: The oldest Python a runner runs on (the project's requires-python).
 MIN_VERSION = (3, 11)
@@ -140,6 +145,32 @@ async def _keep_tail(reader: asyncio.StreamReader, tail: bytearray) -> None:
     while chunk := await reader.read(_MAX_OUTPUT):
         tail += chunk
         del tail[:-_MAX_OUTPUT]
+
+
+async def interpreter_problem(
+    entries: Sequence[Manifest], config: SupervisorConfig, commands: Commands
+) -> str | None:
+    """Why the interpreter that ``entries`` name cannot run their runner (see
+    :func:`check_interpreter`); None when it can, or when they name none (the host's own runs
+    the host). A stop or restart command (``commands``) cuts the check short."""
+    if all(m.python is None for m in entries):
+        return None
+    check = asyncio.ensure_future(
+        check_interpreter(
+            runner_python(entries),
+            [m.id for m in entries],
+            runner_environment(entries, config.inherit_environment),
+            config.ready_timeout,
+        )
+    )
+    try:
+        await commands.wait_with((check,), None)
+    finally:
+        if not check.done():
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
+    # Cut short by a command: the caller accounts for the runner it did not start.
+    return None if check.cancelled() else check.result()
 
 
 def _lines(out: bytes | bytearray) -> list[str]:

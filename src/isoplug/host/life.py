@@ -35,12 +35,11 @@ from isoplug.errors import IsoplugError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.descendants import read_stat
-from isoplug.host.environment import runner_environment
 from isoplug.host.exit_verdict import lasting_cause
 from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
-from isoplug.host.interpreter_check import check_interpreter
-from isoplug.host.launch import CannotLaunch, launch_runner, runner_python
+from isoplug.host.interpreter_check import interpreter_problem
+from isoplug.host.launch import CannotLaunch, launch_runner
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
 from isoplug.host.off_loop import off_loop
@@ -157,7 +156,7 @@ class RunnerLife:
         """Run the runner of ``entries`` from spawn to exit; return its account (``restarts``:
         how many times the runner had been restarted before) and, when restarting cannot help,
         why."""
-        problem = await self._check_interpreter(entries)
+        problem = await interpreter_problem(entries, self._config, self._commands)
         if problem is not None or self._commands.pending is not None:
             self.health.close()
             if problem is None:
@@ -309,29 +308,6 @@ class RunnerLife:
         if not tail.fed:
             await off_loop(tail.wait_fed, _LAST_WORDS_WAIT)
         return tail.quote()
-
-    async def _check_interpreter(self, entries: Sequence[Manifest]) -> str | None:
-        """Why the interpreter that ``entries`` name cannot run their runner (see
-        :mod:`isoplug.host.interpreter_check`); None when it can, or when they name none (the
-        host's own runs the host). A stop or restart command cuts the check short."""
-        if all(m.python is None for m in entries):
-            return None
-        check = asyncio.ensure_future(
-            check_interpreter(
-                runner_python(entries),
-                [m.id for m in entries],
-                runner_environment(entries, self._config.inherit_environment),
-                self._config.ready_timeout,
-            )
-        )
-        try:
-            await self._commands.wait_with((check,), None)
-        finally:
-            if not check.done():
-                check.cancel()
-                await asyncio.gather(check, return_exceptions=True)
-        # Cut short by a command: run() accounts for the runner it did not start.
-        return None if check.cancelled() else check.result()
 
     def _note_process(self, process: RunnerProcess) -> None:
         self.process = process
