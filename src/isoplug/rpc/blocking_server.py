@@ -132,6 +132,13 @@ class BlockingServer:
                 self._changed.wait(remaining)
             return len(self._connections)
 
+    def stop_accepting(self) -> None:
+        """Stop listening now, from any thread, without waiting: the socket is closed, its
+        file and private directory removed, the accepting thread woken to end; the sessions
+        open go on until :meth:`close`. Idempotent."""
+        self._closed.set()
+        self._listener.close()
+
     def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Stop accepting, end every open session (each handler sees its connection end, then
         says goodbye), and wait up to ``timeout`` for their threads. Idempotent."""
