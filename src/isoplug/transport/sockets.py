@@ -291,26 +291,33 @@ class Listener:
                 callback()
 
     def close_now(self) -> None:
-        """Stop listening without waiting (the listener's loop is closed, or the process is
-        exiting): the socket is closed (on its loop's thread while that loop runs), its file
-        and private directory removed, :attr:`on_close` called; the handlers' tasks are left to
-        their loop. Idempotent."""
+        """Stop listening without waiting (its close cannot be awaited: cancelled, the loop
+        closed, the process exiting): the socket is closed (on its loop's thread while that
+        loop runs), its file and private directory removed, :attr:`on_close` called; the
+        handlers are cancelled on their loop, not waited for. Idempotent."""
         if self._closed:
             return
         self._closed = True
         server = self._server
         if server is not None:
             loop = server.get_loop()
-            if loop.is_closed() or _running_loop() is loop:
-                # A closed selector loop only closes the socket; nothing else runs there. On
-                # its own thread, now: the loop may close before a callback's turn comes.
-                server.close()
+            if loop.is_closed():
+                server.close()  # a closed selector loop only closes the socket
+            elif _running_loop() is loop:
+                # Now: the loop may close before a callback's turn comes.
+                self._stop_serving()
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile: so is the socket
-                    loop.call_soon_threadsafe(server.close)
+                    loop.call_soon_threadsafe(self._stop_serving)
         self._remove_files()
         for callback in self.on_close:
             callback()
+
+    def _stop_serving(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
 
     def _remove_files(self) -> None:
         if self.address.scheme is Scheme.UNIX:

@@ -1,0 +1,75 @@
+"""A listener whose start or close is cancelled leaves no socket listening, no file behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from isoplug.testing import eventually
+from isoplug.transport import Stream, connect, listen
+from tests.open_resources import listening_unix_paths, socket_dirs
+
+
+async def silent(stream: Stream) -> None:
+    """A connection handler that only reads."""
+    while await stream.receive_some():
+        pass
+
+
+async def test_a_listen_cancelled_while_its_server_starts_leaves_nothing_open() -> None:
+    """asyncio's server start yields once, after the server took the bound socket: a cancel
+    there (the host's start cancelled) closes that socket and removes its private directory,
+    and reaches the caller."""
+    before = socket_dirs()
+    starting = asyncio.create_task(listen("unix:", silent))
+    # The directory is made in the step that ends at that yield: the cancel lands there.
+    while not socket_dirs() - before:
+        await asyncio.sleep(0)
+    [made] = socket_dirs() - before
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert not os.path.exists(made)
+    assert os.path.join(made, "sock") not in listening_unix_paths()
+
+
+async def test_a_cancelled_listener_close_still_removes_its_files_and_tells_on_close() -> None:
+    """Cancelled while it waits for a handler to end, ``aclose()`` has closed the socket and
+    still removes its file and directory and calls ``on_close``: a ``close_now()`` after it
+    finds nothing left to do."""
+    handling = asyncio.Event()
+    handler_cancelled = asyncio.Event()
+    release = asyncio.Event()
+
+    async def lingering(stream: Stream) -> None:
+        handling.set()
+        try:
+            await stream.receive_some()  # the client never sends
+        except asyncio.CancelledError:
+            handler_cancelled.set()
+            await release.wait()  # what a handler's cleanup may take
+            raise
+
+    listener = await listen("unix:", lingering)
+    path = listener.address.path
+    told: list[str] = []
+    listener.on_close.append(lambda: told.append("closed"))
+    client = await connect(listener.address)
+    try:
+        await handling.wait()
+        closing = asyncio.create_task(listener.aclose())
+        await handler_cancelled.wait()  # the close waits for the handler now
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert not os.path.exists(os.path.dirname(path))
+        assert path not in listening_unix_paths()
+        assert told == ["closed"]
+        listener.close_now()
+        assert told == ["closed"]
+    finally:
+        release.set()
+        await client.aclose()
+        await eventually(lambda: not listener._tasks)
