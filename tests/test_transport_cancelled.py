@@ -1,12 +1,15 @@
-"""A listener whose start or close is cancelled leaves no socket listening, no file behind."""
+"""A listener whose start or close is cancelled (or whose start fails) leaves no socket
+listening, no file behind."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 
+from isoplug.rpc.blocking import serve_blocking
 from isoplug.testing import eventually
 from isoplug.transport import Stream, connect, listen
 from tests.open_resources import listening_unix_paths, socket_dirs
@@ -73,3 +76,24 @@ async def test_a_cancelled_listener_close_still_removes_its_files_and_tells_on_c
         release.set()
         await client.aclose()
         await eventually(lambda: not listener._tasks)
+
+
+def test_a_blocking_server_whose_accepting_thread_cannot_start_leaves_nothing_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log bridge's listener (threads) fails at its last step, out of threads: its
+    socket is closed and its directory removed, not left to the collector."""
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.endswith("-accept"):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    dirs_before, listening_before = socket_dirs(), listening_unix_paths()
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        serve_blocking("unix:", "token", lambda channel: None, name="doomed")
+    monkeypatch.undo()
+    assert socket_dirs() == dirs_before
+    assert listening_unix_paths() <= listening_before

@@ -386,19 +386,24 @@ def serve_blocking(
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
-    return BlockingServer(
-        listener,
-        token,
-        on_channel,
-        name=name,
-        handshake_timeout=handshake_timeout,
-        max_connections=max_connections,
-        max_handshakes=max_handshakes,
-        admit=admit,
-        kinship=kinship,
-        client_limit=client_limit,
-        welcome_level=welcome_level,
-    )
+    try:
+        return BlockingServer(
+            listener,
+            token,
+            on_channel,
+            name=name,
+            handshake_timeout=handshake_timeout,
+            max_connections=max_connections,
+            max_handshakes=max_handshakes,
+            admit=admit,
+            kinship=kinship,
+            client_limit=client_limit,
+            welcome_level=welcome_level,
+        )
+    except BaseException:
+        # Its accepting thread could not start (out of threads): the socket is nobody's.
+        listener.close()
+        raise
 
 
 def _end(connection: socket.socket | BlockingChannel) -> None:
