@@ -3,11 +3,15 @@ unix sockets, the listening sockets themselves, its threads."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import tempfile
 import threading
-from collections.abc import Set
+from collections.abc import Coroutine, Set
+from typing import Any
+
+import pytest
 
 
 def socket_dirs() -> set[str]:
@@ -42,3 +46,19 @@ def isoplug_threads_since(before: Set[threading.Thread]) -> list[str]:
     return [
         t.name for t in threading.enumerate() if t not in before and t.name.startswith("isoplug")
     ]
+
+
+async def cancelled_once_its_socket_dir_appears(starting: Coroutine[Any, Any, object]) -> str:
+    """Run ``starting`` (a listener's start) in a task, cancel it the moment a new socket
+    directory of this process appears, check that the cancellation reaches it; return that
+    directory. The cancel lands at the first wait after the directory is made: asyncio's
+    server start yields once, after its server took the bound socket."""
+    before = socket_dirs()
+    task = asyncio.create_task(starting)
+    while not socket_dirs() - before:
+        await asyncio.sleep(0)
+    [made] = socket_dirs() - before
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return made

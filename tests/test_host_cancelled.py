@@ -25,7 +25,11 @@ from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.testing import eventually
 from isoplug.transport import Listener, Stream, connect, parse_address
-from tests.open_resources import isoplug_threads_since, listening_unix_paths, socket_dirs
+from tests.open_resources import (
+    cancelled_once_its_socket_dir_appears,
+    isoplug_threads_since,
+    listening_unix_paths,
+)
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
 
 pytestmark = [
@@ -240,14 +244,7 @@ async def test_a_start_cancelled_while_its_listener_starts_leaves_nothing_open(
     cancellation, and the host is closed with nothing open."""
     threads_before = set(threading.enumerate())
     host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
-    before = socket_dirs()
-    starting = asyncio.create_task(host.start())
-    while not socket_dirs() - before:
-        await asyncio.sleep(0)
-    [made] = socket_dirs() - before
-    starting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await starting
+    made = await cancelled_once_its_socket_dir_appears(host.start())
     assert host._listener is None  # the cancel landed in the listener's start
     await assert_nothing_left(host, Opened({os.path.join(made, "sock")}, set(), threads_before))
     with pytest.raises(RuntimeError, match="the host is closed"):

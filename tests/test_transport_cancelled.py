@@ -12,7 +12,11 @@ import pytest
 from isoplug.rpc.blocking import serve_blocking
 from isoplug.testing import eventually
 from isoplug.transport import Stream, connect, listen
-from tests.open_resources import listening_unix_paths, socket_dirs
+from tests.open_resources import (
+    cancelled_once_its_socket_dir_appears,
+    listening_unix_paths,
+    socket_dirs,
+)
 
 
 async def silent(stream: Stream) -> None:
@@ -25,15 +29,7 @@ async def test_a_listen_cancelled_while_its_server_starts_leaves_nothing_open() 
     """asyncio's server start yields once, after the server took the bound socket: a cancel
     there (the host's start cancelled) closes that socket and removes its private directory,
     and reaches the caller."""
-    before = socket_dirs()
-    starting = asyncio.create_task(listen("unix:", silent))
-    # The directory is made in the step that ends at that yield: the cancel lands there.
-    while not socket_dirs() - before:
-        await asyncio.sleep(0)
-    [made] = socket_dirs() - before
-    starting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await starting
+    made = await cancelled_once_its_socket_dir_appears(listen("unix:", silent))
     assert not os.path.exists(made)
     assert os.path.join(made, "sock") not in listening_unix_paths()
 

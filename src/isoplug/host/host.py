@@ -232,11 +232,11 @@ class Host(PluginSettings):
         )
 
     async def aclose(self) -> None:
-        """Stop every runner and the listener. Idempotent; safe to cancel (runners are then
-        killed at once). From its first call on, what needs a running host raises
-        :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
-        started again; waits for states the close reaches (``STOPPED``) go on, and the others
-        raise once it has returned.
+        """Stop every runner and the listener. Idempotent; safe to cancel, however often
+        (runners are then killed at once, the rest closed without waiting). From its first
+        call on, what needs a running host raises :class:`PluginUnavailable` saying the host
+        is closing (then closed), and it cannot be started again; waits for states the close
+        reaches (``STOPPED``) go on, and the others raise once it has returned.
 
         In a forked child of the host's process, it only lets the child's copies go (the
         runners, zygote and sockets are the parent's); from another event loop, or after the

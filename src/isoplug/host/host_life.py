@@ -5,7 +5,8 @@ its token and the kernel's word on its pid, then the log bridge's listener (thre
 runs the other way round: every runner first (each supervisor's own stop, in parallel), then
 what served them: the zygote (nothing left to fork), the control listener, the log bridge
 (once what the runners sent last is replayed), the routes and capabilities. A stop that is
-cancelled kills every runner at once and still closes the rest.
+cancelled kills every runner at once and still closes the rest; cancelled (again) while it
+closes one of these, it closes that one and those after it without waiting.
 
 Apart from :mod:`isoplug.host.host` so that the Host's module keeps to its public surface;
 these functions take what they open and close, not the Host.
