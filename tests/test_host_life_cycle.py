@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import glob
 import logging
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -24,6 +21,7 @@ from isoplug.errors import ConnectionBroken, RequestTimeout, TransportError
 from isoplug.host import PluginInfo, PluginUnavailable, Unavailability
 from isoplug.host.logbridge import LogBridge
 from isoplug.testing import watching
+from tests.open_resources import socket_dirs
 from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir, process_alive, running
 
 NOT_STARTED = "the host has not been started"
@@ -160,11 +158,6 @@ async def test_a_start_whose_log_listener_fails_closes_the_control_listener(
         gc.collect()
     unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not unclosed, unclosed
-
-
-def socket_dirs() -> set[str]:
-    """The private directories of this process's unix listeners."""
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"isoplug-{os.getpid()}-*")))
 
 
 async def test_wait_for_times_out_naming_the_plugin_its_state_and_the_wait(

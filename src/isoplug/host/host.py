@@ -35,7 +35,7 @@ from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig, split_host_config
 from isoplug.host.environment import runner_environment
-from isoplug.host.host_life import INTERRUPTED, open_listeners, stop_everything
+from isoplug.host.host_life import INTERRUPTED, cancelled_why, open_listeners, stop_everything
 from isoplug.host.host_stage import HostStage
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.on_change import call_on_change, checked_on_change
@@ -233,11 +233,11 @@ class Host(PluginSettings):
         )
 
     async def aclose(self) -> None:
-        """Stop every runner and the listener. Idempotent; safe to cancel (runners are then
-        killed at once). From its first call on, what needs a running host raises
-        :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
-        started again; waits for states the close reaches (``STOPPED``) go on, and the others
-        raise once it has returned.
+        """Stop every runner and the listener. Idempotent; safe to cancel, however often
+        (runners are then killed at once, the rest closed without waiting). From its first
+        call on, what needs a running host raises :class:`PluginUnavailable` saying the host
+        is closing (then closed), and it cannot be started again; waits for states the close
+        reaches (``STOPPED``) go on, and the others raise once it has returned.
 
         In a forked child of the host's process, it only lets the child's copies go (the
         runners, zygote and sockets are the parent's); from another event loop, or after the
@@ -254,11 +254,14 @@ class Host(PluginSettings):
         self._check_here("close the host")
         if self._life is not HostStage.CLOSED:
             self._life = HostStage.CLOSING
-        if self._reload_task is not None:
-            self._reload_task.cancel()
-            await asyncio.gather(self._reload_task, return_exceptions=True)
-            await self._runners.cancel_restarts()
+        interrupted: BaseException | None = None
         try:
+            try:
+                await self._stop_reloading()
+            except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+                # Before the runners' stop: it runs all the same, as cancelled (killing them
+                # at once), and the exception goes on after it.
+                interrupted, kill_first = exc, kill_first or cancelled_why(exc)
             await stop_everything(
                 list(self._supervisors.values()),
                 zygote=self._zygote,
@@ -267,11 +270,21 @@ class Host(PluginSettings):
                 then_close=(self._routes.close, self._capabilities.close),
                 kill_first=kill_first,
             )
+            if interrupted is not None:
+                raise interrupted
         finally:
             observers.host_closed(self)
             self._life = HostStage.CLOSED
             # Waiters (wait_for, wait_ready) look again: what has not come will not come.
             self._waits.changed()
+
+    async def _stop_reloading(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            try:
+                await asyncio.gather(self._reload_task, return_exceptions=True)
+            finally:
+                await self._runners.cancel_restarts()  # cancels them before its first await
 
     # -- plugins ------------------------------------------------------------------------------
 

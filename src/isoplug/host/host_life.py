@@ -5,7 +5,8 @@ its token and the kernel's word on its pid, then the log bridge's listener (thre
 runs the other way round: every runner first (each supervisor's own stop, in parallel), then
 what served them: the zygote (nothing left to fork), the control listener, the log bridge
 (once what the runners sent last is replayed), the routes and capabilities. A stop that is
-cancelled kills every runner at once and still closes the rest.
+cancelled kills every runner at once and still closes the rest; cancelled (again) while it
+closes one of these, it closes that one and those after it without waiting.
 
 Apart from :mod:`isoplug.host.host` so that the Host's module keeps to its public surface;
 these functions take what they open and close, not the Host.
@@ -14,8 +15,9 @@ these functions take what they open and close, not the Host.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.logbridge import LogBridge
@@ -27,7 +29,7 @@ from isoplug.rpc import serve
 from isoplug.transport import Listener
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 
-__all__ = ["open_listeners", "stop_everything"]
+__all__ = ["cancelled_why", "open_listeners", "stop_everything"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -67,6 +69,17 @@ async def open_listeners(
     return listener
 
 
+def cancelled_why(exc: asyncio.CancelledError | KeyboardInterrupt) -> str:
+    """Why the runners are killed at once: their host's shutdown was cancelled (``exc``)."""
+    # The canceller may say why (the command line's second Ctrl-C does); asyncio.run's
+    # second Ctrl-C raises wherever the loop was, in a shutdown too.
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    if exc.args and isinstance(exc.args[0], str):
+        return f"the host's shutdown was cancelled ({exc.args[0]})"
+    return "the host's shutdown was cancelled"
+
+
 async def stop_everything(
     supervisors: Sequence[RunnerSupervisor],
     *,
@@ -90,13 +103,7 @@ async def stop_everything(
                 supervisor.kill_now(kill_first)
         await asyncio.shield(stopping)
     except (asyncio.CancelledError, KeyboardInterrupt) as exc:
-        # The canceller may say why (the command line's second Ctrl-C does); asyncio.run's
-        # second Ctrl-C raises wherever the loop was, here too.
-        why = "the host's shutdown was cancelled"
-        if isinstance(exc, KeyboardInterrupt):
-            why = INTERRUPTED
-        elif exc.args and isinstance(exc.args[0], str):
-            why += f" ({exc.args[0]})"
+        why = cancelled_why(exc)
         for supervisor in supervisors:
             supervisor.kill_now(why)
         # Bounded: a runner whose exit cannot be seen (its zygote stopped) must not hold a
@@ -108,14 +115,41 @@ async def stop_everything(
             await asyncio.gather(*(s.wait_ended(KILLED_EXIT_WAIT) for s in supervisors))
         raise
     finally:
-        if zygote is not None:
-            # The runners have stopped (or were killed): nothing more to fork.
-            await zygote.aclose()
-        if listener is not None:
-            await listener.aclose()
-        # The runners have stopped: their log connections end as soon as what they sent last
-        # is replayed (a thread of the bridge's replays it; waiting for it here must not block
-        # the loop).
-        await off_loop(log_bridge.close)
-        for close in then_close:
-            close()
+        try:
+            await _close_in_order(_closing_steps(zygote, listener, log_bridge))
+        finally:
+            for close in then_close:
+                close()
+
+
+#: One thing to close: awaiting its close, and closing it without waiting.
+_Step = tuple[Callable[[], Awaitable[None]], Callable[[], None]]
+
+
+def _closing_steps(
+    zygote: Zygote | None, listener: Listener | None, log_bridge: LogBridge
+) -> list[_Step]:
+    steps: list[_Step] = []
+    if zygote is not None:
+        # The runners have stopped (or were killed): nothing more to fork.
+        steps.append((zygote.aclose, zygote.close_now))
+    if listener is not None:
+        steps.append((listener.aclose, listener.close_now))
+    # The runners have stopped: their log connections end as soon as what they sent last is
+    # replayed (a thread of the bridge's replays it; waiting for it here must not block the
+    # loop).
+    steps.append((functools.partial(off_loop, log_bridge.close), log_bridge.close_now))
+    return steps
+
+
+async def _close_in_order(steps: Sequence[_Step]) -> None:
+    """Await each close in turn. One that raises (cancelled: a second Ctrl-C, a supervisor's
+    timeout, while the host closes) is closed without waiting, and so is each one after it,
+    before the exception goes on: a cancelled close leaves nothing open."""
+    for at, (close, _) in enumerate(steps):
+        try:
+            await close()
+        except BaseException:
+            for _, close_now in steps[at:]:
+                close_now()
+            raise

@@ -114,6 +114,9 @@ class LogBridge:
         #: What each runner's connections share, by runner id.
         self.runners = RunnerLogStates(supervisors, self.limits)
         self._server: BlockingServer | None = None
+        #: The server until it is closed: close_now() stops it while close() drains it.
+        self._listening: BlockingServer | None = None
+        self._taking = threading.Lock()  # one close() of two threads closes the server
         self._max_log_connections = DEFAULT_MAX_LOG_CONNECTIONS
 
     @property
@@ -132,7 +135,7 @@ class LogBridge:
         a connection gets before it authenticates: see :func:`~isoplug.rpc.serve_blocking`),
         at most ``max_log_connections`` at once per runner (its descendants included)."""
         self._max_log_connections = max_log_connections
-        self._server = serve_blocking(
+        self._server = self._listening = serve_blocking(
             "unix:",
             self._expected_token,
             self._serve,
@@ -154,7 +157,8 @@ class LogBridge:
     def close(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Wait up to ``drain_timeout`` for log connections to end, replaying what they still
         send, then close the rest and the listener. Blocks: call it off the event loop."""
-        server, self._server = self._server, None
+        with self._taking:
+            server, self._server = self._server, None
         if server is None:
             return
         still_open = server.wait_idle(drain_timeout)
@@ -173,6 +177,19 @@ class LogBridge:
         self.runners.close()  # the summaries still pending
         self._handler_errors.close()
         self._refusals.close()
+        self._listening = None
+
+    def close_now(self) -> None:
+        """Stop listening at once, waiting for nothing (the host's close cannot wait any more:
+        it was cancelled): the socket is closed, its directory removed. The rest of
+        :meth:`close` (replaying what the open connections still send) goes on in a thread of
+        its own, unless under way already. Idempotent."""
+        listening = self._listening
+        if listening is None:
+            return
+        listening.stop_accepting()
+        if self._server is not None:
+            threading.Thread(target=self.close, name="isoplug-log-bridge-close").start()
 
     def metrics(self, runner_id: str) -> LogMetrics:
         """A snapshot of the log metrics of one runner (all its connections so far)."""

@@ -132,6 +132,13 @@ class BlockingServer:
                 self._changed.wait(remaining)
             return len(self._connections)
 
+    def stop_accepting(self) -> None:
+        """Stop listening now, from any thread, without waiting: the socket is closed, its
+        file and private directory removed, the accepting thread woken to end; the sessions
+        open go on until :meth:`close`. Idempotent."""
+        self._closed.set()
+        self._listener.close()
+
     def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Stop accepting, end every open session (each handler sees its connection end, then
         says goodbye), and wait up to ``timeout`` for their threads. Idempotent."""
@@ -379,19 +386,24 @@ def serve_blocking(
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
-    return BlockingServer(
-        listener,
-        token,
-        on_channel,
-        name=name,
-        handshake_timeout=handshake_timeout,
-        max_connections=max_connections,
-        max_handshakes=max_handshakes,
-        admit=admit,
-        kinship=kinship,
-        client_limit=client_limit,
-        welcome_level=welcome_level,
-    )
+    try:
+        return BlockingServer(
+            listener,
+            token,
+            on_channel,
+            name=name,
+            handshake_timeout=handshake_timeout,
+            max_connections=max_connections,
+            max_handshakes=max_handshakes,
+            admit=admit,
+            kinship=kinship,
+            client_limit=client_limit,
+            welcome_level=welcome_level,
+        )
+    except BaseException:
+        # Its accepting thread could not start (out of threads): the socket is nobody's.
+        listener.close()
+        raise
 
 
 def _end(connection: socket.socket | BlockingChannel) -> None:

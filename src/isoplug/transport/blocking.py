@@ -18,7 +18,11 @@ import threading
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
-from isoplug.transport.sockets import tcp_listening_socket, unix_listening_path
+from isoplug.transport.sockets import (
+    tcp_listening_socket,
+    unix_listening_path,
+    unix_listening_socket,
+)
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
 
@@ -188,13 +192,7 @@ def listen_blocking(
     try:
         if parsed.scheme is Scheme.UNIX:
             path, private_dir = unix_listening_path(parsed)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.bind(path)
-                sock.listen(backlog)
-            except BaseException:
-                sock.close()
-                raise
+            sock = unix_listening_socket(path, backlog)
             bound = Address(Scheme.UNIX, path=path)
         else:
             if parsed.scheme is Scheme.TLS and ssl_context is None:

@@ -33,6 +33,7 @@ __all__ = [
     "tls_client_context",
     "tls_server_context",
     "unix_listening_path",
+    "unix_listening_socket",
 ]
 
 _log = logging.getLogger("isoplug.transport")
@@ -110,6 +111,42 @@ def make_private_socket_dir() -> str:
         os.rmdir(directory)
         directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     return directory
+
+
+def unix_listening_socket(path: str, backlog: int) -> socket.socket:
+    """A unix socket bound to ``path`` and listening (its stale file already removed: see
+    :func:`unix_listening_path`)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve_on(
+    create: Callable[..., Awaitable[asyncio.Server]],
+    sock: socket.socket,
+    make_stream: Callable[[], SocketStream],
+    **options: Any,
+) -> asyncio.Server:
+    """A server accepting on the listening ``sock`` (``create``: the loop's
+    ``create_unix_server`` or ``create_server``). Raising, cancelled too, it leaves nothing
+    open: asyncio's own start yields once, after its server took the socket, and a server
+    cancelled there would be nobody's, listening until collected."""
+    try:
+        server = await create(make_stream, sock=sock, start_serving=False, **options)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        await server.start_serving()
+    except BaseException:
+        server.close()  # stops serving and closes the socket
+        raise
+    return server
 
 
 def tls_server_context(
@@ -230,44 +267,57 @@ class Listener:
             await stream.aclose()
 
     async def aclose(self) -> None:
-        """Stop listening and release everything. Idempotent."""
+        """Stop listening and release everything. Idempotent. Cancelled, it stops waiting for
+        the handlers to end (they are cancelled already) and releases the rest all the same."""
         if self._closed:
             return
         self._closed = True
         if self._server is not None:
-            self._server.close()
+            self._server.close()  # the listening socket is closed now
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_HANDLER_CANCEL_TIMEOUT)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_HANDLER_CANCEL_TIMEOUT):
-                    await self._server.wait_closed()
-        self._remove_files()
-        for callback in self.on_close:
-            callback()
+        try:
+            if tasks:
+                await asyncio.wait(tasks, timeout=_HANDLER_CANCEL_TIMEOUT)
+            if self._server is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_HANDLER_CANCEL_TIMEOUT):
+                        await self._server.wait_closed()
+        finally:
+            # Past the waits: a close_now() after a cancelled aclose() finds it closed.
+            self._remove_files()
+            for callback in self.on_close:
+                callback()
 
     def close_now(self) -> None:
-        """Stop listening without waiting (the listener's loop is closed, or the process is
-        exiting): the socket is closed (on its loop's thread while that loop runs), its file
-        and private directory removed; the handlers' tasks are left to their loop. Idempotent.
-        """
+        """Stop listening without waiting (its close cannot be awaited: cancelled, the loop
+        closed, the process exiting): the socket is closed (on its loop's thread while that
+        loop runs), its file and private directory removed, :attr:`on_close` called; the
+        handlers are cancelled on their loop, not waited for. Idempotent."""
         if self._closed:
             return
         self._closed = True
         server = self._server
         if server is not None:
             loop = server.get_loop()
-            if loop.is_closed() or _running_loop() is loop:
-                # A closed selector loop only closes the socket; nothing else runs there. On
-                # its own thread, now: the loop may close before a callback's turn comes.
-                server.close()
+            if loop.is_closed():
+                server.close()  # a closed selector loop only closes the socket
+            elif _running_loop() is loop:
+                # Now: the loop may close before a callback's turn comes.
+                self._stop_serving()
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile: so is the socket
-                    loop.call_soon_threadsafe(server.close)
+                    loop.call_soon_threadsafe(self._stop_serving)
         self._remove_files()
+        for callback in self.on_close:
+            callback()
+
+    def _stop_serving(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
 
     def _remove_files(self) -> None:
         if self.address.scheme is Scheme.UNIX:
@@ -310,11 +360,16 @@ async def listen(
         # The handler starts once the connection is made (after the TLS handshake, for tls).
         return SocketStream(f"peer of {listener.address}", listener._accepted)
 
+    bound = False  # a unix socket's file is ours to remove
     try:
         if parsed.scheme is Scheme.UNIX:
             path, listener._private_dir = unix_listening_path(parsed)
             listener.address = Address(Scheme.UNIX, path=path)
-            listener._server = await loop.create_unix_server(make_stream, path, backlog=backlog)
+            sock = unix_listening_socket(path, backlog)
+            bound = True
+            listener._server = await _serve_on(
+                loop.create_unix_server, sock, make_stream, backlog=backlog
+            )
         else:
             if parsed.scheme is Scheme.TLS and ssl_context is None:
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
@@ -323,21 +378,24 @@ async def listen(
             # binds every address, on as many different ports when the port is 0.
             infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
             sock = tcp_listening_socket(infos, backlog)
-            try:
-                server = await loop.create_server(
-                    make_stream,
-                    sock=sock,
-                    ssl=context,
-                    ssl_handshake_timeout=ssl_handshake_timeout if context else None,
-                )
-            except BaseException:
-                sock.close()
-                raise
+            server = await _serve_on(
+                loop.create_server,
+                sock,
+                make_stream,
+                backlog=backlog,
+                ssl=context,
+                ssl_handshake_timeout=ssl_handshake_timeout if context else None,
+            )
             listener._server = server
             host, port = server.sockets[0].getsockname()[:2]
             listener.address = Address(parsed.scheme, host=host, port=port)
-    except (OSError, ValueError) as exc:
-        if listener._private_dir is not None:
+    except BaseException as exc:
+        # A cancellation too: the listener is nobody's yet, so nobody else would remove it.
+        if bound:
+            listener._remove_files()
+        elif listener._private_dir is not None:
             shutil.rmtree(listener._private_dir, ignore_errors=True)
-        raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
+        if isinstance(exc, OSError | ValueError):
+            raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
+        raise
     return listener
