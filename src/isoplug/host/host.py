@@ -43,7 +43,7 @@ from isoplug.host.own_loggers import keep_own_loggers_enabled
 from isoplug.host.plugin_calls import check_event_payload
 from isoplug.host.plugin_settings import PluginSettings
 from isoplug.host.registry import RunnerPlan, plan_runners
-from isoplug.host.reload import PluginReloader, reload_unavailable
+from isoplug.host.reload import PluginReloader, reload_unavailable, report_reloader_end
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
 from isoplug.host.standard_fds import fill_standard_descriptors
@@ -202,7 +202,7 @@ class Host(PluginSettings):
         if self.reload:
             self.reloader = self._runners.reloader()
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
-            self._reload_task.add_done_callback(_report_reloader_end)
+            self._reload_task.add_done_callback(report_reloader_end)
 
     @property
     def problems(self) -> list[str]:
@@ -493,8 +493,3 @@ class Host(PluginSettings):
         if self._on_change is not None:
             call_on_change(self._on_change, change)
         self._waits.changed()
-
-
-def _report_reloader_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (error := task.exception()) is not None:
-        _log.error("reload: watching the plugins folder stopped: %r", error, exc_info=error)

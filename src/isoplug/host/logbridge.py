@@ -44,6 +44,7 @@ metrics of its own, summed with its connections'.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 

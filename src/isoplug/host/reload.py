@@ -42,7 +42,14 @@ from isoplug.host.off_loop import off_loop
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
 from isoplug.wire.sanitize import clean_path, clean_text
 
-__all__ = ["PluginReloader", "ReloadPlan", "plan_reload", "plugin_folders", "reload_unavailable"]
+__all__ = [
+    "PluginReloader",
+    "ReloadPlan",
+    "plan_reload",
+    "plugin_folders",
+    "reload_unavailable",
+    "report_reloader_end",
+]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -449,3 +456,9 @@ class PluginReloader:
                 if any(_relative(path, manifest.directory) is not None for path in paths):
                     folders.add(manifest.directory)
         return {_problem_of(folder / MANIFEST_NAME) for folder in folders}
+
+
+def report_reloader_end(task: asyncio.Task[None]) -> None:
+    """A done callback of the reloader's task: say why it stopped, when it failed."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        _log.error("reload: watching the plugins folder stopped: %r", error, exc_info=error)
