@@ -4,6 +4,8 @@ checkout's), never another one installed, and this checkout's ``tests`` package.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import isoplug
@@ -19,3 +21,18 @@ def child_env(**extra: str) -> dict[str, str]:
     isoplug and ``tests`` first (the rest of the caller's ``PYTHONPATH`` after them)."""
     path = [str(SOURCES), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **extra)
+
+
+def run_python(
+    source: str, *arguments: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """This interpreter running ``source`` (``-c``) with ``arguments``, in :func:`child_env`;
+    its output captured as text, whatever its exit code."""
+    return subprocess.run(
+        [sys.executable, "-c", source, *arguments],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=timeout,
+    )

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from isoplug.cli.signals import REPEAT_WINDOW
 from isoplug.host import PluginInfo
 from tests import plugins_fixtures
 from tests.plugins_fixtures import plugins_dir, process_alive
-from tests.processes import child_env
+from tests.processes import child_env, run_python
 from tests.test_cli import read_until, start_cli
 from tests.test_host_lifetime import escapers, start_host
 from tests.test_host_lifetime import read_until as read_host_until
@@ -248,14 +247,7 @@ asyncio.run(main())
 def test_a_loop_that_ends_under_an_open_host_still_tells_how_each_runner_ended(
     tmp_path: Path,
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _LOOP_ENDS_UNDER_AN_OPEN_HOST, str(plugins_dir(tmp_path, "echo"))],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=60,
-    )
+    result = run_python(_LOOP_ENDS_UNDER_AN_OPEN_HOST, str(plugins_dir(tmp_path, "echo")))
     (pid,) = map(int, re.findall(r"ready: runner echo \(pid (\d+)\)", result.stderr))
     assert re.search(
         rf"WARNING isoplug.host: plugin echo: stopped: runner echo \(pid {pid}\) was killed by "

@@ -4,12 +4,10 @@ once descriptors are free again, the plugin comes back."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.plugins_fixtures import plugins_dir
-from tests.processes import child_env
+from tests.processes import run_python
 
 #: A host whose descriptor limit drops below what it holds while one plugin restarts, and
 #: rises again once the plugin is waiting to restart.
@@ -33,14 +31,7 @@ asyncio.run(main())
 
 
 def test_a_runner_the_host_lacks_descriptors_for_is_said_and_restarted(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _APP, str(plugins_dir(tmp_path, "echo"))],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-    )
+    result = run_python(_APP, str(plugins_dir(tmp_path, "echo")), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "app: ready again\n"
     assert "is out of file descriptors (Too many open files): each running plugin takes " in (
