@@ -21,6 +21,12 @@ _PREFIX = "isoplug"
 def keep_own_loggers_enabled() -> None:
     """Enable isoplug's loggers that a logging configuration disabled, saying so once each
     time on ``isoplug.host``."""
+    # Called at every change of a plugin's state: a look at the host's own logger first (a
+    # configuration that disables loggers disables it too), the registry (which the
+    # plugins' records fill, up to 100,000 entries) only then.
+    host_logger = logging.Logger.manager.loggerDict.get(f"{_PREFIX}.host")
+    if not (isinstance(host_logger, logging.Logger) and host_logger.disabled):
+        return
     disabled = sorted(
         name
         for name, logger in list(logging.Logger.manager.loggerDict.items())
