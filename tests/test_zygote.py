@@ -94,6 +94,32 @@ async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, st
         assert not process_alive(parent), "the zygote outlived its host's close"
 
 
+async def test_a_stop_under_a_stopped_zygote_continues_it_and_tells_a_clean_exit(
+    tmp_path: Path,
+) -> None:
+    """The runner exits on the shutdown request, but its zygote, stopped, neither reaps it
+    nor reports its exit: the host does not SIGTERM and SIGKILL a zombie (saying it "did not
+    exit", "ignored SIGTERM", "still runs after SIGKILL" every second, for ever): it continues
+    the zygote and tells the exit as it was."""
+    with watching(None) as waiter:
+        async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+            first = host.plugin("echo").pid
+            assert first is not None
+            zygote = parent_of(first)
+            os.kill(zygote, signal.SIGSTOP)
+            try:
+                info = await asyncio.wait_for(host.stop("echo"), 30)
+            finally:
+                os.kill(zygote, signal.SIGCONT)
+            await waiter.wait_for("isoplug.host", "it is stopped; continuing it")
+    assert info.last_exit is not None
+    assert info.last_exit.describe().startswith(
+        f"runner echo (pid {first}) exited with code 0; stopped on request"
+    ), info.last_exit.describe()
+    said = [r.getMessage() for r in waiter.matching("isoplug.host", "")]
+    assert not [m for m in said if "SIGTERM" in m or "after SIGKILL" in m], said
+
+
 async def test_a_forked_runner_is_in_its_own_group_once_the_host_knows_its_pid() -> None:
     """The host may signal a runner's group the moment it has its pid (a restart, a stop):
     the zygote puts the child in its group before it replies, not only the child once it

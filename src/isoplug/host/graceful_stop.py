@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from isoplug.host.descendants import read_stat
-from isoplug.host.process import RunnerProcess
+from isoplug.host.process import RunnerProcess, Unreaped
 
 __all__ = ["stop_gracefully"]
 
@@ -26,10 +26,13 @@ async def stop_gracefully(
     shutdown_timeout: float,
     terminate_timeout: float,
     name: str,
+    unreaped: Unreaped | None = None,
 ) -> None:
     """Stop the runner ``process``: ``ask()`` it (if given) and wait ``shutdown_timeout`` from the
     request, for the answer and the exit together; then SIGTERM its group and wait
-    ``terminate_timeout``; then SIGKILL. Returns once it has exited."""
+    ``terminate_timeout``; then SIGKILL. Returns once it has exited. ``unreaped()`` is asked
+    after each wait that did not see the exit: True when the runner had exited, unseen (see
+    :meth:`~isoplug.host.process.RunnerProcess.kill_and_wait`)."""
     if ask is not None and process.running:
         requested = time.monotonic()
         # The answer is not waited for on its own: a runner whose loop is blocked never
@@ -43,7 +46,7 @@ async def stop_gracefully(
                 await asyncio.gather(asking, return_exceptions=True)
         if not asking.cancelled():
             asking.result()  # ask() swallows what a runner can cause: this is a bug
-        if exited:
+        if exited or (unreaped is not None and await unreaped()):
             return
         waited = time.monotonic() - requested
         _log.warning(
@@ -58,7 +61,7 @@ async def stop_gracefully(
         why = "stopping it (no control connection to ask it)"
     terminated = time.monotonic()
     process.send(signal.SIGTERM, why)
-    if await process.wait_exit(terminate_timeout):
+    if await process.wait_exit(terminate_timeout) or (unreaped is not None and await unreaped()):
         return
     ignored = time.monotonic() - terminated
     stat = read_stat(process.pid)
@@ -81,4 +84,4 @@ async def stop_gracefully(
             process.pid,
             ignored,
         )
-    await process.kill_and_wait(why, name)
+    await process.kill_and_wait(why, name, unreaped)

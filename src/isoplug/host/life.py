@@ -436,27 +436,27 @@ class RunnerLife:
     async def _lost(self, process: RunnerProcess, what: str) -> str:
         """The runner is going away (the exit follows within moments) or is broken: why it
         ended, once it has."""
-        if await process.wait_exit(self._config.health_timeout):
-            return ""
-        stat = read_stat(process.pid)
-        if self._zygote is not None and stat is not None and stat.state == "Z":
-            # It exited: the zygote that forked it reports its status once it reaps it, and
-            # has not (stopped, say). A signal cannot reach a zombie; only the zygote's end
-            # hands it to init.
-            why = (
-                f"has not reaped runner {self.runner_id} (pid {process.pid}) "
-                f"{self._config.health_timeout:g} s after it exited"
-            )
-            if self._zygote.resume_if_stopped(why) and await process.wait_exit(
-                self._config.health_timeout
-            ):
-                return ""
-            self._zygote.kill_stuck(why)
-            await process.wait_exit(None)
+        if await process.wait_exit(self._config.health_timeout) or await self._unreaped(process):
             return ""
         _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, what)
         await self._kill(process, what)
         return f"{KILLED_BY_HOST}{what}"
+
+    async def _unreaped(self, process: RunnerProcess) -> bool:
+        """Whether the runner has exited but its zygote did not reap it (stopped, say), which
+        alone reports its status: then continue the zygote, or kill it if that does not help
+        (init reaps the runner then), and wait for the exit. A signal cannot reach a zombie."""
+        stat = read_stat(process.pid)
+        if self._zygote is None or stat is None or stat.state != "Z":
+            return False
+        why = f"has not reaped runner {self.runner_id} (pid {process.pid}) after it exited"
+        if self._zygote.resume_if_stopped(why) and await process.wait_exit(
+            self._config.health_timeout
+        ):
+            return True
+        self._zygote.kill_stuck(why)
+        await process.wait_exit(None)
+        return True
 
     async def _shut_down(self, process: RunnerProcess) -> None:
         """Ask, then SIGTERM, then SIGKILL; returns once the runner has exited."""
@@ -473,7 +473,8 @@ class RunnerLife:
             shutdown_timeout=self._config.shutdown_timeout,
             terminate_timeout=self._config.terminate_timeout,
             name=self.runner_id,
+            unreaped=lambda: self._unreaped(process),
         )
 
     async def _kill(self, process: RunnerProcess, why: str) -> None:
-        await process.kill_and_wait(why, self.runner_id)
+        await process.kill_and_wait(why, self.runner_id, lambda: self._unreaped(process))

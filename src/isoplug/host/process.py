@@ -48,7 +48,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
@@ -62,7 +62,7 @@ from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 
-__all__ = ["PRINTING_PIPE_BYTES", "RunnerProcess"]
+__all__ = ["PRINTING_PIPE_BYTES", "RunnerProcess", "Unreaped"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -90,6 +90,11 @@ KILL_RETRY = 1.0
 
 OpenStdio = Callable[[int], StdioDestination]
 """``open_stdio(pid)``: where the output of the runner process ``pid`` goes."""
+
+
+Unreaped = Callable[[], Awaitable[bool]]
+"""``unreaped()``: whether a runner that looks alive has in fact exited unseen (see
+:meth:`RunnerProcess.kill_and_wait`), once that is dealt with."""
 
 
 def _signal_label(signum: signal.Signals) -> str:
@@ -270,12 +275,16 @@ class RunnerProcess:
         """SIGKILL the runner and its process group, noting ``why`` for the exit account."""
         self.send(signal.SIGKILL, why)
 
-    async def kill_and_wait(self, why: str, name: str) -> None:
+    async def kill_and_wait(self, why: str, name: str, unreaped: Unreaped | None = None) -> None:
         """:meth:`kill`, then wait for the exit, sending SIGKILL again (and saying so) every
-        :data:`KILL_RETRY` seconds for as long as the runner is still there."""
+        :data:`KILL_RETRY` seconds for as long as the runner is still there. ``unreaped()``
+        (a forked runner's) says whether it has exited, unseen: a zombie its zygote did not
+        reap, which a SIGKILL cannot reach (it then has the zygote see to it)."""
         self.kill(why)
         killed = time.monotonic()
         while not await self.wait_exit(KILL_RETRY):
+            if unreaped is not None and await unreaped():
+                return
             _log.error(
                 "runner %s (pid %d) still runs %.1f s after SIGKILL; sending it again",
                 name,
