@@ -112,6 +112,27 @@ async def test_no_other_process_can_open_a_starting_runners_stdin(
     assert found == [{"socket": True, "read": "ENXIO", "write": "ENXIO"}]
 
 
+@pytest.mark.skipif(not fork_supported(), reason="runners are spawned here")
+@pytest.mark.usefixtures("isoplug_own_zygotes")
+async def test_no_other_process_can_open_the_zygotes_lifeline(tmp_path: Path) -> None:
+    """The zygote's stdin, whose end-of-file tells it its host is gone, is a socket too: no
+    process of the user can open it to hold it open or write to it."""
+    directory = tmp_path / "plugins"
+    shutil.copytree(FIXTURES / "echo", directory / "echo")
+    async with Host(directory, config=FAST) as host:
+        await host.wait_ready(30)
+        pid = host.plugin("echo").pid
+        assert pid is not None
+        probe = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(_parent_of(pid))],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert json.loads(probe.stdout) == {"socket": True, "read": "ENXIO", "write": "ENXIO"}
+
+
 #: A plugin whose import says on stderr why it cannot go on, then waits for good: as a runner
 #: handed a malformed environment or bootstrap would, had it not exited.
 _STUCK_AT_IMPORT = """

@@ -136,7 +136,7 @@ class SpawnedChild:
         self._stdin.close()
 
     def drop_inherited(self) -> None:
-        self._stdin.close()
+        self._stdin.drop_inherited()
         pidfd, self._pidfd = self._pidfd, None  # no lock: see binding.Inherited
         if pidfd is not None:
             os.close(pidfd)

@@ -84,7 +84,7 @@ class ForkedChild:
         self._stdin.close()
 
     def drop_inherited(self) -> None:
-        self.close_stdin()
+        self._stdin.drop_inherited()
         pidfd, self._pidfd = self._pidfd, None  # no lock: see binding.Inherited
         if pidfd is not None:
             os.close(pidfd)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 __all__ = ["HostEnd", "runner_stdin"]
 
@@ -36,6 +37,9 @@ class HostEnd:
 
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
+        # Closed from more than one thread (a zygote's reader, and the loop letting it go):
+        # a descriptor closed twice could close another's that took its number.
+        self._closing = threading.Lock()
 
     def write(self, data: bytes) -> None:
         """Write all of ``data`` (blocking until the runner has read what does not fit the
@@ -49,8 +53,16 @@ class HostEnd:
                 written += os.write(fd, view[written:])
 
     def close(self) -> None:
-        """Let go of the lifeline; in a forked child of the host too, where it closes only
-        this process's copy (no shutdown: that would reach the parent's)."""
+        """Let go of the lifeline (no shutdown: in a forked child of the host, that would
+        reach the parent's; see :meth:`drop_inherited`)."""
+        with self._closing:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def drop_inherited(self) -> None:
+        """:meth:`close` in a forked child of the host: without the lock, which a thread of
+        the parent may have held at the fork (that thread is not in the child)."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)

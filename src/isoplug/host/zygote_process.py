@@ -24,8 +24,8 @@ import msgspec
 
 from isoplug.control import ZYGOTE_MODULE, ChildExited, Forked, ForkRefused
 from isoplug.host.binding import release_in_forked_child
-from isoplug.host.children import close_file_in_forked_child
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
+from isoplug.host.runner_stdin import HostEnd, runner_stdin
 from isoplug.host.standard_fds import child_stderr
 from isoplug.wire.sanitize import clean_text
 
@@ -54,9 +54,15 @@ class ZygoteProcess:
     """One zygote process and the host's end of its socket. Create with :meth:`start`."""
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], sock: socket.socket, environment: Mapping[str, str]
+        self,
+        popen: subprocess.Popen[bytes],
+        sock: socket.socket,
+        environment: Mapping[str, str],
+        lifeline: HostEnd,
     ) -> None:
         self._popen = popen
+        #: The host's end of the zygote's stdin: its end-of-file tells the zygote to go.
+        self._lifeline = lifeline
         self.pid = popen.pid
         #: The environment it was started with, from which its interpreter was set up.
         self.environment = dict(environment)
@@ -88,10 +94,13 @@ class ZygoteProcess:
         # Each child writes its own tag over this (see isoplug.runner.forked_start).
         started_with[TAG_VARIABLE] = _TAG_PLACEHOLDER
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A socket, as a runner's stdin is: no process of the user can open it through /proc
+        # and hold the lifeline open (see isoplug.host.runner_stdin).
+        stdin, lifeline = runner_stdin()
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno())],
-                stdin=subprocess.PIPE,
+                stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 stderr=child_stderr(),
                 env=started_with,
@@ -103,11 +112,13 @@ class ZygoteProcess:
             )
         except BaseException:
             ours.close()
+            lifeline.close()
             raise
         finally:
             theirs.close()
+            os.close(stdin)
         _log.debug("started the runner zygote (pid %d)", popen.pid)
-        return cls(popen, ours, env)
+        return cls(popen, ours, env, lifeline)
 
     def order(
         self, order: bytes, fds: Sequence[int]
@@ -144,9 +155,7 @@ class ZygoteProcess:
     def close(self) -> None:
         """Let the zygote go: it exits (and the runners it forked with it, if any are left)."""
         self._closing = True
-        if self._popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._popen.stdin.close()
+        self._lifeline.close()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
 
@@ -160,7 +169,7 @@ class ZygoteProcess:
         :mod:`isoplug.host.binding`)."""
         self._closing = True
         self._sock.close()
-        close_file_in_forked_child(self._popen.stdin)
+        self._lifeline.drop_inherited()
 
     def _read(self) -> None:
         replies = msgspec.msgpack.Decoder(Forked | ForkRefused | ChildExited)
@@ -203,9 +212,7 @@ class ZygoteProcess:
 
     def _end(self, why: str) -> None:
         self._sock.close()
-        if self._popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._popen.stdin.close()
+        self._lifeline.close()
         returncode = self._popen.wait()
         how = (
             f"exited with code {returncode}"
