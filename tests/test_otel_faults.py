@@ -26,9 +26,10 @@ from tests.record_waiter import watching
 otlp_receiver = otel_helpers.otlp_receiver
 T = TypeVar("T")
 QUICK = OutboxLimits(interval=0.05, report_interval=0.5)
-#: A loop that waits on a 1-2 s export would stall that long; the loop's own noise on a busy
-#: 2-core machine stays far below this.
-MAX_STALL = 0.3
+#: A loop that waits on an export (the tests' timeouts: 1 s and more) would stall that long at
+#: least; the loop's own noise on a 2-core machine running two tests at once stays below this
+#: (0.3 s was passed once in a full run: a plugin's flood and another test's host share them).
+MAX_STALL = 0.8
 
 
 async def _stalls_during(work: Awaitable[T]) -> tuple[list[float], T]:
