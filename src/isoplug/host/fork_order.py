@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from isoplug.control import MAX_FORKED_ENVIRONMENT_BYTES, ForkedEnvironment, ForkOrder
+from isoplug.control.zygote import MAX_FORKED_ENVIRONMENT_BYTES, ForkedEnvironment, ForkOrder
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 
 __all__ = [
@@ -72,7 +72,7 @@ def fork_order(inherit: Sequence[int]) -> ForkOrder:
 
 def environment_preamble(env: Mapping[str, str]) -> bytes | None:
     """What a forked runner with the environment ``env`` reads on its stdin before its
-    bootstrap line (see :class:`~isoplug.control.ForkedEnvironment`); None when it is too
+    bootstrap line (see :class:`~isoplug.control.zygote.ForkedEnvironment`); None when it is too
     large (then the runner is spawned)."""
     tag = env.get(TAG_VARIABLE, "")
     body = _encode(

@@ -8,17 +8,17 @@ and asks it to fork each runner (in test sessions, hosts share one instead:
 :mod:`isoplug.host.zygote_pool`):
 
 - The host makes the runner's stdin (its lifeline, a socket: :mod:`isoplug.host.runner_stdin`)
-  and its stdout and stderr pipes, and sends the runner's ends
-  with a :class:`~isoplug.control.ForkOrder` (the host's working directory, umask and resource
+  and its stdout and stderr pipes, and sends the runner's ends with a
+  :class:`~isoplug.control.zygote.ForkOrder` (the host's working directory, umask and resource
   limits now, the runner's inherited descriptor numbers) over a ``SOCK_SEQPACKET`` socket
   pair, the descriptors beside it (``SCM_RIGHTS``). The runner's environment
-  (:class:`~isoplug.control.ForkedEnvironment`), then its bootstrap line with its tokens, go
-  on the runner's stdin, as the bootstrap does for a spawned runner: nothing of one runner's
-  own passes through the zygote, whose memory the runners forked later copy
+  (:class:`~isoplug.control.zygote.ForkedEnvironment`), then its bootstrap line with its
+  tokens, go on the runner's stdin, as the bootstrap does for a spawned runner: nothing of one
+  runner's own passes through the zygote, whose memory the runners forked later copy
   (:mod:`isoplug.host.fork_order`).
 - The zygote forks; the child sets itself up as a spawned runner would be and runs the same
   ``main``. The zygote answers with the pid and a pidfd of the child (:class:`Forked`), reaps
-  it when it exits and reports its status (:class:`~isoplug.control.ChildExited`).
+  it when it exits and reports its status (:class:`~isoplug.control.zygote.ChildExited`).
 - :class:`~isoplug.host.forked_child.ForkedChild` is the runner for
   :class:`~isoplug.host.process.RunnerProcess`: it polls the pidfd, takes the zygote's report
   as the exit status, signals through the pidfd.

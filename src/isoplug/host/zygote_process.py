@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from isoplug.control import ZYGOTE_MODULE, ChildExited, Forked, ForkRefused
+from isoplug.control import ZYGOTE_MODULE
+from isoplug.control.zygote import ChildExited, Forked, ForkRefused
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.runner_stdin import HostEnd, runner_stdin

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from isoplug.control import MAX_FORKED_ENVIRONMENT_BYTES, ForkedEnvironment
+from isoplug.control.zygote import MAX_FORKED_ENVIRONMENT_BYTES, ForkedEnvironment
 
 __all__ = ["adopt_environment", "take_host_settings"]
 

@@ -2,8 +2,8 @@
 
 Importing Python, asyncio, msgspec and isoplug's runner stack is most of what starting a runner
 costs (about 100 ms and 11 MiB of private memory each). The zygote does it once per host, then
-forks a runner for each :class:`~isoplug.control.ForkOrder` the host sends on the socket ``FD``
-(see :mod:`isoplug.host.zygote` for the host's side). The child then runs exactly what
+forks a runner for each :class:`~isoplug.control.zygote.ForkOrder` the host sends on the
+socket ``FD`` (see :mod:`isoplug.host.zygote` for the host's side). The child then runs exactly what
 ``python -m isoplug.runner`` runs (:func:`isoplug.runner.__main__.main`), from the same state a
 spawned runner would reach: its own process group, its own descriptors on 0, 1, 2 (and the health
 socket's number), its environment, the host's working directory, umask and resource limits.
@@ -43,7 +43,8 @@ import time
 
 import msgspec
 
-from isoplug.control import EXIT_BAD_BOOTSTRAP, ChildExited, Forked, ForkOrder, ForkRefused
+from isoplug.control import EXIT_BAD_BOOTSTRAP
+from isoplug.control.zygote import ChildExited, Forked, ForkOrder, ForkRefused
 
 # The runner stack, imported once here: this import is what every fork saves.
 from isoplug.runner import __main__ as runner_main
