@@ -21,6 +21,7 @@ from isoplug.host.manifest import Manifest
 from isoplug.host.process import PRINTING_PIPE_BYTES, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.zygote import Zygote
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["CannotLaunch", "launch_runner", "plugin_entry", "runner_python", "start_method"]
 
@@ -111,9 +112,9 @@ async def launch_runner(
         largest = max(env, key=lambda name: len(name) + len(env[name]))
         raise CannotLaunch(
             f"its environment is too large for the kernel to start it ({exc.strerror}): "
-            f"{len(env)} variables, the largest {largest!r} ({len(env[largest]):,} "
-            "characters); let fewer or smaller ones through (inherit_environment, "
-            "[environment])"
+            f"{len(env)} variables, the largest {clean_text(largest, 100)!r} "
+            f"({len(env[largest]):,} characters); let fewer or smaller ones through "
+            "(inherit_environment, [environment])"
         ) from None
 
 

@@ -48,12 +48,12 @@ from collections.abc import Callable, Mapping, Sequence
 import msgspec
 
 from isoplug.host import zygote_pool
+from isoplug.host.descendants import read_stat
 from isoplug.host.fork_order import environment_preamble, fork_order, startup_differences
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.off_loop import off_loop
 from isoplug.host.runner_stdin import HostEnd
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
-from isoplug.transport.process_tree import stat_fields
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
 
@@ -216,8 +216,8 @@ class Zygote:
         """SIGCONT the zygote if it is stopped (SIGSTOP, a debugger's), which keeps it from
         doing its part (``why``); whether it was."""
         process = self._process
-        fields = None if process is None else stat_fields(process.pid)
-        if process is None or fields is None or fields[:1] not in ([b"T"], [b"t"]):
+        stat = None if process is None else read_stat(process.pid)
+        if process is None or stat is None or stat.state not in ("T", "t"):
             return False
         _log.warning(
             "the runner zygote (pid %d) %s: it is stopped; continuing it", process.pid, why
