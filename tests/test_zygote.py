@@ -7,6 +7,7 @@ the process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ from tests.process_memory import (
     memory_holds,
     parent_of,
 )
-from tests.record_waiter import watching
+from tests.record_waiter import RecordWaiter, watching
 
 pytestmark = [
     pytest.mark.skipif(not fork_supported(), reason="runners are spawned here"),
@@ -94,6 +96,25 @@ async def test_a_forked_runner_and_a_spawned_one_behave_alike(tmp_path: Path, st
         assert not process_alive(parent), "the zygote outlived its host's close"
 
 
+@contextlib.asynccontextmanager
+async def echo_with_its_zygote_stopped(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Host, RecordWaiter, int, int]]:
+    """A host running the echo plugin, whose zygote is stopped (SIGSTOP) for the block: the
+    host, a waiter for every record, the runner's pid and the zygote's. The zygote is
+    continued at the end whatever the host did about it."""
+    with watching(None) as waiter:
+        async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+            runner = host.plugin("echo").pid
+            assert runner is not None
+            zygote = parent_of(runner)
+            os.kill(zygote, signal.SIGSTOP)
+            try:
+                yield host, waiter, runner, zygote
+            finally:
+                os.kill(zygote, signal.SIGCONT)
+
+
 async def test_a_stop_under_a_stopped_zygote_continues_it_and_tells_a_clean_exit(
     tmp_path: Path,
 ) -> None:
@@ -101,17 +122,9 @@ async def test_a_stop_under_a_stopped_zygote_continues_it_and_tells_a_clean_exit
     nor reports its exit: the host does not SIGTERM and SIGKILL a zombie (saying it "did not
     exit", "ignored SIGTERM", "still runs after SIGKILL" every second, for ever): it continues
     the zygote and tells the exit as it was."""
-    with watching(None) as waiter:
-        async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
-            first = host.plugin("echo").pid
-            assert first is not None
-            zygote = parent_of(first)
-            os.kill(zygote, signal.SIGSTOP)
-            try:
-                info = await asyncio.wait_for(host.stop("echo"), 30)
-            finally:
-                os.kill(zygote, signal.SIGCONT)
-            await waiter.wait_for("isoplug.host", "it is stopped; continuing it")
+    async with echo_with_its_zygote_stopped(tmp_path) as (host, waiter, first, _):
+        info = await asyncio.wait_for(host.stop("echo"), 30)
+        await waiter.wait_for("isoplug.host", "it is stopped; continuing it")
     assert info.last_exit is not None
     assert info.last_exit.describe().startswith(
         f"runner echo (pid {first}) exited with code 0; stopped on request"
@@ -197,30 +210,22 @@ async def test_a_stopped_zygote_is_continued_and_the_crash_it_held_back_told(
     """A SIGSTOPped zygote cannot reap the runner that crashed meanwhile, nor report how it
     ended: the host says the zygote is stopped and continues it, and the crash is told as it
     happened (its exit code), not as a runner that "did not exit" and was killed."""
-    with watching(None) as waiter:
-        async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
-            first = host.plugin("echo").pid
-            assert first is not None
-            zygote = parent_of(first)
-            os.kill(zygote, signal.SIGSTOP)
-            try:
-                with pytest.raises(ConnectionBroken):
-                    await host.call("echo", "crash", 3)
-                record = await waiter.wait_for("isoplug.host", "it is stopped; continuing it")
-                assert f"the runner zygote (pid {zygote}) has not reaped runner echo" in (
-                    record.getMessage()
-                )
-                await host.wait_for(
-                    "echo", lambda i: i.state is PluginState.READY and i.pid not in (None, first)
-                )
-            finally:
-                os.kill(zygote, signal.SIGCONT)
-            account = host.plugin("echo").last_exit
-            assert account is not None and account.pid == first
-            assert account.describe().startswith(
-                f"runner echo (pid {first}) exited with code 3; uptime"
-            ), account.describe()
-            assert parent_of(host.plugin("echo").pid or 0) == zygote  # the same zygote
+    async with echo_with_its_zygote_stopped(tmp_path) as (host, waiter, first, zygote):
+        with pytest.raises(ConnectionBroken):
+            await host.call("echo", "crash", 3)
+        record = await waiter.wait_for("isoplug.host", "it is stopped; continuing it")
+        assert f"the runner zygote (pid {zygote}) has not reaped runner echo" in (
+            record.getMessage()
+        )
+        await host.wait_for(
+            "echo", lambda i: i.state is PluginState.READY and i.pid not in (None, first)
+        )
+        account = host.plugin("echo").last_exit
+        assert account is not None and account.pid == first
+        assert account.describe().startswith(
+            f"runner echo (pid {first}) exited with code 3; uptime"
+        ), account.describe()
+        assert parent_of(host.plugin("echo").pid or 0) == zygote  # the same zygote
 
 
 async def test_no_runner_holds_another_runners_tokens(tmp_path: Path) -> None:
