@@ -28,6 +28,7 @@ _BELOW_CLI = frozenset(
         "sizes",
         "cpu_wait",
         "stdlib_paths",
+        "off_loop",
         "wire",
         "transport",
         "rpc",
@@ -49,10 +50,13 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # Which source files are the standard library's (frames a report of where code waits or
     # failed walks past): the runner's health and the remote tracebacks of rpc.
     "stdlib_paths": frozenset(),
+    # A blocking step in a thread of its own, never on the application's default executor:
+    # the host's supervision, and a TCP name's resolution in transport.
+    "off_loop": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # Byte streams only: it knows nothing of frames or messages.
-    "transport": frozenset({"errors"}),
+    "transport": frozenset({"errors", "off_loop"}),
     "rpc": frozenset({"errors", "wire", "transport", "stdlib_paths"}),
     "logs": frozenset({"errors", "wire", "transport", "rpc"}),
     "exporters": frozenset({"errors", "wire", "logs"}),
@@ -81,6 +85,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "sizes",
             "cpu_wait",
             "stdlib_paths",
+            "off_loop",
             "wire",
             "transport",
             "rpc",

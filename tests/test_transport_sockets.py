@@ -11,7 +11,9 @@ import socket
 import ssl
 import stat
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,20 @@ async def connected_pair(
         finally:
             test_done.set()
             await client.aclose()
+
+
+def resolving_as(monkeypatch: pytest.MonkeyPatch, name: str, addresses: list[str]) -> None:
+    """Make ``name`` resolve to ``addresses`` (IPv4, in that order) for this test."""
+    resolve = socket.getaddrinfo
+
+    def resolved(host: object, port: object, *args: Any, **kwargs: Any) -> list[Any]:
+        if host != name:
+            return resolve(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolved)
 
 
 async def settle_failed_handshakes() -> None:
@@ -308,18 +324,7 @@ async def test_a_name_with_several_addresses_gets_one_socket_and_port(
     """A name that resolves to two addresses (as localhost does to ::1 and 127.0.0.1 on many
     machines; here made so) is bound once, on the first: the port the listener reports is
     the only one it listens on."""
-    loop = asyncio.get_running_loop()
-    resolve = loop.getaddrinfo
-
-    async def two_addresses(host: object, port: object, **kwargs: object) -> list[Any]:
-        if host != "twice.test":
-            return await resolve(host, port, **kwargs)  # type: ignore[arg-type]
-        return [
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
-        ]
-
-    monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+    resolving_as(monkeypatch, "twice.test", ["127.0.0.1", "127.0.0.2"])
     async with await listen("tcp://twice.test:0", echo) as listener:
         assert isinstance(listener._server, asyncio.Server)
         assert len(listener._server.sockets) == 1
@@ -328,6 +333,57 @@ async def test_a_name_with_several_addresses_gets_one_socket_and_port(
             await echo_round_trip(client)
         finally:
             await client.aclose()
+
+
+async def test_connect_tries_each_address_a_name_resolves_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name whose first address refuses (nothing listens on 127.0.0.2 there) is reached on
+    its second; with every address refusing, the error says so for each."""
+    async with await listen("tcp://127.0.0.1:0", echo) as listener:
+        port = listener.address.port
+        resolving_as(monkeypatch, "second.test", ["127.0.0.2", "127.0.0.1"])
+        client = await connect(f"tcp://second.test:{port}")
+        try:
+            await echo_round_trip(client)
+        finally:
+            await client.aclose()
+    resolving_as(monkeypatch, "neither.test", ["127.0.0.2", "127.0.0.3"])
+    failed_both = r"every address failed: .*127\.0\.0\.2.*; .*127\.0\.0\.3"
+    with pytest.raises(ConnectError, match=failed_both):
+        await connect(f"tcp://neither.test:{port}")
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+async def test_names_resolve_while_the_applications_default_executor_is_full(
+    kind: str, certs: Certs
+) -> None:
+    """The loop's default executor is the application's: with its one worker busy, listening
+    on and connecting to ``localhost`` (a name, resolved in a thread) still work, and a TLS
+    connection still checks the certificate against the name."""
+    loop = asyncio.get_running_loop()
+    application_executor = ThreadPoolExecutor(1, thread_name_prefix="application")
+    loop.set_default_executor(application_executor)
+    release = threading.Event()
+    job = loop.run_in_executor(None, release.wait, WAIT)
+    server_context, client_context = contexts_for(kind, certs)
+    try:
+        async with asyncio.timeout(WAIT / 2):
+            async with await listen(
+                f"{kind}://localhost:0", echo, ssl_context=server_context
+            ) as listener:
+                client = await connect(
+                    f"{kind}://localhost:{listener.address.port}", ssl_context=client_context
+                )
+                try:
+                    await echo_round_trip(client)
+                finally:
+                    await client.aclose()
+        assert not job.done(), "the name was resolved on the application's default executor"
+    finally:
+        release.set()
+        await job
+        application_executor.shutdown()
 
 
 @pytest.mark.parametrize("kind", ["tcp", "tls"])

@@ -55,7 +55,7 @@ from isoplug.host.descendants import (
     read_stat,
     subtree,
 )
-from isoplug.host.off_loop import off_loop
+from isoplug.off_loop import off_loop
 
 __all__ = ["HelperProcess"]
 

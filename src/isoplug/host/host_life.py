@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.logbridge import LogBridge
-from isoplug.host.off_loop import off_loop
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.zygote import Zygote
+from isoplug.off_loop import off_loop
 from isoplug.rpc import serve
 from isoplug.transport import Listener
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 from isoplug.host import descendants
 from isoplug.host.descendants import ProcessStat
-from isoplug.host.off_loop import off_loop
+from isoplug.off_loop import off_loop
 
 __all__ = ["Leftovers", "end_interpreters", "end_leftovers", "interpreters"]
 

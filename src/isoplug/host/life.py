@@ -42,7 +42,6 @@ from isoplug.host.interpreter_check import interpreter_problem
 from isoplug.host.launch import CannotLaunch, launch_runner
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
-from isoplug.host.off_loop import off_loop
 from isoplug.host.process import EXIT_REPLAY_TIMEOUT, KILL_RETRY, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
@@ -52,6 +51,7 @@ from isoplug.host.status import KILLED_BY_HOST, ExitAccount
 from isoplug.host.stderr_tail import StderrTail, outside_words
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
+from isoplug.off_loop import off_loop
 from isoplug.rpc import Peer
 
 __all__ = ["CUT_SHORT", "OnReady", "RunnerLife"]

@@ -55,12 +55,12 @@ from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.exit_watch import ExitWatch
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.leftovers import Leftovers, end_interpreters, end_leftovers
-from isoplug.host.off_loop import off_loop
 from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.runner_stdin import runner_stdin
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
+from isoplug.off_loop import off_loop
 
 __all__ = ["PRINTING_PIPE_BYTES", "RunnerProcess", "Unreaped"]
 

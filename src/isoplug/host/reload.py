@@ -38,8 +38,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
-from isoplug.host.off_loop import off_loop
 from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
+from isoplug.off_loop import off_loop
 from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = [

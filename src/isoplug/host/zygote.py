@@ -51,9 +51,9 @@ from isoplug.host import zygote_pool
 from isoplug.host.descendants import read_stat
 from isoplug.host.fork_order import environment_preamble, fork_order, startup_differences
 from isoplug.host.forked_child import ForkedChild
-from isoplug.host.off_loop import off_loop
 from isoplug.host.runner_stdin import HostEnd
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
+from isoplug.off_loop import off_loop
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
 

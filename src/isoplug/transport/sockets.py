@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from isoplug.errors import ConnectError, TransportError
+from isoplug.off_loop import off_loop
 from isoplug.transport.address import Address, Scheme, parse_address
 from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.transport.stream import SocketStream, Stream
@@ -200,13 +201,7 @@ async def connect(
                 context = None
                 if parsed.scheme is Scheme.TLS:
                     context = ssl_context or ssl.create_default_context()
-                _, stream = await loop.create_connection(
-                    lambda: SocketStream(description),
-                    parsed.host,
-                    parsed.port,
-                    ssl=context,
-                    server_hostname=parsed.host if context else None,
-                )
+                stream = await _connect_tcp(parsed, description, context)
     except TimeoutError as exc:
         raise ConnectError(
             f"cannot connect to {description}: no answer within {timeout} s"
@@ -215,6 +210,33 @@ async def connect(
         # ValueError: a host name getaddrinfo refuses (NUL, an over-long IDNA label).
         raise ConnectError(f"cannot connect to {description}: {exc}") from exc
     return stream
+
+
+async def _connect_tcp(
+    parsed: Address, description: str, context: ssl.SSLContext | None
+) -> SocketStream:
+    """Connect to each address ``parsed.host`` resolves to in turn, as asyncio would; but
+    resolved in a thread of isoplug's, not on the loop's default executor (the application's:
+    full of its work, or shut down), so that a numeric address is all asyncio is given."""
+    loop = asyncio.get_running_loop()
+    resolved = await off_loop(socket.getaddrinfo, parsed.host, parsed.port, type=socket.SOCK_STREAM)
+    failures: list[OSError] = []
+    for *_, sockaddr in resolved:
+        try:
+            _, stream = await loop.create_connection(
+                lambda: SocketStream(description),
+                str(sockaddr[0]),
+                int(sockaddr[1]),
+                ssl=context,
+                server_hostname=parsed.host if context else None,
+            )
+        except OSError as exc:
+            failures.append(exc)
+        else:
+            return stream
+    if len(failures) == 1:
+        raise failures[0]
+    raise OSError(f"every address failed: {'; '.join(str(exc) for exc in failures)}")
 
 
 class Listener:
@@ -376,7 +398,11 @@ async def listen(
             context = ssl_context if parsed.scheme is Scheme.TLS else None
             # One socket on the first address the name resolves to: given the name, asyncio
             # binds every address, on as many different ports when the port is 0.
-            infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+            # Resolved in a thread of isoplug's: the loop's default executor is the
+            # application's (full of its work, or shut down).
+            infos = await off_loop(
+                socket.getaddrinfo, parsed.host, parsed.port, type=socket.SOCK_STREAM
+            )
             sock = tcp_listening_socket(infos, backlog)
             server = await _serve_on(
                 loop.create_server,

@@ -1,4 +1,6 @@
-"""The host's blocking steps, each run in a thread of its own, off the application's loop.
+"""isoplug's blocking steps, each run in a thread of its own, off the application's loop:
+the host's supervision, and the resolution of a TCP address's name (``loop.getaddrinfo`` would
+queue it on the default executor too).
 
 A :class:`~isoplug.Host` runs inside the application's event loop, whose default executor
 (``asyncio.to_thread``, ``loop.run_in_executor(None, ...)``) is the application's: a web app
