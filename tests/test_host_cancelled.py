@@ -9,8 +9,10 @@ session: its close waits for it to exit, and no process of it may be left."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.open_resources import (
     listening_unix_paths,
 )
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
+from tests.record_waiter import watching
 
 pytestmark = [
     pytest.mark.skipif(not fork_supported(), reason="runners are spawned here: no zygote"),
@@ -176,6 +179,44 @@ async def test_a_close_cancelled_at_a_step_closes_everything_and_raises(
         await host.aclose()  # closed: nothing more to do
     finally:
         await stranger.aclose()
+
+
+@pytest.mark.parametrize("step", ["runners", "zygote"])
+async def test_a_zygote_stopped_when_a_close_is_cancelled_is_killed_and_said_so(
+    tmp_path: Path, step: str
+) -> None:
+    """A zygote stopped (SIGSTOP) when the close reaches a step that is then cancelled does
+    not exit when let go, and left so it would hold its runners unreaped for ever: it is
+    killed once 2 s have passed, from a thread of isoplug's, and the host says so."""
+    threads_before = set(threading.enumerate())
+    host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
+    await host.start()
+    await host.wait_ready(20)
+    opened = opened_by(host, threads_before)
+    zygote = host._zygote.pid if host._zygote is not None else None
+    assert zygote is not None
+    owner, name = AWAITED_STEPS[step]
+    original: Callable[..., Awaitable[None]] = getattr(owner, name)
+    closing: list[asyncio.Task[None]] = []
+
+    async def stopped_then_cancelled(*args: Any, **kwargs: Any) -> None:
+        os.kill(zygote, signal.SIGSTOP)
+        closing[0].cancel()
+        await original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, watching("isoplug.host") as waiter:
+        patch.setattr(owner, name, stopped_then_cancelled)
+        try:
+            closing.append(asyncio.create_task(host.aclose()))
+            with pytest.raises(asyncio.CancelledError):
+                await closing[0]
+            await waiter.wait_for(
+                "isoplug.host", f"the runner zygote (pid {zygote}) had not exited"
+            )
+            await assert_nothing_left(host, opened)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(zygote, signal.SIGCONT)
 
 
 async def test_a_block_left_by_a_cancel_and_cancelled_in_its_close_closes_everything(

@@ -43,6 +43,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
@@ -61,6 +62,9 @@ _log = logging.getLogger("isoplug.host")
 
 #: A zygote that dies this many times in a row without forking a runner is not started again.
 _MAX_FAILED_STARTS = 3
+#: How long a zygote let go may take to exit before it is killed (it exits at once, unless
+#: stopped).
+_LINGER = 2.0
 #: How often an order is tried again while the socket's buffer is full.
 _FULL_RETRY = 0.005
 
@@ -184,7 +188,7 @@ class Zygote:
                         _MAX_FAILED_STARTS,
                     )
                 return None
-        self._let_go()
+        self._let_go(_LINGER)
         try:
             if zygote_pool.sharing():
                 self._process, self._shared = zygote_pool.take(self._environment()), True
@@ -196,21 +200,14 @@ class Zygote:
             return None
         return self._process
 
-    async def aclose(self, timeout: float = 2.0) -> None:
+    async def aclose(self, timeout: float = _LINGER) -> None:
         """Let the zygote go (once the runners are stopped: the ones left die with it), and
         wait up to ``timeout`` seconds for it to be gone (it exits at once; a shared one is
-        kept for the next host)."""
-        process = None if self._shared else self._process
-        self.close_now()
-        if process is not None and not await off_loop(process.gone.wait, timeout):
-            # Stopped (SIGSTOP), say: left so, it would hold its unreaped runners forever.
-            _log.warning(
-                "the runner zygote (pid %d) had not exited %g s after the host let it go; "
-                "killing it",
-                process.pid,
-                timeout,
-            )
-            process.kill()
+        kept for the next host), or killed."""
+        ending = self._let_go(timeout)
+        self._closed = True
+        if ending is not None:
+            await off_loop(ending.join)
 
     def resume_if_stopped(self, why: str) -> bool:
         """SIGCONT the zygote if it is stopped (SIGSTOP, a debugger's), which keeps it from
@@ -235,19 +232,31 @@ class Zygote:
             process.kill()
 
     def close_now(self) -> None:
-        """Let the zygote go without waiting for it (the host's loop is gone)."""
+        """Let the zygote go without waiting for it (the host's loop is gone, or its close
+        was cancelled); a thread of its own still kills it if it is not gone in
+        :data:`_LINGER` seconds."""
         self._closed = True
-        self._let_go()
+        self._let_go(_LINGER)
 
-    def _let_go(self) -> None:
+    def _let_go(self, timeout: float) -> threading.Thread | None:
+        """Let the zygote go; the thread that makes sure it is gone within ``timeout``
+        seconds (None for a shared zygote, kept for the next host)."""
         process, self._process = self._process, None
         shared, self._shared = self._shared, False
         if process is None:
-            return
+            return None
         if shared:
             zygote_pool.release(process)
-        else:
-            process.close()
+            return None
+        process.close()
+        # Its own thread, not the caller's wait: a cancelled close, or none on a closed loop,
+        # must still end a zygote that does not exit (stopped by SIGSTOP, say), which would
+        # hold its unreaped runners forever. Not a daemon: the interpreter's exit waits for it.
+        ending = threading.Thread(
+            target=_end_lingering, args=(process, timeout), name="isoplug-zygote-end"
+        )
+        ending.start()
+        return ending
 
     def drop_inherited(self) -> None:
         """In a forked child of the host: close this process's copies of the zygote's socket
@@ -258,6 +267,16 @@ class Zygote:
         self._shared = False
         if process is not None:
             process.drop_inherited()
+
+
+def _end_lingering(process: ZygoteProcess, timeout: float) -> None:
+    if not process.gone.wait(timeout):
+        _log.warning(
+            "the runner zygote (pid %d) had not exited %g s after the host let it go; killing it",
+            process.pid,
+            timeout,
+        )
+        process.kill()
 
 
 def _release(reply: concurrent.futures.Future[tuple[int, int | None]]) -> None:
