@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -348,3 +349,40 @@ async def test_what_a_config_check_said_stays_quoted(tmp_path: Path) -> None:
     assert all(inside[i - 1] == "\\" for i, c in enumerate(inside) if c == '"'), why
     assert 'the host ran out of memory \\"ok\\" \\\\ \\\\x1b[2J' in inside, why
     assert "\x1b" not in why
+
+
+async def test_a_config_check_reads_a_large_configuration_no_other_process_can_open(
+    tmp_path: Path,
+) -> None:
+    """The configuration a check is asked about reaches it whole however large (past a
+    socket's buffer), on a stdin that no other process of the user can open through
+    ``/proc/<pid>/fd/0`` (the kernel refuses that on a socket; a file or a pipe there would
+    give the configuration to anyone who asks). The plugin's import opens its own, as another
+    process would: the kernel's check is the same."""
+    opened = tmp_path / "opened"
+    module = textwrap.dedent(
+        f"""
+        import os
+        import isoplug
+        import msgspec
+        try:
+            with open(f"/proc/{{os.getpid()}}/fd/0", "rb") as stdin:
+                found = f"read {{len(stdin.read())}} bytes"
+        except OSError as exc:
+            found = f"refused: {{exc.errno}}"
+        with open({str(opened)!r}, "w") as out:
+            out.write(found)
+
+        class Settings(msgspec.Struct, forbid_unknown_fields=True):
+            secret: str
+
+        class Plugin(isoplug.Plugin):
+            config_schema = Settings
+        """
+    )
+    folder = write_plugin(tmp_path, "large", '[config]\nsecret = "s"', module)
+    # Past plugin.toml's limit: as a host's configuration overrides give it.
+    manifest = dataclasses.replace(load_manifest(folder), config={"secret": "s" * (2 << 20)})
+    async with asyncio.timeout(TEST_BOUND):
+        assert await check_in_process(manifest, [], TEST_BOUND) is None
+    assert opened.read_text() == f"refused: {errno.ENXIO}"

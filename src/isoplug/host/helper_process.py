@@ -26,7 +26,11 @@ helper's pipes and outlive it. So:
   everything it wrote is in its pipes: what is left there is read at once and the readers
   end, so a process it started that still holds a pipe (outside its group, ended with the
   rest of what it left) cannot hold a caller reading to the end until its deadline.
-- Its stdin is a file holding the question: writing it cannot block, whatever its size.
+- Its stdin is a socket (:mod:`isoplug.host.runner_stdin`, as a runner's is): the question
+  (a plugin's configuration) can be read only by the helper, never opened by another process
+  through ``/proc/<helper>/fd/0``, as a file or a pipe could be. A thread of its own writes
+  it, so a question larger than the socket's buffer waits for the helper's read, never the
+  loop; the helper reads it to the end of the stream, which the thread's close makes.
 
 Ending kills synchronously first, so a second cancel during the awaits that follow cannot
 leave anything running; the leader is reaped by a loop callback that no one needs to await.
@@ -41,7 +45,6 @@ import os
 import secrets
 import signal
 import subprocess
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from typing import IO
@@ -55,6 +58,7 @@ from isoplug.host.descendants import (
     read_stat,
     subtree,
 )
+from isoplug.host.runner_stdin import HostEnd, runner_stdin
 from isoplug.off_loop import off_loop
 
 __all__ = ["HelperProcess"]
@@ -118,12 +122,11 @@ class HelperProcess:
         when it cannot be started."""
         env = dict(env)
         tag = env[TAG_VARIABLE] = secrets.token_hex(TAG_LENGTH // 2)
-        with tempfile.TemporaryFile() as stdin:
-            stdin.write(question)
-            stdin.seek(0)
+        helper_stdin, asking = runner_stdin()
+        try:
             popen = subprocess.Popen(
                 list(argv),
-                stdin=stdin,
+                stdin=helper_stdin,
                 stdout=subprocess.PIPE,
                 stderr=(
                     stderr
@@ -135,6 +138,14 @@ class HelperProcess:
                 env=env,
                 start_new_session=True,
             )
+        except BaseException:
+            asking.close()
+            raise
+        finally:
+            os.close(helper_stdin)
+        threading.Thread(
+            target=_ask, args=(asking, question), name=f"isoplug-ask-{popen.pid}", daemon=True
+        ).start()
         helper = cls(popen, tag)
         try:
             helper._watch_exit()
@@ -281,3 +292,16 @@ class HelperProcess:
         finally:
             for transport, _, _ in self._transports:
                 transport.close()
+
+
+def _ask(stdin: HostEnd, question: bytes) -> None:
+    """Write ``question`` on a helper's stdin, then close it (the end of its question). A
+    daemon thread: once the host is gone, nobody needs the answer."""
+    try:
+        stdin.write(question)
+    except OSError as exc:
+        # It exited, or was ended, before reading all of it: its exit status and stderr,
+        # which the caller reports, say why; this is only what it missed.
+        _log.debug("a helper process did not read its question: %s", exc)
+    finally:
+        stdin.close()
