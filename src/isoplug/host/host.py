@@ -46,6 +46,7 @@ from isoplug.host.registry import RunnerPlan, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable, report_reloader_end
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
+from isoplug.host.socket_folders import SocketFolders
 from isoplug.host.standard_fds import fill_standard_descriptors
 from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
@@ -127,6 +128,7 @@ class Host(PluginSettings):
         self._supervisors = self._runners.supervisors
         self._runner_of = self._runners.runner_of
         self._listener: Listener | None = None
+        self._socket_folders: SocketFolders | None = None  # made again if a cleaner deletes them
         #: Forks the runners (started on the first start; see isoplug.host.zygote).
         # Not through self: the runners' tasks and threads reach the zygote, and must not
         # keep the host alive (see isoplug.host.unclosed).
@@ -194,6 +196,7 @@ class Host(PluginSettings):
         for problem in self._runners.folder_problems:
             _log.error("%s", problem)
         self._listener = await open_listeners(self.config, self._routes, self._log_bridge)
+        self._socket_folders = SocketFolders(self._listener, self._log_bridge)
         for plan in plans:
             self._runners.add(plan)
         observers.host_started(self)
@@ -219,11 +222,10 @@ class Host(PluginSettings):
         return self._runners.kept()
 
     def _make_supervisor(self, plan: RunnerPlan) -> RunnerSupervisor:
-        assert self._listener is not None
+        assert self._socket_folders is not None
         return RunnerSupervisor(
             plan,
-            address=str(self._listener.address),
-            log_address=self._log_bridge.address,
+            addresses=self._socket_folders.addresses,
             config=self.config,
             invoke_capability=self._capabilities.invoke,
             # Weakly: its tasks and the log bridge's threads must not keep the host alive.

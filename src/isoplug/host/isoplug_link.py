@@ -11,7 +11,9 @@ library the plugin's environment pins otherwise) would shadow the plugin's.
 
 Such a runner gets, instead, a private folder holding a single link, ``isoplug``, to the
 package the host imported: made once per host process (``0700``, in the temporary folder),
-removed at its exit. Its other imports (msgspec included) come from its own interpreter.
+removed at its exit; made afresh when a temporary-file cleaner deleted it
+(:func:`renew_if_lost`, asked before each runner's start). Its other imports (msgspec included)
+come from its own interpreter.
 """
 
 from __future__ import annotations
@@ -23,16 +25,21 @@ import tempfile
 import threading
 from pathlib import Path
 
+from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.wire.sanitize import clean_path
 
-__all__ = ["host_package_root", "isoplug_only_folder"]
+__all__ = ["host_package_root", "isoplug_only_folder", "renew_if_lost"]
 
 _log = logging.getLogger("isoplug.host")
 
 _lock = threading.Lock()
-#: pid -> the folder made by that process (a forked child makes its own).
+#: pid -> the folder runners of that process import isoplug from (a forked child makes its
+#: own); a folder it made is in ``_places`` too, as made.
 _made: dict[int, str] = {}
+_places: dict[int, PrivatePlace] = {}
+#: Whether this process (or the one it was forked from) removes its folder at its exit.
+_removed_at_exit = False
 
 
 def host_package_root() -> str:
@@ -45,23 +52,51 @@ def isoplug_only_folder() -> str:
     made at the first call of this process. Where links cannot be made (Windows without the
     privilege), the host's package root, as before (with a warning, once)."""
     with _lock:
-        made = _made.get(os.getpid())
-        if made is not None:
-            return made
-        try:
-            # Named as the socket folders are, after this process: one a kill -9 left behind
-            # is removed by the next host's start (isoplug.transport.socket_dirs).
-            folder = tempfile.mkdtemp(prefix=owner_prefix())
-        except OSError as exc:
-            return _fall_back(f"no temporary folder: {exc}")
-        try:
-            os.symlink(_package(), os.path.join(folder, "isoplug"), target_is_directory=True)
-        except OSError as exc:
-            os.rmdir(folder)
-            return _fall_back(f"no link could be made: {exc}")
-        atexit.register(_remove, folder, os.getpid())
-        _made[os.getpid()] = folder
-        return folder
+        return _folder()
+
+
+def renew_if_lost() -> tuple[str, str] | None:
+    """When the folder this process made was deleted (or its link), by a temporary-file
+    cleaner say, make a fresh one for the runners started from now on: return what was lost
+    (see :meth:`~isoplug.transport.private_places.PrivatePlace.lost`) and the new folder.
+    None while it is whole, or none was made. Runners running keep what they imported."""
+    with _lock:
+        place = _places.get(os.getpid())
+        if place is None:
+            return None
+        lost = place.lost()
+        if lost is None:
+            return None
+        del _made[os.getpid()], _places[os.getpid()]
+        place.remove(reported=True)
+        return lost, _folder()
+
+
+def _folder() -> str:
+    """:func:`isoplug_only_folder`, under its lock."""
+    global _removed_at_exit  # noqa: PLW0603 (once per process, whichever host asks first)
+    made = _made.get(os.getpid())
+    if made is not None:
+        return made
+    try:
+        # Named as the socket folders are, after this process: one a kill -9 left behind
+        # is removed by the next host's start (isoplug.transport.socket_dirs).
+        folder = tempfile.mkdtemp(prefix=owner_prefix())
+    except OSError as exc:
+        return _fall_back(f"no temporary folder: {exc}")
+    link = os.path.join(folder, "isoplug")
+    try:
+        os.symlink(_package(), link, target_is_directory=True)
+        place = PrivatePlace.made(link, folder)
+    except OSError as exc:
+        os.rmdir(folder)
+        return _fall_back(f"no link could be made: {exc}")
+    if not _removed_at_exit:
+        atexit.register(_remove)
+        _removed_at_exit = True
+    _made[os.getpid()] = folder
+    _places[os.getpid()] = place
+    return folder
 
 
 #: A path quoted in a record (the operator's, but a record quotes no path raw).
@@ -85,16 +120,9 @@ def _fall_back(why: str) -> str:
     return root
 
 
-def _remove(folder: str, owner: int) -> None:
-    if os.getpid() != owner:
-        return  # a forked child (the zygote's runners): the folder is its parent's
-    link = os.path.join(folder, "isoplug")
-    try:
-        os.unlink(link)
-        os.rmdir(folder)
-    except OSError as exc:
-        _log.warning(
-            "could not remove %s: %s",
-            clean_path(folder, _MAX_PATH_CHARS),
-            clean_path(exc, _MAX_PATH_CHARS),
-        )
+def _remove() -> None:
+    # A forked child (the zygote's runners) made none: the folder is its parent's.
+    place = _places.pop(os.getpid(), None)
+    if place is not None:
+        # Deleted already (a temporary-file cleaner): said at DEBUG, no more.
+        place.remove()

@@ -31,7 +31,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 from isoplug.control import SHUTDOWN, ReadyReport, ResourceLimits
-from isoplug.errors import IsoplugError
+from isoplug.errors import IsoplugError, TransportError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.descendants import read_stat
@@ -53,8 +53,9 @@ from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.off_loop import off_loop
 from isoplug.rpc import Peer
+from isoplug.wire.sanitize import clean_path
 
-__all__ = ["CUT_SHORT", "OnReady", "RunnerLife"]
+__all__ = ["CUT_SHORT", "Addresses", "OnReady", "RunnerLife"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -67,6 +68,9 @@ CUT_SHORT = "the host was cut short (its event loop ending, or its shutdown canc
 #: on its log connection before it died to be replayed (they travel beside its pipes).
 _LAST_WORDS_WAIT = 1.0
 
+Addresses = Callable[[], Awaitable[tuple[str, str]]]
+"""``await addresses()``: the host's listener and its log bridge's, where a runner started now
+connects (see :mod:`isoplug.host.socket_folders`)."""
 OnReady = Callable[[ReadyReport, RunnerProcess], Awaitable[tuple[bool, str | None]]]
 """``on_ready(report, process)``: the supervisor takes the ready report of ``process``; returns
 whether the runner serves (a plugin loaded and set up) and, when restarting cannot help, why."""
@@ -147,8 +151,7 @@ class RunnerLife:
         self,
         entries: Sequence[Manifest],
         *,
-        address: str,
-        log_address: str,
+        addresses: Addresses,
         open_stdio: OpenStdio,
         restarts: int,
         on_ready: OnReady,
@@ -164,6 +167,14 @@ class RunnerLife:
                 return ExitAccount(self.runner_id, 0, 0, 0.0, restarts, why), None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
             return account, "its interpreter cannot run a runner (checked again at its next start)"
+        try:
+            address, log_address = await addresses()
+        except TransportError as exc:
+            # Its folder deleted and no new one made ($TMPDIR gone, no descriptor left): a
+            # runner that did not start, retried with backoff as after a crash.
+            self.health.close()
+            why = f"the host cannot listen for its connections: {clean_path(exc, 2000)}"
+            return ExitAccount(self.runner_id, 0, 127, 0.0, restarts, why), None
         self.token = token = secrets.token_urlsafe(32)
         self.log_token = log_token = secrets.token_urlsafe(32)
         self.limits = LimitWatch(self.runner_id, runner_limits(entries))

@@ -155,6 +155,13 @@ class LogBridge:
             max_handshakes=max_handshakes,
         )
 
+    def listen_again_if_lost(self) -> str | None:
+        """Listen again in a fresh private folder when the listener's was deleted; return what
+        was lost, None when nothing was or the bridge is closed (see
+        :meth:`~isoplug.rpc.blocking.BlockingServer.listen_again_if_lost`)."""
+        server = self._server
+        return None if server is None else server.listen_again_if_lost()
+
     def close(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Wait up to ``drain_timeout`` for log connections to end, replaying what they still
         send, then close the rest and the listener. Blocks: call it off the event loop."""

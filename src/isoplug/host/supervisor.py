@@ -29,7 +29,7 @@ from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.levels import LogLevels
-from isoplug.host.life import RunnerLife
+from isoplug.host.life import Addresses, RunnerLife
 from isoplug.host.lineage import TreeMarks
 from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
@@ -67,7 +67,8 @@ StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
 class RunnerSupervisor(PluginCalls):
     """Supervises the runner of ``plan``; see the module docstring for the life cycle.
 
-    ``address`` is the host's listener, ``log_address`` its log bridge's;
+    ``addresses()`` says where a runner started now connects: the host's listener, and its log
+    bridge's (see :mod:`isoplug.host.socket_folders`);
     ``invoke_capability(name, kwargs, plugin)`` runs a host capability (after this supervisor
     checked the calling plugin may use it); ``notify`` receives every
     :class:`~isoplug.host.status.StateChange`; ``stdio_destination`` says where each runner
@@ -80,8 +81,7 @@ class RunnerSupervisor(PluginCalls):
         self,
         plan: RunnerPlan,
         *,
-        address: str,
-        log_address: str,
+        addresses: Addresses,
         config: SupervisorConfig,
         invoke_capability: CapabilityInvoker,
         notify: Notify,
@@ -91,8 +91,7 @@ class RunnerSupervisor(PluginCalls):
         self.runner_id = plan.runner_id
         self._zygote = zygote
         self.manifests: dict[str, Manifest] = {m.id: m for m in plan.manifests}
-        self._address = address
-        self._log_address = log_address
+        self._addresses = addresses
         self._config = config
         self._notify = notify
         self._stdio_destination = stdio_destination
@@ -407,8 +406,7 @@ class RunnerSupervisor(PluginCalls):
         try:
             return await life.run(
                 entries,
-                address=self._address,
-                log_address=self._log_address,
+                addresses=self._addresses,
                 open_stdio=self._open_stdio,
                 restarts=self.restarts,
                 on_ready=self._take_ready,

@@ -95,7 +95,8 @@ class BlockingServer:
         self._max_connections = max_connections
         # Seats for connections in their handshake; says what the server refused.
         self._gate = HandshakeGate(name, max_handshakes, kinship=kinship)
-        self._gate.address = listener.address
+        # The listener itself, shown as its address: the new one after listen_again_if_lost().
+        self._gate.address = listener
         # Connection thread -> its socket while in the handshake (the TLS one once wrapped),
         # then its channel: what close() ends.
         self._connections: dict[threading.Thread, socket.socket | BlockingChannel] = {}
@@ -131,6 +132,12 @@ class BlockingServer:
                     break
                 self._changed.wait(remaining)
             return len(self._connections)
+
+    def listen_again_if_lost(self) -> str | None:
+        """Listen again in a fresh private folder when the socket's was deleted; return what
+        was lost (see :meth:`isoplug.transport.Listener.listen_again_if_lost`). The sessions
+        open go on; the limits count them with the new ones."""
+        return self._listener.listen_again_if_lost()
 
     def stop_accepting(self) -> None:
         """Stop listening now, from any thread, without waiting: the socket is closed, its

@@ -146,7 +146,8 @@ async def serve(
     listener = await listen(
         address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
     )
-    gate.address = listener.address
+    # The listener itself, shown as its address: the new one after listen_again_if_lost().
+    gate.address = listener
     listener.on_close.append(gate.close)
     return listener
 

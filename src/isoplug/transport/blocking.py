@@ -8,21 +8,15 @@ sans-IO :class:`~isoplug.wire.Connection` drives the protocol over them.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import selectors
-import shutil
 import socket
 import ssl
 import threading
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
-from isoplug.transport.sockets import (
-    tcp_listening_socket,
-    unix_listening_path,
-    unix_listening_socket,
-)
+from isoplug.transport.private_places import PrivatePlace
+from isoplug.transport.sockets import private_unix_socket, tcp_listening_socket
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
 
@@ -72,7 +66,8 @@ class BlockingListener:
 
     One thread accepts at a time. Closing from any thread wakes a blocked :meth:`accept`:
     closing the socket under it would not, on Linux, and would let the descriptor be reused
-    while it waits. The accepting thread then releases the socket itself.
+    while it waits. The accepting thread then releases the socket itself. So does it take the
+    socket made by :meth:`listen_again_if_lost` in place of the lost one.
     """
 
     def __init__(
@@ -81,12 +76,16 @@ class BlockingListener:
         address: Address,
         *,
         ssl_context: ssl.SSLContext | None,
-        private_dir: str | None,
+        place: PrivatePlace | None,
+        backlog: int = 128,
     ) -> None:
         self.address = address
         self._socket = sock
         self._ssl_context = ssl_context
-        self._private_dir = private_dir
+        self._place = place
+        self._backlog = backlog
+        #: A socket listening in place of a lost one, for the accepting thread to take.
+        self._replacement: socket.socket | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._selector = selectors.DefaultSelector()
         self._selector.register(sock, selectors.EVENT_READ)
@@ -116,6 +115,8 @@ class BlockingListener:
                 self._selector.select()
                 if self._closed:
                     return None
+                if self._take_replacement():
+                    continue
                 try:
                     connection, _ = self._socket.accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -157,19 +158,74 @@ class BlockingListener:
             if self._closed:
                 return
             self._closed = True
+            place = self._place
             if self._accepting:
                 self._wake_writer.send(b"x")  # the accepting thread releases the rest
             else:
                 self._release()
-        if self.address.scheme is Scheme.UNIX:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.address.path)
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
+        if place is not None:
+            place.remove()
+
+    def listen_again_if_lost(self) -> str | None:
+        """:meth:`isoplug.transport.Listener.listen_again_if_lost`, for threads: from any
+        thread; the accepting thread takes the new socket at once (connections made meanwhile
+        wait in its backlog). Raises :class:`~isoplug.errors.TransportError` when it cannot
+        listen again (it stays as it was then)."""
+        with self._lock:
+            place = self._place
+            if self._closed or place is None or place.folder is None:
+                return None
+        lost = place.lost()
+        if lost is None:
+            return None
+        try:
+            sock, fresh = private_unix_socket(Address(Scheme.UNIX), self._backlog)
+        except OSError as exc:
+            raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
+        with self._lock:
+            if self._closed or self._place is not place:
+                # Closed meanwhile, or another thread listened again first.
+                sock.close()
+                fresh.remove()
+                return None
+            self._place = fresh
+            self.address = Address(Scheme.UNIX, path=fresh.path)
+            if self._replacement is not None:
+                self._replacement.close()  # lost too, before the accepting thread took it
+            self._replacement = sock
+            if self._accepting:
+                self._wake_writer.send(b"x")  # the accepting thread takes it
+            else:
+                self._listen_on_replacement()
+        place.remove(reported=True)
+        return lost
+
+    def _take_replacement(self) -> bool:
+        """From the accepting thread, woken: listen on the replacement socket instead, if
+        there is one (its wake-up byte, sent with it, read here)."""
+        with self._lock:
+            if self._replacement is None:
+                return False
+            self._wake_reader.recv(64)
+            self._listen_on_replacement()
+            return True
+
+    def _listen_on_replacement(self) -> None:
+        """Under the lock, with no thread in :meth:`accept`'s wait: the replacement socket
+        takes the lost one's place."""
+        replacement, self._replacement = self._replacement, None
+        assert replacement is not None
+        self._selector.unregister(self._socket)
+        self._socket.close()
+        replacement.setblocking(False)
+        self._selector.register(replacement, selectors.EVENT_READ)
+        self._socket = replacement
 
     def _release(self) -> None:
         self._selector.close()
         self._socket.close()
+        if self._replacement is not None:
+            self._replacement.close()
         self._wake_reader.close()
         self._wake_writer.close()
 
@@ -188,12 +244,11 @@ def listen_blocking(
     Raises :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     parsed = parse_address(address)
-    private_dir: str | None = None
+    place: PrivatePlace | None = None
     try:
         if parsed.scheme is Scheme.UNIX:
-            path, private_dir = unix_listening_path(parsed)
-            sock = unix_listening_socket(path, backlog)
-            bound = Address(Scheme.UNIX, path=path)
+            sock, place = private_unix_socket(parsed, backlog)
+            bound = Address(Scheme.UNIX, path=place.path)
         else:
             if parsed.scheme is Scheme.TLS and ssl_context is None:
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
@@ -202,8 +257,6 @@ def listen_blocking(
             host, port = sock.getsockname()[:2]
             bound = Address(parsed.scheme, host=host, port=port)
     except (OSError, ValueError) as exc:
-        if private_dir is not None:
-            shutil.rmtree(private_dir, ignore_errors=True)
         raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
     context = ssl_context if parsed.scheme is Scheme.TLS else None
-    return BlockingListener(sock, bound, ssl_context=context, private_dir=private_dir)
+    return BlockingListener(sock, bound, ssl_context=context, place=place, backlog=backlog)

@@ -2,7 +2,9 @@
 
 Unix sockets live in a freshly made private directory: :func:`tempfile.mkdtemp` creates it with
 mode 0700 in one system call, so there is no moment at which another local user could reach the
-socket (no chmod race). The listener removes the socket and the directory when it closes.
+socket (no chmod race). The listener removes the socket and the directory when it closes, each
+only while it is the one it made (:mod:`isoplug.transport.private_places`); when a temporary-file
+cleaner deleted them, :meth:`Listener.listen_again_if_lost` listens anew in a fresh one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from isoplug.errors import ConnectError, TransportError
 from isoplug.off_loop import off_loop
 from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.transport.stream import SocketStream, Stream
 
@@ -30,6 +33,7 @@ __all__ = [
     "connect",
     "listen",
     "make_private_socket_dir",
+    "private_unix_socket",
     "tcp_listening_socket",
     "tls_client_context",
     "tls_server_context",
@@ -107,7 +111,14 @@ def make_private_socket_dir() -> str:
     :mod:`isoplug.transport.socket_dirs`).
     """
     prefix = owner_prefix()
-    directory = tempfile.mkdtemp(prefix=prefix)
+    try:
+        directory = tempfile.mkdtemp(prefix=prefix)
+    except FileNotFoundError:
+        # $TMPDIR itself was deleted (a temporary-file cleaner, on a host running for weeks):
+        # /tmp, where a dead process's folders are looked for too.
+        if not os.path.isdir("/tmp") or tempfile.gettempdir() == "/tmp":
+            raise
+        return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     if len(os.path.join(directory, "sock")) > _MAX_UNIX_PATH and os.path.isdir("/tmp"):
         os.rmdir(directory)
         directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
@@ -125,6 +136,25 @@ def unix_listening_socket(path: str, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def private_unix_socket(parsed: Address, backlog: int) -> tuple[socket.socket, PrivatePlace]:
+    """A unix socket listening for ``parsed`` (``unix:`` alone: in a fresh private folder; see
+    :func:`unix_listening_path`), and its place as made. Raises :class:`OSError` (the folder
+    made for it removed) or :class:`~isoplug.errors.TransportError`."""
+    path, private_dir = unix_listening_path(parsed)
+    try:
+        sock = unix_listening_socket(path, backlog)
+        try:
+            return sock, PrivatePlace.made(path, private_dir)
+        except BaseException:
+            sock.close()
+            raise
+    except BaseException:
+        if private_dir is not None:
+            # Made just now, for this socket alone; the error that goes on says what failed.
+            shutil.rmtree(private_dir, ignore_errors=True)
+        raise
 
 
 async def _serve_on(
@@ -244,14 +274,19 @@ class Listener:
 
     Use ``async with await listen(...) as listener`` or call :meth:`aclose`; closing stops
     accepting, cancels running handlers, closes their streams and removes the unix socket and
-    its private directory.
+    its private directory (see :meth:`listen_again_if_lost` for when they were deleted).
     """
 
     def __init__(self, address: Address, handler: ConnectionHandler) -> None:
         self.address = address
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
-        self._private_dir: str | None = None
+        #: Servers that listened where a unix socket was lost (see listen_again_if_lost): no
+        #: longer accepting, their connections still this listener's.
+        self._retired: list[asyncio.AbstractServer] = []
+        self._place: PrivatePlace | None = None
+        self._make_stream: Callable[[], SocketStream] | None = None
+        self._backlog = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         #: Called once the listener is closed (what its user must say or release then).
@@ -302,10 +337,11 @@ class Listener:
         try:
             if tasks:
                 await asyncio.wait(tasks, timeout=_HANDLER_CANCEL_TIMEOUT)
-            if self._server is not None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_HANDLER_CANCEL_TIMEOUT):
-                        await self._server.wait_closed()
+            servers = [*self._retired, *([] if self._server is None else [self._server])]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HANDLER_CANCEL_TIMEOUT):
+                    for server in servers:
+                        await server.wait_closed()
         finally:
             # Past the waits: a close_now() after a cancelled aclose() finds it closed.
             self._remove_files()
@@ -342,11 +378,49 @@ class Listener:
             task.cancel()
 
     def _remove_files(self) -> None:
-        if self.address.scheme is Scheme.UNIX:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.address.path)
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
+        if self._place is not None:
+            self._place.remove()
+
+    async def listen_again_if_lost(self) -> str | None:
+        """For a listener on ``unix:`` (in a private folder of its own): when its socket can
+        no longer be reached at its path (a temporary-file cleaner deleted its folder, say:
+        see :mod:`isoplug.transport.private_places`), listen again in a fresh private folder,
+        with the same handler, and return what was lost (:attr:`address` is the new one).
+        None when nothing was, when closed, and on a path the caller gave (theirs to make
+        again). Connections accepted before go on, served as before. Raises
+        :class:`~isoplug.errors.TransportError` when it cannot listen again (it stays as it
+        was then)."""
+        place, old = self._place, self._server
+        if self._closed or place is None or place.folder is None or old is None:
+            return None
+        lost = place.lost()
+        if lost is None:
+            return None
+        assert self._make_stream is not None
+        try:
+            sock, fresh = private_unix_socket(Address(Scheme.UNIX), self._backlog)
+        except OSError as exc:
+            raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
+        try:
+            server = await _serve_on(
+                old.get_loop().create_unix_server, sock, self._make_stream, backlog=self._backlog
+            )
+        except BaseException as exc:
+            fresh.remove()
+            if isinstance(exc, OSError):
+                raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
+            raise
+        if self._closed or self._place is not place:
+            # Closed meanwhile, or another call listened again first: this one is nobody's.
+            server.close()
+            fresh.remove()
+            return None
+        self._server, self._place = server, fresh
+        self.address = Address(Scheme.UNIX, path=fresh.path)
+        old.close()  # stops accepting; the connections it accepted stay open
+        self._retired.append(old)
+        place.remove(reported=True)
+        return lost
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -382,13 +456,11 @@ async def listen(
         # The handler starts once the connection is made (after the TLS handshake, for tls).
         return SocketStream(f"peer of {listener.address}", listener._accepted)
 
-    bound = False  # a unix socket's file is ours to remove
+    listener._make_stream, listener._backlog = make_stream, backlog
     try:
         if parsed.scheme is Scheme.UNIX:
-            path, listener._private_dir = unix_listening_path(parsed)
-            listener.address = Address(Scheme.UNIX, path=path)
-            sock = unix_listening_socket(path, backlog)
-            bound = True
+            sock, listener._place = private_unix_socket(parsed, backlog)
+            listener.address = Address(Scheme.UNIX, path=listener._place.path)
             listener._server = await _serve_on(
                 loop.create_unix_server, sock, make_stream, backlog=backlog
             )
@@ -417,10 +489,7 @@ async def listen(
             listener.address = Address(parsed.scheme, host=host, port=port)
     except BaseException as exc:
         # A cancellation too: the listener is nobody's yet, so nobody else would remove it.
-        if bound:
-            listener._remove_files()
-        elif listener._private_dir is not None:
-            shutil.rmtree(listener._private_dir, ignore_errors=True)
+        listener._remove_files()
         if isinstance(exc, OSError | ValueError):
             raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
         raise
