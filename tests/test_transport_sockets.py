@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import socket
 import ssl
 import stat
@@ -247,6 +248,34 @@ async def test_listener_aclose_removes_socket_and_private_dir() -> None:
     assert not os.path.exists(path)
     assert not os.path.exists(os.path.dirname(path))
     await listener.aclose()
+
+
+async def test_a_listener_whose_folder_was_deleted_listens_again_in_a_fresh_one() -> None:
+    """Its folder deleted (a temporary-file cleaner), a unix listener says so and listens again
+    in a fresh private folder; the connection accepted before goes on, new ones reach the new
+    address, and closing removes the new folder."""
+    async with await listen("unix:", echo) as listener:
+        assert await listener.listen_again_if_lost() is None  # nothing lost
+        old = listener.address.path
+        before = await connect(listener.address)
+        try:
+            await echo_round_trip(before)
+            shutil.rmtree(os.path.dirname(old))
+            lost = await listener.listen_again_if_lost()
+            assert lost == f"its folder {os.path.dirname(old)} was deleted"
+            new = listener.address.path
+            assert os.path.dirname(new) != os.path.dirname(old)
+            assert stat.S_IMODE(os.stat(os.path.dirname(new)).st_mode) == 0o700
+            assert await listener.listen_again_if_lost() is None
+            await echo_round_trip(before, b"still served")
+            after = await connect(listener.address)
+            try:
+                await echo_round_trip(after)
+            finally:
+                await after.aclose()
+        finally:
+            await before.aclose()
+    assert not os.path.exists(os.path.dirname(new))
 
 
 async def test_explicit_unix_path_is_removed_but_its_dir_kept(tmp_path: Path) -> None:
