@@ -325,6 +325,20 @@ def test_private_dir_falls_back_to_tmp_when_tmpdir_is_too_deep(
         os.rmdir(directory)
 
 
+def test_private_dir_falls_back_to_tmp_when_tmpdir_was_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A $TMPDIR deleted under a running process (a temporary-file cleaner): the private
+    directory is made in /tmp instead, where a dead process's are looked for too."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "deleted"))
+    directory = make_private_socket_dir()
+    try:
+        assert directory.startswith("/tmp/isoplug-")
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    finally:
+        os.rmdir(directory)
+
+
 async def test_listen_on_missing_directory_raises_transport_error(tmp_path: Path) -> None:
     """Listening on a unix path whose directory does not exist raises TransportError."""
     with pytest.raises(TransportError, match="cannot listen on unix:"):
