@@ -6,12 +6,12 @@ Addresses: ``unix:/path`` (``unix:`` alone makes a private directory when listen
 
 from isoplug.transport.address import Address, Scheme, parse_address
 from isoplug.transport.blocking import connect_blocking
+from isoplug.transport.listening import make_private_socket_dir
 from isoplug.transport.memory import MemoryStream, memory_stream_pair
 from isoplug.transport.sockets import (
     Listener,
     connect,
     listen,
-    make_private_socket_dir,
     tls_client_context,
     tls_server_context,
 )

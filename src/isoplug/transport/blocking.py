@@ -15,8 +15,8 @@ import threading
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.listening import private_unix_socket, tcp_listening_socket
 from isoplug.transport.private_places import PrivatePlace
-from isoplug.transport.sockets import private_unix_socket, tcp_listening_socket
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
 

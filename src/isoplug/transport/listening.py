@@ -1,0 +1,140 @@
+"""The socket a listener listens on, for each kind of address: a unix one in a fresh private
+folder (or at a path given, freed of a stale socket file), a TCP one.
+
+The private folder comes from :func:`tempfile.mkdtemp`, which creates it with mode 0700 in one
+system call, so there is no moment at which another local user could reach the socket (no chmod
+race). Shared by the asyncio listener (:mod:`isoplug.transport.sockets`) and the threads' one
+(:mod:`isoplug.transport.blocking`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from typing import Any
+
+from isoplug.errors import TransportError
+from isoplug.transport.address import Address
+from isoplug.transport.private_places import PrivatePlace
+from isoplug.transport.socket_dirs import owner_prefix
+
+__all__ = [
+    "make_private_socket_dir",
+    "private_unix_socket",
+    "tcp_listening_socket",
+    "unix_listening_path",
+    "unix_listening_socket",
+]
+
+#: sun_path holds 108 bytes on Linux (104 on macOS); stay below both.
+_MAX_UNIX_PATH = 100
+
+
+def _someone_listens_on(path: str) -> bool:
+    """Whether a live process accepts connections on unix socket file ``path``.
+
+    asyncio's ``create_unix_server`` removes an existing socket file before binding, which is
+    right for a stale file left by a crash, and wrong for one another process is serving: it
+    would silently lose its clients to us. A non-blocking connect tells the two apart.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False  # not a socket: binding fails with a clear "address in use"
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False  # stale: nobody listens
+        except BlockingIOError:
+            return True  # a listener whose backlog is full
+        return True
+
+
+def unix_listening_path(parsed: Address) -> tuple[str, str | None]:
+    """Where to bind a unix listener for ``parsed``, and the private directory made for it.
+
+    ``unix:`` without a path gets a fresh private directory (returned, for the listener to
+    remove when it closes). A given path is freed of a stale socket file, and refused with
+    :class:`~isoplug.errors.TransportError` when a live process listens there.
+    """
+    if not parsed.path:
+        private_dir = make_private_socket_dir()
+        return os.path.join(private_dir, "sock"), private_dir
+    if _someone_listens_on(parsed.path):
+        raise TransportError(
+            f"cannot listen on {parsed}: another process is listening there "
+            "(choose another path, or stop it first)"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(parsed.path).st_mode):
+            os.unlink(parsed.path)  # stale: nobody listens (checked above)
+    return parsed.path, None
+
+
+def tcp_listening_socket(resolved: list[Any], backlog: int) -> socket.socket:
+    """A TCP socket listening on the first of ``resolved`` (what ``getaddrinfo`` returned for
+    the host): one socket, one port, whatever else the name resolves to."""
+    family, _, _, _, sockaddr = resolved[0]
+    return socket.create_server(sockaddr, family=family, backlog=backlog)
+
+
+def make_private_socket_dir() -> str:
+    """Create a new directory only this user can enter (mode 0700) and return its path.
+
+    Falls back to ``/tmp`` when ``$TMPDIR`` is so deep that a socket path inside it would
+    exceed the kernel's limit. Its name says which process made it, so that it can be removed
+    should this process die without closing its listener (see
+    :mod:`isoplug.transport.socket_dirs`).
+    """
+    prefix = owner_prefix()
+    try:
+        directory = tempfile.mkdtemp(prefix=prefix)
+    except FileNotFoundError:
+        # $TMPDIR itself was deleted (a temporary-file cleaner, on a host running for weeks):
+        # /tmp, where a dead process's folders are looked for too.
+        if not os.path.isdir("/tmp") or tempfile.gettempdir() == "/tmp":
+            raise
+        return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    if len(os.path.join(directory, "sock")) > _MAX_UNIX_PATH and os.path.isdir("/tmp"):
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    return directory
+
+
+def unix_listening_socket(path: str, backlog: int) -> socket.socket:
+    """A unix socket bound to ``path`` and listening (its stale file already removed: see
+    :func:`unix_listening_path`)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def private_unix_socket(parsed: Address, backlog: int) -> tuple[socket.socket, PrivatePlace]:
+    """A unix socket listening for ``parsed`` (``unix:`` alone: in a fresh private folder; see
+    :func:`unix_listening_path`), and its place as made. Raises :class:`OSError` (the folder
+    made for it removed) or :class:`~isoplug.errors.TransportError`."""
+    path, private_dir = unix_listening_path(parsed)
+    try:
+        sock = unix_listening_socket(path, backlog)
+        try:
+            return sock, PrivatePlace.made(path, private_dir)
+        except BaseException:
+            sock.close()
+            raise
+    except BaseException:
+        if private_dir is not None:
+            # Made just now, for this socket alone; the error that goes on says what failed.
+            shutil.rmtree(private_dir, ignore_errors=True)
+        raise
