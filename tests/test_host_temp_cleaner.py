@@ -13,11 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from isoplug import Host, PluginState
+from isoplug.host import socket_folders
 from isoplug.host.isoplug_link import isoplug_only_folder
+from isoplug.testing import eventually
 from isoplug.transport import parse_address
 from tests.open_resources import socket_dirs
-from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir
+from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, running
 from tests.processes import child_env
 from tests.record_waiter import watching
 
@@ -98,9 +102,11 @@ async def test_runners_start_again_after_a_temp_cleaner_deleted_the_hosts_folder
                 record = await records.wait_for_record(plugin=plugin_id, logger="chronicler.work")
                 assert record.runner_pid == info.pid and record.n == 0  # type: ignore[attr-defined]
             renewed = [*listener_folders(host), isoplug_only_folder()]
-            for old, new in zip(folders, renewed, strict=True):
-                assert new != old and os.path.dirname(new) == os.path.dirname(old)
-                assert_private(new)
+            # The stranger's folder is not used: a fresh one; the others made again as were.
+            assert renewed[0] != folders[0] and renewed[1:] == folders[1:]
+            assert os.path.dirname(renewed[0]) == os.path.dirname(folders[0])
+            for folder in renewed:
+                assert_private(folder)
             said = records.select(logger="isoplug.host", text="were deleted")
             assert len(said) == 1 and said[0].levelno == logging.WARNING
             message = said[0].getMessage()
@@ -108,10 +114,11 @@ async def test_runners_start_again_after_a_temp_cleaner_deleted_the_hosts_folder
                 "the host's folders in the temporary folder were deleted (by a temporary-file "
                 f"cleaner?): the runners' control listener: its folder {folders[0]} was deleted "
                 f"and made again by someone else (owner uid {os.getuid()}, mode drwxr-xr-x); "
-                f"listening again at unix:{renewed[0]}/sock; the log listener: its folder "
-                f"{folders[1]} was deleted; listening again at unix:{renewed[1]}/sock; the "
-                "isoplug link of runners with an interpreter of their own: its folder "
-                f"{folders[2]} was deleted; made again in {renewed[2]}. "
+                f"listening again at unix:{renewed[0]}/sock (runners started from now on are "
+                f"given it); the log listener: its folder {folders[1]} was deleted; listening "
+                "again at the same path, made again; the isoplug link of runners with an "
+                f"interpreter of their own: its folder {folders[2]} was deleted; made again in "
+                f"{renewed[2]}. "
             ), message
     assert not {*renewed[:2]} & socket_dirs()
     assert Path(folders[0], "theirs").read_text() == THEIRS
@@ -141,6 +148,31 @@ async def test_a_host_whose_folders_were_deleted_closes_cleanly(tmp_path: Path) 
     assert [r.levelno for r in gone] == [logging.DEBUG]
 
 
+async def test_between_starts_the_folders_are_made_again_where_a_runners_children_reach_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host whose runners do not restart checks its folders every KEEP_INTERVAL seconds
+    too: deleted, the log listener's folder is made again at the same path, where a process a
+    running plugin starts afterwards (given the address with ``ctx.log_child_env()``) logs
+    through; and the folders' times are set to now, so that a cleaner deleting old files never
+    finds them old."""
+    monkeypatch.setattr(socket_folders, "KEEP_INTERVAL", 0.05)
+    async with running(tmp_path, "spawner", logger=None) as (host, waiter):
+        folders = listener_folders(host)
+        for folder in folders:
+            shutil.rmtree(folder)
+        await waiter.wait_for("isoplug.host", "were deleted")
+        assert listener_folders(host) == folders
+        child = await host.call("spawner", "python_child")
+        record = await waiter.wait_for(
+            "plugin.spawner.spawner.child", f"from a python child {child}"
+        )
+        assert record.process == child
+        for folder in folders:
+            os.utime(folder, (0, 0))
+        await eventually(lambda: all(os.stat(folder).st_mtime > 0 for folder in folders))
+
+
 ISOPLUG_LINK = """
 import json, os, shutil, stat
 from isoplug.host.isoplug_link import isoplug_only_folder, renew_if_lost
@@ -155,7 +187,12 @@ facts = {
     "link": os.path.realpath(os.path.join(second, "isoplug")),
     "again": isoplug_only_folder(),
 }
-shutil.rmtree(second)  # deleted again: its exit finds it gone
+shutil.rmtree(second)
+os.mkdir(second, 0o755)  # made again by someone else: a fresh folder instead
+lost, third = renew_if_lost()
+facts.update(taken=lost, third=third, third_mode=stat.S_IMODE(os.stat(third).st_mode))
+os.rmdir(second)
+shutil.rmtree(third)  # deleted again: its exit finds it gone
 print(json.dumps(facts))
 """
 
@@ -164,8 +201,10 @@ def test_the_isoplug_link_deleted_is_made_again_and_its_exit_says_nothing(
     tmp_path: Path,
 ) -> None:
     """The folder that runners with an interpreter of their own import isoplug from, deleted,
-    is made again afresh (0700, the link to the host's isoplug); at the exit of a process
-    whose folder is gone, nothing is said (it used to warn that it could not remove it)."""
+    is made again at its path (0700, the link to the host's isoplug), where the runners running
+    import from; made again there by someone else, a fresh folder is made instead. At the exit
+    of a process whose folder is gone, nothing is said (it used to warn that it could not
+    remove it)."""
     import isoplug
 
     result = subprocess.run(
@@ -179,7 +218,10 @@ def test_the_isoplug_link_deleted_is_made_again_and_its_exit_says_nothing(
     assert result.returncode == 0 and result.stderr == "", result.stderr
     facts = json.loads(result.stdout)
     assert facts["lost"] == f"its folder {facts['first']} was deleted"
-    assert facts["second"] != facts["first"] and facts["again"] == facts["second"]
+    assert facts["second"] == facts["first"] and facts["again"] == facts["second"]
     assert Path(facts["second"]).parent == tmp_path and facts["mode"] == 0o700
+    assert "made again by someone else" in facts["taken"]
+    assert facts["third"] != facts["second"] and Path(facts["third"]).parent == tmp_path
+    assert facts["third_mode"] == 0o700
     assert facts["link"] == str(Path(isoplug.__file__).resolve().parent)
     assert list(tmp_path.iterdir()) == []

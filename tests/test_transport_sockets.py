@@ -250,32 +250,67 @@ async def test_listener_aclose_removes_socket_and_private_dir() -> None:
     await listener.aclose()
 
 
-async def test_a_listener_whose_folder_was_deleted_listens_again_in_a_fresh_one() -> None:
-    """Its folder deleted (a temporary-file cleaner), a unix listener says so and listens again
-    in a fresh private folder; the connection accepted before goes on, new ones reach the new
-    address, and closing removes the new folder."""
+@pytest.mark.parametrize(
+    "deleted",
+    ["folder", "socket"],
+)
+async def test_a_listener_whose_socket_was_deleted_listens_again_at_the_same_path(
+    deleted: str,
+) -> None:
+    """Its folder, or its socket alone, deleted (a temporary-file cleaner), a unix listener
+    says so and listens again at the same path, in its folder made again (0700): the
+    connection accepted before goes on, and every client given the address reaches it again;
+    closing removes it."""
     async with await listen("unix:", echo) as listener:
         assert await listener.listen_again_if_lost() is None  # nothing lost
-        old = listener.address.path
+        path = listener.address.path
+        folder = os.path.dirname(path)
         before = await connect(listener.address)
         try:
             await echo_round_trip(before)
-            shutil.rmtree(os.path.dirname(old))
+            if deleted == "folder":
+                shutil.rmtree(folder)
+            else:
+                os.unlink(path)
             lost = await listener.listen_again_if_lost()
-            assert lost == f"its folder {os.path.dirname(old)} was deleted"
-            new = listener.address.path
-            assert os.path.dirname(new) != os.path.dirname(old)
-            assert stat.S_IMODE(os.stat(os.path.dirname(new)).st_mode) == 0o700
+            assert lost == (
+                f"its folder {folder} was deleted" if deleted == "folder" else f"{path} was deleted"
+            )
+            assert listener.address.path == path
+            assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
             assert await listener.listen_again_if_lost() is None
             await echo_round_trip(before, b"still served")
-            after = await connect(listener.address)
+            after = await connect(f"unix:{path}")
             try:
                 await echo_round_trip(after)
             finally:
                 await after.aclose()
         finally:
             await before.aclose()
-    assert not os.path.exists(os.path.dirname(new))
+    assert not os.path.exists(folder)
+
+
+async def test_a_listener_whose_folder_was_made_again_by_another_listens_in_a_fresh_one() -> None:
+    """A folder made again under the lost one's name by someone else (another mode here) is
+    neither used nor removed: the listener listens in a fresh private folder instead."""
+    async with await listen("unix:", echo) as listener:
+        old = os.path.dirname(listener.address.path)
+        shutil.rmtree(old)
+        os.mkdir(old, 0o755)
+        try:
+            lost = await listener.listen_again_if_lost()
+            assert lost is not None and "made again by someone else" in lost
+            new = os.path.dirname(listener.address.path)
+            assert new != old and stat.S_IMODE(os.stat(new).st_mode) == 0o700
+            client = await connect(listener.address)
+            try:
+                await echo_round_trip(client)
+            finally:
+                await client.aclose()
+        finally:
+            await listener.aclose()
+            assert os.path.isdir(old) and not os.path.exists(new)
+            os.rmdir(old)
 
 
 async def test_explicit_unix_path_is_removed_but_its_dir_kept(tmp_path: Path) -> None:

@@ -197,6 +197,7 @@ class Host(PluginSettings):
             _log.error("%s", problem)
         self._listener = await open_listeners(self.config, self._routes, self._log_bridge)
         self._socket_folders = SocketFolders(self._listener, self._log_bridge)
+        self._socket_folders.keep()
         for plan in plans:
             self._runners.add(plan)
         observers.host_started(self)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -29,7 +30,7 @@ from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.wire.sanitize import clean_path
 
-__all__ = ["host_package_root", "isoplug_only_folder", "renew_if_lost"]
+__all__ = ["host_package_root", "isoplug_only_folder", "made_link", "renew_if_lost"]
 
 _log = logging.getLogger("isoplug.host")
 
@@ -55,11 +56,23 @@ def isoplug_only_folder() -> str:
         return _folder()
 
 
+def made_link() -> list[str]:
+    """The folder and link this process made (none yet, or none could be made: ``[]``)."""
+    with _lock:
+        place = _places.get(os.getpid())
+    if place is None or place.folder is None:
+        return []
+    return [place.folder.path, place.path]
+
+
 def renew_if_lost() -> tuple[str, str] | None:
     """When the folder this process made was deleted (or its link), by a temporary-file
-    cleaner say, make a fresh one for the runners started from now on: return what was lost
-    (see :meth:`~isoplug.transport.private_places.PrivatePlace.lost`) and the new folder.
-    None while it is whole, or none was made. Runners running keep what they imported."""
+    cleaner say, make it again: at the same path where this process can (the folder's name
+    still free, or the folder still ours), so that the runners running import from it again
+    (an import made late, a module not imported yet); else a fresh one, for the runners started
+    from now on. Return what was lost (see
+    :meth:`~isoplug.transport.private_places.PrivatePlace.lost`) and the folder now; None
+    while it is whole, or none was made."""
     with _lock:
         place = _places.get(os.getpid())
         if place is None:
@@ -67,9 +80,35 @@ def renew_if_lost() -> tuple[str, str] | None:
         lost = place.lost()
         if lost is None:
             return None
+        again = _made_again(place)
+        if again is not None:
+            _places[os.getpid()] = again
+            return lost, _made[os.getpid()]
         del _made[os.getpid()], _places[os.getpid()]
         place.remove(reported=True)
         return lost, _folder()
+
+
+def _made_again(lost: PrivatePlace) -> PrivatePlace | None:
+    """The link made again at ``lost``'s path, its folder too if it was deleted (made by us
+    now, 0700: ``mkdir`` fails if someone made it first); None where it cannot be."""
+    folder = lost.folder
+    assert folder is not None
+    change = folder.change()
+    if change not in (None, "deleted"):
+        return None  # someone else's folder under the name now
+    try:
+        if change == "deleted":
+            os.mkdir(folder.path, 0o700)
+    except OSError:
+        return None
+    try:
+        os.symlink(_package(), lost.path, target_is_directory=True)
+        return PrivatePlace.made(lost.path, folder.path)
+    except OSError:
+        if change == "deleted":  # made just now, for the link alone
+            shutil.rmtree(folder.path, ignore_errors=True)
+        return None
 
 
 def _folder() -> str:

@@ -156,8 +156,8 @@ class LogBridge:
         )
 
     def listen_again_if_lost(self) -> str | None:
-        """Listen again in a fresh private folder when the listener's was deleted; return what
-        was lost, None when nothing was or the bridge is closed (see
+        """Listen again (at the same path if it can be made again) when the listener's folder
+        was deleted; return what was lost, None when nothing was or the bridge is closed (see
         :meth:`~isoplug.rpc.blocking.BlockingServer.listen_again_if_lost`)."""
         server = self._server
         return None if server is None else server.listen_again_if_lost()

@@ -7,20 +7,29 @@ from a third (:mod:`isoplug.host.isoplug_link`). A temporary-file cleaner (syste
 tmpreaper, an ``rm -rf /tmp/isoplug-*``) may delete them while a host runs for weeks. The
 connections already made go on, but a runner started after that could not connect, and its
 plugin would crash until it failed for good. So before each runner's start the host asks
-whether they are whole (a few ``lstat`` calls), and where one is not, listens again in a fresh
-private folder, made as the first (0700, named after the host, never the folder someone made
-again under the old name: :mod:`isoplug.transport.private_places`), saying so in one WARNING.
-Each runner process still gets tokens of its own; the listeners admit connections as before.
+whether they are whole (a few ``lstat`` calls), and where one is not, listens again, saying so
+in one WARNING: at the same path where it can make the folder again (0700, by this process,
+never the folder someone made again under the old name: see
+:mod:`isoplug.transport.private_places`), so that every process given the address (a plugin's
+own children, started with ``ctx.log_child_env()``) reaches it again; else in a fresh private
+folder, which only runners started from then on are given. Each runner process still gets
+tokens of its own; the listeners admit connections as before.
+
+Between starts, :meth:`SocketFolders.keep` does the same every :data:`KEEP_INTERVAL` seconds,
+and sets the folders' and sockets' times to now: cleaners that delete by age (systemd-tmpfiles'
+10 days for ``/tmp``, tmpreaper) then never find them old.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
-from isoplug.host.isoplug_link import renew_if_lost
+from isoplug.errors import TransportError
+from isoplug.host.isoplug_link import made_link, renew_if_lost
 from isoplug.host.logbridge import LogBridge
-from isoplug.transport import Listener
+from isoplug.transport import Listener, parse_address
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["SocketFolders"]
@@ -29,6 +38,8 @@ _log = logging.getLogger("isoplug.host")
 
 #: A path, or a text quoting paths, in a record (the host's own, but a record quotes no path raw).
 _MAX_PATH_CHARS = 1024
+#: Seconds between two checks of the folders (and settings of their times) while the host runs.
+KEEP_INTERVAL = 30.0
 
 
 class SocketFolders:
@@ -41,6 +52,31 @@ class SocketFolders:
         # Two runners starting at once: one of them listens again, and one warning says so.
         self._checking = asyncio.Lock()
 
+    def keep(self) -> None:
+        """Check the folders, and make them young, every :data:`KEEP_INTERVAL` seconds until
+        the control listener closes (the host's close, or its release unclosed)."""
+        keeper = asyncio.create_task(self._keep(), name="isoplug-socket-folders")
+
+        def stop_keeping() -> None:
+            keeper.cancel()
+
+        self._listener.on_close.append(stop_keeping)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(KEEP_INTERVAL)
+            try:
+                control, logs = await self.addresses()
+            except TransportError as exc:
+                _log.warning(
+                    "%s; tried again in %g s, and at each runner's start",
+                    clean_path(exc, _MAX_PATH_CHARS),
+                    KEEP_INTERVAL,
+                )
+                continue
+            paths = [parse_address(control).path, parse_address(logs).path]
+            made_young([*paths, *map(os.path.dirname, paths), *made_link()])
+
     async def addresses(self) -> tuple[str, str]:
         """Where a runner started now connects: the control listener's address and the log
         bridge's, each listening again first where its folder was lost. Raises
@@ -48,16 +84,19 @@ class SocketFolders:
         cannot start: its supervisor retries with backoff, as after a crash)."""
         async with self._checking:
             renewed: list[str] = []
+            before = str(self._listener.address)
             lost = await self._listener.listen_again_if_lost()
             if lost is not None:
                 renewed.append(
-                    f"the runners' control listener: {lost}; listening again at "
-                    f"{self._listener.address}"
+                    f"the runners' control listener: {lost}; listening again "
+                    + _where(before, str(self._listener.address))
                 )
+            before = self._log_bridge.address
             lost = self._log_bridge.listen_again_if_lost()
             if lost is not None:
                 renewed.append(
-                    f"the log listener: {lost}; listening again at {self._log_bridge.address}"
+                    f"the log listener: {lost}; listening again "
+                    + _where(before, self._log_bridge.address)
                 )
             link = renew_if_lost()
             if link is not None:
@@ -68,9 +107,26 @@ class SocketFolders:
             if renewed:
                 _log.warning(
                     "the host's folders in the temporary folder were deleted (by a "
-                    "temporary-file cleaner?): %s. Runners started from now on use the new "
-                    "ones; those running keep their connections (to keep a cleaner away from "
-                    "them, see docs/operations.md, 'Temporary-file cleaners')",
+                    "temporary-file cleaner?): %s. Connections made go on (to keep a cleaner "
+                    "away from them, see docs/operations.md, 'Temporary-file cleaners')",
                     clean_path("; ".join(renewed), _MAX_PATH_CHARS * len(renewed)),
                 )
         return str(self._listener.address), self._log_bridge.address
+
+
+def _where(before: str, now: str) -> str:
+    if now == before:
+        return "at the same path, made again"
+    return f"at {now} (runners started from now on are given it)"
+
+
+def made_young(paths: list[str]) -> None:
+    """Set the access and modification times of ``paths`` (folders, sockets, a link itself)
+    to now, so that a cleaner deleting what is old by those never finds them old."""
+    for path in paths:
+        try:
+            os.utime(path, follow_symlinks=False)
+        except FileNotFoundError:
+            # Deleted since the check just made: the next check (at the next start, or
+            # interval) listens again, and says so.
+            _log.debug("could not make %s young: it was deleted just now", path)

@@ -134,9 +134,10 @@ class BlockingServer:
             return len(self._connections)
 
     def listen_again_if_lost(self) -> str | None:
-        """Listen again in a fresh private folder when the socket's was deleted; return what
-        was lost (see :meth:`isoplug.transport.Listener.listen_again_if_lost`). The sessions
-        open go on; the limits count them with the new ones."""
+        """Listen again (at the same path if it can be made again) when the socket's folder was
+        deleted; return what was lost (see
+        :meth:`isoplug.transport.Listener.listen_again_if_lost`). The sessions open go on; the
+        limits count them with the new ones."""
         return self._listener.listen_again_if_lost()
 
     def stop_accepting(self) -> None:

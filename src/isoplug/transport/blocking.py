@@ -15,7 +15,11 @@ import threading
 
 from isoplug.errors import ConnectError, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
-from isoplug.transport.listening import private_unix_socket, tcp_listening_socket
+from isoplug.transport.listening import (
+    private_unix_socket,
+    private_unix_socket_again,
+    tcp_listening_socket,
+)
 from isoplug.transport.private_places import PrivatePlace
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
@@ -179,7 +183,7 @@ class BlockingListener:
         if lost is None:
             return None
         try:
-            sock, fresh = private_unix_socket(Address(Scheme.UNIX), self._backlog)
+            sock, fresh = private_unix_socket_again(place, self._backlog)
         except OSError as exc:
             raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
         with self._lock:
@@ -197,7 +201,9 @@ class BlockingListener:
                 self._wake_writer.send(b"x")  # the accepting thread takes it
             else:
                 self._listen_on_replacement()
-        place.remove(reported=True)
+        if fresh.path != place.path:
+            # Else the same path, made again: what is there now is the new socket's.
+            place.remove(reported=True)
         return lost
 
     def _take_replacement(self) -> bool:

@@ -18,13 +18,14 @@ import tempfile
 from typing import Any
 
 from isoplug.errors import TransportError
-from isoplug.transport.address import Address
+from isoplug.transport.address import Address, Scheme
 from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.socket_dirs import owner_prefix
 
 __all__ = [
     "make_private_socket_dir",
     "private_unix_socket",
+    "private_unix_socket_again",
     "tcp_listening_socket",
     "unix_listening_path",
     "unix_listening_socket",
@@ -137,4 +138,44 @@ def private_unix_socket(parsed: Address, backlog: int) -> tuple[socket.socket, P
         if private_dir is not None:
             # Made just now, for this socket alone; the error that goes on says what failed.
             shutil.rmtree(private_dir, ignore_errors=True)
+        raise
+
+
+def private_unix_socket_again(
+    lost: PrivatePlace, backlog: int
+) -> tuple[socket.socket, PrivatePlace]:
+    """:func:`private_unix_socket` in place of ``lost`` (a private folder's socket a
+    temporary-file cleaner deleted): at the same path where this process can make it again now
+    (its folder deleted and the name still free, or its folder still ours): then every process
+    that was given the address (a plugin's own children, started with it) reaches it again.
+    Else (someone made a folder under the name) in a fresh private folder. Raises as
+    :func:`private_unix_socket` does."""
+    folder = lost.folder
+    if folder is None:
+        raise ValueError("only a socket in a private folder of its own is made again")
+    change = folder.change()
+    remade = False
+    if change == "deleted":
+        try:
+            # Atomic: made by us now, 0700 (the umask can only take bits away), or not at
+            # all when someone made it first.
+            os.mkdir(folder.path, 0o700)
+        except OSError:
+            return private_unix_socket(Address(Scheme.UNIX), backlog)
+        remade = True
+    elif change is not None:
+        return private_unix_socket(Address(Scheme.UNIX), backlog)
+    try:
+        sock = unix_listening_socket(lost.path, backlog)
+    except OSError:
+        # A file at the path (a same-user process's, in our folder): a fresh folder instead.
+        if remade:
+            shutil.rmtree(folder.path, ignore_errors=True)
+        return private_unix_socket(Address(Scheme.UNIX), backlog)
+    try:
+        return sock, PrivatePlace.made(lost.path, folder.path)
+    except BaseException:
+        sock.close()
+        if remade:
+            shutil.rmtree(folder.path, ignore_errors=True)
         raise

@@ -5,7 +5,8 @@ A host runs for weeks; a temporary-file cleaner (systemd-tmpfiles, tmpreaper, an
 /tmp/isoplug-*``) may delete those folders meanwhile. A listening socket stays open, and
 connections already made go on, but nothing can connect any more: a path is the only way to
 reach a unix socket. So its listener asks :meth:`PrivatePlace.lost` before it is needed again,
-and listens anew in a fresh private folder when it is.
+and listens anew when it is: at the same path if the folder can be made again there by this
+process, else in a fresh private folder.
 
 A name alone says nothing of who made what it names now: a folder deleted and made again under
 its name (by another user, with another mode, or by us for something else) is another folder.

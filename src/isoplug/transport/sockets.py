@@ -3,7 +3,8 @@
 Unix sockets live in a freshly made private directory (:mod:`isoplug.transport.listening`).
 The listener removes the socket and the directory when it closes, each only while it is the one
 it made (:mod:`isoplug.transport.private_places`); when a temporary-file cleaner deleted them,
-:meth:`Listener.listen_again_if_lost` listens anew in a fresh one.
+:meth:`Listener.listen_again_if_lost` listens anew, at the same path when it can make it
+again (:func:`~isoplug.transport.listening.private_unix_socket_again`), else in a fresh one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from typing import Any
 from isoplug.errors import ConnectError, TransportError
 from isoplug.off_loop import off_loop
 from isoplug.transport.address import Address, Scheme, parse_address
-from isoplug.transport.listening import private_unix_socket, tcp_listening_socket
+from isoplug.transport.listening import (
+    private_unix_socket,
+    private_unix_socket_again,
+    tcp_listening_socket,
+)
 from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.stream import SocketStream, Stream
 
@@ -260,8 +265,10 @@ class Listener:
     async def listen_again_if_lost(self) -> str | None:
         """For a listener on ``unix:`` (in a private folder of its own): when its socket can
         no longer be reached at its path (a temporary-file cleaner deleted its folder, say:
-        see :mod:`isoplug.transport.private_places`), listen again in a fresh private folder,
-        with the same handler, and return what was lost (:attr:`address` is the new one).
+        see :mod:`isoplug.transport.private_places`), listen again with the same handler (at
+        the same path where this process can make its folder again now, else in a fresh
+        private folder: :func:`~isoplug.transport.listening.private_unix_socket_again`), and
+        return what was lost (:attr:`address` is where it listens now).
         None when nothing was, when closed, and on a path the caller gave (theirs to make
         again). Connections accepted before go on, served as before. Raises
         :class:`~isoplug.errors.TransportError` when it cannot listen again (it stays as it
@@ -274,7 +281,7 @@ class Listener:
             return None
         assert self._make_stream is not None
         try:
-            sock, fresh = private_unix_socket(Address(Scheme.UNIX), self._backlog)
+            sock, fresh = private_unix_socket_again(place, self._backlog)
         except OSError as exc:
             raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
         try:
@@ -295,7 +302,9 @@ class Listener:
         self.address = Address(Scheme.UNIX, path=fresh.path)
         old.close()  # stops accepting; the connections it accepted stay open
         self._retired.append(old)
-        place.remove(reported=True)
+        if fresh.path != place.path:
+            # Else the same path, made again: what is there now is the new socket's.
+            place.remove(reported=True)
         return lost
 
 
