@@ -71,7 +71,7 @@ async def test_editing_or_removing_a_skipped_folder_restarts_no_plugin(tmp_path:
             pid = host.plugin("echo").pid
             # Its code changed: that folder is checked again (its problem told again), only.
             (broken / "b.py").write_text("X = 2\n")
-            await records.wait_for_record(text="unknown field(s) 'bogus'")
+            await records.wait_for_record(text="unknown field 'bogus'")
             (twin / "echo_plugin.py").write_text("X = 2\n")
             await records.wait_for_record(text="is already used by")
             shutil.rmtree(broken)

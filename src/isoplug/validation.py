@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-__all__ = ["ExplainedError", "closest_field", "explain_validation_error"]
+__all__ = ["ExplainedError", "closest_field", "explain_validation_error", "struct_of"]
 
 #: msgspec ends a message with where the problem is: `` - at `$.cache.seconds```.
 _AT = " - at `$"
@@ -214,19 +214,19 @@ def closest_field(dotted: str, root: type[msgspec.Struct]) -> str | None:
     parent, _, name = dotted.rpartition(".")
     info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
     for part in parent.split(".") if parent else ():
-        table = _struct_of(info)
+        table = struct_of(info)
         fields = {} if table is None else {f.encode_name: f.type for f in table.fields}
         if part not in fields:
             return None
         info = fields[part]
-    table = _struct_of(info)
+    table = struct_of(info)
     if table is None:
         return None
     close = difflib.get_close_matches(name, [f.encode_name for f in table.fields], n=1)
     return close[0] if close else None
 
 
-def _struct_of(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
+def struct_of(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
     """The struct ``info`` is, or the one struct of the union it is (``Table | None``)."""
     if isinstance(info, msgspec.inspect.UnionType):
         structs = [kind for kind in info.types if isinstance(kind, msgspec.inspect.StructType)]
