@@ -48,8 +48,6 @@ class ExplainedError:
     field: str | None
     #: What is wrong with it, as a sentence fragment (``must be a string, got integer 1``).
     problem: str
-    #: The field is not one the schema knows (a typo).
-    unknown: bool = False
 
 
 def explain_validation_error(
@@ -70,7 +68,7 @@ def explain_validation_error(
         field = f"{where}.{named['name']}" if where else named["name"]
         if named["what"] == "missing required":
             return ExplainedError(field, "is required but missing")
-        return ExplainedError(field, "is not a known field", unknown=True)
+        return ExplainedError(field, "is not a known field")
     hint = (hints or {}).get(where)
     if hint is not None and "regex" in problem:
         return ExplainedError(where, f"{value!r} is not valid: {hint}")

@@ -30,6 +30,7 @@ __all__ = ["key_problems"]
 _MAX_NAMED = 8
 #: Characters of one key quoted: a key is the file's text, and may be long.
 _MAX_KEY_CHARS = 100
+#: Where a key is read or belongs, when that is no table but the file's top level.
 _TOP = ""
 
 
@@ -84,6 +85,9 @@ def key_problems(
             if key in tables and inner in tables[key]:
                 continue
             home = home_of(inner, inner_value, key)
+            # In a table of the schema's a key not its own is wrong anyway; in a free-form one
+            # ([config], [environment]) a known name may be a setting of its own, so it is
+            # taken for misplaced only where it cannot be one.
             if home is not None and (
                 key in tables
                 or (home == _TOP and inner in required)
