@@ -418,6 +418,9 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     # After the hooks, which may stop them their own way; before forwarding ends, so that
     # what they log as they stop, or raise, arrives as their plugin's records.
     left_tasks = await end_plugin_tasks(sources, deadline)
+    # Its idle threads end; one still running a call is waited for below, as any thread that
+    # would hold the exit (they are no daemons: see isoplug.runner.workers).
+    table.workers.shutdown()
     # As the interpreter does before it joins the threads: concurrent.futures ends the
     # threads of the executors nobody shut down (a process pool's manager thread).
     callbacks_left = await run_thread_exit_callbacks(deadline)
