@@ -178,6 +178,7 @@ async def test_the_pools_threads_are_no_daemons_and_end_at_its_shutdown() -> Non
     assert await pool.run(1, "t.daemon", starts_a_thread) is False
     threads = [t for t in threading.enumerate() if isinstance(t, WorkerThread) and t.pool is pool]
     assert threads and not any(t.daemon for t in threads)
+    assert not pool.busy()
     pool.shutdown()
     await eventually(lambda: not any(t.is_alive() for t in threads))
     with pytest.raises(RuntimeError, match="shutting down"):
@@ -204,6 +205,7 @@ async def test_a_call_cancelled_while_queued_never_runs_and_one_cancelled_runnin
     await asyncio.gather(running, queued, return_exceptions=True)
     [stuck] = pool.snapshot()
     assert stuck.what == "t.block" and stuck.abandoned and stuck.started
+    assert pool.busy()
     release.set()
     await eventually(lambda: not pool.snapshot())
     # The pool's one thread is free again, and the cancelled call was skipped.

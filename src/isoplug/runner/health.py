@@ -57,6 +57,7 @@ from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
 from isoplug.runner import thread_sources
 from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
+from isoplug.runner.vital_fds import vital
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.stdlib_paths import in_stdlib
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
@@ -171,6 +172,9 @@ class HealthMonitor:
             )
 
     def _beat(self) -> None:
+        # On the loop's thread, between two polls: the last moment to exit cleanly if a
+        # plugin's thread closed descriptors the loop polls (see isoplug.runner.vital_fds).
+        vital.exit_if_lost()
         loop_cpu, health_cpu = self._loop_cpu_wait, self._health_cpu_wait
         self._last_beat = (
             time.monotonic(),

@@ -16,16 +16,16 @@ forwarding ends: it waits for them until the teardown's deadline, then names eac
 running in a WARNING (its name, what it runs, the line it is at) and exits without them
 (:func:`~isoplug.runner.leftover_tasks.exit_leaving`).
 
-Counted too: a thread of the runner's worker pool still running a plugin's ``def`` method or
-event handler (cancelled at the stop, or stuck since a timeout: a thread cannot be stopped),
-which the interpreter would wait for as well (they are not daemon threads, so that the threads
-a plugin starts there are not daemons either: :mod:`isoplug.runner.workers`).
-
 Not counted: daemon threads (every other isoplug thread is one: log sender, health, lifeline;
-the interpreter does not wait for them), the main thread, and the idle threads of an executor
-or of the worker pool (they end as soon as it shuts down). What runs in an executor's busy
-thread is said by its work item, in a busy worker by its call. In a group runner, the
-WARNING is the plugin's whose code started the thread or submitted the work (its
+the interpreter does not wait for them), the main thread, an executor's idle threads (they end
+as soon as their executor shuts down), and the runner's worker threads. Those are not daemons,
+so that the threads a plugin starts in a ``def`` method are not either
+(:mod:`isoplug.runner.workers`), but they are isoplug's: idle, they end as the pool shuts
+down; one still running a call (cancelled at the stop, or stuck since a timeout, which the
+host was told of) is left behind, as it always was, the runner ending without waiting for it
+(:meth:`~isoplug.runner.workers.WorkerPool.busy`). What runs in an executor's busy thread is
+said by its work item. In a group runner, the WARNING is the plugin's whose code started the
+thread or submitted the work (its
 :data:`~isoplug.logs.sources.current_source`: carried by a call made through
 ``asyncio.to_thread``, and by :mod:`isoplug.runner.thread_sources`' wrappers); a thread no
 plugin's code is known to have started is the group's.
@@ -44,7 +44,7 @@ from collections.abc import Callable
 from contextvars import Context
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 from isoplug.logs.sources import attributed_to, current_source
 from isoplug.runner.health import describe_frame
@@ -73,11 +73,9 @@ class LeftThread:
     runs: str
     #: ``path:line in function`` where it is now.
     where: str
-    #: ``"thread"`` (a thread of the plugin's), ``"executor"`` (an executor's thread busy
-    #: with a call), ``"worker"`` (a worker of the runner's pool running a plugin's call).
-    kind: Literal["thread", "executor", "worker"]
-    #: The plugin source of the code it runs, when known (a ``to_thread`` call's, a
-    #: worker's call's).
+    #: True for an executor's thread busy with a call.
+    executor: bool
+    #: The plugin source of the code it runs, when known (a ``to_thread`` call's).
     source: str | None
 
 
@@ -93,17 +91,7 @@ async def wait_for_plugin_threads(deadline: float) -> list[LeftThread]:
         left = lingering_threads()
     for item in left:
         with attributed_to(item.source) if item.source else contextlib.nullcontext():
-            if item.kind == "worker":
-                _log.warning(
-                    "worker thread %r still runs %s at shutdown, after its call was cancelled "
-                    "or timed out (a def method's or event handler's thread cannot be "
-                    "stopped), and had not returned by the teardown timeout; it is at %s; the "
-                    "runner exits without it",
-                    item.thread.name,
-                    item.runs,
-                    item.where,
-                )
-            elif item.kind == "executor":
+            if item.executor:
                 _log.warning(
                     "thread %r of an executor still runs %s at shutdown, after its caller "
                     "was cancelled (asyncio.to_thread / run_in_executor cannot stop it), and "
@@ -137,27 +125,21 @@ def lingering_threads() -> list[LeftThread]:
             continue
         frame = frames.get(thread.ident or 0)
         if isinstance(thread, WorkerThread):
-            call = thread.running()
-            if call is None:
-                continue  # idle: it ends as its pool shuts down
-            source = call.context.get(current_source)
-            left.append(LeftThread(thread, call.what, describe_frame(frame), "worker", source))
-        elif _is_executor_worker(thread, frame):
+            continue  # isoplug's: see the module docstring
+        if _is_executor_worker(thread, frame):
             work = _running_work(frame)
             if work is None:
                 continue  # idle: it ends with its executor
             function, context, source = _unwrap(getattr(work, "fn", None))
             if source is None and context is not None:
                 source = context.get(current_source)
-            left.append(
-                LeftThread(thread, _name_of(function), describe_frame(frame), "executor", source)
-            )
+            left.append(LeftThread(thread, _name_of(function), describe_frame(frame), True, source))
         else:
             target = getattr(thread, "_target", None)
             runs = _name_of(target) if target is not None else f"{type(thread).__qualname__}.run"
             run = getattr(thread, "run", None)
             source = run.source if isinstance(run, RunAs) else None
-            left.append(LeftThread(thread, runs, describe_frame(frame), "thread", source))
+            left.append(LeftThread(thread, runs, describe_frame(frame), False, source))
     return left
 
 

@@ -14,11 +14,10 @@ starts in a ``def`` method would have been a daemon, unlike in any program of it
 unlike one started in an ``async def`` method, on the loop's thread: never waited for at a
 stop, nor named when it would not end, and killed mid-work. The runner's exit stays bounded
 all the same: :meth:`WorkerPool.shutdown` ends the idle threads (``threading``'s exit
-callbacks call it, which the runner runs at its stop before it waits for the threads that
-would hold its exit, and the interpreter at any other exit), and a thread still running a
-call then (cancelled at the stop, or stuck since a timeout) is waited for until the teardown's
-deadline and named, as any thread that would hold the exit
-(:mod:`isoplug.runner.leftover_threads`).
+callbacks call it, which the runner runs at its stop before it waits for the plugin's threads,
+and the interpreter at any other exit), and a runner whose pool is still :meth:`busy` at its
+end (a call cancelled at the stop, or stuck since a timeout: a thread cannot be stopped) exits
+without joining it, as it did when they were daemons.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.runner.forked_away import end_if_forked
+from isoplug.runner.vital_fds import vital
 
 __all__ = ["WorkerPool", "WorkerThread", "default_threads"]
 
@@ -90,15 +90,11 @@ class Work:
 
 
 class WorkerThread(threading.Thread):
-    """A thread of a :class:`WorkerPool`: :meth:`running` says which call it runs."""
+    """A thread of a :class:`WorkerPool` (no daemon: see the module docstring)."""
 
     def __init__(self, pool: WorkerPool, name: str) -> None:
         super().__init__(target=pool._serve, name=name, daemon=False)
         self.pool = pool
-
-    def running(self) -> Work | None:
-        """The call this thread runs now; None while it waits for one."""
-        return self.pool.running_on(self.ident or 0)
 
 
 class WorkerPool:
@@ -145,13 +141,10 @@ class WorkerPool:
         for _ in range(threads):
             self._queue.put(None)
 
-    def running_on(self, ident: int) -> Work | None:
-        """The call the thread ``ident`` runs now, if any."""
+    def busy(self) -> bool:
+        """Whether a thread runs a call now (it would hold the interpreter's exit)."""
         with self._lock:
-            for work in self._work.values():
-                if work.thread == ident:
-                    return work
-        return None
+            return any(work.started and not work.cancelled for work in self._work.values())
 
     async def run(self, call_id: int, what: str, function: Callable[[], Any]) -> Any:
         """``function()`` in a worker thread, in a copy of the caller's context (as
@@ -241,6 +234,9 @@ class WorkerPool:
                     time.monotonic() - work.started,
                 )
             else:
+                # Waking the loop writes to its descriptor: gone (the method closed the
+                # runner's descriptors), uvloop would abort the process here.
+                vital.exit_if_closed()
                 try:
                     work.loop.call_soon_threadsafe(_deliver, work.waiter, failed, value)
                 except RuntimeError:
