@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from isoplug.host import ExitAccount
+from isoplug import Host
+from isoplug.host import ExitAccount, PluginInfo
 from tests.plugins_fixtures import SHORT_TEARDOWN, running
 from tests.record_waiter import RecordWaiter
 
@@ -34,6 +35,21 @@ def assert_clean_stop(account: ExitAccount | None, took: float) -> None:
     assert (account.returncode, account.sent_by_host) == (0, None), account.describe()
     assert account.reason == "stopped on request", account.describe()
     assert took < WITHIN, (took, account.describe())
+
+
+async def stop_while_blocked(
+    host: Host, waiter: RecordWaiter, method: str
+) -> tuple[PluginInfo, float]:
+    """Stop the plugin while ``method`` blocks in a thread: its state then, and how long the
+    stop took. The call fails, said stopped on request."""
+    call = asyncio.ensure_future(host.call("threader", method))
+    await waiter.wait_for(PLUGIN_MODULE, "blocking in a thread")
+    start = time.monotonic()
+    info = await host.stop("threader")
+    took = time.monotonic() - start
+    with pytest.raises(Exception, match="stopped on request"):
+        await call
+    return info, took
 
 
 def thread_warnings(waiter: RecordWaiter) -> list[logging.LogRecord]:
@@ -80,13 +96,7 @@ async def test_a_cancelled_call_blocked_in_an_executor_thread_does_not_hold_the_
     tmp_path: Path, method: str
 ) -> None:
     async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
-        call = asyncio.ensure_future(host.call("threader", method))
-        await waiter.wait_for(PLUGIN_MODULE, "blocking in a thread")
-        start = time.monotonic()
-        info = await host.stop("threader")
-        took = time.monotonic() - start
-        with pytest.raises(Exception, match="stopped on request"):
-            await call
+        info, took = await stop_while_blocked(host, waiter, method)
     assert_clean_stop(info.last_exit, took)
     (warning,) = thread_warnings(waiter)
     assert warning.levelno == logging.WARNING
@@ -105,13 +115,7 @@ async def test_a_def_method_blocked_at_the_stop_does_not_hold_the_runner(
     running a call at the stop (cancelled: a thread cannot be stopped) is isoplug's: left
     behind at once, unnamed, as when they were daemons; the runner exits cleanly."""
     async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
-        call = asyncio.ensure_future(host.call("threader", "block_in_def"))
-        await waiter.wait_for(PLUGIN_MODULE, "blocking in a thread")
-        start = time.monotonic()
-        info = await host.stop("threader")
-        took = time.monotonic() - start
-        with pytest.raises(Exception, match="stopped on request"):
-            await call
+        info, took = await stop_while_blocked(host, waiter, "block_in_def")
     assert_clean_stop(info.last_exit, took)
     assert not thread_warnings(waiter), waiter.messages()
 
