@@ -204,7 +204,7 @@ class Host(PluginSettings):
         for supervisor in self._supervisors.values():
             supervisor.start()
         if self.reload:
-            self.reloader = self._runners.reloader()
+            self.reloader = self._runners.reloader(self.config)
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(report_reloader_end)
 
