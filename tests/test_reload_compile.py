@@ -88,7 +88,7 @@ async def test_a_file_is_compiled_as_the_plugins_interpreter_and_environment_com
 def newer_python() -> str | None:
     """A Python >= 3.12 that can run a runner (imports msgspec), or None."""
     named = os.environ.get(NEWER_PYTHON_VARIABLE)
-    candidates = [named] if named else []
+    candidates: list[str | None] = [named] if named else []
     candidates += [shutil.which(f"python3.{minor}") for minor in range(12, 16)]
     candidates += sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1[2-9]*/bin/python")))
     for candidate in filter(None, candidates):
