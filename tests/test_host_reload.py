@@ -12,8 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import plan_reload
 from isoplug.host.reload_compile import hold_uncompiled
 from isoplug.testing import eventually, watching
-from tests.plugins_fixtures import FAST, FIXTURES, copy_plugins, process_alive
+from tests.plugins_fixtures import FIXTURES, copy_plugins, process_alive, reloading
 
 pytest.importorskip("watchfiles")
 
@@ -32,15 +31,6 @@ pytest.importorskip("watchfiles")
 def touch_code(path: Path) -> None:
     with path.open("a") as source:
         source.write("\n# edited\n")
-
-
-@asynccontextmanager
-async def reloading(directory: Path) -> AsyncIterator[Host]:
-    async with Host(directory, config=FAST, reload=True) as host:
-        await host.wait_ready(20)
-        assert host.reloader is not None
-        await eventually(host.reloader.watching.is_set)
-        yield host
 
 
 # -- the plan, without files -----------------------------------------------------------------

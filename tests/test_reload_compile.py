@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host
-from isoplug.testing import FAST, eventually, watching
+from isoplug.testing import eventually, watching
+from tests.plugins_fixtures import reloading
 
 pytest.importorskip("watchfiles")
 
@@ -67,10 +68,7 @@ async def test_a_file_is_compiled_as_the_plugins_interpreter_and_environment_com
         str(Path(sys.executable).absolute()),
         '[environment]\nPYTHONWARNINGS = "error::DeprecationWarning,error::SyntaxWarning"',
     )
-    async with Host(tmp_path / "plugins", config=FAST, reload=True) as host:
-        await host.wait_ready(20)
-        assert host.reloader is not None
-        await eventually(host.reloader.watching.is_set)
+    async with reloading(tmp_path / "plugins") as host:
         pid = host.plugin("own").pid
         with watching("isoplug.host") as said:
             module.write_text(SOURCE + 'PATTERN = "\\d+"\n')
@@ -112,10 +110,7 @@ async def test_syntax_of_a_newer_python_reloads_a_plugin_that_runs_on_it(tmp_pat
     if python is None:
         pytest.skip(f"no Python >= 3.12 with msgspec (name one in {NEWER_PYTHON_VARIABLE})")
     module = write_plugin(tmp_path / "plugins", python)
-    async with Host(tmp_path / "plugins", config=FAST, reload=True) as host:
-        await host.wait_ready(20)
-        assert host.reloader is not None
-        await eventually(host.reloader.watching.is_set)
+    async with reloading(tmp_path / "plugins") as host:
         pid = host.plugin("own").pid
         module.write_text(SOURCE.replace("V = 1", 'D = {"k": 2}\nV = f"{D["k"]}"'))
         await restarted(host, pid)
@@ -133,10 +128,7 @@ async def test_a_check_that_cannot_run_restarts_the_plugin_all_the_same(tmp_path
     )
     wrapper.chmod(0o755)
     module = write_plugin(tmp_path / "plugins", str(wrapper))
-    async with Host(tmp_path / "plugins", config=FAST, reload=True) as host:
-        await host.wait_ready(20)
-        assert host.reloader is not None
-        await eventually(host.reloader.watching.is_set)
+    async with reloading(tmp_path / "plugins") as host:
         pid = host.plugin("own").pid
         with watching("isoplug.host") as said:
             module.write_text(SOURCE.replace("V = 1", "V = 2"))

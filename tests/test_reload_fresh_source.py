@@ -21,6 +21,7 @@ import pytest
 
 from isoplug import Host
 from isoplug.testing import FAST, eventually
+from tests.plugins_fixtures import reloading
 
 SOURCE = """
 import os
@@ -128,10 +129,7 @@ async def test_a_hot_reload_runs_the_second_save_of_a_second(tmp_path: Path) -> 
     runner wrote its ``.pyc``) restarts the runner into the new code."""
     pytest.importorskip("watchfiles")
     module = write_plugin(tmp_path / "plugins")
-    async with Host(tmp_path / "plugins", config=FAST, reload=True) as host:
-        await host.wait_ready(20)
-        assert host.reloader is not None
-        await eventually(host.reloader.watching.is_set)
+    async with reloading(tmp_path / "plugins") as host:
         assert await host.call("fresh", "version") == 2
         pid = host.plugin("fresh").pid
         pyc_written_in_the_same_second(module)

@@ -305,8 +305,9 @@ def _relative(path: Path, directory: Path) -> Path | None:
 
     The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder, a user
     links one into the plugins folder): a change is reported under whichever of the paths was
-    watched, as an absolute path: through the link, also when ``directory`` is relative (a
-    ``Host("plugins")``) or the plugins folder's own path holds a link, or under its target.
+    watched, as an absolute path: through the link, also when ``directory`` is relative (the
+    host makes its own absolute) or the plugins folder's own path holds a link, or under its
+    target.
     """
     path = Path(os.path.abspath(path))
     link = Path(os.path.abspath(directory))
