@@ -95,8 +95,8 @@ async def hold_uncompiled(
     if not plan.compile_first:
         return plan
     at_once = asyncio.Semaphore(_AT_ONCE)
-    checks: dict[object, Awaitable[str | None]] = {}
-    by_runner: dict[str, Awaitable[str | None]] = {}
+    checks: dict[object, asyncio.Future[str | None]] = {}
+    by_runner: dict[str, asyncio.Future[str | None]] = {}
     for runner_id, (runner, files) in plan.compile_first.items():
         own = any(m.python is not None for m in runner.manifests)
         python = runner_python(runner.manifests) if own else None
@@ -107,10 +107,11 @@ async def hold_uncompiled(
                 _bounded(at_once, compile_problem(files, python, env, timeout))
             )
         by_runner[runner_id] = checks[key]
+    # gather: a cancel (the host closing) ends every check, and the helpers with them.
+    await asyncio.gather(*checks.values())
     uncompiled = dict(plan.uncompiled)
     for runner_id, check in by_runner.items():
-        problem = await check
-        if problem is not None:
+        if (problem := check.result()) is not None:
             uncompiled[runner_id] = problem
     return dataclasses.replace(
         plan,
