@@ -26,7 +26,6 @@ import enum
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from isoplug.errors import LocalProtocolError
@@ -42,7 +41,7 @@ from isoplug.host.on_change import call_on_change, checked_on_change
 from isoplug.host.own_loggers import keep_own_loggers_enabled
 from isoplug.host.plugin_calls import check_event_payload
 from isoplug.host.plugin_settings import PluginSettings
-from isoplug.host.registry import RunnerPlan, plan_runners
+from isoplug.host.registry import RunnerPlan, absolute_plugins_dir, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable, report_reloader_end
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
@@ -75,7 +74,8 @@ class _Default(enum.Enum):
 
 
 class Host(PluginSettings):
-    """Supervises one runner per plugin (or per group) found in ``plugins_dir``.
+    """Supervises one runner per plugin (or per group) found in ``plugins_dir`` (relative: to
+    the working directory when the host is made; a later ``os.chdir()`` changes nothing).
 
     Use as ``async with Host(...) as host``; leaving the block (normally, by exception or by
     cancellation) stops every runner: shutdown request, then SIGTERM, then SIGKILL. Bad
@@ -109,7 +109,8 @@ class Host(PluginSettings):
         if reload and (why := reload_unavailable()) is not None:
             raise RuntimeError(why)
         self.config, plugin_config = split_host_config(config, plugin_config)
-        self.plugins_dir = Path(plugins_dir)
+        #: Absolute: a relative one is taken from the working directory now, once.
+        self.plugins_dir = absolute_plugins_dir(plugins_dir)
         self.reload = reload
         #: The hot reloader, while one runs (``reload=True``).
         self.reloader: PluginReloader | None = None
@@ -204,7 +205,7 @@ class Host(PluginSettings):
         for supervisor in self._supervisors.values():
             supervisor.start()
         if self.reload:
-            self.reloader = self._runners.reloader()
+            self.reloader = self._runners.reloader(self.config)
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(report_reloader_end)
 
