@@ -28,8 +28,8 @@ gets a new zygote. The runners it had forked die with it (their parent-death sig
 must never outlive the chain to its host), and their accounts say so; their exit status comes
 from the kernel (``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown
 otherwise, never guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing,
-runners are spawned; so is a runner whose environment differs from the zygote's in what the
-interpreter reads only at its start (``PYTHON*``, the locale: see
+runners are spawned; so is a runner whose environment differs from the zygote's in what a
+process reads only at its start (``PYTHON*``, the locale, ``LD_*``, ``MALLOC_*``...: see
 :func:`~isoplug.host.fork_order.startup_differences`).
 """
 
@@ -125,7 +125,7 @@ class Zygote:
             # Its interpreter would be the zygote's, set up from other values of these.
             _log.debug(
                 "spawning a runner: its environment differs from the runner zygote's in %s, "
-                "which an interpreter reads only at its start",
+                "which a process reads only at its start",
                 ", ".join(differing),
             )
             return None

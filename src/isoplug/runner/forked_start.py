@@ -9,9 +9,10 @@ the runner's or its plugins' code runs (see :mod:`isoplug.runner.zygote`).
   its tag written into the environment block (:func:`_stamp_environment_block`), and the time
   zone read again from ``TZ`` (``time.tzset()``), which ``time`` read in the zygote.
 
-What the interpreter fixed at its start from the environment (``PYTHON*``, the locale's
-encodings) cannot be changed here: the host spawns a runner whose values of those differ from
-the zygote's (isoplug.host.fork_order).
+What the process fixed at its start from the environment (``PYTHON*``, the locale's
+encodings, the dynamic loader's ``LD_LIBRARY_PATH``, the C library's tunables) cannot be
+changed here: the host spawns a runner whose values of those differ from the zygote's
+(isoplug.host.fork_order.STARTUP_VARIABLES).
 """
 
 from __future__ import annotations
