@@ -34,9 +34,12 @@ pytestmark = [
 
 _PROBE = """
 import ctypes
+import gc
+import logging
 import os
 import sys
 import time
+import types
 
 import isoplug
 
@@ -49,6 +52,17 @@ class Probe(isoplug.Plugin):
             "tzname": list(time.tzname),
             "timezone": time.timezone,
             "hash": hash("isoplug"),
+        }
+
+    @isoplug.method
+    def collector(self) -> dict:
+        frozen = gc.get_freeze_count()
+        seen = {id(o) for o in gc.get_objects() if isinstance(o, types.ModuleType)}
+        modules = {id(m) for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)}
+        return {
+            "frozen": frozen,
+            "unseen_modules": len(modules - seen),
+            "referrers": any(r is sys.modules for r in gc.get_referrers(logging)),
         }
 
     @isoplug.method
@@ -287,6 +301,25 @@ async def test_a_variable_the_c_library_reads_at_its_start_spawns(
         pid = host.plugin("tuned").pid
         assert pid is not None and parent_of(pid) == os.getpid()
         assert (await facts(host, "tuned"))["environ"][name] == value
+
+
+async def test_a_leak_hunt_sees_every_object_of_a_forked_runner(tmp_path: Path) -> None:
+    """The zygote's objects are frozen (``gc.freeze()``), which ``gc.get_objects()`` and
+    ``gc.get_referrers()`` do not see: the first such call in a forked runner unfreezes them,
+    so that objgraph or pympler see what they see in a spawned runner (every module, the
+    referrers of one). Until then they stay frozen, their pages shared with the zygote."""
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "forked")
+    add_probe(plugins, "spawned", 'start = "spawn"')
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        forked = host.plugin("forked").pid
+        assert forked is not None and parent_of(forked) == zygote_of(host).pid
+        seen = {p: await host.call(p, "collector") for p in ("forked", "spawned")}
+    assert seen["forked"]["frozen"] > 0
+    for plugin_id in ("forked", "spawned"):
+        assert seen[plugin_id]["unseen_modules"] == 0, seen
+        assert seen[plugin_id]["referrers"], seen
 
 
 async def test_the_zygote_leaves_no_unclosed_socket_at_its_exit(
