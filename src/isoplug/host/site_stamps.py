@@ -100,7 +100,10 @@ class SiteStamp:
                 kind = "file" if path.endswith(".pth") else "folder"
                 return f"{kind} {path} changed"
         if self.racy and time.time_ns() > self.taken + RACY_NS:
-            return "it was changed right before the runner zygote started"
+            return (
+                f"within {RACY_NS / 1e9:g} s before it started, too close to tell a later "
+                "change by the times"
+            )
         return None
 
 

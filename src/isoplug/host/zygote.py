@@ -155,6 +155,11 @@ class Zygote:
             except BlockingIOError:
                 # Only while the zygote imports, or forks a burst: it reads within moments.
                 await asyncio.sleep(_FULL_RETRY)
+                if process.retiring:
+                    # Replaced meanwhile (another runner's fork found it out of date).
+                    process = self._current()
+                    if process is None:
+                        return None
         try:
             pid, pidfd = await asyncio.wrap_future(reply)
         except ZygoteGone as exc:
@@ -236,9 +241,9 @@ class Zygote:
         if why is None:
             return
         _log.info(
-            "runners are forked from a new runner zygote from now on: the site-packages of "
-            "the one they were forked from (pid %d) changed since it started (%s); it ends "
-            "with the last of its runners",
+            "the site-packages the runner zygote (pid %d) started from changed (%s): runners "
+            "are forked from a new zygote from now on, and that one ends with the last of "
+            "its runners",
             process.pid,
             why,
         )
@@ -325,6 +330,8 @@ class Zygote:
         self._closed = True
         process, self._process = self._process, None
         self._shared = False
+        # The replaced ones' copies are dropped by binding, as every zygote process's are.
+        self._retired = []
         if process is not None:
             process.drop_inherited()
 
