@@ -25,12 +25,19 @@ and asks it to fork each runner (in test sessions, hosts share one instead:
 
 When the zygote dies (a bug, or someone killed it), the host logs it and the next runner start
 gets a new zygote. The runners it had forked die with it (their parent-death signal: a runner
-must never outlive the chain to its host), and their accounts say so; their exit status comes
-from the kernel (``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown
-otherwise, never guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing,
-runners are spawned; so is a runner whose environment differs from the zygote's in what a
-process reads only at its start (``PYTHON*``, the locale, ``LD_*``, ``MALLOC_*``...: see
+must never outlive the chain to its host), and their accounts say so (``zygote_died``: they
+are restarted at once, not as their plugins' crashes); their exit status comes from the kernel
+(``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown otherwise, never
+guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing (a zygote that
+dies three times in a row before forking, or three times within ten minutes), runners are
+spawned; so is a runner whose environment differs from the zygote's in what a process reads
+only at its start (``PYTHON*``, the locale, ``LD_*``, ``MALLOC_*``...: see
 :func:`~isoplug.host.fork_order.startup_differences`).
+
+A zygote whose site-packages changed since it started (a package installed, upgraded or
+removed: :mod:`isoplug.host.site_stamps`) is retired before the next fork: it forks no more,
+and ends once the runners it forked have; the next fork starts a new zygote, so that a runner
+forked after an install has what a spawned one would.
 """
 
 from __future__ import annotations
