@@ -28,7 +28,6 @@ to hand the record in progress to the handlers, report and say goodbye.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import ssl
@@ -37,16 +36,10 @@ import time
 from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
-from isoplug.logs.chains import SenderChains
-from isoplug.logs.connection_ends import ConnectionEnds
-from isoplug.logs.handler_errors import HandlerErrors
-from isoplug.logs.limits import ReplayLimits, TransitLosses
-from isoplug.logs.metrics import LogMetrics
-from isoplug.logs.replay import LogReplayer
-from isoplug.logs.replay_end import Settle
+from isoplug.logs.limits import ReplayLimits
+from isoplug.logs.receiver_connections import MAX_HELLO_CHARS, ReceiverConnections
 from isoplug.logs.replay_reports import handled_level
-from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
+from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
@@ -60,7 +53,6 @@ from isoplug.rpc.blocking import (
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.transport import Address, Listener
 from isoplug.transport.stream import peer_credentials_of
-from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ADDRESS_ENV", "NAME_ENV", "TOKEN_ENV", "LogReceiver"]
@@ -72,8 +64,6 @@ TOKEN_ENV = "ISOPLUG_LOG_TOKEN"
 NAME_ENV = "ISOPLUG_LOG_NAME"
 
 _log = logging.getLogger("isoplug.logs")
-#: Longest sender name or role quoted in a report (a hello may carry 256 characters).
-_MAX_HELLO_CHARS = 200
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
@@ -92,7 +82,7 @@ STANDALONE_LIMITS = ReplayLimits(rate=None)
 DEFAULT_MAX_SENDERS_PER_TREE = 64
 
 
-class LogReceiver:
+class LogReceiver(ReceiverConnections):
     """Receives forwarded log records and replays them here (see the module docstring).
 
     ``prefix`` is put in front of every forwarded logger name (``"workers"`` turns a child's
@@ -171,32 +161,12 @@ class LogReceiver:
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
-        self._replayers: dict[int, tuple[str, LogReplayer]] = {}
-        # Connections that ended: those whose end is accounted for later (by connection
-        # number: a close waits for them within its drain time), the others' final metrics.
-        self._ends = ConnectionEnds()
+        self._init_connections(max_logger_entries)
         # Async use: each open connection, with what says its end was accounted for.
         self._open_peers: dict[Peer, asyncio.Future[None]] = {}
-        self._closing = False
-        # Shared by the sync mode's sender threads: next() on a count is atomic.
-        self._connection_numbers = itertools.count(1)
-        # Handlers of ours that raise on a sender's record: reported here, once for all.
-        self._handler_errors = HandlerErrors(_log, limits.report_interval)
-        # Which of a reconnected sender's records a recovery replayed already.
-        self._chains = SenderChains()
-        # One for every connection, ever: per connection, N reconnections made N allowances
-        # of loggers that are never freed (found by an outside check).
-        self._logger_budget = LoggerBudget(max_logger_entries)
-        # Likewise the records sequence gaps count lost: one connection's in-flight worth for
-        # all of them, so reconnecting gives a gapping sender no fresh allowance.
-        self._transit_losses = TransitLosses()
-        # Refused connections a token holder can repeat: said once per interval, counted.
-        self._refusals = ReportThrottle(limits.report_interval, timer=True)
         # Closing once, however often and from wherever it is asked (see close(), aclose()).
         self._close_lock = threading.Lock()
         self._aclosing: asyncio.Future[None] | None = None
-        # Ended connections' accounting on the event loop, in slices (async use).
-        self._settler: LoopSettler | None = None
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -210,60 +180,6 @@ class LogReceiver:
     def child_env(self) -> dict[str, str]:
         """Environment variables with which :func:`forward_logs` (no arguments) finds us."""
         return {ADDRESS_ENV: self.address, TOKEN_ENV: self.token}
-
-    def metrics(self) -> dict[str, LogMetrics]:
-        """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``: every open
-        connection and the latest :data:`~isoplug.logs.connection_ends.MAX_ENDED_KEPT` that
-        ended; older ones are summed under ``"(N earlier connections)"``. A connection that
-        ended without a goodbye while its sender lives on says ``pending_ends == 1`` until its
-        end is accounted for (the sender's new connection brings records, or it exits, or this
-        receiver closes): its ``recovered`` and ``dropped`` may still grow until then (see
-        :mod:`isoplug.logs.pending_ends`)."""
-        # list(): sender threads may add or end a connection meanwhile (sync use).
-        replayers = list(self._replayers.values())
-        found = self._ends.metrics()
-        found.update((label, replayer.metrics.snapshot()) for label, replayer in replayers)
-        return found
-
-    def _ended_connection(self, number: int, clean: bool) -> None:
-        """A connection ended: finish its replayer and keep only its final metrics."""
-        entry = self._replayers.get(number)
-        if entry is None:
-            return
-        # A sender that lives on after a connection ended without a goodbye: its accounting
-        # waits until it reconnects or exits (isoplug.logs.pending_ends).
-        if not clean and self._deferred(number, entry, run_in=None):
-            return
-        entry[1].finish(clean=clean)
-        self._forget_connection(number, entry)
-
-    async def _ended_connection_async(self, number: int, clean: bool) -> None:
-        """:meth:`_ended_connection` on the event loop, in slices."""
-        entry = self._replayers.get(number)
-        if entry is None:
-            return
-        if not clean and self._deferred(
-            number, entry, run_in=self._settler_for(asyncio.get_running_loop()).run
-        ):
-            return
-        await entry[1].finish_async(clean=clean)
-        self._forget_connection(number, entry)
-
-    def _deferred(self, number: int, entry: tuple[str, LogReplayer], run_in: Settle | None) -> bool:
-        return self._ends.deferred(
-            number, entry[1], lambda: self._forget_connection(number, entry), run_in
-        )
-
-    def _settler_for(self, loop: asyncio.AbstractEventLoop) -> LoopSettler:
-        if self._settler is None:
-            self._settler = LoopSettler(loop)
-        return self._settler
-
-    def _forget_connection(self, number: int, entry: tuple[str, LogReplayer]) -> None:
-        label, replayer = entry
-        # Kept before it leaves the open ones: metrics() lists it meanwhile, if twice, once.
-        self._ends.accounted(number, label, replayer.metrics.snapshot())
-        del self._replayers[number]
 
     # -- async use ----------------------------------------------------------------------------
 
@@ -365,14 +281,6 @@ class LogReceiver:
             self.drain_timeout,
         )
 
-    def _stop_replaying(self) -> None:
-        """The drain time is up: every replayer stops (see :meth:`LogReplayer.stop`), and one
-        made from now on starts stopped (see :meth:`_replayer_for`)."""
-        self._closing = True
-        # list(): sender threads may add or end a connection meanwhile (sync use).
-        for _, replayer in list(self._replayers.values()):
-            replayer.stop()
-
     def _listening(self) -> dict[str, Any]:
         """How either mode listens: its own children get handshake seats of their own, and the
         welcome tells a sender the level records are handled from here (one whose logging
@@ -388,38 +296,6 @@ class LogReceiver:
             "welcome_level": lambda: handled_level(self.prefix),
             "kinship": own_family,
         }
-
-    def _accepts(self, hello: Hello) -> bool:
-        if hello.role == "logs":
-            return True
-        text = (
-            f"refused a '{clean_text(hello.role, _MAX_HELLO_CHARS)}' connection from "
-            f"{clean_text(hello.name, _MAX_HELLO_CHARS) or 'a sender'}: this receiver only "
-            "takes logs"
-        )
-        report_refusal(self._refusals, text, _log.warning)
-        return False
-
-    def _replayer_for(self, sender_pid: int | None, hello: Hello) -> tuple[int, LogReplayer]:
-        number = next(self._connection_numbers)
-        sender = clean_text(hello.name, _MAX_HELLO_CHARS)
-        label = f"{sender or 'sender'} #{number}"
-        replayer = LogReplayer(
-            self.prefix,
-            identity={"sender": sender, "sender_pid": sender_pid},
-            limits=self.limits,
-            description=f"log sender {sender or '(unnamed)'}",
-            sender_pid=sender_pid,
-            handler_errors=self._handler_errors,
-            chains=self._chains,
-            logger_budget=self._logger_budget,
-            transit_losses=self._transit_losses,
-        )
-        self._replayers[number] = (label, replayer)
-        if self._closing:
-            # Registered first: either _stop_replaying() sees it, or it sees _closing.
-            replayer.stop()
-        return number, replayer
 
     # -- sync use (own threads) ---------------------------------------------------------------
 
@@ -490,7 +366,7 @@ class LogReceiver:
         clean = False
         try:
             clean = replay_until_closed(
-                channel, replayer, clean_text(hello.name, _MAX_HELLO_CHARS) or "(unnamed)"
+                channel, replayer, clean_text(hello.name, MAX_HELLO_CHARS) or "(unnamed)"
             )
         finally:
             self._ended_connection(number, clean)
