@@ -166,6 +166,9 @@ class LogReceiver(ReceiverConnections):
         self._open_peers: dict[Peer, asyncio.Future[None]] = {}
         # Closing once, however often and from wherever it is asked (see close(), aclose()).
         self._close_lock = threading.Lock()
+        # Set by the first open() or start() (see _claim_opening).
+        self._opened = False
+        self._open_lock = threading.Lock()
         self._aclosing: asyncio.Future[None] | None = None
 
     # -- facts for the children --------------------------------------------------------------
@@ -191,10 +194,15 @@ class LogReceiver(ReceiverConnections):
         await self.aclose()
 
     async def start(self) -> None:
-        """Start listening on the running event loop."""
-        self._listener = await serve(
-            self._requested_address, self.token, self._on_peer, **self._listening()
-        )
+        """Start listening on the running event loop. Once only, as :meth:`open`."""
+        self._claim_opening()
+        try:
+            self._listener = await serve(
+                self._requested_address, self.token, self._on_peer, **self._listening()
+            )
+        except BaseException:
+            self._opened = False  # never listened: it may be tried again
+            raise
         self._address = self._listener.address
         self._settler = LoopSettler(asyncio.get_running_loop())
 
@@ -312,14 +320,24 @@ class LogReceiver(ReceiverConnections):
         A sender's thread sleeps in ``recv()`` and replays each record the moment it arrives,
         so no event loop stands between the socket and ``logging``. Back-pressure is the
         socket's: while a thread replays, it does not read, and a flooding sender waits.
+
+        A receiver is opened once, either way (:meth:`open` or :meth:`start`), as a thread is
+        started once: opening it again, while it is open or after it closed, raises
+        :class:`~isoplug.errors.IsoplugError` (make a new ``LogReceiver`` instead; the closed
+        one's :meth:`metrics` stay readable). One whose opening failed may be opened again.
         """
-        self._server = serve_blocking(
-            self._requested_address,
-            self.token,
-            self._serve_sender,
-            max_connections=self.max_senders,
-            **self._listening(),
-        )
+        self._claim_opening()
+        try:
+            self._server = serve_blocking(
+                self._requested_address,
+                self.token,
+                self._serve_sender,
+                max_connections=self.max_senders,
+                **self._listening(),
+            )
+        except BaseException:
+            self._opened = False  # never listened: it may be tried again
+            raise
         self._address = self._server.address
 
     def close(self) -> None:
@@ -370,6 +388,29 @@ class LogReceiver(ReceiverConnections):
             )
         finally:
             self._ended_connection(number, clean)
+
+    def _claim_opening(self) -> None:
+        """Refuse a second opening. Opened again after its close, a receiver listened at a new
+        address and silently replayed nothing (its replayers started stopped, its reports
+        were closed); reset instead, it would mix two runs' metrics and budgets, so, as
+        ``threading.Thread.start()``, it is once only."""
+        with self._open_lock:
+            if self._opened:
+                raise IsoplugError(self._opened_already())
+            self._opened = True
+
+    def _opened_already(self) -> str:
+        if self._server is not None or self._listener is not None or self._address is None:
+            where = f" at {self._address}" if self._address is not None else ""
+            return (
+                f"this LogReceiver is open already{where}: it listens until it is closed "
+                "(the end of its with/async with block); open it once"
+            )
+        return (
+            f"this LogReceiver was opened already (at {self._address}) and is closed: a "
+            "LogReceiver is opened once; make a new LogReceiver() to listen again (the "
+            "closed one's metrics() stay readable)"
+        )
 
     def __repr__(self) -> str:
         where = str(self._address) if self._address else "not running"
