@@ -4,14 +4,26 @@ silent traps (a receiver opened twice, one that forwards to itself, a malformed 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from isoplug.errors import IsoplugError, TransportError
-from isoplug.logs import LogReceiver
-from tests.record_waiter import watching
-from tests.test_logs_forwarding import PREFIX, finish, receiving, run_child
+from isoplug.errors import AddressError, IsoplugError, SelfForwarding, TransportError
+from isoplug.logs import ADDRESS_ENV, TOKEN_ENV, ForwardingHandler, LogReceiver, forward_logs
+from tests.record_waiter import attached, eventually, watching
+from tests.test_logs_forwarding import (
+    BOTH_MODES,
+    PREFIX,
+    combined_metrics,
+    finish,
+    receiving,
+    run_child,
+)
 
 
 async def logged_through(receiver: LogReceiver, count: int) -> list[int]:
@@ -75,3 +87,131 @@ async def test_a_receiver_whose_opening_failed_may_be_opened_again() -> None:
             await collector.wait_until(lambda: collector.numbers() == expected)
         finally:
             await asyncio.to_thread(receiver.close)
+
+
+async def test_forward_logs_in_the_receivers_own_process_is_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """forward_logs() aimed at the receiver open in this very process, by its arguments or by
+    the environment the parent exported for its workers, raises (one record used to circulate
+    for ever, ~160 copies a second) and installs nothing; a child given the same environment
+    forwards as usual, each record once."""
+    root = logging.getLogger()
+    handlers_before = list(root.handlers)
+    async with receiving("threads") as (receiver, collector):
+        with pytest.raises(SelfForwarding) as direct:
+            forward_logs(receiver.address, receiver.token)
+        assert str(direct.value).startswith(
+            "cannot forward logs: this address and token name the LogReceiver open in this "
+            f"very process ({receiver.address}): it would replay each record back into this "
+            "process's logging, where it is forwarded again, for ever; call forward_logs() in "
+            "the processes that send"
+        )
+        for name, value in receiver.child_env().items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SelfForwarding) as inherited:
+            forward_logs()
+        assert str(inherited.value).startswith(
+            "cannot forward logs: ISOPLUG_LOG_ADDRESS and ISOPLUG_LOG_TOKEN in this process's "
+            "environment name the LogReceiver open in this very process"
+        )
+        assert "pass receiver.child_env() to the children's environment" in str(inherited.value)
+        assert root.handlers == handlers_before
+        expected = await logged_through(receiver, 3)  # run_child passes os.environ along
+        await collector.wait_until(lambda: collector.numbers() == expected)
+    assert combined_metrics(receiver).received == 3
+
+
+@pytest.mark.parametrize("address", ["unix:", "tcp://127.0.0.1:0"])
+async def test_a_handler_that_would_get_its_own_records_back_stops_when_it_connects(
+    address: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A ForwardingHandler put on the root logger by hand (as dictConfig does), aimed at the
+    receiver of this process: the receiver's welcome says whose it is, so it stops at once,
+    saying why on stderr, and its record is never replayed (it used to come back to it and
+    be sent again, for ever)."""
+    async with receiving("threads", address=address) as (receiver, _):
+        handler = ForwardingHandler(receiver.address, receiver.token, name="looping")
+        with attached(handler):
+            logging.getLogger("app").warning("one record")
+            await eventually(lambda: handler.failure is not None)
+        handler.close()
+        metrics = combined_metrics(receiver)
+    assert handler.failure is not None
+    assert handler.failure.startswith(
+        f"the LogReceiver at {receiver.address} is open in this very process and the records "
+        "it replays reach this handler: each would be forwarded again, for ever"
+    )
+    assert metrics.received == 0
+    said = capfd.readouterr().err
+    assert f"isoplug: log forwarding from looping to {receiver.address} stopped: " in said
+
+
+@pytest.mark.parametrize("address", ["foo:bar", "/tmp/x.sock", "tcp://localhost"])
+def test_a_malformed_address_is_refused_before_any_attempt(address: str) -> None:
+    """A malformed address is said at once, naming it and the accepted forms, by
+    forward_logs() and by the handler itself (it used to be tried 9 times, for 6 s)."""
+    with pytest.raises(AddressError) as raised:
+        forward_logs(address, "token")
+    assert str(raised.value).startswith(repr(address))
+    assert "attempts" not in str(raised.value)
+    with pytest.raises(AddressError):
+        ForwardingHandler(address, "token")
+    with pytest.raises(AddressError):
+        LogReceiver(address)
+
+
+def test_a_malformed_address_in_the_environment_is_said_at_once_by_the_child() -> None:
+    """A child whose ISOPLUG_LOG_ADDRESS holds no address fails in forward_logs() at once,
+    its stderr naming the variable and the accepted forms."""
+    child = subprocess.run(
+        [sys.executable, "-c", "from isoplug.logs import forward_logs\nforward_logs()"],
+        env={**os.environ, ADDRESS_ENV: "foo:bar", TOKEN_ENV: "token"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 1
+    last = child.stderr.strip().splitlines()[-1]
+    assert last == (
+        "isoplug.errors.AddressError: cannot forward logs: ISOPLUG_LOG_ADDRESS in this "
+        "process's environment holds no log receiver's address: 'foo:bar' is not an address: "
+        "expected unix:/path, tcp://host:port or tls://host:port (LogReceiver.child_env() "
+        "gives the address)"
+    )
+
+
+KILLED_RECEIVER = """
+from isoplug.logs import LogReceiver
+receiver = LogReceiver()
+receiver.open()
+print(receiver.address, flush=True)
+input()
+"""
+
+
+@BOTH_MODES
+async def test_a_receiver_removes_the_folder_a_killed_receiver_left(mode: str) -> None:
+    """A receiver killed by SIGKILL leaves its private socket folder; the next receiver that
+    makes one removes it, as a host does (they used to pile up in /tmp)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RECEIVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        address = child.stdout.readline().strip()
+    finally:
+        child.kill()
+        child.wait(30)
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
+    folder = Path(address.removeprefix("unix:")).parent
+    assert (folder / "sock").exists()  # the killed receiver could not remove it
+    async with receiving(mode):
+        pass
+    assert not folder.exists()

@@ -36,13 +36,16 @@ import time
 from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.logs import own_receivers
 from isoplug.logs.limits import ReplayLimits
+from isoplug.logs.own_receivers import OpenReceiver
 from isoplug.logs.receiver_connections import MAX_HELLO_CHARS, ReceiverConnections
 from isoplug.logs.replay_reports import handled_level
 from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
+from isoplug.off_loop import off_loop
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import (
     DEFAULT_MAX_CONNECTIONS,
@@ -51,7 +54,8 @@ from isoplug.rpc.blocking import (
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
-from isoplug.transport import Address, Listener
+from isoplug.transport import Address, Listener, Scheme, parse_address
+from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire.sanitize import clean_text
 
@@ -80,6 +84,14 @@ STANDALONE_LIMITS = ReplayLimits(rate=None)
 #: of workers each forwarding its logs fits, a tree forking without end takes no more than
 #: this of the receiver's places.
 DEFAULT_MAX_SENDERS_PER_TREE = 64
+
+
+def _remove_stale_folders() -> None:
+    """A receiver killed by SIGKILL could not remove its socket's private folder: what a
+    receiver about to make one removes of those whose owner is dead (as a host does)."""
+    removed = remove_stale_socket_dirs()
+    if removed:
+        _log.info("removed %d socket folders of dead isoplug processes", len(removed))
 
 
 class LogReceiver(ReceiverConnections):
@@ -143,7 +155,8 @@ class LogReceiver(ReceiverConnections):
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_logger_entries: int = DEFAULT_LOGGER_BUDGET,
     ) -> None:
-        self._requested_address = address
+        # Parsed now: a malformed address is said where the receiver is made.
+        self._requested_address = parse_address(address)
         self.token = token or secrets.token_urlsafe(32)
         self.prefix = prefix
         self.limits = limits
@@ -168,6 +181,8 @@ class LogReceiver(ReceiverConnections):
         self._close_lock = threading.Lock()
         # Set by the first open() or start() (see _claim_opening).
         self._opened = False
+        # While it listens: noted for the senders of this process (isoplug.logs.own_receivers).
+        self._noted: OpenReceiver | None = None
         self._open_lock = threading.Lock()
         self._aclosing: asyncio.Future[None] | None = None
 
@@ -197,13 +212,15 @@ class LogReceiver(ReceiverConnections):
         """Start listening on the running event loop. Once only, as :meth:`open`."""
         self._claim_opening()
         try:
+            if self._makes_private_folder():
+                await off_loop(_remove_stale_folders)
             self._listener = await serve(
                 self._requested_address, self.token, self._on_peer, **self._listening()
             )
         except BaseException:
             self._opened = False  # never listened: it may be tried again
             raise
-        self._address = self._listener.address
+        self._listens_at(self._listener.address)
         self._settler = LoopSettler(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
@@ -223,6 +240,7 @@ class LogReceiver(ReceiverConnections):
         try:
             await self._drain_and_close(listener)
         finally:
+            self._stopped_listening()
             self._listener = None
             self._aclosing = None
 
@@ -328,6 +346,8 @@ class LogReceiver(ReceiverConnections):
         """
         self._claim_opening()
         try:
+            if self._makes_private_folder():
+                _remove_stale_folders()
             self._server = serve_blocking(
                 self._requested_address,
                 self.token,
@@ -338,7 +358,7 @@ class LogReceiver(ReceiverConnections):
         except BaseException:
             self._opened = False  # never listened: it may be tried again
             raise
-        self._address = self._server.address
+        self._listens_at(self._server.address)
 
     def close(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;
@@ -351,7 +371,10 @@ class LogReceiver(ReceiverConnections):
         with self._close_lock:
             server = self._server
             if server is not None:
-                self._close_server(server)
+                try:
+                    self._close_server(server)
+                finally:
+                    self._stopped_listening()
 
     def _close_server(self, server: BlockingServer) -> None:
         drain_ends = time.monotonic() + self.drain_timeout
@@ -388,6 +411,18 @@ class LogReceiver(ReceiverConnections):
             )
         finally:
             self._ended_connection(number, clean)
+
+    def _makes_private_folder(self) -> bool:
+        return self._requested_address.scheme is Scheme.UNIX and not self._requested_address.path
+
+    def _listens_at(self, address: Address) -> None:
+        self._address = address
+        self._noted = own_receivers.opened(address, self.token, self.prefix)
+
+    def _stopped_listening(self) -> None:
+        noted, self._noted = self._noted, None
+        if noted is not None:
+            own_receivers.closed(noted)
 
     def _claim_opening(self) -> None:
         """Refuse a second opening. Opened again after its close, a receiver listened at a new
