@@ -37,6 +37,7 @@ from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.logs import own_receivers
+from isoplug.logs.drain_end import closed_summary, drain_warning, sender_hung_up
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.own_receivers import OpenReceiver
 from isoplug.logs.receiver_connections import MAX_HELLO_CHARS, ReceiverConnections
@@ -177,6 +178,8 @@ class LogReceiver(ReceiverConnections):
         self._init_connections(max_logger_entries)
         # Async use: each open connection, with what says its end was accounted for.
         self._open_peers: dict[Peer, asyncio.Future[None]] = {}
+        # Sync use: each connection its thread serves (a drain's end asks if its sender left).
+        self._open_channels: dict[int, BlockingChannel] = {}
         # Closing once, however often and from wherever it is asked (see close(), aclose()).
         self._close_lock = threading.Lock()
         # Set by the first open() or start() (see _claim_opening).
@@ -250,10 +253,14 @@ class LogReceiver(ReceiverConnections):
         # Each connection's end accounted for, not only the connection closed: what its
         # sender's ring gives back is replayed in slices on this loop after it closed.
         ended = list(self._open_peers.values())
+        still_open: set[asyncio.Future[None]] = set()
         if ended:
             _, still_open = await asyncio.wait(ended, timeout=self.drain_timeout)
             if still_open:
-                self._warn_still_connected(len(still_open))
+                self._warn_still_open(
+                    len(still_open),
+                    [p.stream.fileno() for p, end in self._open_peers.items() if end in still_open],
+                )
         # Senders that did not come back in time: their ends are accounted for now.
         self._chains.pending.close()
         # Their accounting runs on this loop in slices: done before replaying stops. So does
@@ -274,6 +281,8 @@ class LogReceiver(ReceiverConnections):
             await asyncio.sleep(0.001)
         # What it handed over meanwhile (replaying stopped now: quick).
         await self._settler_for(loop).wait()
+        if still_open:
+            self._say_what_closing_cost(len(still_open))
         self._handler_errors.close()
         self._refusals.close()
 
@@ -299,13 +308,16 @@ class LogReceiver(ReceiverConnections):
                 del self._open_peers[peer]
                 accounted.set_result(None)
 
-    def _warn_still_connected(self, count: int) -> None:
-        _log.warning(
-            "%d log sender(s) still connected after %.1f s; closing them (what they have not "
-            "delivered yet is lost)",
-            count,
-            self.drain_timeout,
-        )
+    def _warn_still_open(self, count: int, fds: list[int | None]) -> None:
+        """``count`` connections are open when the drain time is up; ``fds``: the sockets of
+        those that carry records (others are in their handshake)."""
+        hung_up = sum(map(sender_hung_up, fds))
+        _log.warning(drain_warning(count - hung_up, hung_up, self.drain_timeout))
+
+    def _say_what_closing_cost(self, cut: int) -> None:
+        summary = closed_summary(self.metrics().values(), cut)
+        if summary is not None:
+            _log.warning(summary)
 
     def _listening(self) -> dict[str, Any]:
         """How either mode listens: its own children get handshake seats of their own, and the
@@ -380,7 +392,9 @@ class LogReceiver(ReceiverConnections):
         drain_ends = time.monotonic() + self.drain_timeout
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
-            self._warn_still_connected(still_open)
+            # list(): their threads may end meanwhile.
+            channels = list(self._open_channels.values())
+            self._warn_still_open(still_open, [c.socket.fileno() for c in channels])
         # Senders that did not come back in time: their ends are accounted for now, here.
         self._chains.pending.close()
         # Those the watcher thread took just before (a sender that exited) are accounted for
@@ -394,6 +408,8 @@ class LogReceiver(ReceiverConnections):
         # stopped now): it ends within the same grace, closing its wake pipe.
         self._chains.pending.wait_closed(max(0.0, grace_ends - time.monotonic()))
         self._server = None
+        if still_open:
+            self._say_what_closing_cost(still_open)
         self._handler_errors.close()
         self._refusals.close()
 
@@ -404,13 +420,17 @@ class LogReceiver(ReceiverConnections):
             return
         credentials = peer_credentials_of(channel.socket)
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        self._open_channels[number] = channel
         clean = False
         try:
             clean = replay_until_closed(
                 channel, replayer, clean_text(hello.name, MAX_HELLO_CHARS) or "(unnamed)"
             )
         finally:
-            self._ended_connection(number, clean)
+            try:
+                self._ended_connection(number, clean)
+            finally:
+                del self._open_channels[number]
 
     def _makes_private_folder(self) -> bool:
         return self._requested_address.scheme is Scheme.UNIX and not self._requested_address.path
