@@ -73,6 +73,18 @@ async def test_loguru_intercept_handler_sends_each_record_once(
     assert metrics.received < 40, metrics
 
 
+async def test_a_loguru_record_two_sinks_write_arrives_once(tmp_path: Path) -> None:
+    """Two loguru sinks of the plugin's own (stderr and stdout, loguru's README) write each
+    message: it arrives once, as its record (it came once per sink)."""
+    pytest.importorskip("loguru")
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "loguru_two_sinks", "two")
+        await _marker(host, waiter, "two")
+    record = _only(waiter, "two: written by two sinks")
+    assert (record.name, record.levelno) == (f"{CTX}.reconfigurer_plugin", logging.WARNING)
+    assert record.user == "ann"  # type: ignore[attr-defined]
+
+
 async def test_a_handler_feeding_loguru_from_afar_meets_its_own_record_once(
     tmp_path: Path,
 ) -> None:

@@ -43,7 +43,12 @@ from types import ModuleType
 from typing import Any
 
 from isoplug.logs.handler_errors import failure_report
-from isoplug.logs.kept_forwarder import intercepted_record, kept_forwarder, send_once
+from isoplug.logs.kept_forwarder import (
+    forward_once,
+    intercepted_record,
+    kept_forwarder,
+    send_once,
+)
 from isoplug.logs.nested_output import passed_as_text
 from isoplug.logs.output_records import deliver, output_enabled
 from isoplug.logs.record_names import add_extras
@@ -142,8 +147,8 @@ def forward_rendered_loguru(record: Any, rendered: str = "") -> bool:
     ``sys.stdout`` or ``sys.stderr`` (``logger.remove(); logger.add(sys.stderr, ...)``, loguru's
     usual setup, removes the bridge's sink too): the record, made as the bridge's sink makes
     it, goes to the forwarding handler, unless that sink sent it already (it is still there
-    too), and its text is dropped (see :mod:`isoplug.logs.rendered_records`). Returns True:
-    the text is the record's.
+    too) or another of the program's sinks wrote it already, and its text is dropped (see
+    :mod:`isoplug.logs.rendered_records`). Returns True: the text is the record's.
 
     To the forwarding handler only, as what a logging handler renders does: in a program of
     its own the sink's text reaches no logging handler, and handed to them it reached the
@@ -155,7 +160,9 @@ def forward_rendered_loguru(record: Any, rendered: str = "") -> bool:
     (``enqueue=True``), whose exception lost its traceback on the way (loguru cannot pickle
     one): the traceback loguru printed in the text is the record's ``exc_text`` then."""
     if getattr(_bridged, "record", None) is not record:
-        _forward(record, rendered, to_handlers=False)
+        # Once, though several sinks write it (one on stderr, one on stdout): loguru hands
+        # each the same record.
+        forward_once(record, record, lambda _: _forward(record, rendered, to_handlers=False))
     return True
 
 

@@ -296,6 +296,19 @@ class Reconfigurer(isoplug.Plugin):
         logger.info("{}: loguru directly", tag)
 
     @isoplug.method
+    def loguru_two_sinks(self, tag: str) -> None:
+        """loguru's README setup: sinks of the plugin's own on stderr and on stdout, each
+        writing every message."""
+        from loguru import logger
+
+        logger.remove()
+        logger.add(sys.stderr, format="{time} {level} {message}", level="INFO")
+        logger.add(
+            sys.stdout, colorize=True, format="<green>{time}</green> <level>{message}</level>"
+        )
+        logger.bind(user="ann").warning("{}: written by two sinks", tag)
+
+    @isoplug.method
     def loguru_intercepted_far(self, tag: str) -> None:
         """An intercepting handler whose loguru call is too far below its emit() to be told
         apart: a record of it meets that handler again, once, inside its own handing out."""
