@@ -84,18 +84,19 @@ def _close_at_last_flush(
     traceback, on stderr), and before it joins the process's non-daemon threads. Closed
     earlier, the handler took those last words to its stderr fallback, as WARNING text of
     the parent's, besides the host's reading of the same text: twice, neither as the child's.
-    True if done (this Python's multiprocessing has that step)."""
+    True if done (this Python's ``_bootstrap`` ends with that step)."""
     flush = getattr(util, "_flush_std_streams", None)
-    if not callable(flush):
+    if not callable(flush) or "_flush_std_streams" not in bootstrap.co_names:
         return False
     if getattr(flush, "_isoplug_closes", False):
         return True  # a fork of a process that did this: the same function closes here
 
     def flush_then_close() -> None:
-        flush()
-        caller = sys._getframe(1)
-        if caller.f_code is bootstrap:  # not Popen's flush before it starts a child
-            close_all()
+        try:
+            flush()
+        finally:
+            if sys._getframe(1).f_code is bootstrap:  # not Popen's, before it starts a child
+                close_all()
 
     flush_then_close._isoplug_closes = True  # type: ignore[attr-defined]
     vars(util)["_flush_std_streams"] = flush_then_close
