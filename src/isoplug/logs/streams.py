@@ -391,7 +391,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             with contextlib.suppress(OSError, ValueError):
                 original.write(s)
                 original.flush()
-        passed_as_text(self.stream)
+        passed_as_text(self.stream, self.stream)
         return len(s)
 
     def _flush_original(self) -> None:
@@ -407,7 +407,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 original.write(data)  # type: ignore[union-attr]
                 original.flush()  # type: ignore[union-attr]
-            passed_as_text(self.stream)
+            passed_as_text(self.stream, self.stream)
             return
         state = per_thread.states.get(self)
         if state is None:
