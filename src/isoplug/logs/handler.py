@@ -65,11 +65,12 @@ import msgspec
 
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
-from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
+from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel
 from isoplug.logs.first_record import ACKNOWLEDGE_WAIT, FIRST_RECORD_WAIT, wait_ready
 from isoplug.logs.first_record import may_forward as _may_forward
 from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.limits import MAX_QUEUE_BYTES
+from isoplug.logs.process_end import close_all_at_exit
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.logs.standard_types import level_of as _level_of
