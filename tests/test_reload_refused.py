@@ -14,11 +14,10 @@ import pytest
 from isoplug.host.registry import discover
 from isoplug.host.reload import plan_reload, plugin_folders
 from isoplug.testing import eventually, watching
-from tests.plugins_fixtures import copy_plugins
+from tests.plugins_fixtures import copy_plugins, reloading
 from tests.test_host_reload import (
     Console,
     barrier,
-    reloading,
     replace_in,
     running_plans,
     touch_code,

@@ -23,9 +23,10 @@ import time
 
 import msgspec
 
-from isoplug.errors import AuthenticationFailed, VersionMismatch
+from isoplug.errors import AuthenticationFailed, SelfForwarding, VersionMismatch
 from isoplug.logs import first_record
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
+from isoplug.logs.own_receivers import loops_back
 from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import say as _say
@@ -130,6 +131,11 @@ class SenderLink:
             ssl_context=self._ssl_context,
             timeout=timeout,
         )
+        welcome = channel.connection.peer_welcome
+        loop = None if welcome is None else loops_back(self, self._token, welcome.pid)
+        if loop is not None:
+            channel.close("this sender's records would come back to it")
+            raise SelfForwarding(loop)
         ledger: SenderLedger | None = None
         try:
             try:
@@ -224,6 +230,9 @@ class SenderLink:
             return self._connect(resumed=False, timeout=self._connect_timeout)
         except Exception as exc:
             why = f"cannot connect to {self.address}"
+            if isinstance(exc, SelfForwarding):
+                self._give_up(str(exc), exc)  # it connected: the receiver is the trouble
+                return None
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
                 # A failure to connect names the address already.
                 self._give_up(str(exc) if str(exc).startswith(why) else f"{why}: {exc}", exc)

@@ -49,7 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import EXIT_DESCRIPTORS_CLOSED
-from isoplug.logs.rendered_records import kept_forwarder
+from isoplug.logs.kept_forwarder import kept_forwarder
 from isoplug.transport.fd_identity import FdIdentity
 
 __all__ = ["CONTROL", "HEALTH", "LOOP", "VitalDescriptors", "guard_closes", "vital"]
