@@ -9,6 +9,7 @@ any self-inflicted abort: a failed C assertion."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import os
 import signal
@@ -66,6 +67,16 @@ async def test_closerange_in_a_method_leaves_the_runners_own_and_it_serves_on(
     for what in ("its control connection to the host: ", "its event loop's: ", "its health"):
         assert what in message, message
     assert not waiter.select(plugin="fdcloser", level="ERROR"), waiter.messages()
+
+
+async def test_os_close_of_one_of_them_raises_ebadf_naming_whose(tmp_path: Path) -> None:
+    async with running(tmp_path, "fdcloser", config=CONFIG) as (host, _):
+        pid = host.plugin("fdcloser").pid
+        fd, code, text = await host.call("fdcloser", "close_one_of_the_runners")
+        assert code == errno.EBADF, text
+        assert text.startswith(f"Bad file descriptor: {fd} is the isoplug runner's own (its "), text
+        assert text.endswith("; a plugin cannot close it, and no process it starts inherits it")
+        assert await host.call("fdcloser", "pid") == pid
 
 
 @pytest.mark.parametrize("loop", LOOPS)

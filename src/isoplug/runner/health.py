@@ -192,6 +192,8 @@ class HealthMonitor:
             while True:
                 entered = time.monotonic()
                 if not self._identity.holds():
+                    # Closed with the runner's others, it exits saying which.
+                    vital.exit_if_lost()
                     _log.error(
                         "the plugin closed the descriptor of the host's health channel; no "
                         "more health reports"
@@ -220,6 +222,8 @@ class HealthMonitor:
         except OSError as exc:
             _log.error("the host's health channel failed: %s; no more health reports", exc)
         finally:
+            # Its own close, from here: not the plugin's doing.
+            vital.forget(self._identity.fd)
             detach_if_not_ours(self._sock, self._identity)
             # Our own socket: a failing close has nothing left to release or report.
             with contextlib.suppress(OSError):

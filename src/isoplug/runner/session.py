@@ -113,6 +113,22 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     """Run the runner described by ``bootstrap``; return the process exit code."""
     # First: what is new since the loop was made is the loop's (nothing else opened since).
     vital.note_loop_running()
+    running = _run(bootstrap)
+    # That coroutine holds the only reference left: it drops the tokens once connected.
+    del bootstrap
+    try:
+        code = await running
+    except Exception:
+        # A bug of isoplug's: its traceback says why the runner ends, and the loop's later
+        # runs (uvloop makes its signals' socket pair anew in each) must not be taken for
+        # descriptors the plugin closed.
+        vital.disarm()
+        raise
+    vital.disarm()
+    return code
+
+
+async def _run(bootstrap: Bootstrap) -> int:
     # Before any plugin code: what exists now was started by its interpreter command.
     inherited = inherited_processes()
     lower_priority(bootstrap.nice)  # before any plugin code runs
@@ -257,7 +273,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
                     exc_info=setting_up.exception(),
                 )
             left = await _teardown(table, sources, bootstrap.teardown_timeout)
-            await peer.aclose("runner shut down during its plugins' setup")
+            await _goodbye(peer, "runner shut down during its plugins' setup")
             if left:
                 exit_leaving(0)
             return 0
@@ -278,7 +294,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
             # take along what the plugin logged.
             code, goodbye = failed
             left = await _teardown(table, sources, bootstrap.teardown_timeout)
-            await peer.aclose(goodbye)
+            await _goodbye(peer, goodbye)
             if left:
                 exit_leaving(code)
             return code
@@ -296,10 +312,18 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         peer.close_admission("the runner is shutting down; the call had not started")
         left = await _teardown(table, sources, bootstrap.teardown_timeout)
         await _say_events_dropped(peer, table)
-        await peer.aclose("runner shut down")
+        await _goodbye(peer, "runner shut down")
         if left:
             exit_leaving(0)
     return 0
+
+
+async def _goodbye(peer: Peer, why: str) -> None:
+    """Close the connection to the host, saying ``why``. The runner closes its own descriptors
+    from here on (uvloop its signals' socket pair as each run of the loop ends): no longer
+    a plugin's doing to exit for."""
+    vital.disarm()
+    await peer.aclose(why)
 
 
 def _failure_exit(failures: list[LoadFailure], table: PluginTable) -> tuple[int, str] | None:

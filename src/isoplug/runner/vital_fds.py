@@ -25,8 +25,9 @@ Closed below Python (a C extension, ``ctypes``, ``os.dup2()`` over one), the run
 them where the plugin's code has just run or may have run, before its loop polls again: after
 ``setup()``, ``teardown()`` and ``on_config()`` (run on the loop's thread), in the worker
 thread of a ``def`` method or event handler before it wakes the loop with the outcome (one
-``poll()`` system call for all of them), at every tick of the loop's heartbeat (a thread of
-the plugin's that closed them while the loop slept), and when the asyncio loop fails. Finding
+``poll()`` system call for all of them), at every tick of the loop's heartbeat and of the
+health thread (a thread of the plugin's that closed them while the loop slept), and when the
+asyncio loop fails. Finding
 one closed, or its number taken by another file, it says which on its stderr (descriptor 2,
 which the host reads and quotes in its exit account), lets its log records reach the host (a
 moment at most: the forwarding handler connects again), and exits with
@@ -113,6 +114,15 @@ class VitalDescriptors:
         for fd, file in _open_descriptors().items():
             if fd not in noted and self._before_loop.get(fd) != file:
                 self.note(LOOP, fd)
+
+    def forget(self, fd: int) -> None:
+        """``fd`` is about to be closed by the runner itself: no longer one to look at."""
+        self._noted = [(what, identity) for what, identity in self._noted if identity.fd != fd]
+
+    def disarm(self) -> None:
+        """Forget them: the runner is ending, and closes them itself."""
+        self._noted = []
+        self._pollers = threading.local()
 
     def kept(self, low: int, high: int) -> list[tuple[str, int]]:
         """Those numbered from ``low`` to ``high - 1`` that are still this process's own (in
