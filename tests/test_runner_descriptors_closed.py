@@ -75,7 +75,7 @@ async def test_os_close_of_one_of_them_raises_ebadf_naming_whose(tmp_path: Path)
         fd, code, text = await host.call("fdcloser", "close_one_of_the_runners")
         assert code == errno.EBADF, text
         assert text.startswith(f"Bad file descriptor: {fd} is the isoplug runner's own (its "), text
-        assert text.endswith("; a plugin cannot close it, and no process it starts inherits it")
+        assert text.endswith("; a plugin cannot close it, and no program it runs inherits it")
         assert await host.call("fdcloser", "pid") == pid
 
 

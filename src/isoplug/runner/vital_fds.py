@@ -19,7 +19,7 @@ So, in the runner's own process (not in one it forks, where they are copies a da
 close), :func:`guard_closes` makes ``os.close()`` and ``os.closerange()`` leave them open:
 ``os.closerange()`` closes the rest of its range, ``os.close()`` of one raises ``OSError``
 (``EBADF``) saying whose it is, and the first time an INFO record says so. They are not the
-plugin's to close: no process it starts inherits them.
+plugin's to close: no program it runs inherits them (they are close-on-exec).
 
 Closed below Python (a C extension, ``ctypes``, ``os.dup2()`` over one), the runner looks at
 them where the plugin's code has just run or may have run, before its loop polls again: after
@@ -45,6 +45,7 @@ import errno
 import logging
 import os
 import select
+import stat
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -224,7 +225,7 @@ def _close(fd: int) -> None:
         raise OSError(
             errno.EBADF,
             f"Bad file descriptor: {fd} is the isoplug runner's own ({what}); a plugin cannot "
-            "close it, and no process it starts inherits it",
+            "close it, and no program it runs inherits it",
         )
     _os_close(fd)
 
@@ -252,21 +253,23 @@ def _say_kept(kept: list[tuple[str, int]], call: str) -> None:
     _said[0] = True
     _log.info(
         "the plugin's %s left the runner's own descriptors open (%s): a plugin cannot close "
-        "them, and no process it starts inherits them (said once)",
+        "them, and no program it runs inherits them (said once)",
         call,
         _which(kept),
     )
 
 
 def _open_descriptors() -> dict[int, tuple[int, int]]:
-    """Every descriptor of this process now, with the file it names (device, inode); the
-    listing's own is closed by the time it is looked at."""
+    """Every descriptor of this process now that an event loop may hold (no regular file:
+    the log handler's shared memory, which its thread may open meanwhile, is one), with the
+    file it names (device, inode); the listing's own is closed by the time it is looked at."""
     found = {}
     with contextlib.suppress(OSError):
         for name in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError, ValueError):
                 status = os.fstat(int(name))
-                found[int(name)] = (status.st_dev, status.st_ino)
+                if not stat.S_ISREG(status.st_mode):
+                    found[int(name)] = (status.st_dev, status.st_ino)
     return found
 
 
