@@ -164,14 +164,15 @@ class VitalDescriptors:
 
     def _poller(self) -> select.poll:
         """This thread's poll object over the descriptors noted so far."""
-        mine = self._pollers
+        mine, noted = self._pollers, self._noted
         poller: select.poll | None = getattr(mine, "poller", None)
-        if poller is None or mine.count != len(self._noted):
+        # forget() and disarm() replace the list; note() adds to it.
+        if poller is None or mine.noted is not noted or mine.count != len(noted):
             poller = select.poll()
-            for _, identity in self._noted:
+            for _, identity in noted:
                 # Events 0: poll() reports an invalid descriptor (POLLNVAL) whatever is asked.
                 poller.register(identity.fd, 0)
-            mine.poller, mine.count = poller, len(self._noted)
+            mine.poller, mine.noted, mine.count = poller, noted, len(noted)
         return poller
 
     def _exit(self, lost: list[tuple[str, int]]) -> None:
