@@ -44,6 +44,8 @@ def test_a_sync_test_stops_restarts_configures_and_calls_with_a_timeout(
     assert plugin.call_with("greet", kwargs={"name": "Ada"}, timeout=30) == "Hello, Ada!"
     with pytest.raises(RequestTimeout):
         plugin.call_with("never", timeout=0.2)
+    with pytest.raises(TimeoutError):  # run() cancels what it ran, past its timeout
+        plugin.run(plugin.host.call("greeter", "never"), timeout=0.2)
 
     assert plugin.set_config({"greeting": "Yo"}) is False  # no on_config: restarted with it
     assert plugin.call("greet", name="Bo") == "Yo, Bo!"

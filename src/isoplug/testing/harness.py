@@ -393,8 +393,9 @@ class BlockingHarness(BlockingOperations):
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coroutine`` (one of :attr:`host`'s, say) on the host's loop; its result, or
-        what it raised. Raises :class:`TimeoutError` past ``timeout`` seconds (None: none)."""
-        return self._run(coroutine, timeout)
+        what it raised. Past ``timeout`` seconds (None: no limit) it is cancelled, and
+        :class:`TimeoutError` raised."""
+        return self._run(asyncio.wait_for(coroutine, timeout))
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
