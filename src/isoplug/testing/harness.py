@@ -2,7 +2,7 @@
 
 :class:`PluginHarness` (``async with``) starts a host over one plugin's folder, or a folder of
 plugins, with the capabilities a test offers (fakes, or refusals), waits until every plugin is
-ready, and keeps every record the plugins (and the host) log. :class:`BlockingHarness` is the
+ready, and keeps every record its plugins (and isoplug) log. :class:`BlockingHarness` is the
 same for synchronous tests: it runs the host on an event loop of its own, in a thread.
 """
 
