@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from isoplug.logs import ForwardingHandler
+from isoplug.logs.ledger import ReceiverLedger
+from isoplug.testing import eventually
+from isoplug.transport.passed_descriptors import receive_passing
 from tests.test_logs_exit import all_connections, delivered, reported
 from tests.test_logs_forwarding import BOTH_MODES, finish, receiving, run_child
 
@@ -57,14 +61,14 @@ async def test_a_dictconfig_handler_whose_process_os_exits_at_once_loses_nothing
     assert reported(all_connections(receiver)) == 0
 
 
-def test_the_first_record_waits_no_longer_than_its_bound(tmp_path: Path) -> None:
-    """A listener that never answers (connect succeeds into its backlog, no handshake comes):
+def test_the_first_record_waits_no_longer_than_its_bound() -> None:
+    """A TCP listener that never answers (connect succeeds into its backlog, no welcome comes):
     the first record waits its bound and returns; it is queued, not lost or raised."""
-    path = tmp_path / "silent.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    handler = ForwardingHandler(f"unix:{path}", "token", first_record_wait=0.2, connect_timeout=30)
+    listener = socket.create_server(("127.0.0.1", 0))
+    host, port = listener.getsockname()[:2]
+    handler = ForwardingHandler(
+        f"tcp://{host}:{port}", "token", first_record_wait=0.2, connect_timeout=30
+    )
     try:
         record = logging.LogRecord("first", logging.INFO, __file__, 1, "queued", (), None)
         began = time.monotonic()
@@ -78,6 +82,52 @@ def test_the_first_record_waits_no_longer_than_its_bound(tmp_path: Path) -> None
         began = time.monotonic()
         handler.handle(record)
         assert time.monotonic() - began < 0.2
+    finally:
+        handler.close(timeout=0)
+        listener.close()
+
+
+async def test_a_first_record_is_safe_before_a_unix_listener_answers(tmp_path: Path) -> None:
+    """A unix listener that never answers: once the first record's wait gave up, the record is
+    safe all the same. Its ledger and ring went with the hello, into the listener's backlog,
+    where the kernel holds them for the receiver: the record is in that ring when handle()
+    returns, the receiver reading it whenever it gets there. (The record used to wait for
+    the receiver to open the ledger through /proc, and with a receiver slower than the wait
+    the records of a process that ended at once were lost, uncounted.)"""
+    path = tmp_path / "silent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    handler = ForwardingHandler(f"unix:{path}", "token", first_record_wait=0.2, connect_timeout=60)
+    try:
+        record = logging.LogRecord("first", logging.INFO, __file__, 1, "safe", (), None)
+        await asyncio.to_thread(handler.handle, record)
+        # The hello written (at once, or after the wait gave up on a loaded machine).
+        await eventually(lambda: handler._shared_ledger is not None)
+        assert handler._sock is None  # never welcomed
+        ring = handler._ring
+        assert ring is not None
+        assert handler._ledger[0] == 1  # counted in the ledger the listener holds
+        connection, _ = listener.accept()
+        with connection:
+            passed: list[int] = []
+            receive_passing(connection, 65536, passed)
+            try:
+                (descriptor,) = passed
+                ledger = ReceiverLedger.adopt(descriptor, None)
+                try:
+                    state = ledger.read()
+                    assert state is not None and state.accepted == 1
+                    receiver_ring = ledger.ring()
+                    assert receiver_ring is not None
+                    recovery = receiver_ring.recover(0, 1)
+                    receiver_ring.close()
+                finally:
+                    ledger.close()
+            finally:
+                for each in passed:
+                    os.close(each)
+        assert [data.message for data in recovery.records] == ["safe"]
     finally:
         handler.close(timeout=0)
         listener.close()

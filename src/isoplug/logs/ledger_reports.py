@@ -69,6 +69,9 @@ class SenderLedgerReports:
     _most_unsent: int
     #: The sender's ring, opened with its ledger (a class default: ReplayReports sets none).
     _ring: ReceiverRing | None = None
+    #: The descriptor the sender passed with its hello (its connection's, open while the
+    #: announcement is replayed): its ledger, readable whatever became of the sender.
+    passed_ledger: int | None = None
 
     def limited(
         self,
@@ -119,6 +122,9 @@ class SenderLedgerReports:
             )
             return
         self._ledger_announced = True
+        if self.passed_ledger is not None:
+            self._adopt_ledger(self.passed_ledger)
+            return
         if self._sender_pid is None:
             self._problem(
                 "ledger",
@@ -138,6 +144,23 @@ class SenderLedgerReports:
                 "reported without a count of lost records",
             )
             return
+        self._open_ring()
+
+    def _adopt_ledger(self, passed: int) -> None:
+        """Use the ledger the sender passed with its hello (see :meth:`open_ledger`)."""
+        try:
+            self._ledger = ReceiverLedger.adopt(passed, self._sender_pid, self.wanted_level())
+        except (LedgerError, OSError) as exc:
+            self._problem(
+                "ledger",
+                f"cannot use the log ledger of {self._description}: {exc}; a crash will be "
+                "reported without a count of lost records",
+            )
+            return
+        self._open_ring()
+
+    def _open_ring(self) -> None:
+        assert self._ledger is not None
         try:
             self._ring = self._ledger.ring()
         except OSError as exc:  # out of descriptors

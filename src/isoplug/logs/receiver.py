@@ -342,6 +342,7 @@ class LogReceiver:
             return
         credentials = peer.stream.peer_credentials
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        replayer.use_passed_ledger(peer.stream.passed_descriptor)
         peer.on_log_batch(replayer.receive)
         accounted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._open_peers[peer] = accounted
@@ -387,6 +388,7 @@ class LogReceiver:
             ),
             "welcome_level": lambda: handled_level(self.prefix),
             "kinship": own_family,
+            "takes_descriptors": True,
         }
 
     def _accepts(self, hello: Hello) -> bool:

@@ -73,6 +73,14 @@ class ReplayEnd:
         """Whether :meth:`stop` was called."""
         return self._stopped
 
+    def use_passed_ledger(self, descriptor: int | None) -> None:
+        """Read the sender's ledger (and ring) through ``descriptor``, the one its connection
+        passed with its hello (see :mod:`isoplug.transport.passed_descriptors`): readable
+        however the sender ended, where ``/proc/<pid>/fd`` is only while it lives. Not taken:
+        the connection keeps it open until its announcement is replayed, which takes a
+        duplicate."""
+        self._reports.passed_ledger = descriptor
+
     def stop(self) -> None:
         """Replay nothing more, from now on; safe from any thread.
 
