@@ -303,6 +303,10 @@ def main() -> None:
             for index in range(count):
                 log.warning("forked %d", index, extra={"n": index})
             os._exit(0)
+        if os.environ.get("REAP_AFTER"):
+            # The forked child stays a zombie until the test says: an ended process that
+            # /proc still shows.
+            wait_for_file(os.environ["REAP_AFTER"])
         os.waitpid(pid, 0)
         print(f"forked {pid}", flush=True)
     elif scenario == "dictconfig-exit":

@@ -228,7 +228,10 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
                 kept.handle(record("while full"))
                 await records.wait_for(f"{PREFIX}.sender", "while full", WAIT)
                 silent.pop().close()
-                await logged(waiter, "the peer closed the connection before its hello")
+                (ended,) = await logged(waiter, "the peer closed the connection before its hello")
+                # It left: nothing refused it.
+                assert "ended during its handshake, neither admitted nor refused" in ended
+                assert "refused a connection" not in ended
                 assert await asyncio.to_thread(late.start, WAIT)
                 late.handle(record("after"))
                 await records.wait_for(f"{PREFIX}.sender", "after", WAIT)
