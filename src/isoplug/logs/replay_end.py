@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.ledger_reports import SenderEnd
+from isoplug.logs.loop_share import between_slices
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.pending_ends import process_running
 from isoplug.logs.replay_reports import ReplayReports
@@ -183,7 +184,7 @@ class ReplayEnd:
                 await asyncio.shield(asyncio.wrap_future(earlier))
             self._start_slice()
             while next(steps, _DONE) is not _DONE:
-                await asyncio.sleep(0)
+                await between_slices()
                 self._start_slice()
         except asyncio.CancelledError:
             # The reports and the accounting must still be made: the rest at once.
