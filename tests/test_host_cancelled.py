@@ -181,13 +181,13 @@ async def test_a_close_cancelled_at_a_step_closes_everything_and_raises(
         await stranger.aclose()
 
 
-@pytest.mark.parametrize("step", ["runners", "zygote"])
 async def test_a_zygote_stopped_when_a_close_is_cancelled_is_killed_and_said_so(
-    tmp_path: Path, step: str
+    tmp_path: Path,
 ) -> None:
-    """A zygote stopped (SIGSTOP) when the close reaches a step that is then cancelled does
-    not exit when let go, and left so it would hold its runners unreaped for ever: it is
-    killed once 2 s have passed, from a thread of isoplug's, and the host says so."""
+    """A zygote stopped (SIGSTOP) as the close lets it go, a close then cancelled (a second
+    Ctrl-C): it does not exit, and left so it would hold its runners unreaped for ever: it is
+    killed once 2 s have passed, from a thread of isoplug's, and the host says so. (Stopped
+    earlier, while the runners stop, the host may continue it first: not this test's case.)"""
     threads_before = set(threading.enumerate())
     host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
     await host.start()
@@ -195,7 +195,7 @@ async def test_a_zygote_stopped_when_a_close_is_cancelled_is_killed_and_said_so(
     opened = opened_by(host, threads_before)
     zygote = host._zygote.pid if host._zygote is not None else None
     assert zygote is not None
-    owner, name = AWAITED_STEPS[step]
+    owner, name = AWAITED_STEPS["zygote"]
     original: Callable[..., Awaitable[None]] = getattr(owner, name)
     closing: list[asyncio.Task[None]] = []
 

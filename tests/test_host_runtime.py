@@ -207,7 +207,7 @@ async def test_bad_plugins_are_reported_and_skipped_while_the_others_run(tmp_pat
         raise_on_failure=False,
     ) as (host, _):
         assert len(host.problems) == 1
-        assert "unknown_field/plugin.toml: unknown field(s) 'captabilities'" in host.problems[0]
+        assert "unknown_field/plugin.toml: unknown field 'captabilities'" in host.problems[0]
         assert [i.id for i in host.plugins()] == ["echo", "import_raises", "missing_module"]
         missing = host.plugin("missing_module")
         assert missing.state is PluginState.FAILED and missing.restarts == 0

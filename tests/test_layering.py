@@ -58,7 +58,8 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # Byte streams only: it knows nothing of frames or messages.
     "transport": frozenset({"errors", "off_loop"}),
     "rpc": frozenset({"errors", "wire", "transport", "stdlib_paths"}),
-    "logs": frozenset({"errors", "wire", "transport", "rpc"}),
+    # off_loop: a standalone receiver's start removes dead processes' socket folders.
+    "logs": frozenset({"errors", "off_loop", "wire", "transport", "rpc"}),
     "exporters": frozenset({"errors", "wire", "logs"}),
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
     # one module both sides share, so that neither imports the other.

@@ -52,6 +52,28 @@ from tests.test_transport_sockets import make_certs
 
 CHILD = str(Path(__file__).with_name("logs_child.py"))
 PREFIX = "kids"
+#: A child forwarding over TLS: forward_logs() given the client context of CA file argv[1].
+TLS_CHILD = """
+import logging, sys
+from isoplug.logs import forward_logs
+from isoplug.transport import tls_client_context
+
+forward_logs(ssl_context=tls_client_context(sys.argv[1]))
+logging.getLogger("tls").warning("forwarded over tls")
+"""
+#: A fresh child (its logging configured by nobody) that prints its root logger's level after
+#: forward_logs(), or first why forward_logs() refused.
+LEVEL_CHILD = """
+import logging
+from isoplug.errors import IsoplugError
+from isoplug.logs import forward_logs
+
+try:
+    forward_logs()
+except IsoplugError as exc:
+    print(exc)
+print(logging.getLogger().level)
+"""
 
 
 #: The receiver's two ways of running: on the test's event loop (``async with``), or in
@@ -105,9 +127,18 @@ def combined_metrics(receiver: LogReceiver) -> LogMetrics:
 async def run_child(
     receiver: LogReceiver, *args: str, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
+    """tests/logs_child.py ``args``, forwarding to ``receiver``."""
+    return await run_script(receiver, "", CHILD, *args, env=env)
+
+
+async def run_script(
+    receiver: LogReceiver, script: str, *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``python -c script args`` (no script: ``python args``), given ``receiver``'s
+    environment."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        CHILD,
+        *(("-c", script) if script else ()),
         *args,
         env={**os.environ, **receiver.child_env(), **(env or {})},
         stdout=asyncio.subprocess.PIPE,
@@ -785,20 +816,12 @@ async def test_records_arrive_over_tls(mode: str, tmp_path: Path) -> None:
             await collector.wait_until(lambda: collector.numbers() == [0, 1, 2])
         finally:
             await asyncio.to_thread(handler.close)
-        # forward_logs() takes the client context too (a private CA's receiver).
-        forwarding = await asyncio.to_thread(
-            forward_logs,
-            receiver.address,
-            receiver.token,
-            replace_handlers=False,
-            ssl_context=tls_client_context(certs.ca),
-        )
-        try:
-            logging.getLogger("tls").warning("forwarded over tls")
-            await collector.wait_until(lambda: "forwarded over tls" in collector.messages())
-        finally:
-            logging.getLogger().removeHandler(forwarding)
-            await asyncio.to_thread(forwarding.close)
+        # forward_logs() takes the client context too (a private CA's receiver); in a child:
+        # in the receiver's own process it is refused (its records would come back to it).
+        child = await run_script(receiver, TLS_CHILD, certs.ca)
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await collector.wait_until(lambda: "forwarded over tls" in collector.messages())
     assert collector.messages()[:3] == ["over tls 0", "over tls 1", "over tls 2"]
 
 
@@ -850,30 +873,19 @@ async def test_a_sender_whose_receiver_comes_back_reconnects_and_says_what_it_lo
     assert "stopped" not in stderr
 
 
-@pytest.mark.parametrize(("told", "level"), [("10", logging.DEBUG), ("info", logging.INFO)])
+@pytest.mark.parametrize(
+    ("told", "level"), [("10", logging.DEBUG), ("info", logging.INFO), ("loud", logging.WARNING)]
+)
 async def test_forward_logs_takes_an_unconfigured_roots_level_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, told: str, level: int
+    told: str, level: int
 ) -> None:
-    """ISOPLUG_LOG_LEVEL (a number or a name) sets a root logger nobody configured; a name
-    that is no level is a clear error, and nothing is changed."""
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, root.handlers[:]
+    """ISOPLUG_LOG_LEVEL (a number or a name) sets a root logger nobody configured (a fresh
+    child's); a name that is no level is a clear error, and nothing is changed."""
     async with receiving("threads") as (receiver, _):
-        monkeypatch.setenv(LEVEL_ENV, told)
-        try:
-            root.handlers.clear()
-            root.setLevel(logging.WARNING)
-            handler = await asyncio.to_thread(forward_logs, receiver.address, receiver.token)
-            assert root.level == level
-            root.removeHandler(handler)
-            handler.close()
-            root.setLevel(logging.WARNING)
-            monkeypatch.setenv(LEVEL_ENV, "loud")
-            with pytest.raises(IsoplugError, match=r"ISOPLUG_LOG_LEVEL='loud' names no logging"):
-                await asyncio.to_thread(forward_logs, receiver.address, receiver.token)
-            assert root.level == logging.WARNING
-        finally:
-            for added in root.handlers[:]:
-                root.removeHandler(added)
-            root.handlers[:] = saved_handlers
-            root.setLevel(saved_level)
+        child = await run_script(receiver, LEVEL_CHILD, env={LEVEL_ENV: told})
+        stdout, stderr = await asyncio.wait_for(child.communicate(), 30)
+    assert child.returncode == 0, stderr
+    said = stdout.decode().splitlines()
+    assert said[-1] == str(level)
+    if told == "loud":
+        assert said[0].startswith("ISOPLUG_LOG_LEVEL='loud' names no logging level")

@@ -55,7 +55,7 @@ class ReleaseWhenDrainIsUp(logging.Handler):
         self.go_on = go_on
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "still connected after" in record.getMessage():
+        if f"after {DRAIN_TIMEOUT:.1f} s;" in record.getMessage():
             self.go_on.set()
 
 
@@ -130,3 +130,54 @@ async def test_closing_twice_or_from_two_places_at_once_closes_once_and_quietly(
     assert sum("still connected after 0.2 s" in text for text in said) == 1, said
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "crash or kill" not in caplog.text
+
+
+class SlowHandler(logging.Handler):
+    """A host handler that takes ``cost`` seconds for each numbered record."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "n"):
+            time.sleep(self.cost)  # the slowness under test, not a wait
+
+
+@BOTH_MODES
+async def test_the_drain_warning_tells_senders_that_left_from_senders_still_connected(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the drain time's end, one sender is still connected (idle) and one exited long
+    before, its records waiting here behind a slow handler: the warning tells them apart (it
+    called both "still connected", their undelivered records lost), and once closed the
+    receiver says how many records the close cost, as metrics() counts them."""
+    count = 3000
+    # 5 ms a record: 15 s of replay, far past the drain time however the machine runs.
+    handler: ForwardingHandler | None = None
+    with attached(SlowHandler(cost=0.005), PREFIX):
+        try:
+            async with receiving(mode, drain_timeout=DRAIN_TIMEOUT) as (receiver, collector):
+                handler = ForwardingHandler(receiver.address, receiver.token, name="idle")
+                assert await asyncio.to_thread(handler.start, 10)
+                child = await run_child(receiver, "clean-exit", str(count))
+                assert (await finish(child))[0] == 0
+        finally:
+            if handler is not None:
+                handler.close()
+        metrics = combined_metrics(receiver)
+        replayed = len(collector.numbers())
+    said = [r.getMessage() for r in caplog.records if r.name == "isoplug.logs"]
+    assert (
+        "1 log sender(s) still connected after 0.5 s; closing them (what they have not "
+        "delivered yet is lost); also, 1 log sender(s) that ended their connection (exited, "
+        "or closed their handler) still had records here not replayed after 0.5 s; replay "
+        "stops (what is not replayed yet is lost)"
+    ) in said, said
+    lost = metrics.dropped[DropReason.RECEIVER_CLOSED]
+    assert replayed + lost == count
+    assert (
+        f"the log receiver closed 2 connection(s) at the end of its drain time: {lost:,} log "
+        "records they sent or had accepted were not replayed and are lost (counted as "
+        "receiver_closed in metrics(); the reports above say whose)"
+    ) in said, said

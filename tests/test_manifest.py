@@ -74,12 +74,12 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
     [
         (
             MINIMAL + 'captabilities = ["x"]\n',
-            "unknown field(s) 'captabilities' (did you mean 'capabilities'?)",
+            "unknown field 'captabilities' (did you mean 'capabilities'?)",
         ),
-        (MINIMAL + "[restart]\nretries = 3\n", "unknown field(s) 'restart.retries'"),
+        (MINIMAL + "[restart]\nretries = 3\n", "unknown field 'restart.retries'"),
         (
             MINIMAL + "[restart]\nbackof_max = 3\n",
-            "unknown field(s) 'restart.backof_max' (did you mean 'backoff_max'?)",
+            "unknown field 'restart.backof_max' (did you mean 'backoff_max'?)",
         ),
         ('version = "1"\nentry = "m:P"\n', "field 'id': is required but missing"),
         ('id = "p"\nversion = "1"\n', "field 'entry': is required but missing"),
@@ -95,7 +95,7 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
             'id = "p"\nversion = 1\nentry = "m:P"\n',
             "field 'version': must be a string, got integer 1",
         ),
-        (MINIMAL + 'log_level = "loud"\n', "field 'log_level': must be one of DEBUG"),
+        (MINIMAL + 'log_level = "loud"\n', "field 'log_level': must be one of 'DEBUG', 'INFO'"),
         (
             MINIMAL + "log_write_through_rate = -1\n",
             "'log_write_through_rate': must be a number of 0 or more, got integer -1",
@@ -216,7 +216,7 @@ def test_discovery_skips_bad_plugins_and_duplicate_ids_but_keeps_the_rest(tmp_pa
     found = discover(tmp_path)
     assert [m.id for m in found.manifests] == ["p"]
     assert len(found.problems) == 2
-    assert "b_bad/plugin.toml: unknown field(s) 'oops'; plugin skipped" in found.problems[0]
+    assert "b_bad/plugin.toml: unknown field 'oops'; plugin skipped" in found.problems[0]
     assert "c_same_id/plugin.toml: field 'id': 'p' is already used by" in found.problems[1]
 
 

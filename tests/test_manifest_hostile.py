@@ -84,7 +84,7 @@ async def test_text_from_a_manifest_is_sanitized_in_errors_and_log_lines(tmp_pat
         f"is not a folder ({(plugins / 'sys_path').resolve()}/nope\\x1b[2J\\u202e\n  {FORGED})"
         in sys_path
     )
-    assert f"unknown_key/plugin.toml: unknown field(s) 'k\\x1b[2J\\u202e\\n{FORGED}'" in unknown
+    assert f"unknown_key/plugin.toml: unknown field 'k\\x1b[2J\\u202e\\n{FORGED}'" in unknown
 
 
 async def test_a_plugin_folder_named_with_control_characters_is_skipped(tmp_path: Path) -> None:

@@ -181,6 +181,8 @@ def test_exit_kinds() -> None:
         "recycled by the host: 4 worker threads still run calls that timed out or were cancelled"
     )
     assert exit_kind(account(0, stuck)) == "recycled"
+    died = ExitAccount("r", 1, -9, 1.0, 0, "the runner zygote (pid 2) was", zygote_died=True)
+    assert exit_kind(died) == "zygote"
     assert exit_kind(account(-9, stuck)) == "recycled"  # it ignored its stop
 
 

@@ -14,11 +14,10 @@ import pytest
 from isoplug.host.registry import discover
 from isoplug.host.reload import plan_reload, plugin_folders
 from isoplug.testing import eventually, watching
-from tests.plugins_fixtures import copy_plugins
+from tests.plugins_fixtures import copy_plugins, reloading
 from tests.test_host_reload import (
     Console,
     barrier,
-    reloading,
     replace_in,
     running_plans,
     touch_code,
@@ -71,7 +70,7 @@ async def test_editing_or_removing_a_skipped_folder_restarts_no_plugin(tmp_path:
             pid = host.plugin("echo").pid
             # Its code changed: that folder is checked again (its problem told again), only.
             (broken / "b.py").write_text("X = 2\n")
-            await records.wait_for_record(text="unknown field(s) 'bogus'")
+            await records.wait_for_record(text="unknown field 'bogus'")
             (twin / "echo_plugin.py").write_text("X = 2\n")
             await records.wait_for_record(text="is already used by")
             shutil.rmtree(broken)

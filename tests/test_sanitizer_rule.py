@@ -174,7 +174,7 @@ def test_no_host_module_formats_a_sent_value_without_the_sanitizer() -> None:
 #: Names of values that hold a path (or several), by the host modules' naming.
 PATH_NAME = re.compile(r"(path|dir|directory|folder|root|cause|file)s?$")
 #: Module helpers that quote a path through clean_path.
-PATH_SANITIZERS = SANITIZERS | {"_shown"}
+PATH_SANITIZERS = SANITIZERS | {"shown_path"}
 
 
 def _unsanitized_paths(node: ast.AST) -> list[ast.expr]:
@@ -214,7 +214,7 @@ def test_the_path_rule_catches_a_path_logged_raw() -> None:
     source = """
 _log.info("reload: watching %s", ", ".join(map(str, roots)))
 _log.error("cannot read %s: %s", self._plugins_dir, clean_path(exc, 80))
-_log.info("reload: %s changed", _shown(cause))
+_log.info("reload: %s changed", shown_path(cause))
 _log.info("reload: %s", clean_path(manifest.path, 80))
 """
     assert path_violations(source, "example.py") == [

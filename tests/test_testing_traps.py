@@ -114,13 +114,18 @@ def test_an_invalid_manifest_fails_the_start_naming_the_folder_and_the_key(
     assert "isoplug-test-" not in str(raised.value)  # the harness's temporary folder
 
 
+@pytest.mark.parametrize("relative", [False, True])
 async def test_a_folder_of_plugins_with_one_invalid_manifest_fails_the_start(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
 ) -> None:
+    """By the folder's name, also given as a relative path (which the host takes as an
+    absolute one, and names so in its problems)."""
     write_plugin(tmp_path, name="good")
     write_plugin(tmp_path, "captabilities = []\n", name="bad")
+    if relative:
+        monkeypatch.chdir(tmp_path.parent)
     with pytest.raises(PluginFailed) as raised:
-        async with PluginHarness(tmp_path):
+        async with PluginHarness(Path(tmp_path.name) if relative else tmp_path):
             pass
     assert list(raised.value.failures) == ["bad"]
     assert "captabilities" in raised.value.failures["bad"]

@@ -1,8 +1,9 @@
 """A runner forked from the host's zygote gets what a spawned one gets, and nothing of another
 runner's: no other runner's environment in its memory (none passes through the zygote), the
 time zone, umask and resource limits of its own start, and a spawn where only a fresh
-interpreter can honour its settings (``PYTHON*`` and locale variables that differ from the
-zygote's). The zygote leaves nothing unclosed behind when its host lets it go."""
+process can honour its settings (``PYTHON*``, locale, dynamic loader and C library variables
+that differ from the zygote's). The zygote leaves nothing unclosed behind when its host lets
+it go."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import os
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,9 +33,13 @@ pytestmark = [
 ]
 
 _PROBE = """
+import ctypes
+import gc
+import logging
 import os
 import sys
 import time
+import types
 
 import isoplug
 
@@ -47,6 +53,24 @@ class Probe(isoplug.Plugin):
             "timezone": time.timezone,
             "hash": hash("isoplug"),
         }
+
+    @isoplug.method
+    def collector(self) -> dict:
+        frozen = gc.get_freeze_count()
+        seen = {id(o) for o in gc.get_objects() if isinstance(o, types.ModuleType)}
+        modules = {id(m) for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)}
+        return {
+            "frozen": frozen,
+            "unseen_modules": len(modules - seen),
+            "referrers": any(r is sys.modules for r in gc.get_referrers(logging)),
+        }
+
+    @isoplug.method
+    def native(self, library: str | None) -> int | str:
+        try:
+            return ctypes.CDLL(library).isoplug_check()
+        except (OSError, AttributeError) as exc:
+            return f"{type(exc).__name__}: {exc}"
 """
 
 
@@ -207,6 +231,95 @@ async def test_a_locale_other_than_the_zygotes_spawns(tmp_path: Path) -> None:
         await host.wait_ready(20)
         pid = host.plugin("ascii").pid
         assert pid is not None and parent_of(pid) == os.getpid()
+
+
+#: A native library the dynamic loader must find through what it reads at exec.
+_LIBRARY = "libisoplugcheck.so"
+
+
+@pytest.fixture
+def native_library(tmp_path: Path) -> Path:
+    """A shared library defining ``isoplug_check()`` (42), built with the system's C
+    compiler; the test is skipped where there is none."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build a shared library with")
+    source = tmp_path / "check.c"
+    source.write_text("int isoplug_check(void) { return 42; }\n")
+    library = tmp_path / "lib" / _LIBRARY
+    library.parent.mkdir()
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=120
+    )
+    return library
+
+
+@pytest.mark.parametrize("way", ["environment", "inherit_environment"])
+async def test_the_loaders_variables_reach_a_runner_as_at_an_exec(
+    tmp_path: Path, native_library: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """The dynamic loader reads ``LD_LIBRARY_PATH`` and ``LD_PRELOAD`` only at ``exec``: a
+    runner given them (by ``[environment]``, or by ``inherit_environment`` from the host) is
+    spawned, and loads the library they point at, as a spawned runner would."""
+    plugins = tmp_path / "plugins"
+    if way == "environment":
+        add_probe(plugins, "native", f'[environment]\nLD_LIBRARY_PATH = "{native_library.parent}"')
+        library: str | None = _LIBRARY
+    else:
+        monkeypatch.setenv("LD_PRELOAD", str(native_library))
+        add_probe(plugins, "native", 'inherit_environment = ["LD_PRELOAD"]')
+        library = None  # the process's own symbols, the preloaded library's among them
+    add_probe(plugins, "plain")
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        assert await host.call("native", "native", library) == 42
+        pid = host.plugin("native").pid
+        assert pid is not None and parent_of(pid) == os.getpid()
+        plain = host.plugin("plain").pid
+        assert plain is not None and parent_of(plain) == zygote_of(host).pid
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=1"),
+        ("MALLOC_ARENA_MAX", "1"),
+        ("LD_BIND_NOW", "1"),
+        ("OPENSSL_CONF", "/dev/null"),
+    ],
+)
+async def test_a_variable_the_c_library_reads_at_its_start_spawns(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """The C library's tunables, the loader's settings and OpenSSL's configuration (loaded
+    when the zygote imported ``ssl``) are read once, at a process's start: a runner whose
+    value differs from the zygote's is spawned (its parent is the host)."""
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "tuned", f'[environment]\n{name} = "{value}"')
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        pid = host.plugin("tuned").pid
+        assert pid is not None and parent_of(pid) == os.getpid()
+        assert (await facts(host, "tuned"))["environ"][name] == value
+
+
+async def test_a_leak_hunt_sees_every_object_of_a_forked_runner(tmp_path: Path) -> None:
+    """The zygote's objects are frozen (``gc.freeze()``), which ``gc.get_objects()`` and
+    ``gc.get_referrers()`` do not see: the first such call in a forked runner unfreezes them,
+    so that objgraph or pympler see what they see in a spawned runner (every module, the
+    referrers of one). Until then they stay frozen, their pages shared with the zygote."""
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "forked")
+    add_probe(plugins, "spawned", 'start = "spawn"')
+    async with Host(plugins, config=FAST) as host:
+        await host.wait_ready(20)
+        forked = host.plugin("forked").pid
+        assert forked is not None and parent_of(forked) == zygote_of(host).pid
+        seen = {p: await host.call(p, "collector") for p in ("forked", "spawned")}
+    assert seen["forked"]["frozen"] > 0
+    for plugin_id in ("forked", "spawned"):
+        assert seen[plugin_id]["unseen_modules"] == 0, seen
+        assert seen[plugin_id]["referrers"], seen
 
 
 async def test_the_zygote_leaves_no_unclosed_socket_at_its_exit(

@@ -22,6 +22,7 @@ original stays reachable as ``__cause__``::
     │   └── HandshakeTimeout               no hello / welcome within the deadline
     ├── RequestTimeout (TimeoutError)      no response within the request's timeout
     ├── UnencodableValue (TypeError)       a value cannot cross the process boundary
+    ├── SelfForwarding                     logs sent to a receiver of the same process
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
     ├── ConfigInvalid (ValueError)         a plugin's configuration does not fit its schema
     ├── CapabilityFailed                   a host capability a plugin called raised
@@ -61,6 +62,7 @@ __all__ = [
     "RemoteProtocolError",
     "RequestCancelled",
     "RequestTimeout",
+    "SelfForwarding",
     "TransportError",
     "UnencodableValue",
     "ValueTooLarge",
@@ -164,6 +166,11 @@ class ValueTooLarge(UnencodableValue, FrameTooLarge):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.size, self.limit))
+
+
+class SelfForwarding(IsoplugError):
+    """A log sender aimed at a :class:`~isoplug.logs.LogReceiver` open in its own process, where
+    every record it sends would be replayed back into it and sent again, for ever."""
 
 
 class PluginFailed(IsoplugError):

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-__all__ = ["ExplainedError", "closest_field", "explain_validation_error"]
+__all__ = ["ExplainedError", "closest_field", "explain_validation_error", "struct_of"]
 
 #: msgspec ends a message with where the problem is: `` - at `$.cache.seconds```.
 _AT = " - at `$"
@@ -48,8 +48,6 @@ class ExplainedError:
     field: str | None
     #: What is wrong with it, as a sentence fragment (``must be a string, got integer 1``).
     problem: str
-    #: The field is not one the schema knows (a typo).
-    unknown: bool = False
 
 
 def explain_validation_error(
@@ -70,7 +68,7 @@ def explain_validation_error(
         field = f"{where}.{named['name']}" if where else named["name"]
         if named["what"] == "missing required":
             return ExplainedError(field, "is required but missing")
-        return ExplainedError(field, "is not a known field", unknown=True)
+        return ExplainedError(field, "is not a known field")
     hint = (hints or {}).get(where)
     if hint is not None and "regex" in problem:
         return ExplainedError(where, f"{value!r} is not valid: {hint}")
@@ -214,19 +212,19 @@ def closest_field(dotted: str, root: type[msgspec.Struct]) -> str | None:
     parent, _, name = dotted.rpartition(".")
     info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
     for part in parent.split(".") if parent else ():
-        table = _struct_of(info)
+        table = struct_of(info)
         fields = {} if table is None else {f.encode_name: f.type for f in table.fields}
         if part not in fields:
             return None
         info = fields[part]
-    table = _struct_of(info)
+    table = struct_of(info)
     if table is None:
         return None
     close = difflib.get_close_matches(name, [f.encode_name for f in table.fields], n=1)
     return close[0] if close else None
 
 
-def _struct_of(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
+def struct_of(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
     """The struct ``info`` is, or the one struct of the union it is (``Table | None``)."""
     if isinstance(info, msgspec.inspect.UnionType):
         structs = [kind for kind in info.types if isinstance(kind, msgspec.inspect.StructType)]

@@ -20,6 +20,7 @@ from isoplug import Host, PluginState
 from isoplug.host import PluginInfo, SupervisorConfig
 from isoplug.logs import LogMetrics, ReplayLimits
 from isoplug.testing import FAST as FAST  # re-exported: the tests import it from here
+from isoplug.testing import eventually
 from tests.record_waiter import RecordWaiter, SlowFloodCounter, watching
 
 FIXTURES = Path(__file__).parent
@@ -59,6 +60,17 @@ def plugins_dir(tmp_path: Path, *names: str) -> Path:
     for name in names:
         os.symlink(FIXTURES / name, directory / name)
     return directory
+
+
+@asynccontextmanager
+async def reloading(directory: Path) -> AsyncIterator[Host]:
+    """A started host over ``directory`` under hot reload: every plugin ready (a failed one
+    raises PluginFailed), the watcher up."""
+    async with Host(directory, config=FAST, reload=True) as host:
+        await host.wait_ready(20)
+        assert host.reloader is not None
+        await eventually(host.reloader.watching.is_set)
+        yield host
 
 
 @asynccontextmanager

@@ -45,6 +45,9 @@ class ExitStatus:
     note: str = ""
     #: Its CPU time (user + system, seconds) when it exited; None where it could not be read.
     cpu: float | None = None
+    #: It was ended by its zygote's death (the kernel kills a zygote's runners with it), not
+    #: by anything of its own: the supervisor restarts it without counting a crash.
+    zygote_died: bool = False
 
 
 class Child(Protocol):

@@ -45,6 +45,8 @@ class ExitFacts:
     #: After a SIGKILL the host did not send: the out-of-memory killer's evidence, and which
     #: sources were checked.
     oom: tuple[str | None, tuple[str, ...]]
+    #: Its zygote's death ended it (see :class:`~isoplug.host.children.ExitStatus`).
+    zygote_died: bool = False
 
 
 class ExitWatch:
@@ -88,7 +90,9 @@ class ExitWatch:
         finally:
             if watch is not None:
                 watch.close()
-        return ExitFacts(status.returncode, status.note, status.known, status.cpu, oom)
+        return ExitFacts(
+            status.returncode, status.note, status.known, status.cpu, oom, status.zygote_died
+        )
 
     def _record_until_exit(self) -> None:
         """Record the runner's process tree every :data:`RECORD_INTERVAL` until it exits

@@ -11,8 +11,9 @@ host's first runner started. So:
 - :func:`environment_preamble`: the runner's own environment, which the host writes on the
   runner's stdin ahead of its bootstrap line. It never passes through the zygote: whatever the
   zygote's memory held, every runner forked after it would copy (docs/security.md);
-- :func:`startup_differences`: the variables the interpreter reads only at its start where
-  the runner's differ from the zygote's; such a runner is spawned.
+- :func:`startup_differences`: the variables a process reads only at its start (the
+  interpreter, the dynamic loader, the C library, the OpenSSL the zygote loaded) where the
+  runner's differ from the zygote's; such a runner is spawned.
 """
 
 from __future__ import annotations
@@ -34,11 +35,33 @@ __all__ = [
     "startup_differences",
 ]
 
-#: What the interpreter reads only at its start (patterns as in :mod:`fnmatch`): ``PYTHON*``
-#: (``sys.path``, ``sys.flags``, the hash seed, warning filters...) and the locale, from which
-#: it fixes its encodings (UTF-8 mode, the file system's and the standard streams'), and, in
-#: the C locale, coerces the locale of every category (PEP 538). A fork keeps the zygote's.
-STARTUP_VARIABLES = ("PYTHON*", "LANG", "LC_*")
+#: What a process reads only at its start (patterns as in :mod:`fnmatch`); a fork keeps the
+#: zygote's:
+#:
+#: - ``PYTHON*``: the interpreter's ``sys.path``, ``sys.flags``, hash seed, warning filters...
+#: - the locale, from which the interpreter fixes its encodings (UTF-8 mode, the file system's
+#:   and the standard streams'), and, in the C locale, coerces every category (PEP 538);
+#:   ``LOCPATH``: where the C library loaded that locale's data from;
+#: - ``LD_*``: the dynamic loader's (``LD_LIBRARY_PATH`` and ``LD_PRELOAD`` among them: a
+#:   ``dlopen`` later searches the folders it read at ``exec``); ``GLIBC_TUNABLES`` and
+#:   ``MALLOC_*`` (``MALLOC_ARENA_MAX``...): the C library's, read at ``exec`` as tunables;
+#:   ``GCONV_PATH``: its character set converters' configuration, read once per process;
+#: - ``OPENSSL_*``: OpenSSL's (``OPENSSL_CONF``, ``OPENSSL_MODULES``, ``OPENSSL_ia32cap``),
+#:   read when ``libcrypto`` is loaded and initialized, which the zygote's ``import ssl`` did.
+#:
+#: Not what a library reads when the plugin imports it (``OPENBLAS_NUM_THREADS``...): a forked
+#: runner imports it after the fork, from its own environment.
+STARTUP_VARIABLES = (
+    "PYTHON*",
+    "LANG",
+    "LC_*",
+    "LOCPATH",
+    "LD_*",
+    "GLIBC_TUNABLES",
+    "MALLOC_*",
+    "GCONV_PATH",
+    "OPENSSL_*",
+)
 
 #: Every resource limit this platform has.
 _RESOURCES = tuple(

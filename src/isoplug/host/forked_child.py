@@ -114,12 +114,16 @@ class ForkedChild:
                         known=False,
                         note=f"exit status unknown: {died} before reporting it, and the "
                         "kernel cannot tell it here",
+                        zygote_died=True,
                     )
                 )
             time.sleep(0.01)
         return self._done(
             ExitStatus(
-                returncode, note=f"{died} before it (the kernel ends a zygote's runners with it)"
+                returncode,
+                note=f"{died} before it (the kernel ends a zygote's runners with it)",
+                # Any other status: it ended by itself in the moment before the zygote died.
+                zygote_died=returncode == -signal.SIGKILL,
             )
         )
 

@@ -22,14 +22,11 @@ threads replay its records; its stdout and stderr pipes are read and replayed by
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from isoplug.errors import LocalProtocolError
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
@@ -40,9 +37,9 @@ from isoplug.host.host_stage import HostStage
 from isoplug.host.logbridge import LogBridge
 from isoplug.host.on_change import call_on_change, checked_on_change
 from isoplug.host.own_loggers import keep_own_loggers_enabled
-from isoplug.host.plugin_calls import check_event_payload
+from isoplug.host.plugin_operations import PluginOperations
 from isoplug.host.plugin_settings import PluginSettings
-from isoplug.host.registry import RunnerPlan, plan_runners
+from isoplug.host.registry import RunnerPlan, absolute_plugins_dir, plan_runners
 from isoplug.host.reload import PluginReloader, reload_unavailable, report_reloader_end
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
@@ -54,7 +51,6 @@ from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.logs import ReplayLimits
 from isoplug.transport import Listener
-from isoplug.wire.values import locate_unencodable, unencodable_error
 
 __all__ = ["Host"]
 
@@ -68,14 +64,9 @@ _MAX_HELLO_CHARS = 200
 _HOLDING_A_LOOP = (HostStage.RUNNING, HostStage.CLOSING)
 
 
-class _Default(enum.Enum):
-    """The default of an option that the host's config holds."""
-
-    CONFIG = "the host's config"
-
-
-class Host(PluginSettings):
-    """Supervises one runner per plugin (or per group) found in ``plugins_dir``.
+class Host(PluginOperations, PluginSettings):
+    """Supervises one runner per plugin (or per group) found in ``plugins_dir`` (relative: to
+    the working directory when the host is made; a later ``os.chdir()`` changes nothing).
 
     Use as ``async with Host(...) as host``; leaving the block (normally, by exception or by
     cancellation) stops every runner: shutdown request, then SIGTERM, then SIGKILL. Bad
@@ -109,7 +100,8 @@ class Host(PluginSettings):
         if reload and (why := reload_unavailable()) is not None:
             raise RuntimeError(why)
         self.config, plugin_config = split_host_config(config, plugin_config)
-        self.plugins_dir = Path(plugins_dir)
+        #: Absolute: a relative one is taken from the working directory now, once.
+        self.plugins_dir = absolute_plugins_dir(plugins_dir)
         self.reload = reload
         #: The hot reloader, while one runs (``reload=True``).
         self.reloader: PluginReloader | None = None
@@ -204,7 +196,7 @@ class Host(PluginSettings):
         for supervisor in self._supervisors.values():
             supervisor.start()
         if self.reload:
-            self.reloader = self._runners.reloader()
+            self.reloader = self._runners.reloader(self.config)
             self._reload_task = asyncio.create_task(self.reloader.run(), name="isoplug-reload")
             self._reload_task.add_done_callback(report_reloader_end)
 
@@ -342,123 +334,6 @@ class Host(PluginSettings):
         self._life.check_started(f"wait for plugin {plugin_id!r}")
         self._check_here(f"wait for plugin {plugin_id!r}")
         return await self._waits.until(plugin_id, predicate, timeout)
-
-    async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` of ``plugin_id`` with ``args`` and ``kwargs``; return its result.
-
-        Every argument goes to the method untouched: no name is reserved (for isoplug's own
-        options, such as a timeout, see :meth:`call_with`). The call may take
-        ``config.call_timeout``, including the wait for a starting plugin to be ready. What
-        crosses the process boundary, and as what, is in docs/plugins.md. Raises
-        :class:`~isoplug.errors.MethodNotFound` (lists the available methods),
-        :class:`~isoplug.errors.InvalidParams` (arguments do not fit the signature),
-        :class:`~isoplug.errors.RemoteError` (the method raised, traceback included; or its
-        result cannot be sent back, ``remote_type`` ``isoplug.errors.UnencodableValue``),
-        :class:`~isoplug.errors.UnencodableValue` (an argument cannot be sent: nothing was),
-        :class:`~isoplug.errors.RequestTimeout` (saying whether the call was cancelled in the
-        plugin or its worker thread runs on),
-        :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
-        :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
-        """
-        if (
-            self._life is not HostStage.RUNNING
-            or asyncio.get_running_loop() is not self._binding.loop
-        ):
-            self._check_here(f"call {plugin_id}.{method}")
-            self._life.check_running(f"call {plugin_id}.{method}")
-        # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
-        supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
-        return await supervisor.observed_call(
-            plugin_id, method, args, kwargs, self.config.call_timeout
-        )
-
-    async def call_with(
-        self,
-        plugin_id: str,
-        method: str,
-        /,
-        *,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        timeout: float | _Default | None = _Default.CONFIG,
-    ) -> Any:
-        """:meth:`call` with isoplug's options: ``method(*args, **kwargs)`` in the plugin,
-        answered within ``timeout`` seconds (None: no limit; default ``config.call_timeout``).
-        Raises what :meth:`call` raises, and ``TypeError`` / ``ValueError`` for options that
-        are not of the kinds above."""
-        if isinstance(args, str | bytes | bytearray) or not isinstance(args, Sequence):
-            raise TypeError(
-                f"args must be a tuple or list of positional arguments, got "
-                f"{type(args).__name__} {args!r:.60}"
-            )
-        if kwargs is None:
-            kwargs = {}
-        elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
-            raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
-        self._check_here(f"call {plugin_id}.{method}")
-        self._life.check_running(f"call {plugin_id}.{method}")
-        limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int | float):
-                raise TypeError(
-                    f"timeout must be a number of seconds or None, got {type(limit).__name__}"
-                )
-            if not limit >= 0:
-                raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
-        supervisor = self._supervisor(plugin_id)
-        return await supervisor.observed_call(plugin_id, method, tuple(args), dict(kwargs), limit)
-
-    async def publish(self, event: str, payload: Any = None) -> int:
-        """Send ``event`` to every ready plugin subscribed to it; return how many runners got
-        it. Fire and forget: subscribers' failures are logged by their runner. Raises
-        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent (of a type
-        that does not cross, or too large), whether or not a plugin subscribes now,
-        :class:`PluginUnavailable` when the host is not running."""
-        self._check_here(f"publish {event!r}")
-        self._life.check_running(f"publish {event!r}")
-        try:
-            sent = sum(s.publish(event, payload) for s in self._supervisors.values())
-            if not sent:
-                # Checked all the same: a payload that could never be delivered fails where
-                # it is published, not only once some plugin subscribes.
-                check_event_payload(event, payload)
-            return sent
-        except LocalProtocolError as exc:
-            where = locate_unencodable(payload, "payload")
-            error = unencodable_error(f"cannot publish {event!r}", exc, where)
-            if error is None:
-                raise
-            raise error from exc
-
-    async def restart(self, plugin_id: str) -> PluginInfo:
-        """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
-        ready or failed again, and return the plugin's state. Raises
-        :class:`PluginUnavailable` when the host is not running."""
-        self._check_here(f"restart plugin {plugin_id!r}")
-        self._life.check_running(f"restart plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).restart()
-        return self.plugin(plugin_id)
-
-    async def stop(self, plugin_id: str) -> PluginInfo:
-        """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
-        host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
-        stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration).
-        Returns once what the runner logged and printed has been replayed into the host's
-        handlers (up to 5 s after its exit, for slow handlers), so :meth:`log_metrics` is
-        final then."""
-        self._check_here(f"stop plugin {plugin_id!r}")
-        self._life.check_started(f"stop plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
-        return self.plugin(plugin_id)
-
-    def register_capability(self, name: str, function: Callable[..., Any]) -> None:
-        """Offer ``function`` to plugins whose manifest lists ``name`` in ``capabilities``.
-
-        Called with the keyword arguments the plugin passes to ``ctx.call_host``; may be
-        ``async def``. Plain functions run on the host's event loop and must be quick.
-        """
-        self._check_here(f"register capability {name!r}")
-        self._capabilities.register(name, function)
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -158,8 +158,9 @@ def start_method(manifests: Sequence[Manifest]) -> str:
     only at its start (``PYTHON*``: a forked runner starts from the zygote's interpreter, set up
     before that variable existed); else ``"fork"``. The zygote spawns a runner too when such a
     variable reaches it some other way (``inherit_environment``, the host's environment since
-    the zygote started) with another value than the zygote's, or its locale differs
-    (:func:`isoplug.host.fork_order.startup_differences`)."""
+    the zygote started) with another value than the zygote's, and when its locale or another
+    variable a process reads only at its start (``LD_LIBRARY_PATH``, ``MALLOC_ARENA_MAX``...)
+    differs (:func:`isoplug.host.fork_order.startup_differences`)."""
     for manifest in manifests:
         if (
             manifest.start == "spawn"

@@ -306,6 +306,8 @@ class RunnerLife:
             oom_checked=process.oom[1],
             status_known=known,
             limit=limit,
+            # Whatever the host sent it counts first: it was ending the runner itself.
+            zygote_died=process.zygote_died and not process.host_signals,
         )
         if cancelled is not None:
             self.cut_short = account
@@ -461,11 +463,11 @@ class RunnerLife:
         if self._zygote is None or stat is None or stat.state != "Z":
             return False
         why = f"has not reaped runner {self.runner_id} (pid {process.pid}) after it exited"
-        if self._zygote.resume_if_stopped(why) and await process.wait_exit(
+        if self._zygote.resume_if_stopped(why, stat.ppid) and await process.wait_exit(
             self._config.health_timeout
         ):
             return True
-        self._zygote.kill_stuck(why)
+        self._zygote.kill_stuck(why, stat.ppid)
         await process.wait_exit(None)
         return True
 

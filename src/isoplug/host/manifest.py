@@ -51,10 +51,13 @@ A plugin is a directory holding a ``plugin.toml``::
     backoff_max = 30.0
 
 Every problem is reported as a :class:`ManifestError` naming the file, the field and what is
-wrong. Unknown fields are errors, so that a typo (``captabilities``) is caught instead of
-silently ignored. The fields are declared once, as ``msgspec`` structs (:class:`PluginToml`):
-msgspec checks types, ranges, patterns and unknown fields, and says where (``$.restart.window``);
-:func:`_manifest_error` turns that into the file and field a user reads. The message quotes
+wrong, quoting the value. Unknown fields are errors, so that a typo (``captabilities``) is
+caught instead of silently ignored: all of them are named at once, and a key TOML read into a
+table because it comes after that table's header is said to be misplaced, with where it
+belongs (:mod:`isoplug.host.manifest_keys`). The fields are declared once, as ``msgspec``
+structs (:class:`PluginToml`): msgspec checks types, ranges and patterns, and says where
+(``$.restart.window``); :func:`_manifest_error` turns that into the file and field a user
+reads. The message quotes
 the plugin's folder, so :class:`ManifestError` passes it through the sanitizer. Nesting deeper
 than :data:`MAX_NESTING`, integers beyond 64 bits and a folder name that cannot be shown as it
 is (:mod:`isoplug.host.manifest_file`) are errors too: they would break what reads, quotes or
@@ -81,9 +84,10 @@ import msgspec
 
 from isoplug.control import ResourceLimits
 from isoplug.host.manifest_file import MANIFEST_NAME, MAX_NESTING, read_manifest_document
+from isoplug.host.manifest_keys import key_problems
 from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
 from isoplug.sizes import parse_size
-from isoplug.validation import closest_field, explain_validation_error
+from isoplug.validation import explain_validation_error
 
 __all__ = [
     "MANIFEST_NAME",
@@ -226,19 +230,20 @@ def load_manifest(directory: Path) -> Manifest:
 def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) -> Manifest:
     """Validate an already-parsed TOML document. Raises :class:`ManifestError`."""
     _check_values(path, document)
+    misplaced_or_unknown = key_problems(document, PluginToml, string_tables={"environment"})
+    if misplaced_or_unknown is not None:
+        raise ManifestError(path, None, misplaced_or_unknown)
     try:
         fields = msgspec.convert(document, PluginToml)
     except msgspec.ValidationError as exc:
         raise _manifest_error(path, document, str(exc)) from None
     log_level = fields.log_level.upper()
     if log_level not in _LOG_LEVELS:
-        raise ManifestError(path, "log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+        levels = ", ".join(map(repr, _LOG_LEVELS))
+        problem = f"must be one of {levels} (in any case), got {fields.log_level!r}"
+        raise ManifestError(path, "log_level", problem)
     for name, value in fields.environment.items():
-        if not isinstance(value, str):
-            problem = f"must be a string, got {type(value).__name__} {value!r}"
-            raise ManifestError(path, f"environment.{name}", problem)
-        if not name or "=" in name or "\0" in name or "\0" in value:
-            raise ManifestError(path, f"environment.{name}", "is not a valid environment variable")
+        _check_variable(path, name, value)
     if fields.stdio == "pipe" and fields.group is not None:
         problem = (
             f"'pipe' cannot say which plugin of group {fields.group!r} printed a line (the "
@@ -275,6 +280,31 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
     )
 
 
+def _check_variable(path: Path, name: str, value: Any) -> None:
+    """One variable of ``[environment]``: a name the kernel takes, and a string."""
+    field = f"environment.{name}"
+    if not isinstance(value, str):
+        problem = f"must be a string, got {type(value).__name__} {value!r}"
+        raise ManifestError(path, field, problem)
+    name_problem = (
+        "it is empty"
+        if not name
+        else "it holds '=', which ends a name"
+        if "=" in name
+        else "it holds a NUL character"
+        if "\0" in name
+        else None
+    )
+    if name_problem is not None:
+        raise ManifestError(
+            path, field, f"is not a valid environment variable name: {name_problem}"
+        )
+    if "\0" in value:
+        # The value is not quoted: environment variables hold secrets.
+        problem = "its value holds a NUL character, which no environment variable can hold"
+        raise ManifestError(path, field, problem)
+
+
 def _restart_policy(path: Path, table: RestartTable) -> RestartPolicy:
     """The ``[restart]`` table, whose values msgspec checked one by one, checked as a whole."""
     if table.backoff_max < table.backoff_initial:
@@ -308,12 +338,21 @@ def _check_values(path: Path, document: Mapping[str, Any]) -> None:
             items = value.items() if isinstance(value, Mapping) else enumerate(value)
             pending.extend((item, (*keys, key)) for key, item in items)
         elif isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            problem = "is an integer outside TOML's range (64-bit signed)"
+            problem = f"is an integer outside TOML's range (64-bit signed): {_number(value)}"
             raise ManifestError(path, _key_path(keys), problem)
 
 
 #: The keys named of a path that nests too deeply: enough to find it in the file.
 _SHOWN_KEYS = 8
+
+
+#: Digits of an integer quoted in full; a longer one is shown by its start and length.
+_MAX_DIGITS = 40
+
+
+def _number(value: int) -> str:
+    digits = str(value)
+    return digits if len(digits) <= _MAX_DIGITS else f"{digits[:20]}... ({len(digits)} digits)"
 
 
 def _key_path(keys: tuple[str | int, ...]) -> str:
@@ -427,10 +466,6 @@ def _manifest_error(path: Path, document: Mapping[str, Any], message: str) -> Ma
     """msgspec's ``Expected `float` >= 0.0 - at `$.restart.window```, as a user reads it:
     ``plugin.toml: field 'restart.window': must be a number of 0 or more, got integer -1``."""
     explained = explain_validation_error(message, document, _PATTERN_HINTS, PluginToml)
-    if explained.unknown:
-        close = closest_field(explained.field or "", PluginToml)
-        hint = f" (did you mean {close!r}?)" if close else ""
-        return ManifestError(path, None, f"unknown field(s) {explained.field!r}{hint}")
     return ManifestError(path, explained.field, explained.problem)
 
 

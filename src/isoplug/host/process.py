@@ -130,6 +130,8 @@ class RunnerProcess:
         self.exit_note = ""
         #: False when ``exited`` holds no status the host could read (see ``exit_note``).
         self.status_known = True
+        #: Its zygote's death ended it (a forked runner's; set before ``exited`` resolves).
+        self.zygote_died = False
         #: Its CPU time (seconds) at the exit, where the host could read it; set before
         #: ``exited`` resolves.
         self.cpu_at_exit: float | None = None
@@ -256,6 +258,7 @@ class RunnerProcess:
         self.cpu_at_exit = facts.cpu
         self.status_known = facts.known
         self.oom = facts.oom
+        self.zygote_died = facts.zygote_died
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(self._set_exited, facts.returncode)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,6 +23,7 @@ from isoplug.wire.sanitize import cap_text, clean_path
 __all__ = [
     "Discovery",
     "RunnerPlan",
+    "absolute_plugins_dir",
     "discover",
     "is_plugin_dir",
     "plan_runners",
@@ -113,6 +115,21 @@ def _shown(path: Path) -> str:
 
 #: A plugin folder's path quoted in a problem.
 _MAX_FOLDER_CHARS = 1024
+
+
+def absolute_plugins_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as an absolute path, taken from the working directory now when relative
+    (links are kept, not resolved): the host reads its plugins from one folder however the
+    application changes its working directory later. Raises :class:`FileNotFoundError` when
+    the working directory is gone."""
+    try:
+        return Path(path).absolute()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"plugins directory {clean_path(path, _MAX_FOLDER_CHARS)} is relative to the working "
+            "directory, which is gone (deleted): give an absolute path, or os.chdir() to a "
+            "folder that exists first"
+        ) from None
 
 
 def is_plugin_dir(path: Path) -> bool:

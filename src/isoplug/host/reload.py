@@ -99,6 +99,13 @@ class ReloadPlan:
     #: runner started for that id: it takes their place (their share of loggers, see
     #: :mod:`isoplug.host.runner_logs`).
     successors: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Runners of ``restart`` with changed Python files: runner id -> the plan it restarts
+    #: with, and those files. Each is compiled first, with the interpreter that will run it,
+    #: and a runner whose files do not compile moves to ``uncompiled`` (see
+    #: :mod:`isoplug.host.reload_compile`).
+    compile_first: Mapping[str, tuple[RunnerPlan, tuple[Path, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart or self.uncompiled)
@@ -135,7 +142,7 @@ def plan_reload(
                 continue
             successor = by_folder.get(_real(manifest.directory))
             if successor is not None:
-                where = _shown(manifest.path)
+                where = shown_path(manifest.path)
                 why[plan.runner_id] = f"{where} now names plugin {successor.id!r}"
                 why[successor.runner_id] = (
                     f"{where} now names plugin {successor.id!r} (was {manifest.id!r})"
@@ -181,7 +188,7 @@ def plan_reload(
         and not any(manifest_exists(folder / MANIFEST_NAME) for folder in path.parents)
     ]
     restart: list[str] = []
-    uncompiled: dict[str, str] = {}
+    compile_first: dict[str, tuple[RunnerPlan, tuple[Path, ...]]] = {}
     for runner_id, plan in wanted.items():
         if runner_id in settled or runner_id not in running:
             continue
@@ -189,13 +196,15 @@ def plan_reload(
         cause = shared[0] if shared else _code_change(changed, plan, running[runner_id])
         if cause is None:
             continue
-        ours = [path for path in changed if _in_plan(path, plan) or path in shared]
-        broken = _syntax_error(ours)
-        if broken is not None:
-            uncompiled[runner_id] = broken
-            continue
         restart.append(runner_id)
-        why[runner_id] = f"{_shown(cause)} changed"
+        why[runner_id] = f"{shown_path(cause)} changed"
+        sources = tuple(
+            path
+            for path in changed
+            if path.suffix == ".py" and (_in_plan(path, plan) or path in shared)
+        )
+        if sources:
+            compile_first[runner_id] = (plan, sources)
     touched = frozenset(
         manifest.id
         for plan in known
@@ -219,8 +228,9 @@ def plan_reload(
             touched,
             why,
             kept_problems,
-            uncompiled,
+            {},
             successors,
+            compile_first,
         ),
         problems,
     )
@@ -261,7 +271,7 @@ _MAX_PATH_CHARS = 1024
 _MAX_PROBLEM_CHARS = 4 * 1024
 
 
-def _shown(path: object) -> str:
+def shown_path(path: object) -> str:
     """A path as a reload record quotes it: through the sanitizer, as every text a plugin
     may have chosen (a file name holding ESC or a newline) is."""
     return clean_path(path, _MAX_PATH_CHARS)
@@ -269,26 +279,6 @@ def _shown(path: object) -> str:
 
 def _real(directory: Path) -> Path:
     return directory.resolve()
-
-
-def _syntax_error(paths: Iterable[Path]) -> str | None:
-    """Where and why the first of the Python files ``paths`` that does not compile fails
-    (None: they all do, or are gone). Only compiled, never run."""
-    for path in paths:
-        if path.suffix != ".py":
-            continue
-        try:
-            source = path.read_bytes()
-        except OSError:
-            continue  # removed, or replaced meanwhile: the next change says
-        try:
-            compile(source, str(path), "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:
-            line = getattr(exc, "lineno", None)
-            where = f"{_shown(path)}, line {line}" if line else _shown(path)
-            reason = clean_text(str(getattr(exc, "msg", exc)), _MAX_PATH_CHARS)
-            return f"{where}: {type(exc).__name__}: {reason}"
-    return None
 
 
 def _code_change(changed: Iterable[Path], *plans: RunnerPlan) -> Path | None:
@@ -315,8 +305,9 @@ def _relative(path: Path, directory: Path) -> Path | None:
 
     The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder, a user
     links one into the plugins folder): a change is reported under whichever of the paths was
-    watched, as an absolute path: through the link, also when ``directory`` is relative (a
-    ``Host("plugins")``) or the plugins folder's own path holds a link, or under its target.
+    watched, as an absolute path: through the link, also when ``directory`` is relative (the
+    host makes its own absolute) or the plugins folder's own path holds a link, or under its
+    target.
     """
     path = Path(os.path.abspath(path))
     link = Path(os.path.abspath(directory))
@@ -339,8 +330,13 @@ class PluginReloader:
         discover: Callable[[], Discovery],
         apply: Callable[[ReloadPlan], Awaitable[None]],
         problems: Callable[[list[str], Discovery], None] | None = None,
+        *,
+        check_compiles: Callable[[ReloadPlan], Awaitable[ReloadPlan]] | None = None,
     ) -> None:
         self._plugins_dir = plugins_dir
+        #: Compiles the changed files of the runners a plan restarts (see
+        #: ReloadPlan.compile_first); None: they restart as planned.
+        self._check_compiles = check_compiles
         #: Told the problems of the plugins folder as it now is, and what was found there,
         #: after each batch.
         self._report_problems = problems
@@ -384,7 +380,9 @@ class PluginReloader:
                 rust_timeout=100,
             ):
                 if not self.watching.is_set():
-                    _log.info("reload: watching %s for changes", _shown(", ".join(map(str, roots))))
+                    _log.info(
+                        "reload: watching %s for changes", shown_path(", ".join(map(str, roots)))
+                    )
                     self.watching.set()
                 if changes:
                     await self._batch({Path(path) for _, path in changes})
@@ -419,11 +417,11 @@ class PluginReloader:
         except OSError as exc:
             _log.error(
                 "reload: cannot read the plugins folder %s: %s",
-                _shown(self._plugins_dir),
+                shown_path(self._plugins_dir),
                 clean_path(exc, _MAX_PROBLEM_CHARS),
             )
             return
-        # Off the loop: it compiles the changed Python files (see ReloadPlan.uncompiled).
+        # Off the loop: it reads the folders of the changed paths.
         plan, problems = await off_loop(
             plan_reload, self._running(), discovery, paths, Path.is_file, self._folders
         )
@@ -440,6 +438,8 @@ class PluginReloader:
         self.kept = dict(plan.kept_problems)
         if self._report_problems is not None:
             self._report_problems(problems, discovery)
+        if plan and self._check_compiles is not None:
+            plan = await self._check_compiles(plan)
         if plan:
             await self._apply(plan)
 

@@ -3,6 +3,10 @@ up. Sans-IO: :class:`RestartDecider` is told each exit and the time, and decides
 supervisor (:mod:`isoplug.host.supervisor`) acts on it.
 
 - Restarting cannot help (the plugins cannot be imported): give up.
+- Ended by the death of the zygote that forked it (:attr:`ExitAccount.zygote_died`): start
+  again at once, whatever the policy, and count nothing: the plugin did nothing wrong, and the
+  host bounds its zygote's deaths itself (it spawns runners once the zygote keeps dying: see
+  :mod:`isoplug.host.zygote`).
 - Recycled by the host, for its RSS (``recycle_rss``) or for worker threads stuck in calls
   that timed out (``max_stuck_threads``): start again at once, whatever the policy (it did not
   crash), unless that happened more than ``max_restarts`` times within ``window`` (the cause
@@ -79,6 +83,12 @@ class RestartDecider:
         described = account.describe()
         if permanent is not None:
             return Decision(Next.FAIL, f"{described}; {permanent}", level=logging.ERROR)
+        if account.zygote_died:
+            return Decision(
+                Next.RESTART,
+                f"restarting, not counted as a crash (its zygote died): {described}",
+                level=logging.WARNING,
+            )
         if recycled is None and account.limit == RECYCLE_RSS:
             recycled = RECYCLE_RSS
         if recycled is not None:

@@ -19,11 +19,13 @@ from types import MappingProxyType
 from typing import Any
 
 from isoplug.errors import ConfigInvalid
+from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.ready_report import MAX_FAILURE_CHARS
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader, ReloadPlan
+from isoplug.host.reload_compile import hold_uncompiled
 from isoplug.host.runner_logs import RunnerLogStates
 from isoplug.host.status import PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
@@ -176,11 +178,22 @@ class RunnerSet:
             kept.update(self._reloader.kept)
         return kept
 
-    def reloader(self) -> PluginReloader:
+    def reloader(self, config: SupervisorConfig) -> PluginReloader:
         """A hot reloader of the plugins folder that applies its batches here, and keeps
-        :attr:`folder_problems` as the folder is."""
+        :attr:`folder_problems` as the folder is; a runner's changed files are compiled with
+        its interpreter and environment (``config``'s ``inherit_environment``) within
+        ``config.ready_timeout``, as long as a runner on it has to start."""
         self._reloader = PluginReloader(
-            self.plugins_dir, self.plans.copy, self.discover, self.apply_reload, self._found
+            self.plugins_dir,
+            self.plans.copy,
+            self.discover,
+            self.apply_reload,
+            self._found,
+            check_compiles=functools.partial(
+                hold_uncompiled,
+                inherit_environment=config.inherit_environment,
+                timeout=config.ready_timeout,
+            ),
         )
         return self._reloader
 

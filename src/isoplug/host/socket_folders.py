@@ -129,4 +129,7 @@ def made_young(paths: list[str]) -> None:
         except FileNotFoundError:
             # Deleted since the check just made: the next check (at the next start, or
             # interval) listens again, and says so.
-            _log.debug("could not make %s young: it was deleted just now", path)
+            _log.debug(
+                "could not make %s young: it was deleted just now",
+                clean_path(path, _MAX_PATH_CHARS),
+            )

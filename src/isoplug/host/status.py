@@ -135,6 +135,10 @@ class ExitAccount:
     #: host), ``"recycle_rss"`` (recycled: not a crash), ``"cpu_seconds"`` (the kernel's
     #: SIGXCPU, or its SIGKILL at the hard limit); None: no limit did (``reason`` says how).
     limit: str | None = None
+    #: True when the runner was forked by the host's zygote and ended because the zygote died
+    #: (the kernel kills a zygote's runners with it; ``reason`` names the zygote's end): not
+    #: the plugin's crash, so it is restarted at once and not counted toward its crash loop.
+    zygote_died: bool = False
 
     @property
     def exit_code(self) -> int | None:

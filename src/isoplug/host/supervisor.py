@@ -369,7 +369,7 @@ class RunnerSupervisor(PluginCalls):
                     self._set_state(PluginState.STARTING, f"restart #{self.restarts}")
                 else:
                     self.restarts += 1
-                    self._set_state(PluginState.STARTING, decision.message)
+                    self._set_state(PluginState.STARTING, decision.message, decision.level)
         except (asyncio.CancelledError, KeyboardInterrupt):
             cut_short = None if self._life is None else self._life.cut_short
             if cut_short is not None:

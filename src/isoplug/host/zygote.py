@@ -25,17 +25,25 @@ and asks it to fork each runner (in test sessions, hosts share one instead:
 
 When the zygote dies (a bug, or someone killed it), the host logs it and the next runner start
 gets a new zygote. The runners it had forked die with it (their parent-death signal: a runner
-must never outlive the chain to its host), and their accounts say so; their exit status comes
-from the kernel (``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown
-otherwise, never guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing,
-runners are spawned; so is a runner whose environment differs from the zygote's in what the
-interpreter reads only at its start (``PYTHON*``, the locale: see
+must never outlive the chain to its host), and their accounts say so (``zygote_died``: they
+are restarted at once, not as their plugins' crashes); their exit status comes from the kernel
+(``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown otherwise, never
+guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing (a zygote that
+dies three times in a row before forking, or three times within ten minutes), runners are
+spawned; so is a runner whose environment differs from the zygote's in what a process reads
+only at its start (``PYTHON*``, the locale, ``LD_*``, ``MALLOC_*``...: see
 :func:`~isoplug.host.fork_order.startup_differences`).
+
+A zygote whose site-packages changed since it started (a package installed, upgraded or
+removed: :mod:`isoplug.host.site_stamps`) is retired before the next fork: it forks no more,
+and ends once the runners it forked have; the next fork starts a new zygote, so that a runner
+forked after an install has what a spawned one would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -44,6 +52,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
@@ -62,6 +71,10 @@ _log = logging.getLogger("isoplug.host")
 
 #: A zygote that dies this many times in a row without forking a runner is not started again.
 _MAX_FAILED_STARTS = 3
+#: Nor one that died this many times within _DEATHS_WINDOW seconds, forking or not: each death
+#: kills every runner it forked (restarted, but not as their plugins' crashes).
+_MAX_DEATHS = 3
+_DEATHS_WINDOW = 600.0
 #: How long a zygote let go may take to exit before it is killed (it exits at once, unless
 #: stopped).
 _LINGER = 2.0
@@ -91,6 +104,10 @@ class Zygote:
         #: Whether _process is a zygote shared with other hosts (isoplug.host.zygote_pool).
         self._shared = False
         self._failed_starts = 0
+        #: When the zygotes died (monotonic), within the last _DEATHS_WINDOW seconds.
+        self._deaths: collections.deque[float] = collections.deque()
+        #: Zygotes replaced while runners they forked still ran (their own ones).
+        self._retired: list[ZygoteProcess] = []
         self._closed = False
         self._encode = msgspec.msgpack.Encoder().encode
 
@@ -119,13 +136,14 @@ class Zygote:
         if preamble is None:
             _log.debug("a runner's environment is too large to send a forked runner: spawning it")
             return None
+        self._replace_if_outdated()
         # Before a zygote is started for it: a host whose runners all differ needs none.
         differing = startup_differences(env, self._started_with())
         if differing:
             # Its interpreter would be the zygote's, set up from other values of these.
             _log.debug(
                 "spawning a runner: its environment differs from the runner zygote's in %s, "
-                "which an interpreter reads only at its start",
+                "which a process reads only at its start",
                 ", ".join(differing),
             )
             return None
@@ -144,6 +162,11 @@ class Zygote:
             except BlockingIOError:
                 # Only while the zygote imports, or forks a burst: it reads within moments.
                 await asyncio.sleep(_FULL_RETRY)
+                if process.retiring:
+                    # Replaced meanwhile (another runner's fork found it out of date).
+                    process = self._current()
+                    if process is None:
+                        return None
         try:
             pid, pidfd = await asyncio.wrap_future(reply)
         except ZygoteGone as exc:
@@ -178,15 +201,11 @@ class Zygote:
         if self._closed:
             return None
         if process is not None:
-            self._failed_starts = self._failed_starts + 1 if process.forked == 0 else 0
-            if self._failed_starts >= _MAX_FAILED_STARTS:
-                if self._failed_starts == _MAX_FAILED_STARTS:
-                    self._failed_starts += 1
-                    _log.error(
-                        "the runner zygote died %d times without forking a runner; "
-                        "spawning runners from now on",
-                        _MAX_FAILED_STARTS,
-                    )
+            given_up = self._count_death(process)
+            if given_up is not None:
+                _log.error("%s; spawning runners from now on", given_up)
+                self._closed = True
+                self._let_go(_LINGER)
                 return None
         self._let_go(_LINGER)
         try:
@@ -200,19 +219,64 @@ class Zygote:
             return None
         return self._process
 
+    def _count_death(self, process: ZygoteProcess) -> str | None:
+        """Count the death of ``process``, the current zygote; why no zygote is to be started
+        again (None: one is)."""
+        self._failed_starts = self._failed_starts + 1 if process.forked == 0 else 0
+        if self._failed_starts >= _MAX_FAILED_STARTS:
+            return f"the runner zygote died {_MAX_FAILED_STARTS} times without forking a runner"
+        died = process.ended_at if process.ended_at is not None else time.monotonic()
+        deaths = self._deaths
+        deaths.append(died)
+        while deaths[0] < died - _DEATHS_WINDOW:
+            deaths.popleft()
+        if len(deaths) < _MAX_DEATHS:
+            return None
+        return (
+            f"the runner zygote died {len(deaths)} times within {_DEATHS_WINDOW:g} s, killing "
+            f"the runners it had forked each time (the last: {process.ended})"
+        )
+
+    def _replace_if_outdated(self) -> None:
+        """Retire the current zygote if a runner it forks would not have what a spawned one
+        has (its site-packages changed: see isoplug.host.site_stamps): the next fork starts a
+        new one; the old one ends with the last runner it forked."""
+        process = self._process
+        if process is None or process.ended is not None:
+            return
+        why = process.outdated()
+        if why is None:
+            return
+        _log.info(
+            "the site-packages the runner zygote (pid %d) started from changed (%s): runners "
+            "are forked from a new zygote from now on, and that one ends with the last of "
+            "its runners",
+            process.pid,
+            why,
+        )
+        self._process = None
+        if self._shared:
+            self._shared = False
+            zygote_pool.retire(process)
+            return
+        process.retire()
+        self._retired = [p for p in self._retired if not p.gone.is_set()] + [process]
+
     async def aclose(self, timeout: float = _LINGER) -> None:
         """Let the zygote go (once the runners are stopped: the ones left die with it), and
         wait up to ``timeout`` seconds for it to be gone (it exits at once; a shared one is
         kept for the next host), or killed."""
-        ending = self._let_go(timeout)
+        endings = [self._let_go(timeout), *self._let_retired_go(timeout)]
         self._closed = True
-        if ending is not None:
-            await off_loop(ending.join)
+        for ending in endings:
+            if ending is not None:
+                await off_loop(ending.join)
 
-    def resume_if_stopped(self, why: str) -> bool:
-        """SIGCONT the zygote if it is stopped (SIGSTOP, a debugger's), which keeps it from
+    def resume_if_stopped(self, why: str, parent: int | None = None) -> bool:
+        """SIGCONT the zygote (the runner's ``parent``, the current one's or one replaced; by
+        default the current one) if it is stopped (SIGSTOP, a debugger's), which keeps it from
         doing its part (``why``); whether it was."""
-        process = self._process
+        process = self._serving(parent)
         stat = None if process is None else read_stat(process.pid)
         if process is None or stat is None or stat.state not in ("T", "t"):
             return False
@@ -223,13 +287,22 @@ class Zygote:
             os.kill(process.pid, signal.SIGCONT)
         return True
 
-    def kill_stuck(self, why: str) -> None:
-        """SIGKILL the zygote, which fails to do its part (``why``): the runners it forked
-        are reaped by init then, and the next start gets a new zygote."""
-        process = self._process
+    def kill_stuck(self, why: str, parent: int | None = None) -> None:
+        """SIGKILL the zygote (as for :meth:`resume_if_stopped`), which fails to do its part
+        (``why``): the runners it forked are reaped by init then, and the next start gets a
+        new zygote."""
+        process = self._serving(parent)
         if process is not None:
             _log.warning("the runner zygote (pid %d) %s; killing it", process.pid, why)
             process.kill()
+
+    def _serving(self, pid: int | None) -> ZygoteProcess | None:
+        """The zygote of ``pid`` (the current one, or one replaced); the current one for
+        None."""
+        if pid is None:
+            return self._process
+        current = [] if self._process is None else [self._process]
+        return next((p for p in (*current, *self._retired) if p.pid == pid), None)
 
     def close_now(self) -> None:
         """Let the zygote go without waiting for it (the host's loop is gone, or its close
@@ -237,6 +310,7 @@ class Zygote:
         :data:`_LINGER` seconds."""
         self._closed = True
         self._let_go(_LINGER)
+        self._let_retired_go(_LINGER)
 
     def _let_go(self, timeout: float) -> threading.Thread | None:
         """Let the zygote go; the thread that makes sure it is gone within ``timeout``
@@ -248,15 +322,13 @@ class Zygote:
         if shared:
             zygote_pool.release(process)
             return None
-        process.close()
-        # Its own thread, not the caller's wait: a cancelled close, or none on a closed loop,
-        # must still end a zygote that does not exit (stopped by SIGSTOP, say), which would
-        # hold its unreaped runners forever. Not a daemon: the interpreter's exit waits for it.
-        ending = threading.Thread(
-            target=_end_lingering, args=(process, timeout), name="isoplug-zygote-end"
-        )
-        ending.start()
-        return ending
+        return _end_within(process, timeout)
+
+    def _let_retired_go(self, timeout: float) -> list[threading.Thread]:
+        """Let the replaced zygotes go (the host's end: their runners are stopped, or die
+        with them)."""
+        retired, self._retired = self._retired, []
+        return [_end_within(process, timeout) for process in retired if not process.gone.is_set()]
 
     def drop_inherited(self) -> None:
         """In a forked child of the host: close this process's copies of the zygote's socket
@@ -265,8 +337,24 @@ class Zygote:
         self._closed = True
         process, self._process = self._process, None
         self._shared = False
+        # The replaced ones' copies are dropped by binding, as every zygote process's are.
+        self._retired = []
         if process is not None:
             process.drop_inherited()
+
+
+def _end_within(process: ZygoteProcess, timeout: float) -> threading.Thread:
+    """Let ``process`` go; the thread that kills it if it is not gone within ``timeout``
+    seconds."""
+    process.close()
+    # Its own thread, not the caller's wait: a cancelled close, or none on a closed loop,
+    # must still end a zygote that does not exit (stopped by SIGSTOP, say), which would
+    # hold its unreaped runners forever. Not a daemon: the interpreter's exit waits for it.
+    ending = threading.Thread(
+        target=_end_lingering, args=(process, timeout), name="isoplug-zygote-end"
+    )
+    ending.start()
+    return ending
 
 
 def _end_lingering(process: ZygoteProcess, timeout: float) -> None:

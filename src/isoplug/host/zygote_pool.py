@@ -18,7 +18,9 @@ What changes with sharing, and why it is safe where it is on:
 - No runner's token or environment passes through a zygote (each goes on the runner's
   stdin), so runners of two hosts forked by one zygote share nothing they would not share
   with different zygotes.
-- A shared zygote that dies is replaced for the next host, as a host's own zygote is.
+- A shared zygote that dies is replaced for the next host, as a host's own zygote is; so is
+  one whose site-packages changed since it started (:mod:`isoplug.host.site_stamps`): it is
+  retired, and ends with the last runner it forked once no host uses it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Mapping
 
 from isoplug.host.zygote_process import ZygoteProcess
 
-__all__ = ["release", "share_zygotes", "sharing", "take"]
+__all__ = ["release", "retire", "share_zygotes", "sharing", "take"]
 
 #: Zygotes no host uses kept for the next host, the most recently used: a suite whose tests
 #: give runners different environments (a ``HOME`` of each test's own) would otherwise keep
@@ -117,14 +119,22 @@ def take(environment: Mapping[str, str]) -> ZygoteProcess:
     counted as used until :func:`release`. Raises :class:`OSError` as
     :meth:`ZygoteProcess.start` does."""
     key = tuple(sorted(environment.items()))
+    outdated = None
     with _shared.lock:
         process = _shared.zygotes.pop(key, None)
-        if process is not None and process.ended is None:
+        if process is not None and process.ended is None and process.outdated() is None:
             _shared.zygotes[key] = process  # the most recently used last
             _shared.users[process] += 1
             return process
-        if process is not None:
+        if process is not None and process.ended is None:
+            # Popped: no host gets it any more; the hosts using it retire it when done.
+            if not _shared.users.get(process):
+                _shared.users.pop(process, None)
+                outdated = process
+        elif process is not None:
             _shared.forget(process)
+    if outdated is not None:
+        outdated.retire()
     process = _shared.start(dict(environment))
     duplicate = None
     with _shared.lock:
@@ -150,12 +160,31 @@ def release(process: ZygoteProcess) -> None:
         if users is None:
             return  # replaced since (it died), or let go at the process's end
         _shared.users[process] = users - 1
+        if users == 1 and process not in _shared.zygotes.values():
+            # Out of date, replaced for the next hosts: this was the last host using it.
+            del _shared.users[process]
+            retiring = True
+        else:
+            retiring = False
         idle = [z for z in _shared.zygotes.values() if not _shared.users.get(z)]
         close = idle[: max(0, len(idle) - MAX_IDLE)] if _shared.enabled else idle
         for stale in close:
             _shared.forget(stale)
+    if retiring:
+        process.retire()
     for stale in close:
         stale.close()
+
+
+def retire(process: ZygoteProcess) -> None:
+    """A host is done with the shared ``process`` because it is out of date (its
+    site-packages changed): no host gets it any more, and once none uses it, it ends with the
+    last runner it forked."""
+    with _shared.lock:
+        for key, value in list(_shared.zygotes.items()):
+            if value is process:
+                del _shared.zygotes[key]
+    release(process)
 
 
 @atexit.register

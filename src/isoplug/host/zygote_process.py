@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -27,6 +28,7 @@ from isoplug.control.zygote import ChildExited, Forked, ForkRefused
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.runner_stdin import HostEnd, runner_stdin
+from isoplug.host.site_stamps import SiteStamp, site_folders
 from isoplug.host.standard_fds import child_stderr
 from isoplug.wire.sanitize import clean_text
 
@@ -60,6 +62,7 @@ class ZygoteProcess:
         sock: socket.socket,
         environment: Mapping[str, str],
         lifeline: HostEnd,
+        site: SiteStamp | None = None,
     ) -> None:
         self._popen = popen
         #: The host's end of the zygote's stdin: its end-of-file tells the zygote to go.
@@ -67,6 +70,8 @@ class ZygoteProcess:
         self.pid = popen.pid
         #: The environment it was started with, from which its interpreter was set up.
         self.environment = dict(environment)
+        #: Its site-packages folders as they were when it started (None: not stamped).
+        self.site = site
         self._sock = sock
         self._send_lock = threading.Lock()
         #: One per order sent, answered in order.
@@ -76,9 +81,12 @@ class ZygoteProcess:
         self._state = threading.Condition()
         #: Statuses reported and not yet taken: pid -> (returncode, CPU time).
         self._exits: dict[int, tuple[int, float | None]] = {}
-        #: Why it serves no more (None while it does).
+        #: Why it serves no more (None while it does), and when it ended (monotonic).
         self.ended: str | None = None
+        self.ended_at: float | None = None
         self._closing = False
+        #: Replaced by a newer zygote: it forks no more, and ends after its last runner.
+        self.retiring = False
         #: Set once the zygote has exited and was reaped.
         self.gone = threading.Event()
         self.forked = 0
@@ -94,6 +102,8 @@ class ZygoteProcess:
         started_with = dict(env)
         # Each child writes its own tag over this (see isoplug.runner.forked_start).
         started_with[TAG_VARIABLE] = _TAG_PLACEHOLDER
+        # Before the interpreter reads them: a change from here on is seen, none missed.
+        site = SiteStamp.take(site_folders(started_with))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # A socket, as a runner's stdin is: no process of the user can open it through /proc
         # and hold the lifeline open (see isoplug.host.runner_stdin).
@@ -119,7 +129,7 @@ class ZygoteProcess:
             theirs.close()
             os.close(stdin)
         _log.debug("started the runner zygote (pid %d)", popen.pid)
-        return cls(popen, ours, env, lifeline)
+        return cls(popen, ours, env, lifeline, site)
 
     def order(
         self, order: bytes, fds: Sequence[int]
@@ -130,8 +140,8 @@ class ZygoteProcess:
         socket's buffer is full (the zygote is still importing, or busy), nothing sent."""
         reply: concurrent.futures.Future[tuple[int, int | None]] = concurrent.futures.Future()
         with self._send_lock:
-            if self.ended is not None:
-                reply.set_exception(ZygoteGone(self.ended))
+            if self.ended is not None or self.retiring:
+                reply.set_exception(ZygoteGone(self.ended or "it was replaced by a newer one"))
                 return reply
             self._replies.append(reply)
             try:
@@ -159,6 +169,20 @@ class ZygoteProcess:
         self._lifeline.close()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+
+    def outdated(self) -> str | None:
+        """Why a runner forked now would not have what a spawned one has: its site-packages
+        folders changed since it started (see :mod:`isoplug.host.site_stamps`); None if they
+        did not."""
+        return None if self.site is None else self.site.changed()
+
+    def retire(self) -> None:
+        """Have the zygote fork no more (end of its orders) and exit once the runners it
+        forked have exited, reporting their exits as before: a newer zygote replaces it."""
+        with self._send_lock:
+            self.retiring = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
 
     def kill(self) -> None:
         """SIGKILL the zygote (its reader thread reaps it)."""
@@ -223,16 +247,20 @@ class ZygoteProcess:
         ended = f"the runner zygote (pid {self.pid}) {how}"
         with self._send_lock, self._state:
             self.ended = ended
+            self.ended_at = time.monotonic()
             self._state.notify_all()
             replies, self._replies = list(self._replies), collections.deque()
         self.gone.set()
         for reply in replies:
             if reply.set_running_or_notify_cancel():
                 reply.set_exception(ZygoteGone(ended))
-        if not self._closing:
+        if self.retiring and returncode == 0:
+            _log.debug("%s after its last runner (it had been replaced)", ended)
+        elif not self._closing:
             _log.error(
-                "%s (%s); the runners it forked are killed with it, and are restarted as "
-                "crashed; the next runner start gets a new zygote",
+                "%s (%s); the runners it forked are killed with it, and are restarted at once "
+                "(not counted as their plugins' crashes); the next runner start gets a new "
+                "zygote",
                 ended,
                 why,
             )

@@ -2,7 +2,7 @@
 records first once the receiver cannot take them all, and nothing lost without a count.
 
 ``close(timeout)`` (also at interpreter exit, and at the normal end of a process that
-``multiprocessing`` started, see :func:`close_all_at_exit`) hands the rest to the sender
+``multiprocessing`` started, see :mod:`isoplug.logs.process_end`) hands the rest to the sender
 thread, which sends what is queued:
 
 - after the frame in progress (at most :data:`~isoplug.logs.sender.MAX_BATCH_BYTES`), in
@@ -31,11 +31,8 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 import threading
 import time
-import types
-from collections.abc import Callable
 
 import msgspec
 
@@ -51,7 +48,7 @@ from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE
 from isoplug.wire.logframes import log_batch_frame
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "CloseByLevel", "close_all_at_exit", "encoded_levelno"]
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "CloseByLevel", "encoded_levelno"]
 
 #: How long ``close()`` may take by default (at interpreter exit too).
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -63,9 +60,6 @@ _SENDER_GRACE = 0.1
 #: A closing frame that found no room tries again after this, doubling up to _LAST_PAUSE.
 _FIRST_PAUSE = 0.001
 _LAST_PAUSE = 0.005
-#: Where multiprocessing's exit runs our close: after its own finalizers (priority >= 0) and
-#: after it has joined the process's children.
-_EXIT_PRIORITY = -100
 
 #: Queued records by level while closing: WARNING and above, INFO, the rest; each (levelno,
 #: encoded record), oldest first.
@@ -423,47 +417,3 @@ def _send_until(
         return send_within(sock, data, tls=tls, deadline=deadline)
     except OSError:
         return False  # the receiver is gone, or close() closed the socket
-
-
-# -- processes that end with os._exit() ---------------------------------------------------------
-
-#: The process in which the finalizer is registered (a fork inherits the parent's number).
-_finalizer_in = [0]
-
-
-class _AfterFork:
-    """What multiprocessing's after-fork registry holds (weakly) for us."""
-
-
-_after_fork_token = _AfterFork()
-
-
-def close_all_at_exit(close_all: Callable[[], None], *, forked: bool) -> None:
-    """Make ``close_all`` run at the normal end of a process that ``multiprocessing`` started.
-
-    Such a process ends with ``os._exit()``, which runs no ``atexit`` hook, only
-    multiprocessing's own finalizers: without one of ours, every pool worker that ends
-    normally left its log connection without a goodbye, and the receiver warned of a crash.
-    ``forked``: called in a child right after ``os.fork()``; if multiprocessing forked it,
-    its bootstrap clears the finalizers it inherited and then runs its after-fork hooks, so
-    the finalizer is registered from one of those. Otherwise called when a handler is made:
-    in a process of multiprocessing's (a pool initializer's handler, any start method) it is
-    registered at once. Nothing is imported: a program that never loaded multiprocessing has
-    no such process.
-    """
-    util = sys.modules.get("multiprocessing.util")
-    if util is None:
-        return
-    if forked:
-        util.register_after_fork(_after_fork_token, lambda _: _register(util, close_all))
-        return
-    process = sys.modules.get("multiprocessing.process")
-    if process is not None and process.parent_process() is not None:
-        _register(util, close_all)
-
-
-def _register(util: types.ModuleType, close_all: Callable[[], None]) -> None:
-    if _finalizer_in[0] == os.getpid():
-        return
-    _finalizer_in[0] = os.getpid()
-    util.Finalize(None, close_all, exitpriority=_EXIT_PRIORITY)

@@ -6,11 +6,13 @@ import logging
 import os
 import ssl
 
-from isoplug.errors import AuthenticationFailed, IsoplugError
+from isoplug.errors import AddressError, AuthenticationFailed, IsoplugError
 from isoplug.logs.first_record import receiver_level
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.loguru_bridge import forward_loguru
+from isoplug.logs.own_receivers import refuse_own_receiver
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
+from isoplug.transport import Address, parse_address
 
 __all__ = ["LEVEL_ENV", "forward_logs"]
 
@@ -60,8 +62,12 @@ def forward_logs(
     calls, removing loguru's default stderr sink where ``replace_handlers`` removes the root
     logger's handlers. The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
-    refuses us (wrong token, nothing listening).
+    refuses us (wrong token, nothing listening), and at once, before connecting:
+    :class:`~isoplug.errors.AddressError` for an address that is none (saying so when it came
+    from the environment), :class:`~isoplug.errors.SelfForwarding` for a receiver open in this
+    very process (its replayed records would come back here and be sent again, for ever).
     """
+    from_env = not address
     address = address or os.environ.get(ADDRESS_ENV)
     token = token or os.environ.get(TOKEN_ENV)
     if not address or not token:
@@ -69,6 +75,7 @@ def forward_logs(
             f"forward_logs() needs an address and a token: pass them, or set {ADDRESS_ENV} and "
             f"{TOKEN_ENV} (LogReceiver.child_env() gives both)"
         )
+    refuse_own_receiver(_parsed(address, from_env), token, from_env)
     root = logging.getLogger()
     unconfigured = root.level == logging.WARNING and not root.handlers
     told = _level_from_env() if level is None and unconfigured else None
@@ -103,6 +110,20 @@ def forward_logs(
     if level is not None:
         root.setLevel(level)
     return handler
+
+
+def _parsed(address: str, from_env: bool) -> Address:
+    """``address`` parsed, before anything tries to connect to it: a malformed one was
+    tried 9 times, for 6 s, before it was said not to be an address."""
+    try:
+        return parse_address(address)
+    except AddressError as exc:
+        if not from_env:
+            raise
+        raise AddressError(
+            f"cannot forward logs: {ADDRESS_ENV} in this process's environment holds no log "
+            f"receiver's address: {exc} (LogReceiver.child_env() gives the address)"
+        ) from None
 
 
 def _name_hint(name: str | None, cause: BaseException | None) -> str:

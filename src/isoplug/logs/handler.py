@@ -66,17 +66,18 @@ import msgspec
 
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
-from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel, close_all_at_exit
+from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel
 from isoplug.logs.first_record import FIRST_RECORD_WAIT, wait_ready
 from isoplug.logs.first_record import may_forward as _may_forward
 from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.limits import MAX_QUEUE_BYTES
+from isoplug.logs.process_end import close_all_at_exit
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
 from isoplug.logs.standard_types import level_of as _level_of
 from isoplug.logs.standard_types import time_of as _time_of
 from isoplug.rpc.blocking import BlockingChannel
-from isoplug.transport import Address
+from isoplug.transport import Address, parse_address
 from isoplug.transport.fd_identity import detach_if_not_ours
 
 __all__ = ["DEFAULT_QUEUE_BYTES", "WRITE_THROUGH_RATE", "ForwardingHandler"]
@@ -177,7 +178,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
                 f"not {queue_bytes:,}"
             )
         super().__init__(level)
-        self.address = str(address)
+        self.address = str(parse_address(address))
         self.sender_name = name or f"pid {os.getpid()}"
         # A default name says which process sends: a forked child's is its own pid (F5).
         self._default_name = not name

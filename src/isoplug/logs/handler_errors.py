@@ -17,7 +17,10 @@ long over it that the records themselves came late. So while a replayer replays 
 thread: :class:`Replaying`), ``logging.Handler.handleError`` counts and reports the failure as
 above instead, once with a count; the handler goes on with the next record as it would have.
 Elsewhere, and with ``logging.raiseExceptions`` off (then it is counted, not reported), it does
-what it did.
+what it did, inside a :func:`failure_report`: in a runner, whose stderr makes records, the
+report's lines go to the host alone, never to the plugin's handlers (the failing one among
+them failed on each line and reported again: one record logged through a console whose
+formatter raised became 665).
 
 One instance serves every connection of a receiver: a broken handler is the host's trouble,
 and a thousand plugins must not make a thousand reports of it. The exception's text may quote
@@ -26,16 +29,17 @@ a record, whose text came from the sender: it is sanitized (:mod:`isoplug.wire.s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.wire.sanitize import clean_block, clean_text
 
-__all__ = ["HandlerErrors", "Replaying"]
+__all__ = ["HandlerErrors", "Replaying", "failure_report", "reporting_failure"]
 
 #: The longest exception text quoted in a report.
 _ERROR_CHARS = 500
@@ -54,13 +58,43 @@ _replay = threading.local()
 
 def _handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
     """``logging.Handler.handleError`` while isoplug is imported: the replay's sink on a
-    replay's thread, the original elsewhere."""
+    replay's thread, the original elsewhere (a :func:`failure_report`)."""
     sink: ErrorSink | None = getattr(_replay, "sink", None)
     error = sys.exc_info()[1]
     if sink is None or error is None:
-        _stdlib_handle_error(self, record)
+        with failure_report():
+            _stdlib_handle_error(self, record)
         return
     sink(self, error)
+
+
+#: How deep this thread is in reports of handlers that failed.
+_reports = threading.local()
+
+
+@contextlib.contextmanager
+def failure_report() -> Iterator[None]:
+    """Mark this thread as writing a failed handler's report (``--- Logging error ---``) until
+    the block ends: a runner's streams make its lines records for the host alone
+    (:func:`~isoplug.logs.output_records.deliver`), never handed to the plugin's handlers,
+    among them the one that failed, which would fail on each line and report again. In a
+    program of its own the report is stderr's, which no handler sees."""
+    _reports.depth = getattr(_reports, "depth", 0) + 1
+    try:
+        yield
+        # The report's last lines, a traceback the stream holds for a chained one included,
+        # are records before the mark goes.
+        stream = sys.stderr
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # closed: nothing is held then
+                stream.flush()
+    finally:
+        _reports.depth -= 1
+
+
+def reporting_failure() -> bool:
+    """True on a thread inside a :func:`failure_report`."""
+    return getattr(_reports, "depth", 0) > 0
 
 
 logging.Handler.handleError = _handle_error  # type: ignore[method-assign]

@@ -273,6 +273,7 @@ class SenderLedgerReports:
                 f"{self._description}: log connection ended without a goodbye "
                 f"{_how_it_ended(state)} after {after}; {outcome}",
                 lost,
+                counted=accepted is not None,
             )
         elif lost:
             self._ended(
@@ -323,8 +324,23 @@ class SenderLedgerReports:
         if ring is not None:
             ring.close()
 
-    def _ended(self, text: str, lost: int) -> None:
+    def _ended(self, text: str, lost: int, *, counted: bool = True) -> None:
         description = self._description
+        if not counted:
+            # No ledger (TCP, TLS, one that could not be opened) says what the end took: the
+            # last millisecond of a burst, maybe. A loss nobody can rule out is warned about,
+            # as every drop is (it was said at INFO, unseen at Python's default WARNING).
+            self.limited(
+                "sender_ended_uncounted",
+                text,
+                lambda t: (
+                    f"{t.events:,} more log connections of {description} ended over "
+                    f"{t.seconds:.1f} s without a goodbye; records they had not sent yet, if "
+                    f"any, are lost, and no ledger counts them (the latest: {t.detail})"
+                ),
+                detail=text,
+            )
+            return
         if not lost:
             # Nothing lost (a multiprocessing pool's terminate(), a crash the supervisor
             # reports on its own): said, not warned about.

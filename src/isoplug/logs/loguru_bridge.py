@@ -26,8 +26,14 @@ this sink builds the record itself. It adds itself once: calling again (a second
 
 A program that sets loguru up itself (``logger.remove()``, then ``logger.add(sys.stderr,
 format=..., level=...)``) removes this sink too; what its own sink writes to ``sys.stdout`` or
-``sys.stderr`` is then taken for the record it renders, and sent as this sink would
-(:func:`forward_rendered_loguru`), so its records keep their level, extras and exception.
+``sys.stderr`` is then taken for the record it renders, made as this sink makes it and sent to
+the forwarding handler (:func:`forward_rendered_loguru`), so its records keep their level,
+extras and exception.
+
+A program may route ``logging`` into loguru too (loguru's README ``InterceptHandler``, a
+logging handler that logs each record through loguru): what loguru makes of such a record is
+that record, which reaches the host once, as itself; never bridged back into ``logging``,
+where it would reach the same handler again, without end (:func:`_accepts`).
 """
 
 from __future__ import annotations
@@ -42,9 +48,18 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from isoplug.logs.handler_errors import failure_report
+from isoplug.logs.kept_forwarder import (
+    forward_once,
+    intercepted_record,
+    kept_forwarder,
+    send_once,
+)
+from isoplug.logs.nested_output import passed_as_text
 from isoplug.logs.output_records import deliver, output_enabled
 from isoplug.logs.record_names import add_extras
 from isoplug.logs.sources import current_source
+from isoplug.logs.stream_state import this_thread
 
 __all__ = ["forward_loguru", "forward_rendered_loguru", "install_loguru_bridge"]
 
@@ -97,8 +112,42 @@ def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
                 logger.remove(sink_id)
     # Level 0: every message reaches logging, whose logger levels decide. No exception
     # formatting with variable values (diagnose): the record carries the exception itself.
-    sink_id = logger.add(_sink, level=0, format="{message}", backtrace=False, diagnose=False)
+    sink_id = logger.add(
+        _sink, level=0, format="{message}", backtrace=False, diagnose=False, filter=_accepts
+    )
     _added.append((logger, sink_id))
+    _report_failures_as_such(module)
+
+
+def _accepts(record: Any) -> bool:
+    """loguru asks this, before it takes the sink's lock, whether the sink is to have a
+    message. Not one logged from inside the handing out of a ``logging`` record:
+
+    - a message that a logging handler's ``emit()`` made of the record in its hands (loguru's
+      ``InterceptHandler`` recipe: ``logging`` into loguru) is that record, which goes to the
+      forwarding handler once as itself (if it is not on its way there anyway). Bridged back
+      into ``logging``, it reached that handler again, and loguru again, without end; and a
+      record this sink bridged (a direct loguru call) reached it too, and came back to this
+      very sink, which loguru refused then (its lock held), with a report on stderr;
+    - any other message, while this thread hands out a record of isoplug's: its text goes to
+      the real stderr, counted (:mod:`isoplug.logs.nested_output`)."""
+    intercepted = intercepted_record(sys._getframe(1))
+    if intercepted is not None:
+        send_once(intercepted)
+        return False
+    if this_thread().emitting:
+        _pass_as_text(record)
+        return False
+    return True
+
+
+def _pass_as_text(record: Any) -> None:
+    stream = sys.__stderr__
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr: nowhere to say it
+            stream.write(f"{record['level'].name} {record['name']}: {record['message']}\n")
+            stream.flush()
+    passed_as_text("loguru")
 
 
 def _sink(message: Any) -> None:
@@ -108,19 +157,46 @@ def _sink(message: Any) -> None:
     _forward(record)
 
 
+def _report_failures_as_such(module: ModuleType) -> None:
+    """Make loguru's report of a sink that failed (``--- Logging error in Loguru Handler``)
+    what ``logging``'s ``handleError`` report is: text for the host, never handed to the
+    handlers again (:func:`~isoplug.logs.handler_errors.failure_report`)."""
+    interceptor = getattr(
+        sys.modules.get(f"{module.__name__}._error_interceptor"), "ErrorInterceptor", None
+    )
+    report = getattr(interceptor, "print", None)
+    if interceptor is None or not callable(report) or getattr(report, "_isoplug", False):
+        return
+
+    def print_as_a_failure_report(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with failure_report():
+            return report(self, *args, **kwargs)
+
+    print_as_a_failure_report._isoplug = True  # type: ignore[attr-defined]
+    interceptor.print = print_as_a_failure_report
+
+
 def forward_rendered_loguru(record: Any, rendered: str = "") -> bool:
     """A loguru sink of the program's own writes ``record`` (loguru's record, a dict) to
     ``sys.stdout`` or ``sys.stderr`` (``logger.remove(); logger.add(sys.stderr, ...)``, loguru's
-    usual setup, removes the bridge's sink too): the record goes to ``logging`` as the
-    bridge's sink would send it, unless that sink did already (it is still there too), and
-    its text is dropped (see :mod:`isoplug.logs.rendered_records`). Returns True: the text is
-    the record's.
+    usual setup, removes the bridge's sink too): the record, made as the bridge's sink makes
+    it, goes to the forwarding handler, unless that sink sent it already (it is still there
+    too) or another of the program's sinks wrote it already, and its text is dropped (see
+    :mod:`isoplug.logs.rendered_records`). Returns True: the text is the record's.
+
+    To the forwarding handler only, as what a logging handler renders does: in a program of
+    its own the sink's text reaches no logging handler, and handed to them it reached the
+    plugin's ``InterceptHandler`` (loguru's recipe, ``logging`` into loguru), which gave it
+    back to loguru, to the very sink writing it: loguru refused that (its lock held), with a
+    report on stderr, or, with ``enqueue=True``, wrote it again, and so without end.
 
     ``rendered``: the sink's text, for a record that went through loguru's queue
     (``enqueue=True``), whose exception lost its traceback on the way (loguru cannot pickle
     one): the traceback loguru printed in the text is the record's ``exc_text`` then."""
     if getattr(_bridged, "record", None) is not record:
-        _forward(record, rendered)
+        # Once, though several sinks write it (one on stderr, one on stdout): loguru hands
+        # each the same record.
+        forward_once(record, record, lambda _: _forward(record, rendered, to_handlers=False))
     return True
 
 
@@ -133,7 +209,9 @@ def _printed_traceback(rendered: str) -> str | None:
     return rendered[start:].rstrip("\n")
 
 
-def _forward(record: Any, rendered: str = "") -> None:
+def _forward(record: Any, rendered: str = "", *, to_handlers: bool = True) -> None:
+    """Make ``record`` (loguru's) a ``LogRecord`` on logger ``<source>.<module>``, and hand it
+    to that logger's handlers (``to_handlers``), or to the forwarding handler alone."""
     level = record["level"]
     source = current_source.get()
     module_name = record["name"] or "loguru"
@@ -170,7 +248,12 @@ def _forward(record: Any, rendered: str = "") -> None:
     if exc_text is not None:
         log_record.exc_text = exc_text
     add_extras(log_record.__dict__, record["extra"])
-    deliver(target, log_record)
+    if to_handlers:
+        deliver(target, log_record)
+        return
+    forwarder = kept_forwarder()
+    if forwarder is not None:
+        forwarder.handle(log_record)
 
 
 class _LoguruFinder(importlib.abc.MetaPathFinder):

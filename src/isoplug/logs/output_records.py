@@ -15,8 +15,10 @@ imported (:func:`location_of`).
 
 :func:`deliver` hands a record to a logger's handlers; text the handlers write meanwhile on the
 same thread goes to the original streams (see :class:`~isoplug.logs.stream_state.PerThread`),
-so output never loops back into a stream. isoplug's own failures are said on the real stderr
-(:func:`report_failure`).
+so output never loops back into a stream. In a runner the record reaches its forwarding handler
+whatever the plugin did to its loggers' handlers (a program of its own shows its prints and
+crashes whatever its logging says), and a failed handler's report reaches it alone.
+isoplug's own failures are said on the real stderr (:func:`report_failure`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Any
 from isoplug.logs import handler_errors
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.handler_errors import reporting_failure
+from isoplug.logs.kept_forwarder import forward_once, kept_forwarder, reaches
 from isoplug.logs.printed_tracebacks import read_back, read_back_budget
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
@@ -395,14 +399,45 @@ def deliver_from(per_thread: PerThread, logger: logging.Logger, record: logging.
     was_emitting = per_thread.emitting
     per_thread.emitting = True
     try:
-        if logger.filters:
-            logger.handle(record)
+        forwarder = kept_forwarder()
+        if forwarder is None:
+            if logger.filters:
+                logger.handle(record)
+            else:
+                logger.callHandlers(record)
         else:
-            logger.callHandlers(record)
+            _deliver_forwarding(forwarder, logger, record)
     except Exception as exc:
         report_failure(f"isoplug: handling a record of {logger.name} failed: {exc!r}")
     finally:
         per_thread.emitting = was_emitting
+
+
+def _deliver_forwarding(
+    forwarder: ForwardingHandler, logger: logging.Logger, record: logging.LogRecord
+) -> None:
+    """Deliver in a process whose output goes to ``forwarder`` (a runner's), which it reaches
+    whatever the plugin did to the loggers' handlers: a program of its own shows its prints,
+    stderr writes, warnings and crashes whatever its logging says. A failed handler's report
+    (:func:`~isoplug.logs.handler_errors.failure_report`) goes to ``forwarder`` alone."""
+    if reporting_failure():
+        forward_once(record, record, forwarder.handle)
+        return
+    if logger.filters:
+        passed = not logger.disabled and logger.filter(record)
+        if not passed:
+            return
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter's new record
+            record = passed
+    if reaches(forwarder, logger):
+        logger.callHandlers(record)
+        return
+    # Off the handler's way (root handlers cleared, propagation turned off): to it first, once;
+    # then to the handlers there are, not to logging's last resort when there are none, which
+    # would write the record to stderr, or say "No handlers could be found".
+    forward_once(record, record, forwarder.handle)
+    if logger.hasHandlers():
+        logger.callHandlers(record)
 
 
 def report_failure(text: str) -> None:

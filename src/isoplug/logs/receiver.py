@@ -28,7 +28,6 @@ to hand the record in progress to the handlers, report and say goodbye.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import ssl
@@ -37,19 +36,17 @@ import time
 from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
-from isoplug.logs.chains import SenderChains
-from isoplug.logs.connection_ends import ConnectionEnds
-from isoplug.logs.handler_errors import HandlerErrors
-from isoplug.logs.limits import ReplayLimits, TransitLosses
-from isoplug.logs.metrics import LogMetrics
-from isoplug.logs.replay import LogReplayer
-from isoplug.logs.replay_end import Settle
+from isoplug.logs import own_receivers
+from isoplug.logs.drain_end import closed_summary, drain_warning, sender_hung_up
+from isoplug.logs.limits import ReplayLimits
+from isoplug.logs.own_receivers import OpenReceiver
+from isoplug.logs.receiver_connections import MAX_HELLO_CHARS, ReceiverConnections
 from isoplug.logs.replay_reports import handled_level
-from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, LoggerBudget
+from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
+from isoplug.off_loop import off_loop
 from isoplug.rpc import Peer, serve
 from isoplug.rpc.blocking import (
     DEFAULT_MAX_CONNECTIONS,
@@ -58,9 +55,9 @@ from isoplug.rpc.blocking import (
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
-from isoplug.transport import Address, Listener
+from isoplug.transport import Address, Listener, Scheme, parse_address
+from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import peer_credentials_of
-from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ADDRESS_ENV", "NAME_ENV", "TOKEN_ENV", "LogReceiver"]
@@ -72,8 +69,6 @@ TOKEN_ENV = "ISOPLUG_LOG_TOKEN"
 NAME_ENV = "ISOPLUG_LOG_NAME"
 
 _log = logging.getLogger("isoplug.logs")
-#: Longest sender name or role quoted in a report (a hello may carry 256 characters).
-_MAX_HELLO_CHARS = 200
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0
@@ -92,7 +87,15 @@ STANDALONE_LIMITS = ReplayLimits(rate=None)
 DEFAULT_MAX_SENDERS_PER_TREE = 64
 
 
-class LogReceiver:
+def _remove_stale_folders() -> None:
+    """A receiver killed by SIGKILL could not remove its socket's private folder: what a
+    receiver about to make one removes of those whose owner is dead (as a host does)."""
+    removed = remove_stale_socket_dirs()
+    if removed:
+        _log.info("removed %d socket folders of dead isoplug processes", len(removed))
+
+
+class LogReceiver(ReceiverConnections):
     """Receives forwarded log records and replays them here (see the module docstring).
 
     ``prefix`` is put in front of every forwarded logger name (``"workers"`` turns a child's
@@ -153,7 +156,8 @@ class LogReceiver:
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_logger_entries: int = DEFAULT_LOGGER_BUDGET,
     ) -> None:
-        self._requested_address = address
+        # Parsed now: a malformed address is said where the receiver is made.
+        self._requested_address = parse_address(address)
         self.token = token or secrets.token_urlsafe(32)
         self.prefix = prefix
         self.limits = limits
@@ -171,32 +175,19 @@ class LogReceiver:
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
-        self._replayers: dict[int, tuple[str, LogReplayer]] = {}
-        # Connections that ended: those whose end is accounted for later (by connection
-        # number: a close waits for them within its drain time), the others' final metrics.
-        self._ends = ConnectionEnds()
+        self._init_connections(max_logger_entries)
         # Async use: each open connection, with what says its end was accounted for.
         self._open_peers: dict[Peer, asyncio.Future[None]] = {}
-        self._closing = False
-        # Shared by the sync mode's sender threads: next() on a count is atomic.
-        self._connection_numbers = itertools.count(1)
-        # Handlers of ours that raise on a sender's record: reported here, once for all.
-        self._handler_errors = HandlerErrors(_log, limits.report_interval)
-        # Which of a reconnected sender's records a recovery replayed already.
-        self._chains = SenderChains()
-        # One for every connection, ever: per connection, N reconnections made N allowances
-        # of loggers that are never freed (found by an outside check).
-        self._logger_budget = LoggerBudget(max_logger_entries)
-        # Likewise the records sequence gaps count lost: one connection's in-flight worth for
-        # all of them, so reconnecting gives a gapping sender no fresh allowance.
-        self._transit_losses = TransitLosses()
-        # Refused connections a token holder can repeat: said once per interval, counted.
-        self._refusals = ReportThrottle(limits.report_interval, timer=True)
+        # Sync use: each connection its thread serves (a drain's end asks if its sender left).
+        self._open_channels: dict[int, BlockingChannel] = {}
         # Closing once, however often and from wherever it is asked (see close(), aclose()).
         self._close_lock = threading.Lock()
+        # Set by the first open() or start() (see _claim_opening).
+        self._opened = False
+        # While it listens: noted for the senders of this process (isoplug.logs.own_receivers).
+        self._noted: OpenReceiver | None = None
+        self._open_lock = threading.Lock()
         self._aclosing: asyncio.Future[None] | None = None
-        # Ended connections' accounting on the event loop, in slices (async use).
-        self._settler: LoopSettler | None = None
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -211,60 +202,6 @@ class LogReceiver:
         """Environment variables with which :func:`forward_logs` (no arguments) finds us."""
         return {ADDRESS_ENV: self.address, TOKEN_ENV: self.token}
 
-    def metrics(self) -> dict[str, LogMetrics]:
-        """Per-connection metrics (snapshots), keyed ``"<sender name> #<n>"``: every open
-        connection and the latest :data:`~isoplug.logs.connection_ends.MAX_ENDED_KEPT` that
-        ended; older ones are summed under ``"(N earlier connections)"``. A connection that
-        ended without a goodbye while its sender lives on says ``pending_ends == 1`` until its
-        end is accounted for (the sender's new connection brings records, or it exits, or this
-        receiver closes): its ``recovered`` and ``dropped`` may still grow until then (see
-        :mod:`isoplug.logs.pending_ends`)."""
-        # list(): sender threads may add or end a connection meanwhile (sync use).
-        replayers = list(self._replayers.values())
-        found = self._ends.metrics()
-        found.update((label, replayer.metrics.snapshot()) for label, replayer in replayers)
-        return found
-
-    def _ended_connection(self, number: int, clean: bool) -> None:
-        """A connection ended: finish its replayer and keep only its final metrics."""
-        entry = self._replayers.get(number)
-        if entry is None:
-            return
-        # A sender that lives on after a connection ended without a goodbye: its accounting
-        # waits until it reconnects or exits (isoplug.logs.pending_ends).
-        if not clean and self._deferred(number, entry, run_in=None):
-            return
-        entry[1].finish(clean=clean)
-        self._forget_connection(number, entry)
-
-    async def _ended_connection_async(self, number: int, clean: bool) -> None:
-        """:meth:`_ended_connection` on the event loop, in slices."""
-        entry = self._replayers.get(number)
-        if entry is None:
-            return
-        if not clean and self._deferred(
-            number, entry, run_in=self._settler_for(asyncio.get_running_loop()).run
-        ):
-            return
-        await entry[1].finish_async(clean=clean)
-        self._forget_connection(number, entry)
-
-    def _deferred(self, number: int, entry: tuple[str, LogReplayer], run_in: Settle | None) -> bool:
-        return self._ends.deferred(
-            number, entry[1], lambda: self._forget_connection(number, entry), run_in
-        )
-
-    def _settler_for(self, loop: asyncio.AbstractEventLoop) -> LoopSettler:
-        if self._settler is None:
-            self._settler = LoopSettler(loop)
-        return self._settler
-
-    def _forget_connection(self, number: int, entry: tuple[str, LogReplayer]) -> None:
-        label, replayer = entry
-        # Kept before it leaves the open ones: metrics() lists it meanwhile, if twice, once.
-        self._ends.accounted(number, label, replayer.metrics.snapshot())
-        del self._replayers[number]
-
     # -- async use ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> LogReceiver:
@@ -275,11 +212,18 @@ class LogReceiver:
         await self.aclose()
 
     async def start(self) -> None:
-        """Start listening on the running event loop."""
-        self._listener = await serve(
-            self._requested_address, self.token, self._on_peer, **self._listening()
-        )
-        self._address = self._listener.address
+        """Start listening on the running event loop. Once only, as :meth:`open`."""
+        self._claim_opening()
+        try:
+            if self._makes_private_folder():
+                await off_loop(_remove_stale_folders)
+            self._listener = await serve(
+                self._requested_address, self.token, self._on_peer, **self._listening()
+            )
+        except BaseException:
+            self._opened = False  # never listened: it may be tried again
+            raise
+        self._listens_at(self._listener.address)
         self._settler = LoopSettler(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
@@ -299,6 +243,7 @@ class LogReceiver:
         try:
             await self._drain_and_close(listener)
         finally:
+            self._stopped_listening()
             self._listener = None
             self._aclosing = None
 
@@ -308,10 +253,14 @@ class LogReceiver:
         # Each connection's end accounted for, not only the connection closed: what its
         # sender's ring gives back is replayed in slices on this loop after it closed.
         ended = list(self._open_peers.values())
+        still_open: set[asyncio.Future[None]] = set()
         if ended:
             _, still_open = await asyncio.wait(ended, timeout=self.drain_timeout)
             if still_open:
-                self._warn_still_connected(len(still_open))
+                self._warn_still_open(
+                    len(still_open),
+                    [p.stream.fileno() for p, end in self._open_peers.items() if end in still_open],
+                )
         # Senders that did not come back in time: their ends are accounted for now.
         self._chains.pending.close()
         # Their accounting runs on this loop in slices: done before replaying stops. So does
@@ -332,6 +281,8 @@ class LogReceiver:
             await asyncio.sleep(0.001)
         # What it handed over meanwhile (replaying stopped now: quick).
         await self._settler_for(loop).wait()
+        if still_open:
+            self._say_what_closing_cost(len(still_open))
         self._handler_errors.close()
         self._refusals.close()
 
@@ -358,21 +309,16 @@ class LogReceiver:
                 del self._open_peers[peer]
                 accounted.set_result(None)
 
-    def _warn_still_connected(self, count: int) -> None:
-        _log.warning(
-            "%d log sender(s) still connected after %.1f s; closing them (what they have not "
-            "delivered yet is lost)",
-            count,
-            self.drain_timeout,
-        )
+    def _warn_still_open(self, count: int, fds: list[int | None]) -> None:
+        """``count`` connections are open when the drain time is up; ``fds``: the sockets of
+        those that carry records (others are in their handshake)."""
+        hung_up = sum(map(sender_hung_up, fds))
+        _log.warning(drain_warning(count - hung_up, hung_up, self.drain_timeout))
 
-    def _stop_replaying(self) -> None:
-        """The drain time is up: every replayer stops (see :meth:`LogReplayer.stop`), and one
-        made from now on starts stopped (see :meth:`_replayer_for`)."""
-        self._closing = True
-        # list(): sender threads may add or end a connection meanwhile (sync use).
-        for _, replayer in list(self._replayers.values()):
-            replayer.stop()
+    def _say_what_closing_cost(self, cut: int) -> None:
+        summary = closed_summary(self.metrics().values(), cut)
+        if summary is not None:
+            _log.warning(summary)
 
     def _listening(self) -> dict[str, Any]:
         """How either mode listens: its own children get handshake seats of their own, and the
@@ -391,38 +337,6 @@ class LogReceiver:
             "takes_descriptors": True,
         }
 
-    def _accepts(self, hello: Hello) -> bool:
-        if hello.role == "logs":
-            return True
-        text = (
-            f"refused a '{clean_text(hello.role, _MAX_HELLO_CHARS)}' connection from "
-            f"{clean_text(hello.name, _MAX_HELLO_CHARS) or 'a sender'}: this receiver only "
-            "takes logs"
-        )
-        report_refusal(self._refusals, text, _log.warning)
-        return False
-
-    def _replayer_for(self, sender_pid: int | None, hello: Hello) -> tuple[int, LogReplayer]:
-        number = next(self._connection_numbers)
-        sender = clean_text(hello.name, _MAX_HELLO_CHARS)
-        label = f"{sender or 'sender'} #{number}"
-        replayer = LogReplayer(
-            self.prefix,
-            identity={"sender": sender, "sender_pid": sender_pid},
-            limits=self.limits,
-            description=f"log sender {sender or '(unnamed)'}",
-            sender_pid=sender_pid,
-            handler_errors=self._handler_errors,
-            chains=self._chains,
-            logger_budget=self._logger_budget,
-            transit_losses=self._transit_losses,
-        )
-        self._replayers[number] = (label, replayer)
-        if self._closing:
-            # Registered first: either _stop_replaying() sees it, or it sees _closing.
-            replayer.stop()
-        return number, replayer
-
     # -- sync use (own threads) ---------------------------------------------------------------
 
     def __enter__(self) -> LogReceiver:
@@ -438,15 +352,27 @@ class LogReceiver:
         A sender's thread sleeps in ``recv()`` and replays each record the moment it arrives,
         so no event loop stands between the socket and ``logging``. Back-pressure is the
         socket's: while a thread replays, it does not read, and a flooding sender waits.
+
+        A receiver is opened once, either way (:meth:`open` or :meth:`start`), as a thread is
+        started once: opening it again, while it is open or after it closed, raises
+        :class:`~isoplug.errors.IsoplugError` (make a new ``LogReceiver`` instead; the closed
+        one's :meth:`metrics` stay readable). One whose opening failed may be opened again.
         """
-        self._server = serve_blocking(
-            self._requested_address,
-            self.token,
-            self._serve_sender,
-            max_connections=self.max_senders,
-            **self._listening(),
-        )
-        self._address = self._server.address
+        self._claim_opening()
+        try:
+            if self._makes_private_folder():
+                _remove_stale_folders()
+            self._server = serve_blocking(
+                self._requested_address,
+                self.token,
+                self._serve_sender,
+                max_connections=self.max_senders,
+                **self._listening(),
+            )
+        except BaseException:
+            self._opened = False  # never listened: it may be tried again
+            raise
+        self._listens_at(self._server.address)
 
     def close(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;
@@ -459,13 +385,18 @@ class LogReceiver:
         with self._close_lock:
             server = self._server
             if server is not None:
-                self._close_server(server)
+                try:
+                    self._close_server(server)
+                finally:
+                    self._stopped_listening()
 
     def _close_server(self, server: BlockingServer) -> None:
         drain_ends = time.monotonic() + self.drain_timeout
         still_open = server.wait_idle(self.drain_timeout)
         if still_open:
-            self._warn_still_connected(still_open)
+            # list(): their threads may end meanwhile.
+            channels = list(self._open_channels.values())
+            self._warn_still_open(still_open, [c.socket.fileno() for c in channels])
         # Senders that did not come back in time: their ends are accounted for now, here.
         self._chains.pending.close()
         # Those the watcher thread took just before (a sender that exited) are accounted for
@@ -479,6 +410,8 @@ class LogReceiver:
         # stopped now): it ends within the same grace, closing its wake pipe.
         self._chains.pending.wait_closed(max(0.0, grace_ends - time.monotonic()))
         self._server = None
+        if still_open:
+            self._say_what_closing_cost(still_open)
         self._handler_errors.close()
         self._refusals.close()
 
@@ -489,13 +422,52 @@ class LogReceiver:
             return
         credentials = peer_credentials_of(channel.socket)
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        self._open_channels[number] = channel
         clean = False
         try:
             clean = replay_until_closed(
-                channel, replayer, clean_text(hello.name, _MAX_HELLO_CHARS) or "(unnamed)"
+                channel, replayer, clean_text(hello.name, MAX_HELLO_CHARS) or "(unnamed)"
             )
         finally:
-            self._ended_connection(number, clean)
+            try:
+                self._ended_connection(number, clean)
+            finally:
+                del self._open_channels[number]
+
+    def _makes_private_folder(self) -> bool:
+        return self._requested_address.scheme is Scheme.UNIX and not self._requested_address.path
+
+    def _listens_at(self, address: Address) -> None:
+        self._address = address
+        self._noted = own_receivers.opened(address, self.token, self.prefix)
+
+    def _stopped_listening(self) -> None:
+        noted, self._noted = self._noted, None
+        if noted is not None:
+            own_receivers.closed(noted)
+
+    def _claim_opening(self) -> None:
+        """Refuse a second opening. Opened again after its close, a receiver listened at a new
+        address and silently replayed nothing (its replayers started stopped, its reports
+        were closed); reset instead, it would mix two runs' metrics and budgets, so, as
+        ``threading.Thread.start()``, it is once only."""
+        with self._open_lock:
+            if self._opened:
+                raise IsoplugError(self._opened_already())
+            self._opened = True
+
+    def _opened_already(self) -> str:
+        if self._server is not None or self._listener is not None or self._address is None:
+            where = f" at {self._address}" if self._address is not None else ""
+            return (
+                f"this LogReceiver is open already{where}: it listens until it is closed "
+                "(the end of its with/async with block); open it once"
+            )
+        return (
+            f"this LogReceiver was opened already (at {self._address}) and is closed: a "
+            "LogReceiver is opened once; make a new LogReceiver() to listen again (the "
+            "closed one's metrics() stay readable)"
+        )
 
     def __repr__(self) -> str:
         where = str(self._address) if self._address else "not running"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from isoplug.errors import AuthenticationFailed, ConnectError, VersionMismatch
+from isoplug.errors import AuthenticationFailed, ConnectError, SelfForwarding, VersionMismatch
 
 __all__ = ["GONE_AFTER_REFUSALS", "RECONNECT_DELAYS", "RECONNECT_TIMEOUT", "Reconnection"]
 
@@ -50,6 +50,8 @@ class Reconnection:
         self.failures += 1
         if isinstance(error, AuthenticationFailed | VersionMismatch):
             return f"the receiver at that address refused this sender ({error})"
+        if isinstance(error, SelfForwarding):
+            return str(error)
         if nobody_listens(error):
             self._refusals += 1
             if self._refusals >= self._gone_after:

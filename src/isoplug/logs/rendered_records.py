@@ -8,7 +8,8 @@ arrive as text at the stream's level (an ERROR with its traceback as a WARNING l
 besides the record itself where isoplug's handler gets it too, and a line record that reached
 the same console handler again would be written to the real file descriptor, formatted twice.
 
-So once :func:`keep_forwarding` names the process's forwarding handler (a runner's), a write
+So once :func:`~isoplug.logs.kept_forwarder.keep_forwarding` names the process's forwarding
+handler (a runner's), a write
 made by a handler's ``emit()`` of a record is taken for what it is, that record's rendering:
 the record goes to the forwarding handler as itself, unless the forwarding handler is on the
 record's way anyway (then it has it, or is about to), and the text goes nowhere. Each record
@@ -21,21 +22,32 @@ through its console's buffer, six frames down). Text written from ``Handler.hand
 report of a handler that failed) stays text. A loguru sink of the program's own writing a
 record to a stream is taken likewise
 (:func:`~isoplug.logs.loguru_bridge.forward_rendered_loguru`), and so is structlog printing an
-event (its ``PrintLogger``, structlog's default: :mod:`isoplug.logs.structlog_events`).
+event (its ``PrintLogger``, structlog's default: :mod:`isoplug.logs.structlog_events`); unless
+a logging handler's ``emit()`` called loguru or structlog with the record in its hands
+(loguru's ``InterceptHandler``): then what they write is that record's rendering
+(:func:`~isoplug.logs.kept_forwarder.intercepted_record`). A loguru record or structlog event
+rendered while the thread hands out a record of isoplug's is never made a record: its text is
+plain text (:mod:`isoplug.logs.nested_output`), so that no output comes back to the handler
+that wrote it without end. loguru's report of a sink that failed is text, as
+``handleError``'s is.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from isoplug.logs.handler import ForwardingHandler
+from isoplug.logs.kept_forwarder import (
+    forward_once,
+    intercepted_record,
+    kept_forwarder,
+    send_once,
+)
 from isoplug.logs.loguru_bridge import forward_rendered_loguru
 from isoplug.logs.output_records import deliver, output_enabled
+from isoplug.logs.stream_state import this_thread
 from isoplug.logs.structlog_events import is_event_frame, record_of_event
 
 __all__ = [
@@ -45,9 +57,6 @@ __all__ = [
     "RENDER_DEPTH",
     "RenderingPipe",
     "forward_rendered",
-    "keep_forwarding",
-    "kept_forwarder",
-    "let_forwarding_close",
     "render_through",
     "renders_from",
 ]
@@ -55,66 +64,55 @@ __all__ = [
 #: How many frames above a stream's ``write()`` a handler's ``emit()`` may be.
 RENDER_DEPTH = 8
 
-_kept: ForwardingHandler | None = None
-#: The rendering this thread forwarded last (see _forward_once).
-_last = threading.local()
-
-
-def keep_forwarding(handler: ForwardingHandler | None) -> None:
-    """Name the forwarding handler that records rendered to the streams go to (None: none,
-    their text is text)."""
-    global _kept  # noqa: PLW0603 # one forwarding handler per process
-    _kept = handler
-
-
-def kept_forwarder() -> ForwardingHandler | None:
-    """The handler :func:`keep_forwarding` named, or None."""
-    return _kept
-
-
-def let_forwarding_close() -> None:
-    """Let the named handler close again (see
-    :meth:`~isoplug.logs.ForwardingHandler.keep_open`): a runner's own end closes it with
-    ``logging.shutdown()``."""
-    if _kept is not None:
-        _kept.keep_open(None)
-
 
 def forward_rendered(writer: FrameType | None) -> bool:
     """True when the text written from the frame ``writer`` is the rendering of a record, a
     loguru record or a structlog event (see the module docstring); the record has then gone to
     the forwarding handler, or will, and the text is to be dropped. False for any other text,
-    and in a process with no forwarding handler named."""
-    forwarder = _kept
+    and in a process with no forwarding handler named.
+
+    A loguru record or structlog event that a logging handler's ``emit()`` made of the record
+    in its hands (loguru's ``InterceptHandler``) is that record's rendering. One rendered while
+    this thread hands out a record of isoplug's (:func:`~isoplug.logs.output_records.deliver`)
+    is never made a record: its text is plain text (see :mod:`isoplug.logs.nested_output`)."""
+    forwarder = kept_forwarder()
     if forwarder is None:
         return False
     rendering = _rendering_frame(writer)
     if rendering is None:
         return False
-    if rendering.f_code.co_name == "_proxy_to_logger":
-        return _forward_once(rendering, rendering.f_locals.get("event_kw"), _forward_event)
     names = rendering.f_locals
-    if rendering.f_code.co_name == _LOGURU_QUEUE_WRITER:
+    name = rendering.f_code.co_name
+    if name == _LOGURU_QUEUE_WRITER:
         # loguru's enqueue=True: the sink writes in loguru's own thread what the logging
         # thread formatted and queued, the record (a copy) on the message.
         message = names.get("message")
-        record = getattr(message, "record", None)
-        if not isinstance(record, dict):
+        queued = getattr(message, "record", None)
+        if not isinstance(queued, dict):
             return False
-        return forward_rendered_loguru(record, str(message))
+        return forward_rendered_loguru(queued, str(message))
     handler = names.get("self")
     record = names.get("record")
-    if type(handler).__module__ == "loguru._handler" and isinstance(record, dict):
-        return forward_rendered_loguru(record)
+    is_event = name == "_proxy_to_logger"
+    if is_event or type(handler).__module__ == "loguru._handler":
+        intercepted = intercepted_record(rendering)
+        if intercepted is not None:
+            send_once(intercepted)
+            return True
+        if this_thread().emitting:
+            return False  # nested: the stream passes it on as plain text
+        if is_event:
+            forward_once(rendering, names.get("event_kw"), _forward_event)
+            return True
+        return isinstance(record, dict) and forward_rendered_loguru(record)
     if (
         not isinstance(handler, logging.Handler)
         or not isinstance(record, logging.LogRecord)
         or handler is forwarder
     ):
         return False
-    if _reaches(forwarder, record.name):
-        return True
-    return _forward_once(record, record, forwarder.handle)
+    send_once(record)
+    return True
 
 
 #: What :func:`renders_from` says of a place that writes.
@@ -125,22 +123,12 @@ def renders_from(frame: FrameType | None) -> int:
     """What text written from ``frame`` would be the rendering of (:func:`forward_rendered`
     would look further): a record (a logging handler's or a loguru sink's ``emit``), a
     structlog event, or nothing. Cheap, for a place that prints, once."""
-    if _kept is None:
+    if kept_forwarder() is None:
         return RENDERS_NOTHING
     rendering = _rendering_frame(frame)
     if rendering is None:
         return RENDERS_NOTHING
     return RENDERS_EVENT if rendering.f_code.co_name == "_proxy_to_logger" else RENDERS_RECORD
-
-
-def _forward_once(what: Any, key: Any, forward: Callable[[Any], object]) -> bool:
-    """Forward ``what`` unless this thread forwarded the rendering of ``key`` last (one
-    rendering may take several writes: a print's text and its newline, a drawn box)."""
-    if key is not None and getattr(_last, "key", None) is key:
-        return True
-    _last.key = key
-    forward(what)
-    return True
 
 
 def _forward_event(frame: FrameType) -> None:
@@ -154,13 +142,16 @@ def _forward_event(frame: FrameType) -> None:
 
 #: The function of loguru's own thread that writes a sink's queued messages (``enqueue=True``).
 _LOGURU_QUEUE_WRITER = "_queued_writer"
+#: The module whose ``print`` writes loguru's report of a sink that failed (text, as
+#: ``handleError``'s).
+_LOGURU_ERROR_REPORTS = "loguru._error_interceptor"
 
 
 def _rendering_frame(frame: FrameType | None) -> FrameType | None:
     """The first frame from ``frame`` up, within :data:`RENDER_DEPTH`, that renders a record:
     an ``emit`` (logging's handlers, loguru's), loguru's thread writing queued messages,
-    structlog's ``_proxy_to_logger``; None past a ``handleError`` frame (a failed handler's
-    report is text)."""
+    structlog's ``_proxy_to_logger``; None past a ``handleError`` frame or loguru's error
+    report (a failed handler's report is text)."""
     for _ in range(RENDER_DEPTH):
         if frame is None:
             return None
@@ -174,7 +165,9 @@ def _rendering_frame(frame: FrameType | None) -> FrameType | None:
             )
         ):
             return frame
-        if name == "handleError":
+        if name == "handleError" or (
+            name == "print" and frame.f_globals.get("__name__") == _LOGURU_ERROR_REPORTS
+        ):
             return None
         frame = frame.f_back
     return None
@@ -216,16 +209,3 @@ def render_through(pipes: tuple[Any, ...]) -> None:
                 handler.stream is pipe for pipe in pipes
             ):
                 handler.setStream(RenderingPipe(handler.stream))
-
-
-def _reaches(handler: logging.Handler, name: str) -> bool:
-    """True if a record of logger ``name`` reaches ``handler`` on its way up the loggers."""
-    found = logging.root.manager.loggerDict.get(name)
-    current: logging.Logger | None = found if isinstance(found, logging.Logger) else logging.root
-    while current is not None:
-        if handler in current.handlers:
-            return True
-        if not current.propagate:
-            return False
-        current = current.parent
-    return False

@@ -23,8 +23,9 @@ import time
 
 import msgspec
 
-from isoplug.errors import AuthenticationFailed, VersionMismatch
+from isoplug.errors import AuthenticationFailed, SelfForwarding, VersionMismatch
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
+from isoplug.logs.own_receivers import loops_back
 from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import say as _say
@@ -186,6 +187,13 @@ class SenderLink:
             if announced:
                 self._announced_in_vain(announced[0])
             raise
+        welcome = channel.connection.peer_welcome
+        loop = None if welcome is None else loops_back(self, self._token, welcome.pid)
+        if loop is not None:
+            if announced:
+                self._disown(announced[0])
+            channel.close("this sender's records would come back to it")
+            raise SelfForwarding(loop)
         resumed_after, dropped = told[0] if told else (None, {})
         ledger = announced[0] if announced else None
         # The hand-over, all under the queue lock: until it, the old ledger and ring count and
@@ -250,6 +258,19 @@ class SenderLink:
             )
             abandoned.close()
 
+    def _disown(self, ledger: SenderLedger) -> None:
+        """``ledger`` went to a receiver that must get none of this process's records (it
+        would replay them back here): it says none accepted there, and takes no more."""
+        with self._queue_lock:
+            if self._shared_ledger is ledger:
+                self._shared_ledger = None
+                self._ring = None
+                self._ledger = private_ledger()
+                self._ledger[0] = self._seq
+            # Nothing went out on that connection: all it counts is queued.
+            ledger.view[0] = self._seq - len(self._queue)
+        ledger.close()
+
     def _announced_in_vain(self, ledger: SenderLedger) -> None:
         """An attempt to connect that announced ``ledger`` failed (refused, not answered in
         time): if it took over already (a first ledger, see :meth:`_connect`), it keeps
@@ -271,6 +292,9 @@ class SenderLink:
             return self._connect(resumed=False, timeout=self._connect_timeout)
         except Exception as exc:
             why = f"cannot connect to {self.address}"
+            if isinstance(exc, SelfForwarding):
+                self._give_up(str(exc), exc)  # it connected: the receiver is the trouble
+                return None
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
                 # A failure to connect names the address already.
                 self._give_up(str(exc) if str(exc).startswith(why) else f"{why}: {exc}", exc)

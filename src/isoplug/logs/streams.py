@@ -47,7 +47,8 @@ How text becomes records:
   Records are built as :mod:`isoplug.logs.output_records` says.
 
 Never a loop: text written while this thread is handing a record to the handlers (a handler's
-error report, the forwarding handler's fallback) goes to the original stream, the real fd.
+error report) goes to the original stream, the real fd, counted
+(:mod:`isoplug.logs.nested_output`), unless it is a handler's rendering of a record.
 
 :meth:`LogStream.write` runs for every ``print()`` of a plugin: its plain-line path is inlined,
 and ``sys._getframe`` is a module global. It takes the pieces of a ``print()`` of several
@@ -77,6 +78,7 @@ import time
 from types import FrameType
 from typing import TextIO
 
+from isoplug.logs.nested_output import passed_as_text
 from isoplug.logs.output_records import (
     HAS_TASK_NAME,
     deliver_from,
@@ -382,11 +384,14 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
     # -- lines ---------------------------------------------------------------------------------
 
     def _write_original(self, s: str) -> int:
+        """A write made while this thread hands out a record: plain text, counted (made a
+        record, it could reach the handler that wrote it again, without end)."""
         original = self.original
         if original is not None:
             with contextlib.suppress(OSError, ValueError):
                 original.write(s)
                 original.flush()
+        passed_as_text(self.stream, self.stream)
         return len(s)
 
     def _flush_original(self) -> None:
@@ -402,6 +407,7 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 original.write(data)  # type: ignore[union-attr]
                 original.flush()  # type: ignore[union-attr]
+            passed_as_text(self.stream, self.stream)
             return
         state = per_thread.states.get(self)
         if state is None:

@@ -51,7 +51,8 @@ def exit_kind(account: ExitAccount) -> str:
     """How a runner process ended, in one word: ``stopped`` (on request), ``recycled`` (its
     RSS stayed above ``recycle_rss``, or too many worker threads ran calls that had timed
     out: ``max_stuck_threads``), ``limit`` (it passed its ``memory`` or ``cpu_seconds``
-    limit), ``hung`` (killed by the host: no answer, not ready in time), ``oom`` (SIGKILL with
+    limit), ``hung`` (killed by the host: no answer, not ready in time), ``zygote`` (the
+    zygote that forked it died, and the kernel ended it with it), ``oom`` (SIGKILL with
     evidence of the kernel's out-of-memory killer), ``signal`` (any other signal), ``crash``
     (a non-zero exit code), ``exited`` (code 0 on its own)."""
     reason = account.reason
@@ -63,6 +64,8 @@ def exit_kind(account: ExitAccount) -> str:
         return "limit"
     if reason.startswith(KILLED_BY_HOST) or "not ready within" in reason:
         return "hung"
+    if getattr(account, "zygote_died", False):
+        return "zygote"
     if account.returncode > 0:
         return "crash"
     if account.returncode == 0:

@@ -44,7 +44,7 @@ from isoplug.logs import (
     ForwardingHandler,
     forward_logs,
 )
-from isoplug.logs.rendered_records import kept_forwarder
+from isoplug.logs.kept_forwarder import kept_forwarder
 
 __all__ = ["Plugin", "PluginContext", "method", "on_event"]
 

@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 
-from isoplug.logs.rendered_records import let_forwarding_close
+from isoplug.logs.kept_forwarder import let_forwarding_close
 from isoplug.transport.fork_epoll import empty_epolls, open_epolls
 
 __all__ = ["arm", "end_if_forked", "runner_pid"]

@@ -8,26 +8,34 @@ the runner's or its plugins' code runs (see :mod:`isoplug.runner.zygote`).
   ``os.environ`` replaced (the C library's environment with it, which child processes get),
   its tag written into the environment block (:func:`_stamp_environment_block`), and the time
   zone read again from ``TZ`` (``time.tzset()``), which ``time`` read in the zygote.
+- The zygote's objects, frozen (``gc.freeze()``: a collection in the runner does not write to
+  the pages it shares with the zygote), are unfrozen at the runner's first
+  ``gc.get_objects()`` or ``gc.get_referrers()`` (:func:`unfreeze_when_looked_at`): a leak
+  hunt (objgraph, pympler) sees every object, as in a spawned runner.
 
-What the interpreter fixed at its start from the environment (``PYTHON*``, the locale's
-encodings) cannot be changed here: the host spawns a runner whose values of those differ from
-the zygote's (isoplug.host.fork_order).
+What the process fixed at its start from the environment (``PYTHON*``, the locale's
+encodings, the dynamic loader's ``LD_LIBRARY_PATH``, the C library's tunables) cannot be
+changed here: the host spawns a runner whose values of those differ from the zygote's
+(isoplug.host.fork_order.STARTUP_VARIABLES).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import gc
 import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 
 from isoplug.control.zygote import MAX_FORKED_ENVIRONMENT_BYTES, ForkedEnvironment
 
-__all__ = ["adopt_environment", "take_host_settings"]
+__all__ = ["adopt_environment", "take_host_settings", "unfreeze_when_looked_at"]
 
 #: The length that leads the environment on stdin (isoplug.host.fork_order).
 _LENGTH_BYTES = 4
@@ -52,6 +60,37 @@ def take_host_settings(umask: int, rlimits: Sequence[tuple[int, int, int]]) -> N
                 f"the zygote's: {exc}",
                 file=sys.stderr,
             )
+
+
+#: The collector's functions that see no frozen object, which unfreeze the zygote's first.
+_LOOKS = ("get_objects", "get_referrers")
+
+
+def unfreeze_when_looked_at() -> None:
+    """Have the first call of ``gc.get_objects()`` or ``gc.get_referrers()`` unfreeze the
+    zygote's objects first: they see no frozen object, and a forked runner would show a plugin
+    hunting a leak a fraction of its objects (1 module of some 350). Not at once: until then
+    the runner's collections leave the pages it shares with the zygote alone. Once only: what
+    the plugin freezes itself later stays frozen, as in a spawned runner."""
+    originals = {name: getattr(gc, name) for name in _LOOKS}
+
+    def unfreeze_once() -> None:
+        if gc.get_objects is not originals["get_objects"]:
+            for name, look in originals.items():
+                setattr(gc, name, look)
+            gc.unfreeze()
+
+    for name, look in originals.items():
+        setattr(gc, name, _after(unfreeze_once, look))
+
+
+def _after(first: Callable[[], None], look: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    @functools.wraps(look)
+    def unfrozen_look(*args: Any, **kwargs: Any) -> list[Any]:
+        first()
+        return look(*args, **kwargs)
+
+    return unfrozen_look
 
 
 def adopt_environment() -> bool:

@@ -16,6 +16,7 @@ from isoplug.control import PluginEntry
 from isoplug.errors import IsoplugError
 from isoplug.rpc.remote_errors import traceback_text
 from isoplug.runner.api import Plugin
+from isoplug.runner.fresh_source import load_fresh_source
 
 __all__ = ["PluginLoadError", "drop_working_directory", "load_plugin_class"]
 
@@ -57,6 +58,9 @@ def load_plugin_class(entry: PluginEntry) -> type[Plugin]:
     for position, folder in enumerate((directory, *entry.folders)):
         if folder not in sys.path:
             sys.path.insert(position, folder)
+    # Never an older __pycache__ file than the source: a same-second save must not run the
+    # code of the save before it.
+    load_fresh_source((directory, *entry.folders))
     top_level = module_name.partition(".")[0]
     already = sys.modules.get(top_level)
     if (already is None or not _comes_from(already, directory)) and (

@@ -65,7 +65,7 @@ from isoplug.control import (
 )
 from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
-from isoplug.logs.rendered_records import let_forwarding_close
+from isoplug.logs.kept_forwarder import let_forwarding_close
 from isoplug.logs.sources import add_code_home, attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
@@ -81,6 +81,7 @@ from isoplug.runner.exit_hooks import (
 )
 from isoplug.runner.health import start_health
 from isoplug.runner.inherited import inherited_processes
+from isoplug.runner.kept_forwarding import render_consoles, watch_forwarding
 from isoplug.runner.leftover_tasks import (
     end_plugin_tasks,
     exit_leaving,
@@ -89,7 +90,7 @@ from isoplug.runner.leftover_tasks import (
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
-from isoplug.runner.logging_setup import PluginLevels, render_consoles, watch_forwarding
+from isoplug.runner.logging_setup import PluginLevels
 from isoplug.runner.priority import lower_priority
 from isoplug.runner.setup_where import SetupWatch
 from isoplug.runner.thread_sources import attribute_threads

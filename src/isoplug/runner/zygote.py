@@ -26,7 +26,9 @@ Fork safety, because a fork copies the whole process:
 
 The zygote dies with its host (parent-death signal, and end-of-file on its stdin, which only
 the host holds); each runner it forks dies with the zygote (the runner's own parent-death
-signal), so a runner never outlives its host, whatever state the host died in.
+signal), so a runner never outlives its host, whatever state the host died in. The end of the
+host's orders on its socket (the host replaced it by a newer zygote) ends it once its last
+runner has exited.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ from isoplug.control.zygote import ChildExited, Forked, ForkOrder, ForkRefused
 
 # The runner stack, imported once here: this import is what every fork saves.
 from isoplug.runner import __main__ as runner_main
-from isoplug.runner.forked_start import adopt_environment, take_host_settings
+from isoplug.runner.forked_start import (
+    adopt_environment,
+    take_host_settings,
+    unfreeze_when_looked_at,
+)
 from isoplug.runner.lifeline import set_parent_death_signal
 from isoplug.runner.loader import drop_working_directory
 
@@ -115,13 +121,22 @@ def _serve(sock: socket.socket) -> _Child | None:
                 except OSError:
                     return None
                 if not data:
-                    return None
+                    # The host's orders ended: it replaced this zygote by a newer one (its
+                    # site-packages changed), or let go of it (its lifeline says so too).
+                    # Its runners live on until they exit, told to the host as before.
+                    if not server.children:
+                        return None
+                    server.poller.unregister(sock)
+                    server.retiring = True
+                    continue
                 child = server.fork(data, fds, flags)
                 if child is not None:
                     sock.detach()  # the child closes the descriptor itself, by number
                     return child
             else:
                 server.reap(fd)
+                if server.retiring and not server.children:
+                    return None
 
 
 class _Server:
@@ -132,6 +147,8 @@ class _Server:
         self.orders = msgspec.msgpack.Decoder(ForkOrder)
         self.encode = msgspec.msgpack.Encoder().encode
         self.children: dict[int, int] = {}  # pidfd -> pid
+        #: No more orders come: it ends with its last child.
+        self.retiring = False
         self.pid = os.getpid()
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
@@ -199,6 +216,7 @@ def _become_runner(child: _Child) -> int:
     take_host_settings(order.umask, order.rlimits)
     if not adopt_environment():
         return EXIT_BAD_BOOTSTRAP
+    unfreeze_when_looked_at()
     try:
         os.chdir(order.cwd)
     except OSError as exc:

@@ -82,7 +82,8 @@ class PluginHarness:
         config: SupervisorConfig = FAST,
         ready_timeout: float = 30.0,
     ) -> None:
-        self.path = Path(path)
+        # Absolute, as the host makes its folder: its problems name the folders so.
+        self.path = Path(path).absolute()
         self.config = config
         self.ready_timeout = ready_timeout
         self.records = Records()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import logging.config
+import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -53,6 +56,46 @@ class Printing(logging.Handler):
             print(f"[{record.levelname}] PRINTED {self.format(record)}")
         else:
             print(f"PRINTED {record.levelname} {self.format(record)}")
+
+
+class InterceptHandler(logging.Handler):
+    """loguru's README recipe: every ``logging`` record goes on into loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from loguru import logger
+
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = inspect.currentframe(), 0
+        while frame and (depth == 0 or frame.f_code.co_filename == logging.__file__):
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+class FarIntercept(logging.Handler):
+    """The same, through more helper calls than a handler's rendering is looked for in."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._one(record)
+
+    def _one(self, record: logging.LogRecord) -> None:
+        self._two(record)
+
+    def _two(self, record: logging.LogRecord) -> None:
+        self._three(record)
+
+    def _three(self, record: logging.LogRecord) -> None:
+        from loguru import logger
+
+        logger.opt(exception=record.exc_info).log(record.levelname, record.getMessage())
+
+
+class FailingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        raise RuntimeError("the formatter broke")
 
 
 class Reconfigurer(isoplug.Plugin):
@@ -237,3 +280,92 @@ class Reconfigurer(isoplug.Plugin):
         for handler in logging.getLogger().handlers:
             handler.flush()
         return Path(path).read_text()
+
+    @isoplug.method
+    def loguru_intercepted(self, tag: str, own_sink: bool) -> None:
+        """loguru's InterceptHandler as the root's only handler (loguru's README: every
+        record into loguru), with loguru's sink isoplug's or, ``own_sink``, one of the
+        plugin's own on stderr; then everything logged, and a direct loguru call."""
+        from loguru import logger
+
+        if own_sink:
+            logger.remove()
+            logger.add(sys.stderr, format="{time} | {level: <8} | {name} - {message}")
+        logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+        self._log_everything(tag)
+        logger.info("{}: loguru directly", tag)
+
+    @isoplug.method
+    def loguru_two_sinks(self, tag: str) -> None:
+        """loguru's README setup: sinks of the plugin's own on stderr and on stdout, each
+        writing every message."""
+        from loguru import logger
+
+        logger.remove()
+        logger.add(sys.stderr, format="{time} {level} {message}", level="INFO")
+        logger.add(
+            sys.stdout, colorize=True, format="<green>{time}</green> <level>{message}</level>"
+        )
+        logger.bind(user="ann").warning("{}: written by two sinks", tag)
+
+    @isoplug.method
+    def loguru_intercepted_far(self, tag: str) -> None:
+        """An intercepting handler whose loguru call is too far below its emit() to be told
+        apart: a record of it meets that handler again, once, inside its own handing out."""
+        logging.getLogger().addHandler(FarIntercept())
+        logging.getLogger("thirdparty.lib").warning("%s: far intercepted", tag)
+
+    @isoplug.method
+    def failing_console(self, tag: str) -> None:
+        """A console handler whose formatter raises, on the root beside isoplug's, for one
+        record logged through it (plain Python prints one '--- Logging error ---' report)."""
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(FailingFormatter())
+        root = logging.getLogger()
+        root.addHandler(console)
+        try:
+            logging.getLogger("thirdparty.lib").warning("%s: through a broken console", tag)
+        finally:
+            root.removeHandler(console)
+
+    @isoplug.method
+    def handlers_cleared(self, tag: str, last_resort: bool) -> None:
+        """The root's handlers cleared (and, unless ``last_resort``, logging's last resort
+        gone); then a print, a stderr write, a warning and an uncaught exception in a thread,
+        which a program of its own shows whatever its logging."""
+        if not last_resort:
+            logging.lastResort = None
+        logging.getLogger().handlers.clear()
+        print(f"{tag}: printed")
+        sys.stderr.write(f"{tag}: written to stderr\n")
+        warnings.warn(f"{tag}: a warning", stacklevel=1)
+        thread = threading.Thread(target=_raise, args=(f"{tag}: uncaught",), name="failing")
+        thread.start()
+        thread.join()
+
+    @isoplug.method
+    def logging_shut_down(self) -> None:
+        """logging.shutdown() outside any exit, as a reused main() of a script does."""
+        logging.shutdown()
+
+    @isoplug.method
+    def failing_child(self, tag: str) -> int:
+        """A multiprocessing child (fork) that logs and then raises; its pid once it ended."""
+        child = multiprocessing.get_context("fork").Process(target=_log_and_raise, args=(tag,))
+        child.start()
+        child.join(30)
+        assert child.pid is not None
+        return child.pid
+
+    @isoplug.method
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _raise(text: str) -> None:
+    raise ValueError(text)
+
+
+def _log_and_raise(tag: str) -> None:
+    logging.getLogger("thirdparty.child").warning("%s: logged", tag)
+    raise RuntimeError(f"{tag}: uncaught")

@@ -1,0 +1,169 @@
+"""A host's operations on its plugins: calls, events, restarts and stops, and the capabilities
+it offers them.
+
+A base class of :class:`~isoplug.Host` (the methods are the host's public API, documented
+there), whose state it reads (declared below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from isoplug.errors import LocalProtocolError
+from isoplug.host.binding import HostBinding
+from isoplug.host.capabilities import CapabilityRegistry
+from isoplug.host.config import SupervisorConfig
+from isoplug.host.host_stage import HostStage
+from isoplug.host.plugin_calls import check_event_payload
+from isoplug.host.status import PluginInfo
+from isoplug.wire.values import locate_unencodable, unencodable_error
+
+if TYPE_CHECKING:
+    from isoplug.host.supervisor import RunnerSupervisor
+
+__all__ = ["PluginOperations"]
+
+
+class _Default(enum.Enum):
+    """The default of an option that the host's config holds."""
+
+    CONFIG = "the host's config"
+
+
+class PluginOperations:
+    """The operations half of :class:`~isoplug.Host`."""
+
+    config: SupervisorConfig
+    _life: HostStage
+    _binding: HostBinding
+    _runner_of: dict[str, RunnerSupervisor]
+    _supervisors: dict[str, RunnerSupervisor]
+    _capabilities: CapabilityRegistry
+
+    if TYPE_CHECKING:
+
+        def _check_here(self, what: str) -> None: ...
+
+        def _supervisor(self, plugin_id: str) -> RunnerSupervisor: ...
+
+        def plugin(self, plugin_id: str) -> PluginInfo: ...
+
+    async def call(self, plugin_id: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of ``plugin_id`` with ``args`` and ``kwargs``; return its result.
+
+        Every argument goes to the method untouched: no name is reserved (for isoplug's own
+        options, such as a timeout, see :meth:`call_with`). The call may take
+        ``config.call_timeout``, including the wait for a starting plugin to be ready. What
+        crosses the process boundary, and as what, is in docs/plugins.md. Raises
+        :class:`~isoplug.errors.MethodNotFound` (lists the available methods),
+        :class:`~isoplug.errors.InvalidParams` (arguments do not fit the signature),
+        :class:`~isoplug.errors.RemoteError` (the method raised, traceback included; or its
+        result cannot be sent back, ``remote_type`` ``isoplug.errors.UnencodableValue``),
+        :class:`~isoplug.errors.UnencodableValue` (an argument cannot be sent: nothing was),
+        :class:`~isoplug.errors.RequestTimeout` (saying whether the call was cancelled in the
+        plugin or its worker thread runs on),
+        :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
+        :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
+        """
+        if (
+            self._life is not HostStage.RUNNING
+            or asyncio.get_running_loop() is not self._binding.loop
+        ):
+            self._check_here(f"call {plugin_id}.{method}")
+            self._life.check_running(f"call {plugin_id}.{method}")
+        # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
+        supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
+        return await supervisor.observed_call(
+            plugin_id, method, args, kwargs, self.config.call_timeout
+        )
+
+    async def call_with(
+        self,
+        plugin_id: str,
+        method: str,
+        /,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float | _Default | None = _Default.CONFIG,
+    ) -> Any:
+        """:meth:`call` with isoplug's options: ``method(*args, **kwargs)`` in the plugin,
+        answered within ``timeout`` seconds (None: no limit; default ``config.call_timeout``).
+        Raises what :meth:`call` raises, and ``TypeError`` / ``ValueError`` for options that
+        are not of the kinds above."""
+        if isinstance(args, str | bytes | bytearray) or not isinstance(args, Sequence):
+            raise TypeError(
+                f"args must be a tuple or list of positional arguments, got "
+                f"{type(args).__name__} {args!r:.60}"
+            )
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+            raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
+        self._check_here(f"call {plugin_id}.{method}")
+        self._life.check_running(f"call {plugin_id}.{method}")
+        limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int | float):
+                raise TypeError(
+                    f"timeout must be a number of seconds or None, got {type(limit).__name__}"
+                )
+            if not limit >= 0:
+                raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
+        supervisor = self._supervisor(plugin_id)
+        return await supervisor.observed_call(plugin_id, method, tuple(args), dict(kwargs), limit)
+
+    async def publish(self, event: str, payload: Any = None) -> int:
+        """Send ``event`` to every ready plugin subscribed to it; return how many runners got
+        it. Fire and forget: subscribers' failures are logged by their runner. Raises
+        :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent (of a type
+        that does not cross, or too large), whether or not a plugin subscribes now,
+        :class:`PluginUnavailable` when the host is not running."""
+        self._check_here(f"publish {event!r}")
+        self._life.check_running(f"publish {event!r}")
+        try:
+            sent = sum(s.publish(event, payload) for s in self._supervisors.values())
+            if not sent:
+                # Checked all the same: a payload that could never be delivered fails where
+                # it is published, not only once some plugin subscribes.
+                check_event_payload(event, payload)
+            return sent
+        except LocalProtocolError as exc:
+            where = locate_unencodable(payload, "payload")
+            error = unencodable_error(f"cannot publish {event!r}", exc, where)
+            if error is None:
+                raise
+            raise error from exc
+
+    async def restart(self, plugin_id: str) -> PluginInfo:
+        """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
+        ready or failed again, and return the plugin's state. Raises
+        :class:`PluginUnavailable` when the host is not running."""
+        self._check_here(f"restart plugin {plugin_id!r}")
+        self._life.check_running(f"restart plugin {plugin_id!r}")
+        await self._supervisor(plugin_id).restart()
+        return self.plugin(plugin_id)
+
+    async def stop(self, plugin_id: str) -> PluginInfo:
+        """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
+        host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
+        stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration).
+        Returns once what the runner logged and printed has been replayed into the host's
+        handlers (up to 5 s after its exit, for slow handlers), so :meth:`log_metrics` is
+        final then."""
+        self._check_here(f"stop plugin {plugin_id!r}")
+        self._life.check_started(f"stop plugin {plugin_id!r}")
+        await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
+        return self.plugin(plugin_id)
+
+    def register_capability(self, name: str, function: Callable[..., Any]) -> None:
+        """Offer ``function`` to plugins whose manifest lists ``name`` in ``capabilities``.
+
+        Called with the keyword arguments the plugin passes to ``ctx.call_host``; may be
+        ``async def``. Plain functions run on the host's event loop and must be quick.
+        """
+        self._check_here(f"register capability {name!r}")
+        self._capabilities.register(name, function)
