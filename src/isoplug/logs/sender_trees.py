@@ -84,7 +84,9 @@ def over_tree_limit(
     who = "" if credentials is None else f" from pid {credentials.pid}"
     refusals.report(
         "sender_tree_limit",
-        f"refused a log sender{who}: {tree}: {limit} (max_senders_per_tree)",
+        f"refused a log sender{who}: {tree}: {limit} (max_senders_per_tree); it tries again, "
+        "and what it logs meanwhile is lost, uncounted, if it ends before it is let in: raise "
+        "max_senders_per_tree for a program that runs more of its processes at once",
         summary=lambda tally: (
             f"refused {tally.events} more log sender(s) in the last {tally.seconds:.0f} s "
             f"for their process tree's limit of {max_per_tree} open log "
