@@ -109,7 +109,9 @@ class SenderLedgerReports:
         return self._ledger is not None
 
     def open_ledger(self, fd: int) -> None:
-        """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
+        """Open the ledger a sender announced (its first batch): the descriptor it passed with
+        its hello (:attr:`passed_ledger`), else its ``fd`` through ``/proc``; see
+        :mod:`isoplug.logs.ledger`."""
         if self._ledger_announced:
             description = self._description
             self.limited(
@@ -122,10 +124,8 @@ class SenderLedgerReports:
             )
             return
         self._ledger_announced = True
-        if self.passed_ledger is not None:
-            self._adopt_ledger(self.passed_ledger)
-            return
-        if self._sender_pid is None:
+        passed = self.passed_ledger
+        if passed is None and self._sender_pid is None:
             self._problem(
                 "ledger",
                 f"{self._description} announced a log ledger, but its connection does not say "
@@ -133,23 +133,15 @@ class SenderLedgerReports:
             )
             return
         try:
-            self._ledger = ReceiverLedger.open(self._sender_pid, fd, self.wanted_level())
+            if passed is not None:
+                self._ledger = ReceiverLedger.adopt(passed, self._sender_pid, self.wanted_level())
+            else:
+                assert self._sender_pid is not None
+                self._ledger = ReceiverLedger.open(self._sender_pid, fd, self.wanted_level())
         except FileNotFoundError:
-            # Already gone: report_end() reports the unclean end, without a count.
+            # Already gone (no ledger passed, /proc/<pid>/fd gone with it): report_end()
+            # reports the unclean end, without a count.
             return
-        except (LedgerError, OSError) as exc:
-            self._problem(
-                "ledger",
-                f"cannot use the log ledger of {self._description}: {exc}; a crash will be "
-                "reported without a count of lost records",
-            )
-            return
-        self._open_ring()
-
-    def _adopt_ledger(self, passed: int) -> None:
-        """Use the ledger the sender passed with its hello (see :meth:`open_ledger`)."""
-        try:
-            self._ledger = ReceiverLedger.adopt(passed, self._sender_pid, self.wanted_level())
         except (LedgerError, OSError) as exc:
             self._problem(
                 "ledger",
