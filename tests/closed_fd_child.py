@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 
-from isoplug.logs import ForwardingHandler, first_record, forward_logs, reconnect
+from isoplug.logs import ForwardingHandler, forward_logs, reconnect
 from isoplug.logs.ledger import SenderLedger
 from isoplug.logs.ring import SenderRing
 from isoplug.rpc.blocking import BlockingChannel
@@ -90,8 +90,7 @@ def hold_the_old_ledger(handler: ForwardingHandler, path: str) -> None:
 
 def die_after_the_hand_over(handler: ForwardingHandler) -> None:
     """SIGKILL this process as soon as a reconnection has handed over to its new connection,
-    before its sender thread sends anything on it; create ``$STEP_DIR/announced`` when it
-    waits for the receiver to acknowledge the new ledger."""
+    before its sender thread sends anything on it."""
     connect = handler._connect
 
     def connect_then_die(*, resumed: bool, timeout: float) -> BlockingChannel:
@@ -101,14 +100,6 @@ def die_after_the_hand_over(handler: ForwardingHandler) -> None:
         return channel
 
     vars(handler)["_connect"] = connect_then_die
-    # Say when the reconnection waits for the receiver's acknowledgement of its new ledger.
-    wait_for_ack = first_record.acknowledged_within
-
-    def say_then_wait(ledger: memoryview, timeout: float) -> bool:
-        open(f"{os.environ['STEP_DIR']}/announced", "w").close()
-        return wait_for_ack(ledger, timeout)
-
-    first_record.acknowledged_within = say_then_wait
 
 
 def die_in_the_hand_over(path: str) -> None:

@@ -279,6 +279,20 @@ def main() -> None:
             1 / 0  # noqa: B018
         except ZeroDivisionError:
             loguru_logger.exception("loguru caught it")
+    elif scenario == "loguru-forwarded":
+        # forward_logs() (above, before loguru was imported) forwards loguru as records of
+        # their own; called again once loguru is imported, it still forwards each message once.
+        assert "loguru" not in sys.modules, "isoplug imported loguru"
+        from loguru import logger as loguru_logger
+
+        forward_logs(level=logging.DEBUG, name=f"child-{scenario}")
+        loguru_logger.bind(user=42, request="r-1").info("hello {}", "loguru")
+        loguru_logger.success("it worked")
+        parts = ["s3cr3t"]
+        try:
+            parts[5]
+        except IndexError:
+            loguru_logger.exception("lookup failed")
     elif scenario == "ring-garbage":
         # A hostile sender: COUNT records that never leave (the send lock held), then its ring
         # garbled as $GARBAGE says, then gone.
@@ -303,6 +317,10 @@ def main() -> None:
             for index in range(count):
                 log.warning("forked %d", index, extra={"n": index})
             os._exit(0)
+        if os.environ.get("REAP_AFTER"):
+            # The forked child stays a zombie until the test says: an ended process that
+            # /proc still shows.
+            wait_for_file(os.environ["REAP_AFTER"])
         os.waitpid(pid, 0)
         print(f"forked {pid}", flush=True)
     elif scenario == "dictconfig-exit":

@@ -228,7 +228,10 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
                 kept.handle(record("while full"))
                 await records.wait_for(f"{PREFIX}.sender", "while full", WAIT)
                 silent.pop().close()
-                await logged(waiter, "peer closed the connection during the handshake")
+                (ended,) = await logged(waiter, "the peer closed the connection before its hello")
+                # It left: nothing refused it.
+                assert "ended during its handshake, neither admitted nor refused" in ended
+                assert "refused a connection" not in ended
                 assert await asyncio.to_thread(late.start, WAIT)
                 late.handle(record("after"))
                 await records.wait_for(f"{PREFIX}.sender", "after", WAIT)
@@ -431,12 +434,14 @@ def test_failed_handshakes_are_warned_about_at_a_bounded_rate_and_counted(
     clock.now += 1.0
     gate.failed(ValueError("bad 25"))
     assert caplog.records[-1].getMessage() == (
-        "refused a connection on unix:/x: bad 25 (16 more refused before it, not logged one by one)"
+        "refused a connection on unix:/x: bad 25 (16 more failed handshakes before it, not logged "
+        "one by one)"
     )
     gate.failed(ValueError("bad 26"))  # no allowance left: counted
     gate.close()
     assert caplog.records[-1].getMessage() == (
-        "server on unix:/x: 1 more connection(s) refused, not logged one by one"
+        "server on unix:/x: 1 more failed handshake(s) (refused, or ended by the peer), not "
+        "logged one by one"
     )
     assert len(caplog.records) == 12
 

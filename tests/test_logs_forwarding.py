@@ -90,6 +90,7 @@ async def receiving(
     max_senders: int = 1024,
     *,
     token: str | None = None,
+    max_senders_per_tree: int = 64,
 ) -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
     collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
@@ -102,6 +103,7 @@ async def receiving(
         ssl_context=ssl_context,
         max_senders=max_senders,
         token=token,
+        max_senders_per_tree=max_senders_per_tree,
     )
     try:
         if mode == "loop":

@@ -123,7 +123,9 @@ async def test_one_sender_process_tree_cannot_take_every_place(mode: str) -> Non
     assert refused[0] == (
         f"refused a log sender from pid {refused[0].split('pid ')[1].split(':')[0]}: sender "
         f"process tree of pid {greedy.pid}: at its limit of 2 open log connections "
-        "(max_senders_per_tree)"
+        "(max_senders_per_tree); it tries again, and what it logs meanwhile is lost, "
+        "uncounted, if it ends before it is let in: raise max_senders_per_tree for a program "
+        "that runs more of its processes at once"
     ), refused
     # The others are summed up when the receiver closes, not said one by one.
     assert len(refused) == 2, refused

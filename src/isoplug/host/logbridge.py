@@ -156,6 +156,8 @@ class LogBridge:
             ),
             handshake_timeout=handshake_timeout,
             max_handshakes=max_handshakes,
+            # A runner's ledger, passed with its hello: readable however soon it dies.
+            takes_descriptors=True,
         )
 
     def listen_again_if_lost(self) -> str | None:

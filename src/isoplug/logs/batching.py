@@ -9,8 +9,9 @@ and released once the frame carrying it went whole to the kernel. Records are se
 order they were taken, one frame in flight at a time, so releases come in the ring's order
 (except while a close sends by level: nothing is released then, see closing.py).
 
-Once the receiver has acknowledged the ring (:data:`~isoplug.logs.ledger.ACKNOWLEDGED`), a
-record is durable as soon as it is in the ring, so write-through is only for latency: a record
+The ring went to the receiver with the connection's hello (its descriptor passed with it:
+:mod:`isoplug.transport.passed_descriptors`), so a record is durable as soon as it is in the
+ring, and write-through is only for latency: a record
 that comes after a pause still goes out at once (the cheapest way to deliver a lone record:
 one ``send()``, where waking the sender thread costs two context switches more), but a burst's
 second record is queued, not its 200th (:data:`RING_WRITE_THROUGH_BURST`); the sender thread,
@@ -27,7 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from isoplug.logs.ledger import ACKNOWLEDGED, QUEUE_FULL, SenderLedger
+from isoplug.logs.ledger import QUEUE_FULL, SenderLedger
 from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import send_tls_now
 from isoplug.transport.fd_identity import FdIdentity
@@ -38,7 +39,7 @@ __all__ = ["RING_WRITE_THROUGH_BURST", "WRITE_THROUGH_BURST", "Batching"]
 
 #: How many records above the rate may still write through back to back ...
 WRITE_THROUGH_BURST = 200.0
-#: ... and with a ring the receiver opened, where write-through is for latency alone: one.
+#: ... and with a ring, where write-through is for latency alone: one.
 RING_WRITE_THROUGH_BURST = 1.0
 #: With a ring, the share of it the queue's level limits apply to: the rest is room for the
 #: frames in flight, whose records stay in the ring until the kernel has them whole.
@@ -148,11 +149,7 @@ class Batching:
         debt may grow to a burst, so that during a flood records stay batched instead of every
         few going out alone; a record in a flood costs no token arithmetic at all.
         """
-        burst = (
-            RING_WRITE_THROUGH_BURST
-            if self._ring is not None and self._ledger[ACKNOWLEDGED]
-            else WRITE_THROUGH_BURST
-        )
+        burst = RING_WRITE_THROUGH_BURST if self._ring is not None else WRITE_THROUGH_BURST
         tokens = self._tokens + (created - self._last_created) * self._write_through_rate
         self._last_created = created
         self._tokens = tokens = burst if tokens > burst else tokens

@@ -1,22 +1,33 @@
-"""The first record: a forwarding handler waits for its connection before the process may end.
+"""The first record: a forwarding handler makes its records safe before the process may end.
 
-The connection (and, on a unix socket, the ledger and ring the receiver must open while this
-process lives) is opened by the sender thread, on the first record or on the handler's
-``start()``. Until it is, a record is in this process's memory only, and a process that ends at
-once (``os._exit`` in a forked child, a crash) would take it along unseen: the receiver would
-not even learn that the process existed. So the first record of a process waits, up to the
-handler's ``first_record_wait`` (:data:`FIRST_RECORD_WAIT`, 0.5 s), until the connection is open
-and the receiver has opened the ledger (its acknowledgement,
-:data:`~isoplug.logs.ledger.ACKNOWLEDGED`): about a millisecond when the receiver is there (see
-``docs/benchmarks.md``); an address where nothing listens fails at once on a unix socket. Past
-the wait (a receiver too slow to answer) the record is queued as any other, and only what a
-crash takes before the connection is open goes unreported. ``start()`` (which
-:func:`~isoplug.logs.forward_logs` calls) waits the same way, so later records never wait. A
-receiver that never acknowledges (one that cannot open this process's ``/proc/<pid>/fd``:
-another pid namespace, a non-dumpable process) costs the wait once: neither this handler nor its
-forked children wait for the acknowledgement again. A receiver on the event loop of the very
-thread that logs the first record cannot answer while that thread waits: there, call ``start()``
-from another thread first (``asyncio.to_thread``), or pass ``first_record_wait=0``.
+The connection (and, on a unix socket, the ledger and ring that hold every record not sent yet,
+:mod:`isoplug.logs.ledger`) is opened by the sender thread, on the first record or on the
+handler's ``start()``. Until then, a record is in this process's memory only, and a process
+that ends at once (``os._exit`` in a forked child, a crash) would take it along unseen: the
+receiver would not even learn that the process existed. So the first record of a process waits,
+up to the handler's ``first_record_wait`` (:data:`FIRST_RECORD_WAIT`, 0.5 s), until the
+receiver welcomed the connection: about a millisecond when the receiver is there (see
+``docs/benchmarks.md``); an address where nothing listens fails at once on a unix socket.
+``start()`` (which :func:`~isoplug.logs.forward_logs` calls) waits the same way, so later
+records never wait.
+
+On a unix socket the records are safe long before that: the ledger and its ring go to the
+receiver with the hello, in the same write (the descriptor passed with it:
+:mod:`isoplug.transport.passed_descriptors`), and take every record from then on. The kernel
+holds them for the receiver, however late it reads the connection and whatever becomes of this
+process, so a process that ends once the wait gave up (a receiver too slow to answer on a
+loaded machine) loses nothing either: the receiver replays its records from the ring when it
+gets there. Only a process that ends before its hello is written (a connection that could not
+be made within the wait: a listening backlog full) takes records along unseen. The wait for the
+welcome remains for the host's sake: it admits a process of a runner's tree only while it can
+see the process in that tree.
+
+The first record used to wait, instead, for the receiver to open the ledger through
+``/proc/<pid>/fd`` (possible only while the process lives) and acknowledge it: on a loaded
+machine a receiver could take longer than the wait to get there, and a forked child that
+logged and ``os._exit()``-ed then lost its records uncounted (about a third of 300 children
+forked at once, found by an outside check). A receiver still acknowledges a ledger (the
+acknowledgement carries the level its side handles records from), but nothing waits for it.
 
 Separate from :mod:`isoplug.logs.handler` because it is the start of a handler's life, not the
 path of every record: :func:`may_forward` is what a record does while the handler has no
@@ -39,27 +50,12 @@ from isoplug.logs.ledger import ACKNOWLEDGED, acknowledged_level
 if TYPE_CHECKING:
     from isoplug.logs.handler import ForwardingHandler
 
-__all__ = [
-    "ACKNOWLEDGE_WAIT",
-    "FIRST_RECORD_WAIT",
-    "acknowledged_within",
-    "may_forward",
-    "wait_ready",
-]
+__all__ = ["FIRST_RECORD_WAIT", "may_forward", "wait_ready"]
 
-#: The longest a process's first record waits for the connection and the receiver's
-#: acknowledgement of the ledger (see the module docstring): long enough for a receiver on
-#: a loaded machine to answer (milliseconds, usually), short enough that a hung one costs a
-#: program one noticeable pause, once.
+#: The longest a process's first record waits for the receiver's welcome (see the module
+#: docstring): long enough for a receiver on a loaded machine to answer (milliseconds,
+#: usually), short enough that a hung one costs a program one noticeable pause, once.
 FIRST_RECORD_WAIT = 0.5
-#: Once connected, how long :meth:`~isoplug.logs.ForwardingHandler.start` waits for the
-#: acknowledgement (the receiver opens the ledger as soon as it reads the connection's first
-#: batch).
-ACKNOWLEDGE_WAIT = 0.5
-#: How often a wait for the acknowledgement looks at the ledger: the receiver writes it into
-#: shared memory and sends nothing that could wake us. Doubling from 50 us, up to 5 ms.
-_ACK_FIRST_PAUSE = 0.00005
-_ACK_LAST_PAUSE = 0.005
 
 
 def may_forward(handler: ForwardingHandler, record: logging.LogRecord) -> bool:
@@ -80,40 +76,23 @@ def may_forward(handler: ForwardingHandler, record: logging.LogRecord) -> bool:
         return False
     wait = handler._first_record_wait
     if wait > 0:
-        # Until the connection (and the receiver's hold on the ledger) exists, this record
-        # would die unseen with the process (see the module docstring).
-        wait_ready(handler, time.monotonic() + wait, wait)
+        # Until the hello (and the ledger with it) is written, this record would die unseen
+        # with the process; until the welcome, the host could not place it in its runner's
+        # tree (see the module docstring).
+        wait_ready(handler, time.monotonic() + wait)
     return True
 
 
-def wait_ready(handler: ForwardingHandler, deadline: float, ack_wait: float) -> bool:
-    """Wait until ``handler`` is connected, or ``deadline`` (``time.monotonic()``); then, with
-    a ledger, up to ``ack_wait`` more (not past ``deadline``) for the receiver's
-    acknowledgement. True once connected."""
+def wait_ready(handler: ForwardingHandler, deadline: float) -> bool:
+    """Wait until ``handler`` is connected (the receiver welcomed it), or failed, or
+    ``deadline`` (``time.monotonic()``). True once connected."""
     with handler._queue_changed:
         while handler._sock is None and handler._failed is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             handler._queue_changed.wait(remaining)
-        if handler._sock is None:
-            return False
-        if handler._ack_missing:
-            return True
-    ack_deadline = min(deadline, time.monotonic() + ack_wait)
-    pause = _ACK_FIRST_PAUSE
-    while True:
-        with handler._queue_lock:
-            # Under the lock: a break or close() swaps the ledger and releases its memory.
-            if handler._shared_ledger is None or handler._ledger[ACKNOWLEDGED]:
-                return True
-        remaining = ack_deadline - time.monotonic()
-        if remaining <= 0:
-            # Not waited for again, here or in forked children (kept across _init_state).
-            handler._ack_missing = True
-            return True
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 2, _ACK_LAST_PAUSE)
+        return handler._sock is not None
 
 
 def receiver_level(handler: ForwardingHandler) -> int | None:
@@ -126,17 +105,3 @@ def receiver_level(handler: ForwardingHandler) -> int | None:
             if level is not None:
                 return level
         return handler.welcome_level
-
-
-def acknowledged_within(ledger: memoryview, timeout: float) -> bool:
-    """Wait up to ``timeout`` for the receiver's acknowledgement of a ledger no other thread
-    uses yet (a reconnection's new one: see :mod:`isoplug.logs.sender_link`); whether it came."""
-    deadline = time.monotonic() + timeout
-    pause = _ACK_FIRST_PAUSE
-    while not ledger[ACKNOWLEDGED]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 2, _ACK_LAST_PAUSE)
-    return True

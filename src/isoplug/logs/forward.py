@@ -9,6 +9,7 @@ import ssl
 from isoplug.errors import AddressError, AuthenticationFailed, IsoplugError
 from isoplug.logs.first_record import receiver_level
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
+from isoplug.logs.loguru_bridge import forward_loguru
 from isoplug.logs.own_receivers import refuse_own_receiver
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
 from isoplug.transport import Address, parse_address
@@ -30,6 +31,7 @@ def forward_logs(
     block_when_full: bool = False,
     write_through_rate: float = WRITE_THROUGH_RATE,
     ssl_context: ssl.SSLContext | None = None,
+    loguru: bool = True,
 ) -> ForwardingHandler:
     """Send every log record of this process to a :class:`~isoplug.logs.LogReceiver`.
 
@@ -54,7 +56,11 @@ def forward_logs(
     certificate: a private CA's, say). ``block_when_full`` makes a full queue wait instead of
     dropping (lossless mode);
     ``write_through_rate`` trades CPU against what a crash can take (see
-    :class:`~isoplug.logs.ForwardingHandler`). The connection is opened before returning; raises
+    :class:`~isoplug.logs.ForwardingHandler`). ``loguru`` (default) forwards loguru's messages
+    too, as records of their own, if the program uses loguru (imported before or after this
+    call; isoplug never imports it): see :func:`~isoplug.logs.forward_loguru`, which this
+    calls, removing loguru's default stderr sink where ``replace_handlers`` removes the root
+    logger's handlers. The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
     refuses us (wrong token, nothing listening), and at once, before connecting:
     :class:`~isoplug.errors.AddressError` for an address that is none (saying so when it came
@@ -97,6 +103,8 @@ def forward_logs(
             if isinstance(existing, ForwardingHandler):
                 existing.close(timeout=1.0)
     root.addHandler(handler)
+    if loguru:
+        forward_loguru(keep_default_sink=not replace_handlers)
     if level is None and unconfigured:
         level = told if told is not None else receiver_level(handler)
     if level is not None:

@@ -36,9 +36,10 @@ dropping and counting what the deadline leaves (:mod:`isoplug.logs.closing`).
 The first record
 ----------------
 The first record of a process waits, up to ``first_record_wait`` (0.5 s by default), until
-the connection is open and the receiver has opened the ledger, so that a process that ends at
-once (``os._exit`` in a forked child, a crash) is never unseen: see
-:mod:`isoplug.logs.first_record`, and :meth:`start` to connect beforehand.
+the connection is open; on a unix socket its records are safe from the moment the hello is
+written (the ledger and ring go with it), so that a process that ends at once (``os._exit`` in
+a forked child, a crash) is never unseen: see :mod:`isoplug.logs.first_record`, and
+:meth:`start` to connect beforehand.
 
 Records logged by this module's own sender thread never come back into it (no re-entrance).
 After ``os.fork()`` the child gets a fresh, empty handler state and opens its own connection on
@@ -66,7 +67,7 @@ import msgspec
 from isoplug.logs.batching import WRITE_THROUGH_BURST, Batching
 from isoplug.logs.capture import LineSite, capture_record, encode_line
 from isoplug.logs.closing import DEFAULT_CLOSE_TIMEOUT, CloseByLevel
-from isoplug.logs.first_record import ACKNOWLEDGE_WAIT, FIRST_RECORD_WAIT, wait_ready
+from isoplug.logs.first_record import FIRST_RECORD_WAIT, wait_ready
 from isoplug.logs.first_record import may_forward as _may_forward
 from isoplug.logs.ledger import SenderLedger, private_ledger
 from isoplug.logs.limits import MAX_QUEUE_BYTES
@@ -182,9 +183,6 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         # A default name says which process sends: a forked child's is its own pid (F5).
         self._default_name = not name
         self._first_record_wait = first_record_wait
-        # Set once a receiver did not acknowledge within the wait: not waited for again, here
-        # or in forked children (kept across _init_state).
-        self._ack_missing = False
         self._token = token
         self._role = role
         self._ssl_context = ssl_context
@@ -374,16 +372,15 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         self.handle(record)
 
     def start(self, timeout: float | None = None) -> bool:
-        """Connect now instead of on the first record; wait up to ``timeout`` for it, then up
-        to :data:`~isoplug.logs.first_record.ACKNOWLEDGE_WAIT` for the receiver to open the
-        ledger (unix sockets; see :mod:`isoplug.logs.first_record`).
+        """Connect now instead of on the first record; wait up to ``timeout`` for the
+        receiver's welcome (see :mod:`isoplug.logs.first_record`).
 
         Returns True once connected; False if still connecting or failed (see :attr:`failure`).
         """
         if self._thread is None:
             self._start()
         deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
-        return wait_ready(self, deadline, ACKNOWLEDGE_WAIT)
+        return wait_ready(self, deadline)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far has been handed to the kernel, or ``timeout``.

@@ -9,20 +9,22 @@ that ends first never sends one.
 
 So the sender keeps, in a page of shared memory (a Linux ``memfd``), the highest sequence
 number it has accepted (one 8-byte store per record), its drop totals by level (one store per
-record dropped), and what its ``close()`` did (see :class:`LedgerState`). Right after
-connecting over a unix socket it announces the descriptor's number in its first batch. The
-receiver, which knows the sender's pid from the socket's peer credentials (never from the
-payload), opens ``/proc/<pid>/fd/<n>`` while the sender lives and keeps its own descriptor.
-When the connection ends, one ``pread`` of that memory says how many accepted records never
-arrived and how many were dropped, however the sender died: delivered + reported = emitted.
+record dropped), and what its ``close()`` did (see :class:`LedgerState`). Over a unix socket it
+passes the descriptor with its hello, in the same write (``SCM_RIGHTS``:
+:mod:`isoplug.transport.passed_descriptors`), and names its number in its first batch (the
+announcement, in that write too). The receiver takes the passed descriptor before it reads
+the hello, or, without one, opens ``/proc/<pid>/fd/<n>`` of the pid the socket's peer
+credentials vouch for (never the payload's), which works only while the sender lives. When
+the connection ends, one ``pread`` of that memory says how many accepted records never arrived
+and how many were dropped, however the sender died: delivered + reported = emitted. From the
+moment the hello is written, the ledger, and the ring that follows it in the same file
+(:mod:`isoplug.logs.ring`), outlive the sender: the kernel holds the passed descriptor for the
+receiver until it reads it, so the sender writes its records there at once, without waiting
+for the receiver.
 
-Once the receiver has its own descriptor, it sets the ledger's acknowledgement word (with the
-level its side handles records from, in the word's upper half: see :func:`acknowledgement`):
-from then on the ledger, and the ring that follows it in the same file (:mod:`isoplug.logs.ring`),
-outlive the sender, so it may stop writing its records through at once (until then, a sender
-that dies right after connecting might die before the receiver opened anything; a process's
-first record, and ``start()``, wait for the acknowledgement: see
-:mod:`isoplug.logs.handler`).
+Once the receiver has its own descriptor, it sets the ledger's acknowledgement word, with the
+level its side handles records from in the word's upper half (see :func:`acknowledgement`):
+:func:`~isoplug.logs.forward_logs` gives it to a root logger nobody configured.
 
 The receiver only reads the memory with ``pread`` (no mapping, so a sender that shrinks the file
 cannot crash the receiver with SIGBUS), and only opens a descriptor that is this kind of memfd,
@@ -236,6 +238,13 @@ class LedgerState:
     flags: int
 
 
+def _check_name(target: str, what: str) -> None:
+    """Raise :class:`LedgerError` unless ``target`` (a descriptor's link in ``/proc``) names
+    a ledger's memfd."""
+    if not target.startswith(f"/memfd:{LEDGER_NAME} "):
+        raise LedgerError(f"{what} is {target[:200]!r}, not a ledger")
+
+
 def parse_ledger(data: bytes) -> LedgerState | None:
     """The state in a ledger's bytes; None if they are not this layout (shrunk, another
     version)."""
@@ -280,26 +289,44 @@ class ReceiverLedger:
         if not 0 <= fd < 2**31:
             raise LedgerError(f"descriptor number {fd} is out of range")
         path = f"/proc/{pid}/fd/{fd}"
-        target = os.readlink(path)
-        if not target.startswith(f"/memfd:{LEDGER_NAME} "):
-            raise LedgerError(f"descriptor {fd} of pid {pid} is {target[:200]!r}, not a ledger")
+        what = f"descriptor {fd} of pid {pid}"
+        _check_name(os.readlink(path), what)
         # Read-write for the acknowledgement alone: everything else is read with pread.
-        handle = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        return cls._checked(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC), what, level)
+
+    @classmethod
+    def adopt(cls, passed: int, pid: int | None, level: int | None = None) -> ReceiverLedger:
+        """The ledger a sender passed with its hello (``passed``, a descriptor of this
+        process's, left open: the reader gets a duplicate), acknowledged as :meth:`open`
+        does; raises :class:`LedgerError` or ``OSError`` when it is no ledger. Readable
+        whatever became of the sender (see :mod:`isoplug.transport.passed_descriptors`)."""
+        what = f"the descriptor pid {pid} passed" if pid is not None else "the passed descriptor"
+        handle = os.dup(passed)
+        try:
+            _check_name(os.readlink(f"/proc/self/fd/{handle}"), what)
+        except BaseException:
+            os.close(handle)
+            raise
+        return cls._checked(handle, what, level)
+
+    @classmethod
+    def _checked(cls, handle: int, what: str, level: int | None) -> ReceiverLedger:
+        """A reader of ``handle`` once it proved to be a ledger (closed if it is not)."""
         try:
             status = os.fstat(handle)
             if not stat.S_ISREG(status.st_mode):
-                raise LedgerError(f"descriptor {fd} of pid {pid} is not a regular file")
+                raise LedgerError(f"{what} is not a regular file")
             ring_capacity = status.st_size - LEDGER_SIZE - HEADER_BYTES
             if status.st_size != LEDGER_SIZE and not valid_capacity(ring_capacity):
                 raise LedgerError(
-                    f"the ledger of pid {pid} has {status.st_size} bytes, not {LEDGER_SIZE} "
+                    f"the ledger in {what} has {status.st_size} bytes, not {LEDGER_SIZE} "
                     "or that and a ring's: a sender of another isoplug version"
                 )
         except BaseException:
             os.close(handle)
             raise
-        # A file the sender sealed against writes stays unacknowledged: the sender then keeps
-        # writing its records through at once, and nothing is lost for it.
+        # A file the sender sealed against writes stays unacknowledged: its forward_logs()
+        # then takes the level from the receiver's welcome instead.
         with contextlib.suppress(OSError):
             os.pwrite(handle, acknowledgement(level).to_bytes(8, sys.byteorder), 8 * ACKNOWLEDGED)
         return cls(handle, ring_capacity if status.st_size != LEDGER_SIZE else 0)

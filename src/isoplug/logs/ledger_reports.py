@@ -69,6 +69,9 @@ class SenderLedgerReports:
     _most_unsent: int
     #: The sender's ring, opened with its ledger (a class default: ReplayReports sets none).
     _ring: ReceiverRing | None = None
+    #: The descriptor the sender passed with its hello (its connection's, open while the
+    #: announcement is replayed): its ledger, readable whatever became of the sender.
+    passed_ledger: int | None = None
 
     def limited(
         self,
@@ -106,7 +109,9 @@ class SenderLedgerReports:
         return self._ledger is not None
 
     def open_ledger(self, fd: int) -> None:
-        """Open the ledger a sender announced (its first batch); see :mod:`isoplug.logs.ledger`."""
+        """Open the ledger a sender announced (its first batch): the descriptor it passed with
+        its hello (:attr:`passed_ledger`), else its ``fd`` through ``/proc``; see
+        :mod:`isoplug.logs.ledger`."""
         if self._ledger_announced:
             description = self._description
             self.limited(
@@ -119,7 +124,8 @@ class SenderLedgerReports:
             )
             return
         self._ledger_announced = True
-        if self._sender_pid is None:
+        passed = self.passed_ledger
+        if passed is None and self._sender_pid is None:
             self._problem(
                 "ledger",
                 f"{self._description} announced a log ledger, but its connection does not say "
@@ -127,9 +133,14 @@ class SenderLedgerReports:
             )
             return
         try:
-            self._ledger = ReceiverLedger.open(self._sender_pid, fd, self.wanted_level())
+            if passed is not None:
+                self._ledger = ReceiverLedger.adopt(passed, self._sender_pid, self.wanted_level())
+            else:
+                assert self._sender_pid is not None
+                self._ledger = ReceiverLedger.open(self._sender_pid, fd, self.wanted_level())
         except FileNotFoundError:
-            # Already gone: report_end() reports the unclean end, without a count.
+            # Already gone (no ledger passed, /proc/<pid>/fd gone with it): report_end()
+            # reports the unclean end, without a count.
             return
         except (LedgerError, OSError) as exc:
             self._problem(
@@ -138,6 +149,10 @@ class SenderLedgerReports:
                 "reported without a count of lost records",
             )
             return
+        self._open_ring()
+
+    def _open_ring(self) -> None:
+        assert self._ledger is not None
         try:
             self._ring = self._ledger.ring()
         except OSError as exc:  # out of descriptors

@@ -1,10 +1,12 @@
 """loguru, when a program uses it, logs through the standard ``logging`` module.
 
 loguru's default sink writes formatted text to stderr, where a log record's level, extras and
-exception would be lost. :func:`install_loguru_bridge` waits for the program to import loguru
-(isoplug never imports it, and does not need it installed), then removes that default sink
-(handler 0, if still there) and adds one that turns each message into a ``logging.LogRecord``
-handed to ``logging.getLogger(<source>.<module>)``'s handlers:
+exception would be lost. :func:`forward_loguru` (which a runner calls, and
+:func:`~isoplug.logs.forward_logs` by default) waits for the program to import loguru (isoplug
+never imports it, and does not need it installed), then removes that default sink (handler 0,
+if still there; kept on request) and adds one that turns each message into a
+``logging.LogRecord`` handed to ``logging.getLogger(<source>.<module>)``'s handlers (in a
+program of its own, ``<module>``'s: the module that called loguru):
 
 - the level is loguru's, number and name (``SUCCESS`` 25, ``TRACE`` 5, custom levels too);
 - ``logger.bind(user=42)`` / ``contextualize`` values become record attributes (extras); one
@@ -15,8 +17,12 @@ handed to ``logging.getLogger(<source>.<module>)``'s handlers:
 - an exception (``logger.exception``, ``opt(exception=...)``) is the record's ``exc_info``;
 - the source location, thread, process and time are loguru's record's.
 
-loguru's own ``StandardSink`` (a ``logging.Handler`` as sink) nests the extras under one
-attribute and blanks the exception's text: that is why this sink builds the record itself.
+loguru's own ``StandardSink`` (a ``logging.Handler`` as sink, ``logger.add(handler)``) hands
+the handler loguru's whole formatted line as the message (time, level, ``module:function:line``
+before the text), nests the extras under one ``extra`` attribute, and bakes the traceback into
+the message, with the variables' values where ``diagnose`` is on (loguru's default): that is why
+this sink builds the record itself. It adds itself once: calling again (a second
+``forward_logs()``, a forked child's) replaces it.
 
 A program that sets loguru up itself (``logger.remove()``, then ``logger.add(sys.stderr,
 format=..., level=...)``) removes this sink too; what its own sink writes to ``sys.stdout`` or
@@ -64,24 +70,52 @@ _bridged = threading.local()
 _TRACEBACK_START = "Traceback (most recent call last):"
 
 
-def install_loguru_bridge() -> None:
-    """Forward loguru to ``logging`` as soon as the program imports loguru (now, if it has)."""
+def forward_loguru(*, keep_default_sink: bool = False) -> None:
+    """Send loguru's messages to ``logging`` as records of their own (see the module
+    docstring), from now on if the program has imported loguru, else as soon as it does;
+    loguru's default sink (stderr) is removed unless ``keep_default_sink``. Never imports
+    loguru. :func:`~isoplug.logs.forward_logs` calls it (``loguru=True``, the default), and a
+    program whose forwarding handler is placed otherwise (``dictConfig``) may."""
     module = sys.modules.get("loguru")
     if module is not None:
-        forward_loguru(module)
+        _bridge(module, keep_default_sink)
         return
-    if not any(isinstance(finder, _LoguruFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _LoguruFinder())
+    for finder in sys.meta_path:
+        if isinstance(finder, _LoguruFinder):
+            # The last call's wish is the one kept.
+            finder.keep_default_sink = keep_default_sink
+            return
+    sys.meta_path.insert(0, _LoguruFinder(keep_default_sink))
 
 
-def forward_loguru(module: ModuleType) -> None:
-    """Replace loguru's default stderr sink (if still there) with one into ``logging``."""
+def install_loguru_bridge() -> None:
+    """Forward loguru to ``logging`` as soon as the program imports loguru (now, if it has),
+    in place of its default sink: a runner's (see :func:`forward_loguru`)."""
+    forward_loguru()
+
+
+#: The loguru logger and the id of the sink this module added to it (none, or one).
+_added: list[tuple[Any, int]] = []
+
+
+def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
+    """Add the sink into ``logging`` to loguru (once: an earlier one is replaced), and remove
+    its default stderr sink (if still there) unless ``keep_default_sink``."""
     logger = module.logger
-    with contextlib.suppress(ValueError):
-        logger.remove(0)  # the default sink; gone already if the program removed it
+    if not keep_default_sink:
+        with contextlib.suppress(ValueError):
+            logger.remove(0)  # the default sink; gone already if the program removed it
+    if _added:
+        added_to, sink_id = _added.pop()
+        if added_to is logger:
+            with contextlib.suppress(ValueError):  # the program removed every sink meanwhile
+                logger.remove(sink_id)
     # Level 0: every message reaches logging, whose logger levels decide. No exception
     # formatting with variable values (diagnose): the record carries the exception itself.
-    logger.add(_sink, level=0, format="{message}", backtrace=False, diagnose=False, filter=_accepts)
+    sink_id = logger.add(
+        _sink, level=0, format="{message}", backtrace=False, diagnose=False, filter=_accepts
+    )
+    _added.append((logger, sink_id))
     _report_failures_as_such(module)
 
 
@@ -227,6 +261,9 @@ class _LoguruFinder(importlib.abc.MetaPathFinder):
     :func:`forward_loguru` runs right after loguru's module has run. Then leaves
     ``sys.meta_path``."""
 
+    def __init__(self, keep_default_sink: bool = False) -> None:
+        self.keep_default_sink = keep_default_sink
+
     def find_spec(
         self,
         fullname: str,
@@ -270,7 +307,7 @@ class _ForwardingLoader(importlib.abc.Loader):
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self._finder)
         try:
-            forward_loguru(module)
+            _bridge(module, self._finder.keep_default_sink)
         except Exception as exc:
             stream = sys.__stderr__
             if stream is not None:

@@ -293,6 +293,7 @@ class LogReceiver(ReceiverConnections):
             return
         credentials = peer.stream.peer_credentials
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
+        replayer.use_passed_ledger(peer.stream.passed_descriptor)
         peer.on_log_batch(replayer.receive)
         accounted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._open_peers[peer] = accounted
@@ -333,6 +334,7 @@ class LogReceiver(ReceiverConnections):
             ),
             "welcome_level": lambda: handled_level(self.prefix),
             "kinship": own_family,
+            "takes_descriptors": True,
         }
 
     # -- sync use (own threads) ---------------------------------------------------------------

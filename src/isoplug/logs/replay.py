@@ -41,6 +41,7 @@ from isoplug.logs.batch_decode import decode_records
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.limits import ReplayLimits, TransitLosses
+from isoplug.logs.loop_share import SliceTurns, Step
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
@@ -54,11 +55,6 @@ from isoplug.wire import LogBatch, LogRecordData
 __all__ = ["LogReplayer", "ReplayLimits"]
 
 
-#: What next() gives once a batch's steps are done.
-_DONE = object()
-#: What a batch's steps yield where its replay may pause: None where a slice ends, or what to
-#: wait for first (the accounting of the connection it resumes, on an event loop).
-_Step = Awaitable[None] | None
 #: Most records replayed between two yields to the event loop in :meth:`LogReplayer.receive`:
 #: about a millisecond of work with quick handlers, so a flood never stalls the loop for long.
 REPLAY_SLICE = 256
@@ -67,7 +63,7 @@ REPLAY_SLICE = 256
 REPLAY_SLICE_SECONDS = 0.003
 
 
-class LogReplayer(ReplayEnd):
+class LogReplayer(ReplayEnd, SliceTurns):
     """Replays the log batches of one sender; see the module docstring."""
 
     def __init__(
@@ -173,6 +169,8 @@ class LogReplayer(ReplayEnd):
         self._since_yield = 0
         self._slice_ends = math.inf
         self._in_slice = False
+        # Whether the loop turned twice since the last slice ended (see loop_share).
+        self._rested = True
         # Set by stop(), from any thread: replay nothing more (see stop()).
         self._stopped = False
         # The records of the batch being replayed that are still to come (a replay suspended
@@ -209,6 +207,9 @@ class LogReplayer(ReplayEnd):
         if self._stopped:
             return None  # not received: the sender's ledger counts it as not arrived
         if not self._in_slice:
+            if not self._rested:
+                # A slice ended a turn ago: what it woke runs first (isoplug.logs.loop_share).
+                return self._replay_rest(self._replay_steps(batch), None)
             self._start_slice()
         steps = self._replay_steps(batch)
         with self._catching:
@@ -246,33 +247,15 @@ class LogReplayer(ReplayEnd):
         identity, as the replayer's own reports (drops, gaps) are."""
         self._reports.report(text)
 
-    async def _replay_rest(self, steps: Iterator[_Step], step: _Step) -> None:
-        while True:
-            if step is None:
-                await asyncio.sleep(0)
-            else:
-                # The end of the connection this one resumes, accounted for on the loop in
-                # slices: its records come first. Shielded: it is not this batch's to cancel.
-                await asyncio.shield(step)
-            self._start_slice()
-            # Only while a slice runs: between them the loop runs the host's own code.
-            with self._catching:
-                following = next(steps, _DONE)
-            if following is _DONE:
-                return
-            step = following  # type: ignore[assignment]
-
     def _start_slice(self) -> None:
         """Begin a slice that lasts until the event loop runs its next callbacks."""
         self._since_yield = 0
         self._in_slice = True
+        self._rested = False
         # Once stopped, the slice is over before it began (stop() may come from any thread).
         ends = time.monotonic() + REPLAY_SLICE_SECONDS
         self._slice_ends = -math.inf if self._stopped else ends
         asyncio.get_running_loop().call_soon(self._slice_over)
-
-    def _slice_over(self) -> None:
-        self._in_slice = False
 
     def _replay_recovered(self, rest: Iterator[LogRecordData]) -> bool:
         """Replay, in order, recovered records as if they had arrived, until the slice ends;
@@ -293,7 +276,7 @@ class LogReplayer(ReplayEnd):
 
     # -- the pipeline -------------------------------------------------------------------------
 
-    def _replay_steps(self, batch: LogBatch) -> Iterator[_Step]:
+    def _replay_steps(self, batch: LogBatch) -> Iterator[Step]:
         run_replay_checks()
         metrics = self.metrics
         metrics.bytes += len(batch.records)

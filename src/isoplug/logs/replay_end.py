@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
 from isoplug.logs.ledger_reports import SenderEnd
+from isoplug.logs.loop_share import between_slices
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.pending_ends import process_running
 from isoplug.logs.replay_reports import ReplayReports
@@ -72,6 +73,14 @@ class ReplayEnd:
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stopped
+
+    def use_passed_ledger(self, descriptor: int | None) -> None:
+        """Read the sender's ledger (and ring) through ``descriptor``, the one its connection
+        passed with its hello (see :mod:`isoplug.transport.passed_descriptors`): readable
+        however the sender ended, where ``/proc/<pid>/fd`` is only while it lives. Not taken:
+        the connection keeps it open until its announcement is replayed, which takes a
+        duplicate."""
+        self._reports.passed_ledger = descriptor
 
     def stop(self) -> None:
         """Replay nothing more, from now on; safe from any thread.
@@ -175,7 +184,7 @@ class ReplayEnd:
                 await asyncio.shield(asyncio.wrap_future(earlier))
             self._start_slice()
             while next(steps, _DONE) is not _DONE:
-                await asyncio.sleep(0)
+                await between_slices()
                 self._start_slice()
         except asyncio.CancelledError:
             # The reports and the accounting must still be made: the rest at once.

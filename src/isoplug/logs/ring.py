@@ -10,10 +10,11 @@ kernel has it, in the kernel after; a SIGKILL, ``os._exit`` or segfault loses no
 The ring is a byte stream, the records' msgpack arrays back to back (msgpack delimits them), the
 positions counting bytes since the ring was made, wrapping at its capacity (a power of two).
 It lives in the same memfd as the connection's sequence ledger (:mod:`isoplug.logs.ledger`),
-after the ledger's page, so the receiver has both or neither: it opens the ledger as it always
-did (``/proc/<pid>/fd/<n>`` of the pid the socket's peer credentials vouch for, only a memfd of
-the ledger's name and a regular file of a size the layouts allow), and the ring is the rest of
-that file. A new connection makes a new ledger, and a new ring holding what is still unsent.
+after the ledger's page, so the receiver has both or neither: it takes the ledger's descriptor
+passed with the connection's hello (or, without one, opens ``/proc/<pid>/fd/<n>`` of the pid
+the socket's peer credentials vouch for), only a memfd of the ledger's name and a regular file
+of a size the layouts allow, and the ring is the rest of that file. A new connection makes a
+new ledger, and a new ring holding what is still unsent.
 When the connection ends without everything accepted having arrived, the receiver reads the
 released position, the end and the records between with ``pread`` (never a mapping: a sender
 that shrinks the file cannot SIGBUS the receiver), and replays those whose sequence numbers

@@ -16,8 +16,9 @@ saying what it lost:
   totals count per connection (:attr:`ForwardingHandler.dropped` adds them up). The receiver
   reports the reconnection and that count;
 - the old connection's sequence ledger and ring keep counting and holding every record
-  accepted until the new connection's ledger is installed, once the receiver acknowledged
-  it (a kill meanwhile leaves them to the receiver, which waits for this process to
+  accepted until the new connection's ledger is installed, once the receiver welcomed that
+  connection, holding its ledger (a kill meanwhile leaves them to the receiver, which waits
+  for this process to
   reconnect or exit: :mod:`isoplug.logs.pending_ends`; see
   :mod:`isoplug.logs.sender_link`); then the old ledger is set back to ``resumed_after`` and
   abandoned, so that a receiver reading it afterwards counts only the records that died in

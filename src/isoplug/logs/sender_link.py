@@ -24,7 +24,6 @@ import time
 import msgspec
 
 from isoplug.errors import AuthenticationFailed, SelfForwarding, VersionMismatch
-from isoplug.logs import first_record
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
 from isoplug.logs.own_receivers import loops_back
 from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
@@ -32,7 +31,7 @@ from isoplug.logs.ring import SenderRing
 from isoplug.logs.sendio import say as _say
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
-from isoplug.wire import LogBatch
+from isoplug.wire import LogBatch, encode_frame
 
 __all__ = ["KERNEL_SEND_BUFFER", "SenderLink", "release_channel"]
 
@@ -100,8 +99,6 @@ class SenderLink:
     #: that several handlers of one process never share one.
     _chain: int
 
-    #: A receiver did not acknowledge a ledger in time: not waited for again.
-    _ack_missing: bool
     #: The level the receiver's welcome said it handles records from (None: it said none).
     welcome_level: int | None = None
     #: False while a caller that raises the failure itself waits for the first connection
@@ -121,31 +118,25 @@ class SenderLink:
         raise NotImplementedError  # Batching's
 
     def _connect(self, *, resumed: bool, timeout: float) -> BlockingChannel:
-        """Open a connection, announce the ledger (on a unix socket) and, after a break,
-        where the records continue; then let the emitting threads write to it."""
-        channel = BlockingChannel.connect(
-            self.address,
-            self._token,
-            name=self.sender_name,
-            role=self._role,
-            ssl_context=self._ssl_context,
-            timeout=timeout,
-        )
-        welcome = channel.connection.peer_welcome
-        loop = None if welcome is None else loops_back(self, self._token, welcome.pid)
-        if loop is not None:
-            channel.close("this sender's records would come back to it")
-            raise SelfForwarding(loop)
-        ledger: SenderLedger | None = None
-        try:
+        """Open a connection, announce the ledger (on a unix socket, passed with the hello)
+        and, after a break, where the records continue; then let the emitting threads write
+        to it."""
+        announced: list[SenderLedger] = []
+        # What the announcement carried, for the hand-over (resumed_after, drop totals).
+        told: list[tuple[int | None, dict[int, int]]] = []
+
+        def announce(sock: socket.socket) -> tuple[bytes, int | None]:
             try:
-                channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
             except OSError as exc:
                 # Not fatal: the default buffer works, it only rides out shorter stalls.
                 if not resumed:
                     _say(f"isoplug: could not enlarge the log socket's buffer: {exc}")
-            if channel.socket.family == socket.AF_UNIX:
+            ledger = None
+            if sock.family == socket.AF_UNIX:
                 ledger = SenderLedger.create(self._ring_capacity)
+                if ledger is not None:
+                    announced.append(ledger)
             resumed_after: int | None = None
             dropped: dict[int, int] = {}
             if resumed:
@@ -153,59 +144,73 @@ class SenderLink:
                     # The queue holds every record not handed to the old connection whole.
                     resumed_after = self._seq - len(self._queue)
                     dropped = dict(self._dropped)
-            if ledger is not None or resumed:
-                channel.send(
-                    LogBatch(
-                        records=_NO_RECORDS,
-                        dropped=dropped,
-                        ledger_fd=ledger.fd if ledger is not None else None,
-                        resumed_after=resumed_after,
-                        chain=self._chain if ledger is not None else None,
-                        queue_bytes=self._requested_queue_bytes,
-                    )
+            told.append((resumed_after, dropped))
+            if ledger is None and not resumed:
+                return b"", None
+            frame = encode_frame(
+                LogBatch(
+                    records=_NO_RECORDS,
+                    dropped=dropped,
+                    ledger_fd=ledger.fd if ledger is not None else None,
+                    resumed_after=resumed_after,
+                    chain=self._chain if ledger is not None else None,
+                    queue_bytes=self._requested_queue_bytes,
                 )
+            )
+            return frame, ledger.fd if ledger is not None else None
+
+        def sent() -> None:
+            # The kernel holds the ledger for the receiver now (passed with the hello), and
+            # will until it reads it, whatever becomes of this process: a process's very
+            # first ledger takes over at once (there is none to hand over from), so that its
+            # records are safe in the ring before the receiver has even accepted the
+            # connection, the first one waiting for the welcome included: a process that
+            # ends while a loaded receiver is slow to answer loses none (see
+            # isoplug.logs.first_record).
+            if announced and self._shared_ledger is None and self._abandoned_ledger is None:
+                with self._queue_lock:
+                    if self._shared_ledger is None and self._abandoned_ledger is None:
+                        self._take_over(announced[0])
+
+        try:
+            channel = BlockingChannel.connect(
+                self.address,
+                self._token,
+                name=self.sender_name,
+                role=self._role,
+                ssl_context=self._ssl_context,
+                timeout=timeout,
+                after_hello=announce,
+                on_sent=sent,
+            )
         except BaseException:
-            if ledger is not None:
-                ledger.close()
-            channel.close("could not start")
+            if announced:
+                self._announced_in_vain(announced[0])
             raise
+        welcome = channel.connection.peer_welcome
+        loop = None if welcome is None else loops_back(self, self._token, welcome.pid)
+        if loop is not None:
+            if announced:
+                self._disown(announced[0])
+            channel.close("this sender's records would come back to it")
+            raise SelfForwarding(loop)
+        resumed_after, dropped = told[0] if told else (None, {})
+        ledger = announced[0] if announced else None
         # The hand-over, all under the queue lock: until it, the old ledger and ring count and
         # hold every record accepted, and nothing but the announcement goes out on the new
         # connection, which is how a receiver knows it happened (its first records): it
         # settles the old end at resumed_after only then (isoplug.logs.replay). A kill
         # before the hand-over leaves the old ledger whole, for the receiver to read at the
-        # exit. After it, the new ledger counts what is unsent, and the old one is set back:
-        # so it waits for the receiver to hold the new ledger (its acknowledgement, about a
-        # millisecond), else a kill right after it (/proc/<pid>/fd gone with the process
-        # before the receiver opened the new ledger) lost the records moved into the new
-        # ring and not sent yet, with no count ("records it had not sent yet, if any").
-        # Past the wait (a receiver that cannot open it, or too slow) it hands over anyway,
-        # and that window stays open.
-        if resumed and ledger is not None and not self._ack_missing:
-            first_record.acknowledged_within(ledger.view, first_record.ACKNOWLEDGE_WAIT)
+        # exit. After it, the new ledger counts what is unsent, and the old one is set back.
+        # The receiver that welcomed us holds the new ledger already: it took the descriptor
+        # passed with the hello before it read the hello.
         with self._queue_changed:
-            abandoned, self._abandoned_ledger = self._abandoned_ledger, None
-            # The broken connection's ring, which kept taking records until now.
-            self._ring = None
-            # What is unsent (all of it is queued now) goes into the new connection's ring;
-            # if it does not fit (a huge queue_bytes, a long break), records wait in memory
-            # only, and what a crash takes is counted instead.
-            if ledger is not None and ledger.ring is not None:
-                self._install_ring(ledger.ring)
-            if ledger is not None:
-                ledger.view[0] = self._seq
-                # What this connection's batches will tell, should none be sent.
-                ledger.set_drops(QUEUE_FULL, self._dropped)
-                if self._closing:
-                    ledger.set_flag(CLOSING)
-                self._ledger = ledger.view
-                self._shared_ledger = ledger
-            elif abandoned is not None:
+            if ledger is not None and self._shared_ledger is not ledger:
+                self._take_over(ledger, resumed_after)
+            elif ledger is None and self._abandoned_ledger is not None:
+                abandoned, self._abandoned_ledger = self._abandoned_ledger, None
+                self._ring = None
                 self._ledger = private_ledger()
-            if abandoned is not None:
-                # The new connection takes over: a receiver reading the old ledger from now
-                # on counts only what died in the old socket (a receiver that resolves the
-                # old end when this connection arrives stops at resumed_after anyway).
                 abandoned.view[0] = self._seq if resumed_after is None else resumed_after
                 abandoned.close()
             if resumed:
@@ -215,14 +220,71 @@ class SenderLink:
                 self._broken = None
             self._channel = channel
             welcome = channel.connection.peer_welcome
-            told = welcome.level if welcome is not None else None
+            said = welcome.level if welcome is not None else None
             # One outside any level's range is none: the receiver's side said nothing.
-            self.welcome_level = told if told is not None and 0 <= told < 2**31 else None
+            self.welcome_level = said if said is not None and 0 <= said < 2**31 else None
             self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
             self._sock_identity = FdIdentity.of_socket(channel.socket)
             self._sock = channel.socket
             self._queue_changed.notify_all()
         return channel
+
+    def _take_over(self, ledger: SenderLedger, resumed_after: int | None = None) -> None:
+        """Make ``ledger`` (and its ring) the one that counts and holds every unsent record,
+        setting back the one it replaces, if any (queue lock held; while connecting, so every
+        unsent record is queued)."""
+        abandoned, self._abandoned_ledger = self._abandoned_ledger, None
+        # The broken connection's ring, which kept taking records until now.
+        self._ring = None
+        # What is unsent (all of it is queued now) goes into the new connection's ring; if it
+        # does not fit (a huge queue_bytes, a long break), records wait in memory only, and
+        # what a crash takes is counted instead.
+        if ledger.ring is not None:
+            self._install_ring(ledger.ring)
+        ledger.view[0] = self._seq
+        # What this connection's batches will tell, should none be sent.
+        ledger.set_drops(QUEUE_FULL, self._dropped)
+        if self._closing:
+            ledger.set_flag(CLOSING)
+        self._ledger = ledger.view
+        self._shared_ledger = ledger
+        if abandoned is not None:
+            # The new connection takes over: a receiver reading the old ledger from now on
+            # counts only what died in the old socket (a receiver that resolves the old end
+            # when this connection arrives stops at resumed_after anyway). Nothing went out on
+            # an attempt that was never welcomed: all it counts is unsent, queued now.
+            abandoned.view[0] = (
+                resumed_after if resumed_after is not None else self._seq - len(self._queue)
+            )
+            abandoned.close()
+
+    def _disown(self, ledger: SenderLedger) -> None:
+        """``ledger`` went to a receiver that must get none of this process's records (it
+        would replay them back here): it says none accepted there, and takes no more."""
+        with self._queue_lock:
+            if self._shared_ledger is ledger:
+                self._shared_ledger = None
+                self._ring = None
+                self._ledger = private_ledger()
+                self._ledger[0] = self._seq
+            # Nothing went out on that connection: all it counts is queued.
+            ledger.view[0] = self._seq - len(self._queue)
+        ledger.close()
+
+    def _announced_in_vain(self, ledger: SenderLedger) -> None:
+        """An attempt to connect that announced ``ledger`` failed (refused, not answered in
+        time): if it took over already (a first ledger, see :meth:`_connect`), it keeps
+        counting and holding the records until the next attempt's takes over, as a broken
+        connection's does (a receiver that did read it accounts for them if this process
+        dies meanwhile); else it is nobody's."""
+        with self._queue_lock:
+            if self._shared_ledger is ledger:
+                self._shared_ledger = None
+                if self._abandoned_ledger is not None:
+                    self._abandoned_ledger.close()
+                self._abandoned_ledger = ledger
+                return
+        ledger.close()
 
     def _first_connection(self) -> BlockingChannel | None:
         """The first connection; None when giving up (see the module docstring)."""

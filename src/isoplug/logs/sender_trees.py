@@ -14,10 +14,13 @@ import os
 
 from isoplug.logs.report_throttle import Emit, ReportThrottle
 from isoplug.rpc.blocking import ClientLimit
-from isoplug.transport.process_tree import parent_group_session, tree_under
+from isoplug.transport.process_tree import parent_group_session, stat_fields, tree_under
 from isoplug.transport.stream import PeerCredentials
 
 __all__ = ["own_family", "sender_tree_limit", "tree_of"]
+
+#: A process's state in ``/proc/<pid>/stat`` once it has ended (zombie, dead).
+_ENDED = (b"Z", b"X", b"x")
 
 
 def sender_tree_limit(max_per_tree: int, refusals: ReportThrottle, warn: Emit) -> ClientLimit:
@@ -33,7 +36,13 @@ def sender_tree_limit(max_per_tree: int, refusals: ReportThrottle, warn: Emit) -
 
 def tree_of(pid: int) -> str | None:
     """The sender process tree of the process ``pid`` (see :class:`~isoplug.logs.LogReceiver`);
-    None when it is gone already."""
+    None when it has ended already (a zombie too): it counts for no tree then. Such a
+    sender's connection cannot grow, and it cannot try again: refused, the records it left in
+    the ledger it passed with its hello were lost uncounted (a fork burst's children, each
+    ending at once, filled their tree's places with their ends still being accounted for)."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in _ENDED:
+        return None
     me = os.getpid()
     top = tree_under(pid, me)
     if top is None:
@@ -75,7 +84,9 @@ def over_tree_limit(
     who = "" if credentials is None else f" from pid {credentials.pid}"
     refusals.report(
         "sender_tree_limit",
-        f"refused a log sender{who}: {tree}: {limit} (max_senders_per_tree)",
+        f"refused a log sender{who}: {tree}: {limit} (max_senders_per_tree); it tries again, "
+        "and what it logs meanwhile is lost, uncounted, if it ends before it is let in: raise "
+        "max_senders_per_tree for a program that runs more of its processes at once",
         summary=lambda tally: (
             f"refused {tally.events} more log sender(s) in the last {tally.seconds:.0f} s "
             f"for their process tree's limit of {max_per_tree} open log "

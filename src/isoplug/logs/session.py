@@ -40,6 +40,7 @@ def replay_until_closed(
     a hostile sender must not flood our own log); a protocol error ends the connection, not
     the caller.
     """
+    replayer.use_passed_ledger(channel.passed_descriptor)
     ignored = 0
     metrics = replayer.metrics
     last_pause = 0.0

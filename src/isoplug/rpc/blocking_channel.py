@@ -11,9 +11,11 @@ needs this module alone. Import both from :mod:`isoplug.rpc.blocking`.
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
@@ -37,9 +39,18 @@ class BlockingChannel:
     """An open session over a blocking socket. Not thread-safe: one thread owns it (except
     for :meth:`interrupt`)."""
 
-    def __init__(self, sock: socket.socket, connection: Connection, early: list[Message]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        connection: Connection,
+        early: list[Message],
+        passed_descriptor: int | None = None,
+    ) -> None:
         self.socket = sock
         self.connection = connection
+        #: The descriptor the peer passed with its hello (a listener that takes them: see
+        #: :mod:`isoplug.transport.passed_descriptors`); the channel's, closed with it.
+        self.passed_descriptor = passed_descriptor
         self._received: list[Message] = list(early)
         self._interrupted = False
         # interrupt() wakes a plain socket's blocked recv() with shutdown(SHUT_RD). Under TLS
@@ -57,12 +68,27 @@ class BlockingChannel:
         role: str = "control",
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        after_hello: Callable[[socket.socket], tuple[bytes, int | None]] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> BlockingChannel:
-        """Connect and complete the handshake; raises like :meth:`isoplug.rpc.Peer.connect`."""
+        """Connect and complete the handshake; raises like :meth:`isoplug.rpc.Peer.connect`.
+
+        ``after_hello(sock)``, once connected, gives frames to write in the hello's own write
+        and a descriptor to pass with it (or None); ``on_sent`` is called once the kernel
+        holds them, before the welcome is awaited (see
+        :func:`~isoplug.rpc.handshake.blocking_client_handshake`)."""
         sock = connect_blocking(address, ssl_context=ssl_context, timeout=timeout)
         try:
+            frames, passing = after_hello(sock) if after_hello is not None else (b"", None)
             connection, early = blocking_client_handshake(
-                sock, token, name=name, role=role, timeout=timeout
+                sock,
+                token,
+                name=name,
+                role=role,
+                timeout=timeout,
+                after_hello=frames,
+                passing=passing,
+                on_sent=on_sent,
             )
         except BaseException:
             sock.close()
@@ -154,6 +180,9 @@ class BlockingChannel:
             self.socket.close()
             if self._waker is not None:
                 self._waker.close()
+            passed, self.passed_descriptor = self.passed_descriptor, None
+            if passed is not None:
+                os.close(passed)
 
     def _write(self, data: bytes) -> None:
         try:

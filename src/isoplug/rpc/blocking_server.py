@@ -11,6 +11,7 @@ session when the server closes. Import both from :mod:`isoplug.rpc.blocking`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -84,8 +85,10 @@ class BlockingServer:
         kinship: Kinship | None = None,
         client_limit: ClientLimit | None = None,
         welcome_level: WelcomeLevel | None = None,
+        takes_descriptors: bool = False,
     ) -> None:
         self._listener = listener
+        self._takes_descriptors = takes_descriptors and not listener.is_tls
         self._token = token
         self._admit = admit
         self._welcome_level = welcome_level
@@ -292,6 +295,10 @@ class BlockingServer:
         over_limit: list[str] = []
         # One deadline for TLS and the hello together: a trickling client gets no more.
         deadline = time.monotonic() + self._handshake_timeout
+        # The descriptor the client passes with its hello, if it does and we take it.
+        passed: list[int] | None = (
+            [] if self._takes_descriptors and sock.family == socket.AF_UNIX else None
+        )
         try:
             sock = self._listener.secure(sock, self._handshake_timeout)
             with self._changed:
@@ -308,6 +315,7 @@ class BlockingServer:
                 else self._handshake_timeout,
                 admit=self._admission(credentials, claimed, over_limit),
                 welcome_level=self._welcome_level,
+                passed=passed,
             )
         except IsoplugError as exc:
             self._gate.leave(seat)
@@ -315,12 +323,14 @@ class BlockingServer:
                 # Said once the seat is free: whoever reads the warning may connect at once.
                 self._gate.failed(exc, peer_pid_text(credentials))
             sock.close()
+            _close_passed(passed)
             return
         except BaseException:
             self._gate.leave(seat)
+            _close_passed(passed)
             raise
         self._gate.leave(seat)
-        channel = BlockingChannel(sock, connection, early)
+        channel = BlockingChannel(sock, connection, early, passed[0] if passed else None)
         with self._changed:
             self._connections[current] = channel
             if self._closing:
@@ -371,6 +381,7 @@ def serve_blocking(
     kinship: Kinship | None = None,
     client_limit: ClientLimit | None = None,
     welcome_level: WelcomeLevel | None = None,
+    takes_descriptors: bool = False,
 ) -> BlockingServer:
     """Listen on ``address``; for every connection that passes the handshake, call
     ``on_channel(channel)`` in a thread of that connection's own.
@@ -390,7 +401,10 @@ def serve_blocking(
     :data:`~isoplug.rpc.handshake.PeerAdmission`). ``kinship`` gives the server's own
     clients handshake seats of their own (see :mod:`isoplug.rpc.gate`); ``client_limit``
     caps the connections of each client (see :class:`ClientLimit`); ``welcome_level`` gives
-    the level each welcome says (see :class:`~isoplug.wire.Connection`). Raises
+    the level each welcome says (see :class:`~isoplug.wire.Connection`). With
+    ``takes_descriptors``, the descriptor a client passes with its hello on a unix socket is
+    the channel's :attr:`~BlockingChannel.passed_descriptor` (see
+    :mod:`isoplug.transport.passed_descriptors`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     listener = listen_blocking(address, ssl_context=ssl_context)
@@ -407,11 +421,18 @@ def serve_blocking(
             kinship=kinship,
             client_limit=client_limit,
             welcome_level=welcome_level,
+            takes_descriptors=takes_descriptors,
         )
     except BaseException:
         # Its accepting thread could not start (out of threads): the socket is nobody's.
         listener.close()
         raise
+
+
+def _close_passed(passed: list[int] | None) -> None:
+    """Close the descriptor a client passed, whose connection is not served."""
+    for descriptor in passed or ():
+        os.close(descriptor)
 
 
 def _end(connection: socket.socket | BlockingChannel) -> None:

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from isoplug.errors import ConnectionBroken
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Reject, RejectCode, encode_frame
 from isoplug.wire.sanitize import clean_text
@@ -250,7 +251,9 @@ class HandshakeGate:
     def failed(self, error: BaseException, who: str = "") -> None:
         """Report a connection whose handshake failed (wrong token, no hello in time, an
         oversized or malformed frame...): its error, sanitized and short, rate limited.
-        ``who`` (``" from pid N"``, the kernel's word) goes after "a connection"."""
+        ``who`` (``" from pid N"``, the kernel's word) goes after "a connection". One the
+        peer ended (:class:`~isoplug.errors.ConnectionBroken`: it closed or reset the
+        connection before its hello was whole) is said to have ended, not to be refused."""
         text = clean_text(str(error), MAX_REFUSAL_CHARS)
         with self._lock:
             now = self._clock()
@@ -264,7 +267,21 @@ class HandshakeGate:
                 return
             self._allowance -= 1
             unlogged, self._unlogged = self._unlogged, 0
-        more = f" ({unlogged} more refused before it, not logged one by one)" if unlogged else ""
+        more = (
+            f" ({unlogged} more failed handshakes before it, not logged one by one)"
+            if unlogged
+            else ""
+        )
+        if isinstance(error, ConnectionBroken):
+            _log.warning(
+                "a connection%s on %s ended during its handshake, neither admitted nor "
+                "refused: %s%s",
+                who,
+                self.address,
+                text,
+                more,
+            )
+            return
         _log.warning("refused a connection%s on %s: %s%s", who, self.address, text, more)
 
     def close(self) -> None:
@@ -281,4 +298,9 @@ class HandshakeGate:
                 why,
             )
         if unlogged:
-            _log.warning("%s: %d more connection(s) refused, not logged one by one", self, unlogged)
+            _log.warning(
+                "%s: %d more failed handshake(s) (refused, or ended by the peer), not logged "
+                "one by one",
+                self,
+                unlogged,
+            )

@@ -20,8 +20,10 @@ from isoplug.errors import (
     HandshakeError,
     HandshakeTimeout,
     ProtocolError,
+    RemoteProtocolError,
     TransportError,
 )
+from isoplug.transport.passed_descriptors import pass_with, receive_passing
 from isoplug.transport.stream import PeerCredentials, Stream
 from isoplug.wire import Connection, ConnectionState, Hello, Message, RejectCode, Role
 from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
@@ -80,7 +82,7 @@ async def _drive(
             while connection.state is ConnectionState.HANDSHAKE:
                 data = await stream.receive_some()
                 if not data:
-                    connection.receive_eof()
+                    _peer_closed(connection)
                 early = connection.receive_data(data)
                 flush()
     except TimeoutError:
@@ -165,9 +167,28 @@ def blocking_client_handshake(
     name: str = "",
     role: str = "control",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    after_hello: bytes = b"",
+    passing: int | None = None,
+    on_sent: Callable[[], None] | None = None,
 ) -> tuple[Connection, list[Message]]:
-    """:func:`client_handshake` over a blocking socket; does not close ``sock`` on failure."""
+    """:func:`client_handshake` over a blocking socket; does not close ``sock`` on failure.
+
+    ``after_hello``: frames written right behind the hello, in the same write, without
+    waiting for the welcome; ``passing``: a descriptor passed with that write (``SCM_RIGHTS``,
+    unix sockets: see :mod:`isoplug.transport.passed_descriptors`); ``on_sent`` is called once
+    the kernel holds all of it, before the welcome is awaited."""
     connection = Connection(Role.CLIENT, token, name=name, pid=os.getpid(), connection_role=role)
+    if after_hello or passing is not None:
+        data = connection.data_to_send() + after_hello
+        try:
+            if passing is None:
+                sock.sendall(data)
+            else:
+                pass_with(sock, data, passing)
+        except OSError as exc:
+            raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
+        if on_sent is not None:
+            on_sent()
     early = _drive_blocking(sock, connection, timeout, "welcome")
     return connection, early
 
@@ -180,20 +201,28 @@ def blocking_server_handshake(
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     admit: Admission | None = None,
     welcome_level: WelcomeLevel | None = None,
+    passed: list[int] | None = None,
 ) -> tuple[Connection, list[Message]]:
     """:func:`server_handshake` over a blocking socket; does not close ``sock`` on failure.
 
-    A refused client is told why (reject message) before the exception is raised.
+    A refused client is told why (reject message) before the exception is raised. With
+    ``passed`` (a unix socket), the descriptor a client passes with its hello is appended to
+    it, the caller's to close, whatever happens (see
+    :mod:`isoplug.transport.passed_descriptors`).
     """
     connection = Connection(
         Role.SERVER, token, name=name, pid=os.getpid(), admit=admit, welcome_level=welcome_level
     )
-    early = _drive_blocking(sock, connection, timeout, "hello")
+    early = _drive_blocking(sock, connection, timeout, "hello", passed)
     return connection, early
 
 
 def _drive_blocking(
-    sock: socket.socket, connection: Connection, timeout: float, waiting_for: str
+    sock: socket.socket,
+    connection: Connection,
+    timeout: float,
+    waiting_for: str,
+    passed: list[int] | None = None,
 ) -> list[Message]:
     """:func:`_drive` over a blocking socket."""
     deadline = time.monotonic() + timeout
@@ -206,6 +235,12 @@ def _drive_blocking(
                 try:
                     sock.sendall(data)
                 except (BrokenPipeError, ConnectionResetError):
+                    if connection.role is Role.SERVER and connection.state is ConnectionState.OPEN:
+                        # The client's hello passed, and it is gone already (it ended right
+                        # after writing it, or gave up waiting): the session goes on with what
+                        # it wrote, to its end without a goodbye. A log sender's records are
+                        # there, or in the memory it passed with its hello.
+                        return early
                     # The peer closed first, and may have said why before it did (a full
                     # server rejects before reading the hello): a Reject here raises its error.
                     _read_what_is_there(sock, connection)
@@ -217,7 +252,7 @@ def _drive_blocking(
                 if remaining <= 0:
                     raise TimeoutError
                 sock.settimeout(remaining)
-                data = sock.recv(65536)
+                data = sock.recv(65536) if passed is None else receive_passing(sock, 65536, passed)
             except TimeoutError:
                 reason = f"no {waiting_for} within {timeout:g} s"
                 connection.fail(RejectCode.TIMEOUT, reason)
@@ -225,7 +260,7 @@ def _drive_blocking(
                 raise HandshakeTimeout(reason) from None
             try:
                 if not data:
-                    connection.receive_eof()
+                    _peer_closed(connection)
                 early = connection.receive_data(data)
             except (HandshakeError, ProtocolError):
                 _send_quietly(sock, connection)
@@ -234,6 +269,27 @@ def _drive_blocking(
         raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
     finally:
         sock.settimeout(previous_timeout)
+
+
+#: What a connection says of a peer that closed during the handshake, mid-frame or not.
+_PLAIN_END = "peer closed the connection during the handshake"
+
+
+def _peer_closed(connection: Connection) -> None:
+    """The peer closed its end during the handshake: raises. On the server's side,
+    :class:`~isoplug.errors.ConnectionBroken`: a client that leaves before its hello is whole
+    (it gave up waiting, or ended) was not refused, and its listener must not say it was."""
+    before = connection.close_reason
+    try:
+        connection.receive_eof()
+    except RemoteProtocolError as exc:
+        if connection.role is not Role.SERVER:
+            raise
+        # A frame it left half-written is worth saying; the plain end says no more than this.
+        detail = "" if before is None and connection.close_reason == _PLAIN_END else f" ({exc})"
+        raise ConnectionBroken(
+            f"the peer closed the connection before its hello was complete{detail}"
+        ) from exc
 
 
 def _read_what_is_there(sock: socket.socket, connection: Connection) -> None:

@@ -52,6 +52,7 @@ async def serve(
     kinship: Kinship | None = None,
     client_limit: ClientLimit | None = None,
     welcome_level: WelcomeLevel | None = None,
+    takes_descriptors: bool = False,
 ) -> Listener:
     """Listen on ``address``; for every connection that passes the handshake, run ``on_peer``.
 
@@ -75,7 +76,10 @@ async def serve(
     client, as :func:`~isoplug.rpc.blocking.serve_blocking` does (see
     :class:`~isoplug.rpc.client_limit.ClientLimit`; ``own_places`` means nothing here, where
     the server has no limit of its own). ``welcome_level`` gives the level each welcome says
-    (see :class:`~isoplug.wire.Connection`).
+    (see :class:`~isoplug.wire.Connection`). With ``takes_descriptors``, the descriptor a
+    client passes with its hello on a unix socket is its stream's
+    :attr:`~isoplug.transport.SocketStream.passed_descriptor` (see
+    :mod:`isoplug.transport.passed_descriptors`).
     """
 
     async def handle(stream: Stream) -> None:
@@ -144,7 +148,11 @@ async def serve(
     places = None if client_limit is None else ClientPlaces(client_limit)
     gate = HandshakeGate(name, max_handshakes, kinship=kinship)
     listener = await listen(
-        address, handle, ssl_context=ssl_context, ssl_handshake_timeout=handshake_timeout
+        address,
+        handle,
+        ssl_context=ssl_context,
+        ssl_handshake_timeout=handshake_timeout,
+        takes_descriptors=takes_descriptors,
     )
     # The listener itself, shown as its address: the new one after listen_again_if_lost().
     gate.address = listener

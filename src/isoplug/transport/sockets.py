@@ -322,6 +322,7 @@ async def listen(
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 128,
     ssl_handshake_timeout: float | None = None,
+    takes_descriptors: bool = False,
 ) -> Listener:
     """Listen on ``address`` and run ``handler(stream)`` as a task for every connection.
 
@@ -330,7 +331,9 @@ async def listen(
     free port; :attr:`Listener.address` tells which. ``tls://`` requires ``ssl_context`` (see
     :func:`tls_server_context`); a client that has not finished its TLS handshake within
     ``ssl_handshake_timeout`` (asyncio's default: 60 s) is dropped before the handler
-    starts. The stream is closed when the handler returns. Raises
+    starts. The stream is closed when the handler returns. With ``takes_descriptors``, a
+    stream on a unix socket takes the descriptor its peer passes with its first bytes
+    (:attr:`SocketStream.passed_descriptor`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound.
     """
     parsed = parse_address(address)
@@ -339,7 +342,9 @@ async def listen(
 
     def make_stream() -> SocketStream:
         # The handler starts once the connection is made (after the TLS handshake, for tls).
-        return SocketStream(f"peer of {listener.address}", listener._accepted)
+        return SocketStream(
+            f"peer of {listener.address}", listener._accepted, takes_descriptor=takes_descriptors
+        )
 
     listener._make_stream, listener._backlog = make_stream, backlog
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import contextlib
 import os
 import socket
 import struct
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import cast
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
+from isoplug.transport.passed_descriptors import peek_passed_now
 
 __all__ = ["PeerCredentials", "SocketStream", "Stream", "peer_credentials_of"]
 
@@ -65,6 +67,9 @@ class Stream(abc.ABC):
 
     #: A short description of the other end, for messages ("unix:/tmp/x/sock", "127.0.0.1:5").
     description: str = ""
+    #: The descriptor the peer passed with its first bytes (see
+    #: :class:`SocketStream`'s ``takes_descriptor``); the stream's. None: none was.
+    passed_descriptor: int | None = None
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None:
@@ -127,9 +132,18 @@ class SocketStream(Stream, asyncio.Protocol):
         self,
         description: str = "",
         on_connection_made: Callable[[SocketStream], None] | None = None,
+        *,
+        takes_descriptor: bool = False,
     ) -> None:
         self.description = description
         self._on_connection_made = on_connection_made
+        self._takes_descriptor = takes_descriptor
+        # Taken on a unix socket with ``takes_descriptor`` (see
+        # isoplug.transport.passed_descriptors), closed with the stream.
+        self.passed_descriptor = None
+        # While the first bytes are awaited for their descriptor: a duplicate of the socket's
+        # descriptor (the loop watches no transport's own), reading held meanwhile.
+        self._peeker: socket.socket | None = None
         self._transport: asyncio.Transport | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -160,8 +174,60 @@ class SocketStream(Stream, asyncio.Protocol):
                 # Without it a small message waits for the peer's delayed ACK: ~40 ms.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._credentials = peer_credentials_of(sock)
+            if self._takes_descriptor and sock.family == socket.AF_UNIX:
+                self._hold_for_descriptor(sock.fileno())
         if self._on_connection_made is not None:
             self._on_connection_made(self)
+
+    def _hold_for_descriptor(self, fd: int) -> None:
+        """Take the descriptor passed with the first bytes before the transport reads them
+        (which would drop it): now if they are there, else once they come, reading held
+        until then."""
+        peeker = socket.socket(fileno=os.dup(fd))
+        if self._peek(peeker):
+            peeker.close()
+            return
+        transport = self._transport
+        assert transport is not None
+        self._peeker = peeker
+        transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        # uvloop starts reading once connection_made() returned, paused or not.
+        loop.call_soon(self._still_holding)
+        loop.add_reader(peeker.fileno(), self._first_bytes_came)
+
+    def _peek(self, peeker: socket.socket) -> bool:
+        """Whether the first bytes came (or the end): the descriptor with them is taken then."""
+        seen, self.passed_descriptor = peek_passed_now(peeker)
+        return seen
+
+    def _still_holding(self) -> None:
+        transport = self._transport
+        if self._peeker is not None and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def _first_bytes_came(self) -> None:
+        peeker = self._peeker
+        if peeker is None or not self._peek(peeker):
+            return
+        self._stop_holding(peeker)
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not self._reading_paused:
+            transport.resume_reading()
+
+    def _stop_holding(self, peeker: socket.socket) -> None:
+        self._peeker = None
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing watches it
+            asyncio.get_running_loop().remove_reader(peeker.fileno())
+        peeker.close()
+
+    def _release_descriptors(self) -> None:
+        peeker = self._peeker
+        if peeker is not None:
+            self._stop_holding(peeker)
+        passed, self.passed_descriptor = self.passed_descriptor, None
+        if passed is not None:
+            os.close(passed)
 
     def data_received(self, data: bytes) -> None:
         on_data = self._on_data
@@ -203,6 +269,8 @@ class SocketStream(Stream, asyncio.Protocol):
                 else:
                     waiter.set_exception(error)
         self._drain_waiters.clear()
+        if self._peeker is not None:
+            self._stop_holding(self._peeker)
         if not self._connection_lost.done():
             self._connection_lost.set_result(None)
 
@@ -282,6 +350,7 @@ class SocketStream(Stream, asyncio.Protocol):
             return
         self._closed = True
         self._wake_reader()
+        self._release_descriptors()
         transport = self._transport
         if transport is None:
             return
