@@ -24,6 +24,7 @@ __all__ = [
     "Discovery",
     "RunnerPlan",
     "absolute_plugins_dir",
+    "deeper_manifest",
     "discover",
     "is_plugin_dir",
     "is_scratch_dir",
@@ -136,6 +137,13 @@ def absolute_plugins_dir(path: str | os.PathLike[str]) -> Path:
 def is_plugin_dir(path: Path) -> bool:
     """Whether ``path`` is one plugin's folder (it holds a ``plugin.toml``)."""
     return (path / MANIFEST_NAME).is_file()
+
+
+def deeper_manifest(plugins_dir: Path) -> Path | None:
+    """For a folder holding no plugin folder: the first ``plugin.toml`` one level deeper
+    than a plugins folder's (``plugins_dir/*/*/plugin.toml``), whose folder's parent is the
+    plugins folder likely meant; None when there is none."""
+    return min(plugins_dir.glob(f"*/*/{MANIFEST_NAME}"), default=None)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from isoplug import (
     PluginState,
     SupervisorConfig,
 )
+from isoplug.host.registry import deeper_manifest, plugins_dir_for
 from isoplug.testing.records import Records, attached
 from isoplug.wire.sanitize import clean_path
 
@@ -46,7 +46,6 @@ FAST = SupervisorConfig(
     terminate_timeout=1.0,
     call_timeout=15.0,
 )
-_MANIFEST = "plugin.toml"
 #: More than a path can hold (a manifest's problem is capped above this, at 8000).
 _MAX_SHOWN_CHARS = 8000
 
@@ -69,8 +68,10 @@ class PluginHarness:
     is kept too). :attr:`records` keeps every record of ``plugin.*`` and ``isoplug.*`` from the
     start. Entering waits until every plugin is ready: it raises
     :class:`~isoplug.PluginFailed` naming a plugin that cannot start, whether its manifest is
-    invalid (the message names its folder and the key) or its runner fails, and
-    :class:`TimeoutError` naming the plugins not ready within ``ready_timeout`` seconds.
+    invalid (the message names its folder and the key) or its runner fails,
+    :class:`FileNotFoundError` naming ``path`` when it holds no plugin at all (and the folder
+    one level down that does, if one does), and :class:`TimeoutError` naming the plugins not
+    ready within ``ready_timeout`` seconds.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class PluginHarness:
 
     async def __aenter__(self) -> PluginHarness:
         try:
-            directory = self._stack.enter_context(_plugins_dir(self.path))
+            directory = self._stack.enter_context(plugins_dir_for(self.path))
             for name in ("plugin", "isoplug"):
                 self._stack.enter_context(attached(self.records, name))
             host = Host(directory, config=self.config)
@@ -114,6 +115,9 @@ class PluginHarness:
                 # The host skips a plugin it cannot read and runs the others; a test of it
                 # must not pass (or fail later, puzzlingly) without it.
                 raise PluginFailed(_problems_by_folder(host.problems, directory, self.path))
+            if not host.plugins():
+                # Pointed at the wrong folder: say so now, not at the first call.
+                raise FileNotFoundError(_no_plugin(self.path))
             await host.wait_ready(self.ready_timeout)
         except BaseException:
             self._host = None
@@ -238,12 +242,11 @@ class PluginHarness:
 
 
 def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -> dict[str, str]:
-    """The host's ``problems`` by plugin folder name (for :class:`~isoplug.PluginFailed`),
-    with the path the test gave rather than the temporary folder the harness made."""
+    """The host's ``problems`` by plugin folder name (for :class:`~isoplug.PluginFailed`)."""
     if directory != given:
-        # One plugin's folder, linked from a temporary folder of plugins (see _plugins_dir).
-        link = str(directory / given.resolve().name)
-        return {given.name: "\n".join(p.replace(link, str(given)) for p in problems)}
+        # One plugin's folder, linked from a scratch folder of plugins: the host names it by
+        # its real folder already (see plugins_dir_for), in its records too.
+        return {given.name: "\n".join(problems)}
     by_folder: dict[str, list[str]] = {}
     # A problem starts with its folder's path as the sanitizer shows it (a name holding a
     # control character is escaped there, and so is it here, as the key).
@@ -267,17 +270,19 @@ def _refusal(name: str) -> Callable[..., Any]:
     return refuse
 
 
-@contextlib.contextmanager
-def _plugins_dir(path: Path) -> Any:
-    """``path`` when it is a folder of plugins; for one plugin's folder, a temporary folder of
-    plugins holding a link to it."""
-    if not (path / _MANIFEST).is_file():
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="isoplug-test-") as scratch:
-        link = Path(scratch) / path.resolve().name
-        link.symlink_to(path.resolve(), target_is_directory=True)
-        yield Path(scratch)
+def _no_plugin(path: Path) -> str:
+    """Why the harness over ``path`` runs no plugin (it found none, and no problem either)."""
+    shown = clean_path(path, _MAX_SHOWN_CHARS)
+    why = (
+        f"no plugin in {shown}: neither it nor its folders hold a plugin.toml (give one "
+        "plugin's folder, which holds a plugin.toml, or a folder of plugin folders)"
+    )
+    deeper = deeper_manifest(path)
+    if deeper is None:
+        return why
+    meant = clean_path(deeper.parent.parent, _MAX_SHOWN_CHARS)
+    shown_manifest = clean_path(deeper, _MAX_SHOWN_CHARS)
+    return f"{why}; {shown_manifest} is one level deeper: did you mean {meant}?"
 
 
 class BlockingHarness:
