@@ -20,7 +20,7 @@ from isoplug import Host
 from isoplug.errors import InvalidParams, RemoteError
 from isoplug.runner import eventloop
 from isoplug.runner.methods import ArgumentCheck, MethodInfo
-from isoplug.runner.workers import WorkerPool
+from isoplug.runner.workers import WorkerPool, WorkerThread
 from isoplug.testing import eventually
 from tests.plugins_fixtures import FAST
 
@@ -163,6 +163,26 @@ async def test_the_pool_runs_in_threads_in_the_callers_context_and_returns_error
     with pytest.raises(LookupError, match="from the thread"):
         await pool.run(3, "t.fail", lambda: (_ for _ in ()).throw(LookupError("from the thread")))
     assert pool.snapshot() == []
+    pool.shutdown()
+
+
+async def test_the_pools_threads_are_no_daemons_and_end_at_its_shutdown() -> None:
+    """A thread started in a call is no daemon, as in any program (its flag is its starter's);
+    shutdown() ends the idle threads (the interpreter joins them at exit) and refuses later
+    calls."""
+    pool = WorkerPool(2)
+
+    def starts_a_thread() -> bool:
+        return threading.Thread(target=lambda: None).daemon
+
+    assert await pool.run(1, "t.daemon", starts_a_thread) is False
+    threads = [t for t in threading.enumerate() if isinstance(t, WorkerThread) and t.pool is pool]
+    assert threads and not any(t.daemon for t in threads)
+    assert not pool.busy()
+    pool.shutdown()
+    await eventually(lambda: not any(t.is_alive() for t in threads))
+    with pytest.raises(RuntimeError, match="shutting down"):
+        await pool.run(2, "t.late", lambda: None)
 
 
 async def test_a_call_cancelled_while_queued_never_runs_and_one_cancelled_running_runs_on() -> None:
@@ -185,11 +205,13 @@ async def test_a_call_cancelled_while_queued_never_runs_and_one_cancelled_runnin
     await asyncio.gather(running, queued, return_exceptions=True)
     [stuck] = pool.snapshot()
     assert stuck.what == "t.block" and stuck.abandoned and stuck.started
+    assert pool.busy()
     release.set()
     await eventually(lambda: not pool.snapshot())
     # The pool's one thread is free again, and the cancelled call was skipped.
     assert await pool.run(3, "t.after", lambda: "after") == "after"
     assert ran == ["blocker"]
+    pool.shutdown()
 
 
 # -- the event loop ------------------------------------------------------------------------------

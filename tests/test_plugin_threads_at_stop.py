@@ -1,7 +1,9 @@
 """Threads a plugin leaves running at stop do not hold its runner until the host's SIGTERM:
-a non-daemon thread, or a default-executor thread busy with a cancelled ``asyncio.to_thread``
-call, is waited for until the teardown timeout, then named in a WARNING (the plugin's
-record), and the runner exits cleanly without it."""
+a non-daemon thread (started on the loop's thread or in a ``def`` method's worker thread), or
+a default-executor thread busy with a cancelled ``asyncio.to_thread`` call, is waited for
+until the teardown timeout, then named in a WARNING (the plugin's record), and the runner
+exits cleanly without it; a worker thread still running a cancelled ``def`` method does not
+hold it either."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from isoplug.host import ExitAccount
+from isoplug import Host
+from isoplug.host import ExitAccount, PluginInfo
 from tests.plugins_fixtures import SHORT_TEARDOWN, running
 from tests.record_waiter import RecordWaiter
 
@@ -34,22 +37,48 @@ def assert_clean_stop(account: ExitAccount | None, took: float) -> None:
     assert took < WITHIN, (took, account.describe())
 
 
+async def stop_while_blocked(
+    host: Host, waiter: RecordWaiter, method: str
+) -> tuple[PluginInfo, float]:
+    """Stop the plugin while ``method`` blocks in a thread: its state then, and how long the
+    stop took. The call fails, said stopped on request."""
+    call = asyncio.ensure_future(host.call("threader", method))
+    await waiter.wait_for(PLUGIN_MODULE, "blocking in a thread")
+    start = time.monotonic()
+    info = await host.stop("threader")
+    took = time.monotonic() - start
+    with pytest.raises(Exception, match="stopped on request"):
+        await call
+    return info, took
+
+
 def thread_warnings(waiter: RecordWaiter) -> list[logging.LogRecord]:
     return [r for r in waiter.matching(RUNNER_LOGGER, "thread ") if "at shutdown" in r.getMessage()]
 
 
-@pytest.mark.parametrize("how", ["stop", "host exits"])
+@pytest.mark.parametrize(
+    ("how", "method", "start"),
+    [
+        ("stop", "start_forever", "fork"),
+        ("host exits", "start_forever", "fork"),
+        # Started in a worker thread of the runner, a threading.Thread without daemon= is no
+        # daemon either, as in any program: named too.
+        ("stop", "start_forever_in_def", "fork"),
+        ("stop", "start_forever_in_def", "spawn"),
+        ("host exits", "start_forever_in_def", "fork"),
+    ],
+)
 async def test_a_non_daemon_thread_is_named_and_does_not_hold_the_runner(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, method: str, start: str
 ) -> None:
-    async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
-        await host.call("threader", "start_forever")
-        start = time.monotonic()
+    async with running(tmp_path, "threader", config=CONFIG, start=start) as (host, waiter):
+        assert not await host.call("threader", method)
+        start_time = time.monotonic()
         if how == "stop":
             info = await host.stop("threader")
-            took = time.monotonic() - start
+            took = time.monotonic() - start_time
     if how == "host exits":
-        took = time.monotonic() - start
+        took = time.monotonic() - start_time
         info = host.plugin("threader")
     assert_clean_stop(info.last_exit, took)
     (warning,) = thread_warnings(waiter)
@@ -67,13 +96,7 @@ async def test_a_cancelled_call_blocked_in_an_executor_thread_does_not_hold_the_
     tmp_path: Path, method: str
 ) -> None:
     async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
-        call = asyncio.ensure_future(host.call("threader", method))
-        await waiter.wait_for(PLUGIN_MODULE, "blocking in a thread")
-        start = time.monotonic()
-        info = await host.stop("threader")
-        took = time.monotonic() - start
-        with pytest.raises(Exception, match="stopped on request"):
-            await call
+        info, took = await stop_while_blocked(host, waiter, method)
     assert_clean_stop(info.last_exit, took)
     (warning,) = thread_warnings(waiter)
     assert warning.levelno == logging.WARNING
@@ -85,13 +108,27 @@ async def test_a_cancelled_call_blocked_in_an_executor_thread_does_not_hold_the_
     ), warning.getMessage()
 
 
-@pytest.mark.parametrize("start", [None, "start_polite", "use_executor"])
+async def test_a_def_method_blocked_at_the_stop_does_not_hold_the_runner(
+    tmp_path: Path,
+) -> None:
+    """The worker threads of def methods are no daemons (see the test above), yet one still
+    running a call at the stop (cancelled: a thread cannot be stopped) is isoplug's: left
+    behind at once, unnamed, as when they were daemons; the runner exits cleanly."""
+    async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
+        info, took = await stop_while_blocked(host, waiter, "block_in_def")
+    assert_clean_stop(info.last_exit, took)
+    assert not thread_warnings(waiter), waiter.messages()
+
+
+@pytest.mark.parametrize(
+    "start", [None, "start_polite", "start_polite_in_def", "use_executor", "return_at_once"]
+)
 async def test_threads_that_end_by_the_teardown_timeout_are_not_named(
     tmp_path: Path, start: str | None
 ) -> None:
     """Nothing started, a thread that teardown() stops (waited for: what it logs as it ends
-    arrives), or an executor's thread left idle: the runner exits as it always did, with no
-    warning."""
+    arrives, started in a def method's worker thread too), or an executor's thread or the
+    runner's worker left idle: the runner exits as it always did, with no warning."""
     async with running(tmp_path, "threader", config=CONFIG) as (host, waiter):
         if start is not None:
             await host.call("threader", start)
@@ -101,7 +138,7 @@ async def test_threads_that_end_by_the_teardown_timeout_are_not_named(
     assert_clean_stop(info.last_exit, took)
     assert not thread_warnings(waiter), waiter.messages()
     ended = waiter.matching(PLUGIN_MODULE, "polite thread ends")
-    assert len(ended) == (1 if start == "start_polite" else 0), waiter.messages()
+    assert len(ended) == (1 if start and start.startswith("start_polite") else 0), waiter.messages()
 
 
 async def test_in_a_group_a_thread_left_running_is_named_as_the_member_that_started_it(

@@ -3,14 +3,17 @@ its own) still has every record, print and traceback arrive at the host, as itse
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
 import pytest
 
+from isoplug.runner.eventloop import EVENT_LOOP_VARIABLE
 from isoplug.testing.records import Records
 from tests.plugins_fixtures import running
 
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 LIBRARY = "plugin.reconfigurer.thirdparty.lib"
 CTX = "plugin.reconfigurer"
 
@@ -157,6 +160,44 @@ async def test_the_plugins_root_level_is_its_logging_and_the_hosts_level_its_out
     assert not waiter.matching(LIBRARY, "raised: a warning logged")  # its own ERROR level
     assert not waiter.matching(f"{CTX}.stdout", "host-level: printed")  # INFO < WARNING
     assert waiter.matching(f"{CTX}.stderr", "host-level: written to stderr")
+
+
+@pytest.mark.parametrize(
+    ("how", "loop"),
+    [
+        ("setLevel", "asyncio"),
+        ("basicConfig", "asyncio"),
+        pytest.param(
+            "setLevel", "uvloop", marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="no uvloop")
+        ),
+    ],
+)
+async def test_crash_reports_arrive_whatever_the_plugins_root_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, loop: str
+) -> None:
+    """A plugin raising its root level to CRITICAL silences its logging calls below it, not
+    its crash reports, which a program of its own prints whatever logging's levels: an
+    uncaught exception in a thread, one raised in a __del__, a task's never retrieved (which
+    plain asyncio logs on its logger: a raised root level hides it there). The level the host
+    gives the plugin still applies to them, as to a stderr line."""
+    monkeypatch.setenv(EVENT_LOOP_VARIABLE, loop)
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "root_level_critical", how)
+        await host.call("reconfigurer", "crash_reports", "raised")
+        await waiter.wait_for(LIBRARY, "raised: marker")
+        reports = {
+            str(r.exc_info[1]): r
+            for r in waiter.records
+            if r.exc_info is not None and r.exc_info[1] is not None
+        }
+        for text in ("uncaught in a thread", "raised in __del__", "never retrieved"):
+            record = reports.get(f"raised: {text}")
+            assert record is not None, (text, waiter.messages())
+            assert (record.name, record.levelno) == (CTX, logging.ERROR), record
+        await host.set_log_level("reconfigurer", "CRITICAL")
+        await host.call("reconfigurer", "crash_reports", "host-level")
+        await waiter.wait_for(LIBRARY, "host-level: marker")
+    assert not [r for r in waiter.records if "host-level: " in str(r.exc_info and r.exc_info[1])]
 
 
 async def test_what_a_plugins_own_stdout_wrapper_holds_arrives_at_its_stop(

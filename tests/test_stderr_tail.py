@@ -1,12 +1,16 @@
 """The stderr tail of a runner process: lines from its pipe and from its log records, in the
-order they were written, capped; the wait for its log connections to end is bounded."""
+order they were written, capped; the wait for its log connections to end is bounded; the words
+by which a runner said it aborted itself are kept."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
-from isoplug.host.stderr_tail import MAX_TAIL_LINES, StderrTail
+import pytest
+
+from isoplug.host.stderr_tail import MAX_TAIL_LINES, StderrTail, self_abort
 
 
 def test_lines_are_quoted_in_the_order_they_were_written_whenever_they_came() -> None:
@@ -50,3 +54,41 @@ def test_the_wait_for_log_connections_is_bounded_and_ends_with_the_last() -> Non
     ending.start()
     assert tail.wait_fed(30)
     ending.join()
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        # glibc's failed assert(), then faulthandler's dump of the SIGABRT it raised.
+        (
+            ["started", "python: native.c:42: check: Assertion `ok' failed."],
+            "python: native.c:42: check: Assertion `ok' failed.",
+        ),
+        (
+            ["Fatal glibc error: malloc.c:2599 (sysmalloc): assertion failed"],
+            "Fatal glibc error: malloc.c:2599 (sysmalloc): assertion failed",
+        ),
+        # A SIGABRT from outside: faulthandler's dump, after whatever the runner last said.
+        (["serving", "ValueError: not an assertion"], None),
+        ([], None),
+    ],
+)
+def test_an_abort_is_the_runners_own_when_its_stderr_said_why_right_before(
+    lines: list[str], words: str | None
+) -> None:
+    tail = StderrTail()
+    for line in lines:
+        tail.add(line)
+    tail.add("Fatal Python error: Aborted\n\nCurrent thread 0x00007f (most recent call first):")
+    assert tail.abort_words == words
+    assert self_abort(tail, -signal.SIGABRT, None) == words
+    assert self_abort(tail, -signal.SIGABRT, "its event loop did not run") is None
+    assert self_abort(tail, -signal.SIGKILL, None) is None
+
+
+def test_a_fatal_error_of_pythons_own_is_an_abort_of_the_runners_own() -> None:
+    tail = StderrTail()
+    tail.add("Fatal Python error: _enter_buffered_busy: could not acquire lock\nPython runtime")
+    assert self_abort(tail, -signal.SIGABRT, None) == (
+        "Fatal Python error: _enter_buffered_busy: could not acquire lock"
+    )

@@ -53,8 +53,16 @@ def copy_plugins(tmp_path: Path, *names: str) -> Path:
 QUICK_DRAIN = dataclasses.replace(FAST, stdio_drain_timeout=0.2)
 
 
-def plugins_dir(tmp_path: Path, *names: str) -> Path:
-    """A plugins directory holding (links to) the fixture plugins ``names``."""
+def plugins_dir(tmp_path: Path, *names: str, start: str = "fork") -> Path:
+    """A plugins directory holding (links to) the fixture plugins ``names``; with ``start``
+    other than ``"fork"``, copies whose manifests say so (``"spawn"``)."""
+    if start != "fork":
+        directory = copy_plugins(tmp_path, *names)
+        for name in names:
+            manifest = directory / name / "plugin.toml"
+            text = manifest.read_text()
+            manifest.write_text(text.replace("\nversion = ", f'\nstart = "{start}"\nversion = ', 1))
+        return directory
     directory = tmp_path / "plugins"
     directory.mkdir(exist_ok=True)
     for name in names:
@@ -81,13 +89,15 @@ async def running(
     log_limits: ReplayLimits | None = None,
     logger: str | None = "plugin",
     raise_on_failure: bool = True,
+    start: str = "fork",
 ) -> AsyncIterator[tuple[Host, RecordWaiter]]:
     """A started host over the fixture plugins ``names`` (all ready: a failed one raises
-    PluginFailed, unless ``raise_on_failure`` is False), and a waiter seeing every record of
-    ``logger`` (None: the root logger, so the host's own records too)."""
+    PluginFailed, unless ``raise_on_failure`` is False; their runners forked, or as ``start``
+    says), and a waiter seeing every record of ``logger`` (None: the root logger, so the
+    host's own records too)."""
     with watching(logger) as waiter:
         async with Host(
-            plugins_dir(tmp_path, *names), config=config, log_limits=log_limits
+            plugins_dir(tmp_path, *names, start=start), config=config, log_limits=log_limits
         ) as host:
             await host.wait_ready(20, raise_on_failure=raise_on_failure)
             yield host, waiter

@@ -38,6 +38,7 @@ __all__ = [
     "EVENT",
     "EXIT_BAD_BOOTSTRAP",
     "EXIT_CANNOT_CONNECT",
+    "EXIT_DESCRIPTORS_CLOSED",
     "EXIT_NOTHING_LOADED",
     "EXIT_SETUP_FAILED",
     "LOGS_ROLE",
@@ -118,6 +119,9 @@ EXIT_NOTHING_LOADED = 4
 """No plugin could be imported (reported in the ready report); retrying cannot help."""
 EXIT_CANNOT_CONNECT = 5
 """The runner could not connect back to the host."""
+EXIT_DESCRIPTORS_CLOSED = 6
+"""A plugin closed descriptors the runner cannot work without (its control connection, its
+health channel, its event loop's): it said which on its stderr and exited; a crash."""
 
 
 class CapabilityDenied(IsoplugError, PermissionError):

@@ -39,10 +39,16 @@ from typing import Protocol
 
 from isoplug.transport.fork_epoll import epoll_of_its_own
 
-__all__ = ["HostBinding", "Inherited", "release_in_forked_child"]
+__all__ = ["OTHER_LOOP_ADVICE", "HostBinding", "Inherited", "release_in_forked_child"]
 
 #: Every binding of a started host in this process: a fork's child marks them foreign.
 _bound: weakref.WeakSet[HostBinding] = weakref.WeakSet()
+#: What a host used from another event loop advises, unless what runs it knows better.
+OTHER_LOOP_ADVICE = (
+    "Create and use a Host within one loop: in pytest-asyncio, give the Host's fixture and the "
+    "tests using it the same loop scope (`loop_scope=...`); from another thread, hand the work "
+    "to the Host's loop with `asyncio.run_coroutine_threadsafe(host.call(...), host_loop)`"
+)
 #: Where isoplug's own coroutines are defined (see _disown_tasks).
 _PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
 
@@ -85,8 +91,10 @@ class HostBinding:
         self._thread = threading.current_thread().name
         _bound.add(self)
 
-    def problem(self) -> str | None:
-        """Why the host cannot be used here and now; None when it can (or is not started)."""
+    def problem(self, other_loop_advice: str | None = None) -> str | None:
+        """Why the host cannot be used here and now; None when it can (or is not started).
+        Used from another loop, it advises ``other_loop_advice`` (by default
+        :data:`OTHER_LOOP_ADVICE`)."""
         if self.foreign or self.pid != os.getpid():
             return (
                 f"this Host was started in process {self.pid}, and this is process "
@@ -116,16 +124,14 @@ class HostBinding:
         return (
             f"this Host was started on another event loop ({_describe(loop)}, started in thread "
             f"{self._thread!r}) than the one running now ({_describe(running)}); its runners "
-            "and futures belong to that loop. Create and use a Host within one loop: in "
-            "pytest-asyncio, give the Host's fixture and the tests using it the same loop scope "
-            "(`loop_scope=...`); from another thread, hand the work to the Host's loop with "
-            "`asyncio.run_coroutine_threadsafe(host.call(...), host_loop)`"
+            f"and futures belong to that loop. {other_loop_advice or OTHER_LOOP_ADVICE}"
         )
 
-    def check(self, what: str) -> None:
+    def check(self, what: str, other_loop_advice: str | None = None) -> None:
         """Raise :class:`RuntimeError` saying why the host cannot ``what`` here, and how to
-        fix it; nothing is sent or changed."""
-        why = self.problem()
+        fix it (from another loop: ``other_loop_advice``, if given); nothing is sent or
+        changed."""
+        why = self.problem(other_loop_advice)
         if why is not None:
             raise RuntimeError(f"cannot {what}: {why}")
 

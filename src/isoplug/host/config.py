@@ -146,10 +146,15 @@ class SupervisorConfig:
 def split_host_config(
     config: SupervisorConfig | Mapping[str, Mapping[str, Any]] | None,
     plugin_config: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    owner: str = "Host",
+    settings_form: str = "SupervisorConfig({})",
 ) -> tuple[SupervisorConfig, Mapping[str, Mapping[str, Any]] | None]:
     """``Host(config=..., plugin_config=...)`` as the host's settings and the plugins'
     configuration: ``config`` may be either (``Host(config={"greeter": {...}})`` gives the
-    plugins' configuration by plugin id), but the plugins' configuration is given once."""
+    plugins' configuration by plugin id), but the plugins' configuration is given once.
+    ``owner`` names what was given them in messages; ``settings_form`` is how its settings
+    are written there (``{}``: the settings given in a mapping by mistake)."""
     if isinstance(config, Mapping):
         settings = [
             key
@@ -160,13 +165,13 @@ def split_host_config(
             # A newcomer's Host(config={"call_timeout": 5}): not a plugin named call_timeout.
             example = ", ".join(f"{key}={config[key]!r}" for key in settings)
             raise TypeError(
-                f"Host(config=...): {', '.join(map(repr, settings))} is a setting of "
-                f"SupervisorConfig: pass config=SupervisorConfig({example}); a mapping there "
-                "is the plugins' configuration, a table per plugin id"
+                f"{owner}(config=...): {', '.join(map(repr, settings))} is a setting of "
+                f"SupervisorConfig: pass config={settings_form.format(example)}; a mapping "
+                "there is the plugins' configuration, a table per plugin id"
             )
         if plugin_config is not None:
             raise TypeError(
-                "Host(): give the plugins' configuration once, as config={id: table} or "
+                f"{owner}(): give the plugins' configuration once, as config={{id: table}} or "
                 "as plugin_config={id: table}, not both"
             )
         return SupervisorConfig(), config

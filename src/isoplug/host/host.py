@@ -135,6 +135,12 @@ class Host(PluginOperations, PluginSettings):
         self._routes = ConnectionRoutes(self._supervisors, self._log_bridge.limits.report_interval)
         #: Its loop and process, from start() on (see isoplug.host.binding).
         self._binding = HostBinding()
+        #: What the :class:`RuntimeError` raised when this host is used from another event
+        #: loop advises instead (None: create and use a host within one loop, or hand the work
+        #: to its loop with ``asyncio.run_coroutine_threadsafe``). Set by what runs the host
+        #: on a loop of its own and offers another way in, as
+        #: :class:`isoplug.testing.BlockingHarness` does.
+        self.other_loop_advice: str | None = None
         #: Released unclosed, or dropped in a forked child (see isoplug.host.unclosed).
         self._abandoned = False
         self._life = HostStage.NEW
@@ -341,7 +347,7 @@ class Host(PluginOperations, PluginSettings):
         """Raise :class:`RuntimeError` when the host, holding a loop (started, not closed),
         is used from another loop or after that loop closed; or in a forked child."""
         if self._life in _HOLDING_A_LOOP or self._binding.foreign:
-            self._binding.check(what)
+            self._binding.check(what, self.other_loop_advice)
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
         self._life.check_started(f"find plugin {plugin_id!r}")

@@ -30,7 +30,7 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from isoplug.control import SHUTDOWN, ReadyReport, ResourceLimits
+from isoplug.control import EXIT_DESCRIPTORS_CLOSED, SHUTDOWN, ReadyReport, ResourceLimits
 from isoplug.errors import IsoplugError, TransportError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
@@ -48,7 +48,7 @@ from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.setup_where import setup_where
 from isoplug.host.shortage import shortage
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
-from isoplug.host.stderr_tail import StderrTail, outside_words
+from isoplug.host.stderr_tail import StderrTail, outside_words, self_abort
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.off_loop import off_loop
@@ -264,7 +264,10 @@ class RunnerLife:
         # One killed for not being ready may have said why too (a malformed stdin, a stuck
         # import): quoted, but only an exit before ready can make its words a lasting cause.
         stalled = reason.startswith(_NOT_READY)
-        quoted = await self._last_words(tail) if reason == _BEFORE_READY or stalled else ""
+        # So does a runner that exited because a plugin closed its descriptors (its words:
+        # which ones).
+        quotes = reason == _BEFORE_READY or stalled or returncode == EXIT_DESCRIPTORS_CLOSED
+        quoted = await self._last_words(tail) if quotes else ""
         said = "" if stalled else quoted
         wrapped = False
         if reason == _BEFORE_READY and self.refused is not None:
@@ -275,7 +278,8 @@ class RunnerLife:
         if quoted:
             # Quoted as the runner's words: a plugin may write anything there, host-like
             # phrases included, and must not be read as the host (see outside_words).
-            reason = f"{reason}; its stderr ended with: {outside_words(quoted)}"
+            words = f"its stderr ended with: {outside_words(quoted)}"
+            reason = f"{reason}; {words}" if reason else words
         permanent = lasting_cause(
             returncode,
             permanent,
@@ -308,6 +312,7 @@ class RunnerLife:
             limit=limit,
             # Whatever the host sent it counts first: it was ending the runner itself.
             zygote_died=process.zygote_died and not process.host_signals,
+            self_abort=self_abort(tail, returncode, sender),
         )
         if cancelled is not None:
             self.cut_short = account

@@ -114,6 +114,9 @@ class LogBridge:
         self._refusals = ReportThrottle(self.limits.report_interval, timer=True)
         #: What each runner's connections share, by runner id.
         self.runners = RunnerLogStates(supervisors, self.limits)
+        #: Every runner pid stamped on records (``runner_pid``), added before the first such
+        #: record is replayed: whose records they are, when several hosts share the loggers.
+        self.runner_pids: set[int] = set()
         self._server: BlockingServer | None = None
         #: The server until it is closed: close_now() stops it while close() drains it.
         self._listening: BlockingServer | None = None
@@ -211,6 +214,7 @@ class LogBridge:
         runner_id = supervisor.runner_id
         runner = self.runners.get(runner_id)
         metrics = runner.for_connection()
+        self.runner_pids.add(runner_pid)
         replayer = LogReplayer(
             f"plugin.{runner_id}",
             identity={"plugin_id": runner_id, "runner_pid": runner_pid},
@@ -423,6 +427,8 @@ class LogBridge:
         runner_id = supervisor.runner_id
         members = list(supervisor.manifests)
         identity: dict[str, Any] = {"runner_pid": runner_pid}
+        if runner_pid is not None:
+            self.runner_pids.add(runner_pid)
         if len(members) == 1:
             (plugin_id,) = members
             prefix = f"plugin.{plugin_id}"

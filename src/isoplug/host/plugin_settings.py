@@ -96,3 +96,11 @@ class PluginSettings:
         record time. Kept across restarts."""
         self._check_here(f"read the log metrics of plugin {plugin_id!r}")
         return self._log_bridge.metrics(self._supervisor(plugin_id).runner_id)
+
+    def runner_pids(self) -> frozenset[int]:
+        """The pid of every runner process this host has started so far (restarts included):
+        its plugins' records, and their printed lines, carry theirs as ``runner_pid``. Several
+        hosts in one process share the loggers ``plugin.<id>``; this tells whose a record is
+        (``record.runner_pid in host.runner_pids()``). A pid is known here before the first
+        record that carries it is replayed."""
+        return frozenset(self._log_bridge.runner_pids)

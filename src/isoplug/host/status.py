@@ -8,6 +8,7 @@ import logging
 import signal
 
 from isoplug.errors import IsoplugError
+from isoplug.host.stderr_tail import outside_words
 
 __all__ = [
     "ExitAccount",
@@ -105,6 +106,16 @@ _SIGNAL_HINTS = {
 }
 
 
+#: Hints for the self-aborts whose cause a user is likely to miss, by what the runner said.
+_ABORT_HINTS = (
+    (
+        "uv__io_poll: Assertion",
+        " (uvloop's event loop found a descriptor of its own closed: plugin code closing "
+        "descriptors it did not open, below Python's os.close(), closes the runner's too)",
+    ),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExitAccount:
     """How one runner process ended."""
@@ -139,6 +150,10 @@ class ExitAccount:
     #: (the kernel kills a zygote's runners with it; ``reason`` names the zygote's end): not
     #: the plugin's crash, so it is restarted at once and not counted toward its crash loop.
     zygote_died: bool = False
+    #: For a SIGABRT the host did not send: what the runner wrote on its stderr right before
+    #: that says it aborted itself (a failed assertion of native code, a fatal error of
+    #: Python's; sanitized), as its own words; None: nothing did.
+    self_abort: str | None = None
 
     @property
     def exit_code(self) -> int | None:
@@ -193,6 +208,12 @@ class ExitAccount:
             # The reason says which limit and the CPU time that reached it (SIGXCPU at the
             # soft limit, SIGKILL at the hard one, past it).
             return " from the kernel at its CPU time limit"
+        if self.returncode == -signal.SIGABRT and self.self_abort is not None:
+            # The kernel does not say who sent it, but what the runner wrote first does: in
+            # quotes, its words, never read as the host's.
+            said = outside_words(self.self_abort)
+            why = next((h for words, h in _ABORT_HINTS if words in self.self_abort), "")
+            return f", raised by the runner itself, as its stderr says: {said}{why}"
         if self.returncode != -signal.SIGKILL:
             # The kernel does not say who sent it; for a fault, what the signal means.
             # A SIGXCPU the host cannot tie to a limit it set is anyone's.

@@ -23,6 +23,17 @@ They come two ways, and the tail takes both:
 
 Lines are kept in the order of those times: the order they were written, as far as the host
 can know (a pipe line is read a moment after it was written).
+
+A SIGABRT tells nobody who sent it: the kernel's report of a child's death (``waitid``, the
+zygote's ``wait4``) gives the signal, never its sender, which only the dying process's own
+handler sees (``si_code`` ``SI_TKILL`` and its own pid for an ``abort()``). What a process
+that aborts itself writes first does tell: a failed C assertion (glibc's ``prog: file:line:
+function: Assertion `...' failed.``, libuv's when its event loop's descriptor was closed under
+it), ``Fatal glibc error: ...``, C++'s ``terminate called ...``, or a fatal error of Python's
+own (``Fatal Python error: <function>: <why>``, where faulthandler's dump of an outside
+SIGABRT says ``Fatal Python error: Aborted``). The tail keeps those words
+(:attr:`StderrTail.abort_words`), for an account that may then say the runner aborted itself,
+as its stderr says, rather than "sender unknown".
 """
 
 from __future__ import annotations
@@ -30,19 +41,36 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import re
+import signal
 import threading
 import time
 from collections.abc import Iterable
 
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["MAX_TAIL_CHARS", "MAX_TAIL_LINES", "StderrTail", "outside_words", "quote_lines"]
+__all__ = [
+    "MAX_TAIL_CHARS",
+    "MAX_TAIL_LINES",
+    "StderrTail",
+    "outside_words",
+    "quote_lines",
+    "self_abort",
+]
 
 #: Lines quoted, at most, and characters of the quote, at most.
 MAX_TAIL_LINES = 12
 MAX_TAIL_CHARS = 1500
 #: A longer line is kept cut to this (the quote is capped anyway).
 _MAX_LINE_CHARS = 2 * MAX_TAIL_CHARS
+#: How a fatal error's dump starts: faulthandler's, at a fatal signal, and Py_FatalError's.
+_FATAL = "Fatal Python error: "
+#: faulthandler's dump of a SIGABRT, whoever sent it: only the line before it may tell.
+_ABORTED = f"{_FATAL}Aborted"
+#: What a process that aborts itself writes right before (see the module docstring).
+_SELF_ABORT = re.compile(
+    r": Assertion [`'].*[`'] failed\.$|^Assertion failed: |^Fatal glibc error: |^terminate called "
+)
 
 
 class StderrTail:
@@ -60,6 +88,9 @@ class StderrTail:
         #: Whether any log connection of the runner itself authenticated: it had read its
         #: bootstrap (the log token is in it), whatever its stderr says later.
         self.connected = False
+        #: The words of the runner's last fatal error that say it aborted itself (see the
+        #: module docstring), as written (quote with :func:`quote_lines`); None: none did.
+        self.abort_words: str | None = None
 
     def add(self, message: str, when: float | None = None) -> None:
         """Keep the lines of ``message`` (one record: a line, or a whole traceback), written
@@ -71,11 +102,21 @@ class StderrTail:
             return
         with self._changed:
             kept = self._lines
+            if lines[0].startswith(_FATAL):
+                self._note_fatal(lines[0], kept[-1][2] if kept else "")
             if len(kept) >= MAX_TAIL_LINES and at < kept[0][0]:
                 return  # older than every line kept: it would not be quoted
             for line in lines[-MAX_TAIL_LINES:]:
                 bisect.insort(kept, (at, next(self._order), line))
             del kept[:-MAX_TAIL_LINES]
+
+    def _note_fatal(self, line: str, before: str) -> None:
+        if line.rstrip() != _ABORTED:
+            self.abort_words = line  # Python's own fatal error: it aborts itself after it
+        elif _SELF_ABORT.search(before.strip()):
+            self.abort_words = before
+        else:
+            self.abort_words = None  # an abort nothing explains: maybe an outside SIGABRT
 
     def quote(self) -> str:
         """The lines kept, sanitized, on one line (``" | "`` between them); "" for none."""
@@ -104,6 +145,14 @@ class StderrTail:
         """Wait up to ``timeout`` seconds until :attr:`fed`; True if it is. Blocks."""
         with self._changed:
             return self._changed.wait_for(lambda: self._feeds <= 0, timeout)
+
+
+def self_abort(tail: StderrTail, returncode: int, sender: str | None) -> str | None:
+    """The words, sanitized, by which a runner that died of a SIGABRT the host did not send
+    (``sender`` None) said it aborted itself (:attr:`StderrTail.abort_words`); else None."""
+    if returncode != -signal.SIGABRT or sender is not None or tail.abort_words is None:
+        return None
+    return quote_lines([tail.abort_words])
 
 
 def quote_lines(lines: Iterable[str]) -> str:

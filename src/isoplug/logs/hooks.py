@@ -14,6 +14,14 @@ be text on stderr becomes one record each:
 Each goes to the logger of the code it belongs to: ``<source>`` (``<source>.py.warnings``) when
 :data:`~isoplug.logs.sources.current_source` names it, else the root logger (``py.warnings``).
 For a task's exception, the source is the one the task was created with.
+
+An uncaught exception is a crash report, not a logging call: in a program of its own its
+traceback is printed on stderr whatever the levels its logging was given. So the level of the
+logger it goes to (the root's, which a plugin's ``basicConfig(level=logging.CRITICAL)`` raises)
+does not decide whether it is sent; the level of its source's stderr stream does
+(``<source>.stderr``, else ``stderr``), as for a line written there: the level the host gives
+the plugin, which the runner sets on those loggers. That holds for a task's exception too,
+which plain asyncio logs on its ``asyncio`` logger, where a raised root level hides it.
 """
 
 from __future__ import annotations
@@ -61,6 +69,13 @@ def _logger_for(suffix: str = "", source: str | None = None) -> logging.Logger:
     return logging.getLogger(suffix or None)
 
 
+def _stderr_logger(source: str | None) -> logging.Logger:
+    """The logger of the stderr stream of ``source`` (default: the current one), whose level
+    decides whether a crash report is sent (see the module docstring)."""
+    source = source if source is not None else current_source.get()
+    return logging.getLogger(f"{source}.stderr" if source else "stderr")
+
+
 def _safe_repr(value: Any) -> str:
     try:
         return repr(value)
@@ -90,11 +105,12 @@ def report_exception(
     extra: dict[str, Any] | None = None,
 ) -> bool:
     """Log ``message`` at ERROR with ``exc_info`` on the logger of ``source`` (default: the
-    current one), located where the exception was raised; False if that failed."""
+    current one), located where the exception was raised, if the level of its stderr stream
+    lets ERROR through (see the module docstring); False if that failed."""
     try:
-        logger = _logger_for(source=source)
-        if not output_enabled(logger, logging.ERROR):
+        if not output_enabled(_stderr_logger(source), logging.ERROR):
             return True
+        logger = _logger_for(source=source)
         pathname, lineno, func = _raised_at(exc_info[2] if exc_info else None)
         record = logger.makeRecord(
             logger.name, logging.ERROR, pathname, lineno, message, (), exc_info, func, extra

@@ -27,6 +27,7 @@ from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.loader import drop_working_directory
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.session import run_runner
+from isoplug.runner.vital_fds import vital
 
 #: The bootstrap is a few hundred bytes per plugin; a line longer than this is not one.
 _MAX_BOOTSTRAP_BYTES = 1024 * 1024
@@ -64,7 +65,12 @@ def main() -> int:
     runner = run_runner(bootstrap)
     del bootstrap
     # uvloop when installed (see isoplug.runner.eventloop).
-    return eventloop.run(runner)
+    try:
+        return eventloop.run(runner, wrap_factory=vital.noting_loop)
+    except OSError:
+        # asyncio's poll fails so once a plugin closed the loop's descriptors: exit saying so.
+        vital.exit_if_lost()
+        raise
 
 
 def _read_line_into(buffer: bytearray) -> int:

@@ -72,7 +72,16 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def run(main: Coroutine[Any, Any, T], choice: str | None = None) -> T:
-    """``asyncio.run(main)`` on the loop :func:`loop_factory` picks."""
-    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+def run(
+    main: Coroutine[Any, Any, T],
+    choice: str | None = None,
+    *,
+    wrap_factory: Callable[[LoopFactory], LoopFactory] | None = None,
+) -> T:
+    """``asyncio.run(main)`` on the loop :func:`loop_factory` picks (made through
+    ``wrap_factory(factory)``, if given)."""
+    factory = loop_factory(choice)
+    if wrap_factory is not None:
+        factory = wrap_factory(factory)
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -57,6 +57,7 @@ from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
 from isoplug.runner import thread_sources
 from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
+from isoplug.runner.vital_fds import vital
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.stdlib_paths import in_stdlib
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
@@ -171,6 +172,9 @@ class HealthMonitor:
             )
 
     def _beat(self) -> None:
+        # On the loop's thread, between two polls: the last moment to exit cleanly if a
+        # plugin's thread closed descriptors the loop polls (see isoplug.runner.vital_fds).
+        vital.exit_if_lost()
         loop_cpu, health_cpu = self._loop_cpu_wait, self._health_cpu_wait
         self._last_beat = (
             time.monotonic(),
@@ -188,6 +192,8 @@ class HealthMonitor:
             while True:
                 entered = time.monotonic()
                 if not self._identity.holds():
+                    # Closed with the runner's others, it exits saying which.
+                    vital.exit_if_lost()
                     _log.error(
                         "the plugin closed the descriptor of the host's health channel; no "
                         "more health reports"
@@ -216,6 +222,8 @@ class HealthMonitor:
         except OSError as exc:
             _log.error("the host's health channel failed: %s; no more health reports", exc)
         finally:
+            # Its own close, from here: not the plugin's doing.
+            vital.forget(self._identity.fd)
             detach_if_not_ours(self._sock, self._identity)
             # Our own socket: a failing close has nothing left to release or report.
             with contextlib.suppress(OSError):

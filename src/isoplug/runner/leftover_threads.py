@@ -16,11 +16,16 @@ forwarding ends: it waits for them until the teardown's deadline, then names eac
 running in a WARNING (its name, what it runs, the line it is at) and exits without them
 (:func:`~isoplug.runner.leftover_tasks.exit_leaving`).
 
-Not counted: daemon threads (every isoplug thread is one: log sender, health, lifeline, the
-worker pool of sync methods; the interpreter does not wait for them), the main thread, and an
-executor's idle threads (they end as soon as their executor shuts down). What runs in an
-executor's busy thread is said by its work item. In a group runner, the WARNING is the plugin's
-whose code started the thread or submitted the work (its
+Not counted: daemon threads (every other isoplug thread is one: log sender, health, lifeline;
+the interpreter does not wait for them), the main thread, an executor's idle threads (they end
+as soon as their executor shuts down), and the runner's worker threads. Those are not daemons,
+so that the threads a plugin starts in a ``def`` method are not either
+(:mod:`isoplug.runner.workers`), but they are isoplug's: idle, they end as the pool shuts
+down; one still running a call (cancelled at the stop, or stuck since a timeout, which the
+host was told of) is left behind, as it always was, the runner ending without waiting for it
+(:meth:`~isoplug.runner.workers.WorkerPool.busy`). What runs in an executor's busy thread is
+said by its work item. In a group runner, the WARNING is the plugin's whose code started the
+thread or submitted the work (its
 :data:`~isoplug.logs.sources.current_source`: carried by a call made through
 ``asyncio.to_thread``, and by :mod:`isoplug.runner.thread_sources`' wrappers); a thread no
 plugin's code is known to have started is the group's.
@@ -45,6 +50,7 @@ from isoplug.logs.sources import attributed_to, current_source
 from isoplug.runner.health import describe_frame
 from isoplug.runner.leftover_tasks import MIN_GRACE
 from isoplug.runner.thread_sources import CallAs, RunAs
+from isoplug.runner.workers import WorkerThread
 
 __all__ = ["LeftThread", "lingering_threads", "wait_for_plugin_threads"]
 
@@ -118,6 +124,8 @@ def lingering_threads() -> list[LeftThread]:
         if thread.daemon or thread.ident in skip or not thread.is_alive():
             continue
         frame = frames.get(thread.ident or 0)
+        if isinstance(thread, WorkerThread):
+            continue  # isoplug's: see the module docstring
         if _is_executor_worker(thread, frame):
             work = _running_work(frame)
             if work is None:

@@ -94,6 +94,7 @@ from isoplug.runner.logging_setup import PluginLevels
 from isoplug.runner.priority import lower_priority
 from isoplug.runner.setup_where import SetupWatch
 from isoplug.runner.thread_sources import attribute_threads
+from isoplug.runner.vital_fds import CONTROL, HEALTH, guard_closes, vital
 
 __all__ = ["run_runner"]
 
@@ -110,6 +111,24 @@ _FAILED = f"{CapabilityFailed.__module__}.{CapabilityFailed.__qualname__}"
 
 async def run_runner(bootstrap: Bootstrap) -> int:
     """Run the runner described by ``bootstrap``; return the process exit code."""
+    # First: what is new since the loop was made is the loop's (nothing else opened since).
+    vital.note_loop_running()
+    running = _run(bootstrap)
+    # That coroutine holds the only reference left: it drops the tokens once connected.
+    del bootstrap
+    try:
+        code = await running
+    except Exception:
+        # A bug of isoplug's: its traceback says why the runner ends, and the loop's later
+        # runs (uvloop makes its signals' socket pair anew in each) must not be taken for
+        # descriptors the plugin closed.
+        vital.disarm()
+        raise
+    vital.disarm()
+    return code
+
+
+async def _run(bootstrap: Bootstrap) -> int:
     # Before any plugin code: what exists now was started by its interpreter command.
     inherited = inherited_processes()
     lower_priority(bootstrap.nice)  # before any plugin code runs
@@ -152,9 +171,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
             return False
         with attributed_to(plugin.source):
             try:
-                taken = plugin.instance.on_config(config)  # type: ignore[attr-defined]
-                if inspect.isawaitable(taken):
-                    await taken
+                await _hook(plugin.instance.on_config(config))  # type: ignore[attr-defined]
             except EXIT_REQUESTS as exc:
                 # As from a method: it fails this change (the host then restarts the plugin
                 # with it), never the runner and the other plugins it serves.
@@ -193,6 +210,12 @@ async def run_runner(bootstrap: Bootstrap) -> int:
     peer_box.append(peer)
     # Before any plugin code: a process it forks must not use the runner's loop or links.
     forked_away.arm(_own_fds(peer, bootstrap.health_fd))
+    # Nor may the plugin close them: the runner would exit then, saying so.
+    if (connection := peer.stream.fileno()) is not None:
+        vital.note(CONTROL, connection)
+    if bootstrap.health_fd >= 0:
+        vital.note(HEALTH, bootstrap.health_fd)
+    guard_closes()
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
     # Asked by a host about to kill this runner for not being ready in time: which setup().
@@ -250,7 +273,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
                     exc_info=setting_up.exception(),
                 )
             left = await _teardown(table, sources, bootstrap.teardown_timeout)
-            await peer.aclose("runner shut down during its plugins' setup")
+            await _goodbye(peer, "runner shut down during its plugins' setup")
             if left:
                 exit_leaving(0)
             return 0
@@ -271,7 +294,7 @@ async def run_runner(bootstrap: Bootstrap) -> int:
             # take along what the plugin logged.
             code, goodbye = failed
             left = await _teardown(table, sources, bootstrap.teardown_timeout)
-            await peer.aclose(goodbye)
+            await _goodbye(peer, goodbye)
             if left:
                 exit_leaving(code)
             return code
@@ -289,10 +312,18 @@ async def run_runner(bootstrap: Bootstrap) -> int:
         peer.close_admission("the runner is shutting down; the call had not started")
         left = await _teardown(table, sources, bootstrap.teardown_timeout)
         await _say_events_dropped(peer, table)
-        await peer.aclose("runner shut down")
+        await _goodbye(peer, "runner shut down")
         if left:
             exit_leaving(0)
     return 0
+
+
+async def _goodbye(peer: Peer, why: str) -> None:
+    """Close the connection to the host, saying ``why``. The runner closes its own descriptors
+    from here on (uvloop its signals' socket pair as each run of the loop ends): no longer
+    a plugin's doing to exit for."""
+    vital.disarm()
+    await peer.aclose(why)
 
 
 def _failure_exit(failures: list[LoadFailure], table: PluginTable) -> tuple[int, str] | None:
@@ -385,9 +416,11 @@ async def _say_events_dropped(peer: Peer, table: PluginTable) -> None:
 async def _hook(result: Any) -> None:
     """Await what a hook returned: ``setup`` and ``teardown`` may be plain ``def`` (as
     ``on_config`` and methods may), run on the loop. Awaiting their None failed with "object
-    NoneType can't be used in 'await' expression"."""
+    NoneType can't be used in 'await' expression". Then, before the loop polls again, exit
+    if the hook closed the runner's own descriptors (see isoplug.runner.vital_fds)."""
     if inspect.isawaitable(result):
         await result
+    vital.exit_if_lost()
 
 
 async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float) -> bool:
@@ -395,7 +428,8 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     cancel the tasks the plugins left running (those of ``sources``) and wait for them, then
     wait for the threads that would hold the exit, all together bounded by ``timeout``;
     failures, and what would not end, are logged. Log forwarding ends last. Return True if a
-    task or such a thread had not ended by then: the process must exit without waiting."""
+    task or such a thread had not ended by then, or a worker thread still runs a call: the
+    process must exit without waiting."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
@@ -419,6 +453,8 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     # After the hooks, which may stop them their own way; before forwarding ends, so that
     # what they log as they stop, or raise, arrives as their plugin's records.
     left_tasks = await end_plugin_tasks(sources, deadline)
+    # Its idle threads end (they are no daemons: see isoplug.runner.workers).
+    table.workers.shutdown()
     # As the interpreter does before it joins the threads: concurrent.futures ends the
     # threads of the executors nobody shut down (a process pool's manager thread).
     callbacks_left = await run_thread_exit_callbacks(deadline)
@@ -446,7 +482,9 @@ async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float)
     except Exception as exc:
         # Logging itself failed, so say it where the host still listens: the real stderr.
         print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)
-    return left or left_hooks
+    # A worker still running a call (cancelled, or stuck since a timeout) is left behind, as
+    # when workers were daemons: the interpreter would join it.
+    return left or left_hooks or table.workers.busy()
 
 
 def _own_fds(peer: Peer, health_fd: int) -> list[int]:

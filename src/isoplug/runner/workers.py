@@ -8,9 +8,16 @@ when, and whether its caller is gone, so that the runner's health thread
 (:mod:`isoplug.runner.health`) can report threads stuck in abandoned calls and the host can
 recycle the runner past a limit.
 
-Its threads are daemon threads: a thread stuck in a plugin's method must not keep the runner
-from exiting once it has been asked to (interpreter shutdown joins every non-daemon thread,
-the default executor's included).
+Its threads are not daemon threads, although they are the runner's: a ``threading.Thread``
+started without ``daemon=`` takes its flag from the thread that starts it, so a thread a plugin
+starts in a ``def`` method would have been a daemon, unlike in any program of its own and
+unlike one started in an ``async def`` method, on the loop's thread: never waited for at a
+stop, nor named when it would not end, and killed mid-work. The runner's exit stays bounded
+all the same: :meth:`WorkerPool.shutdown` ends the idle threads (``threading``'s exit
+callbacks call it, which the runner runs at its stop before it waits for the plugin's threads,
+and the interpreter at any other exit), and a runner whose pool is still :meth:`busy` at its
+end (a call cancelled at the stop, or stuck since a timeout: a thread cannot be stopped) exits
+without joining it, as it did when they were daemons.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.runner.forked_away import end_if_forked
+from isoplug.runner.vital_fds import vital
 
-__all__ = ["WorkerPool", "default_threads"]
+__all__ = ["WorkerPool", "WorkerThread", "default_threads"]
 
 _log = logging.getLogger("isoplug.runner")
 
@@ -81,15 +89,26 @@ class Work:
         self.cancelled = False
 
 
+class WorkerThread(threading.Thread):
+    """A thread of a :class:`WorkerPool` (no daemon: see the module docstring)."""
+
+    def __init__(self, pool: WorkerPool, name: str) -> None:
+        super().__init__(target=pool._serve, name=name, daemon=False)
+        self.pool = pool
+
+
 class WorkerPool:
-    """Runs functions in up to ``max_threads`` daemon threads, started on demand."""
+    """Runs functions in up to ``max_threads`` threads, started on demand, until
+    :meth:`shutdown`."""
 
     def __init__(self, max_threads: int, name: str = "isoplug-worker") -> None:
         if max_threads < 1:
             raise ValueError(f"max_threads must be at least 1, got {max_threads}")
         self.max_threads = max_threads
         self._name = name
-        self._queue: queue.SimpleQueue[tuple[int, Work]] = queue.SimpleQueue()
+        #: Work, or None: the end of a thread (one per thread, put by shutdown()).
+        self._queue: queue.SimpleQueue[tuple[int, Work] | None] = queue.SimpleQueue()
+        self._shut_down = False
         #: Guards the counts below, and each work item's move from waiting to running or
         #: cancelled (the thread and the cancelled caller race for it).
         self._lock = threading.Lock()
@@ -100,10 +119,32 @@ class WorkerPool:
         self._numbers = itertools.count(1)
         #: Every call queued or running, in the order they came.
         self._work: dict[int, Work] = {}
+        # Where the interpreter (and the runner's stop, which runs these callbacks itself)
+        # ends the threads it is about to join: without it, an idle thread would hold the
+        # exit for good.
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(self.shutdown)
 
     @property
     def threads(self) -> int:
         return self._threads
+
+    def shutdown(self) -> None:
+        """End the threads once they are idle (a call running goes on to its end); calls
+        made from now on fail with RuntimeError. Returns at once."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            threads = self._threads
+        for _ in range(threads):
+            self._queue.put(None)
+
+    def busy(self) -> bool:
+        """Whether a thread runs a call now (it would hold the interpreter's exit)."""
+        with self._lock:
+            return any(work.started and not work.cancelled for work in self._work.values())
 
     async def run(self, call_id: int, what: str, function: Callable[[], Any]) -> Any:
         """``function()`` in a worker thread, in a copy of the caller's context (as
@@ -117,6 +158,8 @@ class WorkerPool:
         work = Work(call_id, what, function, contextvars.copy_context(), waiter)
         key = next(self._numbers)
         with self._lock:
+            if self._shut_down:
+                raise RuntimeError(f"{what}: the runner is shutting down; it was not run")
             self._work[key] = work
         self._queue.put((key, work))
         self._adjust()
@@ -146,18 +189,25 @@ class WorkerPool:
                 return
             self._threads += 1
             number = self._threads
-        threading.Thread(target=self._serve, name=f"{self._name}-{number}", daemon=True).start()
+            ending = self._shut_down
+        WorkerThread(self, f"{self._name}-{number}").start()
+        if ending:
+            # Work queued as shutdown() began: it counted the threads before this one.
+            self._queue.put(None)
 
     def _serve(self) -> None:
         lock = self._lock
         get = self._queue.get
         while True:
             try:
-                key, work = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 with lock:
                     self._idle += 1
-                key, work = get()
+                item = get()
+            if item is None:
+                return  # shut down
+            key, work = item
             with lock:
                 if work.cancelled:
                     continue
@@ -184,6 +234,9 @@ class WorkerPool:
                     time.monotonic() - work.started,
                 )
             else:
+                # Waking the loop writes to its descriptor: gone (the method closed the
+                # runner's descriptors), uvloop would abort the process here.
+                vital.exit_if_closed()
                 try:
                     work.loop.call_soon_threadsafe(_deliver, work.waiter, failed, value)
                 except RuntimeError:

@@ -2,7 +2,8 @@
 
 - :class:`PluginHarness` (``async with``) and :class:`BlockingHarness` (``with``) run a
   plugin's folder, or a folder of plugins, in real runner processes under a real host: call
-  methods, publish events, offer or refuse capabilities, crash a runner, wait for records.
+  methods, publish events, offer or refuse capabilities, crash, stop, restart or configure a
+  plugin, wait for records.
 - :class:`Records`, :func:`watching`, :func:`attached`, :func:`eventually`: keep log records and
   wait, on the event loop, until a condition holds.
 - The pytest fixture ``isoplug_host`` (this package's pytest plugin, installed with isoplug).

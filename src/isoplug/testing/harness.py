@@ -2,7 +2,7 @@
 
 :class:`PluginHarness` (``async with``) starts a host over one plugin's folder, or a folder of
 plugins, with the capabilities a test offers (fakes, or refusals), waits until every plugin is
-ready, and keeps every record the plugins (and the host) log. :class:`BlockingHarness` is the
+ready, and keeps every record its plugins (and isoplug) log. :class:`BlockingHarness` is the
 same for synchronous tests: it runs the host on an event loop of its own, in a thread.
 """
 
@@ -28,7 +28,9 @@ from isoplug import (
     PluginState,
     SupervisorConfig,
 )
+from isoplug.host.config import split_host_config
 from isoplug.host.registry import deeper_manifest, plugins_dir_for
+from isoplug.testing.harness_operations import BlockingOperations, HarnessOperations
 from isoplug.testing.records import Records, attached
 from isoplug.wire.sanitize import clean_path
 
@@ -58,15 +60,27 @@ class CapabilityCall:
     kwargs: dict[str, Any]
 
 
-class PluginHarness:
+class PluginHarness(HarnessOperations):
     """A started host over ``path`` (one plugin's folder, or a folder of plugin folders).
 
     ``capabilities`` are offered to plugins whose manifest grants them (fakes: any function,
     or ``async def``); every call is kept in :attr:`capability_calls`. A capability in
     ``deny`` is refused: the plugin's ``ctx.call_host`` raises
     :class:`~isoplug.CapabilityDenied`, as for a capability the host does not offer (the call
-    is kept too). :attr:`records` keeps every record of ``plugin.*`` and ``isoplug.*`` from the
-    start. Entering waits until every plugin is ready: it raises
+    is kept too).
+
+    ``config`` is the host's :class:`~isoplug.SupervisorConfig`, :data:`FAST` by default; one
+    given replaces it whole (settings it does not give are production defaults: to change one
+    and keep the fast timings, ``dataclasses.replace(FAST, call_timeout=60)``).
+    ``plugin_config`` overrides plugins' ``[config]`` tables by plugin id, as
+    :class:`~isoplug.Host` takes it (so does ``config`` given a mapping, as for ``Host``: the
+    timings stay :data:`FAST` then); naming a plugin that is not there fails the start.
+
+    :attr:`records` keeps the records of this host's runners (``plugin.*``, with a
+    ``runner_pid`` of this host's: not those of another host in the process) and isoplug's own
+    (``isoplug.*``, which every host of the process shares) from the start;
+    :meth:`wait_for_record` returns each of them once. Entering waits until every plugin is
+    ready: it raises
     :class:`~isoplug.PluginFailed` naming a plugin that cannot start, whether its manifest is
     invalid (the message names its folder and the key) or its runner fails,
     :class:`FileNotFoundError` naming ``path`` when it holds no plugin at all (and the folder
@@ -80,14 +94,18 @@ class PluginHarness:
         *,
         capabilities: Mapping[str, Callable[..., Any]] | None = None,
         deny: Iterable[str] = (),
-        config: SupervisorConfig = FAST,
+        config: SupervisorConfig | Mapping[str, Mapping[str, Any]] = FAST,
+        plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
         ready_timeout: float = 30.0,
     ) -> None:
         # Absolute, as the host makes its folder: its problems name the folders so.
         self.path = Path(path).absolute()
-        self.config = config
+        self.config, self.plugin_config = _host_configs(config, plugin_config, "PluginHarness")
         self.ready_timeout = ready_timeout
         self.records = Records()
+        self.records.addFilter(self._from_this_host)
+        #: The host whose runners' records :attr:`records` keeps (set before it starts).
+        self._records_host: Host | None = None
         self.capability_calls: list[CapabilityCall] = []
         self._capabilities = dict(capabilities or {})
         for name in deny:
@@ -107,7 +125,8 @@ class PluginHarness:
             directory = self._stack.enter_context(plugins_dir_for(self.path))
             for name in ("plugin", "isoplug"):
                 self._stack.enter_context(attached(self.records, name))
-            host = Host(directory, config=self.config)
+            host = Host(directory, config=self.config, plugin_config=self.plugin_config)
+            self._records_host = host
             for name, function in self._capabilities.items():
                 host.register_capability(name, self._kept(name, function))
             self._host = await self._stack.enter_async_context(host)
@@ -118,6 +137,7 @@ class PluginHarness:
             if not host.plugins():
                 # Pointed at the wrong folder: say so now, not at the first call.
                 raise FileNotFoundError(_no_plugin(self.path))
+            _check_plugin_config_ids(self.plugin_config, host)
             await host.wait_ready(self.ready_timeout)
         except BaseException:
             self._host = None
@@ -133,6 +153,15 @@ class PluginHarness:
     ) -> None:
         self._host = None
         await self._stack.aclose()
+
+    def _from_this_host(self, record: logging.LogRecord) -> bool:
+        """Whether :attr:`records` keeps ``record``: every host of the process replays its
+        runners' records onto the same loggers, and each is told apart by its runner's pid
+        (which the host knows before it replays a record with it)."""
+        runner_pid = getattr(record, "runner_pid", None)
+        host = self._records_host
+        # isoplug's own records name no runner: the process's hosts share those loggers.
+        return runner_pid is None or host is None or runner_pid in host.runner_pids()
 
     def _kept(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         async def capability(**kwargs: Any) -> Any:
@@ -235,8 +264,13 @@ class PluginHarness:
         text: str = "",
         timeout: float = 20.0,
     ) -> logging.LogRecord:
-        """The first record that fits (see :meth:`Records.select`), once there is one."""
-        return await self.records.wait_for_record(
+        """The earliest record that fits (see :meth:`Records.select`) and that no earlier
+        ``wait_for_record`` of this harness returned, once there is one
+        (:meth:`Records.take_record`): each record is returned once, so a wait after an action
+        is not answered by a record from before it that a wait returned already. To look at
+        every record, returned or not: ``records.select(...)``, or
+        ``records.wait_for_record(...)`` to wait for one; ``records.clear()`` forgets them."""
+        return await self.records.take_record(
             plugin=plugin, logger=logger, level=level, stream=stream, text=text, timeout=timeout
         )
 
@@ -263,6 +297,42 @@ def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -
     return {folder: "\n".join(texts) for folder, texts in by_folder.items()}
 
 
+def _host_configs(
+    config: SupervisorConfig | Mapping[str, Mapping[str, Any]],
+    plugin_config: Mapping[str, Mapping[str, Any]] | None,
+    harness: str,
+) -> tuple[SupervisorConfig, Mapping[str, Mapping[str, Any]] | None]:
+    """A harness's ``config`` and ``plugin_config`` as the host's settings and the plugins'
+    configuration, as :class:`~isoplug.Host` takes them; but a mapping given as ``config``
+    (the plugins' configuration) keeps the timings :data:`FAST`, not production's."""
+    _, plugins = split_host_config(
+        config, plugin_config, owner=harness, settings_form="dataclasses.replace(FAST, {})"
+    )
+    return (config if isinstance(config, SupervisorConfig) else FAST), plugins
+
+
+def _check_plugin_config_ids(plugin_config: Mapping[str, Any] | None, host: Host) -> None:
+    """Raise :class:`ValueError` when ``plugin_config`` names a plugin the host does not run:
+    a test that configures a plugin by a misspelt id would otherwise run it unconfigured."""
+    running = {info.id for info in host.plugins()}
+    unknown = sorted(set(plugin_config or {}) - running)
+    if unknown:
+        raise ValueError(
+            f"plugin_config names plugin(s) not found: {', '.join(unknown)}; the plugins found: "
+            f"{', '.join(sorted(running)) or 'none'}"
+        )
+
+
+#: What the host of a BlockingHarness, used from another loop, advises instead.
+_BLOCKING_ADVICE = (
+    "This Host runs on the event loop of an isoplug.testing.BlockingHarness, in a thread of "
+    "its own: use the harness's blocking methods instead (harness.stop(), harness.restart(), "
+    "harness.set_config(...), harness.set_log_level(...), harness.call_with(...), "
+    "harness.publish(...), harness.wait_for(...)), or harness.run(harness.host.<method>(...)) "
+    "for the host's other coroutines"
+)
+
+
 def _refusal(name: str) -> Callable[..., Any]:
     def refuse(**kwargs: Any) -> Any:
         raise CapabilityDenied(f"capability {name!r} is denied by the test")
@@ -285,14 +355,19 @@ def _no_plugin(path: Path) -> str:
     return f"{why}; {shown_manifest} is one level deeper: did you mean {meant}?"
 
 
-class BlockingHarness:
+class BlockingHarness(BlockingOperations):
     """:class:`PluginHarness` for synchronous code (a plain pytest test): the host runs on an
-    event loop in a thread of its own; every method blocks until done.
+    event loop in a thread of its own; every method blocks until done. It takes the same
+    options, and has the same methods, with the same signatures.
 
     Use ``with BlockingHarness(path) as plugin:``, or the pytest fixture ``isoplug_host``.
+    The host's own coroutines (``plugin.host.stop(...)``) belong to the harness's loop: use
+    the harness's methods of the same names, or :meth:`run` for the others.
     """
 
     def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        # Checked here first: a mistake is named as the test wrote it.
+        _host_configs(options.get("config", FAST), options.get("plugin_config"), "BlockingHarness")
         self._harness = PluginHarness(path, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -311,8 +386,21 @@ class BlockingHarness:
 
     @property
     def host(self) -> Host:
-        """The running host (its methods are coroutines of the harness's loop)."""
+        """The running host. Its plain methods (``plugin(id)``, ``log_metrics(id)``) work
+        from the test; its coroutines belong to :attr:`loop`: use the harness's method of the
+        same name, or :meth:`run` (``plugin.run(plugin.host.wait_ready())``)."""
         return self._harness.host
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the host runs on, in the harness's thread."""
+        return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coroutine`` (one of :attr:`host`'s, say) on the host's loop; its result, or
+        what it raised. Past ``timeout`` seconds (None: no limit) it is cancelled, and
+        :class:`TimeoutError` raised."""
+        return self._run(asyncio.wait_for(coroutine, timeout))
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -324,6 +412,7 @@ class BlockingHarness:
         except BaseException:
             self._stop_loop()
             raise
+        self.host.other_loop_advice = _BLOCKING_ADVICE
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["Records", "attached", "eventually", "watching"]
 
@@ -30,11 +30,18 @@ STREAMS = ("stdout", "stderr")
 
 class Records(logging.Handler):
     """Keeps every log record it is handed (in :attr:`records`), and lets a test wait (on the
-    event loop) until a condition holds."""
+    event loop) until a condition holds.
+
+    Two waits for a record: :meth:`wait_for_record` returns the first that fits of all those
+    kept, whenever it came (the same one each time); :meth:`take_record` returns each record
+    once, so that each of its waits needs a record of its own. :meth:`clear` forgets what came
+    so far."""
 
     def __init__(self) -> None:
         super().__init__(logging.NOTSET)
         self.records: list[logging.LogRecord] = []
+        # What take_record() returned, by id(): held, so that no other record gets that id.
+        self._taken: dict[int, logging.LogRecord] = {}
         self._changed = asyncio.Event()
         # The loop a test waits on; records may be handled in other threads (a receiver's).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +103,14 @@ class Records(logging.Handler):
             and text in r.getMessage()
         ]
 
+    def clear(self) -> None:
+        """Forget every record kept so far, as pytest's ``caplog.clear()``: :meth:`select` and
+        the waits see only the records that arrive after it. A record on its way (logged by a
+        plugin before, replayed into the host's logging after) arrives after it all the same:
+        to be sure an earlier action's record is not taken for a later one's, take it first."""
+        self.records.clear()
+        self._taken.clear()
+
     def messages(self) -> list[str]:
         """The formatted message of every record, in order."""
         return [r.getMessage() for r in self.records]
@@ -116,35 +131,62 @@ class Records(logging.Handler):
         text: str = "",
         timeout: float = 20.0,
     ) -> logging.LogRecord:
-        """The first record that fits (as :meth:`select` picks), once there is one; raises
-        :class:`TimeoutError` after ``timeout`` seconds, listing what did arrive."""
+        """The first record that fits (as :meth:`select` picks) of all those kept, once there
+        is one, whether or not a wait returned it before; raises :class:`TimeoutError` after
+        ``timeout`` seconds, listing what did arrive."""
+        criteria = {"plugin": plugin, "logger": logger, "level": level, "stream": stream}
+        return await self._wait_for_fitting(criteria, text, timeout, taking=False)
+
+    async def take_record(
+        self,
+        *,
+        plugin: str | None = None,
+        logger: str | None = None,
+        level: int | str | None = None,
+        stream: str | None = None,
+        text: str = "",
+        timeout: float = 20.0,
+    ) -> logging.LogRecord:
+        """The earliest record that fits (as :meth:`select` picks) and that no earlier
+        ``take_record`` returned, once there is one. Each record is taken once: three waits
+        for ``text="greeting Ada"`` need three such records, whatever order records of
+        different kinds arrive in (a plugin's log records and its printed lines travel apart).
+        Raises :class:`TimeoutError` after ``timeout`` seconds, listing what did arrive and
+        how many records that fit were taken before."""
+        criteria = {"plugin": plugin, "logger": logger, "level": level, "stream": stream}
+        record = await self._wait_for_fitting(criteria, text, timeout, taking=True)
+        self._taken[id(record)] = record
+        return record
+
+    async def _wait_for_fitting(
+        self, criteria: dict[str, Any], text: str, timeout: float, *, taking: bool
+    ) -> logging.LogRecord:
+        def first_fitting() -> logging.LogRecord | None:
+            fitting = self.select(**criteria, text=text)
+            if taking:
+                return next((r for r in fitting if id(r) not in self._taken), None)
+            return next(iter(fitting), None)
+
         try:
-            return await self.wait_until(
-                lambda: next(
-                    iter(
-                        self.select(
-                            plugin=plugin, logger=logger, level=level, stream=stream, text=text
-                        )
-                    ),
-                    None,
-                ),
-                timeout,
-            )
+            return await self.wait_until(first_fitting, timeout)
         except TimeoutError:
-            wanted = {
-                "plugin": plugin,
-                "logger": logger,
-                "level": level,
-                "stream": stream,
-                "text": text or None,
-            }
-            criteria = ", ".join(f"{k}={v!r}" for k, v in wanted.items() if v is not None)
+            wanted = {**criteria, "text": text or None}
+            given = ", ".join(f"{k}={v!r}" for k, v in wanted.items() if v is not None)
+            returned = 0
+            if taking:
+                returned = sum(id(r) in self._taken for r in self.select(**criteria, text=text))
+            # A wait that fails because the only fitting record was returned already says so.
+            besides = (
+                f" besides the {returned} returned by earlier waits (each is returned once)"
+                if returned
+                else ""
+            )
             seen = "\n".join(
                 f"  {r.name} {r.levelname}: {r.getMessage()}" for r in self.records[-20:]
             )
             raise TimeoutError(
-                f"no record with {criteria or 'any attribute'} within {timeout:g} s; the last "
-                f"of {len(self.records)} record(s) seen:\n{seen or '  (none)'}"
+                f"no record with {given or 'any attribute'} within {timeout:g} s{besides}; the "
+                f"last of {len(self.records)} record(s) seen:\n{seen or '  (none)'}"
             ) from None
 
     async def wait_until(self, find: Callable[[], T | None], timeout: float = 20.0) -> T:

@@ -1,8 +1,12 @@
 """Closes the runner's log socket (and ledger) the way a daemonizing plugin or an fd-cleanup
-loop does, behind the forwarding handler's back, then logs."""
+loop does, behind the forwarding handler's back, then logs; or every descriptor above 2, with
+``os.closerange()`` or below Python (libc's ``close()`` through ctypes), in a method or in
+``setup()`` (``FDCLOSER_IN_SETUP``: ``closerange`` or ``libc``); or aborts itself on a failed C
+assertion."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -11,6 +15,7 @@ from typing import Any
 
 import isoplug
 from isoplug.logs import ForwardingHandler, reconnect
+from isoplug.runner.vital_fds import vital
 
 log = logging.getLogger("fdcloser")
 
@@ -38,7 +43,59 @@ def _log_numbered(count: int, start: int = 0) -> None:
         log.info("numbered %d", index, extra={"n": index})
 
 
+def _close_every_descriptor(how: str) -> None:
+    """Close every descriptor from 3 to 1023, as a daemonizing helper does: with
+    ``os.closerange()``, or with libc's ``close()``, which no Python code sees."""
+    if how == "closerange":
+        os.closerange(3, 1024)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for fd in range(3, 1024):
+        libc.close(fd)
+
+
 class FdCloser(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        how = os.environ.get("FDCLOSER_IN_SETUP")
+        if how:
+            _close_every_descriptor(how)
+            log.info("setup closed every descriptor above 2")
+
+    @isoplug.method
+    def close_everything(self, how: str) -> int:
+        """In a worker thread; logs after it, and returns the runner's pid."""
+        _close_every_descriptor(how)
+        log.info("closed every descriptor above 2 with %s", how)
+        return os.getpid()
+
+    @isoplug.method
+    async def close_everything_on_the_loop(self, how: str) -> int:
+        _close_every_descriptor(how)
+        log.info("closed every descriptor above 2 with %s on the loop", how)
+        return os.getpid()
+
+    @isoplug.method
+    def pid(self) -> int:
+        return os.getpid()
+
+    @isoplug.method
+    def close_one_of_the_runners(self) -> list[Any]:
+        """os.close() of a descriptor the runner cannot work without: its number, and what
+        the close raised (errno, text), or "closed"."""
+        ((_, fd), *_) = vital.kept(0, 1 << 20)
+        try:
+            os.close(fd)
+        except OSError as exc:
+            return [fd, exc.errno, exc.strerror]
+        return [fd, "closed"]
+
+    @isoplug.method
+    def fail_a_c_assertion(self) -> None:
+        """What a C extension's failed assert() does: glibc says so on stderr, and aborts."""
+        libc = ctypes.CDLL(None)
+        assert_fail = getattr(libc, "__assert_fail")  # a class would mangle the name
+        assert_fail(b"descriptors_intact", b"native.c", 42, b"check_descriptors")
+
     @isoplug.method
     async def close_then_log(self, count: int, ledger: bool = False) -> None:
         _close_log_descriptors(ledger)

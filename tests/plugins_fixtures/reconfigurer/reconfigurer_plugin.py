@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import inspect
 import io
 import logging
@@ -189,6 +191,41 @@ class Reconfigurer(isoplug.Plugin):
     @isoplug.method
     def root_level_raised(self) -> None:
         logging.basicConfig(level=logging.ERROR, force=True)
+
+    @isoplug.method
+    def root_level_critical(self, how: str) -> None:
+        """Raise the root's level to CRITICAL for the plugin's logging, as a script does."""
+        if how == "basicConfig":
+            logging.basicConfig(level=logging.CRITICAL, force=True)
+        else:
+            logging.getLogger().setLevel(logging.CRITICAL)
+
+    @isoplug.method
+    async def crash_reports(self, tag: str) -> None:
+        """An uncaught exception in a thread, one in a __del__ and a task's never retrieved,
+        then a CRITICAL record: it arrives after them (one connection, in order)."""
+
+        def fail() -> None:
+            raise RuntimeError(f"{tag}: uncaught in a thread")
+
+        thread = threading.Thread(target=fail, name=f"{tag}-failing")
+        thread.start()
+        thread.join()
+
+        class Doomed:
+            def __del__(self) -> None:
+                raise RuntimeError(f"{tag}: raised in __del__")
+
+        Doomed()  # collected at once: its __del__ raises into sys.unraisablehook
+
+        async def failing() -> None:
+            raise RuntimeError(f"{tag}: never retrieved")
+
+        task = asyncio.get_running_loop().create_task(failing())
+        await asyncio.wait({task})
+        del task  # its exception never retrieved: asyncio reports it as it is collected
+        gc.collect()
+        logging.getLogger("thirdparty.lib").critical("%s: marker", tag)
 
     @isoplug.method
     def output(self, tag: str) -> None:

@@ -1,6 +1,8 @@
 """A test plugin that leaves threads running at stop, on request: a non-daemon
-``threading.Thread`` looping forever, one that ends when ``teardown`` asks it to, and a method
-blocked in ``asyncio.to_thread`` (a thread of the loop's default executor)."""
+``threading.Thread`` looping forever, one that ends when ``teardown`` asks it to (each started
+on the loop's thread or in a ``def`` method's worker thread), a method blocked in
+``asyncio.to_thread`` (a thread of the loop's default executor), and a ``def`` method blocked
+for good."""
 
 from __future__ import annotations
 
@@ -39,15 +41,38 @@ class Threader(isoplug.Plugin):
         threading.Thread(target=loop_forever, name="threader-forever").start()
 
     @isoplug.method
+    def start_forever_in_def(self) -> bool:
+        """As start_forever, from a worker thread of the runner: whether it is a daemon."""
+        thread = threading.Thread(target=loop_forever, name="threader-forever")
+        thread.start()
+        return thread.daemon
+
+    @isoplug.method
     async def start_polite(self) -> None:
         """A non-daemon thread that ends once teardown sets the stop event."""
+        self._start_polite()
 
+    @isoplug.method
+    def start_polite_in_def(self) -> None:
+        """As start_polite, from a worker thread of the runner."""
+        self._start_polite()
+
+    def _start_polite(self) -> None:
         def until_stopped() -> None:
             self.stop.wait()
             time.sleep(0.05)  # a little cleanup, well within the teardown timeout
             _log.info("polite thread ends")
 
         threading.Thread(target=until_stopped, name="threader-polite").start()
+
+    @isoplug.method
+    def block_in_def(self) -> None:
+        """Blocks its worker thread for good."""
+        sleep_for_good()
+
+    @isoplug.method
+    def return_at_once(self) -> None:
+        """Leaves the worker thread that ran it idle."""
 
     @isoplug.method
     async def block_in_to_thread(self) -> None:
