@@ -54,11 +54,17 @@ SYNTAX_ERROR = """
 """
 
 
+def solo(tmp_path: Path, code: str) -> Path:
+    """The folder of the plugin ``solo`` running ``code``, in ``m-plugins`` (see
+    :func:`scratch_env`)."""
+    write_plugin(tmp_path / "m-plugins", "solo", code)
+    return tmp_path / "m-plugins" / "solo"
+
+
 async def test_saved_code_and_manifest_restart_the_plugin(
     tmp_path: Path, scratch_env: dict[str, str]
 ) -> None:
-    write_plugin(tmp_path / "m-plugins", "solo", VERSIONED)
-    folder = tmp_path / "m-plugins" / "solo"
+    folder = solo(tmp_path, VERSIONED)
     async with cli("run", "--reload", str(folder), env=scratch_env) as run:
         watched = await run.until(r"reload: watching (.*) for changes")
         await run.until(r"code one, manifest version 1")
@@ -80,8 +86,7 @@ async def test_saved_code_and_manifest_restart_the_plugin(
 async def test_a_plugin_that_failed_to_compile_starts_once_fixed(
     tmp_path: Path, scratch_env: dict[str, str]
 ) -> None:
-    write_plugin(tmp_path / "m-plugins", "solo", SYNTAX_ERROR)
-    folder = tmp_path / "m-plugins" / "solo"
+    folder = solo(tmp_path, SYNTAX_ERROR)
     async with cli("run", "--reload", str(folder), env=scratch_env) as run:
         await run.until(r"reload: watching")
         await run.until(r"plugin solo: failed")
