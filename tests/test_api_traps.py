@@ -311,6 +311,26 @@ async def test_an_argument_that_cannot_cross_is_refused_before_sending(tmp_path:
         assert await host.call("traps", "hello", "ann") == "hello ann"
 
 
+def nested(depth: int, bottom: object = 0) -> object:
+    value = bottom
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_deep_value_crosses_and_one_too_deep_is_refused_as_such(tmp_path: Path) -> None:
+    """200 levels cross (the 100 levels a refusal's path shows are no limit on values); past the
+    interpreter's recursion limit (on any Python) a value is refused as nested too deeply, and
+    one with a value that cannot be sent deep down names that value's problem, not the depth."""
+    stops = r"args\[0\](\[0\]){100} \(the path stops at 100 levels\)"
+    async with running(tmp_path, "echo") as (host, _):
+        assert await host.call("echo", "echo", nested(200)) == nested(200)
+        with pytest.raises(UnencodableValue, match=rf"{stops} is nested too deeply to be sent"):
+            await host.call("echo", "echo", nested(20_000))
+        with pytest.raises(UnencodableValue, match=rf"{stops} holds, deeper down, a value .*Thing"):
+            await host.call("echo", "echo", nested(150, Thing()))
+
+
 async def test_arguments_and_payloads_too_large_for_a_message_say_so(tmp_path: Path) -> None:
     """Past the frame limit: UnencodableValue naming the call (or the event) and the sizes, as
     for a result; nothing was sent and the runner's connection stays usable. A payload that

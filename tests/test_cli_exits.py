@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -74,7 +74,9 @@ class Cli:
 
 
 @asynccontextmanager
-async def cli(*arguments: str, stdout: int = asyncio.subprocess.PIPE) -> AsyncIterator[Cli]:
+async def cli(
+    *arguments: str, stdout: int = asyncio.subprocess.PIPE, env: Mapping[str, str] = ENV
+) -> AsyncIterator[Cli]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -82,7 +84,7 @@ async def cli(*arguments: str, stdout: int = asyncio.subprocess.PIPE) -> AsyncIt
         *arguments,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
-        env=ENV,
+        env=env,
     )
     try:
         async with asyncio.timeout(60):

@@ -353,7 +353,7 @@ async def test_capabilities_are_granted_by_the_manifest_and_checked_by_the_host(
         assert await host.call("echo", "call_host", name="test.add", kwargs={"a": 1, "b": 2}) == 3
         with pytest.raises(RemoteError, match="may not call host capability 'secret'") as denied:
             await host.call("echo", "call_host", name="secret", kwargs={})
-        assert denied.value.remote_type == "isoplug.control.CapabilityDenied"
+        assert denied.value.remote_type == "isoplug.CapabilityDenied"
         assert "granted: test.add, test.fail" in denied.value.remote_message
         with pytest.raises(RemoteError, match=r"the host has no capability 'test.fail'"):
             await host.call("echo", "call_host", name="test.fail", kwargs={})
@@ -368,7 +368,7 @@ async def test_capabilities_are_granted_by_the_manifest_and_checked_by_the_host(
         # A runner that skips its own check is still refused, by the host.
         with pytest.raises(RemoteError, match="not in 'capabilities' of") as refused:
             await host.call("echo", "call_host_unchecked", name="secret", kwargs={})
-        assert refused.value.remote_type == "isoplug.control.CapabilityDenied"
+        assert refused.value.remote_type == "isoplug.CapabilityDenied"
 
 
 async def test_published_events_reach_subscribed_plugins_in_order(tmp_path: Path) -> None:

@@ -101,7 +101,8 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # Helpers for tests (plugin harness, records, pytest plugin, an OTLP receiver): a user of
     # the public API, so it imports from the bare package (and errors) only, the one
     # sanitizer (pure functions): it shows a folder's name as the host's problems do, and the
-    # host's zygote pool, which the pytest plugin has the session's hosts share.
+    # host's zygote pool, which the pytest plugin has the session's hosts share, and its
+    # registry's folder of plugins for one plugin's folder (as `isoplug run` makes it).
     "testing": frozenset({"errors", "isoplug", "wire", "host"}),
     # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's.
     "scaffold": frozenset(),

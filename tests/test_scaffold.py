@@ -72,6 +72,27 @@ def test_new_says_why_a_name_is_refused(
     assert not (tmp_path / name).exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "example"),
+    [
+        ("my-plugin", "'my_plugin'"),
+        ("weather-report-2", "'weather_report_2'"),
+        ("a.b", "'weather_report'"),
+    ],
+)
+def test_new_suggests_the_name_with_underscores_for_dashes(
+    tmp_path: Path, name: str, example: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dash is the usual slip (a package's name on PyPI); other names get a stock example."""
+    assert main(["new", str(tmp_path / name)]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"module name), e.g. {example}")
+
+
+def test_new_with_an_empty_name_says_it_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new", ""]) == 2
+    assert "isoplug new: the plugin's name is empty: give it" in capsys.readouterr().err
+
+
 def test_new_in_the_current_folder_asks_for_a_name(capsys: pytest.CaptureFixture[str]) -> None:
     """``isoplug new .`` names a folder that is there, not a new plugin's."""
     assert main(["new", "."]) == 2

@@ -111,7 +111,7 @@ def test_an_invalid_manifest_fails_the_start_naming_the_folder_and_the_key(
         isoplug_host(folder)  # type: ignore[operator]
     assert raised.value.failures.keys() == {"traps"}
     assert f"{folder}{'/'}plugin.toml" in str(raised.value)
-    assert "isoplug-test-" not in str(raised.value)  # the harness's temporary folder
+    assert "isoplug-plugin-" not in str(raised.value)  # the harness's scratch folder
 
 
 @pytest.mark.parametrize("relative", [False, True])

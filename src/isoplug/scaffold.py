@@ -118,9 +118,16 @@ class ScaffoldError(ValueError):
     """The plugin cannot be made there: a bad name, or the folder exists."""
 
 
-def new_plugin(path: Path) -> list[Path]:
-    """Make a plugin folder at ``path`` (its last part is the plugin id and module name);
+def new_plugin(given: str | os.PathLike[str]) -> list[Path]:
+    """Make a plugin folder at ``given`` (its last part is the plugin id and module name);
     return the files written."""
+    if not os.fspath(given):
+        # Path("") is ".": told apart here, while it is still the empty text it was given.
+        raise ScaffoldError(
+            "the plugin's name is empty: give it (a folder of that name is made), e.g. "
+            "'isoplug new weather_report'"
+        )
+    path = Path(given)
     name = path.name
     if not name:
         # ".", "..", "/": a folder that is there, not the new plugin's.
@@ -130,9 +137,12 @@ def new_plugin(path: Path) -> list[Path]:
         )
     why = _bad_name(name)
     if why is not None:
+        # "my-plugin" most likely meant "my_plugin": the usual spelling of a module's name.
+        underscored = name.replace("-", "_")
+        example = underscored if _bad_name(underscored) is None else "weather_report"
         raise ScaffoldError(
             f"{name!r} cannot name a plugin: {why} (it is the plugin id and a Python module "
-            "name), e.g. 'weather_report'"
+            f"name), e.g. {example!r}"
         )
     taken = _importable_elsewhere(name)
     if taken is not None:

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "holding plugin.toml, the plugin's code and a test of it using isoplug.testing. "
         "Then: isoplug run PATH, and python -m pytest PATH.",
     )
-    new.add_argument("path", metavar="PATH", type=Path)
+    # A text, not a Path: Path("") would be ".", and an empty name is told as such.
+    new.add_argument("path", metavar="PATH")
     schema = commands.add_parser(
         "schema",
         help="print the JSON Schema of a plugin's plugin.toml, its [config] included",

@@ -44,7 +44,7 @@ from isoplug.cli.signals import (
 from isoplug.cli.telemetry import telemetry
 from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
 from isoplug.host.manifest import MANIFEST_NAME
-from isoplug.host.registry import discover, plugins_dir_for
+from isoplug.host.registry import deeper_manifest, discover, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
 from isoplug.wire.sanitize import clean_text
 
@@ -328,11 +328,11 @@ def _why_nothing(plugins_dir: Path) -> str:
     folder: one whose plugin folders are a level deeper."""
     if any(plugins_dir.glob("*/plugin.toml")) or (plugins_dir / MANIFEST_NAME).is_file():
         return "no valid plugin.toml found"
-    deeper = sorted(plugins_dir.glob("*/*/plugin.toml"))
-    if not deeper:
+    deeper = deeper_manifest(plugins_dir)
+    if deeper is None:
         return "no plugin.toml found: a plugins folder holds one folder per plugin"
-    meant = shown_argument(deeper[0].parent.parent)
+    meant = shown_argument(deeper.parent.parent)
     return (
-        f"no plugin.toml found in its folders; {shown(deeper[0])} is one level deeper: "
+        f"no plugin.toml found in its folders; {shown(deeper)} is one level deeper: "
         f"isoplug run {meant}?"
     )

@@ -12,14 +12,15 @@ from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_m
 from isoplug.host.schema import IMPORT_TIMEOUT, SchemaUnavailable, plugin_toml_schema
 
 
-def new_plugin(path: Path) -> int:
+def new_plugin(argument: str) -> int:
     from isoplug.scaffold import ScaffoldError, new_plugin
 
     try:
-        written = new_plugin(path)
+        written = new_plugin(argument)
     except ScaffoldError as exc:
         say_error("new", str(exc))
         return 2
+    path = Path(argument)
     print(f"made the plugin {path.name!r} in {shown(path)}:")
     for file in written:
         print(f"  {shown(file)}")

@@ -127,6 +127,10 @@ health channel, its event loop's): it said which on its stderr and exited; a cra
 class CapabilityDenied(IsoplugError, PermissionError):
     """A plugin called a host capability its manifest does not grant (or nobody registered)."""
 
+    # Named by its public place (isoplug.CapabilityDenied, which the docs name), not this
+    # internal module: a RemoteError's remote_type and a printed traceback show this name.
+    __module__ = "isoplug"
+
 
 #: Seconds of CPU time between a runner's SIGXCPU (its soft ``RLIMIT_CPU``, ``cpu_seconds``) and
 #: the kernel's SIGKILL (the hard limit), for a plugin that handles SIGXCPU.

@@ -11,7 +11,7 @@ carry, or one larger than a message may be): the plugin gets a ``CapabilityFaile
 the host a warning naming the plugin and the capability. A capability raising ``SystemExit``
 fails the same way (logged as an ERROR): a plugin must not be able to end the host by calling
 it; ``KeyboardInterrupt`` still propagates. A capability that raises
-:class:`~isoplug.control.CapabilityDenied` refuses the call rather than failing: the plugin gets
+:class:`~isoplug.CapabilityDenied` refuses the call rather than failing: the plugin gets
 that ``CapabilityDenied``, as for a capability the host does not offer, and nothing is logged
 (a host may refuse a plugin on its own terms, a test harness refuses in ``deny``). A plugin
 can make a capability fail as often as it can call it, so after the first report a second one
@@ -74,7 +74,7 @@ class CapabilityRegistry:
     async def invoke(self, name: str, kwargs: dict[str, Any], plugin: str = "") -> Any:
         """Call capability ``name`` for ``plugin``.
 
-        Raises :class:`~isoplug.control.CapabilityDenied` if the host registered none,
+        Raises :class:`~isoplug.CapabilityDenied` if the host registered none,
         :class:`~isoplug.errors.CapabilityFailed` when ``kwargs`` do not fit the function's
         signature or the function raised (each reported here), and the function's own
         ``CapabilityDenied`` as it is (a refusal, not a failure).

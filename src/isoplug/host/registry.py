@@ -24,8 +24,10 @@ __all__ = [
     "Discovery",
     "RunnerPlan",
     "absolute_plugins_dir",
+    "deeper_manifest",
     "discover",
     "is_plugin_dir",
+    "is_scratch_dir",
     "plan_runners",
     "plugins_dir_for",
     "runner_limits",
@@ -68,7 +70,7 @@ def discover(plugins_dir: Path, running: Mapping[str, Path] | None = None) -> Di
     running = running or {}
     loaded: list[Manifest | ManifestError] = []
     found: list[Path] = []
-    scratch = plugins_dir.resolve() in _SCRATCH_DIRS
+    scratch = is_scratch_dir(plugins_dir)
     for entry in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
         if not (entry / MANIFEST_NAME).exists():
             continue
@@ -137,6 +139,13 @@ def is_plugin_dir(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file()
 
 
+def deeper_manifest(plugins_dir: Path) -> Path | None:
+    """For a folder holding no plugin folder: the first ``plugin.toml`` one level deeper
+    than a plugins folder's (``plugins_dir/*/*/plugin.toml``), whose folder's parent is the
+    plugins folder likely meant; None when there is none."""
+    return min(plugins_dir.glob(f"*/*/{MANIFEST_NAME}"), default=None)
+
+
 @contextlib.contextmanager
 def plugins_dir_for(path: Path) -> Iterator[Path]:
     """A plugins directory for ``path``: ``path`` itself when it is a folder of plugins; when it
@@ -157,6 +166,12 @@ def plugins_dir_for(path: Path) -> Iterator[Path]:
 #: The scratch folders of :func:`plugins_dir_for` in use: :func:`discover` reads the plugin
 #: linked in one from its real folder.
 _SCRATCH_DIRS: set[Path] = set()
+
+
+def is_scratch_dir(path: Path) -> bool:
+    """Whether ``path`` is a scratch folder of :func:`plugins_dir_for` in use: a folder the
+    user never named, so not one to quote to them."""
+    return path.resolve() in _SCRATCH_DIRS
 
 
 def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[str]]:

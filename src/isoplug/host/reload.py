@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
-from isoplug.host.registry import Discovery, RunnerPlan, plan_runners
+from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir, plan_runners
 from isoplug.off_loop import off_loop
 from isoplug.wire.sanitize import clean_path, clean_text
 
@@ -380,8 +380,10 @@ class PluginReloader:
                 rust_timeout=100,
             ):
                 if not self.watching.is_set():
+                    # The plugin folder the user named, not the scratch folder linking it.
+                    named = [root for root in roots if not is_scratch_dir(root)] or roots
                     _log.info(
-                        "reload: watching %s for changes", shown_path(", ".join(map(str, roots)))
+                        "reload: watching %s for changes", shown_path(", ".join(map(str, named)))
                     )
                     self.watching.set()
                 if changes:
@@ -411,7 +413,24 @@ class PluginReloader:
                 clean_text(f"{type(exc).__name__}: {exc}", _MAX_PROBLEM_CHARS),
             )
 
-    async def _changed(self, paths: set[Path]) -> None:
+    def _through_links(self, path: Path) -> Path:
+        """``path`` in the folder a link in the plugins folder points to, when it was reported
+        through that link. inotify watches a folder once, however many paths lead to it, and
+        reports its changes under the path watched last: a linked plugin's (the one
+        ``isoplug run PLUGIN_DIR`` makes in its scratch folder, or a user's) under the link or
+        under its real folder, whichever that was. Discovery may name either (the scratch
+        folder's plugin by its real one): the real one is the path every plugin folder is
+        known by too (see :func:`_relative`)."""
+        root = self._plugins_dir.resolve()
+        if root not in path.parents:
+            return path
+        top = root / path.relative_to(root).parts[0]
+        if not top.is_symlink():
+            return path
+        return Path(os.path.realpath(top)) / path.relative_to(top)
+
+    async def _changed(self, reported: set[Path]) -> None:
+        paths = {self._through_links(path) for path in reported}
         try:
             discovery = await off_loop(self._discover)
         except OSError as exc:
@@ -451,10 +470,12 @@ class PluginReloader:
         for path in paths:
             if root in path.parents:
                 folders.add(self._plugins_dir / path.relative_to(root).parts[0])
-        for plan in self._running().values():
-            for manifest in plan.manifests:
-                if any(_relative(path, manifest.directory) is not None for path in paths):
-                    folders.add(manifest.directory)
+        running = [m.directory for plan in self._running().values() for m in plan.manifests]
+        # A linked folder's changes come by its real path (see _through_links): it is found
+        # among the plugin folders, skipped ones too, by the path discovery names it by.
+        for folder in [*running, *self._folders]:
+            if any(_relative(path, folder) is not None for path in paths):
+                folders.add(folder)
         return {_problem_of(folder / MANIFEST_NAME) for folder in folders}
 
 

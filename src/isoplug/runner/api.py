@@ -85,7 +85,7 @@ class PluginContext:
     async def call_host(self, capability: str, /, **kwargs: Any) -> Any:
         """Call the host capability ``capability`` with keyword arguments; return its result.
 
-        Raises :class:`~isoplug.control.CapabilityDenied` when the manifest does not list it
+        Raises :class:`~isoplug.CapabilityDenied` when the manifest does not list it
         in ``capabilities`` (the host checks again on its side), and
         :class:`~isoplug.errors.RemoteError` when the capability itself failed. A cancel point.
         """

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from isoplug import (
     SupervisorConfig,
 )
 from isoplug.host.config import split_host_config
+from isoplug.host.registry import deeper_manifest, plugins_dir_for
 from isoplug.testing.harness_operations import BlockingOperations, HarnessOperations
 from isoplug.testing.records import Records, attached
 from isoplug.wire.sanitize import clean_path
@@ -48,7 +48,6 @@ FAST = SupervisorConfig(
     terminate_timeout=1.0,
     call_timeout=15.0,
 )
-_MANIFEST = "plugin.toml"
 #: More than a path can hold (a manifest's problem is capped above this, at 8000).
 _MAX_SHOWN_CHARS = 8000
 
@@ -83,8 +82,10 @@ class PluginHarness(HarnessOperations):
     :meth:`wait_for_record` returns each of them once. Entering waits until every plugin is
     ready: it raises
     :class:`~isoplug.PluginFailed` naming a plugin that cannot start, whether its manifest is
-    invalid (the message names its folder and the key) or its runner fails, and
-    :class:`TimeoutError` naming the plugins not ready within ``ready_timeout`` seconds.
+    invalid (the message names its folder and the key) or its runner fails,
+    :class:`FileNotFoundError` naming ``path`` when it holds no plugin at all (and the folder
+    one level down that does, if one does), and :class:`TimeoutError` naming the plugins not
+    ready within ``ready_timeout`` seconds.
     """
 
     def __init__(
@@ -121,7 +122,7 @@ class PluginHarness(HarnessOperations):
 
     async def __aenter__(self) -> PluginHarness:
         try:
-            directory = self._stack.enter_context(_plugins_dir(self.path))
+            directory = self._stack.enter_context(plugins_dir_for(self.path))
             for name in ("plugin", "isoplug"):
                 self._stack.enter_context(attached(self.records, name))
             host = Host(directory, config=self.config, plugin_config=self.plugin_config)
@@ -133,6 +134,9 @@ class PluginHarness(HarnessOperations):
                 # The host skips a plugin it cannot read and runs the others; a test of it
                 # must not pass (or fail later, puzzlingly) without it.
                 raise PluginFailed(_problems_by_folder(host.problems, directory, self.path))
+            if not host.plugins():
+                # Pointed at the wrong folder: say so now, not at the first call.
+                raise FileNotFoundError(_no_plugin(self.path))
             _check_plugin_config_ids(self.plugin_config, host)
             await host.wait_ready(self.ready_timeout)
         except BaseException:
@@ -272,12 +276,11 @@ class PluginHarness(HarnessOperations):
 
 
 def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -> dict[str, str]:
-    """The host's ``problems`` by plugin folder name (for :class:`~isoplug.PluginFailed`),
-    with the path the test gave rather than the temporary folder the harness made."""
+    """The host's ``problems`` by plugin folder name (for :class:`~isoplug.PluginFailed`)."""
     if directory != given:
-        # One plugin's folder, linked from a temporary folder of plugins (see _plugins_dir).
-        link = str(directory / given.resolve().name)
-        return {given.name: "\n".join(p.replace(link, str(given)) for p in problems)}
+        # One plugin's folder, linked from a scratch folder of plugins: the host names it by
+        # its real folder already (see plugins_dir_for), in its records too.
+        return {given.name: "\n".join(problems)}
     by_folder: dict[str, list[str]] = {}
     # A problem starts with its folder's path as the sanitizer shows it (a name holding a
     # control character is escaped there, and so is it here, as the key).
@@ -337,17 +340,19 @@ def _refusal(name: str) -> Callable[..., Any]:
     return refuse
 
 
-@contextlib.contextmanager
-def _plugins_dir(path: Path) -> Any:
-    """``path`` when it is a folder of plugins; for one plugin's folder, a temporary folder of
-    plugins holding a link to it."""
-    if not (path / _MANIFEST).is_file():
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="isoplug-test-") as scratch:
-        link = Path(scratch) / path.resolve().name
-        link.symlink_to(path.resolve(), target_is_directory=True)
-        yield Path(scratch)
+def _no_plugin(path: Path) -> str:
+    """Why the harness over ``path`` runs no plugin (it found none, and no problem either)."""
+    shown = clean_path(path, _MAX_SHOWN_CHARS)
+    why = (
+        f"no plugin in {shown}: neither it nor its folders hold a plugin.toml (give one "
+        "plugin's folder, which holds a plugin.toml, or a folder of plugin folders)"
+    )
+    deeper = deeper_manifest(path)
+    if deeper is None:
+        return why
+    meant = clean_path(deeper.parent.parent, _MAX_SHOWN_CHARS)
+    shown_manifest = clean_path(deeper, _MAX_SHOWN_CHARS)
+    return f"{why}; {shown_manifest} is one level deeper: did you mean {meant}?"
 
 
 class BlockingHarness(BlockingOperations):

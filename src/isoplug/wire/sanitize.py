@@ -17,7 +17,8 @@ Three threats, three rules:
 - **Forged log lines**: a message containing ``"\\n2026-01-01 INFO app.db: ..."`` would look
   like a separate record of another logger. Every continuation line that does not already start
   with white space is indented by two spaces, so no line from a plugin can start at column 0 —
-  where every record of every usual format starts. (Indented traceback lines are untouched.)
+  where every record of every usual format starts. (Indented traceback lines are untouched,
+  but in a chained traceback, whose later parts move right whole: see ``clean_block``.)
 - **Size**: texts are capped; a cut is marked with how many characters of the text received
   were cut. A text that arrives already cut by its sender's isoplug (marked ``... [truncated N
   characters in the emitting process]`` at its end) keeps that count, the sender's own, beside
@@ -87,6 +88,13 @@ _ESCAPE_TABLE = {
     for code in _ESCAPED
 }
 _CONTINUATION = re.compile(r"\n(?=[^ \t\n])")
+_EVERY_LINE = re.compile(r"\n(?=[^\n])")
+#: The line Python prints between the tracebacks of a chain, at column 0.
+_CHAINED = re.compile(
+    r"\n(?:The above exception was the direct cause of the following exception:"
+    r"|During handling of the above exception, another exception occurred:)$",
+    re.MULTILINE,
+)
 _NAME_JUNK = re.compile(r"[^A-Za-z0-9_\-.:]+")
 #: Where a text was cut, in :func:`cut_mark`'s words, when the process that emitted it cut it.
 IN_EMITTING_PROCESS = " in the emitting process"
@@ -132,19 +140,28 @@ def cap_text(text: str, limit: int) -> str:
     return text[:keep] + mark
 
 
-def _escape(text: str) -> str:
+def _escape(text: str, block: bool = False) -> str:
     text = text.translate(_ESCAPE_TABLE)
-    return _CONTINUATION.sub("\n  ", text) if "\n" in text else text
+    if "\n" not in text:
+        return text
+    chained = _CHAINED.search(text) if block else None
+    if chained is None:
+        return _CONTINUATION.sub("\n  ", text)
+    # A chained traceback: from the first chain line on, every line moves right by two, the
+    # indented ones too, so that each later "Traceback" header stays left of its frames (at
+    # the chain line's level), as Python prints them.
+    head, tail = text[: chained.start()], text[chained.start() :]
+    return _CONTINUATION.sub("\n  ", head) + _EVERY_LINE.sub("\n  ", tail)
 
 
-def _fitting(text: str, low: int, high: int, limit: int) -> int:
+def _fitting(text: str, low: int, high: int, limit: int, block: bool) -> int:
     """The most characters of ``text``, between ``low`` and ``high``, whose escaped form fits
     in ``limit``. Cutting characters off the end never lengthens the escaped rest, and each one
     cut shortens it by one at least: ``low``, ``high`` less the excess, always fits, and a
     binary search (a few C-speed translations) finds the most that do."""
     while low < high:
         middle = (low + high + 1) // 2
-        if len(_escape(text[:middle])) <= limit:
+        if len(_escape(text[:middle], block)) <= limit:
             low = middle
         else:
             high = middle - 1
@@ -157,6 +174,10 @@ def clean_text(text: str, limit: int) -> str:
     The result is at most ``limit`` characters, plus the mark of a cut, which counts the
     characters of ``text`` left out (not those of their escaped form).
     """
+    return _clean(text, limit, block=False)
+
+
+def _clean(text: str, limit: int, block: bool) -> str:
     if len(text) <= limit:
         if text.isprintable():
             # The common case, checked in C: nothing to escape, no newline.
@@ -167,12 +188,13 @@ def clean_text(text: str, limit: int) -> str:
     head = text[:keep] if keep < len(text) else text
     if head.isprintable():
         return head + mark
-    escaped = _escape(head)
+    escaped = _escape(head, block)
     if len(escaped) > limit:
         # Escapes and indentation lengthened the text past the limit: keep fewer of its
         # characters.
-        keep, mark = _cut(text, _fitting(text, max(0, keep - (len(escaped) - limit)), keep, limit))
-        escaped = _escape(text[:keep])
+        fitting = _fitting(text, max(0, keep - (len(escaped) - limit)), keep, limit, block)
+        keep, mark = _cut(text, fitting)
+        escaped = _escape(text[:keep], block)
     return escaped + mark
 
 
@@ -190,9 +212,10 @@ def clean_block(text: str, limit: int) -> str:
     """:func:`clean_text` for a block printed on lines of its own (a traceback, a stack).
 
     Formatters print such a block starting on a fresh line, so its first line is indented too,
-    unless it is the header Python itself writes there.
+    unless it is the header Python itself writes there. In a chained traceback, every line
+    from the first chain line on is indented (see :func:`_escape`).
     """
-    text = clean_text(text, limit)
+    text = _clean(text, limit, block=True)
     if text[:1] not in (" ", "\t", "") and not text.startswith(_BLOCK_HEADERS):
         text = "  " + text
     return text

@@ -37,9 +37,12 @@ def encode_more(value: object) -> object:
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=encode_more)
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
-#: A path deeper than this is reported where it stops: a value nested that deeply is
-#: most likely a structure that contains itself.
+#: A path is followed this many levels down, no further: a path as long as a deep value
+#: says no more. Not a limit on what is sent: that is the interpreter's recursion limit
+#: (msgspec's encoder and decoder recurse), about 1,000 levels on Python 3.11.
 _MAX_DEPTH = 100
+#: :func:`_problem`'s word for a value past that recursion limit.
+_TOO_DEEP = "nested too deeply"
 #: A dict key quoted in a path is cut past this many characters.
 _MAX_KEY_CHARS = 60
 
@@ -84,14 +87,20 @@ def _problem(value: object) -> str | None:
         _encoder.encode(value)
     except _ENCODE_ERRORS as exc:
         if isinstance(exc, RecursionError):
-            return "nested too deeply"
+            return _TOO_DEEP
         return str(exc)
     return None
 
 
 def _locate(value: object, path: str, problem: str, ancestors: set[int], depth: int) -> str:
     if depth >= _MAX_DEPTH:
-        return f"{path} is nested more than {_MAX_DEPTH} levels deep (does it contain itself?)"
+        where = f"{path} (the path stops at {_MAX_DEPTH} levels)"
+        if problem == _TOO_DEEP:
+            return (
+                f"{where} is nested too deeply to be sent: deeper than the interpreter's "
+                "recursion limit lets it be encoded (does it contain itself?)"
+            )
+        return f"{where} holds, deeper down, a value that cannot be sent ({problem})"
     if id(value) in ancestors:
         return f"{path} contains itself"
     ancestors.add(id(value))

@@ -42,6 +42,11 @@ class Raiser(isoplug.Plugin):
         return ""
 
     @isoplug.method
+    async def fail_chained(self) -> None:
+        """Raises a chained exception (PluginError from ValueError) to its caller."""
+        _load()
+
+    @isoplug.method
     async def log_structlog_exception(self) -> str:
         """structlog's .exception() (exc_info=True in the event); returns the traceback."""
         logger = structlog.wrap_logger(
