@@ -49,6 +49,7 @@ async def teardown(self):
         raise
 """
 
+
 def _line_of(plugins: Path, plugin_id: str, text: str) -> int:
     lines = (plugins / plugin_id / f"{plugin_id}_plugin.py").read_text().splitlines()
     return next(number for number, line in enumerate(lines, 1) if text in line)
