@@ -369,3 +369,62 @@ async def test_a_runner_not_ready_in_time_is_said_to_wait_in_its_setup_at_a_line
         "not ready within 2 s (its event loop did not say which setup() runs: blocked in a "
         "call?)" in blocked.last_exit.describe()
     ), blocked.last_exit.describe()
+
+
+STALLED_SETUP = """\
+import asyncio
+
+import isoplug
+
+
+class P(isoplug.Plugin):
+    async def setup(self, ctx: isoplug.PluginContext) -> None:
+        await asyncio.Event().wait()  # a connection that never answers
+"""
+
+
+async def test_wait_ready_timing_out_says_where_a_starting_setup_waits(tmp_path: Path) -> None:
+    """It said only "plugins not ready within 0.1 s: gated starting (restarts 0, pid …)",
+    though the host can ask a starting runner where its setup() waits."""
+    setting_up = asyncio.Event()
+
+    async def never() -> None:
+        setting_up.set()
+        await asyncio.Event().wait()
+
+    async with Host(plugins_dir(tmp_path, "gated"), config=FAST) as host:
+        host.register_capability("gate.wait", never)
+        await setting_up.wait()
+        with pytest.raises(TimeoutError) as raised:
+            await host.wait_ready(0.1)
+    assert re.fullmatch(
+        r"plugins not ready within 0\.1 s: gated starting \(restarts 0, pid \d+\): plugin "
+        r"'gated': setup\(\) waits at \S+gated_plugin\.py:10 in setup",
+        str(raised.value),
+    ), raised.value
+
+
+async def test_wait_ready_timing_out_quotes_where_setup_waited_in_the_runner_killed(
+    tmp_path: Path,
+) -> None:
+    """Once a runner was killed for not being ready, the host had logged the line its setup()
+    waited at, but a wait_ready() timing out while the plugin restarts did not say it."""
+    folder = tmp_path / "plugins"
+    stalled = folder / "stalled"
+    stalled.mkdir(parents=True)
+    # A restart an hour away: the plugin stays RESTARTING, with no runner to ask.
+    (stalled / "plugin.toml").write_text(
+        'id = "stalled"\nversion = "1"\nentry = "stalled_plugin:P"\n'
+        "[restart]\nbackoff_initial = 3600\nbackoff_max = 3600\n"
+    )
+    (stalled / "stalled_plugin.py").write_text(STALLED_SETUP)
+    async with Host(folder, config=dataclasses.replace(FAST, ready_timeout=1.0)) as host:
+        await host.wait_for("stalled", lambda info: info.state is PluginState.RESTARTING, 30)
+        with pytest.raises(TimeoutError) as raised:
+            await host.wait_ready(0.1)
+    assert re.fullmatch(
+        r"plugins not ready within 0\.1 s: stalled restarting \(restarts 0\): when its last "
+        r"runner was killed: plugin 'stalled': setup\(\) waits at \S+stalled_plugin\.py:8 in "
+        r"setup",
+        str(raised.value),
+    ), raised.value

@@ -78,6 +78,16 @@ class AddressError(IsoplugError, ValueError):
     """An address is not one of ``unix:/path``, ``tcp://host:port``, ``tls://host:port``."""
 
 
+def hidden_from_pytest(excinfo: Any) -> bool:
+    """Whether pytest leaves a frame out of a failing test's report: the modules a plugin's
+    test calls through set ``__tracebackhide__`` to this at their top. True for an error
+    isoplug raises on purpose (an :class:`IsoplugError`, or a wait's ``TimeoutError``): the
+    report then shows the test's line and the error (a plugin's, with its remote traceback),
+    not a hundred lines of isoplug's own source. An unexpected exception (a bug in isoplug)
+    keeps every frame; so does ``pytest --full-trace``."""
+    return isinstance(getattr(excinfo, "value", None), IsoplugError | TimeoutError)
+
+
 class TransportError(IsoplugError):
     """The byte stream under a connection failed."""
 

@@ -22,6 +22,7 @@ from isoplug.errors import (
     PluginBusy,
     RequestCancelled,
     RequestTimeout,
+    hidden_from_pytest,
 )
 from isoplug.host.commands import STOP, Commands, describe_command
 from isoplug.host.health import EXPLAIN_WAIT
@@ -34,6 +35,9 @@ from isoplug.wire.tracecontext import current_traceparent
 from isoplug.wire.values import locate_unencodable, unencodable_error
 
 __all__ = ["call_runner"]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 #: The host's numbers for calls (unique in this process), by which the runner's health
 #: reports name the worker threads running them.

@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from isoplug.errors import hidden_from_pytest
 from isoplug.host import observers, unclosed
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
@@ -53,6 +54,9 @@ from isoplug.logs import ReplayLimits
 from isoplug.transport import Listener
 
 __all__ = ["Host"]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 _log = logging.getLogger("isoplug.host")
 
@@ -113,6 +117,7 @@ class Host(PluginOperations, PluginSettings):
             self.plugins,
             self.plugin,
             lambda what: self._life.check_changing(what),  # noqa: PLW0108
+            lambda plugin_id: self._runners.supervisor(plugin_id).setup_where(),
         )
         self._runners = RunnerSet(self.plugins_dir, plugin_config, self._waits.changed)
         self._runners.make = self._make_supervisor
@@ -316,8 +321,10 @@ class Host(PluginOperations, PluginSettings):
         ``raise_on_failure=False``, failed plugins count as settled and the snapshot is
         returned instead.
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugins not ready
-        and their last error; :class:`PluginUnavailable` before :meth:`start`, and once the
+        Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugins not ready,
+        their last error, and where their ``setup()`` waits when the host knows (it asks each
+        runner; else it quotes where setup waited when a runner was killed for not being ready
+        within ``ready_timeout``); :class:`PluginUnavailable` before :meth:`start`, and once the
         host is closed while plugins were not settled. A cancel point.
         """
         self._life.check_started("wait for plugins to be ready")

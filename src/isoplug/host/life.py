@@ -124,6 +124,9 @@ class RunnerLife:
         #: Whether the current process's control connection authenticated (set by
         #: :mod:`isoplug.host.control_link`): it had read its bootstrap.
         self.connected = False
+        #: Where its plugins' setup() waited when it was killed for not being ready in time,
+        #: as it said (see isoplug.host.setup_where); "" if it was not, or did not say.
+        self.setup_waited = ""
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -347,6 +350,7 @@ class RunnerLife:
             where = await setup_where(self.peer)
             if where:
                 why = f"{why} ({where})"
+                self.setup_waited = where
             await self._kill(process, why)
             return f"{KILLED_BY_HOST}{why}", None
         serving, permanent = await on_ready(ready.result(), process)

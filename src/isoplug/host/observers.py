@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from isoplug.errors import hidden_from_pytest
 from isoplug.host.status import ExitAccount, StateChange
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ __all__ = [
     "remove_observer",
     "state_changed",
 ]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 _log = logging.getLogger("isoplug.host")
 _T = TypeVar("_T")

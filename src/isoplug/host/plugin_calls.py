@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from isoplug.control import EVENT, EventDelivery
-from isoplug.errors import ConnectionBroken, ConnectionClosed, MethodNotFound
+from isoplug.errors import ConnectionBroken, ConnectionClosed, MethodNotFound, hidden_from_pytest
 from isoplug.host import observers
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import Commands
@@ -34,6 +34,9 @@ from isoplug.wire.framing import encode_frame
 from isoplug.wire.tracecontext import current_traceparent
 
 __all__ = ["PluginCalls", "check_event_payload"]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 #: After a call lost its runner, how long it waits at most for the supervision to account for
 #: the exit (state, last exit) before raising: milliseconds normally; a runner that closed its

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from isoplug.errors import LocalProtocolError
+from isoplug.errors import LocalProtocolError, hidden_from_pytest
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from isoplug.host.supervisor import RunnerSupervisor
 
 __all__ = ["PluginOperations"]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 
 class _Default(enum.Enum):

@@ -39,6 +39,7 @@ from isoplug.host.process import RunnerProcess
 from isoplug.host.ready_report import read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
+from isoplug.host.setup_where import setup_where
 from isoplug.host.shortage import shortage
 from isoplug.host.status import (
     ExitAccount,
@@ -102,6 +103,9 @@ class RunnerSupervisor(PluginCalls):
         self._events_dropped: dict[str, int] = {}
         self.last_exit: ExitAccount | None = None
         self.error: str | None = None
+        #: Where setup() waited in the last runner killed for not being ready in time (""
+        #: once one was ready): what a wait for readiness that times out quotes.
+        self.setup_waited = ""
         #: Plugins that can never load (import failed): plugin id -> why.
         self.broken: dict[str, str] = {}
         #: What the current runner's plugins offer (empty until its ready report).
@@ -288,6 +292,17 @@ class RunnerSupervisor(PluginCalls):
         process = self._process
         return None if process is None else TreeMarks(process.tag, process.seen_descendants)
 
+    async def setup_where(self) -> str:
+        """Where its plugins' ``setup()`` waits: asked of its runner now, while it starts (see
+        :mod:`isoplug.host.setup_where`); else where it waited in the last runner killed for
+        not being ready; "" when neither says."""
+        life = self._life
+        if self.state is PluginState.STARTING and life is not None and not life.ready.done():
+            said = await setup_where(life.peer)
+            if said:
+                return said
+        return f"when its last runner was killed: {self.setup_waited}" if self.setup_waited else ""
+
     def stderr_tail(self) -> StderrTail | None:
         """The last stderr lines of the current runner process (None: none is starting)."""
         return None if self._life is None else self._life.stderr_tail
@@ -341,6 +356,8 @@ class RunnerSupervisor(PluginCalls):
             while True:
                 account, permanent = await self._run_once_or_short()
                 self.last_exit = account
+                if self._life is not None and self._life.setup_waited:
+                    self.setup_waited = self._life.setup_waited
                 command = self._commands.take()
                 if command == STOP:
                     self._set_state(PluginState.STOPPED, f"stopped: {account.describe()}")
@@ -425,6 +442,7 @@ class RunnerSupervisor(PluginCalls):
         permanent = self._take_report(report, process)
         if not self.offers:
             return False, permanent
+        self.setup_waited = ""
         if self._peer is not None:
             # A copy: set_log_level() may add a logger while a request is awaited.
             await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)

@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from isoplug.errors import PluginFailed
-from isoplug.host.status import PluginInfo, PluginState
+from isoplug.errors import PluginFailed, hidden_from_pytest
+from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable
 
 __all__ = ["PluginWaits"]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 #: States in which a plugin will not change any more without someone asking.
 _SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED})
@@ -26,10 +29,12 @@ class PluginWaits:
         plugins: Callable[[], list[PluginInfo]],
         plugin: Callable[[str], PluginInfo],
         still_running: Callable[[str], None],
+        setup_where: Callable[[str], Awaitable[str]],
     ) -> None:
         self._plugins = plugins
         self._plugin = plugin
         self._still_running = still_running
+        self._setup_where = setup_where
         self._changed = asyncio.Event()
 
     def changed(self) -> None:
@@ -55,10 +60,28 @@ class PluginWaits:
                     await changed.wait()
         except TimeoutError:
             waiting = [i for i in self._plugins() if i.state not in _SETTLED]
+            where = await self._where(waiting)
             raise TimeoutError(
                 f"plugins not ready within {timeout:g} s: "
-                + "; ".join(f"{info.id} {info.summary()}" for info in waiting)
+                + "; ".join(
+                    f"{info.id} {info.summary()}"
+                    + (f": {where[info.runner_id]}" if where.get(info.runner_id) else "")
+                    for info in waiting
+                )
             ) from None
+
+    async def _where(self, waiting: list[PluginInfo]) -> dict[str, str]:
+        """Where the setup() of each runner of ``waiting`` waits, by runner id (asked of each
+        runner once, together: a group's plugins share it)."""
+        first = {info.runner_id: info.id for info in reversed(waiting)}
+        said = await asyncio.gather(*(self._where_of(plugin_id) for plugin_id in first.values()))
+        return dict(zip(first, said, strict=True))
+
+    async def _where_of(self, plugin_id: str) -> str:
+        try:
+            return await self._setup_where(plugin_id)
+        except PluginUnavailable:
+            return ""  # gone meanwhile (a hot reload removed its folder): nothing to say
 
     async def until(
         self, plugin_id: str, predicate: Callable[[PluginInfo], bool], timeout: float | None

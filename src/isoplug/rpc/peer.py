@@ -30,6 +30,7 @@ from isoplug.errors import (
     RemoteProtocolError,
     RequestTimeout,
     TransportError,
+    hidden_from_pytest,
 )
 from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.dispatch import Dispatcher, Handler, LogBatchHandler
@@ -61,6 +62,9 @@ from isoplug.wire.codec import event_message
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error"]
+
+#: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
+__tracebackhide__ = hidden_from_pytest
 
 _log = logging.getLogger("isoplug.rpc")
 

@@ -40,12 +40,12 @@ import logging
 import os
 import sys
 from collections.abc import Collection
-from types import FrameType
 from typing import Any
 
 from isoplug.logs.hooks import task_source
 from isoplug.logs.sources import attributed_to
 from isoplug.runner.health import describe_frame
+from isoplug.runner.plugin_frames import awaited_frames
 from isoplug.stdlib_paths import in_stdlib
 
 __all__ = ["MIN_GRACE", "end_plugin_tasks", "exit_leaving", "report_unretrieved_exceptions"]
@@ -55,8 +55,6 @@ _log = logging.getLogger("isoplug.runner")
 #: Seconds a cancelled task gets at least to end, even past the teardown's deadline: enough for
 #: a task that stops at once (one loop iteration or a few) to log that it does.
 MIN_GRACE = 0.1
-#: Coroutines followed down an await chain at most, to say where a task waits.
-_MAX_CHAIN = 64
 #: The isoplug package's folder (this module is in its ``runner`` folder).
 #: Not resolved: code objects name their files as imported, from the same path entry.
 _ISOPLUG_CODE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "")
@@ -176,14 +174,7 @@ def where_waiting(task: asyncio.Task[Any]) -> str:
     """``path:line in function`` where ``task`` is suspended: the innermost coroutine of its
     await chain outside the standard library (``asyncio.sleep`` is not where a plugin waits),
     and what that coroutine awaits."""
-    frames: list[FrameType] = []
-    awaited: Any = task.get_coro()
-    for _ in range(_MAX_CHAIN):
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is None:
-            break
-        frames.append(frame)
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    frames = awaited_frames(task)
     if not frames:
         return "an unknown place (its coroutine is not a Python coroutine)"
     outside = [frame for frame in frames if not in_stdlib(frame.f_code.co_filename)]

@@ -19,9 +19,10 @@ Order of events (the host's supervisor relies on it):
    would hold the process's exit (:mod:`isoplug.runner.leftover_threads`), and run the
    plugins' ``atexit`` hooks (:mod:`isoplug.runner.exit_hooks`); end log forwarding (after
    all of it: what a method or a task logs as it is cancelled, or a hook logs, and the
-   warnings naming what would not end, are forwarded as records), say goodbye, and return 0;
-   the process exits at once instead when a task, such a thread or an ``atexit`` hook would
-   not end.
+   warnings naming what would not end, are forwarded as records), say goodbye, and return 0
+   (all of it: :mod:`isoplug.runner.teardown`); the process exits at once instead when a
+   task, such a thread or an ``atexit`` hook would not end, or a ``teardown`` blocks the
+   event loop past the deadline.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import asyncio
 import inspect
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ from isoplug.control import (
 )
 from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, RemoteError
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
-from isoplug.logs.kept_forwarder import let_forwarding_close
 from isoplug.logs.sources import add_code_home, attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
@@ -74,25 +73,17 @@ from isoplug.runner import forked_away
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
-from isoplug.runner.exit_hooks import (
-    mark_plugin_hooks,
-    run_exit_hooks,
-    run_thread_exit_callbacks,
-)
+from isoplug.runner.exit_hooks import mark_plugin_hooks
 from isoplug.runner.health import start_health
 from isoplug.runner.inherited import inherited_processes
 from isoplug.runner.kept_forwarding import render_consoles, watch_forwarding
-from isoplug.runner.leftover_tasks import (
-    end_plugin_tasks,
-    exit_leaving,
-    report_unretrieved_exceptions,
-)
-from isoplug.runner.leftover_threads import wait_for_plugin_threads
+from isoplug.runner.leftover_tasks import exit_leaving
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
 from isoplug.runner.logging_setup import PluginLevels
 from isoplug.runner.priority import lower_priority
 from isoplug.runner.setup_where import SetupWatch
+from isoplug.runner.teardown import tear_down
 from isoplug.runner.thread_sources import attribute_threads
 from isoplug.runner.vital_fds import CONTROL, HEALTH, guard_closes, vital
 
@@ -207,6 +198,8 @@ async def _run(bootstrap: Bootstrap) -> int:
     # Tasks are the plugins' by these (the setup-failure path ends those of a plugin whose
     # setup failed too).
     sources = frozenset(plugin_source(entry.id) for entry in bootstrap.plugins)
+    # Where a teardown that does not finish in time is in the plugin's code.
+    folders = {entry.id: entry.folder for entry in bootstrap.plugins}
     peer_box.append(peer)
     # Before any plugin code: a process it forks must not use the runner's loop or links.
     forked_away.arm(_own_fds(peer, bootstrap.health_fd))
@@ -272,7 +265,7 @@ async def _run(bootstrap: Bootstrap) -> int:
                     "a plugin's setup, cancelled at the shutdown, raised",
                     exc_info=setting_up.exception(),
                 )
-            left = await _teardown(table, sources, bootstrap.teardown_timeout)
+            left = await tear_down(table, sources, folders, bootstrap.teardown_timeout, 0)
             await _goodbye(peer, "runner shut down during its plugins' setup")
             if left:
                 exit_leaving(0)
@@ -293,7 +286,7 @@ async def _run(bootstrap: Bootstrap) -> int:
             # that failed too), which must neither hold the exit until the host's kill nor
             # take along what the plugin logged.
             code, goodbye = failed
-            left = await _teardown(table, sources, bootstrap.teardown_timeout)
+            left = await tear_down(table, sources, folders, bootstrap.teardown_timeout, code)
             await _goodbye(peer, goodbye)
             if left:
                 exit_leaving(code)
@@ -310,7 +303,7 @@ async def _run(bootstrap: Bootstrap) -> int:
         # The calls still queued never start: answered now, before the running ones are
         # cancelled (whose ends would start them).
         peer.close_admission("the runner is shutting down; the call had not started")
-        left = await _teardown(table, sources, bootstrap.teardown_timeout)
+        left = await tear_down(table, sources, folders, bootstrap.teardown_timeout, 0)
         await _say_events_dropped(peer, table)
         await _goodbye(peer, "runner shut down")
         if left:
@@ -421,70 +414,6 @@ async def _hook(result: Any) -> None:
     if inspect.isawaitable(result):
         await result
     vital.exit_if_lost()
-
-
-async def _teardown(table: PluginTable, sources: frozenset[str], timeout: float) -> bool:
-    """Cancel the calls being served and wait for them, run every plugin's teardown, then
-    cancel the tasks the plugins left running (those of ``sources``) and wait for them, then
-    wait for the threads that would hold the exit, all together bounded by ``timeout``;
-    failures, and what would not end, are logged. Log forwarding ends last. Return True if a
-    task or such a thread had not ended by then, or a worker thread still runs a call: the
-    process must exit without waiting."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    try:
-        async with asyncio.timeout_at(deadline):
-            cancelled = table.cancel_calls()
-            if cancelled:
-                # A method may log (or clean up) as it is cancelled: while forwarding works.
-                await asyncio.wait(cancelled)
-            for plugin in table.plugins.values():
-                try:
-                    with attributed_to(plugin_source(plugin.plugin_id)):
-                        await _hook(plugin.instance.teardown())
-                except (Exception, *EXIT_REQUESTS):
-                    # SystemExit too: the other plugins' teardowns and the flush still run.
-                    _log.exception("plugin %r: teardown() failed", plugin.plugin_id)
-    except TimeoutError:
-        _log.error(
-            "cancelled calls and teardown hooks did not finish within %g s; exiting anyway",
-            timeout,
-        )
-    # After the hooks, which may stop them their own way; before forwarding ends, so that
-    # what they log as they stop, or raise, arrives as their plugin's records.
-    left_tasks = await end_plugin_tasks(sources, deadline)
-    # Its idle threads end (they are no daemons: see isoplug.runner.workers).
-    table.workers.shutdown()
-    # As the interpreter does before it joins the threads: concurrent.futures ends the
-    # threads of the executors nobody shut down (a process pool's manager thread).
-    callbacks_left = await run_thread_exit_callbacks(deadline)
-    # After the tasks, which may be what stops them; before forwarding ends, so that the
-    # warning naming one arrives as a record.
-    left_threads = await wait_for_plugin_threads(deadline)
-    if callbacks_left and not left_threads:
-        _log.warning(
-            "threading's exit callbacks (concurrent.futures joining its executors' workers) "
-            "had not returned by the teardown timeout; the runner exits without them"
-        )
-    # Last, as the interpreter runs them after the threads; before forwarding ends (the
-    # hooks' own end it, logging.shutdown last), so that what they print or log arrives as
-    # records. Not with a task or a thread left running: the process exits without them,
-    # as it would without their hooks (a callback still running waits for such a thread).
-    # Failed tasks a plugin keeps (self.task), which asyncio reports only once collected;
-    # before the exit hooks, logging's among them.
-    report_unretrieved_exceptions(loop)
-    left = bool(left_tasks or left_threads or callbacks_left)
-    left_hooks = not left and await run_exit_hooks(deadline)
-    let_forwarding_close()
-    try:
-        # Flushes the log forwarder: records logged during teardown reach the host.
-        logging.shutdown()
-    except Exception as exc:
-        # Logging itself failed, so say it where the host still listens: the real stderr.
-        print(f"isoplug runner: flushing logs failed: {exc!r}", file=sys.__stderr__, flush=True)
-    # A worker still running a call (cancelled, or stuck since a timeout) is left behind, as
-    # when workers were daemons: the interpreter would join it.
-    return left or left_hooks or table.workers.busy()
 
 
 def _own_fds(peer: Peer, health_fd: int) -> list[int]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
+
+from isoplug.runner.plugin_frames import awaited_frames, plugin_frame
 
 __all__ = ["SetupWatch"]
 
@@ -32,7 +32,7 @@ class SetupWatch:
     def running(self, plugin_id: str, folder: str) -> Iterator[None]:
         """Around the ``setup()`` of ``plugin_id``, whose code is in ``folder``."""
         self._plugin, self._task = plugin_id, asyncio.current_task()
-        self._folder = os.path.join(os.path.realpath(folder), "")
+        self._folder = folder
         try:
             yield
         finally:
@@ -43,23 +43,10 @@ class SetupWatch:
         plugin, task = self._plugin, self._task
         if plugin is None or task is None:
             return ""
-        for frame in reversed(list(_awaited_frames(task))):
-            filename = frame.f_code.co_filename
-            if os.path.realpath(filename).startswith(self._folder):
-                return (
-                    f"plugin {plugin!r}: setup() waits at {filename}:{frame.f_lineno} in "
-                    f"{frame.f_code.co_name}"
-                )
-        return f"plugin {plugin!r}: setup() has not returned"
-
-
-def _awaited_frames(task: asyncio.Task[Any]) -> Iterator[FrameType]:
-    """The frames of the coroutines ``task`` awaits, outermost first (a bounded walk)."""
-    awaited: Any = task.get_coro()
-    for _ in range(256):
-        if awaited is None:
-            return
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is not None:
-            yield frame
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        frame = plugin_frame(awaited_frames(task), self._folder)
+        if frame is None:
+            return f"plugin {plugin!r}: setup() has not returned"
+        return (
+            f"plugin {plugin!r}: setup() waits at {frame.f_code.co_filename}:{frame.f_lineno} "
+            f"in {frame.f_code.co_name}"
+        )

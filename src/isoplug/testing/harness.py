@@ -9,6 +9,7 @@ same for synchronous tests: it runs the host on an event loop of its own, in a t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -35,6 +36,9 @@ from isoplug.testing.records import Records, attached
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["FAST", "BlockingHarness", "CapabilityCall", "PluginHarness"]
+
+#: A failing test's report shows the test's line and the error, not the harness's source.
+__tracebackhide__ = True
 
 T = TypeVar("T")
 
@@ -86,6 +90,12 @@ class PluginHarness(HarnessOperations):
     :class:`FileNotFoundError` naming ``path`` when it holds no plugin at all (and the folder
     one level down that does, if one does), and :class:`TimeoutError` naming the plugins not
     ready within ``ready_timeout`` seconds.
+
+    A runner that ends before its plugins are ready (a ``setup()`` that raises, a crash, a
+    kill for not being ready within ``config.ready_timeout``) fails the start at once, with its
+    error and traceback: a test wants the error now, not after the crash loop of the plugin's
+    ``[restart]`` policy (about 16 s with the defaults). ``retry_start=True`` restarts it as
+    that policy says, as a host in production does.
     """
 
     def __init__(
@@ -97,11 +107,13 @@ class PluginHarness(HarnessOperations):
         config: SupervisorConfig | Mapping[str, Mapping[str, Any]] = FAST,
         plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
         ready_timeout: float = 30.0,
+        retry_start: bool = False,
     ) -> None:
         # Absolute, as the host makes its folder: its problems name the folders so.
         self.path = Path(path).absolute()
         self.config, self.plugin_config = _host_configs(config, plugin_config, "PluginHarness")
         self.ready_timeout = ready_timeout
+        self.retry_start = retry_start
         self.records = Records()
         self.records.addFilter(self._from_this_host)
         #: The host whose runners' records :attr:`records` keeps (set before it starts).
@@ -138,7 +150,10 @@ class PluginHarness(HarnessOperations):
                 # Pointed at the wrong folder: say so now, not at the first call.
                 raise FileNotFoundError(_no_plugin(self.path))
             _check_plugin_config_ids(self.plugin_config, host)
-            await host.wait_ready(self.ready_timeout)
+            if self.retry_start:
+                await host.wait_ready(self.ready_timeout)
+            else:
+                await _ready_or_first_failure(host, self.ready_timeout)
         except BaseException:
             self._host = None
             await self._stack.aclose()
@@ -275,6 +290,47 @@ class PluginHarness(HarnessOperations):
         )
 
 
+async def _ready_or_first_failure(host: Host, timeout: float) -> None:
+    """:meth:`~isoplug.Host.wait_ready`, but a plugin whose runner ended before it was ready
+    (RESTARTING: waiting out the backoff of its ``[restart]`` policy) fails it at once."""
+    ready = asyncio.ensure_future(host.wait_ready(timeout))
+    crashed = [
+        asyncio.ensure_future(
+            host.wait_for(info.id, lambda info: info.state is PluginState.RESTARTING)
+        )
+        for info in host.plugins()
+    ]
+    try:
+        await asyncio.wait([ready, *crashed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in (ready, *crashed):
+            waiting.cancel()
+        await asyncio.gather(ready, *crashed, return_exceptions=True)
+    failed = [
+        waiting.result()
+        for waiting in crashed
+        if waiting.done() and not waiting.cancelled() and waiting.exception() is None
+    ]
+    if failed:
+        raise PluginFailed({info.id: _first_failure(info) for info in failed})
+    ready.result()
+
+
+def _first_failure(info: PluginInfo) -> str:
+    """Why ``info``'s runner ended before it was ready: the plugin's error (a setup()'s, with
+    its traceback) and the runner's exit account (sanitized by the host)."""
+    ended = (
+        info.last_exit.describe()
+        if info.last_exit is not None
+        else "its runner ended before it was ready"
+    )
+    account = (
+        f"{ended}; not restarted: the harness fails a start at its first failure "
+        "(PluginHarness(retry_start=True) restarts it as its [restart] policy says)"
+    )
+    return f"{info.error}\n{account}" if info.error else account
+
+
 def _problems_by_folder(problems: Iterable[str], directory: Path, given: Path) -> dict[str, str]:
     """The host's ``problems`` by plugin folder name (for :class:`~isoplug.PluginFailed`)."""
     if directory != given:
@@ -403,7 +459,18 @@ class BlockingHarness(BlockingOperations):
         return self._run(asyncio.wait_for(coroutine, timeout))
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        # Its error raised here, not by future.result(), whose two frames of concurrent.futures
+        # (standard library: never hidden) would stand in every failing test's report.
+        if not concurrent.futures.wait((future,), timeout).done:
+            raise TimeoutError(f"the harness's call did not end within {timeout:g} s")
+        error = future.exception()
+        if error is None:
+            return future.result()
+        try:
+            raise error
+        finally:
+            del error  # the raised error's traceback holds this frame: no cycle through it
 
     def __enter__(self) -> BlockingHarness:
         self._thread.start()

@@ -41,6 +41,7 @@ def isoplug_host() -> Iterator[Callable[..., BlockingHarness]]:
     started: list[BlockingHarness] = []
 
     def start(path: str | os.PathLike[str], **options: Any) -> BlockingHarness:
+        __tracebackhide__ = True  # a plugin that cannot start: the test's line and why
         harness = BlockingHarness(path, **options).__enter__()
         started.append(harness)
         return harness

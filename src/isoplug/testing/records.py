@@ -21,6 +21,9 @@ from typing import Any, TypeVar
 
 __all__ = ["Records", "attached", "eventually", "watching"]
 
+#: A failing test's report shows the test's line and the error, not these helpers' source.
+__tracebackhide__ = True
+
 T = TypeVar("T")
 H = TypeVar("H", bound=logging.Handler)
 
