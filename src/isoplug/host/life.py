@@ -34,7 +34,6 @@ from isoplug.control import EXIT_DESCRIPTORS_CLOSED, SHUTDOWN, ReadyReport, Reso
 from isoplug.errors import IsoplugError, TransportError
 from isoplug.host.commands import Commands, describe_command
 from isoplug.host.config import SupervisorConfig
-from isoplug.host.descendants import read_stat
 from isoplug.host.exit_verdict import lasting_cause
 from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
@@ -465,20 +464,12 @@ class RunnerLife:
         return f"{KILLED_BY_HOST}{what}"
 
     async def _unreaped(self, process: RunnerProcess) -> bool:
-        """Whether the runner has exited but its zygote did not reap it (stopped, say), which
-        alone reports its status: then continue the zygote, or kill it if that does not help
-        (init reaps the runner then), and wait for the exit. A signal cannot reach a zombie."""
-        stat = read_stat(process.pid)
-        if self._zygote is None or stat is None or stat.state != "Z":
-            return False
-        why = f"has not reaped runner {self.runner_id} (pid {process.pid}) after it exited"
-        if self._zygote.resume_if_stopped(why, stat.ppid) and await process.wait_exit(
-            self._config.health_timeout
-        ):
-            return True
-        self._zygote.kill_stuck(why, stat.ppid)
-        await process.wait_exit(None)
-        return True
+        """Whether the runner has exited but its zygote did not reap it (see
+        :meth:`~isoplug.host.zygote.Zygote.settle_unreaped`), and its exit is known now."""
+        zygote = self._zygote
+        return zygote is not None and await zygote.settle_unreaped(
+            process.pid, self.runner_id, process.wait_exit, self._config.health_timeout
+        )
 
     async def _shut_down(self, process: RunnerProcess) -> None:
         """Ask, then SIGTERM, then SIGKILL; returns once the runner has exited."""

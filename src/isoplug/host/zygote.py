@@ -53,7 +53,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
 
@@ -285,6 +285,27 @@ class Zygote:
         )
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGCONT)
+        return True
+
+    async def settle_unreaped(
+        self,
+        pid: int,
+        runner_id: str,
+        wait_exit: Callable[[float | None], Awaitable[bool]],
+        timeout: float,
+    ) -> bool:
+        """Whether runner ``runner_id`` (``pid``) has exited but its zygote did not reap it
+        (stopped, say), which alone reports its status: then continue the zygote, or kill it if
+        that does not help within ``timeout`` seconds (init reaps the runner then), and wait
+        for the exit (``wait_exit``). A signal cannot reach a zombie."""
+        stat = read_stat(pid)
+        if stat is None or stat.state != "Z":
+            return False
+        why = f"has not reaped runner {runner_id} (pid {pid}) after it exited"
+        if self.resume_if_stopped(why, stat.ppid) and await wait_exit(timeout):
+            return True
+        self.kill_stuck(why, stat.ppid)
+        await wait_exit(None)
         return True
 
     def kill_stuck(self, why: str, parent: int | None = None) -> None:
