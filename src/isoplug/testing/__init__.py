@@ -13,8 +13,9 @@
 """
 
 from isoplug.host.zygote_pool import share_zygotes
+from isoplug.testing.blocking_harness import BlockingHarness
 from isoplug.testing.cpu import busy_cpu
-from isoplug.testing.harness import FAST, BlockingHarness, CapabilityCall, PluginHarness
+from isoplug.testing.harness import FAST, CapabilityCall, PluginHarness
 from isoplug.testing.records import Records, attached, eventually, watching
 
 __all__ = [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from isoplug.host.zygote_pool import share_zygotes
-from isoplug.testing.harness import BlockingHarness
+from isoplug.testing.blocking_harness import BlockingHarness
 
 __all__ = ["isoplug_host", "isoplug_own_zygotes", "pytest_configure"]
 
