@@ -24,6 +24,8 @@ from isoplug.errors import (
 )
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import BlockingServer, ClientLimit, serve_blocking
+from isoplug.rpc.gate import busy_reject
+from isoplug.rpc.handshake import blocking_client_handshake
 from isoplug.transport import connect_blocking, tls_client_context, tls_server_context
 from isoplug.transport.blocking import listen_blocking
 from isoplug.transport.process_tree import tree_under
@@ -495,3 +497,28 @@ def test_clients_with_places_of_their_own_cannot_fill_the_listener() -> None:
     finally:
         server.close()
     assert all(server.client_connections(client) == 0 for client in told)
+
+
+@pytest.mark.parametrize("passing", [False, True], ids=["plain", "passing a descriptor"])
+def test_a_client_whose_hello_meets_a_closed_server_reads_its_rejection(passing: bool) -> None:
+    """A full server writes its rejection and closes before it reads the hello: the client's
+    write of the hello then fails (EPIPE), and the client raises the rejection's reason, not a
+    bare "connection lost" (a log sender passes its ring with that write, its hello never
+    waiting for the server)."""
+    client, server = socket.socketpair()
+    read_end, write_end = os.pipe()
+    try:
+        server.sendall(busy_reject("server: at its limit of 1 open connections"))
+        server.close()
+        with pytest.raises(HandshakeError, match="at its limit of 1 open connections"):
+            blocking_client_handshake(
+                client,
+                "t" * 43,
+                role="logs",
+                after_hello=b"" if passing else b"x",
+                passing=read_end if passing else None,
+            )
+    finally:
+        client.close()
+        os.close(read_end)
+        os.close(write_end)

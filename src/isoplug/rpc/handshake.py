@@ -186,6 +186,10 @@ def blocking_client_handshake(
             else:
                 pass_with(sock, data, passing)
         except OSError as exc:
+            if isinstance(exc, BrokenPipeError | ConnectionResetError):
+                # A full server rejects before it reads the hello, and closes: its Reject,
+                # there to read, raises its error (why the connection was refused).
+                _read_what_is_there(sock, connection)
             raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
         if on_sent is not None:
             on_sent()
