@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 
 from isoplug.errors import TransportError
 from isoplug.host.isoplug_link import made_link, renew_if_lost
@@ -54,28 +55,49 @@ class SocketFolders:
 
     def keep(self) -> None:
         """Check the folders, and make them young, every :data:`KEEP_INTERVAL` seconds until
-        the control listener closes (the host's close, or its release unclosed)."""
-        keeper = asyncio.create_task(self._keep(), name="isoplug-socket-folders")
+        the control listener closes (the host's close, or its release unclosed).
+
+        A timer of the loop's that holds these folders weakly, not a task waiting in a sleep:
+        a task is the loop's strong reference to its coroutine's frame, which holds the
+        listener, the log bridge and through them the host, and a host never closed must
+        still be collected (and warned of: see :mod:`isoplug.host.unclosed`) once its loop
+        ended."""
+        loop = asyncio.get_running_loop()
+        folders = weakref.ref(self)
+        # The timer of the next check; None once the listener closed (no more checks).
+        timer: list[asyncio.TimerHandle | None] = []
+
+        def check() -> None:
+            kept = folders()
+            if kept is not None:
+                task = loop.create_task(kept._check(), name="isoplug-socket-folders")
+                task.add_done_callback(lambda _: schedule())
+
+        def schedule() -> None:
+            if folders() is not None and not loop.is_closed() and None not in timer:
+                timer[:] = [loop.call_later(KEEP_INTERVAL, check)]
 
         def stop_keeping() -> None:
-            keeper.cancel()
+            for handle in timer:
+                if handle is not None:
+                    handle.cancel()
+            timer[:] = [None]
 
         self._listener.on_close.append(stop_keeping)
+        schedule()
 
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(KEEP_INTERVAL)
-            try:
-                control, logs = await self.addresses()
-            except TransportError as exc:
-                _log.warning(
-                    "%s; tried again in %g s, and at each runner's start",
-                    clean_path(exc, _MAX_PATH_CHARS),
-                    KEEP_INTERVAL,
-                )
-                continue
-            paths = [parse_address(control).path, parse_address(logs).path]
-            made_young([*paths, *map(os.path.dirname, paths), *made_link()])
+    async def _check(self) -> None:
+        try:
+            control, logs = await self.addresses()
+        except TransportError as exc:
+            _log.warning(
+                "%s; tried again in %g s, and at each runner's start",
+                clean_path(exc, _MAX_PATH_CHARS),
+                KEEP_INTERVAL,
+            )
+            return
+        paths = [parse_address(control).path, parse_address(logs).path]
+        made_young([*paths, *map(os.path.dirname, paths), *made_link()])
 
     async def addresses(self) -> tuple[str, str]:
         """Where a runner started now connects: the control listener's address and the log
