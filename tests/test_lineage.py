@@ -38,6 +38,7 @@ for line in sys.stdin:
         continue
     middle = os.fork()
     if middle == 0:
+        middle = os.getpid()  # fork() gave this process 0: its own pid is what its child sees
         if os.fork() == 0:
             while os.getppid() == middle:
                 time.sleep(0.005)
