@@ -71,7 +71,13 @@ class SocketFolders:
             kept = folders()
             if kept is not None:
                 task = loop.create_task(kept._check(), name="isoplug-socket-folders")
-                task.add_done_callback(lambda _: schedule())
+                task.add_done_callback(checked)
+
+        def checked(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                # A bug of isoplug's: said with its traceback; the checks go on.
+                _log.error("checking the host's folders failed", exc_info=error)
+            schedule()
 
         def schedule() -> None:
             if folders() is not None and not loop.is_closed() and None not in timer:
@@ -154,4 +160,11 @@ def made_young(paths: list[str]) -> None:
             _log.debug(
                 "could not make %s young: it was deleted just now",
                 clean_path(path, _MAX_PATH_CHARS),
+            )
+        except OSError as exc:
+            _log.warning(
+                "could not set the times of %s to now (a temporary-file cleaner may delete it "
+                "as old): %s",
+                clean_path(path, _MAX_PATH_CHARS),
+                clean_path(exc, _MAX_PATH_CHARS),
             )
