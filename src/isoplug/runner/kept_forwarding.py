@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -23,7 +24,13 @@ from isoplug.logs.redirect import pipe_streams
 from isoplug.logs.rendered_records import render_through
 from isoplug.runner.health import describe_frame
 
-__all__ = ["FORWARDING_CHECK_INTERVAL", "KeptForwarding", "render_consoles", "watch_forwarding"]
+__all__ = [
+    "FORWARDING_CHECK_INTERVAL",
+    "KeptForwarding",
+    "finish_reports",
+    "render_consoles",
+    "watch_forwarding",
+]
 
 _log = logging.getLogger("isoplug.runner")
 #: The lock logging's own functions hold while they change handlers or a configuration
@@ -92,6 +99,7 @@ class KeptForwarding:
             thread = threading.Thread(
                 target=self._restore_and_report, name="isoplug-log-restore", daemon=True
             )
+            _reports.append(thread)
             thread.start()
         return True
 
@@ -138,6 +146,19 @@ class KeptForwarding:
                 "their configuration does not name, unless given disable_existing_loggers=False",
                 shown,
             )
+
+
+#: The threads restoring the handler and saying so (:meth:`KeptForwarding.closed`).
+_reports: list[threading.Thread] = []
+
+
+def finish_reports(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the restores under way to say what they did: at the
+    runner's end, before its handler closes for good (their records would go to its stderr
+    fallback then, as text)."""
+    deadline = time.monotonic() + timeout
+    while _reports:
+        _reports.pop().join(max(0.0, deadline - time.monotonic()))
 
 
 #: Seconds between the runner's looks at whether its handler is still on the root logger.

@@ -38,6 +38,7 @@ from isoplug.logs.sources import attributed_to
 from isoplug.rpc.remote_errors import EXIT_REQUESTS
 from isoplug.runner.dispatch import PluginTable, plugin_source
 from isoplug.runner.exit_hooks import run_exit_hooks, run_thread_exit_callbacks
+from isoplug.runner.kept_forwarding import finish_reports
 from isoplug.runner.leftover_tasks import (
     end_plugin_tasks,
     exit_leaving,
@@ -52,6 +53,8 @@ __all__ = ["TeardownWatch", "tear_down"]
 
 _log = logging.getLogger("isoplug.runner")
 
+#: How long the end waits for a restore of the forwarding handler to say what it did.
+_REPORTS_WAIT = 1.0
 #: How often the watch looks at the loop's thread once the deadline has passed, until the loop
 #: has seen the deadline itself (it is not blocked then) or the teardowns are over.
 _WATCH_POLL = 0.05
@@ -106,6 +109,9 @@ async def tear_down(
 
 
 def _end_forwarding() -> None:
+    # A restore of the handler after the plugin's logging configuration says so in a record
+    # of its own: before the handler closes for good.
+    finish_reports(_REPORTS_WAIT)
     let_forwarding_close()
     try:
         # Flushes the log forwarder: records logged during teardown reach the host.
