@@ -6,11 +6,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from isoplug.testing.records import Records, attached, eventually
 
-__all__ = ["RecordWaiter", "SlowFloodCounter", "attached", "eventually", "watching"]
+__all__ = [
+    "RecordWaiter",
+    "SlowFloodCounter",
+    "attached",
+    "eventually",
+    "wait_blocking",
+    "watching",
+]
+
+
+def wait_blocking(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    """:func:`eventually` for a thread that may not await: wait until ``condition()`` is
+    true, polling; fail the test if it is not within ``timeout`` seconds (a hang fails the
+    test, not the run). Also what a patched blocking step (a receiver made slow) waits on."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"the condition never held within {timeout:g} s"
+        time.sleep(0.001)
 
 
 class RecordWaiter(Records):

@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from isoplug.testing import eventually, watching
 from isoplug.transport.passed_descriptors import receive_passing
 from isoplug.transport.process_tree import parent_group_session, stat_fields
 from isoplug.transport.stream import Stream, peer_credentials_of
+from tests.record_waiter import wait_blocking
 from tests.test_logs_exit import all_connections, delivered, reported
 from tests.test_logs_forwarding import BOTH_MODES, finish, receiving, run_child
 
@@ -69,14 +69,6 @@ def not_ours(pid: int) -> bool:
     return found is None or found[0] != os.getpid()
 
 
-def wait_in_thread(condition: Callable[[], bool]) -> None:
-    """Block this thread (the event loop's too, called there) until ``condition()``."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never came true"
-        time.sleep(0.001)
-
-
 def answering_late(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the receiver take up a connection of any process but its own children only once
     that process has ended, as a receiver short of CPU did for a fork burst's children."""
@@ -85,7 +77,7 @@ def answering_late(monkeypatch: pytest.MonkeyPatch) -> None:
         credentials = peer_credentials_of(sock)
         assert credentials is not None
         if not_ours(credentials.pid):
-            wait_in_thread(lambda: ended(credentials.pid))
+            wait_blocking(lambda: ended(credentials.pid))
         return blocking_server_handshake(sock, *args, **kwargs)
 
     async def late(stream: Stream, *args: Any, **kwargs: Any) -> Any:
@@ -142,7 +134,7 @@ async def test_a_forked_child_that_ended_counts_for_no_process_tree(
 
     def tree_of_the_ended(pid: int) -> str | None:
         if not_ours(pid):
-            wait_in_thread(lambda: zombie(pid))
+            wait_blocking(lambda: zombie(pid))
         return tree_of(pid)
 
     # Looked up when the receiver starts: patched before.

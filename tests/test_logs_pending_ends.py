@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from isoplug.logs import LogMetrics, LogReceiver
 from isoplug.logs.ledger_reports import SenderLedgerReports
 from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.testing import eventually
-from tests.record_waiter import attached
+from tests.record_waiter import attached, wait_blocking
 from tests.test_logs_forwarding import BOTH_MODES, PREFIX, combined_metrics, receiving
 
 CHILD = str(Path(__file__).with_name("closed_fd_child.py"))
@@ -171,10 +170,7 @@ def opening_late(monkeypatch: pytest.MonkeyPatch, until: Callable[[], bool]) -> 
     open_ledger = SenderLedgerReports.open_ledger
 
     def open_late(reports: SenderLedgerReports, fd: int) -> None:
-        deadline = time.monotonic() + 30
-        while not until():
-            assert time.monotonic() < deadline, "the condition never came true"
-            time.sleep(0.001)
+        wait_blocking(until)
         open_ledger(reports, fd)
 
     monkeypatch.setattr(SenderLedgerReports, "open_ledger", open_late)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from isoplug.runner.output_wait import (
     parse_syscall,
     syscall_numbers,
 )
+from tests.record_waiter import wait_blocking
 
 TICK = 0.1
 
@@ -82,13 +82,6 @@ def test_syscall_lines_are_read_as_the_call_and_its_first_argument() -> None:
     assert syscall_numbers("sparc64") is None
 
 
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.005)
-
-
 @contextmanager
 def thread_writing_to(fd: int) -> Iterator[ThreadOutputWait]:
     """A thread that looks at itself, then writes 1 MiB to ``fd``, a pipe nobody reads: its
@@ -123,14 +116,14 @@ def test_a_thread_blocked_writing_to_its_output_pipe_is_seen_writing() -> None:
     try:
         with thread_writing_to(write_end) as output:
             assert output.known
-            until(lambda: output.state() == WRITING)
+            wait_blocking(lambda: output.state() == WRITING, 10)
             # Once the number names another pipe (a plugin put it there), the write waits for
             # that pipe's reader, not the host.
             other_read, other_write = os.pipe()
             saved = os.dup(write_end)
             os.dup2(other_write, write_end)
             try:
-                until(lambda: output.state() == SLEEPING)
+                wait_blocking(lambda: output.state() == SLEEPING, 10)
             finally:
                 os.dup2(saved, write_end)
                 for fd in (saved, other_read, other_write):

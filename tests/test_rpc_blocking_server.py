@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,19 +31,12 @@ from isoplug.transport.blocking import listen_blocking
 from isoplug.transport.process_tree import tree_under
 from isoplug.wire import Event, Hello, encode_frame
 from tests.greedy_sender import greedy_tree
+from tests.record_waiter import wait_blocking
 from tests.test_transport_sockets import Certs, make_certs
 
 TOKEN = "s3cret"
 #: Generous bound on any single wait: a hang fails the test instead of the whole run.
 WAIT = 20.0
-
-
-def wait_for(condition: Callable[[], object], timeout: float = WAIT) -> None:
-    """Wait until ``condition()`` is true; fail the test if it does not become so in time."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def read_until_it_ends(channel: BlockingChannel) -> None:
@@ -100,7 +93,7 @@ def assert_serving(server: BlockingServer, sessions: Sessions, event: str) -> No
     channel = connect(server)
     try:
         channel.notify(event)
-        wait_for(lambda: event in sessions.events)
+        wait_blocking(lambda: event in sessions.events)
     finally:
         channel.close()
 
@@ -115,7 +108,7 @@ def test_close_wakes_a_thread_blocked_in_accept_and_removes_the_socket() -> None
     results: list[object] = []
     thread = threading.Thread(target=lambda: results.append(listener.accept()))
     thread.start()
-    wait_for(lambda: listener._accepting)  # in accept(), about to wait or waiting
+    wait_blocking(lambda: listener._accepting)  # in accept(), about to wait or waiting
     listener.close()
     thread.join(WAIT)
     assert not thread.is_alive() and results == [None]
@@ -196,7 +189,7 @@ def test_a_session_runs_its_handler_and_ends_with_a_goodbye(
     try:
         channel.notify("one")
         channel.notify("two")
-        wait_for(lambda: sessions.events == ["one", "two"])
+        wait_blocking(lambda: sessions.events == ["one", "two"])
         channel.notify("leave")  # the handler returns: the server says goodbye
         with pytest.raises(ConnectionClosed):
             read_until_it_ends(channel)
@@ -212,7 +205,7 @@ def test_a_wrong_token_is_refused_and_reported(
     with pytest.raises(AuthenticationFailed, match="wrong session token"):
         connect(server, token="wrong")
     # The pid is the kernel's word on who connected (this process), not the hello's claim.
-    wait_for(lambda: f"refused a connection from pid {os.getpid()} on" in caplog.text)
+    wait_blocking(lambda: f"refused a connection from pid {os.getpid()} on" in caplog.text)
     assert "wrong session token" in caplog.text
     assert server.wait_idle(WAIT) == 0 and not sessions.events
 
@@ -227,7 +220,7 @@ def test_a_silent_client_is_told_why_and_dropped_after_the_handshake_timeout(
         while chunk := silent.recv(4096):
             said += chunk
     assert b"no hello within 0.5 s" in said  # the reject message
-    wait_for(lambda: "no hello within 0.5 s" in caplog.text)
+    wait_blocking(lambda: "no hello within 0.5 s" in caplog.text)
 
 
 def test_a_failing_handler_is_logged_and_the_server_keeps_serving(
@@ -250,7 +243,7 @@ def test_wait_idle_counts_open_sessions(served: tuple[BlockingServer, Sessions])
     channel = connect(server)
     try:
         channel.notify("hello")
-        wait_for(lambda: sessions.events == ["hello"])
+        wait_blocking(lambda: sessions.events == ["hello"])
         assert server.wait_idle(0.05) == 1
     finally:
         channel.close()
@@ -266,7 +259,7 @@ def test_close_ends_open_sessions_and_handshakes_at_once(
     silent = connect_blocking(server.address)  # stays in the handshake
     try:
         channel.notify("hello")
-        wait_for(lambda: sessions.events == ["hello"])
+        wait_blocking(lambda: sessions.events == ["hello"])
         began = time.monotonic()
         server.close()
         assert time.monotonic() - began < 5  # not the close timeout: nothing was stuck
@@ -302,14 +295,14 @@ def test_sessions_over_tls_a_plain_text_client_refused_and_close_says_goodbye(
             with contextlib.suppress(ConnectionResetError):
                 while plain.recv(4096):
                     pass
-        wait_for(lambda: "TLS handshake with a client failed" in caplog.text)
+        wait_blocking(lambda: "TLS handshake with a client failed" in caplog.text)
         channel = BlockingChannel.connect(
             server.address, TOKEN, ssl_context=tls_client_context(certs.ca), timeout=WAIT
         )
         try:
             assert isinstance(channel.socket, ssl.SSLSocket)
             channel.notify("over tls")
-            wait_for(lambda: sessions.events == ["over tls"])
+            wait_blocking(lambda: sessions.events == ["over tls"])
             server.close()  # ends the open session: the goodbye still goes out over TLS
             with pytest.raises(ConnectionClosed):
                 read_until_it_ends(channel)
@@ -327,7 +320,7 @@ def test_the_refusal_log_names_the_listener(
     caplog.set_level(logging.WARNING, "isoplug.rpc")
     with pytest.raises(AuthenticationFailed):
         connect(server, token="nope")
-    wait_for(lambda: f"from pid {os.getpid()} on {server.address}" in caplog.text)
+    wait_blocking(lambda: f"from pid {os.getpid()} on {server.address}" in caplog.text)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to fill the fd table")
@@ -348,7 +341,7 @@ def test_accept_out_of_file_descriptors_is_reported_and_retried(
             while True:
                 fillers.append(os.dup(0))
         client.connect(server.address.path)  # queued in the backlog; accept() gets EMFILE
-        wait_for(lambda: "retrying in 1 s" in caplog.text)
+        wait_blocking(lambda: "retrying in 1 s" in caplog.text)
     finally:
         for fd in fillers:
             os.close(fd)
@@ -372,7 +365,7 @@ def test_connections_past_the_limit_are_refused_and_reported_once(
             with pytest.raises(HandshakeError, match="at its limit of 2 open connections"):
                 connect(server)
         channels.pop().close()
-        wait_for(lambda: server.wait_idle(0) == 1)
+        wait_blocking(lambda: server.wait_idle(0) == 1)
         assert_serving(server, sessions, "served again")
         assert sessions.events == ["served again"]
     finally:
@@ -416,7 +409,7 @@ def test_each_client_is_capped_on_its_own_and_counts_again_once_it_closes() -> N
         assert server.client_connections("greedy") == 2
         assert server.client_connections("modest") == 1
         channels.pop(0).close()
-        wait_for(lambda: server.client_connections("greedy") == 1)
+        wait_blocking(lambda: server.client_connections("greedy") == 1)
         # Admitted (its token matched), then refused for its protocol versions.
         future = Hello(min_version=999, max_version=999, token=TOKEN, role="x", name="greedy")
         with socket.socket(socket.AF_UNIX) as sock:
@@ -427,7 +420,7 @@ def test_each_client_is_capped_on_its_own_and_counts_again_once_it_closes() -> N
                 pass
         # Its place comes back once the server's thread is through with it (after the close
         # the client saw): waited for, never assumed.
-        wait_for(lambda: server.client_connections("greedy") == 1)
+        wait_blocking(lambda: server.client_connections("greedy") == 1)
         channels.append(connect_as("greedy"))
         assert server.client_connections("greedy") == 2
     finally:
