@@ -8,10 +8,13 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,14 +47,23 @@ def escapers(tmp_path: Path, *ids: str) -> Path:
     return directory
 
 
-async def start_host(*arguments: str) -> asyncio.subprocess.Process:
+@pytest.fixture
+def private_temp() -> Iterator[str]:
+    """A temp folder of its own (short, for socket paths): a host or receiver started by a test
+    running alongside removes a dead host's socket folders from the shared one."""
+    path = tempfile.mkdtemp(prefix="iso-k9-", dir="/tmp")
+    yield path
+    shutil.rmtree(path)
+
+
+async def start_host(*arguments: str, **environment: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         str(HOST_CHILD),
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=child_env(),
+        env=child_env(**environment),
     )
 
 
@@ -76,13 +88,15 @@ async def wait_gone(pids: list[int], within: float) -> list[int]:
 
 
 async def test_runners_die_within_2_s_of_a_kill_9_of_their_host_whatever_they_do(
-    tmp_path: Path,
+    tmp_path: Path, private_temp: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle, busy in a sync method, blocking the event loop, holding the GIL in native code:
     2 s after the host's SIGKILL, none of the four runners is left. The next host to start
     removes the dead one's socket directories."""
     directory = escapers(tmp_path, "idle", "busy", "blocked", "gil")
-    host = await start_host(str(directory), "busy:spin", "blocked:block", "gil:hold_gil")
+    host = await start_host(
+        str(directory), "busy:spin", "blocked:block", "gil:hold_gil", TMPDIR=private_temp
+    )
     lines: list[str] = []
     try:
         async with asyncio.timeout(40):
@@ -104,6 +118,7 @@ async def test_runners_die_within_2_s_of_a_kill_9_of_their_host_whatever_they_do
     assert sorted(runners) == ["blocked", "busy", "gil", "idle"]
     assert all(process_alive(pid) for pid in runners.values())
     assert len(socket_dirs) == 2 and all(os.path.isdir(d) for d in socket_dirs)
+    assert all(d.startswith(private_temp + os.sep) for d in socket_dirs)
 
     # Their parent: the host's zygote (isoplug.host.zygote), or the host where it spawns.
     parents = set()
@@ -120,6 +135,7 @@ async def test_runners_die_within_2_s_of_a_kill_9_of_their_host_whatever_they_do
     assert all(os.path.isdir(d) for d in socket_dirs)  # nobody removed them: SIGKILL
     empty = tmp_path / "empty"
     empty.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", private_temp)
     async with Host(empty, config=FAST):
         assert not [d for d in socket_dirs if os.path.exists(d)]
 
