@@ -86,19 +86,28 @@ async def test_a_file_is_compiled_as_the_plugins_interpreter_and_environment_com
 def newer_python() -> str | None:
     """A Python >= 3.12 that can run a runner (imports msgspec), or None."""
     named = os.environ.get(NEWER_PYTHON_VARIABLE)
-    candidates: list[str | None] = [named] if named else []
-    candidates += [shutil.which(f"python3.{minor}") for minor in range(12, 16)]
+    if named:
+        # Named on purpose (CI names its 3.13 venv): one that cannot serve is a failure.
+        probe = probe_newer(named)
+        if probe.returncode:
+            pytest.fail(f"{NEWER_PYTHON_VARIABLE}={named} cannot run a runner:\n{probe.stderr}")
+        return named
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(12, 16)]
     candidates += sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1[2-9]*/bin/python")))
     for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys, msgspec; assert sys.version_info >= (3, 12)"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if probe.returncode == 0:
+        if probe_newer(candidate).returncode == 0:
             return candidate
     return None
+
+
+def probe_newer(python: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [python, "-c", "import sys, msgspec; assert sys.version_info >= (3, 12)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 async def test_syntax_of_a_newer_python_reloads_a_plugin_that_runs_on_it(tmp_path: Path) -> None:
