@@ -8,6 +8,7 @@ any self-inflicted abort: a failed C assertion."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import importlib.util
@@ -145,6 +146,26 @@ async def test_an_async_method_closing_them_below_python_ends_its_runner_as_its_
     account = info.last_exit
     assert account is not None
     assert_ended_by_its_own_doing(account, loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_the_loops_poller_replaced_by_another_epoll_ends_its_runner_saying_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """Every epoll has the same device and inode: the runner asks the kernel whether the
+    number is still its loop's poller (kcmp). Unseen, the loop kept its timers, heard no
+    socket, and every call timed out."""
+    monkeypatch.setenv(EVENT_LOOP_VARIABLE, loop)
+    async with running(tmp_path, "fdcloser", config=CONFIG) as (host, _):
+        pid = host.plugin("fdcloser").pid
+        with contextlib.suppress(ConnectionBroken):  # the answer may come before the look
+            await host.call("fdcloser", "replace_the_loops_poller")
+        info = await host.wait_for("fdcloser", restarted, timeout=20)
+        assert await host.call("fdcloser", "pid") == info.pid != pid
+    account = info.last_exit
+    assert account is not None and account.pid == pid
+    assert account.exit_code == EXIT_DESCRIPTORS_CLOSED, account.describe()
+    assert "(its event loop's: " in account.describe(), account.describe()
 
 
 async def test_a_failed_c_assertion_is_an_abort_of_the_runners_own_and_an_outside_one_is_not(

@@ -86,7 +86,7 @@ class VitalDescriptors:
     def note(self, what: str, fd: int) -> None:
         """``fd`` (open now) is one the runner cannot work without; ``what`` says which."""
         try:
-            identity = FdIdentity(fd)
+            identity = FdIdentity.exact(fd)
         except OSError:
             return  # not open: nothing to lose
         self._noted.append((what, identity))
@@ -118,12 +118,21 @@ class VitalDescriptors:
 
     def forget(self, fd: int) -> None:
         """``fd`` is about to be closed by the runner itself: no longer one to look at."""
-        self._noted = [(what, identity) for what, identity in self._noted if identity.fd != fd]
+        kept = []
+        for what, identity in self._noted:
+            if identity.fd == fd:
+                identity.release(_os_close)
+            else:
+                kept.append((what, identity))
+        self._noted = kept
 
     def disarm(self) -> None:
         """Forget them: the runner is ending, and closes them itself."""
-        self._noted = []
+        noted, self._noted = self._noted, []
         self._pollers = threading.local()
+        if os.getpid() == self._pid:
+            for _, identity in noted:
+                identity.release(_os_close)
 
     def kept(self, low: int, high: int) -> list[tuple[str, int]]:
         """Those numbered from ``low`` to ``high - 1`` that are still this process's own (in
@@ -134,6 +143,13 @@ class VitalDescriptors:
             (what, identity.fd)
             for what, identity in self._noted
             if low <= identity.fd < high and identity.holds()
+        ]
+        # The duplicates kept to tell the loop's poller from another: a plugin closing them
+        # would make a stranger's file under the number look like the loop's replacement.
+        found += [
+            (what, identity.duplicate)
+            for what, identity in self._noted
+            if identity.duplicate is not None and low <= identity.duplicate < high
         ]
         return sorted(found, key=lambda item: item[1])
 

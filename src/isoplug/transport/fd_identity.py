@@ -13,39 +13,134 @@ closes the number. One ``fstat`` (about half a microsecond): cheap once per batc
 close, not free once per record. The check and the write are two system calls, so another
 thread that closes and reopens the number between them still wins the race; a descriptor
 closed before the check (the usual case: the program closed it and went on) is found.
+
+Device and inode do not tell apart the files of the kernel's anonymous inode (an ``epoll``
+poller, an ``eventfd``, a ``signalfd``: an event loop's own): every epoll has the same. For
+those, :meth:`FdIdentity.exact` keeps a duplicate of the descriptor and asks the kernel
+(``kcmp(KCMP_FILE)``, Linux) whether the number still names the very file the duplicate does:
+a plugin's own epoll put over an event loop's by ``os.dup2()`` is told apart then.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import os
+import platform
 import socket
+from collections.abc import Callable
 
 __all__ = ["FdIdentity", "detach_if_not_ours"]
+
+#: ``kcmp``'s system call number by machine (no C library wraps it); elsewhere, no exact look.
+_KCMP_CALLS = {
+    "x86_64": 312,
+    "aarch64": 272,
+    "riscv64": 272,
+    "i686": 349,
+    "ppc64le": 354,
+    "s390x": 343,
+    "armv7l": 378,
+}
+_KCMP_FILE = 0
+#: The lowest number :meth:`FdIdentity.exact` gives its duplicates.
+_DUPLICATES_FROM = 256
+
+
+class _Kcmp:
+    """The ``kcmp`` system call, while the kernel lets this process make it (a kernel without
+    it, or a seccomp filter, answers ``ENOSYS`` or ``EPERM``: then never again)."""
+
+    def __init__(self) -> None:
+        self.number = _KCMP_CALLS.get(platform.machine())
+        self._syscall = None
+        if self.number is not None:
+            try:
+                self._syscall = ctypes.CDLL(None, use_errno=True).syscall
+            except (OSError, AttributeError):
+                self.number = None
+
+    def same_file(self, fd: int, other: int) -> bool | None:
+        """Whether this process's ``fd`` and ``other`` name one open file; None when the
+        kernel cannot say (no kcmp, or ``other`` closed)."""
+        if self.number is None or self._syscall is None:
+            return None
+        pid = os.getpid()
+        answer = self._syscall(self.number, pid, pid, _KCMP_FILE, fd, other)
+        if answer == 0:
+            return True
+        if answer > 0:
+            return False
+        if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+            self.number = None
+        return None
+
+
+_kcmp = _Kcmp()
 
 
 class FdIdentity:
     """The file descriptor ``fd`` named when this was made (``fstat``'s device and inode)."""
 
-    __slots__ = ("_dev", "_ino", "fd")
+    __slots__ = ("_dev", "_ino", "duplicate", "fd")
 
     def __init__(self, fd: int) -> None:
         status = os.fstat(fd)
         self.fd = fd
         self._dev = status.st_dev
         self._ino = status.st_ino
+        #: The duplicate :meth:`exact` keeps, if any (the owner closes it: :meth:`release`).
+        self.duplicate: int | None = None
 
     @classmethod
     def of_socket(cls, sock: socket.socket) -> FdIdentity:
         return cls(sock.fileno())
 
+    @classmethod
+    def exact(cls, fd: int) -> FdIdentity:
+        """As ``FdIdentity(fd)``; for a file of the anonymous inode, with a duplicate kept to
+        tell it from another such file (one more descriptor, until :meth:`release`)."""
+        identity = cls(fd)
+        if _kcmp.number is not None and _is_anonymous(fd):
+            # Numbered high, away from those a program reuses (a dup2() onto 3, 4, ...); not
+            # inherited by programs run (close-on-exec).
+            try:
+                identity.duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _DUPLICATES_FROM)
+            except OSError:  # EINVAL: a descriptor limit below that
+                identity.duplicate = os.dup(fd)
+        return identity
+
     def holds(self) -> bool:
         """Whether the number still names the same open file: False once it was closed, or
-        reused for another file, pipe or socket."""
+        reused for another file, pipe or socket (or, with :meth:`exact`, another epoll)."""
         try:
             status = os.fstat(self.fd)
         except OSError:
             return False  # EBADF: closed, and not reused (yet)
-        return status.st_ino == self._ino and status.st_dev == self._dev
+        if status.st_ino != self._ino or status.st_dev != self._dev:
+            return False
+        if self.duplicate is None:
+            return True
+        # None (the duplicate was closed behind our back): the device and inode decide.
+        return _kcmp.same_file(self.fd, self.duplicate) is not False
+
+    def release(self, close: Callable[[int], None] = os.close) -> None:
+        """Close the duplicate :meth:`exact` kept, with ``close`` (``os.close`` by default)."""
+        duplicate, self.duplicate = self.duplicate, None
+        if duplicate is not None:
+            try:
+                close(duplicate)
+            except OSError as error:
+                if error.errno != errno.EBADF:  # closed behind our back: nothing to release
+                    raise
+
+
+def _is_anonymous(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:")
+    except OSError:
+        return False  # no /proc: no kcmp either
 
 
 def detach_if_not_ours(sock: socket.socket, identity: FdIdentity | None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
 import socket
 from typing import Any
@@ -77,6 +78,20 @@ class FdCloser(isoplug.Plugin):
     @isoplug.method
     def pid(self) -> int:
         return os.getpid()
+
+    @isoplug.method
+    def replace_the_loops_poller(self) -> int:
+        """Put an epoll of the plugin's own over the number of the loop's (same device and
+        inode as every epoll), as a library reusing descriptors could: the loop's number."""
+        poller = next(
+            fd
+            for what, fd in vital.kept(0, 1 << 20)  # lowest first: the loop's, not a copy
+            if what == "its event loop's" and "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
+        )
+        own = select.epoll()
+        os.dup2(own.fileno(), poller)
+        log.info("put an epoll of its own over %d", poller)
+        return poller
 
     @isoplug.method
     def close_one_of_the_runners(self) -> list[Any]:
