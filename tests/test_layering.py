@@ -311,3 +311,19 @@ def test_importing_the_wire_layer_loads_no_io_or_concurrency_library() -> None:
     loaded = sorted(set(NOT_LOADED_BY_WIRE) & after)
     brought_in = sorted(set(loaded) - set(modules["before"]))
     assert not loaded, f"loaded: {loaded} (by isoplug.wire itself: {brought_in})"
+
+
+def test_import_isoplug_leaves_the_host_to_the_first_use_of_host() -> None:
+    """docs/host.md: ``import isoplug`` is quick; the host's modules come with the first
+    ``isoplug.Host`` (``from isoplug import Host`` at an application's import time)."""
+    code = (
+        "import sys\n"
+        "import isoplug\n"
+        "print('isoplug.host.host' in sys.modules, 'asyncio' in sys.modules)\n"
+        "from isoplug import Host\n"
+        "print('isoplug.host.host' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "False", "True"], result.stdout
