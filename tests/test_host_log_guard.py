@@ -15,10 +15,10 @@ import pytest
 
 from isoplug import Host, PluginState, log_guard
 from isoplug.errors import ConnectionBroken
-from isoplug.host import PluginInfo
+from isoplug.host import PluginInfo, StateChange
 from isoplug.log_guard import OwnRecordFailures, guarded_logger
 from isoplug.testing import Records
-from tests.plugins_fixtures import process_alive, running
+from tests.plugins_fixtures import FAST, plugins_dir, process_alive, running
 from tests.record_waiter import attached
 
 #: The first line of the report of a failure on isoplug's own records.
@@ -81,9 +81,16 @@ async def crash_and_wait_restarted(host: Host, pid: int) -> PluginInfo:
     """Crash the echo plugin's runner ``pid``; its next runner, once ready."""
     with contextlib.suppress(ConnectionBroken):  # the runner dies during the call
         await host.call("echo", "crash")
-    return await host.wait_for(
-        "echo", lambda i: i.state is PluginState.READY and i.pid not in (None, pid), HANG
+    info = await host.wait_for(
+        "echo",
+        lambda i: (
+            i.state is PluginState.FAILED
+            or (i.state is PluginState.READY and i.pid not in (None, pid))
+        ),
+        HANG,
     )
+    assert info.state is PluginState.READY, info.summary()
+    return info
 
 
 async def test_a_handler_failing_on_the_crash_reports_leaves_the_plugin_restarted(
@@ -163,6 +170,33 @@ async def test_a_handler_raising_on_every_host_record_costs_those_records_only(
     assert f"{REPORTED}{error}" in said
     for trouble in ("Task exception was never retrieved", "--- Logging error ---"):
         assert trouble not in said
+
+
+@pytest.mark.parametrize("where", ["emit", "filter"])
+async def test_a_handler_raising_on_every_host_record_lets_stop_and_close_end_the_runners(
+    tmp_path: Path, where: str, failures: OwnRecordFailures, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A handler (or its filter) that starts raising on every record of isoplug's loggers
+    while plugins run: stop() stops one, the close ends the other, both runners end, and
+    on_change is told both stops (the supervisors' tasks ended in the record's error before
+    telling it)."""
+    changes: list[StateChange] = []
+    directory = plugins_dir(tmp_path, "echo", "quitter")
+    async with Host(directory, config=FAST, on_change=changes.append) as host:
+        await host.wait_ready(HANG)
+        pids = [await host.call(plugin, "pid") for plugin in ("echo", "quitter")]
+        with attached(RaisesOnEvery(where), "isoplug"):
+            stopped = await asyncio.wait_for(host.stop("echo"), HANG)
+            assert stopped.state is PluginState.STOPPED and stopped.error is None
+            assert not process_alive(pids[0])
+            await asyncio.wait_for(host.aclose(), HANG)
+    assert host.plugin("quitter").state is PluginState.STOPPED
+    assert not process_alive(pids[1])
+    told = {c.plugin_ids for c in changes if c.message.startswith("stopped: ")}
+    assert told == {("echo",), ("quitter",)}, [c.message for c in changes]
+    assert failures.count >= 2
+    said = capsys.readouterr().err
+    assert said.count(REPORTED) == 1, said
 
 
 def test_later_failures_are_summed_up_at_most_once_an_interval(
