@@ -12,7 +12,10 @@ record misses the handlers after the one that raised, and the code that logged g
 Only isoplug's own loggers are guarded (a plugin's records, under ``plugin.``, are replayed
 by the log bridge, which has its own accounting: :mod:`isoplug.logs.handler_errors`), and
 they stay the objects ``logging.getLogger()`` returns: the application's levels, handlers,
-``propagate``, ``dictConfig()`` and pytest's ``caplog`` apply to them as to any logger.
+``propagate``, ``dictConfig()`` and pytest's ``caplog`` apply to them as to any logger. (A
+record a standalone ``LogReceiver`` replays under one of these names, a sender's own
+``isoplug.*`` record, is guarded too: its failure is counted here, not in the receiver's
+metrics.)
 
 The failure is counted (:func:`handler_errors`) and said on ``sys.stderr``, as logging's own
 ``handleError`` says a handler's failure, never through the handlers (the raising one would

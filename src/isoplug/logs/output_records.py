@@ -151,8 +151,8 @@ NOWHERE: Location = ("", "", "", 0, "")
 SKIPPED_FILES = {
     path
     # handler_errors: logging.Handler.handleError as isoplug wraps it, printing a failed
-    # handler's report for it; isoplug.log_guard (named by a function of it: the layering
-    # test reads a bare "from isoplug import" as the public package's) the report of a
+    # handler's report for it; log_guard (found through a function of its own, as the layering
+    # rules have no import of a module from the bare package) printing the report of a
     # failure on isoplug's own records.
     for module in (
         traceback,

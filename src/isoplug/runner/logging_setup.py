@@ -82,7 +82,7 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     fallback = logging.StreamHandler(sys.stderr)
     fallback.setFormatter(logging.Formatter(_FALLBACK_FORMAT))
     root.addHandler(fallback)
-    guarded_logger("isoplug.runner").warning(
+    _log.warning(
         "log forwarding to the host failed (%s); logging to stderr instead", handler.failure
     )
     return None
@@ -173,5 +173,5 @@ def _parse_level(text: str) -> int:
     level = logging.getLevelName(text.upper())
     if isinstance(level, int):
         return level
-    guarded_logger("isoplug.runner").warning("unknown log level %r; using INFO", text)
+    _log.warning("unknown log level %r; using INFO", text)
     return logging.INFO
