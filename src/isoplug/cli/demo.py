@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from isoplug.cli.say import say_error
 from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_CONSOLE_FAILED, EXIT_OK, EXIT_PLUGIN_FAILED
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
+from isoplug.log_guard import guarded_logger
 
 #: How long ``isoplug demo`` lets the example plugins run: long enough to see a crash,
 #: a restart and a hang being detected, short enough to watch.
@@ -85,7 +85,7 @@ async def run_demo_plugins(
     stop: asyncio.Event,
     console: ConsoleHandler | None = None,
 ) -> int:
-    log = logging.getLogger("isoplug.demo")
+    log = guarded_logger("isoplug.demo")
     if console is not None:
         loop = asyncio.get_running_loop()
         console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
@@ -110,7 +110,7 @@ async def _demo(
     seen: Seen,
     console: ConsoleHandler | None,
 ) -> int:
-    log = logging.getLogger("isoplug.demo")
+    log = guarded_logger("isoplug.demo")
     # Quicker health checks than the defaults, so that the hang is caught within the demo.
     config = SupervisorConfig(health_interval=1.0, health_timeout=1.0)
     started = time.perf_counter()

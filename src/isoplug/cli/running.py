@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import sys
 import time
 import tomllib
@@ -46,6 +45,7 @@ from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorC
 from isoplug.host.manifest import MANIFEST_NAME
 from isoplug.host.registry import deeper_manifest, discover, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
+from isoplug.log_guard import guarded_logger
 from isoplug.wire.sanitize import clean_text
 
 #: Capabilities the CLI's host offers to plugins that are granted them.
@@ -183,7 +183,7 @@ class Outcome:
         for plugin_id in change.plugin_ids:
             fields = self._overrides.get(plugin_id)
             if fields and change.config_refused:
-                logging.getLogger("isoplug.cli").error(
+                guarded_logger("isoplug.cli").error(
                     "plugin %s: its [config] was merged with [%s] of --config %s (%s): "
                     "a config error may come from there",
                     plugin_id,
@@ -242,7 +242,7 @@ def unknown_overrides(
     ids = {manifest.id for manifest in discover(directory).manifests}
     unknown = sorted(set(overrides) - ids)
     if unknown:
-        logging.getLogger("isoplug.cli").warning(
+        guarded_logger("isoplug.cli").warning(
             "--config %s: no plugin has the id of table(s) %s: ignored (plugin ids here: %s)",
             shown(config_file),
             shown(", ".join(f"[{name}]" for name in unknown)),
@@ -258,7 +258,7 @@ async def run_host(
     stop: asyncio.Event,
     options: RunOptions,
 ) -> int:
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
     overrides = options.plugin_config or {}
     if not options.reload:
         # With --reload a table may name a plugin folder made later: the host keeps them all.

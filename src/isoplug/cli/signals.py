@@ -18,13 +18,13 @@ for everything to end at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
+from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
 
 #: Exit code: stopped on request, and nothing went wrong.
@@ -108,7 +108,7 @@ def wait_unless_signalled(
     if threading.current_thread() is not threading.main_thread():
         work()
         return
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
     raised = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -155,7 +155,7 @@ async def _with_signals(
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
 
     def on_signal(signum: signal.Signals) -> None:
         now = time.monotonic()

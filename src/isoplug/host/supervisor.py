@@ -52,12 +52,13 @@ from isoplug.host.status import (
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]

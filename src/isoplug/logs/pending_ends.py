@@ -43,13 +43,13 @@ it (and the bound above applies).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from isoplug.log_guard import guarded_logger
 from isoplug.transport.process_tree import stat_fields
 
 __all__ = ["MAX_PENDING_ENDS", "POLL_INTERVAL", "PendingEnds", "process_running"]
@@ -59,7 +59,7 @@ MAX_PENDING_ENDS = 256
 #: How often the watcher looks at /proc for senders it has no pidfd for (seconds).
 POLL_INTERVAL = 0.1
 
-_log = logging.getLogger("isoplug.logs")
+_log = guarded_logger("isoplug.logs")
 
 #: Told the ``resumed_after`` of the connection that takes over (None: the process exited,
 #: or the receiver closes), it accounts for the end; or starts to, returning what to await

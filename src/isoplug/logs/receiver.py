@@ -28,7 +28,6 @@ to hand the record in progress to the handlers, report and say goodbye.
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import ssl
 import threading
@@ -36,6 +35,7 @@ import time
 from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import own_receivers
 from isoplug.logs.drain_end import closed_summary, drain_warning, sender_hung_up
 from isoplug.logs.limits import ReplayLimits
@@ -68,7 +68,7 @@ TOKEN_ENV = "ISOPLUG_LOG_TOKEN"
 #: sends under its runner's, see ``PluginContext.log_child_env``).
 NAME_ENV = "ISOPLUG_LOG_NAME"
 
-_log = logging.getLogger("isoplug.logs")
+_log = guarded_logger("isoplug.logs")
 
 #: How long leaving the receiver waits for connected senders to send their last records.
 DEFAULT_DRAIN_TIMEOUT = 5.0

@@ -10,7 +10,6 @@ session when the server closes. Import both from :mod:`isoplug.rpc.blocking`.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import ssl
@@ -19,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from isoplug.errors import IsoplugError, TransportError
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc.blocking_channel import BlockingChannel, shutdown_quietly
 from isoplug.rpc.client_limit import ClientLimit, ClientPlaces
 from isoplug.rpc.gate import (
@@ -48,7 +48,7 @@ __all__ = [
     "serve_blocking",
 ]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: How long closing a server waits for its connections' threads to end.
 _CLOSE_TIMEOUT = 5.0
