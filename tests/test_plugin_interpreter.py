@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -25,7 +24,7 @@ import pytest
 import isoplug
 from isoplug import Host, PluginFailed, PluginState
 from isoplug.testing import FAST
-from tests.venvs import clean_env, make_venv
+from tests.venvs import clean_env, install_copy, make_venv
 
 REPORTER = """
 import os, sys
@@ -56,12 +55,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def install_copy(package: Any, site: Path) -> None:
-    """Install ``package`` into ``site`` as pip would lay it out (a folder of its own)."""
-    source = Path(package.__file__).parent
-    shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def write_plugin(directory: Path, plugin_id: str, module: str, extra: str = "") -> None:

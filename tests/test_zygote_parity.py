@@ -201,24 +201,27 @@ def _hash_under_seed(seed: str) -> int:
     return int(done.stdout)
 
 
-async def test_a_python_variable_let_through_by_inherit_environment_spawns(
+async def test_a_python_variable_the_host_changed_since_the_zygote_started_spawns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``PYTHONHASHSEED`` the host has and a manifest's ``inherit_environment`` lets through
-    takes effect only at an interpreter's start: that runner is spawned and hashes with it;
-    a runner of the same host without it is still forked."""
+    """The zygote starts with the host's ``PYTHONHASHSEED``, so a runner it forks hashes with
+    it. Once the host's changes, only an interpreter's start can honour the new one: the runner
+    started then is spawned, and hashes with it."""
     monkeypatch.setenv("PYTHONHASHSEED", "123")
-    expected = await asyncio.to_thread(_hash_under_seed, "123")
+    first, then = await asyncio.gather(
+        asyncio.to_thread(_hash_under_seed, "123"), asyncio.to_thread(_hash_under_seed, "456")
+    )
     plugins = tmp_path / "plugins"
-    add_probe(plugins, "seeded", 'inherit_environment = ["PYTHONHASHSEED"]')
-    add_probe(plugins, "plain")
+    add_probe(plugins, "seeded")
     async with Host(plugins, config=FAST) as host:
         await host.wait_ready(20)
-        seeded = host.plugin("seeded").pid
-        assert seeded is not None and parent_of(seeded) == os.getpid()
-        assert (await facts(host, "seeded"))["hash"] == expected
-        plain = host.plugin("plain").pid
-        assert plain is not None and parent_of(plain) == zygote_of(host).pid
+        forked = host.plugin("seeded").pid
+        assert forked is not None and parent_of(forked) == zygote_of(host).pid
+        assert (await facts(host, "seeded"))["hash"] == first
+        monkeypatch.setenv("PYTHONHASHSEED", "456")
+        spawned = (await host.restart("seeded")).pid
+        assert spawned is not None and parent_of(spawned) == os.getpid()
+        assert (await facts(host, "seeded"))["hash"] == then
 
 
 async def test_a_locale_other_than_the_zygotes_spawns(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 
 def clean_env() -> dict[str, str]:
@@ -34,3 +36,9 @@ def make_venv(where: Path) -> Path:
         env=clean_env(),
     ).stdout.strip()
     return Path(site)
+
+
+def install_copy(package: ModuleType, site: Path) -> None:
+    """Install ``package`` into ``site`` as pip would lay it out (a folder of its own)."""
+    source = Path(package.__file__ or "").parent
+    shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))

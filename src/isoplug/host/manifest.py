@@ -83,6 +83,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from isoplug.control import ResourceLimits
+from isoplug.host.environment import WITHHELD
 from isoplug.host.manifest_file import MANIFEST_NAME, MAX_NESTING, read_manifest_document
 from isoplug.host.manifest_keys import key_problems
 from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
@@ -147,9 +148,13 @@ _Size = (
     ]
 )
 #: What parse_manifest checks of ``[environment]`` after decoding, for editors: names not
-#: empty, without "=" or NUL; values strings without NUL.
+#: empty, without "=" or NUL, none withheld from runners; values strings without NUL.
 _ENVIRONMENT_SCHEMA = {
-    "propertyNames": {"minLength": 1, "pattern": "^[^=\\u0000]*$"},
+    "propertyNames": {
+        "minLength": 1,
+        "pattern": "^[^=\\u0000]*$",
+        "not": {"enum": sorted(WITHHELD)},
+    },
     "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
 }
 
@@ -302,6 +307,12 @@ def _check_variable(path: Path, name: str, value: Any) -> None:
     if "\0" in value:
         # The value is not quoted: environment variables hold secrets.
         problem = "its value holds a NUL character, which no environment variable can hold"
+        raise ManifestError(path, field, problem)
+    if name in WITHHELD:
+        problem = (
+            "is never passed to a runner: it turns the runner's exit into an interactive "
+            "prompt, and its exit status is lost; remove it"
+        )
         raise ManifestError(path, field, problem)
 
 
