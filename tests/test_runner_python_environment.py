@@ -5,6 +5,7 @@ reaches the programs a plugin starts. Real hosts, real runners, real virtual env
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import isoplug
 from isoplug import Host
 from isoplug.host.isoplug_link import host_package_root, isoplug_only_folder
+from isoplug.host.manifest import ManifestError, load_manifest
 from isoplug.host.zygote import fork_supported
 from isoplug.testing import FAST
 from tests.process_memory import parent_of
@@ -25,6 +27,7 @@ from tests.venvs import clean_env, install_copy, make_venv
 
 _PROBE = """
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -60,6 +63,7 @@ class Probe(isoplug.Plugin):
             "PYTHONPATH": os.environ.get("PYTHONPATH"),
             "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED"),
             "isoplug": [k for k in os.environ if k.startswith("ISOPLUG")],
+            "environ": dict(os.environ),
         }
 
     @isoplug.method
@@ -72,7 +76,8 @@ class Probe(isoplug.Plugin):
             "asyncio_debug": asyncio.get_running_loop().get_debug(),
             "tracemalloc": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
             "int_max_str_digits": sys.get_int_max_str_digits(),
-            "breakpoint": breakpoint("isoplug"),
+            # Python's own hook would start pdb on the runner's stdin.
+            "breakpoint": breakpoint("isoplug") if os.environ.get("PYTHONBREAKPOINT") else None,
         }
 """
 
@@ -183,6 +188,30 @@ async def test_the_hosts_python_settings_reach_a_runner_and_work_there(
         "int_max_str_digits": 640,
         "breakpoint": len("isoplug"),
     }
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+async def test_pythoninspect_never_reaches_a_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str
+) -> None:
+    """``PYTHONINSPECT``, even with the whole host environment let through, stays out: under
+    it a runner's ``sys.exit(0)`` became an interactive prompt, and its stop exit code 1."""
+    monkeypatch.setenv("PYTHONINSPECT", "1")
+    plugins = tmp_path / "plugins"
+    add_probe(plugins, "probe", f'start = "{start}"')
+    config = dataclasses.replace(FAST, inherit_environment=True)
+    async with Host(plugins, config=config) as host:
+        await host.wait_ready(60)
+        assert "PYTHONINSPECT" not in (await host.call("probe", "itself"))["environ"]
+        info = await host.stop("probe")
+    assert info.last_exit is not None and info.last_exit.returncode == 0, info.last_exit
+
+
+def test_a_manifest_setting_pythoninspect_is_refused(tmp_path: Path) -> None:
+    add_probe(tmp_path, "probe", '[environment]\nPYTHONINSPECT = "1"')
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(tmp_path / "probe")
+    assert "field 'environment.PYTHONINSPECT': is never passed to a runner" in str(caught.value)
 
 
 @pytest.mark.slow
