@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from isoplug.host.isoplug_link import host_package_root, isoplug_only_folder
 from isoplug.host.manifest import ManifestError, load_manifest
 from isoplug.host.zygote import fork_supported
 from isoplug.testing import FAST
+from tests.probe_plugins import hash_under_seed, write_probe
 from tests.process_memory import parent_of
-from tests.venvs import clean_env, install_copy, make_venv
+from tests.venvs import install_copy, make_venv, run_in_venv
 
 _PROBE = """
 import asyncio
@@ -99,24 +99,7 @@ SETTINGS = {
 def add_probe(plugins: Path, plugin_id: str, manifest: str = "") -> None:
     """A plugin ``plugin_id`` in ``plugins`` that tells what its runner and its children have;
     ``manifest``: more lines of its plugin.toml."""
-    folder = plugins / plugin_id
-    folder.mkdir(parents=True)
-    (folder / "plugin.toml").write_text(
-        f'id = "{plugin_id}"\nversion = "1.0"\nentry = "probe:Probe"\n{manifest}\n'
-    )
-    (folder / "probe.py").write_text(_PROBE)
-
-
-def hash_under_seed(seed: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", "print(hash('isoplug'))"],
-        env=dict(os.environ, PYTHONHASHSEED=seed),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return int(done.stdout)
+    write_probe(plugins, plugin_id, _PROBE, manifest)
 
 
 #: A runner per way of starting: forked from the zygote, spawned, with its own interpreter
@@ -237,14 +220,9 @@ def test_a_normally_installed_hosts_packages_never_reach_a_plugins_programs(
         add_probe(plugins, plugin_id, manifest)
     script = tmp_path / "host.py"
     script.write_text(_HOST_SCRIPT)
-    result = subprocess.run(
-        [str(tmp_path / "hostvenv" / "bin" / "python"), str(script), str(plugins), *starts],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={**clean_env(), "OTHER_PYTHON": str(plugin_venv / "bin" / "python")},
+    other = {"OTHER_PYTHON": str(plugin_venv / "bin" / "python")}
+    result = run_in_venv(
+        tmp_path / "hostvenv", script, str(plugins), *starts, cwd=tmp_path, env=other
     )
     assert result.returncode == 0, result.stdout + result.stderr
     seen: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
