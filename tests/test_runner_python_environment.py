@@ -1,6 +1,6 @@
 """A runner's Python environment (docs/security.md, "What a runner inherits"): the host's
 ``PYTHON*`` settings reach it and work there, forked or spawned; and what isoplug sets for the
-runner's interpreter alone (isoplug's folder on ``PYTHONPATH``, ``PYTHONUNBUFFERED``) never
+runner's interpreter alone (isoplug's folder on ``PYTHONPATH``) never
 reaches the programs a plugin starts. Real hosts, real runners, real virtual environments."""
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ async def test_a_plugins_programs_get_the_users_pythonpath_not_isoplugs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users_pythonpath: bool
 ) -> None:
     """A program a plugin starts sees the ``PYTHONPATH`` the host has (or its manifest's, or
-    none) and the host's ``PYTHONUNBUFFERED`` (none here), as the plugin's own ``os.environ``
-    does, however its runner started; the runner's ``sys.path`` still has isoplug's folder."""
+    none), and ``PYTHONUNBUFFERED=1`` (its prints reach the host line by line), as the plugin's
+    own ``os.environ`` does, however its runner started; the runner's ``sys.path`` still has
+    isoplug's folder."""
     users = str(tmp_path / "users-lib") if users_pythonpath else None
     if users is None:
         monkeypatch.delenv("PYTHONPATH", raising=False)
@@ -134,9 +135,9 @@ async def test_a_plugins_programs_get_the_users_pythonpath_not_isoplugs(
         for plugin_id in STARTS:
             expected = "declared-lib" if plugin_id == "declared" else users
             child = json.loads(await host.call(plugin_id, "child_sees"))
-            assert child == {"PYTHONPATH": expected, "PYTHONUNBUFFERED": None}, plugin_id
+            assert child == {"PYTHONPATH": expected, "PYTHONUNBUFFERED": "1"}, plugin_id
             itself = await host.call(plugin_id, "itself")
-            assert itself["PYTHONPATH"] == expected and itself["PYTHONUNBUFFERED"] is None
+            assert itself["PYTHONPATH"] == expected and itself["PYTHONUNBUFFERED"] == "1"
             assert itself["isoplug"] == ["ISOPLUG_RUNNER_TAG"], plugin_id
             folder = isoplug_only_folder() if plugin_id == "own" else host_package_root()
             assert folder in itself["sys_path"], plugin_id

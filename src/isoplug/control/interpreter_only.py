@@ -1,14 +1,16 @@
 """Variables the host sets for a runner's interpreter alone, and what the plugin's code (and
 every program it starts) gets in their place: what they would be without isoplug.
 
-A runner's interpreter needs two settings of its own: ``PYTHONPATH`` with the folder isoplug
-is imported from put first (for a normal install, the host's whole ``site-packages``), and
-``PYTHONUNBUFFERED=1``. The interpreter reads them at its start; left in ``os.environ``, they
-would reach every process a plugin starts, and a program of another Python would import the
-host's packages before its own. So the host records, in :data:`INTERPRETER_ONLY_VARIABLE`,
-the value each such variable would have had (the host's, or the manifest's, or none), and the
-runner gives those back (:func:`give_back`) before any plugin code runs, forked or spawned.
-The runner's ``sys.path`` keeps what the interpreter read.
+A runner's interpreter needs a setting of its own: ``PYTHONPATH`` with the folder isoplug is
+imported from put first (for a normal install, the host's whole ``site-packages``). The
+interpreter reads it at its start; left in ``os.environ``, it would reach every process a
+plugin starts, and a program of another Python would import the host's packages before its
+own. (``PYTHONUNBUFFERED=1`` is the runner's and its children's alike: a Python program a
+plugin starts prints to the host line by line too.) So the host records, in
+:data:`INTERPRETER_ONLY_VARIABLE`, the value each such variable would have had (the host's,
+or the manifest's, or none), and the runner gives those back (:func:`give_back`) before any
+plugin code runs, forked or spawned. The runner's ``sys.path`` keeps what the interpreter
+read.
 """
 
 from __future__ import annotations

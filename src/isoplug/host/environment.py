@@ -108,9 +108,11 @@ def runner_environment(
     own_python = any(m.python is not None for m in manifests)
     package_root = isoplug_only_folder() if own_python else host_package_root()
     paths = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
-    # print() in a plugin must reach the host line by line, not in 8 KiB blocks at exit.
-    # Both for the runner's interpreter alone: a program the plugin starts gets the plugin's.
-    settings = {"PYTHONUNBUFFERED": "1"}
+    # print() in a plugin, and in a Python program it starts, must reach the host line by
+    # line, not in 8 KiB blocks at exit (lost if that program is killed).
+    env["PYTHONUNBUFFERED"] = "1"
+    # For the runner's interpreter alone: a program the plugin starts gets the plugin's.
+    settings: dict[str, str] = {}
     if package_root not in paths:
         settings["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
     set_for_the_interpreter(env, settings)
