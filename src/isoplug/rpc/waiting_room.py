@@ -128,11 +128,6 @@ class WaitingRoom:
         # Wakes the watcher when the connections it watches change (opened with it).
         self._wake_pipe = WakePipe()
 
-    @property
-    def waiting(self) -> int:
-        """Connections waiting now."""
-        return self._count
-
     def open(self, lock: contextlib.AbstractContextManager[Any]) -> None:
         """Used by one server, whose ``lock`` (reentrant) guards the room from now on."""
         self._lock = lock
