@@ -5,14 +5,13 @@ a pipe another program left non-blocking (no line lost), and a terminal that sho
 
 from __future__ import annotations
 
-import array
 import asyncio
 import fcntl
 import os
 import pty
 import re
+import select
 import signal
-import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,7 +80,8 @@ def burst_plugin(plugins: Path, count: int, level: int) -> Path:
 class SmallPipe:
     """A pipe of :data:`PIPE_SIZE` bytes, for a child's stdout. ``non_blocking``: its
     writing end is ``O_NONBLOCK``, as a program sharing it may leave it (the flag belongs to
-    the open file, which the child shares)."""
+    the open file, which the child shares). The test keeps the writing end too, to ask the
+    kernel whether the pipe takes more (:meth:`full`), until :meth:`close_write_end`."""
 
     def __init__(self, *, non_blocking: bool = False) -> None:
         self.read_end, self.write_end = os.pipe()
@@ -91,8 +91,15 @@ class SmallPipe:
             flags = fcntl.fcntl(self.write_end, fcntl.F_GETFL)
             fcntl.fcntl(self.write_end, fcntl.F_SETFL, flags | os.O_NONBLOCK)
 
-    def handed_over(self) -> None:
-        """The child has the writing end: ours closes, so that the child's exit ends it."""
+    def full(self) -> bool:
+        """Whether the pipe takes no more now (no free buffer: how many bytes wait depends on
+        how they were written)."""
+        poller = select.poll()
+        poller.register(self.write_end, select.POLLOUT)
+        return not poller.poll(0)
+
+    def close_write_end(self) -> None:
+        """Ours closes, so that the child's exit ends the pipe (and a read to its end)."""
         if self._write_end_open:
             self._write_end_open = False
             os.close(self.write_end)
@@ -104,20 +111,8 @@ def small_pipe(*, non_blocking: bool = False) -> Iterator[SmallPipe]:
     try:
         yield pipe
     finally:
-        pipe.handed_over()
+        pipe.close_write_end()
         os.close(pipe.read_end)
-
-
-def unread(read_end: int) -> int:
-    """Bytes waiting in the pipe."""
-    waiting = array.array("i", [0])
-    fcntl.ioctl(read_end, termios.FIONREAD, waiting)
-    return waiting[0]
-
-
-def pipe_full(read_end: int) -> bool:
-    # A line that does not fit whole waits: "full" is less than a line from the top.
-    return unread(read_end) >= PIPE_SIZE - 1024
 
 
 def read_all(read_end: int) -> bytes:
@@ -155,10 +150,8 @@ async def test_a_stdout_nobody_reads_never_freezes_the_host(tmp_path: Path) -> N
     temporary.mkdir()
     env = child_env(NO_COLOR="1", TMPDIR=str(temporary))
     with small_pipe() as pipe:
-        read_end = pipe.read_end
         async with cli("run", str(plugins), stdout=pipe.write_end, env=env) as run:
-            pipe.handed_over()
-            await eventually(lambda: pipe_full(read_end), 30)
+            await eventually(pipe.full, 30)
             # The host went on after stdout filled: it restarts the crashing plugin.
             await eventually((burst / "burst_plugin.py.done").exists, 60)
             restarted = len(starts(plugins / "crashy")) + 2
@@ -185,12 +178,11 @@ async def test_the_console_counts_the_lines_it_dropped_once_stdout_moves(tmp_pat
     count = 12_000
     burst = burst_plugin(tmp_path / "plugins", count, 40)
     with small_pipe() as pipe:
-        read_end = pipe.read_end
         async with cli("run", str(tmp_path / "plugins"), stdout=pipe.write_end) as run:
-            pipe.handed_over()
             await stderr_line(run.process, r"stdout has taken no console line for .* s")
             await eventually((burst / "burst_plugin.py.done").exists, 60)
-            reading = asyncio.create_task(asyncio.to_thread(read_all, read_end))
+            pipe.close_write_end()
+            reading = asyncio.create_task(asyncio.to_thread(read_all, pipe.read_end))
             run.process.send_signal(signal.SIGINT)
             code = await asyncio.wait_for(run.process.wait(), 60)
             output = (await asyncio.wait_for(reading, 60)).decode()
@@ -216,12 +208,11 @@ async def test_a_non_blocking_stdout_loses_no_line(tmp_path: Path) -> None:
     count = 3_000
     burst = burst_plugin(tmp_path / "plugins", count, 20)
     with small_pipe(non_blocking=True) as pipe:
-        read_end = pipe.read_end
         async with cli("run", str(tmp_path / "plugins"), stdout=pipe.write_end) as run:
-            pipe.handed_over()
-            await eventually(lambda: pipe_full(read_end), 30)
+            await eventually(pipe.full, 30)
             await eventually((burst / "burst_plugin.py.done").exists, 60)
-            reading = asyncio.create_task(asyncio.to_thread(read_all, read_end))
+            pipe.close_write_end()
+            reading = asyncio.create_task(asyncio.to_thread(read_all, pipe.read_end))
             run.process.send_signal(signal.SIGINT)
             code = await asyncio.wait_for(run.process.wait(), 60)
             assert run.process.stderr is not None
