@@ -97,7 +97,11 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if not plugins_dir.is_dir():
+    try:
+        is_folder = plugins_dir.is_dir()
+    except PermissionError:
+        is_folder = True  # one of its parents refuses a look: the host says which
+    if not is_folder:
         say_error("demo", f"--plugins-dir {plugins_dir} is not a directory")
         return EXIT_USAGE
     duration = arguments.duration

@@ -42,8 +42,7 @@ from isoplug.cli.signals import (
 )
 from isoplug.cli.telemetry import telemetry
 from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
-from isoplug.host.manifest import MANIFEST_NAME
-from isoplug.host.registry import deeper_manifest, discover, plugins_dir_for
+from isoplug.host.registry import deeper_manifest, discover, is_plugin_dir, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
 from isoplug.log_guard import guarded_logger
 from isoplug.wire.sanitize import clean_text
@@ -151,7 +150,8 @@ async def run_plugins(
     try:
         with plugins_dir_for(plugins_dir) as directory:
             code = await run_host(directory, plugins_dir, config, stop, options)
-    except (FileNotFoundError, NotADirectoryError) as exc:
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # The plugins folder itself is unusable (missing, a file, unreadable): said so.
         fatal(str(exc))
         return EXIT_USAGE
     finally:
@@ -275,7 +275,7 @@ async def run_host(
             host.register_capability(name, function)
         count = len(host.plugins())
         if count == 0 and not options.reload:
-            fatal(f"nothing to run in {plugins_dir} ({_why_nothing(plugins_dir)})")
+            fatal(f"nothing to run in {plugins_dir} ({_why_nothing(plugins_dir, host.problems)})")
             return EXIT_PLUGIN_FAILED
         log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, shown(plugins_dir))
         if options.tui:
@@ -323,10 +323,13 @@ async def run_host(
     return EXIT_OK
 
 
-def _why_nothing(plugins_dir: Path) -> str:
+def _why_nothing(plugins_dir: Path, problems: list[str]) -> str:
     """Why a plugins folder gave no plugin, with a hint where the user likely meant another
     folder: one whose plugin folders are a level deeper."""
-    if any(plugins_dir.glob("*/plugin.toml")) or (plugins_dir / MANIFEST_NAME).is_file():
+    if problems:
+        # Invalid manifests, folders the host may not read: each said in an ERROR above.
+        return f"every plugin folder was skipped ({len(problems)}): the errors above say why"
+    if any(plugins_dir.glob("*/plugin.toml")) or is_plugin_dir(plugins_dir):
         return "no valid plugin.toml found"
     deeper = deeper_manifest(plugins_dir)
     if deeper is None:
