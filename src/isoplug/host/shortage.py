@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import resource
 
+from isoplug.thread_limits import ThreadShortage, cannot_start_thread, thread_limits
+
 __all__ = ["DESCRIPTORS_PER_RUNNER", "shortage"]
 
 #: About how many of the host's descriptors a running plugin takes (its connections, pipes,
@@ -27,9 +29,8 @@ def shortage(error: BaseException) -> str | None:
         )
     if isinstance(error, OSError) and error.errno in (errno.ENOMEM, errno.EAGAIN):
         return f"the host could not get memory or a process ({error.strerror})"
-    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
-        return (
-            "the host could not start another thread (a limit on processes or threads, ulimit "
-            "-u, or on memory, ulimit -v)"
-        )
+    if isinstance(error, ThreadShortage):
+        return f"the host {error}"
+    if cannot_start_thread(error):
+        return f"the host could not start another thread; {thread_limits()}"
     return None
