@@ -28,8 +28,15 @@ from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.parser import build_parser
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, run_until_stopped
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_SYSTEM_REFUSED,
+    EXIT_USAGE,
+    run_until_stopped,
+)
 from isoplug.cli.tools import new_plugin, print_schema
+from isoplug.host.shortage import shortage
 from isoplug.host.standard_fds import fill_standard_descriptors
 
 __all__ = ["ConsoleFormatter", "main", "use_colour"]
@@ -48,7 +55,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         # other commands do, with the code a shell shows for a command SIGPIPE ended.
         silence(sys.stdout)
         return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        # A limit too low for the command itself (ulimit -n 8: its event loop cannot be
+        # made): the operator's to raise, said as such, not a traceback.
+        why = _shortage_in(exc)
+        if why is None:
+            raise
+        say_error(arguments.command, f"cannot go on: {why}")
+        return EXIT_SYSTEM_REFUSED
     return code
+
+
+def _shortage_in(error: BaseException) -> str | None:
+    """What the system ran out of, when ``error`` or an error it was raised from or while
+    handling says so (uvloop's loop, failing to close after its own failure, raises
+    "Cannot close a running event loop" over "Too many open files")."""
+    pending, seen = [error], set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        why = shortage(error)
+        if why is not None:
+            return why
+        pending.extend(e for e in (error.__context__, error.__cause__) if e is not None)
+    return None
 
 
 def _standard_streams() -> None:
