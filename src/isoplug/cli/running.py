@@ -6,8 +6,9 @@ stopped on request and every plugin ran; 1 when a plugin was skipped or failed d
 run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, when
 no plugin was ever ready though they tried, or there was nothing to run; 2 for unusable
 options; 71 when the system refused the command itself what it needs (out of descriptors);
-74 when stdout could not be written; 130 after a second stop signal; 141 when the reader of stdout went away. The errors that end the
-command go to stderr; the console (every record, the host's and the plugins') stays on stdout.
+74 when stdout could not be written; 130 after a second stop signal; 141 when the reader of
+stdout went away. The errors that end the command go to stderr; the console (every record,
+the host's and the plugins') stays on stdout.
 
 Every plugin failed for good (each is ``FAILED``: it cannot be loaded, or its restarts are
 used up, and its runner has no process left): without ``--reload`` (a saved fix restarts it)
