@@ -98,22 +98,6 @@ def _find_other_user() -> OtherUser | str:
     )
 
 
-def isoplug_as(
-    user: OtherUser, *arguments: str, cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """``isoplug ARGUMENTS`` run by ``user`` in ``cwd``, to its end; its output as text."""
-    return subprocess.run(
-        [user.python, "-m", "isoplug", *arguments],
-        env=user.env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        **user.popen_options(),
-    )
-
-
 @contextmanager
 def reachable_folder(user: OtherUser) -> Iterator[Path]:
     """A fresh folder ``user`` may enter and write in (pytest's ``tmp_path`` lies under a

@@ -28,15 +28,24 @@ ROOT = Path(__file__).parent.parent
 ENV = child_env(NO_COLOR="1")
 
 
-def isoplug(*arguments: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+def isoplug(
+    *arguments: str,
+    stdout: int = subprocess.PIPE,
+    env: Mapping[str, str] = ENV,
+    python: str = sys.executable,
+    **options: Any,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m isoplug ARGUMENTS`` to its end; ``options``: more of ``subprocess.run``'s
+    (``cwd``, ``user``, ``preexec_fn``)."""
     return subprocess.run(
-        [sys.executable, "-m", "isoplug", *arguments],
+        [python, "-m", "isoplug", *arguments],
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         timeout=60,
         check=False,
-        env=ENV,
+        env=env,
+        **options,
     )
 
 

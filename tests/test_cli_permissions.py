@@ -11,11 +11,12 @@ import re
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.other_user import OtherUser, isoplug_as, other_user, reachable_folder
-from tests.test_cli_exits import Cli, cli, write_plugin
+from tests.other_user import OtherUser, other_user, reachable_folder
+from tests.test_cli_exits import Cli, cli, isoplug, write_plugin
 
 PLAIN = """\
 import isoplug
@@ -33,10 +34,15 @@ def refused(folder: Path, mode: str) -> str:
     )
 
 
+def as_user(user: OtherUser, cwd: Path) -> dict[str, Any]:
+    """The options that run ``isoplug`` (:func:`cli`, :func:`isoplug`) as ``user`` in ``cwd``."""
+    return {"python": user.python, "env": user.env, "cwd": cwd, **user.popen_options()}
+
+
 def run_as(
     user: OtherUser, *arguments: str, cwd: Path
 ) -> contextlib.AbstractAsyncContextManager[Cli]:
-    return cli(*arguments, python=user.python, env=user.env, cwd=cwd, **user.popen_options())
+    return cli(*arguments, **as_user(user, cwd))
 
 
 async def stop(run: Cli) -> tuple[int, str, str]:
@@ -93,7 +99,7 @@ def test_an_unusable_plugins_folder_is_said_so_by_every_command() -> None:
             (("new", str(locked / "weather")), locked, "0555", "write and search"),
         ]
         for arguments, folder, mode, wanted in cases:
-            result = isoplug_as(user, *arguments, cwd=base)
+            result = isoplug(*arguments, **as_user(user, base))
             said = result.stderr
             assert result.returncode == 2, (arguments, result.stdout, said)
             assert "Traceback" not in said + result.stdout, arguments

@@ -9,13 +9,11 @@ import os
 import re
 import resource
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.plugins_fixtures import plugins_dir
-from tests.test_cli_exits import ENV, cli, write_plugin
+from tests.test_cli_exits import ENV, cli, isoplug, write_plugin
 
 #: What the command's own address space is capped at where it reads input that never ends:
 #: without a cap of its own, a bug there would take the machine's memory, not fail.
@@ -29,27 +27,17 @@ def _limited(resource_id: int, value: int) -> Callable[[], None]:
     return limit
 
 
-def _isoplug(
-    *arguments: str, limit: Callable[[], None], env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "isoplug", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env or ENV,
-        preexec_fn=limit,  # the child's own limit, set before it runs any Python
-    )
-
-
 def test_a_config_file_that_never_ends_is_refused_past_its_cap(tmp_path: Path) -> None:
     directory = str(plugins_dir(tmp_path, "echo"))
     big = tmp_path / "big.toml"
     big.write_bytes(b"#" * (1024 * 1024) + b"\n")
     for config in ("/dev/zero", str(big)):
-        result = _isoplug(
-            "run", "--config", config, directory, limit=_limited(resource.RLIMIT_AS, _ADDRESS_SPACE)
+        result = isoplug(
+            "run",
+            "--config",
+            config,
+            directory,
+            preexec_fn=_limited(resource.RLIMIT_AS, _ADDRESS_SPACE),
         )
         assert result.returncode == 2, (config, result.stderr)
         assert result.stderr == (
@@ -69,7 +57,9 @@ def test_a_descriptor_limit_too_low_for_the_command_is_said_and_leaves_nothing(
         temporary = tmp_path / f"tmp-{limit}"
         temporary.mkdir()
         env = dict(ENV, TMPDIR=str(temporary))
-        result = _isoplug("run", directory, limit=_limited(resource.RLIMIT_NOFILE, limit), env=env)
+        result = isoplug(
+            "run", directory, preexec_fn=_limited(resource.RLIMIT_NOFILE, limit), env=env
+        )
         assert result.returncode == 71, (limit, result.stdout, result.stderr)
         assert re.fullmatch(
             rf"isoplug run: cannot go on: the host \(ulimit -n {limit}\) is out of file "
