@@ -11,7 +11,12 @@ from typing import Any
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_PLUGIN_FAILED
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_OK,
+    EXIT_PLUGIN_FAILED,
+    EXIT_USAGE,
+)
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
 from isoplug.log_guard import guarded_logger
@@ -96,6 +101,10 @@ async def run_demo_plugins(
     seen = Seen()
     try:
         code = await _demo(plugins_dir, duration, stop, seen, console)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # --plugins-dir unusable (unreadable, or gone since it was checked): said so.
+        say_error("demo", str(exc))
+        return EXIT_USAGE
     finally:
         if console is not None:
             console.stop_watching()

@@ -38,6 +38,10 @@ EXIT_OK = 0
 EXIT_PLUGIN_FAILED = 1
 #: Exit code: the command line or its files are unusable (argparse's code for usage errors).
 EXIT_USAGE = 2
+#: Exit code when the system refused what the command needs before it could run (out of
+#: file descriptors, threads or processes: a limit too low): said on stderr with the limit.
+#: sysexits.h's ``EX_OSERR``.
+EXIT_SYSTEM_REFUSED = 71
 #: Exit code after a second signal killed every runner at once (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: Exit code when stdout could not be written (a full disk, ``> /dev/full``, an I/O error):

@@ -21,20 +21,34 @@ import sys
 
 import msgspec
 
-from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
+from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NO_THREAD, Bootstrap
 from isoplug.control.interpreter_only import give_back
 from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.loader import drop_working_directory
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
+from isoplug.runner.own_threads import say_no_thread
 from isoplug.runner.session import run_runner
 from isoplug.runner.vital_fds import vital
+from isoplug.thread_limits import cannot_start_thread
 
 #: The bootstrap is a few hundred bytes per plugin; a line longer than this is not one.
 _MAX_BOOTSTRAP_BYTES = 1024 * 1024
 
 
 def main() -> int:
+    try:
+        return _run_main()
+    except RuntimeError as exc:
+        # One of the runner's own threads (its lifeline, log forwarding, health checks): a
+        # plugin's code never raises this far (its import, setup and calls are caught).
+        if not cannot_start_thread(exc):
+            raise
+        say_no_thread(exc)
+        return EXIT_NO_THREAD
+
+
+def _run_main() -> int:
     # A fatal crash (segfault in a C extension) prints every thread's stack on stderr, which
     # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
     # (capture_python_output): it keeps writing to the real file descriptor 2.

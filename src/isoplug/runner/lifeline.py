@@ -33,6 +33,8 @@ import signal
 import sys
 import threading
 
+from isoplug.thread_limits import start_thread
+
 __all__ = ["hold_lifeline", "set_parent_death_signal"]
 
 _PR_SET_PDEATHSIG = 1
@@ -48,7 +50,8 @@ def hold_lifeline(fd: int = 0) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, fd)
     os.close(null)
-    threading.Thread(target=_watch, args=(lifeline,), name="isoplug-lifeline", daemon=True).start()
+    watch = threading.Thread(target=_watch, args=(lifeline,), name="isoplug-lifeline", daemon=True)
+    start_thread(watch, "the runner's lifeline, which ends it with its host")
 
 
 def set_parent_death_signal() -> None:
