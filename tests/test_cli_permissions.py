@@ -57,6 +57,8 @@ async def test_a_plugin_folder_the_host_may_not_read_is_skipped_and_the_others_r
         write_plugin(plugins, "ok", PLAIN)
         write_plugin(plugins, "secret", PLAIN)
         (plugins / "secret").chmod(0)
+        # A plugins folder that is a mount point has its filesystem's, root's alone: no plugin.
+        (plugins / "lost+found").mkdir(mode=0o700)
         async with run_as(user, "run", str(plugins), cwd=base) as run:
             problem = (await run.until(r"error +(.*secret/plugin\.toml: .*)"))[1]
             await run.until(r"plugin ok: ready")
@@ -72,6 +74,7 @@ async def test_a_plugin_folder_the_host_may_not_read_is_skipped_and_the_others_r
     assert problem.endswith("or move the folder out of the plugins folder; plugin skipped")
     assert "exit code 1: 1 plugin(s) skipped" in output
     assert "Traceback" not in output + errors
+    assert "lost+found" not in output + errors
 
 
 def test_an_unusable_plugins_folder_is_said_so_by_every_command() -> None:

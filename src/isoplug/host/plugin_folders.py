@@ -24,13 +24,17 @@ __all__ = ["manifest_may_exist", "plugin_folder_entries"]
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 #: A path quoted in a plugins folder's error.
 _MAX_PATH_CHARS = 1024
+#: A filesystem's own folder (a plugins folder that is a mount point has it, root's alone):
+#: never a plugin's, so never reported for refusing a look.
+_FILESYSTEM_FOLDERS = frozenset({"lost+found"})
 
 
 def plugin_folder_entries(plugins_dir: Path) -> list[tuple[Path, ManifestError | None]]:
     """The folders of ``plugins_dir`` that hold a ``plugin.toml``, in name order, each with
     None; and each one this process may not read, with the problem to report (a
     :class:`ManifestError` of its ``plugin.toml``, as any plugin skipped is named). Folders
-    without a ``plugin.toml``, dangling links and loops of links are left out."""
+    without a ``plugin.toml``, dangling links, loops of links and ``lost+found`` are left
+    out."""
     _check_plugins_dir(plugins_dir)
     try:
         names = sorted(os.listdir(plugins_dir))
@@ -38,6 +42,8 @@ def plugin_folder_entries(plugins_dir: Path) -> list[tuple[Path, ManifestError |
         raise _unreadable_plugins_dir(plugins_dir, exc) from None
     entries: list[tuple[Path, ManifestError | None]] = []
     for name in names:
+        if name in _FILESYSTEM_FOLDERS:
+            continue
         entry = plugins_dir / name
         try:
             is_folder = stat.S_ISDIR(os.stat(entry).st_mode)
