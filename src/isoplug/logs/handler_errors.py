@@ -36,10 +36,18 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 
+from isoplug.logs.record_factory import RecordFactory, report_record
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.wire.sanitize import clean_block, clean_text
 
-__all__ = ["HandlerErrors", "Replaying", "failure_report", "reporting_failure"]
+__all__ = [
+    "HandlerErrors",
+    "Replaying",
+    "describe_error",
+    "failure_report",
+    "reporting_failure",
+    "traceback_text",
+]
 
 #: The longest exception text quoted in a report.
 _ERROR_CHARS = 500
@@ -47,6 +55,10 @@ _ERROR_CHARS = 500
 _TRACEBACK_CHARS = 16 * 1024
 _KIND = "handler_error"
 
+
+#: The record factory whose failure was said last (see HandlerErrors.factory_failed).
+_factory_said: list[RecordFactory | None] = [None]
+_factories_said_lock = threading.Lock()
 
 #: Told of a handler that failed on the record it handles (it calls ``handleError``).
 ErrorSink = Callable[[logging.Handler, BaseException], None]
@@ -132,7 +144,7 @@ class HandlerErrors:
     def failed(self, error: Exception, logger: logging.Logger, sender: str) -> None:
         """A handler or filter of ``logger`` raised ``error`` on a record of ``sender`` (the
         replayer's description); the caller has counted it."""
-        what = _describe(error)
+        what = describe_error(error)
         where = f"a record of {sender} (logger {logger.name})"
         first = (
             f"a log handler raised {what} on {where}; the handlers after it missed that "
@@ -148,7 +160,7 @@ class HandlerErrors:
         as :meth:`failed` is, unless ``logging.raiseExceptions`` is off."""
         if not logging.raiseExceptions:
             return
-        what = _describe(error)
+        what = describe_error(error)
         where = f"a record of {sender}"
         first = (
             f"a log handler ({type(handler).__name__}) failed with {what} on {where}, and "
@@ -176,14 +188,39 @@ class HandlerErrors:
         self._throttle = ReportThrottle(throttle.interval, timer=True)
         throttle.close()
 
+    def factory_failed(self, factory: RecordFactory, error: Exception, making: str) -> None:
+        """The record factory (``logging.setLogRecordFactory``) raised ``error`` (or made no
+        LogRecord) making ``making`` (``a record of plugin x``), which was made without it;
+        the caller has counted it. Said once for each factory, in the whole process: a factory fails
+        on every record it cannot serve, and it is the same fix every time."""
+        with _factories_said_lock:
+            if _factory_said[0] is factory:
+                return
+            _factory_said[0] = factory
+        name = getattr(factory, "__qualname__", None) or type(factory).__qualname__
+        self._emit(
+            f"the log record factory {name} (logging.setLogRecordFactory) raised "
+            f"{describe_error(error)} making {making}, which was made without it and "
+            "so lacks the attributes it adds; so are all records it fails on (counted as "
+            "record_factory_errors in the log metrics; said once for this factory). isoplug "
+            "makes replayed records in threads of its own: a factory that reads a context "
+            "only your own threads have (a request's) needs a default for when there is none",
+            error,
+        )
+
     def _emit(self, text: str, error: BaseException | None) -> None:
-        record = self.logger.makeRecord(
-            self.logger.name, logging.ERROR, "(isoplug)", 0, text, (), None
+        # A factory that fails on this report is said (first, once); the report goes on
+        # without it.
+        record = report_record(
+            self.logger,
+            logging.ERROR,
+            text,
+            lambda factory, error: self.factory_failed(factory, error, "isoplug's own report"),
         )
         if error is not None:
             # Where the handler failed: host code, but its message may quote the sender's
             # text, hence the sanitizer (and text, not the exception object).
-            record.exc_text = clean_block(_traceback_text(error), _TRACEBACK_CHARS)
+            record.exc_text = clean_block(traceback_text(error), _TRACEBACK_CHARS)
         record.__dict__["isoplug_report"] = True
         failed: list[BaseException] = []
         try:
@@ -195,7 +232,7 @@ class HandlerErrors:
         except Exception as again:
             # The host's handlers fail on our own report too: say it where someone looks.
             print(
-                f"isoplug: {text} (reporting it raised {_describe(again)})",
+                f"isoplug: {text} (reporting it raised {describe_error(again)})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -209,7 +246,7 @@ def _summary(tally: Tally) -> str:
     )
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """``Type: message``, sanitized; never raises (an exception's __str__ may)."""
     try:
         message = str(error)
@@ -219,7 +256,7 @@ def _describe(error: BaseException) -> str:
     return clean_text(text, _ERROR_CHARS)
 
 
-def _traceback_text(error: BaseException) -> str:
+def traceback_text(error: BaseException) -> str:
     try:
         return "".join(traceback.format_exception(error)).rstrip("\n")
     except Exception:
