@@ -40,13 +40,31 @@ __all__ = [
     "report_record",
 ]
 
-_LogRecord = logging.LogRecord
-_new = object.__new__
-_factory_now = logging.getLogRecordFactory
-
 RecordFactory = Callable[..., logging.LogRecord]
 #: Told of a factory that raised (or made no LogRecord) and why.
 FactoryFailed = Callable[[RecordFactory, Exception], None]
+
+_LogRecord = logging.LogRecord
+_new = object.__new__
+
+
+class _AskingLogging(dict[str, RecordFactory]):
+    """Stands for the logging module's names where it keeps no ``_logRecordFactory``: each
+    read asks ``logging.getLogRecordFactory()``."""
+
+    def __missing__(self, key: str) -> RecordFactory:
+        return logging.getLogRecordFactory()
+
+
+#: What ``logging.getLogRecordFactory()`` returns, read as ``_logging_names[_FACTORY]``: one
+#: dict lookup where the module keeps it where it always has (a Python call per replayed
+#: record, the function's, costs 1 % of a plain record's rebuild), else the function.
+_FACTORY = "_logRecordFactory"
+_logging_names: dict[str, Any] = (
+    vars(logging)
+    if vars(logging).get(_FACTORY) is logging.getLogRecordFactory()
+    else _AskingLogging()
+)
 
 
 def propagate_failure(factory: RecordFactory, error: Exception) -> None:
@@ -58,7 +76,7 @@ def propagate_failure(factory: RecordFactory, error: Exception) -> None:
 def replayed_record(fields: dict[str, Any], failed: FactoryFailed) -> logging.LogRecord:
     """The record whose attributes are ``fields`` (every standard attribute among them), made
     through the record factory unless that is the stdlib's own (see the module docstring)."""
-    factory = _factory_now()
+    factory = _logging_names[_FACTORY]
     if factory is not _LogRecord:
         record = _made_by(
             factory,
@@ -87,7 +105,7 @@ def report_record(
     """The record of isoplug's own report ``text`` on ``logger`` at ``level``, made as
     ``logger.makeRecord`` makes one, through the record factory; made without it when that
     fails (told to ``failed``)."""
-    factory = _factory_now()
+    factory = logging.getLogRecordFactory()
     if factory is not _LogRecord:
         record = _made_by(
             factory, failed, logger.name, level, "(isoplug)", 0, text, (), None, None, None
