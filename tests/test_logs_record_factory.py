@@ -136,8 +136,8 @@ async def test_a_record_factory_that_raises_costs_no_plugin_record(tmp_path: Pat
     (said,) = host_records.matching("isoplug.host", "record factory")
     assert said.getMessage().startswith(
         "the log record factory record_factory.<locals>.application_factory "
-        "(logging.setLogRecordFactory) raised RuntimeError: working outside of request "
-        "context making a record of plugin chronicler, which was made without it"
+        "(logging.setLogRecordFactory) failed making a record of plugin chronicler "
+        "(RuntimeError: working outside of request context); it was made without the factory"
     )
     assert "needs a default for when there is none" in said.getMessage()
     assert said.exc_text is not None and "request_context_stamp" in said.exc_text
@@ -161,16 +161,20 @@ def returning_none_for(prefix: str) -> Iterator[None]:
 
 
 async def test_a_record_factory_that_makes_no_record_costs_no_received_record() -> None:
-    """A receiver's factory that returns None: each record arrives all the same, counted,
-    and said once on isoplug.logs, naming what the factory returned."""
-    with returning_none_for("kids."), watching("isoplug.logs") as receiver_records:
+    """A receiver's factory that returns None: each record arrives all the same, and so does
+    the receiver's own report about the sender (its logger found disabled), each counted;
+    the failure is said once on isoplug.logs, naming what the factory returned."""
+    logging.getLogger("kids.child.work").disabled = True  # as a dictConfig() would leave it
+    with returning_none_for("kids"), watching("isoplug.logs") as receiver_records:
         async with receiving("threads") as (receiver, collector):
             child = await run_child(receiver, "clean-exit", "3")
             code, stderr = await finish(child)
             assert code == 0, stderr
             await collector.wait_until(lambda: len(collector.numbers()) == 3)
             await eventually(
-                lambda: sum(m.record_factory_errors for m in receiver.metrics().values()) >= 3
+                lambda: sum(m.record_factory_errors for m in receiver.metrics().values()) == 4
             )
+    (enabled_again,) = collector.matching("kids", "had been disabled")
+    assert enabled_again.isoplug_report  # type: ignore[attr-defined]
     (said,) = receiver_records.matching("isoplug.logs", "record factory")
-    assert "raised TypeError: it returned NoneType, not a logging.LogRecord" in (said.getMessage())
+    assert "(TypeError: it returned NoneType, not a logging.LogRecord" in said.getMessage()

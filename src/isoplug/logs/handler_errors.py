@@ -22,6 +22,10 @@ report's lines go to the host alone, never to the plugin's handlers (the failing
 them failed on each line and reported again: one record logged through a console whose
 formatter raised became 665).
 
+The record factory (``logging.setLogRecordFactory``) failing on a replayed record, or on a
+report, is the host's trouble too: :meth:`HandlerErrors.factory_failed` says it, once per
+factory (see :mod:`isoplug.logs.record_factory`).
+
 One instance serves every connection of a receiver: a broken handler is the host's trouble,
 and a thousand plugins must not make a thousand reports of it. The exception's text may quote
 a record, whose text came from the sender: it is sanitized (:mod:`isoplug.wire.sanitize`).
@@ -58,7 +62,7 @@ _KIND = "handler_error"
 
 #: The record factory whose failure was said last (see HandlerErrors.factory_failed).
 _factory_said: list[RecordFactory | None] = [None]
-_factories_said_lock = threading.Lock()
+_factory_said_lock = threading.Lock()
 
 #: Told of a handler that failed on the record it handles (it calls ``handleError``).
 ErrorSink = Callable[[logging.Handler, BaseException], None]
@@ -191,16 +195,16 @@ class HandlerErrors:
     def factory_failed(self, factory: RecordFactory, error: Exception, making: str) -> None:
         """The record factory (``logging.setLogRecordFactory``) raised ``error`` (or made no
         LogRecord) making ``making`` (``a record of plugin x``), which was made without it;
-        the caller has counted it. Said once for each factory, in the whole process: a factory fails
-        on every record it cannot serve, and it is the same fix every time."""
-        with _factories_said_lock:
+        the caller has counted it. Said once for each factory, in the whole process: a
+        factory fails on every record it cannot serve, and the fix is the same each time."""
+        with _factory_said_lock:
             if _factory_said[0] is factory:
                 return
             _factory_said[0] = factory
         name = getattr(factory, "__qualname__", None) or type(factory).__qualname__
         self._emit(
-            f"the log record factory {name} (logging.setLogRecordFactory) raised "
-            f"{describe_error(error)} making {making}, which was made without it and "
+            f"the log record factory {name} (logging.setLogRecordFactory) failed making "
+            f"{making} ({describe_error(error)}); it was made without the factory and "
             "so lacks the attributes it adds; so are all records it fails on (counted as "
             "record_factory_errors in the log metrics; said once for this factory). isoplug "
             "makes replayed records in threads of its own: a factory that reads a context "
