@@ -24,6 +24,7 @@ import isoplug
 _BELOW_CLI = frozenset(
     {
         "errors",
+        "log_guard",
         "validation",
         "sizes",
         "cpu_wait",
@@ -55,11 +56,15 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "off_loop": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
+    # isoplug's own loggers, which an application's raising handler cannot make raise, and
+    # how a failed handler is reported: every layer that logs makes its loggers there. wire:
+    # the report quotes records, sanitized.
+    "log_guard": frozenset({"wire"}),
     # Byte streams only: it knows nothing of frames or messages.
-    "transport": frozenset({"errors", "off_loop"}),
-    "rpc": frozenset({"errors", "wire", "transport", "stdlib_paths"}),
+    "transport": frozenset({"errors", "off_loop", "log_guard"}),
+    "rpc": frozenset({"errors", "log_guard", "wire", "transport", "stdlib_paths"}),
     # off_loop: a standalone receiver's start removes dead processes' socket folders.
-    "logs": frozenset({"errors", "off_loop", "wire", "transport", "rpc"}),
+    "logs": frozenset({"errors", "log_guard", "off_loop", "wire", "transport", "rpc"}),
     "exporters": frozenset({"errors", "wire", "logs"}),
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
     # one module both sides share, so that neither imports the other.
@@ -67,6 +72,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "runner": frozenset(
         {
             "errors",
+            "log_guard",
             "validation",
             "sizes",
             "cpu_wait",
@@ -82,6 +88,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "host": frozenset(
         {
             "errors",
+            "log_guard",
             "validation",
             "sizes",
             "cpu_wait",
@@ -97,7 +104,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     ),
     # OpenTelemetry export (``isoplug[otel]``): watches hosts through host.observers, reads
     # replayed records; the host never imports it.
-    "otel": frozenset({"errors", "wire", "logs", "host"}),
+    "otel": frozenset({"errors", "log_guard", "wire", "logs", "host"}),
     # Helpers for tests (plugin harness, records, pytest plugin, an OTLP receiver): a user of
     # the public API, so it imports from the bare package (and errors) only, the one
     # sanitizer (pure functions): it shows a folder's name as the host's problems do, and the
@@ -110,7 +117,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "_foundation_demo": _BELOW_CLI,
     "isoplug": _BELOW_CLI,
     # ``isoplug run --tui`` (``isoplug[tui]``): a Textual view of a running host.
-    "tui": frozenset({"errors", "logs", "host"}),
+    "tui": frozenset({"errors", "log_guard", "logs", "host"}),
     "cli": _BELOW_CLI | {"isoplug", "_foundation_demo", "otel", "scaffold", "tui"},
     # ``python -m isoplug``.
     "__main__": frozenset({"cli"}),
@@ -311,3 +318,19 @@ def test_importing_the_wire_layer_loads_no_io_or_concurrency_library() -> None:
     loaded = sorted(set(NOT_LOADED_BY_WIRE) & after)
     brought_in = sorted(set(loaded) - set(modules["before"]))
     assert not loaded, f"loaded: {loaded} (by isoplug.wire itself: {brought_in})"
+
+
+def test_import_isoplug_leaves_the_host_to_the_first_use_of_host() -> None:
+    """docs/host.md: ``import isoplug`` is quick; the host's modules come with the first
+    ``isoplug.Host`` (``from isoplug import Host`` at an application's import time)."""
+    code = (
+        "import sys\n"
+        "import isoplug\n"
+        "print('isoplug.host.host' in sys.modules, 'asyncio' in sys.modules)\n"
+        "from isoplug import Host\n"
+        "print('isoplug.host.host' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "False", "True"], result.stdout

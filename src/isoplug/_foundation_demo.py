@@ -20,12 +20,13 @@ import time
 from typing import Any
 
 from isoplug.errors import RemoteError, RequestTimeout
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import LogReplayer
 from isoplug.rpc import Handler, Peer, serve
 from isoplug.wire import LogRecordData
 from isoplug.wire.logframes import log_batch
 
-_log = logging.getLogger("isoplug.demo")
+_log = guarded_logger("isoplug.demo")
 
 
 # -- the child (runner) side -----------------------------------------------------------------

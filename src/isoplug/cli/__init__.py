@@ -21,6 +21,7 @@ from isoplug.cli.console import (
     ConsoleFormatter,
     ConsoleHandler,
     configure_console_logging,
+    finish_console,
     silence,
     use_colour,
 )
@@ -28,7 +29,13 @@ from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.parser import build_parser
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, run_until_stopped
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    StopSignals,
+    run_until_stopped,
+)
 from isoplug.cli.tools import new_plugin, print_schema
 from isoplug.host.standard_fds import fill_standard_descriptors
 
@@ -80,14 +87,17 @@ def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir, arguments.timeout)
     console = configure_console_logging(arguments.log_level, sys.stdout)
+    signals = StopSignals()
     if arguments.command == "run":
-        return run_command(arguments, console)
-    if arguments.command == "demo":
-        return _demo(arguments, console)
-    raise AssertionError(f"unhandled command {arguments.command!r}")
+        code = run_command(arguments, console, signals)
+    elif arguments.command == "demo":
+        code = _demo(arguments, console, signals)
+    else:
+        raise AssertionError(f"unhandled command {arguments.command!r}")
+    return finish_console(console, signals, code)
 
 
-def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
+def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopSignals) -> int:
     plugins_dir = arguments.plugins_dir or example_plugins_dir()
     if plugins_dir is None:
         print(
@@ -101,5 +111,7 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
         say_error("demo", f"--plugins-dir {plugins_dir} is not a directory")
         return EXIT_USAGE
     duration = arguments.duration
-    print(DEMO_HEADER, flush=True)
-    return run_until_stopped(lambda stop: run_demo_plugins(plugins_dir, duration, stop, console))
+    console.say(DEMO_HEADER)
+    return run_until_stopped(
+        lambda stop: run_demo_plugins(plugins_dir, duration, stop, console), signals=signals
+    )

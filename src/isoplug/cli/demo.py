@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,10 @@ from typing import Any
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_CONSOLE_FAILED, EXIT_OK, EXIT_PLUGIN_FAILED
+from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_PLUGIN_FAILED
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
+from isoplug.log_guard import guarded_logger
 
 #: How long ``isoplug demo`` lets the example plugins run: long enough to see a crash,
 #: a restart and a hang being detected, short enough to watch.
@@ -85,7 +85,7 @@ async def run_demo_plugins(
     stop: asyncio.Event,
     console: ConsoleHandler | None = None,
 ) -> int:
-    log = logging.getLogger("isoplug.demo")
+    log = guarded_logger("isoplug.demo")
     if console is not None:
         loop = asyncio.get_running_loop()
         console.on_gone = lambda: loop.call_soon_threadsafe(stop.set)
@@ -100,7 +100,9 @@ async def run_demo_plugins(
         if console is not None:
             console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
-    return EXIT_CONSOLE_FAILED if console is not None and console.unwritable else code
+    # A console that failed on the way sets the exit code once its last lines were written
+    # (finish_console).
+    return code
 
 
 async def _demo(
@@ -110,7 +112,7 @@ async def _demo(
     seen: Seen,
     console: ConsoleHandler | None,
 ) -> int:
-    log = logging.getLogger("isoplug.demo")
+    log = guarded_logger("isoplug.demo")
     # Quicker health checks than the defaults, so that the hang is caught within the demo.
     config = SupervisorConfig(health_interval=1.0, health_timeout=1.0)
     started = time.perf_counter()
@@ -173,12 +175,15 @@ async def _demo(
         log.info("demo: stopping every plugin")
     if console is not None and console.gone.is_set():
         return EXIT_BROKEN_PIPE
-    print(
+    summary = (
         f"\n{seen.summary()}\n"
         "Next: isoplug new my_plugin (a plugin and its test), isoplug run DIR, and the guides "
-        "in docs/ (writing a plugin, running plugins from asyncio, host-side logging).",
-        flush=True,
+        "in docs/ (writing a plugin, running plugins from asyncio, host-side logging)."
     )
+    if console is not None:
+        console.say(summary)  # after the lines before it, from the console's writer
+    else:
+        print(summary, flush=True)
     return EXIT_OK
 
 

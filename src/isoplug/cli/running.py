@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import sys
 import time
 import tomllib
@@ -32,8 +31,6 @@ from typing import Any
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.say import say_error, shown, shown_argument
 from isoplug.cli.signals import (
-    EXIT_BROKEN_PIPE,
-    EXIT_CONSOLE_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PLUGIN_FAILED,
@@ -46,10 +43,15 @@ from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorC
 from isoplug.host.manifest import MANIFEST_NAME
 from isoplug.host.registry import deeper_manifest, discover, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
+from isoplug.log_guard import guarded_logger
+from isoplug.off_loop import off_loop
 from isoplug.wire.sanitize import clean_text
 
 #: Capabilities the CLI's host offers to plugins that are granted them.
 BUILTIN_CAPABILITIES: dict[str, Callable[..., Any]] = {"clock.now": time.time}
+
+#: Seconds ``--tui`` waits, at most, for the console's lines logged before its view.
+_BEFORE_VIEW_WAIT = 1.0
 
 #: Cap for one plugin's reason in the message that ends a run whose plugins all failed (its
 #: whole error, traceback included, was logged when it failed).
@@ -104,8 +106,14 @@ class RunOptions:
     config_file: Path | None = None
 
 
-def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = None) -> int:
-    """``isoplug run``: check the options, then run the host until it is stopped."""
+def run_command(
+    arguments: argparse.Namespace,
+    console: ConsoleHandler | None = None,
+    signals: StopSignals | None = None,
+) -> int:
+    """``isoplug run``: check the options, then run the host until it is stopped.
+    ``signals`` keeps the stop signals it got, for the waits after it (the console's last
+    lines: :func:`~isoplug.cli.console.finish_console`)."""
     if arguments.tui and not tui_available():
         return EXIT_USAGE
     if arguments.reload and (why := reload_unavailable()) is not None:
@@ -119,7 +127,7 @@ def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = 
     # unless --plugin-log-level says otherwise.
     config = SupervisorConfig(log_level=arguments.plugin_log_level)
     plugins_dir = arguments.plugins_dir
-    signals = StopSignals()
+    signals = signals or StopSignals()
     with telemetry(arguments, signals) as export:
         if export is None:
             return EXIT_USAGE
@@ -150,7 +158,7 @@ async def run_plugins(
         console.watch_reader()
     try:
         with plugins_dir_for(plugins_dir) as directory:
-            code = await run_host(directory, plugins_dir, config, stop, options)
+            code = await run_host(directory, plugins_dir, config, stop, options, console=console)
     except (FileNotFoundError, NotADirectoryError) as exc:
         fatal(str(exc))
         return EXIT_USAGE
@@ -158,8 +166,8 @@ async def run_plugins(
         if console is not None:
             console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
-    if console is not None and console.gone.is_set():
-        return EXIT_CONSOLE_FAILED if console.unwritable is not None else EXIT_BROKEN_PIPE
+    # A console that failed on the way sets the exit code once its last lines were written
+    # (finish_console).
     return code
 
 
@@ -183,7 +191,7 @@ class Outcome:
         for plugin_id in change.plugin_ids:
             fields = self._overrides.get(plugin_id)
             if fields and change.config_refused:
-                logging.getLogger("isoplug.cli").error(
+                guarded_logger("isoplug.cli").error(
                     "plugin %s: its [config] was merged with [%s] of --config %s (%s): "
                     "a config error may come from there",
                     plugin_id,
@@ -242,7 +250,7 @@ def unknown_overrides(
     ids = {manifest.id for manifest in discover(directory).manifests}
     unknown = sorted(set(overrides) - ids)
     if unknown:
-        logging.getLogger("isoplug.cli").warning(
+        guarded_logger("isoplug.cli").warning(
             "--config %s: no plugin has the id of table(s) %s: ignored (plugin ids here: %s)",
             shown(config_file),
             shown(", ".join(f"[{name}]" for name in unknown)),
@@ -257,8 +265,10 @@ async def run_host(
     config: SupervisorConfig,
     stop: asyncio.Event,
     options: RunOptions,
+    *,
+    console: ConsoleHandler | None = None,
 ) -> int:
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
     overrides = options.plugin_config or {}
     if not options.reload:
         # With --reload a table may name a plugin folder made later: the host keeps them all.
@@ -281,6 +291,9 @@ async def run_host(
         if options.tui:
             from isoplug.tui import run_dashboard
 
+            if console is not None:
+                # The console's lines so far go out before the view takes the terminal over.
+                await off_loop(console.writer.written, _BEFORE_VIEW_WAIT)
             await run_dashboard(host, title=shown(plugins_dir), stop=stop)
         elif options.reload:
             # A fix saved restarts a failed plugin: the session goes on until stopped.

@@ -8,23 +8,26 @@ signals the command, then its process group) and a terminal that sends SIGHUP an
 SIGTERM (or SIGCONT) all deliver two signals within a few milliseconds.
 
 What the command still does once its event loop ended (``isoplug run`` sending its last
-OpenTelemetry records) waits in :func:`wait_unless_signalled`: a stop signal then (other than
-a repeat of the first) ends the wait at once, exit code :data:`EXIT_INTERRUPTED`, without a
-traceback; the default actions (``KeyboardInterrupt``, death by SIGTERM with 143) never apply.
-After a second signal (:attr:`StopSignals.killed`) there is no such wait: the operator asked
-for everything to end at once.
+OpenTelemetry records, then writing its console's last lines) waits in
+:func:`wait_unless_signalled`: a stop signal then (other than a repeat of the first) ends the
+wait at once, exit code :data:`EXIT_INTERRUPTED`, without a traceback; the default actions
+(``KeyboardInterrupt``, death by SIGTERM with 143) never apply. After a second signal
+(:attr:`StopSignals.killed`) there is no wait for a collector: the operator asked for
+everything to end at once. The console's last lines are still written while stdout takes
+them (milliseconds; a stdout that takes nothing is given up on within seconds: see
+:mod:`isoplug.cli.console_writer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
+from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
 
 #: Exit code: stopped on request, and nothing went wrong.
@@ -108,7 +111,7 @@ def wait_unless_signalled(
     if threading.current_thread() is not threading.main_thread():
         work()
         return
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
     raised = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -155,7 +158,7 @@ async def _with_signals(
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
 
     def on_signal(signum: signal.Signals) -> None:
         now = time.monotonic()

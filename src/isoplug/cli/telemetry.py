@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from isoplug.cli.say import say_error
 from isoplug.cli.signals import StopSignals, wait_unless_signalled
+from isoplug.log_guard import guarded_logger
 
 if TYPE_CHECKING:
     from isoplug.otel.setup import OtelExport
@@ -72,7 +72,7 @@ def telemetry(
         yield None
         return
     if telemetry.metrics_address is not None:
-        logging.getLogger("isoplug.cli").info(
+        guarded_logger("isoplug.cli").info(
             "metrics for Prometheus at http://%s:%d/metrics", *telemetry.metrics_address
         )
     signals = signals or StopSignals()
@@ -86,7 +86,7 @@ def _send_the_last_records(telemetry: OtelExport, signals: StopSignals, otlp: bo
     """The export's end: within :data:`EXPORT_SHUTDOWN_TIMEOUT`, said first when it may wait
     (an OTLP collector that does not answer takes all of it); none after a second signal, which
     asked for everything to end at once."""
-    log = logging.getLogger("isoplug.cli")
+    log = guarded_logger("isoplug.cli")
     if signals.killed:
         if otlp:
             log.warning(

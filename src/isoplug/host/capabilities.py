@@ -29,6 +29,7 @@ import msgspec
 
 from isoplug.control import CapabilityDenied
 from isoplug.errors import CapabilityFailed
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.rpc.remote_errors import exception_message, exit_request_text
 from isoplug.sizes import format_size
@@ -37,7 +38,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["CapabilityRegistry"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Cap for an error text that quotes what a plugin sent (a keyword argument's name, say).
 _MAX_REASON_CHARS = 1000

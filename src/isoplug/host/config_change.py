@@ -12,7 +12,6 @@ plugin only keeps it for its next start.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -22,11 +21,12 @@ from isoplug.host.config_check import check_in_process
 from isoplug.host.live_settings import offer_config
 from isoplug.host.manifest import Manifest
 from isoplug.host.status import PluginState
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Peer
 
 __all__ = ["ConfigTarget", "apply_config"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 
 class ConfigTarget(Protocol):

@@ -12,7 +12,6 @@ What the host sends on it comes from the supervisor (events, log levels), :mod:`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
@@ -32,6 +31,7 @@ from isoplug.errors import IsoplugError
 from isoplug.host.life import RunnerLife
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import checked_summaries
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_text
@@ -41,7 +41,7 @@ _MAX_NAME_CHARS = 200
 
 __all__ = ["CapabilityInvoker", "ControlLink"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 
 class _UncheckedReport(msgspec.Struct, frozen=True):

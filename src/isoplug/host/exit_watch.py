@@ -12,7 +12,6 @@ not send, it gathers the evidence of the kernel's out-of-memory killer
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import select
 import signal
@@ -21,10 +20,11 @@ from isoplug.host import descendants
 from isoplug.host.children import Child
 from isoplug.host.oom import OomWatch
 from isoplug.host.shortage import shortage
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["RECORD_INTERVAL", "ExitFacts", "ExitWatch"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: How often the runner's process tree is recorded while it lives.
 RECORD_INTERVAL = 1.0

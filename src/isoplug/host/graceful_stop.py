@@ -6,17 +6,17 @@ is needed is logged with why (see docs/operations.md, "Signals and shutdown").
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
 
 from isoplug.host.descendants import read_stat
 from isoplug.host.process import RunnerProcess, Unreaped
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["stop_gracefully"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 
 async def stop_gracefully(

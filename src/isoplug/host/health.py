@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ from isoplug.control import HealthReport, WorkerState
 from isoplug.cpu_wait import longest_wait, process_cpu_waits
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.health_link import HealthLink
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.rpc.admission import NOT_STARTED_TYPE
 from isoplug.wire import ErrorResponse
@@ -50,7 +50,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["EXPLAIN_WAIT", "Finding", "HealthWatch", "health_tick"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Cap for a text of the runner's (a method's name, where a thread is) quoted by the host.
 _MAX_QUOTED = 300

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import signal
@@ -59,11 +58,12 @@ from isoplug.host.descendants import (
     subtree,
 )
 from isoplug.host.runner_stdin import HostEnd, runner_stdin
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 
 __all__ = ["HelperProcess"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: How long ending waits for a SIGKILLed helper to be gone: a moment, unless the kernel holds
 #: it (uninterruptible I/O); then the host goes on, and the helper is reaped when it goes.

@@ -22,7 +22,6 @@ threads replay its records; its stdout and stderr pipes are read and replayed by
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,6 +49,7 @@ from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange, Unav
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.waits import PluginWaits
 from isoplug.host.zygote import Zygote, fork_supported
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import ReplayLimits
 from isoplug.transport import Listener
 
@@ -58,7 +58,7 @@ __all__ = ["Host"]
 #: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
 __tracebackhide__ = hidden_from_pytest
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200

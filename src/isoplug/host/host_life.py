@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from isoplug.host.config import SupervisorConfig
@@ -24,6 +23,7 @@ from isoplug.host.logbridge import LogBridge
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.host.zygote import Zygote
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.rpc import serve
 from isoplug.transport import Listener
@@ -31,7 +31,7 @@ from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 
 __all__ = ["cancelled_why", "open_listeners", "stop_everything"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Why runners are killed at once after a KeyboardInterrupt: under asyncio.run, the first
 #: Ctrl-C cancels the application's task, and the second raises it.

@@ -19,20 +19,20 @@ come from its own interpreter.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
+from isoplug.log_guard import guarded_logger
 from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["host_package_root", "isoplug_only_folder", "made_link", "renew_if_lost"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 _lock = threading.Lock()
 #: pid -> the folder runners of that process import isoplug from (a forked child makes its

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,13 +49,14 @@ from isoplug.host.status import KILLED_BY_HOST, ExitAccount
 from isoplug.host.stderr_tail import StderrTail, outside_words, self_abort
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.rpc import Peer
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["CUT_SHORT", "Addresses", "OnReady", "RunnerLife"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 _BEFORE_READY = "it exited before reporting ready"
 _NOT_READY_WITHIN = "not ready within "

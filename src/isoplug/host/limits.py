@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 
 from isoplug.control import CPU_LIMIT_GRACE, ResourceLimits
 from isoplug.host.process import RunnerProcess
 from isoplug.host.usage import Usage, read_usage
+from isoplug.log_guard import guarded_logger
 from isoplug.sizes import format_size
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "read_usage",
 ]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: How often a runner with ``memory`` or ``recycle_rss`` is checked.
 FAST_INTERVAL = 0.1

@@ -4,19 +4,19 @@ start, and when changed) and a plugin's new configuration (taken live by its ``o
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from isoplug.control import SET_CONFIG, SET_LOG_LEVEL, ConfigChange, LogLevelChange
 from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError, RequestTimeout, TransportError
 from isoplug.host.ready_report import MAX_FAILURE_CHARS, traceback_block
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Peer
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["apply_log_levels", "offer_config"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 _CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 

@@ -43,7 +43,6 @@ metrics of its own, summed with its connections'.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -53,6 +52,7 @@ from isoplug.host.lineage import Lineage, TreeMarks, kinship_known, lineage_of
 from isoplug.host.runner_logs import RunnerLogState, RunnerLogStates
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import LogMetrics, LogReplayer, ReplayLimits
 from isoplug.logs.chains import SenderChains
 from isoplug.logs.gil import HOST_SHARE
@@ -67,7 +67,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["LogBridge"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200

@@ -11,7 +11,6 @@ event and otherwise ignored: watching a host never breaks it.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from isoplug.errors import hidden_from_pytest
 from isoplug.host.status import ExitAccount, StateChange
+from isoplug.log_guard import guarded_logger
 
 if TYPE_CHECKING:
     from isoplug.host.host import Host
@@ -41,7 +41,7 @@ __all__ = [
 #: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
 __tracebackhide__ = hidden_from_pytest
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 _T = TypeVar("_T")
 
 

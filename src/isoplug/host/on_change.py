@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Callable
 
 from isoplug.host.status import StateChange
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["OnChange", "call_on_change", "checked_on_change"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 OnChange = Callable[[StateChange], None]
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 
+from isoplug.log_guard import guarded_logger
+
 __all__ = ["keep_own_loggers_enabled"]
 
 _PREFIX = "isoplug"
@@ -39,7 +41,7 @@ def keep_own_loggers_enabled() -> None:
     for name in disabled:
         logging.getLogger(name).disabled = False
     shown = ", ".join(disabled[:5]) + (f" and {len(disabled) - 5} more" if disabled[5:] else "")
-    logging.getLogger("isoplug.host").warning(
+    guarded_logger("isoplug.host").warning(
         "isoplug's logger(s) %s had been disabled, so the host's own reports (crashes, failed "
         "plugins) reached no handler; isoplug enabled them again. logging.config's dictConfig() "
         "and fileConfig() disable every existing logger their configuration does not name, "

@@ -16,12 +16,13 @@ to grow a pipe. So only the pipes that need it grow: a runner's print pipes when
 from __future__ import annotations
 
 import fcntl
-import logging
 from collections.abc import Sequence
+
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["GROWN_PIPE_BYTES", "enlarge_pipes"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: The size asked for a runner's pipe that grows (the kernel's default cap).
 GROWN_PIPE_BYTES = 1 << 20

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -60,11 +59,12 @@ from isoplug.host.runner_stdin import runner_stdin
 from isoplug.host.stdio import StdioCapture
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 
 __all__ = ["PRINTING_PIPE_BYTES", "RunnerProcess", "Unreaped"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: The size asked for the stdout/stderr pipes of a runner whose ``print()`` writes to them
 #: (``stdio = "pipe"``): the reader thread drains them in slices of GIL time, and a pipe of

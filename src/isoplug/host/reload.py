@@ -32,13 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir, plan_runners
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.wire.sanitize import clean_path, clean_text
 
@@ -51,7 +51,7 @@ __all__ = [
     "report_reloader_end",
 ]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: watchfiles groups the changes of this many milliseconds into one batch: an editor's save
 #: (write, rename, chmod) is one batch, and a save still reaches the runner quickly.

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -39,12 +38,13 @@ from isoplug.host.helper_process import HelperProcess
 from isoplug.host.launch import runner_python
 from isoplug.host.reload import ReloadPlan, shown_path
 from isoplug.host.stderr_tail import outside_words
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["compile_problem", "hold_uncompiled"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: An error quoted in a reload record.
 _MAX_REASON_CHARS = 1024

@@ -15,11 +15,11 @@ isoplug), the runner learns the type and message, never the host's traceback.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from isoplug.control import CONTROL_ROLE
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.rpc import Handler, Peer
 from isoplug.rpc.dispatch import private_errors
@@ -29,7 +29,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ConnectionRoutes", "Route"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Set
 from pathlib import Path
 from types import MappingProxyType
@@ -29,12 +28,13 @@ from isoplug.host.reload_compile import hold_uncompiled
 from isoplug.host.runner_logs import RunnerLogStates
 from isoplug.host.status import PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.routing import LoggerBudget
 from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["RunnerSet"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 
 class RunnerSet:

@@ -23,19 +23,19 @@ and sets the folders' and sockets' times to now: cleaners that delete by age (sy
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import weakref
 
 from isoplug.errors import TransportError
 from isoplug.host.isoplug_link import made_link, renew_if_lost
 from isoplug.host.logbridge import LogBridge
+from isoplug.log_guard import guarded_logger
 from isoplug.transport import Listener, parse_address
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["SocketFolders"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: A path, or a text quoting paths, in a record (the host's own, but a record quotes no path raw).
 _MAX_PATH_CHARS = 1024

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 from collections.abc import Mapping
 
@@ -34,9 +33,10 @@ from isoplug.host.stdio_backlog import BACKLOG_BYTES, BACKLOG_RECORDS, Backlog, 
 from isoplug.host.stdio_lines import MAX_LINE_BYTES, CapturedLine, LineSplitter
 from isoplug.host.stdio_reader import CLASSIFY_SLICE, IDLE_FLUSH_DELAY, PENDING_BYTES, StdioReader
 from isoplug.host.stdio_replay import StdioDestination, StdioReplay
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.gil import HOST_SHARE
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 __all__ = [
     "BACKLOG_BYTES",

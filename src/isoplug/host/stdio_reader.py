@@ -27,6 +27,7 @@ from typing import Any
 from isoplug.host.pipe_size import GROWN_PIPE_BYTES, enlarge_pipes
 from isoplug.host.stdio_backlog import Backlog, Entry, record_entry
 from isoplug.host.stdio_lines import CutLine, LineSplitter, cut_line
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.gil import GilShare
 from isoplug.logs.textlines import (
     NOT_PLAIN_START_WITH_DUMPS,
@@ -38,7 +39,7 @@ from isoplug.logs.textlines import (
 
 __all__ = ["CLASSIFY_SLICE", "IDLE_FLUSH_DELAY", "PENDING_BYTES", "StdioReader"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: A stream that goes quiet this long (seconds) while the classifier holds an unfinished block
 #: (a traceback that may still be chained, a crash dump) has the block flushed: a traceback a

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_backlog import Backlog, Drops, Entry
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.gil import GilShare
@@ -29,7 +30,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["StdioDestination", "StdioReplay"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Records the replay thread takes from the backlog at once.
 _REPLAY_BATCH = 256

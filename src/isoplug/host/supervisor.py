@@ -28,36 +28,33 @@ from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
+from isoplug.host.current_runner import CurrentRunner
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import Addresses, RunnerLife
-from isoplug.host.lineage import TreeMarks
 from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
-from isoplug.host.plugin_calls import PluginCalls
 from isoplug.host.process import RunnerProcess
 from isoplug.host.ready_report import read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
-from isoplug.host.setup_where import setup_where
 from isoplug.host.shortage import shortage
 from isoplug.host.status import (
     ExitAccount,
-    PluginInfo,
     PluginState,
     PluginUnavailable,
     StateChange,
     Unavailability,
 )
-from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 Notify = Callable[[StateChange], None]
 StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
@@ -65,7 +62,7 @@ StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
 ``pid`` goes (in a Host, the log bridge's replayer for the runner)."""
 
 
-class RunnerSupervisor(PluginCalls):
+class RunnerSupervisor(CurrentRunner):
     """Supervises the runner of ``plan``; see the module docstring for the life cycle.
 
     ``addresses()`` says where a runner started now connects: the host's listener, and its log
@@ -172,11 +169,6 @@ class RunnerSupervisor(PluginCalls):
         finally:
             replaced.cancel()
 
-    @property
-    def generation(self) -> int:
-        """How many runner processes this supervisor has started."""
-        return self._generation
-
     async def restart(self, *, unless_since: int | None = None) -> None:
         """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
 
@@ -227,21 +219,6 @@ class RunnerSupervisor(PluginCalls):
                 reason=Unavailability.HOST_NOT_RUNNING,
             )
 
-    @property
-    def supervision(self) -> asyncio.Task[None] | None:
-        """Its supervision task while it runs (None before its start, and once it ended)."""
-        task = self._task
-        return task if task is not None and not task.done() else None
-
-    @property
-    def pid(self) -> int | None:
-        """The pid of the current runner process, if one runs."""
-        return None if self._process is None else self._process.pid
-
-    @property
-    def _process(self) -> RunnerProcess | None:
-        return None if self._life is None else self._life.process
-
     def log_level(self, plugin: str) -> int:
         """The level ``plugin`` runs at: see :mod:`isoplug.host.levels`."""
         return self.log_levels.level_of(self.manifests[plugin])
@@ -268,62 +245,6 @@ class RunnerSupervisor(PluginCalls):
         # One at a time: a change checked while another is applied must not overtake it.
         async with self._config_lock:
             return await apply_config(self, plugin_id, config, self._config)
-
-    def ready_peer(self, plugin_id: str) -> Peer | None:
-        """The connection of the ready runner ``plugin_id`` is loaded in (None: it is not)."""
-        peer = self._peer
-        if plugin_id in self.broken or self.state is not PluginState.READY:
-            return None
-        return peer if peer is not None and peer.is_open else None
-
-    def expected_token(self) -> str | None:
-        """The token the current runner process must present on its control connection (None
-        while none is starting)."""
-        return None if self._life is None else self._life.token
-
-    def expected_log_token(self) -> str | None:
-        """The token the log connections of the current runner process (and of the processes it
-        starts) must present (None while none is starting)."""
-        return None if self._life is None else self._life.log_token
-
-    def tree_marks(self) -> TreeMarks | None:
-        """What marks the current runner process's descendants beyond their parents (None:
-        none runs); see :mod:`isoplug.host.lineage`."""
-        process = self._process
-        return None if process is None else TreeMarks(process.tag, process.seen_descendants)
-
-    async def setup_where(self) -> str:
-        """Where its plugins' ``setup()`` waits: asked of its runner now, while it starts (see
-        :mod:`isoplug.host.setup_where`); else where it waited in the last runner killed for
-        not being ready; "" when neither says."""
-        life = self._life
-        if self.state is PluginState.STARTING and life is not None and not life.ready.done():
-            said = await setup_where(life.peer)
-            if said:
-                return said
-        return f"when its last runner was killed: {self.setup_waited}" if self.setup_waited else ""
-
-    def stderr_tail(self) -> StderrTail | None:
-        """The last stderr lines of the current runner process (None: none is starting)."""
-        return None if self._life is None else self._life.stderr_tail
-
-    def info(self, plugin_id: str) -> PluginInfo:
-        summary = self.offers.summary(plugin_id)
-        broken = self.broken.get(plugin_id)
-        process = self._process
-        return PluginInfo(
-            id=plugin_id,
-            runner_id=self.runner_id,
-            state=PluginState.FAILED if broken and not self._stopped_by_user else self.state,
-            pid=process.pid if process is not None and process.running else None,
-            restarts=self.restarts,
-            last_exit=self.last_exit,
-            error=broken or self.error,
-            methods=summary.methods,
-            events=summary.events,
-            events_dropped=self._events_dropped.get(plugin_id, 0)
-            + (0 if self._life is None else self._life.health.events_dropped.get(plugin_id, 0)),
-        )
 
     # -- connections from the runner ----------------------------------------------------------
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
-import logging
 import threading
 import warnings
 import weakref
@@ -35,13 +34,14 @@ from typing import TYPE_CHECKING
 
 from isoplug.host import observers
 from isoplug.host.status import StateChange
+from isoplug.log_guard import guarded_logger
 
 if TYPE_CHECKING:
     from isoplug.host.host import Host
 
 __all__ = ["drop_inherited", "left_unclosed", "weak_notify"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 _WHY = "its host was not closed"
 

@@ -46,7 +46,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -63,11 +62,12 @@ from isoplug.host.fork_order import environment_preamble, fork_order, startup_di
 from isoplug.host.forked_child import ForkedChild
 from isoplug.host.runner_stdin import HostEnd
 from isoplug.host.zygote_process import ZygoteGone, ZygoteProcess, ZygoteRefused
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 
 __all__ = ["ForkedChild", "Zygote", "fork_supported"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: A zygote that dies this many times in a row without forking a runner is not started again.
 _MAX_FAILED_STARTS = 3

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -30,11 +29,12 @@ from isoplug.host.descendants import TAG_LENGTH, TAG_VARIABLE
 from isoplug.host.runner_stdin import HostEnd, runner_stdin
 from isoplug.host.site_stamps import SiteStamp, site_folders
 from isoplug.host.standard_fds import child_stderr
+from isoplug.log_guard import guarded_logger
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ZygoteGone", "ZygoteProcess", "ZygoteRefused"]
 
-_log = logging.getLogger("isoplug.host")
+_log = guarded_logger("isoplug.host")
 
 #: Replies are a few bytes.
 _MAX_REPLY_BYTES = 4096

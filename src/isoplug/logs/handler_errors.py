@@ -17,10 +17,10 @@ long over it that the records themselves came late. So while a replayer replays 
 thread: :class:`Replaying`), ``logging.Handler.handleError`` counts and reports the failure as
 above instead, once with a count; the handler goes on with the next record as it would have.
 Elsewhere, and with ``logging.raiseExceptions`` off (then it is counted, not reported), it does
-what it did, inside a :func:`failure_report`: in a runner, whose stderr makes records, the
-report's lines go to the host alone, never to the plugin's handlers (the failing one among
-them failed on each line and reported again: one record logged through a console whose
-formatter raised became 665).
+what it did, inside a :func:`~isoplug.log_guard.failure_report`: in a runner, whose stderr
+makes records, the report's lines go to the host alone, never to the plugin's handlers (the
+failing one among them failed on each line and reported again: one record logged through a
+console whose formatter raised became 665).
 
 The record factory (``logging.setLogRecordFactory``) failing on a replayed record, or on a
 report, is the host's trouble too: :meth:`HandlerErrors.factory_failed` says it, once per
@@ -33,28 +33,18 @@ a record, whose text came from the sender: it is sanitized (:mod:`isoplug.wire.s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import threading
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from isoplug.log_guard import describe_error, failure_report, traceback_text
 from isoplug.logs.record_factory import RecordFactory, report_record
 from isoplug.logs.report_throttle import ReportThrottle, Tally
-from isoplug.wire.sanitize import clean_block, clean_text
+from isoplug.wire.sanitize import clean_block
 
-__all__ = [
-    "HandlerErrors",
-    "Replaying",
-    "describe_error",
-    "failure_report",
-    "reporting_failure",
-    "traceback_text",
-]
+__all__ = ["HandlerErrors", "Replaying"]
 
-#: The longest exception text quoted in a report.
-_ERROR_CHARS = 500
 #: The longest traceback attached to the first report.
 _TRACEBACK_CHARS = 16 * 1024
 _KIND = "handler_error"
@@ -74,7 +64,7 @@ _replay = threading.local()
 
 def _handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
     """``logging.Handler.handleError`` while isoplug is imported: the replay's sink on a
-    replay's thread, the original elsewhere (a :func:`failure_report`)."""
+    replay's thread, the original elsewhere (a :func:`~isoplug.log_guard.failure_report`)."""
     sink: ErrorSink | None = getattr(_replay, "sink", None)
     error = sys.exc_info()[1]
     if sink is None or error is None:
@@ -82,35 +72,6 @@ def _handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
             _stdlib_handle_error(self, record)
         return
     sink(self, error)
-
-
-#: How deep this thread is in reports of handlers that failed.
-_reports = threading.local()
-
-
-@contextlib.contextmanager
-def failure_report() -> Iterator[None]:
-    """Mark this thread as writing a failed handler's report (``--- Logging error ---``) until
-    the block ends: a runner's streams make its lines records for the host alone
-    (:func:`~isoplug.logs.output_records.deliver`), never handed to the plugin's handlers,
-    among them the one that failed, which would fail on each line and report again. In a
-    program of its own the report is stderr's, which no handler sees."""
-    _reports.depth = getattr(_reports, "depth", 0) + 1
-    try:
-        yield
-        # The report's last lines, a traceback the stream holds for a chained one included,
-        # are records before the mark goes.
-        stream = sys.stderr
-        if stream is not None:
-            with contextlib.suppress(OSError, ValueError):  # closed: nothing is held then
-                stream.flush()
-    finally:
-        _reports.depth -= 1
-
-
-def reporting_failure() -> bool:
-    """True on a thread inside a :func:`failure_report`."""
-    return getattr(_reports, "depth", 0) > 0
 
 
 logging.Handler.handleError = _handle_error  # type: ignore[method-assign]
@@ -248,20 +209,3 @@ def _summary(tally: Tally) -> str:
         f"{tally.seconds:.1f} s (the latest: {tally.detail}); each cost its record those "
         "handlers only"
     )
-
-
-def describe_error(error: BaseException) -> str:
-    """``Type: message``, sanitized; never raises (an exception's __str__ may)."""
-    try:
-        message = str(error)
-    except Exception:
-        message = "(its message cannot be shown: str() raised)"
-    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return clean_text(text, _ERROR_CHARS)
-
-
-def traceback_text(error: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(error)).rstrip("\n")
-    except Exception:
-        return "(the traceback cannot be formatted)"

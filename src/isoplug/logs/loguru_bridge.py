@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from isoplug.logs.handler_errors import failure_report
+from isoplug.log_guard import failure_report
 from isoplug.logs.kept_forwarder import (
     forward_once,
     intercepted_record,
@@ -160,7 +160,7 @@ def _sink(message: Any) -> None:
 def _report_failures_as_such(module: ModuleType) -> None:
     """Make loguru's report of a sink that failed (``--- Logging error in Loguru Handler``)
     what ``logging``'s ``handleError`` report is: text for the host, never handed to the
-    handlers again (:func:`~isoplug.logs.handler_errors.failure_report`)."""
+    handlers again (:func:`~isoplug.log_guard.failure_report`)."""
     interceptor = getattr(
         sys.modules.get(f"{module.__name__}._error_interceptor"), "ErrorInterceptor", None
     )

@@ -33,10 +33,10 @@ import warnings
 from types import FrameType, ModuleType
 from typing import Any
 
+from isoplug.log_guard import reporting_failure
 from isoplug.logs import handler_errors
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.handler_errors import reporting_failure
 from isoplug.logs.kept_forwarder import forward_once, kept_forwarder, reaches
 from isoplug.logs.printed_tracebacks import read_back, read_back_budget
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
@@ -151,8 +151,17 @@ NOWHERE: Location = ("", "", "", 0, "")
 SKIPPED_FILES = {
     path
     # handler_errors: logging.Handler.handleError as isoplug wraps it, printing a failed
-    # handler's report for it.
-    for module in (traceback, logging, warnings, handler_errors, sys.modules[__name__])
+    # handler's report for it; log_guard (found through a function of its own, as the layering
+    # rules have no import of a module from the bare package) printing the report of a
+    # failure on isoplug's own records.
+    for module in (
+        traceback,
+        logging,
+        warnings,
+        handler_errors,
+        sys.modules[reporting_failure.__module__],
+        sys.modules[__name__],
+    )
     for path in (getattr(module, "__file__", None),)
     if path
 }
@@ -419,7 +428,7 @@ def _deliver_forwarding(
     """Deliver in a process whose output goes to ``forwarder`` (a runner's), which it reaches
     whatever the plugin did to the loggers' handlers: a program of its own shows its prints,
     stderr writes, warnings and crashes whatever its logging says. A failed handler's report
-    (:func:`~isoplug.logs.handler_errors.failure_report`) goes to ``forwarder`` alone."""
+    (:func:`~isoplug.log_guard.failure_report`) goes to ``forwarder`` alone."""
     if reporting_failure():
         forward_once(record, record, forwarder.handle)
         return

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.chains import SenderChains
 from isoplug.logs.connection_ends import ConnectionEnds
 from isoplug.logs.handler_errors import HandlerErrors
@@ -28,7 +28,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["MAX_HELLO_CHARS", "ReceiverConnections"]
 
-_log = logging.getLogger("isoplug.logs")
+_log = guarded_logger("isoplug.logs")
 #: Longest sender name or role quoted in a report (a hello may carry 256 characters).
 MAX_HELLO_CHARS = 200
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import msgspec
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.batch_decode import decode_records
 from isoplug.logs.chains import ChainMember, SenderChains
 from isoplug.logs.handler_errors import HandlerErrors, Replaying
@@ -133,7 +134,7 @@ class LogReplayer(ReplayEnd, SliceTurns):
         # this sender's own (see isoplug.logs.handler_errors).
         self._owns_handler_errors = handler_errors is None
         self._handler_errors = handler_errors or HandlerErrors(
-            logging.getLogger("isoplug.logs"), self.limits.report_interval
+            guarded_logger("isoplug.logs"), self.limits.report_interval
         )
         # Entered around every replay on its thread: a host handler's handleError then
         # reports here, once with a count, instead of printing for every record.

@@ -8,10 +8,10 @@ synchronous :class:`~isoplug.logs.LogReceiver` and the plugin host serve log con
 
 from __future__ import annotations
 
-import logging
 import time
 
 from isoplug.errors import ConnectionBroken, ConnectionClosed, ProtocolError
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.gil import FLOOD_BATCH, SHARE_INTERVAL, GilShare
 from isoplug.logs.replay import LogReplayer
 from isoplug.rpc.blocking import BlockingChannel
@@ -19,7 +19,7 @@ from isoplug.wire import Goodbye, LogBatch
 
 __all__ = ["replay_until_closed"]
 
-_log = logging.getLogger("isoplug.logs")
+_log = guarded_logger("isoplug.logs")
 
 
 def replay_until_closed(

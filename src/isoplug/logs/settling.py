@@ -13,13 +13,14 @@ batches are replayed (:meth:`~isoplug.logs.replay.LogReplayer.receive`).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
+
 __all__ = ["LoopSettler"]
 
-_log = logging.getLogger("isoplug.logs")
+_log = guarded_logger("isoplug.logs")
 
 
 class LoopSettler:

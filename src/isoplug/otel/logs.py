@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.replay_checks import add_replay_check, remove_replay_check
 from isoplug.logs.report_throttle import ReportThrottle
 from isoplug.otel import protobuf
@@ -42,7 +43,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["EXPORTED_LOGGERS", "LogExport", "LogExportStats", "OutboxLimits"]
 
-_log = logging.getLogger("isoplug.otel")
+_log = guarded_logger("isoplug.otel")
 
 #: The loggers whose records are exported: every plugin's, and the host's own.
 EXPORTED_LOGGERS = ("plugin", "isoplug.host")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.wire.sanitize import clean_text
 
@@ -33,7 +34,7 @@ SDK_LOGGERS = (
     "opentelemetry.sdk.metrics._internal.export",
 )
 
-_out = logging.getLogger("isoplug.otel.sdk")
+_out = guarded_logger("isoplug.otel.sdk")
 
 
 class SdkMessages(logging.Filter):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import threading
 import time
@@ -13,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from isoplug.host import observers
+from isoplug.log_guard import guarded_logger
 from isoplug.otel.logs import LogExport, LogExportStats, OutboxLimits
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROTOCOLS", "OtelExport", "active", "export", "resolve_protocol"]
 
-_log = logging.getLogger("isoplug.otel")
+_log = guarded_logger("isoplug.otel")
 
 PROTOCOLS = ("http/protobuf", "grpc")
 DEFAULT_PROTOCOL = "http/protobuf"

@@ -38,11 +38,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from isoplug.errors import ConnectionBroken
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc.admission import DEFAULT_LIMITS, Admission, AdmissionLimits
 from isoplug.rpc.event_dispatch import EventDispatch
 from isoplug.rpc.handlers import Handler, LogBatchHandler, private_errors
@@ -71,7 +71,7 @@ __all__ = [
     "private_errors",
 ]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 
 class Dispatcher:

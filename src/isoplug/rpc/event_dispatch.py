@@ -11,9 +11,9 @@ later: reading never pauses for events. Part of the
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc.handlers import Handler, Registered
 from isoplug.rpc.unhandled import MAX_EVENT_NAME_CHARS, Unhandled
 from isoplug.wire import Event, decode_value
@@ -21,7 +21,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["EventDispatch"]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: Async event handlers queue up to this many events; past it, events are dropped (counted).
 _EVENT_QUEUE_SIZE = 1024

@@ -30,13 +30,13 @@ closes).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Final
 
 from isoplug.errors import ConnectionBroken
+from isoplug.log_guard import guarded_logger
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Reject, RejectCode, encode_frame
 from isoplug.wire.sanitize import clean_text
@@ -51,7 +51,7 @@ __all__ = [
     "busy_reject",
 ]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: A runner's or a sender's hello follows its connect within milliseconds; a few seconds leave
 #: room for a loaded machine, and bound what a silent or trickling peer holds.

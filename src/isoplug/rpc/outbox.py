@@ -10,16 +10,16 @@ order sent.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Final
 
 from isoplug.errors import TransportError
+from isoplug.log_guard import guarded_logger
 from isoplug.transport import Stream
 from isoplug.wire import Connection, ErrorResponse, Message, Response
 
 __all__ = ["Outbox"]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 _ANSWERS: Final = (Response, ErrorResponse)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -32,6 +31,7 @@ from isoplug.errors import (
     TransportError,
     hidden_from_pytest,
 )
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.dispatch import Dispatcher, Handler, LogBatchHandler
 from isoplug.rpc.handshake import (
@@ -66,7 +66,7 @@ __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Handler", "Peer", "remote_error"]
 #: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
 __tracebackhide__ = hidden_from_pytest
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: Cap for the other side's name in this side's records and exception messages (see
 #: :mod:`isoplug.rpc.reading` for the other caps).

@@ -11,7 +11,6 @@ nobody reads.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Final
 
@@ -21,6 +20,7 @@ from isoplug.errors import (
     ProtocolError,
     TransportError,
 )
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc.dispatch import Dispatcher
 from isoplug.rpc.outbox import Outbox
 from isoplug.transport import Stream
@@ -29,7 +29,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["MAX_REASON_CHARS", "SessionReader"]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: Cap for the other side's text in this side's records and exception messages (all of it
 #: goes through :func:`~isoplug.wire.sanitize.clean_text` first).

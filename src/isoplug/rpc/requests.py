@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from isoplug.errors import IsoplugError, LocalProtocolError, TransportError
+from isoplug.log_guard import guarded_logger
 from isoplug.rpc.admission import DEFAULT_LIMITS, NOT_STARTED_TYPE, Admission, AdmissionLimits
 from isoplug.rpc.handlers import Handler, Registered
 from isoplug.rpc.remote_errors import qualified_name
@@ -42,7 +42,7 @@ from isoplug.wire.sanitize import clean_text
 
 __all__ = ["MAX_CONCURRENT_INCOMING", "RequestServer", "eager_start"]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: At most this many incoming requests run at once by default; past it they wait in a bounded
 #: queue, or are refused (see isoplug.rpc.admission): tasks never pile up in memory, and the

@@ -8,12 +8,13 @@ past them such messages are only counted, the count said at the session's end. P
 
 from __future__ import annotations
 
-import logging
 from typing import Final
+
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["MAX_EVENT_NAME_CHARS", "MAX_UNHANDLED_WARNINGS", "Unhandled"]
 
-_log = logging.getLogger("isoplug.rpc")
+_log = guarded_logger("isoplug.rpc")
 
 #: Cap for an event's name in this side's records (after clean_text).
 MAX_EVENT_NAME_CHARS: Final = 200

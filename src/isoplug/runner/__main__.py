@@ -22,6 +22,7 @@ import sys
 import msgspec
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
+from isoplug.control.interpreter_only import give_back
 from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.loader import drop_working_directory
@@ -38,6 +39,13 @@ def main() -> int:
     # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
     # (capture_python_output): it keeps writing to the real file descriptor 2.
     faulthandler.enable()
+    # Before any plugin code: what the host set for this interpreter alone (isoplug's import
+    # folder on PYTHONPATH) must not reach the programs a plugin starts.
+    try:
+        give_back()
+    except ValueError as exc:
+        print(f"isoplug runner: {exc}", file=sys.stderr)
+        return EXIT_BAD_BOOTSTRAP
     buffer = bytearray(_MAX_BOOTSTRAP_BYTES)
     try:
         size = _read_line_into(buffer)

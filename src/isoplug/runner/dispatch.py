@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from isoplug.control import (
     PluginSummary,
 )
 from isoplug.errors import UnencodableValue
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.sources import current_source
 from isoplug.rpc.remote_errors import (
     EXIT_REQUESTS,
@@ -49,7 +49,7 @@ from isoplug.wire.values import encode_more, locate_unencodable
 
 __all__ = ["MAX_RESULT_BYTES", "LoadedPlugin", "PluginTable", "plugin_source"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: Traceback text returned for a failed call; a deep recursion must not fill a frame.
 _MAX_TRACEBACK_CHARS = 32 * 1024

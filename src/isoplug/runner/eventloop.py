@@ -16,10 +16,11 @@ whatever loop it is given.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
+
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["EVENT_LOOP_VARIABLE", "loop_factory", "loop_name", "run"]
 
@@ -28,7 +29,7 @@ T = TypeVar("T")
 EVENT_LOOP_VARIABLE: Final = "ISOPLUG_EVENT_LOOP"
 _CHOICES: Final = ("auto", "asyncio", "uvloop")
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 

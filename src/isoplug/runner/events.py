@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from isoplug.control import EventDelivery
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_QUEUED_EVENTS", "DROP_REPORT_INTERVAL", "EventBacklog", "EventQueues"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 DEFAULT_MAX_QUEUED_EVENTS: Final = 1024
 #: After a plugin's first dropped event, further drops are said at most this often.

@@ -45,19 +45,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import logging
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.sources import current_source
 from isoplug.runner.health import describe_frame
 from isoplug.runner.leftover_tasks import MIN_GRACE
 
 __all__ = ["mark_plugin_hooks", "run_exit_hooks", "run_thread_exit_callbacks"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 _THREAD_NAME = "isoplug-atexit"
 

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.kept_forwarder import let_forwarding_close
 from isoplug.transport.fork_epoll import empty_epolls, open_epolls
 
@@ -93,7 +94,7 @@ def end_if_forked(method: str, outcome: BaseException | None) -> None:
         code = outcome.code if isinstance(outcome.code, int) else 1
     elif outcome is not None:
         code = 1
-    logging.getLogger("isoplug.runner").error(
+    guarded_logger("isoplug.runner").error(
         "process %d, forked by plugin code in %s, came back into its runner (pid %d)%s: "
         "ended with exit code %d; a forked child must end itself (os._exit)",
         os.getpid(),

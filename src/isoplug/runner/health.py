@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import socket
 import sys
 import threading
@@ -55,6 +54,7 @@ import msgspec
 from isoplug.control import Bootstrap, HealthQuery, HealthReport, WorkerState
 from isoplug.cpu_wait import ThreadCpuWait
 from isoplug.errors import RemoteProtocolError
+from isoplug.log_guard import guarded_logger
 from isoplug.runner import thread_sources
 from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
 from isoplug.runner.vital_fds import vital
@@ -65,7 +65,7 @@ from isoplug.wire import FrameDecoder
 
 __all__ = ["HealthMonitor", "describe_frame", "loop_starvation", "start_health"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: A query is a few dozen bytes.
 _MAX_QUERY_BYTES = 4096

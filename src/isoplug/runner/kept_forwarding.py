@@ -18,6 +18,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.kept_forwarder import kept_forwarder
 from isoplug.logs.redirect import pipe_streams
@@ -32,7 +33,7 @@ __all__ = [
     "watch_forwarding",
 ]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 #: The lock logging's own functions hold while they change handlers or a configuration
 #: (``logging._lock``, 3.11 to 3.13; a Python without it gets a lock of its own, which only
 #: isoplug's restores then share).

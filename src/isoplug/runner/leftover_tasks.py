@@ -36,12 +36,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import os
 import sys
 from collections.abc import Collection
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.hooks import task_source
 from isoplug.logs.sources import attributed_to
 from isoplug.runner.health import describe_frame
@@ -50,7 +50,7 @@ from isoplug.stdlib_paths import in_stdlib
 
 __all__ = ["MIN_GRACE", "end_plugin_tasks", "exit_leaving", "report_unretrieved_exceptions"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: Seconds a cancelled task gets at least to end, even past the teardown's deadline: enough for
 #: a task that stops at once (one loop iteration or a few) to log that it does.

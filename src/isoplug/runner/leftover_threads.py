@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import sys
 import threading
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.sources import attributed_to, current_source
 from isoplug.runner.health import describe_frame
 from isoplug.runner.leftover_tasks import MIN_GRACE
@@ -54,7 +54,7 @@ from isoplug.runner.workers import WorkerThread
 
 __all__ = ["LeftThread", "lingering_threads", "wait_for_plugin_threads"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: Seconds between two looks at the threads while waiting for them: a thread gives no event
 #: to await when it ends, and this wait happens once, at stop.

@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import logging
 import math
 import os
 import resource
 from collections.abc import Iterable
 
 from isoplug.control import CPU_LIMIT_GRACE, CallOutcome, CallRequest, ResourceLimits
+from isoplug.log_guard import guarded_logger
 from isoplug.sizes import format_size
 
 __all__ = [
@@ -72,7 +72,7 @@ _M_ARENA_MAX = -8
 #: ``max_stuck_threads``; log forwarding, health), counted by RLIMIT_NPROC like processes.
 THREAD_ROOM = 48
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 _MEMORY_ERROR = "builtins.MemoryError"
 #: The address-space cap set (RLIMIT_AS, what it was set for), for note_memory_error; empty:
 #: none.

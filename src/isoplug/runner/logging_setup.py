@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from isoplug.control import LOGS_ROLE, Bootstrap, LogLevelChange, PluginEntry
+from isoplug.log_guard import guarded_logger
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.handler import WRITE_THROUGH_RATE
 from isoplug.logs.hooks import install_exception_hooks
@@ -45,7 +46,7 @@ from isoplug.runner.kept_forwarding import KeptForwarding
 
 __all__ = ["PluginLevels", "capture_python_output", "configure_runner_logging"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 _FALLBACK_FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: The host answers within milliseconds; past this it is not there.
@@ -81,7 +82,7 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     fallback = logging.StreamHandler(sys.stderr)
     fallback.setFormatter(logging.Formatter(_FALLBACK_FORMAT))
     root.addHandler(fallback)
-    logging.getLogger("isoplug.runner").warning(
+    _log.warning(
         "log forwarding to the host failed (%s); logging to stderr instead", handler.failure
     )
     return None
@@ -172,5 +173,5 @@ def _parse_level(text: str) -> int:
     level = logging.getLevelName(text.upper())
     if isinstance(level, int):
         return level
-    logging.getLogger("isoplug.runner").warning("unknown log level %r; using INFO", text)
+    _log.warning("unknown log level %r; using INFO", text)
     return logging.INFO

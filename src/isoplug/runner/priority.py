@@ -33,10 +33,11 @@ has.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 import time
+
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["MAX_NICE", "lower_priority"]
 
@@ -49,7 +50,7 @@ _AUTOGROUP_ENABLED = "/proc/sys/kernel/sched_autogroup_enabled"
 _AUTOGROUP_RETRY_FOR = 15.0
 _AUTOGROUP_RETRY_EVERY = 0.1
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 
 def lower_priority(nice: int) -> list[str]:

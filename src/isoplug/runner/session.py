@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ from isoplug.control import (
     ReadyReport,
 )
 from isoplug.errors import CapabilityFailed, ConfigInvalid, IsoplugError, RemoteError
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.hooks import asyncio_exception_handler, track_task_sources
 from isoplug.logs.sources import add_code_home, attributed_to
 from isoplug.rpc import Peer
@@ -89,7 +89,7 @@ from isoplug.runner.vital_fds import CONTROL, HEALTH, guard_closes, vital
 
 __all__ = ["run_runner"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: Host capability calls get the same patience as host -> plugin calls by default.
 CAPABILITY_TIMEOUT = 30.0

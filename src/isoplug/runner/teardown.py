@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from types import FrameType
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.kept_forwarder import let_forwarding_close
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc.remote_errors import EXIT_REQUESTS
@@ -51,7 +52,7 @@ from isoplug.runner.vital_fds import vital
 
 __all__ = ["TeardownWatch", "tear_down"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: How long the end waits for a restore of the forwarding handler to say what it did.
 _REPORTS_WAIT = 1.0

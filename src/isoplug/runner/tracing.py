@@ -26,13 +26,14 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.capture import forget_extras_hints
 from isoplug.logs.trace_ids import active_trace, resolver
 from isoplug.wire.tracecontext import TraceIds, parse_traceparent
 
 __all__ = ["active_trace", "joined"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 
 class _State:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import stat
@@ -51,12 +50,13 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.control import EXIT_DESCRIPTORS_CLOSED
+from isoplug.log_guard import guarded_logger
 from isoplug.logs.kept_forwarder import kept_forwarder
 from isoplug.transport.fd_identity import FdIdentity
 
 __all__ = ["CONTROL", "HEALTH", "LOOP", "VitalDescriptors", "guard_closes", "vital"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 #: What each kind of vital descriptor is, as the exit's words name it.
 CONTROL = "its control connection to the host"

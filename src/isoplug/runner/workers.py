@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-import logging
 import os
 import queue
 import threading
@@ -33,12 +32,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from isoplug.log_guard import guarded_logger
 from isoplug.runner.forked_away import end_if_forked
 from isoplug.runner.vital_fds import vital
 
 __all__ = ["WorkerPool", "WorkerThread", "default_threads"]
 
-_log = logging.getLogger("isoplug.runner")
+_log = guarded_logger("isoplug.runner")
 
 
 def default_threads() -> int:

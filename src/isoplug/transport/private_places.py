@@ -17,14 +17,15 @@ anything that no longer matches: it never reuses, nor deletes, a folder it did n
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shutil
 import stat
 
+from isoplug.log_guard import guarded_logger
+
 __all__ = ["Made", "PrivatePlace"]
 
-_log = logging.getLogger("isoplug.transport")
+_log = guarded_logger("isoplug.transport")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,16 +17,17 @@ namespace, no ``/proc``, an unknown name) is left alone.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
 
+from isoplug.log_guard import guarded_logger
+
 __all__ = ["owner_prefix", "remove_stale_socket_dirs"]
 
-_log = logging.getLogger("isoplug.transport")
+_log = guarded_logger("isoplug.transport")
 
 _NAME = re.compile(r"isoplug-(\d+)-(\d+)-(\d+)-[A-Za-z0-9_]+")
 

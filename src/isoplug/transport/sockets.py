@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from isoplug.errors import ConnectError, TransportError
+from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.transport.address import Address, Scheme, parse_address
 from isoplug.transport.listening import (
@@ -30,7 +30,7 @@ from isoplug.transport.stream import SocketStream, Stream
 
 __all__ = ["Listener", "connect", "listen", "tls_client_context", "tls_server_context"]
 
-_log = logging.getLogger("isoplug.transport")
+_log = guarded_logger("isoplug.transport")
 
 #: How long closing a listener waits for its connection handlers to finish after cancelling them.
 _HANDLER_CANCEL_TIMEOUT = 5.0

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from isoplug.errors import IsoplugError
 from isoplug.host.host import Host
+from isoplug.log_guard import guarded_logger
 from isoplug.tui.log_feed import LogFeed, LogFilter
 from isoplug.tui.log_pane import LogPane
 from isoplug.tui.process_stats import ProcessSampler
@@ -28,7 +29,7 @@ from isoplug.tui.rows import COLUMNS, PluginRow
 
 __all__ = ["PluginDashboard"]
 
-_log = logging.getLogger("isoplug.tui")
+_log = guarded_logger("isoplug.tui")
 
 #: The levels ``l`` (a plugin's level) and ``v`` (the pane's lowest level) cycle through.
 LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
