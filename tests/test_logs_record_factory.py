@@ -58,7 +58,7 @@ async def test_a_plugins_records_are_made_by_the_hosts_record_factory(tmp_path: 
     """Every replayed record has the attributes the host's factory adds, and formats with a
     format that reads them (it used to fail on every one: "Formatting field not found in
     record"); the factory was called with the record's standard arguments; the plugin's
-    fields (its extra ``user``, its process, thread and time) win over what the factory
+    fields (its extra ``user``, its process, thread and source) win over what the factory
     computed for the host's thread; the host's identity stays."""
     with record_factory(web_stamp), watching("isoplug.host") as host_records:
         async with running(tmp_path, "chronicler") as (host, waiter):
