@@ -22,6 +22,10 @@ makes records, the report's lines go to the host alone, never to the plugin's ha
 failing one among them failed on each line and reported again: one record logged through a
 console whose formatter raised became 665).
 
+The record factory (``logging.setLogRecordFactory``) failing on a replayed record, or on a
+report, is the host's trouble too: :meth:`HandlerErrors.factory_failed` says it, once per
+factory (see :mod:`isoplug.logs.record_factory`).
+
 One instance serves every connection of a receiver: a broken handler is the host's trouble,
 and a thousand plugins must not make a thousand reports of it. The exception's text may quote
 a record, whose text came from the sender: it is sanitized (:mod:`isoplug.wire.sanitize`).
@@ -35,6 +39,7 @@ import threading
 from collections.abc import Callable
 
 from isoplug.log_guard import describe_error, failure_report, traceback_text
+from isoplug.logs.record_factory import RecordFactory, report_record
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.wire.sanitize import clean_block
 
@@ -44,6 +49,10 @@ __all__ = ["HandlerErrors", "Replaying"]
 _TRACEBACK_CHARS = 16 * 1024
 _KIND = "handler_error"
 
+
+#: The record factory whose failure was said last (see HandlerErrors.factory_failed).
+_factory_said: list[RecordFactory | None] = [None]
+_factory_said_lock = threading.Lock()
 
 #: Told of a handler that failed on the record it handles (it calls ``handleError``).
 ErrorSink = Callable[[logging.Handler, BaseException], None]
@@ -144,9 +153,34 @@ class HandlerErrors:
         self._throttle = ReportThrottle(throttle.interval, timer=True)
         throttle.close()
 
+    def factory_failed(self, factory: RecordFactory, error: Exception, making: str) -> None:
+        """The record factory (``logging.setLogRecordFactory``) raised ``error`` (or made no
+        LogRecord) making ``making`` (``a record of plugin x``), which was made without it;
+        the caller has counted it. Said once for each factory, in the whole process: a
+        factory fails on every record it cannot serve, and the fix is the same each time."""
+        with _factory_said_lock:
+            if _factory_said[0] is factory:
+                return
+            _factory_said[0] = factory
+        name = getattr(factory, "__qualname__", None) or type(factory).__qualname__
+        self._emit(
+            f"the log record factory {name} (logging.setLogRecordFactory) failed making "
+            f"{making} ({describe_error(error)}); it was made without the factory and "
+            "so lacks the attributes it adds; so are all records it fails on (counted as "
+            "record_factory_errors in the log metrics; said once for this factory). isoplug "
+            "makes replayed records in threads of its own: a factory that reads a context "
+            "only your own threads have (a request's) needs a default for when there is none",
+            error,
+        )
+
     def _emit(self, text: str, error: BaseException | None) -> None:
-        record = self.logger.makeRecord(
-            self.logger.name, logging.ERROR, "(isoplug)", 0, text, (), None
+        # A factory that fails on this report is said (first, once); the report goes on
+        # without it.
+        record = report_record(
+            self.logger,
+            logging.ERROR,
+            text,
+            lambda factory, error: self.factory_failed(factory, error, "isoplug's own report"),
         )
         if error is not None:
             # Where the handler failed: host code, but its message may quote the sender's

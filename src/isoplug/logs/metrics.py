@@ -66,6 +66,12 @@ class LogMetrics:
     #: one, later records reach them all; the error is reported on the host's own logger (see
     #: :mod:`isoplug.logs.handler_errors`).
     handler_errors: int = 0
+    #: Records of this sender (and reports of the receiver's own about it) that this process's
+    #: record factory (``logging.setLogRecordFactory``) raised on, or made no ``LogRecord`` for:
+    #: each was made without it, so without the attributes it adds, and delivered; the first
+    #: failure of each factory is said on the host's own logger (see
+    #: :mod:`isoplug.logs.record_factory`).
+    record_factory_errors: int = 0
     #: Records that never arrived but were recovered from the dead sender's shared-memory ring
     #: (see :mod:`isoplug.logs.ring`) and replayed. Included in :attr:`received`.
     recovered: int = 0
@@ -125,6 +131,7 @@ class LogMetrics:
             total.bytes += part.bytes
             total.repaired += part.repaired
             total.handler_errors += part.handler_errors
+            total.record_factory_errors += part.record_factory_errors
             total.recovered += part.recovered
             total.pending_ends += part.pending_ends
             total.sequence_violations += part.sequence_violations

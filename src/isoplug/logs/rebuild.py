@@ -51,6 +51,7 @@ from isoplug.logs.exceptions import ExcInfo
 from isoplug.logs.extra_values import clean_value, unique_key
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.metrics import LogMetrics
+from isoplug.logs.record_factory import FactoryFailed, propagate_failure, replayed_record
 from isoplug.logs.record_names import (
     RESERVED_NAMES,
     TRUNCATED_KEYS,
@@ -109,9 +110,13 @@ class RecordRebuilder:
         reports: ReplayReports,
         metrics: LogMetrics,
         sender_pid: int | None = None,
+        *,
+        factory_failed: FactoryFailed | None = None,
     ) -> None:
         """``sender_pid`` is the sender's pid as the kernel vouches for it (None where the
-        connection cannot say: TCP, TLS, no peer credentials)."""
+        connection cannot say: TCP, TLS, no peer credentials). ``factory_failed`` is told
+        when the record factory fails on a record, which is then made without it (see
+        :mod:`isoplug.logs.record_factory`); without it, the exception propagates."""
         self._limits = limits
         self._identity = identity
         self._sender_pid = sender_pid
@@ -121,6 +126,7 @@ class RecordRebuilder:
         self._reserved = frozenset(host_keys | _STREAM_FLAGS)
         self._reports = reports
         self._metrics = metrics
+        self._factory_failed = factory_failed or propagate_failure
         self._sites: dict[str, str] = {}
         self._templates: dict[str, LogTemplate] = {}
         self._start_time: float = getattr(logging, "_startTime", time.time())
@@ -209,10 +215,9 @@ class RecordRebuilder:
         # The fields that name where a record comes from repeat from record to record: they
         # are cleaned once and then looked up (see _clean_site).
         sites = self._sites
-        record = logging.LogRecord.__new__(logging.LogRecord)
         # One dict, built at once: the sender's extras first, so that neither they nor
         # anything else can override the record's own fields or the identity the host stamps.
-        record.__dict__ = {
+        fields = {
             **extra,
             "name": logger.name,
             "msg": msg,
@@ -276,9 +281,7 @@ class RecordRebuilder:
             **identity,
         }
         if extra and "stream" in identity and sent is not UNCUT_FD_LINE:
-            keep_printed_truths(
-                record.__dict__, data.extra or {}, data, self._limits.max_extra_value_chars
-            )
+            keep_printed_truths(fields, data.extra or {}, data, self._limits.max_extra_value_chars)
         if data.event is not None:
             event = state_the_truth(
                 self._clean_mapping(data.event, None),
@@ -286,7 +289,7 @@ class RecordRebuilder:
                 logger_name=logger.name,
                 identity=identity,
                 process=process,
-                record=record.__dict__,
+                record=fields,
                 limit=self._limits.max_extra_value_chars,
             )
             state_the_level(event, levelno, levelname)
@@ -294,8 +297,10 @@ class RecordRebuilder:
                 # The sender's exception, rebuilt; never True, which structlog would resolve
                 # against this process's own sys.exc_info().
                 event["exc_info"] = exc_info
-            record.msg = LogEvent(event, message)
-        return record
+            fields["msg"] = LogEvent(event, message)
+        # Through the application's record factory, if it has one (after every field is
+        # final: the factory sees the record's own message).
+        return replayed_record(fields, self._factory_failed)
 
     def _now_and_later(self) -> float:
         """The latest time a record may claim now (the clock read again)."""

@@ -46,6 +46,7 @@ from isoplug.logs.loop_share import SliceTurns, Step
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.ratelimit import TokenBucket
 from isoplug.logs.rebuild import RecordRebuilder
+from isoplug.logs.record_factory import RecordFactory
 from isoplug.logs.replay_checks import run_replay_checks
 from isoplug.logs.replay_end import ReplayEnd
 from isoplug.logs.replay_reports import ReplayReports
@@ -123,6 +124,7 @@ class LogReplayer(ReplayEnd, SliceTurns):
             # (a runner's), as rate_bucket limits their records.
             throttle=report_throttle,
             handler_failed=self._handler_failed,
+            factory_failed=self._factory_failed,
             # Shared by the caller's connections (a runner's, a receiver's): reconnecting or
             # forking gives a sender no fresh allowance of gaps counted lost.
             transit_losses=transit_losses,
@@ -182,7 +184,12 @@ class LogReplayer(ReplayEnd, SliceTurns):
         self._unreported_rate_drops: dict[int, int] = {}
         # Step 6: the LogRecord itself (see isoplug.logs.rebuild).
         self._rebuild = RecordRebuilder(
-            self.limits, self.identity, self._reports, self.metrics, sender_pid
+            self.limits,
+            self.identity,
+            self._reports,
+            self.metrics,
+            sender_pid,
+            factory_failed=self._factory_failed,
         ).rebuild
 
     # -- entry points -------------------------------------------------------------------------
@@ -459,6 +466,12 @@ class LogReplayer(ReplayEnd, SliceTurns):
         """Count and report (limited) a host handler that raised on a record or a report."""
         self.metrics.handler_errors += 1
         self._handler_errors.failed(error, logger, self.description)
+
+    def _factory_failed(self, factory: RecordFactory, error: Exception) -> None:
+        """Count, and say once, the record factory's failure on a record or a report of this
+        sender's, which was made without it (see isoplug.logs.record_factory)."""
+        self.metrics.record_factory_errors += 1
+        self._handler_errors.factory_failed(factory, error, f"a record of {self.description}")
 
     def _handler_swallowed(self, handler: logging.Handler, error: BaseException) -> None:
         """Count and report (limited) a host handler that failed on a record or a report and

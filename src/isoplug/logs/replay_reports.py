@@ -35,6 +35,7 @@ from isoplug.logs.limits import (
     most_unsent,
 )
 from isoplug.logs.metrics import LogMetrics
+from isoplug.logs.record_factory import FactoryFailed, propagate_failure, report_record
 from isoplug.logs.report_throttle import (
     ReportThrottle,
     Summary,
@@ -71,7 +72,9 @@ class ReplayReports(SenderClaimReports):
     connections of one runner; without one, this sender gets its own (``interval``), and
     :meth:`flush` at its end sends every pending summary. ``handler_failed`` is told when a
     host handler raises on a report (it counts and reports that, see
-    :mod:`isoplug.logs.handler_errors`); without it, the exception propagates."""
+    :mod:`isoplug.logs.handler_errors`); ``factory_failed`` when the record factory fails on
+    a report, which is then made without it (:mod:`isoplug.logs.record_factory`). Without
+    them, the exception propagates."""
 
     def __init__(
         self,
@@ -85,12 +88,14 @@ class ReplayReports(SenderClaimReports):
         interval: float = 1.0,
         throttle: ReportThrottle | None = None,
         handler_failed: Callable[[Exception, logging.Logger], None] | None = None,
+        factory_failed: FactoryFailed | None = None,
         transit_losses: TransitLosses | None = None,
         tell_level: bool = True,
     ) -> None:
         self._prefix = prefix
         self._tell_level = tell_level
         self._handler_failed = handler_failed
+        self._factory_failed = factory_failed or propagate_failure
         self._identity = identity
         self._description = description
         self._metrics = metrics
@@ -130,14 +135,8 @@ class ReplayReports(SenderClaimReports):
         if self._logger.disabled:
             # Its reports would vanish (see enable_again, which reports through here).
             self.enable_again(self._logger)
-        record = self._logger.makeRecord(
-            self._logger.name,
-            level,
-            "(isoplug)",
-            0,
-            cap_text(text, MAX_REPORT_CHARS),
-            (),
-            None,
+        record = report_record(
+            self._logger, level, cap_text(text, MAX_REPORT_CHARS), self._factory_failed
         )
         record.__dict__.update(self._identity)
         record.__dict__["isoplug_report"] = True
