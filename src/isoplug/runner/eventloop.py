@@ -16,6 +16,7 @@ whatever loop it is given.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
@@ -89,5 +90,8 @@ def run(
             return runner.run(main)
     finally:
         # A loop that could not be made or run (out of descriptors) never started it:
-        # closed, it is not reported as "never awaited" over the error that says why.
-        main.close()
+        # closed, it is not reported as "never awaited" over the error that says why. One
+        # that started is left as the loop left it: closing it here would run its cleanup
+        # without a loop, and that error would hide the loop's own.
+        if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
+            main.close()
