@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -28,9 +29,16 @@ from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.parser import build_parser
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, run_until_stopped
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    run_until_stopped,
+    say_unblocked,
+)
 from isoplug.cli.tools import new_plugin, print_schema
 from isoplug.host.standard_fds import fill_standard_descriptors
+from isoplug.runner.signal_mask import unblock_stop_signals
 
 __all__ = ["ConsoleFormatter", "main", "use_colour"]
 
@@ -39,8 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``isoplug`` console script; returns the exit code."""
     _standard_streams()
     arguments = build_parser().parse_args(argv)
+    # Before any thread starts (each takes the mask of the thread that starts it).
+    blocked = unblock_stop_signals()
     try:
-        code = _command(arguments)
+        code = _command(arguments, blocked)
         # What is still buffered goes now, while a closed pipe can still be told apart.
         sys.stdout.flush()
     except BrokenPipeError:
@@ -69,7 +79,7 @@ def _standard_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _command(arguments: argparse.Namespace) -> int:
+def _command(arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...]) -> int:
     if arguments.command == "demo" and arguments.protocol:
         try:
             return run_demo()
@@ -80,6 +90,7 @@ def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir, arguments.timeout)
     console = configure_console_logging(arguments.log_level, sys.stdout)
+    say_unblocked(blocked)
     if arguments.command == "run":
         return run_command(arguments, console)
     if arguments.command == "demo":

@@ -22,11 +22,13 @@ import sys
 import msgspec
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
+from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.loader import drop_working_directory
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.session import run_runner
+from isoplug.runner.signal_mask import unblock_stop_signals
 from isoplug.runner.vital_fds import vital
 
 #: The bootstrap is a few hundred bytes per plugin; a line longer than this is not one.
@@ -34,6 +36,9 @@ _MAX_BOOTSTRAP_BYTES = 1024 * 1024
 
 
 def main() -> int:
+    # A host started with them blocked passes its mask on; the host's SIGTERM, when it must
+    # end a runner that does not exit, would wait for its SIGKILL. Before any thread starts.
+    blocked = unblock_stop_signals()
     # A fatal crash (segfault in a C extension) prints every thread's stack on stderr, which
     # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
     # (capture_python_output): it keeps writing to the real file descriptor 2.
@@ -61,6 +66,11 @@ def main() -> int:
     if configure_runner_logging(bootstrap) is not None:
         # Without forwarding, stdout and stderr stay the pipes the host reads.
         capture_python_output(bootstrap.stdio)
+    if blocked:
+        guarded_logger("isoplug.runner").debug(
+            "%s blocked in the signal mask the runner started with (its host's): unblocked",
+            ", ".join(signum.name for signum in blocked),
+        )
     # The coroutine holds the only reference left, which it drops once connected.
     runner = run_runner(bootstrap)
     del bootstrap
