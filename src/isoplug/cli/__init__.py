@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from isoplug.cli.console import (
     use_colour,
 )
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
+from isoplug.cli.init_process import reap_as_pid1
 from isoplug.cli.parser import build_parser
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
@@ -38,6 +40,7 @@ from isoplug.cli.signals import (
 )
 from isoplug.cli.tools import new_plugin, print_schema
 from isoplug.host.standard_fds import fill_standard_descriptors
+from isoplug.log_guard import guarded_logger
 from isoplug.runner.signal_mask import unblock_stop_signals
 
 __all__ = ["ConsoleFormatter", "main", "use_colour"]
@@ -47,10 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``isoplug`` console script; returns the exit code."""
     _standard_streams()
     arguments = build_parser().parse_args(argv)
-    # Before any thread starts (each takes the mask of the thread that starts it).
+    # Before any thread starts: a fork copies one thread only.
+    reaper = reap_as_pid1() if arguments.command in _HOSTING else None
+    # Before any thread starts too: each takes the mask of the thread that starts it.
     blocked = unblock_stop_signals()
     try:
-        code = _command(arguments, blocked)
+        code = _command(arguments, blocked, reaper)
         # What is still buffered goes now, while a closed pipe can still be told apart.
         sys.stdout.flush()
     except BrokenPipeError:
@@ -79,7 +84,13 @@ def _standard_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _command(arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...]) -> int:
+#: The commands that run a host, and so may make orphans: as PID 1 they get a reaper.
+_HOSTING = ("run", "demo")
+
+
+def _command(
+    arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...], reaper: int | None
+) -> int:
     if arguments.command == "demo" and arguments.protocol:
         try:
             return run_demo()
@@ -91,6 +102,13 @@ def _command(arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...])
         return print_schema(arguments.plugin_dir, arguments.timeout)
     console = configure_console_logging(arguments.log_level, sys.stdout)
     say_unblocked(blocked)
+    if reaper is not None:
+        guarded_logger("isoplug.cli").info(
+            "isoplug was started as PID 1 (a container without --init): PID %d now only "
+            "reaps orphaned processes and passes signals on to the command, pid %d",
+            reaper,
+            os.getpid(),
+        )
     if arguments.command == "run":
         return run_command(arguments, console)
     if arguments.command == "demo":

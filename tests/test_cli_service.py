@@ -1,0 +1,103 @@
+"""`isoplug run` as a container's PID 1 (no ``--init``) and as a systemd service (every
+process of its control group signalled at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.process_memory import children_of
+from tests.test_cli_exits import ENV, Cli, write_plugin
+
+#: Makes an orphan as a shell's ``cmd &`` does (the shell exits, its job goes on: the kernel
+#: re-parents it to PID 1), and says once it was reaped: until then its corpse stays in
+#: ``/proc``.
+ORPHANS = """
+    import asyncio
+    import os
+    import subprocess
+
+    import isoplug
+
+
+    class P(isoplug.Plugin):
+        async def setup(self, ctx: isoplug.PluginContext) -> None:
+            self.task = asyncio.create_task(self.orphan(ctx))
+
+        async def orphan(self, ctx: isoplug.PluginContext) -> None:
+            shell = await asyncio.create_subprocess_exec(
+                "sh", "-c", "sleep 0 & echo $!", stdout=subprocess.PIPE
+            )
+            out, _ = await shell.communicate()
+            orphan = int(out)
+            ctx.logger.info("orphan %d started", orphan)
+            while os.path.exists(f"/proc/{orphan}"):
+                await asyncio.sleep(0.02)
+            ctx.logger.info("orphan %d reaped", orphan)
+"""
+
+
+def pid_namespace_refused() -> str | None:
+    """Why this test cannot make a PID namespace here (None: it can)."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"unshare --pid --fork --mount-proc is not permitted here: {probe.stderr.strip()}"
+    return None
+
+
+@asynccontextmanager
+async def command(*argv: str) -> AsyncIterator[Cli]:
+    """``argv`` in a subprocess, its output read as ``isoplug run``'s; killed if the test left
+    it running."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV
+    )
+    try:
+        async with asyncio.timeout(60):
+            yield Cli(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+
+
+def as_pid1(arguments: Sequence[str]) -> list[str]:
+    """``isoplug ARGUMENTS`` as PID 1 of a new PID namespace, ended with ``unshare`` (which
+    this test may kill)."""
+    namespace = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    return [*namespace, sys.executable, "-m", "isoplug", *arguments]
+
+
+async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) -> None:
+    """PID 1 of a container without --init: an orphan a plugin's shell left is reaped (it
+    stayed a zombie for as long as the host ran); SIGTERM sent to PID 1 from outside stops
+    the command cleanly, and PID 1 exits with the command's code."""
+    if (why := pid_namespace_refused()) is not None:
+        pytest.skip(why)
+    write_plugin(tmp_path / "plugins", "orphans", ORPHANS)
+    async with command(*as_pid1(["run", str(tmp_path / "plugins")])) as run:
+        async with asyncio.timeout(30):
+            await run.until(r"orphans +info +orphan \d+ reaped")
+        (pid1,) = children_of(run.process.pid)
+        os.kill(pid1, signal.SIGTERM)
+        code, output, errors = await run.finish()
+    assert code == 0, output + errors
+    assert "isoplug was started as PID 1 (a container without --init): PID 1 now only" in output
+    assert "SIGTERM: stopping every plugin" in output and "all plugins stopped" in output
