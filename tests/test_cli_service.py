@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,3 +102,51 @@ async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) ->
     assert code == 0, output + errors
     assert "isoplug was started as PID 1 (a container without --init): PID 1 now only" in output
     assert "SIGTERM: stopping every plugin" in output and "all plugins stopped" in output
+
+
+#: Says that its teardown ran.
+TORN_DOWN = """
+    import isoplug
+
+
+    class P(isoplug.Plugin):
+        async def teardown(self) -> None:
+            print("teardown ran", flush=True)
+"""
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    return [pid, *(below for child in children_of(pid) for below in process_tree(child))]
+
+
+async def test_every_process_signalled_at_once_as_systemd_does(tmp_path: Path) -> None:
+    """systemd's default KillMode=control-group sends SIGTERM to every process of the service
+    at once: the host, its zygote, each runner (here, every process of the command's tree).
+    The zygote outlives it until the host ends it, and each runner stops gracefully: every
+    plugin's teardown runs, forked or spawned; no runner is said to be restarted, nor to have
+    ended with an unknown status, nor is anything an ERROR; the code is 0."""
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "forked", TORN_DOWN)
+    write_plugin(plugins, "spawned", TORN_DOWN, 'start = "spawn"\n')
+    async with command(sys.executable, "-m", "isoplug", "run", str(plugins)) as run:
+        await run.until(r"plugin forked: ready")
+        await run.until(r"plugin spawned: ready")
+        everyone = process_tree(run.process.pid)
+        assert len(everyone) >= 4, everyone  # the host, the zygote, two runners
+        for pid in everyone:
+            os.kill(pid, signal.SIGTERM)
+        code, output, errors = await run.finish()
+    assert code == 0, output + errors
+    for plugin in ("forked", "spawned"):
+        assert re.search(rf"{plugin} +stdout +teardown ran", output), output
+        stopped = re.search(rf"plugin {plugin}: stopped: (.*)", output)
+        assert stopped is not None, output
+        # As the host's stop and the runner's own one crossed: either way, said as it was.
+        assert (
+            "exited with code 0; stopped on request" in stopped[1]
+            or "while the host was stopping it" in stopped[1]
+        ), stopped[1]
+    assert not re.search(r"^\S+ +\S+ +error ", output, re.MULTILINE), output
+    for untrue in ("restarted at once", "exit status unknown", "crashed"):
+        assert untrue not in output, output
