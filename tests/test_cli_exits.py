@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -75,9 +75,15 @@ class Cli:
 
 @asynccontextmanager
 async def cli(
-    *arguments: str, stdout: int = asyncio.subprocess.PIPE, env: Mapping[str, str] = ENV
+    *arguments: str,
+    stdout: int = asyncio.subprocess.PIPE,
+    env: Mapping[str, str] = ENV,
+    launcher: Sequence[str] = (),
 ) -> AsyncIterator[Cli]:
+    """``isoplug ARGUMENTS``, run by ``launcher`` (a command that runs the rest of its
+    arguments, as ``unshare``), killed if the test left it running."""
     process = await asyncio.create_subprocess_exec(
+        *launcher,
         sys.executable,
         "-m",
         "isoplug",

@@ -9,15 +9,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.process_memory import children_of
-from tests.test_cli_exits import ENV, Cli, write_plugin
+from tests.test_cli_exits import cli, write_plugin
 
 #: Makes an orphan as a shell's ``cmd &`` does (the shell exits, its job goes on: the kernel
 #: re-parents it to PID 1), and says once it was reaped: until then its corpse stays in
@@ -63,27 +60,9 @@ def pid_namespace_refused() -> str | None:
     return None
 
 
-@asynccontextmanager
-async def command(*argv: str) -> AsyncIterator[Cli]:
-    """``argv`` in a subprocess, its output read as ``isoplug run``'s; killed if the test left
-    it running."""
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV
-    )
-    try:
-        async with asyncio.timeout(60):
-            yield Cli(process)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.communicate()
-
-
-def as_pid1(arguments: Sequence[str]) -> list[str]:
-    """``isoplug ARGUMENTS`` as PID 1 of a new PID namespace, ended with ``unshare`` (which
-    this test may kill)."""
-    namespace = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
-    return [*namespace, sys.executable, "-m", "isoplug", *arguments]
+#: Runs the rest of its arguments as PID 1 of a new PID namespace; killed (by the test), it
+#: ends that process and the namespace with it.
+AS_PID1 = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 
 
 async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) -> None:
@@ -93,7 +72,7 @@ async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) ->
     if (why := pid_namespace_refused()) is not None:
         pytest.skip(why)
     write_plugin(tmp_path / "plugins", "orphans", ORPHANS)
-    async with command(*as_pid1(["run", str(tmp_path / "plugins")])) as run:
+    async with cli("run", str(tmp_path / "plugins"), launcher=AS_PID1) as run:
         async with asyncio.timeout(30):
             await run.until(r"orphans +info +orphan \d+ reaped")
         (pid1,) = children_of(run.process.pid)
@@ -129,7 +108,7 @@ async def test_every_process_signalled_at_once_as_systemd_does(tmp_path: Path) -
     plugins = tmp_path / "plugins"
     write_plugin(plugins, "forked", TORN_DOWN)
     write_plugin(plugins, "spawned", TORN_DOWN, 'start = "spawn"\n')
-    async with command(sys.executable, "-m", "isoplug", "run", str(plugins)) as run:
+    async with cli("run", str(plugins)) as run:
         await run.until(r"plugin forked: ready")
         await run.until(r"plugin spawned: ready")
         everyone = process_tree(run.process.pid)

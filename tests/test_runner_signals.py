@@ -6,16 +6,20 @@ inherits are unblocked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from isoplug import Host
 from isoplug.host.zygote import fork_supported
+from isoplug.testing import Records
 from tests.plugins_fixtures import FAST, plugins_dir
 from tests.process_memory import blocked_signals, parent_of
 from tests.record_waiter import watching
@@ -38,6 +42,29 @@ HELD_TEARDOWN = """
 
 #: Deadlines far longer than any test: only what the test does ends a held teardown.
 PATIENT = dataclasses.replace(FAST, teardown_timeout=120.0, shutdown_timeout=120.0)
+
+
+@asynccontextmanager
+async def held_in_teardown(tmp_path: Path, records: Records) -> AsyncIterator[tuple[Host, int]]:
+    """A host whose one runner (plugin ``held``, and its pid) is in a teardown that lasts
+    until the runner is killed: the host's stop is under way until then, and over once this
+    is done."""
+    write_plugin(tmp_path / "plugins", "held", HELD_TEARDOWN)
+    async with Host(tmp_path / "plugins", config=PATIENT) as host:
+        await host.wait_ready(20)
+        runner = host.plugin("held").pid
+        assert runner is not None
+        closing = asyncio.ensure_future(host.aclose())
+        try:
+            await records.wait_for_record(plugin="held", stream="stdout", text="teardown started")
+            yield host, runner
+            await closing
+        finally:
+            if not closing.done():
+                # The test failed before it ended the teardown: nothing else would.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(runner, signal.SIGKILL)
+                await closing
 
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])
@@ -72,16 +99,9 @@ async def test_a_sigterm_from_outside_while_the_host_stops_a_runner_is_told_so(
     """A SIGTERM from outside that comes once the host is stopping the runner (its notice
     read: the default action is back) ends it at once; its account says it came from outside
     while the host stopped it, and who sends such signals; nothing is an ERROR."""
-    write_plugin(tmp_path / "plugins", "held", HELD_TEARDOWN)
     with watching(None) as records:
-        async with Host(tmp_path / "plugins", config=PATIENT) as host:
-            await host.wait_ready(20)
-            runner = host.plugin("held").pid
-            assert runner is not None
-            closing = asyncio.ensure_future(host.aclose())
-            await records.wait_for_record(plugin="held", stream="stdout", text="teardown started")
+        async with held_in_teardown(tmp_path, records) as (host, runner):
             os.kill(runner, signal.SIGTERM)
-            await closing
     account = host.plugin("held").last_exit
     assert account is not None and account.pid == runner and account.during_stop
     assert (
@@ -98,18 +118,11 @@ async def test_a_sigterm_from_outside_while_the_host_stops_a_runner_is_told_so(
 async def test_a_zygote_killed_while_the_host_stops_is_no_error(tmp_path: Path) -> None:
     """The zygote killed while the host stops every runner: said at WARNING, plainly (its
     runners ended with it, none restarted), never as an ERROR about restarting them."""
-    write_plugin(tmp_path / "plugins", "held", HELD_TEARDOWN)
     with watching(None) as records:
-        async with Host(tmp_path / "plugins", config=PATIENT) as host:
-            await host.wait_ready(20)
-            runner = host.plugin("held").pid
-            assert runner is not None
+        async with held_in_teardown(tmp_path, records) as (_, runner):
             zygote = parent_of(runner)
             assert zygote != os.getpid(), "not forked"
-            closing = asyncio.ensure_future(host.aclose())
-            await records.wait_for_record(plugin="held", stream="stdout", text="teardown started")
             os.kill(zygote, signal.SIGKILL)
-            await closing
     said = await records.wait_for_record(
         logger="isoplug.host", text=f"the runner zygote (pid {zygote}) was killed by SIGKILL"
     )
