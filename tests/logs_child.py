@@ -344,6 +344,8 @@ def main() -> None:
         )
         numbered(count, 0, None)
         os._exit(0)
+    elif scenario == "fork-burst":
+        fork_burst(handler, count)
     elif scenario == "levels":
         for index in range(count):
             log.debug("debug %d", index)
@@ -351,6 +353,48 @@ def main() -> None:
             log.warning("warning %d", index)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+def fork_burst(handler: ForwardingHandler, count: int) -> None:
+    """HOLDERS forked children connect and hold their tree's places (this process holds one
+    more); then COUNT children forked at once each log RECORDS numbered records and end at
+    once (EXIT: ``os._exit`` or ``sys.exit``). The holders let go once every one of them has
+    ended and the test created RELEASE_FILE."""
+    holders, records = int(os.environ["HOLDERS"]), int(os.environ["RECORDS"])
+    ready_r, ready_w = os.pipe()
+    release_r, release_w = os.pipe()
+    held = []
+    for _ in range(holders):
+        pid = os.fork()
+        if pid == 0:
+            # Connected (welcomed) before it says it holds a place.
+            os.write(ready_w, b"1" if handler.start(timeout=30) else b"0")
+            os.read(release_r, 1)
+            handler.close()
+            os._exit(0)
+        held.append(pid)
+    answers = b"".join(os.read(ready_r, 1) for _ in range(holders))
+    if answers != b"1" * holders:
+        raise SystemExit(f"holders could not connect: {answers!r}")
+    burst = []
+    for child in range(count):
+        pid = os.fork()
+        if pid == 0:
+            for index in range(records):
+                number = child * records + index
+                log.info("burst %d", number, extra={"n": number})
+            if os.environ["EXIT"] == "os._exit":
+                os._exit(0)
+            sys.exit(0)
+        burst.append(pid)
+    for pid in burst:
+        os.waitpid(pid, 0)
+    print("burst ended", flush=True)
+    wait_for_file(os.environ["RELEASE_FILE"])
+    os.write(release_w, b"x" * holders)
+    for pid in held:
+        os.waitpid(pid, 0)
+    print("burst over", flush=True)
 
 
 def garble_ring(handler: ForwardingHandler, how: str) -> None:

@@ -69,14 +69,22 @@ def test_the_console_shows_the_level_of_a_stream_record_not_at_the_streams_own()
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Colour needs a TTY; NO_COLOR turns it off even there."""
+    """Colour needs a TTY that shows it (TERM set, not dumb); NO_COLOR turns it off even
+    there."""
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
     assert use_colour(Terminal()) and not use_colour(io.StringIO())
+    for term in ("dumb", ""):
+        monkeypatch.setenv("TERM", term)
+        assert not use_colour(Terminal()), term
+    monkeypatch.delenv("TERM")
+    assert not use_colour(Terminal())
+    monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_colour(Terminal())
     coloured = ConsoleFormatter(colour=True).format(record("plugin.x.stderr", logging.WARNING, "w"))

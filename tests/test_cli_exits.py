@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,15 +28,24 @@ ROOT = Path(__file__).parent.parent
 ENV = child_env(NO_COLOR="1")
 
 
-def isoplug(*arguments: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+def isoplug(
+    *arguments: str,
+    stdout: int = subprocess.PIPE,
+    env: Mapping[str, str] = ENV,
+    python: str = sys.executable,
+    **options: Any,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m isoplug ARGUMENTS`` to its end; ``options``: more of ``subprocess.run``'s
+    (``cwd``, ``user``, ``preexec_fn``)."""
     return subprocess.run(
-        [sys.executable, "-m", "isoplug", *arguments],
+        [python, "-m", "isoplug", *arguments],
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         timeout=60,
         check=False,
-        env=ENV,
+        env=env,
+        **options,
     )
 
 
@@ -55,12 +65,13 @@ class Cli:
         self.process = process
         self.lines: list[str] = []
 
-    async def until(self, pattern: str) -> re.Match[str]:
+    async def until(self, pattern: str, count: int = 1) -> re.Match[str]:
+        """The ``count``-th line matching ``pattern`` since the start, read as needed."""
         assert self.process.stdout is not None
         while True:
-            for line in self.lines:
-                if found := re.search(pattern, line):
-                    return found
+            found = [match for line in self.lines if (match := re.search(pattern, line))]
+            if len(found) >= count:
+                return found[count - 1]
             line = (await self.process.stdout.readline()).decode()
             if not line:
                 raise AssertionError(f"no {pattern!r} before the end:\n{''.join(self.lines)}")
@@ -78,19 +89,23 @@ async def cli(
     *arguments: str,
     stdout: int = asyncio.subprocess.PIPE,
     env: Mapping[str, str] = ENV,
+    python: str = sys.executable,
     launcher: Sequence[str] = (),
+    **options: Any,
 ) -> AsyncIterator[Cli]:
-    """``isoplug ARGUMENTS``, run by ``launcher`` (a command that runs the rest of its
-    arguments, as ``unshare``), killed if the test left it running."""
+    """``python -m isoplug ARGUMENTS``, run by ``launcher`` (a command that runs the rest of
+    its arguments, as ``unshare``); ``options``: more of ``create_subprocess_exec``'s
+    (``cwd``, ``user``)."""
     process = await asyncio.create_subprocess_exec(
         *launcher,
-        sys.executable,
+        python,
         "-m",
         "isoplug",
         *arguments,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        **options,
     )
     try:
         async with asyncio.timeout(60):

@@ -30,6 +30,7 @@ _BELOW_CLI = frozenset(
         "cpu_wait",
         "stdlib_paths",
         "off_loop",
+        "thread_limits",
         "wire",
         "transport",
         "rpc",
@@ -54,6 +55,9 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # A blocking step in a thread of its own, never on the application's default executor:
     # the host's supervision, and a TCP name's resolution in transport.
     "off_loop": frozenset(),
+    # A thread the kernel refused, said with the limits set here: the host's threads and a
+    # runner's own.
+    "thread_limits": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # isoplug's own loggers, which an application's raising handler cannot make raise, and
@@ -77,6 +81,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "sizes",
             "cpu_wait",
             "stdlib_paths",
+            "thread_limits",
             "wire",
             "transport",
             "rpc",
@@ -94,6 +99,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "cpu_wait",
             "stdlib_paths",
             "off_loop",
+            "thread_limits",
             "wire",
             "transport",
             "rpc",

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from isoplug.logs import DropReason, ForwardingHandler, LogReceiver
-from isoplug.logs.receiver import CLOSE_GRACE
+from isoplug.logs.receiver_closing import CLOSE_GRACE
 from tests.log_helpers import reports
 from tests.record_waiter import attached
 from tests.test_logs_forwarding import (

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -25,7 +24,7 @@ import pytest
 import isoplug
 from isoplug import Host, PluginFailed, PluginState
 from isoplug.testing import FAST
-from tests.venvs import clean_env, make_venv
+from tests.venvs import install_copy, make_venv, run_in_venv
 
 REPORTER = """
 import os, sys
@@ -58,12 +57,6 @@ asyncio.run(main())
 """
 
 
-def install_copy(package: Any, site: Path) -> None:
-    """Install ``package`` into ``site`` as pip would lay it out (a folder of its own)."""
-    source = Path(package.__file__).parent
-    shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))
-
-
 def write_plugin(directory: Path, plugin_id: str, module: str, extra: str = "") -> None:
     folder = directory / plugin_id
     folder.mkdir(parents=True)
@@ -94,15 +87,7 @@ def test_a_plugin_venv_is_not_shadowed_by_a_normally_installed_host(tmp_path: Pa
     work = tmp_path / "work"
     work.mkdir()
     ids = ("own", "spawned", "forked")
-    result = subprocess.run(
-        [str(tmp_path / "hostvenv" / "bin" / "python"), str(script), str(plugins), *ids],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=work,
-        env=clean_env(),
-    )
+    result = run_in_venv(tmp_path / "hostvenv", script, str(plugins), *ids, cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     host_isoplug = (host_site / "isoplug" / "__init__.py").resolve()

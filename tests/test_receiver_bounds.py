@@ -111,6 +111,8 @@ async def test_one_sender_process_tree_cannot_take_every_place(mode: str) -> Non
                 prefix=PREFIX,
                 max_senders=4,
                 max_senders_per_tree=2,
+                # Refused at once: the places are what is counted here, not a wait for one.
+                max_waiting_per_tree=0,
                 # However slowly the machine forks: all but the first refusal summed at close.
                 limits=ReplayLimits(rate=None, report_interval=LONG_INTERVAL),
             ) as log_receiver,
@@ -123,9 +125,10 @@ async def test_one_sender_process_tree_cannot_take_every_place(mode: str) -> Non
     assert refused[0] == (
         f"refused a log sender from pid {refused[0].split('pid ')[1].split(':')[0]}: sender "
         f"process tree of pid {greedy.pid}: at its limit of 2 open log connections "
-        "(max_senders_per_tree); it tries again, and what it logs meanwhile is lost, "
-        "uncounted, if it ends before it is let in: raise max_senders_per_tree for a program "
-        "that runs more of its processes at once"
+        "(max_senders_per_tree), and none may wait for one (max_waiting_per_tree=0); it tries "
+        "again, and what it logs meanwhile is lost, uncounted, if it ends before it is let "
+        "in: raise max_senders_per_tree or max_waiting_per_tree for a program that runs more "
+        "of its processes at once"
     ), refused
     # The others are summed up when the receiver closes, not said one by one.
     assert len(refused) == 2, refused
@@ -146,6 +149,7 @@ async def test_double_forked_orphans_still_count_in_a_tree(mode: str, new_sessio
                 mode,
                 prefix=PREFIX,
                 max_senders_per_tree=2,
+                max_waiting_per_tree=0,
                 limits=ReplayLimits(rate=None, report_interval=LONG_INTERVAL),
             ) as log_receiver,
             greedy_tree_off_loop(

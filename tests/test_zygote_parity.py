@@ -13,7 +13,6 @@ import resource
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from isoplug import Host
 from isoplug.host.zygote import fork_supported
 from isoplug.host.zygote_process import ZygoteProcess
 from tests.plugins_fixtures import FAST
+from tests.probe_plugins import hash_under_seed, write_probe
 from tests.process_memory import environment_block_holds, memory_holds, parent_of
 
 pytestmark = [
@@ -77,12 +77,7 @@ class Probe(isoplug.Plugin):
 def add_probe(plugins: Path, plugin_id: str, manifest: str = "") -> None:
     """A plugin ``plugin_id`` in ``plugins`` that tells what its runner has (``facts``);
     ``manifest``: more lines of its plugin.toml."""
-    folder = plugins / plugin_id
-    folder.mkdir(parents=True)
-    (folder / "plugin.toml").write_text(
-        f'id = "{plugin_id}"\nversion = "1.0"\nentry = "probe:Probe"\n{manifest}\n'
-    )
-    (folder / "probe.py").write_text(_PROBE)
+    write_probe(plugins, plugin_id, _PROBE, manifest)
 
 
 def zygote_of(host: Host) -> ZygoteProcess:
@@ -189,36 +184,27 @@ async def test_a_forked_runner_gets_the_hosts_umask_and_limits_at_its_fork(
         assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (soft - 1, hard)
 
 
-def _hash_under_seed(seed: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", "print(hash('isoplug'))"],
-        env=dict(os.environ, PYTHONHASHSEED=seed),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return int(done.stdout)
-
-
-async def test_a_python_variable_let_through_by_inherit_environment_spawns(
+async def test_a_python_variable_the_host_changed_since_the_zygote_started_spawns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``PYTHONHASHSEED`` the host has and a manifest's ``inherit_environment`` lets through
-    takes effect only at an interpreter's start: that runner is spawned and hashes with it;
-    a runner of the same host without it is still forked."""
+    """The zygote starts with the host's ``PYTHONHASHSEED``, so a runner it forks hashes with
+    it. Once the host's changes, only an interpreter's start can honour the new one: the runner
+    started then is spawned, and hashes with it."""
     monkeypatch.setenv("PYTHONHASHSEED", "123")
-    expected = await asyncio.to_thread(_hash_under_seed, "123")
+    first, then = await asyncio.gather(
+        asyncio.to_thread(hash_under_seed, "123"), asyncio.to_thread(hash_under_seed, "456")
+    )
     plugins = tmp_path / "plugins"
-    add_probe(plugins, "seeded", 'inherit_environment = ["PYTHONHASHSEED"]')
-    add_probe(plugins, "plain")
+    add_probe(plugins, "seeded")
     async with Host(plugins, config=FAST) as host:
         await host.wait_ready(20)
-        seeded = host.plugin("seeded").pid
-        assert seeded is not None and parent_of(seeded) == os.getpid()
-        assert (await facts(host, "seeded"))["hash"] == expected
-        plain = host.plugin("plain").pid
-        assert plain is not None and parent_of(plain) == zygote_of(host).pid
+        forked = host.plugin("seeded").pid
+        assert forked is not None and parent_of(forked) == zygote_of(host).pid
+        assert (await facts(host, "seeded"))["hash"] == first
+        monkeypatch.setenv("PYTHONHASHSEED", "456")
+        spawned = (await host.restart("seeded")).pid
+        assert spawned is not None and parent_of(spawned) == os.getpid()
+        assert (await facts(host, "seeded"))["hash"] == then
 
 
 async def test_a_locale_other_than_the_zygotes_spawns(tmp_path: Path) -> None:

@@ -120,7 +120,9 @@ class ScaffoldError(ValueError):
 
 def new_plugin(given: str | os.PathLike[str]) -> list[Path]:
     """Make a plugin folder at ``given`` (its last part is the plugin id and module name);
-    return the files written."""
+    return the files written. Raises :class:`ScaffoldError` for a name or place it refuses,
+    and :class:`OSError` when the system refuses the folder or its files (nothing is left
+    then)."""
     if not os.fspath(given):
         # Path("") is ".": told apart here, while it is still the empty text it was given.
         raise ScaffoldError(
@@ -171,9 +173,17 @@ def new_plugin(given: str | os.PathLike[str]) -> list[Path]:
         f"{name}.py": _CODE,
         f"test_{name}.py": _TEST,
     }
-    written = []
-    for file_name, template in files.items():
-        target = path / file_name
-        target.write_text(template.format(**fields), encoding="utf-8")
-        written.append(target)
+    written: list[Path] = []
+    try:
+        for file_name, template in files.items():
+            target = path / file_name
+            written.append(target)
+            target.write_text(template.format(**fields), encoding="utf-8")
+    except OSError:
+        # A full disk, a quota: half a plugin would be taken for one ("already exists" the
+        # next time). The folder was made here, so it is ours to remove.
+        for target in written:
+            target.unlink(missing_ok=True)
+        path.rmdir()
+        raise
     return written

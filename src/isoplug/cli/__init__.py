@@ -23,6 +23,7 @@ from isoplug.cli.console import (
     ConsoleFormatter,
     ConsoleHandler,
     configure_console_logging,
+    finish_console,
     silence,
     use_colour,
 )
@@ -34,11 +35,14 @@ from isoplug.cli.say import say_error
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
+    EXIT_SYSTEM_REFUSED,
     EXIT_USAGE,
+    StopSignals,
     run_until_stopped,
     say_unblocked,
 )
 from isoplug.cli.tools import new_plugin, print_schema
+from isoplug.host.shortage import shortage
 from isoplug.host.standard_fds import fill_standard_descriptors
 from isoplug.log_guard import guarded_logger
 from isoplug.runner.signal_mask import unblock_stop_signals
@@ -63,7 +67,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         # other commands do, with the code a shell shows for a command SIGPIPE ended.
         silence(sys.stdout)
         return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        # A limit too low for the command itself (ulimit -n 8: its event loop cannot be
+        # made): the operator's to raise, said as such, not a traceback.
+        why = _shortage_in(exc)
+        if why is None:
+            raise
+        say_error(arguments.command, f"cannot go on: {why}")
+        return EXIT_SYSTEM_REFUSED
     return code
+
+
+def _shortage_in(error: BaseException) -> str | None:
+    """What the system ran out of, when ``error`` or an error it was raised from or while
+    handling says so (uvloop's loop, failing to close after its own failure, raises
+    "Cannot close a running event loop" over "Too many open files")."""
+    pending, seen = [error], set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        why = shortage(error)
+        if why is not None:
+            return why
+        pending.extend(e for e in (error.__context__, error.__cause__) if e is not None)
+    return None
 
 
 def _standard_streams() -> None:
@@ -109,14 +138,17 @@ def _command(
             reaper,
             os.getpid(),
         )
+    signals = StopSignals()
     if arguments.command == "run":
-        return run_command(arguments, console)
-    if arguments.command == "demo":
-        return _demo(arguments, console)
-    raise AssertionError(f"unhandled command {arguments.command!r}")
+        code = run_command(arguments, console, signals)
+    elif arguments.command == "demo":
+        code = _demo(arguments, console, signals)
+    else:
+        raise AssertionError(f"unhandled command {arguments.command!r}")
+    return finish_console(console, signals, code)
 
 
-def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
+def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopSignals) -> int:
     plugins_dir = arguments.plugins_dir or example_plugins_dir()
     if plugins_dir is None:
         print(
@@ -126,9 +158,15 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if not plugins_dir.is_dir():
+    try:
+        is_folder = plugins_dir.is_dir()
+    except PermissionError:
+        is_folder = True  # one of its parents refuses a look: the host says which
+    if not is_folder:
         say_error("demo", f"--plugins-dir {plugins_dir} is not a directory")
         return EXIT_USAGE
     duration = arguments.duration
-    print(DEMO_HEADER, flush=True)
-    return run_until_stopped(lambda stop: run_demo_plugins(plugins_dir, duration, stop, console))
+    console.say(DEMO_HEADER)
+    return run_until_stopped(
+        lambda stop: run_demo_plugins(plugins_dir, duration, stop, console), signals=signals
+    )

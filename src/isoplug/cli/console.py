@@ -1,5 +1,7 @@
-"""The console of ``isoplug run`` and ``isoplug demo``: one coloured line per record, attributed
-to its plugin."""
+"""The console of ``isoplug run`` and ``isoplug demo``: one line per record on stdout (its
+format: :mod:`isoplug.cli.console_format`), written by a thread of its own
+(:mod:`isoplug.cli.console_writer`), and what the command does when stdout's reader goes away
+or stdout cannot be written."""
 
 from __future__ import annotations
 
@@ -9,97 +11,28 @@ import logging
 import os
 import select
 import stat
-import sys
 import threading
-import time
-import zlib
 from collections.abc import Callable
 from typing import TextIO
 
-from isoplug.logs.attribution import attribute
+from isoplug.cli.console_format import ConsoleFormatter, use_colour
+from isoplug.cli.console_writer import ConsoleWriter
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CONSOLE_FAILED,
+    EXIT_INTERRUPTED,
+    StopSignals,
+    wait_unless_signalled,
+)
 
-_RESET = "\033[0m"
-
-
-_DIM = "\033[2m"
-
-
-_BOLD = "\033[1m"
-
-
-_PLUGIN_COLOURS = ("\033[36m", "\033[35m", "\033[34m", "\033[32m", "\033[96m", "\033[95m")
-
-
-_LEVEL_COLOURS = {
-    logging.DEBUG: _DIM,
-    logging.WARNING: "\033[33m",
-    logging.ERROR: "\033[31m",
-    logging.CRITICAL: "\033[1;31m",
-}
-
-
-#: Width of the source column (plugin id, "isoplug" or "isoplug:<id>"): most fit, longer ones
-#: push.
-_SOURCE_WIDTH = 13
-
-
-#: Width of the level column ("warning", "stdout", "stderr"; "stdout:error" and the like push).
-_LABEL_WIDTH = 8
-
-
-def use_colour(stream: TextIO) -> bool:
-    """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
-class ConsoleFormatter(logging.Formatter):
-    """One line per record: time, source (who speaks), level, message.
-
-    The source column says who speaks, as :mod:`isoplug.logs.attribution` tells it: ``<id>``
-    for a plugin's records, ``isoplug:<id>`` for the host's reports about it (records lost,
-    dropped...), ``isoplug`` for the host's own records. The next column says the record's
-    level; on a plugin's output streams it names the stream too: ``stdout`` (or ``stderr``)
-    alone at that stream's own level (INFO, WARNING), ``stdout:error`` at any other, so that
-    the stream never hides the level. Continuation lines (tracebacks) are indented under the
-    message.
-    """
-
-    def __init__(self, *, colour: bool) -> None:
-        super().__init__()
-        self.colour = colour
-
-    def format(self, record: logging.LogRecord) -> str:
-        # Who says it, in the one form only the host can fill in (isoplug.logs.attribution).
-        said = attribute(record)
-        source = said.source
-        label = said.label
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        stamp += f".{int(record.msecs):03d}"
-        head_plain = f"{stamp} {source:<{_SOURCE_WIDTH}} {label:<{_LABEL_WIDTH}} "
-        lines = message.splitlines() or [""]
-        indent = " " * len(head_plain)
-        if not self.colour:
-            return head_plain + f"\n{indent}".join(lines)
-        source_colour = _BOLD if said.host else _colour_of(source)
-        level_colour = _LEVEL_COLOURS.get(record.levelno, "")
-        head = (
-            f"{_DIM}{stamp}{_RESET} {source_colour}{source:<{_SOURCE_WIDTH}}{_RESET} "
-            f"{_DIM}{label:<{_LABEL_WIDTH}}{_RESET} "
-        )
-        body = f"\n{indent}".join(lines)
-        return head + (f"{level_colour}{body}{_RESET}" if level_colour else body)
-
-
-def _colour_of(source: str) -> str:
-    # crc32, not hash(): the same plugin keeps its colour from one run to the next.
-    return _PLUGIN_COLOURS[zlib.crc32(source.encode()) % len(_PLUGIN_COLOURS)]
-
+__all__ = [
+    "ConsoleFormatter",
+    "ConsoleHandler",
+    "configure_console_logging",
+    "finish_console",
+    "silence",
+    "use_colour",
+]
 
 #: Errors that mean the console's reader is gone: a closed pipe (``| head``), a terminal
 #: that hung up (EIO).
@@ -108,11 +41,16 @@ _GONE_ERRNOS = frozenset({errno.EPIPE, errno.EIO})
 _WATCH_INTERVAL_MS = 250
 
 
-class ConsoleHandler(logging.StreamHandler[TextIO]):
-    """The console's handler: once its reader is gone (a closed pipe, a closed terminal) it
-    writes nothing more, says nothing of it (no ``--- Logging error ---`` per record), points
-    the stream's descriptor at ``/dev/null`` (so that the interpreter's last flush does not
-    fail either) and calls :attr:`on_gone` once, from the thread that found it.
+class ConsoleHandler(logging.Handler):
+    """The console's handler. It formats each record in the thread that logs it and queues
+    the line for the console's writer thread (:mod:`isoplug.cli.console_writer`): whoever
+    logs, the host's event loop among them, never waits on stdout, and a stdout that takes
+    nothing costs dropped lines, counted and said, never a frozen host.
+
+    Once its reader is gone (a closed pipe, a closed terminal) it writes nothing more, says
+    nothing of it (no ``--- Logging error ---`` per record), points the stream's descriptor
+    at ``/dev/null`` (so that the interpreter's last flush does not fail either) and calls
+    :attr:`on_gone` once, from the thread that found it.
 
     A write finds that out; :meth:`watch_reader` finds it out while nothing is written too (a
     quiet run piped into ``head``, which has had its lines). A write that fails otherwise (a
@@ -120,45 +58,54 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
     stderr, the error kept in :attr:`unwritable`."""
 
     def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
+        super().__init__()
+        self.stream = stream
         self.gone = threading.Event()
         self.on_gone: Callable[[], object] | None = None
         #: Why the console could not be written, when that ended it (not its reader gone).
         self.unwritable: OSError | None = None
         self._watching: threading.Event | None = None
+        self.writer = ConsoleWriter(stream, self._write_failed, self._own_line)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.gone.is_set():
-            super().emit(record)
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        error = sys.exc_info()[1]
-        # EAGAIN: a stdout that another process sharing it made non-blocking, full for now;
-        # this line is lost, not the console.
-        if not isinstance(error, OSError) or isinstance(error, BlockingIOError):
-            super().handleError(record)
+        if self.gone.is_set():
             return
-        # Under the handler's lock (handle() holds it around emit()).
-        if error.errno not in _GONE_ERRNOS and not self.gone.is_set():
-            self.unwritable = error
-            self._say_unwritable(error)
-        self._reader_gone()
-
-    def _say_unwritable(self, error: OSError) -> None:
-        """Once, on stderr: the console cannot be written (each line would fail alike)."""
-        stopping = "; stopping every plugin" if self.on_gone is not None else ""
-        stderr = sys.stderr
-        if stderr is None:
-            return  # no stderr: the exit code is all that can still tell
         try:
-            stderr.write(
-                f"isoplug: the console on stdout cannot be written ({error}): nothing more "
-                f"is shown there{stopping}\n"
-            )
-            stderr.flush()
-        except (OSError, ValueError):
-            # stderr unwritable (or closed) too: the exit code is all that can still tell.
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
             return
+        self.writer.put(record.levelno, line)
+
+    def say(self, text: str) -> None:
+        """Show ``text`` as it is (the command's own words: the demo's header), after the
+        lines queued before it; never dropped."""
+        if not self.gone.is_set():
+            self.writer.say(text)
+
+    def close(self) -> None:
+        # The interpreter's exit (logging.shutdown) must not wait on a stuck stdout: what was
+        # to be written was drained (or given up on) before.
+        self.writer.stop()
+        super().close()
+
+    def _own_line(self, message: str) -> str:
+        """``message`` as a WARNING line of isoplug's own, in the console's format."""
+        said = logging.LogRecord("isoplug.cli", logging.WARNING, __file__, 0, message, None, None)
+        return self.format(said)
+
+    def _write_failed(self, error: OSError) -> None:
+        """From the writer's thread: a write failed; nothing more will be written."""
+        with self.lock or contextlib.nullcontext():
+            if error.errno not in _GONE_ERRNOS and not self.gone.is_set():
+                self.unwritable = error
+                stopping = "; stopping every plugin" if self.on_gone is not None else ""
+                # Once: each line would fail alike.
+                self.writer.notices.say(
+                    f"isoplug: the console on stdout cannot be written ({error}): nothing "
+                    f"more is shown there{stopping}"
+                )
+            self._reader_gone()
 
     def _reader_gone(self) -> None:
         """Once, under the handler's lock: the reader is gone."""
@@ -231,13 +178,19 @@ def configure_console_logging(level: str | None, stream: TextIO) -> ConsoleHandl
     ``--plugin-log-level``) and the rest from INFO.
     """
     # A character the console's encoding lacks (LC_ALL=C, PYTHONIOENCODING=latin-1) is shown
-    # as an escape (\u2603): with the default "strict", the whole line would be lost.
+    # as an escape (\u2603): with the default "strict", the whole line would be lost. (The
+    # writer encodes the console's lines so too; this is for what is printed.)
     reconfigure = getattr(stream, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(errors="backslashreplace")
+    # The writer writes to the descriptor: what was printed before goes first.
+    stream.flush()
     handler = ConsoleHandler(stream)
     handler.setFormatter(ConsoleFormatter(colour=use_colour(stream)))
     root = logging.getLogger()
+    for replaced in root.handlers:
+        if isinstance(replaced, ConsoleHandler):
+            replaced.close()  # a command run before in this process (a test's): its thread ends
     root.handlers[:] = [handler]
     root.setLevel(level or _DEFAULT_LEVEL)
     # The host drops a replayed record its logger is not enabled for: the plugins' loggers
@@ -246,3 +199,19 @@ def configure_console_logging(level: str | None, stream: TextIO) -> ConsoleHandl
     # watchfiles says "1 change detected" for every batch; `--reload` says what it does.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     return handler
+
+
+def finish_console(console: ConsoleHandler, signals: StopSignals, code: int) -> int:
+    """Before the command exits with ``code``: write what the console still holds while
+    stdout takes it, giving up on a stdout that takes nothing (said on stderr: see
+    :meth:`~isoplug.cli.console_writer.ConsoleWriter.drain`), or at once on a stop signal.
+    Returns the exit code, which says a console that failed on the way (its reader gone, 141;
+    unwritable, 74) and a stop signal that cut a wait short (130)."""
+    wait_unless_signalled(
+        console.writer.drain, signals, "writing the console's last lines", console.writer.abandon
+    )
+    if signals.cut_short or signals.killed:
+        return EXIT_INTERRUPTED
+    if console.gone.is_set():
+        return EXIT_CONSOLE_FAILED if console.unwritable is not None else EXIT_BROKEN_PIPE
+    return code

@@ -11,7 +11,12 @@ from typing import Any
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES
 from isoplug.cli.say import say_error
-from isoplug.cli.signals import EXIT_BROKEN_PIPE, EXIT_CONSOLE_FAILED, EXIT_OK, EXIT_PLUGIN_FAILED
+from isoplug.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    EXIT_OK,
+    EXIT_PLUGIN_FAILED,
+    EXIT_USAGE,
+)
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
 from isoplug.log_guard import guarded_logger
@@ -96,11 +101,17 @@ async def run_demo_plugins(
     seen = Seen()
     try:
         code = await _demo(plugins_dir, duration, stop, seen, console)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # --plugins-dir unusable (unreadable, or gone since it was checked): said so.
+        say_error("demo", str(exc))
+        return EXIT_USAGE
     finally:
         if console is not None:
             console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
-    return EXIT_CONSOLE_FAILED if console is not None and console.unwritable else code
+    # A console that failed on the way sets the exit code once its last lines were written
+    # (finish_console).
+    return code
 
 
 async def _demo(
@@ -173,12 +184,15 @@ async def _demo(
         log.info("demo: stopping every plugin")
     if console is not None and console.gone.is_set():
         return EXIT_BROKEN_PIPE
-    print(
+    summary = (
         f"\n{seen.summary()}\n"
         "Next: isoplug new my_plugin (a plugin and its test), isoplug run DIR, and the guides "
-        "in docs/ (writing a plugin, running plugins from asyncio, host-side logging).",
-        flush=True,
+        "in docs/ (writing a plugin, running plugins from asyncio, host-side logging)."
     )
+    if console is not None:
+        console.say(summary)  # after the lines before it, from the console's writer
+    else:
+        print(summary, flush=True)
     return EXIT_OK
 
 

@@ -3,10 +3,12 @@ plugin has failed for good.
 
 Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 0 when it was
 stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the
-run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, or
-there was nothing to run; 2 for unusable options; 74 when stdout could not be written; 130
-after a second stop signal; 141 when the reader of stdout went away. The errors that end the
-command go to stderr; the console (every record, the host's and the plugins') stays on stdout.
+run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, when
+no plugin was ever ready though they tried, or there was nothing to run; 2 for unusable
+options; 71 when the system refused the command itself what it needs (out of descriptors);
+74 when stdout could not be written; 130 after a second stop signal; 141 when the reader of
+stdout went away. The errors that end the command go to stderr; the console (every record,
+the host's and the plugins') stays on stdout.
 
 Every plugin failed for good (each is ``FAILED``: it cannot be loaded, or its restarts are
 used up, and its runner has no process left): without ``--reload`` (a saved fix restarts it)
@@ -31,8 +33,6 @@ from typing import Any
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.say import say_error, shown, shown_argument
 from isoplug.cli.signals import (
-    EXIT_BROKEN_PIPE,
-    EXIT_CONSOLE_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PLUGIN_FAILED,
@@ -42,14 +42,23 @@ from isoplug.cli.signals import (
 )
 from isoplug.cli.telemetry import telemetry
 from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
-from isoplug.host.manifest import MANIFEST_NAME
-from isoplug.host.registry import deeper_manifest, discover, plugins_dir_for
+from isoplug.host.access_denied import READ_FILE, denied, is_denied
+from isoplug.host.manifest_file import read_at_most
+from isoplug.host.registry import deeper_manifest, discover, is_plugin_dir, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
 from isoplug.log_guard import guarded_logger
+from isoplug.off_loop import off_loop
+from isoplug.sizes import format_size
 from isoplug.wire.sanitize import clean_text
 
 #: Capabilities the CLI's host offers to plugins that are granted them.
 BUILTIN_CAPABILITIES: dict[str, Callable[..., Any]] = {"clock.now": time.time}
+
+#: Seconds ``--tui`` waits, at most, for the console's lines logged before its view.
+_BEFORE_VIEW_WAIT = 1.0
+#: The most of a ``--config`` file read: settings for many plugins fit in a few KiB, and a
+#: path naming an endless file (``/dev/zero``, a FIFO fed without end) must not fill memory.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 #: Cap for one plugin's reason in the message that ends a run whose plugins all failed (its
 #: whole error, traceback included, was logged when it failed).
@@ -67,9 +76,21 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
     if path is None:
         return {}
     try:
+        raw = read_at_most(path, MAX_CONFIG_BYTES)
+    except OSError as exc:
+        fatal(f"--config {path}: {denied(path, READ_FILE) if is_denied(exc) else exc}")
+        return None
+    if raw is None:
+        fatal(
+            f"--config {path}: holds more than {format_size(MAX_CONFIG_BYTES)} "
+            f"({MAX_CONFIG_BYTES} bytes), the limit for a configuration file; not read further "
+            "(is it the file meant? /dev/zero and a FIFO fed without end never end)"
+        )
+        return None
+    try:
         # utf-8-sig: a leading byte order mark (Windows Notepad) is not part of the TOML.
-        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        document = tomllib.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         fatal(f"--config {path}: {exc}")
         return None
     loose = sorted(key for key, value in document.items() if not isinstance(value, dict))
@@ -104,8 +125,14 @@ class RunOptions:
     config_file: Path | None = None
 
 
-def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = None) -> int:
-    """``isoplug run``: check the options, then run the host until it is stopped."""
+def run_command(
+    arguments: argparse.Namespace,
+    console: ConsoleHandler | None = None,
+    signals: StopSignals | None = None,
+) -> int:
+    """``isoplug run``: check the options, then run the host until it is stopped.
+    ``signals`` keeps the stop signals it got, for the waits after it (the console's last
+    lines: :func:`~isoplug.cli.console.finish_console`)."""
     if arguments.tui and not tui_available():
         return EXIT_USAGE
     if arguments.reload and (why := reload_unavailable()) is not None:
@@ -119,7 +146,7 @@ def run_command(arguments: argparse.Namespace, console: ConsoleHandler | None = 
     # unless --plugin-log-level says otherwise.
     config = SupervisorConfig(log_level=arguments.plugin_log_level)
     plugins_dir = arguments.plugins_dir
-    signals = StopSignals()
+    signals = signals or StopSignals()
     with telemetry(arguments, signals) as export:
         if export is None:
             return EXIT_USAGE
@@ -150,16 +177,17 @@ async def run_plugins(
         console.watch_reader()
     try:
         with plugins_dir_for(plugins_dir) as directory:
-            code = await run_host(directory, plugins_dir, config, stop, options)
-    except (FileNotFoundError, NotADirectoryError) as exc:
+            code = await run_host(directory, plugins_dir, config, stop, options, console=console)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # The plugins folder itself is unusable (missing, a file, unreadable): said so.
         fatal(str(exc))
         return EXIT_USAGE
     finally:
         if console is not None:
             console.stop_watching()
             console.on_gone = None  # the loop it would wake ends with this call
-    if console is not None and console.gone.is_set():
-        return EXIT_CONSOLE_FAILED if console.unwritable is not None else EXIT_BROKEN_PIPE
+    # A console that failed on the way sets the exit code once its last lines were written
+    # (finish_console).
     return code
 
 
@@ -168,6 +196,10 @@ class Outcome:
 
     def __init__(self, overrides: Mapping[str, Mapping[str, Any]], config_file: Path | None):
         self.failed: set[str] = set()
+        #: The plugins that were ready at some point of the run.
+        self.ready: set[str] = set()
+        #: The plugins whose runner ended, or could not start, before they were ever ready.
+        self.start_failed: set[str] = set()
         #: Set on every state change: a waiter on the plugins' states clears it, then looks.
         self.changed = asyncio.Event()
         self._overrides = overrides
@@ -175,6 +207,10 @@ class Outcome:
 
     def on_change(self, change: StateChange) -> None:
         self.changed.set()
+        if change.state is PluginState.READY:
+            self.ready.update(change.plugin_ids)
+        elif change.state in (PluginState.RESTARTING, PluginState.FAILED):
+            self.start_failed.update(set(change.plugin_ids) - self.ready)
         if change.state is not PluginState.FAILED:
             return
         self.failed.update(change.plugin_ids)
@@ -209,6 +245,13 @@ def failure_reason(info: PluginInfo) -> str:
     # indented): a line starting "last error: " at column 0 is the supervisor's own.
     said = [lines[0], *(line for line in lines[1:] if line.startswith("last error: "))]
     return clean_text("; ".join(said), MAX_REASON_CHARS)
+
+
+def start_failure(info: PluginInfo) -> str:
+    """Why ``info``'s plugin did not start: its error, else how its last runner ended."""
+    if info.error is None and info.last_exit is not None:
+        return clean_text(info.last_exit.describe(), MAX_REASON_CHARS)
+    return failure_reason(info)
 
 
 async def until_stopped(
@@ -257,6 +300,8 @@ async def run_host(
     config: SupervisorConfig,
     stop: asyncio.Event,
     options: RunOptions,
+    *,
+    console: ConsoleHandler | None = None,
 ) -> int:
     log = guarded_logger("isoplug.cli")
     overrides = options.plugin_config or {}
@@ -275,12 +320,15 @@ async def run_host(
             host.register_capability(name, function)
         count = len(host.plugins())
         if count == 0 and not options.reload:
-            fatal(f"nothing to run in {plugins_dir} ({_why_nothing(plugins_dir)})")
+            fatal(f"nothing to run in {plugins_dir} ({_why_nothing(plugins_dir, host.problems)})")
             return EXIT_PLUGIN_FAILED
         log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, shown(plugins_dir))
         if options.tui:
             from isoplug.tui import run_dashboard
 
+            if console is not None:
+                # The console's lines so far go out before the view takes the terminal over.
+                await off_loop(console.writer.written, _BEFORE_VIEW_WAIT)
             await run_dashboard(host, title=shown(plugins_dir), stop=stop)
         elif options.reload:
             # A fix saved restarts a failed plugin: the session goes on until stopped.
@@ -300,8 +348,9 @@ async def run_host(
             # A session of edits: what counts is how it ends, not a half-saved file fixed
             # since (host.problems follows the folder; a fixed plugin is no longer FAILED).
             failed = {p.id for p in host.plugins() if p.state is PluginState.FAILED}
+        never = never_started(host.plugins(), outcome, failed)
     log.info("all plugins stopped")
-    if skipped or failed or kept:
+    if skipped or failed or kept or never:
         when = " at the end" if options.reload else ""
         log.error(
             "exit code %d: %s",
@@ -315,6 +364,10 @@ async def run_host(
                     f"{', '.join(kept)}"
                     if kept
                     else "",
+                    f"no plugin ever started ({len(never)}): "
+                    + "; ".join(f"{info.id}: {start_failure(info)}" for info in never)
+                    if never
+                    else "",
                 )
                 if part
             ),
@@ -323,10 +376,22 @@ async def run_host(
     return EXIT_OK
 
 
-def _why_nothing(plugins_dir: Path) -> str:
+def never_started(infos: list[PluginInfo], outcome: Outcome, failed: set[str]) -> list[PluginInfo]:
+    """When no plugin was ever ready, those that tried and could not (their runner ended or
+    could not start: the host out of descriptors, say), not failed for good (said so
+    already); none when one was ready, or none tried yet (a stop right after the start)."""
+    if outcome.ready:
+        return []
+    return [i for i in infos if i.id in outcome.start_failed and i.id not in failed]
+
+
+def _why_nothing(plugins_dir: Path, problems: list[str]) -> str:
     """Why a plugins folder gave no plugin, with a hint where the user likely meant another
     folder: one whose plugin folders are a level deeper."""
-    if any(plugins_dir.glob("*/plugin.toml")) or (plugins_dir / MANIFEST_NAME).is_file():
+    if problems:
+        # Invalid manifests, folders the host may not read: each said in an ERROR above.
+        return f"every plugin folder was skipped ({len(problems)}): the errors above say why"
+    if any(plugins_dir.glob("*/plugin.toml")) or is_plugin_dir(plugins_dir):
         return "no valid plugin.toml found"
     deeper = deeper_manifest(plugins_dir)
     if deeper is None:

@@ -9,11 +9,14 @@ signals the command, then its process group) and a terminal that sends SIGHUP an
 SIGTERM (or SIGCONT) all deliver two signals within a few milliseconds.
 
 What the command still does once its event loop ended (``isoplug run`` sending its last
-OpenTelemetry records) waits in :func:`wait_unless_signalled`: a stop signal then (other than
-a repeat of the first) ends the wait at once, exit code :data:`EXIT_INTERRUPTED`, without a
-traceback; the default actions (``KeyboardInterrupt``, death by SIGTERM with 143) never apply.
-After a second signal (:attr:`StopSignals.killed`) there is no such wait: the operator asked
-for everything to end at once.
+OpenTelemetry records, then writing its console's last lines) waits in
+:func:`wait_unless_signalled`: a stop signal then (other than a repeat of the first) ends the
+wait at once, exit code :data:`EXIT_INTERRUPTED`, without a traceback; the default actions
+(``KeyboardInterrupt``, death by SIGTERM with 143) never apply. After a second signal
+(:attr:`StopSignals.killed`) there is no wait for a collector: the operator asked for
+everything to end at once. The console's last lines are still written while stdout takes
+them (milliseconds; a stdout that takes nothing is given up on within seconds: see
+:mod:`isoplug.cli.console_writer`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ EXIT_OK = 0
 EXIT_PLUGIN_FAILED = 1
 #: Exit code: the command line or its files are unusable (argparse's code for usage errors).
 EXIT_USAGE = 2
+#: Exit code when the system refused what the command needs before it could run (out of
+#: file descriptors, threads or processes: a limit too low): said on stderr with the limit.
+#: sysexits.h's ``EX_OSERR``.
+EXIT_SYSTEM_REFUSED = 71
 #: Exit code after a second signal killed every runner at once (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: Exit code when stdout could not be written (a full disk, ``> /dev/full``, an I/O error):

@@ -40,6 +40,7 @@ __all__ = [
     "EXIT_CANNOT_CONNECT",
     "EXIT_DESCRIPTORS_CLOSED",
     "EXIT_NOTHING_LOADED",
+    "EXIT_NO_THREAD",
     "EXIT_SETUP_FAILED",
     "LOGS_ROLE",
     "MAX_OFFERED_NAMES",
@@ -123,6 +124,11 @@ EXIT_CANNOT_CONNECT = 5
 EXIT_DESCRIPTORS_CLOSED = 6
 """A plugin closed descriptors the runner cannot work without (its control connection, its
 health channel, its event loop's): it said which on its stderr and exited; a crash."""
+EXIT_NO_THREAD = 7
+"""The kernel refused a thread the runner cannot work without (a limit on tasks: a cgroup's
+``pids.max``, ``ulimit -u``; or ``ulimit -v``): it said which limits are set, on
+``isoplug.runner`` (on its stderr before its records reach the host), and exited; a crash,
+restarted with backoff, as the shortage may pass."""
 
 
 class CapabilityDenied(IsoplugError, PermissionError):

@@ -83,6 +83,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from isoplug.control import ResourceLimits
+from isoplug.host.manifest_environment import ENVIRONMENT_SCHEMA, check_variable
 from isoplug.host.manifest_file import MANIFEST_NAME, MAX_NESTING, read_manifest_document
 from isoplug.host.manifest_keys import key_problems
 from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
@@ -146,12 +147,6 @@ _Size = (
         msgspec.Meta(extra_json_schema={"pattern": _SIZE_PATTERN, "examples": ["512MB", "1GiB"]}),
     ]
 )
-#: What parse_manifest checks of ``[environment]`` after decoding, for editors: names not
-#: empty, without "=" or NUL; values strings without NUL.
-_ENVIRONMENT_SCHEMA = {
-    "propertyNames": {"minLength": 1, "pattern": "^[^=\\u0000]*$"},
-    "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
-}
 
 #: The largest values of ``[limits]``: beyond them the runner's rlimits (C longs, with what it
 #: adds: the address-space backstop is twice ``memory`` and more) would overflow, and no
@@ -196,7 +191,7 @@ class PluginToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_write_through_rate: _NonNegative | None = None
     capabilities: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
     #: Values are checked after decoding, to name the variable (msgspec says ``[...]``).
-    environment: Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_ENVIRONMENT_SCHEMA)] = {}
+    environment: Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=ENVIRONMENT_SCHEMA)] = {}
     start: Literal["fork", "spawn"] = "fork"
     stdio: Literal["records", "pipe"] = "records"
     inherit_environment: list[Annotated[str, msgspec.Meta(min_length=1)]] | bool = []
@@ -243,7 +238,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         problem = f"must be one of {levels} (in any case), got {fields.log_level!r}"
         raise ManifestError(path, "log_level", problem)
     for name, value in fields.environment.items():
-        _check_variable(path, name, value)
+        check_variable(path, name, value)
     if fields.stdio == "pipe" and fields.group is not None:
         problem = (
             f"'pipe' cannot say which plugin of group {fields.group!r} printed a line (the "
@@ -278,31 +273,6 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         reload_on=tuple(fields.reload_on),
         limits=_limits(path, fields.limits),
     )
-
-
-def _check_variable(path: Path, name: str, value: Any) -> None:
-    """One variable of ``[environment]``: a name the kernel takes, and a string."""
-    field = f"environment.{name}"
-    if not isinstance(value, str):
-        problem = f"must be a string, got {type(value).__name__} {value!r}"
-        raise ManifestError(path, field, problem)
-    name_problem = (
-        "it is empty"
-        if not name
-        else "it holds '=', which ends a name"
-        if "=" in name
-        else "it holds a NUL character"
-        if "\0" in name
-        else None
-    )
-    if name_problem is not None:
-        raise ManifestError(
-            path, field, f"is not a valid environment variable name: {name_problem}"
-        )
-    if "\0" in value:
-        # The value is not quoted: environment variables hold secrets.
-        problem = "its value holds a NUL character, which no environment variable can hold"
-        raise ManifestError(path, field, problem)
 
 
 def _restart_policy(path: Path, table: RestartTable) -> RestartPolicy:

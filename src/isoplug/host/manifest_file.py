@@ -9,9 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from isoplug.host.access_denied import READ_FILE, denied, is_denied
 from isoplug.host.manifest_types import ManifestError
 
-__all__ = ["MANIFEST_NAME", "MAX_NESTING", "read_manifest_document"]
+__all__ = ["MANIFEST_NAME", "MAX_NESTING", "read_at_most", "read_manifest_document"]
 
 MANIFEST_NAME = "plugin.toml"
 #: A manifest is a few hundred bytes; anything near this size is not a manifest.
@@ -33,11 +34,14 @@ def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
         # repr() escapes every character that is not printable; a name has 255 bytes at most.
         raise ManifestError(path, None, _unshowable_name(directory.name))  # sanitized: repr
     try:
-        raw = path.read_bytes()
+        raw = read_at_most(path, _MAX_MANIFEST_BYTES)
     except OSError as exc:
-        raise ManifestError(path, None, f"cannot be read: {exc.strerror or exc}") from exc
-    if len(raw) > _MAX_MANIFEST_BYTES:
-        raise ManifestError(path, None, f"is {len(raw)} bytes; the limit is {_MAX_MANIFEST_BYTES}")
+        why = denied(path, READ_FILE) if is_denied(exc) else exc.strerror or str(exc)
+        raise ManifestError(path, None, f"cannot be read: {why}") from exc
+    if raw is None:
+        raise ManifestError(
+            path, None, f"holds more than {_MAX_MANIFEST_BYTES} bytes, the limit; not read further"
+        )
     try:
         # Windows Notepad (before 2019) starts a UTF-8 file with a byte order mark, which
         # TOML does not allow: it says nothing of the text, so it is skipped.
@@ -54,6 +58,15 @@ def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
             path, None, f"nests arrays or tables too deeply (the limit is {MAX_NESTING} levels)"
         ) from None
     return path, document
+
+
+def read_at_most(path: Path, limit: int) -> bytes | None:
+    """The bytes of the file at ``path``; None when it holds more than ``limit``, of which no
+    more than one byte past ``limit`` is read: a path naming ``/dev/zero`` or a FIFO fed
+    without end must not fill the process's memory. Raises :class:`OSError`."""
+    with open(path, "rb") as file:
+        data = file.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 def _unshowable_name(name: str) -> str:

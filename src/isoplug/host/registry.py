@@ -17,6 +17,7 @@ from pathlib import Path
 
 from isoplug.control import ResourceLimits
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from isoplug.host.plugin_folders import plugin_folder_entries
 from isoplug.sizes import format_size
 from isoplug.wire.sanitize import cap_text, clean_path
 
@@ -42,7 +43,11 @@ class Discovery:
     problems: tuple[str, ...]
     #: The folders holding a ``plugin.toml`` that were skipped (invalid, or an id taken):
     #: plugin folders still, whose files are that plugin's, not code shared by the others.
+    #: Folders this process may not read are among them (they may hold one).
     skipped: tuple[Path, ...] = ()
+    #: The folders this process may not read (in ``skipped`` too): a watch cannot look
+    #: inside them until they may be read.
+    unreadable: frozenset[Path] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,24 +65,24 @@ def discover(plugins_dir: Path, running: Mapping[str, Path] | None = None) -> Di
     Of two folders naming one plugin id, the first by name is taken and the other skipped,
     unless the id runs already (``running``: plugin id -> its folder, under hot reload):
     then the folder it runs from keeps it, and a newcomer is the one skipped, whatever its
-    name. Raises :class:`FileNotFoundError` / :class:`NotADirectoryError` only when
-    ``plugins_dir`` itself is unusable.
+    name. A folder this process may not read is skipped too, with its problem: it may hold a
+    plugin. Raises :class:`FileNotFoundError` / :class:`NotADirectoryError` /
+    :class:`PermissionError` only when ``plugins_dir`` itself is unusable.
     """
-    if not plugins_dir.exists():
-        raise FileNotFoundError(f"plugins directory {plugins_dir} does not exist")
-    if not plugins_dir.is_dir():
-        raise NotADirectoryError(f"plugins directory {plugins_dir} is not a directory")
     running = running or {}
     loaded: list[Manifest | ManifestError] = []
     found: list[Path] = []
+    unreadable_folders: set[Path] = set()
     scratch = is_scratch_dir(plugins_dir)
-    for entry in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
-        if not (entry / MANIFEST_NAME).exists():
-            continue
+    for entry, unreadable in plugin_folder_entries(plugins_dir):
         # In plugins_dir_for's scratch folder, the link it made: the user named the folder
         # itself, and every message (an invalid manifest, a reload) must name that.
         directory = entry.resolve() if scratch else entry
         found.append(directory)
+        if unreadable is not None:
+            loaded.append(unreadable)
+            unreadable_folders.add(directory)
+            continue
         try:
             loaded.append(load_manifest(directory))
         except ManifestError as exc:
@@ -104,7 +109,9 @@ def discover(plugins_dir: Path, running: Mapping[str, Path] | None = None) -> Di
             skipped.append(directory)
             continue
         manifests.append(item)
-    return Discovery(tuple(manifests), tuple(problems), tuple(skipped))
+    return Discovery(
+        tuple(manifests), tuple(problems), tuple(skipped), frozenset(unreadable_folders)
+    )
 
 
 def _same_folder(one: Path, other: Path) -> bool:
@@ -135,8 +142,12 @@ def absolute_plugins_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def is_plugin_dir(path: Path) -> bool:
-    """Whether ``path`` is one plugin's folder (it holds a ``plugin.toml``)."""
-    return (path / MANIFEST_NAME).is_file()
+    """Whether ``path`` is one plugin's folder (it holds a ``plugin.toml``). False for a
+    folder this process may not search: :func:`discover` then says why it cannot be read."""
+    try:
+        return (path / MANIFEST_NAME).is_file()
+    except PermissionError:
+        return False
 
 
 def deeper_manifest(plugins_dir: Path) -> Path | None:

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
+from isoplug.host.plugin_folders import manifest_may_exist
 from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir, plan_runners
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
@@ -353,6 +354,9 @@ class PluginReloader:
         #: Every folder that held a ``plugin.toml`` (skipped ones too) since it was made: one
         #: that no longer holds one is a plugin's still, until it is removed.
         self._folders: frozenset[Path] = frozenset()
+        #: The folders the last discovery could not read: the watch has none inside them,
+        #: and is made again once one may be read.
+        self._unreadable: frozenset[Path] = frozenset()
 
     async def run(self) -> None:
         import watchfiles
@@ -360,11 +364,13 @@ class PluginReloader:
         with contextlib.suppress(OSError):  # unreadable now: the first batch says so
             # The host told these at its start: a batch tells them again only once changed.
             discovery = await off_loop(self._discover)
-            _, problems = plan_reload(self._running(), discovery, (), Path.is_file)
+            _, problems = plan_reload(self._running(), discovery, (), manifest_may_exist)
             self._told = set(problems)
             self._folders = plugin_folders(discovery)
+            self._unreadable = discovery.unreadable
         while True:
             roots = self._roots()
+            unreadable = self._unreadable
             stop_watching = asyncio.Event()
             async for changes in watchfiles.awatch(
                 *roots,
@@ -378,6 +384,9 @@ class PluginReloader:
                 # every STEP_MS anyway: the shorter timeout costs next to nothing idle.
                 yield_on_timeout=True,
                 rust_timeout=100,
+                # A folder the host may not read (skipped, said as a problem) must not end
+                # the watch of every other one.
+                ignore_permission_denied=True,
             ):
                 if not self.watching.is_set():
                     # The plugin folder the user named, not the scratch folder linking it.
@@ -388,8 +397,9 @@ class PluginReloader:
                     self.watching.set()
                 if changes:
                     await self._batch({Path(path) for _, path in changes})
-                if self._roots() != roots:
-                    # A linked plugin came or went: watch its real folder (or stop).
+                if self._roots() != roots or not self._unreadable >= unreadable:
+                    # A linked plugin came or went: watch its real folder (or stop). Or a
+                    # folder may now be read: a new watch looks inside it too.
                     stop_watching.set()
                     break
 
@@ -442,11 +452,12 @@ class PluginReloader:
             return
         # Off the loop: it reads the folders of the changed paths.
         plan, problems = await off_loop(
-            plan_reload, self._running(), discovery, paths, Path.is_file, self._folders
+            plan_reload, self._running(), discovery, paths, manifest_may_exist, self._folders
         )
         # A folder that was a plugin's stays one while it exists: removed in steps (its
         # plugin.toml first, the rest later), its files are still not shared code.
         self._folders = plugin_folders(discovery) | {f for f in self._folders if f.is_dir()}
+        self._unreadable = discovery.unreadable
         # A folder's problem is told once per change of that folder, not again with every
         # batch of changes elsewhere.
         touched = self._touched_manifests(paths)

@@ -6,6 +6,10 @@ records are dropped, never pushed back onto the plugin: below WARNING first (a W
 traceback evicts the newest such record), counted in the metrics as
 :attr:`~isoplug.logs.DropReason.HOST_BACKLOG` and reported in one WARNING per report interval on
 the plugin's logger (by the replay thread, :mod:`isoplug.host.stdio_replay`).
+
+The console of ``isoplug run`` queues its lines in one too, between the threads that log and
+its writer thread (:mod:`isoplug.cli.console_writer`), for the same reason: whoever logs never
+waits on stdout.
 """
 
 from __future__ import annotations
@@ -94,30 +98,37 @@ class Backlog:
         self._open_ends = 2
         self._ended = False
 
-    def put(self, entries: list[Entry]) -> None:
+    def put(self, entries: list[Entry]) -> int:
+        """Queue ``entries``; returns how many records this dropped (refused or evicted): a
+        caller that says when dropping starts needs to know at once, not at the next take."""
+        dropped = 0
         with self._ready:
             for entry in entries:
-                self._put_one(entry)
+                dropped += self._put_one(entry)
             self._ready.notify()
+        return dropped
 
-    def _put_one(self, entry: Entry) -> None:
+    def _put_one(self, entry: Entry) -> int:
         cost = _RECORD_OVERHEAD + len(entry[2])
         urgent = entry[6]
+        dropped = 0
         if entry[0]:  # a record, not a report: reports are never dropped
             while self._count and (
                 self._count >= self._max_records or self._bytes + cost > self._max_bytes
             ):
                 if not (urgent and self._low):
                     self._drop(entry)
-                    return
+                    return dropped + 1
                 _, evicted = self._low.pop()
                 self._count -= 1
                 self._bytes -= _RECORD_OVERHEAD + len(evicted[2])
                 self._drop(evicted)
+                dropped += 1
         self._order += 1
         (self._high if urgent else self._low).append((self._order, entry))
         self._count += 1
         self._bytes += cost
+        return dropped
 
     def _drop(self, entry: Entry) -> None:
         key = (entry[0], entry[1])

@@ -17,7 +17,9 @@ thread, which sends what is queued:
   sequence ledger first (:mod:`isoplug.logs.ledger`), then in a last batch if the socket takes
   it (``dropped_at_close``). A frame the deadline interrupts (the one in progress when close()
   began, with a receiver far behind) is lost whole, and the receiver counts its records from
-  the ledger.
+  the ledger. Unless the receiver never answered the connection (slow, or holding it until
+  a place of its sender process tree frees): what is queued is in the ring its hello passed
+  then, left there for the receiver to replay when it takes the connection up.
 
 So a child that logged 50,000 DEBUG records and then 100 WARNINGs to a receiver whose handler
 takes 1 ms a record gets its WARNINGs through before its DEBUG backlog, and exits after the
@@ -164,7 +166,10 @@ class CloseByLevel:
             if not self._closed:
                 # The sender thread is still in a frame at the deadline (a receiver far
                 # behind), or connecting, or gone: what is queued stays unsent.
-                self._drop_rest_at_close(interrupted=thread is not None and thread.is_alive())
+                if self._channel is None and self._shared_ledger is not None:
+                    self._leave_to_receiver(self._shared_ledger)
+                else:
+                    self._drop_rest_at_close(interrupted=thread is not None and thread.is_alive())
                 self._closed = True
                 self._queue_changed.notify_all()
         if thread is not None and thread is not threading.current_thread():
@@ -351,6 +356,17 @@ class CloseByLevel:
         return _send_until(
             sock, memoryview(frame)[sent:], self._close_deadline, tls=self._sock_is_tls
         )
+
+    def _leave_to_receiver(self, ledger: SenderLedger) -> None:
+        """The deadline passed with the hello unanswered (a receiver slow to answer, or
+        holding the connection until a place of its process tree frees): the ledger and ring
+        it passed hold what is queued, accepted and unsent, for the receiver to replay when
+        it takes the connection up, as it would after a crash. Dropped and counted instead,
+        those records were lost though the ring had them (lock held)."""
+        if self._queue:
+            ledger.set_flag(CLOSE_DEADLINE_PASSED)
+        self._queue = []
+        self._queued_bytes = 0
 
     def _drop_rest_at_close(self, *, interrupted: bool = False) -> None:
         """Drop and count by level what is still queued (lock held): in the ledger first,

@@ -42,7 +42,6 @@ it (and the bound above applies).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import threading
@@ -51,6 +50,7 @@ from collections.abc import Awaitable, Callable
 
 from isoplug.log_guard import guarded_logger
 from isoplug.transport.process_tree import stat_fields
+from isoplug.transport.wake_pipe import WakePipe
 
 __all__ = ["MAX_PENDING_ENDS", "POLL_INTERVAL", "PendingEnds", "process_running"]
 
@@ -92,7 +92,8 @@ class PendingEnds:
         # Keyed by (pid, chain); chain None: no connection can take over, only an exit ends it.
         self._pending: OrderedDict[tuple[int, object], _Pending] = OrderedDict()
         self._watcher: threading.Thread | None = None
-        self._wake_r, self._wake_w = -1, -1
+        # Wakes the watcher when the ends it watches change (opened with it).
+        self._wake_pipe = WakePipe()
         self._closed = False
 
     def __len__(self) -> int:
@@ -172,7 +173,7 @@ class PendingEnds:
             self._pending.clear()
             watcher = self._watcher
             if watcher is None:
-                self._close_pipe()
+                self._wake_pipe.close()
             else:
                 self._wake()
         for each in pending:
@@ -195,27 +196,15 @@ class PendingEnds:
         """Start the watcher thread if it is not running (lock held)."""
         if self._watcher is not None:
             return
-        if self._wake_r < 0:
-            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_pipe.open()
         self._watcher = threading.Thread(
             target=self._watch, name="isoplug-log-pending-ends", daemon=True
         )
         self._watcher.start()
 
     def _wake(self) -> None:
-        """Wake the watcher (lock held: the pipe is closed under it, and a number written to
-        after that could name another file of the process's by then)."""
-        if self._wake_w >= 0:
-            # A full pipe has woken the watcher already.
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_w, b"x")
-
-    def _close_pipe(self) -> None:
-        """Close the wake pipe (lock held; no watcher uses it)."""
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r, self._wake_w = -1, -1
+        """Wake the watcher (lock held: the pipe is closed under it)."""
+        self._wake_pipe.wake()
 
     def _watch(self) -> None:
         """Wait for pending senders to exit; ends once nothing is pending (the pipe stays for
@@ -226,11 +215,11 @@ class PendingEnds:
                     self._watcher = None
                     if self._closed:
                         # close() left the pipe to us: we may have been polling it.
-                        self._close_pipe()
+                        self._wake_pipe.close()
                     return
                 pending = list(self._pending.items())
             poller = select.poll()
-            poller.register(self._wake_r, select.POLLIN)
+            poller.register(self._wake_pipe.read_end, select.POLLIN)
             unwatched = False
             for _, each in pending:
                 # Read once: another thread resolving it sets it to None meanwhile.
@@ -240,8 +229,7 @@ class PendingEnds:
                 else:
                     unwatched = True
             poller.poll(POLL_INTERVAL * 1000 if unwatched else None)
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 4096)
+            self._wake_pipe.drain()
             for key, each in pending:
                 if not self._exited(each):
                     continue

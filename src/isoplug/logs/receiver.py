@@ -21,8 +21,9 @@ what they still send and what the rings of those that ended give back, then clos
 everything. A sender still connected then is cut off: what it had not delivered yet
 (received and not replayed, or not arrived) is counted as
 :attr:`~isoplug.logs.DropReason.RECEIVER_CLOSED` and reported, and nothing is replayed once
-leaving returned. In a synchronous program the replay threads get :data:`CLOSE_GRACE` more
-to hand the record in progress to the handlers, report and say goodbye.
+leaving returned. In a synchronous program the replay threads get
+:data:`~isoplug.logs.receiver_closing.CLOSE_GRACE` more to hand the record in progress to the
+handlers, report and say goodbye (see :mod:`isoplug.logs.receiver_closing`).
 """
 
 from __future__ import annotations
@@ -31,16 +32,15 @@ import asyncio
 import secrets
 import ssl
 import threading
-import time
 from typing import Any
 
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import own_receivers
-from isoplug.logs.drain_end import closed_summary, drain_warning, sender_hung_up
 from isoplug.logs.limits import ReplayLimits
 from isoplug.logs.own_receivers import OpenReceiver
-from isoplug.logs.receiver_connections import MAX_HELLO_CHARS, ReceiverConnections
+from isoplug.logs.receiver_closing import DEFAULT_DRAIN_TIMEOUT, ReceiverClosing
+from isoplug.logs.receiver_connections import MAX_HELLO_CHARS
 from isoplug.logs.replay_reports import handled_level
 from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
@@ -55,6 +55,7 @@ from isoplug.rpc.blocking import (
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
+from isoplug.rpc.waiting_room import DEFAULT_MAX_WAITING
 from isoplug.transport import Address, Listener, Scheme, parse_address
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import peer_credentials_of
@@ -70,21 +71,15 @@ NAME_ENV = "ISOPLUG_LOG_NAME"
 
 _log = guarded_logger("isoplug.logs")
 
-#: How long leaving the receiver waits for connected senders to send their last records.
-DEFAULT_DRAIN_TIMEOUT = 5.0
-#: How often a closing receiver on an event loop looks whether the ends its watcher thread took
-#: have been handed to the loop (a callback of the loop's, due at once).
-_HANDOVER_POLL = 0.001
-#: After the drain time, how long a synchronous receiver's threads have to end: to finish the
-#: record a host handler is handling, report what is lost and say goodbye. A thread still in a
-#: handler then is left to finish that record alone; it replays nothing more.
-CLOSE_GRACE = 1.0
 #: Standalone forwarding has no rate limit by default: the program trusts its own children.
 STANDALONE_LIMITS = ReplayLimits(rate=None)
 #: Connections one sender process tree may hold at once (see :class:`LogReceiver`): a pool
 #: of workers each forwarding its logs fits, a tree forking without end takes no more than
 #: this of the receiver's places.
 DEFAULT_MAX_SENDERS_PER_TREE = 64
+#: Connections of one tree past its limit that may wait for a place (see :class:`LogReceiver`):
+#: a burst of four times its places forked at once; each holds a socket, no thread.
+DEFAULT_MAX_WAITING_PER_TREE = 256
 
 
 def _remove_stale_folders() -> None:
@@ -95,7 +90,7 @@ def _remove_stale_folders() -> None:
         _log.info("removed %d socket folders of dead isoplug processes", len(removed))
 
 
-class LogReceiver(ReceiverConnections):
+class LogReceiver(ReceiverClosing):
     """Receives forwarded log records and replays them here (see the module docstring).
 
     ``prefix`` is put in front of every forwarded logger name (``"workers"`` turns a child's
@@ -116,14 +111,19 @@ class LogReceiver(ReceiverConnections):
     process's own when it kept our group or session (the child it came from cannot be told
     then), the child's when that child leads the group or session (started with
     ``start_new_session``) and still runs; otherwise its oldest ancestor below init. A
-    tree's connections count from their accept, before a byte is read: past its limit its
-    new ones are refused at once and told why, with a warning here once per report interval
-    (then a count). Senders over TCP or TLS, whose pid the socket cannot give, count for no
-    tree. An orphan that also left its group and session (``setsid`` before a double fork,
-    as a daemon does) keeps no trace of its tree, which the kernel does not record, and the
-    hello's name and token are the sender's to choose: it counts as a tree of its own (see
-    :mod:`isoplug.transport.process_tree`), and only ``max_senders`` (in threads) bounds
-    all of them together. ``max_senders`` applies in threads only.
+    tree's connections count from their accept, before a byte is read. Past its limit a new
+    one waits, unread and with no thread, for a place: the oldest takes the place of the
+    tree's next connection to end, and one whose sender ends meanwhile is served at once
+    (its records come from the ring its hello passed); a warning here says so once per report
+    interval (then a count). At most ``max_waiting_per_tree`` wait per tree, ``max_waiting``
+    in all (0: none); past either a new one is refused at once and told why, with a warning
+    (see :mod:`isoplug.logs.sender_trees`). Senders over TCP or TLS, whose pid the socket
+    cannot give, count for no tree. An orphan that also left its group and session
+    (``setsid`` before a double fork, as a daemon does) keeps no trace of its tree, which the
+    kernel does not record, and the hello's name and token are the sender's to choose: it
+    counts as a tree of its own (see :mod:`isoplug.transport.process_tree`), and only
+    ``max_senders`` (in threads) bounds all of them together. ``max_senders`` applies in
+    threads only.
 
     Until it has shown the token, a connection has ``handshake_timeout`` seconds for its
     hello (TLS included) and frames of at most 64 KiB; at most ``max_handshakes`` are in
@@ -152,6 +152,8 @@ class LogReceiver(ReceiverConnections):
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         max_senders: int = DEFAULT_MAX_CONNECTIONS,
         max_senders_per_tree: int = DEFAULT_MAX_SENDERS_PER_TREE,
+        max_waiting_per_tree: int = DEFAULT_MAX_WAITING_PER_TREE,
+        max_waiting: int = DEFAULT_MAX_WAITING,
         handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_logger_entries: int = DEFAULT_LOGGER_BUDGET,
@@ -167,6 +169,14 @@ class LogReceiver(ReceiverConnections):
             raise ValueError(
                 f"max_senders_per_tree must be at least 1, not {max_senders_per_tree!r}"
             )
+        if max_waiting_per_tree < 0 or max_waiting < 0:
+            raise ValueError(
+                "max_waiting_per_tree and max_waiting must not be negative (0: a connection "
+                f"past its tree's limit is refused at once), not {max_waiting_per_tree!r} "
+                f"and {max_waiting!r}"
+            )
+        self.max_waiting_per_tree = max_waiting_per_tree
+        self.max_waiting = max_waiting
         self.max_senders = max_senders
         self.max_senders_per_tree = max_senders_per_tree
         self.handshake_timeout = handshake_timeout
@@ -176,6 +186,10 @@ class LogReceiver(ReceiverConnections):
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
         self._init_connections(max_logger_entries)
+        # Its waiting room serves one listener: a receiver is opened once.
+        self._tree_limit = sender_tree_limit(
+            max_senders_per_tree, max_waiting_per_tree, max_waiting, self._refusals, _log.warning
+        )
         # Async use: each open connection, with what says its end was accounted for.
         self._open_peers: dict[Peer, asyncio.Future[None]] = {}
         # Sync use: each connection its thread serves (a drain's end asks if its sender left).
@@ -247,45 +261,6 @@ class LogReceiver(ReceiverConnections):
             self._listener = None
             self._aclosing = None
 
-    async def _drain_and_close(self, listener: Listener) -> None:
-        loop = asyncio.get_running_loop()
-        drain_ends = loop.time() + self.drain_timeout
-        # Each connection's end accounted for, not only the connection closed: what its
-        # sender's ring gives back is replayed in slices on this loop after it closed.
-        ended = list(self._open_peers.values())
-        still_open: set[asyncio.Future[None]] = set()
-        if ended:
-            _, still_open = await asyncio.wait(ended, timeout=self.drain_timeout)
-            if still_open:
-                self._warn_still_open(
-                    len(still_open),
-                    [p.stream.fileno() for p, end in self._open_peers.items() if end in still_open],
-                )
-        # Senders that did not come back in time: their ends are accounted for now.
-        self._chains.pending.close()
-        # Their accounting runs on this loop in slices: done before replaying stops. So does
-        # that of the ends the watcher thread took just before (a sender that exited): handed
-        # to this loop, maybe not started yet. Stopping the replay before them counted what
-        # their rings give back as lost to the close, for senders that ended before it began.
-        settler = self._settler_for(loop)
-        await settler.wait()
-        while self._ends.any_deferred and loop.time() < drain_ends:
-            await asyncio.sleep(_HANDOVER_POLL)
-            await settler.wait()
-        self._stop_replaying()
-        await listener.aclose()
-        # Its watcher thread hands every end to this loop, so it ends at once; polled, not
-        # joined: the loop stays free meanwhile.
-        grace_ends = loop.time() + CLOSE_GRACE
-        while not self._chains.pending.wait_closed(0) and loop.time() < grace_ends:
-            await asyncio.sleep(0.001)
-        # What it handed over meanwhile (replaying stopped now: quick).
-        await self._settler_for(loop).wait()
-        if still_open:
-            self._say_what_closing_cost(len(still_open))
-        self._handler_errors.close()
-        self._refusals.close()
-
     async def _on_peer(self, peer: Peer) -> None:
         hello = peer.remote_hello
         assert hello is not None
@@ -309,17 +284,6 @@ class LogReceiver(ReceiverConnections):
                 del self._open_peers[peer]
                 accounted.set_result(None)
 
-    def _warn_still_open(self, count: int, fds: list[int | None]) -> None:
-        """``count`` connections are open when the drain time is up; ``fds``: the sockets of
-        those that carry records (others are in their handshake)."""
-        hung_up = sum(map(sender_hung_up, fds))
-        _log.warning(drain_warning(count - hung_up, hung_up, self.drain_timeout))
-
-    def _say_what_closing_cost(self, cut: int) -> None:
-        summary = closed_summary(self.metrics().values(), cut)
-        if summary is not None:
-            _log.warning(summary)
-
     def _listening(self) -> dict[str, Any]:
         """How either mode listens: its own children get handshake seats of their own, and the
         welcome tells a sender the level records are handled from here (one whose logging
@@ -329,9 +293,7 @@ class LogReceiver(ReceiverConnections):
             "ssl_context": self._ssl_context,
             "handshake_timeout": self.handshake_timeout,
             "max_handshakes": self.max_handshakes,
-            "client_limit": sender_tree_limit(
-                self.max_senders_per_tree, self._refusals, _log.warning
-            ),
+            "client_limit": self._tree_limit,
             "welcome_level": lambda: handled_level(self.prefix),
             "kinship": own_family,
             "takes_descriptors": True,
@@ -376,8 +338,9 @@ class LogReceiver(ReceiverConnections):
 
     def close(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, replaying what they still send;
-        then close everything (see :meth:`aclose`), in at most :data:`CLOSE_GRACE` more.
-        Nothing is replayed once it returned: what was not is counted and reported.
+        then close everything (see :meth:`aclose`), in at most
+        :data:`~isoplug.logs.receiver_closing.CLOSE_GRACE` more. Nothing is replayed once it
+        returned: what was not is counted and reported.
 
         Idempotent: a second call, or one from another thread meanwhile, waits for the first
         to end; one after :meth:`aclose` or before :meth:`open` does nothing, and so does one
@@ -389,31 +352,6 @@ class LogReceiver(ReceiverConnections):
                     self._close_server(server)
                 finally:
                     self._stopped_listening()
-
-    def _close_server(self, server: BlockingServer) -> None:
-        drain_ends = time.monotonic() + self.drain_timeout
-        still_open = server.wait_idle(self.drain_timeout)
-        if still_open:
-            # list(): their threads may end meanwhile.
-            channels = list(self._open_channels.values())
-            self._warn_still_open(still_open, [c.socket.fileno() for c in channels])
-        # Senders that did not come back in time: their ends are accounted for now, here.
-        self._chains.pending.close()
-        # Those the watcher thread took just before (a sender that exited) are accounted for
-        # on it, replaying what their rings give back: stopping the replay before they are
-        # done counted that as lost to the close, for senders that ended before it began.
-        self._ends.wait_settled(max(0.0, drain_ends - time.monotonic()))
-        self._stop_replaying()
-        grace_ends = time.monotonic() + CLOSE_GRACE
-        server.close(CLOSE_GRACE)
-        # The watcher thread may be accounting for an end it took just before (replaying
-        # stopped now): it ends within the same grace, closing its wake pipe.
-        self._chains.pending.wait_closed(max(0.0, grace_ends - time.monotonic()))
-        self._server = None
-        if still_open:
-            self._say_what_closing_cost(still_open)
-        self._handler_errors.close()
-        self._refusals.close()
 
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello

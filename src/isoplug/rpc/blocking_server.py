@@ -35,6 +35,7 @@ from isoplug.rpc.handshake import (
     blocking_server_handshake,
     peer_pid_text,
 )
+from isoplug.rpc.waiting_room import Ticket, Turn
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
@@ -156,6 +157,10 @@ class BlockingServer:
         with self._changed:
             self._closing = True
             connections = list(self._connections.values())
+            room = None if self._places is None else self._places.waiting_room
+            waiting = [] if room is None else room.close()
+        for ticket in waiting:
+            ticket.close()
         self._closed.set()
         self._listener.close()
         self._gate.close()
@@ -202,6 +207,7 @@ class BlockingServer:
             owner = None if self._places is None else self._places.owner(credentials, family)
             # The client this connection counts for (at most one; see ClientPlaces.claim).
             claimed: list[str] = []
+            ticket = None
             with self._changed:
                 if self._closing:
                     sock.close()
@@ -209,13 +215,16 @@ class BlockingServer:
                 full = (owner is None or not self._own_places()) and (
                     self._counted() >= self._max_connections
                 )
-                over = (
-                    not full
-                    and owner is not None
-                    and self._places is not None
-                    and not self._places.claim(owner, claimed)
-                )
-            if over:
+                turn = Turn.PLACED
+                if not full and owner is not None and self._places is not None:
+                    ticket = self._ticket(owner, sock, credentials, claimed)
+                    turn = self._places.claim_or_wait(ticket)
+            if turn is Turn.WAITS:
+                assert self._places is not None and self._places.waiting_room is not None
+                assert ticket is not None
+                self._places.waiting_room.told(ticket)
+                continue
+            if turn is Turn.REFUSED:
                 assert self._places is not None and owner is not None
                 self._refuse(sock, self._places.refuse(owner, credentials), counted=True)
                 continue
@@ -227,20 +236,53 @@ class BlockingServer:
                 self._forget(None, claimed)
                 self._refuse(sock, seat.refused, counted=True)
                 continue
-            thread = threading.Thread(
-                target=self._serve_connection,
-                args=(sock, seat, credentials, claimed),
-                name=f"isoplug-{self._name or 'server'}-session",
-                daemon=True,
-            )
-            with self._changed:
-                self._connections[thread] = sock
-            try:
-                thread.start()
-            except RuntimeError as exc:  # "can't start new thread": out of memory or threads
-                self._forget(thread, claimed)
+            self._start_session(sock, seat, credentials, claimed)
+
+    def _start_session(
+        self,
+        sock: socket.socket,
+        seat: Seat | None,
+        credentials: PeerCredentials | None,
+        claimed: list[str],
+    ) -> None:
+        """Serve ``sock`` in a thread of its own; ``seat`` None: one that waited for a place
+        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat."""
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(sock, seat, credentials, claimed),
+            name=f"isoplug-{self._name or 'server'}-session",
+            daemon=True,
+        )
+        with self._changed:
+            self._connections[thread] = sock
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": out of memory or threads
+            self._forget(thread, claimed)
+            if seat is not None:
                 self._gate.leave(seat)
-                self._refuse(sock, f"cannot start a thread for another connection: {exc}")
+            self._refuse(sock, f"cannot start a thread for another connection: {exc}")
+
+    def _ticket(
+        self,
+        client: str,
+        sock: socket.socket,
+        credentials: PeerCredentials | None,
+        claimed: list[str],
+    ) -> Ticket:
+        """What lets ``sock`` wait for a place of ``client`` (see
+        :mod:`~isoplug.rpc.waiting_room`)."""
+
+        def serve() -> None:
+            # With the server's lock held (the room's): a connection that ends, handing its
+            # place on, is not gone from the server before this one is there to wait for.
+            # No handshake seat: the room bounds those it lets in, and a burst's children
+            # ending at once must not find the seats taken and be refused after all.
+            assert self._places is not None and self._places.waiting_room is not None
+            self._places.waiting_room.entered()
+            self._start_session(sock, None, credentials, claimed)
+
+        return Ticket(client, sock.fileno(), credentials, claimed, serve, sock.close)
 
     def _own_places(self) -> bool:
         return self._places is not None and self._places.limit.own_places
@@ -273,7 +315,7 @@ class BlockingServer:
     def _serve_connection(
         self,
         sock: socket.socket,
-        seat: Seat,
+        seat: Seat | None,
         credentials: PeerCredentials | None,
         claimed: list[str],
     ) -> None:
@@ -287,7 +329,7 @@ class BlockingServer:
     def _serve_claimed(
         self,
         sock: socket.socket,
-        seat: Seat,
+        seat: Seat | None,
         credentials: PeerCredentials | None,
         claimed: list[str],
     ) -> None:
@@ -318,7 +360,7 @@ class BlockingServer:
                 passed=passed,
             )
         except IsoplugError as exc:
-            self._gate.leave(seat)
+            self._leave(seat)
             if not over_limit and not self._closing:
                 # Said once the seat is free: whoever reads the warning may connect at once.
                 self._gate.failed(exc, peer_pid_text(credentials))
@@ -326,10 +368,10 @@ class BlockingServer:
             _close_passed(passed)
             return
         except BaseException:
-            self._gate.leave(seat)
+            self._leave(seat)
             _close_passed(passed)
             raise
-        self._gate.leave(seat)
+        self._leave(seat)
         channel = BlockingChannel(sock, connection, early, passed[0] if passed else None)
         with self._changed:
             self._connections[current] = channel
@@ -342,6 +384,11 @@ class BlockingServer:
             _log.exception("connection handler for %s failed", self._listener.address)
         finally:
             channel.close("server closing" if self._closing else "closed")
+
+    def _leave(self, seat: Seat | None) -> None:
+        """Give the handshake's seat back, if it took one."""
+        if seat is not None:
+            self._gate.leave(seat)
 
     def _admission(
         self, credentials: PeerCredentials | None, claimed: list[str], over_limit: list[str]

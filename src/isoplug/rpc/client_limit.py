@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isoplug.rpc.handshake import PeerAdmission, bind_admission
+from isoplug.rpc.waiting_room import Ticket, Turn, WaitingRoom
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
 from isoplug.wire.connection import Admission
@@ -56,13 +57,19 @@ class ClientLimit:
     client names). A connection so named counts for that client from the moment it is
     accepted, its handshake included, and past the limit is refused at once (a ``busy``
     reject; ``refused`` reports it too). So a client's connections that say nothing cannot
-    take threads, sockets or handshake seats beyond its places either."""
+    take threads, sockets or handshake seats beyond its places either.
+
+    ``waiting_room``: a connection so named past its client's limit waits there, unread, for
+    one of the client's places, instead of being refused (see
+    :mod:`isoplug.rpc.waiting_room`); refused as before once the room is full. For one
+    server only."""
 
     client_of: Callable[[Hello, PeerCredentials | None], str | None]
     max_connections: int
     refused: Callable[[str, PeerCredentials | None], None]
     own_places: bool = False
     peer_client: Callable[[int], str | None] | None = None
+    waiting_room: WaitingRoom | None = None
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
@@ -88,6 +95,9 @@ class ClientPlaces:
         self._per_client: dict[str, int] = {}
         #: Places held by all clients together.
         self.held = 0
+        self.waiting_room = limit.waiting_room
+        if self.waiting_room is not None:
+            self.waiting_room.open(self._lock)
 
     def owner(self, credentials: PeerCredentials | None, family: str | None) -> str | None:
         """The client a connection counts for from its accept (see
@@ -110,12 +120,29 @@ class ClientPlaces:
             claimed.append(client)
             return True
 
+    def claim_or_wait(self, ticket: Ticket) -> Turn:
+        """Take a place of ``ticket.client`` for a connection at its accept; or, at the
+        client's limit, let it wait in the :attr:`waiting_room` (its server then says so with
+        :meth:`WaitingRoom.told`, and ``ticket.serve`` serves it in its turn). A client with
+        connections waiting takes no place before them."""
+        room = self.waiting_room
+        with self._lock:
+            if (room is None or not room.waiting_for(ticket.client)) and self.claim(
+                ticket.client, ticket.claimed
+            ):
+                return Turn.PLACED
+            return Turn.WAITS if room is not None and room.enter(ticket) else Turn.REFUSED
+
     def release(self, claimed: list[str]) -> None:
-        """The connection whose ``claimed`` this is ended: give its place back, if any."""
+        """The connection whose ``claimed`` this is ended: its place goes to the oldest
+        connection of its client waiting, if any, which is served now; else back."""
         if not claimed:
             return
         with self._lock:
-            if claimed:
+            if not claimed:
+                return
+            room = self.waiting_room
+            if room is None or not room.hand_place(claimed[-1], claimed):
                 self._give_back(claimed.pop())
 
     def connections(self, client: str) -> int:

@@ -8,6 +8,7 @@ the client's hello. The peer starts once that is done.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -29,6 +30,7 @@ from isoplug.rpc.handshake import (
     server_handshake,
 )
 from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Peer
+from isoplug.rpc.waiting_room import Ticket, Turn
 from isoplug.transport import Address, Listener, Stream, listen
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
@@ -102,11 +104,34 @@ async def serve(
         # Asked before a byte is read, and before the handshake's seat: a client's silent
         # connections take no more than its places (see ClientLimit.peer_client).
         owner = None if places is None else places.owner(credentials, family)
-        if owner is not None and places is not None and not places.claim(owner, claimed):
-            _turn_away(stream, gate, places.refuse(owner, credentials))
-            return
-        seat = gate.enter_family(family)
-        if not seat:
+        if owner is not None and places is not None:
+            turn = await _take_turn(places, owner, stream, credentials, claimed)
+            if turn is Turn.REFUSED:
+                _turn_away(stream, gate, places.refuse(owner, credentials))
+                return
+            if turn is Turn.WAITS:
+                assert places.waiting_room is not None
+                # Let in: counted as served once its session's handler runs (its owner
+                # waits for it meanwhile), or once it ended before.
+                served = _once(places.waiting_room.entered)
+                try:
+                    await serve_seated(stream, credentials, family, claimed, served)
+                finally:
+                    served()
+                return
+        await serve_seated(stream, credentials, family, claimed)
+
+    async def serve_seated(
+        stream: Stream,
+        credentials: PeerCredentials | None,
+        family: str | None,
+        claimed: list[str],
+        served: Callable[[], None] | None = None,
+    ) -> None:
+        # One that waited for a place (``served``) takes no seat: the room bounds those it
+        # lets in, and a burst's children ending at once must not be refused after all.
+        seat = gate.enter_family(family) if served is None else None
+        if seat is not None and not seat:
             _turn_away(stream, gate, seat.refused)
             return
         over_limit: list[str] = []
@@ -125,7 +150,8 @@ async def serve(
         except IsoplugError as exc:
             refusal = exc
         finally:
-            gate.leave(seat)
+            if seat is not None:
+                gate.leave(seat)
         if refusal is not None:
             if not over_limit:  # a client's limit was reported by its owner already
                 # Said once the seat is free: whoever reads the warning may connect at once.
@@ -140,6 +166,8 @@ async def serve(
             early_messages=early,
             default_timeout=default_timeout,
         )
+        if served is not None:
+            served()  # on_peer counts it from its first step, before it awaits anything
         try:
             await on_peer(peer)
         finally:
@@ -157,7 +185,72 @@ async def serve(
     # The listener itself, shown as its address: the new one after listen_again_if_lost().
     gate.address = listener
     listener.on_close.append(gate.close)
+    room = None if places is None else places.waiting_room
+    if room is not None:
+        # Its watcher ends; what still waits was cancelled with its task, or is now.
+        listener.on_close.append(lambda: _close_all(room.close()))
     return listener
+
+
+async def _take_turn(
+    places: ClientPlaces,
+    client: str,
+    stream: Stream,
+    credentials: PeerCredentials | None,
+    claimed: list[str],
+) -> Turn:
+    """A place of ``client`` for ``stream``'s connection, or its turn in the waiting room
+    (see :mod:`isoplug.rpc.waiting_room`), its stream paused meanwhile: what it sent stays
+    in the kernel, the descriptor it passed too."""
+    loop = asyncio.get_running_loop()
+    turn_came: asyncio.Future[None] = loop.create_future()
+
+    def serve() -> None:
+        # With the room's lock held, maybe on its watcher thread.
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_come, turn_came)
+
+    fd = stream.fileno()
+    if fd is None:  # no socket to wait on: at once, as without a room
+        return Turn.PLACED if places.claim(client, claimed) else Turn.REFUSED
+    ticket = Ticket(client, fd, credentials, claimed, serve, close=lambda: None)
+    turn = places.claim_or_wait(ticket)
+    if turn is not Turn.WAITS:
+        return turn
+    room = places.waiting_room
+    assert room is not None
+    stream.pause_reading()
+    room.told(ticket)
+    try:
+        await turn_came
+    except asyncio.CancelledError:
+        room.abandon(ticket)
+        raise
+    stream.resume_reading()
+    return turn
+
+
+def _close_all(tickets: list[Ticket]) -> None:
+    for ticket in tickets:
+        ticket.close()
+
+
+def _come(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """``action``, done at the first call only."""
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return call
 
 
 def _turn_away(stream: Stream, gate: HandshakeGate, why: str) -> None:

@@ -21,22 +21,37 @@ import sys
 
 import msgspec
 
-from isoplug.control import EXIT_BAD_BOOTSTRAP, Bootstrap
+from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NO_THREAD, Bootstrap
+from isoplug.control.interpreter_only import give_back
 from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.loader import drop_working_directory
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
 from isoplug.runner.outside_stop import end_if_only_signalled, host_stops
+from isoplug.runner.own_threads import say_no_thread
 from isoplug.runner.session import run_runner
 from isoplug.runner.signal_mask import unblock_stop_signals
 from isoplug.runner.vital_fds import vital
+from isoplug.thread_limits import cannot_start_thread
 
 #: The bootstrap is a few hundred bytes per plugin; a line longer than this is not one.
 _MAX_BOOTSTRAP_BYTES = 1024 * 1024
 
 
 def main() -> int:
+    try:
+        return _run_main()
+    except RuntimeError as exc:
+        # One of the runner's own threads (its lifeline, log forwarding, health checks): a
+        # plugin's code never raises this far (its import, setup and calls are caught).
+        if not cannot_start_thread(exc):
+            raise
+        say_no_thread(exc)
+        return EXIT_NO_THREAD
+
+
+def _run_main() -> int:
     # A host started with them blocked passes its mask on; the host's SIGTERM, when it must
     # end a runner that does not exit, would wait for its SIGKILL. Before any thread starts.
     blocked = unblock_stop_signals()
@@ -44,6 +59,13 @@ def main() -> int:
     # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
     # (capture_python_output): it keeps writing to the real file descriptor 2.
     faulthandler.enable()
+    # Before any plugin code: what the host set for this interpreter alone (isoplug's import
+    # folder on PYTHONPATH) must not reach the programs a plugin starts.
+    try:
+        give_back()
+    except ValueError as exc:
+        print(f"isoplug runner: {exc}", file=sys.stderr)
+        return EXIT_BAD_BOOTSTRAP
     buffer = bytearray(_MAX_BOOTSTRAP_BYTES)
     try:
         size, filled = _read_line_into(buffer)

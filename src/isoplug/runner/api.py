@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar, overload
 
 from isoplug.control import CapabilityDenied
+from isoplug.control.interpreter_only import isoplug_import_folders
 from isoplug.errors import IsoplugError
 from isoplug.logs import (
     ADDRESS_ENV,
@@ -122,11 +124,18 @@ class PluginContext:
         """The environment variables that make :func:`isoplug.logs.forward_logs`, called with
         no address in a child process (``subprocess`` with ``env={**os.environ,
         **ctx.log_child_env()}``), send its records as the plugin's, at the level the runner's
-        root logger has now (unless the child configures its logging first). Raises as
-        :meth:`log_initializer` does."""
+        root logger has now (unless the child configures its logging first). Where the host
+        put isoplug's folder on the runner's ``PYTHONPATH`` (which the plugin's own
+        ``os.environ`` does not show), ``PYTHONPATH`` too, that folder before the plugin's
+        entries: the child imports the runner's isoplug, even on a plugin's own interpreter
+        that has none. Raises as :meth:`log_initializer` does."""
         address, token, name = self._forwarder().child_settings()
         level = str(logging.getLogger().getEffectiveLevel())
-        return {ADDRESS_ENV: address, TOKEN_ENV: token, NAME_ENV: name, LEVEL_ENV: level}
+        env = {ADDRESS_ENV: address, TOKEN_ENV: token, NAME_ENV: name, LEVEL_ENV: level}
+        if folders := isoplug_import_folders():
+            own = os.environ.get("PYTHONPATH")
+            env["PYTHONPATH"] = os.pathsep.join([*folders, *([own] if own else [])])
+        return env
 
     def _forwarder(self) -> ForwardingHandler:
         handler = kept_forwarder()

@@ -84,5 +84,10 @@ def run(
     factory = loop_factory(choice)
     if wrap_factory is not None:
         factory = wrap_factory(factory)
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main)
+    finally:
+        # A loop that could not be made or run (out of descriptors) never started it:
+        # closed, it is not reported as "never awaited" over the error that says why.
+        main.close()

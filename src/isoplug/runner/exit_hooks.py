@@ -54,6 +54,7 @@ from isoplug.log_guard import guarded_logger
 from isoplug.logs.sources import current_source
 from isoplug.runner.health import describe_frame
 from isoplug.runner.leftover_tasks import MIN_GRACE
+from isoplug.runner.own_threads import start_or_go_without
 
 __all__ = ["mark_plugin_hooks", "run_exit_hooks", "run_thread_exit_callbacks"]
 
@@ -186,7 +187,9 @@ def _start(
                 loop.call_soon_threadsafe(_settle, future)
 
     thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
-    thread.start()
+    instead = "they run on the event loop's thread, with no deadline but the host's SIGTERM"
+    if not start_or_go_without(thread, "exit hooks", instead):
+        run()
     return thread
 
 

@@ -60,6 +60,7 @@ from isoplug.runner.output_wait import OutputWaits, ThreadOutputWait
 from isoplug.runner.vital_fds import vital
 from isoplug.runner.workers import WorkerPool, default_threads
 from isoplug.stdlib_paths import in_stdlib
+from isoplug.thread_limits import start_thread
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import FrameDecoder
 
@@ -163,7 +164,7 @@ class HealthMonitor:
         self._loop_output = ThreadOutputWait()
         self._beat()
         self._sock.settimeout(self._tick)
-        self._thread.start()
+        start_thread(self._thread, "the runner's health checks")
         if not self._files_opened.wait(THREAD_START_WAIT):
             _log.warning(
                 "the health thread did not start within %.0f s; the plugins' open_files limit "

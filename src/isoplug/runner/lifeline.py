@@ -37,6 +37,7 @@ import sys
 import threading
 
 from isoplug.runner.outside_stop import host_stops
+from isoplug.thread_limits import start_thread
 from isoplug.transport.fd_identity import FdIdentity
 
 __all__ = ["hold_lifeline", "set_parent_death_signal"]
@@ -55,9 +56,10 @@ def hold_lifeline(fd: int = 0) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, fd)
     os.close(null)
-    threading.Thread(
+    watch = threading.Thread(
         target=_watch, args=(lifeline, identity), name="isoplug-lifeline", daemon=True
-    ).start()
+    )
+    start_thread(watch, "the runner's lifeline, which ends it with its host")
 
 
 def set_parent_death_signal() -> None:

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from isoplug.control import PluginEntry
+from isoplug.control.interpreter_only import give_back
 from isoplug.errors import ConfigInvalid
 from isoplug.runner.config import declared_schema
 from isoplug.runner.loader import PluginLoadError, drop_working_directory, load_plugin_class
@@ -47,6 +48,8 @@ EXIT_UNDESCRIBABLE = 6
 
 
 def main() -> int:
+    # The plugin's import may start programs: they get the plugin's environment, as in a runner.
+    give_back()
     entry = msgspec.json.decode(sys.stdin.buffer.read(), type=PluginEntry)
     answer = _private_stdout()
     code, text = _answer(entry)

@@ -47,6 +47,7 @@ from isoplug.runner.leftover_tasks import (
     where_waiting,
 )
 from isoplug.runner.leftover_threads import wait_for_plugin_threads
+from isoplug.runner.own_threads import start_or_go_without
 from isoplug.runner.plugin_frames import awaited_frames, describe_in_folder, thread_frames
 from isoplug.runner.vital_fds import vital
 
@@ -217,7 +218,12 @@ class TeardownWatch:
         self._thread = threading.Thread(
             target=self._watch, args=(at,), name="isoplug-teardown-watch", daemon=True
         )
-        self._thread.start()
+        start_or_go_without(
+            self._thread,
+            "the teardown watch",
+            "the teardowns run without it: one that blocks the event loop past the teardown "
+            "timeout is not named, and ends at the host's SIGTERM",
+        )
 
     async def run(self, plugin_id: str, folder: str, plugin: object) -> str | None:
         """Run ``plugin.teardown()`` (a plain def one here, on the loop) and await what it

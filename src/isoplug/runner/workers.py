@@ -35,6 +35,7 @@ from typing import Any
 from isoplug.log_guard import guarded_logger
 from isoplug.runner.forked_away import end_if_forked
 from isoplug.runner.vital_fds import vital
+from isoplug.thread_limits import ThreadShortage, start_thread
 
 __all__ = ["WorkerPool", "WorkerThread", "default_threads"]
 
@@ -162,7 +163,12 @@ class WorkerPool:
                 raise RuntimeError(f"{what}: the runner is shutting down; it was not run")
             self._work[key] = work
         self._queue.put((key, work))
-        self._adjust()
+        if not self._adjust():
+            # No thread at all, and none may start: nothing would ever run it.
+            with self._lock:
+                work.cancelled = True
+                self._work.pop(key, None)
+            raise ThreadShortage(f"a worker thread to run {what}")
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -179,21 +185,31 @@ class WorkerPool:
         with self._lock:
             return [work for work in self._work.values() if not work.cancelled]
 
-    def _adjust(self) -> None:
-        # As ThreadPoolExecutor: an idle thread takes the work, else a new one if allowed.
+    def _adjust(self) -> bool:
+        """As ThreadPoolExecutor: an idle thread takes the work, else a new one if allowed.
+        False when no thread is there to take it, and the kernel refused a new one."""
         with self._lock:
             if self._idle:
                 self._idle -= 1
-                return
+                return True
             if self._threads >= self.max_threads:
-                return
+                return True
             self._threads += 1
             number = self._threads
             ending = self._shut_down
-        WorkerThread(self, f"{self._name}-{number}").start()
+        try:
+            start_thread(WorkerThread(self, f"{self._name}-{number}"), "a worker thread")
+        except ThreadShortage as exc:
+            with self._lock:
+                self._threads -= 1
+                others = self._threads > 0
+            if others:
+                _log.warning("%s; the call waits for a worker thread that runs already", exc)
+            return others
         if ending:
             # Work queued as shutdown() began: it counted the threads before this one.
             self._queue.put(None)
+        return True
 
     def _serve(self) -> None:
         lock = self._lock

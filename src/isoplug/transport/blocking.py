@@ -265,4 +265,12 @@ def listen_blocking(
     except (OSError, ValueError) as exc:
         raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
     context = ssl_context if parsed.scheme is Scheme.TLS else None
-    return BlockingListener(sock, bound, ssl_context=context, place=place, backlog=backlog)
+    try:
+        return BlockingListener(sock, bound, ssl_context=context, place=place, backlog=backlog)
+    except BaseException:
+        # Out of descriptors for its wake-up pair, say: nobody else would close the socket
+        # or remove its private folder.
+        sock.close()
+        if place is not None:
+            place.remove()
+        raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import stat
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 
 from isoplug.errors import TransportError
 from isoplug.transport.address import Address, Scheme
-from isoplug.transport.private_places import PrivatePlace
+from isoplug.transport.private_places import PrivatePlace, remove_folder
 from isoplug.transport.socket_dirs import owner_prefix
 
 __all__ = [
@@ -137,7 +136,7 @@ def private_unix_socket(parsed: Address, backlog: int) -> tuple[socket.socket, P
     except BaseException:
         if private_dir is not None:
             # Made just now, for this socket alone; the error that goes on says what failed.
-            shutil.rmtree(private_dir, ignore_errors=True)
+            _discard(private_dir, path)
         raise
 
 
@@ -170,12 +169,23 @@ def private_unix_socket_again(
     except OSError:
         # A file at the path (a same-user process's, in our folder): a fresh folder instead.
         if remade:
-            shutil.rmtree(folder.path, ignore_errors=True)
+            _discard(folder.path, lost.path)
         return private_unix_socket(Address(Scheme.UNIX), backlog)
     try:
         return sock, PrivatePlace.made(lost.path, folder.path)
     except BaseException:
         sock.close()
         if remade:
-            shutil.rmtree(folder.path, ignore_errors=True)
+            _discard(folder.path, lost.path)
         raise
+
+
+def _discard(folder: str, socket_path: str) -> None:
+    """Remove ``folder``, made just now for the socket at ``socket_path`` (there or not),
+    without taking a descriptor: a listener that failed for want of them must still leave
+    nothing. What stays (someone's file put there meanwhile) is left: the error that goes on
+    says what failed."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    with contextlib.suppress(OSError):
+        remove_folder(folder)

@@ -17,13 +17,14 @@ anything that no longer matches: it never reuses, nor deletes, a folder it did n
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import stat
 
 from isoplug.log_guard import guarded_logger
 
-__all__ = ["Made", "PrivatePlace"]
+__all__ = ["Made", "PrivatePlace", "remove_folder"]
 
 _log = guarded_logger("isoplug.transport")
 
@@ -119,11 +120,23 @@ class PrivatePlace:
             _left(self.folder, change, reported)
             return
         try:
-            shutil.rmtree(self.folder.path)
+            remove_folder(self.folder.path)
         except FileNotFoundError:
             _left(self.folder, "deleted", reported)  # just now
         except OSError as exc:
             _log.warning("could not remove %s: %s", self.folder.path, exc)
+
+
+def remove_folder(path: str) -> None:
+    """Remove the private folder ``path``: emptied of its socket already, as a rule, so with
+    ``rmdir``, which takes no descriptor (a process out of them, closing what it opened,
+    must still leave nothing behind); ``rmtree`` for what someone put there."""
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            raise
+        shutil.rmtree(path)
 
 
 def _left(made: Made, change: str, reported: bool) -> None:

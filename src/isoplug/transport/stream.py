@@ -406,8 +406,12 @@ class SocketStream(Stream, asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._deliver_buffered)
         transport = self._transport
         if transport is not None and not transport.is_closing() and self._reading_paused:
-            transport.resume_reading()
             self._reading_paused = False
+            # Paused before its first bytes came (a connection that waited for a place,
+            # isoplug.rpc.waiting_room): the transport reads once their descriptor is taken,
+            # or would drop it.
+            if self._peeker is None:
+                transport.resume_reading()
 
     def _deliver_buffered(self) -> None:
         """Hand chunks that arrived before the listener (or while paused) to the listener."""
