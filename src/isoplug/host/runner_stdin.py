@@ -62,13 +62,18 @@ class HostEnd:
         with self._closing:
             if self._fd is None:
                 return False
-            # A copy, so that its socket object closes only itself.
-            copy = os.dup(self._fd)
+            try:
+                # A copy, so that its socket object closes only itself.
+                copy = os.dup(self._fd)
+            except OSError:
+                return False  # out of descriptors: the stop goes on without the notice
         with socket.socket(fileno=copy) as sock:
             try:
-                return sock.send(STOP_NOTICE, socket.MSG_DONTWAIT) == len(STOP_NOTICE)
+                # No SIGPIPE for a runner gone: an application may have restored its default.
+                sent = sock.send(STOP_NOTICE, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except OSError:
                 return False
+            return sent == len(STOP_NOTICE)
 
     def close(self) -> None:
         """Let go of the lifeline (no shutdown: in a forked child of the host, that would
