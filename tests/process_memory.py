@@ -1,6 +1,9 @@
-"""What the tests of forked runners read of another process: its parent, its memory."""
+"""What the tests read of another process: its parent and children, its memory, its signal
+mask."""
 
 from __future__ import annotations
+
+import os
 
 
 def _stat(pid: int) -> list[str]:
@@ -10,6 +13,27 @@ def _stat(pid: int) -> list[str]:
 
 def parent_of(pid: int) -> int:
     return int(_stat(pid)[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent ``pid`` is now."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if parent_of(int(entry)) == pid:
+                    children.append(int(entry))
+            except OSError:
+                continue  # gone meanwhile
+    return children
+
+
+def blocked_signals(pid: int) -> set[int]:
+    """The signals blocked in the main thread of process ``pid`` (``SigBlk`` of its status)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("SigBlk:"))
+    mask = int(line.split()[1], 16)
+    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
 
 
 def group_and_session_of(pid: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import pytest
 
 from isoplug.cli.running import plugin_config_file
 from isoplug.testing import eventually
+from tests.process_memory import blocked_signals
 from tests.processes import child_env
 from tests.test_cli_exits import write_plugin
 
@@ -203,6 +204,33 @@ async def test_sigint_stops_the_run_even_when_ignored_at_start(tmp_path: Path) -
     output = (seen + rest).decode()
     assert run.returncode == 0, output
     assert "SIGINT: stopping every plugin" in output
+
+
+def blocking(*signums: signal.Signals) -> Callable[[], object]:
+    """A child's start with ``signums`` blocked in its signal mask, as a parent leaves them
+    that blocked them in the thread that starts it (the mask survives ``exec``)."""
+    return lambda: signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+
+
+async def test_stop_signals_blocked_at_start_are_unblocked(tmp_path: Path) -> None:
+    """Started with SIGINT, SIGTERM and SIGHUP blocked: they are unblocked and said (at INFO),
+    SIGTERM stops the run cleanly, and the runner does not inherit the blocked mask."""
+    stop = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    marked_plugin(tmp_path / "plugins")
+    async with isoplug_run(tmp_path / "plugins", preexec_fn=blocking(*stop)) as run:
+        seen = await until_line(run, rb"ready: runner marked \(pid \d+\)")
+        runner = int(re.findall(rb"ready: runner marked \(pid (\d+)\)", seen)[0])
+        assert not blocked_signals(runner) & set(stop)
+        run.send_signal(signal.SIGTERM)
+        # Still blocked, the signal would stay pending, and the run go on.
+        rest, _ = await asyncio.wait_for(run.communicate(), 30)
+    output = (seen + rest).decode()
+    assert run.returncode == 0, output
+    assert (
+        "stop signals blocked in the signal mask isoplug started with (its parent blocked "
+        "them): SIGINT, SIGTERM, SIGHUP; unblocked" in output
+    )
+    assert "SIGTERM: stopping every plugin" in output
 
 
 # -- paths and the working directory -----------------------------------------------------------

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -90,11 +90,14 @@ async def cli(
     stdout: int = asyncio.subprocess.PIPE,
     env: Mapping[str, str] = ENV,
     python: str = sys.executable,
+    launcher: Sequence[str] = (),
     **options: Any,
 ) -> AsyncIterator[Cli]:
-    """``python -m isoplug ARGUMENTS``; ``options``: more of ``create_subprocess_exec``'s
+    """``python -m isoplug ARGUMENTS``, run by ``launcher`` (a command that runs the rest of
+    its arguments, as ``unshare``); ``options``: more of ``create_subprocess_exec``'s
     (``cwd``, ``user``)."""
     process = await asyncio.create_subprocess_exec(
+        *launcher,
         python,
         "-m",
         "isoplug",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +28,7 @@ from isoplug.cli.console import (
     use_colour,
 )
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
+from isoplug.cli.init_process import reap_as_pid1
 from isoplug.cli.parser import build_parser
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
@@ -36,10 +39,13 @@ from isoplug.cli.signals import (
     EXIT_USAGE,
     StopSignals,
     run_until_stopped,
+    say_unblocked,
 )
 from isoplug.cli.tools import new_plugin, print_schema
 from isoplug.host.shortage import shortage
 from isoplug.host.standard_fds import fill_standard_descriptors
+from isoplug.log_guard import guarded_logger
+from isoplug.runner.signal_mask import unblock_stop_signals
 
 __all__ = ["ConsoleFormatter", "main", "use_colour"]
 
@@ -48,8 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``isoplug`` console script; returns the exit code."""
     _standard_streams()
     arguments = build_parser().parse_args(argv)
+    # Before any thread starts: a fork copies one thread only.
+    reaper = reap_as_pid1() if arguments.command in _HOSTING else None
+    # Before any thread starts too: each takes the mask of the thread that starts it.
+    blocked = unblock_stop_signals()
     try:
-        code = _command(arguments)
+        code = _command(arguments, blocked, reaper)
         # What is still buffered goes now, while a closed pipe can still be told apart.
         sys.stdout.flush()
     except BrokenPipeError:
@@ -103,7 +113,13 @@ def _standard_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _command(arguments: argparse.Namespace) -> int:
+#: The commands that run a host, and so may make orphans: as PID 1 they get a reaper.
+_HOSTING = ("run", "demo")
+
+
+def _command(
+    arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...], reaper: int | None
+) -> int:
     if arguments.command == "demo" and arguments.protocol:
         try:
             return run_demo()
@@ -114,6 +130,14 @@ def _command(arguments: argparse.Namespace) -> int:
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir, arguments.timeout)
     console = configure_console_logging(arguments.log_level, sys.stdout)
+    say_unblocked(blocked)
+    if reaper is not None:
+        guarded_logger("isoplug.cli").info(
+            "isoplug was started as PID 1 (a container without --init): PID %d now only "
+            "reaps orphaned processes and passes signals on to the command, pid %d",
+            reaper,
+            os.getpid(),
+        )
     signals = StopSignals()
     if arguments.command == "run":
         code = run_command(arguments, console, signals)

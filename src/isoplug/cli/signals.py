@@ -2,8 +2,9 @@
 
 The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (the terminal closed) asks for a clean stop;
 another one kills every runner at once. A SIGHUP or SIGTERM the command was started ignoring
-(``nohup``) stays ignored (:func:`stop_signals`). A repeat within :data:`REPEAT_WINDOW` of the first
-is the same request, not a second one: ``kill -INT p; kill -INT p``, GNU ``timeout`` (which
+(``nohup``) stays ignored (:func:`stop_signals`); one it was started with blocked in its signal
+mask is unblocked and said (:func:`say_unblocked`). A repeat within :data:`REPEAT_WINDOW` of the
+first is the same request, not a second one: ``kill -INT p; kill -INT p``, GNU ``timeout`` (which
 signals the command, then its process group) and a terminal that sends SIGHUP and then
 SIGTERM (or SIGCONT) all deliver two signals within a few milliseconds.
 
@@ -29,6 +30,7 @@ from types import FrameType
 
 from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
+from isoplug.runner.signal_mask import STOP_SIGNALS
 
 #: Exit code: stopped on request, and nothing went wrong.
 EXIT_OK = 0
@@ -51,9 +53,6 @@ EXIT_CONSOLE_FAILED = 74
 #: what a shell shows for a command killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 141
 
-#: Signals that stop the command cleanly (those it listens to: :func:`stop_signals`).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
 
 def stop_signals() -> tuple[signal.Signals, ...]:
     """The stop signals the command listens to: those of :data:`STOP_SIGNALS` that it was not
@@ -67,6 +66,18 @@ def stop_signals() -> tuple[signal.Signals, ...]:
         for signum in STOP_SIGNALS
         if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
     )
+
+
+def say_unblocked(blocked: tuple[signal.Signals, ...]) -> None:
+    """Say which stop signals the command found blocked in the signal mask it started with,
+    and unblocked (:func:`isoplug.runner.signal_mask.unblock_stop_signals`): an operator
+    whose supervisor blocks them learns why they work here and may not elsewhere."""
+    if blocked:
+        guarded_logger("isoplug.cli").info(
+            "stop signals blocked in the signal mask isoplug started with (its parent "
+            "blocked them): %s; unblocked, so that they stop it as usual",
+            ", ".join(signum.name for signum in blocked),
+        )
 
 
 #: A stop signal this soon (seconds) after the first one repeats it rather than asking again.

@@ -52,6 +52,7 @@ __all__ = [
     "SET_CONFIG",
     "SET_LOG_LEVEL",
     "SHUTDOWN",
+    "STOP_NOTICE",
     "ZYGOTE_MODULE",
     "Bootstrap",
     "CallOutcome",
@@ -137,6 +138,11 @@ class CapabilityDenied(IsoplugError, PermissionError):
     # internal module: a RemoteError's remote_type and a printed traceback show this name.
     __module__ = "isoplug"
 
+
+#: What the host writes on a runner's stdin (its lifeline), after the bootstrap, when it begins
+#: stopping the runner: from then on a SIGTERM is the host's, and ends the runner at once (see
+#: isoplug.runner.outside_stop). The runner takes any byte there for it.
+STOP_NOTICE = b"!"
 
 #: Seconds of CPU time between a runner's SIGXCPU (its soft ``RLIMIT_CPU``, ``cpu_seconds``) and
 #: the kernel's SIGKILL (the hard limit), for a plugin that handles SIGXCPU.

@@ -67,6 +67,10 @@ class Child(Protocol):
     def close_stdin(self) -> None:
         """Let go of the lifeline (idempotent)."""
 
+    def tell_stopping(self) -> bool:
+        """Tell the runner, on its stdin, that the host began stopping it (never blocks;
+        False when that could not be written)."""
+
     def drop_inherited(self) -> None:
         """In a forked child of the host: close the child's copies of the lifeline and the
         pidfd (see :mod:`isoplug.host.binding`)."""
@@ -137,6 +141,9 @@ class SpawnedChild:
 
     def close_stdin(self) -> None:
         self._stdin.close()
+
+    def tell_stopping(self) -> bool:
+        return self._stdin.tell_stopping()
 
     def drop_inherited(self) -> None:
         self._stdin.drop_inherited()

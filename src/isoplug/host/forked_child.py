@@ -83,6 +83,9 @@ class ForkedChild:
     def close_stdin(self) -> None:
         self._stdin.close()
 
+    def tell_stopping(self) -> bool:
+        return self._stdin.tell_stopping()
+
     def drop_inherited(self) -> None:
         self._stdin.drop_inherited()
         pidfd, self._pidfd = self._pidfd, None  # no lock: see binding.Inherited

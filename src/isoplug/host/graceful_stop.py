@@ -1,6 +1,7 @@
-"""Stopping a runner gracefully, step by step: ask it (``runner.shutdown``), then SIGTERM to
-its process group, then SIGKILL; each step's deadline runs from its start, and each step that
-is needed is logged with why (see docs/operations.md, "Signals and shutdown").
+"""Stopping a runner gracefully, step by step: tell it on its stdin that its stop began, ask
+it (``runner.shutdown``), then SIGTERM to its process group, then SIGKILL; each step's deadline
+runs from its start, and each step that is needed is logged with why (see
+docs/operations.md, "Signals and shutdown").
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ async def stop_gracefully(
     ``terminate_timeout``; then SIGKILL. Returns once it has exited. ``unreaped()`` is asked
     after each wait that did not see the exit: True when the runner had exited, unseen (see
     :meth:`~isoplug.host.process.RunnerProcess.kill_and_wait`)."""
+    # First: a runner whose loop is blocked reads its stdin all the same, and then takes the
+    # SIGTERM below for the host's (an outside one would start its graceful stop).
+    process.tell_stopping()
     if ask is not None and process.running:
         requested = time.monotonic()
         # The answer is not waited for on its own: a runner whose loop is blocked never

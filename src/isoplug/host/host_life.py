@@ -92,6 +92,9 @@ async def stop_everything(
     """Stop every runner, then close what served them (see the module docstring); cancelled,
     kill the runners at once, close the rest, and raise. ``kill_first``: why every runner is
     killed at once from the start."""
+    if zygote is not None:
+        # Its death from here on ends runners the host is stopping: not an ERROR to restart.
+        zygote.host_stopping()
     stopping = asyncio.ensure_future(
         asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
     )

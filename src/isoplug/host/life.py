@@ -126,6 +126,8 @@ class RunnerLife:
         #: Where its plugins' setup() waited when it was killed for not being ready in time,
         #: as it said (see isoplug.host.setup_where); "" if it was not, or did not say.
         self.setup_waited = ""
+        #: The host began ending it (a stop, a restart, a recycle): see ExitAccount.during_stop.
+        self.stopping = False
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -315,6 +317,7 @@ class RunnerLife:
             # Whatever the host sent it counts first: it was ending the runner itself.
             zygote_died=process.zygote_died and not process.host_signals,
             self_abort=self_abort(tail, returncode, sender),
+            during_stop=self.stopping or self._commands.pending is not None,
         )
         if cancelled is not None:
             self.cut_short = account
@@ -473,6 +476,7 @@ class RunnerLife:
 
     async def _shut_down(self, process: RunnerProcess) -> None:
         """Ask, then SIGTERM, then SIGKILL; returns once the runner has exited."""
+        self.stopping = True
         peer = self.peer
 
         async def ask() -> None:

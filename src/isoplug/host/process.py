@@ -240,6 +240,15 @@ class RunnerProcess:
             _log.debug("runner %d exited before reading its bootstrap", self.pid)
             self._let_go()
 
+    def tell_stopping(self) -> None:
+        """Tell the runner that the host began stopping it, before the host asks or signals
+        it: a SIGTERM from then on is the host's, which ends it at once (see
+        :mod:`isoplug.runner.outside_stop`). Never blocks; a runner that cannot be told
+        (gone, or its stdin full) takes the host's SIGTERM for an outside one, which stops
+        it too, and the host's SIGKILL follows as ever."""
+        if os.getpid() == self._owner:
+            self._child.tell_stopping()
+
     def _let_go(self) -> None:
         """Close the runner's lifeline: from now on it ends by itself (if it still runs)."""
         self._child.close_stdin()

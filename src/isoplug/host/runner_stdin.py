@@ -3,7 +3,8 @@
 The host writes there what the runner must know before anything else (a forked runner's
 environment, then every runner's bootstrap line with its tokens), then keeps its end open for
 the runner's whole life: the runner's *lifeline* (:mod:`isoplug.runner.lifeline`) reads
-end-of-file the moment the host dies or lets go of it.
+end-of-file the moment the host dies or lets go of it. The one thing it writes there later is
+that it began stopping the runner (:meth:`HostEnd.tell_stopping`).
 
 A socket, not a pipe: any process of the same user may ``open("/proc/<runner>/fd/0")`` (the
 kernel checks only that it could ptrace-read the runner, which Yama does not restrict), and
@@ -19,6 +20,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
+
+from isoplug.control import STOP_NOTICE
 
 __all__ = ["HostEnd", "runner_stdin"]
 
@@ -51,6 +54,26 @@ class HostEnd:
         with memoryview(data) as view:
             while written < len(view):
                 written += os.write(fd, view[written:])
+
+    def tell_stopping(self) -> bool:
+        """Tell the runner that the host began stopping it (:data:`~isoplug.control.STOP_NOTICE`),
+        without waiting: False when it could not be written (the runner gone, or its stdin
+        still full of what it has not read)."""
+        with self._closing:
+            if self._fd is None:
+                return False
+            try:
+                # A copy, so that its socket object closes only itself.
+                copy = os.dup(self._fd)
+            except OSError:
+                return False  # out of descriptors: the stop goes on without the notice
+        with socket.socket(fileno=copy) as sock:
+            try:
+                # No SIGPIPE for a runner gone: an application may have restored its default.
+                sent = sock.send(STOP_NOTICE, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:
+                return False
+            return sent == len(STOP_NOTICE)
 
     def close(self) -> None:
         """Let go of the lifeline (no shutdown: in a forked child of the host, that would

@@ -106,6 +106,12 @@ _SIGNAL_HINTS = {
 }
 
 
+#: Who sends a signal to a runner the host is stopping, most often.
+_STOPPING_HINT = (
+    "sender unknown: systemd's default KillMode=control-group signals every process of a "
+    "service at once; KillMode=mixed, the host alone"
+)
+
 #: Hints for the self-aborts whose cause a user is likely to miss, by what the runner said.
 _ABORT_HINTS = (
     (
@@ -154,6 +160,10 @@ class ExitAccount:
     #: that says it aborted itself (a failed assertion of native code, a fatal error of
     #: Python's; sanitized), as its own words; None: nothing did.
     self_abort: str | None = None
+    #: True when the host had begun ending it (a stop, a restart, a recycle) when it ended: a
+    #: signal the host did not send then came from outside while it stopped (a service
+    #: manager signalling every process at once), and its account says so.
+    during_stop: bool = False
 
     @property
     def exit_code(self) -> int | None:
@@ -214,17 +224,22 @@ class ExitAccount:
             said = outside_words(self.self_abort)
             why = next((h for words, h in _ABORT_HINTS if words in self.self_abort), "")
             return f", raised by the runner itself, as its stderr says: {said}{why}"
+        outside = ", not sent by the host"
+        if self.during_stop:
+            outside += ", while the host was stopping it"
         if self.returncode != -signal.SIGKILL:
             # The kernel does not say who sent it; for a fault, what the signal means.
             # A SIGXCPU the host cannot tie to a limit it set is anyone's.
             hint = _SIGNAL_HINTS.get(signal.Signals(-self.returncode)) if self._known() else None
-            return f", not sent by the host ({hint or 'sender unknown'})"
+            if hint is None and self.during_stop:
+                hint = _STOPPING_HINT
+            return f"{outside} ({hint or 'sender unknown'})"
         if self.oom_evidence is not None:
             return f" from the kernel's out-of-memory killer ({self.oom_evidence})"
         checked = self.oom_checked
         verb = "shows" if len(checked) == 1 else "show"
         searched = f"; {' and '.join(checked)} {verb} no out-of-memory kill" if checked else ""
-        return f", not sent by the host (sender unknown{searched})"
+        return f"{outside} (sender unknown{searched})"
 
     def _known(self) -> bool:
         try:

@@ -24,14 +24,15 @@ and asks it to fork each runner (in test sessions, hosts share one instead:
   as the exit status, signals through the pidfd.
 
 When the zygote dies (a bug, or someone killed it), the host logs it and the next runner start
-gets a new zygote. The runners it had forked die with it (their parent-death signal: a runner
-must never outlive the chain to its host), and their accounts say so (``zygote_died``: they
-are restarted at once, not as their plugins' crashes); their exit status comes from the kernel
-(``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported unknown otherwise, never
-guessed. Where forking is unavailable (not Linux, no pidfds) or keeps failing (a zygote that
-dies three times in a row before forking, or three times within ten minutes), runners are
-spawned; so is a runner whose environment differs from the zygote's in what a process reads
-only at its start (``PYTHON*``, the locale, ``LD_*``, ``MALLOC_*``...: see
+gets a new zygote (while the host stops every runner, it only says so: see
+:meth:`Zygote.host_stopping`). The runners it had forked die with it (their parent-death
+signal: a runner must never outlive the chain to its host), and their accounts say so
+(``zygote_died``: they are restarted at once, not as their plugins' crashes); their exit status
+comes from the kernel (``PIDFD_INFO_EXIT``, Linux 6.15) where it can tell, and is reported
+unknown otherwise, never guessed. Where forking is unavailable (not Linux, no pidfds) or keeps
+failing (a zygote that dies three times in a row before forking, or three times within ten
+minutes), runners are spawned; so is a runner whose environment differs from the zygote's in
+what a process reads only at its start (``PYTHON*``, the locale, ``LD_*``, ``MALLOC_*``...: see
 :func:`~isoplug.host.fork_order.startup_differences`).
 
 A zygote whose site-packages changed since it started (a package installed, upgraded or
@@ -271,6 +272,15 @@ class Zygote:
         for ending in endings:
             if ending is not None:
                 await off_loop(ending.join)
+
+    def host_stopping(self) -> None:
+        """The host began stopping every runner: a death of its zygotes from now on is said
+        as such (see :meth:`~isoplug.host.zygote_process.ZygoteProcess.host_stopping`). Not a
+        zygote shared with other hosts, whose runners may be running."""
+        if self._process is not None and not self._shared:
+            self._process.host_stopping = True
+        for process in self._retired:
+            process.host_stopping = True
 
     def resume_if_stopped(self, why: str, parent: int | None = None) -> bool:
         """SIGCONT the zygote (the runner's ``parent``, the current one's or one replaced; by

@@ -85,6 +85,9 @@ class ZygoteProcess:
         self.ended: str | None = None
         self.ended_at: float | None = None
         self._closing = False
+        #: Its host began stopping every runner: its death then ends runners being stopped,
+        #: none is restarted, and it is said plainly, not as an ERROR.
+        self.host_stopping = False
         #: Replaced by a newer zygote: it forks no more, and ends after its last runner.
         self.retiring = False
         #: Set once the zygote has exited and was reaped.
@@ -256,6 +259,14 @@ class ZygoteProcess:
                 reply.set_exception(ZygoteGone(ended))
         if self.retiring and returncode == 0:
             _log.debug("%s after its last runner (it had been replaced)", ended)
+        elif self.host_stopping and not self._closing:
+            _log.warning(
+                "%s (%s) while the host was stopping every runner, not by the host's doing: "
+                "the runners it forked ended with it, before their teardown could end; none "
+                "is restarted",
+                ended,
+                why,
+            )
         elif not self._closing:
             _log.error(
                 "%s (%s); the runners it forked are killed with it, and are restarted at once "

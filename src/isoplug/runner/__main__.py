@@ -23,12 +23,15 @@ import msgspec
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NO_THREAD, Bootstrap
 from isoplug.control.interpreter_only import give_back
+from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
 from isoplug.runner.lifeline import hold_lifeline
 from isoplug.runner.loader import drop_working_directory
 from isoplug.runner.logging_setup import capture_python_output, configure_runner_logging
+from isoplug.runner.outside_stop import end_if_only_signalled, host_stops
 from isoplug.runner.own_threads import say_no_thread
 from isoplug.runner.session import run_runner
+from isoplug.runner.signal_mask import unblock_stop_signals
 from isoplug.runner.vital_fds import vital
 from isoplug.thread_limits import cannot_start_thread
 
@@ -49,6 +52,9 @@ def main() -> int:
 
 
 def _run_main() -> int:
+    # A host started with them blocked passes its mask on; the host's SIGTERM, when it must
+    # end a runner that does not exit, would wait for its SIGKILL. Before any thread starts.
+    blocked = unblock_stop_signals()
     # A fatal crash (segfault in a C extension) prints every thread's stack on stderr, which
     # the host captures and attributes to this runner. Enabled before sys.stderr is replaced
     # (capture_python_output): it keeps writing to the real file descriptor 2.
@@ -62,7 +68,11 @@ def _run_main() -> int:
         return EXIT_BAD_BOOTSTRAP
     buffer = bytearray(_MAX_BOOTSTRAP_BYTES)
     try:
-        size = _read_line_into(buffer)
+        size, filled = _read_line_into(buffer)
+        if filled > size + 1:
+            # Read with the line: the host's notice that it began stopping the runner (see
+            # isoplug.runner.outside_stop), come before the lifeline's thread could read it.
+            host_stops()
         with memoryview(buffer) as view:
             bootstrap = msgspec.json.decode(view[:size], type=Bootstrap)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -83,32 +93,42 @@ def _run_main() -> int:
     if configure_runner_logging(bootstrap) is not None:
         # Without forwarding, stdout and stderr stay the pipes the host reads.
         capture_python_output(bootstrap.stdio)
+    if blocked:
+        guarded_logger("isoplug.runner").debug(
+            "%s blocked in the signal mask the runner started with (its host's): unblocked",
+            ", ".join(signum.name for signum in blocked),
+        )
     # The coroutine holds the only reference left, which it drops once connected.
     runner = run_runner(bootstrap)
     del bootstrap
     # uvloop when installed (see isoplug.runner.eventloop).
     try:
-        return eventloop.run(runner, wrap_factory=vital.noting_loop)
+        code = eventloop.run(runner, wrap_factory=vital.noting_loop)
     except OSError:
         # asyncio's poll fails so once a plugin closed the loop's descriptors: exit saying so.
         vital.exit_if_lost()
         raise
+    if code == 0:
+        # A stop that a SIGTERM from outside alone asked for ends by it (isoplug.runner.
+        # outside_stop); any other code says more than the signal would.
+        end_if_only_signalled()
+    return code
 
 
-def _read_line_into(buffer: bytearray) -> int:
+def _read_line_into(buffer: bytearray) -> tuple[int, int]:
     """Read stdin into ``buffer`` up to the first newline, the end or a full buffer; return
-    how many bytes hold the line."""
+    how many bytes hold the line, and how many were read (what came after it too)."""
     filled = 0
     with memoryview(buffer) as view:
         while filled < len(buffer):
             count = os.readv(0, [view[filled:]])
             if count == 0:
-                return filled
+                return filled, filled
             newline = buffer.find(b"\n", filled, filled + count)
             filled += count
             if newline >= 0:
-                return newline
-    return filled
+                return newline, filled
+    return filled, filled
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import sys
 
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.kept_forwarder import let_forwarding_close
+from isoplug.runner import outside_stop
 from isoplug.transport.fork_epoll import empty_epolls, open_epolls
 
 __all__ = ["arm", "end_if_forked", "runner_pid"]
@@ -66,6 +67,8 @@ def _after_fork_in_child() -> None:
         return
     # The child does not touch a runner's epoll or connection however it goes on.
     empty_epolls(_epolls_at_fork)
+    # Nor stops the runner's copy on a SIGTERM, as the runner itself would stop.
+    outside_stop.forget_in_forked_child()
     if _runner_fds:
         dead, other = socket.socketpair()
         dead.shutdown(socket.SHUT_RDWR)

@@ -45,6 +45,7 @@ from isoplug.log_guard import guarded_logger
 from isoplug.logs.hooks import task_source
 from isoplug.logs.sources import attributed_to
 from isoplug.runner.health import describe_frame
+from isoplug.runner.outside_stop import end_if_only_signalled
 from isoplug.runner.plugin_frames import awaited_frames
 from isoplug.stdlib_paths import in_stdlib
 
@@ -189,6 +190,9 @@ def exit_leaving(code: int) -> None:
     """End the process with ``code`` now, leaving the tasks that would not end: asyncio would
     cancel them again and wait for them forever as the loop closes. Call once the host was
     told goodbye and log forwarding ended; ``atexit`` hooks do not run."""
+    if code == 0:
+        # A stop that a SIGTERM from outside alone asked for ends by it, as a return does.
+        end_if_only_signalled()
     for stream in (sys.__stdout__, sys.__stderr__):
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):

@@ -20,6 +20,9 @@ Two mechanisms, because neither covers every case alone:
   closes its copy at once (:mod:`isoplug.host.binding`), and one it spawns never has one (the
   descriptor is not inheritable).
 
+Nothing else comes on it after the bootstrap, except one notice that the host began stopping
+the runner (:mod:`isoplug.runner.outside_stop`), which this thread passes on.
+
 The lifeline is moved off descriptor 0 (``/dev/null`` takes its place), so that plugins and the
 processes they start neither read nor inherit it.
 """
@@ -33,7 +36,9 @@ import signal
 import sys
 import threading
 
+from isoplug.runner.outside_stop import host_stops
 from isoplug.thread_limits import start_thread
+from isoplug.transport.fd_identity import FdIdentity
 
 __all__ = ["hold_lifeline", "set_parent_death_signal"]
 
@@ -47,10 +52,13 @@ def hold_lifeline(fd: int = 0) -> None:
     if os.getppid() != parent:
         os._exit(1)  # the host died before the signal was armed
     lifeline = os.dup(fd)  # not inheritable (Python's default)
+    identity = FdIdentity(lifeline)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, fd)
     os.close(null)
-    watch = threading.Thread(target=_watch, args=(lifeline,), name="isoplug-lifeline", daemon=True)
+    watch = threading.Thread(
+        target=_watch, args=(lifeline, identity), name="isoplug-lifeline", daemon=True
+    )
     start_thread(watch, "the runner's lifeline, which ends it with its host")
 
 
@@ -63,7 +71,7 @@ def set_parent_death_signal() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-def _watch(lifeline: int) -> None:
+def _watch(lifeline: int, identity: FdIdentity) -> None:
     while True:
         try:
             if not os.read(lifeline, 4096):
@@ -72,6 +80,15 @@ def _watch(lifeline: int) -> None:
             continue
         except OSError:
             break
+        # The host writes here after the bootstrap only to say that it began stopping this
+        # runner (before it asks it, or signals it: see isoplug.runner.outside_stop).
+        host_stops()
+        if not identity.holds():
+            # A plugin closed the number (os.closerange(3, ...)) while the read held the
+            # socket: read again, it would fail (and kill a runner its host is stopping) or
+            # take the data of a file of the plugin's under the number. Its parent-death
+            # signal still ends it with its host, and its stop with its connection's end.
+            return
     # The host is gone or let go of this runner: nobody supervises it any more. Its process
     # group goes with it (this process included).
     with contextlib.suppress(OSError):

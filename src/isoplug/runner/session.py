@@ -69,7 +69,7 @@ from isoplug.logs.sources import add_code_home, attributed_to
 from isoplug.rpc import Peer
 from isoplug.rpc.admission import AdmissionLimits
 from isoplug.rpc.remote_errors import EXIT_REQUESTS, exit_request_text, traceback_text
-from isoplug.runner import forked_away
+from isoplug.runner import forked_away, outside_stop
 from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
@@ -147,6 +147,7 @@ async def _run(bootstrap: Bootstrap) -> int:
         return outcome
 
     def shutdown_requested(_: Any) -> None:
+        outside_stop.host_stops()  # if its stdin did not say so first
         shutdown.set()
 
     contexts: dict[str, PluginContext] = {}
@@ -211,6 +212,8 @@ async def _run(bootstrap: Bootstrap) -> int:
     guard_closes()
     peer.register(PING, lambda _: os.getpid())
     peer.register(SHUTDOWN, shutdown_requested)
+    # Before any plugin code: a SIGTERM the host did not send stops the runner as its request.
+    outside_stop.listen(shutdown.set, bootstrap.teardown_timeout)
     # Asked by a host about to kill this runner for not being ready in time: which setup().
     setup_watch = SetupWatch()
     peer.register(SETUP_WHERE, setup_watch.where)

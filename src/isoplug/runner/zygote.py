@@ -29,6 +29,12 @@ the host holds); each runner it forks dies with the zygote (the runner's own par
 signal), so a runner never outlives its host, whatever state the host died in. The end of the
 host's orders on its socket (the host replaced it by a newer zygote) ends it once its last
 runner has exited.
+
+It ignores SIGTERM, SIGINT and SIGHUP while it serves: the host ends it itself, and a signal
+meant to stop the whole service (systemd's default ``KillMode=control-group`` sends SIGTERM
+to every process of the service at once) must not kill it, and every runner it forked with
+it, before the host has stopped them in order. Each child takes back the dispositions the
+zygote started with (those a spawned runner has) before any runner code runs.
 """
 
 from __future__ import annotations
@@ -39,9 +45,13 @@ import gc
 import logging
 import os
 import select
+import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import msgspec
 
@@ -73,14 +83,29 @@ _MAX_FDS = 8
 _LIFELINE = 0
 
 
+#: Signals meant to stop a process, which the zygote leaves to its host (see the docstring).
+_IGNORED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+#: A signal's disposition, as ``signal.signal()`` returns it.
+_Disposition = Callable[[int, FrameType | None], Any] | int | None
+
+
 class _Child:
     """What a forked child takes out of the serving loop."""
 
-    def __init__(self, order: ForkOrder, fds: list[int], zygote: int) -> None:
+    def __init__(
+        self,
+        order: ForkOrder,
+        fds: list[int],
+        zygote: int,
+        dispositions: dict[signal.Signals, _Disposition],
+    ) -> None:
         self.order = order
         self.fds = fds
         #: The zygote's pid: the child's parent, unless it died already.
         self.zygote = zygote
+        #: What the zygote started with for the signals it ignores while it serves.
+        self.dispositions = dispositions
 
 
 def main(argv: list[str]) -> int:
@@ -95,18 +120,21 @@ def main(argv: list[str]) -> int:
         # Forking a process with threads copies locks in whatever state they were: refuse.
         print("isoplug zygote: a thread runs in the zygote; not forking", file=sys.stderr)
         return 3
+    dispositions = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _IGNORED}
     # Closed when serving ends, rather than left to the collector at the exit, which says so
     # under PYTHONDEVMODE on the host's stderr; a child has detached it already.
     with socket.socket(fileno=int(argv[1])) as sock:
-        child = _serve(sock)
+        child = _serve(sock, dispositions)
     if child is None:
         return 0
     return _become_runner(child)
 
 
-def _serve(sock: socket.socket) -> _Child | None:
-    """Fork on every order until the host lets go (None); in a child, return its order."""
-    server = _Server(sock)
+def _serve(sock: socket.socket, dispositions: dict[signal.Signals, _Disposition]) -> _Child | None:
+    """Fork on every order until the host lets go (None); in a child, return its order.
+    ``dispositions``: what the zygote started with for the signals it ignores, for a child to
+    take back."""
+    server = _Server(sock, dispositions)
     # Everything imported so far stays untouched by collections in the children.
     gc.collect()
     gc.freeze()
@@ -142,8 +170,11 @@ def _serve(sock: socket.socket) -> _Child | None:
 class _Server:
     """The zygote's state: its socket, its children's pidfds, one ``poll()`` over them all."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, dispositions: dict[signal.Signals, _Disposition]
+    ) -> None:
         self.sock = sock
+        self.dispositions = dispositions
         self.orders = msgspec.msgpack.Decoder(ForkOrder)
         self.encode = msgspec.msgpack.Encoder().encode
         self.children: dict[int, int] = {}  # pidfd -> pid
@@ -171,7 +202,7 @@ class _Server:
             self.send(ForkRefused(f"{type(exc).__name__}: {exc}"))
             return None
         if pid == 0:
-            return _Child(order, fds, self.pid)
+            return _Child(order, fds, self.pid, self.dispositions)
         for fd in fds:
             os.close(fd)
         # The child makes its group too, but only once it runs: from here on (the host learns
@@ -211,6 +242,11 @@ def _become_runner(child: _Child) -> int:
     set_parent_death_signal()
     if os.getppid() != child.zygote:
         os._exit(1)
+    # A spawned runner's: a SIGTERM ends it (or starts its stop: isoplug.runner.outside_stop)
+    # again, and one ignored by the host stays ignored, as exec would have kept it.
+    for signum, disposition in child.dispositions.items():
+        if disposition is not None:  # None: not Python's to give back (none at a start)
+            signal.signal(signum, disposition)
     _start_process_group()
     _place_descriptors(child.fds, [0, 1, 2, *order.inherit])
     take_host_settings(order.umask, order.rlimits)
