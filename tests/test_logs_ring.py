@@ -27,9 +27,9 @@ from isoplug.logs.ring import (
     HEADER_BYTES,
     MIN_RING_BYTES,
     SenderRing,
-    recover_records,
     ring_capacity,
 )
+from isoplug.logs.ring_recovery import recover_records
 from isoplug.testing import eventually
 from tests.test_logs_forwarding import finish, receiving, run_child
 from tests.wire_strategies import PROPERTY
