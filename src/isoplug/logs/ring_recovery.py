@@ -19,9 +19,11 @@ bytes (at most :data:`~isoplug.logs.ring.MAX_RING_BYTES`) can hold:
   (:class:`RecoveredRecords`): decoded all at once, a ring of the shortest records would take
   twenty times its size.
 
-So a recovery's memory is at most about the ring's size: its bytes once, 12 bytes for each
-record kept (at most 0.8 times those bytes) and a window's references (about 1.5 MB), never an
-object per record; and its CPU goes with the ring's bytes, not with what its header claims.
+So a recovery's memory is about the ring's size, and at most twice that: its bytes once, 12
+bytes for each record kept (at most 0.8 times those bytes, for the shortest records; under 0.3
+times for a sender's own, which are 41 bytes or more) and a window's references (about 0.75
+MB), never an object per record. Its CPU goes with the ring's bytes, not with what its header
+claims: a few seconds for 64 MiB of the shortest records, the worst a lying sender can do.
 
 msgspec decodes whole documents only, so to find where items end the reader writes array
 headers in the room just before a run of them (bytes of items it is done with, put back right
@@ -29,7 +31,7 @@ after: :data:`ROOM`), making the run one document. A run of at most :data:`WINDO
 is decoded as a list of :class:`msgspec.Raw`; a longer one is cut in two, its first half decoded
 as one ``Raw``, whose length says where the second half begins, and its second half checked
 (skipped in C) as the trailing elements of that document. Each level of cutting reads the bytes
-once more, in C: ``log2(count / WINDOW_ITEMS)`` levels, at most 9.
+once more, in C: ``log2(count / WINDOW_ITEMS)`` levels, at most 10.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ MIN_WANTED_RECORD_BYTES = 15
 #: further. In a row or not: a garbled item costs an exception, and a ring alternating garbage
 #: with records would cost one per item.
 MAX_GARBLED = 64
-#: Items whose places one decode gives (their references: about 1.5 MB).
-WINDOW_ITEMS = 16384
+#: Items whose places one decode gives (their references: about 0.75 MB).
+WINDOW_ITEMS = 8192
 #: Bytes kept before the ring's data in the buffer it is read into: two array headers.
 ROOM = 10
 #: The most read with one ``pread``, so a ring is not held twice while it is read.
