@@ -17,8 +17,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from isoplug.logs import LogReceiver
 from isoplug.logs.replay import REPLAY_SLICE
@@ -34,8 +32,6 @@ from isoplug.logs.ring_recovery import (
 from isoplug.wire import LogRecordData
 from tests.plugins_fixtures import running
 from tests.test_logs_forwarding import PREFIX, combined_metrics, finish, receiving, run_script
-from tests.test_logs_ring import encoded, new_ring, read_back
-from tests.wire_strategies import PROPERTY
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="needs memfd")
 
@@ -166,36 +162,6 @@ def test_a_ring_of_the_shortest_records_takes_under_twice_its_size() -> None:
     seqs = list(range(1, len(records) + 1))
     assert list(recovery.records.seqs()) == seqs
     assert [data.seq for data in recovery.records] == seqs
-
-
-@settings(PROPERTY, max_examples=60)
-@given(
-    texts=st.lists(st.text(max_size=60), min_size=1, max_size=60),
-    window=st.integers(1, 5),
-    delivered=st.integers(0, 60),
-)
-def test_windows_of_any_size_find_the_same_records(
-    texts: list[str], window: int, delivered: int
-) -> None:
-    """However small the windows (runs cut in halves down to one item), the reader finds
-    each record where the writer put it, across the ring's wrap too."""
-    ledger, ring = new_ring(MIN_RING_BYTES)
-    try:
-        ring.start_after(0)
-        # Half the ring written and released first: what follows wraps around its end.
-        filler = encoded(0, "x" * (MIN_RING_BYTES // 2 - 60))
-        assert ring.put(filler, 0)
-        ring.release(len(filler), 0)
-        written = 0
-        for seq, text in enumerate(texts, 1):
-            if not ring.put(encoded(seq, text), seq):
-                break
-            written = seq
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("isoplug.logs.ring_recovery.WINDOW_ITEMS", window)
-            assert read_back(ledger, delivered, written) == list(range(delivered + 1, written + 1))
-    finally:
-        ledger.close()
 
 
 # -- the outside check's repros, against receivers in this process and real senders --
