@@ -110,13 +110,16 @@ class RecoveredRecords:
 
     __slots__ = ("_data", "_ends", "_first_seq", "_seqs", "_starts")
 
-    def __init__(self, data: bytearray | None = None, first_seq: int = 1) -> None:
+    def __init__(
+        self, data: bytearray | None = None, first_seq: int = 1, *, wide: bool = False
+    ) -> None:
         self._data = data if data is not None else bytearray()
         self._starts = array("I")
         self._ends = array("I")
         self._first_seq = first_seq
-        #: Each record's sequence number less ``first_seq``.
-        self._seqs: array[int] | list[int] = array("I")
+        #: Each record's sequence number less ``first_seq``: 4 bytes each, unless ``wide``
+        #: (numbers further apart than that, which only a caller's odd bounds allow).
+        self._seqs: array[int] | list[int] = [] if wide else array("I")
 
     def _add(self, start: int, end: int, seq: int) -> None:
         self._starts.append(start)
@@ -140,9 +143,7 @@ class RecoveredRecords:
         """The records at ``positions`` (ascending), sharing these bytes."""
         if len(positions) == len(self):
             return self
-        chosen = RecoveredRecords(self._data, self._first_seq)
-        if isinstance(self._seqs, list):
-            chosen._seqs = []
+        chosen = RecoveredRecords(self._data, self._first_seq, wide=isinstance(self._seqs, list))
         for position in positions:
             chosen._starts.append(self._starts[position])
             chosen._ends.append(self._ends[position])
@@ -221,9 +222,7 @@ def _read(
 
 def _scan(buffer: bytearray, count: int, after: int, upto: int) -> Recovery:
     """The wanted records among the ``count`` items in ``buffer`` (after its room)."""
-    kept = RecoveredRecords(buffer, after + 1)
-    if upto - after > _NARROW_SPAN:
-        kept._seqs = []  # numbers wider apart than 4 bytes say: only a caller's odd bounds
+    kept = RecoveredRecords(buffer, after + 1, wide=upto - after > _NARROW_SPAN)
     examined = garbled = 0
     last = after
     problem: str | None = None
