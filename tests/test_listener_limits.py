@@ -8,10 +8,12 @@ The listeners: the host's control listener (``serve()`` on the loop) and its log
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import socket
 import threading
@@ -170,6 +172,35 @@ async def test_a_silent_connection_is_closed_at_the_deadline(kind: str, tmp_path
             assert reject == Reject(code=RejectCode.TIMEOUT, reason="no hello within 0.5 s")
             (line,) = await logged(waiter, "no hello within 0.5 s")
     assert_short_and_clean(line)
+
+
+@pytest.mark.parametrize("passing", [False, True], ids=["bytes", "bytes-and-memfd"])
+@pytest.mark.parametrize("kind", LISTENERS)
+async def test_a_half_hello_left_open_is_refused_at_the_deadline(
+    kind: str, passing: bool, tmp_path: Path
+) -> None:
+    """Three bytes of a hello (with a memfd, as a log sender passes its ledger), then nothing,
+    the connection kept open: refused at the deadline, and said so, by every listener. The
+    threaded ones said it "ended during its handshake, neither admitted nor refused:
+    connection lost during the handshake", the words for a peer that left (found by an
+    outside check)."""
+    with watching("isoplug.rpc") as waiter:
+        async with listening(kind, tmp_path, handshake_timeout=0.5) as address:
+            sock = raw_connect(address)
+            memfd = os.memfd_create("isoplug-log-ledger")
+            try:
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [memfd]))]
+                sock.sendmsg([b"\x00\x00\x00"], rights if passing else [])
+            finally:
+                os.close(memfd)
+            (reject,) = await closed_after(sock)
+            assert reject == Reject(code=RejectCode.TIMEOUT, reason="no hello within 0.5 s")
+            (line,) = await logged(waiter, "no hello within 0.5 s")
+    assert re.fullmatch(
+        rf"WARNING isoplug\.rpc: refused a connection( from pid \d+)? on {re.escape(address)}: "
+        r"no hello within 0\.5 s",
+        line,
+    ), line
 
 
 @pytest.mark.parametrize("kind", LISTENERS)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from isoplug.logs import DropReason, LogReplayer
 from isoplug.logs.chains import MAX_CLAIMED_RANGES, SenderChain, SenderChains
@@ -18,6 +20,7 @@ from isoplug.logs.ring import MIN_RING_BYTES
 from isoplug.wire import LogBatch, LogRecordData
 from isoplug.wire.logframes import log_batch
 from tests.record_waiter import RecordWaiter, watching
+from tests.wire_strategies import PROPERTY
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="needs memfd")
 
@@ -221,3 +224,33 @@ def test_claimed_ranges_merge_and_forget_the_oldest_past_their_bound() -> None:
         chain.claim([data(seq)])
     assert len(chain.claimed) == MAX_CLAIMED_RANGES
     assert chain.claimed[0][0] > 11  # the oldest went: a duplicate at worst, never a loss
+
+
+def merged(numbers: set[int]) -> list[tuple[int, int]]:
+    """``numbers`` as ascending ranges, none touching another."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(numbers):
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+@settings(PROPERTY, max_examples=200)
+@given(batches=st.lists(st.lists(st.integers(1, 40), max_size=12), max_size=12))
+def test_claims_are_the_numbers_claimed_before_as_ranges(batches: list[list[int]]) -> None:
+    """Claims found by bisection (a ring may give back millions of numbers): each number is
+    claimed once, by the first claim naming it, and the ranges are those numbers merged."""
+    chain = SenderChain()
+    claimed: set[int] = set()
+    for batch in batches:
+        positions, highest_skipped = chain.claim_numbers(batch)
+        fresh: list[int] = []
+        skipped: list[int] = []
+        for seq in batch:
+            (skipped if seq in claimed or seq in fresh else fresh).append(seq)
+        assert [batch[position] for position in positions] == fresh
+        assert highest_skipped == max(skipped, default=0)
+        claimed.update(batch)
+        assert chain.claimed == merged(claimed)

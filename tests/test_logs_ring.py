@@ -27,9 +27,9 @@ from isoplug.logs.ring import (
     HEADER_BYTES,
     MIN_RING_BYTES,
     SenderRing,
-    recover_records,
     ring_capacity,
 )
+from isoplug.logs.ring_recovery import WINDOW_ITEMS, recover_records
 from isoplug.testing import eventually
 from tests.test_logs_forwarding import finish, receiving, run_child
 from tests.wire_strategies import PROPERTY
@@ -160,12 +160,14 @@ def test_the_reader_survives_any_ring(
     texts=st.lists(st.text(max_size=300), min_size=1, max_size=40),
     released=st.integers(0, 40),
     delivered=st.integers(0, 40),
+    window=st.sampled_from([1, 2, 3, 5, WINDOW_ITEMS]),
 )
 def test_the_reader_gets_back_what_the_writer_left(
-    texts: list[str], released: int, delivered: int
+    texts: list[str], released: int, delivered: int, window: int
 ) -> None:
     """Round trip: whatever records were written and released, the reader gets back exactly the
-    unreleased ones after the last delivered."""
+    unreleased ones after the last delivered; however small the windows it finds them in (runs
+    of items cut in halves down to one item: isoplug.logs.ring_recovery)."""
     ledger, ring = new_ring(MIN_RING_BYTES * 4)
     try:
         ring.start_after(0)
@@ -179,7 +181,9 @@ def test_the_reader_gets_back_what_the_writer_left(
         released = min(released, written)
         ring.release(sum(sizes[:released]), released)
         expected = list(range(max(released, delivered) + 1, written + 1))
-        assert read_back(ledger, delivered, written) == expected
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("isoplug.logs.ring_recovery.WINDOW_ITEMS", window)
+            assert read_back(ledger, delivered, written) == expected
     finally:
         ledger.close()
 

@@ -40,12 +40,16 @@ bring (then it is kept among at most :data:`MAX_ENDED_CHAINS`, the oldest forgot
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
+from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 
 from isoplug.logs.pending_ends import PendingEnds
+from isoplug.logs.ring_recovery import RecoveredRecords
 from isoplug.wire import LogRecordData
 
 __all__ = ["MAX_ENDED_CHAINS", "ChainMember", "SenderChain", "SenderChains"]
@@ -77,16 +81,23 @@ class SenderChain:
     def claim(self, records: Sequence[LogRecordData]) -> tuple[list[LogRecordData], int]:
         """The records, in order, that no connection of the chain claimed yet (claimed now),
         and the highest sequence number of those it had (0: none)."""
+        positions, highest_skipped = self.claim_numbers(data.seq for data in records)
+        return [records[position] for position in positions], highest_skipped
+
+    def claim_numbers(self, seqs: Iterable[int]) -> tuple[array[int], int]:
+        """Where, among the sequence numbers ``seqs``, are those no connection of the chain
+        claimed yet (claimed now), and the highest of those it had (0: none). A number that
+        comes twice is claimed the first time. Positions in an array, and no list of the
+        numbers: a ring may give back millions."""
         with self.lock:
-            unclaimed: list[LogRecordData] = []
+            unclaimed = array("I")
             highest_skipped = 0
-            for data in records:
-                if self._covers(data.seq):
-                    highest_skipped = max(highest_skipped, data.seq)
+            for position, seq in enumerate(seqs):
+                if self._covers(seq):
+                    highest_skipped = max(highest_skipped, seq)
                 else:
-                    unclaimed.append(data)
-            for data in unclaimed:
-                self._add(data.seq)
+                    unclaimed.append(position)
+                    self._add(seq)
         return unclaimed, highest_skipped
 
     def claimed_between(self, after: int, upto: int) -> int:
@@ -101,27 +112,33 @@ class SenderChain:
         with self.lock:
             return self.claimed[-1][1] if self.claimed else 0
 
+    # Both by bisection, not by going through the ranges: called for every record a ring
+    # gives back, up to millions of them, with up to MAX_CLAIMED_RANGES ranges.
+
     def _covers(self, seq: int) -> bool:
-        return any(first <= seq <= last for first, last in self.claimed)
+        ranges = self.claimed
+        index = bisect.bisect_right(ranges, (seq, math.inf)) - 1
+        return index >= 0 and ranges[index][1] >= seq
 
     def _add(self, seq: int) -> None:
         ranges = self.claimed
-        for index, (first, last) in enumerate(ranges):
-            if first - 1 <= seq <= last + 1:
-                low, high = min(first, seq), max(last, seq)
-                # It may now touch the next range: merge them.
-                if index + 1 < len(ranges) and ranges[index + 1][0] <= high + 1:
-                    high = max(high, ranges.pop(index + 1)[1])
-                ranges[index] = (low, high)
-                return
-            if seq < first:
-                ranges.insert(index, (seq, seq))
-                break
+        # The ranges before ``index`` begin at seq or below: the last of them may hold or end
+        # right before it, and the next may begin right after it.
+        index = bisect.bisect_right(ranges, (seq, math.inf))
+        below = index > 0 and ranges[index - 1][1] >= seq - 1
+        above = index < len(ranges) and ranges[index][0] == seq + 1
+        if below and above:
+            ranges[index - 1] = (ranges[index - 1][0], ranges.pop(index)[1])
+        elif below:
+            first, last = ranges[index - 1]
+            ranges[index - 1] = (first, max(last, seq))
+        elif above:
+            ranges[index] = (seq, ranges[index][1])
         else:
-            ranges.append((seq, seq))
-        if len(ranges) > MAX_CLAIMED_RANGES:
-            # Forgetting a claim risks a duplicate, never a loss: the oldest range goes.
-            del ranges[0]
+            ranges.insert(index, (seq, seq))
+            if len(ranges) > MAX_CLAIMED_RANGES:
+                # Forgetting a claim risks a duplicate, never a loss: the oldest range goes.
+                del ranges[0]
 
 
 class ChainMember:
@@ -160,12 +177,12 @@ class ChainMember:
             self.guarding = False
         return unclaimed, highest_replayed
 
-    def recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
+    def recovered(self, records: RecoveredRecords) -> RecoveredRecords:
         """Of the records this connection's ring gave back, those no newer connection of the
-        chain replayed (claimed now)."""
-        unclaimed, _ = self._state.claim(records)
-        self._recovered = self._recovered or bool(unclaimed)
-        return unclaimed
+        chain replayed (claimed now), read by their numbers alone (not decoded)."""
+        positions, _ = self._state.claim_numbers(records.seqs())
+        self._recovered = self._recovered or bool(positions)
+        return records.only(positions)
 
     def replayed_between(self, after: int, upto: int) -> int:
         """How many of the records ``after + 1`` to ``upto`` a connection of the chain

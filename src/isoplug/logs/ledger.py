@@ -51,7 +51,8 @@ import stat
 import sys
 from collections.abc import Mapping
 
-from isoplug.logs.ring import HEADER_BYTES, ReceiverRing, SenderRing, valid_capacity
+from isoplug.logs.ring import HEADER_BYTES, SenderRing, valid_capacity
+from isoplug.logs.ring_recovery import ReceiverRing
 from isoplug.transport.fd_identity import FdIdentity
 
 __all__ = [

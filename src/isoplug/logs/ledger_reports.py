@@ -9,10 +9,11 @@ are counted lost (``DropReason.SENDER_ENDED``) and reported, however the sender 
 
 Unless its ring gives them back: a sender's shared-memory ring (:mod:`isoplug.logs.ring`)
 follows its ledger in the same file, so the receiver has it once it has the ledger. At the end,
-the accepted records that never arrived are read from the ring and replayed, in order, before
-the accounting: they count as received and :attr:`~isoplug.logs.LogMetrics.recovered`, and the
-end's report says how many were recovered. Not after a close that sent by level or dropped
-records at its deadline (the ledger's counts then stand, as without a ring).
+the accepted records that never arrived are read from the ring (:meth:`~SenderLedgerReports.
+recover`: blocking work, which an event loop's receiver runs in a thread) and replayed, in order,
+before the accounting: they count as received and :attr:`~isoplug.logs.LogMetrics.recovered`,
+and the end's report says how many were recovered. Not after a close that sent by level or
+dropped records at its deadline (the ledger's counts then stand, as without a ring).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from isoplug.logs.ledger import (
 )
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import Summary
-from isoplug.logs.ring import ReceiverRing
-from isoplug.wire import LogRecordData
+from isoplug.logs.ring_recovery import ReceiverRing, RecoveredRecords, Recovery
 
 __all__ = ["SenderEnd", "SenderLedgerReports"]
 
@@ -48,8 +48,11 @@ class SenderEnd:
     #: Records the sender dropped at its close deadline.
     at_close: int
     #: Accepted records that never arrived, given back by the ring, in order: to replay.
-    recovered: list[LogRecordData]
+    recovered: RecoveredRecords
     receiver_closed: bool
+    #: The records to ask the ring for, (after, upto), once read_end() has read the ledger;
+    #: None: none.
+    missing: tuple[int, int] | None = None
     #: Of the accepted records that never arrived here, those another connection of the
     #: sender's chain replayed and this one's ring did not give back (see
     #: :mod:`isoplug.logs.chains`): not lost.
@@ -170,9 +173,9 @@ class SenderLedgerReports:
         receiver_closed: bool = False,
         upto: int | None = None,
     ) -> SenderEnd:
-        """Read the ledger at the sender's end, and the records its ring gives back; the caller
-        replays ``recovered`` (those it does not are counted lost), then calls
-        :meth:`report_end`.
+        """Read the ledger at the sender's end; the caller then asks the ring for the records
+        that never arrived (:meth:`recover`, :meth:`with_recovery`), replays them (those it
+        does not are counted lost), then calls :meth:`report_end`.
 
         Counts and reports (in :meth:`report_end`) what the sender accepted after record
         ``last`` (the highest sequence number that arrived in order) but neither sent nor
@@ -203,17 +206,42 @@ class SenderLedgerReports:
             self.close_drops(state.dropped_at_close)
         at_close = sum(self._close_drops.values())
         accepted = state.accepted if state is not None else None
-        recovered: list[LogRecordData] = []
+        missing = None
         if (
             accepted is not None
             and accepted > last
             and reordered is None
             and not at_close
             and not receiver_closed
+            and self._ring is not None
         ):
-            recovered = self._recover(last, accepted)
-        self._close_ring()
-        return SenderEnd(last, state, reordered, at_close, recovered, receiver_closed)
+            missing = (last, accepted)
+        return SenderEnd(
+            last, state, reordered, at_close, RecoveredRecords(), receiver_closed, missing=missing
+        )
+
+    def recover(self, end: SenderEnd) -> Recovery:
+        """What the sender's ring gives back of the records ``end`` (:meth:`read_end`'s) says
+        never arrived, and the ring closed. Blocking work that reports nothing, for any
+        thread: up to a ring's capacity of bytes to read and decode (see
+        :mod:`isoplug.logs.ring_recovery`)."""
+        ring, self._ring = self._ring, None
+        if ring is None:
+            return Recovery()
+        try:
+            return ring.recover(*end.missing) if end.missing is not None else Recovery()
+        finally:
+            ring.close()
+
+    def with_recovery(self, end: SenderEnd, recovery: Recovery) -> SenderEnd:
+        """``end`` with what :meth:`recover` gave back, its problem reported, if any."""
+        if recovery.problem is not None:
+            self._problem(
+                "ring",
+                f"the log ring of {self._description} could not give back every record: "
+                f"{recovery.problem}; what it did not is counted lost",
+            )
+        return dataclasses.replace(end, recovered=recovery.records, missing=None)
 
     def report_end(self, end: SenderEnd, *, clean: bool) -> None:
         """Count and report what :meth:`read_end` found (its recovered records replayed);
@@ -274,20 +302,6 @@ class SenderLedgerReports:
                 lost,
             )
 
-    def _recover(self, last: int, accepted: int) -> list[LogRecordData]:
-        """What the ring holds of records ``last + 1`` to ``accepted``."""
-        ring = self._ring
-        if ring is None:
-            return []
-        recovery = ring.recover(last, accepted)
-        if recovery.problem is not None:
-            self._problem(
-                "ring",
-                f"the log ring of {self._description} could not give back every record: "
-                f"{recovery.problem}; what it did not is counted lost",
-            )
-        return recovery.records
-
     def _receiver_closed(self, lost: int, which: str) -> None:
         """The receiver closed with the sender's connection still open (its drain time was up):
         ``lost`` records the sender had accepted (``which``) had not arrived. Without a ledger
@@ -311,7 +325,8 @@ class SenderLedgerReports:
             detail=text,
         )
 
-    def _close_ring(self) -> None:
+    def close_ring(self) -> None:
+        """Let go of the sender's ring unread, if :meth:`recover` did not (idempotent)."""
         ring, self._ring = self._ring, None
         if ring is not None:
             ring.close()

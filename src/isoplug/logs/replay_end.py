@@ -3,7 +3,9 @@ and :meth:`~ReplayEnd.finish` (the sender is gone).
 
 Finishing replays, in slices as :meth:`~isoplug.logs.replay.LogReplayer.receive` does, what
 the dead sender's ring gives back (less what a newer connection of its chain replayed
-already: :mod:`isoplug.logs.chains`), reports what its sequence ledger says never arrived
+already: :mod:`isoplug.logs.chains`), read on the finishing thread or, on an event loop, in a
+thread of its own (:class:`OffLoopStep`: a ring's bytes to decode, up to its capacity, would
+hold the loop), reports what its sequence ledger says never arrived
 (:mod:`isoplug.logs.ledger_reports`) and what :meth:`~ReplayEnd.stop` kept from being
 replayed, and lets go of the chain and the handler-error reporter. Separate from
 :mod:`isoplug.logs.replay` because it runs once per connection, after the last batch: none of
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -26,12 +29,43 @@ from isoplug.logs.loop_share import between_slices
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.pending_ends import process_running
 from isoplug.logs.replay_reports import ReplayReports
+from isoplug.logs.ring_recovery import RecoveredRecords, Recovery
+from isoplug.off_loop import off_loop
 from isoplug.wire import LogRecordData
 
-__all__ = ["ReplayEnd"]
+__all__ = ["OffLoopStep", "ReplayEnd"]
 
 #: What next() gives once the steps are done.
 _DONE = object()
+
+
+class OffLoopStep:
+    """Blocking work in an end's accounting (reading the dead sender's ring, claiming what it
+    gave back): :meth:`ReplayEnd.finish` runs it where it is, :meth:`ReplayEnd.finish_async`
+    in a thread of its own, off the loop; the steps after it wait for its :meth:`result`."""
+
+    __slots__ = ("_outcome", "_work")
+
+    def __init__(self, work: Callable[[], tuple[Recovery, RecoveredRecords]]) -> None:
+        self._work = work
+        self._outcome: Future[tuple[Recovery, RecoveredRecords]] = Future()
+
+    def run(self) -> None:
+        try:
+            self._outcome.set_result(self._work())
+        except BaseException as exc:
+            self._outcome.set_exception(exc)
+
+    def result(self) -> tuple[Recovery, RecoveredRecords]:
+        """What the work gave (or its exception), once it ran; a step after it waits here for
+        a thread still running it (an event loop's finish cancelled meanwhile)."""
+        return self._outcome.result()
+
+
+def _run_here(step: OffLoopStep | None) -> None:
+    if step is not None:
+        step.run()
+
 
 #: Runs a pending end's accounting, given it whole and in slices (see finish_when_settled).
 Settle = Callable[
@@ -169,12 +203,13 @@ class ReplayEnd:
             for each in earlier:
                 # Its accounting runs on another thread (or ran on this one, just now).
                 each.result()
-        for _ in self._finish_steps(clean, upto):
-            pass
+        for step in self._finish_steps(clean, upto):
+            _run_here(step)
 
     async def finish_async(self, *, clean: bool = True, upto: int | None = None) -> None:
-        """:meth:`finish` on the running event loop, replaying what the ring gives back in
-        slices that yield to the loop, as :meth:`receive` does (a dead sender's ring may hold
+        """:meth:`finish` on the running event loop: the dead sender's ring is read in a thread
+        of its own (up to its capacity of bytes to decode), and what it gives back replayed in
+        slices that yield to the loop, as :meth:`receive` does (a ring may hold hundreds of
         thousands of records)."""
         steps = self._finish_steps(clean, upto)
         try:
@@ -183,14 +218,18 @@ class ReplayEnd:
                 # shielded: this task's cancellation must not cancel what says it is done.
                 await asyncio.shield(asyncio.wrap_future(earlier))
             self._start_slice()
-            while next(steps, _DONE) is not _DONE:
-                await between_slices()
+            while (step := next(steps, _DONE)) is not _DONE:
+                if isinstance(step, OffLoopStep):
+                    await off_loop(step.run)
+                else:
+                    await between_slices()
                 self._start_slice()
         except asyncio.CancelledError:
-            # The reports and the accounting must still be made: the rest at once.
+            # The reports and the accounting must still be made: the rest at once (a step
+            # under way in its thread is waited for by the one after it).
             self._slice_ends = math.inf
-            for _ in steps:
-                pass
+            for rest in steps:
+                _run_here(rest)
             raise
 
     def _earlier_ends(self) -> list[Future[None]]:
@@ -214,12 +253,15 @@ class ReplayEnd:
         chains.pending.settle(pid, chain.chain, before=chain.order)
         return earlier
 
-    def _finish_steps(self, clean: bool, upto: int | None = None) -> Iterator[None]:
+    def _finish_steps(self, clean: bool, upto: int | None = None) -> Iterator[OffLoopStep | None]:
         """:meth:`finish`'s work, suspended (yields) where a slice of the recovered records'
-        replay ends; never inside ``_catching``, which must not outlive a step."""
+        replay ends (None) and where blocking work is to run (an :class:`OffLoopStep`, which
+        the caller runs before it goes on); never inside ``_catching``, which must not outlive
+        a step."""
         try:
             yield from self._account(clean, upto)
         finally:
+            self._reports.close_ring()
             # Also when accounting failed: a later end of the chain waits for this.
             chain, self._chain = self._chain, None
             if chain is not None:
@@ -227,7 +269,7 @@ class ReplayEnd:
         if self._owns_handler_errors:
             self._handler_errors.close()
 
-    def _account(self, clean: bool, upto: int | None) -> Iterator[None]:
+    def _account(self, clean: bool, upto: int | None) -> Iterator[OffLoopStep | None]:
         reordered = (
             None
             if self._reordered_after is None
@@ -244,7 +286,17 @@ class ReplayEnd:
             end = self._reports.read_end(
                 self._last_seq, reordered=reordered, receiver_closed=self._stopped, upto=upto
             )
-            recovered = self._claim_recovered(end.recovered)
+        if end.missing is not None:
+            reading = OffLoopStep(functools.partial(self._recover, end))
+            yield reading
+            recovery, recovered = reading.result()
+            with self._catching:
+                end = self._reports.with_recovery(end, recovery)
+                self.metrics.received += len(recovered)
+                self.metrics.recovered += len(recovered)
+        else:
+            recovered = end.recovered
+        with self._catching:
             end = self._with_replayed_elsewhere(end)
         if recovered:
             rest = iter(recovered)
@@ -253,21 +305,22 @@ class ReplayEnd:
                     done = self._replay_recovered(rest)
                 if done:
                     break
-                yield
+                yield None
         with self._catching:
             self._reports.report_end(end, clean=clean)
             self._report_not_replayed()
             self._reports.flush(final=True)
 
-    def _claim_recovered(self, records: list[LogRecordData]) -> list[LogRecordData]:
-        """Of the records the dead sender's ring gave back (see
-        :mod:`isoplug.logs.ledger_reports`), those to replay: not those a newer connection of
-        the sender's chain replayed already (see :mod:`isoplug.logs.chains`)."""
+    def _recover(self, end: SenderEnd) -> tuple[Recovery, RecoveredRecords]:
+        """The records the dead sender's ring gives back (see
+        :mod:`isoplug.logs.ledger_reports`), and of those the ones to replay: not those a
+        newer connection of the sender's chain replayed already (see
+        :mod:`isoplug.logs.chains`). Reports nothing: it may run in a thread of its own."""
+        recovery = self._reports.recover(end)
+        records = recovery.records
         if self._chain is not None and records:
             records = self._chain.recovered(records)
-        self.metrics.received += len(records)
-        self.metrics.recovered += len(records)
-        return records
+        return recovery, records
 
     def _with_replayed_elsewhere(self, end: SenderEnd) -> SenderEnd:
         """``end``, with the records no batch or ring of this connection gave back that

@@ -270,6 +270,10 @@ def _drive_blocking(
                 _send_quietly(sock, connection)
                 raise
     except OSError as exc:
+        if isinstance(exc, HandshakeTimeout) and connection.role is Role.SERVER:
+            # The listener's own deadline (a TimeoutError, so an OSError): a refusal, as an
+            # event loop's listener says, not a connection lost; the peer may still be there.
+            raise
         raise ConnectionBroken(f"connection lost during the handshake: {exc}") from exc
     finally:
         sock.settimeout(previous_timeout)

@@ -87,6 +87,19 @@ class Spawner(isoplug.Plugin):
         return int(parent.stdout)
 
     @isoplug.method
+    def python_script(self, path: str, args: list[str]) -> tuple[int, str, str]:
+        """``python path args`` given the plugin's log environment: its exit code, and what it
+        wrote on stdout and stderr."""
+        child = subprocess.run(
+            [sys.executable, path, *args],
+            env={**os.environ, **self.ctx.log_child_env()},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return child.returncode, child.stdout, child.stderr
+
+    @isoplug.method
     def python_child(self) -> int:
         """A Python subprocess given the plugin's log environment; its pid once it ended."""
         child = subprocess.Popen(
