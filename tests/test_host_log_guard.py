@@ -22,7 +22,7 @@ from tests.plugins_fixtures import FAST, plugins_dir, process_alive, running
 from tests.record_waiter import attached
 
 #: The first line of the report of a failure on isoplug's own records.
-REPORTED = "isoplug: a log handler or filter raised "
+REPORTED = "isoplug: a log handler, filter or record factory raised "
 #: Bounds a step that hung before the fix (a restart that never returned): a failure, not
 #: a hung test run.
 HANG = 20.0
@@ -224,8 +224,8 @@ def test_later_failures_are_summed_up_at_most_once_an_interval(
         "(INFO: first \\x1b[2J); that record missed the handlers after it, and isoplug went "
         "on (later failures on isoplug's own records are counted, "
         "isoplug.log_guard.handler_errors(), and summed up here at most every 60 s)",
-        "isoplug: log handlers or filters raised 4 more time(s) on isoplug's own records over "
-        "61 s (the latest: RuntimeError: log handler broke on a record of "
+        "isoplug: log handlers, filters or record factories raised 4 more time(s) on isoplug's "
+        "own records over 61 s (the latest: RuntimeError: log handler broke on a record of "
         "isoplug.test_log_guard); each cost that record only",
     ]
 
@@ -258,3 +258,37 @@ def test_a_guarded_logger_is_the_one_the_application_configures() -> None:
     assert guarded_logger(configured.name).__class__ is guarded.__class__
     with pytest.raises(ValueError, match=r"for isoplug's own loggers, not 'plugin\.x'"):
         guarded_logger("plugin.x")
+
+
+async def test_a_record_factory_failing_outside_a_request_costs_its_attributes_only(
+    tmp_path: Path, failures: OwnRecordFailures, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A web application's factory stamps every record with the request's id, from a
+    ContextVar that has no default: isoplug's threads and tasks have none. The host's own
+    records are made all the same, without the stamp (the factory ran before the guarded
+    handlers: its error ended the log session's thread, or the supervisor, the plugin never
+    ready), and plugin records reach the application's handler."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    made = logging.getLogRecordFactory()
+
+    def stamped(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        record.request_id = request_id.get()  # LookupError outside a request
+        return record
+
+    records = Records()
+    logging.setLogRecordFactory(stamped)
+    try:
+        with attached(records, "isoplug.host"), attached(records, "plugin.echo"):
+            async with running(tmp_path, "echo") as (host, _):
+                pid = await host.call("echo", "pid")
+                await crash_and_wait_restarted(host, pid)
+                assert await host.call("echo", "echo", "after") == "after"
+    finally:
+        logging.setLogRecordFactory(made)
+    ready = records.select(logger="isoplug.host", text="plugin echo: ready")
+    assert len(ready) == 2 and not hasattr(ready[0], "request_id")
+    assert failures.count >= 2
+    said = capsys.readouterr().err
+    assert said.count(REPORTED) == 1, said
+    assert f"{REPORTED}LookupError: <ContextVar name='request_id'" in said, said

@@ -8,7 +8,10 @@ handler during an outage) or by a filter (one reading a ``ContextVar`` that has 
 through to whoever logged. There it ended a plugin's supervisor: a crash never restarted,
 ``host.restart()`` never returning. So every such logger is made by :func:`guarded_logger`, a
 :class:`GuardedLogger`, whose ``handle()`` catches what the handlers and filters raise: the
-record misses the handlers after the one that raised, and the code that logged goes on.
+record misses the handlers after the one that raised, and the code that logged goes on. Its
+``makeRecord()`` likewise: an application's record factory (``logging.setLogRecordFactory``)
+that raises (it reads a request's ``ContextVar``, which isoplug's threads never have) costs
+the attributes it adds; the record is made as logging's default factory makes it.
 Only isoplug's own loggers are guarded (a plugin's records, under ``plugin.``, are replayed
 by the log bridge, which has its own accounting: :mod:`isoplug.logs.handler_errors`), and
 they stay the objects ``logging.getLogger()`` returns: the application's levels, handlers,
@@ -34,8 +37,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from typing import cast
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
 
 from isoplug.wire.sanitize import clean_block, clean_text
 
@@ -72,6 +75,31 @@ class GuardedLogger(logging.Logger):
         except Exception as error:
             # Looked up at each failure: a test gives the module a fresh account.
             failures.failed(error, record)
+
+    def makeRecord(  # noqa: PLR0917 (logging's signature)
+        self,
+        name: str,
+        level: int,
+        fn: str,
+        lno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        extra: Mapping[str, object] | None = None,
+        sinfo: str | None = None,
+    ) -> logging.LogRecord:
+        # The application's record factory (logging.setLogRecordFactory) runs here, before
+        # handle(): one that raises (it reads a request's ContextVar, which isoplug's threads
+        # and tasks do not have) must cost its attributes only, as on replayed records.
+        try:
+            return super().makeRecord(name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
+        except Exception as error:
+            record = logging.LogRecord(name, level, fn, lno, msg, args, exc_info, func, sinfo)
+            for key, value in (extra or {}).items():
+                record.__dict__[key] = value
+            failures.failed(error, record)
+            return record
 
 
 # The guarded class for each logger class an application gave logging (setLoggerClass), so
@@ -110,8 +138,9 @@ def _guarded_class(base: type[logging.Logger]) -> type[GuardedLogger]:
 
 
 def handler_errors() -> int:
-    """How many times, in this process, a log handler or filter raised on a record of
-    isoplug's own loggers (each time, that record missed the handlers after it)."""
+    """How many times, in this process, a log handler, filter or record factory raised on a
+    record of isoplug's own loggers (each time, that record missed the handlers after it, or
+    the factory's attributes)."""
     return failures.count
 
 
@@ -163,7 +192,7 @@ class OwnRecordFailures:
 
     def _first(self, what: str, where: str, record: logging.LogRecord, error: Exception) -> str:
         return (
-            f"isoplug: a log handler or filter raised {what} on {where} "
+            f"isoplug: a log handler, filter or record factory raised {what} on {where} "
             f"({record.levelname}: {_message_of(record)}); that record missed the handlers "
             "after it, and isoplug went on (later failures on isoplug's own records are "
             "counted, isoplug.log_guard.handler_errors(), and summed up here at most every "
@@ -174,9 +203,9 @@ class OwnRecordFailures:
         # The pending failures and this one.
         more = self._unsaid + 1
         return (
-            f"isoplug: log handlers or filters raised {more:,} more time(s) on isoplug's own "
-            f"records over {seconds:.0f} s (the latest: {what} on {where}); each cost that "
-            "record only"
+            f"isoplug: log handlers, filters or record factories raised {more:,} more time(s) on "
+            f"isoplug's own records over {seconds:.0f} s (the latest: {what} on {where}); each "
+            "cost that record only"
         )
 
     def _say(self, text: str) -> None:
