@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import faulthandler
 import os
 import select
 import stat
@@ -202,6 +203,10 @@ class VitalDescriptors:
         # those closed, and sys.stderr goes through it.
         with contextlib.suppress(OSError):
             os.write(2, words.encode())
+        # uvloop's loop may abort on the closed descriptors meanwhile (libuv's assertion): its
+        # death is then that SIGABRT, with libuv's words last on stderr, which the host's
+        # account quotes. faulthandler's dump of every thread would bury them (and these).
+        faulthandler.disable()
         forwarder = kept_forwarder()
         if forwarder is not None:
             forwarder.flush(_FLUSH_WAIT)
