@@ -148,7 +148,7 @@ class VitalDescriptors:
         # The duplicates kept to tell the loop's poller from another: a plugin closing them
         # would make a stranger's file under the number look like the loop's replacement.
         found += [
-            (what, identity.duplicate)
+            (f"{what} (a copy it keeps)", identity.duplicate)
             for what, identity in self._noted
             if identity.duplicate is not None and low <= identity.duplicate < high
         ]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import platform
 import socket
@@ -44,8 +43,6 @@ _KCMP_CALLS = {
     "armv7l": 378,
 }
 _KCMP_FILE = 0
-#: The lowest number :meth:`FdIdentity.exact` gives its duplicates.
-_DUPLICATES_FROM = 256
 
 
 class _Kcmp:
@@ -103,12 +100,11 @@ class FdIdentity:
         tell it from another such file (one more descriptor, until :meth:`release`)."""
         identity = cls(fd)
         if _kcmp.number is not None and _is_anonymous(fd):
-            # Numbered high, away from those a program reuses (a dup2() onto 3, 4, ...); not
-            # inherited by programs run (close-on-exec).
-            try:
-                identity.duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _DUPLICATES_FROM)
-            except OSError:  # EINVAL: a descriptor limit below that
-                identity.duplicate = os.dup(fd)
+            # The lowest free number, not one put high out of a program's way: a number past
+            # the 64 the process's descriptor table starts with makes the kernel grow it, which
+            # in a process with threads waits out an RCU grace period (+10 ms per runner start).
+            # Not inherited by programs run (close-on-exec).
+            identity.duplicate = os.dup(fd)
         return identity
 
     def holds(self) -> bool:

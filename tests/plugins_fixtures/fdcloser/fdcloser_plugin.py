@@ -85,7 +85,7 @@ class FdCloser(isoplug.Plugin):
         inode as every epoll), as a library reusing descriptors could: the loop's number."""
         poller = next(
             fd
-            for what, fd in vital.kept(0, 1 << 20)  # lowest first: the loop's, not a copy
+            for what, fd in vital.kept(0, 1 << 20)
             if what == "its event loop's" and "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
         )
         own = select.epoll()
