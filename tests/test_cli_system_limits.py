@@ -91,3 +91,27 @@ async def test_a_run_where_no_plugin_ever_started_exits_1_saying_why(tmp_path: P
     assert re.search(
         r"exit code 1: no plugin ever started \(1\): db: .*database unreachable", last
     ), last
+
+
+async def test_a_plugin_that_never_started_while_others_ran_exits_1_naming_it(
+    tmp_path: Path,
+) -> None:
+    """One plugin serves, the other crashed at every start (a limit on tasks that leaves it no
+    thread, a setup that fails every time): the run is no clean one either."""
+    failing = """\
+    import isoplug
+
+    class P(isoplug.Plugin):
+        async def setup(self, ctx):
+            raise RuntimeError("database unreachable")
+    """
+    write_plugin(tmp_path, "db", failing, "[restart]\nbackoff_initial = 60\nbackoff_max = 60\n")
+    write_plugin(tmp_path, "ok", "import isoplug\n\nclass P(isoplug.Plugin):\n    pass\n")
+    async with cli("run", str(tmp_path)) as run:
+        await run.until(r"plugin ok: ready")
+        await run.until(r"plugin db: crashed: .*; restarting in 60 s")
+        run.process.send_signal(signal.SIGINT)
+        code_, output, errors = await run.finish()
+    assert code_ == 1, output + errors
+    last = output.splitlines()[-1]
+    assert re.search(r"exit code 1: never started \(1\): db: .*database unreachable", last), last

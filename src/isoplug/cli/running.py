@@ -364,7 +364,8 @@ async def run_host(
                     f"{', '.join(kept)}"
                     if kept
                     else "",
-                    f"no plugin ever started ({len(never)}): "
+                    f"{'no plugin ever started' if not outcome.ready else 'never started'} "
+                    f"({len(never)}): "
                     + "; ".join(f"{info.id}: {start_failure(info)}" for info in never)
                     if never
                     else "",
@@ -377,12 +378,16 @@ async def run_host(
 
 
 def never_started(infos: list[PluginInfo], outcome: Outcome, failed: set[str]) -> list[PluginInfo]:
-    """When no plugin was ever ready, those that tried and could not (their runner ended or
-    could not start: the host out of descriptors, say), not failed for good (said so
-    already); none when one was ready, or none tried yet (a stop right after the start)."""
-    if outcome.ready:
-        return []
-    return [i for i in infos if i.id in outcome.start_failed and i.id not in failed]
+    """The plugins that were never ready though they tried (their runner ended or could not
+    start: a setup that fails every time, the host out of descriptors or threads for its
+    runners), not failed for good (said so already), whether or not others ran: a plugin
+    that never served is no clean run. None that had not tried yet (a stop right after the
+    start)."""
+    return [
+        i
+        for i in infos
+        if i.id in outcome.start_failed and i.id not in outcome.ready and i.id not in failed
+    ]
 
 
 def _why_nothing(plugins_dir: Path, problems: list[str]) -> str:
