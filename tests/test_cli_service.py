@@ -4,6 +4,7 @@ process of its control group signalled at once)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -85,11 +86,16 @@ async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) ->
 
 #: Says that its teardown ran.
 TORN_DOWN = """
+    import asyncio
+
     import isoplug
 
 
     class P(isoplug.Plugin):
         async def teardown(self) -> None:
+            # Long enough for a signal sent once the host began stopping the runner to come
+            # during its teardown.
+            await asyncio.sleep(0.5)
             print("teardown ran", flush=True)
 """
 
@@ -99,12 +105,15 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(below for child in children_of(pid) for below in process_tree(child))]
 
 
-async def test_every_process_signalled_at_once_as_systemd_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("order", ["at once", "host first"])
+async def test_every_process_signalled_at_once_as_systemd_does(tmp_path: Path, order: str) -> None:
     """systemd's default KillMode=control-group sends SIGTERM to every process of the service
     at once: the host, its zygote, each runner (here, every process of the command's tree).
     The zygote outlives it until the host ends it, and each runner stops gracefully: every
     plugin's teardown runs, forked or spawned; no runner is said to be restarted, nor to have
-    ended with an unknown status, nor is anything an ERROR; the code is 0."""
+    ended with an unknown status, nor is anything an ERROR; the code is 0. "host first": the
+    others' signals come once the host began stopping them (a loaded machine: the host's
+    notice was read first, and the runner's SIGTERM ended it at once, teardown lost)."""
     plugins = tmp_path / "plugins"
     write_plugin(plugins, "forked", TORN_DOWN)
     write_plugin(plugins, "spawned", TORN_DOWN, 'start = "spawn"\n')
@@ -113,8 +122,13 @@ async def test_every_process_signalled_at_once_as_systemd_does(tmp_path: Path) -
         await run.until(r"plugin spawned: ready")
         everyone = process_tree(run.process.pid)
         assert len(everyone) >= 4, everyone  # the host, the zygote, two runners
+        if order == "host first":
+            host, *everyone = everyone
+            os.kill(host, signal.SIGTERM)
+            await run.until(r"SIGTERM: stopping every plugin")
         for pid in everyone:
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # host first: may have ended already
+                os.kill(pid, signal.SIGTERM)
         code, output, errors = await run.finish()
     assert code == 0, output + errors
     for plugin in ("forked", "spawned"):

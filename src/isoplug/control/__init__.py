@@ -53,6 +53,7 @@ __all__ = [
     "SET_LOG_LEVEL",
     "SHUTDOWN",
     "STOP_NOTICE",
+    "TERMINATE_NOTICE",
     "ZYGOTE_MODULE",
     "Bootstrap",
     "CallOutcome",
@@ -140,9 +141,12 @@ class CapabilityDenied(IsoplugError, PermissionError):
 
 
 #: What the host writes on a runner's stdin (its lifeline), after the bootstrap, when it begins
-#: stopping the runner: from then on a SIGTERM is the host's, and ends the runner at once (see
-#: isoplug.runner.outside_stop). The runner takes any byte there for it.
+#: stopping the runner: an outside SIGTERM from then on changes nothing, the stop being under
+#: way (see isoplug.runner.outside_stop). The runner takes any byte there for it.
 STOP_NOTICE = b"!"
+#: What the host writes there right before its own SIGTERM (the stop's second step): that one
+#: ends the runner at once, as by default.
+TERMINATE_NOTICE = b"#"
 
 #: Seconds of CPU time between a runner's SIGXCPU (its soft ``RLIMIT_CPU``, ``cpu_seconds``) and
 #: the kernel's SIGKILL (the hard limit), for a plugin that handles SIGXCPU.

@@ -19,6 +19,7 @@ import subprocess
 import threading
 from typing import IO, Protocol
 
+from isoplug.control import STOP_NOTICE
 from isoplug.host.runner_stdin import HostEnd
 from isoplug.host.usage import read_usage
 
@@ -67,9 +68,11 @@ class Child(Protocol):
     def close_stdin(self) -> None:
         """Let go of the lifeline (idempotent)."""
 
-    def tell_stopping(self) -> bool:
-        """Tell the runner, on its stdin, that the host began stopping it (never blocks;
-        False when that could not be written)."""
+    def tell_stopping(self, notice: bytes = STOP_NOTICE) -> bool:
+        """Tell the runner, on its stdin, that the host began stopping it (``notice``:
+        :data:`~isoplug.control.STOP_NOTICE`), or is about to send it SIGTERM
+        (:data:`~isoplug.control.TERMINATE_NOTICE`); never blocks; False when that could not
+        be written."""
 
     def drop_inherited(self) -> None:
         """In a forked child of the host: close the child's copies of the lifeline and the
@@ -142,8 +145,8 @@ class SpawnedChild:
     def close_stdin(self) -> None:
         self._stdin.close()
 
-    def tell_stopping(self) -> bool:
-        return self._stdin.tell_stopping()
+    def tell_stopping(self, notice: bytes = STOP_NOTICE) -> bool:
+        return self._stdin.tell_stopping(notice)
 
     def drop_inherited(self) -> None:
         self._stdin.drop_inherited()

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from isoplug.control import STOP_NOTICE
 from isoplug.host.children import ExitStatus, pidfd_signal
 from isoplug.host.runner_stdin import HostEnd
 
@@ -83,8 +84,8 @@ class ForkedChild:
     def close_stdin(self) -> None:
         self._stdin.close()
 
-    def tell_stopping(self) -> bool:
-        return self._stdin.tell_stopping()
+    def tell_stopping(self, notice: bytes = STOP_NOTICE) -> bool:
+        return self._stdin.tell_stopping(notice)
 
     def drop_inherited(self) -> None:
         self._stdin.drop_inherited()

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+from isoplug.control import TERMINATE_NOTICE
 from isoplug.host.descendants import read_stat
 from isoplug.host.process import RunnerProcess, Unreaped
 from isoplug.log_guard import guarded_logger
@@ -18,6 +19,12 @@ from isoplug.log_guard import guarded_logger
 __all__ = ["stop_gracefully"]
 
 _log = guarded_logger("isoplug.host")
+
+
+#: Seconds between the host's notice that its SIGTERM comes next and that SIGTERM: enough for
+#: the runner's lifeline thread to read it (see isoplug.runner.outside_stop), on a slow stop
+#: only (the runner did not exit within its shutdown timeout).
+_TERMINATE_NOTICE_HEAD_START = 0.05
 
 
 async def stop_gracefully(
@@ -63,6 +70,12 @@ async def stop_gracefully(
         why = f"it did not exit within {waited:.1f} s of the shutdown request"
     else:
         why = "stopping it (no control connection to ask it)"
+    if process.tell_stopping(TERMINATE_NOTICE):
+        # The runner's lifeline thread gives SIGTERM its default action back when it reads
+        # the notice: a moment for it (the GIL of a loop busy in Python code comes at least
+        # every switch interval), else the SIGTERM finds the runner's handler, which takes
+        # it for one coming during its stop, and only the SIGKILL ends a stuck runner.
+        await asyncio.sleep(_TERMINATE_NOTICE_HEAD_START)
     terminated = time.monotonic()
     process.send(signal.SIGTERM, why)
     if await process.wait_exit(terminate_timeout) or (unreaped is not None and await unreaped()):

@@ -49,6 +49,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from isoplug.control import STOP_NOTICE
 from isoplug.host.binding import release_in_forked_child
 from isoplug.host.children import Child, SpawnedChild
 from isoplug.host.exit_watch import ExitWatch
@@ -240,14 +241,17 @@ class RunnerProcess:
             _log.debug("runner %d exited before reading its bootstrap", self.pid)
             self._let_go()
 
-    def tell_stopping(self) -> None:
-        """Tell the runner that the host began stopping it, before the host asks or signals
-        it: a SIGTERM from then on is the host's, which ends it at once (see
-        :mod:`isoplug.runner.outside_stop`). Never blocks; a runner that cannot be told
-        (gone, or its stdin full) takes the host's SIGTERM for an outside one, which stops
-        it too, and the host's SIGKILL follows as ever."""
-        if os.getpid() == self._owner:
-            self._child.tell_stopping()
+    def tell_stopping(self, notice: bytes = STOP_NOTICE) -> bool:
+        """Tell the runner that the host began stopping it, before the host asks it
+        (:data:`~isoplug.control.STOP_NOTICE`: an outside SIGTERM from then on changes
+        nothing), or that the host's SIGTERM comes next
+        (:data:`~isoplug.control.TERMINATE_NOTICE`: that one ends it at once); see
+        :mod:`isoplug.runner.outside_stop`. Never blocks; returns whether it was written. A
+        runner that cannot be told (gone, or its stdin full) takes the host's SIGTERM for one
+        coming during its stop, and the host's SIGKILL follows as ever."""
+        if os.getpid() != self._owner:
+            return False
+        return self._child.tell_stopping(notice)
 
     def _let_go(self) -> None:
         """Close the runner's lifeline: from now on it ends by itself (if it still runs)."""

@@ -55,7 +55,7 @@ class HostEnd:
             while written < len(view):
                 written += os.write(fd, view[written:])
 
-    def tell_stopping(self) -> bool:
+    def tell_stopping(self, notice: bytes = STOP_NOTICE) -> bool:
         """Tell the runner that the host began stopping it (:data:`~isoplug.control.STOP_NOTICE`),
         without waiting: False when it could not be written (the runner gone, or its stdin
         still full of what it has not read)."""
@@ -70,10 +70,10 @@ class HostEnd:
         with socket.socket(fileno=copy) as sock:
             try:
                 # No SIGPIPE for a runner gone: an application may have restored its default.
-                sent = sock.send(STOP_NOTICE, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                sent = sock.send(notice, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except OSError:
                 return False
-            return sent == len(STOP_NOTICE)
+            return sent == len(notice)
 
     def close(self) -> None:
         """Let go of the lifeline (no shutdown: in a forked child of the host, that would

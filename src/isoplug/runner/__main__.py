@@ -21,7 +21,7 @@ import sys
 
 import msgspec
 
-from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NO_THREAD, Bootstrap
+from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NO_THREAD, TERMINATE_NOTICE, Bootstrap
 from isoplug.control.interpreter_only import give_back
 from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
@@ -70,9 +70,9 @@ def _run_main() -> int:
     try:
         size, filled = _read_line_into(buffer)
         if filled > size + 1:
-            # Read with the line: the host's notice that it began stopping the runner (see
-            # isoplug.runner.outside_stop), come before the lifeline's thread could read it.
-            host_stops()
+            # Read with the line: the host's notices that it began stopping the runner (see
+            # isoplug.runner.outside_stop), come before the lifeline's thread could read them.
+            host_stops(terminating=TERMINATE_NOTICE in buffer[size + 1 : filled])
         with memoryview(buffer) as view:
             bootstrap = msgspec.json.decode(view[:size], type=Bootstrap)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 
+from isoplug.control import TERMINATE_NOTICE
 from isoplug.runner.outside_stop import host_stops
 from isoplug.thread_limits import start_thread
 from isoplug.transport.fd_identity import FdIdentity
@@ -74,15 +75,16 @@ def set_parent_death_signal() -> None:
 def _watch(lifeline: int, identity: FdIdentity) -> None:
     while True:
         try:
-            if not os.read(lifeline, 4096):
+            notices = os.read(lifeline, 4096)
+            if not notices:
                 break
         except InterruptedError:
             continue
         except OSError:
             break
         # The host writes here after the bootstrap only to say that it began stopping this
-        # runner (before it asks it, or signals it: see isoplug.runner.outside_stop).
-        host_stops()
+        # runner, and that its SIGTERM comes next (see isoplug.runner.outside_stop).
+        host_stops(terminating=TERMINATE_NOTICE in notices)
         if not identity.holds():
             # A plugin closed the number (os.closerange(3, ...)) while the read held the
             # socket: read again, it would fail (and kill a runner its host is stopping) or

@@ -12,14 +12,17 @@ on request. If not (the signal was for this runner alone), the runner ends by SI
 stopped, as the signal asked: the host's account says what ended it, and the plugin is
 restarted as after any end the host did not ask for.
 
-The host's own SIGTERM (its stop's second step, for a runner that did not exit within
-``shutdown_timeout`` of its request) must still end the runner at once, whatever its event
-loop is doing: a blocked loop is the usual reason a runner has not exited by then. So the host
-tells the runner that its stop began, on the runner's stdin (the lifeline a thread reads
-whatever the loop does: :mod:`isoplug.runner.lifeline`), before it asks it over the control
-connection; from then on SIGTERM takes its default action again, set from that thread below
-Python (a handler would wait for the main thread to run Python). A plugin that set a SIGTERM
-handler of its own keeps it: it handles the host's SIGTERM as before.
+The host tells the runner that its stop began, on the runner's stdin (the lifeline a thread
+reads whatever the loop does: :mod:`isoplug.runner.lifeline`), before it asks it over the
+control connection: a SIGTERM from outside after that (a service manager's, which reached the
+host first) changes nothing, the stop being under way, teardown included. The host's own
+SIGTERM (its stop's second step, for a runner that did not exit within ``shutdown_timeout``)
+must still end the runner at once, whatever its event loop is doing: a blocked loop is the
+usual reason a runner has not exited by then. So the host says first, with a second notice,
+that its SIGTERM comes next, and gives the runner a moment: reading it, that thread gives
+SIGTERM its default action back, set below Python (a handler would wait for the main thread to
+run Python). A plugin that set a SIGTERM handler of its own keeps it: it handles the host's
+SIGTERM as before.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ _log = guarded_logger("isoplug.runner")
 
 #: Set once the host began stopping this runner (from its stdin, or its shutdown request).
 _host_stopping = threading.Event()
+#: Set once the host said that its SIGTERM comes next.
+_host_terminating = threading.Event()
 
 
 class _Listening:
@@ -74,18 +79,16 @@ def listen(stop: Callable[[], None], teardown_timeout: float) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def host_stops() -> None:
-    """The host began stopping this runner: from now on a SIGTERM is its own, or comes while
-    the runner stops anyway, and ends the runner at once, as by default. From any thread."""
+def host_stops(*, terminating: bool = False) -> None:
+    """The host began stopping this runner: from now on an outside SIGTERM changes nothing.
+    ``terminating``: the host's SIGTERM comes next, and ends the runner at once, as by
+    default. From any thread."""
     _host_stopping.set()
-    if not _listening or signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+    if not terminating:
         return
-    if _pending(signal.SIGTERM):
-        # Sent before the host's notice (the host signals only later), and not delivered yet:
-        # a runner's threads wait for a CPU below the host's. The default action now would
-        # end the runner by it, teardown and all; the handler takes it and sets the default.
-        return
-    _default_action_below_python(signal.SIGTERM)
+    _host_terminating.set()
+    if _listening and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        _default_action_below_python(signal.SIGTERM)
 
 
 def end_if_only_signalled() -> None:
@@ -107,12 +110,12 @@ def forget_in_forked_child() -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Runs in the main thread between two bytecodes of whatever it ran: hands over to the
     # loop, and does nothing else there.
+    if _host_terminating.is_set():
+        # The host's own, come before the notice's default action took effect.
+        _end_by(signal.SIGTERM)
     if _host_stopping.is_set():
-        # Came before the host's notice took effect (after it, the default action ends the
-        # runner without a handler), and ran late (a runner waits for a CPU below the host):
-        # the host's stop is under way, teardown included. Its own SIGTERM, if it must send
-        # one, ends the runner.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # An outside one (a service manager's, which reached the host first) while the
+        # host's stop is under way, teardown included: nothing to do.
         return
     try:
         _listening[0].loop.call_soon_threadsafe(_stop_for_outside_signal)
@@ -143,18 +146,6 @@ def _end_by(signum: signal.Signals) -> None:
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
     os._exit(128 + signum)  # only if the signal is blocked in this thread
-
-
-def _pending(signum: signal.Signals) -> bool:
-    """Whether ``signum`` was sent to this process and not delivered yet (``ShdPnd``: the
-    process's pending signals, which ``sigpending()`` shows only when blocked)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            line = next((line for line in status if line.startswith("ShdPnd:")), "")
-    except OSError:
-        return False
-    fields = line.split()
-    return len(fields) == 2 and bool(int(fields[1], 16) & (1 << (signum - 1)))
 
 
 def _default_action_below_python(signum: signal.Signals) -> None:
