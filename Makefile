@@ -70,7 +70,7 @@ test-all: test
 	done
 	@# The one test that needs two interpreters at once: a plugin on a newer Python reloaded
 	@# with syntax the first one cannot compile. Its venv exists only now.
-	@newer=$$(ls -d .venv-3.1[2-9]*/bin/python 2>/dev/null | tail -1); \
+	@newer=$$(ls -d $(CURDIR)/.venv-3.1[2-9]*/bin/python 2>/dev/null | tail -1); \
 	if [ -n "$$newer" ]; then \
 	  ISOPLUG_TEST_NEWER_PYTHON="$$newer" $(PY) -m pytest -q -p no:cacheprovider \
 	    tests/test_reload_compile.py -k newer_python -rs || exit 1; \

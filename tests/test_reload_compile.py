@@ -91,7 +91,8 @@ def newer_python() -> str | None:
         probe = probe_newer(named)
         if probe.returncode:
             pytest.fail(f"{NEWER_PYTHON_VARIABLE}={named} cannot run a runner:\n{probe.stderr}")
-        return named
+        # A plugin.toml's relative python is its folder's: this one is the caller's.
+        return os.path.abspath(named)
     candidates = [shutil.which(f"python3.{minor}") for minor in range(12, 16)]
     candidates += sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1[2-9]*/bin/python")))
     for candidate in filter(None, candidates):
