@@ -55,6 +55,10 @@ from isoplug.logs.ring import (
     TAIL_WORD,
 )
 from isoplug.wire import LogRecordData
+from isoplug.wire.sanitize import clean_text
+
+#: The longest decoder or system error quoted in a problem.
+_ERROR_CHARS = 300
 
 __all__ = [
     "MAX_GARBLED",
@@ -247,7 +251,8 @@ def _scan(buffer: bytearray, count: int, after: int, upto: int) -> Recovery:
                 kept._add(start, start + len(item), seq)
                 last = seq
     except (msgspec.DecodeError, RecursionError) as exc:
-        problem = f"its bytes are not {count:,} records ({exc})"
+        # The decoder's words describe the sender's bytes: cleaned as any text from outside.
+        problem = f"its bytes are not {count:,} records ({clean_text(str(exc), _ERROR_CHARS)})"
     if problem is None and garbled:
         problem = f"{garbled} of its {count:,} records are garbled"
     return Recovery(kept if len(kept) else RecoveredRecords(), problem, examined)
@@ -325,7 +330,7 @@ class ReceiverRing:
                 os.pread(fd, HEADER_BYTES, start), read_at, self.capacity, after, upto
             )
         except OSError as exc:
-            return Recovery(problem=f"it cannot be read ({exc})")
+            return Recovery(problem=f"it cannot be read ({clean_text(str(exc), _ERROR_CHARS)})")
 
     def close(self) -> None:
         if self._fd is not None:
