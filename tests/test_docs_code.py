@@ -370,3 +370,26 @@ def test_a_readme_link_leads_somewhere(target: str) -> None:
     if anchor:
         headings = re.findall(r"^#+ (.+)$", document.read_text(), re.MULTILINE)
         assert anchor in {_slug(h) for h in headings}, target
+
+
+def test_the_host_page_lists_every_supervisor_setting_with_its_default() -> None:
+    """docs/host.md's table of ``SupervisorConfig`` has a row for every field, whose default
+    column names the field's real default (``15 s``, ``1,024``, ``none``, ``()``)."""
+    from isoplug import SupervisorConfig
+
+    rows = {
+        match.group(1): match.group(2).strip()
+        for line in (ROOT / "docs" / "host.md").read_text().splitlines()
+        for match in [re.match(r"\| `(\w+)` \| ([^|]+) \|", line)]
+        if match
+    }
+    for field in dataclasses.fields(SupervisorConfig):
+        assert field.name in rows, f"docs/host.md's SupervisorConfig table lacks {field.name}"
+        default = field.default
+        said = rows[field.name].replace(",", "").removesuffix(" s")
+        if default is None:
+            assert said == "none", (field.name, said)
+        elif isinstance(default, tuple):
+            assert said == f"`{default!r}`", (field.name, said)
+        else:
+            assert float(said) == default, (field.name, said, default)

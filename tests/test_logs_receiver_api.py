@@ -162,6 +162,19 @@ def test_a_malformed_address_is_refused_before_any_attempt(address: str) -> None
         LogReceiver(address)
 
 
+@pytest.mark.parametrize("address", ["unix:", "tcp://127.0.0.1:0", "tls://localhost:0"])
+def test_a_listener_only_address_is_refused_by_a_sender_before_any_attempt(address: str) -> None:
+    """``unix:`` alone and port 0 ask a listener for a fresh socket or port: a receiver takes
+    them, a sender has nothing to connect to and says so at once, naming where the right
+    address comes from (it used to be tried 9 times, for 6 s)."""
+    with pytest.raises(AddressError) as raised:
+        forward_logs(address, "token")
+    assert str(raised.value).startswith(repr(address))
+    assert "LogReceiver.address" in str(raised.value)
+    with pytest.raises(AddressError):
+        ForwardingHandler(address, "token")
+
+
 def test_a_malformed_address_in_the_environment_is_said_at_once_by_the_child() -> None:
     """A child whose ISOPLUG_LOG_ADDRESS holds no address fails in forward_logs() at once,
     its stderr naming the variable and the accepted forms."""

@@ -83,6 +83,11 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
         ),
         ('version = "1"\nentry = "m:P"\n', "field 'id': is required but missing"),
         ('id = "p"\nversion = "1"\n', "field 'entry': is required but missing"),
+        ('id = "p"\n', "required fields 'version' and 'entry' are missing"),
+        (
+            'id = "p"\nversion = "1"\nentri = "m:P"\n',
+            "unknown field 'entri' (did you mean 'entry'?); required field 'entry' is missing",
+        ),
         (
             'id = "p"\nversion = "1"\nentry = "m"\n',
             "field 'entry': 'm' is not valid: must look like 'module:Att",

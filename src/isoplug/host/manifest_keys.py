@@ -100,6 +100,16 @@ def key_problems(
         *_misplaced_problems(misplaced, document, required),
         *_unknown_problem(unknown, root),
     ]
+    # msgspec names one missing field at a time: alone, that is its message; with another
+    # problem, or more missing, every one is said now.
+    moved = {item.key for item in misplaced}
+    missing = [
+        key for key in fields if key in required and key not in document and key not in moved
+    ]
+    if len(missing) > 1 or (missing and said):
+        verb = "is" if len(missing) == 1 else "are"
+        shown = _listed([_quoted(key) for key in missing])
+        said.append(f"required field{'s' if len(missing) > 1 else ''} {shown} {verb} missing")
     return "; ".join(said) or None
 
 

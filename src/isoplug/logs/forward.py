@@ -12,7 +12,7 @@ from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.loguru_bridge import forward_loguru
 from isoplug.logs.own_receivers import refuse_own_receiver
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
-from isoplug.transport import Address, parse_address
+from isoplug.transport import Address, parse_connect_address
 
 __all__ = ["LEVEL_ENV", "forward_logs"]
 
@@ -116,7 +116,7 @@ def _parsed(address: str, from_env: bool) -> Address:
     """``address`` parsed, before anything tries to connect to it: a malformed one was
     tried 9 times, for 6 s, before it was said not to be an address."""
     try:
-        return parse_address(address)
+        return parse_connect_address(address)
     except AddressError as exc:
         if not from_env:
             raise

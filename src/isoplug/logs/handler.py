@@ -77,7 +77,7 @@ from isoplug.logs.sender import SenderThread
 from isoplug.logs.standard_types import level_of as _level_of
 from isoplug.logs.standard_types import time_of as _time_of
 from isoplug.rpc.blocking import BlockingChannel
-from isoplug.transport import Address, parse_address
+from isoplug.transport import Address, parse_connect_address
 from isoplug.transport.fd_identity import detach_if_not_ours
 
 __all__ = ["DEFAULT_QUEUE_BYTES", "WRITE_THROUGH_RATE", "ForwardingHandler"]
@@ -178,7 +178,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
                 f"not {queue_bytes:,}"
             )
         super().__init__(level)
-        self.address = str(parse_address(address))
+        self.address = str(parse_connect_address(address))
         self.sender_name = name or f"pid {os.getpid()}"
         # A default name says which process sends: a forked child's is its own pid (F5).
         self._default_name = not name

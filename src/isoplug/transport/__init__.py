@@ -4,7 +4,7 @@ Addresses: ``unix:/path`` (``unix:`` alone makes a private directory when listen
 ``tcp://host:port``, ``tls://host:port``.
 """
 
-from isoplug.transport.address import Address, Scheme, parse_address
+from isoplug.transport.address import Address, Scheme, parse_address, parse_connect_address
 from isoplug.transport.blocking import connect_blocking
 from isoplug.transport.listening import make_private_socket_dir
 from isoplug.transport.memory import MemoryStream, memory_stream_pair
@@ -31,6 +31,7 @@ __all__ = [
     "make_private_socket_dir",
     "memory_stream_pair",
     "parse_address",
+    "parse_connect_address",
     "tls_client_context",
     "tls_server_context",
 ]

@@ -11,7 +11,7 @@ import enum
 
 from isoplug.errors import AddressError
 
-__all__ = ["Address", "Scheme", "parse_address"]
+__all__ = ["Address", "Scheme", "parse_address", "parse_connect_address"]
 
 
 class Scheme(enum.Enum):
@@ -84,3 +84,21 @@ def parse_address(text: str | Address) -> Address:
     if not ascii_digits or len(port_text) > 5 or int(port_text) > 65535:
         raise AddressError(f"{text!r}: port must be a number from 0 to 65535")
     return Address(scheme, host=host, port=int(port_text))
+
+
+def parse_connect_address(text: str | Address) -> Address:
+    """Parse an address a client connects to: as :func:`parse_address`, but ``unix:`` with
+    no path and port 0, which only a listener can be given, raise
+    :class:`~isoplug.errors.AddressError` too (a sender told either tried in vain for 6 s)."""
+    address = parse_address(text)
+    if address.scheme is Scheme.UNIX and not address.path:
+        raise AddressError(
+            f"{str(text)!r} names no socket to connect to: 'unix:' alone asks a listener for a "
+            "fresh socket; give the receiver's address (LogReceiver.address)"
+        )
+    if address.scheme is not Scheme.UNIX and address.port == 0:
+        raise AddressError(
+            f"{str(text)!r}: port 0 asks a listener for a free port; give the port the receiver "
+            "listens on (LogReceiver.address)"
+        )
+    return address
