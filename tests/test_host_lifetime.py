@@ -8,13 +8,11 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,15 +43,6 @@ def escapers(tmp_path: Path, *ids: str) -> Path:
             FIXTURES / "escaper" / "escaper_plugin.py", directory / plugin_id / "escaper_plugin.py"
         )
     return directory
-
-
-@pytest.fixture
-def private_temp() -> Iterator[str]:
-    """A temp folder of its own (short, for socket paths): a host or receiver started by a test
-    running alongside removes a dead host's socket folders from the shared one."""
-    path = tempfile.mkdtemp(prefix="iso-k9-", dir="/tmp")
-    yield path
-    shutil.rmtree(path)
 
 
 async def start_host(*arguments: str, **environment: str) -> asyncio.subprocess.Process:
