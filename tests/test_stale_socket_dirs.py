@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import re
 import signal
@@ -18,16 +17,15 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host
+from isoplug.testing import watching
 from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
+from tests.open_resources import OWNER_LOCK, owner_lock_is_held
 from tests.plugins_fixtures import FAST, process_alive
 from tests.test_host_lifetime import read_until, start_host, wait_gone
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/ns"), reason="pid namespaces and /proc (Linux)"
 )
-
-#: The lock file its owner holds in each folder (docs/operations.md names it).
-LOCK = "owner.lock"
 
 #: Holds the lock of each file named, then says "held" and waits for its stdin to end.
 HOLDER = (
@@ -63,17 +61,6 @@ def in_another_namespace(folder: str) -> str:
     return renamed
 
 
-def lock_is_held(folder: str) -> bool:
-    fd = os.open(os.path.join(folder, LOCK), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def test_a_folder_of_another_namespace_goes_when_its_lock_is_free(tmp_path: Path) -> None:
     """Its pid means nothing here, but a free lock says its owner is dead: removed. One made
     by an older isoplug (no lock file) is still left alone there."""
@@ -83,7 +70,7 @@ def test_a_folder_of_another_namespace_goes_when_its_lock_is_free(tmp_path: Path
     for folder in (unlocked, older):
         folder.mkdir()
         (folder / "sock").touch()
-    (unlocked / LOCK).touch()
+    (unlocked / OWNER_LOCK).touch()
     assert remove_stale_socket_dirs((str(tmp_path),)) == [str(unlocked)]
     assert [p.name for p in tmp_path.iterdir()] == [older.name]
 
@@ -97,9 +84,9 @@ def test_a_folder_whose_lock_a_live_process_holds_is_kept(tmp_path: Path) -> Non
     here = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace}-abc123"
     for folder in (elsewhere, here):
         folder.mkdir()
-        (folder / LOCK).touch()
+        (folder / OWNER_LOCK).touch()
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(elsewhere / LOCK), str(here / LOCK)],
+        [sys.executable, "-c", HOLDER, str(elsewhere / OWNER_LOCK), str(here / OWNER_LOCK)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -116,6 +103,29 @@ def test_a_folder_whose_lock_a_live_process_holds_is_kept(tmp_path: Path) -> Non
         holder.stdout.close()
     assert sorted(remove_stale_socket_dirs((str(tmp_path),))) == sorted([str(elsewhere), str(here)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_that_cannot_be_tried_leaves_its_folder_and_says_why(tmp_path: Path) -> None:
+    """An ``owner.lock`` that is a link or a FIFO (put there by hand): whether the owner lives
+    is unknown, so the folder is kept, and a WARNING names it and the fix; nothing hangs."""
+    _, start, namespace = our_fields()
+    linked = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-abc123"
+    fifo = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-def456"
+    for folder in (linked, fifo):
+        folder.mkdir()
+    (tmp_path / "elsewhere").touch()
+    (linked / OWNER_LOCK).symlink_to(tmp_path / "elsewhere")
+    os.mkfifo(fifo / OWNER_LOCK)
+    with watching("isoplug.transport") as records:
+        assert remove_stale_socket_dirs((str(tmp_path),)) == []
+    assert linked.is_dir() and fifo.is_dir()
+    said = sorted(r.getMessage() for r in records.select(text="owner lock could not be tried"))
+    why = {linked: "Too many levels of symbolic links", fifo: "the lock file is not a regular file"}
+    assert said == sorted(
+        f"left {folder} alone: its owner lock could not be tried, so whether its owner lives "
+        f"is unknown ({reason}); remove it by hand once no isoplug process of this user runs"
+        for folder, reason in why.items()
+    )
 
 
 @pytest.mark.parametrize("app_child", [None, "--fork-child"])
@@ -139,7 +149,7 @@ async def test_a_killed_hosts_folders_go_at_the_next_start_from_another_namespac
             forked = int(re.findall(r"^app-child (\d+)$", output, re.M)[0])
         folders = re.findall(r"^socket-dir (.+)$", output, re.M)
         assert len(folders) == 2 and all(f.startswith(private_temp + os.sep) for f in folders)
-        assert all(lock_is_held(folder) for folder in folders)
+        assert all(owner_lock_is_held(folder) for folder in folders)
         renamed = [in_another_namespace(folder) for folder in folders]
         assert remove_stale_socket_dirs((private_temp,)) == []
         host.kill()
