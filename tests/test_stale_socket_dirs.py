@@ -5,10 +5,8 @@ host restarted over a shared ``/tmp`` finds the killed one's under a namespace o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,7 @@ from isoplug.testing import watching
 from isoplug.transport.socket_dirs import owner_prefix, remove_stale_socket_dirs
 from tests.open_resources import OWNER_LOCK, owner_lock_is_held
 from tests.plugins_fixtures import FAST, process_alive
-from tests.test_host_lifetime import read_until, start_host, wait_gone
+from tests.test_host_lifetime import end_host_and_app_child, read_until, start_host
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/ns"), reason="pid namespaces and /proc (Linux)"
@@ -38,16 +36,17 @@ HOLDER = (
 )
 
 
-def our_fields() -> tuple[int, int, int]:
-    """This process's pid, start time and pid namespace, as its folders' names say them."""
-    pid, start, namespace = (int(part) for part in owner_prefix().split("-")[1:4])
-    return pid, start, namespace
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", ""])
-    process.wait()
-    return process.pid
+def dead_owners_folder(place: Path, *, other_namespace: bool, lock: bool) -> Path:
+    """A folder made in ``place`` under the name a process now dead gave it (of this pid
+    namespace or of another), with a free lock file or without one (an older isoplug's)."""
+    _, start, namespace = (int(part) for part in owner_prefix().split("-")[1:4])
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    prefix = f"isoplug-{dead.pid}-{start}-{namespace + other_namespace}-"
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=place))
+    if lock:
+        (folder / OWNER_LOCK).touch()
+    return folder
 
 
 def in_another_namespace(folder: str) -> str:
@@ -64,13 +63,8 @@ def in_another_namespace(folder: str) -> str:
 def test_a_folder_of_another_namespace_goes_when_its_lock_is_free(tmp_path: Path) -> None:
     """Its pid means nothing here, but a free lock says its owner is dead: removed. One made
     by an older isoplug (no lock file) is still left alone there."""
-    _, start, namespace = our_fields()
-    unlocked = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-abc123"
-    older = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-def456"
-    for folder in (unlocked, older):
-        folder.mkdir()
-        (folder / "sock").touch()
-    (unlocked / OWNER_LOCK).touch()
+    unlocked = dead_owners_folder(tmp_path, other_namespace=True, lock=True)
+    older = dead_owners_folder(tmp_path, other_namespace=True, lock=False)
     assert remove_stale_socket_dirs((str(tmp_path),)) == [str(unlocked)]
     assert [p.name for p in tmp_path.iterdir()] == [older.name]
 
@@ -79,12 +73,8 @@ def test_a_folder_whose_lock_a_live_process_holds_is_kept(tmp_path: Path) -> Non
     """Held, its lock keeps a folder of another namespace, and one of this namespace whose pid
     is dead (a cross-check: never removed while its lock is held); once the holder ended,
     both go."""
-    _, start, namespace = our_fields()
-    elsewhere = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-abc123"
-    here = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace}-abc123"
-    for folder in (elsewhere, here):
-        folder.mkdir()
-        (folder / OWNER_LOCK).touch()
+    elsewhere = dead_owners_folder(tmp_path, other_namespace=True, lock=True)
+    here = dead_owners_folder(tmp_path, other_namespace=False, lock=True)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(elsewhere / OWNER_LOCK), str(here / OWNER_LOCK)],
         stdin=subprocess.PIPE,
@@ -108,11 +98,8 @@ def test_a_folder_whose_lock_a_live_process_holds_is_kept(tmp_path: Path) -> Non
 def test_a_lock_file_that_cannot_be_tried_leaves_its_folder_and_says_why(tmp_path: Path) -> None:
     """An ``owner.lock`` that is a link or a FIFO (put there by hand): whether the owner lives
     is unknown, so the folder is kept, and a WARNING names it and the fix; nothing hangs."""
-    _, start, namespace = our_fields()
-    linked = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-abc123"
-    fifo = tmp_path / f"isoplug-{dead_pid()}-{start}-{namespace + 1}-def456"
-    for folder in (linked, fifo):
-        folder.mkdir()
+    linked = dead_owners_folder(tmp_path, other_namespace=True, lock=False)
+    fifo = dead_owners_folder(tmp_path, other_namespace=True, lock=False)
     (tmp_path / "elsewhere").touch()
     (linked / OWNER_LOCK).symlink_to(tmp_path / "elsewhere")
     os.mkfifo(fifo / OWNER_LOCK)
@@ -160,10 +147,4 @@ async def test_a_killed_hosts_folders_go_at_the_next_start_from_another_namespac
         async with Host(tmp_path / "plugins", config=FAST):
             assert [folder for folder in renamed if os.path.exists(folder)] == []
     finally:
-        if host.returncode is None:
-            host.kill()
-            await host.communicate()
-        if forked is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(forked, signal.SIGKILL)
-            await wait_gone([forked], within=10.0)  # reaped by init: its parent is gone
+        await end_host_and_app_child(host, forked)
