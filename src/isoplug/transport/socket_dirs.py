@@ -14,11 +14,11 @@ and its owner holds the lock of the file ``owner.lock`` inside it for as long as
 
 :func:`remove_stale_socket_dirs` (the host calls it when it starts) removes the directories of
 this user whose owner is dead: one of this pid namespace when its pid is dead (or names another
-process now) and its lock is free; one of another namespace (a container restarted over a
-shared ``/tmp``) when its lock is free, taken then, and held while it is removed. One whose lock
-is held is never removed. One without a lock file (made by an older isoplug) is judged by its
-pid alone, and left alone in another namespace; so is one whose owner cannot be judged at all
-(no ``/proc``, an unknown name).
+process now) and its lock, if it has one, is free; one of another namespace (a container
+restarted over a shared ``/tmp``) when its lock is free, taken then, and held while it is
+removed. One whose lock is held is never removed. One without a lock file (made by an older
+isoplug) is judged by its pid alone, and left alone in another namespace; so is one whose owner
+cannot be judged at all (no ``/proc``, an unknown name).
 """
 
 from __future__ import annotations
