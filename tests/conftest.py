@@ -8,6 +8,8 @@ import gc
 import inspect
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +63,15 @@ def no_fd_leak() -> Iterator[None]:
         except OSError:
             details[fd] = "?"
     assert not leaked, f"file descriptors leaked: {details}"
+
+
+@pytest.fixture
+def private_temp() -> Iterator[str]:
+    """A temp folder of its own (short, for socket paths): a host or receiver started by a test
+    running alongside removes a dead host's socket folders from the shared one."""
+    path = tempfile.mkdtemp(prefix="iso-k9-", dir="/tmp")
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ unix sockets, the listening sockets themselves, its threads."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import glob
 import os
 import tempfile
@@ -17,6 +18,23 @@ import pytest
 def socket_dirs() -> set[str]:
     """The private directories of this process's unix listeners."""
     return set(glob.glob(os.path.join(tempfile.gettempdir(), f"isoplug-{os.getpid()}-*")))
+
+
+#: The lock file a private folder's owner holds (docs/operations.md names it).
+OWNER_LOCK = "owner.lock"
+
+
+def owner_lock_is_held(folder: str) -> bool:
+    """Whether a process holds the owner lock of ``folder`` (one of isoplug's private
+    folders): tried from another open file, as a cleaner does."""
+    fd = os.open(os.path.join(folder, OWNER_LOCK), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def listening_unix_paths() -> set[str]:

@@ -8,13 +8,11 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,15 +45,6 @@ def escapers(tmp_path: Path, *ids: str) -> Path:
     return directory
 
 
-@pytest.fixture
-def private_temp() -> Iterator[str]:
-    """A temp folder of its own (short, for socket paths): a host or receiver started by a test
-    running alongside removes a dead host's socket folders from the shared one."""
-    path = tempfile.mkdtemp(prefix="iso-k9-", dir="/tmp")
-    yield path
-    shutil.rmtree(path)
-
-
 async def start_host(*arguments: str, **environment: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -85,6 +74,18 @@ async def wait_gone(pids: list[int], within: float) -> list[int]:
         if not alive or time.monotonic() >= deadline:
             return alive
         await asyncio.sleep(0.02)
+
+
+async def end_host_and_app_child(host: asyncio.subprocess.Process, app_child: int | None) -> None:
+    """Kill the host (once a test is done with it) and the child it forked or spawned for the
+    application (``app-child``), which outlives it."""
+    if host.returncode is None:
+        host.kill()
+        await host.communicate()
+    if app_child is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(app_child, signal.SIGKILL)
+        await wait_gone([app_child], within=5.0)  # reaped by init: its parent is gone
 
 
 async def test_runners_die_within_2_s_of_a_kill_9_of_their_host_whatever_they_do(
@@ -183,14 +184,7 @@ async def test_a_child_of_the_application_does_not_keep_a_dead_hosts_runner_aliv
         assert not left, f"the runner is alive 5 s after its host's SIGKILL\n{output}"
         assert process_alive(app_child), "the application's child must outlive the host"
     finally:
-        if host.returncode is None:
-            host.kill()
-            await host.communicate()
-        if app_child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(app_child, signal.SIGKILL)
-            if start == "--spawn-child":
-                await wait_gone([app_child], within=5.0)  # reaped by init: its parent is gone
+        await end_host_and_app_child(host, app_child)
 
 
 async def test_what_a_plugin_started_dies_with_its_runner_in_its_group_or_out_of_it(

@@ -20,7 +20,7 @@ from isoplug.host import socket_folders
 from isoplug.host.isoplug_link import isoplug_only_folder
 from isoplug.testing import eventually
 from isoplug.transport import parse_address
-from tests.open_resources import socket_dirs
+from tests.open_resources import owner_lock_is_held, socket_dirs
 from tests.plugins_fixtures import FAST, FIXTURES, plugins_dir, running
 from tests.processes import child_env
 from tests.record_waiter import watching
@@ -107,6 +107,8 @@ async def test_runners_start_again_after_a_temp_cleaner_deleted_the_hosts_folder
             assert os.path.dirname(renewed[0]) == os.path.dirname(folders[0])
             for folder in renewed:
                 assert_private(folder)
+                # Made again, locked again: a kill now leaves them to the next host.
+                assert owner_lock_is_held(folder)
             said = records.select(logger="isoplug.host", text="were deleted")
             assert len(said) == 1 and said[0].levelno == logging.WARNING
             message = said[0].getMessage()

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
 
 from isoplug.log_guard import guarded_logger
-from isoplug.transport.private_places import PrivatePlace
+from isoplug.transport.owner_lock import hold_owner_lock
+from isoplug.transport.private_places import PrivatePlace, remove_folder
 from isoplug.transport.socket_dirs import owner_prefix
 from isoplug.wire.sanitize import clean_path
 
@@ -103,11 +103,13 @@ def _made_again(lost: PrivatePlace) -> PrivatePlace | None:
     except OSError:
         return None
     try:
+        if change == "deleted":
+            hold_owner_lock(folder.path)
         os.symlink(_package(), lost.path, target_is_directory=True)
         return PrivatePlace.made(lost.path, folder.path)
-    except OSError:
+    except OSError as exc:
         if change == "deleted":  # made just now, for the link alone
-            shutil.rmtree(folder.path, ignore_errors=True)
+            _remove_made_now(folder.path, exc)
         return None
 
 
@@ -118,17 +120,18 @@ def _folder() -> str:
     if made is not None:
         return made
     try:
-        # Named as the socket folders are, after this process: one a kill -9 left behind
-        # is removed by the next host's start (isoplug.transport.socket_dirs).
+        # Named and locked as the socket folders are, after this process: one a kill -9 left
+        # behind is removed by the next host's start (isoplug.transport.socket_dirs).
         folder = tempfile.mkdtemp(prefix=owner_prefix())
     except OSError as exc:
         return _fall_back(f"no temporary folder: {exc}")
     link = os.path.join(folder, "isoplug")
     try:
+        hold_owner_lock(folder)
         os.symlink(_package(), link, target_is_directory=True)
         place = PrivatePlace.made(link, folder)
     except OSError as exc:
-        os.rmdir(folder)
+        _remove_made_now(folder, exc)
         return _fall_back(f"no link could be made: {exc}")
     if not _removed_at_exit:
         atexit.register(_remove)
@@ -157,6 +160,19 @@ def _fall_back(why: str) -> str:
     )
     _made[os.getpid()] = root
     return root
+
+
+def _remove_made_now(folder: str, why: OSError) -> None:
+    """Remove ``folder``, made just now for the link that could not be made (``why``)."""
+    try:
+        remove_folder(folder)
+    except OSError as exc:
+        _log.warning(
+            "could not remove %s, made for the isoplug link that could not be made (%s): %s",
+            clean_path(folder, _MAX_PATH_CHARS),
+            clean_path(why, _MAX_PATH_CHARS),
+            clean_path(exc, _MAX_PATH_CHARS),
+        )
 
 
 def _remove() -> None:

@@ -16,8 +16,8 @@ folder, which only runners started from then on are given. Each runner process s
 tokens of its own; the listeners admit connections as before.
 
 Between starts, :meth:`SocketFolders.keep` does the same every :data:`KEEP_INTERVAL` seconds,
-and sets the folders' and sockets' times to now: cleaners that delete by age (systemd-tmpfiles'
-10 days for ``/tmp``, tmpreaper) then never find them old.
+and sets the folders', sockets' and owner locks' times to now: cleaners that delete by age
+(systemd-tmpfiles' 10 days for ``/tmp``, tmpreaper) then never find them old.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from isoplug.host.isoplug_link import made_link, renew_if_lost
 from isoplug.host.logbridge import LogBridge
 from isoplug.log_guard import guarded_logger
 from isoplug.transport import Listener, parse_address
+from isoplug.transport.owner_lock import owner_lock_path
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["SocketFolders"]
@@ -102,8 +103,12 @@ class SocketFolders:
                 KEEP_INTERVAL,
             )
             return
-        paths = [parse_address(control).path, parse_address(logs).path]
-        made_young([*paths, *map(os.path.dirname, paths), *made_link()])
+        sockets = [parse_address(control).path, parse_address(logs).path]
+        link = made_link()  # its folder and the link itself, or nothing
+        folders = [*map(os.path.dirname, sockets), *link[:1]]
+        # The owner locks too: a cleaner that deleted one as old would leave its folder to be
+        # judged by its pid alone, never removed from another pid namespace.
+        made_young([*sockets, *folders, *link[1:], *map(owner_lock_path, folders)])
 
     async def addresses(self) -> tuple[str, str]:
         """Where a runner started now connects: the control listener's address and the log

@@ -18,6 +18,7 @@ from typing import Any
 
 from isoplug.errors import TransportError
 from isoplug.transport.address import Address, Scheme
+from isoplug.transport.owner_lock import hold_owner_lock
 from isoplug.transport.private_places import PrivatePlace, remove_folder
 from isoplug.transport.socket_dirs import owner_prefix
 
@@ -61,11 +62,17 @@ def unix_listening_path(parsed: Address) -> tuple[str, str | None]:
     """Where to bind a unix listener for ``parsed``, and the private directory made for it.
 
     ``unix:`` without a path gets a fresh private directory (returned, for the listener to
-    remove when it closes). A given path is freed of a stale socket file, and refused with
-    :class:`~isoplug.errors.TransportError` when a live process listens there.
+    remove when it closes), whose owner lock this process holds until then
+    (:mod:`isoplug.transport.owner_lock`). A given path is freed of a stale socket file, and
+    refused with :class:`~isoplug.errors.TransportError` when a live process listens there.
     """
     if not parsed.path:
         private_dir = make_private_socket_dir()
+        try:
+            hold_owner_lock(private_dir)
+        except BaseException:
+            remove_folder(private_dir)
+            raise
         return os.path.join(private_dir, "sock"), private_dir
     if _someone_listens_on(parsed.path):
         raise TransportError(
@@ -162,6 +169,11 @@ def private_unix_socket_again(
         except OSError:
             return private_unix_socket(Address(Scheme.UNIX), backlog)
         remade = True
+        try:
+            hold_owner_lock(folder.path)
+        except BaseException:
+            _discard(folder.path, lost.path)
+            raise
     elif change is not None:
         return private_unix_socket(Address(Scheme.UNIX), backlog)
     try:

@@ -16,6 +16,7 @@ anything that no longer matches: it never reuses, nor deletes, a folder it did n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -23,6 +24,7 @@ import shutil
 import stat
 
 from isoplug.log_guard import guarded_logger
+from isoplug.transport.owner_lock import let_go_owner_lock, owner_lock_path
 
 __all__ = ["Made", "PrivatePlace", "remove_folder"]
 
@@ -117,6 +119,8 @@ class PrivatePlace:
             return
         change = self.folder.change()
         if change is not None:
+            # Ours no longer: the lock held is on a file deleted with it.
+            let_go_owner_lock(self.folder.path)
             _left(self.folder, change, reported)
             return
         try:
@@ -128,15 +132,22 @@ class PrivatePlace:
 
 
 def remove_folder(path: str) -> None:
-    """Remove the private folder ``path``: emptied of its socket already, as a rule, so with
-    ``rmdir``, which takes no descriptor (a process out of them, closing what it opened,
-    must still leave nothing behind); ``rmtree`` for what someone put there."""
+    """Remove the private folder ``path``, then let go of its owner lock
+    (:mod:`isoplug.transport.owner_lock`): held until the folder is gone, so that no cleaner
+    removes it meanwhile. Emptied of its socket already, as a rule, and of its lock file here,
+    so with ``unlink`` and ``rmdir``, which take no descriptor (a process out of them, closing
+    what it opened, must still leave nothing behind); ``rmtree`` for what someone put there."""
     try:
-        os.rmdir(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOTEMPTY:
-            raise
-        shutil.rmtree(path)
+        with contextlib.suppress(FileNotFoundError):  # never made, or a cleaner deleted it
+            os.unlink(owner_lock_path(path))
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+            shutil.rmtree(path)
+    finally:
+        let_go_owner_lock(path)
 
 
 def _left(made: Made, change: str, reported: bool) -> None:

@@ -9,9 +9,16 @@ namespace (a pid means nothing in another one)::
 
     $TMPDIR/isoplug-<pid>-<start time>-<pid namespace>-<random>
 
+and its owner holds the lock of the file ``owner.lock`` inside it for as long as it uses it
+(:mod:`isoplug.transport.owner_lock`), which the kernel releases when the owner dies.
+
 :func:`remove_stale_socket_dirs` (the host calls it when it starts) removes the directories of
-this user whose owner is dead. A directory whose owner cannot be judged (another pid
-namespace, no ``/proc``, an unknown name) is left alone.
+this user whose owner is dead: one of this pid namespace when its pid is dead (or names another
+process now) and its lock, if it has one, is free; one of another namespace (a container
+restarted over a shared ``/tmp``) when its lock is free, taken then, and held while it is
+removed. One whose lock is held is never removed. One without a lock file (made by an older
+isoplug) is judged by its pid alone, and left alone in another namespace; so is one whose owner
+cannot be judged at all (no ``/proc``, an unknown name).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import stat
 import tempfile
 
 from isoplug.log_guard import guarded_logger
+from isoplug.transport.owner_lock import taken_owner_lock
 
 __all__ = ["owner_prefix", "remove_stale_socket_dirs"]
 
@@ -62,9 +70,7 @@ def owner_prefix() -> str:
     return f"isoplug-{pid}-{start}-{namespace}-"
 
 
-def _owner_is_dead(pid: int, start: int, namespace: int) -> bool:
-    if namespace != _namespace():
-        return False  # its pids are not ours to look up
+def _pid_is_dead(pid: int, start: int) -> bool:
     now = _start_time(pid)
     if now is not None:
         return now != start  # the pid was reused: the owner is gone
@@ -94,12 +100,46 @@ def remove_stale_socket_dirs(places: tuple[str, ...] | None = None) -> list[str]
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
                 continue
             pid, start, namespace = (int(group) for group in match.groups())
-            if not _owner_is_dead(pid, start, namespace):
+            ours = namespace == _namespace()
+            if ours and not _pid_is_dead(pid, start):
                 continue
-            try:
-                shutil.rmtree(entry.path)
-            except OSError as exc:
-                _log.warning("could not remove %s, left by a dead process: %s", entry.path, exc)
-                continue
-            removed.append(entry.path)
+            if _removed_if_unlocked(entry.path, judged_by_pid=ours):
+                removed.append(entry.path)
     return removed
+
+
+def _removed_if_unlocked(folder: str, *, judged_by_pid: bool) -> bool:
+    """Remove ``folder`` unless its owner holds its lock; one without a lock file only when
+    ``judged_by_pid`` (its owner's pid, of this namespace, is dead). Whether it was removed."""
+    try:
+        with taken_owner_lock(folder) as taken:
+            if taken is False or (taken is None and not judged_by_pid):
+                return False
+            return _removed(folder)
+    except OSError as exc:
+        _log.warning(
+            "left %s alone: its owner lock could not be tried, so whether its owner lives is "
+            "unknown (%s); remove it by hand once no isoplug process of this user runs",
+            folder,
+            _why(exc),
+        )
+        return False
+
+
+def _removed(folder: str) -> bool:
+    """Remove ``folder``, whose owner is dead (its lock held by this process meanwhile)."""
+    try:
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        return False  # removed meanwhile: by another host starting at the same time
+    except OSError as exc:
+        _log.warning("could not remove %s, left by a dead process: %s", folder, _why(exc))
+        return False
+    return True
+
+
+def _why(error: OSError) -> str:
+    # The system's words alone, not the error's text: that quotes the name of what failed
+    # inside the folder, which anyone of this user may have put there. The folder's own path
+    # is safe to quote: the temporary folder's, and a name the cleaner matched.
+    return error.strerror or type(error).__name__
