@@ -205,8 +205,7 @@ class BlockingServer:
             credentials = peer_credentials_of(sock)
             family = self._gate.family_of(credentials)
             if credentials is not None and family is not None:
-                # What admits it may ask after its process ended (served from the waiting
-                # room as its peer hung up): only the word taken now names it then.
+                # Its admission may come after its process ended: only this word names it then.
                 credentials = credentials.placed_in(family)
             owner = None if self._places is None else self._places.owner(credentials, family)
             # The client this connection counts for (at most one; see ClientPlaces.claim).
@@ -251,9 +250,8 @@ class BlockingServer:
         outside_limit: str | None = None,
     ) -> None:
         """Serve ``sock`` in a thread of its own; ``seat`` None: one that waited for a place
-        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat;
-        ``outside_limit``: the client it waited for, when it is served without a place of
-        that client's (its peer hung up)."""
+        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat (served
+        without a place, as its peer hung up: the client it waited for is ``outside_limit``)."""
         thread = threading.Thread(
             target=self._serve_connection,
             args=(sock, seat, credentials, claimed, outside_limit),
@@ -287,8 +285,7 @@ class BlockingServer:
             # ending at once must not find the seats taken and be refused after all.
             assert self._places is not None and self._places.waiting_room is not None
             self._places.waiting_room.entered()
-            # No place handed to it: its peer hung up, and it is served outside the limit,
-            # which its hello must not make it count against after all.
+            # Its peer hung up when no place was handed to it: its hello counts it for none.
             self._start_session(sock, None, credentials, claimed, None if claimed else client)
 
         return Ticket(client, sock.fileno(), credentials, claimed, serve, sock.close)
@@ -412,9 +409,7 @@ class BlockingServer:
         ``claimed`` is given back by the caller, whatever happens next."""
         if self._places is None:
             return bind_admission(self._admit, credentials)
-        return self._places.admission(
-            self._admit, credentials, claimed, over_limit, outside_limit=outside_limit
-        )
+        return self._places.admission(self._admit, credentials, claimed, over_limit, outside_limit)
 
     def client_connections(self, client: str) -> int:
         """Connections of ``client`` open now (see :class:`ClientLimit`)."""

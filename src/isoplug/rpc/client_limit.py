@@ -156,7 +156,6 @@ class ClientPlaces:
         credentials: PeerCredentials | None,
         claimed: list[str],
         over_limit: list[str],
-        *,
         outside_limit: str | None = None,
     ) -> Admission:
         """The handshake's last word on one connection: ``admit``'s, then the client's limit.
