@@ -182,8 +182,10 @@ async def test_one_runner_cannot_take_the_log_connections_of_the_others(tmp_path
     """A plugin opens log connections with its own runner's token until it is refused: past
     ``max_log_connections`` (its runner's own included) they are refused, one warning names
     it, and another runner restarted then still gets its log connection (records arrive
-    whole). Once the plugin closes them, it may open that many again."""
-    config = dataclasses.replace(FAST, max_log_connections=4)
+    whole). Once the plugin closes them, it may open that many again. (None may wait for a
+    place: those past the limit are refused at once, as a waiting one would hold the plugin's
+    attempt up.)"""
+    config = dataclasses.replace(FAST, max_log_connections=4, max_waiting_log_connections=0)
     with watching("isoplug.host") as host_log:
         async with running(tmp_path, "hostile", "chronicler", config=config) as (host, records):
             bridge = host._log_bridge
@@ -206,7 +208,9 @@ async def test_one_runner_cannot_take_the_log_connections_of_the_others(tmp_path
     refused = lines(host_log, "runner hostile: refused", logger="isoplug.host")
     assert refused[0] == (
         f"runner hostile: refused a log connection from pid {hostile_pid}: at its limit of 4 "
-        "open log connections (shared by the runner and the processes it started)"
+        "open log connections (shared by the runner and the processes it started), and none "
+        "may wait for one (max_waiting_log_connections=0); it tries again, and what it logs "
+        "meanwhile is lost, uncounted, if it ends before it is let in"
     ), refused
     # The others are summed up (at most once per report interval), never one line each.
     assert sum(int(line.split("refused ")[1].split()[0]) for line in refused[1:]) == 6, refused

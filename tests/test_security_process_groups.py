@@ -89,7 +89,7 @@ async def test_a_helper_in_another_runners_group_takes_none_of_its_places(tmp_pa
     """intruder's helper, in spawner's process group, holds silent log connections (no token):
     they take intruder's places, and its refusals are intruder's (said once, then summed up);
     spawner's places stay free, and its workers log."""
-    config = dataclasses.replace(FAST, max_log_connections=4)
+    config = dataclasses.replace(FAST, max_log_connections=4, max_waiting_log_connections=0)
     with watching("isoplug.host") as host_log:
         async with running(tmp_path, "intruder", "spawner", config=config) as (host, waiter):
             bridge = host._log_bridge
@@ -107,7 +107,9 @@ async def test_a_helper_in_another_runners_group_takes_none_of_its_places(tmp_pa
                 await host.call("intruder", "stop_squatting")
     assert first.getMessage() == (
         f"runner intruder: {refused} at its limit of 4 open log connections (shared by the "
-        "runner and the processes it started)"
+        "runner and the processes it started), and none may wait for one "
+        "(max_waiting_log_connections=0); it tries again, and what it logs meanwhile is lost, "
+        "uncounted, if it ends before it is let in"
     )
     assert not [r for r in host_log.records if "runner spawner: refused" in r.getMessage()]
 
@@ -168,7 +170,7 @@ async def test_orphans_counted_by_their_group_alone_hold_places_apart(tmp_path: 
     which no runner recorded or tagged, as a plugin's orphan that left its tree between two
     records and dropped its tag would be) holds silent log connections: they take places apart
     from spawner's own processes', its refusals say so, and spawner's worker still logs."""
-    config = dataclasses.replace(FAST, max_log_connections=4)
+    config = dataclasses.replace(FAST, max_log_connections=4, max_waiting_log_connections=0)
     with watching("isoplug.host") as host_log:
         async with running(tmp_path, "spawner", config=config) as (host, waiter):
             bridge = host._log_bridge
@@ -185,5 +187,7 @@ async def test_orphans_counted_by_their_group_alone_hold_places_apart(tmp_path: 
     assert first.getMessage() == (
         f"runner spawner: {refused} its orphans counted by their process group are at their "
         "limit of 4 open log connections (places apart from its own processes': orphans in its "
-        "process group that nothing else places in its tree)"
+        "process group that nothing else places in its tree), and none may wait for one "
+        "(max_waiting_log_connections=0); it tries again, and what it logs meanwhile is lost, "
+        "uncounted, if it ends before it is let in"
     )

@@ -90,10 +90,19 @@ class SupervisorConfig:
     #: keep a runner from connecting.
     max_handshakes: int = 128
     #: Log connections a runner and the processes it started may hold open at once (a thread
-    #: of the host each); past it, their new ones are refused, with a warning naming the
-    #: runner, and other runners are not affected. A plugin that forks a pool of workers has
-    #: one per worker that logs.
+    #: of the host each); past it, their new ones wait for a place (next two settings), and
+    #: other runners are not affected. A plugin that forks a pool of workers has one per
+    #: worker that logs.
     max_log_connections: int = 64
+    #: Log connections of a runner (and as many of its orphans counted by their process
+    #: group) that may wait, unread and with no thread, for one of its ``max_log_connections``
+    #: places: the oldest takes the next place that frees, and one whose process ends is
+    #: served at once, so that a fork burst's children lose nothing. Past it, or past
+    #: ``max_waiting_log_connections_in_all`` for every runner together, a new one is
+    #: refused, with a warning naming the runner: what its process logs until it is let in is
+    #: lost if it ends first. 0: refused at once (see :mod:`isoplug.host.log_places`).
+    max_waiting_log_connections: int = 256
+    max_waiting_log_connections_in_all: int = 512
     #: How far below the host each runner runs on the CPU: added to the nice value of the
     #: runner's threads (at most 19), which also run ``SCHED_BATCH``, so that plugins that
     #: want every core cannot starve the host's event loop and log replay (see
@@ -126,7 +135,13 @@ class SupervisorConfig:
             raise ValueError(
                 f"max_log_connections must be at least 1, not {self.max_log_connections!r}"
             )
-        for name in ("max_concurrent_calls", "max_queued_calls", "max_queued_events"):
+        for name in (
+            "max_concurrent_calls",
+            "max_queued_calls",
+            "max_queued_events",
+            "max_waiting_log_connections",
+            "max_waiting_log_connections_in_all",
+        ):
             value = getattr(self, name)
             least = 1 if name == "max_concurrent_calls" else 0
             if not isinstance(value, int) or value < least:

@@ -60,7 +60,13 @@ async def open_listeners(
         max_handshakes=config.max_handshakes,
     )
     try:
-        log_bridge.open(config.handshake_timeout, config.max_handshakes, config.max_log_connections)
+        log_bridge.open(
+            config.handshake_timeout,
+            config.max_handshakes,
+            config.max_log_connections,
+            config.max_waiting_log_connections,
+            config.max_waiting_log_connections_in_all,
+        )
     except BaseException:
         # Not the host's yet: its aclose() would not close it, and its socket leaked
         # (a ResourceWarning for an unclosed socket when collected).

@@ -10,11 +10,13 @@ group is that other runner's); a refusal names that pid and the tree it belongs 
 kernel's word, asked before a byte is read, gives a runner's family handshake places of its
 own, which strangers cannot hold (:mod:`isoplug.rpc.gate`). A runner and the processes it
 started may hold at most ``max_log_connections`` log connections at once (a host thread each):
-past it their new ones are refused, with a warning naming the runner whose tree the connecting
-process is in, at most once per report interval, and other runners keep theirs. Orphans that
-only their process group places in the runner's tree (which a process of another runner's could
-also be, see :mod:`isoplug.host.lineage`) hold as many places again, apart: filling those
-keeps out none of the runner's own processes. Each log
+past it their new ones wait, unread and with no thread, for a place (up to
+``max_waiting_log_connections``), and past that are refused, with a warning naming the runner
+whose tree the connecting process is in, at most once per report interval; other runners keep
+theirs (:mod:`isoplug.host.log_places`). Orphans that only their process group places in the
+runner's tree (which a process of another runner's could also be, see
+:mod:`isoplug.host.lineage`) hold as many places again, apart: filling those keeps out none of
+the runner's own processes. Each log
 connection is served by a thread that sleeps in ``recv()`` and replays every batch with a
 :class:`~isoplug.logs.LogReplayer` the moment it lands (see :mod:`isoplug.logs.session`). So
 the host's event loop never runs a logging handler for a plugin, and a slow handler (a file, a
@@ -49,6 +51,13 @@ from typing import Any
 
 from isoplug.control import LOGS_ROLE
 from isoplug.host.lineage import Lineage, TreeMarks, kinship_known, lineage_of
+from isoplug.host.log_places import (
+    BY_GROUP,
+    DEFAULT_MAX_LOG_CONNECTIONS,
+    DEFAULT_MAX_WAITING_LOG_CONNECTIONS,
+    DEFAULT_MAX_WAITING_LOG_CONNECTIONS_IN_ALL,
+    LogPlaces,
+)
 from isoplug.host.runner_logs import RunnerLogState, RunnerLogStates
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.supervisor import RunnerSupervisor
@@ -59,8 +68,9 @@ from isoplug.logs.gil import HOST_SHARE
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.session import replay_until_closed
-from isoplug.rpc.blocking import BlockingChannel, BlockingServer, ClientLimit, serve_blocking
+from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
+from isoplug.transport.process_tree import stat_fields
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
@@ -72,10 +82,6 @@ _log = guarded_logger("isoplug.host")
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
 
-#: Log connections one runner and the processes it started may hold open at once (see
-#: ``SupervisorConfig.max_log_connections``).
-DEFAULT_MAX_LOG_CONNECTIONS = 64
-
 #: How long closing the bridge waits for log connections to end by themselves (their runners
 #: have stopped by then: this is for processes a runner forked, still logging).
 DRAIN_TIMEOUT = 5.0
@@ -84,11 +90,6 @@ DRAIN_TIMEOUT = 5.0
 PENDING_WATCHER_WAIT = 1.0
 
 _KINSHIP_KNOWN = kinship_known()
-
-#: Appended to a runner's id, the client (and handshake family) of its orphans that only their
-#: process group places in its tree: places apart from its own processes'. A runner id has no
-#: space, so no runner is named so.
-_BY_GROUP = " (orphans by group)"
 
 
 class LogBridge:
@@ -121,7 +122,7 @@ class LogBridge:
         #: The server until it is closed: close_now() stops it while close() drains it.
         self._listening: BlockingServer | None = None
         self._taking = threading.Lock()  # one close() of two threads closes the server
-        self._max_log_connections = DEFAULT_MAX_LOG_CONNECTIONS
+        self._places: LogPlaces | None = None
 
     @property
     def address(self) -> str:
@@ -134,11 +135,23 @@ class LogBridge:
         handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_log_connections: int = DEFAULT_MAX_LOG_CONNECTIONS,
+        max_waiting_log_connections: int = DEFAULT_MAX_WAITING_LOG_CONNECTIONS,
+        max_waiting_log_connections_in_all: int = DEFAULT_MAX_WAITING_LOG_CONNECTIONS_IN_ALL,
     ) -> None:
         """Listen on a fresh private unix socket; connections are served by threads (what
         a connection gets before it authenticates: see :func:`~isoplug.rpc.serve_blocking`),
-        at most ``max_log_connections`` at once per runner (its descendants included)."""
-        self._max_log_connections = max_log_connections
+        at most ``max_log_connections`` at once per runner (its descendants included), past
+        which at most ``max_waiting_log_connections`` of the runner's wait for a place
+        (``max_waiting_log_connections_in_all`` for every runner together; see
+        :mod:`isoplug.host.log_places`)."""
+        # Its waiting room serves one listener: the bridge is opened once.
+        self._places = LogPlaces(
+            self.runners,
+            self._client_of,
+            max_log_connections,
+            max_waiting_log_connections,
+            max_waiting_log_connections_in_all,
+        )
         self._server = self._listening = serve_blocking(
             "unix:",
             self._expected_token,
@@ -146,14 +159,7 @@ class LogBridge:
             name="isoplug-host-logs",
             admit=self._admit,
             kinship=self._family_of if _KINSHIP_KNOWN else None,
-            # Each runner's places are its own: the listener-wide limit counts only what no
-            # runner holds, so runners that hold all theirs cannot keep another's out.
-            client_limit=ClientLimit(
-                self._client_of,
-                max_log_connections,
-                self._over_limit,
-                own_places=True,
-            ),
+            client_limit=self._places.limit,
             handshake_timeout=handshake_timeout,
             max_handshakes=max_handshakes,
             # A runner's ledger, passed with its hello: readable however soon it dies.
@@ -183,7 +189,12 @@ class LogBridge:
             )
         # Processes that closed their log connection and did not come back: accounted now.
         self._chains.pending.close()
+        # The connections still waiting for a place are closed with it, unread: their
+        # processes outlived the drain (one that ended was let in), and must not hold the close.
         server.close()
+        said = None if self._places is None else self._places.closed_unread()
+        if said is not None:
+            _log.warning(said)
         # Its watcher thread may be accounting for an end it took just before: it closes its
         # wake pipe as it ends, within this (or, slower, on its own later).
         self._chains.pending.wait_closed(PENDING_WATCHER_WAIT)
@@ -235,7 +246,7 @@ class LogBridge:
         orphans' counted by their process group included."""
         assert self._server is not None, "the log bridge is not open"
         return self._server.client_connections(runner_id) + self._server.client_connections(
-            runner_id + _BY_GROUP
+            runner_id + BY_GROUP
         )
 
     def _lineage(self, pid: int) -> Lineage | None:
@@ -257,54 +268,16 @@ class LogBridge:
         lineage = self._lineage(pid)
         if lineage is None:
             return None
-        return lineage.runner + _BY_GROUP if lineage.by_group else lineage.runner
+        return lineage.runner + BY_GROUP if lineage.by_group else lineage.runner
 
     def _client_of(self, hello: Hello, credentials: PeerCredentials | None) -> str:
         """Whose places an admitted log connection holds (the handshake checked that its
         process is in the tree of the runner its hello names)."""
         if credentials is not None and _KINSHIP_KNOWN:
-            orphans = hello.name + _BY_GROUP
+            orphans = hello.name + BY_GROUP
             if self._family_of(credentials.pid) == orphans:
                 return orphans
         return hello.name
-
-    def _over_limit(self, client: str, credentials: PeerCredentials | None) -> None:
-        """A log connection of ``client`` (a runner, or its orphans counted by group) was
-        refused: it holds all its places. Said on the host's logger, naming the runner whose
-        tree the connecting process is in (the runner's own reports, so at most once per
-        interval)."""
-        assert self._server is not None
-        runner_id = client.removesuffix(_BY_GROUP)
-        who = "" if credentials is None else f" from pid {credentials.pid}"
-        count = self._max_log_connections
-        if runner_id == client:
-            kind, limit = "log_connection_limit", f"at its limit of {count} open log connections"
-            text = (
-                f"runner {runner_id}: refused a log connection{who}: {limit} (shared by the "
-                "runner and the processes it started)"
-            )
-        else:
-            kind = "orphan_connection_limit"
-            limit = (
-                f"its orphans counted by their process group are at their limit of {count} open "
-                "log connections"
-            )
-            text = (
-                f"runner {runner_id}: refused a log connection{who}: its orphans counted by their "
-                f"process group are at their limit of {count} open log connections (places apart "
-                "from its own processes': orphans in its process group that nothing else places "
-                "in its tree)"
-            )
-        self.runners.get(runner_id).reports.report(
-            kind,
-            text,
-            summary=lambda tally: (
-                f"runner {runner_id}: refused {tally.events} more log connection(s) in the last "
-                f"{tally.seconds:.0f} s: {limit} (the latest: {tally.detail})"
-            ),
-            emit=_log.warning,
-            detail=who.strip() or "pid unknown",
-        )
 
     def _expected_token(self, hello: Hello) -> str | None:
         if hello.role != LOGS_ROLE:
@@ -338,6 +311,13 @@ class LogBridge:
         lineage = self._lineage(credentials.pid)
         if lineage is not None and lineage.runner == supervisor.runner_id:
             return None
+        if lineage is None and stat_fields(credentials.pid) is None:
+            # Ended since its accept (served from the waiting room as it hung up, or just
+            # slow to be read): the listener's word on it then, while it was sure to be that
+            # process, is the only one left; its pid may name another by now.
+            accepted = credentials.family
+            if accepted is not None and accepted.removesuffix(BY_GROUP) == supervisor.runner_id:
+                return None
         whose = "in no runner's tree" if lineage is None else str(lineage)
         return (
             f"runner {supervisor.runner_id}: pid {credentials.pid} is neither the runner "

@@ -24,7 +24,7 @@ import os
 
 from isoplug.logs.report_throttle import Emit, ReportThrottle
 from isoplug.rpc.blocking import ClientLimit
-from isoplug.rpc.waiting_room import WaitingRoom
+from isoplug.rpc.waiting_room import WaitingRoom, full_for
 from isoplug.transport.process_tree import parent_group_session, stat_fields, tree_under
 from isoplug.transport.stream import PeerCredentials
 
@@ -143,15 +143,9 @@ def over_tree_limit(
     not cost a line each time."""
     limit = f"at its limit of {max_per_tree} open log connections ({_LIMIT})"
     who = "" if credentials is None else f" from pid {credentials.pid}"
-    # Read without the room's lock: a report's words, which a moment may change.
-    if room.waiting_for(tree) >= room.max_per_client:
-        full = (
-            f"{room.max_per_client} more waiting for one (max_waiting_per_tree)"
-            if room.max_per_client
-            else "none may wait for one (max_waiting_per_tree=0)"
-        )
-    else:
-        full = f"all trees' {room.max_in_all} waiting places taken (max_waiting)"
+    full = full_for(
+        room, tree, per_client="max_waiting_per_tree", in_all="max_waiting", clients="trees"
+    )
     refusals.report(
         "sender_tree_limit",
         f"refused a log sender{who}: {tree}: {limit}, and {full}; it tries again, and what it "

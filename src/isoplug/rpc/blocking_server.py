@@ -204,6 +204,9 @@ class BlockingServer:
             # client's own places it takes (see ClientLimit.own_places).
             credentials = peer_credentials_of(sock)
             family = self._gate.family_of(credentials)
+            if credentials is not None and family is not None:
+                # Its admission may come after its process ended: only this word names it then.
+                credentials = credentials.placed_in(family)
             owner = None if self._places is None else self._places.owner(credentials, family)
             # The client this connection counts for (at most one; see ClientPlaces.claim).
             claimed: list[str] = []
@@ -244,12 +247,14 @@ class BlockingServer:
         seat: Seat | None,
         credentials: PeerCredentials | None,
         claimed: list[str],
+        outside_limit: str | None = None,
     ) -> None:
         """Serve ``sock`` in a thread of its own; ``seat`` None: one that waited for a place
-        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat."""
+        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat (served
+        without a place, as its peer hung up: the client it waited for is ``outside_limit``)."""
         thread = threading.Thread(
             target=self._serve_connection,
-            args=(sock, seat, credentials, claimed),
+            args=(sock, seat, credentials, claimed, outside_limit),
             name=f"isoplug-{self._name or 'server'}-session",
             daemon=True,
         )
@@ -280,7 +285,8 @@ class BlockingServer:
             # ending at once must not find the seats taken and be refused after all.
             assert self._places is not None and self._places.waiting_room is not None
             self._places.waiting_room.entered()
-            self._start_session(sock, None, credentials, claimed)
+            # Its peer hung up when no place was handed to it: its hello counts it for none.
+            self._start_session(sock, None, credentials, claimed, None if claimed else client)
 
         return Ticket(client, sock.fileno(), credentials, claimed, serve, sock.close)
 
@@ -318,11 +324,12 @@ class BlockingServer:
         seat: Seat | None,
         credentials: PeerCredentials | None,
         claimed: list[str],
+        outside_limit: str | None,
     ) -> None:
         # ``claimed``: the client this connection counts for, from its accept or once admitted
         # (see ClientLimit); given back as the connection leaves, in one step.
         try:
-            self._serve_claimed(sock, seat, credentials, claimed)
+            self._serve_claimed(sock, seat, credentials, claimed, outside_limit)
         finally:
             self._forget(threading.current_thread(), claimed)
 
@@ -332,6 +339,7 @@ class BlockingServer:
         seat: Seat | None,
         credentials: PeerCredentials | None,
         claimed: list[str],
+        outside_limit: str | None,
     ) -> None:
         current = threading.current_thread()
         over_limit: list[str] = []
@@ -355,7 +363,7 @@ class BlockingServer:
                 timeout=max(0.001, deadline - time.monotonic())
                 if self._listener.is_tls
                 else self._handshake_timeout,
-                admit=self._admission(credentials, claimed, over_limit),
+                admit=self._admission(credentials, claimed, over_limit, outside_limit),
                 welcome_level=self._welcome_level,
                 passed=passed,
             )
@@ -391,13 +399,17 @@ class BlockingServer:
             self._gate.leave(seat)
 
     def _admission(
-        self, credentials: PeerCredentials | None, claimed: list[str], over_limit: list[str]
+        self,
+        credentials: PeerCredentials | None,
+        claimed: list[str],
+        over_limit: list[str],
+        outside_limit: str | None,
     ) -> Admission | None:
         """The handshake's last word on one connection (see :meth:`ClientPlaces.admission`);
         ``claimed`` is given back by the caller, whatever happens next."""
         if self._places is None:
             return bind_admission(self._admit, credentials)
-        return self._places.admission(self._admit, credentials, claimed, over_limit)
+        return self._places.admission(self._admit, credentials, claimed, over_limit, outside_limit)
 
     def client_connections(self, client: str) -> int:
         """Connections of ``client`` open now (see :class:`ClientLimit`)."""

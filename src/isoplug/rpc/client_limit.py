@@ -156,11 +156,16 @@ class ClientPlaces:
         credentials: PeerCredentials | None,
         claimed: list[str],
         over_limit: list[str],
+        outside_limit: str | None = None,
     ) -> Admission:
         """The handshake's last word on one connection: ``admit``'s, then the client's limit.
         A connection admitted is counted for its client in ``claimed`` (a place taken at its
         accept is moved, if its hello names another client); one refused for its limit is
-        reported and put in ``over_limit`` (its handshake failure is said already)."""
+        reported and put in ``over_limit`` (its handshake failure is said already).
+        ``outside_limit``: the client whose waiting room served the connection without a place
+        (its peer hung up, see :mod:`~isoplug.rpc.waiting_room`); a hello naming that client
+        counts it for none, as its accept did, rather than refuse it at the limit it waited
+        past."""
         bound = bind_admission(admit, credentials)
         limit = self.limit
 
@@ -169,7 +174,7 @@ class ClientPlaces:
             if refusal is not None:
                 return refusal
             client = limit.client_of(hello, credentials)
-            if client is None or client in claimed:
+            if client is None or client in claimed or client == outside_limit:
                 return None
             if not self.claim(client, claimed):
                 over_limit.append(client)

@@ -51,7 +51,7 @@ from isoplug.log_guard import guarded_logger
 from isoplug.transport.stream import PeerCredentials
 from isoplug.transport.wake_pipe import WakePipe
 
-__all__ = ["DEFAULT_MAX_WAITING", "Ticket", "Turn", "WaitingRoom"]
+__all__ = ["DEFAULT_MAX_WAITING", "Ticket", "Turn", "WaitingRoom", "full_for"]
 
 _log = guarded_logger("isoplug.rpc")
 
@@ -254,3 +254,15 @@ class WaitingRoom:
                     # Served or closed meanwhile (its number may name another socket now).
                     if queue is not None and ticket in queue:
                         self._serve(self._take(queue, ticket))
+
+
+def full_for(room: WaitingRoom, client: str, *, per_client: str, in_all: str, clients: str) -> str:
+    """Which of ``room``'s bounds turned a connection of ``client`` away, in its owner's words:
+    ``per_client`` and ``in_all`` name the settings of the two bounds, ``clients`` what its
+    clients are ("trees", "runners")."""
+    # Read without the room's lock: a report's words, which a moment may change.
+    if room.waiting_for(client) >= room.max_per_client:
+        if not room.max_per_client:
+            return f"none may wait for one ({per_client}=0)"
+        return f"{room.max_per_client} more waiting for one ({per_client})"
+    return f"all {clients}' {room.max_in_all} waiting places taken ({in_all})"

@@ -42,12 +42,21 @@ EndCallback = Callable[[TransportError | None], None]
 class PeerCredentials:
     """Who is at the other end of a unix socket, as the kernel says (not as the peer claims)."""
 
-    __slots__ = ("gid", "pid", "uid")
+    __slots__ = ("family", "gid", "pid", "uid")
 
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
+    def __init__(self, pid: int, uid: int, gid: int, family: str | None = None) -> None:
         self.pid = pid
         self.uid = uid
         self.gid = gid
+        #: The family a listener's kinship placed the peer in as it accepted the connection
+        #: (:mod:`isoplug.rpc.gate`), when the peer had just connected: the kernel's word on
+        #: it for good, once that process has ended (its pid may name another by then).
+        #: None: not asked, or a stranger.
+        self.family = family
+
+    def placed_in(self, family: str | None) -> PeerCredentials:
+        """These credentials, with the family the listener placed the peer in."""
+        return PeerCredentials(self.pid, self.uid, self.gid, family)
 
     def __repr__(self) -> str:
         return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid})"
