@@ -39,7 +39,15 @@ from typing import Protocol
 
 from isoplug.transport.fork_epoll import epoll_of_its_own
 
-__all__ = ["OTHER_LOOP_ADVICE", "HostBinding", "Inherited", "release_in_forked_child"]
+__all__ = [
+    "NO_ASYNCIO_LOOP",
+    "OTHER_LOOP_ADVICE",
+    "HostBinding",
+    "Inherited",
+    "release_in_forked_child",
+    "require_asyncio",
+    "running_asyncio_loop",
+]
 
 #: Every binding of a started host in this process: a fork's child marks them foreign.
 _bound: weakref.WeakSet[HostBinding] = weakref.WeakSet()
@@ -48,6 +56,17 @@ OTHER_LOOP_ADVICE = (
     "Create and use a Host within one loop: in pytest-asyncio, give the Host's fixture and the "
     "tests using it the same loop scope (`loop_scope=...`); from another thread, hand the work "
     "to the Host's loop with `asyncio.run_coroutine_threadsafe(host.call(...), host_loop)`"
+)
+#: Why a host cannot run, or be awaited, where no asyncio loop runs (trio, say: asyncio's
+#: own error, "no running event loop", names neither asyncio nor the fix).
+NO_ASYNCIO_LOOP = (
+    "no asyncio event loop is running here. isoplug's Host runs on asyncio (any asyncio loop, "
+    "uvloop included), not on trio or another async library's loop. Run it under asyncio: "
+    '`asyncio.run(main())`, or with anyio `anyio.run(main, backend="asyncio")`; with anyio\'s '
+    "pytest plugin, which runs every `@pytest.mark.anyio` test on every installed backend, "
+    'define an `anyio_backend` fixture returning "asyncio" (in conftest.py); from a thread '
+    "with no loop, hand the work to the Host's loop with "
+    "`asyncio.run_coroutine_threadsafe(host.call(...), host_loop)`"
 )
 #: Where isoplug's own coroutines are defined (see _disown_tasks).
 _PACKAGE_DIR = str(Path(__file__).parent.parent) + os.sep
@@ -85,16 +104,18 @@ class HostBinding:
         self._thread = ""
 
     def bind(self) -> None:
-        """Tie the host to the running loop, in this process (its ``start()``)."""
-        self.loop = asyncio.get_running_loop()
+        """Tie the host to the running loop, in this process (its ``start()``); raise
+        :class:`RuntimeError` naming the fix where no asyncio loop runs."""
+        self.loop = require_asyncio("start the host")
         self.pid = os.getpid()
         self._thread = threading.current_thread().name
         _bound.add(self)
 
-    def problem(self, other_loop_advice: str | None = None) -> str | None:
+    def problem(self, other_loop_advice: str | None = None, *, awaited: bool = False) -> str | None:
         """Why the host cannot be used here and now; None when it can (or is not started).
         Used from another loop, it advises ``other_loop_advice`` (by default
-        :data:`OTHER_LOOP_ADVICE`)."""
+        :data:`OTHER_LOOP_ADVICE`); ``awaited`` (a coroutine of the host's) where no asyncio
+        loop runs, :data:`NO_ASYNCIO_LOOP`."""
         if self.foreign or self.pid != os.getpid():
             return (
                 f"this Host was started in process {self.pid}, and this is process "
@@ -114,11 +135,11 @@ class HostBinding:
                 "it, before that loop ends (`asyncio.run(...)` ends its loop on return); what it "
                 "left is released when it is garbage-collected, or at exit"
             )
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            # Plain code outside any loop (a thread, say) may read the host's state.
-            return None
+        running = running_asyncio_loop()
+        if running is None:
+            # Plain code outside any loop (a thread, say) may read the host's state; a
+            # coroutine awaited there runs on another async library, or none.
+            return NO_ASYNCIO_LOOP if awaited else None
         if running is loop:
             return None
         return (
@@ -127,13 +148,32 @@ class HostBinding:
             f"and futures belong to that loop. {other_loop_advice or OTHER_LOOP_ADVICE}"
         )
 
-    def check(self, what: str, other_loop_advice: str | None = None) -> None:
+    def check(
+        self, what: str, other_loop_advice: str | None = None, *, awaited: bool = False
+    ) -> None:
         """Raise :class:`RuntimeError` saying why the host cannot ``what`` here, and how to
-        fix it (from another loop: ``other_loop_advice``, if given); nothing is sent or
-        changed."""
-        why = self.problem(other_loop_advice)
+        fix it (from another loop: ``other_loop_advice``, if given; ``awaited``: see
+        :meth:`problem`); nothing is sent or changed."""
+        why = self.problem(other_loop_advice, awaited=awaited)
         if why is not None:
             raise RuntimeError(f"cannot {what}: {why}")
+
+
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running in this thread, if one is."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def require_asyncio(what: str) -> asyncio.AbstractEventLoop:
+    """The asyncio loop running in this thread; :class:`RuntimeError` saying that isoplug
+    needs one, and how to get one, when none is (``what``: what could not be done)."""
+    loop = running_asyncio_loop()
+    if loop is None:
+        raise RuntimeError(f"cannot {what}: {NO_ASYNCIO_LOOP}")
+    return loop
 
 
 def _describe(loop: asyncio.AbstractEventLoop) -> str:

@@ -257,7 +257,7 @@ class Host(PluginOperations, PluginSettings):
             if not self._abandoned:
                 unclosed.drop_inherited(self)
             return
-        self._check_here("close the host")
+        self._check_here("close the host", awaited=True)
         if self._life is not HostStage.CLOSED:
             self._life = HostStage.CLOSING
         interrupted: BaseException | None = None
@@ -328,7 +328,7 @@ class Host(PluginOperations, PluginSettings):
         host is closed while plugins were not settled. A cancel point.
         """
         self._life.check_started("wait for plugins to be ready")
-        self._check_here("wait for plugins to be ready")
+        self._check_here("wait for plugins to be ready", awaited=True)
         return await self._waits.ready(timeout, raise_on_failure)
 
     async def wait_for(
@@ -345,16 +345,17 @@ class Host(PluginOperations, PluginSettings):
         point.
         """
         self._life.check_started(f"wait for plugin {plugin_id!r}")
-        self._check_here(f"wait for plugin {plugin_id!r}")
+        self._check_here(f"wait for plugin {plugin_id!r}", awaited=True)
         return await self._waits.until(plugin_id, predicate, timeout)
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _check_here(self, what: str) -> None:
+    def _check_here(self, what: str, *, awaited: bool = False) -> None:
         """Raise :class:`RuntimeError` when the host, holding a loop (started, not closed),
-        is used from another loop or after that loop closed; or in a forked child."""
+        is used from another loop or after that loop closed, or (``awaited``: from one of its
+        coroutines) where no asyncio loop runs; or in a forked child."""
         if self._life in _HOLDING_A_LOOP or self._binding.foreign:
-            self._binding.check(what, self.other_loop_advice)
+            self._binding.check(what, self.other_loop_advice, awaited=awaited)
 
     def _supervisor(self, plugin_id: str) -> RunnerSupervisor:
         self._life.check_started(f"find plugin {plugin_id!r}")

@@ -7,13 +7,12 @@ there), whose state it reads (declared below).
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from isoplug.errors import LocalProtocolError, hidden_from_pytest
-from isoplug.host.binding import HostBinding
+from isoplug.host.binding import HostBinding, running_asyncio_loop
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.host_stage import HostStage
@@ -48,7 +47,7 @@ class PluginOperations:
 
     if TYPE_CHECKING:
 
-        def _check_here(self, what: str) -> None: ...
+        def _check_here(self, what: str, *, awaited: bool = False) -> None: ...
 
         def _supervisor(self, plugin_id: str) -> RunnerSupervisor: ...
 
@@ -71,11 +70,8 @@ class PluginOperations:
         :class:`~isoplug.errors.ConnectionBroken` (the runner died during the call, saying how),
         :class:`PluginUnavailable` (unknown, failed, stopped or not ready in time).
         """
-        if (
-            self._life is not HostStage.RUNNING
-            or asyncio.get_running_loop() is not self._binding.loop
-        ):
-            self._check_here(f"call {plugin_id}.{method}")
+        if self._life is not HostStage.RUNNING or running_asyncio_loop() is not self._binding.loop:
+            self._check_here(f"call {plugin_id}.{method}", awaited=True)
             self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
@@ -106,7 +102,7 @@ class PluginOperations:
             kwargs = {}
         elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
-        self._check_here(f"call {plugin_id}.{method}")
+        self._check_here(f"call {plugin_id}.{method}", awaited=True)
         self._life.check_running(f"call {plugin_id}.{method}")
         limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
         if limit is not None:
@@ -125,7 +121,7 @@ class PluginOperations:
         :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent (of a type
         that does not cross, or too large), whether or not a plugin subscribes now,
         :class:`PluginUnavailable` when the host is not running."""
-        self._check_here(f"publish {event!r}")
+        self._check_here(f"publish {event!r}", awaited=True)
         self._life.check_running(f"publish {event!r}")
         try:
             sent = sum(s.publish(event, payload) for s in self._supervisors.values())
@@ -145,7 +141,7 @@ class PluginOperations:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
         ready or failed again, and return the plugin's state. Raises
         :class:`PluginUnavailable` when the host is not running."""
-        self._check_here(f"restart plugin {plugin_id!r}")
+        self._check_here(f"restart plugin {plugin_id!r}", awaited=True)
         self._life.check_running(f"restart plugin {plugin_id!r}")
         await self._supervisor(plugin_id).restart()
         return self.plugin(plugin_id)
@@ -157,7 +153,7 @@ class PluginOperations:
         Returns once what the runner logged and printed has been replayed into the host's
         handlers (up to 5 s after its exit, for slow handlers), so :meth:`log_metrics` is
         final then."""
-        self._check_here(f"stop plugin {plugin_id!r}")
+        self._check_here(f"stop plugin {plugin_id!r}", awaited=True)
         self._life.check_started(f"stop plugin {plugin_id!r}")
         await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
         return self.plugin(plugin_id)

@@ -31,7 +31,7 @@ class PluginSettings:
 
     if TYPE_CHECKING:
 
-        def _check_here(self, what: str) -> None: ...
+        def _check_here(self, what: str, *, awaited: bool = False) -> None: ...
 
         def _supervisor(self, plugin_id: str) -> RunnerSupervisor: ...
 
@@ -58,7 +58,7 @@ class PluginSettings:
         ``ValueError`` for an unknown level name.
         """
         numeric = level_number(level)
-        self._check_here(f"set the log level of plugin {plugin_id!r}")
+        self._check_here(f"set the log level of plugin {plugin_id!r}", awaited=True)
         self._life.check_running(f"set the log level of plugin {plugin_id!r}")
         supervisor = self._supervisor(plugin_id)
         if logger is None:
@@ -86,7 +86,7 @@ class PluginSettings:
         ``ready_timeout``, cannot check it: the configuration is kept, with a warning, and its
         next start (at once, for a failed plugin) checks it.
         """
-        self._check_here(f"configure plugin {plugin_id!r}")
+        self._check_here(f"configure plugin {plugin_id!r}", awaited=True)
         self._life.check_running(f"configure plugin {plugin_id!r}")
         return await self._runners.set_config(plugin_id, config)
 

@@ -27,6 +27,7 @@ from isoplug import (
     PluginState,
     SupervisorConfig,
 )
+from isoplug.host.binding import require_asyncio
 from isoplug.host.config import split_host_config
 from isoplug.host.registry import deeper_manifest, plugins_dir_for
 from isoplug.testing.harness_operations import HarnessOperations
@@ -121,6 +122,9 @@ class PluginHarness(HarnessOperations):
         for name in deny:
             self._capabilities[name] = _refusal(name)
         self._host: Host | None = None
+        #: The ids of the host's plugins, known once it started: its host does not reload, so
+        #: they never change (see :meth:`_id`).
+        self._started_ids: list[str] = []
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -131,6 +135,8 @@ class PluginHarness(HarnessOperations):
         return self._host
 
     async def __aenter__(self) -> PluginHarness:
+        # Before anything is opened: on trio, say, nothing of the harness could work.
+        require_asyncio("start PluginHarness (it runs an isoplug Host)")
         try:
             directory = self._stack.enter_context(plugins_dir_for(self.path))
             for name in ("plugin", "isoplug"):
@@ -148,6 +154,7 @@ class PluginHarness(HarnessOperations):
                 # Pointed at the wrong folder: say so now, not at the first call.
                 raise FileNotFoundError(_no_plugin(self.path))
             _check_plugin_config_ids(self.plugin_config, host)
+            self._started_ids = self.plugin_ids()
             if self.retry_start:
                 await host.wait_ready(self.ready_timeout)
             else:
@@ -193,7 +200,9 @@ class PluginHarness(HarnessOperations):
     def _id(self, plugin_id: str | None) -> str:
         if plugin_id is not None:
             return plugin_id
-        ids = self.plugin_ids()
+        # Not the host's plugins() now: from another loop, that read would fail first, and
+        # its error would name the read, not what the test asked for (a call, say).
+        ids = self._started_ids if self._host is not None else self.plugin_ids()
         if len(ids) != 1:
             raise ValueError(f"several plugins run ({', '.join(ids)}): say which one")
         return ids[0]
