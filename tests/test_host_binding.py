@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host, PluginState, SupervisorConfig
-from isoplug.testing import eventually
+from isoplug.testing import eventually, watching
 from tests.plugins_fixtures import FAST, plugins_dir, process_alive
 from tests.processes import child_env
 
@@ -87,6 +87,35 @@ def test_a_host_whose_loop_closed_refuses_everything_at_once_and_is_released_whe
     assert [str(w.message) for w in caught if "unclosed Host <isoplug.Host " in str(w.message)]
     asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
     asyncio.run(eventually(lambda: not [t for t in its_threads if t.is_alive()]))
+
+
+async def test_a_host_collected_while_its_loop_runs_is_closed_there_as_aclose_would(
+    tmp_path: Path,
+) -> None:
+    """Its runner's teardown runs, and the host logs its exit account, as ``aclose()`` does:
+    the collector clears the weak references to the host before its ``__del__``, and the
+    runners' state changes reached it only through one."""
+    host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
+    await host.start()
+    await host.wait_ready(20)
+    pid = host.plugin("echo").pid
+    with (
+        watching("isoplug.host") as told,
+        watching("plugin.echo") as plugin_records,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", ResourceWarning)
+        del host
+        gc.collect()
+        await plugin_records.wait_for_record(stream="stdout", text="echo: teardown ran")
+        await told.wait_for_record(
+            text=f"plugin echo: stopped: runner echo (pid {pid}) exited with code 0"
+        )
+        # The close goes on (the zygote, the listeners) in a task of the loop's.
+        await eventually(
+            lambda: not [t for t in asyncio.all_tasks() if t.get_name() == "isoplug-unclosed-host"]
+        )
+    assert [str(w.message) for w in caught if "unclosed Host <isoplug.Host " in str(w.message)]
 
 
 def test_a_host_used_from_another_loop_refuses_at_once_and_keeps_running(tmp_path: Path) -> None:

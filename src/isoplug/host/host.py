@@ -112,6 +112,9 @@ class Host(PluginOperations, PluginSettings):
         self._reload_task: asyncio.Task[None] | None = None
         self._on_change = checked_on_change(on_change)
         self._capabilities = CapabilityRegistry()
+        #: Every state change of its runners reaches the host through this, weakly while the
+        #: host is in use (see isoplug.host.unclosed).
+        self._notifier = unclosed.HostNotifier(self._state_changed)
         # A lambda: the stage it asks is the one the host is in when a wait asks.
         self._waits = PluginWaits(
             self.plugins,
@@ -233,7 +236,7 @@ class Host(PluginOperations, PluginSettings):
             config=self.config,
             invoke_capability=self._capabilities.invoke,
             # Weakly: its tasks and the log bridge's threads must not keep the host alive.
-            notify=unclosed.weak_notify(self._state_changed),
+            notify=self._notifier,
             stdio_destination=self._log_bridge.stdio_destination,
             zygote=self._zygote,
         )

@@ -15,7 +15,7 @@ once. A host whose close on its loop never finished (the loop closed first) is r
 exit.
 
 Nothing refers to a host from its runners' tasks or the log bridge's threads but weakly
-(:func:`weak_notify`): a host the application drops can be collected.
+(:class:`HostNotifier`): a host the application drops can be collected.
 
 A forked child's copy of a host is its parent's (see :mod:`isoplug.host.binding`): it is never
 released here; its ``aclose()`` only drops the child's copies (:func:`drop_inherited`).
@@ -39,7 +39,7 @@ from isoplug.log_guard import guarded_logger
 if TYPE_CHECKING:
     from isoplug.host.host import Host
 
-__all__ = ["drop_inherited", "left_unclosed", "weak_notify"]
+__all__ = ["HostNotifier", "drop_inherited", "left_unclosed"]
 
 _log = guarded_logger("isoplug.host")
 
@@ -49,16 +49,25 @@ _WHY = "its host was not closed"
 _closing_on_loop: set[Host] = set()
 
 
-def weak_notify(method: Callable[[StateChange], None]) -> Callable[[StateChange], None]:
-    """``method`` (a host's bound method) called through a weak reference to its host."""
-    ref = weakref.WeakMethod(method)
+class HostNotifier:
+    """A host's ``_state_changed``, which its supervisors call for every state change,
+    reached through a weak reference to the host until :meth:`hold`."""
 
-    def notify(change: StateChange) -> None:
-        bound = ref()
-        if bound is not None:
-            bound(change)
+    def __init__(self, method: Callable[[StateChange], None]) -> None:
+        self._weak = weakref.WeakMethod(method)
+        self._held: Callable[[StateChange], None] | None = None
 
-    return notify
+    def hold(self, method: Callable[[StateChange], None]) -> None:
+        """Call ``method`` strongly from now on: the collector clears every weak reference to
+        a host before its ``__del__``, and the close that follows tells each runner's end
+        (the exit account ``aclose()`` logs) through this. The cycle this makes is taken by
+        the collector once the host is released; its ``__del__`` does not run twice."""
+        self._held = method
+
+    def __call__(self, change: StateChange) -> None:
+        method = self._held or self._weak()
+        if method is not None:
+            method(change)
 
 
 def left_unclosed(host: Host, *, at_exit: bool) -> None:
@@ -67,6 +76,7 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
     if host._binding.foreign or host._abandoned:
         return
     host._abandoned = True
+    host._notifier.hold(host._state_changed)
     warnings.warn(f"unclosed Host {host!r}", ResourceWarning, source=host, stacklevel=2)
     loop = host._binding.loop
     if not at_exit and loop is not None and not loop.is_closed():
