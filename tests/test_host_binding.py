@@ -200,6 +200,42 @@ def test_a_host_left_running_at_exit_warns_and_its_zygote_and_runners_go(tmp_pat
     asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
 
 
+def test_a_host_left_running_at_exit_on_an_idle_loop_is_closed_there_as_aclose_would(
+    tmp_path: Path,
+) -> None:
+    """A script's ``loop.run_until_complete()`` returned (or IPython between cells): the loop
+    is open and idle at exit, and the host is closed on it, so its runner's teardown runs and
+    its exit account is logged; not killed, with only a line on log connections still open."""
+    done = _run_script(
+        tmp_path,
+        """
+        import asyncio, logging, sys
+        from isoplug import Host
+        from tests.plugins_fixtures import FAST
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        kept = []
+        async def main():
+            host = Host(sys.argv[1], config=FAST)
+            kept.append(host)
+            await host.start()
+            await host.wait_ready(20)
+            print(host.plugin("echo").pid, flush=True)
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(main())
+        """,
+        "-X",
+        "dev",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning: unclosed Host <isoplug.Host " in done.stderr
+    pid = int(done.stdout)
+    assert "plugin.echo.stdout: echo: teardown ran" in done.stderr, done.stderr
+    account = f"isoplug.host: plugin echo: stopped: runner echo (pid {pid}) exited with code 0"
+    assert account in done.stderr, done.stderr
+    assert "still open" not in done.stderr, done.stderr
+    assert not process_alive(pid)
+
+
 #: Where the application drops its last reference to an unclosed host as ``asyncio.run``
 #: ends (the collector may find it anywhere then): each defines ``set_up(loop)``.
 _DROPPED_AS_RUN_ENDS = {

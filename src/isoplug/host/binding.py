@@ -102,6 +102,8 @@ class HostBinding:
         #: Set in a forked child: the host and all it holds are the parent's.
         self.foreign = False
         self._thread = ""
+        #: The thread that started the host (its loop's, as asyncio runs it).
+        self.thread_id: int | None = None
 
     def bind(self) -> None:
         """Tie the host to the running loop, in this process (its ``start()``); raise
@@ -109,6 +111,7 @@ class HostBinding:
         self.loop = require_asyncio("start the host")
         self.pid = os.getpid()
         self._thread = threading.current_thread().name
+        self.thread_id = threading.get_ident()
         _bound.add(self)
 
     def problem(self, other_loop_advice: str | None = None, *, awaited: bool = False) -> str | None:

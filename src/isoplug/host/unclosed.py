@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from isoplug.host import observers
+from isoplug.host.binding import running_asyncio_loop
 from isoplug.host.status import StateChange
 from isoplug.log_guard import guarded_logger
 
@@ -87,12 +88,42 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
             return
         except RuntimeError:  # the loop closed meanwhile: released below
             _closing_on_loop.discard(host)
+    if at_exit and loop is not None and _idle_here(host, loop) and _close_at_exit(host, loop):
+        return
     if at_exit:
         _release(host)
     else:
         # The collector may run in any thread, one of the log bridge's too (which the
         # release joins): release from a thread of its own.
         threading.Thread(target=_release, args=(host,), name="isoplug-unclosed-host").start()
+
+
+def _idle_here(host: Host, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop``, the host's, is open and idle in this thread, which started the host:
+    a script's ``loop.run_until_complete()`` returned, or IPython between two cells."""
+    return (
+        not loop.is_closed()
+        and not loop.is_running()
+        and host._binding.thread_id == threading.get_ident()
+        and running_asyncio_loop() is None
+    )
+
+
+def _close_at_exit(host: Host, loop: asyncio.AbstractEventLoop) -> bool:
+    """Close ``host`` on its idle ``loop`` at interpreter exit, as ``aclose()`` would: each
+    runner's teardown gets its chance (bounded by the host's timeouts) and its exit account is
+    logged. Killing the runners instead, as for a host whose loop is gone, would skip both,
+    though nothing stops this loop from running once more. Whether it did."""
+    try:
+        loop.run_until_complete(host.aclose())
+    except Exception as error:
+        _log.error(
+            "closing an unclosed host at exit failed (its runners are killed): %r",
+            error,
+            exc_info=error,
+        )
+        return False
+    return True
 
 
 def _close_on_loop(host: Host) -> None:
