@@ -175,25 +175,27 @@ def _run_script(tmp_path: Path, source: str, *options: str) -> subprocess.Comple
     )
 
 
+#: A script whose ``main()`` starts a host and leaves it running, its records on stderr; it
+#: prints the pids of its runner and zygote.
+_LEFT_RUNNING = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    from isoplug import Host
+    from tests.plugins_fixtures import FAST
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    kept = []
+    async def main():
+        host = Host(sys.argv[1], config=FAST)
+        kept.append(host)
+        await host.start()
+        await host.wait_ready(20)
+        print(host.plugin("echo").pid, host._zygote.pid, flush=True)
+    """
+)
+
+
 def test_a_host_left_running_at_exit_warns_and_its_zygote_and_runners_go(tmp_path: Path) -> None:
-    done = _run_script(
-        tmp_path,
-        """
-        import asyncio, sys
-        from isoplug import Host
-        from tests.plugins_fixtures import FAST
-        kept = []
-        async def main():
-            host = Host(sys.argv[1], config=FAST)
-            kept.append(host)
-            await host.start()
-            await host.wait_ready(20)
-            print(host.plugin("echo").pid, host._zygote.pid, flush=True)
-        asyncio.run(main())
-        """,
-        "-X",
-        "dev",
-    )
+    done = _run_script(tmp_path, _LEFT_RUNNING + "asyncio.run(main())\n", "-X", "dev")
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning: unclosed Host <isoplug.Host " in done.stderr
     pids = [int(pid) for pid in done.stdout.split()]
@@ -206,29 +208,11 @@ def test_a_host_left_running_at_exit_on_an_idle_loop_is_closed_there_as_aclose_w
     """A script's ``loop.run_until_complete()`` returned (or IPython between cells): the loop
     is open and idle at exit, and the host is closed on it, so its runner's teardown runs and
     its exit account is logged; not killed, with only a line on log connections still open."""
-    done = _run_script(
-        tmp_path,
-        """
-        import asyncio, logging, sys
-        from isoplug import Host
-        from tests.plugins_fixtures import FAST
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-        kept = []
-        async def main():
-            host = Host(sys.argv[1], config=FAST)
-            kept.append(host)
-            await host.start()
-            await host.wait_ready(20)
-            print(host.plugin("echo").pid, flush=True)
-        loop = asyncio.new_event_loop()
-        loop.run_until_complete(main())
-        """,
-        "-X",
-        "dev",
-    )
+    run_once = "loop = asyncio.new_event_loop()\nloop.run_until_complete(main())\n"
+    done = _run_script(tmp_path, _LEFT_RUNNING + run_once, "-X", "dev")
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning: unclosed Host <isoplug.Host " in done.stderr
-    pid = int(done.stdout)
+    pid = int(done.stdout.split()[0])
     assert "plugin.echo.stdout: echo: teardown ran" in done.stderr, done.stderr
     account = f"isoplug.host: plugin echo: stopped: runner echo (pid {pid}) exited with code 0"
     assert account in done.stderr, done.stderr

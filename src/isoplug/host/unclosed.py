@@ -12,7 +12,9 @@ for its default executor, and closes the loop, never waiting for a task started 
 So once its supervision has been cancelled, or has ended, the host is released without
 awaiting anything, in one callback on the loop: as the last cancelled supervision ends, or at
 once. A host whose close on its loop never finished (the loop closed first) is released at
-exit.
+exit. At exit, a host whose loop is open and idle in the thread that started it (a script's
+``loop.run_until_complete()`` returned, IPython quit between cells) is closed on that loop,
+run once more for ``aclose()``: its runners' teardown and exit accounts are not skipped.
 
 Nothing refers to a host from its runners' tasks or the log bridge's threads but weakly
 (:class:`HostNotifier`): a host the application drops can be collected.
