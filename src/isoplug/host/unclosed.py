@@ -118,7 +118,7 @@ def _close_at_exit(host: Host, loop: asyncio.AbstractEventLoop) -> bool:
     though nothing stops this loop from running once more. Whether it did."""
     try:
         loop.run_until_complete(host.aclose())
-    except Exception as error:
+    except BaseException as error:  # a Ctrl-C meanwhile too: the runners are killed still
         _log.error(
             "closing an unclosed host at exit failed (its runners are killed): %r",
             error,
