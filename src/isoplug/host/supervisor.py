@@ -29,6 +29,7 @@ from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.current_runner import CurrentRunner
+from isoplug.host.descriptor_room import claim_room_to_start
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import Addresses, RunnerLife
 from isoplug.host.live_settings import apply_log_levels
@@ -339,7 +340,17 @@ class RunnerSupervisor(CurrentRunner):
             [m for pid, m in self.manifests.items() if pid not in self.broken]
         )
         self._generation += 1
+        try:
+            claim = claim_room_to_start()
+        except OSError as error:
+            # Said as the shortage it is, not as the closed connection or unread pipes a start
+            # without the room would end in (see isoplug.host.descriptor_room).
+            self._life = None
+            why = shortage(error) or str(error)
+            return ExitAccount(self.runner_id, 0, 127, 0.0, self.restarts, why), None
         life = self._life = RunnerLife(self.runner_id, self._config, self._commands, self._zygote)
+        # Once ready, its descriptors are open ones, counted as such by the next start's look.
+        life.ready.add_done_callback(lambda _: claim.release())
         self.offers = Offers()
         try:
             return await life.run(
@@ -350,6 +361,7 @@ class RunnerSupervisor(CurrentRunner):
                 on_ready=self._take_ready,
             )
         finally:
+            claim.release()
             # Its runner process ended: its counts join those of the runners before it.
             for plugin_id, count in life.health.take_events_dropped().items():
                 if plugin_id in self.manifests:

@@ -1,0 +1,77 @@
+"""Room among the host's file descriptors (``RLIMIT_NOFILE``) for a runner's start, looked
+for before the start rather than found missing halfway through it.
+
+A runner's start takes about :data:`~isoplug.host.shortage.DESCRIPTORS_PER_RUNNER` of the
+host's descriptors, and not all at once: its pipes and health channel before its spawn, then
+the reader of its pipes, its control connection (accepted by the host's event loop), its log
+connections (accepted by the log bridge's threads), its log ring and ledger. A descriptor
+missing at one of the later steps could not be told as the host's shortage: uvloop (libuv)
+closes a connection it cannot accept, unseen by anyone (the runner only learns that the host
+closed its connection during the handshake, and exits with code 5), asyncio's loop leaves it
+waiting with a traceback a second at a time, and a runner left without the reader of its pipes
+would run with its output unread. So a runner starts only when the descriptors its start takes
+are free, less those that runners starting at the same time have claimed; otherwise its start
+fails with ``EMFILE``, said as the host out of file descriptors (see
+:mod:`isoplug.host.shortage`) and retried with backoff, as after a crash.
+
+The limit is the process's, shared by every host in it: so is the room, hence module state.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import threading
+
+from isoplug.host.shortage import DESCRIPTORS_PER_RUNNER
+
+__all__ = ["DESCRIPTORS_TO_START", "DescriptorClaim", "claim_room_to_start"]
+
+#: What a start claims: a runner's own descriptors and a few more, for what the host opens
+#: meanwhile on behalf of runners already running (a listing of /proc, a health check's).
+DESCRIPTORS_TO_START = DESCRIPTORS_PER_RUNNER + 3
+_FD_FOLDER = "/proc/self/fd"
+
+_lock = threading.Lock()
+#: Descriptors claimed by the starts under way (those not yet ready or ended).
+_claimed = 0
+
+
+class DescriptorClaim:
+    """The room claimed for one start; :meth:`release` once the runner is ready or ended (its
+    descriptors are then counted as open ones). Idempotent."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+
+    def release(self) -> None:
+        global _claimed
+        with _lock:
+            _claimed -= self._count
+            self._count = 0
+
+
+def claim_room_to_start() -> DescriptorClaim:
+    """Claim :data:`DESCRIPTORS_TO_START` descriptors for a runner's start. Raises
+    :class:`OSError` (``EMFILE``) when fewer are free under the soft limit, less those claimed
+    by the other starts under way; no claim is made where the limit or the open descriptors
+    cannot be known (no limit, no ``/proc``)."""
+    global _claimed
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DescriptorClaim(0)
+    try:
+        # Listing takes a descriptor of its own: EMFILE there is the very shortage looked for.
+        names = os.listdir(_FD_FOLDER)
+    except FileNotFoundError:
+        return DescriptorClaim(0)
+    # A descriptor numbered at or above the soft limit (opened before it was lowered) takes
+    # no number the next open could get.
+    numbers_taken = sum(1 for name in names if name.isdigit() and int(name) < soft)
+    with _lock:
+        # The listing's own descriptor was counted, though it is closed now: one spare more.
+        if soft - numbers_taken - _claimed < DESCRIPTORS_TO_START:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        _claimed += DESCRIPTORS_TO_START
+    return DescriptorClaim(DESCRIPTORS_TO_START)
