@@ -33,9 +33,16 @@ __all__ = ["DESCRIPTORS_TO_START", "DescriptorClaim", "claim_room_to_start"]
 DESCRIPTORS_TO_START = DESCRIPTORS_PER_RUNNER + 3
 _FD_FOLDER = "/proc/self/fd"
 
-_lock = threading.Lock()
-#: Descriptors claimed by the starts under way (those not yet ready or ended).
-_claimed = 0
+
+class _Claims:
+    """The descriptors claimed by the starts under way (those not yet ready or ended)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+
+
+_CLAIMS = _Claims()
 
 
 class DescriptorClaim:
@@ -46,9 +53,8 @@ class DescriptorClaim:
         self._count = count
 
     def release(self) -> None:
-        global _claimed
-        with _lock:
-            _claimed -= self._count
+        with _CLAIMS.lock:
+            _CLAIMS.count -= self._count
             self._count = 0
 
 
@@ -57,7 +63,6 @@ def claim_room_to_start() -> DescriptorClaim:
     :class:`OSError` (``EMFILE``) when fewer are free under the soft limit, less those claimed
     by the other starts under way; no claim is made where the limit or the open descriptors
     cannot be known (no limit, no ``/proc``)."""
-    global _claimed
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return DescriptorClaim(0)
@@ -67,11 +72,10 @@ def claim_room_to_start() -> DescriptorClaim:
     except FileNotFoundError:
         return DescriptorClaim(0)
     # A descriptor numbered at or above the soft limit (opened before it was lowered) takes
-    # no number the next open could get.
+    # no number the next open could get. The listing's own, closed now, counts: one spare more.
     numbers_taken = sum(1 for name in names if name.isdigit() and int(name) < soft)
-    with _lock:
-        # The listing's own descriptor was counted, though it is closed now: one spare more.
-        if soft - numbers_taken - _claimed < DESCRIPTORS_TO_START:
+    with _CLAIMS.lock:
+        if soft - numbers_taken - _CLAIMS.count < DESCRIPTORS_TO_START:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-        _claimed += DESCRIPTORS_TO_START
+        _CLAIMS.count += DESCRIPTORS_TO_START
     return DescriptorClaim(DESCRIPTORS_TO_START)
