@@ -29,6 +29,10 @@ from isoplug.runner import eventloop
 def held() -> int:
     return len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
 
+if sys.argv[4:] == ["ungated"]:
+    from isoplug.host import descriptor_room, supervisor
+    supervisor.claim_room_to_start = lambda: descriptor_room.DescriptorClaim(0)
+
 async def main() -> None:
     with isoplug.testing.watching(None) as records:
         logging.getLogger().setLevel(logging.INFO)
@@ -150,3 +154,25 @@ def test_a_started_runner_has_its_output_read_or_its_start_fails() -> None:
             assert step["failed"] == errno.EMFILE, step
     assert any(step["failed"] for step in steps), steps
     assert any(step["failed"] is None for step in steps), steps
+
+
+def test_a_runner_that_could_not_connect_while_the_host_was_short_says_so(
+    tmp_path: Path,
+) -> None:
+    """The look before a start counts on the descriptors it saw staying free; where something
+    else in the host takes them meanwhile (here: the look left out, so that the start runs
+    short), uvloop closes the control connection it cannot accept, unseen, and the runner exits
+    with code 5: its account names the shortage."""
+    directory = str(plugins_dir(tmp_path, "echo"))
+    steps_wanted = str(2 * DESCRIPTORS_PER_RUNNER)
+    result = run_python(_SWEEP, directory, "uvloop", steps_wanted, "ungated", timeout=300)
+    assert result.returncode == 0, result.stderr
+    steps = [json.loads(line) for line in result.stdout.splitlines()]
+    unreached = [s for s in steps if any("cannot reach the host" in m for m in s["said"])]
+    assert unreached, steps  # the sweep did run a start short at its connection
+    for step in unreached:
+        crashes = [m for m in step["said"] if "exited with code 5" in m]
+        assert crashes, step
+        for crash in crashes:
+            assert "; the host (ulimit -n " in crash, step
+            assert "is out of file descriptors (Too many open files): each running" in crash

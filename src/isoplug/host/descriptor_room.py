@@ -26,7 +26,12 @@ import threading
 
 from isoplug.host.shortage import DESCRIPTORS_PER_RUNNER
 
-__all__ = ["DESCRIPTORS_TO_START", "DescriptorClaim", "claim_room_to_start"]
+__all__ = [
+    "DESCRIPTORS_TO_START",
+    "DescriptorClaim",
+    "claim_room_to_start",
+    "short_of_descriptors",
+]
 
 #: What a start claims: a runner's own descriptors and a few more, for what the host opens
 #: meanwhile on behalf of runners already running (a listing of /proc, a health check's).
@@ -79,3 +84,21 @@ def claim_room_to_start() -> DescriptorClaim:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         _CLAIMS.count += DESCRIPTORS_TO_START
     return DescriptorClaim(DESCRIPTORS_TO_START)
+
+
+def short_of_descriptors() -> OSError | None:
+    """``EMFILE`` when fewer descriptors than a start takes are free under the soft limit now
+    (claims aside), else None: why, most likely, a runner could not connect."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        names = os.listdir(_FD_FOLDER)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return error if error.errno in (errno.EMFILE, errno.ENFILE) else None
+    numbers_taken = sum(1 for name in names if name.isdigit() and int(name) < soft)
+    if soft - numbers_taken < DESCRIPTORS_TO_START:
+        return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    return None
