@@ -68,19 +68,11 @@ def claim_room_to_start() -> DescriptorClaim:
     :class:`OSError` (``EMFILE``) when fewer are free under the soft limit, less those claimed
     by the other starts under way; no claim is made where the limit or the open descriptors
     cannot be known (no limit, no ``/proc``)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
+    free = _free_numbers()
+    if free is None:
         return DescriptorClaim(0)
-    try:
-        # Listing takes a descriptor of its own: EMFILE there is the very shortage looked for.
-        names = os.listdir(_FD_FOLDER)
-    except FileNotFoundError:
-        return DescriptorClaim(0)
-    # A descriptor numbered at or above the soft limit (opened before it was lowered) takes
-    # no number the next open could get. The listing's own, closed now, counts: one spare more.
-    numbers_taken = sum(1 for name in names if name.isdigit() and int(name) < soft)
     with _CLAIMS.lock:
-        if soft - numbers_taken - _CLAIMS.count < DESCRIPTORS_TO_START:
+        if free - _CLAIMS.count < DESCRIPTORS_TO_START:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         _CLAIMS.count += DESCRIPTORS_TO_START
     return DescriptorClaim(DESCRIPTORS_TO_START)
@@ -89,16 +81,28 @@ def claim_room_to_start() -> DescriptorClaim:
 def short_of_descriptors() -> OSError | None:
     """``EMFILE`` when fewer descriptors than a start takes are free under the soft limit now
     (claims aside), else None: why, most likely, a runner could not connect."""
+    try:
+        free = _free_numbers()
+    except OSError as error:
+        return error
+    if free is not None and free < DESCRIPTORS_TO_START:
+        return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    return None
+
+
+def _free_numbers() -> int | None:
+    """How many descriptor numbers below the soft limit are free; None where that cannot be
+    known (no limit, no readable ``/proc``). Raises :class:`OSError` (``EMFILE``, ``ENFILE``)
+    when even the listing finds no descriptor: the very shortage looked for."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return None
     try:
         names = os.listdir(_FD_FOLDER)
-    except FileNotFoundError:
-        return None
     except OSError as error:
-        return error if error.errno in (errno.EMFILE, errno.ENFILE) else None
-    numbers_taken = sum(1 for name in names if name.isdigit() and int(name) < soft)
-    if soft - numbers_taken < DESCRIPTORS_TO_START:
-        return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-    return None
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            raise
+        return None  # no /proc here, or not readable: nothing to count by
+    # A descriptor numbered at or above the soft limit (opened before it was lowered) takes
+    # no number the next open could get. The listing's own, closed now, counts: one spare more.
+    return soft - sum(1 for name in names if name.isdigit() and int(name) < soft)
