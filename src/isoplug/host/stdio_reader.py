@@ -83,6 +83,15 @@ class StdioReader:
         # pipe once the reader has closed it (its number could be reused by then).
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
+        # Made here, at the runner's start, not in the reader's thread: a host out of
+        # descriptors then fails the start (said as such, retried), rather than leaving a
+        # running runner whose output nobody reads.
+        try:
+            self._selector = selectors.DefaultSelector()
+        except BaseException:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            raise
         self._wake_lock = threading.Lock()
         self._stopping = False
         self._wake_closed = False
@@ -94,7 +103,7 @@ class StdioReader:
         gil = self._gil
         streams = [_Stream(name, fd) for name, fd in self._pipes.items()]
         try:
-            with selectors.DefaultSelector() as selector:
+            with self._selector as selector:
                 for stream in streams:
                     os.set_blocking(stream.fd, False)
                     selector.register(stream.fd, selectors.EVENT_READ, stream)
@@ -145,6 +154,8 @@ class StdioReader:
             for fd in (*self._pipes.values(), self._wake_read, self._wake_write):
                 with contextlib.suppress(OSError):  # closed either way
                     os.close(fd)
+            # The child has no reader thread: nothing else uses its copy.
+            self._selector.close()
 
     def close(self) -> None:
         """Close the pipes and the wake pipe. Idempotent."""
@@ -155,6 +166,8 @@ class StdioReader:
             for fd in (*self._pipes.values(), self._wake_read, self._wake_write):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            # After run()'s own close, a no-op; the only one where run() never ran.
+            self._selector.close()
 
 
 class _Stream:

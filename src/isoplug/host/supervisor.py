@@ -18,17 +18,19 @@ are marked FAILED for good (restarting cannot fix code); a failed ``setup`` coun
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from isoplug.control import SET_LOG_LEVEL, ReadyReport
+from isoplug.control import EXIT_CANNOT_CONNECT, SET_LOG_LEVEL, ReadyReport
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
 from isoplug.host.current_runner import CurrentRunner
+from isoplug.host.descriptor_room import claim_room_to_start, short_of_descriptors
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import Addresses, RunnerLife
 from isoplug.host.live_settings import apply_log_levels
@@ -339,10 +341,20 @@ class RunnerSupervisor(CurrentRunner):
             [m for pid, m in self.manifests.items() if pid not in self.broken]
         )
         self._generation += 1
+        try:
+            claim = claim_room_to_start()
+        except OSError as error:
+            # Said as the shortage it is, not as the closed connection or unread pipes a start
+            # without the room would end in (see isoplug.host.descriptor_room).
+            self._life = None
+            why = shortage(error) or str(error)
+            return ExitAccount(self.runner_id, 0, 127, 0.0, self.restarts, why), None
         life = self._life = RunnerLife(self.runner_id, self._config, self._commands, self._zygote)
+        # Once ready, its descriptors are open ones, counted as such by the next start's look.
+        life.ready.add_done_callback(lambda _: claim.release())
         self.offers = Offers()
         try:
-            return await life.run(
+            account, permanent = await life.run(
                 entries,
                 addresses=self._addresses,
                 open_stdio=self._open_stdio,
@@ -350,10 +362,19 @@ class RunnerSupervisor(CurrentRunner):
                 on_ready=self._take_ready,
             )
         finally:
+            claim.release()
             # Its runner process ended: its counts join those of the runners before it.
             for plugin_id, count in life.health.take_events_dropped().items():
                 if plugin_id in self.manifests:
                     self._events_dropped[plugin_id] = self._events_dropped.get(plugin_id, 0) + count
+        if account.exit_code == EXIT_CANNOT_CONNECT and not life.connected:
+            # Something else took the descriptors the claim counted on: uvloop then closes the
+            # control connection it cannot accept, unseen, and the runner only saw it closed.
+            short = short_of_descriptors()
+            if short is not None:
+                reason = f"{account.reason}; {shortage(short)}"
+                account = dataclasses.replace(account, reason=reason)
+        return account, permanent
 
     async def _take_ready(
         self, report: ReadyReport, process: RunnerProcess
