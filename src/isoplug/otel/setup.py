@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import threading
 import time
@@ -181,8 +182,10 @@ def export(
     application's own providers when it set SDK ones, True requires them, False never joins.
     ``limits`` bounds the queue of records waiting to be sent.
 
-    Raises ``RuntimeError`` while another export runs, or when the extra is not installed;
-    ``ValueError`` for a bad endpoint, protocol or option.
+    Raises ``RuntimeError`` while another export runs, or when a part of the extra this export
+    needs is not installed (naming its distribution); ``ValueError`` for a bad endpoint,
+    protocol or option, or a ``metrics_port`` that cannot be served. A call that raises leaves
+    nothing running (no thread, server, socket, handler or provider): it may be retried.
     """
     require(SDK)
     from opentelemetry import _logs as logs_api
@@ -426,6 +429,15 @@ def _start_metrics(
         observers.add_observer(host_metrics)
 
 
+_SERVING_FIXES = {
+    errno.EADDRINUSE: " (something else listens there: stop it, or choose another port; 0 "
+    "takes a free one)",
+    errno.EADDRNOTAVAIL: " (not an address of this machine: give one of its own, or 0.0.0.0 "
+    "for all)",
+    errno.EACCES: " (ports below 1024 need privileges: choose a higher one)",
+}
+
+
 def _serve_prometheus(running: OtelExport, host: str, port: int) -> Any:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, start_http_server
@@ -435,7 +447,10 @@ def _serve_prometheus(running: OtelExport, host: str, port: int) -> Any:
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise ValueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+        raise ValueError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            f"{_SERVING_FIXES.get(exc.errno or 0, '')}"
+        ) from exc
     running.metrics_address = (host, server.server_port)
 
     def close() -> None:
