@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import threading
 import time
@@ -13,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from isoplug.host import observers
 from isoplug.log_guard import guarded_logger
+from isoplug.otel import senders
 from isoplug.otel.logs import LogExport, LogExportStats, OutboxLimits
+from isoplug.otel.requirements import (
+    JOINED_LOGS,
+    PROMETHEUS,
+    SDK,
+    otlp_exporter,
+    require,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
@@ -26,7 +35,6 @@ _log = guarded_logger("isoplug.otel")
 
 PROTOCOLS = ("http/protobuf", "grpc")
 DEFAULT_PROTOCOL = "http/protobuf"
-_INSTALL = "pip install 'isoplug[otel]'"
 
 
 class _State:
@@ -174,19 +182,17 @@ def export(
     application's own providers when it set SDK ones, True requires them, False never joins.
     ``limits`` bounds the queue of records waiting to be sent.
 
-    Raises ``RuntimeError`` while another export runs, or when the extra is not installed;
-    ``ValueError`` for a bad endpoint, protocol or option.
+    Raises ``RuntimeError`` while another export runs, or when a part of the extra this export
+    needs is not installed (naming its distribution); ``ValueError`` for a bad endpoint,
+    protocol or option, or a ``metrics_port`` that cannot be served. A call that raises leaves
+    nothing running (no thread, server, socket, handler or provider): it may be retried.
     """
-    try:
-        from opentelemetry import _logs as logs_api
-        from opentelemetry import metrics as metrics_api
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    except ImportError as exc:
-        raise RuntimeError(
-            f"exporting to OpenTelemetry needs the otel extra: {_INSTALL} ({exc})"
-        ) from exc
-    options = _Options(endpoint, protocol, headers, timeout, otlp, limits)
+    require(SDK)
+    from opentelemetry import _logs as logs_api
+    from opentelemetry import metrics as metrics_api
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+
     with _lock:
         if _state.active is not None:
             raise RuntimeError("isoplug.otel.export() is already running; shutdown() it first")
@@ -206,21 +212,45 @@ def export(
                 "providers and sends where they send; pass join=False to send to an endpoint "
                 "of isoplug's own"
             )
+        options = _Options(
+            endpoint,
+            headers,
+            timeout,
+            limits,
+            logs_via=_own_protocol(logs and otlp and not (joining and has_logs), protocol, "logs"),
+            metrics_via=_own_protocol(
+                metrics and otlp and not (joining and has_meters), protocol, "metrics"
+            ),
+        )
+        needed = [otlp_exporter(via) for via in (options.logs_via, options.metrics_via) if via]
+        if logs and joining and has_logs:
+            needed.append(JOINED_LOGS)
+        if metrics and metrics_port is not None:
+            needed.append(PROMETHEUS)
+        require(*needed)
         running = OtelExport()
         running.joined = joining
+        # What can fail (a port in use, an exporter refusing its settings) is done first, each
+        # piece closed by shutdown() from the moment it exists; the threads that would outlive
+        # a failure (the log export's, the metric reader's) start last.
         try:
             if otlp and not joining:
                 _name_sdk_messages(running)
             resource = _resource(service_name, app_logs, app_meters, joining)
+            prometheus = None
+            if metrics and metrics_port is not None:
+                prometheus = _serve_prometheus(running, metrics_host, metrics_port)
+            transport = _log_transport(running, options) if options.logs_via else None
+            metric_exporter = _metric_exporter(running, options) if options.metrics_via else None
             if logs:
-                _start_logs(running, options, resource, joining and has_logs)
+                _start_logs(running, options, resource, joining and has_logs, transport)
             if metrics:
                 _start_metrics(
                     running,
-                    options,
                     resource,
                     joining and has_meters,
-                    prometheus=(metrics_host, metrics_port),
+                    readers=[prometheus] if prometheus is not None else [],
+                    exporter=metric_exporter,
                     interval=metrics_interval,
                 )
         except BaseException:
@@ -230,16 +260,23 @@ def export(
     return running
 
 
+def _own_protocol(needed: bool, protocol: str | None, signal: str) -> str | None:
+    """The protocol isoplug's own exporter of ``signal`` sends with; None: it has none."""
+    return resolve_protocol(protocol, signal) if needed else None
+
+
 @dataclasses.dataclass(frozen=True)
 class _Options:
     """How isoplug's own exporters send (when the application's providers are not joined)."""
 
     endpoint: str | None
-    protocol: str | None
     headers: Mapping[str, str] | None
     timeout: float | None
-    otlp: bool
     limits: OutboxLimits | None
+    #: The protocols of isoplug's own OTLP exporters; None: that signal has none (not sent
+    #: over OTLP, or sent through the application's provider).
+    logs_via: str | None
+    metrics_via: str | None
 
 
 def _name_sdk_messages(running: OtelExport) -> None:
@@ -301,22 +338,52 @@ def _current_trace() -> tuple[bytes, bytes, int]:
     )
 
 
-def _start_logs(
-    running: OtelExport, options: _Options, resource: Mapping[str, Any], join: bool
-) -> None:
-    from isoplug.otel import senders
+def _log_transport(running: OtelExport, options: _Options) -> senders.Transport:
+    """isoplug's own OTLP log exporter (``options.logs_via``), closed by ``running``'s
+    shutdown from now on."""
+    chosen = options.logs_via or DEFAULT_PROTOCOL
+    url = signal_endpoint(options.endpoint, chosen, "logs")
+    make = senders.grpc_log_exporter if chosen == "grpc" else senders.http_log_exporter
+    transport, close = make(url, options.headers, options.timeout)
+    running._closers.append(close)
+    return transport
 
+
+def _metric_exporter(running: OtelExport, options: _Options) -> Any:
+    """isoplug's own OTLP metric exporter (``options.metrics_via``), closed by ``running``'s
+    shutdown until the reader that sends with it (made last) takes it over."""
+    chosen = options.metrics_via or DEFAULT_PROTOCOL
+    url = signal_endpoint(options.endpoint, chosen, "metrics")
+    headers = dict(options.headers) if options.headers else None
+    if chosen == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        exporter: Any = GrpcMetricExporter(endpoint=url, headers=headers, timeout=options.timeout)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        exporter = HttpMetricExporter(endpoint=url, headers=headers, timeout=options.timeout)
+    running._closers.append(exporter.shutdown)
+    return exporter
+
+
+def _start_logs(
+    running: OtelExport,
+    options: _Options,
+    resource: Mapping[str, Any],
+    join: bool,
+    transport: senders.Transport | None,
+) -> None:
     if join:
         from opentelemetry import _logs as logs_api
 
         provider: Any = logs_api.get_logger_provider()
         deliver: Any = senders.JoinedSender(provider, _versions)
-    elif options.otlp:
-        chosen = resolve_protocol(options.protocol, "logs")
-        url = signal_endpoint(options.endpoint, chosen, "logs")
-        make = senders.grpc_log_exporter if chosen == "grpc" else senders.http_log_exporter
-        transport, close = make(url, options.headers, options.timeout)
-        running._closers.append(close)
+    elif transport is not None:
         deliver = senders.OwnSender(transport, resource, _versions)
     else:
         return
@@ -328,46 +395,30 @@ def _start_logs(
 
 def _start_metrics(
     running: OtelExport,
-    options: _Options,
     resource: Mapping[str, Any],
     join: bool,
     *,
-    prometheus: tuple[str, int | None],
+    readers: list[Any],
+    exporter: Any,
     interval: float | None,
 ) -> None:
     from opentelemetry import metrics as metrics_api
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
     from isoplug.otel.metrics import HostMetrics
 
     log_stats = running.log_export.stats if running.log_export is not None else None
     meters = []
-    readers: list[MetricReader] = []
-    headers = dict(options.headers) if options.headers else None
-    timeout = options.timeout
     if join:
         meters.append(metrics_api.get_meter_provider().get_meter("isoplug", _version()))
-    elif options.otlp:
-        chosen = resolve_protocol(options.protocol, "metrics")
-        url = signal_endpoint(options.endpoint, chosen, "metrics")
-        if chosen == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                OTLPMetricExporter as GrpcMetricExporter,
-            )
-
-            exporter: Any = GrpcMetricExporter(endpoint=url, headers=headers, timeout=timeout)
-        else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter as HttpMetricExporter,
-            )
-
-            exporter = HttpMetricExporter(endpoint=url, headers=headers, timeout=timeout)
+    elif exporter is not None:
         millis = None if interval is None else interval * 1000
         readers.append(PeriodicExportingMetricReader(exporter, export_interval_millis=millis))
-    if prometheus[1] is not None:
-        readers.append(_serve_prometheus(running, prometheus[0], prometheus[1]))
+        # The provider's shutdown stops the reader, which shuts its exporter down: a second
+        # shutdown of it would only have the SDK warn.
+        running._closers.remove(exporter.shutdown)
     if readers:
         provider = MeterProvider(resource=Resource(dict(resource)), metric_readers=readers)
         running._meter_providers.append(provider)
@@ -376,6 +427,15 @@ def _start_metrics(
         host_metrics = HostMetrics(meter, log_stats)
         running._host_metrics.append(host_metrics)
         observers.add_observer(host_metrics)
+
+
+_SERVING_FIXES = {
+    errno.EADDRINUSE: " (something else listens there: stop it, or choose another port; 0 "
+    "takes a free one)",
+    errno.EADDRNOTAVAIL: " (not an address of this machine: give one of its own, or 0.0.0.0 "
+    "for all)",
+    errno.EACCES: " (ports below 1024 need privileges: choose a higher one)",
+}
 
 
 def _serve_prometheus(running: OtelExport, host: str, port: int) -> Any:
@@ -387,7 +447,10 @@ def _serve_prometheus(running: OtelExport, host: str, port: int) -> Any:
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise ValueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+        raise ValueError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            f"{_SERVING_FIXES.get(exc.errno or 0, '')}"
+        ) from exc
     running.metrics_address = (host, server.server_port)
 
     def close() -> None:
