@@ -71,9 +71,9 @@ def test_starts_never_ready_fail_in_a_row_however_far_apart() -> None:
     decisions = [decider.after_exit(crash(), None, now=20.0 * t) for t in range(3)]
     assert [d.next for d in decisions] == [Next.BACK_OFF] * 2 + [Next.FAIL]
     assert [d.delay for d in decisions[:2]] == [0.5, 0.5]  # the window's first crash each time
-    assert decisions[2].message.startswith(
-        "crash loop: never became ready in 3 starts in a row (limit 2), giving up; the last: "
-        "runner r (pid 10) exited with code 1"
+    assert decisions[2].message == (
+        "runner r (pid 10) exited with code 1; uptime 1.0 s; crash loop: never became ready "
+        "in 3 starts in a row (limit 2), giving up"
     ), decisions[2].message
 
 

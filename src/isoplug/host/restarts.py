@@ -132,8 +132,8 @@ class RestartDecider:
             if self._failed_starts > policy.max_restarts:
                 return Decision(
                     Next.FAIL,
-                    f"crash loop: never became ready in {self._failed_starts} starts in a row "
-                    f"(limit {policy.max_restarts}), giving up; the last: {described}",
+                    f"{described}; crash loop: never became ready in {self._failed_starts} "
+                    f"starts in a row (limit {policy.max_restarts}), giving up",
                     level=logging.ERROR,
                 )
         delay = policy.delay(crashes)
