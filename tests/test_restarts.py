@@ -23,9 +23,10 @@ def test_crashes_back_off_doubling_then_a_crash_loop_fails() -> None:
 
 def test_crashes_outside_the_window_are_forgotten() -> None:
     decider = RestartDecider(RestartPolicy(max_restarts=1, window=10, backoff_initial=1))
-    assert decider.after_exit(crash(), None, now=0).next is Next.BACK_OFF
+    # Crashes of runners that had been ready: the starts never ready are counted in a row.
+    assert decider.after_exit(crash(), None, now=0, reached_ready=True).next is Next.BACK_OFF
     # 11 s later the first crash has left the window: this is a first crash again.
-    later = decider.after_exit(crash(), None, now=11)
+    later = decider.after_exit(crash(), None, now=11, reached_ready=True)
     assert later.next is Next.BACK_OFF and later.delay == 1
 
 
@@ -61,3 +62,29 @@ def test_a_recycle_for_stuck_threads_is_a_recycle_with_its_own_loop_hint() -> No
         crashes.after_exit(clean, None, now=float(t), recycled=STUCK_THREADS)
     first_crash = crashes.after_exit(crash(), None, now=3)
     assert first_crash.next is Next.BACK_OFF and first_crash.delay == 0.5
+
+
+def test_starts_never_ready_fail_in_a_row_however_far_apart() -> None:
+    """Each start killed at ready_timeout (15 s by default) outlasts what a window of crashes
+    can hold: counted in a row instead, none ready in between."""
+    decider = RestartDecider(RestartPolicy(max_restarts=2, window=10, backoff_initial=0.5))
+    decisions = [decider.after_exit(crash(), None, now=20.0 * t) for t in range(3)]
+    assert [d.next for d in decisions] == [Next.BACK_OFF] * 2 + [Next.FAIL]
+    assert [d.delay for d in decisions[:2]] == [0.5, 0.5]  # the window's first crash each time
+    assert decisions[2].message == (
+        "runner r (pid 10) exited with code 1; uptime 1.0 s; crash loop: never became ready "
+        "in 3 starts in a row (limit 2), giving up"
+    ), decisions[2].message
+
+
+def test_a_start_that_was_ready_ends_the_run_of_starts_never_ready() -> None:
+    decider = RestartDecider(RestartPolicy(max_restarts=1, window=10))
+    assert decider.after_exit(crash(), None, now=0).next is Next.BACK_OFF
+    assert decider.after_exit(crash(), None, now=20, reached_ready=True).next is Next.BACK_OFF
+    assert decider.after_exit(crash(), None, now=40).next is Next.BACK_OFF
+    assert decider.after_exit(crash(), None, now=60).next is Next.FAIL
+    # Crashes close together still fail by the window, ready or not in between.
+    window = RestartDecider(RestartPolicy(max_restarts=1, window=10))
+    assert window.after_exit(crash(), None, now=0, reached_ready=True).next is Next.BACK_OFF
+    failed = window.after_exit(crash(), None, now=1, reached_ready=True)
+    assert failed.next is Next.FAIL and "crash loop: 2 crashes within 10 s" in failed.message

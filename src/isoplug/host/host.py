@@ -320,7 +320,9 @@ class Host(PluginOperations, PluginSettings):
         error, as soon as a plugin has failed for good: at once when it cannot be loaded, or
         when its runner crashed (a ``setup`` that raised, too) more often than its
         ``[restart]`` policy allows (with the defaults, six crashes within 60 s: about 16 s of
-        retries). A plugin being retried is not failed yet: this waits for it. With
+        retries), or when more than ``max_restarts`` of its starts in a row ended before it was
+        ready, however long each took (a ``setup`` that never returns: about 100 s with the
+        defaults). A plugin being retried is not failed yet: this waits for it. With
         ``raise_on_failure=False``, failed plugins count as settled and the snapshot is
         returned instead.
 

@@ -45,7 +45,8 @@ A plugin is a directory holding a ``plugin.toml``::
 
     [restart]                           # optional; these are the defaults
     policy = "on-failure"               # "on-failure" or "never"
-    max_restarts = 5                    # more crashes than this within `window` s: failed
+    max_restarts = 5                    # more crashes than this within `window` s, or
+                                        # starts in a row never ready: failed
     window = 60.0
     backoff_initial = 0.5               # seconds before the first restart, doubled each time
     backoff_max = 30.0

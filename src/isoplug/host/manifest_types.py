@@ -45,7 +45,8 @@ class RestartPolicy:
     """When and how fast a crashed runner is started again."""
 
     policy: str = "on-failure"
-    #: More crashes than this within ``window`` seconds is a crash loop: the plugin is failed.
+    #: More crashes than this within ``window`` seconds is a crash loop: the plugin is failed;
+    #: so is more starts than this in a row that ended before it was ready, however far apart.
     max_restarts: int = 5
     window: float = 60.0
     #: First delay before a restart; doubled after every crash, up to ``backoff_max``.

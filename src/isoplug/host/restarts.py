@@ -14,7 +14,13 @@ supervisor (:mod:`isoplug.host.supervisor`) acts on it.
   counted apart: neither makes the other's limit come sooner.
 - ``policy = "never"``: give up at the first crash.
 - Otherwise back off (``backoff_initial``, doubled per crash within ``window``, at most
-  ``backoff_max``), and give up past ``max_restarts`` crashes within ``window``.
+  ``backoff_max``), and give up past ``max_restarts`` crashes within ``window``, or past
+  ``max_restarts`` starts in a row that ended before the plugin was ready, however long they
+  took: a setup() that hangs until ``ready_timeout`` kills it takes longer per start than a
+  window of crashes can hold (15 s each, with the defaults), and would otherwise be restarted
+  forever, never failed, and a ``wait_ready()`` without a timeout would never return (as
+  systemd's start limit and supervisord's ``startretries``). Any start that reached ready ends
+  such a run of failed starts.
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ class RestartDecider:
         self.policy = policy
         self._crashes: collections.deque[float] = collections.deque()
         self._recycles: collections.deque[float] = collections.deque()
+        #: Starts in a row that ended before the plugin was ready (see the module docstring).
+        self._failed_starts = 0
 
     def after_exit(
         self,
@@ -74,13 +82,19 @@ class RestartDecider:
         now: float,
         *,
         recycled: str | None = None,
+        reached_ready: bool = False,
     ) -> Decision:
         """Decide after ``account``, an exit nobody asked for, at monotonic time ``now``;
         ``permanent`` says why restarting cannot help, when it cannot; ``recycled`` says what
         the host recycled the runner for (:data:`RECYCLE_RSS`, :data:`STUCK_THREADS`), when it
-        did (a ``recycle_rss`` limit in the account says so too)."""
+        did (a ``recycle_rss`` limit in the account says so too); ``reached_ready``, whether
+        the runner that exited had been ready."""
         policy = self.policy
         described = account.describe()
+        if reached_ready:
+            # Before any other verdict: a ready start ends a run of failed ones, whatever
+            # ended it (a zygote's death and a recycle too).
+            self._failed_starts = 0
         if permanent is not None:
             return Decision(Next.FAIL, f"{described}; {permanent}", level=logging.ERROR)
         if account.zygote_died:
@@ -113,6 +127,15 @@ class RestartDecider:
                 f"(limit {policy.max_restarts}), giving up",
                 level=logging.ERROR,
             )
+        if not reached_ready:
+            self._failed_starts += 1
+            if self._failed_starts > policy.max_restarts:
+                return Decision(
+                    Next.FAIL,
+                    f"{described}; crash loop: never became ready in {self._failed_starts} "
+                    f"starts in a row (limit {policy.max_restarts}), giving up",
+                    level=logging.ERROR,
+                )
         delay = policy.delay(crashes)
         return Decision(
             Next.BACK_OFF,

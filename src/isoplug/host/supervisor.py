@@ -4,6 +4,7 @@ Life of a runner, as driven by :meth:`RunnerSupervisor._supervise`::
 
     STARTING --ready report--> READY --exit / hung / not ready in time--> RESTARTING --backoff-->
     STARTING ...   more than max_restarts crashes within the window --> FAILED
+    STARTING --more than max_restarts starts in a row never ready, however long--> FAILED
     READY --recycled: RSS above recycle_rss, or worker threads stuck (not a crash)--> STARTING
     any state --stop()--> STOPPED      FAILED/STOPPED --restart()--> STARTING
 
@@ -121,6 +122,8 @@ class RunnerSupervisor(CurrentRunner):
         self._changed = asyncio.Event()
         #: How many runner processes this supervisor has started.
         self._generation = 0
+        #: The last of them that was ready (0: none): whether a start failed before ready.
+        self._ready_generation = 0
         #: Levels set at runtime, re-applied after a restart (and handed to the supervisor that
         #: replaces this one at a hot reload).
         self.log_levels = LogLevels(config.log_level)
@@ -293,7 +296,11 @@ class RunnerSupervisor(CurrentRunner):
                     continue
                 recycled = None if self._life is None else self._life.recycled
                 decision = decider.after_exit(
-                    account, permanent, time.monotonic(), recycled=recycled
+                    account,
+                    permanent,
+                    time.monotonic(),
+                    recycled=recycled,
+                    reached_ready=self._ready_generation == self._generation,
                 )
                 if decision.next is Next.FAIL:
                     self._fail(decision.message)
@@ -385,6 +392,7 @@ class RunnerSupervisor(CurrentRunner):
         if not self.offers:
             return False, permanent
         self.setup_waited = ""
+        self._ready_generation = self._generation
         if self._peer is not None:
             # A copy: set_log_level() may add a logger while a request is awaited.
             await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)

@@ -93,7 +93,8 @@ class PluginHarness(HarnessOperations):
     A runner that ends before its plugins are ready (a ``setup()`` that raises, a crash, a
     kill for not being ready within ``config.ready_timeout``) fails the start at once, with its
     error and traceback: a test wants the error now, not after the crash loop of the plugin's
-    ``[restart]`` policy (about 16 s with the defaults). ``retry_start=True`` restarts it as
+    ``[restart]`` policy (about 16 s with the defaults, about 100 s for a ``setup()`` that
+    never returns). ``retry_start=True`` restarts it as
     that policy says, as a host in production does.
     """
 
