@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,28 @@ def test_new_quotes_the_paths_of_the_commands_it_suggests(
     assert main(["new", str(folder)]) == 0
     said = capsys.readouterr().out
     assert f"  isoplug run '{folder}'\n  python -m pytest '{folder}'\n" in said
+
+
+def test_new_writes_code_and_a_test_that_pass_mypy_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # isoplug is typed (py.typed): a user's `mypy --strict` should pass on what it writes,
+    # the isoplug_host parameter of its test too.
+    assert main(["new", str(tmp_path / "greeter")]) == 0
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "greeter",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -5,6 +5,7 @@ plugin, level and stream, fake and refused capabilities, a crash; `isoplug new` 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -124,3 +125,33 @@ async def test_isoplug_run_accepts_one_plugin_folder(tmp_path: Path) -> None:
     output = "".join(seen) + rest.decode()
     assert cli.returncode == 0, output
     assert "running 1 plugin(s) from" in output and "all plugins stopped" in output
+
+
+def test_a_pytest_run_that_uses_no_fixture_of_isoplug_imports_no_host(tmp_path: Path) -> None:
+    """pytest loads isoplug's plugin in every session of the environment, and rewrites each
+    isoplug module it imports: a suite that tests no plugin gets the plugin and its zygote
+    switch, not the host's few hundred modules."""
+    (tmp_path / "test_unrelated.py").write_text(
+        "import json, sys\n"
+        "from isoplug.zygote_sharing import sharing\n\n"
+        "def test_nothing_of_isoplug(tmp_path_factory):\n"
+        "    loaded = sorted(m for m in sys.modules if m.startswith('isoplug'))\n"
+        "    report = {'loaded': loaded, 'sharing': sharing()}\n"
+        f"    open({str(tmp_path / 'report.json')!r}, 'w').write(json.dumps(report))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_unrelated.py"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "isoplug.testing.pytest_plugin" in report["loaded"]  # the plugin did load
+    assert report["sharing"] is True  # and turned sharing on for the session's hosts
+    assert not [m for m in report["loaded"] if m.startswith("isoplug.host")], report["loaded"]
+    assert len(report["loaded"]) <= 6, report["loaded"]
