@@ -132,11 +132,11 @@ def test_a_pytest_run_that_uses_no_fixture_of_isoplug_imports_no_host(tmp_path: 
     isoplug module it imports: a suite that tests no plugin gets the plugin and its zygote
     switch, not the host's few hundred modules."""
     (tmp_path / "test_unrelated.py").write_text(
-        "import json, sys\n"
-        "from isoplug.zygote_sharing import sharing\n\n"
-        "def test_nothing_of_isoplug(tmp_path_factory):\n"
+        "import json, sys\n\n"
+        "def test_nothing_of_isoplug():\n"
         "    loaded = sorted(m for m in sys.modules if m.startswith('isoplug'))\n"
-        "    report = {'loaded': loaded, 'sharing': sharing()}\n"
+        "    from isoplug.testing import share_zygotes\n"
+        "    report = {'loaded': loaded, 'sharing': share_zygotes(True)}\n"
         f"    open({str(tmp_path / 'report.json')!r}, 'w').write(json.dumps(report))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
