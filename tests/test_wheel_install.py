@@ -5,8 +5,12 @@ runs `isoplug demo` (the example plugins ship in it), `isoplug new` and the scaf
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tarfile
+import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -94,3 +98,26 @@ def test_a_msgspec_that_corrupts_frames_is_refused(tmp_path: Path, wheel: Path) 
     said = run_failing(python, "-c", "import isoplug.host", cwd=tmp_path)
     assert "isoplug needs msgspec >= 0.19.0, but msgspec 0.18.6 is installed" in said, said
     assert "pip install -U 'msgspec>=0.19'" in said, said
+
+
+def test_the_metadata_says_linux_and_names_each_requirement_once(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    assert "Classifier: Operating System :: POSIX :: Linux" in metadata
+    # A package an extra lists twice (once itself, once through isoplug[otel]) at two
+    # minimums: the lower one says nothing true.
+    listed = re.findall(r"^Requires-Dist: ([A-Za-z0-9_.-]+)[^;\n]*(;.*)?$", metadata, re.M)
+    twice = [entry for entry, count in Counter(listed).items() if count > 1]
+    assert not twice, twice
+
+
+def test_the_sdist_holds_what_builds_tests_and_documents_the_package(tmp_path: Path) -> None:
+    python = fresh_venv(tmp_path / "venv")
+    run(*pip_install(python, "build"), cwd=tmp_path)
+    run(python, "-m", "build", "-q", "--sdist", "-o", tmp_path / "dist", ROOT, cwd=tmp_path)
+    (sdist,) = (tmp_path / "dist").glob("isoplug-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        tops = {member.split("/")[1] for member in archive.getnames() if "/" in member}
+    assert {"src", "tests", "docs", "examples", "pyproject.toml", "README.md"} <= tops, tops
+    assert ".ci" not in tops, tops  # the repository's CI entry point is no user's
