@@ -32,6 +32,7 @@ _BELOW_CLI = frozenset(
         "off_loop",
         "thread_limits",
         "zygote_sharing",
+        "lazy_names",
         "wire",
         "transport",
         "rpc",
@@ -62,6 +63,8 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # Whether the hosts of the process share zygotes: the pool's switch, which the pytest
     # plugin turns on without importing the host.
     "zygote_sharing": frozenset(),
+    # A package's names imported on first use: the bare package's and testing's.
+    "lazy_names": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # isoplug's own loggers, which an application's raising handler cannot make raise, and
@@ -122,7 +125,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # zygote sharing switch, which the pytest plugin turns on for the session's hosts, and
     # the host's registry's folder of plugins for one plugin's folder (as `isoplug run`
     # makes it).
-    "testing": frozenset({"errors", "isoplug", "wire", "host", "zygote_sharing"}),
+    "testing": frozenset({"errors", "isoplug", "wire", "host", "zygote_sharing", "lazy_names"}),
     # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's.
     "scaffold": frozenset(),
     # The foundation-stage demo behind ``isoplug demo``: a host and a runner in miniature.

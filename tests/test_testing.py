@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from isoplug import CapabilityDenied, IsoplugError, PluginState
 from isoplug.cli import main
 from isoplug.testing import BlockingHarness, PluginHarness
+from tests.processes import run_interpreter
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -87,13 +87,8 @@ def test_isoplug_new_makes_a_plugin_whose_test_passes(
         assert main(["new", str(tmp_path / bad)]) == 2
         assert "cannot name a plugin" in capsys.readouterr().err
         assert not (tmp_path / bad).exists()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
+    result = run_interpreter(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target), cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
@@ -139,15 +134,8 @@ def test_a_pytest_run_that_uses_no_fixture_of_isoplug_imports_no_host(tmp_path: 
         "    report = {'loaded': loaded, 'sharing': share_zygotes(True)}\n"
         f"    open({str(tmp_path / 'report.json')!r}, 'w').write(json.dumps(report))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_unrelated.py"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=60,
+    result = run_interpreter(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_unrelated.py", cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
