@@ -28,11 +28,20 @@ def run_python(
 ) -> subprocess.CompletedProcess[str]:
     """This interpreter running ``source`` (``-c``) with ``arguments``, in :func:`child_env`;
     its output captured as text, whatever its exit code."""
+    return run_interpreter("-c", source, *arguments, timeout=timeout)
+
+
+def run_interpreter(
+    *arguments: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """This interpreter with ``arguments`` (``-m pytest ...``), in :func:`child_env`; its
+    output captured as text, whatever its exit code."""
     return subprocess.run(
-        [sys.executable, "-c", source, *arguments],
+        [sys.executable, *arguments],
         check=False,
         capture_output=True,
         text=True,
+        cwd=cwd,
         env=child_env(),
         timeout=timeout,
     )

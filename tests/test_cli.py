@@ -162,3 +162,5 @@ async def test_isoplug_demo_runs_the_examples_and_exits_zero() -> None:
     assert text.startswith("columns: time, source")
     assert re.search(r"\d\d:\d\d:\d\d\.\d{3} isoplug +info +demo: 4 plugin", text), text
     assert "What you saw:" in text and "isoplug new" in text
+    # An installed isoplug has no docs/ folder: the demo points at what it has.
+    assert "isoplug --help" in text and "docs/" not in text

@@ -58,6 +58,36 @@ def write_plugin(directory: Path, plugin_id: str, code: str, manifest: str = "")
     (folder / f"{plugin_id}_plugin.py").write_text(textwrap.dedent(code))
 
 
+#: A plugin whose setup() never returns.
+NEVER_READY = """
+    import asyncio
+    import isoplug
+
+    class P(isoplug.Plugin):
+        async def setup(self, ctx: isoplug.PluginContext) -> None:
+            await asyncio.Event().wait()
+"""
+
+#: A plugin whose first start dies saying why on its stderr, and whose setup() then never
+#: returns.
+CRASHES_THEN_NEVER_READY = """
+    import asyncio
+    import os
+    from pathlib import Path
+
+    import isoplug
+
+    class P(isoplug.Plugin):
+        async def setup(self, ctx: isoplug.PluginContext) -> None:
+            started_once = Path(__file__).with_name("started-once")
+            if not started_once.exists():
+                started_once.touch()
+                os.write(2, b"cache warm-up: disk full\\n")
+                os._exit(3)
+            await asyncio.Event().wait()
+"""
+
+
 class Cli:
     """`isoplug run ...` in a subprocess, its stdout read line by line, stderr kept apart."""
 
@@ -360,6 +390,39 @@ def test_demo_checks_its_options(tmp_path: Path) -> None:
     result = isoplug("demo", "--plugins-dir", str(tmp_path))
     assert result.returncode == 1 and "nothing to run" in result.stderr
     assert "What you saw" not in result.stdout
+
+
+async def test_demo_whose_plugins_are_not_ready_in_time_says_which_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In process, with real runners: a setup() that never returns outlasts the demo's wait
+    (shortened here): no traceback, a message naming the plugin and its state, exit code 1."""
+    from isoplug.cli.demo import run_demo_plugins
+
+    write_plugin(tmp_path, "stuck", NEVER_READY)
+    code = await run_demo_plugins(tmp_path, 1.0, asyncio.Event(), ready_within=1.0)
+    error = capsys.readouterr().err
+    assert code == 1, error
+    assert "isoplug demo: plugins not ready within 1 s: stuck starting (restarts 0" in error
+    assert "each plugin's setup() must return within 1 s" in error
+    assert "Traceback" not in error
+
+
+async def test_demo_not_ready_message_says_how_the_last_start_ended(tmp_path: Path) -> None:
+    """A plugin restarted after a failed start, starting again when the demo gives up: the
+    message quotes what the host knows of that failure (the runner's last stderr lines)."""
+    from isoplug.cli.demo import not_ready
+    from isoplug.host import Host, PluginState
+
+    write_plugin(tmp_path, "flaky", CRASHES_THEN_NEVER_READY, "[restart]\nbackoff_initial = 0.1\n")
+    async with Host(tmp_path) as host:
+        await host.wait_for(
+            "flaky", lambda i: i.restarts == 1 and i.state is PluginState.STARTING, timeout=60
+        )
+        message = not_ready("plugins not ready within 5 s: flaky starting", host.plugins(), 5)
+    assert message.startswith("plugins not ready within 5 s: flaky starting\n"), message
+    assert "\n  flaky, its last start: " in message, message
+    assert "exited with code 3" in message and "cache warm-up: disk full" in message, message
 
 
 async def test_a_repeat_within_the_window_is_the_same_request(

@@ -31,6 +31,8 @@ _BELOW_CLI = frozenset(
         "stdlib_paths",
         "off_loop",
         "thread_limits",
+        "zygote_sharing",
+        "lazy_names",
         "wire",
         "transport",
         "rpc",
@@ -58,6 +60,11 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # A thread the kernel refused, said with the limits set here: the host's threads and a
     # runner's own.
     "thread_limits": frozenset(),
+    # Whether the hosts of the process share zygotes: the pool's switch, which the pytest
+    # plugin turns on without importing the host.
+    "zygote_sharing": frozenset(),
+    # A package's names imported on first use: the bare package's and testing's.
+    "lazy_names": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # isoplug's own loggers, which an application's raising handler cannot make raise, and
@@ -100,6 +107,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "stdlib_paths",
             "off_loop",
             "thread_limits",
+            "zygote_sharing",
             "wire",
             "transport",
             "rpc",
@@ -114,9 +122,10 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # Helpers for tests (plugin harness, records, pytest plugin, an OTLP receiver): a user of
     # the public API, so it imports from the bare package (and errors) only, the one
     # sanitizer (pure functions): it shows a folder's name as the host's problems do, and the
-    # host's zygote pool, which the pytest plugin has the session's hosts share, and its
-    # registry's folder of plugins for one plugin's folder (as `isoplug run` makes it).
-    "testing": frozenset({"errors", "isoplug", "wire", "host"}),
+    # zygote sharing switch, which the pytest plugin turns on for the session's hosts, and
+    # the host's registry's folder of plugins for one plugin's folder (as `isoplug run`
+    # makes it).
+    "testing": frozenset({"errors", "isoplug", "wire", "host", "zygote_sharing", "lazy_names"}),
     # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's.
     "scaffold": frozenset(),
     # The foundation-stage demo behind ``isoplug demo``: a host and a runner in miniature.

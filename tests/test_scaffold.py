@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from isoplug.cli import main
+from tests.processes import run_interpreter
 
 
 @pytest.mark.parametrize("name", ["os", "logging", "json", "isoplug", "msgspec", "pytest"])
@@ -107,3 +108,14 @@ def test_new_quotes_the_paths_of_the_commands_it_suggests(
     assert main(["new", str(folder)]) == 0
     said = capsys.readouterr().out
     assert f"  isoplug run '{folder}'\n  python -m pytest '{folder}'\n" in said
+
+
+def test_new_writes_code_and_a_test_that_pass_mypy_strict(tmp_path: Path) -> None:
+    # isoplug is typed (py.typed): a user's `mypy --strict` should pass on what it writes,
+    # the isoplug_host parameter of its test too.
+    assert main(["new", str(tmp_path / "greeter")]) == 0
+    cache = str(tmp_path / "cache")
+    result = run_interpreter(
+        "-m", "mypy", "--strict", "--cache-dir", cache, "greeter", cwd=tmp_path, timeout=240
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -5,10 +5,10 @@ plugin, level and stream, fake and refused capabilities, a crash; `isoplug new` 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from isoplug import CapabilityDenied, IsoplugError, PluginState
 from isoplug.cli import main
 from isoplug.testing import BlockingHarness, PluginHarness
+from tests.processes import run_interpreter
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -86,13 +87,8 @@ def test_isoplug_new_makes_a_plugin_whose_test_passes(
         assert main(["new", str(tmp_path / bad)]) == 2
         assert "cannot name a plugin" in capsys.readouterr().err
         assert not (tmp_path / bad).exists()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
+    result = run_interpreter(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target), cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
@@ -124,3 +120,26 @@ async def test_isoplug_run_accepts_one_plugin_folder(tmp_path: Path) -> None:
     output = "".join(seen) + rest.decode()
     assert cli.returncode == 0, output
     assert "running 1 plugin(s) from" in output and "all plugins stopped" in output
+
+
+def test_a_pytest_run_that_uses_no_fixture_of_isoplug_imports_no_host(tmp_path: Path) -> None:
+    """pytest loads isoplug's plugin in every session of the environment, and rewrites each
+    isoplug module it imports: a suite that tests no plugin gets the plugin and its zygote
+    switch, not the host's few hundred modules."""
+    (tmp_path / "test_unrelated.py").write_text(
+        "import json, sys\n\n"
+        "def test_nothing_of_isoplug():\n"
+        "    loaded = sorted(m for m in sys.modules if m.startswith('isoplug'))\n"
+        "    from isoplug.testing import share_zygotes\n"
+        "    report = {'loaded': loaded, 'sharing': share_zygotes(True)}\n"
+        f"    open({str(tmp_path / 'report.json')!r}, 'w').write(json.dumps(report))\n"
+    )
+    result = run_interpreter(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_unrelated.py", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "isoplug.testing.pytest_plugin" in report["loaded"]  # the plugin did load
+    assert report["sharing"] is True  # and turned sharing on for the session's hosts
+    assert not [m for m in report["loaded"] if m.startswith("isoplug.host")], report["loaded"]
+    assert len(report["loaded"]) <= 6, report["loaded"]

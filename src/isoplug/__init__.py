@@ -10,8 +10,7 @@ asyncio, and a runner process does not import the host's code.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from isoplug.errors import (
     ConfigInvalid,
@@ -20,6 +19,7 @@ from isoplug.errors import (
     PluginFailed,
     UnencodableValue,
 )
+from isoplug.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from isoplug.control import CapabilityDenied
@@ -82,14 +82,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'isoplug' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals(), __all__)

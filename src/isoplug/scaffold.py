@@ -63,20 +63,20 @@ _TEST = '''\
 
 from pathlib import Path
 
-from isoplug.testing import BlockingHarness
+from isoplug.testing import IsoplugHost
 
 PLUGIN = Path(__file__).parent
 
 
-def test_greet_answers_and_logs(isoplug_host) -> None:
-    plugin: BlockingHarness = isoplug_host(PLUGIN)
+def test_greet_answers_and_logs(isoplug_host: IsoplugHost) -> None:
+    plugin = isoplug_host(PLUGIN)
     assert plugin.call("greet", name="Ada") == "Hello, Ada!"
     record = plugin.wait_for_record(plugin="{name}", text="greeting Ada")
     assert record.levelname == "INFO"
 
 
-def test_reset_event_is_printed(isoplug_host) -> None:
-    plugin: BlockingHarness = isoplug_host(PLUGIN)
+def test_reset_event_is_printed(isoplug_host: IsoplugHost) -> None:
+    plugin = isoplug_host(PLUGIN)
     plugin.call("greet", name="Ada")
     assert plugin.publish("reset") == 1
     plugin.wait_for_record(plugin="{name}", stream="stdout", text="reset after 1 greeting(s)")

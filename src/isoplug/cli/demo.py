@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from isoplug.cli.console import ConsoleHandler
-from isoplug.cli.running import BUILTIN_CAPABILITIES
+from isoplug.cli.running import BUILTIN_CAPABILITIES, start_failure
 from isoplug.cli.say import say_error
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
@@ -18,12 +18,17 @@ from isoplug.cli.signals import (
     EXIT_USAGE,
 )
 from isoplug.errors import IsoplugError
-from isoplug.host import Host, PluginState, StateChange, SupervisorConfig
+from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
 from isoplug.log_guard import guarded_logger
 
 #: How long ``isoplug demo`` lets the example plugins run: long enough to see a crash,
 #: a restart and a hang being detected, short enough to watch.
 DEMO_DURATION = 10.0
+
+#: How long ``isoplug demo`` waits for its plugins to be ready before it gives up (exit code
+#: 1): the examples are ready in well under a second; a ``--plugins-dir`` plugin whose
+#: ``setup()`` takes longer is not a demo.
+DEMO_READY_WITHIN = 30.0
 
 
 #: What ``isoplug demo`` prints over its columns.
@@ -89,6 +94,8 @@ async def run_demo_plugins(
     duration: float,
     stop: asyncio.Event,
     console: ConsoleHandler | None = None,
+    *,
+    ready_within: float = DEMO_READY_WITHIN,
 ) -> int:
     log = guarded_logger("isoplug.demo")
     if console is not None:
@@ -100,7 +107,7 @@ async def run_demo_plugins(
     log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
     seen = Seen()
     try:
-        code = await _demo(plugins_dir, duration, stop, seen, console)
+        code = await _demo(plugins_dir, duration, stop, seen, console, ready_within=ready_within)
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         # --plugins-dir unusable (unreadable, or gone since it was checked): said so.
         say_error("demo", str(exc))
@@ -120,6 +127,8 @@ async def _demo(
     stop: asyncio.Event,
     seen: Seen,
     console: ConsoleHandler | None,
+    *,
+    ready_within: float,
 ) -> int:
     log = guarded_logger("isoplug.demo")
     # Quicker health checks than the defaults, so that the hang is caught within the demo.
@@ -133,7 +142,11 @@ async def _demo(
             say_error("demo", f"nothing to run in {plugins_dir} (no valid plugin.toml found)")
             return EXIT_PLUGIN_FAILED
         # The demo shows failed plugins among the others rather than stopping.
-        infos = await host.wait_ready(30, raise_on_failure=False)
+        try:
+            infos = await host.wait_ready(ready_within, raise_on_failure=False)
+        except TimeoutError as exc:
+            say_error("demo", not_ready(str(exc), host.plugins(), ready_within))
+            return EXIT_PLUGIN_FAILED
         ready = [i.id for i in infos if i.state.value == "ready"]
         log.info(
             "demo: %d plugin(s) ready in %.2f s: %s",
@@ -184,16 +197,35 @@ async def _demo(
         log.info("demo: stopping every plugin")
     if console is not None and console.gone.is_set():
         return EXIT_BROKEN_PIPE
+    # Installed from a wheel, isoplug has no docs/ folder to point at: its help it has.
     summary = (
         f"\n{seen.summary()}\n"
-        "Next: isoplug new my_plugin (a plugin and its test), isoplug run DIR, and the guides "
-        "in docs/ (writing a plugin, running plugins from asyncio, host-side logging)."
+        "Next: isoplug new my_plugin (a plugin and its test), isoplug run DIR; isoplug --help "
+        "for every command and option."
     )
     if console is not None:
         console.say(summary)  # after the lines before it, from the console's writer
     else:
         print(summary, flush=True)
     return EXIT_OK
+
+
+def not_ready(waited: str, infos: list[PluginInfo], ready_within: float) -> str:
+    """Why the demo ends before it began: ``waited``, the host's account of the plugins it
+    waited for (their states, where each ``setup()`` waits), then, for each of them that
+    started before, what the host knows of that start's end (its error, the runner's last
+    stderr lines)."""
+    lines = [waited]
+    for info in infos:
+        if info.state in (PluginState.READY, PluginState.FAILED, PluginState.STOPPED):
+            continue
+        if info.error is not None or info.last_exit is not None:
+            lines.append(f"  {info.id}, its last start: {start_failure(info)}")
+    lines.append(
+        f"The demo ends here: each plugin's setup() must return within {ready_within:g} s "
+        "(isoplug run DIR waits as long as it takes)."
+    )
+    return "\n".join(lines)
 
 
 def _args(kwargs: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from isoplug import __version__
-from isoplug.cli.demo import DEMO_DURATION
+from isoplug.cli.demo import DEMO_DURATION, DEMO_READY_WITHIN
 from isoplug.cli.running import BUILTIN_CAPABILITIES
 from isoplug.cli.say import shown
 from isoplug.host.schema import IMPORT_TIMEOUT
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch example plugins talk, crash, hang and recover (about 10 s)",
         description="Run the example plugins (a chatty one, one calling a host capability, "
         "one that crashes and is restarted, one that hangs and is detected) for about ten "
-        "seconds, then stop them and print what happened to each.",
+        "seconds, then stop them and print what happened to each. Exit code 1 when there is "
+        f"nothing to run or the plugins are not ready within {DEMO_READY_WITHIN:g} s (the "
+        "message says which, and why), 2 for a usage error.",
     )
     demo.add_argument(
         "--protocol",

@@ -36,7 +36,8 @@ from isoplug.runner.signal_mask import STOP_SIGNALS
 EXIT_OK = 0
 #: Exit code: a plugin was skipped (invalid manifest) or failed during the run (with
 #: ``--reload``: at the end), every plugin failed for good (the command then ends on its own,
-#: see :mod:`isoplug.cli.running`), or there was nothing to run.
+#: see :mod:`isoplug.cli.running`), or there was nothing to run; ``isoplug demo``: nothing to
+#: run, or its plugins not ready in time (:data:`isoplug.cli.demo.DEMO_READY_WITHIN`).
 EXIT_PLUGIN_FAILED = 1
 #: Exit code: the command line or its files are unusable (argparse's code for usage errors).
 EXIT_USAGE = 2

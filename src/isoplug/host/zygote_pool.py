@@ -5,8 +5,9 @@ Python and the runner stack there is about 250 ms of a host's first ready runner
 25-35 ms for each fork after it. A test suite starts a host per test, and pays it each time.
 With sharing on, hosts whose runners get the same environment use one zygote, kept after
 they close, for the next host; it ends with the process. The pytest plugin of
-:mod:`isoplug.testing` turns sharing on for test sessions; it is off otherwise, so that an
-application's host leaves no process behind when it closes.
+:mod:`isoplug.testing` turns sharing on for test sessions (through
+:mod:`isoplug.zygote_sharing`, the switch, which it can import without the host); it is off
+otherwise, so that an application's host leaves no process behind when it closes.
 
 What changes with sharing, and why it is safe where it is on:
 
@@ -33,6 +34,7 @@ import threading
 from collections.abc import Mapping
 
 from isoplug.host.zygote_process import ZygoteProcess
+from isoplug.zygote_sharing import share_zygotes, sharing, when_turned_off
 
 __all__ = ["release", "retire", "share_zygotes", "sharing", "take"]
 
@@ -50,7 +52,6 @@ class _SharedZygotes:
     each."""
 
     def __init__(self) -> None:
-        self.enabled = False
         self.reset()
 
     def reset(self) -> None:
@@ -95,23 +96,17 @@ class _SharedZygotes:
 _shared = _SharedZygotes()
 
 
-def share_zygotes(enabled: bool = True) -> bool:
-    """Turn sharing a zygote between the hosts of this process on or off; returns whether it
-    was on. Turned off, hosts started from then on get zygotes of their own, and the shared
-    ones no host uses any more end."""
+def _let_idle_ones_go() -> None:
+    """Sharing was turned off: the shared zygotes no host uses end."""
     with _shared.lock:
-        was, _shared.enabled = _shared.enabled, enabled
-        idle = [] if enabled else [z for z, users in _shared.users.items() if not users]
+        idle = [z for z, users in _shared.users.items() if not users]
         for process in idle:
             _shared.forget(process)
     for process in idle:
         process.close()
-    return was
 
 
-def sharing() -> bool:
-    """Whether hosts started now share zygotes."""
-    return _shared.enabled
+when_turned_off(_let_idle_ones_go)
 
 
 def take(environment: Mapping[str, str]) -> ZygoteProcess:
@@ -167,7 +162,7 @@ def release(process: ZygoteProcess) -> None:
         else:
             retiring = False
         idle = [z for z in _shared.zygotes.values() if not _shared.users.get(z)]
-        close = idle[: max(0, len(idle) - MAX_IDLE)] if _shared.enabled else idle
+        close = idle[: max(0, len(idle) - MAX_IDLE)] if sharing() else idle
         for stale in close:
             _shared.forget(stale)
     if retiring:

@@ -1,20 +1,39 @@
 """The pytest plugin of isoplug (registered through the ``pytest11`` entry point): the fixture
-``isoplug_host``, which runs plugins for a test and stops them after it; and, for the whole
-session, hosts that share their zygote (:func:`isoplug.testing.share_zygotes`): a test's
-host then starts its first runner in tens of milliseconds, not hundreds."""
+``isoplug_host`` (of type :class:`IsoplugHost`), which runs plugins for a test and stops them
+after it; and, for the whole session, hosts that share their zygote
+(:func:`isoplug.testing.share_zygotes`): a test's host then starts its first runner in tens of
+milliseconds, not hundreds.
+
+pytest imports this module in every session of an environment where isoplug is installed,
+and rewrites the asserts of every isoplug module imported there: so it imports only the
+zygote switch at the start, and the harness (with the host) once a test asks for a fixture.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from isoplug.host.zygote_pool import share_zygotes
-from isoplug.testing.blocking_harness import BlockingHarness
+from isoplug.zygote_sharing import share_zygotes
 
-__all__ = ["isoplug_host", "isoplug_own_zygotes", "pytest_configure"]
+if TYPE_CHECKING:
+    from isoplug.testing.blocking_harness import BlockingHarness
+
+__all__ = ["IsoplugHost", "isoplug_host", "isoplug_own_zygotes", "pytest_configure"]
+
+
+class IsoplugHost(Protocol):
+    """The type of the ``isoplug_host`` fixture, to annotate a test's parameter with:
+    ``def test_greets(isoplug_host: IsoplugHost) -> None``."""
+
+    def __call__(self, path: str | os.PathLike[str], **options: Any) -> BlockingHarness:
+        """Start a host over ``path``, a plugin's folder or a folder of plugins, with any
+        :class:`~isoplug.testing.PluginHarness` option; return its started
+        :class:`~isoplug.testing.BlockingHarness`, stopped when the test ends."""
+        ...
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,10 +53,12 @@ def isoplug_own_zygotes() -> Iterator[None]:
 
 
 @pytest.fixture
-def isoplug_host() -> Iterator[Callable[..., BlockingHarness]]:
+def isoplug_host() -> Iterator[IsoplugHost]:
     """Start a host over a plugin's folder (or a folder of plugins): call it with the path and
     any :class:`~isoplug.testing.PluginHarness` option; it returns a started
     :class:`~isoplug.testing.BlockingHarness`, stopped when the test ends."""
+    from isoplug.testing.blocking_harness import BlockingHarness
+
     started: list[BlockingHarness] = []
 
     def start(path: str | os.PathLike[str], **options: Any) -> BlockingHarness:

@@ -23,6 +23,25 @@ __all__ = ["decode_message", "decode_value", "encode_message", "encode_value", "
 T = TypeVar("T")
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=encode_more)
+
+
+def _check_encode_into_reserves_its_offset() -> None:
+    """Refuse a msgspec whose ``encode_into`` writes at the buffer's end when ``offset`` lies
+    past it: msgspec before 0.19.0 did (0.19.0 grows the buffer instead, its PR 753), so a
+    frame's message went over the length header reserved before it, and every peer refused
+    every frame as malformed. pip keeps such a version only when told to (``--no-deps``, a
+    pin of another package), and what the peer then says points nowhere near the cause."""
+    probe = bytearray()
+    _encoder.encode_into(None, probe, 1)
+    if len(probe) != 2:
+        raise ImportError(
+            f"isoplug needs msgspec >= 0.19.0, but msgspec {msgspec.__version__} is "
+            "installed (its encode_into ignores an offset past the buffer's end, which "
+            "corrupts every frame isoplug sends): run pip install -U 'msgspec>=0.19'"
+        )
+
+
+_check_encode_into_reserves_its_offset()
 #: What msgspec raises for bytes it cannot decode: besides ``DecodeError`` (and its subclass
 #: ``ValidationError``), invalid UTF-8 in a string surfaces as ``UnicodeDecodeError`` and
 #: nesting deeper than the interpreter's recursion limit as ``RecursionError``.
