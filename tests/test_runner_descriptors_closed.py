@@ -192,6 +192,35 @@ async def test_a_failed_c_assertion_is_an_abort_of_the_runners_own_and_an_outsid
     assert ", not sent by the host (sender unknown)" in outside.describe(), outside.describe()
 
 
+async def test_a_failed_c_assertion_with_no_dump_after_it_is_still_the_runners_own_abort(
+    tmp_path: Path,
+) -> None:
+    """faulthandler off, no dump follows the assertion's words (the runner turns it off as it
+    exits for closed descriptors, and uvloop's loop may abort on libuv's assertion then): the
+    words, last on its stderr, still tell the abort as its own. Words a process went on after
+    (a child's) do not: an outside SIGABRT then stays an unknown sender's."""
+    async with running(tmp_path, "fdcloser", config=CONFIG) as (host, _):
+        with pytest.raises(ConnectionBroken):
+            await host.call("fdcloser", "fail_a_c_assertion", False)
+        info = await host.wait_for("fdcloser", restarted, timeout=20)
+        own = info.last_exit
+        await host.call("fdcloser", "outlive_a_childs_assertion")
+        assert info.pid is not None
+        os.kill(info.pid, signal.SIGABRT)
+        info = await host.wait_for("fdcloser", lambda i: i.restarts >= 2, timeout=20)
+        outside = info.last_exit
+    assert own is not None and outside is not None
+    described = own.describe()
+    assert own.signal_name == "SIGABRT", described
+    assert own.self_abort is not None, described
+    assert own.self_abort.endswith(
+        "native.c:42: check_descriptors: Assertion `descriptors_intact' failed."
+    ), own.self_abort
+    assert ", raised by the runner itself, as its stderr says: " in described, described
+    assert outside.signal_name == "SIGABRT" and outside.self_abort is None, outside.describe()
+    assert ", not sent by the host (sender unknown)" in outside.describe(), outside.describe()
+
+
 def restarted(info: PluginInfo) -> bool:
     return info.state is PluginState.READY and info.restarts >= 1
 

@@ -92,3 +92,37 @@ def test_a_fatal_error_of_pythons_own_is_an_abort_of_the_runners_own() -> None:
     assert self_abort(tail, -signal.SIGABRT, None) == (
         "Fatal Python error: _enter_buffered_busy: could not acquire lock"
     )
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        # faulthandler off: glibc's (or libuv's) words are the last the runner wrote.
+        (
+            [
+                "isoplug runner: ... exits with code 6",
+                "python: linux.c:1455: uv__io_poll: Assertion `errno == EINTR' failed.",
+            ],
+            "python: linux.c:1455: uv__io_poll: Assertion `errno == EINTR' failed.",
+        ),
+        # A child's words, after which the runner went on: not its own abort.
+        (["python: child.c:7: f: Assertion `ok' failed.", "serving on"], None),
+        (["serving on"], None),
+    ],
+)
+def test_with_no_dump_an_abort_is_the_runners_own_when_its_last_line_says_why(
+    lines: list[str], words: str | None
+) -> None:
+    tail = StderrTail()
+    for line in lines:
+        tail.add(line)
+    assert self_abort(tail, -signal.SIGABRT, None) == words
+
+
+def test_a_record_written_before_the_last_words_but_come_after_them_takes_nothing_back() -> None:
+    tail = StderrTail()
+    assertion = "python: native.c:42: check: Assertion `ok' failed."
+    tail.add(assertion)
+    # Sent on its log connection before the abort, read after the pipe's line.
+    tail.add("a record of its stderr stream", time.time() - 1.0)
+    assert self_abort(tail, -signal.SIGABRT, None) == assertion

@@ -34,6 +34,13 @@ own (``Fatal Python error: <function>: <why>``, where faulthandler's dump of an 
 SIGABRT says ``Fatal Python error: Aborted``). The tail keeps those words
 (:attr:`StderrTail.abort_words`), for an account that may then say the runner aborted itself,
 as its stderr says, rather than "sender unknown".
+
+Such words count right before faulthandler's dump, or as the last line of the stderr at all:
+a runner whose faulthandler is off writes no dump (the runner turns it off as it exits for
+descriptors a plugin closed, and uvloop may then abort on libuv's assertion; a plugin may turn
+it off too). A later line of any other kind (by the time it was written) takes them back, for
+a process that went on after them did not abort with them (they were a child process's, or
+the plugin's own text): an outside SIGABRT then stays "sender unknown".
 """
 
 from __future__ import annotations
@@ -91,6 +98,9 @@ class StderrTail:
         #: The words of the runner's last fatal error that say it aborted itself (see the
         #: module docstring), as written (quote with :func:`quote_lines`); None: none did.
         self.abort_words: str | None = None
+        #: Whether ``abort_words`` are the last line alone, no dump after them: a newer line
+        #: takes them back (see the module docstring).
+        self._words_last = False
 
     def add(self, message: str, when: float | None = None) -> None:
         """Keep the lines of ``message`` (one record: a line, or a whole traceback), written
@@ -104,13 +114,24 @@ class StderrTail:
             kept = self._lines
             if lines[0].startswith(_FATAL):
                 self._note_fatal(lines[0], kept[-1][2] if kept else "")
+            elif not kept or at >= kept[-1][0]:
+                # Only the newest line can be a self-abort's last words: a record written
+                # earlier that arrives late (its log connection is slower) changes nothing.
+                self._note_last(lines[-1])
             if len(kept) >= MAX_TAIL_LINES and at < kept[0][0]:
                 return  # older than every line kept: it would not be quoted
             for line in lines[-MAX_TAIL_LINES:]:
                 bisect.insort(kept, (at, next(self._order), line))
             del kept[:-MAX_TAIL_LINES]
 
+    def _note_last(self, line: str) -> None:
+        if _SELF_ABORT.search(line.strip()):
+            self.abort_words, self._words_last = line, True
+        elif self._words_last:
+            self.abort_words, self._words_last = None, False
+
     def _note_fatal(self, line: str, before: str) -> None:
+        self._words_last = False
         if line.rstrip() != _ABORTED:
             self.abort_words = line  # Python's own fatal error: it aborts itself after it
         elif _SELF_ABORT.search(before.strip()):

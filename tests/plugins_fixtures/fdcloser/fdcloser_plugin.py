@@ -2,16 +2,19 @@
 loop does, behind the forwarding handler's back, then logs; or every descriptor above 2, with
 ``os.closerange()`` or below Python (libc's ``close()`` through ctypes), in a method or in
 ``setup()`` (``FDCLOSER_IN_SETUP``: ``closerange`` or ``libc``); or aborts itself on a failed C
-assertion."""
+assertion, or outlives a child's."""
 
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import isoplug
@@ -105,11 +108,24 @@ class FdCloser(isoplug.Plugin):
         return [fd, "closed"]
 
     @isoplug.method
-    def fail_a_c_assertion(self) -> None:
-        """What a C extension's failed assert() does: glibc says so on stderr, and aborts."""
+    def fail_a_c_assertion(self, faulthandler_on: bool = True) -> None:
+        """What a C extension's failed assert() does: glibc says so on stderr, and aborts.
+        Without faulthandler (as when the runner exits for closed descriptors and uvloop
+        aborts meanwhile), no dump follows the assertion's words."""
+        if not faulthandler_on:
+            faulthandler.disable()
         libc = ctypes.CDLL(None)
         assert_fail = getattr(libc, "__assert_fail")  # a class would mangle the name
         assert_fail(b"descriptors_intact", b"native.c", 42, b"check_descriptors")
+
+    @isoplug.method
+    def outlive_a_childs_assertion(self) -> None:
+        """Run a child that aborts on a failed C assertion, its words on the runner's stderr
+        (inherited), then say more there, faulthandler off: the runner went on after them."""
+        assertion = "import ctypes; ctypes.CDLL(None).__assert_fail(b'ok', b'child.c', 7, b'f')"
+        subprocess.run([sys.executable, "-c", assertion], check=False)
+        faulthandler.disable()
+        os.write(2, b"fdcloser: its helper crashed; serving on\n")
 
     @isoplug.method
     async def close_then_log(self, count: int, ledger: bool = False) -> None:
