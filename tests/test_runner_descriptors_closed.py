@@ -168,43 +168,20 @@ async def test_the_loops_poller_replaced_by_another_epoll_ends_its_runner_saying
     assert "(its event loop's: " in account.describe(), account.describe()
 
 
+@pytest.mark.parametrize("faulthandler_on", [True, False], ids=["dump", "no-dump"])
 async def test_a_failed_c_assertion_is_an_abort_of_the_runners_own_and_an_outside_one_is_not(
-    tmp_path: Path,
+    tmp_path: Path, faulthandler_on: bool
 ) -> None:
+    """Its words right before faulthandler's dump, or, faulthandler off (the runner turns it
+    off as it exits for closed descriptors, and uvloop's loop may abort on libuv's assertion
+    then), last on its stderr. Words a process went on after (a child's) do not count: an
+    outside SIGABRT then stays an unknown sender's."""
     async with running(tmp_path, "fdcloser", config=CONFIG) as (host, _):
         with pytest.raises(ConnectionBroken):
-            await host.call("fdcloser", "fail_a_c_assertion")
+            await host.call("fdcloser", "fail_a_c_assertion", faulthandler_on)
         info = await host.wait_for("fdcloser", restarted, timeout=20)
         own = info.last_exit
-        assert info.pid is not None
-        os.kill(info.pid, signal.SIGABRT)
-        info = await host.wait_for("fdcloser", lambda i: i.restarts >= 2, timeout=20)
-        outside = info.last_exit
-    assert own is not None and outside is not None
-    described = own.describe()
-    assert own.signal_name == "SIGABRT", described
-    assert own.self_abort is not None
-    assert own.self_abort.endswith(
-        "native.c:42: check_descriptors: Assertion `descriptors_intact' failed."
-    ), own.self_abort
-    assert f', raised by the runner itself, as its stderr says: "{own.self_abort}"' in described
-    assert outside.signal_name == "SIGABRT" and outside.self_abort is None
-    assert ", not sent by the host (sender unknown)" in outside.describe(), outside.describe()
-
-
-async def test_a_failed_c_assertion_with_no_dump_after_it_is_still_the_runners_own_abort(
-    tmp_path: Path,
-) -> None:
-    """faulthandler off, no dump follows the assertion's words (the runner turns it off as it
-    exits for closed descriptors, and uvloop's loop may abort on libuv's assertion then): the
-    words, last on its stderr, still tell the abort as its own. Words a process went on after
-    (a child's) do not: an outside SIGABRT then stays an unknown sender's."""
-    async with running(tmp_path, "fdcloser", config=CONFIG) as (host, _):
-        with pytest.raises(ConnectionBroken):
-            await host.call("fdcloser", "fail_a_c_assertion", False)
-        info = await host.wait_for("fdcloser", restarted, timeout=20)
-        own = info.last_exit
-        await host.call("fdcloser", "outlive_a_childs_assertion")
+        await host.call("fdcloser", "outlive_a_childs_assertion", faulthandler_on)
         assert info.pid is not None
         os.kill(info.pid, signal.SIGABRT)
         info = await host.wait_for("fdcloser", lambda i: i.restarts >= 2, timeout=20)
@@ -216,7 +193,7 @@ async def test_a_failed_c_assertion_with_no_dump_after_it_is_still_the_runners_o
     assert own.self_abort.endswith(
         "native.c:42: check_descriptors: Assertion `descriptors_intact' failed."
     ), own.self_abort
-    assert ", raised by the runner itself, as its stderr says: " in described, described
+    assert f', raised by the runner itself, as its stderr says: "{own.self_abort}"' in described
     assert outside.signal_name == "SIGABRT" and outside.self_abort is None, outside.describe()
     assert ", not sent by the host (sender unknown)" in outside.describe(), outside.describe()
 

@@ -56,30 +56,37 @@ def test_the_wait_for_log_connections_is_bounded_and_ends_with_the_last() -> Non
     ending.join()
 
 
+_DUMP = "Fatal Python error: Aborted\n\nCurrent thread 0x00007f (most recent call first):"
+_ASSERTION = "python: native.c:42: check: Assertion `ok' failed."
+
+
 @pytest.mark.parametrize(
     ("lines", "words"),
     [
         # glibc's failed assert(), then faulthandler's dump of the SIGABRT it raised.
+        (["started", _ASSERTION, _DUMP], _ASSERTION),
         (
-            ["started", "python: native.c:42: check: Assertion `ok' failed."],
-            "python: native.c:42: check: Assertion `ok' failed.",
-        ),
-        (
-            ["Fatal glibc error: malloc.c:2599 (sysmalloc): assertion failed"],
+            ["Fatal glibc error: malloc.c:2599 (sysmalloc): assertion failed", _DUMP],
             "Fatal glibc error: malloc.c:2599 (sysmalloc): assertion failed",
         ),
         # A SIGABRT from outside: faulthandler's dump, after whatever the runner last said.
-        (["serving", "ValueError: not an assertion"], None),
-        ([], None),
+        (["serving", "ValueError: not an assertion", _DUMP], None),
+        ([_DUMP], None),
+        # faulthandler off: no dump; glibc's (or libuv's) words are the last it wrote.
+        (["isoplug runner: ... exits with code 6", _ASSERTION], _ASSERTION),
+        # A child's words, after which the runner went on: not its own abort, dump or not.
+        ([_ASSERTION, "serving on"], None),
+        ([_ASSERTION, "serving on", _DUMP], None),
+        (["serving on"], None),
     ],
 )
-def test_an_abort_is_the_runners_own_when_its_stderr_said_why_right_before(
+def test_an_abort_is_the_runners_own_when_its_stderr_said_why_last_or_right_before_the_dump(
     lines: list[str], words: str | None
 ) -> None:
     tail = StderrTail()
-    for line in lines:
-        tail.add(line)
-    tail.add("Fatal Python error: Aborted\n\nCurrent thread 0x00007f (most recent call first):")
+    start = time.time() - 100  # one second apart, in order, whatever the wall clock does
+    for index, line in enumerate(lines):
+        tail.add(line, start + index)
     assert tail.abort_words == words
     assert self_abort(tail, -signal.SIGABRT, None) == words
     assert self_abort(tail, -signal.SIGABRT, "its event loop did not run") is None
@@ -94,35 +101,9 @@ def test_a_fatal_error_of_pythons_own_is_an_abort_of_the_runners_own() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("lines", "words"),
-    [
-        # faulthandler off: glibc's (or libuv's) words are the last the runner wrote.
-        (
-            [
-                "isoplug runner: ... exits with code 6",
-                "python: linux.c:1455: uv__io_poll: Assertion `errno == EINTR' failed.",
-            ],
-            "python: linux.c:1455: uv__io_poll: Assertion `errno == EINTR' failed.",
-        ),
-        # A child's words, after which the runner went on: not its own abort.
-        (["python: child.c:7: f: Assertion `ok' failed.", "serving on"], None),
-        (["serving on"], None),
-    ],
-)
-def test_with_no_dump_an_abort_is_the_runners_own_when_its_last_line_says_why(
-    lines: list[str], words: str | None
-) -> None:
-    tail = StderrTail()
-    for line in lines:
-        tail.add(line)
-    assert self_abort(tail, -signal.SIGABRT, None) == words
-
-
 def test_a_record_written_before_the_last_words_but_come_after_them_takes_nothing_back() -> None:
     tail = StderrTail()
-    assertion = "python: native.c:42: check: Assertion `ok' failed."
-    tail.add(assertion)
+    tail.add(_ASSERTION, time.time() - 1.0)
     # Sent on its log connection before the abort, read after the pipe's line.
-    tail.add("a record of its stderr stream", time.time() - 1.0)
-    assert self_abort(tail, -signal.SIGABRT, None) == assertion
+    tail.add("a record of its stderr stream", time.time() - 2.0)
+    assert self_abort(tail, -signal.SIGABRT, None) == _ASSERTION

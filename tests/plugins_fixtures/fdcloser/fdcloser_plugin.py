@@ -119,12 +119,13 @@ class FdCloser(isoplug.Plugin):
         assert_fail(b"descriptors_intact", b"native.c", 42, b"check_descriptors")
 
     @isoplug.method
-    def outlive_a_childs_assertion(self) -> None:
+    def outlive_a_childs_assertion(self, faulthandler_on: bool = True) -> None:
         """Run a child that aborts on a failed C assertion, its words on the runner's stderr
-        (inherited), then say more there, faulthandler off: the runner went on after them."""
+        (inherited), then say more there: the runner went on after them."""
         assertion = "import ctypes; ctypes.CDLL(None).__assert_fail(b'ok', b'child.c', 7, b'f')"
         subprocess.run([sys.executable, "-c", assertion], check=False)
-        faulthandler.disable()
+        if not faulthandler_on:
+            faulthandler.disable()
         os.write(2, b"fdcloser: its helper crashed; serving on\n")
 
     @isoplug.method
