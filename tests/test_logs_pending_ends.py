@@ -7,6 +7,7 @@ leaves none of its descriptors open."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ from isoplug.logs import LogMetrics, LogReceiver
 from isoplug.logs.ledger_reports import SenderLedgerReports
 from isoplug.logs.replay import REPLAY_SLICE
 from isoplug.testing import eventually
+from tests.pids_cgroup import pids_cgroup_or_skip
+from tests.processes import run_python
 from tests.record_waiter import attached, wait_blocking
 from tests.test_logs_forwarding import BOTH_MODES, PREFIX, combined_metrics, receiving
 
@@ -338,3 +341,47 @@ async def test_an_event_loop_receiver_replays_a_pending_end_in_slices(
     # At most REPLAY_SLICE records a slice, and the probe ran between every two.
     slices = {tick for _, tick in ticks.seen}
     assert len(slices) >= count // REPLAY_SLICE, sorted(slices)
+
+
+_NO_WATCHER = """
+import json, logging, os, subprocess, sys, threading
+from pathlib import Path
+from isoplug.logs.pending_ends import PendingEnds
+from tests.pids_cgroup import PidsCgroup
+said = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+logging.getLogger("isoplug.logs").addHandler(Keep())
+sender = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+try:
+    cgroup = PidsCgroup(Path(sys.argv[1]))
+    cgroup.move_in(os.getpid())
+    cgroup.limit(cgroup.in_use)
+    finished = []
+    ends = PendingEnds()
+    kept = ends.defer(sender.pid, 7, lambda resumed_after: finished.append(resumed_after))
+    cgroup.limit(1000)
+    ends.close()
+    closed = ends.wait_closed(5)
+finally:
+    sender.kill()
+print(json.dumps({"kept": kept, "finished": finished, "closed": closed, "said": said}))
+"""
+
+
+def test_an_end_no_watcher_thread_can_be_started_for_is_accounted_for_at_once() -> None:
+    """A receiver out of threads (a cgroup's pids.max) cannot watch a hung-up sender for its
+    exit: its end is not kept (accounted for by the caller now), said once, and the close
+    that follows does not fail joining a thread that never started (it raised, and no later
+    end of that receiver was ever settled)."""
+    with pids_cgroup_or_skip() as cgroup:
+        done = run_python(_NO_WATCHER, str(cgroup.folder))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["kept"] is False and result["finished"] == [], result
+    assert result["closed"] is True, result
+    assert (
+        len(result["said"]) == 1
+        and "cannot watch for the exit of log senders" in (result["said"][0])
+    ), result

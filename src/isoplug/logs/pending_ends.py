@@ -95,6 +95,8 @@ class PendingEnds:
         # Wakes the watcher when the ends it watches change (opened with it).
         self._wake_pipe = WakePipe()
         self._closed = False
+        #: Watcher threads that could not be started (the first one is said).
+        self._watch_failures = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -123,11 +125,19 @@ class PendingEnds:
             self._pending[key] = _Pending(pid, pidfd, finish, order)
             while len(self._pending) > self._max_pending:
                 evicted.append(self._pending.popitem(last=False)[1])
-            self._start_watcher()
-            self._wake()
+            if not self._start_watcher():
+                # No thread to watch for its exit (a host out of threads or memory): nothing
+                # would ever settle it, so it is accounted for now, as after an exit.
+                del self._pending[key]
+                if pidfd is not None:
+                    os.close(pidfd)
+                kept = False
+            else:
+                self._wake()
+                kept = True
         for each in evicted:
             self._resolve(each, None)
-        return True
+        return kept
 
     def resume(self, pid: int, chain: int, resumed_after: int) -> Awaitable[None] | None:
         """A connection of ``chain`` of process ``pid`` arrived, resuming after record
@@ -192,15 +202,27 @@ class PendingEnds:
 
     # -- the watcher ---------------------------------------------------------------------------
 
-    def _start_watcher(self) -> None:
-        """Start the watcher thread if it is not running (lock held)."""
+    def _start_watcher(self) -> bool:
+        """Start the watcher thread if it is not running (lock held); False when it could not
+        be started (no thread, or no descriptor for its wake pipe), said the first time."""
         if self._watcher is not None:
-            return
-        self._wake_pipe.open()
-        self._watcher = threading.Thread(
-            target=self._watch, name="isoplug-log-pending-ends", daemon=True
-        )
-        self._watcher.start()
+            return True
+        watcher = threading.Thread(target=self._watch, name="isoplug-log-pending-ends", daemon=True)
+        try:
+            self._wake_pipe.open()
+            watcher.start()
+        except (RuntimeError, OSError, MemoryError) as error:
+            # Kept only once started: close() would join a thread that never ran.
+            if self._watch_failures == 0:
+                _log.warning(
+                    "cannot watch for the exit of log senders that hung up (%s): their records "
+                    "are accounted for at once, without waiting for them to reconnect or exit",
+                    error,
+                )
+            self._watch_failures += 1
+            return False
+        self._watcher = watcher
+        return True
 
     def _wake(self) -> None:
         """Wake the watcher (lock held: the pipe is closed under it)."""
