@@ -121,6 +121,7 @@ class Host(PluginOperations, PluginSettings):
             self.plugin,
             lambda what: self._life.check_changing(what),  # noqa: PLW0108
             lambda plugin_id: self._runners.supervisor(plugin_id).setup_where(),
+            lambda: self._life is HostStage.RUNNING,
         )
         self._runners = RunnerSet(self.plugins_dir, plugin_config, self._waits.changed)
         self._runners.make = self._make_supervisor
@@ -152,6 +153,8 @@ class Host(PluginOperations, PluginSettings):
         #: Released unclosed, or dropped in a forked child (see isoplug.host.unclosed).
         self._abandoned = False
         self._life = HostStage.NEW
+        #: Set once the close under way has ended (None: none is under way).
+        self._close_under_way: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<isoplug.Host {str(self.plugins_dir)!r} {self._life.name.lower()}>"
@@ -242,11 +245,13 @@ class Host(PluginOperations, PluginSettings):
         )
 
     async def aclose(self) -> None:
-        """Stop every runner and the listener. Idempotent; safe to cancel, however often
-        (runners are then killed at once, the rest closed without waiting). From its first
-        call on, what needs a running host raises :class:`PluginUnavailable` saying the host
-        is closing (then closed), and it cannot be started again; waits for states the close
-        reaches (``STOPPED``) go on, and the others raise once it has returned.
+        """Stop every runner and the listener. Idempotent: a call made while another one
+        closes the host waits for that close (cancelled, it stops waiting; that close goes
+        on). Safe to cancel, however often (runners are then killed at once, the rest closed
+        without waiting). From its first call on, what needs a running host raises
+        :class:`PluginUnavailable` saying the host is closing (then closed), and it cannot be
+        started again; waits for states the close reaches (``STOPPED``) go on, and the others
+        raise once it has returned.
 
         In a forked child of the host's process, it only lets the child's copies go (the
         runners, zygote and sockets are the parent's); from another event loop, or after the
@@ -261,6 +266,21 @@ class Host(PluginOperations, PluginSettings):
                 unclosed.drop_inherited(self)
             return
         self._check_here("close the host", awaited=True)
+        if self._close_under_way is not None:
+            # Closing twice at once closed the zygote before it had told the runners' exits
+            # (each exit then "unknown"), and marked the host closed before its plugins had
+            # settled (a wait for STOPPED raised): a second call waits for the first one's
+            # close; cancelled, it stops waiting, and that close goes on.
+            await self._close_under_way.wait()
+            return
+        self._close_under_way = closed = asyncio.Event()
+        try:
+            await self._close_once(kill_first)
+        finally:
+            self._close_under_way = None
+            closed.set()
+
+    async def _close_once(self, kill_first: str | None) -> None:
         if self._life is not HostStage.CLOSED:
             self._life = HostStage.CLOSING
         interrupted: BaseException | None = None
@@ -314,7 +334,7 @@ class Host(PluginOperations, PluginSettings):
     async def wait_ready(
         self, timeout: float | None = None, *, raise_on_failure: bool = True
     ) -> list[PluginInfo]:
-        """Wait until every plugin is ready (or stopped); return :meth:`plugins`.
+        """Wait until every plugin is ready; return :meth:`plugins`.
 
         Raises :class:`~isoplug.errors.PluginFailed`, naming each failed plugin and its last
         error, as soon as a plugin has failed for good: at once when it cannot be loaded, or
@@ -322,15 +342,18 @@ class Host(PluginOperations, PluginSettings):
         ``[restart]`` policy allows (with the defaults, six crashes within 60 s: about 16 s of
         retries), or when more than ``max_restarts`` of its starts in a row ended before it was
         ready, however long each took (a ``setup`` that never returns: about 100 s with the
-        defaults). A plugin being retried is not failed yet: this waits for it. With
-        ``raise_on_failure=False``, failed plugins count as settled and the snapshot is
-        returned instead.
+        defaults). A plugin being retried is not failed yet: this waits for it. Raises
+        :class:`PluginUnavailable` (``reason`` ``STOPPED``), naming them, when plugins are
+        stopped on request (:meth:`stop`, before or during the wait): they will not be ready
+        until :meth:`restart`. With ``raise_on_failure=False``, failed and stopped plugins count
+        as settled and the snapshot is returned instead.
 
         Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugins not ready,
         their last error, and where their ``setup()`` waits when the host knows (it asks each
         runner; else it quotes where setup waited when a runner was killed for not being ready
         within ``ready_timeout``); :class:`PluginUnavailable` before :meth:`start`, and once the
-        host is closed while plugins were not settled. A cancel point.
+        host is closed while plugins were not ready (those the close stopped are not: a wait
+        under way when :meth:`aclose` is called raises once it has returned). A cancel point.
         """
         self._life.check_started("wait for plugins to be ready")
         self._check_here("wait for plugins to be ready", awaited=True)

@@ -24,7 +24,8 @@ once per change of that folder, not again with every batch of changes elsewhere.
 
 What to do is decided by :func:`plan_reload` (no I/O: tested without files); watching is
 `watchfiles <https://watchfiles.helpmanual.io>`_ (inotify on Linux), with a short debounce,
-so that a save reaches a restarted plugin in well under a second.
+so that a save reaches a restarted plugin in well under a second, in a thread the host owns
+(see :mod:`isoplug.host.reload_watch`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.host.plugin_folders import manifest_may_exist
 from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir, plan_runners
+from isoplug.host.reload_watch import FolderWatch
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.wire.sanitize import clean_path, clean_text
@@ -53,12 +55,6 @@ __all__ = [
 ]
 
 _log = guarded_logger("isoplug.host")
-
-#: watchfiles groups the changes of this many milliseconds into one batch: an editor's save
-#: (write, rename, chmod) is one batch, and a save still reaches the runner quickly.
-DEBOUNCE_MS = 50
-#: How often watchfiles checks for the end of a batch, in milliseconds.
-STEP_MS = 10
 
 
 def reload_unavailable() -> str | None:
@@ -359,8 +355,6 @@ class PluginReloader:
         self._unreadable: frozenset[Path] = frozenset()
 
     async def run(self) -> None:
-        import watchfiles
-
         with contextlib.suppress(OSError):  # unreadable now: the first batch says so
             # The host told these at its start: a batch tells them again only once changed.
             discovery = await off_loop(self._discover)
@@ -371,37 +365,22 @@ class PluginReloader:
         while True:
             roots = self._roots()
             unreadable = self._unreadable
-            stop_watching = asyncio.Event()
-            async for changes in watchfiles.awatch(
-                *roots,
-                watch_filter=watchfiles.DefaultFilter(),
-                debounce=DEBOUNCE_MS,
-                step=STEP_MS,
-                stop_event=stop_watching,
-                # An empty batch now and then: the first one says the watcher is up (its
-                # watches were set before it), after rust_timeout ms; 0.1 s, not 0.5 s, so
-                # that `watching` (and the log line) is not late. The watch thread wakes
-                # every STEP_MS anyway: the shorter timeout costs next to nothing idle.
-                yield_on_timeout=True,
-                rust_timeout=100,
-                # A folder the host may not read (skipped, said as a problem) must not end
-                # the watch of every other one.
-                ignore_permission_denied=True,
-            ):
-                if not self.watching.is_set():
-                    # The plugin folder the user named, not the scratch folder linking it.
-                    named = [root for root in roots if not is_scratch_dir(root)] or roots
-                    _log.info(
-                        "reload: watching %s for changes", shown_path(", ".join(map(str, named)))
-                    )
-                    self.watching.set()
-                if changes:
-                    await self._batch({Path(path) for _, path in changes})
-                if self._roots() != roots or not self._unreadable >= unreadable:
-                    # A linked plugin came or went: watch its real folder (or stop). Or a
-                    # folder may now be read: a new watch looks inside it too.
-                    stop_watching.set()
-                    break
+            async with FolderWatch(roots) as watch:
+                async for changes in watch.batches():
+                    if not self.watching.is_set():
+                        # The plugin folder the user named, not the scratch folder linking it.
+                        named = [root for root in roots if not is_scratch_dir(root)] or roots
+                        _log.info(
+                            "reload: watching %s for changes",
+                            shown_path(", ".join(map(str, named))),
+                        )
+                        self.watching.set()
+                    if changes:
+                        await self._batch({Path(path) for _, path in changes})
+                    if self._roots() != roots or not self._unreadable >= unreadable:
+                        # A linked plugin came or went: watch its real folder (or stop). Or
+                        # a folder may now be read: a new watch looks inside it too.
+                        break
 
     def _roots(self) -> tuple[Path, ...]:
         roots = {self._plugins_dir.resolve()}

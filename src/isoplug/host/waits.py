@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from isoplug.errors import PluginFailed, hidden_from_pytest
-from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable
+from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, Unavailability
 
 __all__ = ["PluginWaits"]
 
@@ -17,12 +17,16 @@ __tracebackhide__ = hidden_from_pytest
 
 #: States in which a plugin will not change any more without someone asking.
 _SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED})
+#: The states a wait for readiness ends on while the host closes: its plugins stop then,
+#: and a plugin stopped by the close is not ready (the wait raises once the close is over).
+_SETTLED_WHILE_CLOSING = frozenset({PluginState.READY, PluginState.FAILED})
 
 
 class PluginWaits:
     """Waits on ``plugins()`` (every plugin's snapshot) and ``plugin(id)`` (one's); call
     :meth:`changed` on every change. ``still_running(what)`` raises when the host does not
-    run any more: what is waited for then will not come."""
+    run any more: what is waited for then will not come; ``host_running()`` says whether the
+    host runs (started, its close not begun)."""
 
     def __init__(
         self,
@@ -30,8 +34,10 @@ class PluginWaits:
         plugin: Callable[[str], PluginInfo],
         still_running: Callable[[str], None],
         setup_where: Callable[[str], Awaitable[str]],
+        host_running: Callable[[], bool],
     ) -> None:
         self._plugins = plugins
+        self._host_running = host_running
         self._plugin = plugin
         self._still_running = still_running
         self._setup_where = setup_where
@@ -54,7 +60,13 @@ class PluginWaits:
                     }
                     if failed and raise_on_failure:
                         raise PluginFailed(failed)
-                    if all(info.state in _SETTLED for info in infos):
+                    settled = _SETTLED if self._host_running() else _SETTLED_WHILE_CLOSING
+                    stopped = [i.id for i in infos if i.state is PluginState.STOPPED]
+                    if stopped and raise_on_failure and settled is _SETTLED:
+                        # Someone stopped it while this waited: a wait_ready() that returns
+                        # says every plugin is ready, and this one will not be on its own.
+                        raise _stopped(stopped)
+                    if all(info.state in settled for info in infos):
                         return infos
                     self._still_running("wait for plugins to be ready")
                     await changed.wait()
@@ -103,3 +115,17 @@ class PluginWaits:
                 f"plugin {plugin_id!r} did not reach the state waited for within {timeout:g} s: "
                 + self._plugin(plugin_id).summary()
             ) from None
+
+
+def _stopped(plugin_ids: list[str]) -> PluginUnavailable:
+    """What :meth:`PluginWaits.ready` raises for plugins stopped on request."""
+    named = ", ".join(repr(plugin_id) for plugin_id in plugin_ids)
+    if len(plugin_ids) == 1:
+        said = f"plugin {named} is stopped (host.restart({named}) starts it again)"
+    else:
+        said = f"plugins {named} are stopped (host.restart(id) starts one again)"
+    return PluginUnavailable(
+        f"cannot wait for plugins to be ready: {said}",
+        reason=Unavailability.STOPPED,
+        plugin_id=plugin_ids[0] if len(plugin_ids) == 1 else None,
+    )

@@ -1,0 +1,133 @@
+"""Watching folders for hot reload, in a thread the host owns (``isoplug-reload``).
+
+watchfiles' ``awatch`` runs its blocking watch through anyio's worker threads: one ("AnyIO
+worker thread") stayed idle in the application after the host's close, for as long as its
+event loop lived, against the promise that the host's threads are its own, named
+``isoplug-…``, and end with it. :class:`FolderWatch` runs watchfiles' blocking ``watch``
+in a thread of its own instead, hands each batch of changes to the loop, and ends the thread
+(and waits for its end) when it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["DEBOUNCE_MS", "STEP_MS", "FolderWatch"]
+
+#: watchfiles groups the changes of this many milliseconds into one batch: an editor's save
+#: (write, rename, chmod) is one batch, and a save still reaches the runner quickly.
+DEBOUNCE_MS = 50
+#: How often watchfiles checks for the end of a batch, and whether to stop, in milliseconds.
+STEP_MS = 10
+#: An empty batch now and then: the first one says the watcher is up (its watches were set
+#: before it), after this many ms; 0.1 s, not watchfiles' 5 s, so that the host's "watching"
+#: is not late. The watch wakes every STEP_MS anyway: the shorter wait costs next to nothing.
+_EMPTY_BATCH_MS = 100
+
+#: One batch: (watchfiles.Change, path) pairs.
+Batch = set[tuple[object, str]]
+
+
+class FolderWatch:
+    """``async with FolderWatch(roots) as watch: async for batch in watch.batches(): ...``:
+    the changes under ``roots``, batch by batch (an empty one every 0.1 s without changes).
+    The next batch is watched for once the last one was handled, so changes made meanwhile
+    come together, as with ``awatch``. Leaving the block stops the thread and waits for its
+    end."""
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        self._roots = tuple(roots)
+        self._stop = threading.Event()
+        #: Set when the loop has handled the last batch: the thread may watch again.
+        self._handled = threading.Event()
+        self._batches: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue()
+        self._thread = threading.Thread(target=self._watch, name="isoplug-reload", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ended: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> FolderWatch:
+        self._loop = asyncio.get_running_loop()
+        self._ended = self._loop.create_future()
+        self._thread.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._handled.set()
+        assert self._ended is not None
+        # watchfiles looks at the stop event every STEP_MS: a cancelled close (the reloader's
+        # task cancelled again) stops waiting, and the thread still ends by itself.
+        await asyncio.shield(self._ended)
+        # It has handed its last word to the loop: all that is left is returning.
+        self._thread.join()
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Each batch, until the watch ends; raises what ended it when it failed."""
+        while True:
+            batch = await self._batches.get()
+            if batch is None:
+                return
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+            self._handled.set()
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        ending: BaseException | None = None
+        try:
+            for changes in watchfiles.watch(
+                *self._roots,
+                watch_filter=watchfiles.DefaultFilter(),
+                debounce=DEBOUNCE_MS,
+                step=STEP_MS,
+                stop_event=self._stop,
+                yield_on_timeout=True,
+                rust_timeout=_EMPTY_BATCH_MS,
+                # A folder the host may not read (skipped, said as a problem) must not end
+                # the watch of every other one.
+                ignore_permission_denied=True,
+            ):
+                if not self._hand(set(changes)):
+                    break  # the loop is closed: no batch will be handled any more
+                self._handled.wait()
+                self._handled.clear()
+                if self._stop.is_set():
+                    break
+        except BaseException as exc:
+            # Told to the loop, which raises it from batches(): the reloader's task ends
+            # with it, and its end is reported (see isoplug.host.reload.report_reloader_end).
+            ending = exc
+        self._hand(ending)
+        self._hand_end()
+
+    def _hand(self, item: Batch | BaseException | None) -> bool:
+        """Hand ``item`` to the loop; False when the loop is closed (nobody waits for it)."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._batches.put_nowait, item)
+        except RuntimeError:
+            return False
+        return True
+
+    def _hand_end(self) -> None:
+        assert self._loop is not None and self._ended is not None
+        ended = self._ended
+
+        def settle() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(settle)
