@@ -17,7 +17,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["DEBOUNCE_MS", "STEP_MS", "FolderWatch"]
+from isoplug.log_guard import guarded_logger
+
+_log = guarded_logger("isoplug.host")
+
+__all__ = ["DEBOUNCE_MS", "POLL_MS", "STEP_MS", "FolderWatch"]
 
 #: watchfiles groups the changes of this many milliseconds into one batch: an editor's save
 #: (write, rename, chmod) is one batch, and a save still reaches the runner quickly.
@@ -28,6 +32,9 @@ STEP_MS = 10
 #: before it), after this many ms; 0.1 s, not watchfiles' 5 s, so that the host's "watching"
 #: is not late. The watch wakes every STEP_MS anyway: the shorter wait costs next to nothing.
 _EMPTY_BATCH_MS = 100
+
+#: How often the folders are read for changes where the system's file watches ran out.
+POLL_MS = 500
 
 #: One batch: (watchfiles.Change, path) pairs.
 Batch = set[tuple[object, str]]
@@ -83,34 +90,66 @@ class FolderWatch:
             self._handled.set()
 
     def _watch(self) -> None:
-        import watchfiles
-
         ending: BaseException | None = None
         try:
-            for changes in watchfiles.watch(
-                *self._roots,
-                watch_filter=watchfiles.DefaultFilter(),
-                debounce=DEBOUNCE_MS,
-                step=STEP_MS,
-                stop_event=self._stop,
-                yield_on_timeout=True,
-                rust_timeout=_EMPTY_BATCH_MS,
-                # A folder the host may not read (skipped, said as a problem) must not end
-                # the watch of every other one.
-                ignore_permission_denied=True,
-            ):
-                if not self._hand(set(changes)):
-                    break  # the loop is closed: no batch will be handled any more
-                self._handled.wait()
-                self._handled.clear()
-                if self._stop.is_set():
-                    break
+            self._watch_until_stopped()
         except BaseException as exc:
             # Told to the loop, which raises it from batches(): the reloader's task ends
             # with it, and its end is reported (see isoplug.host.reload.report_reloader_end).
             ending = exc
         self._hand(ending)
         self._hand_end()
+
+    def _watch_until_stopped(self) -> None:
+        """Watch with the kernel's notifications; where the OS's limit of file watches is
+        reached as the watch is set up, poll instead, said once. watchfiles' own flag for
+        skipping unreadable folders would drop that error too, the watch then blind to every
+        folder past the limit, unsaid: so the first try is without it."""
+        import watchfiles
+
+        skip_unreadable = polling = False
+        while True:
+            started = False
+            try:
+                for changes in watchfiles.watch(
+                    *self._roots,
+                    watch_filter=watchfiles.DefaultFilter(),
+                    debounce=DEBOUNCE_MS,
+                    step=STEP_MS,
+                    stop_event=self._stop,
+                    yield_on_timeout=True,
+                    rust_timeout=_EMPTY_BATCH_MS,
+                    # A folder the host may not read (skipped, said as a problem) must not
+                    # end the watch of every other one.
+                    ignore_permission_denied=skip_unreadable,
+                    force_polling=polling,
+                    poll_delay_ms=POLL_MS,
+                ):
+                    started = True
+                    if not self._hand(set(changes)):
+                        return  # the loop is closed: no batch will be handled any more
+                    self._handled.wait()
+                    self._handled.clear()
+                    if self._stop.is_set():
+                        return
+                return
+            except PermissionError:
+                if started or skip_unreadable:
+                    raise
+                skip_unreadable = True
+            except OSError as error:
+                if started or polling or "watch limit" not in str(error):
+                    raise
+                _log.warning(
+                    "reload: the system's limit of file watches is reached (%s): polling "
+                    "%s for changes every %.1f s instead, which reads every folder each "
+                    "time; raise the limit (sysctl fs.inotify.max_user_watches=524288) and "
+                    "restart the host to be told of changes at once",
+                    _watch_limits(),
+                    ", ".join(str(root) for root in self._roots),
+                    POLL_MS / 1000,
+                )
+                polling = True
 
     def _hand(self, item: Batch | BaseException | None) -> bool:
         """Hand ``item`` to the loop; False when the loop is closed (nobody waits for it)."""
@@ -131,3 +170,16 @@ class FolderWatch:
 
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(settle)
+
+
+def _watch_limits() -> str:
+    """The limits the kernel sets on file watches, as ``sysctl`` names them."""
+    said = []
+    # The second: the limit of this user namespace (a container's), which may be lower.
+    for name in ("fs.inotify.max_user_watches", "user.max_inotify_watches"):
+        try:
+            with open("/proc/sys/" + name.replace(".", "/")) as setting:
+                said.append(f"{name} = {setting.read().strip()}")
+        except OSError:
+            continue
+    return ", ".join(said) or "the limit is not readable here"
