@@ -370,8 +370,9 @@ class RunnerSupervisor(CurrentRunner):
             )
         finally:
             claim.release()
-            # Its runner process ended: its counts join those of the runners before it.
-            for plugin_id, count in life.health.take_events_dropped().items():
+            # Its runner process ended: the events it did not deliver join the counts of the
+            # runners before it.
+            for plugin_id, count in life.health.events.settle(self.runner_id).items():
                 if plugin_id in self.manifests:
                     self._events_dropped[plugin_id] = self._events_dropped.get(plugin_id, 0) + count
         if account.exit_code == EXIT_CANNOT_CONNECT and not life.connected:
