@@ -43,17 +43,13 @@ class LogLevels:
         self._default = None if default is None else level_number(default)
         self._plugins: dict[str, int] = {}
         self._loggers: dict[str, int] = {}
-        #: Counts the changes: whether one came while the levels were sent to a runner.
-        self.version = 0
 
     def set_plugin(self, plugin_id: str, level: int) -> LogLevelChange:
         self._plugins[plugin_id] = level
-        self.version += 1
         return LogLevelChange(logger="", level=level, plugin=plugin_id)
 
     def set_logger(self, logger: str, level: int) -> LogLevelChange:
         self._loggers[logger] = level
-        self.version += 1
         return LogLevelChange(logger=logger, level=level)
 
     def manifests(self, manifests: Sequence[Manifest]) -> list[Manifest]:

@@ -66,7 +66,9 @@ class RunnerEvents:
 
     def settle(self, runner_id: str) -> dict[str, int]:
         """The runner process ended: the events each plugin did not get (plugin id -> count,
-        those at 0 left out), with a WARNING for those the runner did not count itself."""
+        those at 0 left out), with a WARNING for those the runner did not count itself. From
+        now on they are the caller's: this process's counts start again at 0 (they are not
+        added twice to those of the runners before it)."""
         counts: dict[str, int] = {}
         for plugin_id, sent in self._sent.items():
             told = self._dropped.get(plugin_id, 0)
@@ -75,6 +77,7 @@ class RunnerEvents:
                 _warn_unsaid(plugin_id, runner_id, lost - told, confirmed=self.confirmed)
             if lost:
                 counts[plugin_id] = lost
+        self._sent, self._handled, self._dropped = {}, {}, {}
         return counts
 
 

@@ -406,13 +406,8 @@ class RunnerSupervisor(CurrentRunner):
         self.setup_waited = ""
         self._ready_generation = self._generation
         if self._peer is not None:
-            # Until no level changed meanwhile: set_log_level() sends only to a READY runner,
-            # so a change made while the levels are applied would be this runner's never.
-            applied = -1
-            while applied != self.log_levels.version:
-                applied = self.log_levels.version
-                # A copy: set_log_level() may add a logger while a request is awaited.
-                await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)
+            # A copy: set_log_level() may add a logger while a request is awaited.
+            await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",
