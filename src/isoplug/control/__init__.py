@@ -36,6 +36,7 @@ __all__ = [
     "CONTROL_ROLE",
     "CPU_LIMIT_GRACE",
     "EVENT",
+    "EVENT_COUNTS",
     "EXIT_BAD_BOOTSTRAP",
     "EXIT_CANNOT_CONNECT",
     "EXIT_DESCRIPTORS_CLOSED",
@@ -61,6 +62,7 @@ __all__ = [
     "CapabilityDenied",
     "CapabilityRequest",
     "ConfigChange",
+    "EventCounts",
     "EventDelivery",
     "HealthQuery",
     "HealthReport",
@@ -108,10 +110,11 @@ SET_CONFIG = "runner.set_config"
 """host -> runner request: a plugin's new configuration (:class:`ConfigChange`); answers True
 when the plugin took it live (its ``on_config``), False when it must restart to take it."""
 
-EVENTS_DROPPED = "runner.events_dropped"
-"""runner -> host request, once its plugins' events stopped (at a stop): the events each plugin
-dropped in all (``{plugin id: count}``), the last word on what its health reports said
-(:attr:`HealthReport.events_dropped`); answered with ``None``."""
+EVENT_COUNTS = "runner.event_counts"
+"""runner -> host request, once its plugins' events stopped (at a stop): an
+:class:`EventCounts`, the last word on what its health reports said
+(:attr:`HealthReport.events_dropped`, :attr:`HealthReport.events_handled`); answered with
+``None``."""
 
 # Exit codes of the runner that carry a meaning for the supervisor.
 EXIT_BAD_BOOTSTRAP = 2
@@ -408,6 +411,15 @@ class EventDelivery(msgspec.Struct, frozen=True):
     tracestate: str = ""
 
 
+class EventCounts(msgspec.Struct, frozen=True, array_like=True):
+    """The events of each plugin of a runner, in all (plugin id -> count; plugins at 0 left
+    out): those a handler took, and those dropped (its queue full, or still queued when the
+    runner stopped). The host, which counts what it sent, counts the rest as not delivered."""
+
+    dropped: dict[str, int] = {}
+    handled: dict[str, int] = {}
+
+
 class CapabilityRequest(msgspec.Struct, frozen=True):
     #: The calling plugin: must be one of this runner's plugins, and be granted ``name``.
     plugin: str
@@ -486,3 +498,7 @@ class HealthReport(msgspec.Struct, frozen=True, array_like=True):
     #: stderr pipe for the host to read (see :mod:`isoplug.runner.output_wait`): the host's
     #: slowness, not a hung loop (0 where unknown).
     loop_waiting_output: float = 0.0
+    #: Events a handler of each plugin took so far (plugin id -> count, as
+    #: ``events_dropped``): what the host, which counts what it sent, counts as delivered
+    #: should the runner end without its last word (:data:`EVENT_COUNTS`).
+    events_handled: dict[str, int] = {}

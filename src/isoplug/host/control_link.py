@@ -19,11 +19,12 @@ import msgspec
 
 from isoplug.control import (
     CAPABILITY,
-    EVENTS_DROPPED,
+    EVENT_COUNTS,
     MAX_INHERITED,
     READY,
     CapabilityDenied,
     CapabilityRequest,
+    EventCounts,
     LoadFailure,
     ReadyReport,
 )
@@ -83,7 +84,7 @@ class ControlLink:
         return {
             READY: self._on_ready,
             CAPABILITY: self._on_capability,
-            EVENTS_DROPPED: self._on_events_dropped,
+            EVENT_COUNTS: self._on_event_counts,
         }
 
     def refusal(self, credentials: PeerCredentials | None) -> str | None:
@@ -146,17 +147,19 @@ class ControlLink:
             raise IsoplugError("the runner already reported ready; a second report is refused")
         life.ready.set_result(self._own_plugins_only(report))
 
-    def _on_events_dropped(self, params: Any) -> None:
-        """Take the runner's final count of dropped events (see
-        :data:`~isoplug.control.EVENTS_DROPPED`); raises :class:`IsoplugError` (sent back to
+    def _on_event_counts(self, params: Any) -> None:
+        """Take the runner's final count of events handled and dropped (see
+        :data:`~isoplug.control.EVENT_COUNTS`); raises :class:`IsoplugError` (sent back to
         the runner) for what is not one."""
         try:
-            counts = msgspec.convert(params, dict[str, int])
+            counts = msgspec.convert(params, EventCounts)
         except msgspec.ValidationError:
-            raise IsoplugError("not a count of dropped events per plugin ({id: int})") from None
+            raise IsoplugError(
+                "not a count of events per plugin ([{id: dropped}, {id: handled}])"
+            ) from None
         life = self._current()
         if life is not None:
-            life.health.note_events_dropped(counts)
+            life.health.events.note_told(counts.dropped, counts.handled, final=True)
 
     def _own_plugins_only(self, report: ReadyReport) -> ReadyReport:
         """``report`` without entries about plugins this runner does not run (reported once)."""

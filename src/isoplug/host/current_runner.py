@@ -104,5 +104,5 @@ class CurrentRunner(PluginCalls):
             methods=summary.methods,
             events=summary.events,
             events_dropped=self._events_dropped.get(plugin_id, 0)
-            + (0 if self._life is None else self._life.health.events_dropped.get(plugin_id, 0)),
+            + (0 if self._life is None else self._life.health.events.dropped(plugin_id)),
         )

@@ -36,12 +36,13 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from isoplug.control import HealthReport, WorkerState
 from isoplug.cpu_wait import longest_wait, process_cpu_waits
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.health_link import HealthLink
+from isoplug.host.runner_events import RunnerEvents
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, Tally
 from isoplug.rpc.admission import NOT_STARTED_TYPE
@@ -111,9 +112,8 @@ class HealthWatch:
         self._stalls = ReportThrottle(_STALL_REPORT_INTERVAL)
         #: Set with the reason when a call's timeout finds too many stuck threads.
         self.recycle: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        #: Events each plugin dropped (its queue in the runner full), as the runner last told:
-        #: plugin id -> count in this runner process (see :meth:`note_events_dropped`).
-        self.events_dropped: dict[str, int] = {}
+        #: The events of this runner process: sent, and handled or dropped as it told.
+        self.events = RunnerEvents()
         #: Whether the host still reads the runner's stdout and stderr pipes (see start()).
         self._reading_output: Callable[[], bool] = _never
 
@@ -130,23 +130,6 @@ class HealthWatch:
         self._reading_output = reading_output or _never
         self._theirs.close()
         await self.link.open()
-
-    def note_events_dropped(self, counts: Mapping[str, int]) -> None:
-        """The runner's count of events each plugin dropped so far (a health report's, or its
-        last word at a stop). Kept per plugin as the highest count told: a counter never goes
-        back; only the plugins of the latest word are kept (what a forging plugin sends is
-        bounded by one report's size)."""
-        kept = self.events_dropped
-        self.events_dropped = {
-            str(plugin): max(int(count), kept.get(plugin, 0))
-            for plugin, count in counts.items()
-            if count > 0
-        }
-
-    def take_events_dropped(self) -> dict[str, int]:
-        """The counts told so far, from now on the caller's (the runner process ended)."""
-        counts, self.events_dropped = self.events_dropped, {}
-        return counts
 
     def close(self) -> None:
         self._theirs.close()
@@ -172,7 +155,7 @@ class HealthWatch:
                 max(health_tick(config), limit - (waited - starved)), since=self._since
             )
         self.reports += 1
-        self.note_events_dropped(report.events_dropped)
+        self.events.note_told(report.events_dropped, report.events_handled)
         # A runner that does not say when it answered (an older isoplug): the stalls that
         # ended after this query was sent may be reported again, never lost.
         self._since = report.until if report.until > 0 else sent
@@ -210,7 +193,7 @@ class HealthWatch:
             answer = await _settle(late_answer, report, call_id, time.monotonic() - asked)
         said = _answered(answer)
         if report is not None:
-            self.note_events_dropped(report.events_dropped)
+            self.events.note_told(report.events_dropped, report.events_handled)
         if report is None:
             if said is not None:
                 return f"{head}; {said}"

@@ -28,6 +28,14 @@ async def apply_log_levels(runner_id: str, changes: Iterable[LogLevelChange], pe
             return
         try:
             await peer.request(SET_LOG_LEVEL, change)
+        except TransportError as exc:
+            # It ended meanwhile (a stop, a restart, a crash): the next runner gets them all.
+            _log.debug(
+                "runner %s ended as its levels were set: %s",
+                runner_id,
+                clean_text(str(exc), MAX_FAILURE_CHARS),
+            )
+            return
         except IsoplugError as exc:
             _log.warning(
                 "runner %s: could not set the level of %s: %s",

@@ -85,7 +85,11 @@ class Offers:
     def __init__(self, summaries: Mapping[str, PluginSummary] | None = None) -> None:
         self.summaries: dict[str, PluginSummary] = dict(summaries or {})
         self._methods = {pid: frozenset(s.methods) for pid, s in self.summaries.items()}
-        self._events = frozenset(e for s in self.summaries.values() for e in s.events)
+        subscribers: dict[str, list[str]] = {}
+        for plugin_id, summary in self.summaries.items():
+            for event in summary.events:
+                subscribers.setdefault(event, []).append(plugin_id)
+        self._events = {event: tuple(ids) for event, ids in subscribers.items()}
 
     def __bool__(self) -> bool:
         return bool(self.summaries)
@@ -97,9 +101,9 @@ class Offers:
         methods = self._methods.get(plugin_id)
         return methods is not None and method in methods
 
-    def subscribes(self, event: str) -> bool:
-        """Whether some plugin of the runner subscribes to ``event``."""
-        return event in self._events
+    def subscribers(self, event: str) -> tuple[str, ...]:
+        """The plugins of the runner that subscribe to ``event`` (none: empty)."""
+        return self._events.get(event, ())
 
     def method_not_found(self, plugin_id: str, method: str) -> MethodNotFound:
         """The error for a call of ``method``, which ``plugin_id`` does not offer: the plugin's

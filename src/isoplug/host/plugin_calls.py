@@ -140,11 +140,15 @@ class PluginCalls:
                     await changed.wait()
 
     def publish(self, event: str, payload: Any) -> bool:
-        """Send ``event`` if a plugin of this runner subscribes to it; True if sent."""
-        peer = self._peer
-        if self.state is not PluginState.READY or peer is None or not peer.is_open:
+        """Send ``event`` if a plugin of this runner subscribes to it; True if sent (each
+        subscriber's handlers then get it, or it counts as dropped: see
+        :mod:`isoplug.host.runner_events`)."""
+        life = self._life
+        peer = None if life is None else life.peer
+        if self.state is not PluginState.READY or life is None or peer is None or not peer.is_open:
             return False
-        if not self.offers.subscribes(event):
+        subscribers = self.offers.subscribers(event)
+        if not subscribers:
             return False
         try:
             traceparent, tracestate = current_traceparent()
@@ -156,6 +160,7 @@ class PluginCalls:
             )
         except (ConnectionClosed, ConnectionBroken):
             return False
+        life.health.events.note_sent(subscribers)
         return True
 
     async def _wait_ready_for_call(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.control import EXIT_CANNOT_CONNECT, SET_LOG_LEVEL, ReadyReport
+from isoplug.errors import TransportError
 from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
@@ -38,7 +39,7 @@ from isoplug.host.live_settings import apply_log_levels
 from isoplug.host.manifest import Manifest
 from isoplug.host.offers import Offers
 from isoplug.host.process import RunnerProcess
-from isoplug.host.ready_report import read_report
+from isoplug.host.ready_report import MAX_FAILURE_CHARS, read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
 from isoplug.host.shortage import shortage
@@ -54,6 +55,7 @@ from isoplug.host.zygote import Zygote
 from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
+from isoplug.wire.sanitize import clean_text
 
 __all__ = ["RunnerSupervisor", "SupervisorConfig"]
 
@@ -231,14 +233,23 @@ class RunnerSupervisor(CurrentRunner):
     async def set_log_level(self, level: int, *, plugin: str = "", logger: str = "") -> None:
         """Set the level of the whole ``plugin``, or of ``logger`` (``""``: the runner's root),
         in the runner, now (if it runs) and after every restart, so that disabled records cost
-        nothing at the source (see :mod:`isoplug.host.levels`)."""
+        nothing at the source (see :mod:`isoplug.host.levels`). A runner that ends before it
+        answers (a stop, a restart, a crash) raises nothing: the level is kept, and the next
+        runner starts with it."""
         if plugin:
             change = self.log_levels.set_plugin(plugin, level)
         else:
             change = self.log_levels.set_logger(logger, level)
         peer = self._peer
         if self.state is PluginState.READY and peer is not None and peer.is_open:
-            await peer.request(SET_LOG_LEVEL, change)
+            try:
+                await peer.request(SET_LOG_LEVEL, change)
+            except TransportError as exc:
+                _log.debug(
+                    "runner %s ended before it took the new level (%s); its next start takes it",
+                    self.runner_id,
+                    clean_text(str(exc), MAX_FAILURE_CHARS),
+                )
 
     async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
         """Give ``plugin_id`` its whole new ``config`` (kept for every later start): live, when
@@ -370,8 +381,9 @@ class RunnerSupervisor(CurrentRunner):
             )
         finally:
             claim.release()
-            # Its runner process ended: its counts join those of the runners before it.
-            for plugin_id, count in life.health.take_events_dropped().items():
+            # Its runner process ended: the events it did not deliver join the counts of the
+            # runners before it.
+            for plugin_id, count in life.health.events.settle(self.runner_id).items():
                 if plugin_id in self.manifests:
                     self._events_dropped[plugin_id] = self._events_dropped.get(plugin_id, 0) + count
         if account.exit_code == EXIT_CANNOT_CONNECT and not life.connected:

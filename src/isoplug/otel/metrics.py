@@ -125,8 +125,8 @@ class HostMetrics:
              "plugin's records", self._handler_errors),
             ("isoplug.log.sequence_violations", "{violation}", "Claims about its log losses "
              "that no honest runner can make, counted as no loss", self._sequence_violations),
-            ("isoplug.events.dropped", "{event}", "Events published to the plugin that it "
-             "dropped, its queue in the runner full (max_queued_events)", self._events_dropped),
+            ("isoplug.events.dropped", "{event}", "Events published to the plugin that its "
+             "handlers never got (its queue full, or its runner ending)", self._events_dropped),
             ("isoplug.runner.restarts", "{restart}", "Times the plugin's runner was "
              "restarted", self._restarts),
             ("isoplug.runner.exits", "{exit}", "Runner processes that ended, by kind",

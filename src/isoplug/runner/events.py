@@ -14,9 +14,13 @@ its queue holds some; plugins of one runner (a group) do not wait for each other
 :class:`EventBacklog` is the queue (sans-IO), :class:`EventQueues` the runner's queues and
 their tasks.
 
-The host learns the counts too (``PluginInfo.events_dropped``, the OpenTelemetry counter
-``isoplug.events.dropped``): every health report carries them, and the runner's last word at a
-stop (:data:`~isoplug.control.EVENTS_DROPPED`) gives the final ones.
+An event still queued when the runner stops is dropped too, counted and said. One that arrives
+after that is not counted here: the host, which counts the events it sent, counts every one
+that no handler took and the runner did not count as dropped (those it never read, too), and
+says so (:mod:`isoplug.host.runner_events`). So the host learns how many each plugin's handlers
+took as well as the drops (``PluginInfo.events_dropped``, the OpenTelemetry counter
+``isoplug.events.dropped``): every health report carries both, and the runner's last word at a
+stop (:data:`~isoplug.control.EVENT_COUNTS`) gives the final ones.
 """
 
 from __future__ import annotations
@@ -45,13 +49,15 @@ DROP_REPORT_INTERVAL: Final = 10.0
 class EventBacklog:
     """The events waiting for one plugin, at most ``limit``; counts those it had no room for."""
 
-    __slots__ = ("dropped", "limit", "waiting")
+    __slots__ = ("dropped", "limit", "taken", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.waiting: collections.deque[EventDelivery] = collections.deque()
-        #: Events dropped for want of room, in all.
+        #: Events dropped for want of room, or still waiting at the stop, in all.
         self.dropped = 0
+        #: Events handed to the plugin's handlers, in all.
+        self.taken = 0
 
     def offer(self, delivery: EventDelivery) -> bool:
         """Queue ``delivery``; False (and counted) if the queue is full."""
@@ -62,8 +68,18 @@ class EventBacklog:
         return True
 
     def take(self) -> EventDelivery | None:
-        """The event that waited longest (None: none waits)."""
-        return self.waiting.popleft() if self.waiting else None
+        """The event that waited longest (None: none waits), counted as taken."""
+        if not self.waiting:
+            return None
+        self.taken += 1
+        return self.waiting.popleft()
+
+    def drop_waiting(self) -> int:
+        """Drop (and count) every event still waiting; return how many."""
+        left = len(self.waiting)
+        self.dropped += left
+        self.waiting.clear()
+        return left
 
 
 Deliver = Callable[["LoadedPlugin", EventDelivery], Awaitable[None]]
@@ -89,6 +105,8 @@ class EventQueues:
         #: read it with ``dict(...)``: one copy under the GIL (the health thread, see
         #: :mod:`isoplug.runner.health`).
         self.drop_counts: dict[str, int] = {}
+        #: Events each plugin's handlers took so far (likewise read by other threads).
+        self.handle_counts: dict[str, int] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         #: Kinds are "plugin id, event name" of subscriptions only: bounded.
         self._drops = ReportThrottle(DROP_REPORT_INTERVAL)
@@ -99,6 +117,7 @@ class EventQueues:
         """An event from the host: queue it for every plugin subscribed to it (the peer's
         handler for events, run inline as they are read: it never waits)."""
         if self._stopped:
+            # Not counted: the host counts what it sent that no handler took, this included.
             return
         for plugin_id, plugin in self._plugins.items():
             if delivery.event not in plugin.subscriptions:
@@ -127,13 +146,14 @@ class EventQueues:
         for task in tasks:
             task.cancel("the runner is shutting down")
         for plugin_id, backlog in self._backlogs.items():
-            if backlog.waiting:
+            left = backlog.drop_waiting()
+            if left:
+                self.drop_counts[plugin_id] = backlog.dropped
                 _log.warning(
                     "plugin %r: %d event(s) were not delivered: the runner is shutting down",
                     plugin_id,
-                    len(backlog.waiting),
+                    left,
                 )
-                backlog.waiting.clear()
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
@@ -143,6 +163,7 @@ class EventQueues:
     async def _work(self, plugin: LoadedPlugin, backlog: EventBacklog) -> None:
         try:
             while (delivery := backlog.take()) is not None:
+                self.handle_counts[plugin.plugin_id] = backlog.taken
                 await self._deliver(plugin, delivery)
         finally:
             del self._workers[plugin.plugin_id]

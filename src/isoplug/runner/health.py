@@ -150,6 +150,8 @@ class HealthMonitor:
         #: Events dropped per plugin (``EventQueues.drop_counts``: set once the plugins' table
         #: exists), copied into every report.
         self.event_drops: dict[str, int] = {}
+        #: Events handled per plugin (``EventQueues.handle_counts``), likewise.
+        self.event_handles: dict[str, int] = {}
         self._thread = threading.Thread(target=self._serve, name="isoplug-health", daemon=True)
         # Set once the health thread has opened its files (see start()).
         self._files_opened = threading.Event()
@@ -306,6 +308,7 @@ class HealthMonitor:
             loop_waiting_output=waiting_output,
             # One copy under the GIL: the loop's thread may add a plugin meanwhile.
             events_dropped=dict(self.event_drops),
+            events_handled=dict(self.event_handles),
         )
         payload = self._encoder.encode(report)
         before = time.monotonic()

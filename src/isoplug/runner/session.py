@@ -40,7 +40,7 @@ from isoplug.control import (
     CAPABILITY,
     CONTROL_ROLE,
     EVENT,
-    EVENTS_DROPPED,
+    EVENT_COUNTS,
     EXIT_CANNOT_CONNECT,
     EXIT_NOTHING_LOADED,
     EXIT_SETUP_FAILED,
@@ -56,6 +56,7 @@ from isoplug.control import (
     CapabilityDenied,
     CapabilityRequest,
     ConfigChange,
+    EventCounts,
     EventDelivery,
     LoadFailure,
     LoadStage,
@@ -93,8 +94,8 @@ _log = guarded_logger("isoplug.runner")
 
 #: Host capability calls get the same patience as host -> plugin calls by default.
 CAPABILITY_TIMEOUT = 30.0
-#: How long the host may take to take the final count of dropped events: its loop answers at
-#: once, unless it is busy; the runner's exit must not wait on it for long.
+#: How long the host may take to take the final count of events: its loop answers at once,
+#: unless it is busy; the runner's exit must not wait on it for long.
 _LAST_WORD_TIMEOUT = 2.0
 _DENIED = f"{CapabilityDenied.__module__}.{CapabilityDenied.__qualname__}"
 _FAILED = f"{CapabilityFailed.__module__}.{CapabilityFailed.__qualname__}"
@@ -137,6 +138,7 @@ async def _run(bootstrap: Bootstrap) -> int:
     table = PluginTable(workers=workers)
     if health is not None:
         health.event_drops = table.events.drop_counts
+        health.event_handles = table.events.handle_counts
     shutdown = asyncio.Event()
     peer_box: list[Peer] = []
 
@@ -307,7 +309,7 @@ async def _run(bootstrap: Bootstrap) -> int:
         # cancelled (whose ends would start them).
         peer.close_admission("the runner is shutting down; the call had not started")
         left = await tear_down(table, sources, folders, bootstrap.teardown_timeout, 0)
-        await _say_events_dropped(peer, table)
+        await _say_event_counts(peer, table)
         await _goodbye(peer, "runner shut down")
         if left:
             exit_leaving(0)
@@ -395,18 +397,22 @@ async def _load_and_set_up(
     return failures
 
 
-async def _say_events_dropped(peer: Peer, table: PluginTable) -> None:
-    """Tell the host the final count of dropped events (the teardown stopped the queues):
-    what dropped since the last health report would be lost to its metrics otherwise."""
-    counts = dict(table.events.drop_counts)
-    if not counts or not peer.is_open:
+async def _say_event_counts(peer: Peer, table: PluginTable) -> None:
+    """Tell the host the final count of events handled and dropped (the teardown stopped the
+    queues). Said even when both are 0: the host counts every event it sent that the runner
+    did not confirm handled as not delivered, and without this word it can only say that
+    the runner did not confirm them, not that none was handled."""
+    if not peer.is_open:
         return
+    counts = EventCounts(
+        dropped=dict(table.events.drop_counts), handled=dict(table.events.handle_counts)
+    )
     try:
-        await peer.request(EVENTS_DROPPED, counts, timeout=_LAST_WORD_TIMEOUT)
+        await peer.request(EVENT_COUNTS, counts, timeout=_LAST_WORD_TIMEOUT)
     except IsoplugError as exc:
-        # The host is gone, or an older one that does not take it: the WARNING records said
-        # the drops.
-        _log.debug("could not tell the host the final count of dropped events: %s", exc)
+        # The host is gone, or did not answer in time: it counts from the last health report
+        # (the WARNING records said the drops).
+        _log.debug("could not tell the host the final count of events: %s", exc)
 
 
 async def _hook(result: Any) -> None:
