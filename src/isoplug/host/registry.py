@@ -166,7 +166,7 @@ def one_plugins_folder(plugins_dir: Path) -> str | None:
         return None
     return (
         f"plugins folder {clean_path(plugins_dir, _MAX_FOLDER_CHARS)} is one plugin's folder (it "
-        f"holds {MANIFEST_NAME} itself), so no plugin runs: a Host runs a folder of plugin "
+        "holds plugin.toml itself), so no plugin runs: a Host runs a folder of plugin "
         f"folders; pass its parent folder, {clean_path(plugins_dir.parent, _MAX_FOLDER_CHARS)}, "
         "to run the plugins in it (isoplug run and the test harness take either)"
     )
