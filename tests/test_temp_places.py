@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host, NoTemporaryFolder
-from isoplug.testing import watching
+from isoplug.testing import Records, watching
 from tests.plugins_fixtures import FAST, plugins_dir
 from tests.processes import child_env
 from tests.test_host_temp_cleaner import listener_folders
@@ -84,6 +84,13 @@ def with_full_temp_folders(*command: str) -> subprocess.CompletedProcess[str]:
         check=False,
         env=environment,
     )
+
+
+def the_warning(records: Records, text: str) -> str:
+    """The message of the one record holding ``text``, a WARNING."""
+    said = records.select(text=text)
+    assert [record.levelno for record in said] == [logging.WARNING], said
+    return said[0].getMessage()
 
 
 _REASONS = (
@@ -173,9 +180,7 @@ async def test_a_temporary_folder_that_cannot_take_folders_is_passed_over_once_s
             await host.wait_ready(60)
             assert await host.call("echo", "echo", "hi") == "hi"
             assert all(folder.startswith("/tmp/isoplug-") for folder in listener_folders(host))
-    said = records.select(text="private folders")
-    assert [record.levelno for record in said] == [logging.WARNING], said
-    assert said[0].getMessage() == (
+    assert the_warning(records, "private folders") == (
         f"isoplug's private folders (its sockets) are made in /tmp: {not_a_folder}: Not a "
         "directory; a dead host's are looked for there too (to keep them in "
         f"{not_a_folder}: free room there, or set TMPDIR to a writable folder with room)"
@@ -198,9 +203,7 @@ async def test_a_host_given_one_plugins_folder_says_to_pass_its_parent(tmp_path:
     with watching("isoplug") as records:
         async with Host(echo, config=FAST) as host:
             assert host.plugins() == []
-    said = records.select(text="one plugin's folder")
-    assert [record.levelno for record in said] == [logging.WARNING], said
-    assert said[0].getMessage() == (
+    assert the_warning(records, "one plugin's folder") == (
         f"plugins folder {echo} is one plugin's folder (it holds plugin.toml itself), so no "
         "plugin runs: a Host runs a folder of plugin folders; pass its parent folder, "
         f"{echo.parent}, to run the plugins in it (isoplug run and the test harness take "
