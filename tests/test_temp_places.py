@@ -10,6 +10,7 @@ where the machine allows it; elsewhere those tests are skipped."""
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -51,6 +52,7 @@ echo "left in the working directory: [$(ls -A /tmp/work)]"
 _PRIVATE_MOUNTS = ("unshare", "-m", "--propagation", "private")
 
 
+@functools.cache
 def _namespaces_allowed() -> str | None:
     """Why mounts in a private mount namespace cannot be made here (None: they can)."""
     if shutil.which("unshare") is None:

@@ -23,6 +23,7 @@ import os
 import threading
 from pathlib import Path
 
+from isoplug.errors import NoTemporaryFolder
 from isoplug.log_guard import guarded_logger
 from isoplug.transport.owner_lock import hold_owner_lock
 from isoplug.transport.private_places import PrivatePlace, remove_folder
@@ -123,6 +124,8 @@ def _folder() -> str:
         # Named and locked as the socket folders are, after this process: one a kill -9 left
         # behind is removed by the next host's start (isoplug.transport.socket_dirs).
         folder = make_private_folder(owner_prefix())
+    except NoTemporaryFolder as exc:
+        return _fall_back(str(exc))  # names each temporary folder tried, and why not
     except OSError as exc:
         return _fall_back(f"no temporary folder: {exc}")
     link = os.path.join(folder, "isoplug")
