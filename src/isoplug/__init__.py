@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from isoplug.errors import (
     ConfigInvalid,
     IsoplugError,
+    NoTemporaryFolder,
     PluginBusy,
     PluginFailed,
     UnencodableValue,
@@ -44,6 +45,7 @@ __all__ = [
     "Host",
     "IsoplugError",
     "ManifestError",
+    "NoTemporaryFolder",
     "Plugin",
     "PluginBusy",
     "PluginContext",

@@ -23,6 +23,7 @@ original stays reachable as ``__cause__``::
     ├── RequestTimeout (TimeoutError)      no response within the request's timeout
     ├── UnencodableValue (TypeError)       a value cannot cross the process boundary
     ├── SelfForwarding                     logs sent to a receiver of the same process
+    ├── NoTemporaryFolder (OSError)        no temporary folder can take a private folder
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
     ├── ConfigInvalid (ValueError)         a plugin's configuration does not fit its schema
     ├── CapabilityFailed                   a host capability a plugin called raised
@@ -38,7 +39,7 @@ isoplug is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "IsoplugError",
     "LocalProtocolError",
     "MethodNotFound",
+    "NoTemporaryFolder",
     "PluginBusy",
     "PluginFailed",
     "ProtocolError",
@@ -181,6 +183,30 @@ class ValueTooLarge(UnencodableValue, FrameTooLarge):
 class SelfForwarding(IsoplugError):
     """A log sender aimed at a :class:`~isoplug.logs.LogReceiver` open in its own process, where
     every record it sends would be replayed back into it and sent again, for ever."""
+
+
+class NoTemporaryFolder(IsoplugError, OSError):
+    """No temporary folder could take a private folder of isoplug's (its sockets' folders):
+    ``tried`` holds each folder tried and why it refused (``No space left on device``,
+    ``Permission denied``...); ``errno`` is the preferred folder's (``$TMPDIR``, else
+    ``/tmp``). The system refused what the host needs, not a missing plugins folder."""
+
+    def __init__(self, tried: Sequence[tuple[str, str]], number: int | None = None) -> None:
+        self.tried: list[tuple[str, str]] = list(tried)
+        reasons = "; ".join(f"{place}: {why}" for place, why in self.tried) or "none"
+        super().__init__(
+            number,
+            f"no temporary folder can take isoplug's private folders (its sockets): {reasons} "
+            "(the working directory is never used: sockets do not belong in a project "
+            "folder); free room there, or set TMPDIR to a writable folder with room",
+        )
+
+    def __str__(self) -> str:
+        # OSError's own would start with "[Errno 28]", which the reasons name already.
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.tried, self.errno))
 
 
 class PluginFailed(IsoplugError):

@@ -42,6 +42,7 @@ from isoplug.cli.signals import (
     say_unblocked,
 )
 from isoplug.cli.tools import new_plugin, print_schema
+from isoplug.errors import NoTemporaryFolder
 from isoplug.host.shortage import shortage
 from isoplug.host.standard_fds import fill_standard_descriptors
 from isoplug.log_guard import guarded_logger
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except Exception as exc:
         # A limit too low for the command itself (ulimit -n 8: its event loop cannot be
-        # made): the operator's to raise, said as such, not a traceback.
+        # made), no temporary folder with room for its sockets: the operator's to fix, said
+        # as such, not a traceback nor a usage error.
         why = _shortage_in(exc)
         if why is None:
             raise
@@ -79,16 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _shortage_in(error: BaseException) -> str | None:
-    """What the system ran out of, when ``error`` or an error it was raised from or while
-    handling says so (uvloop's loop, failing to close after its own failure, raises
-    "Cannot close a running event loop" over "Too many open files")."""
+    """What the system ran out of (descriptors, threads, room in every temporary folder),
+    when ``error`` or an error it was raised from or while handling says so (uvloop's loop,
+    failing to close after its own failure, raises "Cannot close a running event loop" over
+    "Too many open files")."""
     pending, seen = [error], set()
     while pending:
         error = pending.pop()
         if id(error) in seen:
             continue
         seen.add(id(error))
-        why = shortage(error)
+        why = str(error) if isinstance(error, NoTemporaryFolder) else shortage(error)
         if why is not None:
             return why
         pending.extend(e for e in (error.__context__, error.__cause__) if e is not None)

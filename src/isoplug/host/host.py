@@ -39,7 +39,12 @@ from isoplug.host.on_change import call_on_change, checked_on_change
 from isoplug.host.own_loggers import keep_own_loggers_enabled
 from isoplug.host.plugin_operations import PluginOperations
 from isoplug.host.plugin_settings import PluginSettings
-from isoplug.host.registry import RunnerPlan, absolute_plugins_dir, plan_runners
+from isoplug.host.registry import (
+    RunnerPlan,
+    absolute_plugins_dir,
+    one_plugins_folder,
+    plan_runners,
+)
 from isoplug.host.reload import PluginReloader, reload_unavailable, report_reloader_end
 from isoplug.host.routes import ConnectionRoutes
 from isoplug.host.runner_set import RunnerSet
@@ -178,8 +183,10 @@ class Host(PluginOperations, PluginSettings):
         """Discover plugins, open the listener and start every runner (does not wait for them
         to be ready: see :meth:`wait_ready`). Raises :class:`FileNotFoundError` /
         :class:`NotADirectoryError` when ``plugins_dir`` is unusable (the host is then closed,
-        as after any failed start), and :class:`RuntimeError` when the host was started
-        before: a host runs once (``async with`` starts it; do not also call ``start()``)."""
+        as after any failed start), :class:`~isoplug.errors.NoTemporaryFolder` when no
+        temporary folder can take its sockets' folders, and :class:`RuntimeError` when the
+        host was started before: a host runs once (``async with`` starts it; do not also call
+        ``start()``)."""
         if self._life is not HostStage.NEW:
             self._check_here("start the host")
             raise RuntimeError(f"Host.start(): the host {self._life.value}")
@@ -200,6 +207,8 @@ class Host(PluginOperations, PluginSettings):
         unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})
         if unknown:
             _log.warning("plugin_config names plugins not found: %s", ", ".join(unknown))
+        if not discovery.manifests and (hint := one_plugins_folder(self.plugins_dir)):
+            _log.warning("%s", hint)
         plans, grouping_problems = plan_runners(discovery.manifests)
         self._runners.folder_problems = [*discovery.problems, *grouping_problems]
         for problem in self._runners.folder_problems:

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import atexit
 import os
-import tempfile
 import threading
 from pathlib import Path
 
+from isoplug.errors import NoTemporaryFolder
 from isoplug.log_guard import guarded_logger
 from isoplug.transport.owner_lock import hold_owner_lock
 from isoplug.transport.private_places import PrivatePlace, remove_folder
 from isoplug.transport.socket_dirs import owner_prefix
+from isoplug.transport.temp_places import make_private_folder
 from isoplug.wire.sanitize import clean_path
 
 __all__ = ["host_package_root", "isoplug_only_folder", "made_link", "renew_if_lost"]
@@ -122,7 +123,9 @@ def _folder() -> str:
     try:
         # Named and locked as the socket folders are, after this process: one a kill -9 left
         # behind is removed by the next host's start (isoplug.transport.socket_dirs).
-        folder = tempfile.mkdtemp(prefix=owner_prefix())
+        folder = make_private_folder(owner_prefix())
+    except NoTemporaryFolder as exc:
+        return _fall_back(str(exc))  # names each temporary folder tried, and why not
     except OSError as exc:
         return _fall_back(f"no temporary folder: {exc}")
     link = os.path.join(folder, "isoplug")

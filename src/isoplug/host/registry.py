@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from isoplug.control import ResourceLimits
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from isoplug.host.plugin_folders import plugin_folder_entries
 from isoplug.sizes import format_size
+from isoplug.transport.temp_places import make_private_folder
 from isoplug.wire.sanitize import cap_text, clean_path
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "discover",
     "is_plugin_dir",
     "is_scratch_dir",
+    "one_plugins_folder",
     "plan_runners",
     "plugins_dir_for",
     "runner_limits",
@@ -157,21 +159,40 @@ def deeper_manifest(plugins_dir: Path) -> Path | None:
     return min(plugins_dir.glob(f"*/*/{MANIFEST_NAME}"), default=None)
 
 
+def one_plugins_folder(plugins_dir: Path) -> str | None:
+    """For a plugins folder that gave no plugin: what to say when it is one plugin's folder
+    (a ``Host`` runs a folder of plugin folders, so it runs nothing there); else None."""
+    if not is_plugin_dir(plugins_dir):
+        return None
+    return (
+        f"plugins folder {clean_path(plugins_dir, _MAX_FOLDER_CHARS)} is one plugin's folder (it "
+        "holds plugin.toml itself), so no plugin runs: a Host runs a folder of plugin "
+        f"folders; pass its parent folder, {clean_path(plugins_dir.parent, _MAX_FOLDER_CHARS)}, "
+        "to run the plugins in it (isoplug run and the test harness take either)"
+    )
+
+
 @contextlib.contextmanager
 def plugins_dir_for(path: Path) -> Iterator[Path]:
     """A plugins directory for ``path``: ``path`` itself when it is a folder of plugins; when it
-    is one plugin's folder, a temporary directory holding a link to it (for the block)."""
+    is one plugin's folder, a temporary directory holding a link to it (for the block). Raises
+    :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take that."""
     if not is_plugin_dir(path):
         yield path
         return
-    with tempfile.TemporaryDirectory(prefix="isoplug-plugin-") as scratch:
-        directory = Path(scratch)
+    # Where the host's own folders go (never the working directory: a project folder).
+    directory = Path(make_private_folder("isoplug-plugin-"))
+    try:
         (directory / path.resolve().name).symlink_to(path.resolve(), target_is_directory=True)
         _SCRATCH_DIRS.add(directory.resolve())
         try:
             yield directory
         finally:
             _SCRATCH_DIRS.discard(directory.resolve())
+    finally:
+        # Holds one link (its target is left alone): gone already only if a cleaner took it.
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(directory)
 
 
 #: The scratch folders of :func:`plugins_dir_for` in use: :func:`discover` reads the plugin

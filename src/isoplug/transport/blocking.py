@@ -13,9 +13,10 @@ import socket
 import ssl
 import threading
 
-from isoplug.errors import ConnectError, TransportError
+from isoplug.errors import ConnectError, NoTemporaryFolder, TransportError
 from isoplug.transport.address import Address, Scheme, parse_address
 from isoplug.transport.listening import (
+    cannot_listen_again,
     private_unix_socket,
     private_unix_socket_again,
     tcp_listening_socket,
@@ -185,7 +186,7 @@ class BlockingListener:
         try:
             sock, fresh = private_unix_socket_again(place, self._backlog)
         except OSError as exc:
-            raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
+            raise cannot_listen_again(place, lost, exc) from exc
         with self._lock:
             if self._closed or self._place is not place:
                 # Closed meanwhile, or another thread listened again first.
@@ -247,7 +248,9 @@ def listen_blocking(
     ``unix:`` without a path makes a private directory for the socket; a given path replaces a
     stale socket file, never one a live process listens on. ``tcp://host:0`` picks a free port
     (:attr:`BlockingListener.address` tells which). ``tls://`` requires ``ssl_context``.
-    Raises :class:`~isoplug.errors.TransportError` when the address cannot be bound.
+    Raises :class:`~isoplug.errors.TransportError` when the address cannot be bound;
+    :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take the private
+    directory of ``unix:``.
     """
     parsed = parse_address(address)
     place: PrivatePlace | None = None
@@ -262,6 +265,8 @@ def listen_blocking(
             sock = tcp_listening_socket(resolved, backlog)
             host, port = sock.getsockname()[:2]
             bound = Address(parsed.scheme, host=host, port=port)
+    except NoTemporaryFolder:
+        raise  # the system's refusal, said as such, not a failure of this address
     except (OSError, ValueError) as exc:
         raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
     context = ssl_context if parsed.scheme is Scheme.TLS else None

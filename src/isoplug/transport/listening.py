@@ -13,7 +13,6 @@ import contextlib
 import os
 import socket
 import stat
-import tempfile
 from typing import Any
 
 from isoplug.errors import TransportError
@@ -21,8 +20,10 @@ from isoplug.transport.address import Address, Scheme
 from isoplug.transport.owner_lock import hold_owner_lock
 from isoplug.transport.private_places import PrivatePlace, remove_folder
 from isoplug.transport.socket_dirs import owner_prefix
+from isoplug.transport.temp_places import make_private_folder
 
 __all__ = [
+    "cannot_listen_again",
     "make_private_socket_dir",
     "private_unix_socket",
     "private_unix_socket_again",
@@ -30,9 +31,6 @@ __all__ = [
     "unix_listening_path",
     "unix_listening_socket",
 ]
-
-#: sun_path holds 108 bytes on Linux (104 on macOS); stay below both.
-_MAX_UNIX_PATH = 100
 
 
 def _someone_listens_on(path: str) -> bool:
@@ -93,26 +91,14 @@ def tcp_listening_socket(resolved: list[Any], backlog: int) -> socket.socket:
 
 
 def make_private_socket_dir() -> str:
-    """Create a new directory only this user can enter (mode 0700) and return its path.
-
-    Falls back to ``/tmp`` when ``$TMPDIR`` is so deep that a socket path inside it would
-    exceed the kernel's limit. Its name says which process made it, so that it can be removed
-    should this process die without closing its listener (see
-    :mod:`isoplug.transport.socket_dirs`).
-    """
-    prefix = owner_prefix()
-    try:
-        directory = tempfile.mkdtemp(prefix=prefix)
-    except FileNotFoundError:
-        # $TMPDIR itself was deleted (a temporary-file cleaner, on a host running for weeks):
-        # /tmp, where a dead process's folders are looked for too.
-        if not os.path.isdir("/tmp") or tempfile.gettempdir() == "/tmp":
-            raise
-        return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-    if len(os.path.join(directory, "sock")) > _MAX_UNIX_PATH and os.path.isdir("/tmp"):
-        os.rmdir(directory)
-        directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-    return directory
+    """Create a new directory only this user can enter (mode 0700) and return its path: in
+    the first temporary folder that takes it where a socket path inside fits the kernel's
+    limit (:func:`~isoplug.transport.temp_places.make_private_folder`: a ``$TMPDIR`` deleted,
+    full or too deep gives way to ``/tmp``, ``/var/tmp``, said once; never the working
+    directory). Its name says which process made it, so that it can be removed should this
+    process die without closing its listener (see :mod:`isoplug.transport.socket_dirs`).
+    Raises :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder takes it."""
+    return make_private_folder(owner_prefix(), socket_name="sock")
 
 
 def unix_listening_socket(path: str, backlog: int) -> socket.socket:
@@ -190,6 +176,11 @@ def private_unix_socket_again(
         if remade:
             _discard(folder.path, lost.path)
         raise
+
+
+def cannot_listen_again(place: PrivatePlace, lost: str, error: OSError) -> TransportError:
+    """Why a listener at ``place`` (``lost``: what became of it) could not listen again."""
+    return TransportError(f"cannot listen again on unix:{place.path} ({lost}): {error}")
 
 
 def _discard(folder: str, socket_path: str) -> None:

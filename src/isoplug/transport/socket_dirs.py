@@ -9,6 +9,8 @@ namespace (a pid means nothing in another one)::
 
     $TMPDIR/isoplug-<pid>-<start time>-<pid namespace>-<random>
 
+(or in ``/tmp``, ``/var/tmp``, where ``$TMPDIR`` could not take it:
+:mod:`isoplug.transport.temp_places`),
 and its owner holds the lock of the file ``owner.lock`` inside it for as long as it uses it
 (:mod:`isoplug.transport.owner_lock`), which the kernel releases when the owner dies.
 
@@ -28,10 +30,10 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 
 from isoplug.log_guard import guarded_logger
 from isoplug.transport.owner_lock import taken_owner_lock
+from isoplug.transport.temp_places import temporary_places
 
 __all__ = ["owner_prefix", "remove_stale_socket_dirs"]
 
@@ -79,9 +81,10 @@ def _pid_is_dead(pid: int, start: int) -> bool:
 
 def remove_stale_socket_dirs(places: tuple[str, ...] | None = None) -> list[str]:
     """Remove this user's socket directories whose owner process is dead, in ``places``
-    (default: the temporary directory and ``/tmp``, where they are made); return them."""
+    (default: every temporary folder they may be made in, a full ``/tmp``'s ``/var/tmp`` too:
+    :func:`~isoplug.transport.temp_places.temporary_places`); return them."""
     if places is None:
-        places = tuple(dict.fromkeys([tempfile.gettempdir(), "/tmp"]))
+        places = tuple(temporary_places())
     removed: list[str] = []
     uid = os.getuid()
     for place in places:

@@ -16,11 +16,12 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from isoplug.errors import ConnectError, TransportError
+from isoplug.errors import ConnectError, NoTemporaryFolder, TransportError
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.transport.address import Address, Scheme, parse_address
 from isoplug.transport.listening import (
+    cannot_listen_again,
     private_unix_socket,
     private_unix_socket_again,
     tcp_listening_socket,
@@ -283,7 +284,7 @@ class Listener:
         try:
             sock, fresh = private_unix_socket_again(place, self._backlog)
         except OSError as exc:
-            raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
+            raise cannot_listen_again(place, lost, exc) from exc
         try:
             server = await _serve_on(
                 old.get_loop().create_unix_server, sock, self._make_stream, backlog=self._backlog
@@ -291,7 +292,7 @@ class Listener:
         except BaseException as exc:
             fresh.remove()
             if isinstance(exc, OSError):
-                raise TransportError(f"cannot listen again on unix: ({lost}): {exc}") from exc
+                raise cannot_listen_again(place, lost, exc) from exc
             raise
         if self._closed or self._place is not place:
             # Closed meanwhile, or another call listened again first: this one is nobody's.
@@ -334,7 +335,9 @@ async def listen(
     starts. The stream is closed when the handler returns. With ``takes_descriptors``, a
     stream on a unix socket takes the descriptor its peer passes with its first bytes
     (:attr:`SocketStream.passed_descriptor`). Raises
-    :class:`~isoplug.errors.TransportError` when the address cannot be bound.
+    :class:`~isoplug.errors.TransportError` when the address cannot be bound;
+    :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take the private
+    directory of ``unix:``.
     """
     parsed = parse_address(address)
     loop = asyncio.get_running_loop()
@@ -380,7 +383,9 @@ async def listen(
     except BaseException as exc:
         # A cancellation too: the listener is nobody's yet, so nobody else would remove it.
         listener._remove_files()
-        if isinstance(exc, OSError | ValueError):
+        # No temporary folder for its socket: the system's refusal, said as such, not a
+        # failure of this address.
+        if isinstance(exc, OSError | ValueError) and not isinstance(exc, NoTemporaryFolder):
             raise TransportError(f"cannot listen on {parsed}: {exc}") from exc
         raise
     return listener
