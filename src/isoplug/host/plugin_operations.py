@@ -155,7 +155,7 @@ class PluginOperations:
         final then."""
         self._check_here(f"stop plugin {plugin_id!r}", awaited=True)
         self._life.check_started(f"stop plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
+        await self._supervisor(plugin_id).stop(by_user=self._life is HostStage.RUNNING)
         return self.plugin(plugin_id)
 
     def register_capability(self, name: str, function: Callable[..., Any]) -> None:
