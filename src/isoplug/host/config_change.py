@@ -6,7 +6,8 @@ in a ready runner is offered it (its runner checks it; ``on_config`` takes it li
 runner restarts with it); any other is checked in a process of its own
 (:func:`~isoplug.host.config_check.check_in_process`), then a runner starting now (with the
 old one) or a failed one (it could not load, or crashed) restarts with it, while a stopped
-plugin only keeps it for its next start.
+plugin (or one whose stop a user asked for, still under way) only keeps it for its next
+start.
 """
 
 from __future__ import annotations
