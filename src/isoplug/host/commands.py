@@ -4,6 +4,11 @@
 supervising task notices it wherever it waits (for the ready report, between health checks,
 during a health check, during the backoff before a restart) and takes it once the runner has
 exited.
+
+This is where they are ordered. Between a user's stops and restarts the latest request wins.
+A user's stop is the last word over every restart the host decides on its own (a new
+configuration's, a hot reload's; a crash's backoff ends at a stop too), from the moment it is
+asked until the user's restart: :meth:`Commands.may_restart` refuses the host's.
 """
 
 from __future__ import annotations
@@ -21,33 +26,46 @@ RESTART = "restart"
 
 class Commands:
     """The command pending (the latest sent), and the event that wakes whoever waits for one.
-    A command sent before the pending one was taken replaces it: the latest request wins."""
+    A command sent before the pending one was taken replaces it: the latest request wins
+    (among those :meth:`may_restart` lets through)."""
 
     def __init__(self) -> None:
         self.pending: str | None = None
         self._wake = asyncio.Event()
-        #: Commands sent so far.
-        self.sent = 0
         self._later: list[asyncio.Future[None]] = []
+        #: A user's stop was asked, and no user's restart since.
+        self.user_stop_holds = False
 
-    def send(self, command: str) -> int:
-        """Send ``command``; its number (see :meth:`sent_after`)."""
+    def stop_by_user(self) -> None:
+        """Say that a user asked for a stop: from now on the host restarts nothing on its own
+        (see :meth:`may_restart`), even before the stop took effect."""
+        self.user_stop_holds = True
+
+    def may_restart(self, *, by_user: bool) -> bool:
+        """Whether a restart may be asked now. A user's may, always, and ends a user's stop:
+        from then on the host may restart on its own again. The host's own may not while a
+        user's stop holds: a stop the user asked while a new configuration was checked or a
+        saved file compiled would otherwise be undone by it, the plugin running on."""
+        if by_user:
+            self.user_stop_holds = False
+            return True
+        return not self.user_stop_holds
+
+    def send(self, command: str) -> None:
+        """Send ``command`` (a restart only once :meth:`may_restart` said it may be asked)."""
         self.pending = command
         self._wake.set()
-        self.sent += 1
-        waiters, self._later = self._later, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        return self.sent
+        if command == RESTART:
+            waiters, self._later = self._later, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
-    def sent_after(self, number: int) -> asyncio.Future[None]:
-        """A future done once a command later than the ``number``-th has been sent."""
+    def restart_sent(self) -> asyncio.Future[None]:
+        """A future done once a restart is sent: what replaces a stop asked before it. A
+        second stop does not: it joins the first, and both end when the runner has."""
         future = asyncio.get_running_loop().create_future()
-        if self.sent > number:
-            future.set_result(None)
-        else:
-            self._later.append(future)
+        self._later.append(future)
         return future
 
     def take(self) -> str | None:

@@ -6,7 +6,8 @@ in a ready runner is offered it (its runner checks it; ``on_config`` takes it li
 runner restarts with it); any other is checked in a process of its own
 (:func:`~isoplug.host.config_check.check_in_process`), then a runner starting now (with the
 old one) or a failed one (it could not load, or crashed) restarts with it, while a stopped
-plugin only keeps it for its next start.
+plugin (or one whose stop a user asked for, still under way) only keeps it for its next
+start.
 """
 
 from __future__ import annotations
@@ -39,17 +40,28 @@ class ConfigTarget(Protocol):
     @property
     def generation(self) -> int: ...
 
+    @property
+    def stopped_by_user(self) -> bool: ...
+
     def ready_peer(self, plugin_id: str) -> Peer | None: ...
 
-    async def restart(self, *, unless_since: int | None = None) -> None: ...
+    async def restart(self, *, unless_since: int | None = None, by_user: bool = True) -> bool: ...
+
+
+def _taking_peer(target: ConfigTarget, plugin_id: str) -> Peer | None:
+    """The connection of the ready runner to offer the change to (None: none may take it).
+    A runner whose stop a user asked for may still read ready while it stops: it is offered
+    nothing (its plugin only keeps the configuration), and a process of its own checks it."""
+    return None if target.stopped_by_user else target.ready_peer(plugin_id)
 
 
 async def apply_config(
     target: ConfigTarget, plugin_id: str, config: Mapping[str, Any], settings: SupervisorConfig
 ) -> bool:
-    """See :meth:`isoplug.host.supervisor.RunnerSupervisor.set_config`."""
+    """See :meth:`isoplug.host.supervisor.RunnerSupervisor.set_config`. Its restarts are the
+    host's own: a user's stop, asked before or while this runs, holds over them."""
     new = dataclasses.replace(target.manifests[plugin_id], config=MappingProxyType(dict(config)))
-    if target.ready_peer(plugin_id) is None:
+    if _taking_peer(target, plugin_id) is None:
         unchecked = await check_in_process(
             new, settings.inherit_environment, settings.ready_timeout
         )
@@ -61,7 +73,7 @@ async def apply_config(
                 unchecked,  # sanitized: check_in_process cleans what the process said
             )
     # Looked at again: the state may have changed while the check ran.
-    peer = target.ready_peer(plugin_id)
+    peer = _taking_peer(target, plugin_id)
     if peer is not None:
         generation = target.generation
         old = target.manifests[plugin_id]
@@ -77,11 +89,12 @@ async def apply_config(
             raise
         if live:
             return True
-        # One restart: not a second one when the crash restarted the runner already.
-        await target.restart(unless_since=generation)
+        # One restart: not a second one when the crash restarted the runner already; none
+        # when a user asked for a stop meanwhile.
+        await target.restart(unless_since=generation, by_user=False)
         return False
     target.manifests[plugin_id] = new
-    if target.state is PluginState.STOPPED:
+    if target.state is PluginState.STOPPED or target.stopped_by_user:
         return False
     if (
         plugin_id in target.broken
@@ -90,5 +103,5 @@ async def apply_config(
     ):
         # It failed to load or crashed (perhaps for its configuration: a new one is how a
         # user fixes that), or the runner starting now has the old one: start again with it.
-        await target.restart()
+        await target.restart(by_user=False)
     return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from isoplug.host.commands import Commands
 from isoplug.host.lineage import TreeMarks
 from isoplug.host.plugin_calls import PluginCalls
 from isoplug.host.process import RunnerProcess
@@ -28,13 +29,20 @@ class CurrentRunner(PluginCalls):
     setup_waited: str
     _task: asyncio.Task[None] | None
     _generation: int
-    _stopped_by_user: bool
+    _commands: Commands
     _events_dropped: dict[str, int]
 
     @property
     def generation(self) -> int:
         """How many runner processes this supervisor has started."""
         return self._generation
+
+    @property
+    def stopped_by_user(self) -> bool:
+        """Whether a user asked for a stop, and for no restart since: then it stays stopped
+        (its plugins that could not load read STOPPED, not FAILED), and the host starts it
+        again on its own for nothing (see :mod:`isoplug.host.commands`)."""
+        return self._commands.user_stop_holds
 
     @property
     def supervision(self) -> asyncio.Task[None] | None:
@@ -96,7 +104,7 @@ class CurrentRunner(PluginCalls):
         return PluginInfo(
             id=plugin_id,
             runner_id=self.runner_id,
-            state=PluginState.FAILED if broken and not self._stopped_by_user else self.state,
+            state=PluginState.FAILED if broken and not self.stopped_by_user else self.state,
             pid=process.pid if process is not None and process.running else None,
             restarts=self.restarts,
             last_exit=self.last_exit,

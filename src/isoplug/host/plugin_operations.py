@@ -149,13 +149,15 @@ class PluginOperations:
     async def stop(self, plugin_id: str) -> PluginInfo:
         """Stop the runner of ``plugin_id`` (all plugins of its group) gracefully (once the
         host is closed: it is stopped already). A failed plugin is STOPPED too. It stays
-        stopped until :meth:`restart` (:meth:`set_config` only keeps its configuration).
-        Returns once what the runner logged and printed has been replayed into the host's
-        handlers (up to 5 s after its exit, for slow handlers), so :meth:`log_metrics` is
-        final then."""
+        stopped until :meth:`restart`, from the moment the stop is asked: no restart the host
+        decides on its own (a crash's, a new configuration's, a hot reload's) undoes it
+        (:meth:`set_config` only keeps its configuration). Two stops asked together both
+        return once it is STOPPED (a :meth:`restart` asked meanwhile wins). Returns once
+        what the runner logged and printed has been replayed into the host's handlers (up to
+        5 s after its exit, for slow handlers), so :meth:`log_metrics` is final then."""
         self._check_here(f"stop plugin {plugin_id!r}", awaited=True)
         self._life.check_started(f"stop plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).stop(failed_too=self._life is HostStage.RUNNING)
+        await self._supervisor(plugin_id).stop(by_user=self._life is HostStage.RUNNING)
         return self.plugin(plugin_id)
 
     def register_capability(self, name: str, function: Callable[..., Any]) -> None:

@@ -75,8 +75,9 @@ class PluginSettings:
         plugin with ``on_config`` takes it live (returns True). Otherwise returns False: a
         ready plugin (its ``on_config`` raised, gave no answer within
         ``config.call_timeout``, or ended its runner, included), a starting or a failed one
-        restarts with it (this returns once it is ready or failed again); a stopped plugin
-        keeps it for its next start. The configuration holds for every later restart.
+        restarts with it (this returns once it is ready or failed again); a stopped plugin,
+        or one whose :meth:`stop` was asked (also while this runs), keeps it for its next
+        start. The configuration holds for every later restart.
 
         Raises, changing nothing: :class:`~isoplug.errors.ConfigInvalid` naming the plugin
         and the field when the schema refuses it, or when ``config`` is not a table with

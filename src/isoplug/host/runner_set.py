@@ -249,13 +249,7 @@ class RunnerSet:
                 # (the task that hands the new configuration restarts it when it must).
                 continue
             why = plan.why.get(runner_id, "code changed")
-            if supervisor.state is PluginState.STOPPED:
-                # Stopped with host.stop(): it stays stopped until restarted, and then runs
-                # the new code.
-                _log.info("reload: %s; runner %s stays stopped", why, runner_id)
-                continue
-            _log.info("reload: %s; restarting runner %s", why, runner_id)
-            self._in_background(runner_id, "restarting it", supervisor.restart())
+            self._in_background(runner_id, "restarting it", self._restart(supervisor, why))
 
     async def _replace(self, new: RunnerPlan) -> None:
         old = self.supervisors[new.runner_id]
@@ -265,10 +259,25 @@ class RunnerSet:
         await self.remove(new.runner_id, for_good=False)
         supervisor = self.add(new)
         supervisor.log_levels = levels
-        if stopped:
+        if old.stopped_by_user:
+            # Also a stop asked while the old runner was stopping for the replacement.
+            supervisor.hold_stopped()
+        if stopped or old.stopped_by_user:
             _log.info("reload: runner %s was stopped, and stays so until restarted", new.runner_id)
         else:
             supervisor.start()
+
+    async def _restart(self, supervisor: RunnerSupervisor, why: str) -> None:
+        """Restart ``supervisor``'s runner for a reload (``why``: a file changed), unless it
+        was stopped with host.stop(), before the change or since (a stop asked while the
+        change was compiled, or this task waited its turn): it stays stopped until restarted,
+        and then runs the new code."""
+        if supervisor.state is PluginState.STOPPED or supervisor.stopped_by_user:
+            _log.info("reload: %s; runner %s stays stopped", why, supervisor.runner_id)
+            return
+        _log.info("reload: %s; restarting runner %s", why, supervisor.runner_id)
+        # Nothing awaited since the look above: restart() refuses for the same reasons.
+        await supervisor.restart(by_user=False)
 
     async def _stop(
         self, runner_id: str, successor: str | None, shares: dict[str, LoggerBudget]
@@ -336,8 +345,7 @@ class RunnerSet:
             restarts = supervisor.restarts
             await self._reconfigure(supervisor, new, touched)
             if code is not None and supervisor.restarts == restarts:
-                _log.info("reload: %s; restarting runner %s", code, new.runner_id)
-                await supervisor.restart()
+                await self._restart(supervisor, code)
 
         task = asyncio.create_task(
             self._step(new.runner_id, "handing it its new configuration", reconfigure()),

@@ -129,8 +129,6 @@ class RunnerSupervisor(CurrentRunner):
         #: Levels set at runtime, re-applied after a restart (and handed to the supervisor that
         #: replaces this one at a hot reload).
         self.log_levels = LogLevels(config.log_level)
-        #: Stopped by ``stop(failed_too=True)``: its plugins that could not load are STOPPED.
-        self._stopped_by_user = False
         self._config_lock = asyncio.Lock()
 
     # -- public -----------------------------------------------------------------------------
@@ -142,7 +140,6 @@ class RunnerSupervisor(CurrentRunner):
         if self._task is not None and not self._task.done():
             return
         self._commands.take()
-        self._stopped_by_user = False
         self._set_state(PluginState.STARTING, f"starting runner {self.runner_id}")
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"isoplug-supervisor:{self.runner_id}"
@@ -157,46 +154,64 @@ class RunnerSupervisor(CurrentRunner):
         if task.cancelled() and self._task is task:
             self._task = None
 
-    async def stop(self, *, failed_too: bool = False) -> None:
+    async def stop(self, *, by_user: bool = False) -> None:
         """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it.
         A FAILED runner stays FAILED (what the host's close leaves shows why), unless
-        ``failed_too`` (a user's stop: it is STOPPED, and nothing restarts it but a restart).
-        A restart asked before the stop took effect replaces it (the latest request wins):
-        this returns then, with the runner restarting."""
-        if failed_too:
-            self._stopped_by_user = True
+        ``by_user`` (a user's stop: it is STOPPED, and nothing restarts it but a user's
+        restart, see :mod:`isoplug.host.commands`). A user's restart asked before the stop
+        took effect replaces it (the latest request wins): this returns then, with the runner
+        restarting. A second stop asked meanwhile joins the first: both return once the
+        runner has exited."""
+        if by_user:
+            self._commands.stop_by_user()
         task = self._task
         if task is None or task.done():
-            if self.state is not PluginState.FAILED or failed_too:
+            if self.state is not PluginState.FAILED or by_user:
                 self._set_state(PluginState.STOPPED, f"runner {self.runner_id} stopped")
             return
-        replaced = self._commands.sent_after(self._commands.send(STOP))
+        replaced = self._commands.restart_sent()
+        self._commands.send(STOP)
         try:
             await asyncio.wait({task, replaced}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             replaced.cancel()
 
-    async def restart(self, *, unless_since: int | None = None) -> None:
+    def hold_stopped(self) -> None:
+        """Keep it stopped until a user's restart, as a user's stop does: the runner that
+        replaces one a user stopped (a hot reload's new ``plugin.toml``)."""
+        self._commands.stop_by_user()
+
+    async def restart(self, *, unless_since: int | None = None, by_user: bool = True) -> bool:
         """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
 
         Plugins that could not be loaded are tried again (their code or configuration may
         have changed since). Returns when the new runner is ready, or failed again. With
         ``unless_since`` (a :attr:`generation`), a runner started after that one is not
         replaced (its predecessor ended and was restarted already): this waits for it.
+
+        Not ``by_user`` (a restart the host decided on its own: a new configuration's, a hot
+        reload's), it is not asked once a user asked for a stop, until the user's restart
+        (:meth:`~isoplug.host.commands.Commands.may_restart`), nor of a stopped runner.
+        Returns whether the restart was asked.
         """
         self._check_open()
         if unless_since is not None and self._generation > unless_since:
             await self._wait_settled(after_generation=unless_since)
-            return
+            return True
+        idle = self._task is None or self._task.done()
+        if not by_user and idle and self.state is PluginState.STOPPED:
+            return False
+        if not self._commands.may_restart(by_user=by_user):
+            return False
         generation = self._generation
         self.broken.clear()
-        self._stopped_by_user = False
-        if self._task is None or self._task.done():
+        if idle:
             self.error = None
             self.start()
         else:
             self._commands.send(RESTART)
         await self._wait_settled(after_generation=generation)
+        return True
 
     def kill_now(self, why: str) -> None:
         """Last resort (host cancelled mid-shutdown): SIGKILL the runner's group at once;
