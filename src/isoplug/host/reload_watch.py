@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from isoplug.log_guard import guarded_logger
+from isoplug.wire.sanitize import clean_path
 
 _log = guarded_logger("isoplug.host")
 
@@ -33,6 +34,8 @@ STEP_MS = 10
 #: is not late. The watch wakes every STEP_MS anyway: the shorter wait costs next to nothing.
 _EMPTY_BATCH_MS = 100
 
+#: Cap for a folder's path quoted in the host's records (a folder's name is anyone's text).
+_MAX_PATH_CHARS = 1024
 #: How often the folders are read for changes where the system's file watches ran out.
 POLL_MS = 500
 
@@ -146,7 +149,7 @@ class FolderWatch:
                     "time; raise the limit (sysctl fs.inotify.max_user_watches=524288) and "
                     "restart the host to be told of changes at once",
                     _watch_limits(),
-                    ", ".join(str(root) for root in self._roots),
+                    ", ".join(clean_path(root, _MAX_PATH_CHARS) for root in self._roots),
                     POLL_MS / 1000,
                 )
                 polling = True
