@@ -149,7 +149,7 @@ class FolderWatch:
                     "time; raise the limit (sysctl fs.inotify.max_user_watches=524288) and "
                     "restart the host to be told of changes at once",
                     _watch_limits(),
-                    ", ".join(clean_path(root, _MAX_PATH_CHARS) for root in self._roots),
+                    _shown(self._roots),
                     POLL_MS / 1000,
                 )
                 polling = True
@@ -173,6 +173,11 @@ class FolderWatch:
 
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(settle)
+
+
+def _shown(roots: Sequence[Path]) -> str:
+    """The watched folders, as the host's records may quote them."""
+    return ", ".join(clean_path(root, _MAX_PATH_CHARS) for root in roots)
 
 
 def _watch_limits() -> str:
