@@ -149,7 +149,7 @@ class FolderWatch:
                     "time; raise the limit (sysctl fs.inotify.max_user_watches=524288) and "
                     "restart the host to be told of changes at once",
                     _watch_limits(),
-                    _shown(self._roots),
+                    shown_path(self._roots),
                     POLL_MS / 1000,
                 )
                 polling = True
@@ -175,7 +175,7 @@ class FolderWatch:
             self._loop.call_soon_threadsafe(settle)
 
 
-def _shown(roots: Sequence[Path]) -> str:
+def shown_path(roots: Sequence[Path]) -> str:
     """The watched folders, as the host's records may quote them."""
     return ", ".join(clean_path(root, _MAX_PATH_CHARS) for root in roots)
 
