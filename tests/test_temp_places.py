@@ -185,7 +185,7 @@ async def test_a_temporary_folder_that_cannot_take_folders_is_passed_over_once_s
     assert the_warning(records, "private folders") == (
         f"isoplug's private folders (its sockets) are made in /tmp: {not_a_folder}: Not a "
         "directory; a dead host's are looked for there too (to keep them in "
-        f"{not_a_folder}: free room there, or set TMPDIR to a writable folder with room)"
+        f"{not_a_folder}: make it a folder this user can write in, or set TMPDIR to one)"
     )
 
 

@@ -145,7 +145,9 @@ async def _demo(
         try:
             infos = await host.wait_ready(ready_within, raise_on_failure=False)
         except TimeoutError as exc:
-            say_error("demo", not_ready(str(exc), host.plugins(), ready_within))
+            say_error(
+                "demo", not_ready(str(exc), host.plugins(), ready_within, config.ready_timeout)
+            )
             return EXIT_PLUGIN_FAILED
         ready = [i.id for i in infos if i.state.value == "ready"]
         log.info(
@@ -210,7 +212,9 @@ async def _demo(
     return EXIT_OK
 
 
-def not_ready(waited: str, infos: list[PluginInfo], ready_within: float) -> str:
+def not_ready(
+    waited: str, infos: list[PluginInfo], ready_within: float, ready_timeout: float
+) -> str:
     """Why the demo ends before it began: ``waited``, the host's account of the plugins it
     waited for (their states, where each ``setup()`` waits), then, for each of them that
     started before, what the host knows of that start's end (its error, the runner's last
@@ -222,8 +226,10 @@ def not_ready(waited: str, infos: list[PluginInfo], ready_within: float) -> str:
         if info.error is not None or info.last_exit is not None:
             lines.append(f"  {info.id}, its last start: {start_failure(info)}")
     lines.append(
-        f"The demo ends here: each plugin's setup() must return within {ready_within:g} s "
-        "(isoplug run DIR waits as long as it takes)."
+        f"The demo ends here: it waits {ready_within:g} s for its plugins to be ready, and a "
+        f"runner whose setup() has not returned within {ready_timeout:g} s (ready_timeout) is "
+        "killed and started again; isoplug run DIR does the same, and fails a plugin after "
+        "more than its [restart] max_restarts starts in a row that never became ready."
     )
     return "\n".join(lines)
 

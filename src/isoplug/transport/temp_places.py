@@ -14,6 +14,7 @@ is used again), says where it went instead and why, and when none can take a fol
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import threading
@@ -92,11 +93,18 @@ def _say_moved(refused: list[tuple[str, str, int | None]], taken: str) -> None:
         if key in _said:
             return
         _said.add(key)
+    preferred, _, number = refused[0]
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free room there, or set TMPDIR to a writable folder with room"
+    elif number is None:  # too deep for a socket's path
+        fix = "set TMPDIR to a folder with a shorter path"
+    else:
+        fix = "make it a folder this user can write in, or set TMPDIR to one"
     _log.warning(
         "isoplug's private folders (its sockets) are made in %s: %s; a dead host's are "
-        "looked for there too (to keep them in %s: free room there, or set TMPDIR to a "
-        "writable folder with room)",
+        "looked for there too (to keep them in %s: %s)",
         taken,
         "; ".join(f"{place}: {why}" for place, why, _ in refused),
-        refused[0][0],
+        preferred,
+        fix,
     )
