@@ -232,14 +232,15 @@ async def test_a_members_dropped_events_are_said_as_its_own(tmp_path: Path) -> N
     with watching("plugin") as waiter:
         async with Host(plugins, config=config) as host:
             await host.wait_ready(20)
-            # One handled (for ever), two queued, three dropped: the first said at once, the
-            # two others in a summary at the stop.
+            # One taken (for ever), two queued, the rest dropped: the first drop said at once,
+            # the others in a summary at the stop, with the queued ones; how many of each
+            # depends on when the handler takes its first.
             for tick in range(6):
                 await host.publish("tick", tick)
             await waiter.wait_for_record(text="plugin 'behind' dropped 1 'tick' event")
             await host.stop("behind")
-            await waiter.wait_for_record(text="plugin 'behind' dropped 2 more 'tick' event(s)")
-            await waiter.wait_for_record(text="plugin 'behind': 2 event(s) were not delivered")
+            await waiter.wait_for_record(text="more 'tick' event(s)")
+            await waiter.wait_for_record(text="event(s) were not delivered")
     said = [r for r in waiter.records if "plugin 'behind'" in r.getMessage()]
     assert len(said) == 3, [r.getMessage() for r in said]
     assert {(r.name, stamped(r)) for r in said} == {("plugin.behind.isoplug.runner", "behind")}
