@@ -5,6 +5,7 @@ the group's, and no name a member logs on makes a record another runner's or the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.logs.sources import current_source
 from tests.plugins_fixtures import FAST, copy_plugins, running
 from tests.record_waiter import RecordWaiter, attached, watching
+from tests.test_plugin_definitions import write_plugin
 
 #: Where log_everywhere, log_in_worker and the chat event log.
 PLACES = (
@@ -209,3 +211,36 @@ async def test_the_new_name_is_the_forwarded_records_alone() -> None:
         ("app.naming", "no source"),
     ]
     assert keep.seen[1][1] is event
+
+
+BEHIND_ON_TICKS = """
+@isoplug.on_event("tick")
+async def on_tick(self, payload):
+    import asyncio
+    await asyncio.Event().wait()  # never done: every later tick waits or is dropped
+"""
+
+
+async def test_a_members_dropped_events_are_said_as_its_own(tmp_path: Path) -> None:
+    """The runner's warnings about the events a member dropped, or could not deliver at the
+    stop, came on the group's runner logger with ``plugin_id`` the group's; alone they are the
+    plugin's, and so they are now in a group."""
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "behind", BEHIND_ON_TICKS, group="g")
+    write_plugin(plugins, "idle", "pass\n", group="g")
+    config = dataclasses.replace(FAST, max_queued_events=2)
+    with watching("plugin") as waiter:
+        async with Host(plugins, config=config) as host:
+            await host.wait_ready(20)
+            # One taken (for ever), two queued, the rest dropped: the first drop said at once,
+            # the others in a summary at the stop, with the queued ones; how many of each
+            # depends on when the handler takes its first.
+            for tick in range(6):
+                await host.publish("tick", tick)
+            await waiter.wait_for_record(text="plugin 'behind' dropped 1 'tick' event")
+            await host.stop("behind")
+            await waiter.wait_for_record(text="more 'tick' event(s)")
+            await waiter.wait_for_record(text="event(s) were not delivered")
+    said = [r for r in waiter.records if "plugin 'behind'" in r.getMessage()]
+    assert len(said) == 3, [r.getMessage() for r in said]
+    assert {(r.name, stamped(r)) for r in said} == {("plugin.behind.isoplug.runner", "behind")}

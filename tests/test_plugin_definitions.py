@@ -20,14 +20,15 @@ from tests.plugins_fixtures import FAST
 from tests.record_waiter import watching
 
 
-def write_plugin(plugins: Path, plugin_id: str, body: str) -> None:
+def write_plugin(plugins: Path, plugin_id: str, body: str, *, group: str | None = None) -> None:
     folder = plugins / plugin_id
     folder.mkdir(parents=True)
     (folder / f"{plugin_id}_plugin.py").write_text(
         "import isoplug\n\n\nclass P(isoplug.Plugin):\n" + textwrap.indent(body, "    ")
     )
+    member = f'group = "{group}"\n' if group is not None else ""
     (folder / "plugin.toml").write_text(
-        f'id = "{plugin_id}"\nversion = "1"\nentry = "{plugin_id}_plugin:P"\n'
+        f'id = "{plugin_id}"\nversion = "1"\nentry = "{plugin_id}_plugin:P"\n{member}'
         '[restart]\npolicy = "never"\n'
     )
 

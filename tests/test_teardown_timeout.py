@@ -15,7 +15,7 @@ import pytest
 
 from isoplug import Host, PluginState
 from tests.plugins_fixtures import SHORT_TEARDOWN
-from tests.record_waiter import watching
+from tests.record_waiter import RecordWaiter, watching
 from tests.test_plugin_definitions import write_plugin
 
 SLEEPS_IN_PLAIN_TEARDOWN = """
@@ -107,3 +107,55 @@ async def test_a_teardown_awaiting_past_the_timeout_is_named_and_cancelled(
     ), record.getMessage()
     # Cancelled while forwarding still works: what it logs as it ends arrives.
     assert records.select(plugin="awaiting", text="teardown cancelled")
+
+
+FLUSHES_IN_TEARDOWN = """
+async def setup(self, ctx):
+    self.ctx = ctx
+
+async def teardown(self):
+    self.ctx.logger.info("flushed")
+"""
+
+
+async def _stop_group(tmp_path: Path, members: dict[str, str]) -> RecordWaiter:
+    """Run ``members`` (id: body) as group g and stop it; the plugins' records. The runner
+    exits on its own (code 0) whatever the teardowns do."""
+    plugins = tmp_path / "plugins"
+    for plugin_id, body in members.items():
+        write_plugin(plugins, plugin_id, body, group="g")
+    with watching("plugin") as records:
+        async with Host(plugins, config=SHORT_TEARDOWN) as host:
+            await host.wait_ready(20)
+            info = await host.stop(next(iter(members)))
+    assert info.last_exit is not None
+    assert info.last_exit.exit_code == 0, info.last_exit.describe()
+    return records
+
+
+async def test_a_group_members_awaiting_teardown_leaves_the_others_theirs(
+    tmp_path: Path,
+) -> None:
+    """Group {a_stuck, b_flush}: a_stuck's teardown awaits forever. The members' teardowns ran
+    one after another under the one deadline, so b_flush's was "not run: the teardown timeout
+    had passed" (alone, it ran); now they run together and only a_stuck's is cancelled."""
+    records = await _stop_group(
+        tmp_path, {"a_stuck": AWAITS_IN_TEARDOWN, "b_flush": FLUSHES_IN_TEARDOWN}
+    )
+    assert records.select(plugin="b_flush", text="flushed")
+    assert not records.select(text="not run")
+    (record,) = records.select(plugin="a_stuck", text="teardown() did not finish")
+    assert record.name == "plugin.a_stuck.isoplug.runner"
+    assert records.select(text="teardown cancelled")
+
+
+async def test_a_group_members_blocking_teardown_is_named_as_its_own(tmp_path: Path) -> None:
+    """The teardowns run in tasks of their own: the watch still finds which member's blocks
+    the loop, and names that one (the runner exits without the rest, as documented)."""
+    records = await _stop_group(
+        tmp_path, {"a_flush": FLUSHES_IN_TEARDOWN, "b_block": SLEEPS_IN_PLAIN_TEARDOWN}
+    )
+    (record,) = records.select(text="teardown() did not finish")
+    assert record.name == "plugin.b_block.isoplug.runner"
+    assert "blocking the runner's event loop at " in record.getMessage()
+    assert records.select(plugin="a_flush", text="flushed")

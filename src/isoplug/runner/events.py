@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from isoplug.control import EventDelivery
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, Tally
+from isoplug.logs.sources import attributed_to
 
 if TYPE_CHECKING:
     from isoplug.runner.dispatch import LoadedPlugin
@@ -127,7 +129,7 @@ class EventQueues:
                 backlog = self._backlogs[plugin_id] = EventBacklog(self.limit)
             if not backlog.offer(delivery):
                 self.drop_counts[plugin_id] = backlog.dropped
-                self._dropped(plugin_id, delivery.event)
+                self._dropped(plugin, delivery.event)
             elif plugin_id not in self._workers:
                 self._workers[plugin_id] = asyncio.get_running_loop().create_task(
                     self._work(plugin, backlog), name=f"isoplug-events:{plugin_id}"
@@ -149,11 +151,12 @@ class EventQueues:
             left = backlog.drop_waiting()
             if left:
                 self.drop_counts[plugin_id] = backlog.dropped
-                _log.warning(
-                    "plugin %r: %d event(s) were not delivered: the runner is shutting down",
-                    plugin_id,
-                    left,
-                )
+                with attributed_to(self._plugins[plugin_id].source):
+                    _log.warning(
+                        "plugin %r: %d event(s) were not delivered: the runner is shutting down",
+                        plugin_id,
+                        left,
+                    )
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
@@ -168,8 +171,8 @@ class EventQueues:
         finally:
             del self._workers[plugin.plugin_id]
 
-    def _dropped(self, plugin_id: str, event: str) -> None:
-        limit = self.limit
+    def _dropped(self, plugin: LoadedPlugin, event: str) -> None:
+        plugin_id, limit = plugin.plugin_id, self.limit
 
         def summary(tally: Tally) -> str:
             return (
@@ -184,7 +187,7 @@ class EventQueues:
             "events behind (max_queued_events), slower than the events come; further drops "
             f"are counted and said at most every {DROP_REPORT_INTERVAL:g} s",
             summary=summary,
-            emit=_log.warning,
+            emit=functools.partial(_warn_as, plugin.source),
         )
         if self._drops.waiting and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(
@@ -198,3 +201,10 @@ class EventQueues:
             self._flush = asyncio.get_running_loop().call_later(
                 DROP_REPORT_INTERVAL, self._flush_drops
             )
+
+
+def _warn_as(source: str, text: str) -> None:
+    # On the plugin's runner logger, as its other runner records are: in a group, the
+    # runner's own name would be the group's, not the member's that fell behind.
+    with attributed_to(source):
+        _log.warning(text)

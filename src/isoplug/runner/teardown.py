@@ -2,12 +2,13 @@
 ``teardown_timeout``, while log forwarding still works (:func:`tear_down`).
 
 In order: the calls being served and the event handlers running are cancelled and waited for;
-each plugin's ``teardown()`` runs; the tasks the plugins left are ended
-(:mod:`isoplug.runner.leftover_tasks`), their threads waited for
+the plugins' ``teardown()`` run, each in a task of its own, all at once (in a group, one that
+awaits until the deadline used to leave the members after it no time); the tasks the plugins
+left are ended (:mod:`isoplug.runner.leftover_tasks`), their threads waited for
 (:mod:`isoplug.runner.leftover_threads`) and their ``atexit`` hooks run
 (:mod:`isoplug.runner.exit_hooks`); log forwarding ends last.
 
-A ``teardown()`` still running at the deadline is named in an ERROR on the plugin's logger,
+Every ``teardown()`` still running at the deadline is named in an ERROR on the plugin's logger,
 with the line of the plugin's code it is at (its innermost frame in the plugin's folder, as a
 ``setup()`` not ready in time is named: see :mod:`isoplug.runner.setup_where`):
 
@@ -17,9 +18,9 @@ with the line of the plugin's code it is at (its innermost frame in the plugin's
   may call something that blocks): the loop cannot act, so a thread of the runner watches the
   deadline (:class:`TeardownWatch`) and, past it, names the line the loop's thread is at and
   ends the process at once (as :func:`~isoplug.runner.leftover_tasks.exit_leaving` does): the
-  rest of the stop (the other plugins' teardowns, their tasks, threads and ``atexit`` hooks)
-  does not run. Without it, the runner held on until the host's SIGTERM, ``shutdown_timeout``
-  after the request, and nothing said where it was.
+  rest of the stop (the other plugins' teardowns still running, their tasks, threads and
+  ``atexit`` hooks) does not run. Without it, the runner held on until the host's SIGTERM,
+  ``shutdown_timeout`` after the request, and nothing said where it was.
 """
 
 from __future__ import annotations
@@ -31,16 +32,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.kept_forwarder import let_forwarding_close
 from isoplug.logs.sources import attributed_to
 from isoplug.rpc.remote_errors import EXIT_REQUESTS
-from isoplug.runner.dispatch import PluginTable, plugin_source
+from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.exit_hooks import run_exit_hooks, run_thread_exit_callbacks
 from isoplug.runner.kept_forwarding import finish_reports
 from isoplug.runner.leftover_tasks import (
+    MIN_GRACE,
     end_plugin_tasks,
     exit_leaving,
     report_unretrieved_exceptions,
@@ -156,31 +160,55 @@ async def _run_teardowns(
     if not plugins:
         return
     loop = asyncio.get_running_loop()
+    if loop.time() >= deadline:
+        _not_run([plugin.plugin_id for plugin in plugins], timeout)
+        return
     watch = TeardownWatch(loop, deadline, timeout, exit_code)
+    # One task per plugin, all under the one deadline: in a group, one teardown that awaits
+    # until the deadline used to leave the members after it no time at all ("not run").
+    # Started in the table's order, each runs up to its first await before the next begins.
+    hooks: list[asyncio.Task[None]] = []
     try:
-        for index, plugin in enumerate(plugins):
-            if loop.time() >= deadline:
-                _not_run([p.plugin_id for p in plugins[index:]], timeout)
-                return
+        for plugin in plugins:
             plugin_id = plugin.plugin_id
             with attributed_to(plugin_source(plugin_id)):
-                try:
-                    where = await watch.run(plugin_id, folders.get(plugin_id, ""), plugin.instance)
-                except (Exception, *EXIT_REQUESTS):
-                    # SystemExit too: the other plugins' teardowns and the flush still run.
-                    _log.exception("plugin %r: teardown() failed", plugin_id)
-                    continue
-                if where is not None:
-                    _log.error(
-                        "plugin %r: teardown() did not finish within %g s, waiting at %s "
-                        "(SupervisorConfig.teardown_timeout); cancelled: the runner stops "
-                        "without it",
-                        plugin_id,
-                        timeout,
-                        where,
+                hooks.append(
+                    loop.create_task(
+                        _tear_down_one(watch, plugin_id, folders.get(plugin_id, ""), plugin),
+                        name=f"isoplug-teardown:{plugin_id}",
                     )
+                )
+        # A hook that shrugs off the cancel at the deadline is left to end_plugin_tasks, which
+        # names it (it carries its plugin's source) and lets the runner exit without it.
+        grace = max(0.0, deadline - loop.time()) + MIN_GRACE
+        await asyncio.wait(hooks, timeout=grace)
+    except asyncio.CancelledError:
+        # The runner's task cancelled (it ends hard): the hooks go with it, as they did when
+        # they ran in it.
+        for hook in hooks:
+            hook.cancel()
+        raise
     finally:
         watch.close()
+
+
+async def _tear_down_one(
+    watch: TeardownWatch, plugin_id: str, folder: str, plugin: LoadedPlugin
+) -> None:
+    try:
+        where = await watch.run(plugin_id, folder, plugin.instance)
+    except (Exception, *EXIT_REQUESTS):
+        # SystemExit too: the other plugins' teardowns and the flush still run.
+        _log.exception("plugin %r: teardown() failed", plugin_id)
+        return
+    if where is not None:
+        _log.error(
+            "plugin %r: teardown() did not finish within %g s, waiting at %s "
+            "(SupervisorConfig.teardown_timeout); cancelled: the runner stops without it",
+            plugin_id,
+            watch.timeout,
+            where,
+        )
 
 
 def _not_run(plugin_ids: Collection[str], timeout: float) -> None:
@@ -193,24 +221,33 @@ def _not_run(plugin_ids: Collection[str], timeout: float) -> None:
             )
 
 
+@dataclass
+class _Hook:
+    """A ``teardown()`` running, in the task :meth:`TeardownWatch.run` runs in."""
+
+    plugin_id: str
+    folder: str
+    task: asyncio.Task[Any]
+    #: Where it waited when the deadline cancelled it (None: it was not).
+    where: str | None = None
+
+
 class TeardownWatch:
     """Bounds the ``teardown()`` hooks of one stop by ``deadline`` (the loop's time): see the
-    module docstring. Made on the loop, by its task that runs the hooks (:meth:`run`);
-    :meth:`close` once they are over."""
+    module docstring. Made on the loop; each hook runs in a task of its own (:meth:`run`), all
+    at once; :meth:`close` once they are over."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, deadline: float, timeout: float, exit_code: int
     ) -> None:
-        self._task = asyncio.current_task()
-        self._timeout = timeout
+        self.timeout = timeout
         self._exit_code = exit_code
         self._loop_thread = threading.get_ident()
-        #: (plugin id, folder) while a teardown runs.
-        self._hook: tuple[str, str] | None = None
+        #: The hooks running, by the frame of :meth:`run` that runs each: the watch's thread
+        #: finds which one blocks the loop by that frame on the loop's stack.
+        self._hooks: dict[FrameType, _Hook] = {}
         #: Set on the loop at the deadline: the loop was free to see it.
         self._seen = False
-        #: Where the hook cancelled at the deadline waited (None: none was).
-        self._where: str | None = None
         self._closed = threading.Event()
         self._handle = loop.call_at(deadline, self._expire)
         # The loop's clock may not be time.monotonic() (uvloop's is its own).
@@ -227,29 +264,30 @@ class TeardownWatch:
 
     async def run(self, plugin_id: str, folder: str, plugin: object) -> str | None:
         """Run ``plugin.teardown()`` (a plain def one here, on the loop) and await what it
-        returns, until the deadline; None if it finished in time, else where it waited (it was
-        cancelled). The watch's thread finds this function on the loop's stack while the
-        hook runs: it blocks the loop if it is there past the deadline."""
-        self._hook = (plugin_id, folder)
+        returns, until the deadline, in a task of its own; None if it finished in time, else
+        where it waited (it was cancelled). The watch's thread finds this function on the
+        loop's stack while the hook runs: it blocks the loop if it is there past the
+        deadline."""
+        task = asyncio.current_task()
+        assert task is not None, "TeardownWatch.run runs in a task"
+        frame = sys._getframe()
+        hook = self._hooks[frame] = _Hook(plugin_id, folder, task)
         try:
             teardown: Callable[[], object] = plugin.teardown  # type: ignore[attr-defined]
             result = teardown()
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
-            if self._where is None:
+            # Not the watch's cancel: the runner's (it ends hard) goes on.
+            if hook.where is None:
                 raise
+            task.uncancel()
         finally:
-            self._hook = None
-            # The cancel at the deadline was the watch's: taken back, unless the runner's
-            # task was cancelled for another reason as well.
-            others = self._where is not None and self._task is not None and self._task.uncancel()
-        if others:
-            raise asyncio.CancelledError
+            del self._hooks[frame]
         # Before the loop polls again: a teardown that closed the runner's own descriptors
         # below Python ends it, saying so (see isoplug.runner.vital_fds).
         vital.exit_if_lost()
-        return self._where
+        return hook.where
 
     def close(self) -> None:
         """The teardowns are over: the watch ends."""
@@ -257,12 +295,11 @@ class TeardownWatch:
         self._closed.set()
 
     def _expire(self) -> None:
-        """At the deadline, on the loop: a hook running now awaits; where, then cancel it."""
+        """At the deadline, on the loop: every hook running now awaits; where, then cancel."""
         self._seen = True
-        hook, task = self._hook, self._task
-        if hook is not None and task is not None:
-            self._where = describe_in_folder(awaited_frames(task), hook[1])
-            task.cancel("the teardown timeout passed")
+        for hook in list(self._hooks.values()):
+            hook.where = describe_in_folder(awaited_frames(hook.task), hook.folder)
+            hook.task.cancel("the teardown timeout passed")
 
     def _watch(self, at: float) -> None:
         if self._closed.wait(max(0.0, at - time.monotonic())):
@@ -270,23 +307,23 @@ class TeardownWatch:
         # Past the deadline: a loop that has not seen it yet is blocked, or starved of CPU
         # (then its thread is rarely in a hook, which it leaves at its first await).
         while not self._seen:
-            hook = self._hook
             frames = thread_frames(sys._current_frames().get(self._loop_thread))
-            if hook is not None and any(frame.f_code is _RUN_CODE for frame in frames):
-                self._end_blocked(hook, frames)
+            for frame in frames:
+                hook = self._hooks.get(frame) if frame.f_code is _RUN_CODE else None
+                if hook is not None:
+                    self._end_blocked(hook, frames)
             if self._closed.wait(_WATCH_POLL):
                 return
 
-    def _end_blocked(self, hook: tuple[str, str], frames: list[FrameType]) -> None:
-        plugin_id, folder = hook
-        with attributed_to(plugin_source(plugin_id)):
+    def _end_blocked(self, hook: _Hook, frames: list[FrameType]) -> None:
+        with attributed_to(plugin_source(hook.plugin_id)):
             _log.error(
                 "plugin %r: teardown() did not finish within %g s, blocking the runner's event "
                 "loop at %s (SupervisorConfig.teardown_timeout; a plain def teardown runs on "
                 "the event loop); the runner exits now, without the rest of its stop",
-                plugin_id,
-                self._timeout,
-                describe_in_folder(frames, folder),
+                hook.plugin_id,
+                self.timeout,
+                describe_in_folder(frames, hook.folder),
             )
         try:
             _end_forwarding()
