@@ -226,7 +226,10 @@ def plan_runners(
     by_runner: dict[str, list[Manifest]] = {}
     problems: list[str] = []
     manifests = list(manifests)
-    running_groups = {m.group: m for m in manifests if m.id in settled and m.group is not None}
+    running_groups: dict[str, Manifest] = {}
+    for m in sorted(manifests, key=lambda m: m.id):
+        if m.id in settled and m.group is not None:
+            running_groups.setdefault(m.group, m)
     # A newcomer named as a running group is skipped before that group's members are looked
     # at: else they would be, for a group named as a plugin id.
     named_as_groups = {m.id for m in manifests if m.id in running_groups and m.id not in settled}
