@@ -24,7 +24,7 @@ from isoplug.errors import (
     RequestTimeout,
     hidden_from_pytest,
 )
-from isoplug.host.commands import STOP, Commands, describe_command
+from isoplug.host.commands import STOP, Commands
 from isoplug.host.health import EXPLAIN_WAIT
 from isoplug.host.life import RunnerLife
 from isoplug.host.limits import LimitWatch
@@ -159,7 +159,7 @@ async def call_runner(
             command = commands.pending
             if command is not None:
                 raise PluginUnavailable(
-                    f"plugin {plugin_id!r} was {describe_command(command)} during {method!r}",
+                    f"plugin {plugin_id!r} was {commands.describe(command)} during {method!r}",
                     reason=Unavailability.STOPPED if command == STOP else Unavailability.RESTARTED,
                     plugin_id=plugin_id,
                 ) from exc

@@ -18,10 +18,12 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["RESTART", "STOP", "Commands", "describe_command"]
+__all__ = ["REPLACED_BY_RELOAD", "RESTART", "STOP", "Commands", "describe_command"]
 
 STOP = "stop"
 RESTART = "restart"
+#: How the exit account of a runner hot reload replaced starts (then why, in brackets).
+REPLACED_BY_RELOAD = "replaced by hot reload"
 
 
 class Commands:
@@ -35,6 +37,10 @@ class Commands:
         self._later: list[asyncio.Future[None]] = []
         #: A user's stop was asked, and no user's restart since.
         self.user_stop_holds = False
+        #: What the pending command's exit account says instead of the words of a user's
+        #: request (None: those): the host's own stop, a hot reload replacing the runner,
+        #: was asked by nobody.
+        self.words: str | None = None
 
     def stop_by_user(self) -> None:
         """Say that a user asked for a stop: from now on the host restarts nothing on its own
@@ -51,9 +57,11 @@ class Commands:
             return True
         return not self.user_stop_holds
 
-    def send(self, command: str) -> None:
-        """Send ``command`` (a restart only once :meth:`may_restart` said it may be asked)."""
+    def send(self, command: str, words: str | None = None) -> None:
+        """Send ``command`` (a restart only once :meth:`may_restart` said it may be asked);
+        ``words``: why, when it is not a user's request (see :meth:`describe`)."""
         self.pending = command
+        self.words = words
         self._wake.set()
         if command == RESTART:
             waiters, self._later = self._later, []
@@ -70,7 +78,7 @@ class Commands:
 
     def take(self) -> str | None:
         """The pending command, which is pending no more."""
-        command, self.pending = self.pending, None
+        command, self.pending, self.words = self.pending, None, None
         self._wake.clear()
         return command
 
@@ -95,6 +103,10 @@ class Commands:
         finally:
             waiter.cancel()
         return done
+
+    def describe(self, command: str) -> str:
+        """Why a runner ended, when ``command`` (the pending one) ended it."""
+        return self.words if self.words is not None else describe_command(command)
 
 
 def describe_command(command: str) -> str:

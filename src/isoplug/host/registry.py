@@ -12,7 +12,7 @@ import dataclasses
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 
 from isoplug.control import ResourceLimits
@@ -206,7 +206,9 @@ def is_scratch_dir(path: Path) -> bool:
     return path.resolve() in _SCRATCH_DIRS
 
 
-def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[str]]:
+def plan_runners(
+    manifests: Iterable[Manifest], settled: Set[str] = frozenset()
+) -> tuple[list[RunnerPlan], list[str]]:
     """Group plugins into runners; return the plans and the problems found.
 
     A group and a plugin id may not share a name (both name a runner). Plugins of one group
@@ -216,11 +218,28 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
     see :func:`runner_limits`); a problem names the other plugin and both values (but for an
     environment variable, whose value may be a secret);
     the restart policy of the group is that of its first plugin (by id).
+
+    ``settled``: the ids of plugins that run on these very manifests (hot reload): they agree
+    with each other already, so a clash with one of them is the other plugin's, which is the
+    one skipped (a member's edit, a newcomer, one whose id is a running group's name).
     """
     by_runner: dict[str, list[Manifest]] = {}
     problems: list[str] = []
-    plugin_ids = {m.id for m in manifests}
-    for manifest in sorted(manifests, key=lambda m: m.id):
+    manifests = list(manifests)
+    running_groups: dict[str, Manifest] = {}
+    for m in sorted(manifests, key=lambda m: m.id):
+        if m.id in settled and m.group is not None:
+            running_groups.setdefault(m.group, m)
+    # A newcomer named as a running group is skipped before that group's members are looked
+    # at: else they would be, for a group named as a plugin id.
+    named_as_groups = {m.id for m in manifests if m.id in running_groups and m.id not in settled}
+    plugin_ids = {m.id for m in manifests} - named_as_groups
+    for manifest in sorted(manifests, key=lambda m: (m.id not in settled, m.id)):
+        if manifest.id in named_as_groups:
+            member = running_groups[manifest.id]
+            taken = f"{manifest.id!r} is the group of plugin {member.id!r}, which runs"
+            problems.append(f"{ManifestError(manifest.path, 'id', taken)}; plugin skipped")
+            continue
         if manifest.group is not None and manifest.group in plugin_ids:
             also = f"{manifest.group!r} is also a plugin id"
             problems.append(f"{ManifestError(manifest.path, 'group', also)}; plugin skipped")
@@ -232,8 +251,16 @@ def plan_runners(manifests: Iterable[Manifest]) -> tuple[list[RunnerPlan], list[
             problems.append(f"{ManifestError(manifest.path, clash.field, problem)}; plugin skipped")
             continue
         members.append(manifest)
-    plans = [RunnerPlan(runner_id, tuple(members)) for runner_id, members in by_runner.items()]
-    return [plan for plan in plans if plan.manifests], problems
+    # By id, whatever was checked first: a group's first plugin by id sets its restart policy.
+    plans = sorted(
+        (
+            RunnerPlan(runner_id, tuple(sorted(members, key=lambda m: m.id)))
+            for runner_id, members in by_runner.items()
+            if members
+        ),
+        key=lambda plan: plan.manifests[0].id,
+    )
+    return plans, problems
 
 
 def runner_limits(manifests: Iterable[Manifest]) -> ResourceLimits:

@@ -10,8 +10,10 @@
 - a ``plugin.toml`` changed: it is read again, and the runner is replaced by one started from
   the new manifest (its restart count starts again); when it names another ``id``, the old
   plugin stops and the new one starts (a folder holds one plugin);
-- a ``plugin.toml`` that no longer validates (a half-saved edit): the problem is logged, once,
+- a ``plugin.toml`` that no longer validates (a half-saved edit), or that would get its plugin
+  skipped for its group (see :mod:`isoplug.host.reload_groups`): the problem is logged, once,
   saying the plugin keeps running as it was until the file is fixed;
+- a plugin leaving or joining a group: the group's runner is replaced, saying which;
 - a file changed in a folder skipped for its ``plugin.toml`` (invalid, or an id taken), or
   that folder removed: its problem is told again (or, removed, gone); nothing restarts;
 - a Python file changed outside every plugin folder (shared code beside them): every runner
@@ -37,9 +39,10 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
-from isoplug.host.manifest import MANIFEST_NAME, ManifestError
+from isoplug.host.manifest import MANIFEST_NAME
 from isoplug.host.plugin_folders import manifest_may_exist
-from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir, plan_runners
+from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir
+from isoplug.host.reload_groups import plan_keeping_members, problem_prefix, replacement_cause
 from isoplug.host.reload_watch import FolderWatch
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
@@ -103,6 +106,9 @@ class ReloadPlan:
     compile_first: Mapping[str, tuple[RunnerPlan, tuple[Path, ...]]] = dataclasses.field(
         default_factory=dict
     )
+    #: Runners of ``replace`` whose members changed: runner id -> why ("plugin c joins
+    #: group g"; see :mod:`isoplug.host.reload_groups`).
+    members_changed: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart or self.uncompiled)
@@ -130,6 +136,8 @@ def plan_reload(
     kept: dict[str, Path] = {}
     why: dict[str, str] = {}
     successors: dict[str, str] = {}
+    #: Why each running plugin no longer found left, by id (a group it was in is replaced).
+    left: dict[str, str] = {}
     manifests = list(discovery.manifests)
     found = {m.id for m in manifests}
     by_folder = {_real(m.directory): m for m in manifests}
@@ -145,13 +153,17 @@ def plan_reload(
                     f"{where} now names plugin {successor.id!r} (was {manifest.id!r})"
                 )
                 successors[plan.runner_id] = successor.runner_id
+                left[manifest.id] = f"{where} now names plugin {successor.id!r}"
             elif manifest_exists(manifest.path):
                 # Still there but no longer valid: keep the running plugin as it was.
                 kept[manifest.id] = manifest.path
                 manifests.append(manifest)
             else:
                 why.setdefault(plan.runner_id, "its plugin folder is gone")
-    plans, grouping_problems = plan_runners(manifests)
+                left[manifest.id] = f"plugin {manifest.id}'s folder was removed"
+    runs_on = {m.id: m for plan in running.values() for m in plan.manifests}
+    plans, grouping_problems, kept_in_group = plan_keeping_members(manifests, runs_on)
+    kept.update(kept_in_group)
     wanted = {plan.runner_id: plan for plan in plans}
     changed = [Path(path) for path in changed]
     start = [plan for runner_id, plan in wanted.items() if runner_id not in running]
@@ -215,6 +227,11 @@ def plan_reload(
         problems.append(problem)
         if plugin_id is not None:
             kept_problems[plugin_id] = problem
+    members_changed = {
+        plan.runner_id: members
+        for plan in replace
+        if (members := replacement_cause(running[plan.runner_id], plan, left)) is not None
+    }
     return (
         ReloadPlan(
             tuple(start),
@@ -228,6 +245,7 @@ def plan_reload(
             {},
             successors,
             compile_first,
+            members_changed,
         ),
         problems,
     )
@@ -247,19 +265,13 @@ def _kept_problem(problem: str, kept: Mapping[str, Path]) -> tuple[str | None, s
     validates): it is not skipped, it runs on the manifest it had. With that plugin's id
     (None: the problem is no kept plugin's)."""
     for plugin_id, path in kept.items():
-        where = _problem_of(path)
+        where = problem_prefix(path)
         if problem.startswith(where) and problem.endswith(_SKIPPED):
             return plugin_id, (
                 f"{problem.removesuffix(_SKIPPED)}; plugin {plugin_id} keeps running as it "
                 "was until it is fixed"
             )
     return None, problem
-
-
-def _problem_of(manifest: Path) -> str:
-    """How discovery's problems with ``manifest`` start: as a ManifestError of that path
-    does (sanitized)."""
-    return str(ManifestError(manifest, None, "-")).removesuffix("-")
 
 
 #: A path (or several) quoted in a reload record: a plugin names the files in its folder.
@@ -466,7 +478,7 @@ class PluginReloader:
         for folder in [*running, *self._folders]:
             if any(_relative(path, folder) is not None for path in paths):
                 folders.add(folder)
-        return {_problem_of(folder / MANIFEST_NAME) for folder in folders}
+        return {problem_prefix(folder / MANIFEST_NAME) for folder in folders}
 
 
 def report_reloader_end(task: asyncio.Task[None]) -> None:

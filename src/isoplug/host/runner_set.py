@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from isoplug.errors import ConfigInvalid
+from isoplug.host.commands import REPLACED_BY_RELOAD
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
@@ -127,11 +128,14 @@ class RunnerSet:
             self.runner_of[manifest.id] = supervisor
         return supervisor
 
-    async def remove(self, runner_id: str, *, for_good: bool = True) -> LoggerBudget | None:
+    async def remove(
+        self, runner_id: str, *, for_good: bool = True, words: str | None = None
+    ) -> LoggerBudget | None:
         """Stop and forget a runner; ``for_good`` (not replaced under its id): its log state
-        too, whose share of loggers is returned (see :mod:`isoplug.host.runner_logs`)."""
+        too, whose share of loggers is returned (see :mod:`isoplug.host.runner_logs`);
+        ``words``: why it stops, as its exit account says (see RunnerSupervisor.stop)."""
         supervisor = self.supervisors[runner_id]
-        await supervisor.aclose()
+        await supervisor.aclose(words)
         del self.supervisors[runner_id]
         del self.plans[runner_id]
         for plugin_id in supervisor.manifests:
@@ -227,8 +231,17 @@ class RunnerSet:
                 code = why if new.runner_id in plan.restart else None
                 self._reconfigure_later(new, plan.touched, code)
                 continue
-            _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
-            await self._step(new.runner_id, "replacing it", self._replace(new))
+            cause = plan.members_changed.get(new.runner_id)
+            if cause is None:
+                _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
+            else:
+                gone = {m.id for m in self.plans[new.runner_id].manifests} - {
+                    m.id for m in new.manifests
+                }
+                without = "" if not gone else " without it" if len(gone) == 1 else " without them"
+                _log.info("reload: %s: replacing runner %s%s", cause, new.runner_id, without)
+            words = f"{REPLACED_BY_RELOAD} ({cause or 'a plugin.toml changed'})"
+            await self._step(new.runner_id, "replacing it", self._replace(new, words))
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
@@ -251,12 +264,14 @@ class RunnerSet:
             why = plan.why.get(runner_id, "code changed")
             self._in_background(runner_id, "restarting it", self._restart(supervisor, why))
 
-    async def _replace(self, new: RunnerPlan) -> None:
+    async def _replace(self, new: RunnerPlan, words: str) -> None:
+        """Replace ``new``'s runner by one started from ``new``; ``words``: why, as the old
+        runner's exit account says (no one asked for its stop)."""
         old = self.supervisors[new.runner_id]
         # What the host set at runtime holds across the replacement, as across a restart:
         # levels set with set_log_level(), and a stop (it stays stopped until a restart).
         levels, stopped = old.log_levels, old.state is PluginState.STOPPED
-        await self.remove(new.runner_id, for_good=False)
+        await self.remove(new.runner_id, for_good=False, words=words)
         supervisor = self.add(new)
         supervisor.log_levels = levels
         if old.stopped_by_user:

@@ -134,8 +134,8 @@ class ExitAccount:
     uptime: float
     #: How many times this runner had been restarted before this exit.
     restarts: int
-    #: Why it ended, when the host knows: ``"stopped on request"``, ``"killed by the host:
-    #: ..."``; ``""`` when the runner exited on its own.
+    #: Why it ended, when the host knows: ``"stopped on request"``, ``"replaced by hot reload
+    #: (...)"``, ``"killed by the host: ..."``; ``""`` when the runner exited on its own.
     reason: str = ""
     #: Why the host sent the signal that ended it (None: the host did not send it).
     sent_by_host: str | None = None

@@ -154,14 +154,15 @@ class RunnerSupervisor(CurrentRunner):
         if task.cancelled() and self._task is task:
             self._task = None
 
-    async def stop(self, *, by_user: bool = False) -> None:
+    async def stop(self, *, by_user: bool = False, words: str | None = None) -> None:
         """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it.
         A FAILED runner stays FAILED (what the host's close leaves shows why), unless
         ``by_user`` (a user's stop: it is STOPPED, and nothing restarts it but a user's
         restart, see :mod:`isoplug.host.commands`). A user's restart asked before the stop
         took effect replaces it (the latest request wins): this returns then, with the runner
         restarting. A second stop asked meanwhile joins the first: both return once the
-        runner has exited."""
+        runner has exited. ``words``: why its exit account says it ended, for a stop no one
+        asked for (a hot reload replacing it); else "stopped on request"."""
         if by_user:
             self._commands.stop_by_user()
         task = self._task
@@ -170,7 +171,7 @@ class RunnerSupervisor(CurrentRunner):
                 self._set_state(PluginState.STOPPED, f"runner {self.runner_id} stopped")
             return
         replaced = self._commands.restart_sent()
-        self._commands.send(STOP)
+        self._commands.send(STOP, words)
         try:
             await asyncio.wait({task, replaced}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -226,11 +227,11 @@ class RunnerSupervisor(CurrentRunner):
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=timeout)
 
-    async def aclose(self) -> None:
+    async def aclose(self, words: str | None = None) -> None:
         """Stop, and make sure the supervising task has ended; no runner starts after it
-        (:meth:`start` and :meth:`restart` raise). Idempotent."""
+        (:meth:`start` and :meth:`restart` raise). Idempotent. ``words``: as :meth:`stop`'s."""
         self._closed = True
-        await self.stop()
+        await self.stop(words=words)
 
     def _check_open(self) -> None:
         if self._closed:
