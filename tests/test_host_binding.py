@@ -402,3 +402,46 @@ def test_metrics_leave_out_a_host_whose_loop_closed_unclosed(
             del host
             gc.collect()
         asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
+
+
+_LOOP_CLOSED_UNDER_IT = textwrap.dedent(
+    """
+    import asyncio, gc, logging, sys, threading
+    from isoplug import Host
+    from isoplug.testing import eventually
+    from tests.plugins_fixtures import FAST
+    logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    loop = asyncio.new_event_loop()
+    host = Host(sys.argv[1], config=FAST)
+    loop.run_until_complete(host.start())
+    loop.run_until_complete(host.wait_ready(20))
+    print("PID", host.plugin("echo").pid, flush=True)
+    loop.close()
+    del host
+    gc.collect()
+
+    def isoplug_threads():
+        return [t.name for t in threading.enumerate() if t.name.startswith("isoplug")]
+
+    asyncio.run(eventually(lambda: not isoplug_threads()))
+    gc.collect()
+    print("THREADS", isoplug_threads(), flush=True)
+    """
+)
+
+
+def test_a_host_whose_loop_was_closed_under_it_is_released_quietly_when_collected(
+    tmp_path: Path,
+) -> None:
+    """``loop.close()`` while the host ran, then the host dropped: its runner killed, its
+    threads ended before exit, one WARNING saying so, and no supervisor "bug" nor traceback
+    from its tasks, which no loop can run any more."""
+    done = _run_script(tmp_path, _LOOP_CLOSED_UNDER_IT)
+    assert done.returncode == 0, done.stderr
+    assert "THREADS []" in done.stdout, (done.stdout, done.stderr)
+    pid = int(done.stdout.split()[1])
+    asyncio.run(eventually(lambda: not process_alive(pid)))
+    problems = ("Traceback", "a bug in isoplug", "ERROR", "Task was destroyed")
+    assert not [word for word in problems if word in done.stderr], done.stderr
+    warned = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+    assert any("its event loop was closed before the host was" in line for line in warned), warned

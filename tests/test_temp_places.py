@@ -30,7 +30,8 @@ from tests.test_stale_socket_dirs import dead_owners_folder
 
 #: Run in a private mount namespace: /tmp and /var/tmp small tmpfs mounts, each filled to its
 #: last inode once the script's folders are made; /tmp/work a roomy one, the working directory;
-#: /tmp/small one with room for a few entries. Then "$@" runs there.
+#: /tmp/small one with room for a few entries. Then "$@" runs there. $FILL_PLACES, when set,
+#: names the folders filled instead.
 _FULL_TEMP_FOLDERS = r"""
 set -e
 mount -t tmpfs -o size=1m,nr_inodes=32 tmpfs /tmp
@@ -38,7 +39,7 @@ mkdir /tmp/plugins /tmp/work /tmp/small
 mount -t tmpfs -o size=1m tmpfs /tmp/work
 mount -t tmpfs -o size=64k,nr_inodes=16 tmpfs /tmp/small
 mount -t tmpfs -o size=1m,nr_inodes=8 tmpfs /var/tmp
-for place in /tmp /var/tmp; do
+for place in ${FILL_PLACES-/tmp /var/tmp}; do
     i=0; while touch "$place/f$i" 2>/dev/null; do i=$((i+1)); done
 done
 cd /tmp/work
@@ -73,10 +74,12 @@ needs_mounts = pytest.mark.skipif(
 )
 
 
-def with_full_temp_folders(*command: str) -> subprocess.CompletedProcess[str]:
-    """``command`` run where /tmp and /var/tmp have no inode left (and there is no TMPDIR),
-    from a roomy working directory."""
-    environment = child_env(NO_COLOR="1")
+def with_full_temp_folders(
+    *command: str, full: str = "/tmp /var/tmp"
+) -> subprocess.CompletedProcess[str]:
+    """``command`` run where the folders ``full`` (of /tmp and /var/tmp) have no inode left
+    (and there is no TMPDIR), from a roomy working directory."""
+    environment = child_env(NO_COLOR="1", FILL_PLACES=full)
     environment.pop("TMPDIR", None)
     return subprocess.run(
         [*_PRIVATE_MOUNTS, "sh", "-c", _FULL_TEMP_FOLDERS, "sh", *command],
@@ -166,6 +169,58 @@ def test_an_embedded_host_with_no_temporary_folder_raises_no_temporary_folder() 
         "/tmp/small: No space left on device; /tmp: No space left on device; /var/tmp: No "
         "space left on device"
     ) in again, again
+
+
+#: A host whose folders in /tmp a cleaner deletes as /tmp runs out of inodes: the plugin
+#: restarted then, and where its listeners are.
+_FOLDERS_LOST_IN_A_FULL_TMP = r"""
+import asyncio, errno, glob, logging, os, shutil, isoplug
+from pathlib import Path
+from isoplug.testing import watching
+from tests.plugins_fixtures import FAST, plugins_dir
+from tests.test_host_temp_cleaner import listener_folders
+
+async def main():
+    with watching("isoplug") as records:
+        async with isoplug.Host(plugins_dir(Path("/tmp/work"), "echo"), config=FAST) as host:
+            await host.wait_ready(60)
+            for folder in glob.glob("/tmp/isoplug-*"):
+                shutil.rmtree(folder)
+            try:
+                for n in range(1000):
+                    open(f"/tmp/f{n}", "x").close()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+            # Room for a folder, and none for a file in it.
+            os.unlink("/tmp/f0")
+            await host.restart("echo")
+            await host.wait_ready(60)
+            print("called:", await host.call("echo", "echo", "hi"))
+            print("listening in:", *sorted({f.rsplit("/", 1)[0] for f in listener_folders(host)}))
+    for record in records.select(level=logging.WARNING):
+        print("WARNING", record.getMessage())
+
+asyncio.run(main())
+"""
+
+
+@needs_mounts
+def test_folders_lost_in_a_full_tmp_are_made_again_in_the_next_temporary_folder() -> None:
+    """Made again at the same path is impossible (one inode: the folder, and no file in it;
+    nor in a fresh folder there): the listeners go to /var/tmp, the restarted runner is given
+    their new addresses, and the WARNING that says /var/tmp is true."""
+    result = with_full_temp_folders(sys.executable, "-c", _FOLDERS_LOST_IN_A_FULL_TMP, full="")
+    lines = result.stdout.splitlines()
+    # The first to move frees the inodes of its lost lock and socket (still open until then),
+    # which may let the other be made again at its path in /tmp.
+    assert lines[0] == "called: hi", (result.stdout, result.stderr)
+    assert lines[1].startswith("listening in:") and "/var/tmp" in lines[1], lines[1]
+    warnings = [line for line in lines if line.startswith("WARNING")]
+    assert any(
+        "private folders (its sockets) are made in /var/tmp: /tmp: No space left on device" in line
+        for line in warnings
+    ), warnings
+    assert not any("cannot listen again" in line for line in warnings), warnings
 
 
 async def test_a_temporary_folder_that_cannot_take_folders_is_passed_over_once_said(

@@ -18,6 +18,8 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
+from isoplug.loop_closed import end_orphaned_task, outside_any_loop
+
 __all__ = ["REPLACED_BY_RELOAD", "RESTART", "STOP", "Commands", "describe_command"]
 
 STOP = "stop"
@@ -101,7 +103,10 @@ class Commands:
                 watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            waiter.cancel()
+            if outside_any_loop():
+                end_orphaned_task(waiter)  # its loop closed: it cannot be cancelled there
+            else:
+                waiter.cancel()
         return done
 
     def describe(self, command: str) -> str:

@@ -287,6 +287,13 @@ class RunnerProcess:
     def uptime(self) -> float:
         return time.monotonic() - self.started
 
+    def end_capture_without_loop(self) -> None:
+        """Let the stdout/stderr threads end without the supervision that would have sealed
+        them (its loop closed under the host): what was read is still replayed."""
+        if self._capture is not None:
+            self._capture.stop_reading()
+            self._capture.seal()
+
     def kill(self, why: str) -> None:
         """SIGKILL the runner and its process group, noting ``why`` for the exit account."""
         self.send(signal.SIGKILL, why)

@@ -53,6 +53,7 @@ from isoplug.host.status import (
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.log_guard import guarded_logger
+from isoplug.loop_closed import end_orphaned_task, outside_any_loop
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_text
@@ -220,6 +221,15 @@ class RunnerSupervisor(CurrentRunner):
         if self._process is not None:
             self._process.kill(why)
 
+    def release_without_loop(self, why: str) -> None:
+        """The host's loop was closed under it: SIGKILL the runner, let its output threads end,
+        and end the supervision, which nothing can run any more (see
+        :mod:`isoplug.loop_closed`)."""
+        self.kill_now(why)
+        if self._process is not None:
+            self._process.end_capture_without_loop()
+        end_orphaned_task(self._task)
+
     async def wait_ended(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the supervision to end (after :meth:`kill_now`:
         once it has seen the runner's exit and said how it ended)."""
@@ -352,7 +362,14 @@ class RunnerSupervisor(CurrentRunner):
                     PluginState.STOPPED, f"stopped: {cut_short.describe()}", logging.WARNING
                 )
             raise
-        except Exception:
+        except Exception as error:
+            if outside_any_loop():
+                # Ended from outside, its loop closed under its host (isoplug.loop_closed):
+                # the host's release said what was done.
+                _log.debug(
+                    "supervision of runner %s ended with its loop: %r", self.runner_id, error
+                )
+                return
             _log.exception("supervisor of runner %s failed", self.runner_id)
             self._fail("the supervisor itself failed (a bug in isoplug; see the log)")
 

@@ -171,8 +171,13 @@ def _report_close(host: Host, task: asyncio.Task[None]) -> None:
 def _release(host: Host, *, from_loop: bool = False) -> None:
     """Stop what ``host`` holds, without its loop (closed, or the interpreter exits), or
     ``from_loop`` without awaiting anything there."""
+    loop = host._binding.loop
+    loop_gone = not from_loop and loop is not None and loop.is_closed()
     for supervisor in list(host._supervisors.values()):
-        supervisor.kill_now(_WHY)
+        if loop_gone:
+            supervisor.release_without_loop(_WHY)
+        else:
+            supervisor.kill_now(_WHY)
     if host._zygote is not None:
         host._zygote.close_now()
     if host._listener is not None:
@@ -185,6 +190,13 @@ def _release(host: Host, *, from_loop: bool = False) -> None:
     else:
         _close_log_bridge(host)
     observers.host_closed(host)
+    if loop_gone:
+        _log.warning(
+            "%r: its event loop was closed before the host was: its runners were killed "
+            "(no teardown, no exit accounts) and its sockets closed; close a host "
+            "(await host.aclose(), or async with) before closing its loop",
+            host,
+        )
 
 
 def _close_log_bridge(host: Host) -> None:

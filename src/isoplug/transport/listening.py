@@ -24,11 +24,11 @@ from isoplug.transport.temp_places import make_private_folder
 
 __all__ = [
     "cannot_listen_again",
+    "given_unix_path",
     "make_private_socket_dir",
     "private_unix_socket",
     "private_unix_socket_again",
     "tcp_listening_socket",
-    "unix_listening_path",
     "unix_listening_socket",
 ]
 
@@ -56,22 +56,9 @@ def _someone_listens_on(path: str) -> bool:
         return True
 
 
-def unix_listening_path(parsed: Address) -> tuple[str, str | None]:
-    """Where to bind a unix listener for ``parsed``, and the private directory made for it.
-
-    ``unix:`` without a path gets a fresh private directory (returned, for the listener to
-    remove when it closes), whose owner lock this process holds until then
-    (:mod:`isoplug.transport.owner_lock`). A given path is freed of a stale socket file, and
-    refused with :class:`~isoplug.errors.TransportError` when a live process listens there.
-    """
-    if not parsed.path:
-        private_dir = make_private_socket_dir()
-        try:
-            hold_owner_lock(private_dir)
-        except BaseException:
-            remove_folder(private_dir)
-            raise
-        return os.path.join(private_dir, "sock"), private_dir
+def given_unix_path(parsed: Address) -> str:
+    """``parsed``'s path (a ``unix:PATH`` address), freed of a stale socket file. Refused with
+    :class:`~isoplug.errors.TransportError` when a live process listens there."""
     if _someone_listens_on(parsed.path):
         raise TransportError(
             f"cannot listen on {parsed}: another process is listening there "
@@ -80,7 +67,7 @@ def unix_listening_path(parsed: Address) -> tuple[str, str | None]:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(parsed.path).st_mode):
             os.unlink(parsed.path)  # stale: nobody listens (checked above)
-    return parsed.path, None
+    return parsed.path
 
 
 def tcp_listening_socket(resolved: list[Any], backlog: int) -> socket.socket:
@@ -115,21 +102,39 @@ def unix_listening_socket(path: str, backlog: int) -> socket.socket:
 
 
 def private_unix_socket(parsed: Address, backlog: int) -> tuple[socket.socket, PrivatePlace]:
-    """A unix socket listening for ``parsed`` (``unix:`` alone: in a fresh private folder; see
-    :func:`unix_listening_path`), and its place as made. Raises :class:`OSError` (the folder
-    made for it removed) or :class:`~isoplug.errors.TransportError`."""
-    path, private_dir = unix_listening_path(parsed)
-    try:
+    """A unix socket listening for ``parsed``, and its place as made. ``unix:`` alone: in a
+    fresh private folder (:func:`make_private_socket_dir`'s), whose owner lock this process
+    holds until the listener removes it (:mod:`isoplug.transport.owner_lock`); a temporary
+    folder that takes the folder but not its lock or socket (out of inodes) gives way to the
+    next. A given path: see :func:`given_unix_path`. Raises :class:`OSError`,
+    :class:`~isoplug.errors.NoTemporaryFolder` or :class:`~isoplug.errors.TransportError`."""
+    if parsed.path:
+        path = given_unix_path(parsed)
         sock = unix_listening_socket(path, backlog)
         try:
-            return sock, PrivatePlace.made(path, private_dir)
+            return sock, PrivatePlace.made(path, None)
         except BaseException:
             sock.close()
             raise
+    made: list[socket.socket] = []
+
+    def listen_inside(folder: str) -> None:
+        path = os.path.join(folder, "sock")
+        try:
+            hold_owner_lock(folder)
+            made.append(unix_listening_socket(path, backlog))
+        except BaseException:
+            # Made just now, for this socket alone; the error says what failed.
+            _discard(folder, path)
+            raise
+
+    folder = make_private_folder(owner_prefix(), socket_name="sock", fill=listen_inside)
+    path = os.path.join(folder, "sock")
+    try:
+        return made[0], PrivatePlace.made(path, folder)
     except BaseException:
-        if private_dir is not None:
-            # Made just now, for this socket alone; the error that goes on says what failed.
-            _discard(private_dir, path)
+        made[0].close()
+        _discard(folder, path)
         raise
 
 
@@ -157,6 +162,11 @@ def private_unix_socket_again(
         remade = True
         try:
             hold_owner_lock(folder.path)
+        except OSError:
+            # Its name was free, but no file can be made in it (the temporary folder out of
+            # inodes, say): a fresh folder, in the next temporary folder that takes one.
+            _discard(folder.path, lost.path)
+            return private_unix_socket(Address(Scheme.UNIX), backlog)
         except BaseException:
             _discard(folder.path, lost.path)
             raise
@@ -165,7 +175,8 @@ def private_unix_socket_again(
     try:
         sock = unix_listening_socket(lost.path, backlog)
     except OSError:
-        # A file at the path (a same-user process's, in our folder): a fresh folder instead.
+        # A file at the path (a same-user process's, in our folder), or no room for the
+        # socket's inode: a fresh folder instead.
         if remade:
             _discard(folder.path, lost.path)
         return private_unix_socket(Address(Scheme.UNIX), backlog)

@@ -18,6 +18,7 @@ from typing import Any
 
 from isoplug.errors import ConnectError, NoTemporaryFolder, TransportError
 from isoplug.log_guard import guarded_logger
+from isoplug.loop_closed import end_orphaned_task, outside_any_loop
 from isoplug.off_loop import off_loop
 from isoplug.transport.address import Address, Scheme, parse_address
 from isoplug.transport.listening import (
@@ -199,11 +200,17 @@ class Listener:
             await self._handler(stream)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
+            if outside_any_loop():
+                # Ended from outside, its loop closed (isoplug.loop_closed): no bug of the
+                # handler's, and its stream cannot be closed on that loop.
+                _log.debug("connection handler for %s ended with its loop: %r", self.address, error)
+                return
             # A handler bug must not kill the listener or other connections; it must be seen.
             _log.exception("connection handler for %s failed", self.address)
         finally:
-            await stream.aclose()
+            if not outside_any_loop():
+                await stream.aclose()
 
     async def aclose(self) -> None:
         """Stop listening and release everything. Idempotent. Cancelled, it stops waiting for
@@ -243,6 +250,8 @@ class Listener:
             loop = server.get_loop()
             if loop.is_closed():
                 server.close()  # a closed selector loop only closes the socket
+                for task in list(self._tasks):
+                    end_orphaned_task(task)
             elif _running_loop() is loop:
                 # Now: the loop may close before a callback's turn comes.
                 self._stop_serving()

@@ -18,6 +18,7 @@ import errno
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 
 from isoplug.errors import NoTemporaryFolder
 from isoplug.log_guard import guarded_logger
@@ -59,12 +60,20 @@ def _is_working_directory(path: str) -> bool:
         return False
 
 
-def make_private_folder(prefix: str, *, socket_name: str | None = None) -> str:
+def make_private_folder(
+    prefix: str,
+    *,
+    socket_name: str | None = None,
+    fill: Callable[[str], None] | None = None,
+) -> str:
     """A new folder only this user can enter (mode 0700, made so in one call by
     :func:`tempfile.mkdtemp`), named ``prefix`` and a random part, in the first of
     :func:`temporary_places` that takes it, and where a socket ``socket_name`` inside it has a
-    path short enough to bind. A WARNING says once where it went instead of the preferred
-    place, and why. Raises :class:`~isoplug.errors.NoTemporaryFolder` when none took it."""
+    path short enough to bind. ``fill`` makes what the folder is for (an owner lock, a
+    socket); an :class:`OSError` from it, which removed the folder, refuses that place too: a
+    place out of inodes still takes a folder freed by a cleaner, but no file in it. A WARNING
+    says once where it went instead of the preferred place, and why. Raises
+    :class:`~isoplug.errors.NoTemporaryFolder` when none took it."""
     refused: list[tuple[str, str, int | None]] = []
     for place in temporary_places():
         try:
@@ -76,6 +85,12 @@ def make_private_folder(prefix: str, *, socket_name: str | None = None) -> str:
             os.rmdir(folder)
             refused.append((place, f"a socket path there passes {MAX_UNIX_PATH} characters", None))
             continue
+        if fill is not None:
+            try:
+                fill(folder)
+            except OSError as exc:
+                refused.append((place, exc.strerror or type(exc).__name__, exc.errno))
+                continue
         if refused:
             _say_moved(refused, place)
         return folder
