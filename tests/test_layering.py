@@ -33,6 +33,7 @@ _BELOW_CLI = frozenset(
         "thread_limits",
         "zygote_sharing",
         "lazy_names",
+        "loop_closed",
         "wire",
         "transport",
         "rpc",
@@ -65,6 +66,9 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "zygote_sharing": frozenset(),
     # A package's names imported on first use: the bare package's and testing's.
     "lazy_names": frozenset(),
+    # Tasks of an event loop closed under them, ended from outside it: the host's, and the
+    # connections transport serves on that loop.
+    "loop_closed": frozenset({"log_guard"}),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
     "wire": frozenset({"errors"}),
     # isoplug's own loggers, which an application's raising handler cannot make raise, and
@@ -72,7 +76,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # the report quotes records, sanitized.
     "log_guard": frozenset({"wire"}),
     # Byte streams only: it knows nothing of frames or messages.
-    "transport": frozenset({"errors", "off_loop", "log_guard"}),
+    "transport": frozenset({"errors", "off_loop", "log_guard", "loop_closed"}),
     "rpc": frozenset({"errors", "log_guard", "wire", "transport", "stdlib_paths"}),
     # off_loop: a standalone receiver's start removes dead processes' socket folders.
     "logs": frozenset({"errors", "log_guard", "off_loop", "wire", "transport", "rpc"}),
@@ -108,6 +112,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
             "off_loop",
             "thread_limits",
             "zygote_sharing",
+            "loop_closed",
             "wire",
             "transport",
             "rpc",
