@@ -231,16 +231,16 @@ class RunnerSet:
                 code = why if new.runner_id in plan.restart else None
                 self._reconfigure_later(new, plan.touched, code)
                 continue
-            cause = plan.members_changed.get(new.runner_id)
-            if cause is None:
+            change = plan.members_changed.get(new.runner_id)
+            if change is None:
                 _log.info("reload: a plugin.toml of runner %s changed; replacing it", new.runner_id)
             else:
                 gone = {m.id for m in self.plans[new.runner_id].manifests} - {
                     m.id for m in new.manifests
                 }
                 without = "" if not gone else " without it" if len(gone) == 1 else " without them"
-                _log.info("reload: %s: replacing runner %s%s", cause, new.runner_id, without)
-            words = f"{REPLACED_BY_RELOAD} ({cause or 'a plugin.toml changed'})"
+                _log.info("reload: %s: replacing runner %s%s", change, new.runner_id, without)
+            words = f"{REPLACED_BY_RELOAD} ({change or 'a plugin.toml changed'})"
             await self._step(new.runner_id, "replacing it", self._replace(new, words))
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")

@@ -79,6 +79,8 @@ def make_private_folder(
         try:
             folder = tempfile.mkdtemp(prefix=prefix, dir=place)
         except OSError as exc:
+            if exc.errno in _THIS_PROCESS_SHORT:
+                raise
             refused.append((place, exc.strerror or type(exc).__name__, exc.errno))
             continue
         if socket_name is not None and len(os.path.join(folder, socket_name)) > MAX_UNIX_PATH:
@@ -89,12 +91,19 @@ def make_private_folder(
             try:
                 fill(folder)
             except OSError as exc:
+                if exc.errno in _THIS_PROCESS_SHORT:
+                    raise
                 refused.append((place, exc.strerror or type(exc).__name__, exc.errno))
                 continue
         if refused:
             _say_moved(refused, place)
         return folder
     raise NoTemporaryFolder([(place, why) for place, why, _ in refused], _first_errno(refused))
+
+
+#: What no other place would change: the process (or the system) is out of descriptors or
+#: memory, said as such by the caller (isoplug.host.shortage), not as a temporary folder's.
+_THIS_PROCESS_SHORT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 def _first_errno(refused: list[tuple[str, str, int | None]]) -> int | None:
