@@ -114,3 +114,33 @@ async def test_code_saved_during_a_stop_does_not_restart_the_plugin(tmp_path: Pa
         assert host.plugin("holdout").state is PluginState.STOPPED
         await host.restart("holdout")
         assert host.plugin("holdout").state is PluginState.READY
+
+
+async def test_a_stop_after_a_restart_is_the_one_its_exit_account_names(tmp_path: Path) -> None:
+    """A restart is under way (its teardown waits) when a stop is asked: the stop wins, and
+    the log and ``last_exit`` say it was stopped, not restarted."""
+    gate = tmp_path / "gate"
+    overrides = {"holdout": {"gate": str(gate)}}
+    async with Host(
+        plugins_dir(tmp_path, "holdout"), config=HELD_STOP, plugin_config=overrides
+    ) as host:
+        await host.wait_ready(20)
+        with watching("plugin.holdout") as plugin_said, watching("isoplug.host") as said:
+            try:
+                restart = asyncio.create_task(host.restart("holdout"))
+                await plugin_said.wait_for_record(text="teardown waits for its gate")
+                stop = asyncio.create_task(host.stop("holdout"))
+                # Not a wait for time: the stop's first step, which sends it, was scheduled
+                # first and runs within this one turn of the loop.
+                await asyncio.sleep(0)
+                assert not stop.done()
+            finally:
+                gate.touch()  # a failed check must not leave the host's close held
+            assert (await stop).state is PluginState.STOPPED
+            await restart
+        account = host.plugin("holdout").last_exit
+        assert account is not None
+        assert account.reason == "stopped on request"
+        record = said.select(text="plugin holdout: stopped:")
+        assert record and "stopped on request" in record[0].getMessage()
+        assert not said.select(text="restarted on request")

@@ -318,10 +318,10 @@ class RunnerSupervisor(CurrentRunner):
         try:
             while True:
                 account, permanent = await self._run_once_or_short()
-                self.last_exit = account
                 if self._life is not None and self._life.setup_waited:
                     self.setup_waited = self._life.setup_waited
-                command = self._commands.take()
+                command, account = self._commands.take_naming(account)
+                self.last_exit = account
                 if command == STOP:
                     self._set_state(PluginState.STOPPED, f"stopped: {account.describe()}")
                     return
