@@ -21,6 +21,7 @@ from isoplug.host.status import PluginInfo
 from isoplug.wire.values import locate_unencodable, unencodable_error
 
 if TYPE_CHECKING:
+    from isoplug.host.runner_set import RunnerSet
     from isoplug.host.supervisor import RunnerSupervisor
 
 __all__ = ["PluginOperations"]
@@ -44,6 +45,7 @@ class PluginOperations:
     _runner_of: dict[str, RunnerSupervisor]
     _supervisors: dict[str, RunnerSupervisor]
     _capabilities: CapabilityRegistry
+    _runners: RunnerSet
 
     if TYPE_CHECKING:
 
@@ -143,7 +145,8 @@ class PluginOperations:
         :class:`PluginUnavailable` when the host is not running."""
         self._check_here(f"restart plugin {plugin_id!r}", awaited=True)
         self._life.check_running(f"restart plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).restart()
+        self._supervisor(plugin_id)  # an unknown id raises, naming the plugins there are
+        await self._runners.restart_by_user(plugin_id)
         return self.plugin(plugin_id)
 
     async def stop(self, plugin_id: str) -> PluginInfo:
