@@ -269,7 +269,7 @@ class RunnerSet:
                 without = "" if not gone else " without it" if len(gone) == 1 else " without them"
                 _log.info("reload: %s: replacing runner %s%s", change, new.runner_id, without)
             words = f"{REPLACED_BY_RELOAD} ({change or 'a plugin.toml changed'})"
-            await self._step(new.runner_id, "replacing it", self._replace(new, words))
+            await self._step(new.runner_id, "replacing it", self._replace(new, words, accounts))
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
@@ -292,7 +292,7 @@ class RunnerSet:
             why = plan.why.get(runner_id, "code changed")
             self._in_background(runner_id, "restarting it", self._restart(supervisor, why))
 
-    async def _replace(self, new: RunnerPlan, words: str) -> None:
+    async def _replace(self, new: RunnerPlan, words: str, accounts: dict[str, ExitAccount]) -> None:
         """Replace ``new``'s runner by one started from ``new``; ``words``: why, as the old
         runner's exit account says (no one asked for its stop)."""
         old = self.supervisors[new.runner_id]
@@ -300,6 +300,9 @@ class RunnerSet:
         # levels set with set_log_level(), and a stop (it stays stopped until a restart).
         levels, stopped = old.log_levels, old.state is PluginState.STOPPED
         await self.remove(new.runner_id, for_good=False, words=words)
+        if old.last_exit is not None:
+            # The plugins that left it (moved to another runner) start there with it.
+            accounts.update(dict.fromkeys(old.manifests, old.last_exit))
         supervisor = self.add(new)
         supervisor.log_levels = levels
         # Its account ("replaced by hot reload (...)") is the plugin's last exit still.
