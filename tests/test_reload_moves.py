@@ -94,3 +94,28 @@ async def test_a_stopped_plugin_moved_into_a_running_group_waits_for_its_restart
                 text="reload: plugin echo moved from its own runner echo to group h: "
                 "replacing runner h"
             )
+
+
+async def test_a_running_plugin_moved_into_a_stopped_group_runs_on_until_its_restart(
+    tmp_path: Path,
+) -> None:
+    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
+    join_group(directory, "echo", "g")
+    join_group(directory, "leveled", "g")
+    async with reloading(directory) as host:
+        printer_pid = host.plugin("printer").pid
+        await host.stop("echo")
+        with watching("isoplug.host") as records:
+            join_group(directory, "printer", "g")
+            await records.wait_for_record(
+                text="reload: plugin printer moved from its own runner printer to group g, "
+                "which was stopped with host.stop(): it keeps running in runner printer"
+            )
+            printer = host.plugin("printer")
+            assert (printer.state, printer.runner_id) == (PluginState.READY, "printer")
+            assert printer.pid == printer_pid
+            assert host.plugin("leveled").state is PluginState.STOPPED
+            assert (await host.restart("leveled")).state is PluginState.READY
+            await host.wait_ready(20)
+            moved = host.plugin("printer")
+            assert (moved.runner_id, moved.pid) == ("g", host.plugin("echo").pid)

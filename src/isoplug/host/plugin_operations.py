@@ -141,8 +141,9 @@ class PluginOperations:
 
     async def restart(self, plugin_id: str) -> PluginInfo:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
-        ready or failed again, and return the plugin's state. Raises
-        :class:`PluginUnavailable` when the host is not running."""
+        ready or failed again, and return the plugin's state. A plugin hot reload held back
+        from moving to another group across a stop moves first (see "Hot reload" in
+        docs/host.md). Raises :class:`PluginUnavailable` when the host is not running."""
         self._check_here(f"restart plugin {plugin_id!r}", awaited=True)
         self._life.check_running(f"restart plugin {plugin_id!r}")
         self._supervisor(plugin_id)  # an unknown id raises, naming the plugins there are
