@@ -8,12 +8,32 @@ from pathlib import Path
 
 import pytest
 
+from isoplug import Host
 from isoplug.host.status import PluginState
-from isoplug.testing import eventually, watching
+from isoplug.testing import Records, eventually, watching
 from tests.plugins_fixtures import copy_plugins, reloading
 from tests.test_host_reload import join_group, replace_in
 
 pytest.importorskip("watchfiles")
+
+
+def three_with_a_group(tmp_path: Path, group: str, *members: str) -> Path:
+    """A plugins folder of ``echo``, ``leveled`` and ``printer``, ``members`` in ``group``."""
+    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
+    for member in members:
+        join_group(directory, member, group)
+    return directory
+
+
+async def stop_echo_then_move(
+    host: Host, folder: Path, group: str, records: Records, said: str
+) -> None:
+    """Stop ``echo``, then move the plugin of ``folder`` to ``group``; wait until the host
+    ``said`` what it did of the move."""
+    await host.stop("echo")
+    join_group(folder.parent, folder.name, group)
+    await records.wait_for_record(text=said)
+
 
 REPLACED = "replaced by hot reload (plugin leveled moved from group g to its own runner leveled)"
 
@@ -67,19 +87,18 @@ async def test_a_stopped_plugin_moved_into_a_running_group_waits_for_its_restart
 ) -> None:
     """A runner is one process: the stopped plugin stays out of the running group (stopped,
     where it was), and the group runs on untouched; the plugin's restart moves it in."""
-    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
-    join_group(directory, "leveled", "h")
-    join_group(directory, "printer", "h")
+    directory = three_with_a_group(tmp_path, "h", "leveled", "printer")
     async with reloading(directory) as host:
         group_pid = host.plugin("leveled").pid
-        await host.stop("echo")
         with watching("isoplug.host") as records:
-            join_group(directory, "echo", "h")
-            await records.wait_for_record(
-                text="reload: plugin echo moved from its own runner echo to group h, whose "
-                "runner runs other plugins, but it was stopped with host.stop(): it stays "
-                "stopped in runner echo (on the plugin.toml it ran) until "
-                "host.restart('echo') moves it"
+            await stop_echo_then_move(
+                host,
+                directory / "echo",
+                "h",
+                records,
+                "reload: plugin echo moved from its own runner echo to group h, whose runner "
+                "runs other plugins, but it was stopped with host.stop(): it stays stopped in "
+                "runner echo (on the plugin.toml it ran) until host.restart('echo') moves it",
             )
             echo = host.plugin("echo")
             assert (echo.state, echo.runner_id, echo.pid) == (PluginState.STOPPED, "echo", None)
@@ -99,17 +118,17 @@ async def test_a_stopped_plugin_moved_into_a_running_group_waits_for_its_restart
 async def test_a_running_plugin_moved_into_a_stopped_group_runs_on_until_its_restart(
     tmp_path: Path,
 ) -> None:
-    directory = copy_plugins(tmp_path, "echo", "leveled", "printer")
-    join_group(directory, "echo", "g")
-    join_group(directory, "leveled", "g")
+    directory = three_with_a_group(tmp_path, "g", "echo", "leveled")
     async with reloading(directory) as host:
         printer_pid = host.plugin("printer").pid
-        await host.stop("echo")
         with watching("isoplug.host") as records:
-            join_group(directory, "printer", "g")
-            await records.wait_for_record(
-                text="reload: plugin printer moved from its own runner printer to group g, "
-                "which was stopped with host.stop(): it keeps running in runner printer"
+            await stop_echo_then_move(
+                host,
+                directory / "printer",
+                "g",
+                records,
+                "reload: plugin printer moved from its own runner printer to group g, which was "
+                "stopped with host.stop(): it keeps running in runner printer",
             )
             printer = host.plugin("printer")
             assert (printer.state, printer.runner_id) == (PluginState.READY, "printer")
