@@ -45,9 +45,9 @@ class Commands:
         #: request (None: those): the host's own stop, a hot reload replacing the runner,
         #: was asked by nobody.
         self.words: str | None = None
-        #: What :meth:`describe` last said the pending command ended a runner for: a command
+        #: What :meth:`describe_exit` last said the pending command ended a runner for: a command
         #: sent while the runner exited (a stop after a restart) replaces it, and the exit
-        #: account must then name the one that won (see :meth:`take_told`).
+        #: account must then name the one that won (see :meth:`take_naming`).
         self.told: str | None = None
 
     def stop_by_user(self) -> None:
@@ -127,7 +127,12 @@ class Commands:
 
     def describe(self, command: str) -> str:
         """Why a runner ended, when ``command`` (the pending one) ended it."""
-        self.told = self.words if self.words is not None else describe_command(command)
+        return self.words if self.words is not None else describe_command(command)
+
+    def describe_exit(self, command: str) -> str:
+        """:meth:`describe`, for the exit account of the runner ``command`` ends: remembered,
+        so that :meth:`take_naming` sees whether a later command replaced it."""
+        self.told = self.describe(command)
         return self.told
 
 
