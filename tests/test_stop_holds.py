@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,17 @@ from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir, process_aliv
 
 #: A held teardown is ended by the test's gate, never by the host's deadlines.
 HELD_STOP = dataclasses.replace(FAST, teardown_timeout=60.0, shutdown_timeout=90.0)
+
+
+@asynccontextmanager
+async def holdout_host(tmp_path: Path, gate: Path) -> AsyncIterator[Host]:
+    """A started host of ``holdout``, whose teardown waits for ``gate`` to exist."""
+    overrides = {"holdout": {"gate": str(gate)}}
+    async with Host(
+        plugins_dir(tmp_path, "holdout"), config=HELD_STOP, plugin_config=overrides
+    ) as host:
+        await host.wait_ready(20)
+        yield host
 
 
 async def test_two_stops_asked_together_both_return_once_it_is_stopped(tmp_path: Path) -> None:
@@ -64,11 +77,7 @@ async def test_a_config_change_during_a_stop_only_keeps_the_configuration(tmp_pa
     plugin is offered nothing, and the change returns while the stop still holds; the stop
     then returns STOPPED, and it runs with the change once restarted."""
     gate = tmp_path / "gate"
-    overrides = {"holdout": {"gate": str(gate)}}
-    async with Host(
-        plugins_dir(tmp_path, "holdout"), config=HELD_STOP, plugin_config=overrides
-    ) as host:
-        await host.wait_ready(20)
+    async with holdout_host(tmp_path, gate) as host:
         try:
             with watching("plugin.holdout") as said:
                 stop = asyncio.create_task(host.stop("holdout"))
@@ -114,3 +123,29 @@ async def test_code_saved_during_a_stop_does_not_restart_the_plugin(tmp_path: Pa
         assert host.plugin("holdout").state is PluginState.STOPPED
         await host.restart("holdout")
         assert host.plugin("holdout").state is PluginState.READY
+
+
+async def test_a_stop_after_a_restart_is_the_one_its_exit_account_names(tmp_path: Path) -> None:
+    """A restart is under way (its teardown waits) when a stop is asked: the stop wins, and
+    the log and ``last_exit`` say it was stopped, not restarted."""
+    gate = tmp_path / "gate"
+    async with holdout_host(tmp_path, gate) as host:
+        with watching("plugin.holdout") as plugin_said, watching("isoplug.host") as said:
+            try:
+                restart = asyncio.create_task(host.restart("holdout"))
+                await plugin_said.wait_for_record(text="teardown waits for its gate")
+                stop = asyncio.create_task(host.stop("holdout"))
+                # Not a wait for time: the stop's first step, which sends it, was scheduled
+                # first and runs within this one turn of the loop.
+                await asyncio.sleep(0)
+                assert not stop.done()
+            finally:
+                gate.touch()  # a failed check must not leave the host's close held
+            assert (await stop).state is PluginState.STOPPED
+            await restart
+        account = host.plugin("holdout").last_exit
+        assert account is not None
+        assert account.reason == "stopped on request"
+        record = said.select(text="plugin holdout: stopped:")
+        assert record and "stopped on request" in record[0].getMessage()
+        assert not said.select(text="restarted on request")

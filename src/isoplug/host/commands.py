@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from isoplug.host.status import ExitAccount
 from isoplug.loop_closed import end_orphaned_task, outside_any_loop
 
 __all__ = ["REPLACED_BY_RELOAD", "RESTART", "STOP", "Commands", "describe_command"]
@@ -43,6 +45,10 @@ class Commands:
         #: request (None: those): the host's own stop, a hot reload replacing the runner,
         #: was asked by nobody.
         self.words: str | None = None
+        #: What :meth:`describe_exit` last said the pending command ended a runner for: a command
+        #: sent while the runner exited (a stop after a restart) replaces it, and the exit
+        #: account must then name the one that won (see :meth:`take_naming`).
+        self.told: str | None = None
 
     def stop_by_user(self) -> None:
         """Say that a user asked for a stop: from now on the host restarts nothing on its own
@@ -80,9 +86,19 @@ class Commands:
 
     def take(self) -> str | None:
         """The pending command, which is pending no more."""
-        command, self.pending, self.words = self.pending, None, None
+        command, self.pending, self.words, self.told = self.pending, None, None, None
         self._wake.clear()
         return command
+
+    def take_naming(self, account: ExitAccount) -> tuple[str | None, ExitAccount]:
+        """:meth:`take`, and the exit account of the runner it ended naming it: a command
+        sent while the runner exited (a stop right after a restart) replaced the one the
+        account was told of (the latest request wins, and its words with it)."""
+        told = self.told
+        words = None if self.pending is None else self.describe(self.pending)
+        if told is not None and words is not None and words != told:
+            account = dataclasses.replace(account, reason=account.reason.replace(told, words, 1))
+        return self.take(), account
 
     async def wait(self, timeout: float | None) -> str | None:
         """Wait up to ``timeout`` seconds for a command; the pending one (left pending)."""
@@ -112,6 +128,12 @@ class Commands:
     def describe(self, command: str) -> str:
         """Why a runner ended, when ``command`` (the pending one) ended it."""
         return self.words if self.words is not None else describe_command(command)
+
+    def describe_exit(self, command: str) -> str:
+        """:meth:`describe`, for the exit account of the runner ``command`` ends: remembered,
+        so that :meth:`take_naming` sees whether a later command replaced it."""
+        self.told = self.describe(command)
+        return self.told
 
 
 def describe_command(command: str) -> str:

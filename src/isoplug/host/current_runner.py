@@ -44,6 +44,16 @@ class CurrentRunner(PluginCalls):
         again on its own for nothing (see :mod:`isoplug.host.commands`)."""
         return self._commands.user_stop_holds
 
+    def hold_stopped(self) -> None:
+        """Keep it stopped until a user's restart, as a user's stop does: the runner that
+        replaces one a user stopped (a hot reload's new ``plugin.toml``)."""
+        self._commands.stop_by_user()
+
+    def end_user_stop(self) -> None:
+        """End a user's stop, as a user's restart does, before that restart is asked: hot
+        reload may then plan the plugin's move it held back (see RunnerSet.restart_by_user)."""
+        self._commands.may_restart(by_user=True)
+
     @property
     def supervision(self) -> asyncio.Task[None] | None:
         """Its supervision task while it runs (None before its start, and once it ended)."""

@@ -167,7 +167,7 @@ class RunnerLife:
         if problem is not None or self._commands.pending is not None:
             self.health.close()
             if problem is None:
-                why = self._commands.describe(self._commands.pending or "")
+                why = self._commands.describe_exit(self._commands.pending or "")
                 return ExitAccount(self.runner_id, 0, 0, 0.0, restarts, why), None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
             return account, "its interpreter cannot run a runner (checked again at its next start)"
@@ -344,7 +344,7 @@ class RunnerLife:
         done = await self._commands.wait_with((ready, process.exited), config.ready_timeout)
         if self._commands.pending is not None:
             await self._shut_down(process)
-            return self._commands.describe(self._commands.pending), None
+            return self._commands.describe_exit(self._commands.pending), None
         if process.exited.done() and not ready.done():
             return _BEFORE_READY, None
         if not done:
@@ -378,7 +378,7 @@ class RunnerLife:
                 return ""
             if command is not None:
                 await self._shut_down(process)
-                return self._commands.describe(command)
+                return self._commands.describe_exit(command)
             if health.recycle.done():
                 return await self._recycle(process, STUCK_THREADS, health.recycle.result())
             if recycle.done():

@@ -21,6 +21,7 @@ from isoplug.host.status import PluginInfo
 from isoplug.wire.values import locate_unencodable, unencodable_error
 
 if TYPE_CHECKING:
+    from isoplug.host.runner_set import RunnerSet
     from isoplug.host.supervisor import RunnerSupervisor
 
 __all__ = ["PluginOperations"]
@@ -44,6 +45,7 @@ class PluginOperations:
     _runner_of: dict[str, RunnerSupervisor]
     _supervisors: dict[str, RunnerSupervisor]
     _capabilities: CapabilityRegistry
+    _runners: RunnerSet
 
     if TYPE_CHECKING:
 
@@ -139,11 +141,13 @@ class PluginOperations:
 
     async def restart(self, plugin_id: str) -> PluginInfo:
         """Restart the runner of ``plugin_id`` (all plugins of its group); wait until it is
-        ready or failed again, and return the plugin's state. Raises
-        :class:`PluginUnavailable` when the host is not running."""
+        ready or failed again, and return the plugin's state. A plugin hot reload held back
+        from moving to another group across a stop moves first (see "Hot reload" in
+        docs/host.md). Raises :class:`PluginUnavailable` when the host is not running."""
         self._check_here(f"restart plugin {plugin_id!r}", awaited=True)
         self._life.check_running(f"restart plugin {plugin_id!r}")
-        await self._supervisor(plugin_id).restart()
+        self._supervisor(plugin_id)  # an unknown id raises, naming the plugins there are
+        await self._runners.restart_by_user(plugin_id)
         return self.plugin(plugin_id)
 
     async def stop(self, plugin_id: str) -> PluginInfo:

@@ -36,13 +36,26 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME
 from isoplug.host.plugin_folders import manifest_may_exist
 from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir
-from isoplug.host.reload_groups import plan_keeping_members, problem_prefix, replacement_cause
+from isoplug.host.reload_groups import (
+    moved_plugins,
+    plan_keeping_members,
+    problem_prefix,
+    replacement_cause,
+)
+from isoplug.host.reload_paths import (
+    code_change,
+    in_any,
+    in_plan,
+    real_folder,
+    relative_to_folder,
+    shown_path,
+)
 from isoplug.host.reload_watch import FolderWatch
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
@@ -109,6 +122,13 @@ class ReloadPlan:
     #: Runners of ``replace`` whose members changed: runner id -> why ("plugin c joins
     #: group g"; see :mod:`isoplug.host.reload_groups`).
     members_changed: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Runners stopped or started because a plugin moved to another runner (its ``group``
+    #: changed): runner id -> the moves, in words (a stopped one's exit account says it was
+    #: replaced by hot reload for them).
+    moved: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Plugins held back from a move across a user's stop (see
+    #: :mod:`isoplug.host.reload_groups`): plugin id -> why.
+    deferred: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart or self.uncompiled)
@@ -120,11 +140,14 @@ def plan_reload(
     changed: Iterable[Path],
     manifest_exists: Callable[[Path], bool],
     folders: Iterable[Path] = (),
+    *,
+    held: Set[str] = frozenset(),
 ) -> tuple[ReloadPlan, list[str]]:
     """What to do about ``changed`` paths, given the ``running`` plans and a fresh
     ``discovery`` of the plugins folder; also the problems to report (invalid manifests,
     grouping clashes). ``manifest_exists(path)`` tells a removed manifest from an invalid one;
-    ``folders`` are the plugin folders before these changes (see :func:`plugin_folders`).
+    ``folders`` are the plugin folders before these changes (see :func:`plugin_folders`);
+    ``held``: the plugins stopped with ``host.stop()`` (a move does not start them).
 
     A folder holds one plugin: when its ``plugin.toml`` now names another id, the old plugin
     stops and the new one starts. A changed file restarts the plugin whose folder holds it
@@ -140,12 +163,12 @@ def plan_reload(
     left: dict[str, str] = {}
     manifests = list(discovery.manifests)
     found = {m.id for m in manifests}
-    by_folder = {_real(m.directory): m for m in manifests}
+    by_folder = {real_folder(m.directory): m for m in manifests}
     for plan in running.values():
         for manifest in plan.manifests:
             if manifest.id in found:
                 continue
-            successor = by_folder.get(_real(manifest.directory))
+            successor = by_folder.get(real_folder(manifest.directory))
             if successor is not None:
                 where = shown_path(manifest.path)
                 why[plan.runner_id] = f"{where} now names plugin {successor.id!r}"
@@ -162,9 +185,18 @@ def plan_reload(
                 why.setdefault(plan.runner_id, "its plugin folder is gone")
                 left[manifest.id] = f"plugin {manifest.id}'s folder was removed"
     runs_on = {m.id: m for plan in running.values() for m in plan.manifests}
-    plans, grouping_problems, kept_in_group = plan_keeping_members(manifests, runs_on)
+    plans, grouping_problems, kept_in_group, deferred = plan_keeping_members(
+        manifests, runs_on, held
+    )
     kept.update(kept_in_group)
     wanted = {plan.runner_id: plan for plan in plans}
+    moves = moved_plugins(plans, runs_on)
+    # A runner left or made by a move is said so, not as a plugin folder gone or new.
+    moved = {
+        plan.runner_id: "; ".join(moves[m.id] for m in plan.manifests if m.id in moves)
+        for plan in [*running.values(), *plans]
+        if any(m.id in moves for m in plan.manifests)
+    }
     changed = [Path(path) for path in changed]
     start = [plan for runner_id, plan in wanted.items() if runner_id not in running]
     stop = [runner_id for runner_id in running if runner_id not in wanted]
@@ -176,6 +208,9 @@ def plan_reload(
     # Only a runner that stops hands its place to one that starts; a runner that goes on
     # keeps its own.
     started = {plan.runner_id for plan in start}
+    moved = {runner_id: w for runner_id, w in moved.items() if runner_id in [*stop, *started]}
+    for runner_id, words in moved.items():
+        why.setdefault(runner_id, words)
     successors = {old: new for old, new in successors.items() if old in stop and new in started}
     # Started, stopped and replaced runners run the newest code anyway. A runner with a kept
     # plugin (its manifest no longer validates), or a replaced one whose only change is a
@@ -191,8 +226,8 @@ def plan_reload(
         path
         for path in changed
         if path.suffix == ".py"
-        and not _in_any(path, known)
-        and not any(_relative(path, folder) is not None for folder in skipped)
+        and not in_any(path, known)
+        and not any(relative_to_folder(path, folder) is not None for folder in skipped)
         # A folder being made is a plugin's too.
         and not any(manifest_exists(folder / MANIFEST_NAME) for folder in path.parents)
     ]
@@ -202,7 +237,7 @@ def plan_reload(
         if runner_id in settled or runner_id not in running:
             continue
         # The code of the plugins it runs, and of those its new plan adds.
-        cause = shared[0] if shared else _code_change(changed, plan, running[runner_id])
+        cause = shared[0] if shared else code_change(changed, plan, running[runner_id])
         if cause is None:
             continue
         restart.append(runner_id)
@@ -210,7 +245,7 @@ def plan_reload(
         sources = tuple(
             path
             for path in changed
-            if path.suffix == ".py" and (_in_plan(path, plan) or path in shared)
+            if path.suffix == ".py" and (in_plan(path, plan) or path in shared)
         )
         if sources:
             compile_first[runner_id] = (plan, sources)
@@ -218,7 +253,7 @@ def plan_reload(
         manifest.id
         for plan in known
         for manifest in plan.manifests
-        if any(_relative(path, manifest.directory) is not None for path in changed)
+        if any(relative_to_folder(path, manifest.directory) is not None for path in changed)
     )
     problems: list[str] = []
     kept_problems: dict[str, str] = {}
@@ -230,7 +265,7 @@ def plan_reload(
     members_changed = {
         plan.runner_id: members
         for plan in replace
-        if (members := replacement_cause(running[plan.runner_id], plan, left)) is not None
+        if (members := replacement_cause(running[plan.runner_id], plan, left, moves)) is not None
     }
     return (
         ReloadPlan(
@@ -246,6 +281,8 @@ def plan_reload(
             successors,
             compile_first,
             members_changed,
+            moved,
+            deferred,
         ),
         problems,
     )
@@ -274,58 +311,8 @@ def _kept_problem(problem: str, kept: Mapping[str, Path]) -> tuple[str | None, s
     return None, problem
 
 
-#: A path (or several) quoted in a reload record: a plugin names the files in its folder.
-_MAX_PATH_CHARS = 1024
 #: An error quoted in a reload record.
 _MAX_PROBLEM_CHARS = 4 * 1024
-
-
-def shown_path(path: object) -> str:
-    """A path as a reload record quotes it: through the sanitizer, as every text a plugin
-    may have chosen (a file name holding ESC or a newline) is."""
-    return clean_path(path, _MAX_PATH_CHARS)
-
-
-def _real(directory: Path) -> Path:
-    return directory.resolve()
-
-
-def _code_change(changed: Iterable[Path], *plans: RunnerPlan) -> Path | None:
-    """The first of ``changed`` that is code of ``plans``' plugins (by their ``reload_on``)."""
-    manifests = [manifest for plan in plans for manifest in plan.manifests]
-    for path in changed:
-        for manifest in manifests:
-            inside = _relative(path, manifest.directory)
-            if inside is not None and any(inside.match(p) for p in manifest.reload_on):
-                return path
-    return None
-
-
-def _in_plan(path: Path, plan: RunnerPlan) -> bool:
-    return any(_relative(path, manifest.directory) is not None for manifest in plan.manifests)
-
-
-def _in_any(path: Path, plans: Iterable[RunnerPlan]) -> bool:
-    return any(_in_plan(path, plan) for plan in plans)
-
-
-def _relative(path: Path, directory: Path) -> Path | None:
-    """``path`` relative to the plugin folder ``directory`` (None: not in it).
-
-    The folder may be a link (isoplug run PLUGIN_DIR links it into a scratch folder, a user
-    links one into the plugins folder): a change is reported under whichever of the paths was
-    watched, as an absolute path: through the link, also when ``directory`` is relative (the
-    host makes its own absolute) or the plugins folder's own path holds a link, or under its
-    target.
-    """
-    path = Path(os.path.abspath(path))
-    link = Path(os.path.abspath(directory))
-    for candidate in {link, link.parent.resolve() / link.name, directory.resolve()}:
-        if path == candidate:
-            return Path()
-        if candidate in path.parents:
-            return path.relative_to(candidate)
-    return None
 
 
 class PluginReloader:
@@ -341,8 +328,16 @@ class PluginReloader:
         problems: Callable[[list[str], Discovery], None] | None = None,
         *,
         check_compiles: Callable[[ReloadPlan], Awaitable[ReloadPlan]] | None = None,
+        held: Callable[[], Set[str]] = frozenset,
     ) -> None:
         self._plugins_dir = plugins_dir
+        #: The plugins stopped with host.stop() now.
+        self._held = held
+        #: The plugins a batch held back from a move across a user's stop, by id: why (see
+        #: :mod:`isoplug.host.reload_groups`); each moves at the next batch after a restart.
+        self.deferred: dict[str, str] = {}
+        #: One batch at a time: the watch's, and the one a user's restart asks for.
+        self._applying = asyncio.Lock()
         #: Compiles the changed files of the runners a plan restarts (see
         #: ReloadPlan.compile_first); None: they restart as planned.
         self._check_compiles = check_compiles
@@ -403,9 +398,15 @@ class PluginReloader:
                     roots.add(real)
         return tuple(sorted(roots))
 
+    async def replan(self) -> None:
+        """Apply the plugins folder as it now is, as a batch of no changed files does: a
+        user's restart lets the plugins :attr:`deferred` held back move."""
+        await self._batch(set())
+
     async def _batch(self, paths: set[Path]) -> None:
         try:
-            await self._changed(paths)
+            async with self._applying:
+                await self._changed(paths)
         except Exception as exc:
             # The watch goes on: a later change (a fix) must still reach the plugins. The
             # steps name their runner when they fail; this is what none of them caught.
@@ -421,7 +422,7 @@ class PluginReloader:
         ``isoplug run PLUGIN_DIR`` makes in its scratch folder, or a user's) under the link or
         under its real folder, whichever that was. Discovery may name either (the scratch
         folder's plugin by its real one): the real one is the path every plugin folder is
-        known by too (see :func:`_relative`)."""
+        known by too (see :func:`relative_to_folder`)."""
         root = self._plugins_dir.resolve()
         if root not in path.parents:
             return path
@@ -443,7 +444,13 @@ class PluginReloader:
             return
         # Off the loop: it reads the folders of the changed paths.
         plan, problems = await off_loop(
-            plan_reload, self._running(), discovery, paths, manifest_may_exist, self._folders
+            plan_reload,
+            self._running(),
+            discovery,
+            paths,
+            manifest_may_exist,
+            self._folders,
+            held=self._held(),
         )
         # A folder that was a plugin's stays one while it exists: removed in steps (its
         # plugin.toml first, the rest later), its files are still not shared code.
@@ -457,6 +464,10 @@ class PluginReloader:
                 _log.error("reload: %s", problem)
         self._told = set(problems)
         self.kept = dict(plan.kept_problems)
+        for plugin_id, why in plan.deferred.items():
+            if self.deferred.get(plugin_id) != why:
+                _log.info("reload: %s", why)
+        self.deferred = dict(plan.deferred)
         if self._report_problems is not None:
             self._report_problems(problems, discovery)
         if plan and self._check_compiles is not None:
@@ -476,7 +487,7 @@ class PluginReloader:
         # A linked folder's changes come by its real path (see _through_links): it is found
         # among the plugin folders, skipped ones too, by the path discovery names it by.
         for folder in [*running, *self._folders]:
-            if any(_relative(path, folder) is not None for path in paths):
+            if any(relative_to_folder(path, folder) is not None for path in paths):
                 folders.add(folder)
         return {problem_prefix(folder / MANIFEST_NAME) for folder in folders}
 

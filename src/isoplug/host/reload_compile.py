@@ -36,7 +36,8 @@ import msgspec
 from isoplug.host.environment import runner_environment
 from isoplug.host.helper_process import HelperProcess
 from isoplug.host.launch import runner_python
-from isoplug.host.reload import ReloadPlan, shown_path
+from isoplug.host.reload import ReloadPlan
+from isoplug.host.reload_paths import shown_path
 from isoplug.host.stderr_tail import outside_words
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop

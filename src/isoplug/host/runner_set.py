@@ -27,7 +27,7 @@ from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader, ReloadPlan
 from isoplug.host.reload_compile import hold_uncompiled
 from isoplug.host.runner_logs import RunnerLogStates
-from isoplug.host.status import PluginState, PluginUnavailable, Unavailability
+from isoplug.host.status import ExitAccount, PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.routing import LoggerBudget
@@ -198,8 +198,28 @@ class RunnerSet:
                 inherit_environment=config.inherit_environment,
                 timeout=config.ready_timeout,
             ),
+            held=self._held,
         )
         return self._reloader
+
+    def _held(self) -> set[str]:
+        """The plugins stopped with host.stop() (and not restarted since), by id."""
+        return {plugin_id for plugin_id, s in self.runner_of.items() if s.stopped_by_user}
+
+    async def restart_by_user(self, plugin_id: str) -> None:
+        """A user's restart of ``plugin_id``'s runner (see Host.restart). When hot reload
+        held a plugin back from a move across a user's stop (see
+        :mod:`isoplug.host.reload_groups`), the stop ends first and the plugins folder is
+        applied again, so that the restart runs what is there: in its new runner."""
+        supervisor = self.supervisor(plugin_id)
+        if self._reloader is None or not self._reloader.deferred:
+            await supervisor.restart()
+            return
+        supervisor.end_user_stop()
+        await self._reloader.replan()
+        # The runner it is in now: a new one the batch made (started, or kept stopped as
+        # the runner it replaced was), or the same.
+        await self.supervisor(plugin_id).restart_unless_started(since=supervisor)
 
     def _found(self, problems: list[str], discovery: Discovery) -> None:
         self.folder_problems = problems
@@ -218,11 +238,19 @@ class RunnerSet:
         # The shares of loggers of runners stopped for the id their folder now names, by the
         # runner started for it.
         shares: dict[str, LoggerBudget] = {}
+        # A plugin a user stopped stays stopped in the runner a move puts it in.
+        held = self._held()
+        #: The exit accounts of the runners stopped for a move, by plugin id: the runner a
+        #: plugin moves to starts with it as its last_exit.
+        accounts: dict[str, ExitAccount] = {}
         for runner_id in plan.stop:
             why = plan.why.get(runner_id, "its plugin folder is gone")
             _log.info("reload: runner %s: %s; stopping it", runner_id, why)
             successor = plan.successors.get(runner_id)
-            await self._step(runner_id, "stopping it", self._stop(runner_id, successor, shares))
+            move = plan.moved.get(runner_id)
+            words = None if move is None else f"{REPLACED_BY_RELOAD} ({move})"
+            stopping = self._stop(runner_id, successor, shares, words, accounts)
+            await self._step(runner_id, "stopping it", stopping)
         replaced: set[str] = set()
         for new in plan.replace:
             replaced.add(new.runner_id)
@@ -241,13 +269,13 @@ class RunnerSet:
                 without = "" if not gone else " without it" if len(gone) == 1 else " without them"
                 _log.info("reload: %s: replacing runner %s%s", change, new.runner_id, without)
             words = f"{REPLACED_BY_RELOAD} ({change or 'a plugin.toml changed'})"
-            await self._step(new.runner_id, "replacing it", self._replace(new, words))
+            await self._step(new.runner_id, "replacing it", self._replace(new, words, accounts))
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
             _log.info("reload: %s; starting runner %s", why, new.runner_id)
-            await self._step(
-                new.runner_id, "starting it", self._start(new, shares.get(new.runner_id))
-            )
+            share = shares.get(new.runner_id)
+            starting = self._start(new, share, held, accounts)
+            await self._step(new.runner_id, "starting it", starting)
         for runner_id, problem in plan.uncompiled.items():
             _log.warning(
                 "reload: runner %s: %s; it keeps running the code it loaded (the file is tried "
@@ -264,7 +292,7 @@ class RunnerSet:
             why = plan.why.get(runner_id, "code changed")
             self._in_background(runner_id, "restarting it", self._restart(supervisor, why))
 
-    async def _replace(self, new: RunnerPlan, words: str) -> None:
+    async def _replace(self, new: RunnerPlan, words: str, accounts: dict[str, ExitAccount]) -> None:
         """Replace ``new``'s runner by one started from ``new``; ``words``: why, as the old
         runner's exit account says (no one asked for its stop)."""
         old = self.supervisors[new.runner_id]
@@ -272,8 +300,13 @@ class RunnerSet:
         # levels set with set_log_level(), and a stop (it stays stopped until a restart).
         levels, stopped = old.log_levels, old.state is PluginState.STOPPED
         await self.remove(new.runner_id, for_good=False, words=words)
+        if old.last_exit is not None:
+            # The plugins that left it (moved to another runner) start there with it.
+            accounts.update(dict.fromkeys(old.manifests, old.last_exit))
         supervisor = self.add(new)
         supervisor.log_levels = levels
+        # Its account ("replaced by hot reload (...)") is the plugin's last exit still.
+        supervisor.last_exit = old.last_exit
         if old.stopped_by_user:
             # Also a stop asked while the old runner was stopping for the replacement.
             supervisor.hold_stopped()
@@ -295,9 +328,19 @@ class RunnerSet:
         await supervisor.restart(by_user=False)
 
     async def _stop(
-        self, runner_id: str, successor: str | None, shares: dict[str, LoggerBudget]
+        self,
+        runner_id: str,
+        successor: str | None,
+        shares: dict[str, LoggerBudget],
+        words: str | None = None,
+        accounts: dict[str, ExitAccount] | None = None,
     ) -> None:
-        share = await self.remove(runner_id)
+        """Stop runner ``runner_id`` for good; ``words``: why, as its exit account says;
+        ``accounts`` is told that account, by each of its plugins."""
+        old = self.supervisors[runner_id]
+        share = await self.remove(runner_id, words=words)
+        if accounts is not None and old.last_exit is not None:
+            accounts.update(dict.fromkeys(old.manifests, old.last_exit))
         if successor is None or share is None:
             return
         # Several folders now naming plugins of one new group: it goes on with the share
@@ -306,11 +349,31 @@ class RunnerSet:
         if kept is None or share.left < kept.left:
             shares[successor] = share
 
-    async def _start(self, new: RunnerPlan, share: LoggerBudget | None = None) -> None:
+    async def _start(
+        self,
+        new: RunnerPlan,
+        share: LoggerBudget | None = None,
+        held: Set[str] = frozenset(),
+        accounts: Mapping[str, ExitAccount] | None = None,
+    ) -> None:
+        """Start a runner for ``new``; but one that a plugin in ``held`` (stopped with
+        host.stop()) moved to stays stopped until restarted. ``accounts``: the exit accounts
+        of the runners its plugins left, by plugin id (its first last_exit)."""
         supervisor = self.add(new)
         if share is not None and self.log_states is not None:
             # Before it starts: its first connection spends what its predecessor left.
             self.log_states.inherit(new.runner_id, share)
+        left = [accounts[m.id] for m in new.manifests if accounts and m.id in accounts]
+        supervisor.last_exit = left[0] if left else None
+        stopped = [manifest.id for manifest in new.manifests if manifest.id in held]
+        if stopped:
+            supervisor.hold_stopped()
+            _log.info(
+                "reload: runner %s stays stopped until restarted: plugin %s was stopped",
+                new.runner_id,
+                ", ".join(stopped),
+            )
+            return
         supervisor.start()
 
     async def _step(self, runner_id: str, doing: str, step: Awaitable[None]) -> None:

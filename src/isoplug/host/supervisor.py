@@ -178,11 +178,6 @@ class RunnerSupervisor(CurrentRunner):
         finally:
             replaced.cancel()
 
-    def hold_stopped(self) -> None:
-        """Keep it stopped until a user's restart, as a user's stop does: the runner that
-        replaces one a user stopped (a hot reload's new ``plugin.toml``)."""
-        self._commands.stop_by_user()
-
     async def restart(self, *, unless_since: int | None = None, by_user: bool = True) -> bool:
         """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
 
@@ -214,6 +209,14 @@ class RunnerSupervisor(CurrentRunner):
             self._commands.send(RESTART)
         await self._wait_settled(after_generation=generation)
         return True
+
+    async def restart_unless_started(self, *, since: RunnerSupervisor) -> None:
+        """A user's restart, where ``since`` was this plugin's supervisor: one a hot reload
+        made meanwhile and started is waited for, not replaced again."""
+        if self is since or self._task is None or self._task.done():
+            await self.restart()
+        else:
+            await self._wait_settled(after_generation=0)
 
     def kill_now(self, why: str) -> None:
         """Last resort (host cancelled mid-shutdown): SIGKILL the runner's group at once;
@@ -318,10 +321,10 @@ class RunnerSupervisor(CurrentRunner):
         try:
             while True:
                 account, permanent = await self._run_once_or_short()
-                self.last_exit = account
                 if self._life is not None and self._life.setup_waited:
                     self.setup_waited = self._life.setup_waited
-                command = self._commands.take()
+                command, account = self._commands.take_naming(account)
+                self.last_exit = account
                 if command == STOP:
                     self._set_state(PluginState.STOPPED, f"stopped: {account.describe()}")
                     return
