@@ -34,11 +34,26 @@ from tests.test_stale_socket_dirs import dead_owners_folder
 #: names the folders filled instead.
 _FULL_TEMP_FOLDERS = r"""
 set -e
-mount -t tmpfs -o size=1m,nr_inodes=32 tmpfs /tmp
+# What the new /tmp and /var/tmp would hide of what the test runs (a checkout or a venv that
+# lives there, as CI's may): seen through the old ones, bound back into the new ones.
+mount -t tmpfs tmpfs /mnt
+mkdir /mnt/tmp /mnt/var-tmp
+mount --bind /tmp /mnt/tmp
+mount --bind /var/tmp /mnt/var-tmp
+mount -t tmpfs -o size=1m,nr_inodes=64 tmpfs /tmp
 mkdir /tmp/plugins /tmp/work /tmp/small
 mount -t tmpfs -o size=1m tmpfs /tmp/work
 mount -t tmpfs -o size=64k,nr_inodes=16 tmpfs /tmp/small
-mount -t tmpfs -o size=1m,nr_inodes=8 tmpfs /var/tmp
+mount -t tmpfs -o size=1m,nr_inodes=16 tmpfs /var/tmp
+for kept in $KEEP_PATHS; do
+    case "$kept" in
+        /tmp/*) old="/mnt/tmp/${kept#/tmp/}" ;;
+        /var/tmp/*) old="/mnt/var-tmp/${kept#/var/tmp/}" ;;
+        *) continue ;;
+    esac
+    mkdir -p "$kept"
+    mount --bind "$old" "$kept"
+done
 for place in ${FILL_PLACES-/tmp /var/tmp}; do
     i=0; while touch "$place/f$i" 2>/dev/null; do i=$((i+1)); done
 done
@@ -79,7 +94,9 @@ def with_full_temp_folders(
 ) -> subprocess.CompletedProcess[str]:
     """``command`` run where the folders ``full`` (of /tmp and /var/tmp) have no inode left
     (and there is no TMPDIR), from a roomy working directory."""
-    environment = child_env(NO_COLOR="1", FILL_PLACES=full)
+    # The checkout and the interpreter's environment, which the mounts must not hide.
+    kept = {str(Path(__file__).resolve().parent.parent), sys.prefix}
+    environment = child_env(NO_COLOR="1", FILL_PLACES=full, KEEP_PATHS=" ".join(sorted(kept)))
     environment.pop("TMPDIR", None)
     return subprocess.run(
         [*_PRIVATE_MOUNTS, "sh", "-c", _FULL_TEMP_FOLDERS, "sh", *command],
