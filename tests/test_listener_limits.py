@@ -139,11 +139,11 @@ async def test_an_oversized_hello_is_refused_on_its_header_before_its_bytes(
             assert reply[0].code == RejectCode.PROTOCOL
             assert "frame of 1048576 bytes exceeds the limit of 65536 bytes" in reply[0].reason
             (line,) = await logged(waiter, "exceeds the limit")
-    assert re.fullmatch(
-        rf"WARNING isoplug\.rpc: refused a connection( from pid \d+)? on {re.escape(address)}: "
-        r"frame of 1048576 bytes exceeds the limit of 65536 bytes before the handshake completed",
+    assert_refusal_said(
         line,
-    ), line
+        address,
+        r"frame of 1048576 bytes exceeds the limit of 65536 bytes before the handshake completed",
+    )
     assert_short_and_clean(line)
 
 
@@ -196,11 +196,7 @@ async def test_a_half_hello_left_open_is_refused_at_the_deadline(
             (reject,) = await closed_after(sock)
             assert reject == Reject(code=RejectCode.TIMEOUT, reason="no hello within 0.5 s")
             (line,) = await logged(waiter, "no hello within 0.5 s")
-    assert re.fullmatch(
-        rf"WARNING isoplug\.rpc: refused a connection( from pid \d+)? on {re.escape(address)}: "
-        r"no hello within 0\.5 s",
-        line,
-    ), line
+    assert_refusal_said(line, address, r"no hello within 0\.5 s")
 
 
 @pytest.mark.parametrize("kind", LISTENERS)
@@ -506,3 +502,13 @@ async def test_a_sender_refused_as_busy_at_first_tries_again(mode: str) -> None:
             finally:
                 silent.close()
                 await asyncio.to_thread(late.close)
+
+
+def assert_refusal_said(line: str, address: str, reason: str) -> None:
+    """``line`` is the listener's one WARNING refusing a connection on ``address`` for
+    ``reason`` (a regular expression), with the connecting pid where the kernel told it."""
+    assert re.fullmatch(
+        rf"WARNING isoplug\.rpc: refused a connection( from pid \d+)? on {re.escape(address)}: "
+        + reason,
+        line,
+    ), line
