@@ -16,19 +16,23 @@ from typing import Any
 
 from isoplug.log_guard import guarded_logger
 
-__all__ = ["end_orphaned_task", "outside_any_loop"]
+__all__ = ["end_orphaned_task", "outside_any_loop", "running_asyncio_loop"]
 
 _log = guarded_logger("isoplug.host")
+
+
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running in this thread, if one is."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def outside_any_loop() -> bool:
     """Whether no event loop runs in this thread: a coroutine that finds so in its error
     handler is being closed from outside, its loop gone (see the module docstring)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False
+    return running_asyncio_loop() is None
 
 
 def end_orphaned_task(task: asyncio.Task[Any] | None) -> None:

@@ -37,6 +37,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
+from isoplug.loop_closed import running_asyncio_loop
 from isoplug.transport.fork_epoll import epoll_of_its_own
 
 __all__ = [
@@ -160,14 +161,6 @@ class HostBinding:
         why = self.problem(other_loop_advice, awaited=awaited)
         if why is not None:
             raise RuntimeError(f"cannot {what}: {why}")
-
-
-def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The asyncio loop running in this thread, if one is."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def require_asyncio(what: str) -> asyncio.AbstractEventLoop:
