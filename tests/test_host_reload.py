@@ -20,8 +20,8 @@ import pytest
 from isoplug import Host
 from isoplug.host.manifest import load_manifest
 from isoplug.host.registry import Discovery, RunnerPlan, discover
-from isoplug.host.reload import plan_reload
 from isoplug.host.reload_compile import hold_uncompiled
+from isoplug.host.reload_plan import plan_reload
 from isoplug.testing import eventually, watching
 from tests.plugins_fixtures import FIXTURES, copy_plugins, process_alive, reloading
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from isoplug.host.registry import RunnerPlan, discover
-from isoplug.host.reload import plan_reload
+from isoplug.host.reload_plan import plan_reload
 from isoplug.host.status import PluginState
 from isoplug.testing import eventually, watching
 from tests.plugins_fixtures import FIXTURES, copy_plugins, reloading

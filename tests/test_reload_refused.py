@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from isoplug.host.registry import discover
-from isoplug.host.reload import plan_reload, plugin_folders
+from isoplug.host.reload_plan import plan_reload, plugin_folders
 from isoplug.testing import eventually, watching
 from tests.plugins_fixtures import copy_plugins, reloading
 from tests.test_host_reload import (

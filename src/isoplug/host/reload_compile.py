@@ -3,7 +3,7 @@ with the interpreter that will run them.
 
 A file saved in the middle of an edit does not compile: restarted into it, the plugin would
 fail, so its runner keeps the code it loaded (:attr:`ReloadPlan.uncompiled
-<isoplug.host.reload.ReloadPlan.uncompiled>`). Whether a file compiles is the runner's
+<isoplug.host.reload_plan.ReloadPlan.uncompiled>`). Whether a file compiles is the runner's
 interpreter's to say: ``f"{d["k"]}"`` is valid on Python 3.12, not on 3.11, and a plugin's
 ``[environment]`` may set ``PYTHONWARNINGS=error``, under which an invalid escape sequence is
 a ``SyntaxError``. So:
@@ -36,8 +36,8 @@ import msgspec
 from isoplug.host.environment import runner_environment
 from isoplug.host.helper_process import HelperProcess
 from isoplug.host.launch import runner_python
-from isoplug.host.reload import ReloadPlan
 from isoplug.host.reload_paths import shown_path
+from isoplug.host.reload_plan import ReloadPlan
 from isoplug.host.stderr_tail import outside_words
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop

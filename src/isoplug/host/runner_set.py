@@ -24,8 +24,9 @@ from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
 from isoplug.host.ready_report import MAX_FAILURE_CHARS
 from isoplug.host.registry import Discovery, RunnerPlan, discover
-from isoplug.host.reload import PluginReloader, ReloadPlan
+from isoplug.host.reload import PluginReloader
 from isoplug.host.reload_compile import hold_uncompiled
+from isoplug.host.reload_plan import ReloadPlan
 from isoplug.host.runner_logs import RunnerLogStates
 from isoplug.host.status import ExitAccount, PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
