@@ -17,22 +17,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from isoplug.errors import ConfigInvalid
 from isoplug.host.commands import REPLACED_BY_RELOAD
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
-from isoplug.host.ready_report import MAX_FAILURE_CHARS
 from isoplug.host.registry import Discovery, RunnerPlan, discover
 from isoplug.host.reload import PluginReloader
 from isoplug.host.reload_compile import hold_uncompiled
+from isoplug.host.reload_config import Refused, offer_config, quoted_failure
 from isoplug.host.reload_plan import ReloadPlan
 from isoplug.host.runner_logs import RunnerLogStates
 from isoplug.host.status import ExitAccount, PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.routing import LoggerBudget
-from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["RunnerSet"]
 
@@ -65,7 +63,7 @@ class RunnerSet:
         self._changed = changed
         #: A ``[config]`` a plugin refused at a hot reload, by plugin id, with the problem:
         #: offered again (and its refusal logged again) only once its folder changes.
-        self._refused: dict[str, tuple[Mapping[str, Any], str]] = {}
+        self._refused: Refused = {}
         #: The plugins folder's problems, as the host started or as the last batch of hot
         #: reload found them (see :meth:`problems`).
         self.folder_problems: list[str] = []
@@ -381,7 +379,7 @@ class RunnerSet:
         try:
             await step
         except Exception as exc:  # one runner's failure must not end the others' changes
-            _log.error("reload: runner %s: %s failed: %s", runner_id, doing, _failure(exc))
+            _log.error("reload: runner %s: %s failed: %s", runner_id, doing, quoted_failure(exc))
 
     def _in_background(self, runner_id: str, doing: str, work: Awaitable[None]) -> None:
         task = asyncio.create_task(
@@ -454,47 +452,12 @@ class RunnerSet:
                 refused = self._refused.get(manifest.id)
                 if refused and refused[0] == manifest.config and manifest.id not in touched:
                     continue
-                await self._offer(supervisor, manifest)
+                await offer_config(
+                    supervisor,
+                    manifest,
+                    self._refused,
+                    lambda: self.supervisors.get(supervisor.runner_id) is supervisor,
+                )
         finally:
             if self.supervisors.get(supervisor.runner_id) is supervisor:
                 self._remember_plan(supervisor)
-
-    async def _offer(self, supervisor: RunnerSupervisor, manifest: Manifest) -> None:
-        try:
-            live = await supervisor.set_config(manifest.id, manifest.config)
-        except ConfigInvalid as exc:
-            problem = (
-                f"{clean_path(manifest.path, MAX_FAILURE_CHARS)}: {exc}; it keeps the "
-                "configuration it runs with"
-            )
-            self._refused[manifest.id] = (manifest.config, problem)
-            _log.error("reload: %s", problem)
-            return
-        except Exception as exc:
-            if self.supervisors.get(supervisor.runner_id) is not supervisor:
-                return  # stopped or replaced meanwhile: nothing is left to configure
-            # Counted as refused (host.kept, the exit code) while it runs without it.
-            problem = (
-                f"{clean_path(manifest.path, MAX_FAILURE_CHARS)}: its new configuration could "
-                f"not be handed to plugin {manifest.id}: {_failure(exc)}"
-            )
-            if supervisor.manifests[manifest.id].config != manifest.config:
-                self._refused[manifest.id] = (manifest.config, problem)
-            _log.error("reload: %s", problem)
-            return
-        self._refused.pop(manifest.id, None)
-        how = (
-            "taken live"
-            if live
-            # set_config() keeps it for the next start of a stopped plugin.
-            else "kept for its next start: it is stopped"
-            if supervisor.state is PluginState.STOPPED
-            else "its runner restarted with it"
-        )
-        _log.info("reload: plugin %s has a new configuration (%s)", manifest.id, how)
-
-
-def _failure(exc: BaseException) -> str:
-    """An exception as a reload record quotes it: its type and message, sanitized (a runner
-    or a plugin may have put words in it), on one line."""
-    return clean_text(f"{type(exc).__name__}: {exc}", MAX_FAILURE_CHARS)
