@@ -22,12 +22,21 @@ from typing import Any
 from isoplug.host.status import ExitAccount
 from isoplug.loop_closed import end_orphaned_task, outside_any_loop
 
-__all__ = ["REPLACED_BY_RELOAD", "RESTART", "STOP", "Commands", "describe_command"]
+__all__ = [
+    "REPLACED_BY_RELOAD",
+    "RESTART",
+    "STOP",
+    "STOPPED_BY_RELOAD",
+    "Commands",
+    "describe_command",
+]
 
 STOP = "stop"
 RESTART = "restart"
 #: How the exit account of a runner hot reload replaced starts (then why, in brackets).
 REPLACED_BY_RELOAD = "replaced by hot reload"
+#: A runner hot reload stopped for good (its plugin folder removed).
+STOPPED_BY_RELOAD = "stopped by hot reload"
 
 
 class Commands:

@@ -77,6 +77,10 @@ class ReloadPlan:
     #: Plugins held back from a move across a user's stop (see
     #: :mod:`isoplug.host.reload_groups`): plugin id -> why.
     deferred: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Plugins whose folder's ``plugin.toml`` now names another id while the plugin was
+    #: stopped with ``host.stop()``: new id -> the old one. The stop was of the plugin in
+    #: that folder, so the new id stays stopped until ``host.restart()`` of it.
+    renamed_stopped: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.start or self.stop or self.replace or self.restart or self.uncompiled)
@@ -107,6 +111,7 @@ def plan_reload(
     kept: dict[str, Path] = {}
     why: dict[str, str] = {}
     successors: dict[str, str] = {}
+    renamed_stopped: dict[str, str] = {}
     #: Why each running plugin no longer found left, by id (a group it was in is replaced).
     left: dict[str, str] = {}
     manifests = list(discovery.manifests)
@@ -124,6 +129,8 @@ def plan_reload(
                     f"{where} now names plugin {successor.id!r} (was {manifest.id!r})"
                 )
                 successors[plan.runner_id] = successor.runner_id
+                if manifest.id in held:
+                    renamed_stopped[successor.id] = manifest.id
                 left[manifest.id] = f"{where} now names plugin {successor.id!r}"
             elif manifest_exists(manifest.path):
                 # Still there but no longer valid: keep the running plugin as it was.
@@ -231,6 +238,7 @@ def plan_reload(
             members_changed,
             moved,
             deferred,
+            renamed_stopped,
         ),
         problems,
     )

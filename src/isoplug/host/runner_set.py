@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from isoplug.host.commands import REPLACED_BY_RELOAD
+from isoplug.host.commands import REPLACED_BY_RELOAD, STOPPED_BY_RELOAD
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_check import check_overrides
 from isoplug.host.manifest import Manifest, merge_config
@@ -26,6 +26,12 @@ from isoplug.host.reload import PluginReloader
 from isoplug.host.reload_compile import hold_uncompiled
 from isoplug.host.reload_config import Refused, offer_config, quoted_failure
 from isoplug.host.reload_plan import ReloadPlan
+from isoplug.host.reload_stopped import (
+    say_kept_stopped,
+    say_renamed_started,
+    say_renamed_stopped,
+    say_started_by_restart,
+)
 from isoplug.host.runner_logs import RunnerLogStates
 from isoplug.host.status import ExitAccount, PluginState, PluginUnavailable, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
@@ -78,6 +84,9 @@ class RunnerSet:
         self.make: Callable[[RunnerPlan], RunnerSupervisor] | None = None
         #: What the log bridge keeps per runner: dropped when a runner is removed for good.
         self.log_states: RunnerLogStates | None = None
+        #: The plugin a user's restart is for while it applies the plugins folder again (see
+        #: restart_by_user): the runner that batch makes for it is started by that restart.
+        self._restart_asked: str | None = None
 
     def supervisor(self, plugin_id: str) -> RunnerSupervisor:
         supervisor = self.runner_of.get(plugin_id)
@@ -215,7 +224,11 @@ class RunnerSet:
             await supervisor.restart()
             return
         supervisor.end_user_stop()
-        await self._reloader.replan()
+        self._restart_asked = plugin_id
+        try:
+            await self._reloader.replan()
+        finally:
+            self._restart_asked = None
         # The runner it is in now: a new one the batch made (started, or kept stopped as
         # the runner it replaced was), or the same.
         await self.supervisor(plugin_id).restart_unless_started(since=supervisor)
@@ -238,7 +251,7 @@ class RunnerSet:
         # runner started for it.
         shares: dict[str, LoggerBudget] = {}
         # A plugin a user stopped stays stopped in the runner a move puts it in.
-        held = self._held()
+        held = self._held() | set(plan.renamed_stopped)
         #: The exit accounts of the runners stopped for a move, by plugin id: the runner a
         #: plugin moves to starts with it as its last_exit.
         accounts: dict[str, ExitAccount] = {}
@@ -247,7 +260,9 @@ class RunnerSet:
             _log.info("reload: runner %s: %s; stopping it", runner_id, why)
             successor = plan.successors.get(runner_id)
             move = plan.moved.get(runner_id)
-            words = None if move is None else f"{REPLACED_BY_RELOAD} ({move})"
+            # Asked by no one: its account says by what, as a replaced runner's does.
+            by = REPLACED_BY_RELOAD if move or successor else STOPPED_BY_RELOAD
+            words = f"{by} ({move or why})"
             stopping = self._stop(runner_id, successor, shares, words, accounts)
             await self._step(runner_id, "stopping it", stopping)
         replaced: set[str] = set()
@@ -268,12 +283,14 @@ class RunnerSet:
                 without = "" if not gone else " without it" if len(gone) == 1 else " without them"
                 _log.info("reload: %s: replacing runner %s%s", change, new.runner_id, without)
             words = f"{REPLACED_BY_RELOAD} ({change or 'a plugin.toml changed'})"
-            await self._step(new.runner_id, "replacing it", self._replace(new, words, accounts))
+            replacing = self._replace(new, words, accounts, plan.renamed_stopped)
+            await self._step(new.runner_id, "replacing it", replacing)
         for new in plan.start:
             why = plan.why.get(new.runner_id, "new plugin folder")
-            _log.info("reload: %s; starting runner %s", why, new.runner_id)
             share = shares.get(new.runner_id)
-            starting = self._start(new, share, held, accounts)
+            starting = self._start(
+                new, why, share=share, held=held, accounts=accounts, renamed=plan.renamed_stopped
+            )
             await self._step(new.runner_id, "starting it", starting)
         for runner_id, problem in plan.uncompiled.items():
             _log.warning(
@@ -291,9 +308,16 @@ class RunnerSet:
             why = plan.why.get(runner_id, "code changed")
             self._in_background(runner_id, "restarting it", self._restart(supervisor, why))
 
-    async def _replace(self, new: RunnerPlan, words: str, accounts: dict[str, ExitAccount]) -> None:
+    async def _replace(
+        self,
+        new: RunnerPlan,
+        words: str,
+        accounts: dict[str, ExitAccount],
+        renamed: Mapping[str, str],
+    ) -> None:
         """Replace ``new``'s runner by one started from ``new``; ``words``: why, as the old
-        runner's exit account says (no one asked for its stop)."""
+        runner's exit account says (no one asked for its stop); ``renamed``: the plugins
+        renamed while stopped with host.stop(), new id -> old (see ReloadPlan)."""
         old = self.supervisors[new.runner_id]
         # What the host set at runtime holds across the replacement, as across a restart:
         # levels set with set_log_level(), and a stop (it stays stopped until a restart).
@@ -309,10 +333,15 @@ class RunnerSet:
         if old.stopped_by_user:
             # Also a stop asked while the old runner was stopping for the replacement.
             supervisor.hold_stopped()
-        if stopped or old.stopped_by_user:
-            _log.info("reload: runner %s was stopped, and stays so until restarted", new.runner_id)
+        asked = self._restart_asked
+        if stopped and not old.stopped_by_user and asked in supervisor.manifests:
+            # restart_by_user() ended the stop to replan: it starts this runner next.
+            say_started_by_restart(new.runner_id, asked)
+        elif stopped or old.stopped_by_user:
+            say_kept_stopped(new, renamed)
         else:
             supervisor.start()
+            say_renamed_started(new, renamed)
 
     async def _restart(self, supervisor: RunnerSupervisor, why: str) -> None:
         """Restart ``supervisor``'s runner for a reload (``why``: a file changed), unless it
@@ -351,28 +380,35 @@ class RunnerSet:
     async def _start(
         self,
         new: RunnerPlan,
+        why: str,
+        *,
         share: LoggerBudget | None = None,
         held: Set[str] = frozenset(),
         accounts: Mapping[str, ExitAccount] | None = None,
+        renamed: Mapping[str, str] = MappingProxyType({}),
     ) -> None:
-        """Start a runner for ``new``; but one that a plugin in ``held`` (stopped with
-        host.stop()) moved to stays stopped until restarted. ``accounts``: the exit accounts
-        of the runners its plugins left, by plugin id (its first last_exit)."""
+        """Start a runner for ``new`` (``why``: for the log); but one that a plugin in
+        ``held`` (stopped with host.stop()) moved to, or was renamed into (``renamed``: new
+        id -> old), stays stopped until restarted. ``accounts``: the exit accounts of the
+        runners its plugins left, by plugin id (its first last_exit)."""
         supervisor = self.add(new)
         if share is not None and self.log_states is not None:
             # Before it starts: its first connection spends what its predecessor left.
             self.log_states.inherit(new.runner_id, share)
         left = [accounts[m.id] for m in new.manifests if accounts and m.id in accounts]
         supervisor.last_exit = left[0] if left else None
-        stopped = [manifest.id for manifest in new.manifests if manifest.id in held]
+        stopped = [m.id for m in new.manifests if m.id in held and m.id not in renamed]
         if stopped:
-            supervisor.hold_stopped()
             _log.info(
-                "reload: runner %s stays stopped until restarted: plugin %s was stopped",
+                "reload: runner %s stays stopped until restarted: plugin %s was stopped (%s)",
                 new.runner_id,
                 ", ".join(stopped),
+                why,
             )
+        if stopped or say_renamed_stopped(new, renamed):
+            supervisor.hold_stopped()
             return
+        _log.info("reload: %s; starting runner %s", why, new.runner_id)
         supervisor.start()
 
     async def _step(self, runner_id: str, doing: str, step: Awaitable[None]) -> None:
