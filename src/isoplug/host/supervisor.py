@@ -446,8 +446,8 @@ class RunnerSupervisor(CurrentRunner):
         self.setup_waited = ""
         self._ready_generation = self._generation
         if self._peer is not None:
-            # A copy: set_log_level() may add a logger while a request is awaited.
-            await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)
+            await apply_log_levels(self.runner_id, self.log_levels, self._peer)
+        # No await since apply_log_levels() saw no level set: later ones go to a READY runner.
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",
