@@ -16,7 +16,7 @@ import pytest
 from isoplug import Host
 from isoplug.host import PluginUnavailable, Unavailability
 from isoplug.testing import eventually
-from tests.plugins_fixtures import FAST, copy_plugins, plugins_dir
+from tests.plugins_fixtures import FAST, copy_plugins, gated_host, plugins_dir
 
 CLOSING = "the host is closing"
 
@@ -69,17 +69,8 @@ async def test_a_call_under_way_and_one_made_after_aclose_began_say_the_host_is_
 async def test_a_call_waiting_for_a_starting_plugin_says_the_host_is_closing(
     tmp_path: Path,
 ) -> None:
-    entered = asyncio.Event()
-
-    async def never() -> None:
-        entered.set()
-        await asyncio.Event().wait()
-
-    host = Host(plugins_dir(tmp_path, "gated"), config=FAST)
-    host.register_capability("gate.wait", never)
-    await host.start()
+    host, _ = await gated_host(tmp_path)  # its setup waits: STARTING for good
     try:
-        await asyncio.wait_for(entered.wait(), 30)  # its setup waits: STARTING for good
         waiting = asyncio.ensure_future(host.call("gated", "ping"))
         await asyncio.sleep(0)  # it waits for the plugin to be ready now
         assert not waiting.done()

@@ -243,9 +243,9 @@ class RunnerSupervisor(CurrentRunner):
             await asyncio.wait({task}, timeout=timeout)
 
     async def aclose(self, words: str | None = None, *, host_closing: bool = False) -> None:
-        """Stop, and make sure the supervising task has ended; no runner starts after it
-        (:meth:`start` and :meth:`restart` raise). Idempotent. ``words``: as :meth:`stop`'s;
-        ``host_closing``: the host's close, which calls it ends are told of."""
+        """Stop; make sure the supervising task has ended; no runner starts after it (start()
+        and restart() raise). Idempotent. ``words``: as :meth:`stop`'s; ``host_closing``: the
+        host's close, which the calls it ends are told of."""
         self._closed = True
         self._commands.end_for_good(words, host_closing=host_closing)
         await self.stop(words=words)
@@ -447,7 +447,6 @@ class RunnerSupervisor(CurrentRunner):
         self._ready_generation = self._generation
         if self._peer is not None:
             await apply_log_levels(self.runner_id, self.log_levels, self._peer)
-        # No await since apply_log_levels() saw no level set: later ones go to a READY runner.
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",
