@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import Host, PluginState
+from isoplug import PluginState
 from isoplug.host import PluginUnavailable, Unavailability
-from tests.plugins_fixtures import FAST, plugins_dir, process_alive, running
+from tests.plugins_fixtures import gated_host, process_alive, running
 
 CLOSED = "the host is closed"
 
@@ -43,24 +43,8 @@ async def test_two_acloses_at_once_are_one_close_and_a_wait_for_stopped_returns(
     assert not any(pid is not None and process_alive(pid) for pid in pids)
 
 
-async def _gated_host(tmp_path: Path) -> tuple[Host, asyncio.Event]:
-    """A started host whose one plugin ("gated") stays STARTING: its setup waits forever.
-    Returns once the setup waits."""
-    entered = asyncio.Event()
-
-    async def never() -> None:
-        entered.set()
-        await asyncio.Event().wait()
-
-    host = Host(plugins_dir(tmp_path, "gated"), config=FAST)
-    host.register_capability("gate.wait", never)
-    await host.start()
-    await asyncio.wait_for(entered.wait(), 30)
-    return host, entered
-
-
 async def test_wait_ready_raises_naming_a_plugin_stopped_while_it_waits(tmp_path: Path) -> None:
-    host, _ = await _gated_host(tmp_path)
+    host, _ = await gated_host(tmp_path)
     try:
         waiting = asyncio.ensure_future(host.wait_ready(30))
         await asyncio.sleep(0)  # it waits now
@@ -84,7 +68,7 @@ async def test_wait_ready_raises_naming_a_plugin_stopped_while_it_waits(tmp_path
 async def test_wait_ready_raises_once_a_close_stopped_a_plugin_not_ready(
     tmp_path: Path, raise_on_failure: bool
 ) -> None:
-    host, _ = await _gated_host(tmp_path)
+    host, _ = await gated_host(tmp_path)
     waiting = asyncio.ensure_future(host.wait_ready(30, raise_on_failure=raise_on_failure))
     await asyncio.sleep(0)  # it waits now
     await host.aclose()

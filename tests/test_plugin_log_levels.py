@@ -7,8 +7,13 @@ import dataclasses
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from isoplug import Host, PluginInfo, PluginState
+from isoplug.control import SET_LOG_LEVEL
+from isoplug.rpc import Peer
 from tests.plugins_fixtures import FAST, FIXTURES, running
 from tests.record_waiter import RecordWaiter, watching
 
@@ -134,3 +139,30 @@ async def test_in_a_group_each_plugin_keeps_its_own_level(tmp_path: Path) -> Non
             assert loud == at_or_above(DEBUG)
             quiet = await emitted(host, waiter, "b", plugin="quiet")
             assert quiet == at_or_above(WARNING) | {"vendor DEBUG", "vendor INFO"}
+
+
+async def test_a_level_set_while_a_starting_runner_is_sent_its_levels_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A starting runner is sent the levels set so far, then said READY; set_log_level()
+    only records a level for a runner not READY yet. A level set between the two (here right
+    after the runner answered the first level sent, where the host awaits and another task
+    runs) reaches the runner all the same, not only at its next restart."""
+    request = Peer.request
+    hooked: list[PluginState] = []
+
+    async def then_set_a_level(peer: Peer, method: str, *args: Any, **kwargs: Any) -> Any:
+        answer = await request(peer, method, *args, **kwargs)
+        state = host.plugin("leveled").state
+        if method == SET_LOG_LEVEL and state is PluginState.STARTING and not hooked:
+            hooked.append(state)
+            await host.set_log_level("leveled", "DEBUG")
+        return answer
+
+    async with running(tmp_path, "leveled") as (host, waiter):
+        await host.set_log_level("leveled", "WARNING")
+        monkeypatch.setattr(Peer, "request", then_set_a_level)
+        await host.restart("leveled")
+        assert hooked == [PluginState.STARTING]
+        assert host.log_level("leveled") == logging.DEBUG
+        assert await emitted(host, waiter, "f") == at_or_above(DEBUG)

@@ -6,6 +6,7 @@ directory, so that a host starts only those runners.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -101,6 +102,22 @@ async def running(
         ) as host:
             await host.wait_ready(20, raise_on_failure=raise_on_failure)
             yield host, waiter
+
+
+async def gated_host(tmp_path: Path) -> tuple[Host, asyncio.Event]:
+    """A started host whose one plugin ("gated") stays STARTING: its setup waits forever.
+    Returns once the setup waits."""
+    entered = asyncio.Event()
+
+    async def never() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    host = Host(plugins_dir(tmp_path, "gated"), config=FAST)
+    host.register_capability("gate.wait", never)
+    await host.start()
+    await asyncio.wait_for(entered.wait(), 30)
+    return host, entered
 
 
 def process_alive(pid: int) -> bool:

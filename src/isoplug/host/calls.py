@@ -24,7 +24,7 @@ from isoplug.errors import (
     RequestTimeout,
     hidden_from_pytest,
 )
-from isoplug.host.commands import STOP, Commands
+from isoplug.host.commands import Commands
 from isoplug.host.health import EXPLAIN_WAIT
 from isoplug.host.life import RunnerLife
 from isoplug.host.limits import LimitWatch
@@ -68,12 +68,14 @@ async def call_runner(
     :class:`~isoplug.errors.RequestTimeout` (a cancel is sent to the runner, whose health
     channel says what became of the call), :class:`~isoplug.errors.UnencodableValue` (an
     argument cannot be sent; nothing was). A lost connection is explained:
-    :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart,
-    or when the host recycles the runner, else :class:`~isoplug.errors.ConnectionBroken` saying
-    how the runner ended; either is raised after ``account_lost(life)`` (the supervision's
-    account of the exit, so that what the caller reads next is no longer the lost runner). A
-    call the runner cancelled because it was told to shut down (it cancels the calls it serves
-    before its teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
+    :class:`~isoplug.host.status.PluginUnavailable` when ``commands`` holds a stop or restart
+    (or tells of the host's close, or of a hot reload's replacement: see
+    :meth:`~isoplug.host.commands.Commands.lost_call`), or when the host recycles the
+    runner, else :class:`~isoplug.errors.ConnectionBroken` saying how the runner ended;
+    either is raised after ``account_lost(life)`` (the supervision's account of the exit, so
+    that what the caller reads next is no longer the lost runner). A call the runner
+    cancelled because it was told to shut down (it cancels the calls it serves before its
+    teardown hooks run) is the same :class:`~isoplug.host.status.PluginUnavailable`.
     """
     peer, process = life.peer, life.process
     try:
@@ -156,13 +158,9 @@ async def call_runner(
                 )
             ) from None
         except (ConnectionBroken, RequestCancelled) as exc:
-            command = commands.pending
-            if command is not None:
-                raise PluginUnavailable(
-                    f"plugin {plugin_id!r} was {commands.describe(command)} during {method!r}",
-                    reason=Unavailability.STOPPED if command == STOP else Unavailability.RESTARTED,
-                    plugin_id=plugin_id,
-                ) from exc
+            lost = commands.lost_call(plugin_id, method)
+            if lost is not None:
+                raise lost from exc
             recycled = life.recycling()
             if recycled is not None:
                 # Stopped gracefully by the host, to be started again at once: no crash.

@@ -19,7 +19,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from isoplug.host.status import ExitAccount
+from isoplug.host.host_stage import HostStage
+from isoplug.host.status import ExitAccount, PluginUnavailable, Unavailability
 from isoplug.loop_closed import end_orphaned_task, outside_any_loop
 
 __all__ = [
@@ -58,6 +59,19 @@ class Commands:
         #: sent while the runner exited (a stop after a restart) replaces it, and the exit
         #: account must then name the one that won (see :meth:`take_naming`).
         self.told: str | None = None
+        #: Set for good by the host's close (see :meth:`end_for_good`): a call the runner's
+        #: stop ends is told that the host is closing, not that its plugin was stopped.
+        self.host_closing = False
+        #: The words of the stop that ended the supervision for good (a hot reload's
+        #: replacement), kept past :meth:`take`: a call still waiting for the runner to be
+        #: ready hears of the replacement after the stop was taken.
+        self.final_words: str | None = None
+
+    def end_for_good(self, words: str | None, *, host_closing: bool) -> None:
+        """Note why the supervision ends for good, before its last stop is sent: the host
+        closes (``host_closing``), or a hot reload replaces the runner (``words``)."""
+        self.host_closing = self.host_closing or host_closing
+        self.final_words = words
 
     def stop_by_user(self) -> None:
         """Say that a user asked for a stop: from now on the host restarts nothing on its own
@@ -143,6 +157,54 @@ class Commands:
         so that :meth:`take_naming` sees whether a later command replaced it."""
         self.told = self.describe(command)
         return self.told
+
+    def lost_call(self, plugin_id: str, method: str) -> PluginUnavailable | None:
+        """What a call to ``plugin_id`` under way when its runner was lost raises, if a
+        command (the pending one) or the host's close ended the runner (else None). The
+        host's close is no stop of the plugin's, and a hot reload's replacement no stop
+        either: the plugin runs on, on the new code, and the call may be sent again."""
+        if self.host_closing:
+            return PluginUnavailable(
+                f"plugin {plugin_id!r} was stopped during {method!r}: the host "
+                f"{HostStage.CLOSING.value}",
+                reason=Unavailability.HOST_NOT_RUNNING,
+                plugin_id=plugin_id,
+            )
+        command = self.pending
+        # A replacement's stop may be taken already: the words it ended the supervision with
+        # remain.
+        words = self.final_words if command is None else self.describe(command)
+        if words is None or (command is None and not words.startswith(REPLACED_BY_RELOAD)):
+            return None
+        reloaded = words.startswith(REPLACED_BY_RELOAD)
+        return PluginUnavailable(
+            f"plugin {plugin_id!r} was {words} during {method!r}"
+            + (": the call may be sent again, to its new runner" if reloaded else ""),
+            reason=Unavailability.STOPPED
+            if command == STOP and not reloaded
+            else Unavailability.RESTARTED,
+            plugin_id=plugin_id,
+        )
+
+    def not_running(self, plugin_id: str, method: str) -> PluginUnavailable | None:
+        """What a call waiting for a runner that will not start again raises, when the
+        supervision ended for good for a reason of the host's (else None: the plugin's
+        state says why)."""
+        if self.host_closing:
+            return PluginUnavailable(
+                f"cannot call {plugin_id}.{method}: the host {HostStage.CLOSING.value}",
+                reason=Unavailability.HOST_NOT_RUNNING,
+                plugin_id=plugin_id,
+            )
+        words = self.final_words
+        if words is not None and words.startswith(REPLACED_BY_RELOAD):
+            return PluginUnavailable(
+                f"cannot call {plugin_id}.{method}: its runner was {words} before it was "
+                "ready: the call may be sent again, to its new runner",
+                reason=Unavailability.RESTARTED,
+                plugin_id=plugin_id,
+            )
+        return None
 
 
 def describe_command(command: str) -> str:

@@ -102,7 +102,7 @@ async def stop_everything(
         # Its death from here on ends runners the host is stopping: not an ERROR to restart.
         zygote.host_stopping()
     stopping = asyncio.ensure_future(
-        asyncio.gather(*(s.aclose() for s in supervisors), return_exceptions=True)
+        asyncio.gather(*(s.aclose(host_closing=True) for s in supervisors), return_exceptions=True)
     )
     try:
         if kill_first is not None:

@@ -43,13 +43,18 @@ class LogLevels:
         self._default = None if default is None else level_number(default)
         self._plugins: dict[str, int] = {}
         self._loggers: dict[str, int] = {}
+        #: One more at every level set: a runner handed :meth:`changes` as it became ready
+        #: may have missed those set meanwhile (see isoplug.host.live_settings).
+        self.version = 0
 
     def set_plugin(self, plugin_id: str, level: int) -> LogLevelChange:
         self._plugins[plugin_id] = level
+        self.version += 1
         return LogLevelChange(logger="", level=level, plugin=plugin_id)
 
     def set_logger(self, logger: str, level: int) -> LogLevelChange:
         self._loggers[logger] = level
+        self.version += 1
         return LogLevelChange(logger=logger, level=level)
 
     def manifests(self, manifests: Sequence[Manifest]) -> list[Manifest]:

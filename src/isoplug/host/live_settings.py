@@ -9,6 +9,7 @@ from typing import Any
 
 from isoplug.control import SET_CONFIG, SET_LOG_LEVEL, ConfigChange, LogLevelChange
 from isoplug.errors import ConfigInvalid, IsoplugError, RemoteError, RequestTimeout, TransportError
+from isoplug.host.levels import LogLevels
 from isoplug.host.ready_report import MAX_FAILURE_CHARS, traceback_block
 from isoplug.log_guard import guarded_logger
 from isoplug.rpc import Peer
@@ -21,11 +22,24 @@ _log = guarded_logger("isoplug.host")
 _CONFIG_INVALID = f"{ConfigInvalid.__module__}.{ConfigInvalid.__qualname__}"
 
 
-async def apply_log_levels(runner_id: str, changes: Iterable[LogLevelChange], peer: Peer) -> None:
-    """Set each of ``changes`` in the runner; one that fails is logged, the others are set."""
+async def apply_log_levels(runner_id: str, levels: LogLevels, peer: Peer) -> None:
+    """Set every level of ``levels`` in a runner becoming ready; one that fails is logged, the
+    others are set. Until the runner is said READY, ``set_log_level()`` only records a level
+    (it sends to ready runners): one set while these are sent is missed by this pass, so they
+    are all sent again until a pass saw no level set meanwhile. The caller says READY with no
+    await after this returns, so each level set from then on is sent by set_log_level()."""
+    while True:
+        version = levels.version
+        # A copy: set_log_level() may add a logger while a request is awaited.
+        if not await _send_levels(runner_id, levels.changes(), peer) or levels.version == version:
+            return
+
+
+async def _send_levels(runner_id: str, changes: Iterable[LogLevelChange], peer: Peer) -> bool:
+    """Set each of ``changes`` in the runner; False once it ended (the next one gets them)."""
     for change in changes:
         if not peer.is_open:
-            return
+            return False
         try:
             await peer.request(SET_LOG_LEVEL, change)
         except TransportError as exc:
@@ -35,7 +49,7 @@ async def apply_log_levels(runner_id: str, changes: Iterable[LogLevelChange], pe
                 runner_id,
                 clean_text(str(exc), MAX_FAILURE_CHARS),
             )
-            return
+            return False
         except IsoplugError as exc:
             _log.warning(
                 "runner %s: could not set the level of %s: %s",
@@ -43,6 +57,7 @@ async def apply_log_levels(runner_id: str, changes: Iterable[LogLevelChange], pe
                 f"plugin {change.plugin!r}" if change.plugin else f"logger {change.logger!r}",
                 clean_text(str(exc), MAX_FAILURE_CHARS),
             )
+    return True
 
 
 async def offer_config(

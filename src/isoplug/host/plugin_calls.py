@@ -173,6 +173,9 @@ class PluginCalls:
                     if info.state is PluginState.READY and self._peer is not None:
                         return
                     if info.state in (PluginState.FAILED, PluginState.STOPPED):
+                        ended = self._commands.not_running(plugin_id, method)
+                        if ended is not None:
+                            raise ended
                         raise PluginUnavailable(
                             f"cannot call {plugin_id}.{method}: the plugin is "
                             f"{info.state.value}" + (f": {info.error}" if info.error else ""),

@@ -353,7 +353,7 @@ class RunnerSet:
             return
         _log.info("reload: %s; restarting runner %s", why, supervisor.runner_id)
         # Nothing awaited since the look above: restart() refuses for the same reasons.
-        await supervisor.restart(by_user=False)
+        await supervisor.restart(by_user=False, words=f"{REPLACED_BY_RELOAD} ({why})")
 
     async def _stop(
         self,

@@ -43,7 +43,8 @@ class Unavailability(enum.Enum):
     FAILED = "failed"
     #: Stopped on request, before or during the call.
     STOPPED = "stopped"
-    #: Restarted on request during the call: it may be sent again.
+    #: Restarted on request, or replaced by hot reload (new code, a new plugin.toml), during
+    #: the call or before it was ready: it may be sent again.
     RESTARTED = "restarted"
     #: Its runner was recycled by the host during the call (not a crash): it may be sent again.
     RECYCLED = "recycled"
@@ -51,7 +52,8 @@ class Unavailability(enum.Enum):
     NOT_READY = "not_ready"
     #: Its runner ended just as the call was made: it may be sent again.
     RUNNER_LOST = "runner_lost"
-    #: The host is not running: not started yet, closing or closed.
+    #: The host is not running: not started yet, closing or closed (also for a call under way
+    #: that the host's close ended).
     HOST_NOT_RUNNING = "host_not_running"
 
     @property

@@ -178,7 +178,9 @@ class RunnerSupervisor(CurrentRunner):
         finally:
             replaced.cancel()
 
-    async def restart(self, *, unless_since: int | None = None, by_user: bool = True) -> bool:
+    async def restart(
+        self, *, unless_since: int | None = None, by_user: bool = True, words: str | None = None
+    ) -> bool:
         """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
 
         Plugins that could not be loaded are tried again (their code or configuration may
@@ -188,8 +190,8 @@ class RunnerSupervisor(CurrentRunner):
 
         Not ``by_user`` (a restart the host decided on its own: a new configuration's, a hot
         reload's), it is not asked once a user asked for a stop, until the user's restart
-        (:meth:`~isoplug.host.commands.Commands.may_restart`), nor of a stopped runner.
-        Returns whether the restart was asked.
+        (:meth:`~isoplug.host.commands.Commands.may_restart`), nor of a stopped runner;
+        ``words``: why, as the exit account says. Returns whether the restart was asked.
         """
         self._check_open()
         if unless_since is not None and self._generation > unless_since:
@@ -206,7 +208,7 @@ class RunnerSupervisor(CurrentRunner):
             self.error = None
             self.start()
         else:
-            self._commands.send(RESTART)
+            self._commands.send(RESTART, words)
         await self._wait_settled(after_generation=generation)
         return True
 
@@ -240,10 +242,12 @@ class RunnerSupervisor(CurrentRunner):
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=timeout)
 
-    async def aclose(self, words: str | None = None) -> None:
-        """Stop, and make sure the supervising task has ended; no runner starts after it
-        (:meth:`start` and :meth:`restart` raise). Idempotent. ``words``: as :meth:`stop`'s."""
+    async def aclose(self, words: str | None = None, *, host_closing: bool = False) -> None:
+        """Stop; make sure the supervising task has ended; no runner starts after it (start()
+        and restart() raise). Idempotent. ``words``: as :meth:`stop`'s; ``host_closing``: the
+        host's close, which the calls it ends are told of."""
         self._closed = True
+        self._commands.end_for_good(words, host_closing=host_closing)
         await self.stop(words=words)
 
     def _check_open(self) -> None:
@@ -442,8 +446,7 @@ class RunnerSupervisor(CurrentRunner):
         self.setup_waited = ""
         self._ready_generation = self._generation
         if self._peer is not None:
-            # A copy: set_log_level() may add a logger while a request is awaited.
-            await apply_log_levels(self.runner_id, self.log_levels.changes(), self._peer)
+            await apply_log_levels(self.runner_id, self.log_levels, self._peer)
         self._set_state(
             PluginState.READY,
             f"ready: runner {self.runner_id} (pid {process.pid}) in {process.uptime:.2f} s",

@@ -63,8 +63,10 @@ def forward_logs(
     logger's handlers. The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
     refuses us (wrong token, nothing listening), and at once, before connecting:
-    :class:`~isoplug.errors.AddressError` for an address that is none (saying so when it came
-    from the environment), :class:`~isoplug.errors.SelfForwarding` for a receiver open in this
+    :class:`~isoplug.errors.AddressError` for an address that is none, or that no connection
+    could use (whitespace around it, a socket path too long: see
+    :func:`~isoplug.transport.parse_connect_address`; saying so when it came from the
+    environment), :class:`~isoplug.errors.SelfForwarding` for a receiver open in this
     very process (its replayed records would come back here and be sent again, for ever).
     """
     from_env = not address

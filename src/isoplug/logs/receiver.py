@@ -56,7 +56,7 @@ from isoplug.rpc.blocking import (
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.rpc.waiting_room import DEFAULT_MAX_WAITING
-from isoplug.transport import Address, Listener, Scheme, parse_address
+from isoplug.transport import Address, Listener, Scheme, absolute_unix_path, parse_address
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire.sanitize import clean_text
@@ -158,8 +158,10 @@ class LogReceiver(ReceiverClosing):
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_logger_entries: int = DEFAULT_LOGGER_BUDGET,
     ) -> None:
-        # Parsed now: a malformed address is said where the receiver is made.
-        self._requested_address = parse_address(address)
+        # Parsed now: a malformed address is said where the receiver is made; a relative
+        # socket path is the working directory's now, as a sender's is, not wherever the
+        # program (or a child given the address) is later.
+        self._requested_address = absolute_unix_path(parse_address(address))
         self.token = token or secrets.token_urlsafe(32)
         self.prefix = prefix
         self.limits = limits

@@ -4,7 +4,13 @@ Addresses: ``unix:/path`` (``unix:`` alone makes a private directory when listen
 ``tcp://host:port``, ``tls://host:port``.
 """
 
-from isoplug.transport.address import Address, Scheme, parse_address, parse_connect_address
+from isoplug.transport.address import (
+    Address,
+    Scheme,
+    absolute_unix_path,
+    parse_address,
+    parse_connect_address,
+)
 from isoplug.transport.blocking import connect_blocking
 from isoplug.transport.listening import make_private_socket_dir
 from isoplug.transport.memory import MemoryStream, memory_stream_pair
@@ -25,6 +31,7 @@ __all__ = [
     "Scheme",
     "SocketStream",
     "Stream",
+    "absolute_unix_path",
     "connect",
     "connect_blocking",
     "listen",
