@@ -121,6 +121,9 @@ class RunnerLife:
         self.setup_waited = ""
         #: The host began ending it (a stop, a restart, a recycle): see ExitAccount.during_stop.
         self.stopping = False
+        #: A stop or restart command ended it (or kept it from starting): its account's reason
+        #: starts with the words of the command taken after its exit (see Commands.take_naming).
+        self.ended_by_command = False
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -160,8 +163,9 @@ class RunnerLife:
         if problem is not None or self._commands.pending is not None:
             self.health.close()
             if problem is None:
-                why = self._commands.describe_exit(self._commands.pending or "")
-                return ExitAccount(self.runner_id, 0, 0, 0.0, restarts, why), None
+                # Its words are the command's that wins, named when it is taken.
+                self.ended_by_command = True
+                return ExitAccount(self.runner_id, 0, 0, 0.0, restarts), None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
             return account, "its interpreter cannot run a runner (checked again at its next start)"
         try:
@@ -281,8 +285,7 @@ class RunnerLife:
         ready = self.ready
         done = await self._commands.wait_with((ready, process.exited), config.ready_timeout)
         if self._commands.pending is not None:
-            await self._shut_down(process)
-            return self._commands.describe_exit(self._commands.pending), None
+            return await self._end_by_command(process), None
         if process.exited.done() and not ready.done():
             return BEFORE_READY, None
         if not done:
@@ -315,8 +318,7 @@ class RunnerLife:
             if not process.running:
                 return ""
             if command is not None:
-                await self._shut_down(process)
-                return self._commands.describe_exit(command)
+                return await self._end_by_command(process)
             if health.recycle.done():
                 return await self._recycle(process, STUCK_THREADS, health.recycle.result())
             if recycle.done():
@@ -352,9 +354,20 @@ class RunnerLife:
                 # It ended while the calls finished (killed at its memory limit, a crash):
                 # that, not the recycle, is what its account says.
                 return ""
+            if self._commands.pending is not None:
+                # A stop or restart came while the calls finished: it ends the runner.
+                return await self._end_by_command(process)
         self.recycled = kind
         await self._shut_down(process)
         return reason
+
+    async def _end_by_command(self, process: RunnerProcess) -> str:
+        """Stop the runner for the pending command; return "": the account's words for it are
+        those of the command that wins, given when the supervisor takes it (a stop sent while
+        the runner exits replaces a restart: see Commands.take_naming)."""
+        self.ended_by_command = True
+        await self._shut_down(process)
+        return ""
 
     async def _until_idle(self, process: RunnerProcess) -> None:
         wait = self._config.call_timeout

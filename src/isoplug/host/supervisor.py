@@ -189,7 +189,9 @@ class RunnerSupervisor(RunnerControl):
                 account, permanent = await self._run_once_or_short()
                 if self._life is not None and self._life.setup_waited:
                     self.setup_waited = self._life.setup_waited
-                command, account = self._commands.take_naming(account)
+                life = self._life
+                ended_it = life is not None and life.ended_by_command
+                command, account = self._commands.take_naming(account, ended_it=ended_it)
                 self.last_exit = account
                 if command == STOP:
                     self._set_state(PluginState.STOPPED, f"stopped: {account.describe()}")
