@@ -7,6 +7,7 @@ it ended (see :class:`~isoplug.host.status.ExitAccount`, docs/operations.md "Exi
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Sequence
 
@@ -45,13 +46,15 @@ async def account_for_exit(
     connected: bool,
     limits: LimitWatch,
     during_stop: bool,
+    by_command: bool,
 ) -> tuple[ExitAccount, str | None]:
     """The account of ``process``, which has exited and been closed, and, when restarting
     cannot help, why. ``reason``: why its life says it ended ("" when it ended on its own);
     ``permanent``: why restarting cannot help, if its life found out already; ``report``: its
     ready report, if any; ``refused``: why the host refused a control connection with its
     token; ``connected``: whether its control connection authenticated; ``during_stop``:
-    whether the host had begun ending it."""
+    whether the host had begun ending it; ``by_command``: a stop or restart ended it (its
+    words come first in the reason once the supervisor takes that command)."""
     returncode = process.exited.result()
     if not tail.fed:
         # Its own log connections' last records are replayed before its end is accounted
@@ -111,6 +114,12 @@ async def account_for_exit(
         self_abort=self_abort(tail, returncode, sender),
         during_stop=during_stop,
     )
+    if not account.reason and not by_command:
+        # Nothing else said why: the signal the host sent (as for any kill of the host's, the
+        # reason says so, and why), else how it ended on its own. Never empty.
+        sent = account.sent_by_host
+        why = account.ended_on_its_own() if sent is None else f"{KILLED_BY_HOST}{sent}"
+        account = dataclasses.replace(account, reason=why)
     return account, permanent
 
 

@@ -268,6 +268,7 @@ class RunnerLife:
             connected=self.connected,
             limits=self.limits,
             during_stop=self.stopping or self._commands.pending is not None,
+            by_command=self.ended_by_command,
         )
         if cancelled is not None:
             self.cut_short = account
