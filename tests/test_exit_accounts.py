@@ -15,6 +15,7 @@ import pytest
 
 from isoplug import PluginState, SupervisorConfig
 from isoplug.cli.signals import REPEAT_WINDOW
+from isoplug.errors import IsoplugError
 from isoplug.host import PluginInfo
 from tests import plugins_fixtures
 from tests.plugins_fixtures import plugins_dir, process_alive
@@ -85,6 +86,33 @@ async def test_a_sigkill_from_elsewhere_names_no_sender_without_evidence(tmp_pat
     text = info.last_exit.describe()
     assert "was killed by SIGKILL, not sent by the host (sender unknown" in text, text
     assert "out-of-memory killer" not in text
+
+
+async def test_a_runner_that_ended_on_its_own_has_a_reason_saying_how(tmp_path: Path) -> None:
+    """An exit code, a signal no one at the host sent: ``reason`` says how it ended (not ""),
+    in the words of the account's line, which says it once."""
+    async with plugins_fixtures.running(tmp_path, "echo") as (host, _):
+        pid = host.plugin("echo").pid
+        assert pid is not None
+        with pytest.raises(IsoplugError):  # how the call broke is not what this tests
+            await host.call("echo", "crash", code=3)
+        info = await host.wait_for("echo", restarted, timeout=20)
+        crashed = info.last_exit
+        assert crashed is not None and crashed.pid == pid
+        pid = host.plugin("echo").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        info = await host.wait_for("echo", lambda i: restarted(i) and i.restarts >= 2, 20)
+        killed = info.last_exit
+    assert crashed.reason == "exited with code 3", crashed
+    assert crashed.describe().endswith(
+        f"(pid {crashed.pid}) exited with code 3; uptime {crashed.uptime:.1f} s"
+    ), crashed.describe()
+    assert killed is not None and killed.pid == pid
+    assert killed.reason.startswith("killed by SIGKILL, not sent by the host (sender unknown"), (
+        killed
+    )
+    assert killed.describe().count("not sent by the host") == 1, killed.describe()
 
 
 async def test_a_sigterm_from_elsewhere_says_it_was_not_the_host(tmp_path: Path) -> None:

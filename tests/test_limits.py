@@ -71,15 +71,21 @@ def ended_by(limit: str) -> Callable[[PluginInfo], bool]:
 async def test_a_memory_hog_is_killed_at_its_limit_and_the_account_says_memory(
     tmp_path: Path,
 ) -> None:
-    async with hosting(hog(tmp_path, 'memory = "150MiB"\n')) as host:
-        pid = host.plugin("hog").pid
-        with pytest.raises(IsoplugError) as broken:
-            await host.call_with("hog", "grow", args=(600,), timeout=60)
-        # The caller learns why the call broke, not only that a signal ended the runner.
-        assert "from the host: its memory (RSS " in str(broken.value), broken.value
-        info = await host.wait_for("hog", ended_by("memory"), timeout=30)
+    with watching("isoplug.host") as records:
+        async with hosting(hog(tmp_path, 'memory = "150MiB"\n')) as host:
+            pid = host.plugin("hog").pid
+            with pytest.raises(IsoplugError) as broken:
+                await host.call_with("hog", "grow", args=(600,), timeout=60)
+            # The caller learns why the call broke, not only that a signal ended the runner.
+            assert "from the host: its memory (RSS " in str(broken.value), broken.value
+            info = await host.wait_for("hog", ended_by("memory"), timeout=30)
     account = info.last_exit
     assert account is not None and account.pid == pid
+    # Its reason says it too, in the words of the host's log line when it killed it.
+    killing = [r.getMessage() for r in records.select(text="; killing it")]
+    assert killing == [f"runner hog (pid {pid}): {account.sent_by_host}; killing it"], killing
+    assert account.reason == f"killed by the host: {account.sent_by_host}", account
+    assert account.reason.startswith("killed by the host: its memory (RSS "), account
     text = account.describe()
     assert "was killed by SIGKILL from the host: its memory (RSS " in text, text
     assert "passed its limit memory = 150.0 MiB" in text, text
@@ -173,6 +179,7 @@ async def test_a_runner_whose_rss_stays_high_is_recycled_and_that_is_not_a_crash
             assert account is not None and account.pid == first
             assert account.limit == "recycle_rss"
             assert account.returncode == 0, account.describe()
+            assert account.reason.startswith("recycled: RSS "), account
             assert "recycled: RSS " in account.describe()
             assert "above recycle_rss 150.0 MiB" in account.describe()
             # The fresh runner is below the threshold: it stays.
@@ -259,6 +266,7 @@ async def test_a_spinning_plugin_is_ended_at_its_cpu_limit_and_the_account_names
         r"its CPU time \(\d+\.\d s at its exit\) reached its limit cpu_seconds = 1 ", text
     )
     assert "from the kernel at its CPU time limit" in text, text
+    assert account.reason.startswith("its CPU time ("), account
 
 
 @pytest.mark.parametrize("limits", ["", "cpu_seconds = 600\n"])

@@ -184,6 +184,14 @@ def test_exit_kinds() -> None:
     died = ExitAccount("r", 1, -9, 1.0, 0, "the runner zygote (pid 2) was", zygote_died=True)
     assert exit_kind(died) == "zygote"
     assert exit_kind(account(-9, stuck)) == "recycled"  # it ignored its stop
+    # Reasons as accounts give them for runners that ended on their own, or that the host
+    # ended for a reason of its own, or hot reload stopped: no hang among them.
+    assert exit_kind(account(3, "exited with code 3")) == "crash"
+    assert exit_kind(account(-9, "killed by SIGKILL, not sent by the host (sender unknown)")) == (
+        "signal"
+    )
+    assert exit_kind(account(-9, "ended by the host: its supervision failed")) == "stopped"
+    assert exit_kind(account(0, "stopped by hot reload (its plugin folder is gone)")) == "stopped"
 
 
 async def test_a_call_of_a_method_the_plugin_does_not_offer_counts_once(tmp_path: Path) -> None:

@@ -149,3 +149,37 @@ async def test_a_stop_after_a_restart_is_the_one_its_exit_account_names(tmp_path
         record = said.select(text="plugin holdout: stopped:")
         assert record and "stopped on request" in record[0].getMessage()
         assert not said.select(text="restarted on request")
+
+
+async def test_its_last_stderr_words_do_not_change_the_command_its_account_names(
+    tmp_path: Path,
+) -> None:
+    """The runner writes the words of the restart being replaced ("restarted on request") on
+    its stderr as it stops, and a stop then wins: the account names the stop, built from the
+    command that won, whatever the runner wrote."""
+    gate = tmp_path / "gate"
+    overrides = {"holdout": {"gate": str(gate), "say": "restarted on request (said the plugin)"}}
+    async with Host(
+        plugins_dir(tmp_path, "holdout"), config=HELD_STOP, plugin_config=overrides
+    ) as host:
+        await host.wait_ready(20)
+        with watching("plugin.holdout") as plugin_said, watching("isoplug.host") as said:
+            try:
+                restart = asyncio.create_task(host.restart("holdout"))
+                await plugin_said.wait_for_record(text="teardown waits for its gate")
+                await plugin_said.wait_for_record(text="restarted on request (said the plugin)")
+                stop = asyncio.create_task(host.stop("holdout"))
+                await asyncio.sleep(0)  # the stop is sent within this turn of the loop
+                assert not stop.done()
+            finally:
+                gate.touch()
+            assert (await stop).state is PluginState.STOPPED
+            await restart
+        account = host.plugin("holdout").last_exit
+        assert account is not None
+        assert account.reason == "stopped on request"
+        assert account.during_stop
+        record = said.select(text="plugin holdout: stopped:")
+        assert record and record[0].getMessage().endswith(
+            f"; stopped on request; uptime {account.uptime:.1f} s"
+        )

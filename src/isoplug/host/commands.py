@@ -55,10 +55,6 @@ class Commands:
         #: request (None: those): the host's own stop, a hot reload replacing the runner,
         #: was asked by nobody.
         self.words: str | None = None
-        #: What :meth:`describe_exit` last said the pending command ended a runner for: a command
-        #: sent while the runner exited (a stop after a restart) replaces it, and the exit
-        #: account must then name the one that won (see :meth:`take_naming`).
-        self.told: str | None = None
         #: Set for good by the host's close (see :meth:`end_for_good`): a call the runner's
         #: stop ends is told that the host is closing, not that its plugin was stopped.
         self.host_closing = False
@@ -109,18 +105,22 @@ class Commands:
 
     def take(self) -> str | None:
         """The pending command, which is pending no more."""
-        command, self.pending, self.words, self.told = self.pending, None, None, None
+        command, self.pending, self.words = self.pending, None, None
         self._wake.clear()
         return command
 
-    def take_naming(self, account: ExitAccount) -> tuple[str | None, ExitAccount]:
-        """:meth:`take`, and the exit account of the runner it ended naming it: a command
-        sent while the runner exited (a stop right after a restart) replaced the one the
-        account was told of (the latest request wins, and its words with it)."""
-        told = self.told
-        words = None if self.pending is None else self.describe(self.pending)
-        if told is not None and words is not None and words != told:
-            account = dataclasses.replace(account, reason=account.reason.replace(told, words, 1))
+    def take_naming(
+        self, account: ExitAccount, *, ended_it: bool
+    ) -> tuple[str | None, ExitAccount]:
+        """:meth:`take`, and the exit account of the runner ended by a command (``ended_it``)
+        with that command's words first in its reason. Named here, not when the runner was
+        told to stop: a command sent while it exited (a stop right after a restart) replaces
+        the one it was told (the latest request wins, and its words with it)."""
+        command = self.pending
+        if ended_it and command is not None:
+            words = self.describe(command)
+            reason = f"{words}; {account.reason}" if account.reason else words
+            account = dataclasses.replace(account, reason=reason)
         return self.take(), account
 
     async def wait(self, timeout: float | None) -> str | None:
@@ -151,12 +151,6 @@ class Commands:
     def describe(self, command: str) -> str:
         """Why a runner ended, when ``command`` (the pending one) ended it."""
         return self.words if self.words is not None else describe_command(command)
-
-    def describe_exit(self, command: str) -> str:
-        """:meth:`describe`, for the exit account of the runner ``command`` ends: remembered,
-        so that :meth:`take_naming` sees whether a later command replaced it."""
-        self.told = self.describe(command)
-        return self.told
 
     def lost_call(self, plugin_id: str, method: str) -> PluginUnavailable | None:
         """What a call to ``plugin_id`` under way when its runner was lost raises, if a

@@ -15,7 +15,8 @@
 - *Stop*: ask (``runner.shutdown``) and wait ``shutdown_timeout``; then SIGTERM to the process
   group and wait ``terminate_timeout``; then SIGKILL.
 
-A stop or restart command (:mod:`isoplug.host.commands`) ends a life at any of these steps. What
+Its exit account is made from what the life saw (:mod:`isoplug.host.exit_account`). A stop or
+restart command (:mod:`isoplug.host.commands`) ends a life at any of these steps. What
 happens across lives (states, restarts, the restart policy) is the supervisor's
 (:mod:`isoplug.host.supervisor`).
 """
@@ -26,31 +27,29 @@ import asyncio
 import contextlib
 import dataclasses
 import secrets
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from isoplug.control import EXIT_DESCRIPTORS_CLOSED, SHUTDOWN, ReadyReport, ResourceLimits
+from isoplug.control import SHUTDOWN, ReadyReport, ResourceLimits
 from isoplug.errors import IsoplugError, TransportError
 from isoplug.host.commands import Commands
 from isoplug.host.config import SupervisorConfig
-from isoplug.host.exit_verdict import lasting_cause
+from isoplug.host.exit_account import BEFORE_READY, NOT_READY_WITHIN, account_for_exit
 from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
 from isoplug.host.interpreter_check import interpreter_problem
 from isoplug.host.launch import CannotLaunch, launch_runner
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
-from isoplug.host.process import EXIT_REPLAY_TIMEOUT, KILL_RETRY, OpenStdio, RunnerProcess
+from isoplug.host.process import KILL_RETRY, OpenStdio, RunnerProcess
 from isoplug.host.registry import runner_limits
 from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.setup_where import setup_where
 from isoplug.host.shortage import shortage
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
-from isoplug.host.stderr_tail import StderrTail, outside_words, self_abort
+from isoplug.host.stderr_tail import StderrTail
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.log_guard import guarded_logger
-from isoplug.off_loop import off_loop
 from isoplug.rpc import Peer
 from isoplug.wire.sanitize import clean_path
 
@@ -58,14 +57,8 @@ __all__ = ["CUT_SHORT", "Addresses", "OnReady", "RunnerLife"]
 
 _log = guarded_logger("isoplug.host")
 
-_BEFORE_READY = "it exited before reporting ready"
-_NOT_READY_WITHIN = "not ready within "
-_NOT_READY = f"{KILLED_BY_HOST}{_NOT_READY_WITHIN}"
 #: Why the host killed a runner whose supervision was cancelled.
 CUT_SHORT = "the host was cut short (its event loop ending, or its shutdown cancelled)"
-#: How long an account of an early exit waits, at most, for the stderr records the runner sent
-#: on its log connection before it died to be replayed (they travel beside its pipes).
-_LAST_WORDS_WAIT = 1.0
 
 Addresses = Callable[[], Awaitable[tuple[str, str]]]
 """``await addresses()``: the host's listener and its log bridge's, where a runner started now
@@ -128,6 +121,9 @@ class RunnerLife:
         self.setup_waited = ""
         #: The host began ending it (a stop, a restart, a recycle): see ExitAccount.during_stop.
         self.stopping = False
+        #: A stop or restart command ended it (or kept it from starting): its account's reason
+        #: starts with the words of the command taken after its exit (see Commands.take_naming).
+        self.ended_by_command = False
 
     def call_started(self) -> None:
         """A plugin call to this runner was sent; :meth:`call_ended` must follow, whatever
@@ -167,8 +163,9 @@ class RunnerLife:
         if problem is not None or self._commands.pending is not None:
             self.health.close()
             if problem is None:
-                why = self._commands.describe_exit(self._commands.pending or "")
-                return ExitAccount(self.runner_id, 0, 0, 0.0, restarts, why), None
+                # Its words are the command's that wins, named when it is taken.
+                self.ended_by_command = True
+                return ExitAccount(self.runner_id, 0, 0, 0.0, restarts), None
             account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
             return account, "its interpreter cannot run a runner (checked again at its next start)"
         try:
@@ -258,79 +255,25 @@ class RunnerLife:
             if leftovers:
                 _log.warning("runner %s: %s", self.runner_id, leftovers.account())
             self.process = None
-        returncode = process.exited.result()
-        if not tail.fed:
-            # Its own log connections' last records are replayed before its end is accounted
-            # and a stop returns, as its stdout/stderr are: the metrics are final then.
-            await off_loop(tail.wait_fed, EXIT_REPLAY_TIMEOUT)
-        # What the runner wrote on stderr last says why it could not get going; only that is
-        # in the plugin's error, so quote it there (the whole of it is in its .stderr records).
-        # One killed for not being ready may have said why too (a malformed stdin, a stuck
-        # import): quoted, but only an exit before ready can make its words a lasting cause.
-        stalled = reason.startswith(_NOT_READY)
-        # So does a runner that exited because a plugin closed its descriptors (its words:
-        # which ones).
-        quotes = reason == _BEFORE_READY or stalled or returncode == EXIT_DESCRIPTORS_CLOSED
-        quoted = await self._last_words(tail) if quotes else ""
-        said = "" if stalled else quoted
-        wrapped = False
-        if reason == _BEFORE_READY and self.refused is not None:
-            # A wrapper that runs the interpreter as its child, not in its place (exec).
-            wrapped = any(m.python is not None for m in entries)
-            hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
-            reason = f"{reason}; the host refused its control connection: {self.refused}{hint}"
-        if quoted:
-            # Quoted as the runner's words: a plugin may write anything there, host-like
-            # phrases included, and must not be read as the host (see outside_words).
-            words = f"its stderr ended with: {outside_words(quoted)}"
-            reason = f"{reason}; {words}" if reason else words
-        permanent = lasting_cause(
-            returncode,
-            permanent,
-            connected=self.connected or tail.connected,
-            said=said,
-            report=report,
-            wrapped=wrapped,
-        )
-        known = process.status_known
-        sender = (
-            process.host_signals.get(signal.Signals(-returncode))
-            if known and returncode < 0
-            else None
-        )
-        limit, note = self.limits.account(returncode, sender, known, process.cpu_at_exit)
-        for more in (process.exit_note, note):
-            if more:
-                reason = f"{reason}; {more}" if reason else more
-        account = ExitAccount(
-            self.runner_id,
-            process.pid,
-            returncode,
-            process.uptime,
-            restarts,
+        account, permanent = await account_for_exit(
+            process,
             reason,
-            sent_by_host=sender,
-            oom_evidence=process.oom[0],
-            oom_checked=process.oom[1],
-            status_known=known,
-            limit=limit,
-            # Whatever the host sent it counts first: it was ending the runner itself.
-            zygote_died=process.zygote_died and not process.host_signals,
-            self_abort=self_abort(tail, returncode, sender),
+            permanent,
+            runner_id=self.runner_id,
+            restarts=restarts,
+            entries=entries,
+            report=report,
+            tail=tail,
+            refused=self.refused,
+            connected=self.connected,
+            limits=self.limits,
             during_stop=self.stopping or self._commands.pending is not None,
+            by_command=self.ended_by_command,
         )
         if cancelled is not None:
             self.cut_short = account
             raise cancelled
         return account, permanent
-
-    async def _last_words(self, tail: StderrTail) -> str:
-        """The tail's quote, once the stderr records the runner sent before it died were
-        replayed: its log connections end when they were (a moment at most, unless the host's
-        log handlers are slow; then what came by then)."""
-        if not tail.fed:
-            await off_loop(tail.wait_fed, _LAST_WORDS_WAIT)
-        return tail.quote()
 
     def _note_process(self, process: RunnerProcess) -> None:
         self.process = process
@@ -343,12 +286,11 @@ class RunnerLife:
         ready = self.ready
         done = await self._commands.wait_with((ready, process.exited), config.ready_timeout)
         if self._commands.pending is not None:
-            await self._shut_down(process)
-            return self._commands.describe_exit(self._commands.pending), None
+            return await self._end_by_command(process), None
         if process.exited.done() and not ready.done():
-            return _BEFORE_READY, None
+            return BEFORE_READY, None
         if not done:
-            why = f"{_NOT_READY_WITHIN}{config.ready_timeout:g} s"
+            why = f"{NOT_READY_WITHIN}{config.ready_timeout:g} s"
             where = await setup_where(self.peer)
             if where:
                 why = f"{why} ({where})"
@@ -377,8 +319,7 @@ class RunnerLife:
             if not process.running:
                 return ""
             if command is not None:
-                await self._shut_down(process)
-                return self._commands.describe_exit(command)
+                return await self._end_by_command(process)
             if health.recycle.done():
                 return await self._recycle(process, STUCK_THREADS, health.recycle.result())
             if recycle.done():
@@ -414,9 +355,20 @@ class RunnerLife:
                 # It ended while the calls finished (killed at its memory limit, a crash):
                 # that, not the recycle, is what its account says.
                 return ""
+            if self._commands.pending is not None:
+                # A stop or restart came while the calls finished: it ends the runner.
+                return await self._end_by_command(process)
         self.recycled = kind
         await self._shut_down(process)
         return reason
+
+    async def _end_by_command(self, process: RunnerProcess) -> str:
+        """Stop the runner for the pending command; return "": the account's words for it are
+        those of the command that wins, given when the supervisor takes it (a stop sent while
+        the runner exits replaces a restart: see Commands.take_naming)."""
+        self.ended_by_command = True
+        await self._shut_down(process)
+        return ""
 
     async def _until_idle(self, process: RunnerProcess) -> None:
         wait = self._config.call_timeout

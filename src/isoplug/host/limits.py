@@ -31,6 +31,7 @@ import signal
 
 from isoplug.control import CPU_LIMIT_GRACE, ResourceLimits
 from isoplug.host.process import RunnerProcess
+from isoplug.host.status import KILLED_BY_HOST
 from isoplug.host.usage import Usage, read_usage
 from isoplug.log_guard import guarded_logger
 from isoplug.sizes import format_size
@@ -66,6 +67,9 @@ class LimitWatch:
         self.recycle: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         #: The limit the watch enforced ("memory", "recycle_rss"), if any.
         self.hit: str | None = None
+        #: Why it killed the runner at ``memory``: the words of its log line, of the SIGKILL's
+        #: reason (``sent_by_host``) and of the exit account's reason (None: it did not).
+        self.killed_for: str | None = None
         self.last: Usage | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -112,6 +116,7 @@ class LimitWatch:
     async def _kill(self, process: RunnerProcess, rss: int, memory: int) -> None:
         self.hit = "memory"
         why = f"its memory (RSS {format_size(rss)}) passed its limit memory = {format_size(memory)}"
+        self.killed_for = why
         _log.error("runner %s (pid %d): %s; killing it", self.runner_id, process.pid, why)
         # Until it is gone: a kill that did not land is sent again, and logged.
         await process.kill_and_wait(why, self.runner_id)
@@ -138,8 +143,11 @@ class LimitWatch:
 
         A SIGXCPU or SIGKILL is blamed on ``cpu_seconds`` only when that is set and the
         runner's CPU time had reached it: anyone with the right may send either signal."""
+        if self.killed_for is not None:
+            # As any runner the host killed: its reason says so, and why.
+            return self.hit, f"{KILLED_BY_HOST}{self.killed_for}"
         if self.hit is not None:
-            return self.hit, ""
+            return self.hit, ""  # recycled: the recycle's reason says it
         cpu = self.limits.cpu_seconds
         if cpu is None or not status_known or sent_by_host is not None:
             return None, ""

@@ -100,6 +100,9 @@ class PluginNotReady(PluginUnavailable, TimeoutError):
 #: How an account's reason starts when the host killed the runner (a hang, not ready in time,
 #: a broken connection); what follows is the host's reason for the signal.
 KILLED_BY_HOST = "killed by the host: "
+#: How it starts when the host signalled the runner for a reason of its own that is no
+#: finding about the runner (its supervision failed, its start was cancelled): no hang.
+ENDED_BY_HOST = "ended by the host: "
 
 #: Hints for the signals whose meaning a user is most likely to miss.
 _SIGNAL_HINTS = {
@@ -136,8 +139,12 @@ class ExitAccount:
     uptime: float
     #: How many times this runner had been restarted before this exit.
     restarts: int
-    #: Why it ended, when the host knows: ``"stopped on request"``, ``"replaced by hot reload
-    #: (...)"``, ``"killed by the host: ..."``; ``""`` when the runner exited on its own.
+    #: Why it ended: ``"stopped on request"``, ``"replaced by hot reload (...)"``, ``"killed by
+    #: the host: ..."`` (a hang, not ready in time, its ``memory`` limit), ``"recycled: ..."``;
+    #: for a runner that ended on its own, how, as :meth:`ended_on_its_own` says (``"exited
+    #: with code 3"``, ``"killed by SIGSEGV, not sent by the host (...)"``), or what the host
+    #: knows beyond that (``"it exited before reporting ready; its stderr ended with: ..."``).
+    #: Empty only in an account made by hand.
     reason: str = ""
     #: Why the host sent the signal that ended it (None: the host did not send it).
     sent_by_host: str | None = None
@@ -194,22 +201,36 @@ class ExitAccount:
                 f"; {self.reason}" if self.reason else ""
             )
         reason = self.reason
-        if not self.status_known:
-            how = "ended"
-        elif self.returncode >= 0:
-            how = f"exited with code {self.returncode}"
-        else:
-            sent = self.sent_by_host
-            restated = f"{KILLED_BY_HOST}{sent}"
-            if sent is not None and reason.startswith(restated):
-                # The reason only restates the kill ("killed by the host: <why>"): said once,
-                # as a call's error says it ("... from the host: <why>").
-                reason = reason.removeprefix(restated).removeprefix("; ")
-            how = f"was killed by {self.signal_name}{self._sender(reason)}"
-        text = f"runner {self.runner_id} (pid {self.pid}) {how}"
-        if reason:
+        sent = self.sent_by_host
+        if self._signalled() and sent is not None:
+            for restated in (f"{KILLED_BY_HOST}{sent}", f"{ENDED_BY_HOST}{sent}"):
+                if reason.startswith(restated):
+                    # The reason only restates the kill ("killed by the host: <why>"): said
+                    # once, as a call's error says it ("... from the host: <why>").
+                    reason = reason.removeprefix(restated).removeprefix("; ")
+        text = f"runner {self.runner_id} (pid {self.pid}) {self._how(reason)}"
+        if reason and reason != self.ended_on_its_own():
             text += f"; {reason}"
         return f"{text}; uptime {self.uptime:.1f} s"
+
+    def ended_on_its_own(self) -> str:
+        """The reason of an account whose runner ended on its own, the host knowing nothing
+        beyond its status: how it ended and, for a signal, who sent it as far as known
+        (``"exited with code 3"``, ``"killed by SIGKILL, not sent by the host (sender unknown;
+        ...)"``)."""
+        return self._how("").removeprefix("was ")
+
+    def _signalled(self) -> bool:
+        return self.status_known and self.returncode < 0
+
+    def _how(self, reason: str) -> str:
+        """How it ended: its exit code, or its signal and who sent it (``reason``: what the
+        account says beside this, which may name the host's cause already)."""
+        if not self.status_known:
+            return "ended"
+        if self.returncode >= 0:
+            return f"exited with code {self.returncode}"
+        return f"was killed by {self.signal_name}{self._sender(reason)}"
 
     def _sender(self, reason: str) -> str:
         sent = self.sent_by_host

@@ -11,7 +11,8 @@ Life of a runner, as driven by :meth:`RunnerSupervisor._supervise`::
 Each runner process is one :class:`~isoplug.host.life.RunnerLife` (start, ready report, health
 checks, stop: see :mod:`isoplug.host.life`), whose control connection a
 :class:`~isoplug.host.control_link.ControlLink` holds; stop and restart reach it as
-:mod:`~isoplug.host.commands`. The supervisor takes each ready report, routes calls and events
+:mod:`~isoplug.host.commands` (sent by :mod:`~isoplug.host.runner_control`, the methods its
+callers use). The supervisor takes each ready report, routes calls and events
 to the current process, and decides what comes after each exit. Plugins that failed to import
 are marked FAILED for good (restarting cannot fix code); a failed ``setup`` counts as a crash.
 """
@@ -31,7 +32,6 @@ from isoplug.host.commands import RESTART, STOP, Commands
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_change import apply_config
 from isoplug.host.control_link import CapabilityInvoker, ControlLink
-from isoplug.host.current_runner import CurrentRunner
 from isoplug.host.descriptor_room import claim_room_to_start, short_of_descriptors
 from isoplug.host.levels import LogLevels
 from isoplug.host.life import Addresses, RunnerLife
@@ -42,18 +42,17 @@ from isoplug.host.process import RunnerProcess
 from isoplug.host.ready_report import MAX_FAILURE_CHARS, read_report
 from isoplug.host.registry import RunnerPlan
 from isoplug.host.restarts import Next, RestartDecider
+from isoplug.host.runner_control import RunnerControl
 from isoplug.host.shortage import shortage
 from isoplug.host.status import (
     ExitAccount,
     PluginState,
-    PluginUnavailable,
     StateChange,
-    Unavailability,
 )
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.log_guard import guarded_logger
-from isoplug.loop_closed import end_orphaned_task, outside_any_loop
+from isoplug.loop_closed import outside_any_loop
 from isoplug.rpc import Handler, Peer
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.sanitize import clean_text
@@ -68,7 +67,7 @@ StdioDestinations = Callable[["RunnerSupervisor", int], StdioDestination]
 ``pid`` goes (in a Host, the log bridge's replayer for the runner)."""
 
 
-class RunnerSupervisor(CurrentRunner):
+class RunnerSupervisor(RunnerControl):
     """Supervises the runner of ``plan``; see the module docstring for the life cycle.
 
     ``addresses()`` says where a runner started now connects: the host's listener, and its log
@@ -132,133 +131,6 @@ class RunnerSupervisor(CurrentRunner):
         self.log_levels = LogLevels(config.log_level)
         self._config_lock = asyncio.Lock()
 
-    # -- public -----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start supervising (a no-op if already supervising). Raises
-        :class:`PluginUnavailable` once closed."""
-        self._check_open()
-        if self._task is not None and not self._task.done():
-            return
-        self._commands.take()
-        self._set_state(PluginState.STARTING, f"starting runner {self.runner_id}")
-        self._task = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"isoplug-supervisor:{self.runner_id}"
-        )
-        self._task.add_done_callback(self._forget_cancelled)
-
-    def _forget_cancelled(self, task: asyncio.Task[None]) -> None:
-        """Drop a supervision task that was cancelled (its loop ended under an unclosed host):
-        on Python 3.12+ its CancelledError's traceback keeps alive every frame that ran the
-        loop, up to the application's frame holding the host, which then can never be
-        collected and released (see isoplug.host.unclosed)."""
-        if task.cancelled() and self._task is task:
-            self._task = None
-
-    async def stop(self, *, by_user: bool = False, words: str | None = None) -> None:
-        """Stop the runner gracefully (shutdown request, SIGTERM, SIGKILL) and wait for it.
-        A FAILED runner stays FAILED (what the host's close leaves shows why), unless
-        ``by_user`` (a user's stop: it is STOPPED, and nothing restarts it but a user's
-        restart, see :mod:`isoplug.host.commands`). A user's restart asked before the stop
-        took effect replaces it (the latest request wins): this returns then, with the runner
-        restarting. A second stop asked meanwhile joins the first: both return once the
-        runner has exited. ``words``: why its exit account says it ended, for a stop no one
-        asked for (a hot reload replacing it); else "stopped on request"."""
-        if by_user:
-            self._commands.stop_by_user()
-        task = self._task
-        if task is None or task.done():
-            if self.state is not PluginState.FAILED or by_user:
-                self._set_state(PluginState.STOPPED, f"runner {self.runner_id} stopped")
-            return
-        replaced = self._commands.restart_sent()
-        self._commands.send(STOP, words)
-        try:
-            await asyncio.wait({task, replaced}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            replaced.cancel()
-
-    async def restart(
-        self, *, unless_since: int | None = None, by_user: bool = True, words: str | None = None
-    ) -> bool:
-        """Replace the runner with a fresh one (also from FAILED or STOPPED); wait for it.
-
-        Plugins that could not be loaded are tried again (their code or configuration may
-        have changed since). Returns when the new runner is ready, or failed again. With
-        ``unless_since`` (a :attr:`generation`), a runner started after that one is not
-        replaced (its predecessor ended and was restarted already): this waits for it.
-
-        Not ``by_user`` (a restart the host decided on its own: a new configuration's, a hot
-        reload's), it is not asked once a user asked for a stop, until the user's restart
-        (:meth:`~isoplug.host.commands.Commands.may_restart`), nor of a stopped runner;
-        ``words``: why, as the exit account says. Returns whether the restart was asked.
-        """
-        self._check_open()
-        if unless_since is not None and self._generation > unless_since:
-            await self._wait_settled(after_generation=unless_since)
-            return True
-        idle = self._task is None or self._task.done()
-        if not by_user and idle and self.state is PluginState.STOPPED:
-            return False
-        if not self._commands.may_restart(by_user=by_user):
-            return False
-        generation = self._generation
-        self.broken.clear()
-        if idle:
-            self.error = None
-            self.start()
-        else:
-            self._commands.send(RESTART, words)
-        await self._wait_settled(after_generation=generation)
-        return True
-
-    async def restart_unless_started(self, *, since: RunnerSupervisor) -> None:
-        """A user's restart, where ``since`` was this plugin's supervisor: one a hot reload
-        made meanwhile and started is waited for, not replaced again."""
-        if self is since or self._task is None or self._task.done():
-            await self.restart()
-        else:
-            await self._wait_settled(after_generation=0)
-
-    def kill_now(self, why: str) -> None:
-        """Last resort (host cancelled mid-shutdown): SIGKILL the runner's group at once;
-        ``why`` goes into its exit account."""
-        if self._process is not None:
-            self._process.kill(why)
-
-    def release_without_loop(self, why: str) -> None:
-        """The host's loop was closed under it: SIGKILL the runner, let its output threads end,
-        and end the supervision, which nothing can run any more (see
-        :mod:`isoplug.loop_closed`)."""
-        self.kill_now(why)
-        if self._process is not None:
-            self._process.end_capture_without_loop()
-        end_orphaned_task(self._task)
-
-    async def wait_ended(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the supervision to end (after :meth:`kill_now`:
-        once it has seen the runner's exit and said how it ended)."""
-        task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=timeout)
-
-    async def aclose(self, words: str | None = None, *, host_closing: bool = False) -> None:
-        """Stop; make sure the supervising task has ended; no runner starts after it (start()
-        and restart() raise). Idempotent. ``words``: as :meth:`stop`'s; ``host_closing``: the
-        host's close, which the calls it ends are told of."""
-        self._closed = True
-        self._commands.end_for_good(words, host_closing=host_closing)
-        await self.stop(words=words)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            # A backstop: the host refuses its callers sooner, naming its own state.
-            raise PluginUnavailable(
-                f"runner {self.runner_id} is closed: its host is closed, or its plugin folder "
-                "was removed",
-                reason=Unavailability.HOST_NOT_RUNNING,
-            )
-
     def log_level(self, plugin: str) -> int:
         """The level ``plugin`` runs at: see :mod:`isoplug.host.levels`."""
         return self.log_levels.level_of(self.manifests[plugin])
@@ -308,16 +180,6 @@ class RunnerSupervisor(CurrentRunner):
         """Own the control connection of the current runner until it closes."""
         await self._control.serve(peer)
 
-    async def _wait_settled(self, after_generation: int) -> None:
-        """Wait until a runner newer than ``after_generation`` has settled (or supervision
-        ended)."""
-        settled = (PluginState.READY, PluginState.FAILED, PluginState.STOPPED)
-        while self._generation <= after_generation or self.state not in settled:
-            if self._task is None or self._task.done():
-                return
-            changed = self._changed
-            await changed.wait()
-
     # -- supervision ----------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
@@ -327,7 +189,9 @@ class RunnerSupervisor(CurrentRunner):
                 account, permanent = await self._run_once_or_short()
                 if self._life is not None and self._life.setup_waited:
                     self.setup_waited = self._life.setup_waited
-                command, account = self._commands.take_naming(account)
+                life = self._life
+                ended_it = life is not None and life.ended_by_command
+                command, account = self._commands.take_naming(account, ended_it=ended_it)
                 self.last_exit = account
                 if command == STOP:
                     self._set_state(PluginState.STOPPED, f"stopped: {account.describe()}")

@@ -25,8 +25,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isoplug.host import observers
-from isoplug.host.commands import REPLACED_BY_RELOAD
-from isoplug.host.status import KILLED_BY_HOST, ExitAccount, PluginInfo, PluginState, StateChange
+from isoplug.host.commands import REPLACED_BY_RELOAD, STOPPED_BY_RELOAD
+from isoplug.host.status import (
+    ENDED_BY_HOST,
+    KILLED_BY_HOST,
+    ExitAccount,
+    PluginInfo,
+    PluginState,
+    StateChange,
+)
 from isoplug.logs.metrics import LogMetrics
 
 if TYPE_CHECKING:
@@ -48,9 +55,20 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+#: How the reason of a runner the host ended for no fault of the runner's starts.
+_STOPS = (
+    "stopped on request",
+    "restarted on request",
+    REPLACED_BY_RELOAD,
+    STOPPED_BY_RELOAD,
+    ENDED_BY_HOST,
+)
+
+
 def exit_kind(account: ExitAccount) -> str:
-    """How a runner process ended, in one word: ``stopped`` (on request, or replaced by hot
-    reload), ``recycled`` (its
+    """How a runner process ended, in one word: ``stopped`` (on request, replaced or stopped
+    by hot reload, or ended by the host for a reason of its own: its start cancelled),
+    ``recycled`` (its
     RSS stayed above ``recycle_rss``, or too many worker threads ran calls that had timed
     out: ``max_stuck_threads``), ``limit`` (it passed its ``memory`` or ``cpu_seconds``
     limit), ``hung`` (killed by the host: no answer, not ready in time), ``zygote`` (the
@@ -58,7 +76,7 @@ def exit_kind(account: ExitAccount) -> str:
     evidence of the kernel's out-of-memory killer), ``signal`` (any other signal), ``crash``
     (a non-zero exit code), ``exited`` (code 0 on its own)."""
     reason = account.reason
-    if reason.startswith(("stopped on request", "restarted on request", REPLACED_BY_RELOAD)):
+    if reason.startswith(_STOPS):
         return "stopped"
     if account.limit == "recycle_rss" or reason.startswith("recycled by the host"):
         return "recycled"

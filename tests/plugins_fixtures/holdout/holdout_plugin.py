@@ -1,11 +1,13 @@
-"""A test plugin whose stop a test can hold under way: its teardown waits while the file named
-by its ``gate`` configuration is missing (no wait when it names none). Its ``on_config``
-hangs, so that a new configuration is under way in the runner until the runner ends."""
+"""A test plugin whose stop a test can hold under way: its teardown writes its ``say``
+configuration on stderr (if any), then waits while the file named by its ``gate``
+configuration is missing (no wait when it names none). Its ``on_config`` hangs, so that a new
+configuration is under way in the runner until the runner ends."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ class Holdout(isoplug.Plugin):
 
     async def teardown(self) -> None:
         gate = self.ctx.config["gate"]
+        if self.ctx.config["say"]:
+            print(self.ctx.config["say"], file=sys.stderr, flush=True)
         self.ctx.logger.info("teardown waits for its gate")
         while gate and not Path(gate).exists():
             await asyncio.sleep(0.01)
