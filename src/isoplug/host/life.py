@@ -33,10 +33,15 @@ from isoplug.control import EXIT_DESCRIPTORS_CLOSED, SHUTDOWN, ReadyReport, Reso
 from isoplug.errors import IsoplugError, TransportError
 from isoplug.host.commands import Commands
 from isoplug.host.config import SupervisorConfig
-from isoplug.host.exit_verdict import lasting_cause
+from isoplug.host.exit_verdict import BEFORE_READY as _BEFORE_READY
+from isoplug.host.exit_verdict import explained_exit
 from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
-from isoplug.host.interpreter_check import interpreter_problem
+from isoplug.host.interpreter_check import (
+    UNRUNNABLE,
+    interpreter_problem,
+    problem_after_import_failure,
+)
 from isoplug.host.launch import CannotLaunch, launch_runner
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
@@ -46,7 +51,7 @@ from isoplug.host.restarts import RECYCLE_RSS, STUCK_THREADS
 from isoplug.host.setup_where import setup_where
 from isoplug.host.shortage import shortage
 from isoplug.host.status import KILLED_BY_HOST, ExitAccount
-from isoplug.host.stderr_tail import StderrTail, outside_words, self_abort
+from isoplug.host.stderr_tail import StderrTail, self_abort
 from isoplug.host.stdio_replay import StdioDestination
 from isoplug.host.zygote import Zygote
 from isoplug.log_guard import guarded_logger
@@ -58,7 +63,6 @@ __all__ = ["CUT_SHORT", "Addresses", "OnReady", "RunnerLife"]
 
 _log = guarded_logger("isoplug.host")
 
-_BEFORE_READY = "it exited before reporting ready"
 _NOT_READY_WITHIN = "not ready within "
 _NOT_READY = f"{KILLED_BY_HOST}{_NOT_READY_WITHIN}"
 #: Why the host killed a runner whose supervision was cancelled.
@@ -120,6 +124,8 @@ class RunnerLife:
         #: Why the host refused a control connection that had this runner's token (set by
         #: :mod:`isoplug.host.control_link`); quoted when the runner exits before ready.
         self.refused: str | None = None
+        #: Why no start of this runner can connect (see isoplug.host.runner_versions).
+        self.refused_for_good: str | None = None
         #: Whether the current process's control connection authenticated (set by
         #: :mod:`isoplug.host.control_link`): it had read its bootstrap.
         self.connected = False
@@ -169,8 +175,7 @@ class RunnerLife:
             if problem is None:
                 why = self._commands.describe_exit(self._commands.pending or "")
                 return ExitAccount(self.runner_id, 0, 0, 0.0, restarts, why), None
-            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
-            return account, "its interpreter cannot run a runner (checked again at its next start)"
+            return ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem), UNRUNNABLE
         try:
             address, log_address = await addresses()
         except TransportError as exc:
@@ -273,24 +278,24 @@ class RunnerLife:
         quotes = reason == _BEFORE_READY or stalled or returncode == EXIT_DESCRIPTORS_CLOSED
         quoted = await self._last_words(tail) if quotes else ""
         said = "" if stalled else quoted
-        wrapped = False
-        if reason == _BEFORE_READY and self.refused is not None:
-            # A wrapper that runs the interpreter as its child, not in its place (exec).
-            wrapped = any(m.python is not None for m in entries)
-            hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
-            reason = f"{reason}; the host refused its control connection: {self.refused}{hint}"
-        if quoted:
-            # Quoted as the runner's words: a plugin may write anything there, host-like
-            # phrases included, and must not be read as the host (see outside_words).
-            words = f"its stderr ended with: {outside_words(quoted)}"
-            reason = f"{reason}; {words}" if reason else words
-        permanent = lasting_cause(
+        unconnected = reason == _BEFORE_READY and not (self.connected or tail.connected)
+        if unconnected and (
+            problem := await problem_after_import_failure(
+                entries, self._config, self._commands, said
+            )
+        ):
+            reason, quoted, permanent = problem, "", UNRUNNABLE  # its words: the check's, shorter
+        reason, permanent = explained_exit(
+            reason,
+            quoted,
             returncode,
             permanent,
+            refused=self.refused,
+            refused_for_good=self.refused_for_good,
+            own_python=any(m.python is not None for m in entries),
             connected=self.connected or tail.connected,
             said=said,
             report=report,
-            wrapped=wrapped,
         )
         known = process.status_known
         sender = (
