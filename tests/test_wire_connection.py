@@ -6,11 +6,10 @@ from typing import Any
 
 import msgspec
 import pytest
-
-import isoplug
 from hypothesis import given
 from hypothesis import strategies as st
 
+import isoplug
 from isoplug.errors import (
     AuthenticationFailed,
     HandshakeError,
