@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import isoplug
 from isoplug.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -93,7 +94,15 @@ def test_the_client_speaks_first_with_a_hello() -> None:
     """A new client queues exactly one hello with its version range, token, role, name and pid."""
     client = make_client(connection_role="logs", min_version=1, max_version=3)
     assert unframe(client.data_to_send()) == [
-        Hello(min_version=1, max_version=3, token=TOKEN, role="logs", name="runner-7", pid=4242)
+        Hello(
+            min_version=1,
+            max_version=3,
+            token=TOKEN,
+            role="logs",
+            name="runner-7",
+            pid=4242,
+            library_version=isoplug.__version__,
+        )
     ]
     assert client.data_to_send() == b""
     assert client.state is ConnectionState.HANDSHAKE
@@ -191,24 +200,57 @@ def test_admission_refuses_a_right_token_and_is_asked_only_once_the_token_matche
 
 
 def test_no_shared_version_fails_both_sides_with_version_mismatch_naming_the_ranges() -> None:
-    """Disjoint version ranges make both sides raise VersionMismatch naming both ranges."""
+    """Disjoint version ranges make both sides raise VersionMismatch naming both ranges, by
+    the part each side plays (never "this side", which reads inverted once quoted by the
+    other), with both isoplug versions and the fix; each names the other's range."""
     client = make_client(min_version=2, max_version=3)
     server = make_server(min_version=1, max_version=1)
-    expected = "peer speaks protocol versions 2..3, this side speaks 1..1"
-    with pytest.raises(VersionMismatch, match=expected):
+    mine = isoplug.__version__
+    expected = (
+        f"no protocol version in common: the listener speaks protocol versions 1..1 "
+        f"(isoplug {mine}), the client 2..3 (isoplug {mine}); install one isoplug version "
+        "on both sides"
+    )
+    with pytest.raises(VersionMismatch) as refused:
         deliver(client, server)
+    assert str(refused.value) == expected
+    assert refused.value.peer_versions == (2, 3)
     reply = server.data_to_send()
-    assert unframe(reply) == [Reject(code=RejectCode.VERSION, reason=expected)]
-    with pytest.raises(VersionMismatch, match=expected):
+    assert unframe(reply) == [
+        Reject(
+            code=RejectCode.VERSION,
+            reason=expected,
+            min_version=1,
+            max_version=1,
+            library_version=mine,
+        )
+    ]
+    with pytest.raises(VersionMismatch) as rejected:
         client.receive_data(reply)
+    assert str(rejected.value) == expected
+    assert rejected.value.peer_versions == (1, 1)
     assert client.state is server.state is ConnectionState.ERROR
+
+
+def test_a_version_refusal_of_an_older_listener_is_worded_from_the_client_side() -> None:
+    """An isoplug older than the reject's version fields words it from its own side ("peer":
+    the client); the client reads the listener's range from those words."""
+    client = make_client(min_version=2, max_version=2)
+    client.data_to_send()
+    old = "peer speaks protocol versions 2..2, this side speaks 1..1"
+    with pytest.raises(VersionMismatch) as rejected:
+        client.receive_data(frames(Reject(code=RejectCode.VERSION, reason=old)))
+    assert str(rejected.value).startswith(
+        "no protocol version in common: the listener speaks protocol versions 1..1, "
+        f"the client 2..2 (isoplug {isoplug.__version__})"
+    )
+    assert rejected.value.peer_versions == (1, 1)
 
 
 @pytest.mark.parametrize(
     ("code", "error"),
     [
         (RejectCode.AUTHENTICATION, AuthenticationFailed),
-        (RejectCode.VERSION, VersionMismatch),
         (RejectCode.TIMEOUT, HandshakeTimeout),
         (RejectCode.PROTOCOL, HandshakeError),
         ("from-the-future", HandshakeError),
@@ -273,10 +315,12 @@ def test_a_hello_whose_token_is_not_utf8_is_a_protocol_error() -> None:
 def test_a_newer_clients_hello_with_extra_fields_is_accepted() -> None:
     """A hello with trailing fields this version does not know still opens the session."""
     server = make_server()
-    newer = msgspec.msgpack.encode(["hello", 1, 9, TOKEN, "control", "next", 3, ["zstd"], 1.5])
+    newer = msgspec.msgpack.encode(
+        ["hello", 1, 9, TOKEN, "control", "next", 3, "9.0", ["zstd"], 1.5]
+    )
     assert server.receive_data(frame(newer)) == []
     assert server.state is ConnectionState.OPEN
-    assert server.peer_hello == Hello(1, 9, TOKEN, "control", "next", 3)
+    assert server.peer_hello == Hello(1, 9, TOKEN, "control", "next", 3, "9.0")
     assert unframe(server.data_to_send()) == [Welcome(version=1, name="host", pid=1)]
 
 
@@ -737,8 +781,8 @@ def test_the_goodbye_for_a_huge_bad_message_stays_small() -> None:
 
 def test_a_bad_message_is_a_remote_protocol_error_even_when_no_reply_fits_in_a_frame() -> None:
     """With a frame limit too small for any goodbye, a bad message still fails cleanly."""
-    client = Connection(Role.CLIENT, TOKEN, max_frame_size=40)
-    server = Connection(Role.SERVER, TOKEN, max_frame_size=40)
+    client = Connection(Role.CLIENT, TOKEN, max_frame_size=64)
+    server = Connection(Role.SERVER, TOKEN, max_frame_size=64)
     deliver(client, server)
     deliver(server, client)
     with pytest.raises(RemoteProtocolError, match="malformed message"):

@@ -142,7 +142,12 @@ class AuthenticationFailed(HandshakeError):
 
 
 class VersionMismatch(HandshakeError):
-    """The two sides share no protocol version."""
+    """The two sides share no protocol version: :attr:`peer_versions` is the other side's
+    range (``(low, high)``; None where it did not say) and :attr:`peer_library` its isoplug
+    version (empty where it did not say)."""
+
+    peer_versions: tuple[int, int] | None = None
+    peer_library: str = ""
 
 
 class HandshakeTimeout(HandshakeError, TimeoutError):

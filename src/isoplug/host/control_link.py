@@ -106,6 +106,13 @@ class ControlLink:
             return f"runner {self.runner_id}: the runner's control connection is already open"
         return None
 
+    def refused_for_good(self, why: str) -> None:
+        """The current runner's control connection is refused for a reason no restart
+        changes (``why``): its exit before ready is a lasting failure."""
+        life = self._current()
+        if life is not None:
+            life.refused_for_good = why
+
     async def serve(self, peer: Peer) -> None:
         """Own the control connection of the current runner until it closes."""
         life = self._current()

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from isoplug.control import EXIT_DESCRIPTORS_CLOSED, ReadyReport
-from isoplug.host.exit_verdict import lasting_cause
+from isoplug.host.exit_verdict import BEFORE_READY, explained_exit
+from isoplug.host.interpreter_check import UNRUNNABLE
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
 from isoplug.host.process import EXIT_REPLAY_TIMEOUT, RunnerProcess
 from isoplug.host.status import ENDED_BY_HOST, KILLED_BY_HOST, ExitAccount
-from isoplug.host.stderr_tail import StderrTail, outside_words, self_abort
+from isoplug.host.stderr_tail import StderrTail, self_abort
 from isoplug.off_loop import off_loop
 
-__all__ = ["BEFORE_READY", "NOT_READY_WITHIN", "account_for_exit"]
+__all__ = ["NOT_READY_WITHIN", "account_for_exit"]
 
-#: Why a runner ended that exited before its ready report.
-BEFORE_READY = "it exited before reporting ready"
 #: How the host's reason for killing a runner not ready in time starts (after KILLED_BY_HOST).
 NOT_READY_WITHIN = "not ready within "
 _NOT_READY = f"{KILLED_BY_HOST}{NOT_READY_WITHIN}"
@@ -43,8 +42,10 @@ async def account_for_exit(
     report: ReadyReport | None,
     tail: StderrTail,
     refused: str | None,
+    refused_for_good: str | None,
     connected: bool,
     limits: LimitWatch,
+    recheck: Callable[[str], Awaitable[str | None]],
     during_stop: bool,
     by_command: bool,
 ) -> tuple[ExitAccount, str | None]:
@@ -52,7 +53,10 @@ async def account_for_exit(
     cannot help, why. ``reason``: why its life says it ended ("" when it ended on its own);
     ``permanent``: why restarting cannot help, if its life found out already; ``report``: its
     ready report, if any; ``refused``: why the host refused a control connection with its
-    token; ``connected``: whether its control connection authenticated; ``during_stop``:
+    token (``refused_for_good``: for a reason no restart changes); ``connected``: whether its
+    control connection authenticated; ``recheck``: what its interpreter's check says now, given
+    its last words (None: nothing against it: see
+    :func:`~isoplug.host.interpreter_check.problem_after_import_failure`); ``during_stop``:
     whether the host had begun ending it; ``by_command``: a stop or restart ended it (its
     words come first in the reason once the supervisor takes that command)."""
     returncode = process.exited.result()
@@ -70,24 +74,20 @@ async def account_for_exit(
     quotes = reason == BEFORE_READY or stalled or returncode == EXIT_DESCRIPTORS_CLOSED
     quoted = await _last_words(tail) if quotes else ""
     said = "" if stalled else quoted
-    wrapped = False
-    if reason == BEFORE_READY and refused is not None:
-        # A wrapper that runs the interpreter as its child, not in its place (exec).
-        wrapped = any(m.python is not None for m in entries)
-        hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
-        reason = f"{reason}; the host refused its control connection: {refused}{hint}"
-    if quoted:
-        # Quoted as the runner's words: a plugin may write anything there, host-like
-        # phrases included, and must not be read as the host (see outside_words).
-        words = f"its stderr ended with: {outside_words(quoted)}"
-        reason = f"{reason}; {words}" if reason else words
-    permanent = lasting_cause(
+    unconnected = reason == BEFORE_READY and not (connected or tail.connected)
+    if unconnected and (problem := await recheck(said)):
+        reason, quoted, permanent = problem, "", UNRUNNABLE  # its words: the check's, shorter
+    reason, permanent = explained_exit(
+        reason,
+        quoted,
         returncode,
         permanent,
+        refused=refused,
+        refused_for_good=refused_for_good,
+        own_python=any(m.python is not None for m in entries),
         connected=connected or tail.connected,
         said=said,
         report=report,
-        wrapped=wrapped,
     )
     known = process.status_known
     sender = (

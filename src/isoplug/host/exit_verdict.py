@@ -6,8 +6,12 @@ the runner as a child), told apart from crashes by what the plugin cannot produc
 from __future__ import annotations
 
 from isoplug.control import EXIT_BAD_BOOTSTRAP, EXIT_NOTHING_LOADED, ReadyReport
+from isoplug.host.stderr_tail import outside_words
 
-__all__ = ["lasting_cause"]
+__all__ = ["BEFORE_READY", "explained_exit", "lasting_cause"]
+
+#: Why a runner's life ended, when it exited before its ready report.
+BEFORE_READY = "it exited before reporting ready"
 
 #: The start of what isoplug's runner prints when it cannot read its bootstrap.
 _BAD_BOOTSTRAP_SAID = "isoplug runner: expected a bootstrap line"
@@ -49,3 +53,38 @@ def lasting_cause(
         # Every start would go the same way: the wrapper, not a crash, is at fault.
         return "its python runs the runner as a child process (checked again at its next start)"
     return None
+
+
+def explained_exit(
+    reason: str,
+    quoted: str,
+    returncode: int,
+    permanent: str | None,
+    *,
+    refused: str | None,
+    refused_for_good: str | None,
+    own_python: bool,
+    connected: bool,
+    said: str,
+    report: ReadyReport | None,
+) -> tuple[str, str | None]:
+    """Why a runner's life ended (``reason``), with what the host knows besides: why it
+    refused its control connection (``refused``; ``refused_for_good``: for a reason no restart
+    changes), its last words on stderr (``quoted``); and why restarting cannot help, if it
+    cannot (see :func:`lasting_cause`; ``own_python``: a plugin of it names a python)."""
+    wrapped = False
+    if reason == BEFORE_READY and refused is not None:
+        # A wrapper that runs the interpreter as its child, not in its place (exec).
+        wrapped = own_python
+        hint = " (a wrapper script as `python` must exec the interpreter)" if wrapped else ""
+        reason = f"{reason}; the host refused its control connection: {refused}{hint}"
+    if quoted:
+        # Quoted as the runner's words: a plugin may write anything there, host-like
+        # phrases included, and must not be read as the host (see outside_words).
+        words = f"its stderr ended with: {outside_words(quoted)}"
+        reason = f"{reason}; {words}" if reason else words
+    if reason.startswith(BEFORE_READY) and refused_for_good is not None:
+        permanent = refused_for_good
+    return reason, lasting_cause(
+        returncode, permanent, connected=connected, said=said, report=report, wrapped=wrapped
+    )

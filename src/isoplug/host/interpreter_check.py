@@ -30,7 +30,19 @@ from isoplug.host.manifest import Manifest
 from isoplug.host.stderr_tail import outside_words, quote_lines
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["MIN_VERSION", "check_interpreter", "interpreter_problem"]
+__all__ = [
+    "MIN_VERSION",
+    "UNRUNNABLE",
+    "check_interpreter",
+    "interpreter_problem",
+    "problem_after_import_failure",
+]
+
+#: Why restarting cannot help a plugin whose interpreter failed the check.
+UNRUNNABLE = "its interpreter cannot run a runner (checked again at its next start)"
+
+#: A runner's last words that tell an interpreter unable to import what the probe imports.
+_IMPORT_FAILED = re.compile(r"\b(?:ModuleNotFoundError|ImportError)\b[^|]*\b(?:msgspec|isoplug)\b")
 
 #: The oldest Python a runner runs on (the project's requires-python).
 MIN_VERSION = (3, 11)
@@ -171,6 +183,21 @@ async def interpreter_problem(
             await asyncio.gather(check, return_exceptions=True)
     # Cut short by a command: the caller accounts for the runner it did not start.
     return None if check.cancelled() else check.result()
+
+
+async def problem_after_import_failure(
+    entries: Sequence[Manifest], config: SupervisorConfig, commands: Commands, said: str
+) -> str | None:
+    """:func:`interpreter_problem`, asked again although the interpreter passed before, when
+    its runner exited before it connected saying (``said``) it could not import msgspec or
+    isoplug: its packages changed since (``pip uninstall msgspec`` in its venv), which the
+    file's own version does not tell. None when ``said`` says no such thing."""
+    if all(m.python is None for m in entries) or not _IMPORT_FAILED.search(said):
+        return None
+    python = runner_python(entries)
+    for passed in [key for key in _passed if key[0] == python]:
+        _passed.discard(passed)
+    return await interpreter_problem(entries, config, commands)
 
 
 def _lines(out: bytes | bytearray) -> list[str]:

@@ -33,10 +33,15 @@ from isoplug.control import SHUTDOWN, ReadyReport, ResourceLimits
 from isoplug.errors import IsoplugError, TransportError
 from isoplug.host.commands import Commands
 from isoplug.host.config import SupervisorConfig
-from isoplug.host.exit_account import BEFORE_READY, NOT_READY_WITHIN, account_for_exit
+from isoplug.host.exit_account import NOT_READY_WITHIN, account_for_exit
+from isoplug.host.exit_verdict import BEFORE_READY
 from isoplug.host.graceful_stop import stop_gracefully
 from isoplug.host.health import Finding, HealthWatch, health_tick
-from isoplug.host.interpreter_check import interpreter_problem
+from isoplug.host.interpreter_check import (
+    UNRUNNABLE,
+    interpreter_problem,
+    problem_after_import_failure,
+)
 from isoplug.host.launch import CannotLaunch, launch_runner
 from isoplug.host.limits import LimitWatch
 from isoplug.host.manifest import Manifest
@@ -113,6 +118,8 @@ class RunnerLife:
         #: Why the host refused a control connection that had this runner's token (set by
         #: :mod:`isoplug.host.control_link`); quoted when the runner exits before ready.
         self.refused: str | None = None
+        #: Why no start of this runner can connect (see isoplug.host.runner_versions).
+        self.refused_for_good: str | None = None
         #: Whether the current process's control connection authenticated (set by
         #: :mod:`isoplug.host.control_link`): it had read its bootstrap.
         self.connected = False
@@ -166,8 +173,7 @@ class RunnerLife:
                 # Its words are the command's that wins, named when it is taken.
                 self.ended_by_command = True
                 return ExitAccount(self.runner_id, 0, 0, 0.0, restarts), None
-            account = ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem)
-            return account, "its interpreter cannot run a runner (checked again at its next start)"
+            return ExitAccount(self.runner_id, 0, 127, 0.0, restarts, problem), UNRUNNABLE
         try:
             address, log_address = await addresses()
         except TransportError as exc:
@@ -265,8 +271,12 @@ class RunnerLife:
             report=report,
             tail=tail,
             refused=self.refused,
+            refused_for_good=self.refused_for_good,
             connected=self.connected,
             limits=self.limits,
+            recheck=lambda said: problem_after_import_failure(
+                entries, self._config, self._commands, said
+            ),
             during_stop=self.stopping or self._commands.pending is not None,
             by_command=self.ended_by_command,
         )

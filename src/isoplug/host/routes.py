@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 
 from isoplug.control import CONTROL_ROLE
+from isoplug.host.runner_versions import RunnerVersions
 from isoplug.host.supervisor import RunnerSupervisor
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
@@ -52,6 +53,7 @@ class ConnectionRoutes:
     def __init__(self, supervisors: Mapping[str, RunnerSupervisor], report_interval: float):
         self._supervisors = supervisors
         self._refusals = ReportThrottle(report_interval, timer=True)
+        self._versions = RunnerVersions()
         #: Connection roles and who serves them.
         self.routes: dict[str, Route] = {
             CONTROL_ROLE: Route(
@@ -87,7 +89,13 @@ class ConnectionRoutes:
         supervisor = self._supervisors.get(hello.name)
         if route is None or supervisor is None:
             return "unknown runner or role"  # the token lookup refused it already
-        return route.admit(supervisor, credentials)
+        refusal = route.admit(supervisor, credentials)
+        if refusal is None and hello.role == CONTROL_ROLE:
+            # Its runner, whose versions the handshake checks right after this.
+            lasting = self._versions.lasting(supervisor.runner_id, hello)
+            if lasting is not None:
+                supervisor.control.refused_for_good(lasting)
+        return refusal
 
     def handlers_for(self, hello: Hello) -> Mapping[str, Handler]:
         route = self.routes.get(hello.role)

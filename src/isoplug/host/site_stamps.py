@@ -17,6 +17,10 @@ tick as an earlier one, right after the stamp was taken, leaves the times as the
 stamp holding a time that close to its own is *racy* (as Git's index is): it reports a change
 once that granularity has passed, and the zygote is replaced once more, from folders that have
 been still since.
+
+isoplug and msgspec themselves may come from elsewhere (``PYTHONPATH``, a container's folder):
+the folders they are imported from, and the folder each sits in, are stamped too, so that a
+copy replaced there reaches forked runners as it reaches spawned ones.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import site
 import sys
 import sysconfig
 import time
+import types
 from collections.abc import Mapping
 
-__all__ = ["SiteStamp", "site_folders"]
+__all__ = ["SiteStamp", "library_folders", "site_folders"]
 
 #: The coarsest granularity of a file system's times taken into account (FAT's).
 RACY_NS = 2_000_000_000
@@ -56,7 +61,30 @@ def site_folders(environment: Mapping[str, str]) -> tuple[str, ...]:
             folder = sysconfig.get_path(kind, scheme, vars={"userbase": base})
             if folder not in folders:
                 folders.append(folder)
+    for folder in library_folders():
+        if folder not in folders:
+            folders.append(folder)
     return tuple(folders)
+
+
+def library_folders() -> tuple[str, ...]:
+    """The folders isoplug and msgspec are imported from (each package's own and the one it
+    sits in, as a zygote imports them): wherever that is, site-packages or not."""
+    import msgspec
+
+    import isoplug
+
+    folders: list[str] = []
+    for module in (isoplug, msgspec):
+        package = _package_folder(module)
+        if package is not None:
+            folders += [package, os.path.dirname(package)]
+    return tuple(folders)
+
+
+def _package_folder(module: types.ModuleType) -> str | None:
+    path = getattr(module, "__file__", None)
+    return None if path is None else os.path.dirname(os.path.abspath(path))
 
 
 @dataclasses.dataclass(frozen=True)

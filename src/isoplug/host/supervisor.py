@@ -115,7 +115,7 @@ class RunnerSupervisor(RunnerControl):
         #: The current runner process, or the last one.
         self._life: RunnerLife | None = None
         self._commands = Commands()
-        self._control = ControlLink(
+        self.control = ControlLink(
             self.runner_id, self.manifests, invoke_capability, lambda: self._life
         )
         self._task: asyncio.Task[None] | None = None
@@ -170,15 +170,15 @@ class RunnerSupervisor(RunnerControl):
     # -- connections from the runner ----------------------------------------------------------
 
     def control_handlers(self) -> Mapping[str, Handler]:
-        return self._control.handlers()
+        return self.control.handlers()
 
     def admit_control(self, credentials: PeerCredentials | None) -> str | None:
         """Why a control connection whose token matched is refused (None: it is welcome)."""
-        return self._control.refusal(credentials)
+        return self.control.refusal(credentials)
 
     async def serve_control(self, peer: Peer) -> None:
         """Own the control connection of the current runner until it closes."""
-        await self._control.serve(peer)
+        await self.control.serve(peer)
 
     # -- supervision ----------------------------------------------------------------------------
 

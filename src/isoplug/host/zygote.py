@@ -249,7 +249,8 @@ class Zygote:
         if why is None:
             return
         _log.info(
-            "the site-packages the runner zygote (pid %d) started from changed (%s): runners "
+            "the site-packages or library folders the runner zygote (pid %d) started from "
+            "changed (%s): runners "
             "are forked from a new zygote from now on, and that one ends with the last of "
             "its runners",
             process.pid,

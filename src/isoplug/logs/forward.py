@@ -6,7 +6,7 @@ import logging
 import os
 import ssl
 
-from isoplug.errors import AddressError, AuthenticationFailed, IsoplugError
+from isoplug.errors import AddressError, AuthenticationFailed, IsoplugError, VersionMismatch
 from isoplug.logs.first_record import receiver_level
 from isoplug.logs.handler import WRITE_THROUGH_RATE, ForwardingHandler
 from isoplug.logs.loguru_bridge import forward_loguru
@@ -62,7 +62,9 @@ def forward_logs(
     calls, removing loguru's default stderr sink where ``replace_handlers`` removes the root
     logger's handlers. The connection is opened before returning; raises
     :class:`~isoplug.errors.IsoplugError` when the address or token is missing or the receiver
-    refuses us (wrong token, nothing listening), and at once, before connecting:
+    refuses us (wrong token, nothing listening; :class:`~isoplug.errors.VersionMismatch`, one,
+    when it shares no protocol version with us, its cause the handshake's), and at once,
+    before connecting:
     :class:`~isoplug.errors.AddressError` for an address that is none, or that no connection
     could use (whitespace around it, a socket path too long: see
     :func:`~isoplug.transport.parse_connect_address`; saying so when it came from the
@@ -95,9 +97,16 @@ def forward_logs(
         reason = handler.failure or "no connection within the timeout"
         handler.close(timeout=0)
         hint = _name_hint(name, handler.failure_cause)
-        if reason.startswith(f"cannot connect to {address}"):
-            raise IsoplugError(f"cannot forward logs: {reason}{hint}")
-        raise IsoplugError(f"cannot forward logs to {address}: {reason}{hint}")
+        said = (
+            f"cannot forward logs: {reason}{hint}"
+            if reason.startswith(f"cannot connect to {address}")
+            else f"cannot forward logs to {address}: {reason}{hint}"
+        )
+        cause = handler.failure_cause
+        if isinstance(cause, VersionMismatch):
+            # Its own type, so that a caller can tell it (an IsoplugError, as raised before).
+            raise VersionMismatch(said) from cause
+        raise IsoplugError(said)
     handler.say_failures = True
     for existing in list(root.handlers):
         if replace_handlers or isinstance(existing, ForwardingHandler):

@@ -60,6 +60,7 @@ from isoplug.wire.messages import (
     Welcome,
 )
 from isoplug.wire.sanitize import clean_text
+from isoplug.wire.versions import library_version, refused_by_listener, refused_client
 
 __all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup", "WelcomeLevel"]
 
@@ -188,6 +189,7 @@ class Connection:
                     role=connection_role,
                     name=name,
                     pid=pid,
+                    library_version=library_version(),
                 )
             )
 
@@ -388,9 +390,16 @@ class Connection:
                 assert isinstance(message, Reject)
                 self.state = ConnectionState.ERROR
                 reason = clean_text(message.reason, _MAX_REPLY_REASON)
+                if message.code == RejectCode.VERSION:
+                    # Worded from this side: the listener's reason speaks from its own.
+                    error: HandshakeError = refused_by_listener(
+                        message, self._min_version, self._max_version
+                    )
+                    reason = str(error)
+                else:
+                    error = _HANDSHAKE_ERRORS.get(message.code, HandshakeError)(reason)
                 self.close_reason = f"rejected by peer: {reason}"
-                error_class = _HANDSHAKE_ERRORS.get(message.code, HandshakeError)
-                raise error_class(reason)
+                raise error
             if type(message) is not Welcome:
                 self._violation(f"expected a welcome, got {type(message).__name__}")
             assert isinstance(message, Welcome)
@@ -430,12 +439,19 @@ class Connection:
         low = max(hello.min_version, self._min_version)
         high = min(hello.max_version, self._max_version)
         if low > high:
-            self._refuse(
-                VersionMismatch,
-                RejectCode.VERSION,
-                f"peer speaks protocol versions {hello.min_version}..{hello.max_version}, "
-                f"this side speaks {self._min_version}..{self._max_version}",
+            mismatch = refused_client(hello, self._min_version, self._max_version)
+            self._out.add(
+                Reject(
+                    code=RejectCode.VERSION,
+                    reason=str(mismatch),
+                    min_version=self._min_version,
+                    max_version=self._max_version,
+                    library_version=library_version(),
+                )
             )
+            self.state = ConnectionState.ERROR
+            self.close_reason = str(mismatch)
+            raise mismatch
         self.version = high
         level = None if self._welcome_level is None else self._welcome_level()
         self._out.add(Welcome(version=high, name=self._name, pid=self._pid, level=level))

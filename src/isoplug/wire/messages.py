@@ -95,6 +95,9 @@ class Hello(_Message, frozen=True, tag="hello"):
     #: A human-readable name of the connecting side (a runner id), for messages and logs.
     name: HelloText = ""
     pid: int = 0
+    #: The connecting side's isoplug version (``isoplug.__version__``), so that the listener
+    #: can say which isoplug each side runs (empty from an isoplug older than this field).
+    library_version: HelloText = ""
 
 
 class Welcome(_Message, frozen=True, tag="welcome"):
@@ -124,6 +127,12 @@ class Reject(_Message, frozen=True, tag="reject"):
 
     code: str
     reason: str
+    #: For a :attr:`RejectCode.VERSION` refusal: the protocol versions the listening side
+    #: speaks and its isoplug version, so that the refused side words the mismatch from its
+    #: own side (0 and empty from an isoplug older than these fields: only ``reason`` then).
+    min_version: int = 0
+    max_version: int = 0
+    library_version: str = ""
 
 
 class Request(_Message, frozen=True, tag="req"):
