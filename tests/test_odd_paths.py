@@ -17,11 +17,11 @@ import pytest
 from isoplug import Host
 from isoplug.host.registry import discover
 from isoplug.host.reload_plan import plugin_folders
-from isoplug.testing import Records, eventually, watching
+from isoplug.testing import Records, watching
 from isoplug.transport.socket_dirs import owner_prefix
 from tests.plugins_fixtures import FAST, copy_plugins, reloading
-from tests.test_host_reload import touch_code
 from tests.test_host_temp_cleaner import listener_folders
+from tests.test_reload_undecodable import edit_restarts
 
 #: A folder name of the longest length most file systems take.
 _SEGMENT = "d" * 250
@@ -86,14 +86,7 @@ async def test_hot_reload_goes_on_beside_a_plugin_folder_past_path_max(
     another plugin's code still restarts it."""
     with watching("isoplug.host") as records:
         async with reloading(deep_plugins) as host:
-            pid = host.plugin("echo").pid
-            touch_code(deep_plugins / "echo" / "echo_plugin.py")
-            await eventually(
-                lambda: (
-                    host.plugin("echo").pid not in (None, pid)
-                    and host.plugin("echo").state.value == "ready"
-                )
-            )
+            await edit_restarts(deep_plugins, host)
     assert not records.select(text="could not be applied")
     assert not records.select(text="watching the plugins folder stopped")
 

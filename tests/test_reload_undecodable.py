@@ -18,7 +18,8 @@ from tests.test_host_reload import touch_code
 pytest.importorskip("watchfiles")
 
 
-async def _edit_restarts(host_plugins: Path, host: Host) -> None:
+async def edit_restarts(host_plugins: Path, host: Host) -> None:
+    """An edit of the echo plugin's code in ``host_plugins`` restarts it."""
     pid = host.plugin("echo").pid
     touch_code(host_plugins / "echo" / "echo_plugin.py")
     await eventually(
@@ -43,11 +44,11 @@ async def test_a_file_name_that_is_not_utf8_does_not_end_the_watch(tmp_path: Pat
             with open(data, "wb") as file:
                 file.write(b"state")
             await records.wait_for_record(text="cannot be watched for changes")
-            await _edit_restarts(directory, host)
+            await edit_restarts(directory, host)
             # The file changed again: nothing ends, and the next edit still restarts.
             with open(data, "ab") as file:
                 file.write(b"more")
-            await _edit_restarts(directory, host)
+            await edit_restarts(directory, host)
     assert "caf\\xE9.txt is not UTF-8 text" in _said_polled(records)
     assert not records.select(text="watching the plugins folder stopped")
 
@@ -59,7 +60,7 @@ async def test_a_plugins_folder_below_a_folder_not_named_in_utf8_is_watched(
     directory = copy_plugins(parent, "echo")
     with watching("isoplug.host") as records:
         async with reloading(directory) as host:
-            await _edit_restarts(directory, host)
+            await edit_restarts(directory, host)
     said = _said_polled(records)
     assert said.startswith(f"reload: {tmp_path}/par\\udce9nt/plugins cannot be watched")
     assert "its path is not UTF-8 text" in said
