@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-__all__ = ["ExplainedError", "closest_field", "explain_validation_error", "struct_of"]
+__all__ = ["ExplainedError", "closest_field", "explain_validation_error", "kind_of", "struct_of"]
 
 #: msgspec ends a message with where the problem is: `` - at `$.cache.seconds```.
 _AT = " - at `$"
@@ -79,7 +79,7 @@ def explain_validation_error(
         shown = "must be " + " or ".join(k for k in kinds if k != "null")
         shown += _constraint(expected["constraint"])
         if value is not _MISSING:
-            shown += f", got {_kind_of(value)} {value!r}"
+            shown += f", got {kind_of(value)} {value!r}"
     elif enum is not None and (choices := _choices(schema, where)):
         shown = f"must be one of {', '.join(map(repr, choices))}, got {enum['value']}"
     elif enum is not None:
@@ -140,7 +140,8 @@ def _number(text: str) -> str:
     return f"{float(text):g}".replace("e+", "e")
 
 
-def _kind_of(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """The TOML (or JSON) name of ``value``'s type, as an error message says it."""
     names = {str: "string", int: "integer", float: "number", bool: "boolean"}
     names.update({list: "list", dict: "table"})
     return names.get(type(value), type(value).__name__)

@@ -103,9 +103,11 @@ __all__ = [
 ]
 
 #: Plugin ids become logger names (``plugin.<id>.stdout``) and runner names: no dots, no
-#: spaces. 64 characters is plenty for a name and keeps log lines readable.
-_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
-_ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+#: spaces. 64 characters is plenty for a name and keeps log lines readable. msgspec checks
+#: with Python's ``re``, whose ``$`` also matches before a last newline ("calc\n" would pass):
+#: ``(?!\n)`` refuses that, and means nothing to a JSON Schema reader's ECMAScript ``$``.
+_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)"
+_ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$(?!\n)"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: TOML's integers are 64-bit signed; Python's parser reads any size, the wire takes 64 bits.
 _INT_RANGE = (-(2**63), 2**63 - 1)
@@ -403,16 +405,34 @@ _MIN_ADDRESS_SPACE = 1024**3
 
 
 def _folder(path: Path, directory: Path, field: str, value: str) -> Path:
-    folder = (directory / value).resolve()
-    if not folder.is_dir():
+    try:
+        folder = (directory / value).resolve()
+        is_folder = folder.is_dir()
+    except (OSError, RuntimeError) as exc:
+        raise ManifestError(path, field, _unusable(value, exc)) from None
+    if not is_folder:
         raise ManifestError(path, field, f"{value!r} is not a folder ({folder})")
     return folder
+
+
+def _unusable(value: str, error: OSError | RuntimeError) -> str:
+    """Why the path ``value`` cannot be looked at: past PATH_MAX, a loop of links (a
+    RuntimeError from ``Path.resolve`` on Python 3.11), a folder on the way refusing it."""
+    why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"{value!r} cannot be looked at: {why}; give a path the host may reach"
 
 
 def _interpreter(path: Path, directory: Path, value: str) -> Path:
     """``python``: an interpreter, or a virtual environment's folder (its ``bin/python``),
     relative to the plugin's folder; a bare name that is not there is looked up on PATH
     (``python3.12``)."""
+    try:
+        return _find_interpreter(path, directory, value)
+    except (OSError, RuntimeError) as exc:
+        raise ManifestError(path, "python", _unusable(value, exc)) from None
+
+
+def _find_interpreter(path: Path, directory: Path, value: str) -> Path:
     bare = os.sep not in value and "/" not in value
     if bare and not (directory / value).exists():
         found = shutil.which(value)

@@ -8,6 +8,7 @@ from typing import Any
 
 from isoplug.host.environment import WITHHELD
 from isoplug.host.manifest_types import ManifestError
+from isoplug.validation import kind_of
 
 __all__ = ["ENVIRONMENT_SCHEMA", "check_variable"]
 
@@ -28,7 +29,11 @@ def check_variable(path: Path, name: str, value: Any) -> None:
     string."""
     field = f"environment.{name}"
     if not isinstance(value, str):
-        problem = f"must be a string, got {type(value).__name__} {value!r}"
+        # Not quoted back: a number or a word left unquoted (a PIN, a token) is a secret too.
+        problem = (
+            f"must be a string, got {kind_of(value)} (its value is not shown: environment "
+            f'values may be secrets); quote it: {name} = "..."'
+        )
         raise ManifestError(path, field, problem)
     name_problem = (
         "it is empty"

@@ -13,7 +13,7 @@ from typing import Any
 
 from isoplug.control import ResourceLimits
 from isoplug.errors import IsoplugError
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["Manifest", "ManifestError", "RestartPolicy"]
 
@@ -34,8 +34,9 @@ class ManifestError(IsoplugError, ValueError):
         self.path = path
         self.field = field
         self.problem = clean_text(problem, _MAX_MESSAGE_CHARS)
-        # A folder name that is not UTF-8 holds lone surrogates: shown as \udcXX, not raw.
-        shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+        # A folder name that is not UTF-8 holds lone surrogates, shown as \udcXX; one holding a
+        # line break or a tab shows it escaped, not as a break of the message.
+        shown = clean_path(path, _MAX_MESSAGE_CHARS)
         where = f"{shown}: field {field!r}" if field else shown
         super().__init__(clean_text(f"{where}: {problem}", _MAX_MESSAGE_CHARS))
 

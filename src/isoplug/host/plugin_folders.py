@@ -17,7 +17,7 @@ from isoplug.host.access_denied import LIST_FOLDER, denied, is_denied
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.wire.sanitize import clean_path
 
-__all__ = ["manifest_may_exist", "plugin_folder_entries"]
+__all__ = ["folder_may_exist", "manifest_may_exist", "plugin_folder_entries"]
 
 #: What ``os.stat`` says of a path that is not there to use: missing, a file on the way, a
 #: loop of links. ``Path.exists()`` is False for these; the folder is no plugin's.
@@ -50,11 +50,20 @@ def plugin_folder_entries(plugins_dir: Path) -> list[tuple[Path, ManifestError |
         except OSError as exc:
             if exc.errno in _ABSENT:
                 continue
+            if exc.errno == errno.ENAMETOOLONG:
+                too_long = _too_long(plugins_dir, name)
+                if too_long is not None:
+                    entries.append((entry, too_long))
+                continue
             try:
                 os.lstat(entry)
             except PermissionError:
                 # No name in it can be looked at: the plugins folder refuses its search.
                 raise _unreadable_plugins_dir(plugins_dir, exc) from None
+            except OSError as looked:
+                # The entry itself cannot be looked at (an I/O error): it may hold a plugin.
+                entries.append((entry, _unreadable(entry, looked)))
+                continue
             # A link to a place this process may not reach.
             entries.append((entry, _unreadable(entry, exc)))
             continue
@@ -63,8 +72,12 @@ def plugin_folder_entries(plugins_dir: Path) -> list[tuple[Path, ManifestError |
         try:
             os.stat(entry / MANIFEST_NAME)
         except OSError as exc:
-            if exc.errno not in _ABSENT:
-                entries.append((entry, _unreadable(entry, exc)))
+            if exc.errno == errno.ENAMETOOLONG:
+                problem = _too_long(plugins_dir, name)
+            else:
+                problem = None if exc.errno in _ABSENT else _unreadable(entry, exc)
+            if problem is not None:
+                entries.append((entry, problem))
             continue
         if not os.access(entry, os.R_OK | os.X_OK, effective_ids=_EFFECTIVE):
             # Its plugin.toml can be read, but the runner could not list the folder to
@@ -76,12 +89,58 @@ def plugin_folder_entries(plugins_dir: Path) -> list[tuple[Path, ManifestError |
     return entries
 
 
+def _too_long(plugins_dir: Path, name: str) -> ManifestError | None:
+    """The problem of the entry ``name`` of ``plugins_dir`` whose path passes the system's
+    limit (PATH_MAX), when it is a folder holding a ``plugin.toml`` (None: it holds none, or
+    is not there). Looked at by its name in the plugins folder (``dir_fd``), which has no
+    such limit: a runner could not import from it, nor the host read it by its path."""
+    entry = plugins_dir / name
+    try:
+        folder = os.open(plugins_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        return _unreadable(entry, exc)
+    try:
+        os.stat(os.path.join(name, MANIFEST_NAME), dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        if exc.errno != errno.ENAMETOOLONG:  # a link whose target passes the limit
+            return _unreadable(entry, exc)
+    finally:
+        os.close(folder)
+    size = len(os.fsencode(entry))
+    limit = _path_max(plugins_dir)
+    problem = (
+        f"its folder cannot be read: its path is {size} bytes long, more than the system "
+        f"takes ({limit} bytes, PATH_MAX), so neither the host nor a runner can open a file "
+        "in it; move the plugins folder to a shorter path, or give this folder (or a link "
+        "to it) a shorter name"
+    )
+    return ManifestError(entry / MANIFEST_NAME, None, problem)
+
+
+def _path_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096  # Linux's
+
+
 def manifest_may_exist(path: Path) -> bool:
     """Whether the ``plugin.toml`` at ``path`` may be there: it is, or its folder refuses a
     look (then that folder's problem is reported, and a plugin running from it keeps
     running as it was)."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        return exc.errno not in _ABSENT
+
+
+def folder_may_exist(path: Path) -> bool:
+    """Whether the folder at ``path`` may be there: it is, or it cannot be looked at by its
+    path (past PATH_MAX, refused): ``Path.is_dir`` would raise for some of those."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
     except OSError as exc:
         return exc.errno not in _ABSENT
 

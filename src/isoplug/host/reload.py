@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from pathlib import Path
 
 from isoplug.host.manifest import MANIFEST_NAME
-from isoplug.host.plugin_folders import manifest_may_exist
+from isoplug.host.plugin_folders import folder_may_exist, manifest_may_exist
 from isoplug.host.registry import Discovery, RunnerPlan, is_scratch_dir
 from isoplug.host.reload_groups import problem_prefix
 from isoplug.host.reload_paths import relative_to_folder, shown_path
@@ -179,7 +179,8 @@ class PluginReloader:
         if root not in path.parents:
             return path
         top = root / path.relative_to(root).parts[0]
-        if not top.is_symlink():
+        # os.path's: a path past PATH_MAX is no link (Path.is_symlink raises for it).
+        if not os.path.islink(top):
             return path
         return Path(os.path.realpath(top)) / path.relative_to(top)
 
@@ -206,7 +207,7 @@ class PluginReloader:
         )
         # A folder that was a plugin's stays one while it exists: removed in steps (its
         # plugin.toml first, the rest later), its files are still not shared code.
-        self._folders = plugin_folders(discovery) | {f for f in self._folders if f.is_dir()}
+        self._folders = plugin_folders(discovery) | set(filter(folder_may_exist, self._folders))
         self._unreadable = discovery.unreadable
         # A folder's problem is told once per change of that folder, not again with every
         # batch of changes elsewhere.

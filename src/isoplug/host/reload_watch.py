@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from isoplug.host.reload_poll import POLL_MS, FolderPoll, is_utf8_path
 from isoplug.log_guard import guarded_logger
 from isoplug.wire.sanitize import clean_path
 
@@ -36,8 +40,9 @@ _EMPTY_BATCH_MS = 100
 
 #: Cap for a folder's path quoted in the host's records (a folder's name is anyone's text).
 _MAX_PATH_CHARS = 1024
-#: How often the folders are read for changes where the system's file watches ran out.
-POLL_MS = 500
+
+#: The folders said to be polled for their names (see FolderWatch._say_polled).
+_SAID_POLLED: set[str] = set()
 
 #: One batch: (watchfiles.Change, path) pairs.
 Batch = set[tuple[object, str]]
@@ -59,6 +64,8 @@ class FolderWatch:
         self._thread = threading.Thread(target=self._watch, name="isoplug-reload", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: asyncio.Future[None] | None = None
+        #: watchfiles' DefaultFilter (caches, editor files), for the polls too.
+        self._filter: Any = None
 
     async def __aenter__(self) -> FolderWatch:
         self._loop = asyncio.get_running_loop()
@@ -107,29 +114,27 @@ class FolderWatch:
         """Watch with the kernel's notifications; where the OS's limit of file watches is
         reached as the watch is set up, poll instead, said once. watchfiles' own flag for
         skipping unreadable folders would drop that error too, the watch then blind to every
-        folder past the limit, unsaid: so the first try is without it."""
+        folder past the limit, unsaid: so the first try is without it. A folder watchfiles
+        cannot take (a path that is not UTF-8, above it or inside it) is read for changes
+        by :class:`FolderPoll` instead, said once, while the others stay watched."""
         import watchfiles
 
+        self._filter = watchfiles.DefaultFilter()
         skip_unreadable = polling = False
+        polled = [root for root in map(str, self._roots) if not is_utf8_path(root)]
+        if polled:
+            self._say_polled(polled, "its path is not UTF-8 text")
+        poll = FolderPoll(polled, self._filter) if polled else None
         while True:
+            notified = [root for root in map(str, self._roots) if root not in polled]
             started = False
+            watched_since = time.time_ns()
             try:
-                for changes in watchfiles.watch(
-                    *self._roots,
-                    watch_filter=watchfiles.DefaultFilter(),
-                    debounce=DEBOUNCE_MS,
-                    step=STEP_MS,
-                    stop_event=self._stop,
-                    yield_on_timeout=True,
-                    rust_timeout=_EMPTY_BATCH_MS,
-                    # A folder the host may not read (skipped, said as a problem) must not
-                    # end the watch of every other one.
-                    ignore_permission_denied=skip_unreadable,
-                    force_polling=polling,
-                    poll_delay_ms=POLL_MS,
-                ):
+                for changes in self._notified(notified, skip_unreadable, polling):
                     started = True
-                    if not self._hand(set(changes)):
+                    watched_since = time.time_ns()
+                    batch = changes | poll.changes() if poll and poll.due() else changes
+                    if not self._hand(batch):
                         return  # the loop is closed: no batch will be handled any more
                     self._handled.wait()
                     self._handled.clear()
@@ -140,6 +145,16 @@ class FolderWatch:
                 if started or skip_unreadable:
                     raise
                 skip_unreadable = True
+            except _rust_error() as error:
+                undecodable = _undecodable_path(error)
+                if undecodable is None:
+                    raise
+                # The watch is over (watchfiles keeps the error): the folder holding that
+                # name is read by polls from now on, catching up on what the watch lost.
+                moved = [root for root in notified if undecodable.startswith(root)] or notified
+                self._say_polled(moved, f"{undecodable} is not UTF-8 text")
+                polled += moved
+                poll = FolderPoll(polled, self._filter, changed_since=watched_since - _CATCH_UP_NS)
             except OSError as error:
                 if started or polling or "watch limit" not in str(error):
                     raise
@@ -153,6 +168,48 @@ class FolderWatch:
                     POLL_MS / 1000,
                 )
                 polling = True
+
+    def _notified(self, roots: list[str], skip_unreadable: bool, polling: bool) -> Iterator[Batch]:
+        """watchfiles' batches of ``roots``, or, with none, an empty one every STEP_MS
+        (the polled folders are read between them)."""
+        import watchfiles
+
+        if not roots:
+            while not self._stop.wait(_EMPTY_BATCH_MS / 1000):
+                yield set()
+            yield set()
+            return
+        for changes in watchfiles.watch(
+            *roots,
+            watch_filter=self._filter,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            stop_event=self._stop,
+            yield_on_timeout=True,
+            rust_timeout=_EMPTY_BATCH_MS,
+            # A folder the host may not read (skipped, said as a problem) must not
+            # end the watch of every other one.
+            ignore_permission_denied=skip_unreadable,
+            force_polling=polling,
+            poll_delay_ms=POLL_MS,
+        ):
+            yield set(changes)
+
+    def _say_polled(self, roots: list[str], why: str) -> None:
+        # Once per folder: a new watch (a linked plugin came) meets the same name again.
+        roots = [root for root in roots if root not in _SAID_POLLED]
+        if not roots:
+            return
+        _SAID_POLLED.update(roots)
+        _log.warning(
+            "reload: %s cannot be watched for changes (watchfiles takes only UTF-8 paths: %s); "
+            "reading it for changes every %.1f s instead, which reads every folder in it each "
+            "time; rename what is not UTF-8 (or move the plugins folder below folders named "
+            "in UTF-8) and restart the host to be told of changes at once",
+            shown_path([Path(root) for root in roots]),
+            clean_path(why, _MAX_PATH_CHARS),
+            POLL_MS / 1000,
+        )
 
     def _hand(self, item: Batch | BaseException | None) -> bool:
         """Hand ``item`` to the loop; False when the loop is closed (nobody waits for it)."""
@@ -191,3 +248,23 @@ def _watch_limits() -> str:
         except OSError:
             continue
     return ", ".join(said) or "the limit is not readable here"
+
+
+def _rust_error() -> type[Exception]:
+    from watchfiles._rust_notify import WatchfilesRustInternalError
+
+    return WatchfilesRustInternalError
+
+
+#: watchfiles' words for a changed path that is not UTF-8 (its Rust ``{:?}`` of the path).
+_UNDECODABLE = re.compile(r'Unable to decode path "(?P<path>.*)" to string')
+#: How far back, before the last batch a failed watch handed over, a poll's first read
+#: counts a file as changed: what the watch saw in its last moments, and lost with its end.
+_CATCH_UP_NS = 1_000_000_000
+
+
+def _undecodable_path(error: Exception) -> str | None:
+    """The path (as watchfiles shows it: ``caf\\xE9.txt``) whose change ended the watch
+    ``error`` ended, when that is why it ended."""
+    found = _UNDECODABLE.search(str(error))
+    return found["path"] if found else None

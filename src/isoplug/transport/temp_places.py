@@ -27,7 +27,8 @@ __all__ = ["MAX_UNIX_PATH", "make_private_folder", "temporary_places"]
 
 _log = guarded_logger("isoplug.transport")
 
-#: sun_path holds 108 bytes on Linux (104 on macOS); stay below both.
+#: sun_path holds 108 bytes on Linux (104 on macOS); stay below both. Bytes, not characters:
+#: a character outside ASCII takes 2 to 4 of them.
 MAX_UNIX_PATH = 100
 #: Python's own candidates after the environment's (tempfile._candidate_tempdir_list), less
 #: the working directory it ends with.
@@ -83,9 +84,11 @@ def make_private_folder(
                 raise
             refused.append((place, exc.strerror or type(exc).__name__, exc.errno))
             continue
-        if socket_name is not None and len(os.path.join(folder, socket_name)) > MAX_UNIX_PATH:
+        # sun_path counts bytes: a CJK folder's 44 characters are 100+ of them.
+        socket_path = os.fsencode(os.path.join(folder, socket_name or ""))
+        if socket_name is not None and len(socket_path) > MAX_UNIX_PATH:
             os.rmdir(folder)
-            refused.append((place, f"a socket path there passes {MAX_UNIX_PATH} characters", None))
+            refused.append((place, f"a socket path there passes {MAX_UNIX_PATH} bytes", None))
             continue
         if fill is not None:
             try:

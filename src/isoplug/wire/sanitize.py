@@ -200,8 +200,15 @@ def _clean(text: str, limit: int, block: bool) -> str:
 
 def clean_path(text: object, limit: int) -> str:
     """:func:`clean_text` for a path, or a text quoting paths: a name's bytes that are not
-    UTF-8 (lone surrogates, as ``os.fsdecode`` gives them) are shown as ``\\udcXX`` too."""
-    return clean_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"), limit)
+    UTF-8 (lone surrogates, as ``os.fsdecode`` gives them) are shown as ``\\udcXX`` too, and
+    a tab or a line break in a name as ``\\t``, ``\\n``: a path is one line, whose break
+    would otherwise be taken for the next line of the record (indented, not escaped)."""
+    shown = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return clean_text(shown.translate(_PATH_BREAKS), limit)
+
+
+#: The whitespace controls clean_text keeps (a message's own lines and tabs), escaped in a path.
+_PATH_BREAKS = {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
 
 
 #: First lines that a traceback or stack text legitimately starts with at column 0.
