@@ -1,8 +1,8 @@
 """A hostile log sender for the ring recovery tests: ``python tests/ring_bomb_child.py KIND
-RING_BYTES``.
+RING_BYTES`` (``hog`` below takes more).
 
 It forwards to the receiver its environment names (as ``forward_logs`` does) with a ring of
-``RING_BYTES`` (a power of two, up to the 64 MiB a receiver reads), logs one record and waits
+``RING_BYTES`` (a power of two, up to the 4 MiB a receiver reads), logs one record and waits
 until the receiver has it; then, its send lock held so that nothing else writes there, it
 rewrites its ring as ``KIND`` says and ends at once (``os._exit``: no flush, no close), as the
 outside check's evil_ring_sender.py did:
@@ -13,6 +13,12 @@ outside check's evil_ring_sender.py did:
   ``bomb``, message ``r``), numbered on from the one sent, counted by its header and ledger.
 
 It prints how many records its ring then claims, before it ends.
+
+``hog RING_BYTES COUNT [GO_FILE]`` proposes a ring a receiver should not keep (larger than
+4 MiB, or past its ``max_rings``), for tests/test_logs_ring_budget.py: its first record says
+``hello from a ring of RING_BYTES bytes`` (logger ``hog``), then it prints ``ready``; once
+``GO_FILE`` exists (at once without one), its send lock held so that none of them leaves, it
+logs ``COUNT`` records more, which only its ring holds, and ends at once, as a crash does.
 """
 
 from __future__ import annotations
@@ -33,27 +39,57 @@ from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
 ACCEPTED = 0
 
 
-def main() -> None:
-    kind, ring_bytes = sys.argv[1], int(sys.argv[2])
-    # A sender's own ring is at most RING_BYTES; a hostile one makes it as large as a
-    # receiver reads.
-    ring_module.RING_BYTES = ring_bytes
+def sender_with_ring(ring_bytes: int, logger_name: str, first: str) -> ForwardingHandler:
+    """A forwarding handler on ``logger_name`` (to the receiver the environment names) whose
+    ring has ``ring_bytes``, whatever a sender of isoplug's would make, once its record
+    ``first`` went out and the receiver has its ledger (and can read its ring after it
+    dies)."""
+    # A sender's own ring is at most MAX_RING_BYTES; a hostile one makes it any size.
+    ring_module.RING_BYTES = ring_module.MAX_RING_BYTES = ring_bytes
     handler = ForwardingHandler(
         os.environ[ADDRESS_ENV],
         os.environ[TOKEN_ENV],
         name=os.environ.get(NAME_ENV, ""),
         queue_bytes=ring_bytes,
     )
-    logger = logging.getLogger("bomb")
+    logger = logging.getLogger(logger_name)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    logger.warning("an honest record first")
+    logger.warning(first)
     handler.flush(30)
     deadline = time.monotonic() + 30
-    while not handler._ledger[ACKNOWLEDGED] and time.monotonic() < deadline:
+    while not handler._ledger[ACKNOWLEDGED]:
+        if time.monotonic() > deadline:
+            raise SystemExit("the receiver never took the ledger")
         time.sleep(0.001)
     ring = handler._ring
     assert ring is not None and ring.capacity == ring_bytes, "no ring of that size"
+    return handler
+
+
+def hog(ring_bytes: int, count: int, go_file: str | None) -> None:
+    """The ``hog`` kind (see the module docstring)."""
+    handler = sender_with_ring(ring_bytes, "hog", f"hello from a ring of {ring_bytes} bytes")
+    logger = logging.getLogger("hog")
+    print("ready", flush=True)
+    deadline = time.monotonic() + 60
+    while go_file is not None and not os.path.exists(go_file):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {go_file}")
+        time.sleep(0.01)
+    with handler._send_lock:
+        for index in range(count):
+            logger.warning("unsent %d", index)
+        os._exit(0)
+
+
+def main() -> None:
+    kind, ring_bytes = sys.argv[1], int(sys.argv[2])
+    if kind == "hog":
+        hog(ring_bytes, int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
+    handler = sender_with_ring(ring_bytes, "bomb", "an honest record first")
+    ring = handler._ring
+    assert ring is not None
     with handler._send_lock:
         words, data = ring._words, ring._data
         tail, tail_seq = words[ring_module.TAIL_WORD], words[ring_module.TAIL_SEQ_WORD]

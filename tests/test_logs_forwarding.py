@@ -39,6 +39,7 @@ from isoplug.logs import handler as handler_module
 from isoplug.logs import sender as sender_module
 from isoplug.logs.capture import capture_record
 from isoplug.logs.ledger import ReceiverLedger
+from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import serve_blocking
 from isoplug.testing import eventually
@@ -91,6 +92,7 @@ async def receiving(
     *,
     token: str | None = None,
     max_senders_per_tree: int = 64,
+    max_rings: int = DEFAULT_MAX_RINGS,
 ) -> AsyncIterator[tuple[LogReceiver, RecordWaiter]]:
     collector = RecordWaiter()
     logger = logging.getLogger(PREFIX)
@@ -104,6 +106,7 @@ async def receiving(
         max_senders=max_senders,
         token=token,
         max_senders_per_tree=max_senders_per_tree,
+        max_rings=max_rings,
     )
     try:
         if mode == "loop":

@@ -97,9 +97,9 @@ def test_a_header_claiming_more_records_than_its_bytes_hold_is_refused_unread() 
     def read_at(offset: int, size: int) -> bytes:
         raise AssertionError("a ring refused by its header is not read")
 
-    recovery = recover_records(
-        header(MAX_RING_BYTES, MAX_RING_BYTES, MAX_RING_BYTES), read_at, MAX_RING_BYTES, 0, 10**6
-    )
+    # The ring of 64 MiB a receiver read then (it keeps none over MAX_RING_BYTES now).
+    outside = 64 * 1024 * 1024
+    recovery = recover_records(header(outside, outside, outside), read_at, outside, 0, 10**6)
     assert recovery.problem == (
         "its header claims 67,108,864 records in 67,108,864 bytes, more than the 4,473,924 "
         "records of 15 bytes or more those can hold"
@@ -192,13 +192,14 @@ async def run_bomb(receiver: LogReceiver, *args: str) -> int:
 
 
 @pytest.mark.parametrize("mode", ["loop", "threads"])
-async def test_a_ring_of_64_mi_nils_is_refused_unread_and_the_next_sender_gets_through(
+async def test_a_ring_of_nils_claiming_a_record_each_is_refused_unread(
     mode: str, recoveries: list[tuple[int, Recovery]]
 ) -> None:
-    """ring_bomb_receiver.py and ring_bomb_async_receiver.py: a sender's ring of 64 MiB of
-    msgpack nils, its header claiming a record per byte, its ledger a million more accepted;
-    then os._exit. The receiver reports it from the header, decodes nothing, counts the
-    million lost, and an honest sender started right after gets through."""
+    """ring_bomb_receiver.py and ring_bomb_async_receiver.py: a sender's ring of msgpack nils
+    as large as a receiver reads (64 MiB in the outside check; 4 MiB now), its header
+    claiming a record per byte, its ledger a million more accepted; then os._exit. The
+    receiver reports it from the header, decodes nothing, counts the million lost, and an
+    honest sender started right after gets through."""
     async with receiving(mode) as (receiver, collector):
         claimed = await run_bomb(receiver, "nil-bomb", str(MAX_RING_BYTES))
         await collector.wait_until(
@@ -270,9 +271,9 @@ async def test_a_plugins_child_with_a_lying_ring_costs_the_host_nothing_to_read(
     tmp_path: Path, recoveries: list[tuple[int, Recovery]]
 ) -> None:
     """host_ringbomb/host.py: a plugin's child (given ctx.log_child_env()) passes the host a
-    ring of 64 MiB of nils claiming a record per byte. The host reads none of it (3.7 GB
-    each, and a runner's tree may hold 64 such connections), says so, and the plugin's next
-    child gets through."""
+    ring of nils, as large as the host reads, claiming a record per byte (64 MiB in the
+    outside check). The host reads none of it (at 64 MiB: 3.7 GB each, and a runner's tree
+    may hold 64 such connections), says so, and the plugin's next child gets through."""
     async with running(tmp_path, "spawner", logger=None) as (host, waiter):
         code, claimed, stderr = await host.call_with(
             "spawner", "python_script", args=[BOMB_CHILD, ["nil-bomb", str(MAX_RING_BYTES)]]

@@ -28,6 +28,10 @@ def _assert_everything_once(waiter: Records, tag: str) -> None:
     """What the plugin's _log_everything(tag) logs arrived once each, as itself."""
     library = _only(waiter, f"{tag}: info of a library")
     assert (library.name, library.levelno) == (LIBRARY, logging.INFO)
+    assert (Path(library.pathname).name, library.funcName) == (
+        "reconfigurer_plugin.py",
+        "_log_everything",
+    )
     failed = _only(waiter, f"{tag}: failed")
     assert (failed.name, failed.levelno) == (LIBRARY, logging.ERROR)
     assert failed.exc_info is not None and str(failed.exc_info[1]) == f"{tag}: boom"
@@ -49,18 +53,24 @@ def _no_loop_traces(waiter: Records) -> None:
         assert "(log handler closed)" not in message, message
 
 
-@pytest.mark.parametrize("own_sink", [False, True], ids=["isoplug's sink", "own sink"])
+@pytest.mark.parametrize(
+    ("own_sink", "enqueue"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["isoplug's sink", "own sink", "isoplug's and an enqueued sink", "own enqueued sink"],
+)
 async def test_loguru_intercept_handler_sends_each_record_once(
-    tmp_path: Path, own_sink: bool
+    tmp_path: Path, own_sink: bool, enqueue: bool
 ) -> None:
     """loguru's README InterceptHandler as the root's handler (every record into loguru,
     which writes it, or hands it to isoplug's sink into logging): each record, print and
     direct loguru call arrives once, as itself; the call returns (it looped until it timed
-    out, the host flooded with RecursionError reports)."""
+    out, the host flooded with RecursionError reports). With a sink of ``enqueue=True``,
+    whose text loguru's own thread writes, a logging record arrived twice: as itself, and
+    as loguru's copy of it on the plugin's module logger."""
     pytest.importorskip("loguru")
-    tag = "own" if own_sink else "bridged"
+    tag = ("own" if own_sink else "bridged") + ("-enqueued" if enqueue else "")
     async with running(tmp_path, "reconfigurer", logger=None) as (host, waiter):
-        await host.call("reconfigurer", "loguru_intercepted", tag, own_sink)
+        await host.call("reconfigurer", "loguru_intercepted", tag, own_sink, enqueue)
         await _marker(host, waiter, tag)
         metrics = host.log_metrics("reconfigurer")
     _assert_everything_once(waiter, tag)

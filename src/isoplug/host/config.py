@@ -103,6 +103,12 @@ class SupervisorConfig:
     #: lost if it ends first. 0: refused at once (see :mod:`isoplug.host.log_places`).
     max_waiting_log_connections: int = 256
     max_waiting_log_connections_in_all: int = 512
+    #: Shared-memory log rings (each at most 4 MiB: what a crash of a process leaves unsent,
+    #: read back at its end) the host keeps at once, for every runner and the processes they
+    #: started together; past it, a new connection's ring is not kept: its records still
+    #: arrive, what a crash leaves unsent is counted lost instead of recovered, with a
+    #: warning naming the runner (see :mod:`isoplug.logs.ring_budget`). 0: none kept.
+    max_log_rings: int = 256
     #: How far below the host each runner runs on the CPU: added to the nice value of the
     #: runner's threads (at most 19), which also run ``SCHED_BATCH``, so that plugins that
     #: want every core cannot starve the host's event loop and log replay (see
@@ -141,6 +147,7 @@ class SupervisorConfig:
             "max_queued_events",
             "max_waiting_log_connections",
             "max_waiting_log_connections_in_all",
+            "max_log_rings",
         ):
             value = getattr(self, name)
             least = 1 if name == "max_concurrent_calls" else 0

@@ -66,6 +66,7 @@ async def open_listeners(
             config.max_log_connections,
             config.max_waiting_log_connections,
             config.max_waiting_log_connections_in_all,
+            max_log_rings=config.max_log_rings,
         )
     except BaseException:
         # Not the host's yet: its aclose() would not close it, and its socket leaked

@@ -67,6 +67,7 @@ from isoplug.logs.chains import SenderChains
 from isoplug.logs.gil import HOST_SHARE
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
+from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS, RingBudget
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
@@ -81,6 +82,8 @@ _log = guarded_logger("isoplug.host")
 
 #: Cap for a name or role from a hello (unauthenticated peer text) quoted in a record.
 _MAX_HELLO_CHARS = 200
+#: How the bound on the runners' rings is set (SupervisorConfig), for its warnings.
+_MAX_RINGS_SETTING = "max_log_rings"
 
 #: How long closing the bridge waits for log connections to end by themselves (their runners
 #: have stopped by then: this is for processes a runner forked, still logging).
@@ -123,6 +126,8 @@ class LogBridge:
         self._listening: BlockingServer | None = None
         self._taking = threading.Lock()  # one close() of two threads closes the server
         self._places: LogPlaces | None = None
+        # The runners' rings held at once, all runners together (set again by open()).
+        self._ring_budget = RingBudget(DEFAULT_MAX_RINGS, _MAX_RINGS_SETTING)
 
     @property
     def address(self) -> str:
@@ -137,13 +142,17 @@ class LogBridge:
         max_log_connections: int = DEFAULT_MAX_LOG_CONNECTIONS,
         max_waiting_log_connections: int = DEFAULT_MAX_WAITING_LOG_CONNECTIONS,
         max_waiting_log_connections_in_all: int = DEFAULT_MAX_WAITING_LOG_CONNECTIONS_IN_ALL,
+        *,
+        max_log_rings: int = DEFAULT_MAX_RINGS,
     ) -> None:
         """Listen on a fresh private unix socket; connections are served by threads (what
         a connection gets before it authenticates: see :func:`~isoplug.rpc.serve_blocking`),
         at most ``max_log_connections`` at once per runner (its descendants included), past
         which at most ``max_waiting_log_connections`` of the runner's wait for a place
         (``max_waiting_log_connections_in_all`` for every runner together; see
-        :mod:`isoplug.host.log_places`)."""
+        :mod:`isoplug.host.log_places`); at most ``max_log_rings`` of their shared-memory
+        rings kept at once, all runners together (see :mod:`isoplug.logs.ring_budget`)."""
+        self._ring_budget = RingBudget(max_log_rings, _MAX_RINGS_SETTING)
         # Its waiting room serves one listener: the bridge is opened once.
         self._places = LogPlaces(
             self.runners,
@@ -439,6 +448,7 @@ class LogBridge:
             chains=self._chains,
             on_stderr=on_stderr,
             transit_losses=runner.transit_losses,
+            ring_budget=self._ring_budget,
             # The runner and its children have their levels from the host already.
             tell_level=False,
         )

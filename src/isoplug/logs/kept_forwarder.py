@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from isoplug.logs.handler import ForwardingHandler
 
 __all__ = [
     "INTERCEPT_DEPTH",
+    "as_rendering_package",
     "forward_once",
     "intercepted_record",
     "keep_forwarding",
@@ -132,6 +133,19 @@ def intercepted_record(frame: FrameType | None) -> logging.LogRecord | None:
     return None
 
 
+#: Code of isoplug's that runs inside those packages' calls, as theirs (a wrapper of a
+#: method of theirs): skipped as their frames are.
+_WRAPPERS: set[CodeType] = set()
+
+
+def as_rendering_package(code: CodeType) -> None:
+    """Count frames running ``code`` (isoplug's wrapper of a loguru method) as loguru's in
+    :func:`intercepted_record`, which would otherwise stop at the wrapper."""
+    _WRAPPERS.add(code)
+
+
 def _in_rendering_package(frame: FrameType) -> bool:
+    if frame.f_code in _WRAPPERS:
+        return True
     module = frame.f_globals.get("__name__")
     return type(module) is str and module.partition(".")[0] in _RENDERING_PACKAGES

@@ -51,7 +51,7 @@ import stat
 import sys
 from collections.abc import Mapping
 
-from isoplug.logs.ring import HEADER_BYTES, SenderRing, valid_capacity
+from isoplug.logs.ring import HEADER_BYTES, SenderRing, ring_layout
 from isoplug.logs.ring_recovery import ReceiverRing
 from isoplug.transport.fd_identity import FdIdentity
 
@@ -318,7 +318,7 @@ class ReceiverLedger:
             if not stat.S_ISREG(status.st_mode):
                 raise LedgerError(f"{what} is not a regular file")
             ring_capacity = status.st_size - LEDGER_SIZE - HEADER_BYTES
-            if status.st_size != LEDGER_SIZE and not valid_capacity(ring_capacity):
+            if status.st_size != LEDGER_SIZE and not ring_layout(ring_capacity):
                 raise LedgerError(
                     f"the ledger in {what} has {status.st_size} bytes, not {LEDGER_SIZE} "
                     "or that and a ring's: a sender of another isoplug version"
@@ -331,6 +331,12 @@ class ReceiverLedger:
         with contextlib.suppress(OSError):
             os.pwrite(handle, acknowledgement(level).to_bytes(8, sys.byteorder), 8 * ACKNOWLEDGED)
         return cls(handle, ring_capacity if status.st_size != LEDGER_SIZE else 0)
+
+    @property
+    def ring_capacity(self) -> int:
+        """The capacity of the ring that follows the ledger in its file (0: none), as its
+        size said when it was opened: possibly more than a receiver reads."""
+        return self._ring_capacity
 
     def ring(self) -> ReceiverRing | None:
         """The ring that follows the ledger in its file, if any: a reader with a descriptor

@@ -31,6 +31,8 @@ from isoplug.logs.ledger import (
 )
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import Summary
+from isoplug.logs.ring import MAX_RING_BYTES
+from isoplug.logs.ring_budget import RingBudget
 from isoplug.logs.ring_recovery import ReceiverRing, RecoveredRecords, Recovery
 
 __all__ = ["SenderEnd", "SenderLedgerReports"]
@@ -72,6 +74,10 @@ class SenderLedgerReports:
     _most_unsent: int
     #: The sender's ring, opened with its ledger (a class default: ReplayReports sets none).
     _ring: ReceiverRing | None = None
+    #: The rings the receiver holds, shared by its connections (None: no bound).
+    ring_budget: RingBudget | None = None
+    #: The budget this reader's ring holds a place of, until it lets go of the ring.
+    _ring_budget_taken: RingBudget | None = None
     #: The descriptor the sender passed with its hello (its connection's, open while the
     #: announcement is replayed): its ledger, readable whatever became of the sender.
     passed_ledger: int | None = None
@@ -156,14 +162,63 @@ class SenderLedgerReports:
 
     def _open_ring(self) -> None:
         assert self._ledger is not None
+        capacity = self._ledger.ring_capacity
+        if not capacity:
+            return
+        if capacity > MAX_RING_BYTES:
+            self._refuse_ring(
+                "ring_too_large",
+                f"its {capacity:,} bytes are more than the {MAX_RING_BYTES:,} a receiver reads "
+                "(a sender's own are at most that)",
+            )
+            return
+        budget = self.ring_budget
+        if budget is not None and not budget.take():
+            self._refuse_ring(
+                "ring_budget_spent",
+                f"this receiver holds {budget.max_rings:,} senders' rings already "
+                f"({budget.setting})",
+            )
+            return
         try:
             self._ring = self._ledger.ring()
         except OSError as exc:  # out of descriptors
+            if budget is not None:
+                budget.give_back()
             self._problem(
                 "ring",
                 f"cannot use the log ring of {self._description}: {exc}; records a crash "
                 "leaves unsent will be counted, not recovered",
             )
+            return
+        self._ring_budget_taken = budget
+
+    def _refuse_ring(self, kind: str, why: str) -> None:
+        """The sender's ring is not kept (``why``; reports of one ``kind`` are summed up
+        together): its records still come on its socket, and its ledger counts what a crash
+        leaves unsent."""
+        self._metrics.rings_refused += 1
+        description = self._description
+        self.limited(
+            kind,
+            f"not keeping the log ring of {description}: {why}; its records still arrive on "
+            "its connection, but those a crash of it leaves unsent will be counted lost, not "
+            "recovered",
+            lambda t: (
+                f"not keeping the log rings of {t.events:,} more connections of {description} "
+                f"over {t.seconds:.1f} s (the latest: {t.detail}); records a crash leaves "
+                "unsent will be counted lost, not recovered"
+            ),
+            detail=why,
+        )
+
+    def _take_ring(self) -> tuple[ReceiverRing | None, RingBudget | None]:
+        """The ring, no longer this reader's, and the budget whose place it holds: the caller
+        closes the one, then frees the other (a place freed before the reading is done would
+        let the receiver hold more than its budget says)."""
+        ring, self._ring = self._ring, None
+        budget, self._ring_budget_taken = self._ring_budget_taken, None
+        return ring, budget
 
     def read_end(
         self,
@@ -225,13 +280,15 @@ class SenderLedgerReports:
         never arrived, and the ring closed. Blocking work that reports nothing, for any
         thread: up to a ring's capacity of bytes to read and decode (see
         :mod:`isoplug.logs.ring_recovery`)."""
-        ring, self._ring = self._ring, None
+        ring, budget = self._take_ring()
         if ring is None:
             return Recovery()
         try:
             return ring.recover(*end.missing) if end.missing is not None else Recovery()
         finally:
             ring.close()
+            if budget is not None:
+                budget.give_back()
 
     def with_recovery(self, end: SenderEnd, recovery: Recovery) -> SenderEnd:
         """``end`` with what :meth:`recover` gave back, its problem reported, if any."""
@@ -327,9 +384,11 @@ class SenderLedgerReports:
 
     def close_ring(self) -> None:
         """Let go of the sender's ring unread, if :meth:`recover` did not (idempotent)."""
-        ring, self._ring = self._ring, None
+        ring, budget = self._take_ring()
         if ring is not None:
             ring.close()
+        if budget is not None:
+            budget.give_back()
 
     def _ended(self, text: str, lost: int, *, counted: bool = True) -> None:
         description = self._description

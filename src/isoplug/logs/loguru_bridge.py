@@ -33,7 +33,8 @@ extras and exception.
 A program may route ``logging`` into loguru too (loguru's README ``InterceptHandler``, a
 logging handler that logs each record through loguru): what loguru makes of such a record is
 that record, which reaches the host once, as itself; never bridged back into ``logging``,
-where it would reach the same handler again, without end (:func:`_accepts`).
+where it would reach the same handler again, without end (:func:`_accepts`); with a sink of
+``enqueue=True`` too, whose text loguru's own thread writes (:data:`SENT_KEY`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 
 from isoplug.log_guard import failure_report
 from isoplug.logs.kept_forwarder import (
+    as_rendering_package,
     forward_once,
     intercepted_record,
     kept_forwarder,
@@ -117,6 +119,7 @@ def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
     )
     _added.append((logger, sink_id))
     _report_failures_as_such(module)
+    _settle_queued_in_logging_thread(module)
 
 
 def _accepts(record: Any) -> bool:
@@ -176,6 +179,38 @@ def _report_failures_as_such(module: ModuleType) -> None:
     interceptor.print = print_as_a_failure_report
 
 
+#: The key of a loguru record, in the copy a sink of ``enqueue=True`` queues, saying that the
+#: logging thread sent the record already: its text, written by loguru's thread, is dropped.
+SENT_KEY = "isoplug_sent"
+
+
+def _settle_queued_in_logging_thread(module: ModuleType) -> None:
+    """Make a sink of ``enqueue=True`` tell, in the logging thread, what only that thread
+    can: that the message it queues is the rendering of a ``logging`` record an
+    ``InterceptHandler`` hands to loguru, or a message the bridge's sink sent already. Its
+    text comes back from loguru's own thread, where neither shows (another thread, a copy
+    of the record): made a record again there, a ``logging`` record arrived twice, once as
+    itself and once as loguru's copy on the plugin's module logger."""
+    handler_class = getattr(sys.modules.get(f"{module.__name__}._handler"), "Handler", None)
+    emit = getattr(handler_class, "emit", None)
+    if handler_class is None or not callable(emit) or getattr(emit, "_isoplug", False):
+        return
+
+    def emit_settled(self: Any, record: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_enqueue", False) and isinstance(record, dict):
+            intercepted = intercepted_record(sys._getframe(1))
+            if intercepted is not None:
+                send_once(intercepted)
+            bridged = getattr(_bridged, "record", None) is record
+            if intercepted is not None or bridged:
+                record[SENT_KEY] = True
+        return emit(self, record, *args, **kwargs)
+
+    emit_settled._isoplug = True  # type: ignore[attr-defined]
+    as_rendering_package(emit_settled.__code__)
+    handler_class.emit = emit_settled
+
+
 def forward_rendered_loguru(record: Any, rendered: str = "") -> bool:
     """A loguru sink of the program's own writes ``record`` (loguru's record, a dict) to
     ``sys.stdout`` or ``sys.stderr`` (``logger.remove(); logger.add(sys.stderr, ...)``, loguru's
@@ -192,7 +227,10 @@ def forward_rendered_loguru(record: Any, rendered: str = "") -> bool:
 
     ``rendered``: the sink's text, for a record that went through loguru's queue
     (``enqueue=True``), whose exception lost its traceback on the way (loguru cannot pickle
-    one): the traceback loguru printed in the text is the record's ``exc_text`` then."""
+    one): the traceback loguru printed in the text is the record's ``exc_text`` then. Unless
+    the logging thread sent it already (:data:`SENT_KEY`)."""
+    if record.get(SENT_KEY):
+        return True
     if getattr(_bridged, "record", None) is not record:
         # Once, though several sinks write it (one on stderr, one on stdout): loguru hands
         # each the same record.

@@ -82,6 +82,11 @@ class LogMetrics:
     #: :mod:`isoplug.logs.pending_ends`); until then :attr:`recovered` and :attr:`dropped`
     #: may still grow. The connection itself is closed.
     pending_ends: int = 0
+    #: Shared-memory rings of this sender's connections the receiver did not keep: larger
+    #: than it reads, or past its bound on rings held at once (see
+    #: :mod:`isoplug.logs.ring_budget`). Such a connection's records still arrive; what a
+    #: crash leaves unsent is counted in :attr:`dropped`, not recovered.
+    rings_refused: int = 0
     #: Times the sender broke the sequence protocol in a way no honest sender can: sequence
     #: numbers that jumped further than it could have had records in flight, a ledger that
     #: claims more unsent records than its queue and the kernel could hold, a queue size no
@@ -134,6 +139,7 @@ class LogMetrics:
             total.record_factory_errors += part.record_factory_errors
             total.recovered += part.recovered
             total.pending_ends += part.pending_ends
+            total.rings_refused += part.rings_refused
             total.sequence_violations += part.sequence_violations
             total.over_logger_budget += part.over_logger_budget
             # list(): the sender's thread may add a reason meanwhile.

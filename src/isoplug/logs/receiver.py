@@ -42,6 +42,7 @@ from isoplug.logs.own_receivers import OpenReceiver
 from isoplug.logs.receiver_closing import DEFAULT_DRAIN_TIMEOUT, ReceiverClosing
 from isoplug.logs.receiver_connections import MAX_HELLO_CHARS
 from isoplug.logs.replay_reports import handled_level
+from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS
 from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
@@ -139,6 +140,13 @@ class LogReceiver(ReceiverClosing):
     :func:`~isoplug.logs.set_process_logger_budget`). Past either, records on a name with no
     logger yet go on the prefix's logger (the root logger without a prefix), said in one
     warning per report interval, each counted in :attr:`LogMetrics.over_logger_budget`.
+
+    A sender's shared-memory ring (what its crash leaves unsent, read back at its end) is
+    kept only up to :data:`~isoplug.logs.ring.MAX_RING_BYTES` (4 MiB, a sender's default and
+    largest), and only ``max_rings`` of them at once, all senders together (0: none kept).
+    Past either the sender's records still arrive on its connection, but what a crash of it
+    leaves unsent is counted lost, not recovered: a warning names the sender and the limit,
+    and :attr:`LogMetrics.rings_refused` counts it (see :mod:`isoplug.logs.ring_budget`).
     """
 
     def __init__(
@@ -157,6 +165,7 @@ class LogReceiver(ReceiverClosing):
         handshake_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_logger_entries: int = DEFAULT_LOGGER_BUDGET,
+        max_rings: int = DEFAULT_MAX_RINGS,
     ) -> None:
         # Parsed now: a malformed address is said where the receiver is made; a relative
         # socket path is the working directory's now, as a sender's is, not wherever the
@@ -187,7 +196,7 @@ class LogReceiver(ReceiverClosing):
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
-        self._init_connections(max_logger_entries)
+        self._init_connections(max_logger_entries, max_rings)
         # Its waiting room serves one listener: a receiver is opened once.
         self._tree_limit = sender_tree_limit(
             max_senders_per_tree, max_waiting_per_tree, max_waiting, self._refusals, _log.warning

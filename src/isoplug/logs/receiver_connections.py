@@ -21,6 +21,7 @@ from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.replay_end import Settle
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
+from isoplug.logs.ring_budget import RingBudget
 from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.settling import LoopSettler
 from isoplug.wire import Hello
@@ -51,11 +52,14 @@ class ReceiverConnections:
     _logger_budget: LoggerBudget
     _transit_losses: TransitLosses
     _refusals: ReportThrottle
+    #: The senders' rings held at once, by every connection together.
+    _ring_budget: RingBudget
     #: Ended connections' accounting on the event loop, in slices (async use).
     _settler: LoopSettler | None
 
-    def _init_connections(self, max_logger_entries: int) -> None:
+    def _init_connections(self, max_logger_entries: int, max_rings: int) -> None:
         self._replayers = {}
+        self._ring_budget = RingBudget(max_rings)
         self._ends = ConnectionEnds()
         self._closing = False
         # Shared by the sync mode's sender threads: next() on a count is atomic.
@@ -113,6 +117,7 @@ class ReceiverConnections:
             chains=self._chains,
             logger_budget=self._logger_budget,
             transit_losses=self._transit_losses,
+            ring_budget=self._ring_budget,
         )
         self._replayers[number] = (label, replayer)
         if self._closing:

@@ -51,6 +51,7 @@ from isoplug.logs.replay_checks import run_replay_checks
 from isoplug.logs.replay_end import ReplayEnd
 from isoplug.logs.replay_reports import ReplayReports
 from isoplug.logs.report_throttle import ReportThrottle
+from isoplug.logs.ring_budget import RingBudget
 from isoplug.logs.routing import LoggerBudget, LoggerRoutes
 from isoplug.wire import LogBatch, LogRecordData
 
@@ -87,6 +88,7 @@ class LogReplayer(ReplayEnd, SliceTurns):
         on_stderr: Callable[[str, float], None] | None = None,
         transit_losses: TransitLosses | None = None,
         tell_level: bool = True,
+        ring_budget: RingBudget | None = None,
     ) -> None:
         self.prefix = prefix
         #: Told the message and ``created`` of every record of the sender's stderr stream,
@@ -130,6 +132,8 @@ class LogReplayer(ReplayEnd, SliceTurns):
             transit_losses=transit_losses,
             tell_level=tell_level,
         )
+        # Shared by the caller's connections: the senders' rings it holds at once.
+        self._reports.ring_budget = ring_budget
         # Host handlers that raise: one reporter of the caller's for all its connections, or
         # this sender's own (see isoplug.logs.handler_errors).
         self._owns_handler_errors = handler_errors is None

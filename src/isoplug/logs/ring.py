@@ -13,8 +13,9 @@ It lives in the same memfd as the connection's sequence ledger (:mod:`isoplug.lo
 after the ledger's page, so the receiver has both or neither: it takes the ledger's descriptor
 passed with the connection's hello (or, without one, opens ``/proc/<pid>/fd/<n>`` of the pid
 the socket's peer credentials vouch for), only a memfd of the ledger's name and a regular file
-of a size the layouts allow, and the ring is the rest of that file. A new connection makes a
-new ledger, and a new ring holding what is still unsent.
+of a size the layouts allow, and the ring is the rest of that file (kept only up to
+:data:`MAX_RING_BYTES`, and as many at once as :mod:`isoplug.logs.ring_budget` allows). A new
+connection makes a new ledger, and a new ring holding what is still unsent.
 When the connection ends without everything accepted having arrived, the receiver reads the
 released position, the end and the records between with ``pread`` (never a mapping: a sender
 that shrinks the file cannot SIGBUS the receiver), and replays those whose sequence numbers
@@ -42,6 +43,7 @@ __all__ = [
     "TAIL_WORD",
     "SenderRing",
     "ring_capacity",
+    "ring_layout",
     "valid_capacity",
 ]
 
@@ -53,14 +55,23 @@ HEADER_BYTES = 64
 #: The default capacity: 4 MiB, some 20,000 typical records, a few hundred milliseconds of a
 #: flood. Shared memory is only spent as the ring's bytes are first written.
 RING_BYTES = 4 * 1024 * 1024
-#: The smallest and largest capacity a sender makes or a receiver reads.
+#: The smallest and largest capacity a sender makes or a receiver reads. The largest is the
+#: default: a receiver read rings of up to 64 MiB, sixteen times what any sender of isoplug's
+#: makes, which let one that made its own cost the receiver that much memory for nothing.
 MIN_RING_BYTES = 4096
-MAX_RING_BYTES = 64 * 1024 * 1024
+MAX_RING_BYTES = RING_BYTES
 
 
 def valid_capacity(capacity: int) -> bool:
     """Whether a ring may have ``capacity`` bytes: a power of two within the bounds."""
-    return MIN_RING_BYTES <= capacity <= MAX_RING_BYTES and not capacity & (capacity - 1)
+    return capacity <= MAX_RING_BYTES and ring_layout(capacity)
+
+
+def ring_layout(capacity: int) -> bool:
+    """Whether ``capacity`` is a ring's of this layout, a power of two from
+    :data:`MIN_RING_BYTES`, whatever its size: a receiver still takes the ledger in front of
+    one too large to read."""
+    return capacity >= MIN_RING_BYTES and not capacity & (capacity - 1)
 
 
 def ring_capacity(queue_bytes: int) -> int:

@@ -8,8 +8,9 @@ bytes (at most :data:`~isoplug.logs.ring.MAX_RING_BYTES`) can hold:
 
 - a header claiming more records than its bytes could hold, none shorter than
   :data:`MIN_WANTED_RECORD_BYTES`, is a problem at once, nothing decoded. A header claiming
-  64 Mi one-byte records in a 64 MiB ring cost 3.7 GB and over two minutes of CPU (an object
-  per record claimed, all at once, and an exception for each; found by an outside check);
+  64 Mi one-byte records in a 64 MiB ring (what a receiver then read) cost 3.7 GB and over
+  two minutes of CPU (an object per record claimed, all at once, and an exception for each;
+  found by an outside check);
 - the items are found a window at a time (:data:`WINDOW_ITEMS`), each decoded, checked and let
   go; :data:`MAX_GARBLED` items that are no records end the reading (an honest ring has none:
   a torn release makes its header inconsistent, not its items), and so does a record past the
@@ -23,7 +24,7 @@ So a recovery's memory is about the ring's size, and at most twice that: its byt
 bytes for each record kept (at most 0.8 times those bytes, for the shortest records; under 0.3
 times for a sender's own, which are 41 bytes or more) and a window's references (about 0.75
 MB), never an object per record. Its CPU goes with the ring's bytes, not with what its header
-claims: a few seconds for 64 MiB of the shortest records, the worst a lying sender can do.
+claims: about 0.3 s for 4 MiB of the shortest records, the worst a lying sender can do.
 
 msgspec decodes whole documents only, so to find where items end the reader writes array
 headers in the room just before a run of them (bytes of items it is done with, put back right

@@ -319,18 +319,26 @@ class Reconfigurer(isoplug.Plugin):
         return Path(path).read_text()
 
     @isoplug.method
-    def loguru_intercepted(self, tag: str, own_sink: bool) -> None:
+    def loguru_intercepted(self, tag: str, own_sink: bool, enqueue: bool = False) -> None:
         """loguru's InterceptHandler as the root's only handler (loguru's README: every
         record into loguru), with loguru's sink isoplug's or, ``own_sink``, one of the
-        plugin's own on stderr; then everything logged, and a direct loguru call."""
+        plugin's own on stderr (``enqueue``: written by loguru's own thread, isoplug's sink
+        kept unless ``own_sink``); then everything logged, and a direct loguru call."""
         from loguru import logger
 
         if own_sink:
             logger.remove()
-            logger.add(sys.stderr, format="{time} | {level: <8} | {name} - {message}")
+        sink = None
+        if own_sink or enqueue:
+            sink = logger.add(
+                sys.stderr, format="{time} | {level: <8} | {name} - {message}", enqueue=enqueue
+            )
         logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
         self._log_everything(tag)
         logger.info("{}: loguru directly", tag)
+        if enqueue and sink is not None:
+            # What loguru's thread has still to write, written before the call returns.
+            logger.complete()
 
     @isoplug.method
     def loguru_two_sinks(self, tag: str) -> None:
