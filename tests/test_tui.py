@@ -424,3 +424,59 @@ def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path
     assert returncode == 0
     # Once the view is closed, the host stops its plugins and says so on the console.
     assert b"all plugins stopped" in screen
+
+
+@pytest.mark.parametrize(
+    ("encoding_env", "fix"),
+    [
+        ({"LC_ALL": "C", "PYTHONUTF8": "0"}, "run it in a UTF-8 locale (LC_ALL=C.UTF-8"),
+        ({"PYTHONIOENCODING": "ascii"}, "unset PYTHONIOENCODING"),
+    ],
+)
+def test_isoplug_run_tui_refuses_a_terminal_encoding_without_its_characters(
+    tmp_path: Path, encoding_env: dict[str, str], fix: str
+) -> None:
+    """Textual has no ASCII drawing: on an ASCII terminal each box character came out as
+    the text ``\\u2500``. A clear refusal instead, exit code 2, before any screen is drawn."""
+    import select
+
+    directory = plugins_dir(tmp_path, "echo")
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("LC_ALL", "LC_CTYPE", "LANG", "PYTHONUTF8", "PYTHONIOENCODING")
+    }
+    terminal, user_side = os.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "isoplug", "run", "--tui", str(directory)],
+        stdin=user_side,
+        stdout=user_side,
+        stderr=user_side,
+        env={**environment, **encoding_env, "TERM": "xterm-256color"},
+        start_new_session=True,
+    )
+    os.close(user_side)
+    screen = b""
+    try:
+        # Until the child closes the terminal: it ends on its own, or the timeout kills it.
+        while select.select([terminal], [], [], 60)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        returncode = child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(terminal)
+    said = screen.decode("ascii", "replace")
+    assert returncode == 2, said
+    assert (
+        "isoplug run: --tui needs a terminal encoding that can draw its dashboard "
+        "(stdout's is 'ascii'): " + fix
+    ) in said
+    assert "\\u2500" not in said
