@@ -7,8 +7,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -379,12 +379,12 @@ def test_cli_says_what_to_install_without_textual(tmp_path: Path) -> None:
     assert "pip install 'isoplug[tui]'" in result.stderr
 
 
-def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path: Path) -> None:
-    """As a user runs it: a real terminal (a pty), the real command line."""
-    import select
-    import time
-
-    directory = plugins_dir(tmp_path, "echo")
+@contextmanager
+def tui_on_a_terminal(
+    directory: Path, environment: dict[str, str]
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``isoplug run --tui DIRECTORY`` on a new pty, as a user runs it: the pty's side to read
+    the screen from (and type on), and the child, killed on the way out if still running."""
     # A pty, and a child started on it by subprocess: never pty.fork() of this process, whose
     # threads a fork would copy in whatever state they are (Python 3.13 warns of deadlocks).
     terminal, user_side = os.openpty()
@@ -393,14 +393,30 @@ def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path
         stdin=user_side,
         stdout=user_side,
         stderr=user_side,
-        env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+        env={**environment, "TERM": "xterm-256color"},
         start_new_session=True,
     )
     os.close(user_side)
+    try:
+        yield terminal, child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(terminal)
+
+
+def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path: Path) -> None:
+    """As a user runs it: a real terminal (a pty), the real command line."""
+    import select
+    import time
+
+    directory = plugins_dir(tmp_path, "echo")
+    size = {"COLUMNS": "160", "LINES": "40"}
     screen = b""
     quit_sent = False
     deadline = time.monotonic() + 60
-    try:
+    with tui_on_a_terminal(directory, {**os.environ, **size}) as (terminal, child):
         while time.monotonic() < deadline:
             ready, _, _ = select.select([terminal], [], [], 0.1)
             if ready:
@@ -415,11 +431,6 @@ def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path
                 os.write(terminal, b"q")
                 quit_sent = True
         returncode = child.wait(30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        os.close(terminal)
     assert quit_sent, screen[-2000:]
     assert returncode == 0
     # Once the view is closed, the host stops its plugins and says so on the console.
@@ -446,18 +457,8 @@ def test_isoplug_run_tui_refuses_a_terminal_encoding_without_its_characters(
         for name, value in os.environ.items()
         if name not in ("LC_ALL", "LC_CTYPE", "LANG", "PYTHONUTF8", "PYTHONIOENCODING")
     }
-    terminal, user_side = os.openpty()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "isoplug", "run", "--tui", str(directory)],
-        stdin=user_side,
-        stdout=user_side,
-        stderr=user_side,
-        env={**environment, **encoding_env, "TERM": "xterm-256color"},
-        start_new_session=True,
-    )
-    os.close(user_side)
     screen = b""
-    try:
+    with tui_on_a_terminal(directory, {**environment, **encoding_env}) as (terminal, child):
         # Until the child closes the terminal: it ends on its own, or the timeout kills it.
         while select.select([terminal], [], [], 60)[0]:
             try:
@@ -468,11 +469,6 @@ def test_isoplug_run_tui_refuses_a_terminal_encoding_without_its_characters(
                 break
             screen += chunk
         returncode = child.wait(30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        os.close(terminal)
     said = screen.decode("ascii", "replace")
     assert returncode == 2, said
     assert (
