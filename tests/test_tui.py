@@ -7,8 +7,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -379,12 +379,12 @@ def test_cli_says_what_to_install_without_textual(tmp_path: Path) -> None:
     assert "pip install 'isoplug[tui]'" in result.stderr
 
 
-def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path: Path) -> None:
-    """As a user runs it: a real terminal (a pty), the real command line."""
-    import select
-    import time
-
-    directory = plugins_dir(tmp_path, "echo")
+@contextmanager
+def tui_on_a_terminal(
+    directory: Path, environment: dict[str, str]
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``isoplug run --tui DIRECTORY`` on a new pty, as a user runs it: the pty's side to read
+    the screen from (and type on), and the child, killed on the way out if still running."""
     # A pty, and a child started on it by subprocess: never pty.fork() of this process, whose
     # threads a fork would copy in whatever state they are (Python 3.13 warns of deadlocks).
     terminal, user_side = os.openpty()
@@ -393,14 +393,30 @@ def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path
         stdin=user_side,
         stdout=user_side,
         stderr=user_side,
-        env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+        env={**environment, "TERM": "xterm-256color"},
         start_new_session=True,
     )
     os.close(user_side)
+    try:
+        yield terminal, child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(terminal)
+
+
+def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path: Path) -> None:
+    """As a user runs it: a real terminal (a pty), the real command line."""
+    import select
+    import time
+
+    directory = plugins_dir(tmp_path, "echo")
+    size = {"COLUMNS": "160", "LINES": "40"}
     screen = b""
     quit_sent = False
     deadline = time.monotonic() + 60
-    try:
+    with tui_on_a_terminal(directory, {**os.environ, **size}) as (terminal, child):
         while time.monotonic() < deadline:
             ready, _, _ = select.select([terminal], [], [], 0.1)
             if ready:
@@ -415,12 +431,48 @@ def test_isoplug_run_tui_on_a_terminal_shows_the_plugins_and_quits_on_q(tmp_path
                 os.write(terminal, b"q")
                 quit_sent = True
         returncode = child.wait(30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        os.close(terminal)
     assert quit_sent, screen[-2000:]
     assert returncode == 0
     # Once the view is closed, the host stops its plugins and says so on the console.
     assert b"all plugins stopped" in screen
+
+
+@pytest.mark.parametrize(
+    ("encoding_env", "fix"),
+    [
+        ({"LC_ALL": "C", "PYTHONUTF8": "0"}, "run it in a UTF-8 locale (LC_ALL=C.UTF-8"),
+        ({"PYTHONIOENCODING": "ascii"}, "unset PYTHONIOENCODING"),
+    ],
+)
+def test_isoplug_run_tui_refuses_a_terminal_encoding_without_its_characters(
+    tmp_path: Path, encoding_env: dict[str, str], fix: str
+) -> None:
+    """Textual has no ASCII drawing: on an ASCII terminal each box character came out as
+    the text ``\\u2500``. A clear refusal instead, exit code 2, before any screen is drawn."""
+    import select
+
+    directory = plugins_dir(tmp_path, "echo")
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("LC_ALL", "LC_CTYPE", "LANG", "PYTHONUTF8", "PYTHONIOENCODING")
+    }
+    screen = b""
+    with tui_on_a_terminal(directory, {**environment, **encoding_env}) as (terminal, child):
+        # Until the child closes the terminal: it ends on its own, or the timeout kills it.
+        while select.select([terminal], [], [], 60)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        returncode = child.wait(30)
+    said = screen.decode("ascii", "replace")
+    assert returncode == 2, said
+    assert (
+        "isoplug run: --tui needs a terminal encoding that can draw its dashboard "
+        "(stdout's is 'ascii'): " + fix
+    ) in said
+    assert "\\u2500" not in said

@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from isoplug.host.access_denied import READ_FILE, denied, is_denied
 from isoplug.host.manifest_file import read_at_most
 from isoplug.host.registry import deeper_manifest, discover, is_plugin_dir, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
+from isoplug.host.toml_text import TomlTextError, parse_toml
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.sizes import format_size
@@ -88,9 +89,8 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
         )
         return None
     try:
-        # utf-8-sig: a leading byte order mark (Windows Notepad) is not part of the TOML.
-        document = tomllib.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        document = parse_toml(raw)
+    except TomlTextError as exc:
         fatal(f"--config {path}: {exc}")
         return None
     loose = sorted(key for key, value in document.items() if not isinstance(value, dict))
@@ -112,7 +112,40 @@ def tui_available() -> bool:
     if not sys.stdout.isatty():
         fatal("--tui needs a terminal on stdout; without --tui the output suits a file or pipe")
         return False
+    undrawable = _undrawable_stream()
+    if undrawable is not None:
+        name, encoding = undrawable
+        # PYTHONIOENCODING wins over the locale: LC_ALL would change nothing then.
+        fix = (
+            "unset PYTHONIOENCODING (or set it to utf-8)"
+            if os.environ.get("PYTHONIOENCODING", "").partition(":")[0]
+            else "run it in a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1)"
+        )
+        fatal(
+            "--tui needs a terminal encoding that can draw its dashboard "
+            f"({name}'s is {encoding!r}): {fix}, or run without --tui"
+        )
+        return False
     return True
+
+
+#: Characters the dashboard draws (Textual's rules, scrollbars and header icon). Textual has
+#: no ASCII fallback (it renders with ``safe_box=False`` whatever the terminal), and each
+#: character the stream's encoding lacks would reach the screen as a ``\u2500`` escape
+#: (:func:`isoplug.cli._standard_streams`): a screen of garbage rather than an error.
+_DASHBOARD_CHARACTERS = "─│━┃▁▔▎▏▊▌█—⭘"
+
+
+def _undrawable_stream() -> tuple[str, str] | None:
+    """The standard stream (and its encoding) that cannot carry the dashboard: stdout, the
+    terminal ``--tui`` asks for, or stderr, which Textual draws on; None when both can."""
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.__stderr__)):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            _DASHBOARD_CHARACTERS.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            return name, encoding
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

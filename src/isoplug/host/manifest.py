@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -107,7 +108,14 @@ __all__ = [
 #: with Python's ``re``, whose ``$`` also matches before a last newline ("calc\n" would pass):
 #: ``(?!\n)`` refuses that, and means nothing to a JSON Schema reader's ECMAScript ``$``.
 _ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)"
-_ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$(?!\n)"
+#: A Python name may hold letters of any script (``modulé``), as an ``import`` does: every
+#: non-ASCII character passes here, in Python and in a JSON Schema's regex alike (the schema
+#: is read by editors' JavaScript regexes, which have no Python identifier class); the exact
+#: check is ``str.isidentifier`` (:func:`_check_entry`).
+_NAME_START = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ or not ASCII
+_NAME_REST = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*"  # also 0-9
+_NAME = _NAME_START + _NAME_REST
+_ENTRY_PATTERN = rf"^{_NAME}(\.{_NAME})*:{_NAME}$(?!\n)"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: TOML's integers are 64-bit signed; Python's parser reads any size, the wire takes 64 bits.
 _INT_RANGE = (-(2**63), 2**63 - 1)
@@ -235,6 +243,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
         fields = msgspec.convert(document, PluginToml)
     except msgspec.ValidationError as exc:
         raise _manifest_error(path, document, str(exc)) from None
+    entry = _check_entry(path, fields.entry)
     log_level = fields.log_level.upper()
     if log_level not in _LOG_LEVELS:
         levels = ", ".join(map(repr, _LOG_LEVELS))
@@ -257,7 +266,7 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
     return Manifest(
         id=fields.id,
         version=fields.version,
-        entry=fields.entry,
+        entry=entry,
         directory=directory,
         path=path,
         description=fields.description,
@@ -451,6 +460,23 @@ def _find_interpreter(path: Path, directory: Path, value: str) -> Path:
         raise ManifestError(path, "python", f"{value!r} is not an executable file ({candidate})")
     # Not resolved: a virtual environment's python is a link that must keep its own path.
     return candidate.absolute()
+
+
+def _check_entry(path: Path, entry: str) -> str:
+    """``entry`` as the runner imports it: NFKC-normalized, as Python normalizes the names
+    of an ``import`` statement and of a ``class`` (``ﬁle`` is ``file``), so the module and
+    class the manifest names are those the source names. Raises :class:`ManifestError` for
+    a part that is not a Python identifier (the pattern let every non-ASCII character by)."""
+    normalized = unicodedata.normalize("NFKC", entry)
+    module, _, attribute = normalized.partition(":")
+    for name in (*module.split("."), attribute):
+        if not name.isidentifier():
+            problem = (
+                f"{entry!r} is not valid: {name!r} is not a Python name (letters, digits "
+                "and '_', not starting with a digit); it must look like 'module:Attribute'"
+            )
+            raise ManifestError(path, "entry", problem)
+    return normalized
 
 
 def _manifest_error(path: Path, document: Mapping[str, Any], message: str) -> ManifestError:

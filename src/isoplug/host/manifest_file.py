@@ -1,26 +1,22 @@
 """A plugin's folder and its ``plugin.toml``, read into a TOML document: the folder's name,
-the file's size, its text (UTF-8, a leading byte order mark allowed) and its TOML syntax.
+the file's size, and its text and TOML syntax (:mod:`isoplug.host.toml_text`).
 What the document says is checked by :mod:`isoplug.host.manifest`."""
 
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from isoplug.host.access_denied import READ_FILE, denied, is_denied
 from isoplug.host.manifest_types import ManifestError
+from isoplug.host.toml_text import MAX_NESTING, TomlTextError, parse_toml
 
 __all__ = ["MANIFEST_NAME", "MAX_NESTING", "read_at_most", "read_manifest_document"]
 
 MANIFEST_NAME = "plugin.toml"
 #: A manifest is a few hundred bytes; anything near this size is not a manifest.
 _MAX_MANIFEST_BYTES = 64 * 1024
-#: How deep tables and arrays may nest, the document itself being level 0 (``[config]`` is
-#: level 1). Settings need a handful of levels; a deeper document is an attack on the parser
-#: and on every encoder the configuration goes through on its way to the runner.
-MAX_NESTING = 64
 #: Where ``os.fsdecode`` puts a byte it cannot decode (PEP 383's surrogate escapes).
 _ESCAPED_BYTES = range(0xDC80, 0xDD00)
 
@@ -43,20 +39,9 @@ def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
             path, None, f"holds more than {_MAX_MANIFEST_BYTES} bytes, the limit; not read further"
         )
     try:
-        # Windows Notepad (before 2019) starts a UTF-8 file with a byte order mark, which
-        # TOML does not allow: it says nothing of the text, so it is skipped.
-        document = tomllib.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ManifestError(path, None, f"is not UTF-8 text: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(path, None, f"is not valid TOML: {exc}") from exc
-    except ValueError as exc:  # an integer of more digits than Python converts
-        raise ManifestError(path, None, f"is not valid TOML: {exc}") from None
-    except RecursionError:
-        # tomllib recurses once per nested array or inline table.
-        raise ManifestError(
-            path, None, f"nests arrays or tables too deeply (the limit is {MAX_NESTING} levels)"
-        ) from None
+        document = parse_toml(raw)
+    except TomlTextError as exc:
+        raise ManifestError(path, None, str(exc)) from exc
     return path, document
 
 
