@@ -19,15 +19,15 @@ __all__ = ["MAX_LINE_BYTES", "REDRAWN", "CapturedLine", "CutLine", "LineSplitter
 MAX_LINE_BYTES = 16 * 1024
 
 
-def _character_start(line: bytes | bytearray, limit: int) -> int:
-    """Where to cut ``line`` at ``limit`` bytes at most, so that the cut never splits a UTF-8
-    character (whose bytes after the first are 0x80-0xBF): its kept half would decode as
-    U+FFFD. At most three bytes back, a character's longest tail; bytes that are no UTF-8 at
-    all are cut where they fall."""
+def _character_start(line: bytes | bytearray, limit: int, first: int) -> int:
+    """Where to cut ``line`` (its text from ``first`` on) at ``limit`` bytes at most, so that
+    the cut never splits a UTF-8 character, whose kept bytes would decode as U+FFFD: before
+    the character's first byte, when it is at most three bytes back (the bytes after it are
+    0x80-0xBF) and not the text's first. Bytes that are no UTF-8 are cut where they fall."""
     end = limit
-    while end > max(0, limit - 3) and 0x80 <= line[end] < 0xC0:
+    while end > first and end > limit - 3 and 0x80 <= line[end] < 0xC0:
         end -= 1
-    return end if line[end] >= 0xC0 else limit
+    return end if end > first and line[end] >= 0xC0 else limit
 
 
 def cut_line(text: str, cut: int) -> str:
@@ -139,7 +139,7 @@ class LineSplitter:
                 line = lines[index]
                 own = limit + (line[:1] == REDRAWN)
                 if len(line) > own:
-                    own = _character_start(line, own)
+                    own = _character_start(line, own, own - limit)
                     lines[index] = CutLine(line[:own], len(line) - own)
         if tail:
             buffer += tail
@@ -185,9 +185,10 @@ class LineSplitter:
     def _start_skipping_past(self, limit: int) -> None:
         """Cut the buffered line at ``limit`` bytes, if it is longer; skip the rest of it."""
         buffer = self._buffer
-        limit += buffer[:1] == REDRAWN
+        first = int(buffer[:1] == REDRAWN)
+        limit += first
         if len(buffer) > limit:
-            limit = _character_start(buffer, limit)
+            limit = _character_start(buffer, limit, first)
             self._cut = len(buffer) - limit
             del buffer[limit:]
             self._skipping = True
