@@ -55,8 +55,9 @@ STDERR = f"plugin.{PLUGIN}.stderr"
 def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
     """What the splitter must make of ``blob``, written plainly: each line (ended by LF, CRLF or
     a CR alone; the last one partial) as text, except the empty ones a CR alone ends; a line
-    over ``limit`` bytes cut there, saying how many bytes were cut; a line after a CR alone
-    marked redrawn."""
+    over ``limit`` bytes cut there (or before the UTF-8 character the cut would split, unless
+    that is the line's first), saying how many bytes were cut; a line after a CR alone marked
+    redrawn."""
     parts = re.split(rb"(\r\n|\n|\r)", blob)
     expected = []
     before = b""
@@ -64,8 +65,11 @@ def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
         redrawn, before = before == b"\r", end
         if not line and end in (b"\r", b""):
             continue
-        cut = max(0, len(line) - limit)
-        text = line[:limit].decode("utf-8", errors="replace")
+        keep = limit
+        if len(line) > limit and line[limit : limit + 1] == b"\xa9" and limit > 1:
+            keep = limit - 1  # "é" is the only character of two bytes, b"\xc3\xa9"
+        cut = max(0, len(line) - keep)
+        text = line[:keep].decode("utf-8", errors="replace")
         expected.append(
             CapturedLine(text + cut_mark(cut, "bytes") if cut else text, cut > 0, redrawn)
         )

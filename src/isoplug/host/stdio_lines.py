@@ -19,6 +19,17 @@ __all__ = ["MAX_LINE_BYTES", "REDRAWN", "CapturedLine", "CutLine", "LineSplitter
 MAX_LINE_BYTES = 16 * 1024
 
 
+def _character_start(line: bytes | bytearray, limit: int, first: int) -> int:
+    """Where to cut ``line`` (its text from ``first`` on) at ``limit`` bytes at most, so that
+    the cut never splits a UTF-8 character, whose kept bytes would decode as U+FFFD: before
+    the character's first byte, when it is at most three bytes back (the bytes after it are
+    0x80-0xBF) and not the text's first. Bytes that are no UTF-8 are cut where they fall."""
+    end = limit
+    while end > first and end > limit - 3 and 0x80 <= line[end] < 0xC0:
+        end -= 1
+    return end if end > first and line[end] >= 0xC0 else limit
+
+
 def cut_line(text: str, cut: int) -> str:
     """The text of a line whose raw bytes were cut ``cut`` bytes short: it says how many (in
     bytes, the unit cut: the skipped bytes are never decoded)."""
@@ -69,10 +80,11 @@ class LineSplitter:
     A line that follows a CR alone is a redraw: :meth:`split` leaves it that CR in front
     (:data:`REDRAWN`, not counted against the line's length), :meth:`decode` says so.
 
-    A line longer than ``max_line_bytes`` is cut there, marked ``truncated`` and with how many
-    bytes were cut. The rest of it is skipped up to its end, only counted, so a huge blob never
-    makes the splitter hold more than ``max_line_bytes``; the cut line comes out when its end
-    arrives (or at the end of the stream), when the count is known.
+    A line longer than ``max_line_bytes`` is cut there (or up to three bytes before, not to
+    split a UTF-8 character), marked ``truncated`` and with how many bytes were cut. The rest
+    of it is skipped up to its end, only counted, so a huge blob never makes the splitter hold
+    more than ``max_line_bytes``; the cut line comes out when its end arrives (or at the end
+    of the stream), when the count is known.
     """
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
@@ -127,6 +139,7 @@ class LineSplitter:
                 line = lines[index]
                 own = limit + (line[:1] == REDRAWN)
                 if len(line) > own:
+                    own = _character_start(line, own, own - limit)
                     lines[index] = CutLine(line[:own], len(line) - own)
         if tail:
             buffer += tail
@@ -172,8 +185,10 @@ class LineSplitter:
     def _start_skipping_past(self, limit: int) -> None:
         """Cut the buffered line at ``limit`` bytes, if it is longer; skip the rest of it."""
         buffer = self._buffer
-        limit += buffer[:1] == REDRAWN
+        first = int(buffer[:1] == REDRAWN)
+        limit += first
         if len(buffer) > limit:
+            limit = _character_start(buffer, limit, first)
             self._cut = len(buffer) - limit
             del buffer[limit:]
             self._skipping = True

@@ -15,6 +15,7 @@ message and fields (:mod:`isoplug.logs.textlines` makes records of lines and blo
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -79,6 +80,10 @@ _MESSAGE_KEYS = MESSAGE_NAMES
 _LEVEL_KEYS = SEVERITY_NAMES
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
+#: A JSON escape of a UTF-16 surrogate. msgspec refuses a lone one, which Python's ``json``
+#: reads, and ``json.dumps`` writes for a file name that is not UTF-8 (``"caf\udce9.pdf"``):
+#: what a JSON formatter prints of such a name, so a line holding one is read again by ``json``.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def level_from_name(value: Any) -> int | None:
@@ -110,7 +115,7 @@ def parse_json_line(line: str) -> tuple[int | None, str, dict[str, Any]] | None:
     try:
         value = _json_decoder.decode(line)
     except (msgspec.DecodeError, RecursionError):
-        return None
+        value = _with_lone_surrogates(line)
     if not isinstance(value, dict):
         return None
     source: dict[str, Any] = value
@@ -119,6 +124,28 @@ def parse_json_line(line: str) -> tuple[int | None, str, dict[str, Any]] | None:
         # loguru's serialize=True: {"text": ..., "record": {"level": {"name", "no"}, ...}}.
         source = nested
     return _from_fields(source, value)
+
+
+def _with_lone_surrogates(line: str) -> Any:
+    """``line`` read by Python's ``json``, which takes lone surrogates, each then written as
+    the sanitizer escapes it (``\\udce9``), so that no text of the record holds one; None
+    for a line without one, or not JSON."""
+    if _SURROGATE_ESCAPE.search(line) is None:
+        return None
+    try:
+        return _escaped_surrogates(json.loads(line))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _escaped_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped_surrogates(key): _escaped_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped_surrogates(item) for item in value]
+    return value
 
 
 #: One ``key=value`` pair of a logfmt line, its value bare or quoted (escapes inside).

@@ -7,13 +7,18 @@ layer (pure functions, no I/O) so that every layer above can use it.
 Three threats, three rules:
 
 - **Terminal escapes, control and invisible characters** (``ESC[2J``, backspace, bidi
-  overrides, zero-width characters) could rewrite or hide what an operator sees: every C0/C1
-  control character except tab and newline, DEL, the Unicode line/paragraph separators and
-  every *format* character (category Cf: bidi controls, zero-width spaces and joiners, the BOM,
-  interlinear annotation marks, tag characters...) are shown as ``\\xNN`` / ``\\uNNNN`` /
-  ``\\UNNNNNNNN`` escapes. The zero-width joiners (U+200C, U+200D) are escaped too: they are
-  invisible, and an emoji sequence or a Persian word shown with a visible ``\\u200d`` is still
-  legible, whereas text that hides characters is not safe.
+  overrides, zero-width spaces) could rewrite, reorder or hide what an operator sees: every
+  C0/C1 control character except tab and newline, DEL, the Unicode line/paragraph separators
+  and every *format* character (category Cf: bidi controls and marks, zero-width spaces, word
+  joiners, the BOM, interlinear annotation marks, stray tag characters...) are shown as
+  ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN`` escapes. Format characters that ordinary text
+  needs pass, as they change neither direction nor what is shown: the zero-width non-joiner
+  and joiner (U+200C, U+200D: Persian spelling, Indic conjuncts, emoji sequences), the soft
+  hyphen (U+00AD), and tag characters within an emoji flag (U+1F3F4, at most seven tags and
+  the cancel tag: a subdivision flag's); variation selectors are marks, never escaped. The
+  bidi marks (LRM, RLM, ALM) stay escaped: invisible, yet strong letters for the bidi
+  algorithm, a pair of them reverses numbers and what lies between them without one visible
+  right-to-left letter (docs/security.md says more).
 - **Forged log lines**: a message containing ``"\\n2026-01-01 INFO app.db: ..."`` would look
   like a separate record of another logger. Every continuation line that does not already start
   with white space is indented by two spaces, so no line from a plugin can start at column 0 —
@@ -27,13 +32,15 @@ Three threats, three rules:
   escaping added); the other is what the sender says, as the words say, and is only taken up
   as a plain number (at most 15 digits).
 
-Logger names get a stricter treatment: only letters, digits and ``_-.:`` survive, empty
+Logger names get a stricter treatment: only letters and digits of any script, combining marks
+that follow one, and ``_-.:`` survive (each run of anything else becomes one ``_``), empty
 components are removed, and the length is capped.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 __all__ = [
     "IN_EMITTING_PROCESS",
@@ -49,8 +56,8 @@ _ESCAPED = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0), 0x
 #: Every format character (category Cf) of Unicode 16, and U+2065, reserved for more: bidi
 #: controls, zero-width characters, U+FEFF, U+180E, U+FFF9-FFFB, tags... invisible, so able to
 #: hide or reorder text. Listed rather than read from unicodedata at import (a scan of every
-#: code point takes 0.15 s); tests/test_logs_units.py checks that none of this Python's is
-#: missing.
+#: code point takes 0.15 s); tests/test_sanitize_units.py checks that none of this Python's
+#: is missing.
 _FORMAT_CHARACTERS = [
     (0xAD, 0xAD),
     (0x600, 0x605),
@@ -73,7 +80,16 @@ _FORMAT_CHARACTERS = [
     (0xE0001, 0xE0001),
     (0xE0020, 0xE007F),
 ]
-_ESCAPED += [code for first, last in _FORMAT_CHARACTERS for code in range(first, last + 1)]
+#: The format characters ordinary text needs, which change neither direction nor what is
+#: shown (see the module docstring): the soft hyphen, the zero-width non-joiner and joiner.
+#: Tag characters pass only within an emoji flag (:data:`_EMOJI_FLAG`).
+FORMAT_CHARACTERS_KEPT = frozenset({0xAD, 0x200C, 0x200D})
+_ESCAPED += [
+    code
+    for first, last in _FORMAT_CHARACTERS
+    for code in range(first, last + 1)
+    if code not in FORMAT_CHARACTERS_KEPT
+]
 # Lone surrogates (a file name that is not UTF-8, decoded with surrogateescape): no encoder of
 # a UTF-8 log handler can write them, so one would make the handler fail on the record.
 _ESCAPED += range(0xD800, 0xE000)
@@ -87,6 +103,14 @@ _ESCAPE_TABLE = {
     )
     for code in _ESCAPED
 }
+#: The base of every emoji tag sequence (Unicode's flags of England, Scotland, Wales...).
+_BLACK_FLAG = "\U0001f3f4"
+#: A flag's tags, which pass: a subdivision code (at most seven tags: ``gbsct``, ``usca``) and
+#: the cancel tag that ends it. Longer runs of tags would carry invisible text ("ASCII
+#: smuggling", read by whatever reads logs after the operator): escaped from the eighth on.
+#: Decided by what precedes each tag only, so a text cut short never escapes more of what it
+#: keeps (:func:`_fitting` relies on that).
+_EMOJI_FLAG = re.compile("\U0001f3f4[\U000e0020-\U000e007e]{1,7}\U000e007f?")
 _CONTINUATION = re.compile(r"\n(?=[^ \t\n])")
 _EVERY_LINE = re.compile(r"\n(?=[^\n])")
 #: The line Python prints between the tracebacks of a chain, at column 0.
@@ -95,7 +119,12 @@ _CHAINED = re.compile(
     r"|During handling of the above exception, another exception occurred:)$",
     re.MULTILINE,
 )
-_NAME_JUNK = re.compile(r"[^A-Za-z0-9_\-.:]+")
+#: What a logger name may not hold, for an ASCII name: all but letters, digits and ``_-.:``.
+_ASCII_NAME_JUNK = re.compile(r"[^A-Za-z0-9_\-.:]+")
+#: Likewise for any name: ``\w`` is any script's letters and digits (and ``_``). Combining
+#: marks are not in it, but a word of many scripts needs them (Devanagari's vowel signs and
+#: virama, an accent written apart): :func:`_kept_marks` lets those that follow one pass.
+_NAME_JUNK = re.compile(r"[^\w\-.:]+")
 #: Where a text was cut, in :func:`cut_mark`'s words, when the process that emitted it cut it.
 IN_EMITTING_PROCESS = " in the emitting process"
 
@@ -140,8 +169,22 @@ def cap_text(text: str, limit: int) -> str:
     return text[:keep] + mark
 
 
+def _translated(text: str) -> str:
+    """``text`` with every character to escape escaped (tags within emoji flags kept)."""
+    # A str of only BMP characters cannot hold the flag: the search then ends at once.
+    if _BLACK_FLAG not in text:
+        return text.translate(_ESCAPE_TABLE)
+    parts: list[str] = []
+    done = 0
+    for flag in _EMOJI_FLAG.finditer(text):
+        parts += (text[done : flag.start()].translate(_ESCAPE_TABLE), flag.group())
+        done = flag.end()
+    parts.append(text[done:].translate(_ESCAPE_TABLE))
+    return "".join(parts)
+
+
 def _escape(text: str, block: bool = False) -> str:
-    text = text.translate(_ESCAPE_TABLE)
+    text = _translated(text)
     if "\n" not in text:
         return text
     chained = _CHAINED.search(text) if block else None
@@ -229,12 +272,33 @@ def clean_block(text: str, limit: int) -> str:
 
 
 def clean_logger_name(name: str, limit: int) -> str:
-    """A logger-name suffix that cannot escape its prefix or disturb the output."""
+    """A logger-name suffix that cannot escape its prefix or disturb the output: letters and
+    digits of any script kept, so that distinct names stay distinct (see the module
+    docstring)."""
     if len(name) > limit * 4:
         name = name[: limit * 4]
-    cleaned = _NAME_JUNK.sub("_", name)
+    if name.isascii():
+        cleaned = _ASCII_NAME_JUNK.sub("_", name)
+    else:
+        cleaned = _NAME_JUNK.sub(_kept_marks, name)
     if ".." in cleaned or cleaned.startswith(".") or cleaned.endswith("."):
         cleaned = ".".join(part for part in cleaned.split(".") if part)
     if len(cleaned) > limit:
         cleaned = cleaned[:limit].rstrip(".")
     return cleaned
+
+
+def _kept_marks(junk: re.Match[str]) -> str:
+    """A run of what no name holds, as ``_``; but the combining marks at its start, when it
+    follows a letter or digit, kept: a mark after ``.`` or ``:`` would draw over the
+    separator, and one at a name's start over what the host writes before it."""
+    run = junk.group()
+    start = junk.start()
+    if start == 0 or not junk.string[start - 1].isalnum():
+        return "_"
+    marks = 0
+    while marks < len(run) and unicodedata.category(run[marks])[0] == "M":
+        marks += 1
+    if marks == len(run):
+        return run
+    return run[:marks] + "_"
