@@ -112,6 +112,11 @@ async def test_past_its_waiting_room_a_runners_connection_is_refused_and_counted
             pid = await host.call("burster", "squat", count=8)
             refused = 8 - 3 - max_waiting
             await eventually(lambda: len(refusals(said)) >= 1, WAIT)
+            # Every refusal made before the host stops, which sums them up: the listener
+            # accepts the squatter's connections one by one, behind the call's answer.
+            async with asyncio.timeout(WAIT):
+                while await host.call("burster", "squatters_closed") < refused:
+                    await asyncio.sleep(0.01)
             assert bridge.open_connections("burster") == 4
             first = refusals(said)[0]
     assert first == (

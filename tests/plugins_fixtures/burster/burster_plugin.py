@@ -35,6 +35,22 @@ class Burster(isoplug.Plugin):
         return os.getpid()
 
     @isoplug.method
+    def squatters_closed(self) -> int:
+        """How many of the connections :meth:`squat` opened the host has closed (a refused
+        one: read to its end, the host's reject and all)."""
+        closed = 0
+        for sock in self.__dict__.get("held", []):
+            try:
+                while sock.recv(65536, socket.MSG_DONTWAIT):
+                    pass
+            except BlockingIOError:
+                continue  # open, and nothing more to read: accepted, or waiting for a place
+            except OSError:
+                pass  # reset by the host's close: closed as well
+            closed += 1
+        return closed
+
+    @isoplug.method
     async def burst(self, holders: int, count: int, records: int, release_file: str) -> int:
         """Fork ``holders`` children that connect (welcomed) and hold their log connection;
         then ``count`` children forked at once, each logging ``records`` numbered records
