@@ -39,8 +39,8 @@ class Plugin(isoplug.Plugin):
 
 #: What the child runs first: isoplug set to another version.
 PATCH_VERSION = """
-import isoplug
-isoplug.__version__ = {version!r}
+import isoplug, isoplug.release
+isoplug.__version__ = isoplug.release.VERSION = {version!r}
 """
 #: And to another protocol range (the wire package binds it as its connections' defaults).
 PATCH_PROTOCOL = """

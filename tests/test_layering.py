@@ -34,6 +34,7 @@ _BELOW_CLI = frozenset(
         "zygote_sharing",
         "lazy_names",
         "loop_closed",
+        "release",
         "wire",
         "transport",
         "rpc",
@@ -69,8 +70,10 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # Tasks of an event loop closed under them, ended from outside it: the host's, and the
     # connections transport serves on that loop.
     "loop_closed": frozenset({"log_guard"}),
+    # isoplug's version: the handshake says it.
+    "release": frozenset(),
     # The sans-IO protocol: messages, codec, framing, the connection state machine.
-    "wire": frozenset({"errors"}),
+    "wire": frozenset({"errors", "release"}),
     # isoplug's own loggers, which an application's raising handler cannot make raise, and
     # how a failed handler is reported: every layer that logs makes its loggers there. wire:
     # the report quotes records, sanitized.

@@ -21,6 +21,7 @@ from isoplug.errors import (
     UnencodableValue,
 )
 from isoplug.lazy_names import lazy_names
+from isoplug.release import VERSION as __version__
 
 if TYPE_CHECKING:
     from isoplug.control import CapabilityDenied
@@ -62,8 +63,6 @@ __all__ = [
     "method",
     "on_event",
 ]
-
-__version__ = "0.1.0.dev0"
 
 _LAZY = {
     "CapabilityDenied": "isoplug.control",

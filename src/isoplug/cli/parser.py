@@ -10,7 +10,7 @@ from typing import NoReturn
 from isoplug import __version__
 from isoplug.cli.demo import DEMO_DURATION, DEMO_READY_WITHIN
 from isoplug.cli.running import BUILTIN_CAPABILITIES
-from isoplug.cli.say import shown
+from isoplug.cli.say import shown_message
 from isoplug.host.schema import IMPORT_TIMEOUT
 
 
@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {shown(message)}\n")
+        self.exit(2, f"{self.prog}: error: {shown_message(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

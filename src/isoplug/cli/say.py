@@ -11,17 +11,24 @@ from __future__ import annotations
 import shlex
 import sys
 
-from isoplug.wire.sanitize import clean_path
+from isoplug.wire.sanitize import clean_message, clean_path
 
-__all__ = ["say_error", "shown", "shown_argument"]
+__all__ = ["say_error", "shown", "shown_argument", "shown_message"]
 
 #: Cap for one message (every plugin's reason when all failed, each capped, fits many).
 MAX_MESSAGE_CHARS = 100_000
 
 
 def shown(value: object) -> str:
-    """``value`` (a path, a key, a message quoting them) as the terminal may show it."""
+    """``value`` (a path, a key, a line quoting them) as the terminal may show it: on one
+    line (a name's tab or line break escaped)."""
     return clean_path(value, MAX_MESSAGE_CHARS)
+
+
+def shown_message(message: object) -> str:
+    """A message of the command's, of one or several lines, as the terminal may show it: what
+    of the operator's text it quotes sanitized, its own line breaks kept."""
+    return clean_message(message, MAX_MESSAGE_CHARS)
 
 
 def shown_argument(path: object) -> str:
@@ -33,4 +40,4 @@ def shown_argument(path: object) -> str:
 def say_error(command: str, message: str) -> None:
     """``isoplug COMMAND: MESSAGE`` on stderr, the message sanitized whole: whatever of the
     operator's text it quotes, however it was formatted in."""
-    print(f"isoplug {command}: {shown(message)}", file=sys.stderr, flush=True)
+    print(f"isoplug {command}: {shown_message(message)}", file=sys.stderr, flush=True)

@@ -72,13 +72,13 @@ def library_folders() -> tuple[str, ...]:
     sits in, as a zygote imports them): wherever that is, site-packages or not."""
     import msgspec
 
-    import isoplug
-
-    folders: list[str] = []
-    for module in (isoplug, msgspec):
-        package = _package_folder(module)
-        if package is not None:
-            folders += [package, os.path.dirname(package)]
+    # isoplug's own folder, from this module's place in it: the host may not import the
+    # package above it.
+    isoplug_folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders = [isoplug_folder, os.path.dirname(isoplug_folder)]
+    msgspec_folder = _package_folder(msgspec)
+    if msgspec_folder is not None:
+        folders += [msgspec_folder, os.path.dirname(msgspec_folder)]
     return tuple(folders)
 
 

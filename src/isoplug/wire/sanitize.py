@@ -47,6 +47,7 @@ __all__ = [
     "cap_text",
     "clean_block",
     "clean_logger_name",
+    "clean_message",
     "clean_path",
     "clean_text",
     "cut_mark",
@@ -242,12 +243,18 @@ def _clean(text: str, limit: int, block: bool) -> str:
 
 
 def clean_path(text: object, limit: int) -> str:
-    """:func:`clean_text` for a path, or a text quoting paths: a name's bytes that are not
+    """:func:`clean_text` for a path, or a line quoting paths: a name's bytes that are not
     UTF-8 (lone surrogates, as ``os.fsdecode`` gives them) are shown as ``\\udcXX`` too, and
     a tab or a line break in a name as ``\\t``, ``\\n``: a path is one line, whose break
     would otherwise be taken for the next line of the record (indented, not escaped)."""
-    shown = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    return clean_text(shown.translate(_PATH_BREAKS), limit)
+    return clean_message(str(text).translate(_PATH_BREAKS), limit)
+
+
+def clean_message(text: object, limit: int) -> str:
+    """:func:`clean_text` for a message of several lines that quotes paths (each shown by
+    :func:`clean_path` as it was put in): its line breaks are its own, kept; a name's bytes
+    that are not UTF-8 are shown as ``\\udcXX``."""
+    return clean_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"), limit)
 
 
 #: The whitespace controls clean_text keeps (a message's own lines and tabs), escaped in a path.
