@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from isoplug.host.manifest import ManifestError, load_manifest, manifest_schema, parse_manifest
+from isoplug.host.manifest import (
+    MANIFEST_DESCRIPTION,
+    ManifestError,
+    load_manifest,
+    manifest_schema,
+    parse_manifest,
+)
 from isoplug.host.schema import SchemaUnavailable, plugin_toml_schema
 from tests.plugins_fixtures import FIXTURES
 
@@ -338,3 +344,21 @@ def test_schema_answers_at_once_when_the_import_leaves_a_thread_or_an_exit_hook(
         assert result.returncode == 2 and result.stdout == ""
         assert "could not be imported" in result.stderr, result.stderr
         assert "RuntimeError: libfoo 2.0 is missing" in result.stderr, result.stderr
+
+
+def test_the_schema_describes_plugin_toml_in_its_own_words_under_python_oo() -> None:
+    """The schema's description of plugin.toml is for its user, not a developer docstring,
+    and stays under ``python -OO`` (which drops docstrings): the same schema either way."""
+    plain = isoplug("schema", str(FIXTURES / "configured"))
+    optimized = subprocess.run(
+        [sys.executable, "-OO", "-m", "isoplug", "schema", str(FIXTURES / "configured")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert plain.returncode == optimized.returncode == 0, plain.stderr + optimized.stderr
+    assert optimized.stdout == plain.stdout
+    root = json.loads(plain.stdout)["$defs"]["PluginToml"]
+    assert root["title"] == "plugin.toml" and root["description"] == MANIFEST_DESCRIPTION
+    assert "docstring" not in plain.stdout

@@ -10,11 +10,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.process_memory import children_of
+from tests.processes import child_env
+from tests.test_cli_all_failed import HEALTHY
 from tests.test_cli_exits import cli, write_plugin
 
 #: Makes an orphan as a shell's ``cmd &`` does (the shell exits, its job goes on: the kernel
@@ -69,7 +72,8 @@ AS_PID1 = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) -> None:
     """PID 1 of a container without --init: an orphan a plugin's shell left is reaped (it
     stayed a zombie for as long as the host ran); SIGTERM sent to PID 1 from outside stops
-    the command cleanly, and PID 1 exits with the command's code."""
+    the command cleanly, and PID 1 exits with the command's code. PID 1 forked before the
+    command's imports, and the host does not warn of a PID 1 that does not reap."""
     if (why := pid_namespace_refused()) is not None:
         pytest.skip(why)
     write_plugin(tmp_path / "plugins", "orphans", ORPHANS)
@@ -77,10 +81,17 @@ async def test_as_pid1_it_reaps_orphans_and_passes_signals_on(tmp_path: Path) ->
         async with asyncio.timeout(30):
             await run.until(r"orphans +info +orphan \d+ reaped")
         (pid1,) = children_of(run.process.pid)
+        # Forked before the command imported the host's stack: the reaper, alive as long as
+        # the container, carries none of its modules (asyncio's C part is one).
+        with open(f"/proc/{pid1}/maps") as maps:
+            mapped = maps.read()
+        assert "_asyncio" not in mapped and "msgspec" not in mapped, mapped
         os.kill(pid1, signal.SIGTERM)
         code, output, errors = await run.finish()
     assert code == 0, output + errors
     assert "isoplug was started as PID 1 (a container without --init): PID 1 now only" in output
+    # The host runs in the reaper's child: no warning that nothing reaps.
+    assert "this process is PID 1" not in output + errors
     assert "SIGTERM: stopping every plugin" in output and "all plugins stopped" in output
 
 
@@ -143,3 +154,45 @@ async def test_every_process_signalled_at_once_as_systemd_does(tmp_path: Path, o
     assert not re.search(r"^\S+ +\S+ +error ", output, re.MULTILINE), output
     for untrue in ("restarted at once", "exit status unknown", "crashed"):
         assert untrue not in output, output
+
+
+#: An application embedding a Host, its log on stderr: started, ready, stopped.
+EMBEDDED = """
+import asyncio
+import logging
+import sys
+
+import isoplug
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+async def main() -> None:
+    for _ in range(2):  # two hosts, one after the other: said once
+        async with isoplug.Host(sys.argv[1]) as host:
+            await host.wait_ready(60)
+
+
+asyncio.run(main())
+"""
+
+
+def test_an_embedded_host_as_pid1_warns_once_that_nothing_reaps(tmp_path: Path) -> None:
+    """An application embedding a Host, run as PID 1 without an init: the orphans of its
+    plugins' children would stay zombies, so the host says so once, with the fix."""
+    if (why := pid_namespace_refused()) is not None:
+        pytest.skip(why)
+    write_plugin(tmp_path / "plugins", "calm", HEALTHY)
+    result = subprocess.run(
+        [*AS_PID1, sys.executable, "-c", EMBEDDED, str(tmp_path / "plugins")],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = re.findall(r"^WARNING isoplug.host: this process is PID 1 .*$", result.stderr, re.M)
+    assert len(warnings) == 1, result.stderr
+    for fix in ("docker run --init", "tini", "isoplug run"):
+        assert fix in warnings[0], warnings[0]

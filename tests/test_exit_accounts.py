@@ -4,6 +4,7 @@ really took, one count of restarts, and the out-of-memory killer named only on e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -13,14 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from isoplug import PluginState, SupervisorConfig
+from isoplug import Host, PluginState, SupervisorConfig
 from isoplug.cli.signals import REPEAT_WINDOW
 from isoplug.errors import IsoplugError
 from isoplug.host import PluginInfo
+from isoplug.testing import eventually
 from tests import plugins_fixtures
 from tests.plugins_fixtures import plugins_dir, process_alive
 from tests.processes import child_env, run_python
 from tests.test_cli import read_until, start_cli
+from tests.test_cli_exits import write_plugin
 from tests.test_host_lifetime import escapers, start_host
 from tests.test_host_lifetime import read_until as read_host_until
 
@@ -369,3 +372,51 @@ async def test_an_out_of_memory_kill_is_named_with_its_evidence(tmp_path: Path) 
     assert "was killed by SIGKILL from the kernel's out-of-memory killer (" in account, output
     assert "of its cgroup: oom_kill 0 -> 1" in account, account
     assert "sender unknown" not in account
+
+
+#: Leaves a child holding its stdout (a ``sleep``), then, on request, exits at once.
+LEAVES_A_CHILD_ON_STDOUT = """
+    import asyncio
+    import os
+    import subprocess
+
+    import isoplug
+
+
+    class P(isoplug.Plugin):
+        async def setup(self, ctx: isoplug.PluginContext) -> None:
+            self.holder = subprocess.Popen(["sleep", "3600"])
+
+        @isoplug.method
+        async def holder_pid(self) -> int:
+            return self.holder.pid
+
+        @isoplug.method
+        async def exit_soon(self) -> None:
+            asyncio.get_running_loop().call_later(0.05, os._exit, 3)
+"""
+
+
+async def test_uptime_ends_at_the_exit_not_when_the_output_closes(tmp_path: Path) -> None:
+    """A runner exits while a child of its plugin holds its stdout: the host waits for that
+    output to close before it writes the account, but the runner's uptime ends when its exit
+    was seen, not when the holder let go (here once the test killed it, after the exit)."""
+    write_plugin(
+        tmp_path / "plugins", "leaver", LEAVES_A_CHILD_ON_STDOUT, '[restart]\npolicy = "never"\n'
+    )
+    # The host does not give up on the holder before the test ends it.
+    config = dataclasses.replace(PATIENT, stdio_drain_timeout=600.0)
+    async with Host(tmp_path / "plugins", config=config) as host:
+        await host.wait_ready(60)
+        process = host._supervisor("leaver")._life.process  # type: ignore[union-attr]
+        assert process is not None
+        holder = await host.call("leaver", "holder_pid")
+        await host.call("leaver", "exit_soon")
+        await eventually(process.exited.done, 60)
+        exit_seen_by = time.monotonic()
+        os.kill(holder, signal.SIGKILL)
+        await eventually(lambda: host.plugins()[0].state is PluginState.FAILED, 60)
+        account = host.plugins()[0].last_exit
+    assert account is not None and account.returncode == 3, account
+    assert account.uptime <= exit_seen_by - process.started, (account.uptime, account)
+    assert f"uptime {account.uptime:.1f} s" in account.describe()

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from isoplug.cli.console_format import ConsoleFormatter, use_colour
 from isoplug.cli.console_writer import ConsoleWriter
+from isoplug.cli.say import silence
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_CONSOLE_FAILED,
@@ -149,20 +150,6 @@ class ConsoleHandler(logging.Handler):
                     if not stop.is_set():
                         self._reader_gone()
                 return
-
-
-def silence(stream: TextIO) -> None:
-    """Point ``stream``'s descriptor at ``/dev/null``: its reader is gone, and what is still
-    buffered in it must not fail the next flush (at exit: ``Exception ignored ...``)."""
-    try:
-        descriptor = stream.fileno()
-    except (OSError, ValueError):
-        return  # not a file (a test's StringIO): nothing buffered below Python
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, descriptor)
-    finally:
-        os.close(null)
 
 
 #: The levels a console shows by default: a plugin's records as its manifest's ``log_level``

@@ -20,6 +20,8 @@ that such a stdout loses no more than a blocking one.
 Before the command exits, :meth:`ConsoleWriter.drain` waits for what is queued to be written
 while stdout takes it: once stdout has taken nothing for :data:`DRAIN_STALL` seconds (or after
 :data:`DRAIN_MOST` in all), it gives up and says on stderr how many lines were not written.
+:meth:`ConsoleWriter.caught_up` waits as long, without giving up on the queue, before a message
+on stderr that must follow the console's lines (``isoplug run``'s "every plugin failed").
 """
 
 from __future__ import annotations
@@ -147,15 +149,8 @@ class ConsoleWriter:
     def drain(self) -> None:
         """Wait until every line queued is written, while stdout takes them (see the module
         docstring); else :meth:`abandon` what is left. Then wait (briefly) for the notices."""
-        started = time.monotonic()
         with self._state:
-            while self._pending > 0 and not self._discarding and not self._stopped:
-                now = time.monotonic()
-                until = min(started + DRAIN_MOST, max(self._progress_at, started) + DRAIN_STALL)
-                if now >= until:
-                    break
-                self._state.wait(until - now)
-            written = self._pending <= 0 or self._discarding
+            written = self._wait_written(time.monotonic())
             self._count_drops(self._queue.take(0, 0)[1])
             if written and not self._discarding and self._dropped:
                 # Dropped lines not counted yet (the last count was recent): said last.
@@ -167,6 +162,25 @@ class ConsoleWriter:
             self.drain()  # the count of dropped lines, just queued
             return
         self.notices.wait(NOTICE_WAIT)
+
+    def caught_up(self) -> bool:
+        """Wait until every line queued is written, while stdout takes them, as :meth:`drain`
+        waits, but go on writing after: what the command says next on stderr (often the
+        same file) comes after the lines it sums up. True if they were written."""
+        with self._state:
+            return self._wait_written(time.monotonic())
+
+    def _wait_written(self, started: float) -> bool:
+        """Wait (lock held) until no line is pending, or stdout has taken nothing for
+        :data:`DRAIN_STALL` seconds, or :data:`DRAIN_MOST` have passed since ``started``;
+        whether every line was written (or thrown away: stdout failed)."""
+        while self._pending > 0 and not self._discarding and not self._stopped:
+            now = time.monotonic()
+            until = min(started + DRAIN_MOST, max(self._progress_at, started) + DRAIN_STALL)
+            if now >= until:
+                break
+            self._state.wait(until - now)
+        return self._pending <= 0 or self._discarding
 
     def abandon(self) -> None:
         """Stop writing: say on stderr how many lines were not written (and dropped lines

@@ -10,7 +10,7 @@ from typing import NoReturn
 from isoplug import __version__
 from isoplug.cli.demo import DEMO_DURATION, DEMO_READY_WITHIN
 from isoplug.cli.running import BUILTIN_CAPABILITIES
-from isoplug.cli.say import shown_message
+from isoplug.cli.say import shown_message, write_stderr
 from isoplug.host.schema import IMPORT_TIMEOUT
 
 
@@ -20,8 +20,9 @@ class _Parser(argparse.ArgumentParser):
     subcommands' parsers are of this class too (argparse makes them of the parent's)."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {shown_message(message)}\n")
+        # One write: see isoplug.cli.say.
+        write_stderr(f"{self.format_usage()}{self.prog}: error: {shown_message(message)}")
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -367,6 +367,10 @@ async def run_host(
             # A fix saved restarts a failed plugin: the session goes on until stopped.
             await stop.wait()
         elif (failed_all := await until_stopped(host, stop, outcome)) is not None:
+            if console is not None:
+                # Each failure's console line goes out before the message summing them up:
+                # stderr is often the console's own file (`> log 2>&1`, a container's tty).
+                await off_loop(console.writer.caught_up)
             fatal(
                 f"every plugin failed for good ({len(failed_all)}), and nothing restarts a "
                 "failed plugin without --reload or --tui: stopping\n"

@@ -11,10 +11,9 @@ a bounded time only (:meth:`StderrNotices.wait`).
 from __future__ import annotations
 
 import collections
-import os
-import select
-import sys
 import threading
+
+from isoplug.cli.say import write_stderr
 
 __all__ = ["StderrNotices"]
 
@@ -55,45 +54,8 @@ class StderrNotices:
                 text = self._waiting.popleft()
                 self._writing = True
             try:
-                _write(text)
+                write_stderr(text)
             finally:
                 with self._changed:
                     self._writing = False
                     self._changed.notify_all()
-
-
-def _write(text: str) -> None:
-    stderr = sys.stderr
-    if stderr is None:
-        return  # no stderr at all: the exit code is all that can still tell
-    try:
-        descriptor = stderr.fileno()
-    except (OSError, ValueError, AttributeError):
-        descriptor = -1  # not a file (pytest's capture): its own methods
-    try:
-        if descriptor < 0:
-            stderr.write(text + "\n")
-            stderr.flush()
-        else:
-            # To the descriptor, not through the stream: a write that waits on a stuck stderr
-            # would hold the stream's lock, which the interpreter's exit then takes to flush it
-            # (and aborts, "could not acquire lock ... at interpreter shutdown"). Nothing waits
-            # in its buffer: Python's stderr is line-buffered, and isoplug flushes what it says.
-            encoding = getattr(stderr, "encoding", None) or "utf-8"
-            _write_all(descriptor, (text + "\n").encode(encoding, "backslashreplace"))
-    except (OSError, ValueError):
-        # stderr unwritable (or closed) too: nowhere is left to say it, and the exit code
-        # still tells what it can.
-        return
-
-
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(descriptor, view) :]
-        except BlockingIOError:
-            # A stderr left non-blocking by another program: wait until it takes more.
-            poller = select.poll()
-            poller.register(descriptor, select.POLLOUT)
-            poller.poll()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -37,10 +36,7 @@ def telemetry(
     )
     otlp = endpoint is not None or from_environment
     if arguments.otlp_protocol and not otlp:
-        print(
-            "isoplug run: --otlp-protocol needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)",
-            file=sys.stderr,
-        )
+        say_error("run", "--otlp-protocol needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)")
         yield None
         return
     port_text = arguments.metrics_port

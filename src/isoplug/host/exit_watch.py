@@ -15,6 +15,7 @@ import dataclasses
 import os
 import select
 import signal
+import time
 
 from isoplug.host import descendants
 from isoplug.host.children import Child
@@ -47,6 +48,9 @@ class ExitFacts:
     oom: tuple[str | None, tuple[str, ...]]
     #: Its zygote's death ended it (see :class:`~isoplug.host.children.ExitStatus`).
     zygote_died: bool = False
+    #: ``time.monotonic()`` when the exit was seen: the end of its uptime, whatever the host
+    #: does after (waiting for the output a child of it holds open).
+    seen_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class ExitWatch:
@@ -75,6 +79,7 @@ class ExitWatch:
             else:
                 _log.exception("runner %d: watching its process tree failed (an isoplug bug)", pid)
         status = self._child.wait()
+        seen_at = time.monotonic()
         oom: tuple[str | None, tuple[str, ...]] = (None, ())
         try:
             # The host notes its signals before it sends them: a SIGKILL not noted is not its.
@@ -91,7 +96,13 @@ class ExitWatch:
             if watch is not None:
                 watch.close()
         return ExitFacts(
-            status.returncode, status.note, status.known, status.cpu, oom, status.zygote_died
+            status.returncode,
+            status.note,
+            status.known,
+            status.cpu,
+            oom,
+            status.zygote_died,
+            seen_at,
         )
 
     def _record_until_exit(self) -> None:

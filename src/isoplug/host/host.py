@@ -28,6 +28,7 @@ from typing import Any
 
 from isoplug.errors import hidden_from_pytest
 from isoplug.host import observers, unclosed
+from isoplug.host.as_pid1 import warn_if_pid1
 from isoplug.host.binding import HostBinding
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig, split_host_config
@@ -203,6 +204,7 @@ class Host(PluginOperations, PluginSettings):
         # Before the host opens anything: none of its sockets may become a standard stream.
         fill_standard_descriptors()
         keep_own_loggers_enabled()
+        warn_if_pid1()
         discovery = self._runners.discover()
         unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})
         if unknown:

@@ -499,7 +499,23 @@ def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
     return merged
 
 
+#: What an editor shows of a plugin.toml as a whole (``isoplug schema``).
+MANIFEST_DESCRIPTION = (
+    "The manifest of an isoplug plugin: its id, version and entry point (module:Class), and "
+    "how its runner process is started, restarted, checked and limited; [config] holds the "
+    "plugin's own settings. See docs/plugins.md."
+)
+
+
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema of plugin.toml (its ``[config]``: any table)."""
     schema: dict[str, Any] = msgspec.json.schema(PluginToml)
+    # Its own words, not PluginToml's docstring: that one is for isoplug's developers, and
+    # gone under python -OO.
+    definitions = schema["$defs"]
+    definitions["PluginToml"] = {
+        "title": "plugin.toml",
+        "description": MANIFEST_DESCRIPTION,
+        **{k: v for k, v in definitions["PluginToml"].items() if k not in ("title", "description")},
+    }
     return schema

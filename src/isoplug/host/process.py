@@ -115,6 +115,9 @@ class RunnerProcess:
         #: ``"spawn"`` or ``"fork"`` (from the host's zygote: see isoplug.host.zygote).
         self.method = child.method
         self.started = time.monotonic()
+        #: ``time.monotonic()`` when its exit was seen (None while it runs): its uptime ends
+        #: there, not when the host is done with its output.
+        self.ended: float | None = None
         #: Resolves to ``Popen.returncode`` once the runner has exited and been reaped.
         self.exited = exited
         #: The value of ``descendants.TAG_VARIABLE`` in the runner's environment.
@@ -272,6 +275,7 @@ class RunnerProcess:
         self.status_known = facts.known
         self.oom = facts.oom
         self.zygote_died = facts.zygote_died
+        self.ended = facts.seen_at
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(self._set_exited, facts.returncode)
 
@@ -285,7 +289,8 @@ class RunnerProcess:
 
     @property
     def uptime(self) -> float:
-        return time.monotonic() - self.started
+        """Seconds from its start to its exit (to now while it runs)."""
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
     def end_capture_without_loop(self) -> None:
         """Let the stdout/stderr threads end without the supervision that would have sealed

@@ -136,6 +136,8 @@ class ExitAccount:
     pid: int
     #: As ``Popen.returncode``: the exit code, or minus the signal number.
     returncode: int
+    #: Seconds from the process's start to its exit, as the host saw it (its pidfd, its
+    #: ``waitpid``); not to this account, which may wait for output a child of it holds open.
     uptime: float
     #: How many times this runner had been restarted before this exit.
     restarts: int
