@@ -132,6 +132,9 @@ def _command(
         return new_plugin(arguments.path)
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir, arguments.timeout)
+    signals = StopSignals()
+    # From here to the process's end, no stop signal takes its default action.
+    signals.hold()
     console = configure_console_logging(arguments.log_level, sys.stdout)
     say_unblocked(blocked)
     if reaper is not None:
@@ -141,14 +144,15 @@ def _command(
             reaper,
             os.getpid(),
         )
-    signals = StopSignals()
     if arguments.command == "run":
         code = run_command(arguments, console, signals)
     elif arguments.command == "demo":
         code = _demo(arguments, console, signals)
     else:
         raise AssertionError(f"unhandled command {arguments.command!r}")
-    return finish_console(console, signals, code)
+    code = finish_console(console, signals, code)
+    signals.settle()
+    return code
 
 
 def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopSignals) -> int:
