@@ -53,6 +53,15 @@ __all__ = ["ConsoleFormatter", "main", "use_colour"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``isoplug`` console script; returns the exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command took its signals (while it imports, a schema's plugin
+        # imported): the operator asked to stop, which needs no traceback.
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _standard_streams()
     arguments = build_parser().parse_args(argv)
     # Before any thread starts: a fork copies one thread only.
@@ -124,10 +133,7 @@ def _command(
     arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...], reaper: int | None
 ) -> int:
     if arguments.command == "demo" and arguments.protocol:
-        try:
-            return run_demo()
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        return run_demo()
     if arguments.command == "new":
         return new_plugin(arguments.path)
     if arguments.command == "schema":
@@ -170,7 +176,9 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopS
     except PermissionError:
         is_folder = True  # one of its parents refuses a look: the host says which
     if not is_folder:
-        say_error("demo", f"--plugins-dir {plugins_dir} is not a directory")
+        # In run's words, for the same mistake.
+        why = "is not a directory" if plugins_dir.exists() else "does not exist"
+        say_error("demo", f"plugins directory {plugins_dir} {why}")
         return EXIT_USAGE
     duration = arguments.duration
     console.say(DEMO_HEADER)
