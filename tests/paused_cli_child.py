@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import isoplug.cli
+import isoplug.cli.console
 
 
 def main() -> None:
@@ -28,13 +29,14 @@ def main() -> None:
     if point == "at-exit":
         atexit.register(pause)
     elif point == "before-finish":
-        finish = isoplug.cli.finish_console
+        finish = isoplug.cli.console.finish_console
 
         def paused_finish(*args: Any) -> int:
             pause()
             return finish(*args)
 
-        isoplug.cli.finish_console = paused_finish  # type: ignore[assignment]
+        # The name main's command calls, in isoplug.cli's namespace.
+        vars(isoplug.cli)["finish_console"] = paused_finish
     else:
         raise SystemExit(f"unknown pause point {point!r}")
     sys.exit(isoplug.cli.main(arguments))

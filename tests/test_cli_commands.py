@@ -52,7 +52,7 @@ SLOW_IMPORT = """
 async def test_ctrl_c_during_schema_exits_130_without_a_traceback(tmp_path: Path) -> None:
     write_plugin(tmp_path, "slow", SLOW_IMPORT)
     async with cli("schema", str(tmp_path / "slow")) as schema:
-        await eventually(lambda: (tmp_path / "slow" / "importing").exists(), timeout=60)
+        await eventually((tmp_path / "slow" / "importing").exists, timeout=60)
         schema.process.send_signal(signal.SIGINT)
         code, output, errors = await schema.finish()
     assert code == 130, errors

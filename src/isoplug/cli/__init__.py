@@ -29,7 +29,7 @@ from isoplug.cli.console import (
 )
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.init_process import reap_as_pid1
-from isoplug.cli.parser import build_parser
+from isoplug.cli.parser import parse_arguments
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error
 from isoplug.cli.signals import (
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     _standard_streams()
-    arguments = build_parser().parse_args(argv)
+    arguments = parse_arguments(argv)
     # Before any thread starts: a fork copies one thread only.
     reaper = reap_as_pid1() if arguments.command in _HOSTING else None
     # Before any thread starts too: each takes the mask of the thread that starts it.
