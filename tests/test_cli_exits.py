@@ -382,7 +382,7 @@ def test_tui_refuses_a_stdout_that_is_not_a_terminal() -> None:
 
 def test_demo_checks_its_options(tmp_path: Path) -> None:
     result = isoplug("demo", "--plugins-dir", str(tmp_path / "missing"))
-    assert result.returncode == 2 and "is not a directory" in result.stderr
+    assert result.returncode == 2 and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     for duration in ("0", "-5", "nan"):
         result = isoplug("demo", "--duration", duration)

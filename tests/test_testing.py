@@ -142,4 +142,6 @@ def test_a_pytest_run_that_uses_no_fixture_of_isoplug_imports_no_host(tmp_path: 
     assert "isoplug.testing.pytest_plugin" in report["loaded"]  # the plugin did load
     assert report["sharing"] is True  # and turned sharing on for the session's hosts
     assert not [m for m in report["loaded"] if m.startswith("isoplug.host")], report["loaded"]
-    assert len(report["loaded"]) <= 6, report["loaded"]
+    # The bare package (its version in isoplug.release), errors, lazy names, the plugin,
+    # testing and the zygote switch.
+    assert len(report["loaded"]) <= 7, report["loaded"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from isoplug.cli import main
+from isoplug.cli import console_script
 
-sys.exit(main())
+sys.exit(console_script())

@@ -26,27 +26,44 @@ from isoplug.lazy_names import lazy_names
 if TYPE_CHECKING:
     from isoplug.cli.console_format import ConsoleFormatter, use_colour
 
-__all__ = ["ConsoleFormatter", "main", "use_colour"]
+__all__ = ["ConsoleFormatter", "console_script", "main", "use_colour"]
 
+#: isoplug.cli.signals.EXIT_INTERRUPTED, without importing it first (see main).
+_EXIT_INTERRUPTED = 130
 #: The commands that run a host, and so may make orphans: as PID 1 they get a reaper.
 _HOSTING = ("run", "demo")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``isoplug`` console script; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, ending_process: bool = False) -> int:
+    """Run the command ``argv`` (default: ``sys.argv[1:]``) names; its exit code.
+    ``ending_process``: the process ends with the command (the console script, ``python -m
+    isoplug``), so the stop signals stay ignored from the moment the exit code is decided
+    to its end, when a repeat could only kill it; otherwise (a caller's process, which goes
+    on) they are given back to the handlers they had."""
     arguments = sys.argv[1:] if argv is None else list(argv)
     # Before any thread starts (a fork copies one thread only), and before the command's
     # imports, which the reaper would carry for nothing.
     reaper = reap_as_pid1() if _command_name(arguments) in _HOSTING else None
-    from isoplug.cli.entry import run_command_line
+    try:
+        from isoplug.cli.entry import run_command_line
 
-    return run_command_line(arguments, reaper)
+        return run_command_line(arguments, reaper, ending_process=ending_process)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command took its signals (while it imports, a schema's plugin
+        # imported): the operator asked to stop, which needs no traceback.
+        return _EXIT_INTERRUPTED
 
 
 def _command_name(arguments: Sequence[str]) -> str | None:
     """The command ``arguments`` name: the first that is no option (``isoplug`` itself has
     none but ``--help`` and ``--version``, which end it before a command runs)."""
     return next((argument for argument in arguments if not argument.startswith("-")), None)
+
+
+def console_script() -> int:
+    """The ``isoplug`` console script and ``python -m isoplug``: :func:`main`, ending the
+    process."""
+    return main(ending_process=True)
 
 
 __getattr__, __dir__ = lazy_names(

@@ -194,9 +194,16 @@ def finish_console(console: ConsoleHandler, signals: StopSignals, code: int) -> 
     :meth:`~isoplug.cli.console_writer.ConsoleWriter.drain`), or at once on a stop signal.
     Returns the exit code, which says a console that failed on the way (its reader gone, 141;
     unwritable, 74) and a stop signal that cut a wait short (130)."""
-    wait_unless_signalled(
-        console.writer.drain, signals, "writing the console's last lines", console.writer.abandon
-    )
+    for _ in range(2):
+        wait_unless_signalled(
+            console.writer.drain,
+            signals,
+            "writing the console's last lines",
+            console.writer.abandon,
+        )
+        # A repeat of the first signal during the wait is said after it: written too.
+        if signals.cut_short or not signals.say_unsaid():
+            break
     if signals.cut_short or signals.killed:
         return EXIT_INTERRUPTED
     if console.gone.is_set():

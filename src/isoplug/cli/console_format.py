@@ -49,8 +49,14 @@ _NO_COLOUR_TERMS = frozenset({"", "dumb"})
 
 def use_colour(stream: TextIO) -> bool:
     """Colour only on a terminal that shows it (``TERM`` set, and not ``dumb``, as ``ls``
-    and ``git`` decide), and never when ``NO_COLOR`` is set (https://no-color.org)."""
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM", "") in _NO_COLOUR_TERMS:
+    and ``git`` decide), and never when ``NO_COLOR`` is set (https://no-color.org); always
+    when ``FORCE_COLOR`` is set, not empty, and ``NO_COLOR`` is not (https://force-color.org:
+    a CI log viewer that shows colours reads a pipe)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    if os.environ.get("TERM", "") in _NO_COLOUR_TERMS:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())

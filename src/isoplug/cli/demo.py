@@ -19,6 +19,7 @@ from isoplug.cli.signals import (
 )
 from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
+from isoplug.host.registry import plugins_dir_for
 from isoplug.log_guard import guarded_logger
 
 #: How long ``isoplug demo`` lets the example plugins run: long enough to see a crash,
@@ -107,7 +108,17 @@ async def run_demo_plugins(
     log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
     seen = Seen()
     try:
-        code = await _demo(plugins_dir, duration, stop, seen, console, ready_within=ready_within)
+        # One plugin's folder is taken as run takes it.
+        with plugins_dir_for(plugins_dir) as directory:
+            code = await _demo(
+                directory,
+                duration,
+                stop,
+                seen,
+                console,
+                ready_within=ready_within,
+                named=plugins_dir,
+            )
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         # --plugins-dir unusable (unreadable, or gone since it was checked): said so.
         say_error("demo", str(exc))
@@ -129,7 +140,10 @@ async def _demo(
     console: ConsoleHandler | None,
     *,
     ready_within: float,
+    named: Path,
 ) -> int:
+    """The demo in ``plugins_dir`` (``named`` on the command line: one plugin's folder is
+    linked into a scratch plugins folder)."""
     log = guarded_logger("isoplug.demo")
     # Quicker health checks than the defaults, so that the hang is caught within the demo.
     config = SupervisorConfig(health_interval=1.0, health_timeout=1.0)
@@ -139,7 +153,7 @@ async def _demo(
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         if not host.plugins():
-            say_error("demo", f"nothing to run in {plugins_dir} (no valid plugin.toml found)")
+            say_error("demo", f"nothing to run in {named} (no valid plugin.toml found)")
             return EXIT_PLUGIN_FAILED
         # The demo shows failed plugins among the others rather than stopping.
         try:
@@ -150,6 +164,14 @@ async def _demo(
             )
             return EXIT_PLUGIN_FAILED
         ready = [i.id for i in infos if i.state.value == "ready"]
+        if not ready:
+            # Nothing ran: no summary of what the plugins showed, which they did not.
+            say_error(
+                "demo",
+                f"no plugin was ready ({len(infos)}): "
+                + "; ".join(f"{info.id}: {start_failure(info)}" for info in infos),
+            )
+            return EXIT_PLUGIN_FAILED
         log.info(
             "demo: %d plugin(s) ready in %.2f s: %s",
             len(ready),

@@ -18,7 +18,7 @@ from isoplug.cli.console import (
     silence,
 )
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
-from isoplug.cli.parser import build_parser
+from isoplug.cli.parser import parse_arguments
 from isoplug.cli.running import run_command
 from isoplug.cli.say import say_error, write_stderr
 from isoplug.cli.signals import (
@@ -40,15 +40,18 @@ from isoplug.runner.signal_mask import unblock_stop_signals
 __all__ = ["run_command_line"]
 
 
-def run_command_line(argv: Sequence[str] | None, reaper: int | None) -> int:
+def run_command_line(
+    argv: Sequence[str] | None, reaper: int | None, *, ending_process: bool = False
+) -> int:
     """The command ``argv`` (default: ``sys.argv[1:]``) names, to its end; its exit code.
-    ``reaper``: the pid of PID 1's reaper, when this process was forked from it."""
+    ``reaper``: the pid of PID 1's reaper, when this process was forked from it;
+    ``ending_process``: see :func:`isoplug.cli.main`."""
     _standard_streams()
-    arguments = build_parser().parse_args(argv)
+    arguments = parse_arguments(argv)
     # Before any thread starts: each takes the mask of the thread that starts it.
     blocked = unblock_stop_signals()
     try:
-        code = _command(arguments, blocked, reaper)
+        code = _command(arguments, blocked, reaper, ending_process)
         # What is still buffered goes now, while a closed pipe can still be told apart.
         sys.stdout.flush()
     except BrokenPipeError:
@@ -105,7 +108,10 @@ def _standard_streams() -> None:
 
 
 def _command(
-    arguments: argparse.Namespace, blocked: tuple[signal.Signals, ...], reaper: int | None
+    arguments: argparse.Namespace,
+    blocked: tuple[signal.Signals, ...],
+    reaper: int | None,
+    ending_process: bool,
 ) -> int:
     if arguments.command == "demo" and arguments.protocol:
         try:
@@ -116,6 +122,9 @@ def _command(
         return new_plugin(arguments.path)
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir, arguments.timeout)
+    signals = StopSignals()
+    # From here to the process's end, no stop signal takes its default action.
+    signals.hold()
     console = configure_console_logging(arguments.log_level, sys.stdout)
     say_unblocked(blocked)
     if reaper is not None:
@@ -125,14 +134,18 @@ def _command(
             reaper,
             os.getpid(),
         )
-    signals = StopSignals()
     if arguments.command == "run":
         code = run_command(arguments, console, signals)
     elif arguments.command == "demo":
         code = _demo(arguments, console, signals)
     else:
         raise AssertionError(f"unhandled command {arguments.command!r}")
-    return finish_console(console, signals, code)
+    code = finish_console(console, signals, code)
+    if ending_process:
+        signals.settle()
+    else:
+        signals.release()  # a caller's process goes on: its handlers as they were
+    return code
 
 
 def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopSignals) -> int:
@@ -149,7 +162,9 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopS
     except PermissionError:
         is_folder = True  # one of its parents refuses a look: the host says which
     if not is_folder:
-        say_error("demo", f"--plugins-dir {plugins_dir} is not a directory")
+        # In run's words, for the same mistake.
+        why = "is not a directory" if plugins_dir.exists() else "does not exist"
+        say_error("demo", f"plugins directory {plugins_dir} {why}")
         return EXIT_USAGE
     duration = arguments.duration
     console.say(DEMO_HEADER)

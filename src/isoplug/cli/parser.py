@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from isoplug import __version__
 from isoplug.cli.demo import DEMO_DURATION, DEMO_READY_WITHIN
 from isoplug.cli.running import BUILTIN_CAPABILITIES
-from isoplug.cli.say import shown_message, write_stderr
+from isoplug.cli.say import shown, shown_message, write_stderr
 from isoplug.host.schema import IMPORT_TIMEOUT
 
 
@@ -21,8 +24,52 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # One write: see isoplug.cli.say.
-        write_stderr(f"{self.format_usage()}{self.prog}: error: {shown_message(message)}")
+        write_stderr(
+            f"{self.format_usage()}{self.prog}: error: {shown_message(message)}"
+            f"{_suggestion(message)}"
+        )
         sys.exit(2)
+
+
+def _suggestion(message: str) -> str:
+    """For an invalid choice (a misspelled command, ``isoplug rn``): the nearest one."""
+    typed = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if typed is None:
+        return ""
+    choices = [choice.strip().strip("'") for choice in typed[2].split(",")]
+    close = difflib.get_close_matches(typed[1], choices, n=1)
+    return f"; did you mean {shown(close[0])!r}?" if close else ""
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; a usage error said with the usage of its command (a
+    second PATH to run: run's usage, not isoplug's), exit code 2."""
+    parser = build_parser()
+    arguments, extra = parser.parse_known_args(argv)
+    command = _COMMANDS[arguments.command]
+    if extra:
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    if arguments.command == "demo" and arguments.protocol:
+        given = [
+            option
+            for option, value in (
+                ("--plugins-dir", arguments.plugins_dir),
+                ("--duration", arguments.duration),
+            )
+            if value is not None
+        ]
+        if given:
+            command.error(
+                f"--protocol shows one host and one runner of its own: it takes no "
+                f"{' nor '.join(given)}"
+            )
+    if arguments.command == "demo" and arguments.duration is None:
+        arguments.duration = DEMO_DURATION
+    return arguments
+
+
+#: Each command's parser, by name, as the last :func:`build_parser` made them.
+_COMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cleanly on Ctrl-C, SIGTERM or SIGHUP (a second one, 0.3 s or more later, kills "
         "them at once). Capabilities offered to plugins: "
         + ", ".join(sorted(BUILTIN_CAPABILITIES))
-        + ". The records go to stdout, isoplug's fatal errors to stderr. Exit codes: 0 "
-        "stopped, nothing failed; 1 a plugin was skipped or failed (with --reload: at the "
-        "end), or nothing to run; "
-        "2 unusable options or PATH; 130 killed by a second signal (or one that cut the wait "
-        "for the OTLP collector short); 141 stdout was closed.",
+        + ". The records go to stdout, isoplug's fatal errors to stderr. Exit codes: "
+        + "; ".join(f"{code} {meaning}" for code, meaning in RUN_EXIT_CODES)
+        + ".",
     )
     run.add_argument("plugins_dir", metavar="PATH", type=Path)
     run.add_argument(
@@ -74,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--plugin-log-level",
         default=None,
-        type=str.upper,
-        choices=LEVELS,
+        type=_level,
+        metavar="{" + ",".join(LEVELS) + "}",
         help="set every plugin's log level in its runner, over the log_level of its "
         "plugin.toml (default: each manifest's; --log-level only filters what is shown)",
     )
@@ -97,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration",
         type=_positive_seconds,
-        default=DEMO_DURATION,
+        default=None,
         help="seconds to run, more than 0 (default: 10)",
     )
     demo.add_argument(
@@ -107,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the example plugins (default: the ones shipped with isoplug)",
     )
     _add_log_level(demo)
+    _COMMANDS.update(run=run, demo=demo)
     new = commands.add_parser(
         "new",
         help="make a new plugin's folder: manifest, code and a test that passes",
@@ -131,10 +177,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up on a plugin whose import takes longer (default: {IMPORT_TIMEOUT:g})",
     )
+    _COMMANDS.update(new=new, schema=schema)
     return parser
 
 
-LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+#: ``isoplug run``'s exit codes, as its help says them (docs/operations.md has the whole
+#: story; a test keeps the two lists alike).
+RUN_EXIT_CODES = (
+    (0, "stopped, nothing failed"),
+    (1, "a plugin was skipped or failed (with --reload: at the end), or nothing to run"),
+    (2, "unusable options or PATH"),
+    (
+        71,
+        "the system refused the command what it needs (file descriptors, threads, a "
+        "temporary folder with room)",
+    ),
+    (74, "stdout could not be written"),
+    (
+        130,
+        "killed by a second signal (or one that cut the wait for the OTLP collector or "
+        "stdout short)",
+    ),
+    (141, "stdout was closed"),
+)
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _level(text: str) -> str:
+    """A log level, in any case; refused in the words the user typed."""
+    if text.upper() not in LEVELS:
+        close = difflib.get_close_matches(text.upper(), LEVELS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(LEVELS)}, in any case){hint}"
+        )
+    return text.upper()
 
 
 def _positive_seconds(text: str) -> float:
@@ -151,8 +229,8 @@ def _add_log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default=None,
-        type=str.upper,
-        choices=LEVELS,
+        type=_level,
+        metavar="{" + ",".join(LEVELS) + "}",
         help="show only records at this level and above, the plugins' and isoplug's "
         "(default: each plugin's records as its log_level lets through, isoplug's from INFO)",
     )

@@ -1,7 +1,8 @@
 """The signals that stop ``isoplug run`` and ``isoplug demo``, and the exit codes they leave.
 
-The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (the terminal closed) asks for a clean stop;
-another one kills every runner at once. A SIGHUP or SIGTERM the command was started ignoring
+The first SIGINT (Ctrl-C), SIGTERM, SIGHUP (the terminal closed) or SIGQUIT (Ctrl-\\) asks
+for a clean stop; another one kills every runner at once. SIGUSR1 and SIGUSR2 are said and
+ignored. A SIGHUP or SIGTERM the command was started ignoring
 (``nohup``) stays ignored (:func:`stop_signals`); one it was started with blocked in its signal
 mask is unblocked and said (:func:`say_unblocked`). A repeat within :data:`REPEAT_WINDOW` of the
 first is the same request, not a second one: ``kill -INT p; kill -INT p``, GNU ``timeout`` (which
@@ -12,7 +13,8 @@ What the command still does once its event loop ended (``isoplug run`` sending i
 OpenTelemetry records, then writing its console's last lines) waits in
 :func:`wait_unless_signalled`: a stop signal then (other than a repeat of the first) ends the
 wait at once, exit code :data:`EXIT_INTERRUPTED`, without a traceback; the default actions
-(``KeyboardInterrupt``, death by SIGTERM with 143) never apply. After a second signal
+(``KeyboardInterrupt``, death by SIGTERM with 143) never apply, up to the process's very end
+(:class:`StopSignals`). After a second signal
 (:attr:`StopSignals.killed`) there is no wait for a collector: the operator asked for
 everything to end at once. The console's last lines are still written while stdout takes
 them (milliseconds; a stdout that takes nothing is given up on within seconds: see
@@ -22,10 +24,14 @@ them (milliseconds; a stdout that takes nothing is given up on within seconds: s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import queue
 import signal
+import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 
 from isoplug.log_guard import guarded_logger
@@ -55,6 +61,13 @@ EXIT_CONSOLE_FAILED = 74
 EXIT_BROKEN_PIPE = 141
 
 
+#: The stop signals of the command: a runner's, and SIGQUIT (Ctrl-\\ on a terminal), which
+#: asks a program to quit: the command stops its plugins as for SIGTERM rather than die by
+#: its default action (a core dump, the runners left to the parent-death signal, no
+#: teardown(), no exit account).
+COMMAND_STOP_SIGNALS = (*STOP_SIGNALS, signal.SIGQUIT)
+
+
 def stop_signals() -> tuple[signal.Signals, ...]:
     """The stop signals the command listens to: those of :data:`STOP_SIGNALS` that it was not
     started ignoring. ``nohup`` starts it with SIGHUP ignored so that a closed terminal does
@@ -64,7 +77,7 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     and ``kill -INT`` is how such a script stops ``isoplug run DIR &``."""
     return tuple(
         signum
-        for signum in STOP_SIGNALS
+        for signum in COMMAND_STOP_SIGNALS
         if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
     )
 
@@ -84,19 +97,120 @@ def say_unblocked(blocked: tuple[signal.Signals, ...]) -> None:
 #: A stop signal this soon (seconds) after the first one repeats it rather than asking again.
 REPEAT_WINDOW = 0.3
 
+#: Signals the command takes and ignores, said at INFO: as PID 1 isoplug passes them on to the
+#: command (:mod:`isoplug.cli.init_process`), and their default action would end it at once,
+#: without stopping a plugin, with no message and no exit account.
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
 
 class StopSignals:
     """The stop signals one command got: when the first came (a signal within
-    :data:`REPEAT_WINDOW` of it repeats it), and whether one cut a wait short."""
+    :data:`REPEAT_WINDOW` of it repeats it), and whether one cut a wait short.
+
+    From :meth:`hold` on, the stop signals (and :data:`IGNORED_SIGNALS`) are handled here,
+    with no gap until the process exits: while the event loop runs they are passed to it
+    (:func:`run_until_stopped`); after it, a repeat is said and ignored, and another signal
+    ends what is left to wait for (exit code :data:`EXIT_INTERRUPTED`); once the exit code is
+    decided (:meth:`settle`) they are ignored. A handler removed at the loop's end would leave
+    the default action (death by the signal, or ``KeyboardInterrupt``) in place for the
+    milliseconds before the exit, and Python's own finalization resets every handler of its
+    own to the default action: only ``SIG_IGN`` lasts to the very end."""
 
     def __init__(self) -> None:
         self.first: float | None = None
-        #: A stop signal ended :func:`wait_unless_signalled`'s wait: exit with
-        #: :data:`EXIT_INTERRUPTED`.
+        #: A stop signal ended :func:`wait_unless_signalled`'s wait, or came after the event
+        #: loop ended (the plugins had stopped): exit with :data:`EXIT_INTERRUPTED`.
         self.cut_short = False
         #: A second stop signal killed every runner at once: what follows must not wait
         #: either (exit with :data:`EXIT_INTERRUPTED`).
         self.killed = False
+        self._held: dict[int, object] = {}
+        #: While the event loop runs: passes a signal on to it (from the signal handler).
+        self._route: Callable[[signal.Signals], object] | None = None
+        #: While :func:`wait_unless_signalled` waits: a stop signal then raises to end it.
+        self._waiting = False
+        #: What the signal handler has to say: logged later, by the main thread outside the
+        #: handler (the console's lock is not re-entrant: a record logged from a handler
+        #: that interrupted a record's own logging would wait for itself).
+        self._unsaid: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        #: No event loop has run yet: a stop signal now stops the plugins once it runs.
+        self.loop_ahead = True
+
+    def hold(self) -> bool:
+        """Handle the stop signals here from now on; False when they already were (or off
+        the main thread, where no handler can be set)."""
+        if self._held or threading.current_thread() is not threading.main_thread():
+            return False
+        for signum in (*stop_signals(), *IGNORED_SIGNALS):
+            self._held[signum] = signal.signal(signum, self._on_signal)
+        return True
+
+    def release(self) -> None:
+        """Give the signals back to the handlers :meth:`hold` found (a test's process)."""
+        for signum, handler in self._held.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+        self._held.clear()
+
+    def settle(self) -> None:
+        """The exit code is decided: from here to the process's end, the signals held are
+        ignored (what a repeat would have said can no longer be shown)."""
+        for signum in self._held:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def say_unsaid(self) -> bool:
+        """Log what the signal handler had to say; whether there was anything."""
+        log = guarded_logger("isoplug.cli")
+        said = False
+        while not self._unsaid.empty():
+            level, message = self._unsaid.get_nowait()
+            log.log(level, "%s", message)
+            said = True
+        return said
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        received = signal.Signals(signum)
+        if self._route is not None:
+            self._route(received)
+            return
+        if received in IGNORED_SIGNALS:
+            self._unsaid.put((logging.INFO, ignored_message(received)))
+            return
+        now = time.monotonic()
+        if self.first is not None and now - self.first < REPEAT_WINDOW:
+            self._unsaid.put(
+                (
+                    logging.INFO,
+                    f"{received.name} {(now - self.first) * 1000:.0f} ms after the "
+                    "first signal: the same request",
+                )
+            )
+            return
+        if self.first is None:
+            self.first = now
+            if self.loop_ahead:
+                # run_until_stopped stops the plugins as soon as its loop began.
+                self._unsaid.put((logging.WARNING, f"{received.name}: stopping"))
+                return
+        elif self.loop_ahead:
+            self.killed = True
+            self._unsaid.put((logging.ERROR, f"{received.name} again: stopping now"))
+            return
+        if self._waiting:
+            self._waiting = False
+            raise _Signalled(received.name)
+        if not self.cut_short:
+            self.cut_short = True
+            self._unsaid.put(
+                (logging.ERROR, f"{received.name}: every plugin has stopped; exiting now")
+            )
+
+
+def ignored_message(received: signal.Signals) -> str:
+    """What the command says of a signal of :data:`IGNORED_SIGNALS`."""
+    return (
+        f"{received.name}: ignored (isoplug gives it no meaning; SIGINT, SIGTERM, SIGHUP and "
+        "SIGQUIT stop it)"
+    )
 
 
 def run_until_stopped(
@@ -107,12 +221,19 @@ def run_until_stopped(
     """Run ``body(stop)`` in a new event loop and return its exit code; ``loop`` names the
     loop (``"asyncio"``, ``"uvloop"``; default: as :mod:`isoplug.runner.eventloop` picks,
     uvloop when installed, as in the runners). ``signals`` keeps when the first signal came,
-    for a wait after this (:func:`wait_unless_signalled`).
+    for a wait after this (:func:`wait_unless_signalled`); held before (:meth:`StopSignals.hold`),
+    the signals stay held after it.
 
     The first stop signal sets ``stop`` (``body`` then stops its host cleanly); another one,
     later than :data:`REPEAT_WINDOW`, cancels ``body``, which kills every runner at once.
     """
-    result: int = eventloop.run(_with_signals(body, signals or StopSignals()), loop)
+    signals = signals or StopSignals()
+    held_here = signals.hold()
+    try:
+        result: int = eventloop.run(_with_signals(body, signals), loop)
+    finally:
+        if held_here:
+            signals.release()
     return result
 
 
@@ -127,34 +248,21 @@ def wait_unless_signalled(
     if threading.current_thread() is not threading.main_thread():
         work()
         return
-    log = guarded_logger("isoplug.cli")
-    raised = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal raised
-        now = time.monotonic()
-        name = signal.Signals(signum).name
-        if raised or (signals.first is not None and now - signals.first < REPEAT_WINDOW):
-            return
-        raised = True
-        if signals.first is None:
-            signals.first = now
-        raise _Signalled(name)
-
+    held_here = signals.hold()
     worker = threading.Thread(target=work, name="isoplug-stopping", daemon=True)
-    previous: dict[signal.Signals, object] = {}
     try:
-        for signum in stop_signals():
-            previous[signum] = signal.signal(signum, on_signal)
+        signals.say_unsaid()
+        signals._waiting = True
         worker.start()
         worker.join()
     except _Signalled as signalled:
         signals.cut_short = True
-        log.error("%s: stopping now, no longer %s", signalled.name, what)
+        guarded_logger("isoplug.cli").error("%s: stopping now, no longer %s", signalled.name, what)
         cut_short()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+        signals._waiting = False
+        if held_here:
+            signals.release()
 
 
 class _Signalled(Exception):
@@ -177,6 +285,9 @@ async def _with_signals(
     log = guarded_logger("isoplug.cli")
 
     def on_signal(signum: signal.Signals) -> None:
+        if signum in IGNORED_SIGNALS:
+            log.info("%s", ignored_message(signum))
+            return
         now = time.monotonic()
         first = signals.first
         if first is None:
@@ -194,13 +305,52 @@ async def _with_signals(
             signals.killed = True
             task.cancel(f"{signum.name} again")
 
-    listened = stop_signals()
-    for signum in listened:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        return await body(stop)
-    except asyncio.CancelledError:
+    held_here = signals.hold()
+    signals.say_unsaid()
+    if signals.killed:
         return EXIT_INTERRUPTED
+    if signals.first is not None:
+        stop.set()  # a stop signal came before the loop ran
+    with _wakeup(loop):
+        signals._route = lambda signum: loop.call_soon_threadsafe(on_signal, signum)
+        try:
+            return await body(stop)
+        except asyncio.CancelledError:
+            return EXIT_INTERRUPTED
+        finally:
+            # A signal from here on is the held handler's own (the loop is about to end).
+            signals._route = None
+            signals.loop_ahead = False
+            if held_here:
+                signals.release()
+
+
+@contextlib.contextmanager
+def _wakeup(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Wake ``loop`` when a signal comes: its handler (a Python one, which runs in the main
+    thread between two bytecodes) would otherwise wait for the loop's next event when it
+    came just before the loop began to wait. The C handler writes the signal's number to
+    this socket, which the loop watches (``loop.add_signal_handler`` does the same)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reading, writing = socket.socketpair()
+    reading.setblocking(False)
+    writing.setblocking(False)
+    previous = signal.set_wakeup_fd(writing.fileno(), warn_on_full_buffer=False)
+    loop.add_reader(reading.fileno(), _empty, reading)
+    try:
+        yield
     finally:
-        for signum in listened:
-            loop.remove_signal_handler(signum)
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(reading.fileno())
+        reading.close()
+        writing.close()
+
+
+def _empty(reading: socket.socket) -> None:
+    # Running this callback is what runs the handler (Python runs a signal's handler at the
+    # next bytecode of the main thread): the bytes themselves mean nothing.
+    with contextlib.suppress(OSError):
+        while reading.recv(4096):
+            pass

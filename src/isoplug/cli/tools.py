@@ -36,6 +36,8 @@ def new_plugin(argument: str) -> int:
 
 
 def print_schema(plugin_dir: Path, timeout: float = IMPORT_TIMEOUT) -> int:
+    if plugin_dir.name == MANIFEST_NAME and plugin_dir.is_file():
+        plugin_dir = plugin_dir.parent  # the plugin.toml an editor has open: its folder's
     try:
         manifest = load_manifest(plugin_dir)
         schema = plugin_toml_schema(manifest, timeout=timeout, on_output=_show_output(manifest))
