@@ -142,7 +142,7 @@ async def test_a_start_whose_log_listener_fails_closes_the_control_listener(
     its file removed, not left to the collector (a ResourceWarning for an unclosed socket at
     the host's shutdown)."""
 
-    def cannot_listen(*_args: object) -> None:
+    def cannot_listen(*_args: object, **_settings: object) -> None:
         raise TransportError("cannot listen on unix:: [Errno 24] Too many open files")
 
     monkeypatch.setattr(LogBridge, "open", cannot_listen)

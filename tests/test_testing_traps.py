@@ -141,7 +141,8 @@ async def test_badly_named_plugin_folders_fail_the_start_each_by_its_name(
     with pytest.raises(PluginFailed) as raised:
         async with PluginHarness(tmp_path):
             pass
-    assert raised.value.failures.keys() == {"dir\\x1b[31mred", "dir\n  newline"}
+    # A path is one line: its line break escaped, as its escape is.
+    assert raised.value.failures.keys() == {"dir\\x1b[31mred", "dir\\nnewline"}
     assert str(raised.value).startswith("2 plugins failed: ")
     assert "\x1b" not in str(raised.value)
 
