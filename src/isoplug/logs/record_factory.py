@@ -15,15 +15,20 @@ field the replayer built, which win over what the factory computed:
   dict win);
 - the host's identity and markers (``plugin_id``, ``runner_pid``, ``seq``...).
 
-An attribute only the factory set stays the factory's. With the stdlib's own factory,
+An attribute only the factory set stays the factory's. A logger class of the application's
+(``logging.setLoggerClass()``) whose ``makeRecord`` is its own makes the records of its
+loggers, as for the application's own records: it is called as ``Logger._log`` calls it
+(``extra`` None, since the fields win anyway), and it calls the factory if it calls the stdlib's.
+With the stdlib's own factory and ``makeRecord``,
 ``LogRecord`` itself, nothing is called: the record takes the fields as its ``__dict__`` (the
 fast path: a replay costs what it did).
 
-A factory that raises, or returns no ``LogRecord``, costs no record: the record is made the
-fast way (so without the factory's attributes) and the failure is told to the caller, which
-counts it and says it once (:meth:`~isoplug.logs.handler_errors.HandlerErrors.factory_failed`).
-A factory fails so in isoplug's threads when it reads a context only the application's own
-threads have (a web framework's request).
+A factory (or ``makeRecord``) that raises, or returns no ``LogRecord``, costs no record: the
+record is made the fast way (so without the factory's attributes) and the failure is told to
+the caller, which counts it and says it once
+(:meth:`~isoplug.logs.handler_errors.HandlerErrors.factory_failed`). A factory fails so in
+isoplug's threads when it reads a context only the application's own threads have (a web
+framework's request).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ FactoryFailed = Callable[[RecordFactory, Exception], None]
 
 _LogRecord = logging.LogRecord
 _new = object.__new__
+_Logger = logging.Logger
+_STDLIB_MAKE_RECORD = logging.Logger.makeRecord
 
 
 class _AskingLogging(dict[str, RecordFactory]):
@@ -74,9 +81,35 @@ def propagate_failure(factory: RecordFactory, error: Exception) -> None:
     raise error
 
 
-def replayed_record(fields: dict[str, Any], failed: FactoryFailed) -> logging.LogRecord:
+def replayed_record(
+    fields: dict[str, Any], failed: FactoryFailed, logger: logging.Logger | None = None
+) -> logging.LogRecord:
     """The record whose attributes are ``fields`` (every standard attribute among them), made
-    through the record factory unless that is the stdlib's own (see the module docstring)."""
+    by ``logger``'s ``makeRecord`` if its class has its own, else through the record factory
+    unless that is the stdlib's own (see the module docstring)."""
+    # The stdlib's own Logger, almost always, costs one comparison.
+    if logger is not None and type(logger) is not _Logger:
+        make_record = type(logger).makeRecord
+        if make_record is not _STDLIB_MAKE_RECORD:
+            record = _made_by(
+                make_record,
+                failed,
+                logger,
+                fields["name"],
+                fields["levelno"],
+                fields["pathname"],
+                fields["lineno"],
+                fields["msg"],
+                fields["args"],
+                fields["exc_info"],
+                fields["funcName"],
+                None,
+                fields["stack_info"],
+            )
+            if record is not None:
+                record.__dict__.update(fields)
+                return record
+            return _bare_record(fields)
     factory = _logging_names[_FACTORY]
     if factory is not _LogRecord:
         record = _made_by(
@@ -95,6 +128,11 @@ def replayed_record(fields: dict[str, Any], failed: FactoryFailed) -> logging.Lo
         if record is not None:
             record.__dict__.update(fields)
             return record
+    return _bare_record(fields)
+
+
+def _bare_record(fields: dict[str, Any]) -> logging.LogRecord:
+    """A stdlib ``LogRecord`` whose attributes are ``fields``, made by no factory."""
     record = _new(_LogRecord)
     record.__dict__ = fields
     return record
