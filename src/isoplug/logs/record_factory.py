@@ -91,48 +91,40 @@ def replayed_record(
     if logger is not None and type(logger) is not _Logger:
         make_record = type(logger).makeRecord
         if make_record is not _STDLIB_MAKE_RECORD:
-            record = _made_by(
-                make_record,
-                failed,
-                logger,
-                fields["name"],
-                fields["levelno"],
-                fields["pathname"],
-                fields["lineno"],
-                fields["msg"],
-                fields["args"],
-                fields["exc_info"],
-                fields["funcName"],
-                None,
-                fields["stack_info"],
-            )
-            if record is not None:
-                record.__dict__.update(fields)
-                return record
-            return _bare_record(fields)
+            # As Logger._log calls it: extra None (the fields win anyway), then sinfo.
+            arguments = (logger, *_standard_arguments(fields), None, fields["stack_info"])
+            return _with_fields(_made_by(make_record, failed, *arguments), fields)
     factory = _logging_names[_FACTORY]
     if factory is not _LogRecord:
-        record = _made_by(
-            factory,
-            failed,
-            fields["name"],
-            fields["levelno"],
-            fields["pathname"],
-            fields["lineno"],
-            fields["msg"],
-            fields["args"],
-            fields["exc_info"],
-            fields["funcName"],
-            fields["stack_info"],
-        )
-        if record is not None:
-            record.__dict__.update(fields)
-            return record
-    return _bare_record(fields)
+        arguments = (*_standard_arguments(fields), fields["stack_info"])
+        return _with_fields(_made_by(factory, failed, *arguments), fields)
+    # The fast path, inline: no call more per record.
+    record = _new(_LogRecord)
+    record.__dict__ = fields
+    return record
 
 
-def _bare_record(fields: dict[str, Any]) -> logging.LogRecord:
-    """A stdlib ``LogRecord`` whose attributes are ``fields``, made by no factory."""
+def _standard_arguments(fields: dict[str, Any]) -> tuple[Any, ...]:
+    """The arguments a record factory and ``makeRecord`` take first (name, level, pathname,
+    lineno, msg, args, exc_info, func), from a replayed record's ``fields``."""
+    return (
+        fields["name"],
+        fields["levelno"],
+        fields["pathname"],
+        fields["lineno"],
+        fields["msg"],
+        fields["args"],
+        fields["exc_info"],
+        fields["funcName"],
+    )
+
+
+def _with_fields(record: logging.LogRecord | None, fields: dict[str, Any]) -> logging.LogRecord:
+    """``record`` given ``fields``, which win over its own; without one (the stdlib's factory,
+    or the application's failed), a stdlib ``LogRecord`` whose attributes are ``fields``."""
+    if record is not None:
+        record.__dict__.update(fields)
+        return record
     record = _new(_LogRecord)
     record.__dict__ = fields
     return record
