@@ -163,8 +163,14 @@ class HandlerErrors:
                 return
             _factory_said[0] = factory
         name = getattr(factory, "__qualname__", None) or type(factory).__qualname__
+        # A logger class's own makeRecord fails here too (see isoplug.logs.record_factory).
+        source = (
+            "a logging.setLoggerClass class's makeRecord"
+            if name.endswith(".makeRecord")
+            else "logging.setLogRecordFactory"
+        )
         self._emit(
-            f"the log record factory {name} (logging.setLogRecordFactory) failed making "
+            f"the log record factory {name} ({source}) failed making "
             f"{making} ({describe_error(error)}); it was made without the factory and "
             "so lacks the attributes it adds; so are all records it fails on (counted as "
             "record_factory_errors in the log metrics; said once for this factory). isoplug "

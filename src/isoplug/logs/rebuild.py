@@ -198,11 +198,15 @@ class RecordRebuilder:
         if not excepted and (data.exc_text is not None or data.exc_message is not None):
             self._unexcepted(data, extra)
         levelname = _LEVEL_NAMES.get(levelno) or level_name(levelno, data.levelname)
-        if data.event is not None:
-            # structlog's ProcessorFormatter recognises its records by these two attributes.
-            # The event itself is stated against the finished record (below).
+        if data.event_method is not None and data.event is not None:
+            # structlog's ProcessorFormatter recognises its records by these two attributes,
+            # which structlog's wrap_for_formatter set in the sender (the method name is
+            # sent only then). A dict the plugin logged with plain logging has neither: it
+            # stays a foreign record, which the formatter runs through its foreign_pre_chain
+            # (level, timestamp...) as it would in-process. The event itself is stated
+            # against the finished record (below).
             extra["_logger"] = logger
-            extra["_name"] = clean_text(data.event_method or "info", 32)
+            extra["_name"] = clean_text(data.event_method, 32)
         elif data.template is not None:
             msg = self._templates.get(data.template) or self._template(data.template)
             # getMessage() formats only when args is non-empty. The sender's arguments do not
@@ -298,9 +302,9 @@ class RecordRebuilder:
                 # against this process's own sys.exc_info().
                 event["exc_info"] = exc_info
             fields["msg"] = LogEvent(event, message)
-        # Through the application's record factory, if it has one (after every field is
-        # final: the factory sees the record's own message).
-        return replayed_record(fields, self._factory_failed)
+        # Through the application's record factory or its logger class's makeRecord, if it
+        # has one (after every field is final: the factory sees the record's own message).
+        return replayed_record(fields, self._factory_failed, logger)
 
     def _now_and_later(self) -> float:
         """The latest time a record may claim now (the clock read again)."""

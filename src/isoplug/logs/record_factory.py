@@ -15,15 +15,20 @@ field the replayer built, which win over what the factory computed:
   dict win);
 - the host's identity and markers (``plugin_id``, ``runner_pid``, ``seq``...).
 
-An attribute only the factory set stays the factory's. With the stdlib's own factory,
+An attribute only the factory set stays the factory's. A logger class of the application's
+(``logging.setLoggerClass()``) whose ``makeRecord`` is its own makes the records of its
+loggers, as for the application's own records: it is called as ``Logger._log`` calls it
+(``extra`` None, since the fields win anyway), and it calls the factory if it calls the stdlib's.
+With the stdlib's own factory and ``makeRecord``,
 ``LogRecord`` itself, nothing is called: the record takes the fields as its ``__dict__`` (the
 fast path: a replay costs what it did).
 
-A factory that raises, or returns no ``LogRecord``, costs no record: the record is made the
-fast way (so without the factory's attributes) and the failure is told to the caller, which
-counts it and says it once (:meth:`~isoplug.logs.handler_errors.HandlerErrors.factory_failed`).
-A factory fails so in isoplug's threads when it reads a context only the application's own
-threads have (a web framework's request).
+A factory (or ``makeRecord``) that raises, or returns no ``LogRecord``, costs no record: the
+record is made the fast way (so without the factory's attributes) and the failure is told to
+the caller, which counts it and says it once
+(:meth:`~isoplug.logs.handler_errors.HandlerErrors.factory_failed`). A factory fails so in
+isoplug's threads when it reads a context only the application's own threads have (a web
+framework's request).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ FactoryFailed = Callable[[RecordFactory, Exception], None]
 
 _LogRecord = logging.LogRecord
 _new = object.__new__
+_Logger = logging.Logger
+_STDLIB_MAKE_RECORD = logging.Logger.makeRecord
 
 
 class _AskingLogging(dict[str, RecordFactory]):
@@ -74,27 +81,50 @@ def propagate_failure(factory: RecordFactory, error: Exception) -> None:
     raise error
 
 
-def replayed_record(fields: dict[str, Any], failed: FactoryFailed) -> logging.LogRecord:
+def replayed_record(
+    fields: dict[str, Any], failed: FactoryFailed, logger: logging.Logger | None = None
+) -> logging.LogRecord:
     """The record whose attributes are ``fields`` (every standard attribute among them), made
-    through the record factory unless that is the stdlib's own (see the module docstring)."""
+    by ``logger``'s ``makeRecord`` if its class has its own, else through the record factory
+    unless that is the stdlib's own (see the module docstring)."""
+    # The stdlib's own Logger, almost always, costs one comparison.
+    if logger is not None and type(logger) is not _Logger:
+        make_record = type(logger).makeRecord
+        if make_record is not _STDLIB_MAKE_RECORD:
+            # As Logger._log calls it: extra None (the fields win anyway), then sinfo.
+            arguments = (logger, *_standard_arguments(fields), None, fields["stack_info"])
+            return _with_fields(_made_by(make_record, failed, *arguments), fields)
     factory = _logging_names[_FACTORY]
     if factory is not _LogRecord:
-        record = _made_by(
-            factory,
-            failed,
-            fields["name"],
-            fields["levelno"],
-            fields["pathname"],
-            fields["lineno"],
-            fields["msg"],
-            fields["args"],
-            fields["exc_info"],
-            fields["funcName"],
-            fields["stack_info"],
-        )
-        if record is not None:
-            record.__dict__.update(fields)
-            return record
+        arguments = (*_standard_arguments(fields), fields["stack_info"])
+        return _with_fields(_made_by(factory, failed, *arguments), fields)
+    # The fast path, inline: no call more per record.
+    record = _new(_LogRecord)
+    record.__dict__ = fields
+    return record
+
+
+def _standard_arguments(fields: dict[str, Any]) -> tuple[Any, ...]:
+    """The arguments a record factory and ``makeRecord`` take first (name, level, pathname,
+    lineno, msg, args, exc_info, func), from a replayed record's ``fields``."""
+    return (
+        fields["name"],
+        fields["levelno"],
+        fields["pathname"],
+        fields["lineno"],
+        fields["msg"],
+        fields["args"],
+        fields["exc_info"],
+        fields["funcName"],
+    )
+
+
+def _with_fields(record: logging.LogRecord | None, fields: dict[str, Any]) -> logging.LogRecord:
+    """``record`` given ``fields``, which win over its own; without one (the stdlib's factory,
+    or the application's failed), a stdlib ``LogRecord`` whose attributes are ``fields``."""
+    if record is not None:
+        record.__dict__.update(fields)
+        return record
     record = _new(_LogRecord)
     record.__dict__ = fields
     return record

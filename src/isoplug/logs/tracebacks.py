@@ -15,16 +15,23 @@ builds, for every exception it replays:
   anything else subclasses ``Exception`` (a group: ``ExceptionGroup`` or
   ``BaseExceptionGroup``). ``__str__`` returns the sender's ``str(exc)`` exactly (sanitized), so
   ``KeyError('k')`` still prints ``'k'``. Classes are cached per (module, qualname, base), at most
-  :data:`MAX_CLASSES` of them;
+  :data:`MAX_CLASSES` of them. An instance pickles (a host's ``QueueHandler`` to another
+  process, an error reporter in a process pool) as a call that makes an equivalent stand-in
+  again, as in-process exceptions pickle: message, notes and members, no traceback;
 - **a real traceback** (``types.TracebackType``) over real frame objects, the technique of
   jinja2's ``debug.fake_traceback`` and tblib: one tiny code object per frame, its
   ``co_filename`` the sender's file and its ``co_name``/``co_qualname`` the sender's function,
-  executed once so that a frame object exists. Python 3.11+ prints carets under the part of a
-  line that ``code.co_positions()`` gives for ``tb_lasti``; the code object's location table
-  (``co_linetable``, whose format is the same from 3.11 to 3.14) is written so that *every*
-  instruction has exactly the sender's (lineno, end_lineno, colno, end_colno), so the carets,
-  column-less frames (``-X no_debug_ranges``) and frames without a line number print as the
-  sender printed them. Code objects are cached, at most :data:`MAX_CODES` of them;
+  executed once so that a frame object exists. A frame has no locals (the sender's are not
+  sent) and its globals hold no name but ``__builtins__``, whose dict keeps what the code needs
+  (``sys._getframe``) and the source guard: tools that show a frame's locals (rich's
+  ``show_locals``, ``capture_locals``, error trackers) show none, and none of isoplug's. Its
+  ``__name__`` is absent: the sender's module names are not sent. Python 3.11+ prints carets
+  under the part of a line that ``code.co_positions()`` gives for ``tb_lasti``; the code
+  object's location table (``co_linetable``, whose format is the same from 3.11 to 3.14) is
+  written so that *every* instruction has exactly the sender's (lineno, end_lineno, colno,
+  end_colno), so the carets, column-less frames (``-X no_debug_ranges``) and frames without a
+  line number print as the sender printed them. Code objects are cached, at most
+  :data:`MAX_CODES` of them;
 - chains (``__cause__``, ``__context__``, ``__suppress_context__``), ``add_note`` notes and the
   members of exception groups.
 
@@ -76,7 +83,7 @@ from isoplug.logs.sourcelines import EntryGuard, SourceGuard
 from isoplug.wire import ExceptionData, FrameData
 from isoplug.wire.sanitize import clean_text
 
-__all__ = ["MAX_CLASSES", "MAX_CODES", "ExceptionRebuilder"]
+__all__ = ["MAX_CLASSES", "MAX_CODES", "ExceptionRebuilder", "rebuilt_exception"]
 
 #: Cached synthetic exception classes and code objects (process-wide).
 MAX_CLASSES = 1024
@@ -96,6 +103,22 @@ def _sent_str(self: BaseException) -> str:
     """``__str__`` of the synthetic classes: the sender's ``str(exc)``, exactly."""
     message = self.__dict__.get("_isoplug_message", "")
     return message if isinstance(message, str) else ""
+
+
+def _reduce_stand_in(self: BaseException) -> tuple[Any, ...]:
+    """``__reduce__`` of the synthetic classes. pickle finds a class by its module and name,
+    which are the sender's (``builtins.ValueError`` is the real class, not this stand-in; a
+    plugin's module is not importable here), so it could not pickle an instance. Like
+    ``BaseException``'s own, this keeps the message, notes and a group's members but neither
+    traceback nor chain: unpickled (another process of the host's), it is an equivalent
+    stand-in, made again from the class's module and name."""
+    cls = type(self)
+    members = list(self.exceptions) if isinstance(self, BaseExceptionGroup) else []
+    return (
+        rebuilt_exception,
+        (cls.__module__, cls.__qualname__, _sent_str(self), members),
+        dict(self.__dict__),
+    )
 
 
 _classes: dict[tuple[str, str, type[BaseException]], type[BaseException]] = {}
@@ -128,7 +151,12 @@ def _exception_class(module: str, qualname: str, base: type[BaseException]) -> t
     found = _classes.get(key)
     if found is not None:
         return found
-    namespace = {"__module__": module, "__qualname__": qualname, "__str__": _sent_str}
+    namespace = {
+        "__module__": module,
+        "__qualname__": qualname,
+        "__str__": _sent_str,
+        "__reduce__": _reduce_stand_in,
+    }
     made: type[BaseException] = type(qualname.rpartition(".")[2], (base,), namespace)
     with _classes_lock:
         while len(_classes) >= MAX_CLASSES:
@@ -180,10 +208,10 @@ def _location_table(
     return bytes(out)
 
 
-#: Run once per frame: ``_f`` is the frame itself. No builtins, nothing else.
+#: Run once per frame: ``_f`` is the frame itself. ``_g`` comes from the builtins it is given,
+#: which hold nothing else but the source guard.
 _TEMPLATE = compile("_f = _g()", "<isoplug>", "exec")
 _UNITS = len(_TEMPLATE.co_code) // 2
-_NO_BUILTINS: dict[str, Any] = {}
 #: (filename, name, lineno, end_lineno, column, end_column) of a frame.
 _CodeKey: TypeAlias = tuple[str, str, int | None, int, int | None, int | None]
 _codes: dict[_CodeKey, types.CodeType] = {}
@@ -277,7 +305,7 @@ class _Build:
         module = _clean_dotted(data.module) or "<unknown>"
         qualname = _clean_dotted(data.type_name) or "<unknown>"
         message = self.text(data.message, self.rebuilder.max_message_chars)
-        value = _instantiate(module, qualname, message, members)
+        value = rebuilt_exception(module, qualname, message, members)
         if data.notes:
             value.__notes__ = [self.note(note) for note in data.notes[:MAX_NOTES]]
         value.__traceback__ = tb
@@ -326,10 +354,11 @@ class _Build:
             guard = self.guards[filename]
         else:
             guard = self.guards[filename] = self.rebuilder.sources.guard(filename)
+        # The frame's globals hold its guard for as long as it lives; under __builtins__,
+        # which every module's globals have, so that its globals and locals show none of
+        # isoplug's names (tools that show a frame's variables read them).
         namespace: dict[str, Any] = {
-            "__builtins__": _NO_BUILTINS,
-            "_g": sys._getframe,
-            "__isoplug_guard__": guard,
+            "__builtins__": {"_g": sys._getframe, "__isoplug_guard__": guard}
         }
         frame = _run(code, namespace)
         # tb_lineno -1: "compute it from tb_lasti", which gives None for no location.
@@ -344,9 +373,11 @@ def _frame_maker() -> Generator[None, list[Any], None]:
     while True:
         box = yield
         code, namespace = box
-        exec(code, namespace)  # our own template, which only takes its frame
-        box[:] = [namespace.pop("_f")]
-        del box, code, namespace  # hold nothing (no guard) while waiting
+        # Locals of their own, emptied once the frame is taken: the frame shows none.
+        local_names: dict[str, Any] = {}
+        exec(code, namespace, local_names)  # our own template, which only takes its frame
+        box[:] = [local_names.pop("_f")]
+        del box, code, namespace, local_names  # hold nothing (no guard) while waiting
 
 
 _makers = threading.local()
@@ -361,14 +392,17 @@ def _run(code: types.CodeType, namespace: dict[str, Any]) -> types.FrameType:
     try:
         maker.send(box)
     except ValueError:  # already running in this thread (a rebuild inside a rebuild)
-        exec(code, namespace)
-        return namespace.pop("_f")  # type: ignore[no-any-return]
+        local_names: dict[str, Any] = {}
+        exec(code, namespace, local_names)
+        return local_names.pop("_f")  # type: ignore[no-any-return]
     return box[0]  # type: ignore[no-any-return]
 
 
-def _instantiate(
+def rebuilt_exception(
     module: str, qualname: str, message: str, members: list[BaseException]
 ) -> BaseException:
+    """A stand-in exception of the sender's class ``module.qualname`` whose ``str()`` is
+    ``message`` (a group of ``members`` if any), without traceback; what unpickling makes."""
     builtin = _builtin_exception(module, qualname)
     if members:
         if builtin is not None and issubclass(builtin, BaseExceptionGroup):

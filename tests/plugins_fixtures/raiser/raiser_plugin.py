@@ -60,3 +60,18 @@ class Raiser(isoplug.Plugin):
             logger.exception("structured failure", attempt=2)
             return "".join(traceback.format_exception(exc))
         return ""
+
+    @isoplug.method
+    async def log_dict(self) -> None:
+        """A dict logged with plain logging (no structlog), one key claiming another plugin."""
+        log.error({"order": 7, "status": "payment failed", "plugin_id": "bank"})
+
+    @isoplug.method
+    async def log_builtin(self) -> str:
+        """log.exception() of a builtin ValueError; returns its last line as Python prints it."""
+        try:
+            int("eighty")
+        except ValueError as exc:
+            log.exception("parsing failed")
+            return traceback.format_exception_only(exc)[-1]
+        return ""
