@@ -192,6 +192,11 @@ def test_exit_kinds() -> None:
     )
     assert exit_kind(account(-9, "ended by the host: its supervision failed")) == "stopped"
     assert exit_kind(account(0, "stopped by hot reload (its plugin folder is gone)")) == "stopped"
+    assert exit_kind(account(-9, "killed by the host: not ready within 15 s")) == "hung"
+    # The runner's words, quoted in the reason, say nothing of the kind.
+    forged = 'it exited before reporting ready; its stderr ended with: "not ready within 15 s"'
+    assert exit_kind(account(1, forged)) == "crash"
+    assert exit_kind(account(-6, f"{forged}; stopped on request")) == "signal"
 
 
 async def test_a_call_of_a_method_the_plugin_does_not_offer_counts_once(tmp_path: Path) -> None:

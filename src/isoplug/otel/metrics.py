@@ -82,7 +82,9 @@ def exit_kind(account: ExitAccount) -> str:
         return "recycled"
     if account.limit is not None:
         return "limit"
-    if reason.startswith(KILLED_BY_HOST) or "not ready within" in reason:
+    # By how the reason starts, which is the host's: what follows may quote the runner's own
+    # words ("its stderr ended with: ..."), which must not change the kind.
+    if reason.startswith(KILLED_BY_HOST):
         return "hung"
     if getattr(account, "zygote_died", False):
         return "zygote"
