@@ -113,7 +113,8 @@ class LogBridge:
         # Host handlers that raise on plugin records: reported on the host's logger, once for
         # all runners (isoplug.logs.handler_errors).
         self._handler_errors = HandlerErrors(_log, self.limits.report_interval)
-        # Which of a reconnected sender's records a recovery replayed already.
+        # Which of a reconnected sender's records a recovery replayed already (made again by
+        # open(), its pending ends bounded per runner then).
         self._chains = SenderChains()
         self._refusals = ReportThrottle(self.limits.report_interval, timer=True)
         #: What each runner's connections share, by runner id.
@@ -151,8 +152,19 @@ class LogBridge:
         which at most ``max_waiting_log_connections`` of the runner's wait for a place
         (``max_waiting_log_connections_in_all`` for every runner together; see
         :mod:`isoplug.host.log_places`); at most ``max_log_rings`` of their shared-memory
-        rings kept at once, all runners together (see :mod:`isoplug.logs.ring_budget`)."""
-        self._ring_budget = RingBudget(max_log_rings, _MAX_RINGS_SETTING)
+        rings kept at once, all runners together, and ``max_log_connections`` of one runner's
+        (its connections' and their ends pending together: see
+        :mod:`isoplug.logs.ring_budget`)."""
+        # A runner's processes keep as many rings, and pending ends, as they have log
+        # connection places: a plugin dropping its connections while its process lives on
+        # held every ring of the host so, and denied the other runners their recovery.
+        self._ring_budget = RingBudget(
+            max_log_rings,
+            _MAX_RINGS_SETTING,
+            max_per_tree=max_log_connections,
+            per_tree_setting="max_log_connections",
+        )
+        self._chains = SenderChains(max_pending_per_tree=max_log_connections)
         # Its waiting room serves one listener: the bridge is opened once.
         self._places = LogPlaces(
             self.runners,
@@ -449,6 +461,9 @@ class LogBridge:
             on_stderr=on_stderr,
             transit_losses=runner.transit_losses,
             ring_budget=self._ring_budget,
+            # Its orphans counted by their group too: one runner's rings count together,
+            # whichever of its places their connections hold.
+            sender_tree=f"runner {runner_id}'s process tree",
             # The runner and its children have their levels from the host already.
             tell_level=False,
         )

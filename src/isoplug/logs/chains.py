@@ -217,13 +217,16 @@ class ChainMember:
 class SenderChains:
     """The chains of the senders of one receiver (a host's log listener, a LogReceiver)."""
 
-    def __init__(self, max_ended: int = MAX_ENDED_CHAINS) -> None:
+    def __init__(
+        self, max_ended: int = MAX_ENDED_CHAINS, *, max_pending_per_tree: int | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._chains: dict[tuple[int, int], SenderChain] = {}
         self._ended: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._max_ended = max_ended
-        #: Ends of connections whose sender lives on, waiting for it to reconnect or exit.
-        self.pending = PendingEnds()
+        #: Ends of connections whose sender lives on, waiting for it to reconnect or exit (at
+        #: most ``max_pending_per_tree`` of one sender tree).
+        self.pending = PendingEnds(max_per_tree=max_pending_per_tree)
 
     def __len__(self) -> int:
         return len(self._chains)

@@ -32,7 +32,7 @@ from isoplug.logs.ledger import (
 from isoplug.logs.metrics import DropReason, LogMetrics
 from isoplug.logs.report_throttle import Summary
 from isoplug.logs.ring import MAX_RING_BYTES
-from isoplug.logs.ring_budget import RingBudget
+from isoplug.logs.ring_budget import RingBudget, RingPlace, RingRefused
 from isoplug.logs.ring_recovery import ReceiverRing, RecoveredRecords, Recovery
 
 __all__ = ["SenderEnd", "SenderLedgerReports"]
@@ -76,8 +76,11 @@ class SenderLedgerReports:
     _ring: ReceiverRing | None = None
     #: The rings the receiver holds, shared by its connections (None: no bound).
     ring_budget: RingBudget | None = None
-    #: The budget this reader's ring holds a place of, until it lets go of the ring.
-    _ring_budget_taken: RingBudget | None = None
+    #: The sender process tree the sender is of, whose rings count together in the budget
+    #: (a runner's processes, a LogReceiver's sender tree; None: not known).
+    sender_tree: str | None = None
+    #: The place in the budget this reader's ring holds, until it lets go of the ring.
+    _ring_place: RingPlace | None = None
     #: The descriptor the sender passed with its hello (its connection's, open while the
     #: announcement is replayed): its ledger, readable whatever became of the sender.
     passed_ledger: int | None = None
@@ -172,26 +175,22 @@ class SenderLedgerReports:
                 "(a sender's own are at most that)",
             )
             return
-        budget = self.ring_budget
-        if budget is not None and not budget.take():
-            self._refuse_ring(
-                "ring_budget_spent",
-                f"this receiver holds {budget.max_rings:,} senders' rings already "
-                f"({budget.setting})",
-            )
+        place = None if self.ring_budget is None else self.ring_budget.take(self.sender_tree)
+        if isinstance(place, RingRefused):
+            self._refuse_ring(place.kind, place.why)
             return
         try:
             self._ring = self._ledger.ring()
         except OSError as exc:  # out of descriptors
-            if budget is not None:
-                budget.give_back()
+            if place is not None:
+                place.give_back()
             self._problem(
                 "ring",
                 f"cannot use the log ring of {self._description}: {exc}; records a crash "
                 "leaves unsent will be counted, not recovered",
             )
             return
-        self._ring_budget_taken = budget
+        self._ring_place = place
 
     def _refuse_ring(self, kind: str, why: str) -> None:
         """The sender's ring is not kept (``why``; reports of one ``kind`` are summed up
@@ -212,13 +211,13 @@ class SenderLedgerReports:
             detail=why,
         )
 
-    def _take_ring(self) -> tuple[ReceiverRing | None, RingBudget | None]:
-        """The ring, no longer this reader's, and the budget whose place it holds: the caller
+    def _take_ring(self) -> tuple[ReceiverRing | None, RingPlace | None]:
+        """The ring, no longer this reader's, and the budget's place it holds: the caller
         closes the one, then frees the other (a place freed before the reading is done would
         let the receiver hold more than its budget says)."""
         ring, self._ring = self._ring, None
-        budget, self._ring_budget_taken = self._ring_budget_taken, None
-        return ring, budget
+        place, self._ring_place = self._ring_place, None
+        return ring, place
 
     def read_end(
         self,
@@ -280,15 +279,15 @@ class SenderLedgerReports:
         never arrived, and the ring closed. Blocking work that reports nothing, for any
         thread: up to a ring's capacity of bytes to read and decode (see
         :mod:`isoplug.logs.ring_recovery`)."""
-        ring, budget = self._take_ring()
+        ring, place = self._take_ring()
         if ring is None:
             return Recovery()
         try:
             return ring.recover(*end.missing) if end.missing is not None else Recovery()
         finally:
             ring.close()
-            if budget is not None:
-                budget.give_back()
+            if place is not None:
+                place.give_back()
 
     def with_recovery(self, end: SenderEnd, recovery: Recovery) -> SenderEnd:
         """``end`` with what :meth:`recover` gave back, its problem reported, if any."""
@@ -384,11 +383,11 @@ class SenderLedgerReports:
 
     def close_ring(self) -> None:
         """Let go of the sender's ring unread, if :meth:`recover` did not (idempotent)."""
-        ring, budget = self._take_ring()
+        ring, place = self._take_ring()
         if ring is not None:
             ring.close()
-        if budget is not None:
-            budget.give_back()
+        if place is not None:
+            place.give_back()
 
     def _ended(self, text: str, lost: int, *, counted: bool = True) -> None:
         description = self._description

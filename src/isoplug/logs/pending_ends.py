@@ -28,8 +28,14 @@ and whose kernel-vouched pid still runs, hands the end's accounting to :class:`P
   watcher saw the exit (:meth:`PendingEnds.settle`): the earlier end goes first, so that what
   its ring gives back is replayed before the later end counts what its own ring could not
   give back (the later end waits for it, whoever runs it: :mod:`isoplug.logs.chains`);
-- the receiver closes (:meth:`PendingEnds.close`), or more than :data:`MAX_PENDING_ENDS` are
-  pending (the oldest is accounted for at once, as before this existed).
+- the receiver closes (:meth:`PendingEnds.close`); or more than ``max_per_tree`` of the
+  sender's tree are pending (the tree's connection places: a process that drops its
+  connections in a loop while it lives holds a ledger, a ring and a pidfd per end, and the
+  connection limits count only open connections), and the tree's oldest is accounted for at
+  once, as before this existed: an outside check's plugin held the host's every pending end
+  and ring so, and past the bound in all the oldest of any tree went, another plugin's; or
+  more than :data:`MAX_PENDING_ENDS` are pending in all, the last bound (the oldest is
+  accounted for at once).
 
 Meanwhile the connection is closed and its accounting pending: its metrics say so
 (:attr:`~isoplug.logs.LogMetrics.pending_ends`, set by the replayer that defers its end).
@@ -54,7 +60,8 @@ from isoplug.transport.wake_pipe import WakePipe
 
 __all__ = ["MAX_PENDING_ENDS", "POLL_INTERVAL", "PendingEnds", "process_running"]
 
-#: Ends waiting at once per receiver, past which the oldest is accounted for at once.
+#: Ends waiting at once per receiver, past which the oldest is accounted for at once (each
+#: sender tree's own are bounded first: see PendingEnds).
 MAX_PENDING_ENDS = 256
 #: How often the watcher looks at /proc for senders it has no pidfd for (seconds).
 POLL_INTERVAL = 0.1
@@ -74,20 +81,31 @@ def process_running(pid: int) -> bool:
 
 
 class _Pending:
-    __slots__ = ("finish", "order", "pid", "pidfd")
+    __slots__ = ("finish", "order", "pid", "pidfd", "tree")
 
-    def __init__(self, pid: int, pidfd: int | None, finish: Finish, order: int) -> None:
+    def __init__(
+        self, pid: int, pidfd: int | None, finish: Finish, order: int, tree: str | None
+    ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.finish = finish
         self.order = order
+        self.tree = tree
 
 
 class PendingEnds:
-    """The pending ends of one receiver's connections (see the module docstring)."""
+    """The pending ends of one receiver's connections (see the module docstring): at most
+    ``max_per_tree`` of one sender tree (None: no such bound), ``max_pending`` in all."""
 
-    def __init__(self, max_pending: int = MAX_PENDING_ENDS) -> None:
+    def __init__(
+        self, max_pending: int = MAX_PENDING_ENDS, max_per_tree: int | None = None
+    ) -> None:
+        if max_per_tree is not None and max_per_tree < 1:
+            raise ValueError(
+                f"a sender tree's pending ends must be bounded by 1 or more, not {max_per_tree!r}"
+            )
         self._max_pending = max_pending
+        self.max_per_tree = max_per_tree
         self._lock = threading.Lock()
         # Keyed by (pid, chain); chain None: no connection can take over, only an exit ends it.
         self._pending: OrderedDict[tuple[int, object], _Pending] = OrderedDict()
@@ -101,12 +119,20 @@ class PendingEnds:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def defer(self, pid: int, chain: int | None, finish: Finish, *, order: int = 0) -> bool:
+    def defer(
+        self,
+        pid: int,
+        chain: int | None,
+        finish: Finish,
+        *,
+        order: int = 0,
+        tree: str | None = None,
+    ) -> bool:
         """Keep the end of a connection of process ``pid`` (of ``chain``, if it named one;
-        ``order``: which connection of it, see :meth:`settle`) pending; False (nothing kept:
-        account for it now) once the process exited, or the receiver is closing. ``finish``
-        is called exactly once, from whichever thread resolves it (see the module
-        docstring)."""
+        ``order``: which connection of it, see :meth:`settle`; ``tree``: the sender tree whose
+        ends count together, None: not known) pending; False (nothing kept: account for it
+        now) once the process exited, or the receiver is closing. ``finish`` is called
+        exactly once, from whichever thread resolves it (see the module docstring)."""
         pidfd = _pidfd(pid)
         if not process_running(pid):
             if pidfd is not None:
@@ -122,7 +148,8 @@ class PendingEnds:
             earlier = self._pending.pop(key, None)
             if earlier is not None:
                 evicted.append(earlier)
-            self._pending[key] = _Pending(pid, pidfd, finish, order)
+            self._pending[key] = _Pending(pid, pidfd, finish, order, tree)
+            evicted.extend(self._over_tree_bound(tree))
             while len(self._pending) > self._max_pending:
                 evicted.append(self._pending.popitem(last=False)[1])
             if not self._start_watcher():
@@ -138,6 +165,17 @@ class PendingEnds:
         for each in evicted:
             self._resolve(each, None)
         return kept
+
+    def _over_tree_bound(self, tree: str | None) -> list[_Pending]:
+        """Take out the oldest ends of ``tree`` past its bound (lock held): the tree that
+        drops its connections pays for it, not the receiver's other senders. Ends of no
+        known tree count only in all."""
+        if tree is None or self.max_per_tree is None:
+            return []
+        # At most max_pending ends to look through, once per deferred end.
+        keys = [key for key, each in self._pending.items() if each.tree == tree]
+        over = max(0, len(keys) - self.max_per_tree)
+        return [self._pending.pop(key) for key in keys[:over]]
 
     def resume(self, pid: int, chain: int, resumed_after: int) -> Awaitable[None] | None:
         """A connection of ``chain`` of process ``pid`` arrived, resuming after record

@@ -23,6 +23,7 @@ from isoplug.logs.replay_end import Settle
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
 from isoplug.logs.ring_budget import RingBudget
 from isoplug.logs.routing import LoggerBudget
+from isoplug.logs.sender_trees import tree_of
 from isoplug.logs.settling import LoopSettler
 from isoplug.wire import Hello
 from isoplug.wire.sanitize import clean_text
@@ -57,9 +58,11 @@ class ReceiverConnections:
     #: Ended connections' accounting on the event loop, in slices (async use).
     _settler: LoopSettler | None
 
-    def _init_connections(self, max_logger_entries: int, max_rings: int) -> None:
+    def _init_connections(self, max_logger_entries: int, max_rings: int, max_per_tree: int) -> None:
         self._replayers = {}
-        self._ring_budget = RingBudget(max_rings)
+        # A sender tree keeps as many rings, and pending ends, as it has connection places:
+        # one that drops its connections while it lives cannot take every other tree's.
+        self._ring_budget = RingBudget(max_rings, max_per_tree=max_per_tree)
         self._ends = ConnectionEnds()
         self._closing = False
         # Shared by the sync mode's sender threads: next() on a count is atomic.
@@ -67,7 +70,7 @@ class ReceiverConnections:
         # Handlers of ours that raise on a sender's record: reported here, once for all.
         self._handler_errors = HandlerErrors(_log, self.limits.report_interval)
         # Which of a reconnected sender's records a recovery replayed already.
-        self._chains = SenderChains()
+        self._chains = SenderChains(max_pending_per_tree=max_per_tree)
         # One for every connection, ever: per connection, N reconnections made N allowances
         # of loggers that are never freed (found by an outside check).
         self._logger_budget = LoggerBudget(max_logger_entries)
@@ -118,6 +121,9 @@ class ReceiverConnections:
             logger_budget=self._logger_budget,
             transit_losses=self._transit_losses,
             ring_budget=self._ring_budget,
+            # Found now, while the sender runs (the kernel's word on its pid): which
+            # tree's rings and pending ends it counts in.
+            sender_tree=None if sender_pid is None else tree_of(sender_pid),
         )
         self._replayers[number] = (label, replayer)
         if self._closing:

@@ -89,6 +89,7 @@ class LogReplayer(ReplayEnd, SliceTurns):
         transit_losses: TransitLosses | None = None,
         tell_level: bool = True,
         ring_budget: RingBudget | None = None,
+        sender_tree: str | None = None,
     ) -> None:
         self.prefix = prefix
         #: Told the message and ``created`` of every record of the sender's stderr stream,
@@ -132,8 +133,11 @@ class LogReplayer(ReplayEnd, SliceTurns):
             transit_losses=transit_losses,
             tell_level=tell_level,
         )
-        # Shared by the caller's connections: the senders' rings it holds at once.
+        # Shared by the caller's connections: the senders' rings it holds at once, those of
+        # the sender's tree counted together (its pending ends too, see finish_when_settled).
         self._reports.ring_budget = ring_budget
+        self._reports.sender_tree = sender_tree
+        self._sender_tree = sender_tree
         # Host handlers that raise: one reporter of the caller's for all its connections, or
         # this sender's own (see isoplug.logs.handler_errors).
         self._owns_handler_errors = handler_errors is None

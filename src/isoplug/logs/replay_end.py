@@ -85,6 +85,8 @@ class ReplayEnd:
     _chain: ChainMember | None
     _chains: SenderChains | None
     _sender_pid: int | None
+    #: The sender process tree whose pending ends count together (None: not known).
+    _sender_tree: str | None
     _last_seq: int
     _reordered_after: int | None
     _reordered_count: int
@@ -180,7 +182,7 @@ class ReplayEnd:
         if self._chain is not None:
             self._chain.end_begins()
             order = self._chain.order
-        if chains.pending.defer(pid, chain, settled, order=order):
+        if chains.pending.defer(pid, chain, settled, order=order, tree=self._sender_tree):
             return True
         self.metrics.pending_ends = 0
         return False
