@@ -19,12 +19,19 @@ It prints how many records its ring then claims, before it ends.
 ``hello from a ring of RING_BYTES bytes`` (logger ``hog``), then it prints ``ready``; once
 ``GO_FILE`` exists (at once without one), its send lock held so that none of them leaves, it
 logs ``COUNT`` records more, which only its ring holds, and ends at once, as a crash does.
+
+``hoard COUNT`` holds rings through pending ends, as the outside check's ring_host_exhaust.py
+did: it opens ``COUNT`` log connections, each announcing a small ring on a chain of its own,
+and closes each socket without a goodbye while it lives on (each end stays pending, with its
+ring); then it prints ``hoarding`` and sleeps until it is killed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import socket
 import sys
 import time
 
@@ -32,11 +39,16 @@ import msgspec
 
 from isoplug.logs import ForwardingHandler
 from isoplug.logs import ring as ring_module
-from isoplug.logs.ledger import ACKNOWLEDGED
+from isoplug.logs.handler import DEFAULT_QUEUE_BYTES
+from isoplug.logs.ledger import ACKNOWLEDGED, SenderLedger
 from isoplug.logs.receiver import ADDRESS_ENV, NAME_ENV, TOKEN_ENV
+from isoplug.rpc.blocking_channel import BlockingChannel
+from isoplug.wire import LogBatch, encode_frame
 
 #: The ledger's word for the last sequence number accepted.
 ACCEPTED = 0
+#: The ring each of ``hoard``'s connections announces: a small one costs the hoarder little.
+HOARDED_RING_BYTES = 4096
 
 
 def sender_with_ring(ring_bytes: int, logger_name: str, first: str) -> ForwardingHandler:
@@ -83,7 +95,42 @@ def hog(ring_bytes: int, count: int, go_file: str | None) -> None:
         os._exit(0)
 
 
+def hoard(count: int) -> None:
+    """The ``hoard`` kind (see the module docstring)."""
+    address, token = os.environ[ADDRESS_ENV], os.environ[TOKEN_ENV]
+    name = os.environ.get(NAME_ENV, "hoarder")
+    # Open for as long as this process lives: the receiver reads each through its own
+    # descriptor, and the hoarder's own copy is what a sender would keep.
+    ledgers: list[SenderLedger] = []
+    for _ in range(count):
+        ledger = SenderLedger.create(HOARDED_RING_BYTES)
+        if ledger is None:
+            raise SystemExit("no memfd: no ledger to announce")
+        ledgers.append(ledger)
+
+        def announce(_sock: socket.socket, ledger: SenderLedger = ledger) -> tuple[bytes, int]:
+            # A chain of its own: no later connection takes this one's end over.
+            batch = LogBatch(
+                records=msgspec.Raw(b"\x90"),
+                dropped={},
+                ledger_fd=ledger.fd,
+                resumed_after=None,
+                chain=random.getrandbits(62),
+                queue_bytes=DEFAULT_QUEUE_BYTES,
+            )
+            return encode_frame(batch), ledger.fd
+
+        channel = BlockingChannel.connect(
+            address, token, name=name, role="logs", after_hello=announce
+        )
+        channel.socket.close()  # no goodbye, and this process lives on: the end is pending
+    print("hoarding", flush=True)
+    time.sleep(600)
+
+
 def main() -> None:
+    if sys.argv[1] == "hoard":
+        hoard(int(sys.argv[2]))
     kind, ring_bytes = sys.argv[1], int(sys.argv[2])
     if kind == "hog":
         hog(ring_bytes, int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
