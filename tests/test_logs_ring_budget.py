@@ -1,5 +1,6 @@
 """The rings a receiver keeps of its senders (isoplug.logs.ring_budget): none larger than a
-sender of isoplug's makes, and at most ``max_rings`` at once. A sender past either still
+sender of isoplug's makes, and at most ``max_rings`` at once (one tree's: tests/
+test_logs_ring_hoarding.py). A sender past either still
 gets its records through; what its crash leaves unsent is counted lost, not recovered, with
 a warning naming it and the limit. Real senders (tests/ring_bomb_child.py hog) on real sockets."""
 
@@ -118,10 +119,12 @@ async def test_rings_past_max_rings_are_refused_and_their_places_come_back(
                 )
             )
         (refusal,) = refusals(collector)
+        # The refused sender came last; the warning names who holds the most, too.
         assert refusal.startswith(
             "not keeping the log ring of log sender third: this receiver holds 2 senders' "
-            "rings already (max_rings)"
-        )
+            f"rings already (max_rings; the most, 1, held by sender process tree of pid "
+            f"{hogs[0].pid})"
+        ), refusal
         go.touch()
         for hog in hogs:
             code, stderr = await finish(hog)
@@ -175,7 +178,10 @@ async def test_a_plugins_children_past_the_hosts_rings_are_counted_not_recovered
     assert [(name, level) for name, level, _ in refused] == [("plugin.spawner", "WARNING")] * 2
     too_large, spent = (message for _, _, message in refused)
     assert f"its {2 * RING_BYTES:,} bytes are more than the {MAX_RING_BYTES:,}" in too_large
-    assert "this receiver holds 1 senders' rings already (max_log_rings)" in spent
+    assert (
+        "this receiver holds 1 senders' rings already (max_log_rings; the most, 1, held by "
+        "runner spawner's process tree)"
+    ) in spent
     assert not waiter.select(logger="plugin.spawner.hog", text="unsent ")
     assert metrics.rings_refused == 2
     assert metrics.recovered == 0
