@@ -92,7 +92,8 @@ class SupervisorConfig:
     #: Log connections a runner and the processes it started may hold open at once (a thread
     #: of the host each); past it, their new ones wait for a place (next two settings), and
     #: other runners are not affected. A plugin that forks a pool of workers has one per
-    #: worker that logs.
+    #: worker that logs. It also bounds the runner's log rings, open connections and ends
+    #: pending together, and its pending ends (see ``max_log_rings``).
     max_log_connections: int = 64
     #: Log connections of a runner (and as many of its orphans counted by their process
     #: group) that may wait, unread and with no thread, for one of its ``max_log_connections``
@@ -107,7 +108,10 @@ class SupervisorConfig:
     #: read back at its end) the host keeps at once, for every runner and the processes they
     #: started together; past it, a new connection's ring is not kept: its records still
     #: arrive, what a crash leaves unsent is counted lost instead of recovered, with a
-    #: warning naming the runner (see :mod:`isoplug.logs.ring_budget`). 0: none kept.
+    #: warning naming the runner (see :mod:`isoplug.logs.ring_budget`). One runner's
+    #: processes keep at most ``max_log_connections`` of them, their connections' ends
+    #: pending included: a plugin that drops its connections while it lives is refused its
+    #: own rings, never another runner's. 0: none kept.
     max_log_rings: int = 256
     #: How far below the host each runner runs on the CPU: added to the nice value of the
     #: runner's threads (at most 19), which also run ``SCHED_BATCH``, so that plugins that

@@ -143,10 +143,14 @@ class LogReceiver(ReceiverClosing):
 
     A sender's shared-memory ring (what its crash leaves unsent, read back at its end) is
     kept only up to :data:`~isoplug.logs.ring.MAX_RING_BYTES` (4 MiB, a sender's default and
-    largest), and only ``max_rings`` of them at once, all senders together (0: none kept).
-    Past either the sender's records still arrive on its connection, but what a crash of it
-    leaves unsent is counted lost, not recovered: a warning names the sender and the limit,
-    and :attr:`LogMetrics.rings_refused` counts it (see :mod:`isoplug.logs.ring_budget`).
+    largest), only ``max_senders_per_tree`` of one sender tree (open connections and ends
+    pending together: a sender that drops its connections while it lives keeps their rings
+    until it reconnects or exits, and at most as many such ends, past which its tree's oldest
+    is accounted for at once), and only ``max_rings`` of them at once, all senders together
+    (0: none kept). Past any of these the sender's records still arrive on its connection,
+    but what a crash of it leaves unsent is counted lost, not recovered: a warning names the
+    sender, its tree or the biggest holder, and the limit, and
+    :attr:`LogMetrics.rings_refused` counts it (see :mod:`isoplug.logs.ring_budget`).
     """
 
     def __init__(
