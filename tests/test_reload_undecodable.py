@@ -21,12 +21,17 @@ pytest.importorskip("watchfiles")
 
 async def edit_restarts(host_plugins: Path, host: Host) -> None:
     """An edit of the echo plugin's code in ``host_plugins`` restarts it."""
-    pid = host.plugin("echo").pid
-    touch_code(host_plugins / "echo" / "echo_plugin.py")
+    await code_edit_restarts(host, "echo", host_plugins / "echo" / "echo_plugin.py")
+
+
+async def code_edit_restarts(host: Host, plugin_id: str, source: Path) -> None:
+    """An edit of ``source`` restarts the plugin ``plugin_id``."""
+    pid = host.plugin(plugin_id).pid
+    touch_code(source)
     await eventually(
         lambda: (
-            host.plugin("echo").pid not in (None, pid)
-            and host.plugin("echo").state.value == "ready"
+            host.plugin(plugin_id).pid not in (None, pid)
+            and host.plugin(plugin_id).state.value == "ready"
         )
     )
 
@@ -96,14 +101,7 @@ async def test_a_name_not_utf8_gets_only_its_plugin_folder_read_the_others_stay_
             await edit_restarts(directory, host)
             # The echo plugin's edit came by the watch: no poll found it.
             assert "echo_plugin.py" not in _polled_paths(records)
-            pid = host.plugin("scribbler").pid
-            touch_code(scribbler / "scribbler_plugin.py")
-            await eventually(
-                lambda: (
-                    host.plugin("scribbler").pid not in (None, pid)
-                    and host.plugin("scribbler").state.value == "ready"
-                )
-            )
+            await code_edit_restarts(host, "scribbler", scribbler / "scribbler_plugin.py")
             # ... and the scribbler's by a poll of its folder.
             assert "scribbler_plugin.py" in _polled_paths(records)
             await edit_restarts(directory, host)
@@ -127,14 +125,7 @@ async def test_a_polled_folder_is_read_up_to_a_cap_said_once(tmp_path: Path) -> 
             await _write_not_utf8_name(host, scribbler)
             capped = await records.wait_for_record(text="read for changes (not watched) hold")
             # Its code, read before its data, still reloads; the other plugin's too.
-            pid = host.plugin("scribbler").pid
-            touch_code(scribbler / "scribbler_plugin.py")
-            await eventually(
-                lambda: (
-                    host.plugin("scribbler").pid not in (None, pid)
-                    and host.plugin("scribbler").state.value == "ready"
-                )
-            )
+            await code_edit_restarts(host, "scribbler", scribbler / "scribbler_plugin.py")
             await edit_restarts(directory, host)
     assert f"more than {MAX_POLLED_ENTRIES} files" in capped.getMessage()
     assert f"in {scribbler}/cache/d" in capped.getMessage()

@@ -37,6 +37,10 @@ Batch = set[tuple[object, str]]
 DEBOUNCE_MS = 50
 #: How often a watch is looked at for changes, and for whether to stop, in milliseconds.
 STEP_MS = 10
+#: How long a watch alone waits for changes before its round ends (the polls are looked at
+#: between rounds): woken less often, an idle host costs less. Two watches take one step each
+#: in turn, so that neither waits for the other.
+_LONE_WATCH_MS = 100
 #: How far back, before the last batch a failed watch handed over, a poll's first read
 #: counts a file as changed: what the watch saw in its last moments, and lost with its end.
 _CATCH_UP_NS = 1_000_000_000
@@ -112,11 +116,12 @@ class WatchLayout:
         from watchfiles._rust_notify import WatchfilesRustInternalError
 
         changes: Batch = set()
-        # One step each, so that neither waits for the other; a change found is grouped
-        # with what follows it for DEBOUNCE_MS.
-        for notifier in (*self._notifiers, *self._retiring):
+        watches = (*self._notifiers, *self._retiring)
+        # A change found is grouped with what follows it for DEBOUNCE_MS.
+        timeout_ms = _LONE_WATCH_MS if len(watches) == 1 else 1
+        for notifier in watches:
             try:
-                raw = notifier.watch(DEBOUNCE_MS, STEP_MS, 1, stop)
+                raw = notifier.watch(DEBOUNCE_MS, STEP_MS, timeout_ms, stop)
             except WatchfilesRustInternalError as error:
                 undecodable = _undecodable_path(error)
                 if undecodable is None:
@@ -131,7 +136,7 @@ class WatchLayout:
         for notifier in self._retiring:
             notifier.close()
         self._retiring = []
-        if not self._notifiers and stop.wait(STEP_MS / 1000):
+        if not self._notifiers and stop.wait(_LONE_WATCH_MS / 1000):
             return None
         self._watched_since = time.time_ns()
         if self._poll is not None and self._poll.due():
@@ -174,7 +179,6 @@ class WatchLayout:
             # folder is read, bounded, rather than one watched in vain.
             moved = [*self._whole, *self._entries]
             self._whole, self._entries = [], []
-        self._say_polled(moved or [plugins_dir or path], f"{undecodable} is not UTF-8 text")
         self._deep_polled += moved
         since = self._watched_since - _CATCH_UP_NS
         if self._poll is not None:
@@ -187,6 +191,8 @@ class WatchLayout:
         self._notifiers = self._new_notifiers()
         self._poll = self._new_poll(since)
         assert self._poll is not None
+        # Said once it is so: .polled names the folder by then.
+        self._say_polled(moved or [plugins_dir or path], f"{undecodable} is not UTF-8 text")
         # Bounded as the polls are (this is one read, and the poll's cap is said by them).
         return self._poll.changes() | FolderPoll(lost, self._filter, since).changes()
 
