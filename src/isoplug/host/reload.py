@@ -112,6 +112,13 @@ class PluginReloader:
         #: The folders the last discovery could not read: the watch has none inside them,
         #: and is made again once one may be read.
         self._unreadable: frozenset[Path] = frozenset()
+        self._watch: FolderWatch | None = None
+
+    @property
+    def polled(self) -> tuple[str, ...]:
+        """The folders read for changes now rather than watched (a name in them is not
+        UTF-8: see :mod:`isoplug.host.reload_layout`)."""
+        return self._watch.polled if self._watch is not None else ()
 
     async def run(self) -> None:
         with contextlib.suppress(OSError):  # unreadable now: the first batch says so
@@ -124,7 +131,8 @@ class PluginReloader:
         while True:
             roots = self._roots()
             unreadable = self._unreadable
-            async with FolderWatch(roots) as watch:
+            async with FolderWatch(roots, self._plugins_dir.resolve()) as watch:
+                self._watch = watch
                 async for changes in watch.batches():
                     if not self.watching.is_set():
                         # The plugin folder the user named, not the scratch folder linking it.

@@ -3,24 +3,25 @@
 watchfiles' ``awatch`` runs its blocking watch through anyio's worker threads: one ("AnyIO
 worker thread") stayed idle in the application after the host's close, for as long as its
 event loop lived, against the promise that the host's threads are its own, named
-``isoplug-…``, and end with it. :class:`FolderWatch` runs watchfiles' blocking ``watch``
+``isoplug-…``, and end with it. :class:`FolderWatch` runs watchfiles' blocking watches
 in a thread of its own instead, hands each batch of changes to the loop, and ends the thread
-(and waits for its end) when it is left.
+(and waits for its end) when it is left. What is watched, and what read for changes where a
+name is not UTF-8, is :mod:`isoplug.host.reload_layout`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from isoplug.host.reload_poll import POLL_MS, FolderPoll, is_utf8_path
+from isoplug.host.reload_layout import DEBOUNCE_MS, STEP_MS, Batch, WatchLayout
+from isoplug.host.reload_poll import MAX_POLLED_ENTRIES, POLL_MS
 from isoplug.log_guard import guarded_logger
 from isoplug.wire.sanitize import clean_path
 
@@ -28,14 +29,8 @@ _log = guarded_logger("isoplug.host")
 
 __all__ = ["DEBOUNCE_MS", "POLL_MS", "STEP_MS", "FolderWatch"]
 
-#: watchfiles groups the changes of this many milliseconds into one batch: an editor's save
-#: (write, rename, chmod) is one batch, and a save still reaches the runner quickly.
-DEBOUNCE_MS = 50
-#: How often watchfiles checks for the end of a batch, and whether to stop, in milliseconds.
-STEP_MS = 10
 #: An empty batch now and then: the first one says the watcher is up (its watches were set
-#: before it), after this many ms; 0.1 s, not watchfiles' 5 s, so that the host's "watching"
-#: is not late. The watch wakes every STEP_MS anyway: the shorter wait costs next to nothing.
+#: before it); then one every 0.1 s without changes, for the reloader to look at its roots.
 _EMPTY_BATCH_MS = 100
 
 #: Cap for a folder's path quoted in the host's records (a folder's name is anyone's text).
@@ -44,19 +39,18 @@ _MAX_PATH_CHARS = 1024
 #: The folders said to be polled for their names (see FolderWatch._say_polled).
 _SAID_POLLED: set[str] = set()
 
-#: One batch: (watchfiles.Change, path) pairs.
-Batch = set[tuple[object, str]]
-
 
 class FolderWatch:
     """``async with FolderWatch(roots) as watch: async for batch in watch.batches(): ...``:
     the changes under ``roots``, batch by batch (an empty one every 0.1 s without changes).
-    The next batch is watched for once the last one was handled, so changes made meanwhile
-    come together, as with ``awatch``. Leaving the block stops the thread and waits for its
-    end."""
+    ``plugins_dir``: the root whose folders are plugins' (one of them holding a name that is
+    not UTF-8 is read for changes alone). The next batch is watched for once the last one was
+    handled, so changes made meanwhile come together, as with ``awatch``. Leaving the block
+    stops the thread and waits for its end."""
 
-    def __init__(self, roots: Sequence[Path]) -> None:
+    def __init__(self, roots: Sequence[Path], plugins_dir: Path | None = None) -> None:
         self._roots = tuple(roots)
+        self._plugins_dir = str(plugins_dir) if plugins_dir is not None else None
         self._stop = threading.Event()
         #: Set when the loop has handled the last batch: the thread may watch again.
         self._handled = threading.Event()
@@ -64,8 +58,8 @@ class FolderWatch:
         self._thread = threading.Thread(target=self._watch, name="isoplug-reload", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: asyncio.Future[None] | None = None
-        #: watchfiles' DefaultFilter (caches, editor files), for the polls too.
-        self._filter: Any = None
+        self._layout: WatchLayout | None = None
+        self._said_capped = False
 
     async def __aenter__(self) -> FolderWatch:
         self._loop = asyncio.get_running_loop()
@@ -82,11 +76,17 @@ class FolderWatch:
         self._stop.set()
         self._handled.set()
         assert self._ended is not None
-        # watchfiles looks at the stop event every STEP_MS: a cancelled close (the reloader's
-        # task cancelled again) stops waiting, and the thread still ends by itself.
+        # The watches look at the stop event every STEP_MS: a cancelled close (the
+        # reloader's task cancelled again) stops waiting, and the thread still ends by itself.
         await asyncio.shield(self._ended)
         # It has handed its last word to the loop: all that is left is returning.
         self._thread.join()
+
+    @property
+    def polled(self) -> tuple[str, ...]:
+        """The folders read for changes now, not watched (they hold a name that is not
+        UTF-8)."""
+        return self._layout.polled if self._layout is not None else ()
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Each batch, until the watch ends; raises what ended it when it failed."""
@@ -114,49 +114,29 @@ class FolderWatch:
         """Watch with the kernel's notifications; where the OS's limit of file watches is
         reached as the watch is set up, poll instead, said once. watchfiles' own flag for
         skipping unreadable folders would drop that error too, the watch then blind to every
-        folder past the limit, unsaid: so the first try is without it. A folder watchfiles
-        cannot take (a path that is not UTF-8, above it or inside it) is read for changes
-        by :class:`FolderPoll` instead, said once, while the others stay watched."""
+        folder past the limit, unsaid: so the first try is without it."""
         import watchfiles
 
-        self._filter = watchfiles.DefaultFilter()
+        layout = WatchLayout(
+            [str(root) for root in self._roots],
+            self._plugins_dir,
+            # Caches and editor files, for the polls too.
+            watchfiles.DefaultFilter(),
+            self._say_polled,
+            self._say_capped,
+        )
+        self._layout = layout
         skip_unreadable = polling = False
-        polled = [root for root in map(str, self._roots) if not is_utf8_path(root)]
-        if polled:
-            self._say_polled(polled, "its path is not UTF-8 text")
-        poll = FolderPoll(polled, self._filter) if polled else None
         while True:
-            notified = [root for root in map(str, self._roots) if root not in polled]
-            started = False
-            watched_since = time.time_ns()
             try:
-                for changes in self._notified(notified, skip_unreadable, polling):
-                    started = True
-                    watched_since = time.time_ns()
-                    batch = changes | poll.changes() if poll and poll.due() else changes
-                    if not self._hand(batch):
-                        return  # the loop is closed: no batch will be handled any more
-                    self._handled.wait()
-                    self._handled.clear()
-                    if self._stop.is_set():
-                        return
-                return
+                layout.start(skip_unreadable=skip_unreadable, force_polling=polling)
             except PermissionError:
-                if started or skip_unreadable:
+                if skip_unreadable:
                     raise
                 skip_unreadable = True
-            except _rust_error() as error:
-                undecodable = _undecodable_path(error)
-                if undecodable is None:
-                    raise
-                # The watch is over (watchfiles keeps the error): the folder holding that
-                # name is read by polls from now on, catching up on what the watch lost.
-                moved = [root for root in notified if undecodable.startswith(root)] or notified
-                self._say_polled(moved, f"{undecodable} is not UTF-8 text")
-                polled += moved
-                poll = FolderPoll(polled, self._filter, changed_since=watched_since - _CATCH_UP_NS)
+                continue
             except OSError as error:
-                if started or polling or "watch limit" not in str(error):
+                if polling or "watch limit" not in str(error):
                     raise
                 _log.warning(
                     "reload: the system's limit of file watches is reached (%s): polling "
@@ -168,32 +148,30 @@ class FolderWatch:
                     POLL_MS / 1000,
                 )
                 polling = True
-
-    def _notified(self, roots: list[str], skip_unreadable: bool, polling: bool) -> Iterator[Batch]:
-        """watchfiles' batches of ``roots``, or, with none, an empty one every STEP_MS
-        (the polled folders are read between them)."""
-        import watchfiles
-
-        if not roots:
-            while not self._stop.wait(_EMPTY_BATCH_MS / 1000):
-                yield set()
-            yield set()
+                continue
+            try:
+                self._hand_batches(layout)
+            finally:
+                layout.close()
             return
-        for changes in watchfiles.watch(
-            *roots,
-            watch_filter=self._filter,
-            debounce=DEBOUNCE_MS,
-            step=STEP_MS,
-            stop_event=self._stop,
-            yield_on_timeout=True,
-            rust_timeout=_EMPTY_BATCH_MS,
-            # A folder the host may not read (skipped, said as a problem) must not
-            # end the watch of every other one.
-            ignore_permission_denied=skip_unreadable,
-            force_polling=polling,
-            poll_delay_ms=POLL_MS,
-        ):
-            yield set(changes)
+
+    def _hand_batches(self, layout: WatchLayout) -> None:
+        """Each round's changes to the loop, one batch at a time, and an empty batch every
+        _EMPTY_BATCH_MS without changes (the first at once: the watches are set)."""
+        handed_at = -math.inf
+        while True:
+            batch = layout.round(self._stop)
+            if batch is None:
+                return
+            if not batch and time.monotonic() - handed_at < _EMPTY_BATCH_MS / 1000:
+                continue
+            if not self._hand(batch):
+                return  # the loop is closed: no batch will be handled any more
+            handed_at = time.monotonic()
+            self._handled.wait()
+            self._handled.clear()
+            if self._stop.is_set():
+                return
 
     def _say_polled(self, roots: list[str], why: str) -> None:
         # Once per folder: a new watch (a linked plugin came) meets the same name again.
@@ -203,12 +181,29 @@ class FolderWatch:
         _SAID_POLLED.update(roots)
         _log.warning(
             "reload: %s cannot be watched for changes (watchfiles takes only UTF-8 paths: %s); "
-            "reading it for changes every %.1f s instead, which reads every folder in it each "
-            "time; rename what is not UTF-8 (or move the plugins folder below folders named "
-            "in UTF-8) and restart the host to be told of changes at once",
+            "reading it for changes every %.1f s or more instead (%d files and folders at "
+            "most), while the other folders stay watched; rename what is not UTF-8 (or move "
+            "the plugins folder below folders named in UTF-8) and restart the host to be told "
+            "of changes at once",
             shown_path([Path(root) for root in roots]),
             clean_path(why, _MAX_PATH_CHARS),
             POLL_MS / 1000,
+            MAX_POLLED_ENTRIES,
+        )
+
+    def _say_capped(self, folder: str) -> None:
+        # Once per watch: every read stops there again.
+        if self._said_capped:
+            return
+        self._said_capped = True
+        _log.warning(
+            "reload: the folders read for changes (not watched) hold more than %d files and "
+            "folders: each read stops at %d, in %s, and changes past them are not seen; keep "
+            "a plugin's data out of its folder, or name its files in UTF-8 and restart the "
+            "host, to have every change seen",
+            MAX_POLLED_ENTRIES,
+            MAX_POLLED_ENTRIES,
+            clean_path(folder, _MAX_PATH_CHARS),
         )
 
     def _hand(self, item: Batch | BaseException | None) -> bool:
@@ -248,23 +243,3 @@ def _watch_limits() -> str:
         except OSError:
             continue
     return ", ".join(said) or "the limit is not readable here"
-
-
-def _rust_error() -> type[Exception]:
-    from watchfiles._rust_notify import WatchfilesRustInternalError
-
-    return WatchfilesRustInternalError
-
-
-#: watchfiles' words for a changed path that is not UTF-8 (its Rust ``{:?}`` of the path).
-_UNDECODABLE = re.compile(r'Unable to decode path "(?P<path>.*)" to string')
-#: How far back, before the last batch a failed watch handed over, a poll's first read
-#: counts a file as changed: what the watch saw in its last moments, and lost with its end.
-_CATCH_UP_NS = 1_000_000_000
-
-
-def _undecodable_path(error: Exception) -> str | None:
-    """The path (as watchfiles shows it: ``caf\\xE9.txt``) whose change ended the watch
-    ``error`` ended, when that is why it ended."""
-    found = _UNDECODABLE.search(str(error))
-    return found["path"] if found else None
