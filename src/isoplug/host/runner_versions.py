@@ -49,9 +49,9 @@ class RunnerVersions:
             return (
                 f"its isoplug shares no protocol version with the host's: the runner speaks "
                 f"protocol versions {runner}, the host {host}, and every start would be refused "
-                "again; was isoplug upgraded under the running host? Restart the host, or give "
-                f"the plugin a `python` whose isoplug speaks protocol {MIN_PROTOCOL_VERSION}.."
-                f"{MAX_PROTOCOL_VERSION}"
+                "again; was isoplug upgraded under the running host? Restart the host (every "
+                "runner imports the isoplug installed where the host's was imported from, "
+                "whatever its plugin's `python`)"
             )
         if theirs and theirs != ours:
             with self._lock:
