@@ -109,7 +109,22 @@ _ESCAPE_TABLE = {
 
 
 def _character_class(chars: frozenset[str]) -> re.Pattern[str]:
-    return re.compile("[" + "".join(re.escape(char) for char in sorted(chars)) + "]")
+    """A regular expression matching any of ``chars``, written as ranges: a class of
+    thousands of single characters would make every search of a non-ASCII text slow."""
+    ranges: list[list[int]] = []
+    for code in sorted(map(ord, chars)):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile(
+        "["
+        + "".join(
+            re.escape(chr(first)) + ("" if first == last else "-" + re.escape(chr(last)))
+            for first, last in ranges
+        )
+        + "]"
+    )
 
 
 #: The invisible characters str.isprintable() lets through (marks and Hangul fillers): the
@@ -156,6 +171,8 @@ def escaped(text: str, end: int) -> str:
     """``text[:end]`` with every character to escape escaped, but the invisible characters
     that pass where they stand in the whole of ``text`` (the module docstring)."""
     head = text if end >= len(text) else text[:end]
+    if head.isascii():
+        return head.translate(_ESCAPE_TABLE)
     first = _PASS_IN_CONTEXT.search(head)
     if first is None:
         return head.translate(_ESCAPE_TABLE)

@@ -152,8 +152,9 @@ def clean_text(text: str, limit: int) -> str:
 
 def _clean(text: str, limit: int, block: bool) -> str:
     if len(text) <= limit:
-        if shows_as_is(text):
-            # The common case, checked in C: nothing to escape, no newline.
+        if (text.isascii() and text.isprintable()) or shows_as_is(text):
+            # The common case, checked in C (ASCII without a call): nothing to escape, no
+            # newline.
             return text
         keep, mark = len(text), ""
     else:
