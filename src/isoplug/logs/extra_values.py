@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import msgspec
 
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_text, shows_as_is
 
 __all__ = ["MAX_NESTING", "clean_value", "text_of", "unique_key"]
 
@@ -53,7 +53,7 @@ def _clean_nested(value: list[Any] | dict[Any, Any], depth: int, limit: int) -> 
     cleaned: dict[Any, Any] = {}
     for key, entry in mapping.items():
         item = _clean_item(entry, depth, limit)
-        if type(key) is str and (len(key) > 100 or not key.isprintable()):
+        if type(key) is str and (len(key) > 100 or not shows_as_is(key)):
             cleaned[unique_key(clean_text(key, 100), cleaned)] = item
         elif key in cleaned:
             # An earlier key cleaned to this one's text.
@@ -66,7 +66,7 @@ def _clean_nested(value: list[Any] | dict[Any, Any], depth: int, limit: int) -> 
 def _clean_item(entry: Any, depth: int, limit: int) -> Any:
     kind = type(entry)
     if kind is str:
-        if len(entry) > limit or not entry.isprintable():
+        if len(entry) > limit or not shows_as_is(entry):
             return clean_text(entry, limit)
     elif kind is dict or kind is list:
         return _clean_nested(entry, depth + 1, limit)

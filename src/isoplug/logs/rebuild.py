@@ -65,7 +65,7 @@ from isoplug.logs.templates import LogEvent, LogTemplate
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.transport.process_tree import started_at
 from isoplug.wire import LogRecordData
-from isoplug.wire.sanitize import cap_text, clean_block, clean_text
+from isoplug.wire.sanitize import cap_text, clean_block, clean_text, shows_as_is
 
 __all__ = ["RecordRebuilder"]
 
@@ -166,7 +166,7 @@ class RecordRebuilder:
             # patch(time=...)): formatters print the arrival's, the claim stays as an extra.
             claimed_time, created = created, time.time()
         message = data.message
-        if not message.isprintable() or len(message) > limits.max_message_chars:
+        if not shows_as_is(message) or len(message) > limits.max_message_chars:
             message = clean_text(message, limits.max_message_chars)
         msg: Any = message
         args: tuple[str, ...] = ()
@@ -339,7 +339,7 @@ class RecordRebuilder:
         """The sanitized template, as one object for every record that has it (remembered)."""
         limit = self._limits.max_message_chars
         template = LogTemplate(
-            text if text.isprintable() and len(text) <= limit else clean_text(text, limit)
+            text if shows_as_is(text) and len(text) <= limit else clean_text(text, limit)
         )
         if len(text) <= _TEMPLATE_CHARS and len(self._templates) < _MAX_TEMPLATES:
             self._templates[text] = template

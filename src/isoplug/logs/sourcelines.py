@@ -45,7 +45,7 @@ import threading
 import tokenize
 import weakref
 
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_text, shows_as_is
 
 __all__ = [
     "MAX_LOADED_BYTES",
@@ -155,7 +155,7 @@ def _read_source(filename: str) -> tuple[int, list[str]] | None:
     cleaned = []
     for line in lines:
         text = line[:-1] if line.endswith("\n") else line
-        if not text.isprintable() or len(text) > MAX_SOURCE_LINE_CHARS:
+        if not shows_as_is(text) or len(text) > MAX_SOURCE_LINE_CHARS:
             text = clean_text(text, MAX_SOURCE_LINE_CHARS)
         cleaned.append(text + "\n")
     return len(data), cleaned

@@ -81,7 +81,7 @@ from isoplug.logs.exceptions import (
 )
 from isoplug.logs.sourcelines import EntryGuard, SourceGuard
 from isoplug.wire import ExceptionData, FrameData
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_text, shows_as_is
 
 __all__ = ["MAX_CLASSES", "MAX_CODES", "ExceptionRebuilder", "rebuilt_exception"]
 
@@ -334,10 +334,10 @@ class _Build:
 
     def frame(self, data: FrameData, tb_next: types.TracebackType | None) -> types.TracebackType:
         filename = data.filename
-        if not filename.isprintable() or len(filename) > MAX_FILENAME_CHARS:
+        if not shows_as_is(filename) or len(filename) > MAX_FILENAME_CHARS:
             filename = clean_text(filename, MAX_FILENAME_CHARS)
         name = data.name
-        if not name.isprintable() or len(name) > MAX_NAME_CHARS:
+        if not shows_as_is(name) or len(name) > MAX_NAME_CHARS:
             name = clean_text(name, MAX_NAME_CHARS)
         lineno = data.lineno
         column = end_column = None

@@ -7,18 +7,14 @@ layer (pure functions, no I/O) so that every layer above can use it.
 Three threats, three rules:
 
 - **Terminal escapes, control and invisible characters** (``ESC[2J``, backspace, bidi
-  overrides, zero-width spaces) could rewrite, reorder or hide what an operator sees: every
-  C0/C1 control character except tab and newline, DEL, the Unicode line/paragraph separators
-  and every *format* character (category Cf: bidi controls and marks, zero-width spaces, word
-  joiners, the BOM, interlinear annotation marks, stray tag characters...) are shown as
-  ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN`` escapes. Format characters that ordinary text
-  needs pass, as they change neither direction nor what is shown: the zero-width non-joiner
-  and joiner (U+200C, U+200D: Persian spelling, Indic conjuncts, emoji sequences), the soft
-  hyphen (U+00AD), and tag characters within an emoji flag (U+1F3F4, at most seven tags and
-  the cancel tag: a subdivision flag's); variation selectors are marks, never escaped. The
-  bidi marks (LRM, RLM, ALM) stay escaped: invisible, yet strong letters for the bidi
-  algorithm, a pair of them reverses numbers and what lies between them without one visible
-  right-to-left letter (docs/security.md says more).
+  overrides, zero-width spaces, variation selectors) could rewrite, reorder or hide what an
+  operator sees, or make a word differ from one that looks the same: every C0/C1 control
+  character except tab and newline, DEL, the Unicode line/paragraph separators, every format
+  character (category Cf) and every default ignorable code point (what renderers draw as
+  nothing: the combining grapheme joiner, Hangul fillers, variation selectors, tags...) are
+  shown as ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN`` escapes, but for the few that ordinary
+  text needs, each only where it needs it (:mod:`isoplug.wire.invisible` says which and
+  where; docs/security.md why).
 - **Forged log lines**: a message containing ``"\\n2026-01-01 INFO app.db: ..."`` would look
   like a separate record of another logger. Every continuation line that does not already start
   with white space is indented by two spaces, so no line from a plugin can start at column 0 —
@@ -33,14 +29,16 @@ Three threats, three rules:
   as a plain number (at most 15 digits).
 
 Logger names get a stricter treatment: only letters and digits of any script, combining marks
-that follow one, and ``_-.:`` survive (each run of anything else becomes one ``_``), empty
-components are removed, and the length is capped.
+that follow one, and ``_-.:`` survive (each run of anything else, invisible characters all
+among it, becomes one ``_``), empty components are removed, and the length is capped.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from isoplug.wire.invisible import INVISIBLE_LETTERS, escaped, is_invisible, shows_as_is
 
 __all__ = [
     "IN_EMITTING_PROCESS",
@@ -51,67 +49,9 @@ __all__ = [
     "clean_path",
     "clean_text",
     "cut_mark",
+    "shows_as_is",
 ]
 
-_ESCAPED = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
-#: Every format character (category Cf) of Unicode 16, and U+2065, reserved for more: bidi
-#: controls, zero-width characters, U+FEFF, U+180E, U+FFF9-FFFB, tags... invisible, so able to
-#: hide or reorder text. Listed rather than read from unicodedata at import (a scan of every
-#: code point takes 0.15 s); tests/test_sanitize_units.py checks that none of this Python's
-#: is missing.
-_FORMAT_CHARACTERS = [
-    (0xAD, 0xAD),
-    (0x600, 0x605),
-    (0x61C, 0x61C),
-    (0x6DD, 0x6DD),
-    (0x70F, 0x70F),
-    (0x890, 0x891),
-    (0x8E2, 0x8E2),
-    (0x180E, 0x180E),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0xFEFF, 0xFEFF),
-    (0xFFF9, 0xFFFB),
-    (0x110BD, 0x110BD),
-    (0x110CD, 0x110CD),
-    (0x13430, 0x1343F),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0001, 0xE0001),
-    (0xE0020, 0xE007F),
-]
-#: The format characters ordinary text needs, which change neither direction nor what is
-#: shown (see the module docstring): the soft hyphen, the zero-width non-joiner and joiner.
-#: Tag characters pass only within an emoji flag (:data:`_EMOJI_FLAG`).
-FORMAT_CHARACTERS_KEPT = frozenset({0xAD, 0x200C, 0x200D})
-_ESCAPED += [
-    code
-    for first, last in _FORMAT_CHARACTERS
-    for code in range(first, last + 1)
-    if code not in FORMAT_CHARACTERS_KEPT
-]
-# Lone surrogates (a file name that is not UTF-8, decoded with surrogateescape): no encoder of
-# a UTF-8 log handler can write them, so one would make the handler fail on the record.
-_ESCAPED += range(0xD800, 0xE000)
-_ESCAPE_TABLE = {
-    code: (
-        f"\\x{code:02x}"
-        if code < 0x100
-        else f"\\u{code:04x}"
-        if code < 0x10000
-        else f"\\U{code:08x}"
-    )
-    for code in _ESCAPED
-}
-#: The base of every emoji tag sequence (Unicode's flags of England, Scotland, Wales...).
-_BLACK_FLAG = "\U0001f3f4"
-#: A flag's tags, which pass: a subdivision code (at most seven tags: ``gbsct``, ``usca``) and
-#: the cancel tag that ends it. Longer runs of tags would carry invisible text ("ASCII
-#: smuggling", read by whatever reads logs after the operator): escaped from the eighth on.
-#: Decided by what precedes each tag only, so a text cut short never escapes more of what it
-#: keeps (:func:`_fitting` relies on that).
-_EMOJI_FLAG = re.compile("\U0001f3f4[\U000e0020-\U000e007e]{1,7}\U000e007f?")
 _CONTINUATION = re.compile(r"\n(?=[^ \t\n])")
 _EVERY_LINE = re.compile(r"\n(?=[^\n])")
 #: The line Python prints between the tracebacks of a chain, at column 0.
@@ -125,7 +65,8 @@ _ASCII_NAME_JUNK = re.compile(r"[^A-Za-z0-9_\-.:]+")
 #: Likewise for any name: ``\w`` is any script's letters and digits (and ``_``). Combining
 #: marks are not in it, but a word of many scripts needs them (Devanagari's vowel signs and
 #: virama, an accent written apart): :func:`_kept_marks` lets those that follow one pass.
-_NAME_JUNK = re.compile(r"[^\w\-.:]+")
+#: The Hangul fillers are letters to ``\w``, yet show as nothing: junk.
+_NAME_JUNK = re.compile(r"(?:[^\w\-.:]|" + INVISIBLE_LETTERS.pattern + ")+")
 #: Where a text was cut, in :func:`cut_mark`'s words, when the process that emitted it cut it.
 IN_EMITTING_PROCESS = " in the emitting process"
 
@@ -170,22 +111,10 @@ def cap_text(text: str, limit: int) -> str:
     return text[:keep] + mark
 
 
-def _translated(text: str) -> str:
-    """``text`` with every character to escape escaped (tags within emoji flags kept)."""
-    # A str of only BMP characters cannot hold the flag: the search then ends at once.
-    if _BLACK_FLAG not in text:
-        return text.translate(_ESCAPE_TABLE)
-    parts: list[str] = []
-    done = 0
-    for flag in _EMOJI_FLAG.finditer(text):
-        parts += (text[done : flag.start()].translate(_ESCAPE_TABLE), flag.group())
-        done = flag.end()
-    parts.append(text[done:].translate(_ESCAPE_TABLE))
-    return "".join(parts)
-
-
-def _escape(text: str, block: bool = False) -> str:
-    text = _translated(text)
+def _escape(text: str, block: bool = False, end: int | None = None) -> str:
+    """``text[:end]`` escaped and indented (which invisible characters pass is decided on the
+    whole of ``text``: see :func:`isoplug.wire.invisible.escaped`)."""
+    text = escaped(text, len(text) if end is None else end)
     if "\n" not in text:
         return text
     chained = _CHAINED.search(text) if block else None
@@ -205,7 +134,7 @@ def _fitting(text: str, low: int, high: int, limit: int, block: bool) -> int:
     binary search (a few C-speed translations) finds the most that do."""
     while low < high:
         middle = (low + high + 1) // 2
-        if len(_escape(text[:middle], block)) <= limit:
+        if len(_escape(text, block, middle)) <= limit:
             low = middle
         else:
             high = middle - 1
@@ -223,23 +152,25 @@ def clean_text(text: str, limit: int) -> str:
 
 def _clean(text: str, limit: int, block: bool) -> str:
     if len(text) <= limit:
-        if text.isprintable():
-            # The common case, checked in C: nothing to escape, no newline.
+        if (text.isascii() and text.isprintable()) or shows_as_is(text):
+            # The common case, checked in C (ASCII without a call): nothing to escape, no
+            # newline.
             return text
         keep, mark = len(text), ""
     else:
         keep, mark = _cut(text, limit)
     head = text[:keep] if keep < len(text) else text
-    if head.isprintable():
+    if shows_as_is(head):
         return head + mark
-    escaped = _escape(head, block)
-    if len(escaped) > limit:
+    # What passes is decided on the whole text, so that a cut never escapes more of it.
+    shown = _escape(text, block, keep)
+    if len(shown) > limit:
         # Escapes and indentation lengthened the text past the limit: keep fewer of its
         # characters.
-        fitting = _fitting(text, max(0, keep - (len(escaped) - limit)), keep, limit, block)
+        fitting = _fitting(text, max(0, keep - (len(shown) - limit)), keep, limit, block)
         keep, mark = _cut(text, fitting)
-        escaped = _escape(text[:keep], block)
-    return escaped + mark
+        shown = _escape(text, block, keep)
+    return shown + mark
 
 
 def clean_path(text: object, limit: int) -> str:
@@ -298,13 +229,19 @@ def clean_logger_name(name: str, limit: int) -> str:
 def _kept_marks(junk: re.Match[str]) -> str:
     """A run of what no name holds, as ``_``; but the combining marks at its start, when it
     follows a letter or digit, kept: a mark after ``.`` or ``:`` would draw over the
-    separator, and one at a name's start over what the host writes before it."""
+    separator, and one at a name's start over what the host writes before it. Invisible
+    marks (variation selectors, the grapheme joiner) are junk: ``db`` and ``db\u034f`` are
+    two loggers that would look the same."""
     run = junk.group()
     start = junk.start()
     if start == 0 or not junk.string[start - 1].isalnum():
         return "_"
     marks = 0
-    while marks < len(run) and unicodedata.category(run[marks])[0] == "M":
+    while (
+        marks < len(run)
+        and unicodedata.category(run[marks])[0] == "M"
+        and not is_invisible(run[marks])
+    ):
         marks += 1
     if marks == len(run):
         return run
