@@ -104,6 +104,25 @@ async def test_a_plugin_folder_named_with_control_characters_is_skipped(tmp_path
     ) in host.problems[0]
 
 
+async def test_a_plugin_folder_named_with_an_invisible_mark_is_skipped(tmp_path: Path) -> None:
+    """A combining grapheme joiner or a Hangul filler is printable to Python but shows
+    nothing: a folder named with one would read as another folder's name (`db` and
+    `db\u034f`) wherever the host quotes its path; refused, the name escaped."""
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "db", "good")
+    write_plugin(plugins, "db\u034f", "bad")
+    write_plugin(plugins, "\u3164", "blank")
+    host, _, _ = await run_host(plugins)
+    assert [p.id for p in host.plugins()] == ["good"]
+    for problem in host.problems:
+        assert_clean(problem)
+    problems = "\n".join(host.problems)
+    for shown in ("'db\\u034f'", "'\\u3164'"):
+        assert f"the plugin's folder name {shown} holds control or invisible characters" in (
+            problems
+        ), problems
+
+
 async def test_deep_nesting_is_refused_and_the_other_plugins_run(tmp_path: Path) -> None:
     """Nesting the parser cannot read (it recursed out of stack), nesting it can but the limit
     refuses (named by its key path), dotted keys thousands deep and an integer TOML does not

@@ -11,6 +11,7 @@ from typing import Any
 from isoplug.host.access_denied import READ_FILE, denied, is_denied
 from isoplug.host.manifest_types import ManifestError
 from isoplug.host.toml_text import MAX_NESTING, TomlTextError, parse_toml
+from isoplug.wire.sanitize import clean_path, shows_as_is
 
 __all__ = ["MANIFEST_NAME", "MAX_NESTING", "read_at_most", "read_manifest_document"]
 
@@ -24,11 +25,11 @@ _ESCAPED_BYTES = range(0xDC80, 0xDD00)
 def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
     """``directory/plugin.toml`` and its document. Raises :class:`ManifestError`."""
     path = directory / MANIFEST_NAME
-    if not directory.name.isprintable():
+    if not shows_as_is(directory.name):
         # The folder's path is quoted wherever the host speaks of the plugin (a refused
-        # capability, a reload): a name that cannot be shown as it is has no place there.
-        # repr() escapes every character that is not printable; a name has 255 bytes at most.
-        raise ManifestError(path, None, _unshowable_name(directory.name))  # sanitized: repr
+        # capability, a reload): a name that cannot be shown as it is (a control, a format
+        # character, an invisible mark or filler) has no place there.
+        raise ManifestError(path, None, _unshowable_name(directory.name))
     try:
         raw = read_at_most(path, _MAX_MANIFEST_BYTES)
     except OSError as exc:
@@ -57,14 +58,16 @@ def read_at_most(path: Path, limit: int) -> bytes | None:
 def _unshowable_name(name: str) -> str:
     """Why the folder name ``name`` cannot be shown, and what to do."""
     undecoded = bytes(ord(c) - 0xDC00 for c in name if ord(c) in _ESCAPED_BYTES)
-    if not undecoded or any(not c.isprintable() and ord(c) not in _ESCAPED_BYTES for c in name):
+    # A name has 255 bytes at most: shown whole, every character that cannot be escaped.
+    shown = f"'{clean_path(name, 1024)}'"
+    if not undecoded or not shows_as_is("".join(c for c in name if ord(c) not in _ESCAPED_BYTES)):
         return (
-            f"the plugin's folder name {name!r} holds control or invisible characters; "
+            f"the plugin's folder name {shown} holds control or invisible characters; "
             "rename the folder"
         )
     encoding = sys.getfilesystemencoding()
     said = (
-        f"the plugin's folder name {name!r} holds bytes that are not {encoding} text "
+        f"the plugin's folder name {shown} holds bytes that are not {encoding} text "
         f"({' '.join(f'0x{byte:02x}' for byte in undecoded[:8])}, shown as \\udcXX)"
     )
     try:
