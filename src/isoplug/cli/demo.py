@@ -10,7 +10,7 @@ from typing import Any
 
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES, start_failure
-from isoplug.cli.say import say_error
+from isoplug.cli.say import say_error, shown
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_OK,
@@ -105,7 +105,7 @@ async def run_demo_plugins(
         if console.gone.is_set():
             stop.set()  # gone before it could be told (a record written before this)
         console.watch_reader()
-    log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
+    log.info("demo: %s, each plugin in its own process, for %g s", shown(plugins_dir), duration)
     seen = Seen()
     try:
         # One plugin's folder is taken as run takes it.
@@ -153,7 +153,7 @@ async def _demo(
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         if not host.plugins():
-            say_error("demo", f"nothing to run in {named} (no valid plugin.toml found)")
+            say_error("demo", f"nothing to run in {shown(named)} (no valid plugin.toml found)")
             return EXIT_PLUGIN_FAILED
         # The demo shows failed plugins among the others rather than stopping.
         try:

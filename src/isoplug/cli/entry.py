@@ -20,7 +20,7 @@ from isoplug.cli.console import (
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
 from isoplug.cli.parser import parse_arguments
 from isoplug.cli.running import run_command
-from isoplug.cli.say import say_error, write_stderr
+from isoplug.cli.say import say_error, shown, write_stderr
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -164,7 +164,7 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopS
     if not is_folder:
         # In run's words, for the same mistake.
         why = "is not a directory" if plugins_dir.exists() else "does not exist"
-        say_error("demo", f"plugins directory {plugins_dir} {why}")
+        say_error("demo", f"plugins directory {shown(plugins_dir)} {why}")
         return EXIT_USAGE
     duration = arguments.duration
     console.say(DEMO_HEADER)
