@@ -154,8 +154,8 @@ def new_plugin(given: str | os.PathLike[str]) -> list[Path]:
     if taken is not None:
         raise ScaffoldError(
             f"{name!r} cannot name a plugin: a module {name!r} is already importable here "
-            f"({clean_path(taken, _MAX_PATH_CHARS)}); the plugin's module would clash with it in its runner. Choose "
-            f"another name, e.g. '{name}_plugin'"
+            f"({clean_path(taken, _MAX_PATH_CHARS)}); the plugin's module would clash with it "
+            f"in its runner. Choose another name, e.g. '{name}_plugin'"
         )
     if path.exists():
         raise ScaffoldError(

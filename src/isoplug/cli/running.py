@@ -353,7 +353,8 @@ async def run_host(
             host.register_capability(name, function)
         count = len(host.plugins())
         if count == 0 and not options.reload:
-            fatal(f"nothing to run in {shown(plugins_dir)} ({_why_nothing(plugins_dir, host.problems)})")
+            why = _why_nothing(plugins_dir, host.problems)
+            fatal(f"nothing to run in {shown(plugins_dir)} ({why})")
             return EXIT_PLUGIN_FAILED
         log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, shown(plugins_dir))
         if options.tui:
