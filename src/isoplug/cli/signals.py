@@ -110,7 +110,8 @@ class StopSignals:
         #: handler (the console's lock is not re-entrant: a record logged from a handler
         #: that interrupted a record's own logging would wait for itself).
         self._unsaid: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
-        #: No event loop has run yet: a stop signal now stops the plugins once it runs.
+        #: No event loop has run yet: a stop signal now ends the command once it runs, no
+        #: plugin started.
         self.loop_ahead = True
 
     def hold(self) -> bool:
