@@ -46,6 +46,32 @@ def test_other_commands_name_the_operators_paths_escaped(tmp_path: Path) -> None
     assert SHOWN in made.stdout and "\x1b" not in made.stdout
 
 
+#: A folder's name with a line break and a tab: what follows the break would read as a line
+#: of its own (indented), the tab as columns.
+BROKEN = "missing\nfake line\tcolumn"
+BROKEN_SHOWN = "missing\\nfake line\\tcolumn"
+
+
+def test_a_path_argument_is_shown_on_one_line(tmp_path: Path) -> None:
+    """PATH, demo's --plugins-dir and --config, each holding a line break and a tab: the
+    command's own message names each on one line, the break and the tab escaped."""
+    for arguments, said in (
+        (("run", str(tmp_path / BROKEN)), f"plugins directory {tmp_path}/{BROKEN_SHOWN} does"),
+        (
+            ("demo", "--plugins-dir", str(tmp_path / BROKEN)),
+            f"plugins directory {tmp_path}/{BROKEN_SHOWN} does",
+        ),
+        (
+            ("run", "--config", str(tmp_path / BROKEN), str(plugins_dir(tmp_path, "echo"))),
+            f"--config {tmp_path}/{BROKEN_SHOWN}: ",
+        ),
+    ):
+        result = isoplug(*arguments)
+        assert result.returncode == 2, arguments
+        assert said in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and "\t" not in result.stderr, result.stderr
+
+
 async def test_unknown_config_tables_are_named_escaped_on_the_console(tmp_path: Path) -> None:
     directory = plugins_dir(tmp_path, "echo")
     folder = tmp_path / ESC

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from isoplug.testing import eventually
 from tests.plugins_fixtures import plugins_dir
-from tests.test_cli_exits import ENV, Cli, cli
-
-ROOT = Path(__file__).parent.parent
+from tests.test_cli_early_signals import paused_cli
+from tests.test_cli_exits import ENV, cli
 
 
 @pytest.mark.parametrize("point", ["before-finish", "at-exit"])
@@ -28,33 +26,13 @@ async def test_a_repeat_after_every_plugin_stopped_never_kills_the_command(
     by the signal nor a KeyboardInterrupt traceback. Within the repeat window it is the same
     request (0); later, with the plugins stopped, it ends what is left (130) until the exit
     code is decided, and is ignored after that."""
-    paused, go = tmp_path / "paused", tmp_path / "go"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.paused_cli_child",
-        point,
-        str(paused),
-        str(go),
-        "run",
-        str(plugins_dir(tmp_path, "echo")),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=ENV,
-        cwd=ROOT,
-    )
-    run = Cli(process)
-    try:
+    async with paused_cli(tmp_path, point, "run", str(plugins_dir(tmp_path, "echo"))) as run:
         await run.until(r"plugin echo: ready")
-        process.send_signal(signal.SIGINT)
-        await eventually(paused.exists, timeout=60)
-        process.send_signal(second)
-        go.touch()
+        run.process.send_signal(signal.SIGINT)
+        await run.until_paused()
+        run.process.send_signal(second)
+        run.go()
         code, output, errors = await run.finish()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.communicate()
     assert code >= 0, f"killed by {signal.Signals(-code).name}:\n{output}{errors}"
     assert "Traceback" not in output + errors, output + errors
     assert "all plugins stopped" in output and "echo: teardown ran" in output

@@ -26,13 +26,9 @@ def failing_plugins(tmp_path: Path) -> Path:
     return directory
 
 
-def test_each_stderr_message_is_one_write_after_the_console_lines_it_sums_up(
-    tmp_path: Path,
-) -> None:
-    """stdout and stderr one socket of packets, each packet one ``write()``: the closing
-    message ("every plugin failed for good") is one packet, whole (a console line written
-    between its text and its newline would splice into it), and comes after the console line
-    of each plugin's failure (its import's, or its runner's exit)."""
+def one_socket_for_both(*arguments: str, module: str = "isoplug") -> tuple[int, list[bytes]]:
+    """``python -m MODULE ARGUMENTS`` with stdout and stderr one socket of packets, each
+    packet one ``write()``: its exit code and its packets, in the order written."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     packets: list[bytes] = []
 
@@ -45,7 +41,7 @@ def test_each_stderr_message_is_one_write_after_the_console_lines_it_sums_up(
     try:
         with theirs:
             code = subprocess.run(
-                [sys.executable, "-m", "isoplug", "run", str(failing_plugins(tmp_path))],
+                [sys.executable, "-m", module, *arguments],
                 stdout=theirs.fileno(),
                 stderr=theirs.fileno(),
                 env=ENV,
@@ -55,15 +51,52 @@ def test_each_stderr_message_is_one_write_after_the_console_lines_it_sums_up(
     finally:
         reader.join(60)
         ours.close()
+    return code, packets
+
+
+def closing_message(packets: list[bytes], words: bytes) -> tuple[str, str]:
+    """The one packet holding ``words`` (a message written whole: a console line written
+    between its text and its newline would splice into it), and all that was written before
+    it."""
+    (message,) = [p for p in packets if words in p]
+    return message.decode(), b"".join(packets[: packets.index(message)]).decode()
+
+
+def test_each_stderr_message_is_one_write_after_the_console_lines_it_sums_up(
+    tmp_path: Path,
+) -> None:
+    """The closing message ("every plugin failed for good") is one packet, whole, and comes
+    after the console line of each plugin's failure (its import's, or its runner's exit)."""
+    code, packets = one_socket_for_both("run", str(failing_plugins(tmp_path)))
     output = b"".join(packets).decode()
     assert code == 1, output
-    (message,) = [p.decode() for p in packets if b"every plugin failed for good" in p]
+    message, before = closing_message(packets, b"every plugin failed for good")
     assert message.startswith("isoplug run: every plugin failed for good (4)"), message
     assert message.endswith("\n") and all(f"\n  {p}: " in message for p in FAILING), message
-    summed_up = output.index(message)
     for plugin_id in FAILING:
-        failed = re.search(rf"plugin {plugin_id}: (cannot be loaded|failed): ", output)
-        assert failed is not None and failed.start() < summed_up, output
+        assert re.search(rf"plugin {plugin_id}: (cannot be loaded|failed): ", before), output
+
+
+def test_demo_says_no_plugin_was_ready_after_the_console_lines_it_sums_up(
+    tmp_path: Path,
+) -> None:
+    """``isoplug demo`` whose plugins all fail: "no plugin was ready", one packet, comes after
+    the console line of each plugin's failure, as run's closing message does, however late
+    the console writes them (tests/slow_console_child.py)."""
+    code, packets = one_socket_for_both(
+        "demo",
+        "--plugins-dir",
+        str(failing_plugins(tmp_path)),
+        "--duration",
+        "1",
+        module="tests.slow_console_child",
+    )
+    output = b"".join(packets).decode()
+    assert code == 1, output
+    message, before = closing_message(packets, b"no plugin was ready")
+    assert message.startswith("isoplug demo: no plugin was ready (4): "), message
+    for plugin_id in FAILING:
+        assert re.search(rf"plugin {plugin_id}: (cannot be loaded|failed): ", before), output
 
 
 def test_a_stderr_whose_reader_is_gone_ends_nothing(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ def test_run_help_lists_every_documented_exit_code() -> None:
     assert {code for code, _ in RUN_EXIT_CODES} == documented_exit_codes()
     for code, meaning in RUN_EXIT_CODES:
         assert f"{code} {' '.join(meaning.split())}" in said, code
+    assert "71 the system refused the command something it needs: file descriptors" in said
 
 
 def test_usage_errors_are_said_with_their_commands_usage_and_words(tmp_path: Path) -> None:

@@ -134,8 +134,9 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # the host's registry's folder of plugins for one plugin's folder (as `isoplug run`
     # makes it).
     "testing": frozenset({"errors", "isoplug", "wire", "host", "zygote_sharing", "lazy_names"}),
-    # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's.
-    "scaffold": frozenset(),
+    # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's
+    # but the one sanitizer (pure functions), for the paths its errors quote.
+    "scaffold": frozenset({"wire"}),
     # The foundation-stage demo behind ``isoplug demo``: a host and a runner in miniature.
     "_foundation_demo": _BELOW_CLI,
     "isoplug": _BELOW_CLI,

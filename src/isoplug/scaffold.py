@@ -10,11 +10,15 @@ import re
 import sys
 from pathlib import Path
 
+from isoplug.wire.sanitize import clean_path
+
 __all__ = ["ScaffoldError", "new_plugin"]
 
 #: A plugin id that is also a Python module name (the scaffold's module is named after it),
 #: at most as long as a plugin id may be.
 _MAX_NAME = 64
+#: The most of a path quoted in an error (one line each: its breaks escaped).
+_MAX_PATH_CHARS = 1024
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 _MANIFEST = """\
@@ -150,16 +154,19 @@ def new_plugin(given: str | os.PathLike[str]) -> list[Path]:
     if taken is not None:
         raise ScaffoldError(
             f"{name!r} cannot name a plugin: a module {name!r} is already importable here "
-            f"({taken}); the plugin's module would clash with it in its runner. Choose "
-            f"another name, e.g. '{name}_plugin'"
+            f"({clean_path(taken, _MAX_PATH_CHARS)}); the plugin's module would clash with it "
+            f"in its runner. Choose another name, e.g. '{name}_plugin'"
         )
     if path.exists():
-        raise ScaffoldError(f"{path} already exists; choose another name or remove it")
+        raise ScaffoldError(
+            f"{clean_path(path, _MAX_PATH_CHARS)} already exists; choose another name or remove it"
+        )
     # A missing parent is made (as `mkdir -p` would); a file in its place is not replaced.
     blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ScaffoldError(
-            f"{blocking} is a file, not a directory: the plugin folder cannot be made under it; "
+            f"{clean_path(blocking, _MAX_PATH_CHARS)} is a file, not a directory: the plugin "
+            "folder cannot be made under it; "
             "choose another place"
         )
     cls = "".join(part.capitalize() for part in name.split("_") if part) or name

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from isoplug.cli.early_signals import EarlySignals
 from isoplug.cli.init_process import reap_as_pid1
 from isoplug.lazy_names import lazy_names
 
@@ -41,17 +42,25 @@ def main(argv: Sequence[str] | None = None, *, ending_process: bool = False) -> 
     to its end, when a repeat could only kill it; otherwise (a caller's process, which goes
     on) they are given back to the handlers they had."""
     arguments = sys.argv[1:] if argv is None else list(argv)
+    command = _command_name(arguments)
     # Before any thread starts (a fork copies one thread only), and before the command's
     # imports, which the reaper would carry for nothing.
-    reaper = reap_as_pid1() if _command_name(arguments) in _HOSTING else None
+    reaper = reap_as_pid1() if command in _HOSTING else None
+    # Then at once: the command's imports take about a second on a loaded machine, and a stop
+    # signal then must not take its default action (death by SIGTERM, a core dump).
+    early = EarlySignals.take(command)
     try:
         from isoplug.cli.entry import run_command_line
 
-        return run_command_line(arguments, reaper, ending_process=ending_process)
+        return run_command_line(arguments, reaper, early, ending_process=ending_process)
     except KeyboardInterrupt:
-        # Ctrl-C before a command took its signals (while it imports, a schema's plugin
-        # imported): the operator asked to stop, which needs no traceback.
+        # Ctrl-C (or, for new and schema, another stop signal) before a command took its
+        # signals (while it imports, a schema's plugin imported): the operator asked to
+        # stop, which needs no traceback.
         return _EXIT_INTERRUPTED
+    finally:
+        if early is not None:
+            early.end(ending_process)
 
 
 def _command_name(arguments: Sequence[str]) -> str | None:

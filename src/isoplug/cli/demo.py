@@ -10,7 +10,7 @@ from typing import Any
 
 from isoplug.cli.console import ConsoleHandler
 from isoplug.cli.running import BUILTIN_CAPABILITIES, start_failure
-from isoplug.cli.say import say_error
+from isoplug.cli.say import say_error, shown
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_OK,
@@ -21,6 +21,7 @@ from isoplug.errors import IsoplugError
 from isoplug.host import Host, PluginInfo, PluginState, StateChange, SupervisorConfig
 from isoplug.host.registry import plugins_dir_for
 from isoplug.log_guard import guarded_logger
+from isoplug.off_loop import off_loop
 
 #: How long ``isoplug demo`` lets the example plugins run: long enough to see a crash,
 #: a restart and a hang being detected, short enough to watch.
@@ -105,7 +106,7 @@ async def run_demo_plugins(
         if console.gone.is_set():
             stop.set()  # gone before it could be told (a record written before this)
         console.watch_reader()
-    log.info("demo: %s, each plugin in its own process, for %g s", plugins_dir, duration)
+    log.info("demo: %s, each plugin in its own process, for %g s", shown(plugins_dir), duration)
     seen = Seen()
     try:
         # One plugin's folder is taken as run takes it.
@@ -153,21 +154,23 @@ async def _demo(
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         if not host.plugins():
-            say_error("demo", f"nothing to run in {named} (no valid plugin.toml found)")
+            await _say_error_after(
+                console, f"nothing to run in {shown(named)} (no valid plugin.toml found)"
+            )
             return EXIT_PLUGIN_FAILED
         # The demo shows failed plugins among the others rather than stopping.
         try:
             infos = await host.wait_ready(ready_within, raise_on_failure=False)
         except TimeoutError as exc:
-            say_error(
-                "demo", not_ready(str(exc), host.plugins(), ready_within, config.ready_timeout)
+            await _say_error_after(
+                console, not_ready(str(exc), host.plugins(), ready_within, config.ready_timeout)
             )
             return EXIT_PLUGIN_FAILED
         ready = [i.id for i in infos if i.state.value == "ready"]
         if not ready:
             # Nothing ran: no summary of what the plugins showed, which they did not.
-            say_error(
-                "demo",
+            await _say_error_after(
+                console,
                 f"no plugin was ready ({len(infos)}): "
                 + "; ".join(f"{info.id}: {start_failure(info)}" for info in infos),
             )
@@ -232,6 +235,15 @@ async def _demo(
     else:
         print(summary, flush=True)
     return EXIT_OK
+
+
+async def _say_error_after(console: ConsoleHandler | None, message: str) -> None:
+    """Say ``message``, which ends the demo, on stderr once the console has written the lines
+    it sums up (each plugin's failure): stderr is often the console's own file (``> log
+    2>&1``, a container's terminal), as ``isoplug run`` does for its plugins all failed."""
+    if console is not None:
+        await off_loop(console.writer.caught_up)
+    say_error("demo", message)
 
 
 def not_ready(

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from isoplug._foundation_demo import run_demo
+from isoplug._foundation_demo import configure_demo_logging, run_demo_host
 from isoplug.cli.console import (
     ConsoleHandler,
     configure_console_logging,
@@ -18,9 +18,10 @@ from isoplug.cli.console import (
     silence,
 )
 from isoplug.cli.demo import DEMO_HEADER, example_plugins_dir, run_demo_plugins
+from isoplug.cli.early_signals import EarlySignals
 from isoplug.cli.parser import parse_arguments
 from isoplug.cli.running import run_command
-from isoplug.cli.say import say_error, write_stderr
+from isoplug.cli.say import say_error, shown, write_stderr
 from isoplug.cli.signals import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -41,17 +42,22 @@ __all__ = ["run_command_line"]
 
 
 def run_command_line(
-    argv: Sequence[str] | None, reaper: int | None, *, ending_process: bool = False
+    argv: Sequence[str] | None,
+    reaper: int | None,
+    early: EarlySignals | None = None,
+    *,
+    ending_process: bool = False,
 ) -> int:
     """The command ``argv`` (default: ``sys.argv[1:]``) names, to its end; its exit code.
-    ``reaper``: the pid of PID 1's reaper, when this process was forked from it;
-    ``ending_process``: see :func:`isoplug.cli.main`."""
+    ``reaper``: the pid of PID 1's reaper, when this process was forked from it; ``early``:
+    the signals taken while the command imported itself, handed over to the command's own
+    handlers; ``ending_process``: see :func:`isoplug.cli.main`."""
     _standard_streams()
     arguments = parse_arguments(argv)
     # Before any thread starts: each takes the mask of the thread that starts it.
     blocked = unblock_stop_signals()
     try:
-        code = _command(arguments, blocked, reaper, ending_process)
+        code = _command(arguments, blocked, reaper, early, ending_process)
         # What is still buffered goes now, while a closed pipe can still be told apart.
         sys.stdout.flush()
     except BrokenPipeError:
@@ -111,20 +117,22 @@ def _command(
     arguments: argparse.Namespace,
     blocked: tuple[signal.Signals, ...],
     reaper: int | None,
+    early: EarlySignals | None,
     ending_process: bool,
 ) -> int:
-    if arguments.command == "demo" and arguments.protocol:
-        try:
-            return run_demo()
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
     if arguments.command == "new":
         return new_plugin(arguments.path)
     if arguments.command == "schema":
         return print_schema(arguments.plugin_dir, arguments.timeout)
-    signals = StopSignals()
-    # From here to the process's end, no stop signal takes its default action.
+    # From here to the process's end the command's own handlers take the stop signals (those
+    # that came while it imported itself too): none takes its default action.
+    signals = StopSignals(early)
     signals.hold()
+    if arguments.command == "demo" and arguments.protocol:
+        configure_demo_logging()
+        code = run_until_stopped(run_demo_host, signals=signals)
+        _end_signals(signals, ending_process)
+        return EXIT_INTERRUPTED if signals.cut_short or signals.killed else code
     console = configure_console_logging(arguments.log_level, sys.stdout)
     say_unblocked(blocked)
     if reaper is not None:
@@ -141,11 +149,17 @@ def _command(
     else:
         raise AssertionError(f"unhandled command {arguments.command!r}")
     code = finish_console(console, signals, code)
+    _end_signals(signals, ending_process)
+    return code
+
+
+def _end_signals(signals: StopSignals, ending_process: bool) -> None:
+    """The exit code is decided: the signals ignored to the process's end, or given back to a
+    caller's process, which goes on."""
     if ending_process:
         signals.settle()
     else:
-        signals.release()  # a caller's process goes on: its handlers as they were
-    return code
+        signals.release()
 
 
 def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopSignals) -> int:
@@ -164,7 +178,7 @@ def _demo(arguments: argparse.Namespace, console: ConsoleHandler, signals: StopS
     if not is_folder:
         # In run's words, for the same mistake.
         why = "is not a directory" if plugins_dir.exists() else "does not exist"
-        say_error("demo", f"plugins directory {plugins_dir} {why}")
+        say_error("demo", f"plugins directory {shown(plugins_dir)} {why}")
         return EXIT_USAGE
     duration = arguments.duration
     console.say(DEMO_HEADER)

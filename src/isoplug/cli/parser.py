@@ -189,8 +189,8 @@ RUN_EXIT_CODES = (
     (2, "unusable options or PATH"),
     (
         71,
-        "the system refused the command what it needs (file descriptors, threads, a "
-        "temporary folder with room)",
+        "the system refused the command something it needs: file descriptors, threads, a "
+        "temporary folder with room",
     ),
     (74, "stdout could not be written"),
     (

@@ -5,7 +5,7 @@ Its exit code says how the run went (:mod:`isoplug.cli.signals` has the codes): 
 stopped on request and every plugin ran; 1 when a plugin was skipped or failed during the
 run (with ``--reload``: skipped or failed at the end), when every plugin failed for good, when
 no plugin was ever ready though they tried, or there was nothing to run; 2 for unusable
-options; 71 when the system refused the command itself what it needs (out of descriptors);
+options; 71 when the system refused the command itself something it needs (out of descriptors);
 74 when stdout could not be written; 130 after a second stop signal; 141 when the reader of
 stdout went away. The errors that end the command go to stderr; the console (every record,
 the host's and the plugins') stays on stdout.
@@ -79,11 +79,11 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
     try:
         raw = read_at_most(path, MAX_CONFIG_BYTES)
     except OSError as exc:
-        fatal(f"--config {path}: {denied(path, READ_FILE) if is_denied(exc) else exc}")
+        fatal(f"--config {shown(path)}: {denied(path, READ_FILE) if is_denied(exc) else exc}")
         return None
     if raw is None:
         fatal(
-            f"--config {path}: holds more than {format_size(MAX_CONFIG_BYTES)} "
+            f"--config {shown(path)}: holds more than {format_size(MAX_CONFIG_BYTES)} "
             f"({MAX_CONFIG_BYTES} bytes), the limit for a configuration file; not read further "
             "(is it the file meant? /dev/zero and a FIFO fed without end never end)"
         )
@@ -91,12 +91,12 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
     try:
         document = parse_toml(raw)
     except TomlTextError as exc:
-        fatal(f"--config {path}: {exc}")
+        fatal(f"--config {shown(path)}: {exc}")
         return None
     loose = sorted(key for key, value in document.items() if not isinstance(value, dict))
     if loose:
         fatal(
-            f"--config {path}: {', '.join(loose)}: expected one table per plugin id "
+            f"--config {shown(path)}: {shown(', '.join(loose))}: expected one table per plugin id "
             "([greeter] then its settings)"
         )
         return None
@@ -353,7 +353,8 @@ async def run_host(
             host.register_capability(name, function)
         count = len(host.plugins())
         if count == 0 and not options.reload:
-            fatal(f"nothing to run in {plugins_dir} ({_why_nothing(plugins_dir, host.problems)})")
+            why = _why_nothing(plugins_dir, host.problems)
+            fatal(f"nothing to run in {shown(plugins_dir)} ({why})")
             return EXIT_PLUGIN_FAILED
         log.info("running %d plugin(s) from %s; Ctrl-C to stop", count, shown(plugins_dir))
         if options.tui:

@@ -34,9 +34,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 
+from isoplug.cli.early_signals import IGNORED_SIGNALS, EarlySignals, stop_signals
 from isoplug.log_guard import guarded_logger
 from isoplug.runner import eventloop
-from isoplug.runner.signal_mask import STOP_SIGNALS
 
 #: Exit code: stopped on request, and nothing went wrong.
 EXIT_OK = 0
@@ -61,27 +61,6 @@ EXIT_CONSOLE_FAILED = 74
 EXIT_BROKEN_PIPE = 141
 
 
-#: The stop signals of the command: a runner's, and SIGQUIT (Ctrl-\\ on a terminal), which
-#: asks a program to quit: the command stops its plugins as for SIGTERM rather than die by
-#: its default action (a core dump, the runners left to the parent-death signal, no
-#: teardown(), no exit account).
-COMMAND_STOP_SIGNALS = (*STOP_SIGNALS, signal.SIGQUIT)
-
-
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """The stop signals the command listens to: those of :data:`STOP_SIGNALS` that it was not
-    started ignoring. ``nohup`` starts it with SIGHUP ignored so that a closed terminal does
-    not stop it, and a supervisor may ignore SIGTERM on purpose: a handler over that choice
-    would undo it. SIGINT is listened to whatever its start: a shell without job control (a
-    script) starts every background command with SIGINT ignored, not at the user's asking,
-    and ``kill -INT`` is how such a script stops ``isoplug run DIR &``."""
-    return tuple(
-        signum
-        for signum in COMMAND_STOP_SIGNALS
-        if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
-    )
-
-
 def say_unblocked(blocked: tuple[signal.Signals, ...]) -> None:
     """Say which stop signals the command found blocked in the signal mask it started with,
     and unblocked (:func:`isoplug.runner.signal_mask.unblock_stop_signals`): an operator
@@ -97,11 +76,6 @@ def say_unblocked(blocked: tuple[signal.Signals, ...]) -> None:
 #: A stop signal this soon (seconds) after the first one repeats it rather than asking again.
 REPEAT_WINDOW = 0.3
 
-#: Signals the command takes and ignores, said at INFO: as PID 1 isoplug passes them on to the
-#: command (:mod:`isoplug.cli.init_process`), and their default action would end it at once,
-#: without stopping a plugin, with no message and no exit account.
-IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-
 
 class StopSignals:
     """The stop signals one command got: when the first came (a signal within
@@ -116,7 +90,10 @@ class StopSignals:
     milliseconds before the exit, and Python's own finalization resets every handler of its
     own to the default action: only ``SIG_IGN`` lasts to the very end."""
 
-    def __init__(self) -> None:
+    def __init__(self, early: EarlySignals | None = None) -> None:
+        #: What took the signals while the command imported itself: :meth:`hold` takes them
+        #: over, and what came then.
+        self._early = early
         self.first: float | None = None
         #: A stop signal ended :func:`wait_unless_signalled`'s wait, or came after the event
         #: loop ended (the plugins had stopped): exit with :data:`EXIT_INTERRUPTED`.
@@ -133,7 +110,8 @@ class StopSignals:
         #: handler (the console's lock is not re-entrant: a record logged from a handler
         #: that interrupted a record's own logging would wait for itself).
         self._unsaid: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
-        #: No event loop has run yet: a stop signal now stops the plugins once it runs.
+        #: No event loop has run yet: a stop signal now ends the command once it runs, no
+        #: plugin started.
         self.loop_ahead = True
 
     def hold(self) -> bool:
@@ -141,8 +119,20 @@ class StopSignals:
         the main thread, where no handler can be set)."""
         if self._held or threading.current_thread() is not threading.main_thread():
             return False
-        for signum in (*stop_signals(), *IGNORED_SIGNALS):
-            self._held[signum] = signal.signal(signum, self._on_signal)
+        early, self._early = self._early, None
+        if early is None:
+            for signum in (*stop_signals(), *IGNORED_SIGNALS):
+                self._held[signum] = signal.signal(signum, self._on_signal)
+            return True
+        # The signals early took (it knew which were started ignored), and the handlers it
+        # found: the ones to give back.
+        for signum in early.previous:
+            signal.signal(signum, self._on_signal)
+        previous, received = early.hand_over()
+        for signum, handler in previous.items():
+            self._held[signum] = handler
+        for signum, at in received:
+            self._take(signum, at)
         return True
 
     def release(self) -> None:
@@ -172,10 +162,13 @@ class StopSignals:
         if self._route is not None:
             self._route(received)
             return
+        self._take(received, time.monotonic())
+
+    def _take(self, received: signal.Signals, now: float) -> None:
+        """``received``, which came at ``now``, before or after the event loop."""
         if received in IGNORED_SIGNALS:
             self._unsaid.put((logging.INFO, ignored_message(received)))
             return
-        now = time.monotonic()
         if self.first is not None and now - self.first < REPEAT_WINDOW:
             self._unsaid.put(
                 (
@@ -188,8 +181,11 @@ class StopSignals:
         if self.first is None:
             self.first = now
             if self.loop_ahead:
-                # run_until_stopped stops the plugins as soon as its loop began.
-                self._unsaid.put((logging.WARNING, f"{received.name}: stopping"))
+                # run_until_stopped ends the command as soon as its loop began, no plugin
+                # started.
+                self._unsaid.put(
+                    (logging.WARNING, f"{received.name}: stopping before any plugin started")
+                )
                 return
         elif self.loop_ahead:
             self.killed = True
@@ -306,23 +302,26 @@ async def _with_signals(
             task.cancel(f"{signum.name} again")
 
     held_here = signals.hold()
-    signals.say_unsaid()
-    if signals.killed:
-        return EXIT_INTERRUPTED
-    if signals.first is not None:
-        stop.set()  # a stop signal came before the loop ran
-    with _wakeup(loop):
-        signals._route = lambda signum: loop.call_soon_threadsafe(on_signal, signum)
-        try:
+    try:
+        with _wakeup(loop):
+            # From here on a signal is on_signal's, in the loop; one before was taken by the
+            # held handler, and is said now.
+            signals._route = lambda signum: loop.call_soon_threadsafe(on_signal, signum)
+            signals.say_unsaid()
+            if signals.first is not None:
+                # A stop request before the host started (while the command imported itself,
+                # say): nothing to stop, so no plugin starts; a stop on request, unless a
+                # second signal came too.
+                return EXIT_INTERRUPTED if signals.killed else EXIT_OK
             return await body(stop)
-        except asyncio.CancelledError:
-            return EXIT_INTERRUPTED
-        finally:
-            # A signal from here on is the held handler's own (the loop is about to end).
-            signals._route = None
-            signals.loop_ahead = False
-            if held_here:
-                signals.release()
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED
+    finally:
+        # A signal from here on is the held handler's own (the loop is about to end).
+        signals._route = None
+        signals.loop_ahead = False
+        if held_here:
+            signals.release()
 
 
 @contextlib.contextmanager

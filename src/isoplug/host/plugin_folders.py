@@ -156,10 +156,14 @@ def _check_plugins_dir(plugins_dir: Path) -> None:
         raise _unreadable_plugins_dir(plugins_dir, exc) from None
     except OSError as exc:
         if exc.errno in _ABSENT:
-            raise FileNotFoundError(f"plugins directory {plugins_dir} does not exist") from None
+            raise FileNotFoundError(
+                f"plugins directory {clean_path(plugins_dir, _MAX_PATH_CHARS)} does not exist"
+            ) from None
         raise  # out of descriptors, an I/O error: the system's, said as such by the caller
     if not stat.S_ISDIR(info.st_mode):
-        raise NotADirectoryError(f"plugins directory {plugins_dir} is not a directory")
+        raise NotADirectoryError(
+            f"plugins directory {clean_path(plugins_dir, _MAX_PATH_CHARS)} is not a directory"
+        )
 
 
 def _unreadable_plugins_dir(plugins_dir: Path, error: OSError) -> PermissionError:
