@@ -17,6 +17,7 @@ from isoplug.logs import LogReceiver
 from isoplug.logs.metrics import DropReason
 from isoplug.logs.receiver import NAME_ENV
 from isoplug.logs.ring import MAX_RING_BYTES, RING_BYTES
+from isoplug.logs.ring_budget import tree_share
 from tests.plugins_fixtures import FAST, running
 from tests.record_waiter import RecordWaiter
 from tests.test_logs_forwarding import (
@@ -62,6 +63,16 @@ def refusals(collector: RecordWaiter) -> list[str]:
 def unsent_lost() -> str:
     """How a hog's crash is reported when its ring is not kept."""
     return f"{UNSENT} records it had accepted (#2 to #{UNSENT + 1}) are lost"
+
+
+def test_a_trees_share_of_rings_is_its_places_and_waiting_room_at_most_half() -> None:
+    """A tree keeps rings for every connection it may have at once (a child waiting for a
+    place logged into its ring alone), but leaves the other trees at least half; never fewer
+    than its places."""
+    assert tree_share(4, 20, 256) == 24
+    assert tree_share(64, 256, 256) == 128
+    assert tree_share(64, 0, 100) == 64
+    assert tree_share(4, 256, 8) == 4
 
 
 def test_a_senders_default_ring_is_within_what_a_receiver_keeps() -> None:

@@ -116,8 +116,9 @@ async def test_a_tree_hoarding_rings_through_pending_ends_is_refused_only_its_ow
     for refusal in refused:
         assert refusal.startswith(
             f"not keeping the log ring of log sender hoarder: sender process tree of pid "
-            f"{hoarder.pid} is at its limit of {PLACES} log rings, open connections and ends "
-            "pending together (its places, max_senders_per_tree, bound its rings too)"
+            f"{hoarder.pid} is at its limit of {PLACES} log rings, open connections, waiting "
+            "ones and ends pending together (its places and waiting room, max_senders_per_tree "
+            "+ max_waiting_per_tree, at most half of max_rings)"
         ), refusal
     assert metrics.rings_refused == len(refused)
 
@@ -164,8 +165,9 @@ async def test_a_plugin_hoarding_rings_through_pending_ends_denies_only_itself(
         .getMessage()
         .startswith(
             "not keeping the log ring of plugin hoarder: runner hoarder's process tree is at its "
-            f"limit of {PLACES} log rings, open connections and ends pending together (its "
-            "places, max_log_connections, bound its rings too)"
+            f"limit of {PLACES} log rings, open connections, waiting ones and ends pending "
+            "together (its places and waiting room, max_log_connections + "
+            "max_waiting_log_connections, at most half of max_log_rings)"
         )
     )
 

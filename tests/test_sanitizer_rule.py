@@ -174,7 +174,7 @@ def test_no_host_module_formats_a_sent_value_without_the_sanitizer() -> None:
 #: Names of values that hold a path (or several), by the host modules' naming.
 PATH_NAME = re.compile(r"(path|dir|directory|folder|root|cause|file)s?$")
 #: Module helpers that quote a path through clean_path.
-PATH_SANITIZERS = SANITIZERS | {"shown_path"}
+PATH_SANITIZERS = SANITIZERS | {"shown_path", "shown_paths"}
 
 
 def _unsanitized_paths(node: ast.AST) -> list[ast.expr]:

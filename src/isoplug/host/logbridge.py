@@ -67,7 +67,7 @@ from isoplug.logs.chains import SenderChains
 from isoplug.logs.gil import HOST_SHARE
 from isoplug.logs.handler_errors import HandlerErrors
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS, RingBudget
+from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS, RingBudget, tree_share
 from isoplug.logs.session import replay_until_closed
 from isoplug.rpc.blocking import BlockingChannel, BlockingServer, serve_blocking
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
@@ -161,8 +161,13 @@ class LogBridge:
         self._ring_budget = RingBudget(
             max_log_rings,
             _MAX_RINGS_SETTING,
-            max_per_tree=max_log_connections,
-            per_tree_setting="max_log_connections",
+            max_per_tree=tree_share(
+                max_log_connections, max_waiting_log_connections, max_log_rings
+            ),
+            per_tree_setting=(
+                "its places and waiting room, max_log_connections + "
+                "max_waiting_log_connections, at most half of max_log_rings"
+            ),
         )
         self._chains = SenderChains(max_pending_per_tree=max_log_connections)
         # Its waiting room serves one listener: the bridge is opened once.

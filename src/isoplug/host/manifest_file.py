@@ -29,7 +29,7 @@ def read_manifest_document(directory: Path) -> tuple[Path, dict[str, Any]]:
         # The folder's path is quoted wherever the host speaks of the plugin (a refused
         # capability, a reload): a name that cannot be shown as it is (a control, a format
         # character, an invisible mark or filler) has no place there.
-        raise ManifestError(path, None, _unshowable_name(directory.name))
+        raise ManifestError(path, None, _unshowable_name(directory.name))  # sanitized: clean_path
     try:
         raw = read_at_most(path, _MAX_MANIFEST_BYTES)
     except OSError as exc:

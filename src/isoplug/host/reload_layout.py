@@ -144,7 +144,7 @@ class WatchLayout:
             if polled:
                 _log.debug(
                     "reload: read for changes (not watched): %s",
-                    _shown(sorted(path for _, path in polled)),
+                    shown_paths(sorted(path for _, path in polled)),
                 )
             changes |= polled
         if self._split and any(_parent(path) == self._plugins_dir for _, path in changes):
@@ -269,7 +269,8 @@ def _parent(path: str) -> str:
     return os.path.dirname(path)
 
 
-def _shown(paths: Sequence[str]) -> str:
+def shown_paths(paths: Sequence[str]) -> str:
+    """The first of ``paths``, each through clean_path, and how many more."""
     shown = ", ".join(clean_path(path, _MAX_PATH_CHARS) for path in paths[:_SHOWN_CHANGES])
     more = len(paths) - _SHOWN_CHANGES
     return f"{shown} and {more} more" if more > 0 else shown

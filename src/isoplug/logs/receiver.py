@@ -200,7 +200,9 @@ class LogReceiver(ReceiverClosing):
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
         self._listener: Listener | None = None
         self._server: BlockingServer | None = None
-        self._init_connections(max_logger_entries, max_rings, max_senders_per_tree)
+        self._init_connections(
+            max_logger_entries, max_rings, max_senders_per_tree, max_waiting_per_tree
+        )
         # Its waiting room serves one listener: a receiver is opened once.
         self._tree_limit = sender_tree_limit(
             max_senders_per_tree, max_waiting_per_tree, max_waiting, self._refusals, _log.warning

@@ -21,7 +21,7 @@ from isoplug.logs.metrics import LogMetrics
 from isoplug.logs.replay import LogReplayer
 from isoplug.logs.replay_end import Settle
 from isoplug.logs.report_throttle import ReportThrottle, report_refusal
-from isoplug.logs.ring_budget import RingBudget
+from isoplug.logs.ring_budget import RingBudget, tree_share
 from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.sender_trees import tree_of
 from isoplug.logs.settling import LoopSettler
@@ -58,11 +58,21 @@ class ReceiverConnections:
     #: Ended connections' accounting on the event loop, in slices (async use).
     _settler: LoopSettler | None
 
-    def _init_connections(self, max_logger_entries: int, max_rings: int, max_per_tree: int) -> None:
+    def _init_connections(
+        self, max_logger_entries: int, max_rings: int, max_per_tree: int, max_waiting_per_tree: int
+    ) -> None:
         self._replayers = {}
-        # A sender tree keeps as many rings, and pending ends, as it has connection places:
-        # one that drops its connections while it lives cannot take every other tree's.
-        self._ring_budget = RingBudget(max_rings, max_per_tree=max_per_tree)
+        # A sender tree keeps as many pending ends as it has connection places, and rings for
+        # those and its waiting room, at most half of all: one that drops its connections
+        # while it lives cannot take every other tree's.
+        self._ring_budget = RingBudget(
+            max_rings,
+            max_per_tree=tree_share(max_per_tree, max_waiting_per_tree, max_rings),
+            per_tree_setting=(
+                "its places and waiting room, max_senders_per_tree + max_waiting_per_tree, at "
+                "most half of max_rings"
+            ),
+        )
         self._ends = ConnectionEnds()
         self._closing = False
         # Shared by the sync mode's sender threads: next() on a count is atomic.

@@ -33,10 +33,19 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["DEFAULT_MAX_RINGS", "RingBudget", "RingPlace", "RingRefused"]
+__all__ = ["DEFAULT_MAX_RINGS", "RingBudget", "RingPlace", "RingRefused", "tree_share"]
 
 #: Rings a receiver holds at once by default: 1 GiB of senders' memory at the largest ring.
 DEFAULT_MAX_RINGS = 256
+
+
+def tree_share(places: int, waiting: int, max_rings: int) -> int:
+    """The rings one sender tree keeps at most: as many as its connections may be at once,
+    its ``places`` and its ``waiting`` room together (a fork burst's children that wait for a
+    place have logged into their rings alone: the ring is how their records arrive), but no
+    more than half of ``max_rings``, so that one tree leaves the others half of them; and
+    never fewer than its places."""
+    return max(places, min(places + waiting, max_rings // 2))
 
 
 class RingRefused:
@@ -115,9 +124,8 @@ class RingBudget:
             if limit is not None and tree is not None and held_by_tree >= limit:
                 return RingRefused(
                     "tree_rings_spent",
-                    f"{tree} is at its limit of {limit:,} log rings, open connections and "
-                    f"ends pending together (its places, {self.per_tree_setting}, bound its "
-                    "rings too)",
+                    f"{tree} is at its limit of {limit:,} log rings, open connections, waiting "
+                    f"ones and ends pending together ({self.per_tree_setting})",
                 )
             if self._held >= self.max_rings:
                 return RingRefused(
