@@ -35,7 +35,7 @@ from tests.record_waiter import RecordWaiter, watching
 
 #: A formatter of the usual shape: every record's first line starts at column 0.
 FORMATTER = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-ESCAPES = "\x1b[2J\x1b[1;31mALERT \u202eevil\u200b\x07\x08\r"
+ESCAPES = "\x1b[2J\x1b[1;31mALERT \u202eevil\u200b\x07\x08\r pass\u034fword \u3164\ufe0f"
 FORGED = "2026-01-01 00:00:00,000 INFO isoplug.host: plugin other: ready"
 
 
@@ -98,13 +98,25 @@ async def test_every_door_lands_under_the_plugins_own_prefix(tmp_path: Path) -> 
 
 
 async def test_escapes_and_bidi_controls_are_shown_as_escapes(tmp_path: Path) -> None:
-    """Control characters, terminal escapes and bidi controls arrive escaped, from every door."""
+    """Control characters, terminal escapes, bidi controls and invisible characters that could
+    hide text (a zero-width space, a combining grapheme joiner, a Hangul filler, a variation
+    selector after a space) arrive escaped, from every door."""
     async with hostile(tmp_path) as (host, waiter):
         arrived = await sent_through_every_door(host, waiter, ESCAPES)
     for door, records in arrived.items():
         for record in records:
             text = FORMATTER.format(record)
-            for raw in ("\x1b", "\u202e", "\u200b", "\x07", "\x08", "\r"):
+            for raw in (
+                "\x1b",
+                "\u202e",
+                "\u200b",
+                "\x07",
+                "\x08",
+                "\r",
+                "\u034f",
+                "\u3164",
+                "\ufe0f",
+            ):
                 assert raw not in text, (door, text)
             assert "\\x1b[2J" in text, (door, text)
 
