@@ -193,17 +193,20 @@ async def test_a_sighup_ignored_at_start_stays_ignored(tmp_path: Path) -> None:
     assert "SIGTERM: stopping every plugin" in output
 
 
-async def test_sigint_stops_the_run_even_when_ignored_at_start(tmp_path: Path) -> None:
-    """`isoplug run DIR &` in a script starts with SIGINT ignored, not at the user's asking:
-    `kill -INT` still stops it."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT])
+async def test_sigint_stops_the_run_even_when_ignored_at_start(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """`isoplug run DIR &` in a script starts with SIGINT and SIGQUIT ignored, not at the
+    user's asking: `kill -INT` (or `-QUIT`) still stops it."""
     marked_plugin(tmp_path / "plugins")
-    async with isoplug_run(tmp_path / "plugins", preexec_fn=ignoring(signal.SIGINT)) as run:
+    async with isoplug_run(tmp_path / "plugins", preexec_fn=ignoring(signum)) as run:
         seen = await until_line(run, rb"ready: runner marked")
-        run.send_signal(signal.SIGINT)
+        run.send_signal(signum)
         rest, _ = await run.communicate()
     output = (seen + rest).decode()
     assert run.returncode == 0, output
-    assert "SIGINT: stopping every plugin" in output
+    assert f"{signum.name}: stopping every plugin" in output
 
 
 def blocking(*signums: signal.Signals) -> Callable[[], object]:

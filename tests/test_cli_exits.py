@@ -374,6 +374,18 @@ async def test_config_messages_name_the_file(tmp_path: Path) -> None:
     assert f"[configured] of --config {overrides} (greeting)" in output
 
 
+def test_a_config_nested_past_the_limit_is_a_usage_error(tmp_path: Path) -> None:
+    """As a manifest's [config] is: 70 levels is past the 64 a configuration may nest."""
+    overrides = tmp_path / "deep.toml"
+    overrides.write_text("[configured]\nx = " + "[" * 70 + "1" + "]" * 70 + "\n")
+    result = isoplug("run", "--config", str(overrides), str(plugins_dir(tmp_path, "configured")))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"isoplug run: --config {overrides}: configured.x[0][0][0][0][0][0]...: nests "
+        "tables and arrays more than 64 levels deep\n"
+    ), result.stderr
+
+
 def test_tui_refuses_a_stdout_that_is_not_a_terminal() -> None:
     result = isoplug("run", "--tui", str(FIXTURES / "echo"))
     assert result.returncode == 2

@@ -96,23 +96,32 @@ async def test_a_runner_sharing_no_protocol_version_fails_at_once_saying_why(
     plugins = tmp_path / "plugins"
     python = other_isoplug(tmp_path, "9.0", 2)
     write_plugin(plugins, "newer", f'python = "{python}"')
-    async with Host(plugins, config=FAST) as host:
-        with pytest.raises(PluginFailed):
-            await host.wait_ready(60)
-        info = host.plugin("newer")
-        assert info.state is PluginState.FAILED
-        assert info.restarts == 0
-        error = info.error or ""
+    with watching("plugin.newer") as runner_said:
+        async with Host(plugins, config=FAST) as host:
+            with pytest.raises(PluginFailed):
+                await host.wait_ready(60)
+            info = host.plugin("newer")
+            assert info.state is PluginState.FAILED
+            assert info.restarts == 0
+            error = info.error or ""
+            assert info.last_exit is not None
+            account = info.last_exit.describe()
     ours = isoplug.__version__
+    # The account says why in the host's words (its stderr only repeats the refusal).
+    assert "it exited before reporting ready; its isoplug shares no protocol version" in account
+    assert "its stderr ended with" not in account, account
     assert (
         f"the runner speaks protocol versions 2..2 (isoplug 9.0), the host 1..1 (isoplug {ours})"
     ) in error
     assert "Restart the host (every runner imports the isoplug installed where the host's" in (
         error
     )
-    # The runner quoted the refusal from its stderr: who speaks what, whoever quotes it.
-    assert f"the listener speaks protocol versions 1..1 (isoplug {ours}), the client 2..2" in error
-    assert "this side speaks" not in error and "peer speaks" not in error
+    # The runner's stderr quotes the refusal: who speaks what, whoever quotes it.
+    stderr = "\n".join(r.getMessage() for r in runner_said.records)
+    assert f"the listener speaks protocol versions 1..1 (isoplug {ours}), the client 2..2" in (
+        stderr
+    ), stderr
+    assert "this side speaks" not in stderr + error and "peer speaks" not in stderr + error
 
 
 async def test_a_runner_on_another_compatible_isoplug_is_said_once_per_version(

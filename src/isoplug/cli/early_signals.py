@@ -49,14 +49,19 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     """The stop signals the command listens to: those of :data:`COMMAND_STOP_SIGNALS` that it
     was not started ignoring. ``nohup`` starts it with SIGHUP ignored so that a closed terminal
     does not stop it, and a supervisor may ignore SIGTERM on purpose: a handler over that
-    choice would undo it. SIGINT is listened to whatever its start: a shell without job
-    control (a script) starts every background command with SIGINT ignored, not at the user's
-    asking, and ``kill -INT`` is how such a script stops ``isoplug run DIR &``."""
+    choice would undo it. SIGINT and SIGQUIT are listened to whatever their start: a shell
+    without job control (a script) starts every background command with both ignored, not at
+    the user's asking, and ``kill -INT`` (or ``-QUIT``) is how such a script stops ``isoplug
+    run DIR &``."""
     return tuple(
         signum
         for signum in COMMAND_STOP_SIGNALS
-        if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN
+        if signum in _SHELLS_IGNORE or signal.getsignal(signum) != signal.SIG_IGN
     )
+
+
+#: What a shell without job control ignores in every background command it starts (POSIX).
+_SHELLS_IGNORE = (signal.SIGINT, signal.SIGQUIT)
 
 
 class EarlySignals:

@@ -46,7 +46,7 @@ from isoplug.host.access_denied import READ_FILE, denied, is_denied
 from isoplug.host.manifest_file import read_at_most
 from isoplug.host.registry import deeper_manifest, discover, is_plugin_dir, plugins_dir_for
 from isoplug.host.reload import reload_unavailable
-from isoplug.host.toml_text import TomlTextError, parse_toml
+from isoplug.host.toml_text import MAX_NESTING, TomlTextError, nested_past_limit, parse_toml
 from isoplug.log_guard import guarded_logger
 from isoplug.off_loop import off_loop
 from isoplug.sizes import format_size
@@ -92,6 +92,14 @@ def plugin_config_file(path: Path | None) -> dict[str, dict[str, Any]] | None:
         document = parse_toml(raw)
     except TomlTextError as exc:
         fatal(f"--config {shown(path)}: {exc}")
+        return None
+    deep = nested_past_limit(document)
+    if deep is not None:
+        # As a manifest's [config] is refused: what the runner is sent is walked recursively.
+        fatal(
+            f"--config {shown(path)}: {shown(deep)}: nests tables and arrays more than "
+            f"{MAX_NESTING} levels deep"
+        )
         return None
     loose = sorted(key for key, value in document.items() if not isinstance(value, dict))
     if loose:

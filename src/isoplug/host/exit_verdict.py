@@ -73,6 +73,10 @@ def explained_exit(
     changes), its last words on stderr (``quoted``); and why restarting cannot help, if it
     cannot (see :func:`lasting_cause`; ``own_python``: a plugin of it names a python)."""
     wrapped = False
+    if reason == BEFORE_READY and refused_for_good is not None:
+        # Why, in the host's words, naming both sides and the fix: its stderr only repeats
+        # the refusal, once per connection it tried.
+        return f"{reason}; {refused_for_good}", refused_for_good
     if reason == BEFORE_READY and refused is not None:
         # A wrapper that runs the interpreter as its child, not in its place (exec).
         wrapped = own_python
@@ -83,8 +87,6 @@ def explained_exit(
         # phrases included, and must not be read as the host (see outside_words).
         words = f"its stderr ended with: {outside_words(quoted)}"
         reason = f"{reason}; {words}" if reason else words
-    if reason.startswith(BEFORE_READY) and refused_for_good is not None:
-        permanent = refused_for_good
     return reason, lasting_cause(
         returncode, permanent, connected=connected, said=said, report=report, wrapped=wrapped
     )

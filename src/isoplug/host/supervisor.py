@@ -191,6 +191,8 @@ class RunnerSupervisor(RunnerControl):
                     self.setup_waited = self._life.setup_waited
                 life = self._life
                 ended_it = life is not None and life.ended_by_command
+                # The host's own restart (a hot reload's) has words of its own: no request.
+                asked = self._commands.words is None
                 command, account = self._commands.take_naming(account, ended_it=ended_it)
                 self.last_exit = account
                 if command == STOP:
@@ -198,9 +200,12 @@ class RunnerSupervisor(RunnerControl):
                     return
                 if command == RESTART:
                     self.restarts += 1
-                    self._set_state(
-                        PluginState.STARTING, f"restarting on request: {account.describe()}"
+                    said = (
+                        f"restarting on request: {account.describe()}"
+                        if asked
+                        else f"restarting: {account.describe()}"
                     )
+                    self._set_state(PluginState.STARTING, said)
                     continue
                 recycled = None if self._life is None else self._life.recycled
                 decision = decider.after_exit(

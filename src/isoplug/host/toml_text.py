@@ -10,7 +10,7 @@ import re
 import tomllib
 from typing import Any
 
-__all__ = ["MAX_NESTING", "TomlTextError", "parse_toml"]
+__all__ = ["MAX_NESTING", "TomlTextError", "nested_past_limit", "parse_toml"]
 
 #: How deep tables and arrays may nest, the document itself being level 0 (``[config]`` is
 #: level 1). Settings need a handful of levels; a deeper document is an attack on the parser
@@ -55,6 +55,23 @@ def parse_toml(raw: bytes) -> dict[str, Any]:
         raise TomlTextError(
             f"nests arrays or tables too deeply (the limit is {MAX_NESTING} levels)"
         ) from None
+
+
+def nested_past_limit(document: dict[str, Any]) -> str | None:
+    """The keys (``a.b[0]...``, the first eight) of a table or array of ``document`` nested
+    more than :data:`MAX_NESTING` levels deep, if one is; None if none. Iterative: a document
+    as deep as the parser could read is checked all the same."""
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while pending:
+        value, keys = pending.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if len(keys) > MAX_NESTING:
+            shown = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys[:8])
+            return shown.removeprefix(".") + "..."
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        pending.extend((item, (*keys, key)) for key, item in items)
+    return None
 
 
 def _utf8_text(raw: bytes) -> str:
