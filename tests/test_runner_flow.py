@@ -169,9 +169,12 @@ async def test_a_method_that_shrugs_off_its_cancel_is_not_said_to_be_cancelled(
         # moments, not the whole EXPLAIN_WAIT: the caller is not kept for one that never comes.
         took = loop.time() - start
         assert took < 0.3 + EXPLAIN_WAIT, took
+        # On a loaded machine the runner's loop may wait for a CPU past the explanation's
+        # wait: said so, never as cancelled.
         assert re.search(
             r"after 0\.3 s; a cancel was sent; the method had not ended when the timeout was "
-            r"raised \(\S+ s later\)$",
+            r"raised (\(\S+ s later\)$|: the runner's event loop has been blocked for \S+ s, "
+            r"\S+ s of it waiting for a CPU)",
             str(caught.value),
         ), str(caught.value)
         await waiter.wait_for_record(plugin=PLUGIN, text="shrugging off a cancel")
