@@ -74,8 +74,6 @@ host's overrides, against it (see :mod:`isoplug.runner.loader`).
 
 from __future__ import annotations
 
-import os
-import shutil
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,6 +86,7 @@ from isoplug.control import ResourceLimits
 from isoplug.host.manifest_environment import ENVIRONMENT_SCHEMA, check_variable
 from isoplug.host.manifest_file import MANIFEST_NAME, MAX_NESTING, read_manifest_document
 from isoplug.host.manifest_keys import key_problems
+from isoplug.host.manifest_paths import folder_of, interpreter
 from isoplug.host.manifest_types import Manifest, ManifestError, RestartPolicy
 from isoplug.sizes import parse_size
 from isoplug.validation import explain_validation_error
@@ -257,9 +256,9 @@ def parse_manifest(document: Mapping[str, Any], *, directory: Path, path: Path) 
             'members share the runner\'s pipes); use stdio = "records" or a runner of its own'
         )
         raise ManifestError(path, "stdio", problem)
-    python = _interpreter(path, directory, fields.python) if fields.python else None
+    python = interpreter(path, directory, fields.python) if fields.python else None
     sys_path = tuple(
-        _folder(path, directory, f"sys_path[{index}]", folder)
+        folder_of(path, directory, f"sys_path[{index}]", folder)
         for index, folder in enumerate(fields.sys_path)
     )
     inherit = fields.inherit_environment
@@ -411,55 +410,6 @@ def _size(path: Path, field: str, value: int | str, name: str) -> int:
 #: pool (up to 32 plus the stuck ones) reserves an 8 MiB stack: at 256 MiB, measured, it could
 #: not start the thread of a plugin's first sync method.
 _MIN_ADDRESS_SPACE = 1024**3
-
-
-def _folder(path: Path, directory: Path, field: str, value: str) -> Path:
-    try:
-        folder = (directory / value).resolve()
-        is_folder = folder.is_dir()
-    except (OSError, RuntimeError) as exc:
-        raise ManifestError(path, field, _unusable(value, exc)) from None
-    if not is_folder:
-        raise ManifestError(path, field, f"{value!r} is not a folder ({folder})")
-    return folder
-
-
-def _unusable(value: str, error: OSError | RuntimeError) -> str:
-    """Why the path ``value`` cannot be looked at: past PATH_MAX, a loop of links (a
-    RuntimeError from ``Path.resolve`` on Python 3.11), a folder on the way refusing it."""
-    why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return f"{value!r} cannot be looked at: {why}; give a path the host may reach"
-
-
-def _interpreter(path: Path, directory: Path, value: str) -> Path:
-    """``python``: an interpreter, or a virtual environment's folder (its ``bin/python``),
-    relative to the plugin's folder; a bare name that is not there is looked up on PATH
-    (``python3.12``)."""
-    try:
-        return _find_interpreter(path, directory, value)
-    except (OSError, RuntimeError) as exc:
-        raise ManifestError(path, "python", _unusable(value, exc)) from None
-
-
-def _find_interpreter(path: Path, directory: Path, value: str) -> Path:
-    bare = os.sep not in value and "/" not in value
-    if bare and not (directory / value).exists():
-        found = shutil.which(value)
-        if found is None:
-            raise ManifestError(path, "python", f"{value!r} is not on PATH")
-        return Path(found)
-    candidate = directory / value
-    if candidate.is_dir():
-        for inside in ("bin/python", "Scripts/python.exe"):
-            if (candidate / inside).is_file():
-                return (candidate / inside).absolute()
-        raise ManifestError(
-            path, "python", f"{value!r} is a folder but not a virtual environment (no bin/python)"
-        )
-    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-        raise ManifestError(path, "python", f"{value!r} is not an executable file ({candidate})")
-    # Not resolved: a virtual environment's python is a link that must keep its own path.
-    return candidate.absolute()
 
 
 def _check_entry(path: Path, entry: str) -> str:
