@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from isoplug.testing import eventually
 from tests.plugins_fixtures import FIXTURES, plugins_dir
 from tests.test_cli_exits import cli, isoplug, write_plugin
@@ -49,9 +51,14 @@ SLOW_IMPORT = """
 """
 
 
-async def test_ctrl_c_during_schema_exits_130_without_a_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("started_ignoring", [False, True], ids=["default", "started-ignoring"])
+async def test_ctrl_c_during_schema_exits_130_without_a_traceback(
+    tmp_path: Path, started_ignoring: bool
+) -> None:
+    """Also when a script's shell started it with SIGINT ignored (a background command)."""
     write_plugin(tmp_path, "slow", SLOW_IMPORT)
-    async with cli("schema", str(tmp_path / "slow")) as schema:
+    ignoring = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if started_ignoring else None
+    async with cli("schema", str(tmp_path / "slow"), preexec_fn=ignoring) as schema:
         await eventually((tmp_path / "slow" / "importing").exists, timeout=60)
         schema.process.send_signal(signal.SIGINT)
         code, output, errors = await schema.finish()

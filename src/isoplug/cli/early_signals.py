@@ -84,8 +84,9 @@ class EarlySignals:
             listened = (*stop_signals(), *IGNORED_SIGNALS)
             handler: _Handler = taken._record
         elif command in _TOOLS:
-            # SIGINT is Ctrl-C already (or ignored, as the command was started).
-            listened = tuple(s for s in stop_signals() if s != signal.SIGINT)
+            # Each as Ctrl-C, SIGINT too: a script's shell starts a background command with
+            # it ignored, as it does `run`'s, which takes it whatever its start.
+            listened = stop_signals()
             handler = signal.default_int_handler
         else:
             return None
