@@ -59,10 +59,13 @@ async def test_past_the_limit_a_call_waits_unread_by_nobody_and_cancels_reach_th
         await waiter.wait_for_record(plugin=PLUGIN, text=f"{RUNNING} calls started")
         with pytest.raises(RequestTimeout) as caught:
             await host.call_with(PLUGIN, "counts", timeout=0.3)
+        # A runner starved of CPU past the explanation's wait says so instead (loaded CI:
+        # runners run niced below the tests' own processes).
         assert re.fullmatch(
-            rf"plugin '{PLUGIN}' did not answer 'counts': the call timed out after 0\.3 s; the "
+            rf"plugin '{PLUGIN}' did not answer 'counts': the call timed out after 0\.3 s; (the "
             rf"runner had not started it \(\d+ requests ahead of it: {RUNNING} running, \d+ "
-            r"queued before it\); it will not run",
+            r"queued before it\); it will not run|a cancel was sent; .*the runner's event loop "
+            r"has been blocked for \S+ s, \S+ s of it waiting for a CPU.*)",
             str(caught.value),
         ), str(caught.value)
         for call in calls:
