@@ -121,9 +121,23 @@ def _unsanitized(node: ast.AST, fields: frozenset[str]) -> list[ast.Attribute]:
     return found
 
 
+def parsed(source: str, filename: str) -> ast.Module:
+    """``source``'s tree, parsed once. Python 3.11's ``ast`` keeps its recursion count in state
+    shared by threads (gh-106905), and its ``traceback`` parses source lines for its carets: a
+    test's leftover thread formatting a traceback while this parses can make it raise
+    ``SystemError: AST constructor recursion depth mismatch``. The source files are parsed
+    when the module is collected, before any test runs a thread."""
+    tree = _TREES.get((source, filename))
+    return tree if tree is not None else ast.parse(source, filename)
+
+
+#: Trees parsed at collection (see :func:`parsed`).
+_TREES: dict[tuple[str, str], ast.Module] = {}
+
+
 def violations(source: str, filename: str, fields: frozenset[str]) -> list[str]:
     """``file:line: expression`` for every sent value that reaches a sink unsanitized."""
-    tree = ast.parse(source, filename)
+    tree = parsed(source, filename)
     lines = source.splitlines()
     sinks = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and _is_log_call(node)]
     sinks += _raised_calls(tree)
@@ -198,7 +212,7 @@ def _unsanitized_paths(node: ast.AST) -> list[ast.expr]:
 
 def path_violations(source: str, filename: str) -> list[str]:
     """``file:line: expression`` for every path-named value a logging call quotes raw."""
-    tree = ast.parse(source, filename)
+    tree = parsed(source, filename)
     problems = []
     for sink in ast.walk(tree):
         if not (isinstance(sink, ast.Call) and _is_log_call(sink)):
@@ -230,3 +244,9 @@ def test_no_host_module_logs_a_path_without_the_sanitizer() -> None:
         for problem in path_violations(path.read_text(), str(path.relative_to(SRC)))
     ]
     assert problems == [], "\n".join(problems)
+
+
+for _path in {*HOST_SIDE, *(SRC / "host").glob("*.py")}:
+    if _path.exists():
+        _text = _path.read_text()
+        _TREES[(_text, str(_path.relative_to(SRC)))] = ast.parse(_text, str(_path.relative_to(SRC)))
