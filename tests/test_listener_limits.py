@@ -245,6 +245,10 @@ async def test_past_the_cap_connections_are_refused_at_once_and_senders_keep_sen
             silent: list[socket.socket] = []
             try:
                 assert await asyncio.to_thread(kept.start, WAIT)
+                # The receiver gives a seat back after its welcome is sent: once a record of
+                # the sender's arrived, the seat is free for the two that fill the cap.
+                kept.handle(record("admitted"))
+                await records.wait_for(f"{PREFIX}.sender", "admitted", WAIT)
                 silent = [raw_connect(address), raw_connect(address)]
                 for _ in range(3):
                     (busy,) = await closed_after(raw_connect(address))
