@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import traceback
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -18,6 +20,7 @@ import msgspec
 
 from isoplug.logs import LogReceiver, LogReplayer, ReplayLimits
 from isoplug.logs.capture import capture_record
+from isoplug.logs.tracebacks import AST_PARSE_SHARES_STATE
 from isoplug.wire import LogBatch, LogRecordData
 from tests.record_waiter import attached
 
@@ -107,3 +110,34 @@ def otel_attributes(record: logging.LogRecord) -> dict[str, Any]:
     provider.shutdown()
     (exported,) = exporter.get_finished_logs()
     return dict(exported.log_record.attributes or {})
+
+
+def host_printed(error: BaseException) -> str:
+    """``error``'s traceback as Python prints it (``traceback.format_exception``), as a host
+    prints its replayed exception: without carets where this Python's ``ast.parse`` must not
+    run in two threads (:data:`~isoplug.logs.tracebacks.AST_PARSE_SHARES_STATE`)."""
+    shown = traceback.TracebackException.from_exception(error)
+    if AST_PARSE_SHARES_STATE:
+        _drop_columns(shown, set())
+    return "".join(shown.format())
+
+
+def _drop_columns(shown: traceback.TracebackException, seen: set[int]) -> None:
+    if id(shown) in seen:
+        return
+    seen.add(id(shown))
+    for frame in shown.stack:
+        frame.colno = frame.end_colno = None
+    for linked in (shown.__cause__, shown.__context__, *(shown.exceptions or ())):
+        if linked is not None:
+            _drop_columns(linked, seen)
+
+
+#: A line of carets under a traceback's source line (in an exception group's frame too).
+CARET_LINE = re.compile(r"\n(?: *\| )?    [ ~^]*\^[ ~^]*(?=\n)")
+
+
+def as_host_prints(text: str) -> str:
+    """A traceback another process printed, as a host prints its replayed exception: its caret
+    lines gone where :data:`~isoplug.logs.tracebacks.AST_PARSE_SHARES_STATE`."""
+    return CARET_LINE.sub("", text) if AST_PARSE_SHARES_STATE else text

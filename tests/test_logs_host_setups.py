@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.traceback import Traceback
 
 from isoplug import Host
+from tests.log_helpers import as_host_prints
 from tests.plugins_fixtures import FAST, copy_plugins, running
 from tests.record_waiter import watching
 from tests.test_logs_host_truth import rendered, shown_by
@@ -96,7 +97,9 @@ async def test_rebuilt_frames_show_no_variables_of_isoplugs(tmp_path: Path) -> N
     shown = console.file.getvalue()  # type: ignore[attr-defined]
     assert "_g" not in shown and "isoplug_guard" not in shown and "__builtins__" not in shown
     assert "return int(settings" in shown
-    assert logging.Formatter().formatException(record.exc_info) == printed.rstrip("\n")
+    assert logging.Formatter().formatException(record.exc_info) == as_host_prints(
+        printed.rstrip("\n")
+    )
 
 
 def _describe(exc: BaseException) -> tuple[bool, bool, list[str], str]:
@@ -135,7 +138,9 @@ async def test_a_replayed_exception_pickles_and_crosses_a_multiprocessing_queue(
         other = pickle.loads(pickle.dumps(plugin_error, protocol))
         assert str(other) == "bad configuration" and type(other) is type(plugin_error)
     # Pickling changes nothing of the record's own exception.
-    assert logging.Formatter().formatException(chained.exc_info) == printed.rstrip("\n")
+    assert logging.Formatter().formatException(chained.exc_info) == as_host_prints(
+        printed.rstrip("\n")
+    )
     context = multiprocessing.get_context("spawn")
     requests: multiprocessing.Queue[BaseException] = context.Queue()
     answers: multiprocessing.Queue[object] = context.Queue()

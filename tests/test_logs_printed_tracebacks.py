@@ -8,7 +8,6 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import re
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,8 @@ from isoplug.logs.printed_tracebacks import parse_printed_traceback, read_back
 from isoplug.logs.tracebacks import ExceptionRebuilder
 from isoplug.wire import ExceptionData, FrameData
 from isoplug.wire.sanitize import clean_text
-from tests.log_helpers import otel_attributes
+from tests.log_helpers import CARET_LINE, otel_attributes
 from tests.plugins_fixtures import running
-
-_CARET_LINE = re.compile(r"\n(?: *\| )?    [ ~^]*\^[ ~^]*(?=\n)")
 
 
 def printed(error: BaseException) -> str:
@@ -160,7 +157,7 @@ def test_the_rebuilt_exception_prints_what_python_printed() -> None:
         parsed = parse_printed_traceback(text)
         assert parsed is not None
         again = logging.Formatter().formatException(rebuilder.rebuild(parsed.exception))
-        assert again == _CARET_LINE.sub("", text)
+        assert again == CARET_LINE.sub("", text)
 
 
 def test_text_that_python_did_not_print_so_stays_text() -> None:
@@ -257,7 +254,7 @@ def test_any_exception_python_prints_reads_back(data: ExceptionData) -> None:
         return
     if parsed.exception != expected:
         assert _ambiguous(expected)
-        lines = set(_CARET_LINE.sub("", text).split("\n"))
+        lines = set(CARET_LINE.sub("", text).split("\n"))
         rebuilt = logging.Formatter().formatException(
             ExceptionRebuilder().rebuild(parsed.exception)
         )
@@ -347,7 +344,7 @@ async def test_print_exc_in_a_plugin_arrives_with_its_exception(tmp_path: Path) 
     # The message's lines after its first, and the note, are the host's indented lines; the
     # carets (3.13 prints them under calls) are not printed again.
     text = text.rstrip("\n").replace("\nthis input\ntried: int", "\n  this input\n  tried: int")
-    text = _CARET_LINE.sub("", text)
+    text = CARET_LINE.sub("", text)
     # Stopped: every line has arrived, and none of the block's is a record of its own.
     assert not waiter.matching("plugin.printer.stderr", "this input")
     assert record.levelno == logging.ERROR
@@ -385,7 +382,7 @@ async def test_tracebacks_on_fd_2_arrive_with_their_exceptions(tmp_path: Path) -
         assert record.exc_type == f"builtins.{type(error).__name__}"  # type: ignore[attr-defined]
         assert record.exc_message == str(error)  # type: ignore[attr-defined]
         # The host indents a message's second line, as it does a logged one's.
-        expected = _CARET_LINE.sub("", printed(error)).replace("\nsecond line", "\n  second line")
+        expected = CARET_LINE.sub("", printed(error)).replace("\nsecond line", "\n  second line")
         assert logging.Formatter().formatException(record.exc_info) == expected
         _assert_consumers_read(record, expected)
     value = records[1].exc_info[1] if records[1].exc_info else None
