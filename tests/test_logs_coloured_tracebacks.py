@@ -6,14 +6,13 @@ colour never reaches a record unescaped."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from isoplug import Host
 from isoplug.testing import FAST, Records, watching
+from tests.other_pythons import other_python
 from tests.plugins_fixtures import running
 
 #: Variable naming a Python >= 3.13 that can run a runner (msgspec installed).
@@ -94,28 +93,7 @@ async def test_an_escape_that_is_no_colour_never_arrives_unescaped(tmp_path: Pat
 
 def python_313() -> str | None:
     """A Python >= 3.13 with msgspec: the one ISOPLUG_TEST_PYTHON_313 names, else one found."""
-    named = os.environ.get(PYTHON_313_VARIABLE)
-    candidates = [named] if named else []
-    candidates += [f"python3.{minor}" for minor in range(13, 16)]
-    candidates += sorted(str(p) for p in (Path.home() / ".pyenv" / "versions").glob("3.1[3-9]*"))
-    candidates += sorted(str(p) for p in Path("/tmp/check-pyversions").glob("v31[3-9]"))
-    for candidate in candidates:
-        path = Path(candidate)
-        python = str(path / "bin" / "python") if path.is_dir() else candidate
-        try:
-            probe = subprocess.run(
-                [python, "-c", "import sys, msgspec; assert sys.version_info >= (3, 13)"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return python
-        if named:
-            pytest.fail(f"{PYTHON_313_VARIABLE}={named} cannot run a runner: {probe.stderr!r}")
-    return None
+    return other_python((3, 13), PYTHON_313_VARIABLE)
 
 
 async def test_a_313_childs_coloured_traceback_is_read_back(tmp_path: Path) -> None:
