@@ -93,7 +93,10 @@ class IsoplugError(Exception):
 def _unpickled(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
     """An exception as pickled: its ``args`` as they were, without running a constructor whose
     signature differs from them (pickle then restores its attributes)."""
-    return cls.__new__(cls, *args)
+    exception = cls.__new__(cls, *args)
+    # OSError's __new__ leaves them to an __init__ a subclass overrides (PluginNotReady's).
+    exception.args = args
+    return exception
 
 
 class WaitTimeout(IsoplugError, TimeoutError):
@@ -210,6 +213,11 @@ class RequestTimeout(IsoplugError, TimeoutError):
     """
 
     late_answer: object = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A task of this process's event loop means nothing in another (nor pickles).
+        state = {name: value for name, value in self.__dict__.items() if name != "late_answer"}
+        return (type(self), self.args, state)
 
 
 class UnencodableValue(IsoplugError, TypeError):

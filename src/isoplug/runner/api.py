@@ -189,10 +189,6 @@ def method(function: F | None = None, /, *, name: str | None = None) -> F | Call
             f"isoplug.method() takes the exported name as a keyword: write "
             f"@isoplug.method(name={function!r}), not @isoplug.method({function!r})"
         )
-    if function is not None and not callable(function):
-        raise TypeError(
-            f"isoplug.method marks a function (@isoplug.method above `def`), not {function!r}"
-        )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"isoplug.method(name=...) needs a non-empty string, not {name!r}")
 
