@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from isoplug import Host, IsoplugError
-from isoplug.errors import FolderMissing, MisusedState, NotAFolder, WaitTimeout
+from isoplug.errors import FolderMissing, NotAFolder, UsageError, WaitTimeout
 from isoplug.testing import BlockingHarness
 from tests.plugins_fixtures import FAST, plugins_dir
 
@@ -50,7 +50,7 @@ async def test_waits_that_time_out_and_a_second_start(tmp_path: Path) -> None:
     for timed_out in (ready.value, reached.value):
         assert isinstance(timed_out, WaitTimeout)
         assert isinstance(timed_out, TimeoutError)
-    assert isinstance(again.value, MisusedState)
+    assert isinstance(again.value, UsageError)
     assert isinstance(again.value, RuntimeError)
 
 

@@ -93,7 +93,7 @@ SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
     errors.InvalidParams: lambda: _remote(errors.InvalidParams),
     errors.LocalProtocolError: lambda: errors.LocalProtocolError("not now"),
     errors.MethodNotFound: _not_asked,
-    errors.MisusedState: lambda: errors.MisusedState("Host.start(): the host is running"),
+    errors.UsageError: lambda: errors.UsageError("Host.start(): the host is running"),
     errors.NotAFolder: lambda: errors.NotAFolder("plugins directory /x is not a directory"),
     errors.NoTemporaryFolder: lambda: errors.NoTemporaryFolder(
         [("/tmp", "No space left on device")], 28

@@ -26,7 +26,7 @@ original stays reachable as ``__cause__``::
     ├── NoTemporaryFolder (OSError)        no temporary folder can take a private folder
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
     ├── WaitTimeout (TimeoutError)         a wait's time ran out (``wait_for``, ``wait_ready``)
-    ├── MisusedState (RuntimeError)        not now or not here: started twice, other loop...
+    ├── UsageError (RuntimeError)        not now or not here: started twice, other loop...
     ├── FolderMissing (FileNotFoundError)  the plugins folder (or a plugin's) does not exist
     ├── NotAFolder (NotADirectoryError)    the plugins folder is a file
     ├── FolderUnreadable (PermissionError) the plugins folder cannot be read
@@ -67,7 +67,6 @@ __all__ = [
     "IsoplugError",
     "LocalProtocolError",
     "MethodNotFound",
-    "MisusedState",
     "NoTemporaryFolder",
     "NotAFolder",
     "PluginBusy",
@@ -80,6 +79,7 @@ __all__ = [
     "SelfForwarding",
     "TransportError",
     "UnencodableValue",
+    "UsageError",
     "ValueTooLarge",
     "VersionMismatch",
     "WaitTimeout",
@@ -105,7 +105,7 @@ class WaitTimeout(IsoplugError, TimeoutError):
     waited for and how things stand. A ``TimeoutError`` too, as those waits raised before."""
 
 
-class MisusedState(IsoplugError, RuntimeError):
+class UsageError(IsoplugError, RuntimeError):
     """Not now, or not here: a host started twice (a second ``async with host``), used from
     another event loop or with no asyncio loop running, a test harness used before it runs, an
     OpenTelemetry export started twice, an optional extra missing. The message says what to

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from isoplug.errors import MisusedState, hidden_from_pytest
+from isoplug.errors import UsageError, hidden_from_pytest
 from isoplug.host import observers, unclosed
 from isoplug.host.as_pid1 import warn_if_pid1
 from isoplug.host.binding import HostBinding
@@ -108,7 +108,7 @@ class Host(PluginOperations, PluginSettings):
         plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if reload and (why := reload_unavailable()) is not None:
-            raise MisusedState(why)
+            raise UsageError(why)
         self.config, plugin_config = split_host_config(config, plugin_config)
         #: Absolute: a relative one is taken from the working directory now, once.
         self.plugins_dir = absolute_plugins_dir(plugins_dir)
@@ -187,12 +187,12 @@ class Host(PluginOperations, PluginSettings):
         ``FileNotFoundError`` / ``NotADirectoryError`` / ``PermissionError`` too) when
         ``plugins_dir`` is unusable (the host is then closed, as after any failed start),
         :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take its
-        sockets' folders, and :class:`~isoplug.errors.MisusedState` (a ``RuntimeError``) when
+        sockets' folders, and :class:`~isoplug.errors.UsageError` (a ``RuntimeError``) when
         the host was started before: a host runs once (``async with`` starts it; do not also
         call ``start()``)."""
         if self._life is not HostStage.NEW:
             self._check_here("start the host")
-            raise MisusedState(f"Host.start(): the host {self._life.value}")
+            raise UsageError(f"Host.start(): the host {self._life.value}")
         self._binding.bind()
         self._life = HostStage.RUNNING
         try:

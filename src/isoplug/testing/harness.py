@@ -27,7 +27,7 @@ from isoplug import (
     PluginState,
     SupervisorConfig,
 )
-from isoplug.errors import FolderMissing, MisusedState, WaitTimeout
+from isoplug.errors import FolderMissing, UsageError, WaitTimeout
 from isoplug.host.binding import require_asyncio
 from isoplug.host.config import split_host_config
 from isoplug.host.registry import deeper_manifest, plugins_dir_for
@@ -133,7 +133,7 @@ class PluginHarness(HarnessOperations):
     def host(self) -> Host:
         """The running host (for anything the harness does not wrap)."""
         if self._host is None:
-            raise MisusedState("the harness is not running: use `async with PluginHarness(...)`")
+            raise UsageError("the harness is not running: use `async with PluginHarness(...)`")
         return self._host
 
     async def __aenter__(self) -> PluginHarness:
@@ -246,7 +246,7 @@ class PluginHarness(HarnessOperations):
         plugin_id = self._id(plugin)
         before = self.host.plugin(plugin_id)
         if before.pid is None:
-            raise MisusedState(f"plugin {plugin_id!r} has no runner process ({before.state.value})")
+            raise UsageError(f"plugin {plugin_id!r} has no runner process ({before.state.value})")
         os.kill(before.pid, signal.SIGKILL)
         after = await self.wait_for(
             plugin_id,
