@@ -38,7 +38,6 @@ from isoplug.logs.ring import SenderRing
 from isoplug.logs.sender_tls import described, permanent_tls_failure
 from isoplug.logs.sendio import say as _say
 from isoplug.rpc.blocking import BlockingChannel
-from isoplug.sizes import format_size
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import LogBatch, encode_frame
 
@@ -377,11 +376,13 @@ class SenderLink:
                 return
             self._unreachable_since = time.monotonic()
             self._dropped_when_unreachable = self._dropped_so_far()
+        queue = self._requested_queue_bytes
+        room = f"{queue / 2**20:.1f} MiB" if queue >= 2**20 else f"{queue:,} bytes"
         _say(
             f"isoplug: log forwarding from {self.sender_name} to {self.address}: the receiver "
             f"is unreachable ({described(error, self.address)}), retrying every up to "
             f"{NETWORK_MAX_DELAY:g} s; records queue up to "
-            f"{format_size(self._requested_queue_bytes)}, then are dropped and counted"
+            f"{room}, then are dropped and counted"
         )
 
     def _say_back(self) -> None:
