@@ -121,6 +121,9 @@ class CloseByLevel:
     _closing: bool
     _batch_cap: int
     _pid: int
+    _dropped_before: dict[int, int]
+    _unreachable_since: float | None
+    _dropped_when_unreachable: int
     sender_name: str
     address: str
 
@@ -176,6 +179,7 @@ class CloseByLevel:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._release_connection(deadline)
         self._say_dropped_since_failure()
+        self._say_unreachable_at_close()
         return True
 
     def _say_dropped_since_failure(self) -> None:
@@ -187,6 +191,23 @@ class CloseByLevel:
             say(
                 f"isoplug: log forwarding from {self.sender_name} to {self.address} had "
                 f"stopped ({failed}); {later:,} later log records were dropped"
+            )
+
+    def _say_unreachable_at_close(self) -> None:
+        """Closed while a tcp:// or tls:// receiver was unreachable (said then, see
+        isoplug.logs.sender_link): say what that cost, which no receiver will ever count."""
+        with self._queue_lock:
+            since = self._unreachable_since
+            dropped = sum(
+                sum(counts.values())
+                for counts in (self._dropped_before, self._dropped, self._dropped_at_close)
+            )
+        if since is not None and self._failed is None and self._pid == os.getpid():
+            say(
+                f"isoplug: log forwarding from {self.sender_name} to {self.address} closed "
+                f"with the receiver unreachable for {time.monotonic() - since:.1f} s; "
+                f"{dropped - self._dropped_when_unreachable:,} records were dropped meanwhile "
+                f"and at the close"
             )
 
     def _release_connection(self, deadline: float) -> None:

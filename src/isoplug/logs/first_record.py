@@ -41,8 +41,11 @@ callgrind); as functions it costs nothing there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
+import traceback
 from typing import TYPE_CHECKING
 
 from isoplug.logs.ledger import ACKNOWLEDGED, acknowledged_level
@@ -65,9 +68,7 @@ def may_forward(handler: ForwardingHandler, record: logging.LogRecord) -> bool:
     if record.thread == handler._sender_ident or handler._closed:
         # Never loop back: records from our own sender thread (a library it calls, say),
         # or arriving after close (interpreter shutdown), go to stderr instead of nowhere.
-        handler._fallback(
-            record, "log handler closed" if handler._closed else "logged by the log sender"
-        )
+        _to_stderr(record, "log handler closed" if handler._closed else "logged by the log sender")
         return False
     try:
         handler._start()
@@ -105,3 +106,21 @@ def receiver_level(handler: ForwardingHandler) -> int | None:
             if level is not None:
                 return level
         return handler.welcome_level
+
+
+def _to_stderr(record: logging.LogRecord, why: str) -> None:
+    """Write a record that cannot be forwarded to stderr, where the supervisor still sees it.
+
+    The process's own stderr: ``sys.stderr`` may be redirected into logging (a runner's
+    is), which would bring the text back here, to be wrapped a second time."""
+    stream = sys.__stderr__ or sys.stderr
+    text = f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n"
+    if record.exc_info and record.exc_info[1] is not None:
+        # The traceback too: it is often the whole point (the sender thread's own failure,
+        # which threading.excepthook logs on this very thread).
+        text += "".join(traceback.format_exception(record.exc_info[1]))
+    elif record.exc_text:
+        text += record.exc_text + "\n"
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(text)
+        stream.flush()

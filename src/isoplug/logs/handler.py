@@ -55,10 +55,8 @@ import logging
 import os
 import socket
 import ssl
-import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 
@@ -74,6 +72,7 @@ from isoplug.logs.limits import MAX_QUEUE_BYTES
 from isoplug.logs.process_end import close_all_at_exit
 from isoplug.logs.ring import SenderRing, ring_capacity
 from isoplug.logs.sender import SenderThread
+from isoplug.logs.sender_tls import check_sender_tls
 from isoplug.logs.standard_types import level_of as _level_of
 from isoplug.logs.standard_types import time_of as _time_of
 from isoplug.rpc.blocking import BlockingChannel
@@ -177,8 +176,10 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
                 f"ForwardingHandler: queue_bytes must be at most {MAX_QUEUE_BYTES:,}, "
                 f"not {queue_bytes:,}"
             )
+        parsed = parse_connect_address(address)
+        check_sender_tls(parsed, ssl_context)
         super().__init__(level)
-        self.address = str(parse_connect_address(address))
+        self.address = str(parsed)
         self.sender_name = name or f"pid {os.getpid()}"
         # A default name says which process sends: a forked child's is its own pid (F5).
         self._default_name = not name
@@ -461,23 +462,6 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
         return self._failed
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _fallback(self, record: logging.LogRecord, why: str) -> None:
-        """Write a record we cannot forward to stderr, where the supervisor still sees it.
-
-        The process's own stderr: ``sys.stderr`` may be redirected into logging (a runner's
-        is), which would bring the text back here, to be wrapped a second time."""
-        stream = sys.__stderr__ or sys.stderr
-        text = f"[{record.levelname} {record.name}] {record.getMessage()} ({why})\n"
-        if record.exc_info and record.exc_info[1] is not None:
-            # The traceback too: it is often the whole point (the sender thread's own failure,
-            # which threading.excepthook logs on this very thread).
-            text += "".join(traceback.format_exception(record.exc_info[1]))
-        elif record.exc_text:
-            text += record.exc_text + "\n"
-        with contextlib.suppress(OSError, ValueError):
-            stream.write(text)
-            stream.flush()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: forget the parent's connection and thread, start afresh."""

@@ -5,17 +5,33 @@ at once, then after growing delays (:data:`RECONNECT_DELAYS`, about 6 s in all).
 gives up sooner when the receiver is clearly gone: nothing has listened at the address for
 :data:`GONE_AFTER_REFUSALS` attempts in a row (no socket file, connection refused: a host that
 shut down), or the receiver refused the sender's token or protocol version (another receiver
-now has that address). A receiver restarted on the same address within the first second or so
-is found again.
+now has that address), or a TLS failure no attempt can mend (see
+:func:`~isoplug.logs.sender_tls.permanent_tls_failure`). A receiver restarted on the same
+address within the first second or so is found again.
+
+That is for a unix socket, whose receiver is the sender's parent: a child whose parent died
+must not hang at its exit waiting for it. A ``tcp://`` or ``tls://`` receiver is a collector
+that restarts, for seconds, while its senders live on: after a break such a sender keeps
+trying for as long as its process lives (:func:`network_delays`: at once, then 0.1 s doubling
+up to :data:`NETWORK_MAX_DELAY`), its records queued meanwhile within the queue's bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from isoplug.errors import AuthenticationFailed, ConnectError, SelfForwarding, VersionMismatch
+from isoplug.logs.sender_tls import permanent_tls_failure
 
-__all__ = ["GONE_AFTER_REFUSALS", "RECONNECT_DELAYS", "RECONNECT_TIMEOUT", "Reconnection"]
+__all__ = [
+    "GONE_AFTER_REFUSALS",
+    "NETWORK_FIRST_DELAY",
+    "NETWORK_MAX_DELAY",
+    "RECONNECT_DELAYS",
+    "RECONNECT_TIMEOUT",
+    "Reconnection",
+    "network_delays",
+]
 
 #: Seconds to wait before each attempt; after the last one fails, the sender gives up.
 RECONNECT_DELAYS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
@@ -25,17 +41,41 @@ GONE_AFTER_REFUSALS = 5
 #: The longest one attempt may take (connect and handshake): a receiver that is there
 #: answers within milliseconds; one that does not must not hold the sender for long.
 RECONNECT_TIMEOUT = 5.0
+#: A tcp:// or tls:// sender's second attempt after a break comes this long after the first,
+#: each later one twice as long after the one before, up to NETWORK_MAX_DELAY.
+NETWORK_FIRST_DELAY = 0.1
+#: The longest a tcp:// or tls:// sender waits between two attempts: how late at most it finds
+#: a restarted collector.
+NETWORK_MAX_DELAY = 5.0
+
+
+def network_delays() -> Iterator[float]:
+    """A tcp:// or tls:// sender's delays after a break: endless (the module's values as they
+    are now: a test may change them)."""
+    yield 0.0
+    delay = NETWORK_FIRST_DELAY
+    while True:
+        yield delay
+        delay = min(delay * 2, NETWORK_MAX_DELAY)
 
 
 class Reconnection:
     """The attempts after one break: :meth:`next_delay` before each, :meth:`failed` after
-    each that failed, until one succeeds or a reason to give up is returned."""
+    each that failed, until one succeeds or a reason to give up is returned. ``endless``:
+    a tcp:// or tls:// sender's, which nothing listening does not end (see the module doc)."""
 
     def __init__(
-        self, delays: Iterable[float] | None = None, gone_after: int | None = None
+        self,
+        delays: Iterable[float] | None = None,
+        gone_after: int | None = None,
+        *,
+        endless: bool = False,
     ) -> None:
+        self.endless = endless
         # The module's values as they are now (a test may change them).
-        self._delays = iter(RECONNECT_DELAYS if delays is None else delays)
+        if delays is None:
+            delays = network_delays() if endless else RECONNECT_DELAYS
+        self._delays = iter(delays)
         self._gone_after = GONE_AFTER_REFUSALS if gone_after is None else gone_after
         self._refusals = 0
         #: Attempts that failed so far.
@@ -52,6 +92,10 @@ class Reconnection:
             return f"the receiver at that address refused this sender ({error})"
         if isinstance(error, SelfForwarding):
             return str(error)
+        if (permanent := permanent_tls_failure(error)) is not None:
+            return permanent
+        if self.endless:
+            return None
         if nobody_listens(error):
             self._refusals += 1
             if self._refusals >= self._gone_after:

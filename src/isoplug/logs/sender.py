@@ -23,6 +23,8 @@ saying what it lost:
   :mod:`isoplug.logs.sender_link`); then the old ledger is set back to ``resumed_after`` and
   abandoned, so that a receiver reading it afterwards counts only the records that died in
   the old socket, not those the new connection carries;
+- a ``tcp://`` or ``tls://`` sender never takes its receiver for gone (a collector restarts):
+  it keeps trying, saying once that the receiver is unreachable and once that it is back;
 - when the receiver is gone for good, forwarding stops as when the first connection fails:
   the queue is counted lost, later records are counted as dropped, and a line on the real
   stderr says so (never through ``sys.stderr``, which in a runner makes records that would
@@ -102,6 +104,8 @@ class SenderThread(SenderLink):
         self._totals_written = {}
         self._dropped_before = {}
         self._batch_cap = MAX_BATCH_BYTES
+        self._unreachable_since = None
+        self._dropped_when_unreachable = 0
         self._sock_identity = None
         self._sender_failures = 0
         # A broken connection's ledger (and ring), counting until a new one takes over.

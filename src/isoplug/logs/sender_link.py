@@ -5,7 +5,9 @@ A connection on a unix socket announces a new sequence ledger and its ring (the 
 crash would take, readable by the receiver), and after a break, where the records continue
 and what was lost meanwhile (see :mod:`isoplug.logs.sender`, whose thread this serves, and
 :mod:`isoplug.logs.reconnect` for the delays between attempts). Giving up stops forwarding for
-good, counting what is queued as lost and saying so once on the real stderr.
+good, counting what is queued as lost and saying so once on the real stderr. A ``tcp://`` or
+``tls://`` sender never gives up for want of a listener after a break (a collector restarts):
+it says once on the real stderr that the receiver is unreachable, and once that it is back.
 
 The program may close the connection's descriptor and reuse its number (a daemonizing plugin,
 an fd-cleanup loop): :func:`release_channel` then forgets the number rather than close the
@@ -26,8 +28,14 @@ import msgspec
 from isoplug.errors import AuthenticationFailed, SelfForwarding, VersionMismatch
 from isoplug.logs.ledger import CLOSING, QUEUE_FULL, SenderLedger, private_ledger
 from isoplug.logs.own_receivers import loops_back
-from isoplug.logs.reconnect import RECONNECT_TIMEOUT, Reconnection, nobody_listens
+from isoplug.logs.reconnect import (
+    NETWORK_MAX_DELAY,
+    RECONNECT_TIMEOUT,
+    Reconnection,
+    nobody_listens,
+)
 from isoplug.logs.ring import SenderRing
+from isoplug.logs.sender_tls import described, permanent_tls_failure
 from isoplug.logs.sendio import say as _say
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
@@ -91,6 +99,11 @@ class SenderLink:
     _totals_written: dict[int, int]
     #: Drop totals of earlier connections.
     _dropped_before: dict[int, int]
+    #: Since when (time.monotonic()) a tcp:// or tls:// receiver has been unreachable, as
+    #: said on stderr; None while it is not (see _say_unreachable).
+    _unreachable_since: float | None
+    #: The records dropped in all when it was said to be unreachable.
+    _dropped_when_unreachable: int
     #: The most a batch may hold: MAX_BATCH_BYTES, less while closing (see closing.py).
     _batch_cap: int
     #: ``close()`` began: the sender thread sends the rest within its deadline.
@@ -295,6 +308,9 @@ class SenderLink:
             if isinstance(exc, SelfForwarding):
                 self._give_up(str(exc), exc)  # it connected: the receiver is the trouble
                 return None
+            if (permanent := permanent_tls_failure(exc)) is not None:
+                self._give_up(f"{why}: {permanent}", exc)
+                return None
             if nobody_listens(exc) or isinstance(exc, AuthenticationFailed | VersionMismatch):
                 # A failure to connect names the address already.
                 self._give_up(str(exc) if str(exc).startswith(why) else f"{why}: {exc}", exc)
@@ -310,7 +326,10 @@ class SenderLink:
                 self._channel = None
             identity, self._sock_identity = self._sock_identity, None
         release_channel(old, identity, "the connection broke")
-        return self._keep_trying(Reconnection(), reason, None, resumed=True)
+        # A collector on the network restarts and comes back; a unix socket's receiver is the
+        # sender's parent, and one that is gone must not hold the sender's exit.
+        attempts = Reconnection(endless=not self.address.startswith("unix:"))
+        return self._keep_trying(attempts, reason, None, resumed=True)
 
     def _keep_trying(
         self, attempts: Reconnection, why: str, last: Exception | None, *, resumed: bool
@@ -319,10 +338,13 @@ class SenderLink:
         None then (forwarding stops, ``why`` opening the reason given)."""
         while (delay := attempts.next_delay()) is not None:
             if not self._pause(delay):
+                if attempts.endless:
+                    # Not a failure of forwarding: the close counts what is left and says it.
+                    return None
                 self._give_up(f"{why}; the handler was closed before it could connect")
                 return None
             try:
-                return self._connect(
+                channel = self._connect(
                     resumed=resumed, timeout=min(self._connect_timeout, RECONNECT_TIMEOUT)
                 )
             # Anything: an attempt that fails in a way not foreseen is one more failed attempt,
@@ -333,9 +355,48 @@ class SenderLink:
                 if verdict is not None:
                     self._give_up(f"{why}; cannot connect: {verdict}", exc)
                     return None
-        said = "" if last is None else f" (the last: {last})"
+                if attempts.endless:
+                    self._say_unreachable(exc)
+                continue
+            self._say_back()
+            return channel
+        said = "" if last is None else f" (the last: {described(last, self.address)})"
         self._give_up(f"{why}; no connection after {attempts.failures} attempts{said}", last)
         return None
+
+    def _dropped_so_far(self) -> int:
+        """Records dropped in all, over every connection (queue lock held)."""
+        return sum(self._dropped_before.values()) + sum(self._dropped.values())
+
+    def _say_unreachable(self, error: Exception) -> None:
+        """Say once, at the first failed attempt after a break, that the receiver is
+        unreachable and what becomes of the records meanwhile."""
+        with self._queue_lock:
+            if self._unreachable_since is not None:
+                return
+            self._unreachable_since = time.monotonic()
+            self._dropped_when_unreachable = self._dropped_so_far()
+        queue = self._requested_queue_bytes
+        room = f"{queue / 2**20:.1f} MiB" if queue >= 2**20 else f"{queue:,} bytes"
+        _say(
+            f"isoplug: log forwarding from {self.sender_name} to {self.address}: the receiver "
+            f"is unreachable ({described(error, self.address)}), retrying every up to "
+            f"{NETWORK_MAX_DELAY:g} s; records queue up to "
+            f"{room}, then are dropped and counted"
+        )
+
+    def _say_back(self) -> None:
+        """Say that a receiver said to be unreachable is back, and what was dropped meanwhile
+        (the receiver reports that count too, with the reconnection)."""
+        with self._queue_lock:
+            since, self._unreachable_since = self._unreachable_since, None
+            dropped = self._dropped_so_far() - self._dropped_when_unreachable
+        if since is not None:
+            _say(
+                f"isoplug: log forwarding from {self.sender_name} to {self.address} resumed "
+                f"after {time.monotonic() - since:.1f} s unreachable; {dropped:,} records were "
+                f"dropped meanwhile"
+            )
 
     def _pause(self, seconds: float) -> bool:
         """Wait ``seconds`` unless the handler is closed meanwhile; whether it is still open."""
