@@ -56,12 +56,12 @@ from isoplug.rpc.blocking import (
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
+from isoplug.rpc.handshake import peer_pid_text
 from isoplug.rpc.waiting_room import DEFAULT_MAX_WAITING
 from isoplug.transport import Address, Listener, Scheme, absolute_unix_path, parse_address
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
-from isoplug.transport.tls import check_server_context
-from isoplug.rpc.handshake import peer_pid_text
 from isoplug.transport.stream import peer_address_of, peer_credentials_of
+from isoplug.transport.tls import check_server_context
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ADDRESS_ENV", "NAME_ENV", "TOKEN_ENV", "LogReceiver"]

@@ -176,12 +176,15 @@ class Listener:
             stream._transport.abort()
             return
         if self._tls_context is not None:
-            # The client's hello must reach TLS, not this stream (see SocketStream.secure_as_server).
+            # The client's hello must reach TLS, not this stream (SocketStream.secure_as_server).
             assert stream._transport is not None
             stream._transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._run_handler(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Cancelled before its first step (aclose() right after the accept), the task never
+        # ran its own close: the connection would stay open, its reading paused for TLS.
+        task.add_done_callback(lambda _: stream.abort_if_open())
 
     async def _run_handler(self, stream: SocketStream) -> None:
         try:
@@ -348,9 +351,10 @@ async def listen(
     :func:`tls_server_context`); a client that has not finished its TLS handshake within
     ``ssl_handshake_timeout`` (asyncio's default: 60 s) is dropped before the handler
     starts, and so is one whose handshake fails: ``on_tls_failure(error, peer)`` is told
-    (``peer``: its ``host:port``). The stream is closed when the handler returns. With ``takes_descriptors``, a
-    stream on a unix socket takes the descriptor its peer passes with its first bytes
-    (:attr:`SocketStream.passed_descriptor`). Raises
+    (``peer``: its ``host:port``). The host stays as given (a name a certificate names), the
+    port is the one bound. The stream is closed when the handler returns. With
+    ``takes_descriptors``, a stream on a unix socket takes the descriptor its peer passes
+    with its first bytes (:attr:`SocketStream.passed_descriptor`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound;
     :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take the private
     directory of ``unix:``.

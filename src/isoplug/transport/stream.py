@@ -212,6 +212,11 @@ class SocketStream(Stream, asyncio.Protocol):
         if self._on_connection_made is not None:
             self._on_connection_made(self)
 
+    def abort_if_open(self) -> None:
+        """Drop the connection at once unless :meth:`aclose` released it already."""
+        if not self._closed and self._transport is not None:
+            self._transport.abort()
+
     async def secure_as_server(self, context: ssl.SSLContext, timeout: float | None) -> None:
         """Run the server's side of a TLS handshake on this accepted connection, whose
         reading the listener paused at its accept (so that the client's first bytes reach
@@ -219,12 +224,20 @@ class SocketStream(Stream, asyncio.Protocol):
         handshake raised (OSError, ssl.SSLError, ConnectionAbortedError at the timeout)."""
         transport = self._transport
         assert transport is not None
-        secured = await asyncio.get_running_loop().start_tls(
-            transport, self, context, server_side=True, ssl_handshake_timeout=timeout
-        )
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                transport, self, context, server_side=True, ssl_handshake_timeout=timeout
+            )
+        except BaseException:
+            # start_tls closed the socket while TLS was its protocol: this stream may never
+            # hear of the loss, and its close would wait for it.
+            transport.abort()
+            if not self._connection_lost.done():
+                self.connection_lost(None)
+            raise
         if secured is None:  # the connection was closed meanwhile
             raise ConnectionResetError("the connection closed during the TLS handshake")
-        self._transport = cast(asyncio.Transport, secured)
+        self._transport = secured
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
 
     def _hold_for_descriptor(self, fd: int) -> None:

@@ -1,4 +1,4 @@
-"""TLS contexts for ``tls://`` addresses: made from PEM files, and checked before a listener uses one.
+"""TLS contexts for ``tls://`` addresses: made from PEM files, checked before a listener uses one.
 
 :func:`tls_server_context` and :func:`tls_client_context` turn what OpenSSL says about a bad
 file (``[Errno 2]`` without the file's name, ``[SSL] PEM lib``, a pass phrase prompt on the
@@ -187,8 +187,7 @@ def _warn_if_expired(certfile: str) -> None:
         _log.debug("could not read the end date of %s: %s", certfile, exc)
         return
     _log.warning(
-        "the certificate in %r expired on %s: every peer that verifies it will refuse it; "
-        "renew it",
+        "the certificate in %r expired on %s: every peer that verifies it will refuse it; renew it",
         certfile,
         not_after,
     )
