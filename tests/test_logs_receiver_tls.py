@@ -19,7 +19,7 @@ from isoplug.errors import IsoplugError
 from isoplug.logs import ADDRESS_ENV, ForwardingHandler, LogReceiver
 from isoplug.rpc.handshake import blocking_client_handshake
 from isoplug.transport import tls_client_context, tls_server_context
-from tests.record_waiter import watching
+from tests.record_waiter import RecordWaiter, watching
 from tests.test_logs_forwarding import BOTH_MODES, receiving
 from tests.test_transport_sockets import make_certs
 
@@ -47,6 +47,27 @@ def wrong_token_client(address: str, name: str) -> int:
         with pytest.raises(IsoplugError, match="wrong session token"):
             blocking_client_handshake(sock, "not-the-token", name=name, role="logs")
     return port
+
+
+async def forward_one(
+    address: str,
+    token: str,
+    collector: RecordWaiter,
+    text: str,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Forward one record saying ``text`` to ``address`` and wait until it is replayed."""
+    handler = ForwardingHandler(address, token, ssl_context=ssl_context)
+    try:
+        assert await asyncio.to_thread(handler.start, 10)
+        handler.handle(
+            logging.getLogger("sent").makeRecord(
+                "sent", logging.WARNING, __file__, 1, text, (), None
+            )
+        )
+        await collector.wait_until(lambda: text in collector.messages())
+    finally:
+        await asyncio.to_thread(handler.close)
 
 
 @BOTH_MODES
@@ -95,19 +116,8 @@ async def test_the_address_keeps_the_host_name_a_certificate_names(
         assert host_port(receiver.address)[1] > 0
         address = receiver.child_env()[ADDRESS_ENV]
         assert address == receiver.address
-        handler = ForwardingHandler(
-            address, receiver.token, ssl_context=tls_client_context(str(tmp_path / "ca.pem"))
-        )
-        try:
-            assert await asyncio.to_thread(handler.start, 10)
-            handler.handle(
-                logging.getLogger("named").makeRecord(
-                    "named", logging.WARNING, __file__, 1, "by its name", (), None
-                )
-            )
-            await collector.wait_until(lambda: "by its name" in collector.messages())
-        finally:
-            await asyncio.to_thread(handler.close)
+        client = tls_client_context(str(tmp_path / "ca.pem"))
+        await forward_one(address, receiver.token, collector, "by its name", client)
 
 
 @pytest.mark.parametrize(("wildcard", "loopback"), [("0.0.0.0", "127.0.0.1"), ("[::]", "[::1]")])
@@ -123,17 +133,7 @@ async def test_a_wildcard_receiver_gives_its_children_the_loopback_address(
         assert receiver.address == f"tcp://{wildcard}:{port}"
         address = receiver.child_env()[ADDRESS_ENV]
         assert address == f"tcp://{loopback}:{port}"
-        handler = ForwardingHandler(address, receiver.token)
-        try:
-            assert await asyncio.to_thread(handler.start, 10)
-            handler.handle(
-                logging.getLogger("wild").makeRecord(
-                    "wild", logging.WARNING, __file__, 1, "via loopback", (), None
-                )
-            )
-            await collector.wait_until(lambda: "via loopback" in collector.messages())
-        finally:
-            await asyncio.to_thread(handler.close)
+        await forward_one(address, receiver.token, collector, "via loopback")
 
 
 @BOTH_MODES
