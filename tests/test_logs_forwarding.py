@@ -638,7 +638,10 @@ async def test_a_connection_that_is_not_a_log_sender_is_refused(
                 await asyncio.to_thread(read_until_it_ends, channel)
         finally:
             channel.close()
-    assert "refused a 'control' connection from ctl: this receiver only takes logs" in caplog.text
+    assert (
+        f"refused a 'control' connection from pid {os.getpid()} (it says it is 'ctl'): this "
+        "receiver only takes logs"
+    ) in caplog.text
 
 
 async def test_a_sender_that_sends_other_messages_is_warned_once_and_still_heard(

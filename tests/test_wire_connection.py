@@ -164,7 +164,9 @@ def test_a_wrong_token_fails_both_sides_with_authentication_failed() -> None:
     client, server = make_client(token="guess"), make_server()
     # The hello's pid is the client's claim: the server's message leaves it out (the I/O layer
     # adds the kernel's word where it has one).
-    with pytest.raises(AuthenticationFailed, match=r"^wrong session token from runner-7$"):
+    with pytest.raises(
+        AuthenticationFailed, match=r"^wrong session token \(the client says it is 'runner-7'\)$"
+    ):
         deliver(client, server)
     assert server.state is ConnectionState.ERROR
     reply = server.data_to_send()

@@ -56,10 +56,12 @@ from isoplug.rpc.blocking import (
     serve_blocking,
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
+from isoplug.rpc.handshake import peer_pid_text
 from isoplug.rpc.waiting_room import DEFAULT_MAX_WAITING
 from isoplug.transport import Address, Listener, Scheme, absolute_unix_path, parse_address
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
-from isoplug.transport.stream import peer_credentials_of
+from isoplug.transport.stream import peer_address_of, peer_credentials_of
+from isoplug.transport.tls import check_server_context
 from isoplug.wire.sanitize import clean_text
 
 __all__ = ["ADDRESS_ENV", "NAME_ENV", "TOKEN_ENV", "LogReceiver"]
@@ -81,6 +83,29 @@ DEFAULT_MAX_SENDERS_PER_TREE = 64
 #: Connections of one tree past its limit that may wait for a place (see :class:`LogReceiver`):
 #: a burst of four times its places forked at once; each holds a socket, no thread.
 DEFAULT_MAX_WAITING_PER_TREE = 256
+
+
+#: A wildcard host a receiver listens on, and the address its local children connect to.
+_WILDCARD_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def _check_ssl_context(address: Address, context: ssl.SSLContext | None) -> None:
+    """Refuse, where the receiver is made, what would fail or mislead only once it runs."""
+    if context is None:
+        return
+    if address.scheme is not Scheme.TLS:
+        # Listening in plain text with a context given would send tokens and records in clear.
+        example = (
+            str(Address(Scheme.TLS, host=address.host, port=address.port))
+            if address.scheme is Scheme.TCP
+            else "tls://host:port"
+        )
+        raise ValueError(
+            f"an ssl_context was given, but {address} is not a TLS address: it would be "
+            f"ignored and everything sent in plain text; use a tls:// address ({example}) on "
+            "both sides, or no ssl_context"
+        )
+    check_server_context(context, str(address))
 
 
 def _remove_stale_folders() -> None:
@@ -175,6 +200,7 @@ class LogReceiver(ReceiverClosing):
         # socket path is the working directory's now, as a sender's is, not wherever the
         # program (or a child given the address) is later.
         self._requested_address = absolute_unix_path(parse_address(address))
+        _check_ssl_context(self._requested_address, ssl_context)
         self.token = token or secrets.token_urlsafe(32)
         self.prefix = prefix
         self.limits = limits
@@ -230,8 +256,18 @@ class LogReceiver(ReceiverClosing):
         return str(self._address)
 
     def child_env(self) -> dict[str, str]:
-        """Environment variables with which :func:`forward_logs` (no arguments) finds us."""
-        return {ADDRESS_ENV: self.address, TOKEN_ENV: self.token}
+        """Environment variables with which :func:`forward_logs` (no arguments) finds us.
+
+        On a wildcard address (``0.0.0.0``, ``::``), which no client can connect to, the
+        address is the loopback one of its family (``127.0.0.1``, ``::1``): the children
+        given it run on this machine."""
+        if self._address is None:
+            raise IsoplugError("the LogReceiver is not running; enter it first")
+        address = self._address
+        loopback = _WILDCARD_LOOPBACK.get(address.host)
+        if address.scheme is not Scheme.UNIX and loopback is not None:
+            address = Address(address.scheme, host=loopback, port=address.port)
+        return {ADDRESS_ENV: str(address), TOKEN_ENV: self.token}
 
     # -- async use ----------------------------------------------------------------------------
 
@@ -281,9 +317,9 @@ class LogReceiver(ReceiverClosing):
     async def _on_peer(self, peer: Peer) -> None:
         hello = peer.remote_hello
         assert hello is not None
-        if not self._accepts(hello):
-            return
         credentials = peer.stream.peer_credentials
+        if not self._accepts(hello, peer_pid_text(credentials, peer.stream.peer_address)):
+            return
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         replayer.use_passed_ledger(peer.stream.passed_descriptor)
         peer.on_log_batch(replayer.receive)
@@ -373,9 +409,10 @@ class LogReceiver(ReceiverClosing):
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello
         assert hello is not None
-        if not self._accepts(hello):
-            return
         credentials = peer_credentials_of(channel.socket)
+        who = peer_pid_text(credentials, peer_address_of(channel.socket))
+        if not self._accepts(hello, who):
+            return
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)
         self._open_channels[number] = channel
         clean = False

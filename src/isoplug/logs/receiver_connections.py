@@ -105,13 +105,16 @@ class ReceiverConnections:
         found.update((label, replayer.metrics.snapshot()) for label, replayer in replayers)
         return found
 
-    def _accepts(self, hello: Hello) -> bool:
+    def _accepts(self, hello: Hello, who: str) -> bool:
+        """Whether ``hello`` asks for a log connection; ``who``: the socket's word on the
+        peer (``" from pid N"`` or ``" from host:port"``), the hello's name only its claim."""
         if hello.role == "logs":
             return True
+        name = clean_text(hello.name, MAX_HELLO_CHARS)
+        claim = f" (it says it is {name!r})" if name else ""
         text = (
-            f"refused a '{clean_text(hello.role, MAX_HELLO_CHARS)}' connection from "
-            f"{clean_text(hello.name, MAX_HELLO_CHARS) or 'a sender'}: this receiver only "
-            "takes logs"
+            f"refused a '{clean_text(hello.role, MAX_HELLO_CHARS)}' connection{who}{claim}: "
+            "this receiver only takes logs"
         )
         report_refusal(self._refusals, text, _log.warning)
         return False

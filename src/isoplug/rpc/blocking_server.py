@@ -38,7 +38,7 @@ from isoplug.rpc.handshake import (
 from isoplug.rpc.waiting_room import Ticket, Turn
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
-from isoplug.transport.stream import PeerCredentials, peer_credentials_of
+from isoplug.transport.stream import PeerCredentials, peer_address_of, peer_credentials_of
 from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
 
 __all__ = [
@@ -349,6 +349,8 @@ class BlockingServer:
         passed: list[int] | None = (
             [] if self._takes_descriptors and sock.family == socket.AF_UNIX else None
         )
+        # Asked before TLS: a client that failed it may have reset the socket.
+        peer_address = peer_address_of(sock)
         try:
             sock = self._listener.secure(sock, self._handshake_timeout)
             with self._changed:
@@ -371,7 +373,7 @@ class BlockingServer:
             self._leave(seat)
             if not over_limit and not self._closing:
                 # Said once the seat is free: whoever reads the warning may connect at once.
-                self._gate.failed(exc, peer_pid_text(credentials))
+                self._gate.failed(exc, peer_pid_text(credentials, peer_address))
             sock.close()
             _close_passed(passed)
             return

@@ -58,10 +58,13 @@ def bind_admission(
     return lambda hello: admit(hello, credentials)
 
 
-def peer_pid_text(credentials: PeerCredentials | None) -> str:
+def peer_pid_text(credentials: PeerCredentials | None, peer_address: str = "") -> str:
     """`` from pid N`` with the kernel's word on who connected, for a listener's messages (a
-    hello's pid is only the client's claim); empty where the socket cannot say."""
-    return "" if credentials is None else f" from pid {credentials.pid}"
+    hello's pid and name are only the client's claims); over TCP or TLS, where the socket
+    gives no pid, `` from host:port``, the socket's word; empty where neither can be said."""
+    if credentials is not None:
+        return f" from pid {credentials.pid}"
+    return f" from {peer_address}" if peer_address else ""
 
 
 async def _drive(

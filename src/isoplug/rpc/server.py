@@ -155,7 +155,7 @@ async def serve(
         if refusal is not None:
             if not over_limit:  # a client's limit was reported by its owner already
                 # Said once the seat is free: whoever reads the warning may connect at once.
-                gate.failed(refusal, peer_pid_text(credentials))
+                gate.failed(refusal, peer_pid_text(credentials, stream.peer_address))
             return
         assert connection.peer_hello is not None
         chosen = handlers(connection.peer_hello) if callable(handlers) else handlers
@@ -181,6 +181,7 @@ async def serve(
         ssl_context=ssl_context,
         ssl_handshake_timeout=handshake_timeout,
         takes_descriptors=takes_descriptors,
+        on_tls_failure=lambda error, peer: gate.failed(error, peer_pid_text(None, peer)),
     )
     # The listener itself, shown as its address: the new one after listen_again_if_lost().
     gate.address = listener

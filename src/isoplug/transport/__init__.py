@@ -14,14 +14,9 @@ from isoplug.transport.address import (
 from isoplug.transport.blocking import connect_blocking
 from isoplug.transport.listening import make_private_socket_dir
 from isoplug.transport.memory import MemoryStream, memory_stream_pair
-from isoplug.transport.sockets import (
-    Listener,
-    connect,
-    listen,
-    tls_client_context,
-    tls_server_context,
-)
+from isoplug.transport.sockets import Listener, connect, listen
 from isoplug.transport.stream import PeerCredentials, SocketStream, Stream
+from isoplug.transport.tls import tls_client_context, tls_server_context
 
 __all__ = [
     "Address",

@@ -22,6 +22,7 @@ from isoplug.transport.listening import (
     tcp_listening_socket,
 )
 from isoplug.transport.private_places import PrivatePlace
+from isoplug.transport.tls import tls_handshake_failed
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
 
@@ -153,7 +154,7 @@ class BlockingListener:
             secured = self._ssl_context.wrap_socket(connection, server_side=True)
         except (OSError, ValueError) as exc:
             connection.close()
-            raise TransportError(f"TLS handshake with a client failed: {exc}") from exc
+            raise tls_handshake_failed(exc) from exc
         secured.settimeout(None)
         return secured
 
@@ -263,8 +264,8 @@ def listen_blocking(
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
             resolved = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
             sock = tcp_listening_socket(resolved, backlog)
-            host, port = sock.getsockname()[:2]
-            bound = Address(parsed.scheme, host=host, port=port)
+            # The host as given, with the port bound: a name a certificate names stays one.
+            bound = Address(parsed.scheme, host=parsed.host, port=sock.getsockname()[1])
     except NoTemporaryFolder:
         raise  # the system's refusal, said as such, not a failure of this address
     except (OSError, ValueError) as exc:

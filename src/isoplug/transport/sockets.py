@@ -29,6 +29,7 @@ from isoplug.transport.listening import (
 )
 from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.stream import SocketStream, Stream
+from isoplug.transport.tls import tls_client_context, tls_handshake_failed, tls_server_context
 
 __all__ = ["Listener", "connect", "listen", "tls_client_context", "tls_server_context"]
 
@@ -38,6 +39,8 @@ _log = guarded_logger("isoplug.transport")
 _HANDLER_CANCEL_TIMEOUT = 5.0
 
 ConnectionHandler = Callable[[Stream], Awaitable[None]]
+#: ``on_tls_failure(error, peer)``: a client's TLS handshake failed (``peer``: its host:port).
+TLSFailure = Callable[[TransportError, str], None]
 
 
 async def _serve_on(
@@ -61,30 +64,6 @@ async def _serve_on(
         server.close()  # stops serving and closes the socket
         raise
     return server
-
-
-def tls_server_context(
-    certfile: str, keyfile: str | None = None, *, client_cafile: str | None = None
-) -> ssl.SSLContext:
-    """A server-side TLS context; with ``client_cafile``, clients must present a certificate."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certfile, keyfile)
-    if client_cafile is not None:
-        context.load_verify_locations(client_cafile)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def tls_client_context(
-    cafile: str | None = None, *, certfile: str | None = None, keyfile: str | None = None
-) -> ssl.SSLContext:
-    """A client-side TLS context trusting ``cafile`` (or the system store when ``None``)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if certfile is not None:
-        context.load_cert_chain(certfile, keyfile)
-    return context
 
 
 async def connect(
@@ -172,6 +151,11 @@ class Listener:
         self._backlog = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: tls: the handshake each connection runs in its handler's task, before the handler
+        #: (asyncio's own, run before a task exists, drops a failure where nobody sees it).
+        self._tls_context: ssl.SSLContext | None = None
+        self._tls_timeout: float | None = None
+        self._on_tls_failure: TLSFailure | None = None
         #: Called once the listener is closed (what its user must say or release then).
         self.on_close: list[Callable[[], None]] = []
 
@@ -191,12 +175,21 @@ class Listener:
             assert stream._transport is not None
             stream._transport.abort()
             return
+        if self._tls_context is not None:
+            # The client's hello must reach TLS, not this stream (SocketStream.secure_as_server).
+            assert stream._transport is not None
+            stream._transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._run_handler(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Cancelled before its first step (aclose() right after the accept), the task never
+        # ran its own close: the connection would stay open, its reading paused for TLS.
+        task.add_done_callback(lambda _: stream.abort_if_open())
 
     async def _run_handler(self, stream: SocketStream) -> None:
         try:
+            if self._tls_context is not None and not await self._secured(stream):
+                return
             await self._handler(stream)
         except asyncio.CancelledError:
             raise
@@ -211,6 +204,21 @@ class Listener:
         finally:
             if not outside_any_loop():
                 await stream.aclose()
+
+    async def _secured(self, stream: SocketStream) -> bool:
+        """Whether ``stream``'s TLS handshake succeeded; a failure is handed to
+        ``on_tls_failure`` (else logged at DEBUG: a listener of no server of ours)."""
+        assert self._tls_context is not None
+        try:
+            await stream.secure_as_server(self._tls_context, self._tls_timeout)
+        except (OSError, ValueError) as exc:
+            failure = tls_handshake_failed(exc)
+            if self._on_tls_failure is not None:
+                self._on_tls_failure(failure, stream.peer_address)
+            else:
+                _log.debug("%s: from %s: %s", self.address, stream.peer_address, failure)
+            return False
+        return True
 
     async def aclose(self) -> None:
         """Stop listening and release everything. Idempotent. Cancelled, it stops waiting for
@@ -333,6 +341,7 @@ async def listen(
     backlog: int = 128,
     ssl_handshake_timeout: float | None = None,
     takes_descriptors: bool = False,
+    on_tls_failure: TLSFailure | None = None,
 ) -> Listener:
     """Listen on ``address`` and run ``handler(stream)`` as a task for every connection.
 
@@ -341,9 +350,11 @@ async def listen(
     free port; :attr:`Listener.address` tells which. ``tls://`` requires ``ssl_context`` (see
     :func:`tls_server_context`); a client that has not finished its TLS handshake within
     ``ssl_handshake_timeout`` (asyncio's default: 60 s) is dropped before the handler
-    starts. The stream is closed when the handler returns. With ``takes_descriptors``, a
-    stream on a unix socket takes the descriptor its peer passes with its first bytes
-    (:attr:`SocketStream.passed_descriptor`). Raises
+    starts, and so is one whose handshake fails: ``on_tls_failure(error, peer)`` is told
+    (``peer``: its ``host:port``). The host stays as given (a name a certificate names), the
+    port is the one bound. The stream is closed when the handler returns. With
+    ``takes_descriptors``, a stream on a unix socket takes the descriptor its peer passes
+    with its first bytes (:attr:`SocketStream.passed_descriptor`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound;
     :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take the private
     directory of ``unix:``.
@@ -369,7 +380,10 @@ async def listen(
         else:
             if parsed.scheme is Scheme.TLS and ssl_context is None:
                 raise TransportError(f"listening on {parsed} needs an ssl_context")
-            context = ssl_context if parsed.scheme is Scheme.TLS else None
+            if parsed.scheme is Scheme.TLS:
+                listener._tls_context = ssl_context
+                listener._tls_timeout = ssl_handshake_timeout
+                listener._on_tls_failure = on_tls_failure
             # One socket on the first address the name resolves to: given the name, asyncio
             # binds every address, on as many different ports when the port is 0.
             # Resolved in a thread of isoplug's: the loop's default executor is the
@@ -383,12 +397,11 @@ async def listen(
                 sock,
                 make_stream,
                 backlog=backlog,
-                ssl=context,
-                ssl_handshake_timeout=ssl_handshake_timeout if context else None,
             )
             listener._server = server
-            host, port = server.sockets[0].getsockname()[:2]
-            listener.address = Address(parsed.scheme, host=host, port=port)
+            # The host as given, with the port bound: a name a certificate names stays one.
+            port = server.sockets[0].getsockname()[1]
+            listener.address = Address(parsed.scheme, host=parsed.host, port=port)
     except BaseException as exc:
         # A cancellation too: the listener is nobody's yet, so nobody else would remove it.
         listener._remove_files()

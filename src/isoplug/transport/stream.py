@@ -18,6 +18,7 @@ import collections
 import contextlib
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from typing import cast
@@ -25,7 +26,7 @@ from typing import cast
 from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
 from isoplug.transport.passed_descriptors import peek_passed_now
 
-__all__ = ["PeerCredentials", "SocketStream", "Stream", "peer_credentials_of"]
+__all__ = ["PeerCredentials", "SocketStream", "Stream", "peer_address_of", "peer_credentials_of"]
 
 #: Stop reading from the socket once this much received data waits for the application: the
 #: kernel buffer then fills and the sender is slowed down instead of our memory growing.
@@ -62,6 +63,25 @@ class PeerCredentials:
         return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid})"
 
 
+def _host_port(peername: object) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of an AF_INET/AF_INET6 peer name."""
+    if not isinstance(peername, tuple) or len(peername) < 2:
+        return ""
+    host = str(peername[0])
+    return f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
+
+
+def peer_address_of(sock: socket.socket) -> str:
+    """``host:port`` of a TCP socket's peer (:attr:`Stream.peer_address`); empty for a unix
+    socket, or once the peer reset it."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return ""
+    try:
+        return _host_port(sock.getpeername())
+    except OSError:
+        return ""
+
+
 def peer_credentials_of(sock: socket.socket) -> PeerCredentials | None:
     """Who is connected to ``sock``, if it is a unix socket on a system that can tell."""
     if sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
@@ -79,6 +99,9 @@ class Stream(abc.ABC):
     #: The descriptor the peer passed with its first bytes (see
     #: :class:`SocketStream`'s ``takes_descriptor``); the stream's. None: none was.
     passed_descriptor: int | None = None
+    #: ``host:port`` of the peer of a TCP or TLS socket, as the socket says when it connected
+    #: (the only word on a TCP peer a listener can trust); empty elsewhere.
+    peer_address: str = ""
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None:
@@ -182,11 +205,40 @@ class SocketStream(Stream, asyncio.Protocol):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Without it a small message waits for the peer's delayed ACK: ~40 ms.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.peer_address = _host_port(transport.get_extra_info("peername"))
             self._credentials = peer_credentials_of(sock)
             if self._takes_descriptor and sock.family == socket.AF_UNIX:
                 self._hold_for_descriptor(sock.fileno())
         if self._on_connection_made is not None:
             self._on_connection_made(self)
+
+    def abort_if_open(self) -> None:
+        """Drop the connection at once unless :meth:`aclose` released it already."""
+        if not self._closed and self._transport is not None:
+            self._transport.abort()
+
+    async def secure_as_server(self, context: ssl.SSLContext, timeout: float | None) -> None:
+        """Run the server's side of a TLS handshake on this accepted connection, whose
+        reading the listener paused at its accept (so that the client's first bytes reach
+        TLS, not this stream); the stream speaks TLS once it returns. Raises what the
+        handshake raised (OSError, ssl.SSLError, ConnectionAbortedError at the timeout)."""
+        transport = self._transport
+        assert transport is not None
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                transport, self, context, server_side=True, ssl_handshake_timeout=timeout
+            )
+        except BaseException:
+            # start_tls closed the socket while TLS was its protocol: this stream may never
+            # hear of the loss, and its close would wait for it.
+            transport.abort()
+            if not self._connection_lost.done():
+                self.connection_lost(None)
+            raise
+        if secured is None:  # the connection was closed meanwhile
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        self._transport = secured
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
 
     def _hold_for_descriptor(self, fd: int) -> None:
         """Take the descriptor passed with the first bytes before the transport reads them

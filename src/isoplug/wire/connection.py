@@ -428,7 +428,10 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"wrong session token from {clean_text(hello.name, 200) or 'peer'}",
+                # The name is the client's to choose: said as its claim, never as who it is.
+                f"wrong session token (the client says it is {clean_text(hello.name, 200)!r})"
+                if hello.name
+                else "wrong session token",
                 "wrong session token",
             )
         refusal = None if self._admit is None else self._admit(hello)

@@ -160,7 +160,17 @@ class FrameDecoder:
             raise RemoteProtocolError(f"stream ended in the middle of a frame ({detail})")
 
 
+#: The first two bytes of a TLS handshake record (a ClientHello), read as a frame's length.
+_TLS_HANDSHAKE_RECORD = 0x1603
+
+
 def _oversized(length: int, limit: int) -> RemoteProtocolError:
+    if length >> 16 == _TLS_HANDSHAKE_RECORD:
+        # Else said as a frame of some 369 million bytes, which tells nobody what happened.
+        return RemoteProtocolError(
+            "a TLS client connected to a plaintext (tcp://) listener (its first bytes are a "
+            "TLS ClientHello; use tls:// with an ssl_context on both sides)"
+        )
     return RemoteProtocolError(f"frame of {length} bytes exceeds the limit of {limit} bytes")
 
 
