@@ -254,3 +254,57 @@ async def test_a_killed_sender_is_warned_about_unless_its_ledger_says_nothing_wa
     (report,) = [r for r in reports(collector.records) if ended in r.getMessage()]
     assert report.levelno == level
     assert outcome in report.getMessage()
+
+
+async def child_cannot_connect(address: str, token: str) -> str:
+    """What a fresh child's forward_logs() to ``address`` says (it must fail)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys\nfrom isoplug.logs import forward_logs\nforward_logs(sys.argv[1], sys.argv[2])",
+        address,
+        token,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    code, stderr = await finish(child)
+    assert code != 0, "the child connected to a receiver that should be closed"
+    return stderr
+
+
+async def test_aclose_closes_a_receiver_opened_in_threads() -> None:
+    """open() then ``await aclose()`` (it returned at once, and the receiver listened and
+    replayed on until the process exited): it drains and closes, its socket and private
+    folder removed, and a child started afterwards finds nothing to connect to."""
+    with watching(PREFIX) as collector:
+        receiver = LogReceiver(prefix=PREFIX)
+        await asyncio.to_thread(receiver.open)
+        socket_path = Path(receiver.address.removeprefix("unix:"))
+        expected = await logged_through(receiver, 2)
+        await collector.wait_until(lambda: collector.numbers() == expected)
+        await receiver.aclose()
+        assert not socket_path.parent.exists()
+        said = await child_cannot_connect(receiver.address, receiver.token)
+        assert "cannot connect" in said
+        assert collector.numbers() == expected
+
+
+async def test_close_of_a_receiver_started_on_a_loop() -> None:
+    """``await start()`` then close() (it returned at once, and the receiver listened on):
+    on the loop's own thread, where it would block the loop its close needs, it raises,
+    naming aclose(), and the receiver still serves; from another thread it closes the
+    receiver on its loop."""
+    with watching(PREFIX) as collector:
+        receiver = LogReceiver(prefix=PREFIX)
+        await receiver.start()
+        try:
+            socket_path = Path(receiver.address.removeprefix("unix:"))
+            with pytest.raises(RuntimeError, match=r"await receiver\.aclose\(\)"):
+                receiver.close()
+            expected = await logged_through(receiver, 2)
+            await collector.wait_until(lambda: collector.numbers() == expected)
+            await asyncio.to_thread(receiver.close)
+            assert not socket_path.parent.exists()
+            said = await child_cannot_connect(receiver.address, receiver.token)
+            assert "cannot connect" in said
+        finally:
+            await receiver.aclose()  # nothing to do once the test closed it

@@ -219,6 +219,8 @@ class LogReceiver(ReceiverClosing):
         self._noted: OpenReceiver | None = None
         self._open_lock = threading.Lock()
         self._aclosing: asyncio.Future[None] | None = None
+        # Started on a loop (start()): the loop its close runs on, whichever method asks.
+        self._listening_loop: asyncio.AbstractEventLoop | None = None
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -255,14 +257,21 @@ class LogReceiver(ReceiverClosing):
             self._opened = False  # never listened: it may be tried again
             raise
         self._listens_at(self._listener.address)
-        self._settler = LoopSettler(asyncio.get_running_loop())
+        self._listening_loop = asyncio.get_running_loop()
+        self._settler = LoopSettler(self._listening_loop)
 
     async def aclose(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, then close everything.
 
-        Idempotent: a second call, or one from another task meanwhile, waits for the first
-        to end (cancelling it cancels only its own wait), and one after :meth:`close` or
-        before :meth:`start` does nothing."""
+        Closes the receiver however it was opened: one opened in threads (:meth:`open`) is
+        closed as :meth:`close` does, in a thread of its own, so that this loop goes on
+        meanwhile. Idempotent: a second call, or one from another task meanwhile, waits for
+        the first to end (cancelling it cancels only its own wait: the close goes on), and
+        one after the receiver closed or before it opened does nothing."""
+        if self._server is not None:
+            # Its threads' close blocks for up to the drain time: not on the caller's loop.
+            await off_loop(self.close)
+            return
         closing = self._aclosing
         if closing is None:
             if self._listener is None:
@@ -359,9 +368,16 @@ class LogReceiver(ReceiverClosing):
         :data:`~isoplug.logs.receiver_closing.CLOSE_GRACE` more. Nothing is replayed once it
         returned: what was not is counted and reported.
 
-        Idempotent: a second call, or one from another thread meanwhile, waits for the first
-        to end; one after :meth:`aclose` or before :meth:`open` does nothing, and so does one
-        on a receiver started on an event loop (:meth:`start`), which :meth:`aclose` closes."""
+        Closes the receiver however it was opened. One started on an event loop
+        (:meth:`start`) closes on that loop, this thread waiting for it; called on that loop's
+        own thread, where waiting would block the very loop the close needs, or once that
+        loop no longer runs, it raises :class:`RuntimeError` (``await receiver.aclose()`` on
+        the loop instead). Idempotent: a second call, or one from another thread meanwhile,
+        waits for the first to end; one after the receiver closed or before it opened does
+        nothing."""
+        if self._listener is not None and self._listening_loop is not None:
+            self._close_on_loop(self._listening_loop)
+            return
         with self._close_lock:
             server = self._server
             if server is not None:
@@ -369,6 +385,26 @@ class LogReceiver(ReceiverClosing):
                     self._close_server(server)
                 finally:
                     self._stopped_listening()
+
+    def _close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`close` of a receiver started on ``loop``: its :meth:`aclose`, run there."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError(
+                "this LogReceiver was started on this event loop (await receiver.start(), or "
+                "async with): close() here would block the loop its close runs on; use "
+                "`await receiver.aclose()` (or `async with LogReceiver() as receiver:`)"
+            )
+        if not loop.is_running():
+            raise RuntimeError(
+                "this LogReceiver was started on an event loop that no longer runs: it can "
+                "only be closed on that loop; `await receiver.aclose()` there before the "
+                "loop ends"
+            )
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
 
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello
