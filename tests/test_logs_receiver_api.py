@@ -24,6 +24,7 @@ from tests.test_logs_forwarding import (
     finish,
     receiving,
     run_child,
+    run_script,
 )
 
 
@@ -308,3 +309,28 @@ async def test_close_of_a_receiver_started_on_a_loop() -> None:
             assert "cannot connect" in said
         finally:
             await receiver.aclose()  # nothing to do once the test closed it
+
+
+PATH_SENDER = """
+import logging, pathlib, sys
+from isoplug.logs import forward_logs
+
+forward_logs(pathlib.Path(sys.argv[1]), sys.argv[2])
+logging.getLogger("by_path").warning("sent to a pathlib.Path")
+"""
+
+
+@BOTH_MODES
+async def test_a_pathlib_path_is_a_unix_socket_address(mode: str, tmp_path: Path) -> None:
+    """A ``pathlib.Path`` given as the address (it raised AttributeError: 'PosixPath' object
+    has no attribute 'startswith'), to the receiver and to a child's forward_logs(), is the
+    path of a unix socket."""
+    socket_path = tmp_path / "logs.sock"
+    async with receiving(mode, address=socket_path) as (receiver, collector):
+        assert receiver.address == f"unix:{socket_path}"
+        child = await run_script(receiver, PATH_SENDER, str(socket_path), receiver.token)
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await collector.wait_until(lambda: "sent to a pathlib.Path" in collector.messages())
+    (record,) = collector.select(logger=f"{PREFIX}.by_path")
+    assert record.getMessage() == "sent to a pathlib.Path"

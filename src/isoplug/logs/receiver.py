@@ -57,7 +57,14 @@ from isoplug.rpc.blocking import (
 )
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.rpc.waiting_room import DEFAULT_MAX_WAITING
-from isoplug.transport import Address, Listener, Scheme, absolute_unix_path, parse_address
+from isoplug.transport import (
+    Address,
+    AddressLike,
+    Listener,
+    Scheme,
+    absolute_unix_path,
+    parse_address,
+)
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire.sanitize import clean_text
@@ -155,7 +162,7 @@ class LogReceiver(ReceiverClosing):
 
     def __init__(
         self,
-        address: str | Address = "unix:",
+        address: AddressLike = "unix:",
         *,
         token: str | None = None,
         prefix: str = "",

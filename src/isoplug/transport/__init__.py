@@ -1,11 +1,12 @@
 """Byte streams between processes: unix sockets, TCP, TLS, and an in-memory pair for tests.
 
 Addresses: ``unix:/path`` (``unix:`` alone makes a private directory when listening),
-``tcp://host:port``, ``tls://host:port``.
+``tcp://host:port``, ``tls://host:port``; or a unix socket's path (``pathlib.Path``).
 """
 
 from isoplug.transport.address import (
     Address,
+    AddressLike,
     Scheme,
     absolute_unix_path,
     parse_address,
@@ -25,6 +26,7 @@ from isoplug.transport.stream import PeerCredentials, SocketStream, Stream
 
 __all__ = [
     "Address",
+    "AddressLike",
     "Listener",
     "MemoryStream",
     "PeerCredentials",
