@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -334,3 +336,24 @@ async def test_a_pathlib_path_is_a_unix_socket_address(mode: str, tmp_path: Path
         await collector.wait_until(lambda: "sent to a pathlib.Path" in collector.messages())
     (record,) = collector.select(logger=f"{PREFIX}.by_path")
     assert record.getMessage() == "sent to a pathlib.Path"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "said"),
+    [
+        ({"prefix": None}, TypeError, "prefix must be a str, a logger's dotted name"),
+        ({"prefix": "w."}, ValueError, "prefix 'w.' is not a logger's name"),
+        ({"prefix": "a..b"}, ValueError, "prefix 'a..b' is not a logger's name"),
+        ({"prefix": "my app"}, ValueError, "without whitespace"),
+        ({"drain_timeout": -1}, ValueError, "drain_timeout must be 0 or more seconds, got -1"),
+        ({"drain_timeout": "5"}, TypeError, "drain_timeout must be a number of seconds"),
+        ({"handshake_timeout": 0}, ValueError, "handshake_timeout must be more than 0 seconds"),
+    ],
+)
+def test_a_receivers_options_are_checked_where_it_is_made(
+    options: dict[str, Any], error: type[Exception], said: str
+) -> None:
+    """A prefix that is no logger's name (None replayed with no prefix; "w." made "w..child")
+    and a negative drain time were taken, and said nothing."""
+    with pytest.raises(error, match=re.escape(said)):
+        LogReceiver(**options)

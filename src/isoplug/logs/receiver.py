@@ -34,6 +34,7 @@ import ssl
 import threading
 from typing import Any
 
+from isoplug.arguments import checked_timeout
 from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import own_receivers
@@ -43,7 +44,7 @@ from isoplug.logs.receiver_closing import DEFAULT_DRAIN_TIMEOUT, ReceiverClosing
 from isoplug.logs.receiver_connections import MAX_HELLO_CHARS
 from isoplug.logs.replay_reports import handled_level
 from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS
-from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
+from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, checked_prefix
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
@@ -183,10 +184,10 @@ class LogReceiver(ReceiverClosing):
         # program (or a child given the address) is later.
         self._requested_address = absolute_unix_path(parse_address(address))
         self.token = token or secrets.token_urlsafe(32)
-        self.prefix = prefix
+        self.prefix = checked_prefix(prefix)
         self.limits = limits
         self._ssl_context = ssl_context
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = checked_timeout(drain_timeout, "drain_timeout")
         if max_senders_per_tree < 1:
             raise ValueError(
                 f"max_senders_per_tree must be at least 1, not {max_senders_per_tree!r}"
@@ -201,7 +202,10 @@ class LogReceiver(ReceiverClosing):
         self.max_waiting = max_waiting
         self.max_senders = max_senders
         self.max_senders_per_tree = max_senders_per_tree
-        self.handshake_timeout = handshake_timeout
+        # 0 would refuse every sender before its hello.
+        self.handshake_timeout = checked_timeout(
+            handshake_timeout, "handshake_timeout", above_zero=True
+        )
         self.max_handshakes = max_handshakes
         self._address: Address | None = None
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
