@@ -15,26 +15,29 @@ __all__ = ["checked_names", "checked_timeout", "is_async_function"]
 
 
 @overload
-def checked_timeout(value: float, name: str = ..., *, above_zero: bool = ...) -> float: ...
+def checked_timeout(
+    value: float, name: str = ..., *, above_zero: bool = ..., none: bool = ...
+) -> float: ...
 
 
 @overload
 def checked_timeout(
-    value: float | None, name: str = ..., *, above_zero: bool = ...
+    value: float | None, name: str = ..., *, above_zero: bool = ..., none: bool = ...
 ) -> float | None: ...
 
 
 def checked_timeout(
-    value: float | None, name: str = "timeout", *, above_zero: bool = False
+    value: float | None, name: str = "timeout", *, above_zero: bool = False, none: bool = True
 ) -> float | None:
     """``value``, a number of seconds of 0 or more (more than 0 with ``above_zero``), or None
-    (no limit) where the caller's type allows it. Raises :class:`TypeError` for what is no
-    number (a bool neither), :class:`ValueError` for a number below the floor (NaN too)."""
-    if value is None:
+    (no limit) unless ``none`` is false. Raises :class:`TypeError` for what is no number (a
+    bool neither), :class:`ValueError` for a number below the floor (NaN too)."""
+    if value is None and none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
-            f"{name} must be a number of seconds or None, got {type(value).__name__} {value!r:.60}"
+            f"{name} must be a number of seconds{' or None' if none else ''}, got "
+            f"{type(value).__name__} {value!r:.60}"
         )
     if above_zero and not value > 0:
         raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
