@@ -68,12 +68,16 @@ test-all: test
 	  $(MAKE) --no-print-directory unit PYTHON="$$python" VENV=.venv-$$version QUICK=1 \
 	    || exit 1; \
 	done
-	@# The one test that needs two interpreters at once: a plugin on a newer Python reloaded
-	@# with syntax the first one cannot compile. Its venv exists only now.
+	@# The tests that need two interpreters at once (their venvs exist only now): a plugin on
+	@# a newer Python reloaded with syntax the first one cannot compile, and a 3.13 plugin's
+	@# child printing its traceback in colour.
 	@newer=$$(ls -d $(CURDIR)/.venv-3.1[2-9]*/bin/python 2>/dev/null | tail -1); \
+	newest=$$(ls -d $(CURDIR)/.venv-3.1[3-9]*/bin/python 2>/dev/null | tail -1); \
 	if [ -n "$$newer" ]; then \
-	  ISOPLUG_TEST_NEWER_PYTHON="$$newer" $(PY) -m pytest -q -p no:cacheprovider \
-	    tests/test_reload_compile.py -k newer_python -rs || exit 1; \
+	  ISOPLUG_TEST_NEWER_PYTHON="$$newer" ISOPLUG_TEST_PYTHON_313="$$newest" \
+	    $(PY) -m pytest -q -p no:cacheprovider -rs \
+	    tests/test_reload_compile.py tests/test_logs_coloured_tracebacks.py \
+	    -k "newer_python or 313" || exit 1; \
 	fi
 
 bench: $(STAMP)

@@ -14,6 +14,7 @@ import textwrap
 import threading
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -89,24 +90,33 @@ def test_a_host_whose_loop_closed_refuses_everything_at_once_and_is_released_whe
     asyncio.run(eventually(lambda: not [t for t in its_threads if t.is_alive()]))
 
 
+@pytest.mark.parametrize("action", ["always", "error"])
 async def test_a_host_collected_while_its_loop_runs_is_closed_there_as_aclose_would(
-    tmp_path: Path,
+    tmp_path: Path, action: Literal["always", "error"]
 ) -> None:
     """Its runner's teardown runs, and the host logs its exit account, as ``aclose()`` does:
     the collector clears the weak references to the host before its ``__del__``, and the
-    runners' state changes reached it only through one."""
+    runners' state changes reached it only through one. Also where warnings are errors
+    (``-W error``, pytest's ``filterwarnings = error``): the warning raised in ``__del__``
+    is reported as Python reports it, and the host is closed all the same."""
     host = Host(plugins_dir(tmp_path, "echo"), config=FAST)
     await host.start()
     await host.wait_ready(20)
     pid = host.plugin("echo").pid
+    raised: list[BaseException | None] = []
+    hook = sys.unraisablehook
     with (
         watching("isoplug.host") as told,
         watching("plugin.echo") as plugin_records,
         warnings.catch_warnings(record=True) as caught,
     ):
-        warnings.simplefilter("always", ResourceWarning)
-        del host
-        gc.collect()
+        warnings.simplefilter(action, ResourceWarning)
+        sys.unraisablehook = lambda unraisable: raised.append(unraisable.exc_value)
+        try:
+            del host
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
         await plugin_records.wait_for_record(stream="stdout", text="echo: teardown ran")
         await told.wait_for_record(
             text=f"plugin echo: stopped: runner echo (pid {pid}) exited with code 0"
@@ -115,7 +125,8 @@ async def test_a_host_collected_while_its_loop_runs_is_closed_there_as_aclose_wo
         await eventually(
             lambda: not [t for t in asyncio.all_tasks() if t.get_name() == "isoplug-unclosed-host"]
         )
-    assert [str(w.message) for w in caught if "unclosed Host <isoplug.Host " in str(w.message)]
+    said = caught if action == "always" else [w for w in raised if isinstance(w, Warning)]
+    assert [w for w in said if "unclosed Host <isoplug.Host " in str(getattr(w, "message", w))]
 
 
 def test_a_host_used_from_another_loop_refuses_at_once_and_keeps_running(tmp_path: Path) -> None:
@@ -202,14 +213,16 @@ def test_a_host_left_running_at_exit_warns_and_its_zygote_and_runners_go(tmp_pat
     asyncio.run(eventually(lambda: not any(process_alive(pid) for pid in pids)))
 
 
+@pytest.mark.parametrize("flags", [("-X", "dev"), ("-W", "error")])
 def test_a_host_left_running_at_exit_on_an_idle_loop_is_closed_there_as_aclose_would(
-    tmp_path: Path,
+    tmp_path: Path, flags: tuple[str, str]
 ) -> None:
     """A script's ``loop.run_until_complete()`` returned (or IPython between cells): the loop
     is open and idle at exit, and the host is closed on it, so its runner's teardown runs and
-    its exit account is logged; not killed, with only a line on log connections still open."""
+    its exit account is logged; not killed, with only a line on log connections still open.
+    Under ``-W error`` too, where the warning raises in the exit's callback."""
     run_once = "loop = asyncio.new_event_loop()\nloop.run_until_complete(main())\n"
-    done = _run_script(tmp_path, _LEFT_RUNNING + run_once, "-X", "dev")
+    done = _run_script(tmp_path, _LEFT_RUNNING + run_once, *flags)
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning: unclosed Host <isoplug.Host " in done.stderr
     pid = int(done.stdout.split()[0])

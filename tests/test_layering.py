@@ -86,9 +86,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "transport": frozenset({"errors", "off_loop", "log_guard", "loop_closed"}),
     "rpc": frozenset({"errors", "log_guard", "wire", "transport", "stdlib_paths"}),
     # off_loop: a standalone receiver's start removes dead processes' socket folders.
-    "logs": frozenset(
-        {"errors", "arguments", "log_guard", "off_loop", "wire", "transport", "rpc"}
-    ),
+    "logs": frozenset({"errors", "arguments", "log_guard", "off_loop", "wire", "transport", "rpc"}),
     "exporters": frozenset({"errors", "wire", "logs"}),
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
     # one module both sides share, so that neither imports the other.

@@ -176,6 +176,13 @@ def test_an_empty_method_name_is_refused_where_it_is_written() -> None:
         isoplug.method(name="")
 
 
+def test_a_method_name_given_positionally_says_to_write_name() -> None:
+    """``@isoplug.method("digest")``, as ``@on_event("tick")`` is written, failed with an
+    AttributeError about ``str``."""
+    with pytest.raises(TypeError, match=r"write @isoplug.method\(name='digest'\)"):
+        isoplug.method("digest")  # type: ignore[call-overload]
+
+
 # -- the host's on_change -----------------------------------------------------------------------
 
 

@@ -231,6 +231,40 @@ async def test_a_probe_answer_posing_as_python_stays_quoted(
     assert "\x1b" not in error
 
 
+@pytest.mark.parametrize(
+    ("said", "command"),
+    [
+        (
+            "isoplug-probe missing msgspec ModuleNotFoundError: No module named 'msgspec'\n",
+            "install isoplug's dependencies in it ({} -m pip install msgspec)",
+        ),
+        (
+            "isoplug-probe missing isoplug.runner.session ImportError: isoplug needs msgspec "
+            ">= 0.19.0, but msgspec 0.18.6 is installed (its encode_into ignores an offset): "
+            "run pip install -U 'msgspec>=0.19'\n",
+            "upgrade msgspec in it ({} -m pip install -U 'msgspec>=0.19')",
+        ),
+    ],
+)
+async def test_the_msgspec_advice_names_the_plugins_interpreter(
+    tmp_path: Path, said: str, command: str
+) -> None:
+    """A bare ``pip`` pasted in the operator's shell would install into the host's
+    environment: the advice names the plugin's interpreter, quoted so that a path with a
+    space pastes as one word."""
+    fake = fake_interpreter(
+        tmp_path / "my venv" / "bin", f"isoplug-probe version 3.12.1\n{said}", "", 0
+    )
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "stale", REPORTER, f'python = "{fake}"')
+    error, restarts = await failed_error(plugins, "stale")
+    assert restarts == 0
+    assert error.endswith(
+        "; " + command.format(shlex.quote(str(fake))) + "; its interpreter cannot run a runner "
+        "(checked again at its next start)"
+    ), error
+
+
 async def test_a_python_too_old_fails_at_once_naming_its_version(tmp_path: Path) -> None:
     python = old_python()
     if python is None:

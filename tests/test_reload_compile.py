@@ -5,10 +5,6 @@ runners, real interpreters."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +12,7 @@ import pytest
 
 from isoplug import Host
 from isoplug.testing import eventually, watching
+from tests.other_pythons import other_python
 from tests.plugins_fixtures import reloading
 
 pytest.importorskip("watchfiles")
@@ -85,30 +82,7 @@ async def test_a_file_is_compiled_as_the_plugins_interpreter_and_environment_com
 
 def newer_python() -> str | None:
     """A Python >= 3.12 that can run a runner (imports msgspec), or None."""
-    named = os.environ.get(NEWER_PYTHON_VARIABLE)
-    if named:
-        # Named on purpose (CI names its 3.13 venv): one that cannot serve is a failure.
-        probe = probe_newer(named)
-        if probe.returncode:
-            pytest.fail(f"{NEWER_PYTHON_VARIABLE}={named} cannot run a runner:\n{probe.stderr}")
-        # A plugin.toml's relative python is its folder's: this one is the caller's.
-        return os.path.abspath(named)
-    candidates = [shutil.which(f"python3.{minor}") for minor in range(12, 16)]
-    candidates += sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1[2-9]*/bin/python")))
-    for candidate in filter(None, candidates):
-        if probe_newer(candidate).returncode == 0:
-            return candidate
-    return None
-
-
-def probe_newer(python: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [python, "-c", "import sys, msgspec; assert sys.version_info >= (3, 12)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return other_python((3, 12), NEWER_PYTHON_VARIABLE)
 
 
 async def test_syntax_of_a_newer_python_reloads_a_plugin_that_runs_on_it(tmp_path: Path) -> None:

@@ -25,6 +25,11 @@ original stays reachable as ``__cause__``::
     ├── SelfForwarding                     logs sent to a receiver of the same process
     ├── NoTemporaryFolder (OSError)        no temporary folder can take a private folder
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
+    ├── WaitTimeout (TimeoutError)         a wait's time ran out (``wait_for``, ``wait_ready``)
+    ├── UsageError (RuntimeError)        not now or not here: started twice, other loop...
+    ├── FolderMissing (FileNotFoundError)  the plugins folder (or a plugin's) does not exist
+    ├── NotAFolder (NotADirectoryError)    the plugins folder is a file
+    ├── FolderUnreadable (PermissionError) the plugins folder cannot be read
     ├── ConfigInvalid (ValueError)         a plugin's configuration does not fit its schema
     ├── CapabilityFailed                   a host capability a plugin called raised
     └── RemoteError                        the remote side answered a request with an error
@@ -33,8 +38,11 @@ original stays reachable as ``__cause__``::
         ├── RequestCancelled               the remote handler was cancelled before finishing
         └── PluginBusy                     refused at once: too many requests in flight there
 
-Catching ``IsoplugError`` catches everything isoplug raises on purpose; anything else escaping
-isoplug is a bug.
+Catching ``IsoplugError`` catches everything isoplug raises on purpose but two kinds, said in
+docs/reference/errors.md: a ``TypeError`` / ``ValueError`` for an argument of the wrong type
+or value, and what your own code (a predicate, a callback) raises; anything else escaping
+isoplug is a bug. Every one pickles to an equal one (a ``ProcessPoolExecutor`` job hands it
+back to its parent).
 """
 
 from __future__ import annotations
@@ -45,10 +53,13 @@ from typing import Any
 __all__ = [
     "AddressError",
     "AuthenticationFailed",
+    "CapabilityFailed",
     "ConfigInvalid",
     "ConnectError",
     "ConnectionBroken",
     "ConnectionClosed",
+    "FolderMissing",
+    "FolderUnreadable",
     "FrameTooLarge",
     "HandshakeError",
     "HandshakeTimeout",
@@ -57,6 +68,7 @@ __all__ = [
     "LocalProtocolError",
     "MethodNotFound",
     "NoTemporaryFolder",
+    "NotAFolder",
     "PluginBusy",
     "PluginFailed",
     "ProtocolError",
@@ -67,13 +79,51 @@ __all__ = [
     "SelfForwarding",
     "TransportError",
     "UnencodableValue",
+    "UsageError",
     "ValueTooLarge",
     "VersionMismatch",
+    "WaitTimeout",
 ]
 
 
 class IsoplugError(Exception):
     """Base of every exception isoplug raises deliberately."""
+
+
+def _unpickled(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An exception as pickled: its ``args`` as they were, without running a constructor whose
+    signature differs from them (pickle then restores its attributes)."""
+    exception = cls.__new__(cls, *args)
+    # OSError's __new__ leaves them to an __init__ a subclass overrides (PluginNotReady's).
+    exception.args = args
+    return exception
+
+
+class WaitTimeout(IsoplugError, TimeoutError):
+    """A wait's time ran out before what it waited for came (:meth:`isoplug.Host.wait_for`,
+    :meth:`isoplug.Host.wait_ready`, the test harness's waits): the message says what it
+    waited for and how things stand. A ``TimeoutError`` too, as those waits raised before."""
+
+
+class UsageError(IsoplugError, RuntimeError):
+    """Not now, or not here: a host started twice (a second ``async with host``), used from
+    another event loop or with no asyncio loop running, a test harness used before it runs, an
+    OpenTelemetry export started twice, an optional extra missing. The message says what to
+    do instead. A ``RuntimeError`` too, as these raised before."""
+
+
+class FolderMissing(IsoplugError, FileNotFoundError):
+    """The plugins folder (a ``Host``'s ``plugins_dir``, a test harness's plugin folder) does
+    not exist; a ``FileNotFoundError`` too."""
+
+
+class NotAFolder(IsoplugError, NotADirectoryError):
+    """The plugins folder is a file, not a folder; a ``NotADirectoryError`` too."""
+
+
+class FolderUnreadable(IsoplugError, PermissionError):
+    """The plugins folder cannot be read by this process (the message says which permission
+    is missing); a ``PermissionError`` too."""
 
 
 class AddressError(IsoplugError, ValueError):
@@ -164,6 +214,11 @@ class RequestTimeout(IsoplugError, TimeoutError):
 
     late_answer: object = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A task of this process's event loop means nothing in another (nor pickles).
+        state = {name: value for name, value in self.__dict__.items() if name != "late_answer"}
+        return (type(self), self.args, state)
+
 
 class UnencodableValue(IsoplugError, TypeError):
     """A value cannot be sent to the other process: its message says where in the value
@@ -227,6 +282,9 @@ class PluginFailed(IsoplugError):
             *(f"{plugin_id}: {error}" for plugin_id, error in self.failures.items()),
         ]
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpickled, (type(self), self.args), self.__dict__)
 
 
 class CapabilityFailed(IsoplugError):

@@ -76,8 +76,8 @@ def _cgroup_limit() -> str | None:
     tightest: tuple[int, int, Path] | None = None
     for folder in _pids_cgroups():
         try:
-            written = (folder / "pids.max").read_text().strip()
-            used = int((folder / "pids.current").read_text().strip())
+            written = (folder / "pids.max").read_text(encoding="ascii").strip()
+            used = int((folder / "pids.current").read_text(encoding="ascii").strip())
             most = None if written == "max" else int(written)
         except (OSError, ValueError):
             continue  # not this level's to say (no pids controller there, or gone)
@@ -96,7 +96,11 @@ def _pids_cgroups() -> list[Path]:
     """This process's cgroup folders with a ``pids`` controller, innermost first: its v1
     ``pids`` hierarchy's, else its v2 (unified) one's, then each ancestor's."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = (
+            Path("/proc/self/cgroup")
+            .read_text(encoding="utf-8", errors="surrogateescape")
+            .splitlines()
+        )
     except OSError:
         return []
     places: list[Path] = []
@@ -142,7 +146,9 @@ def _address_space() -> str | None:
 
 def _own_threads() -> int | None:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in (
+            Path("/proc/self/status").read_text(encoding="utf-8", errors="replace").splitlines()
+        ):
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):

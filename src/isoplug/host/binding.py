@@ -37,6 +37,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
+from isoplug.errors import UsageError
 from isoplug.loop_closed import running_asyncio_loop
 from isoplug.transport.fork_epoll import epoll_of_its_own
 
@@ -160,7 +161,7 @@ class HostBinding:
         :meth:`problem`); nothing is sent or changed."""
         why = self.problem(other_loop_advice, awaited=awaited)
         if why is not None:
-            raise RuntimeError(f"cannot {what}: {why}")
+            raise UsageError(f"cannot {what}: {why}")
 
 
 def require_asyncio(what: str) -> asyncio.AbstractEventLoop:
@@ -168,7 +169,7 @@ def require_asyncio(what: str) -> asyncio.AbstractEventLoop:
     needs one, and how to get one, when none is (``what``: what could not be done)."""
     loop = running_asyncio_loop()
     if loop is None:
-        raise RuntimeError(f"cannot {what}: {NO_ASYNCIO_LOOP}")
+        raise UsageError(f"cannot {what}: {NO_ASYNCIO_LOOP}")
     return loop
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from isoplug.arguments import checked_timeout
-from isoplug.errors import hidden_from_pytest
+from isoplug.errors import UsageError, hidden_from_pytest
 from isoplug.host import observers, unclosed
 from isoplug.host.as_pid1 import warn_if_pid1
 from isoplug.host.binding import HostBinding
@@ -109,7 +109,7 @@ class Host(PluginOperations, PluginSettings):
         plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if reload and (why := reload_unavailable()) is not None:
-            raise RuntimeError(why)
+            raise UsageError(why)
         self.config, plugin_config = split_host_config(config, plugin_config)
         #: Absolute: a relative one is taken from the working directory now, once.
         self.plugins_dir = absolute_plugins_dir(plugins_dir)
@@ -183,15 +183,17 @@ class Host(PluginOperations, PluginSettings):
 
     async def start(self) -> None:
         """Discover plugins, open the listener and start every runner (does not wait for them
-        to be ready: see :meth:`wait_ready`). Raises :class:`FileNotFoundError` /
-        :class:`NotADirectoryError` when ``plugins_dir`` is unusable (the host is then closed,
-        as after any failed start), :class:`~isoplug.errors.NoTemporaryFolder` when no
-        temporary folder can take its sockets' folders, and :class:`RuntimeError` when the
-        host was started before: a host runs once (``async with`` starts it; do not also call
-        ``start()``)."""
+        to be ready: see :meth:`wait_ready`). Raises :class:`~isoplug.errors.FolderMissing` /
+        :class:`~isoplug.errors.NotAFolder` / :class:`~isoplug.errors.FolderUnreadable` (a
+        ``FileNotFoundError`` / ``NotADirectoryError`` / ``PermissionError`` too) when
+        ``plugins_dir`` is unusable (the host is then closed, as after any failed start),
+        :class:`~isoplug.errors.NoTemporaryFolder` when no temporary folder can take its
+        sockets' folders, and :class:`~isoplug.errors.UsageError` (a ``RuntimeError``) when
+        the host was started before: a host runs once (``async with`` starts it; do not also
+        call ``start()``)."""
         if self._life is not HostStage.NEW:
             self._check_here("start the host")
-            raise RuntimeError(f"Host.start(): the host {self._life.value}")
+            raise UsageError(f"Host.start(): the host {self._life.value}")
         self._binding.bind()
         self._life = HostStage.RUNNING
         try:
@@ -360,7 +362,7 @@ class Host(PluginOperations, PluginSettings):
         until :meth:`restart`. With ``raise_on_failure=False``, failed and stopped plugins count
         as settled and the snapshot is returned instead.
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugins not ready,
+        Raises ``WaitTimeout`` after ``timeout`` seconds, naming the plugins not ready,
         their last error, and where their ``setup()`` waits when the host knows (it asks each
         runner; else it quotes where setup waited when a runner was killed for not being ready
         within ``ready_timeout``); :class:`PluginUnavailable` before :meth:`start`, and once the
@@ -382,7 +384,7 @@ class Host(PluginOperations, PluginSettings):
     ) -> PluginInfo:
         """Wait until ``predicate(host.plugin(plugin_id))`` holds; return that snapshot.
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds, naming the plugin, its state
+        Raises ``WaitTimeout`` after ``timeout`` seconds, naming the plugin, its state
         then and the time waited; :class:`PluginUnavailable` before :meth:`start`, and once the
         host is closed while the predicate does not hold (nothing changes any more). A cancel
         point. ``predicate`` is a plain function, called on the host's loop: an ``async def``

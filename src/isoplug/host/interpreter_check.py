@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 
 from isoplug.host.commands import Commands
@@ -240,11 +241,7 @@ def _judge(python: str, out: bytes, err: bytes, returncode: int | None) -> str |
     missing = next((x[len(_MISSING_PREFIX) :] for x in lines if x.startswith(_MISSING_PREFIX)), "")
     if missing:
         name, _, error = missing.partition(" ")
-        hint = (
-            f"; install isoplug's dependencies in it ({python} -m pip install msgspec)"
-            if name == "msgspec"
-            else ""
-        )
+        hint = _install_hint(python, name, error)
         # Both are the interpreter's words (a program posing as Python prints any line):
         # only a name the probe asks for is shown bare, the rest stays inside a quote.
         shown = name if name in _PROBED else outside_words(clean_text(name, _MAX_QUOTE))
@@ -254,6 +251,22 @@ def _judge(python: str, out: bytes, err: bytes, returncode: int | None) -> str |
     return f"{named} but the check ended with code {returncode}" + (
         f" and said: {outside_words(said)}" if said else ""
     )
+
+
+#: What isoplug's codec raises on import under a msgspec too old for it (isoplug.wire.codec).
+_OLD_MSGSPEC = "isoplug needs msgspec >= 0.19.0, but msgspec "
+
+
+def _install_hint(python: str, name: str, error: str) -> str:
+    """The command that fixes a missing or outdated msgspec, naming the plugin's interpreter
+    (quoted for a shell, a path with spaces included): a bare ``pip`` in the operator's shell
+    would install into the host's environment instead."""
+    command = f"{clean_text(shlex.quote(python), _MAX_QUOTE)} -m pip install"
+    if name == "msgspec":
+        return f"; install isoplug's dependencies in it ({command} msgspec)"
+    if _OLD_MSGSPEC in error:
+        return f"; upgrade msgspec in it ({command} -U 'msgspec>=0.19')"
+    return ""
 
 
 def _quote(data: bytes) -> str:

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from isoplug.control import ResourceLimits
-from isoplug.errors import IsoplugError
+from isoplug.errors import IsoplugError, _unpickled
 from isoplug.wire.sanitize import clean_path, clean_text
 
 __all__ = ["Manifest", "ManifestError", "RestartPolicy"]
@@ -39,6 +39,10 @@ class ManifestError(IsoplugError, ValueError):
         shown = clean_path(path, _MAX_MESSAGE_CHARS)
         where = f"{shown}: field {field!r}" if field else shown
         super().__init__(clean_text(f"{where}: {problem}", _MAX_MESSAGE_CHARS))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The constructor's arguments are not ``args`` (its message is built from them).
+        return (_unpickled, (type(self), self.args), self.__dict__)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ import os
 import stat
 from pathlib import Path
 
+from isoplug.errors import FolderMissing, FolderUnreadable, NotAFolder
 from isoplug.host.access_denied import LIST_FOLDER, denied, is_denied
 from isoplug.host.manifest import MANIFEST_NAME, ManifestError
 from isoplug.wire.sanitize import clean_path
@@ -156,20 +157,20 @@ def _check_plugins_dir(plugins_dir: Path) -> None:
         raise _unreadable_plugins_dir(plugins_dir, exc) from None
     except OSError as exc:
         if exc.errno in _ABSENT:
-            raise FileNotFoundError(
+            raise FolderMissing(
                 f"plugins directory {clean_path(plugins_dir, _MAX_PATH_CHARS)} does not exist"
             ) from None
         raise  # out of descriptors, an I/O error: the system's, said as such by the caller
     if not stat.S_ISDIR(info.st_mode):
-        raise NotADirectoryError(
+        raise NotAFolder(
             f"plugins directory {clean_path(plugins_dir, _MAX_PATH_CHARS)} is not a directory"
         )
 
 
-def _unreadable_plugins_dir(plugins_dir: Path, error: OSError) -> PermissionError:
+def _unreadable_plugins_dir(plugins_dir: Path, error: OSError) -> FolderUnreadable:
     """The error that ends a discovery of ``plugins_dir``, saying why and what to change."""
     why = denied(plugins_dir, LIST_FOLDER) if is_denied(error) else error.strerror
-    return PermissionError(
+    return FolderUnreadable(
         f"plugins directory {clean_path(plugins_dir, _MAX_PATH_CHARS)} cannot be read: {why}"
     )
 

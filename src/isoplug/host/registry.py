@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 
 from isoplug.control import ResourceLimits
+from isoplug.errors import FolderMissing
 from isoplug.host.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from isoplug.host.plugin_folders import plugin_folder_entries
 from isoplug.sizes import format_size
@@ -136,7 +137,7 @@ def absolute_plugins_dir(path: str | os.PathLike[str]) -> Path:
     try:
         return Path(path).absolute()
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise FolderMissing(
             f"plugins directory {clean_path(path, _MAX_FOLDER_CHARS)} is relative to the working "
             "directory, which is gone (deleted): give an absolute path, or os.chdir() to a "
             "folder that exists first"

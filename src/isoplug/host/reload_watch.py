@@ -238,7 +238,7 @@ def _watch_limits() -> str:
     # The second: the limit of this user namespace (a container's), which may be lower.
     for name in ("fs.inotify.max_user_watches", "user.max_inotify_watches"):
         try:
-            with open("/proc/sys/" + name.replace(".", "/")) as setting:
+            with open("/proc/sys/" + name.replace(".", "/"), encoding="ascii") as setting:
                 said.append(f"{name} = {setting.read().strip()}")
         except OSError:
             continue

@@ -6,8 +6,9 @@ import dataclasses
 import enum
 import logging
 import signal
+from typing import Any
 
-from isoplug.errors import IsoplugError
+from isoplug.errors import IsoplugError, _unpickled
 from isoplug.host.stderr_tail import outside_words
 
 __all__ = [
@@ -89,6 +90,10 @@ class PluginUnavailable(IsoplugError):
         super().__init__(message)
         self.reason = reason
         self.plugin_id = plugin_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The constructor's arguments are not ``args`` (its message is built from them).
+        return (_unpickled, (type(self), self.args), self.__dict__)
 
 
 class PluginNotReady(PluginUnavailable, TimeoutError):

@@ -80,7 +80,17 @@ def left_unclosed(host: Host, *, at_exit: bool) -> None:
         return
     host._abandoned = True
     host._notifier.hold(host._state_changed)
-    warnings.warn(f"unclosed Host {host!r}", ResourceWarning, source=host, stacklevel=2)
+    try:
+        warnings.warn(f"unclosed Host {host!r}", ResourceWarning, source=host, stacklevel=2)
+    finally:
+        # Under -W error (pytest's filterwarnings = error) the warning raises: the host is
+        # released all the same, and the error is reported after.
+        _close_or_release(host, at_exit=at_exit)
+
+
+def _close_or_release(host: Host, *, at_exit: bool) -> None:
+    """Close ``host`` on its loop while that runs, or at exit on its idle loop; else release
+    what it holds."""
     loop = host._binding.loop
     if not at_exit and loop is not None and not loop.is_closed():
         # Its loop still runs its tasks: close it there, properly (this keeps it alive).

@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 from isoplug.arguments import is_async_function
-from isoplug.errors import PluginFailed, hidden_from_pytest
+from isoplug.errors import PluginFailed, WaitTimeout, hidden_from_pytest
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, Unavailability
 
 __all__ = ["PluginWaits", "check_predicate"]
@@ -96,7 +96,7 @@ class PluginWaits:
         except TimeoutError:
             waiting = [i for i in self._plugins() if i.state not in _SETTLED]
             where = await self._where(waiting)
-            raise TimeoutError(
+            raise WaitTimeout(
                 f"plugins not ready within {timeout:g} s: "
                 + "; ".join(
                     f"{info.id} {info.summary()}"
@@ -134,7 +134,7 @@ class PluginWaits:
         except TimeoutError:
             if timeout is None:
                 raise  # the predicate's own
-            raise TimeoutError(
+            raise WaitTimeout(
                 f"plugin {plugin_id!r} did not reach the state waited for within {timeout:g} s: "
                 + self._plugin(plugin_id).summary()
             ) from None

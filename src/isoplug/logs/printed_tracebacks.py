@@ -11,7 +11,9 @@ writes ``exception.type``, ``exception.message`` and ``exception.stacktrace`` on
 rebuilds into a genuine ``exc_info`` (:mod:`isoplug.logs.tracebacks`) as it does any other.
 
 What it reads is what :mod:`traceback` prints, chains, notes and exception groups included
-(:mod:`isoplug.logs.traceback_text`, which declines anything it cannot print back exactly).
+(:mod:`isoplug.logs.traceback_text`, which declines anything it cannot print back exactly),
+coloured too: Python 3.13+ colours a traceback on a pipe when ``PYTHON_COLORS`` or
+``FORCE_COLOR`` says so, and the colours are taken out (:data:`_PYTHON_COLOURS`).
 
 The record then says what such a record says when the plugin logs an exception: its message is
 the header, or else the exception's first line (``ValueError: boom``, what an error tracker
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import re
 import time
 import traceback
 import types
@@ -73,6 +76,14 @@ MAX_PARSED_CHARS = 4 * MAX_MESSAGE_CHARS
 #: stay text, whole.
 READ_BACK_RATE = 100.0
 READ_BACK_BURST = 100.0
+
+
+#: What Python 3.13+ writes around the parts of a traceback it colours (``_colorize``: SGR
+#: sequences, colours and bold only), even on a pipe when ``PYTHON_COLORS`` or ``FORCE_COLOR``
+#: says so. Taken out before reading: the record is then the plain traceback. Only these: any
+#: other escape stays in the text, which then reads back as nothing Python printed, or whose
+#: texts the receiver escapes in the rebuilt exception.
+_PYTHON_COLOURS = re.compile(r"\x1b\[[0-9]{1,3}(?:;[0-9]{1,3}){0,3}m")
 
 
 def read_back_budget(clock: Callable[[], float] = time.monotonic) -> TokenBucket:
@@ -108,6 +119,8 @@ def parse_printed_traceback(text: str) -> PrintedTraceback | None:
     (see :mod:`isoplug.logs.traceback_text`): the caller then keeps it as text."""
     if len(text) > MAX_PARSED_CHARS:
         return None
+    if "\x1b[" in text:
+        text = _PYTHON_COLOURS.sub("", text)
     read = read_printed(text)
     if read is None:
         return None

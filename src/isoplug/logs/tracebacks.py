@@ -39,15 +39,17 @@ The traceback module prints source lines from the receiver's disk through :mod:`
 the sender's file names: which files it may read is guarded (:mod:`isoplug.logs.sourcelines`).
 
 ``logging.Formatter().formatException(exc_info)`` then prints the sender's traceback as Python
-printed it in the sender, with three deliberate differences: control characters are escaped,
-every line of a message or note but the first of a message is indented by two spaces (a note's
-first line too: Python prints it at column 0, and no text the plugin controls may start a line
-at column 0, where every record of every usual format starts), and exception type and module
-names keep only identifier characters. Other known differences (all rare): a ``SyntaxError``
-prints as ``SyntaxError: <str(exc)>`` without its source line and caret; a context that a cause
-suppresses (``raise X from e``) is not sent, so ``__context__`` is None there (nothing prints it);
-the bounds of :mod:`isoplug.logs.exceptions`, applied here again, cut what exceeds them (the
-middle frames of a deep recursion, members of a group past
+printed it in the sender (the carets by the receiver's Python's rules: a 3.13+ receiver draws a
+caret line under a whole-line call, ``f()`` / ``~^^``, that 3.11 and 3.12 leave out, and the
+sender's Python version is not sent), with three deliberate differences: control characters are
+escaped, every line of a message or note but the first of a message is indented by two spaces (a
+note's first line too: Python prints it at column 0, and no text the plugin controls may start a
+line at column 0, where every record of every usual format starts), and exception type and
+module names keep only identifier characters. Other known differences (all rare): a
+``SyntaxError`` prints as ``SyntaxError: <str(exc)>`` without its source line and caret; a
+context that a cause suppresses (``raise X from e``) is not sent, so ``__context__`` is None
+there (nothing prints it); the bounds of :mod:`isoplug.logs.exceptions`, applied here again, cut
+what exceeds them (the middle frames of a deep recursion, members of a group past
 :data:`~isoplug.logs.exceptions.MAX_MEMBERS`, chains deeper than
 :data:`~isoplug.logs.exceptions.MAX_DEPTH`).
 

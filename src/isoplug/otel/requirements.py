@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+from isoplug.errors import UsageError
+
 __all__ = [
     "GRPC_EXPORTER",
     "HTTP_EXPORTER",
@@ -96,7 +98,7 @@ def require(*requirements: Requirement) -> None:
                     module == name or module.startswith(f"{name}.")
                 )
                 state = "is not installed" if absent else "does not import"
-                raise RuntimeError(
+                raise UsageError(
                     f"{requirement.purpose} needs the otel extra: {requirement.distribution} "
                     f"{state} ({type(exc).__name__}: {exc}); {INSTALL}"
                 ) from exc

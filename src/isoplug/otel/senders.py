@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from isoplug.errors import UsageError
 from isoplug.otel.logs import encode_request
 from isoplug.otel.resources import ResourceKey, resource_attributes
 from isoplug.wire.sanitize import clean_text
@@ -46,7 +47,7 @@ def http_log_exporter(
     exporter = OTLPLogExporter(endpoint=endpoint, headers=headers, timeout=timeout)
     client = getattr(exporter, "_client", None)
     if not callable(getattr(client, "export", None)):
-        raise RuntimeError(
+        raise UsageError(
             "this version of opentelemetry-exporter-otlp-proto-http has no OTLP client that "
             "sends encoded requests (isoplug[otel] needs 1.45 or later)"
         )
@@ -94,7 +95,7 @@ def grpc_log_exporter(
 
     for seam in ("_translate_data", "_count_data", "_export"):
         if not callable(getattr(OTLPLogExporter, seam, None)):
-            raise RuntimeError(
+            raise UsageError(
                 f"this version of opentelemetry-exporter-otlp-proto-grpc has no {seam}() "
                 "(isoplug[otel] needs 1.45 or later)"
             )

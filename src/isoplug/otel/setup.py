@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from isoplug.errors import UsageError
 from isoplug.host import observers
 from isoplug.log_guard import guarded_logger
 from isoplug.otel import senders
@@ -195,7 +196,7 @@ def export(
 
     with _lock:
         if _state.active is not None:
-            raise RuntimeError("isoplug.otel.export() is already running; shutdown() it first")
+            raise UsageError("isoplug.otel.export() is already running; shutdown() it first")
         app_logs = logs_api.get_logger_provider()
         app_meters = metrics_api.get_meter_provider()
         has_logs = isinstance(app_logs, LoggerProvider)

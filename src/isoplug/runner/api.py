@@ -184,6 +184,11 @@ def method(function: F | None = None, /, *, name: str | None = None) -> F | Call
     Use as ``@isoplug.method`` or ``@isoplug.method(name="other")``.
     """
 
+    if isinstance(function, str):
+        raise TypeError(
+            f"isoplug.method() takes the exported name as a keyword: write "
+            f"@isoplug.method(name={function!r}), not @isoplug.method({function!r})"
+        )
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"isoplug.method(name=...) needs a non-empty string, not {name!r}")
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from isoplug import Host, PluginInfo, SupervisorConfig
+from isoplug.errors import WaitTimeout
 from isoplug.testing.harness import FAST, CapabilityCall, PluginHarness, host_configs
 from isoplug.testing.harness_operations import BlockingOperations
 from isoplug.testing.records import Records
@@ -97,7 +98,7 @@ class BlockingHarness(BlockingOperations):
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coroutine`` (one of :attr:`host`'s, say) on the host's loop; its result, or
         what it raised. Past ``timeout`` seconds (None: no limit) it is cancelled, and
-        :class:`TimeoutError` raised."""
+        ``WaitTimeout`` raised."""
         return self._run(asyncio.wait_for(coroutine, timeout))
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -105,7 +106,7 @@ class BlockingHarness(BlockingOperations):
         # Its error raised here, not by future.result(), whose two frames of concurrent.futures
         # (standard library: never hidden) would stand in every failing test's report.
         if not concurrent.futures.wait((future,), timeout).done:
-            raise TimeoutError(f"the harness's call did not end within {timeout:g} s")
+            raise WaitTimeout(f"the harness's call did not end within {timeout:g} s")
         error = future.exception()
         if error is None:
             return future.result()

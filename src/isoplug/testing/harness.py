@@ -28,6 +28,7 @@ from isoplug import (
     SupervisorConfig,
 )
 from isoplug.arguments import checked_names, checked_timeout
+from isoplug.errors import FolderMissing, UsageError, WaitTimeout
 from isoplug.host.binding import require_asyncio
 from isoplug.host.config import split_host_config
 from isoplug.host.registry import deeper_manifest, plugins_dir_for
@@ -87,8 +88,8 @@ class PluginHarness(HarnessOperations):
     ready: it raises
     :class:`~isoplug.PluginFailed` naming a plugin that cannot start, whether its manifest is
     invalid (the message names its folder and the key) or its runner fails,
-    :class:`FileNotFoundError` naming ``path`` when it holds no plugin at all (and the folder
-    one level down that does, if one does), and :class:`TimeoutError` naming the plugins not
+    ``FolderMissing`` naming ``path`` when it holds no plugin at all (and the folder
+    one level down that does, if one does), and ``WaitTimeout`` naming the plugins not
     ready within ``ready_timeout`` seconds.
 
     A runner that ends before its plugins are ready (a ``setup()`` that raises, a crash, a
@@ -134,7 +135,7 @@ class PluginHarness(HarnessOperations):
     def host(self) -> Host:
         """The running host (for anything the harness does not wrap)."""
         if self._host is None:
-            raise RuntimeError("the harness is not running: use `async with PluginHarness(...)`")
+            raise UsageError("the harness is not running: use `async with PluginHarness(...)`")
         return self._host
 
     async def __aenter__(self) -> PluginHarness:
@@ -155,7 +156,7 @@ class PluginHarness(HarnessOperations):
                 raise PluginFailed(_problems_by_folder(host.problems, directory, self.path))
             if not host.plugins():
                 # Pointed at the wrong folder: say so now, not at the first call.
-                raise FileNotFoundError(_no_plugin(self.path))
+                raise FolderMissing(_no_plugin(self.path))
             _check_plugin_config_ids(self.plugin_config, host)
             self._started_ids = self.plugin_ids()
             if self.retry_start:
@@ -242,12 +243,12 @@ class PluginHarness(HarnessOperations):
 
         Raises :class:`~isoplug.PluginFailed` as soon as the host gives the plugin up (its
         ``[restart]`` policy is ``never``, or it crashed too often), naming why, and
-        :class:`TimeoutError` naming its state if it is neither ready again nor failed within
+        ``WaitTimeout`` naming its state if it is neither ready again nor failed within
         ``timeout`` seconds."""
         plugin_id = self._id(plugin)
         before = self.host.plugin(plugin_id)
         if before.pid is None:
-            raise RuntimeError(f"plugin {plugin_id!r} has no runner process ({before.state.value})")
+            raise UsageError(f"plugin {plugin_id!r} has no runner process ({before.state.value})")
         os.kill(before.pid, signal.SIGKILL)
         after = await self.wait_for(
             plugin_id,
@@ -270,14 +271,14 @@ class PluginHarness(HarnessOperations):
         *,
         what: str = "",
     ) -> PluginInfo:
-        """:meth:`~isoplug.Host.wait_for`, whose :class:`TimeoutError` says what it waited for
+        """:meth:`~isoplug.Host.wait_for`, whose ``WaitTimeout`` says what it waited for
         (``what``, else the predicate) and the plugin's state then."""
         try:
             return await self.host.wait_for(plugin_id, predicate, timeout)
         except TimeoutError:
             waited = what or f"plugin {plugin_id!r} to satisfy {predicate!r}"
             state = self.host.plugin(plugin_id).summary()
-            raise TimeoutError(f"waited {timeout:g} s for {waited}; it is {state}") from None
+            raise WaitTimeout(f"waited {timeout:g} s for {waited}; it is {state}") from None
 
     async def wait_for_record(
         self,

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from isoplug.errors import WaitTimeout
+
 __all__ = ["LogEntry", "MetricPoint", "Received", "any_value"]
 
 
@@ -153,14 +155,14 @@ class Received:
         return found
 
     def wait(self, condition: Callable[[Received], Any], timeout: float = 10.0) -> Any:
-        """Wait until ``condition(self)`` is true; return it. Raises ``TimeoutError``."""
+        """Wait until ``condition(self)`` is true; return it. Raises ``WaitTimeout``."""
         deadline = time.monotonic() + timeout
         while True:
             result = condition(self)
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the OTLP receiver did not get what was awaited in {timeout} s")
+                raise WaitTimeout(f"the OTLP receiver did not get what was awaited in {timeout} s")
             time.sleep(0.02)
 
     async def until(self, condition: Callable[[Received], Any], timeout: float = 10.0) -> Any:
@@ -171,7 +173,7 @@ class Received:
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the OTLP receiver did not get what was awaited in {timeout} s")
+                raise WaitTimeout(f"the OTLP receiver did not get what was awaited in {timeout} s")
             await asyncio.sleep(0.02)
 
 

@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from isoplug.errors import WaitTimeout
+
 __all__ = ["Records", "attached", "eventually", "watching"]
 
 #: A failing test's report shows the test's line and the error, not these helpers' source.
@@ -135,7 +137,7 @@ class Records(logging.Handler):
         timeout: float = 20.0,
     ) -> logging.LogRecord:
         """The first record that fits (as :meth:`select` picks) of all those kept, once there
-        is one, whether or not a wait returned it before; raises :class:`TimeoutError` after
+        is one, whether or not a wait returned it before; raises ``WaitTimeout`` after
         ``timeout`` seconds, listing what did arrive."""
         criteria = {"plugin": plugin, "logger": logger, "level": level, "stream": stream}
         return await self._wait_for_fitting(criteria, text, timeout, taking=False)
@@ -154,7 +156,7 @@ class Records(logging.Handler):
         ``take_record`` returned, once there is one. Each record is taken once: three waits
         for ``text="greeting Ada"`` need three such records, whatever order records of
         different kinds arrive in (a plugin's log records and its printed lines travel apart).
-        Raises :class:`TimeoutError` after ``timeout`` seconds, listing what did arrive and
+        Raises ``WaitTimeout`` after ``timeout`` seconds, listing what did arrive and
         how many records that fit were taken before."""
         criteria = {"plugin": plugin, "logger": logger, "level": level, "stream": stream}
         record = await self._wait_for_fitting(criteria, text, timeout, taking=True)
@@ -187,7 +189,7 @@ class Records(logging.Handler):
             seen = "\n".join(
                 f"  {r.name} {r.levelname}: {r.getMessage()}" for r in self.records[-20:]
             )
-            raise TimeoutError(
+            raise WaitTimeout(
                 f"no record with {given or 'any attribute'} within {timeout:g} s{besides}; the "
                 f"last of {len(self.records)} record(s) seen:\n{seen or '  (none)'}"
             ) from None
@@ -195,7 +197,7 @@ class Records(logging.Handler):
     async def wait_until(self, find: Callable[[], T | None], timeout: float = 20.0) -> T:
         """Wait until ``find()`` returns something true (a record, ``True``); return it.
 
-        ``find`` is called now and after each new record; raises :class:`TimeoutError` after
+        ``find`` is called now and after each new record; raises ``WaitTimeout`` after
         ``timeout`` seconds.
         """
         self._loop = asyncio.get_running_loop()

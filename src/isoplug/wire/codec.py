@@ -9,6 +9,8 @@ are shared safely by every thread.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -37,7 +39,8 @@ def _check_encode_into_reserves_its_offset() -> None:
         raise ImportError(
             f"isoplug needs msgspec >= 0.19.0, but msgspec {msgspec.__version__} is "
             "installed (its encode_into ignores an offset past the buffer's end, which "
-            "corrupts every frame isoplug sends): run pip install -U 'msgspec>=0.19'"
+            f"corrupts every frame isoplug sends): run {shlex.quote(sys.executable or 'python')} "
+            "-m pip install -U 'msgspec>=0.19'"
         )
 
 
