@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from isoplug.errors import AddressError, IsoplugError, SelfForwarding, TransportError
+from isoplug.errors import (
+    AddressError,
+    IsoplugError,
+    SelfForwarding,
+    TransportError,
+    UsageError,
+)
 from isoplug.logs import ADDRESS_ENV, TOKEN_ENV, ForwardingHandler, LogReceiver, forward_logs
 from tests.log_helpers import reports
 from tests.record_waiter import attached, eventually, watching
@@ -301,7 +307,7 @@ async def test_close_of_a_receiver_started_on_a_loop() -> None:
         await receiver.start()
         try:
             socket_path = Path(receiver.address.removeprefix("unix:"))
-            with pytest.raises(RuntimeError, match=r"await receiver\.aclose\(\)"):
+            with pytest.raises(UsageError, match=r"await receiver\.aclose\(\)"):
                 receiver.close()
             expected = await logged_through(receiver, 2)
             await collector.wait_until(lambda: collector.numbers() == expected)

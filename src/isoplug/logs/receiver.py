@@ -35,7 +35,7 @@ import threading
 from typing import Any
 
 from isoplug.arguments import checked_timeout
-from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.errors import ConnectionClosed, IsoplugError, UsageError
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import own_receivers
 from isoplug.logs.limits import ReplayLimits
@@ -382,10 +382,10 @@ class LogReceiver(ReceiverClosing):
         Closes the receiver however it was opened. One started on an event loop
         (:meth:`start`) closes on that loop, this thread waiting for it; called on that loop's
         own thread, where waiting would block the very loop the close needs, or once that
-        loop no longer runs, it raises :class:`RuntimeError` (``await receiver.aclose()`` on
-        the loop instead). Idempotent: a second call, or one from another thread meanwhile,
-        waits for the first to end; one after the receiver closed or before it opened does
-        nothing."""
+        loop no longer runs, it raises :class:`~isoplug.errors.UsageError` (a ``RuntimeError``:
+        ``await receiver.aclose()`` on the loop instead). Idempotent: a second call, or one
+        from another thread meanwhile, waits for the first to end; one after the receiver
+        closed or before it opened does nothing."""
         if self._listener is not None and self._listening_loop is not None:
             self._close_on_loop(self._listening_loop)
             return
@@ -404,13 +404,13 @@ class LogReceiver(ReceiverClosing):
         except RuntimeError:
             running = None
         if running is loop:
-            raise RuntimeError(
+            raise UsageError(
                 "this LogReceiver was started on this event loop (await receiver.start(), or "
                 "async with): close() here would block the loop its close runs on; use "
                 "`await receiver.aclose()` (or `async with LogReceiver() as receiver:`)"
             )
         if not loop.is_running():
-            raise RuntimeError(
+            raise UsageError(
                 "this LogReceiver was started on an event loop that no longer runs: it can "
                 "only be closed on that loop; `await receiver.aclose()` there before the "
                 "loop ends"
