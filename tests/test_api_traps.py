@@ -9,6 +9,7 @@ import datetime
 import decimal
 import enum
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from isoplug import (
     Host,
     PluginFailed,
+    PluginInfo,
     PluginNotReady,
     PluginState,
     PluginUnavailable,
@@ -133,6 +135,44 @@ async def test_arguments_that_do_not_fit_get_a_clear_error(tmp_path: Path) -> No
         with pytest.raises(TypeError, match="kwargs must be a mapping of argument names"):
             await host.call_with("traps", "hello", kwargs={1: "ann"})  # type: ignore[dict-item]
         assert await host.call("traps", "hello", name="ann") == "hello ann"
+
+
+async def test_waits_and_publish_check_their_arguments_as_call_with_does(tmp_path: Path) -> None:
+    """An async predicate (its coroutine, never awaited, counted as true: wait_for returned at
+    once), a timeout that is no number (a raw TypeError from asyncio) or negative (it timed
+    out at once, "not ready within -1 s"), and an event name that is not a str (published
+    to nobody, 0) are refused, in call_with's words."""
+
+    async def never(info: PluginInfo) -> bool:
+        return False
+
+    def plain_but_returns_a_coroutine(info: PluginInfo) -> Any:
+        return never(info)
+
+    async with running(tmp_path, "traps") as (host, _):
+        with pytest.raises(
+            TypeError, match=r"predicate .*<locals>\.never is an async function, whose coroutine"
+        ):
+            await host.wait_for("traps", never, timeout=2)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match=r"plain_but_returns_a_coroutine returned a coroutine, an awaitable"
+        ):
+            await host.wait_for("traps", plain_but_returns_a_coroutine, timeout=2)
+        waits: list[Callable[[Any], Awaitable[object]]] = [
+            host.wait_ready,
+            lambda timeout: host.wait_for("traps", lambda info: False, timeout),
+        ]
+        for wait in waits:
+            with pytest.raises(
+                TypeError, match=r"^timeout must be a number of seconds or None, got str '5'$"
+            ):
+                await wait("5")
+            with pytest.raises(ValueError, match=r"^timeout must be 0 or more seconds, got -1$"):
+                await wait(-1)
+        with pytest.raises(TypeError, match="an event's name is a str"):
+            await host.publish(123)  # type: ignore[arg-type]
+        ready = await host.wait_for("traps", lambda info: info.state is PluginState.READY, 30)
+        assert ready.id == "traps"
 
 
 # -- item 11: wait_ready() says when plugins failed ---------------------------------------------

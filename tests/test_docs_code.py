@@ -15,6 +15,9 @@ site), ``<!-- isoplug-test: ROLE -->``:
   line matches any text; the lines may come in any order (a plugin's records are replayed by
   the host's threads), and a last line ``...`` allows more lines.
 
+Every whole Python block (``run``, ``pytest``, a ``file=`` ending in ``.py``) also passes
+``mypy --strict``, as a typed application's code must.
+
 ``console`` and ``sh`` blocks are checked without running them: every ``isoplug`` command
 parses with the command line's own parser, every ``make`` target exists, every extra that
 ``pip install`` names is declared. ``toml`` blocks are manifests, checked by
@@ -225,6 +228,36 @@ def test_partial_example_compiles(block: Block) -> None:
         return
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if block.role == "compile" else 0
     compile(block.text, block.name, "exec", flags=flags, dont_inherit=True)
+
+
+def test_whole_examples_type_check(tmp_path: Path) -> None:
+    """Every whole Python example (a run, a pytest module, a plugin's file) passes
+    ``mypy --strict``, as a typed application's code must: two ran as shown and failed it
+    (an Optional ``last_exit`` and ``pid`` used unchecked; a record's extra read as an
+    attribute of ``LogRecord``). Fragments (``compile``) are left out. One mypy run, ~5 s."""
+    whole = [
+        block
+        for block in _blocks_with("run", "pytest", "file")
+        if block.language == "python" and (block.role != "file" or block.argument.endswith(".py"))
+    ]
+    files = []
+    for block in whole:
+        # A module each, named after where it is shown (mypy's messages say so).
+        stem = re.sub(r"\W", "_", block.path.relative_to(ROOT).with_suffix("").as_posix())
+        target = tmp_path / f"{stem}_line{block.line}.py"
+        target.write_text(block.text)
+        files.append(target.name)
+    environment = {**os.environ, "MYPYPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".cache"), *files],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def shell_commands() -> Iterator[tuple[Block, str]]:

@@ -26,6 +26,7 @@ _BELOW_CLI = frozenset(
         "errors",
         "log_guard",
         "validation",
+        "arguments",
         "sizes",
         "cpu_wait",
         "stdlib_paths",
@@ -49,6 +50,9 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     # msgspec's validation errors explained (manifests, plugin configurations).
     "validation": frozenset(),
+    # Checks of what a caller passes (timeouts, lists of names, plain functions), said in the
+    # same words by the host, the log receiver and the test harness.
+    "arguments": frozenset(),
     # Sizes as plugin.toml writes them ("512MB") and as messages print them.
     "sizes": frozenset(),
     # How long a thread waited for a CPU (the kernel's schedstat): both sides' health checks.
@@ -82,7 +86,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "transport": frozenset({"errors", "off_loop", "log_guard", "loop_closed"}),
     "rpc": frozenset({"errors", "log_guard", "wire", "transport", "stdlib_paths"}),
     # off_loop: a standalone receiver's start removes dead processes' socket folders.
-    "logs": frozenset({"errors", "log_guard", "off_loop", "wire", "transport", "rpc"}),
+    "logs": frozenset({"errors", "arguments", "log_guard", "off_loop", "wire", "transport", "rpc"}),
     "exporters": frozenset({"errors", "wire", "logs"}),
     # The host <-> runner control protocol: method names, bootstrap and payload shapes. The
     # one module both sides share, so that neither imports the other.
@@ -107,6 +111,7 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "host": frozenset(
         {
             "errors",
+            "arguments",
             "log_guard",
             "validation",
             "sizes",
@@ -133,7 +138,9 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     # zygote sharing switch, which the pytest plugin turns on for the session's hosts, and
     # the host's registry's folder of plugins for one plugin's folder (as `isoplug run`
     # makes it).
-    "testing": frozenset({"errors", "isoplug", "wire", "host", "zygote_sharing", "lazy_names"}),
+    "testing": frozenset(
+        {"errors", "arguments", "isoplug", "wire", "host", "zygote_sharing", "lazy_names"}
+    ),
     # ``isoplug new``: writes a plugin's folder from templates; imports nothing of isoplug's
     # but the one sanitizer (pure functions), for the paths its errors quote.
     "scaffold": frozenset({"wire"}),

@@ -43,7 +43,7 @@ from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS
 from isoplug.rpc import BlockingChannel
 from isoplug.rpc.blocking import serve_blocking
 from isoplug.testing import eventually
-from isoplug.transport import tls_client_context, tls_server_context
+from isoplug.transport import AddressLike, tls_client_context, tls_server_context
 from isoplug.transport.stream import peer_credentials_of
 from isoplug.wire import DEFAULT_MAX_FRAME_SIZE, Event, LogBatch
 from isoplug.wire.logframes import log_batch_frame
@@ -86,7 +86,7 @@ BOTH_MODES = pytest.mark.parametrize("mode", ["loop", "threads"])
 async def receiving(
     mode: str = "loop",
     drain_timeout: float = 10,
-    address: str = "unix:",
+    address: AddressLike = "unix:",
     ssl_context: ssl.SSLContext | None = None,
     max_senders: int = 1024,
     *,

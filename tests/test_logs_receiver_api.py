@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from isoplug.errors import AddressError, IsoplugError, SelfForwarding, TransportError
+from isoplug.errors import (
+    AddressError,
+    IsoplugError,
+    SelfForwarding,
+    TransportError,
+    UsageError,
+)
 from isoplug.logs import ADDRESS_ENV, TOKEN_ENV, ForwardingHandler, LogReceiver, forward_logs
 from tests.log_helpers import reports
 from tests.record_waiter import attached, eventually, watching
@@ -24,6 +32,7 @@ from tests.test_logs_forwarding import (
     finish,
     receiving,
     run_child,
+    run_script,
 )
 
 
@@ -254,3 +263,103 @@ async def test_a_killed_sender_is_warned_about_unless_its_ledger_says_nothing_wa
     (report,) = [r for r in reports(collector.records) if ended in r.getMessage()]
     assert report.levelno == level
     assert outcome in report.getMessage()
+
+
+async def child_cannot_connect(address: str, token: str) -> str:
+    """What a fresh child's forward_logs() to ``address`` says (it must fail)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys\nfrom isoplug.logs import forward_logs\nforward_logs(sys.argv[1], sys.argv[2])",
+        address,
+        token,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    code, stderr = await finish(child)
+    assert code != 0, "the child connected to a receiver that should be closed"
+    return stderr
+
+
+async def test_aclose_closes_a_receiver_opened_in_threads() -> None:
+    """open() then ``await aclose()`` (it returned at once, and the receiver listened and
+    replayed on until the process exited): it drains and closes, its socket and private
+    folder removed, and a child started afterwards finds nothing to connect to."""
+    with watching(PREFIX) as collector:
+        receiver = LogReceiver(prefix=PREFIX)
+        await asyncio.to_thread(receiver.open)
+        socket_path = Path(receiver.address.removeprefix("unix:"))
+        expected = await logged_through(receiver, 2)
+        await collector.wait_until(lambda: collector.numbers() == expected)
+        await receiver.aclose()
+        assert not socket_path.parent.exists()
+        said = await child_cannot_connect(receiver.address, receiver.token)
+        assert "cannot connect" in said
+        assert collector.numbers() == expected
+
+
+async def test_close_of_a_receiver_started_on_a_loop() -> None:
+    """``await start()`` then close() (it returned at once, and the receiver listened on):
+    on the loop's own thread, where it would block the loop its close needs, it raises,
+    naming aclose(), and the receiver still serves; from another thread it closes the
+    receiver on its loop."""
+    with watching(PREFIX) as collector:
+        receiver = LogReceiver(prefix=PREFIX)
+        await receiver.start()
+        try:
+            socket_path = Path(receiver.address.removeprefix("unix:"))
+            with pytest.raises(UsageError, match=r"await receiver\.aclose\(\)"):
+                receiver.close()
+            expected = await logged_through(receiver, 2)
+            await collector.wait_until(lambda: collector.numbers() == expected)
+            await asyncio.to_thread(receiver.close)
+            assert not socket_path.parent.exists()
+            said = await child_cannot_connect(receiver.address, receiver.token)
+            assert "cannot connect" in said
+        finally:
+            await receiver.aclose()  # nothing to do once the test closed it
+
+
+PATH_SENDER = """
+import logging, pathlib, sys
+from isoplug.logs import forward_logs
+
+forward_logs(pathlib.Path(sys.argv[1]), sys.argv[2])
+logging.getLogger("by_path").warning("sent to a pathlib.Path")
+"""
+
+
+@BOTH_MODES
+async def test_a_pathlib_path_is_a_unix_socket_address(mode: str, tmp_path: Path) -> None:
+    """A ``pathlib.Path`` given as the address (it raised AttributeError: 'PosixPath' object
+    has no attribute 'startswith'), to the receiver and to a child's forward_logs(), is the
+    path of a unix socket."""
+    socket_path = tmp_path / "logs.sock"
+    async with receiving(mode, address=socket_path) as (receiver, collector):
+        assert receiver.address == f"unix:{socket_path}"
+        child = await run_script(receiver, PATH_SENDER, str(socket_path), receiver.token)
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await collector.wait_until(lambda: "sent to a pathlib.Path" in collector.messages())
+    (record,) = collector.select(logger=f"{PREFIX}.by_path")
+    assert record.getMessage() == "sent to a pathlib.Path"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "said"),
+    [
+        ({"prefix": None}, TypeError, "prefix must be a str, a logger's dotted name"),
+        ({"prefix": "w."}, ValueError, "prefix 'w.' is not a logger's name"),
+        ({"prefix": "a..b"}, ValueError, "prefix 'a..b' is not a logger's name"),
+        ({"prefix": "my app"}, ValueError, "without whitespace"),
+        ({"drain_timeout": -1}, ValueError, "drain_timeout must be 0 or more seconds, got -1"),
+        ({"drain_timeout": "5"}, TypeError, "drain_timeout must be a number of seconds"),
+        ({"handshake_timeout": 0}, ValueError, "handshake_timeout must be more than 0 seconds"),
+    ],
+)
+def test_a_receivers_options_are_checked_where_it_is_made(
+    options: dict[str, Any], error: type[Exception], said: str
+) -> None:
+    """A prefix that is no logger's name (None replayed with no prefix; "w." made "w..child")
+    and a negative drain time were taken, and said nothing."""
+    with pytest.raises(error, match=re.escape(said)):
+        LogReceiver(**options)

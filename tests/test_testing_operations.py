@@ -135,7 +135,7 @@ def test_a_harness_refuses_a_configuration_it_would_misread(tmp_path: Path) -> N
         TypeError,
         match=r"'call_timeout' is a setting .* config=dataclasses\.replace\(FAST, call_timeout=5\)",
     ):
-        BlockingHarness(folder, config={"call_timeout": 5})
+        BlockingHarness(folder, config={"call_timeout": 5})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match=r"PluginHarness\(config=\.\.\.\)"):
         PluginHarness(folder, config={"health_timeout": 1.0})  # type: ignore[dict-item]
     assert SupervisorConfig().call_timeout != FAST.call_timeout  # what replacing FAST loses

@@ -6,15 +6,25 @@ forwards what the cancelled method logs. Real runners under a real host througho
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from isoplug import Host, PluginFailed, PluginState
 from isoplug.host import PluginUnavailable, Unavailability
-from isoplug.testing import FAST, BlockingHarness, PluginHarness, Records, attached
+from isoplug.testing import (
+    FAST,
+    BlockingHarness,
+    IsoplugHost,
+    PluginHarness,
+    Records,
+    attached,
+)
 
 PLUGIN = """
 import asyncio
@@ -201,3 +211,67 @@ async def test_what_a_method_cancelled_at_stop_logs_arrives_as_its_record(tmp_pa
     assert late.getMessage().count("[WARNING") <= 1, late.getMessage()
     stderr_lines = records.select(plugin="traps", stream="stderr")
     assert not [r for r in stderr_lines if "asleep cancelled" in r.getMessage()]
+
+
+@pytest.mark.parametrize("harness", [PluginHarness, BlockingHarness])
+@pytest.mark.parametrize(
+    ("options", "error", "said"),
+    [
+        (
+            {"deny": "clock.now"},
+            TypeError,
+            "deny must be a list of capability names, not the single string 'clock.now': "
+            "write deny=['clock.now']",
+        ),
+        ({"deny": [1]}, TypeError, "deny must be a list of capability names (strings)"),
+        (
+            {"ready_timeout": "30"},
+            TypeError,
+            "ready_timeout must be a number of seconds, got str '30'",
+        ),
+        ({"ready_timeout": 0}, ValueError, "ready_timeout must be more than 0 seconds, got 0"),
+        (
+            {"capabilities": ["clock.now"]},
+            TypeError,
+            "capabilities must map capability names to functions",
+        ),
+        ({"retry_start": "yes"}, TypeError, "retry_start must be True or False, got 'yes'"),
+    ],
+)
+def test_a_harness_option_of_the_wrong_kind_is_refused_where_the_harness_is_made(
+    harness: type[PluginHarness | BlockingHarness],
+    options: dict[str, Any],
+    error: type[Exception],
+    said: str,
+    tmp_path: Path,
+) -> None:
+    """deny="clock.now" denied its letters ("registered: ., c, k, l, n, o, w"), and
+    ready_timeout="30" reached asyncio as a raw TypeError once the host had started."""
+    with pytest.raises(error, match=re.escape(said)):
+        harness(write_plugin(tmp_path), **options)
+
+
+def test_the_fixture_takes_the_harness_options_and_checks_them(
+    tmp_path: Path, isoplug_host: IsoplugHost
+) -> None:
+    folder = write_plugin(tmp_path)
+    with pytest.raises(TypeError, match=re.escape("write deny=['clock.now']")):
+        isoplug_host(folder, deny="clock.now")
+    plugin = isoplug_host(folder, deny=["clock.now"], ready_timeout=30)
+    assert plugin.call("now_or_fallback") == "denied: capability 'clock.now' is denied by the test"
+
+
+def test_blocking_harness_and_the_fixture_spell_out_the_harness_options() -> None:
+    """They took ``**options: Any``: a misspelt or mistyped option passed mypy and help()
+    named none. Now each has PluginHarness's parameters, by name, kind and type."""
+
+    def parameters(function: Any) -> list[tuple[str, Any, Any]]:
+        return [
+            (p.name, p.kind, p.annotation)
+            for p in inspect.signature(function).parameters.values()
+            if p.name != "self"
+        ]
+
+    expected = parameters(PluginHarness)
+    assert parameters(BlockingHarness) == expected
+    assert parameters(IsoplugHost.__call__) == expected

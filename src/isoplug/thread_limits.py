@@ -96,7 +96,11 @@ def _pids_cgroups() -> list[Path]:
     """This process's cgroup folders with a ``pids`` controller, innermost first: its v1
     ``pids`` hierarchy's, else its v2 (unified) one's, then each ancestor's."""
     try:
-        lines = Path("/proc/self/cgroup").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        lines = (
+            Path("/proc/self/cgroup")
+            .read_text(encoding="utf-8", errors="surrogateescape")
+            .splitlines()
+        )
     except OSError:
         return []
     places: list[Path] = []
@@ -142,7 +146,9 @@ def _address_space() -> str | None:
 
 def _own_threads() -> int | None:
     try:
-        for line in Path("/proc/self/status").read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in (
+            Path("/proc/self/status").read_text(encoding="utf-8", errors="replace").splitlines()
+        ):
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from isoplug.arguments import checked_timeout
 from isoplug.errors import UsageError, hidden_from_pytest
 from isoplug.host import observers, unclosed
 from isoplug.host.as_pid1 import warn_if_pid1
@@ -53,7 +54,7 @@ from isoplug.host.socket_folders import SocketFolders
 from isoplug.host.standard_fds import fill_standard_descriptors
 from isoplug.host.status import PluginInfo, PluginUnavailable, StateChange, Unavailability
 from isoplug.host.supervisor import RunnerSupervisor
-from isoplug.host.waits import PluginWaits
+from isoplug.host.waits import PluginWaits, check_predicate
 from isoplug.host.zygote import Zygote, fork_supported
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import ReplayLimits
@@ -367,7 +368,10 @@ class Host(PluginOperations, PluginSettings):
         within ``ready_timeout``); :class:`PluginUnavailable` before :meth:`start`, and once the
         host is closed while plugins were not ready (those the close stopped are not: a wait
         under way when :meth:`aclose` is called raises once it has returned). A cancel point.
+        Raises ``TypeError`` / ``ValueError`` for a ``timeout`` that is not a number of 0 or
+        more seconds, or None, as :meth:`call_with` does.
         """
+        timeout = checked_timeout(timeout)
         self._life.check_started("wait for plugins to be ready")
         self._check_here("wait for plugins to be ready", awaited=True)
         return await self._waits.ready(timeout, raise_on_failure)
@@ -383,8 +387,12 @@ class Host(PluginOperations, PluginSettings):
         Raises ``WaitTimeout`` after ``timeout`` seconds, naming the plugin, its state
         then and the time waited; :class:`PluginUnavailable` before :meth:`start`, and once the
         host is closed while the predicate does not hold (nothing changes any more). A cancel
-        point.
+        point. ``predicate`` is a plain function, called on the host's loop: an ``async def``
+        one (whose coroutine, never awaited, would count as true) raises :class:`TypeError`,
+        and so does ``timeout`` as :meth:`wait_ready`'s.
         """
+        timeout = checked_timeout(timeout)
+        check_predicate(predicate)
         self._life.check_started(f"wait for plugin {plugin_id!r}")
         self._check_here(f"wait for plugin {plugin_id!r}", awaited=True)
         return await self._waits.until(plugin_id, predicate, timeout)

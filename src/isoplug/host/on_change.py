@@ -15,6 +15,7 @@ import asyncio
 import inspect
 from collections.abc import Callable
 
+from isoplug.arguments import is_async_function
 from isoplug.host.status import StateChange
 from isoplug.log_guard import guarded_logger
 
@@ -37,9 +38,7 @@ def checked_on_change(on_change: OnChange | None) -> OnChange | None:
         return None
     if not callable(on_change):
         raise TypeError(f"Host(on_change=...): {on_change!r} is not callable; {_PLAIN}")
-    if inspect.iscoroutinefunction(on_change) or inspect.iscoroutinefunction(
-        getattr(on_change, "__call__", None)  # noqa: B004 (an object with an async __call__)
-    ):
+    if is_async_function(on_change):
         raise TypeError(f"Host(on_change=...): {on_change!r} is an async function: {_PLAIN}")
     return on_change
 

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from isoplug.arguments import checked_timeout
 from isoplug.errors import LocalProtocolError, hidden_from_pytest
 from isoplug.host.binding import HostBinding, running_asyncio_loop
 from isoplug.host.capabilities import CapabilityRegistry
@@ -106,14 +107,7 @@ class PluginOperations:
             raise TypeError(f"kwargs must be a mapping of argument names to values: {kwargs!r:.60}")
         self._check_here(f"call {plugin_id}.{method}", awaited=True)
         self._life.check_running(f"call {plugin_id}.{method}")
-        limit = self.config.call_timeout if timeout is _Default.CONFIG else timeout
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int | float):
-                raise TypeError(
-                    f"timeout must be a number of seconds or None, got {type(limit).__name__}"
-                )
-            if not limit >= 0:
-                raise ValueError(f"timeout must be 0 or more seconds, got {limit!r}")
+        limit = checked_timeout(self.config.call_timeout if timeout is _Default.CONFIG else timeout)
         supervisor = self._supervisor(plugin_id)
         return await supervisor.observed_call(plugin_id, method, tuple(args), dict(kwargs), limit)
 
@@ -122,7 +116,13 @@ class PluginOperations:
         it. Fire and forget: subscribers' failures are logged by their runner. Raises
         :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent (of a type
         that does not cross, or too large), whether or not a plugin subscribes now,
-        :class:`PluginUnavailable` when the host is not running."""
+        :class:`PluginUnavailable` when the host is not running, :class:`TypeError` for an
+        ``event`` that is not a string (no plugin could subscribe to it)."""
+        if not isinstance(event, str):
+            raise TypeError(
+                f"publish(event, ...): an event's name is a str (what plugins subscribe to with "
+                f"@isoplug.on_event), got {type(event).__name__} {event!r:.60}"
+            )
         self._check_here(f"publish {event!r}", awaited=True)
         self._life.check_running(f"publish {event!r}")
         try:

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 
+from isoplug.arguments import is_async_function
 from isoplug.errors import PluginFailed, WaitTimeout, hidden_from_pytest
 from isoplug.host.status import PluginInfo, PluginState, PluginUnavailable, Unavailability
 
-__all__ = ["PluginWaits"]
+__all__ = ["PluginWaits", "check_predicate"]
 
 #: Left out of a failing test's report (see isoplug.errors.hidden_from_pytest).
 __tracebackhide__ = hidden_from_pytest
@@ -20,6 +22,27 @@ _SETTLED = frozenset({PluginState.READY, PluginState.FAILED, PluginState.STOPPED
 #: The states a wait for readiness ends on while the host closes: its plugins stop then,
 #: and a plugin stopped by the close is not ready (the wait raises once the close is over).
 _SETTLED_WHILE_CLOSING = frozenset({PluginState.READY, PluginState.FAILED})
+_PLAIN_PREDICATE = (
+    "the predicate must be a plain function of a PluginInfo returning a bool: it is called "
+    "on the host's loop at every change of the plugin (to wait for something else too, "
+    "await that, then wait_for)"
+)
+
+
+def check_predicate(predicate: object) -> None:
+    """Raise :class:`TypeError` for a ``wait_for`` predicate that is not callable, or that is
+    an ``async def`` function: its coroutine, never awaited, is true at once."""
+    if not callable(predicate):
+        raise TypeError(f"wait_for(): {predicate!r:.60} is not callable; {_PLAIN_PREDICATE}")
+    if is_async_function(predicate):
+        raise TypeError(
+            f"wait_for(): the predicate {_named(predicate)} is an async function, whose "
+            f"coroutine (never awaited) would count as true at once; {_PLAIN_PREDICATE}"
+        )
+
+
+def _named(function: object) -> str:
+    return getattr(function, "__qualname__", None) or f"{function!r:.60}"
 
 
 class PluginWaits:
@@ -104,7 +127,7 @@ class PluginWaits:
                 while True:
                     changed = self._changed
                     info = self._plugin(plugin_id)
-                    if predicate(info):
+                    if _holds(predicate, info):
                         return info
                     self._still_running(f"wait for plugin {plugin_id!r} ({info.state.value})")
                     await changed.wait()
@@ -129,3 +152,18 @@ def _stopped(plugin_ids: list[str]) -> PluginUnavailable:
         reason=Unavailability.STOPPED,
         plugin_id=plugin_ids[0] if len(plugin_ids) == 1 else None,
     )
+
+
+def _holds(predicate: Callable[[PluginInfo], bool], info: PluginInfo) -> bool:
+    """``predicate(info)``; what :func:`check_predicate` cannot see, a plain function that
+    returns an awaitable (``lambda info: check(info)`` of an async ``check``), raises."""
+    result: object = predicate(info)
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: no RuntimeWarning besides this error
+        raise TypeError(
+            f"wait_for(): the predicate {_named(predicate)} returned a "
+            f"{type(result).__name__}, an awaitable, which would count as true at once; "
+            f"{_PLAIN_PREDICATE}"
+        )
+    return bool(result)

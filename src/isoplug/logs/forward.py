@@ -22,7 +22,7 @@ LEVEL_ENV = "ISOPLUG_LOG_LEVEL"
 
 
 def forward_logs(
-    address: str | None = None,
+    address: str | os.PathLike[str] | None = None,
     token: str | None = None,
     *,
     level: int | None = None,
@@ -72,14 +72,17 @@ def forward_logs(
     very process (its replayed records would come back here and be sent again, for ever).
     """
     from_env = not address
-    address = address or os.environ.get(ADDRESS_ENV)
+    given = address or os.environ.get(ADDRESS_ENV)
     token = token or os.environ.get(TOKEN_ENV)
-    if not address or not token:
+    if not given or not token:
         raise IsoplugError(
             f"forward_logs() needs an address and a token: pass them, or set {ADDRESS_ENV} and "
             f"{TOKEN_ENV} (LogReceiver.child_env() gives both)"
         )
-    refuse_own_receiver(_parsed(address, from_env), token, from_env)
+    parsed = _parsed(given, from_env)
+    # A socket's path (a pathlib.Path) is said as the address it is, as the handler says it.
+    address = given if isinstance(given, str) else str(parsed)
+    refuse_own_receiver(parsed, token, from_env)
     root = logging.getLogger()
     unconfigured = root.level == logging.WARNING and not root.handlers
     told = _level_from_env() if level is None and unconfigured else None
@@ -123,7 +126,7 @@ def forward_logs(
     return handler
 
 
-def _parsed(address: str, from_env: bool) -> Address:
+def _parsed(address: str | os.PathLike[str], from_env: bool) -> Address:
     """``address`` parsed, before anything tries to connect to it: a malformed one was
     tried 9 times, for 6 s, before it was said not to be an address."""
     try:

@@ -76,7 +76,7 @@ from isoplug.logs.sender_tls import check_sender_tls
 from isoplug.logs.standard_types import level_of as _level_of
 from isoplug.logs.standard_types import time_of as _time_of
 from isoplug.rpc.blocking import BlockingChannel
-from isoplug.transport import Address, parse_connect_address
+from isoplug.transport import AddressLike, parse_connect_address
 from isoplug.transport.fd_identity import detach_if_not_ours
 
 __all__ = ["DEFAULT_QUEUE_BYTES", "WRITE_THROUGH_RATE", "ForwardingHandler"]
@@ -155,7 +155,7 @@ class ForwardingHandler(Batching, CloseByLevel, SenderThread, logging.Handler):
 
     def __init__(
         self,
-        address: str | Address,
+        address: AddressLike,
         token: str,
         *,
         name: str = "",

@@ -34,7 +34,8 @@ import ssl
 import threading
 from typing import Any
 
-from isoplug.errors import ConnectionClosed, IsoplugError
+from isoplug.arguments import checked_timeout
+from isoplug.errors import ConnectionClosed, IsoplugError, UsageError
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import own_receivers
 from isoplug.logs.limits import ReplayLimits
@@ -43,7 +44,7 @@ from isoplug.logs.receiver_closing import DEFAULT_DRAIN_TIMEOUT, ReceiverClosing
 from isoplug.logs.receiver_connections import MAX_HELLO_CHARS
 from isoplug.logs.replay_reports import handled_level
 from isoplug.logs.ring_budget import DEFAULT_MAX_RINGS
-from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET
+from isoplug.logs.routing import DEFAULT_LOGGER_BUDGET, checked_prefix
 from isoplug.logs.sender_trees import own_family, sender_tree_limit
 from isoplug.logs.session import replay_until_closed
 from isoplug.logs.settling import LoopSettler
@@ -58,7 +59,14 @@ from isoplug.rpc.blocking import (
 from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.rpc.handshake import peer_pid_text
 from isoplug.rpc.waiting_room import DEFAULT_MAX_WAITING
-from isoplug.transport import Address, Listener, Scheme, absolute_unix_path, parse_address
+from isoplug.transport import (
+    Address,
+    AddressLike,
+    Listener,
+    Scheme,
+    absolute_unix_path,
+    parse_address,
+)
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
 from isoplug.transport.stream import peer_address_of, peer_credentials_of
 from isoplug.transport.tls import check_server_context
@@ -180,7 +188,7 @@ class LogReceiver(ReceiverClosing):
 
     def __init__(
         self,
-        address: str | Address = "unix:",
+        address: AddressLike = "unix:",
         *,
         token: str | None = None,
         prefix: str = "",
@@ -202,10 +210,10 @@ class LogReceiver(ReceiverClosing):
         self._requested_address = absolute_unix_path(parse_address(address))
         _check_ssl_context(self._requested_address, ssl_context)
         self.token = token or secrets.token_urlsafe(32)
-        self.prefix = prefix
+        self.prefix = checked_prefix(prefix)
         self.limits = limits
         self._ssl_context = ssl_context
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = checked_timeout(drain_timeout, "drain_timeout")
         if max_senders_per_tree < 1:
             raise ValueError(
                 f"max_senders_per_tree must be at least 1, not {max_senders_per_tree!r}"
@@ -220,7 +228,10 @@ class LogReceiver(ReceiverClosing):
         self.max_waiting = max_waiting
         self.max_senders = max_senders
         self.max_senders_per_tree = max_senders_per_tree
-        self.handshake_timeout = handshake_timeout
+        # 0 would refuse every sender before its hello.
+        self.handshake_timeout = checked_timeout(
+            handshake_timeout, "handshake_timeout", above_zero=True
+        )
         self.max_handshakes = max_handshakes
         self._address: Address | None = None
         # Async use: the listener on the caller's loop. Sync use: threads of our own.
@@ -245,6 +256,8 @@ class LogReceiver(ReceiverClosing):
         self._noted: OpenReceiver | None = None
         self._open_lock = threading.Lock()
         self._aclosing: asyncio.Future[None] | None = None
+        # Started on a loop (start()): the loop its close runs on, whichever method asks.
+        self._listening_loop: asyncio.AbstractEventLoop | None = None
 
     # -- facts for the children --------------------------------------------------------------
 
@@ -291,14 +304,21 @@ class LogReceiver(ReceiverClosing):
             self._opened = False  # never listened: it may be tried again
             raise
         self._listens_at(self._listener.address)
-        self._settler = LoopSettler(asyncio.get_running_loop())
+        self._listening_loop = asyncio.get_running_loop()
+        self._settler = LoopSettler(self._listening_loop)
 
     async def aclose(self) -> None:
         """Wait up to ``drain_timeout`` for senders to finish, then close everything.
 
-        Idempotent: a second call, or one from another task meanwhile, waits for the first
-        to end (cancelling it cancels only its own wait), and one after :meth:`close` or
-        before :meth:`start` does nothing."""
+        Closes the receiver however it was opened: one opened in threads (:meth:`open`) is
+        closed as :meth:`close` does, in a thread of its own, so that this loop goes on
+        meanwhile. Idempotent: a second call, or one from another task meanwhile, waits for
+        the first to end (cancelling it cancels only its own wait: the close goes on), and
+        one after the receiver closed or before it opened does nothing."""
+        if self._server is not None:
+            # Its threads' close blocks for up to the drain time: not on the caller's loop.
+            await off_loop(self.close)
+            return
         closing = self._aclosing
         if closing is None:
             if self._listener is None:
@@ -395,9 +415,16 @@ class LogReceiver(ReceiverClosing):
         :data:`~isoplug.logs.receiver_closing.CLOSE_GRACE` more. Nothing is replayed once it
         returned: what was not is counted and reported.
 
-        Idempotent: a second call, or one from another thread meanwhile, waits for the first
-        to end; one after :meth:`aclose` or before :meth:`open` does nothing, and so does one
-        on a receiver started on an event loop (:meth:`start`), which :meth:`aclose` closes."""
+        Closes the receiver however it was opened. One started on an event loop
+        (:meth:`start`) closes on that loop, this thread waiting for it; called on that loop's
+        own thread, where waiting would block the very loop the close needs, or once that
+        loop no longer runs, it raises :class:`~isoplug.errors.UsageError` (a ``RuntimeError``:
+        ``await receiver.aclose()`` on the loop instead). Idempotent: a second call, or one
+        from another thread meanwhile, waits for the first to end; one after the receiver
+        closed or before it opened does nothing."""
+        if self._listener is not None and self._listening_loop is not None:
+            self._close_on_loop(self._listening_loop)
+            return
         with self._close_lock:
             server = self._server
             if server is not None:
@@ -405,6 +432,26 @@ class LogReceiver(ReceiverClosing):
                     self._close_server(server)
                 finally:
                     self._stopped_listening()
+
+    def _close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`close` of a receiver started on ``loop``: its :meth:`aclose`, run there."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise UsageError(
+                "this LogReceiver was started on this event loop (await receiver.start(), or "
+                "async with): close() here would block the loop its close runs on; use "
+                "`await receiver.aclose()` (or `async with LogReceiver() as receiver:`)"
+            )
+        if not loop.is_running():
+            raise UsageError(
+                "this LogReceiver was started on an event loop that no longer runs: it can "
+                "only be closed on that loop; `await receiver.aclose()` there before the "
+                "loop ends"
+            )
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
 
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello

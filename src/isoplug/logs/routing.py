@@ -31,7 +31,13 @@ from typing import Any, Literal
 
 from isoplug.wire.sanitize import clean_logger_name
 
-__all__ = ["LoggerBudget", "LoggerRoutes", "process_logger_budget", "set_process_logger_budget"]
+__all__ = [
+    "LoggerBudget",
+    "LoggerRoutes",
+    "checked_prefix",
+    "process_logger_budget",
+    "set_process_logger_budget",
+]
 
 #: Told of each record put on ``fallback`` (its first argument) because its name would have
 #: been a new host logger past a budget: the process's (True) or the sender's share (False).
@@ -113,6 +119,28 @@ def set_process_logger_budget(entries: int) -> int:
         previous, _process_entries = _process_entries, entries
         budget.left = max(0, entries - budget.spent)
     return previous
+
+
+def checked_prefix(prefix: str) -> str:
+    """``prefix``, if it is one a receiver can put in front of its senders' logger names:
+    ``""`` (the names as they are) or a logger's dotted name (``workers``, ``app.workers``).
+    Raises :class:`TypeError` for what is not a string (``None``: write ``""``),
+    :class:`ValueError` for an empty part (``"w."`` made ``w..child``), whitespace or a
+    control character."""
+    if not isinstance(prefix, str):
+        raise TypeError(
+            f"prefix must be a str, a logger's dotted name ('workers'), or '' for the names as "
+            f"the senders give them; got {type(prefix).__name__} {prefix!r:.60}"
+        )
+    if prefix and (
+        "" in prefix.split(".") or not prefix.isprintable() or any(c.isspace() for c in prefix)
+    ):
+        raise ValueError(
+            f"prefix {prefix!r:.80} is not a logger's name: give dot-separated parts, none "
+            "empty, without whitespace or control characters ('workers', 'app.workers'), or "
+            "'' for the names as the senders give them"
+        )
+    return prefix
 
 
 class LoggerRoutes:

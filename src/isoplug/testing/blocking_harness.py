@@ -10,10 +10,10 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
-from isoplug import Host, PluginInfo
+from isoplug import Host, PluginInfo, SupervisorConfig
 from isoplug.errors import WaitTimeout
 from isoplug.testing.harness import FAST, CapabilityCall, PluginHarness, host_configs
 from isoplug.testing.harness_operations import BlockingOperations
@@ -45,10 +45,29 @@ class BlockingHarness(BlockingOperations):
     the harness's methods of the same names, or :meth:`run` for the others.
     """
 
-    def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        capabilities: Mapping[str, Callable[..., Any]] | None = None,
+        deny: Iterable[str] = (),
+        config: SupervisorConfig | Mapping[str, Mapping[str, Any]] = FAST,
+        plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
+        ready_timeout: float = 30.0,
+        retry_start: bool = False,
+    ) -> None:
+        """See :class:`PluginHarness`: the same options, in the same words."""
         # Checked here first: a mistake is named as the test wrote it.
-        host_configs(options.get("config", FAST), options.get("plugin_config"), "BlockingHarness")
-        self._harness = PluginHarness(path, **options)
+        host_configs(config, plugin_config, "BlockingHarness")
+        self._harness = PluginHarness(
+            path,
+            capabilities=capabilities,
+            deny=deny,
+            config=config,
+            plugin_config=plugin_config,
+            ready_timeout=ready_timeout,
+            retry_start=retry_start,
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="isoplug-test-host", daemon=True

@@ -27,6 +27,7 @@ from isoplug import (
     PluginState,
     SupervisorConfig,
 )
+from isoplug.arguments import checked_names, checked_timeout
 from isoplug.errors import FolderMissing, UsageError, WaitTimeout
 from isoplug.host.binding import require_asyncio
 from isoplug.host.config import split_host_config
@@ -35,7 +36,7 @@ from isoplug.testing.harness_operations import HarnessOperations
 from isoplug.testing.records import Records, attached
 from isoplug.wire.sanitize import clean_path
 
-__all__ = ["FAST", "CapabilityCall", "PluginHarness", "host_configs"]
+__all__ = ["FAST", "CapabilityCall", "PluginHarness", "check_options", "host_configs"]
 
 #: A failing test's report shows the test's line and the error, not the harness's source.
 __tracebackhide__ = True
@@ -113,6 +114,7 @@ class PluginHarness(HarnessOperations):
         # Absolute, as the host makes its folder: its problems name the folders so.
         self.path = Path(path).absolute()
         self.config, self.plugin_config = host_configs(config, plugin_config, "PluginHarness")
+        denied = check_options(capabilities, deny, ready_timeout, retry_start)
         self.ready_timeout = ready_timeout
         self.retry_start = retry_start
         self.records = Records()
@@ -121,7 +123,7 @@ class PluginHarness(HarnessOperations):
         self._records_host: Host | None = None
         self.capability_calls: list[CapabilityCall] = []
         self._capabilities = dict(capabilities or {})
-        for name in deny:
+        for name in denied:
             self._capabilities[name] = _refusal(name)
         self._host: Host | None = None
         #: The ids of the host's plugins, known once it started: its host does not reload, so
@@ -374,6 +376,29 @@ def host_configs(
         config, plugin_config, owner=harness, settings_form="dataclasses.replace(FAST, {})"
     )
     return (config if isinstance(config, SupervisorConfig) else FAST), plugins
+
+
+def check_options(
+    capabilities: Mapping[str, Callable[..., Any]] | None,
+    deny: Iterable[str],
+    ready_timeout: float,
+    retry_start: bool,
+) -> tuple[str, ...]:
+    """Raise :class:`TypeError` / :class:`ValueError` for a harness option of the wrong kind,
+    where the harness is made (a ``ready_timeout="30"`` reached asyncio as a raw
+    ``TypeError``; ``deny="clock.now"`` denied its letters); the names ``deny`` lists."""
+    if capabilities is not None and not (
+        isinstance(capabilities, Mapping)
+        and all(isinstance(name, str) and callable(fake) for name, fake in capabilities.items())
+    ):
+        raise TypeError(
+            "capabilities must map capability names to functions ({'clock.now': lambda: "
+            f"'noon'}}), got {type(capabilities).__name__} {capabilities!r:.60}"
+        )
+    checked_timeout(ready_timeout, "ready_timeout", above_zero=True, none=False)
+    if not isinstance(retry_start, bool):
+        raise TypeError(f"retry_start must be True or False, got {retry_start!r:.60}")
+    return checked_names(deny, "deny", "capability names")
 
 
 def _check_plugin_config_ids(plugin_config: Mapping[str, Any] | None, host: Host) -> None:

@@ -12,7 +12,7 @@ zygote switch at the start, and the harness (with the host) once a test asks for
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from isoplug.zygote_sharing import share_zygotes
 
 if TYPE_CHECKING:
+    from isoplug import SupervisorConfig
     from isoplug.testing.blocking_harness import BlockingHarness
 
 __all__ = ["IsoplugHost", "isoplug_host", "isoplug_own_zygotes", "pytest_configure"]
@@ -29,9 +30,20 @@ class IsoplugHost(Protocol):
     """The type of the ``isoplug_host`` fixture, to annotate a test's parameter with:
     ``def test_greets(isoplug_host: IsoplugHost) -> None``."""
 
-    def __call__(self, path: str | os.PathLike[str], **options: Any) -> BlockingHarness:
-        """Start a host over ``path``, a plugin's folder or a folder of plugins, with any
-        :class:`~isoplug.testing.PluginHarness` option; return its started
+    def __call__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        capabilities: Mapping[str, Callable[..., Any]] | None = None,
+        deny: Iterable[str] = (),
+        config: SupervisorConfig | Mapping[str, Mapping[str, Any]] = ...,
+        plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
+        ready_timeout: float = 30.0,
+        retry_start: bool = False,
+    ) -> BlockingHarness:
+        """Start a host over ``path``, a plugin's folder or a folder of plugins, with the
+        options of :class:`~isoplug.testing.PluginHarness` (``config`` defaults to
+        :data:`~isoplug.testing.FAST`); return its started
         :class:`~isoplug.testing.BlockingHarness`, stopped when the test ends."""
         ...
 
@@ -63,6 +75,7 @@ def isoplug_host() -> Iterator[IsoplugHost]:
 
     def start(path: str | os.PathLike[str], **options: Any) -> BlockingHarness:
         __tracebackhide__ = True  # a plugin that cannot start: the test's line and why
+        # Typed where a test sees it (IsoplugHost); BlockingHarness checks each option.
         harness = BlockingHarness(path, **options).__enter__()
         started.append(harness)
         return harness

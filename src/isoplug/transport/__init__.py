@@ -1,11 +1,12 @@
 """Byte streams between processes: unix sockets, TCP, TLS, and an in-memory pair for tests.
 
 Addresses: ``unix:/path`` (``unix:`` alone makes a private directory when listening),
-``tcp://host:port``, ``tls://host:port``.
+``tcp://host:port``, ``tls://host:port``; or a unix socket's path (``pathlib.Path``).
 """
 
 from isoplug.transport.address import (
     Address,
+    AddressLike,
     Scheme,
     absolute_unix_path,
     parse_address,
@@ -20,6 +21,7 @@ from isoplug.transport.tls import tls_client_context, tls_server_context
 
 __all__ = [
     "Address",
+    "AddressLike",
     "Listener",
     "MemoryStream",
     "PeerCredentials",

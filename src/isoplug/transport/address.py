@@ -2,7 +2,8 @@
 
 ``unix:`` with no path asks a listener to make a fresh private directory for its socket; a
 relative path is taken from the working directory when the sender or receiver is made (see
-:func:`absolute_unix_path`). IPv6 hosts are written in brackets: ``tcp://[::1]:9000``.
+:func:`absolute_unix_path`). IPv6 hosts are written in brackets: ``tcp://[::1]:9000``. A
+``pathlib.Path`` (any :class:`os.PathLike`) is the path of a unix socket.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import sys
 
 from isoplug.errors import AddressError
 
-__all__ = ["Address", "Scheme", "absolute_unix_path", "parse_address", "parse_connect_address"]
+__all__ = [
+    "Address",
+    "AddressLike",
+    "Scheme",
+    "absolute_unix_path",
+    "parse_address",
+    "parse_connect_address",
+]
 
 #: The forms an address takes, for the messages that refuse one.
 _FORMS = "unix:/path, tcp://host:port or tls://host:port"
@@ -56,14 +64,25 @@ class Address:
         return f"{self.scheme.value}://{host}:{self.port}"
 
 
-def parse_address(text: str | Address) -> Address:
-    """Parse an address string.
+#: What an address may be given as: its text, a unix socket's path, or one parsed already.
+AddressLike = str | os.PathLike[str] | Address
+
+
+def parse_address(text: AddressLike) -> Address:
+    """Parse an address string, or take an :class:`os.PathLike` as a unix socket's path.
 
     Raises :class:`~isoplug.errors.AddressError` naming what is wrong, e.g. a missing port or
-    an unknown scheme.
+    an unknown scheme; :class:`TypeError` for what is neither.
     """
     if isinstance(text, Address):
         return text
+    if isinstance(text, os.PathLike):
+        return _socket_path(text)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"an address is a str ({_FORMS}) or a unix socket's path (a pathlib.Path), not "
+            f"{type(text).__name__} {text!r:.{_SHOWN_CHARS}}"
+        )
     if text.startswith("unix:"):
         path = text[len("unix:") :]
         if path.startswith("//"):
@@ -105,7 +124,23 @@ def parse_address(text: str | Address) -> Address:
     return Address(scheme, host=host, port=int(port_text))
 
 
-def parse_connect_address(text: str | Address) -> Address:
+def _socket_path(path: os.PathLike[str]) -> Address:
+    """The unix address of the socket at ``path``: a path is taken as it is, never parsed
+    (a folder named ``tcp:`` is a folder)."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"a socket path is a str path (a pathlib.Path), not {type(text).__name__} "
+            f"{text!r:.{_SHOWN_CHARS}}"
+        )
+    if "\0" in text:
+        raise AddressError(f"{_shown(text)}: a socket path cannot contain NUL")
+    if not text:
+        raise AddressError("an empty path names no socket: give the socket's path")
+    return Address(Scheme.UNIX, path=text)
+
+
+def parse_connect_address(text: AddressLike) -> Address:
     """Parse an address a client connects to: as :func:`parse_address`, but what could only
     fail once connecting is refused here, with :class:`~isoplug.errors.AddressError` too (a
     sender told it tried in vain for 6 s, in a thread, or at its first record): ``unix:`` with
@@ -119,6 +154,8 @@ def parse_connect_address(text: str | Address) -> Address:
             f"file or the environment?); give the address alone: {_FORMS}"
         )
     address = parse_address(text)
+    if not isinstance(text, str):
+        text = address  # the messages below quote the address as its text
     if address.scheme is Scheme.UNIX and not address.path:
         raise AddressError(
             f"{_shown(text)} names no socket to connect to: 'unix:' alone asks a listener for "
