@@ -23,6 +23,8 @@ from isoplug.logs import ForwardingHandler
 from isoplug.logs.kept_forwarder import kept_forwarder
 from isoplug.logs.redirect import pipe_streams
 from isoplug.logs.rendered_records import render_through
+from isoplug.logs.sources import current_source
+from isoplug.runner.group_logging import group_guard
 from isoplug.runner.health import describe_frame
 
 __all__ = [
@@ -97,8 +99,12 @@ class KeptForwarding:
         _restore_after_configurations(self._handler)
         _restore_at_next_root_handler(self._handler)
         if self._restoring.acquire(blocking=False):  # else one is on its way already
+            # Its word is about the configuring code's doing: in a group, a member's.
             thread = threading.Thread(
-                target=self._restore_and_report, name="isoplug-log-restore", daemon=True
+                target=self._restore_and_report,
+                args=(current_source.get(),),
+                name="isoplug-log-restore",
+                daemon=True,
             )
             _reports.append(thread)
             thread.start()
@@ -122,13 +128,16 @@ class KeptForwarding:
             describe_frame(closer) or "an unknown place",
         )
 
-    def _restore_and_report(self) -> None:
+    def _restore_and_report(self, source: str | None) -> None:
+        current_source.set(source)
         try:
             # Taken as a configuration takes it, to its end: this waits for that end.
             with _LOGGING_LOCK:
                 disabled = _restore(self._handler)
         finally:
             self._restoring.release()
+        if (guard := group_guard()) is not None:
+            guard.say_notices()
         if not self._told:
             self._told = True
             _log.info(
@@ -189,6 +198,11 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
     def look() -> None:
         nonlocal told
         render_consoles()
+        if (guard := group_guard()) is not None:
+            # An assignment to root.level, which no setLevel() saw; and the word on what the
+            # guard undid in a member's method since the last look.
+            guard.hold_root_level(None, window=FORWARDING_CHECK_INTERVAL)
+            guard.say_notices()
         if handler not in logging.root.handlers and _LOGGING_LOCK.acquire(blocking=False):
             # Else a configuration is under way in another thread: it restores at its end.
             try:
@@ -272,6 +286,9 @@ def _restore(handler: ForwardingHandler) -> list[str]:
             logger.disabled = False
         else:
             others.append(name)
+    if (guard := group_guard()) is not None:
+        # Called in the configuring thread (as its last step), or under its source.
+        others = guard.enable_others(others, current_source.get())
     return sorted(others)
 
 

@@ -22,7 +22,8 @@ it, so that ``ctx.logger``, the plugin's module loggers and the third-party logg
 obey it; the loggers of its prints, stderr writes and warnings, and isoplug's, get it too, so
 that the plugin's code raising the root's level for its logging does not silence them. In a
 group, each plugin's ``plugin.<id>`` and package loggers carry its own level, and
-the root (shared loggers: third-party libraries, isoplug's own) the most verbose of them.
+the root (shared loggers: third-party libraries, isoplug's own) the most verbose of them, which
+no member's code can raise (:mod:`isoplug.runner.group_logging`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from isoplug.logs.loguru_bridge import install_loguru_bridge
 from isoplug.logs.redirect import pipe_stdio, redirect_stdio
 from isoplug.logs.source_names import SourceNamingHandler
 from isoplug.runner.dispatch import plugin_source
+from isoplug.runner.group_logging import group_guard
 from isoplug.runner.kept_forwarding import KeptForwarding
 
 __all__ = ["PluginLevels", "capture_python_output", "configure_runner_logging"]
@@ -137,18 +139,28 @@ class PluginLevels:
 
     def _set(self, name: str, level: int) -> None:
         if name not in self._named:
-            logging.getLogger(name or None).setLevel(level)
+            _set_level(name, level)
 
     def change(self, change: LogLevelChange) -> None:
         """Set a plugin's or a logger's level, as the host asked."""
         if not change.plugin:
             self._named.add(change.logger)
-            logging.getLogger(change.logger or None).setLevel(change.level)
+            _set_level(change.logger, change.level)
             return
         if change.plugin not in self._levels:
             raise ValueError(f"this runner has no plugin {change.plugin!r}")
         self._levels[change.plugin] = change.level
         self.apply()
+
+
+def _set_level(name: str, level: int) -> None:
+    """Set logger ``name``'s level; in a group, the root's is the group's, which its guard
+    keeps (:mod:`isoplug.runner.group_logging`)."""
+    guard = group_guard()
+    if not name and guard is not None:
+        guard.set_group_level(level)
+    else:
+        logging.getLogger(name or None).setLevel(level)
 
 
 def _output_loggers(plugin_id: str) -> tuple[str, ...]:

@@ -75,6 +75,7 @@ from isoplug.runner.api import PluginContext
 from isoplug.runner.config import accepts_live_config, validate_config
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.exit_hooks import mark_plugin_hooks
+from isoplug.runner.group_logging import guard_group_logging, member_code
 from isoplug.runner.health import start_health
 from isoplug.runner.inherited import inherited_processes
 from isoplug.runner.kept_forwarding import render_consoles, watch_forwarding
@@ -129,7 +130,9 @@ async def _run(bootstrap: Bootstrap) -> int:
     # logger of the plugin whose task it was.
     loop.set_exception_handler(asyncio_exception_handler)
     track_task_sources(loop)
-    # Before any plugin is imported: what it logs at import time obeys its level.
+    # Before any plugin is imported: what it logs at import time obeys its level, and in a
+    # group no member's logging configuration silences another's records.
+    guard_group_logging(bootstrap.plugins)
     levels = PluginLevels(bootstrap.plugins)
     levels.apply()
     watch_forwarding(loop)
@@ -351,7 +354,7 @@ async def _load_and_set_up(
         try:
             # What a plugin prints, warns or fails with is its own (and so in the tasks it
             # starts): see isoplug.logs.sources.current_source.
-            with attributed_to(plugin_source(entry.id)):
+            with attributed_to(plugin_source(entry.id)), member_code(plugin_source(entry.id)):
                 plugin_class = load_plugin_class(entry)
                 config = validate_config(entry.id, plugin_class, entry.config)
                 instance = plugin_class()
@@ -379,6 +382,7 @@ async def _load_and_set_up(
         try:
             with (
                 attributed_to(plugin_source(entry.id)),
+                member_code(plugin_source(entry.id)),
                 setup_watch.running(entry.id, entry.folder),
             ):
                 await _hook(instance.setup(context))
