@@ -75,6 +75,9 @@ async def test_dict_config_keeps_isoplugs_loggers_and_names_the_plugins_it_disab
         _assert_everything_once(waiter, "dict")
     assert warning.levelno == logging.WARNING
     assert "reconfigurer_plugin" in warning.getMessage()
+    # Enabled again, as isoplug's: its own loggers, and the warnings' (which still arrive).
+    named = warning.getMessage().partition("logger(s) ")[2].partition(", so")[0].split(", ")
+    assert "isoplug" not in named and "py.warnings" not in named
     assert "disable_existing_loggers=False" in warning.getMessage()
     assert not waiter.matching("plugin.reconfigurer.reconfigurer_plugin")
     # The runner ended as usual: its log connection said goodbye, nothing was lost.

@@ -121,7 +121,8 @@ def test_a_failing_tests_report_shows_its_line_and_the_error_not_isoplugs_source
     for error in (
         "E       isoplug.errors.RemoteError: 'flaky.greet' failed on the remote side: "
         "builtins.ValueError: no greeting for Ada",
-        "E       isoplug.errors.WaitTimeout: no record with plugin='flaky', text='greeting Bob' within 0.1 s",
+        "E       isoplug.errors.WaitTimeout: no record with plugin='flaky', "
+        "text='greeting Bob' within 0.1 s",
         "E       isoplug.errors.PluginFailed: 1 plugin failed: broken",
     ):
         assert error in report, report

@@ -20,9 +20,10 @@ back into ``logging``, to the same handler, and into loguru again, without end.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from types import CodeType, FrameType
 from typing import Any
 
@@ -31,7 +32,9 @@ from isoplug.logs.handler import ForwardingHandler
 __all__ = [
     "INTERCEPT_DEPTH",
     "as_rendering_package",
+    "forward_aside",
     "forward_once",
+    "forwarded_last",
     "intercepted_record",
     "keep_forwarding",
     "kept_forwarder",
@@ -90,15 +93,69 @@ def forward_once(what: Any, key: Any, forward: Callable[[Any], object]) -> None:
     forward(what)
 
 
+def forwarded_last(key: Any) -> bool:
+    """True if ``key`` is what this thread forwarded last (:func:`forward_once`)."""
+    return getattr(_last, "key", None) is key
+
+
 def send_once(record: logging.LogRecord, logger: logging.Logger | None = None) -> None:
     """Hand ``record`` (of ``logger``, else of the logger its name names) to the named
     forwarding handler, unless it reaches that handler on its way anyway, or this thread
-    handed it over just now."""
+    handed it over just now, or it is a copy of a record handed over aside
+    (:func:`forward_aside`)."""
     forwarder = _kept
     if forwarder is None:
         return
     if reaches(forwarder, logger if logger is not None else _logger_named(record.name)):
         return
+    if _aside.holds(record):
+        return
+    forward_once(record, record, forwarder.handle)
+
+
+class _RecentRecords:
+    """The last :data:`_ASIDE_MEMORY` records handed to the forwarding handler off its way, by
+    what a copy keeps of them. A ``QueueHandler`` on the plugin's root (its ``QueueListener``
+    feeding a ``StreamHandler``) queues a copy of each record (``prepare()``), which the
+    listener's thread renders later: the copy is not the record :func:`forward_once` knows,
+    nor on that thread, and it would arrive a second time."""
+
+    def __init__(self) -> None:
+        self._order: collections.deque[Hashable] = collections.deque(maxlen=_ASIDE_MEMORY)
+        self._keys: set[Hashable] = set()
+        self._lock = threading.Lock()
+
+    def add(self, record: logging.LogRecord) -> None:
+        key = _copy_key(record)
+        with self._lock:
+            if key in self._keys:
+                return
+            if len(self._order) == _ASIDE_MEMORY:
+                self._keys.discard(self._order[0])
+            self._order.append(key)
+            self._keys.add(key)
+
+    def holds(self, record: logging.LogRecord) -> bool:
+        return _copy_key(record) in self._keys
+
+
+#: Records handed aside that a copy may still come for: a listener's queue rarely holds more.
+_ASIDE_MEMORY = 1024
+_aside = _RecentRecords()
+
+
+def _copy_key(record: logging.LogRecord) -> Hashable:
+    """What a copy of ``record`` keeps (``QueueHandler.prepare()`` replaces its message and
+    arguments, ``makeLogRecord(record.__dict__)`` keeps all): its creation time, to the
+    clock's resolution, tells records apart; the rest, records made at the same instant."""
+    return (record.created, record.name, record.levelno, record.lineno, record.thread)
+
+
+def forward_aside(record: logging.LogRecord, forwarder: logging.Handler) -> None:
+    """Hand ``record`` to ``forwarder`` off its way up the loggers (the plugin took the
+    handler off the root, its output still goes there), once: its copies that the plugin's
+    handlers render later, in another thread, are known (:func:`send_once`)."""
+    _aside.add(record)
     forward_once(record, record, forwarder.handle)
 
 

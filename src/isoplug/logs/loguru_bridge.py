@@ -53,6 +53,7 @@ from isoplug.log_guard import failure_report
 from isoplug.logs.kept_forwarder import (
     as_rendering_package,
     forward_once,
+    forwarded_last,
     intercepted_record,
     kept_forwarder,
     send_once,
@@ -63,7 +64,13 @@ from isoplug.logs.record_names import add_extras
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_state import this_thread
 
-__all__ = ["forward_loguru", "forward_rendered_loguru", "install_loguru_bridge"]
+__all__ = [
+    "bridge_sink_removed",
+    "forward_loguru",
+    "forward_rendered_loguru",
+    "install_loguru_bridge",
+    "restore_bridge_sink",
+]
 
 #: The loguru record this thread's bridge sink took last: loguru hands the same record to
 #: each of its sinks in turn, so a sink of the program's own that writes it to a stream can
@@ -156,8 +163,71 @@ def _pass_as_text(record: Any) -> None:
 def _sink(message: Any) -> None:
     """loguru calls this, in the logging thread, for each message."""
     record = message.record
+    if forwarded_last(record):
+        # A sink of the program's own, before this one, wrote it to a stream already: it is
+        # there as the record it rendered (forward_rendered_loguru).
+        return
     _bridged.record = record
     _forward(record)
+
+
+def _sinks_of(logger: Any) -> dict[Any, Any] | None:
+    """loguru's sinks (its handlers by id), or None where this loguru keeps them otherwise."""
+    handlers = getattr(getattr(logger, "_core", None), "handlers", None)
+    return handlers if isinstance(handlers, dict) else None
+
+
+def bridge_sink_removed() -> bool:
+    """True when the program removed the sink this module added (``logger.remove()``)."""
+    if not _added:
+        return False
+    logger, sink_id = _added[-1]
+    sinks = _sinks_of(logger)
+    return sinks is not None and sink_id not in sinks
+
+
+#: Messages loguru handed to the program's sinks while the bridge's was removed: (the last
+#: one counted, how many).
+_unbridged: list[Any] = [None, 0]
+
+
+def _count_if_unbridged(record: Any) -> None:
+    """Count ``record`` (once, though loguru hands it to each sink) if it reaches no bridge."""
+    if _unbridged[0] is record or not bridge_sink_removed():
+        return
+    _unbridged[0] = record
+    _unbridged[1] += 1
+
+
+def _writes_where_the_host_reads(handler: Any) -> bool:
+    """True for a loguru sink whose output reaches the host anyway: one on ``sys.stdout`` or
+    ``sys.stderr`` (what it writes is the record it renders, or text on the runner's pipes)
+    or a ``logging`` handler."""
+    sink = getattr(handler, "_sink", None)
+    if hasattr(sink, "_handler"):  # loguru's StandardSink: logger.add(logging_handler)
+        return True
+    stream = getattr(sink, "_stream", None)
+    return stream is not None and any(
+        stream is console for console in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    )
+
+
+def restore_bridge_sink() -> int | None:
+    """Add the bridge's sink back if the program removed it and none of its own sinks left
+    writes where the host reads (a file alone: ``logger.remove(); logger.add("app.log")``);
+    return how many messages reached only its sinks meanwhile, or None when nothing was done
+    (the sink is there, or the program's own console sink sends its records)."""
+    module = sys.modules.get("loguru")
+    if module is None or not bridge_sink_removed():
+        return None
+    logger, _ = _added[-1]
+    sinks = _sinks_of(logger) or {}
+    if any(_writes_where_the_host_reads(handler) for handler in list(sinks.values())):
+        return None
+    _bridge(module, keep_default_sink=True)
+    lost = int(_unbridged[1])
+    _unbridged[:] = [None, 0]
+    return lost
 
 
 def _report_failures_as_such(module: ModuleType) -> None:
@@ -197,6 +267,7 @@ def _settle_queued_in_logging_thread(module: ModuleType) -> None:
         return
 
     def emit_settled(self: Any, record: Any, *args: Any, **kwargs: Any) -> Any:
+        _count_if_unbridged(record)
         if getattr(self, "_enqueue", False) and isinstance(record, dict):
             intercepted = intercepted_record(sys._getframe(1))
             if intercepted is not None:

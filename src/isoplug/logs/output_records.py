@@ -37,7 +37,7 @@ from isoplug.log_guard import reporting_failure
 from isoplug.logs import handler_errors
 from isoplug.logs.capture import CapturedLineRecord, line_site
 from isoplug.logs.handler import ForwardingHandler
-from isoplug.logs.kept_forwarder import forward_once, kept_forwarder, reaches
+from isoplug.logs.kept_forwarder import forward_aside, forward_once, kept_forwarder, reaches
 from isoplug.logs.printed_tracebacks import read_back, read_back_budget
 from isoplug.logs.record_names import TRUNCATED_KEYS, renamed, reserved_field
 from isoplug.logs.source_names import SourceNamingHandler
@@ -441,10 +441,10 @@ def _deliver_forwarding(
     if reaches(forwarder, logger):
         logger.callHandlers(record)
         return
-    # Off the handler's way (root handlers cleared, propagation turned off): to it first, once;
-    # then to the handlers there are, not to logging's last resort when there are none, which
-    # would write the record to stderr, or say "No handlers could be found".
-    forward_once(record, record, forwarder.handle)
+    # Off the handler's way (root handlers cleared or replaced, propagation turned off): to it
+    # first, once; then to the handlers there are, not to logging's last resort when there are
+    # none, which would write the record to stderr, or say "No handlers could be found".
+    forward_aside(record, forwarder)
     if logger.hasHandlers():
         logger.callHandlers(record)
 

@@ -21,6 +21,7 @@ from typing import Any
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.kept_forwarder import kept_forwarder
+from isoplug.logs.loguru_bridge import restore_bridge_sink
 from isoplug.logs.redirect import pipe_streams
 from isoplug.logs.rendered_records import render_through
 from isoplug.logs.sources import current_source
@@ -29,8 +30,10 @@ from isoplug.runner.health import describe_frame
 
 __all__ = [
     "FORWARDING_CHECK_INTERVAL",
+    "LOGGING_LOCK",
     "KeptForwarding",
     "finish_reports",
+    "keep_loguru_forwarded",
     "render_consoles",
     "watch_forwarding",
 ]
@@ -39,12 +42,15 @@ _log = guarded_logger("isoplug.runner")
 #: The lock logging's own functions hold while they change handlers or a configuration
 #: (``logging._lock``, 3.11 to 3.13; a Python without it gets a lock of its own, which only
 #: isoplug's restores then share).
-_LOGGING_LOCK: Any = getattr(logging, "_lock", None) or threading.RLock()
+LOGGING_LOCK: Any = getattr(logging, "_lock", None) or threading.RLock()
 
 #: The loggers of isoplug's own making in a runner, which a plugin's logging configuration
-#: may disable in passing and KeptForwarding enables again: the print() streams' (``stdout``,
-#: ``stderr``, ``plugin.<id>.stdout``...), ``ctx.logger`` and its children, isoplug's own.
-_ISOPLUG_LOGGERS = ("stdout", "stderr", "plugin.", "isoplug.")
+#: may disable in passing and KeptForwarding enables again, by name: the print() streams'
+#: (``stdout``, ``stderr``), the warnings' (``py.warnings``, which isoplug's capture logs
+#: on), isoplug's own (``isoplug``, the parent of its loggers)...
+_ISOPLUG_LOGGER_NAMES = frozenset({"stdout", "stderr", "py.warnings", "isoplug"})
+#: ... and by prefix: ``plugin.<id>.stdout``, ``ctx.logger`` and its children, isoplug's.
+_ISOPLUG_LOGGER_PREFIXES = ("plugin.", "isoplug.")
 
 
 class KeptForwarding:
@@ -132,7 +138,7 @@ class KeptForwarding:
         current_source.set(source)
         try:
             # Taken as a configuration takes it, to its end: this waits for that end.
-            with _LOGGING_LOCK:
+            with LOGGING_LOCK:
                 disabled = _restore(self._handler)
         finally:
             self._restoring.release()
@@ -203,7 +209,7 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
             # guard undid in a member's method since the last look.
             guard.hold_root_level(None, window=FORWARDING_CHECK_INTERVAL)
             guard.say_notices()
-        if handler not in logging.root.handlers and _LOGGING_LOCK.acquire(blocking=False):
+        if handler not in logging.root.handlers and LOGGING_LOCK.acquire(blocking=False):
             # Else a configuration is under way in another thread: it restores at its end.
             try:
                 missing = handler not in logging.root.handlers
@@ -211,7 +217,7 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
                     meanwhile = _where_records_went()
                     _restore(handler)
             finally:
-                _LOGGING_LOCK.release()
+                LOGGING_LOCK.release()
             if missing and not told:
                 told = True
                 _log.warning(
@@ -222,9 +228,35 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
                     FORWARDING_CHECK_INTERVAL,
                     meanwhile,
                 )
+        keep_loguru_forwarded()
         loop.call_later(FORWARDING_CHECK_INTERVAL, look)
 
     loop.call_later(FORWARDING_CHECK_INTERVAL, look)
+
+
+#: Whether the runner said it put isoplug's loguru sink back (once: a plugin that removes
+#: every sink in a loop would say it each second).
+_told_loguru: list[bool] = []
+
+
+def keep_loguru_forwarded() -> None:
+    """Put isoplug's loguru sink back if the plugin removed it and its own sinks send its
+    messages nowhere the host reads (``logger.remove(); logger.add("app.log")``), as the
+    root's handler is (:func:`watch_forwarding`): from then on its messages go to its file
+    and to the host, as its ``logging`` records do. The first time, a WARNING says so and
+    how many messages reached only its sinks meanwhile."""
+    lost = restore_bridge_sink()
+    if lost is None or _told_loguru:
+        return
+    _told_loguru.append(True)
+    _log.warning(
+        "the plugin removed isoplug's loguru sink (logger.remove()) and its own sinks write "
+        "nowhere the host reads; isoplug added it back, so its loguru messages reach the host "
+        "as records again, beside the plugin's sinks. Meanwhile %s",
+        f"{lost} loguru message(s) went only to the plugin's sinks, not to the host"
+        if lost
+        else "no loguru message was lost",
+    )
 
 
 def _where_records_went() -> str:
@@ -257,12 +289,16 @@ def _closed_by_a_configuration(frame: FrameType | None) -> bool:
     ``logging.basicConfig()`` or ``logging.config``'s code."""
     config = sys.modules.get("logging.config")
     config_file = getattr(config, "__file__", None)
-    basic_config = logging.basicConfig.__code__
+    # Python's, and the runner's that wraps it (isoplug.runner.basic_config).
+    basic_configs = {
+        logging.basicConfig.__code__,
+        getattr(logging.basicConfig, "__wrapped__", logging.basicConfig).__code__,
+    }
     for _ in range(_CONFIGURATION_DEPTH):
         if frame is None:
             return False
         code = frame.f_code
-        if code is basic_config or (config_file is not None and code.co_filename == config_file):
+        if code in basic_configs or (config_file is not None and code.co_filename == config_file):
             return True
         frame = frame.f_back
     return False
@@ -282,7 +318,7 @@ def _restore(handler: ForwardingHandler) -> list[str]:
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if not isinstance(logger, logging.Logger) or not logger.disabled:
             continue
-        if name in _ISOPLUG_LOGGERS[:2] or name.startswith(_ISOPLUG_LOGGERS[2:]):
+        if name in _ISOPLUG_LOGGER_NAMES or name.startswith(_ISOPLUG_LOGGER_PREFIXES):
             logger.disabled = False
         else:
             others.append(name)

@@ -42,6 +42,7 @@ from isoplug.logs.kept_forwarder import keep_forwarding
 from isoplug.logs.loguru_bridge import install_loguru_bridge
 from isoplug.logs.redirect import pipe_stdio, redirect_stdio
 from isoplug.logs.source_names import SourceNamingHandler
+from isoplug.runner.basic_config import configure_as_if_alone
 from isoplug.runner.dispatch import plugin_source
 from isoplug.runner.group_logging import group_guard
 from isoplug.runner.kept_forwarding import KeptForwarding
@@ -79,6 +80,7 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
         root.addHandler(handler)
         handler.keep_open(KeptForwarding(handler).closed)
         keep_forwarding(handler)
+        configure_as_if_alone()
         return handler
     handler.close(timeout=0)
     fallback = logging.StreamHandler(sys.stderr)

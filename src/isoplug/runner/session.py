@@ -78,7 +78,11 @@ from isoplug.runner.exit_hooks import mark_plugin_hooks
 from isoplug.runner.group_logging import guard_group_logging, member_code
 from isoplug.runner.health import start_health
 from isoplug.runner.inherited import inherited_processes
-from isoplug.runner.kept_forwarding import render_consoles, watch_forwarding
+from isoplug.runner.kept_forwarding import (
+    keep_loguru_forwarded,
+    render_consoles,
+    watch_forwarding,
+)
 from isoplug.runner.leftover_tasks import exit_leaving
 from isoplug.runner.limits import apply_limits, note_memory_error
 from isoplug.runner.loader import PluginLoadError, load_plugin_class
@@ -281,6 +285,8 @@ async def _run(bootstrap: Bootstrap) -> int:
         failures = setting_up.result()
         # Console handlers the plugins' imports and setups added, before their first records.
         render_consoles()
+        # A loguru set up by an import to write a file alone: to the host too, from now on.
+        keep_loguru_forwarded()
         report = ReadyReport(
             pid=os.getpid(),
             loaded={pid: plugin.summary() for pid, plugin in table.plugins.items()},

@@ -8,8 +8,10 @@ import inspect
 import io
 import logging
 import logging.config
+import logging.handlers
 import multiprocessing
 import os
+import queue
 import sys
 import threading
 import time
@@ -405,6 +407,54 @@ class Reconfigurer(isoplug.Plugin):
     @isoplug.method
     def pid(self) -> int:
         return os.getpid()
+
+    @isoplug.method
+    def basic_config_unforced(self, how: str, path: str = "") -> list[str]:
+        """The script idiom, without force=True: to a file at WARNING (``how`` "file"), to
+        stderr (``"stderr"``) or to ``sys.stdout`` (``"stdout"``), then a second call that
+        finds the first's handler; then everything logged. The root's handlers' types."""
+        if how == "file":
+            logging.basicConfig(filename=path, level=logging.WARNING, format="FILE %(message)s")
+        else:
+            stream = sys.stdout if how == "stdout" else None
+            logging.basicConfig(stream=stream, format="CONSOLE %(levelname)s %(message)s")
+        logging.basicConfig(stream=sys.stdout, level=logging.CRITICAL)  # does nothing
+        self._log_everything(f"unforced-{how}")
+        return [type(handler).__name__ for handler in logging.getLogger().handlers]
+
+    @isoplug.method
+    async def queued_root(self, tag: str) -> None:
+        """The root's handlers replaced by a QueueHandler whose QueueListener feeds a console,
+        then output of every kind, each written by the listener's thread before this returns
+        (on the event loop: the runner cannot put its handler back meanwhile)."""
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("QL %(levelname)s %(name)s %(message)s"))
+        listener = logging.handlers.QueueListener(records, console)
+        listener.start()
+        logging.getLogger().handlers = [logging.handlers.QueueHandler(records)]
+        try:
+            print(f"{tag}: printed")
+            sys.stderr.write(f"{tag}: written to stderr\n")
+            warnings.warn(f"{tag}: a warning", stacklevel=1)
+            logging.getLogger("thirdparty.lib").warning("%s: logged", tag)
+        finally:
+            listener.stop()
+
+    @isoplug.method
+    def loguru_to_file(self, path: str, tag: str) -> None:
+        """loguru to a file of the plugin's own only: every sink removed, isoplug's too."""
+        from loguru import logger
+
+        logger.remove()
+        logger.add(path, format="{level} {message}")
+        logger.error("{}: while isoplug's sink was gone", tag)
+
+    @isoplug.method
+    def loguru_error(self, tag: str) -> None:
+        from loguru import logger
+
+        logger.error("{}: logged with loguru", tag)
 
 
 def _raise(text: str) -> None:
