@@ -12,7 +12,8 @@ released instead does the same at a known time, quietly: its handlers see that n
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from isoplug.log_guard import guarded_logger
 
@@ -21,12 +22,12 @@ __all__ = ["end_orphaned_task", "outside_any_loop", "running_asyncio_loop"]
 _log = guarded_logger("isoplug.host")
 
 
-def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The asyncio loop running in this thread, if one is."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+#: The asyncio loop running in this thread, if one is, else None: asyncio's own function (in
+#: ``asyncio.events.__all__`` since 3.7, for loop implementations), with neither the exception
+#: of ``get_running_loop()`` nor a frame around it to pay on every ``host.call``.
+running_asyncio_loop: Final[Callable[[], asyncio.AbstractEventLoop | None]] = (
+    asyncio.events._get_running_loop
+)
 
 
 def outside_any_loop() -> bool:

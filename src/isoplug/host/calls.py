@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,15 +51,15 @@ async def call_runner(
     life: RunnerLife,
     plugin_id: str,
     method: str,
-    *,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    deadline: float | None,
+    *,
+    remaining: float | None,
     commands: Commands,
     account_lost: Callable[[RunnerLife], Awaitable[None]] | None = None,
 ) -> Any:
     """Call ``plugin_id.method(*args, **kwargs)`` in the runner process of ``life`` over its
-    control connection, answered by ``deadline`` (``time.monotonic()``; None: no limit). The
+    control connection, answered within ``remaining`` seconds (None: no limit). The
     call is counted in flight on ``life`` while it lasts (a recycle waits for it).
 
     Raises :class:`~isoplug.errors.MethodNotFound`, :class:`~isoplug.errors.InvalidParams`,
@@ -85,7 +84,6 @@ async def call_runner(
                 reason=Unavailability.RUNNER_LOST,
                 plugin_id=plugin_id,
             )
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         call_id = next(_call_ids)
         traceparent, tracestate = current_traceparent()
         request = CallRequest(

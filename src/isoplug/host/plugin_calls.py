@@ -105,13 +105,15 @@ class PluginCalls:
             return self._call_once_ready(plugin_id, method, args, kwargs, timeout)
         if not self.offers.has_method(plugin_id, method):
             raise self.offers.method_not_found(plugin_id, method)
+        # The timeout as it is: the coroutine starts at once (a deadline read back off the
+        # clock cost two clock reads a call).
         return call_runner(
             life,
             plugin_id,
             method,
-            args=args,
-            kwargs=kwargs,
-            deadline=None if timeout is None else time.monotonic() + timeout,
+            args,
+            kwargs,
+            remaining=timeout,
             commands=self._commands,
             account_lost=self._wait_left,
         )

@@ -17,6 +17,7 @@ from isoplug.host.binding import HostBinding, running_asyncio_loop
 from isoplug.host.capabilities import CapabilityRegistry
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.host_stage import HostStage
+from isoplug.host.observers import watching
 from isoplug.host.plugin_calls import check_event_payload
 from isoplug.host.status import PluginInfo
 from isoplug.wire.values import locate_unencodable, unencodable_error
@@ -78,9 +79,12 @@ class PluginOperations:
             self._life.check_running(f"call {plugin_id}.{method}")
         # call_with()'s checks hold by construction here (a tuple, a dict of str keys).
         supervisor = self._runner_of.get(plugin_id) or self._supervisor(plugin_id)
-        return await supervisor.observed_call(
-            plugin_id, method, args, kwargs, self.config.call_timeout
-        )
+        if watching():
+            return await supervisor.observed_call(
+                plugin_id, method, args, kwargs, self.config.call_timeout
+            )
+        # Nobody to tell how it ends (a call refused at once included): one layer less.
+        return await supervisor.call(plugin_id, method, args, kwargs, self.config.call_timeout)
 
     async def call_with(
         self,

@@ -179,18 +179,22 @@ class Dispatcher:
         if self._backlog or self._drainer is not None:
             self._backlog.extend(messages)
             return
-        if len(messages) == 1 and type(messages[0]) is Response:
-            # The answer to a call, alone in its read: the bulk of a caller's traffic.
-            self._pending.answer(messages[0])
-            return
-        eager = eager_start is not None and self._loop.get_task_factory() is None
         if len(messages) == 1:
-            # A request alone in its read, the bulk of a callee's traffic.
             message = messages[0]
-            if type(message) is Request and len(self._serving) < self._requests.max_running:
-                # Its answer has no other to go out with: nothing to hold.
-                self._requests.dispatch(message, eager)
+            kind = type(message)
+            if kind is Response:
+                # The answer to a call, alone in its read: the bulk of a caller's traffic.
+                self._pending.answer(message)  # type: ignore[arg-type]
                 return
+            # A request alone in its read, the bulk of a callee's traffic.
+            if kind is Request and len(self._serving) < self._requests.max_running:
+                # Its answer has no other to go out with: nothing to hold.
+                self._requests.dispatch(
+                    message,  # type: ignore[arg-type]
+                    eager_start is not None and self._loop.get_task_factory() is None,
+                )
+                return
+        eager = eager_start is not None and self._loop.get_task_factory() is None
         serving = len(self._serving)
         if eager:
             # The handlers' first steps run as they are dispatched: what they answer at once

@@ -26,28 +26,30 @@ class PendingCalls:
     """Request id -> the method called and the future its answer is set on."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, tuple[str, asyncio.Future[Message]]] = {}
-        #: Request id -> loop time at which the request times out (see _arm).
-        self._deadlines: dict[int, float] = {}
+        #: Request id -> the method, the future, and the loop time at which the request times
+        #: out (inf: never; see _arm). One entry per call, added and dropped once.
+        self._calls: dict[int, tuple[str, asyncio.Future[Message], float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        #: The loop's clock, looked up once: it is read for every call made.
+        self._now = asyncio.get_running_loop().time
 
     def add(
         self, request_id: int, method: str, future: asyncio.Future[Message], timeout: float | None
     ) -> None:
         """Await an answer to ``request_id`` on ``future``, failing it with
         :class:`DeadlinePassed` after ``timeout`` seconds (``None``: never)."""
-        self._calls[request_id] = (method, future)
-        if timeout is not None:
-            deadline = asyncio.get_running_loop().time() + timeout
-            self._deadlines[request_id] = deadline
-            if deadline < self._timer_at:
-                self._arm(deadline)
+        if timeout is None:
+            self._calls[request_id] = (method, future, math.inf)
+            return
+        deadline = self._now() + timeout
+        self._calls[request_id] = (method, future, deadline)
+        if deadline < self._timer_at:
+            self._arm(deadline)
 
     def forget(self, request_id: int) -> None:
         """The call is over (answered, timed out or cancelled): a late answer is dropped."""
         self._calls.pop(request_id, None)
-        self._deadlines.pop(request_id, None)
 
     async def late_answer(self, request_id: int, method: str, grace: float) -> Message | None:
         """The answer to ``request_id``, whose caller gave up (a cancel was sent), if it comes
@@ -74,7 +76,7 @@ class PendingCalls:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for method, future in self._calls.values():
+        for method, future, _ in self._calls.values():
             if not future.done():
                 future.set_exception(_pending_failure(method, error))
         self._calls.clear()
@@ -94,12 +96,11 @@ class PendingCalls:
         self._timer_at = math.inf
         now = asyncio.get_running_loop().time()
         earliest = math.inf
-        for request_id, deadline in list(self._deadlines.items()):
+        for _, future, deadline in list(self._calls.values()):
             if deadline <= now:
-                del self._deadlines[request_id]
-                pending = self._calls.get(request_id)
-                if pending is not None and not pending[1].done():
-                    pending[1].set_exception(DeadlinePassed())
+                # Expired once: its future is done from now, and its entry leaves at forget().
+                if not future.done():
+                    future.set_exception(DeadlinePassed())
             elif deadline < earliest:
                 earliest = deadline
         if earliest < math.inf:

@@ -199,7 +199,11 @@ class PluginTable:
             )
         args = request.args
         kwargs = request.kwargs
-        mismatch = method.bind_error(args, kwargs)
+        # The usual arguments (a few by position) surely fit: checked here, without a call.
+        if not kwargs and method.least_positional <= len(args) <= method.most_positional:
+            mismatch = None
+        else:
+            mismatch = method.bind_error(args, kwargs)
         if mismatch is not None:
             return _failure(
                 "invalid_params",

@@ -111,7 +111,15 @@ class ArgumentCheck:
 class MethodInfo:
     """One callable method of a loaded plugin, as the runner calls it."""
 
-    __slots__ = ("_least", "_most", "check", "function", "is_async", "name", "signature")
+    __slots__ = (
+        "check",
+        "function",
+        "is_async",
+        "least_positional",
+        "most_positional",
+        "name",
+        "signature",
+    )
 
     def __init__(self, name: str, function: Callable[..., Any]) -> None:
         #: ``plugin.method``, for messages.
@@ -121,8 +129,8 @@ class MethodInfo:
         self.signature = signature_of(function)
         self.check = None if self.signature is None else ArgumentCheck(self.signature)
         #: How many arguments by position (and none by name) surely fit: checked inline,
-        #: without a call, on every call.
-        self._least, self._most = (
+        #: without a call, on every call (see PluginTable.call).
+        self.least_positional, self.most_positional = (
             (0, sys.maxsize)
             if self.check is None
             else (self.check.least_positional, self.check.most_positional)
@@ -131,7 +139,7 @@ class MethodInfo:
     def bind_error(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> TypeError | None:
         """Why ``args`` and ``kwargs`` do not fit the method; None when they do (or when its
         signature is unknown: the method is then left to say so itself)."""
-        if not kwargs and self._least <= len(args) <= self._most:
+        if not kwargs and self.least_positional <= len(args) <= self.most_positional:
             return None
         check = self.check
         if check is None or check.fits(args, kwargs):
