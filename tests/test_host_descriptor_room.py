@@ -60,8 +60,13 @@ async def main() -> None:
                     read = True
                 except TimeoutError:
                     read = False
+                # A runner the loaded machine did not schedule in time is said too: not this
+                # test's concern.
                 said = [
-                    r.getMessage() for r in records.records if r.levelno >= logging.WARNING
+                    r.getMessage()
+                    for r in records.records
+                    if r.levelno >= logging.WARNING
+                    and "its health checks allow that" not in r.getMessage()
                 ]
                 print(json.dumps({"free": free, "read": read, "said": said}), flush=True)
 
