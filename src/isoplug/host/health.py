@@ -172,7 +172,7 @@ class HealthWatch:
         until = report.until if report.until > 0 else time.monotonic()
         # What the host did not run for in the window this report covers is not the runner's
         # (the whole tree frozen: its loop "blocked" as long, its health thread no faster).
-        host_out = self._host_pauses.overlap(min(self._since or until, sent), until)
+        host_out = self._host_pauses.overlap(self._since, until)
         # A runner that does not say when it answered (an older isoplug): the stalls that
         # ended after this query was sent may be reported again, never lost.
         self._since = report.until if report.until > 0 else sent
