@@ -22,6 +22,9 @@ decides, for one runner process (:class:`HealthWatch`):
   of those pipes runs, that wait counts neither toward ``health_timeout`` nor toward
   ``health_grace``: a plugin is never killed for the host's slowness. A wait as long as
   ``health_timeout`` is reported (a WARNING, at most one a minute and then a summary).
+- **The host not running**: time the host's own event loop did not run (the host stopped or
+  frozen with its runners, or starved: :mod:`isoplug.host.host_pauses`) counts neither toward
+  ``health_timeout`` nor toward ``health_grace``, nor in the GIL warning.
 - **Stuck threads**: a sync call whose caller's timeout passed runs on in its worker thread.
   The host counts those threads per runner process; past ``max_stuck_threads`` it recycles the
   runner (a graceful stop, then a fresh one), its exit account saying why. A call's timeout
