@@ -57,7 +57,7 @@ def test_an_unknown_client_is_refused_as_unknown_runner() -> None:
     """A lookup returning None refuses the hello; the client is told only 'unknown runner'."""
     server = lookup_server([])
     client = Connection(Role.CLIENT, "anything", name="ghost", pid=7)
-    with pytest.raises(AuthenticationFailed, match=r"^unknown runner 'ghost': no token"):
+    with pytest.raises(AuthenticationFailed, match=r"^runner 'ghost' is not expected: no start"):
         server.receive_data(client.data_to_send())
     [reject] = [decode_message(f) for f in FrameDecoder().receive_data(server.data_to_send())]
     assert isinstance(reject, Reject)
@@ -109,4 +109,4 @@ async def test_serve_routes_each_runner_by_its_own_token(
             await Peer.connect(listener.address, "x", name="intruder")
     finally:
         await listener.aclose()
-    assert any("unknown runner 'intruder'" in r.getMessage() for r in caplog.records)
+    assert any("runner 'intruder' is not expected" in r.getMessage() for r in caplog.records)

@@ -22,6 +22,9 @@ decides, for one runner process (:class:`HealthWatch`):
   of those pipes runs, that wait counts neither toward ``health_timeout`` nor toward
   ``health_grace``: a plugin is never killed for the host's slowness. A wait as long as
   ``health_timeout`` is reported (a WARNING, at most one a minute and then a summary).
+- **The host not running**: time the host's own event loop did not run (the host stopped or
+  frozen with its runners, or starved: :mod:`isoplug.host.host_pauses`) counts neither toward
+  ``health_timeout`` nor toward ``health_grace``, nor in the GIL warning.
 - **Stuck threads**: a sync call whose caller's timeout passed runs on in its worker thread.
   The host counts those threads per runner process; past ``max_stuck_threads`` it recycles the
   runner (a graceful stop, then a fresh one), its exit account saying why. A call's timeout
@@ -41,7 +44,9 @@ from collections.abc import Callable
 from isoplug.control import HealthReport, WorkerState
 from isoplug.cpu_wait import longest_wait, process_cpu_waits
 from isoplug.host.config import SupervisorConfig
+from isoplug.host.descendants import read_stat
 from isoplug.host.health_link import HealthLink
+from isoplug.host.host_pauses import host_pauses
 from isoplug.host.runner_events import RunnerEvents
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.report_throttle import ReportThrottle, Tally
@@ -116,6 +121,9 @@ class HealthWatch:
         self.events = RunnerEvents()
         #: Whether the host still reads the runner's stdout and stderr pipes (see start()).
         self._reading_output: Callable[[], bool] = _never
+        #: When the host itself did not run: not counted against the runner.
+        self._host_pauses = host_pauses()
+        self._watching_pauses = False
 
     @property
     def runner_fd(self) -> int:
@@ -129,12 +137,18 @@ class HealthWatch:
         self.pid = pid
         self._reading_output = reading_output or _never
         self._theirs.close()
+        if not self._watching_pauses:
+            self._watching_pauses = True
+            self._host_pauses.watch()
         await self.link.open()
 
     def close(self) -> None:
         self._theirs.close()
         self.link.close()
         self._stalls.close()
+        if self._watching_pauses:
+            self._watching_pauses = False
+            self._host_pauses.unwatch()
 
     async def check(self) -> Finding:
         """One health check: the query, and what its answer (or its absence) means."""
@@ -146,7 +160,9 @@ class HealthWatch:
         while report is None:
             if self.link.failure is not None:
                 return Finding(config.health_interval, lost=_quote(self.link.failure))
-            waited = time.monotonic() - sent
+            now = time.monotonic()
+            # The time the host did not run is no silence of the runner's.
+            waited = now - sent - self._host_pauses.overlap(sent, now)
             starved = min(waited, longest_wait(cpu_waits, process_cpu_waits(self.pid)))
             if waited - starved >= limit:
                 return Finding(config.health_interval, kill=self._silent(waited, starved))
@@ -156,12 +172,17 @@ class HealthWatch:
             )
         self.reports += 1
         self.events.note_told(report.events_dropped, report.events_handled)
+        until = report.until if report.until > 0 else time.monotonic()
+        # What the host did not run for in the window this report covers is not the runner's
+        # (the whole tree frozen: its loop "blocked" as long, its health thread no faster).
+        host_out = self._host_pauses.overlap(self._since, until)
         # A runner that does not say when it answered (an older isoplug): the stalls that
         # ended after this query was sent may be reported again, never lost.
         self._since = report.until if report.until > 0 else sent
-        self._report_stall(report)
+        self._report_stall(report, host_out)
         self._report_output_wait(report)
-        finding = self._judge_loop(report)
+        blocked_out = self._host_pauses.overlap(until - _seconds(report.loop_blocked), until)
+        finding = self._judge_loop(report, blocked_out)
         if finding.kill is None:
             stuck = self._stuck(report)
             if len(stuck) > config.max_stuck_threads:
@@ -240,13 +261,15 @@ class HealthWatch:
 
     # -- deciding -------------------------------------------------------------------------------
 
-    def _judge_loop(self, report: HealthReport) -> Finding:
+    def _judge_loop(self, report: HealthReport, host_out: float = 0.0) -> Finding:
+        """``host_out``: how long of the loop's blocked time the host did not run itself,
+        given back (from each of the loop's times)."""
         config = self._config
         timeout, grace = config.health_timeout, config.health_grace
-        blocked = _seconds(report.loop_blocked)
-        gil = min(blocked, _seconds(report.gil_held))
-        starved = min(blocked, _seconds(report.loop_starved))
-        waiting = self._output_wait(report)
+        blocked = max(0.0, _seconds(report.loop_blocked) - host_out)
+        gil = min(blocked, max(0.0, _seconds(report.gil_held) - host_out))
+        starved = min(blocked, max(0.0, _seconds(report.loop_starved) - host_out))
+        waiting = min(blocked, max(0.0, self._output_wait(report) - host_out))
         # A whole process kept from the CPU shows as both: its health thread is late too.
         own = blocked - max(gil, starved, waiting)
         ran = blocked - max(starved, waiting)
@@ -298,6 +321,20 @@ class HealthWatch:
     def _silent(self, waited: float, starved: float) -> str:
         limit = self._config.health_timeout + self._config.health_grace
         within = f"{limit:g} s" if starved < _WORTH_SAYING else f"{waited:.1f} s{_starved(starved)}"
+        stat = read_stat(self.pid)
+        if stat is not None and stat.state in ("T", "t"):
+            # Stopped, not hung: what the operator who stopped it needs to read.
+            _log.error(
+                "runner %s (pid %d) did not answer a health check within %s (health_timeout + "
+                "health_grace): the process is stopped (SIGSTOP, or a debugger); killing it",
+                self.runner_id,
+                self.pid,
+                within,
+            )
+            return (
+                f"no answer to a health check within {within} (the process was stopped: "
+                "SIGSTOP, or a debugger)"
+            )
         _log.error(
             "runner %s (pid %d) did not answer a health check within %s (health_timeout + "
             "health_grace): no thread of it could run Python (the GIL held by a call in C code "
@@ -355,11 +392,11 @@ class HealthWatch:
             ),
         )
 
-    def _report_stall(self, report: HealthReport) -> None:
+    def _report_stall(self, report: HealthReport, host_out: float) -> None:
         config = self._config
         self._report_long(
             "gil",
-            max(_seconds(report.longest_stall), _seconds(report.gil_wait)),
+            max(_seconds(report.longest_stall), _seconds(report.gil_wait)) - host_out,
             lambda detail: (
                 f"runner {self.runner_id} (pid {self.pid}): no thread could run Python for "
                 f"{detail} (the GIL was held, as by one long call in C code, or the process was "

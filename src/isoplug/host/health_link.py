@@ -10,7 +10,6 @@ the runner's word: every text in it is sanitized before it is quoted (:mod:`isop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from typing import cast
@@ -77,10 +76,18 @@ class HealthLink(asyncio.Protocol):
         try:
             payload = self._queries.encode(HealthQuery(seq, time.monotonic(), since))
             transport.write(len(payload).to_bytes(4, "big") + payload)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    return await future
-            return None
+            # Not asyncio.timeout: its cancel would cancel the future, and a report read after
+            # the timeout fired would find no one waiting.
+            await asyncio.wait([future], timeout=timeout)
+            if future.done():
+                return future.result()
+            # The report may have come in time and still be unread: after a SIGSTOP/SIGCONT of
+            # the host, epoll_wait fails with EINTR and Python returns no events once its
+            # timeout has passed, so the timeout ran in a round that read nothing. This task
+            # resumed in the next round, which polled the socket; its reads run before this
+            # task's next step, and an answer there wins over the timeout.
+            await asyncio.sleep(0)
+            return future.result() if future.done() else None
         finally:
             self._waiting.pop(seq, None)
 

@@ -94,17 +94,33 @@ class PendingCalls:
     def _expire(self) -> None:
         self._timer = None
         self._timer_at = math.inf
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         earliest = math.inf
+        due: list[asyncio.Future[Message]] = []
         for _, future, deadline in list(self._calls.values()):
             if deadline <= now:
-                # Expired once: its future is done from now, and its entry leaves at forget().
+                # Expired: failed below unless answered first; its entry leaves at forget().
                 if not future.done():
-                    future.set_exception(DeadlinePassed())
+                    due.append(future)
             elif deadline < earliest:
                 earliest = deadline
         if earliest < math.inf:
             self._arm(earliest)
+        if due:
+            # An answer that came by now wins over the timeout, but it may still be unread:
+            # after a SIGSTOP/SIGCONT of this process epoll_wait fails with EINTR and Python
+            # returns no events once its timeout has passed, so this timer runs in a round that
+            # read nothing. The next round polls the sockets (its reads run after the callback
+            # scheduled here), and the round after that fails the calls still unanswered.
+            # Only a timeout pays for the two rounds.
+            loop.call_soon(loop.call_soon, _fail_unanswered, due)
+
+
+def _fail_unanswered(futures: list[asyncio.Future[Message]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(DeadlinePassed())
 
 
 def _pending_failure(method: str, error: IsoplugError) -> IsoplugError:

@@ -87,7 +87,10 @@ def configure_runner_logging(bootstrap: Bootstrap) -> ForwardingHandler | None:
     fallback.setFormatter(logging.Formatter(_FALLBACK_FORMAT))
     root.addHandler(fallback)
     _log.warning(
-        "log forwarding to the host failed (%s); logging to stderr instead", handler.failure
+        "log forwarding to the host failed (%s); logging to stderr instead",
+        # None when it ran out of time: the connection neither came nor failed (a host
+        # stopped or starved meanwhile).
+        handler.failure or f"no connection to the host within {_CONNECT_TIMEOUT:g} s",
     )
     return None
 

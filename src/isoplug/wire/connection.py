@@ -419,7 +419,9 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"unknown runner {clean_text(hello.name, 200)!r}: no token is expected from it",
+                f"runner {clean_text(hello.name, 200)!r} is not expected: no start of it awaits "
+                "a connection (a runner whose start the host gave up on, at its ready_timeout, "
+                "connecting late; or a process that is no runner of this host)",
                 "unknown runner",
             )
         assert expected is not None
