@@ -59,7 +59,7 @@ from isoplug.wire.messages import (
     Response,
     Welcome,
 )
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_quoted, clean_text
 from isoplug.wire.versions import library_version, refused_by_listener, refused_client
 
 __all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup", "WelcomeLevel"]
@@ -419,7 +419,7 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"unknown runner {clean_text(hello.name, 200)!r}: no token is expected from it",
+                f"unknown runner {clean_quoted(hello.name, 200)}: no token is expected from it",
                 "unknown runner",
             )
         assert expected is not None
@@ -429,7 +429,7 @@ class Connection:
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
                 # The name is the client's to choose: said as its claim, never as who it is.
-                f"wrong session token (the client says it is {clean_text(hello.name, 200)!r})"
+                f"wrong session token (the client says it is {clean_quoted(hello.name, 200)})"
                 if hello.name
                 else "wrong session token",
                 "wrong session token",
