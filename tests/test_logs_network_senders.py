@@ -76,6 +76,29 @@ def restart_contexts(scheme: str, tmp_path: Path) -> tuple[ssl.SSLContext | None
     return tls_server_context(certs.server), certs.ca
 
 
+async def delivers_once_back(
+    child: asyncio.subprocess.Process,
+    steps: Path,
+    address: str,
+    token: str,
+    server: ssl.SSLContext | None,
+) -> str:
+    """A RESTART_CHILD (``back``) that logged while its receiver was away: with a receiver
+    at ``address`` again, it delivers what it queued and the rest, in order; its stderr."""
+    assert child.stdout is not None
+    logged = int(await asyncio.wait_for(child.stdout.readline(), 30))
+    async with receiving("threads", address=address, ssl_context=server, token=token) as (_, after):
+        (steps / "receiver-back").touch()
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await after.wait_until(lambda: logged + 2 in after.numbers(), timeout=15)
+    arrived = after.numbers()
+    # The record sent first after the cut may die in the closed socket (TCP keeps no ledger);
+    # every record queued from the next on arrives, in order.
+    assert arrived == list(range(arrived[0], logged + 3)) and arrived[0] <= 2, arrived
+    return stderr
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "tls"])
 async def test_a_network_sender_finds_its_receiver_back_after_seconds(
     scheme: str, tmp_path: Path
@@ -94,17 +117,7 @@ async def test_a_network_sender_finds_its_receiver_back_after_seconds(
         child = await run_script(first, RESTART_CHILD, str(steps), ca, "back")
         await before.wait_until(lambda: before.numbers() == [0])
     (steps / "receiver-gone").touch()
-    assert child.stdout is not None
-    logged = int(await asyncio.wait_for(child.stdout.readline(), 30))
-    async with receiving("threads", address=address, ssl_context=server, token=token) as (_, after):
-        (steps / "receiver-back").touch()
-        code, stderr = await finish(child)
-        assert code == 0, stderr
-        await after.wait_until(lambda: logged + 2 in after.numbers(), timeout=15)
-    arrived = after.numbers()
-    # The record sent first after the cut may die in the closed socket (TCP keeps no ledger);
-    # every record queued from the next on arrives, in order.
-    assert arrived == list(range(arrived[0], logged + 3)) and arrived[0] <= 2, arrived
+    stderr = await delivers_once_back(child, steps, address, token, server)
     said = stderr.splitlines()
     unreachable = [line for line in said if "the receiver is unreachable" in line]
     assert len(unreachable) == 1, stderr
@@ -178,15 +191,7 @@ async def test_a_tls_sender_welcomed_before_retries_whoever_fails_verification_m
         await eventually(lambda: squatter.answered >= 2, timeout=30)
     finally:
         await asyncio.to_thread(squatter.close)
-    assert child.stdout is not None
-    logged = int(await asyncio.wait_for(child.stdout.readline(), 30))
-    async with receiving("threads", address=address, ssl_context=server, token=token) as (_, after):
-        (steps / "receiver-back").touch()
-        code, stderr = await finish(child)
-        assert code == 0, stderr
-        await after.wait_until(lambda: logged + 2 in after.numbers(), timeout=15)
-    arrived = after.numbers()
-    assert arrived == list(range(arrived[0], logged + 3)) and arrived[0] <= 2, arrived
+    stderr = await delivers_once_back(child, steps, address, token, server)
     failed = "TLSV13_ALERT_CERTIFICATE_REQUIRED" if answer == "alert" else "unable to get local"
     doubts = [line for line in stderr.splitlines() if "failed verification" in line]
     assert len(doubts) == 1, stderr
