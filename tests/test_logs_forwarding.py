@@ -639,8 +639,8 @@ async def test_a_connection_that_is_not_a_log_sender_is_refused(
         finally:
             channel.close()
     assert (
-        f"refused a 'control' connection from pid {os.getpid()} (it says it is 'ctl'): this "
-        "receiver only takes logs"
+        f"refused a 'control' connection from pid {os.getpid()} (the client says it is 'ctl'): "
+        "this receiver only takes logs"
     ) in caplog.text
 
 

@@ -8,8 +8,11 @@ ssl_context with a plain-text address would be ignored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import socket
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ import trustme
 
 from isoplug.logs import ForwardingHandler, forward_logs
 from isoplug.logs import reconnect as reconnect_module
+from isoplug.testing import eventually
 from isoplug.transport import tls_client_context, tls_server_context
 from tests.test_logs_forwarding import BOTH_MODES, finish, receiving, run_script
 from tests.test_transport_sockets import make_certs
@@ -72,6 +76,29 @@ def restart_contexts(scheme: str, tmp_path: Path) -> tuple[ssl.SSLContext | None
     return tls_server_context(certs.server), certs.ca
 
 
+async def delivers_once_back(
+    child: asyncio.subprocess.Process,
+    steps: Path,
+    address: str,
+    token: str,
+    server: ssl.SSLContext | None,
+) -> str:
+    """A RESTART_CHILD (``back``) that logged while its receiver was away: with a receiver
+    at ``address`` again, it delivers what it queued and the rest, in order; its stderr."""
+    assert child.stdout is not None
+    logged = int(await asyncio.wait_for(child.stdout.readline(), 30))
+    async with receiving("threads", address=address, ssl_context=server, token=token) as (_, after):
+        (steps / "receiver-back").touch()
+        code, stderr = await finish(child)
+        assert code == 0, stderr
+        await after.wait_until(lambda: logged + 2 in after.numbers(), timeout=15)
+    arrived = after.numbers()
+    # The record sent first after the cut may die in the closed socket (TCP keeps no ledger);
+    # every record queued from the next on arrives, in order.
+    assert arrived == list(range(arrived[0], logged + 3)) and arrived[0] <= 2, arrived
+    return stderr
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "tls"])
 async def test_a_network_sender_finds_its_receiver_back_after_seconds(
     scheme: str, tmp_path: Path
@@ -90,17 +117,7 @@ async def test_a_network_sender_finds_its_receiver_back_after_seconds(
         child = await run_script(first, RESTART_CHILD, str(steps), ca, "back")
         await before.wait_until(lambda: before.numbers() == [0])
     (steps / "receiver-gone").touch()
-    assert child.stdout is not None
-    logged = int(await asyncio.wait_for(child.stdout.readline(), 30))
-    async with receiving("threads", address=address, ssl_context=server, token=token) as (_, after):
-        (steps / "receiver-back").touch()
-        code, stderr = await finish(child)
-        assert code == 0, stderr
-        await after.wait_until(lambda: logged + 2 in after.numbers(), timeout=15)
-    arrived = after.numbers()
-    # The record sent first after the cut may die in the closed socket (TCP keeps no ledger);
-    # every record queued from the next on arrives, in order.
-    assert arrived == list(range(arrived[0], logged + 3)) and arrived[0] <= 2, arrived
+    stderr = await delivers_once_back(child, steps, address, token, server)
     said = stderr.splitlines()
     unreachable = [line for line in said if "the receiver is unreachable" in line]
     assert len(unreachable) == 1, stderr
@@ -110,6 +127,80 @@ async def test_a_network_sender_finds_its_receiver_back_after_seconds(
     resumed = [line for line in said if " resumed after " in line]
     assert len(resumed) == 1 and resumed[0].endswith("0 records were dropped meanwhile"), stderr
     assert "stopped" not in stderr
+
+
+class Squatter:
+    """Whoever takes a port for a moment while its collector restarts: it answers each
+    connection's TLS with ``answer`` (the 7 bytes of a "certificate required" alert, or a
+    certificate from a CA nobody trusts), unauthenticated, and counts them."""
+
+    def __init__(self, port: int, answer: str) -> None:
+        self.answered = 0
+        self._answer = answer
+        self._listening = socket.create_server(("127.0.0.1", port))
+        self._listening.settimeout(0.05)
+        self._context = leaf_context(trustme.CA().issue_cert("127.0.0.1"))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listening.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                with contextlib.suppress(OSError):  # the sender may cut it first
+                    if self._answer == "alert":
+                        connection.recv(4096)  # its ClientHello
+                        connection.sendall(b"\x15\x03\x03\x00\x02\x02\x74")
+                    else:
+                        self._context.wrap_socket(connection, server_side=True).close()
+            self.answered += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._listening.close()
+
+
+@pytest.mark.parametrize("answer", ["alert", "certificate"])
+async def test_a_tls_sender_welcomed_before_retries_whoever_fails_verification_meanwhile(
+    answer: str, tmp_path: Path
+) -> None:
+    """While its collector restarts, whoever takes the port answers with a certificate nobody
+    trusts or a "certificate required" alert: the sender, welcomed there before, says so once
+    and retries, and delivers everything to the collector once it is back. (The first such
+    answer ended forwarding for good: a failure that means a configuration error only before
+    the first welcome.)"""
+    server, ca = restart_contexts("tls", tmp_path)
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    async with receiving(
+        "threads", drain_timeout=0.2, address="tls://127.0.0.1:0", ssl_context=server
+    ) as (first, before):
+        address, token = first.address, first.token
+        child = await run_script(first, RESTART_CHILD, str(steps), ca, "back")
+        await before.wait_until(lambda: before.numbers() == [0])
+    (steps / "receiver-gone").touch()
+    squatter = Squatter(int(address.rpartition(":")[2]), answer)
+    try:
+        # Two attempts answered: the second is said no more.
+        await eventually(lambda: squatter.answered >= 2, timeout=30)
+    finally:
+        await asyncio.to_thread(squatter.close)
+    stderr = await delivers_once_back(child, steps, address, token, server)
+    failed = "TLSV13_ALERT_CERTIFICATE_REQUIRED" if answer == "alert" else "unable to get local"
+    doubts = [line for line in stderr.splitlines() if "failed verification" in line]
+    assert len(doubts) == 1, stderr
+    assert doubts[0].startswith(
+        f"isoplug: log forwarding from pid {child.pid}: the receiver at {address} failed "
+        f"verification ({failed}"
+    )
+    assert doubts[0].endswith("): not the collector this sender knew? retrying"), stderr
+    assert "stopped" not in stderr and " resumed after " in stderr, stderr
 
 
 async def test_a_network_sender_closed_while_its_receiver_is_away_says_what_it_dropped(
@@ -248,6 +339,51 @@ async def test_a_scheme_the_receiver_does_not_speak_is_named_as_the_likely_cause
             "; the receiver cut the connection before answering the hello; if it listens "
             "with TLS, connect with a tls:// address and an ssl_context)"
         ), failure
+
+
+def answer_every_hello_with(answer: bytes) -> tuple[socket.socket, threading.Thread]:
+    """A tcp listener that is no isoplug receiver: it answers each connection's first bytes
+    with ``answer``, then closes; the thread ends once the listener is closed."""
+    listening = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                connection, _ = listening.accept()
+                with connection, contextlib.suppress(OSError):
+                    connection.settimeout(10)
+                    connection.recv(65536)
+                    connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listening, thread
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\x7f\xff\xff\xff"])
+async def test_a_collector_answering_in_another_protocol_is_not_said_to_have_cut(
+    answer: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Garbage, or a huge frame header, in answer to the hello was said as "the receiver cut
+    the connection before answering the hello; if it listens with TLS...": it answered."""
+    monkeypatch.setattr(reconnect_module, "RECONNECT_DELAYS", (0.0,))
+    listening, thread = answer_every_hello_with(answer)
+    address = f"tcp://127.0.0.1:{listening.getsockname()[1]}"
+    handler = ForwardingHandler(address, "token")
+    handler.say_failures = False
+    try:
+        assert not await asyncio.to_thread(handler.start, 30)
+    finally:
+        await asyncio.to_thread(handler.close)
+        listening.shutdown(socket.SHUT_RDWR)
+        listening.close()
+        await asyncio.to_thread(thread.join, 10)
+    failure = handler.failure or ""
+    assert failure.endswith(
+        f"; the receiver at {address} answered the hello with something that is not "
+        "isoplug's protocol: is an isoplug LogReceiver listening there?)"
+    ), failure
+    assert "cut the connection" not in failure
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "unix"])

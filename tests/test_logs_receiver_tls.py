@@ -15,8 +15,9 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from isoplug.errors import IsoplugError
+from isoplug.errors import AddressError, IsoplugError
 from isoplug.logs import ADDRESS_ENV, ForwardingHandler, LogReceiver
+from isoplug.rpc.blocking import BlockingChannel
 from isoplug.rpc.handshake import blocking_client_handshake
 from isoplug.transport import tls_client_context, tls_server_context
 from tests.record_waiter import RecordWaiter, watching
@@ -233,3 +234,39 @@ def test_an_expired_certificate_is_warned_about_once_not_refused(tmp_path: Path)
         f"the certificate in {path!r} expired on Jan  1 00:00:00 2021 GMT: every peer that "
         "verifies it will refuse it; renew it"
     ]
+
+
+@pytest.mark.parametrize("host", ["loc\x1bal", "a\u202eb", "localhost\n"])
+def test_a_host_with_control_characters_is_refused_where_the_receiver_is_made(host: str) -> None:
+    """As a sender's is: it failed at the bind, with a TransportError quoting them raw."""
+    with pytest.raises(AddressError, match="a host cannot contain whitespace or control") as raised:
+        LogReceiver(f"tcp://{host}:0")
+    assert host not in str(raised.value)
+
+
+@BOTH_MODES
+async def test_a_claimed_name_is_quoted_once_so_a_real_control_and_its_text_differ(
+    mode: str,
+) -> None:
+    """A real U+202E and the text ``\\u202e`` were both said as ``'\\\\u202e'`` (escaped by
+    the sanitizer, then by repr); a role refusal said "(it says it is ...)"."""
+    with watching("isoplug.rpc") as seen, watching("isoplug.logs") as logs:
+        async with receiving(mode, address="tcp://127.0.0.1:0") as (receiver, _):
+            for name in ("a\u202eb", "a\\u202eb"):
+                await asyncio.to_thread(wrong_token_client, receiver.address, name)
+            channel = await asyncio.to_thread(
+                BlockingChannel.connect,
+                receiver.address,
+                receiver.token,
+                name="c\u202ed",
+                role="control",
+            )
+            try:
+                role = await logs.take_record(text="this receiver only takes logs")
+            finally:
+                channel.close()
+            real = await seen.take_record(text="wrong session token")
+            typed = await seen.take_record(text="wrong session token")
+    assert real.getMessage().endswith("(the client says it is 'a\\u202eb')")
+    assert typed.getMessage().endswith("(the client says it is 'a\\\\u202eb')")
+    assert "(the client says it is 'c\\u202ed'): this receiver only takes logs" in role.getMessage()

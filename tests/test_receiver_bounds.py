@@ -82,7 +82,7 @@ async def test_connections_that_are_not_log_senders_are_refused_with_few_warning
                 await asyncio.to_thread(_say_hello, log_receiver.address, encode_frame(hello))
         messages = [r.getMessage() for r in warnings.records if "refused" in r.getMessage()]
     assert messages[0] == (
-        f"refused a '\\x1b[2Jcontrol' connection from pid {os.getpid()} (it says it is "
+        f"refused a '\\x1b[2Jcontrol' connection from pid {os.getpid()} (the client says it is "
         "'intruder'): this receiver only takes logs"
     )
     assert 1 < len(messages) <= 3

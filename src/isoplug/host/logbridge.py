@@ -74,7 +74,7 @@ from isoplug.rpc.gate import DEFAULT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES
 from isoplug.transport.process_tree import stat_fields
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
 from isoplug.wire import Hello
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_quoted
 
 __all__ = ["LogBridge"]
 
@@ -309,8 +309,8 @@ class LogBridge:
         if hello.role != LOGS_ROLE:
             report_refusal(
                 self._refusals,
-                f"refused a '{clean_text(hello.role, _MAX_HELLO_CHARS)}' connection from runner "
-                f"'{clean_text(hello.name, _MAX_HELLO_CHARS)}' on the log listener",
+                f"refused a {clean_quoted(hello.role, _MAX_HELLO_CHARS)} connection from runner "
+                f"{clean_quoted(hello.name, _MAX_HELLO_CHARS)} on the log listener",
                 _log.warning,
             )
             return None
@@ -324,7 +324,7 @@ class LogBridge:
         supervisor = self._supervisor_named(hello.name)
         runner_pid = None if supervisor is None else supervisor.pid
         if supervisor is None or runner_pid is None:
-            return f"runner {clean_text(hello.name, _MAX_HELLO_CHARS)!r} has no process running"
+            return f"runner {clean_quoted(hello.name, _MAX_HELLO_CHARS)} has no process running"
         if credentials is None:
             return None  # no peer credentials (not Linux): the token alone, as documented
         if credentials.pid == runner_pid:

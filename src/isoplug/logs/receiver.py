@@ -65,10 +65,10 @@ from isoplug.transport import (
     Listener,
     Scheme,
     absolute_unix_path,
-    parse_address,
+    parse_listen_address,
 )
 from isoplug.transport.socket_dirs import remove_stale_socket_dirs
-from isoplug.transport.stream import peer_address_of, peer_credentials_of
+from isoplug.transport.stream import peer_credentials_of
 from isoplug.transport.tls import check_server_context
 from isoplug.wire.sanitize import clean_text
 
@@ -207,7 +207,7 @@ class LogReceiver(ReceiverClosing):
         # Parsed now: a malformed address is said where the receiver is made; a relative
         # socket path is the working directory's now, as a sender's is, not wherever the
         # program (or a child given the address) is later.
-        self._requested_address = absolute_unix_path(parse_address(address))
+        self._requested_address = absolute_unix_path(parse_listen_address(address))
         _check_ssl_context(self._requested_address, ssl_context)
         self.token = token or secrets.token_urlsafe(32)
         self.prefix = checked_prefix(prefix)
@@ -457,7 +457,7 @@ class LogReceiver(ReceiverClosing):
         hello = channel.connection.peer_hello
         assert hello is not None
         credentials = peer_credentials_of(channel.socket)
-        who = peer_pid_text(credentials, peer_address_of(channel.socket))
+        who = peer_pid_text(credentials, channel.peer_address)
         if not self._accepts(hello, who):
             return
         number, replayer = self._replayer_for(credentials.pid if credentials else None, hello)

@@ -26,7 +26,7 @@ from isoplug.logs.routing import LoggerBudget
 from isoplug.logs.sender_trees import tree_of
 from isoplug.logs.settling import LoopSettler
 from isoplug.wire import Hello
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_quoted, clean_text
 
 __all__ = ["MAX_HELLO_CHARS", "ReceiverConnections"]
 
@@ -110,10 +110,13 @@ class ReceiverConnections:
         peer (``" from pid N"`` or ``" from host:port"``), the hello's name only its claim."""
         if hello.role == "logs":
             return True
-        name = clean_text(hello.name, MAX_HELLO_CHARS)
-        claim = f" (it says it is {name!r})" if name else ""
+        claim = (
+            f" (the client says it is {clean_quoted(hello.name, MAX_HELLO_CHARS)})"
+            if hello.name
+            else ""
+        )
         text = (
-            f"refused a '{clean_text(hello.role, MAX_HELLO_CHARS)}' connection{who}{claim}: "
+            f"refused a {clean_quoted(hello.role, MAX_HELLO_CHARS)} connection{who}{claim}: "
             "this receiver only takes logs"
         )
         report_refusal(self._refusals, text, _log.warning)

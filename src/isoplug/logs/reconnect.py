@@ -6,14 +6,22 @@ gives up sooner when the receiver is clearly gone: nothing has listened at the a
 :data:`GONE_AFTER_REFUSALS` attempts in a row (no socket file, connection refused: a host that
 shut down), or the receiver refused the sender's token or protocol version (another receiver
 now has that address), or a TLS failure no attempt can mend (see
-:func:`~isoplug.logs.sender_tls.permanent_tls_failure`). A receiver restarted on the same
-address within the first second or so is found again.
+:func:`~isoplug.logs.sender_tls.permanent_tls_failure`) from a sender never welcomed over TLS
+at that address. A receiver restarted on the same address within the first second or so is
+found again.
 
 That is for a unix socket, whose receiver is the sender's parent: a child whose parent died
 must not hang at its exit waiting for it. A ``tcp://`` or ``tls://`` receiver is a collector
 that restarts, for seconds, while its senders live on: after a break such a sender keeps
 trying for as long as its process lives (:func:`network_delays`: at once, then 0.1 s doubling
 up to :data:`NETWORK_MAX_DELAY`), its records queued meanwhile within the queue's bound.
+
+A TLS failure that ends forwarding at once is there for a configuration error (a CA not
+trusted, a certificate for another name, a client certificate missing): the first connection
+shows it. Once a TLS receiver has welcomed the sender (``known_receiver``), the same failure
+means that whoever answers at the address now is not that receiver: anyone who can take the
+port while the collector restarts, with any certificate or a 7-byte alert, would otherwise
+end forwarding for good. Those failures are retried like any other.
 """
 
 from __future__ import annotations
@@ -62,7 +70,9 @@ def network_delays() -> Iterator[float]:
 class Reconnection:
     """The attempts after one break: :meth:`next_delay` before each, :meth:`failed` after
     each that failed, until one succeeds or a reason to give up is returned. ``endless``:
-    a tcp:// or tls:// sender's, which nothing listening does not end (see the module doc)."""
+    a tcp:// or tls:// sender's, which nothing listening does not end; ``known_receiver``: a
+    TLS receiver welcomed this sender before, so a failed verification ends nothing either
+    (see the module doc)."""
 
     def __init__(
         self,
@@ -70,8 +80,10 @@ class Reconnection:
         gone_after: int | None = None,
         *,
         endless: bool = False,
+        known_receiver: bool = False,
     ) -> None:
         self.endless = endless
+        self.known_receiver = known_receiver
         # The module's values as they are now (a test may change them).
         if delays is None:
             delays = network_delays() if endless else RECONNECT_DELAYS
@@ -92,7 +104,7 @@ class Reconnection:
             return f"the receiver at that address refused this sender ({error})"
         if isinstance(error, SelfForwarding):
             return str(error)
-        if (permanent := permanent_tls_failure(error)) is not None:
+        if not self.known_receiver and (permanent := permanent_tls_failure(error)) is not None:
             return permanent
         if self.endless:
             return None

@@ -106,6 +106,8 @@ class SenderThread(SenderLink):
         self._batch_cap = MAX_BATCH_BYTES
         self._unreachable_since = None
         self._dropped_when_unreachable = 0
+        self._doubts_said = set()
+        self._welcomed_over_tls = False
         self._sock_identity = None
         self._sender_failures = 0
         # A broken connection's ledger (and ring), counting until a new one takes over.

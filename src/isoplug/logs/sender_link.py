@@ -35,7 +35,7 @@ from isoplug.logs.reconnect import (
     nobody_listens,
 )
 from isoplug.logs.ring import SenderRing
-from isoplug.logs.sender_tls import described, permanent_tls_failure
+from isoplug.logs.sender_tls import described, failed_verification, permanent_tls_failure
 from isoplug.logs.sendio import say as _say
 from isoplug.rpc.blocking import BlockingChannel
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
@@ -104,6 +104,8 @@ class SenderLink:
     _unreachable_since: float | None
     #: The records dropped in all when it was said to be unreachable.
     _dropped_when_unreachable: int
+    #: The failed verifications said since the receiver was last reachable (see _say_doubt).
+    _doubts_said: set[str]
     #: The most a batch may hold: MAX_BATCH_BYTES, less while closing (see closing.py).
     _batch_cap: int
     #: ``close()`` began: the sender thread sends the rest within its deadline.
@@ -122,6 +124,9 @@ class SenderLink:
     _dropped_when_failed: int = 0
     #: What made forwarding stop for good (the last failed attempt to connect), if anything.
     failure_cause: BaseException | None = None
+    #: A TLS receiver at the address welcomed this sender once (sender thread only): a
+    #: failed verification after that is not a configuration error (see reconnect.py).
+    _welcomed_over_tls: bool = False
     _ring: SenderRing | None
     _ring_capacity: int
     _requested_queue_bytes: int
@@ -237,6 +242,7 @@ class SenderLink:
             # One outside any level's range is none: the receiver's side said nothing.
             self.welcome_level = said if said is not None and 0 <= said < 2**31 else None
             self._sock_is_tls = isinstance(channel.socket, ssl.SSLSocket)
+            self._welcomed_over_tls = self._welcomed_over_tls or self._sock_is_tls
             self._sock_identity = FdIdentity.of_socket(channel.socket)
             self._sock = channel.socket
             self._queue_changed.notify_all()
@@ -328,7 +334,9 @@ class SenderLink:
         release_channel(old, identity, "the connection broke")
         # A collector on the network restarts and comes back; a unix socket's receiver is the
         # sender's parent, and one that is gone must not hold the sender's exit.
-        attempts = Reconnection(endless=not self.address.startswith("unix:"))
+        attempts = Reconnection(
+            endless=not self.address.startswith("unix:"), known_receiver=self._welcomed_over_tls
+        )
         return self._keep_trying(attempts, reason, None, resumed=True)
 
     def _keep_trying(
@@ -357,6 +365,7 @@ class SenderLink:
                     return None
                 if attempts.endless:
                     self._say_unreachable(exc)
+                    self._say_doubt(exc)
                 continue
             self._say_back()
             return channel
@@ -385,11 +394,25 @@ class SenderLink:
             f"{room}, then are dropped and counted"
         )
 
+    def _say_doubt(self, error: Exception) -> None:
+        """Say once per distinct failure, until the receiver is back, that whoever answered at
+        the address failed TLS verification (a sender welcomed there before retries it)."""
+        failed = failed_verification(error)
+        with self._queue_lock:
+            if failed is None or failed in self._doubts_said:
+                return
+            self._doubts_said.add(failed)
+        _say(
+            f"isoplug: log forwarding from {self.sender_name}: the receiver at {self.address} "
+            f"failed verification ({failed}): not the collector this sender knew? retrying"
+        )
+
     def _say_back(self) -> None:
         """Say that a receiver said to be unreachable is back, and what was dropped meanwhile
         (the receiver reports that count too, with the reconnection)."""
         with self._queue_lock:
             since, self._unreachable_since = self._unreachable_since, None
+            self._doubts_said.clear()
             dropped = self._dropped_so_far() - self._dropped_when_unreachable
         if since is not None:
             _say(

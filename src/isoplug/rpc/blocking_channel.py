@@ -45,12 +45,18 @@ class BlockingChannel:
         connection: Connection,
         early: list[Message],
         passed_descriptor: int | None = None,
+        *,
+        peer_address: str = "",
     ) -> None:
         self.socket = sock
         self.connection = connection
         #: The descriptor the peer passed with its hello (a listener that takes them: see
         #: :mod:`isoplug.transport.passed_descriptors`); the channel's, closed with it.
         self.passed_descriptor = passed_descriptor
+        #: The peer's ``host:port`` as a listener accepted it (TCP, TLS; empty otherwise): the
+        #: socket's word on who it is, kept from the accept (getpeername() fails once the peer
+        #: reset the connection).
+        self.peer_address = peer_address
         self._received: list[Message] = list(early)
         self._interrupted = False
         # interrupt() wakes a plain socket's blocked recv() with shutdown(SHUT_RD). Under TLS

@@ -38,7 +38,7 @@ from isoplug.rpc.handshake import (
 from isoplug.rpc.waiting_room import Ticket, Turn
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
-from isoplug.transport.stream import PeerCredentials, peer_address_of, peer_credentials_of
+from isoplug.transport.stream import PeerCredentials, peer_credentials_of
 from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
 
 __all__ = [
@@ -191,14 +191,16 @@ class BlockingServer:
     def _accept_loop(self) -> None:
         while True:
             try:
-                sock = self._listener.accept()
+                accepted = self._listener.accept_from()
             except TransportError as exc:
                 # Out of descriptors or memory, most likely: pause rather than spin or quit.
                 _log.error("%s: %s; retrying in %g s", self, exc, _ACCEPT_RETRY_DELAY)
                 self._closed.wait(_ACCEPT_RETRY_DELAY)
                 continue
-            if sock is None:
+            if accepted is None:
                 return
+            # The peer's host:port (TCP, TLS), as accept() gave it: the socket's word.
+            sock, peer_address = accepted
             # The kernel's word on the peer, before anything it sent is read: which lane of
             # handshake seats it may take (TLS, over TCP, has none to give), and which
             # client's own places it takes (see ClientLimit.own_places).
@@ -239,7 +241,7 @@ class BlockingServer:
                 self._forget(None, claimed)
                 self._refuse(sock, seat.refused, counted=True)
                 continue
-            self._start_session(sock, seat, credentials, claimed)
+            self._start_session(sock, seat, credentials, claimed, peer_address=peer_address)
 
     def _start_session(
         self,
@@ -248,6 +250,8 @@ class BlockingServer:
         credentials: PeerCredentials | None,
         claimed: list[str],
         outside_limit: str | None = None,
+        *,
+        peer_address: str = "",
     ) -> None:
         """Serve ``sock`` in a thread of its own; ``seat`` None: one that waited for a place
         (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat (served
@@ -255,6 +259,7 @@ class BlockingServer:
         thread = threading.Thread(
             target=self._serve_connection,
             args=(sock, seat, credentials, claimed, outside_limit),
+            kwargs={"peer_address": peer_address},
             name=f"isoplug-{self._name or 'server'}-session",
             daemon=True,
         )
@@ -325,11 +330,15 @@ class BlockingServer:
         credentials: PeerCredentials | None,
         claimed: list[str],
         outside_limit: str | None,
+        *,
+        peer_address: str,
     ) -> None:
         # ``claimed``: the client this connection counts for, from its accept or once admitted
         # (see ClientLimit); given back as the connection leaves, in one step.
         try:
-            self._serve_claimed(sock, seat, credentials, claimed, outside_limit)
+            self._serve_claimed(
+                sock, seat, credentials, claimed, outside_limit, peer_address=peer_address
+            )
         finally:
             self._forget(threading.current_thread(), claimed)
 
@@ -340,17 +349,17 @@ class BlockingServer:
         credentials: PeerCredentials | None,
         claimed: list[str],
         outside_limit: str | None,
+        *,
+        peer_address: str,
     ) -> None:
         current = threading.current_thread()
         over_limit: list[str] = []
         # One deadline for TLS and the hello together: a trickling client gets no more.
-        deadline = time.monotonic() + self._handshake_timeout
+        started = time.monotonic()
         # The descriptor the client passes with its hello, if it does and we take it.
         passed: list[int] | None = (
             [] if self._takes_descriptors and sock.family == socket.AF_UNIX else None
         )
-        # Asked before TLS: a client that failed it may have reset the socket.
-        peer_address = peer_address_of(sock)
         try:
             sock = self._listener.secure(sock, self._handshake_timeout)
             with self._changed:
@@ -362,9 +371,8 @@ class BlockingServer:
                 sock,
                 self._token,
                 name=self._name,
-                timeout=max(0.001, deadline - time.monotonic())
-                if self._listener.is_tls
-                else self._handshake_timeout,
+                timeout=self._handshake_timeout,
+                started=started,
                 admit=self._admission(credentials, claimed, over_limit, outside_limit),
                 welcome_level=self._welcome_level,
                 passed=passed,
@@ -382,7 +390,9 @@ class BlockingServer:
             _close_passed(passed)
             raise
         self._leave(seat)
-        channel = BlockingChannel(sock, connection, early, passed[0] if passed else None)
+        channel = BlockingChannel(
+            sock, connection, early, passed[0] if passed else None, peer_address=peer_address
+        )
         with self._changed:
             self._connections[current] = channel
             if self._closing:

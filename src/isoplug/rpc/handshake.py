@@ -68,9 +68,16 @@ def peer_pid_text(credentials: PeerCredentials | None, peer_address: str = "") -
 
 
 async def _drive(
-    stream: Stream, connection: Connection, timeout: float, waiting_for: str
+    stream: Stream,
+    connection: Connection,
+    timeout: float,
+    waiting_for: str,
+    *,
+    started: float | None = None,
 ) -> list[Message]:
-    """Exchange handshake bytes until the connection opens; return messages that followed it."""
+    """Exchange handshake bytes until the connection opens, within ``timeout`` of
+    ``started`` (:func:`time.monotonic`; None: now); return messages that followed it."""
+    left = timeout if started is None else timeout - (time.monotonic() - started)
 
     def flush() -> None:
         data = connection.data_to_send()
@@ -80,7 +87,7 @@ async def _drive(
     early: list[Message] = []
     try:
         flush()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(left):
             # receive_data/receive_eof raise on every failure, so the loop ends only when open.
             while connection.state is ConnectionState.HANDSHAKE:
                 data = await stream.receive_some()
@@ -143,6 +150,7 @@ async def server_handshake(
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     admit: Admission | None = None,
     welcome_level: WelcomeLevel | None = None,
+    started: float | None = None,
 ) -> tuple[Connection, list[Message]]:
     """Wait for a hello on ``stream`` and check its token and versions.
 
@@ -150,7 +158,9 @@ async def server_handshake(
     returns the token expected from the client that sent a given hello (``None`` refuses it
     as unknown with :class:`~isoplug.errors.AuthenticationFailed`). ``admit`` may still refuse
     a client whose token matched, and ``welcome_level`` gives the level the welcome says (see
-    :class:`~isoplug.wire.Connection`).
+    :class:`~isoplug.wire.Connection`). ``timeout`` counts from ``started``
+    (:func:`time.monotonic`), when the connection's handshake began (its TLS, say), or from
+    now; a timeout says the whole of it.
 
     On success the connection is open and ``connection.peer_hello`` says who connected. On
     failure the peer is told why (reject message) before the stream is closed, and the same
@@ -159,7 +169,7 @@ async def server_handshake(
     connection = Connection(
         Role.SERVER, token, name=name, pid=os.getpid(), admit=admit, welcome_level=welcome_level
     )
-    early = await _drive(stream, connection, timeout, "hello")
+    early = await _drive(stream, connection, timeout, "hello", started=started)
     return connection, early
 
 
@@ -209,18 +219,19 @@ def blocking_server_handshake(
     admit: Admission | None = None,
     welcome_level: WelcomeLevel | None = None,
     passed: list[int] | None = None,
+    started: float | None = None,
 ) -> tuple[Connection, list[Message]]:
     """:func:`server_handshake` over a blocking socket; does not close ``sock`` on failure.
 
     A refused client is told why (reject message) before the exception is raised. With
     ``passed`` (a unix socket), the descriptor a client passes with its hello is appended to
     it, the caller's to close, whatever happens (see
-    :mod:`isoplug.transport.passed_descriptors`).
+    :mod:`isoplug.transport.passed_descriptors`). ``started``: as :func:`server_handshake`'s.
     """
     connection = Connection(
         Role.SERVER, token, name=name, pid=os.getpid(), admit=admit, welcome_level=welcome_level
     )
-    early = _drive_blocking(sock, connection, timeout, "hello", passed)
+    early = _drive_blocking(sock, connection, timeout, "hello", passed, started=started)
     return connection, early
 
 
@@ -230,9 +241,11 @@ def _drive_blocking(
     timeout: float,
     waiting_for: str,
     passed: list[int] | None = None,
+    *,
+    started: float | None = None,
 ) -> list[Message]:
     """:func:`_drive` over a blocking socket."""
-    deadline = time.monotonic() + timeout
+    deadline = (time.monotonic() if started is None else started) + timeout
     previous_timeout = sock.gettimeout()
     early: list[Message] = []
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from isoplug.rpc.handshake import (
 from isoplug.rpc.peer import DEFAULT_REQUEST_TIMEOUT, Peer
 from isoplug.rpc.waiting_room import Ticket, Turn
 from isoplug.transport import Address, Listener, Stream, listen
+from isoplug.transport.sockets import secure_accepted
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire import Hello
 from isoplug.wire.connection import TokenLookup, WelcomeLevel
@@ -132,16 +134,26 @@ async def serve(
         # lets in, and a burst's children ending at once must not be refused after all.
         seat = gate.enter_family(family) if served is None else None
         if seat is not None and not seat:
-            _turn_away(stream, gate, seat.refused)
+            if ssl_context is None:
+                _turn_away(stream, gate, seat.refused)
+            # Over TLS, no word can reach the client before a handshake, and running one is
+            # what the seats bound (a descriptor and a handshake's work, for anyone who
+            # connects): the close, at once, is the refusal.
             return
         over_limit: list[str] = []
         refusal: IsoplugError | None = None
+        # One deadline for the whole handshake, TLS included: TLS and then the hello do not
+        # each get the timeout.
+        started = time.monotonic()
         try:
+            if ssl_context is not None:
+                await secure_accepted(stream, ssl_context, handshake_timeout)
             connection, early = await server_handshake(
                 stream,
                 token,
                 name=name,
                 timeout=handshake_timeout,
+                started=started,
                 admit=bind_admission(admit, credentials)
                 if places is None
                 else places.admission(admit, credentials, claimed, over_limit),
@@ -179,9 +191,10 @@ async def serve(
         address,
         handle,
         ssl_context=ssl_context,
-        ssl_handshake_timeout=handshake_timeout,
         takes_descriptors=takes_descriptors,
-        on_tls_failure=lambda error, peer: gate.failed(error, peer_pid_text(None, peer)),
+        # In the seat the connection takes first (serve_seated): a stranger's TLS handshake
+        # takes a descriptor and work, as long as its handshake timeout, as a hello does.
+        tls_by_handler=True,
     )
     # The listener itself, shown as its address: the new one after listen_again_if_lost().
     gate.address = listener

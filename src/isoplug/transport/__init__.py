@@ -11,6 +11,7 @@ from isoplug.transport.address import (
     absolute_unix_path,
     parse_address,
     parse_connect_address,
+    parse_listen_address,
 )
 from isoplug.transport.blocking import connect_blocking
 from isoplug.transport.listening import make_private_socket_dir
@@ -36,6 +37,7 @@ __all__ = [
     "memory_stream_pair",
     "parse_address",
     "parse_connect_address",
+    "parse_listen_address",
     "tls_client_context",
     "tls_server_context",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "absolute_unix_path",
     "parse_address",
     "parse_connect_address",
+    "parse_listen_address",
 ]
 
 #: The forms an address takes, for the messages that refuse one.
@@ -168,7 +169,24 @@ def parse_connect_address(text: AddressLike) -> Address:
             f"{_shown(text)}: port 0 asks a listener for a free port; give the port the "
             "receiver listens on (LogReceiver.address)"
         )
-    if not address.host.isprintable() or any(c.isspace() for c in address.host):
+    return _with_plain_host(text, address)
+
+
+def parse_listen_address(text: AddressLike) -> Address:
+    """Parse an address a listener is given: as :func:`parse_address`, but a host with
+    whitespace or control characters is refused here, with
+    :class:`~isoplug.errors.AddressError`, as a sender's is (:func:`parse_connect_address`),
+    rather than by the bind, whose error would quote the characters raw."""
+    address = parse_address(text)
+    return _with_plain_host(text if isinstance(text, str) else address, address)
+
+
+def _with_plain_host(text: str | Address, address: Address) -> Address:
+    """``address``, unless its host holds whitespace or a control, format or bidi character
+    (no host name does: one that does came from a stray byte, or means to mislead whoever
+    reads it in a message)."""
+    host = address.host
+    if not host.isprintable() or any(c.isspace() for c in host):
         raise AddressError(
             f"{_shown(text)}: a host cannot contain whitespace or control characters "
             f"(expected {address.scheme.value}://host:port)"

@@ -22,6 +22,7 @@ from isoplug.transport.listening import (
     tcp_listening_socket,
 )
 from isoplug.transport.private_places import PrivatePlace
+from isoplug.transport.stream import host_port
 from isoplug.transport.tls import tls_handshake_failed
 
 __all__ = ["BlockingListener", "connect_blocking", "listen_blocking"]
@@ -112,6 +113,13 @@ class BlockingListener:
     def accept(self) -> socket.socket | None:
         """The next connection (blocking, still in plain text for TLS: see :meth:`secure`);
         ``None`` once the listener is closed."""
+        accepted = self.accept_from()
+        return None if accepted is None else accepted[0]
+
+    def accept_from(self) -> tuple[socket.socket, str] | None:
+        """:meth:`accept`, with the peer's ``host:port`` (empty on a unix socket) as accept()
+        gave it: a peer that resets the connection right away (a failed TLS handshake) can no
+        longer be asked for (getpeername() fails then)."""
         with self._lock:
             if self._closed:
                 return None
@@ -124,7 +132,7 @@ class BlockingListener:
                 if self._take_replacement():
                     continue
                 try:
-                    connection, _ = self._socket.accept()
+                    connection, peer = self._socket.accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue  # the client gave up before we took it
                 except OSError as exc:
@@ -133,7 +141,8 @@ class BlockingListener:
                 if connection.family in (socket.AF_INET, socket.AF_INET6):
                     # Without it a small message waits for the peer's delayed ACK: ~40 ms.
                     connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return connection
+                    return connection, host_port(peer)
+                return connection, ""
         finally:
             with self._lock:
                 self._accepting = False
@@ -151,6 +160,10 @@ class BlockingListener:
             return connection
         connection.settimeout(timeout)
         try:
+            # A peer that reset the connection already: asked by wrap_socket(), the reset
+            # raises from within the SSLSocket it made, which nobody can close then (the
+            # garbage collector does, with a ResourceWarning).
+            _still_connected(connection)
             secured = self._ssl_context.wrap_socket(connection, server_side=True)
         except (OSError, ValueError) as exc:
             connection.close()
@@ -236,6 +249,16 @@ class BlockingListener:
             self._replacement.close()
         self._wake_reader.close()
         self._wake_writer.close()
+
+
+def _still_connected(connection: socket.socket) -> None:
+    """Raise ``ConnectionResetError`` when the peer of ``connection`` is gone already."""
+    try:
+        connection.getpeername()
+    except OSError as exc:
+        raise ConnectionResetError(
+            exc.errno, "the client closed the connection before its TLS handshake"
+        ) from exc
 
 
 def listen_blocking(

@@ -31,7 +31,14 @@ from isoplug.transport.private_places import PrivatePlace
 from isoplug.transport.stream import SocketStream, Stream
 from isoplug.transport.tls import tls_client_context, tls_handshake_failed, tls_server_context
 
-__all__ = ["Listener", "connect", "listen", "tls_client_context", "tls_server_context"]
+__all__ = [
+    "Listener",
+    "connect",
+    "listen",
+    "secure_accepted",
+    "tls_client_context",
+    "tls_server_context",
+]
 
 _log = guarded_logger("isoplug.transport")
 
@@ -156,6 +163,8 @@ class Listener:
         self._tls_context: ssl.SSLContext | None = None
         self._tls_timeout: float | None = None
         self._on_tls_failure: TLSFailure | None = None
+        #: False: the handler runs the TLS handshake itself (see listen's tls_by_handler).
+        self._tls_here = False
         #: Called once the listener is closed (what its user must say or release then).
         self.on_close: list[Callable[[], None]] = []
 
@@ -188,7 +197,7 @@ class Listener:
 
     async def _run_handler(self, stream: SocketStream) -> None:
         try:
-            if self._tls_context is not None and not await self._secured(stream):
+            if self._tls_here and not await self._secured(stream):
                 return
             await self._handler(stream)
         except asyncio.CancelledError:
@@ -210,9 +219,8 @@ class Listener:
         ``on_tls_failure`` (else logged at DEBUG: a listener of no server of ours)."""
         assert self._tls_context is not None
         try:
-            await stream.secure_as_server(self._tls_context, self._tls_timeout)
-        except (OSError, ValueError) as exc:
-            failure = tls_handshake_failed(exc)
+            await secure_accepted(stream, self._tls_context, self._tls_timeout)
+        except TransportError as failure:
             if self._on_tls_failure is not None:
                 self._on_tls_failure(failure, stream.peer_address)
             else:
@@ -326,6 +334,17 @@ class Listener:
         return lost
 
 
+async def secure_accepted(stream: Stream, context: ssl.SSLContext, timeout: float | None) -> None:
+    """Run the server's side of the TLS handshake on a connection a listener made with
+    ``tls_by_handler`` accepted. Raises :class:`~isoplug.errors.TransportError` saying why it
+    failed (the likely fix too), or that it took longer than ``timeout``."""
+    assert isinstance(stream, SocketStream)
+    try:
+        await stream.secure_as_server(context, timeout)
+    except (OSError, ValueError) as exc:
+        raise tls_handshake_failed(exc) from exc
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -342,6 +361,7 @@ async def listen(
     ssl_handshake_timeout: float | None = None,
     takes_descriptors: bool = False,
     on_tls_failure: TLSFailure | None = None,
+    tls_by_handler: bool = False,
 ) -> Listener:
     """Listen on ``address`` and run ``handler(stream)`` as a task for every connection.
 
@@ -352,7 +372,10 @@ async def listen(
     ``ssl_handshake_timeout`` (asyncio's default: 60 s) is dropped before the handler
     starts, and so is one whose handshake fails: ``on_tls_failure(error, peer)`` is told
     (``peer``: its ``host:port``). The host stays as given (a name a certificate names), the
-    port is the one bound. The stream is closed when the handler returns. With
+    port is the one bound. With ``tls_by_handler``, the handler is given the connection
+    before its TLS handshake, and runs it with :func:`secure_accepted` once it has decided to
+    serve it at all (a server that bounds the handshakes in progress takes a place first).
+    The stream is closed when the handler returns. With
     ``takes_descriptors``, a stream on a unix socket takes the descriptor its peer passes
     with its first bytes (:attr:`SocketStream.passed_descriptor`). Raises
     :class:`~isoplug.errors.TransportError` when the address cannot be bound;
@@ -384,6 +407,7 @@ async def listen(
                 listener._tls_context = ssl_context
                 listener._tls_timeout = ssl_handshake_timeout
                 listener._on_tls_failure = on_tls_failure
+                listener._tls_here = not tls_by_handler
             # One socket on the first address the name resolves to: given the name, asyncio
             # binds every address, on as many different ports when the port is 0.
             # Resolved in a thread of isoplug's: the loop's default executor is the

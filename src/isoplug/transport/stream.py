@@ -26,7 +26,14 @@ from typing import cast
 from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
 from isoplug.transport.passed_descriptors import peek_passed_now
 
-__all__ = ["PeerCredentials", "SocketStream", "Stream", "peer_address_of", "peer_credentials_of"]
+__all__ = [
+    "PeerCredentials",
+    "SocketStream",
+    "Stream",
+    "host_port",
+    "peer_address_of",
+    "peer_credentials_of",
+]
 
 #: Stop reading from the socket once this much received data waits for the application: the
 #: kernel buffer then fills and the sender is slowed down instead of our memory growing.
@@ -63,7 +70,7 @@ class PeerCredentials:
         return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid})"
 
 
-def _host_port(peername: object) -> str:
+def host_port(peername: object) -> str:
     """``host:port`` (``[host]:port`` for IPv6) of an AF_INET/AF_INET6 peer name."""
     if not isinstance(peername, tuple) or len(peername) < 2:
         return ""
@@ -77,7 +84,7 @@ def peer_address_of(sock: socket.socket) -> str:
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return ""
     try:
-        return _host_port(sock.getpeername())
+        return host_port(sock.getpeername())
     except OSError:
         return ""
 
@@ -205,7 +212,7 @@ class SocketStream(Stream, asyncio.Protocol):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 # Without it a small message waits for the peer's delayed ACK: ~40 ms.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.peer_address = _host_port(transport.get_extra_info("peername"))
+                self.peer_address = host_port(transport.get_extra_info("peername"))
             self._credentials = peer_credentials_of(sock)
             if self._takes_descriptor and sock.family == socket.AF_UNIX:
                 self._hold_for_descriptor(sock.fileno())

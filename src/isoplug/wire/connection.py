@@ -59,7 +59,7 @@ from isoplug.wire.messages import (
     Response,
     Welcome,
 )
-from isoplug.wire.sanitize import clean_text
+from isoplug.wire.sanitize import clean_quoted, clean_text
 from isoplug.wire.versions import library_version, refused_by_listener, refused_client
 
 __all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup", "WelcomeLevel"]
@@ -419,7 +419,7 @@ class Connection:
             self._refuse(
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
-                f"runner {clean_text(hello.name, 200)!r} is not expected: no start of it awaits "
+                f"runner {clean_quoted(hello.name, 200)} is not expected: no start of it awaits "
                 "a connection (a runner whose start the host gave up on, at its ready_timeout, "
                 "connecting late; or a process that is no runner of this host)",
                 "unknown runner",
@@ -431,7 +431,7 @@ class Connection:
                 AuthenticationFailed,
                 RejectCode.AUTHENTICATION,
                 # The name is the client's to choose: said as its claim, never as who it is.
-                f"wrong session token (the client says it is {clean_text(hello.name, 200)!r})"
+                f"wrong session token (the client says it is {clean_quoted(hello.name, 200)})"
                 if hello.name
                 else "wrong session token",
                 "wrong session token",

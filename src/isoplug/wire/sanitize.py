@@ -47,6 +47,7 @@ __all__ = [
     "clean_logger_name",
     "clean_message",
     "clean_path",
+    "clean_quoted",
     "clean_text",
     "cut_mark",
     "shows_as_is",
@@ -148,6 +149,19 @@ def clean_text(text: str, limit: int) -> str:
     characters of ``text`` left out (not those of their escaped form).
     """
     return _clean(text, limit, block=False)
+
+
+#: What :func:`clean_quoted` escapes itself, before the sanitizer: the escape character, so
+#: that the sanitizer's own escapes cannot be told from text typed to look like them, the
+#: quote, and the line breaks, which in a quoted name end nothing.
+_QUOTED_ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t"})
+
+
+def clean_quoted(text: str, limit: int) -> str:
+    """``text`` (a name a peer claims, say) in single quotes, escaped once: a real U+202E
+    shows as ``'\\u202e'``, the six characters ``\\u202e`` typed as ``'\\\\u202e'`` (``repr``
+    after :func:`clean_text` showed both alike, doubled)."""
+    return f"'{clean_text(text.translate(_QUOTED_ESCAPES), limit)}'"
 
 
 def _clean(text: str, limit: int, block: bool) -> str:
