@@ -11,11 +11,12 @@ import dataclasses
 import inspect
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from isoplug import PluginState, SupervisorConfig
-from isoplug.errors import RequestTimeout
+from isoplug import Host, PluginState, SupervisorConfig
+from isoplug.errors import ConfigInvalid, RequestTimeout
 from isoplug.testing import FAST, BlockingHarness, PluginHarness
 from tests.greeter_plugin import write_greeter
 
@@ -147,3 +148,25 @@ async def test_a_harness_configuring_a_plugin_it_does_not_run_fails_the_start(
     with pytest.raises(ValueError, match=r"plugin_config names plugin.* not found: greeterr; the"):
         async with PluginHarness(write_greeter(tmp_path), plugin_config={"greeterr": {}}):
             pass
+
+
+@pytest.mark.parametrize("maker", [Host, PluginHarness, BlockingHarness])
+@pytest.mark.parametrize(
+    ("options", "error", "said"),
+    [
+        ({"config": "fast"}, TypeError, r"\(config=\.\.\.\) must be a SupervisorConfig .* str"),
+        ({"plugin_config": [1]}, TypeError, r"\(plugin_config=\.\.\.\) must be a mapping .* list"),
+        ({"plugin_config": {1: {}}}, TypeError, r"its keys are plugin ids \(strings\).* int 1"),
+        ({"plugin_config": {"greeter": [1]}}, ConfigInvalid, r"'greeter': .* must be a table"),
+        ({"config": {"greeter": "Yo"}}, ConfigInvalid, r"'greeter': .* must be a table"),
+    ],
+)
+def test_host_and_harnesses_check_their_configuration_options_where_made(
+    tmp_path: Path, maker: type[Any], options: dict[str, Any], error: type[Exception], said: str
+) -> None:
+    """Made, not entered: a harness given config="fast" ran with FAST unsaid, and one given
+    plugin_config=[1] (as Host given either) raised a raw AttributeError only once it ran."""
+    with pytest.raises(error, match=said) as caught:
+        maker(write_greeter(tmp_path), **options)
+    if error is TypeError:  # names what the test wrote
+        assert str(caught.value).startswith(f"{maker.__name__}(")

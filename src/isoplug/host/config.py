@@ -9,6 +9,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from isoplug.host.config_check import check_overrides
+
 __all__ = ["SupervisorConfig", "split_host_config"]
 
 
@@ -175,12 +177,24 @@ def split_host_config(
     *,
     owner: str = "Host",
     settings_form: str = "SupervisorConfig({})",
-) -> tuple[SupervisorConfig, Mapping[str, Mapping[str, Any]] | None]:
+) -> tuple[SupervisorConfig, dict[str, dict[str, Any]] | None]:
     """``Host(config=..., plugin_config=...)`` as the host's settings and the plugins'
     configuration: ``config`` may be either (``Host(config={"greeter": {...}})`` gives the
     plugins' configuration by plugin id), but the plugins' configuration is given once.
     ``owner`` names what was given them in messages; ``settings_form`` is how its settings
-    are written there (``{}``: the settings given in a mapping by mistake)."""
+    are written there (``{}``: the settings given in a mapping by mistake).
+
+    Raises :class:`TypeError` for a ``config`` that is neither (it was read attribute by
+    attribute later, a raw ``AttributeError``) and for a ``plugin_config`` that is no mapping of
+    plugin ids; :class:`~isoplug.errors.ConfigInvalid` /
+    :class:`~isoplug.errors.UnencodableValue` for a plugin's table a runner cannot take (see
+    :func:`~isoplug.host.config_check.check_overrides`). Checked here, where a host or a
+    harness is made, so that a harness names the mistake before it starts anything."""
+    if config is not None and not isinstance(config, SupervisorConfig | Mapping):
+        raise TypeError(
+            f"{owner}(config=...) must be a SupervisorConfig (or a mapping of plugin ids to "
+            f"configuration tables), got {type(config).__name__} {config!r:.60}"
+        )
     if isinstance(config, Mapping):
         settings = [
             key
@@ -200,8 +214,33 @@ def split_host_config(
                 f"{owner}(): give the plugins' configuration once, as config={{id: table}} or "
                 "as plugin_config={id: table}, not both"
             )
-        return SupervisorConfig(), config
-    return config or SupervisorConfig(), plugin_config
+        return SupervisorConfig(), checked_plugin_config(config, owner, "config")
+    plugins = checked_plugin_config(plugin_config, owner, "plugin_config")
+    return config or SupervisorConfig(), plugins
+
+
+def checked_plugin_config(
+    plugin_config: object, owner: str, option: str
+) -> dict[str, dict[str, Any]] | None:
+    """``plugin_config`` (None, or a mapping of plugin ids to configuration tables), each
+    table checked as the host sends it (see :func:`split_host_config`)."""
+    if plugin_config is None:
+        return None
+    if not isinstance(plugin_config, Mapping):
+        raise TypeError(
+            f"{owner}({option}=...) must be a mapping of plugin ids to configuration tables "
+            f'({option}={{"greeter": {{"greeting": "Hi"}}}}), got '
+            f"{type(plugin_config).__name__} {plugin_config!r:.60}"
+        )
+    for plugin_id in plugin_config:
+        if not isinstance(plugin_id, str):
+            raise TypeError(
+                f"{owner}({option}=...): its keys are plugin ids (strings), but one is "
+                f"{type(plugin_id).__name__} {plugin_id!r:.60}"
+            )
+    return {
+        plugin_id: check_overrides(plugin_id, table) for plugin_id, table in plugin_config.items()
+    }
 
 
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(SupervisorConfig))

@@ -50,7 +50,7 @@ class RunnerSet:
     def __init__(
         self,
         plugins_dir: Path,
-        plugin_config: Mapping[str, Mapping[str, Any]] | None,
+        plugin_config: dict[str, dict[str, Any]] | None,
         changed: Callable[[], None],
     ) -> None:
         self.plugins_dir = plugins_dir
@@ -59,11 +59,9 @@ class RunnerSet:
         self.runner_of: dict[str, RunnerSupervisor] = {}
         #: What each runner was started from (hot reload compares new plans with these).
         self.plans: dict[str, RunnerPlan] = {}
-        #: The host's configuration overrides, by plugin id (merged over each ``[config]``).
-        self.config_overrides: dict[str, dict[str, Any]] = {
-            plugin_id: check_overrides(plugin_id, values)
-            for plugin_id, values in (plugin_config or {}).items()
-        }
+        #: The host's configuration overrides, by plugin id (merged over each ``[config]``),
+        #: checked where the host was made (see isoplug.host.config.split_host_config).
+        self.config_overrides: dict[str, dict[str, Any]] = dict(plugin_config or {})
         #: Each plugin's ``[config]`` as its plugin.toml has it, before the overrides.
         self._toml_configs: dict[str, Mapping[str, Any]] = {}
         self._changed = changed

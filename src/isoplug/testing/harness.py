@@ -368,7 +368,7 @@ def host_configs(
     config: SupervisorConfig | Mapping[str, Mapping[str, Any]],
     plugin_config: Mapping[str, Mapping[str, Any]] | None,
     harness: str,
-) -> tuple[SupervisorConfig, Mapping[str, Mapping[str, Any]] | None]:
+) -> tuple[SupervisorConfig, dict[str, dict[str, Any]] | None]:
     """A harness's ``config`` and ``plugin_config`` as the host's settings and the plugins'
     configuration, as :class:`~isoplug.Host` takes them; but a mapping given as ``config``
     (the plugins' configuration) keeps the timings :data:`FAST`, not production's."""
