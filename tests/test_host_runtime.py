@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import re
 from contextlib import AbstractAsyncContextManager
@@ -372,11 +373,19 @@ async def test_capabilities_are_granted_by_the_manifest_and_checked_by_the_host(
 
 
 async def test_published_events_reach_subscribed_plugins_in_order(tmp_path: Path) -> None:
-    """host.publish() delivers to subscribers only, in the order published."""
+    """host.publish() delivers to subscribers only, in the order published; a name given as a
+    str subclass or a StrEnum is its plain value (a subclass failed at the wire)."""
+
+    class EventName(str):
+        pass
+
+    class Events(enum.StrEnum):
+        NOTE = "note"
+
     async with running(tmp_path, "echo") as (host, _):
         assert await host.publish("nobody-listens", 1) == 0
-        for n in range(3):
-            assert await host.publish("note", {"n": n}) == 1
+        for n, name in enumerate(["note", EventName("note"), Events.NOTE]):
+            assert await host.publish(name, {"n": n}) == 1
         # Events and calls travel on one connection but are handled by different tasks:
         # ask until all three were handled.
         notes: list[Any] = []

@@ -127,6 +127,9 @@ class PluginOperations:
                 f"publish(event, ...): an event's name is a str (what plugins subscribe to with "
                 f"@isoplug.on_event), got {type(event).__name__} {event!r:.60}"
             )
+        # Its plain value: the wire encodes no str subclass but an Enum's, and a StrEnum's
+        # plain value is its value, the name plugins subscribe to.
+        event = str.__str__(event)
         self._check_here(f"publish {event!r}", awaited=True)
         self._life.check_running(f"publish {event!r}")
         try:
