@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import socket
@@ -319,6 +320,48 @@ async def test_close_of_a_receiver_started_on_a_loop() -> None:
             await receiver.aclose()  # nothing to do once the test closed it
 
 
+def test_close_of_a_receiver_whose_loop_ended_closes_it() -> None:
+    """``asyncio.run()`` ended with the receiver open: close() said it could only be closed
+    on that loop, gone for good (yet aclose() on a new loop closed it); it closes it."""
+    with watching(PREFIX) as collector:
+        receiver = LogReceiver(prefix=PREFIX)
+
+        async def serve_a_child() -> list[int]:
+            await receiver.start()
+            numbers = await logged_through(receiver, 2)
+            await collector.wait_until(lambda: collector.numbers() == numbers)
+            return numbers
+
+        expected = asyncio.run(serve_a_child())
+        socket_path = Path(receiver.address.removeprefix("unix:"))
+        assert socket_path.exists()
+        receiver.close()
+        assert not socket_path.parent.exists()
+        assert collector.numbers() == expected
+        receiver.close()  # closed: nothing to do
+    said = asyncio.run(child_cannot_connect(receiver.address, receiver.token))
+    assert "cannot connect" in said
+
+
+def test_close_of_a_receiver_whose_loop_is_stopped_names_the_ways_out() -> None:
+    """A stopped loop may run again and still holds the listener: close() names closing it
+    there, or closing the loop first; once the loop is closed, close() closes it."""
+    loop = asyncio.new_event_loop()
+    receiver = LogReceiver(prefix=PREFIX)
+    try:
+        loop.run_until_complete(receiver.start())
+        socket_path = Path(receiver.address.removeprefix("unix:"))
+        with pytest.raises(
+            UsageError, match=r"loop\.run_until_complete\(receiver\.aclose\(\)\).*loop\.close\(\)"
+        ):
+            receiver.close()
+        assert socket_path.exists()
+    finally:
+        loop.close()
+    receiver.close()
+    assert not socket_path.parent.exists()
+
+
 PATH_SENDER = """
 import logging, pathlib, sys
 from isoplug.logs import forward_logs
@@ -352,7 +395,9 @@ async def test_a_pathlib_path_is_a_unix_socket_address(mode: str, tmp_path: Path
         ({"prefix": "a..b"}, ValueError, "prefix 'a..b' is not a logger's name"),
         ({"prefix": "my app"}, ValueError, "without whitespace"),
         ({"drain_timeout": -1}, ValueError, "drain_timeout must be 0 or more seconds, got -1"),
-        ({"drain_timeout": "5"}, TypeError, "drain_timeout must be a number of seconds"),
+        ({"drain_timeout": "5"}, TypeError, "drain_timeout must be a number of seconds, got"),
+        ({"drain_timeout": None}, TypeError, "drain_timeout must be a number of seconds, got"),
+        ({"drain_timeout": math.inf}, ValueError, "drain_timeout must be a finite number of"),
         ({"handshake_timeout": 0}, ValueError, "handshake_timeout must be more than 0 seconds"),
     ],
 )
@@ -360,6 +405,7 @@ def test_a_receivers_options_are_checked_where_it_is_made(
     options: dict[str, Any], error: type[Exception], said: str
 ) -> None:
     """A prefix that is no logger's name (None replayed with no prefix; "w." made "w..child")
-    and a negative drain time were taken, and said nothing."""
+    and a negative drain time were taken, and said nothing; a drain time of None or inf,
+    taken too, made leaving the block fail or wait for ever for a connected sender."""
     with pytest.raises(error, match=re.escape(said)):
         LogReceiver(**options)

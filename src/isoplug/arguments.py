@@ -8,6 +8,7 @@ coroutine was never awaited: a truthy object, and only a ``RuntimeWarning`` said
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterable
 from typing import overload
 
@@ -16,22 +17,38 @@ __all__ = ["checked_names", "checked_timeout", "is_async_function"]
 
 @overload
 def checked_timeout(
-    value: float, name: str = ..., *, above_zero: bool = ..., none: bool = ...
+    value: float,
+    name: str = ...,
+    *,
+    above_zero: bool = ...,
+    none: bool = ...,
+    finite: bool = ...,
 ) -> float: ...
 
 
 @overload
 def checked_timeout(
-    value: float | None, name: str = ..., *, above_zero: bool = ..., none: bool = ...
+    value: float | None,
+    name: str = ...,
+    *,
+    above_zero: bool = ...,
+    none: bool = ...,
+    finite: bool = ...,
 ) -> float | None: ...
 
 
 def checked_timeout(
-    value: float | None, name: str = "timeout", *, above_zero: bool = False, none: bool = True
+    value: float | None,
+    name: str = "timeout",
+    *,
+    above_zero: bool = False,
+    none: bool = True,
+    finite: bool = False,
 ) -> float | None:
-    """``value``, a number of seconds of 0 or more (more than 0 with ``above_zero``), or None
-    (no limit) unless ``none`` is false. Raises :class:`TypeError` for what is no number (a
-    bool neither), :class:`ValueError` for a number below the floor (NaN too)."""
+    """``value``, a number of seconds of 0 or more (more than 0 with ``above_zero``; not
+    infinite with ``finite``), or None (no limit) unless ``none`` is false. Raises
+    :class:`TypeError` for what is no number (a bool neither), :class:`ValueError` for a
+    number below the floor (NaN too) or an infinite one where ``finite`` is asked."""
     if value is None and none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -43,6 +60,10 @@ def checked_timeout(
         raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
     if not value >= 0:
         raise ValueError(f"{name} must be 0 or more seconds, got {value!r}")
+    if finite and math.isinf(value):
+        raise ValueError(
+            f"{name} must be a finite number of seconds (a wait that has to end), got {value!r}"
+        )
     return value
 
 

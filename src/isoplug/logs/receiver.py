@@ -35,7 +35,7 @@ import threading
 from typing import Any
 
 from isoplug.arguments import checked_timeout
-from isoplug.errors import ConnectionClosed, IsoplugError, UsageError
+from isoplug.errors import ConnectionClosed, IsoplugError
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import own_receivers
 from isoplug.logs.limits import ReplayLimits
@@ -213,7 +213,10 @@ class LogReceiver(ReceiverClosing):
         self.prefix = checked_prefix(prefix)
         self.limits = limits
         self._ssl_context = ssl_context
-        self.drain_timeout = checked_timeout(drain_timeout, "drain_timeout")
+        # Bounded: leaving the block must end, whatever a connected sender does.
+        self.drain_timeout = checked_timeout(
+            drain_timeout, "drain_timeout", none=False, finite=True
+        )
         if max_senders_per_tree < 1:
             raise ValueError(
                 f"max_senders_per_tree must be at least 1, not {max_senders_per_tree!r}"
@@ -418,8 +421,10 @@ class LogReceiver(ReceiverClosing):
         Closes the receiver however it was opened. One started on an event loop
         (:meth:`start`) closes on that loop, this thread waiting for it; called on that loop's
         own thread, where waiting would block the very loop the close needs, or once that
-        loop no longer runs, it raises :class:`~isoplug.errors.UsageError` (a ``RuntimeError``:
-        ``await receiver.aclose()`` on the loop instead). Idempotent: a second call, or one
+        loop is stopped but not closed, it raises :class:`~isoplug.errors.UsageError` (a
+        ``RuntimeError``: ``await receiver.aclose()`` on the loop instead). Once that loop is
+        closed (an ``asyncio.run()`` that ended with the receiver open), it closes the receiver
+        on a loop of its own, in a thread of its own. Idempotent: a second call, or one
         from another thread meanwhile, waits for the first to end; one after the receiver
         closed or before it opened does nothing."""
         if self._listener is not None and self._listening_loop is not None:
@@ -432,26 +437,6 @@ class LogReceiver(ReceiverClosing):
                     self._close_server(server)
                 finally:
                     self._stopped_listening()
-
-    def _close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """:meth:`close` of a receiver started on ``loop``: its :meth:`aclose`, run there."""
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            raise UsageError(
-                "this LogReceiver was started on this event loop (await receiver.start(), or "
-                "async with): close() here would block the loop its close runs on; use "
-                "`await receiver.aclose()` (or `async with LogReceiver() as receiver:`)"
-            )
-        if not loop.is_running():
-            raise UsageError(
-                "this LogReceiver was started on an event loop that no longer runs: it can "
-                "only be closed on that loop; `await receiver.aclose()` there before the "
-                "loop ends"
-            )
-        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
 
     def _serve_sender(self, channel: BlockingChannel) -> None:
         hello = channel.connection.peer_hello

@@ -11,8 +11,12 @@ are one concern of their own. :class:`ReceiverClosing` is a base class of the re
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from isoplug.errors import UsageError
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.drain_end import closed_summary, drain_warning, sender_hung_up
 from isoplug.logs.receiver_connections import ReceiverConnections
@@ -48,6 +52,8 @@ class ReceiverClosing(ReceiverConnections):
     _server: BlockingServer | None
     #: Its sender trees' places, and the connections waiting for one.
     _tree_limit: ClientLimit
+    #: The receiver's own.
+    aclose: Callable[[], Coroutine[Any, Any, None]]
 
     async def _drain_and_close(self, listener: Listener) -> None:
         loop = asyncio.get_running_loop()
@@ -110,6 +116,32 @@ class ReceiverClosing(ReceiverConnections):
         if said is not None:
             _log.warning(said)
 
+    def _close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``close()`` of a receiver started on ``loop``: its ``aclose()``, run there."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise UsageError(
+                "this LogReceiver was started on this event loop (await receiver.start(), or "
+                "async with): close() here would block the loop its close runs on; use "
+                "`await receiver.aclose()` (or `async with LogReceiver() as receiver:`)"
+            )
+        if loop.is_closed():
+            # Its tasks were cancelled and its connections ended with it: what is left to
+            # close (the listening sockets, the accounting of those ends) needs a loop, any.
+            _run_on_a_loop_of_its_own(self.aclose())
+            return
+        if not loop.is_running():
+            raise UsageError(
+                "this LogReceiver was started on an event loop that is stopped, not closed: "
+                "its listener is that loop's; close it there, "
+                "`loop.run_until_complete(receiver.aclose())`, or close that loop first "
+                "(`loop.close()`), after which close() closes the receiver itself"
+            )
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+
     def _warn_still_open(self, count: int, fds: list[int | None]) -> None:
         """``count`` connections are open when the drain time is up; ``fds``: the sockets of
         those that carry records (others are in their handshake)."""
@@ -146,3 +178,21 @@ class ReceiverClosing(ReceiverConnections):
             self._say_what_closing_cost(still_open)
         self._handler_errors.close()
         self._refusals.close()
+
+
+def _run_on_a_loop_of_its_own(closing: Coroutine[Any, Any, None]) -> None:
+    """Run ``closing`` to its end with ``asyncio.run()`` in a thread of its own: the caller's
+    thread may be running another loop, where ``asyncio.run()`` is refused."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(closing)
+        except BaseException as exc:  # raised again on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="isoplug-log-receiver-close")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
