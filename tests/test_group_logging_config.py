@@ -152,3 +152,94 @@ async def test_a_root_level_assigned_by_a_member_is_put_back_at_the_next_look(
             await assert_noisy_arrives(host, waiter, "assigned")
     assert "isoplug cannot tell whose" in word.getMessage()
     assert "meanwhile (up to 1 s)" in word.getMessage()
+
+
+#: A member that disables its own module logger (made before its dictConfig() at import):
+#: its own choice, which stays as in a runner of its own.
+SELF_QUIETED = """
+import logging, logging.config
+import isoplug
+
+log = logging.getLogger(__name__)
+logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}})
+
+
+class P(isoplug.Plugin):
+    @isoplug.method
+    def own_logger_disabled(self):
+        return log.disabled
+"""
+
+#: A member whose configurations disable no logger.
+RECONFIGURING = """
+import logging, logging.config
+import isoplug
+
+
+class P(isoplug.Plugin):
+    @isoplug.method
+    def force_basic_config(self):
+        logging.basicConfig(format="%(message)s", force=True)
+
+    @isoplug.method
+    def dict_config_disabling_none(self):
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+
+    @isoplug.method
+    def raise_root(self):
+        logging.getLogger().setLevel(logging.ERROR)
+"""
+
+
+def group_of_self_quieted_and_reconfiguring(tmp_path: Path) -> Path:
+    plugins = tmp_path / "plugins"
+    write_member(plugins, "selfq", SELF_QUIETED)
+    write_member(plugins, "reconf", RECONFIGURING)
+    return plugins
+
+
+async def test_a_configuration_disabling_nothing_leaves_another_members_own_choice(
+    tmp_path: Path,
+) -> None:
+    """reconf's basicConfig(force=True) disables no logger: selfq's own module logger, which
+    selfq's dictConfig() disabled, stays disabled, and reconf is not blamed for disabling it."""
+    with watching("plugin") as waiter:
+        async with Host(group_of_self_quieted_and_reconfiguring(tmp_path), config=FAST) as host:
+            await host.wait_ready(20)
+            assert await host.call("selfq", "own_logger_disabled") is True
+            await host.call("reconf", "force_basic_config")
+            assert await host.call("selfq", "own_logger_disabled") is True
+    assert not waiter.matching("plugin.reconf.isoplug.runner", "disabled the logger(s)")
+    assert not waiter.matching("plugin.selfq.isoplug.runner", "plugin reconf's logging")
+
+
+async def test_a_configuration_enabling_every_logger_leaves_another_members_own_choice(
+    tmp_path: Path,
+) -> None:
+    """reconf's dictConfig(disable_existing_loggers=False), which enables every existing logger
+    in Python: selfq's own disabled module logger is disabled again, and reconf is told so."""
+    with watching("plugin") as waiter:
+        async with Host(group_of_self_quieted_and_reconfiguring(tmp_path), config=FAST) as host:
+            await host.wait_ready(20)
+            await host.call("reconf", "dict_config_disabling_none")
+            assert await host.call("selfq", "own_logger_disabled") is True
+            word = await waiter.wait_for(
+                "plugin.reconf.isoplug.runner", "enabled the logger(s) selfq_plugin"
+            )
+    assert word.levelno == logging.INFO
+    assert "of plugin(s) selfq disabled; isoplug disabled them again" in word.getMessage()
+
+
+async def test_a_root_level_put_back_to_the_hosts_is_said_to_be_the_hosts(tmp_path: Path) -> None:
+    """The host set the root logger's level; a member raising it has it put back to that
+    level, which the WARNING calls the host's, not the most verbose member's need."""
+    with watching("plugin") as waiter:
+        async with Host(group_of_self_quieted_and_reconfiguring(tmp_path), config=FAST) as host:
+            await host.wait_ready(20)
+            await host.set_log_level("reconf", "WARNING", logger="")
+            await host.call("reconf", "raise_root")
+            word = await waiter.wait_for(
+                "plugin.reconf.isoplug.runner", "raised the root logger's level to ERROR"
+            )
+    assert "put it back to WARNING, the level the host set on it," in word.getMessage()
+    assert "most verbose member" not in word.getMessage()

@@ -83,3 +83,21 @@ async def test_loguru_sent_to_a_file_alone_still_reaches_the_host(tmp_path: Path
     assert "ERROR lgf: while isoplug's sink was gone" in contents
     assert "ERROR lgf-after: logged with loguru" in contents
     assert not waiter.matching(f"{CTX}.reconfigurer_plugin", "lgf: while")
+
+
+async def test_loguru_left_with_no_sink_says_its_lost_messages(tmp_path: Path) -> None:
+    """logger.remove() alone: isoplug adds its loguru sink back and says that the two messages
+    logged meanwhile reached no sink at all, not that none was lost, and not that the plugin's
+    own sinks write elsewhere (it has none); the messages after it arrive from the plugin's
+    module."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "loguru_to_nowhere", "lgn")
+        said = await waiter.wait_for(RUNNER, "isoplug's loguru sink")
+        await host.call("reconfigurer", "loguru_error", "lgn-after")
+        after = await waiter.wait_for(f"{CTX}.reconfigurer_plugin", "lgn-after: logged")
+    message = said.getMessage()
+    assert "left no sink of its own" in message
+    assert "2 loguru message(s) reached no sink at all and are lost" in message
+    assert "no loguru message was lost" not in message
+    assert "beside the plugin's sinks" not in message
+    assert after.levelno == logging.ERROR

@@ -47,7 +47,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from isoplug.log_guard import failure_report
 from isoplug.logs.kept_forwarder import (
@@ -65,6 +65,7 @@ from isoplug.logs.sources import current_source
 from isoplug.logs.stream_state import this_thread
 
 __all__ = [
+    "Unbridged",
     "bridge_sink_removed",
     "forward_loguru",
     "forward_rendered_loguru",
@@ -127,6 +128,7 @@ def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
     _added.append((logger, sink_id))
     _report_failures_as_such(module)
     _settle_queued_in_logging_thread(module)
+    _count_messages_reaching_no_sink(module)
 
 
 def _accepts(record: Any) -> bool:
@@ -191,8 +193,17 @@ def bridge_sink_removed() -> bool:
 _unbridged: list[Any] = [None, 0]
 
 
+#: Messages logged while the bridge's sink was removed that loguru handed to no sink at all
+#: (the program left none, or none at their level): its ``_log`` returns before any sink sees
+#: them, so only a wrapper of that method counts them (:func:`_count_messages_reaching_no_sink`).
+_reaching_no_sink: list[int] = [0]
+#: How many messages this thread handed to a sink, for the wrapper to tell whether its call did.
+_handed = threading.local()
+
+
 def _count_if_unbridged(record: Any) -> None:
     """Count ``record`` (once, though loguru hands it to each sink) if it reaches no bridge."""
+    _handed.count = getattr(_handed, "count", 0) + 1
     if _unbridged[0] is record or not bridge_sink_removed():
         return
     _unbridged[0] = record
@@ -212,11 +223,24 @@ def _writes_where_the_host_reads(handler: Any) -> bool:
     )
 
 
-def restore_bridge_sink() -> int | None:
+class Unbridged(NamedTuple):
+    """The loguru messages logged while the bridge's sink was removed, which the host missed."""
+
+    #: Handed to the program's own sinks (which write nowhere the host reads) only.
+    only_to_own_sinks: int
+    #: Handed to no sink at all (the program left none, or none at their level): lost. None:
+    #: not counted (a loguru whose logging method isoplug cannot wrap).
+    to_no_sink: int | None
+    #: Whether the program had a sink of its own when the bridge's went back.
+    had_own_sinks: bool = False
+
+
+def restore_bridge_sink() -> Unbridged | None:
     """Add the bridge's sink back if the program removed it and none of its own sinks left
-    writes where the host reads (a file alone: ``logger.remove(); logger.add("app.log")``);
-    return how many messages reached only its sinks meanwhile, or None when nothing was done
-    (the sink is there, or the program's own console sink sends its records)."""
+    writes where the host reads (a file alone: ``logger.remove(); logger.add("app.log")``, or
+    no sink at all: ``logger.remove()``); return what the host missed meanwhile, or None when
+    nothing was done (the sink is there, or the program's own console sink sends its
+    records)."""
     module = sys.modules.get("loguru")
     if module is None or not bridge_sink_removed():
         return None
@@ -225,9 +249,49 @@ def restore_bridge_sink() -> int | None:
     if any(_writes_where_the_host_reads(handler) for handler in list(sinks.values())):
         return None
     _bridge(module, keep_default_sink=True)
-    lost = int(_unbridged[1])
+    lost = Unbridged(
+        int(_unbridged[1]),
+        _reaching_no_sink[0] if _counting_no_sink else None,
+        had_own_sinks=bool(sinks),
+    )
     _unbridged[:] = [None, 0]
+    _reaching_no_sink[0] = 0
     return lost
+
+
+def _count_messages_reaching_no_sink(module: ModuleType) -> None:
+    """Wrap loguru's ``Logger._log`` (every logging method's) to count the messages that reach
+    no sink while the bridge's is removed: with no sink of the program's own, or none at their
+    level, loguru makes no record of them at all, so no sink or filter could. Once."""
+    logger_class = getattr(sys.modules.get(f"{module.__name__}._logger"), "Logger", None)
+    log = getattr(logger_class, "_log", None)
+    if logger_class is None or not callable(log) or getattr(log, "_isoplug", False):
+        return
+
+    def log_counted(
+        self: Any, level: Any, from_decorator: Any, options: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        handed = getattr(_handed, "count", 0)
+        # One frame deeper than loguru counts on: its record names the caller's module, not
+        # this one.
+        deeper = (options[0], options[1] + 1, *options[2:])
+        try:
+            return log(self, level, from_decorator, deeper, *args, **kwargs)
+        finally:
+            if getattr(_handed, "count", 0) == handed and bridge_sink_removed():
+                _reaching_no_sink[0] += 1
+
+    # Only where loguru's options carry the caller's depth second, as in loguru 0.6 to 0.8:
+    # elsewhere its records would name this module; their loss is then said uncounted.
+    options = getattr(module.logger, "_options", None)
+    if isinstance(options, tuple) and len(options) > 2 and type(options[1]) is int:
+        log_counted._isoplug = True  # type: ignore[attr-defined]
+        logger_class._log = log_counted
+        _counting_no_sink.append(True)
+
+
+#: Whether the messages reaching no sink are counted (:func:`_count_messages_reaching_no_sink`).
+_counting_no_sink: list[bool] = []
 
 
 def _report_failures_as_such(module: ModuleType) -> None:

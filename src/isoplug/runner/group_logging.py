@@ -21,7 +21,10 @@ what is shared the group's:
   member's, a library's, which every member may log on) is enabled again as the
   configuration's last step (:mod:`isoplug.runner.kept_forwarding` calls
   :meth:`GroupLogGuard.enable_others`); a logger named for no module counts as a library's.
-  Its own stay disabled, as in a runner of its own.
+  Its own stay disabled, as in a runner of its own. Only the loggers the configuration itself
+  disabled count: those a member disabled before (its own choice) are left alone, and another
+  member's configuration that enables them (``disable_existing_loggers=False`` enables every
+  existing logger) has them disabled again (:meth:`GroupLogGuard.keep_disabled`).
 
 Each undoing is said once per member, as a record of the member it concerns (logged under that
 member's :data:`~isoplug.logs.sources.current_source`, so it arrives on
@@ -78,16 +81,19 @@ class GroupLogGuard:
         }
         #: The root level the group needs; None until PluginLevels sets it.
         self._group_level: int | None = None
+        #: Whether the host set it on the root logger (else the most verbose member needs it).
+        self._level_by_host = False
         self._told_root: set[str | None] = set()
         self._notices: list[_Notice] = []
         self._lock = threading.Lock()
 
     # The root's level
 
-    def set_group_level(self, level: int) -> None:
+    def set_group_level(self, level: int, *, by_host: bool = False) -> None:
         """Set the root's level to what the group needs (isoplug's own doing: the members'
-        levels, the host's word on the root logger)."""
+        levels, or, ``by_host``, the host's word on the root logger)."""
         self._group_level = level
+        self._level_by_host = by_host
         _set_level(logging.getLogger(), level)
 
     def install(self) -> None:
@@ -133,13 +139,16 @@ class GroupLogGuard:
                 _Notice(
                     source,
                     logging.WARNING,
-                    "%s raised the root logger's level to %s; isoplug put it back to %s, the "
-                    "level the group's most verbose member needs, so that the other members' "
-                    "records (their libraries', their root logger's) still arrive%s. %s",
+                    "%s raised the root logger's level to %s; isoplug put it back to %s, %s, "
+                    "so that the other members' records (their libraries', their root "
+                    "logger's) still arrive%s. %s",
                     (
                         who,
                         logging.getLevelName(tried),
                         logging.getLevelName(wanted),
+                        "the level the host set on it"
+                        if self._level_by_host
+                        else "the level the group's most verbose member needs",
                         lost,
                         _ROOT_ADVICE,
                     ),
@@ -169,6 +178,40 @@ class GroupLogGuard:
         if enabled:
             self._tell_enabled(configurer, enabled)
         return kept
+
+    def keep_disabled(self, enabled: list[str], configurer: str | None) -> None:
+        """Disable again the loggers of ``enabled`` (names of loggers a configuration by
+        ``configurer``'s code just enabled, as ``disable_existing_loggers=False`` enables every
+        existing logger) that another member's own configuration had disabled: its own choice,
+        which stays as in a runner of its own. Said once per configuration, to the
+        configurer."""
+        if configurer not in self._packages:
+            return
+        loggers = logging.root.manager.loggerDict
+        kept: dict[str, list[str]] = {}
+        for name in enabled:
+            owner = self._owner(name)
+            logger = loggers.get(name)
+            if owner is None or owner == configurer or not isinstance(logger, logging.Logger):
+                continue
+            logger.disabled = True
+            kept.setdefault(owner.removeprefix("plugin."), []).append(name)
+        if not kept:
+            return
+        notice = _Notice(
+            configurer,
+            logging.INFO,
+            "the plugin's logging configuration enabled the logger(s) %s, which the logging "
+            "configuration of plugin(s) %s disabled; isoplug disabled them again: in a group, "
+            "a member's configuration changes only its own loggers, and dictConfig() or "
+            "fileConfig() with disable_existing_loggers=False enables every existing one",
+            (
+                _names({name for names in kept.values() for name in names}),
+                ", ".join(sorted(kept)),
+            ),
+        )
+        with self._lock:
+            self._notices.append(notice)
 
     def _tell_enabled(self, configurer: str, enabled: dict[str | None, list[str]]) -> None:
         member = configurer.removeprefix("plugin.")

@@ -21,7 +21,7 @@ from typing import Any
 from isoplug.log_guard import guarded_logger
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.kept_forwarder import kept_forwarder
-from isoplug.logs.loguru_bridge import restore_bridge_sink
+from isoplug.logs.loguru_bridge import Unbridged, restore_bridge_sink
 from isoplug.logs.redirect import pipe_streams
 from isoplug.logs.rendered_records import render_through
 from isoplug.logs.sources import current_source
@@ -139,7 +139,8 @@ class KeptForwarding:
         try:
             # Taken as a configuration takes it, to its end: this waits for that end.
             with LOGGING_LOCK:
-                disabled = _restore(self._handler)
+                _restore(self._handler)
+                disabled = _take_disabled_report()
         finally:
             self._restoring.release()
         if (guard := group_guard()) is not None:
@@ -241,22 +242,40 @@ _told_loguru: list[bool] = []
 
 def keep_loguru_forwarded() -> None:
     """Put isoplug's loguru sink back if the plugin removed it and its own sinks send its
-    messages nowhere the host reads (``logger.remove(); logger.add("app.log")``), as the
-    root's handler is (:func:`watch_forwarding`): from then on its messages go to its file
-    and to the host, as its ``logging`` records do. The first time, a WARNING says so and
-    how many messages reached only its sinks meanwhile."""
-    lost = restore_bridge_sink()
-    if lost is None or _told_loguru:
+    messages nowhere the host reads (``logger.remove(); logger.add("app.log")``), or it left
+    none (``logger.remove()``), as the root's handler is (:func:`watch_forwarding`): from then
+    on its messages go to its sinks and to the host, as its ``logging`` records do. The first
+    time, a WARNING says so and how many messages the host missed meanwhile."""
+    missed = restore_bridge_sink()
+    if missed is None or _told_loguru:
         return
     _told_loguru.append(True)
     _log.warning(
-        "the plugin removed isoplug's loguru sink (logger.remove()) and its own sinks write "
-        "nowhere the host reads; isoplug added it back, so its loguru messages reach the host "
-        "as records again, beside the plugin's sinks. Meanwhile %s",
-        f"{lost} loguru message(s) went only to the plugin's sinks, not to the host"
-        if lost
-        else "no loguru message was lost",
+        "the plugin removed isoplug's loguru sink (logger.remove()) and %s; isoplug added it "
+        "back, so its loguru messages reach the host as records again%s. Meanwhile %s",
+        "its own sinks write nowhere the host reads"
+        if missed.had_own_sinks
+        else "left no sink of its own",
+        ", beside the plugin's sinks" if missed.had_own_sinks else "",
+        _loguru_meanwhile(missed),
     )
+
+
+def _loguru_meanwhile(missed: Unbridged) -> str:
+    said = []
+    if missed.only_to_own_sinks:
+        said.append(
+            f"{missed.only_to_own_sinks} loguru message(s) went only to the plugin's sinks, "
+            "not to the host"
+        )
+    if missed.to_no_sink is None:
+        said.append(
+            "the loguru messages that reached no sink at all (if any) are lost and cannot be "
+            "counted"
+        )
+    elif missed.to_no_sink:
+        said.append(f"{missed.to_no_sink} loguru message(s) reached no sink at all and are lost")
+    return "; ".join(said) if said else "no loguru message was lost"
 
 
 def _where_records_went() -> str:
@@ -304,9 +323,9 @@ def _closed_by_a_configuration(frame: FrameType | None) -> bool:
     return False
 
 
-def _restore(handler: ForwardingHandler) -> list[str]:
+def _restore(handler: ForwardingHandler) -> None:
     """Put ``handler`` back on the root logger and enable the disabled loggers of isoplug's
-    own making; return the names of the other disabled loggers."""
+    own making."""
     root = logging.getLogger()
     vars(root).pop("addHandler", None)  # _restore_at_next_root_handler's, if still there
     render_consoles()
@@ -314,18 +333,56 @@ def _restore(handler: ForwardingHandler) -> list[str]:
     # now then reaches the handler, which is what its rendering counted on
     # (isoplug.logs.rendered_records).
     root.addHandler(handler)
-    others: list[str] = []
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if not isinstance(logger, logging.Logger) or not logger.disabled:
-            continue
-        if name in _ISOPLUG_LOGGER_NAMES or name.startswith(_ISOPLUG_LOGGER_PREFIXES):
+        if isinstance(logger, logging.Logger) and logger.disabled and _isoplugs(name):
             logger.disabled = False
-        else:
-            others.append(name)
+
+
+def _take_disabled_report() -> list[str]:
+    """The loggers the plugin's configurations disabled since the last report, still disabled:
+    only those, as a logger the plugin disabled before (its own choice, maybe by an earlier
+    configuration, already said) is not the latest configuration's doing."""
+    reported = sorted(name for name in _disabled_by_configurations if _is_disabled(name))
+    _disabled_by_configurations.clear()
+    return reported
+
+
+#: The loggers (none of isoplug's) that the plugin's configurations disabled since the last
+#: report (:func:`_settle_disabled`), for :meth:`KeptForwarding._restore_and_report` to name.
+_disabled_by_configurations: set[str] = set()
+
+
+def _isoplugs(name: str) -> bool:
+    return name in _ISOPLUG_LOGGER_NAMES or name.startswith(_ISOPLUG_LOGGER_PREFIXES)
+
+
+def _is_disabled(name: str) -> bool:
+    logger = logging.root.manager.loggerDict.get(name)
+    return isinstance(logger, logging.Logger) and logger.disabled
+
+
+def _disabled_loggers() -> set[str]:
+    """The names of the disabled loggers, none of isoplug's."""
+    return {
+        name
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and logger.disabled and not _isoplugs(name)
+    }
+
+
+def _settle_disabled(before: set[str]) -> None:
+    """After a configuration's step that disables loggers (``before``: those disabled when it
+    began): note the loggers it newly disabled, for the report; in a group, have the guard
+    undo what it did to the other members' loggers. Called in the configuring thread, under
+    its source, before the plugin's next line runs."""
+    now = _disabled_loggers()
+    newly = sorted(now - before)
     if (guard := group_guard()) is not None:
-        # Called in the configuring thread (as its last step), or under its source.
-        others = guard.enable_others(others, current_source.get())
-    return sorted(others)
+        configurer = current_source.get()
+        newly = guard.enable_others(newly, configurer)
+        # disable_existing_loggers=False enables every existing logger, another member's too.
+        guard.keep_disabled(sorted(before - now), configurer)
+    _disabled_by_configurations.update(newly)
 
 
 def _restore_at_next_root_handler(handler: ForwardingHandler) -> None:
@@ -361,7 +418,9 @@ def _restore_after_configurations(handler: ForwardingHandler) -> None:
     if callable(handle_existing):
 
         def handle_existing_then_restore(*args: Any, **kwargs: Any) -> Any:
+            before = _disabled_loggers()
             result = handle_existing(*args, **kwargs)
+            _settle_disabled(before)
             _restore(handler)
             return result
 

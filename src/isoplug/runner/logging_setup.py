@@ -150,7 +150,7 @@ class PluginLevels:
         """Set a plugin's or a logger's level, as the host asked."""
         if not change.plugin:
             self._named.add(change.logger)
-            _set_level(change.logger, change.level)
+            _set_level(change.logger, change.level, by_host=True)
             return
         if change.plugin not in self._levels:
             raise ValueError(f"this runner has no plugin {change.plugin!r}")
@@ -158,12 +158,12 @@ class PluginLevels:
         self.apply()
 
 
-def _set_level(name: str, level: int) -> None:
-    """Set logger ``name``'s level; in a group, the root's is the group's, which its guard
-    keeps (:mod:`isoplug.runner.group_logging`)."""
+def _set_level(name: str, level: int, *, by_host: bool = False) -> None:
+    """Set logger ``name``'s level (``by_host``: the host named the logger); in a group, the
+    root's is the group's, which its guard keeps (:mod:`isoplug.runner.group_logging`)."""
     guard = group_guard()
     if not name and guard is not None:
-        guard.set_group_level(level)
+        guard.set_group_level(level, by_host=by_host)
     else:
         logging.getLogger(name or None).setLevel(level)
 

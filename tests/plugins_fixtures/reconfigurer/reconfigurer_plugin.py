@@ -451,6 +451,15 @@ class Reconfigurer(isoplug.Plugin):
         logger.error("{}: while isoplug's sink was gone", tag)
 
     @isoplug.method
+    def loguru_to_nowhere(self, tag: str) -> None:
+        """Every loguru sink removed, isoplug's too, and none added: two messages reach none."""
+        from loguru import logger
+
+        logger.remove()
+        logger.info("{}: info with no sink", tag)
+        logger.error("{}: error with no sink", tag)
+
+    @isoplug.method
     def loguru_error(self, tag: str) -> None:
         from loguru import logger
 
