@@ -15,7 +15,7 @@ import pytest
 
 from isoplug.logs import ForwardingHandler, sender_trees
 from isoplug.logs.ledger import ReceiverLedger
-from isoplug.rpc import blocking_server as blocking_server_module
+from isoplug.rpc import blocking_sessions as blocking_sessions_module
 from isoplug.rpc import server as server_module
 from isoplug.rpc.handshake import blocking_server_handshake, server_handshake
 from isoplug.testing import eventually, watching
@@ -87,7 +87,7 @@ def answering_late(monkeypatch: pytest.MonkeyPatch) -> None:
             await eventually(lambda: ended(credentials.pid))
         return await server_handshake(stream, *args, **kwargs)
 
-    monkeypatch.setattr(blocking_server_module, "blocking_server_handshake", late_blocking)
+    monkeypatch.setattr(blocking_sessions_module, "blocking_server_handshake", late_blocking)
     monkeypatch.setattr(server_module, "server_handshake", late)
 
 

@@ -5,21 +5,21 @@ sender, woken by the kernel the moment a record arrives, each with its own
 :class:`~isoplug.rpc.blocking.BlockingChannel`. Separate from
 :mod:`isoplug.rpc.blocking_channel` because everything here is about the listening side: the
 accepting thread, the limits on connections and handshakes, refusing, and ending every
-session when the server closes. Import both from :mod:`isoplug.rpc.blocking`.
+session when the server closes; what each connection's thread does, from TLS to its goodbye,
+is in :mod:`isoplug.rpc.blocking_sessions`. Import both from :mod:`isoplug.rpc.blocking`.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 
-from isoplug.errors import IsoplugError, TransportError
+from isoplug.errors import TransportError
 from isoplug.log_guard import guarded_logger
 from isoplug.rpc.blocking_channel import BlockingChannel, shutdown_quietly
+from isoplug.rpc.blocking_sessions import SessionHandler, SessionThreads, end_connection
 from isoplug.rpc.client_limit import ClientLimit, ClientPlaces
 from isoplug.rpc.gate import (
     DEFAULT_HELLO_TIMEOUT,
@@ -29,17 +29,12 @@ from isoplug.rpc.gate import (
     Seat,
     busy_reject,
 )
-from isoplug.rpc.handshake import (
-    PeerAdmission,
-    bind_admission,
-    blocking_server_handshake,
-    peer_pid_text,
-)
+from isoplug.rpc.handshake import PeerAdmission
 from isoplug.rpc.waiting_room import Ticket, Turn
 from isoplug.transport import Address
 from isoplug.transport.blocking import BlockingListener, listen_blocking
 from isoplug.transport.stream import PeerCredentials, peer_credentials_of
-from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
+from isoplug.wire.connection import TokenLookup, WelcomeLevel
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -61,10 +56,7 @@ _ACCEPT_RETRY_DELAY = 1.0
 DEFAULT_MAX_CONNECTIONS = 1024
 
 
-SessionHandler = Callable[[BlockingChannel], None]
-
-
-class BlockingServer:
+class BlockingServer(SessionThreads):
     """Sessions served by threads: one accepts, and each connection gets a thread of its own.
 
     The counterpart of :func:`~isoplug.rpc.serve` for programs without an event loop; made by
@@ -165,7 +157,7 @@ class BlockingServer:
         self._listener.close()
         self._gate.close()
         for connection in connections:
-            _end(connection)
+            end_connection(connection)
         deadline = time.monotonic() + timeout
         self._acceptor.join(max(0.0, deadline - time.monotonic()))
         with self._changed:
@@ -323,119 +315,9 @@ class BlockingServer:
                 _log.debug("could not tell a refused client why: %s", exc)
         sock.close()
 
-    def _serve_connection(
-        self,
-        sock: socket.socket,
-        seat: Seat | None,
-        credentials: PeerCredentials | None,
-        claimed: list[str],
-        outside_limit: str | None,
-        *,
-        peer_address: str,
-    ) -> None:
-        # ``claimed``: the client this connection counts for, from its accept or once admitted
-        # (see ClientLimit); given back as the connection leaves, in one step.
-        try:
-            self._serve_claimed(
-                sock, seat, credentials, claimed, outside_limit, peer_address=peer_address
-            )
-        finally:
-            self._forget(threading.current_thread(), claimed)
-
-    def _serve_claimed(
-        self,
-        sock: socket.socket,
-        seat: Seat | None,
-        credentials: PeerCredentials | None,
-        claimed: list[str],
-        outside_limit: str | None,
-        *,
-        peer_address: str,
-    ) -> None:
-        current = threading.current_thread()
-        over_limit: list[str] = []
-        # One deadline for TLS and the hello together: a trickling client gets no more.
-        started = time.monotonic()
-        # The descriptor the client passes with its hello, if it does and we take it.
-        passed: list[int] | None = (
-            [] if self._takes_descriptors and sock.family == socket.AF_UNIX else None
-        )
-        try:
-            sock = self._listener.secure(sock, self._handshake_timeout)
-            with self._changed:
-                self._connections[current] = sock
-                if self._closing:
-                    # close() may have missed this socket while TLS swapped it: end it here.
-                    _end(sock)
-            connection, early = blocking_server_handshake(
-                sock,
-                self._token,
-                name=self._name,
-                timeout=self._handshake_timeout,
-                started=started,
-                admit=self._admission(credentials, claimed, over_limit, outside_limit),
-                welcome_level=self._welcome_level,
-                passed=passed,
-            )
-        except IsoplugError as exc:
-            self._leave(seat)
-            if not over_limit and not self._closing:
-                # Said once the seat is free: whoever reads the warning may connect at once.
-                self._gate.failed(exc, peer_pid_text(credentials, peer_address))
-            sock.close()
-            _close_passed(passed)
-            return
-        except BaseException:
-            self._leave(seat)
-            _close_passed(passed)
-            raise
-        self._leave(seat)
-        channel = BlockingChannel(
-            sock, connection, early, passed[0] if passed else None, peer_address=peer_address
-        )
-        with self._changed:
-            self._connections[current] = channel
-            if self._closing:
-                channel.interrupt()  # close() ended the handshake's socket, not this channel
-        try:
-            self._on_channel(channel)
-        except Exception:
-            # A handler bug must not kill the server or other connections; it must be seen.
-            _log.exception("connection handler for %s failed", self._listener.address)
-        finally:
-            channel.close("server closing" if self._closing else "closed")
-
-    def _leave(self, seat: Seat | None) -> None:
-        """Give the handshake's seat back, if it took one."""
-        if seat is not None:
-            self._gate.leave(seat)
-
-    def _admission(
-        self,
-        credentials: PeerCredentials | None,
-        claimed: list[str],
-        over_limit: list[str],
-        outside_limit: str | None,
-    ) -> Admission | None:
-        """The handshake's last word on one connection (see :meth:`ClientPlaces.admission`);
-        ``claimed`` is given back by the caller, whatever happens next."""
-        if self._places is None:
-            return bind_admission(self._admit, credentials)
-        return self._places.admission(self._admit, credentials, claimed, over_limit, outside_limit)
-
     def client_connections(self, client: str) -> int:
         """Connections of ``client`` open now (see :class:`ClientLimit`)."""
         return 0 if self._places is None else self._places.connections(client)
-
-    def _forget(self, thread: threading.Thread | None, claimed: list[str]) -> None:
-        """A connection ended (``thread`` None: it never had one): it leaves the server and
-        gives back the client's place it held, together."""
-        with self._changed:
-            if thread is not None:
-                self._connections.pop(thread, None)
-            if self._places is not None:
-                self._places.release(claimed)
-            self._changed.notify_all()
 
 
 def serve_blocking(
@@ -498,17 +380,3 @@ def serve_blocking(
         # Its accepting thread could not start (out of threads): the socket is nobody's.
         listener.close()
         raise
-
-
-def _close_passed(passed: list[int] | None) -> None:
-    """Close the descriptor a client passed, whose connection is not served."""
-    for descriptor in passed or ():
-        os.close(descriptor)
-
-
-def _end(connection: socket.socket | BlockingChannel) -> None:
-    """End a connection's session from another thread; its own thread says goodbye."""
-    if isinstance(connection, BlockingChannel):
-        connection.interrupt()
-    else:  # still in the handshake: nothing to say goodbye to
-        shutdown_quietly(connection, socket.SHUT_RDWR)

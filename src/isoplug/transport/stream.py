@@ -1,9 +1,7 @@
-"""The byte stream every transport provides, and its asyncio socket implementation.
+"""The asyncio socket implementation of the byte stream every transport provides.
 
-A :class:`Stream` moves bytes and nothing else. Writing is buffered and never blocks
-(:meth:`Stream.write`); :meth:`Stream.drain` is where a writer waits when the peer reads too
-slowly. Reading returns whatever arrived (:meth:`Stream.receive_some`), ``b""`` once the peer
-closed its end. :meth:`Stream.aclose` always releases the socket, whatever state it is in.
+:class:`Stream`, the contract (in :mod:`isoplug.transport.stream_interface`), and what the
+kernel says of a peer (in :mod:`isoplug.transport.peers`) are imported from here too.
 
 The socket implementation sits directly on :class:`asyncio.Protocol` rather than on
 ``asyncio.StreamReader``: it saves a copy and a few layers per read, which matters when
@@ -12,19 +10,24 @@ The socket implementation sits directly on :class:`asyncio.Protocol` rather than
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import collections
 import contextlib
 import os
 import socket
 import ssl
-import struct
 from collections.abc import Callable
 from typing import cast
 
-from isoplug.errors import ConnectionBroken, ConnectionClosed, TransportError
+from isoplug.errors import ConnectionBroken, ConnectionClosed
 from isoplug.transport.passed_descriptors import peek_passed_now
+from isoplug.transport.peers import (
+    PeerCredentials,
+    host_port,
+    peer_address_of,
+    peer_credentials_of,
+)
+from isoplug.transport.stream_interface import DataCallback, EndCallback, Stream
 
 __all__ = [
     "PeerCredentials",
@@ -41,127 +44,6 @@ RECEIVE_BUFFER_LIMIT = 1024 * 1024
 #: ``drain()`` waits while more than this is queued for sending.
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
-
-
-DataCallback = Callable[[bytes], None]
-EndCallback = Callable[[TransportError | None], None]
-
-
-class PeerCredentials:
-    """Who is at the other end of a unix socket, as the kernel says (not as the peer claims)."""
-
-    __slots__ = ("family", "gid", "pid", "uid")
-
-    def __init__(self, pid: int, uid: int, gid: int, family: str | None = None) -> None:
-        self.pid = pid
-        self.uid = uid
-        self.gid = gid
-        #: The family a listener's kinship placed the peer in as it accepted the connection
-        #: (:mod:`isoplug.rpc.gate`), when the peer had just connected: the kernel's word on
-        #: it for good, once that process has ended (its pid may name another by then).
-        #: None: not asked, or a stranger.
-        self.family = family
-
-    def placed_in(self, family: str | None) -> PeerCredentials:
-        """These credentials, with the family the listener placed the peer in."""
-        return PeerCredentials(self.pid, self.uid, self.gid, family)
-
-    def __repr__(self) -> str:
-        return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid})"
-
-
-def host_port(peername: object) -> str:
-    """``host:port`` (``[host]:port`` for IPv6) of an AF_INET/AF_INET6 peer name."""
-    if not isinstance(peername, tuple) or len(peername) < 2:
-        return ""
-    host = str(peername[0])
-    return f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
-
-
-def peer_address_of(sock: socket.socket) -> str:
-    """``host:port`` of a TCP socket's peer (:attr:`Stream.peer_address`); empty for a unix
-    socket, or once the peer reset it."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return ""
-    try:
-        return host_port(sock.getpeername())
-    except OSError:
-        return ""
-
-
-def peer_credentials_of(sock: socket.socket) -> PeerCredentials | None:
-    """Who is connected to ``sock``, if it is a unix socket on a system that can tell."""
-    if sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
-        return None
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return PeerCredentials(pid, uid, gid)
-
-
-class Stream(abc.ABC):
-    """A reliable, ordered, bidirectional byte stream."""
-
-    #: A short description of the other end, for messages ("unix:/tmp/x/sock", "127.0.0.1:5").
-    description: str = ""
-    #: The descriptor the peer passed with its first bytes (see
-    #: :class:`SocketStream`'s ``takes_descriptor``); the stream's. None: none was.
-    passed_descriptor: int | None = None
-    #: ``host:port`` of the peer of a TCP or TLS socket, as the socket says when it connected
-    #: (the only word on a TCP peer a listener can trust); empty elsewhere.
-    peer_address: str = ""
-
-    @abc.abstractmethod
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` for sending; never blocks.
-
-        Raises :class:`~isoplug.errors.ConnectionClosed` after :meth:`aclose` and
-        :class:`~isoplug.errors.ConnectionBroken` once the connection was lost.
-        """
-
-    @abc.abstractmethod
-    async def drain(self) -> None:
-        """Wait until the send buffer is below its high-water mark. A cancel point.
-
-        Raises :class:`~isoplug.errors.ConnectionBroken` if the connection is lost meanwhile.
-        """
-
-    @abc.abstractmethod
-    async def receive_some(self) -> bytes:
-        """Return the next bytes that arrived, or ``b""`` when the peer closed its end.
-
-        A cancel point. Raises :class:`~isoplug.errors.ConnectionBroken` when the connection
-        was reset, :class:`~isoplug.errors.ConnectionClosed` after :meth:`aclose`.
-        """
-
-    @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Flush what can be flushed quickly, close, and release everything. Idempotent."""
-
-    @property
-    def peer_credentials(self) -> PeerCredentials | None:
-        """The peer's pid/uid/gid for unix sockets on Linux; ``None`` elsewhere."""
-        return None
-
-    def fileno(self) -> int | None:
-        """The descriptor of the socket under this stream (None where there is none)."""
-        return None
-
-    def set_data_listener(self, on_data: DataCallback, on_end: EndCallback) -> bool:
-        """Ask the stream to push what it receives instead of buffering it for receive_some().
-
-        When this returns True, ``on_data(bytes)`` is called with every chunk as it arrives
-        (bytes already buffered are delivered at the next loop iteration), then ``on_end(None)``
-        at a clean end of stream or ``on_end(error)`` when the connection broke, exactly once;
-        :meth:`receive_some` must no longer be used. Streams that cannot push return False.
-        Callbacks must not raise.
-        """
-        return False
-
-    def pause_reading(self) -> None:  # noqa: B027 - optional: pull-only streams have no-op
-        """Stop delivering data to the listener until :meth:`resume_reading` (push mode)."""
-
-    def resume_reading(self) -> None:  # noqa: B027 - optional: pull-only streams have no-op
-        """Resume delivering data to the listener (push mode)."""
 
 
 class SocketStream(Stream, asyncio.Protocol):

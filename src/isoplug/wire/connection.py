@@ -3,7 +3,9 @@
 A :class:`Connection` is fed the bytes that arrived and returns the messages they complete; it
 is handed messages to send and queues their bytes. It performs the handshake by itself and
 checks every message against the connection's state. It never touches a socket, a clock, a
-thread or an event loop, so the same code runs under asyncio and on a blocking socket.
+thread or an event loop, so the same code runs under asyncio and on a blocking socket. What
+the handshake decides on a hello or a reject (token, admission, versions, the words a refused
+side reads) is in :mod:`isoplug.wire.hello_checks`; this module applies it.
 
 Contract for integrators
 ------------------------
@@ -24,24 +26,22 @@ Contract for integrators
 from __future__ import annotations
 
 import enum
-import hmac
 from collections.abc import Callable
 
-from isoplug.errors import (
-    AuthenticationFailed,
-    HandshakeError,
-    HandshakeTimeout,
-    LocalProtocolError,
-    ProtocolError,
-    RemoteProtocolError,
-    VersionMismatch,
-)
+from isoplug.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from isoplug.wire.codec import decode_message
 from isoplug.wire.framing import (
     DEFAULT_MAX_FRAME_SIZE,
     HANDSHAKE_MAX_FRAME_SIZE,
     FrameDecoder,
     FrameWriter,
+)
+from isoplug.wire.hello_checks import (
+    Admission,
+    HelloRefusal,
+    TokenLookup,
+    judge_hello,
+    refusal_error,
 )
 from isoplug.wire.messages import (
     MAX_PROTOCOL_VERSION,
@@ -59,23 +59,13 @@ from isoplug.wire.messages import (
     Response,
     Welcome,
 )
-from isoplug.wire.sanitize import clean_quoted, clean_text
-from isoplug.wire.versions import library_version, refused_by_listener, refused_client
+from isoplug.wire.versions import library_version
 
 __all__ = ["Admission", "Connection", "ConnectionState", "Role", "TokenLookup", "WelcomeLevel"]
-
-#: A server-side token source that depends on who connects: given the client's hello, return
-#: the token expected from it, or ``None`` when nobody by that name may connect.
-TokenLookup = Callable[[Hello], str | None]
 
 #: A server-side source of the level the welcome says (:attr:`Welcome.level`), asked as the
 #: session opens; ``None``: not said.
 WelcomeLevel = Callable[[], int | None]
-
-#: A server-side check after the token matched (the I/O layer binds what it knows of the
-#: peer, such as the kernel's word on its pid): given the hello, return why the peer is
-#: refused, or ``None`` to welcome it.
-Admission = Callable[[Hello], str | None]
 
 
 class Role(enum.Enum):
@@ -95,12 +85,6 @@ class ConnectionState(enum.Enum):
     ERROR = "error"
     """The protocol failed; the stream must be closed."""
 
-
-_HANDSHAKE_ERRORS: dict[str, type[HandshakeError]] = {
-    RejectCode.AUTHENTICATION: AuthenticationFailed,
-    RejectCode.VERSION: VersionMismatch,
-    RejectCode.TIMEOUT: HandshakeTimeout,
-}
 
 _APPLICATION_MESSAGES = (Request, Response, ErrorResponse, Event, Cancel, LogBatch)
 #: Longest error text (in characters) sent to the peer in a goodbye or reject.
@@ -389,16 +373,10 @@ class Connection:
             if type(message) is Reject:
                 assert isinstance(message, Reject)
                 self.state = ConnectionState.ERROR
-                reason = clean_text(message.reason, _MAX_REPLY_REASON)
-                if message.code == RejectCode.VERSION:
-                    # Worded from this side: the listener's reason speaks from its own.
-                    error: HandshakeError = refused_by_listener(
-                        message, self._min_version, self._max_version
-                    )
-                    reason = str(error)
-                else:
-                    error = _HANDSHAKE_ERRORS.get(message.code, HandshakeError)(reason)
-                self.close_reason = f"rejected by peer: {reason}"
+                error = refusal_error(
+                    message, self._min_version, self._max_version, max_reason=_MAX_REPLY_REASON
+                )
+                self.close_reason = f"rejected by peer: {error}"
                 raise error
             if type(message) is not Welcome:
                 self._violation(f"expected a welcome, got {type(message).__name__}")
@@ -414,62 +392,16 @@ class Connection:
 
     def _check_hello(self, hello: Hello) -> None:
         self.peer_hello = hello
-        expected = self._token if isinstance(self._token, str) else self._token(hello)
-        if expected is None:
-            self._refuse(
-                AuthenticationFailed,
-                RejectCode.AUTHENTICATION,
-                f"runner {clean_quoted(hello.name, 200)} is not expected: no start of it awaits "
-                "a connection (a runner whose start the host gave up on, at its ready_timeout, "
-                "connecting late; or a process that is no runner of this host)",
-                "unknown runner",
-            )
-        assert expected is not None
-        # Constant time whatever the lookup returned: the comparison leaks nothing of the token.
-        if not hmac.compare_digest(hello.token.encode(), expected.encode()):
-            self._refuse(
-                AuthenticationFailed,
-                RejectCode.AUTHENTICATION,
-                # The name is the client's to choose: said as its claim, never as who it is.
-                f"wrong session token (the client says it is {clean_quoted(hello.name, 200)})"
-                if hello.name
-                else "wrong session token",
-                "wrong session token",
-            )
-        refusal = None if self._admit is None else self._admit(hello)
-        if refusal is not None:
-            self._refuse(
-                AuthenticationFailed, RejectCode.AUTHENTICATION, refusal, "refused by the listener"
-            )
-        low = max(hello.min_version, self._min_version)
-        high = min(hello.max_version, self._max_version)
-        if low > high:
-            mismatch = refused_client(hello, self._min_version, self._max_version)
-            self._out.add(
-                Reject(
-                    code=RejectCode.VERSION,
-                    reason=str(mismatch),
-                    min_version=self._min_version,
-                    max_version=self._max_version,
-                    library_version=library_version(),
-                )
-            )
+        verdict = judge_hello(hello, self._token, self._admit, self._min_version, self._max_version)
+        if isinstance(verdict, HelloRefusal):
+            self._out.add(verdict.reject)
             self.state = ConnectionState.ERROR
-            self.close_reason = str(mismatch)
-            raise mismatch
-        self.version = high
+            self.close_reason = str(verdict.error)
+            raise verdict.error
+        self.version = verdict
         level = None if self._welcome_level is None else self._welcome_level()
-        self._out.add(Welcome(version=high, name=self._name, pid=self._pid, level=level))
+        self._out.add(Welcome(version=verdict, name=self._name, pid=self._pid, level=level))
         self.state = ConnectionState.OPEN
-
-    def _refuse(
-        self, error: type[HandshakeError], code: str, reason: str, told_peer: str | None = None
-    ) -> None:
-        # The peer hears only what it needs to fix its side; details stay in our exception.
-        self._out.add(Reject(code=code, reason=told_peer or reason))
-        self.state = ConnectionState.ERROR
-        self.close_reason = reason
-        raise error(reason)
 
     def _violation(self, reason: str) -> None:
         exc = RemoteProtocolError(reason)
