@@ -86,8 +86,8 @@ class HostPauses:
         if now - self._ticked - TICK > GAP:
             self.gaps.append((self._ticked, now))
             _log.info(
-                "the host did not run for %.1f s (stopped or starved): its runners' health "
-                "deadlines are extended by that",
+                "the host did not run for %.1f s (stopped, starved, or its event loop blocked "
+                "by a callback): its runners' health deadlines are extended by that",
                 now - self._ticked,
             )
         self._ticked = now
