@@ -47,7 +47,7 @@ async def open_listeners(
     # A host killed by SIGKILL could not remove its sockets' directories: ours to do.
     stale = await off_loop(remove_stale_socket_dirs)
     if stale:
-        _log.info("removed %d socket directories of dead isoplug processes", len(stale))
+        _log.info("removed %d socket folders of dead isoplug processes", len(stale))
     listener = await serve(
         "unix:",
         routes.expected_token,
