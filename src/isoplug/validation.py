@@ -18,7 +18,15 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-__all__ = ["ExplainedError", "closest_field", "explain_validation_error", "kind_of", "struct_of"]
+__all__ = [
+    "SECRET_NOT_SHOWN",
+    "ExplainedError",
+    "closest_field",
+    "explain_validation_error",
+    "kind_of",
+    "may_be_secret",
+    "struct_of",
+]
 
 #: msgspec ends a message with where the problem is: `` - at `$.cache.seconds```.
 _AT = " - at `$"
@@ -40,6 +48,36 @@ _KIND_NAMES = {
     "time": "a time",
 }
 _MISSING = object()
+
+#: What an error says instead of the value of a field whose name looks like a secret's.
+SECRET_NOT_SHOWN = "its value is not shown: it may be a secret"
+# A word of a field's name that ends so names a secret (``token``, ``apitoken``, ``keys``).
+_SECRET_WORD = re.compile(
+    r"(password|passwd|passphrase|pwd|secret|token|key|credential|auth|authorization"
+    r"|cookie|signature|private)s?$",
+    re.IGNORECASE,
+)
+# Too short to be taken as an ending (``spin``): whole words only.
+_SECRET_WHOLE_WORDS = frozenset({"pin", "pins", "pwd", "otp"})
+# Between words: anything not a letter or digit, or a lower-case letter before a capital.
+_WORD_BREAK = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def may_be_secret(path: str | None) -> bool:
+    """Whether a field at ``path`` (``db.password``, ``servers[0].apiToken``) is named as a
+    secret is (a word of any of its names, or its end: ``api_token``, ``DBPassword``,
+    ``credentials.user``): its value is then never quoted in an error, which reaches logs and
+    terminals that the secret must not."""
+    if not path:
+        return False
+    names = _INDEX.sub(".", path).split(".")
+    return any(
+        _SECRET_WORD.search(word) or word.lower() in _SECRET_WHOLE_WORDS
+        for name in names
+        for word in _WORD_BREAK.split(name)
+        if word
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +101,7 @@ def explain_validation_error(
     would be a bare regular expression.
     """
     problem, where, value = _split_location(message, document)
+    secret = may_be_secret(where)
     named = _NAMED_FIELD.match(problem)
     if named is not None:
         field = f"{where}.{named['name']}" if where else named["name"]
@@ -71,6 +110,8 @@ def explain_validation_error(
         return ExplainedError(field, "is not a known field")
     hint = (hints or {}).get(where)
     if hint is not None and "regex" in problem:
+        if secret:
+            return ExplainedError(where, f"is not valid: {hint} ({SECRET_NOT_SHOWN})")
         return ExplainedError(where, f"{value!r} is not valid: {hint}")
     expected = _EXPECTED.match(problem)
     enum = _ENUM.match(problem)
@@ -79,11 +120,18 @@ def explain_validation_error(
         shown = "must be " + " or ".join(k for k in kinds if k != "null")
         shown += _constraint(expected["constraint"])
         if value is not _MISSING:
-            shown += f", got {kind_of(value)} {value!r}"
+            shown += f", got {kind_of(value)}"
+            shown += f" ({SECRET_NOT_SHOWN})" if secret else f" {value!r}"
     elif enum is not None and (choices := _choices(schema, where)):
-        shown = f"must be one of {', '.join(map(repr, choices))}, got {enum['value']}"
+        # The allowed values are the schema's, not the user's: they may be shown.
+        got = f"({SECRET_NOT_SHOWN})" if secret else f"got {enum['value']}"
+        shown = f"must be one of {', '.join(map(repr, choices))}, {got}"
     elif enum is not None:
-        shown = f"{enum['value']} is not one of the values allowed here"
+        shown = (
+            f"is not one of the values allowed here ({SECRET_NOT_SHOWN})"
+            if secret
+            else f"{enum['value']} is not one of the values allowed here"
+        )
     else:  # another kind of message: msgspec's words, unquoted
         shown = problem.replace("`", "")
     return ExplainedError(where or None, shown)

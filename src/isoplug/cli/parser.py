@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=Path,
         help="a TOML file of configuration overrides, one table per plugin id "
-        "([greeter] greeting = 'Hi'), merged over each plugin's [config]",
+        "([greeter] greeting = 'Hi'), merged over each plugin's [config]; read once, at "
+        "start (--reload does not watch it)",
     )
     run.add_argument(
         "--reload",

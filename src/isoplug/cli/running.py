@@ -350,13 +350,24 @@ async def run_host(
         # With --reload a table may name a plugin folder made later: the host keeps them all.
         overrides = unknown_overrides(directory, overrides, options.config_file)
     outcome = Outcome(overrides, options.config_file)
-    async with Host(
+    host = Host(
         directory,
         config=config,
         reload=options.reload,
         plugin_config=overrides,
         on_change=outcome.on_change,
-    ) as host:
+    )
+    if options.config_file is not None:
+        host.plugin_config_origin = f"--config {shown(options.config_file)}"
+        if options.reload:
+            # Hot reload follows the plugins folder only: an edit of the file would otherwise
+            # be taken for applied.
+            log.info(
+                "--config %s is read once, at start: --reload does not watch it "
+                "(stop and run again to apply an edit of it)",
+                shown(options.config_file),
+            )
+    async with host:
         for name, function in BUILTIN_CAPABILITIES.items():
             host.register_capability(name, function)
         count = len(host.plugins())

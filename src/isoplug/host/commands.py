@@ -26,6 +26,7 @@ from isoplug.loop_closed import end_orphaned_task, outside_any_loop
 __all__ = [
     "REPLACED_BY_RELOAD",
     "RESTART",
+    "RESTARTED_FOR_CONFIG",
     "STOP",
     "STOPPED_BY_RELOAD",
     "Commands",
@@ -36,6 +37,10 @@ STOP = "stop"
 RESTART = "restart"
 #: How the exit account of a runner hot reload replaced starts (then why, in brackets).
 REPLACED_BY_RELOAD = "replaced by hot reload"
+#: How the exit account of a runner restarted for a new configuration its plugin cannot take
+#: live (no ``on_config``) starts (then what changed it, in brackets): the host's own restart,
+#: which nobody asked for as such.
+RESTARTED_FOR_CONFIG = "restarted as its configuration changed"
 #: A runner hot reload stopped for good (its plugin folder removed).
 STOPPED_BY_RELOAD = "stopped by hot reload"
 

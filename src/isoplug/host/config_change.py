@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from isoplug.host.commands import RESTARTED_FOR_CONFIG
 from isoplug.host.config import SupervisorConfig
 from isoplug.host.config_check import check_in_process
 from isoplug.host.live_settings import offer_config
@@ -45,7 +46,9 @@ class ConfigTarget(Protocol):
 
     def ready_peer(self, plugin_id: str) -> Peer | None: ...
 
-    async def restart(self, *, unless_since: int | None = None, by_user: bool = True) -> bool: ...
+    async def restart(
+        self, *, unless_since: int | None = None, by_user: bool = True, words: str | None = None
+    ) -> bool: ...
 
 
 def _taking_peer(target: ConfigTarget, plugin_id: str) -> Peer | None:
@@ -56,10 +59,16 @@ def _taking_peer(target: ConfigTarget, plugin_id: str) -> Peer | None:
 
 
 async def apply_config(
-    target: ConfigTarget, plugin_id: str, config: Mapping[str, Any], settings: SupervisorConfig
+    target: ConfigTarget,
+    plugin_id: str,
+    config: Mapping[str, Any],
+    settings: SupervisorConfig,
+    cause: str,
 ) -> bool:
     """See :meth:`isoplug.host.supervisor.RunnerSupervisor.set_config`. Its restarts are the
-    host's own: a user's stop, asked before or while this runs, holds over them."""
+    host's own: a user's stop, asked before or while this runs, holds over them; the exit
+    account of the runner they replace names ``cause`` (what changed the configuration)."""
+    words = f"{RESTARTED_FOR_CONFIG} ({cause})"
     new = dataclasses.replace(target.manifests[plugin_id], config=MappingProxyType(dict(config)))
     if _taking_peer(target, plugin_id) is None:
         unchecked = await check_in_process(
@@ -91,7 +100,7 @@ async def apply_config(
             return True
         # One restart: not a second one when the crash restarted the runner already; none
         # when a user asked for a stop meanwhile.
-        await target.restart(unless_since=generation, by_user=False)
+        await target.restart(unless_since=generation, by_user=False, words=words)
         return False
     target.manifests[plugin_id] = new
     if target.state is PluginState.STOPPED or target.stopped_by_user:
@@ -103,5 +112,5 @@ async def apply_config(
     ):
         # It failed to load or crashed (perhaps for its configuration: a new one is how a
         # user fixes that), or the runner starting now has the old one: start again with it.
-        await target.restart(by_user=False)
+        await target.restart(by_user=False, words=words)
     return False

@@ -157,6 +157,10 @@ class Host(PluginOperations, PluginSettings):
         #: on a loop of its own and offers another way in, as
         #: :class:`isoplug.testing.BlockingHarness` does.
         self.other_loop_advice: str | None = None
+        #: What the host's messages call the ``plugin_config`` it was given: set by what read
+        #: it from elsewhere (``isoplug run`` sets ``--config FILE``), so that a message about
+        #: it names what the user can fix.
+        self.plugin_config_origin = "plugin_config"
         #: Released unclosed, or dropped in a forked child (see isoplug.host.unclosed).
         self._abandoned = False
         self._life = HostStage.NEW
@@ -211,7 +215,13 @@ class Host(PluginOperations, PluginSettings):
         discovery = self._runners.discover()
         unknown = sorted(set(self._runners.config_overrides) - {m.id for m in discovery.manifests})
         if unknown:
-            _log.warning("plugin_config names plugins not found: %s", ", ".join(unknown))
+            _log.warning(
+                "%s names plugins not found: %s%s",
+                self.plugin_config_origin,
+                ", ".join(unknown),
+                # Hot reload gives a plugin folder made later the table of its id.
+                "; kept for a plugin folder with that id made later" if self.reload else "",
+            )
         if not discovery.manifests and (hint := one_plugins_folder(self.plugins_dir)):
             _log.warning("%s", hint)
         plans, grouping_problems = plan_runners(discovery.manifests)

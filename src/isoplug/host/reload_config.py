@@ -33,7 +33,9 @@ async def offer_config(
     (or a failure to hand it over) is logged and kept in ``refused``. ``still_current``: the
     supervisor still runs the plugin (not stopped or replaced since)."""
     try:
-        live = await supervisor.set_config(manifest.id, manifest.config)
+        live = await supervisor.set_config(
+            manifest.id, manifest.config, cause="plugin.toml [config] edited"
+        )
     except ConfigInvalid as exc:
         problem = (
             f"{clean_path(manifest.path, MAX_FAILURE_CHARS)}: {exc}; it keeps the "

@@ -156,16 +156,19 @@ class RunnerSupervisor(RunnerControl):
                     clean_text(str(exc), MAX_FAILURE_CHARS),
                 )
 
-    async def set_config(self, plugin_id: str, config: Mapping[str, Any]) -> bool:
+    async def set_config(
+        self, plugin_id: str, config: Mapping[str, Any], *, cause: str = "set_config"
+    ) -> bool:
         """Give ``plugin_id`` its whole new ``config`` (kept for every later start): live, when
         its runner is ready and the plugin has ``on_config`` (True); otherwise by restarting
         the runner with it (False; a stopped plugin only keeps it). Raises
         :class:`~isoplug.errors.ConfigInvalid` when the plugin's schema refuses it, in any
         state (the plugin then keeps the configuration it had): a ready runner checks it, else
-        a process of its own (:mod:`isoplug.host.config_check`)."""
+        a process of its own (:mod:`isoplug.host.config_check`). ``cause``: what changed it,
+        as the exit account of a runner restarted for it says."""
         # One at a time: a change checked while another is applied must not overtake it.
         async with self._config_lock:
-            return await apply_config(self, plugin_id, config, self._config)
+            return await apply_config(self, plugin_id, config, self._config, cause)
 
     # -- connections from the runner ----------------------------------------------------------
 

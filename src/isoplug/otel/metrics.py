@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from isoplug.host import observers
-from isoplug.host.commands import REPLACED_BY_RELOAD, STOPPED_BY_RELOAD
+from isoplug.host.commands import REPLACED_BY_RELOAD, RESTARTED_FOR_CONFIG, STOPPED_BY_RELOAD
 from isoplug.host.status import (
     ENDED_BY_HOST,
     KILLED_BY_HOST,
@@ -60,6 +60,7 @@ _STOPS = (
     "stopped on request",
     "restarted on request",
     REPLACED_BY_RELOAD,
+    RESTARTED_FOR_CONFIG,
     STOPPED_BY_RELOAD,
     ENDED_BY_HOST,
 )

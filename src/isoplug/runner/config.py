@@ -36,6 +36,7 @@ import msgspec
 import msgspec.inspect
 
 from isoplug.errors import ConfigInvalid
+from isoplug.runner.config_keys import unknown_fields
 from isoplug.validation import explain_validation_error
 
 __all__ = [
@@ -78,41 +79,6 @@ def validate_config(plugin_id: str, plugin_class: type, raw: Mapping[str, Any]) 
             f"plugin {plugin_id!r}: config: its config_schema {schema.__qualname__} refused it: "
             f"{type(exc).__name__}: {exc}"
         ) from None
-
-
-def unknown_fields(
-    value: Any, info: msgspec.inspect.Type, path: str = ""
-) -> list[tuple[str, list[str]]]:
-    """The keys of ``value`` (a configuration table) that name no field of the struct ``info``
-    describes, all the way down (nested structs, lists and tables of them), each as (its dotted
-    path, the fields known there)."""
-    inspect = msgspec.inspect
-    if isinstance(info, inspect.UnionType):
-        structs = [kind for kind in info.types if isinstance(kind, inspect.StructType)]
-        return unknown_fields(value, structs[0], path) if len(structs) == 1 else []
-    if isinstance(info, inspect.StructType) and isinstance(value, Mapping):
-        fields = {field.encode_name: field for field in info.fields}
-        found: list[tuple[str, list[str]]] = []
-        for key, item in value.items():
-            field = fields.get(key) if isinstance(key, str) else None
-            if field is None and key != info.tag_field:
-                found.append((f"{path}{key}", list(fields)))
-            elif field is None:
-                continue
-            else:
-                found += unknown_fields(item, field.type, f"{path}{key}.")
-        return found
-    if isinstance(info, inspect.ListType | inspect.VarTupleType) and isinstance(value, list):
-        found = []
-        for index, item in enumerate(value):
-            found += unknown_fields(item, info.item_type, f"{path.rstrip('.')}[{index}].")
-        return found
-    if isinstance(info, inspect.DictType) and isinstance(value, Mapping):
-        found = []
-        for key, item in value.items():
-            found += unknown_fields(item, info.value_type, f"{path}{key}.")
-        return found
-    return []
 
 
 def read_only(value: Any) -> Any:
