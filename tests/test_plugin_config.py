@@ -428,6 +428,10 @@ def test_a_field_name_holding_msgspecs_location_marker_is_one_field() -> None:
         "config_schema test_a_field_name_holding_msgspecs_location_marker_is_one_field."
         "<locals>.Settings (known there: a` - at `$.b, b)"
     )
+    dotted = explain_validation_error(
+        "Expected `int`, got `str` - at `$.x.y.z`", {"x.y": {"z": "q"}}
+    )
+    assert (dotted.field, dotted.problem) == ("x.y.z", "must be an integer, got string 'q'")
 
 
 def test_a_typo_in_the_config_is_refused_whether_or_not_the_schema_forbids_unknown_fields() -> None:
@@ -456,10 +460,6 @@ class Settings(msgspec.Struct, rename="kebab"):
     step_size: int = 1
     inner: Inner | None = None
     hosts: list[Inner] = []
-    dotted = explain_validation_error(
-        "Expected `int`, got `str` - at `$.x.y.z`", {"x.y": {"z": "q"}}
-    )
-    assert (dotted.field, dotted.problem) == ("x.y.z", "must be an integer, got string 'q'")
 
 
 CRASHY_CODE = """\
