@@ -81,7 +81,7 @@ class EventBacklog:
         self.taken = 0
 
     def room_for(self, size: int) -> str:
-        """"": an event of ``size`` bytes fits; else the limit it would pass."""
+        """ "": an event of ``size`` bytes fits; else the limit it would pass."""
         if len(self.waiting) >= self.limit:
             return "max_queued_events"
         if self.waiting and self.bytes + size > self.byte_limit:

@@ -81,4 +81,3 @@ class HandlerFailures:
     def close(self) -> None:
         """Say the failures not said yet (the runner is stopping)."""
         self._reports.close()
-
