@@ -409,7 +409,7 @@ def test_a_readme_link_leads_somewhere(target: str) -> None:
 
 def test_the_host_page_lists_every_supervisor_setting_with_its_default() -> None:
     """docs/host.md's table of ``SupervisorConfig`` has a row for every field, whose default
-    column names the field's real default (``15 s``, ``1,024``, ``none``, ``()``)."""
+    column names the field's real default (``15 s``, ``1,024``, ``64 MiB``, ``none``, ``()``)."""
     from isoplug import SupervisorConfig
 
     rows = {
@@ -426,5 +426,7 @@ def test_the_host_page_lists_every_supervisor_setting_with_its_default() -> None
             assert said == "none", (field.name, said)
         elif isinstance(default, tuple):
             assert said == f"`{default!r}`", (field.name, said)
+        elif said.endswith(" MiB"):
+            assert float(said.removesuffix(" MiB")) * 2**20 == default, (field.name, said)
         else:
             assert float(said) == default, (field.name, said, default)

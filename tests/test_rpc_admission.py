@@ -86,8 +86,25 @@ def test_limits_are_checked() -> None:
 def test_an_event_backlog_keeps_its_bound_and_counts_what_it_drops() -> None:
     backlog = EventBacklog(limit=2)
     events = [EventDelivery("tick", n) for n in range(4)]
-    assert [backlog.offer(e) for e in events] == [True, True, False, False]
+    assert [backlog.offer(e) for e in events] == ["", "", "max_queued_events", "max_queued_events"]
     assert backlog.dropped == 2
     assert backlog.take() == events[0]
-    assert backlog.offer(events[3]) is True
+    assert backlog.offer(events[3]) == ""
     assert [backlog.take(), backlog.take(), backlog.take()] == [events[1], events[3], None]
+
+
+def test_an_event_backlog_keeps_its_byte_bound_but_always_takes_one_event() -> None:
+    """Past ``byte_limit`` bytes waiting an event is dropped; an empty backlog takes one
+    whatever its size (a bound below the largest event does not drop them all)."""
+    backlog = EventBacklog(limit=100, byte_limit=1000)
+    assert backlog.offer(EventDelivery("big", 0), 5000) == ""
+    assert backlog.offer(EventDelivery("small", 1), 10) == "max_queued_event_bytes"
+    assert backlog.take() == EventDelivery("big", 0)
+    assert [backlog.offer(EventDelivery("tick", n), 400) for n in range(3)] == [
+        "",
+        "",
+        "max_queued_event_bytes",
+    ]
+    assert (backlog.bytes, backlog.dropped) == (800, 2)
+    assert backlog.drop_waiting() == 2
+    assert (backlog.bytes, backlog.dropped) == (0, 4)

@@ -284,6 +284,9 @@ class Bootstrap(msgspec.Struct, frozen=True):
     max_concurrent_calls: int = 256
     max_queued_calls: int = 1024
     max_queued_events: int = 1024
+    #: The encoded events queued per plugin, in bytes (see
+    #: SupervisorConfig.max_queued_event_bytes).
+    max_queued_event_bytes: int = 64 * 2**20
     #: What ``sys.stdout``/``sys.stderr`` are in the runner (see Manifest.stdio): ``"records"``,
     #: or ``"pipe"``: the C text streams onto file descriptors 1 and 2, line-buffered.
     stdio: str = "records"

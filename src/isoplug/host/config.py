@@ -80,6 +80,13 @@ class SupervisorConfig:
     #: Events that may wait for one plugin's handlers (``Host.publish`` does not wait for
     #: them); past it, events for that plugin are dropped, counted and warned about.
     max_queued_events: int = 1024
+    #: Bytes of events (encoded, as sent) that may wait for one plugin's handlers in its
+    #: runner, and that may wait unsent on the host's connection to a runner (which reads it
+    #: more slowly than ``Host.publish`` writes); past either, new events are dropped as past
+    #: ``max_queued_events``. Without it, 150 events of 8 MiB held 1.2 GiB in the host and
+    #: again in the runner, far below the count. A call waits behind at most this much event
+    #: data on the connection.
+    max_queued_event_bytes: int = 64 * 2**20
     #: The level of every plugin (a level name), over its manifest's ``log_level``; None: each
     #: manifest's. ``Host.set_log_level`` overrides both for one plugin.
     log_level: str | None = None
@@ -151,6 +158,7 @@ class SupervisorConfig:
             "max_concurrent_calls",
             "max_queued_calls",
             "max_queued_events",
+            "max_queued_event_bytes",
             "max_waiting_log_connections",
             "max_waiting_log_connections_in_all",
             "max_log_rings",

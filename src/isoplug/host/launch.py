@@ -43,7 +43,7 @@ async def launch_runner(
     nice: int = 0,
     zygote: Zygote | None = None,
     inherit_environment: Sequence[str] | bool = (),
-    flow: tuple[int, int, int] = (256, 1024, 1024),
+    flow: tuple[int, int, int, int] = (256, 1024, 1024, 64 * 2**20),
 ) -> RunnerProcess:
     """Start ``python -m isoplug.runner`` for ``manifests`` (each with the log level its plugin
     runs at: see :mod:`isoplug.host.levels`) and hand it its bootstrap;
@@ -54,7 +54,8 @@ async def launch_runner(
     (:func:`start_method`).
     ``inherit_environment`` is the host's part of what the runner gets of its environment
     (see :mod:`isoplug.host.environment`). ``flow``: the runner's ``max_concurrent_calls``,
-    ``max_queued_calls`` and ``max_queued_events`` (see SupervisorConfig).
+    ``max_queued_calls``, ``max_queued_events`` and ``max_queued_event_bytes`` (see
+    SupervisorConfig).
 
     Raises :class:`OSError` when the process cannot be started; :class:`CannotLaunch` when no
     retry can start it.
@@ -83,6 +84,7 @@ async def launch_runner(
         max_concurrent_calls=flow[0],
         max_queued_calls=flow[1],
         max_queued_events=flow[2],
+        max_queued_event_bytes=flow[3],
         stdio=stdio,
         address_bytes=os.fsencode(address),
         log_address_bytes=os.fsencode(log_address),

@@ -213,6 +213,7 @@ class RunnerLife:
                     self._config.max_concurrent_calls,
                     self._config.max_queued_calls,
                     self._config.max_queued_events,
+                    self._config.max_queued_event_bytes,
                 ),
             )
         except OSError as exc:

@@ -19,6 +19,7 @@ from isoplug.errors import ConnectionBroken, ConnectionClosed, MethodNotFound, h
 from isoplug.host import observers
 from isoplug.host.calls import call_runner
 from isoplug.host.commands import Commands
+from isoplug.host.config import SupervisorConfig
 from isoplug.host.life import RunnerLife
 from isoplug.host.offers import Offers
 from isoplug.host.status import (
@@ -47,6 +48,8 @@ _ACCOUNT_WAIT = 1.0
 class PluginCalls:
     """The calling half of :class:`~isoplug.host.supervisor.RunnerSupervisor`."""
 
+    runner_id: str
+    _config: SupervisorConfig
     state: PluginState
     broken: dict[str, str]
     offers: Offers
@@ -144,13 +147,22 @@ class PluginCalls:
     def publish(self, event: str, payload: Any) -> bool:
         """Send ``event`` if a plugin of this runner subscribes to it; True if sent (each
         subscriber's handlers then get it, or it counts as dropped: see
-        :mod:`isoplug.host.runner_events`)."""
+        :mod:`isoplug.host.runner_events`). Not sent, and dropped, while the connection holds
+        more than ``max_queued_event_bytes`` unsent."""
         life = self._life
         peer = None if life is None else life.peer
         if self.state is not PluginState.READY or life is None or peer is None or not peer.is_open:
             return False
         subscribers = self.offers.subscribers(event)
         if not subscribers:
+            return False
+        unsent = peer.unsent_bytes
+        if unsent > self._config.max_queued_event_bytes:
+            # Bounds what the host holds for a runner that reads too slowly, and what a call
+            # waits behind on the connection.
+            life.health.events.note_held_back(
+                subscribers, event, unsent, self._config.max_queued_event_bytes, self.runner_id
+            )
             return False
         try:
             traceparent, tracestate = current_traceparent()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from isoplug.arguments import checked_timeout
+from isoplug.control import MAX_OFFERED_NAME_CHARS
 from isoplug.errors import LocalProtocolError, hidden_from_pytest
 from isoplug.host.binding import HostBinding, running_asyncio_loop
 from isoplug.host.capabilities import CapabilityRegistry
@@ -121,7 +122,8 @@ class PluginOperations:
         :class:`~isoplug.errors.UnencodableValue` for a payload that cannot be sent (of a type
         that does not cross, or too large), whether or not a plugin subscribes now,
         :class:`PluginUnavailable` when the host is not running, :class:`TypeError` for an
-        ``event`` that is not a string (no plugin could subscribe to it)."""
+        ``event`` that is not a string, :class:`ValueError` for one that is empty or over 200
+        characters (no plugin could subscribe to either)."""
         if not isinstance(event, str):
             raise TypeError(
                 f"publish(event, ...): an event's name is a str (what plugins subscribe to with "
@@ -130,6 +132,13 @@ class PluginOperations:
         # Its plain value: the wire encodes no str subclass but an Enum's, and a StrEnum's
         # plain value is its value, the name plugins subscribe to.
         event = str.__str__(event)
+        if not event or len(event) > MAX_OFFERED_NAME_CHARS:
+            # Published, it quietly reached nobody: a typo or a mix-up of arguments.
+            got = f"{len(event):,} characters ({event!r:.60}...)" if event else "an empty name"
+            raise ValueError(
+                f"publish(event, ...): an event's name is 1 to {MAX_OFFERED_NAME_CHARS} "
+                f"characters (what plugins may subscribe to with @isoplug.on_event), got {got}"
+            )
         self._check_here(f"publish {event!r}", awaited=True)
         self._life.check_running(f"publish {event!r}")
         try:

@@ -237,6 +237,11 @@ class Peer:
         return not self._closing and self._connection.state is ConnectionState.OPEN
 
     @property
+    def unsent_bytes(self) -> int:
+        """What was sent that waits in this process for the other side to read it."""
+        return self._stream.unsent_bytes()
+
+    @property
     def unhandled(self) -> int:
         """Messages received that no handler took (each kind is warned about once)."""
         return self._dispatcher.unhandled

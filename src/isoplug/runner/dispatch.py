@@ -39,6 +39,7 @@ from isoplug.rpc.remote_errors import (
 from isoplug.runner.api import EVENTS_MARK, METHOD_MARK, Plugin
 from isoplug.runner.events import EventQueues
 from isoplug.runner.forked_away import end_if_forked
+from isoplug.runner.handler_failures import HandlerFailures
 from isoplug.runner.loader import PluginLoadError
 from isoplug.runner.methods import MethodInfo
 from isoplug.runner.tracing import joined
@@ -174,6 +175,7 @@ class PluginTable:
         self._serving: set[asyncio.Task[Any]] = set()
         #: The events waiting for each plugin: ``events.offer`` takes the host's events.
         self.events = EventQueues(self.plugins, self.deliver_to)
+        self.handler_failures = HandlerFailures()
 
     def add(self, plugin: LoadedPlugin) -> None:
         self.plugins[plugin.plugin_id] = plugin
@@ -266,6 +268,7 @@ class PluginTable:
             # What the host is told, should it still be waiting for the answer.
             task.cancel("the runner is shutting down")
         tasks.extend(self.events.stop())
+        self.handler_failures.close()
         return tasks
 
     def _outcome(self, name: str, result: Any) -> CallOutcome:
@@ -310,19 +313,9 @@ class PluginTable:
                             f"{name} (event {delivery.event!r})",
                             functools.partial(subscriber, delivery.payload),
                         )
-            except Exception:
-                _log.exception(
-                    "plugin %r: handler for event %r failed", plugin.plugin_id, delivery.event
-                )
-            except EXIT_REQUESTS as exc:
-                # As for a method (see call): not the end of the runner.
-                _log.error(
-                    "plugin %r: handler for event %r raised %s; an event handler cannot end "
-                    "its runner: the runner kept running",
-                    plugin.plugin_id,
-                    delivery.event,
-                    exit_request_text(exc),
-                    exc_info=exc,
+            except (Exception, *EXIT_REQUESTS) as exc:
+                self.handler_failures.failed(
+                    plugin.plugin_id, plugin.source, subscriber.__name__, delivery.event, exc
                 )
             finally:
                 current_source.reset(source)

@@ -2,12 +2,15 @@
 
 The host publishes without waiting (``Host.publish``), so a plugin whose handlers are slower
 than the events come falls behind. Its events wait in a queue of its own, at most
-``max_queued_events`` (1,024 by default, ``SupervisorConfig.max_queued_events``); past it, an
-event for that plugin is dropped, counted and said (a WARNING naming the plugin, the event and
-the count: the first drop at once, then at most one summary per
-:data:`DROP_REPORT_INTERVAL` seconds). The runner's connection is read all along: a backlog of
-events used to pause reading, so every call, cancel and shutdown request of the host waited
-behind it, for as long as the handlers took.
+``max_queued_events`` (1,024 by default, ``SupervisorConfig.max_queued_events``) holding at
+most ``max_queued_event_bytes`` of encoded events (64 MiB by default: a count alone let 150
+events of 8 MiB take 1.2 GiB, past a plugin's memory limit); past either, an event for that
+plugin is dropped, counted and said (a WARNING naming the plugin, the event, the limit and the
+count: the first drop at once, then at most one summary per :data:`DROP_REPORT_INTERVAL`
+seconds). An empty queue takes one event whatever its size, so that a byte limit below the
+largest event still lets each through while the handlers keep up. The runner's connection is
+read all along: a backlog of events used to pause reading, so every call, cancel and shutdown
+request of the host waited behind it, for as long as the handlers took.
 
 Each plugin's events are handled one at a time, in order of arrival, by a task that lives while
 its queue holds some; plugins of one runner (a group) do not wait for each other's handlers.
@@ -31,56 +34,86 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from isoplug.control import EventDelivery
 from isoplug.log_guard import guarded_logger
-from isoplug.logs.report_throttle import ReportThrottle, Tally
+from isoplug.logs.loop_reports import LoopReports
+from isoplug.logs.report_throttle import Tally
 from isoplug.logs.sources import attributed_to
+from isoplug.wire import decode_value
 
 if TYPE_CHECKING:
     from isoplug.runner.dispatch import LoadedPlugin
 
-__all__ = ["DEFAULT_MAX_QUEUED_EVENTS", "DROP_REPORT_INTERVAL", "EventBacklog", "EventQueues"]
+__all__ = [
+    "DEFAULT_MAX_QUEUED_EVENTS",
+    "DEFAULT_MAX_QUEUED_EVENT_BYTES",
+    "DROP_REPORT_INTERVAL",
+    "EventBacklog",
+    "EventQueues",
+]
 
 _log = guarded_logger("isoplug.runner")
 
 DEFAULT_MAX_QUEUED_EVENTS: Final = 1024
+DEFAULT_MAX_QUEUED_EVENT_BYTES: Final = 64 * 2**20
 #: After a plugin's first dropped event, further drops are said at most this often.
 DROP_REPORT_INTERVAL: Final = 10.0
 
 
 class EventBacklog:
-    """The events waiting for one plugin, at most ``limit``; counts those it had no room for."""
+    """The events waiting for one plugin, at most ``limit`` of them and ``byte_limit`` bytes
+    (one whatever its size when none waits); counts those it had no room for."""
 
-    __slots__ = ("dropped", "limit", "taken", "waiting")
+    __slots__ = ("byte_limit", "bytes", "dropped", "limit", "taken", "waiting")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, byte_limit: int = DEFAULT_MAX_QUEUED_EVENT_BYTES) -> None:
         self.limit = limit
-        self.waiting: collections.deque[EventDelivery] = collections.deque()
+        self.byte_limit = byte_limit
+        #: Each event with its encoded size.
+        self.waiting: collections.deque[tuple[EventDelivery, int]] = collections.deque()
+        #: The encoded size of the events waiting, added.
+        self.bytes = 0
         #: Events dropped for want of room, or still waiting at the stop, in all.
         self.dropped = 0
         #: Events handed to the plugin's handlers, in all.
         self.taken = 0
 
-    def offer(self, delivery: EventDelivery) -> bool:
-        """Queue ``delivery``; False (and counted) if the queue is full."""
+    def room_for(self, size: int) -> str:
+        """ "": an event of ``size`` bytes fits; else the limit it would pass."""
         if len(self.waiting) >= self.limit:
+            return "max_queued_events"
+        if self.waiting and self.bytes + size > self.byte_limit:
+            return "max_queued_event_bytes"
+        return ""
+
+    def offer(self, delivery: EventDelivery, size: int = 0) -> str:
+        """Queue ``delivery``, ``size`` bytes encoded; "" if queued, else (counted as dropped)
+        the limit it would have passed."""
+        full = self.room_for(size)
+        if full:
             self.dropped += 1
-            return False
-        self.waiting.append(delivery)
-        return True
+            return full
+        self.waiting.append((delivery, size))
+        self.bytes += size
+        return ""
 
     def take(self) -> EventDelivery | None:
         """The event that waited longest (None: none waits), counted as taken."""
         if not self.waiting:
             return None
         self.taken += 1
-        return self.waiting.popleft()
+        delivery, size = self.waiting.popleft()
+        self.bytes -= size
+        return delivery
 
     def drop_waiting(self) -> int:
         """Drop (and count) every event still waiting; return how many."""
         left = len(self.waiting)
         self.dropped += left
         self.waiting.clear()
+        self.bytes = 0
         return left
 
 
@@ -98,10 +131,12 @@ class EventQueues:
         plugins: Mapping[str, LoadedPlugin],
         deliver: Deliver,
         limit: int = DEFAULT_MAX_QUEUED_EVENTS,
+        byte_limit: int = DEFAULT_MAX_QUEUED_EVENT_BYTES,
     ) -> None:
         self._plugins = plugins
         self._deliver = deliver
         self.limit = limit
+        self.byte_limit = byte_limit
         self._backlogs: dict[str, EventBacklog] = {}
         #: Events dropped per plugin so far (those that dropped none left out). Other threads
         #: read it with ``dict(...)``: one copy under the GIL (the health thread, see
@@ -111,13 +146,16 @@ class EventQueues:
         self.handle_counts: dict[str, int] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         #: Kinds are "plugin id, event name" of subscriptions only: bounded.
-        self._drops = ReportThrottle(DROP_REPORT_INTERVAL)
-        self._flush: asyncio.TimerHandle | None = None
+        self._drops = LoopReports(DROP_REPORT_INTERVAL)
         self._stopped = False
 
-    def offer(self, delivery: EventDelivery) -> None:
-        """An event from the host: queue it for every plugin subscribed to it (the peer's
-        handler for events, run inline as they are read: it never waits)."""
+    def offer_encoded(self, encoded: msgspec.Raw) -> None:
+        """An event from the host as it came (the peer's handler for events, run inline as
+        they are read: it never waits): its encoded size is what it weighs in the queues."""
+        self.offer(decode_value(encoded, EventDelivery), len(encoded))
+
+    def offer(self, delivery: EventDelivery, size: int = 0) -> None:
+        """Queue ``delivery`` (``size`` bytes encoded) for every plugin subscribed to it."""
         if self._stopped:
             # Not counted: the host counts what it sent that no handler took, this included.
             return
@@ -126,10 +164,11 @@ class EventQueues:
                 continue
             backlog = self._backlogs.get(plugin_id)
             if backlog is None:
-                backlog = self._backlogs[plugin_id] = EventBacklog(self.limit)
-            if not backlog.offer(delivery):
+                backlog = self._backlogs[plugin_id] = EventBacklog(self.limit, self.byte_limit)
+            full = backlog.offer(delivery, size)
+            if full:
                 self.drop_counts[plugin_id] = backlog.dropped
-                self._dropped(plugin, delivery.event)
+                self._dropped(plugin, delivery.event, full)
             elif plugin_id not in self._workers:
                 self._workers[plugin_id] = asyncio.get_running_loop().create_task(
                     self._work(plugin, backlog), name=f"isoplug-events:{plugin_id}"
@@ -157,9 +196,6 @@ class EventQueues:
                         plugin_id,
                         left,
                     )
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
         self._drops.close()
         return tasks
 
@@ -171,36 +207,32 @@ class EventQueues:
         finally:
             del self._workers[plugin.plugin_id]
 
-    def _dropped(self, plugin: LoadedPlugin, event: str) -> None:
-        plugin_id, limit = plugin.plugin_id, self.limit
+    def _dropped(self, plugin: LoadedPlugin, event: str, full: str) -> None:
+        plugin_id = plugin.plugin_id
+        behind = _behind(full, self.limit, self.byte_limit)
 
         def summary(tally: Tally) -> str:
             return (
                 f"plugin {plugin_id!r} dropped {tally.events:,} more {event!r} event(s) in "
-                f"{tally.seconds:.0f} s: its handlers were still {limit:,} events behind "
-                "(max_queued_events)"
+                f"{tally.seconds:.0f} s: its handlers were still {tally.detail}"
             )
 
         self._drops.report(
             f"{plugin_id}\0{event}",
-            f"plugin {plugin_id!r} dropped 1 {event!r} event: its handlers are {limit:,} "
-            "events behind (max_queued_events), slower than the events come; further drops "
-            f"are counted and said at most every {DROP_REPORT_INTERVAL:g} s",
+            f"plugin {plugin_id!r} dropped 1 {event!r} event: its handlers are {behind}, "
+            "slower than the events come; further drops are counted and said at most every "
+            f"{DROP_REPORT_INTERVAL:g} s",
             summary=summary,
             emit=functools.partial(_warn_as, plugin.source),
+            detail=behind,
         )
-        if self._drops.waiting and self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(
-                DROP_REPORT_INTERVAL, self._flush_drops
-            )
 
-    def _flush_drops(self) -> None:
-        self._flush = None
-        self._drops.flush()
-        if self._drops.waiting:
-            self._flush = asyncio.get_running_loop().call_later(
-                DROP_REPORT_INTERVAL, self._flush_drops
-            )
+
+def _behind(full: str, limit: int, byte_limit: int) -> str:
+    """How far behind the handlers are, by the limit an event would have passed."""
+    if full == "max_queued_event_bytes":
+        return f"{byte_limit:,} bytes of events behind (max_queued_event_bytes)"
+    return f"{limit:,} events behind (max_queued_events)"
 
 
 def _warn_as(source: str, text: str) -> None:

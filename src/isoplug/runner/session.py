@@ -57,7 +57,6 @@ from isoplug.control import (
     CapabilityRequest,
     ConfigChange,
     EventCounts,
-    EventDelivery,
     LoadFailure,
     LoadStage,
     LogLevelChange,
@@ -243,7 +242,9 @@ async def _run(bootstrap: Bootstrap) -> int:
     )
     # Queued per plugin, read at once (never pausing the reading of calls and cancels).
     table.events.limit = bootstrap.max_queued_events
-    peer.on_event(EVENT, table.events.offer, params_type=EventDelivery)
+    table.events.byte_limit = bootstrap.max_queued_event_bytes
+    # Taken encoded: its size is what it weighs in the plugins' queues.
+    peer.on_event(EVENT, table.events.offer_encoded, params_type=msgspec.Raw)
     # Before any plugin is imported, and after the runner's own descriptors are open (the
     # plugins get open_files beyond them).
     apply_limits(bootstrap.limits)

@@ -42,6 +42,11 @@ class MemoryStream(Stream):
             peer._unread += len(data)
             peer._wake()
 
+    def unsent_bytes(self) -> int:
+        # Written straight into the other end: what it has not read yet is what waits.
+        peer = self._peer
+        return 0 if peer is None else peer._unread
+
     async def drain(self) -> None:
         if self._closed:
             raise ConnectionClosed(f"{self.description} is closed")

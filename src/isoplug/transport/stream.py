@@ -257,6 +257,10 @@ class SocketStream(Stream, asyncio.Protocol):
             )
         transport.write(data)
 
+    def unsent_bytes(self) -> int:
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
     async def drain(self) -> None:
         if self._closed:
             raise ConnectionClosed(f"connection to {self.description} is closed")

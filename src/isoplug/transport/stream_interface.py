@@ -50,6 +50,11 @@ class Stream(abc.ABC):
         Raises :class:`~isoplug.errors.ConnectionBroken` if the connection is lost meanwhile.
         """
 
+    def unsent_bytes(self) -> int:
+        """The bytes written that wait in this process to be sent (the peer reads more slowly
+        than they come); what the kernel holds already is not counted."""
+        return 0
+
     @abc.abstractmethod
     async def receive_some(self) -> bytes:
         """Return the next bytes that arrived, or ``b""`` when the peer closed its end.

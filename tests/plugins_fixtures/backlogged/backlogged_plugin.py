@@ -1,4 +1,5 @@
-"""A test plugin whose calls and event handlers last until cancelled: work that piles up."""
+"""A test plugin whose calls and event handlers last until cancelled: work that piles up; and
+an event handler that fails every time."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class Backlogged(isoplug.Plugin):
         """Slower than any publisher: the first one waits until cancelled."""
         self.handled += 1
         await asyncio.Event().wait()
+
+    @isoplug.on_event("fault")
+    async def on_fault(self, payload: Any) -> None:
+        raise ValueError(f"no good: {payload}")
 
     async def teardown(self) -> None:
         self.ctx.logger.warning("teardown ran after %d cancelled calls", self.cancelled)
