@@ -26,7 +26,7 @@ original stays reachable as ``__cause__``::
     ├── NoTemporaryFolder (OSError)        no temporary folder can take a private folder
     ├── PluginFailed                       a plugin failed for good (``Host.wait_ready``)
     ├── WaitTimeout (TimeoutError)         a wait's time ran out (``wait_for``, ``wait_ready``)
-    ├── UsageError (RuntimeError)        not now or not here: started twice, other loop...
+    ├── UsageError (RuntimeError)          not now or not here: started twice, other loop...
     ├── FolderMissing (FileNotFoundError)  the plugins folder (or a plugin's) does not exist
     ├── NotAFolder (NotADirectoryError)    the plugins folder is a file
     ├── FolderUnreadable (PermissionError) the plugins folder cannot be read
