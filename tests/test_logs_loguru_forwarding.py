@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
+from tests.processes import run_python
 from tests.test_logs_forwarding import BOTH_MODES, PREFIX, finish, receiving, run_child
 
 
@@ -37,3 +40,62 @@ async def test_forward_logs_forwards_loguru_as_records_of_their_own(mode: str) -
     text = logging.Formatter("%(message)s").format(failed)
     assert text.count("IndexError: list index out of range") == 1
     assert "s3cr3t" not in text  # no variable values (loguru's diagnose)
+
+
+_SINK_ADDED_DURING_A_RESTORE = """
+import multiprocessing.context, sys, threading
+from loguru import logger
+from isoplug.logs import loguru_bridge
+
+loguru_bridge.forward_loguru()
+logger.remove()  # every sink, the bridge's too: as a program's setup starts
+building, go = threading.Event(), threading.Event()
+
+
+class SlowContext(multiprocessing.context.SpawnContext):
+    # loguru builds an enqueue=True sink's queue while it holds its lock, before the sink is
+    # in its list: this holds the program's add() there.
+    def SimpleQueue(self):
+        building.set()
+        go.wait(30)
+        return super().SimpleQueue()
+
+
+adder = threading.Thread(
+    target=logger.add, args=(sys.stderr,), kwargs={"enqueue": True, "context": SlowContext()}
+)
+adder.start()
+building.wait(30)
+restorer = threading.Thread(target=loguru_bridge.restore_bridge_sink)
+restorer.start()
+while restorer.is_alive():  # until it returned, or waits for loguru's lock
+    frame = sys._current_frames().get(restorer.ident)
+    while frame is not None and not frame.f_code.co_filename.endswith("loguru/_logger.py"):
+        frame = frame.f_back
+    if frame is not None:
+        break
+    restorer.join(0.001)
+go.set()
+adder.join()
+restorer.join()
+sinks = list(logger._core.handlers)
+bridge = loguru_bridge.bridge_sinks[-1][1]
+print("bridge first" if sinks[0] == bridge else "bridge absent" if bridge not in sinks
+      else "bridge after the program's sink")
+print(loguru_bridge.restore_bridge_sink())
+logger.complete()
+"""
+
+
+def test_a_console_sink_added_while_isoplug_looks_is_not_overtaken() -> None:
+    """A program adds its console sink right after ``logger.remove()`` while the runner looks
+    whether to put the bridge's sink back: the bridge's is not added behind the program's
+    (loguru lets a sink of ``enqueue=True`` take a while to be added; the look saw no sink,
+    added the bridge's after it, and each message of the program's then arrived twice);
+    once the program's console sink is in, none is added."""
+    pytest.importorskip("loguru")
+    done = run_python(_SINK_ADDED_DURING_A_RESTORE)
+    assert done.returncode == 0, done.stderr
+    placed, restored = done.stdout.splitlines()
+    assert placed in ("bridge first", "bridge absent"), done.stdout
+    assert restored == "None"

@@ -199,3 +199,32 @@ async def test_a_multiprocessing_childs_traceback_arrives_once_as_its_own(
     assert crash.exc_info is not None and str(crash.exc_info[1]) == "child: uncaught"
     assert _only(waiter, "Process ForkProcess").process == child
     _no_loop_traces(waiter)
+
+
+async def test_a_configuration_report_waited_for_arrives_before_the_exit_hooks(
+    tmp_path: Path,
+) -> None:
+    """The record saying a configuration closed isoplug's handler comes from a thread that
+    waits for logging's lock (or for the CPU, on a loaded machine): when the runner stops
+    meanwhile, it is waited for before the exit hooks, whose end closes the forwarding
+    handler. It came after them, as stderr text."""
+    async with running(tmp_path, "reconfigurer") as (host, waiter):
+        await host.call("reconfigurer", "configured_holding_logging", 0.3)
+    said = _only(waiter, "the plugin's logging configuration closed isoplug's log handler")
+    assert said.name == ISOPLUG_RUNNER
+
+
+@pytest.mark.parametrize("enqueue", [False, True], ids=["console sink", "enqueued console sink"])
+async def test_a_console_sink_added_after_isoplug_put_its_own_back_writes_each_message_once(
+    tmp_path: Path, enqueue: bool
+) -> None:
+    """A plugin removes every loguru sink, isoplug puts its own back (a look of its found
+    none), and then the plugin adds its console sink: each loguru message arrives once."""
+    pytest.importorskip("loguru")
+    async with running(tmp_path, "reconfigurer", logger=None) as (host, waiter):
+        await host.call("reconfigurer", "loguru_removed")
+        await waiter.wait_for(ISOPLUG_RUNNER, "isoplug added it back")
+        await host.call("reconfigurer", "loguru_own_sink_added", "late", enqueue)
+        await _marker(host, waiter, "late")
+    direct = _only(waiter, "late: loguru directly")
+    assert (direct.name, direct.levelno) == (f"{CTX}.reconfigurer_plugin", logging.INFO)

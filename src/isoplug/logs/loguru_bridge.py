@@ -47,7 +47,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 from isoplug.log_guard import failure_report
 from isoplug.logs.kept_forwarder import (
@@ -57,6 +57,18 @@ from isoplug.logs.kept_forwarder import (
     intercepted_record,
     kept_forwarder,
     send_once,
+)
+from isoplug.logs.loguru_sinks import (
+    Unbridged,
+    add_sinks_one_at_a_time,
+    bridge_sink_removed,
+    bridge_sinks,
+    count_if_unbridged,
+    count_messages_reaching_no_sink,
+    sinks_changing,
+    sinks_of,
+    take_unbridged,
+    writes_where_the_host_reads,
 )
 from isoplug.logs.nested_output import passed_as_text
 from isoplug.logs.output_records import deliver, output_enabled
@@ -104,10 +116,6 @@ def install_loguru_bridge() -> None:
     forward_loguru()
 
 
-#: The loguru logger and the id of the sink this module added to it (none, or one).
-_added: list[tuple[Any, int]] = []
-
-
 def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
     """Add the sink into ``logging`` to loguru (once: an earlier one is replaced), and remove
     its default stderr sink (if still there) unless ``keep_default_sink``."""
@@ -115,8 +123,8 @@ def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
     if not keep_default_sink:
         with contextlib.suppress(ValueError):
             logger.remove(0)  # the default sink; gone already if the program removed it
-    if _added:
-        added_to, sink_id = _added.pop()
+    if bridge_sinks:
+        added_to, sink_id = bridge_sinks.pop()
         if added_to is logger:
             with contextlib.suppress(ValueError):  # the program removed every sink meanwhile
                 logger.remove(sink_id)
@@ -125,10 +133,11 @@ def _bridge(module: ModuleType, keep_default_sink: bool = False) -> None:
     sink_id = logger.add(
         _sink, level=0, format="{message}", backtrace=False, diagnose=False, filter=_accepts
     )
-    _added.append((logger, sink_id))
+    bridge_sinks.append((logger, sink_id))
     _report_failures_as_such(module)
     _settle_queued_in_logging_thread(module)
-    _count_messages_reaching_no_sink(module)
+    count_messages_reaching_no_sink(module)
+    add_sinks_one_at_a_time(module)
 
 
 def _accepts(record: Any) -> bool:
@@ -173,68 +182,6 @@ def _sink(message: Any) -> None:
     _forward(record)
 
 
-def _sinks_of(logger: Any) -> dict[Any, Any] | None:
-    """loguru's sinks (its handlers by id), or None where this loguru keeps them otherwise."""
-    handlers = getattr(getattr(logger, "_core", None), "handlers", None)
-    return handlers if isinstance(handlers, dict) else None
-
-
-def bridge_sink_removed() -> bool:
-    """True when the program removed the sink this module added (``logger.remove()``)."""
-    if not _added:
-        return False
-    logger, sink_id = _added[-1]
-    sinks = _sinks_of(logger)
-    return sinks is not None and sink_id not in sinks
-
-
-#: Messages loguru handed to the program's sinks while the bridge's was removed: (the last
-#: one counted, how many).
-_unbridged: list[Any] = [None, 0]
-
-
-#: Messages logged while the bridge's sink was removed that loguru handed to no sink at all
-#: (the program left none, or none at their level): its ``_log`` returns before any sink sees
-#: them, so only a wrapper of that method counts them (:func:`_count_messages_reaching_no_sink`).
-_reaching_no_sink: list[int] = [0]
-#: How many messages this thread handed to a sink, for the wrapper to tell whether its call did.
-_handed = threading.local()
-
-
-def _count_if_unbridged(record: Any) -> None:
-    """Count ``record`` (once, though loguru hands it to each sink) if it reaches no bridge."""
-    _handed.count = getattr(_handed, "count", 0) + 1
-    if _unbridged[0] is record or not bridge_sink_removed():
-        return
-    _unbridged[0] = record
-    _unbridged[1] += 1
-
-
-def _writes_where_the_host_reads(handler: Any) -> bool:
-    """True for a loguru sink whose output reaches the host anyway: one on ``sys.stdout`` or
-    ``sys.stderr`` (what it writes is the record it renders, or text on the runner's pipes)
-    or a ``logging`` handler."""
-    sink = getattr(handler, "_sink", None)
-    if hasattr(sink, "_handler"):  # loguru's StandardSink: logger.add(logging_handler)
-        return True
-    stream = getattr(sink, "_stream", None)
-    return stream is not None and any(
-        stream is console for console in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-    )
-
-
-class Unbridged(NamedTuple):
-    """The loguru messages logged while the bridge's sink was removed, which the host missed."""
-
-    #: Handed to the program's own sinks (which write nowhere the host reads) only.
-    only_to_own_sinks: int
-    #: Handed to no sink at all (the program left none, or none at their level): lost. None:
-    #: not counted (a loguru whose logging method isoplug cannot wrap).
-    to_no_sink: int | None
-    #: Whether the program had a sink of its own when the bridge's went back.
-    had_own_sinks: bool = False
-
-
 def restore_bridge_sink() -> Unbridged | None:
     """Add the bridge's sink back if the program removed it and none of its own sinks left
     writes where the host reads (a file alone: ``logger.remove(); logger.add("app.log")``, or
@@ -244,54 +191,17 @@ def restore_bridge_sink() -> Unbridged | None:
     module = sys.modules.get("loguru")
     if module is None or not bridge_sink_removed():
         return None
-    logger, _ = _added[-1]
-    sinks = _sinks_of(logger) or {}
-    if any(_writes_where_the_host_reads(handler) for handler in list(sinks.values())):
-        return None
-    _bridge(module, keep_default_sink=True)
-    lost = Unbridged(
-        int(_unbridged[1]),
-        _reaching_no_sink[0] if _counting_no_sink else None,
-        had_own_sinks=bool(sinks),
-    )
-    _unbridged[:] = [None, 0]
-    _reaching_no_sink[0] = 0
-    return lost
-
-
-def _count_messages_reaching_no_sink(module: ModuleType) -> None:
-    """Wrap loguru's ``Logger._log`` (every logging method's) to count the messages that reach
-    no sink while the bridge's is removed: with no sink of the program's own, or none at their
-    level, loguru makes no record of them at all, so no sink or filter could. Once."""
-    logger_class = getattr(sys.modules.get(f"{module.__name__}._logger"), "Logger", None)
-    log = getattr(logger_class, "_log", None)
-    if logger_class is None or not callable(log) or getattr(log, "_isoplug", False):
-        return
-
-    def log_counted(
-        self: Any, level: Any, from_decorator: Any, options: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        handed = getattr(_handed, "count", 0)
-        # One frame deeper than loguru counts on: its record names the caller's module, not
-        # this one.
-        deeper = (options[0], options[1] + 1, *options[2:])
-        try:
-            return log(self, level, from_decorator, deeper, *args, **kwargs)
-        finally:
-            if getattr(_handed, "count", 0) == handed and bridge_sink_removed():
-                _reaching_no_sink[0] += 1
-
-    # Only where loguru's options carry the caller's depth second, as in loguru 0.6 to 0.8:
-    # elsewhere its records would name this module; their loss is then said uncounted.
-    options = getattr(module.logger, "_options", None)
-    if isinstance(options, tuple) and len(options) > 2 and type(options[1]) is int:
-        log_counted._isoplug = True  # type: ignore[attr-defined]
-        logger_class._log = log_counted
-        _counting_no_sink.append(True)
-
-
-#: Whether the messages reaching no sink are counted (:func:`_count_messages_reaching_no_sink`).
-_counting_no_sink: list[bool] = []
+    if not sinks_changing.acquire(blocking=False):
+        return None  # the program is adding a sink: the next look sees it
+    try:
+        logger, _ = bridge_sinks[-1]
+        sinks = sinks_of(logger) or {}
+        if any(writes_where_the_host_reads(handler) for handler in list(sinks.values())):
+            return None
+        _bridge(module, keep_default_sink=True)
+    finally:
+        sinks_changing.release()
+    return take_unbridged(had_own_sinks=bool(sinks))
 
 
 def _report_failures_as_such(module: ModuleType) -> None:
@@ -331,7 +241,7 @@ def _settle_queued_in_logging_thread(module: ModuleType) -> None:
         return
 
     def emit_settled(self: Any, record: Any, *args: Any, **kwargs: Any) -> Any:
-        _count_if_unbridged(record)
+        count_if_unbridged(record)
         if getattr(self, "_enqueue", False) and isinstance(record, dict):
             intercepted = intercepted_record(sys._getframe(1))
             if intercepted is not None:

@@ -147,7 +147,7 @@ async def run_exit_hooks(deadline: float) -> bool:
     loop = asyncio.get_running_loop()
     plugins_done: asyncio.Future[None] = loop.create_future()
     all_done: asyncio.Future[None] = loop.create_future()
-    _notify[:] = [lambda: loop.call_soon_threadsafe(_settle, plugins_done)]
+    _notify[:] = [lambda: _settle_from_thread(loop, (plugins_done,))]
     # Runs every hook (one that raises goes to sys.unraisablehook, and the next one runs),
     # then empties the list: the interpreter finds nothing left to run.
     thread = _start(atexit._run_exitfuncs, loop, all_done, plugins_done)
@@ -168,9 +168,25 @@ def _time_left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
     return max(deadline - loop.time(), MIN_GRACE)
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _settle(futures: tuple[asyncio.Future[None], ...]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _settle_from_thread(
+    loop: asyncio.AbstractEventLoop, futures: tuple[asyncio.Future[None], ...]
+) -> None:
+    """Settle ``futures`` on ``loop``, from another thread: all in one callback, as the
+    teardown may go on, and the loop close, as soon as the first is settled (a second
+    call_soon_threadsafe then raised in the hooks' thread, an ERROR after forwarding ended)."""
+    try:
+        loop.call_soon_threadsafe(_settle, futures)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+        # The runner stopped waiting (its deadline passed) and has ended its loop: nothing
+        # waits for these any more.
 
 
 def _start(
@@ -183,8 +199,7 @@ def _start(
         try:
             work()
         finally:
-            for future in done:
-                loop.call_soon_threadsafe(_settle, future)
+            _settle_from_thread(loop, done)
 
     thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
     instead = "they run on the event loop's thread, with no deadline but the host's SIGTERM"

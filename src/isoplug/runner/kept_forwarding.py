@@ -35,6 +35,7 @@ __all__ = [
     "finish_reports",
     "keep_loguru_forwarded",
     "render_consoles",
+    "stop_watching_forwarding",
     "watch_forwarding",
 ]
 
@@ -230,9 +231,22 @@ def watch_forwarding(loop: asyncio.AbstractEventLoop) -> None:
                     meanwhile,
                 )
         keep_loguru_forwarded()
-        loop.call_later(FORWARDING_CHECK_INTERVAL, look)
+        _next_look[:] = [loop.call_later(FORWARDING_CHECK_INTERVAL, look)]
 
-    loop.call_later(FORWARDING_CHECK_INTERVAL, look)
+    _next_look[:] = [loop.call_later(FORWARDING_CHECK_INTERVAL, look)]
+
+
+#: The next look of :func:`watch_forwarding`, while it watches.
+_next_look: list[asyncio.TimerHandle] = []
+
+
+def stop_watching_forwarding() -> None:
+    """End :func:`watch_forwarding`'s looks: before the exit hooks, which take sinks and
+    handlers off on purpose (loguru's own hook removes every sink), and whose end closes the
+    forwarding handler; a look meanwhile put loguru's sink back, and said so after
+    forwarding had ended."""
+    while _next_look:
+        _next_look.pop().cancel()
 
 
 #: Whether the runner said it put isoplug's loguru sink back (once: a plugin that removes

@@ -42,7 +42,7 @@ from isoplug.logs.sources import attributed_to
 from isoplug.rpc.remote_errors import EXIT_REQUESTS
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.exit_hooks import run_exit_hooks, run_thread_exit_callbacks
-from isoplug.runner.kept_forwarding import finish_reports
+from isoplug.runner.kept_forwarding import finish_reports, stop_watching_forwarding
 from isoplug.runner.leftover_tasks import (
     MIN_GRACE,
     end_plugin_tasks,
@@ -107,6 +107,9 @@ async def tear_down(
     # before the exit hooks, logging's among them.
     report_unretrieved_exceptions(loop)
     left = bool(left_tasks or left_threads or callbacks_left)
+    stop_watching_forwarding()
+    # Before the exit hooks, whose end (isoplug's own) closes the forwarding handler.
+    finish_reports(_REPORTS_WAIT)
     left_hooks = not left and await run_exit_hooks(deadline)
     _end_forwarding()
     # A worker still running a call (cancelled, or stuck since a timeout) is left behind, as
@@ -116,7 +119,8 @@ async def tear_down(
 
 def _end_forwarding() -> None:
     # A restore of the handler after the plugin's logging configuration says so in a record
-    # of its own: before the handler closes for good.
+    # of its own: before the handler closes for good (one an exit hook's configuration
+    # started; or, when the runner skipped its exit hooks, one still on its way).
     finish_reports(_REPORTS_WAIT)
     let_forwarding_close()
     try:

@@ -105,6 +105,10 @@ class FailingFormatter(logging.Formatter):
 class Reconfigurer(isoplug.Plugin):
     async def setup(self, ctx: isoplug.PluginContext) -> None:
         self.ctx = ctx
+        self.tearing_down = threading.Event()
+
+    async def teardown(self) -> None:
+        self.tearing_down.set()
 
     def _log_everything(self, tag: str) -> None:
         logging.getLogger("thirdparty.lib").info("%s: info of a library", tag)
@@ -340,6 +344,42 @@ class Reconfigurer(isoplug.Plugin):
         logger.info("{}: loguru directly", tag)
         if enqueue and sink is not None:
             # What loguru's thread has still to write, written before the call returns.
+            logger.complete()
+
+    @isoplug.method
+    def configured_holding_logging(self, hold: float) -> None:
+        """``basicConfig(force=True)`` in a daemon thread that holds logging's lock until
+        ``hold`` seconds after the teardown began: isoplug's thread that says what the
+        configuration did waits for that lock (as it may wait for the CPU on a loaded
+        machine) until then."""
+        configured = threading.Event()
+
+        def configure_and_hold() -> None:
+            with logging._lock:  # type: ignore[attr-defined]
+                logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+                configured.set()
+                self.tearing_down.wait(60)
+                time.sleep(hold)
+
+        threading.Thread(target=configure_and_hold, daemon=True).start()
+        configured.wait(60)
+
+    @isoplug.method
+    def loguru_removed(self) -> None:
+        """loguru's sinks all removed (isoplug's too), as a setup does before it adds its own."""
+        from loguru import logger
+
+        logger.remove()
+
+    @isoplug.method
+    def loguru_own_sink_added(self, tag: str, enqueue: bool) -> None:
+        """A sink of the plugin's own on stderr added (after :meth:`loguru_removed`), then a
+        direct loguru call."""
+        from loguru import logger
+
+        logger.add(sys.stderr, format="{time} | {level: <8} | {name} - {message}", enqueue=enqueue)
+        logger.info("{}: loguru directly", tag)
+        if enqueue:
             logger.complete()
 
     @isoplug.method
