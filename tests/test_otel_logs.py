@@ -465,7 +465,9 @@ async def test_a_later_dict_config_does_not_silence_the_export(
                         "loggers": {"plugin": {"handlers": ["null"], "level": "DEBUG"}},
                     }
                 )
-                assert export.log_export.handler not in logging.getLogger("plugin").handlers
+                # No look at the handlers here: the export thread may have attached it
+                # again already (a flake on a loaded machine). Its WARNING, below, says the
+                # configuration took it off.
                 await host.call("telemetry", "log_levels", "after the reconfiguration")
                 entries = await otlp_receiver.received.until(
                     lambda r: len(_with_body(r, "after the reconfiguration")) == 6 and r

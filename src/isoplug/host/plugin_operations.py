@@ -172,9 +172,11 @@ class PluginOperations:
         stopped until :meth:`restart`, from the moment the stop is asked: no restart the host
         decides on its own (a crash's, a new configuration's, a hot reload's) undoes it
         (:meth:`set_config` only keeps its configuration). Two stops asked together both
-        return once it is STOPPED (a :meth:`restart` asked meanwhile wins). Returns once
-        what the runner logged and printed has been replayed into the host's handlers (up to
-        5 s after its exit, for slow handlers), so :meth:`log_metrics` is final then."""
+        return once it is STOPPED (a :meth:`restart` asked meanwhile wins, and this returns the
+        plugin as that restart left it, restarting or ready: the snapshot is taken as the call
+        returns). Returns once what the runner logged and printed has been replayed into the
+        host's handlers (up to 5 s after its exit, for slow handlers), so :meth:`log_metrics`
+        is final then."""
         self._check_here(f"stop plugin {plugin_id!r}", awaited=True)
         self._life.check_started(f"stop plugin {plugin_id!r}")
         await self._supervisor(plugin_id).stop(by_user=self._life is HostStage.RUNNING)
