@@ -190,7 +190,7 @@ import isoplug
 signal.signal(signal.SIGINT, signal.default_int_handler)
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 async def main():
-    config = isoplug.SupervisorConfig(shutdown_timeout=60, teardown_timeout=60)
+    config = isoplug.SupervisorConfig(shutdown_timeout=90, teardown_timeout=60)
     async with isoplug.Host(sys.argv[1], config=config) as host:
         await host.wait_ready()
         print("app ready", flush=True)
@@ -250,7 +250,7 @@ async def test_a_keyboard_interrupt_in_the_hosts_block_kills_the_runners_at_once
 ) -> None:
     """No graceful stop (up to shutdown_timeout + terminate_timeout for a stubborn plugin)
     after a KeyboardInterrupt: the runners are killed, each account saying why."""
-    config = SupervisorConfig(shutdown_timeout=60, teardown_timeout=60, terminate_timeout=60)
+    config = SupervisorConfig(shutdown_timeout=90, teardown_timeout=60, terminate_timeout=60)
     with pytest.raises(KeyboardInterrupt):
         async with plugins_fixtures.running(tmp_path, "stubborn", config=config) as (host, _):
             raise KeyboardInterrupt

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from isoplug.host import ExitAccount
-from tests.plugins_fixtures import SHORT_TEARDOWN, running
+from isoplug.testing import eventually
+from tests.plugins_fixtures import SHORT_TEARDOWN, process_alive, running
 
 #: The plugin's own logger ("exiter.exit" in the runner), as the host names it.
 EXIT_LOGGER = "plugin.exiter.exiter.exit"
@@ -88,8 +89,8 @@ async def test_an_atexit_hook_that_blocks_is_named_and_does_not_hold_the_runner(
     (warning,) = waiter.matching(RUNNER_LOGGER, "an atexit hook")
     assert warning.levelno == logging.WARNING
     assert re.search(
-        r"an atexit hook had not returned by the teardown timeout; it is at "
-        r"\S+exiter_plugin\.py:\d+ in block; the runner exits without it",
+        r"an atexit hook \(exiter_plugin\.block\) had not returned by the teardown timeout; "
+        r"it is at \S+exiter_plugin\.py:\d+ in block; the runner exits without it",
         warning.getMessage(),
     ), warning.getMessage()
 
@@ -99,7 +100,7 @@ async def test_a_sigkill_during_the_atexit_hooks_loses_nothing_they_logged(
 ) -> None:
     count = 2000
     # The hook waits for good: only the kill ends it, well within the teardown timeout.
-    config = dataclasses.replace(SHORT_TEARDOWN, teardown_timeout=60.0, shutdown_timeout=60.0)
+    config = dataclasses.replace(SHORT_TEARDOWN, teardown_timeout=60.0, shutdown_timeout=90.0)
     async with running(tmp_path, "exiter", config=config) as (host, waiter):
         await host.call("exiter", "register_burst", count)
         pid = host.plugin("exiter").pid
@@ -153,3 +154,45 @@ async def test_in_a_group_an_atexit_hook_is_the_plugin_that_registered_it(
         for record in (printed, logged, failed):
             assert getattr(record, "plugin_id", None) == member, record
     assert not [m for m in waiter.messages() if "unregistered hook ran" in m], waiter.messages()
+
+
+async def test_a_stdlib_hook_that_blocks_is_named_with_the_line_it_waits_at(
+    tmp_path: Path,
+) -> None:
+    """multiprocessing's own hook, joining a non-daemon child that sleeps for minutes: the
+    WARNING names that hook and the standard library's line where it waits, not isoplug's
+    wrapper that calls it (which it named: exit_hooks.py in __call__)."""
+    async with running(tmp_path, "exiter", config=SHORT_TEARDOWN) as (host, waiter):
+        child = await host.call("exiter", "start_sleeping_child")
+        start = time.monotonic()
+        info = await host.stop("exiter")
+        took = time.monotonic() - start
+    assert_clean_stop(info.last_exit)
+    assert took < WITHIN, (took, info.last_exit)
+    (warning,) = waiter.matching(RUNNER_LOGGER, "an atexit hook")
+    assert warning.levelno == logging.WARNING
+    assert re.search(
+        r"an atexit hook \(multiprocessing\.util\._exit_function\) had not returned by the "
+        r"teardown timeout; it is at \S+/multiprocessing/popen_fork\.py:\d+ in (poll|wait); "
+        r"the runner exits without it",
+        warning.getMessage(),
+    ), warning.getMessage()
+    assert "exit_hooks.py" not in warning.getMessage()
+    # The host ends the runner's process group (the child among it) after the runner exits.
+    await eventually(lambda: not process_alive(child))
+
+
+async def test_in_a_group_a_blocking_atexit_hook_is_named_as_the_member_that_registered_it(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, "duo_a", "duo_b", config=SHORT_TEARDOWN) as (host, waiter):
+        await host.call("duo_b", "register_blocking_exit_hook")
+        info = await host.stop("duo_a")
+    assert_clean_stop(info.last_exit)
+    (warning,) = [r for r in waiter.records if "an atexit hook" in r.getMessage()]
+    assert warning.name == "plugin.duo_b.isoplug.runner", warning.name
+    assert re.search(
+        r"an atexit hook \(duo_b_plugin\.Duo\.register_blocking_exit_hook\.<locals>\.block\) "
+        r"had not returned by the teardown timeout; it is at \S+duo_b_plugin\.py:\d+ in block;",
+        warning.getMessage(),
+    ), warning.getMessage()

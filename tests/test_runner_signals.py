@@ -56,7 +56,7 @@ TICKING_TEARDOWN = """
 """
 
 #: Deadlines far longer than any test: only what the test does ends a held teardown.
-PATIENT = dataclasses.replace(FAST, teardown_timeout=120.0, shutdown_timeout=120.0)
+PATIENT = dataclasses.replace(FAST, teardown_timeout=120.0, shutdown_timeout=180.0)
 
 
 @asynccontextmanager

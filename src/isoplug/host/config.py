@@ -10,8 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from isoplug.host.config_check import check_overrides
+from isoplug.log_guard import guarded_logger
 
 __all__ = ["SupervisorConfig", "split_host_config"]
+
+_log = guarded_logger("isoplug.host")
 
 
 #: The shortest pause between a runner's health checks.
@@ -59,6 +62,7 @@ class SupervisorConfig:
     #: and restarted); its pool keeps as many threads to spare meanwhile.
     max_stuck_threads: int = 3
     #: Teardown hooks get ``teardown_timeout`` inside the runner; this adds room for goodbye.
+    #: Not above ``teardown_timeout``, the host's SIGTERM comes first (warned about).
     shutdown_timeout: float = 5.0
     teardown_timeout: float = 3.0
     #: Python exits promptly on SIGTERM unless a plugin handles it; then SIGKILL.
@@ -144,6 +148,18 @@ class SupervisorConfig:
                     f"SupervisorConfig: {name} must be a finite number of seconds, 0 or more, "
                     f"not {value!r}"
                 )
+        if self.shutdown_timeout <= self.teardown_timeout:
+            # Not refused: teardown_timeout also bounds the stops the host does not time (a
+            # SIGTERM from outside, a failed setup), and a short shutdown_timeout may be meant.
+            _log.warning(
+                "SupervisorConfig: shutdown_timeout (%g s) is not above teardown_timeout "
+                "(%g s): the host sends SIGTERM to a runner it stops before the runner's own "
+                "teardown timeout ends what its plugins left running (teardown(), tasks, "
+                "threads, atexit hooks) and names it; give shutdown_timeout a few seconds more "
+                "than teardown_timeout (the defaults: 5 s and 3 s)",
+                self.shutdown_timeout,
+                self.teardown_timeout,
+            )
         if self.health_interval < MIN_HEALTH_INTERVAL:
             # 0 would ask every runner without a pause: a core of the host's spent on it.
             raise ValueError(

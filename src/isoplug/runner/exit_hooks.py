@@ -35,8 +35,10 @@ nothing runs twice when the interpreter exits.
 They run in a daemon thread of their own, so that the event loop goes on (the goodbye to the
 host follows them) and a hook that blocks can be left behind: one still running at the
 teardown's deadline (:data:`~isoplug.runner.leftover_tasks.MIN_GRACE` at least) is named in a
-WARNING with the line it is at, and the runner exits without it, as for a task or a thread
-that would not end (:func:`~isoplug.runner.leftover_tasks.exit_leaving`). A hook that needs
+WARNING (the function registered, ``multiprocessing.util._exit_function`` or the plugin's own,
+never isoplug's wrapper that calls it) with the line it is at (:func:`running_hook`), and the
+runner exits without it, as for a task or a thread that would not end
+(:func:`~isoplug.runner.leftover_tasks.exit_leaving`). A hook that needs
 the main thread (``signal.signal``) raises there; its exception is reported as Python reports
 any hook's (``sys.unraisablehook``: an ERROR record).
 """
@@ -45,22 +47,35 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from isoplug.log_guard import guarded_logger
-from isoplug.logs.sources import current_source
-from isoplug.runner.health import describe_frame
+from isoplug.logs.sources import attributed_to, current_source
 from isoplug.runner.leftover_tasks import MIN_GRACE
+from isoplug.runner.leftover_threads import function_name
 from isoplug.runner.own_threads import start_or_go_without
+from isoplug.runner.plugin_frames import thread_frames
+from isoplug.stdlib_paths import in_stdlib
 
-__all__ = ["mark_plugin_hooks", "run_exit_hooks", "run_thread_exit_callbacks"]
+__all__ = [
+    "RunningHook",
+    "mark_plugin_hooks",
+    "run_exit_hooks",
+    "run_thread_exit_callbacks",
+    "running_hook",
+]
 
 _log = guarded_logger("isoplug.runner")
 
 _THREAD_NAME = "isoplug-atexit"
+#: Characters of a ``where`` text at most (as the health reports' own).
+_MAX_WHERE = 300
 
 #: Called by the hook :func:`mark_plugin_hooks` registers, once every hook registered after
 #: it (the plugins') has run.
@@ -153,12 +168,14 @@ async def run_exit_hooks(deadline: float) -> bool:
     thread = _start(atexit._run_exitfuncs, loop, all_done, plugins_done)
     await asyncio.wait({plugins_done}, timeout=_time_left(loop, deadline))
     if not plugins_done.done():
-        frame = sys._current_frames().get(thread.ident or 0)
-        _log.warning(
-            "an atexit hook had not returned by the teardown timeout; it is at %s; the "
-            "runner exits without it (and without the hooks registered before it)",
-            describe_frame(frame) or "an unknown place",
-        )
+        hook = running_hook(sys._current_frames().get(thread.ident or 0))
+        with attributed_to(hook.source) if hook.source else contextlib.nullcontext():
+            _log.warning(
+                "an atexit hook (%s) had not returned by the teardown timeout; it is at %s; "
+                "the runner exits without it (and without the hooks registered before it)",
+                hook.name,
+                hook.where or "an unknown place",
+            )
         return True
     await all_done
     return False
@@ -194,18 +211,81 @@ def _start(
 ) -> threading.Thread:
     """Run ``work`` in a daemon thread of its own (one that blocks can be left behind), which
     settles ``done`` when it returns."""
-
-    def run() -> None:
-        try:
-            work()
-        finally:
-            _settle_from_thread(loop, done)
-
-    thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
+    thread = threading.Thread(
+        target=_run_and_settle, args=(work, loop, done), name=_THREAD_NAME, daemon=True
+    )
     instead = "they run on the event loop's thread, with no deadline but the host's SIGTERM"
     if not start_or_go_without(thread, "exit hooks", instead):
-        run()
+        _run_and_settle(work, loop, done)
     return thread
+
+
+def _run_and_settle(
+    work: Callable[[], None],
+    loop: asyncio.AbstractEventLoop,
+    done: tuple[asyncio.Future[None], ...],
+) -> None:
+    # A function of the module's own, not a closure: running_hook() finds the hook's frames
+    # as those its code calls (through atexit's C code, which leaves no frame).
+    try:
+        work()
+    finally:
+        _settle_from_thread(loop, done)
+
+
+class RunningHook:
+    """The ``atexit`` hook the hooks' thread runs: its name, where it is, and whose code
+    registered it (None: unknown, or no plugin's)."""
+
+    def __init__(self, name: str, where: str, source: str | None) -> None:
+        self.name = name
+        self.where = where
+        self.source = source
+
+
+def running_hook(innermost: FrameType | None) -> RunningHook:
+    """The hook the hooks' thread, whose current frame is ``innermost``, is running: what the
+    user registered, never isoplug's :class:`_AttributedHook` around it, and where in it that
+    thread is (see :func:`_where`)."""
+    frames = thread_frames(innermost)
+    for index, frame in enumerate(frames):
+        if frame.f_code is _run_and_settle.__code__:
+            frames = frames[index + 1 :]
+            break
+    else:
+        # Deeper than thread_frames follows (a recursion): which hook it is, is lost.
+        return RunningHook("an unknown hook", _where(frames), None)
+    if not frames:
+        return RunningHook("an unknown hook", "", None)
+    top = frames[0]
+    if top.f_code is _AttributedHook.__call__.__code__:
+        # Read once, under the GIL: the frame's locals as they are now.
+        wrapper = top.f_locals.get("self")
+        if isinstance(wrapper, _AttributedHook):
+            func = wrapper.func
+            if isinstance(func, functools.partial):
+                func = func.func
+            return RunningHook(function_name(func), _where(frames[1:]), wrapper.source)
+    # Registered past atexit.register's wrapper (its function taken before the runner set
+    # it): the hook is the function of the first frame atexit's C code called.
+    module = top.f_globals.get("__name__")
+    qualname = top.f_code.co_qualname
+    return RunningHook(f"{module}.{qualname}" if module else qualname, _where(frames), None)
+
+
+def _where(frames: list[FrameType]) -> str:
+    """``path:line in function`` in a hook's ``frames`` (outermost first, the hook's own
+    first): of the innermost outside the standard library (a plugin's hook that waits on an
+    ``Event`` shows the plugin's line, not ``threading.py``); of the innermost when the hook
+    is the standard library's (``multiprocessing``'s join of a child: its wait is the line,
+    there being none of the plugin's); "" for none (a hook in C code)."""
+    if not frames:
+        return ""
+    chosen = frames[-1]
+    if not in_stdlib(frames[0].f_code.co_filename):
+        chosen = next(f for f in reversed(frames) if not in_stdlib(f.f_code.co_filename))
+    code = chosen.f_code
+    return f"{code.co_filename}:{chosen.f_lineno} in {code.co_name}"[:_MAX_WHERE]
 
 
 def _run_threading_exit_callbacks() -> None:

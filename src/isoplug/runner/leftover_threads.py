@@ -52,7 +52,7 @@ from isoplug.runner.leftover_tasks import MIN_GRACE
 from isoplug.runner.thread_sources import CallAs, RunAs
 from isoplug.runner.workers import WorkerThread
 
-__all__ = ["LeftThread", "lingering_threads", "wait_for_plugin_threads"]
+__all__ = ["LeftThread", "function_name", "lingering_threads", "wait_for_plugin_threads"]
 
 _log = guarded_logger("isoplug.runner")
 
@@ -133,10 +133,14 @@ def lingering_threads() -> list[LeftThread]:
             function, context, source = _unwrap(getattr(work, "fn", None))
             if source is None and context is not None:
                 source = context.get(current_source)
-            left.append(LeftThread(thread, _name_of(function), describe_frame(frame), True, source))
+            left.append(
+                LeftThread(thread, function_name(function), describe_frame(frame), True, source)
+            )
         else:
             target = getattr(thread, "_target", None)
-            runs = _name_of(target) if target is not None else f"{type(thread).__qualname__}.run"
+            runs = (
+                function_name(target) if target is not None else f"{type(thread).__qualname__}.run"
+            )
             run = getattr(thread, "run", None)
             source = run.source if isinstance(run, RunAs) else None
             left.append(LeftThread(thread, runs, describe_frame(frame), False, source))
@@ -192,7 +196,8 @@ def _unwrap(function: Any) -> tuple[Any, Context | None, str | None]:
     return function, None, source
 
 
-def _name_of(function: Callable[..., Any] | Any) -> str:
+def function_name(function: Callable[..., Any] | Any) -> str:
+    """``module.qualified.name`` of ``function`` (a thread's target, an ``atexit`` hook)."""
     if function is None:
         return "an unknown function"
     name = getattr(function, "__qualname__", None) or type(function).__qualname__

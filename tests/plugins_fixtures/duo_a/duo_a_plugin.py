@@ -161,6 +161,15 @@ class Duo(isoplug.Plugin):
         atexit.unregister(taken_back)
 
     @isoplug.method
+    async def register_blocking_exit_hook(self) -> None:
+        """An atexit hook that waits for good: the runner exits without it."""
+
+        def block() -> None:
+            threading.Event().wait()
+
+        atexit.register(block)
+
+    @isoplug.method
     def log_in_worker(self) -> None:
         _log.info("%s logged in a worker thread", self.name)
 

@@ -1,6 +1,7 @@
 """A test plugin whose ``atexit`` hooks, registered on request, print, log at their own
 levels, write stderr (a forged host line among it), block for good, or log a burst and wait
-for a kill; and one that leaves a ``ProcessPoolExecutor`` open."""
+for a kill; one that leaves a ``ProcessPoolExecutor`` open; and one that leaves a non-daemon
+``multiprocessing.Process`` running, which ``multiprocessing``'s own hook joins at exit."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import multiprocessing
 import sys
 import threading
+import time
 
 import isoplug
 
@@ -74,3 +77,12 @@ class Exiter(isoplug.Plugin):
         result = await asyncio.get_running_loop().run_in_executor(self.pool, square, 7)
         atexit.register(_log.warning, "atexit hook after the pool ran")
         return result
+
+    @isoplug.method
+    async def start_sleeping_child(self) -> int:
+        """A non-daemon child that sleeps for minutes: ``multiprocessing``'s atexit hook
+        (``multiprocessing.util._exit_function``) joins it, as at any Python program's exit."""
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(300,))
+        child.start()
+        assert child.pid is not None
+        return child.pid
