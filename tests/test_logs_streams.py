@@ -230,33 +230,35 @@ def test_the_newline_of_a_line_a_flush_emitted_makes_no_empty_line(
 
 def _lines_of(text: str) -> list[str]:
     """What a stream must make of ``text``, written plainly: each line (ended by LF, CRLF or a
-    CR alone; the last one partial, flushed) except the empty ones a CR alone ends."""
+    CR alone; the last one partial, flushed) except, where a CR is next to it or it is the
+    flushed last one, those that are only blanks and cursor-ups (terminal drawing)."""
     return [line for line, _ in _lines_and_redraws(text)]
 
 
 def _lines_and_redraws(text: str) -> list[tuple[str, bool]]:
-    """:func:`_lines_of`, each line with whether it follows a CR alone (a redraw)."""
+    """:func:`_lines_of`, each line with whether it follows or is ended by a CR alone (a
+    redraw, a status frame)."""
     parts = re.split(r"(\r\n|\n|\r)", text)
     lines = []
     before = ""
     for line, end in zip(parts[::2], [*parts[1::2], ""], strict=True):
-        redraw, before = before == "\r", end
-        if line or end not in ("\r", ""):
+        redraw, before = "\r" in (before, end), end
+        if line.replace("\x1b[A", "").strip() or not (redraw or end == ""):
             lines.append((line, redraw))
     return lines
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    pieces=st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", "é"])),
+    pieces=st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", "é", " ", "\x1b[A"])),
     chunk_ends=st.lists(st.integers(0, 40)),
 )
 def test_carriage_returns_end_lines_however_the_text_is_written(
     waiter: RecordWaiter, pieces: list[str], chunk_ends: list[int]
 ) -> None:
     """A progress bar's ``\\r 40%`` updates are lines of their own, the same whether written
-    in one call, print() by print(), or a character at a time; on stderr those after a CR (a
-    redraw) at INFO, the others at WARNING."""
+    in one call, print() by print(), or a character at a time; on stderr those next to a CR
+    (a redraw, a status frame) at INFO, the others at WARNING."""
     waiter.records.clear()
     text = "".join(pieces)
     stream = LogStream("stderr", io.StringIO(), logging.WARNING)
@@ -288,9 +290,9 @@ def test_a_progress_bar_gives_one_record_per_update(waiter: RecordWaiter) -> Non
 def test_on_stderr_a_progress_bar_is_info_unless_it_says_otherwise(
     waiter: RecordWaiter,
 ) -> None:
-    """A line after a CR redraws the one before: progress, at INFO on stderr (WARNING for its
-    other lines), unless it says a level of its own. A line a CR ends is not one (it is the
-    first drawing)."""
+    """A line after a CR redraws the one before, a line a CR ends is a status frame: progress,
+    at INFO on stderr (WARNING for its other lines), unless it says a level of its own, at
+    WARNING as at any other (a prefix, JSON, a time then the level)."""
     stream = LogStream("stderr", io.StringIO(), logging.WARNING)
     for percent in (0, 100):
         stream.write(f"\r{percent}%")
@@ -298,16 +300,63 @@ def test_on_stderr_a_progress_bar_is_info_unless_it_says_otherwise(
     stream.write("\n")
     stream.write("plain\r[ERROR] broke\rlast\n")
     print("step", end="\r", file=stream)
-    print("a warning", file=stream)
+    print("a message", file=stream)
+    stream.write("20%\r")
+    stream.write("WARNING: disk almost full\n")
+    stream.write('40%\r{"level": "warning", "msg": "json"}\n')
+    stream.write("\r60%\r2026-01-01 10:00:00,123 WARNING app: stamped\rWARNING: said\r")
+    stream.flush()
     assert [(r.getMessage(), r.levelno) for r in waiter.records] == [
         ("0%", logging.INFO),
         ("100%", logging.INFO),
-        ("plain", logging.WARNING),
+        ("plain", logging.INFO),
         ("[ERROR] broke", logging.ERROR),
         ("last", logging.INFO),
-        ("step", logging.WARNING),
-        ("a warning", logging.INFO),
+        ("step", logging.INFO),
+        ("a message", logging.INFO),
+        ("20%", logging.INFO),
+        ("WARNING: disk almost full", logging.WARNING),
+        ("40%", logging.INFO),
+        ("json", logging.WARNING),
+        ("60%", logging.INFO),
+        ("2026-01-01 10:00:00,123 WARNING app: stamped", logging.WARNING),
+        ("WARNING: said", logging.WARNING),
     ]
+
+
+def test_what_nested_progress_bars_draw_around_their_frames_makes_no_record(
+    waiter: RecordWaiter,
+) -> None:
+    """tqdm's nested bar (leave=False), as it writes to a stream and flushes: a cursor-up
+    flushed alone, an empty write before the newline that moves down, blanks after a CR
+    clearing the line. Only the frames are records, at INFO on stderr."""
+    stream = LogStream("stderr", io.StringIO(), logging.WARNING)
+    writes = ["\router 0%", "\n", "\rinner 0%", "\x1b[A", "\n", "\rinner 67%", "\x1b[A", ""]
+    writes += ["\n", "\r" + " " * 20, "\x1b[A", "\router 100%", "", "\n"]
+    for text in writes:
+        stream.write(text)
+        if text:
+            stream.flush()
+    stream.write(" \x1b[2K\x1b[?25l")
+    stream.flush()
+    stream.write("\n")
+    assert [(r.getMessage(), r.levelno) for r in waiter.records] == [
+        ("outer 0%", logging.INFO),
+        ("inner 0%", logging.INFO),
+        ("inner 67%", logging.INFO),
+        ("outer 100%", logging.INFO),
+    ]
+
+
+def test_an_empty_write_keeps_a_flushed_lines_newline_from_making_a_line(
+    waiter: RecordWaiter,
+) -> None:
+    stream = LogStream("stdout", io.StringIO(), logging.INFO)
+    stream.write("x")
+    stream.flush()
+    assert stream.write("") == 0
+    stream.write("\n")
+    assert waiter.messages() == ["x"]
 
 
 async def test_a_held_traceback_is_flushed_once_its_thread_goes_quiet(

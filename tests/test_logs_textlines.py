@@ -6,6 +6,7 @@ import json
 import logging
 import traceback
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,10 +14,13 @@ from isoplug.logs.line_fields import level_from_name, parse_json_line, parse_log
 from isoplug.logs.textlines import (
     MAX_BLOCK_LINES,
     MAX_MESSAGE_LINES,
+    REDRAWN_LEVEL,
     LineClassifier,
     TextRecord,
     is_plain_line,
+    is_terminal_drawing,
     leads_a_traceback,
+    redrawn,
 )
 
 #: The starts of everything the classifier makes more of than a plain line.
@@ -461,3 +465,45 @@ def test_every_line_comes_out_exactly_once(lines: list[str]) -> None:
     # JSON lines come out as their message, not their text: only compare the rest.
     if not any(line.lstrip().startswith("{") for line in lines):
         assert emitted == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "WARNING: disk almost full",
+        '{"level": "warning", "msg": "json warning"}',
+        "2026-01-01 10:00:00,123 WARNING app: stamped warning",
+        "WARNING:root:a child's warning",
+        "level=warning msg=logfmt",
+    ],
+)
+def test_a_redrawn_line_that_says_the_streams_level_keeps_it(line: str) -> None:
+    """Said or not, the level is the stream's: only the line can tell them apart."""
+    records = redrawn(LineClassifier(logging.WARNING).feed(line), logging.WARNING)
+    assert [(r.level, r.leveled) for r in records] == [(logging.WARNING, True)]
+
+
+def test_a_redrawn_line_that_says_no_level_is_info_on_stderr() -> None:
+    records = redrawn(LineClassifier(logging.WARNING).feed("progress 20%"), logging.WARNING)
+    assert [(r.level, r.message) for r in records] == [(REDRAWN_LEVEL, "progress 20%")]
+    on_stdout = redrawn(LineClassifier(logging.INFO).feed("progress 20%"), logging.INFO)
+    assert [r.level for r in on_stdout] == [logging.INFO]
+
+
+_DRAWING_PIECES = st.sampled_from(
+    [" ", "\t", "\r", "\x1b[A", "\x1b[2K", "\x1b[10;5H", "\x1b[?25l", "\x1b[0m", "\x1b7"]
+)
+
+
+@given(st.lists(_DRAWING_PIECES))
+def test_blanks_and_cursor_movements_are_terminal_drawing(pieces: list[str]) -> None:
+    assert is_terminal_drawing("".join(pieces))
+
+
+@given(st.lists(_DRAWING_PIECES), st.lists(_DRAWING_PIECES), st.text(min_size=1))
+def test_text_with_anything_visible_is_no_terminal_drawing(
+    before: list[str], after: list[str], text: str
+) -> None:
+    visible = "".join(c for c in text if c.isprintable() and not c.isspace())
+    if visible:
+        assert not is_terminal_drawing("".join(before) + visible + "".join(after))

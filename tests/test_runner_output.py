@@ -119,12 +119,14 @@ async def test_stdin_is_the_end_of_input(tmp_path: Path) -> None:
 async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
     """Updates after carriage returns (tqdm's, print(..., end="\\r"), a C library's meter on
     fd 2) are records of their own, without the CR and without empty lines, instead of one
-    line that grows until it is cut; on stderr at INFO (progress is no warning), unless they
-    say a level of their own."""
+    line that grows until it is cut; on stderr at INFO (progress is no warning), a status
+    frame a CR ends too, unless they say a level of their own (WARNING too). What a bar draws
+    around its frames (a cursor-up it flushes, blanks clearing its line) is no record."""
     async with running(tmp_path, "printer") as (host, waiter):
         await host.call("printer", "progress")
         await waiter.wait_for("plugin.printer.stdout", "steps done")
         await waiter.wait_for("plugin.printer.stderr", "plain fd line")
+        await waiter.wait_for("plugin.printer.stderr", "plain stderr line")
     messages = waiter.messages()
     assert [m for m in messages if m.startswith("bar")] == ["bar 0%", "bar 50%", "bar 100%"]
     assert [m for m in messages if m.startswith("step")] == [
@@ -133,12 +135,16 @@ async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> N
         "step 3",
         "steps done",
     ]
-    assert [m for m in messages if m.startswith("fd")] == ["fd 1", "fd 2", "fd 3"]
+    fd_bars = ["fd 1", "fd 2", "fd 3", "fd 4", "fd 5"]
+    assert [m for m in messages if m.startswith("fd ")] == fd_bars
     assert "" not in messages and not any("\\x0d" in m or "\r" in m for m in messages)
+    assert all(m.strip() and "\\x1b" not in m for m in messages), messages
     levels = {r.getMessage(): (r.name, r.levelno) for r in waiter.records}
     stderr = "plugin.printer.stderr"
-    for bar in ("bar 0%", "bar 50%", "bar 100%", "fd 1", "fd 2", "fd 3"):
+    for bar in ("bar 0%", "bar 50%", "bar 100%", "status 20%", "inner 50%", *fd_bars):
         assert levels[bar] == (stderr, logging.INFO), (bar, levels[bar])
+    assert levels["WARNING: disk almost full"] == (stderr, logging.WARNING)
+    assert levels["WARNING:root:fd warning"] == (stderr, logging.WARNING)
     assert levels["ERROR: the bar broke"] == (stderr, logging.ERROR)
     assert levels["ERROR: the fd meter broke"] == (stderr, logging.ERROR)
     assert levels["plain stderr line"] == (stderr, logging.WARNING)

@@ -33,6 +33,7 @@ from isoplug.logs.textlines import (
     NOT_PLAIN_START_WITH_DUMPS,
     TRACEBACK_START,
     LineClassifier,
+    is_terminal_drawing,
     leads_a_traceback,
     redrawn,
 )
@@ -283,6 +284,9 @@ class _Stream:
                     # A progress bar's update (stdio_lines.REDRAWN): at INFO on stderr too.
                     text = text[1:]
                     holding = classifier.holding
+                    if not (holding or cut) and is_terminal_drawing(text):
+                        # Blanks clearing the line, a cursor movement: no text to record.
+                        continue
                     records = classifier.feed(cut_line(text, cut) if cut else text, cut > 0)
                     if not (holding or classifier.holding):
                         records = redrawn(records, level)

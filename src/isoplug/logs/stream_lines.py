@@ -33,7 +33,7 @@ from isoplug.logs.output_records import (
 from isoplug.logs.quiet_flush import quiet_flusher
 from isoplug.logs.sources import current_source
 from isoplug.logs.stream_state import EMITTED_UNENDED, LineState, PerThread, this_thread
-from isoplug.logs.textlines import is_plain_line, redrawn
+from isoplug.logs.textlines import is_plain_line, is_terminal_drawing, redrawn
 from isoplug.wire.sanitize import IN_EMITTING_PROCESS, cut_mark
 
 if TYPE_CHECKING:
@@ -125,14 +125,15 @@ class LineAssembly:
             if line[-1:] == "\r":
                 line = line[:-1]
             if carriage_returns and "\r" in line and not state.classifier.holding:
-                # What comes before a CR alone is a line of its own (see _classify); this
-                # one, the last, ends at the newline: a line even if empty, a redraw.
+                # What comes before a CR alone is a line of its own (see _classify), a status
+                # frame; this one, the last, ends at the newline, a redraw.
                 last = line.rindex("\r")
                 if last:
-                    self._classify(per_thread, state, line[:last], False, frame, source=source)
+                    self._classify(
+                        per_thread, state, line[:last], False, frame, source=source, redraw=True
+                    )
                 if last == len(line) - 1:
-                    # Nothing after the CR: an empty line, drawn over another.
-                    self._classify(per_thread, state, "", False, frame, source=source, redraw=True)
+                    # Nothing after the CR: an empty line drawn over another, no record.
                     continue
                 # Its CR stays in front: _classify reads it as a redraw.
                 line = line[last:]
@@ -154,7 +155,9 @@ class LineAssembly:
             # CR at the very end waits: the next write may bring its CRLF's LF. The CR before
             # the rest stays in front of it: it redraws the line before (see _classify).
             if last:
-                self._classify(per_thread, state, rest[:last], False, frame, source=source)
+                self._classify(
+                    per_thread, state, rest[:last], False, frame, source=source, redraw=True
+                )
             rest = rest[last:]
         if len(rest) > MAX_LINE_CHARS:
             # Its record waits for the line's end, to say how much was cut; only the count
@@ -185,19 +188,21 @@ class LineAssembly:
 
         Carriage returns outside a block split ``line``: a progress bar writes ``\r40%``,
         ``\r50%``..., which a terminal shows one over the other; each text between them is a
-        line, the empty ones none, and one after a CR redraws the line before: at
-        :data:`~isoplug.logs.textlines.REDRAWN_LEVEL` (INFO) where the stream says more
-        (stderr), unless it says a level of its own (inside a traceback, a CR is the exception
-        message's own, escaped by the host)."""
+        line (``redraw``: one after a CR redraws the line before, one a CR ends is a status
+        frame that the next redraws): at :data:`~isoplug.logs.textlines.REDRAWN_LEVEL` (INFO)
+        where the stream says more (stderr), unless it says a level of its own (inside a
+        traceback, a CR is the exception message's own, escaped by the host). Such a line that
+        is only terminal drawing (empty, blanks clearing the line, a cursor movement) makes no
+        record."""
         if "\r" in line and not state.classifier.holding:
             parts = line.split("\r")
             end = max(index for index, part in enumerate(parts) if part) if any(parts) else 0
             for index, part in enumerate(parts):
                 if part:
                     cut = truncated and index == end
-                    self._classify(
-                        per_thread, state, part, cut, frame, source=source, redraw=index > 0
-                    )
+                    self._classify(per_thread, state, part, cut, frame, source=source, redraw=True)
+            return
+        if redraw and not state.classifier.holding and is_terminal_drawing(line):
             return
         held = state.held
         if held is not None and held[0] != source:
@@ -257,7 +262,7 @@ class LineAssembly:
             state.partial = ""
             # Flushed by other code than the partial line's writer: no place of its own.
             where = frame if state.partial_source == source else None
-            self._classify(per_thread, state, line, False, where, source=state.partial_source)
+            self._flushed(per_thread, state, line, where)
         if emitted:
             state.partial_source = EMITTED_UNENDED
         if state.classifier.holding:
@@ -273,7 +278,17 @@ class LineAssembly:
         if state.partial:
             line = state.partial
             state.partial = ""
-            self._classify(per_thread, state, line, False, None, source=state.partial_source)
+            self._flushed(per_thread, state, line, None)
+
+    def _flushed(
+        self, per_thread: PerThread, state: LineState, line: str, frame: FrameType | None
+    ) -> None:
+        """Classify ``line``, a partial line ended by a flush or by another source's text,
+        unless it is only terminal drawing outside a block: what a progress bar flushes
+        around its frames (tqdm's nested bars flush a lone cursor-up) is no text of its own."""
+        if not state.classifier.holding and is_terminal_drawing(line):
+            return
+        self._classify(per_thread, state, line, False, frame, source=state.partial_source)
 
     def _flush_held(
         self, per_thread: PerThread, state: LineState, held: tuple[str | None, Location]

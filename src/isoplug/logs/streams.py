@@ -181,6 +181,10 @@ class LogStream(LineAssembly, WriteOnly, io.TextIOBase):
             return len(s)
         size = 1
         if "\n" not in s:
+            if not s:
+                # Nothing to add, and nothing to forget: tqdm writes "" between the cursor-up
+                # it flushed and the newline that line's flush already ended.
+                return 0
             if (
                 not state.partial
                 and not state.skipping

@@ -75,6 +75,7 @@ __all__ = [
     "LineClassifier",
     "TextRecord",
     "is_plain_line",
+    "is_terminal_drawing",
     "leads_a_traceback",
     "redrawn",
 ]
@@ -134,13 +135,16 @@ _STACK_HEADER_END = "(most recent call first):"
 @dataclasses.dataclass(frozen=True, slots=True)
 class TextRecord:
     """One record made from text: its level, message, extras (from a JSON line), and whether
-    it is a grouped block (a traceback or a crash dump) or holds a cut line."""
+    it is a grouped block (a traceback or a crash dump) or holds a cut line. ``leveled``: the
+    line said its level itself (a prefix, JSON, logfmt), so :func:`redrawn` keeps it even where
+    it equals the stream's; not compared, it only tells where ``level`` came from."""
 
     level: int
     message: str
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     traceback: bool = False
     truncated: bool = False
+    leveled: bool = dataclasses.field(default=False, compare=False)
 
 
 #: The level of a line that redraws the one before it (text after a carriage return: a
@@ -149,17 +153,31 @@ REDRAWN_LEVEL = logging.INFO
 
 
 def redrawn(records: list[TextRecord], stream_level: int) -> list[TextRecord]:
-    """``records``, made of one line that redraws the one before it: those at the stream's own
-    level (the line said none of its own, as a ``LEVEL:`` prefix or JSON would) at
-    :data:`REDRAWN_LEVEL`, if that is lower."""
+    """``records``, made of one line that redraws the one before it or is redrawn by the next
+    (a status frame: text ended by a carriage return): those that said no level of their own
+    (as a ``LEVEL:`` prefix or JSON would, WARNING included) at :data:`REDRAWN_LEVEL`, if that
+    is lower than the stream's."""
     if stream_level <= REDRAWN_LEVEL:
         return records
     return [
         dataclasses.replace(record, level=REDRAWN_LEVEL)
-        if record.level == stream_level and not record.traceback
+        if record.level == stream_level and not record.leveled and not record.traceback
         else record
         for record in records
     ]
+
+
+#: What a terminal draws with but a record cannot show: cursor movement (``ESC[A``, ``ESC[2;5H``,
+#: ``ESC 7``/``ESC 8``), erasing (``ESC[K``, ``ESC[2J``), the cursor shown or hidden
+#: (``ESC[?25l``), colours (``ESC[0m``), and whitespace.
+_DRAWING = re.compile(r"(?:\x1b\[[0-9;?]*[A-HJKSTfhlmsu]|\x1b[78]|\s)*")
+
+
+def is_terminal_drawing(text: str) -> bool:
+    """True when ``text`` holds nothing but terminal drawing (see ``_DRAWING``; empty text
+    too): what a progress bar writes around its frames (tqdm's nested bars flush a lone
+    cursor-up, clear their line with spaces), no text a record could carry."""
+    return _DRAWING.fullmatch(text) is not None
 
 
 #: First characters after which the classifier may find more than a plain line: a JSON object,
@@ -465,6 +483,8 @@ class LineClassifier:
         if parsed is not None:
             level, message, extras = parsed
             level = level or level_of_prefix(line)
-            return TextRecord(level or self.default_level, message, extras, False, truncated)
+            return TextRecord(
+                level or self.default_level, message, extras, False, truncated, bool(level)
+            )
         level = level_of_prefix(line)
-        return TextRecord(level or self.default_level, line, {}, False, truncated)
+        return TextRecord(level or self.default_level, line, {}, False, truncated, bool(level))

@@ -282,6 +282,17 @@ class Printer(isoplug.Plugin):
         print("steps done")
         os.write(2, b"\rfd 1\rfd 2")  # a C library's (curl's) meter, on the real fd
         os.write(2, b"\rfd 3\n")
+        # A status frame a CR ends, then a message at WARNING said over it.
+        sys.stderr.write("status 20%\r")
+        sys.stderr.write("WARNING: disk almost full\n")
+        os.write(2, b"\rfd 4")
+        os.write(2, b"\rWARNING:root:fd warning\n")
+        # tqdm's nested bar (leave=False): a cursor-up flushed, "" written, blanks clearing.
+        for text in ("\rinner 50%", "\x1b[A", "", "\n", "\r" + " " * 20, "\x1b[A"):
+            sys.stderr.write(text)
+            if text:
+                sys.stderr.flush()
+        os.write(2, b"\r" + b" " * 20 + b"\x1b[A\rfd 5\n")
         # Said over a bar, at a level of its own; then a plain stderr line, at its own.
         sys.stderr.write("\rERROR: the bar broke\nplain stderr line\n")
         os.write(2, b"\rERROR: the fd meter broke\nplain fd line\n")
