@@ -339,3 +339,28 @@ async def test_in_pipe_mode_a_console_handler_of_the_plugins_own_sends_nothing_t
         assert failed.exc_info is not None and str(failed.exc_info[1]) == f"{tag}: boom"
         assert _only(waiter, f"{tag}: through ctx.logger").name == piped
         assert _only(waiter, f"{tag}: printed").name == f"{piped}.stdout"
+
+
+@pytest.mark.parametrize("kind", ["rich", "drawing", "holding"])
+async def test_in_pipe_mode_a_console_handler_of_no_stream_class_sends_each_record_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """With stdio = "pipe", a console handler that is no StreamHandler (rich's RichHandler,
+    one writing to sys.stdout as it finds it then, one whose console holds sys.stderr):
+    each record, isoplug's own included, arrives once, as itself, never also as the
+    handler's text on the pipes."""
+    if kind == "rich":
+        pytest.importorskip("rich")
+    piped = "plugin.piped_consoles"
+    async with running(tmp_path, "piped_consoles") as (host, waiter):
+        await host.call("piped_consoles", "configured", kind)
+        await waiter.wait_for(f"{piped}.stdout", f"{kind}: the end of stdout")
+        await waiter.wait_for(f"{piped}.stderr", f"{kind}: the end of stderr")
+    warned = _only(waiter, f"{kind}: warned")
+    assert (warned.name, warned.levelno) == (f"{piped}.app", logging.WARNING)
+    failed = _only(waiter, f"{kind}: failed")
+    assert (failed.name, failed.levelno) == (f"{piped}.app", logging.ERROR)
+    assert failed.exc_info is not None and isinstance(failed.exc_info[1], ZeroDivisionError)
+    _only(waiter, "isoplug kept it on the root logger")
+    printed = [r.getMessage() for r in waiter.records if r.name.startswith(f"{piped}.std")]
+    assert sorted(printed) == [f"{kind}: the end of stderr", f"{kind}: the end of stdout"]

@@ -57,7 +57,6 @@ __all__ = [
     "RENDER_DEPTH",
     "RenderingPipe",
     "forward_rendered",
-    "render_through",
     "renders_from",
 ]
 
@@ -177,8 +176,8 @@ class RenderingPipe:
     """A ``stdio = "pipe"`` stream as a logging handler of the plugin's own writes to it:
     what that handler renders goes as its record (:func:`forward_rendered`), the rest to the
     pipe. A ``print()`` there runs no Python, so a rendering cannot be told on the stream
-    itself; the runner puts this one under the root logger's stream handlers instead
-    (:func:`render_through`)."""
+    itself; the runner puts this one under the plugin's console handlers instead
+    (:func:`~isoplug.logs.pipe_consoles.render_through`)."""
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
@@ -194,18 +193,3 @@ class RenderingPipe:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
-
-
-def render_through(pipes: tuple[Any, ...]) -> None:
-    """Put a :class:`RenderingPipe` under every stream handler, of any logger, that writes to
-    one of ``pipes`` (a plugin's console handler, in ``stdio = "pipe"`` mode: the root's, or a
-    library's own ``logging.getLogger("lib").addHandler(StreamHandler())``)."""
-    if not pipes:
-        return
-    loggers = [logging.root, *logging.root.manager.loggerDict.values()]
-    for logger in loggers:
-        for handler in getattr(logger, "handlers", ()):  # a PlaceHolder has none
-            if isinstance(handler, logging.StreamHandler) and any(
-                handler.stream is pipe for pipe in pipes
-            ):
-                handler.setStream(RenderingPipe(handler.stream))

@@ -22,8 +22,8 @@ from isoplug.log_guard import guarded_logger
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.kept_forwarder import kept_forwarder
 from isoplug.logs.loguru_bridge import Unbridged, restore_bridge_sink
+from isoplug.logs.pipe_consoles import render_through
 from isoplug.logs.redirect import pipe_streams
-from isoplug.logs.rendered_records import render_through
 from isoplug.logs.sources import current_source
 from isoplug.runner.group_logging import group_guard
 from isoplug.runner.health import describe_frame
@@ -186,7 +186,7 @@ FORWARDING_CHECK_INTERVAL = 1.0
 def render_consoles() -> None:
     """In ``stdio = "pipe"`` mode, make the console handlers of the plugin's loggers (any
     logger's, a library's own) send what they render as its record, not also as text on the
-    pipe (:func:`~isoplug.logs.rendered_records.render_through`): once the plugins' code is
+    pipe (:func:`~isoplug.logs.pipe_consoles.render_through`): once the plugins' code is
     imported and set up, and then at every look of :func:`watch_forwarding`."""
     render_through(pipe_streams())
 
