@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -175,8 +176,12 @@ async def test_a_runner_stopped_past_its_health_limit_is_said_to_have_been_stopp
         )
     assert info.last_exit is not None and info.last_exit.pid == pid
     text = info.last_exit.describe()
-    assert (
-        "was killed by SIGKILL from the host: no answer to a health check within 1.5 s (the "
-        "process was stopped: SIGSTOP, or a debugger)"
-    ) in text, text
+    # Late on a loaded machine, the check also says how long of that the runner waited for a
+    # CPU (a flake matched one exact string).
+    assert re.search(
+        r"was killed by SIGKILL from the host: no answer to a health check within [\d.]+ s"
+        r"(, [\d.]+ s of it waiting for a CPU)? \(the process was stopped: SIGSTOP, or a "
+        r"debugger\)",
+        text,
+    ), text
     assert "hung" not in text, text

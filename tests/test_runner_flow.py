@@ -82,7 +82,10 @@ async def test_a_runner_with_every_place_taken_shuts_down_running_its_teardown(
 ) -> None:
     """300 endless calls in flight: the shutdown request is read, the calls are cancelled (the
     queued ones answered unstarted), teardown runs, and the runner exits 0 on its own."""
-    async with plugins_fixtures.running(tmp_path, PLUGIN) as (host, waiter):
+    # Cancelling 300 calls and the teardown share teardown_timeout: FAST's second was not
+    # enough for a runner at nice 19 on a loaded machine (a flake).
+    config = dataclasses.replace(FAST, teardown_timeout=10.0, shutdown_timeout=20.0)
+    async with plugins_fixtures.running(tmp_path, PLUGIN, config=config) as (host, waiter):
         calls = [
             asyncio.create_task(host.call_with(PLUGIN, "hold", kwargs={"say_at": RUNNING}))
             for _ in range(300)

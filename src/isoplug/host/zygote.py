@@ -306,16 +306,23 @@ class Zygote:
         timeout: float,
     ) -> bool:
         """Whether runner ``runner_id`` (``pid``) has exited but its zygote did not reap it
-        (stopped, say), which alone reports its status: then continue the zygote, or kill it if
-        that does not help within ``timeout`` seconds (init reaps the runner then), and wait
-        for the exit (``wait_exit``). A signal cannot reach a zombie."""
+        (stopped, say), which alone reports its status: then continue the zygote if it is
+        stopped, give it ``timeout`` seconds to reap the runner, and kill it if it has not
+        (init reaps the runner then); and wait for the exit (``wait_exit``). A signal cannot
+        reach a zombie.
+
+        A zygote that runs is given the time too: a runner is a zombie from its exit until
+        its zygote gets the CPU to reap it, which on a loaded machine (the zygote runs at the
+        runners' nice level) can be a good part of a second. Killed at once, the zygote took
+        every other runner it forked along, a runner stopped or reloaded alone included."""
         stat = read_stat(pid)
         if stat is None or stat.state != "Z":
             return False
-        why = f"has not reaped runner {runner_id} (pid {pid}) after it exited"
-        if self.resume_if_stopped(why, stat.ppid) and await wait_exit(timeout):
+        unreaped = f"has not reaped runner {runner_id} (pid {pid}) after it exited"
+        self.resume_if_stopped(unreaped, stat.ppid)
+        if await wait_exit(timeout):
             return True
-        self.kill_stuck(why, stat.ppid)
+        self.kill_stuck(f"{unreaped}, {timeout:g} s since that was seen", stat.ppid)
         await wait_exit(None)
         return True
 

@@ -90,6 +90,8 @@ class ZygoteProcess:
         self.host_stopping = False
         #: Replaced by a newer zygote: it forks no more, and ends after its last runner.
         self.retiring = False
+        #: Whether the host SIGKILLed it (:meth:`kill`): its end is then told as the host's.
+        self.killed_by_host = False
         #: Set once the zygote has exited and was reaped.
         self.gone = threading.Event()
         self.forked = 0
@@ -189,6 +191,7 @@ class ZygoteProcess:
 
     def kill(self) -> None:
         """SIGKILL the zygote (its reader thread reaps it)."""
+        self.killed_by_host = True
         with contextlib.suppress(OSError):
             self._popen.kill()
 
@@ -259,6 +262,13 @@ class ZygoteProcess:
                 reply.set_exception(ZygoteGone(ended))
         if self.retiring and returncode == 0:
             _log.debug("%s after its last runner (it had been replaced)", ended)
+        elif self.host_stopping and not self._closing and self.killed_by_host:
+            _log.warning(
+                "%s by the host (%s) while it was stopping every runner: the runners it "
+                "forked ended with it, before their teardown could end; none is restarted",
+                ended,
+                why,
+            )
         elif self.host_stopping and not self._closing:
             _log.warning(
                 "%s (%s) while the host was stopping every runner, not by the host's doing: "
@@ -269,10 +279,11 @@ class ZygoteProcess:
             )
         elif not self._closing:
             _log.error(
-                "%s (%s); the runners it forked are killed with it, and are restarted at once "
-                "(not counted as their plugins' crashes); the next runner start gets a new "
+                "%s%s (%s); the runners it forked are killed with it, and are restarted at "
+                "once (not counted as their plugins' crashes); the next runner start gets a new "
                 "zygote",
                 ended,
+                " by the host" if self.killed_by_host else "",
                 why,
             )
 
