@@ -99,3 +99,45 @@ def test_a_console_sink_added_while_isoplug_looks_is_not_overtaken() -> None:
     placed, restored = done.stdout.splitlines()
     assert placed in ("bridge first", "bridge absent"), done.stdout
     assert restored == "None"
+
+
+_ADDS_WHILE_FORKING = """
+import os, threading
+import isoplug.logs.loguru_sinks as loguru_sinks  # its fork handler first, as in a runner
+import loguru
+from loguru import logger
+
+loguru_sinks.add_sinks_one_at_a_time(loguru)
+forks = threading.Event()
+
+
+def add_and_remove():
+    for _ in range(300):
+        logger.remove(logger.add(lambda message: None))
+
+
+def fork():
+    for _ in range(100):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+
+threads = [threading.Thread(target=add_and_remove), threading.Thread(target=fork)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("done")
+"""
+
+
+def test_sinks_added_while_another_thread_forks_never_hang() -> None:
+    """A thread adding and removing loguru sinks while another forks: both go on (the turn
+    the adds take, a lock, was taken before each fork too, and loguru's own fork handler,
+    which takes its lock first, waited for it while an add held it and waited for loguru's:
+    the fork and the add hung for good)."""
+    pytest.importorskip("loguru")
+    done = run_python(_ADDS_WHILE_FORKING, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr

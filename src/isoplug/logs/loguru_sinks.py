@@ -135,13 +135,19 @@ def count_messages_reaching_no_sink(module: ModuleType) -> None:
 #: Held while a sink is added to loguru, by the program or by
 #: :func:`~isoplug.logs.loguru_bridge.restore_bridge_sink`.
 sinks_changing = threading.RLock()
-# Not held into a forked child (another thread of the parent's adding a sink), where no
-# thread would ever let it go: a fork waits for an add under way, as logging's lock does.
-os.register_at_fork(
-    before=sinks_changing.acquire,
-    after_in_parent=sinks_changing.release,
-    after_in_child=sinks_changing.release,
-)
+
+
+def _sinks_changing_anew_in_child() -> None:
+    # A thread of the parent's adding a sink at the fork held it, and no thread of the child
+    # would ever let it go. Not taken before the fork instead (as logging's lock is): loguru's
+    # own fork handler takes its lock first, and an add holds this one and then waits for
+    # loguru's: that fork and that add waited for each other for good.
+    reinit = getattr(sinks_changing, "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
+
+
+os.register_at_fork(after_in_child=_sinks_changing_anew_in_child)
 
 
 def add_sinks_one_at_a_time(module: ModuleType) -> None:
