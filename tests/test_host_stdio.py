@@ -57,7 +57,7 @@ def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
     a CR alone; the last one partial) as text, except the empty ones a CR alone ends; a line
     over ``limit`` bytes cut there (or before the UTF-8 character the cut would split, unless
     that is the line's first), saying how many bytes were cut; a line after a CR alone marked
-    redrawn."""
+    redrawn, one a CR alone ends (at the very end too) a frame."""
     parts = re.split(rb"(\r\n|\n|\r)", blob)
     expected = []
     before = b""
@@ -71,7 +71,9 @@ def _expected_lines(blob: bytes, limit: int) -> list[CapturedLine]:
         cut = max(0, len(line) - keep)
         text = line[:keep].decode("utf-8", errors="replace")
         expected.append(
-            CapturedLine(text + cut_mark(cut, "bytes") if cut else text, cut > 0, redrawn)
+            CapturedLine(
+                text + cut_mark(cut, "bytes") if cut else text, cut > 0, redrawn, end == b"\r"
+            )
         )
     return expected
 
@@ -87,13 +89,15 @@ def test_the_splitter_cuts_and_counts_lines_the_same_however_the_bytes_arrive(
 ) -> None:
     blob = b"".join(pieces)
     splitter = LineSplitter(limit)
-    got: list[CapturedLine] = []
+    raw: list[bytes] = []
     start = 0
     for end in [*sorted({min(end, len(blob)) for end in chunk_ends}), len(blob)]:
-        got += splitter.feed(blob[start:end])
+        raw += splitter.split(blob[start:end])
         start = end
-    got += splitter.flush()
-    assert got == _expected_lines(blob, limit)
+    raw += splitter.split_end()
+    assert [LineSplitter.decode(line) for line in raw] == _expected_lines(blob, limit)
+    # The reader finds a redraw or a frame by a CR at either end: no other is left in a line.
+    assert not any(b"\r" in line.strip(b"\r") for line in raw)
 
 
 def test_lines_split_across_chunks_are_joined() -> None:
@@ -152,6 +156,46 @@ def test_lines_cut_within_one_chunk_or_at_end_of_stream_say_how_much_was_cut() -
 
 
 # -- the capture, over a pipe of the test's own -----------------------------------------------
+
+
+async def test_over_a_pipe_a_status_frame_a_cr_ends_is_info_and_drawing_alone_no_record() -> None:
+    """On stderr, a line a CR alone ends (a status frame, cut or not) is INFO like the redraw
+    after it, unless it says its level; text next to a CR that is only terminal drawing makes
+    no record; a line a newline ends stays at the stream's level."""
+    read_end, write_end = os.pipe()
+    os.write(
+        write_end,
+        b"status 3 of 9\rstatus 4 of 9\r\n"
+        b"progress\rWARNING: disk full\n"
+        b"WARNING: said itself\r\x1b[K\rafter drawing\n"
+        b"\x1b[A\x1b[2K   \r" + b"f" * (MAX_LINE_BYTES + 5) + b"\rplain\n",
+    )
+    os.close(write_end)
+    replayer = LogReplayer("test.frames", identity={"plugin_id": "t", "runner_pid": 4321})
+    capture = StdioCapture(
+        4321, {"stderr": read_end}, StdioDestination(replayer), loop=asyncio.get_running_loop()
+    )
+    with watching("test.frames", propagate=False) as collected:
+        capture.start()
+        capture.seal()
+        assert await capture.wait_read(20) and await capture.wait_replayed(20)
+    got = [
+        (r.levelname, r.getMessage()[:20])
+        for r in collected.records
+        if r.name == "test.frames.stderr"
+    ]
+    assert got == [
+        ("INFO", "status 3 of 9"),
+        ("INFO", "status 4 of 9"),
+        ("INFO", "progress"),
+        ("WARNING", "WARNING: disk full"),
+        ("WARNING", "WARNING: said itself"),
+        ("INFO", "after drawing"),
+        ("INFO", "f" * 20),
+        ("INFO", "plain"),
+    ]
+    cut = [r.getMessage() for r in collected.records if r.getMessage().startswith("ff")]
+    assert cut == ["f" * MAX_LINE_BYTES + cut_mark(5, "bytes")]
 
 
 async def test_a_full_backlog_drops_info_lines_first_and_counts_and_reports_them() -> None:

@@ -152,13 +152,22 @@ async def test_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> N
 
 
 async def test_in_pipe_mode_a_progress_bar_arrives_one_record_per_update(tmp_path: Path) -> None:
-    """With stdio = "pipe" the host splits the pipe's bytes at carriage returns the same way."""
+    """With stdio = "pipe" the host splits the pipe's bytes at carriage returns the same way:
+    a status frame a CR ends is INFO like the updates after it, a WARNING said after a CR
+    stays one."""
     async with running(tmp_path, "piped") as (host, waiter):
         await host.call("piped", "progress", "piped bar")
-        await waiter.wait_for("plugin.piped.stderr", "piped bar 3")
-    bars = [r for r in waiter.records if "piped bar" in r.getMessage()]
-    assert [r.getMessage() for r in bars] == ["piped bar 1", "piped bar 2", "piped bar 3"]
+        warning = await waiter.wait_for("plugin.piped.stderr", "WARNING: piped bar disk full")
+    bars = [r for r in waiter.records if r.getMessage().startswith("piped bar")]
+    assert [r.getMessage() for r in bars] == [
+        "piped bar 0",
+        "piped bar 1",
+        "piped bar 2",
+        "piped bar 3",
+        "piped bar waiting",
+    ]
     assert {r.levelno for r in bars} == {logging.INFO}
+    assert warning.levelno == logging.WARNING
     assert "" not in waiter.messages()
 
 

@@ -12,7 +12,15 @@ import re
 
 from isoplug.wire.sanitize import cut_mark
 
-__all__ = ["MAX_LINE_BYTES", "REDRAWN", "CapturedLine", "CutLine", "LineSplitter", "cut_line"]
+__all__ = [
+    "FRAME_END",
+    "MAX_LINE_BYTES",
+    "REDRAWN",
+    "CapturedLine",
+    "CutLine",
+    "LineSplitter",
+    "cut_line",
+]
 
 #: Longest line kept whole. A plugin that prints a huge blob without a newline must not make
 #: the host buffer it all: past this, the line is cut, and the rest of it skipped (counted).
@@ -42,6 +50,8 @@ class CapturedLine:
     truncated: bool = False
     #: It followed a carriage return: a progress bar's update, drawn over the line before.
     redrawn: bool = False
+    #: A carriage return alone ended it: a status frame, which the next line draws over.
+    frame: bool = False
 
 
 #: A crash dump's first line, as faulthandler and ``Py_FatalError`` write it, piece by piece.
@@ -55,6 +65,9 @@ _GLUED_DUMP = re.compile(
 
 #: The first byte of a raw line that followed a carriage return (see :class:`LineSplitter`).
 REDRAWN = b"\r"
+#: The last byte of a raw line that a carriage return alone ended (see :class:`LineSplitter`).
+#: Never an empty line's: a CR alone ends none.
+FRAME_END = b"\r"
 
 
 class CutLine(bytes):
@@ -78,7 +91,10 @@ class LineSplitter:
     one over the other; each is a line as it comes, rather than one line that grows until it
     is cut. A CR alone that ends nothing (``\r`` right after a line's end) makes no line.
     A line that follows a CR alone is a redraw: :meth:`split` leaves it that CR in front
-    (:data:`REDRAWN`, not counted against the line's length), :meth:`decode` says so.
+    (:data:`REDRAWN`); one that a CR alone ends is a status frame, which the next line draws
+    over: it keeps that CR at its end (:data:`FRAME_END`). Neither counts against the line's
+    length, a cut line keeps both, and :meth:`decode` says so. No other CR is left in a line,
+    so ``strip(b"\r")`` takes both away.
 
     A line longer than ``max_line_bytes`` is cut there (or up to three bytes before, not to
     split a UTF-8 character), marked ``truncated`` and with how many bytes were cut. The rest
@@ -126,7 +142,9 @@ class LineSplitter:
         first = 0
         if self._skipping:
             # The first line is the end of the line being cut: its head waits in the buffer.
-            lines[0] = CutLine(bytes(buffer), self._cut + len(lines[0]))
+            # A CR alone that ended it stays its last byte, uncounted.
+            end = len(lines[0]) - (lines[0][-1:] == FRAME_END)
+            lines[0] = CutLine(bytes(buffer) + lines[0][end:], self._cut + end)
             self._skipping = False
             self._cut = 0
             first = 1
@@ -137,10 +155,12 @@ class LineSplitter:
         if len(lines) > first and len(max(lines[first:], key=len)) > limit:
             for index in range(first, len(lines)):
                 line = lines[index]
-                own = limit + (line[:1] == REDRAWN)
-                if len(line) > own:
-                    own = _character_start(line, own, own - limit)
-                    lines[index] = CutLine(line[:own], len(line) - own)
+                start = int(line[:1] == REDRAWN)
+                # A line of one CR is an empty redraw; no frame is empty.
+                end = len(line) - int(len(line) > 1 and line[-1:] == FRAME_END)
+                if end - start > limit:
+                    own = _character_start(line, start + limit, start)
+                    lines[index] = CutLine(line[:own] + line[end:], end - own)
         if tail:
             buffer += tail
             self._start_skipping_past(limit)
@@ -157,8 +177,9 @@ class LineSplitter:
         return _GLUED_DUMP.sub(b"\n", data)
 
     def _newlines_for_carriage_returns(self, data: bytes) -> bytes:
-        """``data`` with every line end an LF, and a CR left in front of each line that follows
-        a CR alone (:data:`REDRAWN`): the same lines as the CRs would give, found by
+        """``data`` with every line end an LF, a CR left at the end of each line a CR alone
+        ends (:data:`FRAME_END`) and in front of each line that follows one (:data:`REDRAWN`):
+        the same lines as the CRs would give, found by
         :meth:`split`'s ``bytes.split`` (a chunk of binary noise holds a CR every 256 bytes, and
         a loop over them in Python would make the plugin's writes wait on the host)."""
         if self._held_cr:
@@ -174,13 +195,13 @@ class LineSplitter:
         # A CR right after a CR or a line's end ends an empty line: none.
         while b"\r\r" in data:
             data = data.replace(b"\r\r", b"\r")
-        # Each CR ends the line before it (none at the very start: no line before it) and
-        # marks the one after it.
+        # Each CR ends the line before it, and marks both (none at the very start, or right
+        # after a line's end: no line before it; the line after it is marked still).
         first = data[:1] == b"\r" and not self._skipping and self._buffer in (b"", REDRAWN)
         if first:
             self._buffer.clear()  # an empty redraw, redrawn again: none
-        data = data.replace(b"\r", b"\n\r").replace(b"\n\n\r", b"\n\r")
-        return data[1:] if first else data
+        data = data.replace(b"\r", b"\r\n\r").replace(b"\n\r\n\r", b"\n\r")
+        return data[2:] if first else data
 
     def _start_skipping_past(self, limit: int) -> None:
         """Cut the buffered line at ``limit`` bytes, if it is longer; skip the rest of it."""
@@ -194,11 +215,14 @@ class LineSplitter:
             self._skipping = True
 
     def split_end(self) -> list[bytes]:
-        """Like :meth:`flush`, as bytes (a CR at the very end ends the last line)."""
+        """Like :meth:`flush`, as bytes (a CR at the very end ends the last line, a frame)."""
+        ended = self._held_cr
         self._held_cr = False
         if not self._buffer or self._buffer == REDRAWN:  # nothing, or an empty redraw
             self._buffer.clear()
             return []
+        if ended:
+            self._buffer += FRAME_END
         line = CutLine(bytes(self._buffer), self._cut) if self._cut else bytes(self._buffer)
         self._buffer.clear()
         self._skipping = False
@@ -207,8 +231,10 @@ class LineSplitter:
 
     @staticmethod
     def decode(raw: bytes) -> CapturedLine:
-        """A raw line as text: invalid UTF-8 replaced, a cut marked, a redraw said."""
+        """A raw line as text: invalid UTF-8 replaced, a cut marked, a redraw and a frame
+        said."""
         cut = raw.cut if type(raw) is CutLine else 0
         redrawn = raw[:1] == REDRAWN
-        text = raw[redrawn:].decode("utf-8", errors="replace")
-        return CapturedLine(cut_line(text, cut) if cut else text, cut > 0, redrawn)
+        frame = len(raw) > 1 and raw[-1:] == FRAME_END
+        text = raw.strip(b"\r").decode("utf-8", errors="replace")
+        return CapturedLine(cut_line(text, cut) if cut else text, cut > 0, redrawn, frame)

@@ -280,9 +280,11 @@ class _Stream:
                 cut = raw.cut if type(raw) is CutLine else 0
                 # LineSplitter.decode(), inlined: this runs for every line.
                 text = raw.decode("utf-8", errors="replace")
-                if text[:1] == "\r":
-                    # A progress bar's update (stdio_lines.REDRAWN): at INFO on stderr too.
-                    text = text[1:]
+                if text[:1] == "\r" or text[-1:] == "\r":
+                    # A progress bar's update (stdio_lines.REDRAWN), or a status frame the next
+                    # line draws over (stdio_lines.FRAME_END): at INFO on stderr too, as
+                    # in-process. Those CRs are the only ones a line keeps.
+                    text = text.strip("\r")
                     holding = classifier.holding
                     if not (holding or cut) and is_terminal_drawing(text):
                         # Blanks clearing the line, a cursor movement: no text to record.

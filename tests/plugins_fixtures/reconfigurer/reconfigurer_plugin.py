@@ -242,10 +242,11 @@ class Reconfigurer(isoplug.Plugin):
 
     @isoplug.method
     def progress(self, tag: str) -> None:
+        print(f"{tag} 0", end="\r", file=sys.stderr, flush=True)  # a status frame a CR ends
         for step in (1, 2, 3):
             sys.stderr.write(f"\r{tag} {step}")
             sys.stderr.flush()
-        sys.stderr.write("\n")
+        sys.stderr.write(f"\n{tag} waiting\rWARNING: {tag} disk full\n")
 
     @isoplug.method
     def stdout_rewrapped(self) -> None:
