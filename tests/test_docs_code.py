@@ -158,7 +158,7 @@ def run(command: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
 
 #: A host's or a receiver's sweep of socket folders that dead processes left in the shared
 #: temporary folder (other programs' on this machine): not the example's output.
-_SWEPT = re.compile(r"isoplug\.(host|logs): removed \d+ socket folders of dead isoplug processes$")
+_SWEPT = re.compile(r"isoplug\.(host|logs): removed \d+ socket folders of dead isoplug processes\b")
 
 
 def lines_match(expected: str, actual: str) -> str | None:
