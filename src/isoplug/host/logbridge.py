@@ -127,6 +127,10 @@ class LogBridge:
         self._listening: BlockingServer | None = None
         self._taking = threading.Lock()  # one close() of two threads closes the server
         self._places: LogPlaces | None = None
+        #: The replayers of the log connections open now; stopped when the drain time is up,
+        #: so nothing is replayed after the close (what is left is counted receiver_closed).
+        self._replaying: set[LogReplayer] = set()
+        self._drained = False
         # The runners' rings held at once, all runners together (set again by open()).
         self._ring_budget = RingBudget(DEFAULT_MAX_RINGS, _MAX_RINGS_SETTING)
 
@@ -213,6 +217,7 @@ class LogBridge:
                 still_open,
                 drain_timeout,
             )
+        self._stop_replaying()
         # Processes that closed their log connection and did not come back: accounted now.
         self._chains.pending.close()
         # The connections still waiting for a place are closed with it, unread: their
@@ -228,6 +233,13 @@ class LogBridge:
         self._handler_errors.close()
         self._refusals.close()
         self._listening = None
+
+    def _stop_replaying(self) -> None:
+        with self._taking:
+            self._drained = True
+            replaying = list(self._replaying)
+        for replayer in replaying:
+            replayer.stop()
 
     def close_now(self) -> None:
         """Stop listening at once, waiting for nothing (the host's close cannot wait any more:
@@ -399,6 +411,10 @@ class LogBridge:
             credentials.pid if credentials is not None else None,
             None if tail is None else tail.add,
         )
+        with self._taking:
+            self._replaying.add(replayer)
+            if self._drained:
+                replayer.stop()
         clean = False
         try:
             clean = replay_until_closed(
@@ -408,6 +424,9 @@ class LogBridge:
             # When the runner itself dies, its supervisor reports how (exit code, signal); a
             # second warning from here would only repeat it. A process the runner forked has
             # no supervisor, so its abrupt end is reported here.
+
+            with self._taking:
+                self._replaying.discard(replayer)
 
             def ended() -> None:
                 runner.connection_ended(replayer.metrics)

@@ -432,6 +432,10 @@ class RunnerProcess:
                         self.pid,
                         replay_timeout,
                     )
+                    # Counted before stop() returns, so its metrics hold them: the replay
+                    # thread only ends the batch in hand first.
+                    capture.abandon()
+                    await capture.wait_replayed(_KILLED_DRAIN_TIMEOUT)
         finally:
             if capture is not None:
                 # No-ops once done; on a cancel, they make sure the threads end.

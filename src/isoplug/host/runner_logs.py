@@ -78,8 +78,10 @@ class RunnerLogStates:
         self._runners = runners
         self._limits = limits
         self._states: dict[str, RunnerLogState] = {}
-        #: The metrics each runner ended with, once the host closed.
-        self._final: dict[str, LogMetrics] = {}
+        #: Each runner's state once the host closed, kept for its metrics only: kept live, not
+        #: as a snapshot, because a slow replay goes on counting past the close (records
+        #: replayed late, or dropped when their wait ran out).
+        self._final: dict[str, RunnerLogState] = {}
         self._closed = False
         self._lock = threading.Lock()
         #: Each runner's share of the loggers: entries it may add to logging's registry.
@@ -146,6 +148,6 @@ class RunnerLogStates:
             states = dict(self._states)
         for state in states.values():
             state.reports.close()
-        self._final = {runner_id: state.snapshot() for runner_id, state in states.items()}
+        self._final = states
         with self._lock:
             self._states.clear()

@@ -5,8 +5,10 @@ replays them with the runner's :class:`~isoplug.logs.LogReplayer` (see
 :class:`StdioDestination`): the same logger mapping, sanitizing, caps, rate limit, metrics and
 identity as the runner's log records, on ``plugin.<runner id>.stdout`` / ``.stderr``, with
 ``record.process`` the runner's pid. It alone updates the metrics: records the reader or the
-backlog dropped are counted here as :attr:`~isoplug.logs.DropReason.HOST_BACKLOG`, and reported
-in one WARNING per report interval on the plugin's logger.
+backlog dropped are counted here as :attr:`~isoplug.logs.DropReason.HOST_BACKLOG`, those still
+unreplayed when the runner's close stopped waiting for them (:meth:`StdioReplay.abandon`) as
+:attr:`~isoplug.logs.DropReason.RECEIVER_CLOSED`, each reported in one WARNING per report
+interval on the plugin's logger.
 """
 
 from __future__ import annotations
@@ -99,7 +101,10 @@ class StdioReplay:
         (the replayer counts and reports it); anything else that fails is logged, not raised."""
         replayer = self._destination.replayer
         interval = replayer.limits.report_interval
-        unreported: Drops = {}
+        # By reason: the backlog's drops (the handlers did not keep up) and the records left
+        # when the runner's close stopped waiting for them are told apart, in the metrics and
+        # in the WARNING alike.
+        unreported: dict[str, Drops] = {}
         last_report = 0.0
         try:
             while True:
@@ -107,16 +112,22 @@ class StdioReplay:
                     None if not unreported else max(0.0, last_report + interval - time.monotonic())
                 )
                 items, dropped, ended = self._backlog.take(_REPLAY_BATCH, wait)
+                abandoned: Drops = {}
                 if self._abandoned:
                     for entry in items:
                         if entry[0]:  # a record (a report's stream is "")
                             key = (entry[0], entry[1])
-                            dropped[key] = dropped.get(key, 0) + 1
+                            abandoned[key] = abandoned.get(key, 0) + 1
                     items = [entry for entry in items if not entry[0]]
-                if dropped:
-                    self._count_drops(dropped)
-                    for key, count in dropped.items():
-                        unreported[key] = unreported.get(key, 0) + count
+                for reason, drops in (
+                    (DropReason.HOST_BACKLOG, dropped),
+                    (DropReason.RECEIVER_CLOSED, abandoned),
+                ):
+                    if drops:
+                        self._count_drops(drops, reason)
+                        pending = unreported.setdefault(reason, {})
+                        for key, count in drops.items():
+                            pending[key] = pending.get(key, 0) + count
                 try:
                     if items:
                         self._gil.wait_turn()
@@ -125,8 +136,9 @@ class StdioReplay:
                     now = time.monotonic()
                     if unreported and (ended or now - last_report >= interval):
                         last_report = now
-                        drops, unreported = unreported, {}
-                        self._report_drops(drops)
+                        by_reason, unreported = unreported, {}
+                        for reason, drops in by_reason.items():
+                            self._report_drops(drops, reason)
                 except Exception:
                     # A failure of isoplug's own (the replayer contains the handlers'): the next
                     # records still get their chance, and the pipes are still drained.
@@ -223,17 +235,17 @@ class StdioReplay:
         self._read_back.append(read[1])
         return read[0]
 
-    def _count_drops(self, dropped: Drops) -> None:
-        """Dropped records were received, from their stream, and dropped: say so in the
-        metrics (this thread is the only one that updates them)."""
+    def _count_drops(self, dropped: Drops, reason: str) -> None:
+        """Dropped records were received, from their stream, and dropped for ``reason``: say
+        so in the metrics (this thread is the only one that updates them)."""
         metrics = self._destination.replayer.metrics
         total = sum(dropped.values())
         metrics.received += total
         for (stream, level), count in dropped.items():
             metrics.streams[stream] = metrics.streams.get(stream, 0) + count
-            metrics.count_drop(DropReason.HOST_BACKLOG, count, level)
+            metrics.count_drop(reason, count, level)
 
-    def _report_drops(self, dropped: Drops) -> None:
+    def _report_drops(self, dropped: Drops, reason: str) -> None:
         replayer = self._destination.replayer
         parts = ", ".join(
             f"{stream} {logging.getLevelName(level)}: {count:,}"
@@ -241,7 +253,7 @@ class StdioReplay:
         )
         why = (
             "the runner was closed before the host's log handlers could replay them"
-            if self._abandoned
+            if reason == DropReason.RECEIVER_CLOSED
             else "the host's log handlers did not keep up, and a plugin is never made to wait "
             "for them"
         )
