@@ -196,3 +196,35 @@ async def test_in_a_group_a_blocking_atexit_hook_is_named_as_the_member_that_reg
         r"had not returned by the teardown timeout; it is at \S+duo_b_plugin\.py:\d+ in block;",
         warning.getMessage(),
     ), warning.getMessage()
+
+
+async def test_an_atexit_hooks_enqueued_loguru_sink_is_drained_before_forwarding_ends(
+    tmp_path: Path,
+) -> None:
+    # Its sink takes 0.05 s a message: far longer than the rest of the exit, far shorter than
+    # the default teardown timeout, which bounds the drain.
+    count = 10
+    async with running(tmp_path, "exiter") as (host, waiter):
+        await host.call("exiter", "register_loguru_enqueued", count)
+        info = await host.stop("exiter")
+    assert_clean_stop(info.last_exit)
+    got = [
+        (r.levelname, r.getMessage()) for r in waiter.records if "loguru enqueued" in r.getMessage()
+    ]
+    assert got == [("WARNING", f"loguru enqueued {n}") for n in range(count)], waiter.messages()
+    assert not [m for m in waiter.messages() if "log handler closed" in m], waiter.messages()
+
+
+async def test_loguru_messages_an_atexit_hook_lost_to_its_remove_are_said(tmp_path: Path) -> None:
+    async with running(tmp_path, "exiter", config=SHORT_TEARDOWN) as (host, waiter):
+        await host.call("exiter", "register_loguru_removed")
+        info = await host.stop("exiter")
+    assert_clean_stop(info.last_exit)
+    assert waiter.matching("plugin.exiter.exiter_plugin", "loguru before remove"), waiter.messages()
+    (said,) = [
+        r
+        for r in waiter.records
+        if r.name == RUNNER_LOGGER and "removed isoplug's loguru sink" in r.getMessage()
+    ]
+    assert said.levelno == logging.WARNING, said
+    assert "1 loguru message(s) reached no sink at all and are lost" in said.getMessage(), said

@@ -26,6 +26,7 @@ __all__ = [
     "add_sinks_one_at_a_time",
     "bridge_sink_removed",
     "bridge_sinks",
+    "complete_enqueued_sinks",
     "count_if_unbridged",
     "count_messages_reaching_no_sink",
     "sinks_changing",
@@ -187,3 +188,16 @@ def take_unbridged(had_own_sinks: bool) -> Unbridged:
     _unbridged[:] = [None, 0]
     _reaching_no_sink[0] = 0
     return lost
+
+
+def complete_enqueued_sinks() -> None:
+    """Wait until loguru's ``enqueue=True`` sinks have written what is queued
+    (``logger.complete()``), if the program imported loguru. At exit, after the plugins'
+    ``atexit`` hooks: loguru's own hook (``logger.remove``, which drains the queues) may have
+    run before a hook added such a sink, or never run (loguru imported inside a hook is
+    registered while the hooks run, too late to be called), and the sink's daemon thread then
+    wrote its messages after the forwarding handler closed, or not at all."""
+    module = sys.modules.get("loguru")
+    complete = getattr(getattr(module, "logger", None), "complete", None)
+    if callable(complete):
+        complete()

@@ -17,7 +17,10 @@ order:
 2. the non-daemon threads are waited for (:mod:`isoplug.runner.leftover_threads`);
 3. the ``atexit`` hooks, newest first (:func:`run_exit_hooks`): those registered after
    :func:`mark_plugin_hooks`' marker (the plugins' own and their libraries', ``multiprocessing``'s
-   among them), bounded by the deadline; then isoplug's own, which bound themselves: the
+   among them), bounded by the deadline, and after them, within it, loguru's ``enqueue=True``
+   sinks drained and a ``logger.remove()`` of theirs said
+   (:func:`~isoplug.runner.kept_forwarding.settle_loguru_at_exit`: loguru's own hook may
+   have run before theirs, or not at all); then isoplug's own, which bound themselves: the
    standard streams' flush (:mod:`isoplug.logs.redirect`), the forwarding handler's close,
    and ``logging.shutdown()`` last (registered first). Not when a task or a thread was left
    running: the runner then exits at once, without its hooks, as before.
@@ -154,15 +157,26 @@ async def run_thread_exit_callbacks(deadline: float) -> bool:
     return not done.done()
 
 
-async def run_exit_hooks(deadline: float) -> bool:
+async def run_exit_hooks(
+    deadline: float, after_plugin_hooks: Callable[[], object] = lambda: None
+) -> bool:
     """Run the ``atexit`` hooks as the module docstring says: the plugins' until ``deadline``
     (the loop's time; :data:`MIN_GRACE` at least), then isoplug's own and ``logging``'s (they
-    bound themselves). True if the plugins' had not all returned by the deadline (named in a
-    WARNING: the process must exit without waiting)."""
+    bound themselves). ``after_plugin_hooks`` runs in the hooks' thread between the two,
+    within the deadline (it may wait for what the plugins' hooks left: loguru's queues).
+    True if the plugins' had not all returned by the deadline (named in a WARNING: the
+    process must exit without waiting)."""
     loop = asyncio.get_running_loop()
     plugins_done: asyncio.Future[None] = loop.create_future()
     all_done: asyncio.Future[None] = loop.create_future()
-    _notify[:] = [lambda: _settle_from_thread(loop, (plugins_done,))]
+
+    def plugin_hooks_ran() -> None:
+        try:
+            after_plugin_hooks()
+        finally:
+            _settle_from_thread(loop, (plugins_done,))
+
+    _notify[:] = [plugin_hooks_ran]
     # Runs every hook (one that raises goes to sys.unraisablehook, and the next one runs),
     # then empties the list: the interpreter finds nothing left to run.
     thread = _start(atexit._run_exitfuncs, loop, all_done, plugins_done)

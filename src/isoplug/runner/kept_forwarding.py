@@ -22,6 +22,7 @@ from isoplug.log_guard import guarded_logger
 from isoplug.logs import ForwardingHandler
 from isoplug.logs.kept_forwarder import kept_forwarder
 from isoplug.logs.loguru_bridge import Unbridged, restore_bridge_sink
+from isoplug.logs.loguru_sinks import complete_enqueued_sinks
 from isoplug.logs.pipe_consoles import render_through
 from isoplug.logs.redirect import pipe_streams
 from isoplug.logs.sources import current_source
@@ -35,6 +36,7 @@ __all__ = [
     "finish_reports",
     "keep_loguru_forwarded",
     "render_consoles",
+    "settle_loguru_at_exit",
     "stop_watching_forwarding",
     "watch_forwarding",
 ]
@@ -273,6 +275,17 @@ def keep_loguru_forwarded() -> None:
         ", beside the plugin's sinks" if missed.had_own_sinks else "",
         _loguru_meanwhile(missed),
     )
+
+
+def settle_loguru_at_exit() -> None:
+    """After the plugins' ``atexit`` hooks, before isoplug's own close the forwarding handler:
+    what their loguru sinks still queue is written (a record), and a ``logger.remove()`` in a
+    hook is said, with what it lost, as :func:`keep_loguru_forwarded` says it at other times
+    (whose looks have stopped by then: :func:`stop_watching_forwarding`)."""
+    complete_enqueued_sinks()
+    # This is the last look: an earlier WARNING said nothing of what the hooks lost.
+    _told_loguru.clear()
+    keep_loguru_forwarded()
 
 
 def _loguru_meanwhile(missed: Unbridged) -> str:

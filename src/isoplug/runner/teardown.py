@@ -42,7 +42,11 @@ from isoplug.logs.sources import attributed_to
 from isoplug.rpc.remote_errors import EXIT_REQUESTS
 from isoplug.runner.dispatch import LoadedPlugin, PluginTable, plugin_source
 from isoplug.runner.exit_hooks import run_exit_hooks, run_thread_exit_callbacks
-from isoplug.runner.kept_forwarding import finish_reports, stop_watching_forwarding
+from isoplug.runner.kept_forwarding import (
+    finish_reports,
+    settle_loguru_at_exit,
+    stop_watching_forwarding,
+)
 from isoplug.runner.leftover_tasks import (
     MIN_GRACE,
     end_plugin_tasks,
@@ -110,7 +114,9 @@ async def tear_down(
     stop_watching_forwarding()
     # Before the exit hooks, whose end (isoplug's own) closes the forwarding handler.
     finish_reports(_REPORTS_WAIT)
-    left_hooks = not left and await run_exit_hooks(deadline)
+    # loguru's queues drained and its lost messages said after the plugins' hooks, which may
+    # have added or removed its sinks after loguru's own hook ran (or it never runs).
+    left_hooks = not left and await run_exit_hooks(deadline, settle_loguru_at_exit)
     _end_forwarding()
     # A worker still running a call (cancelled, or stuck since a timeout) is left behind, as
     # when workers were daemons: the interpreter would join it.

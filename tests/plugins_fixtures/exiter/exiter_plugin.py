@@ -44,6 +44,31 @@ def burst_then_wait(count: int) -> None:
     threading.Event().wait()
 
 
+def loguru_enqueued(count: int) -> None:
+    """loguru imported here, so its own exit hook (``logger.remove``, which would drain the
+    queue) is registered too late to run: nothing but isoplug drains this sink's queue."""
+    from loguru import logger
+
+    def slow_console(message: str) -> None:
+        # Slower than the rest of the exit: without a drain, the runner's handler closes (or
+        # the process ends) with messages still queued.
+        time.sleep(0.05)
+        sys.stderr.write(message)
+
+    logger.remove()
+    logger.add(slow_console, enqueue=True, format="{message}")
+    for n in range(count):
+        logger.warning("loguru enqueued {}", n)
+
+
+def loguru_removed() -> None:
+    from loguru import logger
+
+    logger.info("loguru before remove")
+    logger.remove()
+    logger.warning("loguru after remove")
+
+
 def square(x: int) -> int:
     return x * x
 
@@ -69,6 +94,14 @@ class Exiter(isoplug.Plugin):
     @isoplug.method
     async def register_burst(self, count: int) -> None:
         atexit.register(burst_then_wait, count)
+
+    @isoplug.method
+    async def register_loguru_enqueued(self, count: int) -> None:
+        atexit.register(loguru_enqueued, count)
+
+    @isoplug.method
+    async def register_loguru_removed(self) -> None:
+        atexit.register(loguru_removed)
 
     @isoplug.method
     async def use_process_pool(self) -> int:
