@@ -213,18 +213,3 @@ async def test_an_atexit_hooks_enqueued_loguru_sink_is_drained_before_forwarding
     ]
     assert got == [("WARNING", f"loguru enqueued {n}") for n in range(count)], waiter.messages()
     assert not [m for m in waiter.messages() if "log handler closed" in m], waiter.messages()
-
-
-async def test_loguru_messages_an_atexit_hook_lost_to_its_remove_are_said(tmp_path: Path) -> None:
-    async with running(tmp_path, "exiter", config=SHORT_TEARDOWN) as (host, waiter):
-        await host.call("exiter", "register_loguru_removed")
-        info = await host.stop("exiter")
-    assert_clean_stop(info.last_exit)
-    assert waiter.matching("plugin.exiter.exiter_plugin", "loguru before remove"), waiter.messages()
-    (said,) = [
-        r
-        for r in waiter.records
-        if r.name == RUNNER_LOGGER and "removed isoplug's loguru sink" in r.getMessage()
-    ]
-    assert said.levelno == logging.WARNING, said
-    assert "1 loguru message(s) reached no sink at all and are lost" in said.getMessage(), said

@@ -228,3 +228,15 @@ async def test_a_console_sink_added_after_isoplug_put_its_own_back_writes_each_m
         await _marker(host, waiter, "late")
     direct = _only(waiter, "late: loguru directly")
     assert (direct.name, direct.levelno) == (f"{CTX}.reconfigurer_plugin", logging.INFO)
+
+
+async def test_a_plugin_using_loguru_stops_without_a_word_of_its_sinks(tmp_path: Path) -> None:
+    """loguru's own exit hook removes every sink, isoplug's too, at every exit: the runner's
+    end drains the queued sinks but says nothing of a sink removed then."""
+    pytest.importorskip("loguru")
+    async with running(tmp_path, "reconfigurer", logger=None) as (host, waiter):
+        await host.call("reconfigurer", "loguru_two_sinks", "two")
+        await _marker(host, waiter, "two")
+        await host.stop("reconfigurer")
+    said = [m for m in waiter.messages() if "loguru sink" in m]
+    assert not said, said

@@ -18,9 +18,9 @@ order:
 3. the ``atexit`` hooks, newest first (:func:`run_exit_hooks`): those registered after
    :func:`mark_plugin_hooks`' marker (the plugins' own and their libraries', ``multiprocessing``'s
    among them), bounded by the deadline, and after them, within it, loguru's ``enqueue=True``
-   sinks drained and a ``logger.remove()`` of theirs said
-   (:func:`~isoplug.runner.kept_forwarding.settle_loguru_at_exit`: loguru's own hook may
-   have run before theirs, or not at all); then isoplug's own, which bound themselves: the
+   sinks drained (:func:`~isoplug.runner.kept_forwarding.settle_loguru_at_exit`: loguru's own
+   hook may have run before a hook added such a sink, or not at all); then isoplug's own,
+   which bound themselves: the
    standard streams' flush (:mod:`isoplug.logs.redirect`), the forwarding handler's close,
    and ``logging.shutdown()`` last (registered first). Not when a task or a thread was left
    running: the runner then exits at once, without its hooks, as before.

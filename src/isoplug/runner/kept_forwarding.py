@@ -279,13 +279,10 @@ def keep_loguru_forwarded() -> None:
 
 def settle_loguru_at_exit() -> None:
     """After the plugins' ``atexit`` hooks, before isoplug's own close the forwarding handler:
-    what their loguru sinks still queue is written (a record), and a ``logger.remove()`` in a
-    hook is said, with what it lost, as :func:`keep_loguru_forwarded` says it at other times
-    (whose looks have stopped by then: :func:`stop_watching_forwarding`)."""
+    what their loguru sinks still queue is written (a record). No look at the sinks then:
+    loguru's own hook (``logger.remove()``, one of the plugins' when a plugin imported loguru)
+    has removed them all, isoplug's too, at every exit."""
     complete_enqueued_sinks()
-    # This is the last look: an earlier WARNING said nothing of what the hooks lost.
-    _told_loguru.clear()
-    keep_loguru_forwarded()
 
 
 def _loguru_meanwhile(missed: Unbridged) -> str:

@@ -61,14 +61,6 @@ def loguru_enqueued(count: int) -> None:
         logger.warning("loguru enqueued {}", n)
 
 
-def loguru_removed() -> None:
-    from loguru import logger
-
-    logger.info("loguru before remove")
-    logger.remove()
-    logger.warning("loguru after remove")
-
-
 def square(x: int) -> int:
     return x * x
 
@@ -98,10 +90,6 @@ class Exiter(isoplug.Plugin):
     @isoplug.method
     async def register_loguru_enqueued(self, count: int) -> None:
         atexit.register(loguru_enqueued, count)
-
-    @isoplug.method
-    async def register_loguru_removed(self) -> None:
-        atexit.register(loguru_removed)
 
     @isoplug.method
     async def use_process_pool(self) -> int:
