@@ -19,14 +19,18 @@ import time
 from isoplug.errors import TransportError
 from isoplug.log_guard import guarded_logger
 from isoplug.rpc.blocking_channel import BlockingChannel, shutdown_quietly
-from isoplug.rpc.blocking_sessions import SessionHandler, SessionThreads, end_connection
+from isoplug.rpc.blocking_sessions import (
+    Accepted,
+    SessionHandler,
+    SessionThreads,
+    end_connection,
+)
 from isoplug.rpc.client_limit import ClientLimit, ClientPlaces
 from isoplug.rpc.gate import (
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_HANDSHAKES,
     HandshakeGate,
     Kinship,
-    Seat,
     busy_reject,
 )
 from isoplug.rpc.handshake import PeerAdmission
@@ -233,25 +237,18 @@ class BlockingServer(SessionThreads):
                 self._forget(None, claimed)
                 self._refuse(sock, seat.refused, counted=True)
                 continue
-            self._start_session(sock, seat, credentials, claimed, peer_address=peer_address)
+            self._start_session(
+                Accepted(sock, seat, credentials, claimed, peer_address=peer_address)
+            )
 
-    def _start_session(
-        self,
-        sock: socket.socket,
-        seat: Seat | None,
-        credentials: PeerCredentials | None,
-        claimed: list[str],
-        outside_limit: str | None = None,
-        *,
-        peer_address: str = "",
-    ) -> None:
-        """Serve ``sock`` in a thread of its own; ``seat`` None: one that waited for a place
-        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead of a seat (served
-        without a place, as its peer hung up: the client it waited for is ``outside_limit``)."""
+    def _start_session(self, accepted: Accepted) -> None:
+        """Serve ``accepted`` in a thread of its own; one without a seat waited for a place
+        (:mod:`isoplug.rpc.waiting_room`), whose room bounds it instead (served without a
+        place, as its peer hung up: the client it waited for is ``outside_limit``)."""
+        sock, seat, claimed = accepted.sock, accepted.seat, accepted.claimed
         thread = threading.Thread(
             target=self._serve_connection,
-            args=(sock, seat, credentials, claimed, outside_limit),
-            kwargs={"peer_address": peer_address},
+            args=(accepted,),
             name=f"isoplug-{self._name or 'server'}-session",
             daemon=True,
         )
@@ -283,7 +280,9 @@ class BlockingServer(SessionThreads):
             assert self._places is not None and self._places.waiting_room is not None
             self._places.waiting_room.entered()
             # Its peer hung up when no place was handed to it: its hello counts it for none.
-            self._start_session(sock, None, credentials, claimed, None if claimed else client)
+            self._start_session(
+                Accepted(sock, None, credentials, claimed, None if claimed else client)
+            )
 
         return Ticket(client, sock.fileno(), credentials, claimed, serve, sock.close)
 

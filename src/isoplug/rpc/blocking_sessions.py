@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from isoplug.errors import IsoplugError
 from isoplug.log_guard import guarded_logger
@@ -31,11 +32,26 @@ from isoplug.transport.blocking import BlockingListener
 from isoplug.transport.stream import PeerCredentials
 from isoplug.wire.connection import Admission, TokenLookup, WelcomeLevel
 
-__all__ = ["SessionHandler", "SessionThreads", "end_connection"]
+__all__ = ["Accepted", "SessionHandler", "SessionThreads", "end_connection"]
 
 _log = guarded_logger("isoplug.rpc")
 
 SessionHandler = Callable[[BlockingChannel], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An accepted connection, as its session thread gets it: ``seat`` None for one that
+    waited for a place (:mod:`isoplug.rpc.waiting_room`); ``claimed`` the client's place it
+    holds (given back as it ends); ``outside_limit`` the client it waited for, when it is
+    served without a place; ``peer_address`` the peer's host:port from accept()."""
+
+    sock: socket.socket
+    seat: Seat | None
+    credentials: PeerCredentials | None
+    claimed: list[str]
+    outside_limit: str | None = None
+    peer_address: str = ""
 
 
 class SessionThreads:
@@ -59,35 +75,18 @@ class SessionThreads:
     _changed: threading.Condition
     _closing: bool
 
-    def _serve_connection(
-        self,
-        sock: socket.socket,
-        seat: Seat | None,
-        credentials: PeerCredentials | None,
-        claimed: list[str],
-        outside_limit: str | None,
-        *,
-        peer_address: str,
-    ) -> None:
-        # ``claimed``: the client this connection counts for, from its accept or once admitted
-        # (see ClientLimit); given back as the connection leaves, in one step.
+    def _serve_connection(self, accepted: Accepted) -> None:
+        # The client this connection counts for (``claimed``), from its accept or once
+        # admitted (see ClientLimit), is given back as the connection leaves, in one step.
         try:
-            self._serve_claimed(
-                sock, seat, credentials, claimed, outside_limit, peer_address=peer_address
-            )
+            self._serve_claimed(accepted)
         finally:
-            self._forget(threading.current_thread(), claimed)
+            self._forget(threading.current_thread(), accepted.claimed)
 
-    def _serve_claimed(
-        self,
-        sock: socket.socket,
-        seat: Seat | None,
-        credentials: PeerCredentials | None,
-        claimed: list[str],
-        outside_limit: str | None,
-        *,
-        peer_address: str,
-    ) -> None:
+    def _serve_claimed(self, accepted: Accepted) -> None:
+        sock, seat, credentials = accepted.sock, accepted.seat, accepted.credentials
+        claimed, outside_limit = accepted.claimed, accepted.outside_limit
+        peer_address = accepted.peer_address
         current = threading.current_thread()
         over_limit: list[str] = []
         # One deadline for TLS and the hello together: a trickling client gets no more.
