@@ -60,6 +60,7 @@ from typing import Any
 
 from isoplug.log_guard import guarded_logger
 from isoplug.logs.sources import attributed_to, current_source
+from isoplug.runner.health import describe_frame, frame_place
 from isoplug.runner.leftover_tasks import MIN_GRACE
 from isoplug.runner.leftover_threads import function_name
 from isoplug.runner.own_threads import start_or_go_without
@@ -77,8 +78,6 @@ __all__ = [
 _log = guarded_logger("isoplug.runner")
 
 _THREAD_NAME = "isoplug-atexit"
-#: Characters of a ``where`` text at most (as the health reports' own).
-_MAX_WHERE = 300
 
 #: Called by the hook :func:`mark_plugin_hooks` registers, once every hook registered after
 #: it (the plugins') has run.
@@ -295,11 +294,10 @@ def _where(frames: list[FrameType]) -> str:
     there being none of the plugin's); "" for none (a hook in C code)."""
     if not frames:
         return ""
-    chosen = frames[-1]
-    if not in_stdlib(frames[0].f_code.co_filename):
-        chosen = next(f for f in reversed(frames) if not in_stdlib(f.f_code.co_filename))
-    code = chosen.f_code
-    return f"{code.co_filename}:{chosen.f_lineno} in {code.co_name}"[:_MAX_WHERE]
+    if in_stdlib(frames[0].f_code.co_filename):
+        return frame_place(frames[-1])
+    # The hook's own frame is outside the standard library: the walk stops there at most.
+    return describe_frame(frames[-1])
 
 
 def _run_threading_exit_callbacks() -> None:

@@ -64,7 +64,7 @@ from isoplug.thread_limits import start_thread
 from isoplug.transport.fd_identity import FdIdentity, detach_if_not_ours
 from isoplug.wire import FrameDecoder
 
-__all__ = ["HealthMonitor", "describe_frame", "loop_starvation", "start_health"]
+__all__ = ["HealthMonitor", "describe_frame", "frame_place", "loop_starvation", "start_health"]
 
 _log = guarded_logger("isoplug.runner")
 
@@ -387,5 +387,10 @@ def describe_frame(frame: FrameType | None) -> str:
             chosen = walker
             break
         walker = walker.f_back
-    code = chosen.f_code
-    return f"{code.co_filename}:{chosen.f_lineno} in {code.co_name}"[:_MAX_WHERE]
+    return frame_place(chosen)
+
+
+def frame_place(frame: FrameType) -> str:
+    """``path:line in function`` of ``frame`` itself, capped."""
+    code = frame.f_code
+    return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"[:_MAX_WHERE]
